@@ -1,0 +1,12 @@
+#pragma once
+/// \file decodekit.hpp
+/// The umbrella header: everything decodekit offers.
+
+#include <decodekit/candidates.hpp>
+#include <decodekit/config.hpp>
+#include <decodekit/error.hpp>
+#include <decodekit/kernels/kernels.hpp>
+#include <decodekit/model.hpp>
+#include <decodekit/random.hpp>
+#include <decodekit/types.hpp>
+#include <decodekit/version.hpp>

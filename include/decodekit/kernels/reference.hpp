@@ -1,0 +1,264 @@
+#pragma once
+/// \file kernels/reference.hpp
+/// Scalar reference implementations: the executable definition of every kernel's semantics.
+/// The SIMD kernels in kernels/ must equal these (exactly for selections and ids, within a tight
+/// relative tolerance for reductions); tests compare them. Simple, obviously correct, slow.
+///
+/// Special values, for every kernel: NaN entries are ignored (never selected, never drawn,
+/// probability 0); -inf entries have probability 0 and are never selected; +inf entries win:
+/// when any entry is +inf, the distribution is uniform over the +inf entries.
+
+#include <decodekit/candidates.hpp>
+#include <decodekit/config.hpp>
+#include <decodekit/types.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <numeric>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace reference {
+
+inline constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+
+/// Largest non-NaN entry; -inf if the span is empty or all NaN.
+inline float max(std::span<const float> x) noexcept {
+    float m = neg_inf;
+    for (float v : x)
+        if (v > m) m = v;
+    return m;
+}
+
+/// Lowest index of the largest non-NaN entry; npos if empty or all NaN.
+inline std::size_t argmax(std::span<const float> x) noexcept {
+    std::size_t best = npos;
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (!std::isnan(x[i]) && (best == npos || x[i] > x[best])) best = i;
+    return best;
+}
+
+/// Sum of the entries in double (the read floor's work).
+inline double sum(std::span<const float> x) noexcept {
+    double s = 0;
+    for (float v : x) s += v;
+    return s;
+}
+
+/// Max and normaliser of the tempered distribution.
+struct softmax_stats {
+    float max;   ///< largest non-NaN logit (-inf if none)
+    double sum;  ///< sum over entries of exp((x_i - max) / T); 0 if no entry has probability
+};
+
+/// Weight of one entry: exp((x - m) / T), with the special-value rules (+inf max: 1 for +inf
+/// entries, 0 otherwise; NaN or -inf: 0).
+inline double weight(float x, float m, float temperature) noexcept {
+    if (std::isnan(x) || x == neg_inf) return 0.0;
+    if (std::isinf(m)) return x == m ? 1.0 : 0.0;
+    return std::exp((double(x) - double(m)) / double(temperature));
+}
+
+/// max and sum of exp((x_i - max)/T).  \pre temperature > 0
+inline softmax_stats exp_sum(std::span<const float> x, float temperature = 1.f) noexcept {
+    const float m = max(x);
+    double s = 0;
+    for (float v : x) s += weight(v, m, temperature);
+    return {m, s};
+}
+
+/// log sum exp(x_i / T); -inf when no entry has probability, +inf when an entry is +inf.
+inline double logsumexp(std::span<const float> x, float temperature = 1.f) noexcept {
+    const softmax_stats st = exp_sum(x, temperature);
+    if (st.sum == 0) return -std::numeric_limits<double>::infinity();
+    if (std::isinf(st.max)) return std::numeric_limits<double>::infinity();
+    return double(st.max) / temperature + std::log(st.sum);
+}
+
+/// out_i = p_i = exp((x_i - m)/T) / Z. All zeros when no entry has probability (stats.sum == 0).
+/// \pre out.size() == x.size(), temperature > 0
+inline softmax_stats softmax(std::span<const float> x, std::span<float> out,
+                             float temperature = 1.f) noexcept {
+    const softmax_stats st = exp_sum(x, temperature);
+    for (std::size_t i = 0; i < x.size(); ++i)
+        out[i] = st.sum > 0 ? float(weight(x[i], st.max, temperature) / st.sum) : 0.f;
+    return st;
+}
+
+/// out_i = log p_i = (x_i - m)/T - log Z; -inf for entries of probability 0 (NaN included).
+/// All -inf when no entry has probability.
+inline softmax_stats log_softmax(std::span<const float> x, std::span<float> out,
+                                 float temperature = 1.f) noexcept {
+    const softmax_stats st = exp_sum(x, temperature);
+    const double log_z = st.sum > 0 ? std::log(st.sum) : 0.0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const double w = weight(x[i], st.max, temperature);
+        if (st.sum == 0 || w == 0) out[i] = neg_inf;
+        else if (std::isinf(st.max)) out[i] = float(-log_z);
+        else out[i] = float((double(x[i]) - st.max) / temperature - log_z);
+    }
+    return st;
+}
+
+/// Orders candidate indices: larger logit first, ties by lower id.
+inline bool before(float a, token_id ia, float b, token_id ib) noexcept {
+    return a > b || (a == b && ia < ib);
+}
+
+/// Sorts a candidate set: logit descending, ties by ascending id.
+inline void sort_candidates(candidates& c) noexcept {
+    std::vector<std::size_t> order(c.size());
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    auto ids = c.ids();
+    auto lg = c.logits();
+    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+        return before(lg[a], ids[a], lg[b], ids[b]);
+    });
+    std::vector<token_id> i2(c.size());
+    std::vector<float> l2(c.size());
+    for (std::size_t j = 0; j < order.size(); ++j) {
+        i2[j] = ids[order[j]];
+        l2[j] = lg[order[j]];
+    }
+    std::copy(i2.begin(), i2.end(), ids.begin());
+    std::copy(l2.begin(), l2.end(), lg.begin());
+}
+
+/// Every entry with probability > 0 (not NaN, not -inf), in id order.
+inline void valid_entries(std::span<const float> x, candidates& out) noexcept {
+    out.clear();
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (!std::isnan(x[i]) && x[i] != neg_inf) out.push_back(token_id(i), x[i]);
+}
+
+/// Top-k: the k largest valid entries (NaN and -inf never selected), sorted by logit descending,
+/// ties by ascending id. exactly_k keeps min(k, #valid); keep_ties also keeps every entry equal to
+/// the k-th kept logit. k == 0 gives an empty set.  \pre out.capacity() >= x.size()
+inline std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
+                         candidates& out) noexcept {
+    valid_entries(x, out);
+    sort_candidates(out);
+    std::size_t n = std::min(k, out.size());
+    if (ties == tie_policy::keep_ties && n > 0)
+        while (n < out.size() && out.logits()[n] == out.logits()[n - 1]) ++n;
+    out.resize(n);
+    return n;
+}
+
+/// Every valid entry with x_i >= threshold, in id order. \pre out.capacity() >= x.size()
+inline std::size_t filter_at_least(std::span<const float> x, float threshold,
+                                   candidates& out) noexcept {
+    out.clear();
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (!std::isnan(x[i]) && x[i] != neg_inf && x[i] >= threshold) out.push_back(token_id(i), x[i]);
+    return out.size();
+}
+
+/// Min-p in logit space: the logit threshold max + T ln(p_base) (p_i >= p_base * p_max at
+/// temperature T). p_base <= 0 gives -inf (keeps everything).
+inline float min_p_threshold(float max_logit, float p_base, float temperature = 1.f) noexcept {
+    if (p_base <= 0) return neg_inf;
+    return float(double(max_logit) + double(temperature) * std::log(double(p_base)));
+}
+
+/// Top-p (nucleus) over the whole row at temperature T: sort valid entries by probability
+/// descending (ties by id); keep entry j iff the probability mass strictly before it is < p
+/// (the smallest prefix whose mass reaches p, the crossing entry included), and at least
+/// max(1, min_keep) entries. p >= 1 keeps every valid entry. Output sorted like top_k.
+/// Accumulation in double.  \pre out.capacity() >= x.size(), temperature > 0
+inline std::size_t top_p(std::span<const float> x, float p, float temperature,
+                         std::size_t min_keep, candidates& out) noexcept {
+    valid_entries(x, out);
+    sort_candidates(out);
+    if (out.empty()) return 0;
+    const softmax_stats st = exp_sum(x, temperature);
+    const std::size_t keep_at_least = std::max<std::size_t>(1, min_keep);
+    double before_mass = 0;
+    std::size_t n = 0;
+    while (n < out.size() && (n < keep_at_least || before_mass < double(p))) {
+        before_mass += weight(out.logits()[n], st.max, temperature) / st.sum;
+        ++n;
+    }
+    out.resize(n);
+    return n;
+}
+
+/// Entropy H = -sum p log p (nats) of the tempered distribution; 0 when no entry has probability.
+inline double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
+    const softmax_stats st = exp_sum(x, temperature);
+    if (st.sum == 0) return 0;
+    double h = 0;
+    for (float v : x) {
+        const double w = weight(v, st.max, temperature);
+        if (w > 0) {
+            const double p = w / st.sum;
+            h -= p * std::log(p);
+        }
+    }
+    return h;
+}
+
+/// Inverse-CDF draw from unnormalised non-negative weights with one uniform u in [0, 1):
+/// target t = u * S (S the double sum); returns the first index whose running sum exceeds t among
+/// entries with w > 0; when rounding leaves t unreached, the last entry with w > 0.
+/// Negative, NaN and zero weights are never drawn. npos if no weight is positive.
+inline std::size_t draw_inverse_cdf(std::span<const float> w, double u) noexcept {
+    double s = 0;
+    for (float v : w)
+        if (v > 0) s += v;
+    if (!(s > 0)) return npos;
+    const double target = u * s;
+    double run = 0;
+    std::size_t last = npos;
+    for (std::size_t i = 0; i < w.size(); ++i) {
+        if (!(w[i] > 0)) continue;
+        run += w[i];
+        last = i;
+        if (run > target) return i;
+    }
+    return last;
+}
+
+/// Exponential race (Gumbel-max) over logits at temperature T: argmax_i w_i / E_i with
+/// w_i = exp((x_i - m)/T) and E_i = exponentials[i] > 0. Equivalent to a categorical draw from
+/// softmax(x / T). npos if no entry has probability.
+inline std::size_t draw_exponential_race(std::span<const float> x, float temperature,
+                                         std::span<const double> exponentials) noexcept {
+    const float m = max(x);
+    std::size_t best = npos;
+    double best_score = -1;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const double w = weight(x[i], m, temperature);
+        if (w <= 0) continue;
+        const double score = w / exponentials[i];
+        if (score > best_score) {
+            best_score = score;
+            best = i;
+        }
+    }
+    return best;
+}
+
+/// Cosine similarity of `query` (length dim) against each of n = out.size() rows stored
+/// row-major with `stride` floats between rows. 0 for a zero-norm row or query.
+inline void cosine_similarity(std::span<const float> query, const float* rows, std::size_t stride,
+                              std::span<float> out) noexcept {
+    const std::size_t dim = query.size();
+    double qq = 0;
+    for (float v : query) qq += double(v) * v;
+    for (std::size_t r = 0; r < out.size(); ++r) {
+        const float* row = rows + r * stride;
+        double dot = 0, rr = 0;
+        for (std::size_t j = 0; j < dim; ++j) {
+            dot += double(query[j]) * row[j];
+            rr += double(row[j]) * row[j];
+        }
+        out[r] = (qq > 0 && rr > 0) ? float(dot / std::sqrt(qq * rr)) : 0.f;
+    }
+}
+
+}  // namespace reference
+DECODEKIT_END_NAMESPACE

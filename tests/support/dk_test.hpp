@@ -1,0 +1,28 @@
+#pragma once
+// Test support: Catch2 2.13 (Debian) and Catch2 3 (vcpkg/Conan) behind one include, plus the
+// library under test (include/ or single_include/, chosen by the build) and shared helpers.
+
+#if __has_include(<catch2/catch_all.hpp>)
+#include <catch2/catch_all.hpp>
+#define DK_CATCH_VERSION 3
+#else
+#include <catch2/catch.hpp>
+#define DK_CATCH_VERSION 2
+#endif
+
+#include <decodekit/decodekit.hpp>
+
+#include "dk_stats.hpp"
+
+// Catch2 3 moved Approx into Catch::Approx (Catch2 2 has it at both places) and matchers into
+// Catch::Matchers; these names work with both.
+namespace dk_test {
+using Catch::Approx;
+}  // namespace dk_test
+
+// Tests that need exceptions (REQUIRE_THROWS...) are compiled only when they are enabled.
+#if DECODEKIT_EXCEPTIONS
+#define DK_IF_EXCEPTIONS(...) __VA_ARGS__
+#else
+#define DK_IF_EXCEPTIONS(...)
+#endif
