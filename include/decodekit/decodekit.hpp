@@ -7,6 +7,9 @@
 #include <decodekit/error.hpp>
 #include <decodekit/kernels/kernels.hpp>
 #include <decodekit/model.hpp>
+#include <decodekit/processors/processors.hpp>
+#include <decodekit/sampling/sampling.hpp>
+#include <decodekit/decoding/decoding.hpp>
 #include <decodekit/random.hpp>
 #include <decodekit/types.hpp>
 #include <decodekit/version.hpp>

@@ -823,6 +823,21 @@ concept multi_token_model =
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/model.hpp
+// ---- begin decodekit/processors/processors.hpp
+/// \file processors/processors.hpp
+/// Everything in processors/ (the umbrella of this folder).
+
+// ---- end decodekit/processors/processors.hpp
+// ---- begin decodekit/sampling/sampling.hpp
+/// \file sampling/sampling.hpp
+/// Everything in sampling/ (the umbrella of this folder).
+
+// ---- end decodekit/sampling/sampling.hpp
+// ---- begin decodekit/decoding/decoding.hpp
+/// \file decoding/decoding.hpp
+/// Everything in decoding/ (the umbrella of this folder).
+
+// ---- end decodekit/decoding/decoding.hpp
 // ---- begin decodekit/random.hpp
 /// \file random.hpp
 /// Counter-based randomness: Philox4x32-10 (Salmon et al., SC'11) keyed by
