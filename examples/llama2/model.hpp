@@ -1,0 +1,449 @@
+#pragma once
+/// \file llama2/model.hpp
+/// The reference backend: a llama2.c-semantics transformer (RMSNorm eps 1e-5, RoPE on adjacent
+/// pairs with frequency 10000^(-2i/head_size), grouped-query attention with a KV cache, SwiGLU,
+/// shared or separate classifier) implementing every capability of decodekit's model concepts:
+///   language_model      logits(requests, out)
+///   hidden_state_model  logits_and_hidden(requests, logits_out, hidden_out)
+///                       (hidden = the final-normed residual fed to the classifier)
+///   layer_logits_model  layer_logits(requests, layers, out): final norm + classifier applied
+///                       to the residual stream after layer l (0 = embedding, n_layers = output)
+///   multi_token_model   head_logits(requests, out). stories260K has no multi-token heads;
+///                       num_heads() is a constructor option (default 1 = only the ordinary
+///                       next-token head). Head h >= 1 is EMULATED by greedy self-rollout: the
+///                       logits for t+1+h given the sequence plus the argmax tokens of heads
+///                       0..h-1, each costing one extra cached token forward (a stand-in for
+///                       real MTP heads, so MTP drafting can be exercised end to end).
+///
+/// KV cache: per slot, the cached tokens and their K/V rows. A request reuses the longest common
+/// prefix of its tokens with the cached ones (its own slot, or, if longer, another slot's, whose
+/// K/V rows are copied: a beam fork recomputes only from the divergence point). Appending one
+/// token costs one token forward; a cut-back costs nothing but the recompute from the
+/// divergence. Positions whose outputs are requested are always (re)computed.
+///
+/// Invalid requests (empty, token id out of range, longer than seq_len, slot >= max_slots) do
+/// not read out of bounds: their output rows are filled with NaN and last_error() says why.
+
+#include "checkpoint.hpp"
+
+#include <decodekit/model.hpp>
+#include <decodekit/simd/xsimd_compat.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace dk_llama2 {
+
+namespace dk = decodekit;
+
+namespace detail {
+
+/// out[i] = sum_j W[i*n + j] * x[j] for i < d (run.c's matmul), xsimd batches over j.
+template <class A = dk::simd::default_arch>
+void matmul(float* DECODEKIT_RESTRICT out, const float* DECODEKIT_RESTRICT x,
+            const float* DECODEKIT_RESTRICT w, std::size_t n, std::size_t d) noexcept {
+    using B = dk::simd::batch<A>;
+    constexpr std::size_t L = dk::simd::lanes<A>;
+    const std::size_t nv = n - n % L;
+    std::size_t i = 0;
+    for (; i + 2 <= d; i += 2) {  // two rows at a time: x is loaded once for both
+        const float* r0 = w + i * n;
+        const float* r1 = r0 + n;
+        B a0(0.f), a1(0.f);
+        for (std::size_t j = 0; j < nv; j += L) {
+            const B xv = B::load_unaligned(x + j);
+            a0 = xsimd::fma(B::load_unaligned(r0 + j), xv, a0);
+            a1 = xsimd::fma(B::load_unaligned(r1 + j), xv, a1);
+        }
+        float s0 = dk::simd::reduce_add<A>(a0), s1 = dk::simd::reduce_add<A>(a1);
+        for (std::size_t j = nv; j < n; ++j) {
+            s0 += r0[j] * x[j];
+            s1 += r1[j] * x[j];
+        }
+        out[i] = s0;
+        out[i + 1] = s1;
+    }
+    for (; i < d; ++i) {
+        const float* r = w + i * n;
+        B a(0.f);
+        for (std::size_t j = 0; j < nv; j += L)
+            a = xsimd::fma(B::load_unaligned(r + j), B::load_unaligned(x + j), a);
+        float s = dk::simd::reduce_add<A>(a);
+        for (std::size_t j = nv; j < n; ++j) s += r[j] * x[j];
+        out[i] = s;
+    }
+}
+
+/// Dot product of two length-n vectors (xsimd).
+template <class A = dk::simd::default_arch>
+float dot(const float* a, const float* b, std::size_t n) noexcept {
+    using B = dk::simd::batch<A>;
+    constexpr std::size_t L = dk::simd::lanes<A>;
+    const std::size_t nv = n - n % L;
+    B acc(0.f);
+    for (std::size_t j = 0; j < nv; j += L)
+        acc = xsimd::fma(B::load_unaligned(a + j), B::load_unaligned(b + j), acc);
+    float s = dk::simd::reduce_add<A>(acc);
+    for (std::size_t j = nv; j < n; ++j) s += a[j] * b[j];
+    return s;
+}
+
+/// o = x * w / sqrt(mean(x^2) + 1e-5) (run.c's rmsnorm).
+inline void rmsnorm(float* o, const float* x, const float* w, std::size_t n) noexcept {
+    float ss = 0.f;
+    for (std::size_t j = 0; j < n; ++j) ss += x[j] * x[j];
+    ss /= float(n);
+    ss += 1e-5f;
+    ss = 1.f / std::sqrt(ss);
+    for (std::size_t j = 0; j < n; ++j) o[j] = w[j] * (ss * x[j]);
+}
+
+}  // namespace detail
+
+/// Backend options.
+struct model_options {
+    std::size_t num_heads = 1;    ///< multi-token heads exposed (>= 1; h >= 1 emulated, see top)
+    std::size_t max_slots = 256;  ///< slots accepted (a KV cache is allocated per slot used)
+};
+
+/// Counters for statistics and tests.
+struct model_counters {
+    std::uint64_t calls = 0;  ///< logits/logits_and_hidden/layer_logits/head_logits calls
+    std::uint64_t tokens_forwarded = 0;  ///< token forwards computed (cache misses)
+    std::uint64_t tokens_reused = 0;     ///< positions served from a cache
+};
+
+/// The llama2.c transformer. Template on the xsimd architecture used by its matmuls.
+template <class A = dk::simd::default_arch>
+class basic_model {
+public:
+    /// Takes ownership of a loaded checkpoint.
+    explicit basic_model(checkpoint ck, model_options opt = {}) : ck_(std::move(ck)), opt_(opt) {
+        const config& c = ck_.cfg;
+        const std::size_t dim = std::size_t(c.dim), hid = std::size_t(c.hidden_dim);
+        x_.resize(dim);
+        xb_.resize(dim);
+        xb2_.resize(dim);
+        hb_.resize(hid);
+        hb2_.resize(hid);
+        q_.resize(dim);
+        att_.resize(std::size_t(c.seq_len));
+        resid_.resize((std::size_t(c.n_layers) + 1) * dim);
+        normed_.resize(dim);
+        const std::size_t half = std::size_t(c.head_size()) / 2;
+        inv_freq_.resize(half);
+        for (std::size_t i = 0; i < half; ++i)
+            inv_freq_[i] = 1.0f / std::pow(10000.0f, float(2 * i) / float(c.head_size()));
+        if (opt_.num_heads == 0) opt_.num_heads = 1;
+    }
+
+    const config& cfg() const noexcept { return ck_.cfg; }
+
+    // --- concept surface ---------------------------------------------------------------------
+    /// Vocabulary size.
+    std::size_t vocab_size() const noexcept { return std::size_t(ck_.cfg.vocab_size); }
+    /// Width of the hidden state returned by logits_and_hidden().
+    std::size_t hidden_size() const noexcept { return std::size_t(ck_.cfg.dim); }
+    /// Number of transformer layers (layer_logits accepts 0..num_layers()).
+    std::size_t num_layers() const noexcept { return std::size_t(ck_.cfg.n_layers); }
+    /// Number of prediction heads (1 = the ordinary next-token head only; see the file comment).
+    std::size_t num_heads() const noexcept { return opt_.num_heads; }
+    /// Maximum sequence length.
+    std::size_t max_sequence_length() const noexcept { return std::size_t(ck_.cfg.seq_len); }
+
+    /// Logits for the last n_last positions of each request; out: rows_needed x vocab_size().
+    void logits(std::span<const dk::sequence_request> requests, std::span<float> out) {
+        run(requests, out, {}, {}, 0);
+    }
+
+    /// Logits and the final-normed hidden states of the same positions.
+    void logits_and_hidden(std::span<const dk::sequence_request> requests,
+                           std::span<float> logits_out, std::span<float> hidden_out) {
+        run(requests, logits_out, hidden_out, {}, 0);
+    }
+
+    /// Logits read out after each layer in `layers` (rows [request][position][layer]).
+    void layer_logits(std::span<const dk::sequence_request> requests, std::span<const int> layers,
+                      std::span<float> out) {
+        run(requests, out, {}, layers, 1);
+    }
+
+    /// Logits of heads 0..num_heads()-1 for each request's last position (rows [request][head]).
+    void head_logits(std::span<const dk::sequence_request> requests, std::span<float> out) {
+        ++counters_.calls;
+        const std::size_t V = vocab_size(), H = num_heads();
+        if (out.size() < requests.size() * H * V) {
+            set_error("head_logits: output span too small");
+            return;
+        }
+        std::vector<dk::token_id> seq;
+        for (std::size_t r = 0; r < requests.size(); ++r) {
+            seq.assign(requests[r].tokens.begin(), requests[r].tokens.end());
+            for (std::size_t h = 0; h < H; ++h) {
+                float* row = out.data() + (r * H + h) * V;
+                dk::sequence_request one{seq, 1, requests[r].slot};
+                if (!forward_request(one, std::span<float>(row, V), {}, {}, 0)) {
+                    for (std::size_t k = h + 1; k < H; ++k)
+                        std::fill_n(out.data() + (r * H + k) * V, V,
+                                    std::numeric_limits<float>::quiet_NaN());
+                    break;
+                }
+                if (h + 1 < H) {
+                    const auto best = std::max_element(row, row + V) - row;
+                    seq.push_back(dk::token_id(best));
+                }
+            }
+        }
+    }
+
+    // --- extras ------------------------------------------------------------------------------
+    /// The last error of a request (empty when the last call had none).
+    const std::string& last_error() const noexcept { return error_; }
+    /// Counters since construction (or reset_counters()).
+    const model_counters& counters() const noexcept { return counters_; }
+    void reset_counters() noexcept { counters_ = {}; }
+    /// Forgets every slot's cache (the next call recomputes from scratch).
+    void clear_cache() noexcept {
+        for (auto& s : slots_) s.tokens.clear();
+    }
+
+private:
+    struct slot_state {
+        std::vector<dk::token_id> tokens;  // tokens whose K/V rows are valid, in order
+        std::vector<float> key, value;     // [layer][pos][kv_dim]
+    };
+
+    void set_error(std::string e) { error_ = std::move(e); }
+
+    slot_state& slot(std::uint32_t s) {
+        if (slots_.size() <= s) slots_.resize(std::size_t(s) + 1);
+        slot_state& st = slots_[s];
+        if (st.key.empty()) {
+            const std::size_t n = std::size_t(ck_.cfg.n_layers) * std::size_t(ck_.cfg.seq_len) *
+                                  std::size_t(ck_.cfg.kv_dim());
+            st.key.assign(n, 0.f);
+            st.value.assign(n, 0.f);
+        }
+        return st;
+    }
+
+    static std::size_t common_prefix(std::span<const dk::token_id> a,
+                                     std::span<const dk::token_id> b) noexcept {
+        const std::size_t n = std::min(a.size(), b.size());
+        std::size_t i = 0;
+        while (i < n && a[i] == b[i]) ++i;
+        return i;
+    }
+
+    // mode 0: logits (+ hidden when hidden_out non-empty); mode 1: layer logits.
+    void run(std::span<const dk::sequence_request> requests, std::span<float> out,
+             std::span<float> hidden_out, std::span<const int> layers, int mode) {
+        ++counters_.calls;
+        error_.clear();
+        const std::size_t V = vocab_size(), D = hidden_size();
+        const std::size_t per_pos = mode == 1 ? layers.size() : 1;
+        const std::size_t rows = dk::rows_needed(requests) * per_pos;
+        if (out.size() < rows * V || (!hidden_out.empty() && hidden_out.size() < rows * D)) {
+            set_error("output span too small: need " + std::to_string(rows) + " rows");
+            return;
+        }
+        for (int l : layers) {
+            if (l < 0 || std::size_t(l) > num_layers()) {
+                set_error("layer " + std::to_string(l) + " out of range [0, num_layers()]");
+                std::fill_n(out.data(), rows * V, std::numeric_limits<float>::quiet_NaN());
+                return;
+            }
+        }
+        std::size_t row = 0;
+        for (const auto& req : requests) {
+            const std::size_t n = req.n_last * per_pos;
+            std::span<float> o(out.data() + row * V, n * V);
+            std::span<float> h = hidden_out.empty()
+                                     ? std::span<float>{}
+                                     : std::span<float>(hidden_out.data() + row * D, n * D);
+            forward_request(req, o, h, layers, mode);
+            row += n;
+        }
+    }
+
+    bool validate(const dk::sequence_request& req) {
+        if (req.tokens.empty()) return set_error("empty sequence"), false;
+        if (req.n_last == 0 || req.n_last > req.tokens.size())
+            return set_error("n_last must be in [1, sequence length]"), false;
+        if (req.tokens.size() > max_sequence_length())
+            return set_error("sequence of " + std::to_string(req.tokens.size()) +
+                             " tokens exceeds seq_len " + std::to_string(max_sequence_length())),
+                   false;
+        if (req.slot >= opt_.max_slots) return set_error("slot beyond max_slots"), false;
+        for (dk::token_id t : req.tokens)
+            if (t < 0 || std::size_t(t) >= vocab_size())
+                return set_error("token id " + std::to_string(t) + " out of range"), false;
+        return true;
+    }
+
+    bool forward_request(const dk::sequence_request& req, std::span<float> out,
+                         std::span<float> hidden, std::span<const int> layers, int mode) {
+        if (!validate(req)) {
+            std::fill(out.begin(), out.end(), std::numeric_limits<float>::quiet_NaN());
+            std::fill(hidden.begin(), hidden.end(), std::numeric_limits<float>::quiet_NaN());
+            return false;
+        }
+        const std::size_t len = req.tokens.size();
+        slot_state& st = slot(req.slot);
+        std::size_t reuse = common_prefix(st.tokens, req.tokens);
+        // A longer prefix cached in another slot (a beam fork): copy its K/V rows.
+        std::size_t donor = slots_.size(), donor_len = reuse;
+        const std::size_t first_out = len - req.n_last;
+        if (reuse < first_out) {
+            for (std::size_t s = 0; s < slots_.size(); ++s) {
+                if (s == req.slot) continue;
+                const std::size_t p = common_prefix(slots_[s].tokens, req.tokens);
+                if (p > donor_len) {
+                    donor_len = p;
+                    donor = s;
+                }
+            }
+        }
+        const std::size_t start = std::min(std::max(reuse, donor_len), first_out);
+        if (donor < slots_.size() && start > reuse) {
+            const slot_state& d = slots_[donor];
+            const std::size_t kv = std::size_t(ck_.cfg.kv_dim()), T = std::size_t(ck_.cfg.seq_len);
+            for (std::size_t l = 0; l < num_layers(); ++l) {
+                const std::size_t base = l * T * kv;
+                std::copy_n(d.key.data() + base, start * kv, st.key.data() + base);
+                std::copy_n(d.value.data() + base, start * kv, st.value.data() + base);
+            }
+        }
+        counters_.tokens_reused += start;
+        st.tokens.assign(req.tokens.begin(), req.tokens.begin() + std::ptrdiff_t(start));
+        const std::size_t V = vocab_size(), D = hidden_size();
+        const std::size_t per_pos = mode == 1 ? layers.size() : 1;
+        for (std::size_t pos = start; pos < len; ++pos) {
+            const bool want = pos >= first_out;
+            forward_token(st, req.tokens[pos], pos, want && mode == 1);
+            st.tokens.push_back(req.tokens[pos]);
+            ++counters_.tokens_forwarded;
+            if (!want) continue;
+            const std::size_t k = pos - first_out;
+            if (mode == 1) {
+                for (std::size_t li = 0; li < layers.size(); ++li)
+                    readout(resid_.data() + std::size_t(layers[li]) * D,
+                            out.data() + (k * per_pos + li) * V, nullptr);
+            } else {
+                readout(x_.data(), out.data() + k * V,
+                        hidden.empty() ? nullptr : hidden.data() + k * D);
+            }
+        }
+        return true;
+    }
+
+    // Final norm + classifier of residual `x` into `logits`; the normed vector into `hidden`.
+    void readout(const float* x, float* logits, float* hidden) noexcept {
+        const config& c = ck_.cfg;
+        const std::size_t dim = std::size_t(c.dim);
+        detail::rmsnorm(normed_.data(), x, ck_.tensor(ck_.layout.rms_final), dim);
+        if (hidden) std::copy_n(normed_.data(), dim, hidden);
+        detail::matmul<A>(logits, normed_.data(), ck_.tensor(ck_.layout.wcls), dim, vocab_size());
+    }
+
+    // One token through every layer at `pos`, writing its K/V rows into the slot; leaves the
+    // final residual in x_ (and each layer's residual in resid_ when keep_layers).
+    void forward_token(slot_state& st, dk::token_id token, std::size_t pos,
+                       bool keep_layers) noexcept {
+        const config& c = ck_.cfg;
+        const weight_layout& w = ck_.layout;
+        const std::size_t dim = std::size_t(c.dim), hid = std::size_t(c.hidden_dim),
+                          kv_dim = std::size_t(c.kv_dim()), hs = std::size_t(c.head_size()),
+                          n_heads = std::size_t(c.n_heads),
+                          kv_mul = std::size_t(c.n_heads / c.n_kv_heads),
+                          T = std::size_t(c.seq_len);
+        float* x = x_.data();
+        std::copy_n(ck_.tensor(w.token_embedding) + std::size_t(token) * dim, dim, x);
+        if (keep_layers) std::copy_n(x, dim, resid_.data());
+        const float inv_sqrt_hs = 1.f / std::sqrt(float(hs));
+        for (std::size_t l = 0; l < std::size_t(c.n_layers); ++l) {
+            detail::rmsnorm(xb_.data(), x, ck_.tensor(w.rms_att) + l * dim, dim);
+            const std::size_t loff = l * T * kv_dim;
+            float* k = st.key.data() + loff + pos * kv_dim;
+            float* v = st.value.data() + loff + pos * kv_dim;
+            detail::matmul<A>(q_.data(), xb_.data(), ck_.tensor(w.wq) + l * dim * dim, dim, dim);
+            detail::matmul<A>(k, xb_.data(), ck_.tensor(w.wk) + l * kv_dim * dim, dim, kv_dim);
+            detail::matmul<A>(v, xb_.data(), ck_.tensor(w.wv) + l * kv_dim * dim, dim, kv_dim);
+            // RoPE: rotate adjacent pairs (i, i+1) of q, and of k below kv_dim.
+            for (std::size_t i = 0; i < dim; i += 2) {
+                const std::size_t head_dim = i % hs;
+                const float val = float(pos) * inv_freq_[head_dim / 2];
+                const float fcr = std::cos(val), fci = std::sin(val);
+                const int rotn = i < kv_dim ? 2 : 1;
+                for (int vi = 0; vi < rotn; ++vi) {
+                    float* vec = vi == 0 ? q_.data() : k;
+                    const float v0 = vec[i], v1 = vec[i + 1];
+                    vec[i] = v0 * fcr - v1 * fci;
+                    vec[i + 1] = v0 * fci + v1 * fcr;
+                }
+            }
+            // Grouped-query attention over positions 0..pos.
+            for (std::size_t h = 0; h < n_heads; ++h) {
+                const float* qh = q_.data() + h * hs;
+                const std::size_t kvh = (h / kv_mul) * hs;
+                float* att = att_.data();
+                float maxv = -std::numeric_limits<float>::infinity();
+                for (std::size_t t = 0; t <= pos; ++t) {
+                    const float s =
+                        detail::dot<A>(qh, st.key.data() + loff + t * kv_dim + kvh, hs) *
+                        inv_sqrt_hs;
+                    att[t] = s;
+                    maxv = std::max(maxv, s);
+                }
+                float sum = 0.f;
+                for (std::size_t t = 0; t <= pos; ++t) {
+                    att[t] = std::exp(att[t] - maxv);
+                    sum += att[t];
+                }
+                float* xbh = xb_.data() + h * hs;
+                std::fill_n(xbh, hs, 0.f);
+                for (std::size_t t = 0; t <= pos; ++t) {
+                    const float a = att[t] / sum;
+                    const float* vt = st.value.data() + loff + t * kv_dim + kvh;
+                    for (std::size_t i = 0; i < hs; ++i) xbh[i] += a * vt[i];
+                }
+            }
+            detail::matmul<A>(xb2_.data(), xb_.data(), ck_.tensor(w.wo) + l * dim * dim, dim, dim);
+            for (std::size_t i = 0; i < dim; ++i) x[i] += xb2_[i];
+            // SwiGLU FFN.
+            detail::rmsnorm(xb_.data(), x, ck_.tensor(w.rms_ffn) + l * dim, dim);
+            detail::matmul<A>(hb_.data(), xb_.data(), ck_.tensor(w.w1) + l * dim * hid, dim, hid);
+            detail::matmul<A>(hb2_.data(), xb_.data(), ck_.tensor(w.w3) + l * dim * hid, dim, hid);
+            for (std::size_t i = 0; i < hid; ++i) {
+                float val = hb_[i];
+                val *= 1.f / (1.f + std::exp(-val));
+                hb_[i] = val * hb2_[i];
+            }
+            detail::matmul<A>(xb_.data(), hb_.data(), ck_.tensor(w.w2) + l * dim * hid, hid, dim);
+            for (std::size_t i = 0; i < dim; ++i) x[i] += xb_[i];
+            if (keep_layers) std::copy_n(x, dim, resid_.data() + (l + 1) * dim);
+        }
+    }
+
+    checkpoint ck_;
+    model_options opt_;
+    std::vector<slot_state> slots_;
+    std::vector<float> x_, xb_, xb2_, hb_, hb2_, q_, att_, resid_, normed_, inv_freq_;
+    model_counters counters_;
+    std::string error_;
+};
+
+/// The backend on the default architecture.
+using model = basic_model<>;
+
+static_assert(dk::language_model<model>);
+static_assert(dk::hidden_state_model<model>);
+static_assert(dk::layer_logits_model<model>);
+static_assert(dk::multi_token_model<model>);
+
+}  // namespace dk_llama2
