@@ -1,0 +1,219 @@
+// Repetition / frequency / presence penalties: the three engine scopes (HF, llama.cpp, vLLM) on
+// a hand-checked row, bad ids, special values, workspace reset, and a randomized cross-check
+// against a naive map-based reference.
+#include "dk_test.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <random>
+#include <vector>
+
+using namespace decodekit;
+
+namespace {
+
+constexpr float inf = std::numeric_limits<float>::infinity();
+
+// |a - b| <= 1e-5 * max(1, |b|) (dk_test::Approx does not take scalars with Catch2 2.13).
+bool close(float a, float b) { return std::abs(a - b) <= 1e-5f * std::max(1.f, std::abs(b)); }
+
+bool all_zero(const penalty_workspace& ws) {
+    for (auto c : ws.counts)
+        if (c != 0) return false;
+    return true;
+}
+
+// Naive reference: counts with a std::map over explicit windows.
+std::vector<float> naive(std::vector<float> x, const std::vector<token_id>& h, std::size_t prompt,
+                         const penalty_params& p) {
+    auto window = [&](penalty_scope s) {
+        std::vector<token_id> w;
+        std::size_t begin = 0;
+        if (s == penalty_scope::last_n) begin = h.size() > p.last_n ? h.size() - p.last_n : 0;
+        if (s == penalty_scope::output_only) begin = prompt < h.size() ? prompt : h.size();
+        for (std::size_t i = begin; i < h.size(); ++i) w.push_back(h[i]);
+        return w;
+    };
+    const auto v = static_cast<token_id>(x.size());
+    std::map<token_id, int> seen, count;
+    for (token_id t : window(p.repetition_scope))
+        if (t >= 0 && t < v) seen[t] = 1;
+    for (token_id t : window(p.frequency_scope))
+        if (t >= 0 && t < v) ++count[t];
+    for (auto [t, one] : seen) {
+        float& y = x[static_cast<std::size_t>(t)];
+        y = y > 0 ? y / p.repetition : y * p.repetition;
+    }
+    for (auto [t, c] : count)
+        x[static_cast<std::size_t>(t)] -= static_cast<float>(c) * p.frequency + p.presence;
+    return x;
+}
+
+std::vector<float> run(std::vector<float> x, const std::vector<token_id>& h, std::size_t prompt,
+                       const penalty_params& p) {
+    penalty_workspace ws(x.size());
+    apply_penalties(x, h, prompt, p, ws);
+    CHECK(all_zero(ws));
+    return x;
+}
+
+void check_row(const std::vector<float>& got, const std::vector<float>& want) {
+    REQUIRE(got.size() == want.size());
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        INFO("token " << i);
+        CHECK(close(got[i], want[i]));
+    }
+}
+
+// Logits of the hand example: V = 8.
+const std::vector<float> row = {0.5f, 1.0f, -1.0f, 2.0f, 0.0f, 3.0f, -2.0f, 4.0f};
+// Prompt {1, 2, 2}, output {3, 3, 4}.
+const std::vector<token_id> hist = {1, 2, 2, 3, 3, 4};
+constexpr std::size_t prompt_len = 3;
+
+}  // namespace
+
+TEST_CASE("penalties: the three engine scopes on a hand-checked row", "[processors][penalties]") {
+    penalty_params p{.repetition = 2.f, .frequency = 0.5f, .presence = 0.25f};
+
+    SECTION("Hugging Face: whole history, prompt included") {
+        // 1: 1/2 - (0.5+0.25); 2: -1*2 - (2*0.5+0.25); 3: 2/2 - 1.25; 4: 0*2 - 0.75
+        check_row(run(row, hist, prompt_len, p),
+                  {0.5f, -0.25f, -3.25f, -0.25f, -0.75f, 3.0f, -2.0f, 4.0f});
+    }
+    SECTION("llama.cpp: last_n = 2 tokens, i.e. {3, 4}") {
+        p.repetition_scope = p.frequency_scope = penalty_scope::last_n;
+        p.last_n = 2;
+        check_row(run(row, hist, prompt_len, p),
+                  {0.5f, 1.0f, -1.0f, 0.25f, -0.75f, 3.0f, -2.0f, 4.0f});
+    }
+    SECTION("vLLM: repetition over prompt+output, frequency/presence over output {3, 3, 4}") {
+        p.frequency_scope = penalty_scope::output_only;
+        check_row(run(row, hist, prompt_len, p),
+                  {0.5f, 0.5f, -2.0f, -0.25f, -0.75f, 3.0f, -2.0f, 4.0f});
+    }
+    SECTION("output_only repetition: the prompt's tokens 1 and 2 untouched") {
+        p = {.repetition = 2.f, .repetition_scope = penalty_scope::output_only};
+        check_row(run(row, hist, prompt_len, p),
+                  {0.5f, 1.0f, -1.0f, 1.0f, 0.0f, 3.0f, -2.0f, 4.0f});
+    }
+    SECTION("repetition is applied once per distinct token, whatever its count") {
+        p = {.repetition = 3.f};
+        const auto y = run(row, {2, 2, 2, 2}, 0, p);
+        CHECK(y[2] == -3.f);  // not -81
+    }
+    SECTION("negative control: the scopes really differ") {
+        penalty_params q = p;
+        q.frequency_scope = penalty_scope::output_only;
+        CHECK(run(row, hist, prompt_len, p) != run(row, hist, prompt_len, q));
+    }
+}
+
+TEST_CASE("penalties: windows at their edges", "[processors][penalties]") {
+    const penalty_params base{.repetition = 2.f, .frequency = 1.f};
+    SECTION("empty history changes nothing") { CHECK(run(row, {}, 0, base) == row); }
+    SECTION("last_n = 0 is an empty window") {
+        penalty_params p = base;
+        p.repetition_scope = p.frequency_scope = penalty_scope::last_n;
+        p.last_n = 0;
+        CHECK(run(row, hist, prompt_len, p) == row);
+    }
+    SECTION("last_n beyond the history is the whole history") {
+        penalty_params p = base, q = base;
+        p.repetition_scope = p.frequency_scope = penalty_scope::last_n;
+        p.last_n = 1000;
+        CHECK(run(row, hist, prompt_len, p) == run(row, hist, prompt_len, q));
+    }
+    SECTION("prompt_length beyond the history: output_only is empty") {
+        penalty_params p = base;
+        p.repetition_scope = p.frequency_scope = penalty_scope::output_only;
+        CHECK(run(row, hist, 100, p) == row);
+        CHECK(run(row, hist, hist.size(), p) == row);
+    }
+    SECTION("disabled params change nothing") {
+        CHECK_FALSE(penalty_params{}.enabled());
+        CHECK(run(row, hist, prompt_len, penalty_params{}) == row);
+    }
+}
+
+TEST_CASE("penalties: ids outside [0, V) are ignored", "[processors][penalties]") {
+    const penalty_params p{.repetition = 2.f, .frequency = 1.f, .presence = 1.f};
+    const std::vector<token_id> bad = {
+        -1, 8, 100, 3, std::numeric_limits<token_id>::max(), std::numeric_limits<token_id>::min()};
+    std::vector<float> want = row;
+    want[3] = 2.f / 2.f - 2.f;
+    check_row(run(row, bad, 0, p), want);
+
+    SECTION("a workspace larger than the row: ids in [V, workspace size) ignored too") {
+        std::vector<float> x = row;
+        penalty_workspace ws(16);
+        apply_penalties(x, std::vector<token_id>{10, 15, 3}, 0, p, ws);
+        check_row(x, want);
+        CHECK(all_zero(ws));
+    }
+}
+
+TEST_CASE("penalties: NaN, -inf and +inf logits are left as they are", "[processors][penalties]") {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const penalty_params p{.repetition = 1.5f, .frequency = 2.f, .presence = -1.f};
+    const auto y = run({nan, -inf, inf, 1.f}, {0, 1, 2, 3, 0, 1, 2, 3}, 0, p);
+    CHECK(std::isnan(y[0]));
+    CHECK(y[1] == -inf);
+    CHECK(y[2] == inf);
+    CHECK(close(y[3], 1.f / 1.5f - 2.f * 2.f + 1.f));
+}
+
+TEST_CASE("penalties: the workspace reset makes repeated calls independent",
+          "[processors][penalties]") {
+    const penalty_params p{.repetition = 1.3f, .frequency = 0.4f, .presence = 0.2f};
+    penalty_workspace ws(row.size());
+    std::vector<float> a = row, b = row, c = row;
+    apply_penalties(a, hist, prompt_len, p, ws);
+    apply_penalties(b, std::vector<token_id>{7, 7, 7, 0}, 1, p, ws);
+    CHECK(all_zero(ws));
+    apply_penalties(c, hist, prompt_len, p, ws);  // same as the first call
+    CHECK(a == c);
+    CHECK(b == run(row, {7, 7, 7, 0}, 1, p));
+}
+
+TEST_CASE("penalties: random histories match a naive reference", "[processors][penalties]") {
+    std::mt19937 gen(1234);
+    std::uniform_real_distribution<float> logit(-5.f, 5.f);
+    const penalty_scope scopes[] = {penalty_scope::whole_history, penalty_scope::last_n,
+                                    penalty_scope::output_only};
+    for (int trial = 0; trial < 300; ++trial) {
+        const std::size_t v = 1 + gen() % 40;
+        std::vector<float> x(v);
+        for (auto& e : x) e = logit(gen);
+        std::vector<token_id> h(gen() % 100);
+        for (auto& t : h) t = static_cast<token_id>(gen() % (v + 4)) - 2;  // some out of range
+        const penalty_params p{.repetition = 0.5f + static_cast<float>(gen() % 30) / 10.f,
+                               .frequency = static_cast<float>(static_cast<int>(gen() % 5) - 2),
+                               .presence = static_cast<float>(gen() % 3) * 0.5f,
+                               .repetition_scope = scopes[gen() % 3],
+                               .frequency_scope = scopes[gen() % 3],
+                               .last_n = gen() % 70};
+        const std::size_t prompt = gen() % 120;
+        check_row(run(x, h, prompt, p), naive(x, h, prompt, p));
+    }
+}
+
+TEST_CASE("penalty_params: check() names the field and range", "[processors][penalties]") {
+    CHECK_FALSE(penalty_params{}.check());
+    CHECK(penalty_params{.repetition = 1.2f, .frequency = -2.f, .presence = 2.f}.enabled());
+    const auto r = penalty_params{.repetition = 0.f}.check();
+    REQUIRE(r);
+    CHECK(r->find("penalty_params.repetition") != std::string::npos);
+    CHECK(r->find("> 0") != std::string::npos);
+    CHECK(penalty_params{.repetition = inf}.check());
+    CHECK(penalty_params{.repetition = -1.f}.check());
+    CHECK(penalty_params{.frequency = std::nanf("")}.check()->find("frequency") !=
+          std::string::npos);
+    CHECK(penalty_params{.presence = -inf}.check()->find("presence") != std::string::npos);
+    CHECK(penalty_params{.frequency_scope = static_cast<penalty_scope>(7)}.check());
+    DK_IF_EXCEPTIONS(REQUIRE_THROWS_AS(penalty_params{.repetition = 0.f}.validate(), config_error);)
+    DK_IF_EXCEPTIONS(REQUIRE_NOTHROW(penalty_params{.repetition = 1.1f}.validate());)
+}
