@@ -1,21 +1,231 @@
 #pragma once
 /// \file kernels/select.hpp
 /// top-k selection without sorting the vocabulary; threshold filters (min-p).
-/// Semantics: kernels/reference.hpp (the scalar reference these must equal).
-/// TODO(kernels): SIMD implementation; this forwards to the reference for now.
+/// Semantics: kernels/reference.hpp (equal exactly: same ids, same logits, same order).
+/// No random numbers are consumed.
+///
+/// top_k: one pass. A conservative starting threshold from 256 strided samples, then one
+/// compare-and-compact pass (AVX-512: register vcompressps + whole-vector stores; other ISAs:
+/// movemask and a walk over the set bits) into the `out` storage, which works as a reservoir:
+/// whenever it holds more than max(2k, k + 256) survivors, the k-th best is found with
+/// nth_element over those few and the threshold rises to it. Finally only the <= 2k survivors
+/// are selected and sorted. If the sampled threshold was too high (fewer than k survive) the
+/// pass is repeated without it (rare). Cost is one read of the row plus O(k log k).
+/// filter_at_least: one compare-and-compact pass, output in id order.
+///
+/// Scratch: sorting needs 8 bytes per survivor; it lives in a thread_local buffer that grows to
+/// the largest need seen and is then reused (no allocation per call after the first).
 
+#include <decodekit/candidates.hpp>
 #include <decodekit/kernels/reference.hpp>
 #include <decodekit/simd/xsimd_compat.hpp>
 
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <span>
+#include <vector>
+
 DECODEKIT_BEGIN_NAMESPACE
 namespace kernels {
+namespace detail {
 
+inline constexpr float lowest_f = std::numeric_limits<float>::lowest();
 
+/// Sort key: larger key = larger logit, then smaller id (reference::before order). -0 == +0.
+inline std::uint64_t rank_key(float logit, token_id id) noexcept {
+    std::uint32_t u = std::bit_cast<std::uint32_t>(logit);
+    if (u == 0x80000000u) u = 0;
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return (std::uint64_t(u) << 32) | std::uint64_t(~std::uint32_t(id));
+}
+inline token_id key_id(std::uint64_t key) noexcept { return token_id(~std::uint32_t(key)); }
+
+/// Per-thread scratch of at least n 64-bit keys (grows, never shrinks).
+inline std::uint64_t* key_scratch(std::size_t n) noexcept {
+    static thread_local std::vector<std::uint64_t> buf;
+    if (buf.size() < n) buf.resize(std::max(n, std::size_t(4096)));
+    return buf.data();
+}
+
+/// Compare-and-compact of x[begin, end) (whole batches only): appends every entry with
+/// x_i >= t (or > t when strict) to ids/logits at index c; returns the new count.
+/// \pre room for (end - begin) + lanes entries after c.
+template <class A>
+std::size_t compact_batches(const float* p, std::size_t begin, std::size_t end, float t,
+                            bool strict, std::size_t c, token_id* ids, float* lg) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B tb(t);
+    auto pass = [&](const B& v) { return strict ? (v > tb) : (v >= tb); };
+    std::size_t i = begin;
+    for (; i + 4 * L <= end; i += 4 * L) {
+        const B v0 = B::load_unaligned(p + i), v1 = B::load_unaligned(p + i + L);
+        const B v2 = B::load_unaligned(p + i + 2 * L), v3 = B::load_unaligned(p + i + 3 * L);
+        const auto m0 = pass(v0), m1 = pass(v1), m2 = pass(v2), m3 = pass(v3);
+        if (!xsimd::any((m0 | m1) | (m2 | m3))) continue;
+        if (const std::uint64_t m = simd::to_mask<A>(m0))
+            c += simd::compress_store<A>(v0, m, token_id(i), lg + c, ids + c);
+        if (const std::uint64_t m = simd::to_mask<A>(m1))
+            c += simd::compress_store<A>(v1, m, token_id(i + L), lg + c, ids + c);
+        if (const std::uint64_t m = simd::to_mask<A>(m2))
+            c += simd::compress_store<A>(v2, m, token_id(i + 2 * L), lg + c, ids + c);
+        if (const std::uint64_t m = simd::to_mask<A>(m3))
+            c += simd::compress_store<A>(v3, m, token_id(i + 3 * L), lg + c, ids + c);
+    }
+    for (; i < end; i += L) {
+        const B v = B::load_unaligned(p + i);
+        if (const std::uint64_t m = simd::to_mask<A>(pass(v)))
+            c += simd::compress_store<A>(v, m, token_id(i), lg + c, ids + c);
+    }
+    return c;
+}
+
+/// Threshold from 256 strided samples: the value that about 2k + a margin entries exceed
+/// (the lowest finite float when the row is small or k large).
+inline float sampled_threshold(std::span<const float> x, std::size_t k) noexcept {
+    constexpr std::size_t S = 256;
+    const std::size_t n = x.size();
+    if (n < 16 * S || k * 16 > n) return lowest_f;
+    float s[S];
+    std::size_t ns = 0;
+    const std::size_t stride = n / S;
+    for (std::size_t j = 0; j < S; ++j) {
+        const float v = x[j * stride + (j * 7919) % stride];
+        if (v > lowest_f) s[ns++] = v;  // NaN and -inf fail
+    }
+    const std::size_t r = (2 * k * S + n - 1) / n + 2;  // 1-based rank among samples
+    if (r > ns) return lowest_f;
+    std::nth_element(s, s + (r - 1), s + ns, std::greater<float>());
+    return s[r - 1];
+}
+
+/// Writes the top m of c survivor keys (and, with keep_ties, every further survivor tied with
+/// the m-th) to out in rank order, logits taken from x; returns the count.
+inline std::size_t emit_sorted(std::span<const float> x, std::uint64_t* keys, std::size_t c,
+                               std::size_t m, tie_policy ties, candidates& out) noexcept {
+    m = std::min(m, c);
+    if (m == 0) {
+        out.resize(0);
+        return 0;
+    }
+    if (m < c) std::nth_element(keys, keys + (m - 1), keys + c, std::greater<std::uint64_t>());
+    std::sort(keys, keys + m, std::greater<std::uint64_t>());
+    std::size_t total = m;
+    if (ties == tie_policy::keep_ties) {
+        const float vk = x[std::size_t(key_id(keys[m - 1]))];
+        std::uint64_t* mid = std::partition(keys + m, keys + c, [&](std::uint64_t key) {
+            return x[std::size_t(key_id(key))] == vk;
+        });
+        std::sort(keys + m, mid, std::greater<std::uint64_t>());
+        total = std::size_t(mid - keys);
+    }
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    for (std::size_t j = 0; j < total; ++j) {
+        ids[j] = key_id(keys[j]);
+        lg[j] = x[std::size_t(ids[j])];
+    }
+    out.resize(total);
+    return total;
+}
+
+}  // namespace detail
+
+/// Top-k: the k largest valid entries sorted by logit descending, ties by ascending id;
+/// exactly_k keeps min(k, #valid), keep_ties also every entry equal to the k-th. k == 0 gives
+/// an empty set. One pass over the row (see the file comment). \pre out.capacity() >= x.size()
 template <class A = simd::default_arch>
-std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties, candidates& out) noexcept { return reference::top_k(x, k, ties, out); }
+std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
+                  candidates& out) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(), "top_k: out.capacity() must be >= x.size()");
+    constexpr std::size_t L = simd::lanes<A>;
+    const std::size_t n = x.size(), nfull = n / L * L;
+    out.clear();
+    if (k == 0 || n == 0) return 0;
+    k = std::min(k, n);
+    const float* p = x.data();
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    std::size_t cap = std::min(n, std::max(2 * k, k + 256));
+    const std::size_t chunk = 64 * L;  // entries between reservoir checks
+    float t0 = detail::sampled_threshold(x, k);
+    for (;;) {
+        float t = t0;
+        bool strict = false;
+        std::size_t c = 0;
+        auto shrink = [&] {
+            // c > cap: keep the k best (exactly_k, then only strictly better may enter) or
+            // every entry >= the k-th value (keep_ties).
+            std::uint64_t* keys = detail::key_scratch(c);
+            for (std::size_t j = 0; j < c; ++j) keys[j] = detail::rank_key(lg[j], ids[j]);
+            std::nth_element(keys, keys + (k - 1), keys + c, std::greater<std::uint64_t>());
+            const std::uint64_t kk = keys[k - 1];
+            const float vk = p[std::size_t(detail::key_id(kk))];
+            std::size_t w = 0;
+            for (std::size_t j = 0; j < c; ++j) {
+                const bool keep = ties == tie_policy::exactly_k
+                                      ? detail::rank_key(lg[j], ids[j]) >= kk
+                                      : lg[j] >= vk;
+                if (keep) {
+                    ids[w] = ids[j];
+                    lg[w] = lg[j];
+                    ++w;
+                }
+            }
+            c = w;
+            t = vk;
+            strict = ties == tie_policy::exactly_k;
+            if (c * 2 > cap) cap = std::min(n, 2 * c + 256);  // many ties: let it grow
+        };
+        for (std::size_t i = 0; i < nfull; i += chunk) {
+            c = detail::compact_batches<A>(p, i, std::min(nfull, i + chunk), t, strict, c, ids, lg);
+            if (c > cap) shrink();
+        }
+        for (std::size_t i = nfull; i < n; ++i)
+            if (strict ? p[i] > t : p[i] >= t) {
+                ids[c] = token_id(i);
+                lg[c] = p[i];
+                ++c;
+            }
+        if (c < k && t0 > detail::lowest_f) {
+            t0 = detail::lowest_f;  // the sampled threshold was too high: once more without it
+            continue;
+        }
+        std::uint64_t* keys = detail::key_scratch(c);
+        for (std::size_t j = 0; j < c; ++j) keys[j] = detail::rank_key(lg[j], ids[j]);
+        return detail::emit_sorted(x, keys, c, k, ties, out);
+    }
+}
 
+/// Every valid entry with x_i >= threshold, in id order. One compare-and-compact pass.
+/// \pre out.capacity() >= x.size()
 template <class A = simd::default_arch>
-std::size_t filter_at_least(std::span<const float> x, float threshold, candidates& out) noexcept { return reference::filter_at_least(x, threshold, out); }
+std::size_t filter_at_least(std::span<const float> x, float threshold, candidates& out) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(),
+                     "filter_at_least: out.capacity() must be >= x.size()");
+    constexpr std::size_t L = simd::lanes<A>;
+    out.clear();
+    if (std::isnan(threshold)) return 0;
+    const float t = std::max(threshold, detail::lowest_f);  // never -inf entries
+    const std::size_t n = x.size(), nfull = n / L * L;
+    const float* p = x.data();
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    std::size_t c = detail::compact_batches<A>(p, 0, nfull, t, false, 0, ids, lg);
+    for (std::size_t i = nfull; i < n; ++i)
+        if (p[i] >= t) {
+            ids[c] = token_id(i);
+            lg[c] = p[i];
+            ++c;
+        }
+    out.resize(c);
+    return c;
+}
 
 using reference::min_p_threshold;
 

@@ -11,8 +11,10 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #ifndef XSIMD_VERSION_MAJOR
 #error "decodekit: could not determine the xsimd version"
@@ -80,18 +82,157 @@ inline float reduce_min(const batch<A>& v) noexcept {
 #endif
 }
 
-/// Bit i set iff lane i of `b` is true.
+/// Which x86 register family architecture A uses (0: other / generic code paths).
+template <class A>
+inline constexpr int x86_family =
+#if defined(__AVX512F__)
+    std::is_base_of_v<xsimd::avx512f, A> ? 512 :
+#endif
+#if defined(__AVX__)
+    std::is_base_of_v<xsimd::avx, A> ? 256
+    :
+#endif
+#if defined(__SSE2__)
+    std::is_base_of_v<xsimd::sse2, A> ? 128
+                                      :
+#endif
+                                      0;
+
+/// Bit i set iff lane i of `b` is true (one instruction on x86: kmov / movmskps).
 template <class A>
 inline std::uint64_t to_mask(const batch_bool<A>& b) noexcept {
-#if XSIMD_VERSION_MAJOR >= 10
-    return b.mask();
-#else
-    alignas(64) bool tmp[lanes<A>];
-    b.store_aligned(tmp);
-    std::uint64_t m = 0;
-    for (std::size_t i = 0; i < lanes<A>; ++i) m |= std::uint64_t(tmp[i]) << i;
-    return m;
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        return std::uint64_t(std::uint16_t(static_cast<__mmask16>(b)));
+    } else
 #endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        return std::uint64_t(unsigned(_mm256_movemask_ps(static_cast<__m256>(b))));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        return std::uint64_t(unsigned(_mm_movemask_ps(static_cast<__m128>(b))));
+    } else
+#endif
+    {
+#if XSIMD_VERSION_MAJOR >= 10
+        return b.mask();
+#else
+        alignas(64) bool tmp[lanes<A>];
+        b.store_aligned(tmp);
+        std::uint64_t m = 0;
+        for (std::size_t i = 0; i < lanes<A>; ++i) m |= std::uint64_t(tmp[i]) << i;
+        return m;
+#endif
+    }
+}
+
+/// Lane-wise max(acc, x) where a NaN lane of `x` leaves `acc` unchanged (x86 max returns its
+/// second operand when either is NaN). \pre acc has no NaN lane.
+template <class A>
+inline batch<A> max_ignore_nan(const batch<A>& acc, const batch<A>& x) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        return batch<A>(_mm512_max_ps(static_cast<__m512>(x), static_cast<__m512>(acc)));
+    } else
+#endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        return batch<A>(_mm256_max_ps(static_cast<__m256>(x), static_cast<__m256>(acc)));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        return batch<A>(_mm_max_ps(static_cast<__m128>(x), static_cast<__m128>(acc)));
+    } else
+#endif
+    {
+        return xsimd::select(x > acc, x, acc);
+    }
+}
+
+/// Adds the lanes of `x` into two double accumulators (low half into lo, high half into hi),
+/// so that sums of floats are exact to double precision per element.
+template <class A>
+inline void widen_add(xsimd::batch<double, A>& lo, xsimd::batch<double, A>& hi,
+                      const batch<A>& x) noexcept {
+    using D = xsimd::batch<double, A>;
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __m512 v = static_cast<__m512>(x);
+        lo += D(_mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+        hi += D(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+    } else
+#endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        const __m256 v = static_cast<__m256>(x);
+        lo += D(_mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+        hi += D(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        const __m128 v = static_cast<__m128>(x);
+        lo += D(_mm_cvtps_pd(v));
+        hi += D(_mm_cvtps_pd(_mm_movehl_ps(v, v)));
+    } else
+#endif
+    {
+        constexpr std::size_t n = lanes<A>, h = D::size;
+        alignas(64) float f[n];
+        alignas(64) double d[2 * h];
+        x.store_aligned(f);
+        for (std::size_t i = 0; i < 2 * h; ++i) d[i] = i < n ? double(f[i]) : 0.0;
+        lo += D::load_aligned(d);
+        hi += D::load_aligned(d + h);
+    }
+}
+
+/// Horizontal sum of double lanes.
+template <class A>
+inline double reduce_add(const xsimd::batch<double, A>& v) noexcept {
+#if XSIMD_VERSION_MAJOR >= 9
+    return xsimd::reduce_add(v);
+#else
+    return xsimd::hadd(v);
+#endif
+}
+
+/// Compress-store: writes the lanes of `v` selected by the bit mask `m` (bit i = lane i), in lane
+/// order, to logits_out[0..), and their ids first_id + lane to ids_out[0..); returns how many.
+/// May write up to lanes<A> entries past the count (callers leave that room): AVX-512 compresses
+/// in registers (vcompressps; not the microcoded memory form) and stores whole vectors; other
+/// architectures walk the set bits.
+template <class A>
+inline std::size_t compress_store(const batch<A>& v, std::uint64_t m, std::int32_t first_id,
+                                  float* logits_out, std::int32_t* ids_out) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __mmask16 k = __mmask16(m);
+        const __m512i ids = _mm512_add_epi32(
+            _mm512_set1_epi32(first_id),
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+        _mm512_storeu_ps(logits_out, _mm512_maskz_compress_ps(k, static_cast<__m512>(v)));
+        _mm512_storeu_si512(ids_out, _mm512_maskz_compress_epi32(k, ids));
+        return std::size_t(std::popcount(unsigned(k)));
+    } else
+#endif
+    {
+        alignas(64) float f[lanes<A>];
+        v.store_aligned(f);
+        std::size_t n = 0;
+        while (m) {
+            const int i = std::countr_zero(m);
+            m &= m - 1;
+            logits_out[n] = f[i];
+            ids_out[n] = first_id + i;
+            ++n;
+        }
+        return n;
+    }
 }
 
 /// Calls f(A{}) for every architecture in supported_architectures.
