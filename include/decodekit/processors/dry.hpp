@@ -36,11 +36,11 @@ DECODEKIT_BEGIN_NAMESPACE
 
 /// DRY configuration; multiplier 0 (the default) disables it. Defaults are llama.cpp's.
 struct dry_params {
-    float multiplier = 0.f;                   ///< >= 0; 0 disables
-    float base = 1.75f;                       ///< >= 1
-    std::size_t allowed_length = 2;           ///< >= 1: repeats up to this length are free
-    std::size_t penalty_last_n = 0;           ///< window length; 0 = whole history
-    std::vector<token_id> sequence_breakers;  ///< single-token breakers
+    float multiplier = 0.f;                     ///< >= 0; 0 disables
+    float base = 1.75f;                         ///< >= 1
+    std::size_t allowed_length = 2;             ///< >= 1: repeats up to this length are free
+    std::size_t penalty_last_n = 0;             ///< window length; 0 = whole history
+    std::vector<token_id> sequence_breakers{};  ///< single-token breakers
 
     /// True when apply_dry can change logits.
     bool enabled() const noexcept { return multiplier > 0.f; }
