@@ -236,7 +236,7 @@ struct splitmix64 {
 };
 
 /// A small configuration for tests (odd hidden size to exercise SIMD tails; GQA 2:1).
-inline config tiny_config(int vocab_size = 300) {
+inline config tiny_config(int vocab_size = 400) {
     config c;
     c.dim = 48;
     c.hidden_dim = 100;

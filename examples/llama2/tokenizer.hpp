@@ -84,8 +84,9 @@ public:
         return t;
     }
 
-    /// A byte-level tokenizer for random-weight models: specials, the 256 byte tokens, then
-    /// common English pieces (scores decreasing) up to `vocab_size` entries.
+    /// A byte-level tokenizer for random-weight models: specials, the 256 byte tokens, printable
+    /// ASCII characters, then common English pieces (scores decreasing) up to `vocab_size`
+    /// entries (400 holds them all).
     /// \pre vocab_size >= 259
     static tokenizer synthetic(int vocab_size) {
         static constexpr const char* common[] = {
@@ -103,7 +104,11 @@ public:
             t.pieces_.emplace_back(buf);
             t.scores_.push_back(0.f);
         }
-        for (int i = 259, j = 0; i < vocab_size; ++i, ++j) {
+        for (int ch = 32; ch < 127 && int(t.pieces_.size()) < vocab_size; ++ch) {
+            t.pieces_.emplace_back(1, char(ch));  // printable ASCII as pieces, so merges apply
+            t.scores_.push_back(-1000.f);
+        }
+        for (int i = int(t.pieces_.size()), j = 0; i < vocab_size; ++i, ++j) {
             const std::size_t n = sizeof common / sizeof common[0];
             t.pieces_.emplace_back(std::size_t(j) < n ? std::string(common[j])
                                                       : "<unused" + std::to_string(j) + ">");
