@@ -3,3 +3,5 @@
 /// Everything in sampling/ (the umbrella of this folder).
 
 #include <decodekit/config.hpp>
+#include <decodekit/sampling/params.hpp>
+#include <decodekit/sampling/sampler.hpp>

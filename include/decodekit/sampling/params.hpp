@@ -1,0 +1,236 @@
+#pragma once
+/// \file sampling/params.hpp
+/// sampling_params: everything a sampler is configured with, as one aggregate with defaults
+/// (designated-initializer friendly), validated once by check() / validate().
+///
+/// The processing order is data (`order`): processors first (bans, bias, allowed set, min
+/// length, penalties, DRY, no-repeat-ngram, banned sequences), then the truncation steps in the
+/// order of the preset, then the draw. Temperature is a step too: steps before it see the
+/// distribution at temperature 1, steps after it the tempered one.
+///
+/// Presets (ALGORITHMS.md "Order"; a disabled step is skipped):
+///   hf        : temperature, top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, xtc,
+///   mirostat llama_cpp : top_n_sigma, top_k, typical, epsilon, eta, top_p, min_p, xtc,
+///   temperature, mirostat vllm      : temperature, min_p, top_k, top_p, typical, epsilon, eta,
+///   top_n_sigma, xtc, mirostat custom    : `custom_order` (each step at most once; steps not
+///   listed are not applied)
+/// The default is llama_cpp (temperature last: truncation runs on the raw logits and temperature
+/// only touches the survivors, the fastest order). Presets choose the order only; the other
+/// switches (top_k_ties, min_p_space, min_keep) are separate fields.
+
+#include <decodekit/config.hpp>
+#include <decodekit/error.hpp>
+#include <decodekit/types.hpp>
+
+#include <decodekit/processors/bias.hpp>
+#include <decodekit/processors/dry.hpp>
+#include <decodekit/processors/min_length.hpp>
+#include <decodekit/processors/ngram.hpp>
+#include <decodekit/processors/penalties.hpp>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// One step of the truncation pipeline.
+enum class sampling_step : std::uint8_t {
+    temperature,  ///< divide logits by `temperature` (lazily: no pass over the row)
+    top_k,        ///< keep the `top_k` largest (`top_k_ties`)
+    top_p,        ///< nucleus: smallest prefix whose mass reaches `top_p`
+    min_p,        ///< keep p_i >= min_p * p_max (`min_p_space`)
+    typical,      ///< locally typical set of mass `typical_p`
+    epsilon,      ///< remove p_i < epsilon
+    eta,          ///< remove p_i < min(eta, sqrt(eta) * exp(-H))
+    top_n_sigma,  ///< keep x_i >= max - top_n_sigma * std(x) (finite logits)
+    xtc,          ///< exclude top choices (random, `xtc_probability`)
+    mirostat,     ///< mirostat v2 (stateful: mu)
+};
+
+/// The processing order presets (see the file comment).
+enum class sampling_order : std::uint8_t { hf, llama_cpp, vllm, custom };
+
+/// Where min-p's threshold is computed.
+enum class min_p_space : std::uint8_t {
+    /// p_i >= min_p * p_max on the distribution current at that point of the order (after
+    /// temperature when temperature comes before min_p: Hugging Face, vLLM).
+    probabilities,
+    /// x_i >= max + ln(min_p) on the logits before temperature, wherever temperature is in the
+    /// order (llama.cpp). Same set as `probabilities` when temperature comes after min_p.
+    logits,
+};
+
+/// What a sample() call reports besides the token (all opt-in: each costs work).
+struct logprobs_request {
+    /// Fill sample_result::raw_logprob (log-softmax of the caller's logits, before processors
+    /// and temperature). Needs the full normaliser: one exp pass over the row unless the draw
+    /// already computed it. Off: raw_logprob is NaN.
+    bool raw = false;
+    /// Fill sample_result::rank: 1 + the number of tokens whose (raw, or processed when
+    /// `processed` is set) logit is larger than the chosen token's; one read pass.
+    bool rank = false;
+    /// Number of top alternatives reported in sample_result::top (0: none).
+    std::size_t top_n = 0;
+    /// Token ids whose logprobs are reported in sample_result::requested.
+    std::vector<token_id> ids = {};
+    /// false: rank, top and requested use the raw log-softmax of the caller's logits (vLLM's
+    /// default); true: the final processed distribution (-inf outside it, no extra pass).
+    bool processed = false;
+
+    bool any() const noexcept { return raw || rank || top_n > 0 || !ids.empty(); }
+};
+
+/// The configuration of a decodekit::sampler.
+struct sampling_params {
+    // ---- the draw ----
+    /// Temperature; 0 = greedy (argmax, ties to the lowest id; no softmax, no randomness).
+    float temperature = 1.f;
+
+    // ---- truncation ----
+    int top_k = 0;  ///< <= 0 disabled
+    tie_policy top_k_ties =
+        tie_policy::exactly_k;  ///< exactly k (llama.cpp) or keep ties (HF, vLLM)
+    float top_p = 1.f;          ///< in [0, 1]; 1 disabled; 0 keeps the top token
+    float min_p = 0.f;          ///< in [0, 1]; 0 disabled
+    min_p_space min_p_mode = min_p_space::probabilities;
+    float typical_p = 1.f;        ///< in [0, 1]; 1 disabled
+    float epsilon = 0.f;          ///< in [0, 1); 0 disabled
+    float eta = 0.f;              ///< in [0, 1); 0 disabled
+    float top_n_sigma = 0.f;      ///< >= 0; 0 disabled
+    float xtc_probability = 0.f;  ///< in [0, 1]; 0 disabled
+    float xtc_threshold = 0.1f;   ///< in [0, 1]; > 0.5 disables XTC
+    bool mirostat = false;        ///< mirostat v2 on
+    float mirostat_tau = 5.f;     ///< target surprise (bits), > 0
+    float mirostat_eta = 0.1f;    ///< learning rate, > 0
+    /// Every truncation step (except top_k, and mirostat which keeps >= 1) keeps at least this
+    /// many.
+    std::size_t min_keep = 1;
+
+    // ---- randomness ----
+    std::uint64_t seed = 0;
+
+    // ---- processors (applied first, in this order: allowed set, banned tokens, logit bias,
+    //      min length, penalties, DRY, no-repeat-ngram, banned sequences). Processors take the
+    //      history from the caller (sample_context::history = prompt + generated so far). ----
+    std::vector<token_id> allowed_tokens = {};  ///< non-empty: every other token is banned
+    std::vector<token_id> banned_tokens = {};
+    std::vector<logit_bias> logit_biases = {};
+    std::size_t min_new_tokens = 0;  ///< suppress eos_ids until this many generated
+    std::vector<token_id> eos_ids = {};
+    penalty_params penalties = {};
+    dry_params dry = {};
+    std::size_t no_repeat_ngram_size = 0;  ///< 0 disabled
+    std::vector<std::vector<token_id>> banned_sequences = {};
+
+    // ---- order and outputs ----
+    sampling_order order = sampling_order::llama_cpp;
+    std::vector<sampling_step> custom_order = {};  ///< used when order == custom
+    logprobs_request logprobs = {};
+
+    /// The first problem (message naming the field and its allowed range), or nullopt.
+    std::optional<std::string> check() const;
+    /// check(), reported through decodekit::raise().
+    void validate() const { raise_if(check()); }
+
+    /// True when temperature == 0 (argmax).
+    bool greedy() const noexcept { return temperature == 0.f; }
+    /// True when any processor would change the logits (the sampler then copies the row).
+    bool has_processors() const noexcept;
+};
+
+/// The steps of a preset, in order (custom: empty; see sampling_params::custom_order).
+inline std::span<const sampling_step> preset_steps(sampling_order order) noexcept {
+    using s = sampling_step;
+    static constexpr sampling_step hf[] = {s::temperature, s::top_k,   s::top_p, s::min_p,
+                                           s::typical,     s::epsilon, s::eta,   s::top_n_sigma,
+                                           s::xtc,         s::mirostat};
+    static constexpr sampling_step llama[] = {s::top_n_sigma, s::top_k,   s::typical, s::epsilon,
+                                              s::eta,         s::top_p,   s::min_p,   s::xtc,
+                                              s::temperature, s::mirostat};
+    static constexpr sampling_step vllm[] = {s::temperature, s::min_p,   s::top_k, s::top_p,
+                                             s::typical,     s::epsilon, s::eta,   s::top_n_sigma,
+                                             s::xtc,         s::mirostat};
+    switch (order) {
+        case sampling_order::hf:
+            return hf;
+        case sampling_order::llama_cpp:
+            return llama;
+        case sampling_order::vllm:
+            return vllm;
+        default:
+            return {};
+    }
+}
+
+inline bool sampling_params::has_processors() const noexcept {
+    return !allowed_tokens.empty() || !banned_tokens.empty() || !logit_biases.empty() ||
+           (min_new_tokens > 0 && !eos_ids.empty()) || penalties.repetition != 1.f ||
+           penalties.frequency != 0.f || penalties.presence != 0.f || dry.multiplier != 0.f ||
+           no_repeat_ngram_size > 0 || !banned_sequences.empty();
+}
+
+namespace detail {
+inline bool in_closed(float v, float lo, float hi) noexcept { return v >= lo && v <= hi; }
+}  // namespace detail
+
+inline std::optional<std::string> sampling_params::check() const {
+    using detail::range_message;
+    if (!(temperature >= 0.f) || std::isinf(temperature))
+        return range_message("sampling_params.temperature", "finite and >= 0 (0 = greedy)",
+                             temperature);
+    if (!detail::in_closed(top_p, 0.f, 1.f))
+        return range_message("sampling_params.top_p", "in [0, 1]", top_p);
+    if (!detail::in_closed(min_p, 0.f, 1.f))
+        return range_message("sampling_params.min_p", "in [0, 1]", min_p);
+    if (!detail::in_closed(typical_p, 0.f, 1.f))
+        return range_message("sampling_params.typical_p", "in [0, 1]", typical_p);
+    if (!(epsilon >= 0.f && epsilon < 1.f))
+        return range_message("sampling_params.epsilon", "in [0, 1)", epsilon);
+    if (!(eta >= 0.f && eta < 1.f)) return range_message("sampling_params.eta", "in [0, 1)", eta);
+    if (!(top_n_sigma >= 0.f) || std::isinf(top_n_sigma))
+        return range_message("sampling_params.top_n_sigma", "finite and >= 0 (0 = disabled)",
+                             top_n_sigma);
+    if (!detail::in_closed(xtc_probability, 0.f, 1.f))
+        return range_message("sampling_params.xtc_probability", "in [0, 1]", xtc_probability);
+    if (!detail::in_closed(xtc_threshold, 0.f, 1.f))
+        return range_message("sampling_params.xtc_threshold", "in [0, 1]", xtc_threshold);
+    if (!(mirostat_tau > 0.f) || std::isinf(mirostat_tau))
+        return range_message("sampling_params.mirostat_tau", "finite and > 0", mirostat_tau);
+    if (!(mirostat_eta > 0.f) || std::isinf(mirostat_eta))
+        return range_message("sampling_params.mirostat_eta", "finite and > 0", mirostat_eta);
+    if (min_keep < 1) return range_message("sampling_params.min_keep", ">= 1", double(min_keep));
+    if (order == sampling_order::custom) {
+        unsigned seen = 0;
+        for (sampling_step st : custom_order) {
+            const unsigned bit = 1u << unsigned(st);
+            if (unsigned(st) > unsigned(sampling_step::mirostat))
+                return range_message("sampling_params.custom_order",
+                                     "a list of sampling_step values", double(unsigned(st)));
+            if (seen & bit)
+                return range_message("sampling_params.custom_order",
+                                     "a list with each sampling_step at most once (repeated step)",
+                                     double(unsigned(st)));
+            seen |= bit;
+        }
+    } else if (!custom_order.empty()) {
+        return std::string(
+            "sampling_params.custom_order must be empty unless order == "
+            "sampling_order::custom");
+    } else if (unsigned(order) > unsigned(sampling_order::custom)) {
+        return range_message("sampling_params.order", "hf, llama_cpp, vllm or custom",
+                             double(unsigned(order)));
+    }
+    if (auto e = penalties.check()) return "sampling_params.penalties: " + *e;
+    if (auto e = dry.check()) return "sampling_params.dry: " + *e;
+    for (const logit_bias& b : logit_biases)
+        if (std::isnan(b.bias))
+            return range_message("sampling_params.logit_biases[].bias", "not NaN", b.bias);
+    return std::nullopt;
+}
+
+DECODEKIT_END_NAMESPACE

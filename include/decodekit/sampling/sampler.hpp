@@ -1,0 +1,841 @@
+#pragma once
+/// \file sampling/sampler.hpp
+/// decodekit::sampler: configured once (sampling_params + vocabulary size), applied to a logits
+/// row per token. It owns its whole workspace (allocated by the constructor; sample() and
+/// distribution() allocate nothing) and never writes the caller's logits: when a processor is
+/// active the row is copied into the workspace first; otherwise no copy is made.
+///
+/// Pipeline: processors -> the truncation steps in the order of params.order -> draw.
+/// The working set starts as the whole row (never materialised); the first truncation step
+/// compacts it into a candidate set (kernels::top_k / top_p / filter_at_least) and every later
+/// step works on the survivors only. Temperature is lazy (a scale, no pass over the row).
+///
+/// Randomness: a draw depends only on (seed, sequence, step, logits, params): its uniform comes
+/// from make_stream({seed, sequence, step}, rng_purpose::sample) (uniform(): 2 words), XTC's coin
+/// from rng_purpose::filter (uniform_float(): 1 word). Never on batch position or thread.
+///
+/// Special values (kernels/reference.hpp): NaN and -inf entries have probability 0 and are never
+/// drawn; if an entry is +inf the distribution is uniform over the +inf entries; a row with no
+/// valid entry (empty, all -inf/NaN, or everything banned) gives token -1 with
+/// status no_valid_token; a row whose size is not vocab_size() gives status bad_input.
+///
+/// Processors take the history from the caller (sample_context::history = prompt + generated
+/// so far, caller-owned); the sampler keeps no token history. Its only state is mirostat's mu
+/// and the step counter of sample(logits): state() / restore() (speculative rollback).
+///
+/// Thread safety: a sampler is not shared between threads while sampling (its workspace is
+/// mutable); distinct samplers are independent. batch.hpp runs one sampler per row.
+
+#include <decodekit/candidates.hpp>
+#include <decodekit/config.hpp>
+#include <decodekit/error.hpp>
+#include <decodekit/kernels/draw.hpp>
+#include <decodekit/kernels/nucleus.hpp>
+#include <decodekit/kernels/reduce.hpp>
+#include <decodekit/kernels/select.hpp>
+#include <decodekit/kernels/softmax.hpp>
+#include <decodekit/random.hpp>
+#include <decodekit/sampling/params.hpp>
+#include <decodekit/types.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Outcome of one sample() call.
+enum class sample_status : std::uint8_t {
+    ok,              ///< a token was drawn
+    no_valid_token,  ///< every entry NaN / -inf (or banned): token = -1
+    bad_input,       ///< logits.size() != vocab_size(): token = -1
+};
+
+/// A token and a log-probability (top-n alternatives, requested ids).
+struct token_logprob {
+    token_id token = -1;
+    float logprob = -std::numeric_limits<float>::infinity();
+};
+
+/// What sample() returns. The spans point into the sampler's workspace: valid until its next call.
+struct sample_result {
+    token_id token = -1;  ///< the drawn token; -1 unless ok()
+    /// log of the probability the token was drawn with (after the whole pipeline; 0 for greedy).
+    float logprob = std::numeric_limits<float>::quiet_NaN();
+    /// log-softmax of the caller's logits at the token (temperature 1, before processors);
+    /// NaN unless params.logprobs.raw (opt-in: needs the full normaliser).
+    float raw_logprob = std::numeric_limits<float>::quiet_NaN();
+    /// 1-based rank of the token (see logprobs_request::rank); 0 unless requested.
+    std::size_t rank = 0;
+    sample_status status = sample_status::no_valid_token;
+    std::span<const token_logprob> top = {};        ///< logprobs_request::top_n best, best first
+    std::span<const token_logprob> requested = {};  ///< logprobs_request::ids, in request order
+
+    bool ok() const noexcept { return status == sample_status::ok; }
+};
+
+/// The key and the token history of one sampling step.
+struct sample_context {
+    std::uint64_t sequence = 0;  ///< sequence (request) id: part of the RNG key
+    std::uint64_t step = 0;      ///< step within the sequence: part of the RNG key
+    /// prompt + generated so far, oldest first (caller-owned; read by the processors).
+    std::span<const token_id> history = {};
+    std::size_t prompt_length = 0;  ///< history[0, prompt_length) is the prompt
+};
+
+/// The mutable state of a sampler (save with state(), roll back with restore()).
+struct sampler_state {
+    float mirostat_mu = 0.f;      ///< mirostat v2's mu (2 * tau initially)
+    std::uint64_t next_step = 0;  ///< the step sample(logits) uses next
+    friend bool operator==(const sampler_state&, const sampler_state&) = default;
+};
+
+/// A sparse distribution: token ids and their probabilities (equal lengths, probabilities sum to 1,
+/// descending probability, ties by ascending id). Views into a sampler's workspace (valid until
+/// its next call) or into caller storage.
+struct distribution {
+    std::span<const token_id> tokens = {};
+    std::span<const float> probs = {};
+
+    std::size_t size() const noexcept { return tokens.size(); }
+    bool empty() const noexcept { return tokens.empty(); }
+    /// Probability of token t (0 if absent). O(size()).
+    float prob(token_id t) const noexcept {
+        for (std::size_t i = 0; i < tokens.size(); ++i)
+            if (tokens[i] == t) return probs[i];
+        return 0.f;
+    }
+};
+
+/// Inverse-CDF draw from `d` with the uniform u in [0, 1): the first entry (in d's order) whose
+/// running probability sum exceeds u * sum(probs); the last positive entry if rounding leaves it
+/// unreached. -1 if d has no positive probability.
+inline token_id draw(const distribution& d, double u) noexcept {
+    double s = 0;
+    for (float p : d.probs)
+        if (p > 0) s += p;
+    if (!(s > 0)) return -1;
+    const double target = u * s;
+    double run = 0;
+    token_id last = -1;
+    for (std::size_t i = 0; i < d.probs.size(); ++i) {
+        if (!(d.probs[i] > 0)) continue;
+        run += d.probs[i];
+        last = d.tokens[i];
+        if (run > target) return last;
+    }
+    return last;
+}
+
+/// Draw from `d` with one uniform() (2 words) of `rng`. For a truncated pipeline, with
+/// rng = make_stream({seed, sequence, step}, rng_purpose::sample) this returns the same token as
+/// sampler::sample() on the row that gave `d`; in every case the same law.
+inline token_id draw(const distribution& d, rng_stream& rng) noexcept {
+    return draw(d, rng.uniform());
+}
+
+namespace detail {
+inline constexpr float f_inf = std::numeric_limits<float>::infinity();
+
+/// exp((x - m)/t) with the special-value rules (m = +inf: 1 for +inf entries, else 0).
+inline double cand_weight(float x, float m, float t) noexcept {
+    if (!(x > -f_inf)) return 0.0;  // NaN, -inf
+    if (m == f_inf) return x == f_inf ? 1.0 : 0.0;
+    return std::exp((double(x) - double(m)) / double(t));
+}
+struct scored {
+    float logit;
+    token_id id;
+};
+inline bool scored_before(const scored& a, const scored& b) noexcept {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+}  // namespace detail
+
+/// A configured sampler. See the file comment for the pipeline, randomness and special values.
+class sampler {
+public:
+    /// Validates `params` (decodekit::raise on error) and allocates the whole workspace.
+    /// \pre vocab_size >= 1
+    sampler(const sampling_params& params, std::size_t vocab_size)
+        : params_(params), vocab_(vocab_size) {
+        params_.validate();
+        if (vocab_size == 0) raise("sampler: vocab_size must be >= 1, got 0");
+        if (vocab_size > std::size_t(std::numeric_limits<token_id>::max()))
+            raise(detail::range_message("sampler: vocab_size", "<= 2^31 - 1", double(vocab_size)));
+        build_steps();
+        cand_ = candidates(vocab_);
+        sorted_.resize(vocab_);
+        weights_.resize(vocab_);
+        probs_.resize(vocab_);
+        if (params_.typical_p < 1.f) {
+            key_.resize(vocab_);
+            perm_.resize(vocab_);
+        }
+        const std::size_t nblocks = (vocab_ + block - 1) / block;
+        bmax_.resize(nblocks);
+        bsum_.resize(nblocks);
+        block_buf_.resize(block);
+        processors_ = params_.has_processors();
+        if (processors_) {
+            row_.resize(vocab_);
+            if (params_.penalties.enabled()) pen_ws_ = penalty_workspace(vocab_);
+            if (params_.dry.enabled()) dry_ws_ = dry_workspace(vocab_);
+        }
+        const logprobs_request& lr = params_.logprobs;
+        if (lr.top_n > 0) {
+            top_.resize(std::min(lr.top_n, vocab_));
+            if (!lr.processed) alt_ = candidates(vocab_);
+        }
+        requested_.resize(lr.ids.size());
+        state_.mirostat_mu = 2.f * params_.mirostat_tau;
+    }
+
+    const sampling_params& params() const noexcept { return params_; }
+    std::size_t vocab_size() const noexcept { return vocab_; }
+    /// The truncation steps this sampler applies, in order (disabled steps removed).
+    std::span<const sampling_step> steps() const noexcept { return {steps_.data(), n_steps_}; }
+
+    /// Mirostat's mu and the step counter of sample(logits).
+    sampler_state state() const noexcept { return state_; }
+    /// Restores a state saved by state() (speculative rollback).
+    void restore(const sampler_state& s) noexcept { state_ = s; }
+
+    /// Draws a token for `logits` keyed by (params.seed, ctx.sequence, ctx.step).
+    /// \pre logits.size() == vocab_size() (else status bad_input)
+    sample_result sample(std::span<const float> logits, const sample_context& ctx) noexcept {
+        return run(logits, ctx, true);
+    }
+    /// sample() with the key (sequence, step) and no history.
+    sample_result sample(std::span<const float> logits, std::uint64_t sequence,
+                         std::uint64_t step) noexcept {
+        return run(logits, sample_context{.sequence = sequence, .step = step}, true);
+    }
+    /// sample() with sequence 0 and the sampler's own step counter (then incremented).
+    sample_result sample(std::span<const float> logits) noexcept {
+        const std::uint64_t step = state_.next_step++;
+        return run(logits, sample_context{.sequence = 0, .step = step}, true);
+    }
+
+    /// The final candidate set the draw of sample(logits, ctx) uses (same processors, steps, XTC
+    /// coin and mirostat mu; mu is not updated). Greedy: the argmax with probability 1. Empty
+    /// when no token is valid. Views into the workspace: valid until the next call.
+    /// Without truncation this materialises and sorts the whole valid row (inspection, not hot).
+    decodekit::distribution distribution(std::span<const float> logits,
+                                         const sample_context& ctx = {}) noexcept {
+        if (logits.size() != vocab_) return {};
+        const std::span<const float> x = process(logits, ctx);
+        if (params_.greedy()) {
+            const std::size_t a = kernels::argmax(x);
+            if (a == npos || !(x[a] > -detail::f_inf)) return {};
+            cand_.clear();
+            cand_.push_back(token_id(a), x[a]);
+            probs_[0] = 1.f;
+            return {{cand_.id_storage(), 1}, {probs_.data(), 1}};
+        }
+        truncate(x, ctx);
+        if (full_) materialise(x);
+        if (cand_.empty()) return {};
+        sort_cand();
+        const double s = fill_weights();
+        for (std::size_t i = 0; i < cand_.size(); ++i) probs_[i] = float(weights_[i] / s);
+        return {{cand_.id_storage(), cand_.size()}, {probs_.data(), cand_.size()}};
+    }
+
+private:
+    static constexpr std::size_t block = 2048;  // block of the full-row draw
+
+    sampling_params params_;
+    std::size_t vocab_;
+    std::array<sampling_step, 10> steps_{};
+    std::size_t n_steps_ = 0;
+    sampler_state state_{};
+    bool processors_ = false;
+
+    // workspace
+    std::vector<float> row_;  // processed copy of the row (only with processors)
+    penalty_workspace pen_ws_;
+    dry_workspace dry_ws_;
+    candidates cand_;                     // the working set once materialised
+    std::vector<detail::scored> sorted_;  // sort scratch
+    std::vector<double> weights_;         // exp weights of cand_ (relative to its max)
+    std::vector<float> probs_;            // distribution() output
+    std::vector<double> key_;             // typical's sort key
+    std::vector<std::size_t> perm_;       // typical's order
+    std::vector<float> bmax_;             // full-row draw: block maxima
+    std::vector<double> bsum_;            //                block sums
+    std::vector<float> block_buf_;        //                softmax of the chosen block
+    candidates alt_;                      // raw top-n
+    std::vector<token_logprob> top_, requested_;
+
+    // per call
+    bool full_ = true;  // working set = whole row
+    bool sorted_flag_ = false;
+    float t_ = 1.f;  // current temperature scale
+    bool raw_lse_known_ = false;
+    double raw_lse_ = 0;
+
+    void build_steps() {
+        std::span<const sampling_step> src =
+            params_.order == sampling_order::custom
+                ? std::span<const sampling_step>(params_.custom_order)
+                : preset_steps(params_.order);
+        const sampling_params& p = params_;
+        for (sampling_step st : src) {
+            bool on = false;
+            switch (st) {
+                case sampling_step::temperature:
+                    on = p.temperature != 1.f && p.temperature > 0.f;
+                    break;
+                case sampling_step::top_k:
+                    on = p.top_k > 0 && std::size_t(p.top_k) < vocab_;
+                    break;
+                case sampling_step::top_p:
+                    on = p.top_p < 1.f;
+                    break;
+                case sampling_step::min_p:
+                    on = p.min_p > 0.f;
+                    break;
+                case sampling_step::typical:
+                    on = p.typical_p < 1.f;
+                    break;
+                case sampling_step::epsilon:
+                    on = p.epsilon > 0.f;
+                    break;
+                case sampling_step::eta:
+                    on = p.eta > 0.f;
+                    break;
+                case sampling_step::top_n_sigma:
+                    on = p.top_n_sigma > 0.f;
+                    break;
+                case sampling_step::xtc:
+                    on = p.xtc_probability > 0.f && p.xtc_threshold <= 0.5f;
+                    break;
+                case sampling_step::mirostat:
+                    on = p.mirostat;
+                    break;
+            }
+            if (on) steps_[n_steps_++] = st;
+        }
+    }
+
+    /// Applies the processors (into row_) if any; returns the row the pipeline reads.
+    std::span<const float> process(std::span<const float> logits,
+                                   const sample_context& ctx) noexcept {
+        if (!processors_) return logits;
+        std::copy(logits.begin(), logits.end(), row_.begin());
+        std::span<float> x(row_);
+        const sampling_params& p = params_;
+        if (!p.allowed_tokens.empty()) apply_allowed_tokens(x, p.allowed_tokens);
+        if (!p.banned_tokens.empty()) apply_banned_tokens(x, p.banned_tokens);
+        if (!p.logit_biases.empty()) apply_logit_bias(x, p.logit_biases);
+        if (p.min_new_tokens > 0 && !p.eos_ids.empty()) {
+            const std::size_t generated =
+                ctx.history.size() > ctx.prompt_length ? ctx.history.size() - ctx.prompt_length : 0;
+            apply_min_length(x, generated, p.min_new_tokens, p.eos_ids);
+        }
+        if (p.penalties.enabled())
+            apply_penalties(x, ctx.history, ctx.prompt_length, p.penalties, pen_ws_);
+        if (p.dry.enabled()) apply_dry(x, ctx.history, p.dry, dry_ws_);
+        if (p.no_repeat_ngram_size > 0)
+            apply_no_repeat_ngram(x, ctx.history, p.no_repeat_ngram_size);
+        if (!p.banned_sequences.empty()) apply_banned_sequences(x, ctx.history, p.banned_sequences);
+        return x;
+    }
+
+    // ---- the working set ----
+
+    void materialise(std::span<const float> x) noexcept {
+        kernels::filter_at_least(x, -detail::f_inf, cand_);
+        full_ = false;
+        sorted_flag_ = false;
+    }
+
+    /// Sorts cand_ by logit descending, ties by ascending id.
+    void sort_cand() noexcept {
+        if (sorted_flag_) return;
+        const std::size_t n = cand_.size();
+        const token_id* ids = cand_.id_storage();
+        const float* lg = cand_.logit_storage();
+        for (std::size_t i = 0; i < n; ++i) sorted_[i] = {lg[i], ids[i]};
+        std::sort(sorted_.begin(), sorted_.begin() + std::ptrdiff_t(n), detail::scored_before);
+        write_back(n);
+        sorted_flag_ = true;
+    }
+    void write_back(std::size_t n) noexcept {
+        token_id* ids = cand_.id_storage();
+        float* lg = cand_.logit_storage();
+        for (std::size_t i = 0; i < n; ++i) {
+            ids[i] = sorted_[i].id;
+            lg[i] = sorted_[i].logit;
+        }
+        cand_.resize(n);
+    }
+    float cand_max() const noexcept {
+        if (cand_.empty()) return -detail::f_inf;
+        if (sorted_flag_) return cand_.logits()[0];
+        float m = -detail::f_inf;
+        for (float v : cand_.logits()) m = v > m ? v : m;
+        return m;
+    }
+    /// weights_[i] = exp((x_i - max)/t_) over cand_; returns their sum.
+    double fill_weights() noexcept {
+        const float m = cand_max();
+        double s = 0;
+        const float* lg = cand_.logit_storage();
+        for (std::size_t i = 0; i < cand_.size(); ++i) {
+            weights_[i] = detail::cand_weight(lg[i], m, t_);
+            s += weights_[i];
+        }
+        return s;
+    }
+    /// Keeps the entries i with keep(i), preserving order.
+    template <class Keep>
+    void compact(Keep&& keep) noexcept {
+        token_id* ids = cand_.id_storage();
+        float* lg = cand_.logit_storage();
+        std::size_t j = 0;
+        for (std::size_t i = 0; i < cand_.size(); ++i)
+            if (keep(i)) {
+                ids[j] = ids[i];
+                lg[j] = lg[i];
+                weights_[j] = weights_[i];
+                ++j;
+            }
+        cand_.resize(j);
+    }
+    /// Keeps entries with weights_ >= w_thr but at least min(min_keep, n) (the most probable).
+    /// \pre cand_ sorted, weights_ filled.
+    void keep_weight_at_least(double w_thr) noexcept {
+        std::size_t n = 0;
+        while (n < cand_.size() && weights_[n] >= w_thr) ++n;
+        cand_.resize(std::max(n, std::min(params_.min_keep, cand_.size())));
+    }
+
+    // ---- the steps ----
+
+    void truncate(std::span<const float> x, const sample_context& ctx) noexcept {
+        full_ = true;
+        sorted_flag_ = false;
+        t_ = 1.f;
+        raw_lse_known_ = false;
+        const sampling_params& p = params_;
+        for (std::size_t si = 0; si < n_steps_; ++si) {
+            if (!full_ && cand_.size() <= 1 && steps_[si] != sampling_step::temperature) continue;
+            switch (steps_[si]) {
+                case sampling_step::temperature:
+                    t_ = p.temperature;
+                    break;
+                case sampling_step::top_k:
+                    step_top_k(x, std::size_t(p.top_k), p.top_k_ties);
+                    break;
+                case sampling_step::top_p:
+                    step_top_p(x);
+                    break;
+                case sampling_step::min_p:
+                    step_min_p(x);
+                    break;
+                case sampling_step::typical:
+                    step_typical(x);
+                    break;
+                case sampling_step::epsilon:
+                    step_epsilon(x, p.epsilon);
+                    break;
+                case sampling_step::eta:
+                    step_eta(x);
+                    break;
+                case sampling_step::top_n_sigma:
+                    step_top_n_sigma(x);
+                    break;
+                case sampling_step::xtc:
+                    step_xtc(x, ctx);
+                    break;
+                case sampling_step::mirostat:
+                    step_mirostat(x);
+                    break;
+            }
+        }
+    }
+
+    void step_top_k(std::span<const float> x, std::size_t k, tie_policy ties) noexcept {
+        if (full_) {
+            kernels::top_k(x, k, ties, cand_);
+            full_ = false;
+            sorted_flag_ = true;
+            return;
+        }
+        if (k >= cand_.size()) return;
+        sort_cand();
+        std::size_t n = k;
+        if (ties == tie_policy::keep_ties)
+            while (n < cand_.size() && cand_.logits()[n] == cand_.logits()[k - 1]) ++n;
+        cand_.resize(n);
+    }
+
+    void step_top_p(std::span<const float> x) noexcept {
+        const float p = params_.top_p;
+        if (full_) {
+            kernels::top_p(x, p, t_, params_.min_keep, cand_);
+            full_ = false;
+            sorted_flag_ = true;
+            return;
+        }
+        sort_cand();
+        const double s = fill_weights();
+        if (!(s > 0)) return;
+        const std::size_t keep_at_least = std::max<std::size_t>(1, params_.min_keep);
+        double before = 0;
+        std::size_t n = 0;
+        while (n < cand_.size() && (n < keep_at_least || before < double(p))) {
+            before += weights_[n] / s;
+            ++n;
+        }
+        cand_.resize(n);
+    }
+
+    void step_min_p(std::span<const float> x) noexcept {
+        const float t_eff = params_.min_p_mode == min_p_space::logits ? 1.f : t_;
+        if (full_) {
+            const float m = kernels::max(x);
+            const float thr = kernels::min_p_threshold(m, params_.min_p, t_eff);
+            const std::size_t n = kernels::filter_at_least(x, thr, cand_);
+            full_ = false;
+            sorted_flag_ = false;
+            if (n < params_.min_keep) {
+                kernels::top_k(x, params_.min_keep, tie_policy::exactly_k, cand_);
+                sorted_flag_ = true;
+            }
+            return;
+        }
+        const float thr = kernels::min_p_threshold(cand_max(), params_.min_p, t_eff);
+        std::size_t count = 0;
+        for (float v : cand_.logits()) count += v >= thr;
+        if (count >= params_.min_keep) {
+            const float* lg = cand_.logit_storage();
+            compact([&](std::size_t i) { return lg[i] >= thr; });
+        } else {
+            sort_cand();
+            cand_.resize(std::min(params_.min_keep, cand_.size()));
+        }
+    }
+
+    /// Entropy (nats) of cand_ at t_; fills weights_; returns {sum, H}.
+    std::pair<double, double> entropy_of_cand() noexcept {
+        const double s = fill_weights();
+        double h = 0;
+        if (s > 0)
+            for (std::size_t i = 0; i < cand_.size(); ++i)
+                if (weights_[i] > 0) {
+                    const double q = weights_[i] / s;
+                    h -= q * std::log(q);
+                }
+        return {s, h};
+    }
+
+    void step_typical(std::span<const float> x) noexcept {
+        if (full_) materialise(x);
+        sort_cand();
+        const auto [s, h] = entropy_of_cand();
+        if (!(s > 0)) return;
+        const std::size_t n = cand_.size();
+        // order by |-log p - H| ascending (ties: more probable first, then lower id: the sorted
+        // order)
+        const token_id* ids = cand_.id_storage();
+        const float* lg = cand_.logit_storage();
+        for (std::size_t i = 0; i < n; ++i) {
+            const double q = weights_[i] / s;
+            key_[i] = q > 0 ? std::fabs(-std::log(q) - h) : std::numeric_limits<double>::infinity();
+        }
+        const std::vector<double>& w = weights_;
+        perm_sort(n);  // positions by key; stable: equal keys keep the probability order
+        double before = 0;
+        std::size_t kept = 0;
+        const std::size_t keep_at_least = std::max<std::size_t>(1, params_.min_keep);
+        const double tau = params_.typical_p;
+        std::size_t* perm = perm_.data();
+        while (kept < n && (kept < keep_at_least || before < tau)) {
+            before += w[perm[kept]] / s;
+            ++kept;
+        }
+        // keep perm[0..kept) in probability order
+        std::sort(perm, perm + kept);
+        for (std::size_t j = 0; j < kept; ++j) {
+            const std::size_t i = perm[j];
+            sorted_[j] = {lg[i], ids[i]};
+        }
+        write_back(kept);
+        sorted_flag_ = true;
+    }
+    void perm_sort(std::size_t n) noexcept {
+        std::size_t* perm = perm_.data();
+        for (std::size_t i = 0; i < n; ++i) perm[i] = i;
+        const double* k = key_.data();
+        std::stable_sort(perm, perm + n, [k](std::size_t a, std::size_t b) { return k[a] < k[b]; });
+    }
+
+    void step_epsilon(std::span<const float> x, float eps) noexcept {
+        if (full_) materialise(x);
+        sort_cand();
+        const double s = fill_weights();
+        if (!(s > 0)) return;
+        keep_weight_at_least(double(eps) * s);
+    }
+
+    void step_eta(std::span<const float> x) noexcept {
+        if (full_) materialise(x);
+        sort_cand();
+        const auto [s, h] = entropy_of_cand();
+        if (!(s > 0)) return;
+        const double e = params_.eta;
+        keep_weight_at_least(std::min(e, std::sqrt(e) * std::exp(-h)) * s);
+    }
+
+    void step_top_n_sigma(std::span<const float> x) noexcept {
+        if (full_) materialise(x);
+        double sum = 0, sq = 0;
+        std::size_t n = 0;
+        for (float v : cand_.logits())
+            if (std::isfinite(v)) {
+                sum += v;
+                sq += double(v) * v;
+                ++n;
+            }
+        if (n == 0) return;
+        const double mean = sum / double(n);
+        const double var = std::max(0.0, sq / double(n) - mean * mean);
+        const float m = cand_max();
+        const float thr = float(double(m) - double(params_.top_n_sigma) * std::sqrt(var));
+        std::size_t count = 0;
+        for (float v : cand_.logits()) count += v >= thr;
+        if (count >= params_.min_keep) {
+            const float* lg = cand_.logit_storage();
+            compact([&](std::size_t i) { return lg[i] >= thr; });
+        } else {
+            sort_cand();
+            cand_.resize(std::min(params_.min_keep, cand_.size()));
+        }
+    }
+
+    void step_xtc(std::span<const float> x, const sample_context& ctx) noexcept {
+        rng_stream coin = make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::filter);
+        if (!(coin.uniform_float() < params_.xtc_probability)) return;
+        if (full_) materialise(x);
+        sort_cand();
+        const double s = fill_weights();
+        if (!(s > 0)) return;
+        const double w_thr = double(params_.xtc_threshold) * s;
+        std::size_t above = 0;
+        while (above < cand_.size() && weights_[above] >= w_thr) ++above;
+        if (above < 2) return;
+        const std::size_t drop = above - 1;  // keep the least probable of them
+        if (cand_.size() - drop < params_.min_keep) return;
+        const std::size_t n = cand_.size() - drop;
+        for (std::size_t i = 0; i < n; ++i)
+            sorted_[i] = {cand_.logits()[drop + i], cand_.ids()[drop + i]};
+        write_back(n);
+    }
+
+    void step_mirostat(std::span<const float> x) noexcept {
+        if (full_) materialise(x);
+        sort_cand();
+        const double s = fill_weights();
+        if (!(s > 0)) return;
+        // keep -log2 p <= mu, i.e. p >= 2^-mu; at least one
+        const double w_thr = std::exp2(-double(state_.mirostat_mu)) * s;
+        std::size_t n = 0;
+        while (n < cand_.size() && weights_[n] >= w_thr) ++n;
+        cand_.resize(std::max<std::size_t>(n, 1));
+    }
+
+    // ---- the draw ----
+
+    sample_result run(std::span<const float> logits, const sample_context& ctx, bool) noexcept {
+        sample_result r;
+        if (logits.size() != vocab_) {
+            r.status = sample_status::bad_input;
+            return r;
+        }
+        const std::span<const float> x = process(logits, ctx);
+        if (params_.greedy()) {
+            const std::size_t a = kernels::argmax(x);
+            if (a == npos || !(x[a] > -detail::f_inf)) return r;
+            r.token = token_id(a);
+            r.logprob = 0.f;
+            r.status = sample_status::ok;
+            if (params_.logprobs.any()) fill_extras(r, logits, x, /*greedy*/ true);
+            return r;
+        }
+        truncate(x, ctx);
+        rng_stream rng = make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::sample);
+        const double u = rng.uniform();
+        if (full_) {
+            if (!draw_full_row(x, u, r)) return r;
+        } else {
+            if (cand_.empty()) return r;
+            sort_cand();
+            const double s = fill_weights();
+            if (!(s > 0)) return r;
+            const double target = u * s;
+            double run = 0;
+            std::size_t pick = npos;
+            for (std::size_t i = 0; i < cand_.size(); ++i) {
+                if (!(weights_[i] > 0)) continue;
+                run += weights_[i];
+                pick = i;
+                if (run > target) break;
+            }
+            r.token = cand_.ids()[pick];
+            r.logprob = float(std::log(weights_[pick]) - std::log(s));
+            r.status = sample_status::ok;
+            if (params_.mirostat) {
+                const double surprise = -std::log2(weights_[pick] / s);
+                state_.mirostat_mu -=
+                    float(double(params_.mirostat_eta) * (surprise - double(params_.mirostat_tau)));
+            }
+        }
+        if (params_.logprobs.any()) fill_extras(r, logits, x, false);
+        return r;
+    }
+
+    /// Draw over the whole row at t_: per-block (max, exp-sum), pick a block by inverse CDF over
+    /// the block masses, then the token inside it. One max+exp pass in all (the exp floor).
+    bool draw_full_row(std::span<const float> x, double u, sample_result& r) noexcept {
+        const std::size_t nb = bmax_.size();
+        float m = -detail::f_inf;
+        for (std::size_t b = 0; b < nb; ++b) {
+            const std::size_t lo = b * block, len = std::min(block, vocab_ - lo);
+            const auto st = kernels::exp_sum(x.subspan(lo, len), t_);
+            bmax_[b] = st.max;
+            bsum_[b] = st.sum;
+            m = st.max > m ? st.max : m;
+        }
+        if (!(m > -detail::f_inf)) return false;
+        double s = 0;
+        for (std::size_t b = 0; b < nb; ++b) {
+            double w;
+            if (m == detail::f_inf)
+                w = bmax_[b] == detail::f_inf ? bsum_[b] : 0.0;
+            else
+                w = bsum_[b] > 0 ? bsum_[b] * std::exp((double(bmax_[b]) - double(m)) / double(t_))
+                                 : 0.0;
+            bsum_[b] = w;  // now the block's mass relative to the global max
+            s += w;
+        }
+        if (!(s > 0)) return false;
+        const double target = u * s;
+        double run = 0;
+        std::size_t pick = npos;
+        double before = 0;
+        for (std::size_t b = 0; b < nb; ++b) {
+            if (!(bsum_[b] > 0)) continue;
+            before = run;
+            run += bsum_[b];
+            pick = b;
+            if (run > target) break;
+        }
+        const std::size_t lo = pick * block, len = std::min(block, vocab_ - lo);
+        double u2 = (target - before) / bsum_[pick];
+        u2 = std::clamp(u2, 0.0, std::nextafter(1.0, 0.0));
+        kernels::softmax(x.subspan(lo, len), std::span<float>(block_buf_.data(), len), t_);
+        std::size_t i =
+            kernels::draw_inverse_cdf(std::span<const float>(block_buf_.data(), len), u2);
+        if (i == npos) return false;
+        const std::size_t tok = lo + i;
+        r.token = token_id(tok);
+        const double w = detail::cand_weight(x[tok], m, t_);
+        r.logprob = float(std::log(w) - std::log(s));
+        r.status = sample_status::ok;
+        if (!processors_ && t_ == 1.f && m != detail::f_inf) {
+            raw_lse_known_ = true;
+            raw_lse_ = double(m) + std::log(s);
+        }
+        return true;
+    }
+
+    /// logprob extras: raw logprob, rank, top-n, requested ids.
+    void fill_extras(sample_result& r, std::span<const float> raw, std::span<const float> x,
+                     bool greedy) noexcept {
+        const logprobs_request& lr = params_.logprobs;
+        const bool need_raw =
+            lr.raw || (!lr.processed && (lr.rank || lr.top_n > 0 || !lr.ids.empty()));
+        if (need_raw && !raw_lse_known_) {
+            raw_lse_ = kernels::logsumexp(raw);
+            raw_lse_known_ = true;
+        }
+        auto raw_lp = [&](std::size_t t) -> float {
+            const float v = raw[t];
+            if (!(v > -detail::f_inf)) return -detail::f_inf;
+            if (std::isinf(raw_lse_)) return v == detail::f_inf ? 0.f : -detail::f_inf;  // +inf row
+            return float(double(v) - raw_lse_);
+        };
+        if (lr.raw) r.raw_logprob = raw_lp(std::size_t(r.token));
+        // processed: the final set is cand_ (sorted, weights_ filled) unless greedy / full row
+        const bool processed_set = !greedy && !full_;
+        auto proc_lp = [&](token_id t) -> float {
+            if (greedy) return t == r.token ? 0.f : -detail::f_inf;
+            if (full_) {  // whole row at t_
+                const float v = x[std::size_t(t)];
+                const float vt = x[std::size_t(r.token)];
+                if (!(v > -detail::f_inf)) return -detail::f_inf;
+                return float(double(r.logprob) + (double(v) - double(vt)) / double(t_));
+            }
+            double s = 0;
+            for (std::size_t i = 0; i < cand_.size(); ++i) s += weights_[i];
+            for (std::size_t i = 0; i < cand_.size(); ++i)
+                if (cand_.ids()[i] == t) return float(std::log(weights_[i] / s));
+            return -detail::f_inf;
+        };
+        if (lr.rank) {
+            std::size_t above = 0;
+            if (!lr.processed) {
+                const float v = raw[std::size_t(r.token)];
+                for (float y : raw) above += y > v;
+            } else if (processed_set) {
+                for (std::size_t i = 0; i < cand_.size(); ++i)
+                    if (cand_.ids()[i] == r.token) {
+                        above = i;
+                        break;
+                    }
+            } else if (!greedy) {
+                const float v = x[std::size_t(r.token)];
+                for (float y : x) above += y > v;
+            }
+            r.rank = above + 1;
+        }
+        if (lr.top_n > 0) {
+            std::size_t n = 0;
+            if (!lr.processed) {
+                kernels::top_k(raw, top_.size(), tie_policy::exactly_k, alt_);
+                for (std::size_t i = 0; i < alt_.size(); ++i)
+                    top_[n++] = {alt_.ids()[i], raw_lp(std::size_t(alt_.ids()[i]))};
+            } else if (greedy) {
+                top_[n++] = {r.token, 0.f};
+            } else if (processed_set) {
+                for (std::size_t i = 0; i < cand_.size() && n < top_.size(); ++i)
+                    top_[n++] = {cand_.ids()[i], proc_lp(cand_.ids()[i])};
+            } else {
+                kernels::top_k(x, top_.size(), tie_policy::exactly_k, cand_);
+                for (std::size_t i = 0; i < cand_.size(); ++i)
+                    top_[n++] = {cand_.ids()[i], proc_lp(cand_.ids()[i])};
+            }
+            r.top = {top_.data(), n};
+        }
+        if (!lr.ids.empty()) {
+            for (std::size_t j = 0; j < lr.ids.size(); ++j) {
+                const token_id t = lr.ids[j];
+                float lp = -detail::f_inf;
+                if (t >= 0 && std::size_t(t) < vocab_)
+                    lp = lr.processed ? proc_lp(t) : raw_lp(std::size_t(t));
+                requested_[j] = {t, lp};
+            }
+            r.requested = {requested_.data(), requested_.size()};
+        }
+    }
+};
+
+DECODEKIT_END_NAMESPACE
