@@ -1,0 +1,451 @@
+#pragma once
+/// \file decoding/beam_search.hpp
+/// Beam search over a language_model: n-best with scores, length penalty (prompt counted or not),
+/// early stopping {first_n, heuristic, never}, EOS handling, max length; diverse (group) beam
+/// search and stochastic beams (Gumbel top-k) as options. Semantics: ALGORITHMS.md section 7.
+///
+/// Per step (per group of g = num_beams / num_groups beams): the top 2g candidates of
+/// `beam_score + logprob` over (running beams of the group) x V, found without sorting V
+/// (kernels::top_k of each beam row, then a merge of the g * 2g survivors). In rank order, an EOS
+/// candidate becomes a finished hypothesis only if its rank is < g; other candidates fill the g
+/// running beams. A hypothesis' score is `sum_logprobs / length^length_penalty` where length =
+/// generated tokens, EOS included (+ the prompt length when length_includes_prompt).
+/// Stopping (per group, once it holds g finished hypotheses): first_n stops at once (HF
+/// early_stopping=True); heuristic stops when the worst finished score >= best candidate sum /
+/// (its length)^lp (HF False: exact for lp <= 0, a heuristic for lp > 0); never uses the
+/// true bound (best sum / max_length^lp when lp > 0), so it returns the exact n-best of the
+/// sequences the beam kept. At max_new_tokens, running beams become hypotheses.
+/// All running beams (every group) go to the model in one call, slot = beam index.
+
+#include <decodekit/config.hpp>
+#include <decodekit/error.hpp>
+#include <decodekit/kernels/reduce.hpp>
+#include <decodekit/kernels/select.hpp>
+#include <decodekit/model.hpp>
+#include <decodekit/random.hpp>
+#include <decodekit/types.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// When beam search stops once a group holds num_beams / num_groups finished hypotheses.
+enum class early_stopping : std::uint8_t {
+    first_n,    ///< stop at once (Hugging Face early_stopping=True)
+    heuristic,  ///< stop when no running beam can beat the worst at its current length (HF False)
+    never,      ///< stop only when no running beam can beat the worst ever (a true bound)
+};
+
+/// Beam search configuration.
+struct beam_search_params {
+    std::size_t num_beams = 4;            ///< beam width, >= 1
+    std::size_t num_return = 1;           ///< n-best size, in [1, num_beams]
+    std::size_t max_new_tokens = 64;      ///< generated tokens per hypothesis, >= 1
+    float length_penalty = 1.f;           ///< exponent of the length in the score, finite
+    bool length_includes_prompt = false;  ///< false: HF (generated only); true: vLLM, ORT-genai
+    early_stopping stopping = early_stopping::heuristic;
+    std::vector<token_id> eos_ids = {};  ///< tokens that finish a hypothesis
+    std::size_t num_groups = 1;          ///< diverse beam search: divides num_beams
+    float diversity_penalty = 0.f;       ///< subtracted per earlier-group choice of a token, >= 0
+    bool stochastic = false;             ///< Gumbel top-k stochastic beams (Kool et al. 2019)
+    float temperature = 1.f;             ///< of the stochastic beams' distribution, > 0
+    std::uint64_t seed = 0;              ///< stochastic beams: rng_key{seed, sequence, step}
+    std::uint64_t sequence = 0;
+
+    /// The first invalid field, named with its allowed range; nullopt when valid.
+    std::optional<std::string> check() const {
+        if (num_beams < 1 || num_beams > 4096)
+            return detail::range_message("beam_search_params.num_beams", "in [1, 4096]",
+                                         double(num_beams));
+        if (num_return < 1 || num_return > num_beams)
+            return detail::range_message("beam_search_params.num_return", "in [1, num_beams]",
+                                         double(num_return));
+        if (max_new_tokens < 1)
+            return detail::range_message("beam_search_params.max_new_tokens", ">= 1",
+                                         double(max_new_tokens));
+        if (!std::isfinite(length_penalty))
+            return detail::range_message("beam_search_params.length_penalty", "finite",
+                                         double(length_penalty));
+        if (num_groups < 1 || num_beams % num_groups != 0)
+            return detail::range_message("beam_search_params.num_groups",
+                                         ">= 1 and a divisor of num_beams", double(num_groups));
+        if (!(diversity_penalty >= 0.f) || !std::isfinite(diversity_penalty))
+            return detail::range_message("beam_search_params.diversity_penalty", "finite and >= 0",
+                                         double(diversity_penalty));
+        if (!(temperature > 0.f) || !std::isfinite(temperature))
+            return detail::range_message("beam_search_params.temperature", "finite and > 0",
+                                         double(temperature));
+        for (token_id e : eos_ids)
+            if (e < 0)
+                return detail::range_message("beam_search_params.eos_ids", "non-negative ids",
+                                             double(e));
+        return std::nullopt;
+    }
+    /// check(), reported through raise().
+    void validate() const { raise_if(check()); }
+};
+
+/// One finished hypothesis.
+struct beam_hypothesis {
+    std::vector<token_id> tokens;  ///< generated tokens (prompt excluded), EOS included if any
+    double score = 0;              ///< sum_logprobs / length^length_penalty
+    double sum_logprobs = 0;       ///< including diversity penalties (diverse beam search)
+    bool eos = false;              ///< finished by an EOS token (else by max_new_tokens)
+};
+
+/// What beam search returns.
+struct beam_search_result {
+    std::vector<beam_hypothesis> hypotheses;  ///< n-best, best first (score desc)
+    std::size_t steps = 0;                    ///< decoding steps run
+    std::size_t model_calls = 0;              ///< model.logits calls
+    std::size_t model_rows = 0;               ///< logits rows requested in total
+};
+
+/// One candidate of a beam step: parent beam, token and scores.
+struct beam_candidate {
+    double key = 0;          ///< ranking key (sum, or the Gumbel key of stochastic beams)
+    double sum = 0;          ///< parent sum + logprob (- diversity penalty)
+    std::uint32_t beam = 0;  ///< parent row
+    token_id token = 0;
+};
+
+namespace detail {
+inline bool beam_candidate_before(const beam_candidate& a, const beam_candidate& b) noexcept {
+    if (a.key != b.key) return a.key > b.key;
+    if (a.beam != b.beam) return a.beam < b.beam;
+    return a.token < b.token;
+}
+/// log(1 - exp(-a)) for a > 0, stable.
+inline double log1mexp(double a) noexcept {
+    return a < 0.6931471805599453 ? std::log(-std::expm1(-a)) : std::log1p(-std::exp(-a));
+}
+}  // namespace detail
+
+/// Workspace of beam_top_candidates: sized once for (vocab_size, rows, k).
+struct beam_step_workspace {
+    candidates row_top;                ///< capacity vocab_size
+    std::vector<beam_candidate> pool;  ///< rows * k merge pool
+    explicit beam_step_workspace(std::size_t vocab_size = 0, std::size_t rows = 0,
+                                 std::size_t k = 0)
+        : row_top(vocab_size) {
+        pool.reserve(rows * k);
+    }
+};
+
+/// The top `out.size()` candidates (rank order) of `beam_scores[b] + log_softmax(row b)[v]` over
+/// rows x V (row-major `rows`), without sorting V: kernels::top_k per row, then a merge.
+/// `penalty` (optional, size V): subtracted from the logprob of each token (diversity penalty).
+/// Returns the number written (fewer when rows have fewer valid entries).
+/// \pre rows.size() == beam_scores.size() * vocab_size, ws sized for (vocab_size, rows, k)
+inline std::size_t beam_top_candidates(std::span<const float> rows, std::size_t vocab_size,
+                                       std::span<const double> beam_scores,
+                                       std::span<beam_candidate> out, beam_step_workspace& ws,
+                                       std::span<const float> penalty = {},
+                                       std::size_t extra_k = 0) noexcept {
+    const std::size_t k = out.size();
+    ws.pool.clear();
+    for (std::size_t b = 0; b < beam_scores.size(); ++b) {
+        const std::span<const float> row = rows.subspan(b * vocab_size, vocab_size);
+        const double lse = kernels::logsumexp(row);
+        if (!(lse > -std::numeric_limits<double>::infinity())) continue;  // no valid entry
+        const std::size_t n = kernels::top_k(row, k + extra_k, tie_policy::exactly_k, ws.row_top);
+        double inf_logp = 0;
+        if (std::isinf(lse)) {  // +inf entries: uniform over them
+            std::size_t n_inf = 0;
+            for (float v : row) n_inf += (v == std::numeric_limits<float>::infinity());
+            inf_logp = -std::log(double(n_inf));
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+            const float x = ws.row_top.logits()[i];
+            const token_id t = ws.row_top.ids()[i];
+            double lp = std::isinf(lse)
+                            ? (std::isinf(x) ? inf_logp : -std::numeric_limits<double>::infinity())
+                            : double(x) - lse;
+            if (!penalty.empty()) lp -= penalty[std::size_t(t)];
+            if (lp == -std::numeric_limits<double>::infinity()) continue;
+            const double s = beam_scores[b] + lp;
+            ws.pool.push_back({s, s, std::uint32_t(b), t});
+        }
+    }
+    const std::size_t m = std::min(k, ws.pool.size());
+    std::partial_sort(ws.pool.begin(), ws.pool.begin() + std::ptrdiff_t(m), ws.pool.end(),
+                      detail::beam_candidate_before);
+    std::copy_n(ws.pool.begin(), m, out.begin());
+    return m;
+}
+
+/// A beam search in progress, driven step by step (beam_search() below runs it on a model):
+/// requests() names the running beams' sequences; advance() consumes one logits row per request.
+class beam_searcher {
+public:
+    /// \pre params valid (validated here), !prompt.empty()
+    beam_searcher(const beam_search_params& params, std::size_t vocab_size,
+                  std::span<const token_id> prompt)
+        : p_(params), vocab_(vocab_size), prompt_(prompt.begin(), prompt.end()) {
+        p_.validate();
+        if (prompt_.empty()) raise("beam_search: prompt must not be empty (add a BOS token)");
+        if (vocab_ == 0) raise("beam_search: vocab_size must be >= 1");
+        gs_ = p_.num_beams / p_.num_groups;
+        const std::size_t k = 2 * gs_;
+        groups_.resize(p_.num_groups);
+        for (std::size_t g = 0; g < p_.num_groups; ++g) {
+            groups_[g].running.push_back({prompt_, 0.0, 0.0});
+            groups_[g].nr = 1;
+        }
+        ws_ = beam_step_workspace(vocab_, gs_, k + (p_.num_groups > 1 ? p_.num_beams : 0));
+        top_.resize(k);
+        if (p_.num_groups > 1 && p_.diversity_penalty > 0) penalty_.assign(vocab_, 0.f);
+        if (p_.stochastic) gumbel_row_.resize(vocab_);
+        rebuild_requests();
+    }
+
+    /// Sequences to score now (prompt + generated), slot = beam index; empty when done().
+    std::span<const sequence_request> requests() const noexcept { return requests_; }
+    /// True when every group stopped or max_new_tokens was reached.
+    bool done() const noexcept { return requests_.empty(); }
+    /// Steps taken so far (= generated length of the running beams).
+    std::size_t steps() const noexcept { return step_; }
+
+    /// Consumes rows_needed(requests()) logits rows (one per request, in order) and advances.
+    /// \pre logits.size() >= requests().size() * vocab_size
+    void advance(std::span<const float> logits) {
+        DECODEKIT_ASSERT(logits.size() >= requests_.size() * vocab_, "beam_searcher: short logits");
+        const std::size_t cur = step_ + 1;  // generated length of this step's candidates
+        std::size_t row0 = 0;
+        if (!penalty_.empty())
+            for (token_id t : chosen_) penalty_[std::size_t(t)] = 0.f;
+        chosen_.clear();
+        for (std::size_t g = 0; g < groups_.size(); ++g) {
+            group& G = groups_[g];
+            if (G.done) continue;
+            const std::size_t nb = G.nr;
+            const std::span<const float> rows = logits.subspan(row0 * vocab_, nb * vocab_);
+            row0 += nb;
+            scores_.clear();
+            for (std::size_t b = 0; b < nb; ++b)
+                scores_.push_back(p_.stochastic ? G.running[b].key : G.running[b].sum);
+            const std::size_t n =
+                p_.stochastic ? stochastic_candidates(G, rows, cur)
+                              : beam_top_candidates(rows, vocab_, scores_, top_, ws_, penalty_,
+                                                    penalty_.empty() ? 0 : chosen_.size());
+            G.nn = 0;
+            double best_sum = -std::numeric_limits<double>::infinity();
+            for (std::size_t r = 0; r < n; ++r) best_sum = std::max(best_sum, top_[r].sum);
+            for (std::size_t r = 0; r < n && G.nn < gs_; ++r) {
+                const beam_candidate& c = top_[r];
+                const beam& parent = G.running[c.beam];
+                if (is_eos(c.token)) {
+                    if (r >= gs_) continue;
+                    add_finished(G, parent.tokens, c.token, c.sum, cur, true);
+                } else {
+                    beam& nb2 = next_slot(G);
+                    nb2.tokens.assign(parent.tokens.begin(), parent.tokens.end());
+                    nb2.tokens.push_back(c.token);
+                    nb2.sum = c.sum;
+                    nb2.key = c.key;
+                }
+            }
+            for (std::size_t r = 0; r < G.nn; ++r) note_chosen(G.next[r].tokens.back());
+            std::swap(G.running, G.next);
+            std::swap(G.nr, G.nn);
+            if (G.nr == 0)
+                G.done = true;
+            else if (!p_.stochastic)
+                G.done = group_is_done(G, best_sum, cur);
+            else if (p_.stopping == early_stopping::first_n)
+                G.done = G.finished.size() >= gs_;
+        }
+        ++step_;
+        if (step_ >= p_.max_new_tokens) {
+            for (auto& G : groups_)
+                if (!G.done) {
+                    for (std::size_t b = 0; b < G.nr; ++b)
+                        add_finished(G, G.running[b].tokens, -1, G.running[b].sum, step_, false);
+                    G.done = true;
+                }
+        }
+        rebuild_requests();
+    }
+
+    /// The n-best over every group, best first (ties: earlier finished first).
+    beam_search_result result() const {
+        beam_search_result res;
+        std::vector<const beam_hypothesis*> all;
+        for (const auto& G : groups_)
+            for (const auto& h : G.finished) all.push_back(&h);
+        std::stable_sort(
+            all.begin(), all.end(),
+            [](const beam_hypothesis* a, const beam_hypothesis* b) { return a->score > b->score; });
+        for (std::size_t i = 0; i < all.size() && i < p_.num_return; ++i)
+            res.hypotheses.push_back(*all[i]);
+        res.steps = step_;
+        return res;
+    }
+
+private:
+    struct beam {
+        std::vector<token_id> tokens;  // prompt + generated
+        double sum = 0;
+        double key = 0;  // stochastic: the Gumbel key G
+    };
+    struct group {
+        std::vector<beam> running, next;        // storage reused across steps
+        std::size_t nr = 0, nn = 0;             // live entries of running / next
+        std::vector<beam_hypothesis> finished;  // at most gs_
+        bool done = false;
+    };
+
+    bool is_eos(token_id t) const noexcept {
+        return std::find(p_.eos_ids.begin(), p_.eos_ids.end(), t) != p_.eos_ids.end();
+    }
+    beam& next_slot(group& G) {
+        if (G.nn == G.next.size()) G.next.emplace_back();
+        return G.next[G.nn++];
+    }
+    void note_chosen(token_id t) {
+        if (penalty_.empty()) return;
+        penalty_[std::size_t(t)] += p_.diversity_penalty;
+        chosen_.push_back(t);
+    }
+    double length_of(std::size_t generated) const noexcept {
+        return double(generated + (p_.length_includes_prompt ? prompt_.size() : 0));
+    }
+    double normalise(double sum, std::size_t generated) const noexcept {
+        return sum / std::pow(length_of(generated), double(p_.length_penalty));
+    }
+    void add_finished(group& G, const std::vector<token_id>& seq, token_id last, double sum,
+                      std::size_t generated, bool eos) {
+        const double score = normalise(sum, generated);
+        if (G.finished.size() >= gs_) {
+            auto worst =
+                std::min_element(G.finished.begin(), G.finished.end(),
+                                 [](const auto& a, const auto& b) { return a.score < b.score; });
+            if (!(score > worst->score)) return;
+            G.finished.erase(worst);
+        }
+        beam_hypothesis h;
+        h.tokens.assign(seq.begin() + std::ptrdiff_t(prompt_.size()), seq.end());
+        if (last >= 0) h.tokens.push_back(last);
+        h.score = score;
+        h.sum_logprobs = sum;
+        h.eos = eos;
+        G.finished.push_back(std::move(h));
+    }
+    bool group_is_done(const group& G, double best_sum, std::size_t cur) const noexcept {
+        if (G.finished.size() < gs_) return false;
+        if (p_.stopping == early_stopping::first_n) return true;
+        double worst = std::numeric_limits<double>::infinity();
+        for (const auto& h : G.finished) worst = std::min(worst, h.score);
+        const std::size_t len = (p_.stopping == early_stopping::never && p_.length_penalty > 0)
+                                    ? p_.max_new_tokens
+                                    : cur;
+        return worst >= normalise(best_sum, len);
+    }
+
+    /// Stochastic beams: child key G_c = -log(exp(-G_parent) - exp(-Z) + exp(-G~_c)) with
+    /// G~_c = phi_c + Gumbel, Z = max_c G~_c (Kool et al. 2019, stable form); top 2g by key.
+    std::size_t stochastic_candidates(group& G, std::span<const float> rows, std::size_t cur) {
+        const std::size_t k = top_.size();
+        ws_.pool.clear();
+        for (std::size_t b = 0; b < G.nr; ++b) {
+            const std::span<const float> row = rows.subspan(b * vocab_, vocab_);
+            const double lse = kernels::logsumexp(row, p_.temperature);
+            if (!std::isfinite(lse)) continue;
+            rng_stream rs = make_stream(
+                {p_.seed, p_.sequence,
+                 (std::uint64_t(cur) << 20) | (std::uint64_t(&G - groups_.data()) << 12) | b},
+                rng_purpose::gumbel);
+            const double inv_t = 1.0 / double(p_.temperature);
+            double z = -std::numeric_limits<double>::infinity();
+            for (std::size_t v = 0; v < vocab_; ++v) {
+                const float x = row[v];
+                const double g = rs.gumbel();
+                if (std::isnan(x) || x == -std::numeric_limits<float>::infinity()) {
+                    gumbel_row_[v] = -std::numeric_limits<float>::infinity();
+                    continue;
+                }
+                const double phi = G.running[b].sum + double(x) * inv_t - lse;
+                gumbel_row_[v] = float(phi + g);
+                z = std::max(z, double(gumbel_row_[v]));
+            }
+            const std::size_t n = kernels::top_k(std::span<const float>(gumbel_row_), k,
+                                                 tie_policy::exactly_k, ws_.row_top);
+            const double gp = G.running[b].key;
+            for (std::size_t i = 0; i < n; ++i) {
+                const token_id t = ws_.row_top.ids()[i];
+                const double gt = ws_.row_top.logits()[i];
+                // G_c = gp - v+ - log1p(exp(-|v|)), v = gp - gt + log1mexp(z - gt)
+                double key;
+                if (gt >= z)
+                    key = gp;
+                else {
+                    const double v = gp - gt + detail::log1mexp(z - gt);
+                    key = gp - std::max(v, 0.0) - std::log1p(std::exp(-std::abs(v)));
+                }
+                const double sum = G.running[b].sum + double(row[std::size_t(t)]) * inv_t - lse;
+                ws_.pool.push_back({key, sum, std::uint32_t(b), t});
+            }
+        }
+        const std::size_t m = std::min(k, ws_.pool.size());
+        std::partial_sort(ws_.pool.begin(), ws_.pool.begin() + std::ptrdiff_t(m), ws_.pool.end(),
+                          detail::beam_candidate_before);
+        std::copy_n(ws_.pool.begin(), m, top_.begin());
+        return m;
+    }
+
+    void rebuild_requests() {
+        requests_.clear();
+        for (std::size_t g = 0; g < groups_.size(); ++g) {
+            if (groups_[g].done) continue;
+            for (std::size_t i = 0; i < groups_[g].nr; ++i)
+                requests_.push_back({groups_[g].running[i].tokens, 1, std::uint32_t(g * gs_ + i)});
+        }
+    }
+
+    beam_search_params p_;
+    std::size_t vocab_;
+    std::vector<token_id> prompt_;
+    std::size_t gs_ = 1;
+    std::size_t step_ = 0;
+    std::vector<group> groups_;
+    beam_step_workspace ws_;
+    std::vector<beam_candidate> top_;
+    std::vector<double> scores_;
+    std::vector<float> penalty_;
+    std::vector<token_id> chosen_;
+    std::vector<float> gumbel_row_;
+    std::vector<sequence_request> requests_;
+};
+
+/// Runs beam search on `model` from `prompt`; returns the n-best hypotheses (best first).
+/// \pre !prompt.empty() (rejected with a message otherwise)
+template <class M>
+requires language_model<M> beam_search_result beam_search(M& model,
+                                                          std::span<const token_id> prompt,
+                                                          const beam_search_params& params) {
+    beam_searcher bs(params, model.vocab_size(), prompt);
+    std::vector<float> logits(params.num_beams * model.vocab_size());
+    std::size_t calls = 0, rows = 0;
+    while (!bs.done()) {
+        const auto req = bs.requests();
+        const std::size_t n = rows_needed(req);
+        model.logits(req, std::span<float>(logits).first(n * model.vocab_size()));
+        ++calls;
+        rows += n;
+        bs.advance(logits);
+    }
+    beam_search_result r = bs.result();
+    r.model_calls = calls;
+    r.model_rows = rows;
+    return r;
+}
+
+DECODEKIT_END_NAMESPACE

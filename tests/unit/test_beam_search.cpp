@@ -1,0 +1,315 @@
+// Beam search against exhaustive search on the toy model, hand-computed trees, and the options.
+#include "dk_test.hpp"
+#include "toy_model.hpp"
+
+#include <decodekit/decoding/beam_search.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <vector>
+
+using namespace decodekit;
+using dk_test::toy_model;
+using dk_test::toy_model_config;
+
+namespace {
+
+// |a - b| <= rel * max(1, |b|) (dk_test::Approx does not take scalars with Catch2 2.13 here).
+bool near(double a, double b, double rel = 1e-6) {
+    return std::abs(a - b) <= rel * std::max(1.0, std::abs(b));
+}
+
+// log-softmax in double, written independently of the library.
+std::vector<double> log_probs(const std::vector<float>& x) {
+    double m = -INFINITY;
+    for (float v : x) m = std::max(m, double(v));
+    double s = 0;
+    for (float v : x) s += std::exp(double(v) - m);
+    std::vector<double> out(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) out[i] = double(x[i]) - m - std::log(s);
+    return out;
+}
+
+struct seq_score {
+    std::vector<token_id> tokens;
+    double sum;
+    double score;
+};
+
+// Every complete sequence of at most max_new tokens (ending with EOS, or of length max_new
+// without EOS), scored sum / len^lp.
+std::vector<seq_score> enumerate(const toy_model& m, const std::vector<token_id>& prompt,
+                                 std::size_t max_new, token_id eos, double lp, bool with_prompt) {
+    std::vector<seq_score> all;
+    const std::size_t V = m.vocab_size();
+    auto rec = [&](auto&& self, std::vector<token_id>& ctx, double sum, std::size_t gen) -> void {
+        const auto lps = log_probs(m.logits_of(ctx));
+        for (std::size_t v = 0; v < V; ++v) {
+            const double s = sum + lps[v];
+            ctx.push_back(token_id(v));
+            const std::size_t len = gen + 1;
+            if (token_id(v) == eos || len == max_new) {
+                const double L = double(len + (with_prompt ? prompt.size() : 0));
+                all.push_back(
+                    {std::vector<token_id>(ctx.begin() + std::ptrdiff_t(prompt.size()), ctx.end()),
+                     s, s / std::pow(L, lp)});
+            } else {
+                self(self, ctx, s, len);
+            }
+            ctx.pop_back();
+        }
+    };
+    std::vector<token_id> ctx = prompt;
+    rec(rec, ctx, 0.0, 0);
+    std::stable_sort(all.begin(), all.end(),
+                     [](const seq_score& a, const seq_score& b) { return a.score > b.score; });
+    return all;
+}
+
+std::vector<token_id> greedy(const toy_model& m, std::vector<token_id> ctx, std::size_t max_new,
+                             token_id eos) {
+    std::vector<token_id> out;
+    for (std::size_t i = 0; i < max_new; ++i) {
+        const auto x = m.logits_of(ctx);
+        const token_id t = token_id(std::max_element(x.begin(), x.end()) - x.begin());
+        out.push_back(t);
+        ctx.push_back(t);
+        if (t == eos) break;
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("beam search equals the exhaustive optimum where it is guaranteed", "[beam]") {
+    // V = 4, EOS = 3, 3 new tokens: at most 9 live prefixes, 36 candidates per step; 36 beams
+    // prune nothing, so `never` (a true bound) must return the exhaustive n-best for every
+    // length penalty, and `heuristic` too when lp <= 0 (its bound is then exact).
+    const double lps[] = {-1.0, 0.0, 0.5, 1.0, 2.0};
+    for (std::uint64_t seed : {1u, 2u, 3u}) {
+        toy_model m({.vocab_size = 4, .seed = seed, .scale = 1.5f, .eos_id = 3, .eos_bias = 0.3f});
+        const std::vector<token_id> prompt = {1, 0};
+        for (double lp : lps)
+            for (bool with_prompt : {false, true})
+                for (early_stopping es :
+                     {early_stopping::never, early_stopping::heuristic, early_stopping::first_n}) {
+                    if (es == early_stopping::heuristic && lp > 0) continue;
+                    const auto ex = enumerate(m, prompt, 3, 3, lp, with_prompt);
+                    const auto r = beam_search(m, prompt,
+                                               {.num_beams = 36,
+                                                .num_return = 5,
+                                                .max_new_tokens = 3,
+                                                .length_penalty = float(lp),
+                                                .length_includes_prompt = with_prompt,
+                                                .stopping = es,
+                                                .eos_ids = {3}});
+                    INFO("seed " << seed << " lp " << lp << " prompt " << with_prompt << " es "
+                                 << int(es));
+                    REQUIRE(r.hypotheses.size() == 5);
+                    for (std::size_t i = 0; i < 5; ++i) {
+                        CHECK(r.hypotheses[i].tokens == ex[i].tokens);
+                        CHECK(near(r.hypotheses[i].score, ex[i].score, 1e-5));
+                        CHECK(near(r.hypotheses[i].sum_logprobs, ex[i].sum, 1e-5));
+                        CHECK(r.hypotheses[i].eos == (r.hypotheses[i].tokens.back() == 3));
+                    }
+                    CHECK(r.model_calls == r.steps);
+                }
+    }
+}
+
+TEST_CASE("beam width 1 equals greedy decoding (first_n and heuristic)", "[beam]") {
+    for (std::uint64_t seed = 1; seed <= 20; ++seed) {
+        toy_model m({.vocab_size = 6, .seed = seed, .scale = 2.f, .eos_id = 5, .eos_bias = 0.5f});
+        const std::vector<token_id> prompt = {2, 4, 1};
+        const auto g = greedy(m, prompt, 12, 5);
+        for (early_stopping es : {early_stopping::first_n, early_stopping::heuristic}) {
+            const auto r = beam_search(
+                m, prompt, {.num_beams = 1, .max_new_tokens = 12, .stopping = es, .eos_ids = {5}});
+            REQUIRE(r.hypotheses.size() == 1);
+            CHECK(r.hypotheses[0].tokens == g);
+        }
+    }
+}
+
+namespace {
+// A hand-made tree over V = 3 (EOS = 2): from the prompt, p = {0.3, 0.2, 0.5}; after token 0,
+// p(EOS) = 0.98; elsewhere uniform.
+toy_model hand_tree() {
+    toy_model m({.vocab_size = 3});
+    m.set_logits_function([](std::span<const token_id> ctx, std::span<float> out) {
+        if (ctx.size() == 2) {
+            out[0] = std::log(0.3f), out[1] = std::log(0.2f), out[2] = std::log(0.5f);
+        } else if (ctx.size() == 3 && ctx[2] == 0) {
+            out[0] = std::log(0.01f), out[1] = std::log(0.01f), out[2] = std::log(0.98f);
+        } else {
+            out[0] = out[1] = out[2] = 0.f;
+        }
+    });
+    return m;
+}
+}  // namespace
+
+TEST_CASE("early stopping policies and prompt counting on a hand-computed tree", "[beam]") {
+    toy_model m = hand_tree();
+    const std::vector<token_id> prompt = {7, 7};
+    beam_search_params p{
+        .num_beams = 1, .max_new_tokens = 4, .length_penalty = 1.f, .eos_ids = {2}};
+    // [EOS]: log 0.5 / 1 = -0.693; [0, EOS]: (log 0.3 + log 0.98) / 2 = -0.612.
+    p.stopping = early_stopping::first_n;
+    auto r = beam_search(m, prompt, p);
+    CHECK(r.hypotheses[0].tokens == std::vector<token_id>{2});
+    CHECK(near(r.hypotheses[0].score, std::log(0.5)));
+    CHECK(r.steps == 1);
+    p.stopping = early_stopping::heuristic;  // bound = best candidate (the EOS) itself: stops
+    r = beam_search(m, prompt, p);
+    CHECK(r.hypotheses[0].tokens == std::vector<token_id>{2});
+    p.stopping = early_stopping::never;  // bound at max length 4 keeps the 0-beam alive
+    r = beam_search(m, prompt, p);
+    CHECK(r.hypotheses[0].tokens == std::vector<token_id>{0, 2});
+    CHECK(near(r.hypotheses[0].score, (std::log(0.3) + std::log(0.98)) / 2));
+    // After step 2 the bound is the best candidate sum (-1.224, the EOS) / 4 = -0.306 > -0.612:
+    // go on; after step 3 it is (log 0.3 + log 0.01 + log 1/3) / 4 = -1.73 < -0.612: stop.
+    CHECK(r.steps == 3);
+    // Counting the prompt: [EOS] = -0.693 / 3 = -0.231 beats [0, EOS] = -1.224 / 4 = -0.306.
+    p.length_includes_prompt = true;
+    r = beam_search(m, prompt, p);
+    CHECK(r.hypotheses[0].tokens == std::vector<token_id>{2});
+    CHECK(near(r.hypotheses[0].score, std::log(0.5) / 3));
+    // An EOS ranked >= num_beams is not a hypothesis: with p(EOS) second, width 1 never
+    // finishes on it (negative control of the rank rule: lp = 0 would prefer it).
+    toy_model m2({.vocab_size = 3});
+    m2.set_logits_function([](std::span<const token_id>, std::span<float> out) {
+        out[0] = std::log(0.6f), out[1] = std::log(0.0001f), out[2] = std::log(0.3999f);
+    });
+    r = beam_search(m2, prompt,
+                    {.num_beams = 1,
+                     .max_new_tokens = 3,
+                     .length_penalty = 0.f,
+                     .stopping = early_stopping::never,
+                     .eos_ids = {2}});
+    CHECK(r.hypotheses[0].tokens == std::vector<token_id>{0, 0, 0});
+    CHECK_FALSE(r.hypotheses[0].eos);
+}
+
+TEST_CASE("beam search batches every beam in one model call, slot = beam index", "[beam]") {
+    toy_model m({.vocab_size = 16, .seed = 9});
+    const std::vector<token_id> prompt = {3};
+    const auto r = beam_search(m, prompt, {.num_beams = 4, .num_return = 4, .max_new_tokens = 5});
+    CHECK(m.calls == 5);
+    CHECK(r.model_calls == 5);
+    CHECK(m.sequences == 1 + 4 * 4);
+    CHECK(m.last_slots == std::vector<std::uint32_t>{0, 1, 2, 3});
+    REQUIRE(r.hypotheses.size() == 4);
+    for (std::size_t i = 1; i < 4; ++i) CHECK(r.hypotheses[i - 1].score >= r.hypotheses[i].score);
+    for (const auto& h : r.hypotheses) CHECK(h.tokens.size() == 5);
+}
+
+TEST_CASE("diverse beam search: groups differ under a diversity penalty", "[beam]") {
+    for (std::uint64_t seed = 1; seed <= 10; ++seed) {
+        toy_model m({.vocab_size = 8, .seed = seed});
+        const std::vector<token_id> prompt = {1};
+        beam_search_params p{.num_beams = 2,
+                             .num_return = 2,
+                             .max_new_tokens = 3,
+                             .stopping = early_stopping::never,
+                             .num_groups = 2};
+        auto same = beam_search(m, prompt, p);  // penalty 0: both groups find the same beam
+        REQUIRE(same.hypotheses.size() == 2);
+        CHECK(same.hypotheses[0].tokens == same.hypotheses[1].tokens);
+        p.diversity_penalty = 100.f;
+        auto div = beam_search(m, prompt, p);
+        REQUIRE(div.hypotheses.size() == 2);
+        for (std::size_t t = 0; t < 3; ++t)
+            CHECK(div.hypotheses[0].tokens[t] != div.hypotheses[1].tokens[t]);
+        // Group 0 is unpenalised: its hypothesis is the width-1 greedy path.
+        const auto g = greedy(m, prompt, 3, -1);
+        CHECK((div.hypotheses[0].tokens == g || div.hypotheses[1].tokens == g));
+    }
+}
+
+TEST_CASE("stochastic beams: the first token of one beam follows softmax(x / T)", "[beam]") {
+    toy_model m({.vocab_size = 8, .seed = 4});
+    const std::vector<token_id> prompt = {5, 6};
+    const float T = 0.7f;
+    const auto x = m.logits_of(prompt);
+    std::vector<double> p(8);
+    double z = 0;
+    for (int i = 0; i < 8; ++i) z += p[i] = std::exp(double(x[i]) / T);
+    for (auto& v : p) v /= z;
+    const std::size_t n = 100000;
+    auto counts = dk_test::histogram(8, n, [&](std::size_t i) {
+        beam_searcher bs({.num_beams = 1,
+                          .max_new_tokens = 1,
+                          .stochastic = true,
+                          .temperature = T,
+                          .seed = 77,
+                          .sequence = i},
+                         8, prompt);
+        bs.advance(x);
+        return bs.result().hypotheses.at(0).tokens.at(0);
+    });
+    const auto gof = dk_test::chi_square(counts, dk_test::with_overflow_bin(p));
+    CHECK(gof.p_value > dk_test::false_failure_rate);
+    CHECK_FALSE(gof.impossible_draw);
+    // Negative control: against T = 1 the same draws must be rejected.
+    std::vector<double> q(8);
+    z = 0;
+    for (int i = 0; i < 8; ++i) z += q[i] = std::exp(double(x[i]));
+    for (auto& v : q) v /= z;
+    CHECK(dk_test::chi_square(counts, dk_test::with_overflow_bin(q)).p_value < 1e-3);
+    // Reproducible by seed, distinct hypotheses without replacement.
+    toy_model m4({.vocab_size = 8, .seed = 4});
+    const beam_search_params sp{
+        .num_beams = 4, .num_return = 4, .max_new_tokens = 4, .stochastic = true, .seed = 5};
+    const auto a = beam_search(m4, prompt, sp), b = beam_search(m4, prompt, sp);
+    REQUIRE(a.hypotheses.size() == 4);
+    for (std::size_t i = 0; i < 4; ++i) CHECK(a.hypotheses[i].tokens == b.hypotheses[i].tokens);
+    for (std::size_t i = 0; i < 4; ++i)
+        for (std::size_t j = i + 1; j < 4; ++j)
+            CHECK(a.hypotheses[i].tokens != a.hypotheses[j].tokens);
+}
+
+TEST_CASE("beam_top_candidates equals a full sort of beam_score + logprob", "[beam]") {
+    const std::size_t V = 1000, B = 3, k = 6;
+    std::vector<float> rows(B * V);
+    std::uint64_t s = 1;
+    for (auto& v : rows) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        v = float((s >> 40) % 10000) / 1000.f;
+    }
+    const std::vector<double> scores = {-0.5, -0.1, -2.0};
+    beam_step_workspace ws(V, B, k);
+    std::vector<beam_candidate> out(k);
+    REQUIRE(beam_top_candidates(rows, V, scores, out, ws) == k);
+    std::vector<std::tuple<double, std::uint32_t, token_id>> all;
+    for (std::size_t b = 0; b < B; ++b) {
+        std::vector<float> row(rows.begin() + std::ptrdiff_t(b * V),
+                               rows.begin() + std::ptrdiff_t((b + 1) * V));
+        const auto lp = log_probs(row);
+        for (std::size_t v = 0; v < V; ++v) all.emplace_back(scores[b] + lp[v], b, token_id(v));
+    }
+    std::sort(all.begin(), all.end(),
+              [](const auto& a, const auto& b) { return std::get<0>(a) > std::get<0>(b); });
+    for (std::size_t i = 0; i < k; ++i) {
+        CHECK(out[i].beam == std::get<1>(all[i]));
+        CHECK(out[i].token == std::get<2>(all[i]));
+        CHECK(near(out[i].sum, std::get<0>(all[i]), 1e-6));
+    }
+}
+
+TEST_CASE("beam_search_params rejects bad values naming the field", "[beam]") {
+    auto msg = [](beam_search_params p) { return p.check().value_or(""); };
+    CHECK(msg({}) == "");
+    CHECK(msg({.num_beams = 0}).find("num_beams") != std::string::npos);
+    CHECK(msg({.num_beams = 2, .num_return = 3}).find("num_return") != std::string::npos);
+    CHECK(msg({.max_new_tokens = 0}).find("max_new_tokens") != std::string::npos);
+    CHECK(msg({.length_penalty = NAN}).find("length_penalty") != std::string::npos);
+    CHECK(msg({.num_beams = 4, .num_groups = 3}).find("num_groups") != std::string::npos);
+    CHECK(msg({.diversity_penalty = -1}).find("diversity_penalty") != std::string::npos);
+    CHECK(msg({.temperature = 0}).find("temperature") != std::string::npos);
+    CHECK(msg({.eos_ids = {-2}}).find("eos_ids") != std::string::npos);
+    DK_IF_EXCEPTIONS(toy_model m; const std::vector<token_id> empty;
+                     CHECK_THROWS_AS(beam_search(m, empty, {}), config_error); CHECK_THROWS_AS(
+                         beam_search(m, std::vector<token_id>{1}, {.num_beams = 0}), config_error);)
+}
