@@ -1,0 +1,254 @@
+#pragma once
+/// \file decoding/proposers.hpp
+/// Draft proposers for speculative_decode (decoding/speculative.hpp):
+///   - draft_model_proposer: any second language_model drafting gamma tokens, greedy (one-hot
+///     proposals) or sampled (q kept for exact rejection sampling);
+///   - early_exit_proposer: the target itself read out at an intermediate layer
+///     (layer_logits_model), drafting the same way;
+///   - mtp_proposer: multi-token-prediction heads (multi_token_model): heads_per_call heads of
+///     one forward draft that many tokens (head h predicts t+1+h), chained on its own output when
+///     the round wants more (heads_per_call = 1: one head chained token by token);
+///   - ngram_proposer: prompt lookup, copying the continuation of the most recent earlier
+///     occurrence of the context's suffix (n from max_n down to min_n); one-hot proposals.
+/// A proposer's draft distribution q is the processed distribution actually sampled from (pass the
+/// same processing as the target's); drafting stops early when the drafted token's probability
+/// under q is below min_confidence.
+
+#include <decodekit/config.hpp>
+#include <decodekit/decoding/speculative.hpp>
+#include <decodekit/model.hpp>
+#include <decodekit/random.hpp>
+#include <decodekit/types.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// How a model-based proposer picks its draft tokens.
+enum class draft_mode : std::uint8_t {
+    greedy,  ///< argmax of q (ties to the lowest id): deterministic, verified one-hot
+    sample,  ///< x ~ q with the rng_purpose::draft stream of the drafted token's step
+};
+
+/// Options shared by the model-based proposers.
+struct draft_options {
+    draft_mode mode = draft_mode::greedy;
+    float min_confidence = 0.f;  ///< stop drafting when q(x) of the next draft is below this
+    std::uint32_t slot = 1;      ///< slot of the draft sequence in model calls
+};
+
+namespace detail {
+/// Picks a draft token from q (already processed) at generation step `step`; -1 if q is empty.
+inline token_id pick_draft(const sparse_distribution& q, draft_mode mode, rng_key key) noexcept {
+    if (mode == draft_mode::greedy) return detail::argmax(q);
+    rng_stream s = make_stream(key, rng_purpose::draft);
+    return detail::draw_sparse(q, s.uniform());
+}
+
+/// Drafts token by token: row_of(ext, out_row) computes the logits after `ext`.
+template <class Processing, class RowOf>
+void chain_draft(const draft_request& r, draft_buffer& out, Processing& proc,
+                 const draft_options& o, std::vector<token_id>& ext, RowOf&& row_of) {
+    ext.assign(r.context.begin(), r.context.end());
+    out.has_distributions = o.mode == draft_mode::sample;
+    for (std::size_t i = 0; i < r.max_tokens; ++i) {
+        const std::span<const float> row = row_of(std::span<const token_id>(ext));
+        ++out.model_calls;
+        sparse_distribution& q = out.next_q();
+        const std::uint64_t step = r.key.step + i;
+        proc(
+            row,
+            position_context{r.key.sequence, step, std::span<const token_id>(ext), r.prompt_length},
+            q);
+        const token_id x = pick_draft(q, o.mode, rng_key{r.key.seed, r.key.sequence, step});
+        if (x < 0 || detail::prob_of(q, x) < double(o.min_confidence)) break;
+        out.tokens.push_back(x);
+        ext.push_back(x);
+    }
+}
+}  // namespace detail
+
+/// A second model as the draft. \pre draft.vocab_size() equals the target's (checked by
+/// speculative_decode).
+template <language_model Draft, distribution_processing Processing = basic_processing>
+class draft_model_proposer {
+public:
+    draft_model_proposer(Draft& draft, Processing processing = {}, draft_options options = {})
+        : model_(&draft),
+          proc_(std::move(processing)),
+          opt_(options),
+          row_(std::size_t(draft.vocab_size())) {}
+
+    /// The draft's vocabulary size.
+    std::size_t vocab_size() const { return std::size_t(model_->vocab_size()); }
+
+    /// Drafts up to r.max_tokens tokens, one draft call each.
+    void propose(const draft_request& r, draft_buffer& out) {
+        detail::chain_draft(r, out, proc_, opt_, ext_, [&](std::span<const token_id> ext) {
+            const sequence_request req{ext, 1, opt_.slot};
+            model_->logits(std::span<const sequence_request>(&req, 1), std::span<float>(row_));
+            return std::span<const float>(row_);
+        });
+    }
+    /// Forwards emitted tokens to a stateful processing (commit()).
+    void commit(std::span<const token_id> emitted) {
+        if constexpr (requires { proc_.commit(token_id{}); })
+            for (token_id t : emitted) proc_.commit(t);
+    }
+
+private:
+    Draft* model_;
+    Processing proc_;
+    draft_options opt_;
+    std::vector<float> row_;
+    std::vector<token_id> ext_;
+};
+
+/// Early-exit self-draft: the target read out at layer `layer` (1..num_layers()).
+template <layer_logits_model Model, distribution_processing Processing = basic_processing>
+class early_exit_proposer {
+public:
+    early_exit_proposer(Model& model, int layer, Processing processing = {},
+                        draft_options options = {})
+        : model_(&model),
+          layer_(layer),
+          proc_(std::move(processing)),
+          opt_(options),
+          row_(std::size_t(model.vocab_size())) {
+        if (layer < 0 || std::size_t(layer) > std::size_t(model.num_layers()))
+            raise(detail::range_message("early_exit_proposer.layer", "in [0, num_layers()]",
+                                        double(layer)));
+    }
+
+    std::size_t vocab_size() const { return std::size_t(model_->vocab_size()); }
+
+    /// Drafts up to r.max_tokens tokens, one layer-logits call each.
+    void propose(const draft_request& r, draft_buffer& out) {
+        detail::chain_draft(r, out, proc_, opt_, ext_, [&](std::span<const token_id> ext) {
+            const sequence_request req{ext, 1, opt_.slot};
+            const int layers[1] = {layer_};
+            model_->layer_logits(std::span<const sequence_request>(&req, 1),
+                                 std::span<const int>(layers), std::span<float>(row_));
+            return std::span<const float>(row_);
+        });
+    }
+    void commit(std::span<const token_id> emitted) {
+        if constexpr (requires { proc_.commit(token_id{}); })
+            for (token_id t : emitted) proc_.commit(t);
+    }
+
+private:
+    Model* model_;
+    int layer_;
+    Processing proc_;
+    draft_options opt_;
+    std::vector<float> row_;
+    std::vector<token_id> ext_;
+};
+
+/// Multi-token prediction: one head_logits call drafts heads_per_call tokens (0 = all heads;
+/// head h predicts t+1+h), chained on its own output until the round has enough.
+template <multi_token_model Model, distribution_processing Processing = basic_processing>
+class mtp_proposer {
+public:
+    mtp_proposer(Model& model, std::size_t heads_per_call = 0, Processing processing = {},
+                 draft_options options = {.slot = 0})
+        : model_(&model),
+          proc_(std::move(processing)),
+          opt_(options),
+          heads_(std::size_t(model.num_heads())),
+          per_call_(heads_per_call == 0 ? heads_ : std::min(heads_per_call, heads_)),
+          rows_(heads_ * std::size_t(model.vocab_size())) {
+        if (heads_ == 0)
+            raise("mtp_proposer: the model has no prediction heads (num_heads() == 0)");
+    }
+
+    std::size_t vocab_size() const { return std::size_t(model_->vocab_size()); }
+
+    /// Drafts up to r.max_tokens tokens, ceil(max_tokens / heads_per_call) calls.
+    void propose(const draft_request& r, draft_buffer& out) {
+        const std::size_t V = std::size_t(model_->vocab_size());
+        ext_.assign(r.context.begin(), r.context.end());
+        out.has_distributions = opt_.mode == draft_mode::sample;
+        while (out.tokens.size() < r.max_tokens) {
+            const sequence_request req{std::span<const token_id>(ext_), 1, opt_.slot};
+            model_->head_logits(std::span<const sequence_request>(&req, 1),
+                                std::span<float>(rows_));
+            ++out.model_calls;
+            const std::size_t n = std::min(per_call_, r.max_tokens - out.tokens.size());
+            for (std::size_t h = 0; h < n; ++h) {
+                const std::uint64_t step = r.key.step + out.tokens.size();
+                sparse_distribution& q = out.next_q();
+                proc_(std::span<const float>(rows_.data() + h * V, V),
+                      position_context{r.key.sequence, step, std::span<const token_id>(ext_),
+                                       r.prompt_length},
+                      q);
+                const token_id x =
+                    detail::pick_draft(q, opt_.mode, rng_key{r.key.seed, r.key.sequence, step});
+                if (x < 0 || detail::prob_of(q, x) < double(opt_.min_confidence)) return;
+                out.tokens.push_back(x);
+                ext_.push_back(x);
+            }
+        }
+    }
+    void commit(std::span<const token_id> emitted) {
+        if constexpr (requires { proc_.commit(token_id{}); })
+            for (token_id t : emitted) proc_.commit(t);
+    }
+
+private:
+    Model* model_;
+    Processing proc_;
+    draft_options opt_;
+    std::size_t heads_, per_call_;
+    std::vector<float> rows_;
+    std::vector<token_id> ext_;
+};
+
+/// Prompt lookup / n-gram drafting: for n = max_n down to min_n, find the most recent earlier
+/// occurrence of the context's last n tokens and propose the tokens that followed it (up to the
+/// round's budget). No model calls; deterministic (one-hot) proposals.
+struct ngram_proposer {
+    std::size_t min_n = 1;   ///< >= 1
+    std::size_t max_n = 3;   ///< >= min_n
+    std::size_t window = 0;  ///< search only the last `window` tokens (0 = the whole context)
+
+    /// First problem with the fields, or nullopt.
+    std::optional<std::string> check() const {
+        if (min_n < 1) return detail::range_message("ngram_proposer.min_n", ">= 1", double(min_n));
+        if (max_n < min_n)
+            return detail::range_message("ngram_proposer.max_n", ">= min_n", double(max_n));
+        return std::nullopt;
+    }
+    void validate() const { raise_if(check()); }
+
+    /// Writes the proposal; O(window * max_n).
+    void propose(const draft_request& r, draft_buffer& out) const {
+        out.has_distributions = false;
+        const auto c = r.context;
+        const std::size_t L = c.size();
+        const std::size_t lo = window && window < L ? L - window : 0;
+        for (std::size_t n = std::min(max_n, L > 0 ? L - 1 : 0); n >= min_n && n > 0; --n) {
+            const auto suffix = c.subspan(L - n, n);
+            // most recent earlier start j with j + n < L (the match must end before the suffix
+            // ends so that a continuation exists)
+            for (std::size_t j = L - n; j-- > lo;) {
+                if (!std::equal(suffix.begin(), suffix.end(), c.begin() + std::ptrdiff_t(j)))
+                    continue;
+                const std::size_t from = j + n;
+                const std::size_t to = std::min(L, from + r.max_tokens);
+                out.tokens.assign(c.begin() + std::ptrdiff_t(from), c.begin() + std::ptrdiff_t(to));
+                return;
+            }
+        }
+    }
+};
+
+DECODEKIT_END_NAMESPACE

@@ -1,0 +1,741 @@
+#pragma once
+/// \file decoding/speculative.hpp
+/// Speculative decoding: verification rules on sparse distributions and the speculative loop.
+///
+/// ## Verification (p = target, q = draft, both after the same processing pipeline)
+/// Every rule works on sparse distributions (token ids + probabilities summing to 1, any order,
+/// no duplicate ids): exactly what a draw uses, after temperature and truncation.
+///   - verify_rejection (exact, Leviathan et al. / Chen et al.): accept the draft x iff
+///     u * q(x) < p(x); otherwise emit y ~ norm(max(0, p - q)). q(x) = 0 always rejects (as vLLM;
+///     an honest proposer never proposes outside q's support); p(x) = 0 always rejects. A
+///     residual whose mass is below 1e-9 (rounding only) falls back to p.
+///   - verify_one_hot (exact, deterministic proposals: greedy drafts, n-gram lookup): q = delta_x,
+///     accept iff u < p(x); residual = p with x removed. Same as verify_rejection with q = delta_x.
+///   - verify_greedy (exact for greedy decoding): accept iff x is the target argmax (highest
+///     probability, ties to the lowest id); otherwise emit the argmax.
+///   - verify_typical (Medusa typical acceptance): LOSSY. Accept iff
+///     p(x) > min(epsilon, delta * exp(-H(p))); otherwise emit y ~ p. Emitted tokens do NOT follow
+///     p (tests/unit/test_speculative.cpp shows the difference). Use only when speed matters more
+///     than fidelity.
+///   - draw_from (the bonus token after a fully accepted draft): y ~ p.
+///
+/// ## Randomness (what holds)
+/// The decision for the token at generation step n (n = number of tokens generated before it,
+/// prompt excluded) uses only two streams keyed by rng_key{seed, sequence, n}:
+/// rng_purpose::accept (exactly one uniform() per verified draft token, consumed even when the
+/// outcome is certain) and rng_purpose::residual (one uniform() per residual or bonus draw).
+/// Sampled drafting uses rng_purpose::draft at the step of the drafted token. Hence:
+///   - a rerun with the same seed, sequence, parameters and proposer gives the same tokens;
+///   - the randomness of a token never depends on how many drafts were proposed in its round;
+///   - when the proposals are a function of the emitted prefix (draft model, early exit, chained
+///     MTP with heads_per_call = 1), the output is the same for every draft length, adaptive or
+///     not; n-gram lookup and parallel MTP heads propose by round, so their output may change with
+///     the draft length (it is still exactly distributed as plain sampling from p);
+///   - greedy verification uses no randomness.
+/// Exactness: every emitted token is, conditionally on the prefix, distributed as p at its step,
+/// because the streams of step n are independent of everything that decided the prefix.
+///
+/// ## The loop
+/// speculative_decode(target, proposer, prompt, params, processing, on_token): one target call
+/// per round verifying the round's drafts (n_last = drafts + 1, slot params.target_slot); the
+/// target sequence is cut back after a rejection (model.hpp's sequence contract). Processing is
+/// applied lazily in emission order, so a stateful processing step (commit()) only ever sees
+/// emitted tokens: nothing to roll back on the target side.
+
+#include <decodekit/config.hpp>
+#include <decodekit/error.hpp>
+#include <decodekit/model.hpp>
+#include <decodekit/random.hpp>
+#include <decodekit/types.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+// ------------------------------------------------------------------------------------------------
+// Sparse distributions
+
+/// A read-only sparse distribution: ids and probabilities of equal length (sum 1, no duplicate
+/// ids, any order).
+struct sparse_dist_view {
+    std::span<const token_id> tokens;
+    std::span<const float> probs;
+    std::size_t size() const noexcept { return tokens.size(); }
+};
+
+/// An owned sparse distribution; clear() keeps the capacity (no allocation once warm).
+struct sparse_distribution {
+    std::vector<token_id> tokens;
+    std::vector<float> probs;
+
+    void clear() noexcept {
+        tokens.clear();
+        probs.clear();
+    }
+    void reserve(std::size_t n) {
+        tokens.reserve(n);
+        probs.reserve(n);
+    }
+    void push(token_id t, float p) {
+        tokens.push_back(t);
+        probs.push_back(p);
+    }
+    std::size_t size() const noexcept { return tokens.size(); }
+    /// The view of this distribution.
+    sparse_dist_view view() const noexcept { return {tokens, probs}; }
+    operator sparse_dist_view() const noexcept { return view(); }
+};
+
+/// A view of any object with contiguous `tokens` and float `probs` members (e.g. a sampler's
+/// distribution()).
+template <class D>
+requires requires(const D& d) {
+    std::span<const token_id>(d.tokens);
+    std::span<const float>(d.probs);
+}
+sparse_dist_view as_dist_view(const D& d) noexcept {
+    return {std::span<const token_id>(d.tokens), std::span<const float>(d.probs)};
+}
+
+namespace detail {
+/// Probability of `x` in `d` (0 if absent). O(|d|).
+inline double prob_of(sparse_dist_view d, token_id x) noexcept {
+    for (std::size_t i = 0; i < d.tokens.size(); ++i)
+        if (d.tokens[i] == x) return d.probs[i] > 0.f ? double(d.probs[i]) : 0.0;
+    return 0.0;
+}
+/// Most probable token (ties to the lowest id); -1 when no entry has positive probability.
+inline token_id argmax(sparse_dist_view d) noexcept {
+    token_id best = -1;
+    float bp = 0.f;
+    for (std::size_t i = 0; i < d.tokens.size(); ++i) {
+        const float p = d.probs[i];
+        if (p > bp || (p == bp && p > 0.f && d.tokens[i] < best)) {
+            bp = p;
+            best = d.tokens[i];
+        }
+    }
+    return best;
+}
+/// Inverse-CDF draw over weights w (any nonnegative values) with uniform u in (0,1): index of
+/// the first entry whose running sum exceeds u * sum with w > 0; the last positive entry when
+/// rounding leaves the target unreached; npos when no weight is positive.
+inline std::size_t draw_index(std::span<const double> w, double total, double u) noexcept {
+    const double target = u * total;
+    double run = 0;
+    std::size_t last = npos;
+    for (std::size_t i = 0; i < w.size(); ++i) {
+        if (!(w[i] > 0)) continue;
+        run += w[i];
+        last = i;
+        if (run > target) return i;
+    }
+    return last;
+}
+/// Inverse-CDF draw from a sparse distribution (float probabilities, summed in double).
+inline token_id draw_sparse(sparse_dist_view d, double u) noexcept {
+    double total = 0;
+    for (float p : d.probs)
+        if (p > 0.f) total += p;
+    const double target = u * total;
+    double run = 0;
+    token_id last = -1;
+    for (std::size_t i = 0; i < d.tokens.size(); ++i) {
+        if (!(d.probs[i] > 0.f)) continue;
+        run += d.probs[i];
+        last = d.tokens[i];
+        if (run > target) return d.tokens[i];
+    }
+    return last;
+}
+/// Entropy -sum p ln p (natural log).
+inline double entropy(sparse_dist_view d) noexcept {
+    double h = 0;
+    for (float p : d.probs)
+        if (p > 0.f) h -= double(p) * std::log(double(p));
+    return h;
+}
+inline constexpr double residual_floor = 1e-9;
+}  // namespace detail
+
+// ------------------------------------------------------------------------------------------------
+// Verification
+
+/// The result of verifying one draft token.
+struct verify_result {
+    token_id token = -1;    ///< the emitted token (the draft when accepted); -1: p has no token
+    bool accepted = false;  ///< the draft token was accepted
+};
+
+/// Workspace of the verification functions for a vocabulary of `vocab_size` tokens: a dense
+/// scratch row (kept all-zero between calls) and residual weights. Allocated once.
+class verify_workspace {
+public:
+    verify_workspace() = default;
+    explicit verify_workspace(std::size_t vocab_size) : dense_(vocab_size, 0.f) {
+        weights_.reserve(vocab_size);
+    }
+    std::size_t vocab_size() const noexcept { return dense_.size(); }
+
+    std::vector<float> dense_;     ///< scattered q; all zero outside a call
+    std::vector<double> weights_;  ///< residual weights over p's entries
+};
+
+/// Medusa's typical acceptance thresholds (LOSSY rule): accept iff
+/// p(x) > min(epsilon, delta * exp(-H(p))).
+struct typical_acceptance {
+    float epsilon = 0.09f;  ///< posterior threshold, (0, 1]
+    float delta = 0.3f;     ///< posterior alpha, >= 0
+
+    /// First problem with the fields, or nullopt.
+    std::optional<std::string> check() const {
+        if (!(epsilon > 0.f && epsilon <= 1.f))
+            return detail::range_message("typical_acceptance.epsilon", "in (0, 1]", epsilon);
+        if (!(delta >= 0.f && std::isfinite(delta)))
+            return detail::range_message("typical_acceptance.delta", "finite and >= 0", delta);
+        return std::nullopt;
+    }
+    void validate() const { raise_if(check()); }
+};
+
+/// y ~ p with one uniform() of the residual stream at `key` (the bonus token); -1 if p is empty.
+inline token_id draw_from(sparse_dist_view p, rng_key key) noexcept {
+    rng_stream s = make_stream(key, rng_purpose::residual);
+    return detail::draw_sparse(p, s.uniform());
+}
+
+/// Exact rejection step for draft token `x` drawn from q: accept iff u * q(x) < p(x), else
+/// y ~ norm(max(0, p - q)) (p when that mass is below 1e-9). q(x) = 0 or p(x) = 0 rejects.
+/// \pre q's ids < ws.vocab_size(). Cost O(|p| + |q|), no allocation.
+inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, token_id x,
+                                      rng_key key, verify_workspace& ws) noexcept {
+    rng_stream acc = make_stream(key, rng_purpose::accept);
+    const double u = acc.uniform();
+    const double px = detail::prob_of(p, x), qx = detail::prob_of(q, x);
+    if (qx > 0 && u * qx < px) return {x, true};
+    // Residual max(0, p - q) over p's support (zero elsewhere).
+    auto& dense = ws.dense_;
+    for (std::size_t i = 0; i < q.tokens.size(); ++i) {
+        const auto t = std::size_t(q.tokens[i]);
+        DECODEKIT_ASSERT(t < dense.size(), "verify_rejection: q token id >= workspace vocab_size");
+        if (t < dense.size() && q.probs[i] > 0.f) dense[t] = q.probs[i];
+    }
+    auto& w = ws.weights_;
+    w.clear();
+    double total = 0;
+    for (std::size_t i = 0; i < p.tokens.size(); ++i) {
+        const auto t = std::size_t(p.tokens[i]);
+        const double qt = t < dense.size() ? double(dense[t]) : 0.0;
+        const double pi = p.probs[i] > 0.f ? double(p.probs[i]) : 0.0;
+        const double r = pi > qt ? pi - qt : 0.0;
+        w.push_back(r);
+        total += r;
+    }
+    for (std::size_t i = 0; i < q.tokens.size(); ++i) {
+        const auto t = std::size_t(q.tokens[i]);
+        if (t < dense.size()) dense[t] = 0.f;
+    }
+    rng_stream res = make_stream(key, rng_purpose::residual);
+    const double v = res.uniform();
+    if (!(total > detail::residual_floor)) return {detail::draw_sparse(p, v), false};
+    const std::size_t j = detail::draw_index(w, total, v);
+    return {j == npos ? token_id(-1) : p.tokens[j], false};
+}
+
+/// Exact verification of a deterministic proposal x (q = delta_x): accept iff u < p(x), else
+/// y ~ p without x (p when that mass is below 1e-9). Same law and RNG use as
+/// verify_rejection with q = delta_x. Cost O(|p|), no allocation.
+inline verify_result verify_one_hot(sparse_dist_view p, token_id x, rng_key key) noexcept {
+    rng_stream acc = make_stream(key, rng_purpose::accept);
+    const double u = acc.uniform();
+    const double px = detail::prob_of(p, x);
+    if (u * 1.0 < px) return {x, true};
+    double total = 0;
+    for (std::size_t i = 0; i < p.tokens.size(); ++i)
+        if (p.tokens[i] != x && p.probs[i] > 0.f) total += p.probs[i];
+    rng_stream res = make_stream(key, rng_purpose::residual);
+    const double v = res.uniform();
+    if (!(total > detail::residual_floor)) return {detail::draw_sparse(p, v), false};
+    const double target = v * total;
+    double run = 0;
+    token_id last = -1;
+    for (std::size_t i = 0; i < p.tokens.size(); ++i) {
+        if (p.tokens[i] == x || !(p.probs[i] > 0.f)) continue;
+        run += p.probs[i];
+        last = p.tokens[i];
+        if (run > target) return {p.tokens[i], false};
+    }
+    return {last, false};
+}
+
+/// Greedy verification: accept iff x is p's argmax (ties to the lowest id); otherwise emit the
+/// argmax. No randomness.
+inline verify_result verify_greedy(sparse_dist_view p, token_id x) noexcept {
+    const token_id a = detail::argmax(p);
+    return {a, a == x && a >= 0};
+}
+
+/// LOSSY (Medusa typical acceptance): accept iff p(x) > min(epsilon, delta * exp(-H(p))),
+/// otherwise emit y ~ p (residual stream). The emitted law is NOT p.
+inline verify_result verify_typical(sparse_dist_view p, token_id x, typical_acceptance t,
+                                    rng_key key) noexcept {
+    const double px = detail::prob_of(p, x);
+    const double threshold =
+        std::min(double(t.epsilon), double(t.delta) * std::exp(-detail::entropy(p)));
+    if (px > threshold) return {x, true};
+    return {draw_from(p, key), false};
+}
+
+/// Which verification rule the loop applies.
+enum class verification : std::uint8_t {
+    rejection,  ///< exact: rejection sampling with the proposer's q (one-hot if it has none)
+    greedy,     ///< exact for greedy decoding: accept while the draft equals the target argmax
+    typical,    ///< LOSSY: Medusa typical acceptance
+};
+
+// ------------------------------------------------------------------------------------------------
+// Processing: logits row -> sparse distribution (the same pipeline for target and draft)
+
+/// Where a processed distribution is computed (mirrors the sampler's sample_context).
+struct position_context {
+    std::uint64_t sequence = 0;         ///< sequence id (rng key)
+    std::uint64_t step = 0;             ///< generated tokens before this position
+    std::span<const token_id> history;  ///< prompt + tokens before this position
+    std::size_t prompt_length = 0;      ///< how much of history is prompt
+};
+
+/// A processing step: `proc(logits, ctx, out)` writes the processed sparse distribution of a
+/// logits row into `out` (cleared first by the callee). Optional: `proc.commit(token)` is called
+/// for every emitted token, in order (stateful pipelines such as mirostat).
+template <class P>
+concept distribution_processing = requires(P& p, std::span<const float> logits,
+                                           const position_context& c, sparse_distribution& out) {
+    p(logits, c, out);
+};
+
+/// The built-in pipeline: temperature (0 = greedy: one-hot argmax, ties to the lowest id) ->
+/// top-k (exactly k, ties by lowest id; 0 = off) -> top-p (smallest prefix in descending order
+/// reaching p, crossing token kept; 1 = off). NaN / -inf logits have probability 0.
+/// A simple pipeline for drafts, tests and backends without a sampler (it sorts the survivors);
+/// use sampler_processing for the full sampler semantics.
+struct basic_processing {
+    float temperature = 1.f;  ///< >= 0
+    std::size_t top_k = 0;    ///< 0 = off
+    float top_p = 1.f;        ///< (0, 1]
+
+    /// First problem with the fields, or nullopt.
+    std::optional<std::string> check() const {
+        if (!(temperature >= 0.f && std::isfinite(temperature)))
+            return detail::range_message("basic_processing.temperature", "finite and >= 0",
+                                         temperature);
+        if (!(top_p > 0.f && top_p <= 1.f))
+            return detail::range_message("basic_processing.top_p", "in (0, 1]", top_p);
+        return std::nullopt;
+    }
+    void validate() const { raise_if(check()); }
+
+    void operator()(std::span<const float> x, const position_context&,
+                    sparse_distribution& out) const {
+        out.clear();
+        float m = -INFINITY;
+        std::size_t am = npos;
+        for (std::size_t i = 0; i < x.size(); ++i)
+            if (!std::isnan(x[i]) && (am == npos || x[i] > m)) m = x[i], am = i;
+        if (am == npos || m == -INFINITY) return;
+        if (temperature == 0.f) {
+            out.push(token_id(am), 1.f);
+            return;
+        }
+        for (std::size_t i = 0; i < x.size(); ++i) {
+            double w;
+            if (std::isnan(x[i]) || x[i] == -INFINITY) continue;
+            if (m == INFINITY)
+                w = x[i] == INFINITY ? 1.0 : 0.0;
+            else
+                w = std::exp((double(x[i]) - double(m)) / double(temperature));
+            if (w > 0) out.push(token_id(i), float(w));
+        }
+        const std::size_t n = out.size();
+        std::vector<std::size_t> order(n);
+        for (std::size_t i = 0; i < n; ++i) order[i] = i;
+        auto before = [&](std::size_t a, std::size_t b) {
+            return out.probs[a] != out.probs[b] ? out.probs[a] > out.probs[b]
+                                                : out.tokens[a] < out.tokens[b];
+        };
+        std::size_t keep = n;
+        if (top_k > 0 && top_k < n) {
+            std::partial_sort(order.begin(), order.begin() + std::ptrdiff_t(top_k), order.end(),
+                              before);
+            keep = top_k;
+        } else if (top_p < 1.f) {
+            std::sort(order.begin(), order.end(), before);
+        }
+        double total = 0;
+        for (std::size_t i = 0; i < keep; ++i) total += out.probs[order[i]];
+        if (top_p < 1.f) {
+            if (top_k > 0 && top_k < n)
+                std::sort(order.begin(), order.begin() + std::ptrdiff_t(keep), before);
+            double run = 0;
+            std::size_t k2 = 0;
+            while (k2 < keep && run < double(top_p) * total) run += out.probs[order[k2++]];
+            keep = std::max<std::size_t>(k2, 1);
+            total = run > 0 ? run : total;
+        }
+        std::vector<token_id> t(keep);
+        std::vector<float> p(keep);
+        for (std::size_t i = 0; i < keep; ++i) {
+            t[i] = out.tokens[order[i]];
+            p[i] = float(double(out.probs[order[i]]) / total);
+        }
+        out.tokens.assign(t.begin(), t.end());
+        out.probs.assign(p.begin(), p.end());
+    }
+};
+
+/// Processing through a decodekit::sampler (or any object with a `distribution(logits, ctx)`
+/// whose context aggregate is {sequence, step, history, prompt_length} and whose result has
+/// `tokens` / `probs`): p and q are exactly what the sampler's draw would use (processors,
+/// truncation order, temperature). The sampler is borrowed, not copied.
+/// Mirostat is refused: the sampler's mu moves only inside sample(), so the distribution of the
+/// next position cannot follow an emitted token (raises at construction).
+template <class Sampler>
+class sampler_processing {
+public:
+    explicit sampler_processing(Sampler& s) : s_(&s) {
+        if constexpr (requires { bool(s.params().mirostat); })
+            if (s.params().mirostat)
+                raise(
+                    "sampler_processing: mirostat is not supported by speculative decoding "
+                    "(the sampler cannot advance mu from an emitted token)");
+    }
+    void operator()(std::span<const float> logits, const position_context& c,
+                    sparse_distribution& out) const {
+        const auto d = s_->distribution(logits, {c.sequence, c.step, c.history, c.prompt_length});
+        out.clear();
+        for (std::size_t i = 0; i < d.tokens.size(); ++i) out.push(d.tokens[i], float(d.probs[i]));
+    }
+
+private:
+    Sampler* s_;
+};
+
+// ------------------------------------------------------------------------------------------------
+// Proposers
+
+/// What a proposer is asked for in a round.
+struct draft_request {
+    std::span<const token_id> context;  ///< prompt + emitted tokens
+    std::size_t max_tokens = 0;         ///< propose at most this many (may be 0)
+    rng_key key;                        ///< key.step = generation step of the first draft token
+    std::size_t prompt_length = 0;
+};
+
+/// What a proposer returns: draft tokens, and for stochastic proposals the draft distribution q
+/// each was drawn from (the distribution actually sampled from). Reused across rounds.
+struct draft_buffer {
+    std::vector<token_id> tokens;
+    std::vector<sparse_distribution> q;  ///< q[i] for tokens[i]; only the first size() are valid
+    bool has_distributions = false;      ///< false: deterministic proposals (verified one-hot)
+    std::size_t model_calls = 0;         ///< draft model calls made for this round
+
+    void clear() noexcept {
+        tokens.clear();
+        has_distributions = false;
+        model_calls = 0;
+    }
+    std::size_t size() const noexcept { return tokens.size(); }
+    /// The distribution slot of the next draft token (grows q once, then reuses it).
+    sparse_distribution& next_q() {
+        if (q.size() <= tokens.size()) q.resize(tokens.size() + 1);
+        return q[tokens.size()];
+    }
+};
+
+/// A proposer: `propose(request, out)` fills `out` (already cleared) with at most
+/// request.max_tokens drafts. Optional: `vocab_size()` (checked against the target's) and
+/// `commit(std::span<const token_id> emitted)` called after each round with its emitted tokens.
+template <class P>
+concept draft_proposer = requires(P& p, const draft_request& r, draft_buffer& out) {
+    p.propose(r, out);
+};
+
+// ------------------------------------------------------------------------------------------------
+// The loop
+
+/// Why speculative_decode stopped.
+enum class speculative_stop : std::uint8_t {
+    max_new_tokens,  ///< the budget is used up
+    eos,             ///< an EOS id was emitted (it is the last output token)
+    stop_sequence,   ///< the output ends with a stop sequence (kept in the output)
+    callback,        ///< the streaming callback returned false
+    no_token,        ///< the target distribution was empty (all logits NaN / -inf)
+};
+
+/// Parameters of speculative_decode.
+struct speculative_params {
+    std::size_t max_new_tokens = 64;  ///< never emits more
+    std::vector<token_id> eos_ids;    ///< emitting one ends the output (it is included)
+    std::vector<std::vector<token_id>> stop_sequences;  ///< output ending with one stops
+    std::uint64_t seed = 0;
+    std::uint64_t sequence = 0;  ///< rng key sequence id
+    verification rule = verification::rejection;
+    typical_acceptance typical{};  ///< thresholds of the LOSSY typical rule
+    std::size_t draft_length = 4;  ///< gamma of the first round, in [min, max]
+    std::size_t min_draft_length = 1;
+    std::size_t max_draft_length = 8;  ///< <= 256
+    bool adaptive = false;  ///< +1 after a fully accepted round, -1 when less than half accepted
+    std::uint32_t target_slot = 0;  ///< slot of the target sequence in model calls
+
+    /// First problem with the fields, or nullopt.
+    std::optional<std::string> check() const {
+        if (max_draft_length > 256)
+            return detail::range_message("speculative_params.max_draft_length", "<= 256",
+                                         double(max_draft_length));
+        if (min_draft_length > max_draft_length)
+            return detail::range_message("speculative_params.min_draft_length",
+                                         "<= max_draft_length", double(min_draft_length));
+        if (draft_length < min_draft_length || draft_length > max_draft_length)
+            return detail::range_message("speculative_params.draft_length",
+                                         "in [min_draft_length, max_draft_length]",
+                                         double(draft_length));
+        for (const auto& s : stop_sequences)
+            if (s.empty()) return std::string("speculative_params.stop_sequences: empty sequence");
+        return typical.check();
+    }
+    void validate() const { raise_if(check()); }
+};
+
+/// Statistics of one speculative run.
+struct speculative_stats {
+    std::size_t target_calls = 0;  ///< target model calls (one per round)
+    std::size_t draft_calls = 0;   ///< model calls made by the proposer
+    std::size_t rounds = 0;
+    std::size_t drafted = 0;               ///< draft tokens verified
+    std::size_t accepted = 0;              ///< draft tokens accepted
+    std::size_t emitted = 0;               ///< tokens emitted (accepted + residual/bonus)
+    std::vector<std::size_t> drafted_at;   ///< [i]: drafts verified at draft position i
+    std::vector<std::size_t> accepted_at;  ///< [i]: drafts accepted at draft position i
+    double seconds = 0;                    ///< wall-clock time of the run
+    double time_to_first_token = 0;        ///< seconds until the first emitted token
+
+    /// accepted / drafted (0 when nothing was drafted).
+    double acceptance_rate() const noexcept {
+        return drafted ? double(accepted) / double(drafted) : 0.0;
+    }
+    /// Acceptance rate at draft position i (0-based).
+    double acceptance_rate_at(std::size_t i) const noexcept {
+        return i < drafted_at.size() && drafted_at[i]
+                   ? double(accepted_at[i]) / double(drafted_at[i])
+                   : 0.0;
+    }
+    /// Emitted tokens per target call.
+    double mean_tokens_per_target_call() const noexcept {
+        return target_calls ? double(emitted) / double(target_calls) : 0.0;
+    }
+    /// Accepted draft tokens per round.
+    double mean_accepted_length() const noexcept {
+        return rounds ? double(accepted) / double(rounds) : 0.0;
+    }
+    /// Emitted tokens per second.
+    double tokens_per_second() const noexcept { return seconds > 0 ? emitted / seconds : 0.0; }
+};
+
+/// Output of speculative_decode.
+struct speculative_result {
+    std::vector<token_id> tokens;  ///< generated tokens (prompt excluded)
+    speculative_stop stop = speculative_stop::max_new_tokens;
+    speculative_stats stats;
+};
+
+namespace detail {
+struct no_callback {
+    bool operator()(token_id) const noexcept { return true; }
+};
+template <class F>
+bool call_on_token(F& f, token_id t) {
+    if constexpr (std::is_void_v<std::invoke_result_t<F&, token_id>>) {
+        f(t);
+        return true;
+    } else {
+        return bool(f(t));
+    }
+}
+inline bool ends_with(std::span<const token_id> out, std::span<const token_id> s) noexcept {
+    return s.size() <= out.size() &&
+           std::equal(s.begin(), s.end(), out.end() - std::ptrdiff_t(s.size()));
+}
+}  // namespace detail
+
+/// Generates up to params.max_new_tokens tokens after `prompt` with speculative decoding:
+/// each round the proposer drafts gamma tokens, ONE target call returns the logits of the
+/// gamma + 1 positions, and params.rule verifies them (see the file comment). Stops at an EOS id,
+/// a stop sequence, the budget or when on_token(token) returns false.
+/// \pre prompt non-empty (raises otherwise); the proposer's vocab_size(), when it has one, equals
+/// the target's (raises otherwise, naming both).
+template <language_model Target, draft_proposer Proposer, distribution_processing Processing,
+          class OnToken = detail::no_callback>
+speculative_result speculative_decode(Target& target, Proposer& proposer,
+                                      std::span<const token_id> prompt,
+                                      const speculative_params& params, Processing& processing,
+                                      OnToken on_token = {}) {
+    params.validate();
+    const std::size_t V = std::size_t(target.vocab_size());
+    if (prompt.empty()) raise("speculative_decode: the prompt must be non-empty");
+    if constexpr (requires { proposer.vocab_size(); }) {
+        const std::size_t dv = std::size_t(proposer.vocab_size());
+        if (dv != V)
+            raise("speculative_decode: vocabulary mismatch: the draft vocab_size is " +
+                  std::to_string(dv) + " but the target vocab_size is " + std::to_string(V) +
+                  "; draft and target must share one tokenizer");
+    }
+    using clock = std::chrono::steady_clock;
+    const auto t0 = clock::now();
+
+    speculative_result res;
+    auto& st = res.stats;
+    std::vector<token_id> ctx(prompt.begin(), prompt.end());
+    ctx.reserve(prompt.size() + params.max_new_tokens + params.max_draft_length + 1);
+    res.tokens.reserve(params.max_new_tokens);
+    std::vector<float> rows((params.max_draft_length + 1) * V);
+    verify_workspace ws(V);
+    draft_buffer drafts;
+    sparse_distribution p;
+    p.reserve(V);
+    std::size_t gamma = params.draft_length;
+    st.drafted_at.assign(params.max_draft_length, 0);
+    st.accepted_at.assign(params.max_draft_length, 0);
+    bool first = true;
+
+    // Emits one token; returns false when generation must stop (res.stop set).
+    auto emit = [&](token_id t) -> bool {
+        ctx.push_back(t);
+        res.tokens.push_back(t);
+        ++st.emitted;
+        if (first) {
+            st.time_to_first_token = std::chrono::duration<double>(clock::now() - t0).count();
+            first = false;
+        }
+        if constexpr (requires { processing.commit(t); }) processing.commit(t);
+        const bool go_on = detail::call_on_token(on_token, t);
+        if (std::find(params.eos_ids.begin(), params.eos_ids.end(), t) != params.eos_ids.end()) {
+            res.stop = speculative_stop::eos;
+            return false;
+        }
+        for (const auto& s : params.stop_sequences)
+            if (detail::ends_with(res.tokens, s)) {
+                res.stop = speculative_stop::stop_sequence;
+                return false;
+            }
+        if (!go_on) {
+            res.stop = speculative_stop::callback;
+            return false;
+        }
+        if (res.tokens.size() >= params.max_new_tokens) {
+            res.stop = speculative_stop::max_new_tokens;
+            return false;
+        }
+        return true;
+    };
+
+    bool running = params.max_new_tokens > 0;
+    while (running) {
+        const std::size_t n0 = res.tokens.size();  // step of the first position of this round
+        const std::size_t remaining = params.max_new_tokens - n0;
+        const std::size_t cap = std::min(gamma, remaining - 1);
+        const std::size_t base = ctx.size();
+        drafts.clear();
+        if (cap > 0) {
+            draft_request req{ctx, cap, rng_key{params.seed, params.sequence, n0}, prompt.size()};
+            proposer.propose(req, drafts);
+            if (drafts.tokens.size() > cap) drafts.tokens.resize(cap);
+            st.draft_calls += drafts.model_calls;
+        }
+        const std::size_t g = drafts.tokens.size();
+        ctx.insert(ctx.end(), drafts.tokens.begin(), drafts.tokens.end());
+        const sequence_request request{std::span<const token_id>(ctx), g + 1, params.target_slot};
+        target.logits(std::span<const sequence_request>(&request, 1),
+                      std::span<float>(rows.data(), (g + 1) * V));
+        ++st.target_calls;
+        ++st.rounds;
+        const std::size_t emitted_before = res.tokens.size();
+        ctx.resize(base);  // from here ctx holds prompt + emitted tokens only
+
+        std::size_t accepted_round = 0;
+        bool all_accepted = true;
+        for (std::size_t i = 0; i < g && running; ++i) {
+            const token_id x = drafts.tokens[i];
+            const rng_key key{params.seed, params.sequence, n0 + i};
+            processing(std::span<const float>(rows.data() + i * V, V),
+                       position_context{params.sequence, n0 + i, std::span<const token_id>(ctx),
+                                        prompt.size()},
+                       p);
+            verify_result v;
+            switch (params.rule) {
+                case verification::greedy:
+                    v = verify_greedy(p, x);
+                    break;
+                case verification::typical:
+                    v = verify_typical(p, x, params.typical, key);
+                    break;
+                default:
+                    v = drafts.has_distributions ? verify_rejection(p, drafts.q[i], x, key, ws)
+                                                 : verify_one_hot(p, x, key);
+            }
+            ++st.drafted;
+            ++st.drafted_at[i];
+            if (v.accepted) {
+                ++st.accepted;
+                ++st.accepted_at[i];
+                ++accepted_round;
+                running = emit(x);
+                continue;
+            }
+            all_accepted = false;
+            if (v.token < 0) {
+                res.stop = speculative_stop::no_token;
+                running = false;
+            } else {
+                running = emit(v.token);
+            }
+            break;
+        }
+        if (running && all_accepted) {  // bonus token from the target's last row
+            processing(std::span<const float>(rows.data() + g * V, V),
+                       position_context{params.sequence, n0 + g, std::span<const token_id>(ctx),
+                                        prompt.size()},
+                       p);
+            const token_id y = params.rule == verification::greedy
+                                   ? detail::argmax(p)
+                                   : draw_from(p, rng_key{params.seed, params.sequence, n0 + g});
+            if (y < 0) {
+                res.stop = speculative_stop::no_token;
+                running = false;
+            } else {
+                running = emit(y);
+            }
+        }
+        if constexpr (requires { proposer.commit(std::span<const token_id>{}); })
+            proposer.commit(std::span<const token_id>(res.tokens).subspan(emitted_before));
+        if (params.adaptive && g > 0) {
+            if (accepted_round == g && g == gamma)
+                gamma = std::min(gamma + 1, params.max_draft_length);
+            else if (2 * accepted_round < g && gamma > params.min_draft_length)
+                --gamma;
+        }
+    }
+    st.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+    return res;
+}
+
+DECODEKIT_END_NAMESPACE

@@ -1,0 +1,289 @@
+// Speculative verification rules on fixed sparse distributions: the law of the first emitted token
+// is exactly p for every rule that claims exactness (chi-square over >= 200000 seeded runs, a
+// different sequence id per run), and the LOSSY typical rule is shown to differ.
+#include "dk_test.hpp"
+
+#include <decodekit/decoding/speculative.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+using namespace decodekit;
+
+namespace {
+
+constexpr std::size_t V = 8;
+constexpr std::size_t N = 200000;
+
+/// A sparse distribution from dense probabilities (zero entries left out, shuffled order so the
+/// rules cannot depend on the order).
+sparse_distribution sparse(const std::vector<double>& dense, bool reverse = false) {
+    sparse_distribution d;
+    double s = 0;
+    for (double v : dense) s += v;
+    for (std::size_t k = 0; k < dense.size(); ++k) {
+        const std::size_t i = reverse ? dense.size() - 1 - k : k;
+        if (dense[i] > 0) d.push(token_id(i), float(dense[i] / s));
+    }
+    return d;
+}
+
+std::vector<double> dense_of(const sparse_distribution& d) {
+    std::vector<double> p(V, 0.0);
+    for (std::size_t i = 0; i < d.size(); ++i) p[std::size_t(d.tokens[i])] += d.probs[i];
+    return p;
+}
+
+/// Draft token x ~ q with the draft stream of the run's key.
+token_id draw_q(const sparse_distribution& q, rng_key key) {
+    rng_stream s = make_stream(key, rng_purpose::draft);
+    return detail::draw_sparse(q, s.uniform());
+}
+
+struct run_stats {
+    std::vector<std::uint64_t> counts;
+    double accept_rate = 0;
+};
+
+/// First emitted token of a one-draft round verified by rejection sampling, N runs.
+run_stats rejection_runs(const sparse_distribution& p, const sparse_distribution& q,
+                         std::uint64_t seed = 1) {
+    verify_workspace ws(V);
+    std::size_t acc = 0;
+    auto counts = dk_test::histogram(V, N, [&](std::size_t r) {
+        const rng_key key{seed, r, 0};
+        const token_id x = draw_q(q, key);
+        const verify_result v = verify_rejection(p, q, x, key, ws);
+        acc += v.accepted;
+        return v.token;
+    });
+    return {counts, double(acc) / N};
+}
+
+void require_law(const std::vector<std::uint64_t>& counts, const std::vector<double>& p) {
+    const auto g = dk_test::chi_square(counts, dk_test::with_overflow_bin(p));
+    INFO("chi2 " << g.statistic << " df " << g.df << " p_value " << g.p_value << " tv "
+                 << g.total_variation);
+    REQUIRE_FALSE(g.impossible_draw);
+    REQUIRE(g.p_value > dk_test::false_failure_rate);
+}
+
+double alpha(const std::vector<double>& p, const std::vector<double>& q) {
+    double a = 0;
+    for (std::size_t i = 0; i < p.size(); ++i) a += std::min(p[i], q[i]);
+    return a;
+}
+
+const std::vector<double> P0 = {.3, .2, .15, .1, .1, .08, .05, .02};
+const std::vector<double> Q0 = {.02, .05, .1, .1, .15, .2, .08, .3};
+
+}  // namespace
+
+TEST_CASE("rejection sampling emits exactly p (first token)", "[speculative][statistical]") {
+    struct scenario {
+        const char* name;
+        std::vector<double> p, q;
+    };
+    const std::vector<scenario> cases = {
+        {"p == q", P0, P0},
+        {"q very different from p", P0, Q0},
+        {"disjoint supports", {.5, .3, .2, 0, 0, 0, 0, 0}, {0, 0, 0, 0, .1, .2, .3, .4}},
+        {"one-hot q", P0, {0, 0, 0, 0, 0, 1, 0, 0}},
+        {"q = 0 where p > 0", P0, {.6, .4, 0, 0, 0, 0, 0, 0}},
+        {"p = 0 where q > 0", {.5, .5, 0, 0, 0, 0, 0, 0}, P0},
+        {"heavy ties", {0, .25, .25, .25, .25, 0, 0, 0}, {1, 1, 1, 1, 1, 1, 0, 0}},
+        {"near-equal", P0, {.29, .21, .15, .1, .1, .08, .05, .02}},
+    };
+    for (const auto& c : cases) {
+        SECTION(c.name) {
+            const auto p = sparse(c.p), q = sparse(c.q, true);
+            const auto r = rejection_runs(p, q);
+            require_law(r.counts, dense_of(p));
+            // acceptance rate = sum min(p, q) = 1 - TV(p, q), within 6 binomial sigmas
+            const double a = alpha(dense_of(p), dense_of(q));
+            CHECK(std::fabs(r.accept_rate - a) <=
+                  6 * std::sqrt(std::max(0.0, a * (1 - a)) / N) + 1e-6);
+        }
+    }
+}
+
+TEST_CASE("negative control: the same check rejects the draft law q", "[speculative]") {
+    const auto p = sparse(P0), q = sparse(Q0);
+    const auto r = rejection_runs(p, q);
+    const auto g = dk_test::chi_square(r.counts, dk_test::with_overflow_bin(Q0));
+    CHECK(g.p_value < dk_test::false_failure_rate);
+}
+
+TEST_CASE("one-hot (deterministic) proposals: accept with p(x), residual p without x",
+          "[speculative][statistical]") {
+    const auto p = sparse(P0);
+    for (token_id x : {0, 3, 7}) {
+        DYNAMIC_SECTION("x = " << x) {
+            std::size_t acc = 0;
+            auto counts = dk_test::histogram(V, N, [&](std::size_t r) {
+                const verify_result v = verify_one_hot(p, x, rng_key{7, r, 0});
+                acc += v.accepted;
+                return v.token;
+            });
+            require_law(counts, P0);
+            const double a = P0[std::size_t(x)];
+            CHECK(std::fabs(double(acc) / N - a) <= 6 * std::sqrt(a * (1 - a) / N));
+        }
+    }
+    SECTION("x outside p's support is always rejected") {
+        const auto p2 = sparse({.5, .5, 0, 0, 0, 0, 0, 0});
+        auto counts = dk_test::histogram(V, N, [&](std::size_t r) {
+            const verify_result v = verify_one_hot(p2, 5, rng_key{7, r, 0});
+            REQUIRE_FALSE(v.accepted);
+            return v.token;
+        });
+        require_law(counts, {.5, .5, 0, 0, 0, 0, 0, 0});
+    }
+    SECTION("verify_one_hot == verify_rejection with q = delta_x, run by run") {
+        sparse_distribution q;
+        q.push(2, 1.f);
+        verify_workspace ws(V);
+        for (std::size_t r = 0; r < 20000; ++r) {
+            const rng_key key{3, r, 5};
+            const auto a = verify_one_hot(p, 2, key);
+            const auto b = verify_rejection(p, q, 2, key, ws);
+            REQUIRE(a.token == b.token);
+            REQUIRE(a.accepted == b.accepted);
+        }
+    }
+}
+
+TEST_CASE("q(x) = 0: rejected, residual norm(max(0, p - q)); zero residual falls back to p",
+          "[speculative][statistical]") {
+    verify_workspace ws(V);
+    SECTION("x outside q's support") {
+        const auto p = sparse(P0), q = sparse({0, .5, .5, 0, 0, 0, 0, 0});
+        auto counts = dk_test::histogram(V, N, [&](std::size_t r) {
+            const verify_result v = verify_rejection(p, q, 0, rng_key{9, r, 0}, ws);
+            REQUIRE_FALSE(v.accepted);
+            return v.token;
+        });
+        std::vector<double> res(V);
+        double s = 0;
+        const auto qd = dense_of(q);
+        for (std::size_t i = 0; i < V; ++i) s += res[i] = std::max(0.0, P0[i] - qd[i]);
+        for (auto& v : res) v /= s;
+        require_law(counts, res);
+    }
+    SECTION("p == q and x outside both: residual is zero, falls back to p") {
+        const auto p = sparse({.5, .25, .25, 0, 0, 0, 0, 0});
+        auto counts = dk_test::histogram(V, N, [&](std::size_t r) {
+            const verify_result v = verify_rejection(p, p, 6, rng_key{9, r, 0}, ws);
+            REQUIRE_FALSE(v.accepted);
+            return v.token;
+        });
+        require_law(counts, {.5, .25, .25, 0, 0, 0, 0, 0});
+    }
+    SECTION("the workspace is left all-zero") {
+        const auto p = sparse(P0), q = sparse(Q0);
+        for (std::size_t r = 0; r < 100; ++r) verify_rejection(p, q, 7, rng_key{1, r, 0}, ws);
+        for (float v : ws.dense_) REQUIRE(v == 0.f);
+    }
+}
+
+TEST_CASE("truncated p and q (same processing on both): exact", "[speculative][statistical]") {
+    const std::vector<float> target_logits = {2.0f, 1.5f, 1.4f, 0.3f, -0.2f, 1.0f, 0.1f, -1.f};
+    const std::vector<float> draft_logits = {0.1f, 1.9f, -0.5f, 1.6f, 1.2f, 0.9f, 2.2f, 0.0f};
+    struct scenario {
+        const char* name;
+        basic_processing proc;
+    };
+    const std::vector<scenario> cases = {
+        {"top-k 3", {.temperature = 1.f, .top_k = 3}},
+        {"top-p 0.7, T 0.8", {.temperature = 0.8f, .top_p = 0.7f}},
+        {"top-k 5 + top-p 0.9, T 1.5", {.temperature = 1.5f, .top_k = 5, .top_p = 0.9f}},
+    };
+    for (const auto& c : cases) {
+        SECTION(c.name) {
+            sparse_distribution p, q;
+            c.proc(target_logits, {}, p);
+            c.proc(draft_logits, {}, q);
+            const auto r = rejection_runs(p, q);
+            require_law(r.counts, dense_of(p));  // tokens truncated from p never appear
+        }
+    }
+#if __has_include(<decodekit/sampling/sampler.hpp>)  // sampler of the samplers issue
+    SECTION("through decodekit::sampler (top-k 4, top-p 0.8, temperature 0.7)") {
+        sampler s(sampling_params{.temperature = 0.7f, .top_k = 4, .top_p = 0.8f}, V);
+        sparse_distribution p, q;
+        sampler_processing proc{s};
+        proc(target_logits, {}, p);
+        proc(draft_logits, {}, q);
+        REQUIRE(p.size() < V);
+        const auto r = rejection_runs(p, q);
+        require_law(r.counts, dense_of(p));
+    }
+#endif
+}
+
+TEST_CASE("temperature 0: rejection and greedy verification are deterministic (argmax)",
+          "[speculative]") {
+    const std::vector<float> target_logits = {0.5f, 2.0f, 2.0f, 0.3f, -0.2f, 1.0f, 0.1f, -1.f};
+    const std::vector<float> draft_logits = {0.1f, 1.9f, -0.5f, 1.6f, 1.2f, 0.9f, 2.2f, 0.0f};
+    basic_processing greedy{.temperature = 0.f};
+    sparse_distribution p, q;
+    greedy(target_logits, {}, p);
+    greedy(draft_logits, {}, q);
+    REQUIRE(p.size() == 1);
+    REQUIRE(p.tokens[0] == 1);  // ties to the lowest id
+    verify_workspace ws(V);
+    for (std::size_t r = 0; r < 1000; ++r) {
+        const rng_key key{5, r, 0};
+        CHECK(verify_rejection(p, q, q.tokens[0], key, ws).token == 1);
+        CHECK(verify_one_hot(p, q.tokens[0], key).token == 1);
+        CHECK(verify_one_hot(p, 1, key).accepted);
+    }
+    CHECK(verify_greedy(p, 6).token == 1);
+    CHECK_FALSE(verify_greedy(p, 6).accepted);
+    CHECK(verify_greedy(p, 1).accepted);
+    // greedy verification on a full distribution: argmax with ties to the lowest id
+    const auto full = sparse({.1, .3, .3, .3, 0, 0, 0, 0}, true);
+    CHECK(verify_greedy(full, 2).token == 1);
+    CHECK(verify_greedy(full, 1).accepted);
+}
+
+TEST_CASE("typical acceptance is LOSSY: its output law differs from p", "[speculative]") {
+    const auto p = sparse(P0), q = sparse(Q0);
+    const typical_acceptance t{};
+    std::size_t acc = 0;
+    auto counts = dk_test::histogram(V, N, [&](std::size_t r) {
+        const rng_key key{11, r, 0};
+        const verify_result v = verify_typical(p, draw_q(q, key), t, key);
+        acc += v.accepted;
+        return v.token;
+    });
+    const auto g = dk_test::chi_square(counts, dk_test::with_overflow_bin(P0));
+    INFO("typical: p_value " << g.p_value << " tv " << g.total_variation);
+    CHECK(g.p_value < dk_test::false_failure_rate);  // the exactness check fails, as it must
+    CHECK(g.total_variation > 0.05);
+    CHECK(double(acc) / N > 0.5);  // it accepts more than rejection sampling would
+    // threshold = min(eps, delta * exp(-H)): p(x) above it accepted, below it not
+    const double h = detail::entropy(p);
+    const double thr = std::min(0.09, 0.3 * std::exp(-h));
+    for (token_id x = 0; x < token_id(V); ++x)
+        CHECK(verify_typical(p, x, t, rng_key{}).accepted == (P0[std::size_t(x)] > thr));
+    DK_IF_EXCEPTIONS(
+        REQUIRE_THROWS_AS((typical_acceptance{.epsilon = 0.f}.validate()), config_error);)
+}
+
+TEST_CASE("verification randomness is keyed and reproducible", "[speculative]") {
+    const auto p = sparse(P0), q = sparse(Q0);
+    verify_workspace ws(V);
+    for (std::size_t r = 0; r < 1000; ++r) {
+        const rng_key key{21, r, 4};
+        const auto a = verify_rejection(p, q, draw_q(q, key), key, ws);
+        const auto b = verify_rejection(p, q, draw_q(q, key), key, ws);
+        REQUIRE(a.token == b.token);
+    }
+    // bonus draws: draw_from follows p
+    auto counts = dk_test::histogram(V, N, [&](std::size_t r) { return draw_from(p, {2, r, 0}); });
+    require_law(counts, P0);
+    sparse_distribution empty;
+    CHECK(draw_from(empty, {}) == -1);
+}
