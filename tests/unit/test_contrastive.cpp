@@ -1,0 +1,137 @@
+// Contrastive search against an independent recomputation of its formula on the toy model.
+#include "dk_test.hpp"
+#include "toy_model.hpp"
+
+#include <decodekit/decoding/contrastive.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+using namespace decodekit;
+using dk_test::toy_model;
+
+namespace {
+
+double cosine(const std::vector<float>& a, const std::vector<float>& b) {
+    double ab = 0, aa = 0, bb = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        ab += double(a[i]) * b[i];
+        aa += double(a[i]) * a[i];
+        bb += double(b[i]) * b[i];
+    }
+    return ab / std::sqrt(aa * bb);
+}
+
+// The formula of ALGORITHMS.md section 7, written from scratch with the toy model's helpers.
+std::vector<token_id> expected(const toy_model& m, std::vector<token_id> seq, std::size_t k,
+                               double alpha, std::size_t max_new, token_id eos) {
+    std::vector<std::vector<float>> ctx;
+    for (std::size_t t = 1; t <= seq.size(); ++t)
+        ctx.push_back(m.hidden_of(std::span<const token_id>(seq).first(t)));
+    std::vector<token_id> out;
+    for (std::size_t step = 0; step < max_new; ++step) {
+        const auto x = m.logits_of(seq);
+        double mx = -INFINITY, z = 0;
+        for (float v : x) mx = std::max(mx, double(v));
+        for (float v : x) z += std::exp(double(v) - mx);
+        std::vector<int> ids(x.size());
+        std::iota(ids.begin(), ids.end(), 0);
+        std::stable_sort(ids.begin(), ids.end(), [&](int a, int b) { return x[a] > x[b]; });
+        int best = -1;
+        double best_score = -INFINITY;
+        for (std::size_t r = 0; r < std::min(k, x.size()); ++r) {
+            const double p = std::exp(double(x[ids[r]]) - mx) / z;
+            auto ext = seq;
+            ext.push_back(ids[r]);
+            const auto h = m.hidden_of(ext);
+            double pen = -INFINITY;
+            for (const auto& c : ctx) pen = std::max(pen, cosine(h, c));
+            const double score = (1 - alpha) * p - alpha * pen;
+            if (score > best_score) best_score = score, best = ids[r];
+        }
+        seq.push_back(best);
+        out.push_back(best);
+        ctx.push_back(m.hidden_of(seq));
+        if (best == eos) break;
+    }
+    return out;
+}
+
+std::vector<token_id> greedy(const toy_model& m, std::vector<token_id> seq, std::size_t max_new) {
+    std::vector<token_id> out;
+    for (std::size_t i = 0; i < max_new; ++i) {
+        const auto x = m.logits_of(seq);
+        const token_id t = token_id(std::max_element(x.begin(), x.end()) - x.begin());
+        out.push_back(t);
+        seq.push_back(t);
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("contrastive search picks what its formula gives", "[contrastive]") {
+    std::size_t differs_from_greedy = 0;
+    for (std::uint64_t seed = 1; seed <= 12; ++seed) {
+        toy_model m({.vocab_size = 12, .hidden_size = 5, .seed = seed, .scale = 1.5f});
+        const std::vector<token_id> prompt = {3, 1, 4, 1, 5};
+        for (std::size_t k : {1u, 3u, 5u})
+            for (double alpha : {0.3, 0.6, 0.9}) {
+                m.reset_counters();
+                const auto r = contrastive_search(
+                    m, prompt, {.top_k = k, .alpha = float(alpha), .max_new_tokens = 10});
+                INFO("seed " << seed << " k " << k << " alpha " << alpha);
+                CHECK(r.tokens == expected(m, prompt, k, alpha, 10, -1));
+                CHECK(r.model_calls == 11);  // the prompt, then one look-ahead per step
+                CHECK(m.calls == 11);
+                CHECK(r.model_rows == prompt.size() + 10 * k);
+                if (k > 1 && r.tokens != greedy(m, prompt, 10)) ++differs_from_greedy;
+            }
+    }
+    CHECK(differs_from_greedy > 10);  // the penalty matters (negative control)
+}
+
+TEST_CASE("contrastive search with alpha = 0 or k = 1 is greedy", "[contrastive]") {
+    for (std::uint64_t seed = 1; seed <= 20; ++seed) {
+        toy_model m({.vocab_size = 16, .seed = seed});
+        const std::vector<token_id> prompt = {7};
+        const auto g = greedy(m, prompt, 12);
+        CHECK(contrastive_search(m, prompt, {.top_k = 6, .alpha = 0.f, .max_new_tokens = 12})
+                  .tokens == g);
+        CHECK(contrastive_search(m, prompt, {.top_k = 1, .alpha = 0.7f, .max_new_tokens = 12})
+                  .tokens == g);
+    }
+}
+
+TEST_CASE("contrastive search: batched look-ahead, slots, EOS and bad input", "[contrastive]") {
+    toy_model m({.vocab_size = 10, .seed = 3});
+    const std::vector<token_id> prompt = {2, 2};
+    auto r = contrastive_search(m, prompt, {.top_k = 4, .alpha = 0.5f, .max_new_tokens = 3});
+    CHECK(m.last_slots == std::vector<std::uint32_t>{0, 1, 2, 3});
+    CHECK(m.sequences == 1 + 3 * 4);
+    // EOS: stop right after emitting it.
+    toy_model e({.vocab_size = 10, .seed = 3, .eos_id = 9, .eos_bias = 30.f});
+    r = contrastive_search(e, prompt,
+                           {.top_k = 4, .alpha = 0.2f, .max_new_tokens = 8, .eos_ids = {9}});
+    CHECK(r.tokens == std::vector<token_id>{9});
+    CHECK(r.eos);
+    // A row with no valid entry stops with a flag, never token 0.
+    toy_model bad({.vocab_size = 4});
+    bad.set_logits_function([](std::span<const token_id>, std::span<float> out) {
+        std::fill(out.begin(), out.end(), -INFINITY);
+    });
+    r = contrastive_search(bad, prompt, {.max_new_tokens = 4});
+    CHECK(r.tokens.empty());
+    CHECK(r.no_valid_token);
+    auto msg = [](contrastive_params p) { return p.check().value_or(""); };
+    CHECK(msg({}) == "");
+    CHECK(msg({.top_k = 0}).find("top_k") != std::string::npos);
+    CHECK(msg({.alpha = 1.5f}).find("alpha") != std::string::npos);
+    CHECK(msg({.alpha = NAN}).find("alpha") != std::string::npos);
+    CHECK(msg({.max_new_tokens = 0}).find("max_new_tokens") != std::string::npos);
+    CHECK(msg({.eos_ids = {-1}}).find("eos_ids") != std::string::npos);
+    DK_IF_EXCEPTIONS(
+        CHECK_THROWS_AS(contrastive_search(m, std::vector<token_id>{}, {}), config_error);)
+}
