@@ -20,6 +20,9 @@
 /// K/V rows are copied: a beam fork recomputes only from the divergence point). Appending one
 /// token costs one token forward; a cut-back costs nothing but the recompute from the
 /// divergence. Positions whose outputs are requested are always (re)computed.
+/// layer_logits runs only the layers up to the deepest one requested (an early-exit self-draft
+/// at layer l costs l/n_layers of a forward); such a slot's cache is marked shallow and is not
+/// reused (nor lent) for deeper requests.
 ///
 /// Invalid requests (empty, token id out of range, longer than seq_len, slot >= max_slots) do
 /// not read out of bounds: their output rows are filled with NaN and last_error() says why.
@@ -216,6 +219,7 @@ private:
     struct slot_state {
         std::vector<dk::token_id> tokens;  // tokens whose K/V rows are valid, in order
         std::vector<float> key, value;     // [layer][pos][kv_dim]
+        std::size_t depth = 0;             // layers whose K/V rows are valid for every cached token
     };
 
     void set_error(std::string e) { error_ = std::move(e); }
@@ -295,13 +299,20 @@ private:
         }
         const std::size_t len = req.tokens.size();
         slot_state& st = slot(req.slot);
-        std::size_t reuse = common_prefix(st.tokens, req.tokens);
+        // Layers this request runs: all for logits; up to the deepest requested layer for layer
+        // logits (an early-exit draft costs only its layers; its slot's cache is shallower).
+        std::size_t depth = num_layers();
+        if (mode == 1) {
+            depth = 0;
+            for (int l : layers) depth = std::max(depth, std::size_t(l));
+        }
+        std::size_t reuse = st.depth >= depth ? common_prefix(st.tokens, req.tokens) : 0;
         // A longer prefix cached in another slot (a beam fork): copy its K/V rows.
         std::size_t donor = slots_.size(), donor_len = reuse;
         const std::size_t first_out = len - req.n_last;
         if (reuse < first_out) {
             for (std::size_t s = 0; s < slots_.size(); ++s) {
-                if (s == req.slot) continue;
+                if (s == req.slot || slots_[s].depth < depth) continue;
                 const std::size_t p = common_prefix(slots_[s].tokens, req.tokens);
                 if (p > donor_len) {
                     donor_len = p;
@@ -310,10 +321,12 @@ private:
             }
         }
         const std::size_t start = std::min(std::max(reuse, donor_len), first_out);
+        std::size_t prefix_depth = st.depth;
         if (donor < slots_.size() && start > reuse) {
+            prefix_depth = slots_[donor].depth;
             const slot_state& d = slots_[donor];
             const std::size_t kv = std::size_t(ck_.cfg.kv_dim()), T = std::size_t(ck_.cfg.seq_len);
-            for (std::size_t l = 0; l < num_layers(); ++l) {
+            for (std::size_t l = 0; l < prefix_depth; ++l) {
                 const std::size_t base = l * T * kv;
                 std::copy_n(d.key.data() + base, start * kv, st.key.data() + base);
                 std::copy_n(d.value.data() + base, start * kv, st.value.data() + base);
@@ -321,11 +334,12 @@ private:
         }
         counters_.tokens_reused += start;
         st.tokens.assign(req.tokens.begin(), req.tokens.begin() + std::ptrdiff_t(start));
+        st.depth = start > 0 ? std::min(prefix_depth, depth) : depth;
         const std::size_t V = vocab_size(), D = hidden_size();
         const std::size_t per_pos = mode == 1 ? layers.size() : 1;
         for (std::size_t pos = start; pos < len; ++pos) {
             const bool want = pos >= first_out;
-            forward_token(st, req.tokens[pos], pos, want && mode == 1);
+            forward_token(st, req.tokens[pos], pos, depth, want && mode == 1);
             st.tokens.push_back(req.tokens[pos]);
             ++counters_.tokens_forwarded;
             if (!want) continue;
@@ -351,9 +365,9 @@ private:
         detail::matmul<A>(logits, normed_.data(), ck_.tensor(ck_.layout.wcls), dim, vocab_size());
     }
 
-    // One token through every layer at `pos`, writing its K/V rows into the slot; leaves the
-    // final residual in x_ (and each layer's residual in resid_ when keep_layers).
-    void forward_token(slot_state& st, dk::token_id token, std::size_t pos,
+    // One token through layers [0, depth) at `pos`, writing its K/V rows into the slot; leaves
+    // the last residual in x_ (and each layer's residual in resid_ when keep_layers).
+    void forward_token(slot_state& st, dk::token_id token, std::size_t pos, std::size_t depth,
                        bool keep_layers) noexcept {
         const config& c = ck_.cfg;
         const weight_layout& w = ck_.layout;
@@ -366,7 +380,7 @@ private:
         std::copy_n(ck_.tensor(w.token_embedding) + std::size_t(token) * dim, dim, x);
         if (keep_layers) std::copy_n(x, dim, resid_.data());
         const float inv_sqrt_hs = 1.f / std::sqrt(float(hs));
-        for (std::size_t l = 0; l < std::size_t(c.n_layers); ++l) {
+        for (std::size_t l = 0; l < depth; ++l) {
             detail::rmsnorm(xb_.data(), x, ck_.tensor(w.rms_att) + l * dim, dim);
             const std::size_t loff = l * T * kv_dim;
             float* k = st.key.data() + loff + pos * kv_dim;

@@ -360,6 +360,26 @@ TEST_CASE("llama2 layer, hidden and head readouts", "[llama2][capabilities]") {
         }
         // early layers differ from the output (negative control)
         CHECK(max_abs_diff(std::span(ll).subspan(V, V), std::span(ll).first(V)) > 1e-3f);
+        // an early-exit readout runs only the layers it needs; its shallow cache is never
+        // reused by (nor lent to) a full-depth request
+        {
+            dk_llama2::model me(ck);
+            const std::vector<int> one = {1};
+            sequence_request rs{seq, 1, 4};
+            std::vector<float> l1(V), full(V);
+            me.layer_logits(std::span(&rs, 1), one, l1);
+            CHECK(max_abs_diff(l1, dk_naive::readout(ck, res[1].back())) < 1e-4f);
+            me.logits(std::span(&rs, 1), full);  // same slot, now all layers
+            CHECK(max_abs_diff(full, std::span(logits).subspan(V, V)) < 1e-4f);
+            sequence_request r5{seq, 1, 5};
+            me.layer_logits(std::span(&r5, 1), one, l1);  // slot 5 borrows slot 4's (deep) prefix
+            CHECK(max_abs_diff(l1, dk_naive::readout(ck, res[1].back())) < 1e-4f);
+            sequence_request r6{seq, 1, 6};
+            const auto f0 = me.counters().tokens_forwarded;
+            me.logits(std::span(&r6, 1), full);  // may borrow from slot 4 only, not shallow slot 5
+            CHECK(me.counters().tokens_forwarded - f0 == 1);
+            CHECK(max_abs_diff(full, std::span(logits).subspan(V, V)) < 1e-4f);
+        }
         // bad layer index: NaN rows and an error, no out-of-bounds read
         const std::vector<int> bad_layers = {L + 1};
         std::vector<float> bad(2 * V);
