@@ -243,7 +243,10 @@ public:
         if (cand_.empty()) return {};
         sort_cand();
         const double s = fill_weights();
-        for (std::size_t i = 0; i < cand_.size(); ++i) probs_[i] = float(weights_[i] / s);
+        std::size_t n = cand_.size();  // sorted: zero weights (underflow, finite next to +inf) last
+        while (n > 0 && !(weights_[n - 1] > 0)) --n;
+        cand_.resize(n);
+        for (std::size_t i = 0; i < n; ++i) probs_[i] = float(weights_[i] / s);
         return {{cand_.id_storage(), cand_.size()}, {probs_.data(), cand_.size()}};
     }
 
