@@ -43,17 +43,32 @@ std::vector<float> naive(std::vector<float> x, const std::vector<token_id>& h, c
     if (len <= p.allowed_length) return x;
     std::vector<token_id> w(h.end() - static_cast<std::ptrdiff_t>(len), h.end());
     const auto v = static_cast<token_id>(x.size());
-    auto breaker = [&](token_id t) {
-        return t >= 0 && t < v &&
-               std::find(p.sequence_breakers.begin(), p.sequence_breakers.end(), t) !=
-                   p.sequence_breakers.end();
+    auto breaker = [&](token_id t) {  // single-token breaker
+        if (t < 0 || t >= v) return false;
+        if (std::find(p.sequence_breakers.begin(), p.sequence_breakers.end(), t) !=
+            p.sequence_breakers.end())
+            return true;
+        for (const auto& s : p.sequence_breaker_sequences)
+            if (s.size() == 1 && s[0] == t) return true;
+        return false;
     };
+    // A breaker occurrence: a single breaker at w[j], or a sequence s with s[0] == w[j] (in
+    // range) and s[1..] == w[j+1..]; the one starting last wins, the longest there.
+    auto head_ok = [&](token_id t) { return t >= 0 && t < v; };
     std::size_t rep_limit = len;
-    for (std::size_t i = 0; i < len; ++i)
-        if (breaker(w[len - 1 - i])) {
-            rep_limit = i;
+    for (std::size_t j = len; j-- > 0;) {
+        std::size_t longest = 0;  // breaker length
+        if (breaker(w[j])) longest = 1;
+        for (const auto& s : p.sequence_breaker_sequences) {
+            if (s.empty() || !head_ok(s[0]) || j + s.size() > len) continue;
+            if (std::equal(s.begin(), s.end(), w.begin() + static_cast<std::ptrdiff_t>(j)))
+                longest = std::max(longest, s.size());
+        }
+        if (longest > 0) {
+            rep_limit = len - j - longest;
             break;
         }
+    }
     if (rep_limit < p.allowed_length) return x;
     std::map<token_id, std::size_t> best;
     for (std::size_t q = 0; q + 1 < len; ++q) {
@@ -136,6 +151,32 @@ TEST_CASE("dry: sequence breakers", "[processors][dry]") {
     }
 }
 
+TEST_CASE("dry: multi-token sequence breakers", "[processors][dry]") {
+    // 7 8 1 2 3 4 7 8 1 2 3: the suffix 7 8 1 2 3 (n = 5) was followed by 4.
+    const std::vector<token_id> h = {7, 8, 1, 2, 3, 4, 7, 8, 1, 2, 3};
+    auto pen = [&](dry_params p) {
+        p.multiplier = 1.f;
+        return run(h, p)[4];
+    };
+    CHECK(close(pen({}), -1.75f * 1.75f * 1.75f));  // 1.75^(5-2)
+    // Breaker 7 8 ends 3 tokens from the end: n capped at 3 -> 1.75^1.
+    CHECK(close(pen({.sequence_breaker_sequences = {{7, 8}}}), -1.75f));
+    // Single breaker 7 (4 tokens from the end): n capped at 4 -> 1.75^2.
+    CHECK(close(pen({.sequence_breakers = {7}}), -1.75f * 1.75f));
+    CHECK(close(pen({.sequence_breaker_sequences = {{7}}}), -1.75f * 1.75f));
+    // Both start at the same place: the longer wins.
+    CHECK(close(pen({.sequence_breakers = {7}, .sequence_breaker_sequences = {{7, 8}}}), -1.75f));
+    // A tail that does not match breaks nothing; empty sequences and bad heads are ignored.
+    CHECK(close(pen({.sequence_breaker_sequences = {{7, 9}, {}, {-1, 8}, {50, 8}}}),
+                -1.75f * 1.75f * 1.75f));
+    // The first token of a longer breaker is penalised like any token (4 9 never occurs).
+    CHECK(close(pen({.sequence_breaker_sequences = {{4, 9}}}), -1.75f * 1.75f * 1.75f));
+    // A breaker ending the window: rep_limit 0, nothing.
+    CHECK(pen({.sequence_breaker_sequences = {{2, 3}}}) == 0.f);
+    // A breaker longer than the window suffix it would need is not found.
+    CHECK(close(pen({.sequence_breaker_sequences = {{3, 5, 6}}}), -1.75f * 1.75f * 1.75f));
+}
+
 TEST_CASE("dry: window limits (penalty_last_n and workspace capacity)", "[processors][dry]") {
     const std::vector<token_id> h = {1, 2, 3, 4, 1, 2, 3};
     // Last 6 = 2 3 4 1 2 3: suffix 2 3 (n = 2) followed by 4 -> 1.75^0.
@@ -213,6 +254,11 @@ TEST_CASE("dry: random histories match the O(N^2) definition", "[processors][dry
                      .allowed_length = 1 + gen() % 4,
                      .penalty_last_n = gen() % 3 == 0 ? 0 : gen() % 70};
         if (gen() % 2) p.sequence_breakers.push_back(static_cast<token_id>(gen() % v));
+        for (int b = static_cast<int>(gen() % 3); b > 0; --b) {
+            std::vector<token_id> s(gen() % 4);
+            for (auto& t : s) t = static_cast<token_id>(gen() % (v + 1));
+            p.sequence_breaker_sequences.push_back(s);
+        }
         const std::size_t capacity = gen() % 4 == 0 ? 1 + gen() % 50 : 128;
         std::vector<float> x(v);
         for (auto& e : x) e = static_cast<float>(static_cast<int>(gen() % 21) - 10) / 4.f;

@@ -8,15 +8,20 @@
 /// For a candidate token t, n = the length of the longest suffix of the window that also occurs
 /// earlier in the window immediately followed by t. If n >= allowed_length,
 ///   x_t -= multiplier * base^(n - allowed_length).
-/// Sequence breakers (single tokens): n is capped at the number of tokens after the last breaker
-/// in the window (no penalty at all when that is < allowed_length), and a breaker token itself is
-/// never penalised. The window must be longer than allowed_length for anything to happen.
+/// Sequence breakers: n is capped at the number of tokens after the last breaker occurrence in
+/// the window (no penalty at all when that is < allowed_length). A breaker is a single token
+/// (`sequence_breakers`) or a token sequence (`sequence_breaker_sequences`, as llama.cpp makes
+/// from breaker strings; an occurrence must lie wholly in the window; the occurrence that starts
+/// last wins, the longest breaker if several start at that position).
+/// Single-token breakers are never penalised themselves; the tokens of longer breakers are.
+/// The window must be longer than allowed_length for anything to happen.
 /// Overflow: the exponent is clamped to floor(88.7228391 / ln(base)) as llama.cpp does, the
 /// penalty to FLT_MAX, and a finite logit never becomes -inf (it saturates at -FLT_MAX).
 /// Special values: NaN and +-inf logits are left as they are. Token ids outside [0, V) in the
-/// history match other equal ids like any value but are never penalised; breakers outside [0, V)
-/// are ignored. Cost O(window) (reverse Z-algorithm), no allocation.
-/// Statefulness: none; the caller passes the history each call.
+/// history match other equal ids like any value but are never penalised; single-token breakers
+/// outside [0, V), and breaker sequences whose first token is outside [0, V), are ignored. Cost
+/// O(window) (reverse Z-algorithm), no allocation. Statefulness: none; the caller passes the
+/// history each call.
 
 #include <decodekit/config.hpp>
 #include <decodekit/error.hpp>
@@ -41,6 +46,8 @@ struct dry_params {
     std::size_t allowed_length = 2;             ///< >= 1: repeats up to this length are free
     std::size_t penalty_last_n = 0;             ///< window length; 0 = whole history
     std::vector<token_id> sequence_breakers{};  ///< single-token breakers
+    /// Multi-token breakers (empty ones ignored; one-token ones act as sequence_breakers).
+    std::vector<std::vector<token_id>> sequence_breaker_sequences{};
 
     /// True when apply_dry can change logits.
     bool enabled() const noexcept { return multiplier > 0.f; }
@@ -80,12 +87,13 @@ struct dry_workspace {
 
     std::vector<std::uint32_t> z;           ///< Z-values of the reversed window
     std::vector<std::uint32_t> max_repeat;  ///< per token, zero outside a call
-    std::vector<std::uint8_t> is_breaker;   ///< per token, zero outside a call
+    std::vector<std::uint8_t> is_breaker;   ///< per token: 1 single breaker, 2 sequence head
 };
 
 /// Applies the DRY penalty to `logits` in place.
 /// \pre params.check() is nullopt; ws.vocab_size() >= logits.size() (ids beyond it are ignored).
-/// \post ws.max_repeat and ws.is_breaker are all zero again. O(window + breakers).
+/// \post ws.max_repeat and ws.is_breaker are all zero again. O(window + breakers) with single
+/// tokens; breaker sequences add at most their total length per occurrence of their first token.
 inline void apply_dry(std::span<float> logits, std::span<const token_id> history,
                       const dry_params& params, dry_workspace& ws) noexcept {
     DECODEKIT_ASSERT(ws.vocab_size() >= logits.size(),
@@ -103,20 +111,38 @@ inline void apply_dry(std::span<float> logits, std::span<const token_id> history
     // r(j): the window read backwards, r(0) = most recent token.
     auto r = [w, len](std::size_t j) noexcept { return w[len - 1 - j]; };
 
+    constexpr std::uint8_t single = 1, head = 2;
     std::uint8_t* const brk = ws.is_breaker.data();
     for (token_id b : params.sequence_breakers)
-        if (valid(b)) brk[b] = 1;
-    auto is_breaker = [&](token_id t) noexcept { return valid(t) && brk[t] != 0; };
+        if (valid(b)) brk[b] |= single;
+    for (const std::vector<token_id>& s : params.sequence_breaker_sequences)
+        if (!s.empty() && valid(s[0])) brk[s[0]] |= s.size() == 1 ? single : head;
     auto unmark = [&]() noexcept {
         for (token_id b : params.sequence_breakers)
             if (valid(b)) brk[b] = 0;
+        for (const std::vector<token_id>& s : params.sequence_breaker_sequences)
+            if (!s.empty() && valid(s[0])) brk[s[0]] = 0;
     };
 
     // 1. The repeat length is capped by the number of tokens after the last breaker.
     std::size_t rep_limit = len;
     for (std::size_t i = 0; i < len; ++i) {
-        if (is_breaker(r(i))) {
-            rep_limit = i;
+        const token_id t = r(i);
+        if (!valid(t) || brk[t] == 0) continue;
+        std::size_t longest = 0;  // tail length of the longest breaker starting here, plus one
+        if (brk[t] & single) longest = 1;
+        if (brk[t] & head) {
+            for (const std::vector<token_id>& s : params.sequence_breaker_sequences) {
+                if (s.size() < 2 || s[0] != t) continue;
+                const std::size_t m = s.size() - 1;  // tail length
+                if (m + 1 <= longest || m > i) continue;
+                std::size_t o = 0;
+                while (o < m && s[1 + o] == r(i - o - 1)) ++o;
+                if (o == m) longest = m + 1;
+            }
+        }
+        if (longest > 0) {
+            rep_limit = i - (longest - 1);
             break;
         }
     }
@@ -150,7 +176,7 @@ inline void apply_dry(std::span<float> logits, std::span<const token_id> history
         const std::size_t n = z[k] < rep_limit ? z[k] : rep_limit;
         if (n < allowed) continue;
         const token_id t = w[len - k];  // follows position len-1-k
-        if (!valid(t) || brk[t] != 0) continue;
+        if (!valid(t) || (brk[t] & single) != 0) continue;
         if (best[t] < n) best[t] = static_cast<std::uint32_t>(n);
     }
 
