@@ -2,6 +2,7 @@
 // examples, out-of-range ids, special values, and both paths of the allowed-token set.
 #include "dk_test.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -80,6 +81,31 @@ TEST_CASE("no_repeat_ngram: ids outside [0, V) match but are never written",
     CHECK(ngram_bans({3, -1, 3}, 2).empty());
     CHECK(ngram_bans({big, 10, small, big}, 2).empty());
     CHECK(ngram_bans({big, 10, small, 9, 100}, 1) == S{9});
+}
+
+TEST_CASE("no_repeat_ngram: random histories match a set of n-grams", "[processors][ngram]") {
+    std::mt19937 gen(5);
+    for (int trial = 0; trial < 500; ++trial) {
+        const std::size_t v = 2 + gen() % 5, n = gen() % 5;
+        std::vector<token_id> h(gen() % 30);
+        for (auto& t : h) t = static_cast<token_id>(gen() % (v + 2)) - 1;
+        // Reference: every n-gram as a vector; ban the last token of those whose first n-1
+        // tokens equal the history's last n-1.
+        std::set<token_id> want;
+        if (n > 0 && h.size() >= n) {
+            std::set<std::vector<token_id>> grams;
+            for (std::size_t i = 0; i + n <= h.size(); ++i)
+                grams.insert(std::vector<token_id>(h.begin() + static_cast<std::ptrdiff_t>(i),
+                                                   h.begin() + static_cast<std::ptrdiff_t>(i + n)));
+            const std::vector<token_id> tail(h.end() - static_cast<std::ptrdiff_t>(n - 1), h.end());
+            for (const auto& g : grams)
+                if (std::equal(tail.begin(), tail.end(), g.begin()) && g.back() >= 0 &&
+                    static_cast<std::size_t>(g.back()) < v)
+                    want.insert(g.back());
+        }
+        INFO("trial " << trial);
+        CHECK(ngram_bans(h, n, v) == want);
+    }
 }
 
 TEST_CASE("banned sequences: Hugging Face bad_words_ids", "[processors][ngram]") {

@@ -67,7 +67,8 @@ struct dry_params {
     void validate() const { raise_if(check()); }
 };
 
-/// Caller-owned scratch for apply_dry, sized once; every call leaves it as it found it.
+/// Caller-owned scratch for apply_dry, sized once; every call leaves it as it found it. One per
+/// thread: concurrent calls must not share a workspace (params and history may be shared).
 struct dry_workspace {
     /// Capacity used when the constructor is given max_history = 0.
     static constexpr std::size_t default_max_history = 8192;

@@ -78,7 +78,8 @@ struct penalty_params {
 };
 
 /// Caller-owned scratch for apply_penalties: one counter per vocabulary entry, all zero between
-/// calls (each call resets what it touched, O(window)).
+/// calls (each call resets what it touched, O(window)). One per thread: concurrent calls must
+/// not share a workspace (params and history may be shared read-only).
 struct penalty_workspace {
     penalty_workspace() = default;
     explicit penalty_workspace(std::size_t vocab_size) : counts(vocab_size, 0u) {}
