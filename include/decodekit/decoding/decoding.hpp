@@ -3,3 +3,7 @@
 /// Everything in decoding/ (the umbrella of this folder).
 
 #include <decodekit/config.hpp>
+#include <decodekit/decoding/beam_search.hpp>
+#include <decodekit/decoding/contrastive.hpp>
+#include <decodekit/decoding/dola.hpp>
+#include <decodekit/generate.hpp>
