@@ -7,3 +7,5 @@
 #include <decodekit/decoding/contrastive.hpp>
 #include <decodekit/decoding/dola.hpp>
 #include <decodekit/generate.hpp>
+#include <decodekit/decoding/speculative.hpp>
+#include <decodekit/decoding/proposers.hpp>

@@ -11,8 +11,10 @@
 ///   - ngram_proposer: prompt lookup, copying the continuation of the most recent earlier
 ///     occurrence of the context's suffix (n from max_n down to min_n); one-hot proposals.
 /// A proposer's draft distribution q is the processed distribution actually sampled from (pass the
-/// same processing as the target's); drafting stops early when the drafted token's probability
-/// under q is below min_confidence.
+/// same processing as the target's); drafting stops early when the draft is unsure: the largest
+/// probability of q is below min_confidence. (Deciding on max q, a function of the prefix, and
+/// not on q(x) of the drawn x keeps sampled drafting exact: a stop that depended on the drawn
+/// token would change the law of the proposals that are kept.)
 
 #include <decodekit/config.hpp>
 #include <decodekit/decoding/speculative.hpp>
@@ -40,11 +42,17 @@ enum class draft_mode : std::uint8_t {
 /// Options shared by the model-based proposers.
 struct draft_options {
     draft_mode mode = draft_mode::greedy;
-    float min_confidence = 0.f;  ///< stop drafting when q(x) of the next draft is below this
+    float min_confidence = 0.f;  ///< stop drafting when max q of the next position is below this
     std::uint32_t slot = 1;      ///< slot of the draft sequence in model calls
 };
 
 namespace detail {
+/// Largest probability of q (0 when empty).
+inline float max_prob(const sparse_distribution& q) noexcept {
+    float m = 0.f;
+    for (float p : q.probs) m = p > m ? p : m;
+    return m;
+}
 /// Picks a draft token from q (already processed) at generation step `step`; -1 if q is empty.
 inline token_id pick_draft(const sparse_distribution& q, draft_mode mode, rng_key key) noexcept {
     if (mode == draft_mode::greedy) return detail::argmax(q);
@@ -68,7 +76,7 @@ void chain_draft(const draft_request& r, draft_buffer& out, Processing& proc,
             position_context{r.key.sequence, step, std::span<const token_id>(ext), r.prompt_length},
             q);
         const token_id x = pick_draft(q, o.mode, rng_key{r.key.seed, r.key.sequence, step});
-        if (x < 0 || detail::prob_of(q, x) < double(o.min_confidence)) break;
+        if (x < 0 || detail::max_prob(q) < o.min_confidence) break;
         out.tokens.push_back(x);
         ext.push_back(x);
     }
@@ -192,7 +200,7 @@ public:
                       q);
                 const token_id x =
                     detail::pick_draft(q, opt_.mode, rng_key{r.key.seed, r.key.sequence, step});
-                if (x < 0 || detail::prob_of(q, x) < double(opt_.min_confidence)) return;
+                if (x < 0 || detail::max_prob(q) < opt_.min_confidence) return;
                 out.tokens.push_back(x);
                 ext_.push_back(x);
             }

@@ -26,11 +26,12 @@
 /// outcome is certain) and rng_purpose::residual (one uniform() per residual or bonus draw).
 /// Sampled drafting uses rng_purpose::draft at the step of the drafted token. Hence:
 ///   - a rerun with the same seed, sequence, parameters and proposer gives the same tokens;
-///   - the randomness of a token never depends on how many drafts were proposed in its round;
-///   - when the proposals are a function of the emitted prefix (draft model, early exit, chained
-///     MTP with heads_per_call = 1), the output is the same for every draft length, adaptive or
-///     not; n-gram lookup and parallel MTP heads propose by round, so their output may change with
-///     the draft length (it is still exactly distributed as plain sampling from p);
+///   - the randomness used for step n never depends on how many drafts the round proposed or on
+///     which round step n falls in; the token at step n is a function of the prefix, of the
+///     proposal at n (or its absence: a bonus / plain step) and of the streams of step n. So
+///     changing the draft length (or adaptive drafting) changes which steps are verified and which
+///     are bonus steps, hence the output (each variant exactly distributed as sampling from p);
+///     draft_length = 0 is plain sampling with the residual stream;
 ///   - greedy verification uses no randomness.
 /// Exactness: every emitted token is, conditionally on the prefix, distributed as p at its step,
 /// because the streams of step n are independent of everything that decided the prefix.
@@ -521,7 +522,8 @@ struct speculative_stats {
     std::size_t target_calls = 0;  ///< target model calls (one per round)
     std::size_t draft_calls = 0;   ///< model calls made by the proposer
     std::size_t rounds = 0;
-    std::size_t drafted = 0;               ///< draft tokens verified
+    std::size_t proposed = 0;              ///< draft tokens proposed (after budget truncation)
+    std::size_t drafted = 0;               ///< draft tokens verified (none after a rejection)
     std::size_t accepted = 0;              ///< draft tokens accepted
     std::size_t emitted = 0;               ///< tokens emitted (accepted + residual/bonus)
     std::vector<std::size_t> drafted_at;   ///< [i]: drafts verified at draft position i
@@ -662,6 +664,7 @@ speculative_result speculative_decode(Target& target, Proposer& proposer,
             st.draft_calls += drafts.model_calls;
         }
         const std::size_t g = drafts.tokens.size();
+        st.proposed += g;
         ctx.insert(ctx.end(), drafts.tokens.begin(), drafts.tokens.end());
         const sequence_request request{std::span<const token_id>(ctx), g + 1, params.target_slot};
         target.logits(std::span<const sequence_request>(&request, 1),

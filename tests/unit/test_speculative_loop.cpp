@@ -1,0 +1,417 @@
+// speculative_decode end to end on the toy models: the law of the first TWO emitted tokens is
+// exactly the target's (every proposer, several draft lengths, truncation), greedy speculative
+// output equals plain greedy output for every proposer, and the edge cases of the loop.
+#include "dk_test.hpp"
+#include "toy_model.hpp"
+
+#include <decodekit/decoding/proposers.hpp>
+#include <decodekit/decoding/speculative.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+using namespace decodekit;
+using dk_test::toy_model;
+using dk_test::toy_model_config;
+
+namespace {
+
+constexpr std::size_t V = 8;
+constexpr std::size_t N = 100000;
+
+/// Expected law of (first, second) emitted token: p1(a) * p2(b | a), index a * V + b.
+template <class Processing>
+std::vector<double> pair_law(const toy_model& target, const std::vector<token_id>& prompt,
+                             Processing& proc) {
+    std::vector<double> law(V * V, 0.0);
+    sparse_distribution p1, p2;
+    const auto l1 = target.logits_of(prompt);
+    proc(l1, position_context{0, 0, prompt, prompt.size()}, p1);
+    for (std::size_t i = 0; i < p1.size(); ++i) {
+        std::vector<token_id> ctx = prompt;
+        ctx.push_back(p1.tokens[i]);
+        const auto l2 = target.logits_of(ctx);
+        proc(l2, position_context{0, 1, ctx, prompt.size()}, p2);
+        for (std::size_t j = 0; j < p2.size(); ++j)
+            law[std::size_t(p1.tokens[i]) * V + std::size_t(p2.tokens[j])] +=
+                double(p1.probs[i]) * double(p2.probs[j]);
+    }
+    return law;
+}
+
+template <class Proposer, class Processing>
+std::vector<std::uint64_t> pair_counts(toy_model& target, Proposer& proposer,
+                                       const std::vector<token_id>& prompt,
+                                       speculative_params params, Processing& proc,
+                                       speculative_stats* total = nullptr) {
+    params.max_new_tokens = 2;
+    return dk_test::histogram(V * V, N, [&](std::size_t r) {
+        params.sequence = r;
+        const auto res = speculative_decode(target, proposer, prompt, params, proc);
+        REQUIRE(res.tokens.size() == 2);
+        if (total) {
+            total->drafted += res.stats.drafted;
+            total->accepted += res.stats.accepted;
+        }
+        return std::size_t(res.tokens[0]) * V + std::size_t(res.tokens[1]);
+    });
+}
+
+void require_law(const std::vector<std::uint64_t>& counts, const std::vector<double>& law) {
+    const auto g = dk_test::chi_square(counts, dk_test::with_overflow_bin(law));
+    INFO("chi2 " << g.statistic << " df " << g.df << " p_value " << g.p_value << " tv "
+                 << g.total_variation);
+    REQUIRE_FALSE(g.impossible_draw);
+    REQUIRE(g.p_value > dk_test::false_failure_rate);
+}
+
+std::vector<token_id> plain_greedy(const toy_model& m, std::vector<token_id> ctx, std::size_t n,
+                                   const std::vector<token_id>& eos = {}) {
+    std::vector<token_id> out;
+    for (std::size_t i = 0; i < n; ++i) {
+        const auto l = m.logits_of(ctx);
+        const auto t = token_id(std::max_element(l.begin(), l.end()) - l.begin());
+        out.push_back(t);
+        ctx.push_back(t);
+        if (std::find(eos.begin(), eos.end(), t) != eos.end()) break;
+    }
+    return out;
+}
+
+/// Proposes fixed tokens, ignoring the budget (the loop must truncate); records the request.
+struct fixed_proposer {
+    std::vector<token_id> drafts;
+    std::size_t asked = 0, calls = 0;
+    void propose(const draft_request& r, draft_buffer& out) {
+        asked = r.max_tokens;
+        ++calls;
+        out.tokens = drafts;
+    }
+};
+
+/// self_draft: the proposer calls the target model too (early exit, MTP heads).
+void check_stats(const speculative_result& r, const toy_model& target, bool self_draft = false) {
+    const auto& s = r.stats;
+    CHECK(s.proposed >= s.drafted);
+    CHECK(s.emitted == r.tokens.size());
+    CHECK(s.accepted <= s.drafted);
+    CHECK(s.target_calls == s.rounds);
+    CHECK(s.target_calls + (self_draft ? s.draft_calls : 0) == target.calls);
+    std::size_t d = 0, a = 0;
+    for (std::size_t i = 0; i < s.drafted_at.size(); ++i) {
+        d += s.drafted_at[i];
+        a += s.accepted_at[i];
+        CHECK(s.accepted_at[i] <= s.drafted_at[i]);
+    }
+    CHECK(d == s.drafted);
+    CHECK(a == s.accepted);
+    // every round emits its accepted drafts plus at most one more token
+    CHECK(s.emitted <= s.accepted + s.rounds);
+    CHECK(s.emitted >= s.accepted);
+    CHECK(s.seconds >= 0);
+}
+
+#if DECODEKIT_EXCEPTIONS
+/// The message of the config_error thrown by f ("" if none).
+template <class F>
+std::string error_of(F&& f) {
+    try {
+        f();
+    } catch (const config_error& e) {
+        return e.what();
+    }
+    return "";
+}
+#endif
+
+}  // namespace
+
+TEST_CASE("the first two emitted tokens follow the target's law exactly",
+          "[speculative][statistical]") {
+    const toy_model_config tc{.vocab_size = V, .seed = 3, .scale = 1.2f};
+    toy_model target(tc);
+    toy_model draft = toy_model::draft_of(tc, 1.5f);
+    const std::vector<token_id> prompt = {1, 4, 2};
+    basic_processing proc{};
+
+    SECTION("draft model, sampled drafting, gamma 1 / 3 / adaptive") {
+        const auto law = pair_law(target, prompt, proc);
+        draft_model_proposer dp(draft, proc, {.mode = draft_mode::sample});
+        for (std::size_t gamma : {1, 3}) {
+            speculative_stats st;
+            auto counts =
+                pair_counts(target, dp, prompt,
+                            {.seed = 5, .draft_length = gamma, .max_draft_length = 4}, proc, &st);
+            require_law(counts, law);
+            CHECK(st.accepted > 0);
+            CHECK(st.accepted < st.drafted);  // q really differs from p
+        }
+        auto counts =
+            pair_counts(target, dp, prompt, {.seed = 6, .draft_length = 2, .adaptive = true}, proc);
+        require_law(counts, law);
+    }
+    SECTION("draft model, greedy drafting (one-hot), confidence threshold") {
+        const auto law = pair_law(target, prompt, proc);
+        draft_model_proposer dp(draft, proc, {.mode = draft_mode::greedy, .min_confidence = 0.3f});
+        require_law(pair_counts(target, dp, prompt, {.seed = 7, .draft_length = 2}, proc), law);
+    }
+    SECTION("sampled drafting with a confidence threshold") {
+        const auto law = pair_law(target, prompt, proc);
+        draft_model_proposer dp(draft, proc, {.mode = draft_mode::sample, .min_confidence = 0.35f});
+        require_law(pair_counts(target, dp, prompt, {.seed = 8, .draft_length = 3}, proc), law);
+    }
+    SECTION("truncated p and q (top-k 3, temperature 0.7)") {
+        basic_processing tp{.temperature = 0.7f, .top_k = 3};
+        const auto law = pair_law(target, prompt, tp);
+        draft_model_proposer dp(draft, tp, {.mode = draft_mode::sample});
+        require_law(pair_counts(target, dp, prompt, {.seed = 9, .draft_length = 2}, tp), law);
+    }
+    SECTION("through decodekit::sampler (top-p 0.8, temperature 0.9)") {
+        sampler ts(sampling_params{.temperature = 0.9f, .top_p = 0.8f}, V);
+        sampler ds(sampling_params{.temperature = 0.9f, .top_p = 0.8f}, V);
+        sampler_processing tp(ts), dproc(ds);
+        const auto law = pair_law(target, prompt, tp);
+        draft_model_proposer dp(draft, dproc, {.mode = draft_mode::sample});
+        require_law(pair_counts(target, dp, prompt, {.seed = 10, .draft_length = 2}, tp), law);
+    }
+    SECTION("n-gram lookup (one-hot proposals)") {
+        const std::vector<token_id> rep = {1, 4, 2, 5, 1, 4, 2, 5, 1, 4};
+        const auto law = pair_law(target, rep, proc);
+        ngram_proposer ng{.min_n = 1, .max_n = 3};
+        require_law(pair_counts(target, ng, rep, {.seed = 11, .draft_length = 3}, proc), law);
+    }
+    SECTION("MTP heads (sampled) and early exit (sampled)") {
+        const auto law = pair_law(target, prompt, proc);
+        mtp_proposer mtp(target, 0, proc, {.mode = draft_mode::sample, .slot = 1});
+        require_law(pair_counts(target, mtp, prompt, {.seed = 12, .draft_length = 3}, proc), law);
+        early_exit_proposer ee(target, 2, proc, {.mode = draft_mode::sample});
+        require_law(pair_counts(target, ee, prompt, {.seed = 13, .draft_length = 2}, proc), law);
+    }
+    SECTION("negative control: typical acceptance (LOSSY) is detected") {
+        const auto law = pair_law(target, prompt, proc);
+        draft_model_proposer dp(draft, proc, {.mode = draft_mode::sample});
+        auto counts = pair_counts(target, dp, prompt,
+                                  {.seed = 14,
+                                   .rule = verification::typical,
+                                   .typical = {.epsilon = 0.3f, .delta = 0.6f},
+                                   .draft_length = 2},
+                                  proc);
+        const auto g = dk_test::chi_square(counts, dk_test::with_overflow_bin(law));
+        INFO("typical: p_value " << g.p_value << " tv " << g.total_variation);
+        CHECK(g.p_value < dk_test::false_failure_rate);
+    }
+}
+
+TEST_CASE("greedy speculative output equals plain greedy output, for every proposer",
+          "[speculative]") {
+    const toy_model_config tc{
+        .vocab_size = 16, .num_layers = 4, .num_heads = 3, .seed = 17, .scale = 2.f};
+    toy_model target(tc);
+    toy_model draft = toy_model::draft_of(tc, 0.4f);
+    const std::vector<token_id> prompt = {3, 1, 4, 1, 5, 9, 2, 6, 3, 1, 4, 1};
+    constexpr std::size_t n = 40;
+    const auto expected = plain_greedy(target, prompt, n);
+    basic_processing greedy{.temperature = 0.f};
+
+    auto run = [&](auto& proposer, speculative_params params, bool self_draft = false) {
+        params.max_new_tokens = n;
+        target.reset_counters();
+        const auto r = speculative_decode(target, proposer, prompt, params, greedy);
+        CHECK(r.tokens == expected);
+        CHECK(r.stop == speculative_stop::max_new_tokens);
+        check_stats(r, target, self_draft);
+        return r;
+    };
+    for (auto rule : {verification::rejection, verification::greedy}) {
+        DYNAMIC_SECTION("rule " << int(rule)) {
+            const speculative_params base{.rule = rule, .draft_length = 4};
+            draft_model_proposer dp(draft, greedy);
+            const auto r1 = run(dp, base);
+            CHECK(r1.stats.accepted > 0);
+            CHECK(r1.stats.draft_calls == r1.stats.proposed);
+            draft_model_proposer ds(draft, greedy, {.mode = draft_mode::sample});
+            run(ds, base);
+            speculative_params adaptive = base;
+            adaptive.adaptive = true;
+            adaptive.min_draft_length = 1;
+            adaptive.max_draft_length = 6;
+            run(dp, adaptive);
+            early_exit_proposer ee(target, 3, greedy);
+            run(ee, base, true);
+            mtp_proposer parallel(target, 0, greedy);
+            const auto rp = run(parallel, base, true);
+            CHECK(rp.stats.acceptance_rate_at(0) == 1.0);  // head 0 is the model itself
+            mtp_proposer chained(target, 1, greedy);
+            run(chained, base, true);
+            ngram_proposer ng{};
+            run(ng, base);
+            toy_model same(tc);  // draft == target: everything accepted
+            draft_model_proposer perfect(same, greedy);
+            const auto rs = run(perfect, base);
+            CHECK(rs.stats.accepted == rs.stats.drafted);
+            CHECK(rs.stats.mean_tokens_per_target_call() > 4.0);
+        }
+    }
+    SECTION("through decodekit::sampler with temperature 0") {
+        sampler ts(sampling_params{.temperature = 0.f}, 16),
+            dsm(sampling_params{.temperature = 0.f}, 16);
+        sampler_processing tp(ts), dproc(dsm);
+        draft_model_proposer dp(draft, dproc);
+        target.reset_counters();
+        const auto r =
+            speculative_decode(target, dp, prompt, {.max_new_tokens = n, .draft_length = 3}, tp);
+        CHECK(r.tokens == expected);
+    }
+}
+
+TEST_CASE("speculative_decode edge cases", "[speculative]") {
+    const toy_model_config tc{.vocab_size = V, .seed = 23, .scale = 2.f};
+    toy_model target(tc);
+    const std::vector<token_id> prompt = {2, 7, 1};
+    basic_processing greedy{.temperature = 0.f};
+    const auto g = plain_greedy(target, prompt, 12);
+
+    SECTION("an accepted EOS ends the output, no bonus") {
+        const token_id eos = g[1];
+        fixed_proposer fp{{g[0], g[1], g[2], g[3]}};
+        const auto r =
+            speculative_decode(target, fp, prompt,
+                               {.max_new_tokens = 10, .eos_ids = {eos}, .draft_length = 4}, greedy);
+        REQUIRE(r.tokens == std::vector<token_id>{g[0], g[1]});
+        CHECK(r.stop == speculative_stop::eos);
+        CHECK(r.stats.accepted == 2);
+        CHECK(r.stats.emitted == 2);
+        CHECK(r.stats.target_calls == 1);
+    }
+    SECTION("the draft proposes EOS and the target rejects it") {
+        const token_id eos = token_id((g[0] + 1) % V);
+        fixed_proposer fp{{eos, 0, 0}};
+        const auto r = speculative_decode(
+            target, fp, prompt, {.max_new_tokens = 1, .eos_ids = {eos}, .draft_length = 3}, greedy);
+        CHECK(r.tokens == std::vector<token_id>{g[0]});
+        CHECK(fp.calls == 0);  // budget 1: no room for drafts
+        const auto r2 = speculative_decode(
+            target, fp, prompt, {.max_new_tokens = 2, .eos_ids = {eos}, .draft_length = 3}, greedy);
+        CHECK(r2.tokens == std::vector<token_id>{g[0], g[1]});
+        CHECK(r2.stats.drafted == 1);
+        CHECK(r2.stats.accepted == 0);
+    }
+    SECTION("gamma = 0 is plain decoding: one target call per token, no draft call") {
+        fixed_proposer fp{{1, 2, 3}};
+        target.reset_counters();
+        const auto r = speculative_decode(
+            target, fp, prompt, {.max_new_tokens = 12, .draft_length = 0, .min_draft_length = 0},
+            greedy);
+        CHECK(r.tokens == g);
+        CHECK(fp.calls == 0);
+        CHECK(r.stats.drafted == 0);
+        CHECK(r.stats.target_calls == 12);
+        check_stats(r, target);
+    }
+    SECTION("a draft longer than the remaining budget is truncated") {
+        fixed_proposer fp{std::vector<token_id>(g.begin(), g.begin() + 8)};
+        target.reset_counters();
+        const auto r = speculative_decode(target, fp, prompt,
+                                          {.max_new_tokens = 3, .draft_length = 8}, greedy);
+        CHECK(fp.asked == 2);  // room for 2 drafts + 1 bonus
+        CHECK(r.tokens == std::vector<token_id>(g.begin(), g.begin() + 3));
+        CHECK(r.stats.drafted == 2);
+        CHECK(r.stats.target_calls == 1);
+        CHECK(r.stop == speculative_stop::max_new_tokens);
+        CHECK(target.positions == 3);  // n_last = drafts + 1
+        const auto r0 = speculative_decode(target, fp, prompt, {.max_new_tokens = 0}, greedy);
+        CHECK(r0.tokens.empty());
+    }
+    SECTION("q(x) = 0 for the proposed token: rejected, the target decides") {
+        // a 'sampled' proposal claiming q = delta_{y} for a token x != y
+        struct lying_proposer {
+            void propose(const draft_request&, draft_buffer& out) {
+                out.has_distributions = true;
+                out.next_q().clear();
+                out.q[0].push(5, 1.f);
+                out.tokens.push_back(4);
+            }
+        } lp;
+        basic_processing proc{};
+        const auto r = speculative_decode(target, lp, prompt,
+                                          {.max_new_tokens = 1 + 1, .draft_length = 1}, proc);
+        CHECK(r.stats.accepted == 0);
+        CHECK(r.stats.drafted == 1);
+    }
+    SECTION("the sequence contract: target slot 0, draft slot 1, target sequences cut back") {
+        toy_model draft = toy_model::draft_of(tc, 1.f);
+        draft_model_proposer dp(draft, greedy);
+        target.reset_counters();
+        const auto r = speculative_decode(target, dp, prompt,
+                                          {.max_new_tokens = 10, .draft_length = 3}, greedy);
+        CHECK(r.tokens == std::vector<token_id>(g.begin(), g.begin() + 10));
+        CHECK(target.last_slots == std::vector<std::uint32_t>{0});
+        CHECK(draft.last_slots == std::vector<std::uint32_t>{1});
+        CHECK(r.stats.draft_calls == draft.calls);
+    }
+    SECTION("stop conditions: callback, stop sequence, empty target distribution") {
+        ngram_proposer ng{};
+        std::vector<token_id> streamed;
+        const auto r =
+            speculative_decode(target, ng, prompt, {.max_new_tokens = 10}, greedy, [&](token_id t) {
+                streamed.push_back(t);
+                return streamed.size() < 3;
+            });
+        CHECK(r.tokens.size() == 3);
+        CHECK(streamed == r.tokens);
+        CHECK(r.stop == speculative_stop::callback);
+        const auto r2 = speculative_decode(
+            target, ng, prompt, {.max_new_tokens = 10, .stop_sequences = {{g[2], g[3]}}}, greedy);
+        CHECK(r2.tokens == std::vector<token_id>(g.begin(), g.begin() + 4));
+        CHECK(r2.stop == speculative_stop::stop_sequence);
+        toy_model dead(tc);
+        dead.set_logits_function([](std::span<const token_id>, std::span<float> out) {
+            for (auto& v : out) v = -INFINITY;
+        });
+        const auto r3 = speculative_decode(dead, ng, prompt, {.max_new_tokens = 4}, greedy);
+        CHECK(r3.tokens.empty());
+        CHECK(r3.stop == speculative_stop::no_token);
+    }
+    SECTION("reruns reproduce; a different seed differs") {
+        toy_model draft = toy_model::draft_of(tc, 1.f);
+        basic_processing proc{};
+        draft_model_proposer dp(draft, proc, {.mode = draft_mode::sample});
+        const speculative_params sp{.max_new_tokens = 30, .seed = 99, .draft_length = 3};
+        const auto a = speculative_decode(target, dp, prompt, sp, proc);
+        const auto b = speculative_decode(target, dp, prompt, sp, proc);
+        CHECK(a.tokens == b.tokens);
+        speculative_params sp2 = sp;
+        sp2.seed = 100;
+        CHECK(speculative_decode(target, dp, prompt, sp2, proc).tokens != a.tokens);
+    }
+#if DECODEKIT_EXCEPTIONS
+    SECTION("bad input is rejected clearly") {
+        toy_model big(toy_model_config{.vocab_size = V + 2});
+        draft_model_proposer dp(big, greedy);
+        try {
+            speculative_decode(target, dp, prompt, {}, greedy);
+            FAIL("vocabulary mismatch not detected");
+        } catch (const config_error& e) {
+            const std::string m = e.what();
+            CHECK(m.find("vocabulary mismatch") != std::string::npos);
+            CHECK(m.find("10") != std::string::npos);
+            CHECK(m.find("8") != std::string::npos);
+        }
+        ngram_proposer ng{};
+        REQUIRE_THROWS_AS(speculative_decode(target, ng, std::vector<token_id>{}, {}, greedy),
+                          config_error);
+        CHECK(error_of([] {
+                  speculative_params{.draft_length = 9}.validate();
+              }).find("draft_length") != std::string::npos);
+        CHECK(error_of([] {
+                  speculative_params{.min_draft_length = 5, .max_draft_length = 3}.validate();
+              }).find("min_draft_length") != std::string::npos);
+        REQUIRE_THROWS_AS(early_exit_proposer(target, 9, greedy), config_error);
+        REQUIRE_THROWS_AS((ngram_proposer{.min_n = 0}.validate()), config_error);
+        sampler mir(sampling_params{.mirostat = true}, V);
+        CHECK(error_of([&] { sampler_processing sp(mir); }).find("mirostat") != std::string::npos);
+    }
+#endif
+}
