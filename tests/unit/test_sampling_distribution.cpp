@@ -303,3 +303,34 @@ TEST_CASE("draw(distribution, stream) matches sample() on truncated pipelines",
     // the same key gives the same token; another key a different stream
     CHECK(s.sample(x, 1, 2).token == s.sample(x, 1, 2).token);
 }
+
+TEST_CASE("full-row top-p: heavy tails take the safe threshold and still give the exact nucleus",
+          "[sampling][top_p]") {
+    // 10 heads at 0 and a long tail at -9 (ties by id): the first threshold guess misses mass,
+    // the safe one keeps the nucleus. Reference: sort everything in double.
+    for (const float tail : {-9.f, -3.f, -20.f}) {
+        std::vector<float> x(20000, tail);
+        for (std::size_t i = 0; i < 10; ++i) x[i * 1999] = 0.f;
+        const double wt = std::exp(double(tail));
+        const double z = 10 + 19990 * wt;
+        sampler s({.top_p = 0.95f}, x.size());
+        const auto d = s.distribution(x);
+        // expected: 10 heads, then tail tokens in id order while the mass before is < 0.95
+        double before = 10 / z;
+        std::size_t n_tail = 0;
+        while (n_tail < 19990 && before < double(0.95f)) {
+            before += wt / z;
+            ++n_tail;
+        }
+        if (before < double(0.95f)) n_tail = 19990;
+        INFO("tail " << tail);
+        REQUIRE(d.size() == 10 + n_tail);
+        for (std::size_t i = 0; i < 10; ++i) CHECK(d.tokens[i] == token_id(i * 1999));
+        const double kept = 10 + double(n_tail) * wt;
+        CHECK(near(d.probs[0], 1 / kept));
+        if (n_tail > 0) {
+            CHECK(d.tokens[10] == 1);  // lowest id of the tail
+            CHECK(near(d.probs[10], wt / kept));
+        }
+    }
+}

@@ -482,14 +482,14 @@ private:
 
     void step_top_p(std::span<const float> x) noexcept {
         const float p = params_.top_p;
+        double total = -1;  // normaliser of the set top-p applies to
         if (full_) {
-            kernels::top_p(x, p, t_, params_.min_keep, cand_);
-            full_ = false;
-            sorted_flag_ = true;
-            return;
+            total = nucleus_candidates(x, p);
+            if (full_) return;  // nothing valid: leave it to the draw
         }
         sort_cand();
-        const double s = fill_weights();
+        const double cand_sum = fill_weights();
+        const double s = total > 0 ? total : cand_sum;
         if (!(s > 0)) return;
         const std::size_t keep_at_least = std::max<std::size_t>(1, params_.min_keep);
         double before = 0;
@@ -499,6 +499,37 @@ private:
             ++n;
         }
         cand_.resize(n);
+    }
+
+    /// Full-row top-p, first half: one exp pass for the normaliser S, then a threshold filter
+    /// whose survivors provably contain the nucleus: either their mass already reaches p
+    /// (checked on the survivors only), or the safe threshold w >= (1 - p) S / V (the excluded
+    /// entries then hold at most 1 - p). Leaves cand_ holding a superset of the nucleus (at
+    /// least min_keep entries); step_top_p() then cuts it exactly.
+    /// Returns S (weights relative to the row max), or -1 when it leaves cand_ = every valid
+    /// entry or the +inf entries (then the survivors' own sum is the normaliser).
+    double nucleus_candidates(std::span<const float> x, float p) noexcept {
+        const auto st = kernels::exp_sum(x, t_);
+        const float m = st.max;
+        if (!(m > -detail::f_inf) || !(st.sum > 0)) return -1;
+        full_ = false;
+        sorted_flag_ = false;
+        if (m == detail::f_inf) {
+            kernels::filter_at_least(x, m, cand_);
+            return -1;
+        }
+        const double s = st.sum;
+        const double tail = std::max(1.0 - double(p), 1e-12);
+        // first guess: as if at most 4096 entries were left out; then the safe bound
+        for (double w : {tail * s / 4096.0, tail * s / double(vocab_)}) {
+            const float thr = float(double(m) + double(t_) * std::log(std::min(w, 1.0)));
+            kernels::filter_at_least(x, std::nextafter(thr, -detail::f_inf), cand_);
+            double mass = 0;
+            for (float v : cand_.logits()) mass += detail::cand_weight(v, m, t_);
+            if (mass >= double(p) * s * (1.0 + 1e-6) && cand_.size() >= params_.min_keep) return s;
+        }
+        materialise(x);  // rounding corner cases, tiny rows: every valid entry
+        return -1;
     }
 
     void step_min_p(std::span<const float> x) noexcept {
