@@ -1,0 +1,208 @@
+/// \file fuzz/fuzz_processors.cpp
+/// Every logits processor with arbitrary token histories and lists (ids negative, == V, huge;
+/// long histories; tiny workspaces), arbitrary rows (NaN, +-inf) and arbitrary valid parameters.
+/// Oracles: naive re-implementations (bias, bans, allowed set, min length, no-repeat-ngram,
+/// banned sequences), the documented special-value rules and workspace post-conditions
+/// (penalties, DRY). A mismatch aborts. Input: [processor][vocab][row][history][arguments].
+
+#include <decodekit/decodekit.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <set>
+#include <span>
+#include <vector>
+
+#include "fuzz_common.hpp"
+
+namespace dk = decodekit;
+using dk::token_id;
+using dk_fuzz::inf;
+
+namespace {
+
+bool same(float a, float b) { return (std::isnan(a) && std::isnan(b)) || a == b; }
+bool valid_id(token_id t, std::size_t v) { return t >= 0 && std::size_t(t) < v; }
+
+void check_rows(std::span<const float> got, std::span<const float> want, const char* what) {
+    for (std::size_t i = 0; i < got.size(); ++i)
+        DK_FUZZ_CHECK(same(got[i], want[i]), "%s: logit[%zu] %g, naive %g", what, i, got[i],
+                      want[i]);
+}
+
+/// Repeats `h` up to `n` tokens (long histories from short inputs).
+void stretch(std::vector<token_id>& h, std::size_t n) {
+    if (h.empty()) return;
+    const std::size_t n0 = h.size();
+    for (std::size_t i = n0; i < n; ++i) h.push_back(h[i % n0]);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    FuzzedDataProvider in(data, size);
+    const int which = in.ConsumeIntegralInRange<int>(0, 7);
+    std::size_t vocab = in.ConsumeIntegralInRange<std::size_t>(0, 64);
+    if (in.ConsumeIntegralInRange<int>(0, 15) == 0)
+        vocab = in.ConsumeIntegralInRange<std::size_t>(0, 140000);
+    std::vector<float> row;
+    dk_fuzz::fill_row(in, row, std::min<std::size_t>(vocab, 64),
+                      in.ConsumeIntegralInRange<int>(0, 2));
+    row.resize(vocab, 0.5f);
+    std::vector<token_id> history = dk_fuzz::consume_tokens(in, vocab, 96);
+    if (in.ConsumeIntegralInRange<int>(0, 7) == 0)
+        stretch(history, in.ConsumeIntegralInRange<std::size_t>(0, 20000));
+    const std::vector<float> before = row;
+    std::span<float> x(row);
+
+    switch (which) {
+        case 0: {  // repetition / frequency / presence penalties
+            dk::penalty_params p;
+            p.repetition = in.ConsumeBool() ? 1.f : dk_fuzz::consume_param(in, 1e-3f, 10.f);
+            p.frequency = in.ConsumeBool() ? 0.f : dk_fuzz::consume_param(in, -4.f, 4.f);
+            p.presence = in.ConsumeBool() ? 0.f : dk_fuzz::consume_param(in, -4.f, 4.f);
+            p.repetition_scope = dk::penalty_scope(in.ConsumeIntegralInRange<int>(0, 3));
+            p.frequency_scope = dk::penalty_scope(in.ConsumeIntegralInRange<int>(0, 3));
+            p.last_n = in.ConsumeIntegralInRange<std::size_t>(0, 200);
+            const std::size_t prompt_length =
+                in.ConsumeIntegralInRange<std::size_t>(0, history.size() + 3);
+            if (p.check()) break;  // invalid parameters are rejected by check(), never applied
+            dk::penalty_workspace ws(vocab + in.ConsumeIntegralInRange<std::size_t>(0, 3));
+            dk::apply_penalties(x, history, prompt_length, p, ws);
+            for (std::uint32_t c : ws.counts) DK_FUZZ_CHECK(c == 0, "penalty workspace not reset");
+            std::vector<char> in_history(vocab, 0);
+            for (token_id t : history)
+                if (valid_id(t, vocab)) in_history[std::size_t(t)] = 1;
+            for (std::size_t i = 0; i < vocab; ++i) {
+                if (!in_history[i])
+                    DK_FUZZ_CHECK(same(x[i], before[i]), "penalty touched id %zu not in history",
+                                  i);
+                if (std::isnan(before[i]) || std::isinf(before[i]))
+                    DK_FUZZ_CHECK(same(x[i], before[i]),
+                                  "penalties changed special value %g into %g (id %zu; rep %g freq "
+                                  "%g pres %g)",
+                                  before[i], x[i], i, p.repetition, p.frequency, p.presence);
+                else
+                    DK_FUZZ_CHECK(!std::isnan(x[i]), "penalties made NaN from %g", before[i]);
+            }
+            break;
+        }
+        case 1: {  // DRY
+            dk::dry_params p;
+            p.multiplier = dk_fuzz::consume_param(in, 0.f, 4.f);
+            p.base = dk_fuzz::consume_param(in, 1.f, 4.f);
+            p.allowed_length = in.ConsumeIntegralInRange<std::size_t>(0, 6);
+            p.penalty_last_n = in.ConsumeIntegralInRange<std::size_t>(0, 300);
+            const std::size_t nb = in.ConsumeIntegralInRange<std::size_t>(0, 4);
+            for (std::size_t i = 0; i < nb; ++i)
+                p.sequence_breakers.push_back(dk_fuzz::consume_token(in, vocab));
+            if (p.check()) break;
+            const std::size_t max_history =
+                in.ConsumeBool() ? 0 : in.ConsumeIntegralInRange<std::size_t>(1, 64);
+            dk::dry_workspace ws(vocab + in.ConsumeIntegralInRange<std::size_t>(0, 3), max_history);
+            dk::apply_dry(x, history, p, ws);
+            for (std::uint32_t c : ws.max_repeat) DK_FUZZ_CHECK(c == 0, "dry max_repeat not reset");
+            for (std::uint8_t c : ws.is_breaker) DK_FUZZ_CHECK(c == 0, "dry is_breaker not reset");
+            for (std::size_t i = 0; i < vocab; ++i) {
+                if (!std::isfinite(before[i])) {
+                    DK_FUZZ_CHECK(same(x[i], before[i]), "dry changed special value %g", before[i]);
+                } else {
+                    DK_FUZZ_CHECK(std::isfinite(x[i]) && x[i] <= before[i],
+                                  "dry made %g from finite %g (id %zu)", x[i], before[i], i);
+                }
+            }
+            break;
+        }
+        case 2: {  // logit bias
+            const std::size_t n = in.ConsumeIntegralInRange<std::size_t>(0, 12);
+            std::vector<dk::logit_bias> biases;
+            for (std::size_t i = 0; i < n; ++i)
+                biases.push_back(
+                    {dk_fuzz::consume_token(in, vocab), dk_fuzz::consume_param(in, -10.f, 10.f)});
+            dk::apply_logit_bias(x, biases);
+            std::vector<float> want = before;
+            for (const auto& b : biases) {
+                if (!valid_id(b.token, vocab) || std::isnan(b.bias)) continue;
+                float& v = want[std::size_t(b.token)];
+                if (std::isnan(v) || v == -inf) continue;
+                v = b.bias == -inf ? -inf : v + b.bias;
+            }
+            check_rows(x, want, "logit_bias");
+            break;
+        }
+        case 3: {  // banned tokens
+            const auto banned = dk_fuzz::consume_tokens(in, vocab, 40);
+            dk::apply_banned_tokens(x, banned);
+            std::vector<float> want = before;
+            for (token_id t : banned)
+                if (valid_id(t, vocab)) want[std::size_t(t)] = -inf;
+            check_rows(x, want, "banned_tokens");
+            break;
+        }
+        case 4: {  // allowed set (small list path and >256 bitmask path)
+            auto allowed = dk_fuzz::consume_tokens(in, vocab, 64);
+            if (in.ConsumeBool()) {
+                const std::size_t extra = in.ConsumeIntegralInRange<std::size_t>(0, 600);
+                for (std::size_t i = 0; i < extra; ++i)
+                    allowed.push_back(token_id((i * 7919u + 13u) % (vocab + 2)) - 1);
+            }
+            dk::apply_allowed_tokens(x, allowed);
+            std::vector<float> want = before;
+            if (!allowed.empty()) {
+                std::vector<char> ok(vocab, 0);
+                for (token_id t : allowed)
+                    if (valid_id(t, vocab)) ok[std::size_t(t)] = 1;
+                for (std::size_t i = 0; i < vocab; ++i)
+                    if (!ok[i]) want[i] = -inf;
+            }
+            check_rows(x, want, "allowed_tokens");
+            break;
+        }
+        case 5: {  // min length
+            const auto eos = dk_fuzz::consume_tokens(in, vocab, 6);
+            const std::size_t generated = in.ConsumeIntegralInRange<std::size_t>(0, 10);
+            const std::size_t min_new = in.ConsumeIntegralInRange<std::size_t>(0, 10);
+            dk::apply_min_length(x, generated, min_new, eos);
+            std::vector<float> want = before;
+            if (generated < min_new)
+                for (token_id t : eos)
+                    if (valid_id(t, vocab)) want[std::size_t(t)] = -inf;
+            check_rows(x, want, "min_length");
+            break;
+        }
+        case 6: {  // no-repeat-ngram
+            const std::size_t n = in.ConsumeIntegralInRange<std::size_t>(0, 6);
+            if (history.size() > 3000) history.resize(3000);  // the naive oracle is O(N n log N)
+            dk::apply_no_repeat_ngram(x, history, n);
+            std::vector<float> want = before;
+            if (n > 0 && history.size() >= n) {
+                const std::vector<token_id> tail(history.end() - std::ptrdiff_t(n - 1),
+                                                 history.end());
+                for (std::size_t i = 0; i + n <= history.size(); ++i)
+                    if (std::equal(tail.begin(), tail.end(), history.begin() + std::ptrdiff_t(i)) &&
+                        valid_id(history[i + n - 1], vocab))
+                        want[std::size_t(history[i + n - 1])] = -inf;
+            }
+            check_rows(x, want, "no_repeat_ngram");
+            break;
+        }
+        case 7: {  // banned sequences
+            std::vector<std::vector<token_id>> seqs(in.ConsumeIntegralInRange<std::size_t>(0, 5));
+            for (auto& s : seqs) s = dk_fuzz::consume_tokens(in, vocab, 5);
+            dk::apply_banned_sequences(x, history, seqs);
+            std::vector<float> want = before;
+            for (const auto& s : seqs) {
+                if (s.empty() || s.size() - 1 > history.size()) continue;
+                if (std::equal(s.begin(), s.end() - 1,
+                               history.end() - std::ptrdiff_t(s.size() - 1)) &&
+                    valid_id(s.back(), vocab))
+                    want[std::size_t(s.back())] = -inf;
+            }
+            check_rows(x, want, "banned_sequences");
+            break;
+        }
+    }
+    return 0;
+}
