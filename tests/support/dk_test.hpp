@@ -14,10 +14,14 @@
 
 #include "dk_stats.hpp"
 
-// Catch2 3 moved Approx into Catch::Approx (Catch2 2 has it at both places) and matchers into
-// Catch::Matchers; these names work with both.
+// The scalar Approx is Catch::Detail::Approx in Catch2 2 and Catch::Approx in Catch2 3
+// (where Catch::Approx in Catch2 2 is the vector matcher): dk_test::Approx works with both.
 namespace dk_test {
+#if DK_CATCH_VERSION == 3
 using Catch::Approx;
+#else
+using Catch::Detail::Approx;
+#endif
 }  // namespace dk_test
 
 // Tests that need exceptions (REQUIRE_THROWS...) are compiled only when they are enabled.
