@@ -220,7 +220,7 @@ TEST_CASE("greedy speculative output equals plain greedy output, for every propo
         target.reset_counters();
         const auto r = speculative_decode(target, proposer, prompt, params, greedy);
         CHECK(r.tokens == expected);
-        CHECK(r.stop == speculative_stop::max_new_tokens);
+        CHECK(r.reason == stop_reason::max_new_tokens);
         check_stats(r, target, self_draft);
         return r;
     };
@@ -263,6 +263,16 @@ TEST_CASE("greedy speculative output equals plain greedy output, for every propo
         const auto r =
             speculative_decode(target, dp, prompt, {.max_new_tokens = n, .draft_length = 3}, tp);
         CHECK(r.tokens == expected);
+        const auto gen = generate(
+            target, prompt, generate_params{.sampling = {.temperature = 0.f}, .max_new_tokens = n});
+        CHECK(gen.tokens == expected);
+        // statistics in generate()'s shape
+        const generation_stats gs = r.stats.as_generation_stats();
+        CHECK(gs.generated_tokens == n);
+        CHECK(gs.model_calls == r.stats.target_calls);
+        CHECK(gs.acceptance_rate() == r.stats.acceptance_rate());
+        CHECK(std::fabs(gs.tokens_per_model_call - r.stats.mean_tokens_per_target_call()) < 1e-12);
+        CHECK(gs.prompt_tokens == prompt.size());
     }
 }
 
@@ -279,11 +289,23 @@ TEST_CASE("speculative_decode edge cases", "[speculative]") {
         const auto r =
             speculative_decode(target, fp, prompt,
                                {.max_new_tokens = 10, .eos_ids = {eos}, .draft_length = 4}, greedy);
-        REQUIRE(r.tokens == std::vector<token_id>{g[0], g[1]});
-        CHECK(r.stop == speculative_stop::eos);
-        CHECK(r.stats.accepted == 2);
-        CHECK(r.stats.emitted == 2);
-        CHECK(r.stats.target_calls == 1);
+        std::vector<token_id> streamed;
+        const auto r2 = speculative_decode(
+            target, fp, prompt, {.max_new_tokens = 10, .eos_ids = {eos}, .draft_length = 4}, greedy,
+            [&](token_id t) { streamed.push_back(t); });
+        REQUIRE(r2.tokens == std::vector<token_id>{g[0]});  // as generate(): EOS not appended
+        CHECK(streamed == r2.tokens);                       // nor streamed
+        CHECK(r2.reason == stop_reason::eos);
+        CHECK(r2.stats.accepted == 2);  // the EOS draft was accepted
+        CHECK(r2.stats.emitted == 1);
+        CHECK(r2.stats.target_calls == 1);
+        // generate() agrees
+        const auto gen =
+            generate(target, prompt,
+                     generate_params{
+                         .sampling = {.temperature = 0.f}, .max_new_tokens = 10, .eos_ids = {eos}});
+        CHECK(gen.tokens == r2.tokens);
+        CHECK(gen.reason == r2.reason);
     }
     SECTION("the draft proposes EOS and the target rejects it") {
         const token_id eos = token_id((g[0] + 1) % V);
@@ -319,7 +341,7 @@ TEST_CASE("speculative_decode edge cases", "[speculative]") {
         CHECK(r.tokens == std::vector<token_id>(g.begin(), g.begin() + 3));
         CHECK(r.stats.drafted == 2);
         CHECK(r.stats.target_calls == 1);
-        CHECK(r.stop == speculative_stop::max_new_tokens);
+        CHECK(r.reason == stop_reason::max_new_tokens);
         CHECK(target.positions == 3);  // n_last = drafts + 1
         const auto r0 = speculative_decode(target, fp, prompt, {.max_new_tokens = 0}, greedy);
         CHECK(r0.tokens.empty());
@@ -361,18 +383,28 @@ TEST_CASE("speculative_decode edge cases", "[speculative]") {
             });
         CHECK(r.tokens.size() == 3);
         CHECK(streamed == r.tokens);
-        CHECK(r.stop == speculative_stop::callback);
+        std::vector<token_event> events;
+        basic_processing proc{};
+        const auto re = speculative_decode(target, ng, prompt, {.max_new_tokens = 6}, proc,
+                                           [&](const token_event& e) { events.push_back(e); });
+        REQUIRE(events.size() == re.tokens.size());
+        for (std::size_t i = 0; i < events.size(); ++i) {
+            CHECK(events[i].index == i);
+            CHECK(events[i].token == re.tokens[i]);
+            CHECK(events[i].logprob < 0.f);
+        }
+        CHECK(r.reason == stop_reason::callback);
         const auto r2 = speculative_decode(
             target, ng, prompt, {.max_new_tokens = 10, .stop_sequences = {{g[2], g[3]}}}, greedy);
         CHECK(r2.tokens == std::vector<token_id>(g.begin(), g.begin() + 4));
-        CHECK(r2.stop == speculative_stop::stop_sequence);
+        CHECK(r2.reason == stop_reason::stop_sequence);
         toy_model dead(tc);
         dead.set_logits_function([](std::span<const token_id>, std::span<float> out) {
             for (auto& v : out) v = -INFINITY;
         });
         const auto r3 = speculative_decode(dead, ng, prompt, {.max_new_tokens = 4}, greedy);
         CHECK(r3.tokens.empty());
-        CHECK(r3.stop == speculative_stop::no_token);
+        CHECK(r3.reason == stop_reason::no_valid_token);
     }
     SECTION("reruns reproduce; a different seed differs") {
         toy_model draft = toy_model::draft_of(tc, 1.f);

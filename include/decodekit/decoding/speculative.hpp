@@ -45,6 +45,7 @@
 
 #include <decodekit/config.hpp>
 #include <decodekit/error.hpp>
+#include <decodekit/generate.hpp>
 #include <decodekit/model.hpp>
 #include <decodekit/random.hpp>
 #include <decodekit/types.hpp>
@@ -474,19 +475,10 @@ concept draft_proposer = requires(P& p, const draft_request& r, draft_buffer& ou
 // ------------------------------------------------------------------------------------------------
 // The loop
 
-/// Why speculative_decode stopped.
-enum class speculative_stop : std::uint8_t {
-    max_new_tokens,  ///< the budget is used up
-    eos,             ///< an EOS id was emitted (it is the last output token)
-    stop_sequence,   ///< the output ends with a stop sequence (kept in the output)
-    callback,        ///< the streaming callback returned false
-    no_token,        ///< the target distribution was empty (all logits NaN / -inf)
-};
-
 /// Parameters of speculative_decode.
 struct speculative_params {
     std::size_t max_new_tokens = 64;  ///< never emits more
-    std::vector<token_id> eos_ids;    ///< emitting one ends the output (it is included)
+    std::vector<token_id> eos_ids;    ///< drawing one ends the output (EOS is not appended)
     std::vector<std::vector<token_id>> stop_sequences;  ///< output ending with one stops
     std::uint64_t seed = 0;
     std::uint64_t sequence = 0;  ///< rng key sequence id
@@ -528,8 +520,10 @@ struct speculative_stats {
     std::size_t emitted = 0;               ///< tokens emitted (accepted + residual/bonus)
     std::vector<std::size_t> drafted_at;   ///< [i]: drafts verified at draft position i
     std::vector<std::size_t> accepted_at;  ///< [i]: drafts accepted at draft position i
-    double seconds = 0;                    ///< wall-clock time of the run
-    double time_to_first_token = 0;        ///< seconds until the first emitted token
+    std::size_t prompt_tokens = 0;
+    std::size_t target_rows = 0;     ///< logits rows the target computed
+    double seconds = 0;              ///< wall-clock time of the run
+    double time_to_first_token = 0;  ///< seconds until the first emitted token
 
     /// accepted / drafted (0 when nothing was drafted).
     double acceptance_rate() const noexcept {
@@ -551,46 +545,51 @@ struct speculative_stats {
     }
     /// Emitted tokens per second.
     double tokens_per_second() const noexcept { return seconds > 0 ? emitted / seconds : 0.0; }
+
+    /// The same run as generate()'s generation_stats (model_calls / model_rows are the target's;
+    /// drafted_tokens = verified drafts, so acceptance_rate() agrees).
+    generation_stats as_generation_stats() const {
+        generation_stats g;
+        g.prompt_tokens = prompt_tokens;
+        g.generated_tokens = emitted;
+        g.model_calls = target_calls;
+        g.model_rows = target_rows;
+        g.time_to_first_token = time_to_first_token;
+        g.total_time = seconds;
+        g.draft_calls = draft_calls;
+        g.drafted_tokens = drafted;
+        g.accepted_tokens = accepted;
+        for (std::size_t i = 0; i < drafted_at.size() && drafted_at[i]; ++i)
+            g.acceptance_by_position.push_back(acceptance_rate_at(i));
+        g.finish();
+        return g;
+    }
 };
 
 /// Output of speculative_decode.
 struct speculative_result {
-    std::vector<token_id> tokens;  ///< generated tokens (prompt excluded)
-    speculative_stop stop = speculative_stop::max_new_tokens;
+    std::vector<token_id> tokens;  ///< generated tokens (prompt and EOS excluded)
+    stop_reason reason = stop_reason::max_new_tokens;
     speculative_stats stats;
 };
 
-namespace detail {
-struct no_callback {
-    bool operator()(token_id) const noexcept { return true; }
-};
-template <class F>
-bool call_on_token(F& f, token_id t) {
-    if constexpr (std::is_void_v<std::invoke_result_t<F&, token_id>>) {
-        f(t);
-        return true;
-    } else {
-        return bool(f(t));
-    }
-}
-inline bool ends_with(std::span<const token_id> out, std::span<const token_id> s) noexcept {
-    return s.size() <= out.size() &&
-           std::equal(s.begin(), s.end(), out.end() - std::ptrdiff_t(s.size()));
-}
-}  // namespace detail
-
 /// Generates up to params.max_new_tokens tokens after `prompt` with speculative decoding:
 /// each round the proposer drafts gamma tokens, ONE target call returns the logits of the
-/// gamma + 1 positions, and params.rule verifies them (see the file comment). Stops at an EOS id,
-/// a stop sequence, the budget or when on_token(token) returns false.
+/// gamma + 1 positions, and params.rule verifies them (see the file comment). Stop conditions as
+/// generate(): an EOS id (not appended, not streamed; an accepted EOS ends the round, no bonus),
+/// a stop sequence completed by generated tokens (kept), the budget (drafts are truncated to the
+/// remaining budget minus one), on_token returning false (token kept), or a target distribution
+/// with no token (reason no_valid_token). on_token takes a token_event or a token_id, returning
+/// bool (false = stop) or void; token_event::logprob is log p(token) under the processed target
+/// distribution (0 with greedy verification).
 /// \pre prompt non-empty (raises otherwise); the proposer's vocab_size(), when it has one, equals
 /// the target's (raises otherwise, naming both).
 template <language_model Target, draft_proposer Proposer, distribution_processing Processing,
-          class OnToken = detail::no_callback>
+          class OnToken = detail::no_stream>
 speculative_result speculative_decode(Target& target, Proposer& proposer,
                                       std::span<const token_id> prompt,
                                       const speculative_params& params, Processing& processing,
-                                      OnToken on_token = {}) {
+                                      OnToken&& on_token = {}) {
     params.validate();
     const std::size_t V = std::size_t(target.vocab_size());
     if (prompt.empty()) raise("speculative_decode: the prompt must be non-empty");
@@ -618,33 +617,40 @@ speculative_result speculative_decode(Target& target, Proposer& proposer,
     st.drafted_at.assign(params.max_draft_length, 0);
     st.accepted_at.assign(params.max_draft_length, 0);
     bool first = true;
+    st.prompt_tokens = prompt.size();
 
-    // Emits one token; returns false when generation must stop (res.stop set).
-    auto emit = [&](token_id t) -> bool {
-        ctx.push_back(t);
-        res.tokens.push_back(t);
-        ++st.emitted;
+    // Emits one token; returns false when generation must stop (res.reason set).
+    auto emit = [&](token_id t, double prob) -> bool {
         if (first) {
             st.time_to_first_token = std::chrono::duration<double>(clock::now() - t0).count();
             first = false;
         }
-        if constexpr (requires { processing.commit(t); }) processing.commit(t);
-        const bool go_on = detail::call_on_token(on_token, t);
         if (std::find(params.eos_ids.begin(), params.eos_ids.end(), t) != params.eos_ids.end()) {
-            res.stop = speculative_stop::eos;
+            res.reason = stop_reason::eos;
             return false;
         }
-        for (const auto& s : params.stop_sequences)
-            if (detail::ends_with(res.tokens, s)) {
-                res.stop = speculative_stop::stop_sequence;
-                return false;
-            }
+        ctx.push_back(t);
+        res.tokens.push_back(t);
+        ++st.emitted;
+        if constexpr (requires { processing.commit(t); }) processing.commit(t);
+        const float lp =
+            params.rule == verification::greedy || !(prob > 0) ? 0.f : float(std::log(prob));
+        const bool go_on = detail::call_stream(on_token, token_event{t, res.tokens.size() - 1, lp});
+        if (std::any_of(params.stop_sequences.begin(), params.stop_sequences.end(),
+                        [&](const std::vector<token_id>& q) {
+                            return q.size() <= res.tokens.size() &&
+                                   std::equal(q.begin(), q.end(),
+                                              res.tokens.end() - std::ptrdiff_t(q.size()));
+                        })) {
+            res.reason = stop_reason::stop_sequence;
+            return false;
+        }
         if (!go_on) {
-            res.stop = speculative_stop::callback;
+            res.reason = stop_reason::callback;
             return false;
         }
         if (res.tokens.size() >= params.max_new_tokens) {
-            res.stop = speculative_stop::max_new_tokens;
+            res.reason = stop_reason::max_new_tokens;
             return false;
         }
         return true;
@@ -670,6 +676,7 @@ speculative_result speculative_decode(Target& target, Proposer& proposer,
         target.logits(std::span<const sequence_request>(&request, 1),
                       std::span<float>(rows.data(), (g + 1) * V));
         ++st.target_calls;
+        st.target_rows += g + 1;
         ++st.rounds;
         const std::size_t emitted_before = res.tokens.size();
         ctx.resize(base);  // from here ctx holds prompt + emitted tokens only
@@ -701,15 +708,15 @@ speculative_result speculative_decode(Target& target, Proposer& proposer,
                 ++st.accepted;
                 ++st.accepted_at[i];
                 ++accepted_round;
-                running = emit(x);
+                running = emit(x, detail::prob_of(p, x));
                 continue;
             }
             all_accepted = false;
             if (v.token < 0) {
-                res.stop = speculative_stop::no_token;
+                res.reason = stop_reason::no_valid_token;
                 running = false;
             } else {
-                running = emit(v.token);
+                running = emit(v.token, detail::prob_of(p, v.token));
             }
             break;
         }
@@ -722,10 +729,10 @@ speculative_result speculative_decode(Target& target, Proposer& proposer,
                                    ? detail::argmax(p)
                                    : draw_from(p, rng_key{params.seed, params.sequence, n0 + g});
             if (y < 0) {
-                res.stop = speculative_stop::no_token;
+                res.reason = stop_reason::no_valid_token;
                 running = false;
             } else {
-                running = emit(y);
+                running = emit(y, detail::prob_of(p, y));
             }
         }
         if constexpr (requires { proposer.commit(std::span<const token_id>{}); })
