@@ -2,6 +2,13 @@
 // decodekit's decoding strategies, printing the text and a statistics table (or JSON).
 // Run `decodekit-demo --help` for the options.
 #include <decodekit/decodekit.hpp>
+#include <decodekit/decoding/beam_search.hpp>
+#include <decodekit/decoding/contrastive.hpp>
+#include <decodekit/decoding/dola.hpp>
+#include <decodekit/decoding/proposers.hpp>
+#include <decodekit/decoding/speculative.hpp>
+#include <decodekit/generate.hpp>
+#include <decodekit/sampling/sampler.hpp>
 #include <llama2/llama2.hpp>
 
 #include <unistd.h>
@@ -31,6 +38,7 @@ struct options {
     float top_p = 0.95f;
     float min_p = 0.05f;
     int beams = 4;
+    int draft_layer = -1;  // early-exit layer of the speculative self-draft (-1: n_layers - 1)
     bool json = false;
 };
 
@@ -52,6 +60,7 @@ void usage(std::FILE* f) {
         "  --top-p P            sampling top-p, 1 = off (default 0.95)\n"
         "  --min-p P            sampling min-p, 0 = off (default 0.05)\n"
         "  --beams N            beam width (default 4)\n"
+        "  --draft-layer L      speculative: early-exit self-draft layer (default n_layers - 1)\n"
         "  --json               one JSON object per strategy: strategy, text, tokens, stats\n"
         "  --help               this text\n",
         f);
@@ -115,6 +124,8 @@ int parse_args(int argc, char** argv, options& o) {
             ok = parse_float(v, 0.f, 1.f, o.min_p);
         else if (a == "--beams")
             ok = parse_int(v, 1, 64, n), o.beams = int(n);
+        else if (a == "--draft-layer")
+            ok = parse_int(v, 0, 1 << 10, n), o.draft_layer = int(n);
         else {
             std::fprintf(stderr, "decodekit-demo: unknown option %s (see --help)\n", a.c_str());
             return 1;
@@ -168,77 +179,21 @@ double seconds_since(clock_type::time_point t0) {
 
 bool is_stop(token_id t) { return t == dk_llama2::bos_id || t == dk_llama2::eos_id; }
 
-// Greedy / sampled decoding: one cached model call per token.
-template <class Pick>
-run_result decode_loop(const char* name, dk_llama2::model& m, const std::vector<token_id>& prompt,
-                       int max_new, Pick&& pick) {
+// A strategy run by a library function that returns its tokens at the end (beam, contrastive,
+// speculative): times it and reads the backend's counters.
+template <class F>
+run_result timed(const char* name, dk_llama2::model& m, F&& f) {
     run_result r;
     r.strategy = name;
     m.clear_cache();
     m.reset_counters();
-    std::vector<token_id> seq = prompt;
-    std::vector<float> logits(m.vocab_size());
     const auto t0 = clock_type::now();
-    double first = 0;
-    for (int step = 0; step < max_new; ++step) {
-        dk::sequence_request req{seq, 1, 0};
-        m.logits(std::span(&req, 1), logits);
-        const token_id next = pick(std::span<const float>(logits), seq, std::uint64_t(step));
-        if (step == 0) first = seconds_since(t0);
-        if (next < 0 || is_stop(next)) break;
-        seq.push_back(next);
-        r.tokens.push_back(next);
-    }
+    f(r);
     r.stats.total_s = seconds_since(t0);
-    r.stats.ttft_s = first;
     r.stats.model_calls = m.counters().calls;
     r.stats.tokens_forwarded = m.counters().tokens_forwarded;
     return r;
 }
-
-// Temperature, top-k, top-p, min-p then a draw, written plainly (until the library's sampler
-// replaces it).
-struct simple_sampler {
-    float temperature, top_p, min_p;
-    int top_k;
-    std::uint64_t seed;
-    std::vector<std::pair<float, token_id>> work;
-
-    token_id operator()(std::span<const float> logits, const std::vector<token_id>&,
-                        std::uint64_t step) {
-        if (temperature <= 0.f) return token_id(dk::kernels::argmax(logits));
-        work.clear();
-        for (std::size_t i = 0; i < logits.size(); ++i)
-            if (std::isfinite(logits[i])) work.emplace_back(logits[i], token_id(i));
-        if (work.empty()) return -1;
-        std::sort(work.begin(), work.end(), [](auto a, auto b) {
-            return a.first > b.first || (a.first == b.first && a.second < b.second);
-        });
-        if (top_k > 0 && std::size_t(top_k) < work.size()) work.resize(std::size_t(top_k));
-        const float mx = work[0].first;
-        double z = 0;
-        for (auto& w : work) z += std::exp(double(w.first - mx) / temperature);
-        double cum = 0;
-        std::size_t keep = 0;
-        for (auto& w : work) {
-            const double p = std::exp(double(w.first - mx) / temperature) / z;
-            if (keep > 0 && p < min_p * (1.0 / z)) break;
-            ++keep;
-            cum += p;
-            if (cum >= top_p) break;
-        }
-        work.resize(std::max<std::size_t>(keep, 1));
-        double zz = 0;
-        for (auto& w : work) zz += std::exp(double(w.first - mx) / temperature);
-        auto rng = dk::make_stream({seed, 0, step}, dk::rng_purpose::sample);
-        double u = rng.uniform() * zz;
-        for (auto& w : work) {
-            u -= std::exp(double(w.first - mx) / temperature);
-            if (u <= 0) return w.second;
-        }
-        return work.back().second;
-    }
-};
 
 // ------------------------------------------------------------------------------------------
 // Output.
@@ -394,13 +349,120 @@ int main(int argc, char** argv) {
     std::vector<run_result> results;
     for (const auto& s : strategies) {
         run_result r;
-        if (s == "greedy") {
-            r = decode_loop("greedy", m, prompt, max_new,
-                            [](std::span<const float> l, const std::vector<token_id>&,
-                               std::uint64_t) { return token_id(dk::kernels::argmax(l)); });
-        } else if (s == "sample") {
-            simple_sampler smp{o.temperature, o.top_p, o.min_p, o.top_k, o.seed, {}};
-            r = decode_loop("sample", m, prompt, max_new, smp);
+        if (s == "greedy" || s == "sample") {
+            if (max_new == 0) continue;
+            // decodekit::generate: one cached model call per token through decodekit::sampler
+            // (temperature 0 = greedy; sampling in llama.cpp order top-k, top-p, min-p,
+            // temperature).
+            dk::generate_params gp;
+            gp.max_new_tokens = std::size_t(max_new);
+            gp.eos_ids = {dk_llama2::bos_id, dk_llama2::eos_id};  // run.c stops at BOS too
+            if (s == "greedy") {
+                gp.sampling.temperature = 0.f;
+            } else {
+                gp.sampling.temperature = o.temperature;
+                gp.sampling.top_k = o.top_k;
+                gp.sampling.top_p = o.top_p;
+                gp.sampling.min_p = o.min_p;
+                gp.sampling.seed = o.seed;
+            }
+            if (auto problem = gp.check()) {
+                std::fprintf(stderr, "decodekit-demo: %s\n", problem->c_str());
+                return 2;
+            }
+            r = timed(s.c_str(), m, [&](run_result& rr) {
+                const auto res = dk::generate(m, prompt, gp);
+                rr.tokens = res.tokens;
+                rr.stats.ttft_s = res.stats.time_to_first_token;
+                if (s == "sample") {
+                    char note[160];
+                    std::snprintf(note, sizeof note,
+                                  "temperature %g, top-k %d, top-p %g, min-p %g, seed %llu",
+                                  double(o.temperature), o.top_k, double(o.top_p), double(o.min_p),
+                                  (unsigned long long)o.seed);
+                    rr.stats.note = note;
+                }
+            });
+        } else if (s == "beam") {
+            if (max_new == 0) continue;
+            r = timed("beam", m, [&](run_result& rr) {
+                dk::beam_search_params bp;
+                bp.num_beams = std::size_t(o.beams);
+                bp.max_new_tokens = std::size_t(max_new);
+                bp.eos_ids = {dk_llama2::bos_id, dk_llama2::eos_id};
+                const auto res = dk::beam_search(m, prompt, bp);
+                rr.tokens = res.hypotheses.front().tokens;
+                if (!rr.tokens.empty() && is_stop(rr.tokens.back())) rr.tokens.pop_back();
+                char note[128];
+                std::snprintf(note, sizeof note,
+                              "beam width %d, length penalty 1, score %.3f; %zu steps", o.beams,
+                              res.hypotheses.front().score, res.steps);
+                rr.stats.note = note;
+            });
+            r.stats.ttft_s = r.stats.total_s;  // the text is known only at the end
+        } else if (s == "contrastive") {
+            if (max_new == 0) continue;
+            r = timed("contrastive", m, [&](run_result& rr) {
+                dk::contrastive_params cp;
+                cp.top_k = 4;
+                cp.alpha = 0.6f;
+                cp.max_new_tokens = std::size_t(max_new);
+                cp.eos_ids = {dk_llama2::bos_id, dk_llama2::eos_id};
+                const auto res = dk::contrastive_search(m, prompt, cp);
+                rr.tokens = res.tokens;
+                if (!rr.tokens.empty() && is_stop(rr.tokens.back())) rr.tokens.pop_back();
+                rr.stats.note = "top-k 4, alpha 0.6";
+            });
+            r.stats.ttft_s = r.stats.total_s;
+        } else if (s == "dola") {
+            if (max_new == 0) continue;
+            r = timed("dola", m, [&](run_result& rr) {
+                dk::dola_params dp;
+                dp.layers = dk::dola_layer_set::high;
+                dp.tied_embeddings = m.cfg().shared_classifier;
+                dp.max_new_tokens = std::size_t(max_new);
+                dp.eos_ids = {dk_llama2::bos_id, dk_llama2::eos_id};
+                const auto res = dk::dola_decode(m, prompt, dp);
+                rr.tokens = res.tokens;
+                if (!rr.tokens.empty() && is_stop(rr.tokens.back())) rr.tokens.pop_back();
+                rr.stats.note =
+                    "premature layers: high range, relative top 0.1, repetition penalty 1.2, "
+                    "greedy";
+            });
+            r.stats.ttft_s = r.stats.total_s;
+        } else if (s == "speculative") {
+            if (max_new == 0) continue;
+            const int layer = o.draft_layer >= 0 ? o.draft_layer : int(m.num_layers()) - 1;
+            if (layer < 1 || std::size_t(layer) >= m.num_layers()) {
+                std::fprintf(stderr, "decodekit-demo: --draft-layer must be in [1, %zu)\n",
+                             m.num_layers());
+                return 2;
+            }
+            r = timed("speculative", m, [&](run_result& rr) {
+                // Greedy speculative decoding with the early-exit self-draft: the model read out at
+                // `layer` drafts (its slot runs only `layer` layers), the full model verifies.
+                dk::basic_processing greedy_proc{.temperature = 0.f};
+                dk::early_exit_proposer<dk_llama2::model> draft(m, layer, greedy_proc);
+                dk::speculative_params spp;
+                spp.max_new_tokens = std::size_t(max_new);
+                spp.eos_ids = {dk_llama2::bos_id, dk_llama2::eos_id};
+                spp.rule = dk::verification::greedy;
+                spp.draft_length = 4;
+                spp.adaptive = true;
+                const auto res = dk::speculative_decode(m, draft, prompt, spp, greedy_proc);
+                rr.tokens = res.tokens;
+                if (!rr.tokens.empty() && is_stop(rr.tokens.back())) rr.tokens.pop_back();
+                rr.stats.ttft_s = res.stats.time_to_first_token;
+                rr.stats.acceptance = res.stats.acceptance_rate();
+                char note[200];
+                std::snprintf(
+                    note, sizeof note,
+                    "early-exit self-draft at layer %d of %zu, greedy verification, adaptive draft "
+                    "length; %zu target + %zu draft calls, %.2f tokens per target call",
+                    layer, m.num_layers(), res.stats.target_calls, res.stats.draft_calls,
+                    res.stats.mean_tokens_per_target_call());
+                rr.stats.note = note;
+            });
         } else {
             r.strategy = s;
             r.available = false;

@@ -178,7 +178,7 @@ public:
 
     /// Logits of heads 0..num_heads()-1 for each request's last position (rows [request][head]).
     void head_logits(std::span<const dk::sequence_request> requests, std::span<float> out) {
-        ++counters_.calls;
+        const std::uint64_t calls = counters_.calls + 1;  // one call, whatever run() counts
         const std::size_t V = vocab_size(), H = num_heads();
         if (out.size() < requests.size() * H * V) {
             set_error("head_logits: output span too small");
@@ -189,8 +189,9 @@ public:
             seq.assign(requests[r].tokens.begin(), requests[r].tokens.end());
             for (std::size_t h = 0; h < H; ++h) {
                 float* row = out.data() + (r * H + h) * V;
-                dk::sequence_request one{seq, 1, requests[r].slot};
-                if (!forward_request(one, std::span<float>(row, V), {}, {}, 0)) {
+                const dk::sequence_request one{seq, 1, requests[r].slot};
+                run(std::span(&one, 1), std::span<float>(row, V), {}, {}, 0);
+                if (!error_.empty()) {
                     for (std::size_t k = h + 1; k < H; ++k)
                         std::fill_n(out.data() + (r * H + k) * V, V,
                                     std::numeric_limits<float>::quiet_NaN());
@@ -202,6 +203,7 @@ public:
                 }
             }
         }
+        counters_.calls = calls;
     }
 
     // --- extras ------------------------------------------------------------------------------
@@ -212,28 +214,42 @@ public:
     void reset_counters() noexcept { counters_ = {}; }
     /// Forgets every slot's cache (the next call recomputes from scratch).
     void clear_cache() noexcept {
-        for (auto& s : slots_) s.tokens.clear();
+        for (auto& c : caches_) c.tokens.clear();
     }
+    /// Number of physical KV caches allocated so far (slots used + forks in flight).
+    std::size_t caches_allocated() const noexcept { return caches_.size(); }
 
 private:
-    struct slot_state {
+    // A physical KV cache. Logical slots map to caches; a call may hand a slot's cache to
+    // another slot (a beam fork takes over its parent's cache without copying).
+    struct kv_cache {
         std::vector<dk::token_id> tokens;  // tokens whose K/V rows are valid, in order
         std::vector<float> key, value;     // [layer][pos][kv_dim]
         std::size_t depth = 0;             // layers whose K/V rows are valid for every cached token
+        std::int64_t owner = -1;           // logical slot mapped to this cache, or -1
     };
+
+    // The plan of one request in a call.
+    struct plan {
+        bool valid = false;
+        std::size_t depth = 0;                       // layers to run
+        std::size_t first_out = 0;                   // first position whose outputs are wanted
+        std::size_t source = npos_, source_len = 0;  // best cache to reuse and its prefix
+        std::size_t target = npos_;                  // cache this request computes into
+        std::size_t start = 0;                       // first position to compute
+    };
+    static constexpr std::size_t npos_ = std::size_t(-1);
 
     void set_error(std::string e) { error_ = std::move(e); }
 
-    slot_state& slot(std::uint32_t s) {
-        if (slots_.size() <= s) slots_.resize(std::size_t(s) + 1);
-        slot_state& st = slots_[s];
-        if (st.key.empty()) {
-            const std::size_t n = std::size_t(ck_.cfg.n_layers) * std::size_t(ck_.cfg.seq_len) *
-                                  std::size_t(ck_.cfg.kv_dim());
-            st.key.assign(n, 0.f);
-            st.value.assign(n, 0.f);
-        }
-        return st;
+    std::size_t new_cache() {
+        kv_cache c;
+        const std::size_t n = std::size_t(ck_.cfg.n_layers) * std::size_t(ck_.cfg.seq_len) *
+                              std::size_t(ck_.cfg.kv_dim());
+        c.key.assign(n, 0.f);
+        c.value.assign(n, 0.f);
+        caches_.push_back(std::move(c));
+        return caches_.size() - 1;
     }
 
     static std::size_t common_prefix(std::span<const dk::token_id> a,
@@ -242,6 +258,12 @@ private:
         std::size_t i = 0;
         while (i < n && a[i] == b[i]) ++i;
         return i;
+    }
+
+    std::size_t usable_prefix(const kv_cache& c, const dk::sequence_request& req,
+                              const plan& p) const noexcept {
+        if (c.depth < p.depth) return 0;
+        return std::min(common_prefix(c.tokens, req.tokens), p.first_out);
     }
 
     // mode 0: logits (+ hidden when hidden_out non-empty); mode 1: layer logits.
@@ -263,15 +285,129 @@ private:
                 return;
             }
         }
+        // Layers to run: all for logits; up to the deepest requested layer for layer logits (an
+        // early-exit draft costs only its layers; its cache is then shallower).
+        std::size_t depth = num_layers();
+        if (mode == 1) {
+            depth = 0;
+            for (int l : layers) depth = std::max(depth, std::size_t(l));
+        }
+
+        // 1. Plan against the state before the call: each request's best cache to reuse.
+        plans_.assign(requests.size(), plan{});
+        for (std::size_t i = 0; i < requests.size(); ++i) {
+            plan& p = plans_[i];
+            p.valid = validate(requests[i]);
+            if (!p.valid) continue;
+            p.depth = depth;
+            p.first_out = requests[i].tokens.size() - requests[i].n_last;
+            for (std::size_t c = 0; c < caches_.size(); ++c) {
+                const std::size_t len = usable_prefix(caches_[c], requests[i], p);
+                const bool own = caches_[c].owner == std::int64_t(requests[i].slot);
+                if (len > p.source_len || (len > 0 && len == p.source_len && own)) {
+                    p.source = c;
+                    p.source_len = len;
+                }
+            }
+        }
+        // 2. Longest reuse first: a request takes over its source cache when no one has yet and
+        //    the cache is its own slot's, unowned, or owned by a slot remapped in this call (a
+        //    cache of a slot outside the call is only ever copied from).
+        in_call_.clear();
+        for (const auto& r : requests) in_call_.push_back(std::int64_t(r.slot));
+        auto slot_in_call = [&](std::int64_t s) {
+            return std::find(in_call_.begin(), in_call_.end(), s) != in_call_.end();
+        };
+        order_.resize(requests.size());
+        for (std::size_t i = 0; i < order_.size(); ++i) order_[i] = i;
+        std::stable_sort(order_.begin(), order_.end(), [&](std::size_t a, std::size_t b) {
+            return plans_[a].source_len > plans_[b].source_len;
+        });
+        claimed_.assign(caches_.size(), 0);
+        for (std::size_t i : order_) {
+            plan& p = plans_[i];
+            if (p.valid && p.source != npos_ && !claimed_[p.source] &&
+                (caches_[p.source].owner < 0 || slot_in_call(caches_[p.source].owner))) {
+                p.target = p.source;
+                claimed_[p.source] = 1;
+                p.start = p.source_len;
+            }
+        }
+        // 3. The others get a free cache (their own slot's, an unowned one, one whose slot is
+        //    remapped in this call, or a new one) and copy the rows they lack from their source.
+        //    Copies happen before any computation, so every source still holds its old rows.
+        const std::size_t kv = std::size_t(ck_.cfg.kv_dim()), T = std::size_t(ck_.cfg.seq_len);
+        for (std::size_t i : order_) {
+            plan& p = plans_[i];
+            if (!p.valid || p.target != npos_) continue;
+            const auto& req = requests[i];
+            std::size_t best = npos_, best_len = 0;
+            int best_rank = 4;
+            for (std::size_t c = 0; c < caches_.size(); ++c) {
+                if (claimed_[c]) continue;
+                const kv_cache& k = caches_[c];
+                const int rank = k.owner == std::int64_t(req.slot) ? 0
+                                 : k.owner < 0                     ? 1
+                                 : slot_in_call(k.owner)           ? 2
+                                                                   : 4;
+                if (rank == 4) continue;  // belongs to a slot outside this call: keep it
+                const std::size_t len = usable_prefix(k, req, p);
+                if (rank < best_rank || (rank == best_rank && len > best_len)) {
+                    best = c;
+                    best_rank = rank;
+                    best_len = len;
+                }
+            }
+            if (best == npos_) {
+                best = new_cache();
+                claimed_.push_back(0);
+                best_len = 0;
+            }
+            claimed_[best] = 1;
+            p.target = best;
+            p.start = best_len;
+            kv_cache& t = caches_[best];
+            if (p.source != npos_ && p.source_len > best_len) {
+                const kv_cache& s = caches_[p.source];
+                for (std::size_t l = 0; l < s.depth; ++l) {
+                    const std::size_t from = (l * T + best_len) * kv;
+                    const std::size_t n = (p.source_len - best_len) * kv;
+                    std::copy_n(s.key.data() + from, n, t.key.data() + from);
+                    std::copy_n(s.value.data() + from, n, t.value.data() + from);
+                }
+                // rows [0, best_len) keep t.depth layers, the copied ones s.depth
+                t.depth = best_len > 0 ? std::min(t.depth, s.depth) : s.depth;
+                t.tokens.assign(req.tokens.begin(),
+                                req.tokens.begin() + std::ptrdiff_t(p.source_len));
+                p.start = p.source_len;
+            }
+        }
+        // 4. Remap the slots, then compute each request from its start.
+        for (std::size_t i = 0; i < requests.size(); ++i) {
+            const plan& p = plans_[i];
+            if (!p.valid) continue;
+            const std::int64_t s = std::int64_t(requests[i].slot);
+            for (auto& c : caches_)
+                if (c.owner == s) c.owner = -1;
+        }
         std::size_t row = 0;
-        for (const auto& req : requests) {
+        for (std::size_t i = 0; i < requests.size(); ++i) {
+            const auto& req = requests[i];
             const std::size_t n = req.n_last * per_pos;
             std::span<float> o(out.data() + row * V, n * V);
             std::span<float> h = hidden_out.empty()
                                      ? std::span<float>{}
                                      : std::span<float>(hidden_out.data() + row * D, n * D);
-            forward_request(req, o, h, layers, mode);
             row += n;
+            const plan& p = plans_[i];
+            if (!p.valid) {
+                std::fill(o.begin(), o.end(), std::numeric_limits<float>::quiet_NaN());
+                std::fill(h.begin(), h.end(), std::numeric_limits<float>::quiet_NaN());
+                continue;
+            }
+            kv_cache& c = caches_[p.target];
+            c.owner = std::int64_t(req.slot);
+            compute(c, req, p, o, h, layers, mode);
         }
     }
 
@@ -290,60 +426,21 @@ private:
         return true;
     }
 
-    bool forward_request(const dk::sequence_request& req, std::span<float> out,
-                         std::span<float> hidden, std::span<const int> layers, int mode) {
-        if (!validate(req)) {
-            std::fill(out.begin(), out.end(), std::numeric_limits<float>::quiet_NaN());
-            std::fill(hidden.begin(), hidden.end(), std::numeric_limits<float>::quiet_NaN());
-            return false;
-        }
-        const std::size_t len = req.tokens.size();
-        slot_state& st = slot(req.slot);
-        // Layers this request runs: all for logits; up to the deepest requested layer for layer
-        // logits (an early-exit draft costs only its layers; its slot's cache is shallower).
-        std::size_t depth = num_layers();
-        if (mode == 1) {
-            depth = 0;
-            for (int l : layers) depth = std::max(depth, std::size_t(l));
-        }
-        std::size_t reuse = st.depth >= depth ? common_prefix(st.tokens, req.tokens) : 0;
-        // A longer prefix cached in another slot (a beam fork): copy its K/V rows.
-        std::size_t donor = slots_.size(), donor_len = reuse;
-        const std::size_t first_out = len - req.n_last;
-        if (reuse < first_out) {
-            for (std::size_t s = 0; s < slots_.size(); ++s) {
-                if (s == req.slot || slots_[s].depth < depth) continue;
-                const std::size_t p = common_prefix(slots_[s].tokens, req.tokens);
-                if (p > donor_len) {
-                    donor_len = p;
-                    donor = s;
-                }
-            }
-        }
-        const std::size_t start = std::min(std::max(reuse, donor_len), first_out);
-        std::size_t prefix_depth = st.depth;
-        if (donor < slots_.size() && start > reuse) {
-            prefix_depth = slots_[donor].depth;
-            const slot_state& d = slots_[donor];
-            const std::size_t kv = std::size_t(ck_.cfg.kv_dim()), T = std::size_t(ck_.cfg.seq_len);
-            for (std::size_t l = 0; l < prefix_depth; ++l) {
-                const std::size_t base = l * T * kv;
-                std::copy_n(d.key.data() + base, start * kv, st.key.data() + base);
-                std::copy_n(d.value.data() + base, start * kv, st.value.data() + base);
-            }
-        }
+    void compute(kv_cache& c, const dk::sequence_request& req, const plan& p, std::span<float> out,
+                 std::span<float> hidden, std::span<const int> layers, int mode) {
+        const std::size_t len = req.tokens.size(), start = p.start;
         counters_.tokens_reused += start;
-        st.tokens.assign(req.tokens.begin(), req.tokens.begin() + std::ptrdiff_t(start));
-        st.depth = start > 0 ? std::min(prefix_depth, depth) : depth;
+        c.tokens.assign(req.tokens.begin(), req.tokens.begin() + std::ptrdiff_t(start));
+        c.depth = start > 0 ? std::min(c.depth, p.depth) : p.depth;
         const std::size_t V = vocab_size(), D = hidden_size();
         const std::size_t per_pos = mode == 1 ? layers.size() : 1;
         for (std::size_t pos = start; pos < len; ++pos) {
-            const bool want = pos >= first_out;
-            forward_token(st, req.tokens[pos], pos, depth, want && mode == 1);
-            st.tokens.push_back(req.tokens[pos]);
+            const bool want = pos >= p.first_out;
+            forward_token(c, req.tokens[pos], pos, p.depth, want && mode == 1);
+            c.tokens.push_back(req.tokens[pos]);
             ++counters_.tokens_forwarded;
             if (!want) continue;
-            const std::size_t k = pos - first_out;
+            const std::size_t k = pos - p.first_out;
             if (mode == 1) {
                 for (std::size_t li = 0; li < layers.size(); ++li)
                     readout(resid_.data() + std::size_t(layers[li]) * D,
@@ -353,7 +450,6 @@ private:
                         hidden.empty() ? nullptr : hidden.data() + k * D);
             }
         }
-        return true;
     }
 
     // Final norm + classifier of residual `x` into `logits`; the normed vector into `hidden`.
@@ -367,7 +463,7 @@ private:
 
     // One token through layers [0, depth) at `pos`, writing its K/V rows into the slot; leaves
     // the last residual in x_ (and each layer's residual in resid_ when keep_layers).
-    void forward_token(slot_state& st, dk::token_id token, std::size_t pos, std::size_t depth,
+    void forward_token(kv_cache& st, dk::token_id token, std::size_t pos, std::size_t depth,
                        bool keep_layers) noexcept {
         const config& c = ck_.cfg;
         const weight_layout& w = ck_.layout;
@@ -446,7 +542,11 @@ private:
 
     checkpoint ck_;
     model_options opt_;
-    std::vector<slot_state> slots_;
+    std::vector<kv_cache> caches_;
+    std::vector<plan> plans_;
+    std::vector<std::size_t> order_;
+    std::vector<char> claimed_;
+    std::vector<std::int64_t> in_call_;
     std::vector<float> x_, xb_, xb2_, hb_, hb2_, q_, att_, resid_, normed_, inv_freq_;
     model_counters counters_;
     std::string error_;
