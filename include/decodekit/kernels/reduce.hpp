@@ -24,20 +24,20 @@ inline constexpr float neg_inf_f = -std::numeric_limits<float>::infinity();
 /// Entries per block of the blocked passes (argmax block, double-accumulation block).
 inline constexpr std::size_t block_size = 512;
 
-/// exp((x_i - m) * inv_t) summed over the row (blocks of float lanes, reduced in double).
-/// Stores the exponentials to out when Store. Returns NaN if an entry is NaN, unless MaskNan
-/// (then NaN entries count 0 and store 0). -inf entries give 0. \pre m finite, inv_t finite.
-template <class A, bool Store, bool MaskNan>
+/// exp((x_i - m) * inv_t) summed over the row (4 float accumulators per 1024-entry block,
+/// blocks added in double), with simd::exp_nonpositive: NaN and -inf entries give 0, entries
+/// more than 87 below the max give 0. Stores the exponentials to out when Store. The tail is
+/// padded into one vector so every entry goes through the same polynomial.
+/// \pre m finite, inv_t finite and > 0.
+template <class A, bool Store>
 double exp_pass(std::span<const float> x, float m, float inv_t, float* out) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>;
     const float* p = x.data();
     const std::size_t n = x.size(), nfull = n / L * L;
-    const B mb(m), tb(inv_t), zero(0.f);
+    const B mb(m), tb(inv_t);
     auto one = [&](std::size_t i) {
-        const B v = B::load_unaligned(p + i);
-        B e = xsimd::exp((v - mb) * tb);
-        if constexpr (MaskNan) e = xsimd::select(v == v, e, zero);
+        const B e = simd::exp_nonpositive<A>((B::load_unaligned(p + i) - mb) * tb);
         if constexpr (Store) e.store_unaligned(out + i);
         return e;
     };
@@ -55,11 +55,15 @@ double exp_pass(std::span<const float> x, float m, float inv_t, float* out) noex
         for (; i < end; i += L) s0 += one(i);
         total += double(simd::reduce_add<A>((s0 + s1) + (s2 + s3)));
     }
-    for (; i < n; ++i) {
-        float e = std::exp((p[i] - m) * inv_t);
-        if constexpr (MaskNan) e = std::isnan(p[i]) ? 0.f : e;
-        if constexpr (Store) out[i] = e;
-        total += double(e);
+    if (i < n) {
+        alignas(64) float buf[L];
+        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : neg_inf_f;
+        const B e = simd::exp_nonpositive<A>((B::load_aligned(buf) - mb) * tb);
+        e.store_aligned(buf);
+        for (std::size_t j = 0; i + j < n; ++j) {
+            if constexpr (Store) out[i + j] = buf[j];
+            total += double(buf[j]);
+        }
     }
     return total;
 }
@@ -167,16 +171,14 @@ double sum(std::span<const float> x) noexcept {
 }
 
 /// Max and normaliser sum exp((x_i - max)/T) (see reference::exp_sum). Two passes: max, then
-/// one fused exp-and-sum pass; NaN entries detected by a NaN sum and redone with a masked pass.
+/// one fused exp-and-sum pass (NaN entries count 0 there).
 /// \pre temperature > 0
 template <class A = simd::default_arch>
 reference::softmax_stats exp_sum(std::span<const float> x, float temperature = 1.f) noexcept {
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
     if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::exp_sum(x, temperature);
-    double s = detail::exp_pass<A, false, false>(x, m, inv_t, nullptr);
-    if (std::isnan(s)) s = detail::exp_pass<A, false, true>(x, m, inv_t, nullptr);
-    return {m, s};
+    return {m, detail::exp_pass<A, false>(x, m, inv_t, nullptr)};
 }
 
 /// log sum exp(x_i / T); -inf when no entry has probability, +inf when an entry is +inf.

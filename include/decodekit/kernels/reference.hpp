@@ -96,9 +96,12 @@ inline softmax_stats log_softmax(std::span<const float> x, std::span<float> out,
     const double log_z = st.sum > 0 ? std::log(st.sum) : 0.0;
     for (std::size_t i = 0; i < x.size(); ++i) {
         const double w = weight(x[i], st.max, temperature);
-        if (st.sum == 0 || w == 0) out[i] = neg_inf;
-        else if (std::isinf(st.max)) out[i] = float(-log_z);
-        else out[i] = float((double(x[i]) - st.max) / temperature - log_z);
+        if (st.sum == 0 || w == 0)
+            out[i] = neg_inf;
+        else if (std::isinf(st.max))
+            out[i] = float(-log_z);
+        else
+            out[i] = float((double(x[i]) - st.max) / temperature - log_z);
     }
     return st;
 }
@@ -114,9 +117,8 @@ inline void sort_candidates(candidates& c) noexcept {
     std::iota(order.begin(), order.end(), std::size_t{0});
     auto ids = c.ids();
     auto lg = c.logits();
-    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-        return before(lg[a], ids[a], lg[b], ids[b]);
-    });
+    std::sort(order.begin(), order.end(),
+              [&](std::size_t a, std::size_t b) { return before(lg[a], ids[a], lg[b], ids[b]); });
     std::vector<token_id> i2(c.size());
     std::vector<float> l2(c.size());
     for (std::size_t j = 0; j < order.size(); ++j) {
@@ -153,7 +155,8 @@ inline std::size_t filter_at_least(std::span<const float> x, float threshold,
                                    candidates& out) noexcept {
     out.clear();
     for (std::size_t i = 0; i < x.size(); ++i)
-        if (!std::isnan(x[i]) && x[i] != neg_inf && x[i] >= threshold) out.push_back(token_id(i), x[i]);
+        if (!std::isnan(x[i]) && x[i] != neg_inf && x[i] >= threshold)
+            out.push_back(token_id(i), x[i]);
     return out.size();
 }
 
@@ -164,13 +167,20 @@ inline float min_p_threshold(float max_logit, float p_base, float temperature = 
     return float(double(max_logit) + double(temperature) * std::log(double(p_base)));
 }
 
+/// Min-p in one call: every valid entry with x_i >= min_p_threshold(max(x), p_base, T), in id
+/// order. \pre out.capacity() >= x.size()
+inline std::size_t filter_min_p(std::span<const float> x, float p_base, float temperature,
+                                candidates& out) noexcept {
+    return filter_at_least(x, min_p_threshold(max(x), p_base, temperature), out);
+}
+
 /// Top-p (nucleus) over the whole row at temperature T: sort valid entries by probability
 /// descending (ties by id); keep entry j iff the probability mass strictly before it is < p
 /// (the smallest prefix whose mass reaches p, the crossing entry included), and at least
 /// max(1, min_keep) entries. p >= 1 keeps every valid entry. Output sorted like top_k.
 /// Accumulation in double.  \pre out.capacity() >= x.size(), temperature > 0
-inline std::size_t top_p(std::span<const float> x, float p, float temperature,
-                         std::size_t min_keep, candidates& out) noexcept {
+inline std::size_t top_p(std::span<const float> x, float p, float temperature, std::size_t min_keep,
+                         candidates& out) noexcept {
     valid_entries(x, out);
     sort_candidates(out);
     if (out.empty()) return 0;

@@ -17,6 +17,7 @@
 /// the largest need seen and is then reused (no allocation per call after the first).
 
 #include <decodekit/candidates.hpp>
+#include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/reference.hpp>
 #include <decodekit/simd/xsimd_compat.hpp>
 
@@ -228,6 +229,81 @@ std::size_t filter_at_least(std::span<const float> x, float threshold, candidate
 }
 
 using reference::min_p_threshold;
+
+/// Min-p in one pass: every valid entry with x_i >= min_p_threshold(max(x), p_base, T), in id
+/// order (equals reference::filter_min_p). The max is found in the same pass: entries are
+/// compacted against the threshold of the running max (a lower bound, started from 256 strided
+/// samples), and the few survivors are filtered again with the final threshold.
+/// \pre out.capacity() >= x.size()
+template <class A = simd::default_arch>
+std::size_t filter_min_p(std::span<const float> x, float p_base, float temperature,
+                         candidates& out) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(),
+                     "filter_min_p: out.capacity() must be >= x.size()");
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    out.clear();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    if (n == 0) return 0;
+    if (p_base <= 0) return kernels::filter_at_least<A>(x, detail::neg_inf_f, out);
+    const double shift = double(temperature) * std::log(double(p_base));
+    if (std::isnan(shift)) return 0;
+    const float* p = x.data();
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    auto threshold = [&](float m) {
+        return std::max(float(double(m) + shift), detail::lowest_f);  // never -inf entries
+    };
+    float m = detail::neg_inf_f;
+    for (std::size_t j = 0, stride = std::max<std::size_t>(1, n / 256); j < n; j += stride)
+        m = p[j] > m ? p[j] : m;
+    std::size_t c = 0;
+    const std::size_t chunk = 64 * L;
+    for (std::size_t i0 = 0; i0 < nfull; i0 += chunk) {
+        const std::size_t end = std::min(nfull, i0 + chunk);
+        const B tb(threshold(m));
+        B a0(m), a1(m);
+        std::size_t i = i0;
+        auto one = [&](std::size_t j, B& acc) {
+            const B v = B::load_unaligned(p + j);
+            acc = simd::max_ignore_nan<A>(acc, v);
+            return v;
+        };
+        for (; i + 2 * L <= end; i += 2 * L) {
+            const B v0 = one(i, a0), v1 = one(i + L, a1);
+            const auto m0 = v0 >= tb, m1 = v1 >= tb;
+            if (!xsimd::any(m0 | m1)) continue;
+            if (const std::uint64_t k = simd::to_mask<A>(m0))
+                c += simd::compress_store<A>(v0, k, token_id(i), lg + c, ids + c);
+            if (const std::uint64_t k = simd::to_mask<A>(m1))
+                c += simd::compress_store<A>(v1, k, token_id(i + L), lg + c, ids + c);
+        }
+        for (; i < end; i += L) {
+            const B v = one(i, a0);
+            if (const std::uint64_t k = simd::to_mask<A>(v >= tb))
+                c += simd::compress_store<A>(v, k, token_id(i), lg + c, ids + c);
+        }
+        m = simd::reduce_max<A>(xsimd::max(a0, a1));
+    }
+    for (std::size_t i = nfull; i < n; ++i) {
+        m = p[i] > m ? p[i] : m;
+        if (p[i] >= threshold(m)) {
+            ids[c] = token_id(i);
+            lg[c] = p[i];
+            ++c;
+        }
+    }
+    const float t = threshold(m);
+    std::size_t w = 0;
+    for (std::size_t j = 0; j < c; ++j)
+        if (lg[j] >= t) {
+            ids[w] = ids[j];
+            lg[w] = lg[j];
+            ++w;
+        }
+    out.resize(w);
+    return w;
+}
 
 }  // namespace kernels
 DECODEKIT_END_NAMESPACE

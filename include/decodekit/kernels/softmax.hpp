@@ -7,8 +7,8 @@
 /// Passes: exp_sum 2 (max; fused exp-and-sum), softmax 3 (max; exp, store and sum; scale by
 /// 1/Z), log_softmax 3 (max; exp-sum; write (x - m)/T - log Z), entropy 2 (max; one pass summing
 /// w and w * (x - m)/T). Sums use 4 float accumulators per 1024-entry block, blocks added in
-/// double. Rows with +inf, no valid entry, or a subnormal temperature use the reference path;
-/// NaN entries are detected by a NaN sum and the pass is redone with NaN masked to 0.
+/// double; exponentials by simd::exp_nonpositive (about 2 ulp; 0 below max - 87 T, 0 for NaN).
+/// Rows with +inf, no valid entry, or a subnormal temperature use the reference path.
 
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/reference.hpp>
@@ -33,8 +33,7 @@ softmax_stats softmax(std::span<const float> x, std::span<float> out,
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
     if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::softmax(x, out, temperature);
-    double s = detail::exp_pass<A, true, false>(x, m, inv_t, out.data());
-    if (std::isnan(s)) s = detail::exp_pass<A, true, true>(x, m, inv_t, out.data());
+    const double s = detail::exp_pass<A, true>(x, m, inv_t, out.data());
     const float r = float(1.0 / s);
     const B rb(r);
     float* o = out.data();
@@ -57,8 +56,7 @@ softmax_stats log_softmax(std::span<const float> x, std::span<float> out,
     const float inv_t = 1.f / temperature;
     if (!std::isfinite(m) || !std::isfinite(inv_t))
         return reference::log_softmax(x, out, temperature);
-    double s = detail::exp_pass<A, false, false>(x, m, inv_t, nullptr);
-    if (std::isnan(s)) s = detail::exp_pass<A, false, true>(x, m, inv_t, nullptr);
+    const double s = detail::exp_pass<A, false>(x, m, inv_t, nullptr);
     const float lz = float(std::log(s));
     // exp((x - m)/T) underflows to 0 in double below this: the reference says -inf there.
     constexpr float underflow = -745.13f;
@@ -90,7 +88,7 @@ double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
     if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::entropy(x, temperature);
     const float* p = x.data();
     const std::size_t n = x.size(), nfull = n / L * L;
-    const B mb(m), tb(inv_t), lo(-200.f), zero(0.f);
+    const B mb(m), tb(inv_t), lo(-200.f);
     double sw = 0, swd = 0;
     std::size_t i = 0;
     while (i < nfull) {
@@ -98,8 +96,9 @@ double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
         B s0(0.f), s1(0.f), t0(0.f), t1(0.f);
         auto one = [&](std::size_t j, B& s, B& t) {
             const B v = B::load_unaligned(p + j);
-            const B d = xsimd::max((v - mb) * tb, lo);  // -inf -> -200 so w * d = 0
-            const B w = xsimd::select(v == v, xsimd::exp(d), zero);
+            const B d0 = (v - mb) * tb;
+            const B w = simd::exp_nonpositive<A>(d0);     // NaN, -inf: 0
+            const B d = simd::max_ignore_nan<A>(lo, d0);  // -inf, NaN -> -200: w * d = 0
             s += w;
             t = xsimd::fma(w, d, t);
         };
@@ -114,7 +113,7 @@ double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
     for (; i < n; ++i) {
         if (std::isnan(p[i])) continue;
         const float d = std::max((p[i] - m) * inv_t, -200.f);
-        const float w = std::exp(d);
+        const float w = d >= -87.f ? std::exp(d) : 0.f;
         sw += double(w);
         swd += double(w) * double(d);
     }

@@ -235,6 +235,30 @@ inline std::size_t compress_store(const batch<A>& v, std::uint64_t m, std::int32
     }
 }
 
+/// exp(d) for d <= 0 (the max-subtracted logits of a softmax): Cody-Waite reduction and the
+/// Cephes degree-5 polynomial (relative error about 2 ulp), 2^k applied with ldexp. Returns 0
+/// for d < -87 (below float's normal range; such entries carry < 1e-37 of the mass) and for
+/// NaN lanes (the NaN policy: probability 0), so no special-value pass is needed.
+/// Same operations on every architecture (FMA where the ISA has it).
+template <class A>
+inline batch<A> exp_nonpositive(const batch<A>& d) noexcept {
+    using B = batch<A>;
+    const B lo(-87.f);
+    const B dc = xsimd::max(d, lo);
+    const B k = xsimd::nearbyint(dc * B(1.44269504088896341f));
+    B r = xsimd::fnma(k, B(0.693359375f), dc);
+    r = xsimd::fnma(k, B(-2.12194440e-4f), r);
+    B q = B(1.9875691500e-4f);
+    q = xsimd::fma(q, r, B(1.3981999507e-3f));
+    q = xsimd::fma(q, r, B(8.3334519073e-3f));
+    q = xsimd::fma(q, r, B(4.1665795894e-2f));
+    q = xsimd::fma(q, r, B(1.6666665459e-1f));
+    q = xsimd::fma(q, r, B(5.0000001201e-1f));
+    const B e = xsimd::fma(q * r, r, r) + B(1.f);
+    const B out = xsimd::ldexp(e, xsimd::to_int(k));
+    return xsimd::select(d >= lo, out, B(0.f));
+}
+
 /// Calls f(A{}) for every architecture in supported_architectures.
 template <class F>
 inline void for_each_arch(F&& f) {

@@ -1,0 +1,136 @@
+// Kernel benchmarks against their floors (bench_floors.cpp, same binary, same rows) and a naive
+// std:: baseline for each. See bench/RESULTS.md.
+
+#include "bench_common.hpp"
+
+#include <decodekit/kernels/kernels.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+namespace {
+
+namespace dk = decodekit;
+
+std::span<const float> row(benchmark::State& s) {
+    return dk_bench::logits(std::size_t(s.range(0)));
+}
+
+// ---- argmax ----
+void BM_argmax(benchmark::State& s) {
+    auto x = row(s);
+    for (auto _ : s) benchmark::DoNotOptimize(dk::kernels::argmax(x));
+    dk_bench::set_items(s);
+}
+DK_BENCH_VOCAB(BM_argmax);
+
+void BM_argmax_std(benchmark::State& s) {
+    auto x = row(s);
+    for (auto _ : s) benchmark::DoNotOptimize(std::max_element(x.begin(), x.end()) - x.begin());
+    dk_bench::set_items(s);
+}
+DK_BENCH_VOCAB(BM_argmax_std);
+
+// ---- logsumexp / softmax ----
+void BM_logsumexp(benchmark::State& s) {
+    auto x = row(s);
+    for (auto _ : s) benchmark::DoNotOptimize(dk::kernels::logsumexp(x, 1.f));
+    dk_bench::set_items(s);
+}
+DK_BENCH_VOCAB(BM_logsumexp);
+
+void BM_softmax(benchmark::State& s) {
+    auto x = row(s);
+    std::vector<float> out(x.size());
+    for (auto _ : s) {
+        benchmark::DoNotOptimize(dk::kernels::softmax(x, out, 0.8f));
+        benchmark::ClobberMemory();
+    }
+    dk_bench::set_items(s);
+}
+DK_BENCH_VOCAB(BM_softmax);
+
+void BM_softmax_std(benchmark::State& s) {
+    auto x = row(s);
+    std::vector<float> out(x.size());
+    for (auto _ : s) {
+        const float m = *std::max_element(x.begin(), x.end());
+        double z = 0;
+        for (std::size_t i = 0; i < x.size(); ++i) z += out[i] = std::exp((x[i] - m) / 0.8f);
+        for (float& v : out) v = float(v / z);
+        benchmark::ClobberMemory();
+    }
+    dk_bench::set_items(s);
+}
+DK_BENCH_VOCAB(BM_softmax_std);
+
+// ---- top-k ----
+template <std::size_t K>
+void BM_top_k(benchmark::State& s) {
+    auto x = row(s);
+    dk::candidates c(x.size());
+    for (auto _ : s)
+        benchmark::DoNotOptimize(dk::kernels::top_k(x, K, dk::tie_policy::exactly_k, c));
+    dk_bench::set_items(s);
+}
+BENCHMARK(BM_top_k<40>)->Apply(dk_bench::at_vocab_sizes);
+BENCHMARK(BM_top_k<1024>)->Apply(dk_bench::at_vocab_sizes);
+
+template <std::size_t K>
+void BM_top_k_std_partial_sort(benchmark::State& s) {
+    auto x = row(s);
+    std::vector<int> idx(x.size());
+    for (auto _ : s) {
+        std::iota(idx.begin(), idx.end(), 0);
+        std::partial_sort(idx.begin(), idx.begin() + K, idx.end(),
+                          [&](int a, int b) { return x[a] > x[b] || (x[a] == x[b] && a < b); });
+        benchmark::DoNotOptimize(idx.data());
+    }
+    dk_bench::set_items(s);
+}
+BENCHMARK(BM_top_k_std_partial_sort<40>)->Apply(dk_bench::at_vocab_sizes);
+BENCHMARK(BM_top_k_std_partial_sort<1024>)->Apply(dk_bench::at_vocab_sizes);
+
+template <std::size_t K>
+void BM_top_k_std_nth_element(benchmark::State& s) {
+    auto x = row(s);
+    std::vector<int> idx(x.size());
+    for (auto _ : s) {
+        std::iota(idx.begin(), idx.end(), 0);
+        auto cmp = [&](int a, int b) { return x[a] > x[b] || (x[a] == x[b] && a < b); };
+        std::nth_element(idx.begin(), idx.begin() + (K - 1), idx.end(), cmp);
+        std::sort(idx.begin(), idx.begin() + K, cmp);
+        benchmark::DoNotOptimize(idx.data());
+    }
+    dk_bench::set_items(s);
+}
+BENCHMARK(BM_top_k_std_nth_element<40>)->Apply(dk_bench::at_vocab_sizes);
+BENCHMARK(BM_top_k_std_nth_element<1024>)->Apply(dk_bench::at_vocab_sizes);
+
+// ---- min-p threshold filter ----
+void BM_min_p_filter(benchmark::State& s) {
+    auto x = row(s);
+    dk::candidates c(x.size());
+    for (auto _ : s) benchmark::DoNotOptimize(dk::kernels::filter_min_p(x, 0.05f, 1.f, c));
+    dk_bench::set_items(s);
+}
+DK_BENCH_VOCAB(BM_min_p_filter);
+
+void BM_min_p_filter_std(benchmark::State& s) {
+    auto x = row(s);
+    std::vector<int> ids;
+    ids.reserve(x.size());
+    for (auto _ : s) {
+        ids.clear();
+        const float t = *std::max_element(x.begin(), x.end()) + std::log(0.05f);
+        for (std::size_t i = 0; i < x.size(); ++i)
+            if (x[i] >= t) ids.push_back(int(i));
+        benchmark::DoNotOptimize(ids.data());
+    }
+    dk_bench::set_items(s);
+}
+DK_BENCH_VOCAB(BM_min_p_filter_std);
+
+}  // namespace
