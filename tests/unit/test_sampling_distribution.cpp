@@ -218,7 +218,9 @@ TEST_CASE("logprobs: processed, raw (opt-in), rank, top-n and requested ids",
     SECTION("raw logprobs and extras") {
         for (auto params :
              {sampling_params{.temperature = 0.7f, .top_k = 3}, sampling_params{.temperature = 1.f},
-              sampling_params{.temperature = 0.f}, sampling_params{.temperature = 1.3f}}) {
+              sampling_params{.temperature = 0.f}, sampling_params{.temperature = 1.3f},
+              sampling_params{.top_p = 0.9f},
+              sampling_params{.temperature = 0.5f, .top_p = 0.9f}}) {
             params.logprobs = {.raw = true, .rank = true, .top_n = 2, .ids = {4, 0, 99}};
             sampler s(params, x.size());
             for (std::uint64_t step = 0; step < 50; ++step) {

@@ -519,6 +519,10 @@ private:
             return -1;
         }
         const double s = st.sum;
+        if (!processors_ && t_ == 1.f) {  // the raw normaliser comes for free
+            raw_lse_known_ = true;
+            raw_lse_ = double(m) + std::log(s);
+        }
         const double tail = std::max(1.0 - double(p), 1e-12);
         // first guess: as if at most 4096 entries were left out; then the safe bound
         for (double w : {tail * s / 4096.0, tail * s / double(vocab_)}) {
@@ -690,6 +694,7 @@ private:
 
     sample_result run(std::span<const float> logits, const sample_context& ctx, bool) noexcept {
         sample_result r;
+        raw_lse_known_ = false;
         if (logits.size() != vocab_) {
             r.status = sample_status::bad_input;
             return r;
