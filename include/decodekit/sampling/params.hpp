@@ -207,10 +207,10 @@ inline std::optional<std::string> sampling_params::check() const {
     if (order == sampling_order::custom) {
         unsigned seen = 0;
         for (sampling_step st : custom_order) {
-            const unsigned bit = 1u << unsigned(st);
             if (unsigned(st) > unsigned(sampling_step::mirostat))
                 return range_message("sampling_params.custom_order",
                                      "a list of sampling_step values", double(unsigned(st)));
+            const unsigned bit = 1u << unsigned(st);  // after the range check: st < 32
             if (seen & bit)
                 return range_message("sampling_params.custom_order",
                                      "a list with each sampling_step at most once (repeated step)",
