@@ -289,6 +289,17 @@ TEST_CASE("mirostat v2: mu updates on sample(), state() / restore() roll it back
     CHECK(s.state() == saved);
     CHECK(s.sample(x).token == r1.token);
     CHECK(s.sample(x).token == r2.token);
+    // observe(): the same mu update for a token drawn outside the sampler
+    s.restore(saved);
+    s.observe(d, r1.token);
+    sampler t({.temperature = 1.f,
+               .mirostat = true,
+               .mirostat_tau = 3.f,
+               .mirostat_eta = 0.1f,
+               .seed = 1},
+              x.size());
+    t.sample(x);
+    CHECK(near(s.state().mirostat_mu, t.state().mirostat_mu));
 }
 
 TEST_CASE("draw(distribution, stream) matches sample() on truncated pipelines",

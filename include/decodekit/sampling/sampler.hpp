@@ -206,6 +206,18 @@ public:
     /// Restores a state saved by state() (speculative rollback).
     void restore(const sampler_state& s) noexcept { state_ = s; }
 
+    /// Advances the sampler's state as if sample() had drawn `emitted` from `d` (d from this
+    /// sampler's distribution() for that row): mirostat's mu moves by -eta * (-log2 d(emitted) -
+    /// tau). For callers that draw themselves (speculative decoding); no-op without mirostat or
+    /// when d(emitted) = 0.
+    void observe(const decodekit::distribution& d, token_id emitted) noexcept {
+        if (!params_.mirostat) return;
+        const float q = d.prob(emitted);
+        if (!(q > 0.f)) return;
+        state_.mirostat_mu -= float(double(params_.mirostat_eta) *
+                                    (-std::log2(double(q)) - double(params_.mirostat_tau)));
+    }
+
     /// Draws a token for `logits` keyed by (params.seed, ctx.sequence, ctx.step).
     /// \pre logits.size() == vocab_size() (else status bad_input)
     sample_result sample(std::span<const float> logits, const sample_context& ctx) noexcept {
@@ -613,7 +625,10 @@ private:
         std::size_t* perm = perm_.data();
         for (std::size_t i = 0; i < n; ++i) perm[i] = i;
         const double* k = key_.data();
-        std::stable_sort(perm, perm + n, [k](std::size_t a, std::size_t b) { return k[a] < k[b]; });
+        // equal keys keep the probability order (index order); std::sort: no allocation
+        std::sort(perm, perm + n, [k](std::size_t a, std::size_t b) {
+            return k[a] < k[b] || (k[a] == k[b] && a < b);
+        });
     }
 
     void step_epsilon(std::span<const float> x, float eps) noexcept {
