@@ -14,6 +14,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #ifndef XSIMD_VERSION_MAJOR
@@ -235,17 +236,72 @@ inline std::size_t compress_store(const batch<A>& v, std::uint64_t m, std::int32
     }
 }
 
-/// exp(d) for d <= 0 (the max-subtracted logits of a softmax): Cody-Waite reduction and the
-/// Cephes degree-5 polynomial (relative error about 2 ulp), 2^k applied with ldexp. Returns 0
-/// for d < -87 (below float's normal range; such entries carry < 1e-37 of the mass) and for
-/// NaN lanes (the NaN policy: probability 0), so no special-value pass is needed.
-/// Same operations on every architecture (FMA where the ISA has it).
+/// Reinterprets float lanes as int32 lanes (and back).
+template <class A>
+inline ibatch<A> as_int(const batch<A>& v) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        return ibatch<A>(_mm512_castps_si512(static_cast<__m512>(v)));
+    } else
+#endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        return ibatch<A>(_mm256_castps_si256(static_cast<__m256>(v)));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        return ibatch<A>(_mm_castps_si128(static_cast<__m128>(v)));
+    } else
+#endif
+    {
+        alignas(64) float f[lanes<A>];
+        alignas(64) std::int32_t i[lanes<A>];
+        v.store_aligned(f);
+        std::memcpy(i, f, sizeof f);
+        return ibatch<A>::load_aligned(i);
+    }
+}
+template <class A>
+inline batch<A> as_float(const ibatch<A>& v) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        return batch<A>(_mm512_castsi512_ps(static_cast<__m512i>(v)));
+    } else
+#endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        return batch<A>(_mm256_castsi256_ps(static_cast<__m256i>(v)));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        return batch<A>(_mm_castsi128_ps(static_cast<__m128i>(v)));
+    } else
+#endif
+    {
+        alignas(64) float f[lanes<A>];
+        alignas(64) std::int32_t i[lanes<A>];
+        v.store_aligned(i);
+        std::memcpy(f, i, sizeof f);
+        return batch<A>::load_aligned(f);
+    }
+}
+
+/// exp(d) for d <= 0 (the max-subtracted logits of a softmax): k = round(d / ln 2) by the
+/// shifter trick, Cody-Waite reduction, the Cephes degree-5 polynomial (relative error below
+/// 1e-7), 2^k from the exponent bits. Returns 0 for d < -87 (below float's normal range; such
+/// entries carry < 1e-37 of the mass) and for NaN lanes (the NaN policy: probability 0), so no
+/// special-value pass is needed. Same operations on every architecture (fused multiply-adds
+/// where the ISA has FMA, separately rounded otherwise).
 template <class A>
 inline batch<A> exp_nonpositive(const batch<A>& d) noexcept {
     using B = batch<A>;
     const B lo(-87.f);
     const B dc = xsimd::max(d, lo);
-    const B k = xsimd::nearbyint(dc * B(1.44269504088896341f));
+    const B shifter(12582912.f + 127.f);  // 1.5 * 2^23 + exponent bias
+    const B t = xsimd::fma(dc, B(1.44269504088896341f), shifter);
+    const B k = t - shifter;  // round(dc / ln 2), exact
     B r = xsimd::fnma(k, B(0.693359375f), dc);
     r = xsimd::fnma(k, B(-2.12194440e-4f), r);
     B q = B(1.9875691500e-4f);
@@ -255,8 +311,8 @@ inline batch<A> exp_nonpositive(const batch<A>& d) noexcept {
     q = xsimd::fma(q, r, B(1.6666665459e-1f));
     q = xsimd::fma(q, r, B(5.0000001201e-1f));
     const B e = xsimd::fma(q * r, r, r) + B(1.f);
-    const B out = xsimd::ldexp(e, xsimd::to_int(k));
-    return xsimd::select(d >= lo, out, B(0.f));
+    const B scale = as_float<A>(as_int<A>(t) << 23);  // (k + 127) << 23 = 2^k
+    return xsimd::select(d >= lo, e * scale, B(0.f));
 }
 
 /// Calls f(A{}) for every architecture in supported_architectures.
