@@ -10,6 +10,7 @@
 
 #include <decodekit/candidates.hpp>
 #include <decodekit/config.hpp>
+#include <decodekit/random.hpp>
 #include <decodekit/types.hpp>
 
 #include <algorithm>
@@ -244,6 +245,27 @@ inline std::size_t draw_exponential_race(std::span<const float> x, float tempera
         const double w = weight(x[i], m, temperature);
         if (w <= 0) continue;
         const double score = w / exponentials[i];
+        if (score > best_score) {
+            best_score = score;
+            best = i;
+        }
+    }
+    return best;
+}
+
+/// Exponential race with its own exponentials: E_i = rng.exponential() for every entry i in
+/// order (exactly 2 words per entry, 2 * x.size() in all, whatever the entries), then the race
+/// above. npos if no entry has probability.
+inline std::size_t draw_exponential_race(std::span<const float> x, float temperature,
+                                         rng_stream& rng) noexcept {
+    const float m = max(x);
+    std::size_t best = npos;
+    double best_score = -1;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const double e = rng.exponential();
+        const double w = weight(x[i], m, temperature);
+        if (w <= 0) continue;
+        const double score = w / e;
         if (score > best_score) {
             best_score = score;
             best = i;
