@@ -344,3 +344,71 @@ TEST_CASE("distribution() equals a naive reference pipeline on random rows, para
     INFO("checked " << checked << " skipped " << skipped);
     CHECK(checked > cases * 9 / 10);
 }
+
+TEST_CASE("sparse processors (no row copy) give the same distributions as the dense path",
+          "[sampling][processors]") {
+    // The dense path is forced by an allowed-token set holding every id (no effect on values).
+    std::mt19937_64 g(77);
+    auto unif = [&](double a, double b) { return std::uniform_real_distribution<double>(a, b)(g); };
+    for (int c = 0; c < 400; ++c) {
+        const std::size_t v = std::vector<std::size_t>{3, 40, 300}[std::size_t(c) % 3];
+        std::vector<float> x(v);
+        for (float& e : x) e = float(std::round(std::normal_distribution<double>(0, 2)(g) * 4) / 4);
+        if (c % 7 == 0) x[g() % v] = std::numeric_limits<float>::quiet_NaN();
+        std::vector<token_id> history(g() % 40);
+        for (auto& t : history) t = token_id(g() % (v + 2)) - 1;  // some out of range
+        sampling_params p;
+        switch (c % 4) {
+            case 0:
+                p.temperature = 0.f;
+                break;
+            case 1:
+                p.top_k = int(g() % 8) + 1;
+                p.top_k_ties = c % 8 == 1 ? tie_policy::keep_ties : tie_policy::exactly_k;
+                break;
+            case 2:
+                p.min_p = float(unif(0.01, 0.9));
+                p.min_keep = std::size_t(g() % 3) + 1;
+                break;
+            default:
+                p.top_k = 5;
+                p.top_p = 0.9f;
+                p.min_p = 0.05f;
+                p.temperature = 0.7f;
+                break;
+        }
+        p.penalties = {.repetition = float(unif(0.5, 2.0)),
+                       .frequency = float(unif(-0.5, 1.0)),
+                       .presence = float(unif(-0.5, 1.0)),
+                       .last_n = std::size_t(g() % 50)};
+        if (c % 3 == 0)
+            p.logit_biases = {{token_id(g() % v), float(unif(-5, 8))},
+                              {token_id(g() % v), -INFINITY}};
+        if (c % 5 == 0) p.banned_tokens = {token_id(g() % v)};
+        if (c % 6 == 0) p.dry = {.multiplier = 0.8f};
+        if (c % 4 == 0) p.no_repeat_ngram_size = 2;
+        if (c % 9 == 0) {
+            p.min_new_tokens = 100;
+            p.eos_ids = {0};
+        }
+        sampling_params dense = p;
+        dense.allowed_tokens.resize(v);
+        std::iota(dense.allowed_tokens.begin(), dense.allowed_tokens.end(), token_id(0));
+        sampler a(p, v), b(dense, v);
+        const sample_context ctx{.sequence = 3,
+                                 .step = std::uint64_t(c),
+                                 .history = history,
+                                 .prompt_length = history.size() / 2};
+        for (int rep = 0; rep < 2; ++rep) {  // twice: marks must be clean between calls
+            const auto da = a.distribution(x, ctx);
+            const std::vector<token_id> ta(da.tokens.begin(), da.tokens.end());
+            const std::vector<float> pa(da.probs.begin(), da.probs.end());
+            const auto db = b.distribution(x, ctx);
+            INFO("case " << c);
+            REQUIRE(ta == std::vector<token_id>(db.tokens.begin(), db.tokens.end()));
+            for (std::size_t i = 0; i < pa.size(); ++i)
+                REQUIRE(std::fabs(pa[i] - db.probs[i]) <= 1e-6f);
+            CHECK(a.sample(x, ctx).token == b.sample(x, ctx).token);
+        }
+    }
+}

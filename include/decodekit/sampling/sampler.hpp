@@ -40,6 +40,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -186,6 +187,15 @@ public:
             row_.resize(vocab_);
             if (params_.penalties.enabled()) pen_ws_ = penalty_workspace(vocab_);
             if (params_.dry.enabled()) dry_ws_ = dry_workspace(vocab_);
+            sparse_ok_ =
+                params_.allowed_tokens.empty() &&
+                (params_.greedy() || (n_steps_ > 0 && (steps_[0] == sampling_step::top_k ||
+                                                       steps_[0] == sampling_step::min_p)));
+            if (sparse_ok_) {
+                mark_.assign(vocab_, 0);
+                touched_.resize(vocab_);
+                patches_.resize(vocab_);
+            }
         }
         const logprobs_request& lr = params_.logprobs;
         if (lr.top_n > 0) {
@@ -243,10 +253,11 @@ public:
         if (logits.size() != vocab_) return {};
         const std::span<const float> x = process(logits, ctx);
         if (params_.greedy()) {
-            const std::size_t a = kernels::argmax(x);
-            if (a == npos || !(x[a] > -detail::f_inf)) return {};
+            float best = 0.f;
+            const std::size_t a = greedy_argmax(x, best);
+            if (a == npos) return {};
             cand_.clear();
-            cand_.push_back(token_id(a), x[a]);
+            cand_.push_back(token_id(a), best);
             probs_[0] = 1.f;
             return {{cand_.id_storage(), 1}, {probs_.data(), 1}};
         }
@@ -273,7 +284,13 @@ private:
     bool processors_ = false;
 
     // workspace
-    std::vector<float> row_;  // processed copy of the row (only with processors)
+    std::vector<float> row_;          // processed copy of the row (only with processors)
+    bool sparse_ok_ = false;          // processors patch a few entries (see process_sparse)
+    bool overlay_ = false;            // this call: caller row + patches_
+    std::vector<std::uint8_t> mark_;  // 1 touched, 2 patched; all 0 between calls
+    std::vector<token_id> touched_;
+    std::vector<detail::scored> patches_;
+    std::size_t n_patches_ = 0;
     penalty_workspace pen_ws_;
     dry_workspace dry_ws_;
     candidates cand_;                     // the working set once materialised
@@ -342,9 +359,16 @@ private:
     /// Applies the processors (into row_) if any; returns the row the pipeline reads.
     std::span<const float> process(std::span<const float> logits,
                                    const sample_context& ctx) noexcept {
+        overlay_ = false;
         if (!processors_) return logits;
+        if (sparse_ok_) return process_sparse(logits, ctx);
         std::copy(logits.begin(), logits.end(), row_.begin());
-        std::span<float> x(row_);
+        return apply_processors(std::span<float>(row_), ctx);
+    }
+
+    /// The processors on x in place (every one, in the documented order).
+    std::span<const float> apply_processors(std::span<float> x,
+                                            const sample_context& ctx) noexcept {
         const sampling_params& p = params_;
         if (!p.allowed_tokens.empty()) apply_allowed_tokens(x, p.allowed_tokens);
         if (!p.banned_tokens.empty()) apply_banned_tokens(x, p.banned_tokens);
@@ -361,6 +385,94 @@ private:
             apply_no_repeat_ngram(x, ctx.history, p.no_repeat_ngram_size);
         if (!p.banned_sequences.empty()) apply_banned_sequences(x, ctx.history, p.banned_sequences);
         return x;
+    }
+
+    /// Sparse processors (no allowed-token set): every processor reads and writes only ids of
+    /// the history and of its own lists, so only those entries are copied into row_; the
+    /// pipeline then reads the caller's row plus the changed entries ("patches", marked 2 in
+    /// mark_) and the first step (greedy argmax, top-k or min-p) merges them. No row copy.
+    std::span<const float> process_sparse(std::span<const float> logits,
+                                          const sample_context& ctx) noexcept {
+        const sampling_params& p = params_;
+        std::size_t n = 0;
+        auto touch = [&](token_id t) noexcept {
+            if (t < 0 || std::size_t(t) >= vocab_ || mark_[std::size_t(t)]) return;
+            mark_[std::size_t(t)] = 1;
+            touched_[n++] = t;
+            row_[std::size_t(t)] = logits[std::size_t(t)];
+        };
+        for (token_id t : ctx.history) touch(t);
+        for (token_id t : p.banned_tokens) touch(t);
+        for (const logit_bias& b : p.logit_biases) touch(b.token);
+        for (token_id t : p.eos_ids) touch(t);
+        for (const auto& seq : p.banned_sequences)
+            if (!seq.empty()) touch(seq.back());
+        apply_processors(std::span<float>(row_), ctx);
+        n_patches_ = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::size_t t = std::size_t(touched_[i]);
+            if (std::bit_cast<std::uint32_t>(row_[t]) != std::bit_cast<std::uint32_t>(logits[t])) {
+                patches_[n_patches_++] = {row_[t], token_id(t)};
+                mark_[t] = 2;
+            } else {
+                mark_[t] = 0;
+            }
+        }
+        overlay_ = n_patches_ > 0;
+        return logits;
+    }
+    void clear_patch_marks() noexcept {
+        for (std::size_t i = 0; i < n_patches_; ++i) mark_[std::size_t(patches_[i].id)] = 0;
+        overlay_ = false;
+    }
+    bool patched(token_id t) const noexcept { return mark_[std::size_t(t)] == 2; }
+    /// Drops the patched ids from cand_ and appends the patches with value >= thr (valid only).
+    void merge_patches(float thr) noexcept {
+        token_id* ids = cand_.id_storage();
+        float* lg = cand_.logit_storage();
+        std::size_t j = 0;
+        for (std::size_t i = 0; i < cand_.size(); ++i)
+            if (!patched(ids[i])) {
+                ids[j] = ids[i];
+                lg[j] = lg[i];
+                ++j;
+            }
+        for (std::size_t i = 0; i < n_patches_; ++i) {
+            const float v = patches_[i].logit;
+            if (v > -detail::f_inf && v >= thr) {
+                ids[j] = patches_[i].id;
+                lg[j] = v;
+                ++j;
+            }
+        }
+        cand_.resize(j);
+        sorted_flag_ = false;
+    }
+    /// The k best of the patched row (tie policy `ties`) into cand_, sorted. \pre overlay_
+    void overlay_top_k(std::span<const float> x, std::size_t k, tie_policy ties) noexcept {
+        kernels::top_k(x, std::min(vocab_, k + n_patches_), ties, cand_);
+        merge_patches(-detail::f_inf);
+        sort_cand();
+        if (k < cand_.size()) {
+            std::size_t n = k;
+            if (ties == tie_policy::keep_ties)
+                while (n < cand_.size() && cand_.logits()[n] == cand_.logits()[k - 1]) ++n;
+            cand_.resize(n);
+        }
+    }
+    /// Argmax of the processed row (lowest id on ties); npos if nothing is valid.
+    std::size_t greedy_argmax(std::span<const float> x, float& best) noexcept {
+        if (!overlay_) {
+            const std::size_t a = kernels::argmax(x);
+            if (a == npos || !(x[a] > -detail::f_inf)) return npos;
+            best = x[a];
+            return a;
+        }
+        overlay_top_k(x, 1, tie_policy::exactly_k);
+        clear_patch_marks();
+        if (cand_.empty()) return npos;
+        best = cand_.logits()[0];
+        return std::size_t(cand_.ids()[0]);
     }
 
     // ---- the working set ----
@@ -478,6 +590,12 @@ private:
     }
 
     void step_top_k(std::span<const float> x, std::size_t k, tie_policy ties) noexcept {
+        if (full_ && overlay_) {
+            overlay_top_k(x, k, ties);
+            clear_patch_marks();
+            full_ = false;
+            return;
+        }
         if (full_) {
             kernels::top_k(x, k, ties, cand_);
             full_ = false;
@@ -550,6 +668,18 @@ private:
 
     void step_min_p(std::span<const float> x) noexcept {
         const float t_eff = params_.min_p_mode == min_p_space::logits ? 1.f : t_;
+        if (full_ && overlay_) {
+            overlay_top_k(x, 1, tie_policy::exactly_k);  // the max of the patched row
+            const float m = cand_.empty() ? -detail::f_inf : cand_.logits()[0];
+            const float thr = kernels::min_p_threshold(m, params_.min_p, t_eff);
+            kernels::filter_at_least(x, thr, cand_);
+            merge_patches(thr);
+            if (cand_.size() < params_.min_keep)
+                overlay_top_k(x, params_.min_keep, tie_policy::exactly_k);
+            clear_patch_marks();
+            full_ = false;
+            return;
+        }
         if (full_) {
             const float m = kernels::max(x);
             const float thr = kernels::min_p_threshold(m, params_.min_p, t_eff);
@@ -716,8 +846,9 @@ private:
         }
         const std::span<const float> x = process(logits, ctx);
         if (params_.greedy()) {
-            const std::size_t a = kernels::argmax(x);
-            if (a == npos || !(x[a] > -detail::f_inf)) return r;
+            float best = 0.f;
+            const std::size_t a = greedy_argmax(x, best);
+            if (a == npos) return r;
             r.token = token_id(a);
             r.logprob = 0.f;
             r.status = sample_status::ok;
