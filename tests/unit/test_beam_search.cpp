@@ -118,6 +118,32 @@ TEST_CASE("beam search equals the exhaustive optimum where it is guaranteed", "[
     }
 }
 
+TEST_CASE("negative control: a narrow beam misses the exhaustive n-best somewhere", "[beam]") {
+    // The exhaustive comparison above can fail: with 2 beams, pruning loses some of the exact
+    // 2-best on these trees (scores are never better than the exact ones).
+    std::size_t misses = 0;
+    for (std::uint64_t seed = 1; seed <= 30; ++seed)
+        for (double lp : {0.0, 1.0}) {
+            toy_model m(
+                {.vocab_size = 4, .seed = seed, .scale = 1.5f, .eos_id = 3, .eos_bias = 0.3f});
+            const std::vector<token_id> prompt = {1, 0};
+            const auto ex = enumerate(m, prompt, 3, 3, lp, false);
+            const auto r = beam_search(m, prompt,
+                                       {.num_beams = 2,
+                                        .num_return = 2,
+                                        .max_new_tokens = 3,
+                                        .length_penalty = float(lp),
+                                        .stopping = early_stopping::never,
+                                        .eos_ids = {3}});
+            REQUIRE(r.hypotheses.size() == 2);
+            for (std::size_t i = 0; i < 2; ++i) {
+                misses += r.hypotheses[i].tokens != ex[i].tokens;
+                CHECK(r.hypotheses[i].score <= ex[i].score + 1e-6);
+            }
+        }
+    CHECK(misses > 0);
+}
+
 TEST_CASE("beam width 1 equals greedy decoding (first_n and heuristic)", "[beam]") {
     for (std::uint64_t seed = 1; seed <= 20; ++seed) {
         toy_model m({.vocab_size = 6, .seed = seed, .scale = 2.f, .eos_id = 5, .eos_bias = 0.5f});
