@@ -339,3 +339,45 @@ TEST_CASE("beam_search_params rejects bad values naming the field", "[beam]") {
                      CHECK_THROWS_AS(beam_search(m, empty, {}), config_error); CHECK_THROWS_AS(
                          beam_search(m, std::vector<token_id>{1}, {.num_beams = 0}), config_error);)
 }
+
+TEST_CASE("beam search special values: -inf rows end beams, +inf is uniform, NaN ignored",
+          "[beam]") {
+    const std::vector<token_id> prompt = {1};
+    toy_model dead({.vocab_size = 5});
+    dead.set_logits_function([](std::span<const token_id>, std::span<float> out) {
+        std::fill(out.begin(), out.end(), -INFINITY);
+        out[0] = NAN;
+    });
+    auto r = beam_search(dead, prompt, {.num_beams = 3, .max_new_tokens = 4});
+    CHECK(r.hypotheses.empty());
+    CHECK(r.model_calls == 1);
+    // Two +inf entries (ids 2 and 4) and a NaN: both beams get log(1/2) per step, nothing else.
+    toy_model inf({.vocab_size = 5});
+    inf.set_logits_function([](std::span<const token_id>, std::span<float> out) {
+        out[0] = 1.f, out[1] = NAN, out[2] = INFINITY, out[3] = 0.f, out[4] = INFINITY;
+    });
+    r = beam_search(inf, prompt,
+                    {.num_beams = 2, .num_return = 2, .max_new_tokens = 2, .length_penalty = 0.f});
+    REQUIRE(r.hypotheses.size() == 2);
+    for (const auto& h : r.hypotheses) {
+        CHECK(near(h.sum_logprobs, 2 * std::log(0.5)));
+        for (token_id t : h.tokens) CHECK((t == 2 || t == 4));
+    }
+}
+
+TEST_CASE("beam search with several EOS ids keeps num_beams running beams", "[beam]") {
+    // Three EOS ids dominate: HF's max(2, 1 + #eos) * beams candidates leave 2 non-EOS beams.
+    toy_model m({.vocab_size = 6});
+    m.set_logits_function([](std::span<const token_id>, std::span<float> out) {
+        const float v[] = {0.f, 0.1f, 0.2f, 5.f, 5.1f, 5.2f};
+        std::copy(std::begin(v), std::end(v), out.begin());
+    });
+    const auto r = beam_search(m, std::vector<token_id>{0},
+                               {.num_beams = 2,
+                                .num_return = 2,
+                                .max_new_tokens = 3,
+                                .stopping = early_stopping::never,
+                                .eos_ids = {3, 4, 5}});
+    CHECK(m.last_slots.size() == 2);
+    REQUIRE(r.hypotheses.size() == 2);
+}

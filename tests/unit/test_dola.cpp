@@ -175,3 +175,13 @@ TEST_CASE("DoLa: EOS, bad configuration", "[dola]") {
             dola_candidate_layers({.layers = dola_layer_set::low, .tied_embeddings = true}, 5),
             config_error);)
 }
+
+TEST_CASE("DoLa: a final layer with no valid entry stops with a flag", "[dola]") {
+    toy_model m({.vocab_size = 6, .num_layers = 4});
+    m.set_logits_function([](std::span<const token_id>, std::span<float> out) {
+        std::fill(out.begin(), out.end(), NAN);
+    });
+    const auto r = dola_decode(m, std::vector<token_id>{1}, {.max_new_tokens = 3});
+    CHECK(r.tokens.empty());
+    CHECK(r.no_valid_token);
+}

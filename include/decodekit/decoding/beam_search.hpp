@@ -5,8 +5,9 @@
 /// search and stochastic beams (Gumbel top-k) as options. Semantics: ALGORITHMS.md section 7.
 ///
 /// Per step (per group of g = num_beams / num_groups beams): the top 2g candidates of
-/// `beam_score + logprob` over (running beams of the group) x V, found without sorting V
-/// (kernels::top_k of each beam row, then a merge of the g * 2g survivors). In rank order, an EOS
+/// `beam_score + logprob` over (running beams of the group) x V (max(2, 1 + #eos_ids) * g with
+/// several EOS ids, as Hugging Face), found without sorting V (kernels::top_k of each beam row,
+/// then a merge of the g * 2g survivors). In rank order, an EOS
 /// candidate becomes a finished hypothesis only if its rank is < g; other candidates fill the g
 /// running beams. A hypothesis' score is `sum_logprobs / length^length_penalty` where length =
 /// generated tokens, EOS included (+ the prompt length when length_includes_prompt).
@@ -194,7 +195,8 @@ public:
         if (prompt_.empty()) raise("beam_search: prompt must not be empty (add a BOS token)");
         if (vocab_ == 0) raise("beam_search: vocab_size must be >= 1");
         gs_ = p_.num_beams / p_.num_groups;
-        const std::size_t k = 2 * gs_;
+        // HF keeps max(2, 1 + #eos) * g so that g non-EOS candidates always remain.
+        const std::size_t k = std::max<std::size_t>(2, 1 + p_.eos_ids.size()) * gs_;
         groups_.resize(p_.num_groups);
         for (std::size_t g = 0; g < p_.num_groups; ++g) {
             groups_[g].running.push_back({prompt_, 0.0, 0.0});
