@@ -29,6 +29,7 @@
 
 #include "checkpoint.hpp"
 
+#include <decodekit/kernels/softmax.hpp>
 #include <decodekit/model.hpp>
 #include <decodekit/simd/xsimd_compat.hpp>
 
@@ -96,6 +97,19 @@ float dot(const float* a, const float* b, std::size_t n) noexcept {
     return s;
 }
 
+/// y[j] += a * x[j] for j < n (xsimd).
+template <class A = dk::simd::default_arch>
+void axpy(float* DECODEKIT_RESTRICT y, float a, const float* DECODEKIT_RESTRICT x,
+          std::size_t n) noexcept {
+    using B = dk::simd::batch<A>;
+    constexpr std::size_t L = dk::simd::lanes<A>;
+    const std::size_t nv = n - n % L;
+    const B av(a);
+    for (std::size_t j = 0; j < nv; j += L)
+        xsimd::fma(av, B::load_unaligned(x + j), B::load_unaligned(y + j)).store_unaligned(y + j);
+    for (std::size_t j = nv; j < n; ++j) y[j] += a * x[j];
+}
+
 /// o = x * w / sqrt(mean(x^2) + 1e-5) (run.c's rmsnorm).
 inline void rmsnorm(float* o, const float* x, const float* w, std::size_t n) noexcept {
     float ss = 0.f;
@@ -136,6 +150,9 @@ public:
         hb2_.resize(hid);
         q_.resize(dim);
         att_.resize(std::size_t(c.seq_len));
+        prob_.resize(std::size_t(c.seq_len));
+        k_.resize(std::size_t(c.kv_dim()));
+        v_.resize(std::size_t(c.kv_dim()));
         resid_.resize((std::size_t(c.n_layers) + 1) * dim);
         normed_.resize(dim);
         const std::size_t half = std::size_t(c.head_size()) / 2;
@@ -224,7 +241,7 @@ private:
     // another slot (a beam fork takes over its parent's cache without copying).
     struct kv_cache {
         std::vector<dk::token_id> tokens;  // tokens whose K/V rows are valid, in order
-        std::vector<float> key, value;     // [layer][pos][kv_dim]
+        std::vector<float> key, value;     // [layer][kv channel][pos]: positions contiguous
         std::size_t depth = 0;             // layers whose K/V rows are valid for every cached token
         std::int64_t owner = -1;           // logical slot mapped to this cache, or -1
     };
@@ -369,9 +386,8 @@ private:
             kv_cache& t = caches_[best];
             if (p.source != npos_ && p.source_len > best_len) {
                 const kv_cache& s = caches_[p.source];
-                for (std::size_t l = 0; l < s.depth; ++l) {
-                    const std::size_t from = (l * T + best_len) * kv;
-                    const std::size_t n = (p.source_len - best_len) * kv;
+                for (std::size_t lc = 0; lc < s.depth * kv; ++lc) {  // (layer, channel) rows
+                    const std::size_t from = lc * T + best_len, n = p.source_len - best_len;
                     std::copy_n(s.key.data() + from, n, t.key.data() + from);
                     std::copy_n(s.value.data() + from, n, t.value.data() + from);
                 }
@@ -475,12 +491,13 @@ private:
         float* x = x_.data();
         std::copy_n(ck_.tensor(w.token_embedding) + std::size_t(token) * dim, dim, x);
         if (keep_layers) std::copy_n(x, dim, resid_.data());
-        const float inv_sqrt_hs = 1.f / std::sqrt(float(hs));
+        const float sqrt_hs = std::sqrt(float(hs));
+        const std::span<float> att(att_.data(), pos + 1), prob(prob_.data(), pos + 1);
         for (std::size_t l = 0; l < depth; ++l) {
             detail::rmsnorm(xb_.data(), x, ck_.tensor(w.rms_att) + l * dim, dim);
-            const std::size_t loff = l * T * kv_dim;
-            float* k = st.key.data() + loff + pos * kv_dim;
-            float* v = st.value.data() + loff + pos * kv_dim;
+            const std::size_t loff = l * kv_dim * T;
+            float* k = k_.data();
+            float* v = v_.data();
             detail::matmul<A>(q_.data(), xb_.data(), ck_.tensor(w.wq) + l * dim * dim, dim, dim);
             detail::matmul<A>(k, xb_.data(), ck_.tensor(w.wk) + l * kv_dim * dim, dim, kv_dim);
             detail::matmul<A>(v, xb_.data(), ck_.tensor(w.wv) + l * kv_dim * dim, dim, kv_dim);
@@ -497,31 +514,25 @@ private:
                     vec[i + 1] = v0 * fci + v1 * fcr;
                 }
             }
-            // Grouped-query attention over positions 0..pos.
+            // Store this position's K/V rows (channel-major: each channel's positions contiguous).
+            for (std::size_t j = 0; j < kv_dim; ++j) {
+                st.key[loff + j * T + pos] = k[j];
+                st.value[loff + j * T + pos] = v[j];
+            }
+            // Grouped-query attention over positions 0..pos, SIMD over positions:
+            // scores = sum_i q_i K_i[0..pos]; softmax(scores / sqrt(hs)); out_i = p . V_i[0..pos].
             for (std::size_t h = 0; h < n_heads; ++h) {
                 const float* qh = q_.data() + h * hs;
                 const std::size_t kvh = (h / kv_mul) * hs;
-                float* att = att_.data();
-                float maxv = -std::numeric_limits<float>::infinity();
-                for (std::size_t t = 0; t <= pos; ++t) {
-                    const float s =
-                        detail::dot<A>(qh, st.key.data() + loff + t * kv_dim + kvh, hs) *
-                        inv_sqrt_hs;
-                    att[t] = s;
-                    maxv = std::max(maxv, s);
-                }
-                float sum = 0.f;
-                for (std::size_t t = 0; t <= pos; ++t) {
-                    att[t] = std::exp(att[t] - maxv);
-                    sum += att[t];
-                }
+                std::fill(att.begin(), att.end(), 0.f);
+                for (std::size_t i = 0; i < hs; ++i)
+                    detail::axpy<A>(att.data(), qh[i], st.key.data() + loff + (kvh + i) * T,
+                                    pos + 1);
+                dk::kernels::softmax<A>(att, prob, sqrt_hs);
                 float* xbh = xb_.data() + h * hs;
-                std::fill_n(xbh, hs, 0.f);
-                for (std::size_t t = 0; t <= pos; ++t) {
-                    const float a = att[t] / sum;
-                    const float* vt = st.value.data() + loff + t * kv_dim + kvh;
-                    for (std::size_t i = 0; i < hs; ++i) xbh[i] += a * vt[i];
-                }
+                for (std::size_t i = 0; i < hs; ++i)
+                    xbh[i] = detail::dot<A>(prob.data(), st.value.data() + loff + (kvh + i) * T,
+                                            pos + 1);
             }
             detail::matmul<A>(xb2_.data(), xb_.data(), ck_.tensor(w.wo) + l * dim * dim, dim, dim);
             for (std::size_t i = 0; i < dim; ++i) x[i] += xb2_[i];
@@ -547,7 +558,8 @@ private:
     std::vector<std::size_t> order_;
     std::vector<char> claimed_;
     std::vector<std::int64_t> in_call_;
-    std::vector<float> x_, xb_, xb2_, hb_, hb2_, q_, att_, resid_, normed_, inv_freq_;
+    std::vector<float> x_, xb_, xb2_, hb_, hb2_, q_, k_, v_, att_, prob_, resid_, normed_,
+        inv_freq_;
     model_counters counters_;
     std::string error_;
 };
