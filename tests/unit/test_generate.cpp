@@ -202,3 +202,17 @@ TEST_CASE("generate: a row with no valid token stops; bad params are named", "[g
     CHECK(msg({.sampling = {.temperature = -1.f}}).find("generate_params.sampling") !=
           std::string::npos);
 }
+
+TEST_CASE("generate: the sampler's min_new_tokens suppresses generate's EOS ids", "[generate]") {
+    toy_model m({.vocab_size = 8, .seed = 4, .eos_id = 7, .eos_bias = 50.f});
+    generate_params p = greedy_params;
+    p.eos_ids = {7};
+    auto r = generate(m, std::vector<token_id>{1}, p);
+    CHECK(r.tokens.empty());
+    CHECK(r.reason == stop_reason::eos);
+    p.sampling.min_new_tokens = 3;
+    r = generate(m, std::vector<token_id>{1}, p);
+    CHECK(r.tokens.size() == 3);
+    CHECK(r.reason == stop_reason::eos);
+    CHECK(std::find(r.tokens.begin(), r.tokens.end(), 7) == r.tokens.end());
+}
