@@ -478,3 +478,42 @@ TEST_CASE("stories260K greedy story is llama2.c's", "[llama2][greedy][model]") {
     const std::string text = tok->decode(std::span(seq).subspan(1));
     CHECK(text == golden);
 }
+
+TEST_CASE("llama2 KV caches follow beam-style forks in one call", "[llama2][cache]") {
+    for (auto& [name, ck] : test_checkpoints()) {
+        INFO(name);
+        const std::size_t V = std::size_t(ck.cfg.vocab_size);
+        dk_llama2::model m(ck);
+        // four beams share a prompt, then diverge
+        std::vector<std::vector<std::int32_t>> beams(4, some_tokens(10, int(V), 21));
+        for (std::size_t b = 0; b < 4; ++b) beams[b].push_back(std::int32_t(10 + b));
+        auto call = [&](const std::vector<std::vector<std::int32_t>>& seqs) {
+            std::vector<sequence_request> reqs;
+            for (std::size_t b = 0; b < seqs.size(); ++b)
+                reqs.push_back({seqs[b], 1, std::uint32_t(b)});
+            std::vector<float> out(seqs.size() * V);
+            m.logits(reqs, out);
+            REQUIRE(m.last_error().empty());
+            return out;
+        };
+        call(beams);
+        for (int step = 0; step < 6; ++step) {
+            // every beam continues from a permuted parent (two children of beam 2, none of beam 1)
+            const std::size_t parent[4] = {2, 2, 0, 3};
+            std::vector<std::vector<std::int32_t>> next(4);
+            for (std::size_t b = 0; b < 4; ++b) {
+                next[b] = beams[parent[(b + std::size_t(step)) % 4]];
+                next[b].push_back(std::int32_t(20 + b + 4 * std::size_t(step)));
+            }
+            const auto before = m.counters().tokens_forwarded;
+            const auto out = call(next);
+            CHECK(m.counters().tokens_forwarded - before == 4);  // one token per beam, no recompute
+            for (std::size_t b = 0; b < 4; ++b) {
+                const auto ref = dk_naive::logits(ck, next[b]).back();
+                CHECK(max_abs_diff(std::span(out).subspan(b * V, V), ref) < 1e-4f);
+            }
+            beams = next;
+        }
+        CHECK(m.caches_allocated() <= 8);
+    }
+}
