@@ -236,3 +236,49 @@ TEST_CASE("negative control: a wrong expectation is detected", "[sampling][gof]"
         dk_test::chi_square(counts, dk_test::with_overflow_bin(softmax_over(x, valid(x), 1.1)));
     CHECK(g.p_value < dk_test::false_failure_rate);
 }
+
+TEST_CASE("mirostat v2 (mu held fixed by restore) fits the renormalised p >= 2^-mu set",
+          "[sampling][gof]") {
+    auto x = test_row(40);
+    const sampling_params p{.temperature = 0.9f, .mirostat = true, .mirostat_tau = 2.f, .seed = 12};
+    auto q = softmax_over(x, valid(x), 0.9);
+    std::vector<bool> keep(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) keep[i] = q[i] > 0 && q[i] >= std::exp2(-4.0);
+    const auto expected = softmax_over(x, keep, 0.9);
+    sampler s(p, x.size());
+    const sampler_state fresh = s.state();
+    auto counts = dk_test::histogram(x.size(), n_draws, [&](std::size_t i) {
+        s.restore(fresh);
+        return std::size_t(s.sample(x, i, 0).token);
+    });
+    const auto g = dk_test::chi_square(counts, dk_test::with_overflow_bin(expected));
+    INFO("chi2 " << g.statistic << " df " << g.df << " p " << g.p_value);
+    CHECK_FALSE(g.impossible_draw);
+    CHECK(g.p_value > dk_test::false_failure_rate);
+}
+
+TEST_CASE("vLLM order and penalties (sparse processor path) fit their analytic sets",
+          "[sampling][gof]") {
+    auto x = test_row(40);
+    // vLLM: temperature 0.7, then min-p 0.1 in probability space, then top-k 6
+    auto q = softmax_over(x, valid(x), 0.7);
+    auto keep = min_p_set(q, 0.1);
+    q = softmax_over(x, keep, 0.7);
+    keep = top_k_set(q, 6);
+    check_fit(
+        {.temperature = 0.7f, .top_k = 6, .min_p = 0.1f, .seed = 21, .order = sampling_order::vllm},
+        x, softmax_over(x, keep, 0.7));
+    // presence penalty 1.5 on the history's tokens, then top-k 10 (llama.cpp order): the sampler
+    // patches those entries without copying the row
+    const std::vector<token_id> history = {0, 1, 2, 7, 7, 12};
+    std::vector<float> y = x;
+    for (token_id t : {0, 1, 2, 7, 12}) y[std::size_t(t)] -= 1.5f;
+    const auto expected = softmax_over(y, top_k_set(softmax_over(y, valid(y), 1.0), 10), 1.0);
+    sampler s({.top_k = 10, .seed = 5, .penalties = {.presence = 1.5f}}, x.size());
+    auto counts = dk_test::histogram(x.size(), n_draws, [&](std::size_t i) {
+        return std::size_t(s.sample(x, {.sequence = i, .step = 1, .history = history}).token);
+    });
+    const auto g = dk_test::chi_square(counts, dk_test::with_overflow_bin(expected));
+    CHECK_FALSE(g.impossible_draw);
+    CHECK(g.p_value > dk_test::false_failure_rate);
+}
