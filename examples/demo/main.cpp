@@ -39,6 +39,7 @@ struct options {
     float min_p = 0.05f;
     int beams = 4;
     int draft_layer = -1;  // early-exit layer of the speculative self-draft (-1: n_layers - 1)
+    std::string draft = "early-exit";  // speculative proposer: early-exit | ngram
     bool json = false;
 };
 
@@ -61,6 +62,8 @@ void usage(std::FILE* f) {
         "  --min-p P            sampling min-p, 0 = off (default 0.05)\n"
         "  --beams N            beam width (default 4)\n"
         "  --draft-layer L      speculative: early-exit self-draft layer (default n_layers - 1)\n"
+        "  --draft P            speculative proposer: early-exit (default) or ngram (prompt "
+        "lookup)\n"
         "  --json               one JSON object per strategy: strategy, text, tokens, stats\n"
         "  --help               this text\n",
         f);
@@ -124,6 +127,8 @@ int parse_args(int argc, char** argv, options& o) {
             ok = parse_float(v, 0.f, 1.f, o.min_p);
         else if (a == "--beams")
             ok = parse_int(v, 1, 64, n), o.beams = int(n);
+        else if (a == "--draft")
+            ok = (o.draft = v) == "early-exit" || o.draft == "ngram";
         else if (a == "--draft-layer")
             ok = parse_int(v, 0, 1 << 10, n), o.draft_layer = int(n);
         else {
@@ -439,27 +444,38 @@ int main(int argc, char** argv) {
                 return 2;
             }
             r = timed("speculative", m, [&](run_result& rr) {
-                // Greedy speculative decoding with the early-exit self-draft: the model read out at
-                // `layer` drafts (its slot runs only `layer` layers), the full model verifies.
+                // Greedy speculative decoding (output == greedy): the early-exit self-draft (the
+                // model read out at `layer`; its slot runs only `layer` layers) or n-gram prompt
+                // lookup proposes, the full model verifies all drafts in one call.
                 dk::basic_processing greedy_proc{.temperature = 0.f};
-                dk::early_exit_proposer<dk_llama2::model> draft(m, layer, greedy_proc);
                 dk::speculative_params spp;
                 spp.max_new_tokens = std::size_t(max_new);
                 spp.eos_ids = {dk_llama2::bos_id, dk_llama2::eos_id};
                 spp.rule = dk::verification::greedy;
                 spp.draft_length = 4;
                 spp.adaptive = true;
-                const auto res = dk::speculative_decode(m, draft, prompt, spp, greedy_proc);
+                dk::speculative_result res;
+                char what[64];
+                if (o.draft == "ngram") {
+                    dk::ngram_proposer draft{.min_n = 1, .max_n = 3};
+                    res = dk::speculative_decode(m, draft, prompt, spp, greedy_proc);
+                    std::snprintf(what, sizeof what, "n-gram prompt lookup (n = 3..1)");
+                } else {
+                    dk::early_exit_proposer<dk_llama2::model> draft(m, layer, greedy_proc);
+                    res = dk::speculative_decode(m, draft, prompt, spp, greedy_proc);
+                    std::snprintf(what, sizeof what, "early-exit self-draft at layer %d of %zu",
+                                  layer, m.num_layers());
+                }
                 rr.tokens = res.tokens;
                 if (!rr.tokens.empty() && is_stop(rr.tokens.back())) rr.tokens.pop_back();
                 rr.stats.ttft_s = res.stats.time_to_first_token;
                 rr.stats.acceptance = res.stats.acceptance_rate();
-                char note[200];
+                char note[256];
                 std::snprintf(
                     note, sizeof note,
-                    "early-exit self-draft at layer %d of %zu, greedy verification, adaptive draft "
-                    "length; %zu target + %zu draft calls, %.2f tokens per target call",
-                    layer, m.num_layers(), res.stats.target_calls, res.stats.draft_calls,
+                    "%s, greedy verification, adaptive draft length; %zu target + %zu draft "
+                    "calls, %.2f tokens per target call",
+                    what, res.stats.target_calls, res.stats.draft_calls,
                     res.stats.mean_tokens_per_target_call());
                 rr.stats.note = note;
             });
