@@ -1,0 +1,213 @@
+// SIMD reductions (max, argmax, sum, exp_sum, logsumexp, softmax, log_softmax, entropy) against
+// kernels/reference.hpp, for every xsimd architecture this build enables, at lengths around each
+// lane count and at the four vocabulary sizes, plus special values.
+#include "dk_test.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace dk = decodekit;
+constexpr float inf = std::numeric_limits<float>::infinity();
+constexpr float qnan = std::numeric_limits<float>::quiet_NaN();
+
+const std::vector<std::size_t> lengths = {1,   2,   3,   4,    5,    7,    8,    9,     15,
+                                          16,  17,  31,  32,   33,   63,   64,   65,    100,
+                                          511, 512, 513, 1023, 1024, 1025, 4097, 32000, 128256,
+                                          151936, 256000};
+
+std::uint64_t mix(std::uint64_t& s) {
+    std::uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+double unit(std::uint64_t& s) { return (double(mix(s) >> 11) + 0.5) * 0x1p-53; }
+
+/// Row kinds: 0 Gaussian bulk + heavy top; 1 rounded (many ties); 2 with NaN; 3 with -inf;
+/// 4 huge magnitudes (1e30); 5 subnormals; 6 constant.
+std::vector<float> make_row(std::size_t n, int kind, std::uint64_t seed) {
+    std::uint64_t s = seed * 7919 + n;
+    std::vector<float> x(n);
+    for (auto& v : x) {
+        const double g = std::sqrt(-2 * std::log(unit(s))) * std::cos(6.283185307179586 * unit(s));
+        v = float(-2 + 3 * g);
+    }
+    for (std::size_t t = 0; t < 1 + n / 2000; ++t) x[mix(s) % n] = float(8 + 10 * unit(s));
+    switch (kind) {
+        case 1:
+            for (auto& v : x) v = std::round(v);
+            break;
+        case 2:
+            for (std::size_t i = mix(s) % 5; i < n; i += 5) x[i] = qnan;
+            break;
+        case 3:
+            for (std::size_t i = mix(s) % 3; i < n; i += 3) x[i] = -inf;
+            break;
+        case 4:
+            for (auto& v : x) v *= 1e29f;
+            break;
+        case 5:
+            for (auto& v : x) v *= 1e-40f;
+            break;
+        case 6:
+            for (auto& v : x) v = 1.5f;
+            break;
+        default:
+            break;
+    }
+    return x;
+}
+
+bool same_float(float a, float b) { return a == b || (std::isnan(a) && std::isnan(b)); }
+
+bool close(double a, double r, double rel, double abs = 0) {
+    if (std::isinf(r) || std::isnan(r)) return a == r || (std::isnan(a) && std::isnan(r));
+    return std::fabs(a - r) <= rel * std::fabs(r) + abs;
+}
+
+template <class F>
+void each_arch(F&& f) {
+    dk::simd::for_each_arch([&](auto arch) { f(arch, std::string(decltype(arch)::name())); });
+}
+
+}  // namespace
+
+TEST_CASE("max, argmax, sum equal the reference on every architecture") {
+    for (int kind = 0; kind <= 6; ++kind)
+        for (std::size_t n : lengths) {
+            if (n > 4097 && kind >= 4) continue;
+            const auto x = make_row(n, kind, 1);
+            const float rmax = dk::reference::max(x);
+            const std::size_t rarg = dk::reference::argmax(x);
+            const double rsum = dk::reference::sum(x);
+            double abs_sum = 0;
+            for (float v : x) abs_sum += std::isfinite(v) ? std::fabs(double(v)) : 0.0;
+            each_arch([&](auto arch, const std::string& name) {
+                using A = decltype(arch);
+                INFO("arch " << name << " n " << n << " kind " << kind);
+                CHECK(same_float(dk::kernels::max<A>(x), rmax));
+                CHECK(dk::kernels::argmax<A>(x) == rarg);
+                if (kind != 2 && kind != 3) {
+                    CHECK(close(dk::kernels::sum<A>(x), rsum, 0, 1e-6 * abs_sum + 1e-300));
+                }
+            });
+        }
+}
+
+TEST_CASE("argmax: ties resolve to the lowest index, NaN never wins, npos for no entry") {
+    each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        INFO("arch " << name);
+        for (std::size_t n : {1u, 7u, 16u, 17u, 1000u, 4097u}) {
+            std::vector<float> x(n, 0.f);
+            x[n - 1] = 3.f;
+            if (n > 2) x[n / 2] = 3.f;
+            CHECK(dk::kernels::argmax<A>(x) == (n > 2 ? n / 2 : n - 1));
+            std::vector<float> nan_row(n, qnan);
+            CHECK(dk::kernels::argmax<A>(nan_row) == dk::npos);
+            CHECK(std::isinf(dk::kernels::max<A>(nan_row)));
+            std::vector<float> ninf(n, -inf);
+            ninf[0] = qnan;
+            CHECK(dk::kernels::argmax<A>(ninf) == (n > 1 ? 1u : dk::npos));
+            std::vector<float> pinf(n, 1.f);
+            if (n > 1) pinf[0] = qnan;
+            pinf[n - 1] = inf;
+            CHECK(dk::kernels::argmax<A>(pinf) == n - 1);
+            CHECK(dk::kernels::max<A>(pinf) == inf);
+        }
+        CHECK(dk::kernels::argmax<A>(std::span<const float>{}) == dk::npos);
+        CHECK(dk::kernels::max<A>(std::span<const float>{}) == -inf);
+        CHECK(dk::kernels::sum<A>(std::span<const float>{}) == 0.0);
+    });
+}
+
+TEST_CASE("exp_sum, logsumexp, softmax, log_softmax, entropy equal the reference") {
+    for (int kind = 0; kind <= 6; ++kind)
+        for (std::size_t n : lengths) {
+            if (n > 1025 && n != 128256 && n != 256000 && n != 4097 && kind != 0) continue;
+            const auto x = make_row(n, kind, 2);
+            for (float t : {1.f, 0.7f, 2.f, 1e-3f}) {
+                if (n > 4097 && t != 1.f && t != 0.7f) continue;
+                const auto rst = dk::reference::exp_sum(x, t);
+                const double rlse = dk::reference::logsumexp(x, t);
+                const double rent = dk::reference::entropy(x, t);
+                std::vector<float> rp(n), rl(n), p(n), l(n);
+                dk::reference::softmax(x, rp, t);
+                dk::reference::log_softmax(x, rl, t);
+                each_arch([&](auto arch, const std::string& name) {
+                    using A = decltype(arch);
+                    INFO("arch " << name << " n " << n << " kind " << kind << " T " << t);
+                    const auto st = dk::kernels::exp_sum<A>(x, t);
+                    CHECK(same_float(st.max, rst.max));
+                    CHECK(close(st.sum, rst.sum, 1e-6));
+                    CHECK(close(dk::kernels::logsumexp<A>(x, t), rlse, 1e-6, 1e-6));
+                    CHECK(close(dk::kernels::entropy<A>(x, t), rent, 1e-6, 1e-6));
+                    dk::kernels::softmax<A>(x, p, t);
+                    dk::kernels::log_softmax<A>(x, l, t);
+                    std::size_t bad_p = 0, bad_l = 0;
+                    double total = 0;
+                    for (std::size_t i = 0; i < n; ++i) {
+                        total += p[i];
+                        if (!close(p[i], rp[i], 1e-5, 1e-30)) ++bad_p;
+                        if (!close(l[i], rl[i], 1e-5, 1e-5)) ++bad_l;
+                    }
+                    CHECK(bad_p == 0);
+                    CHECK(bad_l == 0);
+                    CHECK(std::fabs(total - 1.0) <= 1e-5);
+                });
+            }
+        }
+}
+
+TEST_CASE("softmax special values: +inf uniform, NaN and -inf zero, all -inf all zero") {
+    each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        INFO("arch " << name);
+        std::vector<float> x = {1.f, inf, qnan, -inf, inf, 2.f, 0.f, 3.f, 1.f, 1.f,
+                                1.f, 1.f, 1.f,  1.f,  1.f, 1.f, 1.f, 1.f};
+        std::vector<float> p(x.size()), l(x.size());
+        dk::kernels::softmax<A>(x, p, 1.f);
+        for (std::size_t i = 0; i < x.size(); ++i) CHECK(p[i] == (x[i] == inf ? 0.5f : 0.f));
+        CHECK(dk::kernels::logsumexp<A>(x) == std::numeric_limits<double>::infinity());
+        std::vector<float> y(x.size(), 0.5f);
+        y[3] = qnan;
+        y[5] = -inf;
+        dk::kernels::softmax<A>(y, p, 0.9f);
+        dk::kernels::log_softmax<A>(y, l, 0.9f);
+        CHECK(p[3] == 0.f);
+        CHECK(p[5] == 0.f);
+        CHECK(l[3] == -inf);
+        CHECK(l[5] == -inf);
+        CHECK(p[0] == dk_test::Approx(1.0 / 16).epsilon(1e-6));
+        std::vector<float> z(x.size(), -inf);
+        z[2] = qnan;
+        const auto st = dk::kernels::softmax<A>(z, p, 1.f);
+        CHECK(st.sum == 0);
+        for (float v : p) CHECK(v == 0.f);
+        CHECK(dk::kernels::logsumexp<A>(z) == -std::numeric_limits<double>::infinity());
+        CHECK(dk::kernels::entropy<A>(z) == 0);
+        dk::kernels::log_softmax<A>(z, l, 1.f);
+        for (float v : l) CHECK(v == -inf);
+    });
+}
+
+TEST_CASE("softmax of 256000 logits sums to 1 within 1e-5; a negative control fails") {
+    const auto x = make_row(256000, 0, 3);
+    std::vector<float> p(x.size());
+    dk::kernels::softmax(x, p, 1.f);
+    double total = 0;
+    for (float v : p) total += v;
+    CHECK(std::fabs(total - 1.0) <= 1e-5);
+    // Negative control: the check detects a perturbation of 1e-4 in one probability.
+    std::vector<float> q(x.size());
+    dk::kernels::softmax(x, q, 1.f);
+    q[123] += 1e-4f;
+    double t2 = 0;
+    for (float v : q) t2 += v;
+    CHECK_FALSE(std::fabs(t2 - 1.0) <= 1e-5);
+}
