@@ -88,7 +88,9 @@ struct logprobs_request {
 /// The configuration of a decodekit::sampler.
 struct sampling_params {
     // ---- the draw ----
-    /// Temperature; 0 = greedy (argmax, ties to the lowest id; no softmax, no randomness).
+    /// Temperature; 0 = greedy (argmax of the processed row, ties to the lowest id; no softmax,
+    /// no randomness; the truncation steps are skipped: the argmax survives each of them, XTC
+    /// is not applied).
     float temperature = 1.f;
 
     // ---- truncation ----

@@ -10,6 +10,18 @@
 /// compacts it into a candidate set (kernels::top_k / top_p / filter_at_least) and every later
 /// step works on the survivors only. Temperature is lazy (a scale, no pass over the row).
 ///
+/// Cost per call (V = vocabulary size, k = survivors of the first truncation):
+///   greedy                      one argmax pass (no copy, no softmax)
+///   first step top-k / min-p    one or two read passes, then O(k log k) on the survivors
+///   first step top-p            one max+exp pass (the normaliser) + one threshold pass
+///   no truncation (temperature) one max+exp pass in blocks of 2048, then one block's softmax
+///   raw logprobs (opt-in)       + one max+exp pass, unless the draw already had the normaliser
+///   processors                  sparse ones (all but allowed_tokens) patch a few entries with
+///                               no row copy when the first step is greedy/top-k/min-p; else
+///                               one copy of the row into the workspace
+///   typical / epsilon / eta / top-n-sigma / XTC / mirostat as the first step: materialise the
+///                               valid row (typical sorts it; use them after a cheap truncation)
+///
 /// Randomness: a draw depends only on (seed, sequence, step, logits, params): its uniform comes
 /// from make_stream({seed, sequence, step}, rng_purpose::sample) (uniform(): 2 words), XTC's coin
 /// from rng_purpose::filter (uniform_float(): 1 word). Never on batch position or thread.
