@@ -1,0 +1,189 @@
+// Categorical draws (inverse CDF, exponential race) and cosine similarity against
+// kernels/reference.hpp, and goodness of fit of the draws against softmax.
+#include "dk_test.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace dk = decodekit;
+constexpr float inf = std::numeric_limits<float>::infinity();
+constexpr float qnan = std::numeric_limits<float>::quiet_NaN();
+
+template <class F>
+void each_arch(F&& f) {
+    dk::simd::for_each_arch([&](auto arch) { f(arch, std::string(decltype(arch)::name())); });
+}
+
+std::vector<float> weights(std::size_t n, std::uint64_t seed) {
+    dk::rng_stream r = dk::make_stream({seed, 0, 0}, dk::rng_purpose::user);
+    std::vector<float> w(n);
+    for (std::size_t i = 0; i < n; ++i) w[i] = float(r.exponential());
+    for (std::size_t i = 0; i < n; i += 5) w[i] = 0.f;
+    if (n > 10) {
+        w[3] = qnan;
+        w[7] = -1.f;
+        w[8] = -inf;
+    }
+    return w;
+}
+
+std::vector<float> logits(std::size_t n, std::uint64_t seed) {
+    dk::rng_stream r = dk::make_stream({seed, 1, 0}, dk::rng_purpose::user);
+    std::vector<float> x(n);
+    for (auto& v : x) v = float(3 * r.uniform() - 1);
+    return x;
+}
+
+/// Reference cumulative sums (the reference's own order) to locate boundaries.
+std::vector<double> cumulative(const std::vector<float>& w) {
+    std::vector<double> c(w.size());
+    double run = 0;
+    for (std::size_t i = 0; i < w.size(); ++i) {
+        if (w[i] > 0) run += w[i];
+        c[i] = run;
+    }
+    return c;
+}
+
+}  // namespace
+
+TEST_CASE("draw_inverse_cdf equals the reference except within 1e-12 of a boundary") {
+    for (std::size_t n : {1u, 2u, 7u, 8u, 9u, 15u, 16u, 17u, 33u, 255u, 256u, 257u, 1000u, 4097u,
+                          32000u, 128256u}) {
+        const auto w = weights(n, n);
+        const auto cum = cumulative(w);
+        const double s = cum.back();
+        dk::rng_stream r = dk::make_stream({7, n, 0}, dk::rng_purpose::user);
+        std::vector<double> us = {0.0, 0.5, 1.0 - 1e-16};
+        for (int i = 0; i < 300; ++i) us.push_back(r.uniform());
+        // targets exactly at boundaries
+        for (std::size_t i = 0; i < n && i < 50; ++i)
+            if (s > 0) us.push_back(cum[i] / s);
+        for (double u : us) {
+            const std::size_t ref = dk::reference::draw_inverse_cdf(w, u);
+            each_arch([&](auto arch, const std::string& name) {
+                using A = decltype(arch);
+                const std::size_t got = dk::kernels::draw_inverse_cdf<A>(w, u);
+                if (got != ref) {
+                    INFO("arch " << name << " n " << n << " u " << u);
+                    REQUIRE(ref != dk::npos);
+                    REQUIRE(got != dk::npos);
+                    const double t = u * s;
+                    const std::size_t lo = std::min(got, ref);
+                    CHECK(std::fabs(t - cum[lo]) <= 1e-12 * s);
+                }
+                CHECK((got == dk::npos || w[got] > 0));
+            });
+        }
+    }
+}
+
+TEST_CASE("draw_inverse_cdf: no positive weight gives npos") {
+    each_arch([&](auto arch, const std::string&) {
+        using A = decltype(arch);
+        std::vector<float> z(37, 0.f);
+        z[5] = qnan;
+        z[6] = -2.f;
+        CHECK(dk::kernels::draw_inverse_cdf<A>(z, 0.3) == dk::npos);
+        CHECK(dk::kernels::draw_inverse_cdf<A>(std::span<const float>{}, 0.3) == dk::npos);
+        z[36] = 1e-45f;  // a subnormal weight is still a weight
+        CHECK(dk::kernels::draw_inverse_cdf<A>(z, 0.99) == 36);
+    });
+}
+
+TEST_CASE("draw_exponential_race equals the reference and uses 2 words per entry") {
+    for (std::size_t n : {1u, 5u, 16u, 17u, 1000u, 4097u}) {
+        auto x = logits(n, n);
+        if (n > 4) {
+            x[1] = qnan;
+            x[2] = -inf;
+        }
+        for (std::uint64_t step = 0; step < 20; ++step) {
+            const auto start = dk::make_stream({42, n, step});
+            dk::rng_stream rr = start;
+            const std::size_t ref = dk::reference::draw_exponential_race(x, 0.8f, rr);
+            each_arch([&](auto arch, const std::string& name) {
+                using A = decltype(arch);
+                INFO("arch " << name << " n " << n);
+                dk::rng_stream r = start;
+                CHECK(dk::kernels::draw_exponential_race<A>(x, 0.8f, r) == ref);
+                CHECK(r == rr);
+                CHECK(r.words_used() == 2 * n);
+            });
+        }
+    }
+    std::vector<float> none = {-inf, qnan};
+    dk::rng_stream r = dk::make_stream({1, 1, 1});
+    CHECK(dk::kernels::draw_exponential_race(none, 1.f, r) == dk::npos);
+    CHECK(r.words_used() == 4);
+}
+
+TEST_CASE("draws match softmax over 200000 draws (chi-square), with a negative control") {
+    const std::size_t v = 64;
+    auto x = logits(v, 99);
+    x[10] = -inf;
+    x[11] = qnan;
+    x[12] = 4.f;
+    const float temp = 0.9f;
+    std::vector<float> p(v);
+    dk::reference::softmax(x, p, temp);
+    std::vector<double> expected(p.begin(), p.end());
+    std::vector<double> wrong = expected;  // negative control: slightly hotter distribution
+    {
+        std::vector<float> q(v);
+        dk::reference::softmax(x, q, temp * 1.1f);
+        wrong.assign(q.begin(), q.end());
+    }
+    const std::size_t draws = 200000;
+    SECTION("inverse CDF") {
+        std::vector<float> e(v);
+        dk::kernels::softmax(x, e, temp);
+        auto counts = dk_test::histogram(v, draws, [&](std::size_t i) {
+            dk::rng_stream r = dk::make_stream({2024, 0, i});
+            return dk::kernels::draw_inverse_cdf(e, r.uniform());
+        });
+        const auto g = dk_test::chi_square(counts, dk_test::with_overflow_bin(expected));
+        CHECK(g.p_value > dk_test::false_failure_rate);
+        CHECK_FALSE(g.impossible_draw);
+        CHECK(dk_test::chi_square(counts, dk_test::with_overflow_bin(wrong)).p_value <
+              dk_test::false_failure_rate);
+    }
+    SECTION("exponential race") {
+        auto counts = dk_test::histogram(v, draws, [&](std::size_t i) {
+            dk::rng_stream r = dk::make_stream({2025, 0, i}, dk::rng_purpose::gumbel);
+            return dk::kernels::draw_exponential_race(x, temp, r);
+        });
+        const auto g = dk_test::chi_square(counts, dk_test::with_overflow_bin(expected));
+        CHECK(g.p_value > dk_test::false_failure_rate);
+        CHECK_FALSE(g.impossible_draw);
+        CHECK(dk_test::chi_square(counts, dk_test::with_overflow_bin(wrong)).p_value <
+              dk_test::false_failure_rate);
+    }
+}
+
+TEST_CASE("cosine_similarity equals the reference within 1e-6") {
+    for (std::size_t dim : {1u, 3u, 8u, 15u, 16u, 17u, 64u, 100u, 288u, 4096u}) {
+        const auto q = logits(dim, dim);
+        const std::size_t rows = 5, stride = dim + 3;
+        std::vector<float> m(rows * stride);
+        dk::rng_stream r = dk::make_stream({5, dim, 0}, dk::rng_purpose::user);
+        for (auto& v : m) v = float(r.uniform() - 0.5);
+        for (std::size_t j = 0; j < dim; ++j) m[2 * stride + j] = 0.f;            // zero row
+        for (std::size_t j = 0; j < dim; ++j) m[3 * stride + j] = 2.f * q[j];     // parallel
+        std::vector<float> ref(rows), got(rows);
+        dk::reference::cosine_similarity(q, m.data(), stride, ref);
+        each_arch([&](auto arch, const std::string& name) {
+            using A = decltype(arch);
+            INFO("arch " << name << " dim " << dim);
+            dk::kernels::cosine_similarity<A>(q, m.data(), stride, got);
+            for (std::size_t i = 0; i < rows; ++i) CHECK(std::fabs(got[i] - ref[i]) <= 1e-6);
+            CHECK(got[2] == 0.f);
+            CHECK(got[3] == dk_test::Approx(1.0).epsilon(1e-6));
+        });
+    }
+}
