@@ -321,6 +321,8 @@ private:
         return double(generated + (p_.length_includes_prompt ? prompt_.size() : 0));
     }
     double normalise(double sum, std::size_t generated) const noexcept {
+        // sum == 0 (every step certain) scores 0 even when length^lp under/overflows (0/0).
+        if (sum == 0) return 0.0;
         return sum / std::pow(length_of(generated), double(p_.length_penalty));
     }
     void add_finished(group& G, const std::vector<token_id>& seq, token_id last, double sum,
