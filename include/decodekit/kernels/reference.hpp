@@ -206,7 +206,7 @@ inline double entropy(std::span<const float> x, float temperature = 1.f) noexcep
         const double w = weight(v, st.max, temperature);
         if (w > 0) {
             const double p = w / st.sum;
-            h -= p * std::log(p);
+            if (p > 0) h -= p * std::log(p);  // a subnormal w can underflow p to 0 (0 log 0 = 0)
         }
     }
     return h;
