@@ -2,13 +2,6 @@
 // decodekit's decoding strategies, printing the text and a statistics table (or JSON).
 // Run `decodekit-demo --help` for the options.
 #include <decodekit/decodekit.hpp>
-#include <decodekit/decoding/beam_search.hpp>
-#include <decodekit/decoding/contrastive.hpp>
-#include <decodekit/decoding/dola.hpp>
-#include <decodekit/decoding/proposers.hpp>
-#include <decodekit/decoding/speculative.hpp>
-#include <decodekit/generate.hpp>
-#include <decodekit/sampling/sampler.hpp>
 #include <llama2/llama2.hpp>
 
 #include <unistd.h>

@@ -29,9 +29,9 @@
 
 #include "checkpoint.hpp"
 
-#include <decodekit/kernels/softmax.hpp>
-#include <decodekit/model.hpp>
-#include <decodekit/simd/xsimd_compat.hpp>
+// The umbrella only (model concepts, kernels::softmax, the simd layer), so the backend also builds
+// against the single header.
+#include <decodekit/decodekit.hpp>
 
 #include <algorithm>
 #include <cmath>

@@ -4,13 +4,6 @@
 // contrastive alpha 0 == greedy; plus seeded reproducibility and KV-cache accounting.
 #include "dk_test.hpp"
 
-#include <decodekit/decoding/beam_search.hpp>
-#include <decodekit/decoding/contrastive.hpp>
-#include <decodekit/decoding/dola.hpp>
-#include <decodekit/decoding/proposers.hpp>
-#include <decodekit/decoding/speculative.hpp>
-#include <decodekit/generate.hpp>
-
 #include <llama2/llama2.hpp>
 
 #include <string>
