@@ -173,8 +173,8 @@ TEST_CASE("cosine_similarity equals the reference within 1e-6") {
         std::vector<float> m(rows * stride);
         dk::rng_stream r = dk::make_stream({5, dim, 0}, dk::rng_purpose::user);
         for (auto& v : m) v = float(r.uniform() - 0.5);
-        for (std::size_t j = 0; j < dim; ++j) m[2 * stride + j] = 0.f;            // zero row
-        for (std::size_t j = 0; j < dim; ++j) m[3 * stride + j] = 2.f * q[j];     // parallel
+        for (std::size_t j = 0; j < dim; ++j) m[2 * stride + j] = 0.f;         // zero row
+        for (std::size_t j = 0; j < dim; ++j) m[3 * stride + j] = 2.f * q[j];  // parallel
         std::vector<float> ref(rows), got(rows);
         dk::reference::cosine_similarity(q, m.data(), stride, ref);
         each_arch([&](auto arch, const std::string& name) {

@@ -15,10 +15,9 @@ namespace dk = decodekit;
 constexpr float inf = std::numeric_limits<float>::infinity();
 constexpr float qnan = std::numeric_limits<float>::quiet_NaN();
 
-const std::vector<std::size_t> lengths = {1,   2,   3,   4,    5,    7,    8,    9,     15,
-                                          16,  17,  31,  32,   33,   63,   64,   65,    100,
-                                          511, 512, 513, 1023, 1024, 1025, 4097, 32000, 128256,
-                                          151936, 256000};
+const std::vector<std::size_t> lengths = {
+    1,  2,  3,   4,   5,   7,   8,    9,    15,   16,   17,    31,     32,     33,    63,
+    64, 65, 100, 511, 512, 513, 1023, 1024, 1025, 4097, 32000, 128256, 151936, 256000};
 
 std::uint64_t mix(std::uint64_t& s) {
     std::uint64_t z = (s += 0x9E3779B97F4A7C15ull);
@@ -168,8 +167,8 @@ TEST_CASE("softmax special values: +inf uniform, NaN and -inf zero, all -inf all
     each_arch([&](auto arch, const std::string& name) {
         using A = decltype(arch);
         INFO("arch " << name);
-        std::vector<float> x = {1.f, inf, qnan, -inf, inf, 2.f, 0.f, 3.f, 1.f, 1.f,
-                                1.f, 1.f, 1.f,  1.f,  1.f, 1.f, 1.f, 1.f};
+        std::vector<float> x = {1.f, inf, qnan, -inf, inf, 2.f, 0.f, 3.f, 1.f,
+                                1.f, 1.f, 1.f,  1.f,  1.f, 1.f, 1.f, 1.f, 1.f};
         std::vector<float> p(x.size()), l(x.size());
         dk::kernels::softmax<A>(x, p, 1.f);
         for (std::size_t i = 0; i < x.size(); ++i) CHECK(p[i] == (x[i] == inf ? 0.5f : 0.f));

@@ -1,0 +1,208 @@
+// top_k, filter_at_least, filter_min_p and top_p against kernels/reference.hpp (exact equality:
+// same ids, same logits, same order) for every xsimd architecture this build enables.
+#include "dk_test.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace dk = decodekit;
+constexpr float inf = std::numeric_limits<float>::infinity();
+constexpr float qnan = std::numeric_limits<float>::quiet_NaN();
+
+const std::vector<std::size_t> lengths = {
+    1,  2,  3,   4,   5,   7,   8,    9,    15,   16,   17,    31,     32,     33,    63,
+    64, 65, 100, 511, 512, 513, 1023, 1024, 1025, 4097, 32000, 128256, 151936, 256000};
+
+std::uint64_t mix(std::uint64_t& s) {
+    std::uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+double unit(std::uint64_t& s) { return (double(mix(s) >> 11) + 0.5) * 0x1p-53; }
+
+/// Row kinds: 0 Gaussian bulk + heavy top; 1 rounded (many ties); 2 with NaN; 3 with -inf;
+/// 4 huge magnitudes (1e30); 5 subnormals; 6 constant; 7 with +inf; 8 all -inf / NaN.
+std::vector<float> make_row(std::size_t n, int kind, std::uint64_t seed) {
+    std::uint64_t s = seed * 7919 + n;
+    std::vector<float> x(n);
+    for (auto& v : x) {
+        const double g = std::sqrt(-2 * std::log(unit(s))) * std::cos(6.283185307179586 * unit(s));
+        v = float(-2 + 3 * g);
+    }
+    for (std::size_t t = 0; t < 1 + n / 2000; ++t) x[mix(s) % n] = float(8 + 10 * unit(s));
+    switch (kind) {
+        case 1:
+            for (auto& v : x) v = std::round(v);
+            break;
+        case 2:
+            for (std::size_t i = mix(s) % 5; i < n; i += 5) x[i] = qnan;
+            break;
+        case 3:
+            for (std::size_t i = mix(s) % 3; i < n; i += 3) x[i] = -inf;
+            break;
+        case 4:
+            for (auto& v : x) v *= 1e29f;
+            break;
+        case 5:
+            for (auto& v : x) v *= 1e-40f;
+            break;
+        case 6:
+            for (auto& v : x) v = 1.5f;
+            break;
+        case 7:
+            x[mix(s) % n] = inf;
+            x[mix(s) % n] = inf;
+            break;
+        case 8:
+            for (std::size_t i = 0; i < n; ++i) x[i] = i % 2 ? qnan : -inf;
+            break;
+        default:
+            break;
+    }
+    return x;
+}
+
+bool same(const dk::candidates& a, const dk::candidates& b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (a.ids()[i] != b.ids()[i] || !(a.logits()[i] == b.logits()[i])) return false;
+    return true;
+}
+
+template <class F>
+void each_arch(F&& f) {
+    dk::simd::for_each_arch([&](auto arch) { f(arch, std::string(decltype(arch)::name())); });
+}
+
+bool big(std::size_t n) { return n > 4097; }
+
+}  // namespace
+
+TEST_CASE("top_k equals the reference for both tie policies on every architecture") {
+    for (int kind = 0; kind <= 8; ++kind)
+        for (std::size_t n : lengths) {
+            if (big(n) && kind != 0 && kind != 1 && n != 128256) continue;
+            const auto x = make_row(n, kind, 1);
+            dk::candidates ref(n), got(n);
+            for (std::size_t k : {std::size_t(0), std::size_t(1), std::size_t(2), std::size_t(40),
+                                  std::size_t(1024), n - 1, n, n + 3})
+                for (auto ties : {dk::tie_policy::exactly_k, dk::tie_policy::keep_ties}) {
+                    if (big(n) && k + 1 >= n) continue;
+                    const std::size_t rn = dk::reference::top_k(x, k, ties, ref);
+                    each_arch([&](auto arch, const std::string& name) {
+                        using A = decltype(arch);
+                        INFO("arch " << name << " n " << n << " kind " << kind << " k " << k
+                                     << " ties " << int(ties));
+                        CHECK(dk::kernels::top_k<A>(x, k, ties, got) == rn);
+                        CHECK(same(got, ref));
+                    });
+                }
+        }
+}
+
+TEST_CASE("top_k edge cases: k = 0, k >= V, all ties, V = 1") {
+    each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        INFO("arch " << name);
+        std::vector<float> x(1000, 2.f);
+        dk::candidates c(x.size());
+        CHECK(dk::kernels::top_k<A>(x, 0, dk::tie_policy::keep_ties, c) == 0);
+        CHECK(dk::kernels::top_k<A>(x, 5, dk::tie_policy::exactly_k, c) == 5);
+        CHECK(c.ids()[4] == 4);
+        CHECK(dk::kernels::top_k<A>(x, 5, dk::tie_policy::keep_ties, c) == 1000);
+        CHECK(dk::kernels::top_k<A>(x, 5000, dk::tie_policy::exactly_k, c) == 1000);
+        std::vector<float> one = {qnan};
+        dk::candidates c1(1);
+        CHECK(dk::kernels::top_k<A>(one, 1, dk::tie_policy::exactly_k, c1) == 0);
+        one[0] = -3.f;
+        CHECK(dk::kernels::top_k<A>(one, 1, dk::tie_policy::exactly_k, c1) == 1);
+        CHECK(c1.ids()[0] == 0);
+    });
+}
+
+TEST_CASE("filter_at_least and filter_min_p equal the reference") {
+    for (int kind = 0; kind <= 8; ++kind)
+        for (std::size_t n : lengths) {
+            if (big(n) && kind != 0 && n != 128256) continue;
+            const auto x = make_row(n, kind, 2);
+            dk::candidates ref(n), got(n);
+            for (float t : {-inf, -1e30f, -1.f, 0.f, 5.f, 12.f, inf, qnan}) {
+                const std::size_t rn = dk::reference::filter_at_least(x, t, ref);
+                each_arch([&](auto arch, const std::string& name) {
+                    using A = decltype(arch);
+                    INFO("arch " << name << " n " << n << " kind " << kind << " t " << t);
+                    CHECK(dk::kernels::filter_at_least<A>(x, t, got) == rn);
+                    CHECK(same(got, ref));
+                });
+            }
+            for (float pb : {0.f, 1e-6f, 0.05f, 0.5f, 1.f, qnan})
+                for (float temp : {0.5f, 1.f, 1.7f}) {
+                    const std::size_t rn = dk::reference::filter_min_p(x, pb, temp, ref);
+                    each_arch([&](auto arch, const std::string& name) {
+                        using A = decltype(arch);
+                        INFO("arch " << name << " n " << n << " kind " << kind << " p " << pb
+                                     << " T " << temp);
+                        CHECK(dk::kernels::filter_min_p<A>(x, pb, temp, got) == rn);
+                        CHECK(same(got, ref));
+                    });
+                }
+        }
+}
+
+TEST_CASE("top_p equals the reference (kept set and order), min_keep, p = 0 and p = 1") {
+    for (int kind = 0; kind <= 8; ++kind)
+        for (std::size_t n : lengths) {
+            if (big(n) && !(kind == 0 || (kind == 1 && n == 128256))) continue;
+            const auto x = make_row(n, kind, 3);
+            dk::candidates ref(n), got(n);
+            for (float p : {0.f, 0.3f, 0.9f, 0.95f, 0.999f, 1.f})
+                for (float temp : {0.4f, 1.f, 2.5f})
+                    for (std::size_t mk : {0u, 1u, 7u, 200u}) {
+                        if (big(n) && !((p == 0.95f && temp == 1.f && mk == 0) ||
+                                        (p == 0.9f && temp == 0.4f && mk == 7) ||
+                                        (p == 0.3f && temp == 2.5f && mk == 0)))
+                            continue;
+                        const std::size_t rn = dk::reference::top_p(x, p, temp, mk, ref);
+                        each_arch([&](auto arch, const std::string& name) {
+                            using A = decltype(arch);
+                            INFO("arch " << name << " n " << n << " kind " << kind << " p " << p
+                                         << " T " << temp << " min_keep " << mk);
+                            CHECK(dk::kernels::top_p<A>(x, p, temp, mk, got) == rn);
+                            CHECK(same(got, ref));
+                        });
+                    }
+        }
+}
+
+TEST_CASE("top_p: a tie group is split by id exactly like the reference; negative control") {
+    // Four equal logits hold 4 x 0.2 of the mass: p = 0.5 keeps three of them (mass before the
+    // third is 0.4 < 0.5), by ascending id.
+    const float l = std::log(0.2f);
+    std::vector<float> x(40, -inf);
+    x[30] = l;
+    x[3] = l;
+    x[17] = l;
+    x[9] = l;
+    x[25] = std::log(0.2f);
+    x[25] = std::log(0.1f);
+    x[1] = std::log(0.1f);
+    dk::candidates c(x.size()), r(x.size());
+    dk::reference::top_p(x, 0.5f, 1.f, 0, r);
+    each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        INFO("arch " << name);
+        REQUIRE(dk::kernels::top_p<A>(x, 0.5f, 1.f, 0, c) == 3);
+        CHECK(c.ids()[0] == 3);
+        CHECK(c.ids()[1] == 9);
+        CHECK(c.ids()[2] == 17);
+        CHECK(same(c, r));
+        dk::kernels::top_p<A>(x, 0.7f, 1.f, 0, c);
+        CHECK_FALSE(same(c, r));  // negative control: a different p gives a different set
+    });
+}
