@@ -158,13 +158,13 @@ struct checkpoint {
     const float* tensor(std::size_t offset) const noexcept { return weights.data() + offset; }
 };
 
-/// Parses a checkpoint from memory. Fails (with a message) on a short header, an invalid
-/// configuration, a size that does not match the header exactly, or non-finite weights.
-inline result<checkpoint> parse_checkpoint(std::span<const unsigned char> bytes) {
-    using R = result<checkpoint>;
+/// The configuration in the first 28 bytes of a checkpoint of `file_size` bytes, checked: the
+/// header is valid and the file size is exactly what it implies. Reads nothing else.
+inline result<config> parse_header(std::span<const unsigned char> bytes, std::size_t file_size) {
+    using R = result<config>;
     constexpr std::size_t header_bytes = 7 * 4;
-    if (bytes.size() < header_bytes)
-        return R::failure("llama2 checkpoint: truncated header (" + std::to_string(bytes.size()) +
+    if (bytes.size() < header_bytes || file_size < header_bytes)
+        return R::failure("llama2 checkpoint: truncated header (" + std::to_string(file_size) +
                           " bytes, need 28)");
     std::int32_t h[7];
     std::memcpy(h, bytes.data(), header_bytes);
@@ -180,13 +180,25 @@ inline result<checkpoint> parse_checkpoint(std::span<const unsigned char> bytes)
     if (auto problem = check_config(c)) return R::failure(*problem);
     const weight_layout lay = layout_of(c);
     const std::size_t expected = header_bytes + lay.total * 4;
-    if (bytes.size() != expected) {
+    if (file_size != expected) {
         return R::failure(std::string("llama2 checkpoint: ") +
-                          (bytes.size() < expected ? "truncated" : "oversized") +
-                          " file: " + std::to_string(bytes.size()) + " bytes, the header implies " +
+                          (file_size < expected ? "truncated" : "oversized") +
+                          " file: " + std::to_string(file_size) + " bytes, the header implies " +
                           std::to_string(expected) + " (28 + 4 x " + std::to_string(lay.total) +
                           " floats)");
     }
+    return c;
+}
+
+/// Parses a checkpoint from memory. Fails (with a message) on a short header, an invalid
+/// configuration, a size that does not match the header exactly, or non-finite weights.
+inline result<checkpoint> parse_checkpoint(std::span<const unsigned char> bytes) {
+    using R = result<checkpoint>;
+    constexpr std::size_t header_bytes = 7 * 4;
+    auto header = parse_header(bytes, bytes.size());
+    if (!header) return R::failure(header.error());
+    const config c = header.value();
+    const weight_layout lay = layout_of(c);
     checkpoint ck;
     ck.cfg = c;
     ck.layout = lay;
@@ -211,6 +223,20 @@ inline result<checkpoint> parse_checkpoint(std::span<const unsigned char> bytes)
 
 /// Loads a checkpoint file (read once). See parse_checkpoint().
 inline result<checkpoint> load_checkpoint(const std::string& path) {
+    // Check the header against the file size first: a huge or wrong file is rejected unread.
+    {
+        std::FILE* f = std::fopen(path.c_str(), "rb");
+        if (!f) return result<checkpoint>::failure("cannot open '" + path + "'");
+        unsigned char h[28] = {};
+        const std::size_t got = std::fread(h, 1, sizeof h, f);
+        long size = -1;
+        if (std::fseek(f, 0, SEEK_END) == 0) size = std::ftell(f);
+        std::fclose(f);
+        if (size >= 0) {
+            auto header = parse_header(std::span<const unsigned char>(h, got), std::size_t(size));
+            if (!header) return result<checkpoint>::failure(header.error() + " ('" + path + "')");
+        }
+    }
     auto bytes = read_file_bytes(path);
     if (!bytes) return result<checkpoint>::failure(bytes.error());
     auto ck = parse_checkpoint(bytes.value());

@@ -8,6 +8,7 @@
 
 #include "checkpoint.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <span>
@@ -39,8 +40,10 @@ public:
                               " must be in [1, 65536]");
         tokenizer t;
         t.max_token_length_ = max_len;
-        t.pieces_.reserve(std::size_t(vocab_size));
-        t.scores_.reserve(std::size_t(vocab_size));
+        // never reserve more entries than the bytes could hold (8 bytes each at least)
+        const std::size_t cap = std::min(std::size_t(vocab_size), bytes.size() / 8);
+        t.pieces_.reserve(cap);
+        t.scores_.reserve(cap);
         std::size_t at = 4;
         for (int i = 0; i < vocab_size; ++i) {
             if (bytes.size() - at < 8)

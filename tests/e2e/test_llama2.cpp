@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -143,6 +144,22 @@ TEST_CASE("llama2 loader accepts valid checkpoints and rejects bad ones", "[llam
         std::memcpy(bad2.data() + bad2.size() - 4 * std::size_t(cfg.seq_len * cfg.head_size()) - 4,
                     &inf, 4);
         rejects(bad2, "non-finite");  // rms_final
+    }
+    SECTION("files on disk: checked against the header before being read") {
+        const std::string dir = std::filesystem::temp_directory_path().string();
+        const std::string good_path = dir + "/dk_llama2_test_good.bin",
+                          bad_path = dir + "/dk_llama2_test_bad.bin";
+        REQUIRE(dk_llama2::write_file_bytes(good_path, good));
+        auto loaded = dk_llama2::load_checkpoint(good_path);
+        REQUIRE(loaded.ok());
+        CHECK(loaded->weights == ok->weights);
+        REQUIRE(dk_llama2::write_file_bytes(bad_path, std::span(good).first(good.size() - 8)));
+        auto bad = dk_llama2::load_checkpoint(bad_path);
+        CHECK_FALSE(bad.ok());
+        CHECK(bad.error().find("truncated") != std::string::npos);
+        CHECK(bad.error().find(bad_path) != std::string::npos);
+        std::remove(good_path.c_str());
+        std::remove(bad_path.c_str());
     }
     SECTION("missing file") {
         auto r = dk_llama2::load_checkpoint("/nonexistent/dir/model.bin");
