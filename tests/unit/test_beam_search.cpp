@@ -251,6 +251,130 @@ TEST_CASE("beam search equals a transcription of HF's beam search; `never` equal
     CHECK(heuristic_differs > 0);
 }
 
+namespace {
+// Hugging Face's group (diverse) beam search, transcribed: groups in order; group g's
+// log-probabilities are lowered by lambda times how often earlier groups chose each token at
+// this step; each group is a beam search of width B / G with its own hypotheses; the n-best is
+// taken over all groups' hypotheses.
+std::vector<seq_score> reference_group_beam(const toy_model& m, const std::vector<token_id>& prompt,
+                                            std::size_t B, std::size_t G, double lambda,
+                                            std::size_t max_new, double lp, early_stopping es,
+                                            token_id eos) {
+    const std::size_t gs = B / G;
+    struct beam {
+        std::vector<token_id> seq;
+        double sum;
+    };
+    struct group {
+        std::vector<beam> running;
+        std::vector<seq_score> hyps;
+        bool done = false;
+    };
+    std::vector<group> groups(G);
+    for (auto& g : groups) g.running = {{prompt, 0.0}};
+    auto add = [&](group& g, const std::vector<token_id>& seq, double sum, std::size_t gen) {
+        const double score = sum / std::pow(double(gen), lp);
+        auto worst = std::min_element(g.hyps.begin(), g.hyps.end(),
+                                      [](auto& a, auto& b) { return a.score < b.score; });
+        if (g.hyps.size() < gs || score > worst->score) {
+            if (g.hyps.size() == gs) g.hyps.erase(worst);
+            g.hyps.push_back(
+                {std::vector<token_id>(seq.begin() + std::ptrdiff_t(prompt.size()), seq.end()), sum,
+                 score});
+        }
+    };
+    std::size_t cur = 0;
+    while (cur < max_new) {
+        bool all_done = true;
+        for (auto& g : groups) all_done = all_done && g.done;
+        if (all_done) break;
+        ++cur;
+        std::vector<int> freq(m.vocab_size(), 0);
+        for (auto& g : groups) {
+            if (g.done) continue;
+            std::vector<std::tuple<double, std::size_t, token_id>> c;
+            for (std::size_t b = 0; b < g.running.size(); ++b) {
+                const auto l = log_probs(m.logits_of(g.running[b].seq));
+                for (std::size_t v = 0; v < l.size(); ++v)
+                    c.emplace_back(g.running[b].sum + l[v] - lambda * freq[v], b, token_id(v));
+            }
+            std::sort(c.begin(), c.end(), [](const auto& a, const auto& b) {
+                if (std::get<0>(a) != std::get<0>(b)) return std::get<0>(a) > std::get<0>(b);
+                if (std::get<1>(a) != std::get<1>(b)) return std::get<1>(a) < std::get<1>(b);
+                return std::get<2>(a) < std::get<2>(b);
+            });
+            c.resize(std::min(c.size(), 2 * gs));
+            std::vector<beam> next;
+            for (std::size_t r = 0; r < c.size() && next.size() < gs; ++r) {
+                const auto& [sc, b, v] = c[r];
+                auto seq = g.running[b].seq;
+                seq.push_back(v);
+                if (v == eos) {
+                    if (r < gs) add(g, seq, sc, cur);
+                } else {
+                    next.push_back({seq, sc});
+                }
+            }
+            for (auto& nb : next) ++freq[std::size_t(nb.seq.back())];
+            g.running = next;
+            if (g.running.empty())
+                g.done = true;
+            else if (g.hyps.size() >= gs) {
+                if (es == early_stopping::first_n)
+                    g.done = true;
+                else {
+                    const std::size_t L = (es == early_stopping::never && lp > 0) ? max_new : cur;
+                    double worst = INFINITY;
+                    for (auto& h : g.hyps) worst = std::min(worst, h.score);
+                    g.done = worst >= std::get<0>(c[0]) / std::pow(double(L), lp);
+                }
+            }
+        }
+    }
+    std::vector<seq_score> all;
+    for (auto& g : groups) {
+        if (!g.done)
+            for (auto& b : g.running) add(g, b.seq, b.sum, cur);
+        all.insert(all.end(), g.hyps.begin(), g.hyps.end());
+    }
+    std::stable_sort(all.begin(), all.end(),
+                     [](const seq_score& a, const seq_score& b) { return a.score > b.score; });
+    return all;
+}
+}  // namespace
+
+TEST_CASE("diverse beam search equals a transcription of HF's group beam search", "[beam]") {
+    for (std::uint64_t seed = 1; seed <= 10; ++seed)
+        for (double lambda : {0.0, 0.5, 3.0})
+            for (double lp : {0.0, 1.0})
+                for (early_stopping es :
+                     {early_stopping::first_n, early_stopping::heuristic, early_stopping::never}) {
+                    toy_model m({.vocab_size = 6,
+                                 .seed = seed,
+                                 .scale = 1.5f,
+                                 .eos_id = 5,
+                                 .eos_bias = 0.8f});
+                    const std::vector<token_id> prompt = {1, 2};
+                    const auto ref = reference_group_beam(m, prompt, 4, 2, lambda, 5, lp, es, 5);
+                    const auto r = beam_search(m, prompt,
+                                               {.num_beams = 4,
+                                                .num_return = 4,
+                                                .max_new_tokens = 5,
+                                                .length_penalty = float(lp),
+                                                .stopping = es,
+                                                .eos_ids = {5},
+                                                .num_groups = 2,
+                                                .diversity_penalty = float(lambda)});
+                    INFO("seed " << seed << " lambda " << lambda << " lp " << lp << " es "
+                                 << int(es));
+                    REQUIRE(r.hypotheses.size() == std::min<std::size_t>(4, ref.size()));
+                    for (std::size_t i = 0; i < r.hypotheses.size(); ++i) {
+                        CHECK(r.hypotheses[i].tokens == ref[i].tokens);
+                        CHECK(near(r.hypotheses[i].score, ref[i].score, 1e-5));
+                    }
+                }
+}
+
 TEST_CASE("negative control: a narrow beam misses the exhaustive n-best somewhere", "[beam]") {
     // The exhaustive comparison above can fail: with 2 beams, pruning loses some of the exact
     // 2-best on these trees (scores are never better than the exact ones).
