@@ -347,3 +347,30 @@ TEST_CASE("full-row top-p: heavy tails take the safe threshold and still give th
         }
     }
 }
+
+TEST_CASE("edge cases: V = 1, huge magnitudes, tiny temperature, min_keep and k beyond V",
+          "[sampling][special]") {
+    // V = 1
+    for (sampling_params p :
+         {sampling_params{}, sampling_params{.temperature = 0.f}, sampling_params{.top_k = 1},
+          sampling_params{.top_p = 0.1f}, sampling_params{.min_p = 0.9f},
+          sampling_params{.typical_p = 0.2f}, sampling_params{.xtc_probability = 1.f}}) {
+        sampler s(p, 1);
+        CHECK(s.sample(std::vector<float>{-3.f}).token == 0);
+        CHECK(s.sample(std::vector<float>{qnan}).token == -1);
+    }
+    // huge magnitudes: no overflow, the large ones win
+    check_dist({}, {1e30f, -1e30f, 1e30f, 0.f}, {{0, 0.5}, {2, 0.5}});
+    check_dist({.top_p = 0.9f}, {1e30f, -1e30f, 1e30f, 0.f}, {{0, 0.5}, {2, 0.5}});
+    check_dist({.min_p = 0.5f, .min_keep = 3}, {1e30f, -1e30f, 1e30f, 0.f}, {{0, 0.5}, {2, 0.5}});
+    // tiny temperature: the max (ties split), no NaN
+    check_dist({.temperature = 1e-20f}, {1.f, 2.f, 2.f, 1.999f}, {{1, 0.5}, {2, 0.5}});
+    check_dist({.temperature = 1e-20f, .top_k = 3}, {1.f, 2.f, 2.f, 1.999f}, {{1, 0.5}, {2, 0.5}});
+    // min_keep and top_k beyond V
+    check_dist({.top_k = 100, .top_p = 0.f, .min_keep = 100}, ln({0.5, 0.3, 0.2}),
+               {{0, 0.5}, {1, 0.3}, {2, 0.2}});
+    check_dist({.min_p = 1.f, .min_keep = 7}, ln({0.5, 0.3, 0.2}), {{0, 0.5}, {1, 0.3}, {2, 0.2}});
+    // denormal logits are ordinary values
+    const float d = std::numeric_limits<float>::denorm_min();
+    check_dist({.top_k = 2}, {d, 0.f, -d}, {{0, 0.5}, {1, 0.5}});
+}
