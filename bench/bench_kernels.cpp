@@ -34,6 +34,18 @@ void BM_argmax_std(benchmark::State& s) {
 DK_BENCH_VOCAB(BM_argmax_std);
 
 // ---- logsumexp / softmax ----
+void BM_logsumexp_std(benchmark::State& s) {
+    auto x = row(s);
+    for (auto _ : s) {
+        const float m = *std::max_element(x.begin(), x.end());
+        double z = 0;
+        for (float v : x) z += std::exp(double(v) - m);
+        benchmark::DoNotOptimize(m + std::log(z));
+    }
+    dk_bench::set_items(s);
+}
+DK_BENCH_VOCAB(BM_logsumexp_std);
+
 void BM_logsumexp(benchmark::State& s) {
     auto x = row(s);
     for (auto _ : s) benchmark::DoNotOptimize(dk::kernels::logsumexp(x, 1.f));
@@ -132,5 +144,64 @@ void BM_min_p_filter_std(benchmark::State& s) {
     dk_bench::set_items(s);
 }
 DK_BENCH_VOCAB(BM_min_p_filter_std);
+
+// ---- top-p ----
+void BM_top_p(benchmark::State& s) {
+    auto x = row(s);
+    dk::candidates c(x.size());
+    for (auto _ : s) benchmark::DoNotOptimize(dk::kernels::top_p(x, 0.95f, 1.f, 1, c));
+    dk_bench::set_items(s);
+}
+DK_BENCH_VOCAB(BM_top_p);
+
+void BM_top_p_std_sort(benchmark::State& s) {
+    auto x = row(s);
+    std::vector<float> p(x.size());
+    std::vector<int> idx(x.size());
+    for (auto _ : s) {
+        const float m = *std::max_element(x.begin(), x.end());
+        double z = 0;
+        for (std::size_t i = 0; i < x.size(); ++i) z += p[i] = std::exp(x[i] - m);
+        std::iota(idx.begin(), idx.end(), 0);
+        std::sort(idx.begin(), idx.end(),
+                  [&](int a, int b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+        double before = 0;
+        std::size_t n = 0;
+        while (n < idx.size() && before < 0.95 * z) before += p[idx[n++]];
+        benchmark::DoNotOptimize(n);
+    }
+    dk_bench::set_items(s);
+}
+DK_BENCH_VOCAB(BM_top_p_std_sort);
+
+// ---- inverse-CDF draw over the whole row's (unnormalised) weights ----
+void BM_draw_inverse_cdf(benchmark::State& s) {
+    auto x = row(s);
+    std::vector<float> w(x.size());
+    dk::kernels::softmax(x, w, 1.f);
+    double u = 0.1;
+    for (auto _ : s) {
+        u = u + 0.61803398874989485 < 1 ? u + 0.61803398874989485 : u - 0.38196601125010515;
+        benchmark::DoNotOptimize(dk::kernels::draw_inverse_cdf(w, u));
+    }
+    dk_bench::set_items(s);
+}
+DK_BENCH_VOCAB(BM_draw_inverse_cdf);
+
+void BM_draw_inverse_cdf_std(benchmark::State& s) {
+    auto x = row(s);
+    std::vector<float> w(x.size());
+    dk::kernels::softmax(x, w, 1.f);
+    std::vector<double> cdf(x.size());
+    double u = 0.1;
+    for (auto _ : s) {
+        u = u + 0.61803398874989485 < 1 ? u + 0.61803398874989485 : u - 0.38196601125010515;
+        std::partial_sum(w.begin(), w.end(), cdf.begin(), std::plus<double>());
+        benchmark::DoNotOptimize(std::upper_bound(cdf.begin(), cdf.end(), u * cdf.back()) -
+                                 cdf.begin());
+    }
+    dk_bench::set_items(s);
+}
+DK_BENCH_VOCAB(BM_draw_inverse_cdf_std);
 
 }  // namespace
