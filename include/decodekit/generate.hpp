@@ -15,7 +15,8 @@
 /// - One model call per token: the request is the whole sequence (prompt + generated, n_last 1,
 ///   slot generate_params::slot), which grows by appending (a caching backend reuses its prefix).
 /// - Allocation: the logits row, the sequence and the sampler's workspace are sized once before
-///   the loop; nothing is allocated per token (the output vector is reserved up front).
+///   the loop; nothing is allocated per token (the sequence and output vectors are reserved up
+///   front for min(max_new_tokens, 16384) tokens, so an absurd budget cannot exhaust memory).
 /// - Randomness: the draw of step i (i-th generated token) uses rng_key{sampling.seed,
 ///   generate_params::sequence, i}; same seed and sequence give the same tokens.
 
@@ -194,11 +195,11 @@ requires language_model<M> &&(std::invocable<OnToken&, const token_event&> ||
     if (sp.eos_ids.empty()) sp.eos_ids = params.eos_ids;
     sampler smp(sp, V);
     std::vector<float> logits(V);
-    seq.reserve(prompt_len + params.max_new_tokens);
+    seq.reserve(prompt_len + std::min<std::size_t>(params.max_new_tokens, 16384));
     const stop_checker stop(params);
 
     generation_result res;
-    res.tokens.reserve(params.max_new_tokens);
+    res.tokens.reserve(std::min<std::size_t>(params.max_new_tokens, 16384));
     res.stats.prompt_tokens = prompt_len;
     res.reason = stop_reason::max_new_tokens;
     for (std::size_t step = 0; step < params.max_new_tokens; ++step) {

@@ -554,14 +554,17 @@ TEST_CASE("stochastic beams: the first token of one beam follows softmax(x / T)"
 }
 
 TEST_CASE("beam_top_candidates equals a full sort of beam_score + logprob", "[beam]") {
-    const std::size_t V = 1000, B = 3, k = 6;
+    const auto [B, k] = GENERATE(std::pair<std::size_t, std::size_t>{3, 6},
+                                 std::pair<std::size_t, std::size_t>{50, 4});
+    const std::size_t V = 1000;
     std::vector<float> rows(B * V);
     std::uint64_t s = 1;
     for (auto& v : rows) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         v = float((s >> 40) % 10000) / 1000.f;
     }
-    const std::vector<double> scores = {-0.5, -0.1, -2.0};
+    std::vector<double> scores = {-0.5, -0.1, -2.0};
+    for (std::size_t b = 3; b < B; ++b) scores.push_back(-0.01 * double(b));
     beam_step_workspace ws(V, B, k);
     std::vector<beam_candidate> out(k);
     REQUIRE(beam_top_candidates(rows, V, scores, out, ws) == k);

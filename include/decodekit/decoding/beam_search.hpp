@@ -124,6 +124,13 @@ inline bool beam_candidate_before(const beam_candidate& a, const beam_candidate&
     if (a.beam != b.beam) return a.beam < b.beam;
     return a.token < b.token;
 }
+/// Keeps the pool O(k) whatever the number of rows: past 2k entries, only the best k stay.
+inline void prune_pool(std::vector<beam_candidate>& pool, std::size_t k) {
+    if (k == 0 || pool.size() <= 2 * k) return;
+    std::nth_element(pool.begin(), pool.begin() + std::ptrdiff_t(k - 1), pool.end(),
+                     beam_candidate_before);
+    pool.resize(k);
+}
 /// log(1 - exp(-a)) for a > 0, stable.
 inline double log1mexp(double a) noexcept {
     return a < 0.6931471805599453 ? std::log(-std::expm1(-a)) : std::log1p(-std::exp(-a));
@@ -137,7 +144,7 @@ struct beam_step_workspace {
     explicit beam_step_workspace(std::size_t vocab_size = 0, std::size_t rows = 0,
                                  std::size_t k = 0)
         : row_top(vocab_size) {
-        pool.reserve(rows * k);
+        pool.reserve(std::min(rows, std::size_t(3)) * k);  // at most 2k + one row's k
     }
 };
 
@@ -153,6 +160,7 @@ inline std::size_t beam_top_candidates(std::span<const float> rows, std::size_t 
                                        std::size_t extra_k = 0) noexcept {
     const std::size_t k = out.size();
     ws.pool.clear();
+    if (k == 0) return 0;
     for (std::size_t b = 0; b < beam_scores.size(); ++b) {
         const std::span<const float> row = rows.subspan(b * vocab_size, vocab_size);
         const double lse = kernels::logsumexp(row);
@@ -175,6 +183,7 @@ inline std::size_t beam_top_candidates(std::span<const float> rows, std::size_t 
             const double s = beam_scores[b] + lp;
             ws.pool.push_back({s, s, std::uint32_t(b), t});
         }
+        detail::prune_pool(ws.pool, k);
     }
     const std::size_t m = std::min(k, ws.pool.size());
     std::partial_sort(ws.pool.begin(), ws.pool.begin() + std::ptrdiff_t(m), ws.pool.end(),
@@ -397,6 +406,7 @@ private:
                 const double sum = G.running[b].sum + double(row[std::size_t(t)]) * inv_t - lse;
                 ws_.pool.push_back({key, sum, std::uint32_t(b), t});
             }
+            detail::prune_pool(ws_.pool, k);
         }
         const std::size_t m = std::min(k, ws_.pool.size());
         std::partial_sort(ws_.pool.begin(), ws_.pool.begin() + std::ptrdiff_t(m), ws_.pool.end(),

@@ -138,12 +138,12 @@ contrastive_search(M& model, std::span<const token_id> prompt, const contrastive
     const std::size_t V = model.vocab_size(), H = model.hidden_size();
     const std::size_t k = params.alpha == 0.f ? 1 : std::min(params.top_k, V);
     contrastive_result res;
-    res.tokens.reserve(params.max_new_tokens);
+    res.tokens.reserve(std::min<std::size_t>(params.max_new_tokens, 16384));
 
     std::vector<token_id> seq(prompt.begin(), prompt.end());
-    seq.reserve(prompt.size() + params.max_new_tokens);
+    seq.reserve(prompt.size() + std::min<std::size_t>(params.max_new_tokens, 16384));
     std::vector<float> ctx_hidden(prompt.size() * H);
-    ctx_hidden.reserve((prompt.size() + params.max_new_tokens) * H);
+    ctx_hidden.reserve((prompt.size() + std::min<std::size_t>(params.max_new_tokens, 16384)) * H);
     std::vector<float> prompt_logits(prompt.size() * V);
     {
         const sequence_request r{seq, seq.size(), 0};
@@ -157,7 +157,8 @@ contrastive_search(M& model, std::span<const token_id> prompt, const contrastive
 
     contrastive_scorer scorer(V, H, k);
     std::vector<std::vector<token_id>> cand_seq(k);
-    for (auto& s : cand_seq) s.reserve(prompt.size() + params.max_new_tokens);
+    for (auto& s : cand_seq)
+        s.reserve(prompt.size() + std::min<std::size_t>(params.max_new_tokens, 16384));
     std::vector<sequence_request> req(k);
     std::vector<float> la_logits(k * V), la_hidden(k * H);
     auto is_eos = [&](token_id t) {

@@ -219,7 +219,7 @@ requires layer_logits_model<M> dola_result dola_decode(M& model, std::span<const
     penalty_workspace pws(params.repetition_penalty != 1.f ? V : 0);
     std::vector<float> rows((J + 1) * V), scores(V);
     std::vector<token_id> seq(prompt.begin(), prompt.end());
-    seq.reserve(prompt.size() + params.max_new_tokens);
+    seq.reserve(prompt.size() + std::min<std::size_t>(params.max_new_tokens, 16384));
     dola_result res;
     for (std::size_t step = 0; step < params.max_new_tokens; ++step) {
         const sequence_request r{seq, 1, 0};
