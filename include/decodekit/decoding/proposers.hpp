@@ -105,11 +105,6 @@ public:
             return std::span<const float>(row_);
         });
     }
-    /// Forwards emitted tokens to a stateful processing (commit()).
-    void commit(std::span<const token_id> emitted) {
-        if constexpr (requires { proc_.commit(token_id{}); })
-            for (token_id t : emitted) proc_.commit(t);
-    }
 
 private:
     Draft* model_;
@@ -146,10 +141,6 @@ public:
                                  std::span<const int>(layers), std::span<float>(row_));
             return std::span<const float>(row_);
         });
-    }
-    void commit(std::span<const token_id> emitted) {
-        if constexpr (requires { proc_.commit(token_id{}); })
-            for (token_id t : emitted) proc_.commit(t);
     }
 
 private:
@@ -205,10 +196,6 @@ public:
                 ext_.push_back(x);
             }
         }
-    }
-    void commit(std::span<const token_id> emitted) {
-        if constexpr (requires { proc_.commit(token_id{}); })
-            for (token_id t : emitted) proc_.commit(t);
     }
 
 private:

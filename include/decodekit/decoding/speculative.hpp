@@ -41,11 +41,12 @@
 /// per round verifying the round's drafts (n_last = drafts + 1, slot params.target_slot); the
 /// target sequence is cut back after a rejection (model.hpp's sequence contract). Processing is
 /// applied lazily in emission order, so a stateful processing step (commit()) only ever sees
-/// emitted tokens: nothing to roll back on the target side.
+/// emitted tokens: nothing to roll back on the target side (no sampler state()/restore() needed).
 
 #include <decodekit/config.hpp>
 #include <decodekit/error.hpp>
 #include <decodekit/generate.hpp>
+#include <decodekit/kernels/reduce.hpp>
 #include <decodekit/model.hpp>
 #include <decodekit/random.hpp>
 #include <decodekit/types.hpp>
@@ -56,6 +57,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -111,55 +113,102 @@ sparse_dist_view as_dist_view(const D& d) noexcept {
 }
 
 namespace detail {
-/// Probability of `x` in `d` (0 if absent). O(|d|).
+inline constexpr std::size_t spec_block = 512;        // block of the blocked sums and draws
+inline constexpr std::size_t spec_max_blocks = 1024;  // block sums kept on the stack
+
+/// Index of token `x` in `ids` (npos if absent). O(1) when ids[x] == x (id-ordered rows),
+/// otherwise a linear search (a sampler's rows are sorted by probability: drafts are found early).
+inline std::size_t find_token(std::span<const token_id> ids, token_id x) noexcept {
+    if (x < 0) return npos;
+    if (std::size_t(x) < ids.size() && ids[std::size_t(x)] == x) return std::size_t(x);
+    const auto it = std::find(ids.begin(), ids.end(), x);
+    return it == ids.end() ? npos : std::size_t(it - ids.begin());
+}
+/// Probability of `x` in `d` (0 if absent or not positive).
 inline double prob_of(sparse_dist_view d, token_id x) noexcept {
-    for (std::size_t i = 0; i < d.tokens.size(); ++i)
-        if (d.tokens[i] == x) return d.probs[i] > 0.f ? double(d.probs[i]) : 0.0;
-    return 0.0;
+    const std::size_t i = find_token(d.tokens, x);
+    return i != npos && d.probs[i] > 0.f ? double(d.probs[i]) : 0.0;
 }
 /// Most probable token (ties to the lowest id); -1 when no entry has positive probability.
+/// Two vectorised passes: the max, then the lowest id holding it.
 inline token_id argmax(sparse_dist_view d) noexcept {
-    token_id best = -1;
-    float bp = 0.f;
-    for (std::size_t i = 0; i < d.tokens.size(); ++i) {
-        const float p = d.probs[i];
-        if (p > bp || (p == bp && p > 0.f && d.tokens[i] < best)) {
-            bp = p;
-            best = d.tokens[i];
-        }
-    }
+    const float m = kernels::max(d.probs);
+    if (!(m > 0.f)) return -1;
+    token_id best = std::numeric_limits<token_id>::max();
+    for (std::size_t i = 0; i < d.tokens.size(); ++i)
+        if (d.probs[i] == m && d.tokens[i] < best) best = d.tokens[i];
     return best;
 }
-/// Inverse-CDF draw over weights w (any nonnegative values) with uniform u in (0,1): index of
-/// the first entry whose running sum exceeds u * sum with w > 0; the last positive entry when
-/// rounding leaves the target unreached; npos when no weight is positive.
-inline std::size_t draw_index(std::span<const double> w, double total, double u) noexcept {
-    const double target = u * total;
-    double run = 0;
-    std::size_t last = npos;
-    for (std::size_t i = 0; i < w.size(); ++i) {
-        if (!(w[i] > 0)) continue;
-        run += w[i];
-        last = i;
-        if (run > target) return i;
-    }
-    return last;
+/// True when a and b list the same ids in the same order (then q can be read elementwise).
+inline bool same_ids(std::span<const token_id> a, std::span<const token_id> b) noexcept {
+    if (a.size() != b.size()) return false;
+    if (a.data() == b.data()) return true;
+    return std::equal(a.begin(), a.end(), b.begin());
 }
-/// Inverse-CDF draw from a sparse distribution (float probabilities, summed in double).
-inline token_id draw_sparse(sparse_dist_view d, double u) noexcept {
+
+/// Blocked inverse-CDF draw over n nonnegative weights produced by fill(begin, count, out):
+/// one pass of block sums (SIMD, double), then one block rescanned. Returns the index of the
+/// first positive weight whose running sum exceeds u * total, the last positive one when rounding
+/// leaves it unreached, npos when the total is not above `floor` (then *total_out is that total).
+template <class Fill>
+std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor,
+                         double* total_out = nullptr) noexcept {
+    alignas(64) float buf[spec_block];
+    double sums[spec_max_blocks];
+    const std::size_t nb = (n + spec_block - 1) / spec_block;
+    const bool keep = nb <= spec_max_blocks;
     double total = 0;
-    for (float p : d.probs)
-        if (p > 0.f) total += p;
+    for (std::size_t b = 0; b < nb; ++b) {
+        const std::size_t c = std::min(spec_block, n - b * spec_block);
+        fill(b * spec_block, c, buf);
+        const double s = kernels::sum(std::span<const float>(buf, c));
+        if (keep) sums[b] = s;
+        total += s;
+    }
+    if (total_out) *total_out = total;
+    if (!(total > floor)) return npos;
     const double target = u * total;
     double run = 0;
-    token_id last = -1;
-    for (std::size_t i = 0; i < d.tokens.size(); ++i) {
-        if (!(d.probs[i] > 0.f)) continue;
-        run += d.probs[i];
-        last = d.tokens[i];
-        if (run > target) return d.tokens[i];
+    std::size_t last_block = npos;
+    for (std::size_t b = 0; b < nb; ++b) {
+        double s;
+        const std::size_t c = std::min(spec_block, n - b * spec_block);
+        if (keep) {
+            s = sums[b];
+        } else {
+            fill(b * spec_block, c, buf);
+            s = kernels::sum(std::span<const float>(buf, c));
+        }
+        if (!(s > 0)) continue;
+        last_block = b;
+        if (run + s > target || b + 1 == nb) break;
+        run += s;
     }
-    return last;
+    if (last_block == npos) return npos;
+    const std::size_t b = last_block, c = std::min(spec_block, n - b * spec_block);
+    fill(b * spec_block, c, buf);
+    std::size_t last = npos;
+    for (std::size_t j = 0; j < c; ++j) {
+        if (!(buf[j] > 0.f)) continue;
+        run += buf[j];
+        last = j;
+        if (run > target) break;
+    }
+    return last == npos ? npos : b * spec_block + last;
+}
+/// Inverse-CDF draw from a sparse distribution (blocked, sums in double); -1 if no positive
+/// probability.
+inline token_id draw_sparse(sparse_dist_view d, double u) noexcept {
+    const std::size_t i = draw_blocked(
+        d.size(),
+        [&](std::size_t b, std::size_t c, float* out) noexcept {
+            for (std::size_t j = 0; j < c; ++j) {
+                const float v = d.probs[b + j];
+                out[j] = v > 0.f ? v : 0.f;
+            }
+        },
+        u, 0.0);
+    return i == npos ? token_id(-1) : d.tokens[i];
 }
 /// Entropy -sum p ln p (natural log).
 inline double entropy(sparse_dist_view d) noexcept {
@@ -226,33 +275,48 @@ inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, to
     const double u = acc.uniform();
     const double px = detail::prob_of(p, x), qx = detail::prob_of(q, x);
     if (qx > 0 && u * qx < px) return {x, true};
-    // Residual max(0, p - q) over p's support (zero elsewhere).
-    auto& dense = ws.dense_;
-    for (std::size_t i = 0; i < q.tokens.size(); ++i) {
-        const auto t = std::size_t(q.tokens[i]);
-        DECODEKIT_ASSERT(t < dense.size(), "verify_rejection: q token id >= workspace vocab_size");
-        if (t < dense.size() && q.probs[i] > 0.f) dense[t] = q.probs[i];
-    }
-    auto& w = ws.weights_;
-    w.clear();
-    double total = 0;
-    for (std::size_t i = 0; i < p.tokens.size(); ++i) {
-        const auto t = std::size_t(p.tokens[i]);
-        const double qt = t < dense.size() ? double(dense[t]) : 0.0;
-        const double pi = p.probs[i] > 0.f ? double(p.probs[i]) : 0.0;
-        const double r = pi > qt ? pi - qt : 0.0;
-        w.push_back(r);
-        total += r;
-    }
-    for (std::size_t i = 0; i < q.tokens.size(); ++i) {
-        const auto t = std::size_t(q.tokens[i]);
-        if (t < dense.size()) dense[t] = 0.f;
-    }
     rng_stream res = make_stream(key, rng_purpose::residual);
     const double v = res.uniform();
-    if (!(total > detail::residual_floor)) return {detail::draw_sparse(p, v), false};
-    const std::size_t j = detail::draw_index(w, total, v);
-    return {j == npos ? token_id(-1) : p.tokens[j], false};
+    // Residual max(0, p - q) over p's support (zero elsewhere).
+    std::size_t j;
+    if (detail::same_ids(p.tokens, q.tokens)) {  // aligned rows: elementwise
+        j = detail::draw_blocked(
+            p.size(),
+            [&](std::size_t b, std::size_t c, float* out) noexcept {
+                const float* pp = p.probs.data() + b;
+                const float* qq = q.probs.data() + b;
+                for (std::size_t i = 0; i < c; ++i) {
+                    const float r = pp[i] - (qq[i] > 0.f ? qq[i] : 0.f);
+                    out[i] = r > 0.f ? r : 0.f;
+                }
+            },
+            v, detail::residual_floor);
+    } else {  // scatter q into the dense scratch row, gather it along p
+        float* dense = ws.dense_.data();
+        const std::size_t dv = ws.dense_.size();
+        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
+            const auto t = std::size_t(q.tokens[i]);
+            DECODEKIT_ASSERT(t < dv, "verify_rejection: q token id >= workspace vocab_size");
+            if (t < dv && q.probs[i] > 0.f) dense[t] = q.probs[i];
+        }
+        j = detail::draw_blocked(
+            p.size(),
+            [&](std::size_t b, std::size_t c, float* out) noexcept {
+                for (std::size_t i = 0; i < c; ++i) {
+                    const auto t = std::size_t(p.tokens[b + i]);
+                    const float qt = t < dv ? dense[t] : 0.f;
+                    const float r = p.probs[b + i] - qt;
+                    out[i] = r > 0.f ? r : 0.f;
+                }
+            },
+            v, detail::residual_floor);
+        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
+            const auto t = std::size_t(q.tokens[i]);
+            if (t < dv) dense[t] = 0.f;
+        }
+    }
+    if (j == npos) return {detail::draw_sparse(p, v), false};  // residual ~0: fall back to p
+    return {p.tokens[j], false};
 }
 
 /// Exact verification of a deterministic proposal x (q = delta_x): accept iff u < p(x), else
@@ -261,24 +325,23 @@ inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, to
 inline verify_result verify_one_hot(sparse_dist_view p, token_id x, rng_key key) noexcept {
     rng_stream acc = make_stream(key, rng_purpose::accept);
     const double u = acc.uniform();
-    const double px = detail::prob_of(p, x);
-    if (u * 1.0 < px) return {x, true};
-    double total = 0;
-    for (std::size_t i = 0; i < p.tokens.size(); ++i)
-        if (p.tokens[i] != x && p.probs[i] > 0.f) total += p.probs[i];
+    const std::size_t ix = detail::find_token(p.tokens, x);
+    const double px = ix != npos && p.probs[ix] > 0.f ? double(p.probs[ix]) : 0.0;
+    if (u < px) return {x, true};
     rng_stream res = make_stream(key, rng_purpose::residual);
     const double v = res.uniform();
-    if (!(total > detail::residual_floor)) return {detail::draw_sparse(p, v), false};
-    const double target = v * total;
-    double run = 0;
-    token_id last = -1;
-    for (std::size_t i = 0; i < p.tokens.size(); ++i) {
-        if (p.tokens[i] == x || !(p.probs[i] > 0.f)) continue;
-        run += p.probs[i];
-        last = p.tokens[i];
-        if (run > target) return {p.tokens[i], false};
-    }
-    return {last, false};
+    const std::size_t j = detail::draw_blocked(
+        p.size(),
+        [&](std::size_t b, std::size_t c, float* out) noexcept {
+            for (std::size_t i = 0; i < c; ++i) {
+                const float w = p.probs[b + i];
+                out[i] = w > 0.f ? w : 0.f;
+            }
+            if (ix != npos && ix >= b && ix < b + c) out[ix - b] = 0.f;
+        },
+        v, detail::residual_floor);
+    if (j == npos) return {detail::draw_sparse(p, v), false};
+    return {p.tokens[j], false};
 }
 
 /// Greedy verification: accept iff x is p's argmax (ties to the lowest id); otherwise emit the
@@ -318,8 +381,10 @@ struct position_context {
 };
 
 /// A processing step: `proc(logits, ctx, out)` writes the processed sparse distribution of a
-/// logits row into `out` (cleared first by the callee). Optional: `proc.commit(token)` is called
-/// for every emitted token, in order (stateful pipelines such as mirostat).
+/// logits row into `out` (clearing it first). Optional: `proc.commit(token, p)` is called for
+/// every emitted token, in order, with the target distribution it was emitted under (stateful
+/// pipelines such as mirostat; see sampler_processing). Proposers' processing is never committed:
+/// a stateful draft keeps its state, which is still exact because q is what the draft drew from.
 template <class P>
 concept distribution_processing = requires(P& p, std::span<const float> logits,
                                            const position_context& c, sparse_distribution& out) {
@@ -405,31 +470,28 @@ struct basic_processing {
     }
 };
 
-/// Processing through a decodekit::sampler (or any object with a `distribution(logits, ctx)`
-/// whose context aggregate is {sequence, step, history, prompt_length} and whose result has
-/// `tokens` / `probs`): p and q are exactly what the sampler's draw would use (processors,
-/// truncation order, temperature). The sampler is borrowed, not copied.
-/// Mirostat is refused: the sampler's mu moves only inside sample(), so the distribution of the
-/// next position cannot follow an emitted token (raises at construction).
-template <class Sampler>
+/// Processing through a decodekit::sampler: p and q are exactly what the sampler's draw would use
+/// (processors with the history, truncation order, temperature). The sampler is borrowed.
+/// commit() advances the sampler's state (mirostat's mu) with sampler::observe() for each emitted
+/// token and the distribution it was emitted under, so mirostat stays exact: the distribution of
+/// step n + 1 follows the token emitted at step n, as with plain sampling.
 class sampler_processing {
 public:
-    explicit sampler_processing(Sampler& s) : s_(&s) {
-        if constexpr (requires { bool(s.params().mirostat); })
-            if (s.params().mirostat)
-                raise(
-                    "sampler_processing: mirostat is not supported by speculative decoding "
-                    "(the sampler cannot advance mu from an emitted token)");
-    }
+    explicit sampler_processing(sampler& s) noexcept : s_(&s) {}
     void operator()(std::span<const float> logits, const position_context& c,
                     sparse_distribution& out) const {
-        const auto d = s_->distribution(logits, {c.sequence, c.step, c.history, c.prompt_length});
-        out.clear();
-        for (std::size_t i = 0; i < d.tokens.size(); ++i) out.push(d.tokens[i], float(d.probs[i]));
+        const decodekit::distribution d = s_->distribution(
+            logits, sample_context{c.sequence, c.step, c.history, c.prompt_length});
+        out.tokens.assign(d.tokens.begin(), d.tokens.end());
+        out.probs.assign(d.probs.begin(), d.probs.end());
+    }
+    /// Advances the sampler as if it had drawn `t` from `p`.
+    void commit(token_id t, const sparse_distribution& p) const noexcept {
+        s_->observe(decodekit::distribution{p.tokens, p.probs}, t);
     }
 
 private:
-    Sampler* s_;
+    sampler* s_;
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -466,7 +528,8 @@ struct draft_buffer {
 
 /// A proposer: `propose(request, out)` fills `out` (already cleared) with at most
 /// request.max_tokens drafts. Optional: `vocab_size()` (checked against the target's) and
-/// `commit(std::span<const token_id> emitted)` called after each round with its emitted tokens.
+/// `commit(std::span<const token_id> emitted)` called after each round with its emitted tokens
+/// (e.g. to update an n-gram index).
 template <class P>
 concept draft_proposer = requires(P& p, const draft_request& r, draft_buffer& out) {
     p.propose(r, out);
@@ -477,9 +540,9 @@ concept draft_proposer = requires(P& p, const draft_request& r, draft_buffer& ou
 
 /// Parameters of speculative_decode.
 struct speculative_params {
-    std::size_t max_new_tokens = 64;  ///< never emits more
-    std::vector<token_id> eos_ids;    ///< drawing one ends the output (EOS is not appended)
-    std::vector<std::vector<token_id>> stop_sequences;  ///< output ending with one stops
+    std::size_t max_new_tokens = 64;     ///< never emits more
+    std::vector<token_id> eos_ids = {};  ///< drawing one ends the output (EOS is not appended)
+    std::vector<std::vector<token_id>> stop_sequences = {};  ///< output ending with one stops
     std::uint64_t seed = 0;
     std::uint64_t sequence = 0;  ///< rng key sequence id
     verification rule = verification::rejection;
@@ -632,7 +695,7 @@ speculative_result speculative_decode(Target& target, Proposer& proposer,
         ctx.push_back(t);
         res.tokens.push_back(t);
         ++st.emitted;
-        if constexpr (requires { processing.commit(t); }) processing.commit(t);
+        if constexpr (requires { processing.commit(t, p); }) processing.commit(t, p);
         const float lp =
             params.rule == verification::greedy || !(prob > 0) ? 0.f : float(std::log(prob));
         const bool go_on = detail::call_stream(on_token, token_event{t, res.tokens.size() - 1, lp});

@@ -1,0 +1,179 @@
+// Speculative decoding benchmarks.
+//   BM_spec_verify_*: verification cost per draft token on precomputed processed distributions
+//     (target p and draft q over the whole vocabulary, or after top-k 40), at V = 32000 and
+//     128256; compare with BM_floor_read of bench_floors.cpp (same binary, same V). Items = V.
+//   BM_spec_toy_*: speculative_decode on the deterministic toy models of the tests, one run of 64
+//     new tokens per iteration; counters: mean accepted draft tokens per round, tokens per target
+//     call, acceptance rate. (Toy model calls are nearly free, so time here is the loop's own
+//     overhead, not a speedup; the demo measures speedup on the reference backend.)
+
+#include "bench_common.hpp"
+
+#include <decodekit/decoding/proposers.hpp>
+#include <decodekit/decoding/speculative.hpp>
+
+#include "../tests/support/toy_model.hpp"
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+namespace {
+
+namespace dk = decodekit;
+
+struct verify_inputs {
+    dk::sparse_distribution p, q, pk, qk;        // full; top-k 40
+    std::vector<dk::token_id> drafts, drafts_k;  // sampled from q / qk
+};
+
+/// Target row = the shared bench row; draft row = 0.8 * target + 0.6 * noise (a related draft).
+const verify_inputs& inputs(std::size_t v) {
+    static std::map<std::size_t, verify_inputs> cache;
+    auto it = cache.find(v);
+    if (it != cache.end()) return it->second;
+    verify_inputs in;
+    const auto& t = dk_bench::logits(v);
+    const auto noise = dk_bench::make_logits(v, 777);
+    std::vector<float> d(v);
+    for (std::size_t i = 0; i < v; ++i) d[i] = 0.8f * t[i] + 0.6f * noise[i];
+    dk::basic_processing full{}, topk{.top_k = 40};
+    full(t, {}, in.p);
+    full(d, {}, in.q);
+    topk(t, {}, in.pk);
+    topk(d, {}, in.qk);
+    for (std::uint64_t i = 0; i < 256; ++i) {
+        in.drafts.push_back(dk::detail::draw_sparse(
+            in.q, dk::make_stream({3, 0, i}, dk::rng_purpose::draft).uniform()));
+        in.drafts_k.push_back(dk::detail::draw_sparse(
+            in.qk, dk::make_stream({3, 0, i}, dk::rng_purpose::draft).uniform()));
+    }
+    return cache.emplace(v, std::move(in)).first->second;
+}
+
+void at_two_sizes(benchmark::internal::Benchmark* b) { b->Arg(32000)->Arg(128256)->ArgName("V"); }
+
+template <class F>
+void verify_loop(benchmark::State& state, F&& f) {
+    std::uint64_t i = 0, acc = 0;
+    for (auto _ : state) {
+        const dk::verify_result r = f(i);
+        acc += r.accepted;
+        benchmark::DoNotOptimize(r);
+        ++i;
+    }
+    dk_bench::set_items(state);
+    state.counters["accept"] = i ? double(acc) / double(i) : 0.0;
+}
+
+void BM_spec_verify_rejection_full(benchmark::State& state) {
+    const std::size_t v = std::size_t(state.range(0));
+    const auto& in = inputs(v);
+    dk::verify_workspace ws(v);
+    verify_loop(state, [&](std::uint64_t i) {
+        return dk::verify_rejection(in.p, in.q, in.drafts[i & 255], {1, 0, i}, ws);
+    });
+}
+BENCHMARK(BM_spec_verify_rejection_full)->Apply(at_two_sizes);
+
+void BM_spec_verify_one_hot_full(benchmark::State& state) {
+    const auto& in = inputs(std::size_t(state.range(0)));
+    verify_loop(state, [&](std::uint64_t i) {
+        return dk::verify_one_hot(in.p, in.drafts[i & 255], {1, 0, i});
+    });
+}
+BENCHMARK(BM_spec_verify_one_hot_full)->Apply(at_two_sizes);
+
+void BM_spec_verify_greedy_full(benchmark::State& state) {
+    const auto& in = inputs(std::size_t(state.range(0)));
+    verify_loop(state,
+                [&](std::uint64_t i) { return dk::verify_greedy(in.p, in.drafts[i & 255]); });
+}
+BENCHMARK(BM_spec_verify_greedy_full)->Apply(at_two_sizes);
+
+void BM_spec_verify_rejection_topk40(benchmark::State& state) {
+    const std::size_t v = std::size_t(state.range(0));
+    const auto& in = inputs(v);
+    dk::verify_workspace ws(v);
+    verify_loop(state, [&](std::uint64_t i) {
+        return dk::verify_rejection(in.pk, in.qk, in.drafts_k[i & 255], {1, 0, i}, ws);
+    });
+}
+BENCHMARK(BM_spec_verify_rejection_topk40)->Apply(at_two_sizes);
+
+// ---- mean accepted length per proposer on the toy models
+
+constexpr std::size_t toy_vocab = 64;
+
+dk_test::toy_model_config toy_cfg() {
+    return {.vocab_size = toy_vocab, .num_layers = 8, .num_heads = 4, .seed = 11, .scale = 3.f};
+}
+
+template <class MakeProposer>
+void toy_run(benchmark::State& state, MakeProposer&& make, float temperature) {
+    dk_test::toy_model target(toy_cfg());
+    std::vector<dk::token_id> prompt;
+    for (int i = 0; i < 24; ++i) prompt.push_back(dk::token_id((i * 7) % 13));
+    for (int i = 0; i < 8; ++i) prompt.push_back(prompt[std::size_t(i)]);  // some repetition
+    dk::basic_processing proc{.temperature = temperature};
+    auto proposer = make(target, proc);
+    std::size_t rounds = 0, accepted = 0, drafted = 0, emitted = 0, calls = 0;
+    std::uint64_t seq = 0;
+    for (auto _ : state) {
+        const auto r = dk::speculative_decode(
+            target, proposer, prompt,
+            {.max_new_tokens = 64, .seed = 1, .sequence = seq++, .draft_length = 4}, proc);
+        rounds += r.stats.rounds;
+        accepted += r.stats.accepted;
+        drafted += r.stats.drafted;
+        emitted += r.stats.emitted;
+        calls += r.stats.target_calls;
+    }
+    state.counters["accepted_per_round"] = double(accepted) / double(rounds);
+    state.counters["tokens_per_target_call"] = double(emitted) / double(calls);
+    state.counters["acceptance"] = drafted ? double(accepted) / double(drafted) : 0.0;
+}
+
+dk_test::toy_model& toy_draft() {
+    static dk_test::toy_model d = dk_test::toy_model::draft_of(toy_cfg(), 0.5f);
+    return d;
+}
+
+void BM_spec_toy_draft_model(benchmark::State& state) {
+    toy_run(
+        state,
+        [](auto&, auto& proc) {
+            return dk::draft_model_proposer(toy_draft(), proc, {.mode = dk::draft_mode::sample});
+        },
+        float(state.range(0)) / 10.f);
+}
+BENCHMARK(BM_spec_toy_draft_model)->Arg(0)->Arg(10)->ArgName("Tx10");
+
+void BM_spec_toy_early_exit(benchmark::State& state) {
+    toy_run(
+        state,
+        [](auto& target, auto& proc) {
+            return dk::early_exit_proposer(target, 6, proc, {.mode = dk::draft_mode::sample});
+        },
+        float(state.range(0)) / 10.f);
+}
+BENCHMARK(BM_spec_toy_early_exit)->Arg(0)->Arg(10)->ArgName("Tx10");
+
+void BM_spec_toy_mtp_parallel(benchmark::State& state) {
+    toy_run(
+        state,
+        [](auto& target, auto& proc) {
+            return dk::mtp_proposer(target, 0, proc, {.mode = dk::draft_mode::sample, .slot = 1});
+        },
+        float(state.range(0)) / 10.f);
+}
+BENCHMARK(BM_spec_toy_mtp_parallel)->Arg(0)->Arg(10)->ArgName("Tx10");
+
+void BM_spec_toy_ngram(benchmark::State& state) {
+    toy_run(
+        state, [](auto&, auto&) { return dk::ngram_proposer{.min_n = 1, .max_n = 3}; },
+        float(state.range(0)) / 10.f);
+}
+BENCHMARK(BM_spec_toy_ngram)->Arg(0)->Arg(10)->ArgName("Tx10");
+
+}  // namespace
