@@ -205,7 +205,8 @@ public:
         if (vocab_ == 0) raise("beam_search: vocab_size must be >= 1");
         gs_ = p_.num_beams / p_.num_groups;
         // HF keeps max(2, 1 + #eos) * g so that g non-EOS candidates always remain.
-        const std::size_t k = std::max<std::size_t>(2, 1 + p_.eos_ids.size()) * gs_;
+        const std::size_t k =
+            std::max<std::size_t>(2, 1 + std::min(p_.eos_ids.size(), vocab_)) * gs_;
         groups_.resize(p_.num_groups);
         for (std::size_t g = 0; g < p_.num_groups; ++g) {
             groups_[g].running.push_back({prompt_, 0.0, 0.0});
