@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Builds every libFuzzer target (clang, -fsanitize=fuzzer,address,undefined; build dir
+# build/fuzz via the `fuzz` preset) and runs each for SECONDS (default 60) on a temporary copy of
+# its seed corpus fuzz/corpus/<target>/ (the committed corpus never grows). Prints the executions
+# reached per target; exits non-zero on any finding (crash, sanitizer report, failed oracle,
+# timeout, leak, OOM), leaving the reproducer in the temporary directory it prints.
+#
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     e.g. scripts/fuzz.sh 30, scripts/fuzz.sh 600 fuzz_sampler
+# Environment: DECODEKIT_FUZZ_JOBS (build jobs, default 2), DECODEKIT_FUZZ_ARGS (extra libFuzzer
+# flags), DECODEKIT_FUZZ_KEEP=1 (keep the temporary directory even on success).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-60}"
+shift || true
+command -v clang++ > /dev/null || { echo "fuzz.sh: clang++ is required (apt-get install clang)" >&2; exit 2; }
+
+cmake --preset fuzz > /dev/null
+cmake --build build/fuzz --target decodekit_fuzzers -j "${DECODEKIT_FUZZ_JOBS:-2}"
+
+if [ $# -gt 0 ]; then targets=("$@"); else
+  targets=()
+  for src in fuzz/fuzz_*.cpp; do targets+=("$(basename "$src" .cpp)"); done
+fi
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/decodekit-fuzz.XXXXXX")"
+status=0
+summary=()
+for t in "${targets[@]}"; do
+  bin="build/fuzz/fuzz/$t"
+  [ -x "$bin" ] || { echo "fuzz.sh: no fuzzer $bin" >&2; exit 2; }
+  mkdir -p "$work/$t/corpus" "$work/$t/artifacts"
+  if [ -d "fuzz/corpus/$t" ]; then cp -r "fuzz/corpus/$t/." "$work/$t/corpus/"; fi
+  echo "==== fuzz: $t for ${seconds}s"
+  start=$SECONDS
+  set +e
+  # -timeout: one input taking > 10 s is a hang; -rss_limit_mb: absurd allocations are findings.
+  # shellcheck disable=SC2086
+  "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2560 -print_final_stats=1 \
+    -artifact_prefix="$work/$t/artifacts/" ${DECODEKIT_FUZZ_ARGS:-} "$work/$t/corpus" \
+    > "$work/$t/log" 2>&1
+  rc=$?
+  set -e
+  execs="$(grep -o 'stat::number_of_executed_units: [0-9]*' "$work/$t/log" | awk '{print $2}' | tail -1)"
+  line="$t: ${execs:-?} executions in $((SECONDS - start)) s"
+  if [ $rc -ne 0 ] || ls "$work/$t/artifacts/"* > /dev/null 2>&1; then
+    status=1
+    line="$line  FINDING (exit $rc): $(ls "$work/$t/artifacts/" 2>/dev/null | tr '\n' ' ')"
+    grep -E 'fuzz check failed|ERROR: |runtime error|SUMMARY' "$work/$t/log" | head -5 || true
+    echo "     log: $work/$t/log"
+  fi
+  echo "$line"
+  summary+=("$line")
+done
+echo "==== fuzz summary (${seconds}s per target)"
+printf '  %s\n' "${summary[@]}"
+if [ $status -eq 0 ] && [ "${DECODEKIT_FUZZ_KEEP:-0}" != 1 ]; then rm -rf "$work"; else echo "work dir: $work"; fi
+exit $status
