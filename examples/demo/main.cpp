@@ -23,8 +23,8 @@ namespace {
 struct options {
     std::string model, tokenizer;
     std::string prompt = "Once upon a time";
-    int max_tokens = 200;
-    std::string strategy = "greedy";
+    int max_tokens = 160;
+    std::string strategy = "all";
     std::uint64_t seed = 42;
     float temperature = 0.8f;
     int top_k = 40;
@@ -45,9 +45,9 @@ void usage(std::FILE* f) {
         "  --tokenizer PATH     llama2.c tokenizer (default: tok512.bin / tokenizer.bin beside the "
         "model)\n"
         "  --prompt TEXT        prompt (default \"Once upon a time\"; \"\" starts from BOS alone)\n"
-        "  --max-tokens N       new tokens per strategy (default 200)\n"
+        "  --max-tokens N       new tokens per strategy (default 160)\n"
         "  --strategy S         greedy|sample|beam|contrastive|dola|speculative|all (default "
-        "greedy)\n"
+        "all)\n"
         "  --seed N             sampling seed (default 42)\n"
         "  --temperature T      sampling temperature (default 0.8)\n"
         "  --top-k K            sampling top-k, 0 = off (default 40)\n"
