@@ -273,7 +273,10 @@ TEST_CASE("mirostat v2: mu updates on sample(), state() / restore() roll it back
               x.size());
     CHECK(s.state().mirostat_mu == 6.f);
     // distribution with mu = 6: keep p >= 2^-6
-    const auto d = s.distribution(x);
+    const auto view = s.distribution(x);  // valid until the next call: copy it
+    const std::vector<token_id> d_tokens(view.tokens.begin(), view.tokens.end());
+    const std::vector<float> d_probs(view.probs.begin(), view.probs.end());
+    const decodekit::distribution d{d_tokens, d_probs};
     double z = 0;
     for (float v : x) z += std::exp(double(v));
     std::size_t expect_n = 0;

@@ -248,8 +248,9 @@ ref_result reference_distribution(const std::vector<float>& x, const sampling_pa
         if (on) r.apply(st);
     }
     const auto q = r.probs(r.t);
+    const double qmax = *std::max_element(q.begin(), q.end());
     for (std::size_t i : r.order())
-        if (q[i] > 0) {
+        if (float(q[i] / qmax) > 0) {  // the sampler keeps weights relative to the max in float
             out.tokens.push_back(token_id(i));
             out.probs.push_back(q[i]);
         }

@@ -185,7 +185,6 @@ public:
         cand_ = candidates(vocab_);
         sorted_.resize(vocab_);
         weights_.resize(vocab_);
-        probs_.resize(vocab_);
         if (params_.typical_p < 1.f) {
             key_.resize(vocab_);
             perm_.resize(vocab_);
@@ -270,8 +269,8 @@ public:
             if (a == npos) return {};
             cand_.clear();
             cand_.push_back(token_id(a), best);
-            probs_[0] = 1.f;
-            return {{cand_.id_storage(), 1}, {probs_.data(), 1}};
+            weights_[0] = 1.f;
+            return {{cand_.id_storage(), 1}, {weights_.data(), 1}};
         }
         truncate(x, ctx);
         if (full_) materialise(x);
@@ -281,8 +280,8 @@ public:
         std::size_t n = cand_.size();  // sorted: zero weights (underflow, finite next to +inf) last
         while (n > 0 && !(weights_[n - 1] > 0)) --n;
         cand_.resize(n);
-        for (std::size_t i = 0; i < n; ++i) probs_[i] = float(weights_[i] / s);
-        return {{cand_.id_storage(), cand_.size()}, {probs_.data(), cand_.size()}};
+        for (std::size_t i = 0; i < n; ++i) weights_[i] = float(weights_[i] / s);  // in place
+        return {{cand_.id_storage(), cand_.size()}, {weights_.data(), cand_.size()}};
     }
 
 private:
@@ -307,14 +306,14 @@ private:
     dry_workspace dry_ws_;
     candidates cand_;                     // the working set once materialised
     std::vector<detail::scored> sorted_;  // sort scratch
-    std::vector<double> weights_;         // exp weights of cand_ (relative to its max)
-    std::vector<float> probs_;            // distribution() output
-    std::vector<double> key_;             // typical's sort key
-    std::vector<std::size_t> perm_;       // typical's order
-    std::vector<float> bmax_;             // full-row draw: block maxima
-    std::vector<double> bsum_;            //                block sums
-    std::vector<float> block_buf_;        //                softmax of the chosen block
-    candidates alt_;                      // raw top-n
+    std::vector<float> weights_;     // exp weights of cand_ (relative to its max; sums in double);
+                                     // distribution() normalises them in place
+    std::vector<double> key_;        // typical's sort key
+    std::vector<std::size_t> perm_;  // typical's order
+    std::vector<float> bmax_;        // full-row draw: block maxima
+    std::vector<double> bsum_;       //                block sums
+    std::vector<float> block_buf_;   //                softmax of the chosen block
+    candidates alt_;                 // raw top-n
     std::vector<token_logprob> top_, requested_;
 
     // per call
@@ -528,8 +527,8 @@ private:
         double s = 0;
         const float* lg = cand_.logit_storage();
         for (std::size_t i = 0; i < cand_.size(); ++i) {
-            weights_[i] = detail::cand_weight(lg[i], m, t_);
-            s += weights_[i];
+            weights_[i] = float(detail::cand_weight(lg[i], m, t_));
+            s += double(weights_[i]);
         }
         return s;
     }
@@ -743,7 +742,7 @@ private:
             const double q = weights_[i] / s;
             key_[i] = q > 0 ? std::fabs(-std::log(q) - h) : std::numeric_limits<double>::infinity();
         }
-        const std::vector<double>& w = weights_;
+        const std::vector<float>& w = weights_;
         perm_sort(n);  // positions by key; stable: equal keys keep the probability order
         double before = 0;
         std::size_t kept = 0;
@@ -887,10 +886,10 @@ private:
                 if (run > target) break;
             }
             r.token = cand_.ids()[pick];
-            r.logprob = float(std::log(weights_[pick]) - std::log(s));
+            r.logprob = float(std::log(double(weights_[pick])) - std::log(s));
             r.status = sample_status::ok;
             if (params_.mirostat) {
-                const double surprise = -std::log2(weights_[pick] / s);
+                const double surprise = -std::log2(double(weights_[pick]) / s);
                 state_.mirostat_mu -=
                     float(double(params_.mirostat_eta) * (surprise - double(params_.mirostat_tau)));
             }
@@ -984,7 +983,7 @@ private:
             double s = 0;
             for (std::size_t i = 0; i < cand_.size(); ++i) s += weights_[i];
             for (std::size_t i = 0; i < cand_.size(); ++i)
-                if (cand_.ids()[i] == t) return float(std::log(weights_[i] / s));
+                if (cand_.ids()[i] == t) return float(std::log(double(weights_[i]) / s));
             return -detail::f_inf;
         };
         if (lr.rank) {
