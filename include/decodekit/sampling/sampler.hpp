@@ -692,9 +692,8 @@ private:
             return;
         }
         if (full_) {
-            const float m = kernels::max(x);
-            const float thr = kernels::min_p_threshold(m, params_.min_p, t_eff);
-            const std::size_t n = kernels::filter_at_least(x, thr, cand_);
+            const std::size_t n =
+                kernels::filter_min_p(x, params_.min_p, t_eff, cand_);  // one pass
             full_ = false;
             sorted_flag_ = false;
             if (n < params_.min_keep) {
