@@ -15,11 +15,16 @@
 ///                       0..h-1, each costing one extra cached token forward (a stand-in for
 ///                       real MTP heads, so MTP drafting can be exercised end to end).
 ///
-/// KV cache: per slot, the cached tokens and their K/V rows. A request reuses the longest common
-/// prefix of its tokens with the cached ones (its own slot, or, if longer, another slot's, whose
-/// K/V rows are copied: a beam fork recomputes only from the divergence point). Appending one
-/// token costs one token forward; a cut-back costs nothing but the recompute from the
-/// divergence. Positions whose outputs are requested are always (re)computed.
+/// KV cache: a pool of physical caches (tokens + K/V rows, channel-major so attention is SIMD
+/// over positions); each logical slot maps to one. Per call, each request first finds the longest
+/// prefix of its tokens held by any cache deep enough for it. It takes that cache over when the
+/// cache is its own slot's, unowned, or owned by a slot remapped in the same call (a beam fork
+/// keeps its parent's cache without copying); otherwise it copies just the rows it lacks into a
+/// free cache, before anything in the call is computed (so sources are intact). Caches of slots
+/// outside the call are only ever copied from. Appending costs one token forward; a cut-back
+/// (rejected drafts) or a branch recomputes only from the divergence point; a beam step costs one
+/// token forward per beam however the beams were reordered. Positions whose outputs are
+/// requested are always (re)computed.
 /// layer_logits runs only the layers up to the deepest one requested (an early-exit self-draft
 /// at layer l costs l/n_layers of a forward); such a slot's cache is marked shallow and is not
 /// reused (nor lent) for deeper requests.
@@ -135,7 +140,8 @@ struct model_counters {
     std::uint64_t tokens_reused = 0;     ///< positions served from a cache
 };
 
-/// The llama2.c transformer. Template on the xsimd architecture used by its matmuls.
+/// The llama2.c transformer. Template on the xsimd architecture of its matmuls and attention.
+/// Not thread-safe: one model object serves one thread at a time (it owns scratch buffers).
 template <class A = dk::simd::default_arch>
 class basic_model {
 public:
