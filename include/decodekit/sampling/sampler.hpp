@@ -242,17 +242,17 @@ public:
     /// Draws a token for `logits` keyed by (params.seed, ctx.sequence, ctx.step).
     /// \pre logits.size() == vocab_size() (else status bad_input)
     sample_result sample(std::span<const float> logits, const sample_context& ctx) noexcept {
-        return run(logits, ctx, true);
+        return run(logits, ctx);
     }
     /// sample() with the key (sequence, step) and no history.
     sample_result sample(std::span<const float> logits, std::uint64_t sequence,
                          std::uint64_t step) noexcept {
-        return run(logits, sample_context{.sequence = sequence, .step = step}, true);
+        return run(logits, sample_context{.sequence = sequence, .step = step});
     }
     /// sample() with sequence 0 and the sampler's own step counter (then incremented).
     sample_result sample(std::span<const float> logits) noexcept {
         const std::uint64_t step = state_.next_step++;
-        return run(logits, sample_context{.sequence = 0, .step = step}, true);
+        return run(logits, sample_context{.sequence = 0, .step = step});
     }
 
     /// The final candidate set the draw of sample(logits, ctx) uses (same processors, steps, XTC
@@ -847,7 +847,7 @@ private:
 
     // ---- the draw ----
 
-    sample_result run(std::span<const float> logits, const sample_context& ctx, bool) noexcept {
+    sample_result run(std::span<const float> logits, const sample_context& ctx) noexcept {
         sample_result r;
         raw_lse_known_ = false;
         if (logits.size() != vocab_) {
