@@ -135,8 +135,15 @@ inline token_id argmax(sparse_dist_view d) noexcept {
     const float m = kernels::max(d.probs);
     if (!(m > 0.f)) return -1;
     token_id best = std::numeric_limits<token_id>::max();
-    for (std::size_t i = 0; i < d.tokens.size(); ++i)
-        if (d.probs[i] == m && d.tokens[i] < best) best = d.tokens[i];
+    const std::size_t n = d.tokens.size();
+    for (std::size_t b = 0; b < n; b += 256) {  // rescan only blocks holding the max (usually one)
+        const std::size_t e = std::min(n, b + 256);
+        int hit = 0;
+        for (std::size_t i = b; i < e; ++i) hit |= int(d.probs[i] == m);
+        if (hit)
+            for (std::size_t i = b; i < e; ++i)
+                if (d.probs[i] == m && d.tokens[i] < best) best = d.tokens[i];
+    }
     return best;
 }
 /// True when a and b list the same ids in the same order (then q can be read elementwise).
