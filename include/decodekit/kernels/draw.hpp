@@ -3,13 +3,13 @@
 /// Categorical draws: inverse CDF over unnormalised weights, exponential race over logits.
 /// Semantics: kernels/reference.hpp.
 ///
-/// draw_inverse_cdf: no random words (the caller passes u); 2 passes at most: one SIMD pass
-/// summing the positive weights in double lanes (every float widened to double, so the total is
-/// the exact double sum up to reassociation), then a walk over 256-entry blocks whose sums are
-/// computed the same way, and a sequential double scan inside the block where the target
-/// u * S falls. Agreement with the reference: both sum the same floats in double, in a different
-/// order; the partial sums differ by at most a few ulp of S (~1e-15 S), so the chosen index is
-/// the reference's unless u * S lies within ~1e-12 S of a boundary of the cumulative sum (tested).
+/// draw_inverse_cdf: no random words (the caller passes u); one SIMD pass storing the sums of
+/// the positive weights of <= 1024 blocks (>= 256 entries each) in double lanes (every float
+/// widened to double, so each is the exact double sum up to reassociation), a walk over the
+/// block sums, and a sequential double scan inside the one block where the target u * S falls.
+/// Agreement with the reference: both sum the same floats in double, in a different order; the
+/// partial sums differ by at most a few ulp of S (~1e-15 S), so the chosen index is the reference's
+/// unless u * S lies within ~1e-12 S of a boundary of the cumulative sum (tested).
 /// draw_exponential_race: exactly 2 random words per entry (2 * x.size() per draw, NaN / -inf
 /// entries included, so the stream position after a draw never depends on the logits); equal to
 /// reference::draw_exponential_race(x, T, rng) by construction (same weights and exponentials in
@@ -56,10 +56,18 @@ double positive_sum(const float* w, std::size_t begin, std::size_t end) noexcept
 template <class A = simd::default_arch>
 std::size_t draw_inverse_cdf(std::span<const float> w, double u) noexcept {
     constexpr std::size_t L = simd::lanes<A>;
-    constexpr std::size_t blk = 256;
+    constexpr std::size_t max_blocks = 1024;
     const float* p = w.data();
     const std::size_t n = w.size(), nfull = n / L * L;
-    double s = detail::positive_sum<A>(p, 0, nfull);
+    // Block size: a multiple of 64 (so of every lane count) giving at most 1024 blocks.
+    const std::size_t blk = std::max<std::size_t>(256, (n / max_blocks + 64) / 64 * 64);
+    double bsum[max_blocks];
+    std::size_t nb = 0;
+    double s = 0;
+    for (std::size_t i = 0; i < nfull; i += blk, ++nb) {
+        bsum[nb] = detail::positive_sum<A>(p, i, std::min(nfull, i + blk));
+        s += bsum[nb];
+    }
     for (std::size_t i = nfull; i < n; ++i)
         if (p[i] > 0) s += p[i];
     if (!(s > 0)) return npos;
@@ -73,14 +81,12 @@ std::size_t draw_inverse_cdf(std::span<const float> w, double u) noexcept {
         }
         return npos;
     };
-    std::size_t i = 0;
-    for (; i < nfull; i += blk) {
-        const std::size_t e = std::min(nfull, i + blk);
-        const double bs = detail::positive_sum<A>(p, i, e);
-        if (run + bs > target) {
-            if (const std::size_t hit = scan(i, e); hit != npos) return hit;
+    for (std::size_t b = 0; b < nb; ++b) {
+        if (run + bsum[b] > target) {
+            const std::size_t i = b * blk;
+            if (const std::size_t hit = scan(i, std::min(nfull, i + blk)); hit != npos) return hit;
         } else {
-            run += bs;
+            run += bsum[b];
         }
     }
     if (const std::size_t hit = scan(nfull, n); hit != npos) return hit;
