@@ -147,7 +147,8 @@ inline token_id draw(const distribution& d, double u) noexcept {
 
 /// Draw from `d` with one uniform() (2 words) of `rng`. For a truncated pipeline, with
 /// rng = make_stream({seed, sequence, step}, rng_purpose::sample) this returns the same token as
-/// sampler::sample() on the row that gave `d`; in every case the same law.
+/// sampler::sample() on the row that gave `d` (barring float rounding within ~1e-7 of a CDF step);
+/// in every case the same law.
 inline token_id draw(const distribution& d, rng_stream& rng) noexcept {
     return draw(d, rng.uniform());
 }
