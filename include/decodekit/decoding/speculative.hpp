@@ -556,7 +556,7 @@ struct speculative_params {
     typical_acceptance typical{};  ///< thresholds of the LOSSY typical rule
     std::size_t draft_length = 4;  ///< gamma of the first round, in [min, max]
     std::size_t min_draft_length = 1;
-    std::size_t max_draft_length = 8;  ///< <= 256
+    std::size_t max_draft_length = 8;  ///< <= 256 (the loop holds max + 1 logits rows)
     bool adaptive = false;  ///< +1 after a fully accepted round, -1 when less than half accepted
     std::uint32_t target_slot = 0;  ///< slot of the target sequence in model calls
 
@@ -740,6 +740,9 @@ speculative_result speculative_decode(Target& target, Proposer& proposer,
             st.draft_calls += drafts.model_calls;
         }
         const std::size_t g = drafts.tokens.size();
+        DECODEKIT_ASSERT(
+            !drafts.has_distributions || drafts.q.size() >= g,
+            "speculative_decode: proposer set has_distributions without a q per draft");
         st.proposed += g;
         ctx.insert(ctx.end(), drafts.tokens.begin(), drafts.tokens.end());
         const sequence_request request{std::span<const token_id>(ctx), g + 1, params.target_slot};
