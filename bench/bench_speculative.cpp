@@ -9,8 +9,7 @@
 
 #include "bench_common.hpp"
 
-#include <decodekit/decoding/proposers.hpp>
-#include <decodekit/decoding/speculative.hpp>
+#include <decodekit/decodekit.hpp>
 
 #include "../tests/support/toy_model.hpp"
 

@@ -17,8 +17,9 @@
 /// Counters: calls (model calls of any kind), sequences (requests), positions (rows produced),
 /// tokens (sum of request lengths: the cost of a backend that recomputes everything).
 
-#include <decodekit/model.hpp>
-#include <decodekit/types.hpp>
+// The umbrella (not model.hpp / types.hpp) so the single-header preset, which has only
+// single_include/ on the path, builds the tests that use the toy model.
+#include <decodekit/decodekit.hpp>
 
 #include <algorithm>
 #include <cstddef>

@@ -3,8 +3,6 @@
 // different sequence id per run), and the LOSSY typical rule is shown to differ.
 #include "dk_test.hpp"
 
-#include <decodekit/decoding/speculative.hpp>
-
 #include <cmath>
 #include <cstdint>
 #include <vector>

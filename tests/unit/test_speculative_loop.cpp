@@ -4,9 +4,6 @@
 #include "dk_test.hpp"
 #include "toy_model.hpp"
 
-#include <decodekit/decoding/proposers.hpp>
-#include <decodekit/decoding/speculative.hpp>
-
 #include <cmath>
 #include <cstdint>
 #include <string>
