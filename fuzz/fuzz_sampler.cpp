@@ -26,8 +26,8 @@ using dk::token_id;
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     FuzzedDataProvider in(data, size);
     std::size_t vocab = in.ConsumeIntegralInRange<std::size_t>(1, 40);
-    if (in.ConsumeIntegralInRange<int>(0, 31) == 0)
-        vocab = in.ConsumeIntegralInRange<std::size_t>(1, 70000);
+    if (in.ConsumeIntegralInRange<int>(0, 31) == 0)  // several 2048-entry draw blocks
+        vocab = in.ConsumeIntegralInRange<std::size_t>(1, 9000);
     const dk::sampling_params p = dk_fuzz::consume_sampling_params(in, vocab);
 
     if (const auto problem = p.check()) {
