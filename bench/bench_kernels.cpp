@@ -204,4 +204,33 @@ void BM_draw_inverse_cdf_std(benchmark::State& s) {
 }
 DK_BENCH_VOCAB(BM_draw_inverse_cdf_std);
 
+// ---- temperature draw without a per-entry exponential (block-max envelope rejection) ----
+void BM_draw_temperature(benchmark::State& s) {
+    auto x = row(s);
+    std::uint64_t step = 0;
+    for (auto _ : s) {
+        dk::rng_stream r = dk::make_stream({1, 2, step++});
+        benchmark::DoNotOptimize(dk::kernels::draw_temperature(x, 0.8f, r));
+    }
+    dk_bench::set_items(s);
+}
+DK_BENCH_VOCAB(BM_draw_temperature);
+
+void BM_draw_temperature_std(benchmark::State& s) {  // softmax weights + std::partial_sum draw
+    auto x = row(s);
+    std::vector<float> w(x.size());
+    std::vector<double> cdf(x.size());
+    std::uint64_t step = 0;
+    for (auto _ : s) {
+        dk::rng_stream r = dk::make_stream({1, 2, step++});
+        const float m = *std::max_element(x.begin(), x.end());
+        for (std::size_t i = 0; i < x.size(); ++i) w[i] = std::exp((x[i] - m) / 0.8f);
+        std::partial_sum(w.begin(), w.end(), cdf.begin(), std::plus<double>());
+        benchmark::DoNotOptimize(
+            std::upper_bound(cdf.begin(), cdf.end(), r.uniform() * cdf.back()) - cdf.begin());
+    }
+    dk_bench::set_items(s);
+}
+DK_BENCH_VOCAB(BM_draw_temperature_std);
+
 }  // namespace

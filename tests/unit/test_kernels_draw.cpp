@@ -166,6 +166,64 @@ TEST_CASE("draws match softmax over 200000 draws (chi-square), with a negative c
     }
 }
 
+TEST_CASE("draw_temperature (envelope rejection) matches softmax; 5 words per proposal") {
+    // Rows of several blocks, with NaN / -inf entries and a heavy top, on every architecture.
+    for (std::size_t v : {5u, 1000u, 128256u}) {
+        auto x = logits(v, v + 1);
+        for (std::size_t t = 0; t < 8 && v > 100; ++t) x[(t * 7919) % v] = 3.f + 0.3f * float(t);
+        if (v > 10) {
+            x[3] = qnan;
+            x[4] = -inf;
+        }
+        const float temp = 0.8f;
+        std::vector<float> p(v), q(v);
+        dk::reference::softmax(x, p, temp);
+        dk::reference::softmax(x, q, temp * 1.3f);
+        const std::vector<double> expected(p.begin(), p.end()), wrong(q.begin(), q.end());
+        each_arch([&](auto arch, const std::string& name) {
+            using A = decltype(arch);
+            if (v > 1000 && name != std::string(dk::simd::default_arch::name())) return;
+            INFO("arch " << name << " V " << v);
+            const std::size_t draws = v > 1000 ? 100000 : 200000;
+            bool words_ok = true;
+            auto counts = dk_test::histogram(v, draws, [&](std::size_t i) {
+                dk::rng_stream r = dk::make_stream({77, v, i});
+                const auto k = dk::kernels::draw_temperature<A>(x, temp, r);
+                if (r.words_used() % 5 != 0 || r.words_used() == 0) words_ok = false;
+                return k;
+            });
+            CHECK(words_ok);
+            const auto g = dk_test::chi_square(counts, dk_test::with_overflow_bin(expected));
+            CHECK(g.p_value > dk_test::false_failure_rate);
+            CHECK_FALSE(g.impossible_draw);
+            CHECK(dk_test::chi_square(counts, dk_test::with_overflow_bin(wrong)).p_value <
+                  dk_test::false_failure_rate);
+        });
+    }
+}
+
+TEST_CASE("draw_temperature special rows: +inf uniform, no valid entry npos") {
+    std::vector<float> x(300, 1.f);
+    x[10] = inf;
+    x[250] = inf;
+    x[11] = qnan;
+    std::size_t hits[2] = {0, 0};
+    for (std::uint64_t i = 0; i < 2000; ++i) {
+        dk::rng_stream r = dk::make_stream({3, 0, i});
+        const auto k = dk::kernels::draw_temperature(x, 1.f, r);
+        REQUIRE((k == 10 || k == 250));
+        ++hits[k == 250];
+        CHECK(r.words_used() == 2);
+    }
+    CHECK(hits[0] > 800);
+    CHECK(hits[1] > 800);
+    std::vector<float> none(100, -inf);
+    none[7] = qnan;
+    dk::rng_stream r = dk::make_stream({3, 0, 0});
+    CHECK(dk::kernels::draw_temperature(none, 1.f, r) == dk::npos);
+    CHECK(r.words_used() == 0);
+}
+
 TEST_CASE("cosine_similarity equals the reference within 1e-6") {
     for (std::size_t dim : {1u, 3u, 8u, 15u, 16u, 17u, 64u, 100u, 288u, 4096u}) {
         const auto q = logits(dim, dim);

@@ -20,6 +20,7 @@
 #include <decodekit/random.hpp>
 #include <decodekit/simd/xsimd_compat.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <span>
 
@@ -115,6 +116,81 @@ std::size_t draw_exponential_race(std::span<const float> x, float temperature,
         }
     }
     return best;
+}
+
+/// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection,
+/// ALGORITHMS.md 3(b)): one SIMD pass computes the maxima of blocks of g entries (the smallest
+/// power of two >= 16 and >= the lane count giving at most 1024 blocks: 128 at V = 128256); each
+/// block gets the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the block maxima, inflated
+/// by 3e-5 to cover float rounding); then proposals: a block with probability g h_b / H (2 words,
+/// inverse CDF over the blocks), a slot uniformly (1 word), accepted with probability w_i / h_b,
+/// w_i the reference's double weight (2 words). Random words: 5 per proposal; the number of
+/// proposals is geometric with mean H / Z <= g (about 1 for flat rows, up to g when each block
+/// holds one dominant entry). A row with +inf entries draws uniformly among them (2 words); no
+/// valid entry: npos (0 words). Exact except that entries in blocks whose max is more than 87 T
+/// below the row max (total probability < V e^-87) are never drawn. \pre temperature > 0
+template <class A = simd::default_arch>
+std::size_t draw_temperature(std::span<const float> x, float temperature,
+                             rng_stream& rng) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    constexpr std::size_t max_blocks = 1024;
+    const float* p = x.data();
+    const std::size_t n = x.size();
+    if (n == 0) return npos;
+    std::size_t g = 16;
+    int lg = 4;
+    while (g < L || (n + g - 1) / g > max_blocks) {
+        g *= 2;
+        ++lg;
+    }
+    const std::size_t nb = (n + g - 1) / g;
+    alignas(64) float bmax[max_blocks + 64];
+    float m = detail::neg_inf_f;
+    for (std::size_t b = 0; b < nb; ++b) {
+        const std::size_t e = std::min(n, (b + 1) * g);
+        std::size_t i = b * g;
+        B a0(detail::neg_inf_f), a1 = a0;
+        for (; i + 2 * L <= e; i += 2 * L) {
+            a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+            a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
+        }
+        for (; i + L <= e; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+        float mb = simd::reduce_max<A>(xsimd::max(a0, a1));
+        for (; i < e; ++i) mb = p[i] > mb ? p[i] : mb;
+        bmax[b] = mb;
+        m = mb > m ? mb : m;
+    }
+    if (m == detail::neg_inf_f) return npos;
+    if (std::isinf(m)) {  // uniform over the +inf entries
+        std::size_t c = 0;
+        for (std::size_t i = 0; i < n; ++i) c += p[i] == m;
+        std::size_t k = std::min(c - 1, std::size_t(rng.uniform() * double(c)));
+        for (std::size_t i = 0; i < n; ++i)
+            if (p[i] == m && k-- == 0) return i;
+        return npos;
+    }
+    const float inv_t = 1.f / temperature;
+    const B mb(m), tb(inv_t);
+    for (std::size_t b = nb; b % L; ++b) bmax[b] = detail::neg_inf_f;
+    for (std::size_t b = 0; b < nb; b += L)
+        simd::exp_nonpositive<A>((B::load_aligned(bmax + b) - mb) * tb).store_aligned(bmax + b);
+    double cum[max_blocks];
+    double total = 0;
+    for (std::size_t b = 0; b < nb; ++b) {
+        total += double(bmax[b]) * (1.0 + 3e-5) * double(g);
+        cum[b] = total;
+    }
+    for (;;) {
+        const double t = rng.uniform() * total;
+        std::size_t b = std::size_t(std::upper_bound(cum, cum + nb, t) - cum);
+        if (b >= nb) b = nb - 1;
+        const std::size_t i = b * g + std::size_t(rng() >> (32 - lg));
+        const double u = rng.uniform();
+        if (i >= n) continue;
+        const double w = reference::weight(p[i], m, temperature);
+        if (u * (double(bmax[b]) * (1.0 + 3e-5)) < w) return i;
+    }
 }
 
 }  // namespace kernels

@@ -57,17 +57,7 @@ inline float reduce_add(const batch<A>& v) noexcept {
 
 /// Horizontal maximum of the lanes (NaN lanes must be removed by the caller).
 template <class A>
-inline float reduce_max(const batch<A>& v) noexcept {
-#if XSIMD_VERSION_MAJOR >= 9
-    return xsimd::reduce_max(v);
-#else
-    alignas(64) float tmp[lanes<A>];
-    v.store_aligned(tmp);
-    float m = tmp[0];
-    for (std::size_t i = 1; i < lanes<A>; ++i) m = tmp[i] > m ? tmp[i] : m;
-    return m;
-#endif
-}
+inline float reduce_max(const batch<A>& v) noexcept;
 
 /// Horizontal minimum of the lanes.
 template <class A>
@@ -98,6 +88,42 @@ inline constexpr int x86_family =
                                       :
 #endif
                                       0;
+
+template <class A>
+inline float reduce_max(const batch<A>& v) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __m512 x = static_cast<__m512>(v);
+        const __m256 h =
+            _mm256_max_ps(_mm512_castps512_ps256(x),
+                          _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+        __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+        q = _mm_max_ss(q, _mm_shuffle_ps(q, q, 1));
+        return _mm_cvtss_f32(q);
+    } else
+#endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        const __m256 h = static_cast<__m256>(v);
+        __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+        q = _mm_max_ss(q, _mm_shuffle_ps(q, q, 1));
+        return _mm_cvtss_f32(q);
+    } else
+#endif
+    {
+#if XSIMD_VERSION_MAJOR >= 9
+        return xsimd::reduce_max(v);
+#else
+        alignas(64) float tmp[lanes<A>];
+        v.store_aligned(tmp);
+        float m = tmp[0];
+        for (std::size_t i = 1; i < lanes<A>; ++i) m = tmp[i] > m ? tmp[i] : m;
+        return m;
+#endif
+    }
+}
 
 /// Bit i set iff lane i of `b` is true (one instruction on x86: kmov / movmskps).
 template <class A>
