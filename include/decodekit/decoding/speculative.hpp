@@ -407,6 +407,10 @@ struct basic_processing {
     float temperature = 1.f;  ///< >= 0
     std::size_t top_k = 0;    ///< 0 = off
     float top_p = 1.f;        ///< (0, 1]
+    /// Scratch reused across calls (no allocation once warm; do not share one object between
+    /// threads); not configuration.
+    mutable std::vector<std::size_t> scratch_order_ = {};
+    mutable sparse_distribution scratch_dist_ = {};
 
     /// First problem with the fields, or nullopt.
     std::optional<std::string> check() const {
@@ -441,7 +445,8 @@ struct basic_processing {
             if (w > 0) out.push(token_id(i), float(w));
         }
         const std::size_t n = out.size();
-        std::vector<std::size_t> order(n);
+        auto& order = scratch_order_;
+        order.resize(n);
         for (std::size_t i = 0; i < n; ++i) order[i] = i;
         auto before = [&](std::size_t a, std::size_t b) {
             return out.probs[a] != out.probs[b] ? out.probs[a] > out.probs[b]
@@ -466,14 +471,12 @@ struct basic_processing {
             keep = std::max<std::size_t>(k2, 1);
             total = run > 0 ? run : total;
         }
-        std::vector<token_id> t(keep);
-        std::vector<float> p(keep);
-        for (std::size_t i = 0; i < keep; ++i) {
-            t[i] = out.tokens[order[i]];
-            p[i] = float(double(out.probs[order[i]]) / total);
-        }
-        out.tokens.assign(t.begin(), t.end());
-        out.probs.assign(p.begin(), p.end());
+        auto& tmp = scratch_dist_;
+        tmp.clear();
+        for (std::size_t i = 0; i < keep; ++i)
+            tmp.push(out.tokens[order[i]], float(double(out.probs[order[i]]) / total));
+        std::swap(out.tokens, tmp.tokens);
+        std::swap(out.probs, tmp.probs);
     }
 };
 
