@@ -7,8 +7,8 @@
 /// top_k: one pass. A conservative starting threshold from 256 strided samples, then one
 /// compare-and-compact pass (AVX-512: register vcompressps + whole-vector stores; other ISAs:
 /// movemask and a walk over the set bits) into the `out` storage, which works as a reservoir:
-/// whenever it holds more than max(2k, k + 256) survivors, the k-th best is found with
-/// nth_element over those few and the threshold rises to it. Finally only the <= 2k survivors
+/// whenever it holds more than max(4k, k + 256) survivors, the k-th best is found with
+/// nth_element over those few and the threshold rises to it. Finally only the <= 4k survivors
 /// are selected and sorted. If the sampled threshold was too high (fewer than k survive) the
 /// pass is repeated without it (rare). Cost is one read of the row plus O(k log k).
 /// filter_at_least: one compare-and-compact pass, output in id order.
@@ -152,7 +152,7 @@ std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
     const float* p = x.data();
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
-    std::size_t cap = std::min(n, std::max(2 * k, k + 256));
+    std::size_t cap = std::min(n, std::max(4 * k, k + 256));
     const std::size_t chunk = 64 * L;  // entries between reservoir checks
     float t0 = detail::sampled_threshold(x, k);
     for (;;) {
