@@ -33,10 +33,10 @@
 #elif defined(NDEBUG)
 #define DECODEKIT_ASSERT(cond, msg) static_cast<void>(0)
 #else
-#define DECODEKIT_ASSERT(cond, msg)                                                             \
-    ((cond) ? static_cast<void>(0)                                                              \
+#define DECODEKIT_ASSERT(cond, msg)                                                                \
+    ((cond) ? static_cast<void>(0)                                                                 \
             : (std::fprintf(stderr, "%s:%d: decodekit assertion failed: %s\n", __FILE__, __LINE__, \
-                            msg),                                                               \
+                            msg),                                                                  \
                std::abort()))
 #endif
 

@@ -57,35 +57,34 @@ concept language_model = requires(M& m, const M& cm, std::span<const sequence_re
 /// Last-layer hidden states (contrastive search): logits and, for the same positions, the hidden
 /// state fed to the classifier (after the final norm), hidden_size() floats per row.
 template <class M>
-concept hidden_state_model =
-    language_model<M> && requires(M& m, const M& cm, std::span<const sequence_request> requests,
-                                  std::span<float> logits_out, std::span<float> hidden_out) {
-        { cm.hidden_size() } -> std::convertible_to<std::size_t>;
-        m.logits_and_hidden(requests, logits_out, hidden_out);
-    };
+concept hidden_state_model = language_model<M> &&
+    requires(M& m, const M& cm, std::span<const sequence_request> requests,
+             std::span<float> logits_out, std::span<float> hidden_out) {
+    { cm.hidden_size() } -> std::convertible_to<std::size_t>;
+    m.logits_and_hidden(requests, logits_out, hidden_out);
+};
 
 /// Logits read out at intermediate layers (DoLa, early-exit self-drafting): the final norm and
 /// classifier applied to the residual stream after layer `l` (1-based; l == num_layers() is the
 /// ordinary output; l == 0 is the embedding output). Rows ordered [request][position][layer in
 /// the order of `layers`].
 template <class M>
-concept layer_logits_model =
-    language_model<M> && requires(M& m, const M& cm, std::span<const sequence_request> requests,
-                                  std::span<const int> layers, std::span<float> out) {
-        { cm.num_layers() } -> std::convertible_to<std::size_t>;
-        m.layer_logits(requests, layers, out);
-    };
+concept layer_logits_model = language_model<M> &&
+    requires(M& m, const M& cm, std::span<const sequence_request> requests,
+             std::span<const int> layers, std::span<float> out) {
+    { cm.num_layers() } -> std::convertible_to<std::size_t>;
+    m.layer_logits(requests, layers, out);
+};
 
 /// Extra prediction heads (multi-token prediction): from one forward over each sequence, logits
 /// for the next num_heads() positions of its last position: head 0 predicts t+1 (the ordinary
 /// next token), head h predicts t+1+h given the sequence only. Rows ordered [request][head].
 /// Each request must have n_last == 1.
 template <class M>
-concept multi_token_model =
-    language_model<M> && requires(M& m, const M& cm, std::span<const sequence_request> requests,
-                                  std::span<float> out) {
-        { cm.num_heads() } -> std::convertible_to<std::size_t>;
-        m.head_logits(requests, out);
-    };
+concept multi_token_model = language_model<M> &&
+    requires(M& m, const M& cm, std::span<const sequence_request> requests, std::span<float> out) {
+    { cm.num_heads() } -> std::convertible_to<std::size_t>;
+    m.head_logits(requests, out);
+};
 
 DECODEKIT_END_NAMESPACE

@@ -38,13 +38,13 @@ constexpr std::array<std::uint32_t, 4> philox4x32_10(std::array<std::uint32_t, 4
 /// What a stream of random numbers is used for; part of the counter so the uses of one
 /// sampling step never share numbers.
 enum class rng_purpose : std::uint32_t {
-    sample = 0,       ///< the categorical draw of a sampling step
-    accept = 1,       ///< speculative acceptance tests
-    residual = 2,     ///< speculative residual / bonus draws
-    filter = 3,       ///< stochastic filters (XTC's coin)
-    gumbel = 4,       ///< per-token noise (Gumbel / exponential race, stochastic beams)
-    draft = 5,        ///< draft-model sampling
-    user = 0x100,     ///< first value free for callers
+    sample = 0,    ///< the categorical draw of a sampling step
+    accept = 1,    ///< speculative acceptance tests
+    residual = 2,  ///< speculative residual / bonus draws
+    filter = 3,    ///< stochastic filters (XTC's coin)
+    gumbel = 4,    ///< per-token noise (Gumbel / exponential race, stochastic beams)
+    draft = 5,     ///< draft-model sampling
+    user = 0x100,  ///< first value free for callers
 };
 
 /// The key of one sampling step.
@@ -81,9 +81,7 @@ public:
     }
 
     /// Uniform float in the open interval (0, 1): ((bits >> 8) + 0.5) * 2^-24.
-    constexpr float uniform_float() noexcept {
-        return (float((*this)() >> 8) + 0.5f) * 0x1p-24f;
-    }
+    constexpr float uniform_float() noexcept { return (float((*this)() >> 8) + 0.5f) * 0x1p-24f; }
     /// Uniform double in the open interval (0, 1) from 64 bits (53 used).
     constexpr double uniform() noexcept {
         const std::uint64_t hi = (*this)(), lo = (*this)();

@@ -18,8 +18,10 @@ inline constexpr std::size_t npos = static_cast<std::size_t>(-1);
 
 /// How top-k treats tokens tied with the k-th value.
 enum class tie_policy : std::uint8_t {
-    exactly_k,  ///< keep exactly k, ties broken by lowest id (llama.cpp, CTranslate2, onnxruntime-genai)
-    keep_ties,  ///< keep every token whose logit is >= the k-th logit (Hugging Face, vLLM, FlashInfer)
+    exactly_k,  ///< keep exactly k, ties broken by lowest id (llama.cpp, CTranslate2,
+                ///< onnxruntime-genai)
+    keep_ties,  ///< keep every token whose logit is >= the k-th logit (Hugging Face, vLLM,
+                ///< FlashInfer)
 };
 
 DECODEKIT_END_NAMESPACE

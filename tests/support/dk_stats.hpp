@@ -52,7 +52,7 @@ struct gof_result {
     double statistic = 0;
     int df = 0;
     double p_value = 1;
-    double total_variation = 0;  ///< 0.5 * sum |observed/n - expected|
+    double total_variation = 0;    ///< 0.5 * sum |observed/n - expected|
     bool impossible_draw = false;  ///< a draw landed where the expected probability is 0
 };
 

@@ -6,6 +6,6 @@
 #include <decodekit/decoding/beam_search.hpp>
 #include <decodekit/decoding/contrastive.hpp>
 #include <decodekit/decoding/dola.hpp>
-#include <decodekit/generate.hpp>
-#include <decodekit/decoding/speculative.hpp>
 #include <decodekit/decoding/proposers.hpp>
+#include <decodekit/decoding/speculative.hpp>
+#include <decodekit/generate.hpp>
