@@ -59,10 +59,10 @@
 #elif defined(NDEBUG)
 #define DECODEKIT_ASSERT(cond, msg) static_cast<void>(0)
 #else
-#define DECODEKIT_ASSERT(cond, msg)                                                             \
-    ((cond) ? static_cast<void>(0)                                                              \
+#define DECODEKIT_ASSERT(cond, msg)                                                                \
+    ((cond) ? static_cast<void>(0)                                                                 \
             : (std::fprintf(stderr, "%s:%d: decodekit assertion failed: %s\n", __FILE__, __LINE__, \
-                            msg),                                                               \
+                            msg),                                                                  \
                std::abort()))
 #endif
 
@@ -95,8 +95,10 @@ inline constexpr std::size_t npos = static_cast<std::size_t>(-1);
 
 /// How top-k treats tokens tied with the k-th value.
 enum class tie_policy : std::uint8_t {
-    exactly_k,  ///< keep exactly k, ties broken by lowest id (llama.cpp, CTranslate2, onnxruntime-genai)
-    keep_ties,  ///< keep every token whose logit is >= the k-th logit (Hugging Face, vLLM, FlashInfer)
+    exactly_k,  ///< keep exactly k, ties broken by lowest id (llama.cpp, CTranslate2,
+                ///< onnxruntime-genai)
+    keep_ties,  ///< keep every token whose logit is >= the k-th logit (Hugging Face, vLLM,
+                ///< FlashInfer)
 };
 
 DECODEKIT_END_NAMESPACE
@@ -150,6 +152,30 @@ private:
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/candidates.hpp
+// ---- begin decodekit/decoding/decoding.hpp
+/// \file decoding/decoding.hpp
+/// Everything in decoding/ (the umbrella of this folder).
+
+// ---- begin decodekit/decoding/beam_search.hpp
+/// \file decoding/beam_search.hpp
+/// Beam search over a language_model: n-best with scores, length penalty (prompt counted or not),
+/// early stopping {first_n, heuristic, never}, EOS handling, max length; diverse (group) beam
+/// search and stochastic beams (Gumbel top-k) as options. Semantics: ALGORITHMS.md section 7.
+///
+/// Per step (per group of g = num_beams / num_groups beams): the top 2g candidates of
+/// `beam_score + logprob` over (running beams of the group) x V (max(2, 1 + #eos_ids) * g with
+/// several EOS ids, as Hugging Face), found without sorting V (kernels::top_k of each beam row,
+/// then a merge of the g * 2g survivors). In rank order, an EOS
+/// candidate becomes a finished hypothesis only if its rank is < g; other candidates fill the g
+/// running beams. A hypothesis' score is `sum_logprobs / length^length_penalty` where length =
+/// generated tokens, EOS included (+ the prompt length when length_includes_prompt).
+/// Stopping (per group, once it holds g finished hypotheses): first_n stops at once (HF
+/// early_stopping=True); heuristic stops when the worst finished score >= best candidate sum /
+/// (its length)^lp (HF False: exact for lp <= 0, a heuristic for lp > 0); never uses the
+/// true bound (best sum / max_length^lp when lp > 0), so it returns the exact n-best of the
+/// sequences the beam kept. At max_new_tokens, running beams become hypotheses.
+/// All running beams (every group) go to the model in one call, slot = beam index.
+
 // ---- begin decodekit/error.hpp
 /// \file error.hpp
 /// How configuration errors are reported.
@@ -235,15 +261,15 @@ inline std::string range_message(std::string_view field, std::string_view allowe
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/error.hpp
-// ---- begin decodekit/kernels/kernels.hpp
-/// \file kernels/kernels.hpp
-/// All kernels.
-
-// ---- begin decodekit/kernels/draw.hpp
-/// \file kernels/draw.hpp
-/// categorical draws: inverse CDF over weights, exponential race over logits.
-/// Semantics: kernels/reference.hpp (the scalar reference these must equal).
-/// TODO(kernels): SIMD implementation; this forwards to the reference for now.
+// ---- begin decodekit/kernels/reduce.hpp
+/// \file kernels/reduce.hpp
+/// max, argmax, sum, logsumexp over a logits row (SIMD, one streaming pass each; logsumexp two).
+/// Semantics: kernels/reference.hpp (the scalar reference these equal: max/argmax exactly, sum
+/// and logsumexp within 1e-6 relative). No random numbers are consumed.
+///
+/// Passes over the row: max 1, argmax 1 (+ a rescan of one 512-entry block), sum 1,
+/// logsumexp 2 (max; fused exp-and-sum). Rows with NaN, +inf or no valid entry take a simple
+/// (slower, exact) path detected from the first pass.
 
 // ---- begin decodekit/kernels/reference.hpp
 /// \file kernels/reference.hpp
@@ -255,6 +281,120 @@ DECODEKIT_END_NAMESPACE
 /// probability 0); -inf entries have probability 0 and are never selected; +inf entries win:
 /// when any entry is +inf, the distribution is uniform over the +inf entries.
 
+// ---- begin decodekit/random.hpp
+/// \file random.hpp
+/// Counter-based randomness: Philox4x32-10 (Salmon et al., SC'11) keyed by
+/// (seed, sequence id, step, purpose), so a draw never depends on batch composition, row
+/// order or thread count.
+///
+/// Counter layout (128 bits): ctr = {block index, purpose, step low 32, sequence low 32};
+/// key (64 bits) = seed, with the high 32 bits of step and of sequence folded in by odd
+/// multipliers. Distinct (seed, sequence, step, purpose) below 2^32 in step and sequence give
+/// disjoint streams; each stream has 2^32 blocks of four 32-bit words.
+
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Philox4x32-10: one block of four 32-bit outputs from a 128-bit counter and a 64-bit key.
+/// \post Matches the Random123 known-answer vectors (tests/unit/test_random.cpp).
+constexpr std::array<std::uint32_t, 4> philox4x32_10(std::array<std::uint32_t, 4> ctr,
+                                                     std::array<std::uint32_t, 2> key) noexcept {
+    constexpr std::uint32_t m0 = 0xD2511F53u, m1 = 0xCD9E8D57u;
+    constexpr std::uint32_t w0 = 0x9E3779B9u, w1 = 0xBB67AE85u;
+    for (int round = 0; round < 10; ++round) {
+        const std::uint64_t p0 = std::uint64_t(m0) * ctr[0];
+        const std::uint64_t p1 = std::uint64_t(m1) * ctr[2];
+        ctr = {std::uint32_t(p1 >> 32) ^ ctr[1] ^ key[0], std::uint32_t(p1),
+               std::uint32_t(p0 >> 32) ^ ctr[3] ^ key[1], std::uint32_t(p0)};
+        key[0] += w0;
+        key[1] += w1;
+    }
+    return ctr;
+}
+
+/// What a stream of random numbers is used for; part of the counter so the uses of one
+/// sampling step never share numbers.
+enum class rng_purpose : std::uint32_t {
+    sample = 0,    ///< the categorical draw of a sampling step
+    accept = 1,    ///< speculative acceptance tests
+    residual = 2,  ///< speculative residual / bonus draws
+    filter = 3,    ///< stochastic filters (XTC's coin)
+    gumbel = 4,    ///< per-token noise (Gumbel / exponential race, stochastic beams)
+    draft = 5,     ///< draft-model sampling
+    user = 0x100,  ///< first value free for callers
+};
+
+/// The key of one sampling step.
+struct rng_key {
+    std::uint64_t seed = 0;
+    std::uint64_t sequence = 0;
+    std::uint64_t step = 0;
+};
+
+/// A stream of 32-bit random words for one (seed, sequence, step, purpose): a small value type;
+/// copying it saves its state, assigning the copy back restores it. Satisfies
+/// std::uniform_random_bit_generator.
+class rng_stream {
+public:
+    using result_type = std::uint32_t;
+
+    constexpr rng_stream() noexcept : rng_stream(rng_key{}, rng_purpose::sample) {}
+    constexpr rng_stream(rng_key k, rng_purpose purpose) noexcept
+        : key_{std::uint32_t(k.seed) ^ std::uint32_t(k.step >> 32) * 0x9E3779B1u,
+               std::uint32_t(k.seed >> 32) ^ std::uint32_t(k.sequence >> 32) * 0x85EBCA77u},
+          ctr_{0u, std::uint32_t(purpose), std::uint32_t(k.step), std::uint32_t(k.sequence)} {}
+
+    static constexpr result_type min() noexcept { return 0; }
+    static constexpr result_type max() noexcept { return std::numeric_limits<result_type>::max(); }
+
+    /// The next 32-bit word.
+    constexpr result_type operator()() noexcept {
+        if (used_ == 4) {
+            block_ = philox4x32_10(ctr_, key_);
+            ++ctr_[0];
+            used_ = 0;
+        }
+        return block_[used_++];
+    }
+
+    /// Uniform float in the open interval (0, 1): ((bits >> 8) + 0.5) * 2^-24.
+    constexpr float uniform_float() noexcept { return (float((*this)() >> 8) + 0.5f) * 0x1p-24f; }
+    /// Uniform double in the open interval (0, 1) from 64 bits (53 used).
+    constexpr double uniform() noexcept {
+        const std::uint64_t hi = (*this)(), lo = (*this)();
+        return (double(((hi << 32) | lo) >> 11) + 0.5) * 0x1p-53;
+    }
+    /// Standard exponential variate, -log1p(-u) in double.
+    double exponential() noexcept { return -std::log1p(-uniform()); }
+    /// Standard Gumbel variate, -log(E).
+    double gumbel() noexcept { return -std::log(exponential()); }
+
+    /// Number of 32-bit words consumed so far (for documenting and testing RNG use).
+    constexpr std::uint64_t words_used() const noexcept {
+        return std::uint64_t(ctr_[0]) * 4 - (4 - used_);
+    }
+
+    friend constexpr bool operator==(const rng_stream&, const rng_stream&) noexcept = default;
+
+private:
+    std::array<std::uint32_t, 2> key_;
+    std::array<std::uint32_t, 4> ctr_;
+    std::array<std::uint32_t, 4> block_{};
+    std::uint32_t used_ = 4;
+};
+
+/// The stream for (key, purpose): the one way decodekit derives randomness.
+constexpr rng_stream make_stream(rng_key k, rng_purpose purpose = rng_purpose::sample) noexcept {
+    return rng_stream(k, purpose);
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/random.hpp
 
 #include <algorithm>
 #include <cmath>
@@ -340,9 +480,12 @@ inline softmax_stats log_softmax(std::span<const float> x, std::span<float> out,
     const double log_z = st.sum > 0 ? std::log(st.sum) : 0.0;
     for (std::size_t i = 0; i < x.size(); ++i) {
         const double w = weight(x[i], st.max, temperature);
-        if (st.sum == 0 || w == 0) out[i] = neg_inf;
-        else if (std::isinf(st.max)) out[i] = float(-log_z);
-        else out[i] = float((double(x[i]) - st.max) / temperature - log_z);
+        if (st.sum == 0 || w == 0)
+            out[i] = neg_inf;
+        else if (std::isinf(st.max))
+            out[i] = float(-log_z);
+        else
+            out[i] = float((double(x[i]) - st.max) / temperature - log_z);
     }
     return st;
 }
@@ -358,9 +501,8 @@ inline void sort_candidates(candidates& c) noexcept {
     std::iota(order.begin(), order.end(), std::size_t{0});
     auto ids = c.ids();
     auto lg = c.logits();
-    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-        return before(lg[a], ids[a], lg[b], ids[b]);
-    });
+    std::sort(order.begin(), order.end(),
+              [&](std::size_t a, std::size_t b) { return before(lg[a], ids[a], lg[b], ids[b]); });
     std::vector<token_id> i2(c.size());
     std::vector<float> l2(c.size());
     for (std::size_t j = 0; j < order.size(); ++j) {
@@ -397,7 +539,8 @@ inline std::size_t filter_at_least(std::span<const float> x, float threshold,
                                    candidates& out) noexcept {
     out.clear();
     for (std::size_t i = 0; i < x.size(); ++i)
-        if (!std::isnan(x[i]) && x[i] != neg_inf && x[i] >= threshold) out.push_back(token_id(i), x[i]);
+        if (!std::isnan(x[i]) && x[i] != neg_inf && x[i] >= threshold)
+            out.push_back(token_id(i), x[i]);
     return out.size();
 }
 
@@ -408,13 +551,20 @@ inline float min_p_threshold(float max_logit, float p_base, float temperature = 
     return float(double(max_logit) + double(temperature) * std::log(double(p_base)));
 }
 
+/// Min-p in one call: every valid entry with x_i >= min_p_threshold(max(x), p_base, T), in id
+/// order. \pre out.capacity() >= x.size()
+inline std::size_t filter_min_p(std::span<const float> x, float p_base, float temperature,
+                                candidates& out) noexcept {
+    return filter_at_least(x, min_p_threshold(max(x), p_base, temperature), out);
+}
+
 /// Top-p (nucleus) over the whole row at temperature T: sort valid entries by probability
 /// descending (ties by id); keep entry j iff the probability mass strictly before it is < p
 /// (the smallest prefix whose mass reaches p, the crossing entry included), and at least
 /// max(1, min_keep) entries. p >= 1 keeps every valid entry. Output sorted like top_k.
 /// Accumulation in double.  \pre out.capacity() >= x.size(), temperature > 0
-inline std::size_t top_p(std::span<const float> x, float p, float temperature,
-                         std::size_t min_keep, candidates& out) noexcept {
+inline std::size_t top_p(std::span<const float> x, float p, float temperature, std::size_t min_keep,
+                         candidates& out) noexcept {
     valid_entries(x, out);
     sort_candidates(out);
     if (out.empty()) return 0;
@@ -439,7 +589,7 @@ inline double entropy(std::span<const float> x, float temperature = 1.f) noexcep
         const double w = weight(v, st.max, temperature);
         if (w > 0) {
             const double p = w / st.sum;
-            h -= p * std::log(p);
+            if (p > 0) h -= p * std::log(p);  // a subnormal w can underflow p to 0 (0 log 0 = 0)
         }
     }
     return h;
@@ -486,6 +636,27 @@ inline std::size_t draw_exponential_race(std::span<const float> x, float tempera
     return best;
 }
 
+/// Exponential race with its own exponentials: E_i = rng.exponential() for every entry i in
+/// order (exactly 2 words per entry, 2 * x.size() in all, whatever the entries), then the race
+/// above. npos if no entry has probability.
+inline std::size_t draw_exponential_race(std::span<const float> x, float temperature,
+                                         rng_stream& rng) noexcept {
+    const float m = max(x);
+    std::size_t best = npos;
+    double best_score = -1;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const double e = rng.exponential();
+        const double w = weight(x[i], m, temperature);
+        if (w <= 0) continue;
+        const double score = w / e;
+        if (score > best_score) {
+            best_score = score;
+            best = i;
+        }
+    }
+    return best;
+}
+
 /// Cosine similarity of `query` (length dim) against each of n = out.size() rows stored
 /// row-major with `stride` floats between rows. 0 for a zero-norm row or query.
 inline void cosine_similarity(std::span<const float> query, const float* rows, std::size_t stride,
@@ -519,8 +690,11 @@ DECODEKIT_END_NAMESPACE
 
 #include <xsimd/xsimd.hpp>
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #ifndef XSIMD_VERSION_MAJOR
 #error "decodekit: could not determine the xsimd version"
@@ -562,17 +736,7 @@ inline float reduce_add(const batch<A>& v) noexcept {
 
 /// Horizontal maximum of the lanes (NaN lanes must be removed by the caller).
 template <class A>
-inline float reduce_max(const batch<A>& v) noexcept {
-#if XSIMD_VERSION_MAJOR >= 9
-    return xsimd::reduce_max(v);
-#else
-    alignas(64) float tmp[lanes<A>];
-    v.store_aligned(tmp);
-    float m = tmp[0];
-    for (std::size_t i = 1; i < lanes<A>; ++i) m = tmp[i] > m ? tmp[i] : m;
-    return m;
-#endif
-}
+inline float reduce_max(const batch<A>& v) noexcept;
 
 /// Horizontal minimum of the lanes.
 template <class A>
@@ -588,18 +752,272 @@ inline float reduce_min(const batch<A>& v) noexcept {
 #endif
 }
 
-/// Bit i set iff lane i of `b` is true.
+/// Which x86 register family architecture A uses (0: other / generic code paths).
+template <class A>
+inline constexpr int x86_family =
+#if defined(__AVX512F__)
+    std::is_base_of_v<xsimd::avx512f, A> ? 512 :
+#endif
+#if defined(__AVX__)
+    std::is_base_of_v<xsimd::avx, A> ? 256
+    :
+#endif
+#if defined(__SSE2__)
+    std::is_base_of_v<xsimd::sse2, A> ? 128
+                                      :
+#endif
+                                      0;
+
+template <class A>
+inline float reduce_max(const batch<A>& v) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __m512 x = static_cast<__m512>(v);
+        const __m256 h =
+            _mm256_max_ps(_mm512_castps512_ps256(x),
+                          _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+        __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+        q = _mm_max_ss(q, _mm_shuffle_ps(q, q, 1));
+        return _mm_cvtss_f32(q);
+    } else
+#endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        const __m256 h = static_cast<__m256>(v);
+        __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+        q = _mm_max_ss(q, _mm_shuffle_ps(q, q, 1));
+        return _mm_cvtss_f32(q);
+    } else
+#endif
+    {
+#if XSIMD_VERSION_MAJOR >= 9
+        return xsimd::reduce_max(v);
+#else
+        alignas(64) float tmp[lanes<A>];
+        v.store_aligned(tmp);
+        float m = tmp[0];
+        for (std::size_t i = 1; i < lanes<A>; ++i) m = tmp[i] > m ? tmp[i] : m;
+        return m;
+#endif
+    }
+}
+
+/// Bit i set iff lane i of `b` is true (one instruction on x86: kmov / movmskps).
 template <class A>
 inline std::uint64_t to_mask(const batch_bool<A>& b) noexcept {
-#if XSIMD_VERSION_MAJOR >= 10
-    return b.mask();
-#else
-    alignas(64) bool tmp[lanes<A>];
-    b.store_aligned(tmp);
-    std::uint64_t m = 0;
-    for (std::size_t i = 0; i < lanes<A>; ++i) m |= std::uint64_t(tmp[i]) << i;
-    return m;
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        return std::uint64_t(std::uint16_t(static_cast<__mmask16>(b)));
+    } else
 #endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        return std::uint64_t(unsigned(_mm256_movemask_ps(static_cast<__m256>(b))));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        return std::uint64_t(unsigned(_mm_movemask_ps(static_cast<__m128>(b))));
+    } else
+#endif
+    {
+#if XSIMD_VERSION_MAJOR >= 10
+        return b.mask();
+#else
+        alignas(64) bool tmp[lanes<A>];
+        b.store_aligned(tmp);
+        std::uint64_t m = 0;
+        for (std::size_t i = 0; i < lanes<A>; ++i) m |= std::uint64_t(tmp[i]) << i;
+        return m;
+#endif
+    }
+}
+
+/// Lane-wise max(acc, x) where a NaN lane of `x` leaves `acc` unchanged (x86 max returns its
+/// second operand when either is NaN). \pre acc has no NaN lane.
+template <class A>
+inline batch<A> max_ignore_nan(const batch<A>& acc, const batch<A>& x) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        return batch<A>(_mm512_max_ps(static_cast<__m512>(x), static_cast<__m512>(acc)));
+    } else
+#endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        return batch<A>(_mm256_max_ps(static_cast<__m256>(x), static_cast<__m256>(acc)));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        return batch<A>(_mm_max_ps(static_cast<__m128>(x), static_cast<__m128>(acc)));
+    } else
+#endif
+    {
+        return xsimd::select(x > acc, x, acc);
+    }
+}
+
+/// Adds the lanes of `x` into two double accumulators (low half into lo, high half into hi),
+/// so that sums of floats are exact to double precision per element.
+template <class A>
+inline void widen_add(xsimd::batch<double, A>& lo, xsimd::batch<double, A>& hi,
+                      const batch<A>& x) noexcept {
+    using D = xsimd::batch<double, A>;
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __m512 v = static_cast<__m512>(x);
+        lo += D(_mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+        hi += D(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+    } else
+#endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        const __m256 v = static_cast<__m256>(x);
+        lo += D(_mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+        hi += D(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        const __m128 v = static_cast<__m128>(x);
+        lo += D(_mm_cvtps_pd(v));
+        hi += D(_mm_cvtps_pd(_mm_movehl_ps(v, v)));
+    } else
+#endif
+    {
+        constexpr std::size_t n = lanes<A>, h = D::size;
+        alignas(64) float f[n];
+        alignas(64) double d[2 * h];
+        x.store_aligned(f);
+        for (std::size_t i = 0; i < 2 * h; ++i) d[i] = i < n ? double(f[i]) : 0.0;
+        lo += D::load_aligned(d);
+        hi += D::load_aligned(d + h);
+    }
+}
+
+/// Horizontal sum of double lanes.
+template <class A>
+inline double reduce_add(const xsimd::batch<double, A>& v) noexcept {
+#if XSIMD_VERSION_MAJOR >= 9
+    return xsimd::reduce_add(v);
+#else
+    return xsimd::hadd(v);
+#endif
+}
+
+/// Compress-store: writes the lanes of `v` selected by the bit mask `m` (bit i = lane i), in lane
+/// order, to logits_out[0..), and their ids first_id + lane to ids_out[0..); returns how many.
+/// May write up to lanes<A> entries past the count (callers leave that room): AVX-512 compresses
+/// in registers (vcompressps; not the microcoded memory form) and stores whole vectors; other
+/// architectures walk the set bits.
+template <class A>
+inline std::size_t compress_store(const batch<A>& v, std::uint64_t m, std::int32_t first_id,
+                                  float* logits_out, std::int32_t* ids_out) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __mmask16 k = __mmask16(m);
+        const __m512i ids = _mm512_add_epi32(
+            _mm512_set1_epi32(first_id),
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+        _mm512_storeu_ps(logits_out, _mm512_maskz_compress_ps(k, static_cast<__m512>(v)));
+        _mm512_storeu_si512(ids_out, _mm512_maskz_compress_epi32(k, ids));
+        return std::size_t(std::popcount(unsigned(k)));
+    } else
+#endif
+    {
+        alignas(64) float f[lanes<A>];
+        v.store_aligned(f);
+        std::size_t n = 0;
+        while (m) {
+            const int i = std::countr_zero(m);
+            m &= m - 1;
+            logits_out[n] = f[i];
+            ids_out[n] = first_id + i;
+            ++n;
+        }
+        return n;
+    }
+}
+
+/// Reinterprets float lanes as int32 lanes (and back).
+template <class A>
+inline ibatch<A> as_int(const batch<A>& v) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        return ibatch<A>(_mm512_castps_si512(static_cast<__m512>(v)));
+    } else
+#endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        return ibatch<A>(_mm256_castps_si256(static_cast<__m256>(v)));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        return ibatch<A>(_mm_castps_si128(static_cast<__m128>(v)));
+    } else
+#endif
+    {
+        alignas(64) float f[lanes<A>];
+        alignas(64) std::int32_t i[lanes<A>];
+        v.store_aligned(f);
+        std::memcpy(i, f, sizeof f);
+        return ibatch<A>::load_aligned(i);
+    }
+}
+template <class A>
+inline batch<A> as_float(const ibatch<A>& v) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        return batch<A>(_mm512_castsi512_ps(static_cast<__m512i>(v)));
+    } else
+#endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        return batch<A>(_mm256_castsi256_ps(static_cast<__m256i>(v)));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        return batch<A>(_mm_castsi128_ps(static_cast<__m128i>(v)));
+    } else
+#endif
+    {
+        alignas(64) float f[lanes<A>];
+        alignas(64) std::int32_t i[lanes<A>];
+        v.store_aligned(i);
+        std::memcpy(f, i, sizeof f);
+        return batch<A>::load_aligned(f);
+    }
+}
+
+/// exp(d) for d <= 0 (the max-subtracted logits of a softmax): k = round(d / ln 2) by the
+/// shifter trick, Cody-Waite reduction, the Cephes degree-5 polynomial (relative error below
+/// 1e-7), 2^k from the exponent bits. Returns 0 for d < -87 (below float's normal range; such
+/// entries carry < 1e-37 of the mass) and for NaN lanes (the NaN policy: probability 0), so no
+/// special-value pass is needed. Same operations on every architecture (fused multiply-adds
+/// where the ISA has FMA, separately rounded otherwise).
+template <class A>
+inline batch<A> exp_nonpositive(const batch<A>& d) noexcept {
+    using B = batch<A>;
+    const B lo(-87.f);
+    const B dc = xsimd::max(d, lo);
+    const B shifter(12582912.f + 127.f);  // 1.5 * 2^23 + exponent bias
+    const B t = xsimd::fma(dc, B(1.44269504088896341f), shifter);
+    const B k = t - shifter;  // round(dc / ln 2), exact
+    B r = xsimd::fnma(k, B(0.693359375f), dc);
+    r = xsimd::fnma(k, B(-2.12194440e-4f), r);
+    B q = B(1.9875691500e-4f);
+    q = xsimd::fma(q, r, B(1.3981999507e-3f));
+    q = xsimd::fma(q, r, B(8.3334519073e-3f));
+    q = xsimd::fma(q, r, B(4.1665795894e-2f));
+    q = xsimd::fma(q, r, B(1.6666665459e-1f));
+    q = xsimd::fma(q, r, B(5.0000001201e-1f));
+    const B e = xsimd::fma(q * r, r, r) + B(1.f);
+    const B scale = as_float<A>(as_int<A>(t) << 23);  // (k + 127) << 23 = 2^k
+    return xsimd::select(d >= lo, e * scale, B(0.f));
 }
 
 /// Calls f(A{}) for every architecture in supported_architectures.
@@ -612,55 +1030,185 @@ inline void for_each_arch(F&& f) {
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/simd/xsimd_compat.hpp
 
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-
-
-template <class A = simd::default_arch>
-std::size_t draw_inverse_cdf(std::span<const float> w, double u) noexcept { return reference::draw_inverse_cdf(w, u); }
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/draw.hpp
-// ---- begin decodekit/kernels/nucleus.hpp
-/// \file kernels/nucleus.hpp
-/// top-p (nucleus) selection without a full sort.
-/// Semantics: kernels/reference.hpp (the scalar reference these must equal).
-/// TODO(kernels): SIMD implementation; this forwards to the reference for now.
-
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <span>
 
 DECODEKIT_BEGIN_NAMESPACE
 namespace kernels {
+namespace detail {
 
+inline constexpr float neg_inf_f = -std::numeric_limits<float>::infinity();
+/// Entries per block of the blocked passes (argmax block, double-accumulation block).
+inline constexpr std::size_t block_size = 512;
 
+/// exp((x_i - m) * inv_t) summed over the row (4 float accumulators per 1024-entry block,
+/// blocks added in double), with simd::exp_nonpositive: NaN and -inf entries give 0, entries
+/// more than 87 below the max give 0. Stores the exponentials to out when Store. The tail is
+/// padded into one vector so every entry goes through the same polynomial.
+/// \pre m finite, inv_t finite and > 0.
+template <class A, bool Store>
+double exp_pass(std::span<const float> x, float m, float inv_t, float* out) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    const B mb(m), tb(inv_t);
+    auto one = [&](std::size_t i) {
+        const B e = simd::exp_nonpositive<A>((B::load_unaligned(p + i) - mb) * tb);
+        if constexpr (Store) e.store_unaligned(out + i);
+        return e;
+    };
+    double total = 0;
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 2 * block_size);
+        B s0(0.f), s1(0.f), s2(0.f), s3(0.f);
+        for (; i + 4 * L <= end; i += 4 * L) {
+            s0 += one(i);
+            s1 += one(i + L);
+            s2 += one(i + 2 * L);
+            s3 += one(i + 3 * L);
+        }
+        for (; i < end; i += L) s0 += one(i);
+        total += double(simd::reduce_add<A>((s0 + s1) + (s2 + s3)));
+    }
+    if (i < n) {
+        alignas(64) float buf[L];
+        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : neg_inf_f;
+        const B e = simd::exp_nonpositive<A>((B::load_aligned(buf) - mb) * tb);
+        e.store_aligned(buf);
+        for (std::size_t j = 0; i + j < n; ++j) {
+            if constexpr (Store) out[i + j] = buf[j];
+            total += double(buf[j]);
+        }
+    }
+    return total;
+}
+
+}  // namespace detail
+
+/// Largest non-NaN entry; -inf if the span is empty or all NaN. One pass.
 template <class A = simd::default_arch>
-std::size_t top_p(std::span<const float> x, float p, float temperature, std::size_t min_keep, candidates& out) noexcept { return reference::top_p(x, p, temperature, min_keep, out); }
+float max(std::span<const float> x) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size();
+    B a0(detail::neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
+    std::size_t i = 0;
+    for (; i + 4 * L <= n; i += 4 * L) {
+        a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+        a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
+        a2 = simd::max_ignore_nan<A>(a2, B::load_unaligned(p + i + 2 * L));
+        a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
+    }
+    for (; i + L <= n; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+    float m = simd::reduce_max<A>(xsimd::max(xsimd::max(a0, a1), xsimd::max(a2, a3)));
+    for (; i < n; ++i) m = p[i] > m ? p[i] : m;
+    return m;
+}
 
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/nucleus.hpp
-// ---- begin decodekit/kernels/reduce.hpp
-/// \file kernels/reduce.hpp
-/// max, argmax, sum, logsumexp over a logits row.
-/// Semantics: kernels/reference.hpp (the scalar reference these must equal).
-/// TODO(kernels): SIMD implementation; this forwards to the reference for now.
-
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-
-
+/// Lowest index of the largest non-NaN entry; npos if empty or all NaN.
+/// One blocked pass: per 512-entry block a max over independent accumulators, the winning
+/// block remembered (strictly greater than every earlier block), then that block rescanned for
+/// its first entry equal to the max.
 template <class A = simd::default_arch>
-float max(std::span<const float> x) noexcept { return reference::max(x); }
+std::size_t argmax(std::span<const float> x) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    if (n == 0) return npos;
+    B run(detail::neg_inf_f);
+    float best = detail::neg_inf_f;
+    std::size_t best_block = npos;
+    for (std::size_t b0 = 0; b0 < nfull; b0 += detail::block_size) {
+        const std::size_t end = std::min(nfull, b0 + detail::block_size);
+        B a0(detail::neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
+        std::size_t i = b0;
+        for (; i + 4 * L <= end; i += 4 * L) {
+            a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+            a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
+            a2 = simd::max_ignore_nan<A>(a2, B::load_unaligned(p + i + 2 * L));
+            a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
+        }
+        for (; i < end; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+        const B bm = xsimd::max(xsimd::max(a0, a1), xsimd::max(a2, a3));
+        if (xsimd::any(bm > run)) {
+            best = simd::reduce_max<A>(bm);
+            run = B(best);
+            best_block = b0;
+        }
+    }
+    std::size_t best_i = npos;
+    if (best_block != npos) {
+        const std::size_t end = std::min(nfull, best_block + detail::block_size);
+        for (std::size_t i = best_block; i < end; i += L) {
+            const std::uint64_t m = simd::to_mask<A>(B::load_unaligned(p + i) == run);
+            if (m) {
+                best_i = i + std::size_t(std::countr_zero(m));
+                break;
+            }
+        }
+    }
+    for (std::size_t i = nfull; i < n; ++i)
+        if (p[i] > best) {
+            best = p[i];
+            best_i = i;
+        }
+    if (best_i == npos)  // every entry is -inf or NaN: the first -inf, if any
+        for (std::size_t i = 0; i < n; ++i)
+            if (!std::isnan(p[i])) return i;
+    return best_i;
+}
 
+/// Sum of the entries (float lanes over 1024-entry blocks, blocks summed in double). One pass.
 template <class A = simd::default_arch>
-std::size_t argmax(std::span<const float> x) noexcept { return reference::argmax(x); }
+double sum(std::span<const float> x) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    double total = 0;
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 2 * detail::block_size);
+        B s0(0.f), s1(0.f), s2(0.f), s3(0.f);
+        for (; i + 4 * L <= end; i += 4 * L) {
+            s0 += B::load_unaligned(p + i);
+            s1 += B::load_unaligned(p + i + L);
+            s2 += B::load_unaligned(p + i + 2 * L);
+            s3 += B::load_unaligned(p + i + 3 * L);
+        }
+        for (; i < end; i += L) s0 += B::load_unaligned(p + i);
+        total += double(simd::reduce_add<A>((s0 + s1) + (s2 + s3)));
+    }
+    for (; i < n; ++i) total += double(p[i]);
+    return total;
+}
 
+/// Max and normaliser sum exp((x_i - max)/T) (see reference::exp_sum). Two passes: max, then
+/// one fused exp-and-sum pass (NaN entries count 0 there).
+/// \pre temperature > 0
 template <class A = simd::default_arch>
-double sum(std::span<const float> x) noexcept { return reference::sum(x); }
+reference::softmax_stats exp_sum(std::span<const float> x, float temperature = 1.f) noexcept {
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::exp_sum(x, temperature);
+    return {m, detail::exp_pass<A, false>(x, m, inv_t, nullptr)};
+}
 
+/// log sum exp(x_i / T); -inf when no entry has probability, +inf when an entry is +inf.
+/// Two passes. \pre temperature > 0
 template <class A = simd::default_arch>
-double logsumexp(std::span<const float> x, float temperature = 1.f) noexcept { return reference::logsumexp(x, temperature); }
+double logsumexp(std::span<const float> x, float temperature = 1.f) noexcept {
+    const reference::softmax_stats st = kernels::exp_sum<A>(x, temperature);
+    if (st.sum == 0) return -std::numeric_limits<double>::infinity();
+    if (std::isinf(st.max)) return std::numeric_limits<double>::infinity();
+    return double(st.max) / temperature + std::log(st.sum);
+}
 
 }  // namespace kernels
 DECODEKIT_END_NAMESPACE
@@ -668,71 +1216,309 @@ DECODEKIT_END_NAMESPACE
 // ---- begin decodekit/kernels/select.hpp
 /// \file kernels/select.hpp
 /// top-k selection without sorting the vocabulary; threshold filters (min-p).
-/// Semantics: kernels/reference.hpp (the scalar reference these must equal).
-/// TODO(kernels): SIMD implementation; this forwards to the reference for now.
+/// Semantics: kernels/reference.hpp (equal exactly: same ids, same logits, same order).
+/// No random numbers are consumed.
+///
+/// top_k: one pass. A conservative starting threshold from 256 strided samples, then one
+/// compare-and-compact pass (AVX-512: register vcompressps + whole-vector stores; other ISAs:
+/// movemask and a walk over the set bits) into the `out` storage, which works as a reservoir:
+/// whenever it holds more than max(4k, k + 256) survivors, the k-th best is found with
+/// nth_element over those few and the threshold rises to it. Finally only the <= 4k survivors
+/// are selected and sorted. If the sampled threshold was too high (fewer than k survive) the
+/// pass is repeated without it (rare). Cost is one read of the row plus O(k log k).
+/// filter_at_least: one compare-and-compact pass, output in id order.
+///
+/// Scratch: sorting needs 8 bytes per survivor; it lives in a thread_local buffer that grows to
+/// the largest need seen and is then reused (no allocation per call after the first).
 
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <span>
+#include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 namespace kernels {
+namespace detail {
 
+inline constexpr float lowest_f = std::numeric_limits<float>::lowest();
 
+/// Sort key: larger key = larger logit, then smaller id (reference::before order). -0 == +0.
+inline std::uint64_t rank_key(float logit, token_id id) noexcept {
+    std::uint32_t u = std::bit_cast<std::uint32_t>(logit);
+    if (u == 0x80000000u) u = 0;
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return (std::uint64_t(u) << 32) | std::uint64_t(~std::uint32_t(id));
+}
+inline token_id key_id(std::uint64_t key) noexcept { return token_id(~std::uint32_t(key)); }
+
+/// Per-thread scratch of at least n 64-bit keys (grows, never shrinks).
+inline std::uint64_t* key_scratch(std::size_t n) noexcept {
+    static thread_local std::vector<std::uint64_t> buf;
+    if (buf.size() < n) buf.resize(std::max(n, std::size_t(4096)));
+    return buf.data();
+}
+
+/// Compare-and-compact of x[begin, end) (whole batches only): appends every entry with
+/// x_i >= t (or > t when strict) to ids/logits at index c; returns the new count.
+/// \pre room for (end - begin) + lanes entries after c.
+template <class A>
+std::size_t compact_batches(const float* p, std::size_t begin, std::size_t end, float t,
+                            bool strict, std::size_t c, token_id* ids, float* lg) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B tb(t);
+    auto pass = [&](const B& v) { return strict ? (v > tb) : (v >= tb); };
+    std::size_t i = begin;
+    for (; i + 4 * L <= end; i += 4 * L) {
+        const B v0 = B::load_unaligned(p + i), v1 = B::load_unaligned(p + i + L);
+        const B v2 = B::load_unaligned(p + i + 2 * L), v3 = B::load_unaligned(p + i + 3 * L);
+        const auto m0 = pass(v0), m1 = pass(v1), m2 = pass(v2), m3 = pass(v3);
+        if (!xsimd::any((m0 | m1) | (m2 | m3))) continue;
+        if (const std::uint64_t m = simd::to_mask<A>(m0))
+            c += simd::compress_store<A>(v0, m, token_id(i), lg + c, ids + c);
+        if (const std::uint64_t m = simd::to_mask<A>(m1))
+            c += simd::compress_store<A>(v1, m, token_id(i + L), lg + c, ids + c);
+        if (const std::uint64_t m = simd::to_mask<A>(m2))
+            c += simd::compress_store<A>(v2, m, token_id(i + 2 * L), lg + c, ids + c);
+        if (const std::uint64_t m = simd::to_mask<A>(m3))
+            c += simd::compress_store<A>(v3, m, token_id(i + 3 * L), lg + c, ids + c);
+    }
+    for (; i < end; i += L) {
+        const B v = B::load_unaligned(p + i);
+        if (const std::uint64_t m = simd::to_mask<A>(pass(v)))
+            c += simd::compress_store<A>(v, m, token_id(i), lg + c, ids + c);
+    }
+    return c;
+}
+
+/// Threshold from 256 strided samples: the value that about 2k + a margin entries exceed
+/// (the lowest finite float when the row is small or k large).
+inline float sampled_threshold(std::span<const float> x, std::size_t k) noexcept {
+    constexpr std::size_t S = 256;
+    const std::size_t n = x.size();
+    if (n < 16 * S || k * 16 > n) return lowest_f;
+    float s[S];
+    std::size_t ns = 0;
+    const std::size_t stride = n / S;
+    for (std::size_t j = 0; j < S; ++j) {
+        const float v = x[j * stride + (j * 7919) % stride];
+        if (v > lowest_f) s[ns++] = v;  // NaN and -inf fail
+    }
+    const std::size_t r = (2 * k * S + n - 1) / n + 2;  // 1-based rank among samples
+    if (r > ns) return lowest_f;
+    std::nth_element(s, s + (r - 1), s + ns, std::greater<float>());
+    return s[r - 1];
+}
+
+/// Writes the top m of c survivor keys (and, with keep_ties, every further survivor tied with
+/// the m-th) to out in rank order, logits taken from x; returns the count.
+inline std::size_t emit_sorted(std::span<const float> x, std::uint64_t* keys, std::size_t c,
+                               std::size_t m, tie_policy ties, candidates& out) noexcept {
+    m = std::min(m, c);
+    if (m == 0) {
+        out.resize(0);
+        return 0;
+    }
+    if (m < c) std::nth_element(keys, keys + (m - 1), keys + c, std::greater<std::uint64_t>());
+    std::sort(keys, keys + m, std::greater<std::uint64_t>());
+    std::size_t total = m;
+    if (ties == tie_policy::keep_ties) {
+        const float vk = x[std::size_t(key_id(keys[m - 1]))];
+        std::uint64_t* mid = std::partition(keys + m, keys + c, [&](std::uint64_t key) {
+            return x[std::size_t(key_id(key))] == vk;
+        });
+        std::sort(keys + m, mid, std::greater<std::uint64_t>());
+        total = std::size_t(mid - keys);
+    }
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    for (std::size_t j = 0; j < total; ++j) {
+        ids[j] = key_id(keys[j]);
+        lg[j] = x[std::size_t(ids[j])];
+    }
+    out.resize(total);
+    return total;
+}
+
+}  // namespace detail
+
+/// Top-k: the k largest valid entries sorted by logit descending, ties by ascending id;
+/// exactly_k keeps min(k, #valid), keep_ties also every entry equal to the k-th. k == 0 gives
+/// an empty set. One pass over the row (see the file comment). \pre out.capacity() >= x.size()
 template <class A = simd::default_arch>
-std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties, candidates& out) noexcept { return reference::top_k(x, k, ties, out); }
+std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
+                  candidates& out) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(), "top_k: out.capacity() must be >= x.size()");
+    constexpr std::size_t L = simd::lanes<A>;
+    const std::size_t n = x.size(), nfull = n / L * L;
+    out.clear();
+    if (k == 0 || n == 0) return 0;
+    k = std::min(k, n);
+    const float* p = x.data();
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    std::size_t cap = std::min(n, std::max(4 * k, k + 256));
+    const std::size_t chunk = 64 * L;  // entries between reservoir checks
+    float t0 = detail::sampled_threshold(x, k);
+    for (;;) {
+        float t = t0;
+        bool strict = false;
+        std::size_t c = 0;
+        auto shrink = [&] {
+            // c > cap: keep the k best (exactly_k, then only strictly better may enter) or
+            // every entry >= the k-th value (keep_ties).
+            std::uint64_t* keys = detail::key_scratch(c);
+            for (std::size_t j = 0; j < c; ++j) keys[j] = detail::rank_key(lg[j], ids[j]);
+            std::nth_element(keys, keys + (k - 1), keys + c, std::greater<std::uint64_t>());
+            const std::uint64_t kk = keys[k - 1];
+            const float vk = p[std::size_t(detail::key_id(kk))];
+            std::size_t w = 0;
+            for (std::size_t j = 0; j < c; ++j) {
+                const bool keep = ties == tie_policy::exactly_k
+                                      ? detail::rank_key(lg[j], ids[j]) >= kk
+                                      : lg[j] >= vk;
+                if (keep) {
+                    ids[w] = ids[j];
+                    lg[w] = lg[j];
+                    ++w;
+                }
+            }
+            c = w;
+            t = vk;
+            strict = ties == tie_policy::exactly_k;
+            if (c * 2 > cap) cap = std::min(n, 2 * c + 256);  // many ties: let it grow
+        };
+        for (std::size_t i = 0; i < nfull; i += chunk) {
+            c = detail::compact_batches<A>(p, i, std::min(nfull, i + chunk), t, strict, c, ids, lg);
+            if (c > cap) shrink();
+        }
+        for (std::size_t i = nfull; i < n; ++i)
+            if (strict ? p[i] > t : p[i] >= t) {
+                ids[c] = token_id(i);
+                lg[c] = p[i];
+                ++c;
+            }
+        if (c < k && t0 > detail::lowest_f) {
+            t0 = detail::lowest_f;  // the sampled threshold was too high: once more without it
+            continue;
+        }
+        std::uint64_t* keys = detail::key_scratch(c);
+        for (std::size_t j = 0; j < c; ++j) keys[j] = detail::rank_key(lg[j], ids[j]);
+        return detail::emit_sorted(x, keys, c, k, ties, out);
+    }
+}
 
+/// Every valid entry with x_i >= threshold, in id order. One compare-and-compact pass.
+/// \pre out.capacity() >= x.size()
 template <class A = simd::default_arch>
-std::size_t filter_at_least(std::span<const float> x, float threshold, candidates& out) noexcept { return reference::filter_at_least(x, threshold, out); }
+std::size_t filter_at_least(std::span<const float> x, float threshold, candidates& out) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(),
+                     "filter_at_least: out.capacity() must be >= x.size()");
+    constexpr std::size_t L = simd::lanes<A>;
+    out.clear();
+    if (std::isnan(threshold)) return 0;
+    const float t = std::max(threshold, detail::lowest_f);  // never -inf entries
+    const std::size_t n = x.size(), nfull = n / L * L;
+    const float* p = x.data();
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    std::size_t c = detail::compact_batches<A>(p, 0, nfull, t, false, 0, ids, lg);
+    for (std::size_t i = nfull; i < n; ++i)
+        if (p[i] >= t) {
+            ids[c] = token_id(i);
+            lg[c] = p[i];
+            ++c;
+        }
+    out.resize(c);
+    return c;
+}
 
 using reference::min_p_threshold;
+
+/// Min-p in one pass: every valid entry with x_i >= min_p_threshold(max(x), p_base, T), in id
+/// order (equals reference::filter_min_p). The max is found in the same pass: entries are
+/// compacted against the threshold of the running max (a lower bound, started from 256 strided
+/// samples), and the few survivors are filtered again with the final threshold.
+/// \pre out.capacity() >= x.size()
+template <class A = simd::default_arch>
+std::size_t filter_min_p(std::span<const float> x, float p_base, float temperature,
+                         candidates& out) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(),
+                     "filter_min_p: out.capacity() must be >= x.size()");
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    out.clear();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    if (n == 0) return 0;
+    if (p_base <= 0) return kernels::filter_at_least<A>(x, detail::neg_inf_f, out);
+    const double shift = double(temperature) * std::log(double(p_base));
+    if (std::isnan(shift)) return 0;
+    const float* p = x.data();
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    auto threshold = [&](float m) {
+        return std::max(float(double(m) + shift), detail::lowest_f);  // never -inf entries
+    };
+    float m = detail::neg_inf_f;
+    for (std::size_t j = 0, stride = std::max<std::size_t>(1, n / 256); j < n; j += stride)
+        m = p[j] > m ? p[j] : m;
+    std::size_t c = 0;
+    const std::size_t chunk = 64 * L;
+    for (std::size_t i0 = 0; i0 < nfull; i0 += chunk) {
+        const std::size_t end = std::min(nfull, i0 + chunk);
+        const B tb(threshold(m));
+        B a0(m), a1(m);
+        std::size_t i = i0;
+        auto one = [&](std::size_t j, B& acc) {
+            const B v = B::load_unaligned(p + j);
+            acc = simd::max_ignore_nan<A>(acc, v);
+            return v;
+        };
+        for (; i + 2 * L <= end; i += 2 * L) {
+            const B v0 = one(i, a0), v1 = one(i + L, a1);
+            const auto m0 = v0 >= tb, m1 = v1 >= tb;
+            if (!xsimd::any(m0 | m1)) continue;
+            if (const std::uint64_t k = simd::to_mask<A>(m0))
+                c += simd::compress_store<A>(v0, k, token_id(i), lg + c, ids + c);
+            if (const std::uint64_t k = simd::to_mask<A>(m1))
+                c += simd::compress_store<A>(v1, k, token_id(i + L), lg + c, ids + c);
+        }
+        for (; i < end; i += L) {
+            const B v = one(i, a0);
+            if (const std::uint64_t k = simd::to_mask<A>(v >= tb))
+                c += simd::compress_store<A>(v, k, token_id(i), lg + c, ids + c);
+        }
+        m = simd::reduce_max<A>(xsimd::max(a0, a1));
+    }
+    for (std::size_t i = nfull; i < n; ++i) {
+        m = p[i] > m ? p[i] : m;
+        if (p[i] >= threshold(m)) {
+            ids[c] = token_id(i);
+            lg[c] = p[i];
+            ++c;
+        }
+    }
+    const float t = threshold(m);
+    std::size_t w = 0;
+    for (std::size_t j = 0; j < c; ++j)
+        if (lg[j] >= t) {
+            ids[w] = ids[j];
+            lg[w] = lg[j];
+            ++w;
+        }
+    out.resize(w);
+    return w;
+}
 
 }  // namespace kernels
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/kernels/select.hpp
-// ---- begin decodekit/kernels/similarity.hpp
-/// \file kernels/similarity.hpp
-/// cosine similarity of one vector against many (contrastive search).
-/// Semantics: kernels/reference.hpp (the scalar reference these must equal).
-/// TODO(kernels): SIMD implementation; this forwards to the reference for now.
-
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-
-
-template <class A = simd::default_arch>
-void cosine_similarity(std::span<const float> query, const float* rows, std::size_t stride, std::span<float> out) noexcept { reference::cosine_similarity(query, rows, stride, out); }
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/similarity.hpp
-// ---- begin decodekit/kernels/softmax.hpp
-/// \file kernels/softmax.hpp
-/// softmax, log-softmax and the normaliser, temperature fused; entropy.
-/// Semantics: kernels/reference.hpp (the scalar reference these must equal).
-/// TODO(kernels): SIMD implementation; this forwards to the reference for now.
-
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-
-
-using reference::softmax_stats;
-
-template <class A = simd::default_arch>
-softmax_stats exp_sum(std::span<const float> x, float temperature = 1.f) noexcept { return reference::exp_sum(x, temperature); }
-
-template <class A = simd::default_arch>
-softmax_stats softmax(std::span<const float> x, std::span<float> out, float temperature = 1.f) noexcept { return reference::softmax(x, out, temperature); }
-
-template <class A = simd::default_arch>
-softmax_stats log_softmax(std::span<const float> x, std::span<float> out, float temperature = 1.f) noexcept { return reference::log_softmax(x, out, temperature); }
-
-template <class A = simd::default_arch>
-double entropy(std::span<const float> x, float temperature = 1.f) noexcept { return reference::entropy(x, temperature); }
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/softmax.hpp
-// ---- end decodekit/kernels/kernels.hpp
 // ---- begin decodekit/model.hpp
 /// \file model.hpp
 /// The model callback concepts: how strategies (beam, contrastive, DoLa, speculative, MTP) call a
@@ -790,168 +1576,4710 @@ concept language_model = requires(M& m, const M& cm, std::span<const sequence_re
 /// Last-layer hidden states (contrastive search): logits and, for the same positions, the hidden
 /// state fed to the classifier (after the final norm), hidden_size() floats per row.
 template <class M>
-concept hidden_state_model =
-    language_model<M> && requires(M& m, const M& cm, std::span<const sequence_request> requests,
-                                  std::span<float> logits_out, std::span<float> hidden_out) {
-        { cm.hidden_size() } -> std::convertible_to<std::size_t>;
-        m.logits_and_hidden(requests, logits_out, hidden_out);
-    };
+concept hidden_state_model = language_model<M> &&
+    requires(M& m, const M& cm, std::span<const sequence_request> requests,
+             std::span<float> logits_out, std::span<float> hidden_out) {
+    { cm.hidden_size() } -> std::convertible_to<std::size_t>;
+    m.logits_and_hidden(requests, logits_out, hidden_out);
+};
 
 /// Logits read out at intermediate layers (DoLa, early-exit self-drafting): the final norm and
 /// classifier applied to the residual stream after layer `l` (1-based; l == num_layers() is the
 /// ordinary output; l == 0 is the embedding output). Rows ordered [request][position][layer in
 /// the order of `layers`].
 template <class M>
-concept layer_logits_model =
-    language_model<M> && requires(M& m, const M& cm, std::span<const sequence_request> requests,
-                                  std::span<const int> layers, std::span<float> out) {
-        { cm.num_layers() } -> std::convertible_to<std::size_t>;
-        m.layer_logits(requests, layers, out);
-    };
+concept layer_logits_model = language_model<M> &&
+    requires(M& m, const M& cm, std::span<const sequence_request> requests,
+             std::span<const int> layers, std::span<float> out) {
+    { cm.num_layers() } -> std::convertible_to<std::size_t>;
+    m.layer_logits(requests, layers, out);
+};
 
 /// Extra prediction heads (multi-token prediction): from one forward over each sequence, logits
 /// for the next num_heads() positions of its last position: head 0 predicts t+1 (the ordinary
 /// next token), head h predicts t+1+h given the sequence only. Rows ordered [request][head].
 /// Each request must have n_last == 1.
 template <class M>
-concept multi_token_model =
-    language_model<M> && requires(M& m, const M& cm, std::span<const sequence_request> requests,
-                                  std::span<float> out) {
-        { cm.num_heads() } -> std::convertible_to<std::size_t>;
-        m.head_logits(requests, out);
-    };
+concept multi_token_model = language_model<M> &&
+    requires(M& m, const M& cm, std::span<const sequence_request> requests, std::span<float> out) {
+    { cm.num_heads() } -> std::convertible_to<std::size_t>;
+    m.head_logits(requests, out);
+};
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/model.hpp
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// When beam search stops once a group holds num_beams / num_groups finished hypotheses.
+enum class early_stopping : std::uint8_t {
+    first_n,    ///< stop at once (Hugging Face early_stopping=True)
+    heuristic,  ///< stop when no running beam can beat the worst at its current length (HF False)
+    never,      ///< stop only when no running beam can beat the worst ever (a true bound)
+};
+
+/// Beam search configuration.
+struct beam_search_params {
+    std::size_t num_beams = 4;            ///< beam width, >= 1
+    std::size_t num_return = 1;           ///< n-best size, in [1, num_beams]
+    std::size_t max_new_tokens = 64;      ///< generated tokens per hypothesis, >= 1
+    float length_penalty = 1.f;           ///< exponent of the length in the score, finite
+    bool length_includes_prompt = false;  ///< false: HF (generated only); true: vLLM, ORT-genai
+    early_stopping stopping = early_stopping::heuristic;
+    std::vector<token_id> eos_ids = {};  ///< tokens that finish a hypothesis
+    std::size_t num_groups = 1;          ///< diverse beam search: divides num_beams
+    float diversity_penalty = 0.f;       ///< subtracted per earlier-group choice of a token, >= 0
+    bool stochastic = false;             ///< Gumbel top-k stochastic beams (Kool et al. 2019)
+    float temperature = 1.f;             ///< of the stochastic beams' distribution, > 0
+    std::uint64_t seed = 0;              ///< stochastic beams: rng_key{seed, sequence, step}
+    std::uint64_t sequence = 0;
+
+    /// The first invalid field, named with its allowed range; nullopt when valid.
+    std::optional<std::string> check() const {
+        if (num_beams < 1 || num_beams > 4096)
+            return detail::range_message("beam_search_params.num_beams", "in [1, 4096]",
+                                         double(num_beams));
+        if (num_return < 1 || num_return > num_beams)
+            return detail::range_message("beam_search_params.num_return", "in [1, num_beams]",
+                                         double(num_return));
+        if (max_new_tokens < 1)
+            return detail::range_message("beam_search_params.max_new_tokens", ">= 1",
+                                         double(max_new_tokens));
+        if (!std::isfinite(length_penalty))
+            return detail::range_message("beam_search_params.length_penalty", "finite",
+                                         double(length_penalty));
+        if (num_groups < 1 || num_beams % num_groups != 0)
+            return detail::range_message("beam_search_params.num_groups",
+                                         ">= 1 and a divisor of num_beams", double(num_groups));
+        if (!(diversity_penalty >= 0.f) || !std::isfinite(diversity_penalty))
+            return detail::range_message("beam_search_params.diversity_penalty", "finite and >= 0",
+                                         double(diversity_penalty));
+        if (!(temperature > 0.f) || !std::isfinite(temperature))
+            return detail::range_message("beam_search_params.temperature", "finite and > 0",
+                                         double(temperature));
+        for (token_id e : eos_ids)
+            if (e < 0)
+                return detail::range_message("beam_search_params.eos_ids", "non-negative ids",
+                                             double(e));
+        return std::nullopt;
+    }
+    /// check(), reported through raise().
+    void validate() const { raise_if(check()); }
+};
+
+/// One finished hypothesis.
+struct beam_hypothesis {
+    std::vector<token_id> tokens;  ///< generated tokens (prompt excluded), EOS included if any
+    double score = 0;              ///< sum_logprobs / length^length_penalty
+    double sum_logprobs = 0;       ///< including diversity penalties (diverse beam search)
+    bool eos = false;              ///< finished by an EOS token (else by max_new_tokens)
+};
+
+/// What beam search returns.
+struct beam_search_result {
+    std::vector<beam_hypothesis> hypotheses;  ///< n-best, best first (score desc)
+    std::size_t steps = 0;                    ///< decoding steps run
+    std::size_t model_calls = 0;              ///< model.logits calls
+    std::size_t model_rows = 0;               ///< logits rows requested in total
+};
+
+/// One candidate of a beam step: parent beam, token and scores.
+struct beam_candidate {
+    double key = 0;          ///< ranking key (sum, or the Gumbel key of stochastic beams)
+    double sum = 0;          ///< parent sum + logprob (- diversity penalty)
+    std::uint32_t beam = 0;  ///< parent row
+    token_id token = 0;
+};
+
+namespace detail {
+inline bool beam_candidate_before(const beam_candidate& a, const beam_candidate& b) noexcept {
+    if (a.key != b.key) return a.key > b.key;
+    if (a.beam != b.beam) return a.beam < b.beam;
+    return a.token < b.token;
+}
+/// Keeps the pool O(k) whatever the number of rows: past 2k entries, only the best k stay.
+inline void prune_pool(std::vector<beam_candidate>& pool, std::size_t k) {
+    if (k == 0 || pool.size() <= 2 * k) return;
+    std::nth_element(pool.begin(), pool.begin() + std::ptrdiff_t(k - 1), pool.end(),
+                     beam_candidate_before);
+    pool.resize(k);
+}
+/// log(1 - exp(-a)) for a > 0, stable.
+inline double log1mexp(double a) noexcept {
+    return a < 0.6931471805599453 ? std::log(-std::expm1(-a)) : std::log1p(-std::exp(-a));
+}
+}  // namespace detail
+
+/// Workspace of beam_top_candidates: sized once for (vocab_size, rows, k).
+struct beam_step_workspace {
+    candidates row_top;                ///< capacity vocab_size
+    std::vector<beam_candidate> pool;  ///< rows * k merge pool
+    explicit beam_step_workspace(std::size_t vocab_size = 0, std::size_t rows = 0,
+                                 std::size_t k = 0)
+        : row_top(vocab_size) {
+        pool.reserve(std::min(rows, std::size_t(3)) * k);  // at most 2k + one row's k
+    }
+};
+
+/// The top `out.size()` candidates (rank order) of `beam_scores[b] + log_softmax(row b)[v]` over
+/// rows x V (row-major `rows`), without sorting V: kernels::top_k per row, then a merge.
+/// `penalty` (optional, size V): subtracted from the logprob of each token (diversity penalty).
+/// Returns the number written (fewer when rows have fewer valid entries).
+/// \pre rows.size() == beam_scores.size() * vocab_size, ws sized for (vocab_size, rows, k)
+inline std::size_t beam_top_candidates(std::span<const float> rows, std::size_t vocab_size,
+                                       std::span<const double> beam_scores,
+                                       std::span<beam_candidate> out, beam_step_workspace& ws,
+                                       std::span<const float> penalty = {},
+                                       std::size_t extra_k = 0) noexcept {
+    const std::size_t k = out.size();
+    ws.pool.clear();
+    if (k == 0) return 0;
+    for (std::size_t b = 0; b < beam_scores.size(); ++b) {
+        const std::span<const float> row = rows.subspan(b * vocab_size, vocab_size);
+        const double lse = kernels::logsumexp(row);
+        if (!(lse > -std::numeric_limits<double>::infinity())) continue;  // no valid entry
+        const std::size_t n = kernels::top_k(row, k + extra_k, tie_policy::exactly_k, ws.row_top);
+        double inf_logp = 0;
+        if (std::isinf(lse)) {  // +inf entries: uniform over them
+            std::size_t n_inf = 0;
+            for (float v : row) n_inf += (v == std::numeric_limits<float>::infinity());
+            inf_logp = -std::log(double(n_inf));
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+            const float x = ws.row_top.logits()[i];
+            const token_id t = ws.row_top.ids()[i];
+            double lp = std::isinf(lse)
+                            ? (std::isinf(x) ? inf_logp : -std::numeric_limits<double>::infinity())
+                            : double(x) - lse;
+            if (!penalty.empty()) lp -= penalty[std::size_t(t)];
+            if (lp == -std::numeric_limits<double>::infinity()) continue;
+            const double s = beam_scores[b] + lp;
+            ws.pool.push_back({s, s, std::uint32_t(b), t});
+        }
+        detail::prune_pool(ws.pool, k);
+    }
+    const std::size_t m = std::min(k, ws.pool.size());
+    std::partial_sort(ws.pool.begin(), ws.pool.begin() + std::ptrdiff_t(m), ws.pool.end(),
+                      detail::beam_candidate_before);
+    std::copy_n(ws.pool.begin(), m, out.begin());
+    return m;
+}
+
+/// A beam search in progress, driven step by step (beam_search() below runs it on a model):
+/// requests() names the running beams' sequences; advance() consumes one logits row per request.
+class beam_searcher {
+public:
+    /// \pre params valid (validated here), !prompt.empty()
+    beam_searcher(const beam_search_params& params, std::size_t vocab_size,
+                  std::span<const token_id> prompt)
+        : p_(params), vocab_(vocab_size), prompt_(prompt.begin(), prompt.end()) {
+        p_.validate();
+        if (prompt_.empty()) raise("beam_search: prompt must not be empty (add a BOS token)");
+        if (vocab_ == 0) raise("beam_search: vocab_size must be >= 1");
+        gs_ = p_.num_beams / p_.num_groups;
+        // HF keeps max(2, 1 + #eos) * g so that g non-EOS candidates always remain.
+        const std::size_t k =
+            std::max<std::size_t>(2, 1 + std::min(p_.eos_ids.size(), vocab_)) * gs_;
+        groups_.resize(p_.num_groups);
+        for (std::size_t g = 0; g < p_.num_groups; ++g) {
+            groups_[g].running.push_back({prompt_, 0.0, 0.0});
+            groups_[g].nr = 1;
+        }
+        ws_ = beam_step_workspace(vocab_, gs_, k + (p_.num_groups > 1 ? p_.num_beams : 0));
+        top_.resize(k);
+        if (p_.num_groups > 1 && p_.diversity_penalty > 0) penalty_.assign(vocab_, 0.f);
+        if (p_.stochastic) gumbel_row_.resize(vocab_);
+        rebuild_requests();
+    }
+
+    /// Sequences to score now (prompt + generated), slot = beam index; empty when done().
+    std::span<const sequence_request> requests() const noexcept { return requests_; }
+    /// True when every group stopped or max_new_tokens was reached.
+    bool done() const noexcept { return requests_.empty(); }
+    /// Steps taken so far (= generated length of the running beams).
+    std::size_t steps() const noexcept { return step_; }
+
+    /// Consumes rows_needed(requests()) logits rows (one per request, in order) and advances.
+    /// \pre logits.size() >= requests().size() * vocab_size
+    void advance(std::span<const float> logits) {
+        DECODEKIT_ASSERT(logits.size() >= requests_.size() * vocab_, "beam_searcher: short logits");
+        const std::size_t cur = step_ + 1;  // generated length of this step's candidates
+        std::size_t row0 = 0;
+        if (!penalty_.empty())
+            for (token_id t : chosen_) penalty_[std::size_t(t)] = 0.f;
+        chosen_.clear();
+        for (std::size_t g = 0; g < groups_.size(); ++g) {
+            group& G = groups_[g];
+            if (G.done) continue;
+            const std::size_t nb = G.nr;
+            const std::span<const float> rows = logits.subspan(row0 * vocab_, nb * vocab_);
+            row0 += nb;
+            scores_.clear();
+            for (std::size_t b = 0; b < nb; ++b)
+                scores_.push_back(p_.stochastic ? G.running[b].key : G.running[b].sum);
+            const std::size_t n =
+                p_.stochastic ? stochastic_candidates(G, rows, cur)
+                              : beam_top_candidates(rows, vocab_, scores_, top_, ws_, penalty_,
+                                                    penalty_.empty() ? 0 : chosen_.size());
+            G.nn = 0;
+            double best_sum = -std::numeric_limits<double>::infinity();
+            for (std::size_t r = 0; r < n; ++r) best_sum = std::max(best_sum, top_[r].sum);
+            for (std::size_t r = 0; r < n && G.nn < gs_; ++r) {
+                const beam_candidate& c = top_[r];
+                const beam& parent = G.running[c.beam];
+                if (is_eos(c.token)) {
+                    if (r >= gs_) continue;
+                    add_finished(G, parent.tokens, c.token, c.sum, cur, true);
+                } else {
+                    beam& nb2 = next_slot(G);
+                    nb2.tokens.assign(parent.tokens.begin(), parent.tokens.end());
+                    nb2.tokens.push_back(c.token);
+                    nb2.sum = c.sum;
+                    nb2.key = c.key;
+                }
+            }
+            for (std::size_t r = 0; r < G.nn; ++r) note_chosen(G.next[r].tokens.back());
+            std::swap(G.running, G.next);
+            std::swap(G.nr, G.nn);
+            if (G.nr == 0)
+                G.done = true;
+            else if (!p_.stochastic)
+                G.done = group_is_done(G, best_sum, cur);
+            else if (p_.stopping == early_stopping::first_n)
+                G.done = G.finished.size() >= gs_;
+        }
+        ++step_;
+        if (step_ >= p_.max_new_tokens) {
+            for (auto& G : groups_)
+                if (!G.done) {
+                    for (std::size_t b = 0; b < G.nr; ++b)
+                        add_finished(G, G.running[b].tokens, -1, G.running[b].sum, step_, false);
+                    G.done = true;
+                }
+        }
+        rebuild_requests();
+    }
+
+    /// The n-best over every group, best first (ties: earlier finished first).
+    beam_search_result result() const {
+        beam_search_result res;
+        std::vector<const beam_hypothesis*> all;
+        for (const auto& G : groups_)
+            for (const auto& h : G.finished) all.push_back(&h);
+        std::stable_sort(
+            all.begin(), all.end(),
+            [](const beam_hypothesis* a, const beam_hypothesis* b) { return a->score > b->score; });
+        for (std::size_t i = 0; i < all.size() && i < p_.num_return; ++i)
+            res.hypotheses.push_back(*all[i]);
+        res.steps = step_;
+        return res;
+    }
+
+private:
+    struct beam {
+        std::vector<token_id> tokens;  // prompt + generated
+        double sum = 0;
+        double key = 0;  // stochastic: the Gumbel key G
+    };
+    struct group {
+        std::vector<beam> running, next;        // storage reused across steps
+        std::size_t nr = 0, nn = 0;             // live entries of running / next
+        std::vector<beam_hypothesis> finished;  // at most gs_
+        bool done = false;
+    };
+
+    bool is_eos(token_id t) const noexcept {
+        return std::find(p_.eos_ids.begin(), p_.eos_ids.end(), t) != p_.eos_ids.end();
+    }
+    beam& next_slot(group& G) {
+        if (G.nn == G.next.size()) G.next.emplace_back();
+        return G.next[G.nn++];
+    }
+    void note_chosen(token_id t) {
+        if (penalty_.empty()) return;
+        penalty_[std::size_t(t)] += p_.diversity_penalty;
+        chosen_.push_back(t);
+    }
+    double length_of(std::size_t generated) const noexcept {
+        return double(generated + (p_.length_includes_prompt ? prompt_.size() : 0));
+    }
+    double normalise(double sum, std::size_t generated) const noexcept {
+        // sum == 0 (every step certain) scores 0 even when length^lp under/overflows (0/0).
+        if (sum == 0) return 0.0;
+        return sum / std::pow(length_of(generated), double(p_.length_penalty));
+    }
+    void add_finished(group& G, const std::vector<token_id>& seq, token_id last, double sum,
+                      std::size_t generated, bool eos) {
+        const double score = normalise(sum, generated);
+        if (G.finished.size() >= gs_) {
+            auto worst =
+                std::min_element(G.finished.begin(), G.finished.end(),
+                                 [](const auto& a, const auto& b) { return a.score < b.score; });
+            if (!(score > worst->score)) return;
+            G.finished.erase(worst);
+        }
+        beam_hypothesis h;
+        h.tokens.assign(seq.begin() + std::ptrdiff_t(prompt_.size()), seq.end());
+        if (last >= 0) h.tokens.push_back(last);
+        h.score = score;
+        h.sum_logprobs = sum;
+        h.eos = eos;
+        G.finished.push_back(std::move(h));
+    }
+    bool group_is_done(const group& G, double best_sum, std::size_t cur) const noexcept {
+        if (G.finished.size() < gs_) return false;
+        if (p_.stopping == early_stopping::first_n) return true;
+        double worst = std::numeric_limits<double>::infinity();
+        for (const auto& h : G.finished) worst = std::min(worst, h.score);
+        const std::size_t len = (p_.stopping == early_stopping::never && p_.length_penalty > 0)
+                                    ? p_.max_new_tokens
+                                    : cur;
+        return worst >= normalise(best_sum, len);
+    }
+
+    /// Stochastic beams: child key G_c = -log(exp(-G_parent) - exp(-Z) + exp(-G~_c)) with
+    /// G~_c = phi_c + Gumbel, Z = max_c G~_c (Kool et al. 2019, stable form); top 2g by key.
+    std::size_t stochastic_candidates(group& G, std::span<const float> rows, std::size_t cur) {
+        const std::size_t k = top_.size();
+        ws_.pool.clear();
+        for (std::size_t b = 0; b < G.nr; ++b) {
+            const std::span<const float> row = rows.subspan(b * vocab_, vocab_);
+            const double lse = kernels::logsumexp(row, p_.temperature);
+            if (!std::isfinite(lse)) continue;
+            rng_stream rs = make_stream(
+                {p_.seed, p_.sequence,
+                 (std::uint64_t(cur) << 20) | (std::uint64_t(&G - groups_.data()) << 12) | b},
+                rng_purpose::gumbel);
+            const double inv_t = 1.0 / double(p_.temperature);
+            double z = -std::numeric_limits<double>::infinity();
+            for (std::size_t v = 0; v < vocab_; ++v) {
+                const float x = row[v];
+                const double g = rs.gumbel();
+                if (std::isnan(x) || x == -std::numeric_limits<float>::infinity()) {
+                    gumbel_row_[v] = -std::numeric_limits<float>::infinity();
+                    continue;
+                }
+                const double phi = G.running[b].sum + double(x) * inv_t - lse;
+                gumbel_row_[v] = float(phi + g);
+                z = std::max(z, double(gumbel_row_[v]));
+            }
+            const std::size_t n = kernels::top_k(std::span<const float>(gumbel_row_), k,
+                                                 tie_policy::exactly_k, ws_.row_top);
+            const double gp = G.running[b].key;
+            for (std::size_t i = 0; i < n; ++i) {
+                const token_id t = ws_.row_top.ids()[i];
+                const double gt = ws_.row_top.logits()[i];
+                // G_c = gp - v+ - log1p(exp(-|v|)), v = gp - gt + log1mexp(z - gt)
+                double key;
+                if (gt >= z)
+                    key = gp;
+                else {
+                    const double v = gp - gt + detail::log1mexp(z - gt);
+                    key = gp - std::max(v, 0.0) - std::log1p(std::exp(-std::abs(v)));
+                }
+                const double sum = G.running[b].sum + double(row[std::size_t(t)]) * inv_t - lse;
+                ws_.pool.push_back({key, sum, std::uint32_t(b), t});
+            }
+            detail::prune_pool(ws_.pool, k);
+        }
+        const std::size_t m = std::min(k, ws_.pool.size());
+        std::partial_sort(ws_.pool.begin(), ws_.pool.begin() + std::ptrdiff_t(m), ws_.pool.end(),
+                          detail::beam_candidate_before);
+        std::copy_n(ws_.pool.begin(), m, top_.begin());
+        return m;
+    }
+
+    void rebuild_requests() {
+        requests_.clear();
+        for (std::size_t g = 0; g < groups_.size(); ++g) {
+            if (groups_[g].done) continue;
+            for (std::size_t i = 0; i < groups_[g].nr; ++i)
+                requests_.push_back({groups_[g].running[i].tokens, 1, std::uint32_t(g * gs_ + i)});
+        }
+    }
+
+    beam_search_params p_;
+    std::size_t vocab_;
+    std::vector<token_id> prompt_;
+    std::size_t gs_ = 1;
+    std::size_t step_ = 0;
+    std::vector<group> groups_;
+    beam_step_workspace ws_;
+    std::vector<beam_candidate> top_;
+    std::vector<double> scores_;
+    std::vector<float> penalty_;
+    std::vector<token_id> chosen_;
+    std::vector<float> gumbel_row_;
+    std::vector<sequence_request> requests_;
+};
+
+/// Runs beam search on `model` from `prompt`; returns the n-best hypotheses (best first).
+/// \pre !prompt.empty() (rejected with a message otherwise)
+template <class M>
+requires language_model<M> beam_search_result beam_search(M& model,
+                                                          std::span<const token_id> prompt,
+                                                          const beam_search_params& params) {
+    beam_searcher bs(params, model.vocab_size(), prompt);
+    std::vector<float> logits(params.num_beams * model.vocab_size());
+    std::size_t calls = 0, rows = 0;
+    while (!bs.done()) {
+        const auto req = bs.requests();
+        const std::size_t n = rows_needed(req);
+        model.logits(req, std::span<float>(logits).first(n * model.vocab_size()));
+        ++calls;
+        rows += n;
+        bs.advance(logits);
+    }
+    beam_search_result r = bs.result();
+    r.model_calls = calls;
+    r.model_rows = rows;
+    return r;
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/beam_search.hpp
+// ---- begin decodekit/decoding/contrastive.hpp
+/// \file decoding/contrastive.hpp
+/// Contrastive search (Su et al. 2022) over a hidden_state_model. Semantics: ALGORITHMS.md
+/// section 7. Per step: candidates = top-k of p = softmax(logits) (kernels::top_k, ties by lower
+/// id); one batched look-ahead call (candidate i appended to the context, slot = i) returns each
+/// candidate's last-layer hidden state h_i and its next logits; degeneration penalty
+/// d_i = max_j cos(h_i, h_j) over every earlier position j, prompt included
+/// (kernels::cosine_similarity); the chosen candidate maximises (1 - alpha) p_i - alpha d_i, ties
+/// to the higher-ranked candidate. Its look-ahead logits and hidden state are kept, so each step
+/// costs exactly one model call after the prompt's. alpha = 0 or k = 1 is greedy (then the
+/// look-ahead has one candidate).
+
+// ---- begin decodekit/kernels/similarity.hpp
+/// \file kernels/similarity.hpp
+/// Cosine similarity of one vector against many (contrastive search).
+/// Semantics: kernels/reference.hpp (within 1e-6 absolute). One pass over the query and one
+/// over each row (dot product and squared norm fused); products accumulated with FMA in two
+/// float accumulators per 64-entry block, blocks added in double. No random numbers.
+
+
+#include <cmath>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+
+/// Cosine similarity of `query` (length dim) against each of n = out.size() rows stored
+/// row-major with `stride` floats between rows; 0 for a zero-norm row or query.
+template <class A = simd::default_arch>
+void cosine_similarity(std::span<const float> query, const float* rows, std::size_t stride,
+                       std::span<float> out) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    constexpr std::size_t blk = 64;
+    const std::size_t dim = query.size(), nfull = dim / L * L;
+    const float* q = query.data();
+    double qq = 0;
+    for (std::size_t i = 0; i < nfull;) {
+        const std::size_t e = std::min(nfull, i + blk);
+        B a(0.f);
+        for (; i < e; i += L) {
+            const B v = B::load_unaligned(q + i);
+            a = xsimd::fma(v, v, a);
+        }
+        qq += double(simd::reduce_add<A>(a));
+    }
+    for (std::size_t i = nfull; i < dim; ++i) qq += double(q[i]) * q[i];
+    for (std::size_t r = 0; r < out.size(); ++r) {
+        const float* row = rows + r * stride;
+        double dot = 0, rr = 0;
+        for (std::size_t i = 0; i < nfull;) {
+            const std::size_t e = std::min(nfull, i + blk);
+            B d0(0.f), d1(0.f), n0(0.f), n1(0.f);
+            for (; i + 2 * L <= e; i += 2 * L) {
+                const B v0 = B::load_unaligned(row + i), v1 = B::load_unaligned(row + i + L);
+                d0 = xsimd::fma(B::load_unaligned(q + i), v0, d0);
+                d1 = xsimd::fma(B::load_unaligned(q + i + L), v1, d1);
+                n0 = xsimd::fma(v0, v0, n0);
+                n1 = xsimd::fma(v1, v1, n1);
+            }
+            for (; i < e; i += L) {
+                const B v = B::load_unaligned(row + i);
+                d0 = xsimd::fma(B::load_unaligned(q + i), v, d0);
+                n0 = xsimd::fma(v, v, n0);
+            }
+            dot += double(simd::reduce_add<A>(d0 + d1));
+            rr += double(simd::reduce_add<A>(n0 + n1));
+        }
+        for (std::size_t i = nfull; i < dim; ++i) {
+            dot += double(q[i]) * row[i];
+            rr += double(row[i]) * row[i];
+        }
+        out[r] = (qq > 0 && rr > 0) ? float(dot / std::sqrt(qq * rr)) : 0.f;
+    }
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/similarity.hpp
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Contrastive search configuration.
+struct contrastive_params {
+    std::size_t top_k = 4;               ///< candidates per step, in [1, 1024]
+    float alpha = 0.6f;                  ///< degeneration penalty weight, in [0, 1]
+    std::size_t max_new_tokens = 64;     ///< >= 1
+    std::vector<token_id> eos_ids = {};  ///< generation stops after emitting one of these
+
+    /// The first invalid field, named with its allowed range; nullopt when valid.
+    std::optional<std::string> check() const {
+        if (top_k < 1 || top_k > 1024)
+            return detail::range_message("contrastive_params.top_k", "in [1, 1024]", double(top_k));
+        if (!(alpha >= 0.f && alpha <= 1.f))
+            return detail::range_message("contrastive_params.alpha", "in [0, 1]", double(alpha));
+        if (max_new_tokens < 1)
+            return detail::range_message("contrastive_params.max_new_tokens", ">= 1",
+                                         double(max_new_tokens));
+        for (token_id e : eos_ids)
+            if (e < 0)
+                return detail::range_message("contrastive_params.eos_ids", "non-negative ids",
+                                             double(e));
+        return std::nullopt;
+    }
+    /// check(), reported through raise().
+    void validate() const { raise_if(check()); }
+};
+
+/// What contrastive search returns.
+struct contrastive_result {
+    std::vector<token_id> tokens;  ///< generated tokens (prompt excluded), EOS included if any
+    bool eos = false;              ///< stopped on an EOS token
+    bool no_valid_token = false;   ///< stopped because a logits row had no valid entry
+    std::size_t model_calls = 0;
+    std::size_t model_rows = 0;  ///< logits rows computed (prompt rows + k per step)
+};
+
+/// Workspace and scorer of one contrastive step, sized once for (vocab, hidden, k).
+class contrastive_scorer {
+public:
+    contrastive_scorer(std::size_t vocab_size, std::size_t hidden_size, std::size_t k)
+        : cand_(vocab_size), hidden_(hidden_size), k_(k), probs_(k), sims_() {}
+
+    /// The top-k candidates of `logits` (ids() ranked, ties by lower id) and their probabilities;
+    /// returns how many (0 when no entry is valid).
+    std::size_t candidates_of(std::span<const float> logits) noexcept {
+        const double lse = kernels::logsumexp(logits);
+        if (!(lse > -std::numeric_limits<double>::infinity())) {
+            cand_.clear();
+            return 0;
+        }
+        const std::size_t n = kernels::top_k(logits, k_, tie_policy::exactly_k, cand_);
+        std::size_t n_inf = 0;
+        if (std::isinf(lse))
+            for (float v : logits) n_inf += (v == std::numeric_limits<float>::infinity());
+        for (std::size_t i = 0; i < n; ++i) {
+            const float x = cand_.logits()[i];
+            probs_[i] = std::isinf(lse) ? (std::isinf(x) ? 1.0 / double(n_inf) : 0.0)
+                                        : std::exp(double(x) - lse);
+        }
+        return n;
+    }
+    /// Candidate ids of the last candidates_of() call, ranked.
+    std::span<const token_id> ids() const noexcept { return cand_.ids(); }
+    /// Their probabilities under softmax(logits).
+    std::span<const double> probs() const noexcept { return {probs_.data(), cand_.size()}; }
+
+    /// Index (rank) of the candidate maximising (1 - alpha) p_i - alpha max_j cos(h_i, ctx_j);
+    /// `cand_hidden`: one row of hidden_size per candidate; `context_hidden`: n_ctx rows.
+    /// Ties go to the higher-ranked candidate. With n_ctx == 0 the penalty is 0.
+    std::size_t select(std::span<const float> cand_hidden, std::span<const float> context_hidden,
+                       float alpha) {
+        const std::size_t H = hidden_, n = cand_.size(), n_ctx = H ? context_hidden.size() / H : 0;
+        if (sims_.size() < n_ctx) sims_.resize(std::max(n_ctx, 2 * sims_.size()));
+        std::size_t best = 0;
+        double best_score = -std::numeric_limits<double>::infinity();
+        for (std::size_t i = 0; i < n; ++i) {
+            double pen = 0;
+            if (n_ctx > 0 && alpha > 0) {
+                std::span<float> s(sims_.data(), n_ctx);
+                kernels::cosine_similarity(cand_hidden.subspan(i * H, H), context_hidden.data(), H,
+                                           s);
+                pen = *std::max_element(s.begin(), s.end());
+            }
+            const double score = (1.0 - double(alpha)) * probs_[i] - double(alpha) * pen;
+            if (score > best_score) {
+                best_score = score;
+                best = i;
+            }
+        }
+        return best;
+    }
+
+private:
+    candidates cand_;
+    std::size_t hidden_, k_;
+    std::vector<double> probs_;
+    std::vector<float> sims_;
+};
+
+/// Runs contrastive search on `model` from `prompt` (needs the hidden_state_model capability).
+/// \pre !prompt.empty() (rejected with a message otherwise)
+template <class M>
+requires hidden_state_model<M> contrastive_result
+contrastive_search(M& model, std::span<const token_id> prompt, const contrastive_params& params) {
+    params.validate();
+    if (prompt.empty()) raise("contrastive_search: prompt must not be empty (add a BOS token)");
+    const std::size_t V = model.vocab_size(), H = model.hidden_size();
+    const std::size_t k = params.alpha == 0.f ? 1 : std::min(params.top_k, V);
+    contrastive_result res;
+    res.tokens.reserve(std::min<std::size_t>(params.max_new_tokens, 16384));
+
+    std::vector<token_id> seq(prompt.begin(), prompt.end());
+    seq.reserve(prompt.size() + std::min<std::size_t>(params.max_new_tokens, 16384));
+    std::vector<float> ctx_hidden(prompt.size() * H);
+    ctx_hidden.reserve((prompt.size() + std::min<std::size_t>(params.max_new_tokens, 16384)) * H);
+    std::vector<float> prompt_logits(prompt.size() * V);
+    {
+        const sequence_request r{seq, seq.size(), 0};
+        model.logits_and_hidden(std::span<const sequence_request>(&r, 1), prompt_logits,
+                                ctx_hidden);
+        ++res.model_calls;
+        res.model_rows += seq.size();
+    }
+    std::vector<float> logits(prompt_logits.end() - std::ptrdiff_t(V), prompt_logits.end());
+    prompt_logits = {};
+
+    contrastive_scorer scorer(V, H, k);
+    std::vector<std::vector<token_id>> cand_seq(k);
+    for (auto& s : cand_seq)
+        s.reserve(prompt.size() + std::min<std::size_t>(params.max_new_tokens, 16384));
+    std::vector<sequence_request> req(k);
+    std::vector<float> la_logits(k * V), la_hidden(k * H);
+    auto is_eos = [&](token_id t) {
+        return std::find(params.eos_ids.begin(), params.eos_ids.end(), t) != params.eos_ids.end();
+    };
+
+    while (res.tokens.size() < params.max_new_tokens) {
+        const std::size_t n = scorer.candidates_of(logits);
+        if (n == 0) {
+            res.no_valid_token = true;
+            break;
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+            cand_seq[i].assign(seq.begin(), seq.end());
+            cand_seq[i].push_back(scorer.ids()[i]);
+            req[i] = {cand_seq[i], 1, std::uint32_t(i)};
+        }
+        model.logits_and_hidden(std::span<const sequence_request>(req.data(), n),
+                                std::span<float>(la_logits).first(n * V),
+                                std::span<float>(la_hidden).first(n * H));
+        ++res.model_calls;
+        res.model_rows += n;
+        const std::size_t best =
+            scorer.select(std::span<const float>(la_hidden).first(n * H), ctx_hidden, params.alpha);
+        const token_id t = scorer.ids()[best];
+        seq.push_back(t);
+        res.tokens.push_back(t);
+        ctx_hidden.insert(ctx_hidden.end(), la_hidden.begin() + std::ptrdiff_t(best * H),
+                          la_hidden.begin() + std::ptrdiff_t((best + 1) * H));
+        std::copy_n(la_logits.begin() + std::ptrdiff_t(best * V), V, logits.begin());
+        if (is_eos(t)) {
+            res.eos = true;
+            break;
+        }
+    }
+    return res;
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/contrastive.hpp
+// ---- begin decodekit/decoding/dola.hpp
+/// \file decoding/dola.hpp
+/// DoLa, decoding by contrasting layers (Chuang et al. 2024), over a layer_logits_model.
+/// Semantics: ALGORITHMS.md section 7. Per step, one layer_logits call reads the final layer N
+/// and the candidate premature layers J at the last position; with q_l = softmax(layer l):
+///   M = argmax_{j in J} JSD(q_N || q_j)              (first in J on ties)
+///   V_head = {x : q_N(x) >= relative_top * max q_N}   (adaptive plausibility constraint)
+///   score(x) = log q_N(x) - log q_M(x) on V_head, -inf elsewhere
+/// then the repetition penalty (CTRL, over prompt + generated; 1.2 is the paper's
+/// recommendation) and the draw of `sampling` (greedy by default, or any sampler setting).
+/// Candidate layers: "low" = range(start, N/2, 2) if N <= 40 else range(start, 20, 2);
+/// "high" = range(N/2, N, 2) if N <= 40 else range(N - 20, N, 2); start = 2 when the embeddings
+/// are tied and N > 2 (1 when N == 2), else 0 (Hugging Face's rule); or an explicit list of
+/// layers in [0, N). Layer 0 is the embedding output.
+/// Parity switch: divergence::hf_mixture_kl uses Hugging Face's quantity
+/// 0.5 [KL(m || q_N) + KL(m || q_j)] instead of the JSD (it can pick another layer). HF's other
+/// quirks are backend matters (its early-layer logits skip the final norm) or change nothing here
+/// (filtered premature log-probs set to -1e-3 still give -inf scores).
+
+// ---- begin decodekit/kernels/softmax.hpp
+/// \file kernels/softmax.hpp
+/// softmax, log-softmax and the normaliser, temperature fused (no scaling pass); entropy.
+/// Semantics: kernels/reference.hpp (within 1e-6 relative for sums, 1e-5 relative per
+/// probability). No random numbers are consumed.
+///
+/// Passes: exp_sum 2 (max; fused exp-and-sum), softmax 3 (max; exp, store and sum; scale by
+/// 1/Z), log_softmax 3 (max; exp-sum; write (x - m)/T - log Z), entropy 2 (max; one pass summing
+/// w and w * (x - m)/T). Sums use 4 float accumulators per 1024-entry block, blocks added in
+/// double; exponentials by simd::exp_nonpositive (about 2 ulp; 0 below max - 87 T, 0 for NaN).
+/// Rows with +inf, no valid entry, or a subnormal temperature use the reference path.
+
+
+#include <cmath>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+
+using reference::softmax_stats;
+
+/// out_i = p_i = exp((x_i - m)/T) / Z; all zeros when no entry has probability.
+/// \pre out.size() == x.size(), temperature > 0
+template <class A = simd::default_arch>
+softmax_stats softmax(std::span<const float> x, std::span<float> out,
+                      float temperature = 1.f) noexcept {
+    DECODEKIT_ASSERT(out.size() == x.size(), "softmax: out.size() must equal x.size()");
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::softmax(x, out, temperature);
+    const double s = detail::exp_pass<A, true>(x, m, inv_t, out.data());
+    const float r = float(1.0 / s);
+    const B rb(r);
+    float* o = out.data();
+    const std::size_t n = x.size();
+    std::size_t i = 0;
+    for (; i + L <= n; i += L) (B::load_unaligned(o + i) * rb).store_unaligned(o + i);
+    for (; i < n; ++i) o[i] *= r;
+    return {m, s};
+}
+
+/// out_i = log p_i = (x_i - m)/T - log Z; -inf for entries of probability 0 (NaN included).
+/// \pre out.size() == x.size(), temperature > 0
+template <class A = simd::default_arch>
+softmax_stats log_softmax(std::span<const float> x, std::span<float> out,
+                          float temperature = 1.f) noexcept {
+    DECODEKIT_ASSERT(out.size() == x.size(), "log_softmax: out.size() must equal x.size()");
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t))
+        return reference::log_softmax(x, out, temperature);
+    const double s = detail::exp_pass<A, false>(x, m, inv_t, nullptr);
+    const float lz = float(std::log(s));
+    // exp((x - m)/T) underflows to 0 in double below this: the reference says -inf there.
+    constexpr float underflow = -745.13f;
+    const B mb(m), tb(inv_t), lzb(lz), ub(underflow), ninf(detail::neg_inf_f);
+    const float* p = x.data();
+    float* o = out.data();
+    const std::size_t n = x.size();
+    std::size_t i = 0;
+    for (; i + L <= n; i += L) {
+        const B d = (B::load_unaligned(p + i) - mb) * tb;
+        xsimd::select(d >= ub, d - lzb, ninf).store_unaligned(o + i);  // NaN fails >=: -inf
+    }
+    for (; i < n; ++i) {
+        const float d = (p[i] - m) * inv_t;
+        o[i] = d >= underflow ? d - lz : detail::neg_inf_f;
+    }
+    return {m, s};
+}
+
+/// Entropy H = -sum p log p (nats) of the tempered distribution; 0 when no entry has
+/// probability. Two passes: H = log Z - (sum w_i d_i) / Z with d_i = (x_i - m)/T, w_i = exp(d_i).
+/// \pre temperature > 0
+template <class A = simd::default_arch>
+double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::entropy(x, temperature);
+    const float* p = x.data();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    const B mb(m), tb(inv_t), lo(-200.f);
+    double sw = 0, swd = 0;
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 2 * detail::block_size);
+        B s0(0.f), s1(0.f), t0(0.f), t1(0.f);
+        auto one = [&](std::size_t j, B& s, B& t) {
+            const B v = B::load_unaligned(p + j);
+            const B d0 = (v - mb) * tb;
+            const B w = simd::exp_nonpositive<A>(d0);     // NaN, -inf: 0
+            const B d = simd::max_ignore_nan<A>(lo, d0);  // -inf, NaN -> -200: w * d = 0
+            s += w;
+            t = xsimd::fma(w, d, t);
+        };
+        for (; i + 2 * L <= end; i += 2 * L) {
+            one(i, s0, t0);
+            one(i + L, s1, t1);
+        }
+        for (; i < end; i += L) one(i, s0, t0);
+        sw += double(simd::reduce_add<A>(s0 + s1));
+        swd += double(simd::reduce_add<A>(t0 + t1));
+    }
+    for (; i < n; ++i) {
+        if (std::isnan(p[i])) continue;
+        const float d = std::max((p[i] - m) * inv_t, -200.f);
+        const float w = d >= -87.f ? std::exp(d) : 0.f;
+        sw += double(w);
+        swd += double(w) * double(d);
+    }
+    if (!(sw > 0)) return 0;
+    return std::log(sw) - swd / sw;
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/softmax.hpp
+// ---- begin decodekit/processors/penalties.hpp
+/// \file processors/penalties.hpp
+/// Repetition (CTRL), frequency and presence (OpenAI) penalties over a window of the history.
+///
+/// Semantics (../shared/ALGORITHMS.md section 2):
+///   repetition: for every token seen in the repetition window, `x > 0 ? x / theta : x * theta`
+///               (applied once per distinct token, whatever its count);
+///   frequency / presence: `x -= count * a_f + (count > 0) * a_p`, count = occurrences of the
+///               token in the frequency window.
+/// Repetition is applied first, then frequency/presence (the order of llama.cpp and vLLM; the
+/// order matters only when both penalties hit the same token).
+/// Windows (penalty_scope), which is where the engines differ:
+///   whole_history -- the whole history, prompt included (Hugging Face);
+///   last_n        -- the last `last_n` tokens of the history, prompt included (llama.cpp,
+///                    penalty_last_n = 64); last_n = 0 is an empty window (no effect);
+///   output_only   -- the generated part, history[prompt_length:] (vLLM's frequency/presence).
+/// vLLM = {repetition_scope = whole_history, frequency_scope = output_only}.
+/// Special values: NaN logits stay NaN, -inf stays -inf, +inf stays +inf (theta > 0 and finite
+/// penalties cannot change them). Token ids outside [0, V) in the history are ignored, where V is
+/// min(logits.size(), workspace vocabulary size).
+/// Statefulness: none; the caller passes the history (prompt + generated, oldest first) each call.
+
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Which part of the history a penalty looks at.
+enum class penalty_scope : std::uint8_t {
+    whole_history,  ///< prompt + output (Hugging Face; vLLM's repetition penalty)
+    last_n,         ///< the last `last_n` tokens, prompt included (llama.cpp)
+    output_only,    ///< history[prompt_length:] (vLLM's frequency and presence penalties)
+};
+
+/// Penalty configuration; the defaults disable every penalty.
+struct penalty_params {
+    float repetition = 1.f;  ///< CTRL theta, > 0; 1 disables
+    float frequency = 0.f;   ///< subtracted per occurrence; 0 disables
+    float presence = 0.f;    ///< subtracted once if present; 0 disables
+    penalty_scope repetition_scope = penalty_scope::whole_history;
+    penalty_scope frequency_scope = penalty_scope::whole_history;  ///< also for presence
+    std::size_t last_n = 64;  ///< window length of penalty_scope::last_n
+
+    /// True when some penalty changes logits.
+    bool enabled() const noexcept {
+        return repetition != 1.f || frequency != 0.f || presence != 0.f;
+    }
+
+    /// The first invalid field as a message, or nullopt.
+    std::optional<std::string> check() const {
+        if (!(repetition > 0.f) || !std::isfinite(repetition))
+            return detail::range_message("penalty_params.repetition", "finite and > 0", repetition);
+        if (!std::isfinite(frequency))
+            return detail::range_message("penalty_params.frequency", "finite", frequency);
+        if (!std::isfinite(presence))
+            return detail::range_message("penalty_params.presence", "finite", presence);
+        if (static_cast<unsigned>(repetition_scope) > 2u)
+            return detail::range_message("penalty_params.repetition_scope",
+                                         "a penalty_scope enumerator (0..2)",
+                                         static_cast<double>(repetition_scope));
+        if (static_cast<unsigned>(frequency_scope) > 2u)
+            return detail::range_message("penalty_params.frequency_scope",
+                                         "a penalty_scope enumerator (0..2)",
+                                         static_cast<double>(frequency_scope));
+        return std::nullopt;
+    }
+    /// Throws config_error (or calls the error handler) if check() finds a problem.
+    void validate() const { raise_if(check()); }
+};
+
+/// Caller-owned scratch for apply_penalties: one counter per vocabulary entry, all zero between
+/// calls (each call resets what it touched, O(window)). One per thread: concurrent calls must
+/// not share a workspace (params and history may be shared read-only).
+struct penalty_workspace {
+    penalty_workspace() = default;
+    explicit penalty_workspace(std::size_t vocab_size) : counts(vocab_size, 0u) {}
+    /// Returns the vocabulary size the workspace was sized for.
+    std::size_t vocab_size() const noexcept { return counts.size(); }
+
+    std::vector<std::uint32_t> counts;  ///< zero outside a call
+};
+
+namespace detail {
+/// The part of the history a scope selects.
+inline std::span<const token_id> penalty_window(std::span<const token_id> history,
+                                                std::size_t prompt_length, penalty_scope scope,
+                                                std::size_t last_n) noexcept {
+    switch (scope) {
+        case penalty_scope::last_n:
+            return last_n >= history.size() ? history : history.last(last_n);
+        case penalty_scope::output_only:
+            return prompt_length >= history.size() ? history.last(0)
+                                                   : history.subspan(prompt_length);
+        case penalty_scope::whole_history:
+        default:
+            return history;
+    }
+}
+}  // namespace detail
+
+/// Applies the repetition, then the frequency/presence penalties to `logits` in place.
+/// \pre params.check() is nullopt; ws.vocab_size() >= logits.size() (ids beyond it are ignored).
+/// \post ws.counts is all zero again. O(window), no allocation.
+inline void apply_penalties(std::span<float> logits, std::span<const token_id> history,
+                            std::size_t prompt_length, const penalty_params& params,
+                            penalty_workspace& ws) noexcept {
+    DECODEKIT_ASSERT(ws.vocab_size() >= logits.size(),
+                     "apply_penalties: workspace smaller than the vocabulary");
+    const std::size_t v = logits.size() < ws.vocab_size() ? logits.size() : ws.vocab_size();
+    std::uint32_t* const counts = ws.counts.data();
+    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
+
+    const float theta = params.repetition;
+    if (theta != 1.f && theta > 0.f) {
+        const auto w =
+            detail::penalty_window(history, prompt_length, params.repetition_scope, params.last_n);
+        for (token_id t : w) {
+            if (!valid(t) || counts[t] != 0) continue;
+            counts[t] = 1;
+            float& x = logits[static_cast<std::size_t>(t)];
+            x = x > 0.f ? x / theta : x * theta;
+        }
+        for (token_id t : w)
+            if (valid(t)) counts[t] = 0;
+    }
+
+    const float af = params.frequency, ap = params.presence;
+    if (af != 0.f || ap != 0.f) {
+        const auto w =
+            detail::penalty_window(history, prompt_length, params.frequency_scope, params.last_n);
+        for (token_id t : w)
+            if (valid(t)) ++counts[t];
+        for (token_id t : w) {
+            if (!valid(t) || counts[t] == 0) continue;
+            float& x = logits[static_cast<std::size_t>(t)];
+            x -= static_cast<float>(counts[t]) * af + ap;
+            counts[t] = 0;
+        }
+    }
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/penalties.hpp
+// ---- begin decodekit/sampling/sampler.hpp
+/// \file sampling/sampler.hpp
+/// decodekit::sampler: configured once (sampling_params + vocabulary size), applied to a logits
+/// row per token. It owns its whole workspace (allocated by the constructor; sample() and
+/// distribution() allocate nothing) and never writes the caller's logits: when a processor is
+/// active the row is copied into the workspace first; otherwise no copy is made.
+///
+/// Pipeline: processors -> the truncation steps in the order of params.order -> draw.
+/// The working set starts as the whole row (never materialised); the first truncation step
+/// compacts it into a candidate set (kernels::top_k / top_p / filter_at_least) and every later
+/// step works on the survivors only. Temperature is lazy (a scale, no pass over the row).
+///
+/// Cost per call (V = vocabulary size, k = survivors of the first truncation):
+///   greedy                      one argmax pass (no copy, no softmax)
+///   first step top-k / min-p    one or two read passes, then O(k log k) on the survivors
+///   first step top-p            one max+exp pass (the normaliser) + one threshold pass
+///   no truncation (temperature) one max+exp pass in blocks of 2048, then one block's softmax
+///   raw logprobs (opt-in)       + one max+exp pass, unless the draw already had the normaliser
+///   processors                  sparse ones (all but allowed_tokens) patch a few entries with
+///                               no row copy when the first step is greedy/top-k/min-p; else
+///                               one copy of the row into the workspace
+///   typical / epsilon / eta / top-n-sigma / XTC / mirostat as the first step: materialise the
+///                               valid row (typical sorts it; use them after a cheap truncation)
+///
+/// Randomness: a draw depends only on (seed, sequence, step, logits, params): its uniform comes
+/// from make_stream({seed, sequence, step}, rng_purpose::sample) (uniform(): 2 words), XTC's coin
+/// from rng_purpose::filter (uniform_float(): 1 word). Never on batch position or thread.
+///
+/// Special values (kernels/reference.hpp): NaN and -inf entries have probability 0 and are never
+/// drawn; if an entry is +inf the distribution is uniform over the +inf entries; a row with no
+/// valid entry (empty, all -inf/NaN, or everything banned) gives token -1 with
+/// status no_valid_token; a row whose size is not vocab_size() gives status bad_input.
+///
+/// Processors take the history from the caller (sample_context::history = prompt + generated
+/// so far, caller-owned); the sampler keeps no token history. Its only state is mirostat's mu
+/// and the step counter of sample(logits): state() / restore() (speculative rollback).
+///
+/// Thread safety: a sampler is not shared between threads while sampling (its workspace is
+/// mutable); distinct samplers are independent. batch.hpp runs one sampler per row.
+
+// ---- begin decodekit/kernels/draw.hpp
+/// \file kernels/draw.hpp
+/// Categorical draws: inverse CDF over unnormalised weights, exponential race over logits.
+/// Semantics: kernels/reference.hpp.
+///
+/// draw_inverse_cdf: no random words (the caller passes u); one SIMD pass storing the sums of
+/// the positive weights of <= 1024 blocks (>= 256 entries each) in double lanes (every float
+/// widened to double, so each is the exact double sum up to reassociation), a walk over the
+/// block sums, and a sequential double scan inside the one block where the target u * S falls.
+/// Agreement with the reference: both sum the same floats in double, in a different order; the
+/// partial sums differ by at most a few ulp of S (~1e-15 S), so the chosen index is the reference's
+/// unless u * S lies within ~1e-12 S of a boundary of the cumulative sum (tested).
+/// draw_exponential_race: exactly 2 random words per entry (2 * x.size() per draw, NaN / -inf
+/// entries included, so the stream position after a draw never depends on the logits); equal to
+/// reference::draw_exponential_race(x, T, rng) by construction (same weights and exponentials in
+/// double). Parity / testing only: it needs V random numbers and V logarithms.
+
+
+#include <algorithm>
+#include <cmath>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+namespace detail {
+
+/// Double sum of the positive entries of w[begin, end) (whole batches), in double lanes.
+template <class A>
+double positive_sum(const float* w, std::size_t begin, std::size_t end) noexcept {
+    using B = simd::batch<A>;
+    using D = xsimd::batch<double, A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B zero(0.f);
+    D a0(0.0), a1(0.0), a2(0.0), a3(0.0);
+    std::size_t i = begin;
+    for (; i + 2 * L <= end; i += 2 * L) {
+        const B v0 = B::load_unaligned(w + i), v1 = B::load_unaligned(w + i + L);
+        simd::widen_add<A>(a0, a1, xsimd::select(v0 > zero, v0, zero));  // NaN, <= 0: 0
+        simd::widen_add<A>(a2, a3, xsimd::select(v1 > zero, v1, zero));
+    }
+    for (; i < end; i += L) {
+        const B v = B::load_unaligned(w + i);
+        simd::widen_add<A>(a0, a1, xsimd::select(v > zero, v, zero));
+    }
+    return simd::reduce_add<A>((a0 + a1) + (a2 + a3));
+}
+
+}  // namespace detail
+
+/// Inverse-CDF draw from unnormalised non-negative weights with one uniform u in [0, 1): the
+/// first index whose running sum exceeds u * S among entries with w > 0 (the last such entry if
+/// rounding leaves u * S unreached); npos if no weight is positive. Consumes no random words.
+template <class A = simd::default_arch>
+std::size_t draw_inverse_cdf(std::span<const float> w, double u) noexcept {
+    constexpr std::size_t L = simd::lanes<A>;
+    constexpr std::size_t max_blocks = 1024;
+    const float* p = w.data();
+    const std::size_t n = w.size(), nfull = n / L * L;
+    // Block size: a multiple of 64 (so of every lane count) giving at most 1024 blocks.
+    const std::size_t blk = std::max<std::size_t>(256, (n / max_blocks + 64) / 64 * 64);
+    double bsum[max_blocks];
+    std::size_t nb = 0;
+    double s = 0;
+    for (std::size_t i = 0; i < nfull; i += blk, ++nb) {
+        bsum[nb] = detail::positive_sum<A>(p, i, std::min(nfull, i + blk));
+        s += bsum[nb];
+    }
+    for (std::size_t i = nfull; i < n; ++i)
+        if (p[i] > 0) s += p[i];
+    if (!(s > 0)) return npos;
+    const double target = u * s;
+    double run = 0;
+    auto scan = [&](std::size_t b, std::size_t e) {
+        for (std::size_t i = b; i < e; ++i) {
+            if (!(p[i] > 0)) continue;
+            run += p[i];
+            if (run > target) return i;
+        }
+        return npos;
+    };
+    for (std::size_t b = 0; b < nb; ++b) {
+        if (run + bsum[b] > target) {
+            const std::size_t i = b * blk;
+            if (const std::size_t hit = scan(i, std::min(nfull, i + blk)); hit != npos) return hit;
+        } else {
+            run += bsum[b];
+        }
+    }
+    if (const std::size_t hit = scan(nfull, n); hit != npos) return hit;
+    for (std::size_t j = n; j-- > 0;)  // target unreached: the last positive entry
+        if (p[j] > 0) return j;
+    return npos;
+}
+
+/// Exponential-race (Gumbel-max) draw from softmax(x / T): argmax_i w_i / E_i with
+/// w_i = exp((x_i - m)/T) and E_i = rng.exponential() for every entry in order; npos if no entry
+/// has probability. Consumes exactly 2 * x.size() random words. \pre temperature > 0
+template <class A = simd::default_arch>
+std::size_t draw_exponential_race(std::span<const float> x, float temperature,
+                                  rng_stream& rng) noexcept {
+    const float m = kernels::max<A>(x);
+    std::size_t best = npos;
+    double best_score = -1;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const double e = rng.exponential();
+        const double w = reference::weight(x[i], m, temperature);
+        if (w <= 0) continue;
+        const double score = w / e;
+        if (score > best_score) {
+            best_score = score;
+            best = i;
+        }
+    }
+    return best;
+}
+
+/// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection,
+/// ALGORITHMS.md 3(b)): one SIMD pass computes the maxima of blocks of g entries (the smallest
+/// power of two >= 16 and >= the lane count giving at most 1024 blocks: 128 at V = 128256); each
+/// block gets the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the block maxima, inflated
+/// by 3e-5 to cover float rounding); then proposals: a block with probability g h_b / H (2 words,
+/// inverse CDF over the blocks), a slot uniformly (1 word), accepted with probability w_i / h_b,
+/// w_i the reference's double weight (2 words). Random words: 5 per proposal; the number of
+/// proposals is geometric with mean H / Z <= g (about 1 for flat rows, up to g when each block
+/// holds one dominant entry). A row with +inf entries draws uniformly among them (2 words); no
+/// valid entry: npos (0 words). Exact except that entries in blocks whose max is more than 87 T
+/// below the row max (total probability < V e^-87) are never drawn. \pre temperature > 0
+template <class A = simd::default_arch>
+std::size_t draw_temperature(std::span<const float> x, float temperature,
+                             rng_stream& rng) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    constexpr std::size_t max_blocks = 1024;
+    const float* p = x.data();
+    const std::size_t n = x.size();
+    if (n == 0) return npos;
+    std::size_t g = 16;
+    int lg = 4;
+    while (g < L || (n + g - 1) / g > max_blocks) {
+        g *= 2;
+        ++lg;
+    }
+    const std::size_t nb = (n + g - 1) / g;
+    alignas(64) float bmax[max_blocks + 64];
+    float m = detail::neg_inf_f;
+    for (std::size_t b = 0; b < nb; ++b) {
+        const std::size_t e = std::min(n, (b + 1) * g);
+        std::size_t i = b * g;
+        B a0(detail::neg_inf_f), a1 = a0;
+        for (; i + 2 * L <= e; i += 2 * L) {
+            a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+            a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
+        }
+        for (; i + L <= e; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+        float mb = simd::reduce_max<A>(xsimd::max(a0, a1));
+        for (; i < e; ++i) mb = p[i] > mb ? p[i] : mb;
+        bmax[b] = mb;
+        m = mb > m ? mb : m;
+    }
+    if (m == detail::neg_inf_f) return npos;
+    if (std::isinf(m)) {  // uniform over the +inf entries
+        std::size_t c = 0;
+        for (std::size_t i = 0; i < n; ++i) c += p[i] == m;
+        std::size_t k = std::min(c - 1, std::size_t(rng.uniform() * double(c)));
+        for (std::size_t i = 0; i < n; ++i)
+            if (p[i] == m && k-- == 0) return i;
+        return npos;
+    }
+    const float inv_t = 1.f / temperature;
+    const B mb(m), tb(inv_t);
+    for (std::size_t b = nb; b % L; ++b) bmax[b] = detail::neg_inf_f;
+    for (std::size_t b = 0; b < nb; b += L)
+        simd::exp_nonpositive<A>((B::load_aligned(bmax + b) - mb) * tb).store_aligned(bmax + b);
+    double cum[max_blocks];
+    double total = 0;
+    for (std::size_t b = 0; b < nb; ++b) {
+        total += double(bmax[b]) * (1.0 + 3e-5) * double(g);
+        cum[b] = total;
+    }
+    for (;;) {
+        const double t = rng.uniform() * total;
+        std::size_t b = std::size_t(std::upper_bound(cum, cum + nb, t) - cum);
+        if (b >= nb) b = nb - 1;
+        const std::size_t i = b * g + std::size_t(rng() >> (32 - lg));
+        const double u = rng.uniform();
+        if (i >= n) continue;
+        const double w = reference::weight(p[i], m, temperature);
+        if (u * (double(bmax[b]) * (1.0 + 3e-5)) < w) return i;
+    }
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/draw.hpp
+// ---- begin decodekit/kernels/nucleus.hpp
+/// \file kernels/nucleus.hpp
+/// top-p (nucleus) selection without a full sort.
+/// Semantics: kernels/reference.hpp (equal exactly: same kept set, same order). No random
+/// numbers are consumed.
+///
+/// Passes over the row: 3 (max; fused exp-and-sum giving Z; one compare-and-compact pass), then
+/// work on the survivors only. The compaction keeps x_i >= tau with
+/// tau = m + T ln(0.5 (1 - p) Z / V): everything below tau holds less than half of the mass
+/// 1 - p that top-p may drop, so the crossing token is always among the survivors. The survivors
+/// are ordered lazily (nth_element + sort of the first 64, then 4x more each time the mass has
+/// not reached p yet) and the rule is applied in double with the reference's own weights.
+/// Exactness: Z from the SIMD pass is within ~1e-5 relative of the reference's double sum; when
+/// a decision of the rule lies within 1e-4 (relative) of p, Z is recomputed exactly as the
+/// reference does (one scalar pass, rare) so the kept set is identical.
+/// Rows with +inf or no valid entry, and p >= 1, fall back to simple exact paths.
+
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+
+/// Top-p (nucleus) at temperature T: sorted by probability descending (ties by id), keep entry
+/// j iff the mass strictly before it is < p, and at least max(1, min_keep) entries; output
+/// sorted like top_k; equals reference::top_p. \pre out.capacity() >= x.size(), temperature > 0
+template <class A = simd::default_arch>
+std::size_t top_p(std::span<const float> x, float p, float temperature, std::size_t min_keep,
+                  candidates& out) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(), "top_p: out.capacity() must be >= x.size()");
+    constexpr std::size_t L = simd::lanes<A>;
+    out.clear();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    if (n == 0) return 0;
+    const std::size_t keep = std::max<std::size_t>(1, min_keep);
+    if (!(p > 0)) return kernels::top_k<A>(x, keep, tie_policy::exactly_k, out);
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t))
+        return reference::top_p(x, p, temperature, min_keep, out);
+    const double z_fast = detail::exp_pass<A, false>(x, m, inv_t, nullptr);
+
+    // Survivor threshold (see the file comment); the lowest finite float keeps every valid entry.
+    float tau = detail::lowest_f;
+    if (p < 1) {
+        const double td = double(m) + double(temperature) *
+                                          std::log(0.5 * (1.0 - double(p)) * z_fast / double(n));
+        if (td > double(detail::lowest_f)) tau = std::nextafter(float(td), detail::neg_inf_f);
+    }
+    const float* xp = x.data();
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    for (;;) {
+        std::size_t c = detail::compact_batches<A>(xp, 0, nfull, tau, false, 0, ids, lg);
+        for (std::size_t i = nfull; i < n; ++i)
+            if (xp[i] >= tau) {
+                ids[c] = token_id(i);
+                lg[c] = xp[i];
+                ++c;
+            }
+        std::uint64_t* keys = detail::key_scratch(c);
+        for (std::size_t j = 0; j < c; ++j) keys[j] = detail::rank_key(lg[j], ids[j]);
+        std::size_t sorted = 0;  // keys[0, sorted) are in final order
+        auto ensure_sorted = [&](std::size_t upto) {
+            if (upto <= sorted) return;
+            upto = std::max(upto, std::min(c, sorted * 4));
+            upto = std::min(upto, c);
+            if (upto < c)
+                std::nth_element(keys + sorted, keys + (upto - 1), keys + c,
+                                 std::greater<std::uint64_t>());
+            std::sort(keys + sorted, keys + upto, std::greater<std::uint64_t>());
+            sorted = upto;
+        };
+        ensure_sorted(std::min<std::size_t>(c, std::max<std::size_t>(64, keep)));
+        // The reference's loop, over the survivors, with normaliser z. Returns the kept count;
+        // `borderline` is set when a deciding comparison is within 1e-4 of p.
+        auto walk = [&](double z, bool& borderline) {
+            borderline = false;
+            double before = 0;
+            std::size_t k = 0;
+            while (k < c) {
+                const bool forced = k < keep;
+                if (!forced && !(before < double(p))) break;
+                if (!forced && std::abs(before - double(p)) <= 1e-4 * double(p)) borderline = true;
+                ensure_sorted(k + 1);
+                before +=
+                    reference::weight(xp[std::size_t(detail::key_id(keys[k]))], m, temperature) / z;
+                ++k;
+            }
+            if (k < c && k >= keep && std::abs(before - double(p)) <= 1e-4 * double(p))
+                borderline = true;
+            return k;
+        };
+        bool borderline = false;
+        std::size_t kept = walk(z_fast, borderline);
+        if (borderline) kept = walk(reference::exp_sum(x, temperature).sum, borderline);
+        if (kept == c && tau > detail::lowest_f) {
+            tau = detail::lowest_f;  // ran out of survivors (rounding): once more with all
+            continue;
+        }
+        for (std::size_t j = 0; j < kept; ++j) {
+            ids[j] = detail::key_id(keys[j]);
+            lg[j] = xp[std::size_t(ids[j])];
+        }
+        out.resize(kept);
+        return kept;
+    }
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/nucleus.hpp
+// ---- begin decodekit/sampling/params.hpp
+/// \file sampling/params.hpp
+/// sampling_params: everything a sampler is configured with, as one aggregate with defaults
+/// (designated-initializer friendly), validated once by check() / validate().
+///
+/// The processing order is data (`order`): processors first (bans, bias, allowed set, min
+/// length, penalties, DRY, no-repeat-ngram, banned sequences), then the truncation steps in the
+/// order of the preset, then the draw. Temperature is a step too: steps before it see the
+/// distribution at temperature 1, steps after it the tempered one.
+///
+/// Presets (ALGORITHMS.md "Order"; a disabled step is skipped):
+///   hf        : temperature, top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, xtc,
+///   mirostat llama_cpp : top_n_sigma, top_k, typical, epsilon, eta, top_p, min_p, xtc,
+///   temperature, mirostat vllm      : temperature, min_p, top_k, top_p, typical, epsilon, eta,
+///   top_n_sigma, xtc, mirostat custom    : `custom_order` (each step at most once; steps not
+///   listed are not applied)
+/// The default is llama_cpp (temperature last: truncation runs on the raw logits and temperature
+/// only touches the survivors, the fastest order). Presets choose the order only; the other
+/// switches (top_k_ties, min_p_space, min_keep) are separate fields.
+
+
+// ---- begin decodekit/processors/bias.hpp
+/// \file processors/bias.hpp
+/// Logit bias, banned tokens and an allowed-token set.
+///
+/// Token ids outside [0, V) are ignored. Bans write -inf (also over NaN entries: both mean
+/// probability 0). No allocation; the allowed set works with a small stack buffer or a stack
+/// bitmask over blocks of the vocabulary.
+/// Statefulness: none.
+
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// One additive bias: logits[token] += bias (bias = -inf bans the token).
+struct logit_bias {
+    token_id token;
+    float bias;
+};
+
+/// Adds each bias to its token's logit (several biases for one token add up).
+/// Rules for special values: a NaN bias is ignored; a NaN logit stays NaN; bias -inf makes the
+/// logit -inf (even +inf); a -inf logit stays -inf (a +inf bias does not revive a ban).
+inline void apply_logit_bias(std::span<float> logits, std::span<const logit_bias> biases) noexcept {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    for (const logit_bias& b : biases) {
+        if (b.token < 0 || static_cast<std::size_t>(b.token) >= logits.size()) continue;
+        if (std::isnan(b.bias)) continue;
+        float& x = logits[static_cast<std::size_t>(b.token)];
+        if (std::isnan(x) || x == -inf) continue;
+        x = b.bias == -inf ? -inf : x + b.bias;
+    }
+}
+
+/// Sets the logit of every listed token to -inf.
+inline void apply_banned_tokens(std::span<float> logits,
+                                std::span<const token_id> banned) noexcept {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    for (token_id t : banned)
+        if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
+            logits[static_cast<std::size_t>(t)] = -inf;
+}
+
+/// Sets every logit whose token is not in `allowed` to -inf; allowed logits are unchanged (NaN
+/// included). An empty `allowed` means no restriction. Ids outside [0, V) are ignored, so a list
+/// holding only such ids bans everything.
+/// Cost: O(V + A) for A <= 256 (save, fill, restore); otherwise O(V + A * ceil(V / 65536)).
+inline void apply_allowed_tokens(std::span<float> logits,
+                                 std::span<const token_id> allowed) noexcept {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    if (allowed.empty()) return;
+    const std::size_t v = logits.size();
+    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
+
+    constexpr std::size_t small = 256;
+    if (allowed.size() <= small) {
+        float saved[small];
+        for (std::size_t i = 0; i < allowed.size(); ++i)
+            saved[i] = valid(allowed[i]) ? logits[static_cast<std::size_t>(allowed[i])] : 0.f;
+        std::fill(logits.begin(), logits.end(), -inf);
+        for (std::size_t i = 0; i < allowed.size(); ++i)
+            if (valid(allowed[i])) logits[static_cast<std::size_t>(allowed[i])] = saved[i];
+        return;
+    }
+
+    // Large lists: a bitmask of the allowed ids, one block of the vocabulary at a time.
+    constexpr std::size_t block = 65536;
+    std::uint64_t mask[block / 64];
+    for (std::size_t lo = 0; lo < v; lo += block) {
+        const std::size_t hi = std::min(v, lo + block);
+        std::fill(std::begin(mask), std::begin(mask) + (hi - lo + 63) / 64, std::uint64_t{0});
+        for (token_id t : allowed) {
+            if (!valid(t)) continue;
+            const std::size_t u = static_cast<std::size_t>(t);
+            if (u < lo || u >= hi) continue;
+            mask[(u - lo) / 64] |= std::uint64_t{1} << ((u - lo) % 64);
+        }
+        for (std::size_t i = lo; i < hi; ++i)
+            if (!((mask[(i - lo) / 64] >> ((i - lo) % 64)) & 1u)) logits[i] = -inf;
+    }
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/bias.hpp
+// ---- begin decodekit/processors/dry.hpp
+/// \file processors/dry.hpp
+/// DRY ("don't repeat yourself") penalty with llama.cpp semantics (src/llama-sampling.cpp,
+/// ported there from koboldcpp).
+///
+/// Window: the last `penalty_last_n` tokens of the history (0 = the whole history; llama.cpp's
+/// -1), further limited to the workspace capacity (only the most recent tokens that fit are used).
+/// For a candidate token t, n = the length of the longest suffix of the window that also occurs
+/// earlier in the window immediately followed by t. If n >= allowed_length,
+///   x_t -= multiplier * base^(n - allowed_length).
+/// Sequence breakers: n is capped at the number of tokens after the last breaker occurrence in
+/// the window (no penalty at all when that is < allowed_length). A breaker is a single token
+/// (`sequence_breakers`) or a token sequence (`sequence_breaker_sequences`, as llama.cpp makes
+/// from breaker strings; an occurrence must lie wholly in the window; the occurrence that starts
+/// last wins, the longest breaker if several start at that position).
+/// Single-token breakers are never penalised themselves; the tokens of longer breakers are.
+/// The window must be longer than allowed_length for anything to happen.
+/// Overflow: the exponent is clamped to floor(88.7228391 / ln(base)) as llama.cpp does, the
+/// penalty to FLT_MAX, and a finite logit never becomes -inf (it saturates at -FLT_MAX).
+/// Special values: NaN and +-inf logits are left as they are. Token ids outside [0, V) in the
+/// history match other equal ids like any value but are never penalised; single-token breakers
+/// outside [0, V), and breaker sequences whose first token is outside [0, V), are ignored. Cost
+/// O(window) (reverse Z-algorithm), no allocation. Statefulness: none; the caller passes the
+/// history each call.
+
+
+#include <cfloat>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// DRY configuration; multiplier 0 (the default) disables it. Defaults are llama.cpp's.
+struct dry_params {
+    float multiplier = 0.f;                     ///< >= 0; 0 disables
+    float base = 1.75f;                         ///< >= 1
+    std::size_t allowed_length = 2;             ///< >= 1: repeats up to this length are free
+    std::size_t penalty_last_n = 0;             ///< window length; 0 = whole history
+    std::vector<token_id> sequence_breakers{};  ///< single-token breakers
+    /// Multi-token breakers (empty ones ignored; one-token ones act as sequence_breakers).
+    std::vector<std::vector<token_id>> sequence_breaker_sequences{};
+
+    /// True when apply_dry can change logits.
+    bool enabled() const noexcept { return multiplier > 0.f; }
+
+    /// The first invalid field as a message, or nullopt.
+    std::optional<std::string> check() const {
+        if (!(multiplier >= 0.f) || !std::isfinite(multiplier))
+            return detail::range_message("dry_params.multiplier", "finite and >= 0", multiplier);
+        if (!(base >= 1.f) || !std::isfinite(base))
+            return detail::range_message("dry_params.base", "finite and >= 1", base);
+        if (allowed_length < 1)
+            return detail::range_message("dry_params.allowed_length", ">= 1",
+                                         static_cast<double>(allowed_length));
+        return std::nullopt;
+    }
+    /// Throws config_error (or calls the error handler) if check() finds a problem.
+    void validate() const { raise_if(check()); }
+};
+
+/// Caller-owned scratch for apply_dry, sized once; every call leaves it as it found it. One per
+/// thread: concurrent calls must not share a workspace (params and history may be shared).
+struct dry_workspace {
+    /// Capacity used when the constructor is given max_history = 0.
+    static constexpr std::size_t default_max_history = 8192;
+
+    dry_workspace() = default;
+    /// \param max_history the longest window apply_dry will look at (0 = default_max_history);
+    ///        longer histories are cut to their most recent max_history tokens.
+    explicit dry_workspace(std::size_t vocab_size, std::size_t max_history = 0)
+        : z(max_history == 0 ? default_max_history : max_history, 0),
+          max_repeat(vocab_size, 0),
+          is_breaker(vocab_size, 0) {}
+
+    /// Returns the vocabulary size the workspace was sized for.
+    std::size_t vocab_size() const noexcept { return max_repeat.size(); }
+    /// Returns the longest window the workspace can hold.
+    std::size_t max_history() const noexcept { return z.size(); }
+
+    std::vector<std::uint32_t> z;           ///< Z-values of the reversed window
+    std::vector<std::uint32_t> max_repeat;  ///< per token, zero outside a call
+    std::vector<std::uint8_t> is_breaker;   ///< per token: 1 single breaker, 2 sequence head
+};
+
+/// Applies the DRY penalty to `logits` in place.
+/// \pre params.check() is nullopt; ws.vocab_size() >= logits.size() (ids beyond it are ignored).
+/// \post ws.max_repeat and ws.is_breaker are all zero again. O(window + breakers) with single
+/// tokens; breaker sequences add at most their total length per occurrence of their first token.
+inline void apply_dry(std::span<float> logits, std::span<const token_id> history,
+                      const dry_params& params, dry_workspace& ws) noexcept {
+    DECODEKIT_ASSERT(ws.vocab_size() >= logits.size(),
+                     "apply_dry: workspace smaller than the vocabulary");
+    if (!(params.multiplier > 0.f) || !(params.base >= 1.f) || params.allowed_length < 1) return;
+    const std::size_t v = logits.size() < ws.vocab_size() ? logits.size() : ws.vocab_size();
+    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
+
+    std::size_t len = history.size();
+    if (params.penalty_last_n != 0 && params.penalty_last_n < len) len = params.penalty_last_n;
+    if (ws.max_history() < len) len = ws.max_history();
+    const std::size_t allowed = params.allowed_length;
+    if (len <= allowed) return;
+    const token_id* const w = history.data() + (history.size() - len);
+    // r(j): the window read backwards, r(0) = most recent token.
+    auto r = [w, len](std::size_t j) noexcept { return w[len - 1 - j]; };
+
+    constexpr std::uint8_t single = 1, head = 2;
+    std::uint8_t* const brk = ws.is_breaker.data();
+    for (token_id b : params.sequence_breakers)
+        if (valid(b)) brk[b] |= single;
+    for (const std::vector<token_id>& s : params.sequence_breaker_sequences)
+        if (!s.empty() && valid(s[0])) brk[s[0]] |= s.size() == 1 ? single : head;
+    auto unmark = [&]() noexcept {
+        for (token_id b : params.sequence_breakers)
+            if (valid(b)) brk[b] = 0;
+        for (const std::vector<token_id>& s : params.sequence_breaker_sequences)
+            if (!s.empty() && valid(s[0])) brk[s[0]] = 0;
+    };
+
+    // 1. The repeat length is capped by the number of tokens after the last breaker.
+    std::size_t rep_limit = len;
+    for (std::size_t i = 0; i < len; ++i) {
+        const token_id t = r(i);
+        if (!valid(t) || brk[t] == 0) continue;
+        std::size_t longest = 0;  // tail length of the longest breaker starting here, plus one
+        if (brk[t] & single) longest = 1;
+        if (brk[t] & head) {
+            for (const std::vector<token_id>& s : params.sequence_breaker_sequences) {
+                if (s.size() < 2 || s[0] != t) continue;
+                const std::size_t m = s.size() - 1;  // tail length
+                if (m + 1 <= longest || m > i) continue;
+                std::size_t o = 0;
+                while (o < m && s[1 + o] == r(i - o - 1)) ++o;
+                if (o == m) longest = m + 1;
+            }
+        }
+        if (longest > 0) {
+            rep_limit = i - (longest - 1);
+            break;
+        }
+    }
+    if (rep_limit < allowed) {
+        unmark();
+        return;
+    }
+
+    // 2. Z-algorithm on the reversed window: z[k] = length of the longest common prefix of r and
+    //    r shifted by k = the longest suffix of the window also ending at position len-1-k.
+    std::uint32_t* const z = ws.z.data();
+    z[0] = static_cast<std::uint32_t>(len);
+    for (std::size_t k = 1, lo = 0, hi = 0; k < len; ++k) {  // [lo, hi): rightmost Z-box
+        std::size_t n = 0;
+        if (k < hi) {
+            n = hi - k;
+            if (z[k - lo] < n) n = z[k - lo];
+        }
+        while (k + n < len && r(n) == r(k + n)) ++n;
+        if (k + n > hi) {
+            lo = k;
+            hi = k + n;
+        }
+        z[k] = static_cast<std::uint32_t>(n);
+    }
+
+    // 3. The token that followed each earlier occurrence would extend the repeat: keep the
+    //    longest repeat per token.
+    std::uint32_t* const best = ws.max_repeat.data();
+    for (std::size_t k = 1; k < len; ++k) {
+        const std::size_t n = z[k] < rep_limit ? z[k] : rep_limit;
+        if (n < allowed) continue;
+        const token_id t = w[len - k];  // follows position len-1-k
+        if (!valid(t) || (brk[t] & single) != 0) continue;
+        if (best[t] < n) best[t] = static_cast<std::uint32_t>(n);
+    }
+
+    // 4. Penalise each such token once, resetting the workspace as we go.
+    long max_exponent = 0;
+    if (params.base > 1.000001f)
+        max_exponent = static_cast<long>(88.7228391f / std::log(params.base));
+    for (std::size_t k = 1; k < len; ++k) {
+        const token_id t = w[len - k];
+        if (!valid(t) || best[t] == 0) continue;
+        long e = static_cast<long>(best[t]) - static_cast<long>(allowed);
+        if (max_exponent > 0 && e > max_exponent) e = max_exponent;
+        best[t] = 0;
+        double penalty = static_cast<double>(params.multiplier) *
+                         std::pow(static_cast<double>(params.base), static_cast<double>(e));
+        if (!(penalty <= static_cast<double>(FLT_MAX))) penalty = FLT_MAX;
+        float& x = logits[static_cast<std::size_t>(t)];
+        if (!std::isfinite(x)) continue;
+        const float y = x - static_cast<float>(penalty);
+        x = y < -FLT_MAX ? -FLT_MAX : y;
+    }
+    unmark();
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/dry.hpp
+// ---- begin decodekit/processors/min_length.hpp
+/// \file processors/min_length.hpp
+/// Minimum length: suppress end-of-sequence tokens until enough tokens were generated.
+///
+/// HF's MinNewTokensLengthLogitsProcessor (count generated tokens only). For HF's min_length
+/// (prompt included), pass generated_tokens = history length and min_new_tokens = min_length.
+/// EOS ids outside [0, V) are ignored. Statefulness: none.
+
+
+#include <cstddef>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Sets every EOS id's logit to -inf while generated_tokens < min_new_tokens.
+inline void apply_min_length(std::span<float> logits, std::size_t generated_tokens,
+                             std::size_t min_new_tokens,
+                             std::span<const token_id> eos_ids) noexcept {
+    if (generated_tokens >= min_new_tokens) return;
+    for (token_id t : eos_ids)
+        if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
+            logits[static_cast<std::size_t>(t)] = -std::numeric_limits<float>::infinity();
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/min_length.hpp
+// ---- begin decodekit/processors/ngram.hpp
+/// \file processors/ngram.hpp
+/// Hugging Face's no_repeat_ngram_size and bad_words_ids (banned token sequences).
+///
+/// Both ban by writing -inf. Token ids outside [0, V) are compared like any other value (an
+/// n-gram or a sequence prefix may contain them) but are never written. Cost: no-repeat-ngram
+/// O(N * n) over the history, banned sequences O(total sequence length); no allocation.
+/// Statefulness: none; the caller passes the history (prompt included, as HF does) each call.
+
+
+#include <cstddef>
+#include <limits>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+inline void ban_token(std::span<float> logits, token_id t) noexcept {
+    if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
+        logits[static_cast<std::size_t>(t)] = -std::numeric_limits<float>::infinity();
+}
+}  // namespace detail
+
+/// Bans every token that would complete an n-gram already present in the history (n = 0:
+/// disabled; n = 1 bans every token of the history; nothing is banned while the history is
+/// shorter than n - 1).
+inline void apply_no_repeat_ngram(std::span<float> logits, std::span<const token_id> history,
+                                  std::size_t n) noexcept {
+    if (n == 0) return;
+    const std::size_t len = history.size();
+    const std::size_t m = n - 1;  // length of the prefix that must match the history's tail
+    if (len < n) return;          // no complete n-gram yet
+    const token_id* const h = history.data();
+    const token_id* const tail = h + (len - m);
+    for (std::size_t i = 0; i + n <= len; ++i) {
+        std::size_t j = 0;
+        while (j < m && h[i + j] == tail[j]) ++j;
+        if (j == m) detail::ban_token(logits, h[i + m]);
+    }
+}
+
+/// Bans token sequences: a one-token sequence is always banned; a longer one bans its last
+/// token when the history ends with the rest of it. Empty sequences are ignored.
+inline void apply_banned_sequences(std::span<float> logits, std::span<const token_id> history,
+                                   std::span<const std::vector<token_id>> sequences) noexcept {
+    for (const std::vector<token_id>& s : sequences) {
+        if (s.empty()) continue;
+        const std::size_t m = s.size() - 1;
+        if (m > history.size()) continue;
+        const token_id* const tail = history.data() + (history.size() - m);
+        std::size_t j = 0;
+        while (j < m && tail[j] == s[j]) ++j;
+        if (j == m) detail::ban_token(logits, s[m]);
+    }
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/ngram.hpp
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// One step of the truncation pipeline.
+enum class sampling_step : std::uint8_t {
+    temperature,  ///< divide logits by `temperature` (lazily: no pass over the row)
+    top_k,        ///< keep the `top_k` largest (`top_k_ties`)
+    top_p,        ///< nucleus: smallest prefix whose mass reaches `top_p`
+    min_p,        ///< keep p_i >= min_p * p_max (`min_p_space`)
+    typical,      ///< locally typical set of mass `typical_p`
+    epsilon,      ///< remove p_i < epsilon
+    eta,          ///< remove p_i < min(eta, sqrt(eta) * exp(-H))
+    top_n_sigma,  ///< keep x_i >= max - top_n_sigma * std(x) (finite logits)
+    xtc,          ///< exclude top choices (random, `xtc_probability`)
+    mirostat,     ///< mirostat v2 (stateful: mu)
+};
+
+/// The processing order presets (see the file comment).
+enum class sampling_order : std::uint8_t { hf, llama_cpp, vllm, custom };
+
+/// Where min-p's threshold is computed.
+enum class min_p_space : std::uint8_t {
+    /// p_i >= min_p * p_max on the distribution current at that point of the order (after
+    /// temperature when temperature comes before min_p: Hugging Face, vLLM).
+    probabilities,
+    /// x_i >= max + ln(min_p) on the logits before temperature, wherever temperature is in the
+    /// order (llama.cpp). Same set as `probabilities` when temperature comes after min_p.
+    logits,
+};
+
+/// What a sample() call reports besides the token (all opt-in: each costs work).
+struct logprobs_request {
+    /// Fill sample_result::raw_logprob (log-softmax of the caller's logits, before processors
+    /// and temperature). Needs the full normaliser: one exp pass over the row unless the draw
+    /// already computed it. Off: raw_logprob is NaN.
+    bool raw = false;
+    /// Fill sample_result::rank: 1 + the number of tokens whose (raw, or processed when
+    /// `processed` is set) logit is larger than the chosen token's; one read pass.
+    bool rank = false;
+    /// Number of top alternatives reported in sample_result::top (0: none).
+    std::size_t top_n = 0;
+    /// Token ids whose logprobs are reported in sample_result::requested.
+    std::vector<token_id> ids = {};
+    /// false: rank, top and requested use the raw log-softmax of the caller's logits (vLLM's
+    /// default); true: the final processed distribution (-inf outside it, no extra pass).
+    bool processed = false;
+
+    bool any() const noexcept { return raw || rank || top_n > 0 || !ids.empty(); }
+};
+
+/// The configuration of a decodekit::sampler.
+struct sampling_params {
+    // ---- the draw ----
+    /// Temperature; 0 = greedy (argmax of the processed row, ties to the lowest id; no softmax,
+    /// no randomness; the truncation steps are skipped: the argmax survives each of them, XTC
+    /// is not applied).
+    float temperature = 1.f;
+
+    // ---- truncation ----
+    int top_k = 0;  ///< <= 0 disabled
+    tie_policy top_k_ties =
+        tie_policy::exactly_k;  ///< exactly k (llama.cpp) or keep ties (HF, vLLM)
+    float top_p = 1.f;          ///< in [0, 1]; 1 disabled; 0 keeps the top token
+    float min_p = 0.f;          ///< in [0, 1]; 0 disabled
+    min_p_space min_p_mode = min_p_space::probabilities;
+    float typical_p = 1.f;        ///< in [0, 1]; 1 disabled
+    float epsilon = 0.f;          ///< in [0, 1); 0 disabled
+    float eta = 0.f;              ///< in [0, 1); 0 disabled
+    float top_n_sigma = 0.f;      ///< >= 0; 0 disabled
+    float xtc_probability = 0.f;  ///< in [0, 1]; 0 disabled
+    float xtc_threshold = 0.1f;   ///< in [0, 1]; > 0.5 disables XTC
+    bool mirostat = false;        ///< mirostat v2 on
+    float mirostat_tau = 5.f;     ///< target surprise (bits), > 0
+    float mirostat_eta = 0.1f;    ///< learning rate, > 0
+    /// Every truncation step (except top_k, and mirostat which keeps >= 1) keeps at least this
+    /// many.
+    std::size_t min_keep = 1;
+
+    // ---- randomness ----
+    std::uint64_t seed = 0;
+
+    // ---- processors (applied first, in this order: allowed set, banned tokens, logit bias,
+    //      min length, penalties, DRY, no-repeat-ngram, banned sequences). Processors take the
+    //      history from the caller (sample_context::history = prompt + generated so far). ----
+    std::vector<token_id> allowed_tokens = {};  ///< non-empty: every other token is banned
+    std::vector<token_id> banned_tokens = {};
+    std::vector<logit_bias> logit_biases = {};
+    std::size_t min_new_tokens = 0;  ///< suppress eos_ids until this many generated
+    std::vector<token_id> eos_ids = {};
+    penalty_params penalties = {};
+    dry_params dry = {};
+    std::size_t no_repeat_ngram_size = 0;  ///< 0 disabled
+    std::vector<std::vector<token_id>> banned_sequences = {};
+
+    // ---- order and outputs ----
+    sampling_order order = sampling_order::llama_cpp;
+    std::vector<sampling_step> custom_order = {};  ///< used when order == custom
+    logprobs_request logprobs = {};
+
+    /// The first problem (message naming the field and its allowed range), or nullopt.
+    std::optional<std::string> check() const;
+    /// check(), reported through decodekit::raise().
+    void validate() const { raise_if(check()); }
+
+    /// True when temperature == 0 (argmax).
+    bool greedy() const noexcept { return temperature == 0.f; }
+    /// True when any processor would change the logits (the sampler then copies the row).
+    bool has_processors() const noexcept;
+};
+
+/// The steps of a preset, in order (custom: empty; see sampling_params::custom_order).
+inline std::span<const sampling_step> preset_steps(sampling_order order) noexcept {
+    using s = sampling_step;
+    static constexpr sampling_step hf[] = {s::temperature, s::top_k,   s::top_p, s::min_p,
+                                           s::typical,     s::epsilon, s::eta,   s::top_n_sigma,
+                                           s::xtc,         s::mirostat};
+    static constexpr sampling_step llama[] = {s::top_n_sigma, s::top_k,   s::typical, s::epsilon,
+                                              s::eta,         s::top_p,   s::min_p,   s::xtc,
+                                              s::temperature, s::mirostat};
+    static constexpr sampling_step vllm[] = {s::temperature, s::min_p,   s::top_k, s::top_p,
+                                             s::typical,     s::epsilon, s::eta,   s::top_n_sigma,
+                                             s::xtc,         s::mirostat};
+    switch (order) {
+        case sampling_order::hf:
+            return hf;
+        case sampling_order::llama_cpp:
+            return llama;
+        case sampling_order::vllm:
+            return vllm;
+        default:
+            return {};
+    }
+}
+
+inline bool sampling_params::has_processors() const noexcept {
+    return !allowed_tokens.empty() || !banned_tokens.empty() || !logit_biases.empty() ||
+           (min_new_tokens > 0 && !eos_ids.empty()) || penalties.repetition != 1.f ||
+           penalties.frequency != 0.f || penalties.presence != 0.f || dry.multiplier != 0.f ||
+           no_repeat_ngram_size > 0 || !banned_sequences.empty();
+}
+
+namespace detail {
+inline bool in_closed(float v, float lo, float hi) noexcept { return v >= lo && v <= hi; }
+}  // namespace detail
+
+inline std::optional<std::string> sampling_params::check() const {
+    using detail::range_message;
+    if (!(temperature >= 0.f) || std::isinf(temperature))
+        return range_message("sampling_params.temperature", "finite and >= 0 (0 = greedy)",
+                             temperature);
+    if (!detail::in_closed(top_p, 0.f, 1.f))
+        return range_message("sampling_params.top_p", "in [0, 1]", top_p);
+    if (!detail::in_closed(min_p, 0.f, 1.f))
+        return range_message("sampling_params.min_p", "in [0, 1]", min_p);
+    if (!detail::in_closed(typical_p, 0.f, 1.f))
+        return range_message("sampling_params.typical_p", "in [0, 1]", typical_p);
+    if (!(epsilon >= 0.f && epsilon < 1.f))
+        return range_message("sampling_params.epsilon", "in [0, 1)", epsilon);
+    if (!(eta >= 0.f && eta < 1.f)) return range_message("sampling_params.eta", "in [0, 1)", eta);
+    if (!(top_n_sigma >= 0.f) || std::isinf(top_n_sigma))
+        return range_message("sampling_params.top_n_sigma", "finite and >= 0 (0 = disabled)",
+                             top_n_sigma);
+    if (!detail::in_closed(xtc_probability, 0.f, 1.f))
+        return range_message("sampling_params.xtc_probability", "in [0, 1]", xtc_probability);
+    if (!detail::in_closed(xtc_threshold, 0.f, 1.f))
+        return range_message("sampling_params.xtc_threshold", "in [0, 1]", xtc_threshold);
+    if (!(mirostat_tau > 0.f) || std::isinf(mirostat_tau))
+        return range_message("sampling_params.mirostat_tau", "finite and > 0", mirostat_tau);
+    if (!(mirostat_eta > 0.f) || std::isinf(mirostat_eta))
+        return range_message("sampling_params.mirostat_eta", "finite and > 0", mirostat_eta);
+    if (min_keep < 1) return range_message("sampling_params.min_keep", ">= 1", double(min_keep));
+    if (order == sampling_order::custom) {
+        unsigned seen = 0;
+        for (sampling_step st : custom_order) {
+            if (unsigned(st) > unsigned(sampling_step::mirostat))
+                return range_message("sampling_params.custom_order",
+                                     "a list of sampling_step values", double(unsigned(st)));
+            const unsigned bit = 1u << unsigned(st);  // after the range check: st < 32
+            if (seen & bit)
+                return range_message("sampling_params.custom_order",
+                                     "a list with each sampling_step at most once (repeated step)",
+                                     double(unsigned(st)));
+            seen |= bit;
+        }
+    } else if (!custom_order.empty()) {
+        return std::string(
+            "sampling_params.custom_order must be empty unless order == "
+            "sampling_order::custom");
+    } else if (unsigned(order) > unsigned(sampling_order::custom)) {
+        return range_message("sampling_params.order", "hf, llama_cpp, vllm or custom",
+                             double(unsigned(order)));
+    }
+    if (auto e = penalties.check()) return "sampling_params.penalties: " + *e;
+    if (auto e = dry.check()) return "sampling_params.dry: " + *e;
+    for (const logit_bias& b : logit_biases)
+        if (std::isnan(b.bias))
+            return range_message("sampling_params.logit_biases[].bias", "not NaN", b.bias);
+    return std::nullopt;
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/params.hpp
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Outcome of one sample() call.
+enum class sample_status : std::uint8_t {
+    ok,              ///< a token was drawn
+    no_valid_token,  ///< every entry NaN / -inf (or banned): token = -1
+    bad_input,       ///< logits.size() != vocab_size(): token = -1
+};
+
+/// A token and a log-probability (top-n alternatives, requested ids).
+struct token_logprob {
+    token_id token = -1;
+    float logprob = -std::numeric_limits<float>::infinity();
+};
+
+/// What sample() returns. The spans point into the sampler's workspace: valid until its next call.
+struct sample_result {
+    token_id token = -1;  ///< the drawn token; -1 unless ok()
+    /// log of the probability the token was drawn with (after the whole pipeline; 0 for greedy).
+    float logprob = std::numeric_limits<float>::quiet_NaN();
+    /// log-softmax of the caller's logits at the token (temperature 1, before processors);
+    /// NaN unless params.logprobs.raw (opt-in: needs the full normaliser).
+    float raw_logprob = std::numeric_limits<float>::quiet_NaN();
+    /// 1-based rank of the token (see logprobs_request::rank); 0 unless requested.
+    std::size_t rank = 0;
+    sample_status status = sample_status::no_valid_token;
+    std::span<const token_logprob> top = {};        ///< logprobs_request::top_n best, best first
+    std::span<const token_logprob> requested = {};  ///< logprobs_request::ids, in request order
+
+    bool ok() const noexcept { return status == sample_status::ok; }
+};
+
+/// The key and the token history of one sampling step.
+struct sample_context {
+    std::uint64_t sequence = 0;  ///< sequence (request) id: part of the RNG key
+    std::uint64_t step = 0;      ///< step within the sequence: part of the RNG key
+    /// prompt + generated so far, oldest first (caller-owned; read by the processors).
+    std::span<const token_id> history = {};
+    std::size_t prompt_length = 0;  ///< history[0, prompt_length) is the prompt
+};
+
+/// The mutable state of a sampler (save with state(), roll back with restore()).
+struct sampler_state {
+    float mirostat_mu = 0.f;      ///< mirostat v2's mu (2 * tau initially)
+    std::uint64_t next_step = 0;  ///< the step sample(logits) uses next
+    friend bool operator==(const sampler_state&, const sampler_state&) = default;
+};
+
+/// A sparse distribution: token ids and their probabilities (equal lengths, probabilities sum to 1,
+/// descending probability, ties by ascending id). Views into a sampler's workspace (valid until
+/// its next call) or into caller storage.
+struct distribution {
+    std::span<const token_id> tokens = {};
+    std::span<const float> probs = {};
+
+    std::size_t size() const noexcept { return tokens.size(); }
+    bool empty() const noexcept { return tokens.empty(); }
+    /// Probability of token t (0 if absent). O(size()).
+    float prob(token_id t) const noexcept {
+        for (std::size_t i = 0; i < tokens.size(); ++i)
+            if (tokens[i] == t) return probs[i];
+        return 0.f;
+    }
+};
+
+/// Inverse-CDF draw from `d` with the uniform u in [0, 1): the first entry (in d's order) whose
+/// running probability sum exceeds u * sum(probs); the last positive entry if rounding leaves it
+/// unreached. -1 if d has no positive probability.
+inline token_id draw(const distribution& d, double u) noexcept {
+    double s = 0;
+    for (float p : d.probs)
+        if (p > 0) s += p;
+    if (!(s > 0)) return -1;
+    const double target = u * s;
+    double run = 0;
+    token_id last = -1;
+    for (std::size_t i = 0; i < d.probs.size(); ++i) {
+        if (!(d.probs[i] > 0)) continue;
+        run += d.probs[i];
+        last = d.tokens[i];
+        if (run > target) return last;
+    }
+    return last;
+}
+
+/// Draw from `d` with one uniform() (2 words) of `rng`. For a truncated pipeline, with
+/// rng = make_stream({seed, sequence, step}, rng_purpose::sample) this returns the same token as
+/// sampler::sample() on the row that gave `d` (barring float rounding within ~1e-7 of a CDF step);
+/// in every case the same law.
+inline token_id draw(const distribution& d, rng_stream& rng) noexcept {
+    return draw(d, rng.uniform());
+}
+
+namespace detail {
+inline constexpr float f_inf = std::numeric_limits<float>::infinity();
+
+/// exp((x - m)/t) with the special-value rules (m = +inf: 1 for +inf entries, else 0).
+inline double cand_weight(float x, float m, float t) noexcept {
+    if (!(x > -f_inf)) return 0.0;  // NaN, -inf
+    if (m == f_inf) return x == f_inf ? 1.0 : 0.0;
+    return std::exp((double(x) - double(m)) / double(t));
+}
+struct scored {
+    float logit;
+    token_id id;
+};
+inline bool scored_before(const scored& a, const scored& b) noexcept {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+}  // namespace detail
+
+/// A configured sampler. See the file comment for the pipeline, randomness and special values.
+class sampler {
+public:
+    /// Validates `params` (decodekit::raise on error) and allocates the whole workspace.
+    /// \pre vocab_size >= 1
+    sampler(const sampling_params& params, std::size_t vocab_size)
+        : params_(params), vocab_(vocab_size) {
+        params_.validate();
+        if (vocab_size == 0) raise("sampler: vocab_size must be >= 1, got 0");
+        if (vocab_size > std::size_t(std::numeric_limits<token_id>::max()))
+            raise(detail::range_message("sampler: vocab_size", "<= 2^31 - 1", double(vocab_size)));
+        build_steps();
+        cand_ = candidates(vocab_);
+        sorted_.resize(vocab_);
+        weights_.resize(vocab_);
+        if (params_.typical_p < 1.f) {
+            key_.resize(vocab_);
+            perm_.resize(vocab_);
+        }
+        const std::size_t nblocks = (vocab_ + block - 1) / block;
+        bmax_.resize(nblocks);
+        bsum_.resize(nblocks);
+        block_buf_.resize(block);
+        processors_ = params_.has_processors();
+        if (processors_) {
+            row_.resize(vocab_);
+            if (params_.penalties.enabled()) pen_ws_ = penalty_workspace(vocab_);
+            if (params_.dry.enabled()) dry_ws_ = dry_workspace(vocab_);
+            sparse_ok_ =
+                params_.allowed_tokens.empty() &&
+                (params_.greedy() || (n_steps_ > 0 && (steps_[0] == sampling_step::top_k ||
+                                                       steps_[0] == sampling_step::min_p)));
+            if (sparse_ok_) {
+                mark_.assign(vocab_, 0);
+                touched_.resize(vocab_);
+                patches_.resize(vocab_);
+            }
+        }
+        const logprobs_request& lr = params_.logprobs;
+        if (lr.top_n > 0) {
+            top_.resize(std::min(lr.top_n, vocab_));
+            if (!lr.processed) alt_ = candidates(vocab_);
+        }
+        requested_.resize(lr.ids.size());
+        state_.mirostat_mu = 2.f * params_.mirostat_tau;
+    }
+
+    const sampling_params& params() const noexcept { return params_; }
+    std::size_t vocab_size() const noexcept { return vocab_; }
+    /// The truncation steps this sampler applies, in order (disabled steps removed).
+    std::span<const sampling_step> steps() const noexcept { return {steps_.data(), n_steps_}; }
+
+    /// Mirostat's mu and the step counter of sample(logits).
+    sampler_state state() const noexcept { return state_; }
+    /// Restores a state saved by state() (speculative rollback).
+    void restore(const sampler_state& s) noexcept { state_ = s; }
+
+    /// Advances the sampler's state as if sample() had drawn `emitted` from `d` (d from this
+    /// sampler's distribution() for that row): mirostat's mu moves by -eta * (-log2 d(emitted) -
+    /// tau). For callers that draw themselves (speculative decoding); no-op without mirostat or
+    /// when d(emitted) = 0.
+    void observe(const decodekit::distribution& d, token_id emitted) noexcept {
+        if (!params_.mirostat) return;
+        const float q = d.prob(emitted);
+        if (!(q > 0.f)) return;
+        state_.mirostat_mu -= float(double(params_.mirostat_eta) *
+                                    (-std::log2(double(q)) - double(params_.mirostat_tau)));
+    }
+
+    /// Draws a token for `logits` keyed by (params.seed, ctx.sequence, ctx.step).
+    /// \pre logits.size() == vocab_size() (else status bad_input)
+    sample_result sample(std::span<const float> logits, const sample_context& ctx) noexcept {
+        return run(logits, ctx);
+    }
+    /// sample() with the key (sequence, step) and no history.
+    sample_result sample(std::span<const float> logits, std::uint64_t sequence,
+                         std::uint64_t step) noexcept {
+        return run(logits, sample_context{.sequence = sequence, .step = step});
+    }
+    /// sample() with sequence 0 and the sampler's own step counter (then incremented).
+    sample_result sample(std::span<const float> logits) noexcept {
+        const std::uint64_t step = state_.next_step++;
+        return run(logits, sample_context{.sequence = 0, .step = step});
+    }
+
+    /// The final candidate set the draw of sample(logits, ctx) uses (same processors, steps, XTC
+    /// coin and mirostat mu; mu is not updated). Greedy: the argmax with probability 1. Empty
+    /// when no token is valid. Views into the workspace: valid until the next call.
+    /// Without truncation this materialises and sorts the whole valid row (inspection, not hot).
+    decodekit::distribution distribution(std::span<const float> logits,
+                                         const sample_context& ctx = {}) noexcept {
+        if (logits.size() != vocab_) return {};
+        const std::span<const float> x = process(logits, ctx);
+        if (params_.greedy()) {
+            float best = 0.f;
+            const std::size_t a = greedy_argmax(x, best);
+            if (a == npos) return {};
+            cand_.clear();
+            cand_.push_back(token_id(a), best);
+            weights_[0] = 1.f;
+            return {{cand_.id_storage(), 1}, {weights_.data(), 1}};
+        }
+        truncate(x, ctx);
+        if (full_) materialise(x);
+        if (cand_.empty()) return {};
+        sort_cand();
+        const double s = fill_weights();
+        std::size_t n = cand_.size();  // sorted: zero weights (underflow, finite next to +inf) last
+        while (n > 0 && !(weights_[n - 1] > 0)) --n;
+        cand_.resize(n);
+        for (std::size_t i = 0; i < n; ++i) weights_[i] = float(weights_[i] / s);  // in place
+        return {{cand_.id_storage(), cand_.size()}, {weights_.data(), cand_.size()}};
+    }
+
+private:
+    static constexpr std::size_t block = 2048;  // block of the full-row draw
+
+    sampling_params params_;
+    std::size_t vocab_;
+    std::array<sampling_step, 10> steps_{};
+    std::size_t n_steps_ = 0;
+    sampler_state state_{};
+    bool processors_ = false;
+
+    // workspace
+    std::vector<float> row_;          // processed copy of the row (only with processors)
+    bool sparse_ok_ = false;          // processors patch a few entries (see process_sparse)
+    bool overlay_ = false;            // this call: caller row + patches_
+    std::vector<std::uint8_t> mark_;  // 1 touched, 2 patched; all 0 between calls
+    std::vector<token_id> touched_;
+    std::vector<detail::scored> patches_;
+    std::size_t n_patches_ = 0;
+    penalty_workspace pen_ws_;
+    dry_workspace dry_ws_;
+    candidates cand_;                     // the working set once materialised
+    std::vector<detail::scored> sorted_;  // sort scratch
+    std::vector<float> weights_;     // exp weights of cand_ (relative to its max; sums in double);
+                                     // distribution() normalises them in place
+    std::vector<double> key_;        // typical's sort key
+    std::vector<std::size_t> perm_;  // typical's order
+    std::vector<float> bmax_;        // full-row draw: block maxima
+    std::vector<double> bsum_;       //                block sums
+    std::vector<float> block_buf_;   //                softmax of the chosen block
+    candidates alt_;                 // raw top-n
+    std::vector<token_logprob> top_, requested_;
+
+    // per call
+    bool full_ = true;  // working set = whole row
+    bool sorted_flag_ = false;
+    float t_ = 1.f;  // current temperature scale
+    bool raw_lse_known_ = false;
+    double raw_lse_ = 0;
+
+    void build_steps() {
+        std::span<const sampling_step> src =
+            params_.order == sampling_order::custom
+                ? std::span<const sampling_step>(params_.custom_order)
+                : preset_steps(params_.order);
+        const sampling_params& p = params_;
+        for (sampling_step st : src) {
+            bool on = false;
+            switch (st) {
+                case sampling_step::temperature:
+                    on = p.temperature != 1.f && p.temperature > 0.f;
+                    break;
+                case sampling_step::top_k:
+                    on = p.top_k > 0 && std::size_t(p.top_k) < vocab_;
+                    break;
+                case sampling_step::top_p:
+                    on = p.top_p < 1.f;
+                    break;
+                case sampling_step::min_p:
+                    on = p.min_p > 0.f;
+                    break;
+                case sampling_step::typical:
+                    on = p.typical_p < 1.f;
+                    break;
+                case sampling_step::epsilon:
+                    on = p.epsilon > 0.f;
+                    break;
+                case sampling_step::eta:
+                    on = p.eta > 0.f;
+                    break;
+                case sampling_step::top_n_sigma:
+                    on = p.top_n_sigma > 0.f;
+                    break;
+                case sampling_step::xtc:
+                    on = p.xtc_probability > 0.f && p.xtc_threshold <= 0.5f;
+                    break;
+                case sampling_step::mirostat:
+                    on = p.mirostat;
+                    break;
+            }
+            if (on) steps_[n_steps_++] = st;
+        }
+    }
+
+    /// Applies the processors (into row_) if any; returns the row the pipeline reads.
+    std::span<const float> process(std::span<const float> logits,
+                                   const sample_context& ctx) noexcept {
+        overlay_ = false;
+        if (!processors_) return logits;
+        if (sparse_ok_) return process_sparse(logits, ctx);
+        std::copy(logits.begin(), logits.end(), row_.begin());
+        return apply_processors(std::span<float>(row_), ctx);
+    }
+
+    /// The processors on x in place (every one, in the documented order).
+    std::span<const float> apply_processors(std::span<float> x,
+                                            const sample_context& ctx) noexcept {
+        const sampling_params& p = params_;
+        if (!p.allowed_tokens.empty()) apply_allowed_tokens(x, p.allowed_tokens);
+        if (!p.banned_tokens.empty()) apply_banned_tokens(x, p.banned_tokens);
+        if (!p.logit_biases.empty()) apply_logit_bias(x, p.logit_biases);
+        if (p.min_new_tokens > 0 && !p.eos_ids.empty()) {
+            const std::size_t generated =
+                ctx.history.size() > ctx.prompt_length ? ctx.history.size() - ctx.prompt_length : 0;
+            apply_min_length(x, generated, p.min_new_tokens, p.eos_ids);
+        }
+        if (p.penalties.enabled())
+            apply_penalties(x, ctx.history, ctx.prompt_length, p.penalties, pen_ws_);
+        if (p.dry.enabled()) apply_dry(x, ctx.history, p.dry, dry_ws_);
+        if (p.no_repeat_ngram_size > 0)
+            apply_no_repeat_ngram(x, ctx.history, p.no_repeat_ngram_size);
+        if (!p.banned_sequences.empty()) apply_banned_sequences(x, ctx.history, p.banned_sequences);
+        return x;
+    }
+
+    /// Sparse processors (no allowed-token set): every processor reads and writes only ids of
+    /// the history and of its own lists, so only those entries are copied into row_; the
+    /// pipeline then reads the caller's row plus the changed entries ("patches", marked 2 in
+    /// mark_) and the first step (greedy argmax, top-k or min-p) merges them. No row copy.
+    std::span<const float> process_sparse(std::span<const float> logits,
+                                          const sample_context& ctx) noexcept {
+        const sampling_params& p = params_;
+        std::size_t n = 0;
+        auto touch = [&](token_id t) noexcept {
+            if (t < 0 || std::size_t(t) >= vocab_ || mark_[std::size_t(t)]) return;
+            mark_[std::size_t(t)] = 1;
+            touched_[n++] = t;
+            row_[std::size_t(t)] = logits[std::size_t(t)];
+        };
+        for (token_id t : ctx.history) touch(t);
+        for (token_id t : p.banned_tokens) touch(t);
+        for (const logit_bias& b : p.logit_biases) touch(b.token);
+        for (token_id t : p.eos_ids) touch(t);
+        for (const auto& seq : p.banned_sequences)
+            if (!seq.empty()) touch(seq.back());
+        apply_processors(std::span<float>(row_), ctx);
+        n_patches_ = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::size_t t = std::size_t(touched_[i]);
+            if (std::bit_cast<std::uint32_t>(row_[t]) != std::bit_cast<std::uint32_t>(logits[t])) {
+                patches_[n_patches_++] = {row_[t], token_id(t)};
+                mark_[t] = 2;
+            } else {
+                mark_[t] = 0;
+            }
+        }
+        overlay_ = n_patches_ > 0;
+        return logits;
+    }
+    void clear_patch_marks() noexcept {
+        for (std::size_t i = 0; i < n_patches_; ++i) mark_[std::size_t(patches_[i].id)] = 0;
+        overlay_ = false;
+    }
+    bool patched(token_id t) const noexcept { return mark_[std::size_t(t)] == 2; }
+    /// Drops the patched ids from cand_ and appends the patches with value >= thr (valid only).
+    void merge_patches(float thr) noexcept {
+        token_id* ids = cand_.id_storage();
+        float* lg = cand_.logit_storage();
+        std::size_t j = 0;
+        for (std::size_t i = 0; i < cand_.size(); ++i)
+            if (!patched(ids[i])) {
+                ids[j] = ids[i];
+                lg[j] = lg[i];
+                ++j;
+            }
+        for (std::size_t i = 0; i < n_patches_; ++i) {
+            const float v = patches_[i].logit;
+            if (v > -detail::f_inf && v >= thr) {
+                ids[j] = patches_[i].id;
+                lg[j] = v;
+                ++j;
+            }
+        }
+        cand_.resize(j);
+        sorted_flag_ = false;
+    }
+    /// The k best of the patched row (tie policy `ties`) into cand_, sorted. \pre overlay_
+    void overlay_top_k(std::span<const float> x, std::size_t k, tie_policy ties) noexcept {
+        kernels::top_k(x, std::min(vocab_, k + n_patches_), ties, cand_);
+        merge_patches(-detail::f_inf);
+        sort_cand();
+        if (k < cand_.size()) {
+            std::size_t n = k;
+            if (ties == tie_policy::keep_ties)
+                while (n < cand_.size() && cand_.logits()[n] == cand_.logits()[k - 1]) ++n;
+            cand_.resize(n);
+        }
+    }
+    /// Argmax of the processed row (lowest id on ties); npos if nothing is valid.
+    std::size_t greedy_argmax(std::span<const float> x, float& best) noexcept {
+        if (!overlay_) {
+            const std::size_t a = kernels::argmax(x);
+            if (a == npos || !(x[a] > -detail::f_inf)) return npos;
+            best = x[a];
+            return a;
+        }
+        overlay_top_k(x, 1, tie_policy::exactly_k);
+        clear_patch_marks();
+        if (cand_.empty()) return npos;
+        best = cand_.logits()[0];
+        return std::size_t(cand_.ids()[0]);
+    }
+
+    // ---- the working set ----
+
+    void materialise(std::span<const float> x) noexcept {
+        kernels::filter_at_least(x, -detail::f_inf, cand_);
+        full_ = false;
+        sorted_flag_ = false;
+    }
+
+    /// Sorts cand_ by logit descending, ties by ascending id.
+    void sort_cand() noexcept {
+        if (sorted_flag_) return;
+        const std::size_t n = cand_.size();
+        const token_id* ids = cand_.id_storage();
+        const float* lg = cand_.logit_storage();
+        for (std::size_t i = 0; i < n; ++i) sorted_[i] = {lg[i], ids[i]};
+        std::sort(sorted_.begin(), sorted_.begin() + std::ptrdiff_t(n), detail::scored_before);
+        write_back(n);
+        sorted_flag_ = true;
+    }
+    void write_back(std::size_t n) noexcept {
+        token_id* ids = cand_.id_storage();
+        float* lg = cand_.logit_storage();
+        for (std::size_t i = 0; i < n; ++i) {
+            ids[i] = sorted_[i].id;
+            lg[i] = sorted_[i].logit;
+        }
+        cand_.resize(n);
+    }
+    float cand_max() const noexcept {
+        if (cand_.empty()) return -detail::f_inf;
+        if (sorted_flag_) return cand_.logits()[0];
+        float m = -detail::f_inf;
+        for (float v : cand_.logits()) m = v > m ? v : m;
+        return m;
+    }
+    /// weights_[i] = exp((x_i - max)/t_) over cand_; returns their sum.
+    double fill_weights() noexcept {
+        const float m = cand_max();
+        double s = 0;
+        const float* lg = cand_.logit_storage();
+        for (std::size_t i = 0; i < cand_.size(); ++i) {
+            weights_[i] = float(detail::cand_weight(lg[i], m, t_));
+            s += double(weights_[i]);
+        }
+        return s;
+    }
+    /// Keeps the entries i with keep(i), preserving order.
+    template <class Keep>
+    void compact(Keep&& keep) noexcept {
+        token_id* ids = cand_.id_storage();
+        float* lg = cand_.logit_storage();
+        std::size_t j = 0;
+        for (std::size_t i = 0; i < cand_.size(); ++i)
+            if (keep(i)) {
+                ids[j] = ids[i];
+                lg[j] = lg[i];
+                weights_[j] = weights_[i];
+                ++j;
+            }
+        cand_.resize(j);
+    }
+    /// Keeps entries with weights_ >= w_thr but at least min(min_keep, n) (the most probable).
+    /// \pre cand_ sorted, weights_ filled.
+    void keep_weight_at_least(double w_thr) noexcept {
+        std::size_t n = 0;
+        while (n < cand_.size() && weights_[n] >= w_thr) ++n;
+        cand_.resize(std::max(n, std::min(params_.min_keep, cand_.size())));
+    }
+
+    // ---- the steps ----
+
+    void truncate(std::span<const float> x, const sample_context& ctx) noexcept {
+        full_ = true;
+        sorted_flag_ = false;
+        t_ = 1.f;
+        raw_lse_known_ = false;
+        const sampling_params& p = params_;
+        for (std::size_t si = 0; si < n_steps_; ++si) {
+            if (!full_ && cand_.size() <= 1 && steps_[si] != sampling_step::temperature) continue;
+            switch (steps_[si]) {
+                case sampling_step::temperature:
+                    t_ = p.temperature;
+                    break;
+                case sampling_step::top_k:
+                    step_top_k(x, std::size_t(p.top_k), p.top_k_ties);
+                    break;
+                case sampling_step::top_p:
+                    step_top_p(x);
+                    break;
+                case sampling_step::min_p:
+                    step_min_p(x);
+                    break;
+                case sampling_step::typical:
+                    step_typical(x);
+                    break;
+                case sampling_step::epsilon:
+                    step_epsilon(x, p.epsilon);
+                    break;
+                case sampling_step::eta:
+                    step_eta(x);
+                    break;
+                case sampling_step::top_n_sigma:
+                    step_top_n_sigma(x);
+                    break;
+                case sampling_step::xtc:
+                    step_xtc(x, ctx);
+                    break;
+                case sampling_step::mirostat:
+                    step_mirostat(x);
+                    break;
+            }
+        }
+    }
+
+    void step_top_k(std::span<const float> x, std::size_t k, tie_policy ties) noexcept {
+        if (full_ && overlay_) {
+            overlay_top_k(x, k, ties);
+            clear_patch_marks();
+            full_ = false;
+            return;
+        }
+        if (full_) {
+            kernels::top_k(x, k, ties, cand_);
+            full_ = false;
+            sorted_flag_ = true;
+            return;
+        }
+        if (k >= cand_.size()) return;
+        sort_cand();
+        std::size_t n = k;
+        if (ties == tie_policy::keep_ties)
+            while (n < cand_.size() && cand_.logits()[n] == cand_.logits()[k - 1]) ++n;
+        cand_.resize(n);
+    }
+
+    void step_top_p(std::span<const float> x) noexcept {
+        const float p = params_.top_p;
+        double total = -1;  // normaliser of the set top-p applies to
+        if (full_) {
+            total = nucleus_candidates(x, p);
+            if (full_) return;  // nothing valid: leave it to the draw
+        }
+        sort_cand();
+        const double cand_sum = fill_weights();
+        const double s = total > 0 ? total : cand_sum;
+        if (!(s > 0)) return;
+        const std::size_t keep_at_least = std::max<std::size_t>(1, params_.min_keep);
+        double before = 0;
+        std::size_t n = 0;
+        while (n < cand_.size() && (n < keep_at_least || before < double(p))) {
+            before += weights_[n] / s;
+            ++n;
+        }
+        cand_.resize(n);
+    }
+
+    /// Full-row top-p, first half: one exp pass for the normaliser S, then a threshold filter
+    /// whose survivors provably contain the nucleus: either their mass already reaches p
+    /// (checked on the survivors only), or the safe threshold w >= (1 - p) S / V (the excluded
+    /// entries then hold at most 1 - p). Leaves cand_ holding a superset of the nucleus (at
+    /// least min_keep entries); step_top_p() then cuts it exactly.
+    /// Returns S (weights relative to the row max), or -1 when it leaves cand_ = every valid
+    /// entry or the +inf entries (then the survivors' own sum is the normaliser).
+    double nucleus_candidates(std::span<const float> x, float p) noexcept {
+        const auto st = kernels::exp_sum(x, t_);
+        const float m = st.max;
+        if (!(m > -detail::f_inf) || !(st.sum > 0)) return -1;
+        full_ = false;
+        sorted_flag_ = false;
+        if (m == detail::f_inf) {
+            kernels::filter_at_least(x, m, cand_);
+            return -1;
+        }
+        const double s = st.sum;
+        if (!processors_ && t_ == 1.f) {  // the raw normaliser comes for free
+            raw_lse_known_ = true;
+            raw_lse_ = double(m) + std::log(s);
+        }
+        const double tail = std::max(1.0 - double(p), 1e-12);
+        // first guess: as if at most 4096 entries were left out; then the safe bound
+        for (double w : {tail * s / 4096.0, tail * s / double(vocab_)}) {
+            const float thr = float(double(m) + double(t_) * std::log(std::min(w, 1.0)));
+            kernels::filter_at_least(x, std::nextafter(thr, -detail::f_inf), cand_);
+            double mass = 0;
+            for (float v : cand_.logits()) mass += detail::cand_weight(v, m, t_);
+            if (mass >= double(p) * s * (1.0 + 1e-6) && cand_.size() >= params_.min_keep) return s;
+        }
+        materialise(x);  // rounding corner cases, tiny rows: every valid entry
+        return -1;
+    }
+
+    void step_min_p(std::span<const float> x) noexcept {
+        const float t_eff = params_.min_p_mode == min_p_space::logits ? 1.f : t_;
+        if (full_ && overlay_) {
+            overlay_top_k(x, 1, tie_policy::exactly_k);  // the max of the patched row
+            const float m = cand_.empty() ? -detail::f_inf : cand_.logits()[0];
+            const float thr = kernels::min_p_threshold(m, params_.min_p, t_eff);
+            kernels::filter_at_least(x, thr, cand_);
+            merge_patches(thr);
+            if (cand_.size() < params_.min_keep)
+                overlay_top_k(x, params_.min_keep, tie_policy::exactly_k);
+            clear_patch_marks();
+            full_ = false;
+            return;
+        }
+        if (full_) {
+            const std::size_t n =
+                kernels::filter_min_p(x, params_.min_p, t_eff, cand_);  // one pass
+            full_ = false;
+            sorted_flag_ = false;
+            if (n < params_.min_keep) {
+                kernels::top_k(x, params_.min_keep, tie_policy::exactly_k, cand_);
+                sorted_flag_ = true;
+            }
+            return;
+        }
+        const float thr = kernels::min_p_threshold(cand_max(), params_.min_p, t_eff);
+        std::size_t count = 0;
+        for (float v : cand_.logits()) count += v >= thr;
+        if (count >= params_.min_keep) {
+            const float* lg = cand_.logit_storage();
+            compact([&](std::size_t i) { return lg[i] >= thr; });
+        } else {
+            sort_cand();
+            cand_.resize(std::min(params_.min_keep, cand_.size()));
+        }
+    }
+
+    /// Entropy (nats) of cand_ at t_; fills weights_; returns {sum, H}.
+    std::pair<double, double> entropy_of_cand() noexcept {
+        const double s = fill_weights();
+        double h = 0;
+        if (s > 0)
+            for (std::size_t i = 0; i < cand_.size(); ++i)
+                if (weights_[i] > 0) {
+                    const double q = weights_[i] / s;
+                    h -= q * std::log(q);
+                }
+        return {s, h};
+    }
+
+    void step_typical(std::span<const float> x) noexcept {
+        if (full_) materialise(x);
+        sort_cand();
+        const auto [s, h] = entropy_of_cand();
+        if (!(s > 0)) return;
+        const std::size_t n = cand_.size();
+        // order by |-log p - H| ascending (ties: more probable first, then lower id: the sorted
+        // order)
+        const token_id* ids = cand_.id_storage();
+        const float* lg = cand_.logit_storage();
+        for (std::size_t i = 0; i < n; ++i) {
+            const double q = weights_[i] / s;
+            key_[i] = q > 0 ? std::fabs(-std::log(q) - h) : std::numeric_limits<double>::infinity();
+        }
+        const std::vector<float>& w = weights_;
+        perm_sort(n);  // positions by key; stable: equal keys keep the probability order
+        double before = 0;
+        std::size_t kept = 0;
+        const std::size_t keep_at_least = std::max<std::size_t>(1, params_.min_keep);
+        const double tau = params_.typical_p;
+        std::size_t* perm = perm_.data();
+        while (kept < n && (kept < keep_at_least || before < tau)) {
+            before += w[perm[kept]] / s;
+            ++kept;
+        }
+        // keep perm[0..kept) in probability order
+        std::sort(perm, perm + kept);
+        for (std::size_t j = 0; j < kept; ++j) {
+            const std::size_t i = perm[j];
+            sorted_[j] = {lg[i], ids[i]};
+        }
+        write_back(kept);
+        sorted_flag_ = true;
+    }
+    void perm_sort(std::size_t n) noexcept {
+        std::size_t* perm = perm_.data();
+        for (std::size_t i = 0; i < n; ++i) perm[i] = i;
+        const double* k = key_.data();
+        // equal keys keep the probability order (index order); std::sort: no allocation
+        std::sort(perm, perm + n, [k](std::size_t a, std::size_t b) {
+            return k[a] < k[b] || (k[a] == k[b] && a < b);
+        });
+    }
+
+    void step_epsilon(std::span<const float> x, float eps) noexcept {
+        if (full_) materialise(x);
+        sort_cand();
+        const double s = fill_weights();
+        if (!(s > 0)) return;
+        keep_weight_at_least(double(eps) * s);
+    }
+
+    void step_eta(std::span<const float> x) noexcept {
+        if (full_) materialise(x);
+        sort_cand();
+        const auto [s, h] = entropy_of_cand();
+        if (!(s > 0)) return;
+        const double e = params_.eta;
+        keep_weight_at_least(std::min(e, std::sqrt(e) * std::exp(-h)) * s);
+    }
+
+    void step_top_n_sigma(std::span<const float> x) noexcept {
+        if (full_) materialise(x);
+        double sum = 0, sq = 0;
+        std::size_t n = 0;
+        for (float v : cand_.logits())
+            if (std::isfinite(v)) {
+                sum += v;
+                sq += double(v) * v;
+                ++n;
+            }
+        if (n == 0) return;
+        const double mean = sum / double(n);
+        const double var = std::max(0.0, sq / double(n) - mean * mean);
+        const float m = cand_max();
+        const float thr = float(double(m) - double(params_.top_n_sigma) * std::sqrt(var));
+        std::size_t count = 0;
+        for (float v : cand_.logits()) count += v >= thr;
+        if (count >= params_.min_keep) {
+            const float* lg = cand_.logit_storage();
+            compact([&](std::size_t i) { return lg[i] >= thr; });
+        } else {
+            sort_cand();
+            cand_.resize(std::min(params_.min_keep, cand_.size()));
+        }
+    }
+
+    void step_xtc(std::span<const float> x, const sample_context& ctx) noexcept {
+        rng_stream coin = make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::filter);
+        if (!(coin.uniform_float() < params_.xtc_probability)) return;
+        if (full_) materialise(x);
+        sort_cand();
+        const double s = fill_weights();
+        if (!(s > 0)) return;
+        const double w_thr = double(params_.xtc_threshold) * s;
+        std::size_t above = 0;
+        while (above < cand_.size() && weights_[above] >= w_thr) ++above;
+        if (above < 2) return;
+        const std::size_t drop = above - 1;  // keep the least probable of them
+        if (cand_.size() - drop < params_.min_keep) return;
+        const std::size_t n = cand_.size() - drop;
+        for (std::size_t i = 0; i < n; ++i)
+            sorted_[i] = {cand_.logits()[drop + i], cand_.ids()[drop + i]};
+        write_back(n);
+    }
+
+    void step_mirostat(std::span<const float> x) noexcept {
+        if (full_) materialise(x);
+        sort_cand();
+        const double s = fill_weights();
+        if (!(s > 0)) return;
+        // keep -log2 p <= mu, i.e. p >= 2^-mu; at least one
+        const double w_thr = std::exp2(-double(state_.mirostat_mu)) * s;
+        std::size_t n = 0;
+        while (n < cand_.size() && weights_[n] >= w_thr) ++n;
+        cand_.resize(std::max<std::size_t>(n, 1));
+    }
+
+    // ---- the draw ----
+
+    sample_result run(std::span<const float> logits, const sample_context& ctx) noexcept {
+        sample_result r;
+        raw_lse_known_ = false;
+        if (logits.size() != vocab_) {
+            r.status = sample_status::bad_input;
+            return r;
+        }
+        const std::span<const float> x = process(logits, ctx);
+        if (params_.greedy()) {
+            float best = 0.f;
+            const std::size_t a = greedy_argmax(x, best);
+            if (a == npos) return r;
+            r.token = token_id(a);
+            r.logprob = 0.f;
+            r.status = sample_status::ok;
+            if (params_.logprobs.any()) fill_extras(r, logits, x, /*greedy*/ true);
+            return r;
+        }
+        truncate(x, ctx);
+        rng_stream rng = make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::sample);
+        const double u = rng.uniform();
+        if (full_) {
+            if (!draw_full_row(x, u, r)) return r;
+        } else {
+            if (cand_.empty()) return r;
+            sort_cand();
+            const double s = fill_weights();
+            if (!(s > 0)) return r;
+            const double target = u * s;
+            double run = 0;
+            std::size_t pick = npos;
+            for (std::size_t i = 0; i < cand_.size(); ++i) {
+                if (!(weights_[i] > 0)) continue;
+                run += weights_[i];
+                pick = i;
+                if (run > target) break;
+            }
+            r.token = cand_.ids()[pick];
+            r.logprob = float(std::log(double(weights_[pick])) - std::log(s));
+            r.status = sample_status::ok;
+            if (params_.mirostat) {
+                const double surprise = -std::log2(double(weights_[pick]) / s);
+                state_.mirostat_mu -=
+                    float(double(params_.mirostat_eta) * (surprise - double(params_.mirostat_tau)));
+            }
+        }
+        if (params_.logprobs.any()) fill_extras(r, logits, x, false);
+        return r;
+    }
+
+    /// Draw over the whole row at t_: per-block (max, exp-sum), pick a block by inverse CDF over
+    /// the block masses, then the token inside it. One max+exp pass in all (the exp floor).
+    bool draw_full_row(std::span<const float> x, double u, sample_result& r) noexcept {
+        const std::size_t nb = bmax_.size();
+        float m = -detail::f_inf;
+        for (std::size_t b = 0; b < nb; ++b) {
+            const std::size_t lo = b * block, len = std::min(block, vocab_ - lo);
+            const auto st = kernels::exp_sum(x.subspan(lo, len), t_);
+            bmax_[b] = st.max;
+            bsum_[b] = st.sum;
+            m = st.max > m ? st.max : m;
+        }
+        if (!(m > -detail::f_inf)) return false;
+        double s = 0;
+        for (std::size_t b = 0; b < nb; ++b) {
+            double w;
+            if (m == detail::f_inf)
+                w = bmax_[b] == detail::f_inf ? bsum_[b] : 0.0;
+            else
+                w = bsum_[b] > 0 ? bsum_[b] * std::exp((double(bmax_[b]) - double(m)) / double(t_))
+                                 : 0.0;
+            bsum_[b] = w;  // now the block's mass relative to the global max
+            s += w;
+        }
+        if (!(s > 0)) return false;
+        const double target = u * s;
+        double run = 0;
+        std::size_t pick = npos;
+        double before = 0;
+        for (std::size_t b = 0; b < nb; ++b) {
+            if (!(bsum_[b] > 0)) continue;
+            before = run;
+            run += bsum_[b];
+            pick = b;
+            if (run > target) break;
+        }
+        const std::size_t lo = pick * block, len = std::min(block, vocab_ - lo);
+        double u2 = (target - before) / bsum_[pick];
+        u2 = std::clamp(u2, 0.0, std::nextafter(1.0, 0.0));
+        kernels::softmax(x.subspan(lo, len), std::span<float>(block_buf_.data(), len), t_);
+        std::size_t i =
+            kernels::draw_inverse_cdf(std::span<const float>(block_buf_.data(), len), u2);
+        if (i == npos) return false;
+        const std::size_t tok = lo + i;
+        r.token = token_id(tok);
+        const double w = detail::cand_weight(x[tok], m, t_);
+        r.logprob = float(std::log(w) - std::log(s));
+        r.status = sample_status::ok;
+        if (!processors_ && t_ == 1.f && m != detail::f_inf) {
+            raw_lse_known_ = true;
+            raw_lse_ = double(m) + std::log(s);
+        }
+        return true;
+    }
+
+    /// logprob extras: raw logprob, rank, top-n, requested ids.
+    void fill_extras(sample_result& r, std::span<const float> raw, std::span<const float> x,
+                     bool greedy) noexcept {
+        const logprobs_request& lr = params_.logprobs;
+        const bool need_raw =
+            lr.raw || (!lr.processed && (lr.rank || lr.top_n > 0 || !lr.ids.empty()));
+        if (need_raw && !raw_lse_known_) {
+            raw_lse_ = kernels::logsumexp(raw);
+            raw_lse_known_ = true;
+        }
+        auto raw_lp = [&](std::size_t t) -> float {
+            const float v = raw[t];
+            if (!(v > -detail::f_inf)) return -detail::f_inf;
+            if (std::isinf(raw_lse_)) return v == detail::f_inf ? 0.f : -detail::f_inf;  // +inf row
+            return float(double(v) - raw_lse_);
+        };
+        if (lr.raw) r.raw_logprob = raw_lp(std::size_t(r.token));
+        // processed: the final set is cand_ (sorted, weights_ filled) unless greedy / full row
+        const bool processed_set = !greedy && !full_;
+        auto proc_lp = [&](token_id t) -> float {
+            if (greedy) return t == r.token ? 0.f : -detail::f_inf;
+            if (full_) {  // whole row at t_
+                const float v = x[std::size_t(t)];
+                const float vt = x[std::size_t(r.token)];
+                if (!(v > -detail::f_inf)) return -detail::f_inf;
+                return float(double(r.logprob) + (double(v) - double(vt)) / double(t_));
+            }
+            double s = 0;
+            for (std::size_t i = 0; i < cand_.size(); ++i) s += weights_[i];
+            for (std::size_t i = 0; i < cand_.size(); ++i)
+                if (cand_.ids()[i] == t) return float(std::log(double(weights_[i]) / s));
+            return -detail::f_inf;
+        };
+        if (lr.rank) {
+            std::size_t above = 0;
+            if (!lr.processed) {
+                const float v = raw[std::size_t(r.token)];
+                for (float y : raw) above += y > v;
+            } else if (processed_set) {
+                for (std::size_t i = 0; i < cand_.size(); ++i)
+                    if (cand_.ids()[i] == r.token) {
+                        above = i;
+                        break;
+                    }
+            } else if (!greedy) {
+                const float v = x[std::size_t(r.token)];
+                for (float y : x) above += y > v;
+            }
+            r.rank = above + 1;
+        }
+        if (lr.top_n > 0) {
+            std::size_t n = 0;
+            if (!lr.processed) {
+                kernels::top_k(raw, top_.size(), tie_policy::exactly_k, alt_);
+                for (std::size_t i = 0; i < alt_.size(); ++i)
+                    top_[n++] = {alt_.ids()[i], raw_lp(std::size_t(alt_.ids()[i]))};
+            } else if (greedy) {
+                top_[n++] = {r.token, 0.f};
+            } else if (processed_set) {
+                for (std::size_t i = 0; i < cand_.size() && n < top_.size(); ++i)
+                    top_[n++] = {cand_.ids()[i], proc_lp(cand_.ids()[i])};
+            } else {
+                kernels::top_k(x, top_.size(), tie_policy::exactly_k, cand_);
+                for (std::size_t i = 0; i < cand_.size(); ++i)
+                    top_[n++] = {cand_.ids()[i], proc_lp(cand_.ids()[i])};
+            }
+            r.top = {top_.data(), n};
+        }
+        if (!lr.ids.empty()) {
+            for (std::size_t j = 0; j < lr.ids.size(); ++j) {
+                const token_id t = lr.ids[j];
+                float lp = -detail::f_inf;
+                if (t >= 0 && std::size_t(t) < vocab_)
+                    lp = lr.processed ? proc_lp(t) : raw_lp(std::size_t(t));
+                requested_[j] = {t, lp};
+            }
+            r.requested = {requested_.data(), requested_.size()};
+        }
+    }
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/sampler.hpp
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Which premature layers DoLa may contrast with.
+enum class dola_layer_set : std::uint8_t {
+    low,     ///< the lower half (every second layer)
+    high,    ///< the upper half (every second layer)
+    custom,  ///< dola_params::custom_layers
+};
+
+/// The divergence that picks the premature layer.
+enum class dola_divergence : std::uint8_t {
+    jsd,            ///< Jensen-Shannon divergence (the paper)
+    hf_mixture_kl,  ///< Hugging Face: 0.5 [KL(m || q_N) + KL(m || q_j)], m = (q_N + q_j) / 2
+};
+
+/// DoLa configuration.
+struct dola_params {
+    dola_layer_set layers = dola_layer_set::high;
+    std::vector<int> custom_layers = {};  ///< layers in [0, N) when layers == custom
+    bool tied_embeddings = false;         ///< start the low/high ranges at 2 (N > 2)
+    float relative_top = 0.1f;            ///< plausibility alpha, in [0, 1]; 0 keeps every token
+    float repetition_penalty = 1.2f;      ///< CTRL theta on the contrast scores, > 0; 1 = off
+    dola_divergence divergence = dola_divergence::jsd;
+    sampling_params sampling = {.temperature = 0.f};  ///< the final draw (greedy by default)
+    std::size_t max_new_tokens = 64;                  ///< >= 1
+    std::vector<token_id> eos_ids = {};               ///< stop after emitting one of these
+    std::uint64_t sequence = 0;                       ///< RNG key of sampled draws
+
+    /// The first invalid field, named with its allowed range; nullopt when valid.
+    std::optional<std::string> check() const {
+        if (static_cast<unsigned>(layers) > 2u)
+            return detail::range_message("dola_params.layers", "low, high or custom",
+                                         double(layers));
+        if (layers == dola_layer_set::custom && custom_layers.empty())
+            return "dola_params.custom_layers must not be empty when layers == custom";
+        for (int l : custom_layers)
+            if (l < 0)
+                return detail::range_message("dola_params.custom_layers", "entries >= 0",
+                                             double(l));
+        if (!(relative_top >= 0.f && relative_top <= 1.f))
+            return detail::range_message("dola_params.relative_top", "in [0, 1]",
+                                         double(relative_top));
+        if (!(repetition_penalty > 0.f) || !std::isfinite(repetition_penalty))
+            return detail::range_message("dola_params.repetition_penalty", "finite and > 0",
+                                         double(repetition_penalty));
+        if (static_cast<unsigned>(divergence) > 1u)
+            return detail::range_message("dola_params.divergence", "jsd or hf_mixture_kl",
+                                         double(divergence));
+        if (auto e = sampling.check()) return "dola_params.sampling: " + *e;
+        if (max_new_tokens < 1)
+            return detail::range_message("dola_params.max_new_tokens", ">= 1",
+                                         double(max_new_tokens));
+        for (token_id e : eos_ids)
+            if (e < 0)
+                return detail::range_message("dola_params.eos_ids", "non-negative ids", double(e));
+        return std::nullopt;
+    }
+    /// check(), reported through raise().
+    void validate() const { raise_if(check()); }
+};
+
+/// The candidate premature layers for a model of `num_layers` layers (see the file comment);
+/// custom: the given list, each checked to be in [0, num_layers) (raise() otherwise).
+inline std::vector<int> dola_candidate_layers(const dola_params& p, std::size_t num_layers) {
+    const int N = int(num_layers);
+    std::vector<int> out;
+    if (p.layers == dola_layer_set::custom) {
+        for (int l : p.custom_layers) {
+            if (l >= N)
+                raise(detail::range_message("dola_params.custom_layers",
+                                            "entries in [0, num_layers)", double(l)));
+            out.push_back(l);
+        }
+        return out;
+    }
+    const int start = !p.tied_embeddings ? 0 : N > 2 ? 2 : N == 2 ? 1 : 0;
+    int lo, hi;
+    if (p.layers == dola_layer_set::low) {
+        lo = start;
+        hi = N <= 40 ? N / 2 : 20;
+    } else {
+        lo = N <= 40 ? N / 2 : N - 20;
+        hi = N;
+    }
+    for (int l = lo; l < hi; l += 2) out.push_back(l);
+    if (out.empty())
+        raise("dola: no candidate premature layer for num_layers = " + std::to_string(N) +
+              " (use dola_params.layers = custom)");
+    return out;
+}
+
+/// Workspace and scorer of one DoLa step for a vocabulary of V entries and J candidate layers.
+class dola_scorer {
+public:
+    dola_scorer(std::size_t vocab_size, std::size_t num_candidates)
+        : V_(vocab_size), logq_((num_candidates + 1) * vocab_size) {}
+
+    /// Writes the contrast scores into `scores` from `rows` = J premature rows then the final
+    /// row (V floats each); returns the index in [0, J) of the chosen premature layer (npos when
+    /// the final row has no valid entry: then every score is -inf).
+    /// \pre rows.size() == (J + 1) * V, scores.size() == V
+    std::size_t score(std::span<const float> rows, std::span<float> scores, float relative_top,
+                      dola_divergence div) noexcept {
+        const std::size_t J = rows.size() / V_ - 1;
+        for (std::size_t j = 0; j <= J; ++j)
+            kernels::log_softmax(rows.subspan(j * V_, V_),
+                                 std::span<float>(logq_).subspan(j * V_, V_));
+        const std::span<const float> lN = std::span<const float>(logq_).subspan(J * V_, V_);
+        const float mx = kernels::max(lN);
+        if (!(mx > -std::numeric_limits<float>::infinity())) {
+            std::fill(scores.begin(), scores.end(), -std::numeric_limits<float>::infinity());
+            return npos;
+        }
+        std::size_t best = 0;
+        double best_d = -std::numeric_limits<double>::infinity();
+        for (std::size_t j = 0; j < J; ++j) {
+            const double d = divergence(lN, std::span<const float>(logq_).subspan(j * V_, V_), div);
+            if (d > best_d) {
+                best_d = d;
+                best = j;
+            }
+        }
+        const std::span<const float> lM = std::span<const float>(logq_).subspan(best * V_, V_);
+        const float thr = relative_top > 0.f ? mx + std::log(relative_top)
+                                             : -std::numeric_limits<float>::infinity();
+        for (std::size_t x = 0; x < V_; ++x)
+            scores[x] = (lN[x] >= thr && lN[x] > -std::numeric_limits<float>::infinity())
+                            ? lN[x] - lM[x]
+                            : -std::numeric_limits<float>::infinity();
+        return best;
+    }
+
+    /// JSD(p || q) (or HF's mixture KL) from log-probabilities, in nats, in double.
+    static double divergence(std::span<const float> lp, std::span<const float> lq,
+                             dola_divergence div) noexcept {
+        double a = 0, b = 0;
+        for (std::size_t i = 0; i < lp.size(); ++i) {
+            const double p = std::exp(double(lp[i])), q = std::exp(double(lq[i]));
+            const double m = 0.5 * (p + q);
+            if (m <= 0) continue;
+            const double lm = std::log(m);
+            if (div == dola_divergence::jsd) {
+                if (p > 0) a += p * (double(lp[i]) - lm);
+                if (q > 0) b += q * (double(lq[i]) - lm);
+            } else {  // KL(m || p) + KL(m || q): +inf when p or q is 0 where m > 0
+                a += m * (lm - double(lp[i]));
+                b += m * (lm - double(lq[i]));
+            }
+        }
+        return 0.5 * (a + b);
+    }
+
+private:
+    std::size_t V_;
+    std::vector<float> logq_;
+};
+
+/// What DoLa returns.
+struct dola_result {
+    std::vector<token_id> tokens;       ///< generated tokens, EOS included if any
+    std::vector<int> premature_layers;  ///< the premature layer chosen at each step
+    bool eos = false;
+    bool no_valid_token = false;  ///< stopped: no token had a finite score
+    std::size_t model_calls = 0;
+};
+
+/// Runs DoLa on `model` from `prompt` (needs the layer_logits_model capability).
+/// \pre !prompt.empty() (rejected with a message otherwise)
+template <class M>
+requires layer_logits_model<M> dola_result dola_decode(M& model, std::span<const token_id> prompt,
+                                                       const dola_params& params) {
+    params.validate();
+    if (prompt.empty()) raise("dola: prompt must not be empty (add a BOS token)");
+    const std::size_t V = model.vocab_size(), N = model.num_layers();
+    std::vector<int> layers = dola_candidate_layers(params, N);
+    const std::size_t J = layers.size();
+    layers.push_back(int(N));
+    dola_scorer scorer(V, J);
+    sampler draw(params.sampling, V);
+    const penalty_params pen{.repetition = params.repetition_penalty};
+    penalty_workspace pws(params.repetition_penalty != 1.f ? V : 0);
+    std::vector<float> rows((J + 1) * V), scores(V);
+    std::vector<token_id> seq(prompt.begin(), prompt.end());
+    seq.reserve(prompt.size() + std::min<std::size_t>(params.max_new_tokens, 16384));
+    dola_result res;
+    for (std::size_t step = 0; step < params.max_new_tokens; ++step) {
+        const sequence_request r{seq, 1, 0};
+        model.layer_logits(std::span<const sequence_request>(&r, 1), layers, rows);
+        ++res.model_calls;
+        const std::size_t m = scorer.score(rows, scores, params.relative_top, params.divergence);
+        if (m == npos) {
+            res.no_valid_token = true;
+            break;
+        }
+        if (params.repetition_penalty != 1.f) apply_penalties(scores, seq, prompt.size(), pen, pws);
+        const sample_result s = draw.sample(scores, sample_context{.sequence = params.sequence,
+                                                                   .step = step,
+                                                                   .history = seq,
+                                                                   .prompt_length = prompt.size()});
+        if (!s.ok()) {
+            res.no_valid_token = true;
+            break;
+        }
+        seq.push_back(s.token);
+        res.tokens.push_back(s.token);
+        res.premature_layers.push_back(layers[m]);
+        if (std::find(params.eos_ids.begin(), params.eos_ids.end(), s.token) !=
+            params.eos_ids.end()) {
+            res.eos = true;
+            break;
+        }
+    }
+    return res;
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/dola.hpp
+// ---- begin decodekit/decoding/proposers.hpp
+/// \file decoding/proposers.hpp
+/// Draft proposers for speculative_decode (decoding/speculative.hpp):
+///   - draft_model_proposer: any second language_model drafting gamma tokens, greedy (one-hot
+///     proposals) or sampled (q kept for exact rejection sampling);
+///   - early_exit_proposer: the target itself read out at an intermediate layer
+///     (layer_logits_model), drafting the same way;
+///   - mtp_proposer: multi-token-prediction heads (multi_token_model): heads_per_call heads of
+///     one forward draft that many tokens (head h predicts t+1+h), chained on its own output when
+///     the round wants more (heads_per_call = 1: one head chained token by token);
+///   - ngram_proposer: prompt lookup, copying the continuation of the most recent earlier
+///     occurrence of the context's suffix (n from max_n down to min_n); one-hot proposals.
+/// A proposer's draft distribution q is the processed distribution actually sampled from (pass the
+/// same processing as the target's); drafting stops early when the draft is unsure: the largest
+/// probability of q is below min_confidence. (Deciding on max q, a function of the prefix, and
+/// not on q(x) of the drawn x keeps sampled drafting exact: a stop that depended on the drawn
+/// token would change the law of the proposals that are kept.)
+
+// ---- begin decodekit/decoding/speculative.hpp
+/// \file decoding/speculative.hpp
+/// Speculative decoding: verification rules on sparse distributions and the speculative loop.
+///
+/// ## Verification (p = target, q = draft, both after the same processing pipeline)
+/// Every rule works on sparse distributions (token ids + probabilities summing to 1, any order,
+/// no duplicate ids): exactly what a draw uses, after temperature and truncation.
+///   - verify_rejection (exact, Leviathan et al. / Chen et al.): accept the draft x iff
+///     u * q(x) < p(x); otherwise emit y ~ norm(max(0, p - q)). q(x) = 0 always rejects (as vLLM;
+///     an honest proposer never proposes outside q's support); p(x) = 0 always rejects. A
+///     residual whose mass is below 1e-9 (rounding only) falls back to p.
+///   - verify_one_hot (exact, deterministic proposals: greedy drafts, n-gram lookup): q = delta_x,
+///     accept iff u < p(x); residual = p with x removed. Same as verify_rejection with q = delta_x.
+///   - verify_greedy (exact for greedy decoding): accept iff x is the target argmax (highest
+///     probability, ties to the lowest id); otherwise emit the argmax.
+///   - verify_typical (Medusa typical acceptance): LOSSY. Accept iff
+///     p(x) > min(epsilon, delta * exp(-H(p))); otherwise emit y ~ p. Emitted tokens do NOT follow
+///     p (tests/unit/test_speculative.cpp shows the difference). Use only when speed matters more
+///     than fidelity.
+///   - draw_from (the bonus token after a fully accepted draft): y ~ p.
+///
+/// ## Randomness (what holds)
+/// The decision for the token at generation step n (n = number of tokens generated before it,
+/// prompt excluded) uses only two streams keyed by rng_key{seed, sequence, n}:
+/// rng_purpose::accept (exactly one uniform() per verified draft token, consumed even when the
+/// outcome is certain) and rng_purpose::residual (one uniform() per residual or bonus draw).
+/// Sampled drafting uses rng_purpose::draft at the step of the drafted token. Hence:
+///   - a rerun with the same seed, sequence, parameters and proposer gives the same tokens;
+///   - the randomness used for step n never depends on how many drafts the round proposed or on
+///     which round step n falls in; the token at step n is a function of the prefix, of the
+///     proposal at n (or its absence: a bonus / plain step) and of the streams of step n. So
+///     changing the draft length (or adaptive drafting) changes which steps are verified and which
+///     are bonus steps, hence the output (each variant exactly distributed as sampling from p);
+///     draft_length = 0 is plain sampling with the residual stream;
+///   - greedy verification uses no randomness.
+/// Exactness: every emitted token is, conditionally on the prefix, distributed as p at its step,
+/// because the streams of step n are independent of everything that decided the prefix.
+///
+/// ## The loop
+/// speculative_decode(target, proposer, prompt, params, processing, on_token): one target call
+/// per round verifying the round's drafts (n_last = drafts + 1, slot params.target_slot); the
+/// target sequence is cut back after a rejection (model.hpp's sequence contract). Processing is
+/// applied lazily in emission order, so a stateful processing step (commit()) only ever sees
+/// emitted tokens: nothing to roll back on the target side (no sampler state()/restore() needed).
+
+// ---- begin decodekit/generate.hpp
+/// \file generate.hpp
+/// The generation driver: prompt tokens in, tokens out, over any language_model, with greedy or
+/// sampled decoding through decodekit::sampler (temperature 0 = greedy), stop conditions, a
+/// streaming callback and statistics.
+///
+/// - Stop conditions, checked on generated tokens only (EOS ids or stop sequences inside the
+///   prompt are ignored): an EOS id (the EOS token is NOT appended to the output nor streamed;
+///   the result's reason says eos); a stop sequence completed by the generated tokens (its
+///   tokens are in the output: they were streamed as they came); max_new_tokens; the streaming
+///   callback returning false (the token it saw is in the output); a logits row with no valid
+///   token (reason no_valid_token, nothing appended).
+/// - Empty prompt: rejected with a message, unless generate_params::bos_token >= 0, in which case
+///   the prompt is {bos_token}.
+/// - One model call per token: the request is the whole sequence (prompt + generated, n_last 1,
+///   slot generate_params::slot), which grows by appending (a caching backend reuses its prefix).
+/// - Allocation: the logits row, the sequence and the sampler's workspace are sized once before
+///   the loop; nothing is allocated per token (the sequence and output vectors are reserved up
+///   front for min(max_new_tokens, 16384) tokens, so an absurd budget cannot exhaust memory).
+/// - Randomness: the draw of step i (i-th generated token) uses rng_key{sampling.seed,
+///   generate_params::sequence, i}; same seed and sequence give the same tokens.
+
+
+#include <algorithm>
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Why generation ended.
+enum class stop_reason : std::uint8_t {
+    max_new_tokens,  ///< the token budget was reached
+    eos,             ///< an EOS id was generated
+    stop_sequence,   ///< a stop sequence was completed
+    callback,        ///< the streaming callback returned false
+    no_valid_token,  ///< a logits row had no valid entry (all -inf / NaN / banned)
+};
+
+/// Statistics of one generation. An aggregate: strategies add fields (speculative decoding fills
+/// the draft / acceptance fields); times in seconds, measured with std::chrono::steady_clock.
+struct generation_stats {
+    std::size_t prompt_tokens = 0;
+    std::size_t generated_tokens = 0;  ///< tokens in the output
+    std::size_t model_calls = 0;       ///< calls of the (target) model
+    std::size_t model_rows = 0;        ///< logits rows the (target) model computed
+    double time_to_first_token = 0;    ///< from the call to the first generated token
+    double total_time = 0;             ///< the whole call
+    double time_per_output_token = 0;  ///< (total - first) / (generated - 1); 0 if < 2 tokens
+    double tokens_per_second = 0;      ///< generated / total_time
+    double tokens_per_model_call = 0;  ///< generated / model_calls
+    // speculative decoding (0 elsewhere)
+    std::size_t draft_calls = 0;                      ///< calls of the draft model / proposer
+    std::size_t drafted_tokens = 0;                   ///< draft tokens proposed
+    std::size_t accepted_tokens = 0;                  ///< draft tokens accepted
+    std::vector<double> acceptance_by_position = {};  ///< acceptance rate at draft position i
+
+    /// accepted / drafted (0 when nothing was drafted).
+    double acceptance_rate() const noexcept {
+        return drafted_tokens ? double(accepted_tokens) / double(drafted_tokens) : 0.0;
+    }
+    /// Fills the derived fields (rates) from the counts and the two times.
+    void finish() noexcept {
+        tokens_per_second = total_time > 0 ? double(generated_tokens) / total_time : 0.0;
+        tokens_per_model_call = model_calls ? double(generated_tokens) / double(model_calls) : 0.0;
+        time_per_output_token =
+            generated_tokens > 1 ? (total_time - time_to_first_token) / double(generated_tokens - 1)
+                                 : 0.0;
+    }
+};
+
+/// Configuration of generate().
+struct generate_params {
+    sampling_params sampling = {};       ///< the sampler (temperature 0 = greedy)
+    std::size_t max_new_tokens = 128;    ///< >= 1
+    std::vector<token_id> eos_ids = {};  ///< also given to the sampler when its eos_ids is empty
+    std::vector<std::vector<token_id>> stop_sequences = {};  ///< each non-empty
+    token_id bos_token = -1;     ///< the prompt used when it is empty (-1: reject)
+    std::uint64_t sequence = 0;  ///< RNG key: sequence id
+    std::uint32_t slot = 0;      ///< the model slot of the sequence
+
+    /// The first invalid field, named with its allowed range; nullopt when valid.
+    std::optional<std::string> check() const {
+        if (auto e = sampling.check()) return "generate_params.sampling: " + *e;
+        if (max_new_tokens < 1)
+            return detail::range_message("generate_params.max_new_tokens", ">= 1",
+                                         double(max_new_tokens));
+        for (token_id e : eos_ids)
+            if (e < 0)
+                return detail::range_message("generate_params.eos_ids", "non-negative ids",
+                                             double(e));
+        for (const auto& s : stop_sequences) {
+            if (s.empty())
+                return "generate_params.stop_sequences: every sequence must be non-empty";
+            for (token_id t : s)
+                if (t < 0)
+                    return detail::range_message("generate_params.stop_sequences",
+                                                 "non-negative ids", double(t));
+        }
+        if (bos_token < -1)
+            return detail::range_message("generate_params.bos_token", ">= 0, or -1 for none",
+                                         double(bos_token));
+        return std::nullopt;
+    }
+    /// check(), reported through raise().
+    void validate() const { raise_if(check()); }
+};
+
+/// What generate() returns.
+struct generation_result {
+    std::vector<token_id> tokens;  ///< generated tokens (EOS excluded), prompt excluded
+    stop_reason reason = stop_reason::max_new_tokens;
+    generation_stats stats;
+};
+
+/// One streamed token.
+struct token_event {
+    token_id token = -1;
+    std::size_t index = 0;  ///< position in the output (0 = first generated token)
+    float logprob = 0;      ///< log-probability it was drawn with (0 for greedy)
+};
+
+/// The stop conditions of generate_params, usable by other drivers (speculative decoding).
+class stop_checker {
+public:
+    explicit stop_checker(const generate_params& p) : p_(&p) {}
+    /// True when t is an EOS id.
+    bool is_eos(token_id t) const noexcept {
+        return std::find(p_->eos_ids.begin(), p_->eos_ids.end(), t) != p_->eos_ids.end();
+    }
+    /// True when `generated` ends with one of the stop sequences (generated tokens only).
+    bool ends_with_stop_sequence(std::span<const token_id> generated) const noexcept {
+        for (const auto& s : p_->stop_sequences)
+            if (s.size() <= generated.size() &&
+                std::equal(s.begin(), s.end(), generated.end() - std::ptrdiff_t(s.size())))
+                return true;
+        return false;
+    }
+
+private:
+    const generate_params* p_;
+};
+
+namespace detail {
+template <class F>
+bool call_stream(F& f, const token_event& e) {
+    if constexpr (std::is_invocable_r_v<bool, F&, const token_event&>)
+        return f(e);
+    else if constexpr (std::is_invocable_r_v<bool, F&, token_id>)
+        return f(e.token);
+    else if constexpr (std::is_invocable_v<F&, const token_event&>)
+        return f(e), true;
+    else
+        return f(e.token), true;
+}
+struct no_stream {
+    bool operator()(const token_event&) const noexcept { return true; }
+};
+/// The prompt generate() runs: `prompt`, or {bos} when it is empty and bos >= 0; raise() else.
+inline std::vector<token_id> effective_prompt(std::span<const token_id> prompt, token_id bos,
+                                              const char* who) {
+    if (!prompt.empty()) return {prompt.begin(), prompt.end()};
+    if (bos >= 0) return {bos};
+    raise(std::string(who) + ": prompt must not be empty (or set generate_params.bos_token)");
+}
+}  // namespace detail
+
+/// Generates from `prompt` with greedy or sampled decoding, calling `on_token` (signature
+/// bool(const token_event&) or bool(token_id); return false to stop, or return void) for every
+/// output token; returns the tokens, the stop reason and statistics.
+/// \pre params valid (validated here); prompt non-empty or params.bos_token >= 0
+template <class M, class OnToken = detail::no_stream>
+requires language_model<M> &&(std::invocable<OnToken&, const token_event&> ||
+                              std::invocable<OnToken&, token_id>)generation_result
+    generate(M& model, std::span<const token_id> prompt, const generate_params& params,
+             OnToken&& on_token = {}) {
+    using clock = std::chrono::steady_clock;
+    const auto t0 = clock::now();
+    params.validate();
+    const std::size_t V = model.vocab_size();
+    std::vector<token_id> seq = detail::effective_prompt(prompt, params.bos_token, "generate");
+    const std::size_t prompt_len = seq.size();
+    sampling_params sp = params.sampling;
+    if (sp.eos_ids.empty()) sp.eos_ids = params.eos_ids;
+    sampler smp(sp, V);
+    std::vector<float> logits(V);
+    seq.reserve(prompt_len + std::min<std::size_t>(params.max_new_tokens, 16384));
+    const stop_checker stop(params);
+
+    generation_result res;
+    res.tokens.reserve(std::min<std::size_t>(params.max_new_tokens, 16384));
+    res.stats.prompt_tokens = prompt_len;
+    res.reason = stop_reason::max_new_tokens;
+    for (std::size_t step = 0; step < params.max_new_tokens; ++step) {
+        const sequence_request r{seq, 1, params.slot};
+        model.logits(std::span<const sequence_request>(&r, 1), logits);
+        ++res.stats.model_calls;
+        ++res.stats.model_rows;
+        const sample_result s = smp.sample(logits, sample_context{.sequence = params.sequence,
+                                                                  .step = step,
+                                                                  .history = seq,
+                                                                  .prompt_length = prompt_len});
+        if (step == 0)
+            res.stats.time_to_first_token =
+                std::chrono::duration<double>(clock::now() - t0).count();
+        if (!s.ok()) {
+            res.reason = stop_reason::no_valid_token;
+            break;
+        }
+        if (stop.is_eos(s.token)) {
+            res.reason = stop_reason::eos;
+            break;
+        }
+        seq.push_back(s.token);
+        res.tokens.push_back(s.token);
+        const bool go_on =
+            detail::call_stream(on_token, token_event{s.token, res.tokens.size() - 1,
+                                                      params.sampling.greedy() ? 0.f : s.logprob});
+        if (stop.ends_with_stop_sequence(res.tokens)) {
+            res.reason = stop_reason::stop_sequence;
+            break;
+        }
+        if (!go_on) {
+            res.reason = stop_reason::callback;
+            break;
+        }
+    }
+    res.stats.generated_tokens = res.tokens.size();
+    res.stats.total_time = std::chrono::duration<double>(clock::now() - t0).count();
+    res.stats.finish();
+    return res;
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/generate.hpp
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+// ------------------------------------------------------------------------------------------------
+// Sparse distributions
+
+/// A read-only sparse distribution: ids and probabilities of equal length (sum 1, no duplicate
+/// ids, any order).
+struct sparse_dist_view {
+    std::span<const token_id> tokens;
+    std::span<const float> probs;
+    std::size_t size() const noexcept { return tokens.size(); }
+};
+
+/// An owned sparse distribution; clear() keeps the capacity (no allocation once warm).
+struct sparse_distribution {
+    std::vector<token_id> tokens;
+    std::vector<float> probs;
+
+    void clear() noexcept {
+        tokens.clear();
+        probs.clear();
+    }
+    void reserve(std::size_t n) {
+        tokens.reserve(n);
+        probs.reserve(n);
+    }
+    void push(token_id t, float p) {
+        tokens.push_back(t);
+        probs.push_back(p);
+    }
+    std::size_t size() const noexcept { return tokens.size(); }
+    /// The view of this distribution.
+    sparse_dist_view view() const noexcept { return {tokens, probs}; }
+    operator sparse_dist_view() const noexcept { return view(); }
+};
+
+/// A view of any object with contiguous `tokens` and float `probs` members (e.g. a sampler's
+/// distribution()).
+template <class D>
+requires requires(const D& d) {
+    std::span<const token_id>(d.tokens);
+    std::span<const float>(d.probs);
+}
+sparse_dist_view as_dist_view(const D& d) noexcept {
+    return {std::span<const token_id>(d.tokens), std::span<const float>(d.probs)};
+}
+
+namespace detail {
+inline constexpr std::size_t spec_block = 512;        // block of the blocked sums and draws
+inline constexpr std::size_t spec_max_blocks = 1024;  // block sums kept on the stack
+
+/// Index of token `x` in `ids` (npos if absent). O(1) when ids[x] == x (id-ordered rows),
+/// otherwise a linear search (a sampler's rows are sorted by probability: drafts are found early).
+inline std::size_t find_token(std::span<const token_id> ids, token_id x) noexcept {
+    if (x < 0) return npos;
+    if (std::size_t(x) < ids.size() && ids[std::size_t(x)] == x) return std::size_t(x);
+    const auto it = std::find(ids.begin(), ids.end(), x);
+    return it == ids.end() ? npos : std::size_t(it - ids.begin());
+}
+/// Probability of `x` in `d` (0 if absent or not positive).
+inline double prob_of(sparse_dist_view d, token_id x) noexcept {
+    const std::size_t i = find_token(d.tokens, x);
+    return i != npos && d.probs[i] > 0.f ? double(d.probs[i]) : 0.0;
+}
+/// Most probable token (ties to the lowest id); -1 when no entry has positive probability.
+/// Two vectorised passes: the max, then the lowest id holding it.
+inline token_id argmax(sparse_dist_view d) noexcept {
+    const float m = kernels::max(d.probs);
+    if (!(m > 0.f)) return -1;
+    token_id best = std::numeric_limits<token_id>::max();
+    const std::size_t n = d.tokens.size();
+    for (std::size_t b = 0; b < n; b += 256) {  // rescan only blocks holding the max (usually one)
+        const std::size_t e = std::min(n, b + 256);
+        int hit = 0;
+        for (std::size_t i = b; i < e; ++i) hit |= int(d.probs[i] == m);
+        if (hit)
+            for (std::size_t i = b; i < e; ++i)
+                if (d.probs[i] == m && d.tokens[i] < best) best = d.tokens[i];
+    }
+    return best;
+}
+/// True when a and b list the same ids in the same order (then q can be read elementwise).
+inline bool same_ids(std::span<const token_id> a, std::span<const token_id> b) noexcept {
+    if (a.size() != b.size()) return false;
+    if (a.data() == b.data()) return true;
+    return std::equal(a.begin(), a.end(), b.begin());
+}
+
+/// Blocked inverse-CDF draw over n nonnegative weights produced by fill(begin, count, out):
+/// one pass of block sums (SIMD, double), then one block rescanned. Returns the index of the
+/// first positive weight whose running sum exceeds u * total, the last positive one when rounding
+/// leaves it unreached, npos when the total is not above `floor` (then *total_out is that total).
+template <class Fill>
+std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor,
+                         double* total_out = nullptr) noexcept {
+    alignas(64) float buf[spec_block];
+    double sums[spec_max_blocks];
+    const std::size_t nb = (n + spec_block - 1) / spec_block;
+    const bool keep = nb <= spec_max_blocks;
+    double total = 0;
+    for (std::size_t b = 0; b < nb; ++b) {
+        const std::size_t c = std::min(spec_block, n - b * spec_block);
+        fill(b * spec_block, c, buf);
+        const double s = kernels::sum(std::span<const float>(buf, c));
+        if (keep) sums[b] = s;
+        total += s;
+    }
+    if (total_out) *total_out = total;
+    if (!(total > floor)) return npos;
+    const double target = u * total;
+    double run = 0;
+    std::size_t last_block = npos;
+    for (std::size_t b = 0; b < nb; ++b) {
+        double s;
+        const std::size_t c = std::min(spec_block, n - b * spec_block);
+        if (keep) {
+            s = sums[b];
+        } else {
+            fill(b * spec_block, c, buf);
+            s = kernels::sum(std::span<const float>(buf, c));
+        }
+        if (!(s > 0)) continue;
+        last_block = b;
+        if (run + s > target || b + 1 == nb) break;
+        run += s;
+    }
+    if (last_block == npos) return npos;
+    const std::size_t b = last_block, c = std::min(spec_block, n - b * spec_block);
+    fill(b * spec_block, c, buf);
+    std::size_t last = npos;
+    for (std::size_t j = 0; j < c; ++j) {
+        if (!(buf[j] > 0.f)) continue;
+        run += buf[j];
+        last = j;
+        if (run > target) break;
+    }
+    return last == npos ? npos : b * spec_block + last;
+}
+/// Inverse-CDF draw from a sparse distribution (blocked, sums in double); -1 if no positive
+/// probability.
+inline token_id draw_sparse(sparse_dist_view d, double u) noexcept {
+    const std::size_t i = draw_blocked(
+        d.size(),
+        [&](std::size_t b, std::size_t c, float* out) noexcept {
+            for (std::size_t j = 0; j < c; ++j) {
+                const float v = d.probs[b + j];
+                out[j] = v > 0.f ? v : 0.f;
+            }
+        },
+        u, 0.0);
+    return i == npos ? token_id(-1) : d.tokens[i];
+}
+/// Entropy -sum p ln p (natural log).
+inline double entropy(sparse_dist_view d) noexcept {
+    double h = 0;
+    for (float p : d.probs)
+        if (p > 0.f) h -= double(p) * std::log(double(p));
+    return h;
+}
+inline constexpr double residual_floor = 1e-9;
+}  // namespace detail
+
+// ------------------------------------------------------------------------------------------------
+// Verification
+
+/// The result of verifying one draft token.
+struct verify_result {
+    token_id token = -1;    ///< the emitted token (the draft when accepted); -1: p has no token
+    bool accepted = false;  ///< the draft token was accepted
+};
+
+/// Workspace of the verification functions for a vocabulary of `vocab_size` tokens: a dense
+/// scratch row (kept all-zero between calls) and residual weights. Allocated once.
+class verify_workspace {
+public:
+    verify_workspace() = default;
+    explicit verify_workspace(std::size_t vocab_size) : dense_(vocab_size, 0.f) {
+        weights_.reserve(vocab_size);
+    }
+    std::size_t vocab_size() const noexcept { return dense_.size(); }
+
+    std::vector<float> dense_;     ///< scattered q; all zero outside a call
+    std::vector<double> weights_;  ///< residual weights over p's entries
+};
+
+/// Medusa's typical acceptance thresholds (LOSSY rule): accept iff
+/// p(x) > min(epsilon, delta * exp(-H(p))).
+struct typical_acceptance {
+    float epsilon = 0.09f;  ///< posterior threshold, (0, 1]
+    float delta = 0.3f;     ///< posterior alpha, >= 0
+
+    /// First problem with the fields, or nullopt.
+    std::optional<std::string> check() const {
+        if (!(epsilon > 0.f && epsilon <= 1.f))
+            return detail::range_message("typical_acceptance.epsilon", "in (0, 1]", epsilon);
+        if (!(delta >= 0.f && std::isfinite(delta)))
+            return detail::range_message("typical_acceptance.delta", "finite and >= 0", delta);
+        return std::nullopt;
+    }
+    void validate() const { raise_if(check()); }
+};
+
+/// y ~ p with one uniform() of the residual stream at `key` (the bonus token); -1 if p is empty.
+inline token_id draw_from(sparse_dist_view p, rng_key key) noexcept {
+    rng_stream s = make_stream(key, rng_purpose::residual);
+    return detail::draw_sparse(p, s.uniform());
+}
+
+/// Exact rejection step for draft token `x` drawn from q: accept iff u * q(x) < p(x), else
+/// y ~ norm(max(0, p - q)) (p when that mass is below 1e-9). q(x) = 0 or p(x) = 0 rejects.
+/// \pre q's ids < ws.vocab_size(). Cost O(|p| + |q|), no allocation.
+inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, token_id x,
+                                      rng_key key, verify_workspace& ws) noexcept {
+    rng_stream acc = make_stream(key, rng_purpose::accept);
+    const double u = acc.uniform();
+    const double px = detail::prob_of(p, x), qx = detail::prob_of(q, x);
+    if (qx > 0 && u * qx < px) return {x, true};
+    rng_stream res = make_stream(key, rng_purpose::residual);
+    const double v = res.uniform();
+    // Residual max(0, p - q) over p's support (zero elsewhere).
+    std::size_t j;
+    if (detail::same_ids(p.tokens, q.tokens)) {  // aligned rows: elementwise
+        j = detail::draw_blocked(
+            p.size(),
+            [&](std::size_t b, std::size_t c, float* out) noexcept {
+                const float* pp = p.probs.data() + b;
+                const float* qq = q.probs.data() + b;
+                for (std::size_t i = 0; i < c; ++i) {
+                    const float r = pp[i] - (qq[i] > 0.f ? qq[i] : 0.f);
+                    out[i] = r > 0.f ? r : 0.f;
+                }
+            },
+            v, detail::residual_floor);
+    } else {  // scatter q into the dense scratch row, gather it along p
+        float* dense = ws.dense_.data();
+        const std::size_t dv = ws.dense_.size();
+        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
+            const auto t = std::size_t(q.tokens[i]);
+            DECODEKIT_ASSERT(t < dv, "verify_rejection: q token id >= workspace vocab_size");
+            if (t < dv && q.probs[i] > 0.f) dense[t] = q.probs[i];
+        }
+        j = detail::draw_blocked(
+            p.size(),
+            [&](std::size_t b, std::size_t c, float* out) noexcept {
+                for (std::size_t i = 0; i < c; ++i) {
+                    const auto t = std::size_t(p.tokens[b + i]);
+                    const float qt = t < dv ? dense[t] : 0.f;
+                    const float r = p.probs[b + i] - qt;
+                    out[i] = r > 0.f ? r : 0.f;
+                }
+            },
+            v, detail::residual_floor);
+        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
+            const auto t = std::size_t(q.tokens[i]);
+            if (t < dv) dense[t] = 0.f;
+        }
+    }
+    if (j == npos) return {detail::draw_sparse(p, v), false};  // residual ~0: fall back to p
+    return {p.tokens[j], false};
+}
+
+/// Exact verification of a deterministic proposal x (q = delta_x): accept iff u < p(x), else
+/// y ~ p without x (p when that mass is below 1e-9). Same law and RNG use as
+/// verify_rejection with q = delta_x. Cost O(|p|), no allocation.
+inline verify_result verify_one_hot(sparse_dist_view p, token_id x, rng_key key) noexcept {
+    rng_stream acc = make_stream(key, rng_purpose::accept);
+    const double u = acc.uniform();
+    const std::size_t ix = detail::find_token(p.tokens, x);
+    const double px = ix != npos && p.probs[ix] > 0.f ? double(p.probs[ix]) : 0.0;
+    if (u < px) return {x, true};
+    rng_stream res = make_stream(key, rng_purpose::residual);
+    const double v = res.uniform();
+    const std::size_t j = detail::draw_blocked(
+        p.size(),
+        [&](std::size_t b, std::size_t c, float* out) noexcept {
+            for (std::size_t i = 0; i < c; ++i) {
+                const float w = p.probs[b + i];
+                out[i] = w > 0.f ? w : 0.f;
+            }
+            if (ix != npos && ix >= b && ix < b + c) out[ix - b] = 0.f;
+        },
+        v, detail::residual_floor);
+    if (j == npos) return {detail::draw_sparse(p, v), false};
+    return {p.tokens[j], false};
+}
+
+/// Greedy verification: accept iff x is p's argmax (ties to the lowest id); otherwise emit the
+/// argmax. No randomness.
+inline verify_result verify_greedy(sparse_dist_view p, token_id x) noexcept {
+    const token_id a = detail::argmax(p);
+    return {a, a == x && a >= 0};
+}
+
+/// LOSSY (Medusa typical acceptance): accept iff p(x) > min(epsilon, delta * exp(-H(p))),
+/// otherwise emit y ~ p (residual stream). The emitted law is NOT p.
+inline verify_result verify_typical(sparse_dist_view p, token_id x, typical_acceptance t,
+                                    rng_key key) noexcept {
+    const double px = detail::prob_of(p, x);
+    const double threshold =
+        std::min(double(t.epsilon), double(t.delta) * std::exp(-detail::entropy(p)));
+    if (px > threshold) return {x, true};
+    return {draw_from(p, key), false};
+}
+
+/// Which verification rule the loop applies.
+enum class verification : std::uint8_t {
+    rejection,  ///< exact: rejection sampling with the proposer's q (one-hot if it has none)
+    greedy,     ///< exact for greedy decoding: accept while the draft equals the target argmax
+    typical,    ///< LOSSY: Medusa typical acceptance
+};
+
+// ------------------------------------------------------------------------------------------------
+// Processing: logits row -> sparse distribution (the same pipeline for target and draft)
+
+/// Where a processed distribution is computed (mirrors the sampler's sample_context).
+struct position_context {
+    std::uint64_t sequence = 0;         ///< sequence id (rng key)
+    std::uint64_t step = 0;             ///< generated tokens before this position
+    std::span<const token_id> history;  ///< prompt + tokens before this position
+    std::size_t prompt_length = 0;      ///< how much of history is prompt
+};
+
+/// A processing step: `proc(logits, ctx, out)` writes the processed sparse distribution of a
+/// logits row into `out` (clearing it first). Optional: `proc.commit(token, p)` is called for
+/// every emitted token, in order, with the target distribution it was emitted under (stateful
+/// pipelines such as mirostat; see sampler_processing). Proposers' processing is never committed:
+/// a stateful draft keeps its state, which is still exact because q is what the draft drew from.
+template <class P>
+concept distribution_processing = requires(P& p, std::span<const float> logits,
+                                           const position_context& c, sparse_distribution& out) {
+    p(logits, c, out);
+};
+
+/// The built-in pipeline: temperature (0 = greedy: one-hot argmax, ties to the lowest id) ->
+/// top-k (exactly k, ties by lowest id; 0 = off) -> top-p (smallest prefix in descending order
+/// reaching p, crossing token kept; 1 = off). NaN / -inf logits have probability 0.
+/// A simple pipeline for drafts, tests and backends without a sampler (it sorts the survivors);
+/// use sampler_processing for the full sampler semantics.
+struct basic_processing {
+    float temperature = 1.f;  ///< >= 0
+    std::size_t top_k = 0;    ///< 0 = off
+    float top_p = 1.f;        ///< (0, 1]
+    /// Scratch reused across calls (no allocation once warm; do not share one object between
+    /// threads); not configuration.
+    mutable std::vector<std::size_t> scratch_order_ = {};
+    mutable sparse_distribution scratch_dist_ = {};
+
+    /// First problem with the fields, or nullopt.
+    std::optional<std::string> check() const {
+        if (!(temperature >= 0.f && std::isfinite(temperature)))
+            return detail::range_message("basic_processing.temperature", "finite and >= 0",
+                                         temperature);
+        if (!(top_p > 0.f && top_p <= 1.f))
+            return detail::range_message("basic_processing.top_p", "in (0, 1]", top_p);
+        return std::nullopt;
+    }
+    void validate() const { raise_if(check()); }
+
+    void operator()(std::span<const float> x, const position_context&,
+                    sparse_distribution& out) const {
+        out.clear();
+        float m = -INFINITY;
+        std::size_t am = npos;
+        for (std::size_t i = 0; i < x.size(); ++i)
+            if (!std::isnan(x[i]) && (am == npos || x[i] > m)) m = x[i], am = i;
+        if (am == npos || m == -INFINITY) return;
+        if (temperature == 0.f) {
+            out.push(token_id(am), 1.f);
+            return;
+        }
+        for (std::size_t i = 0; i < x.size(); ++i) {
+            double w;
+            if (std::isnan(x[i]) || x[i] == -INFINITY) continue;
+            if (m == INFINITY)
+                w = x[i] == INFINITY ? 1.0 : 0.0;
+            else
+                w = std::exp((double(x[i]) - double(m)) / double(temperature));
+            if (w > 0) out.push(token_id(i), float(w));
+        }
+        const std::size_t n = out.size();
+        auto& order = scratch_order_;
+        order.resize(n);
+        for (std::size_t i = 0; i < n; ++i) order[i] = i;
+        auto before = [&](std::size_t a, std::size_t b) {
+            return out.probs[a] != out.probs[b] ? out.probs[a] > out.probs[b]
+                                                : out.tokens[a] < out.tokens[b];
+        };
+        std::size_t keep = n;
+        if (top_k > 0 && top_k < n) {
+            std::partial_sort(order.begin(), order.begin() + std::ptrdiff_t(top_k), order.end(),
+                              before);
+            keep = top_k;
+        } else if (top_p < 1.f) {
+            std::sort(order.begin(), order.end(), before);
+        }
+        double total = 0;
+        for (std::size_t i = 0; i < keep; ++i) total += out.probs[order[i]];
+        if (top_p < 1.f) {
+            if (top_k > 0 && top_k < n)
+                std::sort(order.begin(), order.begin() + std::ptrdiff_t(keep), before);
+            double run = 0;
+            std::size_t k2 = 0;
+            while (k2 < keep && run < double(top_p) * total) run += out.probs[order[k2++]];
+            keep = std::max<std::size_t>(k2, 1);
+            total = run > 0 ? run : total;
+        }
+        auto& tmp = scratch_dist_;
+        tmp.clear();
+        for (std::size_t i = 0; i < keep; ++i)
+            tmp.push(out.tokens[order[i]], float(double(out.probs[order[i]]) / total));
+        std::swap(out.tokens, tmp.tokens);
+        std::swap(out.probs, tmp.probs);
+    }
+};
+
+/// Processing through a decodekit::sampler: p and q are exactly what the sampler's draw would use
+/// (processors with the history, truncation order, temperature). The sampler is borrowed.
+/// commit() advances the sampler's state (mirostat's mu) with sampler::observe() for each emitted
+/// token and the distribution it was emitted under, so mirostat stays exact: the distribution of
+/// step n + 1 follows the token emitted at step n, as with plain sampling.
+class sampler_processing {
+public:
+    explicit sampler_processing(sampler& s) noexcept : s_(&s) {}
+    void operator()(std::span<const float> logits, const position_context& c,
+                    sparse_distribution& out) const {
+        const decodekit::distribution d = s_->distribution(
+            logits, sample_context{c.sequence, c.step, c.history, c.prompt_length});
+        out.tokens.assign(d.tokens.begin(), d.tokens.end());
+        out.probs.assign(d.probs.begin(), d.probs.end());
+    }
+    /// Advances the sampler as if it had drawn `t` from `p`.
+    void commit(token_id t, const sparse_distribution& p) const noexcept {
+        s_->observe(decodekit::distribution{p.tokens, p.probs}, t);
+    }
+
+private:
+    sampler* s_;
+};
+
+// ------------------------------------------------------------------------------------------------
+// Proposers
+
+/// What a proposer is asked for in a round.
+struct draft_request {
+    std::span<const token_id> context;  ///< prompt + emitted tokens
+    std::size_t max_tokens = 0;         ///< propose at most this many (may be 0)
+    rng_key key;                        ///< key.step = generation step of the first draft token
+    std::size_t prompt_length = 0;
+};
+
+/// What a proposer returns: draft tokens, and for stochastic proposals the draft distribution q
+/// each was drawn from (the distribution actually sampled from). Reused across rounds.
+struct draft_buffer {
+    std::vector<token_id> tokens;
+    std::vector<sparse_distribution> q;  ///< q[i] for tokens[i]; only the first size() are valid
+    bool has_distributions = false;      ///< false: deterministic proposals (verified one-hot)
+    std::size_t model_calls = 0;         ///< draft model calls made for this round
+
+    void clear() noexcept {
+        tokens.clear();
+        has_distributions = false;
+        model_calls = 0;
+    }
+    std::size_t size() const noexcept { return tokens.size(); }
+    /// The distribution slot of the next draft token (grows q once, then reuses it).
+    sparse_distribution& next_q() {
+        if (q.size() <= tokens.size()) q.resize(tokens.size() + 1);
+        return q[tokens.size()];
+    }
+};
+
+/// A proposer: `propose(request, out)` fills `out` (already cleared) with at most
+/// request.max_tokens drafts. Optional: `vocab_size()` (checked against the target's) and
+/// `commit(std::span<const token_id> emitted)` called after each round with its emitted tokens
+/// (e.g. to update an n-gram index).
+template <class P>
+concept draft_proposer = requires(P& p, const draft_request& r, draft_buffer& out) {
+    p.propose(r, out);
+};
+
+// ------------------------------------------------------------------------------------------------
+// The loop
+
+/// Parameters of speculative_decode.
+struct speculative_params {
+    std::size_t max_new_tokens = 64;     ///< never emits more
+    std::vector<token_id> eos_ids = {};  ///< drawing one ends the output (EOS is not appended)
+    std::vector<std::vector<token_id>> stop_sequences = {};  ///< output ending with one stops
+    std::uint64_t seed = 0;
+    std::uint64_t sequence = 0;  ///< rng key sequence id
+    verification rule = verification::rejection;
+    typical_acceptance typical{};  ///< thresholds of the LOSSY typical rule
+    std::size_t draft_length = 4;  ///< gamma of the first round, in [min, max]
+    std::size_t min_draft_length = 1;
+    std::size_t max_draft_length = 8;  ///< <= 256 (the loop holds max + 1 logits rows)
+    bool adaptive = false;  ///< +1 after a fully accepted round, -1 when less than half accepted
+    std::uint32_t target_slot = 0;  ///< slot of the target sequence in model calls
+
+    /// First problem with the fields, or nullopt.
+    std::optional<std::string> check() const {
+        if (max_draft_length > 256)
+            return detail::range_message("speculative_params.max_draft_length", "<= 256",
+                                         double(max_draft_length));
+        if (min_draft_length > max_draft_length)
+            return detail::range_message("speculative_params.min_draft_length",
+                                         "<= max_draft_length", double(min_draft_length));
+        if (draft_length < min_draft_length || draft_length > max_draft_length)
+            return detail::range_message("speculative_params.draft_length",
+                                         "in [min_draft_length, max_draft_length]",
+                                         double(draft_length));
+        for (const auto& s : stop_sequences)
+            if (s.empty()) return std::string("speculative_params.stop_sequences: empty sequence");
+        return typical.check();
+    }
+    void validate() const { raise_if(check()); }
+};
+
+/// Statistics of one speculative run.
+struct speculative_stats {
+    std::size_t target_calls = 0;  ///< target model calls (one per round)
+    std::size_t draft_calls = 0;   ///< model calls made by the proposer
+    std::size_t rounds = 0;
+    std::size_t proposed = 0;              ///< draft tokens proposed (after budget truncation)
+    std::size_t drafted = 0;               ///< draft tokens verified (none after a rejection)
+    std::size_t accepted = 0;              ///< draft tokens accepted
+    std::size_t emitted = 0;               ///< tokens emitted (accepted + residual/bonus)
+    std::vector<std::size_t> drafted_at;   ///< [i]: drafts verified at draft position i
+    std::vector<std::size_t> accepted_at;  ///< [i]: drafts accepted at draft position i
+    std::size_t prompt_tokens = 0;
+    std::size_t target_rows = 0;     ///< logits rows the target computed
+    double seconds = 0;              ///< wall-clock time of the run
+    double time_to_first_token = 0;  ///< seconds until the first emitted token
+
+    /// accepted / drafted (0 when nothing was drafted).
+    double acceptance_rate() const noexcept {
+        return drafted ? double(accepted) / double(drafted) : 0.0;
+    }
+    /// Acceptance rate at draft position i (0-based).
+    double acceptance_rate_at(std::size_t i) const noexcept {
+        return i < drafted_at.size() && drafted_at[i]
+                   ? double(accepted_at[i]) / double(drafted_at[i])
+                   : 0.0;
+    }
+    /// Emitted tokens per target call.
+    double mean_tokens_per_target_call() const noexcept {
+        return target_calls ? double(emitted) / double(target_calls) : 0.0;
+    }
+    /// Accepted draft tokens per round.
+    double mean_accepted_length() const noexcept {
+        return rounds ? double(accepted) / double(rounds) : 0.0;
+    }
+    /// Emitted tokens per second.
+    double tokens_per_second() const noexcept { return seconds > 0 ? emitted / seconds : 0.0; }
+
+    /// The same run as generate()'s generation_stats (model_calls / model_rows are the target's;
+    /// drafted_tokens = verified drafts, so acceptance_rate() agrees).
+    generation_stats as_generation_stats() const {
+        generation_stats g;
+        g.prompt_tokens = prompt_tokens;
+        g.generated_tokens = emitted;
+        g.model_calls = target_calls;
+        g.model_rows = target_rows;
+        g.time_to_first_token = time_to_first_token;
+        g.total_time = seconds;
+        g.draft_calls = draft_calls;
+        g.drafted_tokens = drafted;
+        g.accepted_tokens = accepted;
+        for (std::size_t i = 0; i < drafted_at.size() && drafted_at[i]; ++i)
+            g.acceptance_by_position.push_back(acceptance_rate_at(i));
+        g.finish();
+        return g;
+    }
+};
+
+/// Output of speculative_decode.
+struct speculative_result {
+    std::vector<token_id> tokens;  ///< generated tokens (prompt and EOS excluded)
+    stop_reason reason = stop_reason::max_new_tokens;
+    speculative_stats stats;
+};
+
+/// Generates up to params.max_new_tokens tokens after `prompt` with speculative decoding:
+/// each round the proposer drafts gamma tokens, ONE target call returns the logits of the
+/// gamma + 1 positions, and params.rule verifies them (see the file comment). Stop conditions as
+/// generate(): an EOS id (not appended, not streamed; an accepted EOS ends the round, no bonus),
+/// a stop sequence completed by generated tokens (kept), the budget (drafts are truncated to the
+/// remaining budget minus one), on_token returning false (token kept), or a target distribution
+/// with no token (reason no_valid_token). on_token takes a token_event or a token_id, returning
+/// bool (false = stop) or void; token_event::logprob is log p(token) under the processed target
+/// distribution (0 with greedy verification).
+/// \pre prompt non-empty (raises otherwise); the proposer's vocab_size(), when it has one, equals
+/// the target's (raises otherwise, naming both).
+template <language_model Target, draft_proposer Proposer, distribution_processing Processing,
+          class OnToken = detail::no_stream>
+speculative_result speculative_decode(Target& target, Proposer& proposer,
+                                      std::span<const token_id> prompt,
+                                      const speculative_params& params, Processing& processing,
+                                      OnToken&& on_token = {}) {
+    params.validate();
+    const std::size_t V = std::size_t(target.vocab_size());
+    if (prompt.empty()) raise("speculative_decode: the prompt must be non-empty");
+    if constexpr (requires { proposer.vocab_size(); }) {
+        const std::size_t dv = std::size_t(proposer.vocab_size());
+        if (dv != V)
+            raise("speculative_decode: vocabulary mismatch: the draft vocab_size is " +
+                  std::to_string(dv) + " but the target vocab_size is " + std::to_string(V) +
+                  "; draft and target must share one tokenizer");
+    }
+    using clock = std::chrono::steady_clock;
+    const auto t0 = clock::now();
+
+    speculative_result res;
+    auto& st = res.stats;
+    std::vector<token_id> ctx(prompt.begin(), prompt.end());
+    ctx.reserve(prompt.size() + params.max_new_tokens + params.max_draft_length + 1);
+    res.tokens.reserve(params.max_new_tokens);
+    std::vector<float> rows((params.max_draft_length + 1) * V);
+    verify_workspace ws(V);
+    draft_buffer drafts;
+    sparse_distribution p;
+    p.reserve(V);
+    std::size_t gamma = params.draft_length;
+    st.drafted_at.assign(params.max_draft_length, 0);
+    st.accepted_at.assign(params.max_draft_length, 0);
+    bool first = true;
+    st.prompt_tokens = prompt.size();
+
+    // Emits one token; returns false when generation must stop (res.reason set).
+    auto emit = [&](token_id t, double prob) -> bool {
+        if (first) {
+            st.time_to_first_token = std::chrono::duration<double>(clock::now() - t0).count();
+            first = false;
+        }
+        if (std::find(params.eos_ids.begin(), params.eos_ids.end(), t) != params.eos_ids.end()) {
+            res.reason = stop_reason::eos;
+            return false;
+        }
+        ctx.push_back(t);
+        res.tokens.push_back(t);
+        ++st.emitted;
+        if constexpr (requires { processing.commit(t, p); }) processing.commit(t, p);
+        const float lp =
+            params.rule == verification::greedy || !(prob > 0) ? 0.f : float(std::log(prob));
+        const bool go_on = detail::call_stream(on_token, token_event{t, res.tokens.size() - 1, lp});
+        if (std::any_of(params.stop_sequences.begin(), params.stop_sequences.end(),
+                        [&](const std::vector<token_id>& q) {
+                            return q.size() <= res.tokens.size() &&
+                                   std::equal(q.begin(), q.end(),
+                                              res.tokens.end() - std::ptrdiff_t(q.size()));
+                        })) {
+            res.reason = stop_reason::stop_sequence;
+            return false;
+        }
+        if (!go_on) {
+            res.reason = stop_reason::callback;
+            return false;
+        }
+        if (res.tokens.size() >= params.max_new_tokens) {
+            res.reason = stop_reason::max_new_tokens;
+            return false;
+        }
+        return true;
+    };
+
+    bool running = params.max_new_tokens > 0;
+    while (running) {
+        const std::size_t n0 = res.tokens.size();  // step of the first position of this round
+        const std::size_t remaining = params.max_new_tokens - n0;
+        const std::size_t cap = std::min(gamma, remaining - 1);
+        const std::size_t base = ctx.size();
+        drafts.clear();
+        if (cap > 0) {
+            draft_request req{ctx, cap, rng_key{params.seed, params.sequence, n0}, prompt.size()};
+            proposer.propose(req, drafts);
+            if (drafts.tokens.size() > cap) drafts.tokens.resize(cap);
+            st.draft_calls += drafts.model_calls;
+        }
+        const std::size_t g = drafts.tokens.size();
+        DECODEKIT_ASSERT(
+            !drafts.has_distributions || drafts.q.size() >= g,
+            "speculative_decode: proposer set has_distributions without a q per draft");
+        st.proposed += g;
+        ctx.insert(ctx.end(), drafts.tokens.begin(), drafts.tokens.end());
+        const sequence_request request{std::span<const token_id>(ctx), g + 1, params.target_slot};
+        target.logits(std::span<const sequence_request>(&request, 1),
+                      std::span<float>(rows.data(), (g + 1) * V));
+        ++st.target_calls;
+        st.target_rows += g + 1;
+        ++st.rounds;
+        const std::size_t emitted_before = res.tokens.size();
+        ctx.resize(base);  // from here ctx holds prompt + emitted tokens only
+
+        std::size_t accepted_round = 0;
+        bool all_accepted = true;
+        for (std::size_t i = 0; i < g && running; ++i) {
+            const token_id x = drafts.tokens[i];
+            const rng_key key{params.seed, params.sequence, n0 + i};
+            processing(std::span<const float>(rows.data() + i * V, V),
+                       position_context{params.sequence, n0 + i, std::span<const token_id>(ctx),
+                                        prompt.size()},
+                       p);
+            verify_result v;
+            switch (params.rule) {
+                case verification::greedy:
+                    v = verify_greedy(p, x);
+                    break;
+                case verification::typical:
+                    v = verify_typical(p, x, params.typical, key);
+                    break;
+                default:
+                    v = drafts.has_distributions ? verify_rejection(p, drafts.q[i], x, key, ws)
+                                                 : verify_one_hot(p, x, key);
+            }
+            ++st.drafted;
+            ++st.drafted_at[i];
+            if (v.accepted) {
+                ++st.accepted;
+                ++st.accepted_at[i];
+                ++accepted_round;
+                running = emit(x, detail::prob_of(p, x));
+                continue;
+            }
+            all_accepted = false;
+            if (v.token < 0) {
+                res.reason = stop_reason::no_valid_token;
+                running = false;
+            } else {
+                running = emit(v.token, detail::prob_of(p, v.token));
+            }
+            break;
+        }
+        if (running && all_accepted) {  // bonus token from the target's last row
+            processing(std::span<const float>(rows.data() + g * V, V),
+                       position_context{params.sequence, n0 + g, std::span<const token_id>(ctx),
+                                        prompt.size()},
+                       p);
+            const token_id y = params.rule == verification::greedy
+                                   ? detail::argmax(p)
+                                   : draw_from(p, rng_key{params.seed, params.sequence, n0 + g});
+            if (y < 0) {
+                res.reason = stop_reason::no_valid_token;
+                running = false;
+            } else {
+                running = emit(y, detail::prob_of(p, y));
+            }
+        }
+        if constexpr (requires { proposer.commit(std::span<const token_id>{}); })
+            proposer.commit(std::span<const token_id>(res.tokens).subspan(emitted_before));
+        if (params.adaptive && g > 0) {
+            if (accepted_round == g && g == gamma)
+                gamma = std::min(gamma + 1, params.max_draft_length);
+            else if (2 * accepted_round < g && gamma > params.min_draft_length)
+                --gamma;
+        }
+    }
+    st.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+    return res;
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/speculative.hpp
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// How a model-based proposer picks its draft tokens.
+enum class draft_mode : std::uint8_t {
+    greedy,  ///< argmax of q (ties to the lowest id): deterministic, verified one-hot
+    sample,  ///< x ~ q with the rng_purpose::draft stream of the drafted token's step
+};
+
+/// Options shared by the model-based proposers.
+struct draft_options {
+    draft_mode mode = draft_mode::greedy;
+    float min_confidence = 0.f;  ///< stop drafting when max q of the next position is below this
+    std::uint32_t slot = 1;      ///< slot of the draft sequence in model calls
+};
+
+namespace detail {
+/// Largest probability of q (0 when empty).
+inline float max_prob(const sparse_distribution& q) noexcept {
+    float m = 0.f;
+    for (float p : q.probs) m = p > m ? p : m;
+    return m;
+}
+/// Picks a draft token from q (already processed) at generation step `step`; -1 if q is empty.
+inline token_id pick_draft(const sparse_distribution& q, draft_mode mode, rng_key key) noexcept {
+    if (mode == draft_mode::greedy) return detail::argmax(q);
+    rng_stream s = make_stream(key, rng_purpose::draft);
+    return detail::draw_sparse(q, s.uniform());
+}
+
+/// Drafts token by token: row_of(ext, out_row) computes the logits after `ext`.
+template <class Processing, class RowOf>
+void chain_draft(const draft_request& r, draft_buffer& out, Processing& proc,
+                 const draft_options& o, std::vector<token_id>& ext, RowOf&& row_of) {
+    ext.assign(r.context.begin(), r.context.end());
+    out.has_distributions = o.mode == draft_mode::sample;
+    for (std::size_t i = 0; i < r.max_tokens; ++i) {
+        const std::span<const float> row = row_of(std::span<const token_id>(ext));
+        ++out.model_calls;
+        sparse_distribution& q = out.next_q();
+        const std::uint64_t step = r.key.step + i;
+        proc(
+            row,
+            position_context{r.key.sequence, step, std::span<const token_id>(ext), r.prompt_length},
+            q);
+        const token_id x = pick_draft(q, o.mode, rng_key{r.key.seed, r.key.sequence, step});
+        if (x < 0 || detail::max_prob(q) < o.min_confidence) break;
+        out.tokens.push_back(x);
+        ext.push_back(x);
+    }
+}
+}  // namespace detail
+
+/// A second model as the draft. \pre draft.vocab_size() equals the target's (checked by
+/// speculative_decode).
+template <language_model Draft, distribution_processing Processing = basic_processing>
+class draft_model_proposer {
+public:
+    draft_model_proposer(Draft& draft, Processing processing = {}, draft_options options = {})
+        : model_(&draft),
+          proc_(std::move(processing)),
+          opt_(options),
+          row_(std::size_t(draft.vocab_size())) {}
+
+    /// The draft's vocabulary size.
+    std::size_t vocab_size() const { return std::size_t(model_->vocab_size()); }
+
+    /// Drafts up to r.max_tokens tokens, one draft call each.
+    void propose(const draft_request& r, draft_buffer& out) {
+        detail::chain_draft(r, out, proc_, opt_, ext_, [&](std::span<const token_id> ext) {
+            const sequence_request req{ext, 1, opt_.slot};
+            model_->logits(std::span<const sequence_request>(&req, 1), std::span<float>(row_));
+            return std::span<const float>(row_);
+        });
+    }
+
+private:
+    Draft* model_;
+    Processing proc_;
+    draft_options opt_;
+    std::vector<float> row_;
+    std::vector<token_id> ext_;
+};
+
+/// Early-exit self-draft: the target read out at layer `layer` (1..num_layers()).
+template <layer_logits_model Model, distribution_processing Processing = basic_processing>
+class early_exit_proposer {
+public:
+    early_exit_proposer(Model& model, int layer, Processing processing = {},
+                        draft_options options = {})
+        : model_(&model),
+          layer_(layer),
+          proc_(std::move(processing)),
+          opt_(options),
+          row_(std::size_t(model.vocab_size())) {
+        if (layer < 0 || std::size_t(layer) > std::size_t(model.num_layers()))
+            raise(detail::range_message("early_exit_proposer.layer", "in [0, num_layers()]",
+                                        double(layer)));
+    }
+
+    std::size_t vocab_size() const { return std::size_t(model_->vocab_size()); }
+
+    /// Drafts up to r.max_tokens tokens, one layer-logits call each.
+    void propose(const draft_request& r, draft_buffer& out) {
+        detail::chain_draft(r, out, proc_, opt_, ext_, [&](std::span<const token_id> ext) {
+            const sequence_request req{ext, 1, opt_.slot};
+            const int layers[1] = {layer_};
+            model_->layer_logits(std::span<const sequence_request>(&req, 1),
+                                 std::span<const int>(layers), std::span<float>(row_));
+            return std::span<const float>(row_);
+        });
+    }
+
+private:
+    Model* model_;
+    int layer_;
+    Processing proc_;
+    draft_options opt_;
+    std::vector<float> row_;
+    std::vector<token_id> ext_;
+};
+
+/// Multi-token prediction: one head_logits call drafts heads_per_call tokens (0 = all heads;
+/// head h predicts t+1+h), chained on its own output until the round has enough.
+template <multi_token_model Model, distribution_processing Processing = basic_processing>
+class mtp_proposer {
+public:
+    mtp_proposer(Model& model, std::size_t heads_per_call = 0, Processing processing = {},
+                 draft_options options = {.slot = 0})
+        : model_(&model),
+          proc_(std::move(processing)),
+          opt_(options),
+          heads_(std::size_t(model.num_heads())),
+          per_call_(heads_per_call == 0 ? heads_ : std::min(heads_per_call, heads_)),
+          rows_(heads_ * std::size_t(model.vocab_size())) {
+        if (heads_ == 0)
+            raise("mtp_proposer: the model has no prediction heads (num_heads() == 0)");
+    }
+
+    std::size_t vocab_size() const { return std::size_t(model_->vocab_size()); }
+
+    /// Drafts up to r.max_tokens tokens, ceil(max_tokens / heads_per_call) calls.
+    void propose(const draft_request& r, draft_buffer& out) {
+        const std::size_t V = std::size_t(model_->vocab_size());
+        ext_.assign(r.context.begin(), r.context.end());
+        out.has_distributions = opt_.mode == draft_mode::sample;
+        while (out.tokens.size() < r.max_tokens) {
+            const sequence_request req{std::span<const token_id>(ext_), 1, opt_.slot};
+            model_->head_logits(std::span<const sequence_request>(&req, 1),
+                                std::span<float>(rows_));
+            ++out.model_calls;
+            const std::size_t n = std::min(per_call_, r.max_tokens - out.tokens.size());
+            for (std::size_t h = 0; h < n; ++h) {
+                const std::uint64_t step = r.key.step + out.tokens.size();
+                sparse_distribution& q = out.next_q();
+                proc_(std::span<const float>(rows_.data() + h * V, V),
+                      position_context{r.key.sequence, step, std::span<const token_id>(ext_),
+                                       r.prompt_length},
+                      q);
+                const token_id x =
+                    detail::pick_draft(q, opt_.mode, rng_key{r.key.seed, r.key.sequence, step});
+                if (x < 0 || detail::max_prob(q) < opt_.min_confidence) return;
+                out.tokens.push_back(x);
+                ext_.push_back(x);
+            }
+        }
+    }
+
+private:
+    Model* model_;
+    Processing proc_;
+    draft_options opt_;
+    std::size_t heads_, per_call_;
+    std::vector<float> rows_;
+    std::vector<token_id> ext_;
+};
+
+/// Prompt lookup / n-gram drafting: for n = max_n down to min_n, find the most recent earlier
+/// occurrence of the context's last n tokens and propose the tokens that followed it (up to the
+/// round's budget). No model calls; deterministic (one-hot) proposals.
+struct ngram_proposer {
+    std::size_t min_n = 1;   ///< >= 1
+    std::size_t max_n = 3;   ///< >= min_n
+    std::size_t window = 0;  ///< search only the last `window` tokens (0 = the whole context)
+
+    /// First problem with the fields, or nullopt.
+    std::optional<std::string> check() const {
+        if (min_n < 1) return detail::range_message("ngram_proposer.min_n", ">= 1", double(min_n));
+        if (max_n < min_n)
+            return detail::range_message("ngram_proposer.max_n", ">= min_n", double(max_n));
+        return std::nullopt;
+    }
+    void validate() const { raise_if(check()); }
+
+    /// Writes the proposal; O(window * max_n).
+    void propose(const draft_request& r, draft_buffer& out) const {
+        out.has_distributions = false;
+        const auto c = r.context;
+        const std::size_t L = c.size();
+        const std::size_t lo = window && window < L ? L - window : 0;
+        for (std::size_t n = std::min(max_n, L > 0 ? L - 1 : 0); n >= min_n && n > 0; --n) {
+            const auto suffix = c.subspan(L - n, n);
+            // most recent earlier start j with j + n < L (the match must end before the suffix
+            // ends so that a continuation exists)
+            for (std::size_t j = L - n; j-- > lo;) {
+                if (!std::equal(suffix.begin(), suffix.end(), c.begin() + std::ptrdiff_t(j)))
+                    continue;
+                const std::size_t from = j + n;
+                const std::size_t to = std::min(L, from + r.max_tokens);
+                out.tokens.assign(c.begin() + std::ptrdiff_t(from), c.begin() + std::ptrdiff_t(to));
+                return;
+            }
+        }
+    }
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/proposers.hpp
+// ---- end decodekit/decoding/decoding.hpp
+// ---- begin decodekit/kernels/kernels.hpp
+/// \file kernels/kernels.hpp
+/// All kernels.
+
+// ---- end decodekit/kernels/kernels.hpp
 // ---- begin decodekit/processors/processors.hpp
 /// \file processors/processors.hpp
-/// Everything in processors/ (the umbrella of this folder).
+/// Everything in processors/ (the umbrella of this folder): logits processors that modify a
+/// mutable logits row in place, noexcept, without allocation.
 
 // ---- end decodekit/processors/processors.hpp
 // ---- begin decodekit/sampling/sampling.hpp
 /// \file sampling/sampling.hpp
 /// Everything in sampling/ (the umbrella of this folder).
 
-// ---- end decodekit/sampling/sampling.hpp
-// ---- begin decodekit/decoding/decoding.hpp
-/// \file decoding/decoding.hpp
-/// Everything in decoding/ (the umbrella of this folder).
-
-// ---- end decodekit/decoding/decoding.hpp
-// ---- begin decodekit/random.hpp
-/// \file random.hpp
-/// Counter-based randomness: Philox4x32-10 (Salmon et al., SC'11) keyed by
-/// (seed, sequence id, step, purpose), so a draw never depends on batch composition, row
-/// order or thread count.
+// ---- begin decodekit/sampling/batch.hpp
+/// \file sampling/batch.hpp
+/// Batched sampling for continuous batching: a [rows x vocab] row-major matrix (with a row
+/// stride), each row with its own sampler (its params, workspace and mirostat state), sequence
+/// id, step and history. Row i's result is exactly sampler.sample(row i, ctx i): the same token
+/// whatever the batch composition, the row order or the number of threads (the RNG is keyed by
+/// (seed, sequence, step), never by row position).
 ///
-/// Counter layout (128 bits): ctr = {block index, purpose, step low 32, sequence low 32};
-/// key (64 bits) = seed, with the high 32 bits of step and of sequence folded in by odd
-/// multipliers. Distinct (seed, sequence, step, purpose) below 2^32 in step and sequence give
-/// disjoint streams; each stream has 2^32 blocks of four 32-bit words.
+/// Parallelism: batch_sampler owns a persistent pool (threads - 1 workers, created once by the
+/// constructor; the calling thread works too); no thread is created per call. Or pass your own
+/// executor to sample_batch(): any callable `exec(n, fn)` that calls fn(i) once for every i in
+/// [0, n), on any threads, and returns when all calls have returned.
+///
+/// Thread safety: the samplers of one call must be distinct objects (a sampler is mutable while
+/// it samples); a batch_sampler runs one call at a time (calls from several threads are
+/// serialised).
 
 
-#include <array>
-#include <cmath>
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
 #include <cstdint>
-#include <limits>
+#include <mutex>
+#include <span>
+#include <thread>
+#include <type_traits>
+#include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
-/// Philox4x32-10: one block of four 32-bit outputs from a 128-bit counter and a 64-bit key.
-/// \post Matches the Random123 known-answer vectors (tests/unit/test_random.cpp).
-constexpr std::array<std::uint32_t, 4> philox4x32_10(std::array<std::uint32_t, 4> ctr,
-                                                     std::array<std::uint32_t, 2> key) noexcept {
-    constexpr std::uint32_t m0 = 0xD2511F53u, m1 = 0xCD9E8D57u;
-    constexpr std::uint32_t w0 = 0x9E3779B9u, w1 = 0xBB67AE85u;
-    for (int round = 0; round < 10; ++round) {
-        const std::uint64_t p0 = std::uint64_t(m0) * ctr[0];
-        const std::uint64_t p1 = std::uint64_t(m1) * ctr[2];
-        ctr = {std::uint32_t(p1 >> 32) ^ ctr[1] ^ key[0], std::uint32_t(p1),
-               std::uint32_t(p0 >> 32) ^ ctr[3] ^ key[1], std::uint32_t(p0)};
-        key[0] += w0;
-        key[1] += w1;
+/// A read-only row-major matrix of logits: rows x cols, `stride` floats between row starts.
+struct logits_matrix {
+    const float* data = nullptr;
+    std::size_t rows = 0;
+    std::size_t cols = 0;
+    std::size_t stride = 0;  ///< >= cols; 0 means cols
+
+    /// Row i as a span of cols floats.  \pre i < rows
+    std::span<const float> row(std::size_t i) const noexcept {
+        DECODEKIT_ASSERT(i < rows, "logits_matrix: row out of range");
+        return {data + i * (stride == 0 ? cols : stride), cols};
     }
-    return ctr;
+};
+
+/// One row of a batch: the sampler to use and the row's key and history.
+struct batch_row {
+    sampler* row_sampler = nullptr;  ///< distinct per row; its vocab_size() must equal cols
+    sample_context ctx = {};
+};
+
+/// Samples every row serially: out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx).
+/// \pre rows.size() == m.rows == out.size(); distinct samplers
+inline void sample_batch(const logits_matrix& m, std::span<const batch_row> rows,
+                         std::span<sample_result> out) noexcept {
+    DECODEKIT_ASSERT(rows.size() == m.rows && out.size() == m.rows, "sample_batch: size mismatch");
+    for (std::size_t i = 0; i < m.rows; ++i)
+        out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx);
 }
 
-/// What a stream of random numbers is used for; part of the counter so the uses of one
-/// sampling step never share numbers.
-enum class rng_purpose : std::uint32_t {
-    sample = 0,       ///< the categorical draw of a sampling step
-    accept = 1,       ///< speculative acceptance tests
-    residual = 2,     ///< speculative residual / bonus draws
-    filter = 3,       ///< stochastic filters (XTC's coin)
-    gumbel = 4,       ///< per-token noise (Gumbel / exponential race, stochastic beams)
-    draft = 5,        ///< draft-model sampling
-    user = 0x100,     ///< first value free for callers
-};
+/// Samples every row through `exec(n, fn)` (see the file comment); same results as the serial
+/// form.  \pre rows.size() == m.rows == out.size(); distinct samplers
+template <class Executor>
+void sample_batch(const logits_matrix& m, std::span<const batch_row> rows,
+                  std::span<sample_result> out, Executor&& exec) {
+    DECODEKIT_ASSERT(rows.size() == m.rows && out.size() == m.rows, "sample_batch: size mismatch");
+    exec(m.rows, [&m, rows, out](std::size_t i) {
+        out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx);
+    });
+}
 
-/// The key of one sampling step.
-struct rng_key {
-    std::uint64_t seed = 0;
-    std::uint64_t sequence = 0;
-    std::uint64_t step = 0;
-};
-
-/// A stream of 32-bit random words for one (seed, sequence, step, purpose): a small value type;
-/// copying it saves its state, assigning the copy back restores it. Satisfies
-/// std::uniform_random_bit_generator.
-class rng_stream {
+/// A persistent pool for batched sampling (see the file comment).
+class batch_sampler {
 public:
-    using result_type = std::uint32_t;
-
-    constexpr rng_stream() noexcept : rng_stream(rng_key{}, rng_purpose::sample) {}
-    constexpr rng_stream(rng_key k, rng_purpose purpose) noexcept
-        : key_{std::uint32_t(k.seed) ^ std::uint32_t(k.step >> 32) * 0x9E3779B1u,
-               std::uint32_t(k.seed >> 32) ^ std::uint32_t(k.sequence >> 32) * 0x85EBCA77u},
-          ctr_{0u, std::uint32_t(purpose), std::uint32_t(k.step), std::uint32_t(k.sequence)} {}
-
-    static constexpr result_type min() noexcept { return 0; }
-    static constexpr result_type max() noexcept { return std::numeric_limits<result_type>::max(); }
-
-    /// The next 32-bit word.
-    constexpr result_type operator()() noexcept {
-        if (used_ == 4) {
-            block_ = philox4x32_10(ctr_, key_);
-            ++ctr_[0];
-            used_ = 0;
+    /// Starts threads - 1 workers (threads 0 or 1: everything runs on the calling thread).
+    explicit batch_sampler(std::size_t threads = 1) : threads_(threads == 0 ? 1 : threads) {
+        workers_.reserve(threads_ - 1);
+        for (std::size_t w = 1; w < threads_; ++w) workers_.emplace_back([this] { work_loop(); });
+    }
+    batch_sampler(const batch_sampler&) = delete;
+    batch_sampler& operator=(const batch_sampler&) = delete;
+    ~batch_sampler() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stop_ = true;
         }
-        return block_[used_++];
+        wake_.notify_all();
+        for (std::thread& t : workers_) t.join();
     }
 
-    /// Uniform float in the open interval (0, 1): ((bits >> 8) + 0.5) * 2^-24.
-    constexpr float uniform_float() noexcept {
-        return (float((*this)() >> 8) + 0.5f) * 0x1p-24f;
-    }
-    /// Uniform double in the open interval (0, 1) from 64 bits (53 used).
-    constexpr double uniform() noexcept {
-        const std::uint64_t hi = (*this)(), lo = (*this)();
-        return (double(((hi << 32) | lo) >> 11) + 0.5) * 0x1p-53;
-    }
-    /// Standard exponential variate, -log1p(-u) in double.
-    double exponential() noexcept { return -std::log1p(-uniform()); }
-    /// Standard Gumbel variate, -log(E).
-    double gumbel() noexcept { return -std::log(exponential()); }
+    /// Number of threads a call uses (the caller included).
+    std::size_t threads() const noexcept { return threads_; }
 
-    /// Number of 32-bit words consumed so far (for documenting and testing RNG use).
-    constexpr std::uint64_t words_used() const noexcept {
-        return std::uint64_t(ctr_[0]) * 4 - (4 - used_);
+    /// out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx), rows spread over the pool.
+    /// \pre rows.size() == m.rows == out.size(); distinct samplers
+    void sample(const logits_matrix& m, std::span<const batch_row> rows,
+                std::span<sample_result> out) {
+        DECODEKIT_ASSERT(rows.size() == m.rows && out.size() == m.rows,
+                         "batch_sampler: size mismatch");
+        parallel_for(m.rows, [&m, rows, out](std::size_t i) {
+            out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx);
+        });
     }
 
-    friend constexpr bool operator==(const rng_stream&, const rng_stream&) noexcept = default;
+    /// Calls fn(i) for every i in [0, n) on the pool; returns when all are done. Usable as the
+    /// executor of sample_batch(): `sample_batch(m, rows, out, pool)`.
+    template <class F>
+    void parallel_for(std::size_t n, F&& fn) {
+        if (n == 0) return;
+        if (threads_ == 1 || n == 1) {
+            for (std::size_t i = 0; i < n; ++i) fn(i);
+            return;
+        }
+        std::lock_guard<std::mutex> call_lock(call_mutex_);
+        auto thunk = [](void* f, std::size_t i) {
+            (*static_cast<std::remove_reference_t<F>*>(f))(i);
+        };
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            job_fn_ = thunk;
+            job_ctx_ = const_cast<void*>(static_cast<const void*>(&fn));
+            job_n_ = n;
+            next_.store(0, std::memory_order_relaxed);
+            pending_ = n;
+            ++generation_;
+        }
+        wake_.notify_all();
+        run_items();
+        std::unique_lock<std::mutex> lock(mutex_);
+        done_.wait(lock, [this] { return pending_ == 0 && busy_ == 0; });
+    }
+    template <class F>
+    void operator()(std::size_t n, F&& fn) {
+        parallel_for(n, static_cast<F&&>(fn));
+    }
 
 private:
-    std::array<std::uint32_t, 2> key_;
-    std::array<std::uint32_t, 4> ctr_;
-    std::array<std::uint32_t, 4> block_{};
-    std::uint32_t used_ = 4;
+    std::size_t threads_;
+    std::vector<std::thread> workers_;
+    std::mutex call_mutex_;  // one call at a time
+    std::mutex mutex_;
+    std::condition_variable wake_, done_;
+    bool stop_ = false;
+    std::uint64_t generation_ = 0;
+    void (*job_fn_)(void*, std::size_t) = nullptr;
+    void* job_ctx_ = nullptr;
+    std::size_t job_n_ = 0;
+    std::atomic<std::size_t> next_{0};
+    std::size_t pending_ = 0;  // items not finished (guarded by mutex_)
+    std::size_t busy_ = 0;     // workers inside run_items (guarded by mutex_)
+
+    // Claims items until none is left; reports how many it finished.
+    void run_items() {
+        std::size_t finished = 0;
+        for (;;) {
+            const std::size_t i = next_.fetch_add(1, std::memory_order_relaxed);
+            if (i >= job_n_) break;
+            job_fn_(job_ctx_, i);
+            ++finished;
+        }
+        if (finished > 0) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            pending_ -= finished;
+            if (pending_ == 0) done_.notify_all();
+        }
+    }
+
+    void work_loop() {
+        std::uint64_t seen = 0;
+        std::unique_lock<std::mutex> lock(mutex_);
+        for (;;) {
+            wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+            if (stop_) return;
+            seen = generation_;
+            ++busy_;
+            lock.unlock();
+            run_items();
+            lock.lock();
+            --busy_;
+            if (busy_ == 0 && pending_ == 0) done_.notify_all();
+        }
+    }
 };
 
-/// The stream for (key, purpose): the one way decodekit derives randomness.
-constexpr rng_stream make_stream(rng_key k, rng_purpose purpose = rng_purpose::sample) noexcept {
-    return rng_stream(k, purpose);
-}
-
 DECODEKIT_END_NAMESPACE
-// ---- end decodekit/random.hpp
+// ---- end decodekit/sampling/batch.hpp
+// ---- end decodekit/sampling/sampling.hpp
 // ---- end decodekit/decodekit.hpp
