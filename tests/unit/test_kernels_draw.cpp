@@ -245,3 +245,40 @@ TEST_CASE("cosine_similarity equals the reference within 1e-6") {
         });
     }
 }
+
+TEST_CASE("draw_temperature with a subnormal or tiny temperature: uniform over the max's ties") {
+    // T = 1e-40 makes 1/T = +inf (no envelope); T = FLT_MIN keeps 1/T finite but huge. The max
+    // sits in early blocks (the hang of the old loop), tied at two places; the reference gives
+    // every other entry weight exp(-huge) = 0.
+    for (const float temp : {1e-40f, std::numeric_limits<float>::min()}) {
+        for (std::size_t v : {300u, 5000u}) {
+            auto x = logits(v, 11);
+            x[3] = qnan;
+            x[4] = -inf;
+            x[10] = 2.5f;
+            x[40] = 2.5f;
+            INFO("T " << temp << " V " << v);
+            std::size_t hits[2] = {0, 0};
+            bool only_ties = true;
+            for (std::uint64_t i = 0; i < 4000; ++i) {
+                dk::rng_stream r = dk::make_stream({5, v, i});
+                const auto k = dk::kernels::draw_temperature(x, temp, r);
+                if (k != 10 && k != 40) only_ties = false;
+                ++hits[k == 40];
+            }
+            CHECK(only_ties);
+            CHECK(hits[0] > 1700);
+            CHECK(hits[1] > 1700);
+            // The reference agrees: only the ties have weight.
+            const float m = dk::reference::max(x);
+            for (std::size_t i = 0; i < v; ++i)
+                if (i != 10 && i != 40) REQUIRE(dk::reference::weight(x[i], m, temp) == 0.0);
+        }
+    }
+    // A single max in the first block of a long row.
+    std::vector<float> x(4096, 0.f);
+    x[0] = 1.f;
+    dk::rng_stream r = dk::make_stream({6, 0, 0});
+    CHECK(dk::kernels::draw_temperature(x, 1e-40f, r) == 0);
+    CHECK(dk::kernels::draw_temperature(x, std::numeric_limits<float>::min(), r) == 0);
+}

@@ -49,6 +49,26 @@ double positive_sum(const float* w, std::size_t begin, std::size_t end) noexcept
     return simd::reduce_add<A>((a0 + a1) + (a2 + a3));
 }
 
+/// Exact inverse-CDF draw from softmax(x / T) with the reference's double weights (two passes,
+/// V exponentials, 2 random words); npos if no entry has weight. \pre m = max(x), finite.
+inline std::size_t draw_exact(const float* p, std::size_t n, float m, float temperature,
+                              rng_stream& rng) noexcept {
+    double s = 0;
+    for (std::size_t i = 0; i < n; ++i) s += reference::weight(p[i], m, temperature);
+    const double target = rng.uniform() * s;
+    if (!(s > 0)) return npos;
+    double run = 0;
+    std::size_t last = npos;
+    for (std::size_t i = 0; i < n; ++i) {
+        const double w = reference::weight(p[i], m, temperature);
+        if (!(w > 0)) continue;
+        run += w;
+        last = i;
+        if (run > target) return i;
+    }
+    return last;
+}
+
 }  // namespace detail
 
 /// Inverse-CDF draw from unnormalised non-negative weights with one uniform u in [0, 1): the
@@ -128,7 +148,10 @@ std::size_t draw_exponential_race(std::span<const float> x, float temperature,
 /// proposals is geometric with mean H / Z <= g (about 1 for flat rows, up to g when each block
 /// holds one dominant entry). A row with +inf entries draws uniformly among them (2 words); no
 /// valid entry: npos (0 words). Exact except that entries in blocks whose max is more than 87 T
-/// below the row max (total probability < V e^-87) are never drawn. \pre temperature > 0
+/// below the row max (total probability < V e^-87) are never drawn. When 1/T is not finite
+/// (subnormal T), and after max(64 g, 4096) rejected proposals (probability < e^-64), the draw
+/// is an exact inverse CDF over the reference's double weights instead (2 more words, V
+/// exponentials); both keep the draw exact. \pre temperature > 0
 template <class A = simd::default_arch>
 std::size_t draw_temperature(std::span<const float> x, float temperature,
                              rng_stream& rng) noexcept {
@@ -171,6 +194,8 @@ std::size_t draw_temperature(std::span<const float> x, float temperature,
         return npos;
     }
     const float inv_t = 1.f / temperature;
+    // (M_b - m) * inf would be 0 * inf = NaN for the max's block: no usable envelope.
+    if (!std::isfinite(inv_t)) return detail::draw_exact(p, n, m, temperature, rng);
     const B mb(m), tb(inv_t);
     for (std::size_t b = nb; b % L; ++b) bmax[b] = detail::neg_inf_f;
     for (std::size_t b = 0; b < nb; b += L)
@@ -181,7 +206,9 @@ std::size_t draw_temperature(std::span<const float> x, float temperature,
         total += double(bmax[b]) * (1.0 + 3e-5) * double(g);
         cum[b] = total;
     }
-    for (;;) {
+    if (!(total > 0)) return detail::draw_exact(p, n, m, temperature, rng);  // defensive
+    const std::size_t max_proposals = std::max<std::size_t>(64 * g, 4096);
+    for (std::size_t proposal = 0; proposal < max_proposals; ++proposal) {
         const double t = rng.uniform() * total;
         std::size_t b = std::size_t(std::upper_bound(cum, cum + nb, t) - cum);
         if (b >= nb) b = nb - 1;
@@ -191,6 +218,7 @@ std::size_t draw_temperature(std::span<const float> x, float temperature,
         const double w = reference::weight(p[i], m, temperature);
         if (u * (double(bmax[b]) * (1.0 + 3e-5)) < w) return i;
     }
+    return detail::draw_exact(p, n, m, temperature, rng);  // bounded loop: still exact
 }
 
 }  // namespace kernels
