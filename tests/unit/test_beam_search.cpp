@@ -553,6 +553,33 @@ TEST_CASE("stochastic beams: the first token of one beam follows softmax(x / T)"
             CHECK(a.hypotheses[i].tokens != a.hypotheses[j].tokens);
 }
 
+TEST_CASE("stochastic beams: different (step, group, beam) get different noise", "[beam]") {
+    // The old key (cur << 20) | (g << 12) | b made (cur=0, g=256) == (cur=1, g=0) == (1, 256).
+    const auto old_key = [](std::uint64_t c, std::uint64_t g, std::uint64_t b) {
+        return (c << 20) | (g << 12) | b;
+    };
+    CHECK(old_key(0, 256, 0) == old_key(1, 0, 0));  // negative control: the collision existed
+    CHECK(old_key(1, 256, 0) == old_key(1, 0, 0));
+    CHECK(detail::stochastic_beam_step(0, 256, 0) != detail::stochastic_beam_step(1, 0, 0));
+    CHECK(detail::stochastic_beam_step(1, 256, 0) != detail::stochastic_beam_step(1, 0, 0));
+    const auto noise = [](std::size_t c, std::size_t g, std::size_t b) {
+        rng_stream rs =
+            make_stream({9, 3, detail::stochastic_beam_step(c, g, b)}, rng_purpose::gumbel);
+        return std::vector<double>{rs.gumbel(), rs.gumbel(), rs.gumbel()};
+    };
+    CHECK(noise(0, 256, 0) != noise(1, 0, 0));
+    CHECK(noise(1, 256, 0) != noise(2, 0, 0));
+    CHECK(noise(1, 0, 4095) != noise(1, 1, 0));
+    // Injective over a grid that crosses the old collision boundaries.
+    std::vector<std::uint64_t> keys;
+    for (std::size_t c : {0, 1, 2, 17, 4096, 1 << 20})
+        for (std::size_t g : {0, 1, 255, 256, 257, 4095})
+            for (std::size_t b : {0, 1, 4095})
+                keys.push_back(detail::stochastic_beam_step(c, g, b));
+    std::sort(keys.begin(), keys.end());
+    CHECK(std::adjacent_find(keys.begin(), keys.end()) == keys.end());
+}
+
 TEST_CASE("beam_top_candidates equals a full sort of beam_score + logprob", "[beam]") {
     const auto [B, k] = GENERATE(std::pair<std::size_t, std::size_t>{3, 6},
                                  std::pair<std::size_t, std::size_t>{50, 4});

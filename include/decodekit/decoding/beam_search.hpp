@@ -135,6 +135,14 @@ inline void prune_pool(std::vector<beam_candidate>& pool, std::size_t k) {
 inline double log1mexp(double a) noexcept {
     return a < 0.6931471805599453 ? std::log(-std::expm1(-a)) : std::log1p(-std::exp(-a));
 }
+/// rng_key.step of the Gumbel noise of beam b of group g at step cur (stochastic beams):
+/// (cur << 24) | (g << 12) | b, injective since g, b < 4096 (num_beams <= 4096).
+/// \pre g < 4096, b < 4096, cur < 2^40
+inline std::uint64_t stochastic_beam_step(std::size_t cur, std::size_t g, std::size_t b) noexcept {
+    DECODEKIT_ASSERT(g < 4096 && b < 4096 && std::uint64_t(cur) < (std::uint64_t(1) << 40),
+                     "stochastic_beam_step: g, b < 4096 and cur < 2^40");
+    return (std::uint64_t(cur) << 24) | (std::uint64_t(g) << 12) | std::uint64_t(b);
+}
 }  // namespace detail
 
 /// Workspace of beam_top_candidates: sized once for (vocab_size, rows, k).
@@ -375,7 +383,7 @@ private:
             if (!std::isfinite(lse)) continue;
             rng_stream rs = make_stream(
                 {p_.seed, p_.sequence,
-                 (std::uint64_t(cur) << 20) | (std::uint64_t(&G - groups_.data()) << 12) | b},
+                 detail::stochastic_beam_step(cur, std::size_t(&G - groups_.data()), b)},
                 rng_purpose::gumbel);
             const double inv_t = 1.0 / double(p_.temperature);
             double z = -std::numeric_limits<double>::infinity();
