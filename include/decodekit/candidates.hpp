@@ -7,16 +7,20 @@
 #include <decodekit/types.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
 /// Token ids and logits of a candidate set. Capacity is set at construction; size() <= capacity().
+/// Also owns a scratch of capacity() 64-bit sort keys that the selection kernels use, so they
+/// never allocate.
 class candidates {
 public:
     candidates() = default;
-    explicit candidates(std::size_t capacity) : ids_(capacity), logits_(capacity) {}
+    explicit candidates(std::size_t capacity)
+        : ids_(capacity), logits_(capacity), keys_(capacity) {}
 
     std::size_t size() const noexcept { return size_; }
     std::size_t capacity() const noexcept { return ids_.size(); }
@@ -45,10 +49,13 @@ public:
     /// Whole storage, for kernels that write then call resize().
     token_id* id_storage() noexcept { return ids_.data(); }
     float* logit_storage() noexcept { return logits_.data(); }
+    /// Kernel scratch of capacity() 64-bit keys (contents unspecified between calls).
+    std::uint64_t* key_storage() noexcept { return keys_.data(); }
 
 private:
     std::vector<token_id> ids_;
     std::vector<float> logits_;
+    std::vector<std::uint64_t> keys_;
     std::size_t size_ = 0;
 };
 

@@ -66,7 +66,7 @@ std::size_t top_p(std::span<const float> x, float p, float temperature, std::siz
                 lg[c] = xp[i];
                 ++c;
             }
-        std::uint64_t* keys = detail::key_scratch(c);
+        std::uint64_t* keys = out.key_storage();
         for (std::size_t j = 0; j < c; ++j) keys[j] = detail::rank_key(lg[j], ids[j]);
         std::size_t sorted = 0;  // keys[0, sorted) are in final order
         auto ensure_sorted = [&](std::size_t upto) {

@@ -13,8 +13,8 @@
 /// pass is repeated without it (rare). Cost is one read of the row plus O(k log k).
 /// filter_at_least: one compare-and-compact pass, output in id order.
 ///
-/// Scratch: sorting needs 8 bytes per survivor; it lives in a thread_local buffer that grows to
-/// the largest need seen and is then reused (no allocation per call after the first).
+/// Scratch: sorting needs 8 bytes per survivor; it is the output candidates' key storage
+/// (candidates::key_storage(), capacity() keys, sized at construction): no allocation.
 
 #include <decodekit/candidates.hpp>
 #include <decodekit/kernels/reduce.hpp>
@@ -29,7 +29,6 @@
 #include <functional>
 #include <limits>
 #include <span>
-#include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 namespace kernels {
@@ -45,13 +44,6 @@ inline std::uint64_t rank_key(float logit, token_id id) noexcept {
     return (std::uint64_t(u) << 32) | std::uint64_t(~std::uint32_t(id));
 }
 inline token_id key_id(std::uint64_t key) noexcept { return token_id(~std::uint32_t(key)); }
-
-/// Per-thread scratch of at least n 64-bit keys (grows, never shrinks).
-inline std::uint64_t* key_scratch(std::size_t n) noexcept {
-    static thread_local std::vector<std::uint64_t> buf;
-    if (buf.size() < n) buf.resize(std::max(n, std::size_t(4096)));
-    return buf.data();
-}
 
 /// Compare-and-compact of x[begin, end) (whole batches only): appends every entry with
 /// x_i >= t (or > t when strict) to ids/logits at index c; returns the new count.
@@ -162,7 +154,7 @@ std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
         auto shrink = [&] {
             // c > cap: keep the k best (exactly_k, then only strictly better may enter) or
             // every entry >= the k-th value (keep_ties).
-            std::uint64_t* keys = detail::key_scratch(c);
+            std::uint64_t* keys = out.key_storage();
             for (std::size_t j = 0; j < c; ++j) keys[j] = detail::rank_key(lg[j], ids[j]);
             std::nth_element(keys, keys + (k - 1), keys + c, std::greater<std::uint64_t>());
             const std::uint64_t kk = keys[k - 1];
@@ -197,7 +189,7 @@ std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
             t0 = detail::lowest_f;  // the sampled threshold was too high: once more without it
             continue;
         }
-        std::uint64_t* keys = detail::key_scratch(c);
+        std::uint64_t* keys = out.key_storage();
         for (std::size_t j = 0; j < c; ++j) keys[j] = detail::rank_key(lg[j], ids[j]);
         return detail::emit_sorted(x, keys, c, k, ties, out);
     }
