@@ -143,3 +143,64 @@ TEST_CASE("the pool is reusable across many calls", "[sampling][batch]") {
         pool.parallel_for(100, [&](std::size_t i) { ++hits[i]; });
     for (auto& h : hits) CHECK(h == 200);
 }
+
+TEST_CASE("stress: many small back-to-back calls with varying n", "[sampling][batch][thread]") {
+    // Each call's job lives on this stack frame and dies when the call returns: a worker that
+    // ran an item of an old call, claimed an item of the next call with the old job, or ran an
+    // item twice / not at all would be caught by the checks (and by TSan/ASan as a race or a
+    // dangling access).
+    for (std::size_t threads : {2, 3}) {
+        batch_sampler pool(threads);
+        std::mt19937 g{unsigned(threads)};
+        std::size_t bad = 0;
+        std::atomic<std::size_t> out_of_range{0};  // Catch2 assertions are not thread-safe
+        for (int call = 0; call < 20000; ++call) {
+            const std::size_t n = 1 + g() % 7;  // often fewer items than threads
+            const std::uint32_t tag = std::uint32_t(call) * 2654435761u;
+            std::vector<std::uint32_t> out(n, 0);
+            std::vector<std::atomic<int>> hits(n);
+            pool.parallel_for(n, [&out, &hits, &out_of_range, tag, n](std::size_t i) {
+                if (i >= n) {  // never an index of another call
+                    ++out_of_range;
+                    return;
+                }
+                out[i] = tag + std::uint32_t(i);
+                ++hits[i];
+            });
+            for (std::size_t i = 0; i < n; ++i)
+                bad += out[i] != tag + std::uint32_t(i) || hits[i].load() != 1;
+        }
+        CHECK(bad == 0);
+        CHECK(out_of_range == 0);
+    }
+}
+
+TEST_CASE("stress: back-to-back batched sampling of small batches", "[sampling][batch][thread]") {
+    constexpr std::size_t v = 64;
+    std::mt19937 g(11);
+    std::normal_distribution<float> nd(0.f, 2.f);
+    std::vector<float> m(8 * v);
+    for (float& x : m) x = nd(g);
+    std::vector<std::unique_ptr<sampler>> samplers;
+    for (std::size_t r = 0; r < 8; ++r)
+        samplers.push_back(std::make_unique<sampler>(sampling_params{.seed = 42}, v));
+    // expected tokens for (row r, step) computed alone
+    auto alone = [&](std::size_t r, std::uint64_t step) {
+        sampler s(sampling_params{.seed = 42}, v);
+        return s.sample(std::span<const float>(m.data() + r * v, v), r, step).token;
+    };
+    batch_sampler pool(3);
+    std::size_t bad = 0;
+    for (std::uint64_t step = 0; step < 2000; ++step) {
+        const std::size_t n = 1 + step % 8;
+        std::vector<batch_row> rows(n);
+        for (std::size_t r = 0; r < n; ++r)
+            rows[r] = {samplers[r].get(), {.sequence = r, .step = step}};
+        std::vector<sample_result> out(n);
+        pool.sample({m.data(), n, v, 0}, rows, out);
+        if (step % 97 == 0)
+            for (std::size_t r = 0; r < n; ++r) bad += out[r].token != alone(r, step);
+        for (std::size_t r = 0; r < n; ++r) bad += !out[r].ok();
+    }
+    CHECK(bad == 0);
+}

@@ -150,13 +150,18 @@ private:
     std::size_t pending_ = 0;  // items not finished (guarded by mutex_)
     std::size_t busy_ = 0;     // workers inside run_items (guarded by mutex_)
 
-    // Claims items until none is left; reports how many it finished.
+    // Claims items of the current job until none is left; reports how many it finished. The job
+    // fields are only read while the job is live: the caller sets them before publishing the
+    // generation and cannot return (nor set up the next job) while this thread is busy_.
     void run_items() {
+        void (*const fn)(void*, std::size_t) = job_fn_;
+        void* const ctx = job_ctx_;
+        const std::size_t n = job_n_;
         std::size_t finished = 0;
         for (;;) {
             const std::size_t i = next_.fetch_add(1, std::memory_order_relaxed);
-            if (i >= job_n_) break;
-            job_fn_(job_ctx_, i);
+            if (i >= n) break;
+            fn(ctx, i);
             ++finished;
         }
         if (finished > 0) {
@@ -173,6 +178,12 @@ private:
             wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
             if (stop_) return;
             seen = generation_;
+            // Join only a live job (items not all finished): then the caller is still inside
+            // parallel_for and waits for busy_ == 0 before returning, so the job fields and next_
+            // stay those of this generation while we run. A worker that wakes late, after the
+            // caller finished the job alone (pending_ == 0), must not touch the job: the caller
+            // may already have returned and be setting up the next one.
+            if (pending_ == 0) continue;
             ++busy_;
             lock.unlock();
             run_items();
