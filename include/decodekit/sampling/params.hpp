@@ -8,12 +8,16 @@
 /// order of the preset, then the draw. Temperature is a step too: steps before it see the
 /// distribution at temperature 1, steps after it the tempered one.
 ///
+// clang-format off
 /// Presets (ALGORITHMS.md "Order"; a disabled step is skipped):
-///   hf        : temperature, top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, xtc,
-///   mirostat llama_cpp : top_n_sigma, top_k, typical, epsilon, eta, top_p, min_p, xtc,
-///   temperature, mirostat vllm      : temperature, min_p, top_k, top_p, typical, epsilon, eta,
-///   top_n_sigma, xtc, mirostat custom    : `custom_order` (each step at most once; steps not
-///   listed are not applied)
+///   - hf        : temperature, top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, xtc,
+///                 mirostat
+///   - llama_cpp : top_n_sigma, top_k, typical, epsilon, eta, top_p, min_p, xtc, temperature,
+///                 mirostat
+///   - vllm      : temperature, min_p, top_k, top_p, typical, epsilon, eta, top_n_sigma, xtc,
+///                 mirostat
+///   - custom    : `custom_order` (each step at most once; steps not listed are not applied)
+// clang-format on
 /// The default is llama_cpp (temperature last: truncation runs on the raw logits and temperature
 /// only touches the survivors, the fastest order). Presets choose the order only; the other
 /// switches (top_k_ties, min_p_space, min_keep) are separate fields.
