@@ -34,6 +34,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -81,6 +82,24 @@ struct generation_stats {
 };
 
 /// Configuration of generate().
+namespace detail {
+/// First problem with stop conditions (negative EOS id, empty stop sequence or negative id in
+/// one), fields named "<owner>.eos_ids" / "<owner>.stop_sequences"; nullopt when valid.
+inline std::optional<std::string> check_stop_conditions(
+    std::string_view owner, std::span<const token_id> eos_ids,
+    std::span<const std::vector<token_id>> stop_sequences) {
+    const std::string o(owner);
+    for (token_id e : eos_ids)
+        if (e < 0) return range_message(o + ".eos_ids", "non-negative ids", double(e));
+    for (const auto& s : stop_sequences) {
+        if (s.empty()) return o + ".stop_sequences: every sequence must be non-empty";
+        for (token_id t : s)
+            if (t < 0) return range_message(o + ".stop_sequences", "non-negative ids", double(t));
+    }
+    return std::nullopt;
+}
+}  // namespace detail
+
 struct generate_params {
     sampling_params sampling = {};       ///< the sampler (temperature 0 = greedy)
     std::size_t max_new_tokens = 128;    ///< >= 1
@@ -96,18 +115,8 @@ struct generate_params {
         if (max_new_tokens < 1)
             return detail::range_message("generate_params.max_new_tokens", ">= 1",
                                          double(max_new_tokens));
-        for (token_id e : eos_ids)
-            if (e < 0)
-                return detail::range_message("generate_params.eos_ids", "non-negative ids",
-                                             double(e));
-        for (const auto& s : stop_sequences) {
-            if (s.empty())
-                return "generate_params.stop_sequences: every sequence must be non-empty";
-            for (token_id t : s)
-                if (t < 0)
-                    return detail::range_message("generate_params.stop_sequences",
-                                                 "non-negative ids", double(t));
-        }
+        if (auto e = detail::check_stop_conditions("generate_params", eos_ids, stop_sequences))
+            return e;
         if (bos_token < -1)
             return detail::range_message("generate_params.bos_token", ">= 0, or -1 for none",
                                          double(bos_token));

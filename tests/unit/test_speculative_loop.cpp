@@ -475,6 +475,29 @@ TEST_CASE("speculative_decode edge cases", "[speculative]") {
               }).find("min_draft_length") != std::string::npos);
         REQUIRE_THROWS_AS(early_exit_proposer(target, 9, greedy), config_error);
         REQUIRE_THROWS_AS((ngram_proposer{.min_n = 0}.validate()), config_error);
+        // The processing and the proposer are validated by speculative_decode itself.
+        basic_processing neg_t{.temperature = -1.f};
+        CHECK(error_of([&] {
+                  speculative_decode(target, ng, prompt, {}, neg_t);
+              }).find("basic_processing.temperature") != std::string::npos);
+        basic_processing bad_p{.top_p = 0.f};
+        REQUIRE_THROWS_AS(speculative_decode(target, ng, prompt, {}, bad_p), config_error);
+        ngram_proposer bad_ng{.min_n = 0};
+        REQUIRE_THROWS_AS(speculative_decode(target, bad_ng, prompt, {}, greedy), config_error);
+        // Same stop-condition checks as generate_params.
+        CHECK(error_of([] {
+                  speculative_params{.eos_ids = {-1}}.validate();
+              }).find("speculative_params.eos_ids") != std::string::npos);
+        CHECK(error_of([] {
+                  speculative_params{.stop_sequences = {{1, -2}}}.validate();
+              }).find("speculative_params.stop_sequences") != std::string::npos);
+        CHECK(error_of([] {
+                  speculative_params{.stop_sequences = {{}}}.validate();
+              }).find("speculative_params.stop_sequences") != std::string::npos);
+        REQUIRE_THROWS_AS(speculative_decode(target, ng, prompt, {.eos_ids = {3, -1}}, greedy),
+                          config_error);
+        CHECK(speculative_params{.eos_ids = {0}, .stop_sequences = {{0, 1}}}.check() ==
+              std::nullopt);  // negative control
     }
 #endif
 }

@@ -575,8 +575,8 @@ struct speculative_params {
             return detail::range_message("speculative_params.draft_length",
                                          "in [min_draft_length, max_draft_length]",
                                          double(draft_length));
-        for (const auto& s : stop_sequences)
-            if (s.empty()) return std::string("speculative_params.stop_sequences: empty sequence");
+        if (auto e = detail::check_stop_conditions("speculative_params", eos_ids, stop_sequences))
+            return e;
         return typical.check();
     }
     void validate() const { raise_if(check()); }
@@ -656,7 +656,8 @@ struct speculative_result {
 /// bool (false = stop) or void; token_event::logprob is log p(token) under the processed target
 /// distribution (0 with greedy verification).
 /// \pre prompt non-empty (raises otherwise); the proposer's vocab_size(), when it has one, equals
-/// the target's (raises otherwise, naming both).
+/// the target's (raises otherwise, naming both). params, processing and proposer are validated
+/// first (each through its validate() when it has one).
 template <language_model Target, draft_proposer Proposer, distribution_processing Processing,
           class OnToken = detail::no_stream>
 speculative_result speculative_decode(Target& target, Proposer& proposer,
@@ -664,6 +665,8 @@ speculative_result speculative_decode(Target& target, Proposer& proposer,
                                       const speculative_params& params, Processing& processing,
                                       OnToken&& on_token = {}) {
     params.validate();
+    if constexpr (requires { processing.validate(); }) processing.validate();
+    if constexpr (requires { proposer.validate(); }) proposer.validate();
     const std::size_t V = std::size_t(target.vocab_size());
     if (prompt.empty()) raise("speculative_decode: the prompt must be non-empty");
     if constexpr (requires { proposer.vocab_size(); }) {
