@@ -32,19 +32,19 @@ namespace detail {
 template <class A>
 double positive_sum(const float* w, std::size_t begin, std::size_t end) noexcept {
     using B = simd::batch<A>;
-    using D = xsimd::batch<double, A>;
+    using D = simd::dbatch<A>;
     constexpr std::size_t L = simd::lanes<A>;
     const B zero(0.f);
     D a0(0.0), a1(0.0), a2(0.0), a3(0.0);
     std::size_t i = begin;
     for (; i + 2 * L <= end; i += 2 * L) {
         const B v0 = B::load_unaligned(w + i), v1 = B::load_unaligned(w + i + L);
-        simd::widen_add<A>(a0, a1, xsimd::select(v0 > zero, v0, zero));  // NaN, <= 0: 0
-        simd::widen_add<A>(a2, a3, xsimd::select(v1 > zero, v1, zero));
+        simd::widen_add<A>(a0, a1, simd::select<A>(v0 > zero, v0, zero));  // NaN, <= 0: 0
+        simd::widen_add<A>(a2, a3, simd::select<A>(v1 > zero, v1, zero));
     }
     for (; i < end; i += L) {
         const B v = B::load_unaligned(w + i);
-        simd::widen_add<A>(a0, a1, xsimd::select(v > zero, v, zero));
+        simd::widen_add<A>(a0, a1, simd::select<A>(v > zero, v, zero));
     }
     return simd::reduce_add<A>((a0 + a1) + (a2 + a3));
 }
@@ -179,7 +179,7 @@ std::size_t draw_temperature(std::span<const float> x, float temperature,
             a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
         }
         for (; i + L <= e; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-        float mb = simd::reduce_max<A>(xsimd::max(a0, a1));
+        float mb = simd::reduce_max<A>(simd::max<A>(a0, a1));
         for (; i < e; ++i) mb = p[i] > mb ? p[i] : mb;
         bmax[b] = mb;
         m = mb > m ? mb : m;

@@ -86,7 +86,7 @@ float max(std::span<const float> x) noexcept {
         a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
     }
     for (; i + L <= n; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-    float m = simd::reduce_max<A>(xsimd::max(xsimd::max(a0, a1), xsimd::max(a2, a3)));
+    float m = simd::reduce_max<A>(simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3)));
     for (; i < n; ++i) m = p[i] > m ? p[i] : m;
     return m;
 }
@@ -116,8 +116,8 @@ std::size_t argmax(std::span<const float> x) noexcept {
             a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
         }
         for (; i < end; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-        const B bm = xsimd::max(xsimd::max(a0, a1), xsimd::max(a2, a3));
-        if (xsimd::any(bm > run)) {
+        const B bm = simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3));
+        if (simd::any<A>(bm > run)) {
             best = simd::reduce_max<A>(bm);
             run = B(best);
             best_block = b0;

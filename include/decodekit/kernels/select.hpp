@@ -60,7 +60,7 @@ std::size_t compact_batches(const float* p, std::size_t begin, std::size_t end, 
         const B v0 = B::load_unaligned(p + i), v1 = B::load_unaligned(p + i + L);
         const B v2 = B::load_unaligned(p + i + 2 * L), v3 = B::load_unaligned(p + i + 3 * L);
         const auto m0 = pass(v0), m1 = pass(v1), m2 = pass(v2), m3 = pass(v3);
-        if (!xsimd::any((m0 | m1) | (m2 | m3))) continue;
+        if (!simd::any<A>((m0 | m1) | (m2 | m3))) continue;
         if (const std::uint64_t m = simd::to_mask<A>(m0))
             c += simd::compress_store<A>(v0, m, token_id(i), lg + c, ids + c);
         if (const std::uint64_t m = simd::to_mask<A>(m1))
@@ -264,7 +264,7 @@ std::size_t filter_min_p(std::span<const float> x, float p_base, float temperatu
         for (; i + 2 * L <= end; i += 2 * L) {
             const B v0 = one(i, a0), v1 = one(i + L, a1);
             const auto m0 = v0 >= tb, m1 = v1 >= tb;
-            if (!xsimd::any(m0 | m1)) continue;
+            if (!simd::any<A>(m0 | m1)) continue;
             if (const std::uint64_t k = simd::to_mask<A>(m0))
                 c += simd::compress_store<A>(v0, k, token_id(i), lg + c, ids + c);
             if (const std::uint64_t k = simd::to_mask<A>(m1))
@@ -275,7 +275,7 @@ std::size_t filter_min_p(std::span<const float> x, float p_base, float temperatu
             if (const std::uint64_t k = simd::to_mask<A>(v >= tb))
                 c += simd::compress_store<A>(v, k, token_id(i), lg + c, ids + c);
         }
-        m = simd::reduce_max<A>(xsimd::max(a0, a1));
+        m = simd::reduce_max<A>(simd::max<A>(a0, a1));
     }
     for (std::size_t i = nfull; i < n; ++i) {
         m = p[i] > m ? p[i] : m;

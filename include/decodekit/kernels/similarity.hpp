@@ -30,7 +30,7 @@ void cosine_similarity(std::span<const float> query, const float* rows, std::siz
         B a(0.f);
         for (; i < e; i += L) {
             const B v = B::load_unaligned(q + i);
-            a = xsimd::fma(v, v, a);
+            a = simd::fma<A>(v, v, a);
         }
         qq += double(simd::reduce_add<A>(a));
     }
@@ -43,15 +43,15 @@ void cosine_similarity(std::span<const float> query, const float* rows, std::siz
             B d0(0.f), d1(0.f), n0(0.f), n1(0.f);
             for (; i + 2 * L <= e; i += 2 * L) {
                 const B v0 = B::load_unaligned(row + i), v1 = B::load_unaligned(row + i + L);
-                d0 = xsimd::fma(B::load_unaligned(q + i), v0, d0);
-                d1 = xsimd::fma(B::load_unaligned(q + i + L), v1, d1);
-                n0 = xsimd::fma(v0, v0, n0);
-                n1 = xsimd::fma(v1, v1, n1);
+                d0 = simd::fma<A>(B::load_unaligned(q + i), v0, d0);
+                d1 = simd::fma<A>(B::load_unaligned(q + i + L), v1, d1);
+                n0 = simd::fma<A>(v0, v0, n0);
+                n1 = simd::fma<A>(v1, v1, n1);
             }
             for (; i < e; i += L) {
                 const B v = B::load_unaligned(row + i);
-                d0 = xsimd::fma(B::load_unaligned(q + i), v, d0);
-                n0 = xsimd::fma(v, v, n0);
+                d0 = simd::fma<A>(B::load_unaligned(q + i), v, d0);
+                n0 = simd::fma<A>(v, v, n0);
             }
             dot += double(simd::reduce_add<A>(d0 + d1));
             rr += double(simd::reduce_add<A>(n0 + n1));

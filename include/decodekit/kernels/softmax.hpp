@@ -67,7 +67,7 @@ softmax_stats log_softmax(std::span<const float> x, std::span<float> out,
     std::size_t i = 0;
     for (; i + L <= n; i += L) {
         const B d = (B::load_unaligned(p + i) - mb) * tb;
-        xsimd::select(d >= ub, d - lzb, ninf).store_unaligned(o + i);  // NaN fails >=: -inf
+        simd::select<A>(d >= ub, d - lzb, ninf).store_unaligned(o + i);  // NaN fails >=: -inf
     }
     for (; i < n; ++i) {
         const float d = (p[i] - m) * inv_t;
@@ -100,7 +100,7 @@ double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
             const B w = simd::exp_nonpositive<A>(d0);     // NaN, -inf: 0
             const B d = simd::max_ignore_nan<A>(lo, d0);  // -inf, NaN -> -200: w * d = 0
             s += w;
-            t = xsimd::fma(w, d, t);
+            t = simd::fma<A>(w, d, t);
         };
         for (; i + 2 * L <= end; i += 2 * L) {
             one(i, s0, t0);

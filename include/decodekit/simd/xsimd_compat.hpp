@@ -40,6 +40,31 @@ template <class A>
 using batch_bool = xsimd::batch_bool<float, A>;
 template <class A>
 using ibatch = xsimd::batch<std::int32_t, A>;
+template <class A>
+using dbatch = xsimd::batch<double, A>;
+
+// Thin wrappers so that kernels never name xsimd (same semantics as the xsimd functions).
+
+/// x * y + z per lane (fused where the architecture has FMA).
+template <class A>
+inline batch<A> fma(const batch<A>& x, const batch<A>& y, const batch<A>& z) noexcept {
+    return xsimd::fma(x, y, z);
+}
+/// Per lane: c ? a : b.
+template <class A>
+inline batch<A> select(const batch_bool<A>& c, const batch<A>& a, const batch<A>& b) noexcept {
+    return xsimd::select(c, a, b);
+}
+/// Per-lane maximum (xsimd semantics for NaN; use max_ignore_nan to skip NaN).
+template <class A>
+inline batch<A> max(const batch<A>& a, const batch<A>& b) noexcept {
+    return xsimd::max(a, b);
+}
+/// True if any lane of the mask is set.
+template <class A>
+inline bool any(const batch_bool<A>& b) noexcept {
+    return xsimd::any(b);
+}
 
 /// Number of float lanes of architecture A.
 template <class A>
