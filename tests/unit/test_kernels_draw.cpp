@@ -1,5 +1,6 @@
 // Categorical draws (inverse CDF, exponential race) and cosine similarity against
 // kernels/reference.hpp, and goodness of fit of the draws against softmax.
+#include "dk_rows.hpp"
 #include "dk_test.hpp"
 
 #include <cmath>
@@ -11,13 +12,9 @@
 namespace {
 
 namespace dk = decodekit;
+using dk_rows::each_arch;
 constexpr float inf = std::numeric_limits<float>::infinity();
 constexpr float qnan = std::numeric_limits<float>::quiet_NaN();
-
-template <class F>
-void each_arch(F&& f) {
-    dk::simd::for_each_arch([&](auto arch) { f(arch, std::string(decltype(arch)::name())); });
-}
 
 std::vector<float> weights(std::size_t n, std::uint64_t seed) {
     dk::rng_stream r = dk::make_stream({seed, 0, 0}, dk::rng_purpose::user);

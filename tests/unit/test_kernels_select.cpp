@@ -1,5 +1,6 @@
 // top_k, filter_at_least, filter_min_p and top_p against kernels/reference.hpp (exact equality:
 // same ids, same logits, same order) for every xsimd architecture this build enables.
+#include "dk_rows.hpp"
 #include "dk_test.hpp"
 
 #include <cmath>
@@ -14,70 +15,17 @@ namespace dk = decodekit;
 constexpr float inf = std::numeric_limits<float>::infinity();
 constexpr float qnan = std::numeric_limits<float>::quiet_NaN();
 
-const std::vector<std::size_t> lengths = {
-    1,  2,  3,   4,   5,   7,   8,    9,    15,   16,   17,    31,     32,     33,    63,
-    64, 65, 100, 511, 512, 513, 1023, 1024, 1025, 4097, 32000, 128256, 151936, 256000};
-
-std::uint64_t mix(std::uint64_t& s) {
-    std::uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-double unit(std::uint64_t& s) { return (double(mix(s) >> 11) + 0.5) * 0x1p-53; }
-
-/// Row kinds: 0 Gaussian bulk + heavy top; 1 rounded (many ties); 2 with NaN; 3 with -inf;
-/// 4 huge magnitudes (1e30); 5 subnormals; 6 constant; 7 with +inf; 8 all -inf / NaN.
-std::vector<float> make_row(std::size_t n, int kind, std::uint64_t seed) {
-    std::uint64_t s = seed * 7919 + n;
-    std::vector<float> x(n);
-    for (auto& v : x) {
-        const double g = std::sqrt(-2 * std::log(unit(s))) * std::cos(6.283185307179586 * unit(s));
-        v = float(-2 + 3 * g);
-    }
-    for (std::size_t t = 0; t < 1 + n / 2000; ++t) x[mix(s) % n] = float(8 + 10 * unit(s));
-    switch (kind) {
-        case 1:
-            for (auto& v : x) v = std::round(v);
-            break;
-        case 2:
-            for (std::size_t i = mix(s) % 5; i < n; i += 5) x[i] = qnan;
-            break;
-        case 3:
-            for (std::size_t i = mix(s) % 3; i < n; i += 3) x[i] = -inf;
-            break;
-        case 4:
-            for (auto& v : x) v *= 1e29f;
-            break;
-        case 5:
-            for (auto& v : x) v *= 1e-40f;
-            break;
-        case 6:
-            for (auto& v : x) v = 1.5f;
-            break;
-        case 7:
-            x[mix(s) % n] = inf;
-            x[mix(s) % n] = inf;
-            break;
-        case 8:
-            for (std::size_t i = 0; i < n; ++i) x[i] = i % 2 ? qnan : -inf;
-            break;
-        default:
-            break;
-    }
-    return x;
-}
+using dk_rows::each_arch;
+using dk_rows::lengths;
+using dk_rows::make_row;
+using dk_rows::mix;
+using dk_rows::unit;
 
 bool same(const dk::candidates& a, const dk::candidates& b) {
     if (a.size() != b.size()) return false;
     for (std::size_t i = 0; i < a.size(); ++i)
         if (a.ids()[i] != b.ids()[i] || !(a.logits()[i] == b.logits()[i])) return false;
     return true;
-}
-
-template <class F>
-void each_arch(F&& f) {
-    dk::simd::for_each_arch([&](auto arch) { f(arch, std::string(decltype(arch)::name())); });
 }
 
 bool big(std::size_t n) { return n > 4097; }
