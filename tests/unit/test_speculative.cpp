@@ -220,6 +220,74 @@ TEST_CASE("truncated p and q (same processing on both): exact", "[speculative][s
     }
 }
 
+/// The nucleus as basic_processing computed it before kernels::top_p: a full sort of the weights.
+static sparse_distribution sorted_nucleus(std::span<const float> x, float T, float top_p) {
+    float m = -INFINITY;
+    bool any = false;
+    for (float v : x)
+        if (!std::isnan(v) && (!any || v > m)) m = v, any = true;
+    sparse_distribution all, out;
+    if (!any || m == -INFINITY) return out;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        if (std::isnan(x[i]) || x[i] == -INFINITY) continue;
+        const double w = m == INFINITY ? (x[i] == INFINITY ? 1.0 : 0.0)
+                                       : std::exp((double(x[i]) - double(m)) / double(T));
+        if (w > 0) all.push(token_id(i), float(w));
+    }
+    std::vector<std::size_t> order(all.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+        return all.probs[a] != all.probs[b] ? all.probs[a] > all.probs[b]
+                                            : all.tokens[a] < all.tokens[b];
+    });
+    double total = 0, run = 0;
+    for (float w : all.probs) total += w;
+    std::size_t k = 0;
+    while (k < order.size() && run < double(top_p) * total) run += all.probs[order[k++]];
+    k = std::max<std::size_t>(k, 1);
+    for (std::size_t i = 0; i < k; ++i)
+        out.push(all.tokens[order[i]], float(double(all.probs[order[i]]) / run));
+    return out;
+}
+
+TEST_CASE("basic_processing top-p without top-k keeps the full-sort nucleus", "[speculative]") {
+    const std::size_t n = 1000;
+    std::uint64_t s = 12345;
+    auto next = [&] {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        return s >> 33;
+    };
+    std::size_t checked = 0;
+    for (int row = 0; row < 60; ++row) {
+        std::vector<float> x(n);
+        for (auto& v : x) v = float(next() % 4000) / 400.f - 5.f;  // many exact ties
+        if (row % 4 == 1)
+            for (std::size_t i = 0; i < n; i += 7) x[i] = -INFINITY;
+        if (row % 4 == 2)
+            for (std::size_t i = 3; i < n; i += 11) x[i] = NAN;
+        if (row % 10 == 3) x[17] = x[400] = x[999] = INFINITY;
+        for (float T : {0.3f, 1.f, 2.5f})
+            for (float tp : {0.05f, 0.5f, 0.9f, 0.999f}) {
+                for (std::size_t tk : {std::size_t(0), n}) {
+                    basic_processing proc{.temperature = T, .top_k = tk, .top_p = tp};
+                    sparse_distribution got;
+                    proc(x, {}, got);
+                    const auto want = sorted_nucleus(x, T, tp);
+                    REQUIRE(got.tokens == want.tokens);
+                    for (std::size_t i = 0; i < got.size(); ++i)
+                        REQUIRE(got.probs[i] == dk_test::Approx(want.probs[i]).epsilon(1e-5));
+                    ++checked;
+                }
+            }
+    }
+    CHECK(checked == 60 * 3 * 4 * 2);
+    // Negative control: a different p gives a different kept set.
+    const std::vector<float> x = {3.f, 2.f, 1.f, 0.f};
+    sparse_distribution a;
+    basic_processing{.top_p = 0.5f}(x, {}, a);
+    CHECK(a.tokens != sorted_nucleus(x, 1.f, 0.95f).tokens);
+}
+
 TEST_CASE("temperature 0: rejection and greedy verification are deterministic (argmax)",
           "[speculative]") {
     const std::vector<float> target_logits = {0.5f, 2.0f, 2.0f, 0.3f, -0.2f, 1.0f, 0.1f, -1.f};

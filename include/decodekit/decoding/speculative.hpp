@@ -46,6 +46,7 @@
 #include <decodekit/config.hpp>
 #include <decodekit/error.hpp>
 #include <decodekit/generate.hpp>
+#include <decodekit/kernels/nucleus.hpp>
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/model.hpp>
 #include <decodekit/random.hpp>
@@ -411,6 +412,7 @@ struct basic_processing {
     /// threads); not configuration.
     mutable std::vector<std::size_t> scratch_order_ = {};
     mutable sparse_distribution scratch_dist_ = {};
+    mutable candidates scratch_nucleus_ = {};  ///< capacity V once warm (top-p without top-k)
 
     /// First problem with the fields, or nullopt.
     std::optional<std::string> check() const {
@@ -433,6 +435,24 @@ struct basic_processing {
         if (am == npos || m == -INFINITY) return;
         if (temperature == 0.f) {
             out.push(token_id(am), 1.f);
+            return;
+        }
+        if (top_p < 1.f && (top_k == 0 || top_k >= x.size())) {
+            // Top-p alone: kernels::top_p selects the nucleus without sorting V (same kept set
+            // and order: probability descending, ties by lowest id).
+            if (scratch_nucleus_.capacity() < x.size()) scratch_nucleus_ = candidates(x.size());
+            const std::size_t c = kernels::top_p(x, top_p, temperature, 1, scratch_nucleus_);
+            double total = 0;
+            for (std::size_t i = 0; i < c; ++i) {
+                const float v = scratch_nucleus_.logits()[i];
+                const double w = m == INFINITY
+                                     ? (v == INFINITY ? 1.0 : 0.0)
+                                     : std::exp((double(v) - double(m)) / double(temperature));
+                if (!(w > 0)) continue;
+                out.push(scratch_nucleus_.ids()[i], float(w));
+                total += float(w);
+            }
+            for (auto& q : out.probs) q = float(double(q) / total);
             return;
         }
         for (std::size_t i = 0; i < x.size(); ++i) {
