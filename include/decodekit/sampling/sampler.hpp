@@ -728,6 +728,10 @@ private:
         return {s, h};
     }
 
+    /// Typical keeps a prefix in |-log p - H| order, not a logit threshold: as a first step
+    /// (full row) it materialises and sorts the whole valid row (O(V log V)). Not restricted
+    /// further: the kept set is not a logit interval bound in advance. Run a cheap truncation
+    /// (top-k, min-p) before it on a hot path.
     void step_typical(std::span<const float> x) noexcept {
         if (full_) materialise(x);
         sort_cand();
@@ -772,8 +776,59 @@ private:
         });
     }
 
+    /// Full-row {max, S, H} at t_ from the vectorised kernels (exp_sum: 2 passes; entropy, only
+    /// when `want_h`: 2 more). S equals the sum fill_weights() gives the materialised row up to
+    /// rounding (float lanes, another summation order).
+    struct row_stats {
+        float max;
+        double sum;
+        double h;
+    };
+    row_stats full_row_stats(std::span<const float> x, bool want_h) const noexcept {
+        const auto st = kernels::exp_sum(x, t_);
+        return {st.max, st.sum, want_h && st.sum > 0 ? kernels::entropy(x, t_) : 0.0};
+    }
+    /// Full row, threshold steps (epsilon, eta, mirostat): keeps a superset of the entries with
+    /// float weight >= w_thr (a logit threshold a little below the exact one; the row max always
+    /// survives), sorted, weights filled; the caller then cuts exactly as on the materialised
+    /// row. Returns false (cand_ untouched, still full_) when the shortcut does not apply:
+    /// +inf max, non-finite threshold, or fewer survivors than `at_least`.
+    bool threshold_candidates(std::span<const float> x, float m, double w_thr,
+                              std::size_t at_least) noexcept {
+        if (!(m > -detail::f_inf) || m == detail::f_inf || !(w_thr > 0)) return false;
+        // float(exp(d)) >= w_thr implies d >= log(w_thr) - 2^-23 (relative rounding); 1e-4 slack
+        const double thr_d = double(m) + double(t_) * (std::log(w_thr) - 1e-4);
+        if (!std::isfinite(thr_d)) return false;
+        float thr = std::nextafter(float(thr_d), -detail::f_inf);
+        thr = std::min(thr, m);
+        kernels::filter_at_least(x, thr, cand_);
+        if (cand_.size() < at_least) return false;
+        full_ = false;
+        sorted_flag_ = false;
+        sort_cand();
+        fill_weights();  // same max as the full row: it survives
+        return true;
+    }
+    std::size_t valid_count(std::span<const float> x) const noexcept {
+        std::size_t n = 0;
+        for (float v : x) n += v > -detail::f_inf;  // not NaN, not -inf (materialise drops them)
+        return n;
+    }
+    std::size_t min_keep_of(std::span<const float> x) const noexcept {
+        return params_.min_keep <= 1 ? params_.min_keep
+                                     : std::min(params_.min_keep, valid_count(x));
+    }
+
     void step_epsilon(std::span<const float> x, float eps) noexcept {
-        if (full_) materialise(x);
+        if (full_) {
+            const row_stats st = full_row_stats(x, false);
+            if (st.sum > 0 &&
+                threshold_candidates(x, st.max, double(eps) * st.sum, min_keep_of(x))) {
+                keep_weight_at_least(double(eps) * st.sum);
+                return;
+            }
+            materialise(x);
+        }
         sort_cand();
         const double s = fill_weights();
         if (!(s > 0)) return;
@@ -781,11 +836,19 @@ private:
     }
 
     void step_eta(std::span<const float> x) noexcept {
-        if (full_) materialise(x);
+        const double e = params_.eta;
+        if (full_) {
+            const row_stats st = full_row_stats(x, true);
+            const double w_thr = std::min(e, std::sqrt(e) * std::exp(-st.h)) * st.sum;
+            if (st.sum > 0 && threshold_candidates(x, st.max, w_thr, min_keep_of(x))) {
+                keep_weight_at_least(w_thr);
+                return;
+            }
+            materialise(x);
+        }
         sort_cand();
         const auto [s, h] = entropy_of_cand();
         if (!(s > 0)) return;
-        const double e = params_.eta;
         keep_weight_at_least(std::min(e, std::sqrt(e) * std::exp(-h)) * s);
     }
 
@@ -815,6 +878,9 @@ private:
         }
     }
 
+    /// XTC drops the head and keeps the whole tail: as a first step (full row) the working set
+    /// stays about the whole row, which the draw sorts anyway, so it still materialises and
+    /// sorts (O(V log V)). Put a truncation step before it on a hot path.
     void step_xtc(std::span<const float> x, const sample_context& ctx) noexcept {
         rng_stream coin = make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::filter);
         if (!(coin.uniform_float() < params_.xtc_probability)) return;
@@ -835,12 +901,23 @@ private:
     }
 
     void step_mirostat(std::span<const float> x) noexcept {
-        if (full_) materialise(x);
+        // keep -log2 p <= mu, i.e. p >= 2^-mu; at least one
+        const double f = std::exp2(-double(state_.mirostat_mu));
+        if (full_) {
+            const row_stats st = full_row_stats(x, false);
+            if (st.sum > 0 && threshold_candidates(x, st.max, f * st.sum, 1)) {
+                keep_weight_from_top(f * st.sum);
+                return;
+            }
+            materialise(x);
+        }
         sort_cand();
         const double s = fill_weights();
         if (!(s > 0)) return;
-        // keep -log2 p <= mu, i.e. p >= 2^-mu; at least one
-        const double w_thr = std::exp2(-double(state_.mirostat_mu)) * s;
+        keep_weight_from_top(f * s);
+    }
+    /// Keeps the leading entries with weights_ >= w_thr, at least one.  \pre sorted, weights
+    void keep_weight_from_top(double w_thr) noexcept {
         std::size_t n = 0;
         while (n < cand_.size() && weights_[n] >= w_thr) ++n;
         cand_.resize(std::max<std::size_t>(n, 1));
