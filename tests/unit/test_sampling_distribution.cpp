@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
+#include <utility>
 #include <vector>
 
 using namespace decodekit;
@@ -376,4 +378,57 @@ TEST_CASE("edge cases: V = 1, huge magnitudes, tiny temperature, min_keep and k 
     // denormal logits are ordinary values
     const float d = std::numeric_limits<float>::denorm_min();
     check_dist({.top_k = 2}, {d, 0.f, -d}, {{0, 0.5}, {1, 0.5}});
+}
+
+TEST_CASE("distribution_unordered equals distribution as a set, in id order",
+          "[sampling][distribution]") {
+    std::vector<float> x(5000);
+    std::mt19937 g(21);
+    std::normal_distribution<float> nd(0.f, 3.f);
+    for (float& v : x) v = nd(g);
+    x[17] = -inf;
+    x[99] = qnan;
+    std::vector<sampling_params> ps = {
+        {.temperature = 1.f},
+        {.temperature = 0.7f},
+        {.temperature = 0.8f, .top_k = 40, .top_p = 0.95f},
+        {.temperature = 1.f, .top_p = 0.9f, .order = sampling_order::hf},
+        {.temperature = 1.2f, .min_p = 0.05f, .order = sampling_order::vllm},
+        {.temperature = 1.f, .epsilon = 3e-4f},
+        {.temperature = 1.f, .mirostat = true},
+        {.temperature = 0.f},
+        {.temperature = 1.f, .penalties = {.repetition = 1.3f}},
+    };
+    const std::vector<token_id> hist = {1, 2, 3, 500, 501};
+    for (std::size_t k = 0; k < ps.size(); ++k) {
+        INFO("params " << k);
+        sampler s(ps[k], x.size());
+        const sample_context ctx{.sequence = 3, .step = 7, .history = hist};
+        const auto d = s.distribution(x, ctx);
+        std::vector<std::pair<token_id, float>> a;
+        for (std::size_t i = 0; i < d.size(); ++i) a.push_back({d.tokens[i], d.probs[i]});
+        std::sort(a.begin(), a.end());
+        const auto u = s.distribution_unordered(x, ctx);
+        REQUIRE(u.size() == a.size());
+        REQUIRE(!u.empty());
+        double sum = 0;
+        for (std::size_t i = 0; i < u.size(); ++i) {
+            CHECK(u.tokens[i] == a[i].first);  // ascending id, same ids
+            CHECK(near(u.probs[i], a[i].second, 1e-5));
+            CHECK(u.probs[i] > 0.f);
+            sum += u.probs[i];
+            if (i > 0) CHECK(u.tokens[i - 1] < u.tokens[i]);
+        }
+        CHECK(near(sum, 1.0, 1e-5));
+        CHECK(u.prob(17) == 0.f);
+        CHECK(u.prob(99) == 0.f);
+    }
+    // negative control: another temperature gives another set of probabilities
+    sampler s1({.temperature = 1.f}, x.size()), s2({.temperature = 0.5f}, x.size());
+    const auto a = s1.distribution_unordered(x);
+    const auto b = s2.distribution_unordered(x);
+    REQUIRE(a.size() == b.size());
+    bool differs = false;
+    for (std::size_t i = 0; i < a.size(); ++i) differs |= !near(a.probs[i], b.probs[i], 1e-3);
+    CHECK(differs);
 }

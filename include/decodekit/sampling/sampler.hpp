@@ -109,7 +109,8 @@ struct sampler_state {
 };
 
 /// A sparse distribution: token ids and their probabilities (equal lengths, probabilities sum to 1,
-/// descending probability, ties by ascending id). Views into a sampler's workspace (valid until
+/// descending probability, ties by ascending id; ascending id from
+/// sampler::distribution_unordered()). Views into a sampler's workspace (valid until
 /// its next call) or into caller storage.
 struct distribution {
     std::span<const token_id> tokens = {};
@@ -282,6 +283,36 @@ public:
         while (n > 0 && !(weights_[n - 1] > 0)) --n;
         cand_.resize(n);
         for (std::size_t i = 0; i < n; ++i) weights_[i] = float(weights_[i] / s);  // in place
+        return {{cand_.id_storage(), cand_.size()}, {weights_.data(), cand_.size()}};
+    }
+
+    /// distribution() as a set, in ascending id order: same ids and probabilities (up to the
+    /// rounding of the normaliser, summed in another order). Never sorts by probability: without
+    /// truncation one filter pass over the row plus one exp pass (for speculative verification,
+    /// which needs no order). Views into the workspace: valid until the next call.
+    decodekit::distribution distribution_unordered(std::span<const float> logits,
+                                                   const sample_context& ctx = {}) noexcept {
+        if (params_.greedy()) return distribution(logits, ctx);
+        if (logits.size() != vocab_) return {};
+        const std::span<const float> x = process(logits, ctx);
+        truncate(x, ctx);
+        if (full_) materialise(x);  // id order
+        if (cand_.empty()) return {};
+        if (!std::is_sorted(cand_.ids().begin(), cand_.ids().end())) {  // a truncated set
+            const std::size_t n = cand_.size();
+            const token_id* ids = cand_.id_storage();
+            const float* lg = cand_.logit_storage();
+            for (std::size_t i = 0; i < n; ++i) sorted_[i] = {lg[i], ids[i]};
+            std::sort(sorted_.begin(), sorted_.begin() + std::ptrdiff_t(n),
+                      [](const detail::scored& a, const detail::scored& b) { return a.id < b.id; });
+            write_back(n);
+            sorted_flag_ = false;
+        }
+        const double s = fill_weights();
+        if (!(s > 0)) return {};
+        const float* w = weights_.data();
+        compact([w](std::size_t i) { return w[i] > 0; });  // underflow, finite next to +inf
+        for (std::size_t i = 0; i < cand_.size(); ++i) weights_[i] = float(weights_[i] / s);
         return {{cand_.id_storage(), cand_.size()}, {weights_.data(), cand_.size()}};
     }
 
