@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, then runs each CMake workflow preset
 # (configure + build + ctest). Default presets: test (g++), asan (clang ASan+UBSan),
-# noexcept (-fno-exceptions), single-header (the suite against single_include/).
+# noexcept (-fno-exceptions), single-header (the suite against single_include/), tsan (the
+# threaded tests under ThreadSanitizer), and `fuzz`: a short run of every libFuzzer target
+# (scripts/fuzz.sh, DECODEKIT_FUZZ_SECONDS each, default 20).
 # Override with DECODEKIT_TEST_PRESETS="test asan" or arguments: scripts/test.sh test tsan
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 if [ $# -gt 0 ]; then presets=("$@"); else
-  read -r -a presets <<< "${DECODEKIT_TEST_PRESETS:-test asan noexcept single-header}"
+  read -r -a presets <<< "${DECODEKIT_TEST_PRESETS:-test asan noexcept single-header tsan fuzz}"
 fi
 for p in "${presets[@]}"; do
   echo "==== decodekit: workflow preset '$p'"
   start=$SECONDS
-  cmake --workflow --preset "$p"
+  if [ "$p" = fuzz ]; then
+    bash scripts/fuzz.sh "${DECODEKIT_FUZZ_SECONDS:-20}"
+  else
+    cmake --workflow --preset "$p"
+  fi
   echo "==== decodekit: preset '$p' passed in $((SECONDS - start)) s"
 done
