@@ -1,5 +1,5 @@
 // Thread safety (docs/thread-safety.md): the batched sampler on 2 threads, concurrent calls into
-// one pool, kernels sharing a const row (their thread_local scratch), distinct samplers sharing
+// one pool, kernels sharing a const row (each thread its own candidates), distinct samplers sharing
 // const params and logits, RNG streams as values. The tsan preset runs this file (its name
 // matches "thread") under ThreadSanitizer; every case also checks results against a serial run,
 // so it can fail without TSan too.
@@ -118,7 +118,7 @@ TEST_CASE("thread safety: distinct samplers share const params and const logits"
     CHECK(got2 == want);
 }
 
-TEST_CASE("thread safety: kernels are pure (per-thread scratch), RNG streams are values",
+TEST_CASE("thread safety: kernels are pure (caller-owned scratch), RNG streams are values",
           "[thread]") {
     const std::vector<float> row = make_rows(1, 5);
     candidates ref(V);
