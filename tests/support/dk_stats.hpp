@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <vector>
 
@@ -54,12 +55,25 @@ struct gof_result {
     double p_value = 1;
     double total_variation = 0;    ///< 0.5 * sum |observed/n - expected|
     bool impossible_draw = false;  ///< a draw landed where the expected probability is 0
+    bool size_mismatch = false;    ///< counts and expected differ in size (a test bug): p = 0
 };
 
 /// Pearson chi-square of `counts` (n draws in all) against probabilities `expected`.
+/// \pre counts.size() == expected.size(); otherwise reports size_mismatch with p_value 0.
 inline gof_result chi_square(const std::vector<std::uint64_t>& counts,
                              const std::vector<double>& expected) {
     gof_result r;
+    if (counts.size() != expected.size()) {
+        // Usually a forgotten with_overflow_bin(): fail loudly instead of reading out of bounds.
+        std::fprintf(stderr,
+                     "dk_test::chi_square: %zu counts but %zu expected probabilities (forgot "
+                     "with_overflow_bin?)\n",
+                     counts.size(), expected.size());
+        r.size_mismatch = true;
+        r.statistic = std::numeric_limits<double>::infinity();
+        r.p_value = 0;
+        return r;
+    }
     double n = 0;
     for (auto c : counts) n += double(c);
     double pooled_obs = 0, pooled_exp = 0;
@@ -107,5 +121,18 @@ inline std::vector<double> with_overflow_bin(std::vector<double> p) {
     p.push_back(0.0);
     return p;
 }
+
+#ifdef REQUIRE  // Catch2 included first (dk_test.hpp)
+/// REQUIREs that `counts` (a histogram() with its overflow bin) follows `law` (without the overflow
+/// bin): no impossible draw and p_value > false_failure_rate; the statistics go to INFO.
+inline void require_law(const std::vector<std::uint64_t>& counts, const std::vector<double>& law) {
+    const auto g = chi_square(counts, with_overflow_bin(law));
+    INFO("chi2 " << g.statistic << " df " << g.df << " p_value " << g.p_value << " tv "
+                 << g.total_variation);
+    REQUIRE_FALSE(g.size_mismatch);
+    REQUIRE_FALSE(g.impossible_draw);
+    REQUIRE(g.p_value > false_failure_rate);
+}
+#endif
 
 }  // namespace dk_test

@@ -59,13 +59,7 @@ run_stats rejection_runs(const sparse_distribution& p, const sparse_distribution
     return {counts, double(acc) / N};
 }
 
-void require_law(const std::vector<std::uint64_t>& counts, const std::vector<double>& p) {
-    const auto g = dk_test::chi_square(counts, dk_test::with_overflow_bin(p));
-    INFO("chi2 " << g.statistic << " df " << g.df << " p_value " << g.p_value << " tv "
-                 << g.total_variation);
-    REQUIRE_FALSE(g.impossible_draw);
-    REQUIRE(g.p_value > dk_test::false_failure_rate);
-}
+using dk_test::require_law;
 
 double alpha(const std::vector<double>& p, const std::vector<double>& q) {
     double a = 0;
@@ -105,6 +99,16 @@ TEST_CASE("rejection sampling emits exactly p (first token)", "[speculative][sta
                   6 * std::sqrt(std::max(0.0, a * (1 - a)) / N) + 1e-6);
         }
     }
+}
+
+TEST_CASE("dk_test::chi_square fails loudly on mismatched sizes", "[speculative][stats]") {
+    const std::vector<std::uint64_t> counts = {500, 500, 0};   // a histogram: overflow bin last
+    const auto bad = dk_test::chi_square(counts, {0.5, 0.5});  // forgot with_overflow_bin
+    CHECK(bad.size_mismatch);
+    CHECK(bad.p_value == 0);
+    const auto good = dk_test::chi_square(counts, dk_test::with_overflow_bin({0.5, 0.5}));
+    CHECK_FALSE(good.size_mismatch);  // negative control
+    CHECK(good.p_value > 0.5);
 }
 
 TEST_CASE("negative control: the same check rejects the draft law q", "[speculative]") {

@@ -56,13 +56,7 @@ std::vector<std::uint64_t> pair_counts(toy_model& target, Proposer& proposer,
     });
 }
 
-void require_law(const std::vector<std::uint64_t>& counts, const std::vector<double>& law) {
-    const auto g = dk_test::chi_square(counts, dk_test::with_overflow_bin(law));
-    INFO("chi2 " << g.statistic << " df " << g.df << " p_value " << g.p_value << " tv "
-                 << g.total_variation);
-    REQUIRE_FALSE(g.impossible_draw);
-    REQUIRE(g.p_value > dk_test::false_failure_rate);
-}
+using dk_test::require_law;
 
 std::vector<token_id> plain_greedy(const toy_model& m, std::vector<token_id> ctx, std::size_t n,
                                    const std::vector<token_id>& eos = {}) {
