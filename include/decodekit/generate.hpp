@@ -21,6 +21,7 @@
 ///   generate_params::sequence, i}; same seed and sequence give the same tokens.
 
 #include <decodekit/config.hpp>
+#include <decodekit/decoding/stop.hpp>
 #include <decodekit/error.hpp>
 #include <decodekit/model.hpp>
 #include <decodekit/sampling/sampler.hpp>
@@ -82,24 +83,6 @@ struct generation_stats {
 };
 
 /// Configuration of generate().
-namespace detail {
-/// First problem with stop conditions (negative EOS id, empty stop sequence or negative id in
-/// one), fields named "<owner>.eos_ids" / "<owner>.stop_sequences"; nullopt when valid.
-inline std::optional<std::string> check_stop_conditions(
-    std::string_view owner, std::span<const token_id> eos_ids,
-    std::span<const std::vector<token_id>> stop_sequences) {
-    const std::string o(owner);
-    for (token_id e : eos_ids)
-        if (e < 0) return range_message(o + ".eos_ids", "non-negative ids", double(e));
-    for (const auto& s : stop_sequences) {
-        if (s.empty()) return o + ".stop_sequences: every sequence must be non-empty";
-        for (token_id t : s)
-            if (t < 0) return range_message(o + ".stop_sequences", "non-negative ids", double(t));
-    }
-    return std::nullopt;
-}
-}  // namespace detail
-
 struct generate_params {
     sampling_params sampling = {};       ///< the sampler (temperature 0 = greedy)
     std::size_t max_new_tokens = 128;    ///< >= 1
@@ -138,27 +121,6 @@ struct token_event {
     token_id token = -1;
     std::size_t index = 0;  ///< position in the output (0 = first generated token)
     float logprob = 0;      ///< log-probability it was drawn with (0 for greedy)
-};
-
-/// The stop conditions of generate_params, usable by other drivers (speculative decoding).
-class stop_checker {
-public:
-    explicit stop_checker(const generate_params& p) : p_(&p) {}
-    /// True when t is an EOS id.
-    bool is_eos(token_id t) const noexcept {
-        return std::find(p_->eos_ids.begin(), p_->eos_ids.end(), t) != p_->eos_ids.end();
-    }
-    /// True when `generated` ends with one of the stop sequences (generated tokens only).
-    bool ends_with_stop_sequence(std::span<const token_id> generated) const noexcept {
-        for (const auto& s : p_->stop_sequences)
-            if (s.size() <= generated.size() &&
-                std::equal(s.begin(), s.end(), generated.end() - std::ptrdiff_t(s.size())))
-                return true;
-        return false;
-    }
-
-private:
-    const generate_params* p_;
 };
 
 namespace detail {
@@ -205,7 +167,7 @@ requires language_model<M> &&(std::invocable<OnToken&, const token_event&> ||
     sampler smp(sp, V);
     std::vector<float> logits(V);
     seq.reserve(prompt_len + std::min<std::size_t>(params.max_new_tokens, 16384));
-    const stop_checker stop(params);
+    const stop_checker stop(params.eos_ids, params.stop_sequences);
 
     generation_result res;
     res.tokens.reserve(std::min<std::size_t>(params.max_new_tokens, 16384));

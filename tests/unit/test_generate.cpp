@@ -216,3 +216,21 @@ TEST_CASE("generate: the sampler's min_new_tokens suppresses generate's EOS ids"
     CHECK(r.reason == stop_reason::eos);
     CHECK(std::find(r.tokens.begin(), r.tokens.end(), 7) == r.tokens.end());
 }
+
+TEST_CASE("stop_checker: EOS ids and stop sequences over spans", "[generate]") {
+    const std::vector<token_id> eos = {2, 7};
+    const std::vector<std::vector<token_id>> stops = {{4, 5}, {9}};
+    const stop_checker s(eos, stops);
+    CHECK(s.is_eos(7));
+    CHECK_FALSE(s.is_eos(3));  // negative control
+    const std::vector<token_id> a = {1, 4, 5}, b = {4, 5, 1}, c = {5};
+    CHECK(s.ends_with_stop_sequence(a));
+    CHECK_FALSE(s.ends_with_stop_sequence(b));
+    CHECK_FALSE(s.ends_with_stop_sequence(c));  // shorter than {4, 5}, not {9}
+    const stop_checker none(std::span<const token_id>{});
+    CHECK_FALSE(none.is_eos(0));
+    CHECK_FALSE(none.ends_with_stop_sequence(a));
+    CHECK(detail::check_stop_conditions("x", eos, stops) == std::nullopt);
+    const std::vector<token_id> bad = {-3};
+    CHECK(detail::check_stop_conditions("x", bad)->find("x.eos_ids") != std::string::npos);
+}

@@ -19,6 +19,7 @@
 /// All running beams (every group) go to the model in one call, slot = beam index.
 
 #include <decodekit/config.hpp>
+#include <decodekit/decoding/stop.hpp>
 #include <decodekit/error.hpp>
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/select.hpp>
@@ -323,9 +324,7 @@ private:
         bool done = false;
     };
 
-    bool is_eos(token_id t) const noexcept {
-        return std::find(p_.eos_ids.begin(), p_.eos_ids.end(), t) != p_.eos_ids.end();
-    }
+    bool is_eos(token_id t) const noexcept { return stop_checker(p_.eos_ids).is_eos(t); }
     beam& next_slot(group& G) {
         if (G.nn == G.next.size()) G.next.emplace_back();
         return G.next[G.nn++];

@@ -11,6 +11,7 @@
 /// look-ahead has one candidate).
 
 #include <decodekit/config.hpp>
+#include <decodekit/decoding/stop.hpp>
 #include <decodekit/error.hpp>
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/select.hpp>
@@ -161,9 +162,7 @@ contrastive_search(M& model, std::span<const token_id> prompt, const contrastive
         s.reserve(prompt.size() + std::min<std::size_t>(params.max_new_tokens, 16384));
     std::vector<sequence_request> req(k);
     std::vector<float> la_logits(k * V), la_hidden(k * H);
-    auto is_eos = [&](token_id t) {
-        return std::find(params.eos_ids.begin(), params.eos_ids.end(), t) != params.eos_ids.end();
-    };
+    const stop_checker stop(params.eos_ids);
 
     while (res.tokens.size() < params.max_new_tokens) {
         const std::size_t n = scorer.candidates_of(logits);
@@ -189,7 +188,7 @@ contrastive_search(M& model, std::span<const token_id> prompt, const contrastive
         ctx_hidden.insert(ctx_hidden.end(), la_hidden.begin() + std::ptrdiff_t(best * H),
                           la_hidden.begin() + std::ptrdiff_t((best + 1) * H));
         std::copy_n(la_logits.begin() + std::ptrdiff_t(best * V), V, logits.begin());
-        if (is_eos(t)) {
+        if (stop.is_eos(t)) {
             res.eos = true;
             break;
         }

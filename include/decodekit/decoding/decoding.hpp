@@ -8,4 +8,5 @@
 #include <decodekit/decoding/dola.hpp>
 #include <decodekit/decoding/proposers.hpp>
 #include <decodekit/decoding/speculative.hpp>
+#include <decodekit/decoding/stop.hpp>
 #include <decodekit/generate.hpp>

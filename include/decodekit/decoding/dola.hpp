@@ -18,6 +18,7 @@
 /// (filtered premature log-probs set to -1e-3 still give -inf scores).
 
 #include <decodekit/config.hpp>
+#include <decodekit/decoding/stop.hpp>
 #include <decodekit/error.hpp>
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/softmax.hpp>
@@ -209,6 +210,7 @@ requires layer_logits_model<M> dola_result dola_decode(M& model, std::span<const
                                                        const dola_params& params) {
     params.validate();
     if (prompt.empty()) raise("dola: prompt must not be empty (add a BOS token)");
+    const stop_checker stop(params.eos_ids);
     const std::size_t V = model.vocab_size(), N = model.num_layers();
     std::vector<int> layers = dola_candidate_layers(params, N);
     const std::size_t J = layers.size();
@@ -242,8 +244,7 @@ requires layer_logits_model<M> dola_result dola_decode(M& model, std::span<const
         seq.push_back(s.token);
         res.tokens.push_back(s.token);
         res.premature_layers.push_back(layers[m]);
-        if (std::find(params.eos_ids.begin(), params.eos_ids.end(), s.token) !=
-            params.eos_ids.end()) {
+        if (stop.is_eos(s.token)) {
             res.eos = true;
             break;
         }

@@ -715,13 +715,14 @@ speculative_result speculative_decode(Target& target, Proposer& proposer,
     bool first = true;
     st.prompt_tokens = prompt.size();
 
+    const stop_checker stop(params.eos_ids, params.stop_sequences);
     // Emits one token; returns false when generation must stop (res.reason set).
     auto emit = [&](token_id t, double prob) -> bool {
         if (first) {
             st.time_to_first_token = std::chrono::duration<double>(clock::now() - t0).count();
             first = false;
         }
-        if (std::find(params.eos_ids.begin(), params.eos_ids.end(), t) != params.eos_ids.end()) {
+        if (stop.is_eos(t)) {
             res.reason = stop_reason::eos;
             return false;
         }
@@ -732,12 +733,7 @@ speculative_result speculative_decode(Target& target, Proposer& proposer,
         const float lp =
             params.rule == verification::greedy || !(prob > 0) ? 0.f : float(std::log(prob));
         const bool go_on = detail::call_stream(on_token, token_event{t, res.tokens.size() - 1, lp});
-        if (std::any_of(params.stop_sequences.begin(), params.stop_sequences.end(),
-                        [&](const std::vector<token_id>& q) {
-                            return q.size() <= res.tokens.size() &&
-                                   std::equal(q.begin(), q.end(),
-                                              res.tokens.end() - std::ptrdiff_t(q.size()));
-                        })) {
+        if (stop.ends_with_stop_sequence(res.tokens)) {
             res.reason = stop_reason::stop_sequence;
             return false;
         }
