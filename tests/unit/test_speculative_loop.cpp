@@ -495,3 +495,29 @@ TEST_CASE("speculative_decode edge cases", "[speculative]") {
     }
 #endif
 }
+
+namespace {
+// A backend that counts ids outside [0, V) the target is sent after the prompt.
+struct range_checking_model {
+    std::size_t prompt_size = 0;
+    int bad = 0;
+    std::size_t vocab_size() const { return 4; }
+    void logits(std::span<const sequence_request> rq, std::span<float> out) {
+        for (const auto& r : rq)
+            for (std::size_t i = prompt_size; i < r.tokens.size(); ++i)
+                if (r.tokens[i] < 0 || r.tokens[i] >= 4) ++bad;
+        for (std::size_t i = 0; i < out.size(); ++i) out[i] = float(i % 4);
+    }
+};
+}  // namespace
+
+TEST_CASE("draft ids outside the vocabulary never reach the target", "[speculative][bad-input]") {
+    // n-gram lookup copies the 9 that follows the earlier 0 in the prompt into its draft.
+    const std::vector<token_id> prompt{0, 9, 0};
+    range_checking_model m{.prompt_size = prompt.size()};
+    ngram_proposer ng{.min_n = 1, .max_n = 1};
+    basic_processing proc{.temperature = 0.f};
+    const auto r = speculative_decode(m, ng, prompt, speculative_params{.max_new_tokens = 4}, proc);
+    CHECK(m.bad == 0);
+    CHECK(r.tokens.size() == 4);
+}

@@ -465,6 +465,7 @@ struct basic_processing {
             if (w > 0) out.push(token_id(i), float(w));
         }
         const std::size_t n = out.size();
+        if (n == 0) return;  // no valid entry: the empty distribution (callers report it)
         auto& order = scratch_order_;
         order.resize(n);
         for (std::size_t i = 0; i < n; ++i) order[i] = i;
@@ -759,6 +760,11 @@ speculative_result speculative_decode(Target& target, Proposer& proposer,
             draft_request req{ctx, cap, rng_key{params.seed, params.sequence, n0}, prompt.size()};
             proposer.propose(req, drafts);
             if (drafts.tokens.size() > cap) drafts.tokens.resize(cap);
+            // A draft is cut at its first id outside [0, V): the target never sees an invalid id,
+            // whatever the proposer (n-gram lookup copies prompt ids, which may be out of range).
+            const auto bad = std::find_if(drafts.tokens.begin(), drafts.tokens.end(),
+                                          [&](token_id t) { return t < 0 || std::size_t(t) >= V; });
+            drafts.tokens.erase(bad, drafts.tokens.end());
             st.draft_calls += drafts.model_calls;
         }
         const std::size_t g = drafts.tokens.size();
