@@ -149,12 +149,12 @@ TEST_CASE("stress: many small back-to-back calls with varying n", "[sampling][ba
     // ran an item of an old call, claimed an item of the next call with the old job, or ran an
     // item twice / not at all would be caught by the checks (and by TSan/ASan as a race or a
     // dangling access).
-    for (std::size_t threads : {2, 3}) {
+    for (std::size_t threads : {2, 3, 4}) {  // 4: oversubscribed, workers often wake late
         batch_sampler pool(threads);
         std::mt19937 g{unsigned(threads)};
         std::size_t bad = 0;
         std::atomic<std::size_t> out_of_range{0};  // Catch2 assertions are not thread-safe
-        for (int call = 0; call < 20000; ++call) {
+        for (int call = 0; call < 50000; ++call) {
             const std::size_t n = 1 + g() % 7;  // often fewer items than threads
             const std::uint32_t tag = std::uint32_t(call) * 2654435761u;
             std::vector<std::uint32_t> out(n, 0);
