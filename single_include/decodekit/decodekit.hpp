@@ -105,16 +105,20 @@ DECODEKIT_END_NAMESPACE
 // ---- end decodekit/types.hpp
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
 /// Token ids and logits of a candidate set. Capacity is set at construction; size() <= capacity().
+/// Also owns a scratch of capacity() 64-bit sort keys that the selection kernels use, so they
+/// never allocate.
 class candidates {
 public:
     candidates() = default;
-    explicit candidates(std::size_t capacity) : ids_(capacity), logits_(capacity) {}
+    explicit candidates(std::size_t capacity)
+        : ids_(capacity), logits_(capacity), keys_(capacity) {}
 
     std::size_t size() const noexcept { return size_; }
     std::size_t capacity() const noexcept { return ids_.size(); }
@@ -143,10 +147,13 @@ public:
     /// Whole storage, for kernels that write then call resize().
     token_id* id_storage() noexcept { return ids_.data(); }
     float* logit_storage() noexcept { return logits_.data(); }
+    /// Kernel scratch of capacity() 64-bit keys (contents unspecified between calls).
+    std::uint64_t* key_storage() noexcept { return keys_.data(); }
 
 private:
     std::vector<token_id> ids_;
     std::vector<float> logits_;
+    std::vector<std::uint64_t> keys_;
     std::size_t size_ = 0;
 };
 
@@ -175,6 +182,11 @@ DECODEKIT_END_NAMESPACE
 /// true bound (best sum / max_length^lp when lp > 0), so it returns the exact n-best of the
 /// sequences the beam kept. At max_new_tokens, running beams become hypotheses.
 /// All running beams (every group) go to the model in one call, slot = beam index.
+
+// ---- begin decodekit/decoding/stop.hpp
+/// \file decoding/stop.hpp
+/// Stop conditions shared by the decoding drivers (generate, speculative, beam search,
+/// contrastive, DoLa): EOS ids and stop sequences, checked on generated tokens only.
 
 // ---- begin decodekit/error.hpp
 /// \file error.hpp
@@ -261,6 +273,61 @@ inline std::string range_message(std::string_view field, std::string_view allowe
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/error.hpp
+
+#include <algorithm>
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+/// First problem with stop conditions (negative EOS id, empty stop sequence or negative id in
+/// one), fields named "<owner>.eos_ids" / "<owner>.stop_sequences"; nullopt when valid.
+inline std::optional<std::string> check_stop_conditions(
+    std::string_view owner, std::span<const token_id> eos_ids,
+    std::span<const std::vector<token_id>> stop_sequences = {}) {
+    const std::string o(owner);
+    for (token_id e : eos_ids)
+        if (e < 0) return range_message(o + ".eos_ids", "non-negative ids", double(e));
+    for (const auto& s : stop_sequences) {
+        if (s.empty()) return o + ".stop_sequences: every sequence must be non-empty";
+        for (token_id t : s)
+            if (t < 0) return range_message(o + ".stop_sequences", "non-negative ids", double(t));
+    }
+    return std::nullopt;
+}
+}  // namespace detail
+
+/// EOS ids and stop sequences, usable by any driver. Borrows the spans (they must outlive it).
+class stop_checker {
+public:
+    explicit stop_checker(std::span<const token_id> eos_ids,
+                          std::span<const std::vector<token_id>> stop_sequences = {}) noexcept
+        : eos_(eos_ids), stop_(stop_sequences) {}
+    /// True when t is an EOS id.
+    bool is_eos(token_id t) const noexcept {
+        return std::find(eos_.begin(), eos_.end(), t) != eos_.end();
+    }
+    /// True when `generated` ends with one of the stop sequences (generated tokens only).
+    bool ends_with_stop_sequence(std::span<const token_id> generated) const noexcept {
+        for (const auto& s : stop_)
+            if (s.size() <= generated.size() &&
+                std::equal(s.begin(), s.end(), generated.end() - std::ptrdiff_t(s.size())))
+                return true;
+        return false;
+    }
+
+private:
+    std::span<const token_id> eos_;
+    std::span<const std::vector<token_id>> stop_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/stop.hpp
 // ---- begin decodekit/kernels/reduce.hpp
 /// \file kernels/reduce.hpp
 /// max, argmax, sum, logsumexp over a logits row (SIMD, one streaming pass each; logsumexp two).
@@ -719,6 +786,31 @@ template <class A>
 using batch_bool = xsimd::batch_bool<float, A>;
 template <class A>
 using ibatch = xsimd::batch<std::int32_t, A>;
+template <class A>
+using dbatch = xsimd::batch<double, A>;
+
+// Thin wrappers so that kernels never name xsimd (same semantics as the xsimd functions).
+
+/// x * y + z per lane (fused where the architecture has FMA).
+template <class A>
+inline batch<A> fma(const batch<A>& x, const batch<A>& y, const batch<A>& z) noexcept {
+    return xsimd::fma(x, y, z);
+}
+/// Per lane: c ? a : b.
+template <class A>
+inline batch<A> select(const batch_bool<A>& c, const batch<A>& a, const batch<A>& b) noexcept {
+    return xsimd::select(c, a, b);
+}
+/// Per-lane maximum (xsimd semantics for NaN; use max_ignore_nan to skip NaN).
+template <class A>
+inline batch<A> max(const batch<A>& a, const batch<A>& b) noexcept {
+    return xsimd::max(a, b);
+}
+/// True if any lane of the mask is set.
+template <class A>
+inline bool any(const batch_bool<A>& b) noexcept {
+    return xsimd::any(b);
+}
 
 /// Number of float lanes of architecture A.
 template <class A>
@@ -1105,7 +1197,7 @@ float max(std::span<const float> x) noexcept {
         a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
     }
     for (; i + L <= n; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-    float m = simd::reduce_max<A>(xsimd::max(xsimd::max(a0, a1), xsimd::max(a2, a3)));
+    float m = simd::reduce_max<A>(simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3)));
     for (; i < n; ++i) m = p[i] > m ? p[i] : m;
     return m;
 }
@@ -1135,8 +1227,8 @@ std::size_t argmax(std::span<const float> x) noexcept {
             a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
         }
         for (; i < end; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-        const B bm = xsimd::max(xsimd::max(a0, a1), xsimd::max(a2, a3));
-        if (xsimd::any(bm > run)) {
+        const B bm = simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3));
+        if (simd::any<A>(bm > run)) {
             best = simd::reduce_max<A>(bm);
             run = B(best);
             best_block = b0;
@@ -1228,8 +1320,8 @@ DECODEKIT_END_NAMESPACE
 /// pass is repeated without it (rare). Cost is one read of the row plus O(k log k).
 /// filter_at_least: one compare-and-compact pass, output in id order.
 ///
-/// Scratch: sorting needs 8 bytes per survivor; it lives in a thread_local buffer that grows to
-/// the largest need seen and is then reused (no allocation per call after the first).
+/// Scratch: sorting needs 8 bytes per survivor; it is the output candidates' key storage
+/// (candidates::key_storage(), capacity() keys, sized at construction): no allocation.
 
 
 #include <algorithm>
@@ -1240,7 +1332,6 @@ DECODEKIT_END_NAMESPACE
 #include <functional>
 #include <limits>
 #include <span>
-#include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 namespace kernels {
@@ -1257,13 +1348,6 @@ inline std::uint64_t rank_key(float logit, token_id id) noexcept {
 }
 inline token_id key_id(std::uint64_t key) noexcept { return token_id(~std::uint32_t(key)); }
 
-/// Per-thread scratch of at least n 64-bit keys (grows, never shrinks).
-inline std::uint64_t* key_scratch(std::size_t n) noexcept {
-    static thread_local std::vector<std::uint64_t> buf;
-    if (buf.size() < n) buf.resize(std::max(n, std::size_t(4096)));
-    return buf.data();
-}
-
 /// Compare-and-compact of x[begin, end) (whole batches only): appends every entry with
 /// x_i >= t (or > t when strict) to ids/logits at index c; returns the new count.
 /// \pre room for (end - begin) + lanes entries after c.
@@ -1279,7 +1363,7 @@ std::size_t compact_batches(const float* p, std::size_t begin, std::size_t end, 
         const B v0 = B::load_unaligned(p + i), v1 = B::load_unaligned(p + i + L);
         const B v2 = B::load_unaligned(p + i + 2 * L), v3 = B::load_unaligned(p + i + 3 * L);
         const auto m0 = pass(v0), m1 = pass(v1), m2 = pass(v2), m3 = pass(v3);
-        if (!xsimd::any((m0 | m1) | (m2 | m3))) continue;
+        if (!simd::any<A>((m0 | m1) | (m2 | m3))) continue;
         if (const std::uint64_t m = simd::to_mask<A>(m0))
             c += simd::compress_store<A>(v0, m, token_id(i), lg + c, ids + c);
         if (const std::uint64_t m = simd::to_mask<A>(m1))
@@ -1373,7 +1457,7 @@ std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
         auto shrink = [&] {
             // c > cap: keep the k best (exactly_k, then only strictly better may enter) or
             // every entry >= the k-th value (keep_ties).
-            std::uint64_t* keys = detail::key_scratch(c);
+            std::uint64_t* keys = out.key_storage();
             for (std::size_t j = 0; j < c; ++j) keys[j] = detail::rank_key(lg[j], ids[j]);
             std::nth_element(keys, keys + (k - 1), keys + c, std::greater<std::uint64_t>());
             const std::uint64_t kk = keys[k - 1];
@@ -1408,7 +1492,7 @@ std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
             t0 = detail::lowest_f;  // the sampled threshold was too high: once more without it
             continue;
         }
-        std::uint64_t* keys = detail::key_scratch(c);
+        std::uint64_t* keys = out.key_storage();
         for (std::size_t j = 0; j < c; ++j) keys[j] = detail::rank_key(lg[j], ids[j]);
         return detail::emit_sorted(x, keys, c, k, ties, out);
     }
@@ -1483,7 +1567,7 @@ std::size_t filter_min_p(std::span<const float> x, float p_base, float temperatu
         for (; i + 2 * L <= end; i += 2 * L) {
             const B v0 = one(i, a0), v1 = one(i + L, a1);
             const auto m0 = v0 >= tb, m1 = v1 >= tb;
-            if (!xsimd::any(m0 | m1)) continue;
+            if (!simd::any<A>(m0 | m1)) continue;
             if (const std::uint64_t k = simd::to_mask<A>(m0))
                 c += simd::compress_store<A>(v0, k, token_id(i), lg + c, ids + c);
             if (const std::uint64_t k = simd::to_mask<A>(m1))
@@ -1494,7 +1578,7 @@ std::size_t filter_min_p(std::span<const float> x, float p_base, float temperatu
             if (const std::uint64_t k = simd::to_mask<A>(v >= tb))
                 c += simd::compress_store<A>(v, k, token_id(i), lg + c, ids + c);
         }
-        m = simd::reduce_max<A>(xsimd::max(a0, a1));
+        m = simd::reduce_max<A>(simd::max<A>(a0, a1));
     }
     for (std::size_t i = nfull; i < n; ++i) {
         m = p[i] > m ? p[i] : m;
@@ -1718,6 +1802,14 @@ inline void prune_pool(std::vector<beam_candidate>& pool, std::size_t k) {
 inline double log1mexp(double a) noexcept {
     return a < 0.6931471805599453 ? std::log(-std::expm1(-a)) : std::log1p(-std::exp(-a));
 }
+/// rng_key.step of the Gumbel noise of beam b of group g at step cur (stochastic beams):
+/// (cur << 24) | (g << 12) | b, injective since g, b < 4096 (num_beams <= 4096).
+/// \pre g < 4096, b < 4096, cur < 2^40
+inline std::uint64_t stochastic_beam_step(std::size_t cur, std::size_t g, std::size_t b) noexcept {
+    DECODEKIT_ASSERT(g < 4096 && b < 4096 && std::uint64_t(cur) < (std::uint64_t(1) << 40),
+                     "stochastic_beam_step: g, b < 4096 and cur < 2^40");
+    return (std::uint64_t(cur) << 24) | (std::uint64_t(g) << 12) | std::uint64_t(b);
+}
 }  // namespace detail
 
 /// Workspace of beam_top_candidates: sized once for (vocab_size, rows, k).
@@ -1898,9 +1990,7 @@ private:
         bool done = false;
     };
 
-    bool is_eos(token_id t) const noexcept {
-        return std::find(p_.eos_ids.begin(), p_.eos_ids.end(), t) != p_.eos_ids.end();
-    }
+    bool is_eos(token_id t) const noexcept { return stop_checker(p_.eos_ids).is_eos(t); }
     beam& next_slot(group& G) {
         if (G.nn == G.next.size()) G.next.emplace_back();
         return G.next[G.nn++];
@@ -1958,7 +2048,7 @@ private:
             if (!std::isfinite(lse)) continue;
             rng_stream rs = make_stream(
                 {p_.seed, p_.sequence,
-                 (std::uint64_t(cur) << 20) | (std::uint64_t(&G - groups_.data()) << 12) | b},
+                 detail::stochastic_beam_step(cur, std::size_t(&G - groups_.data()), b)},
                 rng_purpose::gumbel);
             const double inv_t = 1.0 / double(p_.temperature);
             double z = -std::numeric_limits<double>::infinity();
@@ -2090,7 +2180,7 @@ void cosine_similarity(std::span<const float> query, const float* rows, std::siz
         B a(0.f);
         for (; i < e; i += L) {
             const B v = B::load_unaligned(q + i);
-            a = xsimd::fma(v, v, a);
+            a = simd::fma<A>(v, v, a);
         }
         qq += double(simd::reduce_add<A>(a));
     }
@@ -2103,15 +2193,15 @@ void cosine_similarity(std::span<const float> query, const float* rows, std::siz
             B d0(0.f), d1(0.f), n0(0.f), n1(0.f);
             for (; i + 2 * L <= e; i += 2 * L) {
                 const B v0 = B::load_unaligned(row + i), v1 = B::load_unaligned(row + i + L);
-                d0 = xsimd::fma(B::load_unaligned(q + i), v0, d0);
-                d1 = xsimd::fma(B::load_unaligned(q + i + L), v1, d1);
-                n0 = xsimd::fma(v0, v0, n0);
-                n1 = xsimd::fma(v1, v1, n1);
+                d0 = simd::fma<A>(B::load_unaligned(q + i), v0, d0);
+                d1 = simd::fma<A>(B::load_unaligned(q + i + L), v1, d1);
+                n0 = simd::fma<A>(v0, v0, n0);
+                n1 = simd::fma<A>(v1, v1, n1);
             }
             for (; i < e; i += L) {
                 const B v = B::load_unaligned(row + i);
-                d0 = xsimd::fma(B::load_unaligned(q + i), v, d0);
-                n0 = xsimd::fma(v, v, n0);
+                d0 = simd::fma<A>(B::load_unaligned(q + i), v, d0);
+                n0 = simd::fma<A>(v, v, n0);
             }
             dot += double(simd::reduce_add<A>(d0 + d1));
             rr += double(simd::reduce_add<A>(n0 + n1));
@@ -2271,9 +2361,7 @@ contrastive_search(M& model, std::span<const token_id> prompt, const contrastive
         s.reserve(prompt.size() + std::min<std::size_t>(params.max_new_tokens, 16384));
     std::vector<sequence_request> req(k);
     std::vector<float> la_logits(k * V), la_hidden(k * H);
-    auto is_eos = [&](token_id t) {
-        return std::find(params.eos_ids.begin(), params.eos_ids.end(), t) != params.eos_ids.end();
-    };
+    const stop_checker stop(params.eos_ids);
 
     while (res.tokens.size() < params.max_new_tokens) {
         const std::size_t n = scorer.candidates_of(logits);
@@ -2299,7 +2387,7 @@ contrastive_search(M& model, std::span<const token_id> prompt, const contrastive
         ctx_hidden.insert(ctx_hidden.end(), la_hidden.begin() + std::ptrdiff_t(best * H),
                           la_hidden.begin() + std::ptrdiff_t((best + 1) * H));
         std::copy_n(la_logits.begin() + std::ptrdiff_t(best * V), V, logits.begin());
-        if (is_eos(t)) {
+        if (stop.is_eos(t)) {
             res.eos = true;
             break;
         }
@@ -2394,7 +2482,7 @@ softmax_stats log_softmax(std::span<const float> x, std::span<float> out,
     std::size_t i = 0;
     for (; i + L <= n; i += L) {
         const B d = (B::load_unaligned(p + i) - mb) * tb;
-        xsimd::select(d >= ub, d - lzb, ninf).store_unaligned(o + i);  // NaN fails >=: -inf
+        simd::select<A>(d >= ub, d - lzb, ninf).store_unaligned(o + i);  // NaN fails >=: -inf
     }
     for (; i < n; ++i) {
         const float d = (p[i] - m) * inv_t;
@@ -2427,7 +2515,7 @@ double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
             const B w = simd::exp_nonpositive<A>(d0);     // NaN, -inf: 0
             const B d = simd::max_ignore_nan<A>(lo, d0);  // -inf, NaN -> -200: w * d = 0
             s += w;
-            t = xsimd::fma(w, d, t);
+            t = simd::fma<A>(w, d, t);
         };
         for (; i + 2 * L <= end; i += 2 * L) {
             one(i, s0, t0);
@@ -2670,21 +2758,41 @@ namespace detail {
 template <class A>
 double positive_sum(const float* w, std::size_t begin, std::size_t end) noexcept {
     using B = simd::batch<A>;
-    using D = xsimd::batch<double, A>;
+    using D = simd::dbatch<A>;
     constexpr std::size_t L = simd::lanes<A>;
     const B zero(0.f);
     D a0(0.0), a1(0.0), a2(0.0), a3(0.0);
     std::size_t i = begin;
     for (; i + 2 * L <= end; i += 2 * L) {
         const B v0 = B::load_unaligned(w + i), v1 = B::load_unaligned(w + i + L);
-        simd::widen_add<A>(a0, a1, xsimd::select(v0 > zero, v0, zero));  // NaN, <= 0: 0
-        simd::widen_add<A>(a2, a3, xsimd::select(v1 > zero, v1, zero));
+        simd::widen_add<A>(a0, a1, simd::select<A>(v0 > zero, v0, zero));  // NaN, <= 0: 0
+        simd::widen_add<A>(a2, a3, simd::select<A>(v1 > zero, v1, zero));
     }
     for (; i < end; i += L) {
         const B v = B::load_unaligned(w + i);
-        simd::widen_add<A>(a0, a1, xsimd::select(v > zero, v, zero));
+        simd::widen_add<A>(a0, a1, simd::select<A>(v > zero, v, zero));
     }
     return simd::reduce_add<A>((a0 + a1) + (a2 + a3));
+}
+
+/// Exact inverse-CDF draw from softmax(x / T) with the reference's double weights (two passes,
+/// V exponentials, 2 random words); npos if no entry has weight. \pre m = max(x), finite.
+inline std::size_t draw_exact(const float* p, std::size_t n, float m, float temperature,
+                              rng_stream& rng) noexcept {
+    double s = 0;
+    for (std::size_t i = 0; i < n; ++i) s += reference::weight(p[i], m, temperature);
+    const double target = rng.uniform() * s;
+    if (!(s > 0)) return npos;
+    double run = 0;
+    std::size_t last = npos;
+    for (std::size_t i = 0; i < n; ++i) {
+        const double w = reference::weight(p[i], m, temperature);
+        if (!(w > 0)) continue;
+        run += w;
+        last = i;
+        if (run > target) return i;
+    }
+    return last;
 }
 
 }  // namespace detail
@@ -2766,7 +2874,10 @@ std::size_t draw_exponential_race(std::span<const float> x, float temperature,
 /// proposals is geometric with mean H / Z <= g (about 1 for flat rows, up to g when each block
 /// holds one dominant entry). A row with +inf entries draws uniformly among them (2 words); no
 /// valid entry: npos (0 words). Exact except that entries in blocks whose max is more than 87 T
-/// below the row max (total probability < V e^-87) are never drawn. \pre temperature > 0
+/// below the row max (total probability < V e^-87) are never drawn. When 1/T is not finite
+/// (subnormal T), and after max(64 g, 4096) rejected proposals (probability < e^-64), the draw
+/// is an exact inverse CDF over the reference's double weights instead (2 more words, V
+/// exponentials); both keep the draw exact. \pre temperature > 0
 template <class A = simd::default_arch>
 std::size_t draw_temperature(std::span<const float> x, float temperature,
                              rng_stream& rng) noexcept {
@@ -2794,7 +2905,7 @@ std::size_t draw_temperature(std::span<const float> x, float temperature,
             a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
         }
         for (; i + L <= e; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-        float mb = simd::reduce_max<A>(xsimd::max(a0, a1));
+        float mb = simd::reduce_max<A>(simd::max<A>(a0, a1));
         for (; i < e; ++i) mb = p[i] > mb ? p[i] : mb;
         bmax[b] = mb;
         m = mb > m ? mb : m;
@@ -2809,6 +2920,8 @@ std::size_t draw_temperature(std::span<const float> x, float temperature,
         return npos;
     }
     const float inv_t = 1.f / temperature;
+    // (M_b - m) * inf would be 0 * inf = NaN for the max's block: no usable envelope.
+    if (!std::isfinite(inv_t)) return detail::draw_exact(p, n, m, temperature, rng);
     const B mb(m), tb(inv_t);
     for (std::size_t b = nb; b % L; ++b) bmax[b] = detail::neg_inf_f;
     for (std::size_t b = 0; b < nb; b += L)
@@ -2819,7 +2932,9 @@ std::size_t draw_temperature(std::span<const float> x, float temperature,
         total += double(bmax[b]) * (1.0 + 3e-5) * double(g);
         cum[b] = total;
     }
-    for (;;) {
+    if (!(total > 0)) return detail::draw_exact(p, n, m, temperature, rng);  // defensive
+    const std::size_t max_proposals = std::max<std::size_t>(64 * g, 4096);
+    for (std::size_t proposal = 0; proposal < max_proposals; ++proposal) {
         const double t = rng.uniform() * total;
         std::size_t b = std::size_t(std::upper_bound(cum, cum + nb, t) - cum);
         if (b >= nb) b = nb - 1;
@@ -2829,6 +2944,7 @@ std::size_t draw_temperature(std::span<const float> x, float temperature,
         const double w = reference::weight(p[i], m, temperature);
         if (u * (double(bmax[b]) * (1.0 + 3e-5)) < w) return i;
     }
+    return detail::draw_exact(p, n, m, temperature, rng);  // bounded loop: still exact
 }
 
 }  // namespace kernels
@@ -2897,7 +3013,7 @@ std::size_t top_p(std::span<const float> x, float p, float temperature, std::siz
                 lg[c] = xp[i];
                 ++c;
             }
-        std::uint64_t* keys = detail::key_scratch(c);
+        std::uint64_t* keys = out.key_storage();
         for (std::size_t j = 0; j < c; ++j) keys[j] = detail::rank_key(lg[j], ids[j]);
         std::size_t sorted = 0;  // keys[0, sorted) are in final order
         auto ensure_sorted = [&](std::size_t upto) {
@@ -2959,12 +3075,16 @@ DECODEKIT_END_NAMESPACE
 /// order of the preset, then the draw. Temperature is a step too: steps before it see the
 /// distribution at temperature 1, steps after it the tempered one.
 ///
+// clang-format off
 /// Presets (ALGORITHMS.md "Order"; a disabled step is skipped):
-///   hf        : temperature, top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, xtc,
-///   mirostat llama_cpp : top_n_sigma, top_k, typical, epsilon, eta, top_p, min_p, xtc,
-///   temperature, mirostat vllm      : temperature, min_p, top_k, top_p, typical, epsilon, eta,
-///   top_n_sigma, xtc, mirostat custom    : `custom_order` (each step at most once; steps not
-///   listed are not applied)
+///   - hf        : temperature, top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, xtc,
+///                 mirostat
+///   - llama_cpp : top_n_sigma, top_k, typical, epsilon, eta, top_p, min_p, xtc, temperature,
+///                 mirostat
+///   - vllm      : temperature, min_p, top_k, top_p, typical, epsilon, eta, top_n_sigma, xtc,
+///                 mirostat
+///   - custom    : `custom_order` (each step at most once; steps not listed are not applied)
+// clang-format on
 /// The default is llama_cpp (temperature last: truncation runs on the raw logits and temperature
 /// only touches the survivors, the fastest order). Presets choose the order only; the other
 /// switches (top_k_ties, min_p_space, min_keep) are separate fields.
@@ -3618,7 +3738,8 @@ struct sampler_state {
 };
 
 /// A sparse distribution: token ids and their probabilities (equal lengths, probabilities sum to 1,
-/// descending probability, ties by ascending id). Views into a sampler's workspace (valid until
+/// descending probability, ties by ascending id; ascending id from
+/// sampler::distribution_unordered()). Views into a sampler's workspace (valid until
 /// its next call) or into caller storage.
 struct distribution {
     std::span<const token_id> tokens = {};
@@ -3791,6 +3912,36 @@ public:
         while (n > 0 && !(weights_[n - 1] > 0)) --n;
         cand_.resize(n);
         for (std::size_t i = 0; i < n; ++i) weights_[i] = float(weights_[i] / s);  // in place
+        return {{cand_.id_storage(), cand_.size()}, {weights_.data(), cand_.size()}};
+    }
+
+    /// distribution() as a set, in ascending id order: same ids and probabilities (up to the
+    /// rounding of the normaliser, summed in another order). Never sorts by probability: without
+    /// truncation one filter pass over the row plus one exp pass (for speculative verification,
+    /// which needs no order). Views into the workspace: valid until the next call.
+    decodekit::distribution distribution_unordered(std::span<const float> logits,
+                                                   const sample_context& ctx = {}) noexcept {
+        if (params_.greedy()) return distribution(logits, ctx);
+        if (logits.size() != vocab_) return {};
+        const std::span<const float> x = process(logits, ctx);
+        truncate(x, ctx);
+        if (full_) materialise(x);  // id order
+        if (cand_.empty()) return {};
+        if (!std::is_sorted(cand_.ids().begin(), cand_.ids().end())) {  // a truncated set
+            const std::size_t n = cand_.size();
+            const token_id* ids = cand_.id_storage();
+            const float* lg = cand_.logit_storage();
+            for (std::size_t i = 0; i < n; ++i) sorted_[i] = {lg[i], ids[i]};
+            std::sort(sorted_.begin(), sorted_.begin() + std::ptrdiff_t(n),
+                      [](const detail::scored& a, const detail::scored& b) { return a.id < b.id; });
+            write_back(n);
+            sorted_flag_ = false;
+        }
+        const double s = fill_weights();
+        if (!(s > 0)) return {};
+        const float* w = weights_.data();
+        compact([w](std::size_t i) { return w[i] > 0; });  // underflow, finite next to +inf
+        for (std::size_t i = 0; i < cand_.size(); ++i) weights_[i] = float(weights_[i] / s);
         return {{cand_.id_storage(), cand_.size()}, {weights_.data(), cand_.size()}};
     }
 
@@ -4237,6 +4388,10 @@ private:
         return {s, h};
     }
 
+    /// Typical keeps a prefix in |-log p - H| order, not a logit threshold: as a first step
+    /// (full row) it materialises and sorts the whole valid row (O(V log V)). Not restricted
+    /// further: the kept set is not a logit interval bound in advance. Run a cheap truncation
+    /// (top-k, min-p) before it on a hot path.
     void step_typical(std::span<const float> x) noexcept {
         if (full_) materialise(x);
         sort_cand();
@@ -4281,8 +4436,59 @@ private:
         });
     }
 
+    /// Full-row {max, S, H} at t_ from the vectorised kernels (exp_sum: 2 passes; entropy, only
+    /// when `want_h`: 2 more). S equals the sum fill_weights() gives the materialised row up to
+    /// rounding (float lanes, another summation order).
+    struct row_stats {
+        float max;
+        double sum;
+        double h;
+    };
+    row_stats full_row_stats(std::span<const float> x, bool want_h) const noexcept {
+        const auto st = kernels::exp_sum(x, t_);
+        return {st.max, st.sum, want_h && st.sum > 0 ? kernels::entropy(x, t_) : 0.0};
+    }
+    /// Full row, threshold steps (epsilon, eta, mirostat): keeps a superset of the entries with
+    /// float weight >= w_thr (a logit threshold a little below the exact one; the row max always
+    /// survives), sorted, weights filled; the caller then cuts exactly as on the materialised
+    /// row. Returns false (cand_ untouched, still full_) when the shortcut does not apply:
+    /// +inf max, non-finite threshold, or fewer survivors than `at_least`.
+    bool threshold_candidates(std::span<const float> x, float m, double w_thr,
+                              std::size_t at_least) noexcept {
+        if (!(m > -detail::f_inf) || m == detail::f_inf || !(w_thr > 0)) return false;
+        // float(exp(d)) >= w_thr implies d >= log(w_thr) - 2^-23 (relative rounding); 1e-4 slack
+        const double thr_d = double(m) + double(t_) * (std::log(w_thr) - 1e-4);
+        if (!std::isfinite(thr_d)) return false;
+        float thr = std::nextafter(float(thr_d), -detail::f_inf);
+        thr = std::min(thr, m);
+        kernels::filter_at_least(x, thr, cand_);
+        if (cand_.size() < at_least) return false;
+        full_ = false;
+        sorted_flag_ = false;
+        sort_cand();
+        fill_weights();  // same max as the full row: it survives
+        return true;
+    }
+    std::size_t valid_count(std::span<const float> x) const noexcept {
+        std::size_t n = 0;
+        for (float v : x) n += v > -detail::f_inf;  // not NaN, not -inf (materialise drops them)
+        return n;
+    }
+    std::size_t min_keep_of(std::span<const float> x) const noexcept {
+        return params_.min_keep <= 1 ? params_.min_keep
+                                     : std::min(params_.min_keep, valid_count(x));
+    }
+
     void step_epsilon(std::span<const float> x, float eps) noexcept {
-        if (full_) materialise(x);
+        if (full_) {
+            const row_stats st = full_row_stats(x, false);
+            if (st.sum > 0 &&
+                threshold_candidates(x, st.max, double(eps) * st.sum, min_keep_of(x))) {
+                keep_weight_at_least(double(eps) * st.sum);
+                return;
+            }
+            materialise(x);
+        }
         sort_cand();
         const double s = fill_weights();
         if (!(s > 0)) return;
@@ -4290,11 +4496,19 @@ private:
     }
 
     void step_eta(std::span<const float> x) noexcept {
-        if (full_) materialise(x);
+        const double e = params_.eta;
+        if (full_) {
+            const row_stats st = full_row_stats(x, true);
+            const double w_thr = std::min(e, std::sqrt(e) * std::exp(-st.h)) * st.sum;
+            if (st.sum > 0 && threshold_candidates(x, st.max, w_thr, min_keep_of(x))) {
+                keep_weight_at_least(w_thr);
+                return;
+            }
+            materialise(x);
+        }
         sort_cand();
         const auto [s, h] = entropy_of_cand();
         if (!(s > 0)) return;
-        const double e = params_.eta;
         keep_weight_at_least(std::min(e, std::sqrt(e) * std::exp(-h)) * s);
     }
 
@@ -4324,6 +4538,9 @@ private:
         }
     }
 
+    /// XTC drops the head and keeps the whole tail: as a first step (full row) the working set
+    /// stays about the whole row, which the draw sorts anyway, so it still materialises and
+    /// sorts (O(V log V)). Put a truncation step before it on a hot path.
     void step_xtc(std::span<const float> x, const sample_context& ctx) noexcept {
         rng_stream coin = make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::filter);
         if (!(coin.uniform_float() < params_.xtc_probability)) return;
@@ -4344,12 +4561,23 @@ private:
     }
 
     void step_mirostat(std::span<const float> x) noexcept {
-        if (full_) materialise(x);
+        // keep -log2 p <= mu, i.e. p >= 2^-mu; at least one
+        const double f = std::exp2(-double(state_.mirostat_mu));
+        if (full_) {
+            const row_stats st = full_row_stats(x, false);
+            if (st.sum > 0 && threshold_candidates(x, st.max, f * st.sum, 1)) {
+                keep_weight_from_top(f * st.sum);
+                return;
+            }
+            materialise(x);
+        }
         sort_cand();
         const double s = fill_weights();
         if (!(s > 0)) return;
-        // keep -log2 p <= mu, i.e. p >= 2^-mu; at least one
-        const double w_thr = std::exp2(-double(state_.mirostat_mu)) * s;
+        keep_weight_from_top(f * s);
+    }
+    /// Keeps the leading entries with weights_ >= w_thr, at least one.  \pre sorted, weights
+    void keep_weight_from_top(double w_thr) noexcept {
         std::size_t n = 0;
         while (n < cand_.size() && weights_[n] >= w_thr) ++n;
         cand_.resize(std::max<std::size_t>(n, 1));
@@ -4729,6 +4957,7 @@ requires layer_logits_model<M> dola_result dola_decode(M& model, std::span<const
                                                        const dola_params& params) {
     params.validate();
     if (prompt.empty()) raise("dola: prompt must not be empty (add a BOS token)");
+    const stop_checker stop(params.eos_ids);
     const std::size_t V = model.vocab_size(), N = model.num_layers();
     std::vector<int> layers = dola_candidate_layers(params, N);
     const std::size_t J = layers.size();
@@ -4762,8 +4991,7 @@ requires layer_logits_model<M> dola_result dola_decode(M& model, std::span<const
         seq.push_back(s.token);
         res.tokens.push_back(s.token);
         res.premature_layers.push_back(layers[m]);
-        if (std::find(params.eos_ids.begin(), params.eos_ids.end(), s.token) !=
-            params.eos_ids.end()) {
+        if (stop.is_eos(s.token)) {
             res.eos = true;
             break;
         }
@@ -4867,6 +5095,7 @@ DECODEKIT_END_NAMESPACE
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -4929,18 +5158,8 @@ struct generate_params {
         if (max_new_tokens < 1)
             return detail::range_message("generate_params.max_new_tokens", ">= 1",
                                          double(max_new_tokens));
-        for (token_id e : eos_ids)
-            if (e < 0)
-                return detail::range_message("generate_params.eos_ids", "non-negative ids",
-                                             double(e));
-        for (const auto& s : stop_sequences) {
-            if (s.empty())
-                return "generate_params.stop_sequences: every sequence must be non-empty";
-            for (token_id t : s)
-                if (t < 0)
-                    return detail::range_message("generate_params.stop_sequences",
-                                                 "non-negative ids", double(t));
-        }
+        if (auto e = detail::check_stop_conditions("generate_params", eos_ids, stop_sequences))
+            return e;
         if (bos_token < -1)
             return detail::range_message("generate_params.bos_token", ">= 0, or -1 for none",
                                          double(bos_token));
@@ -4962,27 +5181,6 @@ struct token_event {
     token_id token = -1;
     std::size_t index = 0;  ///< position in the output (0 = first generated token)
     float logprob = 0;      ///< log-probability it was drawn with (0 for greedy)
-};
-
-/// The stop conditions of generate_params, usable by other drivers (speculative decoding).
-class stop_checker {
-public:
-    explicit stop_checker(const generate_params& p) : p_(&p) {}
-    /// True when t is an EOS id.
-    bool is_eos(token_id t) const noexcept {
-        return std::find(p_->eos_ids.begin(), p_->eos_ids.end(), t) != p_->eos_ids.end();
-    }
-    /// True when `generated` ends with one of the stop sequences (generated tokens only).
-    bool ends_with_stop_sequence(std::span<const token_id> generated) const noexcept {
-        for (const auto& s : p_->stop_sequences)
-            if (s.size() <= generated.size() &&
-                std::equal(s.begin(), s.end(), generated.end() - std::ptrdiff_t(s.size())))
-                return true;
-        return false;
-    }
-
-private:
-    const generate_params* p_;
 };
 
 namespace detail {
@@ -5029,7 +5227,7 @@ requires language_model<M> &&(std::invocable<OnToken&, const token_event&> ||
     sampler smp(sp, V);
     std::vector<float> logits(V);
     seq.reserve(prompt_len + std::min<std::size_t>(params.max_new_tokens, 16384));
-    const stop_checker stop(params);
+    const stop_checker stop(params.eos_ids, params.stop_sequences);
 
     generation_result res;
     res.tokens.reserve(std::min<std::size_t>(params.max_new_tokens, 16384));
@@ -5438,6 +5636,7 @@ struct basic_processing {
     /// threads); not configuration.
     mutable std::vector<std::size_t> scratch_order_ = {};
     mutable sparse_distribution scratch_dist_ = {};
+    mutable candidates scratch_nucleus_ = {};  ///< capacity V once warm (top-p without top-k)
 
     /// First problem with the fields, or nullopt.
     std::optional<std::string> check() const {
@@ -5462,6 +5661,24 @@ struct basic_processing {
             out.push(token_id(am), 1.f);
             return;
         }
+        if (top_p < 1.f && (top_k == 0 || top_k >= x.size())) {
+            // Top-p alone: kernels::top_p selects the nucleus without sorting V (same kept set
+            // and order: probability descending, ties by lowest id).
+            if (scratch_nucleus_.capacity() < x.size()) scratch_nucleus_ = candidates(x.size());
+            const std::size_t c = kernels::top_p(x, top_p, temperature, 1, scratch_nucleus_);
+            double total = 0;
+            for (std::size_t i = 0; i < c; ++i) {
+                const float v = scratch_nucleus_.logits()[i];
+                const double w = m == INFINITY
+                                     ? (v == INFINITY ? 1.0 : 0.0)
+                                     : std::exp((double(v) - double(m)) / double(temperature));
+                if (!(w > 0)) continue;
+                out.push(scratch_nucleus_.ids()[i], float(w));
+                total += float(w);
+            }
+            for (auto& q : out.probs) q = float(double(q) / total);
+            return;
+        }
         for (std::size_t i = 0; i < x.size(); ++i) {
             double w;
             if (std::isnan(x[i]) || x[i] == -INFINITY) continue;
@@ -5472,6 +5689,7 @@ struct basic_processing {
             if (w > 0) out.push(token_id(i), float(w));
         }
         const std::size_t n = out.size();
+        if (n == 0) return;  // no valid entry: the empty distribution (callers report it)
         auto& order = scratch_order_;
         order.resize(n);
         for (std::size_t i = 0; i < n; ++i) order[i] = i;
@@ -5602,8 +5820,8 @@ struct speculative_params {
             return detail::range_message("speculative_params.draft_length",
                                          "in [min_draft_length, max_draft_length]",
                                          double(draft_length));
-        for (const auto& s : stop_sequences)
-            if (s.empty()) return std::string("speculative_params.stop_sequences: empty sequence");
+        if (auto e = detail::check_stop_conditions("speculative_params", eos_ids, stop_sequences))
+            return e;
         return typical.check();
     }
     void validate() const { raise_if(check()); }
@@ -5683,7 +5901,8 @@ struct speculative_result {
 /// bool (false = stop) or void; token_event::logprob is log p(token) under the processed target
 /// distribution (0 with greedy verification).
 /// \pre prompt non-empty (raises otherwise); the proposer's vocab_size(), when it has one, equals
-/// the target's (raises otherwise, naming both).
+/// the target's (raises otherwise, naming both). params, processing and proposer are validated
+/// first (each through its validate() when it has one).
 template <language_model Target, draft_proposer Proposer, distribution_processing Processing,
           class OnToken = detail::no_stream>
 speculative_result speculative_decode(Target& target, Proposer& proposer,
@@ -5691,6 +5910,8 @@ speculative_result speculative_decode(Target& target, Proposer& proposer,
                                       const speculative_params& params, Processing& processing,
                                       OnToken&& on_token = {}) {
     params.validate();
+    if constexpr (requires { processing.validate(); }) processing.validate();
+    if constexpr (requires { proposer.validate(); }) proposer.validate();
     const std::size_t V = std::size_t(target.vocab_size());
     if (prompt.empty()) raise("speculative_decode: the prompt must be non-empty");
     if constexpr (requires { proposer.vocab_size(); }) {
@@ -5719,13 +5940,14 @@ speculative_result speculative_decode(Target& target, Proposer& proposer,
     bool first = true;
     st.prompt_tokens = prompt.size();
 
+    const stop_checker stop(params.eos_ids, params.stop_sequences);
     // Emits one token; returns false when generation must stop (res.reason set).
     auto emit = [&](token_id t, double prob) -> bool {
         if (first) {
             st.time_to_first_token = std::chrono::duration<double>(clock::now() - t0).count();
             first = false;
         }
-        if (std::find(params.eos_ids.begin(), params.eos_ids.end(), t) != params.eos_ids.end()) {
+        if (stop.is_eos(t)) {
             res.reason = stop_reason::eos;
             return false;
         }
@@ -5736,12 +5958,7 @@ speculative_result speculative_decode(Target& target, Proposer& proposer,
         const float lp =
             params.rule == verification::greedy || !(prob > 0) ? 0.f : float(std::log(prob));
         const bool go_on = detail::call_stream(on_token, token_event{t, res.tokens.size() - 1, lp});
-        if (std::any_of(params.stop_sequences.begin(), params.stop_sequences.end(),
-                        [&](const std::vector<token_id>& q) {
-                            return q.size() <= res.tokens.size() &&
-                                   std::equal(q.begin(), q.end(),
-                                              res.tokens.end() - std::ptrdiff_t(q.size()));
-                        })) {
+        if (stop.ends_with_stop_sequence(res.tokens)) {
             res.reason = stop_reason::stop_sequence;
             return false;
         }
@@ -5767,6 +5984,11 @@ speculative_result speculative_decode(Target& target, Proposer& proposer,
             draft_request req{ctx, cap, rng_key{params.seed, params.sequence, n0}, prompt.size()};
             proposer.propose(req, drafts);
             if (drafts.tokens.size() > cap) drafts.tokens.resize(cap);
+            // A draft is cut at its first id outside [0, V): the target never sees an invalid id,
+            // whatever the proposer (n-gram lookup copies prompt ids, which may be out of range).
+            const auto bad = std::find_if(drafts.tokens.begin(), drafts.tokens.end(),
+                                          [&](token_id t) { return t < 0 || std::size_t(t) >= V; });
+            drafts.tokens.erase(bad, drafts.tokens.end());
             st.draft_calls += drafts.model_calls;
         }
         const std::size_t g = drafts.tokens.size();
@@ -6246,13 +6468,18 @@ private:
     std::size_t pending_ = 0;  // items not finished (guarded by mutex_)
     std::size_t busy_ = 0;     // workers inside run_items (guarded by mutex_)
 
-    // Claims items until none is left; reports how many it finished.
+    // Claims items of the current job until none is left; reports how many it finished. The job
+    // fields are only read while the job is live: the caller sets them before publishing the
+    // generation and cannot return (nor set up the next job) while this thread is busy_.
     void run_items() {
+        void (*const fn)(void*, std::size_t) = job_fn_;
+        void* const ctx = job_ctx_;
+        const std::size_t n = job_n_;
         std::size_t finished = 0;
         for (;;) {
             const std::size_t i = next_.fetch_add(1, std::memory_order_relaxed);
-            if (i >= job_n_) break;
-            job_fn_(job_ctx_, i);
+            if (i >= n) break;
+            fn(ctx, i);
             ++finished;
         }
         if (finished > 0) {
@@ -6269,6 +6496,12 @@ private:
             wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
             if (stop_) return;
             seen = generation_;
+            // Join only a live job (items not all finished): then the caller is still inside
+            // parallel_for and waits for busy_ == 0 before returning, so the job fields and next_
+            // stay those of this generation while we run. A worker that wakes late, after the
+            // caller finished the job alone (pending_ == 0), must not touch the job: the caller
+            // may already have returned and be setting up the next one.
+            if (pending_ == 0) continue;
             ++busy_;
             lock.unlock();
             run_items();
