@@ -122,20 +122,10 @@ std::size_t draw_inverse_cdf(std::span<const float> w, double u) noexcept {
 template <class A = simd::default_arch>
 std::size_t draw_exponential_race(std::span<const float> x, float temperature,
                                   rng_stream& rng) noexcept {
-    const float m = kernels::max<A>(x);
-    std::size_t best = npos;
-    double best_score = -1;
-    for (std::size_t i = 0; i < x.size(); ++i) {
-        const double e = rng.exponential();
-        const double w = reference::weight(x[i], m, temperature);
-        if (w <= 0) continue;
-        const double score = w / e;
-        if (score > best_score) {
-            best_score = score;
-            best = i;
-        }
-    }
-    return best;
+    // The per-entry exponential dominates (two logs and a Philox word pair per entry): there is
+    // nothing for SIMD to win, so this is the reference, kept as a kernel for parity tests and
+    // for callers that want the Gumbel-max form.
+    return reference::draw_exponential_race(x, temperature, rng);
 }
 
 /// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection,
