@@ -2,8 +2,6 @@
 #include "dk_test.hpp"
 #include "toy_model.hpp"
 
-#include <decodekit/decoding/dola.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <set>
