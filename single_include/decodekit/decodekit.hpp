@@ -1033,56 +1033,23 @@ inline std::size_t compress_store(const batch<A>& v, std::uint64_t m, std::int32
     }
 }
 
-/// Reinterprets float lanes as int32 lanes (and back).
+/// Reinterprets float lanes as int32 lanes (and back): xsimd::bitwise_cast, whose template
+/// parameter is the whole batch type up to xsimd 10 and the element type from xsimd 11.
 template <class A>
 inline ibatch<A> as_int(const batch<A>& v) noexcept {
-#if defined(__AVX512F__)
-    if constexpr (x86_family<A> == 512) {
-        return ibatch<A>(_mm512_castps_si512(static_cast<__m512>(v)));
-    } else
+#if XSIMD_VERSION_MAJOR >= 11
+    return xsimd::bitwise_cast<std::int32_t>(v);
+#else
+    return xsimd::bitwise_cast<ibatch<A> >(v);
 #endif
-#if defined(__AVX__)
-        if constexpr (x86_family<A> == 256) {
-        return ibatch<A>(_mm256_castps_si256(static_cast<__m256>(v)));
-    } else
-#endif
-#if defined(__SSE2__)
-        if constexpr (x86_family<A> == 128) {
-        return ibatch<A>(_mm_castps_si128(static_cast<__m128>(v)));
-    } else
-#endif
-    {
-        alignas(64) float f[lanes<A>];
-        alignas(64) std::int32_t i[lanes<A>];
-        v.store_aligned(f);
-        std::memcpy(i, f, sizeof f);
-        return ibatch<A>::load_aligned(i);
-    }
 }
 template <class A>
 inline batch<A> as_float(const ibatch<A>& v) noexcept {
-#if defined(__AVX512F__)
-    if constexpr (x86_family<A> == 512) {
-        return batch<A>(_mm512_castsi512_ps(static_cast<__m512i>(v)));
-    } else
+#if XSIMD_VERSION_MAJOR >= 11
+    return xsimd::bitwise_cast<float>(v);
+#else
+    return xsimd::bitwise_cast<batch<A> >(v);
 #endif
-#if defined(__AVX__)
-        if constexpr (x86_family<A> == 256) {
-        return batch<A>(_mm256_castsi256_ps(static_cast<__m256i>(v)));
-    } else
-#endif
-#if defined(__SSE2__)
-        if constexpr (x86_family<A> == 128) {
-        return batch<A>(_mm_castsi128_ps(static_cast<__m128i>(v)));
-    } else
-#endif
-    {
-        alignas(64) float f[lanes<A>];
-        alignas(64) std::int32_t i[lanes<A>];
-        v.store_aligned(i);
-        std::memcpy(f, i, sizeof f);
-        return batch<A>::load_aligned(f);
-    }
 }
 
 /// exp(d) for d <= 0 (the max-subtracted logits of a softmax): k = round(d / ln 2) by the
