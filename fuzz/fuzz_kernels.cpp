@@ -50,6 +50,20 @@ void check_candidates(const dk::candidates& got, const dk::candidates& want, con
     }
 }
 
+/// The documented tolerance of draw_inverse_cdf (kernels/draw.hpp): the kernel and the reference
+/// sum the same floats in a different order, so they may disagree when u * S lies within ~1e-12 S
+/// of a boundary of the cumulative sum. True iff index i's cumulative interval [C(i-1), C(i)),
+/// computed in long double over the positive entries, lies within 1e-12 S of u * S.
+bool near_cdf_boundary(std::span<const float> w, double u, std::size_t i) {
+    long double s = 0, before = 0;
+    for (std::size_t j = 0; j < w.size(); ++j) {
+        if (j == i) before = s;
+        if (w[j] > 0) s += w[j];
+    }
+    const long double lo = before, hi = before + w[i], target = u * s, tol = 1e-12L * s;
+    return w[i] > 0 && target >= lo - tol && target <= hi + tol;
+}
+
 template <class A>
 void run(FuzzedDataProvider& in) {
     const int kernel = in.ConsumeIntegralInRange<int>(0, 11);
@@ -170,7 +184,9 @@ void run(FuzzedDataProvider& in) {
             const double u = in.ConsumeFloatingPointInRange<double>(0.0, std::nextafter(1.0, 0.0));
             const std::size_t a = dk::kernels::draw_inverse_cdf<A>(x, u);
             const std::size_t b = ref::draw_inverse_cdf(x, u);
-            DK_FUZZ_CHECK(a == b, "draw_inverse_cdf %zu vs reference %zu (u=%.17g)", a, b, u);
+            DK_FUZZ_CHECK(a == b || (a != dk::npos && b != dk::npos && near_cdf_boundary(x, u, a) &&
+                                     near_cdf_boundary(x, u, b)),
+                          "draw_inverse_cdf %zu vs reference %zu (u=%.17g)", a, b, u);
             if (a != dk::npos) DK_FUZZ_CHECK(a < n && x[a] > 0, "drew a non-positive weight");
             break;
         }
