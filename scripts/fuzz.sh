@@ -7,7 +7,13 @@
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     e.g. scripts/fuzz.sh 30, scripts/fuzz.sh 600 fuzz_sampler
 # Environment: DECODEKIT_FUZZ_JOBS (build jobs, default 2), DECODEKIT_FUZZ_ARGS (extra libFuzzer
-# flags), DECODEKIT_FUZZ_KEEP=1 (keep the temporary directory even on success).
+# flags), DECODEKIT_FUZZ_KEEP=1 (keep the temporary directory even on success),
+# DECODEKIT_FUZZ_SEED (libFuzzer -seed; default 0 = a fresh random seed per run, for exploration).
+# scripts/test.sh (CI) passes a fixed seed: for a given binary, corpus and seed libFuzzer's
+# mutations are reproducible (up to the order of equal-size corpus files, which follows the
+# directory listing), so a short CI run mostly replays what a longer local run with that seed
+# already explored and flags regressions rather than luck. Long random-seed runs
+# (scripts/fuzz.sh 600) are where new bugs are looked for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
@@ -35,7 +41,7 @@ for t in "${targets[@]}"; do
   set +e
   # -timeout: one input taking > 10 s is a hang; -rss_limit_mb: absurd allocations are findings.
   # shellcheck disable=SC2086
-  "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2560 -print_final_stats=1 \
+  "$bin" -seed="${DECODEKIT_FUZZ_SEED:-0}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2560 -print_final_stats=1 \
     -artifact_prefix="$work/$t/artifacts/" ${DECODEKIT_FUZZ_ARGS:-} "$work/$t/corpus" \
     > "$work/$t/log" 2>&1
   rc=$?
