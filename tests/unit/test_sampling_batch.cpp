@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <memory>
 #include <numeric>
@@ -149,8 +150,20 @@ TEST_CASE("stress: many small back-to-back calls with varying n", "[sampling][ba
     // ran an item of an old call, claimed an item of the next call with the old job, or ran an
     // item twice / not at all would be caught by the checks (and by TSan/ASan as a race or a
     // dangling access).
-    for (std::size_t threads : {2, 3, 4}) {  // 4: oversubscribed, workers often wake late
-        batch_sampler pool(threads);
+    // idle_spin 0: every worker sleeps between calls (the wake-up path); 3 us: workers poll and
+    // sometimes sleep (both paths mixed); the default: they poll.
+    struct config {
+        std::size_t threads;
+        std::chrono::microseconds spin;
+    };
+    for (const config c :
+         {config{2, std::chrono::microseconds(0)}, config{2, batch_sampler::default_idle_spin},
+          config{3, std::chrono::microseconds(3)}, config{3, batch_sampler::default_idle_spin},
+          config{4, std::chrono::microseconds(0)}, config{4, batch_sampler::default_idle_spin}}) {
+        // 4: oversubscribed, workers often wake late
+        const std::size_t threads = c.threads;
+        INFO("threads " << threads << " idle_spin " << c.spin.count() << " us");
+        batch_sampler pool(threads, c.spin);
         std::mt19937 g{unsigned(threads)};
         std::size_t bad = 0;
         std::atomic<std::size_t> out_of_range{0};  // Catch2 assertions are not thread-safe
