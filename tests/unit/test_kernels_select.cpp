@@ -3,6 +3,7 @@
 #include "dk_rows.hpp"
 #include "dk_test.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -153,4 +154,88 @@ TEST_CASE("top_p: a tie group is split by id exactly like the reference; negativ
         dk::kernels::top_p<A>(x, 0.7f, 1.f, 0, c);
         CHECK_FALSE(same(c, r));  // negative control: a different p gives a different set
     });
+}
+
+TEST_CASE("top_k survivor sort: clustered rows, huge outliers, ties, signed zeros, small k") {
+    // Rows that stress the counting sort of the survivors: everything in one bucket except an
+    // outlier (insertion sort falls back to std::sort), many exact ties around the k-th value,
+    // +0 / -0 ties, few distinct values, and descending / ascending rows (the sampled threshold
+    // misses: the pass is repeated).
+    std::uint64_t s = 99;
+    auto uni = [&] { return double(mix(s) >> 11) * 0x1p-53; };
+    for (int shape = 0; shape < 7; ++shape)
+        for (std::size_t n : {std::size_t(3000), std::size_t(40000)}) {
+            std::vector<float> x(n);
+            for (std::size_t i = 0; i < n; ++i) {
+                const double u = uni();
+                switch (shape) {
+                    case 0:
+                        x[i] = float(1.0 + 1e-4 * u);
+                        break;  // one narrow cluster
+                    case 1:
+                        x[i] = float(std::floor(u * 8));
+                        break;  // 8 values: huge ties
+                    case 2:
+                        x[i] = u < 0.5 ? 0.f : -0.f;
+                        break;  // signed zeros only
+                    case 3:
+                        x[i] = float(-double(i));
+                        break;  // descending
+                    case 4:
+                        x[i] = float(i);
+                        break;  // ascending
+                    case 5:
+                        x[i] = float(u * 1e-30);
+                        break;  // tiny, with denormals
+                    default:
+                        x[i] = float(std::floor(u * 3000) * 0.25);
+                        break;
+                }
+            }
+            if (shape == 0) x[n / 3] = 1e30f;  // an outlier above the cluster
+            if (shape == 5) x[7] = -1e30f;
+            dk::candidates ref(n), got(n);
+            for (std::size_t k : {std::size_t(17), std::size_t(40), std::size_t(300),
+                                  std::size_t(1024), n / 2, n - 5})
+                for (auto ties : {dk::tie_policy::exactly_k, dk::tie_policy::keep_ties}) {
+                    const std::size_t rn = dk::reference::top_k(x, k, ties, ref);
+                    each_arch([&](auto arch, const std::string& name) {
+                        using A = decltype(arch);
+                        INFO("arch " << name << " shape " << shape << " n " << n << " k " << k
+                                     << " ties " << int(ties));
+                        CHECK(dk::kernels::top_k<A>(x, k, ties, got) == rn);
+                        CHECK(same(got, ref));
+                    });
+                }
+        }
+}
+
+TEST_CASE("sort_smallest sorts the m smallest keys and keeps the m-th key's tie group") {
+    std::uint64_t s = 7;
+    std::vector<std::uint64_t> keys(5000), tmp(5000), want;
+    for (int shape = 0; shape < 4; ++shape)
+        for (std::size_t c : {std::size_t(17), std::size_t(100), std::size_t(5000)})
+            for (std::size_t m : {std::size_t(1), std::size_t(17), c / 2, c}) {
+                if (m == 0 || m > c) continue;
+                for (std::size_t j = 0; j < c; ++j) {
+                    const std::uint64_t r = mix(s);
+                    const std::uint32_t hi = shape == 0   ? std::uint32_t(r >> 32)
+                                             : shape == 1 ? std::uint32_t(r >> 60)  // ties
+                                             : shape == 2 ? 0x80000000u + std::uint32_t(r % 50)
+                                                          : (j == 3 ? 0u : 0xFFFFFF00u);
+                    keys[j] = (std::uint64_t(hi) << 32) | std::uint32_t(j);
+                }
+                want.assign(keys.begin(), keys.begin() + std::ptrdiff_t(c));
+                std::sort(want.begin(), want.end());
+                const std::size_t kept =
+                    dk::kernels::detail::sort_smallest(keys.data(), c, m, tmp.data());
+                INFO("shape " << shape << " c " << c << " m " << m);
+                REQUIRE(kept >= m);
+                REQUIRE(kept <= c);
+                CHECK(std::equal(tmp.begin(), tmp.begin() + std::ptrdiff_t(kept), want.begin()));
+                if (kept < c) CHECK((want[kept] >> 32) != (want[m - 1] >> 32));
+            }
+    // Negative control: an unsorted prefix is detected.
+    std::vector<std::uint64_t> bad = {3, 1, 2};
+    CHECK_FALSE(std::is_sorted(bad.begin(), bad.end()));
 }

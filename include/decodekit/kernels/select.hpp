@@ -4,16 +4,21 @@
 /// Semantics: kernels/reference.hpp (equal exactly: same ids, same logits, same order).
 /// No random numbers are consumed.
 ///
-/// top_k: one pass. A conservative starting threshold from 256 strided samples, then one
+/// top_k: one pass. A conservative starting threshold from 1024 samples of the row, then one
 /// compare-and-compact pass (AVX-512: register vcompressps + whole-vector stores; other ISAs:
 /// movemask and a walk over the set bits) into the `out` storage, which works as a reservoir:
 /// whenever it holds more than max(4k, k + 256) survivors, the k-th best is found with
-/// nth_element over those few and the threshold rises to it. Finally only the <= 4k survivors
-/// are selected and sorted. If the sampled threshold was too high (fewer than k survive) the
-/// pass is repeated without it (rare). Cost is one read of the row plus O(k log k).
+/// nth_element over those few and the threshold rises to it. If the sampled threshold was too
+/// high (fewer than k survive) the pass is repeated without it (rare). Finally the c <= 4k
+/// survivors are ordered by 64-bit keys (float image << 32 | id): for k > 16 a counting sort into
+/// ~2c buckets of the float image that keeps only the buckets up to the k-th key, then an
+/// insertion sort of the nearly sorted rest (O(c) for rows whose survivors spread over the
+/// buckets; std::sort beyond 8 moves per key); for k <= 16 nth_element + std::sort. Cost is one
+/// read of the row plus O(c).
 /// filter_at_least: one compare-and-compact pass, output in id order.
 ///
-/// Scratch: sorting needs 8 bytes per survivor; it is the output candidates' key storage
+/// Scratch: sorting needs 16 bytes per survivor (8 when 2c > capacity, then nth_element + sort);
+/// it is the output candidates' key storage
 /// (candidates::key_storage(), capacity() keys, sized at construction): no allocation.
 
 #include <decodekit/candidates.hpp>
@@ -78,33 +83,113 @@ std::size_t compact_batches(const float* p, std::size_t begin, std::size_t end, 
     return c;
 }
 
-/// Threshold from 256 strided samples: the value that about 2k + a margin entries exceed
-/// (the lowest finite float when the row is small or k large).
+/// Threshold from 1024 samples (one at a hashed offset in each of 1024 equal strides): the r-th
+/// largest, r = mu + 3 sqrt(mu) + 2 where mu = 1024 k / n is the expected number of samples among
+/// the k best, so that fewer than k entries reach it only rarely (the caller then repeats the pass
+/// without it). The lowest finite float when the row is small or k large.
 inline float sampled_threshold(std::span<const float> x, std::size_t k) noexcept {
-    constexpr std::size_t S = 256;
+    constexpr std::size_t S = 1024;
     const std::size_t n = x.size();
-    if (n < 16 * S || k * 16 > n) return lowest_f;
-    float s[S];
-    std::size_t ns = 0;
-    const std::size_t stride = n / S;
+    if (n < 8 * S || k * 16 > n) return lowest_f;
+    const double mu = double(k) * double(S) / double(n);  // <= 64
+    const std::size_t r = std::size_t(mu + 3 * std::sqrt(mu)) + 2;
+    float best[96];  // the r largest samples so far, descending
+    std::size_t nb = 0;
+    const std::uint64_t stride = n / S;
     for (std::size_t j = 0; j < S; ++j) {
-        const float v = x[j * stride + (j * 7919) % stride];
-        if (v > lowest_f) s[ns++] = v;  // NaN and -inf fail
+        const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
+        const float v = x[j * stride + ((h * stride) >> 32)];
+        if (!(v > lowest_f)) continue;  // NaN and -inf
+        if (nb == r && !(v > best[r - 1])) continue;
+        std::size_t q = nb < r ? nb++ : r - 1;
+        for (; q > 0 && best[q - 1] < v; --q) best[q] = best[q - 1];
+        best[q] = v;
     }
-    const std::size_t r = (2 * k * S + n - 1) / n + 2;  // 1-based rank among samples
-    if (r > ns) return lowest_f;
-    std::nth_element(s, s + (r - 1), s + ns, std::greater<float>());
-    return s[r - 1];
+    return nb == r ? best[r - 1] : lowest_f;
+}
+
+/// Sorts the m smallest of c keys (ascending): counting sort into at most 4096 buckets of the high
+/// 32 bits (the buckets past the one holding the m-th key are dropped), then an insertion sort of
+/// the kept keys, which are nearly sorted (std::sort if that takes more than 8 moves per key).
+/// Writes tmp[0, kept) and returns kept >= m: every key whose high half equals the m-th key's is
+/// kept. \pre 0 < m <= c, tmp has room for c keys, keys and tmp do not overlap.
+inline std::size_t sort_smallest(const std::uint64_t* keys, std::size_t c, std::size_t m,
+                                 std::uint64_t* tmp) noexcept {
+    std::uint32_t lo = ~0u, hi = 0;
+    for (std::size_t j = 0; j < c; ++j) {
+        const std::uint32_t u = std::uint32_t(keys[j] >> 32);
+        lo = u < lo ? u : lo;
+        hi = u > hi ? u : hi;
+    }
+    constexpr int max_bits = 12;
+    const int b = std::clamp(int(std::bit_width(c)) + 1, 4, max_bits);
+    const int s = std::max(0, int(std::bit_width(hi - lo)) - b);  // bucket = (u - lo) >> s < 2^b
+    const std::size_t nbk = std::size_t(1) << b;
+    std::uint32_t cnt[(std::size_t(1) << max_bits) + 16];
+    std::memset(cnt, 0, nbk * sizeof(std::uint32_t));
+    const std::uint64_t base = std::uint64_t(lo) << 32;
+    const int shift = 32 + s;
+    for (std::size_t j = 0; j < c; ++j) ++cnt[(keys[j] - base) >> shift];
+    std::size_t kept = 0, last = 0;  // exclusive offsets up to the bucket holding the m-th key
+    for (;; ++last) {
+        const std::size_t nq = cnt[last];
+        cnt[last] = std::uint32_t(kept);
+        kept += nq;
+        if (kept >= m) break;
+    }
+    // Dropped keys all go to slot `kept` (< c) through 16 rotating counters that never advance,
+    // so no store-to-load chain forms on one counter; no branch on keep.
+    std::uint32_t* drop = cnt + last + 1;
+    for (int q = 0; q < 16; ++q) drop[q] = std::uint32_t(kept);
+    for (std::size_t j = 0; j < c; ++j) {
+        const std::uint64_t key = keys[j];
+        const std::size_t d = std::size_t((key - base) >> shift);
+        const bool keep = d <= last;
+        std::uint32_t* ctr = keep ? cnt + d : drop + (j & 15);
+        const std::uint32_t pos = *ctr;
+        tmp[pos] = key;
+        *ctr = pos + std::uint32_t(keep);
+    }
+    std::size_t moves = 0, i = 1;
+    for (; i < kept; ++i) {
+        const std::uint64_t v = tmp[i];
+        std::size_t j = i;
+        for (; j > 0 && tmp[j - 1] > v; --j) tmp[j] = tmp[j - 1];
+        tmp[j] = v;
+        moves += i - j;
+        if (moves > 8 * kept) break;
+    }
+    if (i < kept) std::sort(tmp, tmp + kept);
+    return kept;
 }
 
 /// Writes the top m of c survivor keys (and, with keep_ties, every further survivor tied with
-/// the m-th) to out in rank order, logits taken from x; returns the count.
+/// the m-th) to out in rank order, logits taken from x; returns the count. \pre keys has room
+/// for 2 c keys when 2 c <= room (the bucket sort's scratch), else c.
 inline std::size_t emit_sorted(std::span<const float> x, std::uint64_t* keys, std::size_t c,
-                               std::size_t m, tie_policy ties, candidates& out) noexcept {
+                               std::size_t m, tie_policy ties, candidates& out,
+                               std::size_t room) noexcept {
     m = std::min(m, c);
     if (m == 0) {
         out.resize(0);
         return 0;
+    }
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    if (2 * c <= room && m > 16) {
+        // Ascending keys ~rank_key = (descending image << 32) | id: sort the m smallest.
+        for (std::size_t j = 0; j < c; ++j) keys[j] = ~keys[j];
+        std::uint64_t* sorted = keys + c;
+        const std::size_t kept = sort_smallest(keys, c, m, sorted);
+        std::size_t total = m;
+        if (ties == tie_policy::keep_ties)
+            while (total < kept && (sorted[total] >> 32) == (sorted[m - 1] >> 32)) ++total;
+        for (std::size_t j = 0; j < total; ++j) {
+            ids[j] = token_id(std::uint32_t(sorted[j]));
+            lg[j] = x[std::size_t(ids[j])];
+        }
+        out.resize(total);
+        return total;
     }
     if (m < c) std::nth_element(keys, keys + (m - 1), keys + c, std::greater<std::uint64_t>());
     std::sort(keys, keys + m, std::greater<std::uint64_t>());
@@ -117,8 +202,6 @@ inline std::size_t emit_sorted(std::span<const float> x, std::uint64_t* keys, st
         std::sort(keys + m, mid, std::greater<std::uint64_t>());
         total = std::size_t(mid - keys);
     }
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
     for (std::size_t j = 0; j < total; ++j) {
         ids[j] = key_id(keys[j]);
         lg[j] = x[std::size_t(ids[j])];
@@ -191,7 +274,7 @@ std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
         }
         std::uint64_t* keys = out.key_storage();
         for (std::size_t j = 0; j < c; ++j) keys[j] = detail::rank_key(lg[j], ids[j]);
-        return detail::emit_sorted(x, keys, c, k, ties, out);
+        return detail::emit_sorted(x, keys, c, k, ties, out, out.capacity());
     }
 }
 
