@@ -5,6 +5,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <memory>
 #include <vector>
 
 using namespace decodekit;
@@ -99,6 +102,27 @@ TEST_CASE("rejection sampling emits exactly p (first token)", "[speculative][sta
                   6 * std::sqrt(std::max(0.0, a * (1 - a)) / N) + 1e-6);
         }
     }
+}
+
+namespace {
+/// Entries [2, n) of a heap copy, read where the optimiser cannot see the copy.
+[[gnu::noinline]] std::vector<double> tail_of(const double* p, std::size_t n) {
+    return std::vector<double>(p + 2, p + n);
+}
+}  // namespace
+
+// GCC 12 with AVX-512 stores a broadcast of 0.5 for this copy (basic-block SLP vectorisation of a
+// 64-byte initializer_list<double> whose explicit values are equal and followed by zeros). It made
+// "x outside p's support" below fail: sparse({.5, .5, 0, 0, 0, 0, 0, 0}) received eight 0.5 and
+// built the uniform law. tests/CMakeLists.txt turns SLP off for GCC < 13; this canary fails if a
+// build of the tests still has the bug (it does without -fno-tree-slp-vectorize, GCC 12.2,
+// -O2 -march=native on an AVX-512 machine).
+TEST_CASE("toolchain canary: a {.5, .5, 0, ...} initializer_list<double> copies intact",
+          "[speculative][toolchain]") {
+    const std::initializer_list<double> il = {.5, .5, 0, 0, 0, 0, 0, 0};
+    const std::unique_ptr<double[]> p(new double[8]);
+    std::memcpy(p.get(), il.begin(), 8 * sizeof(double));
+    for (double v : tail_of(p.get(), 8)) CHECK(v == 0.0);
 }
 
 TEST_CASE("dk_test::chi_square fails loudly on mismatched sizes", "[speculative][stats]") {
