@@ -76,6 +76,24 @@ void BM_sampler_chain_raw_logprob(benchmark::State& state) {
 }
 DK_BENCH_VOCAB(BM_sampler_chain_raw_logprob);
 
+// typical and XTC as the first step (full row, no sort of the row), and for comparison typical
+// behind a step that materialises and sorts the row first (the path before 2026-11-23).
+void BM_sampler_typical90(benchmark::State& state) { run_sampler(state, {.typical_p = 0.9f}); }
+DK_BENCH_VOCAB(BM_sampler_typical90);
+
+void BM_sampler_typical90_sorted_row(benchmark::State& state) {
+    run_sampler(state, {.typical_p = 0.9f,
+                        .top_n_sigma = 1e6f,
+                        .order = sampling_order::custom,
+                        .custom_order = {sampling_step::top_n_sigma, sampling_step::typical}});
+}
+DK_BENCH_VOCAB(BM_sampler_typical90_sorted_row);
+
+void BM_sampler_xtc(benchmark::State& state) {
+    run_sampler(state, {.xtc_probability = 1.f, .xtc_threshold = 0.1f});
+}
+DK_BENCH_VOCAB(BM_sampler_xtc);
+
 // A batch of 64 rows (the llama.cpp chain, one sampler per row, 64 distinct row copies: at
 // V >= 128256 the matrix is DRAM-resident, as a fresh logits matrix mostly is).
 struct batch64 {

@@ -19,8 +19,15 @@
 ///   processors                  sparse ones (all but allowed_tokens) patch a few entries with
 ///                               no row copy when the first step is greedy/top-k/min-p; else
 ///                               one copy of the row into the workspace
-///   typical / epsilon / eta / top-n-sigma / XTC / mirostat as the first step: materialise the
-///                               valid row (typical sorts it; use them after a cheap truncation)
+///   epsilon / eta / mirostat    first step: an exp_sum (+ entropy) pass, one threshold pass,
+///                               then O(k log k) on the survivors
+///   typical first               exp_sum + entropy passes, one compaction per widening of the
+///                               logit interval, the survivors ordered by key lazily (no sort of
+///                               the row)
+///   XTC first (when it fires)   exp_sum pass, one compaction (the head, <= 1/threshold
+///                               entries); if it drops tokens, one copy of the row with them
+///                               at -inf, then the full-row draw
+///   top-n-sigma first           materialises the valid row (sorting only when min_keep binds)
 ///
 /// Randomness: a draw depends only on (seed, sequence, step, logits, params): its uniform comes
 /// from make_stream({seed, sequence, step}, rng_purpose::sample) (uniform(): 2 words), XTC's coin
@@ -57,6 +64,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -146,10 +154,11 @@ inline token_id draw(const distribution& d, double u) noexcept {
     return last;
 }
 
-/// Draw from `d` with one uniform() (2 words) of `rng`. For a truncated pipeline, with
-/// rng = make_stream({seed, sequence, step}, rng_purpose::sample) this returns the same token as
-/// sampler::sample() on the row that gave `d` (barring float rounding within ~1e-7 of a CDF step);
-/// in every case the same law.
+/// Draw from `d` with one uniform() (2 words) of `rng`. For a truncated pipeline (a step other
+/// than temperature and XTC cut the row: without one, sample() draws over the row in id blocks),
+/// with rng = make_stream({seed, sequence, step}, rng_purpose::sample) this returns the same token
+/// as sampler::sample() on the row that gave `d` (barring float rounding within ~1e-7 of a CDF
+/// step); in every case the same law.
 inline token_id draw(const distribution& d, rng_stream& rng) noexcept {
     return draw(d, rng.uniform());
 }
@@ -196,8 +205,8 @@ public:
         bsum_.resize(nblocks);
         block_buf_.resize(block);
         processors_ = params_.has_processors();
+        if (processors_ || xtc_on()) row_.resize(vocab_);  // XTC: the row minus its head
         if (processors_) {
-            row_.resize(vocab_);
             if (params_.penalties.enabled()) pen_ws_ = penalty_workspace(vocab_);
             if (params_.dry.enabled()) dry_ws_ = dry_workspace(vocab_);
             sparse_ok_ =
@@ -264,7 +273,7 @@ public:
     decodekit::distribution distribution(std::span<const float> logits,
                                          const sample_context& ctx = {}) noexcept {
         if (logits.size() != vocab_) return {};
-        const std::span<const float> x = process(logits, ctx);
+        std::span<const float> x = process(logits, ctx);
         if (params_.greedy()) {
             float best = 0.f;
             const std::size_t a = greedy_argmax(x, best);
@@ -274,7 +283,7 @@ public:
             weights_[0] = 1.f;
             return {{cand_.id_storage(), 1}, {weights_.data(), 1}};
         }
-        truncate(x, ctx);
+        x = truncate(x, ctx);
         if (full_) materialise(x);
         if (cand_.empty()) return {};
         sort_cand();
@@ -294,8 +303,7 @@ public:
                                                    const sample_context& ctx = {}) noexcept {
         if (params_.greedy()) return distribution(logits, ctx);
         if (logits.size() != vocab_) return {};
-        const std::span<const float> x = process(logits, ctx);
-        truncate(x, ctx);
+        const std::span<const float> x = truncate(process(logits, ctx), ctx);
         if (full_) materialise(x);  // id order
         if (cand_.empty()) return {};
         if (!std::is_sorted(cand_.ids().begin(), cand_.ids().end())) {  // a truncated set
@@ -325,9 +333,12 @@ private:
     std::size_t n_steps_ = 0;
     sampler_state state_{};
     bool processors_ = false;
+    bool xtc_on() const noexcept {
+        return params_.xtc_probability > 0.f && params_.xtc_threshold <= 0.5f;
+    }
 
     // workspace
-    std::vector<float> row_;          // processed copy of the row (only with processors)
+    std::vector<float> row_;          // processed copy of the row (with processors or XTC)
     bool sparse_ok_ = false;          // processors patch a few entries (see process_sparse)
     bool overlay_ = false;            // this call: caller row + patches_
     std::vector<std::uint8_t> mark_;  // 1 touched, 2 patched; all 0 between calls
@@ -589,7 +600,9 @@ private:
 
     // ---- the steps ----
 
-    void truncate(std::span<const float> x, const sample_context& ctx) noexcept {
+    /// Runs the truncation steps; returns the row the working set now refers to (x, or row_
+    /// when XTC dropped the head of the full row: see step_xtc).
+    std::span<const float> truncate(std::span<const float> x, const sample_context& ctx) noexcept {
         full_ = true;
         sorted_flag_ = false;
         t_ = 1.f;
@@ -623,13 +636,14 @@ private:
                     step_top_n_sigma(x);
                     break;
                 case sampling_step::xtc:
-                    step_xtc(x, ctx);
+                    x = step_xtc(x, ctx);
                     break;
                 case sampling_step::mirostat:
                     step_mirostat(x);
                     break;
             }
         }
+        return x;
     }
 
     void step_top_k(std::span<const float> x, std::size_t k, tie_policy ties) noexcept {
@@ -759,11 +773,17 @@ private:
         return {s, h};
     }
 
-    /// Typical keeps a prefix in |-log p - H| order, not a logit threshold: as a first step
-    /// (full row) it materialises and sorts the whole valid row (O(V log V)). Not restricted
-    /// further: the kept set is not a logit interval bound in advance. Run a cheap truncation
-    /// (top-k, min-p) before it on a hot path.
+    /// Typical keeps a prefix in |-log p - H| order (ties: more probable first, then lower id).
+    /// As a first step (full row) without sorting the row: with d_i = (x_i - m)/t, -log p_i =
+    /// log S - d_i, so the key is |d_i - c| with c = log S - H (the p-weighted mean of d): the
+    /// kept set is a logit interval around m + t c. S and H come from the vectorised kernels
+    /// (exp_sum, entropy: equal to the materialised row's up to rounding, as for epsilon / eta);
+    /// one compaction keeps x >= m + t (c - kappa), a superset of every entry with key <= kappa;
+    /// the survivors are ordered by key lazily and walked; if the walk would pass kappa (or runs
+    /// out of survivors) kappa widens and the compaction is redone (at the end: every valid
+    /// entry, the materialised row). Only the survivors are ordered; only the kept ones sorted.
     void step_typical(std::span<const float> x) noexcept {
+        if (full_ && typical_full_row(x)) return;
         if (full_) materialise(x);
         sort_cand();
         const auto [s, h] = entropy_of_cand();
@@ -796,6 +816,84 @@ private:
         }
         write_back(kept);
         sorted_flag_ = true;
+    }
+    /// step_typical on the full row (see its comment); false (nothing changed) for rows with
+    /// +inf or no valid entry, which take the materialised path.
+    bool typical_full_row(std::span<const float> x) noexcept {
+        const auto st = kernels::exp_sum(x, t_);
+        const float m = st.max;
+        if (!(m > -detail::f_inf) || m == detail::f_inf || !(st.sum > 0)) return false;
+        const double s = st.sum;
+        const double h = kernels::entropy(x, t_);
+        if (!std::isfinite(h)) return false;
+        const double c = std::log(s) - h;  // <= 0 up to rounding
+        const double tau = params_.typical_p;
+        const std::size_t keep_at_least = std::max<std::size_t>(1, params_.min_keep);
+        const token_id* ids = cand_.id_storage();
+        const float* lg = cand_.logit_storage();
+        double* key = key_.data();
+        std::size_t* perm = perm_.data();
+        // first guess: the interval reaches up to the row max
+        for (double kappa = std::max(-c, 0.0) + 0.5;; kappa = 2 * kappa + 1) {
+            // key <= kappa implies d >= c - kappa - 6e-8 (float rounding of the weight); below
+            // d = -80 weights may be subnormal (rounding unbounded in log): take every entry
+            const double lo_d = c - kappa - 1e-6;
+            const bool all = lo_d < -80.0;
+            float lo = -detail::f_inf;
+            if (!all) {
+                lo = std::nextafter(float(double(m) + double(t_) * lo_d), -detail::f_inf);
+                lo = std::min(lo, m);
+            }
+            kernels::filter_at_least(x, lo, cand_);
+            const std::size_t n = cand_.size();
+            // key |d - c| (= |-log(w / S) - H| up to the float rounding of w, ~6e-8); where the
+            // weight may be subnormal or 0 (d < -80, only when taking every entry) the exact form
+            for (std::size_t i = 0; i < n; ++i) {
+                const double d = (double(lg[i]) - double(m)) / double(t_);
+                if (d >= -80.0) {
+                    key[i] = std::fabs(d - c);
+                } else {
+                    const double q = double(float(std::exp(d))) / s;
+                    key[i] = q > 0 ? std::fabs(-std::log(q) - h)
+                                   : std::numeric_limits<double>::infinity();
+                }
+                perm[i] = i;
+            }
+            auto before_in_order = [key, lg, ids](std::size_t a, std::size_t b) {
+                if (key[a] != key[b]) return key[a] < key[b];
+                if (lg[a] != lg[b]) return lg[a] > lg[b];
+                return ids[a] < ids[b];
+            };
+            std::size_t ordered = 0;  // perm[0, ordered) in final order
+            auto ensure_ordered = [&](std::size_t upto) {
+                if (upto <= ordered) return;
+                upto = std::min(n, std::max({upto, ordered * 4, std::size_t(64)}));
+                if (upto < n)
+                    std::nth_element(perm + ordered, perm + (upto - 1), perm + n, before_in_order);
+                std::sort(perm + ordered, perm + upto, before_in_order);
+                ordered = upto;
+            };
+            double before = 0;
+            std::size_t kept = 0;
+            bool complete = true;  // every entry walked has key <= kappa
+            while (kept < n && (kept < keep_at_least || before < tau)) {
+                ensure_ordered(kept + 1);
+                if (!all && !(key[perm[kept]] <= kappa)) {
+                    complete = false;
+                    break;
+                }
+                before += double(float(detail::cand_weight(lg[perm[kept]], m, t_))) / s;
+                ++kept;
+            }
+            if (!all && (!complete || kept == n)) continue;  // widen
+            full_ = false;
+            for (std::size_t j = 0; j < kept; ++j) sorted_[j] = {lg[perm[j]], ids[perm[j]]};
+            std::sort(sorted_.begin(), sorted_.begin() + std::ptrdiff_t(kept),
+                      detail::scored_before);
+            write_back(kept);
+            sorted_flag_ = true;
+            return true;
+        }
     }
     void perm_sort(std::size_t n) noexcept {
         std::size_t* perm = perm_.data();
@@ -909,26 +1007,60 @@ private:
         }
     }
 
-    /// XTC drops the head and keeps the whole tail: as a first step (full row) the working set
-    /// stays about the whole row, which the draw sorts anyway, so it still materialises and
-    /// sorts (O(V log V)). Put a truncation step before it on a hot path.
-    void step_xtc(std::span<const float> x, const sample_context& ctx) noexcept {
+    /// XTC drops the head (the tokens with p >= threshold but the least probable of them) and
+    /// keeps the whole tail. As a first step (full row) that head is found without sorting the
+    /// row: S from kernels::exp_sum, one compaction keeps a superset of the entries with
+    /// p >= threshold (at most 1 / threshold of them, plus rounding), only those are sorted; the
+    /// working set stays the full row, as a copy in row_ with the dropped entries set to -inf
+    /// (returned: later steps and the draw read it). Returns the row the working set refers to.
+    std::span<const float> step_xtc(std::span<const float> x, const sample_context& ctx) noexcept {
         rng_stream coin = make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::filter);
-        if (!(coin.uniform_float() < params_.xtc_probability)) return;
-        if (full_) materialise(x);
+        if (!(coin.uniform_float() < params_.xtc_probability)) return x;
+        if (full_) {
+            if (const auto y = xtc_full_row(x)) return *y;
+            materialise(x);
+        }
         sort_cand();
         const double s = fill_weights();
-        if (!(s > 0)) return;
+        if (!(s > 0)) return x;
         const double w_thr = double(params_.xtc_threshold) * s;
         std::size_t above = 0;
         while (above < cand_.size() && weights_[above] >= w_thr) ++above;
-        if (above < 2) return;
+        if (above < 2) return x;
         const std::size_t drop = above - 1;  // keep the least probable of them
-        if (cand_.size() - drop < params_.min_keep) return;
+        if (cand_.size() - drop < params_.min_keep) return x;
         const std::size_t n = cand_.size() - drop;
         for (std::size_t i = 0; i < n; ++i)
             sorted_[i] = {cand_.logits()[drop + i], cand_.ids()[drop + i]};
         write_back(n);
+        return x;
+    }
+    /// step_xtc on the full row; nullopt (nothing changed) for rows with +inf or no valid entry
+    /// and non-finite thresholds, which take the materialised path.
+    std::optional<std::span<const float>> xtc_full_row(std::span<const float> x) noexcept {
+        const auto st = kernels::exp_sum(x, t_);
+        const float m = st.max;
+        if (!(m > -detail::f_inf) || m == detail::f_inf || !(st.sum > 0)) return std::nullopt;
+        const double w_thr = double(params_.xtc_threshold) * st.sum;
+        if (!(w_thr > 0)) return std::nullopt;
+        // float(exp(d)) >= w_thr implies d >= log(w_thr) - 2^-23: 1e-4 slack
+        const double thr_d = double(m) + double(t_) * (std::log(w_thr) - 1e-4);
+        if (!std::isfinite(thr_d)) return std::nullopt;
+        const float thr = std::min(std::nextafter(float(thr_d), -detail::f_inf), m);
+        kernels::filter_at_least(x, thr, cand_);
+        sorted_flag_ = false;
+        sort_cand();  // the head: few entries
+        std::size_t above = 0;
+        while (above < cand_.size() &&
+               double(float(detail::cand_weight(cand_.logits()[above], m, t_))) >= w_thr)
+            ++above;
+        if (above < 2) return x;  // nothing dropped: still the full row
+        const std::size_t drop = above - 1;
+        if (params_.min_keep > 1 && valid_count(x) - drop < params_.min_keep) return x;
+        float* y = row_.data();
+        if (x.data() != y) std::copy(x.begin(), x.end(), y);
+        for (std::size_t i = 0; i < drop; ++i) y[std::size_t(cand_.ids()[i])] = -detail::f_inf;
+        return std::span<const float>(y, x.size());
     }
 
     void step_mirostat(std::span<const float> x) noexcept {
@@ -963,7 +1095,7 @@ private:
             r.status = sample_status::bad_input;
             return r;
         }
-        const std::span<const float> x = process(logits, ctx);
+        std::span<const float> x = process(logits, ctx);
         if (params_.greedy()) {
             float best = 0.f;
             const std::size_t a = greedy_argmax(x, best);
@@ -974,7 +1106,7 @@ private:
             if (params_.logprobs.any()) fill_extras(r, logits, x, /*greedy*/ true);
             return r;
         }
-        truncate(x, ctx);
+        x = truncate(x, ctx);
         rng_stream rng = make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::sample);
         const double u = rng.uniform();
         if (full_) {
