@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <span>
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -129,51 +130,60 @@ std::size_t draw_exponential_race(std::span<const float> x, float temperature,
 }
 
 /// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection,
-/// ALGORITHMS.md 3(b)): one SIMD pass computes the maxima of blocks of g entries (the smallest
-/// power of two >= 16 and >= the lane count giving at most 1024 blocks: 128 at V = 128256); each
-/// block gets the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the block maxima, inflated
-/// by 3e-5 to cover float rounding); then proposals: a block with probability g h_b / H (2 words,
-/// inverse CDF over the blocks), a slot uniformly (1 word), accepted with probability w_i / h_b,
-/// w_i the reference's double weight (2 words). Random words: 5 per proposal; the number of
-/// proposals is geometric with mean H / Z <= g (about 1 for flat rows, up to g when each block
-/// holds one dominant entry). A row with +inf entries draws uniformly among them (2 words); no
-/// valid entry: npos (0 words). Exact except that entries in blocks whose max is more than 87 T
-/// below the row max (total probability < V e^-87) are never drawn. When 1/T is not finite
-/// (subnormal T), and after max(64 g, 4096) rejected proposals (probability < e^-64), the draw
-/// is an exact inverse CDF over the reference's double weights instead (2 more words, V
-/// exponentials); both keep the draw exact. \pre temperature > 0
+/// ALGORITHMS.md 3(b)). Blocks are lane-strided: the row is cut into chunks of L g entries
+/// (L = SIMD lanes; g the smallest power of two >= 16 giving at most 1024 blocks: 128 at
+/// V = 128256 with 16 lanes) and block (chunk q, lane j) holds the g entries q L g + j + L s,
+/// s < g, so one SIMD pass of vertical maxima gives L block maxima per chunk with no horizontal
+/// reduction. Each block gets the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the
+/// block maxima, inflated by 3e-5 to cover float rounding); then proposals: a block with
+/// probability g h_b / H (2 words; inverse CDF over the blocks through a guide table, the same
+/// block as a binary search), a slot s uniformly (1 word), accepted with probability w_i / h_b,
+/// w_i the reference's double weight (2 words); slots past the row's end are rejected. Random
+/// words: 5 per proposal; the number of proposals is geometric with mean H / Z <= g (about 1 for
+/// flat rows, up to g when each block holds one dominant entry). A row with +inf entries draws
+/// uniformly among them (2 words); no valid entry: npos (0 words). Exact except that entries in
+/// blocks whose max is more than 87 T below the row max (total probability < V e^-87) are never
+/// drawn. When 1/T is not finite (subnormal T), and after max(64 g, 4096) rejected proposals
+/// (probability < e^-64), the draw is an exact inverse CDF over the reference's double weights
+/// instead (2 more words, V exponentials); both keep the draw exact. \pre temperature > 0
 template <class A = simd::default_arch>
 std::size_t draw_temperature(std::span<const float> x, float temperature,
                              rng_stream& rng) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>;
     constexpr std::size_t max_blocks = 1024;
+    static_assert(max_blocks % L == 0);
     const float* p = x.data();
     const std::size_t n = x.size();
     if (n == 0) return npos;
     std::size_t g = 16;
     int lg = 4;
-    while (g < L || (n + g - 1) / g > max_blocks) {
+    while ((n + L * g - 1) / (L * g) * L > max_blocks) {
         g *= 2;
         ++lg;
     }
-    const std::size_t nb = (n + g - 1) / g;
+    const std::size_t chunk = L * g, nb = (n + chunk - 1) / chunk * L;
     alignas(64) float bmax[max_blocks + 64];
-    float m = detail::neg_inf_f;
-    for (std::size_t b = 0; b < nb; ++b) {
-        const std::size_t e = std::min(n, (b + 1) * g);
-        std::size_t i = b * g;
-        B a0(detail::neg_inf_f), a1 = a0;
-        for (; i + 2 * L <= e; i += 2 * L) {
+    for (std::size_t q = 0; q * chunk < n; ++q) {
+        const std::size_t base = q * chunk, e = std::min(n, base + chunk);
+        std::size_t i = base;
+        B a0(detail::neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
+        for (; i + 4 * L <= e; i += 4 * L) {
             a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
             a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
+            a2 = simd::max_ignore_nan<A>(a2, B::load_unaligned(p + i + 2 * L));
+            a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
         }
         for (; i + L <= e; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-        float mb = simd::reduce_max<A>(simd::max<A>(a0, a1));
-        for (; i < e; ++i) mb = p[i] > mb ? p[i] : mb;
-        bmax[b] = mb;
-        m = mb > m ? mb : m;
+        float* bm = bmax + q * L;
+        simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3)).store_aligned(bm);
+        for (; i < e; ++i) {  // the row's last partial vector: lane (i - base) % L
+            float& t = bm[(i - base) % L];
+            t = p[i] > t ? p[i] : t;
+        }
     }
+    float m = detail::neg_inf_f;
+    for (std::size_t b = 0; b < nb; ++b) m = bmax[b] > m ? bmax[b] : m;
     if (m == detail::neg_inf_f) return npos;
     if (std::isinf(m)) {  // uniform over the +inf entries
         std::size_t c = 0;
@@ -187,7 +197,6 @@ std::size_t draw_temperature(std::span<const float> x, float temperature,
     // (M_b - m) * inf would be 0 * inf = NaN for the max's block: no usable envelope.
     if (!std::isfinite(inv_t)) return detail::draw_exact(p, n, m, temperature, rng);
     const B mb(m), tb(inv_t);
-    for (std::size_t b = nb; b % L; ++b) bmax[b] = detail::neg_inf_f;
     for (std::size_t b = 0; b < nb; b += L)
         simd::exp_nonpositive<A>((B::load_aligned(bmax + b) - mb) * tb).store_aligned(bmax + b);
     double cum[max_blocks];
@@ -197,12 +206,26 @@ std::size_t draw_temperature(std::span<const float> x, float temperature,
         cum[b] = total;
     }
     if (!(total > 0)) return detail::draw_exact(p, n, m, temperature, rng);  // defensive
+    // Guide table: guide[j] = the first block with cum > j total / nb; a lookup starts there and
+    // steps (either way, so rounding cannot matter) to the first block with cum > t.
+    std::uint16_t guide[max_blocks];
+    {
+        std::size_t b = 0;
+        const double step = total / double(nb);
+        for (std::size_t j = 0; j < nb; ++j) {
+            const double v = double(j) * step;
+            while (b + 1 < nb && !(cum[b] > v)) ++b;
+            guide[j] = std::uint16_t(b);
+        }
+    }
     const std::size_t max_proposals = std::max<std::size_t>(64 * g, 4096);
     for (std::size_t proposal = 0; proposal < max_proposals; ++proposal) {
-        const double t = rng.uniform() * total;
-        std::size_t b = std::size_t(std::upper_bound(cum, cum + nb, t) - cum);
-        if (b >= nb) b = nb - 1;
-        const std::size_t i = b * g + std::size_t(rng() >> (32 - lg));
+        const double u0 = rng.uniform();
+        const double t = u0 * total;
+        std::size_t b = guide[std::min(nb - 1, std::size_t(u0 * double(nb)))];
+        while (b + 1 < nb && !(cum[b] > t)) ++b;
+        while (b > 0 && cum[b - 1] > t) --b;
+        const std::size_t i = b / L * chunk + b % L + L * std::size_t(rng() >> (32 - lg));
         const double u = rng.uniform();
         if (i >= n) continue;
         const double w = reference::weight(p[i], m, temperature);
