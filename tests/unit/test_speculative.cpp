@@ -3,6 +3,7 @@
 // different sequence id per run), and the LOSSY typical rule is shown to differ.
 #include "dk_test.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -248,8 +249,11 @@ TEST_CASE("truncated p and q (same processing on both): exact", "[speculative][s
     }
 }
 
-/// The nucleus as basic_processing computed it before kernels::top_p: a full sort of the weights.
-static sparse_distribution sorted_nucleus(std::span<const float> x, float T, float top_p) {
+/// basic_processing's semantics computed plainly: weights exp((x - max) / T) (NaN / -inf: none;
+/// +inf rows: the +inf entries), a full sort (probability descending, ties by id), the first
+/// top_k (0 = all), then the smallest prefix reaching top_p of the kept mass (crossing token kept).
+static sparse_distribution sorted_nucleus(std::span<const float> x, float T, float top_p,
+                                          std::size_t top_k = 0) {
     float m = -INFINITY;
     bool any = false;
     for (float v : x)
@@ -268,8 +272,9 @@ static sparse_distribution sorted_nucleus(std::span<const float> x, float T, flo
         return all.probs[a] != all.probs[b] ? all.probs[a] > all.probs[b]
                                             : all.tokens[a] < all.tokens[b];
     });
+    if (top_k > 0 && top_k < order.size()) order.resize(top_k);
     double total = 0, run = 0;
-    for (float w : all.probs) total += w;
+    for (std::size_t i : order) total += all.probs[i];
     std::size_t k = 0;
     while (k < order.size() && run < double(top_p) * total) run += all.probs[order[k++]];
     k = std::max<std::size_t>(k, 1);
@@ -278,7 +283,19 @@ static sparse_distribution sorted_nucleus(std::span<const float> x, float T, flo
     return out;
 }
 
-TEST_CASE("basic_processing top-p without top-k keeps the full-sort nucleus", "[speculative]") {
+/// `d` in ascending id order (the order of basic_processing's output).
+static sparse_distribution by_id(const sparse_distribution& d) {
+    std::vector<std::size_t> order(d.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(),
+              [&](std::size_t a, std::size_t b) { return d.tokens[a] < d.tokens[b]; });
+    sparse_distribution out;
+    for (std::size_t i : order) out.push(d.tokens[i], d.probs[i]);
+    return out;
+}
+
+TEST_CASE("basic_processing (a sampler: hf order, exactly-k top-k) equals the full-sort pipeline",
+          "[speculative]") {
     const std::size_t n = 1000;
     std::uint64_t s = 12345;
     auto next = [&] {
@@ -296,11 +313,11 @@ TEST_CASE("basic_processing top-p without top-k keeps the full-sort nucleus", "[
         if (row % 10 == 3) x[17] = x[400] = x[999] = INFINITY;
         for (float T : {0.3f, 1.f, 2.5f})
             for (float tp : {0.05f, 0.5f, 0.9f, 0.999f}) {
-                for (std::size_t tk : {std::size_t(0), n}) {
+                for (std::size_t tk : {std::size_t(0), std::size_t(7), std::size_t(150), n}) {
                     basic_processing proc{.temperature = T, .top_k = tk, .top_p = tp};
                     sparse_distribution got;
                     proc(x, {}, got);
-                    const auto want = sorted_nucleus(x, T, tp);
+                    const auto want = by_id(sorted_nucleus(x, T, tp, tk));  // got: id order
                     REQUIRE(got.tokens == want.tokens);
                     for (std::size_t i = 0; i < got.size(); ++i)
                         REQUIRE(got.probs[i] == dk_test::Approx(want.probs[i]).epsilon(1e-5));
@@ -308,7 +325,7 @@ TEST_CASE("basic_processing top-p without top-k keeps the full-sort nucleus", "[
                 }
             }
     }
-    CHECK(checked == 60 * 3 * 4 * 2);
+    CHECK(checked == 60 * 3 * 4 * 4);
     // Negative control: a different p gives a different kept set.
     const std::vector<float> x = {3.f, 2.f, 1.f, 0.f};
     sparse_distribution a;
@@ -380,4 +397,48 @@ TEST_CASE("verification randomness is keyed and reproducible", "[speculative]") 
     require_law(counts, P0);
     sparse_distribution empty;
     CHECK(draw_from(empty, {}) == -1);
+}
+
+TEST_CASE("draw_sparse and the blocked residual walk follow reference::draw_inverse_cdf",
+          "[speculative]") {
+    // Small integer weights: every partial sum is exact in float and double, so the blocked walk
+    // (float block sums) and kernels::draw_inverse_cdf must pick the reference's index exactly.
+    std::uint64_t s = 99;
+    auto next = [&] {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        return s >> 33;
+    };
+    std::size_t checked = 0, mismatches = 0;
+    for (std::size_t n : {1u, 2u, 7u, 511u, 512u, 513u, 1500u, 5000u}) {
+        for (int zeros : {0, 1, 2}) {
+            std::vector<float> w(n);
+            std::vector<token_id> ids(n);
+            for (std::size_t i = 0; i < n; ++i) {
+                ids[i] = token_id(n - 1 - i);  // any order
+                w[i] = float(next() % 5);
+                if (zeros == 1 && i < n / 2) w[i] = 0.f;  // a zero head: skipped blocks
+                if (zeros == 2 && i + 1 < n) w[i] = (i % 997 == 3) ? 1.f : 0.f;  // very sparse
+            }
+            if (n == 7) w[3] = -1.f, w[5] = NAN;  // never drawn
+            for (int j = 0; j < 200; ++j) {
+                const double u = (j + 0.5) / 200;
+                const std::size_t want = reference::draw_inverse_cdf(w, u);
+                const token_id t = detail::draw_sparse(sparse_dist_view{ids, w}, u);
+                const std::size_t b = detail::draw_blocked(
+                    n,
+                    [&](std::size_t at, std::size_t c, float* out) noexcept {
+                        for (std::size_t i = 0; i < c; ++i) out[i] = w[at + i] > 0 ? w[at + i] : 0;
+                    },
+                    u, 0.0);
+                mismatches += b != want;
+                mismatches += want == npos ? t != -1 : t != ids[want];
+                ++checked;
+            }
+        }
+    }
+    CHECK(checked == 8 * 3 * 200);
+    CHECK(mismatches == 0);
+    // Negative control: a shifted u picks another index somewhere.
+    const std::vector<float> w = {1, 1, 1, 1};
+    CHECK(reference::draw_inverse_cdf(w, 0.1) != reference::draw_inverse_cdf(w, 0.6));
 }

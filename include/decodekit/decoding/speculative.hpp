@@ -46,10 +46,11 @@
 #include <decodekit/config.hpp>
 #include <decodekit/error.hpp>
 #include <decodekit/generate.hpp>
-#include <decodekit/kernels/nucleus.hpp>
+#include <decodekit/kernels/draw.hpp>
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/model.hpp>
 #include <decodekit/random.hpp>
+#include <decodekit/sampling/sampler.hpp>
 #include <decodekit/types.hpp>
 
 #include <algorithm>
@@ -154,10 +155,17 @@ inline bool same_ids(std::span<const token_id> a, std::span<const token_id> b) n
     return std::equal(a.begin(), a.end(), b.begin());
 }
 
-/// Blocked inverse-CDF draw over n nonnegative weights produced by fill(begin, count, out):
-/// one pass of block sums (SIMD, double), then one block rescanned. Returns the index of the
-/// first positive weight whose running sum exceeds u * total, the last positive one when rounding
-/// leaves it unreached, npos when the total is not above `floor` (then *total_out is that total).
+/// Inverse-CDF draw over n nonnegative weights produced by fill(begin, count, out), never stored:
+/// the residual max(0, p - q) of a rejection is computed blockwise into a stack buffer (no
+/// V-sized write and re-read per rejection), which is why this is not kernels::draw_inverse_cdf
+/// (that one takes materialised weights; draw_sparse below uses it). Same rule as
+/// reference::draw_inverse_cdf: the first positive weight whose running sum exceeds u * total,
+/// the last positive one when rounding leaves u * total unreached; plus a floor: npos when the
+/// total is not above `floor` (then *total_out is that total; the callers fall back to p).
+/// One pass of block sums (kernels::sum: float lanes, blocks in double), a walk over them, a
+/// double scan from the block where u * total falls (into the next ones if the float block sums
+/// overshot). The block sums' rounding (~1e-7 of the total) can move the chosen entry across a
+/// block boundary, relative to the reference's all-double running sum.
 template <class Fill>
 std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor,
                          double* total_out = nullptr) noexcept {
@@ -165,57 +173,46 @@ std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor,
     double sums[spec_max_blocks];
     const std::size_t nb = (n + spec_block - 1) / spec_block;
     const bool keep = nb <= spec_max_blocks;
-    double total = 0;
-    for (std::size_t b = 0; b < nb; ++b) {
+    auto block_sum = [&](std::size_t b) {
         const std::size_t c = std::min(spec_block, n - b * spec_block);
         fill(b * spec_block, c, buf);
-        const double s = kernels::sum(std::span<const float>(buf, c));
+        return kernels::sum(std::span<const float>(buf, c));
+    };
+    double total = 0;
+    std::size_t last_block = npos;  // the last block holding a positive weight
+    for (std::size_t b = 0; b < nb; ++b) {
+        const double s = block_sum(b);
         if (keep) sums[b] = s;
+        if (s > 0) last_block = b;
         total += s;
     }
     if (total_out) *total_out = total;
-    if (!(total > floor)) return npos;
+    if (!(total > floor) || last_block == npos) return npos;
     const double target = u * total;
     double run = 0;
-    std::size_t last_block = npos;
-    for (std::size_t b = 0; b < nb; ++b) {
-        double s;
-        const std::size_t c = std::min(spec_block, n - b * spec_block);
-        if (keep) {
-            s = sums[b];
-        } else {
-            fill(b * spec_block, c, buf);
-            s = kernels::sum(std::span<const float>(buf, c));
-        }
+    std::size_t last = npos;  // the last positive weight scanned
+    for (std::size_t b = 0; b <= last_block; ++b) {
+        const double s = keep ? sums[b] : block_sum(b);
         if (!(s > 0)) continue;
-        last_block = b;
-        if (run + s > target || b + 1 == nb) break;
-        run += s;
+        if (run + s <= target && b != last_block) {  // the target lies beyond this block
+            run += s;
+            continue;
+        }
+        const std::size_t c = std::min(spec_block, n - b * spec_block);
+        fill(b * spec_block, c, buf);
+        for (std::size_t j = 0; j < c; ++j) {
+            if (!(buf[j] > 0.f)) continue;
+            run += buf[j];
+            last = b * spec_block + j;
+            if (run > target) return last;
+        }
     }
-    if (last_block == npos) return npos;
-    const std::size_t b = last_block, c = std::min(spec_block, n - b * spec_block);
-    fill(b * spec_block, c, buf);
-    std::size_t last = npos;
-    for (std::size_t j = 0; j < c; ++j) {
-        if (!(buf[j] > 0.f)) continue;
-        run += buf[j];
-        last = j;
-        if (run > target) break;
-    }
-    return last == npos ? npos : b * spec_block + last;
+    return last;  // the last block is always scanned: its last positive weight
 }
-/// Inverse-CDF draw from a sparse distribution (blocked, sums in double); -1 if no positive
-/// probability.
+/// Inverse-CDF draw from a sparse distribution (kernels::draw_inverse_cdf over its
+/// probabilities: sums in double); -1 if no positive probability.
 inline token_id draw_sparse(sparse_dist_view d, double u) noexcept {
-    const std::size_t i = draw_blocked(
-        d.size(),
-        [&](std::size_t b, std::size_t c, float* out) noexcept {
-            for (std::size_t j = 0; j < c; ++j) {
-                const float v = d.probs[b + j];
-                out[j] = v > 0.f ? v : 0.f;
-            }
-        },
-        u, 0.0);
+    const std::size_t i = kernels::draw_inverse_cdf(d.probs, u);
     return i == npos ? token_id(-1) : d.tokens[i];
 }
 /// Entropy -sum p ln p (natural log).
@@ -402,17 +399,18 @@ concept distribution_processing = requires(P& p, std::span<const float> logits,
 /// The built-in pipeline: temperature (0 = greedy: one-hot argmax, ties to the lowest id) ->
 /// top-k (exactly k, ties by lowest id; 0 = off) -> top-p (smallest prefix in descending order
 /// reaching p, crossing token kept; 1 = off). NaN / -inf logits have probability 0.
-/// A simple pipeline for drafts, tests and backends without a sampler (it sorts the survivors);
-/// use sampler_processing for the full sampler semantics.
+/// Computed by a decodekit::sampler with exactly these steps (sampling_params: order hf,
+/// top_k_ties exactly_k, no processors) through sampler::distribution_unordered(): the output is
+/// in ascending id order, and what the sampler's own draw would use. For drafts, tests and
+/// backends that only need these three knobs; sampler_processing takes a full sampler.
 struct basic_processing {
     float temperature = 1.f;  ///< >= 0
     std::size_t top_k = 0;    ///< 0 = off
     float top_p = 1.f;        ///< (0, 1]
-    /// Scratch reused across calls (no allocation once warm; do not share one object between
+    /// The sampler, built on the first call for the row's size and rebuilt when a field or the
+    /// row size changes (no allocation per call once warm; do not share one object between
     /// threads); not configuration.
-    mutable std::vector<std::size_t> scratch_order_ = {};
-    mutable sparse_distribution scratch_dist_ = {};
-    mutable candidates scratch_nucleus_ = {};  ///< capacity V once warm (top-p without top-k)
+    mutable std::optional<sampler> sampler_ = {};
 
     /// First problem with the fields, or nullopt.
     std::optional<std::string> check() const {
@@ -425,84 +423,41 @@ struct basic_processing {
     }
     void validate() const { raise_if(check()); }
 
-    void operator()(std::span<const float> x, const position_context&,
+    /// The sampler configuration of these fields for rows of `vocab_size` entries.
+    sampling_params as_sampling_params(std::size_t vocab_size) const {
+        sampling_params sp;
+        sp.temperature = temperature;
+        sp.top_k = top_k == 0 || top_k >= vocab_size ? 0 : int(top_k);  // k >= V: off
+        sp.top_k_ties = tie_policy::exactly_k;
+        sp.top_p = top_p;
+        sp.order = sampling_order::hf;
+        return sp;
+    }
+
+    /// Writes the processed distribution of `x` into `out` (empty for an empty row or a row
+    /// with no valid entry). Raises (config_error) when check() fails.
+    void operator()(std::span<const float> x, const position_context& c,
                     sparse_distribution& out) const {
         out.clear();
-        float m = -INFINITY;
-        std::size_t am = npos;
-        for (std::size_t i = 0; i < x.size(); ++i)
-            if (!std::isnan(x[i]) && (am == npos || x[i] > m)) m = x[i], am = i;
-        if (am == npos || m == -INFINITY) return;
-        if (temperature == 0.f) {
-            out.push(token_id(am), 1.f);
-            return;
+        if (x.empty()) return;
+        const sampling_params want = as_sampling_params(x.size());
+        if (!sampler_ || sampler_->vocab_size() != x.size() ||
+            sampler_->params().temperature != want.temperature ||
+            sampler_->params().top_k != want.top_k || sampler_->params().top_p != want.top_p) {
+            validate();  // errors name basic_processing's fields, not sampling_params'
+            sampler_.emplace(want, x.size());
         }
-        if (top_p < 1.f && (top_k == 0 || top_k >= x.size())) {
-            // Top-p alone: kernels::top_p selects the nucleus without sorting V (same kept set
-            // and order: probability descending, ties by lowest id).
-            if (scratch_nucleus_.capacity() < x.size()) scratch_nucleus_ = candidates(x.size());
-            const std::size_t c = kernels::top_p(x, top_p, temperature, 1, scratch_nucleus_);
-            double total = 0;
-            for (std::size_t i = 0; i < c; ++i) {
-                const float v = scratch_nucleus_.logits()[i];
-                const double w = m == INFINITY
-                                     ? (v == INFINITY ? 1.0 : 0.0)
-                                     : std::exp((double(v) - double(m)) / double(temperature));
-                if (!(w > 0)) continue;
-                out.push(scratch_nucleus_.ids()[i], float(w));
-                total += float(w);
-            }
-            for (auto& q : out.probs) q = float(double(q) / total);
-            return;
-        }
-        for (std::size_t i = 0; i < x.size(); ++i) {
-            double w;
-            if (std::isnan(x[i]) || x[i] == -INFINITY) continue;
-            if (m == INFINITY)
-                w = x[i] == INFINITY ? 1.0 : 0.0;
-            else
-                w = std::exp((double(x[i]) - double(m)) / double(temperature));
-            if (w > 0) out.push(token_id(i), float(w));
-        }
-        const std::size_t n = out.size();
-        if (n == 0) return;  // no valid entry: the empty distribution (callers report it)
-        auto& order = scratch_order_;
-        order.resize(n);
-        for (std::size_t i = 0; i < n; ++i) order[i] = i;
-        auto before = [&](std::size_t a, std::size_t b) {
-            return out.probs[a] != out.probs[b] ? out.probs[a] > out.probs[b]
-                                                : out.tokens[a] < out.tokens[b];
-        };
-        std::size_t keep = n;
-        if (top_k > 0 && top_k < n) {
-            std::partial_sort(order.begin(), order.begin() + std::ptrdiff_t(top_k), order.end(),
-                              before);
-            keep = top_k;
-        } else if (top_p < 1.f) {
-            std::sort(order.begin(), order.end(), before);
-        }
-        double total = 0;
-        for (std::size_t i = 0; i < keep; ++i) total += out.probs[order[i]];
-        if (top_p < 1.f) {
-            if (top_k > 0 && top_k < n)
-                std::sort(order.begin(), order.begin() + std::ptrdiff_t(keep), before);
-            double run = 0;
-            std::size_t k2 = 0;
-            while (k2 < keep && run < double(top_p) * total) run += out.probs[order[k2++]];
-            keep = std::max<std::size_t>(k2, 1);
-            total = run > 0 ? run : total;
-        }
-        auto& tmp = scratch_dist_;
-        tmp.clear();
-        for (std::size_t i = 0; i < keep; ++i)
-            tmp.push(out.tokens[order[i]], float(double(out.probs[order[i]]) / total));
-        std::swap(out.tokens, tmp.tokens);
-        std::swap(out.probs, tmp.probs);
+        const decodekit::distribution d = sampler_->distribution_unordered(
+            x, sample_context{c.sequence, c.step, c.history, c.prompt_length});
+        out.tokens.assign(d.tokens.begin(), d.tokens.end());
+        out.probs.assign(d.probs.begin(), d.probs.end());
     }
 };
 
 /// Processing through a decodekit::sampler: p and q are exactly what the sampler's draw would use
-/// (processors with the history, truncation order, temperature). The sampler is borrowed.
+/// (processors with the history, truncation order, temperature), from
+/// sampler::distribution_unordered() (ascending id order, no sort by probability). The sampler
+/// is borrowed.
 /// commit() advances the sampler's state (mirostat's mu) with sampler::observe() for each emitted
 /// token and the distribution it was emitted under, so mirostat stays exact: the distribution of
 /// step n + 1 follows the token emitted at step n, as with plain sampling.
@@ -511,7 +466,7 @@ public:
     explicit sampler_processing(sampler& s) noexcept : s_(&s) {}
     void operator()(std::span<const float> logits, const position_context& c,
                     sparse_distribution& out) const {
-        const decodekit::distribution d = s_->distribution(
+        const decodekit::distribution d = s_->distribution_unordered(
             logits, sample_context{c.sequence, c.step, c.history, c.prompt_length});
         out.tokens.assign(d.tokens.begin(), d.tokens.end());
         out.probs.assign(d.probs.begin(), d.probs.end());
