@@ -60,96 +60,113 @@ inline token_id pick_draft(const sparse_distribution& q, draft_mode mode, rng_ke
     return detail::draw_sparse(q, s.uniform());
 }
 
-/// Drafts token by token: row_of(ext, out_row) computes the logits after `ext`.
-template <class Processing, class RowOf>
-void chain_draft(const draft_request& r, draft_buffer& out, Processing& proc,
-                 const draft_options& o, std::vector<token_id>& ext, RowOf&& row_of) {
-    ext.assign(r.context.begin(), r.context.end());
-    out.has_distributions = o.mode == draft_mode::sample;
-    for (std::size_t i = 0; i < r.max_tokens; ++i) {
-        const std::span<const float> row = row_of(std::span<const token_id>(ext));
-        ++out.model_calls;
-        sparse_distribution& q = out.next_q();
-        const std::uint64_t step = r.key.step + i;
-        proc(
-            row,
-            position_context{r.key.sequence, step, std::span<const token_id>(ext), r.prompt_length},
-            q);
-        const token_id x = pick_draft(q, o.mode, rng_key{r.key.seed, r.key.sequence, step});
-        if (x < 0 || detail::max_prob(q) < o.min_confidence) break;
-        out.tokens.push_back(x);
-        ext.push_back(x);
-    }
+/// One draft position: processes `row` (the logits after `ext`) into out.next_q(), picks the
+/// draft token of step r.key.step + out.size() and appends it to out and ext. False (nothing
+/// appended) when q is empty or less confident than o.min_confidence: drafting stops.
+template <class Processing>
+bool draft_one(std::span<const float> row, const draft_request& r, draft_buffer& out,
+               Processing& proc, const draft_options& o, std::vector<token_id>& ext) {
+    const std::uint64_t step = r.key.step + out.tokens.size();
+    sparse_distribution& q = out.next_q();
+    proc(row,
+         position_context{r.key.sequence, step, std::span<const token_id>(ext), r.prompt_length},
+         q);
+    const token_id x = pick_draft(q, o.mode, rng_key{r.key.seed, r.key.sequence, step});
+    if (x < 0 || detail::max_prob(q) < o.min_confidence) return false;
+    out.tokens.push_back(x);
+    ext.push_back(x);
+    return true;
 }
-}  // namespace detail
 
-/// A second model as the draft. \pre draft.vocab_size() equals the target's (checked by
-/// speculative_decode).
-template <language_model Draft, distribution_processing Processing = basic_processing>
-class draft_model_proposer {
+/// A proposer drafting token by token from one logits row per call; RowSource is
+/// `void rows(std::span<const token_id> ext, std::uint32_t slot, std::span<float> row)` writing
+/// the row after `ext`, plus `vocab_size()`. draft_model_proposer and early_exit_proposer are
+/// this with their row sources.
+template <class RowSource, class Processing>
+class chained_proposer {
 public:
-    draft_model_proposer(Draft& draft, Processing processing = {}, draft_options options = {})
-        : model_(&draft),
+    chained_proposer(RowSource source, Processing processing, draft_options options)
+        : src_(std::move(source)),
           proc_(std::move(processing)),
           opt_(options),
-          row_(std::size_t(draft.vocab_size())) {}
+          row_(std::size_t(src_.vocab_size())) {}
 
-    /// The draft's vocabulary size.
-    std::size_t vocab_size() const { return std::size_t(model_->vocab_size()); }
+    /// The drafting model's vocabulary size.
+    std::size_t vocab_size() const { return std::size_t(src_.vocab_size()); }
 
-    /// Drafts up to r.max_tokens tokens, one draft call each.
+    /// Drafts up to r.max_tokens tokens, one model call each.
     void propose(const draft_request& r, draft_buffer& out) {
-        detail::chain_draft(r, out, proc_, opt_, ext_, [&](std::span<const token_id> ext) {
-            const sequence_request req{ext, 1, opt_.slot};
-            model_->logits(std::span<const sequence_request>(&req, 1), std::span<float>(row_));
-            return std::span<const float>(row_);
-        });
+        ext_.assign(r.context.begin(), r.context.end());
+        out.has_distributions = opt_.mode == draft_mode::sample;
+        while (out.tokens.size() < r.max_tokens) {
+            src_(std::span<const token_id>(ext_), opt_.slot, std::span<float>(row_));
+            ++out.model_calls;
+            if (!draft_one(std::span<const float>(row_), r, out, proc_, opt_, ext_)) break;
+        }
     }
 
 private:
-    Draft* model_;
+    RowSource src_;
     Processing proc_;
     draft_options opt_;
     std::vector<float> row_;
     std::vector<token_id> ext_;
 };
 
-/// Early-exit self-draft: the target read out at layer `layer` (1..num_layers()).
+/// Row source: a language model's logits after the sequence.
+template <language_model Model>
+struct final_rows {
+    Model* model;
+    auto vocab_size() const { return model->vocab_size(); }
+    void operator()(std::span<const token_id> ext, std::uint32_t slot, std::span<float> row) {
+        const sequence_request req{ext, 1, slot};
+        model->logits(std::span<const sequence_request>(&req, 1), row);
+    }
+};
+
+/// Row source: a layer_logits_model read out at one layer.
+template <layer_logits_model Model>
+struct layer_rows {
+    Model* model;
+    int layer;
+    auto vocab_size() const { return model->vocab_size(); }
+    void operator()(std::span<const token_id> ext, std::uint32_t slot, std::span<float> row) {
+        const sequence_request req{ext, 1, slot};
+        const int layers[1] = {layer};
+        model->layer_logits(std::span<const sequence_request>(&req, 1),
+                            std::span<const int>(layers), row);
+    }
+};
+}  // namespace detail
+
+/// A second model as the draft. \pre draft.vocab_size() equals the target's (checked by
+/// speculative_decode).
+template <language_model Draft, distribution_processing Processing = basic_processing>
+class draft_model_proposer
+    : public detail::chained_proposer<detail::final_rows<Draft>, Processing> {
+public:
+    draft_model_proposer(Draft& draft, Processing processing = {}, draft_options options = {})
+        : detail::chained_proposer<detail::final_rows<Draft>, Processing>(
+              detail::final_rows<Draft>{&draft}, std::move(processing), options) {}
+};
+
+/// Early-exit self-draft: the target read out at layer `layer` (0..num_layers()).
 template <layer_logits_model Model, distribution_processing Processing = basic_processing>
-class early_exit_proposer {
+class early_exit_proposer : public detail::chained_proposer<detail::layer_rows<Model>, Processing> {
 public:
     early_exit_proposer(Model& model, int layer, Processing processing = {},
                         draft_options options = {})
-        : model_(&model),
-          layer_(layer),
-          proc_(std::move(processing)),
-          opt_(options),
-          row_(std::size_t(model.vocab_size())) {
+        : detail::chained_proposer<detail::layer_rows<Model>, Processing>(
+              detail::layer_rows<Model>{&model, checked_layer(model, layer)}, std::move(processing),
+              options) {}
+
+private:
+    static int checked_layer(Model& model, int layer) {
         if (layer < 0 || std::size_t(layer) > std::size_t(model.num_layers()))
             raise(detail::range_message("early_exit_proposer.layer", "in [0, num_layers()]",
                                         double(layer)));
+        return layer;
     }
-
-    std::size_t vocab_size() const { return std::size_t(model_->vocab_size()); }
-
-    /// Drafts up to r.max_tokens tokens, one layer-logits call each.
-    void propose(const draft_request& r, draft_buffer& out) {
-        detail::chain_draft(r, out, proc_, opt_, ext_, [&](std::span<const token_id> ext) {
-            const sequence_request req{ext, 1, opt_.slot};
-            const int layers[1] = {layer_};
-            model_->layer_logits(std::span<const sequence_request>(&req, 1),
-                                 std::span<const int>(layers), std::span<float>(row_));
-            return std::span<const float>(row_);
-        });
-    }
-
-private:
-    Model* model_;
-    int layer_;
-    Processing proc_;
-    draft_options opt_;
-    std::vector<float> row_;
-    std::vector<token_id> ext_;
 };
 
 /// Multi-token prediction: one head_logits call drafts heads_per_call tokens (0 = all heads;
@@ -182,19 +199,10 @@ public:
                                 std::span<float>(rows_));
             ++out.model_calls;
             const std::size_t n = std::min(per_call_, r.max_tokens - out.tokens.size());
-            for (std::size_t h = 0; h < n; ++h) {
-                const std::uint64_t step = r.key.step + out.tokens.size();
-                sparse_distribution& q = out.next_q();
-                proc_(std::span<const float>(rows_.data() + h * V, V),
-                      position_context{r.key.sequence, step, std::span<const token_id>(ext_),
-                                       r.prompt_length},
-                      q);
-                const token_id x =
-                    detail::pick_draft(q, opt_.mode, rng_key{r.key.seed, r.key.sequence, step});
-                if (x < 0 || detail::max_prob(q) < opt_.min_confidence) return;
-                out.tokens.push_back(x);
-                ext_.push_back(x);
-            }
+            for (std::size_t h = 0; h < n; ++h)
+                if (!detail::draft_one(std::span<const float>(rows_.data() + h * V, V), r, out,
+                                       proc_, opt_, ext_))
+                    return;
         }
     }
 
