@@ -85,10 +85,7 @@ struct beam_search_params {
         if (!(temperature > 0.f) || !std::isfinite(temperature))
             return detail::range_message("beam_search_params.temperature", "finite and > 0",
                                          double(temperature));
-        for (token_id e : eos_ids)
-            if (e < 0)
-                return detail::range_message("beam_search_params.eos_ids", "non-negative ids",
-                                             double(e));
+        if (auto e = detail::check_stop_conditions("beam_search_params", eos_ids)) return e;
         return std::nullopt;
     }
     /// check(), reported through raise().
@@ -131,6 +128,16 @@ inline void prune_pool(std::vector<beam_candidate>& pool, std::size_t k) {
     std::nth_element(pool.begin(), pool.begin() + std::ptrdiff_t(k - 1), pool.end(),
                      beam_candidate_before);
     pool.resize(k);
+}
+/// Copies the best min(out.size(), pool.size()) candidates of `pool` (beam_candidate_before
+/// order) to the front of `out`; returns how many.
+inline std::size_t take_best(std::vector<beam_candidate>& pool,
+                             std::span<beam_candidate> out) noexcept {
+    const std::size_t m = std::min(out.size(), pool.size());
+    std::partial_sort(pool.begin(), pool.begin() + std::ptrdiff_t(m), pool.end(),
+                      beam_candidate_before);
+    std::copy_n(pool.begin(), m, out.begin());
+    return m;
 }
 /// log(1 - exp(-a)) for a > 0, stable.
 inline double log1mexp(double a) noexcept {
@@ -194,11 +201,7 @@ inline std::size_t beam_top_candidates(std::span<const float> rows, std::size_t 
         }
         detail::prune_pool(ws.pool, k);
     }
-    const std::size_t m = std::min(k, ws.pool.size());
-    std::partial_sort(ws.pool.begin(), ws.pool.begin() + std::ptrdiff_t(m), ws.pool.end(),
-                      detail::beam_candidate_before);
-    std::copy_n(ws.pool.begin(), m, out.begin());
-    return m;
+    return detail::take_best(ws.pool, out);
 }
 
 /// A beam search in progress, driven step by step (beam_search() below runs it on a model):
@@ -416,11 +419,7 @@ private:
             }
             detail::prune_pool(ws_.pool, k);
         }
-        const std::size_t m = std::min(k, ws_.pool.size());
-        std::partial_sort(ws_.pool.begin(), ws_.pool.begin() + std::ptrdiff_t(m), ws_.pool.end(),
-                          detail::beam_candidate_before);
-        std::copy_n(ws_.pool.begin(), m, top_.begin());
-        return m;
+        return detail::take_best(ws_.pool, top_);
     }
 
     void rebuild_requests() {

@@ -89,9 +89,7 @@ struct dola_params {
         if (max_new_tokens < 1)
             return detail::range_message("dola_params.max_new_tokens", ">= 1",
                                          double(max_new_tokens));
-        for (token_id e : eos_ids)
-            if (e < 0)
-                return detail::range_message("dola_params.eos_ids", "non-negative ids", double(e));
+        if (auto e = detail::check_stop_conditions("dola_params", eos_ids)) return e;
         return std::nullopt;
     }
     /// check(), reported through raise().
