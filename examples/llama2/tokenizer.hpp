@@ -38,12 +38,17 @@ public:
         if (max_len <= 0 || max_len > (1 << 16))
             return R::failure("llama2 tokenizer: max_token_length " + std::to_string(max_len) +
                               " must be in [1, 65536]");
+        // Every entry takes at least 8 bytes (score, length): a vocab_size the file cannot hold
+        // is rejected before anything is allocated for it.
+        if ((bytes.size() - 4) / 8 < std::size_t(vocab_size))
+            return R::failure("llama2 tokenizer: truncated: " + std::to_string(vocab_size) +
+                              " entries need at least " +
+                              std::to_string(4 + 8 * std::size_t(vocab_size)) +
+                              " bytes, the file has " + std::to_string(bytes.size()));
         tokenizer t;
         t.max_token_length_ = max_len;
-        // never reserve more entries than the bytes could hold (8 bytes each at least)
-        const std::size_t cap = std::min(std::size_t(vocab_size), bytes.size() / 8);
-        t.pieces_.reserve(cap);
-        t.scores_.reserve(cap);
+        t.pieces_.reserve(std::size_t(vocab_size));  // <= (file size - 4) / 8 entries
+        t.scores_.reserve(std::size_t(vocab_size));
         std::size_t at = 4;
         for (int i = 0; i < vocab_size; ++i) {
             if (bytes.size() - at < 8)

@@ -212,6 +212,10 @@ TEST_CASE("llama2 tokenizer: parse, encode, decode", "[llama2][tokenizer]") {
         std::int32_t maxlen = 4;
         std::memcpy(b.data(), &maxlen, 4);
         CHECK_FALSE(tokenizer::parse(b, 3).ok());  // no entries: truncated
+        // an absurd vocab_size for a 4-byte file: rejected from the size, before any allocation
+        const auto huge = tokenizer::parse(b, 4194304);
+        CHECK_FALSE(huge.ok());
+        CHECK(huge.error().find("need at least 33554436 bytes") != std::string::npos);
         auto entry = [&](float score, std::int32_t len, const char* s) {
             const auto at = b.size();
             b.resize(at + 8 + std::size_t(std::max(len, 0)));

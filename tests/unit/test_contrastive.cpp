@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -132,4 +133,53 @@ TEST_CASE("contrastive search: batched look-ahead, slots, EOS and bad input", "[
     CHECK(msg({.eos_ids = {-1}}).find("eos_ids") != std::string::npos);
     DK_IF_EXCEPTIONS(
         CHECK_THROWS_AS(contrastive_search(m, std::vector<token_id>{}, {}), config_error);)
+}
+
+TEST_CASE(
+    "cosine_similarity: tiny and huge vectors give the reference's value (no float "
+    "underflow / overflow of the squared norms)",
+    "[contrastive][kernels]") {
+    // Float squares underflow below |x| ~ 1e-19 (to 0 below ~ 1e-23) and overflow above ~ 1.8e19;
+    // the double reference does neither. Scales cover both sides, subnormals and FLT_MAX / 64.
+    const float scales[] = {1e-45f, 1e-40f, 1e-30f, 1e-22f,
+                            1e-19f, 1e-10f, 1.f,    1e10f,
+                            1e19f,  1e25f,  1e37f,  std::numeric_limits<float>::max() / 64};
+    for (std::size_t dim : {1u, 7u, 16u, 17u, 64u, 288u}) {
+        std::vector<float> base(dim), other(dim);
+        for (std::size_t j = 0; j < dim; ++j) {
+            base[j] = float(std::sin(0.7 * double(j) + 1.0));
+            other[j] = float(std::cos(1.3 * double(j)));
+        }
+        for (float sq : scales)
+            for (float sr : {sq, 1.f, 1e-30f, 1e30f}) {
+                std::vector<float> q(dim);
+                for (std::size_t j = 0; j < dim; ++j) q[j] = base[j] * sq;
+                const std::size_t rows = 4, stride = dim + 1;
+                std::vector<float> m(rows * stride, 0.f);
+                for (std::size_t j = 0; j < dim; ++j) {
+                    m[0 * stride + j] = base[j] * sr;   // parallel: cosine 1 (unless subnormal)
+                    m[1 * stride + j] = -base[j] * sr;  // anti-parallel: -1
+                    m[2 * stride + j] = other[j] * sr;  // something in between
+                    m[3 * stride + j] = 0.f;            // zero row: 0
+                }
+                std::vector<float> ref(rows), got(rows);
+                reference::cosine_similarity(q, m.data(), stride, ref);
+                kernels::cosine_similarity(q, m.data(), stride, got);
+                INFO("dim " << dim << " query scale " << sq << " row scale " << sr);
+                for (std::size_t i = 0; i < rows; ++i)
+                    CHECK(std::fabs(double(got[i]) - double(ref[i])) <= 1e-6);
+                if (sq >= 1e-30f && sr >= 1e-30f && sq <= 1e25f && sr <= 1e25f) {
+                    // the reference itself is exact here: the kernel must be too
+                    CHECK(got[0] == dk_test::Approx(1.0).epsilon(1e-6));
+                    CHECK(got[1] == dk_test::Approx(-1.0).epsilon(1e-6));
+                }
+                CHECK(got[3] == 0.f);
+            }
+    }
+    // Negative control: a row that differs gives a different similarity.
+    const std::vector<float> q = {1e-21f, 2e-21f}, m = {2e-21f, 1e-21f};
+    std::vector<float> got(1);
+    kernels::cosine_similarity(q, m.data(), 2, got);
+    CHECK(got[0] == dk_test::Approx(0.8).epsilon(1e-6));
+    CHECK(got[0] != dk_test::Approx(1.0).epsilon(1e-3));
 }
