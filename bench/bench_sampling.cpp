@@ -45,6 +45,14 @@ DK_BENCH_VOCAB(BM_sampler_greedy);
 void BM_sampler_temperature(benchmark::State& state) { run_sampler(state, {.temperature = 0.8f}); }
 DK_BENCH_VOCAB(BM_sampler_temperature);
 
+// temperature only, no logprob of the chosen token: kernels::draw_temperature (no exp per entry)
+void BM_sampler_temperature_no_logprob(benchmark::State& state) {
+    sampling_params p{.temperature = 0.8f};
+    p.logprobs.chosen = false;
+    run_sampler(state, p);
+}
+DK_BENCH_VOCAB(BM_sampler_temperature_no_logprob);
+
 void BM_sampler_top_k40(benchmark::State& state) { run_sampler(state, {.top_k = 40}); }
 DK_BENCH_VOCAB(BM_sampler_top_k40);
 

@@ -112,6 +112,36 @@ TEST_CASE("the blocked full-row draw (V > 2048) fits softmax", "[sampling][gof]"
     check_fit({.temperature = 1.f, .seed = 5}, x, softmax_over(x, valid(x), 1.0));
 }
 
+TEST_CASE("temperature sampling without the chosen logprob (no exp per entry) fits softmax",
+          "[sampling][gof]") {
+    // logprobs.chosen = false: the full-row draw is kernels::draw_temperature (envelope
+    // rejection); same law, logprob NaN
+    const double t = GENERATE(1.0, 0.7);
+    auto x = test_row(40);
+    sampling_params p{.temperature = float(t), .seed = 12};
+    p.logprobs.chosen = false;
+    check_fit(p, x, softmax_over(x, valid(x), t));
+    std::vector<float> y(5000, -30.f);
+    for (std::size_t i = 0; i < 5000; i += 97) y[i] = float(i % 5) - 1.f;
+    y[10] = 3.f;
+    y[2100] = 3.5f;
+    y[4500] = std::numeric_limits<float>::quiet_NaN();
+    check_fit(p, y, softmax_over(y, valid(y), t));
+    sampler s(p, x.size());
+    const auto r = s.sample(x, 1, 2);
+    REQUIRE(r.ok());
+    CHECK(std::isnan(r.logprob));
+    // truncated chains and greedy: logprob NaN too; with chosen on, finite
+    for (sampling_params q : {sampling_params{.top_k = 5}, sampling_params{.temperature = 0.f}}) {
+        q.logprobs.chosen = false;
+        sampler a(q, x.size());
+        CHECK(std::isnan(a.sample(x, 1, 2).logprob));
+        q.logprobs.chosen = true;
+        sampler b(q, x.size());
+        CHECK(std::isfinite(b.sample(x, 1, 2).logprob));
+    }
+}
+
 TEST_CASE("top-k fits the renormalised k best", "[sampling][gof]") {
     const int k = GENERATE(1, 5, 17);
     auto x = test_row(40);

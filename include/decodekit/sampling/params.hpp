@@ -85,7 +85,15 @@ struct logprobs_request {
     /// false: rank, top and requested use the raw log-softmax of the caller's logits (vLLM's
     /// default); true: the final processed distribution (-inf outside it, no extra pass).
     bool processed = false;
+    /// Fill sample_result::logprob (the chosen token's log-probability under the final
+    /// distribution). Off: logprob is NaN, and when nothing else is requested a draw over the
+    /// whole row (no truncation step cut it: temperature only, or an XTC that dropped nothing)
+    /// uses kernels::draw_temperature, which needs no exponential per entry (block-max envelope
+    /// rejection). That draw reads the key's sample stream differently, so for one key it may
+    /// give another token than with `chosen` on (same law; distribution() unchanged).
+    bool chosen = true;
 
+    /// True when any extra (raw, rank, top_n, ids) is requested; `chosen` is not an extra.
     bool any() const noexcept { return raw || rank || top_n > 0 || !ids.empty(); }
 };
 

@@ -138,20 +138,8 @@ struct distribution {
 /// running probability sum exceeds u * sum(probs); the last positive entry if rounding leaves it
 /// unreached. -1 if d has no positive probability.
 inline token_id draw(const distribution& d, double u) noexcept {
-    double s = 0;
-    for (float p : d.probs)
-        if (p > 0) s += p;
-    if (!(s > 0)) return -1;
-    const double target = u * s;
-    double run = 0;
-    token_id last = -1;
-    for (std::size_t i = 0; i < d.probs.size(); ++i) {
-        if (!(d.probs[i] > 0)) continue;
-        run += d.probs[i];
-        last = d.tokens[i];
-        if (run > target) return last;
-    }
-    return last;
+    const std::size_t i = kernels::draw_inverse_cdf(d.probs, u);
+    return i == npos ? token_id(-1) : d.tokens[i];
 }
 
 /// Draw from `d` with one uniform() (2 words) of `rng`. For a truncated pipeline (a step other
@@ -400,7 +388,7 @@ private:
                     on = p.top_n_sigma > 0.f;
                     break;
                 case sampling_step::xtc:
-                    on = p.xtc_probability > 0.f && p.xtc_threshold <= 0.5f;
+                    on = xtc_on();
                     break;
                 case sampling_step::mirostat:
                     on = p.mirostat;
@@ -667,16 +655,22 @@ private:
         cand_.resize(n);
     }
 
+    /// Full row: kernels::top_p (one max + exp pass, one compaction whose survivors provably
+    /// hold the nucleus, survivors ordered lazily; equals reference::top_p). On an already
+    /// truncated set: the same rule (sorted by probability, ties by id; keep j while the mass
+    /// before it is < p; at least max(1, min_keep)) walked here over the sorted survivors with
+    /// the set's own normaliser: they are already sorted and few and weights_ is needed anyway,
+    /// whereas the kernel takes a row (it would re-sort and re-index them).
     void step_top_p(std::span<const float> x) noexcept {
         const float p = params_.top_p;
-        double total = -1;  // normaliser of the set top-p applies to
         if (full_) {
-            total = nucleus_candidates(x, p);
-            if (full_) return;  // nothing valid: leave it to the draw
+            kernels::top_p(x, p, t_, params_.min_keep, cand_);
+            full_ = false;
+            sorted_flag_ = true;
+            return;
         }
         sort_cand();
-        const double cand_sum = fill_weights();
-        const double s = total > 0 ? total : cand_sum;
+        const double s = fill_weights();
         if (!(s > 0)) return;
         const std::size_t keep_at_least = std::max<std::size_t>(1, params_.min_keep);
         double before = 0;
@@ -686,41 +680,6 @@ private:
             ++n;
         }
         cand_.resize(n);
-    }
-
-    /// Full-row top-p, first half: one exp pass for the normaliser S, then a threshold filter
-    /// whose survivors provably contain the nucleus: either their mass already reaches p
-    /// (checked on the survivors only), or the safe threshold w >= (1 - p) S / V (the excluded
-    /// entries then hold at most 1 - p). Leaves cand_ holding a superset of the nucleus (at
-    /// least min_keep entries); step_top_p() then cuts it exactly.
-    /// Returns S (weights relative to the row max), or -1 when it leaves cand_ = every valid
-    /// entry or the +inf entries (then the survivors' own sum is the normaliser).
-    double nucleus_candidates(std::span<const float> x, float p) noexcept {
-        const auto st = kernels::exp_sum(x, t_);
-        const float m = st.max;
-        if (!(m > -detail::f_inf) || !(st.sum > 0)) return -1;
-        full_ = false;
-        sorted_flag_ = false;
-        if (m == detail::f_inf) {
-            kernels::filter_at_least(x, m, cand_);
-            return -1;
-        }
-        const double s = st.sum;
-        if (!processors_ && t_ == 1.f) {  // the raw normaliser comes for free
-            raw_lse_known_ = true;
-            raw_lse_ = double(m) + std::log(s);
-        }
-        const double tail = std::max(1.0 - double(p), 1e-12);
-        // first guess: as if at most 4096 entries were left out; then the safe bound
-        for (double w : {tail * s / 4096.0, tail * s / double(vocab_)}) {
-            const float thr = float(double(m) + double(t_) * std::log(std::min(w, 1.0)));
-            kernels::filter_at_least(x, std::nextafter(thr, -detail::f_inf), cand_);
-            double mass = 0;
-            for (float v : cand_.logits()) mass += detail::cand_weight(v, m, t_);
-            if (mass >= double(p) * s * (1.0 + 1e-6) && cand_.size() >= params_.min_keep) return s;
-        }
-        materialise(x);  // rounding corner cases, tiny rows: every valid entry
-        return -1;
     }
 
     void step_min_p(std::span<const float> x) noexcept {
@@ -1101,13 +1060,21 @@ private:
             const std::size_t a = greedy_argmax(x, best);
             if (a == npos) return r;
             r.token = token_id(a);
-            r.logprob = 0.f;
+            r.logprob = params_.logprobs.chosen ? 0.f : std::numeric_limits<float>::quiet_NaN();
             r.status = sample_status::ok;
             if (params_.logprobs.any()) fill_extras(r, logits, x, /*greedy*/ true);
             return r;
         }
         x = truncate(x, ctx);
         rng_stream rng = make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::sample);
+        if (full_ && !params_.logprobs.chosen && !params_.logprobs.any()) {
+            // no logprob wanted: no normaliser needed, no exponential per entry
+            const std::size_t i = kernels::draw_temperature(x, t_, rng);
+            if (i == npos) return r;
+            r.token = token_id(i);
+            r.status = sample_status::ok;
+            return r;
+        }
         const double u = rng.uniform();
         if (full_) {
             if (!draw_full_row(x, u, r)) return r;
@@ -1116,15 +1083,9 @@ private:
             sort_cand();
             const double s = fill_weights();
             if (!(s > 0)) return r;
-            const double target = u * s;
-            double run = 0;
-            std::size_t pick = npos;
-            for (std::size_t i = 0; i < cand_.size(); ++i) {
-                if (!(weights_[i] > 0)) continue;
-                run += weights_[i];
-                pick = i;
-                if (run > target) break;
-            }
+            const std::size_t pick =
+                kernels::draw_inverse_cdf(std::span<const float>(weights_.data(), cand_.size()), u);
+            if (pick == npos) return r;
             r.token = cand_.ids()[pick];
             r.logprob = float(std::log(double(weights_[pick])) - std::log(s));
             r.status = sample_status::ok;
@@ -1135,6 +1096,7 @@ private:
             }
         }
         if (params_.logprobs.any()) fill_extras(r, logits, x, false);
+        if (!params_.logprobs.chosen) r.logprob = std::numeric_limits<float>::quiet_NaN();
         return r;
     }
 
