@@ -279,3 +279,44 @@ TEST_CASE("draw_temperature with a subnormal or tiny temperature: uniform over t
     CHECK(dk::kernels::draw_temperature(x, 1e-40f, r) == 0);
     CHECK(dk::kernels::draw_temperature(x, std::numeric_limits<float>::min(), r) == 0);
 }
+
+TEST_CASE("draw_temperature refined blocks: dominant entries, tied maxima, NaN; few proposals") {
+    // A heavy-top row (a bulk plus 40 dominant entries, as bench/bench_common.hpp): the heaviest
+    // blocks are refined (max entry and the rest get separate envelopes). Some dominant entries
+    // share a block with an equal entry (tied maxima) or with NaN / -inf, so the refined
+    // envelopes' tie and NaN handling is exercised. Exact law: chi-square against softmax.
+    const std::size_t v = 40000;
+    std::vector<float> x = logits(v, 4242);
+    std::uint64_t s = 5;
+    for (int t = 0; t < 40; ++t) x[dk_rows::mix(s) % v] = float(6.0 + 4.0 * dk_rows::unit(s));
+    // Entries 4096 + {0, 16, 32, 48} share one lane-strided block for 4, 8 and 16 lanes (the
+    // chunk, L g, divides 4096 and exceeds 48 here): a tied row maximum, a NaN and a -inf.
+    x[4096] = 11.f;
+    x[4112] = 11.f;
+    x[4128] = qnan;
+    x[4144] = -inf;
+    const float temp = 0.7f;
+    std::vector<float> pr(v), q(v);
+    dk::reference::softmax(x, pr, temp);
+    dk::reference::softmax(x, q, temp * 1.1f);
+    const std::vector<double> expected(pr.begin(), pr.end()), wrong(q.begin(), q.end());
+    const std::size_t draws = 100000;
+    std::size_t words = 0;
+    auto counts = dk_test::histogram(v, draws, [&](std::size_t i) {
+        dk::rng_stream r = dk::make_stream({91, 3, i});
+        const auto k = dk::kernels::draw_temperature(x, temp, r);
+        words += r.words_used();
+        return k;
+    });
+    const auto g = dk_test::chi_square(counts, dk_test::with_overflow_bin(expected));
+    CHECK(g.p_value > dk_test::false_failure_rate);
+    CHECK_FALSE(g.impossible_draw);
+    CHECK(dk_test::chi_square(counts, dk_test::with_overflow_bin(wrong)).p_value <
+          dk_test::false_failure_rate);
+    CHECK(counts[4096] > 0);  // both tied maxima are drawn
+    CHECK(counts[4112] > 0);
+    // Proposals per draw (5 words each): well below g = 128, which one envelope per block needs
+    // when each heavy block holds one dominant entry.
+    INFO("proposals per draw " << double(words) / 5.0 / double(draws));
+    CHECK(double(words) / 5.0 / double(draws) < 64.0);
+}

@@ -131,16 +131,21 @@ std::size_t draw_exponential_race(std::span<const float> x, float temperature,
 
 /// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection,
 /// ALGORITHMS.md 3(b)). Blocks are lane-strided: the row is cut into chunks of L g entries
-/// (L = SIMD lanes; g the smallest power of two >= 16 giving at most 1024 blocks: 128 at
+/// (L = SIMD lanes; g the smallest power of two >= 16 giving at most 512 blocks: 256 at
 /// V = 128256 with 16 lanes) and block (chunk q, lane j) holds the g entries q L g + j + L s,
 /// s < g, so one SIMD pass of vertical maxima gives L block maxima per chunk with no horizontal
 /// reduction. Each block gets the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the
-/// block maxima, inflated by 3e-5 to cover float rounding); then proposals: a block with
-/// probability g h_b / H (2 words; inverse CDF over the blocks through a guide table, the same
-/// block as a binary search), a slot s uniformly (1 word), accepted with probability w_i / h_b,
-/// w_i the reference's double weight (2 words); slots past the row's end are rejected. Random
-/// words: 5 per proposal; the number of proposals is geometric with mean H / Z <= g (about 1 for
-/// flat rows, up to g when each block holds one dominant entry). A row with +inf entries draws
+/// block maxima, inflated by 3e-5 to cover float rounding). The (at most 16) heaviest blocks with
+/// h_b >= 1e-3 are refined by one strided scan: their max entry a_b gets its own exact envelope
+/// hA_b = w(M_b) and the other entries hB_b = w(M2_b), M2_b the largest of them; a refined block's
+/// mass is hA_b + g hB_b, any other block's g h_b. Proposals: a block with probability mass / H
+/// (2 words; inverse CDF over the blocks through a guide table, the same block as a binary
+/// search), a slot s uniformly (1 word; for a refined block, a_b instead when the same uniform
+/// falls in its first hA_b), accepted with probability w_i / e_i (2 words), e_i = h_b, or for a
+/// refined block hB_b (+ hA_b when i = a_b), w_i the reference's double weight; slots past the
+/// row's end are rejected. Random words: 5 per proposal; the number of proposals is geometric
+/// with mean H / Z <= g (about 1 for flat rows and for rows whose mass sits in a few dominant
+/// entries, up to g when many blocks each hold one dominant entry). A row with +inf entries draws
 /// uniformly among them (2 words); no valid entry: npos (0 words). Exact except that entries in
 /// blocks whose max is more than 87 T below the row max (total probability < V e^-87) are never
 /// drawn. When 1/T is not finite (subnormal T), and after max(64 g, 4096) rejected proposals
@@ -151,7 +156,7 @@ std::size_t draw_temperature(std::span<const float> x, float temperature,
                              rng_stream& rng) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>;
-    constexpr std::size_t max_blocks = 1024;
+    constexpr std::size_t max_blocks = 512;
     static_assert(max_blocks % L == 0);
     const float* p = x.data();
     const std::size_t n = x.size();
@@ -199,10 +204,51 @@ std::size_t draw_temperature(std::span<const float> x, float temperature,
     const B mb(m), tb(inv_t);
     for (std::size_t b = 0; b < nb; b += L)
         simd::exp_nonpositive<A>((B::load_aligned(bmax + b) - mb) * tb).store_aligned(bmax + b);
+    // Refinement of the (at most 16) heaviest blocks with h_b >= 1e-3: their max entry a_b gets
+    // its own exact envelope hA_b = w(M_b), the block's other entries hB_b = w(M2_b) (M2_b the
+    // largest of the others), so a block whose mass is one dominant entry no longer costs ~g
+    // proposals. Block mass: hA_b + g hB_b (refined) or g h_b.
+    constexpr std::size_t max_refined = 16;
+    std::size_t rb[max_refined], ra[max_refined], nr = 0;
+    float rh[max_refined];
+    for (std::size_t b = 0; b < nb; ++b) {
+        const float h = bmax[b];
+        if (!(h >= 1e-3f) || (nr == max_refined && !(h > rh[nr - 1]))) continue;
+        std::size_t q = nr < max_refined ? nr++ : max_refined - 1;
+        for (; q > 0 && rh[q - 1] < h; --q) {
+            rh[q] = rh[q - 1];
+            rb[q] = rb[q - 1];
+        }
+        rh[q] = h;
+        rb[q] = b;
+    }
+    double ra_w[max_refined], rb_w[max_refined];
+    std::uint8_t refined[max_blocks] = {};  // slot + 1 of a refined block, else 0
+    for (std::size_t r = 0; r < nr; ++r) {
+        const std::size_t b = rb[r], first = b / L * chunk + b % L;
+        float m1 = detail::neg_inf_f, m2 = detail::neg_inf_f;
+        std::size_t a = first;
+        for (std::size_t i = first; i < n && i < first + L * g; i += L) {
+            const float v = p[i];
+            if (v > m1) {
+                m2 = m1;
+                m1 = v;
+                a = i;
+            } else if (v > m2) {
+                m2 = v;
+            }
+        }
+        ra[r] = a;
+        ra_w[r] = reference::weight(m1, m, temperature);
+        rb_w[r] = reference::weight(m2, m, temperature);
+        refined[b] = std::uint8_t(r + 1);
+    }
     double cum[max_blocks];
     double total = 0;
     for (std::size_t b = 0; b < nb; ++b) {
-        total += double(bmax[b]) * (1.0 + 3e-5) * double(g);
+        const std::size_t r = refined[b];
+        total +=
+            r ? ra_w[r - 1] + double(g) * rb_w[r - 1] : double(bmax[b]) * (1.0 + 3e-5) * double(g);
         cum[b] = total;
     }
     if (!(total > 0)) return detail::draw_exact(p, n, m, temperature, rng);  // defensive
@@ -225,11 +271,17 @@ std::size_t draw_temperature(std::span<const float> x, float temperature,
         std::size_t b = guide[std::min(nb - 1, std::size_t(u0 * double(nb)))];
         while (b + 1 < nb && !(cum[b] > t)) ++b;
         while (b > 0 && cum[b - 1] > t) --b;
-        const std::size_t i = b / L * chunk + b % L + L * std::size_t(rng() >> (32 - lg));
+        std::size_t i = b / L * chunk + b % L + L * std::size_t(rng() >> (32 - lg));
         const double u = rng.uniform();
+        double e = double(bmax[b]) * (1.0 + 3e-5);
+        if (const std::size_t r = refined[b]) {
+            // Component A (the max entry) for the first hA_b of the block's mass, else B.
+            if (t - (b ? cum[b - 1] : 0.0) < ra_w[r - 1]) i = ra[r - 1];
+            e = (i == ra[r - 1] ? ra_w[r - 1] : 0.0) + rb_w[r - 1];
+        }
         if (i >= n) continue;
         const double w = reference::weight(p[i], m, temperature);
-        if (u * (double(bmax[b]) * (1.0 + 3e-5)) < w) return i;
+        if (u * e < w) return i;
     }
     return detail::draw_exact(p, n, m, temperature, rng);  // bounded loop: still exact
 }
