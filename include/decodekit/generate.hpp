@@ -147,6 +147,19 @@ inline std::vector<token_id> effective_prompt(std::span<const token_id> prompt, 
 }
 }  // namespace detail
 
+namespace detail {
+/// The stop check shared by generate() and speculative_decode() after a token was appended to
+/// `generated` and streamed (`go_on`: what the callback returned): a completed stop sequence
+/// first (the token is kept), then the callback; nullopt: go on.
+inline std::optional<stop_reason> stop_after_emit(const stop_checker& stop,
+                                                  std::span<const token_id> generated,
+                                                  bool go_on) noexcept {
+    if (stop.ends_with_stop_sequence(generated)) return stop_reason::stop_sequence;
+    if (!go_on) return stop_reason::callback;
+    return std::nullopt;
+}
+}  // namespace detail
+
 /// Generates from `prompt` with greedy or sampled decoding, calling `on_token` (signature
 /// bool(const token_event&) or bool(token_id); return false to stop, or return void) for every
 /// output token; returns the tokens, the stop reason and statistics.
@@ -198,12 +211,8 @@ requires language_model<M> &&(std::invocable<OnToken&, const token_event&> ||
         const bool go_on =
             detail::call_stream(on_token, token_event{s.token, res.tokens.size() - 1,
                                                       params.sampling.greedy() ? 0.f : s.logprob});
-        if (stop.ends_with_stop_sequence(res.tokens)) {
-            res.reason = stop_reason::stop_sequence;
-            break;
-        }
-        if (!go_on) {
-            res.reason = stop_reason::callback;
+        if (const auto why = detail::stop_after_emit(stop, res.tokens, go_on)) {
+            res.reason = *why;
             break;
         }
     }

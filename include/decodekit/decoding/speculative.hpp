@@ -689,12 +689,8 @@ speculative_result speculative_decode(Target& target, Proposer& proposer,
         const float lp =
             params.rule == verification::greedy || !(prob > 0) ? 0.f : float(std::log(prob));
         const bool go_on = detail::call_stream(on_token, token_event{t, res.tokens.size() - 1, lp});
-        if (stop.ends_with_stop_sequence(res.tokens)) {
-            res.reason = stop_reason::stop_sequence;
-            return false;
-        }
-        if (!go_on) {
-            res.reason = stop_reason::callback;
+        if (const auto why = detail::stop_after_emit(stop, res.tokens, go_on)) {
+            res.reason = *why;
             return false;
         }
         if (res.tokens.size() >= params.max_new_tokens) {
