@@ -4,7 +4,7 @@
 /// Semantics: kernels/reference.hpp (equal exactly: same ids, same logits, same order).
 /// No random numbers are consumed.
 ///
-/// top_k: one pass. A conservative starting threshold from 1024 samples of the row, then one
+/// top_k: one pass. A conservative starting threshold from 512 or 1024 samples of the row, then one
 /// compare-and-compact pass (AVX-512: register vcompressps + whole-vector stores; other ISAs:
 /// movemask and a walk over the set bits) into the `out` storage, which works as a reservoir:
 /// whenever it holds more than max(4k, k + 256) survivors, the k-th best is found with
@@ -83,12 +83,13 @@ std::size_t compact_batches(const float* p, std::size_t begin, std::size_t end, 
     return c;
 }
 
-/// Threshold from 1024 samples (one at a hashed offset in each of 1024 equal strides): the r-th
-/// largest, r = mu + 3 sqrt(mu) + 2 where mu = 1024 k / n is the expected number of samples among
-/// the k best, so that fewer than k entries reach it only rarely (the caller then repeats the pass
-/// without it). The lowest finite float when the row is small or k large.
+/// Threshold from S samples (one at a hashed offset in each of S equal strides; S = 1024 for
+/// k >= 256, else 512: survivors cost more than samples only when k is large): the r-th largest,
+/// r = mu + 3 sqrt(mu) + 2 where mu = S k / n is the expected number of samples among the k best,
+/// so that fewer than k entries reach it only rarely (the caller then repeats the pass without
+/// it). The lowest finite float when the row is small or k large.
 inline float sampled_threshold(std::span<const float> x, std::size_t k) noexcept {
-    constexpr std::size_t S = 1024;
+    const std::size_t S = k >= 256 ? 1024 : 512;
     const std::size_t n = x.size();
     if (n < 8 * S || k * 16 > n) return lowest_f;
     const double mu = double(k) * double(S) / double(n);  // <= 64
