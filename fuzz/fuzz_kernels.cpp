@@ -66,7 +66,7 @@ bool near_cdf_boundary(std::span<const float> w, double u, std::size_t i) {
 
 template <class A>
 void run(FuzzedDataProvider& in) {
-    const int kernel = in.ConsumeIntegralInRange<int>(0, 11);
+    const int kernel = in.ConsumeIntegralInRange<int>(0, 12);
     std::vector<float> row = dk_fuzz::consume_row(in, 0, 700);
     // Sometimes repeat the row up to a large size: block boundaries (512, 1024), the top-k
     // reservoir, the 65536 bitmask blocks; repeats make ties.
@@ -208,6 +208,27 @@ void run(FuzzedDataProvider& in) {
                 for (std::size_t r = 0; r < nrows; ++r)
                     DK_FUZZ_CHECK(close(a[r], b[r], 1e-4, 1e-5), "cosine[%zu] %g vs %g", r, a[r],
                                   b[r]);
+            break;
+        }
+        case 12: {
+            // draw_temperature is random: check its support, not its law (the law is the
+            // chi-square tests' job): npos iff no entry is valid; a +inf row draws a +inf entry;
+            // otherwise a finite entry with positive weight.
+            if (!t_ok) break;
+            dk::rng_stream rng =
+                dk::make_stream({in.ConsumeIntegral<std::uint64_t>(), 0, 0}, dk::rng_purpose::user);
+            const std::size_t a = dk::kernels::draw_temperature<A>(x, t, rng);
+            const float m = ref::max(x);
+            const bool valid = !std::isnan(m) && m > -inf;
+            DK_FUZZ_CHECK((a == dk::npos) == !valid, "draw_temperature %zu on a row with max %g", a,
+                          m);
+            if (a == dk::npos) break;
+            DK_FUZZ_CHECK(a < n, "draw_temperature index %zu >= %zu", a, n);
+            if (m == inf)
+                DK_FUZZ_CHECK(x[a] == inf, "draw_temperature drew %g in a row with +inf", x[a]);
+            else
+                DK_FUZZ_CHECK(ref::weight(x[a], m, t) > 0,
+                              "draw_temperature drew weight 0 (%g, max %g)", x[a], m);
             break;
         }
     }

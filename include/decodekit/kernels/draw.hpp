@@ -279,7 +279,9 @@ std::size_t draw_temperature(std::span<const float> x, float temperature,
             if (t - (b ? cum[b - 1] : 0.0) < ra_w[r - 1]) i = ra[r - 1];
             e = (i == ra[r - 1] ? ra_w[r - 1] : 0.0) + rb_w[r - 1];
         }
-        if (i >= n) continue;
+        // i >= n: a padding slot. e == 0: a block without mass, reachable only when u0 * total
+        // rounds up to total (u0 = 1 - 2^-53) and the last block is empty.
+        if (i >= n || !(e > 0)) continue;
         const double w = reference::weight(p[i], m, temperature);
         if (u * e < w) return i;
     }
