@@ -159,8 +159,8 @@ TEST_CASE("top_p: a tie group is split by id exactly like the reference; negativ
 TEST_CASE("top_k survivor sort: clustered rows, huge outliers, ties, signed zeros, small k") {
     // Rows that stress the counting sort of the survivors: everything in one bucket except an
     // outlier (insertion sort falls back to std::sort), many exact ties around the k-th value,
-    // +0 / -0 ties, few distinct values, and descending / ascending rows (the sampled threshold
-    // misses: the pass is repeated).
+    // +0 / -0 ties, few distinct values, and descending / ascending rows. (The second pass after
+    // a sampled threshold that is too high has its own test below.)
     std::uint64_t s = 99;
     auto uni = [&] { return double(mix(s) >> 11) * 0x1p-53; };
     for (int shape = 0; shape < 7; ++shape)
@@ -235,7 +235,36 @@ TEST_CASE("sort_smallest sorts the m smallest keys and keeps the m-th key's tie 
                 CHECK(std::equal(tmp.begin(), tmp.begin() + std::ptrdiff_t(kept), want.begin()));
                 if (kept < c) CHECK((want[kept] >> 32) != (want[m - 1] >> 32));
             }
-    // Negative control: an unsorted prefix is detected.
-    std::vector<std::uint64_t> bad = {3, 1, 2};
-    CHECK_FALSE(std::is_sorted(bad.begin(), bad.end()));
+}
+
+TEST_CASE("top_k: a row that defeats the sampled threshold takes the second pass") {
+    // Only the entries at sampled_threshold's sample positions are large, so fewer than k
+    // entries reach the sampled threshold and top_k must repeat its pass without it. The row is
+    // built from the sample positions of kernels/select.hpp; the premise is checked, so a change
+    // of the sampling scheme fails here instead of silently skipping the second pass.
+    const std::size_t n = 40000;
+    for (std::size_t k : {std::size_t(200), std::size_t(2000)}) {
+        const std::size_t S = k >= 256 ? 1024 : 512, stride = n / S;
+        std::vector<float> x(n, 0.f);
+        for (std::size_t j = 0; j < S; ++j) {
+            const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
+            x[j * stride + ((h * stride) >> 32)] = 1000.f + float(j);
+        }
+        const float t0 = dk::kernels::detail::sampled_threshold(x, k);
+        const auto above =
+            std::size_t(std::count_if(x.begin(), x.end(), [&](float v) { return v >= t0; }));
+        INFO("k " << k << " sampled threshold " << t0 << " entries above it " << above);
+        REQUIRE(t0 > 0.f);
+        REQUIRE(above < k);
+        dk::candidates ref(n), got(n);
+        for (auto ties : {dk::tie_policy::exactly_k, dk::tie_policy::keep_ties}) {
+            const std::size_t rn = dk::reference::top_k(x, k, ties, ref);
+            each_arch([&](auto arch, const std::string& name) {
+                using A = decltype(arch);
+                INFO("arch " << name << " ties " << int(ties));
+                CHECK(dk::kernels::top_k<A>(x, k, ties, got) == rn);
+                CHECK(same(got, ref));
+            });
+        }
+    }
 }
