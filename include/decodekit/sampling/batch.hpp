@@ -151,7 +151,9 @@ public:
     }
 
     /// Calls fn(i) for every i in [0, n) on the pool; returns when all are done. Usable as the
-    /// executor of sample_batch(): `sample_batch(m, rows, out, pool)`.
+    /// executor of sample_batch(): `sample_batch(m, rows, out, pool)`. \pre fn(i) does not throw:
+    /// with threads > 1 an exception escaping fn calls std::terminate (the items run inside the
+    /// noexcept pool loop; sampler::sample never throws after construction).
     template <class F>
     void parallel_for(std::size_t n, F&& fn) {
         if (n == 0) return;
