@@ -120,7 +120,8 @@ struct generation_result {
 struct token_event {
     token_id token = -1;
     std::size_t index = 0;  ///< position in the output (0 = first generated token)
-    float logprob = 0;      ///< log-probability it was drawn with (0 for greedy)
+    float logprob = 0;      ///< log-probability it was drawn with (0 for greedy; NaN when the
+                            ///< sampler's params.logprobs.chosen is off)
 };
 
 namespace detail {

@@ -87,7 +87,7 @@ struct logprobs_request {
     bool processed = false;
     /// Fill sample_result::logprob (the chosen token's log-probability under the final
     /// distribution). Off: logprob is NaN, and when nothing else is requested a draw over the
-    /// whole row (no truncation step cut it: temperature only, or an XTC that dropped nothing)
+    /// whole row (no truncation step cut it: temperature only, or XTC as the only step)
     /// uses kernels::draw_temperature, which needs no exponential per entry (block-max envelope
     /// rejection). That draw reads the key's sample stream differently, so for one key it may
     /// give another token than with `chosen` on (same law; distribution() unchanged).

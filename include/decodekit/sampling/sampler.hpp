@@ -30,7 +30,9 @@
 ///   top-n-sigma first           materialises the valid row (sorting only when min_keep binds)
 ///
 /// Randomness: a draw depends only on (seed, sequence, step, logits, params): its uniform comes
-/// from make_stream({seed, sequence, step}, rng_purpose::sample) (uniform(): 2 words), XTC's coin
+/// from make_stream({seed, sequence, step}, rng_purpose::sample) (uniform(): 2 words; with
+/// logprobs.chosen off, a full-row draw uses kernels::draw_temperature instead: 5 words per
+/// proposal, a variable number of proposals), XTC's coin
 /// from rng_purpose::filter (uniform_float(): 1 word). Never on batch position or thread.
 ///
 /// Special values (kernels/reference.hpp): NaN and -inf entries have probability 0 and are never
@@ -86,7 +88,8 @@ struct token_logprob {
 /// What sample() returns. The spans point into the sampler's workspace: valid until its next call.
 struct sample_result {
     token_id token = -1;  ///< the drawn token; -1 unless ok()
-    /// log of the probability the token was drawn with (after the whole pipeline; 0 for greedy).
+    /// log of the probability the token was drawn with (after the whole pipeline; 0 for greedy;
+    /// NaN when params.logprobs.chosen is off).
     float logprob = std::numeric_limits<float>::quiet_NaN();
     /// log-softmax of the caller's logits at the token (temperature 1, before processors);
     /// NaN unless params.logprobs.raw (opt-in: needs the full normaliser).
@@ -145,8 +148,9 @@ inline token_id draw(const distribution& d, double u) noexcept {
 /// Draw from `d` with one uniform() (2 words) of `rng`. For a truncated pipeline (a step other
 /// than temperature and XTC cut the row: without one, sample() draws over the row in id blocks),
 /// with rng = make_stream({seed, sequence, step}, rng_purpose::sample) this returns the same token
-/// as sampler::sample() on the row that gave `d` (barring float rounding within ~1e-7 of a CDF
-/// step); in every case the same law.
+/// as sampler::sample() on the row that gave `d` when `d` came from distribution() (descending
+/// probability order; distribution_unordered() is in id order, so the same law but not the same
+/// token), barring float rounding within ~1e-7 of a CDF step; in every case the same law.
 inline token_id draw(const distribution& d, rng_stream& rng) noexcept {
     return draw(d, rng.uniform());
 }
