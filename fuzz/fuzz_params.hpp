@@ -90,6 +90,7 @@ inline decodekit::sampling_params consume_sampling_params(FuzzedDataProvider& in
     p.logprobs.processed = lp & 4;
     if (lp & 8) p.logprobs.top_n = in.ConsumeIntegralInRange<std::size_t>(0, vocab + 3);
     if (lp & 16) p.logprobs.ids = consume_tokens(in, vocab, 5);
+    p.logprobs.chosen = !(lp & 32);  // off: full-row draws take kernels::draw_temperature
     return p;
 }
 

@@ -119,7 +119,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         DK_FUZZ_CHECK(std::find(p.allowed_tokens.begin(), p.allowed_tokens.end(), t) !=
                           p.allowed_tokens.end(),
                       "drew token %d outside the allowed set", t);
-    DK_FUZZ_CHECK(!std::isnan(r.logprob) && r.logprob <= 1e-4f, "logprob %g", r.logprob);
+    if (p.logprobs.chosen)
+        DK_FUZZ_CHECK(!std::isnan(r.logprob) && r.logprob <= 1e-4f, "logprob %g", r.logprob);
+    else
+        DK_FUZZ_CHECK(std::isnan(r.logprob) || r.logprob <= 1e-4f, "logprob %g (chosen off)",
+                      r.logprob);
     const auto it = std::find(dt.begin(), dt.end(), t);
     DK_FUZZ_CHECK(it != dt.end(), "token %d is not in distribution() (%zu entries)", t, dt.size());
     DK_FUZZ_CHECK(dp[std::size_t(it - dt.begin())] > 0, "token %d has probability 0", t);
