@@ -1278,16 +1278,21 @@ DECODEKIT_END_NAMESPACE
 /// Semantics: kernels/reference.hpp (equal exactly: same ids, same logits, same order).
 /// No random numbers are consumed.
 ///
-/// top_k: one pass. A conservative starting threshold from 256 strided samples, then one
+/// top_k: one pass. A conservative starting threshold from 512 or 1024 samples of the row, then one
 /// compare-and-compact pass (AVX-512: register vcompressps + whole-vector stores; other ISAs:
 /// movemask and a walk over the set bits) into the `out` storage, which works as a reservoir:
 /// whenever it holds more than max(4k, k + 256) survivors, the k-th best is found with
-/// nth_element over those few and the threshold rises to it. Finally only the <= 4k survivors
-/// are selected and sorted. If the sampled threshold was too high (fewer than k survive) the
-/// pass is repeated without it (rare). Cost is one read of the row plus O(k log k).
+/// nth_element over those few and the threshold rises to it. If the sampled threshold was too
+/// high (fewer than k survive) the pass is repeated without it (rare). Finally the c <= 4k
+/// survivors are ordered by 64-bit keys (float image << 32 | id): for k > 16 a counting sort into
+/// ~2c buckets of the float image that keeps only the buckets up to the k-th key, then an
+/// insertion sort of the nearly sorted rest (O(c) for rows whose survivors spread over the
+/// buckets; std::sort beyond 8 moves per key); for k <= 16 nth_element + std::sort. Cost is one
+/// read of the row plus O(c).
 /// filter_at_least: one compare-and-compact pass, output in id order.
 ///
-/// Scratch: sorting needs 8 bytes per survivor; it is the output candidates' key storage
+/// Scratch: sorting needs 16 bytes per survivor (8 when 2c > capacity, then nth_element + sort);
+/// it is the output candidates' key storage
 /// (candidates::key_storage(), capacity() keys, sized at construction): no allocation.
 
 
@@ -1348,33 +1353,114 @@ std::size_t compact_batches(const float* p, std::size_t begin, std::size_t end, 
     return c;
 }
 
-/// Threshold from 256 strided samples: the value that about 2k + a margin entries exceed
-/// (the lowest finite float when the row is small or k large).
+/// Threshold from S samples (one at a hashed offset in each of S equal strides; S = 1024 for
+/// k >= 256, else 512: survivors cost more than samples only when k is large): the r-th largest,
+/// r = mu + 3 sqrt(mu) + 2 where mu = S k / n is the expected number of samples among the k best,
+/// so that fewer than k entries reach it only rarely (the caller then repeats the pass without
+/// it). The lowest finite float when the row is small or k large.
 inline float sampled_threshold(std::span<const float> x, std::size_t k) noexcept {
-    constexpr std::size_t S = 256;
+    const std::size_t S = k >= 256 ? 1024 : 512;
     const std::size_t n = x.size();
-    if (n < 16 * S || k * 16 > n) return lowest_f;
-    float s[S];
-    std::size_t ns = 0;
-    const std::size_t stride = n / S;
+    if (n < 8 * S || k * 16 > n) return lowest_f;
+    const double mu = double(k) * double(S) / double(n);  // <= 64
+    const std::size_t r = std::size_t(mu + 3 * std::sqrt(mu)) + 2;
+    float best[96];  // the r largest samples so far, descending
+    std::size_t nb = 0;
+    const std::uint64_t stride = n / S;
     for (std::size_t j = 0; j < S; ++j) {
-        const float v = x[j * stride + (j * 7919) % stride];
-        if (v > lowest_f) s[ns++] = v;  // NaN and -inf fail
+        const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
+        const float v = x[j * stride + ((h * stride) >> 32)];
+        if (!(v > lowest_f)) continue;  // NaN and -inf
+        if (nb == r && !(v > best[r - 1])) continue;
+        std::size_t q = nb < r ? nb++ : r - 1;
+        for (; q > 0 && best[q - 1] < v; --q) best[q] = best[q - 1];
+        best[q] = v;
     }
-    const std::size_t r = (2 * k * S + n - 1) / n + 2;  // 1-based rank among samples
-    if (r > ns) return lowest_f;
-    std::nth_element(s, s + (r - 1), s + ns, std::greater<float>());
-    return s[r - 1];
+    return nb == r ? best[r - 1] : lowest_f;
+}
+
+/// Sorts the m smallest of c keys (ascending): counting sort into at most 4096 buckets of the high
+/// 32 bits (the buckets past the one holding the m-th key are dropped), then an insertion sort of
+/// the kept keys, which are nearly sorted (std::sort if that takes more than 8 moves per key).
+/// Writes tmp[0, kept) and returns kept >= m: every key whose high half equals the m-th key's is
+/// kept. \pre 0 < m <= c, tmp has room for c keys, keys and tmp do not overlap.
+inline std::size_t sort_smallest(const std::uint64_t* keys, std::size_t c, std::size_t m,
+                                 std::uint64_t* tmp) noexcept {
+    std::uint32_t lo = ~0u, hi = 0;
+    for (std::size_t j = 0; j < c; ++j) {
+        const std::uint32_t u = std::uint32_t(keys[j] >> 32);
+        lo = u < lo ? u : lo;
+        hi = u > hi ? u : hi;
+    }
+    constexpr int max_bits = 12;
+    const int b = std::clamp(int(std::bit_width(c)) + 1, 4, max_bits);
+    const int s = std::max(0, int(std::bit_width(hi - lo)) - b);  // bucket = (u - lo) >> s < 2^b
+    const std::size_t nbk = std::size_t(1) << b;
+    std::uint32_t cnt[(std::size_t(1) << max_bits) + 16];
+    std::memset(cnt, 0, nbk * sizeof(std::uint32_t));
+    const std::uint64_t base = std::uint64_t(lo) << 32;
+    const int shift = 32 + s;
+    for (std::size_t j = 0; j < c; ++j) ++cnt[(keys[j] - base) >> shift];
+    std::size_t kept = 0, last = 0;  // exclusive offsets up to the bucket holding the m-th key
+    for (;; ++last) {
+        const std::size_t nq = cnt[last];
+        cnt[last] = std::uint32_t(kept);
+        kept += nq;
+        if (kept >= m) break;
+    }
+    // Dropped keys all go to slot `kept` (< c) through 16 rotating counters that never advance,
+    // so no store-to-load chain forms on one counter; no branch on keep.
+    std::uint32_t* drop = cnt + last + 1;
+    for (int q = 0; q < 16; ++q) drop[q] = std::uint32_t(kept);
+    for (std::size_t j = 0; j < c; ++j) {
+        const std::uint64_t key = keys[j];
+        const std::size_t d = std::size_t((key - base) >> shift);
+        const bool keep = d <= last;
+        std::uint32_t* ctr = keep ? cnt + d : drop + (j & 15);
+        const std::uint32_t pos = *ctr;
+        tmp[pos] = key;
+        *ctr = pos + std::uint32_t(keep);
+    }
+    std::size_t moves = 0, i = 1;
+    for (; i < kept; ++i) {
+        const std::uint64_t v = tmp[i];
+        std::size_t j = i;
+        for (; j > 0 && tmp[j - 1] > v; --j) tmp[j] = tmp[j - 1];
+        tmp[j] = v;
+        moves += i - j;
+        if (moves > 8 * kept) break;
+    }
+    if (i < kept) std::sort(tmp, tmp + kept);
+    return kept;
 }
 
 /// Writes the top m of c survivor keys (and, with keep_ties, every further survivor tied with
-/// the m-th) to out in rank order, logits taken from x; returns the count.
+/// the m-th) to out in rank order, logits taken from x; returns the count. \pre keys has room
+/// for 2 c keys when 2 c <= room (the bucket sort's scratch), else c.
 inline std::size_t emit_sorted(std::span<const float> x, std::uint64_t* keys, std::size_t c,
-                               std::size_t m, tie_policy ties, candidates& out) noexcept {
+                               std::size_t m, tie_policy ties, candidates& out,
+                               std::size_t room) noexcept {
     m = std::min(m, c);
     if (m == 0) {
         out.resize(0);
         return 0;
+    }
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    if (2 * c <= room && m > 16) {
+        // Ascending keys ~rank_key = (descending image << 32) | id: sort the m smallest.
+        for (std::size_t j = 0; j < c; ++j) keys[j] = ~keys[j];
+        std::uint64_t* sorted = keys + c;
+        const std::size_t kept = sort_smallest(keys, c, m, sorted);
+        std::size_t total = m;
+        if (ties == tie_policy::keep_ties)
+            while (total < kept && (sorted[total] >> 32) == (sorted[m - 1] >> 32)) ++total;
+        for (std::size_t j = 0; j < total; ++j) {
+            ids[j] = token_id(std::uint32_t(sorted[j]));
+            lg[j] = x[std::size_t(ids[j])];
+        }
+        out.resize(total);
+        return total;
     }
     if (m < c) std::nth_element(keys, keys + (m - 1), keys + c, std::greater<std::uint64_t>());
     std::sort(keys, keys + m, std::greater<std::uint64_t>());
@@ -1387,8 +1473,6 @@ inline std::size_t emit_sorted(std::span<const float> x, std::uint64_t* keys, st
         std::sort(keys + m, mid, std::greater<std::uint64_t>());
         total = std::size_t(mid - keys);
     }
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
     for (std::size_t j = 0; j < total; ++j) {
         ids[j] = key_id(keys[j]);
         lg[j] = x[std::size_t(ids[j])];
@@ -1461,7 +1545,7 @@ std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
         }
         std::uint64_t* keys = out.key_storage();
         for (std::size_t j = 0; j < c; ++j) keys[j] = detail::rank_key(lg[j], ids[j]);
-        return detail::emit_sorted(x, keys, c, k, ties, out);
+        return detail::emit_sorted(x, keys, c, k, ties, out, out.capacity());
     }
 }
 
@@ -1718,10 +1802,7 @@ struct beam_search_params {
         if (!(temperature > 0.f) || !std::isfinite(temperature))
             return detail::range_message("beam_search_params.temperature", "finite and > 0",
                                          double(temperature));
-        for (token_id e : eos_ids)
-            if (e < 0)
-                return detail::range_message("beam_search_params.eos_ids", "non-negative ids",
-                                             double(e));
+        if (auto e = detail::check_stop_conditions("beam_search_params", eos_ids)) return e;
         return std::nullopt;
     }
     /// check(), reported through raise().
@@ -1764,6 +1845,16 @@ inline void prune_pool(std::vector<beam_candidate>& pool, std::size_t k) {
     std::nth_element(pool.begin(), pool.begin() + std::ptrdiff_t(k - 1), pool.end(),
                      beam_candidate_before);
     pool.resize(k);
+}
+/// Copies the best min(out.size(), pool.size()) candidates of `pool` (beam_candidate_before
+/// order) to the front of `out`; returns how many.
+inline std::size_t take_best(std::vector<beam_candidate>& pool,
+                             std::span<beam_candidate> out) noexcept {
+    const std::size_t m = std::min(out.size(), pool.size());
+    std::partial_sort(pool.begin(), pool.begin() + std::ptrdiff_t(m), pool.end(),
+                      beam_candidate_before);
+    std::copy_n(pool.begin(), m, out.begin());
+    return m;
 }
 /// log(1 - exp(-a)) for a > 0, stable.
 inline double log1mexp(double a) noexcept {
@@ -1827,11 +1918,7 @@ inline std::size_t beam_top_candidates(std::span<const float> rows, std::size_t 
         }
         detail::prune_pool(ws.pool, k);
     }
-    const std::size_t m = std::min(k, ws.pool.size());
-    std::partial_sort(ws.pool.begin(), ws.pool.begin() + std::ptrdiff_t(m), ws.pool.end(),
-                      detail::beam_candidate_before);
-    std::copy_n(ws.pool.begin(), m, out.begin());
-    return m;
+    return detail::take_best(ws.pool, out);
 }
 
 /// A beam search in progress, driven step by step (beam_search() below runs it on a model):
@@ -2049,11 +2136,7 @@ private:
             }
             detail::prune_pool(ws_.pool, k);
         }
-        const std::size_t m = std::min(k, ws_.pool.size());
-        std::partial_sort(ws_.pool.begin(), ws_.pool.begin() + std::ptrdiff_t(m), ws_.pool.end(),
-                          detail::beam_candidate_before);
-        std::copy_n(ws_.pool.begin(), m, top_.begin());
-        return m;
+        return detail::take_best(ws_.pool, top_);
     }
 
     void rebuild_requests() {
@@ -2123,6 +2206,10 @@ DECODEKIT_END_NAMESPACE
 /// Semantics: kernels/reference.hpp (within 1e-6 absolute). One pass over the query and one
 /// over each row (dot product and squared norm fused); products accumulated with FMA in two
 /// float accumulators per 64-entry block, blocks added in double. No random numbers.
+/// Range: float squares underflow below |x| ~ 1e-19 and overflow above ~ 1.8e19, where the double
+/// reference does not. A vector whose float squared norm falls outside [1e-20, 1e20] (or is not
+/// finite) is therefore redone in double, scalar, exactly as the reference: tiny and huge vectors
+/// get the reference's answer, ordinary ones keep the SIMD path.
 
 
 #include <cmath>
@@ -2130,9 +2217,25 @@ DECODEKIT_END_NAMESPACE
 
 DECODEKIT_BEGIN_NAMESPACE
 namespace kernels {
+namespace detail {
+/// True when a squared norm summed from float squares can be trusted: no square of an entry that
+/// matters underflowed, none overflowed (false for 0, which underflow can fake, and NaN).
+inline bool float_norm_safe(double sq) noexcept { return sq >= 1e-20 && sq <= 1e20; }
+/// Dot product and squared norm of `row` in double (the reference's arithmetic).
+inline void dot_norm_double(const float* q, const float* row, std::size_t dim, double& dot,
+                            double& rr) noexcept {
+    dot = 0;
+    rr = 0;
+    for (std::size_t j = 0; j < dim; ++j) {
+        dot += double(q[j]) * row[j];
+        rr += double(row[j]) * row[j];
+    }
+}
+}  // namespace detail
 
 /// Cosine similarity of `query` (length dim) against each of n = out.size() rows stored
-/// row-major with `stride` floats between rows; 0 for a zero-norm row or query.
+/// row-major with `stride` floats between rows; 0 for a zero-norm row or query. Tiny (|x| down
+/// to the smallest subnormal) and huge (up to FLT_MAX) entries give the reference's value.
 template <class A = simd::default_arch>
 void cosine_similarity(std::span<const float> query, const float* rows, std::size_t stride,
                        std::span<float> out) noexcept {
@@ -2152,9 +2255,21 @@ void cosine_similarity(std::span<const float> query, const float* rows, std::siz
         qq += double(simd::reduce_add<A>(a));
     }
     for (std::size_t i = nfull; i < dim; ++i) qq += double(q[i]) * q[i];
+    // A query outside the float range (0 included: its squares may all have underflowed): every
+    // row in double (the float dot products would be off too).
+    const bool q_double = !detail::float_norm_safe(qq);
+    if (q_double) {
+        qq = 0;
+        for (std::size_t j = 0; j < dim; ++j) qq += double(q[j]) * q[j];
+    }
     for (std::size_t r = 0; r < out.size(); ++r) {
         const float* row = rows + r * stride;
         double dot = 0, rr = 0;
+        if (q_double) {
+            detail::dot_norm_double(q, row, dim, dot, rr);
+            out[r] = (qq > 0 && rr > 0) ? float(dot / std::sqrt(qq * rr)) : 0.f;
+            continue;
+        }
         for (std::size_t i = 0; i < nfull;) {
             const std::size_t e = std::min(nfull, i + blk);
             B d0(0.f), d1(0.f), n0(0.f), n1(0.f);
@@ -2177,6 +2292,8 @@ void cosine_similarity(std::span<const float> query, const float* rows, std::siz
             dot += double(q[i]) * row[i];
             rr += double(row[i]) * row[i];
         }
+        if (!detail::float_norm_safe(rr))  // tiny (0 included), huge, inf or NaN row: redo
+            detail::dot_norm_double(q, row, dim, dot, rr);
         out[r] = (qq > 0 && rr > 0) ? float(dot / std::sqrt(qq * rr)) : 0.f;
     }
 }
@@ -2213,10 +2330,7 @@ struct contrastive_params {
         if (max_new_tokens < 1)
             return detail::range_message("contrastive_params.max_new_tokens", ">= 1",
                                          double(max_new_tokens));
-        for (token_id e : eos_ids)
-            if (e < 0)
-                return detail::range_message("contrastive_params.eos_ids", "non-negative ids",
-                                             double(e));
+        if (auto e = detail::check_stop_conditions("contrastive_params", eos_ids)) return e;
         return std::nullopt;
     }
     /// check(), reported through raise().
@@ -2676,11 +2790,20 @@ DECODEKIT_END_NAMESPACE
 ///   processors                  sparse ones (all but allowed_tokens) patch a few entries with
 ///                               no row copy when the first step is greedy/top-k/min-p; else
 ///                               one copy of the row into the workspace
-///   typical / epsilon / eta / top-n-sigma / XTC / mirostat as the first step: materialise the
-///                               valid row (typical sorts it; use them after a cheap truncation)
+///   epsilon / eta / mirostat    first step: an exp_sum (+ entropy) pass, one threshold pass,
+///                               then O(k log k) on the survivors
+///   typical first               exp_sum + entropy passes, one compaction per widening of the
+///                               logit interval, the survivors ordered by key lazily (no sort of
+///                               the row)
+///   XTC first (when it fires)   exp_sum pass, one compaction (the head, <= 1/threshold
+///                               entries); if it drops tokens, one copy of the row with them
+///                               at -inf, then the full-row draw
+///   top-n-sigma first           materialises the valid row (sorting only when min_keep binds)
 ///
 /// Randomness: a draw depends only on (seed, sequence, step, logits, params): its uniform comes
-/// from make_stream({seed, sequence, step}, rng_purpose::sample) (uniform(): 2 words), XTC's coin
+/// from make_stream({seed, sequence, step}, rng_purpose::sample) (uniform(): 2 words; with
+/// logprobs.chosen off, a full-row draw uses kernels::draw_temperature instead: 5 words per
+/// proposal, a variable number of proposals), XTC's coin
 /// from rng_purpose::filter (uniform_float(): 1 word). Never on batch position or thread.
 ///
 /// Special values (kernels/reference.hpp): NaN and -inf entries have probability 0 and are never
@@ -2715,6 +2838,7 @@ DECODEKIT_END_NAMESPACE
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <span>
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -2822,51 +2946,65 @@ std::size_t draw_exponential_race(std::span<const float> x, float temperature,
 }
 
 /// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection,
-/// ALGORITHMS.md 3(b)): one SIMD pass computes the maxima of blocks of g entries (the smallest
-/// power of two >= 16 and >= the lane count giving at most 1024 blocks: 128 at V = 128256); each
-/// block gets the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the block maxima, inflated
-/// by 3e-5 to cover float rounding); then proposals: a block with probability g h_b / H (2 words,
-/// inverse CDF over the blocks), a slot uniformly (1 word), accepted with probability w_i / h_b,
-/// w_i the reference's double weight (2 words). Random words: 5 per proposal; the number of
-/// proposals is geometric with mean H / Z <= g (about 1 for flat rows, up to g when each block
-/// holds one dominant entry). A row with +inf entries draws uniformly among them (2 words); no
-/// valid entry: npos (0 words). Exact except that entries in blocks whose max is more than 87 T
-/// below the row max (total probability < V e^-87) are never drawn. When 1/T is not finite
-/// (subnormal T), and after max(64 g, 4096) rejected proposals (probability < e^-64), the draw
-/// is an exact inverse CDF over the reference's double weights instead (2 more words, V
-/// exponentials); both keep the draw exact. \pre temperature > 0
+/// ALGORITHMS.md 3(b)). Blocks are lane-strided: the row is cut into chunks of L g entries
+/// (L = SIMD lanes; g the smallest power of two >= 16 giving at most 512 blocks: 256 at
+/// V = 128256 with 16 lanes) and block (chunk q, lane j) holds the g entries q L g + j + L s,
+/// s < g, so one SIMD pass of vertical maxima gives L block maxima per chunk with no horizontal
+/// reduction. Each block gets the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the
+/// block maxima, inflated by 3e-5 to cover float rounding). The (at most 16) heaviest blocks with
+/// h_b >= 1e-3 are refined by one strided scan: their max entry a_b gets its own exact envelope
+/// hA_b = w(M_b) and the other entries hB_b = w(M2_b), M2_b the largest of them; a refined block's
+/// mass is hA_b + g hB_b, any other block's g h_b. Proposals: a block with probability mass / H
+/// (2 words; inverse CDF over the blocks through a guide table, the same block as a binary
+/// search), a slot s uniformly (1 word; for a refined block, a_b instead when the same uniform
+/// falls in its first hA_b), accepted with probability w_i / e_i (2 words), e_i = h_b, or for a
+/// refined block hB_b (+ hA_b when i = a_b), w_i the reference's double weight; slots past the
+/// row's end are rejected. Random words: 5 per proposal; the number of proposals is geometric
+/// with mean H / Z <= g (about 1 for flat rows and for rows whose mass sits in a few dominant
+/// entries, up to g when many blocks each hold one dominant entry). A row with +inf entries draws
+/// uniformly among them (2 words); no valid entry: npos (0 words). Exact except that entries in
+/// blocks whose max is more than 87 T below the row max (total probability < V e^-87) are never
+/// drawn. When 1/T is not finite (subnormal T), and after max(64 g, 4096) rejected proposals
+/// (probability < e^-64), the draw is an exact inverse CDF over the reference's double weights
+/// instead (2 more words, V exponentials); both keep the draw exact. \pre temperature > 0
 template <class A = simd::default_arch>
 std::size_t draw_temperature(std::span<const float> x, float temperature,
                              rng_stream& rng) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>;
-    constexpr std::size_t max_blocks = 1024;
+    constexpr std::size_t max_blocks = 512;
+    static_assert(max_blocks % L == 0);
     const float* p = x.data();
     const std::size_t n = x.size();
     if (n == 0) return npos;
     std::size_t g = 16;
     int lg = 4;
-    while (g < L || (n + g - 1) / g > max_blocks) {
+    while ((n + L * g - 1) / (L * g) * L > max_blocks) {
         g *= 2;
         ++lg;
     }
-    const std::size_t nb = (n + g - 1) / g;
+    const std::size_t chunk = L * g, nb = (n + chunk - 1) / chunk * L;
     alignas(64) float bmax[max_blocks + 64];
-    float m = detail::neg_inf_f;
-    for (std::size_t b = 0; b < nb; ++b) {
-        const std::size_t e = std::min(n, (b + 1) * g);
-        std::size_t i = b * g;
-        B a0(detail::neg_inf_f), a1 = a0;
-        for (; i + 2 * L <= e; i += 2 * L) {
+    for (std::size_t q = 0; q * chunk < n; ++q) {
+        const std::size_t base = q * chunk, e = std::min(n, base + chunk);
+        std::size_t i = base;
+        B a0(detail::neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
+        for (; i + 4 * L <= e; i += 4 * L) {
             a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
             a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
+            a2 = simd::max_ignore_nan<A>(a2, B::load_unaligned(p + i + 2 * L));
+            a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
         }
         for (; i + L <= e; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-        float mb = simd::reduce_max<A>(simd::max<A>(a0, a1));
-        for (; i < e; ++i) mb = p[i] > mb ? p[i] : mb;
-        bmax[b] = mb;
-        m = mb > m ? mb : m;
+        float* bm = bmax + q * L;
+        simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3)).store_aligned(bm);
+        for (; i < e; ++i) {  // the row's last partial vector: lane (i - base) % L
+            float& t = bm[(i - base) % L];
+            t = p[i] > t ? p[i] : t;
+        }
     }
+    float m = detail::neg_inf_f;
+    for (std::size_t b = 0; b < nb; ++b) m = bmax[b] > m ? bmax[b] : m;
     if (m == detail::neg_inf_f) return npos;
     if (std::isinf(m)) {  // uniform over the +inf entries
         std::size_t c = 0;
@@ -2880,26 +3018,88 @@ std::size_t draw_temperature(std::span<const float> x, float temperature,
     // (M_b - m) * inf would be 0 * inf = NaN for the max's block: no usable envelope.
     if (!std::isfinite(inv_t)) return detail::draw_exact(p, n, m, temperature, rng);
     const B mb(m), tb(inv_t);
-    for (std::size_t b = nb; b % L; ++b) bmax[b] = detail::neg_inf_f;
     for (std::size_t b = 0; b < nb; b += L)
         simd::exp_nonpositive<A>((B::load_aligned(bmax + b) - mb) * tb).store_aligned(bmax + b);
+    // Refinement of the (at most 16) heaviest blocks with h_b >= 1e-3: their max entry a_b gets
+    // its own exact envelope hA_b = w(M_b), the block's other entries hB_b = w(M2_b) (M2_b the
+    // largest of the others), so a block whose mass is one dominant entry no longer costs ~g
+    // proposals. Block mass: hA_b + g hB_b (refined) or g h_b.
+    constexpr std::size_t max_refined = 16;
+    std::size_t rb[max_refined], ra[max_refined], nr = 0;
+    float rh[max_refined];
+    for (std::size_t b = 0; b < nb; ++b) {
+        const float h = bmax[b];
+        if (!(h >= 1e-3f) || (nr == max_refined && !(h > rh[nr - 1]))) continue;
+        std::size_t q = nr < max_refined ? nr++ : max_refined - 1;
+        for (; q > 0 && rh[q - 1] < h; --q) {
+            rh[q] = rh[q - 1];
+            rb[q] = rb[q - 1];
+        }
+        rh[q] = h;
+        rb[q] = b;
+    }
+    double ra_w[max_refined], rb_w[max_refined];
+    std::uint8_t refined[max_blocks] = {};  // slot + 1 of a refined block, else 0
+    for (std::size_t r = 0; r < nr; ++r) {
+        const std::size_t b = rb[r], first = b / L * chunk + b % L;
+        float m1 = detail::neg_inf_f, m2 = detail::neg_inf_f;
+        std::size_t a = first;
+        for (std::size_t i = first; i < n && i < first + L * g; i += L) {
+            const float v = p[i];
+            if (v > m1) {
+                m2 = m1;
+                m1 = v;
+                a = i;
+            } else if (v > m2) {
+                m2 = v;
+            }
+        }
+        ra[r] = a;
+        ra_w[r] = reference::weight(m1, m, temperature);
+        rb_w[r] = reference::weight(m2, m, temperature);
+        refined[b] = std::uint8_t(r + 1);
+    }
     double cum[max_blocks];
     double total = 0;
     for (std::size_t b = 0; b < nb; ++b) {
-        total += double(bmax[b]) * (1.0 + 3e-5) * double(g);
+        const std::size_t r = refined[b];
+        total +=
+            r ? ra_w[r - 1] + double(g) * rb_w[r - 1] : double(bmax[b]) * (1.0 + 3e-5) * double(g);
         cum[b] = total;
     }
     if (!(total > 0)) return detail::draw_exact(p, n, m, temperature, rng);  // defensive
+    // Guide table: guide[j] = the first block with cum > j total / nb; a lookup starts there and
+    // steps (either way, so rounding cannot matter) to the first block with cum > t.
+    std::uint16_t guide[max_blocks];
+    {
+        std::size_t b = 0;
+        const double step = total / double(nb);
+        for (std::size_t j = 0; j < nb; ++j) {
+            const double v = double(j) * step;
+            while (b + 1 < nb && !(cum[b] > v)) ++b;
+            guide[j] = std::uint16_t(b);
+        }
+    }
     const std::size_t max_proposals = std::max<std::size_t>(64 * g, 4096);
     for (std::size_t proposal = 0; proposal < max_proposals; ++proposal) {
-        const double t = rng.uniform() * total;
-        std::size_t b = std::size_t(std::upper_bound(cum, cum + nb, t) - cum);
-        if (b >= nb) b = nb - 1;
-        const std::size_t i = b * g + std::size_t(rng() >> (32 - lg));
+        const double u0 = rng.uniform();
+        const double t = u0 * total;
+        std::size_t b = guide[std::min(nb - 1, std::size_t(u0 * double(nb)))];
+        while (b + 1 < nb && !(cum[b] > t)) ++b;
+        while (b > 0 && cum[b - 1] > t) --b;
+        std::size_t i = b / L * chunk + b % L + L * std::size_t(rng() >> (32 - lg));
         const double u = rng.uniform();
-        if (i >= n) continue;
+        double e = double(bmax[b]) * (1.0 + 3e-5);
+        if (const std::size_t r = refined[b]) {
+            // Component A (the max entry) for the first hA_b of the block's mass, else B.
+            if (t - (b ? cum[b - 1] : 0.0) < ra_w[r - 1]) i = ra[r - 1];
+            e = (i == ra[r - 1] ? ra_w[r - 1] : 0.0) + rb_w[r - 1];
+        }
+        // i >= n: a padding slot. e == 0: a block without mass, reachable only when u0 * total
+        // rounds up to total (u0 = 1 - 2^-53) and the last block is empty.
+        if (i >= n || !(e > 0)) continue;
         const double w = reference::weight(p[i], m, temperature);
-        if (u * (double(bmax[b]) * (1.0 + 3e-5)) < w) return i;
+        if (u * e < w) return i;
     }
     return detail::draw_exact(p, n, m, temperature, rng);  // bounded loop: still exact
 }
@@ -3479,7 +3679,15 @@ struct logprobs_request {
     /// false: rank, top and requested use the raw log-softmax of the caller's logits (vLLM's
     /// default); true: the final processed distribution (-inf outside it, no extra pass).
     bool processed = false;
+    /// Fill sample_result::logprob (the chosen token's log-probability under the final
+    /// distribution). Off: logprob is NaN, and when nothing else is requested a draw over the
+    /// whole row (no truncation step cut it: temperature only, or XTC as the only step)
+    /// uses kernels::draw_temperature, which needs no exponential per entry (block-max envelope
+    /// rejection). That draw reads the key's sample stream differently, so for one key it may
+    /// give another token than with `chosen` on (same law; distribution() unchanged).
+    bool chosen = true;
 
+    /// True when any extra (raw, rank, top_n, ids) is requested; `chosen` is not an extra.
     bool any() const noexcept { return raw || rank || top_n > 0 || !ids.empty(); }
 };
 
@@ -3643,6 +3851,7 @@ DECODEKIT_END_NAMESPACE
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -3664,7 +3873,8 @@ struct token_logprob {
 /// What sample() returns. The spans point into the sampler's workspace: valid until its next call.
 struct sample_result {
     token_id token = -1;  ///< the drawn token; -1 unless ok()
-    /// log of the probability the token was drawn with (after the whole pipeline; 0 for greedy).
+    /// log of the probability the token was drawn with (after the whole pipeline; 0 for greedy;
+    /// NaN when params.logprobs.chosen is off).
     float logprob = std::numeric_limits<float>::quiet_NaN();
     /// log-softmax of the caller's logits at the token (temperature 1, before processors);
     /// NaN unless params.logprobs.raw (opt-in: needs the full normaliser).
@@ -3716,26 +3926,16 @@ struct distribution {
 /// running probability sum exceeds u * sum(probs); the last positive entry if rounding leaves it
 /// unreached. -1 if d has no positive probability.
 inline token_id draw(const distribution& d, double u) noexcept {
-    double s = 0;
-    for (float p : d.probs)
-        if (p > 0) s += p;
-    if (!(s > 0)) return -1;
-    const double target = u * s;
-    double run = 0;
-    token_id last = -1;
-    for (std::size_t i = 0; i < d.probs.size(); ++i) {
-        if (!(d.probs[i] > 0)) continue;
-        run += d.probs[i];
-        last = d.tokens[i];
-        if (run > target) return last;
-    }
-    return last;
+    const std::size_t i = kernels::draw_inverse_cdf(d.probs, u);
+    return i == npos ? token_id(-1) : d.tokens[i];
 }
 
-/// Draw from `d` with one uniform() (2 words) of `rng`. For a truncated pipeline, with
-/// rng = make_stream({seed, sequence, step}, rng_purpose::sample) this returns the same token as
-/// sampler::sample() on the row that gave `d` (barring float rounding within ~1e-7 of a CDF step);
-/// in every case the same law.
+/// Draw from `d` with one uniform() (2 words) of `rng`. For a truncated pipeline (a step other
+/// than temperature and XTC cut the row: without one, sample() draws over the row in id blocks),
+/// with rng = make_stream({seed, sequence, step}, rng_purpose::sample) this returns the same token
+/// as sampler::sample() on the row that gave `d` when `d` came from distribution() (descending
+/// probability order; distribution_unordered() is in id order, so the same law but not the same
+/// token), barring float rounding within ~1e-7 of a CDF step; in every case the same law.
 inline token_id draw(const distribution& d, rng_stream& rng) noexcept {
     return draw(d, rng.uniform());
 }
@@ -3782,8 +3982,8 @@ public:
         bsum_.resize(nblocks);
         block_buf_.resize(block);
         processors_ = params_.has_processors();
+        if (processors_ || xtc_on()) row_.resize(vocab_);  // XTC: the row minus its head
         if (processors_) {
-            row_.resize(vocab_);
             if (params_.penalties.enabled()) pen_ws_ = penalty_workspace(vocab_);
             if (params_.dry.enabled()) dry_ws_ = dry_workspace(vocab_);
             sparse_ok_ =
@@ -3850,7 +4050,7 @@ public:
     decodekit::distribution distribution(std::span<const float> logits,
                                          const sample_context& ctx = {}) noexcept {
         if (logits.size() != vocab_) return {};
-        const std::span<const float> x = process(logits, ctx);
+        std::span<const float> x = process(logits, ctx);
         if (params_.greedy()) {
             float best = 0.f;
             const std::size_t a = greedy_argmax(x, best);
@@ -3860,7 +4060,7 @@ public:
             weights_[0] = 1.f;
             return {{cand_.id_storage(), 1}, {weights_.data(), 1}};
         }
-        truncate(x, ctx);
+        x = truncate(x, ctx);
         if (full_) materialise(x);
         if (cand_.empty()) return {};
         sort_cand();
@@ -3880,8 +4080,7 @@ public:
                                                    const sample_context& ctx = {}) noexcept {
         if (params_.greedy()) return distribution(logits, ctx);
         if (logits.size() != vocab_) return {};
-        const std::span<const float> x = process(logits, ctx);
-        truncate(x, ctx);
+        const std::span<const float> x = truncate(process(logits, ctx), ctx);
         if (full_) materialise(x);  // id order
         if (cand_.empty()) return {};
         if (!std::is_sorted(cand_.ids().begin(), cand_.ids().end())) {  // a truncated set
@@ -3911,9 +4110,12 @@ private:
     std::size_t n_steps_ = 0;
     sampler_state state_{};
     bool processors_ = false;
+    bool xtc_on() const noexcept {
+        return params_.xtc_probability > 0.f && params_.xtc_threshold <= 0.5f;
+    }
 
     // workspace
-    std::vector<float> row_;          // processed copy of the row (only with processors)
+    std::vector<float> row_;          // processed copy of the row (with processors or XTC)
     bool sparse_ok_ = false;          // processors patch a few entries (see process_sparse)
     bool overlay_ = false;            // this call: caller row + patches_
     std::vector<std::uint8_t> mark_;  // 1 touched, 2 patched; all 0 between calls
@@ -3975,7 +4177,7 @@ private:
                     on = p.top_n_sigma > 0.f;
                     break;
                 case sampling_step::xtc:
-                    on = p.xtc_probability > 0.f && p.xtc_threshold <= 0.5f;
+                    on = xtc_on();
                     break;
                 case sampling_step::mirostat:
                     on = p.mirostat;
@@ -4175,7 +4377,9 @@ private:
 
     // ---- the steps ----
 
-    void truncate(std::span<const float> x, const sample_context& ctx) noexcept {
+    /// Runs the truncation steps; returns the row the working set now refers to (x, or row_
+    /// when XTC dropped the head of the full row: see step_xtc).
+    std::span<const float> truncate(std::span<const float> x, const sample_context& ctx) noexcept {
         full_ = true;
         sorted_flag_ = false;
         t_ = 1.f;
@@ -4209,13 +4413,14 @@ private:
                     step_top_n_sigma(x);
                     break;
                 case sampling_step::xtc:
-                    step_xtc(x, ctx);
+                    x = step_xtc(x, ctx);
                     break;
                 case sampling_step::mirostat:
                     step_mirostat(x);
                     break;
             }
         }
+        return x;
     }
 
     void step_top_k(std::span<const float> x, std::size_t k, tie_policy ties) noexcept {
@@ -4239,16 +4444,22 @@ private:
         cand_.resize(n);
     }
 
+    /// Full row: kernels::top_p (one max + exp pass, one compaction whose survivors provably
+    /// hold the nucleus, survivors ordered lazily; equals reference::top_p). On an already
+    /// truncated set: the same rule (sorted by probability, ties by id; keep j while the mass
+    /// before it is < p; at least max(1, min_keep)) walked here over the sorted survivors with
+    /// the set's own normaliser: they are already sorted and few and weights_ is needed anyway,
+    /// whereas the kernel takes a row (it would re-sort and re-index them).
     void step_top_p(std::span<const float> x) noexcept {
         const float p = params_.top_p;
-        double total = -1;  // normaliser of the set top-p applies to
         if (full_) {
-            total = nucleus_candidates(x, p);
-            if (full_) return;  // nothing valid: leave it to the draw
+            kernels::top_p(x, p, t_, params_.min_keep, cand_);
+            full_ = false;
+            sorted_flag_ = true;
+            return;
         }
         sort_cand();
-        const double cand_sum = fill_weights();
-        const double s = total > 0 ? total : cand_sum;
+        const double s = fill_weights();
         if (!(s > 0)) return;
         const std::size_t keep_at_least = std::max<std::size_t>(1, params_.min_keep);
         double before = 0;
@@ -4258,41 +4469,6 @@ private:
             ++n;
         }
         cand_.resize(n);
-    }
-
-    /// Full-row top-p, first half: one exp pass for the normaliser S, then a threshold filter
-    /// whose survivors provably contain the nucleus: either their mass already reaches p
-    /// (checked on the survivors only), or the safe threshold w >= (1 - p) S / V (the excluded
-    /// entries then hold at most 1 - p). Leaves cand_ holding a superset of the nucleus (at
-    /// least min_keep entries); step_top_p() then cuts it exactly.
-    /// Returns S (weights relative to the row max), or -1 when it leaves cand_ = every valid
-    /// entry or the +inf entries (then the survivors' own sum is the normaliser).
-    double nucleus_candidates(std::span<const float> x, float p) noexcept {
-        const auto st = kernels::exp_sum(x, t_);
-        const float m = st.max;
-        if (!(m > -detail::f_inf) || !(st.sum > 0)) return -1;
-        full_ = false;
-        sorted_flag_ = false;
-        if (m == detail::f_inf) {
-            kernels::filter_at_least(x, m, cand_);
-            return -1;
-        }
-        const double s = st.sum;
-        if (!processors_ && t_ == 1.f) {  // the raw normaliser comes for free
-            raw_lse_known_ = true;
-            raw_lse_ = double(m) + std::log(s);
-        }
-        const double tail = std::max(1.0 - double(p), 1e-12);
-        // first guess: as if at most 4096 entries were left out; then the safe bound
-        for (double w : {tail * s / 4096.0, tail * s / double(vocab_)}) {
-            const float thr = float(double(m) + double(t_) * std::log(std::min(w, 1.0)));
-            kernels::filter_at_least(x, std::nextafter(thr, -detail::f_inf), cand_);
-            double mass = 0;
-            for (float v : cand_.logits()) mass += detail::cand_weight(v, m, t_);
-            if (mass >= double(p) * s * (1.0 + 1e-6) && cand_.size() >= params_.min_keep) return s;
-        }
-        materialise(x);  // rounding corner cases, tiny rows: every valid entry
-        return -1;
     }
 
     void step_min_p(std::span<const float> x) noexcept {
@@ -4345,11 +4521,17 @@ private:
         return {s, h};
     }
 
-    /// Typical keeps a prefix in |-log p - H| order, not a logit threshold: as a first step
-    /// (full row) it materialises and sorts the whole valid row (O(V log V)). Not restricted
-    /// further: the kept set is not a logit interval bound in advance. Run a cheap truncation
-    /// (top-k, min-p) before it on a hot path.
+    /// Typical keeps a prefix in |-log p - H| order (ties: more probable first, then lower id).
+    /// As a first step (full row) without sorting the row: with d_i = (x_i - m)/t, -log p_i =
+    /// log S - d_i, so the key is |d_i - c| with c = log S - H (the p-weighted mean of d): the
+    /// kept set is a logit interval around m + t c. S and H come from the vectorised kernels
+    /// (exp_sum, entropy: equal to the materialised row's up to rounding, as for epsilon / eta);
+    /// one compaction keeps x >= m + t (c - kappa), a superset of every entry with key <= kappa;
+    /// the survivors are ordered by key lazily and walked; if the walk would pass kappa (or runs
+    /// out of survivors) kappa widens and the compaction is redone (at the end: every valid
+    /// entry, the materialised row). Only the survivors are ordered; only the kept ones sorted.
     void step_typical(std::span<const float> x) noexcept {
+        if (full_ && typical_full_row(x)) return;
         if (full_) materialise(x);
         sort_cand();
         const auto [s, h] = entropy_of_cand();
@@ -4382,6 +4564,84 @@ private:
         }
         write_back(kept);
         sorted_flag_ = true;
+    }
+    /// step_typical on the full row (see its comment); false (nothing changed) for rows with
+    /// +inf or no valid entry, which take the materialised path.
+    bool typical_full_row(std::span<const float> x) noexcept {
+        const auto st = kernels::exp_sum(x, t_);
+        const float m = st.max;
+        if (!(m > -detail::f_inf) || m == detail::f_inf || !(st.sum > 0)) return false;
+        const double s = st.sum;
+        const double h = kernels::entropy(x, t_);
+        if (!std::isfinite(h)) return false;
+        const double c = std::log(s) - h;  // <= 0 up to rounding
+        const double tau = params_.typical_p;
+        const std::size_t keep_at_least = std::max<std::size_t>(1, params_.min_keep);
+        const token_id* ids = cand_.id_storage();
+        const float* lg = cand_.logit_storage();
+        double* key = key_.data();
+        std::size_t* perm = perm_.data();
+        // first guess: the interval reaches up to the row max
+        for (double kappa = std::max(-c, 0.0) + 0.5;; kappa = 2 * kappa + 1) {
+            // key <= kappa implies d >= c - kappa - 6e-8 (float rounding of the weight); below
+            // d = -80 weights may be subnormal (rounding unbounded in log): take every entry
+            const double lo_d = c - kappa - 1e-6;
+            const bool all = lo_d < -80.0;
+            float lo = -detail::f_inf;
+            if (!all) {
+                lo = std::nextafter(float(double(m) + double(t_) * lo_d), -detail::f_inf);
+                lo = std::min(lo, m);
+            }
+            kernels::filter_at_least(x, lo, cand_);
+            const std::size_t n = cand_.size();
+            // key |d - c| (= |-log(w / S) - H| up to the float rounding of w, ~6e-8); where the
+            // weight may be subnormal or 0 (d < -80, only when taking every entry) the exact form
+            for (std::size_t i = 0; i < n; ++i) {
+                const double d = (double(lg[i]) - double(m)) / double(t_);
+                if (d >= -80.0) {
+                    key[i] = std::fabs(d - c);
+                } else {
+                    const double q = double(float(std::exp(d))) / s;
+                    key[i] = q > 0 ? std::fabs(-std::log(q) - h)
+                                   : std::numeric_limits<double>::infinity();
+                }
+                perm[i] = i;
+            }
+            auto before_in_order = [key, lg, ids](std::size_t a, std::size_t b) {
+                if (key[a] != key[b]) return key[a] < key[b];
+                if (lg[a] != lg[b]) return lg[a] > lg[b];
+                return ids[a] < ids[b];
+            };
+            std::size_t ordered = 0;  // perm[0, ordered) in final order
+            auto ensure_ordered = [&](std::size_t upto) {
+                if (upto <= ordered) return;
+                upto = std::min(n, std::max({upto, ordered * 4, std::size_t(64)}));
+                if (upto < n)
+                    std::nth_element(perm + ordered, perm + (upto - 1), perm + n, before_in_order);
+                std::sort(perm + ordered, perm + upto, before_in_order);
+                ordered = upto;
+            };
+            double before = 0;
+            std::size_t kept = 0;
+            bool complete = true;  // every entry walked has key <= kappa
+            while (kept < n && (kept < keep_at_least || before < tau)) {
+                ensure_ordered(kept + 1);
+                if (!all && !(key[perm[kept]] <= kappa)) {
+                    complete = false;
+                    break;
+                }
+                before += double(float(detail::cand_weight(lg[perm[kept]], m, t_))) / s;
+                ++kept;
+            }
+            if (!all && (!complete || kept == n)) continue;  // widen
+            full_ = false;
+            for (std::size_t j = 0; j < kept; ++j) sorted_[j] = {lg[perm[j]], ids[perm[j]]};
+            std::sort(sorted_.begin(), sorted_.begin() + std::ptrdiff_t(kept),
+                      detail::scored_before);
+            write_back(kept);
+            sorted_flag_ = true;
+            return true;
+        }
     }
     void perm_sort(std::size_t n) noexcept {
         std::size_t* perm = perm_.data();
@@ -4495,26 +4755,60 @@ private:
         }
     }
 
-    /// XTC drops the head and keeps the whole tail: as a first step (full row) the working set
-    /// stays about the whole row, which the draw sorts anyway, so it still materialises and
-    /// sorts (O(V log V)). Put a truncation step before it on a hot path.
-    void step_xtc(std::span<const float> x, const sample_context& ctx) noexcept {
+    /// XTC drops the head (the tokens with p >= threshold but the least probable of them) and
+    /// keeps the whole tail. As a first step (full row) that head is found without sorting the
+    /// row: S from kernels::exp_sum, one compaction keeps a superset of the entries with
+    /// p >= threshold (at most 1 / threshold of them, plus rounding), only those are sorted; the
+    /// working set stays the full row, as a copy in row_ with the dropped entries set to -inf
+    /// (returned: later steps and the draw read it). Returns the row the working set refers to.
+    std::span<const float> step_xtc(std::span<const float> x, const sample_context& ctx) noexcept {
         rng_stream coin = make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::filter);
-        if (!(coin.uniform_float() < params_.xtc_probability)) return;
-        if (full_) materialise(x);
+        if (!(coin.uniform_float() < params_.xtc_probability)) return x;
+        if (full_) {
+            if (const auto y = xtc_full_row(x)) return *y;
+            materialise(x);
+        }
         sort_cand();
         const double s = fill_weights();
-        if (!(s > 0)) return;
+        if (!(s > 0)) return x;
         const double w_thr = double(params_.xtc_threshold) * s;
         std::size_t above = 0;
         while (above < cand_.size() && weights_[above] >= w_thr) ++above;
-        if (above < 2) return;
+        if (above < 2) return x;
         const std::size_t drop = above - 1;  // keep the least probable of them
-        if (cand_.size() - drop < params_.min_keep) return;
+        if (cand_.size() - drop < params_.min_keep) return x;
         const std::size_t n = cand_.size() - drop;
         for (std::size_t i = 0; i < n; ++i)
             sorted_[i] = {cand_.logits()[drop + i], cand_.ids()[drop + i]};
         write_back(n);
+        return x;
+    }
+    /// step_xtc on the full row; nullopt (nothing changed) for rows with +inf or no valid entry
+    /// and non-finite thresholds, which take the materialised path.
+    std::optional<std::span<const float>> xtc_full_row(std::span<const float> x) noexcept {
+        const auto st = kernels::exp_sum(x, t_);
+        const float m = st.max;
+        if (!(m > -detail::f_inf) || m == detail::f_inf || !(st.sum > 0)) return std::nullopt;
+        const double w_thr = double(params_.xtc_threshold) * st.sum;
+        if (!(w_thr > 0)) return std::nullopt;
+        // float(exp(d)) >= w_thr implies d >= log(w_thr) - 2^-23: 1e-4 slack
+        const double thr_d = double(m) + double(t_) * (std::log(w_thr) - 1e-4);
+        if (!std::isfinite(thr_d)) return std::nullopt;
+        const float thr = std::min(std::nextafter(float(thr_d), -detail::f_inf), m);
+        kernels::filter_at_least(x, thr, cand_);
+        sorted_flag_ = false;
+        sort_cand();  // the head: few entries
+        std::size_t above = 0;
+        while (above < cand_.size() &&
+               double(float(detail::cand_weight(cand_.logits()[above], m, t_))) >= w_thr)
+            ++above;
+        if (above < 2) return x;  // nothing dropped: still the full row
+        const std::size_t drop = above - 1;
+        if (params_.min_keep > 1 && valid_count(x) - drop < params_.min_keep) return x;
+        float* y = row_.data();
+        if (x.data() != y) std::copy(x.begin(), x.end(), y);
+        for (std::size_t i = 0; i < drop; ++i) y[std::size_t(cand_.ids()[i])] = -detail::f_inf;
+        return std::span<const float>(y, x.size());
     }
 
     void step_mirostat(std::span<const float> x) noexcept {
@@ -4549,19 +4843,27 @@ private:
             r.status = sample_status::bad_input;
             return r;
         }
-        const std::span<const float> x = process(logits, ctx);
+        std::span<const float> x = process(logits, ctx);
         if (params_.greedy()) {
             float best = 0.f;
             const std::size_t a = greedy_argmax(x, best);
             if (a == npos) return r;
             r.token = token_id(a);
-            r.logprob = 0.f;
+            r.logprob = params_.logprobs.chosen ? 0.f : std::numeric_limits<float>::quiet_NaN();
             r.status = sample_status::ok;
             if (params_.logprobs.any()) fill_extras(r, logits, x, /*greedy*/ true);
             return r;
         }
-        truncate(x, ctx);
+        x = truncate(x, ctx);
         rng_stream rng = make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::sample);
+        if (full_ && !params_.logprobs.chosen && !params_.logprobs.any()) {
+            // no logprob wanted: no normaliser needed, no exponential per entry
+            const std::size_t i = kernels::draw_temperature(x, t_, rng);
+            if (i == npos) return r;
+            r.token = token_id(i);
+            r.status = sample_status::ok;
+            return r;
+        }
         const double u = rng.uniform();
         if (full_) {
             if (!draw_full_row(x, u, r)) return r;
@@ -4570,15 +4872,9 @@ private:
             sort_cand();
             const double s = fill_weights();
             if (!(s > 0)) return r;
-            const double target = u * s;
-            double run = 0;
-            std::size_t pick = npos;
-            for (std::size_t i = 0; i < cand_.size(); ++i) {
-                if (!(weights_[i] > 0)) continue;
-                run += weights_[i];
-                pick = i;
-                if (run > target) break;
-            }
+            const std::size_t pick =
+                kernels::draw_inverse_cdf(std::span<const float>(weights_.data(), cand_.size()), u);
+            if (pick == npos) return r;
             r.token = cand_.ids()[pick];
             r.logprob = float(std::log(double(weights_[pick])) - std::log(s));
             r.status = sample_status::ok;
@@ -4589,6 +4885,7 @@ private:
             }
         }
         if (params_.logprobs.any()) fill_extras(r, logits, x, false);
+        if (!params_.logprobs.chosen) r.logprob = std::numeric_limits<float>::quiet_NaN();
         return r;
     }
 
@@ -4793,9 +5090,7 @@ struct dola_params {
         if (max_new_tokens < 1)
             return detail::range_message("dola_params.max_new_tokens", ">= 1",
                                          double(max_new_tokens));
-        for (token_id e : eos_ids)
-            if (e < 0)
-                return detail::range_message("dola_params.eos_ids", "non-negative ids", double(e));
+        if (auto e = detail::check_stop_conditions("dola_params", eos_ids)) return e;
         return std::nullopt;
     }
     /// check(), reported through raise().
@@ -5137,7 +5432,8 @@ struct generation_result {
 struct token_event {
     token_id token = -1;
     std::size_t index = 0;  ///< position in the output (0 = first generated token)
-    float logprob = 0;      ///< log-probability it was drawn with (0 for greedy)
+    float logprob = 0;      ///< log-probability it was drawn with (0 for greedy; NaN when the
+                            ///< sampler's params.logprobs.chosen is off)
 };
 
 namespace detail {
@@ -5161,6 +5457,19 @@ inline std::vector<token_id> effective_prompt(std::span<const token_id> prompt, 
     if (!prompt.empty()) return {prompt.begin(), prompt.end()};
     if (bos >= 0) return {bos};
     raise(std::string(who) + ": prompt must not be empty (or set generate_params.bos_token)");
+}
+}  // namespace detail
+
+namespace detail {
+/// The stop check shared by generate() and speculative_decode() after a token was appended to
+/// `generated` and streamed (`go_on`: what the callback returned): a completed stop sequence
+/// first (the token is kept), then the callback; nullopt: go on.
+inline std::optional<stop_reason> stop_after_emit(const stop_checker& stop,
+                                                  std::span<const token_id> generated,
+                                                  bool go_on) noexcept {
+    if (stop.ends_with_stop_sequence(generated)) return stop_reason::stop_sequence;
+    if (!go_on) return stop_reason::callback;
+    return std::nullopt;
 }
 }  // namespace detail
 
@@ -5215,12 +5524,8 @@ requires language_model<M> &&(std::invocable<OnToken&, const token_event&> ||
         const bool go_on =
             detail::call_stream(on_token, token_event{s.token, res.tokens.size() - 1,
                                                       params.sampling.greedy() ? 0.f : s.logprob});
-        if (stop.ends_with_stop_sequence(res.tokens)) {
-            res.reason = stop_reason::stop_sequence;
-            break;
-        }
-        if (!go_on) {
-            res.reason = stop_reason::callback;
+        if (const auto why = detail::stop_after_emit(stop, res.tokens, go_on)) {
+            res.reason = *why;
             break;
         }
     }
@@ -5335,10 +5640,17 @@ inline bool same_ids(std::span<const token_id> a, std::span<const token_id> b) n
     return std::equal(a.begin(), a.end(), b.begin());
 }
 
-/// Blocked inverse-CDF draw over n nonnegative weights produced by fill(begin, count, out):
-/// one pass of block sums (SIMD, double), then one block rescanned. Returns the index of the
-/// first positive weight whose running sum exceeds u * total, the last positive one when rounding
-/// leaves it unreached, npos when the total is not above `floor` (then *total_out is that total).
+/// Inverse-CDF draw over n nonnegative weights produced by fill(begin, count, out), never stored:
+/// the residual max(0, p - q) of a rejection is computed blockwise into a stack buffer (no
+/// V-sized write and re-read per rejection), which is why this is not kernels::draw_inverse_cdf
+/// (that one takes materialised weights; draw_sparse below uses it). Same rule as
+/// reference::draw_inverse_cdf: the first positive weight whose running sum exceeds u * total,
+/// the last positive one when rounding leaves u * total unreached; plus a floor: npos when the
+/// total is not above `floor` (then *total_out is that total; the callers fall back to p).
+/// One pass of block sums (kernels::sum: float lanes, blocks in double), a walk over them, a
+/// double scan from the block where u * total falls (into the next ones if the float block sums
+/// overshot). The block sums' rounding (~1e-7 of the total) can move the chosen entry across a
+/// block boundary, relative to the reference's all-double running sum.
 template <class Fill>
 std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor,
                          double* total_out = nullptr) noexcept {
@@ -5346,57 +5658,46 @@ std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor,
     double sums[spec_max_blocks];
     const std::size_t nb = (n + spec_block - 1) / spec_block;
     const bool keep = nb <= spec_max_blocks;
-    double total = 0;
-    for (std::size_t b = 0; b < nb; ++b) {
+    auto block_sum = [&](std::size_t b) {
         const std::size_t c = std::min(spec_block, n - b * spec_block);
         fill(b * spec_block, c, buf);
-        const double s = kernels::sum(std::span<const float>(buf, c));
+        return kernels::sum(std::span<const float>(buf, c));
+    };
+    double total = 0;
+    std::size_t last_block = npos;  // the last block holding a positive weight
+    for (std::size_t b = 0; b < nb; ++b) {
+        const double s = block_sum(b);
         if (keep) sums[b] = s;
+        if (s > 0) last_block = b;
         total += s;
     }
     if (total_out) *total_out = total;
-    if (!(total > floor)) return npos;
+    if (!(total > floor) || last_block == npos) return npos;
     const double target = u * total;
     double run = 0;
-    std::size_t last_block = npos;
-    for (std::size_t b = 0; b < nb; ++b) {
-        double s;
-        const std::size_t c = std::min(spec_block, n - b * spec_block);
-        if (keep) {
-            s = sums[b];
-        } else {
-            fill(b * spec_block, c, buf);
-            s = kernels::sum(std::span<const float>(buf, c));
-        }
+    std::size_t last = npos;  // the last positive weight scanned
+    for (std::size_t b = 0; b <= last_block; ++b) {
+        const double s = keep ? sums[b] : block_sum(b);
         if (!(s > 0)) continue;
-        last_block = b;
-        if (run + s > target || b + 1 == nb) break;
-        run += s;
+        if (run + s <= target && b != last_block) {  // the target lies beyond this block
+            run += s;
+            continue;
+        }
+        const std::size_t c = std::min(spec_block, n - b * spec_block);
+        fill(b * spec_block, c, buf);
+        for (std::size_t j = 0; j < c; ++j) {
+            if (!(buf[j] > 0.f)) continue;
+            run += buf[j];
+            last = b * spec_block + j;
+            if (run > target) return last;
+        }
     }
-    if (last_block == npos) return npos;
-    const std::size_t b = last_block, c = std::min(spec_block, n - b * spec_block);
-    fill(b * spec_block, c, buf);
-    std::size_t last = npos;
-    for (std::size_t j = 0; j < c; ++j) {
-        if (!(buf[j] > 0.f)) continue;
-        run += buf[j];
-        last = j;
-        if (run > target) break;
-    }
-    return last == npos ? npos : b * spec_block + last;
+    return last;  // the last block is always scanned: its last positive weight
 }
-/// Inverse-CDF draw from a sparse distribution (blocked, sums in double); -1 if no positive
-/// probability.
+/// Inverse-CDF draw from a sparse distribution (kernels::draw_inverse_cdf over its
+/// probabilities: sums in double); -1 if no positive probability.
 inline token_id draw_sparse(sparse_dist_view d, double u) noexcept {
-    const std::size_t i = draw_blocked(
-        d.size(),
-        [&](std::size_t b, std::size_t c, float* out) noexcept {
-            for (std::size_t j = 0; j < c; ++j) {
-                const float v = d.probs[b + j];
-                out[j] = v > 0.f ? v : 0.f;
-            }
-        },
-        u, 0.0);
+    const std::size_t i = kernels::draw_inverse_cdf(d.probs, u);
     return i == npos ? token_id(-1) : d.tokens[i];
 }
 /// Entropy -sum p ln p (natural log).
@@ -5583,17 +5884,18 @@ concept distribution_processing = requires(P& p, std::span<const float> logits,
 /// The built-in pipeline: temperature (0 = greedy: one-hot argmax, ties to the lowest id) ->
 /// top-k (exactly k, ties by lowest id; 0 = off) -> top-p (smallest prefix in descending order
 /// reaching p, crossing token kept; 1 = off). NaN / -inf logits have probability 0.
-/// A simple pipeline for drafts, tests and backends without a sampler (it sorts the survivors);
-/// use sampler_processing for the full sampler semantics.
+/// Computed by a decodekit::sampler with exactly these steps (sampling_params: order hf,
+/// top_k_ties exactly_k, no processors) through sampler::distribution_unordered(): the output is
+/// in ascending id order, and what the sampler's own draw would use. For drafts, tests and
+/// backends that only need these three knobs; sampler_processing takes a full sampler.
 struct basic_processing {
     float temperature = 1.f;  ///< >= 0
     std::size_t top_k = 0;    ///< 0 = off
     float top_p = 1.f;        ///< (0, 1]
-    /// Scratch reused across calls (no allocation once warm; do not share one object between
+    /// The sampler, built on the first call for the row's size and rebuilt when a field or the
+    /// row size changes (no allocation per call once warm; do not share one object between
     /// threads); not configuration.
-    mutable std::vector<std::size_t> scratch_order_ = {};
-    mutable sparse_distribution scratch_dist_ = {};
-    mutable candidates scratch_nucleus_ = {};  ///< capacity V once warm (top-p without top-k)
+    mutable std::optional<sampler> sampler_ = {};
 
     /// First problem with the fields, or nullopt.
     std::optional<std::string> check() const {
@@ -5606,84 +5908,41 @@ struct basic_processing {
     }
     void validate() const { raise_if(check()); }
 
-    void operator()(std::span<const float> x, const position_context&,
+    /// The sampler configuration of these fields for rows of `vocab_size` entries.
+    sampling_params as_sampling_params(std::size_t vocab_size) const {
+        sampling_params sp;
+        sp.temperature = temperature;
+        sp.top_k = top_k == 0 || top_k >= vocab_size ? 0 : int(top_k);  // k >= V: off
+        sp.top_k_ties = tie_policy::exactly_k;
+        sp.top_p = top_p;
+        sp.order = sampling_order::hf;
+        return sp;
+    }
+
+    /// Writes the processed distribution of `x` into `out` (empty for an empty row or a row
+    /// with no valid entry). Raises (config_error) when check() fails.
+    void operator()(std::span<const float> x, const position_context& c,
                     sparse_distribution& out) const {
         out.clear();
-        float m = -INFINITY;
-        std::size_t am = npos;
-        for (std::size_t i = 0; i < x.size(); ++i)
-            if (!std::isnan(x[i]) && (am == npos || x[i] > m)) m = x[i], am = i;
-        if (am == npos || m == -INFINITY) return;
-        if (temperature == 0.f) {
-            out.push(token_id(am), 1.f);
-            return;
+        if (x.empty()) return;
+        const sampling_params want = as_sampling_params(x.size());
+        if (!sampler_ || sampler_->vocab_size() != x.size() ||
+            sampler_->params().temperature != want.temperature ||
+            sampler_->params().top_k != want.top_k || sampler_->params().top_p != want.top_p) {
+            validate();  // errors name basic_processing's fields, not sampling_params'
+            sampler_.emplace(want, x.size());
         }
-        if (top_p < 1.f && (top_k == 0 || top_k >= x.size())) {
-            // Top-p alone: kernels::top_p selects the nucleus without sorting V (same kept set
-            // and order: probability descending, ties by lowest id).
-            if (scratch_nucleus_.capacity() < x.size()) scratch_nucleus_ = candidates(x.size());
-            const std::size_t c = kernels::top_p(x, top_p, temperature, 1, scratch_nucleus_);
-            double total = 0;
-            for (std::size_t i = 0; i < c; ++i) {
-                const float v = scratch_nucleus_.logits()[i];
-                const double w = m == INFINITY
-                                     ? (v == INFINITY ? 1.0 : 0.0)
-                                     : std::exp((double(v) - double(m)) / double(temperature));
-                if (!(w > 0)) continue;
-                out.push(scratch_nucleus_.ids()[i], float(w));
-                total += float(w);
-            }
-            for (auto& q : out.probs) q = float(double(q) / total);
-            return;
-        }
-        for (std::size_t i = 0; i < x.size(); ++i) {
-            double w;
-            if (std::isnan(x[i]) || x[i] == -INFINITY) continue;
-            if (m == INFINITY)
-                w = x[i] == INFINITY ? 1.0 : 0.0;
-            else
-                w = std::exp((double(x[i]) - double(m)) / double(temperature));
-            if (w > 0) out.push(token_id(i), float(w));
-        }
-        const std::size_t n = out.size();
-        if (n == 0) return;  // no valid entry: the empty distribution (callers report it)
-        auto& order = scratch_order_;
-        order.resize(n);
-        for (std::size_t i = 0; i < n; ++i) order[i] = i;
-        auto before = [&](std::size_t a, std::size_t b) {
-            return out.probs[a] != out.probs[b] ? out.probs[a] > out.probs[b]
-                                                : out.tokens[a] < out.tokens[b];
-        };
-        std::size_t keep = n;
-        if (top_k > 0 && top_k < n) {
-            std::partial_sort(order.begin(), order.begin() + std::ptrdiff_t(top_k), order.end(),
-                              before);
-            keep = top_k;
-        } else if (top_p < 1.f) {
-            std::sort(order.begin(), order.end(), before);
-        }
-        double total = 0;
-        for (std::size_t i = 0; i < keep; ++i) total += out.probs[order[i]];
-        if (top_p < 1.f) {
-            if (top_k > 0 && top_k < n)
-                std::sort(order.begin(), order.begin() + std::ptrdiff_t(keep), before);
-            double run = 0;
-            std::size_t k2 = 0;
-            while (k2 < keep && run < double(top_p) * total) run += out.probs[order[k2++]];
-            keep = std::max<std::size_t>(k2, 1);
-            total = run > 0 ? run : total;
-        }
-        auto& tmp = scratch_dist_;
-        tmp.clear();
-        for (std::size_t i = 0; i < keep; ++i)
-            tmp.push(out.tokens[order[i]], float(double(out.probs[order[i]]) / total));
-        std::swap(out.tokens, tmp.tokens);
-        std::swap(out.probs, tmp.probs);
+        const decodekit::distribution d = sampler_->distribution_unordered(
+            x, sample_context{c.sequence, c.step, c.history, c.prompt_length});
+        out.tokens.assign(d.tokens.begin(), d.tokens.end());
+        out.probs.assign(d.probs.begin(), d.probs.end());
     }
 };
 
 /// Processing through a decodekit::sampler: p and q are exactly what the sampler's draw would use
-/// (processors with the history, truncation order, temperature). The sampler is borrowed.
+/// (processors with the history, truncation order, temperature), from
+/// sampler::distribution_unordered() (ascending id order, no sort by probability). The sampler
+/// is borrowed.
 /// commit() advances the sampler's state (mirostat's mu) with sampler::observe() for each emitted
 /// token and the distribution it was emitted under, so mirostat stays exact: the distribution of
 /// step n + 1 follows the token emitted at step n, as with plain sampling.
@@ -5692,7 +5951,7 @@ public:
     explicit sampler_processing(sampler& s) noexcept : s_(&s) {}
     void operator()(std::span<const float> logits, const position_context& c,
                     sparse_distribution& out) const {
-        const decodekit::distribution d = s_->distribution(
+        const decodekit::distribution d = s_->distribution_unordered(
             logits, sample_context{c.sequence, c.step, c.history, c.prompt_length});
         out.tokens.assign(d.tokens.begin(), d.tokens.end());
         out.probs.assign(d.probs.begin(), d.probs.end());
@@ -5915,12 +6174,8 @@ speculative_result speculative_decode(Target& target, Proposer& proposer,
         const float lp =
             params.rule == verification::greedy || !(prob > 0) ? 0.f : float(std::log(prob));
         const bool go_on = detail::call_stream(on_token, token_event{t, res.tokens.size() - 1, lp});
-        if (stop.ends_with_stop_sequence(res.tokens)) {
-            res.reason = stop_reason::stop_sequence;
-            return false;
-        }
-        if (!go_on) {
-            res.reason = stop_reason::callback;
+        if (const auto why = detail::stop_after_emit(stop, res.tokens, go_on)) {
+            res.reason = *why;
             return false;
         }
         if (res.tokens.size() >= params.max_new_tokens) {
@@ -6071,96 +6326,113 @@ inline token_id pick_draft(const sparse_distribution& q, draft_mode mode, rng_ke
     return detail::draw_sparse(q, s.uniform());
 }
 
-/// Drafts token by token: row_of(ext, out_row) computes the logits after `ext`.
-template <class Processing, class RowOf>
-void chain_draft(const draft_request& r, draft_buffer& out, Processing& proc,
-                 const draft_options& o, std::vector<token_id>& ext, RowOf&& row_of) {
-    ext.assign(r.context.begin(), r.context.end());
-    out.has_distributions = o.mode == draft_mode::sample;
-    for (std::size_t i = 0; i < r.max_tokens; ++i) {
-        const std::span<const float> row = row_of(std::span<const token_id>(ext));
-        ++out.model_calls;
-        sparse_distribution& q = out.next_q();
-        const std::uint64_t step = r.key.step + i;
-        proc(
-            row,
-            position_context{r.key.sequence, step, std::span<const token_id>(ext), r.prompt_length},
-            q);
-        const token_id x = pick_draft(q, o.mode, rng_key{r.key.seed, r.key.sequence, step});
-        if (x < 0 || detail::max_prob(q) < o.min_confidence) break;
-        out.tokens.push_back(x);
-        ext.push_back(x);
-    }
+/// One draft position: processes `row` (the logits after `ext`) into out.next_q(), picks the
+/// draft token of step r.key.step + out.size() and appends it to out and ext. False (nothing
+/// appended) when q is empty or less confident than o.min_confidence: drafting stops.
+template <class Processing>
+bool draft_one(std::span<const float> row, const draft_request& r, draft_buffer& out,
+               Processing& proc, const draft_options& o, std::vector<token_id>& ext) {
+    const std::uint64_t step = r.key.step + out.tokens.size();
+    sparse_distribution& q = out.next_q();
+    proc(row,
+         position_context{r.key.sequence, step, std::span<const token_id>(ext), r.prompt_length},
+         q);
+    const token_id x = pick_draft(q, o.mode, rng_key{r.key.seed, r.key.sequence, step});
+    if (x < 0 || detail::max_prob(q) < o.min_confidence) return false;
+    out.tokens.push_back(x);
+    ext.push_back(x);
+    return true;
 }
-}  // namespace detail
 
-/// A second model as the draft. \pre draft.vocab_size() equals the target's (checked by
-/// speculative_decode).
-template <language_model Draft, distribution_processing Processing = basic_processing>
-class draft_model_proposer {
+/// A proposer drafting token by token from one logits row per call; RowSource is
+/// `void rows(std::span<const token_id> ext, std::uint32_t slot, std::span<float> row)` writing
+/// the row after `ext`, plus `vocab_size()`. draft_model_proposer and early_exit_proposer are
+/// this with their row sources.
+template <class RowSource, class Processing>
+class chained_proposer {
 public:
-    draft_model_proposer(Draft& draft, Processing processing = {}, draft_options options = {})
-        : model_(&draft),
+    chained_proposer(RowSource source, Processing processing, draft_options options)
+        : src_(std::move(source)),
           proc_(std::move(processing)),
           opt_(options),
-          row_(std::size_t(draft.vocab_size())) {}
+          row_(std::size_t(src_.vocab_size())) {}
 
-    /// The draft's vocabulary size.
-    std::size_t vocab_size() const { return std::size_t(model_->vocab_size()); }
+    /// The drafting model's vocabulary size.
+    std::size_t vocab_size() const { return std::size_t(src_.vocab_size()); }
 
-    /// Drafts up to r.max_tokens tokens, one draft call each.
+    /// Drafts up to r.max_tokens tokens, one model call each.
     void propose(const draft_request& r, draft_buffer& out) {
-        detail::chain_draft(r, out, proc_, opt_, ext_, [&](std::span<const token_id> ext) {
-            const sequence_request req{ext, 1, opt_.slot};
-            model_->logits(std::span<const sequence_request>(&req, 1), std::span<float>(row_));
-            return std::span<const float>(row_);
-        });
+        ext_.assign(r.context.begin(), r.context.end());
+        out.has_distributions = opt_.mode == draft_mode::sample;
+        while (out.tokens.size() < r.max_tokens) {
+            src_(std::span<const token_id>(ext_), opt_.slot, std::span<float>(row_));
+            ++out.model_calls;
+            if (!draft_one(std::span<const float>(row_), r, out, proc_, opt_, ext_)) break;
+        }
     }
 
 private:
-    Draft* model_;
+    RowSource src_;
     Processing proc_;
     draft_options opt_;
     std::vector<float> row_;
     std::vector<token_id> ext_;
 };
 
-/// Early-exit self-draft: the target read out at layer `layer` (1..num_layers()).
+/// Row source: a language model's logits after the sequence.
+template <language_model Model>
+struct final_rows {
+    Model* model;
+    auto vocab_size() const { return model->vocab_size(); }
+    void operator()(std::span<const token_id> ext, std::uint32_t slot, std::span<float> row) {
+        const sequence_request req{ext, 1, slot};
+        model->logits(std::span<const sequence_request>(&req, 1), row);
+    }
+};
+
+/// Row source: a layer_logits_model read out at one layer.
+template <layer_logits_model Model>
+struct layer_rows {
+    Model* model;
+    int layer;
+    auto vocab_size() const { return model->vocab_size(); }
+    void operator()(std::span<const token_id> ext, std::uint32_t slot, std::span<float> row) {
+        const sequence_request req{ext, 1, slot};
+        const int layers[1] = {layer};
+        model->layer_logits(std::span<const sequence_request>(&req, 1),
+                            std::span<const int>(layers), row);
+    }
+};
+}  // namespace detail
+
+/// A second model as the draft. \pre draft.vocab_size() equals the target's (checked by
+/// speculative_decode).
+template <language_model Draft, distribution_processing Processing = basic_processing>
+class draft_model_proposer
+    : public detail::chained_proposer<detail::final_rows<Draft>, Processing> {
+public:
+    draft_model_proposer(Draft& draft, Processing processing = {}, draft_options options = {})
+        : detail::chained_proposer<detail::final_rows<Draft>, Processing>(
+              detail::final_rows<Draft>{&draft}, std::move(processing), options) {}
+};
+
+/// Early-exit self-draft: the target read out at layer `layer` (0..num_layers()).
 template <layer_logits_model Model, distribution_processing Processing = basic_processing>
-class early_exit_proposer {
+class early_exit_proposer : public detail::chained_proposer<detail::layer_rows<Model>, Processing> {
 public:
     early_exit_proposer(Model& model, int layer, Processing processing = {},
                         draft_options options = {})
-        : model_(&model),
-          layer_(layer),
-          proc_(std::move(processing)),
-          opt_(options),
-          row_(std::size_t(model.vocab_size())) {
+        : detail::chained_proposer<detail::layer_rows<Model>, Processing>(
+              detail::layer_rows<Model>{&model, checked_layer(model, layer)}, std::move(processing),
+              options) {}
+
+private:
+    static int checked_layer(Model& model, int layer) {
         if (layer < 0 || std::size_t(layer) > std::size_t(model.num_layers()))
             raise(detail::range_message("early_exit_proposer.layer", "in [0, num_layers()]",
                                         double(layer)));
+        return layer;
     }
-
-    std::size_t vocab_size() const { return std::size_t(model_->vocab_size()); }
-
-    /// Drafts up to r.max_tokens tokens, one layer-logits call each.
-    void propose(const draft_request& r, draft_buffer& out) {
-        detail::chain_draft(r, out, proc_, opt_, ext_, [&](std::span<const token_id> ext) {
-            const sequence_request req{ext, 1, opt_.slot};
-            const int layers[1] = {layer_};
-            model_->layer_logits(std::span<const sequence_request>(&req, 1),
-                                 std::span<const int>(layers), std::span<float>(row_));
-            return std::span<const float>(row_);
-        });
-    }
-
-private:
-    Model* model_;
-    int layer_;
-    Processing proc_;
-    draft_options opt_;
-    std::vector<float> row_;
-    std::vector<token_id> ext_;
 };
 
 /// Multi-token prediction: one head_logits call drafts heads_per_call tokens (0 = all heads;
@@ -6193,19 +6465,10 @@ public:
                                 std::span<float>(rows_));
             ++out.model_calls;
             const std::size_t n = std::min(per_call_, r.max_tokens - out.tokens.size());
-            for (std::size_t h = 0; h < n; ++h) {
-                const std::uint64_t step = r.key.step + out.tokens.size();
-                sparse_distribution& q = out.next_q();
-                proc_(std::span<const float>(rows_.data() + h * V, V),
-                      position_context{r.key.sequence, step, std::span<const token_id>(ext_),
-                                       r.prompt_length},
-                      q);
-                const token_id x =
-                    detail::pick_draft(q, opt_.mode, rng_key{r.key.seed, r.key.sequence, step});
-                if (x < 0 || detail::max_prob(q) < opt_.min_confidence) return;
-                out.tokens.push_back(x);
-                ext_.push_back(x);
-            }
+            for (std::size_t h = 0; h < n; ++h)
+                if (!detail::draft_one(std::span<const float>(rows_.data() + h * V, V), r, out,
+                                       proc_, opt_, ext_))
+                    return;
         }
     }
 
@@ -6294,6 +6557,7 @@ DECODEKIT_END_NAMESPACE
 
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -6345,11 +6609,57 @@ void sample_batch(const logits_matrix& m, std::span<const batch_row> rows,
     });
 }
 
+namespace detail {
+/// One polite spin-wait step: a CPU pause hint (x86, ARM), else a yield.
+inline void cpu_relax() noexcept {
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_ia32_pause();
+#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
+    asm volatile("yield");
+#else
+    std::this_thread::yield();
+#endif
+}
+/// Spins until ready() or `budget` has elapsed (pause hints first, then yields so that an
+/// oversubscribed machine still runs the thread being waited for); returns ready().
+template <class Ready>
+bool spin_until(Ready&& ready, std::chrono::microseconds budget) noexcept {
+    if (ready()) return true;
+    if (budget.count() <= 0) return false;
+    const auto deadline = std::chrono::steady_clock::now() + budget;
+    for (unsigned i = 1;; ++i) {
+        if (i < 64)
+            cpu_relax();
+        else
+            std::this_thread::yield();
+        if (ready()) return true;
+        if ((i & 15) == 0 && std::chrono::steady_clock::now() >= deadline) return ready();
+    }
+}
+}  // namespace detail
+
 /// A persistent pool for batched sampling (see the file comment).
+///
+/// Call protocol (one call = one job): the caller publishes the job (function, item count) and
+/// takes items itself at once; workers claim items from one shared atomic counter (dynamic load
+/// balance: a late or slow thread just takes fewer rows). Between calls an idle worker polls
+/// for the next job for `idle_spin` before sleeping on a condition variable, so back-to-back
+/// calls (one per decoding step) cost no wake-up; the caller likewise polls for the last items
+/// of the other threads before sleeping. Cost per call with polling workers: a few atomic
+/// operations and one uncontended mutex lock; a sleeping worker adds one wake-up (tens of us
+/// on a virtual machine), of which the caller loses only the part it could not fill with rows.
 class batch_sampler {
 public:
+    /// How long an idle worker polls for the next call by default (then it sleeps).
+    static constexpr std::chrono::microseconds default_idle_spin{200};
+
     /// Starts threads - 1 workers (threads 0 or 1: everything runs on the calling thread).
-    explicit batch_sampler(std::size_t threads = 1) : threads_(threads == 0 ? 1 : threads) {
+    /// `idle_spin`: how long a worker polls for the next call after one ends, and the caller
+    /// for the other threads' last items, before sleeping (0: sleep at once; longer: less
+    /// wake-up latency for calls further apart, more CPU spent polling).
+    explicit batch_sampler(std::size_t threads = 1,
+                           std::chrono::microseconds idle_spin = default_idle_spin)
+        : threads_(threads == 0 ? 1 : threads), spin_(idle_spin) {
         workers_.reserve(threads_ - 1);
         for (std::size_t w = 1; w < threads_; ++w) workers_.emplace_back([this] { work_loop(); });
     }
@@ -6358,7 +6668,7 @@ public:
     ~batch_sampler() {
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            stop_ = true;
+            stop_.store(true);
         }
         wake_.notify_all();
         for (std::thread& t : workers_) t.join();
@@ -6379,7 +6689,9 @@ public:
     }
 
     /// Calls fn(i) for every i in [0, n) on the pool; returns when all are done. Usable as the
-    /// executor of sample_batch(): `sample_batch(m, rows, out, pool)`.
+    /// executor of sample_batch(): `sample_batch(m, rows, out, pool)`. \pre fn(i) does not throw:
+    /// with threads > 1 an exception escaping fn calls std::terminate (the items run inside the
+    /// noexcept pool loop; sampler::sample never throws after construction).
     template <class F>
     void parallel_for(std::size_t n, F&& fn) {
         if (n == 0) return;
@@ -6388,22 +6700,26 @@ public:
             return;
         }
         std::lock_guard<std::mutex> call_lock(call_mutex_);
-        auto thunk = [](void* f, std::size_t i) {
-            (*static_cast<std::remove_reference_t<F>*>(f))(i);
-        };
+        // No worker reads the job fields now: the previous call returned only once pending_ and
+        // busy_ were both 0, and a worker reads them only after seeing pending_ > 0 (below).
+        job_fn_ = [](void* f, std::size_t i) { (*static_cast<std::remove_reference_t<F>*>(f))(i); };
+        job_ctx_ = const_cast<void*>(static_cast<const void*>(&fn));
+        job_n_ = n;
+        next_.store(0, std::memory_order_relaxed);
         {
+            // under mutex_: a worker about to sleep re-checks generation_ under it (no lost
+            // wake-up); the seq_cst store of pending_ publishes the fields above
             std::lock_guard<std::mutex> lock(mutex_);
-            job_fn_ = thunk;
-            job_ctx_ = const_cast<void*>(static_cast<const void*>(&fn));
-            job_n_ = n;
-            next_.store(0, std::memory_order_relaxed);
-            pending_ = n;
-            ++generation_;
+            pending_.store(n);
+            generation_.fetch_add(1);
         }
-        wake_.notify_all();
+        wake_.notify_all();  // no system call when every worker is polling
         run_items();
-        std::unique_lock<std::mutex> lock(mutex_);
-        done_.wait(lock, [this] { return pending_ == 0 && busy_ == 0; });
+        auto done = [this] { return pending_.load() == 0 && busy_.load() == 0; };
+        if (!detail::spin_until(done, spin_)) {
+            std::unique_lock<std::mutex> lock(mutex_);
+            done_.wait(lock, done);
+        }
     }
     template <class F>
     void operator()(std::size_t n, F&& fn) {
@@ -6412,23 +6728,23 @@ public:
 
 private:
     std::size_t threads_;
+    std::chrono::microseconds spin_;
     std::vector<std::thread> workers_;
     std::mutex call_mutex_;  // one call at a time
-    std::mutex mutex_;
+    std::mutex mutex_;       // sleeping and waking only
     std::condition_variable wake_, done_;
-    bool stop_ = false;
-    std::uint64_t generation_ = 0;
+    std::atomic<bool> stop_{false};
+    std::atomic<std::uint64_t> generation_{0};  // +1 per published job
     void (*job_fn_)(void*, std::size_t) = nullptr;
     void* job_ctx_ = nullptr;
     std::size_t job_n_ = 0;
-    std::atomic<std::size_t> next_{0};
-    std::size_t pending_ = 0;  // items not finished (guarded by mutex_)
-    std::size_t busy_ = 0;     // workers inside run_items (guarded by mutex_)
+    // the counters the threads hammer, each on its own cache line
+    alignas(64) std::atomic<std::size_t> next_{0};     // next item to claim
+    alignas(64) std::atomic<std::size_t> pending_{0};  // items of the live job not finished
+    alignas(64) std::atomic<std::size_t> busy_{0};     // workers that may read the job fields
 
-    // Claims items of the current job until none is left; reports how many it finished. The job
-    // fields are only read while the job is live: the caller sets them before publishing the
-    // generation and cannot return (nor set up the next job) while this thread is busy_.
-    void run_items() {
+    // Claims items of the live job until none is left; then reports how many it finished.
+    void run_items() noexcept {
         void (*const fn)(void*, std::size_t) = job_fn_;
         void* const ctx = job_ctx_;
         const std::size_t n = job_n_;
@@ -6439,32 +6755,29 @@ private:
             fn(ctx, i);
             ++finished;
         }
-        if (finished > 0) {
-            std::lock_guard<std::mutex> lock(mutex_);
-            pending_ -= finished;
-            if (pending_ == 0) done_.notify_all();
-        }
+        if (finished > 0) pending_.fetch_sub(finished);  // release: fn's writes to the caller
     }
 
     void work_loop() {
         std::uint64_t seen = 0;
-        std::unique_lock<std::mutex> lock(mutex_);
         for (;;) {
-            wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-            if (stop_) return;
-            seen = generation_;
-            // Join only a live job (items not all finished): then the caller is still inside
-            // parallel_for and waits for busy_ == 0 before returning, so the job fields and next_
-            // stay those of this generation while we run. A worker that wakes late, after the
-            // caller finished the job alone (pending_ == 0), must not touch the job: the caller
-            // may already have returned and be setting up the next one.
-            if (pending_ == 0) continue;
-            ++busy_;
-            lock.unlock();
-            run_items();
-            lock.lock();
-            --busy_;
-            if (busy_ == 0 && pending_ == 0) done_.notify_all();
+            auto woken = [&] { return stop_.load() || generation_.load() != seen; };
+            if (!detail::spin_until(woken, spin_)) {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, woken);
+            }
+            if (stop_.load()) return;
+            seen = generation_.load();
+            // Join only a live job. busy_ is raised before pending_ is read (both seq_cst), and
+            // the caller reads busy_ after seeing pending_ == 0: either the caller sees this
+            // worker busy and waits for it, or this worker sees pending_ == 0 (or the pending_
+            // of a later job, published with its fields) and touches nothing of an old job. A
+            // worker that wakes late, after the caller finished the job alone, leaves at once.
+            busy_.fetch_add(1);
+            if (pending_.load() > 0) run_items();
+            busy_.fetch_sub(1);
+            { std::lock_guard<std::mutex> lock(mutex_); }  // a sleeping caller re-checks after
+            done_.notify_all();
         }
     }
 };
