@@ -438,7 +438,16 @@ TEST_CASE("draw_sparse and the blocked residual walk follow reference::draw_inve
     }
     CHECK(checked == 8 * 3 * 200);
     CHECK(mismatches == 0);
-    // Negative control: a shifted u picks another index somewhere.
-    const std::vector<float> w = {1, 1, 1, 1};
-    CHECK(reference::draw_inverse_cdf(w, 0.1) != reference::draw_inverse_cdf(w, 0.6));
+    // Hand-checked values (so the comparison above is not between two equally wrong walks):
+    // weights 1, 0, 2, 1 (sum 4): u = 0.1 -> 0, u = 0.3 -> 2 (0.25 <= 1.2 < 3), u = 0.8 -> 3.
+    const std::vector<float> w = {1, 0, 2, 1};
+    const std::vector<token_id> ids = {10, 11, 12, 13};
+    auto fill = [&](std::size_t at, std::size_t c, float* out) noexcept {
+        for (std::size_t i = 0; i < c; ++i) out[i] = w[at + i];
+    };
+    CHECK(detail::draw_blocked(4, fill, 0.1, 0.0) == 0);
+    CHECK(detail::draw_blocked(4, fill, 0.3, 0.0) == 2);
+    CHECK(detail::draw_blocked(4, fill, 0.8, 0.0) == 3);
+    CHECK(detail::draw_sparse(sparse_dist_view{ids, w}, 0.3) == 12);
+    CHECK(detail::draw_sparse(sparse_dist_view{ids, w}, 0.8) == 13);
 }
