@@ -60,6 +60,11 @@ template <class A>
 inline batch<A> max(const batch<A>& a, const batch<A>& b) noexcept {
     return xsimd::max(a, b);
 }
+/// Per-lane minimum (xsimd semantics for NaN).
+template <class A>
+inline batch<A> min(const batch<A>& a, const batch<A>& b) noexcept {
+    return xsimd::min(a, b);
+}
 /// True if any lane of the mask is set.
 template <class A>
 inline bool any(const batch_bool<A>& b) noexcept {
@@ -253,35 +258,81 @@ inline double reduce_add(const xsimd::batch<double, A>& v) noexcept {
 #endif
 }
 
-/// Compress-store: writes the lanes of `v` selected by the bit mask `m` (bit i = lane i), in lane
-/// order, to logits_out[0..), and their ids first_id + lane to ids_out[0..); returns how many.
-/// May write up to lanes<A> entries past the count (callers leave that room): AVX-512 compresses
-/// in registers (vcompressps; not the microcoded memory form) and stores whole vectors; other
-/// architectures walk the set bits.
+/// Compress-store of a (logit, id) pair of batches: writes the lanes of `v` selected by the bit
+/// mask `m` (bit i = lane i), in lane order, to logits_out[0..) and the same lanes of `ids` to
+/// ids_out[0..); returns how many. May write up to lanes<A> entries past the count (callers leave
+/// that room): AVX-512 compresses in registers (vcompressps; not the microcoded memory form) and
+/// stores whole vectors; other architectures walk the set bits.
 template <class A>
-inline std::size_t compress_store(const batch<A>& v, std::uint64_t m, std::int32_t first_id,
+inline std::size_t compress_store(const batch<A>& v, const ibatch<A>& ids, std::uint64_t m,
                                   float* logits_out, std::int32_t* ids_out) noexcept {
 #if defined(__AVX512F__)
     if constexpr (x86_family<A> == 512) {
         const __mmask16 k = __mmask16(m);
-        const __m512i ids = _mm512_add_epi32(
-            _mm512_set1_epi32(first_id),
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
         _mm512_storeu_ps(logits_out, _mm512_maskz_compress_ps(k, static_cast<__m512>(v)));
-        _mm512_storeu_si512(ids_out, _mm512_maskz_compress_epi32(k, ids));
+        _mm512_storeu_si512(ids_out, _mm512_maskz_compress_epi32(k, static_cast<__m512i>(ids)));
         return std::size_t(std::popcount(unsigned(k)));
     } else
 #endif
     {
         alignas(64) float f[lanes<A>];
+        alignas(64) std::int32_t d[lanes<A>];
         v.store_aligned(f);
+        ids.store_aligned(d);
         std::size_t n = 0;
         while (m) {
             const int i = std::countr_zero(m);
             m &= m - 1;
             logits_out[n] = f[i];
-            ids_out[n] = first_id + i;
+            ids_out[n] = d[i];
             ++n;
+        }
+        return n;
+    }
+}
+
+/// first_id, first_id + 1, ... in the lanes.
+template <class A>
+inline ibatch<A> iota(std::int32_t first_id) noexcept {
+    alignas(64) static constexpr std::int32_t seq[64] = {
+        0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
+        22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43,
+        44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63};
+    static_assert(lanes<A> <= 64);
+    return ibatch<A>::load_aligned(seq) + ibatch<A>(first_id);
+}
+
+/// compress_store of `v` with the ids first_id + lane.
+template <class A>
+inline std::size_t compress_store(const batch<A>& v, std::uint64_t m, std::int32_t first_id,
+                                  float* logits_out, std::int32_t* ids_out) noexcept {
+    return compress_store<A>(v, iota<A>(first_id), m, logits_out, ids_out);
+}
+
+/// Gathers base[idx[j]] for the lanes of idx (xsimd gather).
+template <class A>
+inline batch<A> gather(const float* base, const std::int32_t* idx) noexcept {
+    return batch<A>::gather(base, ibatch<A>::load_unaligned(idx));
+}
+
+/// compress_store without the values: writes first_id + i for each set bit i of `m`, in order,
+/// to ids_out[0..); returns how many. May write up to lanes<A> entries past the count.
+template <class A>
+inline std::size_t compress_ids(std::uint64_t m, std::int32_t first_id,
+                                std::int32_t* ids_out) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __mmask16 k = __mmask16(m);
+        _mm512_storeu_si512(
+            ids_out, _mm512_maskz_compress_epi32(k, static_cast<__m512i>(iota<A>(first_id))));
+        return std::size_t(std::popcount(unsigned(k)));
+    } else
+#endif
+    {
+        std::size_t n = 0;
+        while (m) {
+            ids_out[n++] = first_id + std::countr_zero(m);
+            m &= m - 1;
         }
         return n;
     }
