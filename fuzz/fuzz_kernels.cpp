@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "fuzz_common.hpp"
@@ -157,6 +158,18 @@ void run(FuzzedDataProvider& in) {
             const std::size_t nb = ref::top_k(x, k, ties, b);
             DK_FUZZ_CHECK(na == a.size() && nb == b.size(), "top_k returned count != size");
             check_candidates(a, b, kernel == 6 ? "top_k(exactly_k)" : "top_k(keep_ties)");
+            // top_k_unordered: the same set, in id order.
+            DK_FUZZ_CHECK(dk::kernels::top_k_unordered<A>(x, k, ties, a) == nb,
+                          "top_k_unordered count %zu vs reference %zu", a.size(), nb);
+            std::vector<std::pair<dk::token_id, float>> want;
+            for (std::size_t i = 0; i < nb; ++i) want.emplace_back(b.ids()[i], b.logits()[i]);
+            std::sort(want.begin(), want.end(),
+                      [](const auto& l, const auto& r) { return l.first < r.first; });
+            for (std::size_t i = 0; i < nb; ++i)
+                DK_FUZZ_CHECK(
+                    a.ids()[i] == want[i].first && same_float(a.logits()[i], want[i].second),
+                    "top_k_unordered[%zu]: id %d logit %g vs reference %d %g", i, a.ids()[i],
+                    a.logits()[i], want[i].first, want[i].second);
             break;
         }
         case 8: {

@@ -6,8 +6,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
+#include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -31,14 +34,36 @@ bool same(const dk::candidates& a, const dk::candidates& b) {
 
 bool big(std::size_t n) { return n > 4097; }
 
+/// `got` holds the same (id, logit) entries as `ref`, in id order (top_k_unordered's contract).
+bool same_set_by_id(const dk::candidates& got, const dk::candidates& ref) {
+    if (got.size() != ref.size()) return false;
+    std::vector<std::pair<dk::token_id, float>> want;
+    for (std::size_t i = 0; i < ref.size(); ++i) want.emplace_back(ref.ids()[i], ref.logits()[i]);
+    std::sort(want.begin(), want.end(), [](auto a, auto b) { return a.first < b.first; });
+    for (std::size_t i = 0; i < got.size(); ++i)
+        if (got.ids()[i] != want[i].first || !(got.logits()[i] == want[i].second)) return false;
+    return true;
+}
+
+/// top_k and top_k_unordered against the reference for architecture A.
+template <class A>
+void check_top_k(std::span<const float> x, std::size_t k, dk::tie_policy ties,
+                 const dk::candidates& ref, std::size_t rn) {
+    dk::candidates got(x.size());
+    CHECK(dk::kernels::top_k<A>(x, k, ties, got) == rn);
+    CHECK(same(got, ref));
+    CHECK(dk::kernels::top_k_unordered<A>(x, k, ties, got) == rn);
+    CHECK(same_set_by_id(got, ref));
+}
+
 }  // namespace
 
-TEST_CASE("top_k equals the reference for both tie policies on every architecture") {
+TEST_CASE("top_k and top_k_unordered equal the reference for both tie policies, every arch") {
     for (int kind = 0; kind <= 8; ++kind)
         for (std::size_t n : lengths) {
             if (big(n) && kind != 0 && kind != 1 && n != 128256) continue;
             const auto x = make_row(n, kind, 1);
-            dk::candidates ref(n), got(n);
+            dk::candidates ref(n);
             for (std::size_t k : {std::size_t(0), std::size_t(1), std::size_t(2), std::size_t(40),
                                   std::size_t(1024), n - 1, n, n + 3})
                 for (auto ties : {dk::tie_policy::exactly_k, dk::tie_policy::keep_ties}) {
@@ -48,8 +73,7 @@ TEST_CASE("top_k equals the reference for both tie policies on every architectur
                         using A = decltype(arch);
                         INFO("arch " << name << " n " << n << " kind " << kind << " k " << k
                                      << " ties " << int(ties));
-                        CHECK(dk::kernels::top_k<A>(x, k, ties, got) == rn);
-                        CHECK(same(got, ref));
+                        check_top_k<A>(x, k, ties, ref, rn);
                     });
                 }
         }
@@ -156,11 +180,12 @@ TEST_CASE("top_p: a tie group is split by id exactly like the reference; negativ
     });
 }
 
-TEST_CASE("top_k survivor sort: clustered rows, huge outliers, ties, signed zeros, small k") {
-    // Rows that stress the counting sort of the survivors: everything in one bucket except an
-    // outlier (insertion sort falls back to std::sort), many exact ties around the k-th value,
-    // +0 / -0 ties, few distinct values, and descending / ascending rows. (The second pass after
-    // a sampled threshold that is too high has its own test below.)
+TEST_CASE("top_k selection and sort: clustered rows, huge outliers, ties, signed zeros, small k") {
+    // Rows that stress the k-th value search and the counting sort of the survivors: everything
+    // in one bucket except an outlier (insertion sort falls back to std::sort), many exact ties
+    // around the k-th value, +0 / -0 ties, few distinct values, and descending / ascending rows
+    // (the reservoir cut runs on the ascending one). (The retries after a starting threshold
+    // that is too high have their own tests below.)
     std::uint64_t s = 99;
     auto uni = [&] { return double(mix(s) >> 11) * 0x1p-53; };
     for (int shape = 0; shape < 7; ++shape)
@@ -203,8 +228,7 @@ TEST_CASE("top_k survivor sort: clustered rows, huge outliers, ties, signed zero
                         using A = decltype(arch);
                         INFO("arch " << name << " shape " << shape << " n " << n << " k " << k
                                      << " ties " << int(ties));
-                        CHECK(dk::kernels::top_k<A>(x, k, ties, got) == rn);
-                        CHECK(same(got, ref));
+                        check_top_k<A>(x, k, ties, ref, rn);
                     });
                 }
         }
@@ -237,34 +261,125 @@ TEST_CASE("sort_smallest sorts the m smallest keys and keeps the m-th key's tie 
             }
 }
 
-TEST_CASE("top_k: a row that defeats the sampled threshold takes the second pass") {
+TEST_CASE("top_k: a row that defeats the sampled threshold takes the pass without one") {
     // Only the entries at sampled_threshold's sample positions are large, so fewer than k
-    // entries reach the sampled threshold and top_k must repeat its pass without it. The row is
-    // built from the sample positions of kernels/select.hpp; the premise is checked, so a change
-    // of the sampling scheme fails here instead of silently skipping the second pass.
-    const std::size_t n = 40000;
+    // entries reach the sampled threshold (and the subrow holds too few of them to refine it):
+    // top_k must repeat its pass without a starting threshold. The row is built from the sample
+    // positions of kernels/select.hpp; the premise is checked, so a change of the sampling
+    // scheme fails here instead of silently skipping the retry.
+    using A = dk::simd::default_arch;
+    const std::size_t n = 40000, S = 512, stride = n / S;
     for (std::size_t k : {std::size_t(200), std::size_t(2000)}) {
-        const std::size_t S = k >= 256 ? 1024 : 512, stride = n / S;
-        std::vector<float> x(n, 0.f);
+        std::vector<float> x(n, 0.f), scratch(n);
         for (std::size_t j = 0; j < S; ++j) {
             const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
             x[j * stride + ((h * stride) >> 32)] = 1000.f + float(j);
         }
-        const float t0 = dk::kernels::detail::sampled_threshold(x, k);
+        const float t0 = dk::kernels::detail::sampled_threshold<A>(x, k, scratch.data());
         const auto above =
             std::size_t(std::count_if(x.begin(), x.end(), [&](float v) { return v >= t0; }));
         INFO("k " << k << " sampled threshold " << t0 << " entries above it " << above);
         REQUIRE(t0 > 0.f);
         REQUIRE(above < k);
-        dk::candidates ref(n), got(n);
+        dk::candidates ref(n);
         for (auto ties : {dk::tie_policy::exactly_k, dk::tie_policy::keep_ties}) {
             const std::size_t rn = dk::reference::top_k(x, k, ties, ref);
             each_arch([&](auto arch, const std::string& name) {
-                using A = decltype(arch);
+                using B = decltype(arch);
                 INFO("arch " << name << " ties " << int(ties));
-                CHECK(dk::kernels::top_k<A>(x, k, ties, got) == rn);
-                CHECK(same(got, ref));
+                check_top_k<B>(x, k, ties, ref, rn);
             });
         }
     }
+}
+
+TEST_CASE("top_k: a row whose subrow is unrepresentative falls back to the sampled threshold") {
+    // Every entry of the subrow (one hashed vector per block of kernels/select.hpp) is large and
+    // the rest is small, so the subrow's r-th largest is reached by fewer than k entries, while
+    // the 512 samples (1/16 of them in the subrow) still give a threshold that k entries reach.
+    // Both premises are checked for the default architecture (the subrow depends on the lane
+    // count); every architecture must still equal the reference.
+    using A = dk::simd::default_arch;
+    constexpr std::size_t L = dk::simd::lanes<A>, G = dk::kernels::detail::subrow_block;
+    const std::size_t n = 131072, nb = n / (G * L), k = 1000;
+    std::vector<float> x(n), scratch(n);
+    std::vector<dk::token_id> sids(n);
+    std::uint64_t s = 5;
+    for (std::size_t i = 0; i < n; ++i) x[i] = float(double(mix(s) >> 11) * 0x1p-53);
+    for (std::size_t b = 0; b < nb; ++b)
+        for (std::size_t l = 0; l < L; ++l)
+            x[(b * G + dk::kernels::detail::subrow_vector(b)) * L + l] += 100.f;
+    const float t0 = dk::kernels::detail::sampled_threshold<A>(x, k, scratch.data());
+    const float t1 =
+        dk::kernels::detail::refine_on_subrow<A>(x.data(), n, k, t0, sids.data(), scratch.data());
+    auto reaching = [&](float t) {
+        return std::size_t(std::count_if(x.begin(), x.end(), [&](float v) { return v >= t; }));
+    };
+    INFO("sampled " << t0 << " reached by " << reaching(t0) << ", refined " << t1 << " reached by "
+                    << reaching(t1));
+    REQUIRE(t1 > t0);
+    REQUIRE(reaching(t1) < k);
+    REQUIRE(reaching(t0) >= k);
+    dk::candidates ref(n);
+    for (auto ties : {dk::tie_policy::exactly_k, dk::tie_policy::keep_ties}) {
+        const std::size_t rn = dk::reference::top_k(x, k, ties, ref);
+        each_arch([&](auto arch, const std::string& name) {
+            using B = decltype(arch);
+            INFO("arch " << name << " ties " << int(ties));
+            check_top_k<B>(x, k, ties, ref, rn);
+        });
+    }
+}
+
+TEST_CASE("kth_largest equals nth_element; ge and gt count the entries reaching / above it") {
+    std::uint64_t s = 11;
+    std::vector<float> v, sorted;
+    for (int shape = 0; shape < 6; ++shape)
+        for (std::size_t c : {std::size_t(1), std::size_t(2), std::size_t(15), std::size_t(16),
+                              std::size_t(17), std::size_t(100), std::size_t(4099)}) {
+            v.resize(c);
+            for (std::size_t j = 0; j < c; ++j) {
+                const std::uint64_t r = mix(s);
+                const double u = double(r >> 11) * 0x1p-53;
+                switch (shape) {
+                    case 0:
+                        v[j] = float(u * 10 - 5);
+                        break;  // distinct
+                    case 1:
+                        v[j] = float(std::floor(u * 4));
+                        break;  // heavy ties
+                    case 2:
+                        v[j] = (r & 1) ? 0.f : -0.f;
+                        break;  // signed zeros
+                    case 3:
+                        v[j] = (r & 3) == 0 ? inf : (r & 3) == 1 ? -inf : float(u);
+                        break;
+                    case 4:
+                        v[j] = float(std::exp(40 * u - 20)) * ((r & 1) ? 1 : -1);
+                        break;
+                    default:
+                        v[j] = j == c / 2 ? 3e38f : float(u * 1e-40);
+                        break;  // denormals
+                }
+            }
+            sorted = v;
+            std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+            for (std::size_t k : {std::size_t(1), c / 3 + 1, c / 2 + 1, c}) {
+                std::size_t ge = 0, gt = 0;
+                each_arch([&](auto arch, const std::string& name) {
+                    using A = decltype(arch);
+                    const float got = dk::kernels::detail::kth_largest<A>(v.data(), c, k, ge, gt);
+                    const float want = sorted[k - 1];
+                    INFO("arch " << name << " shape " << shape << " c " << c << " k " << k);
+                    CHECK(got == want);
+                    CHECK(ge == std::size_t(std::count_if(v.begin(), v.end(),
+                                                          [&](float x) { return x >= want; })));
+                    if (ge > k)  // gt is exact when there are ties at the k-th (else only < k)
+                        CHECK(gt == std::size_t(std::count_if(v.begin(), v.end(),
+                                                              [&](float x) { return x > want; })));
+                    CHECK(gt < k);
+                    CHECK(k <= ge);
+                });
+            }
+        }
 }
