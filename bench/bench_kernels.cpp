@@ -90,6 +90,18 @@ void BM_top_k(benchmark::State& s) {
 BENCHMARK(BM_top_k<40>)->Apply(dk_bench::at_vocab_sizes);
 BENCHMARK(BM_top_k<1024>)->Apply(dk_bench::at_vocab_sizes);
 
+// The selection alone (the same set in id order, no sort): the cost that must be flat in k.
+template <std::size_t K>
+void BM_top_k_unordered(benchmark::State& s) {
+    auto x = row(s);
+    dk::candidates c(x.size());
+    for (auto _ : s)
+        benchmark::DoNotOptimize(dk::kernels::top_k_unordered(x, K, dk::tie_policy::exactly_k, c));
+    dk_bench::set_items(s);
+}
+BENCHMARK(BM_top_k_unordered<40>)->Apply(dk_bench::at_vocab_sizes);
+BENCHMARK(BM_top_k_unordered<1024>)->Apply(dk_bench::at_vocab_sizes);
+
 template <std::size_t K>
 void BM_top_k_std_partial_sort(benchmark::State& s) {
     auto x = row(s);
@@ -120,6 +132,22 @@ void BM_top_k_std_nth_element(benchmark::State& s) {
 }
 BENCHMARK(BM_top_k_std_nth_element<40>)->Apply(dk_bench::at_vocab_sizes);
 BENCHMARK(BM_top_k_std_nth_element<1024>)->Apply(dk_bench::at_vocab_sizes);
+
+// Baseline of the unordered selection: nth_element alone.
+template <std::size_t K>
+void BM_top_k_std_nth_element_only(benchmark::State& s) {
+    auto x = row(s);
+    std::vector<int> idx(x.size());
+    for (auto _ : s) {
+        std::iota(idx.begin(), idx.end(), 0);
+        std::nth_element(idx.begin(), idx.begin() + (K - 1), idx.end(),
+                         [&](int a, int b) { return x[a] > x[b] || (x[a] == x[b] && a < b); });
+        benchmark::DoNotOptimize(idx.data());
+    }
+    dk_bench::set_items(s);
+}
+BENCHMARK(BM_top_k_std_nth_element_only<40>)->Apply(dk_bench::at_vocab_sizes);
+BENCHMARK(BM_top_k_std_nth_element_only<1024>)->Apply(dk_bench::at_vocab_sizes);
 
 // ---- min-p threshold filter ----
 void BM_min_p_filter(benchmark::State& s) {
