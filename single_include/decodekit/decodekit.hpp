@@ -806,6 +806,11 @@ template <class A>
 inline batch<A> max(const batch<A>& a, const batch<A>& b) noexcept {
     return xsimd::max(a, b);
 }
+/// Per-lane minimum (xsimd semantics for NaN).
+template <class A>
+inline batch<A> min(const batch<A>& a, const batch<A>& b) noexcept {
+    return xsimd::min(a, b);
+}
 /// True if any lane of the mask is set.
 template <class A>
 inline bool any(const batch_bool<A>& b) noexcept {
@@ -999,35 +1004,81 @@ inline double reduce_add(const xsimd::batch<double, A>& v) noexcept {
 #endif
 }
 
-/// Compress-store: writes the lanes of `v` selected by the bit mask `m` (bit i = lane i), in lane
-/// order, to logits_out[0..), and their ids first_id + lane to ids_out[0..); returns how many.
-/// May write up to lanes<A> entries past the count (callers leave that room): AVX-512 compresses
-/// in registers (vcompressps; not the microcoded memory form) and stores whole vectors; other
-/// architectures walk the set bits.
+/// Compress-store of a (logit, id) pair of batches: writes the lanes of `v` selected by the bit
+/// mask `m` (bit i = lane i), in lane order, to logits_out[0..) and the same lanes of `ids` to
+/// ids_out[0..); returns how many. May write up to lanes<A> entries past the count (callers leave
+/// that room): AVX-512 compresses in registers (vcompressps; not the microcoded memory form) and
+/// stores whole vectors; other architectures walk the set bits.
 template <class A>
-inline std::size_t compress_store(const batch<A>& v, std::uint64_t m, std::int32_t first_id,
+inline std::size_t compress_store(const batch<A>& v, const ibatch<A>& ids, std::uint64_t m,
                                   float* logits_out, std::int32_t* ids_out) noexcept {
 #if defined(__AVX512F__)
     if constexpr (x86_family<A> == 512) {
         const __mmask16 k = __mmask16(m);
-        const __m512i ids = _mm512_add_epi32(
-            _mm512_set1_epi32(first_id),
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
         _mm512_storeu_ps(logits_out, _mm512_maskz_compress_ps(k, static_cast<__m512>(v)));
-        _mm512_storeu_si512(ids_out, _mm512_maskz_compress_epi32(k, ids));
+        _mm512_storeu_si512(ids_out, _mm512_maskz_compress_epi32(k, static_cast<__m512i>(ids)));
         return std::size_t(std::popcount(unsigned(k)));
     } else
 #endif
     {
         alignas(64) float f[lanes<A>];
+        alignas(64) std::int32_t d[lanes<A>];
         v.store_aligned(f);
+        ids.store_aligned(d);
         std::size_t n = 0;
         while (m) {
             const int i = std::countr_zero(m);
             m &= m - 1;
             logits_out[n] = f[i];
-            ids_out[n] = first_id + i;
+            ids_out[n] = d[i];
             ++n;
+        }
+        return n;
+    }
+}
+
+/// first_id, first_id + 1, ... in the lanes.
+template <class A>
+inline ibatch<A> iota(std::int32_t first_id) noexcept {
+    alignas(64) static constexpr std::int32_t seq[64] = {
+        0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
+        22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43,
+        44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63};
+    static_assert(lanes<A> <= 64);
+    return ibatch<A>::load_aligned(seq) + ibatch<A>(first_id);
+}
+
+/// compress_store of `v` with the ids first_id + lane.
+template <class A>
+inline std::size_t compress_store(const batch<A>& v, std::uint64_t m, std::int32_t first_id,
+                                  float* logits_out, std::int32_t* ids_out) noexcept {
+    return compress_store<A>(v, iota<A>(first_id), m, logits_out, ids_out);
+}
+
+/// Gathers base[idx[j]] for the lanes of idx (xsimd gather).
+template <class A>
+inline batch<A> gather(const float* base, const std::int32_t* idx) noexcept {
+    return batch<A>::gather(base, ibatch<A>::load_unaligned(idx));
+}
+
+/// compress_store without the values: writes first_id + i for each set bit i of `m`, in order,
+/// to ids_out[0..); returns how many. May write up to lanes<A> entries past the count.
+template <class A>
+inline std::size_t compress_ids(std::uint64_t m, std::int32_t first_id,
+                                std::int32_t* ids_out) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __mmask16 k = __mmask16(m);
+        _mm512_storeu_si512(
+            ids_out, _mm512_maskz_compress_epi32(k, static_cast<__m512i>(iota<A>(first_id))));
+        return std::size_t(std::popcount(unsigned(k)));
+    } else
+#endif
+    {
+        std::size_t n = 0;
+        while (m) {
+            ids_out[n++] = first_id + std::countr_zero(m);
+            m &= m - 1;
         }
         return n;
     }
@@ -1278,22 +1329,29 @@ DECODEKIT_END_NAMESPACE
 /// Semantics: kernels/reference.hpp (equal exactly: same ids, same logits, same order).
 /// No random numbers are consumed.
 ///
-/// top_k: one pass. A conservative starting threshold from 512 or 1024 samples of the row, then one
-/// compare-and-compact pass (AVX-512: register vcompressps + whole-vector stores; other ISAs:
-/// movemask and a walk over the set bits) into the `out` storage, which works as a reservoir:
-/// whenever it holds more than max(4k, k + 256) survivors, the k-th best is found with
-/// nth_element over those few and the threshold rises to it. If the sampled threshold was too
-/// high (fewer than k survive) the pass is repeated without it (rare). Finally the c <= 4k
-/// survivors are ordered by 64-bit keys (float image << 32 | id): for k > 16 a counting sort into
-/// ~2c buckets of the float image that keeps only the buckets up to the k-th key, then an
-/// insertion sort of the nearly sorted rest (O(c) for rows whose survivors spread over the
-/// buckets; std::sort beyond 8 moves per key); for k <= 16 nth_element + std::sort. Cost is one
-/// read of the row plus O(c).
+/// top_k_unordered: the selection, flat in k.
+///  1. A conservative threshold from 512 samples of the row (the r-th largest sample, r above
+///     the samples' expected share of the k best by three standard deviations).
+///  2. Refined on the subrow (one vector at a hashed position in each block of 16, so 1/16 of
+///     the row) by the same rule with mu = k/16: about 1.6 k survivors instead of the samples'
+///     ~3 k for k = 1024 at V = 128256.
+///  3. One compare-and-compact pass of the ids (AVX-512: register vpcompressd + whole-vector
+///     stores; other ISAs: movemask and a walk over the set bits) into the `out` storage, which
+///     works as a reservoir: whenever it holds more than max(4k, k + 256) survivors, it is cut to
+///     the k best and the threshold rises to the k-th.
+///  4. The exact k-th value of the survivors (kth_largest: a search on the float's integer image,
+///     each step one SIMD count), then one SIMD filter pass.
+/// Survivors stay in id order throughout. If fewer than k entries reach the starting threshold,
+/// the pass is repeated from the next safer one: the sampled threshold, then none (rare; a test
+/// forces each). Cost: one read of the row, 1/16 of it again, plus O(survivors).
+/// top_k: the same set, then ordered (logit descending, id ascending) by 64-bit keys
+/// (float image << 32 | id): a counting sort into ~2c buckets of the float image, then an
+/// insertion sort of the nearly sorted rest (std::sort beyond 8 moves per key, and for c <= 16).
+/// The sort is O(k) extra work on top of the selection.
 /// filter_at_least: one compare-and-compact pass, output in id order.
 ///
-/// Scratch: sorting needs 16 bytes per survivor (8 when 2c > capacity, then nth_element + sort);
-/// it is the output candidates' key storage
-/// (candidates::key_storage(), capacity() keys, sized at construction): no allocation.
+/// Scratch: the output candidates' storage and key storage (candidates::key_storage(),
+/// capacity() keys, sized at construction): no allocation.
 
 
 #include <algorithm>
@@ -1353,30 +1411,228 @@ std::size_t compact_batches(const float* p, std::size_t begin, std::size_t end, 
     return c;
 }
 
-/// Threshold from S samples (one at a hashed offset in each of S equal strides; S = 1024 for
-/// k >= 256, else 512: survivors cost more than samples only when k is large): the r-th largest,
-/// r = mu + 3 sqrt(mu) + 2 where mu = S k / n is the expected number of samples among the k best,
-/// so that fewer than k entries reach it only rarely (the caller then repeats the pass without
-/// it). The lowest finite float when the row is small or k large.
-inline float sampled_threshold(std::span<const float> x, std::size_t k) noexcept {
-    const std::size_t S = k >= 256 ? 1024 : 512;
+/// ids-only compact_batches: appends the id of every entry of x[begin, end) (whole batches) with
+/// x_i >= t (or > t when strict) to ids at index c; returns the new count.
+/// \pre room for (end - begin) + lanes entries after c.
+template <class A>
+std::size_t compact_ids(const float* p, std::size_t begin, std::size_t end, float t, bool strict,
+                        std::size_t c, token_id* ids) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B tb(t);
+    auto pass = [&](const B& v) { return strict ? (v > tb) : (v >= tb); };
+    std::size_t i = begin;
+    for (; i + 4 * L <= end; i += 4 * L) {
+        const auto m0 = pass(B::load_unaligned(p + i)), m1 = pass(B::load_unaligned(p + i + L));
+        const auto m2 = pass(B::load_unaligned(p + i + 2 * L));
+        const auto m3 = pass(B::load_unaligned(p + i + 3 * L));
+        if (!simd::any<A>((m0 | m1) | (m2 | m3))) continue;
+        if (const std::uint64_t m = simd::to_mask<A>(m0))
+            c += simd::compress_ids<A>(m, token_id(i), ids + c);
+        if (const std::uint64_t m = simd::to_mask<A>(m1))
+            c += simd::compress_ids<A>(m, token_id(i + L), ids + c);
+        if (const std::uint64_t m = simd::to_mask<A>(m2))
+            c += simd::compress_ids<A>(m, token_id(i + 2 * L), ids + c);
+        if (const std::uint64_t m = simd::to_mask<A>(m3))
+            c += simd::compress_ids<A>(m, token_id(i + 3 * L), ids + c);
+    }
+    for (; i < end; i += L)
+        if (const std::uint64_t m = simd::to_mask<A>(pass(B::load_unaligned(p + i))))
+            c += simd::compress_ids<A>(m, token_id(i), ids + c);
+    return c;
+}
+
+/// Order-preserving integer image of a non-NaN float (-0 has +0's image), and its inverse.
+inline std::int32_t ordered_image(float v) noexcept {
+    const auto b = std::bit_cast<std::int32_t>(v);
+    return b == std::numeric_limits<std::int32_t>::min() ? 0 : b < 0 ? b ^ 0x7FFFFFFF : b;
+}
+inline float from_ordered_image(std::int32_t i) noexcept {
+    return std::bit_cast<float>(i < 0 ? i ^ 0x7FFFFFFF : i);
+}
+
+/// How many of v[0, c) are >= t (> t when strict). SIMD compare and popcount.
+template <class A>
+std::size_t count_reaching(const float* v, std::size_t c, float t, bool strict) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B tb(t);
+    auto ones = [&](std::size_t j) {
+        const B x = B::load_unaligned(v + j);
+        return std::popcount(simd::to_mask<A>(strict ? x > tb : x >= tb));
+    };
+    std::size_t n = 0, j = 0;
+    for (; j + 2 * L <= c; j += 2 * L) n += std::size_t(ones(j) + ones(j + L));
+    for (; j < c; ++j) n += strict ? v[j] > t : v[j] >= t;
+    return n;
+}
+
+/// The k-th largest of v[0, c) (1 <= k <= c, no NaN), found on ordered_image between the
+/// smallest and the largest value: each step counts the entries reaching a trial value (one
+/// count_reaching) and keeps the half that holds the k-th. Trial values are interpolated from the
+/// counts at both ends, with a bisection after any step that did not halve the interval (at most
+/// ~66 steps; 2 to 17 on the benchmark rows); it stops as soon as a step counts exactly k (the
+/// k-th is then the smallest value reaching the step). Also gives ge = #entries >= the k-th and
+/// gt = #entries > it (gt < k <= ge).
+template <class A>
+float kth_largest(const float* v, std::size_t c, std::size_t k, std::size_t& ge,
+                  std::size_t& gt) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    // The smallest value >= t (c entries reach t = -inf).
+    auto min_reaching = [&](float t) {
+        const B tb(t);
+        B m(inf);
+        std::size_t j = 0;
+        for (; j + L <= c; j += L) {
+            const B x = B::load_unaligned(v + j);
+            m = simd::min<A>(m, simd::select<A>(x >= tb, x, B(inf)));
+        }
+        float r = simd::reduce_min<A>(m);
+        for (; j < c; ++j) r = v[j] >= t && v[j] < r ? v[j] : r;
+        return r;
+    };
+    const float mn = min_reaching(-inf);
+    B bm(v[0]);
+    std::size_t j = 0;
+    for (; j + L <= c; j += L) bm = simd::max<A>(bm, B::load_unaligned(v + j));
+    float mx = simd::reduce_max<A>(bm);
+    for (; j < c; ++j) mx = v[j] > mx ? v[j] : mx;
+    // Invariant: nlo = count(>= lo) >= k > nhi = count(>= hi).
+    std::int64_t lo = ordered_image(mn), hi = std::int64_t(ordered_image(mx)) + 1;
+    std::size_t nlo = c, nhi = 0;
+    bool bisect = false;
+    while (hi - lo > 1 && nlo > k) {
+        const std::int64_t width = hi - lo;
+        std::int64_t mid = lo + width / 2;
+        if (!bisect) {
+            const double f = (double(nlo - k) + 0.5) / double(nlo - nhi);
+            mid = std::clamp(lo + std::int64_t(f * double(width)), lo + 1, hi - 1);
+        }
+        const float t = from_ordered_image(std::int32_t(mid));
+        const std::size_t n = count_reaching<A>(v, c, t, false);
+        if (n == k) {
+            ge = k;
+            gt = k - 1;  // (only gt < k matters to callers when ge == k)
+            return min_reaching(t);
+        }
+        if (n > k) {
+            lo = mid;
+            nlo = n;
+        } else {
+            hi = mid;
+            nhi = n;
+        }
+        bisect = !bisect && 2 * (hi - lo) > width;
+    }
+    ge = nlo;
+    if (nlo == k) {
+        gt = k - 1;
+        return min_reaching(from_ordered_image(std::int32_t(lo)));
+    }
+    gt = nhi;  // hi == lo + 1: count(>= hi) = count(> the k-th)
+    return from_ordered_image(std::int32_t(lo));
+}
+
+/// Threshold from S = 512 samples (one at a hashed offset in each of S equal strides): the r-th
+/// largest, r = mu + 3 sqrt(mu) + 2 where mu = S k / n is the expected number of samples among
+/// the k best, so that fewer than k entries reach it only rarely. The samples are copied without
+/// a branch (NaN as -inf) to scratch[0, 512) and ranked by kth_largest. The lowest finite float
+/// when the row is small (n < 4096), k large (k > n / 16), or fewer than r samples are valid.
+template <class A>
+float sampled_threshold(std::span<const float> x, std::size_t k, float* scratch) noexcept {
+    constexpr std::size_t S = 512;
     const std::size_t n = x.size();
     if (n < 8 * S || k * 16 > n) return lowest_f;
-    const double mu = double(k) * double(S) / double(n);  // <= 64
+    const double mu = double(k) * double(S) / double(n);  // <= 32
     const std::size_t r = std::size_t(mu + 3 * std::sqrt(mu)) + 2;
-    float best[96];  // the r largest samples so far, descending
-    std::size_t nb = 0;
+    float* s = scratch;
     const std::uint64_t stride = n / S;
     for (std::size_t j = 0; j < S; ++j) {
         const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
         const float v = x[j * stride + ((h * stride) >> 32)];
-        if (!(v > lowest_f)) continue;  // NaN and -inf
-        if (nb == r && !(v > best[r - 1])) continue;
-        std::size_t q = nb < r ? nb++ : r - 1;
-        for (; q > 0 && best[q - 1] < v; --q) best[q] = best[q - 1];
-        best[q] = v;
+        s[j] = v == v ? v : -std::numeric_limits<float>::infinity();
     }
-    return nb == r ? best[r - 1] : lowest_f;
+    std::size_t ge = 0, gt = 0;
+    const float t = kth_largest<A>(s, S, r, ge, gt);
+    return t > lowest_f ? t : lowest_f;
+}
+
+/// Cuts the c survivors ids[0, c) (id order, logits in lg) to the k best of them, in id order:
+/// exactly_k keeps those above the k-th value and, of those equal to it, the lowest ids;
+/// keep_ties keeps every one reaching it. Returns the new count; kth receives the k-th value.
+/// \pre 1 <= k <= c
+template <class A>
+std::size_t keep_k_best(token_id* ids, float* lg, std::size_t c, std::size_t k, tie_policy ties,
+                        float& kth) noexcept {
+    std::size_t ge = 0, gt = 0;
+    const float vk = kth_largest<A>(lg, c, k, ge, gt);
+    kth = vk;
+    std::size_t w = 0;
+    if (ties == tie_policy::keep_ties || ge == k) {
+        // In place: the whole-vector stores at w <= j reach no entry not yet loaded.
+        using B = simd::batch<A>;
+        constexpr std::size_t L = simd::lanes<A>;
+        const B tb(vk);
+        std::size_t j = 0;
+        for (; j + L <= c; j += L) {
+            const B v = B::load_unaligned(lg + j);
+            if (const std::uint64_t m = simd::to_mask<A>(v >= tb))
+                w += simd::compress_store<A>(v, simd::ibatch<A>::load_unaligned(ids + j), m, lg + w,
+                                             ids + w);
+        }
+        for (; j < c; ++j) {
+            const float v = lg[j];
+            ids[w] = ids[j];
+            lg[w] = v;
+            w += v >= vk;
+        }
+        return w;
+    }
+    std::size_t ties_left = k - gt;
+    for (std::size_t j = 0; j < c; ++j) {
+        const float v = lg[j];
+        const bool tie = v == vk, keep = v > vk || (tie && ties_left > 0);
+        ids[w] = ids[j];
+        lg[w] = v;
+        w += keep;
+        ties_left -= tie && keep;
+    }
+    return w;
+}
+
+/// The subrow that refines the sampled threshold: the row split into blocks of 16 vectors, one
+/// vector of each block at a hashed position (so that no period of the row lines up with it;
+/// another multiplier than the samples', which would otherwise all fall in the subrow when their
+/// stride equals the block).
+inline constexpr std::size_t subrow_block = 16;
+inline std::size_t subrow_vector(std::size_t block) noexcept {
+    return std::uint32_t(std::uint32_t(block + 1) * 2246822519u) >> 28;
+}
+
+/// The sampled threshold t0 refined on the subrow (see the file comment); t0 itself when the row
+/// has fewer than 64 blocks or fewer than r subrow entries reach t0. Uses ids[0, n/16 + lanes)
+/// and lg[0, n/16 + lanes) as scratch. \pre t0 > lowest finite float
+template <class A>
+float refine_on_subrow(const float* p, std::size_t n, std::size_t k, float t0, token_id* ids,
+                       float* lg) noexcept {
+    constexpr std::size_t L = simd::lanes<A>, G = subrow_block;
+    const std::size_t nb = n / (G * L);
+    if (nb < 64) return t0;
+    const simd::batch<A> tb(t0);
+    std::size_t c = 0;
+    for (std::size_t b = 0; b < nb; ++b) {
+        const std::size_t j = (b * G + subrow_vector(b)) * L;
+        const auto v = simd::batch<A>::load_unaligned(p + j);
+        if (const std::uint64_t m = simd::to_mask<A>(v >= tb))
+            c += simd::compress_store<A>(v, m, token_id(j), lg + c, ids + c);
+    }
+    const double mu = double(k) * double(nb * L) / double(n);
+    const std::size_t r = std::size_t(mu + 3 * std::sqrt(mu)) + 2;
+    if (c < r) return t0;
+    std::size_t ge = 0, gt = 0;
+    return std::max(t0, kth_largest<A>(lg, c, r, ge, gt));
 }
 
 /// Sorts the m smallest of c keys (ascending): counting sort into at most 4096 buckets of the high
@@ -1434,62 +1690,39 @@ inline std::size_t sort_smallest(const std::uint64_t* keys, std::size_t c, std::
     return kept;
 }
 
-/// Writes the top m of c survivor keys (and, with keep_ties, every further survivor tied with
-/// the m-th) to out in rank order, logits taken from x; returns the count. \pre keys has room
-/// for 2 c keys when 2 c <= room (the bucket sort's scratch), else c.
-inline std::size_t emit_sorted(std::span<const float> x, std::uint64_t* keys, std::size_t c,
-                               std::size_t m, tie_policy ties, candidates& out,
-                               std::size_t room) noexcept {
-    m = std::min(m, c);
-    if (m == 0) {
-        out.resize(0);
-        return 0;
-    }
+/// Orders out's c candidates by logit descending, ties by ascending id (logits re-read from x,
+/// so -0 stays -0): the counting sort of sort_smallest when c > 16 and the key storage holds 2c
+/// keys, std::sort otherwise.
+inline void sort_by_rank(std::span<const float> x, candidates& out) noexcept {
+    const std::size_t c = out.size();
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
-    if (2 * c <= room && m > 16) {
-        // Ascending keys ~rank_key = (descending image << 32) | id: sort the m smallest.
-        for (std::size_t j = 0; j < c; ++j) keys[j] = ~keys[j];
-        std::uint64_t* sorted = keys + c;
-        const std::size_t kept = sort_smallest(keys, c, m, sorted);
-        std::size_t total = m;
-        if (ties == tie_policy::keep_ties)
-            while (total < kept && (sorted[total] >> 32) == (sorted[m - 1] >> 32)) ++total;
-        for (std::size_t j = 0; j < total; ++j) {
-            ids[j] = token_id(std::uint32_t(sorted[j]));
-            lg[j] = x[std::size_t(ids[j])];
-        }
-        out.resize(total);
-        return total;
+    std::uint64_t* keys = out.key_storage();
+    if (c < 2) return;
+    if (c > 16 && 2 * c <= out.capacity()) {
+        // Ascending keys ~rank_key = (descending image << 32) | id.
+        for (std::size_t j = 0; j < c; ++j) keys[j] = ~rank_key(lg[j], ids[j]);
+        sort_smallest(keys, c, c, keys + c);
+        for (std::size_t j = 0; j < c; ++j) ids[j] = token_id(std::uint32_t(keys[c + j]));
+    } else {
+        for (std::size_t j = 0; j < c; ++j) keys[j] = rank_key(lg[j], ids[j]);
+        std::sort(keys, keys + c, std::greater<std::uint64_t>());
+        for (std::size_t j = 0; j < c; ++j) ids[j] = key_id(keys[j]);
     }
-    if (m < c) std::nth_element(keys, keys + (m - 1), keys + c, std::greater<std::uint64_t>());
-    std::sort(keys, keys + m, std::greater<std::uint64_t>());
-    std::size_t total = m;
-    if (ties == tie_policy::keep_ties) {
-        const float vk = x[std::size_t(key_id(keys[m - 1]))];
-        std::uint64_t* mid = std::partition(keys + m, keys + c, [&](std::uint64_t key) {
-            return x[std::size_t(key_id(key))] == vk;
-        });
-        std::sort(keys + m, mid, std::greater<std::uint64_t>());
-        total = std::size_t(mid - keys);
-    }
-    for (std::size_t j = 0; j < total; ++j) {
-        ids[j] = key_id(keys[j]);
-        lg[j] = x[std::size_t(ids[j])];
-    }
-    out.resize(total);
-    return total;
+    for (std::size_t j = 0; j < c; ++j) lg[j] = x[std::size_t(ids[j])];
 }
 
 }  // namespace detail
 
-/// Top-k: the k largest valid entries sorted by logit descending, ties by ascending id;
-/// exactly_k keeps min(k, #valid), keep_ties also every entry equal to the k-th. k == 0 gives
-/// an empty set. One pass over the row (see the file comment). \pre out.capacity() >= x.size()
+/// The top-k set, in id order: the k largest valid entries (exactly_k: min(k, #valid) of them,
+/// ties at the k-th value resolved to the lower ids; keep_ties: also every entry equal to the
+/// k-th). k == 0 gives an empty set. The same set as top_k, without its ordering; cost flat in k
+/// (see the file comment). \pre out.capacity() >= x.size()
 template <class A = simd::default_arch>
-std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
-                  candidates& out) noexcept {
-    DECODEKIT_ASSERT(out.capacity() >= x.size(), "top_k: out.capacity() must be >= x.size()");
+std::size_t top_k_unordered(std::span<const float> x, std::size_t k, tie_policy ties,
+                            candidates& out) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(),
+                     "top_k_unordered: out.capacity() must be >= x.size()");
     constexpr std::size_t L = simd::lanes<A>;
     const std::size_t n = x.size(), nfull = n / L * L;
     out.clear();
@@ -1499,54 +1732,55 @@ std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
     std::size_t cap = std::min(n, std::max(4 * k, k + 256));
-    const std::size_t chunk = 64 * L;  // entries between reservoir checks
-    float t0 = detail::sampled_threshold(x, k);
-    for (;;) {
-        float t = t0;
+    const std::size_t chunk = 512 * L;  // entries between reservoir checks
+    const float t_sampled = detail::sampled_threshold<A>(x, k, lg);
+    const float t_refined = t_sampled > detail::lowest_f
+                                ? detail::refine_on_subrow<A>(p, n, k, t_sampled, ids, lg)
+                                : t_sampled;
+    // Starting thresholds, tightest first; the next is tried only if fewer than k entries
+    // reached the previous one.
+    const float starts[3] = {t_refined, t_sampled, detail::lowest_f};
+    for (int attempt = t_refined > t_sampled ? 0 : 1;; ++attempt) {
+        float t = starts[attempt];
         bool strict = false;
         std::size_t c = 0;
-        auto shrink = [&] {
-            // c > cap: keep the k best (exactly_k, then only strictly better may enter) or
-            // every entry >= the k-th value (keep_ties).
-            std::uint64_t* keys = out.key_storage();
-            for (std::size_t j = 0; j < c; ++j) keys[j] = detail::rank_key(lg[j], ids[j]);
-            std::nth_element(keys, keys + (k - 1), keys + c, std::greater<std::uint64_t>());
-            const std::uint64_t kk = keys[k - 1];
-            const float vk = p[std::size_t(detail::key_id(kk))];
-            std::size_t w = 0;
-            for (std::size_t j = 0; j < c; ++j) {
-                const bool keep = ties == tie_policy::exactly_k
-                                      ? detail::rank_key(lg[j], ids[j]) >= kk
-                                      : lg[j] >= vk;
-                if (keep) {
-                    ids[w] = ids[j];
-                    lg[w] = lg[j];
-                    ++w;
-                }
-            }
-            c = w;
-            t = vk;
-            strict = ties == tie_policy::exactly_k;
-            if (c * 2 > cap) cap = std::min(n, 2 * c + 256);  // many ties: let it grow
+        auto gather = [&] {
+            std::size_t j = 0;
+            for (; j + L <= c; j += L) simd::gather<A>(p, ids + j).store_unaligned(lg + j);
+            for (; j < c; ++j) lg[j] = p[std::size_t(ids[j])];
         };
         for (std::size_t i = 0; i < nfull; i += chunk) {
-            c = detail::compact_batches<A>(p, i, std::min(nfull, i + chunk), t, strict, c, ids, lg);
-            if (c > cap) shrink();
+            c = detail::compact_ids<A>(p, i, std::min(nfull, i + chunk), t, strict, c, ids);
+            if (c > cap) {
+                // Reservoir full: keep the k best so far; with exactly_k, later entries equal to
+                // the k-th have larger ids and can no longer enter.
+                gather();
+                c = detail::keep_k_best<A>(ids, lg, c, k, ties, t);
+                strict = ties == tie_policy::exactly_k;
+                if (c * 2 > cap) cap = std::min(n, 2 * c + 256);  // many ties: let it grow
+            }
         }
         for (std::size_t i = nfull; i < n; ++i)
-            if (strict ? p[i] > t : p[i] >= t) {
-                ids[c] = token_id(i);
-                lg[c] = p[i];
-                ++c;
-            }
-        if (c < k && t0 > detail::lowest_f) {
-            t0 = detail::lowest_f;  // the sampled threshold was too high: once more without it
-            continue;
-        }
-        std::uint64_t* keys = out.key_storage();
-        for (std::size_t j = 0; j < c; ++j) keys[j] = detail::rank_key(lg[j], ids[j]);
-        return detail::emit_sorted(x, keys, c, k, ties, out, out.capacity());
+            if (strict ? p[i] > t : p[i] >= t) ids[c++] = token_id(i);
+        if (c < k && starts[attempt] > detail::lowest_f) continue;
+        gather();
+        if (c > k) c = detail::keep_k_best<A>(ids, lg, c, k, ties, t);
+        out.resize(c);
+        return c;
     }
+}
+
+/// Top-k: the k largest valid entries sorted by logit descending, ties by ascending id;
+/// exactly_k keeps min(k, #valid), keep_ties also every entry equal to the k-th. k == 0 gives
+/// an empty set. top_k_unordered, then the O(k) sort of the file comment.
+/// \pre out.capacity() >= x.size()
+template <class A = simd::default_arch>
+std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
+                  candidates& out) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(), "top_k: out.capacity() must be >= x.size()");
+    top_k_unordered<A>(x, k, ties, out);
+    detail::sort_by_rank(x, out);
+    return out.size();
 }
 
 /// Every valid entry with x_i >= threshold, in id order. One compare-and-compact pass.
