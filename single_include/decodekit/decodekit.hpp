@@ -1055,12 +1055,6 @@ inline std::size_t compress_store(const batch<A>& v, std::uint64_t m, std::int32
     return compress_store<A>(v, iota<A>(first_id), m, logits_out, ids_out);
 }
 
-/// Gathers base[idx[j]] for the lanes of idx (xsimd gather).
-template <class A>
-inline batch<A> gather(const float* base, const std::int32_t* idx) noexcept {
-    return batch<A>::gather(base, ibatch<A>::load_unaligned(idx));
-}
-
 /// compress_store without the values: writes first_id + i for each set bit i of `m`, in order,
 /// to ids_out[0..); returns how many. May write up to lanes<A> entries past the count.
 template <class A>
@@ -1745,9 +1739,7 @@ std::size_t top_k_unordered(std::span<const float> x, std::size_t k, tie_policy 
         bool strict = false;
         std::size_t c = 0;
         auto gather = [&] {
-            std::size_t j = 0;
-            for (; j + L <= c; j += L) simd::gather<A>(p, ids + j).store_unaligned(lg + j);
-            for (; j < c; ++j) lg[j] = p[std::size_t(ids[j])];
+            for (std::size_t j = 0; j < c; ++j) lg[j] = p[std::size_t(ids[j])];
         };
         for (std::size_t i = 0; i < nfull; i += chunk) {
             c = detail::compact_ids<A>(p, i, std::min(nfull, i + chunk), t, strict, c, ids);

@@ -424,9 +424,7 @@ std::size_t top_k_unordered(std::span<const float> x, std::size_t k, tie_policy 
         bool strict = false;
         std::size_t c = 0;
         auto gather = [&] {
-            std::size_t j = 0;
-            for (; j + L <= c; j += L) simd::gather<A>(p, ids + j).store_unaligned(lg + j);
-            for (; j < c; ++j) lg[j] = p[std::size_t(ids[j])];
+            for (std::size_t j = 0; j < c; ++j) lg[j] = p[std::size_t(ids[j])];
         };
         for (std::size_t i = 0; i < nfull; i += chunk) {
             c = detail::compact_ids<A>(p, i, std::min(nfull, i + chunk), t, strict, c, ids);

@@ -309,12 +309,6 @@ inline std::size_t compress_store(const batch<A>& v, std::uint64_t m, std::int32
     return compress_store<A>(v, iota<A>(first_id), m, logits_out, ids_out);
 }
 
-/// Gathers base[idx[j]] for the lanes of idx (xsimd gather).
-template <class A>
-inline batch<A> gather(const float* base, const std::int32_t* idx) noexcept {
-    return batch<A>::gather(base, ibatch<A>::load_unaligned(idx));
-}
-
 /// compress_store without the values: writes first_id + i for each set bit i of `m`, in order,
 /// to ids_out[0..); returns how many. May write up to lanes<A> entries past the count.
 template <class A>
