@@ -56,6 +56,19 @@ void check_top_k(std::span<const float> x, std::size_t k, dk::tie_policy ties,
     CHECK(same_set_by_id(got, ref));
 }
 
+/// check_top_k for both tie policies on every architecture.
+void check_top_k_everywhere(std::span<const float> x, std::size_t k) {
+    dk::candidates ref(x.size());
+    for (auto ties : {dk::tie_policy::exactly_k, dk::tie_policy::keep_ties}) {
+        const std::size_t rn = dk::reference::top_k(x, k, ties, ref);
+        each_arch([&](auto arch, const std::string& name) {
+            using A = decltype(arch);
+            INFO("arch " << name << " ties " << int(ties));
+            check_top_k<A>(x, k, ties, ref, rn);
+        });
+    }
+}
+
 }  // namespace
 
 TEST_CASE("top_k and top_k_unordered equal the reference for both tie policies, every arch") {
@@ -281,15 +294,7 @@ TEST_CASE("top_k: a row that defeats the sampled threshold takes the pass withou
         INFO("k " << k << " sampled threshold " << t0 << " entries above it " << above);
         REQUIRE(t0 > 0.f);
         REQUIRE(above < k);
-        dk::candidates ref(n);
-        for (auto ties : {dk::tie_policy::exactly_k, dk::tie_policy::keep_ties}) {
-            const std::size_t rn = dk::reference::top_k(x, k, ties, ref);
-            each_arch([&](auto arch, const std::string& name) {
-                using B = decltype(arch);
-                INFO("arch " << name << " ties " << int(ties));
-                check_top_k<B>(x, k, ties, ref, rn);
-            });
-        }
+        check_top_k_everywhere(x, k);
     }
 }
 
@@ -320,15 +325,7 @@ TEST_CASE("top_k: a row whose subrow is unrepresentative falls back to the sampl
     REQUIRE(t1 > t0);
     REQUIRE(reaching(t1) < k);
     REQUIRE(reaching(t0) >= k);
-    dk::candidates ref(n);
-    for (auto ties : {dk::tie_policy::exactly_k, dk::tie_policy::keep_ties}) {
-        const std::size_t rn = dk::reference::top_k(x, k, ties, ref);
-        each_arch([&](auto arch, const std::string& name) {
-            using B = decltype(arch);
-            INFO("arch " << name << " ties " << int(ties));
-            check_top_k<B>(x, k, ties, ref, rn);
-        });
-    }
+    check_top_k_everywhere(x, k);
 }
 
 TEST_CASE("kth_largest equals nth_element; ge and gt count the entries reaching / above it") {
