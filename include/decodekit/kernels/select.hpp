@@ -102,19 +102,18 @@ inline float from_ordered_image(std::int32_t i) noexcept {
     return std::bit_cast<float>(i < 0 ? i ^ 0x7FFFFFFF : i);
 }
 
-/// How many of v[0, c) are >= t (> t when strict). SIMD compare and popcount.
+/// How many of v[0, c) are >= t. SIMD compare and popcount.
 template <class A>
-std::size_t count_reaching(const float* v, std::size_t c, float t, bool strict) noexcept {
+std::size_t count_reaching(const float* v, std::size_t c, float t) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>;
     const B tb(t);
     auto ones = [&](std::size_t j) {
-        const B x = B::load_unaligned(v + j);
-        return std::popcount(simd::to_mask<A>(strict ? x > tb : x >= tb));
+        return std::popcount(simd::to_mask<A>(B::load_unaligned(v + j) >= tb));
     };
     std::size_t n = 0, j = 0;
     for (; j + 2 * L <= c; j += 2 * L) n += std::size_t(ones(j) + ones(j + L));
-    for (; j < c; ++j) n += strict ? v[j] > t : v[j] >= t;
+    for (; j < c; ++j) n += v[j] >= t;
     return n;
 }
 
@@ -144,12 +143,18 @@ float kth_largest(const float* v, std::size_t c, std::size_t k, std::size_t& ge,
         for (; j < c; ++j) r = v[j] >= t && v[j] < r ? v[j] : r;
         return r;
     };
-    const float mn = min_reaching(-inf);
-    B bm(v[0]);
+    B bmn(v[0]), bmx(v[0]);  // the smallest and the largest value, one pass
     std::size_t j = 0;
-    for (; j + L <= c; j += L) bm = simd::max<A>(bm, B::load_unaligned(v + j));
-    float mx = simd::reduce_max<A>(bm);
-    for (; j < c; ++j) mx = v[j] > mx ? v[j] : mx;
+    for (; j + L <= c; j += L) {
+        const B x = B::load_unaligned(v + j);
+        bmn = simd::min<A>(bmn, x);
+        bmx = simd::max<A>(bmx, x);
+    }
+    float mn = simd::reduce_min<A>(bmn), mx = simd::reduce_max<A>(bmx);
+    for (; j < c; ++j) {
+        mn = v[j] < mn ? v[j] : mn;
+        mx = v[j] > mx ? v[j] : mx;
+    }
     // Invariant: nlo = count(>= lo) >= k > nhi = count(>= hi).
     std::int64_t lo = ordered_image(mn), hi = std::int64_t(ordered_image(mx)) + 1;
     std::size_t nlo = c, nhi = 0;
@@ -162,7 +167,7 @@ float kth_largest(const float* v, std::size_t c, std::size_t k, std::size_t& ge,
             mid = std::clamp(lo + std::int64_t(f * double(width)), lo + 1, hi - 1);
         }
         const float t = from_ordered_image(std::int32_t(mid));
-        const std::size_t n = count_reaching<A>(v, c, t, false);
+        const std::size_t n = count_reaching<A>(v, c, t);
         if (n == k) {
             ge = k;
             gt = k - 1;  // (only gt < k matters to callers when ge == k)
