@@ -23,13 +23,13 @@ struct request {
 };
 
 int main(int argc, char** argv) {
-    const std::string dir = argc > 1 ? argv[1] : "../shared/models";
+    const std::string dir = argc > 1 ? argv[1] : dk_llama2::default_models_dir();
     auto ck = dk_llama2::load_checkpoint(dir + "/stories260K.bin");
     auto tok = dk_llama2::tokenizer::load(dir + "/tok512.bin", 512);
     if (!ck || !tok) {
-        std::printf("needs stories260K.bin + tok512.bin in %s (pass the folder as argument)\n",
-                    dir.c_str());
-        return 0;
+        std::printf("needs stories260K.bin + tok512.bin in %s (pass the folder as argument): %s\n",
+                    dir.c_str(), (!ck ? ck.error() : tok.error()).c_str());
+        return 1;
     }
     dk_llama2::model m(std::move(ck.value()));
     std::vector<request> reqs;

@@ -4,7 +4,6 @@
 #include <decodekit/decodekit.hpp>
 #include <llama2/llama2.hpp>
 
-#include <unistd.h>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -40,8 +39,9 @@ void usage(std::FILE* f) {
     std::fputs(
         "usage: decodekit-demo [options]\n"
         "  --model PATH         llama2.c checkpoint (default: stories260K.bin from "
-        "../shared/models,\n"
-        "                       then ./models; none found: a small random-weight model)\n"
+        "$DECODEKIT_MODELS_DIR,\n"
+        "                       else the repository's examples/models; none found: a small\n"
+        "                       random-weight model)\n"
         "  --tokenizer PATH     llama2.c tokenizer (default: tok512.bin / tokenizer.bin beside the "
         "model)\n"
         "  --prompt TEXT        prompt (default \"Once upon a time\"; \"\" starts from BOS alone)\n"
@@ -142,14 +142,6 @@ bool file_exists(const std::string& p) {
     if (!f) return false;
     std::fclose(f);
     return true;
-}
-
-std::string exe_dir(const char* argv0) {
-    char buf[4096];
-    const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-    std::string p = n > 0 ? std::string(buf, std::size_t(n)) : std::string(argv0);
-    const auto slash = p.find_last_of('/');
-    return slash == std::string::npos ? "." : p.substr(0, slash);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -283,13 +275,8 @@ int main(int argc, char** argv) {
     // ---- model and tokenizer
     std::string model_path = o.model;
     if (model_path.empty()) {
-        for (const std::string& dir : {exe_dir(argv[0]) + "/../../../../shared/models",
-                                       std::string("../shared/models"), std::string("./models")}) {
-            if (file_exists(dir + "/stories260K.bin")) {
-                model_path = dir + "/stories260K.bin";
-                break;
-            }
-        }
+        const std::string dir = dk_llama2::default_models_dir();
+        if (file_exists(dir + "/stories260K.bin")) model_path = dir + "/stories260K.bin";
     }
     std::optional<dk_llama2::model> model;
     std::optional<dk_llama2::tokenizer> tok;
@@ -319,11 +306,10 @@ int main(int argc, char** argv) {
         model_name = ::realpath(model_path.c_str(), resolved) ? std::string(resolved) : model_path;
     } else {
         std::fprintf(info,
-                     "decodekit-demo: no model found (looked for stories260K.bin in "
-                     "<exe>/../../../../shared/models, "
-                     "../shared/models, ./models; pass --model PATH). Using a small random-weight "
-                     "model: the "
-                     "text will be gibberish.\n");
+                     "decodekit-demo: no model found (looked for stories260K.bin in %s; pass "
+                     "--model PATH or set DECODEKIT_MODELS_DIR). Using a small random-weight "
+                     "model: the text will be gibberish.\n",
+                     dk_llama2::default_models_dir().c_str());
         auto cfg = dk_llama2::tiny_config(400);
         cfg.shared_classifier = false;  // a shared one makes random weights repeat the last token
         auto ck = dk_llama2::parse_checkpoint(dk_llama2::make_random_checkpoint(cfg, 2024));

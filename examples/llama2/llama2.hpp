@@ -4,4 +4,5 @@
 /// transformer (see model.hpp for the model-concept capabilities and the KV-cache contract).
 #include "checkpoint.hpp"
 #include "model.hpp"
+#include "models_dir.hpp"
 #include "tokenizer.hpp"

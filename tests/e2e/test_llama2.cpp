@@ -1,7 +1,7 @@
 // The reference backend (examples/llama2): loader validation, tokenizer, forward pass against an
 // independent naive implementation, KV-cache reuse, layer/hidden/head readouts, and the greedy
-// story of stories260K. Runs on a tiny self-written checkpoint always, on ../shared/models when
-// present (and says what it skipped otherwise).
+// story of stories260K. Runs on tiny self-written checkpoints and on the models shipped in
+// examples/models (DK_MODELS_DIR; a missing file fails the test).
 #include "dk_test.hpp"
 #include "llama2_naive.hpp"
 
@@ -21,13 +21,6 @@ using dk_llama2::tokenizer;
 
 std::string models_dir() { return DK_MODELS_DIR; }
 
-bool have_file(const std::string& path) {
-    std::FILE* f = std::fopen(path.c_str(), "rb");
-    if (!f) return false;
-    std::fclose(f);
-    return true;
-}
-
 checkpoint tiny_checkpoint(bool shared = true, std::uint64_t seed = 7) {
     auto cfg = dk_llama2::tiny_config();
     cfg.shared_classifier = shared;
@@ -42,14 +35,9 @@ std::vector<std::pair<std::string, checkpoint>> test_checkpoints() {
     std::vector<std::pair<std::string, checkpoint>> v;
     v.emplace_back("tiny (shared classifier)", tiny_checkpoint(true));
     v.emplace_back("tiny (separate classifier)", tiny_checkpoint(false, 11));
-    const std::string path = models_dir() + "/stories260K.bin";
-    if (have_file(path)) {
-        auto ck = dk_llama2::load_checkpoint(path);
-        REQUIRE(ck.ok());
-        v.emplace_back("stories260K", std::move(ck.value()));
-    } else {
-        WARN("SKIPPED: stories260K.bin not found in " << models_dir() << "; tiny checkpoints only");
-    }
+    auto ck = dk_llama2::load_checkpoint(models_dir() + "/stories260K.bin");
+    REQUIRE(ck.ok());  // shipped in examples/models: a missing file is a failure, not a skip
+    v.emplace_back("stories260K", std::move(ck.value()));
     return v;
 }
 
@@ -170,10 +158,6 @@ TEST_CASE("llama2 loader accepts valid checkpoints and rejects bad ones", "[llam
 
 TEST_CASE("llama2 loader reads stories260K", "[llama2][loader][model]") {
     const std::string path = models_dir() + "/stories260K.bin";
-    if (!have_file(path)) {
-        WARN("SKIPPED: " << path << " not found");
-        return;
-    }
     auto ck = dk_llama2::load_checkpoint(path);
     REQUIRE(ck.ok());
     const auto& c = ck->cfg;
@@ -250,10 +234,6 @@ TEST_CASE("llama2 tokenizer: parse, encode, decode", "[llama2][tokenizer]") {
     for (auto [file, vocab] :
          {std::pair<const char*, int>{"tok512.bin", 512}, {"tokenizer.bin", 32000}}) {
         const std::string path = models_dir() + "/" + file;
-        if (!have_file(path)) {
-            WARN("SKIPPED: " << path << " not found");
-            continue;
-        }
         auto t = tokenizer::load(path, vocab);
         REQUIRE(t.ok());
         CHECK(t->vocab_size() == vocab);
@@ -453,10 +433,6 @@ TEST_CASE("llama2 invalid requests never read out of bounds", "[llama2][robustne
 
 TEST_CASE("stories260K greedy story is llama2.c's", "[llama2][greedy][model]") {
     const std::string mp = models_dir() + "/stories260K.bin", tp = models_dir() + "/tok512.bin";
-    if (!have_file(mp) || !have_file(tp)) {
-        WARN("SKIPPED: stories260K.bin / tok512.bin not found in " << models_dir());
-        return;
-    }
     auto ck = dk_llama2::load_checkpoint(mp);
     auto tok = tokenizer::load(tp, 512);
     REQUIRE(ck.ok());
