@@ -30,8 +30,9 @@ DECODEKIT_BEGIN_NAMESPACE
 namespace kernels {
 
 /// Top-p (nucleus) at temperature T: sorted by probability descending (ties by id), keep entry
-/// j iff the mass strictly before it is < p, and at least max(1, min_keep) entries; output
-/// sorted like top_k; equals reference::top_p. \pre out.capacity() >= x.size(), temperature > 0
+/// j iff the mass strictly before it is below decimal_floor(p), and at least max(1, min_keep)
+/// entries; p >= 1 keeps every valid entry; output sorted like top_k; equals reference::top_p. \pre
+/// out.capacity() >= x.size(), temperature > 0
 template <class A = simd::default_arch>
 std::size_t top_p(std::span<const float> x, float p, float temperature, std::size_t min_keep,
                   candidates& out) noexcept {
@@ -42,6 +43,8 @@ std::size_t top_p(std::span<const float> x, float p, float temperature, std::siz
     if (n == 0) return 0;
     const std::size_t keep = std::max<std::size_t>(1, min_keep);
     if (!(p > 0)) return kernels::top_k<A>(x, keep, tie_policy::exactly_k, out);
+    if (p >= 1) return kernels::top_k<A>(x, n, tie_policy::keep_ties, out);  // every valid entry
+    const double target = reference::decimal_floor(p);
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
     if (!std::isfinite(m) || !std::isfinite(inv_t))
@@ -88,15 +91,14 @@ std::size_t top_p(std::span<const float> x, float p, float temperature, std::siz
             std::size_t k = 0;
             while (k < c) {
                 const bool forced = k < keep;
-                if (!forced && !(before < double(p))) break;
-                if (!forced && std::abs(before - double(p)) <= 1e-4 * double(p)) borderline = true;
+                if (!forced && !(before < target)) break;
+                if (!forced && std::abs(before - target) <= 1e-4 * target) borderline = true;
                 ensure_sorted(k + 1);
                 before +=
                     reference::weight(xp[std::size_t(detail::key_id(keys[k]))], m, temperature) / z;
                 ++k;
             }
-            if (k < c && k >= keep && std::abs(before - double(p)) <= 1e-4 * double(p))
-                borderline = true;
+            if (k < c && k >= keep && std::abs(before - target) <= 1e-4 * target) borderline = true;
             return k;
         };
         bool borderline = false;

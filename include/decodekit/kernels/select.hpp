@@ -481,7 +481,7 @@ std::size_t filter_min_p(std::span<const float> x, float p_base, float temperatu
     const std::size_t n = x.size(), nfull = n / L * L;
     if (n == 0) return 0;
     if (p_base <= 0) return kernels::filter_at_least<A>(x, detail::neg_inf_f, out);
-    const double shift = double(temperature) * std::log(double(p_base));
+    const double shift = double(temperature) * std::log(reference::decimal_floor(p_base));
     if (std::isnan(shift)) return 0;
     const float* p = x.data();
     token_id* ids = out.id_storage();
