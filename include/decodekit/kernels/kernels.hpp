@@ -2,6 +2,7 @@
 /// \file kernels/kernels.hpp
 /// All kernels.
 
+#include <decodekit/kernels/cut.hpp>
 #include <decodekit/kernels/draw.hpp>
 #include <decodekit/kernels/nucleus.hpp>
 #include <decodekit/kernels/reduce.hpp>
@@ -9,3 +10,5 @@
 #include <decodekit/kernels/select.hpp>
 #include <decodekit/kernels/similarity.hpp>
 #include <decodekit/kernels/softmax.hpp>
+#include <decodekit/kernels/truncation.hpp>
+#include <decodekit/kernels/weights.hpp>
