@@ -10,5 +10,7 @@
 #include <decodekit/kernels/select.hpp>
 #include <decodekit/kernels/similarity.hpp>
 #include <decodekit/kernels/softmax.hpp>
+#include <decodekit/kernels/thresholds.hpp>
 #include <decodekit/kernels/truncation.hpp>
 #include <decodekit/kernels/weights.hpp>
+#include <decodekit/kernels/xtc.hpp>
