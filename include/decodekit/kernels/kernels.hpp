@@ -12,5 +12,6 @@
 #include <decodekit/kernels/softmax.hpp>
 #include <decodekit/kernels/thresholds.hpp>
 #include <decodekit/kernels/truncation.hpp>
+#include <decodekit/kernels/typical.hpp>
 #include <decodekit/kernels/weights.hpp>
 #include <decodekit/kernels/xtc.hpp>
