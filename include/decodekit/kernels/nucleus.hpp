@@ -135,6 +135,8 @@ struct logit_key {
     double d_bound(float y) const noexcept {
         return std::min(200.0, std::max(0.0, double(m - y) * double(inv_t)));
     }
+    /// How far a bracket bound must stay from the keys inside it (the keys' error: none here).
+    float margin() const noexcept { return 0.f; }
 };
 
 /// The state of a weighted cut: the crossing lies in the bracket [lo, hi) of keys (its ids,
@@ -380,8 +382,10 @@ bool narrow(token_id* ids, float* lg, float* w, float mn, float mx, float m, flo
             break;
         }
     }
-    if (!(t[a] < t[e]) || (t[a] == mn && t[e] == b.hi)) return false;
-    split<A, false, Track>(lg, w, c, t[a], t[e], m, inv_t, key, ids, lg, b);
+    // bounds kept key.margin() away from the keys they enclose (an inexact key's error)
+    const float lo2 = std::max(mn, t[a] - key.margin()), hi2 = std::min(b.hi, t[e] + key.margin());
+    if (!(lo2 < hi2) || (lo2 <= mn && hi2 >= b.hi)) return false;
+    split<A, false, Track>(lg, w, c, lo2, hi2, m, inv_t, key, ids, lg, b);
     return true;
 }
 
@@ -429,8 +433,8 @@ weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float
             const double sd = wj > 0 ? std::sqrt(below2) / wj : double(S);
             const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
             auto key_at = [&](std::size_t q) { return key(x[std::size_t(key_id(~tmp[q]))]); };
-            if (j > delta) hi = key_at(j - delta);
-            if (j + delta < valid) lo = std::max(lo, key_at(j + delta));
+            if (j > delta) hi = key_at(j - delta) + key.margin();
+            if (j + delta < valid) lo = std::max(lo, key_at(j + delta) - key.margin());
             if (!(lo < hi)) lo = std::max(floor, lowest_f);
         }
     }

@@ -44,6 +44,7 @@ namespace detail {
 template <class A>
 struct typical_key {
     float m, inv_t, c;
+    float err;  ///< bound of a key's error (bracket bounds stay 4 of them away from its keys)
     simd::batch<A> operator()(const simd::batch<A>& v) const noexcept {
         using B = simd::batch<A>;
         const B t = (v - B(m)) * B(inv_t) - B(c);
@@ -57,6 +58,7 @@ struct typical_key {
     double d_bound(float y) const noexcept {
         return std::min(200.0, std::fabs(double(c)) - double(y));
     }
+    float margin() const noexcept { return 4 * err; }
 };
 
 /// The row_cut of a set that is an interval of logits whose boundary groups are cut by id (the
@@ -148,12 +150,12 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
                           z * (1 + 1e-6) +
                       -cd * beta_z;
     const float cf = float(cd);
-    const typical_key<A> key{m, inv_t, cf};
     // A float key's error against the reference's score, for entries with |d| <= dmax.
     auto key_error = [&](double dmax) {
         return 3.1 * 0x1p-24 * dmax + dc + std::fabs(cd - double(cf)) + 0x1p-24 * (dmax - cd) +
                1e-13 * (dmax + std::fabs(std::log(z)) + 1);
     };
+    const typical_key<A> key{m, inv_t, cf, float(key_error(std::min(200.0, 20 - cd)))};
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
     const weighted_bracket b =
