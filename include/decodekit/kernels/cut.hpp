@@ -142,6 +142,22 @@ std::size_t compact_cut_from(std::span<const float> x, float* w, const row_cut& 
     return c;
 }
 
+/// The smallest of v[0, c) (+inf when c == 0; no NaN). SIMD.
+template <class A>
+float min_value(const float* v, std::size_t c) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    B b0(std::numeric_limits<float>::infinity()), b1 = b0;
+    std::size_t j = 0;
+    for (; j + 2 * L <= c; j += 2 * L) {
+        b0 = simd::min<A>(b0, B::load_unaligned(v + j));
+        b1 = simd::min<A>(b1, B::load_unaligned(v + j + L));
+    }
+    float r = simd::reduce_min<A>(simd::min<A>(b0, b1));
+    for (; j < c; ++j) r = v[j] < r ? v[j] : r;
+    return r;
+}
+
 /// The row_cut of a set given in reference order (logit descending, ties by id) that is a prefix
 /// of that order: everything down to its last entry.
 inline row_cut prefix_cut(const candidates& sorted) noexcept {
@@ -159,7 +175,7 @@ inline row_cut top_k_cut(const candidates& set, tie_policy ties) noexcept {
     row_cut k;
     if (set.empty()) return k;
     k.lo = std::numeric_limits<float>::infinity();
-    for (float v : set.logits()) k.lo = v < k.lo ? v : k.lo;
+    for (float v : set.logits()) k.lo = v < k.lo ? v : k.lo;  // (k entries: min_keep, few)
     k.hi = std::numeric_limits<float>::infinity();
     if (ties == tie_policy::exactly_k)
         for (std::size_t j = 0; j < set.size(); ++j)

@@ -32,6 +32,7 @@
 #include <decodekit/simd/xsimd_compat.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -134,8 +135,7 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
     // Entries below hi are undecided: decide them (double, then the reference).
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
-    std::size_t undecided = 0;
-    for (std::size_t j = 0; j < kept; ++j) undecided += !(lg[j] >= hi);
+    const std::size_t undecided = kept - count_reaching<A>(lg, kept, hi);
     if (undecided > 0) {
         r.tier = exactness_tier::double_pass;
         const double_sums ds =
@@ -180,9 +180,7 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
     r.kept = kept;
     r.kept_sum = kept_sum;
     // the kept set is {x >= its smallest value} (the probability is monotone in the logit)
-    float low = pinf;
-    for (std::size_t j = 0; j < kept; ++j) low = lg[j] < low ? lg[j] : low;
-    r.cut = kept > 0 ? row_cut{low, pinf, npos, npos} : row_cut{};
+    r.cut = kept > 0 ? row_cut{min_value<A>(lg, kept), pinf, npos, npos} : row_cut{};
     const std::size_t need = miro ? 1 : min_keep;
     if (r.kept < need) {
         const tie_policy ties = miro ? tie_policy::exactly_k : tie_policy::keep_ties;
@@ -269,37 +267,37 @@ finite_moments moments(std::span<const float> x) noexcept {
             }
         r.centre = k ? s / double(k) : 0.0;
     }
-    const D cd = D(r.centre), zero = D(0.0);
-    const B fzero(0.f), one(1.f);
-    B mx(neg_inf_f), cnt(0.f);
-    D a1(0.0), a2(0.0), aa(0.0);
-    std::size_t counted = 0;
-    auto add_half = [&](const D& v, const D& ok) {
-        const D d = simd::select<A>(ok != zero, v - cd, zero);
-        a1 += d;
-        a2 = simd::fma<A>(d, d, a2);
-        aa += simd::abs<A>(d);
-    };
+    // the centre as a float: invalid lanes are replaced by it, so they add exactly 0
+    const float cf = float(r.centre);
+    r.centre = double(cf);
+    const D cd = D(r.centre);
+    const B cfb(cf), fzero(0.f);
+    B mx(neg_inf_f);
+    D a1(0.0), a2(0.0), aa(0.0), b1(0.0), b2(0.0), ba(0.0);
     std::size_t i = 0;
-    for (; i < nfull; i += L) {
-        const B v = B::load_unaligned(p + i);
+    auto add = [&](const B& v, D& s1, D& s2, D& sa) {
         mx = simd::max_ignore_nan<A>(mx, v);
         const auto fin = (v - v) == fzero;  // false for NaN and +-inf
-        const B vf = simd::select<A>(fin, v, fzero);
-        const B okf = simd::select<A>(fin, one, fzero);
-        cnt += okf;
-        D lo, hi, olo, ohi;
-        simd::widen<A>(vf, lo, hi);
-        simd::widen<A>(okf, olo, ohi);
-        add_half(lo, olo);
-        add_half(hi, ohi);
-        if (++counted == 1 << 20) {  // float counts stay exact below 2^24
-            r.finite += std::size_t(simd::reduce_add<A>(cnt));
-            cnt = fzero;
-            counted = 0;
-        }
+        r.finite += std::size_t(std::popcount(simd::to_mask<A>(fin)));
+        D lo, hi;
+        simd::widen<A>(simd::select<A>(fin, v, cfb), lo, hi);
+        lo = lo - cd;
+        hi = hi - cd;
+        s1 += lo + hi;
+        s2 = simd::fma<A>(lo, lo, simd::fma<A>(hi, hi, s2));
+        sa += simd::abs<A>(lo) + simd::abs<A>(hi);
+    };
+    for (; i + 2 * L <= nfull; i += 2 * L) {
+        add(B::load_unaligned(p + i), a1, a2, aa);
+        add(B::load_unaligned(p + i + L), b1, b2, ba);
     }
-    r.finite += std::size_t(simd::reduce_add<A>(cnt));
+    if (i < nfull) {
+        add(B::load_unaligned(p + i), a1, a2, aa);
+        i += L;
+    }
+    a1 += b1;
+    a2 += b2;
+    aa += ba;
     r.max = simd::reduce_max<A>(mx);
     r.s1 = simd::reduce_add<A>(a1);
     r.s2 = simd::reduce_add<A>(a2);
@@ -403,8 +401,10 @@ truncation_result top_n_sigma_unordered(std::span<const float> x, float n_sigma,
     kernels::filter_at_least<A>(x, std::min(lo, m), out);
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
-    std::size_t undecided = 0;
-    for (std::size_t j = 0; j < out.size(); ++j) undecided += !(double(lg[j]) > hi);
+    // entries > hi are decided: count those >= the float after hi rounded up
+    const float hi_f = std::nextafter(float(hi), std::numeric_limits<float>::infinity());
+    const std::size_t undecided =
+        out.size() - detail::count_reaching<A>(lg, out.size(), std::max(hi_f, detail::lowest_f));
     if (undecided > 0) {
         // entries within the band (or all of them when the band is wide): the exact threshold
         // decides those near it
@@ -432,9 +432,8 @@ truncation_result top_n_sigma_unordered(std::span<const float> x, float n_sigma,
         kernels::top_k_unordered<A>(x, min_keep, tie_policy::exactly_k, out);
         r.cut = detail::top_k_cut(out, tie_policy::exactly_k);
     } else if (!out.empty()) {
-        float low = std::numeric_limits<float>::infinity();
-        for (float v : out.logits()) low = v < low ? v : low;
-        r.cut = {low, std::numeric_limits<float>::infinity(), npos, npos};
+        r.cut = {detail::min_value<A>(out.logit_storage(), out.size()),
+                 std::numeric_limits<float>::infinity(), npos, npos};
     }
     return weigh_kept();
 }
