@@ -1,13 +1,25 @@
 // Kernel benchmarks against their floors (bench_floors.cpp, same binary, same rows) and a naive
 // std:: baseline for each. See bench/RESULTS.md.
+// The truncation kernels (top-p, typical, epsilon, eta, mirostat's cut, top-n-sigma, XTC, min-p)
+// run on the row family (BM_trunc_<kernel>/<setting>/<shape>/V:<vocab>) beside the read and exp
+// floors measured on the same rows (BM_trunc_floor_<read|exp>/<shape>/V:<vocab>), with counters:
+// kept (the kept set's size on the benchmark row) and, at V = 128256 over 32 more rows of the
+// shape, the share decided by each exactness tier (tier_double, tier_reference).
 
 #include "bench_common.hpp"
+
+// The row family: the same definitions as bench/bench_rows.hpp (the family's header once it
+// lands; then include that instead).
+#include "../tests/support/dk_family.hpp"
 
 #include <decodekit/kernels/kernels.hpp>
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <map>
 #include <numeric>
+#include <string>
 #include <vector>
 
 namespace {
@@ -260,5 +272,173 @@ void BM_draw_temperature_std(benchmark::State& s) {  // softmax weights + std::p
     dk_bench::set_items(s);
 }
 DK_BENCH_VOCAB(BM_draw_temperature_std);
+
+// ---- the truncation kernels on the row family ----
+
+const std::vector<float>& family_row(dk_family::shape sh, std::size_t v) {
+    static std::map<std::pair<int, std::size_t>, std::vector<float>> rows;
+    auto it = rows.find({int(sh), v});
+    if (it == rows.end())
+        it = rows.emplace(std::pair{int(sh), v}, dk_family::make_row(sh, v)).first;
+    return it->second;
+}
+
+// The floors of bench_floors.cpp, on the family's rows.
+float trunc_floor_read(std::span<const float> x) {
+    using A = dk::simd::default_arch;
+    using B = dk::simd::batch<A>;
+    constexpr std::size_t L = dk::simd::lanes<A>;
+    B a0(0.f), a1(0.f), a2(0.f), a3(0.f);
+    std::size_t i = 0;
+    for (; i + 4 * L <= x.size(); i += 4 * L) {
+        a0 += B::load_unaligned(x.data() + i);
+        a1 += B::load_unaligned(x.data() + i + L);
+        a2 += B::load_unaligned(x.data() + i + 2 * L);
+        a3 += B::load_unaligned(x.data() + i + 3 * L);
+    }
+    for (; i + L <= x.size(); i += L) a0 += B::load_unaligned(x.data() + i);
+    float s = dk::simd::reduce_add<A>((a0 + a1) + (a2 + a3));
+    for (; i < x.size(); ++i) s += x[i];
+    return s;
+}
+float trunc_floor_exp(std::span<const float> x) {
+    using A = dk::simd::default_arch;
+    using B = dk::simd::batch<A>;
+    constexpr std::size_t L = dk::simd::lanes<A>;
+    B m0(-1e30f), m1(-1e30f);
+    std::size_t i = 0;
+    for (; i + 2 * L <= x.size(); i += 2 * L) {
+        m0 = dk::simd::max<A>(m0, B::load_unaligned(x.data() + i));
+        m1 = dk::simd::max<A>(m1, B::load_unaligned(x.data() + i + L));
+    }
+    for (; i + L <= x.size(); i += L) m0 = dk::simd::max<A>(m0, B::load_unaligned(x.data() + i));
+    float m = dk::simd::reduce_max<A>(dk::simd::max<A>(m0, m1));
+    for (; i < x.size(); ++i) m = x[i] > m ? x[i] : m;
+    const B mb(m);
+    B s0(0.f);
+    i = 0;
+    for (; i + L <= x.size(); i += L)
+        s0 += dk::simd::exp_nonpositive<A>(B::load_unaligned(x.data() + i) - mb);
+    float s = dk::simd::reduce_add<A>(s0);
+    for (; i < x.size(); ++i) s += std::exp(x[i] - m);
+    return s;
+}
+
+/// A truncation kernel run: (row, candidates, weights) -> result.
+using trunc_fn = std::function<dk::kernels::truncation_result(std::span<const float>,
+                                                              dk::candidates&, std::span<float>)>;
+
+void trunc_loop(benchmark::State& state, trunc_fn f, dk_family::shape sh, std::size_t v) {
+    const auto& x = family_row(sh, v);
+    dk::candidates c(v);
+    std::vector<float> w(v);
+    dk::kernels::truncation_result r;
+    for (auto _ : state) {
+        r = f(x, c, w);
+        benchmark::DoNotOptimize(r);
+        benchmark::ClobberMemory();
+    }
+    state.counters["kept"] = double(r.kept);
+    if (v == 128256) {  // the tiers over 32 more rows of the shape (generated once)
+        static std::map<int, std::vector<std::vector<float>>> more;
+        auto& rows = more[int(sh)];
+        if (rows.empty())
+            for (std::uint64_t salt = 1; salt <= 32; ++salt)
+                rows.push_back(dk_family::make_row(sh, v, salt));
+        double t1 = 0, t2 = 0;
+        for (const auto& y : rows) {
+            const auto ry = f(y, c, w);
+            t1 += ry.tier == dk::kernels::exactness_tier::double_pass;
+            t2 += ry.tier == dk::kernels::exactness_tier::reference;
+        }
+        state.counters["tier_double"] = t1 / double(rows.size());
+        state.counters["tier_reference"] = t2 / double(rows.size());
+    }
+    state.SetItemsProcessed(std::int64_t(state.iterations()) * std::int64_t(v));
+}
+
+[[maybe_unused]] const bool trunc_registered = [] {
+    namespace kn = dk::kernels;
+    using A = dk::simd::default_arch;
+    const std::pair<std::string, trunc_fn> kernels[] = {
+        {"top_p_cut/p0.95",
+         [](auto x, auto& c, auto w) { return kn::top_p_cut<A>(x, 0.95f, 1.f, 1, c, w); }},
+        {"top_p_cut/hf_t1.5_p0.99",
+         [](auto x, auto& c, auto w) { return kn::top_p_cut<A>(x, 0.99f, 1.5f, 1, c, w); }},
+        {"top_p_unordered/p0.95",
+         [](auto x, auto& c, auto w) { return kn::top_p_unordered<A>(x, 0.95f, 1.f, 1, c, w); }},
+        {"top_p_unordered/hf_t1.5_p0.99",
+         [](auto x, auto& c, auto w) { return kn::top_p_unordered<A>(x, 0.99f, 1.5f, 1, c, w); }},
+        {"typical_cut/0.9",
+         [](auto x, auto& c, auto w) {
+             return kn::typical_cut<A>(x, 0.9f, 1.f, 1, dk::typical_stop::reach_with_ties, c, w);
+         }},
+        {"typical_unordered/0.9",
+         [](auto x, auto& c, auto w) {
+             return kn::typical_unordered<A>(x, 0.9f, 1.f, 1, dk::typical_stop::reach_with_ties, c,
+                                             w);
+         }},
+        {"epsilon/3e-4",
+         [](auto x, auto& c, auto w) { return kn::epsilon_unordered<A>(x, 3e-4f, 1.f, 1, c, w); }},
+        {"eta/3e-4",
+         [](auto x, auto& c, auto w) { return kn::eta_unordered<A>(x, 3e-4f, 1.f, 1, c, w); }},
+        {"mirostat_cut/mu10",
+         [](auto x, auto& c, auto w) { return kn::mirostat_cut_unordered<A>(x, 10.f, 1.f, c, w); }},
+        {"top_n_sigma/1",
+         [](auto x, auto& c, auto w) {
+             return kn::top_n_sigma_unordered<A>(x, 1.f, 1.f, 1, c, w);
+         }},
+        {"xtc/0.1",
+         [](auto x, auto& c, auto w) { return kn::xtc_remove<A>(x, 0.1f, 1.f, 1, c, w); }},
+        {"min_p_filter/0.05",
+         [](auto x, auto& c, auto) {
+             kn::truncation_result r;
+             r.kept = kn::filter_min_p<A>(x, 0.05f, 1.f, c);
+             return r;
+         }},
+        {"top_p_sorted_before/p0.95",  // the kernel these replace (sorted, exact fallback)
+         [](auto x, auto& c, auto) {
+             kn::truncation_result r;
+             r.kept = kn::top_p<A>(x, 0.95f, 1.f, 1, c);
+             return r;
+         }},
+    };
+    for (const std::size_t v : {std::size_t(128256), std::size_t(256000)})
+        for (const auto sh : dk_family::shapes) {
+            const std::string tail =
+                std::string("/") + dk_family::name(sh) + "/V:" + std::to_string(v);
+            benchmark::RegisterBenchmark(("BM_trunc_floor_read" + tail).c_str(),
+                                         [sh, v](benchmark::State& st) {
+                                             const auto& x = family_row(sh, v);
+                                             for (auto _ : st)
+                                                 benchmark::DoNotOptimize(trunc_floor_read(x));
+                                         });
+            benchmark::RegisterBenchmark(("BM_trunc_floor_exp" + tail).c_str(),
+                                         [sh, v](benchmark::State& st) {
+                                             const auto& x = family_row(sh, v);
+                                             for (auto _ : st)
+                                                 benchmark::DoNotOptimize(trunc_floor_exp(x));
+                                         });
+            for (const auto& [name, f] : kernels) {
+                if (v != 128256 && name.rfind("top_p_sorted_before", 0) == 0) continue;
+                benchmark::RegisterBenchmark(("BM_trunc_" + name + tail).c_str(), trunc_loop, f, sh,
+                                             v);
+            }
+            // the draw over a top-p cut (after top_p_cut, which it does not include)
+            benchmark::RegisterBenchmark(
+                ("BM_trunc_draw_cut/p0.95" + tail).c_str(), [sh, v](benchmark::State& st) {
+                    const auto& x = family_row(sh, v);
+                    dk::candidates c(v);
+                    std::vector<float> w(v);
+                    const auto r = kn::top_p_cut<A>(x, 0.95f, 1.f, 1, c, w);
+                    double u = 0.1;
+                    for (auto _ : st) {
+                        u = u + 0.618 < 1 ? u + 0.618 : u - 0.382;
+                        benchmark::DoNotOptimize(kn::draw_cut<A>(x, w, r.cut, u));
+                    }
+                });
+        }
+    return true;
+}();
 
 }  // namespace
