@@ -119,8 +119,8 @@ struct sampling_params {
     float xtc_probability = 0.f;  ///< in [0, 1]; 0 disabled
     float xtc_threshold = 0.1f;   ///< in [0, 1]; > 0.5 disables XTC
     bool mirostat = false;        ///< mirostat v2 on
-    float mirostat_tau = 5.f;     ///< target surprise (bits), > 0
-    float mirostat_eta = 0.1f;    ///< learning rate, > 0
+    float mirostat_tau = 5.f;     ///< target surprise (bits), > 0 (checked when mirostat is on)
+    float mirostat_eta = 0.1f;    ///< learning rate, > 0 (checked when mirostat is on)
     /// Every truncation step (except top_k, and mirostat which keeps >= 1) keeps at least this
     /// many.
     std::size_t min_keep = 1;
@@ -213,9 +213,9 @@ inline std::optional<std::string> sampling_params::check() const {
         return range_message("sampling_params.xtc_probability", "in [0, 1]", xtc_probability);
     if (!detail::in_closed(xtc_threshold, 0.f, 1.f))
         return range_message("sampling_params.xtc_threshold", "in [0, 1]", xtc_threshold);
-    if (!(mirostat_tau > 0.f) || std::isinf(mirostat_tau))
+    if (mirostat && (!(mirostat_tau > 0.f) || std::isinf(mirostat_tau)))
         return range_message("sampling_params.mirostat_tau", "finite and > 0", mirostat_tau);
-    if (!(mirostat_eta > 0.f) || std::isinf(mirostat_eta))
+    if (mirostat && (!(mirostat_eta > 0.f) || std::isinf(mirostat_eta)))
         return range_message("sampling_params.mirostat_eta", "finite and > 0", mirostat_eta);
     if (min_keep < 1) return range_message("sampling_params.min_keep", ">= 1", double(min_keep));
     if (order == sampling_order::custom) {

@@ -61,6 +61,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -77,6 +78,9 @@ enum class sample_status : std::uint8_t {
     ok,              ///< a token was drawn
     no_valid_token,  ///< every entry NaN / -inf (or banned): token = -1
     bad_input,       ///< logits.size() != vocab_size(): token = -1
+    /// the sampler was inside another call (another thread, or the same sampler re-entered):
+    /// nothing was done, token = -1 (a sampler serves one call at a time)
+    concurrent_use,
 };
 
 /// A token and a log-probability (top-n alternatives, requested ids).
@@ -155,8 +159,51 @@ inline token_id draw(const distribution& d, rng_stream& rng) noexcept {
     return draw(d, rng.uniform());
 }
 
+class sampler;
+
 namespace detail {
 inline constexpr float f_inf = std::numeric_limits<float>::infinity();
+
+/// A flag set while a sampler is inside a call; copies are fresh, idle flags (so a sampler stays
+/// copyable). One atomic exchange per call.
+class in_use_flag {
+public:
+    in_use_flag() = default;
+    in_use_flag(const in_use_flag&) noexcept {}
+    in_use_flag& operator=(const in_use_flag&) noexcept { return *this; }
+    /// True when the caller may enter (the flag was idle; it is now set).
+    bool try_enter() noexcept { return !busy_.exchange(true, std::memory_order_acquire); }
+    void leave() noexcept { busy_.store(false, std::memory_order_release); }
+
+private:
+    std::atomic<bool> busy_{false};
+};
+/// Holds an in_use_flag for one scope (entered() tells whether it got it).
+class in_use_scope {
+public:
+    explicit in_use_scope(in_use_flag& f) noexcept : f_(f), ok_(f.try_enter()) {}
+    ~in_use_scope() {
+        if (ok_) f_.leave();
+    }
+    in_use_scope(const in_use_scope&) = delete;
+    in_use_scope& operator=(const in_use_scope&) = delete;
+    bool entered() const noexcept { return ok_; }
+
+private:
+    in_use_flag& f_;
+    bool ok_;
+};
+/// batch.hpp's access to a sampler's batch mark (one sampler in two rows of one call is
+/// reported before anything is sampled).
+struct sampler_batch_access {
+    /// A fresh call id (never 0).
+    static std::uint64_t next_call() noexcept {
+        static std::atomic<std::uint64_t> counter{0};
+        return counter.fetch_add(1, std::memory_order_relaxed) + 1;
+    }
+    /// Marks `s` as used by `call`; false when it already was (a duplicate row).
+    static bool claim(sampler& s, std::uint64_t call) noexcept;
+};
 
 /// exp((x - m)/t) with the special-value rules (m = +inf: 1 for +inf entries, else 0).
 inline double cand_weight(float x, float m, float t) noexcept {
@@ -244,16 +291,21 @@ public:
 
     /// Draws a token for `logits` keyed by (params.seed, ctx.sequence, ctx.step).
     /// \pre logits.size() == vocab_size() (else status bad_input)
+    /// status concurrent_use (nothing done) when the sampler is inside another call.
     sample_result sample(std::span<const float> logits, const sample_context& ctx) noexcept {
+        const detail::in_use_scope guard(in_use_);
+        if (!guard.entered()) return busy_result();
         return run(logits, ctx);
     }
     /// sample() with the key (sequence, step) and no history.
     sample_result sample(std::span<const float> logits, std::uint64_t sequence,
                          std::uint64_t step) noexcept {
-        return run(logits, sample_context{.sequence = sequence, .step = step});
+        return sample(logits, sample_context{.sequence = sequence, .step = step});
     }
     /// sample() with sequence 0 and the sampler's own step counter (then incremented).
     sample_result sample(std::span<const float> logits) noexcept {
+        const detail::in_use_scope guard(in_use_);
+        if (!guard.entered()) return busy_result();
         const std::uint64_t step = state_.next_step++;
         return run(logits, sample_context{.sequence = 0, .step = step});
     }
@@ -264,7 +316,8 @@ public:
     /// Without truncation this materialises and sorts the whole valid row (inspection, not hot).
     decodekit::distribution distribution(std::span<const float> logits,
                                          const sample_context& ctx = {}) noexcept {
-        if (logits.size() != vocab_) return {};
+        const detail::in_use_scope guard(in_use_);
+        if (!guard.entered() || logits.size() != vocab_) return {};
         std::span<const float> x = process(logits, ctx);
         if (params_.greedy()) {
             float best = 0.f;
@@ -294,7 +347,8 @@ public:
     decodekit::distribution distribution_unordered(std::span<const float> logits,
                                                    const sample_context& ctx = {}) noexcept {
         if (params_.greedy()) return distribution(logits, ctx);
-        if (logits.size() != vocab_) return {};
+        const detail::in_use_scope guard(in_use_);
+        if (!guard.entered() || logits.size() != vocab_) return {};
         const std::span<const float> x = truncate(process(logits, ctx), ctx);
         if (full_) materialise(x);  // id order
         if (cand_.empty()) return {};
@@ -317,7 +371,16 @@ public:
     }
 
 private:
+    friend struct detail::sampler_batch_access;
     static constexpr std::size_t block = 2048;  // block of the full-row draw
+
+    detail::in_use_flag in_use_;
+    std::uint64_t batch_call_ = 0;  // the batched call that last claimed this sampler
+    static sample_result busy_result() noexcept {
+        sample_result r;
+        r.status = sample_status::concurrent_use;
+        return r;
+    }
 
     sampling_params params_;
     std::size_t vocab_;
@@ -1239,5 +1302,11 @@ private:
         }
     }
 };
+
+inline bool detail::sampler_batch_access::claim(sampler& s, std::uint64_t call) noexcept {
+    if (s.batch_call_ == call) return false;
+    s.batch_call_ = call;
+    return true;
+}
 
 DECODEKIT_END_NAMESPACE
