@@ -247,7 +247,12 @@ inline error_handler set_error_handler(error_handler handler) noexcept {
 #if DECODEKIT_EXCEPTIONS
     throw config_error(message);
 #else
-    if (error_handler h = detail::error_handler_slot()) h(message.c_str());
+    if (error_handler h = detail::error_handler_slot()) {
+        h(message.c_str());
+        // the handler returned (it must not): abort without printing its message a second time
+        std::fputs("decodekit: the error handler returned; aborting\n", stderr);
+        std::abort();
+    }
     detail::default_error_handler(message.c_str());
 #endif
 }
@@ -2976,14 +2981,13 @@ DECODEKIT_END_NAMESPACE
 // ---- begin decodekit/sampling/sampler.hpp
 /// \file sampling/sampler.hpp
 /// decodekit::sampler: configured once (sampling_params + vocabulary size), applied to a logits
-/// row per token. It owns its whole workspace (allocated by the constructor; sample() and
-/// distribution() allocate nothing) and never writes the caller's logits: when a processor is
-/// active the row is copied into the workspace first; otherwise no copy is made.
+/// row per token. It never writes the caller's logits: when a processor is active the row is
+/// copied into the workspace first (or only the entries processors touch are patched).
 ///
-/// Pipeline: processors -> the truncation steps in the order of params.order -> draw.
-/// The working set starts as the whole row (never materialised); the first truncation step
-/// compacts it into a candidate set (kernels::top_k / top_p / filter_at_least) and every later
-/// step works on the survivors only. Temperature is lazy (a scale, no pass over the row).
+/// Pipeline: processors (processing.hpp) -> the truncation steps in the order of params.order
+/// (one file each under steps/, registered in steps.hpp; they narrow a working_set) -> the draw
+/// (draw.hpp) -> the logprob extras (logprobs.hpp). Greedy (temperature 0) is one argmax of the
+/// processed row: no step, no draw.
 ///
 /// Cost per call (V = vocabulary size, k = survivors of the first truncation):
 ///   greedy                      one argmax pass (no copy, no softmax)
@@ -2994,21 +2998,13 @@ DECODEKIT_END_NAMESPACE
 ///   processors                  sparse ones (all but allowed_tokens) patch a few entries with
 ///                               no row copy when the first step is greedy/top-k/min-p; else
 ///                               one copy of the row into the workspace
-///   epsilon / eta / mirostat    first step: an exp_sum (+ entropy) pass, one threshold pass,
-///                               then O(k log k) on the survivors
-///   typical first               exp_sum + entropy passes, one compaction per widening of the
-///                               logit interval, the survivors ordered by key lazily (no sort of
-///                               the row)
-///   XTC first (when it fires)   exp_sum pass, one compaction (the head, <= 1/threshold
-///                               entries); if it drops tokens, one copy of the row with them
-///                               at -inf, then the full-row draw
-///   top-n-sigma first           materialises the valid row (sorting only when min_keep binds)
+///   the other steps             see their files under sampling/steps/
 ///
 /// Randomness: a draw depends only on (seed, sequence, step, logits, params): its uniform comes
 /// from make_stream({seed, sequence, step}, rng_purpose::sample) (uniform(): 2 words; with
 /// logprobs.chosen off, a full-row draw uses kernels::draw_temperature instead: 5 words per
-/// proposal, a variable number of proposals), XTC's coin
-/// from rng_purpose::filter (uniform_float(): 1 word). Never on batch position or thread.
+/// proposal, a variable number of proposals), XTC's coin from rng_purpose::filter
+/// (uniform_float(): 1 word). Never on batch position or thread.
 ///
 /// Special values (kernels/reference.hpp): NaN and -inf entries have probability 0 and are never
 /// drawn; if an entry is +inf the distribution is uniform over the +inf entries; a row with no
@@ -3016,11 +3012,24 @@ DECODEKIT_END_NAMESPACE
 /// status no_valid_token; a row whose size is not vocab_size() gives status bad_input.
 ///
 /// Processors take the history from the caller (sample_context::history = prompt + generated
-/// so far, caller-owned); the sampler keeps no token history. Its only state is mirostat's mu
-/// and the step counter of sample(logits): state() / restore() (speculative rollback).
+/// so far, caller-owned). The sampler's state is mirostat's mu and the step counter of
+/// sample(logits): state() / restore() (speculative rollback).
 ///
-/// Thread safety: a sampler is not shared between threads while sampling (its workspace is
-/// mutable); distinct samplers are independent. batch.hpp runs one sampler per row.
+/// Thread safety: a sampler serves one call at a time (a second concurrent call gets
+/// sample_status::concurrent_use); distinct samplers are independent. batch.hpp runs one sampler
+/// per row.
+
+// ---- begin decodekit/sampling/draw.hpp
+/// \file sampling/draw.hpp
+/// The draw at the end of a sampler's pipeline, over whatever the working set holds:
+///   - a narrowed set: the kept entries' weights (ordered), one inverse-CDF draw;
+///   - the full row with logprobs.chosen on (or extras requested): per-block (max, exp-sum) over
+///     blocks of 2048 entries, a block by inverse CDF over the block masses, then the token inside
+///     it from that block's softmax: one max+exp pass in all (the exp floor);
+///   - the full row with no logprob wanted: kernels::draw_temperature (block-max envelope
+///     rejection, no exponential per entry).
+/// Randomness: one uniform() (2 words) of the call's rng_purpose::sample stream, or
+/// draw_temperature's proposals (5 words each).
 
 // ---- begin decodekit/kernels/draw.hpp
 /// \file kernels/draw.hpp
@@ -3311,158 +3320,12 @@ std::size_t draw_temperature(std::span<const float> x, float temperature,
 }  // namespace kernels
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/kernels/draw.hpp
-// ---- begin decodekit/kernels/nucleus.hpp
-/// \file kernels/nucleus.hpp
-/// top-p (nucleus) selection without a full sort.
-/// Semantics: kernels/reference.hpp (equal exactly: same kept set, same order). No random
-/// numbers are consumed.
-///
-/// Passes over the row: 3 (max; fused exp-and-sum giving Z; one compare-and-compact pass), then
-/// work on the survivors only. The compaction keeps x_i >= tau with
-/// tau = m + T ln(0.5 (1 - p) Z / V): everything below tau holds less than half of the mass
-/// 1 - p that top-p may drop, so the crossing token is always among the survivors. The survivors
-/// are ordered lazily (nth_element + sort of the first 64, then 4x more each time the mass has
-/// not reached p yet) and the rule is applied in double with the reference's own weights.
-/// Exactness: Z from the SIMD pass is within ~1e-5 relative of the reference's double sum; when
-/// a decision of the rule lies within 1e-4 (relative) of p, Z is recomputed exactly as the
-/// reference does (one scalar pass, rare) so the kept set is identical.
-/// Rows with +inf or no valid entry, and p >= 1, fall back to simple exact paths.
+// ---- begin decodekit/sampling/result.hpp
+/// \file sampling/result.hpp
+/// What a sampling call takes besides the row (sample_context) and what it gives back
+/// (sample_result, distribution), plus the inverse-CDF draw over a distribution.
 
 
-#include <algorithm>
-#include <cmath>
-#include <functional>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-
-/// Top-p (nucleus) at temperature T: sorted by probability descending (ties by id), keep entry
-/// j iff the mass strictly before it is < p, and at least max(1, min_keep) entries; output
-/// sorted like top_k; equals reference::top_p. \pre out.capacity() >= x.size(), temperature > 0
-template <class A = simd::default_arch>
-std::size_t top_p(std::span<const float> x, float p, float temperature, std::size_t min_keep,
-                  candidates& out) noexcept {
-    DECODEKIT_ASSERT(out.capacity() >= x.size(), "top_p: out.capacity() must be >= x.size()");
-    constexpr std::size_t L = simd::lanes<A>;
-    out.clear();
-    const std::size_t n = x.size(), nfull = n / L * L;
-    if (n == 0) return 0;
-    const std::size_t keep = std::max<std::size_t>(1, min_keep);
-    if (!(p > 0)) return kernels::top_k<A>(x, keep, tie_policy::exactly_k, out);
-    const float m = kernels::max<A>(x);
-    const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t))
-        return reference::top_p(x, p, temperature, min_keep, out);
-    const double z_fast = detail::exp_pass<A, false>(x, m, inv_t, nullptr);
-
-    // Survivor threshold (see the file comment); the lowest finite float keeps every valid entry.
-    float tau = detail::lowest_f;
-    if (p < 1) {
-        const double td = double(m) + double(temperature) *
-                                          std::log(0.5 * (1.0 - double(p)) * z_fast / double(n));
-        if (td > double(detail::lowest_f)) tau = std::nextafter(float(td), detail::neg_inf_f);
-    }
-    const float* xp = x.data();
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    for (;;) {
-        std::size_t c = detail::compact_batches<A>(xp, 0, nfull, tau, false, 0, ids, lg);
-        for (std::size_t i = nfull; i < n; ++i)
-            if (xp[i] >= tau) {
-                ids[c] = token_id(i);
-                lg[c] = xp[i];
-                ++c;
-            }
-        std::uint64_t* keys = out.key_storage();
-        for (std::size_t j = 0; j < c; ++j) keys[j] = detail::rank_key(lg[j], ids[j]);
-        std::size_t sorted = 0;  // keys[0, sorted) are in final order
-        auto ensure_sorted = [&](std::size_t upto) {
-            if (upto <= sorted) return;
-            upto = std::max(upto, std::min(c, sorted * 4));
-            upto = std::min(upto, c);
-            if (upto < c)
-                std::nth_element(keys + sorted, keys + (upto - 1), keys + c,
-                                 std::greater<std::uint64_t>());
-            std::sort(keys + sorted, keys + upto, std::greater<std::uint64_t>());
-            sorted = upto;
-        };
-        ensure_sorted(std::min<std::size_t>(c, std::max<std::size_t>(64, keep)));
-        // The reference's loop, over the survivors, with normaliser z. Returns the kept count;
-        // `borderline` is set when a deciding comparison is within 1e-4 of p.
-        auto walk = [&](double z, bool& borderline) {
-            borderline = false;
-            double before = 0;
-            std::size_t k = 0;
-            while (k < c) {
-                const bool forced = k < keep;
-                if (!forced && !(before < double(p))) break;
-                if (!forced && std::abs(before - double(p)) <= 1e-4 * double(p)) borderline = true;
-                ensure_sorted(k + 1);
-                before +=
-                    reference::weight(xp[std::size_t(detail::key_id(keys[k]))], m, temperature) / z;
-                ++k;
-            }
-            if (k < c && k >= keep && std::abs(before - double(p)) <= 1e-4 * double(p))
-                borderline = true;
-            return k;
-        };
-        bool borderline = false;
-        std::size_t kept = walk(z_fast, borderline);
-        if (borderline) kept = walk(reference::exp_sum(x, temperature).sum, borderline);
-        if (kept == c && tau > detail::lowest_f) {
-            tau = detail::lowest_f;  // ran out of survivors (rounding): once more with all
-            continue;
-        }
-        for (std::size_t j = 0; j < kept; ++j) {
-            ids[j] = detail::key_id(keys[j]);
-            lg[j] = xp[std::size_t(ids[j])];
-        }
-        out.resize(kept);
-        return kept;
-    }
-}
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/nucleus.hpp
-// ---- begin decodekit/sampling/params.hpp
-/// \file sampling/params.hpp
-/// sampling_params: everything a sampler is configured with, as one aggregate with defaults
-/// (designated-initializer friendly), validated once by check() / validate().
-///
-/// The processing order is data (`order`): processors first (bans, bias, allowed set, min
-/// length, penalties, DRY, no-repeat-ngram, banned sequences), then the truncation steps in the
-/// order of the preset, then the draw. Temperature is a step too: steps before it see the
-/// distribution at temperature 1, steps after it the tempered one.
-///
-// clang-format off
-/// Presets (ALGORITHMS.md "Order"; a disabled step is skipped):
-///   - hf        : temperature, top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, xtc,
-///                 mirostat
-///   - llama_cpp : top_n_sigma, top_k, typical, epsilon, eta, top_p, min_p, xtc, temperature,
-///                 mirostat
-///   - vllm      : temperature, min_p, top_k, top_p, typical, epsilon, eta, top_n_sigma, xtc,
-///                 mirostat
-///   - custom    : `custom_order` (each step at most once; steps not listed are not applied)
-// clang-format on
-/// The default is llama_cpp (temperature last: truncation runs on the raw logits and temperature
-/// only touches the survivors, the fastest order). Presets choose the order only; the other
-/// switches (top_k_ties, min_p_space, min_keep) are separate fields.
-
-
-// ---- begin decodekit/processors/bias.hpp
-/// \file processors/bias.hpp
-/// Logit bias, banned tokens and an allowed-token set.
-///
-/// Token ids outside [0, V) are ignored. Bans write -inf (also over NaN entries: both mean
-/// probability 0). No allocation; the allowed set works with a small stack buffer or a stack
-/// bitmask over blocks of the vocabulary.
-/// Statefulness: none.
-
-
-#include <algorithm>
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -3470,76 +3333,120 @@ DECODEKIT_END_NAMESPACE
 
 DECODEKIT_BEGIN_NAMESPACE
 
-/// One additive bias: logits[token] += bias (bias = -inf bans the token).
-struct logit_bias {
-    token_id token;
-    float bias;
+/// Outcome of one sample() call.
+enum class sample_status : std::uint8_t {
+    ok,              ///< a token was drawn
+    no_valid_token,  ///< every entry NaN / -inf (or banned): token = -1
+    bad_input,       ///< logits.size() != vocab_size(): token = -1
+    /// the sampler was inside another call (another thread, or the same sampler re-entered):
+    /// nothing was done, token = -1 (a sampler serves one call at a time)
+    concurrent_use,
 };
 
-/// Adds each bias to its token's logit (several biases for one token add up).
-/// Rules for special values: a NaN bias is ignored; a NaN logit stays NaN; bias -inf makes the
-/// logit -inf (even +inf); a -inf logit stays -inf (a +inf bias does not revive a ban).
-inline void apply_logit_bias(std::span<float> logits, std::span<const logit_bias> biases) noexcept {
-    constexpr float inf = std::numeric_limits<float>::infinity();
-    for (const logit_bias& b : biases) {
-        if (b.token < 0 || static_cast<std::size_t>(b.token) >= logits.size()) continue;
-        if (std::isnan(b.bias)) continue;
-        float& x = logits[static_cast<std::size_t>(b.token)];
-        if (std::isnan(x) || x == -inf) continue;
-        x = b.bias == -inf ? -inf : x + b.bias;
+/// A token and a log-probability (top-n alternatives, requested ids).
+struct token_logprob {
+    token_id token = -1;
+    float logprob = -std::numeric_limits<float>::infinity();
+};
+
+/// What sample() returns. The spans point into the sampler (its own storage): valid until its
+/// next call.
+struct sample_result {
+    token_id token = -1;  ///< the drawn token; -1 unless ok()
+    /// log of the probability the token was drawn with (after the whole pipeline; 0 for greedy;
+    /// NaN when params.logprobs.chosen is off).
+    float logprob = std::numeric_limits<float>::quiet_NaN();
+    /// log-softmax of the caller's logits at the token (temperature 1, before processors);
+    /// NaN unless params.logprobs.raw (opt-in: needs the full normaliser).
+    float raw_logprob = std::numeric_limits<float>::quiet_NaN();
+    /// 1-based rank of the token (see logprobs_request::rank); 0 unless requested.
+    std::size_t rank = 0;
+    sample_status status = sample_status::no_valid_token;
+    std::span<const token_logprob> top = {};        ///< logprobs_request::top_n best, best first
+    std::span<const token_logprob> requested = {};  ///< logprobs_request::ids, in request order
+
+    bool ok() const noexcept { return status == sample_status::ok; }
+};
+
+/// The key and the token history of one sampling step.
+struct sample_context {
+    std::uint64_t sequence = 0;  ///< sequence (request) id: part of the RNG key
+    std::uint64_t step = 0;      ///< step within the sequence: part of the RNG key
+    /// prompt + generated so far, oldest first (caller-owned; read by the processors).
+    std::span<const token_id> history = {};
+    std::size_t prompt_length = 0;  ///< history[0, prompt_length) is the prompt
+};
+
+/// The mutable state of a sampler (save with state(), roll back with restore()).
+struct sampler_state {
+    float mirostat_mu = 0.f;      ///< mirostat v2's mu (2 * tau initially)
+    std::uint64_t next_step = 0;  ///< the step sample(logits) uses next
+    friend bool operator==(const sampler_state&, const sampler_state&) = default;
+};
+
+/// A sparse distribution: token ids and their probabilities (equal lengths, probabilities sum to 1,
+/// descending probability, ties by ascending id; ascending id from
+/// sampler::distribution_unordered()). Views into a sampler's workspace (valid until
+/// its next call) or into caller storage.
+struct distribution {
+    std::span<const token_id> tokens = {};
+    std::span<const float> probs = {};
+
+    std::size_t size() const noexcept { return tokens.size(); }
+    bool empty() const noexcept { return tokens.empty(); }
+    /// Probability of token t (0 if absent). O(size()).
+    float prob(token_id t) const noexcept {
+        for (std::size_t i = 0; i < tokens.size(); ++i)
+            if (tokens[i] == t) return probs[i];
+        return 0.f;
     }
+};
+
+/// Inverse-CDF draw from `d` with the uniform u in [0, 1): the first entry (in d's order) whose
+/// running probability sum exceeds u * sum(probs); the last positive entry if rounding leaves it
+/// unreached. -1 if d has no positive probability.
+inline token_id draw(const distribution& d, double u) noexcept {
+    const std::size_t i = kernels::draw_inverse_cdf(d.probs, u);
+    return i == npos ? token_id(-1) : d.tokens[i];
 }
 
-/// Sets the logit of every listed token to -inf.
-inline void apply_banned_tokens(std::span<float> logits,
-                                std::span<const token_id> banned) noexcept {
-    constexpr float inf = std::numeric_limits<float>::infinity();
-    for (token_id t : banned)
-        if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
-            logits[static_cast<std::size_t>(t)] = -inf;
-}
-
-/// Sets every logit whose token is not in `allowed` to -inf; allowed logits are unchanged (NaN
-/// included). An empty `allowed` means no restriction. Ids outside [0, V) are ignored, so a list
-/// holding only such ids bans everything.
-/// Cost: O(V + A) for A <= 256 (save, fill, restore); otherwise O(V + A * ceil(V / 65536)).
-inline void apply_allowed_tokens(std::span<float> logits,
-                                 std::span<const token_id> allowed) noexcept {
-    constexpr float inf = std::numeric_limits<float>::infinity();
-    if (allowed.empty()) return;
-    const std::size_t v = logits.size();
-    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
-
-    constexpr std::size_t small = 256;
-    if (allowed.size() <= small) {
-        float saved[small];
-        for (std::size_t i = 0; i < allowed.size(); ++i)
-            saved[i] = valid(allowed[i]) ? logits[static_cast<std::size_t>(allowed[i])] : 0.f;
-        std::fill(logits.begin(), logits.end(), -inf);
-        for (std::size_t i = 0; i < allowed.size(); ++i)
-            if (valid(allowed[i])) logits[static_cast<std::size_t>(allowed[i])] = saved[i];
-        return;
-    }
-
-    // Large lists: a bitmask of the allowed ids, one block of the vocabulary at a time.
-    constexpr std::size_t block = 65536;
-    std::uint64_t mask[block / 64];
-    for (std::size_t lo = 0; lo < v; lo += block) {
-        const std::size_t hi = std::min(v, lo + block);
-        std::fill(std::begin(mask), std::begin(mask) + (hi - lo + 63) / 64, std::uint64_t{0});
-        for (token_id t : allowed) {
-            if (!valid(t)) continue;
-            const std::size_t u = static_cast<std::size_t>(t);
-            if (u < lo || u >= hi) continue;
-            mask[(u - lo) / 64] |= std::uint64_t{1} << ((u - lo) % 64);
-        }
-        for (std::size_t i = lo; i < hi; ++i)
-            if (!((mask[(i - lo) / 64] >> ((i - lo) % 64)) & 1u)) logits[i] = -inf;
-    }
+/// Draw from `d` with one uniform() (2 words) of `rng`. For a truncated pipeline (a step other
+/// than temperature and XTC cut the row: without one, sample() draws over the row in id blocks),
+/// with rng = make_stream({seed, sequence, step}, rng_purpose::sample) this returns the same token
+/// as sampler::sample() on the row that gave `d` when `d` came from distribution() (descending
+/// probability order; distribution_unordered() is in id order, so the same law but not the same
+/// token), barring float rounding within ~1e-7 of a CDF step; in every case the same law.
+inline token_id draw(const distribution& d, rng_stream& rng) noexcept {
+    return draw(d, rng.uniform());
 }
 
 DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/bias.hpp
+// ---- end decodekit/sampling/result.hpp
+// ---- begin decodekit/sampling/working_set.hpp
+/// \file sampling/working_set.hpp
+/// The named working set that a sampler's steps read and narrow, one call at a time.
+///
+/// It starts as every valid entry of the row (full(): nothing materialised, no pass made). A step
+/// that narrows it materialises the kept entries as candidates (ids + logits in
+/// sampling_workspace::cand), in id order or ordered (logit descending, ties by ascending id:
+/// ordered()). Temperature is a scale carried along (temperature()), applied where weights are
+/// computed. Entries with a NaN or -inf logit are never in the set.
+///
+/// Overlay: when the sampler's processors are sparse it does not copy the row; row() is then the
+/// caller's row and the processed entries are patches (the entries the processors changed).
+/// Steps that run first on a full set must honour them: the built-in first steps that can
+/// (top-k, min-p, greedy) use overlay_top_k() / merge_patches(); any other step starting on an
+/// overlaid full set calls materialise() first, which merges them. After the first narrowing the
+/// overlay is gone.
+
+// ---- begin decodekit/sampling/workspace.hpp
+/// \file sampling/workspace.hpp
+/// sampling_workspace: the O(vocabulary) scratch a sampling call works in (the candidate arrays,
+/// their weights, a processed copy of the row, the full-row draw's block sums, ...). It holds no
+/// state between calls: one workspace serves any number of samplers, one call at a time.
+/// Buffers grow on demand to the largest vocabulary seen and never shrink; growing is the only
+/// allocation, so a warm workspace makes sampling allocation-free.
+
 // ---- begin decodekit/processors/dry.hpp
 /// \file processors/dry.hpp
 /// DRY ("don't repeat yourself") penalty with llama.cpp semantics (src/llama-sampling.cpp,
@@ -3743,6 +3650,563 @@ inline void apply_dry(std::span<float> logits, std::span<const token_id> history
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/processors/dry.hpp
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+/// A candidate entry as one value (sort scratch).
+struct scored {
+    float logit;
+    token_id id;
+};
+/// Logit descending, ties by ascending id.
+inline bool scored_before(const scored& a, const scored& b) noexcept {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+/// Grows `v` to at least n elements (value-initialised), never shrinks.
+template <class T>
+void grow(std::vector<T>& v, std::size_t n) {
+    if (v.size() < n) v.resize(n);
+}
+}  // namespace detail
+
+/// Scratch of sampling calls (see the file comment). Not thread-safe: one call at a time.
+class sampling_workspace {
+public:
+    /// Entries of one block of the full-row draw.
+    static constexpr std::size_t draw_block = 2048;
+
+    sampling_workspace() = default;
+    /// A workspace already sized for `vocab_size`.
+    explicit sampling_workspace(std::size_t vocab_size) { reserve(vocab_size); }
+
+    /// Sizes the buffers every call uses for rows of `vocab_size` entries (no-op when large
+    /// enough). The feature buffers (typical's keys, the sparse marks, the raw top-n, the
+    /// penalty and DRY scratch) grow when first used.
+    void reserve(std::size_t vocab_size) {
+        if (vocab_size <= vocab_) return;
+        vocab_ = vocab_size;
+        cand = candidates(vocab_size);
+        detail::grow(sorted, vocab_size);
+        detail::grow(weights, vocab_size);
+        const std::size_t nblocks = (vocab_size + draw_block - 1) / draw_block;
+        detail::grow(bmax, nblocks);
+        detail::grow(bsum, nblocks);
+        detail::grow(block_buf, draw_block);
+    }
+    /// The vocabulary size the every-call buffers are sized for.
+    std::size_t vocab_size() const noexcept { return vocab_; }
+
+    /// typical's sort keys and permutation, sized for the reserved vocabulary.
+    void reserve_typical() {
+        detail::grow(key, vocab_);
+        detail::grow(perm, vocab_);
+    }
+    /// The processed-row copy.
+    std::span<float> row_copy() {
+        detail::grow(row, vocab_);
+        return {row.data(), vocab_};
+    }
+    /// The sparse-processor marks (all 0 between calls), touched list and patches.
+    void reserve_sparse() {
+        if (mark.size() < vocab_) mark.resize(vocab_, 0);
+        detail::grow(touched, vocab_);
+        detail::grow(patches, vocab_);
+    }
+    /// The raw top-n candidates.
+    candidates& raw_top() {
+        if (alt.capacity() < vocab_) alt = candidates(vocab_);
+        return alt;
+    }
+    /// The penalty counters (all 0 between calls).
+    penalty_workspace& penalties() {
+        if (pen.vocab_size() < vocab_) pen = penalty_workspace(vocab_);
+        return pen;
+    }
+    /// The DRY scratch.
+    dry_workspace& dry() {
+        if (dry_.vocab_size() < vocab_) dry_ = dry_workspace(vocab_);
+        return dry_;
+    }
+
+    // The buffers (scratch; contents unspecified between calls).
+    candidates cand;                      ///< the working set's entries once materialised
+    std::vector<detail::scored> sorted;   ///< sort scratch
+    std::vector<float> weights;           ///< exp weights of cand (relative to its max)
+    std::vector<double> key;              ///< typical's sort key
+    std::vector<std::size_t> perm;        ///< typical's order
+    std::vector<float> bmax;              ///< full-row draw: block maxima
+    std::vector<double> bsum;             ///<                block sums
+    std::vector<float> block_buf;         ///<                softmax of the chosen block
+    std::vector<float> row;               ///< processed copy of the row
+    std::vector<std::uint8_t> mark;       ///< sparse processors: 1 touched, 2 patched
+    std::vector<token_id> touched;        ///< sparse processors: ids copied into row
+    std::vector<detail::scored> patches;  ///< sparse processors: changed entries
+    candidates alt;                       ///< raw top-n
+
+private:
+    std::size_t vocab_ = 0;
+    penalty_workspace pen;
+    dry_workspace dry_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/workspace.hpp
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+inline constexpr float f_inf = std::numeric_limits<float>::infinity();
+
+/// exp((x - m)/t) with the special-value rules (m = +inf: 1 for +inf entries, else 0).
+inline double cand_weight(float x, float m, float t) noexcept {
+    if (!(x > -f_inf)) return 0.0;  // NaN, -inf
+    if (m == f_inf) return x == f_inf ? 1.0 : 0.0;
+    return std::exp((double(x) - double(m)) / double(t));
+}
+}  // namespace detail
+
+/// The working set of one sampling call (see the file comment).
+class working_set {
+public:
+    /// A full set over `row` (with `n_patches` patches in ws.patches when overlaid).
+    working_set(std::span<const float> row, sampling_workspace& ws, std::size_t n_patches = 0,
+                bool overlay = false) noexcept
+        : row_(row), ws_(ws), n_patches_(n_patches), overlay_(overlay) {}
+    working_set(const working_set&) = delete;
+    working_set& operator=(const working_set&) = delete;
+
+    // ---- what it is ----
+    /// The row the set refers to.
+    std::span<const float> row() const noexcept { return row_; }
+    /// Replaces the row the (full) set refers to (XTC: the row minus its head).
+    void set_row(std::span<const float> r) noexcept { row_ = r; }
+    std::size_t vocab_size() const noexcept { return row_.size(); }
+    /// True while the set is every valid entry of row() (nothing materialised).
+    bool full() const noexcept { return full_; }
+    /// The kept entries. \pre !full()
+    candidates& kept() noexcept { return ws_.cand; }
+    const candidates& kept() const noexcept { return ws_.cand; }
+    /// True when kept() is sorted by logit descending, ties by ascending id.
+    bool ordered() const noexcept { return ordered_; }
+    /// The temperature scale the set is at (1 until a temperature step).
+    float temperature() const noexcept { return t_; }
+    void set_temperature(float t) noexcept { t_ = t; }
+    /// True while the full set is the caller's row plus patches (see the file comment).
+    bool overlaid() const noexcept { return overlay_; }
+    /// The workspace the set lives in.
+    sampling_workspace& workspace() noexcept { return ws_; }
+
+    // ---- narrowing ----
+    /// Materialises every valid entry (id order) when full (merging the overlay). O(V).
+    void materialise() noexcept {
+        if (!full_) return;
+        if (overlay_) {
+            kernels::filter_at_least(row_, -detail::f_inf, ws_.cand);
+            merge_patches(-detail::f_inf);
+            clear_patch_marks();
+        } else {
+            kernels::filter_at_least(row_, -detail::f_inf, ws_.cand);
+        }
+        full_ = false;
+        ordered_ = false;
+    }
+    /// Materialises when the set is full and overlaid: for steps that read row() directly.
+    void materialise_if_overlaid() noexcept {
+        if (full_ && overlay_) materialise();
+    }
+    /// Makes the set every valid entry of row() again (a step that looked at candidates but
+    /// narrowed nothing, e.g. XTC's head).
+    void set_full() noexcept {
+        full_ = true;
+        ordered_ = false;
+    }
+    /// Sets the kept entries a kernel wrote into kept() (ordered or in id order).
+    void set_kept(bool is_ordered) noexcept {
+        full_ = false;
+        ordered_ = is_ordered;
+    }
+    /// Sorts the kept entries by logit descending, ties by ascending id. \pre !full()
+    void order() noexcept {
+        if (ordered_) return;
+        const std::size_t n = ws_.cand.size();
+        const token_id* ids = ws_.cand.id_storage();
+        const float* lg = ws_.cand.logit_storage();
+        for (std::size_t i = 0; i < n; ++i) ws_.sorted[i] = {lg[i], ids[i]};
+        std::sort(ws_.sorted.begin(), ws_.sorted.begin() + std::ptrdiff_t(n),
+                  detail::scored_before);
+        write_back(n);
+        ordered_ = true;
+    }
+    /// Writes ws.sorted[0, n) back into the kept arrays (keeps ordered() as it is).
+    void write_back(std::size_t n) noexcept {
+        token_id* ids = ws_.cand.id_storage();
+        float* lg = ws_.cand.logit_storage();
+        for (std::size_t i = 0; i < n; ++i) {
+            ids[i] = ws_.sorted[i].id;
+            lg[i] = ws_.sorted[i].logit;
+        }
+        ws_.cand.resize(n);
+    }
+    /// Keeps the entries i with keep(i), preserving their order (and their weights). \pre !full()
+    template <class Keep>
+    void keep_if(Keep&& keep) noexcept {
+        token_id* ids = ws_.cand.id_storage();
+        float* lg = ws_.cand.logit_storage();
+        float* w = ws_.weights.data();
+        std::size_t j = 0;
+        for (std::size_t i = 0; i < ws_.cand.size(); ++i)
+            if (keep(i)) {
+                ids[j] = ids[i];
+                lg[j] = lg[i];
+                w[j] = w[i];
+                ++j;
+            }
+        ws_.cand.resize(j);
+    }
+    /// Keeps the first n entries (the n best when ordered()). \pre !full()
+    void keep_first(std::size_t n) noexcept { ws_.cand.resize(std::min(n, ws_.cand.size())); }
+
+    // ---- weights ----
+    /// Largest kept logit (-inf when empty). \pre !full()
+    float kept_max() const noexcept {
+        if (ws_.cand.empty()) return -detail::f_inf;
+        if (ordered_) return ws_.cand.logits()[0];
+        float m = -detail::f_inf;
+        for (float v : ws_.cand.logits()) m = v > m ? v : m;
+        return m;
+    }
+    /// weights()[i] = exp((x_i - max)/temperature()) over the kept entries; returns their sum
+    /// (in double). \pre !full()
+    double fill_weights() noexcept {
+        const float m = kept_max();
+        double s = 0;
+        const float* lg = ws_.cand.logit_storage();
+        for (std::size_t i = 0; i < ws_.cand.size(); ++i) {
+            ws_.weights[i] = float(detail::cand_weight(lg[i], m, t_));
+            s += double(ws_.weights[i]);
+        }
+        return s;
+    }
+    /// The kept entries' weights (as the last fill_weights() left them).
+    std::span<float> weights() noexcept { return {ws_.weights.data(), ws_.cand.size()}; }
+    /// Keeps the entries with weight >= w_thr, at least min(min_keep, size) (the most probable).
+    /// \pre ordered(), weights filled
+    void keep_weight_at_least(double w_thr, std::size_t min_keep) noexcept {
+        std::size_t n = 0;
+        while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
+        ws_.cand.resize(std::max(n, std::min(min_keep, ws_.cand.size())));
+    }
+    /// Keeps the leading entries with weight >= w_thr, at least one. \pre ordered(), weights
+    void keep_weight_from_top(double w_thr) noexcept {
+        std::size_t n = 0;
+        while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
+        ws_.cand.resize(std::max<std::size_t>(n, 1));
+    }
+    /// Number of valid (not NaN, not -inf) entries of the row. O(V).
+    std::size_t valid_count() const noexcept {
+        std::size_t n = 0;
+        for (float v : row_) n += v > -detail::f_inf;
+        return n;
+    }
+
+    // ---- the overlay (built-in first steps) ----
+    /// True when id t is patched. \pre overlaid()
+    bool patched(token_id t) const noexcept { return ws_.mark[std::size_t(t)] == 2; }
+    /// Drops the patched ids from kept() and appends the patches with value >= thr (valid only).
+    void merge_patches(float thr) noexcept {
+        token_id* ids = ws_.cand.id_storage();
+        float* lg = ws_.cand.logit_storage();
+        std::size_t j = 0;
+        for (std::size_t i = 0; i < ws_.cand.size(); ++i)
+            if (!patched(ids[i])) {
+                ids[j] = ids[i];
+                lg[j] = lg[i];
+                ++j;
+            }
+        for (std::size_t i = 0; i < n_patches_; ++i) {
+            const float v = ws_.patches[i].logit;
+            if (v > -detail::f_inf && v >= thr) {
+                ids[j] = ws_.patches[i].id;
+                lg[j] = v;
+                ++j;
+            }
+        }
+        ws_.cand.resize(j);
+        ordered_ = false;
+    }
+    /// The k best of the patched row (tie policy `ties`) into kept(), ordered. \pre overlaid()
+    void overlay_top_k(std::size_t k, tie_policy ties) noexcept {
+        kernels::top_k(row_, std::min(row_.size(), k + n_patches_), ties, ws_.cand);
+        merge_patches(-detail::f_inf);
+        order();
+        if (k < ws_.cand.size()) {
+            std::size_t n = k;
+            if (ties == tie_policy::keep_ties)
+                while (n < ws_.cand.size() && ws_.cand.logits()[n] == ws_.cand.logits()[k - 1]) ++n;
+            ws_.cand.resize(n);
+        }
+    }
+    /// Clears the patch marks and ends the overlay (the set no longer reads the caller's row
+    /// through patches).
+    void clear_patch_marks() noexcept {
+        if (!overlay_) return;
+        for (std::size_t i = 0; i < n_patches_; ++i) ws_.mark[std::size_t(ws_.patches[i].id)] = 0;
+        overlay_ = false;
+    }
+
+private:
+    std::span<const float> row_;
+    sampling_workspace& ws_;
+    std::size_t n_patches_ = 0;
+    bool overlay_ = false;
+    bool full_ = true;
+    bool ordered_ = false;
+    float t_ = 1.f;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/working_set.hpp
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// A token drawn from a working set.
+struct set_draw {
+    token_id token = -1;  ///< -1: the set has no valid entry
+    double logprob = 0;   ///< log probability under the set's distribution (NaN: not computed)
+    double prob = 0;      ///< that probability (mirostat's surprise)
+    double row_lse = 0;   ///< log sum exp(x / t) of the full row when row_lse_known
+    bool row_lse_known = false;
+};
+
+namespace detail {
+/// Draw over the whole row at temperature t with the uniform u: per-block (max, exp-sum), a block
+/// by inverse CDF over the block masses, then the token from the block's softmax.
+inline set_draw draw_full_row(std::span<const float> x, float t, double u,
+                              sampling_workspace& ws) noexcept {
+    set_draw d;
+    constexpr std::size_t block = sampling_workspace::draw_block;
+    const std::size_t n = x.size();
+    const std::size_t nb = (n + block - 1) / block;
+    float m = -f_inf;
+    for (std::size_t b = 0; b < nb; ++b) {
+        const std::size_t lo = b * block, len = std::min(block, n - lo);
+        const auto st = kernels::exp_sum(x.subspan(lo, len), t);
+        ws.bmax[b] = st.max;
+        ws.bsum[b] = st.sum;
+        m = st.max > m ? st.max : m;
+    }
+    if (!(m > -f_inf)) return d;
+    double s = 0;
+    for (std::size_t b = 0; b < nb; ++b) {
+        double w;
+        if (m == f_inf)
+            w = ws.bmax[b] == f_inf ? ws.bsum[b] : 0.0;
+        else
+            w = ws.bsum[b] > 0 ? ws.bsum[b] * std::exp((double(ws.bmax[b]) - double(m)) / double(t))
+                               : 0.0;
+        ws.bsum[b] = w;  // now the block's mass relative to the global max
+        s += w;
+    }
+    if (!(s > 0)) return d;
+    const double target = u * s;
+    double run = 0;
+    std::size_t pick = npos;
+    double before = 0;
+    for (std::size_t b = 0; b < nb; ++b) {
+        if (!(ws.bsum[b] > 0)) continue;
+        before = run;
+        run += ws.bsum[b];
+        pick = b;
+        if (run > target) break;
+    }
+    const std::size_t lo = pick * block, len = std::min(block, n - lo);
+    double u2 = (target - before) / ws.bsum[pick];
+    u2 = std::clamp(u2, 0.0, std::nextafter(1.0, 0.0));
+    kernels::softmax(x.subspan(lo, len), std::span<float>(ws.block_buf.data(), len), t);
+    const std::size_t i =
+        kernels::draw_inverse_cdf(std::span<const float>(ws.block_buf.data(), len), u2);
+    if (i == npos) return d;
+    const std::size_t tok = lo + i;
+    const double w = cand_weight(x[tok], m, t);
+    d.token = token_id(tok);
+    d.logprob = std::log(w) - std::log(s);
+    d.prob = w / s;
+    if (m != f_inf) {
+        d.row_lse = double(m) / double(t) + std::log(s);
+        d.row_lse_known = true;
+    }
+    return d;
+}
+}  // namespace detail
+
+/// Draws from the working set with the call's sample stream (see the file comment); `exact`:
+/// a logprob is wanted (else a full set uses the envelope draw and logprob is NaN).
+inline set_draw draw_from(working_set& w, rng_stream& rng, bool exact) noexcept {
+    if (w.full() && !exact) {
+        set_draw d;
+        const std::size_t i = kernels::draw_temperature(w.row(), w.temperature(), rng);
+        if (i != npos) d.token = token_id(i);
+        d.logprob = std::numeric_limits<double>::quiet_NaN();
+        return d;
+    }
+    const double u = rng.uniform();
+    if (w.full()) return detail::draw_full_row(w.row(), w.temperature(), u, w.workspace());
+    set_draw d;
+    if (w.kept().empty()) return d;
+    w.order();
+    const double s = w.fill_weights();
+    if (!(s > 0)) return d;
+    const std::span<const float> wt = w.weights();
+    const std::size_t pick = kernels::draw_inverse_cdf(wt, u);
+    if (pick == npos) return d;
+    d.token = w.kept().ids()[pick];
+    d.logprob = std::log(double(wt[pick])) - std::log(s);
+    d.prob = double(wt[pick]) / s;
+    return d;
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/draw.hpp
+// ---- begin decodekit/sampling/logprobs.hpp
+/// \file sampling/logprobs.hpp
+/// The logprob extras of a sample() call (logprobs_request): the raw logprob of the drawn token,
+/// its rank, the top-n alternatives and the logprobs of requested ids, raw (log-softmax of the
+/// caller's logits; one max+exp pass for the normaliser unless the draw had it) or processed
+/// (the final distribution the token was drawn from; -inf outside it).
+
+// ---- begin decodekit/sampling/params.hpp
+/// \file sampling/params.hpp
+/// sampling_params: everything a sampler is configured with, as one aggregate with defaults
+/// (designated-initializer friendly), validated once by check() / validate().
+///
+/// The processing order is data (`order`): processors first (bans, bias, allowed set, min
+/// length, penalties, DRY, no-repeat-ngram, banned sequences), then the truncation steps in the
+/// order of the preset, then the draw. Temperature is a step too: steps before it see the
+/// distribution at temperature 1, steps after it the tempered one.
+///
+// clang-format off
+/// Presets (ALGORITHMS.md "Order"; a disabled step is skipped):
+///   - hf        : temperature, top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, xtc,
+///                 mirostat
+///   - llama_cpp : top_n_sigma, top_k, typical, epsilon, eta, top_p, min_p, xtc, temperature,
+///                 mirostat
+///   - vllm      : temperature, min_p, top_k, top_p, typical, epsilon, eta, top_n_sigma, xtc,
+///                 mirostat
+///   - custom    : `custom_order` (each step at most once; steps not listed are not applied)
+// clang-format on
+/// The default is llama_cpp (temperature last: truncation runs on the raw logits and temperature
+/// only touches the survivors, the fastest order). Presets choose the order only; the other
+/// switches (top_k_ties, min_p_space, min_keep) are separate fields.
+
+
+// ---- begin decodekit/processors/bias.hpp
+/// \file processors/bias.hpp
+/// Logit bias, banned tokens and an allowed-token set.
+///
+/// Token ids outside [0, V) are ignored. Bans write -inf (also over NaN entries: both mean
+/// probability 0). No allocation; the allowed set works with a small stack buffer or a stack
+/// bitmask over blocks of the vocabulary.
+/// Statefulness: none.
+
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// One additive bias: logits[token] += bias (bias = -inf bans the token).
+struct logit_bias {
+    token_id token;
+    float bias;
+};
+
+/// Adds each bias to its token's logit (several biases for one token add up).
+/// Rules for special values: a NaN bias is ignored; a NaN logit stays NaN; bias -inf makes the
+/// logit -inf (even +inf); a -inf logit stays -inf (a +inf bias does not revive a ban).
+inline void apply_logit_bias(std::span<float> logits, std::span<const logit_bias> biases) noexcept {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    for (const logit_bias& b : biases) {
+        if (b.token < 0 || static_cast<std::size_t>(b.token) >= logits.size()) continue;
+        if (std::isnan(b.bias)) continue;
+        float& x = logits[static_cast<std::size_t>(b.token)];
+        if (std::isnan(x) || x == -inf) continue;
+        x = b.bias == -inf ? -inf : x + b.bias;
+    }
+}
+
+/// Sets the logit of every listed token to -inf.
+inline void apply_banned_tokens(std::span<float> logits,
+                                std::span<const token_id> banned) noexcept {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    for (token_id t : banned)
+        if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
+            logits[static_cast<std::size_t>(t)] = -inf;
+}
+
+/// Sets every logit whose token is not in `allowed` to -inf; allowed logits are unchanged (NaN
+/// included). An empty `allowed` means no restriction. Ids outside [0, V) are ignored, so a list
+/// holding only such ids bans everything.
+/// Cost: O(V + A) for A <= 256 (save, fill, restore); otherwise O(V + A * ceil(V / 65536)).
+inline void apply_allowed_tokens(std::span<float> logits,
+                                 std::span<const token_id> allowed) noexcept {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    if (allowed.empty()) return;
+    const std::size_t v = logits.size();
+    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
+
+    constexpr std::size_t small = 256;
+    if (allowed.size() <= small) {
+        float saved[small];
+        for (std::size_t i = 0; i < allowed.size(); ++i)
+            saved[i] = valid(allowed[i]) ? logits[static_cast<std::size_t>(allowed[i])] : 0.f;
+        std::fill(logits.begin(), logits.end(), -inf);
+        for (std::size_t i = 0; i < allowed.size(); ++i)
+            if (valid(allowed[i])) logits[static_cast<std::size_t>(allowed[i])] = saved[i];
+        return;
+    }
+
+    // Large lists: a bitmask of the allowed ids, one block of the vocabulary at a time.
+    constexpr std::size_t block = 65536;
+    std::uint64_t mask[block / 64];
+    for (std::size_t lo = 0; lo < v; lo += block) {
+        const std::size_t hi = std::min(v, lo + block);
+        std::fill(std::begin(mask), std::begin(mask) + (hi - lo + 63) / 64, std::uint64_t{0});
+        for (token_id t : allowed) {
+            if (!valid(t)) continue;
+            const std::size_t u = static_cast<std::size_t>(t);
+            if (u < lo || u >= hi) continue;
+            mask[(u - lo) / 64] |= std::uint64_t{1} << ((u - lo) % 64);
+        }
+        for (std::size_t i = lo; i < hi; ++i)
+            if (!((mask[(i - lo) / 64] >> ((i - lo) % 64)) & 1u)) logits[i] = -inf;
+    }
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/bias.hpp
 // ---- begin decodekit/processors/min_length.hpp
 /// \file processors/min_length.hpp
 /// Minimum length: suppress end-of-sequence tokens until enough tokens were generated.
@@ -3917,8 +4381,8 @@ struct sampling_params {
     float xtc_probability = 0.f;  ///< in [0, 1]; 0 disabled
     float xtc_threshold = 0.1f;   ///< in [0, 1]; > 0.5 disables XTC
     bool mirostat = false;        ///< mirostat v2 on
-    float mirostat_tau = 5.f;     ///< target surprise (bits), > 0
-    float mirostat_eta = 0.1f;    ///< learning rate, > 0
+    float mirostat_tau = 5.f;     ///< target surprise (bits), > 0 (checked when mirostat is on)
+    float mirostat_eta = 0.1f;    ///< learning rate, > 0 (checked when mirostat is on)
     /// Every truncation step (except top_k, and mirostat which keeps >= 1) keeps at least this
     /// many.
     std::size_t min_keep = 1;
@@ -4011,9 +4475,9 @@ inline std::optional<std::string> sampling_params::check() const {
         return range_message("sampling_params.xtc_probability", "in [0, 1]", xtc_probability);
     if (!detail::in_closed(xtc_threshold, 0.f, 1.f))
         return range_message("sampling_params.xtc_threshold", "in [0, 1]", xtc_threshold);
-    if (!(mirostat_tau > 0.f) || std::isinf(mirostat_tau))
+    if (mirostat && (!(mirostat_tau > 0.f) || std::isinf(mirostat_tau)))
         return range_message("sampling_params.mirostat_tau", "finite and > 0", mirostat_tau);
-    if (!(mirostat_eta > 0.f) || std::isinf(mirostat_eta))
+    if (mirostat && (!(mirostat_eta > 0.f) || std::isinf(mirostat_eta)))
         return range_message("sampling_params.mirostat_eta", "finite and > 0", mirostat_eta);
     if (min_keep < 1) return range_message("sampling_params.min_keep", ">= 1", double(min_keep));
     if (order == sampling_order::custom) {
@@ -4048,363 +4512,173 @@ inline std::optional<std::string> sampling_params::check() const {
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/params.hpp
 
-#include <algorithm>
-#include <array>
-#include <bit>
 #include <cmath>
 #include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <optional>
 #include <span>
 #include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
-/// Outcome of one sample() call.
-enum class sample_status : std::uint8_t {
-    ok,              ///< a token was drawn
-    no_valid_token,  ///< every entry NaN / -inf (or banned): token = -1
-    bad_input,       ///< logits.size() != vocab_size(): token = -1
+/// A sampler's storage for the extras it returns (its own: sized by its params, O(top_n + ids)).
+struct logprob_storage {
+    std::vector<token_logprob> top, requested;
+
+    explicit logprob_storage(const logprobs_request& lr = {}, std::size_t vocab_size = 0)
+        : top(std::min(lr.top_n, vocab_size)), requested(lr.ids.size()) {}
 };
 
-/// A token and a log-probability (top-n alternatives, requested ids).
-struct token_logprob {
-    token_id token = -1;
-    float logprob = -std::numeric_limits<float>::infinity();
-};
-
-/// What sample() returns. The spans point into the sampler's workspace: valid until its next call.
-struct sample_result {
-    token_id token = -1;  ///< the drawn token; -1 unless ok()
-    /// log of the probability the token was drawn with (after the whole pipeline; 0 for greedy;
-    /// NaN when params.logprobs.chosen is off).
-    float logprob = std::numeric_limits<float>::quiet_NaN();
-    /// log-softmax of the caller's logits at the token (temperature 1, before processors);
-    /// NaN unless params.logprobs.raw (opt-in: needs the full normaliser).
-    float raw_logprob = std::numeric_limits<float>::quiet_NaN();
-    /// 1-based rank of the token (see logprobs_request::rank); 0 unless requested.
-    std::size_t rank = 0;
-    sample_status status = sample_status::no_valid_token;
-    std::span<const token_logprob> top = {};        ///< logprobs_request::top_n best, best first
-    std::span<const token_logprob> requested = {};  ///< logprobs_request::ids, in request order
-
-    bool ok() const noexcept { return status == sample_status::ok; }
-};
-
-/// The key and the token history of one sampling step.
-struct sample_context {
-    std::uint64_t sequence = 0;  ///< sequence (request) id: part of the RNG key
-    std::uint64_t step = 0;      ///< step within the sequence: part of the RNG key
-    /// prompt + generated so far, oldest first (caller-owned; read by the processors).
-    std::span<const token_id> history = {};
-    std::size_t prompt_length = 0;  ///< history[0, prompt_length) is the prompt
-};
-
-/// The mutable state of a sampler (save with state(), roll back with restore()).
-struct sampler_state {
-    float mirostat_mu = 0.f;      ///< mirostat v2's mu (2 * tau initially)
-    std::uint64_t next_step = 0;  ///< the step sample(logits) uses next
-    friend bool operator==(const sampler_state&, const sampler_state&) = default;
-};
-
-/// A sparse distribution: token ids and their probabilities (equal lengths, probabilities sum to 1,
-/// descending probability, ties by ascending id; ascending id from
-/// sampler::distribution_unordered()). Views into a sampler's workspace (valid until
-/// its next call) or into caller storage.
-struct distribution {
-    std::span<const token_id> tokens = {};
-    std::span<const float> probs = {};
-
-    std::size_t size() const noexcept { return tokens.size(); }
-    bool empty() const noexcept { return tokens.empty(); }
-    /// Probability of token t (0 if absent). O(size()).
-    float prob(token_id t) const noexcept {
-        for (std::size_t i = 0; i < tokens.size(); ++i)
-            if (tokens[i] == t) return probs[i];
-        return 0.f;
+/// Fills the extras of `r` (token drawn) from the raw row `raw`, the working set `w` the token
+/// was drawn from (greedy: `greedy`), and the raw normaliser when the draw knew it.
+inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
+                                std::span<const float> raw, working_set& w, bool greedy,
+                                double raw_lse, bool raw_lse_known, logprob_storage& out) noexcept {
+    const bool need_raw = lr.raw || (!lr.processed && (lr.rank || lr.top_n > 0 || !lr.ids.empty()));
+    if (need_raw && !raw_lse_known) {
+        raw_lse = kernels::logsumexp(raw);
+        raw_lse_known = true;
     }
+    auto raw_lp = [&](std::size_t t) -> float {
+        const float v = raw[t];
+        if (!(v > -detail::f_inf)) return -detail::f_inf;
+        if (std::isinf(raw_lse)) return v == detail::f_inf ? 0.f : -detail::f_inf;  // +inf row
+        return float(double(v) - raw_lse);
+    };
+    if (lr.raw) r.raw_logprob = raw_lp(std::size_t(r.token));
+    const std::span<const float> x = w.row();
+    const float t_cur = w.temperature();
+    // processed: the final set is kept() (ordered, weights filled) unless greedy / full row
+    const bool full = w.full();
+    const bool processed_set = !greedy && !full;
+    auto proc_lp = [&](token_id t) -> float {
+        if (greedy) return t == r.token ? 0.f : -detail::f_inf;
+        if (full) {  // whole row at the temperature
+            const float v = x[std::size_t(t)];
+            const float vt = x[std::size_t(r.token)];
+            if (!(v > -detail::f_inf)) return -detail::f_inf;
+            return float(double(r.logprob) + (double(v) - double(vt)) / double(t_cur));
+        }
+        const std::span<const float> wt = w.weights();
+        double s = 0;
+        for (float v : wt) s += v;
+        const std::span<const token_id> ids = w.kept().ids();
+        for (std::size_t i = 0; i < ids.size(); ++i)
+            if (ids[i] == t) return float(std::log(double(wt[i]) / s));
+        return -detail::f_inf;
+    };
+    if (lr.rank) {
+        std::size_t above = 0;
+        if (!lr.processed) {
+            const float v = raw[std::size_t(r.token)];
+            for (float y : raw) above += y > v;
+        } else if (processed_set) {
+            const std::span<const token_id> ids = w.kept().ids();
+            for (std::size_t i = 0; i < ids.size(); ++i)
+                if (ids[i] == r.token) {
+                    above = i;
+                    break;
+                }
+        } else if (!greedy) {
+            const float v = x[std::size_t(r.token)];
+            for (float y : x) above += y > v;
+        }
+        r.rank = above + 1;
+    }
+    if (lr.top_n > 0) {
+        std::size_t n = 0;
+        std::vector<token_logprob>& top = out.top;
+        if (!lr.processed) {
+            candidates& alt = w.workspace().raw_top();
+            kernels::top_k(raw, top.size(), tie_policy::exactly_k, alt);
+            for (std::size_t i = 0; i < alt.size(); ++i)
+                top[n++] = {alt.ids()[i], raw_lp(std::size_t(alt.ids()[i]))};
+        } else if (greedy) {
+            top[n++] = {r.token, 0.f};
+        } else if (processed_set) {
+            const std::span<const token_id> ids = w.kept().ids();
+            for (std::size_t i = 0; i < ids.size() && n < top.size(); ++i)
+                top[n++] = {ids[i], proc_lp(ids[i])};
+        } else {
+            candidates& kept = w.kept();
+            kernels::top_k(x, top.size(), tie_policy::exactly_k, kept);
+            for (std::size_t i = 0; i < kept.size(); ++i)
+                top[n++] = {kept.ids()[i], proc_lp(kept.ids()[i])};
+        }
+        r.top = {top.data(), n};
+    }
+    if (!lr.ids.empty()) {
+        const std::size_t vocab = raw.size();
+        for (std::size_t j = 0; j < lr.ids.size(); ++j) {
+            const token_id t = lr.ids[j];
+            float lp = -detail::f_inf;
+            if (t >= 0 && std::size_t(t) < vocab)
+                lp = lr.processed ? proc_lp(t) : raw_lp(std::size_t(t));
+            out.requested[j] = {t, lp};
+        }
+        r.requested = {out.requested.data(), out.requested.size()};
+    }
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/logprobs.hpp
+// ---- begin decodekit/sampling/processing.hpp
+/// \file sampling/processing.hpp
+/// The processor stage of a sampler: the processors configured in sampling_params, applied in
+/// the documented order (allowed set, banned tokens, logit bias, min length, penalties, DRY,
+/// no-repeat-ngram, banned sequences) to the row before the truncation steps.
+///
+/// Dense path: the row is copied into the workspace and every processor runs on the copy.
+/// Sparse path (when every processor declares the ids it may touch and the first step can merge
+/// patches: greedy, top-k, min-p): only those entries are copied; the entries the processors
+/// changed become patches over the caller's row (no row copy; see working_set.hpp).
+
+
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// What the processor stage hands to the working set.
+struct processed_row {
+    std::span<const float> row;  ///< the row the steps read (the caller's, or the copy)
+    std::size_t patches = 0;     ///< patches in the workspace (sparse path)
+    bool overlay = false;        ///< row is the caller's and the patches apply over it
 };
 
-/// Inverse-CDF draw from `d` with the uniform u in [0, 1): the first entry (in d's order) whose
-/// running probability sum exceeds u * sum(probs); the last positive entry if rounding leaves it
-/// unreached. -1 if d has no positive probability.
-inline token_id draw(const distribution& d, double u) noexcept {
-    const std::size_t i = kernels::draw_inverse_cdf(d.probs, u);
-    return i == npos ? token_id(-1) : d.tokens[i];
-}
-
-/// Draw from `d` with one uniform() (2 words) of `rng`. For a truncated pipeline (a step other
-/// than temperature and XTC cut the row: without one, sample() draws over the row in id blocks),
-/// with rng = make_stream({seed, sequence, step}, rng_purpose::sample) this returns the same token
-/// as sampler::sample() on the row that gave `d` when `d` came from distribution() (descending
-/// probability order; distribution_unordered() is in id order, so the same law but not the same
-/// token), barring float rounding within ~1e-7 of a CDF step; in every case the same law.
-inline token_id draw(const distribution& d, rng_stream& rng) noexcept {
-    return draw(d, rng.uniform());
-}
-
-namespace detail {
-inline constexpr float f_inf = std::numeric_limits<float>::infinity();
-
-/// exp((x - m)/t) with the special-value rules (m = +inf: 1 for +inf entries, else 0).
-inline double cand_weight(float x, float m, float t) noexcept {
-    if (!(x > -f_inf)) return 0.0;  // NaN, -inf
-    if (m == f_inf) return x == f_inf ? 1.0 : 0.0;
-    return std::exp((double(x) - double(m)) / double(t));
-}
-struct scored {
-    float logit;
-    token_id id;
-};
-inline bool scored_before(const scored& a, const scored& b) noexcept {
-    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
-}
-}  // namespace detail
-
-/// A configured sampler. See the file comment for the pipeline, randomness and special values.
-class sampler {
+/// The processor stage of one sampler (see the file comment).
+class processor_stage {
 public:
-    /// Validates `params` (decodekit::raise on error) and allocates the whole workspace.
-    /// \pre vocab_size >= 1
-    sampler(const sampling_params& params, std::size_t vocab_size)
-        : params_(params), vocab_(vocab_size) {
-        params_.validate();
-        if (vocab_size == 0) raise("sampler: vocab_size must be >= 1, got 0");
-        if (vocab_size > std::size_t(std::numeric_limits<token_id>::max()))
-            raise(detail::range_message("sampler: vocab_size", "<= 2^31 - 1", double(vocab_size)));
-        build_steps();
-        cand_ = candidates(vocab_);
-        sorted_.resize(vocab_);
-        weights_.resize(vocab_);
-        if (params_.typical_p < 1.f) {
-            key_.resize(vocab_);
-            perm_.resize(vocab_);
-        }
-        const std::size_t nblocks = (vocab_ + block - 1) / block;
-        bmax_.resize(nblocks);
-        bsum_.resize(nblocks);
-        block_buf_.resize(block);
-        processors_ = params_.has_processors();
-        if (processors_ || xtc_on()) row_.resize(vocab_);  // XTC: the row minus its head
-        if (processors_) {
-            if (params_.penalties.enabled()) pen_ws_ = penalty_workspace(vocab_);
-            if (params_.dry.enabled()) dry_ws_ = dry_workspace(vocab_);
-            sparse_ok_ =
-                params_.allowed_tokens.empty() &&
-                (params_.greedy() || (n_steps_ > 0 && (steps_[0] == sampling_step::top_k ||
-                                                       steps_[0] == sampling_step::min_p)));
-            if (sparse_ok_) {
-                mark_.assign(vocab_, 0);
-                touched_.resize(vocab_);
-                patches_.resize(vocab_);
-            }
-        }
-        const logprobs_request& lr = params_.logprobs;
-        if (lr.top_n > 0) {
-            top_.resize(std::min(lr.top_n, vocab_));
-            if (!lr.processed) alt_ = candidates(vocab_);
-        }
-        requested_.resize(lr.ids.size());
-        state_.mirostat_mu = 2.f * params_.mirostat_tau;
-    }
+    processor_stage() = default;
+    /// The stage for `params`; `sparse_first_step`: the pipeline's first step can merge patches.
+    processor_stage(const sampling_params& params, bool sparse_first_step)
+        : active_(params.has_processors()),
+          sparse_(active_ && params.allowed_tokens.empty() && sparse_first_step) {}
 
-    const sampling_params& params() const noexcept { return params_; }
-    std::size_t vocab_size() const noexcept { return vocab_; }
-    /// The truncation steps this sampler applies, in order (disabled steps removed).
-    std::span<const sampling_step> steps() const noexcept { return {steps_.data(), n_steps_}; }
+    /// True when some processor changes the logits.
+    bool active() const noexcept { return active_; }
+    /// True when the stage patches instead of copying.
+    bool sparse() const noexcept { return sparse_; }
 
-    /// Mirostat's mu and the step counter of sample(logits).
-    sampler_state state() const noexcept { return state_; }
-    /// Restores a state saved by state() (speculative rollback).
-    void restore(const sampler_state& s) noexcept { state_ = s; }
-
-    /// Advances the sampler's state as if sample() had drawn `emitted` from `d` (d from this
-    /// sampler's distribution() for that row): mirostat's mu moves by -eta * (-log2 d(emitted) -
-    /// tau). For callers that draw themselves (speculative decoding); no-op without mirostat or
-    /// when d(emitted) = 0.
-    void observe(const decodekit::distribution& d, token_id emitted) noexcept {
-        if (!params_.mirostat) return;
-        const float q = d.prob(emitted);
-        if (!(q > 0.f)) return;
-        state_.mirostat_mu -= float(double(params_.mirostat_eta) *
-                                    (-std::log2(double(q)) - double(params_.mirostat_tau)));
-    }
-
-    /// Draws a token for `logits` keyed by (params.seed, ctx.sequence, ctx.step).
-    /// \pre logits.size() == vocab_size() (else status bad_input)
-    sample_result sample(std::span<const float> logits, const sample_context& ctx) noexcept {
-        return run(logits, ctx);
-    }
-    /// sample() with the key (sequence, step) and no history.
-    sample_result sample(std::span<const float> logits, std::uint64_t sequence,
-                         std::uint64_t step) noexcept {
-        return run(logits, sample_context{.sequence = sequence, .step = step});
-    }
-    /// sample() with sequence 0 and the sampler's own step counter (then incremented).
-    sample_result sample(std::span<const float> logits) noexcept {
-        const std::uint64_t step = state_.next_step++;
-        return run(logits, sample_context{.sequence = 0, .step = step});
-    }
-
-    /// The final candidate set the draw of sample(logits, ctx) uses (same processors, steps, XTC
-    /// coin and mirostat mu; mu is not updated). Greedy: the argmax with probability 1. Empty
-    /// when no token is valid. Views into the workspace: valid until the next call.
-    /// Without truncation this materialises and sorts the whole valid row (inspection, not hot).
-    decodekit::distribution distribution(std::span<const float> logits,
-                                         const sample_context& ctx = {}) noexcept {
-        if (logits.size() != vocab_) return {};
-        std::span<const float> x = process(logits, ctx);
-        if (params_.greedy()) {
-            float best = 0.f;
-            const std::size_t a = greedy_argmax(x, best);
-            if (a == npos) return {};
-            cand_.clear();
-            cand_.push_back(token_id(a), best);
-            weights_[0] = 1.f;
-            return {{cand_.id_storage(), 1}, {weights_.data(), 1}};
-        }
-        x = truncate(x, ctx);
-        if (full_) materialise(x);
-        if (cand_.empty()) return {};
-        sort_cand();
-        const double s = fill_weights();
-        std::size_t n = cand_.size();  // sorted: zero weights (underflow, finite next to +inf) last
-        while (n > 0 && !(weights_[n - 1] > 0)) --n;
-        cand_.resize(n);
-        for (std::size_t i = 0; i < n; ++i) weights_[i] = float(weights_[i] / s);  // in place
-        return {{cand_.id_storage(), cand_.size()}, {weights_.data(), cand_.size()}};
-    }
-
-    /// distribution() as a set, in ascending id order: same ids and probabilities (up to the
-    /// rounding of the normaliser, summed in another order). Never sorts by probability: without
-    /// truncation one filter pass over the row plus one exp pass (for speculative verification,
-    /// which needs no order). Views into the workspace: valid until the next call.
-    decodekit::distribution distribution_unordered(std::span<const float> logits,
-                                                   const sample_context& ctx = {}) noexcept {
-        if (params_.greedy()) return distribution(logits, ctx);
-        if (logits.size() != vocab_) return {};
-        const std::span<const float> x = truncate(process(logits, ctx), ctx);
-        if (full_) materialise(x);  // id order
-        if (cand_.empty()) return {};
-        if (!std::is_sorted(cand_.ids().begin(), cand_.ids().end())) {  // a truncated set
-            const std::size_t n = cand_.size();
-            const token_id* ids = cand_.id_storage();
-            const float* lg = cand_.logit_storage();
-            for (std::size_t i = 0; i < n; ++i) sorted_[i] = {lg[i], ids[i]};
-            std::sort(sorted_.begin(), sorted_.begin() + std::ptrdiff_t(n),
-                      [](const detail::scored& a, const detail::scored& b) { return a.id < b.id; });
-            write_back(n);
-            sorted_flag_ = false;
-        }
-        const double s = fill_weights();
-        if (!(s > 0)) return {};
-        const float* w = weights_.data();
-        compact([w](std::size_t i) { return w[i] > 0; });  // underflow, finite next to +inf
-        for (std::size_t i = 0; i < cand_.size(); ++i) weights_[i] = float(weights_[i] / s);
-        return {{cand_.id_storage(), cand_.size()}, {weights_.data(), cand_.size()}};
+    /// Applies the processors of `p` for a call with context `ctx` (see processed_row).
+    processed_row run(const sampling_params& p, std::span<const float> logits,
+                      const sample_context& ctx, sampling_workspace& ws) noexcept {
+        if (!active_) return {logits};
+        const std::span<float> row = ws.row_copy();
+        if (sparse_) return run_sparse(p, logits, ctx, ws, row);
+        std::copy(logits.begin(), logits.end(), row.begin());
+        apply_all(p, row.first(logits.size()), ctx, ws);
+        return {std::span<const float>(row.data(), logits.size())};
     }
 
 private:
-    static constexpr std::size_t block = 2048;  // block of the full-row draw
+    bool active_ = false;
+    bool sparse_ = false;
 
-    sampling_params params_;
-    std::size_t vocab_;
-    std::array<sampling_step, 10> steps_{};
-    std::size_t n_steps_ = 0;
-    sampler_state state_{};
-    bool processors_ = false;
-    bool xtc_on() const noexcept {
-        return params_.xtc_probability > 0.f && params_.xtc_threshold <= 0.5f;
-    }
-
-    // workspace
-    std::vector<float> row_;          // processed copy of the row (with processors or XTC)
-    bool sparse_ok_ = false;          // processors patch a few entries (see process_sparse)
-    bool overlay_ = false;            // this call: caller row + patches_
-    std::vector<std::uint8_t> mark_;  // 1 touched, 2 patched; all 0 between calls
-    std::vector<token_id> touched_;
-    std::vector<detail::scored> patches_;
-    std::size_t n_patches_ = 0;
-    penalty_workspace pen_ws_;
-    dry_workspace dry_ws_;
-    candidates cand_;                     // the working set once materialised
-    std::vector<detail::scored> sorted_;  // sort scratch
-    std::vector<float> weights_;     // exp weights of cand_ (relative to its max; sums in double);
-                                     // distribution() normalises them in place
-    std::vector<double> key_;        // typical's sort key
-    std::vector<std::size_t> perm_;  // typical's order
-    std::vector<float> bmax_;        // full-row draw: block maxima
-    std::vector<double> bsum_;       //                block sums
-    std::vector<float> block_buf_;   //                softmax of the chosen block
-    candidates alt_;                 // raw top-n
-    std::vector<token_logprob> top_, requested_;
-
-    // per call
-    bool full_ = true;  // working set = whole row
-    bool sorted_flag_ = false;
-    float t_ = 1.f;  // current temperature scale
-    bool raw_lse_known_ = false;
-    double raw_lse_ = 0;
-
-    void build_steps() {
-        std::span<const sampling_step> src =
-            params_.order == sampling_order::custom
-                ? std::span<const sampling_step>(params_.custom_order)
-                : preset_steps(params_.order);
-        const sampling_params& p = params_;
-        for (sampling_step st : src) {
-            bool on = false;
-            switch (st) {
-                case sampling_step::temperature:
-                    on = p.temperature != 1.f && p.temperature > 0.f;
-                    break;
-                case sampling_step::top_k:
-                    on = p.top_k > 0 && std::size_t(p.top_k) < vocab_;
-                    break;
-                case sampling_step::top_p:
-                    on = p.top_p < 1.f;
-                    break;
-                case sampling_step::min_p:
-                    on = p.min_p > 0.f;
-                    break;
-                case sampling_step::typical:
-                    on = p.typical_p < 1.f;
-                    break;
-                case sampling_step::epsilon:
-                    on = p.epsilon > 0.f;
-                    break;
-                case sampling_step::eta:
-                    on = p.eta > 0.f;
-                    break;
-                case sampling_step::top_n_sigma:
-                    on = p.top_n_sigma > 0.f;
-                    break;
-                case sampling_step::xtc:
-                    on = xtc_on();
-                    break;
-                case sampling_step::mirostat:
-                    on = p.mirostat;
-                    break;
-            }
-            if (on) steps_[n_steps_++] = st;
-        }
-    }
-
-    /// Applies the processors (into row_) if any; returns the row the pipeline reads.
-    std::span<const float> process(std::span<const float> logits,
-                                   const sample_context& ctx) noexcept {
-        overlay_ = false;
-        if (!processors_) return logits;
-        if (sparse_ok_) return process_sparse(logits, ctx);
-        std::copy(logits.begin(), logits.end(), row_.begin());
-        return apply_processors(std::span<float>(row_), ctx);
-    }
-
-    /// The processors on x in place (every one, in the documented order).
-    std::span<const float> apply_processors(std::span<float> x,
-                                            const sample_context& ctx) noexcept {
-        const sampling_params& p = params_;
+    /// Every processor on x in place, in the documented order.
+    static void apply_all(const sampling_params& p, std::span<float> x, const sample_context& ctx,
+                          sampling_workspace& ws) noexcept {
         if (!p.allowed_tokens.empty()) apply_allowed_tokens(x, p.allowed_tokens);
         if (!p.banned_tokens.empty()) apply_banned_tokens(x, p.banned_tokens);
         if (!p.logit_biases.empty()) apply_logit_bias(x, p.logit_biases);
@@ -4414,27 +4688,27 @@ private:
             apply_min_length(x, generated, p.min_new_tokens, p.eos_ids);
         }
         if (p.penalties.enabled())
-            apply_penalties(x, ctx.history, ctx.prompt_length, p.penalties, pen_ws_);
-        if (p.dry.enabled()) apply_dry(x, ctx.history, p.dry, dry_ws_);
+            apply_penalties(x, ctx.history, ctx.prompt_length, p.penalties, ws.penalties());
+        if (p.dry.enabled()) apply_dry(x, ctx.history, p.dry, ws.dry());
         if (p.no_repeat_ngram_size > 0)
             apply_no_repeat_ngram(x, ctx.history, p.no_repeat_ngram_size);
         if (!p.banned_sequences.empty()) apply_banned_sequences(x, ctx.history, p.banned_sequences);
-        return x;
     }
 
     /// Sparse processors (no allowed-token set): every processor reads and writes only ids of
-    /// the history and of its own lists, so only those entries are copied into row_; the
-    /// pipeline then reads the caller's row plus the changed entries ("patches", marked 2 in
-    /// mark_) and the first step (greedy argmax, top-k or min-p) merges them. No row copy.
-    std::span<const float> process_sparse(std::span<const float> logits,
-                                          const sample_context& ctx) noexcept {
-        const sampling_params& p = params_;
+    /// the history and of its own lists, so only those entries are copied into the row copy;
+    /// the entries that changed become patches (marked 2 in ws.mark).
+    static processed_row run_sparse(const sampling_params& p, std::span<const float> logits,
+                                    const sample_context& ctx, sampling_workspace& ws,
+                                    std::span<float> row) noexcept {
+        ws.reserve_sparse();
+        const std::size_t vocab = logits.size();
         std::size_t n = 0;
         auto touch = [&](token_id t) noexcept {
-            if (t < 0 || std::size_t(t) >= vocab_ || mark_[std::size_t(t)]) return;
-            mark_[std::size_t(t)] = 1;
-            touched_[n++] = t;
-            row_[std::size_t(t)] = logits[std::size_t(t)];
+            if (t < 0 || std::size_t(t) >= vocab || ws.mark[std::size_t(t)]) return;
+            ws.mark[std::size_t(t)] = 1;
+            ws.touched[n++] = t;
+            row[std::size_t(t)] = logits[std::size_t(t)];
         };
         for (token_id t : ctx.history) touch(t);
         for (token_id t : p.banned_tokens) touch(t);
@@ -4442,368 +4716,709 @@ private:
         for (token_id t : p.eos_ids) touch(t);
         for (const auto& seq : p.banned_sequences)
             if (!seq.empty()) touch(seq.back());
-        apply_processors(std::span<float>(row_), ctx);
-        n_patches_ = 0;
+        apply_all(p, row.first(vocab), ctx, ws);
+        std::size_t patches = 0;
         for (std::size_t i = 0; i < n; ++i) {
-            const std::size_t t = std::size_t(touched_[i]);
-            if (std::bit_cast<std::uint32_t>(row_[t]) != std::bit_cast<std::uint32_t>(logits[t])) {
-                patches_[n_patches_++] = {row_[t], token_id(t)};
-                mark_[t] = 2;
+            const std::size_t t = std::size_t(ws.touched[i]);
+            if (std::bit_cast<std::uint32_t>(row[t]) != std::bit_cast<std::uint32_t>(logits[t])) {
+                ws.patches[patches++] = {row[t], token_id(t)};
+                ws.mark[t] = 2;
             } else {
-                mark_[t] = 0;
+                ws.mark[t] = 0;
             }
         }
-        overlay_ = n_patches_ > 0;
-        return logits;
+        return {logits, patches, patches > 0};
     }
-    void clear_patch_marks() noexcept {
-        for (std::size_t i = 0; i < n_patches_; ++i) mark_[std::size_t(patches_[i].id)] = 0;
-        overlay_ = false;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/processing.hpp
+// ---- begin decodekit/sampling/step.hpp
+/// \file sampling/step.hpp
+/// The truncation-step concept that built-in and user steps share, the context a step runs with,
+/// and any_step, the copyable type-erased holder a runtime-ordered pipeline stores user steps in.
+///
+/// A step narrows the working set (sampling/working_set.hpp) or changes its temperature:
+///   void apply(working_set& w, const step_context& c)
+/// It must not throw (it runs inside noexcept sampling calls). It sees the set after every step
+/// before it in the order; a full set means nothing has narrowed it yet. It must keep at least
+/// one entry when the set has one (an empty set means "no valid token"). Randomness comes from
+/// c.stream(purpose) (keyed by the call's seed, sequence and step: never by batch position).
+/// A step object is per sampler (a sampler owns a copy): per-sequence state may live in it.
+
+
+#include <concepts>
+#include <cstddef>
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// What a step runs with besides the working set.
+struct step_context {
+    const sampling_params& params;  ///< the sampler's configuration
+    const sample_context& call;     ///< the call's key and history
+    sampler_state& state;           ///< the sampler's mutable state (mirostat's mu)
+
+    /// The call's random stream for `purpose` (keyed by seed, sequence and step).
+    rng_stream stream(rng_purpose purpose) const noexcept {
+        return make_stream({params.seed, call.sequence, call.step}, purpose);
     }
-    bool patched(token_id t) const noexcept { return mark_[std::size_t(t)] == 2; }
-    /// Drops the patched ids from cand_ and appends the patches with value >= thr (valid only).
-    void merge_patches(float thr) noexcept {
-        token_id* ids = cand_.id_storage();
-        float* lg = cand_.logit_storage();
-        std::size_t j = 0;
-        for (std::size_t i = 0; i < cand_.size(); ++i)
-            if (!patched(ids[i])) {
-                ids[j] = ids[i];
-                lg[j] = lg[i];
-                ++j;
+};
+
+/// A type that narrows a working set (see the file comment).
+template <class S>
+concept sampling_step_type = std::copy_constructible<S> &&
+    requires(S& s, working_set& w, const step_context& c) {
+    s.apply(w, c);
+};
+
+/// A copyable holder of any sampling_step_type (copies clone the step and its state).
+class any_step {
+public:
+    any_step() = default;
+    template <class S>
+    requires(!std::same_as<std::decay_t<S>, any_step> && sampling_step_type<std::decay_t<S>>)
+        any_step(S&& s)  // NOLINT: implicit, like std::function
+        : m_(std::make_unique<model<std::decay_t<S>>>(std::forward<S>(s))) {}
+    any_step(const any_step& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
+    any_step(any_step&&) noexcept = default;
+    any_step& operator=(const any_step& o) {
+        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
+        return *this;
+    }
+    any_step& operator=(any_step&&) noexcept = default;
+
+    /// True when it holds a step.
+    explicit operator bool() const noexcept { return m_ != nullptr; }
+    /// Runs the step. \pre holds a step
+    void apply(working_set& w, const step_context& c) { m_->apply(w, c); }
+
+private:
+    struct base {
+        virtual ~base() = default;
+        virtual std::unique_ptr<base> clone() const = 0;
+        virtual void apply(working_set&, const step_context&) = 0;
+    };
+    template <class S>
+    struct model final : base {
+        S s;
+        explicit model(S x) : s(std::move(x)) {}
+        std::unique_ptr<base> clone() const override { return std::make_unique<model>(s); }
+        void apply(working_set& w, const step_context& c) override { s.apply(w, c); }
+    };
+    std::unique_ptr<base> m_;
+};
+
+/// One built-in step in the registration table (sampling/steps.hpp): its id, whether the
+/// params enable it for a vocabulary, and its apply function.
+struct builtin_step {
+    sampling_step id;
+    bool (*enabled)(const sampling_params&, std::size_t vocab_size) noexcept;
+    void (*apply)(working_set&, const step_context&) noexcept;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/step.hpp
+// ---- begin decodekit/sampling/steps.hpp
+/// \file sampling/steps.hpp
+/// The built-in truncation steps, registered in one table: adding a built-in step is its file
+/// under sampling/steps/ (a struct with enabled() and apply(), see sampling/step.hpp), its
+/// sampling_step id, and one line here.
+
+// ---- begin decodekit/sampling/steps/epsilon.hpp
+/// \file sampling/steps/epsilon.hpp
+/// Epsilon sampling: removes p_i < epsilon, keeping at least min_keep (the most probable).
+/// Disabled at 0. Full set: one exp-sum pass, one threshold compaction, then the exact cut on the
+/// survivors (see weight_threshold.hpp).
+
+// ---- begin decodekit/sampling/steps/weight_threshold.hpp
+/// \file sampling/steps/weight_threshold.hpp
+/// What the weight-threshold steps (epsilon, eta, mirostat) share: the full row's statistics and
+/// the compaction of the entries that may pass a weight threshold (detail, not a step).
+
+
+#include <algorithm>
+#include <cmath>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace detail {
+
+/// Full-row {max, S, H} at temperature t from the vectorised kernels (exp_sum: 2 passes;
+/// entropy, only when `want_h`: 2 more). S equals the sum fill_weights() gives the materialised
+/// row up to rounding (float lanes, another summation order).
+struct row_stats {
+    float max;
+    double sum;
+    double h;
+};
+inline row_stats full_row_stats(std::span<const float> x, float t, bool want_h) noexcept {
+    const auto st = kernels::exp_sum(x, t);
+    return {st.max, st.sum, want_h && st.sum > 0 ? kernels::entropy(x, t) : 0.0};
+}
+
+/// Full row: keeps a superset of the entries with float weight >= w_thr (a logit threshold a
+/// little below the exact one; the row max always survives), ordered, weights filled; the
+/// caller then cuts exactly as on the materialised row. Returns false (the set still full) when
+/// the shortcut does not apply: +inf max, non-finite threshold, or fewer survivors than
+/// `at_least`.
+inline bool threshold_candidates(working_set& w, float m, double w_thr,
+                                 std::size_t at_least) noexcept {
+    if (!(m > -f_inf) || m == f_inf || !(w_thr > 0)) return false;
+    // float(exp(d)) >= w_thr implies d >= log(w_thr) - 2^-23 (relative rounding); 1e-4 slack
+    const double thr_d = double(m) + double(w.temperature()) * (std::log(w_thr) - 1e-4);
+    if (!std::isfinite(thr_d)) return false;
+    float thr = std::nextafter(float(thr_d), -f_inf);
+    thr = std::min(thr, m);
+    kernels::filter_at_least(w.row(), thr, w.kept());
+    if (w.kept().size() < at_least) return false;
+    w.set_kept(false);
+    w.order();
+    w.fill_weights();  // same max as the full row: it survives
+    return true;
+}
+
+/// min(min_keep, valid entries of the row): one count pass only when min_keep > 1.
+inline std::size_t min_keep_of(const working_set& w, std::size_t min_keep) noexcept {
+    return min_keep <= 1 ? min_keep : std::min(min_keep, w.valid_count());
+}
+
+}  // namespace detail
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/steps/weight_threshold.hpp
+
+DECODEKIT_BEGIN_NAMESPACE
+
+struct epsilon_step {
+    static bool enabled(const sampling_params& p, std::size_t) noexcept { return p.epsilon > 0.f; }
+    static void apply(working_set& w, const step_context& c) noexcept {
+        const float eps = c.params.epsilon;
+        w.materialise_if_overlaid();
+        if (w.full()) {
+            const detail::row_stats st = detail::full_row_stats(w.row(), w.temperature(), false);
+            if (st.sum > 0 &&
+                detail::threshold_candidates(w, st.max, double(eps) * st.sum,
+                                             detail::min_keep_of(w, c.params.min_keep))) {
+                w.keep_weight_at_least(double(eps) * st.sum, c.params.min_keep);
+                return;
             }
-        for (std::size_t i = 0; i < n_patches_; ++i) {
-            const float v = patches_[i].logit;
-            if (v > -detail::f_inf && v >= thr) {
-                ids[j] = patches_[i].id;
-                lg[j] = v;
-                ++j;
+            w.materialise();
+        }
+        w.order();
+        const double s = w.fill_weights();
+        if (!(s > 0)) return;
+        w.keep_weight_at_least(double(eps) * s, c.params.min_keep);
+    }
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/steps/epsilon.hpp
+// ---- begin decodekit/sampling/steps/eta.hpp
+/// \file sampling/steps/eta.hpp
+/// Eta sampling: removes p_i < min(eta, sqrt(eta) exp(-H)) (H the entropy in nats), keeping at
+/// least min_keep (the most probable). Disabled at 0. Full set: exp-sum and entropy passes, one
+/// threshold compaction, then the exact cut on the survivors (see weight_threshold.hpp).
+
+
+#include <cmath>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+struct eta_step {
+    static bool enabled(const sampling_params& p, std::size_t) noexcept { return p.eta > 0.f; }
+    static void apply(working_set& w, const step_context& c) noexcept {
+        const double e = c.params.eta;
+        w.materialise_if_overlaid();
+        if (w.full()) {
+            const detail::row_stats st = detail::full_row_stats(w.row(), w.temperature(), true);
+            const double w_thr = std::min(e, std::sqrt(e) * std::exp(-st.h)) * st.sum;
+            if (st.sum > 0 && detail::threshold_candidates(
+                                  w, st.max, w_thr, detail::min_keep_of(w, c.params.min_keep))) {
+                w.keep_weight_at_least(w_thr, c.params.min_keep);
+                return;
             }
+            w.materialise();
         }
-        cand_.resize(j);
-        sorted_flag_ = false;
-    }
-    /// The k best of the patched row (tie policy `ties`) into cand_, sorted. \pre overlay_
-    void overlay_top_k(std::span<const float> x, std::size_t k, tie_policy ties) noexcept {
-        kernels::top_k(x, std::min(vocab_, k + n_patches_), ties, cand_);
-        merge_patches(-detail::f_inf);
-        sort_cand();
-        if (k < cand_.size()) {
-            std::size_t n = k;
-            if (ties == tie_policy::keep_ties)
-                while (n < cand_.size() && cand_.logits()[n] == cand_.logits()[k - 1]) ++n;
-            cand_.resize(n);
-        }
-    }
-    /// Argmax of the processed row (lowest id on ties); npos if nothing is valid.
-    std::size_t greedy_argmax(std::span<const float> x, float& best) noexcept {
-        if (!overlay_) {
-            const std::size_t a = kernels::argmax(x);
-            if (a == npos || !(x[a] > -detail::f_inf)) return npos;
-            best = x[a];
-            return a;
-        }
-        overlay_top_k(x, 1, tie_policy::exactly_k);
-        clear_patch_marks();
-        if (cand_.empty()) return npos;
-        best = cand_.logits()[0];
-        return std::size_t(cand_.ids()[0]);
-    }
-
-    // ---- the working set ----
-
-    void materialise(std::span<const float> x) noexcept {
-        kernels::filter_at_least(x, -detail::f_inf, cand_);
-        full_ = false;
-        sorted_flag_ = false;
-    }
-
-    /// Sorts cand_ by logit descending, ties by ascending id.
-    void sort_cand() noexcept {
-        if (sorted_flag_) return;
-        const std::size_t n = cand_.size();
-        const token_id* ids = cand_.id_storage();
-        const float* lg = cand_.logit_storage();
-        for (std::size_t i = 0; i < n; ++i) sorted_[i] = {lg[i], ids[i]};
-        std::sort(sorted_.begin(), sorted_.begin() + std::ptrdiff_t(n), detail::scored_before);
-        write_back(n);
-        sorted_flag_ = true;
-    }
-    void write_back(std::size_t n) noexcept {
-        token_id* ids = cand_.id_storage();
-        float* lg = cand_.logit_storage();
-        for (std::size_t i = 0; i < n; ++i) {
-            ids[i] = sorted_[i].id;
-            lg[i] = sorted_[i].logit;
-        }
-        cand_.resize(n);
-    }
-    float cand_max() const noexcept {
-        if (cand_.empty()) return -detail::f_inf;
-        if (sorted_flag_) return cand_.logits()[0];
-        float m = -detail::f_inf;
-        for (float v : cand_.logits()) m = v > m ? v : m;
-        return m;
-    }
-    /// weights_[i] = exp((x_i - max)/t_) over cand_; returns their sum.
-    double fill_weights() noexcept {
-        const float m = cand_max();
-        double s = 0;
-        const float* lg = cand_.logit_storage();
-        for (std::size_t i = 0; i < cand_.size(); ++i) {
-            weights_[i] = float(detail::cand_weight(lg[i], m, t_));
-            s += double(weights_[i]);
-        }
-        return s;
-    }
-    /// Keeps the entries i with keep(i), preserving order.
-    template <class Keep>
-    void compact(Keep&& keep) noexcept {
-        token_id* ids = cand_.id_storage();
-        float* lg = cand_.logit_storage();
-        std::size_t j = 0;
-        for (std::size_t i = 0; i < cand_.size(); ++i)
-            if (keep(i)) {
-                ids[j] = ids[i];
-                lg[j] = lg[i];
-                weights_[j] = weights_[i];
-                ++j;
+        w.order();
+        const double s = w.fill_weights();
+        if (!(s > 0)) return;
+        double h = 0;
+        for (float v : w.weights())
+            if (v > 0) {
+                const double q = v / s;
+                h -= q * std::log(q);
             }
-        cand_.resize(j);
+        w.keep_weight_at_least(std::min(e, std::sqrt(e) * std::exp(-h)) * s, c.params.min_keep);
     }
-    /// Keeps entries with weights_ >= w_thr but at least min(min_keep, n) (the most probable).
-    /// \pre cand_ sorted, weights_ filled.
-    void keep_weight_at_least(double w_thr) noexcept {
-        std::size_t n = 0;
-        while (n < cand_.size() && weights_[n] >= w_thr) ++n;
-        cand_.resize(std::max(n, std::min(params_.min_keep, cand_.size())));
-    }
+};
 
-    // ---- the steps ----
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/steps/eta.hpp
+// ---- begin decodekit/sampling/steps/min_p.hpp
+/// \file sampling/steps/min_p.hpp
+/// Min-p: keeps p_i >= min_p * p_max, i.e. x_i >= max + T ln(min_p) (kernels::min_p_threshold),
+/// with T the current temperature (min_p_space::probabilities) or 1 (min_p_space::logits, as
+/// llama.cpp: before temperature wherever temperature is in the order); at least min_keep (the
+/// most probable). Disabled at min_p = 0.
+/// Full set: one read pass (kernels::filter_min_p), honouring the overlay. Narrowed set: a
+/// threshold over the survivors.
 
-    /// Runs the truncation steps; returns the row the working set now refers to (x, or row_
-    /// when XTC dropped the head of the full row: see step_xtc).
-    std::span<const float> truncate(std::span<const float> x, const sample_context& ctx) noexcept {
-        full_ = true;
-        sorted_flag_ = false;
-        t_ = 1.f;
-        raw_lse_known_ = false;
-        const sampling_params& p = params_;
-        for (std::size_t si = 0; si < n_steps_; ++si) {
-            if (!full_ && cand_.size() <= 1 && steps_[si] != sampling_step::temperature) continue;
-            switch (steps_[si]) {
-                case sampling_step::temperature:
-                    t_ = p.temperature;
-                    break;
-                case sampling_step::top_k:
-                    step_top_k(x, std::size_t(p.top_k), p.top_k_ties);
-                    break;
-                case sampling_step::top_p:
-                    step_top_p(x);
-                    break;
-                case sampling_step::min_p:
-                    step_min_p(x);
-                    break;
-                case sampling_step::typical:
-                    step_typical(x);
-                    break;
-                case sampling_step::epsilon:
-                    step_epsilon(x, p.epsilon);
-                    break;
-                case sampling_step::eta:
-                    step_eta(x);
-                    break;
-                case sampling_step::top_n_sigma:
-                    step_top_n_sigma(x);
-                    break;
-                case sampling_step::xtc:
-                    x = step_xtc(x, ctx);
-                    break;
-                case sampling_step::mirostat:
-                    step_mirostat(x);
-                    break;
-            }
-        }
-        return x;
-    }
 
-    void step_top_k(std::span<const float> x, std::size_t k, tie_policy ties) noexcept {
-        if (full_ && overlay_) {
-            overlay_top_k(x, k, ties);
-            clear_patch_marks();
-            full_ = false;
+#include <algorithm>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+struct min_p_step {
+    static bool enabled(const sampling_params& p, std::size_t) noexcept { return p.min_p > 0.f; }
+    static void apply(working_set& w, const step_context& c) noexcept {
+        const sampling_params& p = c.params;
+        const float t_eff = p.min_p_mode == min_p_space::logits ? 1.f : w.temperature();
+        candidates& kept = w.kept();
+        if (w.full() && w.overlaid()) {
+            w.overlay_top_k(1, tie_policy::exactly_k);  // the max of the patched row
+            const float m = kept.empty() ? -detail::f_inf : kept.logits()[0];
+            const float thr = kernels::min_p_threshold(m, p.min_p, t_eff);
+            kernels::filter_at_least(w.row(), thr, kept);
+            w.merge_patches(thr);
+            if (kept.size() < p.min_keep) w.overlay_top_k(p.min_keep, tie_policy::exactly_k);
+            w.clear_patch_marks();
+            w.set_kept(w.ordered());
             return;
         }
-        if (full_) {
-            kernels::top_k(x, k, ties, cand_);
-            full_ = false;
-            sorted_flag_ = true;
+        if (w.full()) {
+            const std::size_t n = kernels::filter_min_p(w.row(), p.min_p, t_eff, kept);  // one pass
+            w.set_kept(false);
+            if (n < p.min_keep) {
+                kernels::top_k(w.row(), p.min_keep, tie_policy::exactly_k, kept);
+                w.set_kept(true);
+            }
             return;
         }
-        if (k >= cand_.size()) return;
-        sort_cand();
+        const float thr = kernels::min_p_threshold(w.kept_max(), p.min_p, t_eff);
+        std::size_t count = 0;
+        for (float v : kept.logits()) count += v >= thr;
+        if (count >= p.min_keep) {
+            const float* lg = kept.logit_storage();
+            w.keep_if([&](std::size_t i) { return lg[i] >= thr; });
+        } else {
+            w.order();
+            w.keep_first(p.min_keep);
+        }
+    }
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/steps/min_p.hpp
+// ---- begin decodekit/sampling/steps/mirostat.hpp
+/// \file sampling/steps/mirostat.hpp
+/// Mirostat v2: keeps the entries with surprise -log2 p <= mu (p >= 2^-mu), at least one; mu
+/// starts at 2 tau and moves after each draw by -eta (surprise of the drawn token - tau) (the
+/// sampler updates it: see sampler::sample and sampler::observe). Full set: one exp-sum pass,
+/// one threshold compaction, then the exact cut (see weight_threshold.hpp).
+
+
+#include <cmath>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+struct mirostat_step {
+    static bool enabled(const sampling_params& p, std::size_t) noexcept { return p.mirostat; }
+    static void apply(working_set& w, const step_context& c) noexcept {
+        const double f = std::exp2(-double(c.state.mirostat_mu));
+        w.materialise_if_overlaid();
+        if (w.full()) {
+            const detail::row_stats st = detail::full_row_stats(w.row(), w.temperature(), false);
+            if (st.sum > 0 && detail::threshold_candidates(w, st.max, f * st.sum, 1)) {
+                w.keep_weight_from_top(f * st.sum);
+                return;
+            }
+            w.materialise();
+        }
+        w.order();
+        const double s = w.fill_weights();
+        if (!(s > 0)) return;
+        w.keep_weight_from_top(f * s);
+    }
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/steps/mirostat.hpp
+// ---- begin decodekit/sampling/steps/temperature.hpp
+/// \file sampling/steps/temperature.hpp
+/// Temperature: divides the logits by `temperature`, lazily (the working set carries the scale;
+/// no pass over the row). Steps after it see the tempered distribution, steps before it the
+/// distribution at temperature 1. Disabled at 1 (and at 0, which is greedy: no step runs).
+
+
+DECODEKIT_BEGIN_NAMESPACE
+
+struct temperature_step {
+    static bool enabled(const sampling_params& p, std::size_t) noexcept {
+        return p.temperature != 1.f && p.temperature > 0.f;
+    }
+    static void apply(working_set& w, const step_context& c) noexcept {
+        w.set_temperature(c.params.temperature);
+    }
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/steps/temperature.hpp
+// ---- begin decodekit/sampling/steps/top_k.hpp
+/// \file sampling/steps/top_k.hpp
+/// Top-k: keeps the `top_k` largest logits (tie_policy top_k_ties: exactly k, ties by lowest id,
+/// or every entry tied with the k-th). Disabled for k <= 0 or k >= V.
+/// Full set: kernels::top_k (selection flat in k, then an O(k) sort), honouring the overlay.
+/// Narrowed set: the first k of the ordered set.
+
+
+DECODEKIT_BEGIN_NAMESPACE
+
+struct top_k_step {
+    static bool enabled(const sampling_params& p, std::size_t vocab_size) noexcept {
+        return p.top_k > 0 && std::size_t(p.top_k) < vocab_size;
+    }
+    static void apply(working_set& w, const step_context& c) noexcept {
+        const std::size_t k = std::size_t(c.params.top_k);
+        const tie_policy ties = c.params.top_k_ties;
+        if (w.full() && w.overlaid()) {
+            w.overlay_top_k(k, ties);
+            w.clear_patch_marks();
+            w.set_kept(true);
+            return;
+        }
+        if (w.full()) {
+            kernels::top_k(w.row(), k, ties, w.kept());
+            w.set_kept(true);
+            return;
+        }
+        candidates& kept = w.kept();
+        if (k >= kept.size()) return;
+        w.order();
         std::size_t n = k;
         if (ties == tie_policy::keep_ties)
-            while (n < cand_.size() && cand_.logits()[n] == cand_.logits()[k - 1]) ++n;
-        cand_.resize(n);
+            while (n < kept.size() && kept.logits()[n] == kept.logits()[k - 1]) ++n;
+        w.keep_first(n);
     }
+};
 
-    /// Full row: kernels::top_p (one max + exp pass, one compaction whose survivors provably
-    /// hold the nucleus, survivors ordered lazily; equals reference::top_p). On an already
-    /// truncated set: the same rule (sorted by probability, ties by id; keep j while the mass
-    /// before it is < p; at least max(1, min_keep)) walked here over the sorted survivors with
-    /// the set's own normaliser: they are already sorted and few and weights_ is needed anyway,
-    /// whereas the kernel takes a row (it would re-sort and re-index them).
-    void step_top_p(std::span<const float> x) noexcept {
-        const float p = params_.top_p;
-        if (full_) {
-            kernels::top_p(x, p, t_, params_.min_keep, cand_);
-            full_ = false;
-            sorted_flag_ = true;
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/steps/top_k.hpp
+// ---- begin decodekit/sampling/steps/top_n_sigma.hpp
+/// \file sampling/steps/top_n_sigma.hpp
+/// Top-n-sigma: keeps x_i >= max - top_n_sigma * sigma, sigma the population standard deviation
+/// of the finite logits of the set (invariant to temperature); at least min_keep (the most
+/// probable). Disabled at 0.
+
+
+#include <algorithm>
+#include <cmath>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+struct top_n_sigma_step {
+    static bool enabled(const sampling_params& p, std::size_t) noexcept {
+        return p.top_n_sigma > 0.f;
+    }
+    static void apply(working_set& w, const step_context& c) noexcept {
+        w.materialise();
+        candidates& kept = w.kept();
+        double sum = 0, sq = 0;
+        std::size_t n = 0;
+        for (float v : kept.logits())
+            if (std::isfinite(v)) {
+                sum += v;
+                sq += double(v) * v;
+                ++n;
+            }
+        if (n == 0) return;
+        const double mean = sum / double(n);
+        const double var = std::max(0.0, sq / double(n) - mean * mean);
+        const float m = w.kept_max();
+        const float thr = float(double(m) - double(c.params.top_n_sigma) * std::sqrt(var));
+        std::size_t count = 0;
+        for (float v : kept.logits()) count += v >= thr;
+        if (count >= c.params.min_keep) {
+            const float* lg = kept.logit_storage();
+            w.keep_if([&](std::size_t i) { return lg[i] >= thr; });
+        } else {
+            w.order();
+            w.keep_first(c.params.min_keep);
+        }
+    }
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/steps/top_n_sigma.hpp
+// ---- begin decodekit/sampling/steps/top_p.hpp
+/// \file sampling/steps/top_p.hpp
+/// Top-p (nucleus): sorted by probability (ties by id), keeps entry j while the mass strictly
+/// before it is < top_p, and at least max(1, min_keep) entries. Disabled at top_p = 1.
+/// Full set: kernels::top_p (one max + exp pass, one compaction whose survivors provably hold the
+/// nucleus, survivors ordered lazily; equals reference::top_p). Narrowed set: the same rule
+/// walked over the ordered survivors with the set's own normaliser.
+
+// ---- begin decodekit/kernels/nucleus.hpp
+/// \file kernels/nucleus.hpp
+/// top-p (nucleus) selection without a full sort.
+/// Semantics: kernels/reference.hpp (equal exactly: same kept set, same order). No random
+/// numbers are consumed.
+///
+/// Passes over the row: 3 (max; fused exp-and-sum giving Z; one compare-and-compact pass), then
+/// work on the survivors only. The compaction keeps x_i >= tau with
+/// tau = m + T ln(0.5 (1 - p) Z / V): everything below tau holds less than half of the mass
+/// 1 - p that top-p may drop, so the crossing token is always among the survivors. The survivors
+/// are ordered lazily (nth_element + sort of the first 64, then 4x more each time the mass has
+/// not reached p yet) and the rule is applied in double with the reference's own weights.
+/// Exactness: Z from the SIMD pass is within ~1e-5 relative of the reference's double sum; when
+/// a decision of the rule lies within 1e-4 (relative) of p, Z is recomputed exactly as the
+/// reference does (one scalar pass, rare) so the kept set is identical.
+/// Rows with +inf or no valid entry, and p >= 1, fall back to simple exact paths.
+
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+
+/// Top-p (nucleus) at temperature T: sorted by probability descending (ties by id), keep entry
+/// j iff the mass strictly before it is < p, and at least max(1, min_keep) entries; output
+/// sorted like top_k; equals reference::top_p. \pre out.capacity() >= x.size(), temperature > 0
+template <class A = simd::default_arch>
+std::size_t top_p(std::span<const float> x, float p, float temperature, std::size_t min_keep,
+                  candidates& out) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(), "top_p: out.capacity() must be >= x.size()");
+    constexpr std::size_t L = simd::lanes<A>;
+    out.clear();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    if (n == 0) return 0;
+    const std::size_t keep = std::max<std::size_t>(1, min_keep);
+    if (!(p > 0)) return kernels::top_k<A>(x, keep, tie_policy::exactly_k, out);
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t))
+        return reference::top_p(x, p, temperature, min_keep, out);
+    const double z_fast = detail::exp_pass<A, false>(x, m, inv_t, nullptr);
+
+    // Survivor threshold (see the file comment); the lowest finite float keeps every valid entry.
+    float tau = detail::lowest_f;
+    if (p < 1) {
+        const double td = double(m) + double(temperature) *
+                                          std::log(0.5 * (1.0 - double(p)) * z_fast / double(n));
+        if (td > double(detail::lowest_f)) tau = std::nextafter(float(td), detail::neg_inf_f);
+    }
+    const float* xp = x.data();
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    for (;;) {
+        std::size_t c = detail::compact_batches<A>(xp, 0, nfull, tau, false, 0, ids, lg);
+        for (std::size_t i = nfull; i < n; ++i)
+            if (xp[i] >= tau) {
+                ids[c] = token_id(i);
+                lg[c] = xp[i];
+                ++c;
+            }
+        std::uint64_t* keys = out.key_storage();
+        for (std::size_t j = 0; j < c; ++j) keys[j] = detail::rank_key(lg[j], ids[j]);
+        std::size_t sorted = 0;  // keys[0, sorted) are in final order
+        auto ensure_sorted = [&](std::size_t upto) {
+            if (upto <= sorted) return;
+            upto = std::max(upto, std::min(c, sorted * 4));
+            upto = std::min(upto, c);
+            if (upto < c)
+                std::nth_element(keys + sorted, keys + (upto - 1), keys + c,
+                                 std::greater<std::uint64_t>());
+            std::sort(keys + sorted, keys + upto, std::greater<std::uint64_t>());
+            sorted = upto;
+        };
+        ensure_sorted(std::min<std::size_t>(c, std::max<std::size_t>(64, keep)));
+        // The reference's loop, over the survivors, with normaliser z. Returns the kept count;
+        // `borderline` is set when a deciding comparison is within 1e-4 of p.
+        auto walk = [&](double z, bool& borderline) {
+            borderline = false;
+            double before = 0;
+            std::size_t k = 0;
+            while (k < c) {
+                const bool forced = k < keep;
+                if (!forced && !(before < double(p))) break;
+                if (!forced && std::abs(before - double(p)) <= 1e-4 * double(p)) borderline = true;
+                ensure_sorted(k + 1);
+                before +=
+                    reference::weight(xp[std::size_t(detail::key_id(keys[k]))], m, temperature) / z;
+                ++k;
+            }
+            if (k < c && k >= keep && std::abs(before - double(p)) <= 1e-4 * double(p))
+                borderline = true;
+            return k;
+        };
+        bool borderline = false;
+        std::size_t kept = walk(z_fast, borderline);
+        if (borderline) kept = walk(reference::exp_sum(x, temperature).sum, borderline);
+        if (kept == c && tau > detail::lowest_f) {
+            tau = detail::lowest_f;  // ran out of survivors (rounding): once more with all
+            continue;
+        }
+        for (std::size_t j = 0; j < kept; ++j) {
+            ids[j] = detail::key_id(keys[j]);
+            lg[j] = xp[std::size_t(ids[j])];
+        }
+        out.resize(kept);
+        return kept;
+    }
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/nucleus.hpp
+
+#include <algorithm>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+struct top_p_step {
+    static bool enabled(const sampling_params& p, std::size_t) noexcept { return p.top_p < 1.f; }
+    static void apply(working_set& w, const step_context& c) noexcept {
+        const float p = c.params.top_p;
+        if (w.full()) w.materialise_if_overlaid();
+        if (w.full()) {
+            kernels::top_p(w.row(), p, w.temperature(), c.params.min_keep, w.kept());
+            w.set_kept(true);
             return;
         }
-        sort_cand();
-        const double s = fill_weights();
+        w.order();
+        const double s = w.fill_weights();
         if (!(s > 0)) return;
-        const std::size_t keep_at_least = std::max<std::size_t>(1, params_.min_keep);
+        const std::size_t keep_at_least = std::max<std::size_t>(1, c.params.min_keep);
+        const std::span<const float> wt = w.weights();
         double before = 0;
         std::size_t n = 0;
-        while (n < cand_.size() && (n < keep_at_least || before < double(p))) {
-            before += weights_[n] / s;
+        while (n < wt.size() && (n < keep_at_least || before < double(p))) {
+            before += wt[n] / s;
             ++n;
         }
-        cand_.resize(n);
+        w.keep_first(n);
     }
+};
 
-    void step_min_p(std::span<const float> x) noexcept {
-        const float t_eff = params_.min_p_mode == min_p_space::logits ? 1.f : t_;
-        if (full_ && overlay_) {
-            overlay_top_k(x, 1, tie_policy::exactly_k);  // the max of the patched row
-            const float m = cand_.empty() ? -detail::f_inf : cand_.logits()[0];
-            const float thr = kernels::min_p_threshold(m, params_.min_p, t_eff);
-            kernels::filter_at_least(x, thr, cand_);
-            merge_patches(thr);
-            if (cand_.size() < params_.min_keep)
-                overlay_top_k(x, params_.min_keep, tie_policy::exactly_k);
-            clear_patch_marks();
-            full_ = false;
-            return;
-        }
-        if (full_) {
-            const std::size_t n =
-                kernels::filter_min_p(x, params_.min_p, t_eff, cand_);  // one pass
-            full_ = false;
-            sorted_flag_ = false;
-            if (n < params_.min_keep) {
-                kernels::top_k(x, params_.min_keep, tie_policy::exactly_k, cand_);
-                sorted_flag_ = true;
-            }
-            return;
-        }
-        const float thr = kernels::min_p_threshold(cand_max(), params_.min_p, t_eff);
-        std::size_t count = 0;
-        for (float v : cand_.logits()) count += v >= thr;
-        if (count >= params_.min_keep) {
-            const float* lg = cand_.logit_storage();
-            compact([&](std::size_t i) { return lg[i] >= thr; });
-        } else {
-            sort_cand();
-            cand_.resize(std::min(params_.min_keep, cand_.size()));
-        }
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/steps/top_p.hpp
+// ---- begin decodekit/sampling/steps/typical.hpp
+/// \file sampling/steps/typical.hpp
+/// Locally typical sampling: keeps a prefix in |-log p - H| order (ties: more probable first,
+/// then lower id) whose mass reaches typical_p, at least max(1, min_keep). Disabled at 1.
+///
+/// Full set, without sorting the row: with d_i = (x_i - m)/T, -log p_i = log S - d_i, so the key
+/// is |d_i - c| with c = log S - H (the p-weighted mean of d): the kept set is a logit interval
+/// around m + T c. S and H come from the vectorised kernels (exp_sum, entropy); one compaction
+/// keeps x >= m + T (c - kappa), a superset of every entry with key <= kappa; the survivors are
+/// ordered by key lazily and walked; if the walk would pass kappa (or runs out of survivors)
+/// kappa widens and the compaction is redone (at the end: every valid entry). Rows with +inf or
+/// no valid entry take the narrowed-set path on the materialised row.
+
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+struct typical_step {
+    static bool enabled(const sampling_params& p, std::size_t) noexcept {
+        return p.typical_p < 1.f;
     }
-
-    /// Entropy (nats) of cand_ at t_; fills weights_; returns {sum, H}.
-    std::pair<double, double> entropy_of_cand() noexcept {
-        const double s = fill_weights();
-        double h = 0;
-        if (s > 0)
-            for (std::size_t i = 0; i < cand_.size(); ++i)
-                if (weights_[i] > 0) {
-                    const double q = weights_[i] / s;
-                    h -= q * std::log(q);
-                }
-        return {s, h};
-    }
-
-    /// Typical keeps a prefix in |-log p - H| order (ties: more probable first, then lower id).
-    /// As a first step (full row) without sorting the row: with d_i = (x_i - m)/t, -log p_i =
-    /// log S - d_i, so the key is |d_i - c| with c = log S - H (the p-weighted mean of d): the
-    /// kept set is a logit interval around m + t c. S and H come from the vectorised kernels
-    /// (exp_sum, entropy: equal to the materialised row's up to rounding, as for epsilon / eta);
-    /// one compaction keeps x >= m + t (c - kappa), a superset of every entry with key <= kappa;
-    /// the survivors are ordered by key lazily and walked; if the walk would pass kappa (or runs
-    /// out of survivors) kappa widens and the compaction is redone (at the end: every valid
-    /// entry, the materialised row). Only the survivors are ordered; only the kept ones sorted.
-    void step_typical(std::span<const float> x) noexcept {
-        if (full_ && typical_full_row(x)) return;
-        if (full_) materialise(x);
-        sort_cand();
-        const auto [s, h] = entropy_of_cand();
+    static void apply(working_set& w, const step_context& c) noexcept {
+        w.workspace().reserve_typical();
+        w.materialise_if_overlaid();
+        if (w.full() && full_row(w, c)) return;
+        w.materialise();
+        w.order();
+        candidates& kept = w.kept();
+        sampling_workspace& ws = w.workspace();
+        const double s = w.fill_weights();
         if (!(s > 0)) return;
-        const std::size_t n = cand_.size();
-        // order by |-log p - H| ascending (ties: more probable first, then lower id: the sorted
-        // order)
-        const token_id* ids = cand_.id_storage();
-        const float* lg = cand_.logit_storage();
+        double h = 0;
+        const std::span<const float> wt = w.weights();
+        for (float v : wt)
+            if (v > 0) {
+                const double q = v / s;
+                h -= q * std::log(q);
+            }
+        const std::size_t n = kept.size();
+        // order by |-log p - H| ascending (ties: more probable first, then lower id: the
+        // ordered order)
+        const token_id* ids = kept.id_storage();
+        const float* lg = kept.logit_storage();
+        double* key = ws.key.data();
+        std::size_t* perm = ws.perm.data();
         for (std::size_t i = 0; i < n; ++i) {
-            const double q = weights_[i] / s;
-            key_[i] = q > 0 ? std::fabs(-std::log(q) - h) : std::numeric_limits<double>::infinity();
+            const double q = wt[i] / s;
+            key[i] = q > 0 ? std::fabs(-std::log(q) - h) : std::numeric_limits<double>::infinity();
+            perm[i] = i;
         }
-        const std::vector<float>& w = weights_;
-        perm_sort(n);  // positions by key; stable: equal keys keep the probability order
+        // equal keys keep the probability order (index order); std::sort: no allocation
+        std::sort(perm, perm + n, [key](std::size_t a, std::size_t b) {
+            return key[a] < key[b] || (key[a] == key[b] && a < b);
+        });
         double before = 0;
-        std::size_t kept = 0;
-        const std::size_t keep_at_least = std::max<std::size_t>(1, params_.min_keep);
-        const double tau = params_.typical_p;
-        std::size_t* perm = perm_.data();
-        while (kept < n && (kept < keep_at_least || before < tau)) {
-            before += w[perm[kept]] / s;
-            ++kept;
+        std::size_t kept_n = 0;
+        const std::size_t keep_at_least = std::max<std::size_t>(1, c.params.min_keep);
+        const double tau = c.params.typical_p;
+        while (kept_n < n && (kept_n < keep_at_least || before < tau)) {
+            before += wt[perm[kept_n]] / s;
+            ++kept_n;
         }
         // keep perm[0..kept) in probability order
-        std::sort(perm, perm + kept);
-        for (std::size_t j = 0; j < kept; ++j) {
+        std::sort(perm, perm + kept_n);
+        for (std::size_t j = 0; j < kept_n; ++j) {
             const std::size_t i = perm[j];
-            sorted_[j] = {lg[i], ids[i]};
+            ws.sorted[j] = {lg[i], ids[i]};
         }
-        write_back(kept);
-        sorted_flag_ = true;
+        w.write_back(kept_n);
     }
-    /// step_typical on the full row (see its comment); false (nothing changed) for rows with
-    /// +inf or no valid entry, which take the materialised path.
-    bool typical_full_row(std::span<const float> x) noexcept {
-        const auto st = kernels::exp_sum(x, t_);
+
+private:
+    /// The full-row path (see the file comment); false (nothing changed) for rows with +inf or
+    /// no valid entry.
+    static bool full_row(working_set& w, const step_context& c) noexcept {
+        const std::span<const float> x = w.row();
+        const float t = w.temperature();
+        const auto st = kernels::exp_sum(x, t);
         const float m = st.max;
         if (!(m > -detail::f_inf) || m == detail::f_inf || !(st.sum > 0)) return false;
         const double s = st.sum;
-        const double h = kernels::entropy(x, t_);
+        const double h = kernels::entropy(x, t);
         if (!std::isfinite(h)) return false;
-        const double c = std::log(s) - h;  // <= 0 up to rounding
-        const double tau = params_.typical_p;
-        const std::size_t keep_at_least = std::max<std::size_t>(1, params_.min_keep);
-        const token_id* ids = cand_.id_storage();
-        const float* lg = cand_.logit_storage();
-        double* key = key_.data();
-        std::size_t* perm = perm_.data();
+        const double cc = std::log(s) - h;  // <= 0 up to rounding
+        const double tau = c.params.typical_p;
+        const std::size_t keep_at_least = std::max<std::size_t>(1, c.params.min_keep);
+        sampling_workspace& ws = w.workspace();
+        candidates& kept = w.kept();
+        const token_id* ids = kept.id_storage();
+        const float* lg = kept.logit_storage();
+        double* key = ws.key.data();
+        std::size_t* perm = ws.perm.data();
         // first guess: the interval reaches up to the row max
-        for (double kappa = std::max(-c, 0.0) + 0.5;; kappa = 2 * kappa + 1) {
+        for (double kappa = std::max(-cc, 0.0) + 0.5;; kappa = 2 * kappa + 1) {
             // key <= kappa implies d >= c - kappa - 6e-8 (float rounding of the weight); below
             // d = -80 weights may be subnormal (rounding unbounded in log): take every entry
-            const double lo_d = c - kappa - 1e-6;
+            const double lo_d = cc - kappa - 1e-6;
             const bool all = lo_d < -80.0;
             float lo = -detail::f_inf;
             if (!all) {
-                lo = std::nextafter(float(double(m) + double(t_) * lo_d), -detail::f_inf);
+                lo = std::nextafter(float(double(m) + double(t) * lo_d), -detail::f_inf);
                 lo = std::min(lo, m);
             }
-            kernels::filter_at_least(x, lo, cand_);
-            const std::size_t n = cand_.size();
+            kernels::filter_at_least(x, lo, kept);
+            const std::size_t n = kept.size();
             // key |d - c| (= |-log(w / S) - H| up to the float rounding of w, ~6e-8); where the
             // weight may be subnormal or 0 (d < -80, only when taking every entry) the exact form
             for (std::size_t i = 0; i < n; ++i) {
-                const double d = (double(lg[i]) - double(m)) / double(t_);
+                const double d = (double(lg[i]) - double(m)) / double(t);
                 if (d >= -80.0) {
-                    key[i] = std::fabs(d - c);
+                    key[i] = std::fabs(d - cc);
                 } else {
                     const double q = double(float(std::exp(d))) / s;
                     key[i] = q > 0 ? std::fabs(-std::log(q) - h)
@@ -4826,408 +5441,436 @@ private:
                 ordered = upto;
             };
             double before = 0;
-            std::size_t kept = 0;
+            std::size_t kept_n = 0;
             bool complete = true;  // every entry walked has key <= kappa
-            while (kept < n && (kept < keep_at_least || before < tau)) {
-                ensure_ordered(kept + 1);
-                if (!all && !(key[perm[kept]] <= kappa)) {
+            while (kept_n < n && (kept_n < keep_at_least || before < tau)) {
+                ensure_ordered(kept_n + 1);
+                if (!all && !(key[perm[kept_n]] <= kappa)) {
                     complete = false;
                     break;
                 }
-                before += double(float(detail::cand_weight(lg[perm[kept]], m, t_))) / s;
-                ++kept;
+                before += double(float(detail::cand_weight(lg[perm[kept_n]], m, t))) / s;
+                ++kept_n;
             }
-            if (!all && (!complete || kept == n)) continue;  // widen
-            full_ = false;
-            for (std::size_t j = 0; j < kept; ++j) sorted_[j] = {lg[perm[j]], ids[perm[j]]};
-            std::sort(sorted_.begin(), sorted_.begin() + std::ptrdiff_t(kept),
+            if (!all && (!complete || kept_n == n)) continue;  // widen
+            for (std::size_t j = 0; j < kept_n; ++j) ws.sorted[j] = {lg[perm[j]], ids[perm[j]]};
+            std::sort(ws.sorted.begin(), ws.sorted.begin() + std::ptrdiff_t(kept_n),
                       detail::scored_before);
-            write_back(kept);
-            sorted_flag_ = true;
+            w.write_back(kept_n);
+            w.set_kept(true);
             return true;
         }
     }
-    void perm_sort(std::size_t n) noexcept {
-        std::size_t* perm = perm_.data();
-        for (std::size_t i = 0; i < n; ++i) perm[i] = i;
-        const double* k = key_.data();
-        // equal keys keep the probability order (index order); std::sort: no allocation
-        std::sort(perm, perm + n, [k](std::size_t a, std::size_t b) {
-            return k[a] < k[b] || (k[a] == k[b] && a < b);
-        });
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/steps/typical.hpp
+// ---- begin decodekit/sampling/steps/xtc.hpp
+/// \file sampling/steps/xtc.hpp
+/// XTC (exclude top choices): with probability xtc_probability (one uniform_float() of the call's
+/// rng_purpose::filter stream), when at least two entries have p >= xtc_threshold, removes all of
+/// them but the least probable; skipped when that would leave fewer than min_keep. Disabled at
+/// probability 0 or threshold > 0.5.
+/// Full set: the head is found without sorting the row (exp_sum, one compaction of a superset of
+/// the entries with p >= threshold, at most 1 / threshold of them, then only those sorted); the
+/// set stays full, over a copy of the row with the dropped entries at -inf.
+
+
+#include <algorithm>
+#include <cmath>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+struct xtc_step {
+    static bool enabled(const sampling_params& p, std::size_t) noexcept {
+        return p.xtc_probability > 0.f && p.xtc_threshold <= 0.5f;
+    }
+    static void apply(working_set& w, const step_context& c) noexcept {
+        const sampling_params& p = c.params;
+        rng_stream coin = c.stream(rng_purpose::filter);
+        if (!(coin.uniform_float() < p.xtc_probability)) return;
+        w.materialise_if_overlaid();
+        if (w.full()) {
+            if (full_row(w, c)) return;
+            w.materialise();
+        }
+        w.order();
+        const double s = w.fill_weights();
+        if (!(s > 0)) return;
+        const double w_thr = double(p.xtc_threshold) * s;
+        const std::span<const float> wt = w.weights();
+        std::size_t above = 0;
+        while (above < wt.size() && wt[above] >= w_thr) ++above;
+        if (above < 2) return;
+        const std::size_t drop = above - 1;  // keep the least probable of them
+        candidates& kept = w.kept();
+        if (kept.size() - drop < p.min_keep) return;
+        const std::size_t n = kept.size() - drop;
+        sampling_workspace& ws = w.workspace();
+        for (std::size_t i = 0; i < n; ++i)
+            ws.sorted[i] = {kept.logits()[drop + i], kept.ids()[drop + i]};
+        w.write_back(n);
     }
 
-    /// Full-row {max, S, H} at t_ from the vectorised kernels (exp_sum: 2 passes; entropy, only
-    /// when `want_h`: 2 more). S equals the sum fill_weights() gives the materialised row up to
-    /// rounding (float lanes, another summation order).
-    struct row_stats {
-        float max;
-        double sum;
-        double h;
-    };
-    row_stats full_row_stats(std::span<const float> x, bool want_h) const noexcept {
-        const auto st = kernels::exp_sum(x, t_);
-        return {st.max, st.sum, want_h && st.sum > 0 ? kernels::entropy(x, t_) : 0.0};
-    }
-    /// Full row, threshold steps (epsilon, eta, mirostat): keeps a superset of the entries with
-    /// float weight >= w_thr (a logit threshold a little below the exact one; the row max always
-    /// survives), sorted, weights filled; the caller then cuts exactly as on the materialised
-    /// row. Returns false (cand_ untouched, still full_) when the shortcut does not apply:
-    /// +inf max, non-finite threshold, or fewer survivors than `at_least`.
-    bool threshold_candidates(std::span<const float> x, float m, double w_thr,
-                              std::size_t at_least) noexcept {
-        if (!(m > -detail::f_inf) || m == detail::f_inf || !(w_thr > 0)) return false;
-        // float(exp(d)) >= w_thr implies d >= log(w_thr) - 2^-23 (relative rounding); 1e-4 slack
-        const double thr_d = double(m) + double(t_) * (std::log(w_thr) - 1e-4);
+private:
+    /// The full-row path; false (nothing changed) for rows with +inf or no valid entry and
+    /// non-finite thresholds, which take the materialised path.
+    static bool full_row(working_set& w, const step_context& c) noexcept {
+        const std::span<const float> x = w.row();
+        const float t = w.temperature();
+        const auto st = kernels::exp_sum(x, t);
+        const float m = st.max;
+        if (!(m > -detail::f_inf) || m == detail::f_inf || !(st.sum > 0)) return false;
+        const double w_thr = double(c.params.xtc_threshold) * st.sum;
+        if (!(w_thr > 0)) return false;
+        // float(exp(d)) >= w_thr implies d >= log(w_thr) - 2^-23: 1e-4 slack
+        const double thr_d = double(m) + double(t) * (std::log(w_thr) - 1e-4);
         if (!std::isfinite(thr_d)) return false;
-        float thr = std::nextafter(float(thr_d), -detail::f_inf);
-        thr = std::min(thr, m);
-        kernels::filter_at_least(x, thr, cand_);
-        if (cand_.size() < at_least) return false;
-        full_ = false;
-        sorted_flag_ = false;
-        sort_cand();
-        fill_weights();  // same max as the full row: it survives
+        const float thr = std::min(std::nextafter(float(thr_d), -detail::f_inf), m);
+        candidates& head = w.kept();
+        kernels::filter_at_least(x, thr, head);
+        w.set_kept(false);  // the head, ordered next (few entries)
+        w.order();
+        std::size_t above = 0;
+        while (above < head.size() &&
+               double(float(detail::cand_weight(head.logits()[above], m, t))) >= w_thr)
+            ++above;
+        w.set_full();  // the working set is the whole row again (minus the head, below)
+        if (above < 2) return true;  // nothing dropped: still the full row
+        const std::size_t drop = above - 1;
+        if (c.params.min_keep > 1 && w.valid_count() - drop < c.params.min_keep) return true;
+        const std::span<float> y = w.workspace().row_copy();
+        if (x.data() != y.data()) std::copy(x.begin(), x.end(), y.begin());
+        for (std::size_t i = 0; i < drop; ++i) y[std::size_t(head.ids()[i])] = -detail::f_inf;
+        w.set_row(std::span<const float>(y.data(), x.size()));
         return true;
     }
-    std::size_t valid_count(std::span<const float> x) const noexcept {
-        std::size_t n = 0;
-        for (float v : x) n += v > -detail::f_inf;  // not NaN, not -inf (materialise drops them)
-        return n;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/steps/xtc.hpp
+
+#include <iterator>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+template <class S>
+constexpr builtin_step entry(sampling_step id) noexcept {
+    return {id, &S::enabled, &S::apply};
+}
+}  // namespace detail
+
+/// Every built-in step, indexed by its sampling_step value.
+inline constexpr builtin_step builtin_steps[] = {
+    detail::entry<temperature_step>(sampling_step::temperature),
+    detail::entry<top_k_step>(sampling_step::top_k),
+    detail::entry<top_p_step>(sampling_step::top_p),
+    detail::entry<min_p_step>(sampling_step::min_p),
+    detail::entry<typical_step>(sampling_step::typical),
+    detail::entry<epsilon_step>(sampling_step::epsilon),
+    detail::entry<eta_step>(sampling_step::eta),
+    detail::entry<top_n_sigma_step>(sampling_step::top_n_sigma),
+    detail::entry<xtc_step>(sampling_step::xtc),
+    detail::entry<mirostat_step>(sampling_step::mirostat),
+};
+
+static_assert(
+    [] {
+        for (std::size_t i = 0; i < std::size(builtin_steps); ++i)
+            if (std::size_t(builtin_steps[i].id) != i) return false;
+        return std::size(builtin_steps) == std::size_t(sampling_step::mirostat) + 1;
+    }(),
+    "builtin_steps is indexed by sampling_step");
+
+/// The table entry of step `id`. \pre id is a sampling_step enumerator
+inline const builtin_step& builtin_step_of(sampling_step id) noexcept {
+    return builtin_steps[std::size_t(id)];
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/steps.hpp
+
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+class sampler;
+
+namespace detail {
+/// A flag set while a sampler is inside a call; copies are fresh, idle flags (so a sampler stays
+/// copyable). One atomic exchange per call.
+class in_use_flag {
+public:
+    in_use_flag() = default;
+    in_use_flag(const in_use_flag&) noexcept {}
+    in_use_flag& operator=(const in_use_flag&) noexcept { return *this; }
+    /// True when the caller may enter (the flag was idle; it is now set).
+    bool try_enter() noexcept { return !busy_.exchange(true, std::memory_order_acquire); }
+    void leave() noexcept { busy_.store(false, std::memory_order_release); }
+
+private:
+    std::atomic<bool> busy_{false};
+};
+/// Holds an in_use_flag for one scope (entered() tells whether it got it).
+class in_use_scope {
+public:
+    explicit in_use_scope(in_use_flag& f) noexcept : f_(f), ok_(f.try_enter()) {}
+    ~in_use_scope() {
+        if (ok_) f_.leave();
     }
-    std::size_t min_keep_of(std::span<const float> x) const noexcept {
-        return params_.min_keep <= 1 ? params_.min_keep
-                                     : std::min(params_.min_keep, valid_count(x));
+    in_use_scope(const in_use_scope&) = delete;
+    in_use_scope& operator=(const in_use_scope&) = delete;
+    bool entered() const noexcept { return ok_; }
+
+private:
+    in_use_flag& f_;
+    bool ok_;
+};
+/// batch.hpp's access to a sampler's batch mark (one sampler in two rows of one call is
+/// reported before anything is sampled).
+struct sampler_batch_access {
+    /// A fresh call id (never 0).
+    static std::uint64_t next_call() noexcept {
+        static std::atomic<std::uint64_t> counter{0};
+        return counter.fetch_add(1, std::memory_order_relaxed) + 1;
+    }
+    /// Marks `s` as used by `call`; false when it already was (a duplicate row).
+    static bool claim(sampler& s, std::uint64_t call) noexcept;
+};
+}  // namespace detail
+
+/// A configured sampler. See the file comment for the pipeline, randomness and special values.
+class sampler {
+public:
+    /// Validates `params` (decodekit::raise on error) and allocates the whole workspace.
+    /// \pre vocab_size >= 1
+    sampler(const sampling_params& params, std::size_t vocab_size)
+        : params_(params), vocab_(vocab_size) {
+        params_.validate();
+        if (vocab_size == 0) raise("sampler: vocab_size must be >= 1, got 0");
+        if (vocab_size > std::size_t(std::numeric_limits<token_id>::max()))
+            raise(detail::range_message("sampler: vocab_size", "<= 2^31 - 1", double(vocab_size)));
+        build_steps();
+        ws_.reserve(vocab_);
+        if (params_.typical_p < 1.f) ws_.reserve_typical();
+        const bool sparse_first =
+            params_.greedy() || (n_steps_ > 0 && (steps_[0] == sampling_step::top_k ||
+                                                  steps_[0] == sampling_step::min_p));
+        procs_ = processor_stage(params_, sparse_first);
+        if (procs_.active() || xtc_step::enabled(params_, vocab_)) ws_.row_copy();
+        if (procs_.sparse()) ws_.reserve_sparse();
+        extras_ = logprob_storage(params_.logprobs, vocab_);
+        state_.mirostat_mu = 2.f * params_.mirostat_tau;
     }
 
-    void step_epsilon(std::span<const float> x, float eps) noexcept {
-        if (full_) {
-            const row_stats st = full_row_stats(x, false);
-            if (st.sum > 0 &&
-                threshold_candidates(x, st.max, double(eps) * st.sum, min_keep_of(x))) {
-                keep_weight_at_least(double(eps) * st.sum);
-                return;
-            }
-            materialise(x);
-        }
-        sort_cand();
-        const double s = fill_weights();
-        if (!(s > 0)) return;
-        keep_weight_at_least(double(eps) * s);
+    const sampling_params& params() const noexcept { return params_; }
+    std::size_t vocab_size() const noexcept { return vocab_; }
+    /// The truncation steps this sampler applies, in order (disabled steps removed).
+    std::span<const sampling_step> steps() const noexcept { return {steps_.data(), n_steps_}; }
+
+    /// Mirostat's mu and the step counter of sample(logits).
+    sampler_state state() const noexcept { return state_; }
+    /// Restores a state saved by state() (speculative rollback).
+    void restore(const sampler_state& s) noexcept { state_ = s; }
+
+    /// Advances the sampler's state as if sample() had drawn `emitted` from `d` (d from this
+    /// sampler's distribution() for that row): mirostat's mu moves by -eta * (-log2 d(emitted) -
+    /// tau). For callers that draw themselves (speculative decoding); no-op without mirostat or
+    /// when d(emitted) = 0.
+    void observe(const decodekit::distribution& d, token_id emitted) noexcept {
+        if (!params_.mirostat) return;
+        const float q = d.prob(emitted);
+        if (!(q > 0.f)) return;
+        update_mirostat(double(q));
     }
 
-    void step_eta(std::span<const float> x) noexcept {
-        const double e = params_.eta;
-        if (full_) {
-            const row_stats st = full_row_stats(x, true);
-            const double w_thr = std::min(e, std::sqrt(e) * std::exp(-st.h)) * st.sum;
-            if (st.sum > 0 && threshold_candidates(x, st.max, w_thr, min_keep_of(x))) {
-                keep_weight_at_least(w_thr);
-                return;
-            }
-            materialise(x);
-        }
-        sort_cand();
-        const auto [s, h] = entropy_of_cand();
-        if (!(s > 0)) return;
-        keep_weight_at_least(std::min(e, std::sqrt(e) * std::exp(-h)) * s);
+    /// Draws a token for `logits` keyed by (params.seed, ctx.sequence, ctx.step).
+    /// \pre logits.size() == vocab_size() (else status bad_input); status concurrent_use (nothing
+    /// done) when the sampler is inside another call.
+    sample_result sample(std::span<const float> logits, const sample_context& ctx) noexcept {
+        const detail::in_use_scope guard(in_use_);
+        if (!guard.entered()) return status_result(sample_status::concurrent_use);
+        return run(logits, ctx);
+    }
+    /// sample() with the key (sequence, step) and no history.
+    sample_result sample(std::span<const float> logits, std::uint64_t sequence,
+                         std::uint64_t step) noexcept {
+        return sample(logits, sample_context{.sequence = sequence, .step = step});
+    }
+    /// sample() with sequence 0 and the sampler's own step counter (then incremented).
+    sample_result sample(std::span<const float> logits) noexcept {
+        const detail::in_use_scope guard(in_use_);
+        if (!guard.entered()) return status_result(sample_status::concurrent_use);
+        const std::uint64_t step = state_.next_step++;
+        return run(logits, sample_context{.sequence = 0, .step = step});
     }
 
-    void step_top_n_sigma(std::span<const float> x) noexcept {
-        if (full_) materialise(x);
-        double sum = 0, sq = 0;
-        std::size_t n = 0;
-        for (float v : cand_.logits())
-            if (std::isfinite(v)) {
-                sum += v;
-                sq += double(v) * v;
-                ++n;
-            }
-        if (n == 0) return;
-        const double mean = sum / double(n);
-        const double var = std::max(0.0, sq / double(n) - mean * mean);
-        const float m = cand_max();
-        const float thr = float(double(m) - double(params_.top_n_sigma) * std::sqrt(var));
-        std::size_t count = 0;
-        for (float v : cand_.logits()) count += v >= thr;
-        if (count >= params_.min_keep) {
-            const float* lg = cand_.logit_storage();
-            compact([&](std::size_t i) { return lg[i] >= thr; });
-        } else {
-            sort_cand();
-            cand_.resize(std::min(params_.min_keep, cand_.size()));
-        }
+    /// The final candidate set the draw of sample(logits, ctx) uses (same processors, steps, XTC
+    /// coin and mirostat mu; mu is not updated), by descending probability (ties by id). Greedy:
+    /// the argmax with probability 1. Empty when no token is valid. Views into the workspace:
+    /// valid until the next call. Without truncation this materialises and sorts the whole valid
+    /// row (inspection, not hot).
+    decodekit::distribution distribution(std::span<const float> logits,
+                                         const sample_context& ctx = {}) noexcept {
+        return distribution_of(logits, ctx, true);
     }
 
-    /// XTC drops the head (the tokens with p >= threshold but the least probable of them) and
-    /// keeps the whole tail. As a first step (full row) that head is found without sorting the
-    /// row: S from kernels::exp_sum, one compaction keeps a superset of the entries with
-    /// p >= threshold (at most 1 / threshold of them, plus rounding), only those are sorted; the
-    /// working set stays the full row, as a copy in row_ with the dropped entries set to -inf
-    /// (returned: later steps and the draw read it). Returns the row the working set refers to.
-    std::span<const float> step_xtc(std::span<const float> x, const sample_context& ctx) noexcept {
-        rng_stream coin = make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::filter);
-        if (!(coin.uniform_float() < params_.xtc_probability)) return x;
-        if (full_) {
-            if (const auto y = xtc_full_row(x)) return *y;
-            materialise(x);
-        }
-        sort_cand();
-        const double s = fill_weights();
-        if (!(s > 0)) return x;
-        const double w_thr = double(params_.xtc_threshold) * s;
-        std::size_t above = 0;
-        while (above < cand_.size() && weights_[above] >= w_thr) ++above;
-        if (above < 2) return x;
-        const std::size_t drop = above - 1;  // keep the least probable of them
-        if (cand_.size() - drop < params_.min_keep) return x;
-        const std::size_t n = cand_.size() - drop;
-        for (std::size_t i = 0; i < n; ++i)
-            sorted_[i] = {cand_.logits()[drop + i], cand_.ids()[drop + i]};
-        write_back(n);
-        return x;
-    }
-    /// step_xtc on the full row; nullopt (nothing changed) for rows with +inf or no valid entry
-    /// and non-finite thresholds, which take the materialised path.
-    std::optional<std::span<const float>> xtc_full_row(std::span<const float> x) noexcept {
-        const auto st = kernels::exp_sum(x, t_);
-        const float m = st.max;
-        if (!(m > -detail::f_inf) || m == detail::f_inf || !(st.sum > 0)) return std::nullopt;
-        const double w_thr = double(params_.xtc_threshold) * st.sum;
-        if (!(w_thr > 0)) return std::nullopt;
-        // float(exp(d)) >= w_thr implies d >= log(w_thr) - 2^-23: 1e-4 slack
-        const double thr_d = double(m) + double(t_) * (std::log(w_thr) - 1e-4);
-        if (!std::isfinite(thr_d)) return std::nullopt;
-        const float thr = std::min(std::nextafter(float(thr_d), -detail::f_inf), m);
-        kernels::filter_at_least(x, thr, cand_);
-        sorted_flag_ = false;
-        sort_cand();  // the head: few entries
-        std::size_t above = 0;
-        while (above < cand_.size() &&
-               double(float(detail::cand_weight(cand_.logits()[above], m, t_))) >= w_thr)
-            ++above;
-        if (above < 2) return x;  // nothing dropped: still the full row
-        const std::size_t drop = above - 1;
-        if (params_.min_keep > 1 && valid_count(x) - drop < params_.min_keep) return x;
-        float* y = row_.data();
-        if (x.data() != y) std::copy(x.begin(), x.end(), y);
-        for (std::size_t i = 0; i < drop; ++i) y[std::size_t(cand_.ids()[i])] = -detail::f_inf;
-        return std::span<const float>(y, x.size());
+    /// distribution() as a set, in ascending id order: same ids and probabilities (up to the
+    /// rounding of the normaliser, summed in another order). Never sorts by probability: without
+    /// truncation one filter pass over the row plus one exp pass (for speculative verification,
+    /// which needs no order). Views into the workspace: valid until the next call.
+    decodekit::distribution distribution_unordered(std::span<const float> logits,
+                                                   const sample_context& ctx = {}) noexcept {
+        return distribution_of(logits, ctx, params_.greedy());
     }
 
-    void step_mirostat(std::span<const float> x) noexcept {
-        // keep -log2 p <= mu, i.e. p >= 2^-mu; at least one
-        const double f = std::exp2(-double(state_.mirostat_mu));
-        if (full_) {
-            const row_stats st = full_row_stats(x, false);
-            if (st.sum > 0 && threshold_candidates(x, st.max, f * st.sum, 1)) {
-                keep_weight_from_top(f * st.sum);
-                return;
-            }
-            materialise(x);
-        }
-        sort_cand();
-        const double s = fill_weights();
-        if (!(s > 0)) return;
-        keep_weight_from_top(f * s);
-    }
-    /// Keeps the leading entries with weights_ >= w_thr, at least one.  \pre sorted, weights
-    void keep_weight_from_top(double w_thr) noexcept {
-        std::size_t n = 0;
-        while (n < cand_.size() && weights_[n] >= w_thr) ++n;
-        cand_.resize(std::max<std::size_t>(n, 1));
-    }
+private:
+    friend struct detail::sampler_batch_access;
 
-    // ---- the draw ----
+    sampling_params params_;
+    std::size_t vocab_;
+    std::array<sampling_step, 10> steps_{};
+    std::size_t n_steps_ = 0;
+    sampler_state state_{};
+    processor_stage procs_;
+    logprob_storage extras_;
+    sampling_workspace ws_;
+    detail::in_use_flag in_use_;
+    std::uint64_t batch_call_ = 0;  // the batched call that last claimed this sampler
 
-    sample_result run(std::span<const float> logits, const sample_context& ctx) noexcept {
+    static sample_result status_result(sample_status s) noexcept {
         sample_result r;
-        raw_lse_known_ = false;
-        if (logits.size() != vocab_) {
-            r.status = sample_status::bad_input;
-            return r;
-        }
-        std::span<const float> x = process(logits, ctx);
-        if (params_.greedy()) {
-            float best = 0.f;
-            const std::size_t a = greedy_argmax(x, best);
-            if (a == npos) return r;
-            r.token = token_id(a);
-            r.logprob = params_.logprobs.chosen ? 0.f : std::numeric_limits<float>::quiet_NaN();
-            r.status = sample_status::ok;
-            if (params_.logprobs.any()) fill_extras(r, logits, x, /*greedy*/ true);
-            return r;
-        }
-        x = truncate(x, ctx);
-        rng_stream rng = make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::sample);
-        if (full_ && !params_.logprobs.chosen && !params_.logprobs.any()) {
-            // no logprob wanted: no normaliser needed, no exponential per entry
-            const std::size_t i = kernels::draw_temperature(x, t_, rng);
-            if (i == npos) return r;
-            r.token = token_id(i);
-            r.status = sample_status::ok;
-            return r;
-        }
-        const double u = rng.uniform();
-        if (full_) {
-            if (!draw_full_row(x, u, r)) return r;
-        } else {
-            if (cand_.empty()) return r;
-            sort_cand();
-            const double s = fill_weights();
-            if (!(s > 0)) return r;
-            const std::size_t pick =
-                kernels::draw_inverse_cdf(std::span<const float>(weights_.data(), cand_.size()), u);
-            if (pick == npos) return r;
-            r.token = cand_.ids()[pick];
-            r.logprob = float(std::log(double(weights_[pick])) - std::log(s));
-            r.status = sample_status::ok;
-            if (params_.mirostat) {
-                const double surprise = -std::log2(double(weights_[pick]) / s);
-                state_.mirostat_mu -=
-                    float(double(params_.mirostat_eta) * (surprise - double(params_.mirostat_tau)));
-            }
-        }
-        if (params_.logprobs.any()) fill_extras(r, logits, x, false);
-        if (!params_.logprobs.chosen) r.logprob = std::numeric_limits<float>::quiet_NaN();
+        r.status = s;
         return r;
     }
 
-    /// Draw over the whole row at t_: per-block (max, exp-sum), pick a block by inverse CDF over
-    /// the block masses, then the token inside it. One max+exp pass in all (the exp floor).
-    bool draw_full_row(std::span<const float> x, double u, sample_result& r) noexcept {
-        const std::size_t nb = bmax_.size();
-        float m = -detail::f_inf;
-        for (std::size_t b = 0; b < nb; ++b) {
-            const std::size_t lo = b * block, len = std::min(block, vocab_ - lo);
-            const auto st = kernels::exp_sum(x.subspan(lo, len), t_);
-            bmax_[b] = st.max;
-            bsum_[b] = st.sum;
-            m = st.max > m ? st.max : m;
-        }
-        if (!(m > -detail::f_inf)) return false;
-        double s = 0;
-        for (std::size_t b = 0; b < nb; ++b) {
-            double w;
-            if (m == detail::f_inf)
-                w = bmax_[b] == detail::f_inf ? bsum_[b] : 0.0;
-            else
-                w = bsum_[b] > 0 ? bsum_[b] * std::exp((double(bmax_[b]) - double(m)) / double(t_))
-                                 : 0.0;
-            bsum_[b] = w;  // now the block's mass relative to the global max
-            s += w;
-        }
-        if (!(s > 0)) return false;
-        const double target = u * s;
-        double run = 0;
-        std::size_t pick = npos;
-        double before = 0;
-        for (std::size_t b = 0; b < nb; ++b) {
-            if (!(bsum_[b] > 0)) continue;
-            before = run;
-            run += bsum_[b];
-            pick = b;
-            if (run > target) break;
-        }
-        const std::size_t lo = pick * block, len = std::min(block, vocab_ - lo);
-        double u2 = (target - before) / bsum_[pick];
-        u2 = std::clamp(u2, 0.0, std::nextafter(1.0, 0.0));
-        kernels::softmax(x.subspan(lo, len), std::span<float>(block_buf_.data(), len), t_);
-        std::size_t i =
-            kernels::draw_inverse_cdf(std::span<const float>(block_buf_.data(), len), u2);
-        if (i == npos) return false;
-        const std::size_t tok = lo + i;
-        r.token = token_id(tok);
-        const double w = detail::cand_weight(x[tok], m, t_);
-        r.logprob = float(std::log(w) - std::log(s));
-        r.status = sample_status::ok;
-        if (!processors_ && t_ == 1.f && m != detail::f_inf) {
-            raw_lse_known_ = true;
-            raw_lse_ = double(m) + std::log(s);
-        }
-        return true;
+    void build_steps() {
+        const std::span<const sampling_step> src =
+            params_.order == sampling_order::custom
+                ? std::span<const sampling_step>(params_.custom_order)
+                : preset_steps(params_.order);
+        for (sampling_step st : src)
+            if (builtin_step_of(st).enabled(params_, vocab_)) steps_[n_steps_++] = st;
     }
 
-    /// logprob extras: raw logprob, rank, top-n, requested ids.
-    void fill_extras(sample_result& r, std::span<const float> raw, std::span<const float> x,
-                     bool greedy) noexcept {
-        const logprobs_request& lr = params_.logprobs;
-        const bool need_raw =
-            lr.raw || (!lr.processed && (lr.rank || lr.top_n > 0 || !lr.ids.empty()));
-        if (need_raw && !raw_lse_known_) {
-            raw_lse_ = kernels::logsumexp(raw);
-            raw_lse_known_ = true;
-        }
-        auto raw_lp = [&](std::size_t t) -> float {
-            const float v = raw[t];
-            if (!(v > -detail::f_inf)) return -detail::f_inf;
-            if (std::isinf(raw_lse_)) return v == detail::f_inf ? 0.f : -detail::f_inf;  // +inf row
-            return float(double(v) - raw_lse_);
-        };
-        if (lr.raw) r.raw_logprob = raw_lp(std::size_t(r.token));
-        // processed: the final set is cand_ (sorted, weights_ filled) unless greedy / full row
-        const bool processed_set = !greedy && !full_;
-        auto proc_lp = [&](token_id t) -> float {
-            if (greedy) return t == r.token ? 0.f : -detail::f_inf;
-            if (full_) {  // whole row at t_
-                const float v = x[std::size_t(t)];
-                const float vt = x[std::size_t(r.token)];
-                if (!(v > -detail::f_inf)) return -detail::f_inf;
-                return float(double(r.logprob) + (double(v) - double(vt)) / double(t_));
-            }
-            double s = 0;
-            for (std::size_t i = 0; i < cand_.size(); ++i) s += weights_[i];
-            for (std::size_t i = 0; i < cand_.size(); ++i)
-                if (cand_.ids()[i] == t) return float(std::log(double(weights_[i]) / s));
-            return -detail::f_inf;
-        };
-        if (lr.rank) {
-            std::size_t above = 0;
-            if (!lr.processed) {
-                const float v = raw[std::size_t(r.token)];
-                for (float y : raw) above += y > v;
-            } else if (processed_set) {
-                for (std::size_t i = 0; i < cand_.size(); ++i)
-                    if (cand_.ids()[i] == r.token) {
-                        above = i;
-                        break;
-                    }
-            } else if (!greedy) {
-                const float v = x[std::size_t(r.token)];
-                for (float y : x) above += y > v;
-            }
-            r.rank = above + 1;
-        }
-        if (lr.top_n > 0) {
-            std::size_t n = 0;
-            if (!lr.processed) {
-                kernels::top_k(raw, top_.size(), tie_policy::exactly_k, alt_);
-                for (std::size_t i = 0; i < alt_.size(); ++i)
-                    top_[n++] = {alt_.ids()[i], raw_lp(std::size_t(alt_.ids()[i]))};
-            } else if (greedy) {
-                top_[n++] = {r.token, 0.f};
-            } else if (processed_set) {
-                for (std::size_t i = 0; i < cand_.size() && n < top_.size(); ++i)
-                    top_[n++] = {cand_.ids()[i], proc_lp(cand_.ids()[i])};
-            } else {
-                kernels::top_k(x, top_.size(), tie_policy::exactly_k, cand_);
-                for (std::size_t i = 0; i < cand_.size(); ++i)
-                    top_[n++] = {cand_.ids()[i], proc_lp(cand_.ids()[i])};
-            }
-            r.top = {top_.data(), n};
-        }
-        if (!lr.ids.empty()) {
-            for (std::size_t j = 0; j < lr.ids.size(); ++j) {
-                const token_id t = lr.ids[j];
-                float lp = -detail::f_inf;
-                if (t >= 0 && std::size_t(t) < vocab_)
-                    lp = lr.processed ? proc_lp(t) : raw_lp(std::size_t(t));
-                requested_[j] = {t, lp};
-            }
-            r.requested = {requested_.data(), requested_.size()};
+    void update_mirostat(double prob) noexcept {
+        const double surprise = -std::log2(prob);
+        state_.mirostat_mu -=
+            float(double(params_.mirostat_eta) * (surprise - double(params_.mirostat_tau)));
+    }
+
+    /// Runs the truncation steps on `w`.
+    void truncate(working_set& w, const sample_context& ctx) noexcept {
+        const step_context sc{params_, ctx, state_};
+        for (std::size_t si = 0; si < n_steps_; ++si) {
+            if (!w.full() && w.kept().size() <= 1 && steps_[si] != sampling_step::temperature)
+                continue;
+            builtin_step_of(steps_[si]).apply(w, sc);
         }
     }
+
+    /// Argmax of the processed row (lowest id on ties); npos if nothing is valid.
+    static std::size_t greedy_argmax(working_set& w, float& best) noexcept {
+        if (!w.overlaid()) {
+            const std::size_t a = kernels::argmax(w.row());
+            if (a == npos || !(w.row()[a] > -detail::f_inf)) return npos;
+            best = w.row()[a];
+            return a;
+        }
+        w.overlay_top_k(1, tie_policy::exactly_k);
+        w.clear_patch_marks();
+        if (w.kept().empty()) return npos;
+        best = w.kept().logits()[0];
+        return std::size_t(w.kept().ids()[0]);
+    }
+
+    sample_result run(std::span<const float> logits, const sample_context& ctx) noexcept {
+        sample_result r;
+        if (logits.size() != vocab_) return status_result(sample_status::bad_input);
+        const processed_row pr = procs_.run(params_, logits, ctx, ws_);
+        working_set w(pr.row, ws_, pr.patches, pr.overlay);
+        const logprobs_request& lr = params_.logprobs;
+        if (params_.greedy()) {
+            float best = 0.f;
+            const std::size_t a = greedy_argmax(w, best);
+            w.clear_patch_marks();
+            if (a == npos) return r;
+            r.token = token_id(a);
+            r.logprob = lr.chosen ? 0.f : std::numeric_limits<float>::quiet_NaN();
+            r.status = sample_status::ok;
+            if (lr.any()) fill_logprob_extras(r, lr, logits, w, true, 0, false, extras_);
+            return r;
+        }
+        truncate(w, ctx);
+        w.clear_patch_marks();
+        rng_stream rng = make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::sample);
+        const set_draw d = draw_from(w, rng, lr.chosen || lr.any());
+        if (d.token < 0) return r;
+        r.token = d.token;
+        r.logprob = float(d.logprob);
+        r.status = sample_status::ok;
+        if (params_.mirostat && !w.full()) update_mirostat(d.prob);
+        // the draw's normaliser is the raw one when the set's row is the caller's at t = 1
+        const bool raw_known =
+            d.row_lse_known && w.row().data() == logits.data() && w.temperature() == 1.f;
+        if (lr.any()) fill_logprob_extras(r, lr, logits, w, false, d.row_lse, raw_known, extras_);
+        if (!lr.chosen) r.logprob = std::numeric_limits<float>::quiet_NaN();
+        return r;
+    }
+
+    decodekit::distribution distribution_of(std::span<const float> logits,
+                                            const sample_context& ctx, bool ordered) noexcept {
+        const detail::in_use_scope guard(in_use_);
+        if (!guard.entered() || logits.size() != vocab_) return {};
+        const processed_row pr = procs_.run(params_, logits, ctx, ws_);
+        working_set w(pr.row, ws_, pr.patches, pr.overlay);
+        candidates& kept = w.kept();
+        if (params_.greedy()) {
+            float best = 0.f;
+            const std::size_t a = greedy_argmax(w, best);
+            w.clear_patch_marks();
+            if (a == npos) return {};
+            kept.clear();
+            kept.push_back(token_id(a), best);
+            ws_.weights[0] = 1.f;
+            return {{kept.id_storage(), 1}, {ws_.weights.data(), 1}};
+        }
+        truncate(w, ctx);
+        w.materialise();  // id order when nothing narrowed the set
+        if (kept.empty()) return {};
+        if (ordered) {
+            w.order();
+        } else if (!std::is_sorted(kept.ids().begin(), kept.ids().end())) {
+            const std::size_t n = kept.size();
+            const token_id* ids = kept.id_storage();
+            const float* lg = kept.logit_storage();
+            for (std::size_t i = 0; i < n; ++i) ws_.sorted[i] = {lg[i], ids[i]};
+            std::sort(ws_.sorted.begin(), ws_.sorted.begin() + std::ptrdiff_t(n),
+                      [](const detail::scored& a, const detail::scored& b) { return a.id < b.id; });
+            w.write_back(n);
+        }
+        const double s = w.fill_weights();
+        if (!(s > 0)) return {};
+        const float* wt = ws_.weights.data();
+        w.keep_if([wt](std::size_t i) { return wt[i] > 0; });  // underflow, finite next to +inf
+        for (std::size_t i = 0; i < kept.size(); ++i) ws_.weights[i] = float(ws_.weights[i] / s);
+        return {{kept.id_storage(), kept.size()}, {ws_.weights.data(), kept.size()}};
+    }
 };
+
+inline bool detail::sampler_batch_access::claim(sampler& s, std::uint64_t call) noexcept {
+    if (s.batch_call_ == call) return false;
+    s.batch_call_ = call;
+    return true;
+}
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/sampler.hpp
@@ -6735,8 +7378,314 @@ DECODEKIT_END_NAMESPACE
 // ---- begin decodekit/processors/processors.hpp
 /// \file processors/processors.hpp
 /// Everything in processors/ (the umbrella of this folder): logits processors that modify a
-/// mutable logits row in place, noexcept, without allocation.
+/// mutable logits row in place, the processor concept they share (processor.hpp) and the
+/// mechanism their per-sequence state follows the history with (history.hpp).
 
+// ---- begin decodekit/processors/history.hpp
+/// \file processors/history.hpp
+/// How per-sequence state follows its sequence's history: one mechanism for every stateful part
+/// (penalty counts, the n-gram index, user processors, constraints, MTP module caches).
+///
+/// A stateful component sees the history of its sequence through the calls it gets (prompt +
+/// generated so far). Between two calls the history normally grows by a few tokens (append); a
+/// speculative rejection cuts it back; a beam fork or a new request replaces it. history_tracker
+/// compares each call's history with what it saw last and reports the change as
+///   keep   : tokens [0, keep) are unchanged,
+///   removed: the tokens that were at [keep, old length) (oldest first),
+///   added  : history[keep, new length),
+/// or as a rebuild when it cannot follow (the first call, a change deeper than its journal, or
+/// after reset()). The component then applies cut_back(removed) and append(added) to its state,
+/// or rebuilds it from the whole history. Cost per call: O(added + removed) plus a check of the
+/// last few tokens (check_tokens), never a rescan of the history; a rebuild is O(history).
+///
+/// The check is a safety net, not a proof: a caller that rewrites tokens deeper than the
+/// checked tail while keeping the same length and tail is not detected. Callers that rewrite
+/// histories (a slot reused for another request) call reset() or use a fresh component.
+///
+/// A fork (a beam taking its parent's sequence) copies the parent's component: the copy's
+/// tracker then follows the child's history from the parent's.
+
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// The difference between a history and the one a tracker saw last.
+struct history_change {
+    bool rebuild = true;                  ///< cannot follow: rebuild from the whole history
+    std::size_t keep = 0;                 ///< tokens [0, keep) unchanged (0 when rebuild)
+    std::span<const token_id> removed{};  ///< tokens that were at [keep, old length), in order
+    std::span<const token_id> added{};    ///< history[keep, new length) (the whole history when
+                                          ///< rebuild)
+};
+
+/// Follows one sequence's history across calls with a journal of its last journal_size() tokens.
+/// Copyable (a fork copies it). Memory: 4 bytes per journal entry.
+class history_tracker {
+public:
+    /// Tokens of the tail compared on each call (the cheap consistency check).
+    static constexpr std::size_t check_tokens = 8;
+    /// Default journal length: the deepest cut-back followed without a rebuild (a speculative
+    /// round verifies at most 256 drafts).
+    static constexpr std::size_t default_journal = 512;
+
+    explicit history_tracker(std::size_t journal = default_journal)
+        : ring_(std::max<std::size_t>(journal, check_tokens)) {}
+
+    /// Compares `history` with the last one seen, records it as seen, and returns the change.
+    /// The spans of the result view `history` and the tracker's own scratch: valid until the next
+    /// call. Allocates only while the removed-token scratch grows (bounded by the journal).
+    history_change sync(std::span<const token_id> history) {
+        const std::size_t n = history.size(), s = len_;
+        history_change ch;
+        if (seen_) {
+            const std::size_t lo = from_;  // first position still in the journal
+            const std::size_t c = std::min(n, s);
+            // the last few common positions must agree; otherwise find where the histories part
+            // (the check covers the part of the tail still in the journal; a change reaching the
+            // journal's first position, or a tail wholly outside it, cannot be followed)
+            std::size_t d = c;
+            const std::size_t k0 = std::max(c > check_tokens ? c - check_tokens : 0, lo);
+            for (std::size_t p = k0; p < c; ++p)
+                if (at(p) != history[p]) {
+                    d = first_difference(history, lo, c);
+                    break;
+                }
+            if (c >= lo && !(d == lo && lo > 0)) {
+                removed_.clear();
+                for (std::size_t p = d; p < s; ++p) removed_.push_back(at(p));
+                ch.rebuild = false;
+                ch.keep = d;
+                ch.removed = removed_;
+                ch.added = history.subspan(d);
+            }
+        }
+        const std::size_t first_kept = n > ring_.size() ? n - ring_.size() : 0;
+        if (ch.rebuild) {
+            ch.keep = 0;
+            ch.added = history;
+            from_ = first_kept;
+        } else {
+            // positions below the old window stay lost after a cut-back: the window only shrinks
+            from_ = std::min(std::max(from_, first_kept), n);
+        }
+        for (std::size_t p = std::max(ch.keep, first_kept); p < n; ++p) at(p) = history[p];
+        len_ = n;
+        seen_ = true;
+        return ch;
+    }
+
+    /// Forgets what was seen: the next sync() is a rebuild.
+    void reset() noexcept {
+        seen_ = false;
+        len_ = 0;
+        from_ = 0;
+    }
+    /// Length of the history seen last (0 before the first sync or after reset()).
+    std::size_t length() const noexcept { return len_; }
+    /// The most tokens a cut-back may remove without a rebuild (fewer after earlier cut-backs,
+    /// until appends refill the journal).
+    std::size_t journal_size() const noexcept { return ring_.size(); }
+
+private:
+    token_id& at(std::size_t pos) noexcept { return ring_[pos % ring_.size()]; }
+    token_id at(std::size_t pos) const noexcept { return ring_[pos % ring_.size()]; }
+    /// First position in [lo, c) where the journal and `h` differ (c if none).
+    std::size_t first_difference(std::span<const token_id> h, std::size_t lo,
+                                 std::size_t c) const noexcept {
+        for (std::size_t p = lo; p < c; ++p)
+            if (at(p) != h[p]) return p;
+        return c;
+    }
+
+    std::vector<token_id> ring_;     // ring_[p % size]: token at position p, for the last size
+    std::vector<token_id> removed_;  // scratch of the last change's removed tokens
+    std::size_t len_ = 0;
+    std::size_t from_ = 0;  // ring_ holds the tokens of positions [from_, len_)
+    bool seen_ = false;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/history.hpp
+// ---- begin decodekit/processors/processor.hpp
+/// \file processors/processor.hpp
+/// The logits-processor concept that built-in and user processors share, and any_processor, the
+/// copyable type-erased holder a runtime-ordered pipeline stores them in.
+///
+/// A processor changes a logits row in place before truncation and the draw:
+///   void apply(std::span<float> logits, const processor_context& c) noexcept-ish
+/// It must not throw (it runs inside noexcept sampling calls: an exception terminates).
+/// Optional members, detected at compile time:
+///   void touched(const processor_context& c, token_sink& out) const
+///       declares every id apply() may read or write for this call. A processor that has it is
+///       sparse: a pipeline may give it a row in which only those entries hold the caller's
+///       logits (no copy of the whole row). Without it the processor is dense (it may read or
+///       write any entry, so the pipeline copies the row first).
+///   void append(std::span<const token_id> added, const processor_context& c)
+///   void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c)
+///   void reset(const processor_context& c)
+///       per-sequence state that follows the history (processors/history.hpp): before apply()
+///       the pipeline reports what changed since the previous call: reset (rebuild from
+///       c.history), or cut_back (the tokens that were at [keep, old length) were removed; the
+///       history is already c.history) and then append (c.history[keep, size) were added).
+///       A processor with any of the three must have all three.
+/// A processor object is per sequence: a pipeline owns a copy (a beam fork copies it).
+
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <type_traits>
+#include <utility>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// What a processor sees besides the row.
+struct processor_context {
+    std::span<const token_id> history{};  ///< prompt + generated so far, oldest first
+    std::size_t prompt_length = 0;        ///< history[0, prompt_length) is the prompt
+    std::uint64_t sequence = 0;           ///< the request's sequence id
+    std::uint64_t step = 0;               ///< generated tokens before the row's position
+    std::size_t vocab_size = 0;           ///< the row's size
+
+    /// Tokens generated so far (history past the prompt).
+    std::size_t generated() const noexcept {
+        return history.size() > prompt_length ? history.size() - prompt_length : 0;
+    }
+};
+
+/// Receives the ids a sparse processor declares (ids outside [0, vocab) are ignored).
+class token_sink {
+public:
+    using fn_type = void (*)(void*, token_id) noexcept;
+    token_sink(fn_type fn, void* ctx) noexcept : fn_(fn), ctx_(ctx) {}
+    void operator()(token_id t) noexcept { fn_(ctx_, t); }
+    /// Declares every id of a span.
+    void operator()(std::span<const token_id> ids) noexcept {
+        for (token_id t : ids) fn_(ctx_, t);
+    }
+
+private:
+    fn_type fn_;
+    void* ctx_;
+};
+
+/// A type that changes logits rows (see the file comment).
+template <class P>
+concept logits_processor = std::copy_constructible<P> &&
+    requires(P& p, std::span<float> x, const processor_context& c) {
+    p.apply(x, c);
+};
+
+/// A processor that declares the ids it touches.
+template <class P>
+concept sparse_logits_processor = logits_processor<P> &&
+    requires(const P& p, const processor_context& c, token_sink& s) {
+    p.touched(c, s);
+};
+
+/// A processor (or any component) whose state follows the history.
+template <class P>
+concept history_follower = requires(P& p, std::span<const token_id> t, std::size_t n,
+                                    const processor_context& c) {
+    p.append(t, c);
+    p.cut_back(n, t, c);
+    p.reset(c);
+};
+
+/// A copyable holder of any logits_processor (copies clone the processor and its state).
+class any_processor {
+public:
+    any_processor() = default;
+    template <class P>
+    requires(!std::same_as<std::decay_t<P>, any_processor> && logits_processor<std::decay_t<P>>)
+        any_processor(P&& p)  // NOLINT: implicit, like std::function
+        : m_(std::make_unique<model<std::decay_t<P>>>(std::forward<P>(p))) {}
+    any_processor(const any_processor& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
+    any_processor(any_processor&&) noexcept = default;
+    any_processor& operator=(const any_processor& o) {
+        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
+        return *this;
+    }
+    any_processor& operator=(any_processor&&) noexcept = default;
+
+    /// True when it holds a processor.
+    explicit operator bool() const noexcept { return m_ != nullptr; }
+    /// Changes `x` in place. \pre holds a processor
+    void apply(std::span<float> x, const processor_context& c) { m_->apply(x, c); }
+    /// True when the processor declares its ids (touched()).
+    bool sparse() const noexcept { return m_->sparse(); }
+    /// Declares the ids apply() may touch. \pre sparse()
+    void touched(const processor_context& c, token_sink& s) const { m_->touched(c, s); }
+    /// True when its state follows the history.
+    bool follows_history() const noexcept { return m_->follows_history(); }
+    void append(std::span<const token_id> added, const processor_context& c) {
+        m_->append(added, c);
+    }
+    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
+        m_->cut_back(keep, removed, c);
+    }
+    void reset(const processor_context& c) { m_->reset(c); }
+    /// The held processor when it is a P, else nullptr.
+    template <class P>
+    P* get() noexcept {
+        if (!m_ || m_->tag() != tag_of<P>()) return nullptr;
+        return &static_cast<model<P>*>(m_.get())->p;
+    }
+
+private:
+    // a per-type address instead of RTTI (works with -fno-rtti)
+    template <class P>
+    static const void* tag_of() noexcept {
+        static const char tag = 0;
+        return &tag;
+    }
+    struct base {
+        virtual ~base() = default;
+        virtual const void* tag() const noexcept = 0;
+        virtual std::unique_ptr<base> clone() const = 0;
+        virtual void apply(std::span<float>, const processor_context&) = 0;
+        virtual bool sparse() const noexcept = 0;
+        virtual void touched(const processor_context&, token_sink&) const = 0;
+        virtual bool follows_history() const noexcept = 0;
+        virtual void append(std::span<const token_id>, const processor_context&) = 0;
+        virtual void cut_back(std::size_t, std::span<const token_id>, const processor_context&) = 0;
+        virtual void reset(const processor_context&) = 0;
+    };
+    template <class P>
+    struct model final : base {
+        P p;
+        explicit model(P q) : p(std::move(q)) {}
+        const void* tag() const noexcept override { return tag_of<P>(); }
+        std::unique_ptr<base> clone() const override { return std::make_unique<model>(p); }
+        void apply(std::span<float> x, const processor_context& c) override { p.apply(x, c); }
+        bool sparse() const noexcept override { return sparse_logits_processor<P>; }
+        void touched(const processor_context& c, token_sink& s) const override {
+            if constexpr (sparse_logits_processor<P>) p.touched(c, s);
+        }
+        bool follows_history() const noexcept override { return history_follower<P>; }
+        void append(std::span<const token_id> t, const processor_context& c) override {
+            if constexpr (history_follower<P>) p.append(t, c);
+        }
+        void cut_back(std::size_t n, std::span<const token_id> t,
+                      const processor_context& c) override {
+            if constexpr (history_follower<P>) p.cut_back(n, t, c);
+        }
+        void reset(const processor_context& c) override {
+            if constexpr (history_follower<P>) p.reset(c);
+        }
+    };
+    std::unique_ptr<base> m_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/processor.hpp
 // ---- end decodekit/processors/processors.hpp
 // ---- begin decodekit/sampling/sampling.hpp
 /// \file sampling/sampling.hpp
@@ -6755,9 +7704,15 @@ DECODEKIT_END_NAMESPACE
 /// executor to sample_batch(): any callable `exec(n, fn)` that calls fn(i) once for every i in
 /// [0, n), on any threads, and returns when all calls have returned.
 ///
+/// Sizes are checked in every build type (a mismatch is a returned batch_status and no row is
+/// sampled; never a read or write out of bounds): rows.size() must equal the matrix rows and
+/// out.size() must be at least that; the matrix must be consistent (stride >= cols, data set) and,
+/// when built from a span (logits_matrix::view), the span must hold every row.
+///
 /// Thread safety: the samplers of one call must be distinct objects (a sampler is mutable while
-/// it samples); a batch_sampler runs one call at a time (calls from several threads are
-/// serialised).
+/// it samples): the same sampler twice in one call is reported (batch_status::duplicate_sampler)
+/// before anything is sampled; a batch_sampler runs one call at a time (calls from several
+/// threads are serialised).
 
 
 #include <atomic>
@@ -6765,6 +7720,7 @@ DECODEKIT_END_NAMESPACE
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <mutex>
 #include <span>
 #include <thread>
@@ -6774,16 +7730,38 @@ DECODEKIT_END_NAMESPACE
 DECODEKIT_BEGIN_NAMESPACE
 
 /// A read-only row-major matrix of logits: rows x cols, `stride` floats between row starts.
+/// Build it from a span with view() so that its extent can be checked; the aggregate form
+/// {data, rows, cols, stride} is the caller's promise that data holds every row.
 struct logits_matrix {
     const float* data = nullptr;
     std::size_t rows = 0;
     std::size_t cols = 0;
     std::size_t stride = 0;  ///< >= cols; 0 means cols
+    /// Floats readable from data (set by view()); 0: unknown, the caller vouches for the rows.
+    std::size_t extent = 0;
 
-    /// Row i as a span of cols floats.  \pre i < rows
+    /// The matrix over `values` (row-major, `stride` floats between rows, 0 = cols).
+    static logits_matrix view(std::span<const float> values, std::size_t rows, std::size_t cols,
+                              std::size_t stride = 0) noexcept {
+        return {values.data(), rows, cols, stride, values.size()};
+    }
+    /// Floats between row starts.
+    std::size_t row_stride() const noexcept { return stride == 0 ? cols : stride; }
+    /// True when the view is consistent: stride >= cols, data set when it has rows, and (when the
+    /// extent is known) every row inside it. O(1), overflow-safe.
+    bool valid() const noexcept {
+        if (rows == 0) return true;
+        if (row_stride() < cols || (data == nullptr && cols > 0)) return false;
+        if (extent == 0) return true;
+        const std::size_t s = row_stride();
+        if (rows - 1 > (std::numeric_limits<std::size_t>::max() - cols) / (s == 0 ? 1 : s))
+            return false;
+        return (rows - 1) * s + cols <= extent;
+    }
+    /// Row i as a span of cols floats (empty when i >= rows).
     std::span<const float> row(std::size_t i) const noexcept {
-        DECODEKIT_ASSERT(i < rows, "logits_matrix: row out of range");
-        return {data + i * (stride == 0 ? cols : stride), cols};
+        if (i >= rows) return {};
+        return {data + i * row_stride(), cols};
     }
 };
 
@@ -6793,24 +7771,68 @@ struct batch_row {
     sample_context ctx = {};
 };
 
+/// Outcome of a batched call (per-row outcomes are in each sample_result::status).
+enum class batch_status : std::uint8_t {
+    ok,                 ///< every row was sampled (each row's own status says how it went)
+    size_mismatch,      ///< rows.size() != m.rows or out.size() < m.rows: nothing sampled
+    bad_matrix,         ///< !m.valid() (stride < cols, null data, rows past the span)
+    null_sampler,       ///< a row has no sampler: nothing sampled
+    duplicate_sampler,  ///< one sampler in two rows of the call: nothing sampled
+};
+
+namespace detail {
+/// Checks a batched call before anything runs; on failure marks min(out, rows) results bad_input.
+inline batch_status check_batch(const logits_matrix& m, std::span<const batch_row> rows,
+                                std::span<sample_result> out) noexcept {
+    batch_status st = batch_status::ok;
+    if (rows.size() != m.rows || out.size() < m.rows)
+        st = batch_status::size_mismatch;
+    else if (!m.valid())
+        st = batch_status::bad_matrix;
+    else {
+        const std::uint64_t call = sampler_batch_access::next_call();
+        for (const batch_row& r : rows) {
+            if (r.row_sampler == nullptr) {
+                st = batch_status::null_sampler;
+                break;
+            }
+            if (!sampler_batch_access::claim(*r.row_sampler, call)) {
+                st = batch_status::duplicate_sampler;
+                break;
+            }
+        }
+    }
+    if (st != batch_status::ok)
+        for (std::size_t i = 0; i < out.size() && i < m.rows; ++i) {
+            out[i] = sample_result{};
+            out[i].status = sample_status::bad_input;
+        }
+    return st;
+}
+}  // namespace detail
+
 /// Samples every row serially: out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx).
-/// \pre rows.size() == m.rows == out.size(); distinct samplers
-inline void sample_batch(const logits_matrix& m, std::span<const batch_row> rows,
-                         std::span<sample_result> out) noexcept {
-    DECODEKIT_ASSERT(rows.size() == m.rows && out.size() == m.rows, "sample_batch: size mismatch");
+/// Sizes, the matrix and distinct samplers are checked first (see batch_status).
+inline batch_status sample_batch(const logits_matrix& m, std::span<const batch_row> rows,
+                                 std::span<sample_result> out) noexcept {
+    if (const batch_status st = detail::check_batch(m, rows, out); st != batch_status::ok)
+        return st;
     for (std::size_t i = 0; i < m.rows; ++i)
         out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx);
+    return batch_status::ok;
 }
 
-/// Samples every row through `exec(n, fn)` (see the file comment); same results as the serial
-/// form.  \pre rows.size() == m.rows == out.size(); distinct samplers
+/// Samples every row through `exec(n, fn)` (see the file comment); same results and checks as
+/// the serial form.
 template <class Executor>
-void sample_batch(const logits_matrix& m, std::span<const batch_row> rows,
-                  std::span<sample_result> out, Executor&& exec) {
-    DECODEKIT_ASSERT(rows.size() == m.rows && out.size() == m.rows, "sample_batch: size mismatch");
+batch_status sample_batch(const logits_matrix& m, std::span<const batch_row> rows,
+                          std::span<sample_result> out, Executor&& exec) {
+    if (const batch_status st = detail::check_batch(m, rows, out); st != batch_status::ok)
+        return st;
     exec(m.rows, [&m, rows, out](std::size_t i) {
         out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx);
     });
+    return batch_status::ok;
 }
 
 namespace detail {
@@ -6882,14 +7904,15 @@ public:
     std::size_t threads() const noexcept { return threads_; }
 
     /// out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx), rows spread over the pool.
-    /// \pre rows.size() == m.rows == out.size(); distinct samplers
-    void sample(const logits_matrix& m, std::span<const batch_row> rows,
-                std::span<sample_result> out) {
-        DECODEKIT_ASSERT(rows.size() == m.rows && out.size() == m.rows,
-                         "batch_sampler: size mismatch");
+    /// Sizes, the matrix and distinct samplers are checked first (see batch_status).
+    batch_status sample(const logits_matrix& m, std::span<const batch_row> rows,
+                        std::span<sample_result> out) {
+        if (const batch_status st = detail::check_batch(m, rows, out); st != batch_status::ok)
+            return st;
         parallel_for(m.rows, [&m, rows, out](std::size_t i) {
             out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx);
         });
+        return batch_status::ok;
     }
 
     /// Calls fn(i) for every i in [0, n) on the pool; returns when all are done. Usable as the
