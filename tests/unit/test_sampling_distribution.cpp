@@ -221,8 +221,10 @@ TEST_CASE("logprobs: processed, raw (opt-in), rank, top-n and requested ids",
         for (auto params :
              {sampling_params{.temperature = 0.7f, .top_k = 3}, sampling_params{.temperature = 1.f},
               sampling_params{.temperature = 0.f}, sampling_params{.temperature = 1.3f},
-              sampling_params{.top_p = 0.9f},
-              sampling_params{.temperature = 0.5f, .top_p = 0.9f}}) {
+              sampling_params{.top_p = 0.9f}, sampling_params{.temperature = 0.5f, .top_p = 0.9f},
+              // XTC drops the head into a row copy, then draws over the full row at t = 1: the
+              // raw normaliser must still be the caller's row's, not the copy's
+              sampling_params{.xtc_probability = 1.f, .xtc_threshold = 0.1f}}) {
             params.logprobs = {.raw = true, .rank = true, .top_n = 2, .ids = {4, 0, 99}};
             sampler s(params, x.size());
             for (std::uint64_t step = 0; step < 50; ++step) {
