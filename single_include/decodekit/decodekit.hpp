@@ -3015,6 +3015,11 @@ DECODEKIT_END_NAMESPACE
 /// so far, caller-owned). The sampler's state is mirostat's mu and the step counter of
 /// sample(logits): state() / restore() (speculative rollback).
 ///
+/// Memory: a sampler holds its params, its state and the storage of what it returns (top-n and
+/// requested logprobs): O(params). Calls work in a shared sampling_workspace (the thread's, or
+/// one passed in; see workspace.hpp), so distribution() views live until the next call on that
+/// workspace, while sample_result's spans are the sampler's own.
+///
 /// Thread safety: a sampler serves one call at a time (a second concurrent call gets
 /// sample_status::concurrent_use); distinct samplers are independent. batch.hpp runs one sampler
 /// per row.
@@ -3443,9 +3448,16 @@ DECODEKIT_END_NAMESPACE
 /// \file sampling/workspace.hpp
 /// sampling_workspace: the O(vocabulary) scratch a sampling call works in (the candidate arrays,
 /// their weights, a processed copy of the row, the full-row draw's block sums, ...). It holds no
-/// state between calls: one workspace serves any number of samplers, one call at a time.
+/// state between calls: one workspace serves any number of samplers, one call at a time. A
+/// sampler uses its thread's workspace (this_thread()) unless a call is given one, so what a
+/// live request holds is O(its params) plus its history state, not O(vocabulary).
 /// Buffers grow on demand to the largest vocabulary seen and never shrink; growing is the only
 /// allocation, so a warm workspace makes sampling allocation-free.
+/// Views a call returns into a workspace (sampler::distribution()) stay valid until the next call
+/// on that workspace: on the default workspace, the next sampler call on the same thread.
+/// A call that finds its workspace inside another call (a sampler called from a processor or
+/// step of another sampler on the same thread, or one workspace passed to two threads) does
+/// nothing and reports sample_status::concurrent_use: give such a call its own workspace.
 
 // ---- begin decodekit/processors/dry.hpp
 /// \file processors/dry.hpp
@@ -3651,6 +3663,7 @@ inline void apply_dry(std::span<float> logits, std::span<const token_id> history
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/processors/dry.hpp
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -3668,6 +3681,35 @@ struct scored {
 inline bool scored_before(const scored& a, const scored& b) noexcept {
     return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
 }
+/// A flag set while an object is inside a call; copies are fresh, idle flags (so its owner stays
+/// copyable). One atomic exchange per call.
+class in_use_flag {
+public:
+    in_use_flag() = default;
+    in_use_flag(const in_use_flag&) noexcept {}
+    in_use_flag& operator=(const in_use_flag&) noexcept { return *this; }
+    /// True when the caller may enter (the flag was idle; it is now set).
+    bool try_enter() noexcept { return !busy_.exchange(true, std::memory_order_acquire); }
+    void leave() noexcept { busy_.store(false, std::memory_order_release); }
+
+private:
+    std::atomic<bool> busy_{false};
+};
+/// Holds an in_use_flag for one scope (entered() tells whether it got it).
+class in_use_scope {
+public:
+    explicit in_use_scope(in_use_flag& f) noexcept : f_(f), ok_(f.try_enter()) {}
+    ~in_use_scope() {
+        if (ok_) f_.leave();
+    }
+    in_use_scope(const in_use_scope&) = delete;
+    in_use_scope& operator=(const in_use_scope&) = delete;
+    bool entered() const noexcept { return ok_; }
+
+private:
+    in_use_flag& f_;
+    bool ok_;
+};
 /// Grows `v` to at least n elements (value-initialised), never shrinks.
 template <class T>
 void grow(std::vector<T>& v, std::size_t n) {
@@ -3684,6 +3726,12 @@ public:
     sampling_workspace() = default;
     /// A workspace already sized for `vocab_size`.
     explicit sampling_workspace(std::size_t vocab_size) { reserve(vocab_size); }
+
+    /// The calling thread's workspace (created empty on first use, freed at thread exit).
+    static sampling_workspace& this_thread() noexcept {
+        thread_local sampling_workspace ws;
+        return ws;
+    }
 
     /// Sizes the buffers every call uses for rows of `vocab_size` entries (no-op when large
     /// enough). The feature buffers (typical's keys, the sparse marks, the raw top-n, the
@@ -3748,6 +3796,7 @@ public:
     std::vector<token_id> touched;        ///< sparse processors: ids copied into row
     std::vector<detail::scored> patches;  ///< sparse processors: changed entries
     candidates alt;                       ///< raw top-n
+    detail::in_use_flag in_use;           ///< set while a call works in it
 
 private:
     std::size_t vocab_ = 0;
@@ -3788,6 +3837,8 @@ public:
         : row_(row), ws_(ws), n_patches_(n_patches), overlay_(overlay) {}
     working_set(const working_set&) = delete;
     working_set& operator=(const working_set&) = delete;
+    /// Leaves the workspace's patch marks all zero (its invariant between calls).
+    ~working_set() { clear_patch_marks(); }
 
     // ---- what it is ----
     /// The row the set refers to.
@@ -4665,7 +4716,7 @@ public:
     processed_row run(const sampling_params& p, std::span<const float> logits,
                       const sample_context& ctx, sampling_workspace& ws) noexcept {
         if (!active_) return {logits};
-        const std::span<float> row = ws.row_copy();
+        const std::span<float> row = ws.row_copy();  // grows once per workspace
         if (sparse_) return run_sparse(p, logits, ctx, ws, row);
         std::copy(logits.begin(), logits.end(), row.begin());
         apply_all(p, row.first(logits.size()), ctx, ws);
@@ -5605,35 +5656,6 @@ DECODEKIT_BEGIN_NAMESPACE
 class sampler;
 
 namespace detail {
-/// A flag set while a sampler is inside a call; copies are fresh, idle flags (so a sampler stays
-/// copyable). One atomic exchange per call.
-class in_use_flag {
-public:
-    in_use_flag() = default;
-    in_use_flag(const in_use_flag&) noexcept {}
-    in_use_flag& operator=(const in_use_flag&) noexcept { return *this; }
-    /// True when the caller may enter (the flag was idle; it is now set).
-    bool try_enter() noexcept { return !busy_.exchange(true, std::memory_order_acquire); }
-    void leave() noexcept { busy_.store(false, std::memory_order_release); }
-
-private:
-    std::atomic<bool> busy_{false};
-};
-/// Holds an in_use_flag for one scope (entered() tells whether it got it).
-class in_use_scope {
-public:
-    explicit in_use_scope(in_use_flag& f) noexcept : f_(f), ok_(f.try_enter()) {}
-    ~in_use_scope() {
-        if (ok_) f_.leave();
-    }
-    in_use_scope(const in_use_scope&) = delete;
-    in_use_scope& operator=(const in_use_scope&) = delete;
-    bool entered() const noexcept { return ok_; }
-
-private:
-    in_use_flag& f_;
-    bool ok_;
-};
 /// batch.hpp's access to a sampler's batch mark (one sampler in two rows of one call is
 /// reported before anything is sampled).
 struct sampler_batch_access {
@@ -5650,24 +5672,35 @@ struct sampler_batch_access {
 /// A configured sampler. See the file comment for the pipeline, randomness and special values.
 class sampler {
 public:
-    /// Validates `params` (decodekit::raise on error) and allocates the whole workspace.
+    /// Validates `params` (decodekit::raise on error). O(params): no O(vocabulary) work or
+    /// memory (calls work in a shared workspace: see workspace.hpp).
     /// \pre vocab_size >= 1
-    sampler(const sampling_params& params, std::size_t vocab_size)
-        : params_(params), vocab_(vocab_size) {
-        params_.validate();
+    sampler(const sampling_params& params, std::size_t vocab_size) : vocab_(vocab_size) {
         if (vocab_size == 0) raise("sampler: vocab_size must be >= 1, got 0");
         if (vocab_size > std::size_t(std::numeric_limits<token_id>::max()))
             raise(detail::range_message("sampler: vocab_size", "<= 2^31 - 1", double(vocab_size)));
-        build_steps();
-        ws_.reserve(vocab_);
-        if (params_.typical_p < 1.f) ws_.reserve_typical();
+        rearm(params);
+    }
+
+    /// Re-arms the sampler with new params for the same vocabulary (a new request in a slot):
+    /// validates them, resets the state; reuses the sampler's storage (no O(vocabulary) work).
+    void rearm(const sampling_params& params) {
+        params.validate();
+        params_ = params;
+        n_steps_ = 0;
+        const std::span<const sampling_step> src =
+            params_.order == sampling_order::custom
+                ? std::span<const sampling_step>(params_.custom_order)
+                : preset_steps(params_.order);
+        for (sampling_step st : src)
+            if (builtin_step_of(st).enabled(params_, vocab_)) steps_[n_steps_++] = st;
         const bool sparse_first =
             params_.greedy() || (n_steps_ > 0 && (steps_[0] == sampling_step::top_k ||
                                                   steps_[0] == sampling_step::min_p));
         procs_ = processor_stage(params_, sparse_first);
-        if (procs_.active() || xtc_step::enabled(params_, vocab_)) ws_.row_copy();
-        if (procs_.sparse()) ws_.reserve_sparse();
-        extras_ = logprob_storage(params_.logprobs, vocab_);
+        extras_.top.resize(std::min(params_.logprobs.top_n, vocab_));
+        extras_.requested.resize(params_.logprobs.ids.size());
+        state_ = {};
         state_.mirostat_mu = 2.f * params_.mirostat_tau;
     }
 
@@ -5692,13 +5725,16 @@ public:
         update_mirostat(double(q));
     }
 
-    /// Draws a token for `logits` keyed by (params.seed, ctx.sequence, ctx.step).
+    /// Draws a token for `logits` keyed by (params.seed, ctx.sequence, ctx.step), working in
+    /// `ws` (default: the thread's workspace).
     /// \pre logits.size() == vocab_size() (else status bad_input); status concurrent_use (nothing
-    /// done) when the sampler is inside another call.
-    sample_result sample(std::span<const float> logits, const sample_context& ctx) noexcept {
-        const detail::in_use_scope guard(in_use_);
-        if (!guard.entered()) return status_result(sample_status::concurrent_use);
-        return run(logits, ctx);
+    /// done) when the sampler or the workspace is inside another call.
+    sample_result sample(std::span<const float> logits, const sample_context& ctx,
+                         sampling_workspace& ws = sampling_workspace::this_thread()) noexcept {
+        const detail::in_use_scope guard(in_use_), ws_guard(ws.in_use);
+        if (!guard.entered() || !ws_guard.entered())
+            return status_result(sample_status::concurrent_use);
+        return run(logits, ctx, ws);
     }
     /// sample() with the key (sequence, step) and no history.
     sample_result sample(std::span<const float> logits, std::uint64_t sequence,
@@ -5707,29 +5743,33 @@ public:
     }
     /// sample() with sequence 0 and the sampler's own step counter (then incremented).
     sample_result sample(std::span<const float> logits) noexcept {
-        const detail::in_use_scope guard(in_use_);
-        if (!guard.entered()) return status_result(sample_status::concurrent_use);
+        sampling_workspace& ws = sampling_workspace::this_thread();
+        const detail::in_use_scope guard(in_use_), ws_guard(ws.in_use);
+        if (!guard.entered() || !ws_guard.entered())
+            return status_result(sample_status::concurrent_use);
         const std::uint64_t step = state_.next_step++;
-        return run(logits, sample_context{.sequence = 0, .step = step});
+        return run(logits, sample_context{.sequence = 0, .step = step}, ws);
     }
 
     /// The final candidate set the draw of sample(logits, ctx) uses (same processors, steps, XTC
     /// coin and mirostat mu; mu is not updated), by descending probability (ties by id). Greedy:
-    /// the argmax with probability 1. Empty when no token is valid. Views into the workspace:
-    /// valid until the next call. Without truncation this materialises and sorts the whole valid
-    /// row (inspection, not hot).
-    decodekit::distribution distribution(std::span<const float> logits,
-                                         const sample_context& ctx = {}) noexcept {
-        return distribution_of(logits, ctx, true);
+    /// the argmax with probability 1. Empty when no token is valid (or the sampler or workspace
+    /// is inside another call). Views into `ws`: valid until its next call. Without truncation
+    /// this materialises and sorts the whole valid row (inspection, not hot).
+    decodekit::distribution distribution(
+        std::span<const float> logits, const sample_context& ctx = {},
+        sampling_workspace& ws = sampling_workspace::this_thread()) noexcept {
+        return distribution_of(logits, ctx, true, ws);
     }
 
     /// distribution() as a set, in ascending id order: same ids and probabilities (up to the
     /// rounding of the normaliser, summed in another order). Never sorts by probability: without
     /// truncation one filter pass over the row plus one exp pass (for speculative verification,
-    /// which needs no order). Views into the workspace: valid until the next call.
-    decodekit::distribution distribution_unordered(std::span<const float> logits,
-                                                   const sample_context& ctx = {}) noexcept {
-        return distribution_of(logits, ctx, params_.greedy());
+    /// which needs no order). Views into `ws`: valid until its next call.
+    decodekit::distribution distribution_unordered(
+        std::span<const float> logits, const sample_context& ctx = {},
+        sampling_workspace& ws = sampling_workspace::this_thread()) noexcept {
+        return distribution_of(logits, ctx, params_.greedy(), ws);
     }
 
 private:
@@ -5742,7 +5782,6 @@ private:
     sampler_state state_{};
     processor_stage procs_;
     logprob_storage extras_;
-    sampling_workspace ws_;
     detail::in_use_flag in_use_;
     std::uint64_t batch_call_ = 0;  // the batched call that last claimed this sampler
 
@@ -5750,15 +5789,6 @@ private:
         sample_result r;
         r.status = s;
         return r;
-    }
-
-    void build_steps() {
-        const std::span<const sampling_step> src =
-            params_.order == sampling_order::custom
-                ? std::span<const sampling_step>(params_.custom_order)
-                : preset_steps(params_.order);
-        for (sampling_step st : src)
-            if (builtin_step_of(st).enabled(params_, vocab_)) steps_[n_steps_++] = st;
     }
 
     void update_mirostat(double prob) noexcept {
@@ -5792,11 +5822,13 @@ private:
         return std::size_t(w.kept().ids()[0]);
     }
 
-    sample_result run(std::span<const float> logits, const sample_context& ctx) noexcept {
+    sample_result run(std::span<const float> logits, const sample_context& ctx,
+                      sampling_workspace& ws) noexcept {
         sample_result r;
         if (logits.size() != vocab_) return status_result(sample_status::bad_input);
-        const processed_row pr = procs_.run(params_, logits, ctx, ws_);
-        working_set w(pr.row, ws_, pr.patches, pr.overlay);
+        ws.reserve(vocab_);
+        const processed_row pr = procs_.run(params_, logits, ctx, ws);
+        working_set w(pr.row, ws, pr.patches, pr.overlay);
         const logprobs_request& lr = params_.logprobs;
         if (params_.greedy()) {
             float best = 0.f;
@@ -5827,11 +5859,13 @@ private:
     }
 
     decodekit::distribution distribution_of(std::span<const float> logits,
-                                            const sample_context& ctx, bool ordered) noexcept {
-        const detail::in_use_scope guard(in_use_);
-        if (!guard.entered() || logits.size() != vocab_) return {};
-        const processed_row pr = procs_.run(params_, logits, ctx, ws_);
-        working_set w(pr.row, ws_, pr.patches, pr.overlay);
+                                            const sample_context& ctx, bool ordered,
+                                            sampling_workspace& ws) noexcept {
+        const detail::in_use_scope guard(in_use_), ws_guard(ws.in_use);
+        if (!guard.entered() || !ws_guard.entered() || logits.size() != vocab_) return {};
+        ws.reserve(vocab_);
+        const processed_row pr = procs_.run(params_, logits, ctx, ws);
+        working_set w(pr.row, ws, pr.patches, pr.overlay);
         candidates& kept = w.kept();
         if (params_.greedy()) {
             float best = 0.f;
@@ -5840,8 +5874,8 @@ private:
             if (a == npos) return {};
             kept.clear();
             kept.push_back(token_id(a), best);
-            ws_.weights[0] = 1.f;
-            return {{kept.id_storage(), 1}, {ws_.weights.data(), 1}};
+            ws.weights[0] = 1.f;
+            return {{kept.id_storage(), 1}, {ws.weights.data(), 1}};
         }
         truncate(w, ctx);
         w.materialise();  // id order when nothing narrowed the set
@@ -5852,17 +5886,17 @@ private:
             const std::size_t n = kept.size();
             const token_id* ids = kept.id_storage();
             const float* lg = kept.logit_storage();
-            for (std::size_t i = 0; i < n; ++i) ws_.sorted[i] = {lg[i], ids[i]};
-            std::sort(ws_.sorted.begin(), ws_.sorted.begin() + std::ptrdiff_t(n),
+            for (std::size_t i = 0; i < n; ++i) ws.sorted[i] = {lg[i], ids[i]};
+            std::sort(ws.sorted.begin(), ws.sorted.begin() + std::ptrdiff_t(n),
                       [](const detail::scored& a, const detail::scored& b) { return a.id < b.id; });
             w.write_back(n);
         }
         const double s = w.fill_weights();
         if (!(s > 0)) return {};
-        const float* wt = ws_.weights.data();
+        const float* wt = ws.weights.data();
         w.keep_if([wt](std::size_t i) { return wt[i] > 0; });  // underflow, finite next to +inf
-        for (std::size_t i = 0; i < kept.size(); ++i) ws_.weights[i] = float(ws_.weights[i] / s);
-        return {{kept.id_storage(), kept.size()}, {ws_.weights.data(), kept.size()}};
+        for (std::size_t i = 0; i < kept.size(); ++i) ws.weights[i] = float(ws.weights[i] / s);
+        return {{kept.id_storage(), kept.size()}, {ws.weights.data(), kept.size()}};
     }
 };
 

@@ -52,7 +52,7 @@ public:
     processed_row run(const sampling_params& p, std::span<const float> logits,
                       const sample_context& ctx, sampling_workspace& ws) noexcept {
         if (!active_) return {logits};
-        const std::span<float> row = ws.row_copy();
+        const std::span<float> row = ws.row_copy();  // grows once per workspace
         if (sparse_) return run_sparse(p, logits, ctx, ws, row);
         std::copy(logits.begin(), logits.end(), row.begin());
         apply_all(p, row.first(logits.size()), ctx, ws);

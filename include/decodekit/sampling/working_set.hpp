@@ -51,6 +51,8 @@ public:
         : row_(row), ws_(ws), n_patches_(n_patches), overlay_(overlay) {}
     working_set(const working_set&) = delete;
     working_set& operator=(const working_set&) = delete;
+    /// Leaves the workspace's patch marks all zero (its invariant between calls).
+    ~working_set() { clear_patch_marks(); }
 
     // ---- what it is ----
     /// The row the set refers to.

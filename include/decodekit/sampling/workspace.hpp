@@ -2,9 +2,16 @@
 /// \file sampling/workspace.hpp
 /// sampling_workspace: the O(vocabulary) scratch a sampling call works in (the candidate arrays,
 /// their weights, a processed copy of the row, the full-row draw's block sums, ...). It holds no
-/// state between calls: one workspace serves any number of samplers, one call at a time.
+/// state between calls: one workspace serves any number of samplers, one call at a time. A
+/// sampler uses its thread's workspace (this_thread()) unless a call is given one, so what a
+/// live request holds is O(its params) plus its history state, not O(vocabulary).
 /// Buffers grow on demand to the largest vocabulary seen and never shrink; growing is the only
 /// allocation, so a warm workspace makes sampling allocation-free.
+/// Views a call returns into a workspace (sampler::distribution()) stay valid until the next call
+/// on that workspace: on the default workspace, the next sampler call on the same thread.
+/// A call that finds its workspace inside another call (a sampler called from a processor or
+/// step of another sampler on the same thread, or one workspace passed to two threads) does
+/// nothing and reports sample_status::concurrent_use: give such a call its own workspace.
 
 #include <decodekit/candidates.hpp>
 #include <decodekit/config.hpp>
@@ -12,6 +19,7 @@
 #include <decodekit/processors/penalties.hpp>
 #include <decodekit/types.hpp>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -29,6 +37,35 @@ struct scored {
 inline bool scored_before(const scored& a, const scored& b) noexcept {
     return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
 }
+/// A flag set while an object is inside a call; copies are fresh, idle flags (so its owner stays
+/// copyable). One atomic exchange per call.
+class in_use_flag {
+public:
+    in_use_flag() = default;
+    in_use_flag(const in_use_flag&) noexcept {}
+    in_use_flag& operator=(const in_use_flag&) noexcept { return *this; }
+    /// True when the caller may enter (the flag was idle; it is now set).
+    bool try_enter() noexcept { return !busy_.exchange(true, std::memory_order_acquire); }
+    void leave() noexcept { busy_.store(false, std::memory_order_release); }
+
+private:
+    std::atomic<bool> busy_{false};
+};
+/// Holds an in_use_flag for one scope (entered() tells whether it got it).
+class in_use_scope {
+public:
+    explicit in_use_scope(in_use_flag& f) noexcept : f_(f), ok_(f.try_enter()) {}
+    ~in_use_scope() {
+        if (ok_) f_.leave();
+    }
+    in_use_scope(const in_use_scope&) = delete;
+    in_use_scope& operator=(const in_use_scope&) = delete;
+    bool entered() const noexcept { return ok_; }
+
+private:
+    in_use_flag& f_;
+    bool ok_;
+};
 /// Grows `v` to at least n elements (value-initialised), never shrinks.
 template <class T>
 void grow(std::vector<T>& v, std::size_t n) {
@@ -45,6 +82,12 @@ public:
     sampling_workspace() = default;
     /// A workspace already sized for `vocab_size`.
     explicit sampling_workspace(std::size_t vocab_size) { reserve(vocab_size); }
+
+    /// The calling thread's workspace (created empty on first use, freed at thread exit).
+    static sampling_workspace& this_thread() noexcept {
+        thread_local sampling_workspace ws;
+        return ws;
+    }
 
     /// Sizes the buffers every call uses for rows of `vocab_size` entries (no-op when large
     /// enough). The feature buffers (typical's keys, the sparse marks, the raw top-n, the
@@ -109,6 +152,7 @@ public:
     std::vector<token_id> touched;        ///< sparse processors: ids copied into row
     std::vector<detail::scored> patches;  ///< sparse processors: changed entries
     candidates alt;                       ///< raw top-n
+    detail::in_use_flag in_use;           ///< set while a call works in it
 
 private:
     std::size_t vocab_ = 0;
