@@ -2720,6 +2720,7 @@ DECODEKIT_END_NAMESPACE
 
 
 #include <cmath>
+#include <limits>
 #include <span>
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -2747,6 +2748,29 @@ softmax_stats softmax(std::span<const float> x, std::span<float> out,
     for (; i + L <= n; i += L) (B::load_unaligned(o + i) * rb).store_unaligned(o + i);
     for (; i < n; ++i) o[i] *= r;
     return {m, s};
+}
+
+/// out_i = exp((x_i - m)/T), the unnormalised softmax weights (m the max; when an entry is +inf:
+/// 1 for the +inf entries, 0 elsewhere; 0 for NaN and -inf entries, and below m - 87 T); returns
+/// {m, sum of out}. Two passes (max; fused exp, store and sum).
+/// \pre out.size() == x.size(), temperature > 0
+template <class A = simd::default_arch>
+softmax_stats exp_weights(std::span<const float> x, float temperature,
+                          std::span<float> out) noexcept {
+    DECODEKIT_ASSERT(out.size() == x.size(), "exp_weights: out.size() must equal x.size()");
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t)) {
+        double s = 0;
+        for (std::size_t i = 0; i < x.size(); ++i) {
+            out[i] = m > -std::numeric_limits<float>::infinity()
+                         ? float(reference::weight(x[i], m, temperature))
+                         : 0.f;
+            s += double(out[i]);
+        }
+        return {m, s};
+    }
+    return {m, detail::exp_pass<A, true>(x, m, inv_t, out.data())};
 }
 
 /// out_i = log p_i = (x_i - m)/T - log Z; -inf for entries of probability 0 (NaN included).
@@ -3027,7 +3051,9 @@ DECODEKIT_END_NAMESPACE
 // ---- begin decodekit/sampling/draw.hpp
 /// \file sampling/draw.hpp
 /// The draw at the end of a sampler's pipeline, over whatever the working set holds:
-///   - a narrowed set: the kept entries' weights (ordered), one inverse-CDF draw;
+///   - a narrowed set: one inverse-CDF draw over the kept entries' weights in ascending id order
+///     (one read pass of the set when the selecting step left it in id order with its weights;
+///     no sort by probability);
 ///   - the full row with logprobs.chosen on (or extras requested): per-block (max, exp-sum) over
 ///     blocks of 2048 entries, a block by inverse CDF over the block masses, then the token inside
 ///     it from that block's softmax: one max+exp pass in all (the exp floor);
@@ -3433,9 +3459,15 @@ DECODEKIT_END_NAMESPACE
 ///
 /// It starts as every valid entry of the row (full(): nothing materialised, no pass made). A step
 /// that narrows it materialises the kept entries as candidates (ids + logits in
-/// sampling_workspace::cand), in id order or ordered (logit descending, ties by ascending id:
-/// ordered()). Temperature is a scale carried along (temperature()), applied where weights are
-/// computed. Entries with a NaN or -inf logit are never in the set.
+/// sampling_workspace::cand), in id order (id_ordered()), ordered (logit descending, ties by
+/// ascending id: ordered()) or neither. Temperature is a scale carried along (temperature()),
+/// applied where weights are computed. Entries with a NaN or -inf logit are never in the set.
+///
+/// Weights: weights()[i] = exp((x_i - m) / temperature()) for the kept entries (m the kept
+/// maximum), float, aligned with kept(). A kernel that computed them while selecting hands them
+/// over (set_weights()); otherwise ensure_weights() computes them in one SIMD pass. They follow
+/// keep_if() / keep_first(); reordering or a new temperature recomputes them when next needed.
+/// The draw (draw.hpp) uses them in id order: no sort of the kept set.
 ///
 /// Overlay: when the sampler's processors are sparse it does not copy the row; row() is then the
 /// caller's row and the processed entries are patches (the entries the processors changed).
@@ -3852,7 +3884,9 @@ public:
     candidates& kept() noexcept { return ws_.cand; }
     const candidates& kept() const noexcept { return ws_.cand; }
     /// True when kept() is sorted by logit descending, ties by ascending id.
-    bool ordered() const noexcept { return ordered_; }
+    bool ordered() const noexcept { return order_ == by_logit; }
+    /// True when kept() is in ascending id order.
+    bool id_ordered() const noexcept { return order_ == by_id; }
     /// The temperature scale the set is at (1 until a temperature step).
     float temperature() const noexcept { return t_; }
     void set_temperature(float t) noexcept { t_ = t; }
@@ -3873,7 +3907,8 @@ public:
             kernels::filter_at_least(row_, -detail::f_inf, ws_.cand);
         }
         full_ = false;
-        ordered_ = false;
+        order_ = by_id;
+        weights_ok_ = false;
     }
     /// Materialises when the set is full and overlaid: for steps that read row() directly.
     void materialise_if_overlaid() noexcept {
@@ -3883,27 +3918,33 @@ public:
     /// narrowed nothing, e.g. XTC's head).
     void set_full() noexcept {
         full_ = true;
-        ordered_ = false;
+        order_ = by_id;
+        weights_ok_ = false;
     }
-    /// Sets the kept entries a kernel wrote into kept() (ordered or in id order).
+    /// The set is what kept() holds now (built by the overlay helpers), in whatever order they
+    /// left it.
+    void set_narrowed() noexcept { full_ = false; }
+    /// Sets the kept entries a kernel wrote into kept(): ordered (logit descending) or in id order.
     void set_kept(bool is_ordered) noexcept {
         full_ = false;
-        ordered_ = is_ordered;
+        order_ = is_ordered ? by_logit : by_id;
+        weights_ok_ = false;
     }
     /// Sorts the kept entries by logit descending, ties by ascending id. \pre !full()
     void order() noexcept {
-        if (ordered_) return;
-        const std::size_t n = ws_.cand.size();
-        const token_id* ids = ws_.cand.id_storage();
-        const float* lg = ws_.cand.logit_storage();
-        for (std::size_t i = 0; i < n; ++i) ws_.sorted[i] = {lg[i], ids[i]};
-        std::sort(ws_.sorted.begin(), ws_.sorted.begin() + std::ptrdiff_t(n),
-                  detail::scored_before);
-        write_back(n);
-        ordered_ = true;
+        if (order_ == by_logit) return;
+        sort_kept(detail::scored_before);
+        order_ = by_logit;
     }
-    /// Writes ws.sorted[0, n) back into the kept arrays (keeps ordered() as it is).
-    void write_back(std::size_t n) noexcept {
+    /// Sorts the kept entries by ascending id (the draw's order). \pre !full()
+    void order_by_id() noexcept {
+        if (order_ == by_id) return;
+        sort_kept([](const detail::scored& a, const detail::scored& b) { return a.id < b.id; });
+        order_ = by_id;
+    }
+    /// Writes ws.sorted[0, n) back into the kept arrays, in `is_ordered` order (logit descending)
+    /// or neither; the weights are recomputed when next needed.
+    void write_back(std::size_t n, bool is_ordered = true) noexcept {
         token_id* ids = ws_.cand.id_storage();
         float* lg = ws_.cand.logit_storage();
         for (std::size_t i = 0; i < n; ++i) {
@@ -3911,6 +3952,8 @@ public:
             lg[i] = ws_.sorted[i].logit;
         }
         ws_.cand.resize(n);
+        order_ = is_ordered ? by_logit : unordered;
+        weights_ok_ = false;
     }
     /// Keeps the entries i with keep(i), preserving their order (and their weights). \pre !full()
     template <class Keep>
@@ -3927,15 +3970,19 @@ public:
                 ++j;
             }
         ws_.cand.resize(j);
+        sum_ok_ = false;
     }
     /// Keeps the first n entries (the n best when ordered()). \pre !full()
-    void keep_first(std::size_t n) noexcept { ws_.cand.resize(std::min(n, ws_.cand.size())); }
+    void keep_first(std::size_t n) noexcept {
+        ws_.cand.resize(std::min(n, ws_.cand.size()));
+        sum_ok_ = false;
+    }
 
     // ---- weights ----
     /// Largest kept logit (-inf when empty). \pre !full()
     float kept_max() const noexcept {
         if (ws_.cand.empty()) return -detail::f_inf;
-        if (ordered_) return ws_.cand.logits()[0];
+        if (order_ == by_logit) return ws_.cand.logits()[0];
         float m = -detail::f_inf;
         for (float v : ws_.cand.logits()) m = v > m ? v : m;
         return m;
@@ -3950,22 +3997,42 @@ public:
             ws_.weights[i] = float(detail::cand_weight(lg[i], m, t_));
             s += double(ws_.weights[i]);
         }
+        note_weights(s);
         return s;
     }
-    /// The kept entries' weights (as the last fill_weights() left them).
+    /// The weights (see the file comment) computed if needed: one SIMD exp pass over the kept
+    /// logits; returns their sum (in double; 0 when no entry has weight). \pre !full()
+    double ensure_weights() noexcept {
+        if (weights_ok_ && weights_t_ == t_) {
+            if (!sum_ok_) {
+                double s = 0;
+                for (float v : weights()) s += double(v);
+                note_weights(s);
+            }
+            return sum_;
+        }
+        const auto st = kernels::exp_weights(ws_.cand.logits(), t_,
+                                             std::span<float>(ws_.weights.data(), ws_.cand.size()));
+        note_weights(st.sum);
+        return sum_;
+    }
+    /// A kernel wrote the kept entries' weights at temperature() (any common reference for the
+    /// exponent) into weights(); `sum` is their sum.
+    void set_weights(double sum) noexcept { note_weights(sum); }
+    /// The kept entries' weights (valid after ensure_weights(), fill_weights() or set_weights()).
     std::span<float> weights() noexcept { return {ws_.weights.data(), ws_.cand.size()}; }
     /// Keeps the entries with weight >= w_thr, at least min(min_keep, size) (the most probable).
     /// \pre ordered(), weights filled
     void keep_weight_at_least(double w_thr, std::size_t min_keep) noexcept {
         std::size_t n = 0;
         while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
-        ws_.cand.resize(std::max(n, std::min(min_keep, ws_.cand.size())));
+        keep_first(std::max(n, std::min(min_keep, ws_.cand.size())));
     }
     /// Keeps the leading entries with weight >= w_thr, at least one. \pre ordered(), weights
     void keep_weight_from_top(double w_thr) noexcept {
         std::size_t n = 0;
         while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
-        ws_.cand.resize(std::max<std::size_t>(n, 1));
+        keep_first(std::max<std::size_t>(n, 1));
     }
     /// Number of valid (not NaN, not -inf) entries of the row. O(V).
     std::size_t valid_count() const noexcept {
@@ -3997,7 +4064,8 @@ public:
             }
         }
         ws_.cand.resize(j);
-        ordered_ = false;
+        order_ = unordered;
+        weights_ok_ = false;
     }
     /// The k best of the patched row (tie policy `ties`) into kept(), ordered. \pre overlaid()
     void overlay_top_k(std::size_t k, tie_policy ties) noexcept {
@@ -4020,13 +4088,34 @@ public:
     }
 
 private:
+    enum order_kind : std::uint8_t { by_id, by_logit, unordered };
+
+    template <class Before>
+    void sort_kept(Before&& before) noexcept {
+        const std::size_t n = ws_.cand.size();
+        const token_id* ids = ws_.cand.id_storage();
+        const float* lg = ws_.cand.logit_storage();
+        for (std::size_t i = 0; i < n; ++i) ws_.sorted[i] = {lg[i], ids[i]};
+        std::sort(ws_.sorted.begin(), ws_.sorted.begin() + std::ptrdiff_t(n), before);
+        write_back(n);
+    }
+    void note_weights(double sum) noexcept {
+        weights_ok_ = true;
+        sum_ok_ = true;
+        weights_t_ = t_;
+        sum_ = sum;
+    }
+
     std::span<const float> row_;
     sampling_workspace& ws_;
     std::size_t n_patches_ = 0;
     bool overlay_ = false;
     bool full_ = true;
-    bool ordered_ = false;
+    order_kind order_ = by_id;
     float t_ = 1.f;
+    bool weights_ok_ = false, sum_ok_ = false;
+    float weights_t_ = 1.f;
+    double sum_ = 0;
 };
 
 DECODEKIT_END_NAMESPACE
@@ -4123,8 +4212,8 @@ inline set_draw draw_from(working_set& w, rng_stream& rng, bool exact) noexcept 
     if (w.full()) return detail::draw_full_row(w.row(), w.temperature(), u, w.workspace());
     set_draw d;
     if (w.kept().empty()) return d;
-    w.order();
-    const double s = w.fill_weights();
+    w.order_by_id();
+    const double s = w.ensure_weights();
     if (!(s > 0)) return d;
     const std::span<const float> wt = w.weights();
     const std::size_t pick = kernels::draw_inverse_cdf(wt, u);
@@ -4149,9 +4238,10 @@ DECODEKIT_END_NAMESPACE
 /// sampling_params: everything a sampler is configured with, as one aggregate with defaults
 /// (designated-initializer friendly), validated once by check() / validate().
 ///
-/// The processing order is data (`order`): processors first (bans, bias, allowed set, min
-/// length, penalties, DRY, no-repeat-ngram, banned sequences), then the truncation steps in the
-/// order of the preset, then the draw. Temperature is a step too: steps before it see the
+/// The processing order is data (`order`): processors first (allowed set, banned tokens, logit
+/// bias, min length, penalties, DRY, no-repeat-ngram, banned sequences, and user processors at
+/// chosen positions), then the truncation steps in the order of the preset (and user steps at
+/// chosen positions), then the draw. Temperature is a step too: steps before it see the
 /// distribution at temperature 1, steps after it the tempered one.
 ///
 // clang-format off
@@ -4344,6 +4434,259 @@ inline void apply_banned_sequences(std::span<float> logits, std::span<const toke
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/processors/ngram.hpp
+// ---- begin decodekit/processors/processor.hpp
+/// \file processors/processor.hpp
+/// The logits-processor concept that built-in and user processors share, and any_processor, the
+/// copyable type-erased holder a runtime-ordered pipeline stores them in.
+///
+/// A processor changes a logits row in place before truncation and the draw:
+///   void apply(std::span<float> logits, const processor_context& c) noexcept-ish
+/// It must not throw (it runs inside noexcept sampling calls: an exception terminates).
+/// Optional members, detected at compile time:
+///   void touched(const processor_context& c, token_sink& out) const
+///       declares every id apply() may read or write for this call. A processor that has it is
+///       sparse: a pipeline may give it a row in which only those entries hold the caller's
+///       logits (no copy of the whole row). Without it the processor is dense (it may read or
+///       write any entry, so the pipeline copies the row first).
+///   void append(std::span<const token_id> added, const processor_context& c)
+///   void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c)
+///   void reset(const processor_context& c)
+///       per-sequence state that follows the history (processors/history.hpp): before apply()
+///       the pipeline reports what changed since the previous call: reset (rebuild from
+///       c.history), or cut_back (the tokens that were at [keep, old length) were removed; the
+///       history is already c.history) and then append (c.history[keep, size) were added).
+///       A processor with any of the three must have all three.
+/// A processor object is per sequence: a pipeline owns a copy (a beam fork copies it).
+
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <type_traits>
+#include <utility>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// What a processor sees besides the row.
+struct processor_context {
+    std::span<const token_id> history{};  ///< prompt + generated so far, oldest first
+    std::size_t prompt_length = 0;        ///< history[0, prompt_length) is the prompt
+    std::uint64_t sequence = 0;           ///< the request's sequence id
+    std::uint64_t step = 0;               ///< generated tokens before the row's position
+    std::size_t vocab_size = 0;           ///< the row's size
+
+    /// Tokens generated so far (history past the prompt).
+    std::size_t generated() const noexcept {
+        return history.size() > prompt_length ? history.size() - prompt_length : 0;
+    }
+};
+
+/// Receives the ids a sparse processor declares (ids outside [0, vocab) are ignored).
+class token_sink {
+public:
+    using fn_type = void (*)(void*, token_id) noexcept;
+    token_sink(fn_type fn, void* ctx) noexcept : fn_(fn), ctx_(ctx) {}
+    void operator()(token_id t) noexcept { fn_(ctx_, t); }
+    /// Declares every id of a span.
+    void operator()(std::span<const token_id> ids) noexcept {
+        for (token_id t : ids) fn_(ctx_, t);
+    }
+
+private:
+    fn_type fn_;
+    void* ctx_;
+};
+
+/// A type that changes logits rows (see the file comment).
+template <class P>
+concept logits_processor = std::copy_constructible<P> &&
+    requires(P& p, std::span<float> x, const processor_context& c) {
+    p.apply(x, c);
+};
+
+/// A processor that declares the ids it touches.
+template <class P>
+concept sparse_logits_processor = logits_processor<P> &&
+    requires(const P& p, const processor_context& c, token_sink& s) {
+    p.touched(c, s);
+};
+
+/// A processor (or any component) whose state follows the history.
+template <class P>
+concept history_follower = requires(P& p, std::span<const token_id> t, std::size_t n,
+                                    const processor_context& c) {
+    p.append(t, c);
+    p.cut_back(n, t, c);
+    p.reset(c);
+};
+
+/// A copyable holder of any logits_processor (copies clone the processor and its state).
+class any_processor {
+public:
+    any_processor() = default;
+    template <class P>
+    requires(!std::same_as<std::decay_t<P>, any_processor> && logits_processor<std::decay_t<P>>)
+        any_processor(P&& p)  // NOLINT: implicit, like std::function
+        : m_(std::make_unique<model<std::decay_t<P>>>(std::forward<P>(p))) {}
+    any_processor(const any_processor& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
+    any_processor(any_processor&&) noexcept = default;
+    any_processor& operator=(const any_processor& o) {
+        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
+        return *this;
+    }
+    any_processor& operator=(any_processor&&) noexcept = default;
+
+    /// True when it holds a processor.
+    explicit operator bool() const noexcept { return m_ != nullptr; }
+    /// Changes `x` in place. \pre holds a processor
+    void apply(std::span<float> x, const processor_context& c) { m_->apply(x, c); }
+    /// True when the processor declares its ids (touched()).
+    bool sparse() const noexcept { return m_->sparse(); }
+    /// Declares the ids apply() may touch. \pre sparse()
+    void touched(const processor_context& c, token_sink& s) const { m_->touched(c, s); }
+    /// True when its state follows the history.
+    bool follows_history() const noexcept { return m_->follows_history(); }
+    void append(std::span<const token_id> added, const processor_context& c) {
+        m_->append(added, c);
+    }
+    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
+        m_->cut_back(keep, removed, c);
+    }
+    void reset(const processor_context& c) { m_->reset(c); }
+    /// The held processor when it is a P, else nullptr.
+    template <class P>
+    P* get() noexcept {
+        if (!m_ || m_->tag() != tag_of<P>()) return nullptr;
+        return &static_cast<model<P>*>(m_.get())->p;
+    }
+
+private:
+    // a per-type address instead of RTTI (works with -fno-rtti)
+    template <class P>
+    static const void* tag_of() noexcept {
+        static const char tag = 0;
+        return &tag;
+    }
+    struct base {
+        virtual ~base() = default;
+        virtual const void* tag() const noexcept = 0;
+        virtual std::unique_ptr<base> clone() const = 0;
+        virtual void apply(std::span<float>, const processor_context&) = 0;
+        virtual bool sparse() const noexcept = 0;
+        virtual void touched(const processor_context&, token_sink&) const = 0;
+        virtual bool follows_history() const noexcept = 0;
+        virtual void append(std::span<const token_id>, const processor_context&) = 0;
+        virtual void cut_back(std::size_t, std::span<const token_id>, const processor_context&) = 0;
+        virtual void reset(const processor_context&) = 0;
+    };
+    template <class P>
+    struct model final : base {
+        P p;
+        explicit model(P q) : p(std::move(q)) {}
+        const void* tag() const noexcept override { return tag_of<P>(); }
+        std::unique_ptr<base> clone() const override { return std::make_unique<model>(p); }
+        void apply(std::span<float> x, const processor_context& c) override { p.apply(x, c); }
+        bool sparse() const noexcept override { return sparse_logits_processor<P>; }
+        void touched(const processor_context& c, token_sink& s) const override {
+            if constexpr (sparse_logits_processor<P>) p.touched(c, s);
+        }
+        bool follows_history() const noexcept override { return history_follower<P>; }
+        void append(std::span<const token_id> t, const processor_context& c) override {
+            if constexpr (history_follower<P>) p.append(t, c);
+        }
+        void cut_back(std::size_t n, std::span<const token_id> t,
+                      const processor_context& c) override {
+            if constexpr (history_follower<P>) p.cut_back(n, t, c);
+        }
+        void reset(const processor_context& c) override {
+            if constexpr (history_follower<P>) p.reset(c);
+        }
+    };
+    std::unique_ptr<base> m_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/processor.hpp
+// ---- begin decodekit/sampling/any_step.hpp
+/// \file sampling/any_step.hpp
+/// The truncation-step concept (a type with `void apply(working_set&, const step_context&)`, see
+/// sampling/step.hpp) and any_step, the copyable type-erased holder user steps travel in
+/// (sampling_params::steps). Only declarations of the working set and the context are needed
+/// here, so that sampling_params can hold user steps.
+
+
+#include <concepts>
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+class working_set;
+struct step_context;
+
+/// A type that narrows a working set (see the file comment).
+template <class S>
+concept sampling_step_type = std::copy_constructible<S> &&
+    requires(S& s, working_set& w, const step_context& c) {
+    s.apply(w, c);
+};
+
+/// A copyable holder of any sampling_step_type (copies clone the step and its state).
+class any_step {
+public:
+    any_step() = default;
+    template <class S>
+    requires(!std::same_as<std::decay_t<S>, any_step> && sampling_step_type<std::decay_t<S>>)
+        any_step(S&& s)  // NOLINT: implicit, like std::function
+        : m_(std::make_unique<model<std::decay_t<S>>>(std::forward<S>(s))) {}
+    any_step(const any_step& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
+    any_step(any_step&&) noexcept = default;
+    any_step& operator=(const any_step& o) {
+        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
+        return *this;
+    }
+    any_step& operator=(any_step&&) noexcept = default;
+
+    /// True when it holds a step.
+    explicit operator bool() const noexcept { return m_ != nullptr; }
+    /// Runs the step. \pre holds a step
+    void apply(working_set& w, const step_context& c) { m_->apply(w, c); }
+    /// The held step when it is an S, else nullptr.
+    template <class S>
+    S* get() noexcept {
+        if (!m_ || m_->tag() != tag_of<S>()) return nullptr;
+        return &static_cast<model<S>*>(m_.get())->s;
+    }
+
+private:
+    // a per-type address instead of RTTI (works with -fno-rtti)
+    template <class S>
+    static const void* tag_of() noexcept {
+        static const char tag = 0;
+        return &tag;
+    }
+    struct base {
+        virtual ~base() = default;
+        virtual const void* tag() const noexcept = 0;
+        virtual std::unique_ptr<base> clone() const = 0;
+        virtual void apply(working_set&, const step_context&) = 0;
+    };
+    template <class S>
+    struct model final : base {
+        S s;
+        explicit model(S x) : s(std::move(x)) {}
+        const void* tag() const noexcept override { return tag_of<S>(); }
+        std::unique_ptr<base> clone() const override { return std::make_unique<model>(s); }
+        void apply(working_set& w, const step_context& c) override { s.apply(w, c); }
+    };
+    std::unique_ptr<base> m_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/any_step.hpp
 
 #include <cmath>
 #include <cstddef>
@@ -4410,6 +4753,35 @@ struct logprobs_request {
     bool any() const noexcept { return raw || rank || top_n > 0 || !ids.empty(); }
 };
 
+/// A user step at a position of the order (sampling/step.hpp says what a step is).
+struct step_insertion {
+    /// Index in the order list (the preset's steps, or custom_order) of the step it runs
+    /// before: 0 runs it first; the list's size (or more) runs it after the last.
+    std::size_t position = 0;
+    any_step step;
+};
+
+/// The built-in processors in the order they run (the positions of processor_insertion).
+enum class processor_slot : std::uint8_t {
+    allowed_tokens,
+    banned_tokens,
+    logit_bias,
+    min_length,
+    penalties,
+    dry,
+    no_repeat_ngram,
+    banned_sequences,
+    end,  ///< after every built-in processor
+};
+
+/// A user processor at a position of the processor order (processors/processor.hpp says what a
+/// processor is).
+struct processor_insertion {
+    /// The built-in processor it runs before (end: after all of them).
+    processor_slot before = processor_slot::end;
+    any_processor processor;
+};
+
 /// The configuration of a decodekit::sampler.
 struct sampling_params {
     // ---- the draw ----
@@ -4454,9 +4826,16 @@ struct sampling_params {
     std::size_t no_repeat_ngram_size = 0;  ///< 0 disabled
     std::vector<std::vector<token_id>> banned_sequences = {};
 
+    /// User processors, each inserted before a built-in processor (same position: in list
+    /// order). Each sampler owns a copy (its per-sequence state).
+    std::vector<processor_insertion> processors = {};
+
     // ---- order and outputs ----
     sampling_order order = sampling_order::llama_cpp;
     std::vector<sampling_step> custom_order = {};  ///< used when order == custom
+    /// User steps, each inserted at a position of the order (same position: in list order).
+    /// Each sampler owns a copy (its per-sequence state).
+    std::vector<step_insertion> steps = {};
     logprobs_request logprobs = {};
 
     /// The first problem (message naming the field and its allowed range), or nullopt.
@@ -4498,7 +4877,7 @@ inline bool sampling_params::has_processors() const noexcept {
     return !allowed_tokens.empty() || !banned_tokens.empty() || !logit_biases.empty() ||
            (min_new_tokens > 0 && !eos_ids.empty()) || penalties.repetition != 1.f ||
            penalties.frequency != 0.f || penalties.presence != 0.f || dry.multiplier != 0.f ||
-           no_repeat_ngram_size > 0 || !banned_sequences.empty();
+           no_repeat_ngram_size > 0 || !banned_sequences.empty() || !processors.empty();
 }
 
 namespace detail {
@@ -4557,6 +4936,15 @@ inline std::optional<std::string> sampling_params::check() const {
     for (const logit_bias& b : logit_biases)
         if (std::isnan(b.bias))
             return range_message("sampling_params.logit_biases[].bias", "not NaN", b.bias);
+    for (const step_insertion& st : steps)
+        if (!st.step) return std::string("sampling_params.steps[].step must hold a step");
+    for (const processor_insertion& pi : processors) {
+        if (!pi.processor)
+            return std::string("sampling_params.processors[].processor must hold a processor");
+        if (unsigned(pi.before) > unsigned(processor_slot::end))
+            return range_message("sampling_params.processors[].before", "a processor_slot (0..8)",
+                                 double(unsigned(pi.before)));
+    }
     return std::nullopt;
 }
 
@@ -4597,9 +4985,11 @@ inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
     if (lr.raw) r.raw_logprob = raw_lp(std::size_t(r.token));
     const std::span<const float> x = w.row();
     const float t_cur = w.temperature();
-    // processed: the final set is kept() (ordered, weights filled) unless greedy / full row
+    // processed: the final set is kept() (id order, weights as the draw left them) unless
+    // greedy / full row
     const bool full = w.full();
     const bool processed_set = !greedy && !full;
+    const double kept_sum = processed_set ? w.ensure_weights() : 0.0;
     auto proc_lp = [&](token_id t) -> float {
         if (greedy) return t == r.token ? 0.f : -detail::f_inf;
         if (full) {  // whole row at the temperature
@@ -4609,11 +4999,9 @@ inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
             return float(double(r.logprob) + (double(v) - double(vt)) / double(t_cur));
         }
         const std::span<const float> wt = w.weights();
-        double s = 0;
-        for (float v : wt) s += v;
         const std::span<const token_id> ids = w.kept().ids();
         for (std::size_t i = 0; i < ids.size(); ++i)
-            if (ids[i] == t) return float(std::log(double(wt[i]) / s));
+            if (ids[i] == t) return float(std::log(double(wt[i]) / kept_sum));
         return -detail::f_inf;
     };
     if (lr.rank) {
@@ -4623,11 +5011,11 @@ inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
             for (float y : raw) above += y > v;
         } else if (processed_set) {
             const std::span<const token_id> ids = w.kept().ids();
+            const std::span<const float> lg = w.kept().logits();
+            float v = -detail::f_inf;
             for (std::size_t i = 0; i < ids.size(); ++i)
-                if (ids[i] == r.token) {
-                    above = i;
-                    break;
-                }
+                if (ids[i] == r.token) v = lg[i];
+            for (float y : lg) above += y > v;
         } else if (!greedy) {
             const float v = x[std::size_t(r.token)];
             for (float y : x) above += y > v;
@@ -4645,9 +5033,14 @@ inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
         } else if (greedy) {
             top[n++] = {r.token, 0.f};
         } else if (processed_set) {
+            // the best of the kept set: a selection over its logits (positions map to ids)
+            candidates& best = w.workspace().raw_top();
+            kernels::top_k(w.kept().logits(), top.size(), tie_policy::exactly_k, best);
             const std::span<const token_id> ids = w.kept().ids();
-            for (std::size_t i = 0; i < ids.size() && n < top.size(); ++i)
-                top[n++] = {ids[i], proc_lp(ids[i])};
+            for (std::size_t i = 0; i < best.size(); ++i) {
+                const token_id id = ids[std::size_t(best.ids()[i])];
+                top[n++] = {id, proc_lp(id)};
+            }
         } else {
             candidates& kept = w.kept();
             kernels::top_k(x, top.size(), tie_policy::exactly_k, kept);
@@ -4786,8 +5179,9 @@ DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/processing.hpp
 // ---- begin decodekit/sampling/step.hpp
 /// \file sampling/step.hpp
-/// The truncation-step concept that built-in and user steps share, the context a step runs with,
-/// and any_step, the copyable type-erased holder a runtime-ordered pipeline stores user steps in.
+/// The truncation-step concept that built-in and user steps share (sampling_step_type and
+/// any_step are in any_step.hpp), the context a step runs with, and the entry type of the
+/// built-in steps' table.
 ///
 /// A step narrows the working set (sampling/working_set.hpp) or changes its temperature:
 ///   void apply(working_set& w, const step_context& c)
@@ -4798,11 +5192,7 @@ DECODEKIT_END_NAMESPACE
 /// A step object is per sampler (a sampler owns a copy): per-sequence state may live in it.
 
 
-#include <concepts>
 #include <cstddef>
-#include <memory>
-#include <type_traits>
-#include <utility>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -4816,50 +5206,6 @@ struct step_context {
     rng_stream stream(rng_purpose purpose) const noexcept {
         return make_stream({params.seed, call.sequence, call.step}, purpose);
     }
-};
-
-/// A type that narrows a working set (see the file comment).
-template <class S>
-concept sampling_step_type = std::copy_constructible<S> &&
-    requires(S& s, working_set& w, const step_context& c) {
-    s.apply(w, c);
-};
-
-/// A copyable holder of any sampling_step_type (copies clone the step and its state).
-class any_step {
-public:
-    any_step() = default;
-    template <class S>
-    requires(!std::same_as<std::decay_t<S>, any_step> && sampling_step_type<std::decay_t<S>>)
-        any_step(S&& s)  // NOLINT: implicit, like std::function
-        : m_(std::make_unique<model<std::decay_t<S>>>(std::forward<S>(s))) {}
-    any_step(const any_step& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
-    any_step(any_step&&) noexcept = default;
-    any_step& operator=(const any_step& o) {
-        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
-        return *this;
-    }
-    any_step& operator=(any_step&&) noexcept = default;
-
-    /// True when it holds a step.
-    explicit operator bool() const noexcept { return m_ != nullptr; }
-    /// Runs the step. \pre holds a step
-    void apply(working_set& w, const step_context& c) { m_->apply(w, c); }
-
-private:
-    struct base {
-        virtual ~base() = default;
-        virtual std::unique_ptr<base> clone() const = 0;
-        virtual void apply(working_set&, const step_context&) = 0;
-    };
-    template <class S>
-    struct model final : base {
-        S s;
-        explicit model(S x) : s(std::move(x)) {}
-        std::unique_ptr<base> clone() const override { return std::make_unique<model>(s); }
-        void apply(working_set& w, const step_context& c) override { s.apply(w, c); }
-    };
-    std::unique_ptr<base> m_;
 };
 
 /// One built-in step in the registration table (sampling/steps.hpp): its id, whether the
@@ -5034,7 +5380,7 @@ struct min_p_step {
             w.merge_patches(thr);
             if (kept.size() < p.min_keep) w.overlay_top_k(p.min_keep, tie_policy::exactly_k);
             w.clear_patch_marks();
-            w.set_kept(w.ordered());
+            w.set_narrowed();
             return;
         }
         if (w.full()) {
@@ -5650,6 +5996,7 @@ DECODEKIT_END_NAMESPACE
 #include <cstdint>
 #include <limits>
 #include <span>
+#include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -5687,16 +6034,11 @@ public:
     void rearm(const sampling_params& params) {
         params.validate();
         params_ = params;
-        n_steps_ = 0;
-        const std::span<const sampling_step> src =
-            params_.order == sampling_order::custom
-                ? std::span<const sampling_step>(params_.custom_order)
-                : preset_steps(params_.order);
-        for (sampling_step st : src)
-            if (builtin_step_of(st).enabled(params_, vocab_)) steps_[n_steps_++] = st;
+        build_pipeline();
         const bool sparse_first =
-            params_.greedy() || (n_steps_ > 0 && (steps_[0] == sampling_step::top_k ||
-                                                  steps_[0] == sampling_step::min_p));
+            params_.greedy() ||
+            (!pipeline_.empty() && pipeline_[0].user == no_user &&
+             (pipeline_[0].id == sampling_step::top_k || pipeline_[0].id == sampling_step::min_p));
         procs_ = processor_stage(params_, sparse_first);
         extras_.top.resize(std::min(params_.logprobs.top_n, vocab_));
         extras_.requested.resize(params_.logprobs.ids.size());
@@ -5706,8 +6048,16 @@ public:
 
     const sampling_params& params() const noexcept { return params_; }
     std::size_t vocab_size() const noexcept { return vocab_; }
-    /// The truncation steps this sampler applies, in order (disabled steps removed).
+    /// The built-in truncation steps this sampler applies, in order (disabled steps removed;
+    /// user steps not listed).
     std::span<const sampling_step> steps() const noexcept { return {steps_.data(), n_steps_}; }
+
+    /// The sampler's own copy of user step `index` (sampling_params::steps) when it is an S,
+    /// else nullptr: its per-sequence state.
+    template <class S>
+    S* user_step(std::size_t index) noexcept {
+        return index < params_.steps.size() ? params_.steps[index].step.get<S>() : nullptr;
+    }
 
     /// Mirostat's mu and the step counter of sample(logits).
     sampler_state state() const noexcept { return state_; }
@@ -5777,8 +6127,15 @@ private:
 
     sampling_params params_;
     std::size_t vocab_;
+    static constexpr std::uint32_t no_user = std::uint32_t(-1);
+    struct pipeline_entry {
+        sampling_step id;    // the built-in step (when user == no_user)
+        std::uint32_t user;  // index in params_.steps of a user step, or no_user
+    };
+    std::vector<pipeline_entry> pipeline_;  // built-in and user steps, in order
     std::array<sampling_step, 10> steps_{};
     std::size_t n_steps_ = 0;
+    bool user_steps_ = false;
     sampler_state state_{};
     processor_stage procs_;
     logprob_storage extras_;
@@ -5791,24 +6148,67 @@ private:
         return r;
     }
 
+    /// The order list with its disabled built-in steps removed and the user steps inserted.
+    void build_pipeline() {
+        const std::span<const sampling_step> src =
+            params_.order == sampling_order::custom
+                ? std::span<const sampling_step>(params_.custom_order)
+                : preset_steps(params_.order);
+        pipeline_.clear();
+        n_steps_ = 0;
+        user_steps_ = !params_.steps.empty();
+        for (std::size_t pos = 0; pos <= src.size(); ++pos) {
+            for (std::size_t u = 0; u < params_.steps.size(); ++u)
+                if (std::min(params_.steps[u].position, src.size()) == pos)
+                    pipeline_.push_back({sampling_step::temperature, std::uint32_t(u)});
+            if (pos < src.size() && builtin_step_of(src[pos]).enabled(params_, vocab_)) {
+                pipeline_.push_back({src[pos], no_user});
+                steps_[n_steps_++] = src[pos];
+            }
+        }
+    }
+
     void update_mirostat(double prob) noexcept {
         const double surprise = -std::log2(prob);
         state_.mirostat_mu -=
             float(double(params_.mirostat_eta) * (surprise - double(params_.mirostat_tau)));
     }
 
-    /// Runs the truncation steps on `w`.
+    /// Runs the pipeline's steps on `w` (only the user steps when greedy: the built-in ones keep
+    /// the argmax). A step is skipped once the set is down to one entry (temperature excepted).
+    /// User steps never see the overlay (the set is materialised for them).
     void truncate(working_set& w, const sample_context& ctx) noexcept {
         const step_context sc{params_, ctx, state_};
-        for (std::size_t si = 0; si < n_steps_; ++si) {
-            if (!w.full() && w.kept().size() <= 1 && steps_[si] != sampling_step::temperature)
+        const bool greedy = params_.greedy();
+        for (const pipeline_entry& e : pipeline_) {
+            const bool user = e.user != no_user;
+            if (greedy && !user) continue;
+            if (!w.full() && w.kept().size() <= 1 && (user || e.id != sampling_step::temperature))
                 continue;
-            builtin_step_of(steps_[si]).apply(w, sc);
+            if (user) {
+                w.materialise_if_overlaid();
+                params_.steps[e.user].step.apply(w, sc);
+            } else {
+                builtin_step_of(e.id).apply(w, sc);
+            }
         }
     }
 
-    /// Argmax of the processed row (lowest id on ties); npos if nothing is valid.
-    static std::size_t greedy_argmax(working_set& w, float& best) noexcept {
+    /// Argmax of the processed row after the user steps (lowest id on ties); npos if nothing is
+    /// valid.
+    std::size_t greedy_argmax(working_set& w, const sample_context& ctx, float& best) noexcept {
+        if (user_steps_) truncate(w, ctx);
+        if (!w.full()) {
+            const candidates& kept = w.kept();
+            std::size_t a = npos;
+            for (std::size_t i = 0; i < kept.size(); ++i)
+                if (a == npos || kept.logits()[i] > kept.logits()[a] ||
+                    (kept.logits()[i] == kept.logits()[a] && kept.ids()[i] < kept.ids()[a]))
+                    a = i;
+            if (a == npos || !(kept.logits()[a] > -detail::f_inf)) return npos;
+            best = kept.logits()[a];
+            return std::size_t(kept.ids()[a]);
+        }
         if (!w.overlaid()) {
             const std::size_t a = kernels::argmax(w.row());
             if (a == npos || !(w.row()[a] > -detail::f_inf)) return npos;
@@ -5832,7 +6232,7 @@ private:
         const logprobs_request& lr = params_.logprobs;
         if (params_.greedy()) {
             float best = 0.f;
-            const std::size_t a = greedy_argmax(w, best);
+            const std::size_t a = greedy_argmax(w, ctx, best);
             w.clear_patch_marks();
             if (a == npos) return r;
             r.token = token_id(a);
@@ -5869,7 +6269,7 @@ private:
         candidates& kept = w.kept();
         if (params_.greedy()) {
             float best = 0.f;
-            const std::size_t a = greedy_argmax(w, best);
+            const std::size_t a = greedy_argmax(w, ctx, best);
             w.clear_patch_marks();
             if (a == npos) return {};
             kept.clear();
@@ -5878,20 +6278,13 @@ private:
             return {{kept.id_storage(), 1}, {ws.weights.data(), 1}};
         }
         truncate(w, ctx);
-        w.materialise();  // id order when nothing narrowed the set
+        w.materialise();  // every valid entry when nothing narrowed the set
         if (kept.empty()) return {};
-        if (ordered) {
+        if (ordered)
             w.order();
-        } else if (!std::is_sorted(kept.ids().begin(), kept.ids().end())) {
-            const std::size_t n = kept.size();
-            const token_id* ids = kept.id_storage();
-            const float* lg = kept.logit_storage();
-            for (std::size_t i = 0; i < n; ++i) ws.sorted[i] = {lg[i], ids[i]};
-            std::sort(ws.sorted.begin(), ws.sorted.begin() + std::ptrdiff_t(n),
-                      [](const detail::scored& a, const detail::scored& b) { return a.id < b.id; });
-            w.write_back(n);
-        }
-        const double s = w.fill_weights();
+        else
+            w.order_by_id();
+        const double s = w.ensure_weights();
         if (!(s > 0)) return {};
         const float* wt = ws.weights.data();
         w.keep_if([wt](std::size_t i) { return wt[i] > 0; });  // underflow, finite next to +inf
@@ -7545,181 +7938,6 @@ private:
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/processors/history.hpp
-// ---- begin decodekit/processors/processor.hpp
-/// \file processors/processor.hpp
-/// The logits-processor concept that built-in and user processors share, and any_processor, the
-/// copyable type-erased holder a runtime-ordered pipeline stores them in.
-///
-/// A processor changes a logits row in place before truncation and the draw:
-///   void apply(std::span<float> logits, const processor_context& c) noexcept-ish
-/// It must not throw (it runs inside noexcept sampling calls: an exception terminates).
-/// Optional members, detected at compile time:
-///   void touched(const processor_context& c, token_sink& out) const
-///       declares every id apply() may read or write for this call. A processor that has it is
-///       sparse: a pipeline may give it a row in which only those entries hold the caller's
-///       logits (no copy of the whole row). Without it the processor is dense (it may read or
-///       write any entry, so the pipeline copies the row first).
-///   void append(std::span<const token_id> added, const processor_context& c)
-///   void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c)
-///   void reset(const processor_context& c)
-///       per-sequence state that follows the history (processors/history.hpp): before apply()
-///       the pipeline reports what changed since the previous call: reset (rebuild from
-///       c.history), or cut_back (the tokens that were at [keep, old length) were removed; the
-///       history is already c.history) and then append (c.history[keep, size) were added).
-///       A processor with any of the three must have all three.
-/// A processor object is per sequence: a pipeline owns a copy (a beam fork copies it).
-
-
-#include <concepts>
-#include <cstddef>
-#include <cstdint>
-#include <memory>
-#include <span>
-#include <type_traits>
-#include <utility>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// What a processor sees besides the row.
-struct processor_context {
-    std::span<const token_id> history{};  ///< prompt + generated so far, oldest first
-    std::size_t prompt_length = 0;        ///< history[0, prompt_length) is the prompt
-    std::uint64_t sequence = 0;           ///< the request's sequence id
-    std::uint64_t step = 0;               ///< generated tokens before the row's position
-    std::size_t vocab_size = 0;           ///< the row's size
-
-    /// Tokens generated so far (history past the prompt).
-    std::size_t generated() const noexcept {
-        return history.size() > prompt_length ? history.size() - prompt_length : 0;
-    }
-};
-
-/// Receives the ids a sparse processor declares (ids outside [0, vocab) are ignored).
-class token_sink {
-public:
-    using fn_type = void (*)(void*, token_id) noexcept;
-    token_sink(fn_type fn, void* ctx) noexcept : fn_(fn), ctx_(ctx) {}
-    void operator()(token_id t) noexcept { fn_(ctx_, t); }
-    /// Declares every id of a span.
-    void operator()(std::span<const token_id> ids) noexcept {
-        for (token_id t : ids) fn_(ctx_, t);
-    }
-
-private:
-    fn_type fn_;
-    void* ctx_;
-};
-
-/// A type that changes logits rows (see the file comment).
-template <class P>
-concept logits_processor = std::copy_constructible<P> &&
-    requires(P& p, std::span<float> x, const processor_context& c) {
-    p.apply(x, c);
-};
-
-/// A processor that declares the ids it touches.
-template <class P>
-concept sparse_logits_processor = logits_processor<P> &&
-    requires(const P& p, const processor_context& c, token_sink& s) {
-    p.touched(c, s);
-};
-
-/// A processor (or any component) whose state follows the history.
-template <class P>
-concept history_follower = requires(P& p, std::span<const token_id> t, std::size_t n,
-                                    const processor_context& c) {
-    p.append(t, c);
-    p.cut_back(n, t, c);
-    p.reset(c);
-};
-
-/// A copyable holder of any logits_processor (copies clone the processor and its state).
-class any_processor {
-public:
-    any_processor() = default;
-    template <class P>
-    requires(!std::same_as<std::decay_t<P>, any_processor> && logits_processor<std::decay_t<P>>)
-        any_processor(P&& p)  // NOLINT: implicit, like std::function
-        : m_(std::make_unique<model<std::decay_t<P>>>(std::forward<P>(p))) {}
-    any_processor(const any_processor& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
-    any_processor(any_processor&&) noexcept = default;
-    any_processor& operator=(const any_processor& o) {
-        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
-        return *this;
-    }
-    any_processor& operator=(any_processor&&) noexcept = default;
-
-    /// True when it holds a processor.
-    explicit operator bool() const noexcept { return m_ != nullptr; }
-    /// Changes `x` in place. \pre holds a processor
-    void apply(std::span<float> x, const processor_context& c) { m_->apply(x, c); }
-    /// True when the processor declares its ids (touched()).
-    bool sparse() const noexcept { return m_->sparse(); }
-    /// Declares the ids apply() may touch. \pre sparse()
-    void touched(const processor_context& c, token_sink& s) const { m_->touched(c, s); }
-    /// True when its state follows the history.
-    bool follows_history() const noexcept { return m_->follows_history(); }
-    void append(std::span<const token_id> added, const processor_context& c) {
-        m_->append(added, c);
-    }
-    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
-        m_->cut_back(keep, removed, c);
-    }
-    void reset(const processor_context& c) { m_->reset(c); }
-    /// The held processor when it is a P, else nullptr.
-    template <class P>
-    P* get() noexcept {
-        if (!m_ || m_->tag() != tag_of<P>()) return nullptr;
-        return &static_cast<model<P>*>(m_.get())->p;
-    }
-
-private:
-    // a per-type address instead of RTTI (works with -fno-rtti)
-    template <class P>
-    static const void* tag_of() noexcept {
-        static const char tag = 0;
-        return &tag;
-    }
-    struct base {
-        virtual ~base() = default;
-        virtual const void* tag() const noexcept = 0;
-        virtual std::unique_ptr<base> clone() const = 0;
-        virtual void apply(std::span<float>, const processor_context&) = 0;
-        virtual bool sparse() const noexcept = 0;
-        virtual void touched(const processor_context&, token_sink&) const = 0;
-        virtual bool follows_history() const noexcept = 0;
-        virtual void append(std::span<const token_id>, const processor_context&) = 0;
-        virtual void cut_back(std::size_t, std::span<const token_id>, const processor_context&) = 0;
-        virtual void reset(const processor_context&) = 0;
-    };
-    template <class P>
-    struct model final : base {
-        P p;
-        explicit model(P q) : p(std::move(q)) {}
-        const void* tag() const noexcept override { return tag_of<P>(); }
-        std::unique_ptr<base> clone() const override { return std::make_unique<model>(p); }
-        void apply(std::span<float> x, const processor_context& c) override { p.apply(x, c); }
-        bool sparse() const noexcept override { return sparse_logits_processor<P>; }
-        void touched(const processor_context& c, token_sink& s) const override {
-            if constexpr (sparse_logits_processor<P>) p.touched(c, s);
-        }
-        bool follows_history() const noexcept override { return history_follower<P>; }
-        void append(std::span<const token_id> t, const processor_context& c) override {
-            if constexpr (history_follower<P>) p.append(t, c);
-        }
-        void cut_back(std::size_t n, std::span<const token_id> t,
-                      const processor_context& c) override {
-            if constexpr (history_follower<P>) p.cut_back(n, t, c);
-        }
-        void reset(const processor_context& c) override {
-            if constexpr (history_follower<P>) p.reset(c);
-        }
-    };
-    std::unique_ptr<base> m_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/processor.hpp
 // ---- end decodekit/processors/processors.hpp
 // ---- begin decodekit/sampling/sampling.hpp
 /// \file sampling/sampling.hpp

@@ -1,7 +1,9 @@
 #pragma once
 /// \file sampling/draw.hpp
 /// The draw at the end of a sampler's pipeline, over whatever the working set holds:
-///   - a narrowed set: the kept entries' weights (ordered), one inverse-CDF draw;
+///   - a narrowed set: one inverse-CDF draw over the kept entries' weights in ascending id order
+///     (one read pass of the set when the selecting step left it in id order with its weights;
+///     no sort by probability);
 ///   - the full row with logprobs.chosen on (or extras requested): per-block (max, exp-sum) over
 ///     blocks of 2048 entries, a block by inverse CDF over the block masses, then the token inside
 ///     it from that block's softmax: one max+exp pass in all (the exp floor);
@@ -108,8 +110,8 @@ inline set_draw draw_from(working_set& w, rng_stream& rng, bool exact) noexcept 
     if (w.full()) return detail::draw_full_row(w.row(), w.temperature(), u, w.workspace());
     set_draw d;
     if (w.kept().empty()) return d;
-    w.order();
-    const double s = w.fill_weights();
+    w.order_by_id();
+    const double s = w.ensure_weights();
     if (!(s > 0)) return d;
     const std::span<const float> wt = w.weights();
     const std::size_t pick = kernels::draw_inverse_cdf(wt, u);

@@ -46,9 +46,11 @@ inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
     if (lr.raw) r.raw_logprob = raw_lp(std::size_t(r.token));
     const std::span<const float> x = w.row();
     const float t_cur = w.temperature();
-    // processed: the final set is kept() (ordered, weights filled) unless greedy / full row
+    // processed: the final set is kept() (id order, weights as the draw left them) unless
+    // greedy / full row
     const bool full = w.full();
     const bool processed_set = !greedy && !full;
+    const double kept_sum = processed_set ? w.ensure_weights() : 0.0;
     auto proc_lp = [&](token_id t) -> float {
         if (greedy) return t == r.token ? 0.f : -detail::f_inf;
         if (full) {  // whole row at the temperature
@@ -58,11 +60,9 @@ inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
             return float(double(r.logprob) + (double(v) - double(vt)) / double(t_cur));
         }
         const std::span<const float> wt = w.weights();
-        double s = 0;
-        for (float v : wt) s += v;
         const std::span<const token_id> ids = w.kept().ids();
         for (std::size_t i = 0; i < ids.size(); ++i)
-            if (ids[i] == t) return float(std::log(double(wt[i]) / s));
+            if (ids[i] == t) return float(std::log(double(wt[i]) / kept_sum));
         return -detail::f_inf;
     };
     if (lr.rank) {
@@ -72,11 +72,11 @@ inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
             for (float y : raw) above += y > v;
         } else if (processed_set) {
             const std::span<const token_id> ids = w.kept().ids();
+            const std::span<const float> lg = w.kept().logits();
+            float v = -detail::f_inf;
             for (std::size_t i = 0; i < ids.size(); ++i)
-                if (ids[i] == r.token) {
-                    above = i;
-                    break;
-                }
+                if (ids[i] == r.token) v = lg[i];
+            for (float y : lg) above += y > v;
         } else if (!greedy) {
             const float v = x[std::size_t(r.token)];
             for (float y : x) above += y > v;
@@ -94,9 +94,14 @@ inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
         } else if (greedy) {
             top[n++] = {r.token, 0.f};
         } else if (processed_set) {
+            // the best of the kept set: a selection over its logits (positions map to ids)
+            candidates& best = w.workspace().raw_top();
+            kernels::top_k(w.kept().logits(), top.size(), tie_policy::exactly_k, best);
             const std::span<const token_id> ids = w.kept().ids();
-            for (std::size_t i = 0; i < ids.size() && n < top.size(); ++i)
-                top[n++] = {ids[i], proc_lp(ids[i])};
+            for (std::size_t i = 0; i < best.size(); ++i) {
+                const token_id id = ids[std::size_t(best.ids()[i])];
+                top[n++] = {id, proc_lp(id)};
+            }
         } else {
             candidates& kept = w.kept();
             kernels::top_k(x, top.size(), tie_policy::exactly_k, kept);

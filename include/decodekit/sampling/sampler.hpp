@@ -67,6 +67,7 @@
 #include <cstdint>
 #include <limits>
 #include <span>
+#include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -104,16 +105,11 @@ public:
     void rearm(const sampling_params& params) {
         params.validate();
         params_ = params;
-        n_steps_ = 0;
-        const std::span<const sampling_step> src =
-            params_.order == sampling_order::custom
-                ? std::span<const sampling_step>(params_.custom_order)
-                : preset_steps(params_.order);
-        for (sampling_step st : src)
-            if (builtin_step_of(st).enabled(params_, vocab_)) steps_[n_steps_++] = st;
+        build_pipeline();
         const bool sparse_first =
-            params_.greedy() || (n_steps_ > 0 && (steps_[0] == sampling_step::top_k ||
-                                                  steps_[0] == sampling_step::min_p));
+            params_.greedy() ||
+            (!pipeline_.empty() && pipeline_[0].user == no_user &&
+             (pipeline_[0].id == sampling_step::top_k || pipeline_[0].id == sampling_step::min_p));
         procs_ = processor_stage(params_, sparse_first);
         extras_.top.resize(std::min(params_.logprobs.top_n, vocab_));
         extras_.requested.resize(params_.logprobs.ids.size());
@@ -123,8 +119,16 @@ public:
 
     const sampling_params& params() const noexcept { return params_; }
     std::size_t vocab_size() const noexcept { return vocab_; }
-    /// The truncation steps this sampler applies, in order (disabled steps removed).
+    /// The built-in truncation steps this sampler applies, in order (disabled steps removed;
+    /// user steps not listed).
     std::span<const sampling_step> steps() const noexcept { return {steps_.data(), n_steps_}; }
+
+    /// The sampler's own copy of user step `index` (sampling_params::steps) when it is an S,
+    /// else nullptr: its per-sequence state.
+    template <class S>
+    S* user_step(std::size_t index) noexcept {
+        return index < params_.steps.size() ? params_.steps[index].step.get<S>() : nullptr;
+    }
 
     /// Mirostat's mu and the step counter of sample(logits).
     sampler_state state() const noexcept { return state_; }
@@ -194,8 +198,15 @@ private:
 
     sampling_params params_;
     std::size_t vocab_;
+    static constexpr std::uint32_t no_user = std::uint32_t(-1);
+    struct pipeline_entry {
+        sampling_step id;    // the built-in step (when user == no_user)
+        std::uint32_t user;  // index in params_.steps of a user step, or no_user
+    };
+    std::vector<pipeline_entry> pipeline_;  // built-in and user steps, in order
     std::array<sampling_step, 10> steps_{};
     std::size_t n_steps_ = 0;
+    bool user_steps_ = false;
     sampler_state state_{};
     processor_stage procs_;
     logprob_storage extras_;
@@ -208,24 +219,67 @@ private:
         return r;
     }
 
+    /// The order list with its disabled built-in steps removed and the user steps inserted.
+    void build_pipeline() {
+        const std::span<const sampling_step> src =
+            params_.order == sampling_order::custom
+                ? std::span<const sampling_step>(params_.custom_order)
+                : preset_steps(params_.order);
+        pipeline_.clear();
+        n_steps_ = 0;
+        user_steps_ = !params_.steps.empty();
+        for (std::size_t pos = 0; pos <= src.size(); ++pos) {
+            for (std::size_t u = 0; u < params_.steps.size(); ++u)
+                if (std::min(params_.steps[u].position, src.size()) == pos)
+                    pipeline_.push_back({sampling_step::temperature, std::uint32_t(u)});
+            if (pos < src.size() && builtin_step_of(src[pos]).enabled(params_, vocab_)) {
+                pipeline_.push_back({src[pos], no_user});
+                steps_[n_steps_++] = src[pos];
+            }
+        }
+    }
+
     void update_mirostat(double prob) noexcept {
         const double surprise = -std::log2(prob);
         state_.mirostat_mu -=
             float(double(params_.mirostat_eta) * (surprise - double(params_.mirostat_tau)));
     }
 
-    /// Runs the truncation steps on `w`.
+    /// Runs the pipeline's steps on `w` (only the user steps when greedy: the built-in ones keep
+    /// the argmax). A step is skipped once the set is down to one entry (temperature excepted).
+    /// User steps never see the overlay (the set is materialised for them).
     void truncate(working_set& w, const sample_context& ctx) noexcept {
         const step_context sc{params_, ctx, state_};
-        for (std::size_t si = 0; si < n_steps_; ++si) {
-            if (!w.full() && w.kept().size() <= 1 && steps_[si] != sampling_step::temperature)
+        const bool greedy = params_.greedy();
+        for (const pipeline_entry& e : pipeline_) {
+            const bool user = e.user != no_user;
+            if (greedy && !user) continue;
+            if (!w.full() && w.kept().size() <= 1 && (user || e.id != sampling_step::temperature))
                 continue;
-            builtin_step_of(steps_[si]).apply(w, sc);
+            if (user) {
+                w.materialise_if_overlaid();
+                params_.steps[e.user].step.apply(w, sc);
+            } else {
+                builtin_step_of(e.id).apply(w, sc);
+            }
         }
     }
 
-    /// Argmax of the processed row (lowest id on ties); npos if nothing is valid.
-    static std::size_t greedy_argmax(working_set& w, float& best) noexcept {
+    /// Argmax of the processed row after the user steps (lowest id on ties); npos if nothing is
+    /// valid.
+    std::size_t greedy_argmax(working_set& w, const sample_context& ctx, float& best) noexcept {
+        if (user_steps_) truncate(w, ctx);
+        if (!w.full()) {
+            const candidates& kept = w.kept();
+            std::size_t a = npos;
+            for (std::size_t i = 0; i < kept.size(); ++i)
+                if (a == npos || kept.logits()[i] > kept.logits()[a] ||
+                    (kept.logits()[i] == kept.logits()[a] && kept.ids()[i] < kept.ids()[a]))
+                    a = i;
+            if (a == npos || !(kept.logits()[a] > -detail::f_inf)) return npos;
+            best = kept.logits()[a];
+            return std::size_t(kept.ids()[a]);
+        }
         if (!w.overlaid()) {
             const std::size_t a = kernels::argmax(w.row());
             if (a == npos || !(w.row()[a] > -detail::f_inf)) return npos;
@@ -249,7 +303,7 @@ private:
         const logprobs_request& lr = params_.logprobs;
         if (params_.greedy()) {
             float best = 0.f;
-            const std::size_t a = greedy_argmax(w, best);
+            const std::size_t a = greedy_argmax(w, ctx, best);
             w.clear_patch_marks();
             if (a == npos) return r;
             r.token = token_id(a);
@@ -286,7 +340,7 @@ private:
         candidates& kept = w.kept();
         if (params_.greedy()) {
             float best = 0.f;
-            const std::size_t a = greedy_argmax(w, best);
+            const std::size_t a = greedy_argmax(w, ctx, best);
             w.clear_patch_marks();
             if (a == npos) return {};
             kept.clear();
@@ -295,20 +349,13 @@ private:
             return {{kept.id_storage(), 1}, {ws.weights.data(), 1}};
         }
         truncate(w, ctx);
-        w.materialise();  // id order when nothing narrowed the set
+        w.materialise();  // every valid entry when nothing narrowed the set
         if (kept.empty()) return {};
-        if (ordered) {
+        if (ordered)
             w.order();
-        } else if (!std::is_sorted(kept.ids().begin(), kept.ids().end())) {
-            const std::size_t n = kept.size();
-            const token_id* ids = kept.id_storage();
-            const float* lg = kept.logit_storage();
-            for (std::size_t i = 0; i < n; ++i) ws.sorted[i] = {lg[i], ids[i]};
-            std::sort(ws.sorted.begin(), ws.sorted.begin() + std::ptrdiff_t(n),
-                      [](const detail::scored& a, const detail::scored& b) { return a.id < b.id; });
-            w.write_back(n);
-        }
-        const double s = w.fill_weights();
+        else
+            w.order_by_id();
+        const double s = w.ensure_weights();
         if (!(s > 0)) return {};
         const float* wt = ws.weights.data();
         w.keep_if([wt](std::size_t i) { return wt[i] > 0; });  // underflow, finite next to +inf

@@ -1,7 +1,8 @@
 #pragma once
 /// \file sampling/step.hpp
-/// The truncation-step concept that built-in and user steps share, the context a step runs with,
-/// and any_step, the copyable type-erased holder a runtime-ordered pipeline stores user steps in.
+/// The truncation-step concept that built-in and user steps share (sampling_step_type and
+/// any_step are in any_step.hpp), the context a step runs with, and the entry type of the
+/// built-in steps' table.
 ///
 /// A step narrows the working set (sampling/working_set.hpp) or changes its temperature:
 ///   void apply(working_set& w, const step_context& c)
@@ -13,15 +14,12 @@
 
 #include <decodekit/config.hpp>
 #include <decodekit/random.hpp>
+#include <decodekit/sampling/any_step.hpp>
 #include <decodekit/sampling/params.hpp>
 #include <decodekit/sampling/result.hpp>
 #include <decodekit/sampling/working_set.hpp>
 
-#include <concepts>
 #include <cstddef>
-#include <memory>
-#include <type_traits>
-#include <utility>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -35,50 +33,6 @@ struct step_context {
     rng_stream stream(rng_purpose purpose) const noexcept {
         return make_stream({params.seed, call.sequence, call.step}, purpose);
     }
-};
-
-/// A type that narrows a working set (see the file comment).
-template <class S>
-concept sampling_step_type = std::copy_constructible<S> &&
-    requires(S& s, working_set& w, const step_context& c) {
-    s.apply(w, c);
-};
-
-/// A copyable holder of any sampling_step_type (copies clone the step and its state).
-class any_step {
-public:
-    any_step() = default;
-    template <class S>
-    requires(!std::same_as<std::decay_t<S>, any_step> && sampling_step_type<std::decay_t<S>>)
-        any_step(S&& s)  // NOLINT: implicit, like std::function
-        : m_(std::make_unique<model<std::decay_t<S>>>(std::forward<S>(s))) {}
-    any_step(const any_step& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
-    any_step(any_step&&) noexcept = default;
-    any_step& operator=(const any_step& o) {
-        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
-        return *this;
-    }
-    any_step& operator=(any_step&&) noexcept = default;
-
-    /// True when it holds a step.
-    explicit operator bool() const noexcept { return m_ != nullptr; }
-    /// Runs the step. \pre holds a step
-    void apply(working_set& w, const step_context& c) { m_->apply(w, c); }
-
-private:
-    struct base {
-        virtual ~base() = default;
-        virtual std::unique_ptr<base> clone() const = 0;
-        virtual void apply(working_set&, const step_context&) = 0;
-    };
-    template <class S>
-    struct model final : base {
-        S s;
-        explicit model(S x) : s(std::move(x)) {}
-        std::unique_ptr<base> clone() const override { return std::make_unique<model>(s); }
-        void apply(working_set& w, const step_context& c) override { s.apply(w, c); }
-    };
-    std::unique_ptr<base> m_;
 };
 
 /// One built-in step in the registration table (sampling/steps.hpp): its id, whether the

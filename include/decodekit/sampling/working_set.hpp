@@ -4,9 +4,15 @@
 ///
 /// It starts as every valid entry of the row (full(): nothing materialised, no pass made). A step
 /// that narrows it materialises the kept entries as candidates (ids + logits in
-/// sampling_workspace::cand), in id order or ordered (logit descending, ties by ascending id:
-/// ordered()). Temperature is a scale carried along (temperature()), applied where weights are
-/// computed. Entries with a NaN or -inf logit are never in the set.
+/// sampling_workspace::cand), in id order (id_ordered()), ordered (logit descending, ties by
+/// ascending id: ordered()) or neither. Temperature is a scale carried along (temperature()),
+/// applied where weights are computed. Entries with a NaN or -inf logit are never in the set.
+///
+/// Weights: weights()[i] = exp((x_i - m) / temperature()) for the kept entries (m the kept
+/// maximum), float, aligned with kept(). A kernel that computed them while selecting hands them
+/// over (set_weights()); otherwise ensure_weights() computes them in one SIMD pass. They follow
+/// keep_if() / keep_first(); reordering or a new temperature recomputes them when next needed.
+/// The draw (draw.hpp) uses them in id order: no sort of the kept set.
 ///
 /// Overlay: when the sampler's processors are sparse it does not copy the row; row() is then the
 /// caller's row and the processed entries are patches (the entries the processors changed).
@@ -18,6 +24,7 @@
 #include <decodekit/candidates.hpp>
 #include <decodekit/config.hpp>
 #include <decodekit/kernels/select.hpp>
+#include <decodekit/kernels/softmax.hpp>
 #include <decodekit/sampling/workspace.hpp>
 #include <decodekit/types.hpp>
 
@@ -66,7 +73,9 @@ public:
     candidates& kept() noexcept { return ws_.cand; }
     const candidates& kept() const noexcept { return ws_.cand; }
     /// True when kept() is sorted by logit descending, ties by ascending id.
-    bool ordered() const noexcept { return ordered_; }
+    bool ordered() const noexcept { return order_ == by_logit; }
+    /// True when kept() is in ascending id order.
+    bool id_ordered() const noexcept { return order_ == by_id; }
     /// The temperature scale the set is at (1 until a temperature step).
     float temperature() const noexcept { return t_; }
     void set_temperature(float t) noexcept { t_ = t; }
@@ -87,7 +96,8 @@ public:
             kernels::filter_at_least(row_, -detail::f_inf, ws_.cand);
         }
         full_ = false;
-        ordered_ = false;
+        order_ = by_id;
+        weights_ok_ = false;
     }
     /// Materialises when the set is full and overlaid: for steps that read row() directly.
     void materialise_if_overlaid() noexcept {
@@ -97,27 +107,33 @@ public:
     /// narrowed nothing, e.g. XTC's head).
     void set_full() noexcept {
         full_ = true;
-        ordered_ = false;
+        order_ = by_id;
+        weights_ok_ = false;
     }
-    /// Sets the kept entries a kernel wrote into kept() (ordered or in id order).
+    /// The set is what kept() holds now (built by the overlay helpers), in whatever order they
+    /// left it.
+    void set_narrowed() noexcept { full_ = false; }
+    /// Sets the kept entries a kernel wrote into kept(): ordered (logit descending) or in id order.
     void set_kept(bool is_ordered) noexcept {
         full_ = false;
-        ordered_ = is_ordered;
+        order_ = is_ordered ? by_logit : by_id;
+        weights_ok_ = false;
     }
     /// Sorts the kept entries by logit descending, ties by ascending id. \pre !full()
     void order() noexcept {
-        if (ordered_) return;
-        const std::size_t n = ws_.cand.size();
-        const token_id* ids = ws_.cand.id_storage();
-        const float* lg = ws_.cand.logit_storage();
-        for (std::size_t i = 0; i < n; ++i) ws_.sorted[i] = {lg[i], ids[i]};
-        std::sort(ws_.sorted.begin(), ws_.sorted.begin() + std::ptrdiff_t(n),
-                  detail::scored_before);
-        write_back(n);
-        ordered_ = true;
+        if (order_ == by_logit) return;
+        sort_kept(detail::scored_before);
+        order_ = by_logit;
     }
-    /// Writes ws.sorted[0, n) back into the kept arrays (keeps ordered() as it is).
-    void write_back(std::size_t n) noexcept {
+    /// Sorts the kept entries by ascending id (the draw's order). \pre !full()
+    void order_by_id() noexcept {
+        if (order_ == by_id) return;
+        sort_kept([](const detail::scored& a, const detail::scored& b) { return a.id < b.id; });
+        order_ = by_id;
+    }
+    /// Writes ws.sorted[0, n) back into the kept arrays, in `is_ordered` order (logit descending)
+    /// or neither; the weights are recomputed when next needed.
+    void write_back(std::size_t n, bool is_ordered = true) noexcept {
         token_id* ids = ws_.cand.id_storage();
         float* lg = ws_.cand.logit_storage();
         for (std::size_t i = 0; i < n; ++i) {
@@ -125,6 +141,8 @@ public:
             lg[i] = ws_.sorted[i].logit;
         }
         ws_.cand.resize(n);
+        order_ = is_ordered ? by_logit : unordered;
+        weights_ok_ = false;
     }
     /// Keeps the entries i with keep(i), preserving their order (and their weights). \pre !full()
     template <class Keep>
@@ -141,15 +159,19 @@ public:
                 ++j;
             }
         ws_.cand.resize(j);
+        sum_ok_ = false;
     }
     /// Keeps the first n entries (the n best when ordered()). \pre !full()
-    void keep_first(std::size_t n) noexcept { ws_.cand.resize(std::min(n, ws_.cand.size())); }
+    void keep_first(std::size_t n) noexcept {
+        ws_.cand.resize(std::min(n, ws_.cand.size()));
+        sum_ok_ = false;
+    }
 
     // ---- weights ----
     /// Largest kept logit (-inf when empty). \pre !full()
     float kept_max() const noexcept {
         if (ws_.cand.empty()) return -detail::f_inf;
-        if (ordered_) return ws_.cand.logits()[0];
+        if (order_ == by_logit) return ws_.cand.logits()[0];
         float m = -detail::f_inf;
         for (float v : ws_.cand.logits()) m = v > m ? v : m;
         return m;
@@ -164,22 +186,42 @@ public:
             ws_.weights[i] = float(detail::cand_weight(lg[i], m, t_));
             s += double(ws_.weights[i]);
         }
+        note_weights(s);
         return s;
     }
-    /// The kept entries' weights (as the last fill_weights() left them).
+    /// The weights (see the file comment) computed if needed: one SIMD exp pass over the kept
+    /// logits; returns their sum (in double; 0 when no entry has weight). \pre !full()
+    double ensure_weights() noexcept {
+        if (weights_ok_ && weights_t_ == t_) {
+            if (!sum_ok_) {
+                double s = 0;
+                for (float v : weights()) s += double(v);
+                note_weights(s);
+            }
+            return sum_;
+        }
+        const auto st = kernels::exp_weights(ws_.cand.logits(), t_,
+                                             std::span<float>(ws_.weights.data(), ws_.cand.size()));
+        note_weights(st.sum);
+        return sum_;
+    }
+    /// A kernel wrote the kept entries' weights at temperature() (any common reference for the
+    /// exponent) into weights(); `sum` is their sum.
+    void set_weights(double sum) noexcept { note_weights(sum); }
+    /// The kept entries' weights (valid after ensure_weights(), fill_weights() or set_weights()).
     std::span<float> weights() noexcept { return {ws_.weights.data(), ws_.cand.size()}; }
     /// Keeps the entries with weight >= w_thr, at least min(min_keep, size) (the most probable).
     /// \pre ordered(), weights filled
     void keep_weight_at_least(double w_thr, std::size_t min_keep) noexcept {
         std::size_t n = 0;
         while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
-        ws_.cand.resize(std::max(n, std::min(min_keep, ws_.cand.size())));
+        keep_first(std::max(n, std::min(min_keep, ws_.cand.size())));
     }
     /// Keeps the leading entries with weight >= w_thr, at least one. \pre ordered(), weights
     void keep_weight_from_top(double w_thr) noexcept {
         std::size_t n = 0;
         while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
-        ws_.cand.resize(std::max<std::size_t>(n, 1));
+        keep_first(std::max<std::size_t>(n, 1));
     }
     /// Number of valid (not NaN, not -inf) entries of the row. O(V).
     std::size_t valid_count() const noexcept {
@@ -211,7 +253,8 @@ public:
             }
         }
         ws_.cand.resize(j);
-        ordered_ = false;
+        order_ = unordered;
+        weights_ok_ = false;
     }
     /// The k best of the patched row (tie policy `ties`) into kept(), ordered. \pre overlaid()
     void overlay_top_k(std::size_t k, tie_policy ties) noexcept {
@@ -234,13 +277,34 @@ public:
     }
 
 private:
+    enum order_kind : std::uint8_t { by_id, by_logit, unordered };
+
+    template <class Before>
+    void sort_kept(Before&& before) noexcept {
+        const std::size_t n = ws_.cand.size();
+        const token_id* ids = ws_.cand.id_storage();
+        const float* lg = ws_.cand.logit_storage();
+        for (std::size_t i = 0; i < n; ++i) ws_.sorted[i] = {lg[i], ids[i]};
+        std::sort(ws_.sorted.begin(), ws_.sorted.begin() + std::ptrdiff_t(n), before);
+        write_back(n);
+    }
+    void note_weights(double sum) noexcept {
+        weights_ok_ = true;
+        sum_ok_ = true;
+        weights_t_ = t_;
+        sum_ = sum;
+    }
+
     std::span<const float> row_;
     sampling_workspace& ws_;
     std::size_t n_patches_ = 0;
     bool overlay_ = false;
     bool full_ = true;
-    bool ordered_ = false;
+    order_kind order_ = by_id;
     float t_ = 1.f;
+    bool weights_ok_ = false, sum_ok_ = false;
+    float weights_t_ = 1.f;
+    double sum_ = 0;
 };
 
 DECODEKIT_END_NAMESPACE

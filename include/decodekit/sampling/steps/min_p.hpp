@@ -29,7 +29,7 @@ struct min_p_step {
             w.merge_patches(thr);
             if (kept.size() < p.min_keep) w.overlay_top_k(p.min_keep, tie_policy::exactly_k);
             w.clear_patch_marks();
-            w.set_kept(w.ordered());
+            w.set_narrowed();
             return;
         }
         if (w.full()) {
