@@ -418,6 +418,16 @@ def render(run, source="bench.json"):
             cells.append(f"{fmt(t)} ({t / f:.2f}x){speed}")
         if any(x != "-" for x in cells):
             out.append(f"| {name} | {floor} | " + " | ".join(cells) + " |")
+    sel = [(v, run.time(f"BM_top_k_unordered<40>/V:{v}"),
+            run.time(f"BM_top_k_unordered<1024>/V:{v}"), run.time(f"BM_top_k<1024>/V:{v}"))
+           for v in VOCABS]
+    sel = [x for x in sel if x[1] and x[2]]
+    if sel:
+        out.append("\nFlat in k: top-k selection (top_k_unordered) at k = 1024 over k = 40: " +
+                   ", ".join(f"{b / a:.2f}x at V = {v}" for v, a, b, _ in sel) +
+                   ". top_k adds the O(k) sort of the selected set: " +
+                   ", ".join(f"{c - b:.2f} us at V = {v}" for v, _, b, c in sel if c) +
+                   " for k = 1024.")
     bl = [f"{b} " + " / ".join(fmt(run.time(f"BM_{b}/V:{v}")) for v in VOCABS)
           for _, _, bases in KERNELS for b in bases
           if any(run.time(f"BM_{b}/V:{v}") is not None for v in VOCABS)]
