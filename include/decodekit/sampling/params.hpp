@@ -34,6 +34,7 @@
 #include <decodekit/processors/penalties.hpp>
 #include <decodekit/processors/processor.hpp>
 #include <decodekit/sampling/any_step.hpp>
+#include <decodekit/sampling/constraint.hpp>
 
 #include <cmath>
 #include <cstddef>
@@ -176,6 +177,13 @@ struct sampling_params {
     /// User processors, each inserted before a built-in processor (same position: in list
     /// order). Each sampler owns a copy (its per-sequence state).
     std::vector<processor_insertion> processors = {};
+    /// A constraint in callback form (structured output; sampling/constraint.hpp): only allowed
+    /// tokens are drawn, and the law is the pipeline's on the masked row. Each sampler owns a copy
+    /// (its per-sequence state). Empty: none. (A packed bitmask is given per call instead:
+    /// sample_context::mask.)
+    any_constraint constraint = {};
+    /// How the constraint is queried: exact (default) or llama.cpp's sample-then-check (opt-in).
+    constraint_check constraint_mode = constraint_check::exact;
 
     // ---- order and outputs ----
     sampling_order order = sampling_order::llama_cpp;
@@ -285,6 +293,9 @@ inline std::optional<std::string> sampling_params::check() const {
             return range_message("sampling_params.logit_biases[].bias", "not NaN", b.bias);
     for (const step_insertion& st : steps)
         if (!st.step) return std::string("sampling_params.steps[].step must hold a step");
+    if (unsigned(constraint_mode) > unsigned(constraint_check::sample_then_check))
+        return range_message("sampling_params.constraint_mode", "exact or sample_then_check",
+                             double(unsigned(constraint_mode)));
     for (const processor_insertion& pi : processors) {
         if (!pi.processor)
             return std::string("sampling_params.processors[].processor must hold a processor");
