@@ -52,13 +52,15 @@ public:
     /// round verifies at most 256 drafts).
     static constexpr std::size_t default_journal = 512;
 
+    /// A tracker with a journal of `journal` tokens (allocated on the first sync()).
     explicit history_tracker(std::size_t journal = default_journal)
-        : ring_(std::max<std::size_t>(journal, check_tokens)) {}
+        : journal_(std::max<std::size_t>(journal, check_tokens)) {}
 
     /// Compares `history` with the last one seen, records it as seen, and returns the change.
     /// The spans of the result view `history` and the tracker's own scratch: valid until the next
     /// call. Allocates only while the removed-token scratch grows (bounded by the journal).
     history_change sync(std::span<const token_id> history) {
+        if (ring_.empty()) ring_.resize(journal_);
         const std::size_t n = history.size(), s = len_;
         history_change ch;
         if (seen_) {
@@ -108,7 +110,7 @@ public:
     std::size_t length() const noexcept { return len_; }
     /// The most tokens a cut-back may remove without a rebuild (fewer after earlier cut-backs,
     /// until appends refill the journal).
-    std::size_t journal_size() const noexcept { return ring_.size(); }
+    std::size_t journal_size() const noexcept { return journal_; }
 
 private:
     token_id& at(std::size_t pos) noexcept { return ring_[pos % ring_.size()]; }
@@ -121,6 +123,7 @@ private:
         return c;
     }
 
+    std::size_t journal_;
     std::vector<token_id> ring_;     // ring_[p % size]: token at position p, for the last size
     std::vector<token_id> removed_;  // scratch of the last change's removed tokens
     std::size_t len_ = 0;

@@ -12,9 +12,12 @@
 #include <decodekit/config.hpp>
 #include <decodekit/processors/bias.hpp>
 #include <decodekit/processors/dry.hpp>
+#include <decodekit/processors/history.hpp>
 #include <decodekit/processors/min_length.hpp>
 #include <decodekit/processors/ngram.hpp>
 #include <decodekit/processors/penalties.hpp>
+#include <decodekit/processors/processor.hpp>
+#include <decodekit/sampling/constraint.hpp>
 #include <decodekit/sampling/params.hpp>
 #include <decodekit/sampling/result.hpp>
 #include <decodekit/sampling/workspace.hpp>
@@ -39,18 +42,29 @@ class processor_stage {
 public:
     processor_stage() = default;
     /// The stage for `params`; `sparse_first_step`: the pipeline's first step can merge patches.
+    /// A constraint makes the stage dense (the constrained paths read a plain row).
     processor_stage(const sampling_params& params, bool sparse_first_step)
         : active_(params.has_processors()),
-          sparse_(active_ && params.allowed_tokens.empty() && sparse_first_step) {}
+          sparse_(active_ && params.allowed_tokens.empty() && sparse_first_step &&
+                  !params.constraint),
+          constraint_(params.constraint) {}
 
     /// True when some processor changes the logits.
     bool active() const noexcept { return active_; }
     /// True when the stage patches instead of copying.
     bool sparse() const noexcept { return sparse_; }
+    /// The sampler's copy of the constraint (empty: none).
+    any_constraint& constraint() noexcept { return constraint_; }
+    /// The processor context of a call.
+    static processor_context context(const sample_context& ctx, std::size_t vocab) noexcept {
+        return {ctx.history, ctx.prompt_length, ctx.sequence, ctx.step, vocab};
+    }
 
-    /// Applies the processors of `p` for a call with context `ctx` (see processed_row).
+    /// Brings the per-sequence state up to date with ctx.history (history.hpp), then applies
+    /// the processors of `p` for a call with context `ctx` (see processed_row).
     processed_row run(const sampling_params& p, std::span<const float> logits,
                       const sample_context& ctx, sampling_workspace& ws) noexcept {
+        follow_history(context(ctx, logits.size()));
         if (!active_) return {logits};
         const std::span<float> row = ws.row_copy();  // grows once per workspace
         if (sparse_) return run_sparse(p, logits, ctx, ws, row);
@@ -59,9 +73,30 @@ public:
         return {std::span<const float>(row.data(), logits.size())};
     }
 
+    /// The processors of `p` once more on `row` (a fresh copy of the caller's row), without
+    /// following the history again (a redraw within one call).
+    void reapply(const sampling_params& p, std::span<float> row, const sample_context& ctx,
+                 sampling_workspace& ws) noexcept {
+        if (active_) apply_all(p, row, ctx, ws);
+    }
+
 private:
     bool active_ = false;
     bool sparse_ = false;
+    any_constraint constraint_;
+    history_tracker tracker_{};
+
+    /// One sync of the history for every component whose state follows it.
+    void follow_history(const processor_context& c) {
+        if (!constraint_.follows_history()) return;
+        const history_change ch = tracker_.sync(c.history);
+        if (ch.rebuild) {
+            constraint_.reset(c);
+            return;
+        }
+        if (!ch.removed.empty()) constraint_.cut_back(ch.keep, ch.removed, c);
+        if (!ch.added.empty()) constraint_.append(ch.added, c);
+    }
 
     /// Every processor on x in place, in the documented order.
     static void apply_all(const sampling_params& p, std::span<float> x, const sample_context& ctx,

@@ -23,6 +23,8 @@ enum class sample_status : std::uint8_t {
     /// the sampler was inside another call (another thread, or the same sampler re-entered):
     /// nothing was done, token = -1 (a sampler serves one call at a time)
     concurrent_use,
+    /// the constraint (or the call's token mask) allows no valid token: token = -1
+    no_allowed_token,
 };
 
 /// A token and a log-probability (top-n alternatives, requested ids).
@@ -46,6 +48,8 @@ struct sample_result {
     sample_status status = sample_status::no_valid_token;
     std::span<const token_logprob> top = {};        ///< logprobs_request::top_n best, best first
     std::span<const token_logprob> requested = {};  ///< logprobs_request::ids, in request order
+    /// Queries of the callback constraint this call made (0 without one).
+    std::size_t constraint_queries = 0;
 
     bool ok() const noexcept { return status == sample_status::ok; }
 };

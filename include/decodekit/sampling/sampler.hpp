@@ -49,6 +49,7 @@
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/select.hpp>
 #include <decodekit/random.hpp>
+#include <decodekit/sampling/constrained.hpp>
 #include <decodekit/sampling/draw.hpp>
 #include <decodekit/sampling/logprobs.hpp>
 #include <decodekit/sampling/params.hpp>
@@ -128,6 +129,13 @@ public:
     template <class S>
     S* user_step(std::size_t index) noexcept {
         return index < params_.steps.size() ? params_.steps[index].step.get<S>() : nullptr;
+    }
+
+    /// The sampler's own copy of the constraint when it is a C, else nullptr: its per-sequence
+    /// state.
+    template <class C>
+    C* constraint() noexcept {
+        return procs_.constraint().get<C>();
     }
 
     /// Mirostat's mu and the step counter of sample(logits).
@@ -248,10 +256,11 @@ private:
     /// Runs the pipeline's steps on `w` (only the user steps when greedy: the built-in ones keep
     /// the argmax). A step is skipped once the set is down to one entry (temperature excepted).
     /// User steps never see the overlay (the set is materialised for them).
-    void truncate(working_set& w, const sample_context& ctx) noexcept {
+    void truncate(working_set& w, const sample_context& ctx, std::size_t first = 0) noexcept {
         const step_context sc{params_, ctx, state_};
         const bool greedy = params_.greedy();
-        for (const pipeline_entry& e : pipeline_) {
+        for (std::size_t i = first; i < pipeline_.size(); ++i) {
+            const pipeline_entry& e = pipeline_[i];
             const bool user = e.user != no_user;
             if (greedy && !user) continue;
             if (!w.full() && w.kept().size() <= 1 && (user || e.id != sampling_step::temperature))
@@ -295,11 +304,24 @@ private:
 
     sample_result run(std::span<const float> logits, const sample_context& ctx,
                       sampling_workspace& ws) noexcept {
-        sample_result r;
         if (logits.size() != vocab_) return status_result(sample_status::bad_input);
         ws.reserve(vocab_);
         const processed_row pr = procs_.run(params_, logits, ctx, ws);
         working_set w(pr.row, ws, pr.patches, pr.overlay);
+        if (procs_.constraint()) {
+            const processor_context pc = processor_stage::context(ctx, vocab_);
+            detail::constraint_queries q{procs_.constraint(), pc};
+            sample_result r = run_constrained(logits, ctx, w, pr.row, q);
+            r.constraint_queries = q.count;
+            return r;
+        }
+        return finish(logits, ctx, w, rng_purpose::sample);
+    }
+
+    /// The pipeline from its first step, then the greedy pick or the draw, then the extras.
+    sample_result finish(std::span<const float> logits, const sample_context& ctx, working_set& w,
+                         rng_purpose purpose, std::size_t first_step = 0) noexcept {
+        sample_result r;
         const logprobs_request& lr = params_.logprobs;
         if (params_.greedy()) {
             float best = 0.f;
@@ -312,9 +334,9 @@ private:
             if (lr.any()) fill_logprob_extras(r, lr, logits, w, true, 0, false, extras_);
             return r;
         }
-        truncate(w, ctx);
+        truncate(w, ctx, first_step);
         w.clear_patch_marks();
-        rng_stream rng = make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::sample);
+        rng_stream rng = make_stream({params_.seed, ctx.sequence, ctx.step}, purpose);
         const set_draw d = draw_from(w, rng, lr.chosen || lr.any());
         if (d.token < 0) return r;
         r.token = d.token;
@@ -327,6 +349,98 @@ private:
         if (lr.any()) fill_logprob_extras(r, lr, logits, w, false, d.row_lse, raw_known, extras_);
         if (!lr.chosen) r.logprob = std::numeric_limits<float>::quiet_NaN();
         return r;
+    }
+
+    /// True when the pipeline is temperature steps only (a draw over the whole row).
+    bool temperature_only() const noexcept {
+        for (const pipeline_entry& e : pipeline_)
+            if (e.user != no_user || e.id != sampling_step::temperature) return false;
+        return true;
+    }
+
+    /// The constrained paths (sampling/constrained.hpp); `row` is the processed row.
+    sample_result run_constrained(std::span<const float> logits, const sample_context& ctx,
+                                  working_set& w, std::span<const float> row,
+                                  detail::constraint_queries& q) noexcept {
+        const logprobs_request& lr = params_.logprobs;
+        const bool exact = params_.constraint_mode == constraint_check::exact;
+        const bool greedy = params_.greedy();
+        if (exact && greedy && !user_steps_) {
+            if (detail::walk_allowed(w, 1, tie_policy::exactly_k, q) == 0)
+                return status_result(none_allowed(row));
+            return finish(logits, ctx, w, rng_purpose::sample);
+        }
+        const pipeline_entry* first = pipeline_.empty() ? nullptr : &pipeline_[0];
+        if (exact && !greedy && first && first->user == no_user &&
+            first->id == sampling_step::top_k) {
+            if (detail::walk_allowed(w, std::size_t(params_.top_k), params_.top_k_ties, q) == 0)
+                return status_result(none_allowed(row));
+            return finish(logits, ctx, w, rng_purpose::sample, 1);
+        }
+        if (exact && !greedy && first && first->user == no_user &&
+            first->id == sampling_step::min_p) {
+            if (detail::walk_allowed(w, 1, tie_policy::exactly_k, q) == 0)
+                return status_result(none_allowed(row));
+            const float t_eff = params_.min_p_mode == min_p_space::logits ? 1.f : w.temperature();
+            const float thr = kernels::min_p_threshold(w.kept().logits()[0], params_.min_p, t_eff);
+            candidates& kept = w.kept();
+            kernels::filter_at_least(row, thr, kept);
+            w.set_kept(false);
+            const token_id* ids = kept.id_storage();
+            w.keep_if([&](std::size_t i) { return q(ids[i]); });
+            if (kept.size() < params_.min_keep)
+                detail::walk_allowed(w, params_.min_keep, tie_policy::exactly_k, q);
+            return finish(logits, ctx, w, rng_purpose::sample, 1);
+        }
+        if (exact && !greedy && temperature_only() && !lr.chosen && !lr.any()) {
+            truncate(w, ctx);
+            rng_stream rng =
+                make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::sample);
+            const std::size_t t = kernels::draw_temperature(row, w.temperature(), rng);
+            if (t == npos) return status_result(sample_status::no_valid_token);
+            if (q(token_id(t))) {
+                sample_result r;
+                r.token = token_id(t);
+                r.status = sample_status::ok;
+                return r;
+            }
+        } else if (!exact) {
+            // llama.cpp's shortcut: the unconstrained pipeline, then a check of its token
+            const sample_result r = finish(logits, ctx, w, rng_purpose::sample);
+            if (r.ok() && q(r.token)) return r;
+            if (r.status != sample_status::ok && r.status != sample_status::no_valid_token)
+                return r;
+        }
+        // the full mask: every valid entry queried, the pipeline on the masked row (a redraw,
+        // after a first draw that was not allowed, uses its own stream)
+        const bool redraw = !exact || temperature_only();
+        const std::span<float> m = masked_copy(logits, row, ctx, w.workspace());
+        std::size_t valid = 0;
+        if (detail::mask_row(m, q, valid) == 0)
+            return status_result(valid > 0 ? sample_status::no_allowed_token
+                                           : sample_status::no_valid_token);
+        working_set wm(std::span<const float>(m.data(), m.size()), w.workspace());
+        return finish(logits, ctx, wm, redraw ? rng_purpose::constraint : rng_purpose::sample);
+    }
+
+    /// A writable copy of the processed row in the workspace (the processors' copy itself when
+    /// they made one; XTC may have written into it, so the processors run again then).
+    std::span<float> masked_copy(std::span<const float> logits, std::span<const float> row,
+                                 const sample_context& ctx, sampling_workspace& ws) noexcept {
+        const std::span<float> copy = ws.row_copy().first(vocab_);
+        if (row.data() != copy.data()) {
+            std::copy(row.begin(), row.end(), copy.begin());
+        } else if (xtc_step::enabled(params_, vocab_)) {
+            std::copy(logits.begin(), logits.end(), copy.begin());
+            procs_.reapply(params_, copy, ctx, ws);
+        }
+        return copy;
+    }
+    /// no_allowed_token when the row has a valid entry, else no_valid_token.
+    static sample_status none_allowed(std::span<const float> row) noexcept {
+        for (float v : row)
+            if (v > -detail::f_inf) return sample_status::no_allowed_token;
+        return sample_status::no_valid_token;
     }
 
     decodekit::distribution distribution_of(std::span<const float> logits,
