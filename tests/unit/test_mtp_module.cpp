@@ -121,8 +121,10 @@ TEST_CASE("mtp_module_proposer chains the modules on their own hidden states", "
         prop.propose(draft_request{ctx, 4, {}, 2}, std::span<const float>(h0).first(5), out);
         CHECK(out.tokens.empty());  // hidden of the wrong size
         prop.propose(draft_request{ctx, 0, {}, 2}, out);
-        CHECK(out.tokens.empty());  // budget 0: only the main call
+        CHECK(out.tokens.empty());  // budget 0
         CHECK(m.mtp_log.empty());
+        CHECK(m.calls == 0);
+        CHECK(out.model_calls == 0);
         toy_model_config bad{.vocab_size = 16, .hidden_size = 6, .mtp_depth = 0};
         DK_IF_EXCEPTIONS(toy_model none(bad);
                          CHECK_THROWS_AS(mtp_module_proposer(none, greedy), config_error);)

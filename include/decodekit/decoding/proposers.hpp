@@ -268,10 +268,10 @@ public:
     /// with one logits_and_hidden call over the context without its last token (slot
     /// options.slot; with the target's slot a caching backend recomputes one position), counted
     /// in out.model_calls, then drafts as above. That extra main forward per round is what an
-    /// engine verifying with logits_and_hidden saves.
+    /// engine verifying with logits_and_hidden saves. Nothing is called when r.max_tokens is 0.
     void propose(const draft_request& r, draft_buffer& out) {
         out.has_distributions = opt_.mode == draft_mode::sample;
-        if (r.context.size() < 2) return;
+        if (r.context.size() < 2 || r.max_tokens == 0) return;
         hidden_row_.resize(hidden_size_);
         const sequence_request req{r.context.first(r.context.size() - 1), 1, opt_.slot};
         model_->logits_and_hidden(std::span<const sequence_request>(&req, 1),
