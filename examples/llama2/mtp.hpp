@@ -31,7 +31,8 @@
 /// rejects such files. The loader rejects (with a message, never reading out of bounds): a file
 /// shorter than the header, a wrong magic or version, shape fields out of range, a size other
 /// than exactly what the shapes imply, a CRC mismatch, non-finite weights, and a dim or vocab
-/// other than the checkpoint's. Errors are values (result<T>), never exceptions.
+/// other than the checkpoint's; load_mtp_module checks the header against the file size before
+/// reading the file. Errors are values (result<T>), never exceptions.
 
 #include "checkpoint.hpp"
 
@@ -41,6 +42,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <optional>
@@ -158,23 +160,24 @@ inline std::uint32_t read_u32(const unsigned char* p) noexcept {
 }
 }  // namespace detail
 
-/// Parses a module file from memory and checks it against the checkpoint configuration `cfg`
-/// (the module's dim and vocab must be the checkpoint's). See the file comment for what fails.
-inline result<mtp_weights> parse_mtp_module(std::span<const unsigned char> bytes,
-                                            const config& cfg) {
-    using R = result<mtp_weights>;
+/// The shapes in the header of a module file of `file_size` bytes whose first bytes are `head`
+/// (at least mtp_header_bytes of them when the file has that many), checked: magic, version,
+/// shape fields, and a file size of exactly what they imply. Reads nothing else.
+inline result<mtp_shape> parse_mtp_header(std::span<const unsigned char> head,
+                                          std::size_t file_size) {
+    using R = result<mtp_shape>;
     const std::string what = "llama2 MTP module: ";
-    if (bytes.size() < mtp_header_bytes + 4)
-        return R::failure(what + "truncated header (" + std::to_string(bytes.size()) +
+    if (file_size < mtp_header_bytes + 4 || head.size() < mtp_header_bytes)
+        return R::failure(what + "truncated header (" + std::to_string(file_size) +
                           " bytes, need at least " + std::to_string(mtp_header_bytes + 4) + ")");
-    if (std::memcmp(bytes.data(), mtp_magic, 8) != 0)
+    if (std::memcmp(head.data(), mtp_magic, 8) != 0)
         return R::failure(what + "bad magic (not a DKMTPMOD file)");
-    const std::uint32_t version = detail::read_u32(bytes.data() + 8);
+    const std::uint32_t version = detail::read_u32(head.data() + 8);
     if (version != mtp_format_version)
         return R::failure(what + "format version " + std::to_string(version) +
                           " is not supported (this loader reads version 1)");
     std::uint32_t f[7];
-    for (int i = 0; i < 7; ++i) f[i] = detail::read_u32(bytes.data() + 12 + 4 * i);
+    for (int i = 0; i < 7; ++i) f[i] = detail::read_u32(head.data() + 12 + 4 * i);
     if (f[4] > 1)
         return R::failure(what + "header field attention = " + std::to_string(f[4]) +
                           ", must be 0 or 1");
@@ -184,11 +187,25 @@ inline result<mtp_weights> parse_mtp_module(std::span<const unsigned char> bytes
     if (auto problem = check_mtp_shape(s)) return R::failure(*problem);
     const mtp_layout lay = layout_of(s);
     const std::size_t expected = mtp_header_bytes + lay.total * 4 + 4;
-    if (bytes.size() != expected)
-        return R::failure(what + (bytes.size() < expected ? "truncated" : "oversized") +
-                          " file: " + std::to_string(bytes.size()) + " bytes, the header implies " +
+    if (file_size != expected)
+        return R::failure(what + (file_size < expected ? "truncated" : "oversized") +
+                          " file: " + std::to_string(file_size) + " bytes, the header implies " +
                           std::to_string(expected) + " (40 + 4 x " + std::to_string(lay.total) +
                           " floats + 4)");
+    return s;
+}
+
+/// Parses a module file from memory and checks it against the checkpoint configuration `cfg`
+/// (the module's dim and vocab must be the checkpoint's). See the file comment for what fails.
+inline result<mtp_weights> parse_mtp_module(std::span<const unsigned char> bytes,
+                                            const config& cfg) {
+    using R = result<mtp_weights>;
+    const std::string what = "llama2 MTP module: ";
+    auto header = parse_mtp_header(bytes, bytes.size());
+    if (!header) return R::failure(header.error());
+    const mtp_shape s = header.value();
+    const mtp_layout lay = layout_of(s);
+    const std::size_t expected = bytes.size();
     const std::uint32_t stored = detail::read_u32(bytes.data() + expected - 4);
     if (detail::crc32(bytes.first(expected - 4)) != stored)
         return R::failure(what + "corrupt file: CRC-32 mismatch");
@@ -216,6 +233,21 @@ inline result<mtp_weights> parse_mtp_module(std::span<const unsigned char> bytes
 /// Loads a module file (read once) for a checkpoint with configuration `cfg`. See
 /// parse_mtp_module().
 inline result<mtp_weights> load_mtp_module(const std::string& path, const config& cfg) {
+    // Check the header against the file size first: a huge or wrong file is rejected unread.
+    {
+        std::FILE* f = std::fopen(path.c_str(), "rb");
+        if (!f) return result<mtp_weights>::failure("cannot open '" + path + "'");
+        unsigned char h[mtp_header_bytes] = {};
+        const std::size_t got = std::fread(h, 1, sizeof h, f);
+        long size = -1;
+        if (std::fseek(f, 0, SEEK_END) == 0) size = std::ftell(f);
+        std::fclose(f);
+        if (size >= 0) {
+            auto header =
+                parse_mtp_header(std::span<const unsigned char>(h, got), std::size_t(size));
+            if (!header) return result<mtp_weights>::failure(header.error() + " ('" + path + "')");
+        }
+    }
     auto bytes = read_file_bytes(path);
     if (!bytes) return result<mtp_weights>::failure(bytes.error());
     auto w = parse_mtp_module(bytes.value(), cfg);

@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -149,6 +150,17 @@ TEST_CASE("llama2 MTP loader accepts valid modules and rejects bad files",
     SECTION("files") {
         auto missing = dk_llama2::load_mtp_module("/nonexistent/mtp.bin", cfg);
         CHECK(has(missing.error(), "cannot open"));
+        // on disk: the header is checked against the file size before the file is read
+        const std::string tmp =
+            (std::filesystem::temp_directory_path() / "dk_test_llama2_mtp_cut.bin").string();
+        REQUIRE(dk_llama2::write_file_bytes(
+            tmp, std::span<const unsigned char>(good.data(), good.size() - 8)));
+        auto cut = dk_llama2::load_mtp_module(tmp, cfg);
+        CHECK(has(cut.error(), "truncated file"));
+        CHECK(has(cut.error(), tmp.c_str()));
+        REQUIRE(dk_llama2::write_file_bytes(tmp, good));
+        CHECK(dk_llama2::load_mtp_module(tmp, cfg).ok());
+        std::filesystem::remove(tmp);
         auto ck = stories260k();
         auto shipped = dk_llama2::load_mtp_module(models + "/stories260K-mtp.bin", ck.cfg);
         INFO(shipped.error());

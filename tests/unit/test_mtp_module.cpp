@@ -125,13 +125,12 @@ TEST_CASE("mtp_module_proposer chains the modules on their own hidden states", "
         CHECK(m.mtp_log.empty());
         CHECK(m.calls == 0);
         CHECK(out.model_calls == 0);
-        toy_model_config bad{.vocab_size = 16, .hidden_size = 6, .mtp_depth = 0};
-        DK_IF_EXCEPTIONS(toy_model none(bad);
+        DK_IF_EXCEPTIONS(toy_model none({.vocab_size = 16, .hidden_size = 6, .mtp_depth = 0});
                          CHECK_THROWS_AS(mtp_module_proposer(none, greedy), config_error);)
     }
     SECTION("a module row with no valid token stops drafting") {
-        // The toy answers NaN rows to invalid requests: a hidden size the proposer checked is
-        // fine, so force NaN logits with a model whose module rejects every depth.
+        // A model claiming more modules than the toy has: the toy answers the depth-2 request
+        // with a NaN row, which has no valid token.
         struct nan_module : toy_model {
             using toy_model::toy_model;
             std::size_t mtp_depth() const noexcept { return 3; }  // more than the toy has
