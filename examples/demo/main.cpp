@@ -31,7 +31,8 @@ struct options {
     float min_p = 0.05f;
     int beams = 4;
     int draft_layer = -1;  // early-exit layer of the speculative self-draft (-1: n_layers - 1)
-    std::string draft = "early-exit";  // speculative proposer: early-exit | ngram
+    std::string draft = "early-exit";  // speculative proposer: early-exit | ngram | mtp
+    std::string mtp;                   // MTP module file (--draft mtp; default: beside the model)
     bool json = false;
 };
 
@@ -55,8 +56,12 @@ void usage(std::FILE* f) {
         "  --min-p P            sampling min-p, 0 = off (default 0.05)\n"
         "  --beams N            beam width (default 4)\n"
         "  --draft-layer L      speculative: early-exit self-draft layer (default n_layers - 1)\n"
-        "  --draft P            speculative proposer: early-exit (default) or ngram (prompt "
+        "  --draft P            speculative proposer: early-exit (default), ngram (prompt "
         "lookup)\n"
+        "                       or mtp (the model's trained MTP module)\n"
+        "  --mtp PATH           MTP module file for --draft mtp (default: <model>-mtp.bin "
+        "beside the\n"
+        "                       model, e.g. stories260K-mtp.bin)\n"
         "  --json               one JSON object per strategy: strategy, text, tokens, stats\n"
         "  --help               this text\n",
         f);
@@ -121,7 +126,9 @@ int parse_args(int argc, char** argv, options& o) {
         else if (a == "--beams")
             ok = parse_int(v, 1, 64, n), o.beams = int(n);
         else if (a == "--draft")
-            ok = (o.draft = v) == "early-exit" || o.draft == "ngram";
+            ok = (o.draft = v) == "early-exit" || o.draft == "ngram" || o.draft == "mtp";
+        else if (a == "--mtp")
+            o.mtp = v;
         else if (a == "--draft-layer")
             ok = parse_int(v, 0, 1 << 10, n), o.draft_layer = int(n);
         else {
@@ -301,10 +308,37 @@ int main(int argc, char** argv) {
             return 1;
         }
         tok.emplace(std::move(t.value()));
+        std::optional<dk_llama2::mtp_weights> module;
+        if (o.draft == "mtp") {  // <model>-mtp.bin beside the model unless --mtp says otherwise
+            std::string mtp_path = o.mtp;
+            if (mtp_path.empty())
+                mtp_path = model_path.substr(
+                               0, model_path.size() - (model_path.ends_with(".bin") ? 4 : 0)) +
+                           "-mtp.bin";
+            auto w = dk_llama2::load_mtp_module(mtp_path, ck->cfg);
+            if (!w) {
+                std::fprintf(stderr, "decodekit-demo: --draft mtp: %s\n", w.error().c_str());
+                return 1;
+            }
+            module.emplace(std::move(w.value()));
+        }
         model.emplace(std::move(ck.value()));
+        if (module) {
+            if (auto why = model->set_mtp_module(std::move(*module))) {
+                std::fprintf(stderr, "decodekit-demo: --draft mtp: %s\n", why->c_str());
+                return 1;
+            }
+        }
         char resolved[4096];
         model_name = ::realpath(model_path.c_str(), resolved) ? std::string(resolved) : model_path;
     } else {
+        if (o.draft == "mtp") {
+            std::fprintf(stderr,
+                         "decodekit-demo: --draft mtp needs a model with a trained MTP module "
+                         "(stories260K.bin + stories260K-mtp.bin); none found in %s\n",
+                         dk_llama2::default_models_dir().c_str());
+            return 1;
+        }
         std::fprintf(info,
                      "decodekit-demo: no model found (looked for stories260K.bin in %s; pass "
                      "--model PATH or set DECODEKIT_MODELS_DIR). Using a small random-weight "
@@ -453,6 +487,15 @@ int main(int argc, char** argv) {
                     dk::ngram_proposer draft{.min_n = 1, .max_n = 3};
                     res = dk::speculative_decode(m, draft, prompt, spp, greedy_proc);
                     std::snprintf(what, sizeof what, "n-gram prompt lookup (n = 3..1)");
+                } else if (o.draft == "mtp") {
+                    // The trained MTP module (examples/llama2/mtp.hpp). speculative_decode
+                    // verifies with logits only, so each round's proposer first recomputes the
+                    // main model's hidden state at the last verified position (one cached token
+                    // forward, counted in the draft calls).
+                    dk::mtp_module_proposer<dk_llama2::model> draft(m, greedy_proc);
+                    res = dk::speculative_decode(m, draft, prompt, spp, greedy_proc);
+                    std::snprintf(what, sizeof what, "MTP module (%zu modules, chained)",
+                                  m.mtp_depth());
                 } else {
                     dk::early_exit_proposer<dk_llama2::model> draft(m, layer, greedy_proc);
                     res = dk::speculative_decode(m, draft, prompt, spp, greedy_proc);

@@ -14,6 +14,10 @@
 ///                       logits for t+1+h given the sequence plus the argmax tokens of heads
 ///                       0..h-1, each costing one extra cached token forward (a stand-in for
 ///                       real MTP heads, so MTP drafting can be exercised end to end).
+///   mtp_module_model    mtp_depth(), mtp_logits(requests, logits_out, hidden_out): a sequential
+///                       MTP module chain attached with set_mtp_module() (mtp.hpp: the trained
+///                       examples/models/stories260K-mtp.bin). Without one, mtp_depth() is 0 and
+///                       every mtp_logits row is NaN with last_error() set.
 ///
 /// KV cache: a pool of physical caches (tokens + K/V rows, channel-major so attention is SIMD
 /// over positions); each logical slot maps to one. Per call, each request first finds the longest
@@ -33,6 +37,7 @@
 /// not read out of bounds: their output rows are filled with NaN and last_error() says why.
 
 #include "checkpoint.hpp"
+#include "mtp.hpp"
 
 // The umbrella only (model concepts, kernels::softmax, the simd layer), so the backend also builds
 // against the single header.
@@ -42,6 +47,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -135,9 +141,10 @@ struct model_options {
 
 /// Counters for statistics and tests.
 struct model_counters {
-    std::uint64_t calls = 0;  ///< logits/logits_and_hidden/layer_logits/head_logits calls
+    std::uint64_t calls = 0;  ///< logits/logits_and_hidden/layer_logits/head_logits/mtp calls
     std::uint64_t tokens_forwarded = 0;  ///< token forwards computed (cache misses)
     std::uint64_t tokens_reused = 0;     ///< positions served from a cache
+    std::uint64_t mtp_rows = 0;          ///< MTP module steps computed (mtp_logits rows)
 };
 
 /// The llama2.c transformer. Template on the xsimd architecture of its matmuls and attention.
@@ -227,6 +234,35 @@ public:
             }
         }
         counters_.calls = calls;
+    }
+
+    /// Modules of the attached MTP chain (0: none attached).
+    std::size_t mtp_depth() const noexcept { return mtp_ ? mtp_->depth() : 0; }
+
+    /// One MTP module step per request (decodekit's mtp_module_model; mtp.hpp's
+    /// run_mtp_logits: invalid requests and calls without a module get NaN rows and
+    /// last_error()). The module is stateless: position and slot are only range-checked.
+    void mtp_logits(std::span<const dk::mtp_request> requests, std::span<float> logits_out,
+                    std::span<float> hidden_out) {
+        ++counters_.calls;
+        error_ = run_mtp_logits(mtp_ ? &*mtp_ : nullptr, ck_, requests, logits_out, hidden_out,
+                                opt_.max_slots, max_sequence_length(), counters_.mtp_rows);
+    }
+
+    /// Attaches an MTP module chain (load_mtp_module / parse_mtp_module), replacing any previous
+    /// one. Returns why not (the previous module is kept) when its dim or vocab is not the
+    /// checkpoint's or its blocks have attention; nullopt when attached.
+    std::optional<std::string> set_mtp_module(mtp_weights w) {
+        const mtp_shape& s = w.shape;
+        if (check_mtp_shape(s) || s.dim != ck_.cfg.dim || s.vocab != ck_.cfg.vocab_size ||
+            s.attention || w.data.size() != layout_of(s).total)
+            return "set_mtp_module: the module does not fit this checkpoint (dim " +
+                   std::to_string(s.dim) + ", vocab " + std::to_string(s.vocab) +
+                   (s.attention ? ", attention" : "") + "; checkpoint dim " +
+                   std::to_string(ck_.cfg.dim) + ", vocab " + std::to_string(ck_.cfg.vocab_size) +
+                   ")";
+        mtp_.emplace(std::move(w));
+        return std::nullopt;
     }
 
     // --- extras ------------------------------------------------------------------------------
@@ -559,6 +595,7 @@ private:
 
     checkpoint ck_;
     model_options opt_;
+    std::optional<mtp_module<A>> mtp_;
     std::vector<kv_cache> caches_;
     std::vector<plan> plans_;
     std::vector<std::size_t> order_;
@@ -577,5 +614,6 @@ static_assert(dk::language_model<model>);
 static_assert(dk::hidden_state_model<model>);
 static_assert(dk::layer_logits_model<model>);
 static_assert(dk::multi_token_model<model>);
+static_assert(dk::mtp_module_model<model>);
 
 }  // namespace dk_llama2

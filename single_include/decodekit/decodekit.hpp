@@ -1940,9 +1940,12 @@ concept layer_logits_model = language_model<M> &&
     m.layer_logits(requests, layers, out);
 };
 
-/// Extra prediction heads (multi-token prediction): from one forward over each sequence, logits
+/// Extra prediction heads, Medusa style (multi-token prediction): from one forward over each
+/// sequence, logits
 /// for the next num_heads() positions of its last position: head 0 predicts t+1 (the ordinary
-/// next token), head h predicts t+1+h given the sequence only. Rows ordered [request][head].
+/// next token), head h predicts t+1+h given the sequence only (heads in parallel, none sees the
+/// tokens drafted before it). Rows ordered [request][head]. For sequential modules see
+/// mtp_module_model.
 /// Each request must have n_last == 1.
 template <class M>
 concept multi_token_model = language_model<M> &&
@@ -1950,6 +1953,59 @@ concept multi_token_model = language_model<M> &&
     { cm.num_heads() } -> std::convertible_to<std::size_t>;
     m.head_logits(requests, out);
 };
+
+/// One step of a sequential multi-token-prediction module for one sequence (mtp_module_model).
+/// Module k at position i reads `hidden` (h(k-1, i): depth k-1's state at position i) and the
+/// token t(i+k), and predicts t(i+k+1).
+struct mtp_request {
+    std::span<const float> hidden;  ///< hidden_size() floats: h(depth - 1, i)
+    token_id token = 0;             ///< t(i + depth): the token after position i + depth - 1
+    std::size_t depth = 1;          ///< the module, in [1, mtp_depth()]
+    std::size_t position = 0;       ///< position of `token` in the sequence: i + depth
+    std::uint32_t slot = 0;         ///< the sequence's slot (for modules with per-sequence state)
+};
+
+/// Sequential multi-token-prediction modules (DeepSeek-V3 style): a chain of mtp_depth() small
+/// modules beside the main model, module k predicting the token k + 1 positions ahead from the
+/// previous depth's hidden state and the token in between. Drafting k tokens after a verified
+/// position costs the main forward that verified it plus k module calls.
+///
+/// ## The contract (for backend authors)
+///   - Depth 0 is the main model: h(0, i) is the hidden state logits_and_hidden() returns for
+///     position i (the final-normed state fed to the output head), from the same forward whose
+///     logits verified t(i+1). So after a round that verified up to position i and emitted
+///     t(i+1), module 1 takes h(0, i) and t(i+1) and drafts t(i+2); no extra main forward.
+///   - mtp_logits(requests, logits_out, hidden_out) runs one module step per request (requests
+///     are independent; one call may serve many sequences and mix depths). Row r of logits_out
+///     (vocab_size() floats) is module requests[r].depth's next-token logits; row r of
+///     hidden_out (hidden_size() floats) is h(depth, i), the input of depth + 1. hidden_out may
+///     be empty (no state wanted). Both hold requests.size() rows.
+///   - Chaining: drafting token j (1-based) after position i uses module min(j, mtp_depth())
+///     with the hidden state the previous step returned (j = 1: h(0, i)); beyond mtp_depth()
+///     the last module is reused on its own output (see mtp_module_for()).
+///   - Per-sequence state: a module whose block attends to earlier positions keeps, per slot and
+///     depth, state over every verified position; `position` places `token`, and a request at a
+///     position at or before one already seen is a cut-back after rejected drafts: the module
+///     drops its state from there (model.hpp's sequence contract, applied to the module). A
+///     stateless module (its output a function of hidden, token and depth only) ignores
+///     position and slot, so a cut-back needs nothing. The backend documents which it is.
+///   - Invalid requests (hidden of the wrong size, token out of range, depth outside
+///     [1, mtp_depth()]) must not read out of bounds; what their rows hold is the backend's
+///     documented choice (the reference backend: NaN rows and last_error()).
+/// mtp_depth() == 0 means no module is available: every request is invalid.
+template <class M>
+concept mtp_module_model = hidden_state_model<M> &&
+    requires(M& m, const M& cm, std::span<const mtp_request> requests, std::span<float> logits_out,
+             std::span<float> hidden_out) {
+    { cm.mtp_depth() } -> std::convertible_to<std::size_t>;
+    m.mtp_logits(requests, logits_out, hidden_out);
+};
+
+/// The module that drafts token `j` (1-based) of a chain on a model with `mtp_depth` modules:
+/// min(j, mtp_depth) (0 when j or mtp_depth is 0).
+constexpr std::size_t mtp_module_for(std::size_t j, std::size_t mtp_depth) noexcept {
+    return j < mtp_depth ? j : mtp_depth;
+}
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/model.hpp
@@ -7052,6 +7108,9 @@ DECODEKIT_END_NAMESPACE
 ///   - mtp_proposer: multi-token-prediction heads (multi_token_model): heads_per_call heads of
 ///     one forward draft that many tokens (head h predicts t+1+h), chained on its own output when
 ///     the round wants more (heads_per_call = 1: one head chained token by token);
+///   - mtp_module_proposer: sequential MTP modules (mtp_module_model, DeepSeek-V3 style): the
+///     main model's hidden state at the last verified position and k module steps draft k
+///     tokens, module min(j, mtp_depth()) drafting token j;
 ///   - ngram_proposer: prompt lookup, copying the continuation of the most recent earlier
 ///     occurrence of the context's suffix (n from max_n down to min_n); one-hot proposals.
 /// A proposer's draft distribution q is the processed distribution actually sampled from (pass the
@@ -8267,6 +8326,77 @@ private:
     draft_options opt_;
     std::size_t heads_, per_call_;
     std::vector<float> rows_;
+    std::vector<token_id> ext_;
+};
+
+/// Sequential multi-token prediction (mtp_module_model): drafts token j of a round with module
+/// mtp_module_for(j, mtp_depth()), from the hidden state the previous step returned (j = 1: the
+/// main model's h(0, i) at the position i before the context's last token) and the token before
+/// the drafted one; one mtp_logits call per draft token. The module's own state, if any, follows
+/// `position` (model.hpp); the proposer keeps none between rounds.
+template <mtp_module_model Model, distribution_processing Processing = basic_processing>
+class mtp_module_proposer {
+public:
+    /// \pre model.mtp_depth() >= 1 (raises otherwise)
+    mtp_module_proposer(Model& model, Processing processing = {},
+                        draft_options options = {.slot = 0})
+        : model_(&model),
+          proc_(std::move(processing)),
+          opt_(options),
+          depth_(std::size_t(model.mtp_depth())),
+          hidden_size_(std::size_t(model.hidden_size())),
+          row_(std::size_t(model.vocab_size())) {
+        if (depth_ == 0)
+            raise("mtp_module_proposer: the model has no MTP module (mtp_depth() == 0)");
+    }
+
+    std::size_t vocab_size() const { return std::size_t(model_->vocab_size()); }
+
+    /// Drafts up to r.max_tokens tokens from `hidden` = h(0, i), i = r.context.size() - 2: the
+    /// main model's hidden state at the position before the context's last token, as the forward
+    /// that verified (or prefilled) that token returned it from logits_and_hidden. This is the
+    /// entry of a loop that verifies with logits_and_hidden: a round then costs no main forward
+    /// beyond the verification. Proposes nothing when r.context has fewer than 2 tokens or
+    /// hidden.size() != hidden_size().
+    void propose(const draft_request& r, std::span<const float> hidden, draft_buffer& out) {
+        out.has_distributions = opt_.mode == draft_mode::sample;
+        if (r.context.size() < 2 || hidden.size() != hidden_size_) return;
+        ext_.assign(r.context.begin(), r.context.end());
+        h_.assign(hidden.begin(), hidden.end());
+        next_h_.resize(hidden_size_);
+        for (std::size_t j = 1; out.tokens.size() < r.max_tokens; ++j) {
+            const mtp_request q{std::span<const float>(h_), ext_.back(), mtp_module_for(j, depth_),
+                                ext_.size() - 1, opt_.slot};
+            model_->mtp_logits(std::span<const mtp_request>(&q, 1), std::span<float>(row_),
+                               std::span<float>(next_h_));
+            ++out.model_calls;
+            if (!detail::draft_one(std::span<const float>(row_), r, out, proc_, opt_, ext_)) break;
+            h_.swap(next_h_);
+        }
+    }
+
+    /// speculative_decode's entry (its loop verifies with logits only): first computes h(0, i)
+    /// with one logits_and_hidden call over the context without its last token (slot
+    /// options.slot; with the target's slot a caching backend recomputes one position), counted
+    /// in out.model_calls, then drafts as above. That extra main forward per round is what an
+    /// engine verifying with logits_and_hidden saves. Nothing is called when r.max_tokens is 0.
+    void propose(const draft_request& r, draft_buffer& out) {
+        out.has_distributions = opt_.mode == draft_mode::sample;
+        if (r.context.size() < 2 || r.max_tokens == 0) return;
+        hidden_row_.resize(hidden_size_);
+        const sequence_request req{r.context.first(r.context.size() - 1), 1, opt_.slot};
+        model_->logits_and_hidden(std::span<const sequence_request>(&req, 1),
+                                  std::span<float>(row_), std::span<float>(hidden_row_));
+        ++out.model_calls;
+        propose(r, std::span<const float>(hidden_row_), out);
+    }
+
+private:
+    Model* model_;
+    Processing proc_;
+    draft_options opt_;
+    std::size_t depth_, hidden_size_;
+    std::vector<float> row_, h_, next_h_, hidden_row_;
     std::vector<token_id> ext_;
 };
 

@@ -8,6 +8,9 @@
 ///   - mtp_proposer: multi-token-prediction heads (multi_token_model): heads_per_call heads of
 ///     one forward draft that many tokens (head h predicts t+1+h), chained on its own output when
 ///     the round wants more (heads_per_call = 1: one head chained token by token);
+///   - mtp_module_proposer: sequential MTP modules (mtp_module_model, DeepSeek-V3 style): the
+///     main model's hidden state at the last verified position and k module steps draft k
+///     tokens, module min(j, mtp_depth()) drafting token j;
 ///   - ngram_proposer: prompt lookup, copying the continuation of the most recent earlier
 ///     occurrence of the context's suffix (n from max_n down to min_n); one-hot proposals.
 /// A proposer's draft distribution q is the processed distribution actually sampled from (pass the
@@ -212,6 +215,77 @@ private:
     draft_options opt_;
     std::size_t heads_, per_call_;
     std::vector<float> rows_;
+    std::vector<token_id> ext_;
+};
+
+/// Sequential multi-token prediction (mtp_module_model): drafts token j of a round with module
+/// mtp_module_for(j, mtp_depth()), from the hidden state the previous step returned (j = 1: the
+/// main model's h(0, i) at the position i before the context's last token) and the token before
+/// the drafted one; one mtp_logits call per draft token. The module's own state, if any, follows
+/// `position` (model.hpp); the proposer keeps none between rounds.
+template <mtp_module_model Model, distribution_processing Processing = basic_processing>
+class mtp_module_proposer {
+public:
+    /// \pre model.mtp_depth() >= 1 (raises otherwise)
+    mtp_module_proposer(Model& model, Processing processing = {},
+                        draft_options options = {.slot = 0})
+        : model_(&model),
+          proc_(std::move(processing)),
+          opt_(options),
+          depth_(std::size_t(model.mtp_depth())),
+          hidden_size_(std::size_t(model.hidden_size())),
+          row_(std::size_t(model.vocab_size())) {
+        if (depth_ == 0)
+            raise("mtp_module_proposer: the model has no MTP module (mtp_depth() == 0)");
+    }
+
+    std::size_t vocab_size() const { return std::size_t(model_->vocab_size()); }
+
+    /// Drafts up to r.max_tokens tokens from `hidden` = h(0, i), i = r.context.size() - 2: the
+    /// main model's hidden state at the position before the context's last token, as the forward
+    /// that verified (or prefilled) that token returned it from logits_and_hidden. This is the
+    /// entry of a loop that verifies with logits_and_hidden: a round then costs no main forward
+    /// beyond the verification. Proposes nothing when r.context has fewer than 2 tokens or
+    /// hidden.size() != hidden_size().
+    void propose(const draft_request& r, std::span<const float> hidden, draft_buffer& out) {
+        out.has_distributions = opt_.mode == draft_mode::sample;
+        if (r.context.size() < 2 || hidden.size() != hidden_size_) return;
+        ext_.assign(r.context.begin(), r.context.end());
+        h_.assign(hidden.begin(), hidden.end());
+        next_h_.resize(hidden_size_);
+        for (std::size_t j = 1; out.tokens.size() < r.max_tokens; ++j) {
+            const mtp_request q{std::span<const float>(h_), ext_.back(), mtp_module_for(j, depth_),
+                                ext_.size() - 1, opt_.slot};
+            model_->mtp_logits(std::span<const mtp_request>(&q, 1), std::span<float>(row_),
+                               std::span<float>(next_h_));
+            ++out.model_calls;
+            if (!detail::draft_one(std::span<const float>(row_), r, out, proc_, opt_, ext_)) break;
+            h_.swap(next_h_);
+        }
+    }
+
+    /// speculative_decode's entry (its loop verifies with logits only): first computes h(0, i)
+    /// with one logits_and_hidden call over the context without its last token (slot
+    /// options.slot; with the target's slot a caching backend recomputes one position), counted
+    /// in out.model_calls, then drafts as above. That extra main forward per round is what an
+    /// engine verifying with logits_and_hidden saves. Nothing is called when r.max_tokens is 0.
+    void propose(const draft_request& r, draft_buffer& out) {
+        out.has_distributions = opt_.mode == draft_mode::sample;
+        if (r.context.size() < 2 || r.max_tokens == 0) return;
+        hidden_row_.resize(hidden_size_);
+        const sequence_request req{r.context.first(r.context.size() - 1), 1, opt_.slot};
+        model_->logits_and_hidden(std::span<const sequence_request>(&req, 1),
+                                  std::span<float>(row_), std::span<float>(hidden_row_));
+        ++out.model_calls;
+        propose(r, std::span<const float>(hidden_row_), out);
+    }
+
+private:
+    Model* model_;
+    Processing proc_;
+    draft_options opt_;
+    std::size_t depth_, hidden_size_;
+    std::vector<float> row_, h_, next_h_, hidden_row_;
     std::vector<token_id> ext_;
 };
 
