@@ -15,8 +15,9 @@
 ///                    penalty_last_n = 64); last_n = 0 is an empty window (no effect);
 ///   output_only   -- the generated part, history[prompt_length:] (vLLM's frequency/presence).
 /// vLLM = {repetition_scope = whole_history, frequency_scope = output_only}.
-/// Special values: NaN logits stay NaN, -inf stays -inf, +inf stays +inf (theta > 0 and finite
-/// penalties cannot change them). Token ids outside [0, V) in the history are ignored, where V is
+/// Special values: NaN logits stay NaN, -inf stays -inf, +inf stays +inf, whatever the penalties
+/// (also when count * frequency overflows float); a finite logit whose penalty overflows float
+/// becomes +-inf. Token ids outside [0, V) in the history are ignored, where V is
 /// min(logits.size(), workspace vocabulary size).
 /// Statefulness: none; the caller passes the history (prompt + generated, oldest first) each call.
 
@@ -105,6 +106,12 @@ inline std::span<const token_id> penalty_window(std::span<const token_id> histor
             return history;
     }
 }
+
+/// The frequency/presence penalty of a token seen `count` times (count > 0): infinite and NaN
+/// logits are left as they are (an overflowing count * af would turn -inf into NaN).
+inline void frequency_penalize(float& x, std::uint32_t count, float af, float ap) noexcept {
+    if (std::isfinite(x)) x -= static_cast<float>(count) * af + ap;
+}
 }  // namespace detail
 
 /// Applies the repetition, then the frequency/presence penalties to `logits` in place.
@@ -141,8 +148,7 @@ inline void apply_penalties(std::span<float> logits, std::span<const token_id> h
             if (valid(t)) ++counts[t];
         for (token_id t : w) {
             if (!valid(t) || counts[t] == 0) continue;
-            float& x = logits[static_cast<std::size_t>(t)];
-            x -= static_cast<float>(counts[t]) * af + ap;
+            detail::frequency_penalize(logits[static_cast<std::size_t>(t)], counts[t], af, ap);
             counts[t] = 0;
         }
     }
