@@ -1,11 +1,11 @@
-// The stateful built-in processors as processor-concept types (processors/processor.hpp), driven
-// through a history_tracker exactly as a pipeline drives them (sync, then reset or cut_back +
-// append, then apply): each equals its free function on the same history after every kind of
-// history change (append one or several tokens, cut back, replace, deep cut-back, rewrite, prompt
-// change, reset, fork then diverge), for every penalty scope and window, on random histories; the
-// incremental counts and n-gram index equal a recount; touched() covers every id apply() changes
-// and apply() reads no other (NaN sentinels); and the per-call work (counted operations, not time)
-// does not grow with the history length.
+// The built-in processors as processor-concept types (processors/processor.hpp), driven through a
+// history_tracker exactly as a pipeline drives them (sync, then reset or cut_back + append, then
+// apply): each equals its free function on the same history after every kind of history change
+// (append one or several tokens, cut back, replace, deep cut-back, rewrite, prompt change, reset,
+// fork then diverge), for every penalty scope and window, on random histories; the incremental
+// counts and n-gram index equal a recount; touched() covers every id apply() changes and apply()
+// reads no other (NaN sentinels); Hugging Face's banned-words/EOS rule; and the per-call work
+// (counted operations, not time) does not grow with the history length.
 #include "dk_test.hpp"
 
 #include <algorithm>
@@ -374,6 +374,141 @@ TEST_CASE("no_repeat_ngram_processor equals apply_no_repeat_ngram after every hi
         [](const no_repeat_ngram_processor&, const processor_context&) {}, seed, 50);
 }
 
+TEST_CASE("dry_processor equals apply_dry with the same window", "[processors][state][dry]") {
+    std::uint64_t seed = 200;
+    for (std::size_t last_n : {0, 10}) {
+        for (std::size_t max_history : {0, 16}) {
+            dry_params p{.multiplier = 0.8f,
+                         .base = 1.75f,
+                         .allowed_length = 2,
+                         .penalty_last_n = last_n,
+                         .sequence_breakers = {3, -1},
+                         .sequence_breaker_sequences = {{4, 5}, {}}};
+            INFO("last_n " << last_n << ", max_history " << max_history);
+            auto ref = [p, max_history](std::span<float> x, const processor_context& c) {
+                dry_workspace ws(x.size(), max_history);
+                apply_dry(x, c.history, p, ws);
+            };
+            walk_against(
+                dry_processor(p, max_history), ref,
+                [](const dry_processor&, const processor_context&) {}, seed++, 300);
+        }
+    }
+    // the thread's workspace grows with the vocabulary: a larger row after a smaller one
+    dry_params p{.multiplier = 1.f};
+    const dry_processor q(p);
+    std::vector<token_id> h{1, 2, 3, 1, 2, 3, 1, 2};
+    for (std::size_t v : {8, 5000, 16}) {
+        std::vector<float> x(v, 1.f), y(v, 1.f);
+        q.apply(x, {.history = h, .vocab_size = v});
+        dry_workspace ws(v);
+        apply_dry(y, h, p, ws);
+        CHECK(x == y);
+        CHECK(x[3] < 1.f);
+    }
+}
+
+TEST_CASE("banned_sequences_processor: Hugging Face's rule, EOS is never banned by a word list",
+          "[processors][state][ngram]") {
+    // HF's own case: vocabulary 5, EOS 4, bad words [[1], [4], [1, 0], [0, 1, 2], [1, 3, 1, 3]].
+    const std::vector<std::vector<token_id>> words{{1}, {4}, {1, 0}, {0, 1, 2}, {1, 3, 1, 3}};
+    const std::vector<token_id> eos{4};
+    const banned_sequences_processor q(words, eos);
+    auto bans = [&](std::vector<token_id> h, const auto& proc) {
+        std::vector<float> x(5, 0.f);
+        proc.apply(x, {.history = h, .vocab_size = 5});
+        std::vector<bool> b;
+        for (float v : x) b.push_back(v == -inf);
+        return b;
+    };
+    CHECK(bans({0, 1, 3, 1}, q) == std::vector<bool>{true, true, false, true, false});
+    CHECK(bans({0, 1, 0, 1}, q) == std::vector<bool>{true, true, true, false, false});
+    // HF's edge case: a list holding only [EOS] changes nothing
+    const banned_sequences_processor only_eos({{4}}, eos);
+    CHECK(bans({0, 1, 0, 1}, only_eos) == std::vector<bool>(5, false));
+    CHECK(only_eos.single_tokens().empty());
+    // negative control: without EOS ids (or with the free function) [4] is banned
+    const banned_sequences_processor no_eos(std::vector<std::vector<token_id>>{{4}});
+    CHECK(bans({0, 1, 0, 1}, no_eos) == std::vector<bool>{false, false, false, false, true});
+    std::vector<float> x(5, 0.f);
+    apply_banned_sequences(x, std::vector<token_id>{0}, words);
+    CHECK(x[4] == -inf);
+    // only one-token sequences are dropped: a longer sequence ending in EOS still bans it
+    const banned_sequences_processor longer({{2, 4}}, eos);
+    CHECK(bans({0, 2}, longer) == std::vector<bool>{false, false, false, false, true});
+    // banned_tokens stays a deliberate ban that may include EOS
+    const banned_tokens_processor deliberate({4});
+    CHECK(bans({0}, deliberate) == std::vector<bool>{false, false, false, false, true});
+}
+
+TEST_CASE("banned_sequences_processor equals the free function on the kept sequences",
+          "[processors][state][ngram]") {
+    const std::vector<std::vector<token_id>> seqs{{1},       {5},     {2, 3}, {3, 3, 1},       {},
+                                                  {0, 2},    {-1, 4}, {5, 5}, {1, 2, 3, 4, 5}, {40},
+                                                  {2, 1, 40}};
+    const std::vector<token_id> eos{5, 9};
+    std::vector<std::vector<token_id>> kept;
+    for (const auto& s : seqs)
+        if (!(s.size() == 1 && (s[0] == 5 || s[0] == 9))) kept.push_back(s);
+    auto ref = [kept](std::span<float> x, const processor_context& c) {
+        apply_banned_sequences(x, c.history, kept);
+    };
+    walk_against(
+        banned_sequences_processor(seqs, eos), ref,
+        [](const banned_sequences_processor&, const processor_context&) {}, 300, 300);
+}
+
+TEST_CASE("stateless list processors equal their free functions", "[processors][state]") {
+    const std::vector<token_id> list{3, 0, 3, -2, 40, 17, std::numeric_limits<token_id>::min()};
+    auto nothing = [](const auto&, const processor_context&) {};
+    SECTION("banned tokens") {
+        walk_against(
+            banned_tokens_processor(list),
+            [&](std::span<float> x, const processor_context&) { apply_banned_tokens(x, list); },
+            nothing, 400, 100);
+    }
+    SECTION("allowed tokens (dense: no touched())") {
+        static_assert(!sparse_logits_processor<allowed_tokens_processor>);
+        walk_against(
+            allowed_tokens_processor(list),
+            [&](std::span<float> x, const processor_context&) { apply_allowed_tokens(x, list); },
+            nothing, 401, 100);
+    }
+    SECTION("logit bias") {
+        const std::vector<logit_bias> b{{1, 2.f}, {1, -0.5f}, {7, -inf}, {-3, 1.f}, {45, 1.f}};
+        walk_against(
+            logit_bias_processor(b),
+            [&](std::span<float> x, const processor_context&) { apply_logit_bias(x, b); }, nothing,
+            402, 100);
+    }
+    SECTION("min length: EOS banned and declared only while generated < min_new_tokens") {
+        const std::vector<token_id> eos{2, 39, 40};
+        walk_against(
+            min_length_processor(6, eos),
+            [&](std::span<float> x, const processor_context& c) {
+                apply_min_length(x, c.generated(), 6, eos);
+            },
+            [&](const min_length_processor& q, const processor_context& c) {
+                const auto m = declared(q, c);
+                CHECK(bool(m[2]) == (c.generated() < 6));
+            },
+            403, 200);
+    }
+}
+
+TEST_CASE("processors reject bad configuration naming the field", "[processors][state]") {
+    DK_IF_EXCEPTIONS(CHECK_THROWS_WITH(penalties_processor({.repetition = 0.f}),
+                                       "penalty_params.repetition must be finite and > 0, got 0"));
+    DK_IF_EXCEPTIONS(CHECK_THROWS_WITH(penalties_processor({.frequency = qnan}),
+                                       "penalty_params.frequency must be finite, got nan"));
+    DK_IF_EXCEPTIONS(CHECK_THROWS_WITH(dry_processor({.multiplier = 1.f, .base = 0.5f}),
+                                       "dry_params.base must be finite and >= 1, got 0.5"));
+    DK_IF_EXCEPTIONS(
+        CHECK_THROWS_WITH(logit_bias_processor({{1, 1.f}, {2, qnan}}),
+                          "logit_bias_processor: biases[1].bias must be not NaN, got nan"));
+    CHECK(penalties_processor({}).repetition_counts() == nullptr);  // defaults: disabled
+}
+
 TEST_CASE("processors driven without their hooks stay exact (safety net)", "[processors][state]") {
     // A caller that never reports changes (or reports wrong sizes): apply() rebuilds when the
     // history length is not the one its state belongs to; touched() then declares a superset.
@@ -485,4 +620,59 @@ TEST_CASE("per-call work does not grow with the history (100000 tokens, counted 
         INFO("ops per call: " << a << " at 300, " << b << " at 100000");
         CHECK(b <= 1.5 * a);
     }
+    SECTION("DRY declares its window only") {
+        const dry_processor q({.multiplier = 0.8f, .penalty_last_n = 256});
+        std::vector<token_id> h(big);
+        for (std::size_t i = 0; i < big; ++i) h[i] = token_id(i % 300);
+        const processor_context c{.history = h, .vocab_size = v};
+        std::size_t n = 0;
+        token_sink count([](void* k, token_id) noexcept { ++*static_cast<std::size_t*>(k); }, &n);
+        q.touched(c, count);
+        CHECK(n == 256);
+    }
+}
+
+TEST_CASE("any_processor carries the built-in processors and their state", "[processors][state]") {
+    std::vector<any_processor> ps{penalties_processor({.repetition = 2.f}),
+                                  no_repeat_ngram_processor(2),
+                                  dry_processor({.multiplier = 1.f}),
+                                  banned_sequences_processor({{1, 2}}, std::vector<token_id>{}),
+                                  allowed_tokens_processor({0, 1, 2, 3}),
+                                  banned_tokens_processor({0}),
+                                  logit_bias_processor({{1, 1.f}}),
+                                  min_length_processor(1, {3})};
+    CHECK(ps[0].follows_history());
+    CHECK(ps[1].follows_history());
+    CHECK_FALSE(ps[2].follows_history());
+    CHECK_FALSE(ps[4].sparse());
+    CHECK(ps[5].sparse());
+    history_tracker t;
+    std::vector<token_id> h{2, 1};
+    auto step = [&](std::vector<any_processor>& list) {
+        const processor_context c{.history = h, .prompt_length = 2, .vocab_size = 5};
+        const history_change ch = t.sync(h);
+        std::vector<float> x(5, 1.f);
+        for (any_processor& p : list) {
+            if (p.follows_history()) {
+                if (ch.rebuild) {
+                    p.reset(c);
+                } else {
+                    p.cut_back(ch.keep, ch.removed, c);
+                    p.append(ch.added, c);
+                }
+            }
+            p.apply(x, c);
+        }
+        return x;
+    };
+    // history {2, 1}, all prompt: allowed {0..3} bans 4, banned 0, bias +1 on 1, EOS 3 banned
+    // (nothing generated), 1 and 2 repeated (x / 2); no bigram starts with the tail 1; the
+    // banned sequence (1, 2) bans 2 after the tail 1; DRY needs more than 2 tokens.
+    const std::vector<float> x = step(ps);
+    CHECK(x[0] == -inf);
+    CHECK(x[1] == 1.5f);  // 1 / 2 (penalties come first in this list), then + 1
+    CHECK(x[2] == -inf);
+    CHECK(x[3] == -inf);
+    CHECK(x[4] == -inf);
+    CHECK(ps[0].get<penalties_processor>()->repetition_counts()->size() == 2);
 }

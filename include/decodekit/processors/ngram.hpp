@@ -13,6 +13,9 @@
 ///       of the history's n-grams (processors/ngram_index.hpp; n = 1: the counts of the seen
 ///       tokens) updated by the history hooks, O(n) per token added or removed; apply() and
 ///       touched() cost O(n) plus O(n) per token banned, whatever the history length.
+///   banned_sequences_processor -- stateless; O(total sequence length) per call; with Hugging
+///       Face's rule that a one-token sequence equal to an EOS id is not banned (a word list
+///       cannot forbid ending; banned_tokens_processor can).
 
 #include <decodekit/config.hpp>
 #include <decodekit/processors/ngram_index.hpp>
@@ -20,10 +23,13 @@
 #include <decodekit/processors/token_counts.hpp>
 #include <decodekit/types.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <span>
+#include <utility>
 #include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -178,6 +184,49 @@ private:
     bool built_ = false;
     std::size_t len_ = 0;  // history length the index belongs to
     mutable std::uint64_t ops_ = 0;
+};
+
+/// apply_banned_sequences as a processor, with Hugging Face's EOS rule: a one-token sequence
+/// equal to one of `eos_ids` is dropped (bad_words_ids never forbids ending). Empty sequences are
+/// ignored. Stateless; sparse: touched() declares the last token of every kept sequence. The
+/// lists are shared between copies (a copy is O(1)). O(total sequence length) per call.
+class banned_sequences_processor {
+public:
+    explicit banned_sequences_processor(std::vector<std::vector<token_id>> sequences,
+                                        std::span<const token_id> eos_ids = {}) {
+        auto l = std::make_shared<lists>();
+        for (std::vector<token_id>& s : sequences) {
+            if (s.empty()) continue;
+            if (s.size() == 1) {
+                if (std::find(eos_ids.begin(), eos_ids.end(), s[0]) == eos_ids.end())
+                    l->singles.push_back(s[0]);
+            } else {
+                l->longer.push_back(std::move(s));
+            }
+        }
+        l_ = std::move(l);
+    }
+
+    /// The one-token sequences kept (banned whatever the history).
+    std::span<const token_id> single_tokens() const noexcept { return l_->singles; }
+    /// The sequences of two tokens or more.
+    std::span<const std::vector<token_id>> longer_sequences() const noexcept { return l_->longer; }
+
+    void apply(std::span<float> logits, const processor_context& c) const noexcept {
+        for (token_id t : l_->singles) detail::ban_token(logits, t);
+        apply_banned_sequences(logits, c.history, l_->longer);
+    }
+    void touched(const processor_context&, token_sink& out) const {
+        out(l_->singles);
+        for (const std::vector<token_id>& s : l_->longer) out(s.back());
+    }
+
+private:
+    struct lists {
+        std::vector<token_id> singles;
+        std::vector<std::vector<token_id>> longer;
+    };
+    std::shared_ptr<const lists> l_;
 };
 
 DECODEKIT_END_NAMESPACE
