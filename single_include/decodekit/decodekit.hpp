@@ -247,7 +247,12 @@ inline error_handler set_error_handler(error_handler handler) noexcept {
 #if DECODEKIT_EXCEPTIONS
     throw config_error(message);
 #else
-    if (error_handler h = detail::error_handler_slot()) h(message.c_str());
+    if (error_handler h = detail::error_handler_slot()) {
+        h(message.c_str());
+        // the handler returned (it must not): abort without printing its message a second time
+        std::fputs("decodekit: the error handler returned; aborting\n", stderr);
+        std::abort();
+    }
     detail::default_error_handler(message.c_str());
 #endif
 }
@@ -2841,12 +2846,414 @@ DECODEKIT_END_NAMESPACE
 ///                    penalty_last_n = 64); last_n = 0 is an empty window (no effect);
 ///   output_only   -- the generated part, history[prompt_length:] (vLLM's frequency/presence).
 /// vLLM = {repetition_scope = whole_history, frequency_scope = output_only}.
-/// Special values: NaN logits stay NaN, -inf stays -inf, +inf stays +inf (theta > 0 and finite
-/// penalties cannot change them). Token ids outside [0, V) in the history are ignored, where V is
-/// min(logits.size(), workspace vocabulary size).
-/// Statefulness: none; the caller passes the history (prompt + generated, oldest first) each call.
+/// Special values: NaN logits stay NaN, -inf stays -inf, +inf stays +inf, whatever the penalties
+/// (also when count * frequency overflows float); a finite logit whose penalty overflows float
+/// becomes +-inf. Token ids outside [0, V) in the history are ignored, where V is
+/// min(logits.size(), workspace vocabulary size) for apply_penalties and logits.size() for
+/// penalties_processor.
+///
+/// Two forms with the same results:
+///   apply_penalties   -- stateless: the caller passes the history each call; O(window) per call
+///                        (the whole history for whole_history and output_only), and an O(V)
+///                        workspace.
+///   penalties_processor -- per sequence (the processor concept, processors/processor.hpp): keeps
+///                        the counts of each scope (token -> count over the distinct tokens in
+///                        the window, never O(V)), updated from the history hooks by the tokens
+///                        added and removed since the previous call. Per call: O(added + removed)
+///                        in the hooks (last_n: O(min(removed, last_n)) on a cut-back), and
+///                        O(distinct tokens in the windows) in apply() and touched().
+
+// ---- begin decodekit/processors/processor.hpp
+/// \file processors/processor.hpp
+/// The logits-processor concept that built-in and user processors share, and any_processor, the
+/// copyable type-erased holder a runtime-ordered pipeline stores them in.
+///
+/// A processor changes a logits row in place before truncation and the draw:
+///   void apply(std::span<float> logits, const processor_context& c) noexcept-ish
+/// It must not throw (it runs inside noexcept sampling calls: an exception terminates).
+/// Optional members, detected at compile time:
+///   void touched(const processor_context& c, token_sink& out) const
+///       declares every id apply() may read or write for this call. A processor that has it is
+///       sparse: a pipeline may give it a row in which only those entries hold the caller's
+///       logits (no copy of the whole row). Without it the processor is dense (it may read or
+///       write any entry, so the pipeline copies the row first).
+///   void append(std::span<const token_id> added, const processor_context& c)
+///   void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c)
+///   void reset(const processor_context& c)
+///       per-sequence state that follows the history (processors/history.hpp): before apply()
+///       the pipeline reports what changed since the previous call: reset (rebuild from
+///       c.history), or cut_back (the tokens that were at [keep, old length) were removed; the
+///       history is already c.history) and then append (c.history[keep, size) were added).
+///       A processor with any of the three must have all three.
+/// A processor object is per sequence: a pipeline owns a copy (a beam fork copies it).
 
 
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <type_traits>
+#include <utility>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// What a processor sees besides the row.
+struct processor_context {
+    std::span<const token_id> history{};  ///< prompt + generated so far, oldest first
+    std::size_t prompt_length = 0;        ///< history[0, prompt_length) is the prompt
+    std::uint64_t sequence = 0;           ///< the request's sequence id
+    std::uint64_t step = 0;               ///< generated tokens before the row's position
+    std::size_t vocab_size = 0;           ///< the row's size
+
+    /// Tokens generated so far (history past the prompt).
+    std::size_t generated() const noexcept {
+        return history.size() > prompt_length ? history.size() - prompt_length : 0;
+    }
+};
+
+/// Receives the ids a sparse processor declares (ids outside [0, vocab) are ignored).
+class token_sink {
+public:
+    using fn_type = void (*)(void*, token_id) noexcept;
+    token_sink(fn_type fn, void* ctx) noexcept : fn_(fn), ctx_(ctx) {}
+    void operator()(token_id t) noexcept { fn_(ctx_, t); }
+    /// Declares every id of a span.
+    void operator()(std::span<const token_id> ids) noexcept {
+        for (token_id t : ids) fn_(ctx_, t);
+    }
+
+private:
+    fn_type fn_;
+    void* ctx_;
+};
+
+/// A type that changes logits rows (see the file comment).
+template <class P>
+concept logits_processor = std::copy_constructible<P> &&
+    requires(P& p, std::span<float> x, const processor_context& c) {
+    p.apply(x, c);
+};
+
+/// A processor that declares the ids it touches.
+template <class P>
+concept sparse_logits_processor = logits_processor<P> &&
+    requires(const P& p, const processor_context& c, token_sink& s) {
+    p.touched(c, s);
+};
+
+/// A processor (or any component) whose state follows the history.
+template <class P>
+concept history_follower = requires(P& p, std::span<const token_id> t, std::size_t n,
+                                    const processor_context& c) {
+    p.append(t, c);
+    p.cut_back(n, t, c);
+    p.reset(c);
+};
+
+/// A copyable holder of any logits_processor (copies clone the processor and its state).
+class any_processor {
+public:
+    any_processor() = default;
+    template <class P>
+    requires(!std::same_as<std::decay_t<P>, any_processor> && logits_processor<std::decay_t<P>>)
+        any_processor(P&& p)  // NOLINT: implicit, like std::function
+        : m_(std::make_unique<model<std::decay_t<P>>>(std::forward<P>(p))) {}
+    any_processor(const any_processor& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
+    any_processor(any_processor&&) noexcept = default;
+    any_processor& operator=(const any_processor& o) {
+        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
+        return *this;
+    }
+    any_processor& operator=(any_processor&&) noexcept = default;
+
+    /// True when it holds a processor.
+    explicit operator bool() const noexcept { return m_ != nullptr; }
+    /// Changes `x` in place. \pre holds a processor
+    void apply(std::span<float> x, const processor_context& c) { m_->apply(x, c); }
+    /// True when the processor declares its ids (touched()).
+    bool sparse() const noexcept { return m_->sparse(); }
+    /// Declares the ids apply() may touch. \pre sparse()
+    void touched(const processor_context& c, token_sink& s) const { m_->touched(c, s); }
+    /// True when its state follows the history.
+    bool follows_history() const noexcept { return m_->follows_history(); }
+    void append(std::span<const token_id> added, const processor_context& c) {
+        m_->append(added, c);
+    }
+    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
+        m_->cut_back(keep, removed, c);
+    }
+    void reset(const processor_context& c) { m_->reset(c); }
+    /// The held processor when it is a P, else nullptr.
+    template <class P>
+    P* get() noexcept {
+        if (!m_ || m_->tag() != tag_of<P>()) return nullptr;
+        return &static_cast<model<P>*>(m_.get())->p;
+    }
+
+private:
+    // a per-type address instead of RTTI (works with -fno-rtti)
+    template <class P>
+    static const void* tag_of() noexcept {
+        static const char tag = 0;
+        return &tag;
+    }
+    struct base {
+        virtual ~base() = default;
+        virtual const void* tag() const noexcept = 0;
+        virtual std::unique_ptr<base> clone() const = 0;
+        virtual void apply(std::span<float>, const processor_context&) = 0;
+        virtual bool sparse() const noexcept = 0;
+        virtual void touched(const processor_context&, token_sink&) const = 0;
+        virtual bool follows_history() const noexcept = 0;
+        virtual void append(std::span<const token_id>, const processor_context&) = 0;
+        virtual void cut_back(std::size_t, std::span<const token_id>, const processor_context&) = 0;
+        virtual void reset(const processor_context&) = 0;
+    };
+    template <class P>
+    struct model final : base {
+        P p;
+        explicit model(P q) : p(std::move(q)) {}
+        const void* tag() const noexcept override { return tag_of<P>(); }
+        std::unique_ptr<base> clone() const override { return std::make_unique<model>(p); }
+        void apply(std::span<float> x, const processor_context& c) override { p.apply(x, c); }
+        bool sparse() const noexcept override { return sparse_logits_processor<P>; }
+        void touched(const processor_context& c, token_sink& s) const override {
+            if constexpr (sparse_logits_processor<P>) p.touched(c, s);
+        }
+        bool follows_history() const noexcept override { return history_follower<P>; }
+        void append(std::span<const token_id> t, const processor_context& c) override {
+            if constexpr (history_follower<P>) p.append(t, c);
+        }
+        void cut_back(std::size_t n, std::span<const token_id> t,
+                      const processor_context& c) override {
+            if constexpr (history_follower<P>) p.cut_back(n, t, c);
+        }
+        void reset(const processor_context& c) override {
+            if constexpr (history_follower<P>) p.reset(c);
+        }
+    };
+    std::unique_ptr<base> m_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/processor.hpp
+// ---- begin decodekit/processors/token_counts.hpp
+/// \file processors/token_counts.hpp
+/// The small hash tables per-sequence processor state is kept in: hash_slots (an open-addressing
+/// index from a 64-bit hash to 32-bit values, linear probing, deletion by backward shift) and
+/// token_counts (token -> count over the distinct tokens seen, dense, O(distinct tokens)).
+///
+/// Hashes are seeded once per process (from addresses that ASLR randomises and the clock), so a
+/// client that chooses token histories cannot aim them at one probe chain. Only the table layout
+/// depends on the seed: the iteration order of token_counts (insertion order, with swap-remove)
+/// and every result are deterministic. Growth doubles the slots at load 1/2 (amortized O(1) per
+/// insert); nothing shrinks, so a table reused across cut-backs and rebuilds stops allocating
+/// once it reached its largest size. Not safe to share between threads, const lookups included:
+/// they update a probe counter (like the processors built on these tables, one object serves one
+/// sequence, one call at a time).
+
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+
+/// A bijective 64-bit mixer (the splitmix64 finalizer).
+inline std::uint64_t mix64(std::uint64_t z) noexcept {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/// The process's hash seed (fixed after the first call).
+inline std::uint64_t hash_seed() noexcept {
+    static const std::uint64_t seed = [] {
+        static const char anchor = 0;
+        const char local = 0;
+        const auto ticks =
+            static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+        return mix64(reinterpret_cast<std::uintptr_t>(&anchor) ^
+                     mix64(reinterpret_cast<std::uintptr_t>(&local) ^ mix64(ticks)));
+    }();
+    return seed;
+}
+
+/// The seeded hash of one token.
+inline std::uint64_t token_hash(token_id t) noexcept {
+    return mix64(hash_seed() ^ static_cast<std::uint32_t>(t));
+}
+
+/// Open-addressing index: 64-bit hashes to 32-bit values (several values may share a hash; the
+/// caller tells them apart with a predicate). Slots hold the hash's low 32 bits and the value.
+/// Every probe is counted in probes() (a cost counter for tests and monitoring).
+class hash_slots {
+public:
+    static constexpr std::uint32_t none = 0xFFFFFFFFu;
+
+    /// Number of values held.
+    std::size_t size() const noexcept { return size_; }
+    /// Slots probed since construction.
+    std::uint64_t probes() const noexcept { return probes_; }
+
+    /// The first value whose hash is `h` and for which match(value) holds, or none.
+    template <class Match>
+    std::uint32_t find(std::uint64_t h, Match&& match) const {
+        if (slots_.empty()) return none;
+        const std::uint32_t frag = static_cast<std::uint32_t>(h);
+        for (std::size_t i = frag & mask_;; i = (i + 1) & mask_) {
+            ++probes_;
+            const slot& s = slots_[i];
+            if (s.value == none) return none;
+            if (s.frag == frag && match(s.value)) return s.value;
+        }
+    }
+    /// Adds (h, value). \pre value != none
+    void insert(std::uint64_t h, std::uint32_t value) {
+        if ((size_ + 1) * 2 > slots_.size()) grow();
+        place(static_cast<std::uint32_t>(h), value);
+        ++size_;
+    }
+    /// Removes (h, value) if present.
+    void erase(std::uint64_t h, std::uint32_t value) noexcept {
+        std::size_t i = locate(h, value);
+        if (i == npos) return;
+        for (std::size_t j = (i + 1) & mask_;; j = (j + 1) & mask_) {
+            ++probes_;
+            if (slots_[j].value == none) break;
+            const std::size_t home = slots_[j].frag & mask_;
+            // slot j may move back to i unless its home lies cyclically in (i, j]
+            const bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+            if (stays) continue;
+            slots_[i] = slots_[j];
+            i = j;
+        }
+        slots_[i].value = none;
+        --size_;
+    }
+    /// Changes the value of (h, from) to `to` if present.
+    void relabel(std::uint64_t h, std::uint32_t from, std::uint32_t to) noexcept {
+        const std::size_t i = locate(h, from);
+        if (i != npos) slots_[i].value = to;
+    }
+    /// Removes every value (keeps the slots' memory). O(slots).
+    void clear() noexcept {
+        for (slot& s : slots_) s.value = none;
+        size_ = 0;
+    }
+
+private:
+    struct slot {
+        std::uint32_t frag = 0;
+        std::uint32_t value = none;
+    };
+    std::size_t locate(std::uint64_t h, std::uint32_t value) const noexcept {
+        if (slots_.empty()) return npos;
+        const std::uint32_t frag = static_cast<std::uint32_t>(h);
+        for (std::size_t i = frag & mask_;; i = (i + 1) & mask_) {
+            ++probes_;
+            if (slots_[i].value == none) return npos;
+            if (slots_[i].frag == frag && slots_[i].value == value) return i;
+        }
+    }
+    void place(std::uint32_t frag, std::uint32_t value) noexcept {
+        std::size_t i = frag & mask_;
+        while (slots_[i].value != none) {
+            ++probes_;
+            i = (i + 1) & mask_;
+        }
+        slots_[i] = {frag, value};
+    }
+    void grow() {
+        std::vector<slot> old;
+        old.swap(slots_);
+        slots_.assign(old.empty() ? 16 : old.size() * 2, slot{});
+        mask_ = slots_.size() - 1;
+        for (const slot& s : old)
+            if (s.value != none) place(s.frag, s.value);
+    }
+
+    std::vector<slot> slots_;
+    std::size_t mask_ = 0;
+    std::size_t size_ = 0;
+    mutable std::uint64_t probes_ = 0;
+};
+
+}  // namespace detail
+
+/// Counts of tokens (any token_id value): the distinct tokens with a count > 0, in a dense array
+/// (iteration O(distinct)), and a hash index to them. add/remove are O(1) expected; memory is
+/// about 24 bytes per distinct token. Copyable (a copy is O(distinct)).
+class token_counts {
+public:
+    /// Adds one occurrence of t.
+    void add(token_id t) {
+        const std::uint64_t h = detail::token_hash(t);
+        const std::uint32_t i = find(h, t);
+        if (i != detail::hash_slots::none) {
+            ++counts_[i];
+            return;
+        }
+        index_.insert(h, static_cast<std::uint32_t>(keys_.size()));
+        keys_.push_back(t);
+        counts_.push_back(1);
+    }
+    /// Removes one occurrence of t; returns false (and changes nothing) if t has none.
+    bool remove(token_id t) noexcept {
+        const std::uint64_t h = detail::token_hash(t);
+        const std::uint32_t i = find(h, t);
+        if (i == detail::hash_slots::none) return false;
+        if (--counts_[i] > 0) return true;
+        index_.erase(h, i);
+        const std::uint32_t last = static_cast<std::uint32_t>(keys_.size() - 1);
+        if (i != last) {  // move the last entry into the hole
+            index_.relabel(detail::token_hash(keys_[last]), last, i);
+            keys_[i] = keys_[last];
+            counts_[i] = counts_[last];
+        }
+        keys_.pop_back();
+        counts_.pop_back();
+        return true;
+    }
+    /// The count of t (0 if unseen).
+    std::uint32_t count(token_id t) const noexcept {
+        const std::uint32_t i = find(detail::token_hash(t), t);
+        return i == detail::hash_slots::none ? 0u : counts_[i];
+    }
+    /// Forgets every token (keeps the memory).
+    void clear() noexcept {
+        keys_.clear();
+        counts_.clear();
+        index_.clear();
+    }
+    /// Number of distinct tokens with a count > 0.
+    std::size_t size() const noexcept { return keys_.size(); }
+    bool empty() const noexcept { return keys_.empty(); }
+    /// The distinct tokens, and their counts at the same positions.
+    std::span<const token_id> tokens() const noexcept { return keys_; }
+    std::span<const std::uint32_t> counts() const noexcept { return counts_; }
+    /// Hash slots probed since construction (a cost counter).
+    std::uint64_t probes() const noexcept { return index_.probes(); }
+
+private:
+    std::uint32_t find(std::uint64_t h, token_id t) const noexcept {
+        return index_.find(h, [&](std::uint32_t i) noexcept { return keys_[i] == t; });
+    }
+
+    std::vector<token_id> keys_;
+    std::vector<std::uint32_t> counts_;
+    detail::hash_slots index_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/token_counts.hpp
+
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -2928,6 +3335,12 @@ inline std::span<const token_id> penalty_window(std::span<const token_id> histor
             return history;
     }
 }
+
+/// The frequency/presence penalty of a token seen `count` times (count > 0): infinite and NaN
+/// logits are left as they are (an overflowing count * af would turn -inf into NaN).
+inline void frequency_penalize(float& x, std::uint32_t count, float af, float ap) noexcept {
+    if (std::isfinite(x)) x -= static_cast<float>(count) * af + ap;
+}
 }  // namespace detail
 
 /// Applies the repetition, then the frequency/presence penalties to `logits` in place.
@@ -2964,12 +3377,239 @@ inline void apply_penalties(std::span<float> logits, std::span<const token_id> h
             if (valid(t)) ++counts[t];
         for (token_id t : w) {
             if (!valid(t) || counts[t] == 0) continue;
-            float& x = logits[static_cast<std::size_t>(t)];
-            x -= static_cast<float>(counts[t]) * af + ap;
+            detail::frequency_penalize(logits[static_cast<std::size_t>(t)], counts[t], af, ap);
             counts[t] = 0;
         }
     }
 }
+
+namespace detail {
+
+/// The counts of one penalty window, following the history through its hooks.
+class penalty_window_counts {
+public:
+    penalty_window_counts() = default;
+    penalty_window_counts(penalty_scope scope, std::size_t last_n) noexcept
+        : scope_(scope), last_n_(last_n) {}
+
+    penalty_scope scope() const noexcept { return scope_; }
+    const token_counts& counts() const noexcept { return counts_; }
+    /// Tokens added or removed by the hooks since construction (a cost counter).
+    std::uint64_t operations() const noexcept { return ops_ + counts_.probes(); }
+
+    /// Counts the window of h (prompt length `prompt`).
+    void rebuild(std::span<const token_id> h, std::size_t prompt) {
+        counts_.clear();
+        const auto w = penalty_window(h, prompt, scope_, last_n_);
+        for (token_id t : w) counts_.add(t);
+        ops_ += w.size();
+    }
+    /// The counts were those of h[0, from); h[from, size) were added.
+    void append(std::span<const token_id> h, std::size_t from, std::size_t prompt) {
+        const std::size_t n = h.size();
+        switch (scope_) {
+            case penalty_scope::whole_history:
+                for (std::size_t p = from; p < n; ++p) counts_.add(h[p]);
+                break;
+            case penalty_scope::output_only:
+                for (std::size_t p = from < prompt ? prompt : from; p < n; ++p) counts_.add(h[p]);
+                break;
+            case penalty_scope::last_n:
+                if (last_n_ == 0) break;
+                for (std::size_t p = from; p < n; ++p) {
+                    counts_.add(h[p]);
+                    if (p >= last_n_) counts_.remove(h[p - last_n_]);  // leaves the window
+                }
+                break;
+        }
+        ops_ += n - from;
+    }
+    /// The counts were those of a history of keep + removed.size() tokens whose last ones were
+    /// `removed`; they become those of its first `keep` tokens, which h[0, keep) holds.
+    /// Returns false if the counts were not those of that history (the caller rebuilds).
+    bool cut_back(std::span<const token_id> h, std::size_t keep, std::span<const token_id> removed,
+                  std::size_t prompt) noexcept {
+        const std::size_t old_n = keep + removed.size();
+        std::size_t from = keep;  // removed positions [from, old_n) leave the window
+        if (scope_ == penalty_scope::output_only && from < prompt) from = prompt;
+        if (scope_ == penalty_scope::last_n) {
+            if (last_n_ == 0) return true;
+            const std::size_t old_start = old_n > last_n_ ? old_n - last_n_ : 0;
+            if (from < old_start) from = old_start;
+        }
+        bool ok = true;
+        for (std::size_t p = from; p < old_n; ++p) ok &= counts_.remove(removed[p - keep]);
+        ops_ += old_n - from;
+        if (scope_ == penalty_scope::last_n) {  // positions [keep - L, old_n - L) re-enter
+            const std::size_t new_start = keep > last_n_ ? keep - last_n_ : 0;
+            const std::size_t old_start = old_n > last_n_ ? old_n - last_n_ : 0;
+            const std::size_t end = old_start < keep ? old_start : keep;
+            for (std::size_t p = new_start; p < end; ++p) counts_.add(h[p]);
+            ops_ += end > new_start ? end - new_start : 0;
+        }
+        return ok;
+    }
+
+private:
+    penalty_scope scope_ = penalty_scope::whole_history;
+    std::size_t last_n_ = 0;
+    token_counts counts_;
+    std::uint64_t ops_ = 0;
+};
+
+}  // namespace detail
+
+/// The penalties of apply_penalties as a per-sequence processor with incremental counts (see the
+/// file comment). Sparse: touched() declares the counted ids. Follows the history: the hooks
+/// (append / cut_back / reset) update the counts; a change of prompt_length rebuilds the
+/// output_only counts. Copying it copies its counts: O(distinct tokens in its windows).
+///
+/// Safety net: the processor records the history length (and prompt length) its counts belong
+/// to. A hook whose sizes do not fit that record (a caller that skipped a call or passed another
+/// sequence) rebuilds from c.history; apply() on a history of another length rebuilds first, and
+/// touched() then declares every id of the windows (O(window)). Results stay exact; only the cost
+/// changes.
+/// One call at a time: even the const members update cost counters (operations()).
+class penalties_processor {
+public:
+    /// \pre params.check() is nullopt (validated here: config_error or the error handler).
+    explicit penalties_processor(const penalty_params& params) : p_(params) {
+        p_.validate();
+        if (p_.repetition != 1.f) rep_ = add_window(p_.repetition_scope);
+        if (p_.frequency != 0.f || p_.presence != 0.f) freq_ = add_window(p_.frequency_scope);
+    }
+
+    const penalty_params& params() const noexcept { return p_; }
+
+    /// Applies the repetition, then the frequency/presence penalties (as apply_penalties).
+    void apply(std::span<float> logits, const processor_context& c) {
+        if (nw_ == 0) return;
+        if (!in_sync(c)) reset(c);
+        const std::size_t v = logits.size();
+        auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
+        if (rep_ >= 0 && rep_ == freq_) {  // one set of counts: one pass, same results
+            const float theta = p_.repetition, af = p_.frequency, ap = p_.presence;
+            const token_counts& k = w_[std::size_t(rep_)].counts();
+            const auto ids = k.tokens();
+            const auto counts = k.counts();
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                if (!valid(ids[i])) continue;
+                float& x = logits[static_cast<std::size_t>(ids[i])];
+                x = x > 0.f ? x / theta : x * theta;
+                detail::frequency_penalize(x, counts[i], af, ap);
+            }
+            ops_ += ids.size();
+            return;
+        }
+        if (rep_ >= 0) {
+            const float theta = p_.repetition;
+            const auto ids = w_[std::size_t(rep_)].counts().tokens();
+            for (token_id t : ids) {
+                if (!valid(t)) continue;
+                float& x = logits[static_cast<std::size_t>(t)];
+                x = x > 0.f ? x / theta : x * theta;
+            }
+            ops_ += ids.size();
+        }
+        if (freq_ >= 0) {
+            const float af = p_.frequency, ap = p_.presence;
+            const token_counts& k = w_[std::size_t(freq_)].counts();
+            const auto ids = k.tokens();
+            const auto counts = k.counts();
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                if (!valid(ids[i])) continue;
+                detail::frequency_penalize(logits[static_cast<std::size_t>(ids[i])], counts[i], af,
+                                           ap);
+            }
+            ops_ += ids.size();
+        }
+    }
+
+    /// Declares the counted ids (every id of the windows of c.history if out of step).
+    void touched(const processor_context& c, token_sink& out) const {
+        for (int i = 0; i < nw_; ++i) {
+            const auto& w = w_[std::size_t(i)];
+            if (in_sync(c))
+                out(w.counts().tokens());
+            else
+                out(detail::penalty_window(c.history, c.prompt_length, w.scope(), p_.last_n));
+        }
+    }
+
+    /// History hooks (processors/processor.hpp).
+    void append(std::span<const token_id> added, const processor_context& c) {
+        if (nw_ == 0) return;
+        if (!built_ || len_ + added.size() != c.history.size() || !same_prompt(c)) {
+            reset(c);
+            return;
+        }
+        for (int i = 0; i < nw_; ++i) w_[std::size_t(i)].append(c.history, len_, prompt_);
+        len_ = c.history.size();
+    }
+    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
+        if (nw_ == 0) return;
+        if (!built_ || keep + removed.size() != len_ || keep > c.history.size()) {
+            built_ = false;  // the next append or apply rebuilds
+            return;
+        }
+        if (!same_prompt(c)) {  // output_only follows prompt_length: rebuild h[0, keep)
+            prompt_ = c.prompt_length;
+            for (int i = 0; i < nw_; ++i)
+                w_[std::size_t(i)].rebuild(c.history.first(keep), prompt_);
+        } else {
+            for (int i = 0; i < nw_; ++i)
+                if (!w_[std::size_t(i)].cut_back(c.history, keep, removed, prompt_)) built_ = false;
+        }
+        len_ = keep;
+    }
+    void reset(const processor_context& c) {
+        if (nw_ == 0) return;
+        for (int i = 0; i < nw_; ++i) w_[std::size_t(i)].rebuild(c.history, c.prompt_length);
+        len_ = c.history.size();
+        prompt_ = c.prompt_length;
+        built_ = true;
+    }
+
+    /// The counts of the repetition window and of the frequency/presence window (the same object
+    /// when the scopes are equal; nullptr when that penalty is off), as of the last hook.
+    const token_counts* repetition_counts() const noexcept {
+        return rep_ >= 0 ? &w_[std::size_t(rep_)].counts() : nullptr;
+    }
+    const token_counts* frequency_counts() const noexcept {
+        return freq_ >= 0 ? &w_[std::size_t(freq_)].counts() : nullptr;
+    }
+    /// Work done since construction: tokens handled by the hooks, entries visited by apply()
+    /// and hash slots probed (a cost counter for tests and monitoring; touched() not included).
+    std::uint64_t operations() const noexcept {
+        std::uint64_t n = ops_;
+        for (int i = 0; i < nw_; ++i) n += w_[std::size_t(i)].operations();
+        return n;
+    }
+
+private:
+    int add_window(penalty_scope s) {
+        for (int i = 0; i < nw_; ++i)
+            if (w_[std::size_t(i)].scope() == s) return i;  // one set of counts per scope
+        w_[std::size_t(nw_)] = detail::penalty_window_counts(s, p_.last_n);
+        if (s == penalty_scope::output_only) uses_prompt_ = true;
+        return nw_++;
+    }
+    bool same_prompt(const processor_context& c) const noexcept {
+        return !uses_prompt_ || prompt_ == c.prompt_length;
+    }
+    bool in_sync(const processor_context& c) const noexcept {
+        return built_ && len_ == c.history.size() && same_prompt(c);
+    }
+
+    penalty_params p_;
+    std::array<detail::penalty_window_counts, 2> w_{};
+    int nw_ = 0, rep_ = -1, freq_ = -1;
+    bool uses_prompt_ = false;
+    bool built_ = false;
+    std::size_t len_ = 0;     // history length the counts belong to
+    std::size_t prompt_ = 0;  // prompt length they were built with
+    std::uint64_t ops_ = 0;
+};
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/processors/penalties.hpp
@@ -3458,7 +4098,10 @@ DECODEKIT_END_NAMESPACE
 /// Token ids outside [0, V) are ignored. Bans write -inf (also over NaN entries: both mean
 /// probability 0). No allocation; the allowed set works with a small stack buffer or a stack
 /// bitmask over blocks of the vocabulary.
-/// Statefulness: none.
+/// Statefulness: none. Each has a processor form (processors/processor.hpp) holding its list,
+/// shared between copies (a copy is O(1)): logit_bias_processor and banned_tokens_processor are
+/// sparse (touched() declares their list, O(list) per call); allowed_tokens_processor is dense
+/// (it writes every entry outside its list, O(V) per call).
 
 
 #include <algorithm>
@@ -3466,7 +4109,11 @@ DECODEKIT_END_NAMESPACE
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <span>
+#include <string>
+#include <utility>
+#include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -3538,6 +4185,61 @@ inline void apply_allowed_tokens(std::span<float> logits,
     }
 }
 
+/// apply_logit_bias as a processor. Sparse: touched() declares the biased ids.
+class logit_bias_processor {
+public:
+    /// \pre no bias is NaN (validated here, naming the entry: config_error or the error handler)
+    explicit logit_bias_processor(std::vector<logit_bias> biases) {
+        for (std::size_t i = 0; i < biases.size(); ++i)
+            if (std::isnan(biases[i].bias))
+                raise(detail::range_message(
+                    "logit_bias_processor: biases[" + std::to_string(i) + "].bias", "not NaN",
+                    static_cast<double>(biases[i].bias)));
+        b_ = std::make_shared<const std::vector<logit_bias>>(std::move(biases));
+    }
+    std::span<const logit_bias> biases() const noexcept { return *b_; }
+    void apply(std::span<float> logits, const processor_context&) const noexcept {
+        apply_logit_bias(logits, *b_);
+    }
+    void touched(const processor_context&, token_sink& out) const {
+        for (const logit_bias& b : *b_) out(b.token);
+    }
+
+private:
+    std::shared_ptr<const std::vector<logit_bias>> b_;
+};
+
+/// apply_banned_tokens as a processor (a deliberate ban: EOS ids included if listed). Sparse:
+/// touched() declares the list.
+class banned_tokens_processor {
+public:
+    explicit banned_tokens_processor(std::vector<token_id> banned)
+        : t_(std::make_shared<const std::vector<token_id>>(std::move(banned))) {}
+    std::span<const token_id> tokens() const noexcept { return *t_; }
+    void apply(std::span<float> logits, const processor_context&) const noexcept {
+        apply_banned_tokens(logits, *t_);
+    }
+    void touched(const processor_context&, token_sink& out) const { out(*t_); }
+
+private:
+    std::shared_ptr<const std::vector<token_id>> t_;
+};
+
+/// apply_allowed_tokens as a processor (an empty list allows everything). Dense: it writes every
+/// entry outside its list, so it has no touched().
+class allowed_tokens_processor {
+public:
+    explicit allowed_tokens_processor(std::vector<token_id> allowed)
+        : t_(std::make_shared<const std::vector<token_id>>(std::move(allowed))) {}
+    std::span<const token_id> tokens() const noexcept { return *t_; }
+    void apply(std::span<float> logits, const processor_context&) const noexcept {
+        apply_allowed_tokens(logits, *t_);
+    }
+
+private:
+    std::shared_ptr<const std::vector<token_id>> t_;
+};
+
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/processors/bias.hpp
 // ---- begin decodekit/processors/dry.hpp
@@ -3564,16 +4266,22 @@ DECODEKIT_END_NAMESPACE
 /// outside [0, V), and breaker sequences whose first token is outside [0, V), are ignored. Cost
 /// O(window) (reverse Z-algorithm), no allocation. Statefulness: none; the caller passes the
 /// history each call.
+/// dry_processor is the processor form (processors/processor.hpp): O(window) per call, no
+/// per-sequence state beyond its parameters (shared between copies); its O(V) scratch is a
+/// workspace per thread (see dry_processor).
 
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -3741,6 +4449,59 @@ inline void apply_dry(std::span<float> logits, std::span<const token_id> history
     unmark();
 }
 
+namespace detail {
+/// This thread's DRY workspace, grown (never shrunk) to at least `vocab` entries and a window of
+/// `window` tokens. Allocates only while it grows.
+inline dry_workspace& thread_dry_workspace(std::size_t vocab, std::size_t window) {
+    thread_local dry_workspace ws;
+    if (ws.vocab_size() < vocab || ws.max_history() < window)
+        ws = dry_workspace(std::max(vocab, ws.vocab_size()),
+                           std::max({window, ws.max_history(), std::size_t{1}}));
+    return ws;
+}
+}  // namespace detail
+
+/// apply_dry as a processor: the same result as apply_dry with a workspace of `max_history`
+/// tokens. Its O(V) scratch is not per sequence: apply() uses a workspace per thread
+/// (thread_local, grown on demand to the largest vocabulary and window it has seen on that thread,
+/// about 5 bytes per vocabulary entry plus 4 per window token; it allocates only while it grows,
+/// and lives until the thread ends). Sparse: touched() declares the tokens of the window
+/// (O(window)). Stateless between calls; the parameters are shared between copies (a copy is O(1)).
+class dry_processor {
+public:
+    /// \param max_history the longest window looked at (0 = dry_workspace::default_max_history)
+    /// \pre params.check() is nullopt (validated here: config_error or the error handler).
+    explicit dry_processor(dry_params params, std::size_t max_history = 0)
+        : max_history_(max_history == 0 ? dry_workspace::default_max_history : max_history) {
+        params.validate();
+        p_ = std::make_shared<const dry_params>(std::move(params));
+    }
+    const dry_params& params() const noexcept { return *p_; }
+    std::size_t max_history() const noexcept { return max_history_; }
+
+    void apply(std::span<float> logits, const processor_context& c) const {
+        const std::size_t w = window(c);
+        if (w == 0) return;
+        apply_dry(logits, c.history.last(w), *p_, detail::thread_dry_workspace(logits.size(), w));
+    }
+    void touched(const processor_context& c, token_sink& out) const {
+        out(c.history.last(window(c)));
+    }
+
+private:
+    /// Length of the window apply_dry looks at (0 when it cannot change anything).
+    std::size_t window(const processor_context& c) const noexcept {
+        if (!p_->enabled()) return 0;
+        std::size_t w = c.history.size();
+        if (p_->penalty_last_n != 0 && p_->penalty_last_n < w) w = p_->penalty_last_n;
+        if (max_history_ < w) w = max_history_;
+        return w > p_->allowed_length ? w : 0;
+    }
+
+    std::shared_ptr<const dry_params> p_;
+    std::size_t max_history_;
+};
+
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/processors/dry.hpp
 // ---- begin decodekit/processors/min_length.hpp
@@ -3749,12 +4510,15 @@ DECODEKIT_END_NAMESPACE
 ///
 /// HF's MinNewTokensLengthLogitsProcessor (count generated tokens only). For HF's min_length
 /// (prompt included), pass generated_tokens = history length and min_new_tokens = min_length.
-/// EOS ids outside [0, V) are ignored. Statefulness: none.
+/// EOS ids outside [0, V) are ignored. Statefulness: none. min_length_processor is the processor
+/// form (processors/processor.hpp): it counts c.generated(), O(#eos) per call.
 
 
 #include <cstddef>
 #include <limits>
 #include <span>
+#include <utility>
+#include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -3768,6 +4532,26 @@ inline void apply_min_length(std::span<float> logits, std::size_t generated_toke
             logits[static_cast<std::size_t>(t)] = -std::numeric_limits<float>::infinity();
 }
 
+/// apply_min_length as a processor: bans the EOS ids while c.generated() < min_new_tokens.
+/// Sparse: touched() declares the EOS ids while it bans them (nothing afterwards).
+class min_length_processor {
+public:
+    min_length_processor(std::size_t min_new_tokens, std::vector<token_id> eos_ids)
+        : min_(min_new_tokens), eos_(std::move(eos_ids)) {}
+    std::size_t min_new_tokens() const noexcept { return min_; }
+    std::span<const token_id> eos_ids() const noexcept { return eos_; }
+    void apply(std::span<float> logits, const processor_context& c) const noexcept {
+        apply_min_length(logits, c.generated(), min_, eos_);
+    }
+    void touched(const processor_context& c, token_sink& out) const {
+        if (c.generated() < min_) out(eos_);
+    }
+
+private:
+    std::size_t min_;
+    std::vector<token_id> eos_;  // a few ids: copied with the processor
+};
+
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/processors/min_length.hpp
 // ---- begin decodekit/processors/ngram.hpp
@@ -3775,14 +4559,224 @@ DECODEKIT_END_NAMESPACE
 /// Hugging Face's no_repeat_ngram_size and bad_words_ids (banned token sequences).
 ///
 /// Both ban by writing -inf. Token ids outside [0, V) are compared like any other value (an
-/// n-gram or a sequence prefix may contain them) but are never written. Cost: no-repeat-ngram
-/// O(N * n) over the history, banned sequences O(total sequence length); no allocation.
-/// Statefulness: none; the caller passes the history (prompt included, as HF does) each call.
+/// n-gram or a sequence prefix may contain them) but are never written.
+///
+/// Two forms each:
+///   apply_no_repeat_ngram, apply_banned_sequences -- stateless: the caller passes the history
+///       (prompt included, as HF does) each call. No-repeat-ngram O(N * n) over the history,
+///       banned sequences O(total sequence length); no allocation.
+///   no_repeat_ngram_processor -- per sequence (processors/processor.hpp): an incremental index
+///       of the history's n-grams (processors/ngram_index.hpp; n = 1: the counts of the seen
+///       tokens) updated by the history hooks, O(n) per token added or removed; apply() and
+///       touched() cost O(n) plus O(n) per token banned, whatever the history length.
+///   banned_sequences_processor -- stateless; O(total sequence length) per call; with Hugging
+///       Face's rule that a one-token sequence equal to an EOS id is not banned (a word list
+///       cannot forbid ending; banned_tokens_processor can).
+
+// ---- begin decodekit/processors/ngram_index.hpp
+/// \file processors/ngram_index.hpp
+/// ngram_index: the distinct n-grams (n >= 2) of a history, kept up to date as the history grows
+/// and is cut back, answering "which tokens followed earlier occurrences of the last n - 1
+/// tokens?" (no-repeat-ngram's question) without scanning the history.
+///
+/// Each distinct n-gram is one entry: its count and the position of its first occurrence.
+/// Entries are found through seeded 64-bit hashes of their context (the first n - 1 tokens) and of
+/// the whole n-gram (processors/token_counts.hpp), and every hash match is verified against the
+/// tokens themselves, so a collision can never produce a false answer (only cost a comparison).
+/// The first occurrence of an entry stays in the history as long as the entry does: a cut-back
+/// removes the latest occurrences first.
+/// Costs: append and cut-back O(n) per token added or removed (hashing, and the comparison that
+/// finds an existing entry); a query O(n) plus O(n) per distinct follower it reports. Memory about
+/// 64 bytes per distinct n-gram. Allocation only while the tables grow (amortized).
 
 
 #include <cstddef>
-#include <limits>
+#include <cstdint>
 #include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// The distinct n-grams of a history (see the file comment). Copyable (a copy is O(entries)).
+class ngram_index {
+public:
+    /// \pre n >= 2 (the index of 1-grams is a token_counts)
+    explicit ngram_index(std::size_t n = 2) noexcept : n_(n < 2 ? 2 : n) {}
+
+    std::size_t n() const noexcept { return n_; }
+    /// Number of distinct n-grams.
+    std::size_t size() const noexcept { return by_gram_.size(); }
+    /// Hash slots probed and tokens compared since construction (a cost counter).
+    std::uint64_t operations() const noexcept {
+        return ops_ + by_gram_.probes() + by_ctx_.probes();
+    }
+
+    /// Forgets every n-gram (keeps the memory).
+    void clear() noexcept {
+        grams_.clear();
+        free_.clear();
+        by_gram_.clear();
+        by_ctx_.clear();
+    }
+
+    /// The index held the n-grams of h[0, from); adds those ending in h[from, h.size()).
+    void append(std::span<const token_id> h, std::size_t from) {
+        const token_id* d = h.data();
+        auto at = [d](std::size_t p) noexcept { return d[p]; };
+        const std::size_t m = n_ - 1;
+        for (std::size_t p = from < m ? m : from; p < h.size(); ++p) add(at, p - m);
+    }
+
+    /// The index held the n-grams of a history of keep + removed.size() tokens whose last ones
+    /// were `removed`, and h[0, keep) its first ones; drops the n-grams that end in `removed`.
+    /// Returns false if one of them was not there (the index did not follow that history: the
+    /// caller rebuilds; the index is then unspecified until clear()).
+    bool cut_back(std::span<const token_id> h, std::size_t keep,
+                  std::span<const token_id> removed) noexcept {
+        const token_id* d = h.data();
+        const token_id* r = removed.data();
+        auto at = [d, r, keep](std::size_t p) noexcept { return p < keep ? d[p] : r[p - keep]; };
+        const std::size_t m = n_ - 1, old_n = keep + removed.size();
+        const std::size_t lo = keep < m ? m : keep;
+        for (std::size_t p = old_n; p-- > lo;)  // latest first
+            if (!remove(at, p - m)) return false;
+        return true;
+    }
+
+    /// Calls f(t) once for each distinct token t that followed an earlier occurrence of the last
+    /// n - 1 tokens of h. \pre the index holds the n-grams of h
+    template <class F>
+    void for_each_follower(std::span<const token_id> h, F&& f) const {
+        if (h.size() < n_) return;
+        const token_id* d = h.data();
+        const std::size_t m = n_ - 1, s = h.size() - m;
+        auto at = [d](std::size_t p) noexcept { return d[p]; };
+        const std::uint64_t hc = context_hash(at, s);
+        ops_ += m;
+        const std::uint32_t head = find_context(hc);
+        for (std::uint32_t g = head; g != none; g = grams_[g].next) {
+            const gram& e = grams_[g];
+            if (e.context == hc && same(at, e.pos, s, m)) f(d[e.pos + m]);
+        }
+    }
+
+private:
+    static constexpr std::uint32_t none = detail::hash_slots::none;
+    struct gram {
+        std::uint64_t context = 0;  // hash of its first n - 1 tokens
+        std::size_t pos = 0;        // start of its first occurrence
+        std::uint32_t count = 0;    // occurrences (0: a free entry)
+        std::uint32_t prev = none;  // list of the entries with the same context hash
+        std::uint32_t next = none;
+    };
+
+    template <class At>
+    std::uint64_t context_hash(At at, std::size_t i) const noexcept {
+        std::uint64_t h = detail::mix64(detail::hash_seed() + 0x9E3779B97F4A7C15ull);
+        for (std::size_t k = 0; k < n_ - 1; ++k)
+            h = detail::mix64(h ^ static_cast<std::uint32_t>(at(i + k)));
+        return h;
+    }
+    static std::uint64_t gram_hash(std::uint64_t context, token_id next) noexcept {
+        return detail::mix64(context ^
+                             (std::uint64_t{static_cast<std::uint32_t>(next)} << 32 | 0x5BD1E995u));
+    }
+    /// True when the `len` tokens at a and at b are equal.
+    template <class At>
+    bool same(At at, std::size_t a, std::size_t b, std::size_t len) const noexcept {
+        std::size_t k = 0;
+        while (k < len && at(a + k) == at(b + k)) ++k;
+        ops_ += k + 1;
+        return k == len;
+    }
+    std::uint32_t find_context(std::uint64_t hc) const noexcept {
+        return by_ctx_.find(hc, [&](std::uint32_t g) noexcept { return grams_[g].context == hc; });
+    }
+    /// The entry of the n-gram starting at i, or none.
+    template <class At>
+    std::uint32_t find_gram(At at, std::uint64_t hc, std::uint64_t hg, std::size_t i) const {
+        return by_gram_.find(hg, [&](std::uint32_t g) noexcept {
+            return grams_[g].context == hc && same(at, grams_[g].pos, i, n_);
+        });
+    }
+
+    template <class At>
+    void add(At at, std::size_t i) {
+        const std::uint64_t hc = context_hash(at, i);
+        const std::uint64_t hg = gram_hash(hc, at(i + n_ - 1));
+        ops_ += n_;
+        const std::uint32_t found = find_gram(at, hc, hg, i);
+        if (found != none) {
+            ++grams_[found].count;
+            return;
+        }
+        std::uint32_t g;
+        if (!free_.empty()) {
+            g = free_.back();
+            free_.pop_back();
+        } else {
+            g = static_cast<std::uint32_t>(grams_.size());
+            grams_.emplace_back();
+            if (free_.capacity() < grams_.capacity()) free_.reserve(grams_.capacity());
+        }
+        grams_[g] = {.context = hc, .pos = i, .count = 1};
+        by_gram_.insert(hg, g);
+        const std::uint32_t head = find_context(hc);
+        if (head == none) {
+            by_ctx_.insert(hc, g);
+        } else {  // link after the head (the head stays what by_ctx_ points to)
+            gram& h = grams_[head];
+            grams_[g].prev = head;
+            grams_[g].next = h.next;
+            if (h.next != none) grams_[h.next].prev = g;
+            h.next = g;
+        }
+    }
+
+    template <class At>
+    bool remove(At at, std::size_t i) noexcept {
+        const std::uint64_t hc = context_hash(at, i);
+        const std::uint64_t hg = gram_hash(hc, at(i + n_ - 1));
+        ops_ += n_;
+        const std::uint32_t g = find_gram(at, hc, hg, i);
+        if (g == none) return false;
+        gram& e = grams_[g];
+        if (--e.count > 0) return true;
+        if (e.prev == none) {  // the head: its successor becomes the head
+            if (e.next != none) {
+                by_ctx_.relabel(hc, g, e.next);
+                grams_[e.next].prev = none;
+            } else {
+                by_ctx_.erase(hc, g);
+            }
+        } else {
+            grams_[e.prev].next = e.next;
+            if (e.next != none) grams_[e.next].prev = e.prev;
+        }
+        e.prev = e.next = none;
+        by_gram_.erase(hg, g);
+        free_.push_back(g);  // no allocation: free_ never holds more than grams_ did
+        return true;
+    }
+
+    std::size_t n_;
+    std::vector<gram> grams_;
+    std::vector<std::uint32_t> free_;
+    detail::hash_slots by_gram_;  // hash of the n-gram -> entry
+    detail::hash_slots by_ctx_;   // hash of the context -> first entry of its list
+    mutable std::uint64_t ops_ = 0;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/ngram_index.hpp
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <span>
+#include <utility>
 #include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -3826,6 +4820,161 @@ inline void apply_banned_sequences(std::span<float> logits, std::span<const toke
         if (j == m) detail::ban_token(logits, s[m]);
     }
 }
+
+/// Hugging Face's no_repeat_ngram_size as a per-sequence processor with an incremental n-gram
+/// index (see the file comment). Gives apply_no_repeat_ngram's result on c.history. Sparse:
+/// touched() declares the tokens it bans. Follows the history through the hooks; copying it
+/// copies its index (O(distinct n-grams)).
+///
+/// Safety net: the processor records the history length its index belongs to. A hook whose sizes
+/// do not fit that record rebuilds from c.history; apply() on a history of another length
+/// rebuilds first (O(history * n)), and touched() then declares every id of c.history. Results
+/// stay exact; only the cost changes.
+/// One call at a time: even the const members update cost counters (operations()).
+class no_repeat_ngram_processor {
+public:
+    /// n = 0 disables it; n = 1 bans every token of the history.
+    explicit no_repeat_ngram_processor(std::size_t n) noexcept : n_(n), index_(n) {}
+
+    std::size_t n() const noexcept { return n_; }
+    /// The index of the n-grams (n >= 2) and the seen tokens (n = 1), as of the last hook.
+    const ngram_index& index() const noexcept { return index_; }
+    const token_counts& seen() const noexcept { return seen_; }
+
+    /// Bans every token that would complete an n-gram already in c.history.
+    void apply(std::span<float> logits, const processor_context& c) {
+        if (n_ == 0) return;
+        if (!in_sync(c)) reset(c);
+        for_each_ban(c, [&](token_id t) noexcept { detail::ban_token(logits, t); });
+    }
+    /// Declares the tokens apply() bans (every id of c.history if out of step).
+    void touched(const processor_context& c, token_sink& out) const {
+        if (n_ == 0) return;
+        if (!in_sync(c)) {
+            out(c.history);
+            return;
+        }
+        for_each_ban(c, [&](token_id t) noexcept { out(t); });
+    }
+
+    /// History hooks (processors/processor.hpp).
+    void append(std::span<const token_id> added, const processor_context& c) {
+        if (n_ == 0) return;
+        if (!built_ || len_ + added.size() != c.history.size()) {
+            reset(c);
+            return;
+        }
+        if (n_ == 1) {
+            for (token_id t : added) seen_.add(t);
+        } else {
+            index_.append(c.history, len_);
+        }
+        ops_ += added.size();
+        len_ = c.history.size();
+    }
+    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
+        if (n_ == 0) return;
+        if (!built_ || keep + removed.size() != len_ || keep > c.history.size()) {
+            built_ = false;  // the next append or apply rebuilds
+            return;
+        }
+        bool ok = true;
+        if (n_ == 1) {
+            for (token_id t : removed) ok &= seen_.remove(t);
+        } else {
+            ok = index_.cut_back(c.history, keep, removed);
+        }
+        ops_ += removed.size();
+        built_ = ok;
+        len_ = keep;
+    }
+    void reset(const processor_context& c) {
+        if (n_ == 0) return;
+        seen_.clear();
+        index_.clear();
+        if (n_ == 1) {
+            for (token_id t : c.history) seen_.add(t);
+        } else {
+            index_.append(c.history, 0);
+        }
+        ops_ += c.history.size();
+        len_ = c.history.size();
+        built_ = true;
+    }
+
+    /// Work done since construction: tokens handled by the hooks, hash slots probed, tokens
+    /// compared and entries visited (a cost counter for tests and monitoring).
+    std::uint64_t operations() const noexcept {
+        return ops_ + seen_.probes() + index_.operations();
+    }
+
+private:
+    bool in_sync(const processor_context& c) const noexcept {
+        return built_ && len_ == c.history.size();
+    }
+    template <class F>
+    void for_each_ban(const processor_context& c, F&& f) const {
+        if (n_ == 1) {
+            for (token_id t : seen_.tokens()) f(t);
+            ops_ += seen_.size();
+        } else {
+            index_.for_each_follower(c.history, [&](token_id t) {
+                ++ops_;
+                f(t);
+            });
+        }
+    }
+
+    std::size_t n_;
+    token_counts seen_;  // n == 1
+    ngram_index index_;  // n >= 2
+    bool built_ = false;
+    std::size_t len_ = 0;  // history length the index belongs to
+    mutable std::uint64_t ops_ = 0;
+};
+
+/// apply_banned_sequences as a processor, with Hugging Face's EOS rule: a one-token sequence
+/// equal to one of `eos_ids` is dropped (bad_words_ids never forbids ending). Empty sequences are
+/// ignored. Stateless; sparse: touched() declares the last token of every kept sequence. The
+/// lists are shared between copies (a copy is O(1)). O(total sequence length) per call.
+class banned_sequences_processor {
+public:
+    explicit banned_sequences_processor(std::vector<std::vector<token_id>> sequences,
+                                        std::span<const token_id> eos_ids = {}) {
+        auto l = std::make_shared<lists>();
+        for (std::vector<token_id>& s : sequences) {
+            if (s.empty()) continue;
+            if (s.size() == 1) {
+                if (std::find(eos_ids.begin(), eos_ids.end(), s[0]) == eos_ids.end())
+                    l->singles.push_back(s[0]);
+            } else {
+                l->longer.push_back(std::move(s));
+            }
+        }
+        l_ = std::move(l);
+    }
+
+    /// The one-token sequences kept (banned whatever the history).
+    std::span<const token_id> single_tokens() const noexcept { return l_->singles; }
+    /// The sequences of two tokens or more.
+    std::span<const std::vector<token_id>> longer_sequences() const noexcept { return l_->longer; }
+
+    void apply(std::span<float> logits, const processor_context& c) const noexcept {
+        for (token_id t : l_->singles) detail::ban_token(logits, t);
+        apply_banned_sequences(logits, c.history, l_->longer);
+    }
+    void touched(const processor_context&, token_sink& out) const {
+        out(l_->singles);
+        for (const std::vector<token_id>& s : l_->longer) out(s.back());
+    }
+
+private:
+    struct lists {
+        std::vector<token_id> singles;
+        std::vector<std::vector<token_id>> longer;
+    };
+    std::shared_ptr<const lists> l_;
+};
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/processors/ngram.hpp
@@ -3917,8 +5066,8 @@ struct sampling_params {
     float xtc_probability = 0.f;  ///< in [0, 1]; 0 disabled
     float xtc_threshold = 0.1f;   ///< in [0, 1]; > 0.5 disables XTC
     bool mirostat = false;        ///< mirostat v2 on
-    float mirostat_tau = 5.f;     ///< target surprise (bits), > 0
-    float mirostat_eta = 0.1f;    ///< learning rate, > 0
+    float mirostat_tau = 5.f;     ///< target surprise (bits), > 0 (checked when mirostat is on)
+    float mirostat_eta = 0.1f;    ///< learning rate, > 0 (checked when mirostat is on)
     /// Every truncation step (except top_k, and mirostat which keeps >= 1) keeps at least this
     /// many.
     std::size_t min_keep = 1;
@@ -4011,9 +5160,9 @@ inline std::optional<std::string> sampling_params::check() const {
         return range_message("sampling_params.xtc_probability", "in [0, 1]", xtc_probability);
     if (!detail::in_closed(xtc_threshold, 0.f, 1.f))
         return range_message("sampling_params.xtc_threshold", "in [0, 1]", xtc_threshold);
-    if (!(mirostat_tau > 0.f) || std::isinf(mirostat_tau))
+    if (mirostat && (!(mirostat_tau > 0.f) || std::isinf(mirostat_tau)))
         return range_message("sampling_params.mirostat_tau", "finite and > 0", mirostat_tau);
-    if (!(mirostat_eta > 0.f) || std::isinf(mirostat_eta))
+    if (mirostat && (!(mirostat_eta > 0.f) || std::isinf(mirostat_eta)))
         return range_message("sampling_params.mirostat_eta", "finite and > 0", mirostat_eta);
     if (min_keep < 1) return range_message("sampling_params.min_keep", ">= 1", double(min_keep));
     if (order == sampling_order::custom) {
@@ -4050,6 +5199,7 @@ DECODEKIT_END_NAMESPACE
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -4066,6 +5216,9 @@ enum class sample_status : std::uint8_t {
     ok,              ///< a token was drawn
     no_valid_token,  ///< every entry NaN / -inf (or banned): token = -1
     bad_input,       ///< logits.size() != vocab_size(): token = -1
+    /// the sampler was inside another call (another thread, or the same sampler re-entered):
+    /// nothing was done, token = -1 (a sampler serves one call at a time)
+    concurrent_use,
 };
 
 /// A token and a log-probability (top-n alternatives, requested ids).
@@ -4144,8 +5297,51 @@ inline token_id draw(const distribution& d, rng_stream& rng) noexcept {
     return draw(d, rng.uniform());
 }
 
+class sampler;
+
 namespace detail {
 inline constexpr float f_inf = std::numeric_limits<float>::infinity();
+
+/// A flag set while a sampler is inside a call; copies are fresh, idle flags (so a sampler stays
+/// copyable). One atomic exchange per call.
+class in_use_flag {
+public:
+    in_use_flag() = default;
+    in_use_flag(const in_use_flag&) noexcept {}
+    in_use_flag& operator=(const in_use_flag&) noexcept { return *this; }
+    /// True when the caller may enter (the flag was idle; it is now set).
+    bool try_enter() noexcept { return !busy_.exchange(true, std::memory_order_acquire); }
+    void leave() noexcept { busy_.store(false, std::memory_order_release); }
+
+private:
+    std::atomic<bool> busy_{false};
+};
+/// Holds an in_use_flag for one scope (entered() tells whether it got it).
+class in_use_scope {
+public:
+    explicit in_use_scope(in_use_flag& f) noexcept : f_(f), ok_(f.try_enter()) {}
+    ~in_use_scope() {
+        if (ok_) f_.leave();
+    }
+    in_use_scope(const in_use_scope&) = delete;
+    in_use_scope& operator=(const in_use_scope&) = delete;
+    bool entered() const noexcept { return ok_; }
+
+private:
+    in_use_flag& f_;
+    bool ok_;
+};
+/// batch.hpp's access to a sampler's batch mark (one sampler in two rows of one call is
+/// reported before anything is sampled).
+struct sampler_batch_access {
+    /// A fresh call id (never 0).
+    static std::uint64_t next_call() noexcept {
+        static std::atomic<std::uint64_t> counter{0};
+        return counter.fetch_add(1, std::memory_order_relaxed) + 1;
+    }
+    /// Marks `s` as used by `call`; false when it already was (a duplicate row).
+    static bool claim(sampler& s, std::uint64_t call) noexcept;
+};
 
 /// exp((x - m)/t) with the special-value rules (m = +inf: 1 for +inf entries, else 0).
 inline double cand_weight(float x, float m, float t) noexcept {
@@ -4233,16 +5429,21 @@ public:
 
     /// Draws a token for `logits` keyed by (params.seed, ctx.sequence, ctx.step).
     /// \pre logits.size() == vocab_size() (else status bad_input)
+    /// status concurrent_use (nothing done) when the sampler is inside another call.
     sample_result sample(std::span<const float> logits, const sample_context& ctx) noexcept {
+        const detail::in_use_scope guard(in_use_);
+        if (!guard.entered()) return busy_result();
         return run(logits, ctx);
     }
     /// sample() with the key (sequence, step) and no history.
     sample_result sample(std::span<const float> logits, std::uint64_t sequence,
                          std::uint64_t step) noexcept {
-        return run(logits, sample_context{.sequence = sequence, .step = step});
+        return sample(logits, sample_context{.sequence = sequence, .step = step});
     }
     /// sample() with sequence 0 and the sampler's own step counter (then incremented).
     sample_result sample(std::span<const float> logits) noexcept {
+        const detail::in_use_scope guard(in_use_);
+        if (!guard.entered()) return busy_result();
         const std::uint64_t step = state_.next_step++;
         return run(logits, sample_context{.sequence = 0, .step = step});
     }
@@ -4253,7 +5454,8 @@ public:
     /// Without truncation this materialises and sorts the whole valid row (inspection, not hot).
     decodekit::distribution distribution(std::span<const float> logits,
                                          const sample_context& ctx = {}) noexcept {
-        if (logits.size() != vocab_) return {};
+        const detail::in_use_scope guard(in_use_);
+        if (!guard.entered() || logits.size() != vocab_) return {};
         std::span<const float> x = process(logits, ctx);
         if (params_.greedy()) {
             float best = 0.f;
@@ -4283,7 +5485,8 @@ public:
     decodekit::distribution distribution_unordered(std::span<const float> logits,
                                                    const sample_context& ctx = {}) noexcept {
         if (params_.greedy()) return distribution(logits, ctx);
-        if (logits.size() != vocab_) return {};
+        const detail::in_use_scope guard(in_use_);
+        if (!guard.entered() || logits.size() != vocab_) return {};
         const std::span<const float> x = truncate(process(logits, ctx), ctx);
         if (full_) materialise(x);  // id order
         if (cand_.empty()) return {};
@@ -4306,7 +5509,16 @@ public:
     }
 
 private:
+    friend struct detail::sampler_batch_access;
     static constexpr std::size_t block = 2048;  // block of the full-row draw
+
+    detail::in_use_flag in_use_;
+    std::uint64_t batch_call_ = 0;  // the batched call that last claimed this sampler
+    static sample_result busy_result() noexcept {
+        sample_result r;
+        r.status = sample_status::concurrent_use;
+        return r;
+    }
 
     sampling_params params_;
     std::size_t vocab_;
@@ -5228,6 +6440,12 @@ private:
         }
     }
 };
+
+inline bool detail::sampler_batch_access::claim(sampler& s, std::uint64_t call) noexcept {
+    if (s.batch_call_ == call) return false;
+    s.batch_call_ = call;
+    return true;
+}
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/sampler.hpp
@@ -6735,8 +7953,139 @@ DECODEKIT_END_NAMESPACE
 // ---- begin decodekit/processors/processors.hpp
 /// \file processors/processors.hpp
 /// Everything in processors/ (the umbrella of this folder): logits processors that modify a
-/// mutable logits row in place, noexcept, without allocation.
+/// mutable logits row in place, the processor concept they share (processor.hpp) and the
+/// mechanism their per-sequence state follows the history with (history.hpp).
 
+// ---- begin decodekit/processors/history.hpp
+/// \file processors/history.hpp
+/// How per-sequence state follows its sequence's history: one mechanism for every stateful part
+/// (penalty counts, the n-gram index, user processors, constraints, MTP module caches).
+///
+/// A stateful component sees the history of its sequence through the calls it gets (prompt +
+/// generated so far). Between two calls the history normally grows by a few tokens (append); a
+/// speculative rejection cuts it back; a beam fork or a new request replaces it. history_tracker
+/// compares each call's history with what it saw last and reports the change as
+///   keep   : tokens [0, keep) are unchanged,
+///   removed: the tokens that were at [keep, old length) (oldest first),
+///   added  : history[keep, new length),
+/// or as a rebuild when it cannot follow (the first call, a change deeper than its journal, or
+/// after reset()). The component then applies cut_back(removed) and append(added) to its state,
+/// or rebuilds it from the whole history. Cost per call: O(added + removed) plus a check of the
+/// last few tokens (check_tokens), never a rescan of the history; a rebuild is O(history).
+///
+/// The check is a safety net, not a proof: a caller that rewrites tokens deeper than the
+/// checked tail while keeping the same length and tail is not detected. Callers that rewrite
+/// histories (a slot reused for another request) call reset() or use a fresh component.
+///
+/// A fork (a beam taking its parent's sequence) copies the parent's component: the copy's
+/// tracker then follows the child's history from the parent's.
+
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// The difference between a history and the one a tracker saw last.
+struct history_change {
+    bool rebuild = true;                  ///< cannot follow: rebuild from the whole history
+    std::size_t keep = 0;                 ///< tokens [0, keep) unchanged (0 when rebuild)
+    std::span<const token_id> removed{};  ///< tokens that were at [keep, old length), in order
+    std::span<const token_id> added{};    ///< history[keep, new length) (the whole history when
+                                          ///< rebuild)
+};
+
+/// Follows one sequence's history across calls with a journal of its last journal_size() tokens.
+/// Copyable (a fork copies it). Memory: 4 bytes per journal entry.
+class history_tracker {
+public:
+    /// Tokens of the tail compared on each call (the cheap consistency check).
+    static constexpr std::size_t check_tokens = 8;
+    /// Default journal length: the deepest cut-back followed without a rebuild (a speculative
+    /// round verifies at most 256 drafts).
+    static constexpr std::size_t default_journal = 512;
+
+    explicit history_tracker(std::size_t journal = default_journal)
+        : ring_(std::max<std::size_t>(journal, check_tokens)) {}
+
+    /// Compares `history` with the last one seen, records it as seen, and returns the change.
+    /// The spans of the result view `history` and the tracker's own scratch: valid until the next
+    /// call. Allocates only while the removed-token scratch grows (bounded by the journal).
+    history_change sync(std::span<const token_id> history) {
+        const std::size_t n = history.size(), s = len_;
+        history_change ch;
+        if (seen_) {
+            const std::size_t lo = from_;  // first position still in the journal
+            const std::size_t c = std::min(n, s);
+            // the last few common positions must agree; otherwise find where the histories part
+            // (the check covers the part of the tail still in the journal; a change reaching the
+            // journal's first position, or a tail wholly outside it, cannot be followed)
+            std::size_t d = c;
+            const std::size_t k0 = std::max(c > check_tokens ? c - check_tokens : 0, lo);
+            for (std::size_t p = k0; p < c; ++p)
+                if (at(p) != history[p]) {
+                    d = first_difference(history, lo, c);
+                    break;
+                }
+            if (c >= lo && !(d == lo && lo > 0)) {
+                removed_.clear();
+                for (std::size_t p = d; p < s; ++p) removed_.push_back(at(p));
+                ch.rebuild = false;
+                ch.keep = d;
+                ch.removed = removed_;
+                ch.added = history.subspan(d);
+            }
+        }
+        const std::size_t first_kept = n > ring_.size() ? n - ring_.size() : 0;
+        if (ch.rebuild) {
+            ch.keep = 0;
+            ch.added = history;
+            from_ = first_kept;
+        } else {
+            // positions below the old window stay lost after a cut-back: the window only shrinks
+            from_ = std::min(std::max(from_, first_kept), n);
+        }
+        for (std::size_t p = std::max(ch.keep, first_kept); p < n; ++p) at(p) = history[p];
+        len_ = n;
+        seen_ = true;
+        return ch;
+    }
+
+    /// Forgets what was seen: the next sync() is a rebuild.
+    void reset() noexcept {
+        seen_ = false;
+        len_ = 0;
+        from_ = 0;
+    }
+    /// Length of the history seen last (0 before the first sync or after reset()).
+    std::size_t length() const noexcept { return len_; }
+    /// The most tokens a cut-back may remove without a rebuild (fewer after earlier cut-backs,
+    /// until appends refill the journal).
+    std::size_t journal_size() const noexcept { return ring_.size(); }
+
+private:
+    token_id& at(std::size_t pos) noexcept { return ring_[pos % ring_.size()]; }
+    token_id at(std::size_t pos) const noexcept { return ring_[pos % ring_.size()]; }
+    /// First position in [lo, c) where the journal and `h` differ (c if none).
+    std::size_t first_difference(std::span<const token_id> h, std::size_t lo,
+                                 std::size_t c) const noexcept {
+        for (std::size_t p = lo; p < c; ++p)
+            if (at(p) != h[p]) return p;
+        return c;
+    }
+
+    std::vector<token_id> ring_;     // ring_[p % size]: token at position p, for the last size
+    std::vector<token_id> removed_;  // scratch of the last change's removed tokens
+    std::size_t len_ = 0;
+    std::size_t from_ = 0;  // ring_ holds the tokens of positions [from_, len_)
+    bool seen_ = false;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/history.hpp
 // ---- end decodekit/processors/processors.hpp
 // ---- begin decodekit/sampling/sampling.hpp
 /// \file sampling/sampling.hpp
@@ -6755,9 +8104,15 @@ DECODEKIT_END_NAMESPACE
 /// executor to sample_batch(): any callable `exec(n, fn)` that calls fn(i) once for every i in
 /// [0, n), on any threads, and returns when all calls have returned.
 ///
+/// Sizes are checked in every build type (a mismatch is a returned batch_status and no row is
+/// sampled; never a read or write out of bounds): rows.size() must equal the matrix rows and
+/// out.size() must be at least that; the matrix must be consistent (stride >= cols, data set) and,
+/// when built from a span (logits_matrix::view), the span must hold every row.
+///
 /// Thread safety: the samplers of one call must be distinct objects (a sampler is mutable while
-/// it samples); a batch_sampler runs one call at a time (calls from several threads are
-/// serialised).
+/// it samples): the same sampler twice in one call is reported (batch_status::duplicate_sampler)
+/// before anything is sampled; a batch_sampler runs one call at a time (calls from several
+/// threads are serialised).
 
 
 #include <atomic>
@@ -6765,6 +8120,7 @@ DECODEKIT_END_NAMESPACE
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <mutex>
 #include <span>
 #include <thread>
@@ -6774,16 +8130,38 @@ DECODEKIT_END_NAMESPACE
 DECODEKIT_BEGIN_NAMESPACE
 
 /// A read-only row-major matrix of logits: rows x cols, `stride` floats between row starts.
+/// Build it from a span with view() so that its extent can be checked; the aggregate form
+/// {data, rows, cols, stride} is the caller's promise that data holds every row.
 struct logits_matrix {
     const float* data = nullptr;
     std::size_t rows = 0;
     std::size_t cols = 0;
     std::size_t stride = 0;  ///< >= cols; 0 means cols
+    /// Floats readable from data (set by view()); 0: unknown, the caller vouches for the rows.
+    std::size_t extent = 0;
 
-    /// Row i as a span of cols floats.  \pre i < rows
+    /// The matrix over `values` (row-major, `stride` floats between rows, 0 = cols).
+    static logits_matrix view(std::span<const float> values, std::size_t rows, std::size_t cols,
+                              std::size_t stride = 0) noexcept {
+        return {values.data(), rows, cols, stride, values.size()};
+    }
+    /// Floats between row starts.
+    std::size_t row_stride() const noexcept { return stride == 0 ? cols : stride; }
+    /// True when the view is consistent: stride >= cols, data set when it has rows, and (when the
+    /// extent is known) every row inside it. O(1), overflow-safe.
+    bool valid() const noexcept {
+        if (rows == 0) return true;
+        if (row_stride() < cols || (data == nullptr && cols > 0)) return false;
+        if (extent == 0) return true;
+        const std::size_t s = row_stride();
+        if (rows - 1 > (std::numeric_limits<std::size_t>::max() - cols) / (s == 0 ? 1 : s))
+            return false;
+        return (rows - 1) * s + cols <= extent;
+    }
+    /// Row i as a span of cols floats (empty when i >= rows).
     std::span<const float> row(std::size_t i) const noexcept {
-        DECODEKIT_ASSERT(i < rows, "logits_matrix: row out of range");
-        return {data + i * (stride == 0 ? cols : stride), cols};
+        if (i >= rows) return {};
+        return {data + i * row_stride(), cols};
     }
 };
 
@@ -6793,24 +8171,68 @@ struct batch_row {
     sample_context ctx = {};
 };
 
+/// Outcome of a batched call (per-row outcomes are in each sample_result::status).
+enum class batch_status : std::uint8_t {
+    ok,                 ///< every row was sampled (each row's own status says how it went)
+    size_mismatch,      ///< rows.size() != m.rows or out.size() < m.rows: nothing sampled
+    bad_matrix,         ///< !m.valid() (stride < cols, null data, rows past the span)
+    null_sampler,       ///< a row has no sampler: nothing sampled
+    duplicate_sampler,  ///< one sampler in two rows of the call: nothing sampled
+};
+
+namespace detail {
+/// Checks a batched call before anything runs; on failure marks min(out, rows) results bad_input.
+inline batch_status check_batch(const logits_matrix& m, std::span<const batch_row> rows,
+                                std::span<sample_result> out) noexcept {
+    batch_status st = batch_status::ok;
+    if (rows.size() != m.rows || out.size() < m.rows)
+        st = batch_status::size_mismatch;
+    else if (!m.valid())
+        st = batch_status::bad_matrix;
+    else {
+        const std::uint64_t call = sampler_batch_access::next_call();
+        for (const batch_row& r : rows) {
+            if (r.row_sampler == nullptr) {
+                st = batch_status::null_sampler;
+                break;
+            }
+            if (!sampler_batch_access::claim(*r.row_sampler, call)) {
+                st = batch_status::duplicate_sampler;
+                break;
+            }
+        }
+    }
+    if (st != batch_status::ok)
+        for (std::size_t i = 0; i < out.size() && i < m.rows; ++i) {
+            out[i] = sample_result{};
+            out[i].status = sample_status::bad_input;
+        }
+    return st;
+}
+}  // namespace detail
+
 /// Samples every row serially: out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx).
-/// \pre rows.size() == m.rows == out.size(); distinct samplers
-inline void sample_batch(const logits_matrix& m, std::span<const batch_row> rows,
-                         std::span<sample_result> out) noexcept {
-    DECODEKIT_ASSERT(rows.size() == m.rows && out.size() == m.rows, "sample_batch: size mismatch");
+/// Sizes, the matrix and distinct samplers are checked first (see batch_status).
+inline batch_status sample_batch(const logits_matrix& m, std::span<const batch_row> rows,
+                                 std::span<sample_result> out) noexcept {
+    if (const batch_status st = detail::check_batch(m, rows, out); st != batch_status::ok)
+        return st;
     for (std::size_t i = 0; i < m.rows; ++i)
         out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx);
+    return batch_status::ok;
 }
 
-/// Samples every row through `exec(n, fn)` (see the file comment); same results as the serial
-/// form.  \pre rows.size() == m.rows == out.size(); distinct samplers
+/// Samples every row through `exec(n, fn)` (see the file comment); same results and checks as
+/// the serial form.
 template <class Executor>
-void sample_batch(const logits_matrix& m, std::span<const batch_row> rows,
-                  std::span<sample_result> out, Executor&& exec) {
-    DECODEKIT_ASSERT(rows.size() == m.rows && out.size() == m.rows, "sample_batch: size mismatch");
+batch_status sample_batch(const logits_matrix& m, std::span<const batch_row> rows,
+                          std::span<sample_result> out, Executor&& exec) {
+    if (const batch_status st = detail::check_batch(m, rows, out); st != batch_status::ok)
+        return st;
     exec(m.rows, [&m, rows, out](std::size_t i) {
         out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx);
     });
+    return batch_status::ok;
 }
 
 namespace detail {
@@ -6882,14 +8304,15 @@ public:
     std::size_t threads() const noexcept { return threads_; }
 
     /// out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx), rows spread over the pool.
-    /// \pre rows.size() == m.rows == out.size(); distinct samplers
-    void sample(const logits_matrix& m, std::span<const batch_row> rows,
-                std::span<sample_result> out) {
-        DECODEKIT_ASSERT(rows.size() == m.rows && out.size() == m.rows,
-                         "batch_sampler: size mismatch");
+    /// Sizes, the matrix and distinct samplers are checked first (see batch_status).
+    batch_status sample(const logits_matrix& m, std::span<const batch_row> rows,
+                        std::span<sample_result> out) {
+        if (const batch_status st = detail::check_batch(m, rows, out); st != batch_status::ok)
+            return st;
         parallel_for(m.rows, [&m, rows, out](std::size_t i) {
             out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx);
         });
+        return batch_status::ok;
     }
 
     /// Calls fn(i) for every i in [0, n) on the pool; returns when all are done. Usable as the
