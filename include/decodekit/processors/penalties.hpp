@@ -211,9 +211,10 @@ public:
     }
     /// The counts were those of a history of keep + removed.size() tokens whose last ones were
     /// `removed`; they become those of its first `keep` tokens, which h[0, keep) holds.
-    /// Returns false if the counts were not those of that history (the caller rebuilds).
+    /// Returns false if the counts were not those of that history (the caller rebuilds). May
+    /// allocate (last_n: tokens re-enter the window).
     bool cut_back(std::span<const token_id> h, std::size_t keep, std::span<const token_id> removed,
-                  std::size_t prompt) noexcept {
+                  std::size_t prompt) {
         const std::size_t old_n = keep + removed.size();
         std::size_t from = keep;  // removed positions [from, old_n) leave the window
         if (scope_ == penalty_scope::output_only && from < prompt) from = prompt;
@@ -224,7 +225,7 @@ public:
         }
         bool ok = true;
         for (std::size_t p = from; p < old_n; ++p) ok &= counts_.remove(removed[p - keep]);
-        ops_ += old_n - from;
+        ops_ += from < old_n ? old_n - from : 0;
         if (scope_ == penalty_scope::last_n) {  // positions [keep - L, old_n - L) re-enter
             const std::size_t new_start = keep > last_n_ ? keep - last_n_ : 0;
             const std::size_t old_start = old_n > last_n_ ? old_n - last_n_ : 0;
