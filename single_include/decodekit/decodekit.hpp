@@ -4633,7 +4633,7 @@ public:
     /// Returns false if one of them was not there (the index did not follow that history: the
     /// caller rebuilds; the index is then unspecified until clear()).
     bool cut_back(std::span<const token_id> h, std::size_t keep,
-                  std::span<const token_id> removed) noexcept {
+                  std::span<const token_id> removed) {
         const token_id* d = h.data();
         const token_id* r = removed.data();
         auto at = [d, r, keep](std::size_t p) noexcept { return p < keep ? d[p] : r[p - keep]; };
@@ -4735,7 +4735,7 @@ private:
     }
 
     template <class At>
-    bool remove(At at, std::size_t i) noexcept {
+    bool remove(At at, std::size_t i) {
         const std::uint64_t hc = context_hash(at, i);
         const std::uint64_t hg = gram_hash(hc, at(i + n_ - 1));
         ops_ += n_;
@@ -4756,7 +4756,7 @@ private:
         }
         e.prev = e.next = none;
         by_gram_.erase(hg, g);
-        free_.push_back(g);  // no allocation: free_ never holds more than grams_ did
+        free_.push_back(g);  // reserved as grams_ grew (a copy may reallocate once)
         return true;
     }
 
