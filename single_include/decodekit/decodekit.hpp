@@ -2927,206 +2927,22 @@ DECODEKIT_END_NAMESPACE
 ///                    penalty_last_n = 64); last_n = 0 is an empty window (no effect);
 ///   output_only   -- the generated part, history[prompt_length:] (vLLM's frequency/presence).
 /// vLLM = {repetition_scope = whole_history, frequency_scope = output_only}.
-/// Special values: NaN logits stay NaN, -inf stays -inf, +inf stays +inf (theta > 0 and finite
-/// penalties cannot change them). Token ids outside [0, V) in the history are ignored, where V is
-/// min(logits.size(), workspace vocabulary size).
-/// Statefulness: none; the caller passes the history (prompt + generated, oldest first) each call.
-
-
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <optional>
-#include <span>
-#include <string>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// Which part of the history a penalty looks at.
-enum class penalty_scope : std::uint8_t {
-    whole_history,  ///< prompt + output (Hugging Face; vLLM's repetition penalty)
-    last_n,         ///< the last `last_n` tokens, prompt included (llama.cpp)
-    output_only,    ///< history[prompt_length:] (vLLM's frequency and presence penalties)
-};
-
-/// Penalty configuration; the defaults disable every penalty.
-struct penalty_params {
-    float repetition = 1.f;  ///< CTRL theta, > 0; 1 disables
-    float frequency = 0.f;   ///< subtracted per occurrence; 0 disables
-    float presence = 0.f;    ///< subtracted once if present; 0 disables
-    penalty_scope repetition_scope = penalty_scope::whole_history;
-    penalty_scope frequency_scope = penalty_scope::whole_history;  ///< also for presence
-    std::size_t last_n = 64;  ///< window length of penalty_scope::last_n
-
-    /// True when some penalty changes logits.
-    bool enabled() const noexcept {
-        return repetition != 1.f || frequency != 0.f || presence != 0.f;
-    }
-
-    /// The first invalid field as a message, or nullopt.
-    std::optional<std::string> check() const {
-        if (!(repetition > 0.f) || !std::isfinite(repetition))
-            return detail::range_message("penalty_params.repetition", "finite and > 0", repetition);
-        if (!std::isfinite(frequency))
-            return detail::range_message("penalty_params.frequency", "finite", frequency);
-        if (!std::isfinite(presence))
-            return detail::range_message("penalty_params.presence", "finite", presence);
-        if (static_cast<unsigned>(repetition_scope) > 2u)
-            return detail::range_message("penalty_params.repetition_scope",
-                                         "a penalty_scope enumerator (0..2)",
-                                         static_cast<double>(repetition_scope));
-        if (static_cast<unsigned>(frequency_scope) > 2u)
-            return detail::range_message("penalty_params.frequency_scope",
-                                         "a penalty_scope enumerator (0..2)",
-                                         static_cast<double>(frequency_scope));
-        return std::nullopt;
-    }
-    /// Throws config_error (or calls the error handler) if check() finds a problem.
-    void validate() const { raise_if(check()); }
-};
-
-/// Caller-owned scratch for apply_penalties: one counter per vocabulary entry, all zero between
-/// calls (each call resets what it touched, O(window)). One per thread: concurrent calls must
-/// not share a workspace (params and history may be shared read-only).
-struct penalty_workspace {
-    penalty_workspace() = default;
-    explicit penalty_workspace(std::size_t vocab_size) : counts(vocab_size, 0u) {}
-    /// Returns the vocabulary size the workspace was sized for.
-    std::size_t vocab_size() const noexcept { return counts.size(); }
-
-    std::vector<std::uint32_t> counts;  ///< zero outside a call
-};
-
-namespace detail {
-/// The part of the history a scope selects.
-inline std::span<const token_id> penalty_window(std::span<const token_id> history,
-                                                std::size_t prompt_length, penalty_scope scope,
-                                                std::size_t last_n) noexcept {
-    switch (scope) {
-        case penalty_scope::last_n:
-            return last_n >= history.size() ? history : history.last(last_n);
-        case penalty_scope::output_only:
-            return prompt_length >= history.size() ? history.last(0)
-                                                   : history.subspan(prompt_length);
-        case penalty_scope::whole_history:
-        default:
-            return history;
-    }
-}
-}  // namespace detail
-
-/// Applies the repetition, then the frequency/presence penalties to `logits` in place.
-/// \pre params.check() is nullopt; ws.vocab_size() >= logits.size() (ids beyond it are ignored).
-/// \post ws.counts is all zero again. O(window), no allocation.
-inline void apply_penalties(std::span<float> logits, std::span<const token_id> history,
-                            std::size_t prompt_length, const penalty_params& params,
-                            penalty_workspace& ws) noexcept {
-    DECODEKIT_ASSERT(ws.vocab_size() >= logits.size(),
-                     "apply_penalties: workspace smaller than the vocabulary");
-    const std::size_t v = logits.size() < ws.vocab_size() ? logits.size() : ws.vocab_size();
-    std::uint32_t* const counts = ws.counts.data();
-    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
-
-    const float theta = params.repetition;
-    if (theta != 1.f && theta > 0.f) {
-        const auto w =
-            detail::penalty_window(history, prompt_length, params.repetition_scope, params.last_n);
-        for (token_id t : w) {
-            if (!valid(t) || counts[t] != 0) continue;
-            counts[t] = 1;
-            float& x = logits[static_cast<std::size_t>(t)];
-            x = x > 0.f ? x / theta : x * theta;
-        }
-        for (token_id t : w)
-            if (valid(t)) counts[t] = 0;
-    }
-
-    const float af = params.frequency, ap = params.presence;
-    if (af != 0.f || ap != 0.f) {
-        const auto w =
-            detail::penalty_window(history, prompt_length, params.frequency_scope, params.last_n);
-        for (token_id t : w)
-            if (valid(t)) ++counts[t];
-        for (token_id t : w) {
-            if (!valid(t) || counts[t] == 0) continue;
-            float& x = logits[static_cast<std::size_t>(t)];
-            x -= static_cast<float>(counts[t]) * af + ap;
-            counts[t] = 0;
-        }
-    }
-}
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/penalties.hpp
-// ---- begin decodekit/sampling/sampler.hpp
-/// \file sampling/sampler.hpp
-/// decodekit::sampler: configured once (sampling_params + vocabulary size), applied to a logits
-/// row per token. It never writes the caller's logits: when a processor is active the row is
-/// copied into the workspace first (or only the entries processors touch are patched).
+/// Special values: NaN logits stay NaN, -inf stays -inf, +inf stays +inf, whatever the penalties
+/// (also when count * frequency overflows float); a finite logit whose penalty overflows float
+/// becomes +-inf. Token ids outside [0, V) in the history are ignored, where V is
+/// min(logits.size(), workspace vocabulary size) for apply_penalties and logits.size() for
+/// penalties_processor.
 ///
-/// Pipeline: processors (processing.hpp) -> the truncation steps in the order of params.order
-/// (one file each under steps/, registered in steps.hpp; they narrow a working_set) -> the draw
-/// (draw.hpp) -> the logprob extras (logprobs.hpp). Greedy (temperature 0) is one argmax of the
-/// processed row: no step, no draw.
-///
-/// Cost per call (V = vocabulary size, k = survivors of the first truncation):
-///   greedy                      one argmax pass (no copy, no softmax)
-///   first step top-k / min-p    one or two read passes, then O(k log k) on the survivors
-///   first step top-p            one max+exp pass (the normaliser) + one threshold pass
-///   no truncation (temperature) one max+exp pass in blocks of 2048, then one block's softmax
-///   raw logprobs (opt-in)       + one max+exp pass, unless the draw already had the normaliser
-///   processors                  sparse ones (all but allowed_tokens) patch a few entries with
-///                               no row copy when the first step is greedy/top-k/min-p; else
-///                               one copy of the row into the workspace
-///   the other steps             see their files under sampling/steps/
-///
-/// Randomness: a draw depends only on (seed, sequence, step, logits, params): its uniform comes
-/// from make_stream({seed, sequence, step}, rng_purpose::sample) (uniform(): 2 words; with
-/// logprobs.chosen off, a full-row draw uses kernels::draw_temperature instead: 5 words per
-/// proposal, a variable number of proposals), XTC's coin from rng_purpose::filter
-/// (uniform_float(): 1 word). Never on batch position or thread.
-///
-/// Special values (kernels/reference.hpp): NaN and -inf entries have probability 0 and are never
-/// drawn; if an entry is +inf the distribution is uniform over the +inf entries; a row with no
-/// valid entry (empty, all -inf/NaN, or everything banned) gives token -1 with
-/// status no_valid_token; a row whose size is not vocab_size() gives status bad_input.
-///
-/// Processors take the history from the caller (sample_context::history = prompt + generated
-/// so far, caller-owned). The sampler's state is mirostat's mu and the step counter of
-/// sample(logits): state() / restore() (speculative rollback).
-///
-/// Memory: a sampler holds its params, its state and the storage of what it returns (top-n and
-/// requested logprobs): O(params). Calls work in a shared sampling_workspace (the thread's, or
-/// one passed in; see workspace.hpp), so distribution() views live until the next call on that
-/// workspace, while sample_result's spans are the sampler's own.
-///
-/// Thread safety: a sampler serves one call at a time (a second concurrent call gets
-/// sample_status::concurrent_use); distinct samplers are independent. batch.hpp runs one sampler
-/// per row.
-
-// ---- begin decodekit/sampling/constrained.hpp
-/// \file sampling/constrained.hpp
-/// How a sampler applies a callback constraint (sampling/constraint.hpp) exactly, querying it
-/// only where the law of the pipeline on the masked row depends on it. Proof sketches, with
-/// M(x) the row with every disallowed entry at -inf:
-///   - greedy: argmax M(x) is the first allowed entry of x in descending order (ties by id), so
-///     the walk down x's order stops at the first allowed entry it meets.
-///   - top-k first: the k largest of M(x) are the first k allowed entries of x's order (with
-///     keep_ties, also the allowed entries tied with the k-th); the later steps then see exactly
-///     top_k(M(x)).
-///   - min-p first: max M(x) is the first allowed entry m_a of x's order; min-p keeps
-///     {i : M(x)_i >= thr(m_a)} = the allowed entries of {i : x_i >= thr(m_a)}, so only the
-///     entries above the threshold are queried (the min_keep fallback walks on, as top-k).
-///   - temperature only, no logprob asked: draw t from softmax(x / T); if t is allowed it is the
-///     result, else draw again from softmax(M(x) / T) with an independent stream. For an
-///     allowed t, P(t) = q(t) + (1 - Q) q(t) / Q = q(t) / Q (q the unconstrained law, Q the
-///     allowed mass): exactly the masked law. (The chosen logprob would need Q, hence every
-///     query: with logprobs.chosen on, the full mask is built.)
-///   - any other pipeline: the full mask (every valid entry queried once), then the pipeline on
-///     M(x).
-/// Walks read x's order in growing prefixes from kernels::top_k (8, 64, 512, ... entries), so a
-/// walk costs a few read passes plus O(entries walked).
+/// Two forms with the same results:
+///   apply_penalties   -- stateless: the caller passes the history each call; O(window) per call
+///                        (the whole history for whole_history and output_only), and an O(V)
+///                        workspace.
+///   penalties_processor -- per sequence (the processor concept, processors/processor.hpp): keeps
+///                        the counts of each scope (token -> count over the distinct tokens in
+///                        the window, never O(V)), updated from the history hooks by the tokens
+///                        added and removed since the previous call. Per call: O(added + removed)
+///                        in the hooks (last_n: O(min(removed, last_n)) on a cut-back), and
+///                        O(distinct tokens in the windows) in apply() and touched().
 
 // ---- begin decodekit/processors/processor.hpp
 /// \file processors/processor.hpp
@@ -3303,6 +3119,651 @@ private:
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/processors/processor.hpp
+// ---- begin decodekit/processors/token_counts.hpp
+/// \file processors/token_counts.hpp
+/// The small hash tables per-sequence processor state is kept in: hash_slots (an open-addressing
+/// index from a 64-bit hash to 32-bit values, linear probing, deletion by backward shift) and
+/// token_counts (token -> count over the distinct tokens seen, dense, O(distinct tokens)).
+///
+/// Hashes are seeded once per process (from addresses that ASLR randomises and the clock), so a
+/// client that chooses token histories cannot aim them at one probe chain. Only the table layout
+/// depends on the seed: the iteration order of token_counts (insertion order, with swap-remove)
+/// and every result are deterministic. Growth doubles the slots at load 1/2 (amortized O(1) per
+/// insert); nothing shrinks, so a table reused across cut-backs and rebuilds stops allocating
+/// once it reached its largest size. Not safe to share between threads, const lookups included:
+/// they update a probe counter (like the processors built on these tables, one object serves one
+/// sequence, one call at a time).
+
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+
+/// A bijective 64-bit mixer (the splitmix64 finalizer).
+inline std::uint64_t mix64(std::uint64_t z) noexcept {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/// The process's hash seed (fixed after the first call).
+inline std::uint64_t hash_seed() noexcept {
+    static const std::uint64_t seed = [] {
+        static const char anchor = 0;
+        const char local = 0;
+        const auto ticks =
+            static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+        return mix64(reinterpret_cast<std::uintptr_t>(&anchor) ^
+                     mix64(reinterpret_cast<std::uintptr_t>(&local) ^ mix64(ticks)));
+    }();
+    return seed;
+}
+
+/// The seeded hash of one token.
+inline std::uint64_t token_hash(token_id t) noexcept {
+    return mix64(hash_seed() ^ static_cast<std::uint32_t>(t));
+}
+
+/// Open-addressing index: 64-bit hashes to 32-bit values (several values may share a hash; the
+/// caller tells them apart with a predicate). Slots hold the hash's low 32 bits and the value.
+/// Every probe is counted in probes() (a cost counter for tests and monitoring).
+class hash_slots {
+public:
+    static constexpr std::uint32_t none = 0xFFFFFFFFu;
+
+    /// Number of values held.
+    std::size_t size() const noexcept { return size_; }
+    /// Slots probed since construction.
+    std::uint64_t probes() const noexcept { return probes_; }
+
+    /// The first value whose hash is `h` and for which match(value) holds, or none.
+    template <class Match>
+    std::uint32_t find(std::uint64_t h, Match&& match) const {
+        if (slots_.empty()) return none;
+        const std::uint32_t frag = static_cast<std::uint32_t>(h);
+        for (std::size_t i = frag & mask_;; i = (i + 1) & mask_) {
+            ++probes_;
+            const slot& s = slots_[i];
+            if (s.value == none) return none;
+            if (s.frag == frag && match(s.value)) return s.value;
+        }
+    }
+    /// Adds (h, value). \pre value != none
+    void insert(std::uint64_t h, std::uint32_t value) {
+        if ((size_ + 1) * 2 > slots_.size()) grow();
+        place(static_cast<std::uint32_t>(h), value);
+        ++size_;
+    }
+    /// Removes (h, value) if present.
+    void erase(std::uint64_t h, std::uint32_t value) noexcept {
+        std::size_t i = locate(h, value);
+        if (i == npos) return;
+        for (std::size_t j = (i + 1) & mask_;; j = (j + 1) & mask_) {
+            ++probes_;
+            if (slots_[j].value == none) break;
+            const std::size_t home = slots_[j].frag & mask_;
+            // slot j may move back to i unless its home lies cyclically in (i, j]
+            const bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+            if (stays) continue;
+            slots_[i] = slots_[j];
+            i = j;
+        }
+        slots_[i].value = none;
+        --size_;
+    }
+    /// Changes the value of (h, from) to `to` if present.
+    void relabel(std::uint64_t h, std::uint32_t from, std::uint32_t to) noexcept {
+        const std::size_t i = locate(h, from);
+        if (i != npos) slots_[i].value = to;
+    }
+    /// Removes every value (keeps the slots' memory). O(slots).
+    void clear() noexcept {
+        for (slot& s : slots_) s.value = none;
+        size_ = 0;
+    }
+
+private:
+    struct slot {
+        std::uint32_t frag = 0;
+        std::uint32_t value = none;
+    };
+    std::size_t locate(std::uint64_t h, std::uint32_t value) const noexcept {
+        if (slots_.empty()) return npos;
+        const std::uint32_t frag = static_cast<std::uint32_t>(h);
+        for (std::size_t i = frag & mask_;; i = (i + 1) & mask_) {
+            ++probes_;
+            if (slots_[i].value == none) return npos;
+            if (slots_[i].frag == frag && slots_[i].value == value) return i;
+        }
+    }
+    void place(std::uint32_t frag, std::uint32_t value) noexcept {
+        std::size_t i = frag & mask_;
+        while (slots_[i].value != none) {
+            ++probes_;
+            i = (i + 1) & mask_;
+        }
+        slots_[i] = {frag, value};
+    }
+    void grow() {
+        std::vector<slot> old;
+        old.swap(slots_);
+        slots_.assign(old.empty() ? 16 : old.size() * 2, slot{});
+        mask_ = slots_.size() - 1;
+        for (const slot& s : old)
+            if (s.value != none) place(s.frag, s.value);
+    }
+
+    std::vector<slot> slots_;
+    std::size_t mask_ = 0;
+    std::size_t size_ = 0;
+    mutable std::uint64_t probes_ = 0;
+};
+
+}  // namespace detail
+
+/// Counts of tokens (any token_id value): the distinct tokens with a count > 0, in a dense array
+/// (iteration O(distinct)), and a hash index to them. add/remove are O(1) expected; memory is
+/// about 24 bytes per distinct token. Copyable (a copy is O(distinct)).
+class token_counts {
+public:
+    /// Adds one occurrence of t.
+    void add(token_id t) {
+        const std::uint64_t h = detail::token_hash(t);
+        const std::uint32_t i = find(h, t);
+        if (i != detail::hash_slots::none) {
+            ++counts_[i];
+            return;
+        }
+        index_.insert(h, static_cast<std::uint32_t>(keys_.size()));
+        keys_.push_back(t);
+        counts_.push_back(1);
+    }
+    /// Removes one occurrence of t; returns false (and changes nothing) if t has none.
+    bool remove(token_id t) noexcept {
+        const std::uint64_t h = detail::token_hash(t);
+        const std::uint32_t i = find(h, t);
+        if (i == detail::hash_slots::none) return false;
+        if (--counts_[i] > 0) return true;
+        index_.erase(h, i);
+        const std::uint32_t last = static_cast<std::uint32_t>(keys_.size() - 1);
+        if (i != last) {  // move the last entry into the hole
+            index_.relabel(detail::token_hash(keys_[last]), last, i);
+            keys_[i] = keys_[last];
+            counts_[i] = counts_[last];
+        }
+        keys_.pop_back();
+        counts_.pop_back();
+        return true;
+    }
+    /// The count of t (0 if unseen).
+    std::uint32_t count(token_id t) const noexcept {
+        const std::uint32_t i = find(detail::token_hash(t), t);
+        return i == detail::hash_slots::none ? 0u : counts_[i];
+    }
+    /// Forgets every token (keeps the memory).
+    void clear() noexcept {
+        keys_.clear();
+        counts_.clear();
+        index_.clear();
+    }
+    /// Number of distinct tokens with a count > 0.
+    std::size_t size() const noexcept { return keys_.size(); }
+    bool empty() const noexcept { return keys_.empty(); }
+    /// The distinct tokens, and their counts at the same positions.
+    std::span<const token_id> tokens() const noexcept { return keys_; }
+    std::span<const std::uint32_t> counts() const noexcept { return counts_; }
+    /// Hash slots probed since construction (a cost counter).
+    std::uint64_t probes() const noexcept { return index_.probes(); }
+
+private:
+    std::uint32_t find(std::uint64_t h, token_id t) const noexcept {
+        return index_.find(h, [&](std::uint32_t i) noexcept { return keys_[i] == t; });
+    }
+
+    std::vector<token_id> keys_;
+    std::vector<std::uint32_t> counts_;
+    detail::hash_slots index_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/token_counts.hpp
+
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Which part of the history a penalty looks at.
+enum class penalty_scope : std::uint8_t {
+    whole_history,  ///< prompt + output (Hugging Face; vLLM's repetition penalty)
+    last_n,         ///< the last `last_n` tokens, prompt included (llama.cpp)
+    output_only,    ///< history[prompt_length:] (vLLM's frequency and presence penalties)
+};
+
+/// Penalty configuration; the defaults disable every penalty.
+struct penalty_params {
+    float repetition = 1.f;  ///< CTRL theta, > 0; 1 disables
+    float frequency = 0.f;   ///< subtracted per occurrence; 0 disables
+    float presence = 0.f;    ///< subtracted once if present; 0 disables
+    penalty_scope repetition_scope = penalty_scope::whole_history;
+    penalty_scope frequency_scope = penalty_scope::whole_history;  ///< also for presence
+    std::size_t last_n = 64;  ///< window length of penalty_scope::last_n
+
+    /// True when some penalty changes logits.
+    bool enabled() const noexcept {
+        return repetition != 1.f || frequency != 0.f || presence != 0.f;
+    }
+
+    /// The first invalid field as a message, or nullopt.
+    std::optional<std::string> check() const {
+        if (!(repetition > 0.f) || !std::isfinite(repetition))
+            return detail::range_message("penalty_params.repetition", "finite and > 0", repetition);
+        if (!std::isfinite(frequency))
+            return detail::range_message("penalty_params.frequency", "finite", frequency);
+        if (!std::isfinite(presence))
+            return detail::range_message("penalty_params.presence", "finite", presence);
+        if (static_cast<unsigned>(repetition_scope) > 2u)
+            return detail::range_message("penalty_params.repetition_scope",
+                                         "a penalty_scope enumerator (0..2)",
+                                         static_cast<double>(repetition_scope));
+        if (static_cast<unsigned>(frequency_scope) > 2u)
+            return detail::range_message("penalty_params.frequency_scope",
+                                         "a penalty_scope enumerator (0..2)",
+                                         static_cast<double>(frequency_scope));
+        return std::nullopt;
+    }
+    /// Throws config_error (or calls the error handler) if check() finds a problem.
+    void validate() const { raise_if(check()); }
+};
+
+/// Caller-owned scratch for apply_penalties: one counter per vocabulary entry, all zero between
+/// calls (each call resets what it touched, O(window)). One per thread: concurrent calls must
+/// not share a workspace (params and history may be shared read-only).
+struct penalty_workspace {
+    penalty_workspace() = default;
+    explicit penalty_workspace(std::size_t vocab_size) : counts(vocab_size, 0u) {}
+    /// Returns the vocabulary size the workspace was sized for.
+    std::size_t vocab_size() const noexcept { return counts.size(); }
+
+    std::vector<std::uint32_t> counts;  ///< zero outside a call
+};
+
+namespace detail {
+/// The part of the history a scope selects.
+inline std::span<const token_id> penalty_window(std::span<const token_id> history,
+                                                std::size_t prompt_length, penalty_scope scope,
+                                                std::size_t last_n) noexcept {
+    switch (scope) {
+        case penalty_scope::last_n:
+            return last_n >= history.size() ? history : history.last(last_n);
+        case penalty_scope::output_only:
+            return prompt_length >= history.size() ? history.last(0)
+                                                   : history.subspan(prompt_length);
+        case penalty_scope::whole_history:
+        default:
+            return history;
+    }
+}
+
+/// The frequency/presence penalty of a token seen `count` times (count > 0): infinite and NaN
+/// logits are left as they are (an overflowing count * af would turn -inf into NaN).
+inline void frequency_penalize(float& x, std::uint32_t count, float af, float ap) noexcept {
+    if (std::isfinite(x)) x -= static_cast<float>(count) * af + ap;
+}
+}  // namespace detail
+
+/// Applies the repetition, then the frequency/presence penalties to `logits` in place.
+/// \pre params.check() is nullopt; ws.vocab_size() >= logits.size() (ids beyond it are ignored).
+/// \post ws.counts is all zero again. O(window), no allocation.
+inline void apply_penalties(std::span<float> logits, std::span<const token_id> history,
+                            std::size_t prompt_length, const penalty_params& params,
+                            penalty_workspace& ws) noexcept {
+    DECODEKIT_ASSERT(ws.vocab_size() >= logits.size(),
+                     "apply_penalties: workspace smaller than the vocabulary");
+    const std::size_t v = logits.size() < ws.vocab_size() ? logits.size() : ws.vocab_size();
+    std::uint32_t* const counts = ws.counts.data();
+    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
+
+    const float theta = params.repetition;
+    if (theta != 1.f && theta > 0.f) {
+        const auto w =
+            detail::penalty_window(history, prompt_length, params.repetition_scope, params.last_n);
+        for (token_id t : w) {
+            if (!valid(t) || counts[t] != 0) continue;
+            counts[t] = 1;
+            float& x = logits[static_cast<std::size_t>(t)];
+            x = x > 0.f ? x / theta : x * theta;
+        }
+        for (token_id t : w)
+            if (valid(t)) counts[t] = 0;
+    }
+
+    const float af = params.frequency, ap = params.presence;
+    if (af != 0.f || ap != 0.f) {
+        const auto w =
+            detail::penalty_window(history, prompt_length, params.frequency_scope, params.last_n);
+        for (token_id t : w)
+            if (valid(t)) ++counts[t];
+        for (token_id t : w) {
+            if (!valid(t) || counts[t] == 0) continue;
+            detail::frequency_penalize(logits[static_cast<std::size_t>(t)], counts[t], af, ap);
+            counts[t] = 0;
+        }
+    }
+}
+
+namespace detail {
+
+/// The counts of one penalty window, following the history through its hooks.
+class penalty_window_counts {
+public:
+    penalty_window_counts() = default;
+    penalty_window_counts(penalty_scope scope, std::size_t last_n) noexcept
+        : scope_(scope), last_n_(last_n) {}
+
+    penalty_scope scope() const noexcept { return scope_; }
+    const token_counts& counts() const noexcept { return counts_; }
+    /// Tokens added or removed by the hooks since construction (a cost counter).
+    std::uint64_t operations() const noexcept { return ops_ + counts_.probes(); }
+
+    /// Counts the window of h (prompt length `prompt`).
+    void rebuild(std::span<const token_id> h, std::size_t prompt) {
+        counts_.clear();
+        const auto w = penalty_window(h, prompt, scope_, last_n_);
+        for (token_id t : w) counts_.add(t);
+        ops_ += w.size();
+    }
+    /// The counts were those of h[0, from); h[from, size) were added.
+    void append(std::span<const token_id> h, std::size_t from, std::size_t prompt) {
+        const std::size_t n = h.size();
+        switch (scope_) {
+            case penalty_scope::whole_history:
+                for (std::size_t p = from; p < n; ++p) counts_.add(h[p]);
+                break;
+            case penalty_scope::output_only:
+                for (std::size_t p = from < prompt ? prompt : from; p < n; ++p) counts_.add(h[p]);
+                break;
+            case penalty_scope::last_n:
+                if (last_n_ == 0) break;
+                for (std::size_t p = from; p < n; ++p) {
+                    counts_.add(h[p]);
+                    if (p >= last_n_) counts_.remove(h[p - last_n_]);  // leaves the window
+                }
+                break;
+        }
+        ops_ += n - from;
+    }
+    /// The counts were those of a history of keep + removed.size() tokens whose last ones were
+    /// `removed`; they become those of its first `keep` tokens, which h[0, keep) holds.
+    /// Returns false if the counts were not those of that history (the caller rebuilds). May
+    /// allocate (last_n: tokens re-enter the window).
+    bool cut_back(std::span<const token_id> h, std::size_t keep, std::span<const token_id> removed,
+                  std::size_t prompt) {
+        const std::size_t old_n = keep + removed.size();
+        std::size_t from = keep;  // removed positions [from, old_n) leave the window
+        if (scope_ == penalty_scope::output_only && from < prompt) from = prompt;
+        if (scope_ == penalty_scope::last_n) {
+            if (last_n_ == 0) return true;
+            const std::size_t old_start = old_n > last_n_ ? old_n - last_n_ : 0;
+            if (from < old_start) from = old_start;
+        }
+        bool ok = true;
+        for (std::size_t p = from; p < old_n; ++p) ok &= counts_.remove(removed[p - keep]);
+        ops_ += from < old_n ? old_n - from : 0;
+        if (scope_ == penalty_scope::last_n) {  // positions [keep - L, old_n - L) re-enter
+            const std::size_t new_start = keep > last_n_ ? keep - last_n_ : 0;
+            const std::size_t old_start = old_n > last_n_ ? old_n - last_n_ : 0;
+            const std::size_t end = old_start < keep ? old_start : keep;
+            for (std::size_t p = new_start; p < end; ++p) counts_.add(h[p]);
+            ops_ += end > new_start ? end - new_start : 0;
+        }
+        return ok;
+    }
+
+private:
+    penalty_scope scope_ = penalty_scope::whole_history;
+    std::size_t last_n_ = 0;
+    token_counts counts_;
+    std::uint64_t ops_ = 0;
+};
+
+}  // namespace detail
+
+/// The penalties of apply_penalties as a per-sequence processor with incremental counts (see the
+/// file comment). Sparse: touched() declares the counted ids. Follows the history: the hooks
+/// (append / cut_back / reset) update the counts; a change of prompt_length rebuilds the
+/// output_only counts. Copying it copies its counts: O(distinct tokens in its windows).
+///
+/// Safety net: the processor records the history length (and prompt length) its counts belong
+/// to. A hook whose sizes do not fit that record (a caller that skipped a call or passed another
+/// sequence) rebuilds from c.history; apply() on a history of another length rebuilds first, and
+/// touched() then declares every id of the windows (O(window)). Results stay exact; only the cost
+/// changes.
+/// One call at a time: even the const members update cost counters (operations()).
+class penalties_processor {
+public:
+    /// \pre params.check() is nullopt (validated here: config_error or the error handler).
+    explicit penalties_processor(const penalty_params& params) : p_(params) {
+        p_.validate();
+        if (p_.repetition != 1.f) rep_ = add_window(p_.repetition_scope);
+        if (p_.frequency != 0.f || p_.presence != 0.f) freq_ = add_window(p_.frequency_scope);
+    }
+
+    const penalty_params& params() const noexcept { return p_; }
+
+    /// Applies the repetition, then the frequency/presence penalties (as apply_penalties).
+    void apply(std::span<float> logits, const processor_context& c) {
+        if (nw_ == 0) return;
+        if (!in_sync(c)) reset(c);
+        const std::size_t v = logits.size();
+        auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
+        if (rep_ >= 0 && rep_ == freq_) {  // one set of counts: one pass, same results
+            const float theta = p_.repetition, af = p_.frequency, ap = p_.presence;
+            const token_counts& k = w_[std::size_t(rep_)].counts();
+            const auto ids = k.tokens();
+            const auto counts = k.counts();
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                if (!valid(ids[i])) continue;
+                float& x = logits[static_cast<std::size_t>(ids[i])];
+                x = x > 0.f ? x / theta : x * theta;
+                detail::frequency_penalize(x, counts[i], af, ap);
+            }
+            ops_ += ids.size();
+            return;
+        }
+        if (rep_ >= 0) {
+            const float theta = p_.repetition;
+            const auto ids = w_[std::size_t(rep_)].counts().tokens();
+            for (token_id t : ids) {
+                if (!valid(t)) continue;
+                float& x = logits[static_cast<std::size_t>(t)];
+                x = x > 0.f ? x / theta : x * theta;
+            }
+            ops_ += ids.size();
+        }
+        if (freq_ >= 0) {
+            const float af = p_.frequency, ap = p_.presence;
+            const token_counts& k = w_[std::size_t(freq_)].counts();
+            const auto ids = k.tokens();
+            const auto counts = k.counts();
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                if (!valid(ids[i])) continue;
+                detail::frequency_penalize(logits[static_cast<std::size_t>(ids[i])], counts[i], af,
+                                           ap);
+            }
+            ops_ += ids.size();
+        }
+    }
+
+    /// Declares the counted ids (every id of the windows of c.history if out of step).
+    void touched(const processor_context& c, token_sink& out) const {
+        for (int i = 0; i < nw_; ++i) {
+            const auto& w = w_[std::size_t(i)];
+            if (in_sync(c))
+                out(w.counts().tokens());
+            else
+                out(detail::penalty_window(c.history, c.prompt_length, w.scope(), p_.last_n));
+        }
+    }
+
+    /// History hooks (processors/processor.hpp).
+    void append(std::span<const token_id> added, const processor_context& c) {
+        if (nw_ == 0) return;
+        if (!built_ || len_ + added.size() != c.history.size() || !same_prompt(c)) {
+            reset(c);
+            return;
+        }
+        for (int i = 0; i < nw_; ++i) w_[std::size_t(i)].append(c.history, len_, prompt_);
+        len_ = c.history.size();
+    }
+    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
+        if (nw_ == 0) return;
+        if (!built_ || keep + removed.size() != len_ || keep > c.history.size()) {
+            built_ = false;  // the next append or apply rebuilds
+            return;
+        }
+        if (!same_prompt(c)) {  // output_only follows prompt_length: rebuild h[0, keep)
+            prompt_ = c.prompt_length;
+            for (int i = 0; i < nw_; ++i)
+                w_[std::size_t(i)].rebuild(c.history.first(keep), prompt_);
+        } else {
+            for (int i = 0; i < nw_; ++i)
+                if (!w_[std::size_t(i)].cut_back(c.history, keep, removed, prompt_)) built_ = false;
+        }
+        len_ = keep;
+    }
+    void reset(const processor_context& c) {
+        if (nw_ == 0) return;
+        for (int i = 0; i < nw_; ++i) w_[std::size_t(i)].rebuild(c.history, c.prompt_length);
+        len_ = c.history.size();
+        prompt_ = c.prompt_length;
+        built_ = true;
+    }
+
+    /// The counts of the repetition window and of the frequency/presence window (the same object
+    /// when the scopes are equal; nullptr when that penalty is off), as of the last hook.
+    const token_counts* repetition_counts() const noexcept {
+        return rep_ >= 0 ? &w_[std::size_t(rep_)].counts() : nullptr;
+    }
+    const token_counts* frequency_counts() const noexcept {
+        return freq_ >= 0 ? &w_[std::size_t(freq_)].counts() : nullptr;
+    }
+    /// Work done since construction: tokens handled by the hooks, entries visited by apply()
+    /// and hash slots probed (a cost counter for tests and monitoring; touched() not included).
+    std::uint64_t operations() const noexcept {
+        std::uint64_t n = ops_;
+        for (int i = 0; i < nw_; ++i) n += w_[std::size_t(i)].operations();
+        return n;
+    }
+
+private:
+    int add_window(penalty_scope s) {
+        for (int i = 0; i < nw_; ++i)
+            if (w_[std::size_t(i)].scope() == s) return i;  // one set of counts per scope
+        w_[std::size_t(nw_)] = detail::penalty_window_counts(s, p_.last_n);
+        if (s == penalty_scope::output_only) uses_prompt_ = true;
+        return nw_++;
+    }
+    bool same_prompt(const processor_context& c) const noexcept {
+        return !uses_prompt_ || prompt_ == c.prompt_length;
+    }
+    bool in_sync(const processor_context& c) const noexcept {
+        return built_ && len_ == c.history.size() && same_prompt(c);
+    }
+
+    penalty_params p_;
+    std::array<detail::penalty_window_counts, 2> w_{};
+    int nw_ = 0, rep_ = -1, freq_ = -1;
+    bool uses_prompt_ = false;
+    bool built_ = false;
+    std::size_t len_ = 0;     // history length the counts belong to
+    std::size_t prompt_ = 0;  // prompt length they were built with
+    std::uint64_t ops_ = 0;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/penalties.hpp
+// ---- begin decodekit/sampling/sampler.hpp
+/// \file sampling/sampler.hpp
+/// decodekit::sampler: configured once (sampling_params + vocabulary size), applied to a logits
+/// row per token. It never writes the caller's logits: when a processor is active the row is
+/// copied into the workspace first (or only the entries processors touch are patched).
+///
+/// Pipeline: processors (processing.hpp) -> the truncation steps in the order of params.order
+/// (one file each under steps/, registered in steps.hpp; they narrow a working_set) -> the draw
+/// (draw.hpp) -> the logprob extras (logprobs.hpp). Greedy (temperature 0) is one argmax of the
+/// processed row: no step, no draw.
+///
+/// Cost per call (V = vocabulary size, k = survivors of the first truncation):
+///   greedy                      one argmax pass (no copy, no softmax)
+///   first step top-k / min-p    one or two read passes, then O(k log k) on the survivors
+///   first step top-p            one max+exp pass (the normaliser) + one threshold pass
+///   no truncation (temperature) one max+exp pass in blocks of 2048, then one block's softmax
+///   raw logprobs (opt-in)       + one max+exp pass, unless the draw already had the normaliser
+///   processors                  sparse ones (all but allowed_tokens) patch a few entries with
+///                               no row copy when the first step is greedy/top-k/min-p; else
+///                               one copy of the row into the workspace
+///   the other steps             see their files under sampling/steps/
+///
+/// Randomness: a draw depends only on (seed, sequence, step, logits, params): its uniform comes
+/// from make_stream({seed, sequence, step}, rng_purpose::sample) (uniform(): 2 words; with
+/// logprobs.chosen off, a full-row draw uses kernels::draw_temperature instead: 5 words per
+/// proposal, a variable number of proposals), XTC's coin from rng_purpose::filter
+/// (uniform_float(): 1 word). Never on batch position or thread.
+///
+/// Special values (kernels/reference.hpp): NaN and -inf entries have probability 0 and are never
+/// drawn; if an entry is +inf the distribution is uniform over the +inf entries; a row with no
+/// valid entry (empty, all -inf/NaN, or everything banned) gives token -1 with
+/// status no_valid_token; a row whose size is not vocab_size() gives status bad_input.
+///
+/// Processors take the history from the caller (sample_context::history = prompt + generated
+/// so far, caller-owned). The sampler's state is mirostat's mu and the step counter of
+/// sample(logits): state() / restore() (speculative rollback).
+///
+/// Memory: a sampler holds its params, its state and the storage of what it returns (top-n and
+/// requested logprobs): O(params). Calls work in a shared sampling_workspace (the thread's, or
+/// one passed in; see workspace.hpp), so distribution() views live until the next call on that
+/// workspace, while sample_result's spans are the sampler's own.
+///
+/// Thread safety: a sampler serves one call at a time (a second concurrent call gets
+/// sample_status::concurrent_use); distinct samplers are independent. batch.hpp runs one sampler
+/// per row.
+
+// ---- begin decodekit/sampling/constrained.hpp
+/// \file sampling/constrained.hpp
+/// How a sampler applies a callback constraint (sampling/constraint.hpp) exactly, querying it
+/// only where the law of the pipeline on the masked row depends on it. Proof sketches, with
+/// M(x) the row with every disallowed entry at -inf:
+///   - greedy: argmax M(x) is the first allowed entry of x in descending order (ties by id), so
+///     the walk down x's order stops at the first allowed entry it meets.
+///   - top-k first: the k largest of M(x) are the first k allowed entries of x's order (with
+///     keep_ties, also the allowed entries tied with the k-th); the later steps then see exactly
+///     top_k(M(x)).
+///   - min-p first: max M(x) is the first allowed entry m_a of x's order; min-p keeps
+///     {i : M(x)_i >= thr(m_a)} = the allowed entries of {i : x_i >= thr(m_a)}, so only the
+///     entries above the threshold are queried (the min_keep fallback walks on, as top-k).
+///   - temperature only, no logprob asked: draw t from softmax(x / T); if t is allowed it is the
+///     result, else draw again from softmax(M(x) / T) with an independent stream. For an
+///     allowed t, P(t) = q(t) + (1 - Q) q(t) / Q = q(t) / Q (q the unconstrained law, Q the
+///     allowed mass): exactly the masked law. (The chosen logprob would need Q, hence every
+///     query: with logprobs.chosen on, the full mask is built.)
+///   - any other pipeline: the full mask (every valid entry queried once), then the pipeline on
+///     M(x).
+/// Walks read x's order in growing prefixes from kernels::top_k (8, 64, 512, ... entries), so a
+/// walk costs a few read passes plus O(entries walked).
+
 // ---- begin decodekit/sampling/constraint.hpp
 /// \file sampling/constraint.hpp
 /// Constraints for structured output in their callback form: a type that says whether token t
@@ -3489,16 +3950,22 @@ DECODEKIT_END_NAMESPACE
 /// outside [0, V), and breaker sequences whose first token is outside [0, V), are ignored. Cost
 /// O(window) (reverse Z-algorithm), no allocation. Statefulness: none; the caller passes the
 /// history each call.
+/// dry_processor is the processor form (processors/processor.hpp): O(window) per call, no
+/// per-sequence state beyond its parameters (shared between copies); its O(V) scratch is a
+/// workspace per thread (see dry_processor).
 
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -3665,6 +4132,59 @@ inline void apply_dry(std::span<float> logits, std::span<const token_id> history
     }
     unmark();
 }
+
+namespace detail {
+/// This thread's DRY workspace, grown (never shrunk) to at least `vocab` entries and a window of
+/// `window` tokens. Allocates only while it grows.
+inline dry_workspace& thread_dry_workspace(std::size_t vocab, std::size_t window) {
+    thread_local dry_workspace ws;
+    if (ws.vocab_size() < vocab || ws.max_history() < window)
+        ws = dry_workspace(std::max(vocab, ws.vocab_size()),
+                           std::max({window, ws.max_history(), std::size_t{1}}));
+    return ws;
+}
+}  // namespace detail
+
+/// apply_dry as a processor: the same result as apply_dry with a workspace of `max_history`
+/// tokens. Its O(V) scratch is not per sequence: apply() uses a workspace per thread
+/// (thread_local, grown on demand to the largest vocabulary and window it has seen on that thread,
+/// about 5 bytes per vocabulary entry plus 4 per window token; it allocates only while it grows,
+/// and lives until the thread ends). Sparse: touched() declares the tokens of the window
+/// (O(window)). Stateless between calls; the parameters are shared between copies (a copy is O(1)).
+class dry_processor {
+public:
+    /// \param max_history the longest window looked at (0 = dry_workspace::default_max_history)
+    /// \pre params.check() is nullopt (validated here: config_error or the error handler).
+    explicit dry_processor(dry_params params, std::size_t max_history = 0)
+        : max_history_(max_history == 0 ? dry_workspace::default_max_history : max_history) {
+        params.validate();
+        p_ = std::make_shared<const dry_params>(std::move(params));
+    }
+    const dry_params& params() const noexcept { return *p_; }
+    std::size_t max_history() const noexcept { return max_history_; }
+
+    void apply(std::span<float> logits, const processor_context& c) const {
+        const std::size_t w = window(c);
+        if (w == 0) return;
+        apply_dry(logits, c.history.last(w), *p_, detail::thread_dry_workspace(logits.size(), w));
+    }
+    void touched(const processor_context& c, token_sink& out) const {
+        out(c.history.last(window(c)));
+    }
+
+private:
+    /// Length of the window apply_dry looks at (0 when it cannot change anything).
+    std::size_t window(const processor_context& c) const noexcept {
+        if (!p_->enabled()) return 0;
+        std::size_t w = c.history.size();
+        if (p_->penalty_last_n != 0 && p_->penalty_last_n < w) w = p_->penalty_last_n;
+        if (max_history_ < w) w = max_history_;
+        return w > p_->allowed_length ? w : 0;
+    }
+
+    std::shared_ptr<const dry_params> p_;
+    std::size_t max_history_;
+};
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/processors/dry.hpp
@@ -4724,7 +5244,10 @@ DECODEKIT_END_NAMESPACE
 /// Token ids outside [0, V) are ignored. Bans write -inf (also over NaN entries: both mean
 /// probability 0). No allocation; the allowed set works with a small stack buffer or a stack
 /// bitmask over blocks of the vocabulary.
-/// Statefulness: none.
+/// Statefulness: none. Each has a processor form (processors/processor.hpp) holding its list,
+/// shared between copies (a copy is O(1)): logit_bias_processor and banned_tokens_processor are
+/// sparse (touched() declares their list, O(list) per call); allowed_tokens_processor is dense
+/// (it writes every entry outside its list, O(V) per call).
 
 
 #include <algorithm>
@@ -4732,7 +5255,11 @@ DECODEKIT_END_NAMESPACE
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <span>
+#include <string>
+#include <utility>
+#include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -4804,6 +5331,61 @@ inline void apply_allowed_tokens(std::span<float> logits,
     }
 }
 
+/// apply_logit_bias as a processor. Sparse: touched() declares the biased ids.
+class logit_bias_processor {
+public:
+    /// \pre no bias is NaN (validated here, naming the entry: config_error or the error handler)
+    explicit logit_bias_processor(std::vector<logit_bias> biases) {
+        for (std::size_t i = 0; i < biases.size(); ++i)
+            if (std::isnan(biases[i].bias))
+                raise(detail::range_message(
+                    "logit_bias_processor: biases[" + std::to_string(i) + "].bias", "not NaN",
+                    static_cast<double>(biases[i].bias)));
+        b_ = std::make_shared<const std::vector<logit_bias>>(std::move(biases));
+    }
+    std::span<const logit_bias> biases() const noexcept { return *b_; }
+    void apply(std::span<float> logits, const processor_context&) const noexcept {
+        apply_logit_bias(logits, *b_);
+    }
+    void touched(const processor_context&, token_sink& out) const {
+        for (const logit_bias& b : *b_) out(b.token);
+    }
+
+private:
+    std::shared_ptr<const std::vector<logit_bias>> b_;
+};
+
+/// apply_banned_tokens as a processor (a deliberate ban: EOS ids included if listed). Sparse:
+/// touched() declares the list.
+class banned_tokens_processor {
+public:
+    explicit banned_tokens_processor(std::vector<token_id> banned)
+        : t_(std::make_shared<const std::vector<token_id>>(std::move(banned))) {}
+    std::span<const token_id> tokens() const noexcept { return *t_; }
+    void apply(std::span<float> logits, const processor_context&) const noexcept {
+        apply_banned_tokens(logits, *t_);
+    }
+    void touched(const processor_context&, token_sink& out) const { out(*t_); }
+
+private:
+    std::shared_ptr<const std::vector<token_id>> t_;
+};
+
+/// apply_allowed_tokens as a processor (an empty list allows everything). Dense: it writes every
+/// entry outside its list, so it has no touched().
+class allowed_tokens_processor {
+public:
+    explicit allowed_tokens_processor(std::vector<token_id> allowed)
+        : t_(std::make_shared<const std::vector<token_id>>(std::move(allowed))) {}
+    std::span<const token_id> tokens() const noexcept { return *t_; }
+    void apply(std::span<float> logits, const processor_context&) const noexcept {
+        apply_allowed_tokens(logits, *t_);
+    }
+
+private:
+    std::shared_ptr<const std::vector<token_id>> t_;
+};
+
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/processors/bias.hpp
 // ---- begin decodekit/processors/min_length.hpp
@@ -4812,12 +5394,15 @@ DECODEKIT_END_NAMESPACE
 ///
 /// HF's MinNewTokensLengthLogitsProcessor (count generated tokens only). For HF's min_length
 /// (prompt included), pass generated_tokens = history length and min_new_tokens = min_length.
-/// EOS ids outside [0, V) are ignored. Statefulness: none.
+/// EOS ids outside [0, V) are ignored. Statefulness: none. min_length_processor is the processor
+/// form (processors/processor.hpp): it counts c.generated(), O(#eos) per call.
 
 
 #include <cstddef>
 #include <limits>
 #include <span>
+#include <utility>
+#include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -4831,6 +5416,26 @@ inline void apply_min_length(std::span<float> logits, std::size_t generated_toke
             logits[static_cast<std::size_t>(t)] = -std::numeric_limits<float>::infinity();
 }
 
+/// apply_min_length as a processor: bans the EOS ids while c.generated() < min_new_tokens.
+/// Sparse: touched() declares the EOS ids while it bans them (nothing afterwards).
+class min_length_processor {
+public:
+    min_length_processor(std::size_t min_new_tokens, std::vector<token_id> eos_ids)
+        : min_(min_new_tokens), eos_(std::move(eos_ids)) {}
+    std::size_t min_new_tokens() const noexcept { return min_; }
+    std::span<const token_id> eos_ids() const noexcept { return eos_; }
+    void apply(std::span<float> logits, const processor_context& c) const noexcept {
+        apply_min_length(logits, c.generated(), min_, eos_);
+    }
+    void touched(const processor_context& c, token_sink& out) const {
+        if (c.generated() < min_) out(eos_);
+    }
+
+private:
+    std::size_t min_;
+    std::vector<token_id> eos_;  // a few ids: copied with the processor
+};
+
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/processors/min_length.hpp
 // ---- begin decodekit/processors/ngram.hpp
@@ -4838,14 +5443,224 @@ DECODEKIT_END_NAMESPACE
 /// Hugging Face's no_repeat_ngram_size and bad_words_ids (banned token sequences).
 ///
 /// Both ban by writing -inf. Token ids outside [0, V) are compared like any other value (an
-/// n-gram or a sequence prefix may contain them) but are never written. Cost: no-repeat-ngram
-/// O(N * n) over the history, banned sequences O(total sequence length); no allocation.
-/// Statefulness: none; the caller passes the history (prompt included, as HF does) each call.
+/// n-gram or a sequence prefix may contain them) but are never written.
+///
+/// Two forms each:
+///   apply_no_repeat_ngram, apply_banned_sequences -- stateless: the caller passes the history
+///       (prompt included, as HF does) each call. No-repeat-ngram O(N * n) over the history,
+///       banned sequences O(total sequence length); no allocation.
+///   no_repeat_ngram_processor -- per sequence (processors/processor.hpp): an incremental index
+///       of the history's n-grams (processors/ngram_index.hpp; n = 1: the counts of the seen
+///       tokens) updated by the history hooks, O(n) per token added or removed; apply() and
+///       touched() cost O(n) plus O(n) per token banned, whatever the history length.
+///   banned_sequences_processor -- stateless; O(total sequence length) per call; with Hugging
+///       Face's rule that a one-token sequence equal to an EOS id is not banned (a word list
+///       cannot forbid ending; banned_tokens_processor can).
+
+// ---- begin decodekit/processors/ngram_index.hpp
+/// \file processors/ngram_index.hpp
+/// ngram_index: the distinct n-grams (n >= 2) of a history, kept up to date as the history grows
+/// and is cut back, answering "which tokens followed earlier occurrences of the last n - 1
+/// tokens?" (no-repeat-ngram's question) without scanning the history.
+///
+/// Each distinct n-gram is one entry: its count and the position of its first occurrence.
+/// Entries are found through seeded 64-bit hashes of their context (the first n - 1 tokens) and of
+/// the whole n-gram (processors/token_counts.hpp), and every hash match is verified against the
+/// tokens themselves, so a collision can never produce a false answer (only cost a comparison).
+/// The first occurrence of an entry stays in the history as long as the entry does: a cut-back
+/// removes the latest occurrences first.
+/// Costs: append and cut-back O(n) per token added or removed (hashing, and the comparison that
+/// finds an existing entry); a query O(n) plus O(n) per distinct follower it reports. Memory about
+/// 64 bytes per distinct n-gram. Allocation only while the tables grow (amortized).
 
 
 #include <cstddef>
-#include <limits>
+#include <cstdint>
 #include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// The distinct n-grams of a history (see the file comment). Copyable (a copy is O(entries)).
+class ngram_index {
+public:
+    /// \pre n >= 2 (the index of 1-grams is a token_counts)
+    explicit ngram_index(std::size_t n = 2) noexcept : n_(n < 2 ? 2 : n) {}
+
+    std::size_t n() const noexcept { return n_; }
+    /// Number of distinct n-grams.
+    std::size_t size() const noexcept { return by_gram_.size(); }
+    /// Hash slots probed and tokens compared since construction (a cost counter).
+    std::uint64_t operations() const noexcept {
+        return ops_ + by_gram_.probes() + by_ctx_.probes();
+    }
+
+    /// Forgets every n-gram (keeps the memory).
+    void clear() noexcept {
+        grams_.clear();
+        free_.clear();
+        by_gram_.clear();
+        by_ctx_.clear();
+    }
+
+    /// The index held the n-grams of h[0, from); adds those ending in h[from, h.size()).
+    void append(std::span<const token_id> h, std::size_t from) {
+        const token_id* d = h.data();
+        auto at = [d](std::size_t p) noexcept { return d[p]; };
+        const std::size_t m = n_ - 1;
+        for (std::size_t p = from < m ? m : from; p < h.size(); ++p) add(at, p - m);
+    }
+
+    /// The index held the n-grams of a history of keep + removed.size() tokens whose last ones
+    /// were `removed`, and h[0, keep) its first ones; drops the n-grams that end in `removed`.
+    /// Returns false if one of them was not there (the index did not follow that history: the
+    /// caller rebuilds; the index is then unspecified until clear()).
+    bool cut_back(std::span<const token_id> h, std::size_t keep,
+                  std::span<const token_id> removed) {
+        const token_id* d = h.data();
+        const token_id* r = removed.data();
+        auto at = [d, r, keep](std::size_t p) noexcept { return p < keep ? d[p] : r[p - keep]; };
+        const std::size_t m = n_ - 1, old_n = keep + removed.size();
+        const std::size_t lo = keep < m ? m : keep;
+        for (std::size_t p = old_n; p-- > lo;)  // latest first
+            if (!remove(at, p - m)) return false;
+        return true;
+    }
+
+    /// Calls f(t) once for each distinct token t that followed an earlier occurrence of the last
+    /// n - 1 tokens of h. \pre the index holds the n-grams of h
+    template <class F>
+    void for_each_follower(std::span<const token_id> h, F&& f) const {
+        if (h.size() < n_) return;
+        const token_id* d = h.data();
+        const std::size_t m = n_ - 1, s = h.size() - m;
+        auto at = [d](std::size_t p) noexcept { return d[p]; };
+        const std::uint64_t hc = context_hash(at, s);
+        ops_ += m;
+        const std::uint32_t head = find_context(hc);
+        for (std::uint32_t g = head; g != none; g = grams_[g].next) {
+            const gram& e = grams_[g];
+            if (e.context == hc && same(at, e.pos, s, m)) f(d[e.pos + m]);
+        }
+    }
+
+private:
+    static constexpr std::uint32_t none = detail::hash_slots::none;
+    struct gram {
+        std::uint64_t context = 0;  // hash of its first n - 1 tokens
+        std::size_t pos = 0;        // start of its first occurrence
+        std::uint32_t count = 0;    // occurrences (0: a free entry)
+        std::uint32_t prev = none;  // list of the entries with the same context hash
+        std::uint32_t next = none;
+    };
+
+    template <class At>
+    std::uint64_t context_hash(At at, std::size_t i) const noexcept {
+        std::uint64_t h = detail::mix64(detail::hash_seed() + 0x9E3779B97F4A7C15ull);
+        for (std::size_t k = 0; k < n_ - 1; ++k)
+            h = detail::mix64(h ^ static_cast<std::uint32_t>(at(i + k)));
+        return h;
+    }
+    static std::uint64_t gram_hash(std::uint64_t context, token_id next) noexcept {
+        return detail::mix64(context ^
+                             (std::uint64_t{static_cast<std::uint32_t>(next)} << 32 | 0x5BD1E995u));
+    }
+    /// True when the `len` tokens at a and at b are equal.
+    template <class At>
+    bool same(At at, std::size_t a, std::size_t b, std::size_t len) const noexcept {
+        std::size_t k = 0;
+        while (k < len && at(a + k) == at(b + k)) ++k;
+        ops_ += k + 1;
+        return k == len;
+    }
+    std::uint32_t find_context(std::uint64_t hc) const noexcept {
+        return by_ctx_.find(hc, [&](std::uint32_t g) noexcept { return grams_[g].context == hc; });
+    }
+    /// The entry of the n-gram starting at i, or none.
+    template <class At>
+    std::uint32_t find_gram(At at, std::uint64_t hc, std::uint64_t hg, std::size_t i) const {
+        return by_gram_.find(hg, [&](std::uint32_t g) noexcept {
+            return grams_[g].context == hc && same(at, grams_[g].pos, i, n_);
+        });
+    }
+
+    template <class At>
+    void add(At at, std::size_t i) {
+        const std::uint64_t hc = context_hash(at, i);
+        const std::uint64_t hg = gram_hash(hc, at(i + n_ - 1));
+        ops_ += n_;
+        const std::uint32_t found = find_gram(at, hc, hg, i);
+        if (found != none) {
+            ++grams_[found].count;
+            return;
+        }
+        std::uint32_t g;
+        if (!free_.empty()) {
+            g = free_.back();
+            free_.pop_back();
+        } else {
+            g = static_cast<std::uint32_t>(grams_.size());
+            grams_.emplace_back();
+            if (free_.capacity() < grams_.capacity()) free_.reserve(grams_.capacity());
+        }
+        grams_[g] = {.context = hc, .pos = i, .count = 1};
+        by_gram_.insert(hg, g);
+        const std::uint32_t head = find_context(hc);
+        if (head == none) {
+            by_ctx_.insert(hc, g);
+        } else {  // link after the head (the head stays what by_ctx_ points to)
+            gram& h = grams_[head];
+            grams_[g].prev = head;
+            grams_[g].next = h.next;
+            if (h.next != none) grams_[h.next].prev = g;
+            h.next = g;
+        }
+    }
+
+    template <class At>
+    bool remove(At at, std::size_t i) {
+        const std::uint64_t hc = context_hash(at, i);
+        const std::uint64_t hg = gram_hash(hc, at(i + n_ - 1));
+        ops_ += n_;
+        const std::uint32_t g = find_gram(at, hc, hg, i);
+        if (g == none) return false;
+        gram& e = grams_[g];
+        if (--e.count > 0) return true;
+        if (e.prev == none) {  // the head: its successor becomes the head
+            if (e.next != none) {
+                by_ctx_.relabel(hc, g, e.next);
+                grams_[e.next].prev = none;
+            } else {
+                by_ctx_.erase(hc, g);
+            }
+        } else {
+            grams_[e.prev].next = e.next;
+            if (e.next != none) grams_[e.next].prev = e.prev;
+        }
+        e.prev = e.next = none;
+        by_gram_.erase(hg, g);
+        free_.push_back(g);  // reserved as grams_ grew (a copy may reallocate once)
+        return true;
+    }
+
+    std::size_t n_;
+    std::vector<gram> grams_;
+    std::vector<std::uint32_t> free_;
+    detail::hash_slots by_gram_;  // hash of the n-gram -> entry
+    detail::hash_slots by_ctx_;   // hash of the context -> first entry of its list
+    mutable std::uint64_t ops_ = 0;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/ngram_index.hpp
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <span>
+#include <utility>
 #include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -4889,6 +5704,161 @@ inline void apply_banned_sequences(std::span<float> logits, std::span<const toke
         if (j == m) detail::ban_token(logits, s[m]);
     }
 }
+
+/// Hugging Face's no_repeat_ngram_size as a per-sequence processor with an incremental n-gram
+/// index (see the file comment). Gives apply_no_repeat_ngram's result on c.history. Sparse:
+/// touched() declares the tokens it bans. Follows the history through the hooks; copying it
+/// copies its index (O(distinct n-grams)).
+///
+/// Safety net: the processor records the history length its index belongs to. A hook whose sizes
+/// do not fit that record rebuilds from c.history; apply() on a history of another length
+/// rebuilds first (O(history * n)), and touched() then declares every id of c.history. Results
+/// stay exact; only the cost changes.
+/// One call at a time: even the const members update cost counters (operations()).
+class no_repeat_ngram_processor {
+public:
+    /// n = 0 disables it; n = 1 bans every token of the history.
+    explicit no_repeat_ngram_processor(std::size_t n) noexcept : n_(n), index_(n) {}
+
+    std::size_t n() const noexcept { return n_; }
+    /// The index of the n-grams (n >= 2) and the seen tokens (n = 1), as of the last hook.
+    const ngram_index& index() const noexcept { return index_; }
+    const token_counts& seen() const noexcept { return seen_; }
+
+    /// Bans every token that would complete an n-gram already in c.history.
+    void apply(std::span<float> logits, const processor_context& c) {
+        if (n_ == 0) return;
+        if (!in_sync(c)) reset(c);
+        for_each_ban(c, [&](token_id t) noexcept { detail::ban_token(logits, t); });
+    }
+    /// Declares the tokens apply() bans (every id of c.history if out of step).
+    void touched(const processor_context& c, token_sink& out) const {
+        if (n_ == 0) return;
+        if (!in_sync(c)) {
+            out(c.history);
+            return;
+        }
+        for_each_ban(c, [&](token_id t) noexcept { out(t); });
+    }
+
+    /// History hooks (processors/processor.hpp).
+    void append(std::span<const token_id> added, const processor_context& c) {
+        if (n_ == 0) return;
+        if (!built_ || len_ + added.size() != c.history.size()) {
+            reset(c);
+            return;
+        }
+        if (n_ == 1) {
+            for (token_id t : added) seen_.add(t);
+        } else {
+            index_.append(c.history, len_);
+        }
+        ops_ += added.size();
+        len_ = c.history.size();
+    }
+    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
+        if (n_ == 0) return;
+        if (!built_ || keep + removed.size() != len_ || keep > c.history.size()) {
+            built_ = false;  // the next append or apply rebuilds
+            return;
+        }
+        bool ok = true;
+        if (n_ == 1) {
+            for (token_id t : removed) ok &= seen_.remove(t);
+        } else {
+            ok = index_.cut_back(c.history, keep, removed);
+        }
+        ops_ += removed.size();
+        built_ = ok;
+        len_ = keep;
+    }
+    void reset(const processor_context& c) {
+        if (n_ == 0) return;
+        seen_.clear();
+        index_.clear();
+        if (n_ == 1) {
+            for (token_id t : c.history) seen_.add(t);
+        } else {
+            index_.append(c.history, 0);
+        }
+        ops_ += c.history.size();
+        len_ = c.history.size();
+        built_ = true;
+    }
+
+    /// Work done since construction: tokens handled by the hooks, hash slots probed, tokens
+    /// compared and entries visited (a cost counter for tests and monitoring).
+    std::uint64_t operations() const noexcept {
+        return ops_ + seen_.probes() + index_.operations();
+    }
+
+private:
+    bool in_sync(const processor_context& c) const noexcept {
+        return built_ && len_ == c.history.size();
+    }
+    template <class F>
+    void for_each_ban(const processor_context& c, F&& f) const {
+        if (n_ == 1) {
+            for (token_id t : seen_.tokens()) f(t);
+            ops_ += seen_.size();
+        } else {
+            index_.for_each_follower(c.history, [&](token_id t) {
+                ++ops_;
+                f(t);
+            });
+        }
+    }
+
+    std::size_t n_;
+    token_counts seen_;  // n == 1
+    ngram_index index_;  // n >= 2
+    bool built_ = false;
+    std::size_t len_ = 0;  // history length the index belongs to
+    mutable std::uint64_t ops_ = 0;
+};
+
+/// apply_banned_sequences as a processor, with Hugging Face's EOS rule: a one-token sequence
+/// equal to one of `eos_ids` is dropped (bad_words_ids never forbids ending). Empty sequences are
+/// ignored. Stateless; sparse: touched() declares the last token of every kept sequence. The
+/// lists are shared between copies (a copy is O(1)). O(total sequence length) per call.
+class banned_sequences_processor {
+public:
+    explicit banned_sequences_processor(std::vector<std::vector<token_id>> sequences,
+                                        std::span<const token_id> eos_ids = {}) {
+        auto l = std::make_shared<lists>();
+        for (std::vector<token_id>& s : sequences) {
+            if (s.empty()) continue;
+            if (s.size() == 1) {
+                if (std::find(eos_ids.begin(), eos_ids.end(), s[0]) == eos_ids.end())
+                    l->singles.push_back(s[0]);
+            } else {
+                l->longer.push_back(std::move(s));
+            }
+        }
+        l_ = std::move(l);
+    }
+
+    /// The one-token sequences kept (banned whatever the history).
+    std::span<const token_id> single_tokens() const noexcept { return l_->singles; }
+    /// The sequences of two tokens or more.
+    std::span<const std::vector<token_id>> longer_sequences() const noexcept { return l_->longer; }
+
+    void apply(std::span<float> logits, const processor_context& c) const noexcept {
+        for (token_id t : l_->singles) detail::ban_token(logits, t);
+        apply_banned_sequences(logits, c.history, l_->longer);
+    }
+    void touched(const processor_context&, token_sink& out) const {
+        out(l_->singles);
+        for (const std::vector<token_id>& s : l_->longer) out(s.back());
+    }
+
+private:
+    struct lists {
+        std::vector<token_id> singles;
+        std::vector<std::vector<token_id>> longer;
+    };
+    std::shared_ptr<const lists> l_;
+};
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/processors/ngram.hpp

@@ -10,5 +10,7 @@
 #include <decodekit/processors/history.hpp>
 #include <decodekit/processors/min_length.hpp>
 #include <decodekit/processors/ngram.hpp>
+#include <decodekit/processors/ngram_index.hpp>
 #include <decodekit/processors/penalties.hpp>
 #include <decodekit/processors/processor.hpp>
+#include <decodekit/processors/token_counts.hpp>
