@@ -131,6 +131,13 @@ public:
         return index < params_.steps.size() ? params_.steps[index].step.get<S>() : nullptr;
     }
 
+    /// The sampler's own copy of user processor `index` (sampling_params::processors) when it
+    /// is a P, else nullptr: its per-sequence state.
+    template <class P>
+    P* user_processor(std::size_t index) noexcept {
+        return procs_.user_processor<P>(index);
+    }
+
     /// The sampler's own copy of the constraint when it is a C, else nullptr: its per-sequence
     /// state.
     template <class C>
@@ -306,7 +313,7 @@ private:
                       sampling_workspace& ws) noexcept {
         if (logits.size() != vocab_) return status_result(sample_status::bad_input);
         ws.reserve(vocab_);
-        const processed_row pr = procs_.run(params_, logits, ctx, ws);
+        const processed_row pr = procs_.run(logits, ctx, ws);
         working_set w(pr.row, ws, pr.patches, pr.overlay);
         if (procs_.constraint()) {
             const processor_context pc = processor_stage::context(ctx, vocab_);
@@ -432,7 +439,7 @@ private:
             std::copy(row.begin(), row.end(), copy.begin());
         } else if (xtc_step::enabled(params_, vocab_)) {
             std::copy(logits.begin(), logits.end(), copy.begin());
-            procs_.reapply(params_, copy, ctx, ws);
+            procs_.reapply(copy, ctx);
         }
         return copy;
     }
@@ -449,7 +456,7 @@ private:
         const detail::in_use_scope guard(in_use_), ws_guard(ws.in_use);
         if (!guard.entered() || !ws_guard.entered() || logits.size() != vocab_) return {};
         ws.reserve(vocab_);
-        const processed_row pr = procs_.run(params_, logits, ctx, ws);
+        const processed_row pr = procs_.run(logits, ctx, ws);
         working_set w(pr.row, ws, pr.patches, pr.overlay);
         candidates& kept = w.kept();
         if (params_.greedy()) {
