@@ -35,6 +35,14 @@ void operator delete(void* p) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+// The nothrow forms too: every form of new and delete here must pair malloc with free.
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+    ++g_allocations;
+    return std::malloc(n ? n : 1);
+}
+void* operator new[](std::size_t n, const std::nothrow_t& t) noexcept { return operator new(n, t); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace {
 
@@ -42,8 +50,6 @@ using decodekit::sequence_request;
 using decodekit::token_id;
 using dk_llama2::checkpoint;
 using tokens = std::vector<token_id>;
-
-constexpr float nan_f = std::numeric_limits<float>::quiet_NaN();
 
 checkpoint tiny_checkpoint(bool shared, std::uint64_t seed) {
     auto cfg = dk_llama2::tiny_config();
