@@ -67,7 +67,35 @@ namespace dk = decodekit;
 
 namespace detail {
 
-/// One register tile of matmul_rows: outputs (r0 + c, i0 + a) for a < R, c < C.
+/// `v` unchanged, but the compiler must hold it in a register: stops GCC from folding a loaded
+/// vector back into every FMA that uses it as a memory operand (R x C loads per chunk instead of
+/// R + C, which makes the tile load-bound).
+template <class A>
+inline dk::simd::batch<A> in_register(dk::simd::batch<A> v) noexcept {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    if constexpr (dk::simd::x86_family<A> != 0) {
+        auto r = static_cast<typename dk::simd::batch<A>::register_type>(v);
+        __asm__("" : "+v"(r));
+        return dk::simd::batch<A>(r);
+    }
+#endif
+    return v;
+}
+
+/// Hint that the cache line `bytes` after `p` will be read soon. Never dereferences (any
+/// address is fine, so the address is formed as an integer: no out-of-range pointer).
+inline void prefetch(const float* p, std::size_t bytes) noexcept {
+#if defined(__GNUC__)
+    __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(p) + bytes));
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+
+/// One register tile of matmul_rows: outputs (r0 + c, i0 + a) for a < R, c < C. While it
+/// streams its R weight rows it prefetches the same columns of the next tile's rows, so the
+/// memory stream keeps going while the FMAs run.
 template <class A, std::size_t R, std::size_t C, class OutRow>
 inline void matmul_tile(OutRow& out_row, const float* DECODEKIT_RESTRICT x, std::size_t r0,
                         const float* DECODEKIT_RESTRICT w, std::size_t i0, std::size_t n) noexcept {
@@ -83,9 +111,10 @@ inline void matmul_tile(OutRow& out_row, const float* DECODEKIT_RESTRICT x, std:
         for (std::size_t c = 0; c < C; ++c) acc[a][c] = B(0.f);
     for (std::size_t j = 0; j < nv; j += L) {
         B wv[R];
-        for (std::size_t a = 0; a < R; ++a) wv[a] = B::load_unaligned(wr[a] + j);
+        for (std::size_t a = 0; a < R; ++a) prefetch(wr[a] + j, R * n * sizeof(float));
+        for (std::size_t a = 0; a < R; ++a) wv[a] = in_register<A>(B::load_unaligned(wr[a] + j));
         for (std::size_t c = 0; c < C; ++c) {
-            const B xv = B::load_unaligned(xr[c] + j);
+            const B xv = in_register<A>(B::load_unaligned(xr[c] + j));
             for (std::size_t a = 0; a < R; ++a) acc[a][c] = xsimd::fma(wv[a], xv, acc[a][c]);
         }
     }
@@ -108,38 +137,47 @@ inline void matmul_strip(OutRow& out_row, const float* x, std::size_t r0, const 
     for (; i < i1; ++i) matmul_tile<A, 1, C>(out_row, x, r0, w, i, n);
 }
 
+/// Register tiles of matmul_rows: up to max_tile_cols<A> x rows at once, with tile_rows<A, C>
+/// weight rows, so that the R x C accumulators, R weight vectors and one x vector fit the
+/// register file (32 vector registers with AVX-512, 16 otherwise).
+template <class A>
+inline constexpr std::size_t max_tile_cols = dk::simd::lanes<A> >= 16 ? 8 : 4;
+template <class A, std::size_t C>
+inline constexpr std::size_t tile_rows = dk::simd::lanes<A> >= 16 ? (C <= 6 ? 4 : 3)
+                                         : C <= 2                 ? 4
+                                         : C <= 3                 ? 3
+                                                                  : 2;
+
+/// matmul_strip for c (in [1, max_tile_cols<A>]) x rows from r0, each weight chunk in registers
+/// serving all c of them.
+template <class A, std::size_t C = 1, class OutRow>
+inline void matmul_group(std::size_t c, OutRow& out_row, const float* x, std::size_t r0,
+                         const float* w, std::size_t i0, std::size_t i1, std::size_t n) noexcept {
+    if constexpr (C < max_tile_cols<A>) {
+        if (c != C) return matmul_group<A, C + 1>(c, out_row, x, r0, w, i0, i1, n);
+    }
+    matmul_strip<A, tile_rows<A, C>, C>(out_row, x, r0, w, i0, i1, n);
+}
+
 /// out_row(r)[i] = sum_j W[i*n + j] * x[r*n + j] for r < m, i < d: run.c's matmul for m rows
 /// of x at once (x row-major, m x n; W row-major, d x n; out_row(r) -> float* of row r).
-/// Blocked for a memory-bound W: a block of weight rows (about 128 KB) is read from memory once,
-/// then every group of x rows passes through it in register tiles of (R weight rows) x (C x
-/// rows), so W is streamed once per call whatever m. Each output is accumulated exactly as a
-/// single matrix-vector product does it: lane-wise FMA over the whole SIMD chunks of j in order,
-/// one horizontal add, then the scalar tail in order. A row's result therefore does not depend
-/// on m, on the tiling, or on the other rows (bit-identical to computing it alone).
+/// For m <= max_tile_cols (8 with AVX-512) every weight chunk loaded into registers serves all
+/// m rows, so W is streamed from memory once and the FMAs overlap the stream. Larger m: a block
+/// of weight rows (about 128 KB, L2-resident) is read from memory once, then every group of x
+/// rows passes through it. Each output is accumulated exactly as a single matrix-vector product
+/// does it: lane-wise FMA over the whole SIMD chunks of j in order, one horizontal add, then the
+/// scalar tail in order. A row's result therefore does not depend on m, on the tiling, or on
+/// the other rows (bit-identical to computing it alone).
 template <class A = dk::simd::default_arch, class OutRow>
 void matmul_rows(OutRow&& out_row, const float* x, std::size_t m, const float* w, std::size_t n,
                  std::size_t d) noexcept {
-    // Register tiles: R x C accumulators + R weight vectors + 1 x vector must fit the register
-    // file (32 vector registers with AVX-512, 16 otherwise).
-    constexpr std::size_t R = 4, C = dk::simd::lanes<A> >= 16 ? 4 : 2;
-    const std::size_t block = std::max<std::size_t>(R, (std::size_t(32768) / n) / R * R);
+    constexpr std::size_t C = max_tile_cols<A>;
+    const std::size_t block = m <= C ? d : std::max<std::size_t>(8, std::size_t(32768) / n);
     for (std::size_t i0 = 0; i0 < d; i0 += block) {
         const std::size_t i1 = std::min(d, i0 + block);
         std::size_t r = 0;
-        for (; r + C <= m; r += C) matmul_strip<A, R, C>(out_row, x, r, w, i0, i1, n);
-        switch (m - r) {
-            case 3:
-                matmul_strip<A, R, 3 < C ? 3 : 1>(out_row, x, r, w, i0, i1, n);
-                break;
-            case 2:
-                matmul_strip<A, R, 2 < C ? 2 : 1>(out_row, x, r, w, i0, i1, n);
-                break;
-            case 1:
-                matmul_strip<A, R, 1>(out_row, x, r, w, i0, i1, n);
-                break;
-            default:
-                break;
-        }
+        for (; m - r > C; r += C) matmul_group<A>(C, out_row, x, r, w, i0, i1, n);
+        if (r < m) matmul_group<A>(m - r, out_row, x, r, w, i0, i1, n);
     }
 }
 
