@@ -7,6 +7,8 @@
 //     shipped file; compute-bound: its 1 MB of weights stay in cache); M = 1: a memory-bound
 //     random-weight configuration (dim 768, 12 layers, hidden 2048, 12 heads, 12 KV heads, vocab
 //     32000, context 1024: 440 MB of weights read per forward).
+//   BM_llama2_draft_call/model:M: one early-exit draft call (layer_logits at n_layers - 1, one
+//     new position on a warm 64-token cache).
 //   BM_llama2_requests/model:M/batched:B: 8 requests x 1 new position (each on its own warm
 //     64-token cache) in ONE call (B = 1) or in 8 separate calls (B = 0).
 //   BM_llama2_speculative/draft:D: greedy decoding on stories260K with the demo's settings
@@ -153,9 +155,33 @@ void BM_llama2_score(benchmark::State& state) {
         m->logits(std::span(&r, 1), out);
         benchmark::DoNotOptimize(out.data());
     }
-    if (m->counters().tokens_forwarded - f0 != state.iterations() * P)
+    if (m->counters().tokens_forwarded - f0 != std::uint64_t(state.iterations()) * P)
         state.SkipWithError("the backend did not compute exactly P positions per call");
     state.SetItemsProcessed(state.iterations() * std::int64_t(P));
+}
+
+// One early-exit draft call: the layer_logits read-out at layer n_layers - 1 (the demo's
+// self-draft) of 1 new position on a warm 64-token cache of its own (shallow) slot.
+void BM_llama2_draft_call(benchmark::State& state) {
+    dk_llama2::model* m = model_arg(state);
+    if (!m) return;
+    const std::size_t V = m->vocab_size();
+    const std::vector<int> layer = {int(m->num_layers()) - 1};
+    const auto seq = bench_tokens(warm_tokens + 1, V, 5);
+    std::vector<float> out(V);
+    m->clear_cache();
+    const dk::sequence_request warm{std::span(seq).first(warm_tokens), 1, 1};
+    m->layer_logits(std::span(&warm, 1), layer, out);
+    const dk::sequence_request r{seq, 1, 1};
+    m->layer_logits(std::span(&r, 1), layer, out);
+    const auto f0 = m->counters().tokens_forwarded;
+    for (auto _ : state) {
+        m->layer_logits(std::span(&r, 1), layer, out);
+        benchmark::DoNotOptimize(out.data());
+    }
+    if (m->counters().tokens_forwarded - f0 != std::uint64_t(state.iterations()))
+        state.SkipWithError("the backend did not compute exactly one position per call");
+    state.SetItemsProcessed(state.iterations());
 }
 
 // 8 requests x 1 new position on their own warm caches: one call, or one call per request.
@@ -186,7 +212,7 @@ void BM_llama2_requests(benchmark::State& state) {
         }
         benchmark::DoNotOptimize(out.data());
     }
-    if (m->counters().tokens_forwarded - f0 != state.iterations() * R)
+    if (m->counters().tokens_forwarded - f0 != std::uint64_t(state.iterations()) * R)
         state.SkipWithError("the backend did not compute exactly one position per request");
     state.SetItemsProcessed(state.iterations() * std::int64_t(R));
 }
@@ -261,6 +287,7 @@ BENCHMARK(BM_llama2_score)
     ->ArgNames({"model", "positions"})
     ->ArgsProduct({{0, 1}, {1, 5}})
     ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_llama2_draft_call)->ArgName("model")->DenseRange(0, 1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_llama2_requests)
     ->ArgNames({"model", "batched"})
     ->ArgsProduct({{0, 1}, {0, 1}})
