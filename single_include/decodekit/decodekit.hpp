@@ -8976,13 +8976,13 @@ concept stepwise_proposer = requires(P& p, const P& cp, const draft_request& r, 
 };
 
 /// A proposer that drafts from the target's hidden state (a multi-token-prediction module):
-/// while `needs_target_hidden()` is true the verify call is logits_and_hidden (hidden_size()
-/// floats per row), and after each round that leaves the sequence running the stepper calls
-/// `observe_target_hidden(hidden_row, context)`: hidden_row is the target's hidden state at the
-/// last verified position (the position whose logits chose the round's last emitted token);
-/// context is prompt + emitted tokens, so that position is context.size() - 2 and the token it
-/// chose is context.back(). The first round has no hidden state yet (draft nothing, or from
-/// the context alone).
+/// when `needs_target_hidden()` is true (read once, when the stepper is constructed) every
+/// verify call is logits_and_hidden (hidden_size() floats per row), and after each round that
+/// leaves the sequence running the stepper calls `observe_target_hidden(hidden_row, context)`:
+/// hidden_row is the target's hidden state at the last verified position (the position whose logits
+/// chose the round's last emitted token); context is prompt + emitted tokens, so that position is
+/// context.size() - 2 and the token it chose is context.back(). The first round has no hidden state
+/// yet (draft nothing, or from the context alone).
 template <class P>
 concept target_hidden_proposer = requires(P& p, const P& cp, std::span<const float> hidden,
                                           std::span<const token_id> context) {
