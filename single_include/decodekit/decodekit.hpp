@@ -276,6 +276,12 @@ enum class stop_reason : std::uint8_t {
     constraint_done,  ///< a constraint finished or allows no token (constrained decoding)
 };
 
+/// The stop reason of a sampler status that drew no token: no_allowed_token (a constraint, or
+/// the call's mask, allows no valid token) -> constraint_done; anything else -> no_valid_token.
+constexpr stop_reason stop_reason_of_no_token(bool constraint) noexcept {
+    return constraint ? stop_reason::constraint_done : stop_reason::no_valid_token;
+}
+
 /// The enumerator's name ("eos", "stop_string", ...); "unknown" past the last one.
 inline const char* to_string(stop_reason r) noexcept {
     switch (r) {
@@ -8109,8 +8115,9 @@ public:
                                                  .step = out_.size(),
                                                  .history = seq_,
                                                  .prompt_length = prompt_length_});
-        if (!s.ok()) {  // no_valid_token (the stepper's own sampler is never in concurrent use)
-            out_.finish(stop_reason::no_valid_token, on_token);
+        if (!s.ok()) {  // (the stepper's own sampler is never in concurrent use)
+            out_.finish(stop_reason_of_no_token(s.status == sample_status::no_allowed_token),
+                        on_token);
         } else if (out_.is_eos(s.token)) {
             out_.finish(stop_reason::eos, on_token);
         } else {
@@ -8214,6 +8221,9 @@ DECODEKIT_END_NAMESPACE
 /// - Allocation: everything is sized by the constructor; nothing is allocated per token (the
 ///   sequence and output are reserved for min(max_new_tokens, 16384) tokens, so an absurd budget
 ///   cannot exhaust memory up front).
+/// - A row with no valid token ends with stop_reason::no_valid_token; a sampling constraint
+///   (sampling_params' constraint or mask) that allows no valid token ends with
+///   stop_reason::constraint_done.
 /// - Randomness: the draw of step i (i-th generated token) uses rng_key{sampling.seed,
 ///   generate_params::sequence, i}; same seed and sequence give the same tokens, alone or in any
 ///   batch.
@@ -8335,7 +8345,8 @@ public:
         out_.begin_step();
         ++calls_;
         if (!s.ok()) {
-            out_.finish(stop_reason::no_valid_token, on_token);
+            out_.finish(stop_reason_of_no_token(s.status == sample_status::no_allowed_token),
+                        on_token);
         } else if (out_.is_eos(s.token)) {
             out_.finish(stop_reason::eos, on_token);
         } else {

@@ -702,3 +702,37 @@ TEST_CASE("steppers: beam search with every row NaN reports no_valid_token", "[s
     REQUIRE(r.hypotheses.size() == 2);
     for (const auto& h : r.hypotheses) CHECK(h.tokens.size() == 2);
 }
+
+namespace {
+/// Allows tokens < 4 for two tokens, then nothing (a grammar that is complete).
+struct two_then_done {
+    bool allowed(token_id t, const processor_context& c) const {
+        return c.generated() < 2 && t < 4;
+    }
+};
+}  // namespace
+
+TEST_CASE("steppers: a constraint that allows nothing more ends with constraint_done",
+          "[steppers][constraint]") {
+    toy_model m(tc);
+    const std::vector<token_id> prompt = {9, 9};
+    generate_params p{.sampling = {.temperature = 0.f}, .max_new_tokens = 8};
+    p.sampling.constraint = two_then_done{};
+    const auto r = generate(m, prompt, p);
+    CHECK(r.reason == stop_reason::constraint_done);
+    REQUIRE(r.tokens.size() == 2);
+    for (token_id t : r.tokens) CHECK(t < 4);
+    dola_params d{.max_new_tokens = 8};
+    d.sampling.constraint = two_then_done{};
+    const auto rd = dola_decode(m, prompt, d);
+    CHECK(rd.reason == stop_reason::constraint_done);  // (DoLa's plausible set may allow fewer)
+    CHECK(rd.tokens.size() <= 2);
+    for (token_id t : rd.tokens) CHECK(t < 4);
+    // Negative control: an unconstrained row with no valid entry is no_valid_token.
+    toy_model dead({.vocab_size = 4});
+    dead.set_logits_function([](std::span<const token_id>, std::span<float> out) {
+        std::fill(out.begin(), out.end(), NAN);
+    });
+    CHECK(generate(dead, prompt, {.sampling = {.temperature = 0.f}}).reason ==
+          stop_reason::no_valid_token);
+}

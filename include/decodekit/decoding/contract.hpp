@@ -84,6 +84,12 @@ enum class stop_reason : std::uint8_t {
     constraint_done,  ///< a constraint finished or allows no token (constrained decoding)
 };
 
+/// The stop reason of a sampler status that drew no token: no_allowed_token (a constraint, or
+/// the call's mask, allows no valid token) -> constraint_done; anything else -> no_valid_token.
+constexpr stop_reason stop_reason_of_no_token(bool constraint) noexcept {
+    return constraint ? stop_reason::constraint_done : stop_reason::no_valid_token;
+}
+
 /// The enumerator's name ("eos", "stop_string", ...); "unknown" past the last one.
 inline const char* to_string(stop_reason r) noexcept {
     switch (r) {

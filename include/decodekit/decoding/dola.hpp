@@ -285,8 +285,9 @@ public:
                                                  .step = out_.size(),
                                                  .history = seq_,
                                                  .prompt_length = prompt_length_});
-        if (!s.ok()) {  // no_valid_token (the stepper's own sampler is never in concurrent use)
-            out_.finish(stop_reason::no_valid_token, on_token);
+        if (!s.ok()) {  // (the stepper's own sampler is never in concurrent use)
+            out_.finish(stop_reason_of_no_token(s.status == sample_status::no_allowed_token),
+                        on_token);
         } else if (out_.is_eos(s.token)) {
             out_.finish(stop_reason::eos, on_token);
         } else {

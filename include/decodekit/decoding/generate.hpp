@@ -14,6 +14,9 @@
 /// - Allocation: everything is sized by the constructor; nothing is allocated per token (the
 ///   sequence and output are reserved for min(max_new_tokens, 16384) tokens, so an absurd budget
 ///   cannot exhaust memory up front).
+/// - A row with no valid token ends with stop_reason::no_valid_token; a sampling constraint
+///   (sampling_params' constraint or mask) that allows no valid token ends with
+///   stop_reason::constraint_done.
 /// - Randomness: the draw of step i (i-th generated token) uses rng_key{sampling.seed,
 ///   generate_params::sequence, i}; same seed and sequence give the same tokens, alone or in any
 ///   batch.
@@ -145,7 +148,8 @@ public:
         out_.begin_step();
         ++calls_;
         if (!s.ok()) {
-            out_.finish(stop_reason::no_valid_token, on_token);
+            out_.finish(stop_reason_of_no_token(s.status == sample_status::no_allowed_token),
+                        on_token);
         } else if (out_.is_eos(s.token)) {
             out_.finish(stop_reason::eos, on_token);
         } else {
