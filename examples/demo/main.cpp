@@ -484,9 +484,9 @@ int main(int argc, char** argv) {
                     std::snprintf(what, sizeof what, "n-gram prompt lookup (n = 3..1)");
                 } else if (o.draft == "mtp") {
                     // The trained MTP module (examples/llama2/mtp.hpp). speculative_decode
-                    // verifies with logits only, so each round's proposer first recomputes the
-                    // main model's hidden state at the last verified position (one cached token
-                    // forward, counted in the draft calls).
+                    // verifies with logits_and_hidden and hands the module the main model's
+                    // hidden state at the last verified position: no extra main forward per
+                    // round (the first round computes it, counted in the draft calls).
                     dk::mtp_module_proposer<dk_llama2::model> draft(m, greedy_proc);
                     res = dk::speculative_decode(m, draft, prompt, spp, greedy_proc);
                     std::snprintf(what, sizeof what, "MTP module (%zu modules, chained)",

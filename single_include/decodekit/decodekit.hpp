@@ -9708,7 +9708,11 @@ private:
 /// mtp_module_for(j, mtp_depth()), from the hidden state the previous step returned (j = 1: the
 /// main model's h(0, i) at the position i before the context's last token) and the token before
 /// the drafted one; one mtp_logits call per draft token. The module's own state, if any, follows
-/// `position` (model.hpp); the proposer keeps none between rounds.
+/// `position` (model.hpp); the proposer keeps none between rounds. It is a
+/// target_hidden_proposer (decoding/speculative.hpp): speculative_decode and speculative_stepper
+/// verify with logits_and_hidden and hand it h(0, i) of the last verified position, so a round
+/// costs no main forward beyond its verification (the first round, with no verified position
+/// yet, computes h(0, i) itself). The target must be `model` (the module reads its states).
 template <mtp_module_model Model, distribution_processing Processing = basic_processing>
 class mtp_module_proposer {
 public:
@@ -9726,6 +9730,16 @@ public:
     }
 
     std::size_t vocab_size() const { return std::size_t(model_->vocab_size()); }
+    /// target_hidden_proposer: the verify call returns hidden states of hidden_size() floats.
+    bool needs_target_hidden() const noexcept { return true; }
+    std::size_t hidden_size() const noexcept { return hidden_size_; }
+    /// target_hidden_proposer: keeps h(0, i) of the last verified position for the next round
+    /// (whose context is `context`).
+    void observe_target_hidden(std::span<const float> hidden, std::span<const token_id> context) {
+        given_h_.assign(hidden.begin(), hidden.end());
+        given_for_ = context.size();
+        given_last_ = context.empty() ? -1 : context.back();
+    }
 
     /// Drafts up to r.max_tokens tokens from `hidden` = h(0, i), i = r.context.size() - 2: the
     /// main model's hidden state at the position before the context's last token, as the forward
@@ -9750,14 +9764,21 @@ public:
         }
     }
 
-    /// speculative_decode's entry (its loop verifies with logits only): first computes h(0, i)
-    /// with one logits_and_hidden call over the context without its last token (slot
-    /// options.slot; with the target's slot a caching backend recomputes one position), counted
-    /// in out.model_calls, then drafts as above. That extra main forward per round is what an
-    /// engine verifying with logits_and_hidden saves. Nothing is called when r.max_tokens is 0.
+    /// The draft_proposer entry: drafts from h(0, i) handed over by observe_target_hidden() for
+    /// this context (used once), else first computes it with one logits_and_hidden call over the
+    /// context without its last token (slot options.slot; with the target's slot a caching
+    /// backend recomputes one position), counted in out.model_calls: the first round of
+    /// speculative_decode, or a loop that verifies with logits only. Nothing is called when
+    /// r.max_tokens is 0.
     void propose(const draft_request& r, draft_buffer& out) {
         out.has_distributions = opt_.mode == draft_mode::sample;
         if (r.context.size() < 2 || r.max_tokens == 0) return;
+        if (given_for_ == r.context.size() && given_last_ == r.context.back() &&
+            given_h_.size() == hidden_size_) {
+            given_for_ = 0;                                     // used once
+            propose(r, std::span<const float>(given_h_), out);  // handed over by the verify call
+            return;
+        }
         hidden_row_.resize(hidden_size_);
         const sequence_request req{r.context.first(r.context.size() - 1), 1, opt_.slot};
         model_->logits_and_hidden(std::span<const sequence_request>(&req, 1),
@@ -9771,7 +9792,9 @@ private:
     Processing proc_;
     draft_options opt_;
     std::size_t depth_, hidden_size_;
-    std::vector<float> row_, h_, next_h_, hidden_row_;
+    std::vector<float> row_, h_, next_h_, hidden_row_, given_h_;
+    std::size_t given_for_ = 0;  // context size given_h_ belongs to (0: none)
+    token_id given_last_ = -1;   // and the context's last token (a cheap consistency check)
     std::vector<token_id> ext_;
 };
 

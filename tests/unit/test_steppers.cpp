@@ -736,3 +736,40 @@ TEST_CASE("steppers: a constraint that allows nothing more ends with constraint_
     CHECK(generate(dead, prompt, {.sampling = {.temperature = 0.f}}).reason ==
           stop_reason::no_valid_token);
 }
+
+TEST_CASE("steppers: the MTP-module proposer drafts from the verify call's hidden row",
+          "[steppers][speculative][mtp]") {
+    toy_model m(tc);
+    REQUIRE(m.mtp_depth() >= 1);
+    const std::vector<token_id> prompt = {3, 1, 4, 1, 5};
+    basic_processing greedy{.temperature = 0.f};
+    using mp = mtp_module_proposer<toy_model>;
+    static_assert(target_hidden_proposer<mp>);
+    /// The same proposer seen only through propose(): recomputes h(0, i) every round.
+    struct propose_only {
+        mp* p;
+        std::size_t vocab_size() const { return p->vocab_size(); }
+        void propose(const draft_request& r, draft_buffer& out) { p->propose(r, out); }
+    };
+    static_assert(!target_hidden_proposer<propose_only>);
+    const speculative_params sp{.max_new_tokens = 30, .draft_length = 3};
+    mp direct(m, greedy), inner(m, greedy);
+    propose_only wrapped{&inner};
+    {
+        speculative_stepper st(sp, 16, prompt, direct, greedy);
+        CHECK(st.next_call().kind == call_kind::logits_and_hidden);
+    }
+    m.reset_counters();
+    const auto a = speculative_decode(m, direct, prompt, sp, greedy);
+    const std::size_t calls_a = m.calls;
+    m.reset_counters();
+    const auto b = speculative_decode(m, wrapped, prompt, sp, greedy);
+    const std::size_t calls_b = m.calls;
+    CHECK(a.tokens == b.tokens);  // the same drafts, the same law
+    CHECK(a.stats.drafted == b.stats.drafted);
+    CHECK(a.stats.accepted == b.stats.accepted);
+    CHECK(a.stats.rounds > 3);
+    // one main forward per drafting round saved (all but the first)
+    CHECK(calls_b - calls_a == b.stats.draft_calls - a.stats.draft_calls);
+    CHECK(calls_b - calls_a + 2 >= a.stats.rounds);
+}
