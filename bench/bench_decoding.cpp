@@ -3,6 +3,10 @@
 //                     (logsumexp + kernels::top_k per row, then a merge). Compare with
 //                     B x BM_floor_read (read floor per beam) and B x BM_floor_exp.
 //   BM_beam_advance   a whole beam_searcher::advance (selection + beam bookkeeping).
+//   BM_beam_family/<shape>/V:128256  beam_top_candidates for 4 beams whose rows are 4 distinct
+//                     rows of one shape of the family (bench_rows.hpp). Bar (issue 12): time / 4
+//                     <= 1.5x the exp floor of that shape (an exact beam score needs each row's
+//                     normaliser).
 //   BM_contrastive_step  one contrastive step outside the model: top-k candidates with their
 //                     probabilities (logsumexp + top_k over V) and the degeneration penalty of k
 //                     candidates against a 128-position context of hidden size 768; and the
@@ -70,6 +74,37 @@ void BM_beam_advance(benchmark::State& state) {
     state.SetItemsProcessed(std::int64_t(state.iterations()) * std::int64_t(B * V));
 }
 BENCHMARK(BM_beam_advance)->Apply(beam_args);
+
+void run_beam_family(benchmark::State& state, dk_bench::shape sh, std::size_t V) {
+    constexpr std::size_t B = 4;
+    std::vector<float> rows;
+    rows.reserve(B * V);
+    for (std::size_t b = 0; b < B; ++b) {
+        const auto r = dk_bench::make_row(sh, V, 1 + b);
+        rows.insert(rows.end(), r.begin(), r.end());
+    }
+    const std::vector<double> scores = {0.0, -0.25, -0.5, -0.75};
+    decodekit::beam_step_workspace ws(V, B, 2 * B);
+    std::vector<decodekit::beam_candidate> out(2 * B);
+    if (decodekit::beam_top_candidates(rows, V, scores, out, ws) != out.size()) {
+        state.SkipWithError("beam_top_candidates returned fewer candidates than asked");
+        return;
+    }
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(decodekit::beam_top_candidates(rows, V, scores, out, ws));
+        benchmark::ClobberMemory();
+    }
+    state.SetItemsProcessed(std::int64_t(state.iterations()) * std::int64_t(B * V));
+    state.counters["beams"] = double(B);
+}
+
+[[maybe_unused]] const bool beam_family_registered = [] {
+    for (const dk_bench::shape sh : dk_bench::shapes)
+        benchmark::RegisterBenchmark(
+            dk_bench::family_name("BM_beam_family", sh, dk_bench::bar_vocab).c_str(),
+            run_beam_family, sh, dk_bench::bar_vocab);
+    return true;
+}();
 
 void contrastive_args(benchmark::internal::Benchmark* b) {
     for (std::int64_t v : {32000, 128256})

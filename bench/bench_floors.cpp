@@ -50,18 +50,26 @@ float floor_exp(std::span<const float> x) {
     return s;
 }
 
-void BM_floor_read(benchmark::State& state) {
-    const auto& x = dk_bench::logits(std::size_t(state.range(0)));
-    for (auto _ : state) benchmark::DoNotOptimize(floor_read(x));
-    dk_bench::set_items(state);
+// Both floors on every row of the family at every vocabulary size: ratios are taken against the
+// floor of the same row (BM_floor_<read|exp>/<shape>/V:<vocab>).
+template <float (*F)(std::span<const float>)>
+void floor_loop(benchmark::State& state, dk_bench::shape sh, std::size_t v) {
+    const auto& x = dk_bench::row(sh, v);
+    for (auto _ : state) benchmark::DoNotOptimize(F(x));
+    dk_bench::set_items(state, v);
 }
-DK_BENCH_VOCAB(BM_floor_read);
 
-void BM_floor_exp(benchmark::State& state) {
-    const auto& x = dk_bench::logits(std::size_t(state.range(0)));
-    for (auto _ : state) benchmark::DoNotOptimize(floor_exp(x));
-    dk_bench::set_items(state);
-}
-DK_BENCH_VOCAB(BM_floor_exp);
+[[maybe_unused]] const bool registered = [] {
+    for (const std::int64_t v : dk_bench::vocab_sizes)
+        for (const dk_bench::shape sh : dk_bench::shapes) {
+            benchmark::RegisterBenchmark(
+                dk_bench::family_name("BM_floor_read", sh, std::size_t(v)).c_str(),
+                floor_loop<floor_read>, sh, std::size_t(v));
+            benchmark::RegisterBenchmark(
+                dk_bench::family_name("BM_floor_exp", sh, std::size_t(v)).c_str(),
+                floor_loop<floor_exp>, sh, std::size_t(v));
+        }
+    return true;
+}();
 
 }  // namespace

@@ -1,10 +1,7 @@
-// Whole sampler::sample() calls at each vocabulary size, on the shared rows of bench_common.hpp,
-// judged against BM_floor_read / BM_floor_exp of bench_floors.cpp (same binary, same run).
-//   greedy, full temperature, top-k(40), top-p(0.95), min-p(0.05), the llama.cpp chain
-//   (top-k 40, top-p 0.95, min-p 0.05, temperature 0.8), the chain with penalties over a
-//   64-token window, raw logprobs on top of the chain, and a batch of 64 rows (chain) on 1 and
-//   2 threads (items = rows x V; wall time), the same batch on 1 and 2 threads interleaved in
-//   one benchmark (the speed-up), and the pool's own per-call cost.
+// sampler::sample() beyond the row family (bench_family.cpp has every setting on every shape),
+// on the peaked row at each vocabulary size: raw logprobs on top of the llama.cpp chain, a batch
+// of 64 rows (chain) on 1 and 2 threads (items = rows x V; wall time), the same batch on 1 and 2
+// threads interleaved in one benchmark (the speed-up), and the pool's own per-call cost.
 
 #include "bench_common.hpp"
 
@@ -18,64 +15,16 @@ namespace {
 
 using namespace decodekit;
 
-void run_sampler(benchmark::State& state, const sampling_params& p, bool with_history = false) {
+void run_sampler(benchmark::State& state, const sampling_params& p) {
     const std::size_t v = std::size_t(state.range(0));
     const auto& x = dk_bench::logits(v);
     sampler s(p, v);
-    std::vector<token_id> history(256);
-    std::uint64_t h = 99;
-    for (auto& t : history) t = token_id(dk_bench::splitmix64(h) % v);
     std::uint64_t step = 0;
-    for (auto _ : state) {
-        sample_context ctx{.sequence = 1, .step = step++};
-        if (with_history) {
-            ctx.history = history;
-            ctx.prompt_length = 128;
-        }
-        benchmark::DoNotOptimize(s.sample(x, ctx));
-    }
+    for (auto _ : state) benchmark::DoNotOptimize(s.sample(x, 1, step++));
     dk_bench::set_items(state);
 }
 
 const sampling_params llama_chain{.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f};
-
-void BM_sampler_greedy(benchmark::State& state) { run_sampler(state, {.temperature = 0.f}); }
-DK_BENCH_VOCAB(BM_sampler_greedy);
-
-void BM_sampler_temperature(benchmark::State& state) { run_sampler(state, {.temperature = 0.8f}); }
-DK_BENCH_VOCAB(BM_sampler_temperature);
-
-// temperature only, no logprob of the chosen token: kernels::draw_temperature (no exp per entry)
-void BM_sampler_temperature_no_logprob(benchmark::State& state) {
-    sampling_params p{.temperature = 0.8f};
-    p.logprobs.chosen = false;
-    run_sampler(state, p);
-}
-DK_BENCH_VOCAB(BM_sampler_temperature_no_logprob);
-
-void BM_sampler_top_k40(benchmark::State& state) { run_sampler(state, {.top_k = 40}); }
-DK_BENCH_VOCAB(BM_sampler_top_k40);
-
-void BM_sampler_top_p95(benchmark::State& state) { run_sampler(state, {.top_p = 0.95f}); }
-DK_BENCH_VOCAB(BM_sampler_top_p95);
-
-void BM_sampler_min_p05(benchmark::State& state) { run_sampler(state, {.min_p = 0.05f}); }
-DK_BENCH_VOCAB(BM_sampler_min_p05);
-
-void BM_sampler_llama_chain(benchmark::State& state) { run_sampler(state, llama_chain); }
-DK_BENCH_VOCAB(BM_sampler_llama_chain);
-
-void BM_sampler_chain_penalties64(benchmark::State& state) {
-    sampling_params p = llama_chain;
-    p.penalties = {.repetition = 1.1f,
-                   .frequency = 0.1f,
-                   .presence = 0.1f,
-                   .repetition_scope = penalty_scope::last_n,
-                   .frequency_scope = penalty_scope::last_n,
-                   .last_n = 64};
-    run_sampler(state, p, true);
-}
-DK_BENCH_VOCAB(BM_sampler_chain_penalties64);
 
 void BM_sampler_chain_raw_logprob(benchmark::State& state) {
     sampling_params p = llama_chain;
@@ -83,24 +32,6 @@ void BM_sampler_chain_raw_logprob(benchmark::State& state) {
     run_sampler(state, p);
 }
 DK_BENCH_VOCAB(BM_sampler_chain_raw_logprob);
-
-// typical and XTC as the first step (full row, no sort of the row), and for comparison typical
-// behind a step that materialises and sorts the row first (the path before 2026-11-23).
-void BM_sampler_typical90(benchmark::State& state) { run_sampler(state, {.typical_p = 0.9f}); }
-DK_BENCH_VOCAB(BM_sampler_typical90);
-
-void BM_sampler_typical90_sorted_row(benchmark::State& state) {
-    run_sampler(state, {.typical_p = 0.9f,
-                        .top_n_sigma = 1e6f,
-                        .order = sampling_order::custom,
-                        .custom_order = {sampling_step::top_n_sigma, sampling_step::typical}});
-}
-DK_BENCH_VOCAB(BM_sampler_typical90_sorted_row);
-
-void BM_sampler_xtc(benchmark::State& state) {
-    run_sampler(state, {.xtc_probability = 1.f, .xtc_threshold = 0.1f});
-}
-DK_BENCH_VOCAB(BM_sampler_xtc);
 
 // A batch of 64 rows (the llama.cpp chain, one sampler per row, 64 distinct row copies: at
 // V >= 128256 the matrix is DRAM-resident, as a fresh logits matrix mostly is).

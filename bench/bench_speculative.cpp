@@ -2,6 +2,12 @@
 //   BM_spec_verify_*: verification cost per draft token on precomputed processed distributions
 //     (target p and draft q over the whole vocabulary, or after top-k 40), at V = 32000 and
 //     128256; compare with BM_floor_read of bench_floors.cpp (same binary, same V). Items = V.
+//   BM_spec_family/<shape>/V:128256: one verified draft token on the row family as a speculating
+//     engine pays it: the target's processing of its row (a sampler with top-p 0.95 through
+//     sampler_processing, i.e. distribution_unordered()) and verify_rejection against the draft's
+//     distribution (the same processing of a related draft row, 0.8 * target + 0.6 * another row
+//     of the shape; computed once, as the drafter's cost is not the verifier's). Judged against
+//     the exp floor of the shape, as top-p is (issue 12: verification gets the same treatment).
 //   BM_spec_toy_*: speculative_decode on the deterministic toy models of the tests, one run of 64
 //     new tokens per iteration; counters: mean accepted draft tokens per round, tokens per target
 //     call, acceptance rate. (Toy model calls are nearly free, so time here is the loop's own
@@ -99,6 +105,57 @@ void BM_spec_verify_rejection_topk40(benchmark::State& state) {
     });
 }
 BENCHMARK(BM_spec_verify_rejection_topk40)->Apply(at_two_sizes);
+
+struct family_inputs {
+    std::vector<float> draft_row;
+    dk::sparse_distribution q;
+    std::vector<dk::token_id> drafts;  // sampled from q
+};
+
+void run_spec_family(benchmark::State& state, dk_bench::shape sh, std::size_t v) {
+    const auto& t = dk_bench::row(sh, v);
+    const auto other = dk_bench::make_row(sh, v, 777);
+    const dk::sampling_params target_params{.top_p = 0.95f};
+    family_inputs in;
+    in.draft_row.resize(v);
+    for (std::size_t i = 0; i < v; ++i) in.draft_row[i] = 0.8f * t[i] + 0.6f * other[i];
+    dk::sampler draft_sampler(target_params, v);
+    const dk::sampler_processing draft(draft_sampler);
+    draft(in.draft_row, {}, in.q);
+    const dk::distribution qd{in.q.tokens, in.q.probs};
+    for (std::uint64_t i = 0; i < 256; ++i)
+        in.drafts.push_back(
+            dk::draw(qd, dk::make_stream({3, 0, i}, dk::rng_purpose::draft).uniform()));
+    dk::sampler target_sampler(target_params, v);
+    const dk::sampler_processing target(target_sampler);
+    dk::sparse_distribution p;
+    dk::verify_workspace ws(v);
+    target(t, {}, p);
+    if (p.size() == 0 || in.q.size() == 0 || in.drafts[0] < 0) {
+        state.SkipWithError("empty target or draft distribution");
+        return;
+    }
+    std::uint64_t i = 0, acc = 0;
+    for (auto _ : state) {
+        target(t, {.sequence = 1, .step = i, .history = {}}, p);
+        const dk::verify_result r =
+            dk::verify_rejection(p, in.q, in.drafts[i & 255], {1, 0, i}, ws);
+        acc += r.accepted;
+        benchmark::DoNotOptimize(r);
+        ++i;
+    }
+    dk_bench::set_items(state, v);
+    state.counters["accept"] = i ? double(acc) / double(i) : 0.0;
+    state.counters["kept"] = double(p.size());
+}
+
+[[maybe_unused]] const bool spec_family_registered = [] {
+    for (const dk_bench::shape sh : dk_bench::shapes)
+        benchmark::RegisterBenchmark(
+            dk_bench::family_name("BM_spec_family", sh, dk_bench::bar_vocab).c_str(),
+            run_spec_family, sh, dk_bench::bar_vocab);
+    return true;
+}();
 
 // ---- mean accepted length per proposer on the toy models
 

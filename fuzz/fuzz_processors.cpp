@@ -3,7 +3,11 @@
 /// long histories; tiny workspaces), arbitrary rows (NaN, +-inf) and arbitrary valid parameters.
 /// Oracles: naive re-implementations (bias, bans, allowed set, min length, no-repeat-ngram,
 /// banned sequences), the documented special-value rules and workspace post-conditions
-/// (penalties, DRY). A mismatch aborts. Input: [processor][vocab][row][history][arguments].
+/// (penalties, DRY). Mode 8: the processor types (penalties, no-repeat-ngram, DRY, banned
+/// sequences) driven through a history_tracker over a sequence of history changes (append,
+/// cut back, replace, prompt change, rewrite + reset, fork), against the free functions on the
+/// same history, with touched() covering every changed id and apply() reading no undeclared one.
+/// A mismatch aborts. Input: [processor][vocab][row][history][arguments].
 
 #include <decodekit/decodekit.hpp>
 
@@ -32,6 +36,110 @@ void check_rows(std::span<const float> got, std::span<const float> want, const c
                       want[i]);
 }
 
+/// Applies a processor type after every history change decoded from the input, as a pipeline
+/// drives it (sync, reset or cut_back + append, apply), and compares with `ref` (the free
+/// function on the same history).
+template <class P, class Ref>
+void run_incremental(FuzzedDataProvider& in, const P& proto, Ref ref, std::vector<token_id> h0,
+                     std::size_t prompt0, const std::vector<float>& row, std::size_t vocab) {
+    struct lane {
+        dk::any_processor p;  // as a pipeline holds it (hooks are no-ops for stateless ones)
+        dk::history_tracker tracker;
+        std::vector<token_id> h;
+        std::size_t prompt;
+        std::vector<token_id> seen{};  // the history of the previous call
+    };
+    std::vector<lane> lanes;
+    lanes.push_back({dk::any_processor(proto),
+                     dk::history_tracker(in.ConsumeIntegralInRange<std::size_t>(1, 64)), h0,
+                     prompt0});
+    const int steps = in.ConsumeIntegralInRange<int>(1, 24);
+    for (int s = 0; s < steps; ++s) {
+        std::size_t li = in.ConsumeIntegralInRange<std::size_t>(0, lanes.size() - 1);
+        const int op = in.ConsumeIntegralInRange<int>(0, 6);
+        if (op == 6 && lanes.size() < 4) {  // fork: the copy continues on its own
+            lanes.push_back(lanes[li]);
+            li = lanes.size() - 1;
+        }
+        lane& l = lanes[li];
+        switch (op) {
+            case 0:
+                l.h.push_back(dk_fuzz::consume_token(in, vocab));
+                break;
+            case 1:
+                for (token_id t : dk_fuzz::consume_tokens(in, vocab, 20)) l.h.push_back(t);
+                break;
+            case 2:
+                l.h.resize(l.h.size() - in.ConsumeIntegralInRange<std::size_t>(0, l.h.size()));
+                break;
+            case 3: {
+                const std::size_t k = in.ConsumeIntegralInRange<std::size_t>(0, l.h.size());
+                l.h.resize(l.h.size() - k);
+                for (token_id t : dk_fuzz::consume_tokens(in, vocab, 12)) l.h.push_back(t);
+                break;
+            }
+            case 4:
+                l.prompt = in.ConsumeIntegralInRange<std::size_t>(0, l.h.size() + 2);
+                break;
+            case 5:  // another sequence in the same slot: its caller resets
+                l.h = dk_fuzz::consume_tokens(in, vocab, 96);
+                l.tracker.reset();
+                break;
+            default:
+                break;
+        }
+        const dk::processor_context c{
+            .history = l.h, .prompt_length = l.prompt, .vocab_size = vocab};
+        dk::history_change ch = l.tracker.sync(l.h);
+        if (!ch.rebuild) {
+            // The tracker checks only the tail (history.hpp): a change deeper than that, under an
+            // identical tail, is its documented blind spot, which callers avoid by resetting.
+            // Such inputs are replayed as that reset, so the oracle stays about the processors.
+            std::vector<token_id> replay(
+                l.seen.begin(), l.seen.begin() + std::ptrdiff_t(std::min(ch.keep, l.seen.size())));
+            const bool removed_ok =
+                ch.keep <= l.seen.size() &&
+                std::equal(ch.removed.begin(), ch.removed.end(),
+                           l.seen.begin() + std::ptrdiff_t(ch.keep), l.seen.end());
+            replay.insert(replay.end(), ch.added.begin(), ch.added.end());
+            if (!removed_ok || replay != l.h) {
+                l.tracker.reset();
+                ch = l.tracker.sync(l.h);
+            }
+        }
+        l.seen = l.h;
+        if (ch.rebuild) {
+            l.p.reset(c);
+        } else {
+            l.p.cut_back(ch.keep, ch.removed, c);
+            l.p.append(ch.added, c);
+        }
+        std::vector<float> got = row, want = row;
+        l.p.apply(std::span<float>(got), c);
+        ref(std::span<float>(want), c);
+        check_rows(got, want, "processor type vs free function");
+        std::vector<char> m(vocab, 0);
+        dk::token_sink sink(
+            [](void* ctx, token_id t) noexcept {
+                auto& v = *static_cast<std::vector<char>*>(ctx);
+                if (t >= 0 && std::size_t(t) < v.size()) v[std::size_t(t)] = 1;
+            },
+            &m);
+        if (l.p.sparse()) l.p.touched(c, sink);
+        std::vector<float> sparse(vocab, dk_fuzz::nan);
+        for (std::size_t i = 0; i < vocab; ++i)
+            if (m[i]) sparse[i] = row[i];
+        l.p.apply(std::span<float>(sparse), c);
+        for (std::size_t i = 0; i < vocab; ++i) {
+            if (m[i])
+                DK_FUZZ_CHECK(same(sparse[i], want[i]), "declared id %zu read an undeclared entry",
+                              i);
+            else
+                DK_FUZZ_CHECK(same(want[i], row[i]), "id %zu changed but not declared", i);
+        }
+    }
+}
+
 /// Repeats `h` up to `n` tokens (long histories from short inputs).
 void stretch(std::vector<token_id>& h, std::size_t n) {
     if (h.empty()) return;
@@ -43,7 +151,7 @@ void stretch(std::vector<token_id>& h, std::size_t n) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     FuzzedDataProvider in(data, size);
-    const int which = in.ConsumeIntegralInRange<int>(0, 7);
+    const int which = in.ConsumeIntegralInRange<int>(0, 8);
     std::size_t vocab = in.ConsumeIntegralInRange<std::size_t>(0, 64);
     if (in.ConsumeIntegralInRange<int>(0, 15) == 0)
         vocab = in.ConsumeIntegralInRange<std::size_t>(0, 140000);
@@ -201,6 +309,81 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                     want[std::size_t(s.back())] = -inf;
             }
             check_rows(x, want, "banned_sequences");
+            break;
+        }
+        case 8: {  // processor types with incremental state vs the free functions
+            const std::size_t prompt = in.ConsumeIntegralInRange<std::size_t>(0, history.size());
+            switch (in.ConsumeIntegralInRange<int>(0, 3)) {
+                case 0: {
+                    dk::penalty_params p;
+                    p.repetition = in.ConsumeBool() ? 1.f : dk_fuzz::consume_param(in, 1e-3f, 10.f);
+                    p.frequency = in.ConsumeBool() ? 0.f : dk_fuzz::consume_param(in, -4.f, 4.f);
+                    p.presence = in.ConsumeBool() ? 0.f : dk_fuzz::consume_param(in, -4.f, 4.f);
+                    p.repetition_scope = dk::penalty_scope(in.ConsumeIntegralInRange<int>(0, 2));
+                    p.frequency_scope = dk::penalty_scope(in.ConsumeIntegralInRange<int>(0, 2));
+                    p.last_n = in.ConsumeIntegralInRange<std::size_t>(0, 80);
+                    if (p.check()) break;
+                    run_incremental(
+                        in, dk::penalties_processor(p),
+                        [&](std::span<float> y, const dk::processor_context& c) {
+                            dk::penalty_workspace ws(vocab);
+                            dk::apply_penalties(y, c.history, c.prompt_length, p, ws);
+                        },
+                        history, prompt, before, vocab);
+                    break;
+                }
+                case 1: {
+                    const std::size_t n = in.ConsumeIntegralInRange<std::size_t>(0, 6);
+                    if (history.size() > 3000) history.resize(3000);
+                    run_incremental(
+                        in, dk::no_repeat_ngram_processor(n),
+                        [&](std::span<float> y, const dk::processor_context& c) {
+                            dk::apply_no_repeat_ngram(y, c.history, n);
+                        },
+                        history, prompt, before, vocab);
+                    break;
+                }
+                case 2: {
+                    dk::dry_params p;
+                    p.multiplier = dk_fuzz::consume_param(in, 0.f, 4.f);
+                    p.base = dk_fuzz::consume_param(in, 1.f, 4.f);
+                    p.allowed_length = in.ConsumeIntegralInRange<std::size_t>(1, 6);
+                    p.penalty_last_n = in.ConsumeIntegralInRange<std::size_t>(0, 300);
+                    for (std::size_t i = in.ConsumeIntegralInRange<std::size_t>(0, 3); i > 0; --i)
+                        p.sequence_breakers.push_back(dk_fuzz::consume_token(in, vocab));
+                    if (in.ConsumeBool())
+                        p.sequence_breaker_sequences.push_back(
+                            dk_fuzz::consume_tokens(in, vocab, 3));
+                    if (p.check()) break;
+                    const std::size_t max_history = in.ConsumeIntegralInRange<std::size_t>(0, 64);
+                    run_incremental(
+                        in, dk::dry_processor(p, max_history),
+                        [&](std::span<float> y, const dk::processor_context& c) {
+                            dk::dry_workspace ws(vocab, max_history);
+                            dk::apply_dry(y, c.history, p, ws);
+                        },
+                        history, prompt, before, vocab);
+                    break;
+                }
+                default: {
+                    std::vector<std::vector<token_id>> seqs(
+                        in.ConsumeIntegralInRange<std::size_t>(0, 5));
+                    for (auto& q : seqs) q = dk_fuzz::consume_tokens(in, vocab, 4);
+                    const auto eos = dk_fuzz::consume_tokens(in, vocab, 3);
+                    std::vector<std::vector<token_id>> kept;  // Hugging Face's EOS rule
+                    for (const auto& q : seqs)
+                        if (!(q.size() == 1 &&
+                              std::find(eos.begin(), eos.end(), q[0]) != eos.end()))
+                            kept.push_back(q);
+                    run_incremental(
+                        in, dk::banned_sequences_processor(seqs, eos),
+                        [&](std::span<float> y, const dk::processor_context& c) {
+                            dk::apply_banned_sequences(y, c.history, kept);
+                        },
+                        history, prompt, before, vocab);
+                    break;
+                }
+            }
             break;
         }
     }

@@ -31,7 +31,8 @@ struct options {
     float min_p = 0.05f;
     int beams = 4;
     int draft_layer = -1;  // early-exit layer of the speculative self-draft (-1: n_layers - 1)
-    std::string draft = "early-exit";  // speculative proposer: early-exit | ngram
+    std::string draft = "early-exit";  // speculative proposer: early-exit | ngram | mtp
+    std::string mtp;                   // MTP module file (--draft mtp; default: beside the model)
     bool json = false;
 };
 
@@ -55,8 +56,12 @@ void usage(std::FILE* f) {
         "  --min-p P            sampling min-p, 0 = off (default 0.05)\n"
         "  --beams N            beam width (default 4)\n"
         "  --draft-layer L      speculative: early-exit self-draft layer (default n_layers - 1)\n"
-        "  --draft P            speculative proposer: early-exit (default) or ngram (prompt "
+        "  --draft P            speculative proposer: early-exit (default), ngram (prompt "
         "lookup)\n"
+        "                       or mtp (the model's trained MTP module)\n"
+        "  --mtp PATH           MTP module file for --draft mtp (default: <model>-mtp.bin "
+        "beside the\n"
+        "                       model, e.g. stories260K-mtp.bin)\n"
         "  --json               one JSON object per strategy: strategy, text, tokens, stats\n"
         "  --help               this text\n",
         f);
@@ -121,7 +126,9 @@ int parse_args(int argc, char** argv, options& o) {
         else if (a == "--beams")
             ok = parse_int(v, 1, 64, n), o.beams = int(n);
         else if (a == "--draft")
-            ok = (o.draft = v) == "early-exit" || o.draft == "ngram";
+            ok = (o.draft = v) == "early-exit" || o.draft == "ngram" || o.draft == "mtp";
+        else if (a == "--mtp")
+            o.mtp = v;
         else if (a == "--draft-layer")
             ok = parse_int(v, 0, 1 << 10, n), o.draft_layer = int(n);
         else {
@@ -168,8 +175,6 @@ using clock_type = std::chrono::steady_clock;
 double seconds_since(clock_type::time_point t0) {
     return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
-
-bool is_stop(token_id t) { return t == dk_llama2::bos_id || t == dk_llama2::eos_id; }
 
 // A strategy run by a library function that returns its tokens at the end (beam, contrastive,
 // speculative): times it and reads the backend's counters.
@@ -301,10 +306,37 @@ int main(int argc, char** argv) {
             return 1;
         }
         tok.emplace(std::move(t.value()));
+        std::optional<dk_llama2::mtp_weights> module;
+        if (o.draft == "mtp") {  // <model>-mtp.bin beside the model unless --mtp says otherwise
+            std::string mtp_path = o.mtp;
+            if (mtp_path.empty())
+                mtp_path = model_path.substr(
+                               0, model_path.size() - (model_path.ends_with(".bin") ? 4 : 0)) +
+                           "-mtp.bin";
+            auto w = dk_llama2::load_mtp_module(mtp_path, ck->cfg);
+            if (!w) {
+                std::fprintf(stderr, "decodekit-demo: --draft mtp: %s\n", w.error().c_str());
+                return 1;
+            }
+            module.emplace(std::move(w.value()));
+        }
         model.emplace(std::move(ck.value()));
+        if (module) {
+            if (auto why = model->set_mtp_module(std::move(*module))) {
+                std::fprintf(stderr, "decodekit-demo: --draft mtp: %s\n", why->c_str());
+                return 1;
+            }
+        }
         char resolved[4096];
         model_name = ::realpath(model_path.c_str(), resolved) ? std::string(resolved) : model_path;
     } else {
+        if (o.draft == "mtp") {
+            std::fprintf(stderr,
+                         "decodekit-demo: --draft mtp needs a model with a trained MTP module "
+                         "(stories260K.bin + stories260K-mtp.bin); none found in %s\n",
+                         dk_llama2::default_models_dir().c_str());
+            return 1;
+        }
         std::fprintf(info,
                      "decodekit-demo: no model found (looked for stories260K.bin in %s; pass "
                      "--model PATH or set DECODEKIT_MODELS_DIR). Using a small random-weight "
@@ -389,8 +421,7 @@ int main(int argc, char** argv) {
                 bp.max_new_tokens = std::size_t(max_new);
                 bp.eos_ids = {dk_llama2::bos_id, dk_llama2::eos_id};
                 const auto res = dk::beam_search(m, prompt, bp);
-                rr.tokens = res.hypotheses.front().tokens;
-                if (!rr.tokens.empty() && is_stop(rr.tokens.back())) rr.tokens.pop_back();
+                rr.tokens = res.tokens;  // the best hypothesis (EOS excluded)
                 char note[128];
                 std::snprintf(note, sizeof note,
                               "beam width %d, length penalty 1, score %.3f; %zu steps", o.beams,
@@ -408,7 +439,6 @@ int main(int argc, char** argv) {
                 cp.eos_ids = {dk_llama2::bos_id, dk_llama2::eos_id};
                 const auto res = dk::contrastive_search(m, prompt, cp);
                 rr.tokens = res.tokens;
-                if (!rr.tokens.empty() && is_stop(rr.tokens.back())) rr.tokens.pop_back();
                 rr.stats.note = "top-k 4, alpha 0.6";
             });
             r.stats.streamed = false;
@@ -422,7 +452,6 @@ int main(int argc, char** argv) {
                 dp.eos_ids = {dk_llama2::bos_id, dk_llama2::eos_id};
                 const auto res = dk::dola_decode(m, prompt, dp);
                 rr.tokens = res.tokens;
-                if (!rr.tokens.empty() && is_stop(rr.tokens.back())) rr.tokens.pop_back();
                 rr.stats.note =
                     "premature layers: high range, relative top 0.1, repetition penalty 1.2, "
                     "greedy";
@@ -453,6 +482,15 @@ int main(int argc, char** argv) {
                     dk::ngram_proposer draft{.min_n = 1, .max_n = 3};
                     res = dk::speculative_decode(m, draft, prompt, spp, greedy_proc);
                     std::snprintf(what, sizeof what, "n-gram prompt lookup (n = 3..1)");
+                } else if (o.draft == "mtp") {
+                    // The trained MTP module (examples/llama2/mtp.hpp). speculative_decode
+                    // verifies with logits_and_hidden and hands the module the main model's
+                    // hidden state at the last verified position: no extra main forward per
+                    // round (the first round computes it, counted in the draft calls).
+                    dk::mtp_module_proposer<dk_llama2::model> draft(m, greedy_proc);
+                    res = dk::speculative_decode(m, draft, prompt, spp, greedy_proc);
+                    std::snprintf(what, sizeof what, "MTP module (%zu modules, chained)",
+                                  m.mtp_depth());
                 } else {
                     dk::early_exit_proposer<dk_llama2::model> draft(m, layer, greedy_proc);
                     res = dk::speculative_decode(m, draft, prompt, spp, greedy_proc);
@@ -460,7 +498,6 @@ int main(int argc, char** argv) {
                                   layer, m.num_layers());
                 }
                 rr.tokens = res.tokens;
-                if (!rr.tokens.empty() && is_stop(rr.tokens.back())) rr.tokens.pop_back();
                 rr.stats.ttft_s = res.stats.time_to_first_token;
                 rr.stats.acceptance = res.stats.acceptance_rate();
                 char note[256];

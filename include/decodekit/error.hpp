@@ -58,7 +58,12 @@ inline error_handler set_error_handler(error_handler handler) noexcept {
 #if DECODEKIT_EXCEPTIONS
     throw config_error(message);
 #else
-    if (error_handler h = detail::error_handler_slot()) h(message.c_str());
+    if (error_handler h = detail::error_handler_slot()) {
+        h(message.c_str());
+        // the handler returned (it must not): abort without printing its message a second time
+        std::fputs("decodekit: the error handler returned; aborting\n", stderr);
+        std::abort();
+    }
     detail::default_error_handler(message.c_str());
 #endif
 }

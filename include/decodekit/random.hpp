@@ -38,13 +38,14 @@ constexpr std::array<std::uint32_t, 4> philox4x32_10(std::array<std::uint32_t, 4
 /// What a stream of random numbers is used for; part of the counter so the uses of one
 /// sampling step never share numbers.
 enum class rng_purpose : std::uint32_t {
-    sample = 0,    ///< the categorical draw of a sampling step
-    accept = 1,    ///< speculative acceptance tests
-    residual = 2,  ///< speculative residual / bonus draws
-    filter = 3,    ///< stochastic filters (XTC's coin)
-    gumbel = 4,    ///< per-token noise (Gumbel / exponential race, stochastic beams)
-    draft = 5,     ///< draft-model sampling
-    user = 0x100,  ///< first value free for callers
+    sample = 0,      ///< the categorical draw of a sampling step
+    accept = 1,      ///< speculative acceptance tests
+    residual = 2,    ///< speculative residual / bonus draws
+    filter = 3,      ///< stochastic filters (XTC's coin)
+    gumbel = 4,      ///< per-token noise (Gumbel / exponential race, stochastic beams)
+    draft = 5,       ///< draft-model sampling
+    constraint = 6,  ///< the redraw of a constrained step after its first draw was not allowed
+    user = 0x100,    ///< first value free for callers
 };
 
 /// The key of one sampling step.

@@ -3,7 +3,7 @@
 /// The version triple: the single source read by CMake and by the Conan recipe.
 
 #define DECODEKIT_VERSION_MAJOR 0
-#define DECODEKIT_VERSION_MINOR 1
+#define DECODEKIT_VERSION_MINOR 2
 #define DECODEKIT_VERSION_PATCH 0
 
 #define DECODEKIT_VERSION \

@@ -1,9 +1,9 @@
 #pragma once
 /// \file toy_model.hpp
 /// A deterministic toy backend for tests: satisfies language_model, hidden_state_model,
-/// layer_logits_model and multi_token_model. Everything is a pure function of the context (the
-/// tokens up to and including the position), so tests can recompute any answer independently
-/// through the `*_of(context)` helpers, which do not touch the call counters.
+/// layer_logits_model, multi_token_model and mtp_module_model. Everything is a pure function of the
+/// context (the tokens up to and including the position), so tests can recompute any answer
+/// independently through the `*_of(context)` helpers, which do not touch the call counters.
 ///
 /// - logits(context)[i] = scale * u(hash(context), i) with u in [-2, 2) (multiples of 2^-22),
 ///   + eos_bias on eos_id (when eos_id >= 0), + perturb * u'(hash(context), i) (a draft variant:
@@ -13,6 +13,10 @@
 ///   (l / L) * logits + (1 - l / L) * scale * noise_l(context).
 /// - head h of num_heads(): head 0 = ordinary logits; head h > 0 = logits of the context
 ///   extended by h greedy tokens, plus mtp_noise * scale * noise_h(context).
+///
+/// - MTP module k of mtp_depth() (mtp_module_model, stateless): logits and next hidden state
+///   are scale * u(hash(hidden bits, token, k)) and 0.5 * u(...): a pure function of the request
+///   (mtp_of()); invalid requests (hidden size, token, depth) get NaN rows.
 ///
 /// Counters: calls (model calls of any kind), sequences (requests), positions (rows produced),
 /// tokens (sum of request lengths: the cost of a backend that recomputes everything).
@@ -24,7 +28,9 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
+#include <limits>
 #include <span>
 #include <vector>
 
@@ -40,8 +46,9 @@ struct toy_model_config {
     decodekit::token_id eos_id = -1;  ///< token that eos_bias is added to (-1: none)
     float eos_bias = 0.f;             ///< added to the EOS logit (make EOS likely)
     std::uint64_t perturb_seed = 0x5eed;
-    float perturb = 0.f;     ///< weight of a second noise term (0 = target model)
-    float mtp_noise = 0.5f;  ///< noise of heads h > 0, relative to scale
+    float perturb = 0.f;        ///< weight of a second noise term (0 = target model)
+    float mtp_noise = 0.5f;     ///< noise of heads h > 0, relative to scale
+    std::size_t mtp_depth = 2;  ///< sequential MTP modules (0: none)
 };
 
 class toy_model {
@@ -68,14 +75,20 @@ public:
     std::size_t hidden_size() const noexcept { return cfg_.hidden_size; }
     std::size_t num_layers() const noexcept { return cfg_.num_layers; }
     std::size_t num_heads() const noexcept { return cfg_.num_heads; }
+    std::size_t mtp_depth() const noexcept { return cfg_.mtp_depth; }
 
     // ---- counters
     std::size_t calls = 0;
     std::size_t sequences = 0;
     std::size_t positions = 0;
     std::size_t tokens = 0;
-    std::vector<std::uint32_t> last_slots;  ///< slots of the last call, in request order
-    void reset_counters() noexcept { calls = sequences = positions = tokens = 0; }
+    std::vector<std::uint32_t> last_slots;        ///< slots of the last call, in request order
+    std::size_t mtp_rows = 0;                     ///< mtp_logits rows computed (valid requests)
+    std::vector<decodekit::mtp_request> mtp_log;  ///< every mtp_logits request (hidden not kept)
+    void reset_counters() noexcept {
+        calls = sequences = positions = tokens = mtp_rows = 0;
+        mtp_log.clear();
+    }
 
     // ---- pure helpers (no counters)
     /// Next-token logits after `context` (the ordinary output at its last position).
@@ -105,7 +118,41 @@ public:
         return out;
     }
 
+    /// MTP module `depth` on (hidden, token): its logits and the hidden state it passes on.
+    void mtp_of(std::span<const float> hidden, decodekit::token_id token, std::size_t depth,
+                std::span<float> logits_out, std::span<float> hidden_out) const {
+        std::uint64_t h = mix(cfg_.seed ^ (0xA5A5ull + depth));
+        for (float v : hidden) {
+            std::uint32_t b = 0;
+            std::memcpy(&b, &v, 4);
+            h = mix(h ^ b);
+        }
+        h = step_hash(h, token);
+        for (std::size_t i = 0; i < logits_out.size(); ++i) logits_out[i] = cfg_.scale * u(h, i, 3);
+        for (std::size_t j = 0; j < hidden_out.size(); ++j) hidden_out[j] = 0.5f * u(h, j, 4);
+    }
+
     // ---- the concept
+    void mtp_logits(std::span<const decodekit::mtp_request> requests, std::span<float> logits_out,
+                    std::span<float> hidden_out) {
+        ++calls;
+        const std::size_t V = cfg_.vocab_size, H = cfg_.hidden_size;
+        for (std::size_t r = 0; r < requests.size(); ++r) {
+            const auto& q = requests[r];
+            mtp_log.push_back({{}, q.token, q.depth, q.position, q.slot});
+            const auto lo = logits_out.subspan(r * V, V);
+            const auto ho = hidden_out.empty() ? std::span<float>{} : hidden_out.subspan(r * H, H);
+            if (q.hidden.size() != H || q.token < 0 || std::size_t(q.token) >= V || q.depth < 1 ||
+                q.depth > cfg_.mtp_depth) {
+                std::fill(lo.begin(), lo.end(), std::numeric_limits<float>::quiet_NaN());
+                std::fill(ho.begin(), ho.end(), std::numeric_limits<float>::quiet_NaN());
+                continue;
+            }
+            mtp_of(q.hidden, q.token, q.depth, lo, ho);
+            ++mtp_rows;
+        }
+    }
+
     void logits(std::span<const decodekit::sequence_request> requests, std::span<float> out) {
         count(requests);
         const std::size_t V = cfg_.vocab_size;
@@ -246,5 +293,6 @@ static_assert(decodekit::language_model<toy_model>);
 static_assert(decodekit::hidden_state_model<toy_model>);
 static_assert(decodekit::layer_logits_model<toy_model>);
 static_assert(decodekit::multi_token_model<toy_model>);
+static_assert(decodekit::mtp_module_model<toy_model>);
 
 }  // namespace dk_test

@@ -213,8 +213,10 @@ TEST_CASE("bad input: NaN and infinite parameters are named by check()", "[bad_i
     CHECK(names(sp([](auto& p) { p.top_n_sigma = inf; }), "sampling_params.top_n_sigma"));
     CHECK(names(sp([](auto& p) { p.xtc_probability = qnan; }), "sampling_params.xtc_probability"));
     CHECK(names(sp([](auto& p) { p.xtc_threshold = qnan; }), "sampling_params.xtc_threshold"));
-    CHECK(names(sp([](auto& p) { p.mirostat_tau = qnan; }), "sampling_params.mirostat_tau"));
-    CHECK(names(sp([](auto& p) { p.mirostat_eta = inf; }), "sampling_params.mirostat_eta"));
+    CHECK(names(sp([](auto& p) { p.mirostat = true, p.mirostat_tau = qnan; }),
+                "sampling_params.mirostat_tau"));
+    CHECK(names(sp([](auto& p) { p.mirostat = true, p.mirostat_eta = inf; }),
+                "sampling_params.mirostat_eta"));
     CHECK(names(sp([](auto& p) { p.penalties.repetition = qnan; }), "penalties"));
     CHECK(names(sp([](auto& p) { p.penalties.frequency = inf; }), "penalties"));
     CHECK(names(sp([](auto& p) { p.dry.multiplier = qnan; }), "dry"));
@@ -270,5 +272,64 @@ TEST_CASE("bad input: special logits (regressions found by fuzzing)", "[bad_inpu
         CHECK(s.sample(std::vector<float>{qnan, qnan, qnan}).token == -1);
         CHECK(s.sample(std::vector<float>{-inf, -inf, -inf}).token == -1);
         CHECK(s.sample(std::vector<float>{-inf, qnan, inf}).token == 2);
+    }
+}
+
+// These checks hold in every build type: the asan preset builds this file with NDEBUG, where
+// DECODEKIT_ASSERT is compiled out, so a missing check would read or write out of bounds there.
+TEST_CASE("bad input: batched calls check their sizes, the matrix and distinct samplers",
+          "[bad_input][batch]") {
+    sampler a({.seed = 1}, 4), b({.seed = 2}, 4);
+    const std::vector<float> m{1.f, 2.f, 3.f, 4.f, 4.f, 3.f, 2.f, 1.f};
+    const batch_row two[2] = {{&a, {.sequence = 1}}, {&b, {.sequence = 2}}};
+    batch_sampler pool(2);
+    auto both = [&](const logits_matrix& mat, std::span<const batch_row> rows,
+                    std::span<sample_result> out) {
+        const batch_status s1 = sample_batch(mat, rows, out);
+        const batch_status s2 = pool.sample(mat, rows, out);
+        CHECK(s1 == s2);
+        return s1;
+    };
+    SECTION("fewer results than rows: nothing written past them") {
+        std::vector<sample_result> out(1);
+        CHECK(both(logits_matrix::view(m, 2, 4), two, out) == batch_status::size_mismatch);
+        CHECK(out[0].status == sample_status::bad_input);
+    }
+    SECTION("fewer rows than the matrix, or more") {
+        std::vector<sample_result> out(2);
+        CHECK(both(logits_matrix::view(m, 2, 4), std::span(two, 1), out) ==
+              batch_status::size_mismatch);
+        CHECK(both(logits_matrix::view(m, 1, 4), two, out) == batch_status::size_mismatch);
+    }
+    SECTION("a span too short for its rows, a stride below cols, no data") {
+        std::vector<sample_result> out(2);
+        CHECK(both(logits_matrix::view(std::span(m).first(7), 2, 4), two, out) ==
+              batch_status::bad_matrix);
+        CHECK(both(logits_matrix::view(m, 2, 4, 8), two, out) == batch_status::bad_matrix);
+        CHECK(both(logits_matrix{m.data(), 2, 4, 3}, two, out) == batch_status::bad_matrix);
+        CHECK(both(logits_matrix{nullptr, 2, 4, 4}, two, out) == batch_status::bad_matrix);
+        const std::size_t huge = std::numeric_limits<std::size_t>::max() / 2;
+        std::vector<batch_row> three(3, two[0]);
+        three[1].row_sampler = &b;
+        sampler c({}, 4);
+        three[2].row_sampler = &c;
+        std::vector<sample_result> out3(3);
+        CHECK(both(logits_matrix::view(m, 3, 4, huge), three, out3) ==
+              batch_status::bad_matrix);  // (rows - 1) * stride overflows: rejected, not wrapped
+    }
+    SECTION("the same sampler in two rows, or none") {
+        std::vector<sample_result> out(2);
+        const batch_row dup[2] = {{&a, {.sequence = 1}}, {&a, {.sequence = 2}}};
+        CHECK(both(logits_matrix::view(m, 2, 4), dup, out) == batch_status::duplicate_sampler);
+        CHECK(out[0].status == sample_status::bad_input);
+        const batch_row none[2] = {{&a, {}}, {nullptr, {}}};
+        CHECK(both(logits_matrix::view(m, 2, 4), none, out) == batch_status::null_sampler);
+    }
+    SECTION("negative control: a good call samples every row, twice in a row") {
+        std::vector<sample_result> out(2);
+        CHECK(both(logits_matrix::view(m, 2, 4), two, out) == batch_status::ok);
+        CHECK(both(logits_matrix::view(m, 2, 4), two, out) == batch_status::ok);
+        CHECK(out[0].ok());
+        CHECK(out[1].ok());
     }
 }

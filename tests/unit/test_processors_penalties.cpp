@@ -166,6 +166,23 @@ TEST_CASE("penalties: NaN, -inf and +inf logits are left as they are", "[process
     CHECK(close(y[3], 1.f / 1.5f - 2.f * 2.f + 1.f));
 }
 
+TEST_CASE("penalties: infinite logits stay infinite when count * frequency overflows",
+          "[processors][penalties]") {
+    // Found by fuzzing: count 2 * frequency -3.4e38 overflows to -inf, and -inf - (-inf) was NaN.
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const penalty_params p{.repetition = 7.4f, .frequency = -3.4e38f, .presence = -3.4e38f};
+    const auto y = run({-inf, inf, nan, 1.f}, {0, 0, 1, 1, 2, 2, 3, 3}, 0, p);
+    CHECK(y[0] == -inf);
+    CHECK(y[1] == inf);
+    CHECK(std::isnan(y[2]));
+    CHECK(y[3] == inf);  // a finite logit whose reward overflows float: +inf, never NaN
+    const penalty_params q{.frequency = 3.4e38f, .presence = 3.4e38f};
+    const auto z = run({-inf, inf, 1.f}, {0, 0, 1, 1, 2, 2}, 0, q);
+    CHECK(z[0] == -inf);
+    CHECK(z[1] == inf);
+    CHECK(z[2] == -inf);
+}
+
 TEST_CASE("penalties: the workspace reset makes repeated calls independent",
           "[processors][penalties]") {
     const penalty_params p{.repetition = 1.3f, .frequency = 0.4f, .presence = 0.2f};

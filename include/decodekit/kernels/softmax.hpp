@@ -15,6 +15,7 @@
 #include <decodekit/simd/xsimd_compat.hpp>
 
 #include <cmath>
+#include <limits>
 #include <span>
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -42,6 +43,29 @@ softmax_stats softmax(std::span<const float> x, std::span<float> out,
     for (; i + L <= n; i += L) (B::load_unaligned(o + i) * rb).store_unaligned(o + i);
     for (; i < n; ++i) o[i] *= r;
     return {m, s};
+}
+
+/// out_i = exp((x_i - m)/T), the unnormalised softmax weights (m the max; when an entry is +inf:
+/// 1 for the +inf entries, 0 elsewhere; 0 for NaN and -inf entries, and below m - 87 T); returns
+/// {m, sum of out}. Two passes (max; fused exp, store and sum).
+/// \pre out.size() == x.size(), temperature > 0
+template <class A = simd::default_arch>
+softmax_stats exp_weights(std::span<const float> x, float temperature,
+                          std::span<float> out) noexcept {
+    DECODEKIT_ASSERT(out.size() == x.size(), "exp_weights: out.size() must equal x.size()");
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t)) {
+        double s = 0;
+        for (std::size_t i = 0; i < x.size(); ++i) {
+            out[i] = m > -std::numeric_limits<float>::infinity()
+                         ? float(reference::weight(x[i], m, temperature))
+                         : 0.f;
+            s += double(out[i]);
+        }
+        return {m, s};
+    }
+    return {m, detail::exp_pass<A, true>(x, m, inv_t, out.data())};
 }
 
 /// out_i = log p_i = (x_i - m)/T - log Z; -inf for entries of probability 0 (NaN included).

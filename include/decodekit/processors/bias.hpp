@@ -5,9 +5,14 @@
 /// Token ids outside [0, V) are ignored. Bans write -inf (also over NaN entries: both mean
 /// probability 0). No allocation; the allowed set works with a small stack buffer or a stack
 /// bitmask over blocks of the vocabulary.
-/// Statefulness: none.
+/// Statefulness: none. Each has a processor form (processors/processor.hpp) holding its list,
+/// shared between copies (a copy is O(1)): logit_bias_processor and banned_tokens_processor are
+/// sparse (touched() declares their list, O(list) per call); allowed_tokens_processor is dense
+/// (it writes every entry outside its list, O(V) per call).
 
 #include <decodekit/config.hpp>
+#include <decodekit/error.hpp>
+#include <decodekit/processors/processor.hpp>
 #include <decodekit/types.hpp>
 
 #include <algorithm>
@@ -15,7 +20,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <span>
+#include <string>
+#include <utility>
+#include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -86,5 +95,60 @@ inline void apply_allowed_tokens(std::span<float> logits,
             if (!((mask[(i - lo) / 64] >> ((i - lo) % 64)) & 1u)) logits[i] = -inf;
     }
 }
+
+/// apply_logit_bias as a processor. Sparse: touched() declares the biased ids.
+class logit_bias_processor {
+public:
+    /// \pre no bias is NaN (validated here, naming the entry: config_error or the error handler)
+    explicit logit_bias_processor(std::vector<logit_bias> biases) {
+        for (std::size_t i = 0; i < biases.size(); ++i)
+            if (std::isnan(biases[i].bias))
+                raise(detail::range_message(
+                    "logit_bias_processor: biases[" + std::to_string(i) + "].bias", "not NaN",
+                    static_cast<double>(biases[i].bias)));
+        b_ = std::make_shared<const std::vector<logit_bias>>(std::move(biases));
+    }
+    std::span<const logit_bias> biases() const noexcept { return *b_; }
+    void apply(std::span<float> logits, const processor_context&) const noexcept {
+        apply_logit_bias(logits, *b_);
+    }
+    void touched(const processor_context&, token_sink& out) const {
+        for (const logit_bias& b : *b_) out(b.token);
+    }
+
+private:
+    std::shared_ptr<const std::vector<logit_bias>> b_;
+};
+
+/// apply_banned_tokens as a processor (a deliberate ban: EOS ids included if listed). Sparse:
+/// touched() declares the list.
+class banned_tokens_processor {
+public:
+    explicit banned_tokens_processor(std::vector<token_id> banned)
+        : t_(std::make_shared<const std::vector<token_id>>(std::move(banned))) {}
+    std::span<const token_id> tokens() const noexcept { return *t_; }
+    void apply(std::span<float> logits, const processor_context&) const noexcept {
+        apply_banned_tokens(logits, *t_);
+    }
+    void touched(const processor_context&, token_sink& out) const { out(*t_); }
+
+private:
+    std::shared_ptr<const std::vector<token_id>> t_;
+};
+
+/// apply_allowed_tokens as a processor (an empty list allows everything). Dense: it writes every
+/// entry outside its list, so it has no touched().
+class allowed_tokens_processor {
+public:
+    explicit allowed_tokens_processor(std::vector<token_id> allowed)
+        : t_(std::make_shared<const std::vector<token_id>>(std::move(allowed))) {}
+    std::span<const token_id> tokens() const noexcept { return *t_; }
+    void apply(std::span<float> logits, const processor_context&) const noexcept {
+        apply_allowed_tokens(logits, *t_);
+    }
+
+private:
+    std::shared_ptr<const std::vector<token_id>> t_;
+};
 
 DECODEKIT_END_NAMESPACE

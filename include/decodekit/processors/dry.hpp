@@ -22,19 +22,26 @@
 /// outside [0, V), and breaker sequences whose first token is outside [0, V), are ignored. Cost
 /// O(window) (reverse Z-algorithm), no allocation. Statefulness: none; the caller passes the
 /// history each call.
+/// dry_processor is the processor form (processors/processor.hpp): O(window) per call, no
+/// per-sequence state beyond its parameters (shared between copies); its O(V) scratch is a
+/// workspace per thread (see dry_processor).
 
 #include <decodekit/config.hpp>
 #include <decodekit/error.hpp>
+#include <decodekit/processors/processor.hpp>
 #include <decodekit/types.hpp>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -201,5 +208,58 @@ inline void apply_dry(std::span<float> logits, std::span<const token_id> history
     }
     unmark();
 }
+
+namespace detail {
+/// This thread's DRY workspace, grown (never shrunk) to at least `vocab` entries and a window of
+/// `window` tokens. Allocates only while it grows.
+inline dry_workspace& thread_dry_workspace(std::size_t vocab, std::size_t window) {
+    thread_local dry_workspace ws;
+    if (ws.vocab_size() < vocab || ws.max_history() < window)
+        ws = dry_workspace(std::max(vocab, ws.vocab_size()),
+                           std::max({window, ws.max_history(), std::size_t{1}}));
+    return ws;
+}
+}  // namespace detail
+
+/// apply_dry as a processor: the same result as apply_dry with a workspace of `max_history`
+/// tokens. Its O(V) scratch is not per sequence: apply() uses a workspace per thread
+/// (thread_local, grown on demand to the largest vocabulary and window it has seen on that thread,
+/// about 5 bytes per vocabulary entry plus 4 per window token; it allocates only while it grows,
+/// and lives until the thread ends). Sparse: touched() declares the tokens of the window
+/// (O(window)). Stateless between calls; the parameters are shared between copies (a copy is O(1)).
+class dry_processor {
+public:
+    /// \param max_history the longest window looked at (0 = dry_workspace::default_max_history)
+    /// \pre params.check() is nullopt (validated here: config_error or the error handler).
+    explicit dry_processor(dry_params params, std::size_t max_history = 0)
+        : max_history_(max_history == 0 ? dry_workspace::default_max_history : max_history) {
+        params.validate();
+        p_ = std::make_shared<const dry_params>(std::move(params));
+    }
+    const dry_params& params() const noexcept { return *p_; }
+    std::size_t max_history() const noexcept { return max_history_; }
+
+    void apply(std::span<float> logits, const processor_context& c) const {
+        const std::size_t w = window(c);
+        if (w == 0) return;
+        apply_dry(logits, c.history.last(w), *p_, detail::thread_dry_workspace(logits.size(), w));
+    }
+    void touched(const processor_context& c, token_sink& out) const {
+        out(c.history.last(window(c)));
+    }
+
+private:
+    /// Length of the window apply_dry looks at (0 when it cannot change anything).
+    std::size_t window(const processor_context& c) const noexcept {
+        if (!p_->enabled()) return 0;
+        std::size_t w = c.history.size();
+        if (p_->penalty_last_n != 0 && p_->penalty_last_n < w) w = p_->penalty_last_n;
+        if (max_history_ < w) w = max_history_;
+        return w > p_->allowed_length ? w : 0;
+    }
+
+    std::shared_ptr<const dry_params> p_;
+    std::size_t max_history_;
+};
 
 DECODEKIT_END_NAMESPACE

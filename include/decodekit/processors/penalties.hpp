@@ -15,15 +15,30 @@
 ///                    penalty_last_n = 64); last_n = 0 is an empty window (no effect);
 ///   output_only   -- the generated part, history[prompt_length:] (vLLM's frequency/presence).
 /// vLLM = {repetition_scope = whole_history, frequency_scope = output_only}.
-/// Special values: NaN logits stay NaN, -inf stays -inf, +inf stays +inf (theta > 0 and finite
-/// penalties cannot change them). Token ids outside [0, V) in the history are ignored, where V is
-/// min(logits.size(), workspace vocabulary size).
-/// Statefulness: none; the caller passes the history (prompt + generated, oldest first) each call.
+/// Special values: NaN logits stay NaN, -inf stays -inf, +inf stays +inf, whatever the penalties
+/// (also when count * frequency overflows float); a finite logit whose penalty overflows float
+/// becomes +-inf. Token ids outside [0, V) in the history are ignored, where V is
+/// min(logits.size(), workspace vocabulary size) for apply_penalties and logits.size() for
+/// penalties_processor.
+///
+/// Two forms with the same results:
+///   apply_penalties   -- stateless: the caller passes the history each call; O(window) per call
+///                        (the whole history for whole_history and output_only), and an O(V)
+///                        workspace.
+///   penalties_processor -- per sequence (the processor concept, processors/processor.hpp): keeps
+///                        the counts of each scope (token -> count over the distinct tokens in
+///                        the window, never O(V)), updated from the history hooks by the tokens
+///                        added and removed since the previous call. Per call: O(added + removed)
+///                        in the hooks (last_n: O(min(removed, last_n)) on a cut-back), and
+///                        O(distinct tokens in the windows) in apply() and touched().
 
 #include <decodekit/config.hpp>
 #include <decodekit/error.hpp>
+#include <decodekit/processors/processor.hpp>
+#include <decodekit/processors/token_counts.hpp>
 #include <decodekit/types.hpp>
 
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -105,6 +120,12 @@ inline std::span<const token_id> penalty_window(std::span<const token_id> histor
             return history;
     }
 }
+
+/// The frequency/presence penalty of a token seen `count` times (count > 0): infinite and NaN
+/// logits are left as they are (an overflowing count * af would turn -inf into NaN).
+inline void frequency_penalize(float& x, std::uint32_t count, float af, float ap) noexcept {
+    if (std::isfinite(x)) x -= static_cast<float>(count) * af + ap;
+}
 }  // namespace detail
 
 /// Applies the repetition, then the frequency/presence penalties to `logits` in place.
@@ -141,11 +162,239 @@ inline void apply_penalties(std::span<float> logits, std::span<const token_id> h
             if (valid(t)) ++counts[t];
         for (token_id t : w) {
             if (!valid(t) || counts[t] == 0) continue;
-            float& x = logits[static_cast<std::size_t>(t)];
-            x -= static_cast<float>(counts[t]) * af + ap;
+            detail::frequency_penalize(logits[static_cast<std::size_t>(t)], counts[t], af, ap);
             counts[t] = 0;
         }
     }
 }
+
+namespace detail {
+
+/// The counts of one penalty window, following the history through its hooks.
+class penalty_window_counts {
+public:
+    penalty_window_counts() = default;
+    penalty_window_counts(penalty_scope scope, std::size_t last_n) noexcept
+        : scope_(scope), last_n_(last_n) {}
+
+    penalty_scope scope() const noexcept { return scope_; }
+    const token_counts& counts() const noexcept { return counts_; }
+    /// Tokens added or removed by the hooks since construction (a cost counter).
+    std::uint64_t operations() const noexcept { return ops_ + counts_.probes(); }
+
+    /// Counts the window of h (prompt length `prompt`).
+    void rebuild(std::span<const token_id> h, std::size_t prompt) {
+        counts_.clear();
+        const auto w = penalty_window(h, prompt, scope_, last_n_);
+        for (token_id t : w) counts_.add(t);
+        ops_ += w.size();
+    }
+    /// The counts were those of h[0, from); h[from, size) were added.
+    void append(std::span<const token_id> h, std::size_t from, std::size_t prompt) {
+        const std::size_t n = h.size();
+        switch (scope_) {
+            case penalty_scope::whole_history:
+                for (std::size_t p = from; p < n; ++p) counts_.add(h[p]);
+                break;
+            case penalty_scope::output_only:
+                for (std::size_t p = from < prompt ? prompt : from; p < n; ++p) counts_.add(h[p]);
+                break;
+            case penalty_scope::last_n:
+                if (last_n_ == 0) break;
+                for (std::size_t p = from; p < n; ++p) {
+                    counts_.add(h[p]);
+                    if (p >= last_n_) counts_.remove(h[p - last_n_]);  // leaves the window
+                }
+                break;
+        }
+        ops_ += n - from;
+    }
+    /// The counts were those of a history of keep + removed.size() tokens whose last ones were
+    /// `removed`; they become those of its first `keep` tokens, which h[0, keep) holds.
+    /// Returns false if the counts were not those of that history (the caller rebuilds). May
+    /// allocate (last_n: tokens re-enter the window).
+    bool cut_back(std::span<const token_id> h, std::size_t keep, std::span<const token_id> removed,
+                  std::size_t prompt) {
+        const std::size_t old_n = keep + removed.size();
+        std::size_t from = keep;  // removed positions [from, old_n) leave the window
+        if (scope_ == penalty_scope::output_only && from < prompt) from = prompt;
+        if (scope_ == penalty_scope::last_n) {
+            if (last_n_ == 0) return true;
+            const std::size_t old_start = old_n > last_n_ ? old_n - last_n_ : 0;
+            if (from < old_start) from = old_start;
+        }
+        bool ok = true;
+        for (std::size_t p = from; p < old_n; ++p) ok &= counts_.remove(removed[p - keep]);
+        ops_ += from < old_n ? old_n - from : 0;
+        if (scope_ == penalty_scope::last_n) {  // positions [keep - L, old_n - L) re-enter
+            const std::size_t new_start = keep > last_n_ ? keep - last_n_ : 0;
+            const std::size_t old_start = old_n > last_n_ ? old_n - last_n_ : 0;
+            const std::size_t end = old_start < keep ? old_start : keep;
+            for (std::size_t p = new_start; p < end; ++p) counts_.add(h[p]);
+            ops_ += end > new_start ? end - new_start : 0;
+        }
+        return ok;
+    }
+
+private:
+    penalty_scope scope_ = penalty_scope::whole_history;
+    std::size_t last_n_ = 0;
+    token_counts counts_;
+    std::uint64_t ops_ = 0;
+};
+
+}  // namespace detail
+
+/// The penalties of apply_penalties as a per-sequence processor with incremental counts (see the
+/// file comment). Sparse: touched() declares the counted ids. Follows the history: the hooks
+/// (append / cut_back / reset) update the counts; a change of prompt_length rebuilds the
+/// output_only counts. Copying it copies its counts: O(distinct tokens in its windows).
+///
+/// Safety net: the processor records the history length (and prompt length) its counts belong
+/// to. A hook whose sizes do not fit that record (a caller that skipped a call or passed another
+/// sequence) rebuilds from c.history; apply() on a history of another length rebuilds first, and
+/// touched() then declares every id of the windows (O(window)). Results stay exact; only the cost
+/// changes.
+/// One call at a time: even the const members update cost counters (operations()).
+class penalties_processor {
+public:
+    /// \pre params.check() is nullopt (validated here: config_error or the error handler).
+    explicit penalties_processor(const penalty_params& params) : p_(params) {
+        p_.validate();
+        if (p_.repetition != 1.f) rep_ = add_window(p_.repetition_scope);
+        if (p_.frequency != 0.f || p_.presence != 0.f) freq_ = add_window(p_.frequency_scope);
+    }
+
+    const penalty_params& params() const noexcept { return p_; }
+
+    /// Applies the repetition, then the frequency/presence penalties (as apply_penalties).
+    void apply(std::span<float> logits, const processor_context& c) {
+        if (nw_ == 0) return;
+        if (!in_sync(c)) reset(c);
+        const std::size_t v = logits.size();
+        auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
+        if (rep_ >= 0 && rep_ == freq_) {  // one set of counts: one pass, same results
+            const float theta = p_.repetition, af = p_.frequency, ap = p_.presence;
+            const token_counts& k = w_[std::size_t(rep_)].counts();
+            const auto ids = k.tokens();
+            const auto counts = k.counts();
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                if (!valid(ids[i])) continue;
+                float& x = logits[static_cast<std::size_t>(ids[i])];
+                x = x > 0.f ? x / theta : x * theta;
+                detail::frequency_penalize(x, counts[i], af, ap);
+            }
+            ops_ += ids.size();
+            return;
+        }
+        if (rep_ >= 0) {
+            const float theta = p_.repetition;
+            const auto ids = w_[std::size_t(rep_)].counts().tokens();
+            for (token_id t : ids) {
+                if (!valid(t)) continue;
+                float& x = logits[static_cast<std::size_t>(t)];
+                x = x > 0.f ? x / theta : x * theta;
+            }
+            ops_ += ids.size();
+        }
+        if (freq_ >= 0) {
+            const float af = p_.frequency, ap = p_.presence;
+            const token_counts& k = w_[std::size_t(freq_)].counts();
+            const auto ids = k.tokens();
+            const auto counts = k.counts();
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                if (!valid(ids[i])) continue;
+                detail::frequency_penalize(logits[static_cast<std::size_t>(ids[i])], counts[i], af,
+                                           ap);
+            }
+            ops_ += ids.size();
+        }
+    }
+
+    /// Declares the counted ids (every id of the windows of c.history if out of step).
+    void touched(const processor_context& c, token_sink& out) const {
+        for (int i = 0; i < nw_; ++i) {
+            const auto& w = w_[std::size_t(i)];
+            if (in_sync(c))
+                out(w.counts().tokens());
+            else
+                out(detail::penalty_window(c.history, c.prompt_length, w.scope(), p_.last_n));
+        }
+    }
+
+    /// History hooks (processors/processor.hpp).
+    void append(std::span<const token_id> added, const processor_context& c) {
+        if (nw_ == 0) return;
+        if (!built_ || len_ + added.size() != c.history.size() || !same_prompt(c)) {
+            reset(c);
+            return;
+        }
+        for (int i = 0; i < nw_; ++i) w_[std::size_t(i)].append(c.history, len_, prompt_);
+        len_ = c.history.size();
+    }
+    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
+        if (nw_ == 0) return;
+        if (!built_ || keep + removed.size() != len_ || keep > c.history.size()) {
+            built_ = false;  // the next append or apply rebuilds
+            return;
+        }
+        if (!same_prompt(c)) {  // output_only follows prompt_length: rebuild h[0, keep)
+            prompt_ = c.prompt_length;
+            for (int i = 0; i < nw_; ++i)
+                w_[std::size_t(i)].rebuild(c.history.first(keep), prompt_);
+        } else {
+            for (int i = 0; i < nw_; ++i)
+                if (!w_[std::size_t(i)].cut_back(c.history, keep, removed, prompt_)) built_ = false;
+        }
+        len_ = keep;
+    }
+    void reset(const processor_context& c) {
+        if (nw_ == 0) return;
+        for (int i = 0; i < nw_; ++i) w_[std::size_t(i)].rebuild(c.history, c.prompt_length);
+        len_ = c.history.size();
+        prompt_ = c.prompt_length;
+        built_ = true;
+    }
+
+    /// The counts of the repetition window and of the frequency/presence window (the same object
+    /// when the scopes are equal; nullptr when that penalty is off), as of the last hook.
+    const token_counts* repetition_counts() const noexcept {
+        return rep_ >= 0 ? &w_[std::size_t(rep_)].counts() : nullptr;
+    }
+    const token_counts* frequency_counts() const noexcept {
+        return freq_ >= 0 ? &w_[std::size_t(freq_)].counts() : nullptr;
+    }
+    /// Work done since construction: tokens handled by the hooks, entries visited by apply()
+    /// and hash slots probed (a cost counter for tests and monitoring; touched() not included).
+    std::uint64_t operations() const noexcept {
+        std::uint64_t n = ops_;
+        for (int i = 0; i < nw_; ++i) n += w_[std::size_t(i)].operations();
+        return n;
+    }
+
+private:
+    int add_window(penalty_scope s) {
+        for (int i = 0; i < nw_; ++i)
+            if (w_[std::size_t(i)].scope() == s) return i;  // one set of counts per scope
+        w_[std::size_t(nw_)] = detail::penalty_window_counts(s, p_.last_n);
+        if (s == penalty_scope::output_only) uses_prompt_ = true;
+        return nw_++;
+    }
+    bool same_prompt(const processor_context& c) const noexcept {
+        return !uses_prompt_ || prompt_ == c.prompt_length;
+    }
+    bool in_sync(const processor_context& c) const noexcept {
+        return built_ && len_ == c.history.size() && same_prompt(c);
+    }
+
+    penalty_params p_;
+    std::array<detail::penalty_window_counts, 2> w_{};
+    int nw_ = 0, rep_ = -1, freq_ = -1;
+    bool uses_prompt_ = false;
+    bool built_ = false;
+    std::size_t len_ = 0;     // history length the counts belong to
+    std::size_t prompt_ = 0;  // prompt length they were built with
+    std::uint64_t ops_ = 0;
+};
 
 DECODEKIT_END_NAMESPACE

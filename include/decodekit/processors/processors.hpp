@@ -1,11 +1,16 @@
 #pragma once
 /// \file processors/processors.hpp
 /// Everything in processors/ (the umbrella of this folder): logits processors that modify a
-/// mutable logits row in place, noexcept, without allocation.
+/// mutable logits row in place, the processor concept they share (processor.hpp) and the
+/// mechanism their per-sequence state follows the history with (history.hpp).
 
 #include <decodekit/config.hpp>
 #include <decodekit/processors/bias.hpp>
 #include <decodekit/processors/dry.hpp>
+#include <decodekit/processors/history.hpp>
 #include <decodekit/processors/min_length.hpp>
 #include <decodekit/processors/ngram.hpp>
+#include <decodekit/processors/ngram_index.hpp>
 #include <decodekit/processors/penalties.hpp>
+#include <decodekit/processors/processor.hpp>
+#include <decodekit/processors/token_counts.hpp>

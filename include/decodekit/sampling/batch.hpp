@@ -11,9 +11,15 @@
 /// executor to sample_batch(): any callable `exec(n, fn)` that calls fn(i) once for every i in
 /// [0, n), on any threads, and returns when all calls have returned.
 ///
+/// Sizes are checked in every build type (a mismatch is a returned batch_status and no row is
+/// sampled; never a read or write out of bounds): rows.size() must equal the matrix rows and
+/// out.size() must be at least that; the matrix must be consistent (stride >= cols, data set) and,
+/// when built from a span (logits_matrix::view), the span must hold every row.
+///
 /// Thread safety: the samplers of one call must be distinct objects (a sampler is mutable while
-/// it samples); a batch_sampler runs one call at a time (calls from several threads are
-/// serialised).
+/// it samples): the same sampler twice in one call is reported (batch_status::duplicate_sampler)
+/// before anything is sampled; a batch_sampler runs one call at a time (calls from several
+/// threads are serialised).
 
 #include <decodekit/config.hpp>
 #include <decodekit/sampling/sampler.hpp>
@@ -23,6 +29,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <mutex>
 #include <span>
 #include <thread>
@@ -32,16 +39,38 @@
 DECODEKIT_BEGIN_NAMESPACE
 
 /// A read-only row-major matrix of logits: rows x cols, `stride` floats between row starts.
+/// Build it from a span with view() so that its extent can be checked; the aggregate form
+/// {data, rows, cols, stride} is the caller's promise that data holds every row.
 struct logits_matrix {
     const float* data = nullptr;
     std::size_t rows = 0;
     std::size_t cols = 0;
     std::size_t stride = 0;  ///< >= cols; 0 means cols
+    /// Floats readable from data (set by view()); 0: unknown, the caller vouches for the rows.
+    std::size_t extent = 0;
 
-    /// Row i as a span of cols floats.  \pre i < rows
+    /// The matrix over `values` (row-major, `stride` floats between rows, 0 = cols).
+    static logits_matrix view(std::span<const float> values, std::size_t rows, std::size_t cols,
+                              std::size_t stride = 0) noexcept {
+        return {values.data(), rows, cols, stride, values.size()};
+    }
+    /// Floats between row starts.
+    std::size_t row_stride() const noexcept { return stride == 0 ? cols : stride; }
+    /// True when the view is consistent: stride >= cols, data set when it has rows, and (when the
+    /// extent is known) every row inside it. O(1), overflow-safe.
+    bool valid() const noexcept {
+        if (rows == 0) return true;
+        if (row_stride() < cols || (data == nullptr && cols > 0)) return false;
+        if (extent == 0) return true;
+        const std::size_t s = row_stride();
+        if (rows - 1 > (std::numeric_limits<std::size_t>::max() - cols) / (s == 0 ? 1 : s))
+            return false;
+        return (rows - 1) * s + cols <= extent;
+    }
+    /// Row i as a span of cols floats (empty when i >= rows).
     std::span<const float> row(std::size_t i) const noexcept {
-        DECODEKIT_ASSERT(i < rows, "logits_matrix: row out of range");
-        return {data + i * (stride == 0 ? cols : stride), cols};
+        if (i >= rows) return {};
+        return {data + i * row_stride(), cols};
     }
 };
 
@@ -51,24 +80,68 @@ struct batch_row {
     sample_context ctx = {};
 };
 
+/// Outcome of a batched call (per-row outcomes are in each sample_result::status).
+enum class batch_status : std::uint8_t {
+    ok,                 ///< every row was sampled (each row's own status says how it went)
+    size_mismatch,      ///< rows.size() != m.rows or out.size() < m.rows: nothing sampled
+    bad_matrix,         ///< !m.valid() (stride < cols, null data, rows past the span)
+    null_sampler,       ///< a row has no sampler: nothing sampled
+    duplicate_sampler,  ///< one sampler in two rows of the call: nothing sampled
+};
+
+namespace detail {
+/// Checks a batched call before anything runs; on failure marks min(out, rows) results bad_input.
+inline batch_status check_batch(const logits_matrix& m, std::span<const batch_row> rows,
+                                std::span<sample_result> out) noexcept {
+    batch_status st = batch_status::ok;
+    if (rows.size() != m.rows || out.size() < m.rows)
+        st = batch_status::size_mismatch;
+    else if (!m.valid())
+        st = batch_status::bad_matrix;
+    else {
+        const std::uint64_t call = sampler_batch_access::next_call();
+        for (const batch_row& r : rows) {
+            if (r.row_sampler == nullptr) {
+                st = batch_status::null_sampler;
+                break;
+            }
+            if (!sampler_batch_access::claim(*r.row_sampler, call)) {
+                st = batch_status::duplicate_sampler;
+                break;
+            }
+        }
+    }
+    if (st != batch_status::ok)
+        for (std::size_t i = 0; i < out.size() && i < m.rows; ++i) {
+            out[i] = sample_result{};
+            out[i].status = sample_status::bad_input;
+        }
+    return st;
+}
+}  // namespace detail
+
 /// Samples every row serially: out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx).
-/// \pre rows.size() == m.rows == out.size(); distinct samplers
-inline void sample_batch(const logits_matrix& m, std::span<const batch_row> rows,
-                         std::span<sample_result> out) noexcept {
-    DECODEKIT_ASSERT(rows.size() == m.rows && out.size() == m.rows, "sample_batch: size mismatch");
+/// Sizes, the matrix and distinct samplers are checked first (see batch_status).
+inline batch_status sample_batch(const logits_matrix& m, std::span<const batch_row> rows,
+                                 std::span<sample_result> out) noexcept {
+    if (const batch_status st = detail::check_batch(m, rows, out); st != batch_status::ok)
+        return st;
     for (std::size_t i = 0; i < m.rows; ++i)
         out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx);
+    return batch_status::ok;
 }
 
-/// Samples every row through `exec(n, fn)` (see the file comment); same results as the serial
-/// form.  \pre rows.size() == m.rows == out.size(); distinct samplers
+/// Samples every row through `exec(n, fn)` (see the file comment); same results and checks as
+/// the serial form.
 template <class Executor>
-void sample_batch(const logits_matrix& m, std::span<const batch_row> rows,
-                  std::span<sample_result> out, Executor&& exec) {
-    DECODEKIT_ASSERT(rows.size() == m.rows && out.size() == m.rows, "sample_batch: size mismatch");
+batch_status sample_batch(const logits_matrix& m, std::span<const batch_row> rows,
+                          std::span<sample_result> out, Executor&& exec) {
+    if (const batch_status st = detail::check_batch(m, rows, out); st != batch_status::ok)
+        return st;
     exec(m.rows, [&m, rows, out](std::size_t i) {
         out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx);
     });
+    return batch_status::ok;
 }
 
 namespace detail {
@@ -140,14 +213,15 @@ public:
     std::size_t threads() const noexcept { return threads_; }
 
     /// out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx), rows spread over the pool.
-    /// \pre rows.size() == m.rows == out.size(); distinct samplers
-    void sample(const logits_matrix& m, std::span<const batch_row> rows,
-                std::span<sample_result> out) {
-        DECODEKIT_ASSERT(rows.size() == m.rows && out.size() == m.rows,
-                         "batch_sampler: size mismatch");
+    /// Sizes, the matrix and distinct samplers are checked first (see batch_status).
+    batch_status sample(const logits_matrix& m, std::span<const batch_row> rows,
+                        std::span<sample_result> out) {
+        if (const batch_status st = detail::check_batch(m, rows, out); st != batch_status::ok)
+            return st;
         parallel_for(m.rows, [&m, rows, out](std::size_t i) {
             out[i] = rows[i].row_sampler->sample(m.row(i), rows[i].ctx);
         });
+        return batch_status::ok;
     }
 
     /// Calls fn(i) for every i in [0, n) on the pool; returns when all are done. Usable as the

@@ -3,9 +3,10 @@
 /// sampling_params: everything a sampler is configured with, as one aggregate with defaults
 /// (designated-initializer friendly), validated once by check() / validate().
 ///
-/// The processing order is data (`order`): processors first (bans, bias, allowed set, min
-/// length, penalties, DRY, no-repeat-ngram, banned sequences), then the truncation steps in the
-/// order of the preset, then the draw. Temperature is a step too: steps before it see the
+/// The processing order is data (`order`): processors first (allowed set, banned tokens, logit
+/// bias, min length, penalties, DRY, no-repeat-ngram, banned sequences, and user processors at
+/// chosen positions), then the truncation steps in the order of the preset (and user steps at
+/// chosen positions), then the draw. Temperature is a step too: steps before it see the
 /// distribution at temperature 1, steps after it the tempered one.
 ///
 // clang-format off
@@ -31,6 +32,9 @@
 #include <decodekit/processors/min_length.hpp>
 #include <decodekit/processors/ngram.hpp>
 #include <decodekit/processors/penalties.hpp>
+#include <decodekit/processors/processor.hpp>
+#include <decodekit/sampling/any_step.hpp>
+#include <decodekit/sampling/constraint.hpp>
 
 #include <cmath>
 #include <cstddef>
@@ -97,6 +101,35 @@ struct logprobs_request {
     bool any() const noexcept { return raw || rank || top_n > 0 || !ids.empty(); }
 };
 
+/// A user step at a position of the order (sampling/step.hpp says what a step is).
+struct step_insertion {
+    /// Index in the order list (the preset's steps, or custom_order) of the step it runs
+    /// before: 0 runs it first; the list's size (or more) runs it after the last.
+    std::size_t position = 0;
+    any_step step;
+};
+
+/// The built-in processors in the order they run (the positions of processor_insertion).
+enum class processor_slot : std::uint8_t {
+    allowed_tokens,
+    banned_tokens,
+    logit_bias,
+    min_length,
+    penalties,
+    dry,
+    no_repeat_ngram,
+    banned_sequences,
+    end,  ///< after every built-in processor
+};
+
+/// A user processor at a position of the processor order (processors/processor.hpp says what a
+/// processor is).
+struct processor_insertion {
+    /// The built-in processor it runs before (end: after all of them).
+    processor_slot before = processor_slot::end;
+    any_processor processor;
+};
+
 /// The configuration of a decodekit::sampler.
 struct sampling_params {
     // ---- the draw ----
@@ -119,8 +152,8 @@ struct sampling_params {
     float xtc_probability = 0.f;  ///< in [0, 1]; 0 disabled
     float xtc_threshold = 0.1f;   ///< in [0, 1]; > 0.5 disables XTC
     bool mirostat = false;        ///< mirostat v2 on
-    float mirostat_tau = 5.f;     ///< target surprise (bits), > 0
-    float mirostat_eta = 0.1f;    ///< learning rate, > 0
+    float mirostat_tau = 5.f;     ///< target surprise (bits), > 0 (checked when mirostat is on)
+    float mirostat_eta = 0.1f;    ///< learning rate, > 0 (checked when mirostat is on)
     /// Every truncation step (except top_k, and mirostat which keeps >= 1) keeps at least this
     /// many.
     std::size_t min_keep = 1;
@@ -138,12 +171,26 @@ struct sampling_params {
     std::vector<token_id> eos_ids = {};
     penalty_params penalties = {};
     dry_params dry = {};
-    std::size_t no_repeat_ngram_size = 0;  ///< 0 disabled
+    std::size_t no_repeat_ngram_size = 0;  ///< 0 disabled; <= 1024 (each token costs O(n))
     std::vector<std::vector<token_id>> banned_sequences = {};
+
+    /// User processors, each inserted before a built-in processor (same position: in list
+    /// order). Each sampler owns a copy (its per-sequence state).
+    std::vector<processor_insertion> processors = {};
+    /// A constraint in callback form (structured output; sampling/constraint.hpp): only allowed
+    /// tokens are drawn, and the law is the pipeline's on the masked row. Each sampler owns a copy
+    /// (its per-sequence state). Empty: none. (A packed bitmask is given per call instead:
+    /// sample_context::mask.)
+    any_constraint constraint = {};
+    /// How the constraint is queried: exact (default) or llama.cpp's sample-then-check (opt-in).
+    constraint_check constraint_mode = constraint_check::exact;
 
     // ---- order and outputs ----
     sampling_order order = sampling_order::llama_cpp;
     std::vector<sampling_step> custom_order = {};  ///< used when order == custom
+    /// User steps, each inserted at a position of the order (same position: in list order).
+    /// Each sampler owns a copy (its per-sequence state).
+    std::vector<step_insertion> steps = {};
     logprobs_request logprobs = {};
 
     /// The first problem (message naming the field and its allowed range), or nullopt.
@@ -185,7 +232,7 @@ inline bool sampling_params::has_processors() const noexcept {
     return !allowed_tokens.empty() || !banned_tokens.empty() || !logit_biases.empty() ||
            (min_new_tokens > 0 && !eos_ids.empty()) || penalties.repetition != 1.f ||
            penalties.frequency != 0.f || penalties.presence != 0.f || dry.multiplier != 0.f ||
-           no_repeat_ngram_size > 0 || !banned_sequences.empty();
+           no_repeat_ngram_size > 0 || !banned_sequences.empty() || !processors.empty();
 }
 
 namespace detail {
@@ -213,9 +260,9 @@ inline std::optional<std::string> sampling_params::check() const {
         return range_message("sampling_params.xtc_probability", "in [0, 1]", xtc_probability);
     if (!detail::in_closed(xtc_threshold, 0.f, 1.f))
         return range_message("sampling_params.xtc_threshold", "in [0, 1]", xtc_threshold);
-    if (!(mirostat_tau > 0.f) || std::isinf(mirostat_tau))
+    if (mirostat && (!(mirostat_tau > 0.f) || std::isinf(mirostat_tau)))
         return range_message("sampling_params.mirostat_tau", "finite and > 0", mirostat_tau);
-    if (!(mirostat_eta > 0.f) || std::isinf(mirostat_eta))
+    if (mirostat && (!(mirostat_eta > 0.f) || std::isinf(mirostat_eta)))
         return range_message("sampling_params.mirostat_eta", "finite and > 0", mirostat_eta);
     if (min_keep < 1) return range_message("sampling_params.min_keep", ">= 1", double(min_keep));
     if (order == sampling_order::custom) {
@@ -239,11 +286,26 @@ inline std::optional<std::string> sampling_params::check() const {
         return range_message("sampling_params.order", "hf, llama_cpp, vllm or custom",
                              double(unsigned(order)));
     }
+    if (no_repeat_ngram_size > 1024)
+        return range_message("sampling_params.no_repeat_ngram_size", "<= 1024 (0 disabled)",
+                             double(no_repeat_ngram_size));
     if (auto e = penalties.check()) return "sampling_params.penalties: " + *e;
     if (auto e = dry.check()) return "sampling_params.dry: " + *e;
     for (const logit_bias& b : logit_biases)
         if (std::isnan(b.bias))
             return range_message("sampling_params.logit_biases[].bias", "not NaN", b.bias);
+    for (const step_insertion& st : steps)
+        if (!st.step) return std::string("sampling_params.steps[].step must hold a step");
+    if (unsigned(constraint_mode) > unsigned(constraint_check::sample_then_check))
+        return range_message("sampling_params.constraint_mode", "exact or sample_then_check",
+                             double(unsigned(constraint_mode)));
+    for (const processor_insertion& pi : processors) {
+        if (!pi.processor)
+            return std::string("sampling_params.processors[].processor must hold a processor");
+        if (unsigned(pi.before) > unsigned(processor_slot::end))
+            return range_message("sampling_params.processors[].before", "a processor_slot (0..8)",
+                                 double(unsigned(pi.before)));
+    }
     return std::nullopt;
 }
 

@@ -1,0 +1,102 @@
+#pragma once
+/// \file sampling/constrained.hpp
+/// How a sampler applies a callback constraint (sampling/constraint.hpp) exactly, querying it
+/// only where the law of the pipeline on the masked row depends on it. Proof sketches, with
+/// M(x) the row with every disallowed entry at -inf:
+///   - greedy: argmax M(x) is the first allowed entry of x in descending order (ties by id), so
+///     the walk down x's order stops at the first allowed entry it meets.
+///   - top-k first: the k largest of M(x) are the first k allowed entries of x's order (with
+///     keep_ties, also the allowed entries tied with the k-th); the later steps then see exactly
+///     top_k(M(x)).
+///   - min-p first: max M(x) is the first allowed entry m_a of x's order; min-p keeps
+///     {i : M(x)_i >= thr(m_a)} = the allowed entries of {i : x_i >= thr(m_a)}, so only the
+///     entries above the threshold are queried (the min_keep fallback walks on, as top-k).
+///   - temperature only, no logprob asked: draw t from softmax(x / T); if t is allowed it is the
+///     result, else draw again from softmax(M(x) / T) with an independent stream. For an
+///     allowed t, P(t) = q(t) + (1 - Q) q(t) / Q = q(t) / Q (q the unconstrained law, Q the
+///     allowed mass): exactly the masked law. (The chosen logprob would need Q, hence every
+///     query: with logprobs.chosen on, the full mask is built.)
+///   - any other pipeline: the full mask (every valid entry queried once), then the pipeline on
+///     M(x).
+/// Walks read x's order in growing prefixes from kernels::top_k (8, 64, 512, ... entries), so a
+/// walk costs a few read passes plus O(entries walked).
+
+#include <decodekit/config.hpp>
+#include <decodekit/kernels/select.hpp>
+#include <decodekit/processors/processor.hpp>
+#include <decodekit/sampling/constraint.hpp>
+#include <decodekit/sampling/working_set.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace detail {
+
+/// One call's queries of a constraint (counted).
+struct constraint_queries {
+    const any_constraint& constraint;
+    const processor_context& context;
+    std::size_t count = 0;
+
+    bool operator()(token_id t) {
+        ++count;
+        return constraint.allowed(t, context);
+    }
+};
+
+/// The `need` first allowed entries of the row's descending order (logit descending, ties by
+/// id), plus with keep_ties the allowed entries tied with the need-th, written to w.kept()
+/// (ordered). Returns how many (fewer when the row has fewer allowed entries). \pre w.full(),
+/// not overlaid
+inline std::size_t walk_allowed(working_set& w, std::size_t need, tie_policy ties,
+                                constraint_queries& q) noexcept {
+    const std::span<const float> x = w.row();
+    sampling_workspace& ws = w.workspace();
+    candidates& list = ws.raw_top();
+    std::size_t found = 0, walked = 0;
+    float last = 0.f;
+    bool done = need == 0;
+    for (std::size_t k = std::min<std::size_t>(x.size(), std::max<std::size_t>(8, 2 * need)); !done;
+         k = std::min(x.size(), k * 8)) {
+        kernels::top_k(x, k, tie_policy::exactly_k, list);  // prefix-stable as k grows
+        for (; walked < list.size(); ++walked) {
+            const token_id t = list.ids()[walked];
+            const float v = list.logits()[walked];
+            if (found >= need && !(ties == tie_policy::keep_ties && v == last)) {
+                done = true;
+                break;
+            }
+            if (!q(t)) continue;
+            ws.sorted[found++] = {v, t};
+            last = v;
+        }
+        if (list.size() < k || k == x.size()) break;  // every valid entry walked
+    }
+    w.write_back(found, true);
+    w.set_narrowed();
+    return found;
+}
+
+/// Writes the full mask into `row` (a writable copy of the set's row): every valid entry the
+/// constraint does not allow becomes -inf. Returns the number of allowed valid entries; `valid`
+/// receives the number of valid entries.
+inline std::size_t mask_row(std::span<float> row, constraint_queries& q,
+                            std::size_t& valid) noexcept {
+    std::size_t allowed = 0;
+    valid = 0;
+    for (std::size_t i = 0; i < row.size(); ++i) {
+        if (!(row[i] > -std::numeric_limits<float>::infinity())) continue;  // NaN, -inf
+        ++valid;
+        if (q(token_id(i)))
+            ++allowed;
+        else
+            row[i] = -std::numeric_limits<float>::infinity();
+    }
+    return allowed;
+}
+
+}  // namespace detail
+DECODEKIT_END_NAMESPACE

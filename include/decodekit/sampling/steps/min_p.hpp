@@ -1,0 +1,57 @@
+#pragma once
+/// \file sampling/steps/min_p.hpp
+/// Min-p: keeps p_i >= min_p * p_max, i.e. x_i >= max + T ln(min_p) (kernels::min_p_threshold),
+/// with T the current temperature (min_p_space::probabilities) or 1 (min_p_space::logits, as
+/// llama.cpp: before temperature wherever temperature is in the order); at least min_keep (the
+/// most probable). Disabled at min_p = 0.
+/// Full set: one read pass (kernels::filter_min_p), honouring the overlay. Narrowed set: a
+/// threshold over the survivors.
+
+#include <decodekit/config.hpp>
+#include <decodekit/kernels/select.hpp>
+#include <decodekit/sampling/step.hpp>
+
+#include <algorithm>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+struct min_p_step {
+    static bool enabled(const sampling_params& p, std::size_t) noexcept { return p.min_p > 0.f; }
+    static void apply(working_set& w, const step_context& c) noexcept {
+        const sampling_params& p = c.params;
+        const float t_eff = p.min_p_mode == min_p_space::logits ? 1.f : w.temperature();
+        candidates& kept = w.kept();
+        if (w.full() && w.overlaid()) {
+            w.overlay_top_k(1, tie_policy::exactly_k);  // the max of the patched row
+            const float m = kept.empty() ? -detail::f_inf : kept.logits()[0];
+            const float thr = kernels::min_p_threshold(m, p.min_p, t_eff);
+            kernels::filter_at_least(w.row(), thr, kept);
+            w.merge_patches(thr);
+            if (kept.size() < p.min_keep) w.overlay_top_k(p.min_keep, tie_policy::exactly_k);
+            w.clear_patch_marks();
+            w.set_narrowed();
+            return;
+        }
+        if (w.full()) {
+            const std::size_t n = kernels::filter_min_p(w.row(), p.min_p, t_eff, kept);  // one pass
+            w.set_kept(false);
+            if (n < p.min_keep) {
+                kernels::top_k(w.row(), p.min_keep, tie_policy::exactly_k, kept);
+                w.set_kept(true);
+            }
+            return;
+        }
+        const float thr = kernels::min_p_threshold(w.kept_max(), p.min_p, t_eff);
+        std::size_t count = 0;
+        for (float v : kept.logits()) count += v >= thr;
+        if (count >= p.min_keep) {
+            const float* lg = kept.logit_storage();
+            w.keep_if([&](std::size_t i) { return lg[i] >= thr; });
+        } else {
+            w.order();
+            w.keep_first(p.min_keep);
+        }
+    }
+};
+
+DECODEKIT_END_NAMESPACE

@@ -1,0 +1,310 @@
+#pragma once
+/// \file sampling/working_set.hpp
+/// The named working set that a sampler's steps read and narrow, one call at a time.
+///
+/// It starts as every valid entry of the row (full(): nothing materialised, no pass made). A step
+/// that narrows it materialises the kept entries as candidates (ids + logits in
+/// sampling_workspace::cand), in id order (id_ordered()), ordered (logit descending, ties by
+/// ascending id: ordered()) or neither. Temperature is a scale carried along (temperature()),
+/// applied where weights are computed. Entries with a NaN or -inf logit are never in the set.
+///
+/// Weights: weights()[i] = exp((x_i - m) / temperature()) for the kept entries (m the kept
+/// maximum), float, aligned with kept(). A kernel that computed them while selecting hands them
+/// over (set_weights()); otherwise ensure_weights() computes them in one SIMD pass. They follow
+/// keep_if() / keep_first(); reordering or a new temperature recomputes them when next needed.
+/// The draw (draw.hpp) uses them in id order: no sort of the kept set.
+///
+/// Overlay: when the sampler's processors are sparse it does not copy the row; row() is then the
+/// caller's row and the processed entries are patches (the entries the processors changed).
+/// Steps that run first on a full set must honour them: the built-in first steps that can
+/// (top-k, min-p, greedy) use overlay_top_k() / merge_patches(); any other step starting on an
+/// overlaid full set calls materialise() first, which merges them. After the first narrowing the
+/// overlay is gone.
+
+#include <decodekit/candidates.hpp>
+#include <decodekit/config.hpp>
+#include <decodekit/kernels/select.hpp>
+#include <decodekit/kernels/softmax.hpp>
+#include <decodekit/sampling/workspace.hpp>
+#include <decodekit/types.hpp>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+inline constexpr float f_inf = std::numeric_limits<float>::infinity();
+
+/// exp((x - m)/t) with the special-value rules (m = +inf: 1 for +inf entries, else 0).
+inline double cand_weight(float x, float m, float t) noexcept {
+    if (!(x > -f_inf)) return 0.0;  // NaN, -inf
+    if (m == f_inf) return x == f_inf ? 1.0 : 0.0;
+    return std::exp((double(x) - double(m)) / double(t));
+}
+}  // namespace detail
+
+/// The working set of one sampling call (see the file comment).
+class working_set {
+public:
+    /// A full set over `row` (with `n_patches` patches in ws.patches when overlaid).
+    working_set(std::span<const float> row, sampling_workspace& ws, std::size_t n_patches = 0,
+                bool overlay = false) noexcept
+        : row_(row), ws_(ws), n_patches_(n_patches), overlay_(overlay) {}
+    working_set(const working_set&) = delete;
+    working_set& operator=(const working_set&) = delete;
+    /// Leaves the workspace's patch marks all zero (its invariant between calls).
+    ~working_set() { clear_patch_marks(); }
+
+    // ---- what it is ----
+    /// The row the set refers to.
+    std::span<const float> row() const noexcept { return row_; }
+    /// Replaces the row the (full) set refers to (XTC: the row minus its head).
+    void set_row(std::span<const float> r) noexcept { row_ = r; }
+    std::size_t vocab_size() const noexcept { return row_.size(); }
+    /// True while the set is every valid entry of row() (nothing materialised).
+    bool full() const noexcept { return full_; }
+    /// The kept entries. \pre !full()
+    candidates& kept() noexcept { return ws_.cand; }
+    const candidates& kept() const noexcept { return ws_.cand; }
+    /// True when kept() is sorted by logit descending, ties by ascending id.
+    bool ordered() const noexcept { return order_ == by_logit; }
+    /// True when kept() is in ascending id order.
+    bool id_ordered() const noexcept { return order_ == by_id; }
+    /// The temperature scale the set is at (1 until a temperature step).
+    float temperature() const noexcept { return t_; }
+    void set_temperature(float t) noexcept { t_ = t; }
+    /// True while the full set is the caller's row plus patches (see the file comment).
+    bool overlaid() const noexcept { return overlay_; }
+    /// The workspace the set lives in.
+    sampling_workspace& workspace() noexcept { return ws_; }
+
+    // ---- narrowing ----
+    /// Materialises every valid entry (id order) when full (merging the overlay). O(V).
+    void materialise() noexcept {
+        if (!full_) return;
+        if (overlay_) {
+            kernels::filter_at_least(row_, -detail::f_inf, ws_.cand);
+            merge_patches(-detail::f_inf);
+            clear_patch_marks();
+        } else {
+            kernels::filter_at_least(row_, -detail::f_inf, ws_.cand);
+        }
+        full_ = false;
+        order_ = by_id;
+        weights_ok_ = false;
+    }
+    /// Materialises when the set is full and overlaid: for steps that read row() directly.
+    void materialise_if_overlaid() noexcept {
+        if (full_ && overlay_) materialise();
+    }
+    /// Makes the set every valid entry of row() again (a step that looked at candidates but
+    /// narrowed nothing, e.g. XTC's head).
+    void set_full() noexcept {
+        full_ = true;
+        order_ = by_id;
+        weights_ok_ = false;
+    }
+    /// The set is what kept() holds now (built by the overlay helpers), in whatever order they
+    /// left it.
+    void set_narrowed() noexcept { full_ = false; }
+    /// Sets the kept entries a kernel wrote into kept(): ordered (logit descending) or in id order.
+    void set_kept(bool is_ordered) noexcept {
+        full_ = false;
+        order_ = is_ordered ? by_logit : by_id;
+        weights_ok_ = false;
+    }
+    /// Sorts the kept entries by logit descending, ties by ascending id. \pre !full()
+    void order() noexcept {
+        if (order_ == by_logit) return;
+        sort_kept(detail::scored_before);
+        order_ = by_logit;
+    }
+    /// Sorts the kept entries by ascending id (the draw's order). \pre !full()
+    void order_by_id() noexcept {
+        if (order_ == by_id) return;
+        sort_kept([](const detail::scored& a, const detail::scored& b) { return a.id < b.id; });
+        order_ = by_id;
+    }
+    /// Writes ws.sorted[0, n) back into the kept arrays, in `is_ordered` order (logit descending)
+    /// or neither; the weights are recomputed when next needed.
+    void write_back(std::size_t n, bool is_ordered = true) noexcept {
+        token_id* ids = ws_.cand.id_storage();
+        float* lg = ws_.cand.logit_storage();
+        for (std::size_t i = 0; i < n; ++i) {
+            ids[i] = ws_.sorted[i].id;
+            lg[i] = ws_.sorted[i].logit;
+        }
+        ws_.cand.resize(n);
+        order_ = is_ordered ? by_logit : unordered;
+        weights_ok_ = false;
+    }
+    /// Keeps the entries i with keep(i), preserving their order (and their weights). \pre !full()
+    template <class Keep>
+    void keep_if(Keep&& keep) noexcept {
+        token_id* ids = ws_.cand.id_storage();
+        float* lg = ws_.cand.logit_storage();
+        float* w = ws_.weights.data();
+        std::size_t j = 0;
+        for (std::size_t i = 0; i < ws_.cand.size(); ++i)
+            if (keep(i)) {
+                ids[j] = ids[i];
+                lg[j] = lg[i];
+                w[j] = w[i];
+                ++j;
+            }
+        ws_.cand.resize(j);
+        sum_ok_ = false;
+    }
+    /// Keeps the first n entries (the n best when ordered()). \pre !full()
+    void keep_first(std::size_t n) noexcept {
+        ws_.cand.resize(std::min(n, ws_.cand.size()));
+        sum_ok_ = false;
+    }
+
+    // ---- weights ----
+    /// Largest kept logit (-inf when empty). \pre !full()
+    float kept_max() const noexcept {
+        if (ws_.cand.empty()) return -detail::f_inf;
+        if (order_ == by_logit) return ws_.cand.logits()[0];
+        float m = -detail::f_inf;
+        for (float v : ws_.cand.logits()) m = v > m ? v : m;
+        return m;
+    }
+    /// weights()[i] = exp((x_i - max)/temperature()) over the kept entries; returns their sum
+    /// (in double). \pre !full()
+    double fill_weights() noexcept {
+        const float m = kept_max();
+        double s = 0;
+        const float* lg = ws_.cand.logit_storage();
+        for (std::size_t i = 0; i < ws_.cand.size(); ++i) {
+            ws_.weights[i] = float(detail::cand_weight(lg[i], m, t_));
+            s += double(ws_.weights[i]);
+        }
+        note_weights(s);
+        return s;
+    }
+    /// The weights (see the file comment) computed if needed: one SIMD exp pass over the kept
+    /// logits; returns their sum (in double; 0 when no entry has weight). \pre !full()
+    double ensure_weights() noexcept {
+        if (weights_ok_ && weights_t_ == t_) {
+            if (!sum_ok_) {
+                double s = 0;
+                for (float v : weights()) s += double(v);
+                note_weights(s);
+            }
+            return sum_;
+        }
+        const auto st = kernels::exp_weights(ws_.cand.logits(), t_,
+                                             std::span<float>(ws_.weights.data(), ws_.cand.size()));
+        note_weights(st.sum);
+        return sum_;
+    }
+    /// A kernel wrote the kept entries' weights at temperature() (any common reference for the
+    /// exponent) into weights(); `sum` is their sum.
+    void set_weights(double sum) noexcept { note_weights(sum); }
+    /// The kept entries' weights (valid after ensure_weights(), fill_weights() or set_weights()).
+    std::span<float> weights() noexcept { return {ws_.weights.data(), ws_.cand.size()}; }
+    /// Keeps the entries with weight >= w_thr, at least min(min_keep, size) (the most probable).
+    /// \pre ordered(), weights filled
+    void keep_weight_at_least(double w_thr, std::size_t min_keep) noexcept {
+        std::size_t n = 0;
+        while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
+        keep_first(std::max(n, std::min(min_keep, ws_.cand.size())));
+    }
+    /// Keeps the leading entries with weight >= w_thr, at least one. \pre ordered(), weights
+    void keep_weight_from_top(double w_thr) noexcept {
+        std::size_t n = 0;
+        while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
+        keep_first(std::max<std::size_t>(n, 1));
+    }
+    /// Number of valid (not NaN, not -inf) entries of the row. O(V).
+    std::size_t valid_count() const noexcept {
+        std::size_t n = 0;
+        for (float v : row_) n += v > -detail::f_inf;
+        return n;
+    }
+
+    // ---- the overlay (built-in first steps) ----
+    /// True when id t is patched. \pre overlaid()
+    bool patched(token_id t) const noexcept { return ws_.mark[std::size_t(t)] == 2; }
+    /// Drops the patched ids from kept() and appends the patches with value >= thr (valid only).
+    void merge_patches(float thr) noexcept {
+        token_id* ids = ws_.cand.id_storage();
+        float* lg = ws_.cand.logit_storage();
+        std::size_t j = 0;
+        for (std::size_t i = 0; i < ws_.cand.size(); ++i)
+            if (!patched(ids[i])) {
+                ids[j] = ids[i];
+                lg[j] = lg[i];
+                ++j;
+            }
+        for (std::size_t i = 0; i < n_patches_; ++i) {
+            const float v = ws_.patches[i].logit;
+            if (v > -detail::f_inf && v >= thr) {
+                ids[j] = ws_.patches[i].id;
+                lg[j] = v;
+                ++j;
+            }
+        }
+        ws_.cand.resize(j);
+        order_ = unordered;
+        weights_ok_ = false;
+    }
+    /// The k best of the patched row (tie policy `ties`) into kept(), ordered. \pre overlaid()
+    void overlay_top_k(std::size_t k, tie_policy ties) noexcept {
+        kernels::top_k(row_, std::min(row_.size(), k + n_patches_), ties, ws_.cand);
+        merge_patches(-detail::f_inf);
+        order();
+        if (k < ws_.cand.size()) {
+            std::size_t n = k;
+            if (ties == tie_policy::keep_ties)
+                while (n < ws_.cand.size() && ws_.cand.logits()[n] == ws_.cand.logits()[k - 1]) ++n;
+            ws_.cand.resize(n);
+        }
+    }
+    /// Clears the patch marks and ends the overlay (the set no longer reads the caller's row
+    /// through patches).
+    void clear_patch_marks() noexcept {
+        if (!overlay_) return;
+        for (std::size_t i = 0; i < n_patches_; ++i) ws_.mark[std::size_t(ws_.patches[i].id)] = 0;
+        overlay_ = false;
+    }
+
+private:
+    enum order_kind : std::uint8_t { by_id, by_logit, unordered };
+
+    template <class Before>
+    void sort_kept(Before&& before) noexcept {
+        const std::size_t n = ws_.cand.size();
+        const token_id* ids = ws_.cand.id_storage();
+        const float* lg = ws_.cand.logit_storage();
+        for (std::size_t i = 0; i < n; ++i) ws_.sorted[i] = {lg[i], ids[i]};
+        std::sort(ws_.sorted.begin(), ws_.sorted.begin() + std::ptrdiff_t(n), before);
+        write_back(n);
+    }
+    void note_weights(double sum) noexcept {
+        weights_ok_ = true;
+        sum_ok_ = true;
+        weights_t_ = t_;
+        sum_ = sum;
+    }
+
+    std::span<const float> row_;
+    sampling_workspace& ws_;
+    std::size_t n_patches_ = 0;
+    bool overlay_ = false;
+    bool full_ = true;
+    order_kind order_ = by_id;
+    float t_ = 1.f;
+    bool weights_ok_ = false, sum_ok_ = false;
+    float weights_t_ = 1.f;
+    double sum_ = 0;
+};
+
+DECODEKIT_END_NAMESPACE

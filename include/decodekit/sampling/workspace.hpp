@@ -1,0 +1,163 @@
+#pragma once
+/// \file sampling/workspace.hpp
+/// sampling_workspace: the O(vocabulary) scratch a sampling call works in (the candidate arrays,
+/// their weights, a processed copy of the row, the full-row draw's block sums, ...). It holds no
+/// state between calls: one workspace serves any number of samplers, one call at a time. A
+/// sampler uses its thread's workspace (this_thread()) unless a call is given one, so what a
+/// live request holds is O(its params) plus its history state, not O(vocabulary).
+/// Buffers grow on demand to the largest vocabulary seen and never shrink; growing is the only
+/// allocation, so a warm workspace makes sampling allocation-free.
+/// Views a call returns into a workspace (sampler::distribution()) stay valid until the next call
+/// on that workspace: on the default workspace, the next sampler call on the same thread.
+/// A call that finds its workspace inside another call (a sampler called from a processor or
+/// step of another sampler on the same thread, or one workspace passed to two threads) does
+/// nothing and reports sample_status::concurrent_use: give such a call its own workspace.
+
+#include <decodekit/candidates.hpp>
+#include <decodekit/config.hpp>
+#include <decodekit/processors/dry.hpp>
+#include <decodekit/processors/penalties.hpp>
+#include <decodekit/types.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+/// A candidate entry as one value (sort scratch).
+struct scored {
+    float logit;
+    token_id id;
+};
+/// Logit descending, ties by ascending id.
+inline bool scored_before(const scored& a, const scored& b) noexcept {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+/// A flag set while an object is inside a call; copies are fresh, idle flags (so its owner stays
+/// copyable). One atomic exchange per call.
+class in_use_flag {
+public:
+    in_use_flag() = default;
+    in_use_flag(const in_use_flag&) noexcept {}
+    in_use_flag& operator=(const in_use_flag&) noexcept { return *this; }
+    /// True when the caller may enter (the flag was idle; it is now set).
+    bool try_enter() noexcept { return !busy_.exchange(true, std::memory_order_acquire); }
+    void leave() noexcept { busy_.store(false, std::memory_order_release); }
+
+private:
+    std::atomic<bool> busy_{false};
+};
+/// Holds an in_use_flag for one scope (entered() tells whether it got it).
+class in_use_scope {
+public:
+    explicit in_use_scope(in_use_flag& f) noexcept : f_(f), ok_(f.try_enter()) {}
+    ~in_use_scope() {
+        if (ok_) f_.leave();
+    }
+    in_use_scope(const in_use_scope&) = delete;
+    in_use_scope& operator=(const in_use_scope&) = delete;
+    bool entered() const noexcept { return ok_; }
+
+private:
+    in_use_flag& f_;
+    bool ok_;
+};
+/// Grows `v` to at least n elements (value-initialised), never shrinks.
+template <class T>
+void grow(std::vector<T>& v, std::size_t n) {
+    if (v.size() < n) v.resize(n);
+}
+}  // namespace detail
+
+/// Scratch of sampling calls (see the file comment). Not thread-safe: one call at a time.
+class sampling_workspace {
+public:
+    /// Entries of one block of the full-row draw.
+    static constexpr std::size_t draw_block = 2048;
+
+    sampling_workspace() = default;
+    /// A workspace already sized for `vocab_size`.
+    explicit sampling_workspace(std::size_t vocab_size) { reserve(vocab_size); }
+
+    /// The calling thread's workspace (created empty on first use, freed at thread exit).
+    static sampling_workspace& this_thread() noexcept {
+        thread_local sampling_workspace ws;
+        return ws;
+    }
+
+    /// Sizes the buffers every call uses for rows of `vocab_size` entries (no-op when large
+    /// enough). The feature buffers (typical's keys, the sparse marks, the raw top-n, the
+    /// penalty and DRY scratch) grow when first used.
+    void reserve(std::size_t vocab_size) {
+        if (vocab_size <= vocab_) return;
+        vocab_ = vocab_size;
+        cand = candidates(vocab_size);
+        detail::grow(sorted, vocab_size);
+        detail::grow(weights, vocab_size);
+        const std::size_t nblocks = (vocab_size + draw_block - 1) / draw_block;
+        detail::grow(bmax, nblocks);
+        detail::grow(bsum, nblocks);
+        detail::grow(block_buf, draw_block);
+    }
+    /// The vocabulary size the every-call buffers are sized for.
+    std::size_t vocab_size() const noexcept { return vocab_; }
+
+    /// typical's sort keys and permutation, sized for the reserved vocabulary.
+    void reserve_typical() {
+        detail::grow(key, vocab_);
+        detail::grow(perm, vocab_);
+    }
+    /// The processed-row copy.
+    std::span<float> row_copy() {
+        detail::grow(row, vocab_);
+        return {row.data(), vocab_};
+    }
+    /// The sparse-processor marks (all 0 between calls), touched list and patches.
+    void reserve_sparse() {
+        if (mark.size() < vocab_) mark.resize(vocab_, 0);
+        detail::grow(touched, vocab_);
+        detail::grow(patches, vocab_);
+    }
+    /// The raw top-n candidates.
+    candidates& raw_top() {
+        if (alt.capacity() < vocab_) alt = candidates(vocab_);
+        return alt;
+    }
+    /// The penalty counters (all 0 between calls).
+    penalty_workspace& penalties() {
+        if (pen.vocab_size() < vocab_) pen = penalty_workspace(vocab_);
+        return pen;
+    }
+    /// The DRY scratch.
+    dry_workspace& dry() {
+        if (dry_.vocab_size() < vocab_) dry_ = dry_workspace(vocab_);
+        return dry_;
+    }
+
+    // The buffers (scratch; contents unspecified between calls).
+    candidates cand;                      ///< the working set's entries once materialised
+    std::vector<detail::scored> sorted;   ///< sort scratch
+    std::vector<float> weights;           ///< exp weights of cand (relative to its max)
+    std::vector<double> key;              ///< typical's sort key
+    std::vector<std::size_t> perm;        ///< typical's order
+    std::vector<float> bmax;              ///< full-row draw: block maxima
+    std::vector<double> bsum;             ///<                block sums
+    std::vector<float> block_buf;         ///<                softmax of the chosen block
+    std::vector<float> row;               ///< processed copy of the row
+    std::vector<std::uint8_t> mark;       ///< sparse processors: 1 touched, 2 patched
+    std::vector<token_id> touched;        ///< sparse processors: ids copied into row
+    std::vector<detail::scored> patches;  ///< sparse processors: changed entries
+    candidates alt;                       ///< raw top-n
+    detail::in_use_flag in_use;           ///< set while a call works in it
+
+private:
+    std::size_t vocab_ = 0;
+    penalty_workspace pen;
+    dry_workspace dry_;
+};
+
+DECODEKIT_END_NAMESPACE
