@@ -8,9 +8,7 @@
 
 #include "bench_common.hpp"
 
-// The row family: the same definitions as bench/bench_rows.hpp (the family's header once it
-// lands; then include that instead).
-#include "../tests/support/dk_family.hpp"
+#include "bench_rows.hpp"
 
 #include <decodekit/kernels/kernels.hpp>
 
@@ -275,11 +273,10 @@ DK_BENCH_VOCAB(BM_draw_temperature_std);
 
 // ---- the truncation kernels on the row family ----
 
-const std::vector<float>& family_row(dk_family::shape sh, std::size_t v) {
+const std::vector<float>& family_row(dk_bench::shape sh, std::size_t v) {
     static std::map<std::pair<int, std::size_t>, std::vector<float>> rows;
     auto it = rows.find({int(sh), v});
-    if (it == rows.end())
-        it = rows.emplace(std::pair{int(sh), v}, dk_family::make_row(sh, v)).first;
+    if (it == rows.end()) it = rows.emplace(std::pair{int(sh), v}, dk_bench::make_row(sh, v)).first;
     return it->second;
 }
 
@@ -328,7 +325,7 @@ float trunc_floor_exp(std::span<const float> x) {
 using trunc_fn = std::function<dk::kernels::truncation_result(std::span<const float>,
                                                               dk::candidates&, std::span<float>)>;
 
-void trunc_loop(benchmark::State& state, trunc_fn f, dk_family::shape sh, std::size_t v) {
+void trunc_loop(benchmark::State& state, trunc_fn f, dk_bench::shape sh, std::size_t v) {
     const auto& x = family_row(sh, v);
     dk::candidates c(v);
     std::vector<float> w(v);
@@ -344,7 +341,7 @@ void trunc_loop(benchmark::State& state, trunc_fn f, dk_family::shape sh, std::s
         auto& rows = more[int(sh)];
         if (rows.empty())
             for (std::uint64_t salt = 1; salt <= 32; ++salt)
-                rows.push_back(dk_family::make_row(sh, v, salt));
+                rows.push_back(dk_bench::make_row(sh, v, salt));
         double t1 = 0, t2 = 0;
         for (const auto& y : rows) {
             const auto ry = f(y, c, w);
@@ -404,9 +401,9 @@ void trunc_loop(benchmark::State& state, trunc_fn f, dk_family::shape sh, std::s
          }},
     };
     for (const std::size_t v : {std::size_t(128256), std::size_t(256000)})
-        for (const auto sh : dk_family::shapes) {
-            const std::string tail =
-                std::string("/") + dk_family::name(sh) + "/V:" + std::to_string(v);
+        for (const auto sh : dk_bench::shapes) {
+            const std::string tail = std::string("/") + std::string(dk_bench::shape_name(sh)) +
+                                     "/V:" + std::to_string(v);
             benchmark::RegisterBenchmark(("BM_trunc_floor_read" + tail).c_str(),
                                          [sh, v](benchmark::State& st) {
                                              const auto& x = family_row(sh, v);
