@@ -28,51 +28,60 @@
 ///
 /// ## How (PCRE2)
 /// PCRE2 refuses partial matching together with PCRE2_ENDANCHORED, so the pattern is compiled
-/// anchored as `(?:PATTERN)\z` (leading `(*...)` option settings are kept in front; a pattern that
+/// anchored as `(?:PATTERN)\z` (leading `(*...)` option settings are kept in front; the pattern
 /// must compile on its own first, so its parentheses cannot leak out of the group; one that ends
 /// inside a `(?x)` comment or an unterminated `\Q` quote is refused with a message).
-///   viable(s)   : pcre2_match(s, PCRE2_PARTIAL_HARD) returns PCRE2_ERROR_PARTIAL (hard partial
+///   viable(s)   : a PCRE2_PARTIAL_HARD match of s returns PCRE2_ERROR_PARTIAL (hard partial
 ///                 matching reports a partial match whenever a path reaches the end of s, and `\z`
 ///                 at the end always does), or a match ending at the end of s ((*ACCEPT));
-///   complete(s) : pcre2_match(s) matches and the match ends at the end of s.
-/// Both compile with PCRE2's JIT when it is available (PCRE2_JIT_COMPLETE | PARTIAL_HARD).
+///   complete(s) : an ordinary match of s ends at the end of s.
+/// Matches run on the backtracking matcher (with PCRE2's JIT when available: PCRE2_JIT_COMPLETE
+/// | PARTIAL_HARD) within a step budget (regex_options::backtrack_limit). Ambiguous patterns
+/// (nested quantifiers such as `( ?[a-z]+)+`) backtrack exponentially when no path reaches the
+/// end: a match over the budget is run again on PCRE2's DFA matcher (pcre2_dfa_match: every path
+/// at once, time O(text length x pattern states), no blow-up), and from then on every match of
+/// that pattern (all copies) goes to the DFA matcher. The DFA matcher does not run back
+/// references, (*ACCEPT), \K or conditions on groups: for such patterns a match over the budget
+/// refuses the token (counted: regex_stats::match_errors).
 ///
 /// ## Cost per query
-/// One query costs one pcre2_match over text + bytes(t): O(text length) for simple patterns
-/// (about 0.1-1 us here for texts of a few hundred bytes with the JIT). A first-byte cache makes
-/// most refusals O(1): viability is prefix-closed (if text + b has no partial match, no string
-/// starting with b has one), so the 256 answers for text + one byte are computed on demand once
-/// per state and every token whose first byte is not viable is refused without matching. The
-/// state follows the history through the history hooks in O(change): append adds the tokens'
-/// bytes, cut_back drops the recorded byte lengths of the removed tokens, reset rebuilds
-/// (O(history)); each change clears the caches (256 bytes).
+/// One query costs one match over text + bytes(t), O(text length) for unambiguous patterns:
+/// measured here (g++ -O2, AVX-512 laptop core) about 0.1 us with the JIT for a 130-byte text,
+/// 5-7 us on the DFA matcher. A first-byte cache makes most refusals O(1): viability is
+/// prefix-closed (if text + b has no partial match, no string starting with b has one), so the
+/// 256 answers for text + one byte are computed on demand once per state and every token whose
+/// first byte is not viable is refused without matching. The state follows the history through
+/// the history hooks in O(change): append adds the tokens' bytes, cut_back drops the recorded
+/// byte lengths of the removed tokens, reset rebuilds (O(history)); each change clears the
+/// caches (256 bytes).
 ///
 /// ## Exactness
 /// Hard partial matching is exact for patterns built from literals, classes, alternation,
 /// groups, greedy / lazy / possessive quantifiers and atomic groups (PCRE2's own semantics of the
-/// last two). It over-approximates where PCRE2 cannot see ahead: a lookahead, \b, \B or $ at the
-/// end of the text, and a class that matches no byte (`a[^\x00-\xff]`), report a partial match
-/// that may lead nowhere. The output is then still a viable prefix at every step, but generation
-/// can reach a dead end (nothing allowed, the text not complete): the driver stops there with
-/// constraint_done and is_complete() false. (*ACCEPT) before the end of the pattern can refuse
-/// tokens the pattern would allow (the constraint is then stricter, never looser). Back
-/// references work (the backtracking matcher follows them); their partial matches are exact.
+/// last two; the DFA matcher locks the longest match of an atomic group where backtracking locks
+/// the first, so `(?>a|ab)c` accepts "abc" only there). It over-approximates where PCRE2 cannot
+/// see ahead: a lookahead, \b, \B or $ at the end of the text, and a class that matches no byte
+/// (`a[^\x00-\xff]`), report a partial match that may lead nowhere. The output is then still a
+/// viable prefix at every step, but generation can reach a dead end (nothing allowed, the text
+/// not complete): the driver stops there with constraint_done and is_complete() false.
+/// (*ACCEPT) before the end of the pattern can refuse tokens the pattern would allow (the
+/// constraint is then stricter, never looser). Back references work on the backtracking
+/// matcher.
 ///
 /// ## Bad input and limits (every build type)
 /// regex_constraint::compile() validates the options (regex_options::check(): field and range),
 /// the vocabulary and the pattern (PCRE2's message and offset) up front and returns an error
-/// instead of a constraint. Each query runs under PCRE2's match limit, depth limit and heap limit
-/// and a bounded JIT stack (regex_options): a pattern with catastrophic backtracking costs at most
-/// the limit per query, and a query that hits a limit (or fails in any way) refuses the token
-/// and is counted (regex_stats::match_errors): fail closed. A token id outside the vocabulary is
-/// refused. allowed() refuses every token (counted in regex_stats::out_of_sync) when the context's
-/// history is not the one the hooks followed (length, prompt length, last token), instead of
-/// answering for another text.
+/// instead of a constraint. Every match runs under PCRE2's match, depth and heap limits, a
+/// bounded JIT stack and a bounded DFA workspace (regex_options): a match that fails for any
+/// reason other than "no match" refuses the token and is counted (regex_stats::match_errors):
+/// fail closed. A token id outside the vocabulary is refused. allowed() refuses every token
+/// (counted in regex_stats::out_of_sync) when the context's history is not the one the hooks
+/// followed (length, prompt length, last token), instead of answering for another text.
 ///
 /// ## Threads and copies
 /// allowed() is const but uses per-object scratch (match data, caches): one object serves one
 /// thread at a time, as a sampler does. Copies share the compiled pattern and the vocabulary
-/// (immutable) and own their state and scratch.
+/// (immutable but for the atomic "use the DFA matcher" flag) and own their state and scratch.
 
 #ifndef PCRE2_CODE_UNIT_WIDTH
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -83,9 +92,11 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <optional>
 #include <span>
 #include <string>
@@ -145,11 +156,14 @@ struct vocabulary {
 /// Limits of a regex constraint (every query runs under them).
 struct regex_options {
     std::size_t max_pattern_bytes = 4096;  ///< [1, 65536]
-    /// PCRE2 match limit per query (backtracking steps; also the depth limit), [1, 10^8].
-    std::uint32_t match_limit = 1'000'000;
-    std::uint32_t heap_limit_kib = 16384;  ///< PCRE2 heap limit per query in KiB, [64, 2^20]
+    /// Backtracking budget per match (PCRE2's match and depth limits), [1, 10^8]: a match that
+    /// exceeds it is run again by the DFA matcher, which then serves every later match.
+    std::uint32_t backtrack_limit = 100'000;
+    std::uint32_t heap_limit_kib = 16384;  ///< PCRE2 heap limit per match in KiB, [64, 2^20]
     std::uint32_t jit_stack_kib = 1024;    ///< JIT stack per constraint copy in KiB, [32, 65536]
-    bool jit = true;                       ///< use PCRE2's JIT when the platform has it
+    /// Largest DFA workspace per constraint copy in KiB, [4, 2^20] (it starts at 4 KiB).
+    std::uint32_t dfa_workspace_kib = 1024;
+    bool jit = true;  ///< use PCRE2's JIT when the platform has it
 
     /// The first field out of range (named, with its range), or nothing.
     std::optional<std::string> check() const {
@@ -159,12 +173,14 @@ struct regex_options {
         };
         if (max_pattern_bytes < 1 || max_pattern_bytes > 65536)
             return bad("max_pattern_bytes", double(max_pattern_bytes), "[1, 65536]");
-        if (match_limit < 1 || match_limit > 100'000'000)
-            return bad("match_limit", match_limit, "[1, 100000000]");
+        if (backtrack_limit < 1 || backtrack_limit > 100'000'000)
+            return bad("backtrack_limit", backtrack_limit, "[1, 100000000]");
         if (heap_limit_kib < 64 || heap_limit_kib > (1u << 20))
             return bad("heap_limit_kib", heap_limit_kib, "[64, 1048576]");
         if (jit_stack_kib < 32 || jit_stack_kib > 65536)
             return bad("jit_stack_kib", jit_stack_kib, "[32, 65536]");
+        if (dfa_workspace_kib < 4 || dfa_workspace_kib > (1u << 20))
+            return bad("dfa_workspace_kib", dfa_workspace_kib, "[4, 1048576]");
         return std::nullopt;
     }
 };
@@ -173,8 +189,9 @@ struct regex_options {
 struct regex_stats {
     std::uint64_t queries = 0;           ///< allowed() calls
     std::uint64_t extension_checks = 0;  ///< tokens can_extend() tried
-    std::uint64_t matches = 0;           ///< pcre2_match runs (cache hits run none)
-    std::uint64_t match_errors = 0;      ///< runs that hit a limit or failed: token refused
+    std::uint64_t matches = 0;           ///< matches run (cache hits run none)
+    std::uint64_t dfa_matches = 0;       ///< of which by the DFA matcher
+    std::uint64_t match_errors = 0;      ///< matches that failed (a limit, no memory): refused
     std::uint64_t out_of_sync = 0;       ///< allowed() calls on a history not followed: refused
 };
 
@@ -266,6 +283,9 @@ struct compiled {
     std::vector<std::uint8_t> kind;   ///< per token: 0 ordinary, 1 never (BOS, empty), 2 EOS
     std::vector<token_id> by_length;  ///< ordinary tokens, shortest text first (can_extend)
     std::size_t longest = 0;          ///< longest token text in bytes
+    /// Learnt by any copy: backtracking exceeded its budget once (so the DFA matcher runs), or
+    /// the DFA matcher cannot run this pattern (back references, (*ACCEPT), ...).
+    mutable std::atomic<bool> use_dfa{false}, dfa_unusable{false};
 };
 
 }  // namespace detail
@@ -466,8 +486,8 @@ private:
         mctx_.reset(pcre2_match_context_create_8(nullptr));
         if (!mctx_) return;
         const regex_options& o = shared_->options;
-        pcre2_set_match_limit_8(mctx_.get(), o.match_limit);
-        pcre2_set_depth_limit_8(mctx_.get(), o.match_limit);
+        pcre2_set_match_limit_8(mctx_.get(), o.backtrack_limit);
+        pcre2_set_depth_limit_8(mctx_.get(), o.backtrack_limit);
         pcre2_set_heap_limit_8(mctx_.get(), o.heap_limit_kib);
         if (shared_->jit) {
             jit_stack_.reset(
@@ -519,8 +539,8 @@ private:
         return b.size() == 1 || run(b, true);
     }
 
-    /// Matches text_ + suffix: viability (partial) or a full match. Never allocates (the text
-    /// keeps room for the longest token).
+    /// Matches text_ + suffix: viability (partial) or a full match. The text keeps room for the
+    /// longest token, so this allocates only when the DFA workspace grows (nothrow).
     bool run(std::string_view suffix, bool partial) const noexcept {
         if (!md_ || !mctx_) {
             ++stats_.match_errors;
@@ -529,15 +549,52 @@ private:
         ++stats_.matches;
         const std::size_t n = text_.size();
         text_.append(suffix);
-        const int r = pcre2_match_8(shared_->code.get(),
-                                    reinterpret_cast<PCRE2_SPTR8>(text_.data()), text_.size(), 0,
-                                    partial ? PCRE2_PARTIAL_HARD : 0, md_.get(), mctx_.get());
+        const int r = match(partial);
         const std::size_t len = text_.size();
         text_.resize(n);
         if (r >= 0) return pcre2_get_ovector_pointer_8(md_.get())[1] == len;  // (*ACCEPT) early
         if (r == PCRE2_ERROR_PARTIAL && partial) return true;
         if (r != PCRE2_ERROR_NOMATCH && r != PCRE2_ERROR_PARTIAL) ++stats_.match_errors;
         return false;
+    }
+    /// One match of text_ (PCRE2's result code): backtracking (JIT) within its budget, else the
+    /// DFA matcher.
+    int match(bool partial) const noexcept {
+        const auto subject = reinterpret_cast<PCRE2_SPTR8>(text_.data());
+        const std::uint32_t how = partial ? PCRE2_PARTIAL_HARD : 0;
+        const detail::compiled& c = *shared_;
+        const bool dfa_ok = !c.dfa_unusable.load(std::memory_order_relaxed);
+        if (!dfa_ok || !c.use_dfa.load(std::memory_order_relaxed)) {
+            const int r =
+                pcre2_match_8(c.code.get(), subject, text_.size(), 0, how, md_.get(), mctx_.get());
+            const bool over = r == PCRE2_ERROR_MATCHLIMIT || r == PCRE2_ERROR_DEPTHLIMIT ||
+                              r == PCRE2_ERROR_HEAPLIMIT || r == PCRE2_ERROR_JIT_STACKLIMIT;
+            if (!over || !dfa_ok) return r;
+            c.use_dfa.store(true, std::memory_order_relaxed);
+        }
+        ++stats_.dfa_matches;
+        for (;;) {
+            if (dfa_ws_size_ == 0 && !grow_dfa_workspace()) return PCRE2_ERROR_NOMEMORY;
+            const int r = pcre2_dfa_match_8(c.code.get(), subject, text_.size(), 0, how, md_.get(),
+                                            mctx_.get(), dfa_ws_.get(), dfa_ws_size_);
+            if (r == PCRE2_ERROR_DFA_WSSIZE && grow_dfa_workspace()) continue;
+            if (r == PCRE2_ERROR_DFA_UITEM || r == PCRE2_ERROR_DFA_UCOND ||
+                r == PCRE2_ERROR_DFA_UFUNC)
+                c.dfa_unusable.store(true, std::memory_order_relaxed);  // backtracking again
+            return r == 0 ? 1 : r;  // 0: a match that did not fit the ovector
+        }
+    }
+    /// Doubles the DFA workspace (from 4 KiB) up to regex_options::dfa_workspace_kib; false at
+    /// the limit or without memory.
+    bool grow_dfa_workspace() const noexcept {
+        const std::size_t limit = std::size_t(shared_->options.dfa_workspace_kib) * 256;
+        const std::size_t next = dfa_ws_size_ ? dfa_ws_size_ * 2 : 1024;
+        if (next > limit) return false;
+        std::unique_ptr<int[]> w(new (std::nothrow) int[next]);
+        if (!w) return false;
+        dfa_ws_ = std::move(w);
+        dfa_ws_size_ = next;
+        return true;
     }
 
     std::shared_ptr<const detail::compiled> shared_;
@@ -554,6 +611,8 @@ private:
     std::unique_ptr<pcre2_match_data_8, detail::match_data_free> md_;
     std::unique_ptr<pcre2_match_context_8, detail::match_context_free> mctx_;
     std::unique_ptr<pcre2_jit_stack_8, detail::jit_stack_free> jit_stack_;
+    mutable std::unique_ptr<int[]> dfa_ws_;  // the DFA matcher's workspace, grown on demand
+    mutable std::size_t dfa_ws_size_ = 0;
 };
 
 static_assert(dk::token_constraint<regex_constraint>);

@@ -224,8 +224,9 @@ TEST_CASE("regex constraint: bad configuration is refused with a message", "[reg
     CHECK(has(msg("\\Qa"), "\\Q quote"));
     CHECK(has(msg("(*UTF)a"), "UTF"));
     CHECK(has(msg(std::string(5000, 'a')), "max_pattern_bytes = 4096"));
-    CHECK(has(msg("a", {.match_limit = 0}),
-              "regex_options.match_limit: 0, must be in [1, 100000000]"));
+    CHECK(has(msg("a", {.backtrack_limit = 0}),
+              "regex_options.backtrack_limit: 0, must be in [1, 100000000]"));
+    CHECK(has(msg("a", {.dfa_workspace_kib = 2}), "regex_options.dfa_workspace_kib"));
     CHECK(has(msg("a", {.heap_limit_kib = 1}), "regex_options.heap_limit_kib"));
     CHECK(has(msg("a", {.jit_stack_kib = 1}), "regex_options.jit_stack_kib"));
     CHECK(has(msg("a", {.max_pattern_bytes = 0}), "regex_options.max_pattern_bytes"));
@@ -272,21 +273,39 @@ TEST_CASE("regex constraint: bad use is refused, never answered for another text
     CHECK(c.follows(far.ctx()));
 }
 
-TEST_CASE("regex constraint: a query that hits PCRE2's limits refuses the token and is counted",
+TEST_CASE("regex constraint: past its backtracking budget a match runs on the DFA matcher",
           "[regex][constraint]") {
     // nested quantifiers: "aaaa...a" + "b" fails only after trying every split of the a's
-    const auto v = small_vocab({"a", "b", std::string(20, 'a')});
-    auto slow = make("(a|aa)+c", v, {.match_limit = 1000});
-    auto fast = make("(a|aa)+c", v);
-    for (auto* c : {&slow, &fast}) {
+    const auto v = small_vocab({"a", "b", std::string(20, 'a'), "c"});
+    auto tight = make("(a|aa)+c", v, {.backtrack_limit = 1000});
+    auto roomy = make("(a|aa)+c", v);
+    for (auto* c : {&tight, &roomy}) {
         sequence s{{1}, 1};
         c->reset(s.ctx());
         push(*c, s, 5);
-        CHECK(c->allowed(3, s.ctx()));  // a path reaches the end at once
-        CHECK(!c->allowed(4, s.ctx()));
+        CHECK(allowed_set(*c, s) == std::vector<token_id>{3, 5, 6});
+        CHECK(c->stats().match_errors == 0);
     }
-    CHECK(fast.stats().match_errors == 0);
-    CHECK(slow.stats().match_errors >= 1);  // over the limit: refused (not viable anyway)
+    CHECK(roomy.stats().dfa_matches == 0);
+    CHECK(tight.stats().dfa_matches > 0);  // the same answers, in polynomial time
+    // a copy made later starts on the DFA matcher (learnt once per pattern)
+    regex_constraint later = tight;
+    later.clear_stats();
+    sequence s{{1}, 1};
+    later.reset(s.ctx());
+    CHECK(later.allowed(3, s.ctx()));
+    CHECK(later.stats().dfa_matches == later.stats().matches);
+    // a back reference: the DFA matcher cannot run it, so past the budget the token is refused
+    // and counted (fail closed)
+    auto backref = make("(a|aa)+(c)\\2", v, {.backtrack_limit = 1000});
+    sequence t{{1}, 1};
+    backref.reset(t.ctx());
+    push(backref, t, 5);
+    push(backref, t, 6);
+    CHECK(backref.allowed(6, t.ctx()));  // the first path matches at once
+    CHECK(backref.stats().match_errors == 0);
+    CHECK(!backref.allowed(4, t.ctx()));  // every split fails at \2: over the budget
+    CHECK(backref.stats().match_errors >= 1);
 }
 
 TEST_CASE("regex constraint: copies keep the state and are independent", "[regex][constraint]") {
