@@ -83,8 +83,10 @@ struct generate_options {
 };
 
 /// Generates from `prompt` under `constraint` with sampling `params` (its constraint field is
-/// replaced by `constraint`; validated by the sampler). See the file comment for the stop rules.
-/// \pre prompt non-empty; constraint's vocabulary is the model's (same size)
+/// replaced by `constraint`; validated by the sampler: decodekit's config_error, or its error
+/// handler with -fno-exceptions). See the file comment for the stop rules. The constraint's
+/// vocabulary should be the model's: tokens past its end are refused. A prompt the model rejects
+/// (empty: the reference backend's rows are then NaN) ends with no_valid_token.
 template <dk::language_model M>
 generation generate(M& model, std::span<const token_id> prompt, const regex_constraint& constraint,
                     dk::sampling_params params, const generate_options& opt = {}) {

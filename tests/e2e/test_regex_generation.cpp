@@ -186,6 +186,11 @@ TEST_CASE("regex generation: impossible patterns and dead ends end with constrai
         CHECK(!cut.complete);
         CHECK(std::regex_match(cut.text, std::regex("( (ab){0,4}(a)?|)")));
     }
+    // a prompt the backend rejects (empty: NaN rows) is the model's fault, not the constraint's
+    const auto bad = dk_regex::generate(sub.model, std::span<const token_id>(),
+                                        compile(" a", sub.tok), {}, {.max_new_tokens = 5});
+    CHECK(bad.reason == dk_regex::stop::no_valid_token);
+    CHECK(bad.tokens.empty());
 }
 
 // Issue 14's bar: on a pattern the model's unconstrained choice mostly satisfies, the sampler
