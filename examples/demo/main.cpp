@@ -524,7 +524,7 @@ int main(int argc, char** argv) {
                 const auto g = dk_regex::generate(m, prompt, *constraint, sp,
                                                   {.max_new_tokens = std::size_t(max_new)});
                 rr.tokens = g.tokens;
-                rr.stop_reason = dk_regex::to_string(g.reason);
+                rr.stop_reason = dk::to_string(g.reason);
                 rr.stats.ttft_s = g.time_to_first_token;
                 rr.regex = regex_figures{.complete = g.complete,
                                          .queries = g.queries,

@@ -33,28 +33,10 @@
 
 namespace dk_regex {
 
-/// Why a constrained generation ended (the names of decodekit's stop_reason).
-enum class stop : std::uint8_t { max_new_tokens, eos, no_valid_token, constraint_done };
-
-/// The stop_reason name of `s`.
-inline const char* to_string(stop s) noexcept {
-    switch (s) {
-        case stop::max_new_tokens:
-            return "max_new_tokens";
-        case stop::eos:
-            return "eos";
-        case stop::no_valid_token:
-            return "no_valid_token";
-        case stop::constraint_done:
-            return "constraint_done";
-    }
-    return "unknown";
-}
-
 /// What a constrained generation gives back.
 struct generation {
     std::vector<token_id> tokens;  ///< generated tokens (EOS excluded)
-    stop reason = stop::max_new_tokens;
+    dk::stop_reason reason = dk::stop_reason::max_new_tokens;
     bool complete = false;  ///< the text is a full match of the pattern
     std::string text;       ///< the generated text (the constraint's bytes)
     std::size_t steps = 0;  ///< sampling calls (one model call each)
@@ -105,11 +87,11 @@ generation generate(M& model, std::span<const token_id> prompt, const regex_cons
     std::vector<float> row(V);
     for (;;) {
         if (mine.is_complete() && !mine.can_extend()) {
-            g.reason = stop::constraint_done;
+            g.reason = dk::stop_reason::constraint_done;
             break;
         }
         if (g.tokens.size() >= opt.max_new_tokens) {
-            g.reason = stop::max_new_tokens;
+            g.reason = dk::stop_reason::max_new_tokens;
             break;
         }
         const dk::sequence_request req{history, 1, opt.slot};
@@ -122,15 +104,15 @@ generation generate(M& model, std::span<const token_id> prompt, const regex_cons
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         g.queries += r.constraint_queries;
         if (r.status == dk::sample_status::no_allowed_token) {
-            g.reason = stop::constraint_done;
+            g.reason = dk::stop_reason::constraint_done;
             break;
         }
         if (!r.ok()) {
-            g.reason = stop::no_valid_token;
+            g.reason = dk::stop_reason::no_valid_token;
             break;
         }
         if (std::find(eos.begin(), eos.end(), r.token) != eos.end()) {
-            g.reason = stop::eos;
+            g.reason = dk::stop_reason::eos;
             break;
         }
         history.push_back(r.token);

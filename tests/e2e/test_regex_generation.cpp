@@ -82,12 +82,12 @@ void check_outputs(subject& sub, const std::string& pattern, const std::string& 
     for (const auto& [name, sp] : settings()) {
         INFO(sub.name << " /" << pattern << "/ " << name);
         const auto g = dk_regex::generate(sub.model, prompt, c, sp, {.max_new_tokens = max_new});
-        INFO("text [" << g.text << "] stop " << dk_regex::to_string(g.reason));
+        INFO("text [" << g.text << "] stop " << dk::to_string(g.reason));
         CHECK(g.text == sub.tok.decode(g.tokens, prompt.back()));
-        CHECK((g.reason == dk_regex::stop::constraint_done || g.reason == dk_regex::stop::eos));
+        CHECK((g.reason == dk::stop_reason::constraint_done || g.reason == dk::stop_reason::eos));
         CHECK(g.complete);
         CHECK(std::regex_match(g.text, oracle));
-        CHECK(g.steps == g.tokens.size() + (g.reason == dk_regex::stop::eos ? 1 : 0));
+        CHECK(g.steps == g.tokens.size() + (g.reason == dk::stop_reason::eos ? 1 : 0));
     }
 }
 
@@ -162,26 +162,26 @@ TEST_CASE("regex generation: impossible patterns and dead ends end with constrai
         // no byte string matches: nothing is allowed at the first step
         const auto none = dk_regex::generate(sub.model, prompt, compile("[^\\x00-\\xff]", sub.tok),
                                              sp, {.max_new_tokens = 50});
-        CHECK(none.reason == dk_regex::stop::constraint_done);
+        CHECK(none.reason == dk::stop_reason::constraint_done);
         CHECK(none.tokens.empty());
         CHECK(!none.complete);
         CHECK(none.steps == 1);
         // PCRE2 cannot see through the lookahead: " a" is allowed, then nothing
         const auto dead = dk_regex::generate(sub.model, prompt, compile(" a(?=b)c", sub.tok), sp,
                                              {.max_new_tokens = 50});
-        CHECK(dead.reason == dk_regex::stop::constraint_done);
+        CHECK(dead.reason == dk::stop_reason::constraint_done);
         CHECK(!dead.complete);
         CHECK(dead.text == " a");
         // only the empty text matches: done before any model call
         const auto empty =
             dk_regex::generate(sub.model, prompt, compile("", sub.tok), sp, {.max_new_tokens = 50});
-        CHECK(empty.reason == dk_regex::stop::constraint_done);
+        CHECK(empty.reason == dk::stop_reason::constraint_done);
         CHECK(empty.complete);
         CHECK(empty.steps == 0);
         // a budget shorter than the pattern: max_new_tokens, a viable prefix that is not complete
         const auto cut = dk_regex::generate(sub.model, prompt, compile(" (ab){20}", sub.tok), sp,
                                             {.max_new_tokens = 5});
-        CHECK(cut.reason == dk_regex::stop::max_new_tokens);
+        CHECK(cut.reason == dk::stop_reason::max_new_tokens);
         CHECK(cut.tokens.size() == 5);
         CHECK(!cut.complete);
         CHECK(std::regex_match(cut.text, std::regex("( (ab){0,4}(a)?|)")));
@@ -189,7 +189,7 @@ TEST_CASE("regex generation: impossible patterns and dead ends end with constrai
     // a prompt the backend rejects (empty: NaN rows) is the model's fault, not the constraint's
     const auto bad = dk_regex::generate(sub.model, std::span<const token_id>(),
                                         compile(" a", sub.tok), {}, {.max_new_tokens = 5});
-    CHECK(bad.reason == dk_regex::stop::no_valid_token);
+    CHECK(bad.reason == dk::stop_reason::no_valid_token);
     CHECK(bad.tokens.empty());
 }
 
@@ -214,7 +214,7 @@ TEST_CASE("regex generation: constraint queries per token under 5 % of the vocab
             sp.seed = seed;
             const auto g = dk_regex::generate(sub.model, prompt, c, sp,
                                               {.max_new_tokens = 200, .sequence = seed});
-            CHECK(g.reason != dk_regex::stop::constraint_done);  // the model follows the pattern
+            CHECK(g.reason != dk::stop_reason::constraint_done);  // the model follows the pattern
             queries += g.queries;
             steps += g.steps;
         }
