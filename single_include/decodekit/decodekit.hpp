@@ -7325,7 +7325,8 @@ DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/logprobs.hpp
 // ---- begin decodekit/sampling/processing.hpp
 /// \file sampling/processing.hpp
-/// The processor stage of a sampler: the built-in processors configured in sampling_params, in
+/// processor_pipeline, the processor stage of a sampler (and of the strategies that score rows
+/// themselves): the built-in processors configured in sampling_params, in
 /// the documented order (allowed set, banned tokens, logit bias, min length, penalties, DRY,
 /// no-repeat-ngram, banned sequences), with the user processors inserted at their slots
 /// (sampling_params::processors), applied to the row before the truncation steps. Built-in
@@ -7486,13 +7487,18 @@ struct processed_row {
     bool overlay = false;        ///< row is the caller's and the patches apply over it
 };
 
-/// The processor stage of one sampler (see the file comment).
-class processor_stage {
+/// The processors of one sequence (see the file comment): the stage a sampler runs before its
+/// steps, and what strategies that score rows themselves (beam search, contrastive search) run
+/// on each sequence's row. Copy it to fork a sequence (a beam taking its parent's history): the
+/// copy carries the parent's per-sequence state.
+class processor_pipeline {
 public:
-    processor_stage() = default;
-    /// The stage for `params`; `sparse_first_step`: the pipeline's first step can merge patches.
-    /// A constraint makes the stage dense (the constrained paths read a plain row).
-    processor_stage(const sampling_params& params, bool sparse_first_step)
+    processor_pipeline() = default;
+    /// The processors (and constraint) of `params`; the sampling fields are not used.
+    /// `sparse_first_step`: the caller can merge patches over its row (a sampler whose first
+    /// step is greedy, top-k or min-p); false for a plain processed copy. A constraint makes it
+    /// dense (the constrained paths read a plain row).
+    explicit processor_pipeline(const sampling_params& params, bool sparse_first_step = false)
         : constraint_(params.constraint) {
         build(params);
         bool all_sparse = true, follows = constraint_.follows_history();
@@ -7532,6 +7538,14 @@ public:
         std::copy(logits.begin(), logits.end(), row.begin());
         for (any_processor& p : procs_) p.apply(row, pc);
         return {std::span<const float>(row.data(), row.size())};
+    }
+
+    /// Brings the per-sequence state up to date with ctx.history and applies the processors to
+    /// `row` in place (strategies that keep their own rows). \pre row.size() is the vocabulary
+    void apply(std::span<float> row, const sample_context& ctx) noexcept {
+        const processor_context pc = context(ctx, row.size());
+        if (follows_) follow_history(pc);
+        for (any_processor& p : procs_) p.apply(row, pc);
     }
 
     /// The processors once more on `row` (a fresh copy of the caller's row), without following
@@ -8513,7 +8527,7 @@ public:
             params_.greedy() ||
             (!pipeline_.empty() && pipeline_[0].user == no_user &&
              (pipeline_[0].id == sampling_step::top_k || pipeline_[0].id == sampling_step::min_p));
-        procs_ = processor_stage(params_, sparse_first);
+        procs_ = processor_pipeline(params_, sparse_first);
         extras_.top.resize(std::min(params_.logprobs.top_n, vocab_));
         extras_.requested.resize(params_.logprobs.ids.size());
         state_ = {};
@@ -8625,7 +8639,7 @@ private:
     std::size_t n_steps_ = 0;
     bool user_steps_ = false;
     sampler_state state_{};
-    processor_stage procs_;
+    processor_pipeline procs_;
     logprob_storage extras_;
     detail::in_use_flag in_use_;
     std::uint64_t batch_call_ = 0;  // the batched call that last claimed this sampler
@@ -8718,7 +8732,7 @@ private:
         const processed_row pr = procs_.run(logits, ctx, ws);
         working_set w(pr.row, ws, pr.patches, pr.overlay);
         if (procs_.constraint()) {
-            const processor_context pc = processor_stage::context(ctx, vocab_);
+            const processor_context pc = processor_pipeline::context(ctx, vocab_);
             detail::constraint_queries q{procs_.constraint(), pc};
             sample_result r = run_constrained(logits, ctx, w, pr.row, q);
             r.constraint_queries = q.count;

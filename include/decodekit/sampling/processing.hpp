@@ -1,6 +1,7 @@
 #pragma once
 /// \file sampling/processing.hpp
-/// The processor stage of a sampler: the built-in processors configured in sampling_params, in
+/// processor_pipeline, the processor stage of a sampler (and of the strategies that score rows
+/// themselves): the built-in processors configured in sampling_params, in
 /// the documented order (allowed set, banned tokens, logit bias, min length, penalties, DRY,
 /// no-repeat-ngram, banned sequences), with the user processors inserted at their slots
 /// (sampling_params::processors), applied to the row before the truncation steps. Built-in
@@ -45,13 +46,18 @@ struct processed_row {
     bool overlay = false;        ///< row is the caller's and the patches apply over it
 };
 
-/// The processor stage of one sampler (see the file comment).
-class processor_stage {
+/// The processors of one sequence (see the file comment): the stage a sampler runs before its
+/// steps, and what strategies that score rows themselves (beam search, contrastive search) run
+/// on each sequence's row. Copy it to fork a sequence (a beam taking its parent's history): the
+/// copy carries the parent's per-sequence state.
+class processor_pipeline {
 public:
-    processor_stage() = default;
-    /// The stage for `params`; `sparse_first_step`: the pipeline's first step can merge patches.
-    /// A constraint makes the stage dense (the constrained paths read a plain row).
-    processor_stage(const sampling_params& params, bool sparse_first_step)
+    processor_pipeline() = default;
+    /// The processors (and constraint) of `params`; the sampling fields are not used.
+    /// `sparse_first_step`: the caller can merge patches over its row (a sampler whose first
+    /// step is greedy, top-k or min-p); false for a plain processed copy. A constraint makes it
+    /// dense (the constrained paths read a plain row).
+    explicit processor_pipeline(const sampling_params& params, bool sparse_first_step = false)
         : constraint_(params.constraint) {
         build(params);
         bool all_sparse = true, follows = constraint_.follows_history();
@@ -91,6 +97,14 @@ public:
         std::copy(logits.begin(), logits.end(), row.begin());
         for (any_processor& p : procs_) p.apply(row, pc);
         return {std::span<const float>(row.data(), row.size())};
+    }
+
+    /// Brings the per-sequence state up to date with ctx.history and applies the processors to
+    /// `row` in place (strategies that keep their own rows). \pre row.size() is the vocabulary
+    void apply(std::span<float> row, const sample_context& ctx) noexcept {
+        const processor_context pc = context(ctx, row.size());
+        if (follows_) follow_history(pc);
+        for (any_processor& p : procs_) p.apply(row, pc);
     }
 
     /// The processors once more on `row` (a fresh copy of the caller's row), without following

@@ -111,7 +111,7 @@ public:
             params_.greedy() ||
             (!pipeline_.empty() && pipeline_[0].user == no_user &&
              (pipeline_[0].id == sampling_step::top_k || pipeline_[0].id == sampling_step::min_p));
-        procs_ = processor_stage(params_, sparse_first);
+        procs_ = processor_pipeline(params_, sparse_first);
         extras_.top.resize(std::min(params_.logprobs.top_n, vocab_));
         extras_.requested.resize(params_.logprobs.ids.size());
         state_ = {};
@@ -223,7 +223,7 @@ private:
     std::size_t n_steps_ = 0;
     bool user_steps_ = false;
     sampler_state state_{};
-    processor_stage procs_;
+    processor_pipeline procs_;
     logprob_storage extras_;
     detail::in_use_flag in_use_;
     std::uint64_t batch_call_ = 0;  // the batched call that last claimed this sampler
@@ -316,7 +316,7 @@ private:
         const processed_row pr = procs_.run(logits, ctx, ws);
         working_set w(pr.row, ws, pr.patches, pr.overlay);
         if (procs_.constraint()) {
-            const processor_context pc = processor_stage::context(ctx, vocab_);
+            const processor_context pc = processor_pipeline::context(ctx, vocab_);
             detail::constraint_queries q{procs_.constraint(), pc};
             sample_result r = run_constrained(logits, ctx, w, pr.row, q);
             r.constraint_queries = q.count;
