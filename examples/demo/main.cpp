@@ -525,7 +525,7 @@ int main(int argc, char** argv) {
                                                   {.max_new_tokens = std::size_t(max_new)});
                 rr.tokens = g.tokens;
                 rr.stop_reason = dk::to_string(g.reason);
-                rr.stats.ttft_s = g.time_to_first_token;
+                rr.stats.ttft_s = g.stats.time_to_first_token;
                 rr.regex = regex_figures{.complete = g.complete,
                                          .queries = g.queries,
                                          .extension_checks = g.extension_checks,

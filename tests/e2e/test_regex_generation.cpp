@@ -186,11 +186,19 @@ TEST_CASE("regex generation: impossible patterns and dead ends end with constrai
         CHECK(!cut.complete);
         CHECK(std::regex_match(cut.text, std::regex("( (ab){0,4}(a)?|)")));
     }
-    // a prompt the backend rejects (empty: NaN rows) is the model's fault, not the constraint's
-    const auto bad = dk_regex::generate(sub.model, std::span<const token_id>(),
-                                        compile(" a", sub.tok), {}, {.max_new_tokens = 5});
+    // a prompt the backend rejects (a token id out of range: NaN rows) is the model's fault, not
+    // the constraint's
+    const std::vector<token_id> out_of_range = {1, 1000000};
+    const auto bad = dk_regex::generate(sub.model, out_of_range, compile(" a", sub.tok), {},
+                                        {.max_new_tokens = 5});
     CHECK(bad.reason == dk::stop_reason::no_valid_token);
     CHECK(bad.tokens.empty());
+    CHECK(bad.steps == 1);
+    // an empty prompt is rejected like decodekit::generate
+    DK_IF_EXCEPTIONS(
+        CHECK_THROWS_AS(dk_regex::generate(sub.model, std::span<const token_id>(),
+                                           compile(" a", sub.tok), {}, {.max_new_tokens = 5}),
+                        dk::config_error));
 }
 
 // Issue 14's bar: on a pattern the model's unconstrained choice mostly satisfies, the sampler
