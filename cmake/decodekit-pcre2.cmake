@@ -3,12 +3,18 @@
 # exists, then find_path / find_library look for pcre2.h and pcre2-8. Defines the imported target
 # decodekit_pcre2 when found (PCRE2 >= 10.30); otherwise sets DECODEKIT_PCRE2_FOUND to OFF and
 # says what the build leaves out. Examples and fuzzers only: the library does not use PCRE2.
-# Override with -DPCRE2_INCLUDE_DIR=... -DPCRE2_8_LIBRARY=...
+# Override with -DPCRE2_INCLUDE_DIR=... -DPCRE2_8_LIBRARY=...; -DDECODEKIT_WITH_PCRE2=OFF leaves the
+# regex parts out even when PCRE2 is installed (how a build without it is checked).
 if(TARGET decodekit_pcre2)
   set(DECODEKIT_PCRE2_FOUND ON)
   return()
 endif()
 set(DECODEKIT_PCRE2_FOUND OFF)
+if(DEFINED DECODEKIT_WITH_PCRE2 AND NOT DECODEKIT_WITH_PCRE2)
+  message(STATUS "decodekit: DECODEKIT_WITH_PCRE2 is OFF: the regex example (examples/regex), "
+                 "its tests, benchmark and fuzzer and the demo's --regex are left out")
+  return()
+endif()
 find_program(PCRE2_CONFIG_EXECUTABLE pcre2-config)
 set(_dk_pcre2_hints "")
 if(PCRE2_CONFIG_EXECUTABLE)
