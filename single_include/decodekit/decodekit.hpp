@@ -323,6 +323,8 @@ struct generation_stats {
     std::size_t drafted_tokens = 0;                   ///< draft tokens proposed
     std::size_t accepted_tokens = 0;                  ///< draft tokens accepted
     std::vector<double> acceptance_by_position = {};  ///< acceptance rate at draft position i
+    // constrained decoding (generate and DoLa with sampling_params::constraint; 0 elsewhere)
+    std::size_t constraint_queries = 0;  ///< the sampler's constraint queries, summed over steps
 
     /// accepted / drafted (0 when nothing was drafted).
     double acceptance_rate() const noexcept {
@@ -9176,6 +9178,7 @@ public:
                                                  .step = out_.size(),
                                                  .history = seq_,
                                                  .prompt_length = prompt_length_});
+        queries_ += s.constraint_queries;
         if (!s.ok()) {  // (the stepper's own sampler is never in concurrent use)
             out_.finish(stop_reason_of_no_token(s.status == sample_status::no_allowed_token),
                         on_token);
@@ -9214,6 +9217,7 @@ public:
         r.no_valid_token = r.reason == stop_reason::no_valid_token;
         r.model_calls = r.stats.model_calls = calls_;
         r.stats.model_rows = calls_ * (J_ + 1);
+        r.stats.constraint_queries = queries_;
         r.stats.finish();
         return r;
     }
@@ -9246,6 +9250,7 @@ private:
     sequence_output out_;
     sequence_request request_;
     std::size_t calls_ = 0;
+    std::size_t queries_ = 0;  // the sampler's constraint queries
 };
 
 /// Runs DoLa on `model` from `prompt` (needs the layer_logits_model capability), streaming
@@ -9405,6 +9410,7 @@ public:
         if (s.status == sample_status::concurrent_use) return {.status = step_status::bad_input};
         out_.begin_step();
         ++calls_;
+        queries_ += s.constraint_queries;
         if (!s.ok()) {
             out_.finish(stop_reason_of_no_token(s.status == sample_status::no_allowed_token),
                         on_token);
@@ -9439,6 +9445,7 @@ public:
         out_.fill(r);
         r.stats.model_calls = calls_;
         r.stats.model_rows = calls_;
+        r.stats.constraint_queries = queries_;
         r.stats.finish();
         return r;
     }
@@ -9463,6 +9470,7 @@ private:
     sequence_output out_;
     sequence_request request_;
     std::size_t calls_ = 0;
+    std::size_t queries_ = 0;  // the sampler's constraint queries
 };
 
 /// Generates from `prompt` with greedy or sampled decoding, calling `on_token` (signature
