@@ -7,7 +7,10 @@
      rule), and every relative link of README.md and docs/*.md names a file that exists;
   3. every test docs/bad-input.md names (`file: "TEST_CASE name"`, "..." at either end abbreviates)
      exists in tests/unit/test_<file>.cpp or tests/e2e/test_<file>.cpp, and every fuzz_<name>
-     it names exists in fuzz/.
+     it names exists in fuzz/;
+  4. every ```cpp block of README.md appears in tests/unit/test_readme_examples.cpp, each
+     paragraph (lines between blank lines) as consecutive lines, leading and trailing spaces
+     aside: the README's code compiles and runs.
 Exit 1 and one line per problem on a violation. --selftest checks the checker on a small tree.
 """
 import pathlib
@@ -76,6 +79,42 @@ def test_names(root):
     return names
 
 
+def readme_snippets(root):
+    readme = root / "README.md"
+    test = root / "tests" / "unit" / "test_readme_examples.cpp"
+    if not readme.is_file():
+        return []
+    blocks, cur, start = [], None, 0
+    for n, line in enumerate(readme.read_text(encoding="utf-8").splitlines(), 1):
+        s = line.strip()
+        if cur is None and s == "```cpp":
+            cur, start = [], n + 1
+        elif cur is not None and s == "```":
+            blocks.append((start, cur))
+            cur = None
+        elif cur is not None:
+            cur.append((n, s))
+    if not blocks:
+        return []
+    if not test.is_file():
+        return [f"README.md: C++ snippets but no {test.relative_to(root)}"]
+    code = [l.strip() for l in test.read_text(encoding="utf-8").splitlines()]
+    problems = []
+    for start, lines in blocks:
+        para = []
+        for n, s in lines + [(0, "")]:
+            if s:
+                para.append((n, s))
+                continue
+            if para:
+                want = [x for _, x in para]
+                if not any(code[i:i + len(want)] == want for i in range(len(code))):
+                    problems.append(f"README.md:{para[0][0]}: snippet paragraph not in "
+                                    f"tests/unit/test_readme_examples.cpp: {want[0]}")
+            para = []
+    return problems
+
+
 def check(root):
     root = pathlib.Path(root).resolve()
     problems = []
@@ -105,6 +144,7 @@ def check(root):
                         continue
                     if not (p.parent / t).exists():
                         problems.append(f"{rel}:{n}: link to a missing file {t}")
+    problems += readme_snippets(root)
     bad_input = root / "docs" / "bad-input.md"
     if bad_input.is_file():
         names = test_names(root)
@@ -142,7 +182,10 @@ def selftest():
         (r / "include" / "a.hpp").write_text(
             "/// see docs/semantics.md#top-p\n/// see docs/semantics.md#not-a-heading\n"
             "/// see ALGORITHMS.md 3(b)\n/// see docs/missing.md#x\n")
-        (r / "README.md").write_text("[ok](docs/semantics.md) [bad](docs/nope.md)\n")
+        (r / "README.md").write_text("[ok](docs/semantics.md) [bad](docs/nope.md)\n"
+                                     "```cpp\nint a = 1;\n  int b = 2;\n\nint c = 3;\n```\n")
+        (r / "tests" / "unit" / "test_readme_examples.cpp").write_text(
+            "void f() {\n    int a = 1;\nint b = 2;\n int c = 4;\n}\n")
         (r / "tests" / "unit" / "test_foo.cpp").write_text(
             'TEST_CASE("a split "\n          "name", "[x]") {}\nTEST_CASE("other") {}\n')
         (r / "fuzz" / "fuzz_bar.cpp").write_text("")
@@ -158,6 +201,7 @@ def selftest():
             "no foo test \"missing\"",
             "no test file for baz: \"x\"",
             "no fuzz/fuzz_qux.cpp",
+            "snippet paragraph not in tests/unit/test_readme_examples.cpp: int c = 3;",
         ])
         if got != want:
             print("selftest failed:\n  got  " + "\n       ".join(got) + "\n  want " +
