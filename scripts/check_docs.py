@@ -4,7 +4,8 @@
      ../shared/*.md note outside the repository);
   2. every link to a repository Markdown file with an anchor (docs/semantics.md#top-p, also
      relative ones inside docs/) names a file that exists and a heading it has (GitHub's anchor
-     rule), and every relative link of README.md and docs/*.md names a file that exists;
+     rule), every in-page link (#anchor) of README.md and docs/*.md names a heading of that page,
+     and every relative link of README.md and docs/*.md names a file that exists;
   3. every test docs/bad-input.md names (`file: "TEST_CASE name"`, "..." at either end abbreviates)
      exists in tests/unit/test_<file>.cpp or tests/e2e/test_<file>.cpp, and every fuzz_<name>
      it names exists in fuzz/;
@@ -138,6 +139,11 @@ def check(root):
                 if m.group(2) not in cache[target]:
                     problems.append(f"{rel}:{n}: {m.group(1)} has no heading #{m.group(2)}")
             if p.suffix == ".md" and (p.parent.name == "docs" or rel == pathlib.Path("README.md")):
+                for m in re.finditer(r"\]\(#([\w-]+)\)", line):  # a link inside the page
+                    if p.resolve() not in cache:
+                        cache[p.resolve()] = anchors(p)
+                    if m.group(1) not in cache[p.resolve()]:
+                        problems.append(f"{rel}:{n}: no heading #{m.group(1)} in this page")
                 for m in MD_LINK.finditer(line):
                     t = m.group(1)
                     if "://" in t or t.startswith("mailto:"):
@@ -178,7 +184,8 @@ def selftest():
         (r / "include").mkdir()
         (r / "tests" / "unit").mkdir(parents=True)
         (r / "fuzz").mkdir()
-        (r / "docs" / "semantics.md").write_text("# Title\n## Top-p\n```\n# not a heading\n```\n")
+        (r / "docs" / "semantics.md").write_text(
+            "# Title\n[ok](#top-p) [bad](#nowhere)\n## Top-p\n```\n# not a heading\n```\n")
         (r / "include" / "a.hpp").write_text(
             "/// see docs/semantics.md#top-p\n/// see docs/semantics.md#not-a-heading\n"
             "/// see ALGORITHMS.md 3(b)\n/// see docs/missing.md#x\n")
@@ -195,6 +202,7 @@ def selftest():
         got = sorted(p.split(": ", 1)[1] for p in check(r))
         want = sorted([
             "docs/semantics.md has no heading #not-a-heading",
+            "no heading #nowhere in this page",
             "cites a document users do not have: /// see ALGORITHMS.md 3(b)",
             "no file docs/missing.md",
             "link to a missing file docs/nope.md",
