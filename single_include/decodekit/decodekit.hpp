@@ -3926,7 +3926,7 @@ DECODEKIT_END_NAMESPACE
 /// \file processors/penalties.hpp
 /// Repetition (CTRL), frequency and presence (OpenAI) penalties over a window of the history.
 ///
-/// Semantics (../shared/ALGORITHMS.md section 2):
+/// Semantics (docs/semantics.md#penalties):
 ///   repetition: for every token seen in the repetition window, `x > 0 ? x / theta : x * theta`
 ///               (applied once per distinct token, whatever its count);
 ///   frequency / presence: `x -= count * a_f + (count > 0) * a_p`, count = occurrences of the
@@ -5843,7 +5843,7 @@ std::size_t draw_exponential_race(std::span<const float> x, float temperature,
 }
 
 /// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection,
-/// ALGORITHMS.md 3(b)). Blocks are lane-strided: the row is cut into chunks of L g entries
+/// docs/semantics.md#draw). Blocks are lane-strided: the row is cut into chunks of L g entries
 /// (L = SIMD lanes; g the smallest power of two >= 16 giving at most 512 blocks: 256 at
 /// V = 128256 with 16 lanes) and block (chunk q, lane j) holds the g entries q L g + j + L s,
 /// s < g, so one SIMD pass of vertical maxima gives L block maxima per chunk with no horizontal
@@ -6235,7 +6235,7 @@ DECODEKIT_END_NAMESPACE
 /// distribution at temperature 1, steps after it the tempered one.
 ///
 // clang-format off
-/// Presets (ALGORITHMS.md "Order"; a disabled step is skipped):
+/// Presets (docs/semantics.md#presets; a disabled step is skipped):
 ///   - hf        : temperature, top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, xtc,
 ///                 mirostat
 ///   - llama_cpp : top_n_sigma, top_k, typical, epsilon, eta, top_p, min_p, xtc, temperature,
@@ -11021,10 +11021,10 @@ DECODEKIT_END_NAMESPACE
 // ---- begin decodekit/sampling/batch.hpp
 /// \file sampling/batch.hpp
 /// Batched sampling for continuous batching: a [rows x vocab] row-major matrix (with a row
-/// stride), each row with its own sampler (its params, workspace and mirostat state), sequence
-/// id, step and history. Row i's result is exactly sampler.sample(row i, ctx i): the same token
-/// whatever the batch composition, the row order or the number of threads (the RNG is keyed by
-/// (seed, sequence, step), never by row position).
+/// stride), each row with its own sampler (its params and state; the row works in the workspace
+/// of the thread that runs it), sequence id, step and history. Row i's result is exactly
+/// sampler.sample(row i, ctx i): the same token whatever the batch composition, the row order or
+/// the number of threads (the RNG is keyed by (seed, sequence, step), never by row position).
 ///
 /// Parallelism: batch_sampler owns a persistent pool (threads - 1 workers, created once by the
 /// constructor; the calling thread works too); no thread is created per call. Or pass your own
