@@ -551,6 +551,125 @@ TEST_CASE("sequence bias equals a naive oracle on random lists and histories", "
     }
 }
 
+TEST_CASE("sequence bias: overlapping prefixes (the automaton's fail and output links)",
+          "[processors][hf]") {
+    // prefixes {1 2 1 2}, {2 1 2}, {1 2}, {2}: after ... 1 2 1 2 every one of them ends the history
+    const std::size_t v = 8;
+    const sequence_bias_processor p({{{1, 2, 1, 2, 3}, 1.f},
+                                     {{2, 1, 2, 3}, 2.f},
+                                     {{1, 2, 4}, 4.f},
+                                     {{2, 5}, 8.f},
+                                     {{1, 2, 1, 6}, 16.f}});
+    CHECK(p.longest_prefix() == 4);
+    const std::vector<float> zeros(v, 0.f);
+    const std::vector<token_id> a{7, 1, 2, 1, 2}, b{2, 1, 2}, c{1, 2, 1}, d{1, 1, 2, 2};
+    CHECK(applied(p, zeros, ctx(a, 0, v)) == std::vector<float>{0, 0, 0, 3, 4, 8, 0, 0});
+    CHECK(applied(p, zeros, ctx(b, 0, v)) == std::vector<float>{0, 0, 0, 2, 4, 8, 0, 0});
+    CHECK(applied(p, zeros, ctx(c, 0, v)) == std::vector<float>{0, 0, 0, 0, 0, 0, 16, 0});
+    CHECK(applied(p, zeros, ctx(d, 0, v)) == std::vector<float>{0, 0, 0, 0, 0, 8, 0, 0});
+    CHECK(check_declared(p, zeros, ctx(a, 0, v)) == 3);
+}
+
+namespace {
+/// A random walk of history changes (append, cut back, replace the generated part, fork) through
+/// a processor_pipeline holding `proc` (its history hooks), each call's row checked against
+/// `want(row, history)`.
+template <class P, class Want>
+void walk_pipeline(const P& proc, Want want, std::mt19937_64& rng, std::size_t v, int calls,
+                   token_id alphabet) {
+    sampling_params params{.processors = {{processor_slot::end, proc}}};
+    processor_pipeline pipe(params);
+    std::vector<token_id> h{token_id(rng() % std::uint64_t(alphabet))};
+    const std::size_t prompt = 1;
+    std::vector<processor_pipeline> forks;
+    std::vector<std::vector<token_id>> fork_h;
+    for (int i = 0; i < calls; ++i) {
+        const int op = int(rng() % 10);
+        if (op < 6) {
+            for (std::size_t k = 1 + rng() % 3; k > 0; --k)
+                h.push_back(token_id(rng() % std::uint64_t(alphabet)));
+        } else if (op < 8) {
+            h.resize(std::max<std::size_t>(prompt, h.size() - std::min(h.size(), 1 + rng() % 5)));
+        } else if (op < 9) {
+            h.resize(prompt);
+            for (std::size_t k = rng() % 6; k > 0; --k)
+                h.push_back(token_id(rng() % std::uint64_t(alphabet)));
+        } else {
+            forks.push_back(pipe);  // a fork carries the state; it continues on its own
+            fork_h.push_back(h);
+        }
+        const std::vector<float> x = random_row(rng, v);
+        std::vector<float> got = x;
+        pipe.apply(got, sctx(h, prompt));
+        const std::vector<float> w = want(x, h);
+        for (std::size_t t = 0; t < v; ++t) {
+            INFO("call " << i << " op " << op << " id " << t << " history " << h.size());
+            REQUIRE(same(got[t], w[t]));
+        }
+        for (std::size_t f = 0; f < forks.size(); ++f) {
+            fork_h[f].push_back(token_id(rng() % std::uint64_t(alphabet)));
+            std::vector<float> g = x;
+            forks[f].apply(g, sctx(fork_h[f], prompt));
+            const std::vector<float> wf = want(x, fork_h[f]);
+            for (std::size_t t = 0; t < v; ++t) REQUIRE(same(g[t], wf[t]));
+        }
+        if (forks.size() > 3) {
+            forks.erase(forks.begin());
+            fork_h.erase(fork_h.begin());
+        }
+    }
+}
+}  // namespace
+
+TEST_CASE("sequence bias in a processor_pipeline: its state follows append, cut back, forks",
+          "[processors][hf]") {
+    std::mt19937_64 rng(23);
+    const std::size_t v = 6;
+    for (int round = 0; round < 60; ++round) {
+        // a small alphabet and repeated tokens: many overlapping prefixes
+        std::vector<sequence_bias> list(1 + rng() % 10);
+        for (auto& s : list) {
+            s.tokens.resize(1 + rng() % 6);
+            for (auto& t : s.tokens) t = token_id(rng() % 3) + (rng() % 20 == 0 ? 6 : 0);
+            s.bias = rng() % 12 == 0 ? -inf : float(int(rng() % 11) - 5) * 0.5f;
+        }
+        INFO("round " << round);
+        walk_pipeline(
+            sequence_bias_processor(list),
+            [&](const std::vector<float>& x, const std::vector<token_id>& h) {
+                return naive_sequence_bias(x, h, list);
+            },
+            rng, v, 80, 4);
+    }
+}
+
+TEST_CASE("every HF processor in a processor_pipeline's apply() equals the processor alone",
+          "[processors][hf]") {
+    std::mt19937_64 rng(31);
+    const std::size_t v = 7;
+    auto alone = [](auto p) {
+        return [p](const std::vector<float>& x, const std::vector<token_id>& h) {
+            auto q = p;
+            return applied(q, x, ctx(h, 1, 7));
+        };
+    };
+    const forced_bos_processor bos(4);
+    const forced_eos_processor eos({.max_length = 5, .eos_ids = {6, 2}});
+    const suppress_tokens_at_begin_processor sup({1, 3}, 1);
+    const exponential_decay_processor dec({.start = 2, .decay_factor = 1.3, .eos_ids = {6}});
+    const prefix_constrained_processor pre(
+        [](const processor_context& c, std::vector<token_id>& a) {
+            if (c.history.back() % 2) return false;
+            a = {token_id(c.history.size() % 7), 5};
+            return true;
+        });
+    walk_pipeline(bos, alone(bos), rng, v, 200, 7);
+    walk_pipeline(eos, alone(eos), rng, v, 200, 7);
+    walk_pipeline(sup, alone(sup), rng, v, 200, 7);
+    walk_pipeline(dec, alone(dec), rng, v, 200, 7);
+    walk_pipeline(pre, alone(pre), rng, v, 200, 7);
+}
+
 TEST_CASE("sequence bias through a sampler: a continuation is favoured after its prefix",
           "[processors][hf][sampler]") {
     // HF's docstring, scaled down: "Donald" -> " Duck" gets +10 after " Donald" only
