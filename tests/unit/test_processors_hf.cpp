@@ -7,6 +7,7 @@
 // and apply() reading no undeclared id (NaN sentinels); special values; configuration errors
 // naming the field.
 #include "dk_test.hpp"
+#include "hf_processors_fixtures.hpp"
 
 #include <algorithm>
 #include <bit>
@@ -368,6 +369,37 @@ TEST_CASE("exponential decay: HF's formula, test and special values", "[processo
     bad.eos_ids = {-5};
     CHECK(bad.check().value_or("") == "exponential_decay_params.eos_ids[0] must be >= 0, got -5");
     DK_IF_EXCEPTIONS(CHECK_THROWS_AS(exponential_decay_processor(bad), config_error));
+}
+
+TEST_CASE("exponential decay and sequence bias equal torch's float32 results bit for bit",
+          "[processors][hf]") {
+    // tests/support/hf_processors_fixtures.hpp: random rows computed with torch 1.13 in Hugging
+    // Face's order of operations (scripts/gen_hf_fixtures.py); compared bit for bit
+    const std::size_t v = 8, prompt = 3;
+    for (std::size_t i = 0; i < hf_fixtures::exp_decay_cases.size(); ++i) {
+        const auto& f = hf_fixtures::exp_decay_cases[i];
+        const exponential_decay_processor p({.start = f.start,
+                                             .decay_factor = f.decay_factor,
+                                             .eos_ids = {f.eos.begin(), f.eos.end()}});
+        const std::vector<token_id> h(prompt + f.generated, 1);
+        const auto got = applied(p, f.row, ctx(h, prompt, v));
+        for (std::size_t t = 0; t < v; ++t) {
+            INFO("exp decay case " << i << " id " << t);
+            CHECK(same(got[t], f.want[t]));
+        }
+    }
+    for (std::size_t i = 0; i < hf_fixtures::seq_bias_cases.size(); ++i) {
+        const auto& f = hf_fixtures::seq_bias_cases[i];
+        std::vector<sequence_bias> list;
+        for (std::size_t k = 0; k < f.sequences.size(); ++k)
+            list.push_back({{f.sequences[k].begin(), f.sequences[k].end()}, f.biases[k]});
+        const std::vector<token_id> h(f.history.begin(), f.history.end());
+        const auto got = applied(sequence_bias_processor(list), f.row, ctx(h, 0, v));
+        for (std::size_t t = 0; t < v; ++t) {
+            INFO("sequence bias case " << i << " id " << t);
+            CHECK(same(got[t], f.want[t]));
+        }
+    }
 }
 
 TEST_CASE("exponential decay through a sampler: the EOS probability grows with the length",
