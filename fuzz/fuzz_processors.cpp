@@ -213,9 +213,7 @@ void fuzz_hf(FuzzedDataProvider& in, std::vector<token_id> history, std::size_t 
             p.max_length = in.ConsumeIntegralInRange<std::size_t>(0, 40);
             p.basis = dk::length_basis(in.ConsumeIntegralInRange<int>(0, 2));
             p.eos_ids = dk_fuzz::consume_tokens(in, vocab, 4);
-            const bool bad =
-                p.max_length == 0 || int(p.basis) > 1 || p.eos_ids.empty() ||
-                std::any_of(p.eos_ids.begin(), p.eos_ids.end(), [](token_id t) { return t < 0; });
+            const bool bad = p.max_length == 0 || int(p.basis) > 1 || p.eos_ids.empty();
             DK_FUZZ_CHECK(p.check().has_value() == bad, "forced_eos check");
             if (bad) break;
             run_incremental(
@@ -252,8 +250,7 @@ void fuzz_hf(FuzzedDataProvider& in, std::vector<token_id> history, std::size_t 
                                               : double(dk_fuzz::consume_param(in, 1.f, 1e4f));
             p.eos_ids = dk_fuzz::consume_tokens(in, vocab, 4);
             const bool bad =
-                !(p.decay_factor > 0.0) || !std::isfinite(p.decay_factor) || p.eos_ids.empty() ||
-                std::any_of(p.eos_ids.begin(), p.eos_ids.end(), [](token_id t) { return t < 0; });
+                !(p.decay_factor > 0.0) || !std::isfinite(p.decay_factor) || p.eos_ids.empty();
             DK_FUZZ_CHECK(p.check().has_value() == bad, "exponential_decay check");
             if (bad) break;
             run_incremental(

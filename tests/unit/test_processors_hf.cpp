@@ -205,9 +205,12 @@ TEST_CASE("forced EOS: HF's test, max_length counted as HF does (total or genera
     bad.basis = length_basis::total;
     bad.eos_ids = {};
     CHECK(bad.check().value_or("").find("forced_eos_params.eos_ids") == 0);
-    bad.eos_ids = {3, -2};
-    CHECK(bad.check().value_or("") == "forced_eos_params.eos_ids[1] must be >= 0, got -2");
     DK_IF_EXCEPTIONS(CHECK_THROWS_AS(forced_eos_processor(bad), config_error));
+    // negative EOS ids are accepted and ignored (one rule for every EOS list)
+    const forced_eos_processor neg(
+        {.max_length = 3, .basis = length_basis::generated, .eos_ids = {-2, 4}});
+    const auto y = applied(neg, uniform, ctx(five, 3, v));
+    for (std::size_t i = 0; i < v; ++i) CHECK(y[i] == (i == 4 ? 0.f : -inf));
 }
 
 TEST_CASE("forced BOS / EOS through a sampler: greedy, the law, sampled draws",
@@ -366,9 +369,10 @@ TEST_CASE("exponential decay: HF's formula, test and special values", "[processo
     bad.decay_factor = 1.2;
     bad.eos_ids = {};
     CHECK(bad.check().value_or("").find("exponential_decay_params.eos_ids") == 0);
-    bad.eos_ids = {-5};
-    CHECK(bad.check().value_or("") == "exponential_decay_params.eos_ids[0] must be >= 0, got -5");
     DK_IF_EXCEPTIONS(CHECK_THROWS_AS(exponential_decay_processor(bad), config_error));
+    // negative EOS ids are accepted and ignored (one rule for every EOS list)
+    const exponential_decay_processor neg({.start = 0, .decay_factor = 2.0, .eos_ids = {-5, 1}});
+    CHECK(applied(neg, {1.f, 1.f, 1.f, -1.f}, ctx(h, 2, v)) == std::vector<float>{1, 2, 1, -1});
 }
 
 TEST_CASE("exponential decay and sequence bias equal torch's float32 results bit for bit",

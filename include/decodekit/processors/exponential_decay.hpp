@@ -15,7 +15,8 @@
 /// Special values: NaN, -inf and +inf EOS logits are left as they are (HF turns -inf, an EOS
 /// already banned, into NaN); a zero logit stays zero (HF: NaN when m overflows to +inf); a
 /// finite logit whose result overflows float becomes +inf (or -inf below -FLT_MAX). EOS ids
-/// outside [0, V) are ignored; an id listed twice is penalised once (HF assigns, not adds).
+/// outside [0, V) (negative ones too) are ignored; an id listed twice is penalised once (HF
+/// assigns, not adds).
 /// The product and the sum are each rounded to float, whatever the compiler's contraction
 /// setting (GCC fuses a float multiply-add into one rounding by default, even in -std=c++20,
 /// which changes the last bit): the product goes through a volatile (O(#EOS) per call).
@@ -43,7 +44,8 @@ DECODEKIT_BEGIN_NAMESPACE
 struct exponential_decay_params {
     std::size_t start = 0;      ///< generated tokens before the penalty applies (HF start_index)
     double decay_factor = 1.0;  ///< finite, > 0 (HF's decay_factor)
-    std::vector<token_id> eos_ids = {};  ///< at least one id, each >= 0
+    /// At least one id; ids outside [0, V) are ignored (negative ids too, as every EOS list).
+    std::vector<token_id> eos_ids = {};
 
     /// The first invalid field as a message, or nullopt.
     std::optional<std::string> check() const {
@@ -53,11 +55,6 @@ struct exponential_decay_params {
         if (eos_ids.empty())
             return std::string(
                 "exponential_decay_params.eos_ids must hold at least one id, got none");
-        for (std::size_t i = 0; i < eos_ids.size(); ++i)
-            if (eos_ids[i] < 0)
-                return detail::range_message(
-                    "exponential_decay_params.eos_ids[" + std::to_string(i) + "]", ">= 0",
-                    static_cast<double>(eos_ids[i]));
         return std::nullopt;
     }
     /// Throws config_error (or calls the error handler) if check() finds a problem.
@@ -97,7 +94,7 @@ public:
         const float m = multiplier(c);
         if (m == 0.f) return;
         for (token_id t : p_.eos_ids) {
-            if (static_cast<std::size_t>(t) >= logits.size()) continue;  // ids are >= 0
+            if (t < 0 || static_cast<std::size_t>(t) >= logits.size()) continue;
             float& x = logits[static_cast<std::size_t>(t)];
             if (!std::isfinite(x) || x == 0.f) continue;
             // rounded to float before the sum, as HF's tensors (see the file comment)
