@@ -679,6 +679,40 @@ TEST_CASE("sequence bias in a processor_pipeline: its state follows append, cut 
     }
 }
 
+TEST_CASE("sequence bias in a sampler's sparse path follows cut-backs: the law of the biased row",
+          "[processors][hf][sampler]") {
+    // top-k merges patches (sparse path): touched() and apply() read the followed state
+    std::mt19937_64 rng(41);
+    const std::size_t v = 6;
+    for (int round = 0; round < 20; ++round) {
+        std::vector<sequence_bias> list(1 + rng() % 8);
+        for (auto& s : list) {
+            s.tokens.resize(1 + rng() % 5);
+            for (auto& t : s.tokens) t = token_id(rng() % 3);
+            s.bias = float(int(rng() % 9) - 4) * 0.75f;
+        }
+        sampler s(
+            {.top_k = 4, .processors = {{processor_slot::end, sequence_bias_processor(list)}}}, v);
+        sampler plain({.top_k = 4}, v);
+        std::vector<token_id> h{0};
+        for (int i = 0; i < 40; ++i) {
+            if (rng() % 4 == 0)
+                h.resize(std::max<std::size_t>(1, h.size() - std::min(h.size(), 1 + rng() % 4)));
+            else
+                h.push_back(token_id(rng() % 3));
+            std::vector<float> x(v);
+            for (float& e : x) e = float(int(rng() % 13) - 6) * 0.5f;
+            const auto got = law(s, x, sctx(h, 1));
+            const std::vector<float> biased = naive_sequence_bias(x, h, list);
+            const auto want = law(plain, biased, sctx(h, 1));
+            for (std::size_t t = 0; t < v; ++t) {
+                INFO("round " << round << " call " << i << " id " << t);
+                REQUIRE(got[t] == dk_test::Approx(want[t]).margin(1e-6));
+            }
+        }
+    }
+}
+
 TEST_CASE("every HF processor in a processor_pipeline's apply() equals the processor alone",
           "[processors][hf]") {
     std::mt19937_64 rng(31);
