@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <span>
 #include <utility>
 #include <vector>
@@ -155,6 +156,15 @@ void truncation(FuzzedDataProvider& in, std::span<const float> x, float t) {
         case 7: {
             ref::xtc_removed(x, p, t, min_keep, want);
             const auto r = kn::xtc_remove<A>(x, p, t, min_keep, got, w);
+            if (!(r.ok() && r.kept == want.size())) {  // the case, for the report
+                std::fprintf(stderr, "xtc case: n %zu threshold %.9g T %.9g min_keep %zu\n", n, p,
+                             t, min_keep);
+                for (std::size_t i = 0; i < n; ++i) std::fprintf(stderr, "%.9g,", x[i]);
+                std::fprintf(stderr, "\ngot:");
+                for (std::size_t i = 0; i < got.size(); ++i)
+                    std::fprintf(stderr, " %d:%.9g", got.ids()[i], got.logits()[i]);
+                std::fprintf(stderr, "\n");
+            }
             DK_FUZZ_CHECK(r.ok() && r.kept == want.size(), "xtc_remove: removed %zu vs %zu", r.kept,
                           want.size());
             for (std::size_t i = 0; i < r.kept; ++i)

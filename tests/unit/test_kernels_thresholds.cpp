@@ -250,6 +250,16 @@ TEST_CASE("xtc_remove equals the reference's removal") {
     const std::vector<float> y = {float(std::log(0.3)), float(std::log(0.05)), float(std::log(0.4)),
                                   float(std::log(0.2)), float(std::log(0.05))};
     CHECK(check_xtc(y, 0.15f, 1.f, 1) != 0);
+    // two maxima at 1e30 (p = 0.5 each) under a threshold a little above 0.5: m + T ln(theta Z)
+    // rounds to m in double, yet neither is in the head (found by fuzz_kernels)
+    std::vector<float> z(208, -5.f);
+    z[190] = z[203] = 1e30f;
+    z[0] = -3.4e38f;
+    dk::candidates removed(z.size());
+    CHECK(ref::xtc_removed(z, 0.506665826f, 79.9558716f, 2, removed) == 0);
+    check_xtc(z, 0.506665826f, 79.9558716f, 2);  // the kernels remove none either
+    CHECK(ref::xtc_removed(z, 0.49f, 79.9558716f, 2, removed) == 1);
+    check_xtc(z, 0.49f, 79.9558716f, 2);
 }
 
 TEST_CASE("threshold kernels: each exactness tier, forced, with its premise") {

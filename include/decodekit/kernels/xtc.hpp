@@ -96,7 +96,11 @@ truncation_result xtc_remove(std::span<const float> x, float threshold, float te
     const float lo = t_lo <= double(detail::lowest_f)
                          ? detail::lowest_f
                          : std::nextafter(float(t_lo), detail::neg_inf_f);
-    const double hi = t_hi;
+    // entries at or above hi are in the head: the float above t_hi (t_hi = m + T (...) rounds to
+    // m when |m| dwarfs the band, e.g. m = 1e30, and the head must then be decided in double)
+    const float hi = t_hi >= double(std::numeric_limits<float>::max())
+                         ? std::numeric_limits<float>::infinity()
+                         : std::nextafter(float(t_hi), std::numeric_limits<float>::infinity());
     kernels::filter_at_least<A>(x, lo, out);  // the head and the undecided: few entries
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
@@ -105,7 +109,7 @@ truncation_result xtc_remove(std::span<const float> x, float threshold, float te
     double zd = 0, z_ref = 0;
     double ed = 0;
     for (std::size_t j = 0; j < out.size(); ++j) {
-        bool keep = double(lg[j]) >= hi;
+        bool keep = lg[j] >= hi;
         if (!keep) {
             const double wr = reference::weight(lg[j], m, temperature);
             if (!doubled) {
