@@ -176,7 +176,40 @@ std::vector<request_case> mixed_requests(toy_model& target, toy_model& draft) {
                    .stochastic = true,
                    .seed = 9,
                    .sequence = 2}),
+        beam_case(target, rep,  // processors per beam (forked with the beam)
+                  {.num_beams = 3,
+                   .num_return = 2,
+                   .max_new_tokens = 8,
+                   .eos_ids = {15},
+                   .processing = {.min_new_tokens = 3,
+                                  .penalties = {.repetition = 1.4f},
+                                  .no_repeat_ngram_size = 2}}),
+        beam_case(target, p2,
+                  {.num_beams = 4,
+                   .num_return = 2,
+                   .max_new_tokens = 6,
+                   .num_groups = 2,
+                   .diversity_penalty = 0.3f,
+                   .processing = {.no_repeat_ngram_size = 1, .banned_sequences = {{4, 9}}}}),
         contrastive_case(target, p2, {.top_k = 3, .alpha = 0.6f, .max_new_tokens = 10}),
+        contrastive_case(target, rep,
+                         {.top_k = 3,
+                          .alpha = 0.5f,
+                          .max_new_tokens = 10,
+                          .eos_ids = {15},
+                          .processing = {.min_new_tokens = 4,
+                                         .penalties = {.repetition = 1.5f},
+                                         .no_repeat_ngram_size = 2}}),
+        dola_case(target, rep,
+                  {.layers = dola_layer_set::custom,
+                   .custom_layers = {0, 2},
+                   .sampling = {.temperature = 0.8f,
+                                .seed = 3,
+                                .min_new_tokens = 3,
+                                .no_repeat_ngram_size = 2},
+                   .max_new_tokens = 9,
+                   .eos_ids = {15},
+                   .sequence = 4}),
         contrastive_case(target, p1,
                          {.top_k = 4, .alpha = 0.4f, .max_new_tokens = 12, .eos_ids = {15}}),
         dola_case(target, p3,
@@ -676,6 +709,50 @@ TEST_CASE("steppers: stop sequences in beam, contrastive and DoLa; min_new_token
                      .stop_sequences = {first}});
     CHECK(held.tokens.size() > 2);  // held: the first completion is ignored
     CHECK(std::equal(held.tokens.begin(), held.tokens.end(), g.tokens.begin()));
+}
+
+TEST_CASE("steppers: min_new_tokens holds EOS and stop sequences in beam and contrastive search",
+          "[steppers][stop][processors]") {
+    toy_model m(tc);
+    const std::vector<token_id> prompt = {6, 1};
+    const auto g = generate(m, prompt, {.sampling = {.temperature = 0.f}, .max_new_tokens = 20});
+    REQUIRE(g.tokens.size() == 20);
+    const std::vector<token_id> first = {g.tokens[0], g.tokens[1]};
+    for (std::size_t min_new : {2u, 3u}) {
+        const auto gs = generate(m, prompt,
+                                 {.sampling = {.temperature = 0.f, .min_new_tokens = min_new},
+                                  .max_new_tokens = 20,
+                                  .stop_sequences = {first}});
+        const auto b = beam_search(m, prompt,
+                                   {.num_beams = 1,
+                                    .max_new_tokens = 20,
+                                    .stopping = early_stopping::first_n,
+                                    .stop_sequences = {first},
+                                    .processing = {.min_new_tokens = min_new}});
+        const auto c = contrastive_search(m, prompt,
+                                          {.alpha = 0.f,
+                                           .max_new_tokens = 20,
+                                           .stop_sequences = {first},
+                                           .processing = {.min_new_tokens = min_new}});
+        INFO("min_new " << min_new);
+        CHECK(b.tokens == gs.tokens);
+        CHECK(c.tokens == gs.tokens);
+        CHECK((gs.tokens.size() == 2) == (min_new == 2));  // held at 3
+    }
+    // EOS (15, likely in tc) is suppressed until min_new_tokens: never an EOS hypothesis before
+    const auto b = beam_search(m, prompt,
+                               {.num_beams = 3,
+                                .num_return = 3,
+                                .max_new_tokens = 12,
+                                .eos_ids = {15},
+                                .processing = {.min_new_tokens = 6}});
+    for (const auto& h : b.hypotheses)
+        if (h.eos) CHECK(h.tokens.size() >= 6);
+    const auto c = contrastive_search(
+        m, prompt,
+        {.top_k = 3, .max_new_tokens = 12, .eos_ids = {15}, .processing = {.min_new_tokens = 6}});
+    if (c.reason == stop_reason::eos) CHECK(c.tokens.size() >= 6);
+    for (token_id t : c.tokens) CHECK(t != 15);
 }
 
 TEST_CASE("steppers: beam search with every row NaN reports no_valid_token", "[steppers][beam]") {
