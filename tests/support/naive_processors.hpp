@@ -7,6 +7,7 @@
 
 #include "dk_test.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -20,7 +21,10 @@ struct naive_processors {
     float repetition = 1.f;        ///< CTRL theta over prompt + generated
     std::size_t ngram = 0;         ///< no_repeat_ngram_size (HF, prompt included)
     std::size_t min_new = 0;       ///< EOS suppressed while fewer tokens were generated
-    decodekit::token_id eos = -1;  ///< the EOS id of min_new
+    decodekit::token_id eos = -1;  ///< the EOS id of min_new (and of banned's EOS rule)
+    /// Banned sequences (HF bad_words_ids): the last token is banned when the history ends with
+    /// the others; a one-token sequence equal to eos is not banned.
+    std::vector<std::vector<decodekit::token_id>> banned = {};
 
     /// The same configuration as the library's sampling_params processor fields.
     decodekit::sampling_params as_params() const {
@@ -29,6 +33,7 @@ struct naive_processors {
         p.penalties.repetition_scope = decodekit::penalty_scope::whole_history;
         p.no_repeat_ngram_size = ngram;
         p.min_new_tokens = min_new;
+        p.banned_sequences = banned;
         return p;  // eos_ids: the strategy's
     }
 
@@ -56,6 +61,12 @@ struct naive_processors {
                     same = history[i + j] == history[L - (n - 1) + j];
                 if (same) x[std::size_t(history[i + n - 1])] = ninf;
             }
+        }
+        for (const auto& seq : banned) {
+            if (seq.empty() || (seq.size() == 1 && seq[0] == eos)) continue;
+            const std::size_t m = seq.size() - 1;
+            if (m <= L && std::equal(seq.begin(), seq.end() - 1, history.end() - std::ptrdiff_t(m)))
+                x[std::size_t(seq.back())] = ninf;
         }
         return x;
     }

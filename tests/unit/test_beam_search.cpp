@@ -710,6 +710,8 @@ const dk_test::naive_processors beam_processor_sets[] = {
     {.ngram = 1},
     {.min_new = 4, .eos = 4},
     {.repetition = 1.3f, .ngram = 3, .min_new = 2, .eos = 4},
+    {.eos = 4, .banned = {{0, 1}, {3}, {1, 2, 0}, {4}}},  // {4}: HF never bans the EOS alone
+    {.min_new = 3, .eos = 4, .banned = {{2, 2}, {0, 3}}},
 };
 }  // namespace
 

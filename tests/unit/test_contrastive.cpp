@@ -200,6 +200,7 @@ TEST_CASE("contrastive search with processors picks what its formula gives on pr
         {.ngram = 1},
         {.min_new = 6, .eos = 11},
         {.repetition = 1.3f, .ngram = 3, .min_new = 3, .eos = 11},
+        {.eos = 11, .banned = {{1, 5}, {7}, {5, 2, 9}}},
     };
     std::size_t differs = 0, runs = 0, eos_seen = 0;
     for (std::uint64_t seed = 1; seed <= 10; ++seed)

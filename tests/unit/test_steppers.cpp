@@ -128,6 +128,41 @@ request_case speculative_case(toy_model& target, std::vector<token_id> prompt, s
             }};
 }
 
+/// Speculative decoding whose target processing is a sampler with processors (penalties,
+/// no_repeat_ngram, min_new_tokens): the stepper in the loop equals the driver.
+template <class Proposer>
+request_case speculative_sampler_case(toy_model& target, std::vector<token_id> prompt,
+                                      speculative_params p, sampling_params sp,
+                                      std::function<Proposer()> make,
+                                      const void* draft_model = nullptr) {
+    struct state {
+        std::optional<sampler> smp;
+        std::optional<sampler_processing> proc;
+        std::optional<Proposer> proposer;
+        std::unique_ptr<speculative_stepper<Proposer, sampler_processing>> st;
+    };
+    auto s = std::make_shared<state>();
+    return {[=, &target](std::size_t start) {
+                s->smp.emplace(sp, target.vocab_size());
+                s->proc.emplace(*s->smp);
+                s->proposer.emplace(make());
+                s->st = std::make_unique<speculative_stepper<Proposer, sampler_processing>>(
+                    p, target.vocab_size(), prompt, *s->proposer, *s->proc);
+                return job_of(*s->st, start, draft_model);
+            },
+            [=, &target] {
+                sampler smp2(sp, target.vocab_size());
+                sampler_processing proc2(smp2);
+                Proposer proposer2 = make();
+                const auto want = speculative_decode(target, proposer2, prompt, p, proc2);
+                const auto got = s->st->result();
+                CHECK(got.tokens == want.tokens);
+                CHECK(got.reason == want.reason);
+                CHECK(got.stats.drafted == want.stats.drafted);
+                CHECK(got.stats.accepted == want.stats.accepted);
+            }};
+}
+
 const toy_model_config tc{.vocab_size = 16,
                           .hidden_size = 5,
                           .num_layers = 4,
@@ -237,6 +272,20 @@ std::vector<request_case> mixed_requests(toy_model& target, toy_model& draft) {
         speculative_case<mtp>(
             target, p1, {.max_new_tokens = 10, .rule = verification::greedy, .draft_length = 3},
             greedy, [t, greedy] { return mtp(*t, 0, greedy, {.slot = 1}); }),
+        speculative_sampler_case<dmp>(
+            target, rep,
+            {.max_new_tokens = 14, .eos_ids = {15}, .seed = 7, .sequence = 8, .draft_length = 3},
+            {.temperature = 0.9f,
+             .seed = 7,
+             .min_new_tokens = 4,
+             .eos_ids = {15},
+             .penalties = {.repetition = 1.5f},
+             .no_repeat_ngram_size = 2},
+            [d, sampled] { return dmp(*d, sampled, {.mode = draft_mode::sample}); }, d),
+        speculative_sampler_case<ngram_proposer>(
+            target, rep, {.max_new_tokens = 12, .rule = verification::greedy, .draft_length = 4},
+            {.temperature = 0.f, .penalties = {.repetition = 1.3f}, .no_repeat_ngram_size = 3},
+            [] { return ngram_proposer{.max_n = 2}; }),
         speculative_case<ngram_proposer>(target, rep,
                                          {.max_new_tokens = 12, .seed = 2, .draft_length = 4},
                                          sampled, [] { return ngram_proposer{.max_n = 2}; }),
