@@ -145,7 +145,8 @@ struct ref_result {
 // no candidates).
 ref_result reference_beam(const toy_model& m, const std::vector<token_id>& prompt, std::size_t B,
                           std::size_t max_new, double lp, bool with_prompt, early_stopping es,
-                          token_id eos, bool stop_early, const dk_test::naive_processors& pr = {}) {
+                          token_id eos, bool stop_early, const dk_test::naive_processors& pr = {},
+                          bool hf_input = false) {
     struct beam {
         std::vector<token_id> seq;
         double sum;
@@ -170,8 +171,11 @@ ref_result reference_beam(const toy_model& m, const std::vector<token_id>& promp
         ++cur;
         std::vector<std::tuple<double, std::size_t, token_id>> c;
         for (std::size_t b = 0; b < running.size(); ++b) {
+            // HF (hf_input): processors on the log-softmax, not renormalised
             const auto l =
-                log_probs(pr(m.logits_of(running[b].seq), running[b].seq, prompt.size()));
+                hf_input
+                    ? pr(log_probs(m.logits_of(running[b].seq)), running[b].seq, prompt.size())
+                    : log_probs(pr(m.logits_of(running[b].seq), running[b].seq, prompt.size()));
             for (std::size_t v = 0; v < l.size(); ++v)
                 if (!std::isinf(l[v])) c.emplace_back(running[b].sum + l[v], b, token_id(v));
         }
@@ -834,4 +838,46 @@ TEST_CASE("beam search: processing fields beam search cannot honour are rejected
     CHECK_FALSE(beam_search_params{.processing = ok}.check());
     CHECK(contrastive_params{.processing = {.top_k = 2}}.check().value_or("").find(
               "contrastive_params.processing.top_k") != std::string::npos);
+}
+
+TEST_CASE("beam search with processor_input = logprobs equals HF's beam search with processors",
+          "[beam][processors]") {
+    // Hugging Face runs its processors on the log-softmax and does not renormalise.
+    std::size_t differs_from_logits = 0, runs = 0;
+    for (std::uint64_t seed = 1; seed <= 8; ++seed)
+        for (std::size_t B : {2u, 3u})
+            for (const auto& pr : beam_processor_sets) {
+                toy_model m(
+                    {.vocab_size = 5, .seed = seed, .scale = 1.5f, .eos_id = 4, .eos_bias = 1.0f});
+                const std::vector<token_id> prompt = {2, 3, 1};
+                const auto ref = reference_beam(m, prompt, B, 6, 1.0, false,
+                                                early_stopping::heuristic, 4, true, pr, true);
+                beam_search_params bp{.num_beams = B,
+                                      .num_return = B,
+                                      .max_new_tokens = 6,
+                                      .eos_ids = {4},
+                                      .processing = pr.as_params(),
+                                      .processor_input = beam_processor_input::logprobs};
+                const auto r = beam_search(m, prompt, bp);
+                INFO("seed " << seed << " B " << B << " rep " << pr.repetition << " ngram "
+                             << pr.ngram << " min_new " << pr.min_new);
+                CHECK(r.steps == ref.steps);
+                REQUIRE(r.hypotheses.size() == ref.hyps.size());
+                for (std::size_t i = 0; i < ref.hyps.size(); ++i) {
+                    CHECK(r.hypotheses[i].tokens == without_eos(ref.hyps[i].tokens, 4));
+                    CHECK(near(r.hypotheses[i].score, ref.hyps[i].score, 1e-5));
+                }
+                bp.processor_input = beam_processor_input::logits;
+                const auto l = beam_search(m, prompt, bp);
+                for (std::size_t i = 0; i < r.hypotheses.size() && i < l.hypotheses.size(); ++i)
+                    differs_from_logits += !near(l.hypotheses[i].score, r.hypotheses[i].score);
+                ++runs;
+            }
+    INFO(differs_from_logits << " hypotheses scored differently in " << runs << " runs");
+    CHECK(differs_from_logits > 0);  // the two inputs really differ
+    // stochastic beams draw from the processed distribution: logits only
+    CHECK(beam_search_params{.stochastic = true, .processor_input = beam_processor_input::logprobs}
+              .check()
+              .value_or("")
+              .find("beam_search_params.processor_input") != std::string::npos);
 }

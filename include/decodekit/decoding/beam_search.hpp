@@ -33,12 +33,12 @@
 /// divides positive logits, which log-probabilities never are), num_beams = 1 equals greedy
 /// generate() with the same processors, and the scores of different beams stay comparable
 /// log-probabilities. The two agree on which tokens are banned (-inf) and differ in the scores
-/// of the others. min_new_tokens holds EOS (suppressed) and stop sequences / stop strings (not
-/// matched before that many tokens), decoding/contract.hpp's rule.
-/// Special rows: a beam whose row has no valid entry (all -inf / NaN) ends; when no running beam
-/// of a group has one, its running beams become hypotheses with reason no_valid_token (their
-/// tokens so far), so a model of NaN rows gives one empty hypothesis and
-/// stop_reason::no_valid_token.
+/// of the others; beam_processor_input::logprobs gives Hugging Face's behaviour for parity.
+/// min_new_tokens holds EOS (suppressed) and stop sequences / stop strings (not matched before that
+/// many tokens), decoding/contract.hpp's rule. Special rows: a beam whose row has no valid entry
+/// (all -inf / NaN) ends; when no running beam of a group has one, its running beams become
+/// hypotheses with reason no_valid_token (their tokens so far), so a model of NaN rows gives one
+/// empty hypothesis and stop_reason::no_valid_token.
 
 #include <decodekit/config.hpp>
 #include <decodekit/decoding/contract.hpp>
@@ -49,6 +49,7 @@
 #include <decodekit/error.hpp>
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/select.hpp>
+#include <decodekit/kernels/softmax.hpp>
 #include <decodekit/model.hpp>
 #include <decodekit/random.hpp>
 #include <decodekit/types.hpp>
@@ -75,6 +76,16 @@ enum class early_stopping : std::uint8_t {
     never,      ///< stop only when no running beam can beat the worst ever (a true bound)
 };
 
+/// What beam search's processors run on (beam_search_params::processing).
+enum class beam_processor_input : std::uint8_t {
+    /// The logits; the beam's logprobs are the log-softmax of the processed row (default: the
+    /// scores are log-probabilities of the processed distribution, as a sampler draws from).
+    logits,
+    /// Hugging Face: the log-softmax of the logits; the processed values are the logprobs as
+    /// they are (not renormalised). For parity with transformers' beam search.
+    logprobs,
+};
+
 /// Beam search configuration.
 struct beam_search_params {
     std::size_t num_beams = 4;            ///< beam width, >= 1
@@ -98,10 +109,18 @@ struct beam_search_params {
     /// no_repeat_ngram_size, banned tokens / sequences, logit biases, min_new_tokens, user
     /// processors; decoding/row_processors.hpp); its eos_ids default to this eos_ids.
     sampling_params processing = {};
+    /// What the processors run on (the file comment says why logits is the default).
+    beam_processor_input processor_input = beam_processor_input::logits;
 
     /// The first invalid field, named with its allowed range; nullopt when valid.
     std::optional<std::string> check() const {
         if (auto e = detail::check_row_processing(processing, "beam_search_params")) return e;
+        if (unsigned(processor_input) > 1u)
+            return detail::range_message("beam_search_params.processor_input", "logits or logprobs",
+                                         double(unsigned(processor_input)));
+        if (stochastic && processor_input == beam_processor_input::logprobs)
+            return std::string(
+                "beam_search_params.processor_input must be logits with stochastic beams");
         if (num_beams < 1 || num_beams > 4096)
             return detail::range_message("beam_search_params.num_beams", "in [1, 4096]",
                                          double(num_beams));
@@ -207,19 +226,24 @@ struct beam_step_workspace {
 /// The top `out.size()` candidates (rank order) of `beam_scores[b] + log_softmax(row b)[v]` over
 /// rows x V (row-major `rows`), without sorting V: kernels::top_k per row, then a merge.
 /// `penalty` (optional, size V): subtracted from the logprob of each token (diversity penalty).
-/// Returns the number written (fewer when rows have fewer valid entries).
+/// `logprob_rows`: the rows already are the logprobs (used as they are, not renormalised:
+/// Hugging Face's processed log-softmax). Returns the number written (fewer when rows have fewer
+/// valid entries).
 /// \pre rows.size() == beam_scores.size() * vocab_size, ws sized for (vocab_size, rows, k)
 inline std::size_t beam_top_candidates(std::span<const float> rows, std::size_t vocab_size,
                                        std::span<const double> beam_scores,
                                        std::span<beam_candidate> out, beam_step_workspace& ws,
-                                       std::span<const float> penalty = {},
-                                       std::size_t extra_k = 0) noexcept {
+                                       std::span<const float> penalty = {}, std::size_t extra_k = 0,
+                                       bool logprob_rows = false) noexcept {
     const std::size_t k = out.size();
     ws.pool.clear();
     if (k == 0) return 0;
     for (std::size_t b = 0; b < beam_scores.size(); ++b) {
         const std::span<const float> row = rows.subspan(b * vocab_size, vocab_size);
-        const double lse = kernels::logsumexp(row);
+        const double lse = !logprob_rows ? kernels::logsumexp(row)
+                           : kernels::max(row) > -std::numeric_limits<float>::infinity()
+                               ? 0.0
+                               : -std::numeric_limits<double>::infinity();
         if (!(lse > -std::numeric_limits<double>::infinity())) continue;  // no valid entry
         const std::size_t n = kernels::top_k(row, k + extra_k, tie_policy::exactly_k, ws.row_top);
         double inf_logp = 0;
@@ -308,6 +332,7 @@ public:
             text_on_ ? stop_string_matcher(p_.stop_strings) : stop_string_matcher();
         processor_pipeline procs0 = detail::row_processors(p_.processing, p_.eos_ids);
         procs_on_ = procs0.active();
+        hf_input_ = procs_on_ && p_.processor_input == beam_processor_input::logprobs;
         min_new_ = p_.processing.min_new_tokens;
         groups_.resize(p_.num_groups);
         for (std::size_t g = 0; g < p_.num_groups; ++g) {
@@ -370,7 +395,8 @@ public:
             const std::size_t n =
                 p_.stochastic ? stochastic_candidates(G, rows, cur)
                               : beam_top_candidates(rows, vocab_, scores_, top_, ws_, penalty_,
-                                                    penalty_.empty() ? 0 : chosen_.size());
+                                                    penalty_.empty() ? 0 : chosen_.size(),
+                                                    procs_on_ && hf_input_);
             G.nn = 0;
             if (n == 0) {  // no running beam of the group has a valid entry
                 for (std::size_t b = 0; b < G.nr; ++b)
@@ -602,7 +628,11 @@ private:
         const std::size_t nb = G.nr;
         for (std::size_t b = 0; b < nb; ++b) {
             const std::span<float> row = std::span<float>(processed_).subspan(b * vocab_, vocab_);
-            std::copy_n(rows.begin() + std::ptrdiff_t(b * vocab_), vocab_, row.begin());
+            const std::span<const float> raw = rows.subspan(b * vocab_, vocab_);
+            if (hf_input_)
+                kernels::log_softmax(raw, row);
+            else
+                std::copy(raw.begin(), raw.end(), row.begin());
             G.running[b].procs.apply(row, sample_context{.sequence = p_.sequence,
                                                          .step = step_,
                                                          .history = G.running[b].tokens,
@@ -700,6 +730,7 @@ private:
     bool text_on_ = false;
     stop_string_matcher scratch_;
     bool procs_on_ = false;
+    bool hf_input_ = false;  // processors on the log-softmax (beam_processor_input::logprobs)
     std::size_t min_new_ = 0;
     std::vector<float> processed_;         // with processors: the group's processed rows
     std::vector<std::size_t> last_child_;  // with processors: per parent, its last new beam
