@@ -323,6 +323,8 @@ struct generation_stats {
     std::size_t drafted_tokens = 0;                   ///< draft tokens proposed
     std::size_t accepted_tokens = 0;                  ///< draft tokens accepted
     std::vector<double> acceptance_by_position = {};  ///< acceptance rate at draft position i
+    // constrained decoding (generate and DoLa with sampling_params::constraint; 0 elsewhere)
+    std::size_t constraint_queries = 0;  ///< the sampler's constraint queries, summed over steps
 
     /// accepted / drafted (0 when nothing was drafted).
     double acceptance_rate() const noexcept {
@@ -3924,7 +3926,7 @@ DECODEKIT_END_NAMESPACE
 /// \file processors/penalties.hpp
 /// Repetition (CTRL), frequency and presence (OpenAI) penalties over a window of the history.
 ///
-/// Semantics (../shared/ALGORITHMS.md section 2):
+/// Semantics (docs/semantics.md#penalties):
 ///   repetition: for every token seen in the repetition window, `x > 0 ? x / theta : x * theta`
 ///               (applied once per distinct token, whatever its count);
 ///   frequency / presence: `x -= count * a_f + (count > 0) * a_p`, count = occurrences of the
@@ -5841,7 +5843,7 @@ std::size_t draw_exponential_race(std::span<const float> x, float temperature,
 }
 
 /// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection,
-/// ALGORITHMS.md 3(b)). Blocks are lane-strided: the row is cut into chunks of L g entries
+/// docs/semantics.md#draw). Blocks are lane-strided: the row is cut into chunks of L g entries
 /// (L = SIMD lanes; g the smallest power of two >= 16 giving at most 512 blocks: 256 at
 /// V = 128256 with 16 lanes) and block (chunk q, lane j) holds the g entries q L g + j + L s,
 /// s < g, so one SIMD pass of vertical maxima gives L block maxima per chunk with no horizontal
@@ -6233,7 +6235,7 @@ DECODEKIT_END_NAMESPACE
 /// distribution at temperature 1, steps after it the tempered one.
 ///
 // clang-format off
-/// Presets (ALGORITHMS.md "Order"; a disabled step is skipped):
+/// Presets (docs/semantics.md#presets; a disabled step is skipped):
 ///   - hf        : temperature, top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, xtc,
 ///                 mirostat
 ///   - llama_cpp : top_n_sigma, top_k, typical, epsilon, eta, top_p, min_p, xtc, temperature,
@@ -9176,6 +9178,7 @@ public:
                                                  .step = out_.size(),
                                                  .history = seq_,
                                                  .prompt_length = prompt_length_});
+        queries_ += s.constraint_queries;
         if (!s.ok()) {  // (the stepper's own sampler is never in concurrent use)
             out_.finish(stop_reason_of_no_token(s.status == sample_status::no_allowed_token),
                         on_token);
@@ -9214,6 +9217,7 @@ public:
         r.no_valid_token = r.reason == stop_reason::no_valid_token;
         r.model_calls = r.stats.model_calls = calls_;
         r.stats.model_rows = calls_ * (J_ + 1);
+        r.stats.constraint_queries = queries_;
         r.stats.finish();
         return r;
     }
@@ -9246,6 +9250,7 @@ private:
     sequence_output out_;
     sequence_request request_;
     std::size_t calls_ = 0;
+    std::size_t queries_ = 0;  // the sampler's constraint queries
 };
 
 /// Runs DoLa on `model` from `prompt` (needs the layer_logits_model capability), streaming
@@ -9405,6 +9410,7 @@ public:
         if (s.status == sample_status::concurrent_use) return {.status = step_status::bad_input};
         out_.begin_step();
         ++calls_;
+        queries_ += s.constraint_queries;
         if (!s.ok()) {
             out_.finish(stop_reason_of_no_token(s.status == sample_status::no_allowed_token),
                         on_token);
@@ -9439,6 +9445,7 @@ public:
         out_.fill(r);
         r.stats.model_calls = calls_;
         r.stats.model_rows = calls_;
+        r.stats.constraint_queries = queries_;
         r.stats.finish();
         return r;
     }
@@ -9463,6 +9470,7 @@ private:
     sequence_output out_;
     sequence_request request_;
     std::size_t calls_ = 0;
+    std::size_t queries_ = 0;  // the sampler's constraint queries
 };
 
 /// Generates from `prompt` with greedy or sampled decoding, calling `on_token` (signature
@@ -11013,10 +11021,10 @@ DECODEKIT_END_NAMESPACE
 // ---- begin decodekit/sampling/batch.hpp
 /// \file sampling/batch.hpp
 /// Batched sampling for continuous batching: a [rows x vocab] row-major matrix (with a row
-/// stride), each row with its own sampler (its params, workspace and mirostat state), sequence
-/// id, step and history. Row i's result is exactly sampler.sample(row i, ctx i): the same token
-/// whatever the batch composition, the row order or the number of threads (the RNG is keyed by
-/// (seed, sequence, step), never by row position).
+/// stride), each row with its own sampler (its params and state; the row works in the workspace
+/// of the thread that runs it), sequence id, step and history. Row i's result is exactly
+/// sampler.sample(row i, ctx i): the same token whatever the batch composition, the row order or
+/// the number of threads (the RNG is keyed by (seed, sequence, step), never by row position).
 ///
 /// Parallelism: batch_sampler owns a persistent pool (threads - 1 workers, created once by the
 /// constructor; the calling thread works too); no thread is created per call. Or pass your own

@@ -24,8 +24,8 @@ double cosine(const std::vector<float>& a, const std::vector<float>& b) {
     return ab / std::sqrt(aa * bb);
 }
 
-// The formula of ALGORITHMS.md section 7, written from scratch with the toy model's helpers.
-// `pr`: processors applied to each step's logits before the candidates are chosen.
+// The formula of docs/semantics.md#contrastive-search, written from scratch with the toy model's
+// helpers. `pr`: processors applied to each step's logits before the candidates are chosen.
 std::vector<token_id> expected(const toy_model& m, std::vector<token_id> seq, std::size_t k,
                                double alpha, std::size_t max_new, token_id eos,
                                const dk_test::naive_processors& pr = {}) {

@@ -39,7 +39,7 @@ struct expect_t {
     std::vector<int> layers;
 };
 
-// The DoLa formula of ALGORITHMS.md section 7, greedy, written from scratch.
+// The DoLa formula of docs/semantics.md#dola, greedy, written from scratch.
 // `pr`: the sampler's processors on the final scores (after DoLa's repetition penalty); an EOS
 // (pr.eos) ends the output.
 expect_t expected(const toy_model& m, std::vector<token_id> seq, const std::vector<int>& cand,

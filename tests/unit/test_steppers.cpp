@@ -900,6 +900,14 @@ struct two_then_done {
         return c.generated() < 2 && t < 4;
     }
 };
+/// two_then_done counting its queries in a counter shared by its copies.
+struct counted_two_then_done {
+    std::size_t* queries;
+    bool allowed(token_id t, const processor_context& c) const {
+        ++*queries;
+        return c.generated() < 2 && t < 4;
+    }
+};
 }  // namespace
 
 TEST_CASE("steppers: a constraint that allows nothing more ends with constraint_done",
@@ -925,6 +933,31 @@ TEST_CASE("steppers: a constraint that allows nothing more ends with constraint_
     });
     CHECK(generate(dead, prompt, {.sampling = {.temperature = 0.f}}).reason ==
           stop_reason::no_valid_token);
+}
+
+TEST_CASE("steppers: generate and DoLa count the sampler's constraint queries",
+          "[steppers][constraint]") {
+    toy_model m(tc);
+    const std::vector<token_id> prompt = {9, 9};
+    for (float temperature : {0.f, 1.f}) {
+        INFO("temperature " << temperature);
+        std::size_t n = 0;
+        generate_params p{.sampling = {.temperature = temperature}, .max_new_tokens = 8};
+        p.sampling.constraint = counted_two_then_done{&n};
+        const auto r = generate(m, prompt, p);
+        CHECK(r.reason == stop_reason::constraint_done);
+        CHECK(n > 0);
+        CHECK(r.stats.constraint_queries == n);
+        std::size_t nd = 0;
+        dola_params d{.max_new_tokens = 8};
+        d.sampling.temperature = temperature;
+        d.sampling.constraint = counted_two_then_done{&nd};
+        const auto rd = dola_decode(m, prompt, d);
+        CHECK(nd > 0);
+        CHECK(rd.stats.constraint_queries == nd);
+    }
+    // without a constraint: none
+    CHECK(generate(m, prompt, {.max_new_tokens = 4}).stats.constraint_queries == 0);
 }
 
 TEST_CASE("steppers: the MTP-module proposer drafts from the verify call's hidden row",
