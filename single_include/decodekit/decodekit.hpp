@@ -187,10 +187,23 @@ DECODEKIT_END_NAMESPACE
 /// true bound (best sum / max_length^lp when lp > 0), so it returns the exact n-best of the
 /// sequences the beam kept. At max_new_tokens, running beams become hypotheses.
 /// All running beams (every group) go to the model in one call, slot = beam index.
-/// Special rows: a beam whose row has no valid entry (all -inf / NaN) ends; when no running beam
-/// of a group has one, its running beams become hypotheses with reason no_valid_token (their
-/// tokens so far), so a model of NaN rows gives one empty hypothesis and
-/// stop_reason::no_valid_token.
+/// Processors (beam_search_params::processing, decoding/row_processors.hpp): every beam has its
+/// own processor state (a processor_pipeline following that beam's history); a new beam takes a
+/// copy of its parent's (the fork), so penalties, no_repeat_ngram, banned sequences and
+/// min_new_tokens see each beam's own tokens. They run on each beam's LOGITS row, and the
+/// log-softmax of the processed row is the beam's logprob (the scores are log-probabilities of
+/// the processed distribution, as a sampler with the same processors draws from). Hugging Face
+/// runs its processors on the log-softmax instead and does not renormalise; we process logits
+/// because then a processor means the same thing in every strategy (CTRL's repetition penalty
+/// divides positive logits, which log-probabilities never are), num_beams = 1 equals greedy
+/// generate() with the same processors, and the scores of different beams stay comparable
+/// log-probabilities. The two agree on which tokens are banned (-inf) and differ in the scores
+/// of the others; beam_processor_input::logprobs gives Hugging Face's behaviour for parity.
+/// min_new_tokens holds EOS (suppressed) and stop sequences / stop strings (not matched before that
+/// many tokens), decoding/contract.hpp's rule. Special rows: a beam whose row has no valid entry
+/// (all -inf / NaN) ends; when no running beam of a group has one, its running beams become
+/// hypotheses with reason no_valid_token (their tokens so far), so a model of NaN rows gives one
+/// empty hypothesis and stop_reason::no_valid_token.
 
 // ---- begin decodekit/decoding/contract.hpp
 /// \file decoding/contract.hpp
@@ -223,10 +236,20 @@ DECODEKIT_END_NAMESPACE
 /// sequence. EOS is held by suppression (the sampler's min_new_tokens sets the EOS logits to
 /// -inf, so it cannot be drawn); a stop sequence or stop string completing at a token whose count
 /// is below min_new_tokens is ignored (its text is released as ordinary text) and matching goes
-/// on. The strategies that draw through a decodekit::sampler take it from their sampling params
-/// (generate_params::sampling.min_new_tokens, dola_params::sampling.min_new_tokens); beam search,
-/// contrastive search and speculative decoding have no min_new_tokens (their stops are never
-/// held).
+/// on. Every strategy takes it from the sampling_params that configure its processors:
+/// generate_params::sampling, dola_params::sampling, beam_search_params::processing,
+/// contrastive_params::processing (the EOS ids to suppress default to the strategy's eos_ids),
+/// and for speculative decoding the sampler of its sampler_processing (whose eos_ids must list
+/// speculative_params::eos_ids).
+///
+/// ## Processors (every strategy, one pipeline)
+/// Logits processors (penalties, no_repeat_ngram, banned tokens and sequences, logit biases,
+/// min_new_tokens, DRY, user processors) are one type, processor_pipeline
+/// (sampling/processing.hpp), with per-sequence state that follows the history
+/// (processors/history.hpp). generate and DoLa run it inside their sampler (DoLa: on the contrast
+/// scores, after its own repetition penalty); beam search runs one per beam on the beam's logits
+/// row (a new beam forks its parent's); contrastive search on each step's row before the top-k;
+/// speculative decoding inside its processing, position by position with the accepted history.
 ///
 /// ## Streaming (every strategy)
 /// A callback `bool(const token_event&)` or `bool(token_id)` (or returning void) sees every
@@ -764,272 +787,2363 @@ bool run_model_call(M& model, const model_call& call, std::span<float> logits,
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/decoding/model_call.hpp
-// ---- begin decodekit/decoding/stop.hpp
-/// \file decoding/stop.hpp
-/// Token-level stop conditions shared by every strategy: EOS ids and stop sequences, checked on
-/// generated tokens only (decoding/contract.hpp has the rules). Negative EOS ids are accepted and
-/// ignored (no generated token is negative), as sampling_params accepts them.
+// ---- begin decodekit/decoding/row_processors.hpp
+/// \file decoding/row_processors.hpp
+/// The processors of the strategies that score logits rows themselves (beam search, contrastive
+/// search). They are configured as a sampling_params of which only the processor fields are read
+/// (allowed / banned tokens, logit biases, min_new_tokens with eos_ids, penalties, DRY,
+/// no_repeat_ngram_size, banned_sequences, user processors): the request parameters an engine
+/// already has, and the same processor_pipeline (sampling/processing.hpp) a sampler runs, so a
+/// processor behaves the same in every strategy. The fields such a strategy cannot honour
+/// (temperature, truncation, user steps, a constraint, logprob extras) are rejected up front
+/// with a message naming the field, rather than silently ignored. The EOS ids of min_new_tokens
+/// and banned_sequences default to the strategy's eos_ids when the processing's are empty.
+
+// ---- begin decodekit/sampling/params.hpp
+/// \file sampling/params.hpp
+/// sampling_params: everything a sampler is configured with, as one aggregate with defaults
+/// (designated-initializer friendly), validated once by check() / validate().
+///
+/// The processing order is data (`order`): processors first (allowed set, banned tokens, logit
+/// bias, min length, penalties, DRY, no-repeat-ngram, banned sequences, and user processors at
+/// chosen positions), then the truncation steps in the order of the preset (and user steps at
+/// chosen positions), then the draw. Temperature is a step too: steps before it see the
+/// distribution at temperature 1, steps after it the tempered one.
+///
+// clang-format off
+/// Presets (docs/semantics.md#presets; a disabled step is skipped):
+///   - hf        : temperature, top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, xtc,
+///                 mirostat
+///   - llama_cpp : top_n_sigma, top_k, typical, epsilon, eta, top_p, min_p, xtc, temperature,
+///                 mirostat
+///   - vllm      : temperature, min_p, top_k, top_p, typical, epsilon, eta, top_n_sigma, xtc,
+///                 mirostat
+///   - custom    : `custom_order` (each step at most once; steps not listed are not applied)
+// clang-format on
+/// The default is llama_cpp (temperature last: truncation runs on the raw logits and temperature
+/// only touches the survivors, the fastest order). Presets choose the order only; the other
+/// switches (top_k_ties, min_p_space, min_keep) are separate fields.
+
+
+// ---- begin decodekit/processors/bias.hpp
+/// \file processors/bias.hpp
+/// Logit bias, banned tokens and an allowed-token set.
+///
+/// Token ids outside [0, V) are ignored. Bans write -inf (also over NaN entries: both mean
+/// probability 0). No allocation; the allowed set works with a small stack buffer or a stack
+/// bitmask over blocks of the vocabulary.
+/// Statefulness: none. Each has a processor form (processors/processor.hpp) holding its list,
+/// shared between copies (a copy is O(1)): logit_bias_processor and banned_tokens_processor are
+/// sparse (touched() declares their list, O(list) per call); allowed_tokens_processor is dense
+/// (it writes every entry outside its list, O(V) per call).
+
+// ---- begin decodekit/processors/processor.hpp
+/// \file processors/processor.hpp
+/// The logits-processor concept that built-in and user processors share, and any_processor, the
+/// copyable type-erased holder a runtime-ordered pipeline stores them in.
+///
+/// A processor changes a logits row in place before truncation and the draw:
+///   void apply(std::span<float> logits, const processor_context& c) noexcept-ish
+/// It must not throw (it runs inside noexcept sampling calls: an exception terminates).
+/// Optional members, detected at compile time:
+///   void touched(const processor_context& c, token_sink& out) const
+///       declares every id apply() may read or write for this call. A processor that has it is
+///       sparse: a pipeline may give it a row in which only those entries hold the caller's
+///       logits (no copy of the whole row). Without it the processor is dense (it may read or
+///       write any entry, so the pipeline copies the row first).
+///   void append(std::span<const token_id> added, const processor_context& c)
+///   void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c)
+///   void reset(const processor_context& c)
+///       per-sequence state that follows the history (processors/history.hpp): before apply()
+///       the pipeline reports what changed since the previous call: reset (rebuild from
+///       c.history), or cut_back (the tokens that were at [keep, old length) were removed; the
+///       history is already c.history) and then append (c.history[keep, size) were added).
+///       A processor with any of the three must have all three.
+/// A processor object is per sequence: a pipeline owns a copy (a beam fork copies it).
+
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <type_traits>
+#include <utility>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// What a processor sees besides the row.
+struct processor_context {
+    std::span<const token_id> history{};  ///< prompt + generated so far, oldest first
+    std::size_t prompt_length = 0;        ///< history[0, prompt_length) is the prompt
+    std::uint64_t sequence = 0;           ///< the request's sequence id
+    std::uint64_t step = 0;               ///< generated tokens before the row's position
+    std::size_t vocab_size = 0;           ///< the row's size
+
+    /// Tokens generated so far (history past the prompt).
+    std::size_t generated() const noexcept {
+        return history.size() > prompt_length ? history.size() - prompt_length : 0;
+    }
+};
+
+/// Receives the ids a sparse processor declares (ids outside [0, vocab) are ignored).
+class token_sink {
+public:
+    using fn_type = void (*)(void*, token_id) noexcept;
+    token_sink(fn_type fn, void* ctx) noexcept : fn_(fn), ctx_(ctx) {}
+    void operator()(token_id t) noexcept { fn_(ctx_, t); }
+    /// Declares every id of a span.
+    void operator()(std::span<const token_id> ids) noexcept {
+        for (token_id t : ids) fn_(ctx_, t);
+    }
+
+private:
+    fn_type fn_;
+    void* ctx_;
+};
+
+/// A type that changes logits rows (see the file comment).
+template <class P>
+concept logits_processor = std::copy_constructible<P> &&
+    requires(P& p, std::span<float> x, const processor_context& c) {
+    p.apply(x, c);
+};
+
+/// A processor that declares the ids it touches.
+template <class P>
+concept sparse_logits_processor = logits_processor<P> &&
+    requires(const P& p, const processor_context& c, token_sink& s) {
+    p.touched(c, s);
+};
+
+/// A processor (or any component) whose state follows the history.
+template <class P>
+concept history_follower = requires(P& p, std::span<const token_id> t, std::size_t n,
+                                    const processor_context& c) {
+    p.append(t, c);
+    p.cut_back(n, t, c);
+    p.reset(c);
+};
+
+/// A copyable holder of any logits_processor (copies clone the processor and its state).
+class any_processor {
+public:
+    any_processor() = default;
+    template <class P>
+    requires(!std::same_as<std::decay_t<P>, any_processor> && logits_processor<std::decay_t<P>>)
+        any_processor(P&& p)  // NOLINT: implicit, like std::function
+        : m_(std::make_unique<model<std::decay_t<P>>>(std::forward<P>(p))) {}
+    any_processor(const any_processor& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
+    any_processor(any_processor&&) noexcept = default;
+    any_processor& operator=(const any_processor& o) {
+        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
+        return *this;
+    }
+    any_processor& operator=(any_processor&&) noexcept = default;
+
+    /// True when it holds a processor.
+    explicit operator bool() const noexcept { return m_ != nullptr; }
+    /// Changes `x` in place. \pre holds a processor
+    void apply(std::span<float> x, const processor_context& c) { m_->apply(x, c); }
+    /// True when the processor declares its ids (touched()).
+    bool sparse() const noexcept { return m_->sparse(); }
+    /// Declares the ids apply() may touch. \pre sparse()
+    void touched(const processor_context& c, token_sink& s) const { m_->touched(c, s); }
+    /// True when its state follows the history.
+    bool follows_history() const noexcept { return m_->follows_history(); }
+    void append(std::span<const token_id> added, const processor_context& c) {
+        m_->append(added, c);
+    }
+    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
+        m_->cut_back(keep, removed, c);
+    }
+    void reset(const processor_context& c) { m_->reset(c); }
+    /// The held processor when it is a P, else nullptr.
+    template <class P>
+    P* get() noexcept {
+        if (!m_ || m_->tag() != tag_of<P>()) return nullptr;
+        return &static_cast<model<P>*>(m_.get())->p;
+    }
+
+private:
+    // a per-type address instead of RTTI (works with -fno-rtti)
+    template <class P>
+    static const void* tag_of() noexcept {
+        static const char tag = 0;
+        return &tag;
+    }
+    struct base {
+        virtual ~base() = default;
+        virtual const void* tag() const noexcept = 0;
+        virtual std::unique_ptr<base> clone() const = 0;
+        virtual void apply(std::span<float>, const processor_context&) = 0;
+        virtual bool sparse() const noexcept = 0;
+        virtual void touched(const processor_context&, token_sink&) const = 0;
+        virtual bool follows_history() const noexcept = 0;
+        virtual void append(std::span<const token_id>, const processor_context&) = 0;
+        virtual void cut_back(std::size_t, std::span<const token_id>, const processor_context&) = 0;
+        virtual void reset(const processor_context&) = 0;
+    };
+    template <class P>
+    struct model final : base {
+        P p;
+        explicit model(P q) : p(std::move(q)) {}
+        const void* tag() const noexcept override { return tag_of<P>(); }
+        std::unique_ptr<base> clone() const override { return std::make_unique<model>(p); }
+        void apply(std::span<float> x, const processor_context& c) override { p.apply(x, c); }
+        bool sparse() const noexcept override { return sparse_logits_processor<P>; }
+        void touched(const processor_context& c, token_sink& s) const override {
+            if constexpr (sparse_logits_processor<P>) p.touched(c, s);
+        }
+        bool follows_history() const noexcept override { return history_follower<P>; }
+        void append(std::span<const token_id> t, const processor_context& c) override {
+            if constexpr (history_follower<P>) p.append(t, c);
+        }
+        void cut_back(std::size_t n, std::span<const token_id> t,
+                      const processor_context& c) override {
+            if constexpr (history_follower<P>) p.cut_back(n, t, c);
+        }
+        void reset(const processor_context& c) override {
+            if constexpr (history_follower<P>) p.reset(c);
+        }
+    };
+    std::unique_ptr<base> m_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/processor.hpp
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// One additive bias: logits[token] += bias (bias = -inf bans the token).
+struct logit_bias {
+    token_id token;
+    float bias;
+};
+
+/// Adds each bias to its token's logit (several biases for one token add up).
+/// Rules for special values: a NaN bias is ignored; a NaN logit stays NaN; bias -inf makes the
+/// logit -inf (even +inf); a -inf logit stays -inf (a +inf bias does not revive a ban).
+inline void apply_logit_bias(std::span<float> logits, std::span<const logit_bias> biases) noexcept {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    for (const logit_bias& b : biases) {
+        if (b.token < 0 || static_cast<std::size_t>(b.token) >= logits.size()) continue;
+        if (std::isnan(b.bias)) continue;
+        float& x = logits[static_cast<std::size_t>(b.token)];
+        if (std::isnan(x) || x == -inf) continue;
+        x = b.bias == -inf ? -inf : x + b.bias;
+    }
+}
+
+/// Sets the logit of every listed token to -inf.
+inline void apply_banned_tokens(std::span<float> logits,
+                                std::span<const token_id> banned) noexcept {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    for (token_id t : banned)
+        if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
+            logits[static_cast<std::size_t>(t)] = -inf;
+}
+
+/// Sets every logit whose token is not in `allowed` to -inf; allowed logits are unchanged (NaN
+/// included). An empty `allowed` means no restriction. Ids outside [0, V) are ignored, so a list
+/// holding only such ids bans everything.
+/// Cost: O(V + A) for A <= 256 (save, fill, restore); otherwise O(V + A * ceil(V / 65536)).
+inline void apply_allowed_tokens(std::span<float> logits,
+                                 std::span<const token_id> allowed) noexcept {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    if (allowed.empty()) return;
+    const std::size_t v = logits.size();
+    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
+
+    constexpr std::size_t small = 256;
+    if (allowed.size() <= small) {
+        float saved[small];
+        for (std::size_t i = 0; i < allowed.size(); ++i)
+            saved[i] = valid(allowed[i]) ? logits[static_cast<std::size_t>(allowed[i])] : 0.f;
+        std::fill(logits.begin(), logits.end(), -inf);
+        for (std::size_t i = 0; i < allowed.size(); ++i)
+            if (valid(allowed[i])) logits[static_cast<std::size_t>(allowed[i])] = saved[i];
+        return;
+    }
+
+    // Large lists: a bitmask of the allowed ids, one block of the vocabulary at a time.
+    constexpr std::size_t block = 65536;
+    std::uint64_t mask[block / 64];
+    for (std::size_t lo = 0; lo < v; lo += block) {
+        const std::size_t hi = std::min(v, lo + block);
+        std::fill(std::begin(mask), std::begin(mask) + (hi - lo + 63) / 64, std::uint64_t{0});
+        for (token_id t : allowed) {
+            if (!valid(t)) continue;
+            const std::size_t u = static_cast<std::size_t>(t);
+            if (u < lo || u >= hi) continue;
+            mask[(u - lo) / 64] |= std::uint64_t{1} << ((u - lo) % 64);
+        }
+        for (std::size_t i = lo; i < hi; ++i)
+            if (!((mask[(i - lo) / 64] >> ((i - lo) % 64)) & 1u)) logits[i] = -inf;
+    }
+}
+
+/// apply_logit_bias as a processor. Sparse: touched() declares the biased ids.
+class logit_bias_processor {
+public:
+    /// \pre no bias is NaN (validated here, naming the entry: config_error or the error handler)
+    explicit logit_bias_processor(std::vector<logit_bias> biases) {
+        for (std::size_t i = 0; i < biases.size(); ++i)
+            if (std::isnan(biases[i].bias))
+                raise(detail::range_message(
+                    "logit_bias_processor: biases[" + std::to_string(i) + "].bias", "not NaN",
+                    static_cast<double>(biases[i].bias)));
+        b_ = std::make_shared<const std::vector<logit_bias>>(std::move(biases));
+    }
+    std::span<const logit_bias> biases() const noexcept { return *b_; }
+    void apply(std::span<float> logits, const processor_context&) const noexcept {
+        apply_logit_bias(logits, *b_);
+    }
+    void touched(const processor_context&, token_sink& out) const {
+        for (const logit_bias& b : *b_) out(b.token);
+    }
+
+private:
+    std::shared_ptr<const std::vector<logit_bias>> b_;
+};
+
+/// apply_banned_tokens as a processor (a deliberate ban: EOS ids included if listed). Sparse:
+/// touched() declares the list.
+class banned_tokens_processor {
+public:
+    explicit banned_tokens_processor(std::vector<token_id> banned)
+        : t_(std::make_shared<const std::vector<token_id>>(std::move(banned))) {}
+    std::span<const token_id> tokens() const noexcept { return *t_; }
+    void apply(std::span<float> logits, const processor_context&) const noexcept {
+        apply_banned_tokens(logits, *t_);
+    }
+    void touched(const processor_context&, token_sink& out) const { out(*t_); }
+
+private:
+    std::shared_ptr<const std::vector<token_id>> t_;
+};
+
+/// apply_allowed_tokens as a processor (an empty list allows everything). Dense: it writes every
+/// entry outside its list, so it has no touched().
+class allowed_tokens_processor {
+public:
+    explicit allowed_tokens_processor(std::vector<token_id> allowed)
+        : t_(std::make_shared<const std::vector<token_id>>(std::move(allowed))) {}
+    std::span<const token_id> tokens() const noexcept { return *t_; }
+    void apply(std::span<float> logits, const processor_context&) const noexcept {
+        apply_allowed_tokens(logits, *t_);
+    }
+
+private:
+    std::shared_ptr<const std::vector<token_id>> t_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/bias.hpp
+// ---- begin decodekit/processors/dry.hpp
+/// \file processors/dry.hpp
+/// DRY ("don't repeat yourself") penalty with llama.cpp semantics (src/llama-sampling.cpp,
+/// ported there from koboldcpp).
+///
+/// Window: the last `penalty_last_n` tokens of the history (0 = the whole history; llama.cpp's
+/// -1), further limited to the workspace capacity (only the most recent tokens that fit are used).
+/// For a candidate token t, n = the length of the longest suffix of the window that also occurs
+/// earlier in the window immediately followed by t. If n >= allowed_length,
+///   x_t -= multiplier * base^(n - allowed_length).
+/// Sequence breakers: n is capped at the number of tokens after the last breaker occurrence in
+/// the window (no penalty at all when that is < allowed_length). A breaker is a single token
+/// (`sequence_breakers`) or a token sequence (`sequence_breaker_sequences`, as llama.cpp makes
+/// from breaker strings; an occurrence must lie wholly in the window; the occurrence that starts
+/// last wins, the longest breaker if several start at that position).
+/// Single-token breakers are never penalised themselves; the tokens of longer breakers are.
+/// The window must be longer than allowed_length for anything to happen.
+/// Overflow: the exponent is clamped to floor(88.7228391 / ln(base)) as llama.cpp does, the
+/// penalty to FLT_MAX, and a finite logit never becomes -inf (it saturates at -FLT_MAX).
+/// Special values: NaN and +-inf logits are left as they are. Token ids outside [0, V) in the
+/// history match other equal ids like any value but are never penalised; single-token breakers
+/// outside [0, V), and breaker sequences whose first token is outside [0, V), are ignored. Cost
+/// O(window) (reverse Z-algorithm), no allocation. Statefulness: none; the caller passes the
+/// history each call.
+/// dry_processor is the processor form (processors/processor.hpp): O(window) per call, no
+/// per-sequence state beyond its parameters (shared between copies); its O(V) scratch is a
+/// workspace per thread (see dry_processor).
 
 
 #include <algorithm>
+#include <cfloat>
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
-#include <string_view>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// DRY configuration; multiplier 0 (the default) disables it. Defaults are llama.cpp's.
+struct dry_params {
+    float multiplier = 0.f;                     ///< >= 0; 0 disables
+    float base = 1.75f;                         ///< >= 1
+    std::size_t allowed_length = 2;             ///< >= 1: repeats up to this length are free
+    std::size_t penalty_last_n = 0;             ///< window length; 0 = whole history
+    std::vector<token_id> sequence_breakers{};  ///< single-token breakers
+    /// Multi-token breakers (empty ones ignored; one-token ones act as sequence_breakers).
+    std::vector<std::vector<token_id>> sequence_breaker_sequences{};
+
+    /// True when apply_dry can change logits.
+    bool enabled() const noexcept { return multiplier > 0.f; }
+
+    /// The first invalid field as a message, or nullopt.
+    std::optional<std::string> check() const {
+        if (!(multiplier >= 0.f) || !std::isfinite(multiplier))
+            return detail::range_message("dry_params.multiplier", "finite and >= 0", multiplier);
+        if (!(base >= 1.f) || !std::isfinite(base))
+            return detail::range_message("dry_params.base", "finite and >= 1", base);
+        if (allowed_length < 1)
+            return detail::range_message("dry_params.allowed_length", ">= 1",
+                                         static_cast<double>(allowed_length));
+        return std::nullopt;
+    }
+    /// Throws config_error (or calls the error handler) if check() finds a problem.
+    void validate() const { raise_if(check()); }
+};
+
+/// Caller-owned scratch for apply_dry, sized once; every call leaves it as it found it. One per
+/// thread: concurrent calls must not share a workspace (params and history may be shared).
+struct dry_workspace {
+    /// Capacity used when the constructor is given max_history = 0.
+    static constexpr std::size_t default_max_history = 8192;
+
+    dry_workspace() = default;
+    /// \param max_history the longest window apply_dry will look at (0 = default_max_history);
+    ///        longer histories are cut to their most recent max_history tokens.
+    explicit dry_workspace(std::size_t vocab_size, std::size_t max_history = 0)
+        : z(max_history == 0 ? default_max_history : max_history, 0),
+          max_repeat(vocab_size, 0),
+          is_breaker(vocab_size, 0) {}
+
+    /// Returns the vocabulary size the workspace was sized for.
+    std::size_t vocab_size() const noexcept { return max_repeat.size(); }
+    /// Returns the longest window the workspace can hold.
+    std::size_t max_history() const noexcept { return z.size(); }
+
+    std::vector<std::uint32_t> z;           ///< Z-values of the reversed window
+    std::vector<std::uint32_t> max_repeat;  ///< per token, zero outside a call
+    std::vector<std::uint8_t> is_breaker;   ///< per token: 1 single breaker, 2 sequence head
+};
+
+/// Applies the DRY penalty to `logits` in place.
+/// \pre params.check() is nullopt; ws.vocab_size() >= logits.size() (ids beyond it are ignored).
+/// \post ws.max_repeat and ws.is_breaker are all zero again. O(window + breakers) with single
+/// tokens; breaker sequences add at most their total length per occurrence of their first token.
+inline void apply_dry(std::span<float> logits, std::span<const token_id> history,
+                      const dry_params& params, dry_workspace& ws) noexcept {
+    DECODEKIT_ASSERT(ws.vocab_size() >= logits.size(),
+                     "apply_dry: workspace smaller than the vocabulary");
+    if (!(params.multiplier > 0.f) || !(params.base >= 1.f) || params.allowed_length < 1) return;
+    const std::size_t v = logits.size() < ws.vocab_size() ? logits.size() : ws.vocab_size();
+    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
+
+    std::size_t len = history.size();
+    if (params.penalty_last_n != 0 && params.penalty_last_n < len) len = params.penalty_last_n;
+    if (ws.max_history() < len) len = ws.max_history();
+    const std::size_t allowed = params.allowed_length;
+    if (len <= allowed) return;
+    const token_id* const w = history.data() + (history.size() - len);
+    // r(j): the window read backwards, r(0) = most recent token.
+    auto r = [w, len](std::size_t j) noexcept { return w[len - 1 - j]; };
+
+    constexpr std::uint8_t single = 1, head = 2;
+    std::uint8_t* const brk = ws.is_breaker.data();
+    for (token_id b : params.sequence_breakers)
+        if (valid(b)) brk[b] |= single;
+    for (const std::vector<token_id>& s : params.sequence_breaker_sequences)
+        if (!s.empty() && valid(s[0])) brk[s[0]] |= s.size() == 1 ? single : head;
+    auto unmark = [&]() noexcept {
+        for (token_id b : params.sequence_breakers)
+            if (valid(b)) brk[b] = 0;
+        for (const std::vector<token_id>& s : params.sequence_breaker_sequences)
+            if (!s.empty() && valid(s[0])) brk[s[0]] = 0;
+    };
+
+    // 1. The repeat length is capped by the number of tokens after the last breaker.
+    std::size_t rep_limit = len;
+    for (std::size_t i = 0; i < len; ++i) {
+        const token_id t = r(i);
+        if (!valid(t) || brk[t] == 0) continue;
+        std::size_t longest = 0;  // tail length of the longest breaker starting here, plus one
+        if (brk[t] & single) longest = 1;
+        if (brk[t] & head) {
+            for (const std::vector<token_id>& s : params.sequence_breaker_sequences) {
+                if (s.size() < 2 || s[0] != t) continue;
+                const std::size_t m = s.size() - 1;  // tail length
+                if (m + 1 <= longest || m > i) continue;
+                std::size_t o = 0;
+                while (o < m && s[1 + o] == r(i - o - 1)) ++o;
+                if (o == m) longest = m + 1;
+            }
+        }
+        if (longest > 0) {
+            rep_limit = i - (longest - 1);
+            break;
+        }
+    }
+    if (rep_limit < allowed) {
+        unmark();
+        return;
+    }
+
+    // 2. Z-algorithm on the reversed window: z[k] = length of the longest common prefix of r and
+    //    r shifted by k = the longest suffix of the window also ending at position len-1-k.
+    std::uint32_t* const z = ws.z.data();
+    z[0] = static_cast<std::uint32_t>(len);
+    for (std::size_t k = 1, lo = 0, hi = 0; k < len; ++k) {  // [lo, hi): rightmost Z-box
+        std::size_t n = 0;
+        if (k < hi) {
+            n = hi - k;
+            if (z[k - lo] < n) n = z[k - lo];
+        }
+        while (k + n < len && r(n) == r(k + n)) ++n;
+        if (k + n > hi) {
+            lo = k;
+            hi = k + n;
+        }
+        z[k] = static_cast<std::uint32_t>(n);
+    }
+
+    // 3. The token that followed each earlier occurrence would extend the repeat: keep the
+    //    longest repeat per token.
+    std::uint32_t* const best = ws.max_repeat.data();
+    for (std::size_t k = 1; k < len; ++k) {
+        const std::size_t n = z[k] < rep_limit ? z[k] : rep_limit;
+        if (n < allowed) continue;
+        const token_id t = w[len - k];  // follows position len-1-k
+        if (!valid(t) || (brk[t] & single) != 0) continue;
+        if (best[t] < n) best[t] = static_cast<std::uint32_t>(n);
+    }
+
+    // 4. Penalise each such token once, resetting the workspace as we go.
+    long max_exponent = 0;
+    if (params.base > 1.000001f)
+        max_exponent = static_cast<long>(88.7228391f / std::log(params.base));
+    for (std::size_t k = 1; k < len; ++k) {
+        const token_id t = w[len - k];
+        if (!valid(t) || best[t] == 0) continue;
+        long e = static_cast<long>(best[t]) - static_cast<long>(allowed);
+        if (max_exponent > 0 && e > max_exponent) e = max_exponent;
+        best[t] = 0;
+        double penalty = static_cast<double>(params.multiplier) *
+                         std::pow(static_cast<double>(params.base), static_cast<double>(e));
+        if (!(penalty <= static_cast<double>(FLT_MAX))) penalty = FLT_MAX;
+        float& x = logits[static_cast<std::size_t>(t)];
+        if (!std::isfinite(x)) continue;
+        const float y = x - static_cast<float>(penalty);
+        x = y < -FLT_MAX ? -FLT_MAX : y;
+    }
+    unmark();
+}
+
+namespace detail {
+/// This thread's DRY workspace, grown (never shrunk) to at least `vocab` entries and a window of
+/// `window` tokens. Allocates only while it grows.
+inline dry_workspace& thread_dry_workspace(std::size_t vocab, std::size_t window) {
+    thread_local dry_workspace ws;
+    if (ws.vocab_size() < vocab || ws.max_history() < window)
+        ws = dry_workspace(std::max(vocab, ws.vocab_size()),
+                           std::max({window, ws.max_history(), std::size_t{1}}));
+    return ws;
+}
+}  // namespace detail
+
+/// apply_dry as a processor: the same result as apply_dry with a workspace of `max_history`
+/// tokens. Its O(V) scratch is not per sequence: apply() uses a workspace per thread
+/// (thread_local, grown on demand to the largest vocabulary and window it has seen on that thread,
+/// about 5 bytes per vocabulary entry plus 4 per window token; it allocates only while it grows,
+/// and lives until the thread ends). Sparse: touched() declares the tokens of the window
+/// (O(window)). Stateless between calls; the parameters are shared between copies (a copy is O(1)).
+class dry_processor {
+public:
+    /// \param max_history the longest window looked at (0 = dry_workspace::default_max_history)
+    /// \pre params.check() is nullopt (validated here: config_error or the error handler).
+    explicit dry_processor(dry_params params, std::size_t max_history = 0)
+        : max_history_(max_history == 0 ? dry_workspace::default_max_history : max_history) {
+        params.validate();
+        p_ = std::make_shared<const dry_params>(std::move(params));
+    }
+    const dry_params& params() const noexcept { return *p_; }
+    std::size_t max_history() const noexcept { return max_history_; }
+
+    void apply(std::span<float> logits, const processor_context& c) const {
+        const std::size_t w = window(c);
+        if (w == 0) return;
+        apply_dry(logits, c.history.last(w), *p_, detail::thread_dry_workspace(logits.size(), w));
+    }
+    void touched(const processor_context& c, token_sink& out) const {
+        out(c.history.last(window(c)));
+    }
+
+private:
+    /// Length of the window apply_dry looks at (0 when it cannot change anything).
+    std::size_t window(const processor_context& c) const noexcept {
+        if (!p_->enabled()) return 0;
+        std::size_t w = c.history.size();
+        if (p_->penalty_last_n != 0 && p_->penalty_last_n < w) w = p_->penalty_last_n;
+        if (max_history_ < w) w = max_history_;
+        return w > p_->allowed_length ? w : 0;
+    }
+
+    std::shared_ptr<const dry_params> p_;
+    std::size_t max_history_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/dry.hpp
+// ---- begin decodekit/processors/min_length.hpp
+/// \file processors/min_length.hpp
+/// Minimum length: suppress end-of-sequence tokens until enough tokens were generated.
+///
+/// HF's MinNewTokensLengthLogitsProcessor (count generated tokens only). For HF's min_length
+/// (prompt included), pass generated_tokens = history length and min_new_tokens = min_length.
+/// EOS ids outside [0, V) are ignored. Statefulness: none. min_length_processor is the processor
+/// form (processors/processor.hpp): it counts c.generated(), O(#eos) per call.
+
+
+#include <cstddef>
+#include <limits>
+#include <span>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Sets every EOS id's logit to -inf while generated_tokens < min_new_tokens.
+inline void apply_min_length(std::span<float> logits, std::size_t generated_tokens,
+                             std::size_t min_new_tokens,
+                             std::span<const token_id> eos_ids) noexcept {
+    if (generated_tokens >= min_new_tokens) return;
+    for (token_id t : eos_ids)
+        if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
+            logits[static_cast<std::size_t>(t)] = -std::numeric_limits<float>::infinity();
+}
+
+/// apply_min_length as a processor: bans the EOS ids while c.generated() < min_new_tokens.
+/// Sparse: touched() declares the EOS ids while it bans them (nothing afterwards).
+class min_length_processor {
+public:
+    min_length_processor(std::size_t min_new_tokens, std::vector<token_id> eos_ids)
+        : min_(min_new_tokens), eos_(std::move(eos_ids)) {}
+    std::size_t min_new_tokens() const noexcept { return min_; }
+    std::span<const token_id> eos_ids() const noexcept { return eos_; }
+    void apply(std::span<float> logits, const processor_context& c) const noexcept {
+        apply_min_length(logits, c.generated(), min_, eos_);
+    }
+    void touched(const processor_context& c, token_sink& out) const {
+        if (c.generated() < min_) out(eos_);
+    }
+
+private:
+    std::size_t min_;
+    std::vector<token_id> eos_;  // a few ids: copied with the processor
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/min_length.hpp
+// ---- begin decodekit/processors/ngram.hpp
+/// \file processors/ngram.hpp
+/// Hugging Face's no_repeat_ngram_size and bad_words_ids (banned token sequences).
+///
+/// Both ban by writing -inf. Token ids outside [0, V) are compared like any other value (an
+/// n-gram or a sequence prefix may contain them) but are never written.
+///
+/// Two forms each:
+///   apply_no_repeat_ngram, apply_banned_sequences -- stateless: the caller passes the history
+///       (prompt included, as HF does) each call. No-repeat-ngram O(N * n) over the history,
+///       banned sequences O(total sequence length); no allocation.
+///   no_repeat_ngram_processor -- per sequence (processors/processor.hpp): an incremental index
+///       of the history's n-grams (processors/ngram_index.hpp; n = 1: the counts of the seen
+///       tokens) updated by the history hooks, O(n) per token added or removed; apply() and
+///       touched() cost O(n) plus O(n) per token banned, whatever the history length.
+///   banned_sequences_processor -- stateless; O(total sequence length) per call; with Hugging
+///       Face's rule that a one-token sequence equal to an EOS id is not banned (a word list
+///       cannot forbid ending; banned_tokens_processor can).
+
+// ---- begin decodekit/processors/ngram_index.hpp
+/// \file processors/ngram_index.hpp
+/// ngram_index: the distinct n-grams (n >= 2) of a history, kept up to date as the history grows
+/// and is cut back, answering "which tokens followed earlier occurrences of the last n - 1
+/// tokens?" (no-repeat-ngram's question) without scanning the history.
+///
+/// Each distinct n-gram is one entry: its count and the position of its first occurrence.
+/// Entries are found through seeded 64-bit hashes of their context (the first n - 1 tokens) and of
+/// the whole n-gram (processors/token_counts.hpp), and every hash match is verified against the
+/// tokens themselves, so a collision can never produce a false answer (only cost a comparison).
+/// The first occurrence of an entry stays in the history as long as the entry does: a cut-back
+/// removes the latest occurrences first.
+/// Costs: append and cut-back O(n) per token added or removed (hashing, and the comparison that
+/// finds an existing entry); a query O(n) plus O(n) per distinct follower it reports. Memory about
+/// 64 bytes per distinct n-gram. Allocation only while the tables grow (amortized).
+
+// ---- begin decodekit/processors/token_counts.hpp
+/// \file processors/token_counts.hpp
+/// The small hash tables per-sequence processor state is kept in: hash_slots (an open-addressing
+/// index from a 64-bit hash to 32-bit values, linear probing, deletion by backward shift) and
+/// token_counts (token -> count over the distinct tokens seen, dense, O(distinct tokens)).
+///
+/// Hashes are seeded once per process (from addresses that ASLR randomises and the clock), so a
+/// client that chooses token histories cannot aim them at one probe chain. Only the table layout
+/// depends on the seed: the iteration order of token_counts (insertion order, with swap-remove)
+/// and every result are deterministic. Growth doubles the slots at load 1/2 (amortized O(1) per
+/// insert); nothing shrinks, so a table reused across cut-backs and rebuilds stops allocating
+/// once it reached its largest size. Not safe to share between threads, const lookups included:
+/// they update a probe counter (like the processors built on these tables, one object serves one
+/// sequence, one call at a time).
+
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
 #include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
 namespace detail {
-/// First problem with stop conditions (an empty stop sequence or a negative id in one), named
-/// "<owner>.stop_sequences"; nullopt when valid. EOS ids are never a problem: negative ones are
-/// ignored (they cannot be generated).
-inline std::optional<std::string> check_stop_conditions(
-    std::string_view owner, std::span<const token_id> /*eos_ids*/,
-    std::span<const std::vector<token_id>> stop_sequences = {}) {
-    const std::string o(owner);
-    for (const auto& s : stop_sequences) {
-        if (s.empty()) return o + ".stop_sequences: every sequence must be non-empty";
-        for (token_id t : s)
-            if (t < 0) return range_message(o + ".stop_sequences", "non-negative ids", double(t));
-    }
-    return std::nullopt;
-}
-}  // namespace detail
 
-/// EOS ids and stop sequences, usable by any driver. Borrows the spans (they must outlive it).
-class stop_checker {
+/// A bijective 64-bit mixer (the splitmix64 finalizer).
+inline std::uint64_t mix64(std::uint64_t z) noexcept {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/// The process's hash seed (fixed after the first call).
+inline std::uint64_t hash_seed() noexcept {
+    static const std::uint64_t seed = [] {
+        static const char anchor = 0;
+        const char local = 0;
+        const auto ticks =
+            static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+        return mix64(reinterpret_cast<std::uintptr_t>(&anchor) ^
+                     mix64(reinterpret_cast<std::uintptr_t>(&local) ^ mix64(ticks)));
+    }();
+    return seed;
+}
+
+/// The seeded hash of one token.
+inline std::uint64_t token_hash(token_id t) noexcept {
+    return mix64(hash_seed() ^ static_cast<std::uint32_t>(t));
+}
+
+/// Open-addressing index: 64-bit hashes to 32-bit values (several values may share a hash; the
+/// caller tells them apart with a predicate). Slots hold the hash's low 32 bits and the value.
+/// Every probe is counted in probes() (a cost counter for tests and monitoring).
+class hash_slots {
 public:
-    explicit stop_checker(std::span<const token_id> eos_ids,
-                          std::span<const std::vector<token_id>> stop_sequences = {}) noexcept
-        : eos_(eos_ids), stop_(stop_sequences) {}
-    /// True when t is an EOS id.
-    bool is_eos(token_id t) const noexcept {
-        return std::find(eos_.begin(), eos_.end(), t) != eos_.end();
+    static constexpr std::uint32_t none = 0xFFFFFFFFu;
+
+    /// Number of values held.
+    std::size_t size() const noexcept { return size_; }
+    /// Slots probed since construction.
+    std::uint64_t probes() const noexcept { return probes_; }
+
+    /// The first value whose hash is `h` and for which match(value) holds, or none.
+    template <class Match>
+    std::uint32_t find(std::uint64_t h, Match&& match) const {
+        if (slots_.empty()) return none;
+        const std::uint32_t frag = static_cast<std::uint32_t>(h);
+        for (std::size_t i = frag & mask_;; i = (i + 1) & mask_) {
+            ++probes_;
+            const slot& s = slots_[i];
+            if (s.value == none) return none;
+            if (s.frag == frag && match(s.value)) return s.value;
+        }
     }
-    /// True when `generated` ends with one of the stop sequences (generated tokens only).
-    bool ends_with_stop_sequence(std::span<const token_id> generated) const noexcept {
-        for (const auto& s : stop_)
-            if (s.size() <= generated.size() &&
-                std::equal(s.begin(), s.end(), generated.end() - std::ptrdiff_t(s.size())))
-                return true;
-        return false;
+    /// Adds (h, value). \pre value != none
+    void insert(std::uint64_t h, std::uint32_t value) {
+        if ((size_ + 1) * 2 > slots_.size()) grow();
+        place(static_cast<std::uint32_t>(h), value);
+        ++size_;
     }
-    /// True when `generated` followed by `next` ends with one of the stop sequences.
-    bool completes_stop_sequence(std::span<const token_id> generated,
-                                 token_id next) const noexcept {
-        for (const auto& s : stop_)
-            if (!s.empty() && s.back() == next && s.size() - 1 <= generated.size() &&
-                std::equal(s.begin(), s.end() - 1, generated.end() - std::ptrdiff_t(s.size() - 1)))
-                return true;
-        return false;
+    /// Removes (h, value) if present.
+    void erase(std::uint64_t h, std::uint32_t value) noexcept {
+        std::size_t i = locate(h, value);
+        if (i == npos) return;
+        for (std::size_t j = (i + 1) & mask_;; j = (j + 1) & mask_) {
+            ++probes_;
+            if (slots_[j].value == none) break;
+            const std::size_t home = slots_[j].frag & mask_;
+            // slot j may move back to i unless its home lies cyclically in (i, j]
+            const bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+            if (stays) continue;
+            slots_[i] = slots_[j];
+            i = j;
+        }
+        slots_[i].value = none;
+        --size_;
     }
-    /// True when there is at least one stop sequence.
-    bool has_stop_sequences() const noexcept { return !stop_.empty(); }
+    /// Changes the value of (h, from) to `to` if present.
+    void relabel(std::uint64_t h, std::uint32_t from, std::uint32_t to) noexcept {
+        const std::size_t i = locate(h, from);
+        if (i != npos) slots_[i].value = to;
+    }
+    /// Removes every value (keeps the slots' memory). O(slots).
+    void clear() noexcept {
+        for (slot& s : slots_) s.value = none;
+        size_ = 0;
+    }
 
 private:
-    std::span<const token_id> eos_;
-    std::span<const std::vector<token_id>> stop_;
+    struct slot {
+        std::uint32_t frag = 0;
+        std::uint32_t value = none;
+    };
+    std::size_t locate(std::uint64_t h, std::uint32_t value) const noexcept {
+        if (slots_.empty()) return npos;
+        const std::uint32_t frag = static_cast<std::uint32_t>(h);
+        for (std::size_t i = frag & mask_;; i = (i + 1) & mask_) {
+            ++probes_;
+            if (slots_[i].value == none) return npos;
+            if (slots_[i].frag == frag && slots_[i].value == value) return i;
+        }
+    }
+    void place(std::uint32_t frag, std::uint32_t value) noexcept {
+        std::size_t i = frag & mask_;
+        while (slots_[i].value != none) {
+            ++probes_;
+            i = (i + 1) & mask_;
+        }
+        slots_[i] = {frag, value};
+    }
+    void grow() {
+        std::vector<slot> old;
+        old.swap(slots_);
+        slots_.assign(old.empty() ? 16 : old.size() * 2, slot{});
+        mask_ = slots_.size() - 1;
+        for (const slot& s : old)
+            if (s.value != none) place(s.frag, s.value);
+    }
+
+    std::vector<slot> slots_;
+    std::size_t mask_ = 0;
+    std::size_t size_ = 0;
+    mutable std::uint64_t probes_ = 0;
+};
+
+}  // namespace detail
+
+/// Counts of tokens (any token_id value): the distinct tokens with a count > 0, in a dense array
+/// (iteration O(distinct)), and a hash index to them. add/remove are O(1) expected; memory is
+/// about 24 bytes per distinct token. Copyable (a copy is O(distinct)).
+class token_counts {
+public:
+    /// Adds one occurrence of t.
+    void add(token_id t) {
+        const std::uint64_t h = detail::token_hash(t);
+        const std::uint32_t i = find(h, t);
+        if (i != detail::hash_slots::none) {
+            ++counts_[i];
+            return;
+        }
+        index_.insert(h, static_cast<std::uint32_t>(keys_.size()));
+        keys_.push_back(t);
+        counts_.push_back(1);
+    }
+    /// Removes one occurrence of t; returns false (and changes nothing) if t has none.
+    bool remove(token_id t) noexcept {
+        const std::uint64_t h = detail::token_hash(t);
+        const std::uint32_t i = find(h, t);
+        if (i == detail::hash_slots::none) return false;
+        if (--counts_[i] > 0) return true;
+        index_.erase(h, i);
+        const std::uint32_t last = static_cast<std::uint32_t>(keys_.size() - 1);
+        if (i != last) {  // move the last entry into the hole
+            index_.relabel(detail::token_hash(keys_[last]), last, i);
+            keys_[i] = keys_[last];
+            counts_[i] = counts_[last];
+        }
+        keys_.pop_back();
+        counts_.pop_back();
+        return true;
+    }
+    /// The count of t (0 if unseen).
+    std::uint32_t count(token_id t) const noexcept {
+        const std::uint32_t i = find(detail::token_hash(t), t);
+        return i == detail::hash_slots::none ? 0u : counts_[i];
+    }
+    /// Forgets every token (keeps the memory).
+    void clear() noexcept {
+        keys_.clear();
+        counts_.clear();
+        index_.clear();
+    }
+    /// Number of distinct tokens with a count > 0.
+    std::size_t size() const noexcept { return keys_.size(); }
+    bool empty() const noexcept { return keys_.empty(); }
+    /// The distinct tokens, and their counts at the same positions.
+    std::span<const token_id> tokens() const noexcept { return keys_; }
+    std::span<const std::uint32_t> counts() const noexcept { return counts_; }
+    /// Hash slots probed since construction (a cost counter).
+    std::uint64_t probes() const noexcept { return index_.probes(); }
+
+private:
+    std::uint32_t find(std::uint64_t h, token_id t) const noexcept {
+        return index_.find(h, [&](std::uint32_t i) noexcept { return keys_[i] == t; });
+    }
+
+    std::vector<token_id> keys_;
+    std::vector<std::uint32_t> counts_;
+    detail::hash_slots index_;
 };
 
 DECODEKIT_END_NAMESPACE
-// ---- end decodekit/decoding/stop.hpp
-// ---- begin decodekit/decoding/stop_strings.hpp
-/// \file decoding/stop_strings.hpp
-/// Text-level stop strings: the engine's detokenizer turns each generated token into bytes, and
-/// a stop_string_matcher finds a stop string that may span any number of tokens while releasing
-/// text as early as it is safe to stream.
+// ---- end decodekit/processors/token_counts.hpp
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// The distinct n-grams of a history (see the file comment). Copyable (a copy is O(entries)).
+class ngram_index {
+public:
+    /// \pre n >= 2 (the index of 1-grams is a token_counts)
+    explicit ngram_index(std::size_t n = 2) noexcept : n_(n < 2 ? 2 : n) {}
+
+    std::size_t n() const noexcept { return n_; }
+    /// Number of distinct n-grams.
+    std::size_t size() const noexcept { return by_gram_.size(); }
+    /// Hash slots probed and tokens compared since construction (a cost counter).
+    std::uint64_t operations() const noexcept {
+        return ops_ + by_gram_.probes() + by_ctx_.probes();
+    }
+
+    /// Forgets every n-gram (keeps the memory).
+    void clear() noexcept {
+        grams_.clear();
+        free_.clear();
+        by_gram_.clear();
+        by_ctx_.clear();
+    }
+
+    /// The index held the n-grams of h[0, from); adds those ending in h[from, h.size()).
+    void append(std::span<const token_id> h, std::size_t from) {
+        const token_id* d = h.data();
+        auto at = [d](std::size_t p) noexcept { return d[p]; };
+        const std::size_t m = n_ - 1;
+        for (std::size_t p = from < m ? m : from; p < h.size(); ++p) add(at, p - m);
+    }
+
+    /// The index held the n-grams of a history of keep + removed.size() tokens whose last ones
+    /// were `removed`, and h[0, keep) its first ones; drops the n-grams that end in `removed`.
+    /// Returns false if one of them was not there (the index did not follow that history: the
+    /// caller rebuilds; the index is then unspecified until clear()).
+    bool cut_back(std::span<const token_id> h, std::size_t keep,
+                  std::span<const token_id> removed) {
+        const token_id* d = h.data();
+        const token_id* r = removed.data();
+        auto at = [d, r, keep](std::size_t p) noexcept { return p < keep ? d[p] : r[p - keep]; };
+        const std::size_t m = n_ - 1, old_n = keep + removed.size();
+        const std::size_t lo = keep < m ? m : keep;
+        for (std::size_t p = old_n; p-- > lo;)  // latest first
+            if (!remove(at, p - m)) return false;
+        return true;
+    }
+
+    /// Calls f(t) once for each distinct token t that followed an earlier occurrence of the last
+    /// n - 1 tokens of h. \pre the index holds the n-grams of h
+    template <class F>
+    void for_each_follower(std::span<const token_id> h, F&& f) const {
+        if (h.size() < n_) return;
+        const token_id* d = h.data();
+        const std::size_t m = n_ - 1, s = h.size() - m;
+        auto at = [d](std::size_t p) noexcept { return d[p]; };
+        const std::uint64_t hc = context_hash(at, s);
+        ops_ += m;
+        const std::uint32_t head = find_context(hc);
+        for (std::uint32_t g = head; g != none; g = grams_[g].next) {
+            const gram& e = grams_[g];
+            if (e.context == hc && same(at, e.pos, s, m)) f(d[e.pos + m]);
+        }
+    }
+
+private:
+    static constexpr std::uint32_t none = detail::hash_slots::none;
+    struct gram {
+        std::uint64_t context = 0;  // hash of its first n - 1 tokens
+        std::size_t pos = 0;        // start of its first occurrence
+        std::uint32_t count = 0;    // occurrences (0: a free entry)
+        std::uint32_t prev = none;  // list of the entries with the same context hash
+        std::uint32_t next = none;
+    };
+
+    template <class At>
+    std::uint64_t context_hash(At at, std::size_t i) const noexcept {
+        std::uint64_t h = detail::mix64(detail::hash_seed() + 0x9E3779B97F4A7C15ull);
+        for (std::size_t k = 0; k < n_ - 1; ++k)
+            h = detail::mix64(h ^ static_cast<std::uint32_t>(at(i + k)));
+        return h;
+    }
+    static std::uint64_t gram_hash(std::uint64_t context, token_id next) noexcept {
+        return detail::mix64(context ^
+                             (std::uint64_t{static_cast<std::uint32_t>(next)} << 32 | 0x5BD1E995u));
+    }
+    /// True when the `len` tokens at a and at b are equal.
+    template <class At>
+    bool same(At at, std::size_t a, std::size_t b, std::size_t len) const noexcept {
+        std::size_t k = 0;
+        while (k < len && at(a + k) == at(b + k)) ++k;
+        ops_ += k + 1;
+        return k == len;
+    }
+    std::uint32_t find_context(std::uint64_t hc) const noexcept {
+        return by_ctx_.find(hc, [&](std::uint32_t g) noexcept { return grams_[g].context == hc; });
+    }
+    /// The entry of the n-gram starting at i, or none.
+    template <class At>
+    std::uint32_t find_gram(At at, std::uint64_t hc, std::uint64_t hg, std::size_t i) const {
+        return by_gram_.find(hg, [&](std::uint32_t g) noexcept {
+            return grams_[g].context == hc && same(at, grams_[g].pos, i, n_);
+        });
+    }
+
+    template <class At>
+    void add(At at, std::size_t i) {
+        const std::uint64_t hc = context_hash(at, i);
+        const std::uint64_t hg = gram_hash(hc, at(i + n_ - 1));
+        ops_ += n_;
+        const std::uint32_t found = find_gram(at, hc, hg, i);
+        if (found != none) {
+            ++grams_[found].count;
+            return;
+        }
+        std::uint32_t g;
+        if (!free_.empty()) {
+            g = free_.back();
+            free_.pop_back();
+        } else {
+            g = static_cast<std::uint32_t>(grams_.size());
+            grams_.emplace_back();
+            if (free_.capacity() < grams_.capacity()) free_.reserve(grams_.capacity());
+        }
+        grams_[g] = {.context = hc, .pos = i, .count = 1};
+        by_gram_.insert(hg, g);
+        const std::uint32_t head = find_context(hc);
+        if (head == none) {
+            by_ctx_.insert(hc, g);
+        } else {  // link after the head (the head stays what by_ctx_ points to)
+            gram& h = grams_[head];
+            grams_[g].prev = head;
+            grams_[g].next = h.next;
+            if (h.next != none) grams_[h.next].prev = g;
+            h.next = g;
+        }
+    }
+
+    template <class At>
+    bool remove(At at, std::size_t i) {
+        const std::uint64_t hc = context_hash(at, i);
+        const std::uint64_t hg = gram_hash(hc, at(i + n_ - 1));
+        ops_ += n_;
+        const std::uint32_t g = find_gram(at, hc, hg, i);
+        if (g == none) return false;
+        gram& e = grams_[g];
+        if (--e.count > 0) return true;
+        if (e.prev == none) {  // the head: its successor becomes the head
+            if (e.next != none) {
+                by_ctx_.relabel(hc, g, e.next);
+                grams_[e.next].prev = none;
+            } else {
+                by_ctx_.erase(hc, g);
+            }
+        } else {
+            grams_[e.prev].next = e.next;
+            if (e.next != none) grams_[e.next].prev = e.prev;
+        }
+        e.prev = e.next = none;
+        by_gram_.erase(hg, g);
+        free_.push_back(g);  // reserved as grams_ grew (a copy may reallocate once)
+        return true;
+    }
+
+    std::size_t n_;
+    std::vector<gram> grams_;
+    std::vector<std::uint32_t> free_;
+    detail::hash_slots by_gram_;  // hash of the n-gram -> entry
+    detail::hash_slots by_ctx_;   // hash of the context -> first entry of its list
+    mutable std::uint64_t ops_ = 0;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/ngram_index.hpp
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <span>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+inline void ban_token(std::span<float> logits, token_id t) noexcept {
+    if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
+        logits[static_cast<std::size_t>(t)] = -std::numeric_limits<float>::infinity();
+}
+}  // namespace detail
+
+/// Bans every token that would complete an n-gram already present in the history (n = 0:
+/// disabled; n = 1 bans every token of the history; nothing is banned while the history is
+/// shorter than n - 1).
+inline void apply_no_repeat_ngram(std::span<float> logits, std::span<const token_id> history,
+                                  std::size_t n) noexcept {
+    if (n == 0) return;
+    const std::size_t len = history.size();
+    const std::size_t m = n - 1;  // length of the prefix that must match the history's tail
+    if (len < n) return;          // no complete n-gram yet
+    const token_id* const h = history.data();
+    const token_id* const tail = h + (len - m);
+    for (std::size_t i = 0; i + n <= len; ++i) {
+        std::size_t j = 0;
+        while (j < m && h[i + j] == tail[j]) ++j;
+        if (j == m) detail::ban_token(logits, h[i + m]);
+    }
+}
+
+/// Bans token sequences: a one-token sequence is always banned; a longer one bans its last
+/// token when the history ends with the rest of it. Empty sequences are ignored.
+inline void apply_banned_sequences(std::span<float> logits, std::span<const token_id> history,
+                                   std::span<const std::vector<token_id>> sequences) noexcept {
+    for (const std::vector<token_id>& s : sequences) {
+        if (s.empty()) continue;
+        const std::size_t m = s.size() - 1;
+        if (m > history.size()) continue;
+        const token_id* const tail = history.data() + (history.size() - m);
+        std::size_t j = 0;
+        while (j < m && tail[j] == s[j]) ++j;
+        if (j == m) detail::ban_token(logits, s[m]);
+    }
+}
+
+/// Hugging Face's no_repeat_ngram_size as a per-sequence processor with an incremental n-gram
+/// index (see the file comment). Gives apply_no_repeat_ngram's result on c.history. Sparse:
+/// touched() declares the tokens it bans. Follows the history through the hooks; copying it
+/// copies its index (O(distinct n-grams)).
 ///
-/// Release rule: after each token, every byte is released except (a) the longest suffix of the
-/// text that is a proper prefix of some stop string (it may still become a stop string) and (b)
-/// an incomplete UTF-8 sequence at the end (a multi-byte character split across tokens). Held
-/// bytes are released as soon as they can no longer begin a stop string (the match failed) or
-/// complete their character. On a match, the text up to the start of the stop string is
-/// released; the stop string and anything after it never are. Among stop strings completing in
-/// the same token, the one that ends first in the text wins (ties: the longest); so of "ab" and
-/// "abc", "ab" always stops first. At the end of generation, flush() releases what is held.
-/// Bytes that are not valid UTF-8 are released as they are (never held forever).
+/// Safety net: the processor records the history length its index belongs to. A hook whose sizes
+/// do not fit that record rebuilds from c.history; apply() on a history of another length
+/// rebuilds first (O(history * n)), and touched() then declares every id of c.history. Results
+/// stay exact; only the cost changes.
+/// One call at a time: even the const members update cost counters (operations()).
+class no_repeat_ngram_processor {
+public:
+    /// n = 0 disables it; n = 1 bans every token of the history.
+    explicit no_repeat_ngram_processor(std::size_t n) noexcept : n_(n), index_(n) {}
+
+    std::size_t n() const noexcept { return n_; }
+    /// The index of the n-grams (n >= 2) and the seen tokens (n = 1), as of the last hook.
+    const ngram_index& index() const noexcept { return index_; }
+    const token_counts& seen() const noexcept { return seen_; }
+
+    /// Bans every token that would complete an n-gram already in c.history.
+    void apply(std::span<float> logits, const processor_context& c) {
+        if (n_ == 0) return;
+        if (!in_sync(c)) reset(c);
+        for_each_ban(c, [&](token_id t) noexcept { detail::ban_token(logits, t); });
+    }
+    /// Declares the tokens apply() bans (every id of c.history if out of step).
+    void touched(const processor_context& c, token_sink& out) const {
+        if (n_ == 0) return;
+        if (!in_sync(c)) {
+            out(c.history);
+            return;
+        }
+        for_each_ban(c, [&](token_id t) noexcept { out(t); });
+    }
+
+    /// History hooks (processors/processor.hpp).
+    void append(std::span<const token_id> added, const processor_context& c) {
+        if (n_ == 0) return;
+        if (!built_ || len_ + added.size() != c.history.size()) {
+            reset(c);
+            return;
+        }
+        if (n_ == 1) {
+            for (token_id t : added) seen_.add(t);
+        } else {
+            index_.append(c.history, len_);
+        }
+        ops_ += added.size();
+        len_ = c.history.size();
+    }
+    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
+        if (n_ == 0) return;
+        if (!built_ || keep + removed.size() != len_ || keep > c.history.size()) {
+            built_ = false;  // the next append or apply rebuilds
+            return;
+        }
+        bool ok = true;
+        if (n_ == 1) {
+            for (token_id t : removed) ok &= seen_.remove(t);
+        } else {
+            ok = index_.cut_back(c.history, keep, removed);
+        }
+        ops_ += removed.size();
+        built_ = ok;
+        len_ = keep;
+    }
+    void reset(const processor_context& c) {
+        if (n_ == 0) return;
+        seen_.clear();
+        index_.clear();
+        if (n_ == 1) {
+            for (token_id t : c.history) seen_.add(t);
+        } else {
+            index_.append(c.history, 0);
+        }
+        ops_ += c.history.size();
+        len_ = c.history.size();
+        built_ = true;
+    }
+
+    /// Work done since construction: tokens handled by the hooks, hash slots probed, tokens
+    /// compared and entries visited (a cost counter for tests and monitoring).
+    std::uint64_t operations() const noexcept {
+        return ops_ + seen_.probes() + index_.operations();
+    }
+
+private:
+    bool in_sync(const processor_context& c) const noexcept {
+        return built_ && len_ == c.history.size();
+    }
+    template <class F>
+    void for_each_ban(const processor_context& c, F&& f) const {
+        if (n_ == 1) {
+            for (token_id t : seen_.tokens()) f(t);
+            ops_ += seen_.size();
+        } else {
+            index_.for_each_follower(c.history, [&](token_id t) {
+                ++ops_;
+                f(t);
+            });
+        }
+    }
+
+    std::size_t n_;
+    token_counts seen_;  // n == 1
+    ngram_index index_;  // n >= 2
+    bool built_ = false;
+    std::size_t len_ = 0;  // history length the index belongs to
+    mutable std::uint64_t ops_ = 0;
+};
+
+/// apply_banned_sequences as a processor, with Hugging Face's EOS rule: a one-token sequence
+/// equal to one of `eos_ids` is dropped (bad_words_ids never forbids ending). Empty sequences are
+/// ignored. Stateless; sparse: touched() declares the last token of every kept sequence. The
+/// lists are shared between copies (a copy is O(1)). O(total sequence length) per call.
+class banned_sequences_processor {
+public:
+    explicit banned_sequences_processor(std::vector<std::vector<token_id>> sequences,
+                                        std::span<const token_id> eos_ids = {}) {
+        auto l = std::make_shared<lists>();
+        for (std::vector<token_id>& s : sequences) {
+            if (s.empty()) continue;
+            if (s.size() == 1) {
+                if (std::find(eos_ids.begin(), eos_ids.end(), s[0]) == eos_ids.end())
+                    l->singles.push_back(s[0]);
+            } else {
+                l->longer.push_back(std::move(s));
+            }
+        }
+        l_ = std::move(l);
+    }
+
+    /// The one-token sequences kept (banned whatever the history).
+    std::span<const token_id> single_tokens() const noexcept { return l_->singles; }
+    /// The sequences of two tokens or more.
+    std::span<const std::vector<token_id>> longer_sequences() const noexcept { return l_->longer; }
+
+    void apply(std::span<float> logits, const processor_context& c) const noexcept {
+        for (token_id t : l_->singles) detail::ban_token(logits, t);
+        apply_banned_sequences(logits, c.history, l_->longer);
+    }
+    void touched(const processor_context&, token_sink& out) const {
+        out(l_->singles);
+        for (const std::vector<token_id>& s : l_->longer) out(s.back());
+    }
+
+private:
+    struct lists {
+        std::vector<token_id> singles;
+        std::vector<std::vector<token_id>> longer;
+    };
+    std::shared_ptr<const lists> l_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/ngram.hpp
+// ---- begin decodekit/processors/penalties.hpp
+/// \file processors/penalties.hpp
+/// Repetition (CTRL), frequency and presence (OpenAI) penalties over a window of the history.
 ///
-/// Matching is one Knuth-Morris-Pratt automaton per stop string: O(bytes x stop strings) per
-/// token, O(stop strings) state. Limits (checked by the params' check()): at most
-/// max_stop_strings strings of 1 to max_stop_string_bytes bytes each.
+/// Semantics (docs/semantics.md#penalties):
+///   repetition: for every token seen in the repetition window, `x > 0 ? x / theta : x * theta`
+///               (applied once per distinct token, whatever its count);
+///   frequency / presence: `x -= count * a_f + (count > 0) * a_p`, count = occurrences of the
+///               token in the frequency window.
+/// Repetition is applied first, then frequency/presence (the order of llama.cpp and vLLM; the
+/// order matters only when both penalties hit the same token).
+/// Windows (penalty_scope), which is where the engines differ:
+///   whole_history -- the whole history, prompt included (Hugging Face);
+///   last_n        -- the last `last_n` tokens of the history, prompt included (llama.cpp,
+///                    penalty_last_n = 64); last_n = 0 is an empty window (no effect);
+///   output_only   -- the generated part, history[prompt_length:] (vLLM's frequency/presence).
+/// vLLM = {repetition_scope = whole_history, frequency_scope = output_only}.
+/// Special values: NaN logits stay NaN, -inf stays -inf, +inf stays +inf, whatever the penalties
+/// (also when count * frequency overflows float); a finite logit whose penalty overflows float
+/// becomes +-inf. Token ids outside [0, V) in the history are ignored, where V is
+/// min(logits.size(), workspace vocabulary size) for apply_penalties and logits.size() for
+/// penalties_processor.
 ///
-/// The detokenizer must be a pure function of the token id (beam search calls it for candidate
-/// tokens too) returning the token's bytes; the view must stay valid until the next call. Engines
-/// whose tokenizer has context-dependent pieces (a leading space after BOS) pass the bytes they
-/// would print.
+/// Two forms with the same results:
+///   apply_penalties   -- stateless: the caller passes the history each call; O(window) per call
+///                        (the whole history for whole_history and output_only), and an O(V)
+///                        workspace.
+///   penalties_processor -- per sequence (the processor concept, processors/processor.hpp): keeps
+///                        the counts of each scope (token -> count over the distinct tokens in
+///                        the window, never O(V)), updated from the history hooks by the tokens
+///                        added and removed since the previous call. Per call: O(added + removed)
+///                        in the hooks (last_n: O(min(removed, last_n)) on a cut-back), and
+///                        O(distinct tokens in the windows) in apply() and touched().
+
+
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Which part of the history a penalty looks at.
+enum class penalty_scope : std::uint8_t {
+    whole_history,  ///< prompt + output (Hugging Face; vLLM's repetition penalty)
+    last_n,         ///< the last `last_n` tokens, prompt included (llama.cpp)
+    output_only,    ///< history[prompt_length:] (vLLM's frequency and presence penalties)
+};
+
+/// Penalty configuration; the defaults disable every penalty.
+struct penalty_params {
+    float repetition = 1.f;  ///< CTRL theta, > 0; 1 disables
+    float frequency = 0.f;   ///< subtracted per occurrence; 0 disables
+    float presence = 0.f;    ///< subtracted once if present; 0 disables
+    penalty_scope repetition_scope = penalty_scope::whole_history;
+    penalty_scope frequency_scope = penalty_scope::whole_history;  ///< also for presence
+    std::size_t last_n = 64;  ///< window length of penalty_scope::last_n
+
+    /// True when some penalty changes logits.
+    bool enabled() const noexcept {
+        return repetition != 1.f || frequency != 0.f || presence != 0.f;
+    }
+
+    /// The first invalid field as a message, or nullopt.
+    std::optional<std::string> check() const {
+        if (!(repetition > 0.f) || !std::isfinite(repetition))
+            return detail::range_message("penalty_params.repetition", "finite and > 0", repetition);
+        if (!std::isfinite(frequency))
+            return detail::range_message("penalty_params.frequency", "finite", frequency);
+        if (!std::isfinite(presence))
+            return detail::range_message("penalty_params.presence", "finite", presence);
+        if (static_cast<unsigned>(repetition_scope) > 2u)
+            return detail::range_message("penalty_params.repetition_scope",
+                                         "a penalty_scope enumerator (0..2)",
+                                         static_cast<double>(repetition_scope));
+        if (static_cast<unsigned>(frequency_scope) > 2u)
+            return detail::range_message("penalty_params.frequency_scope",
+                                         "a penalty_scope enumerator (0..2)",
+                                         static_cast<double>(frequency_scope));
+        return std::nullopt;
+    }
+    /// Throws config_error (or calls the error handler) if check() finds a problem.
+    void validate() const { raise_if(check()); }
+};
+
+/// Caller-owned scratch for apply_penalties: one counter per vocabulary entry, all zero between
+/// calls (each call resets what it touched, O(window)). One per thread: concurrent calls must
+/// not share a workspace (params and history may be shared read-only).
+struct penalty_workspace {
+    penalty_workspace() = default;
+    explicit penalty_workspace(std::size_t vocab_size) : counts(vocab_size, 0u) {}
+    /// Returns the vocabulary size the workspace was sized for.
+    std::size_t vocab_size() const noexcept { return counts.size(); }
+
+    std::vector<std::uint32_t> counts;  ///< zero outside a call
+};
+
+namespace detail {
+/// The part of the history a scope selects.
+inline std::span<const token_id> penalty_window(std::span<const token_id> history,
+                                                std::size_t prompt_length, penalty_scope scope,
+                                                std::size_t last_n) noexcept {
+    switch (scope) {
+        case penalty_scope::last_n:
+            return last_n >= history.size() ? history : history.last(last_n);
+        case penalty_scope::output_only:
+            return prompt_length >= history.size() ? history.last(0)
+                                                   : history.subspan(prompt_length);
+        case penalty_scope::whole_history:
+        default:
+            return history;
+    }
+}
+
+/// The frequency/presence penalty of a token seen `count` times (count > 0): infinite and NaN
+/// logits are left as they are (an overflowing count * af would turn -inf into NaN).
+inline void frequency_penalize(float& x, std::uint32_t count, float af, float ap) noexcept {
+    if (std::isfinite(x)) x -= static_cast<float>(count) * af + ap;
+}
+}  // namespace detail
+
+/// Applies the repetition, then the frequency/presence penalties to `logits` in place.
+/// \pre params.check() is nullopt; ws.vocab_size() >= logits.size() (ids beyond it are ignored).
+/// \post ws.counts is all zero again. O(window), no allocation.
+inline void apply_penalties(std::span<float> logits, std::span<const token_id> history,
+                            std::size_t prompt_length, const penalty_params& params,
+                            penalty_workspace& ws) noexcept {
+    DECODEKIT_ASSERT(ws.vocab_size() >= logits.size(),
+                     "apply_penalties: workspace smaller than the vocabulary");
+    const std::size_t v = logits.size() < ws.vocab_size() ? logits.size() : ws.vocab_size();
+    std::uint32_t* const counts = ws.counts.data();
+    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
+
+    const float theta = params.repetition;
+    if (theta != 1.f && theta > 0.f) {
+        const auto w =
+            detail::penalty_window(history, prompt_length, params.repetition_scope, params.last_n);
+        for (token_id t : w) {
+            if (!valid(t) || counts[t] != 0) continue;
+            counts[t] = 1;
+            float& x = logits[static_cast<std::size_t>(t)];
+            x = x > 0.f ? x / theta : x * theta;
+        }
+        for (token_id t : w)
+            if (valid(t)) counts[t] = 0;
+    }
+
+    const float af = params.frequency, ap = params.presence;
+    if (af != 0.f || ap != 0.f) {
+        const auto w =
+            detail::penalty_window(history, prompt_length, params.frequency_scope, params.last_n);
+        for (token_id t : w)
+            if (valid(t)) ++counts[t];
+        for (token_id t : w) {
+            if (!valid(t) || counts[t] == 0) continue;
+            detail::frequency_penalize(logits[static_cast<std::size_t>(t)], counts[t], af, ap);
+            counts[t] = 0;
+        }
+    }
+}
+
+namespace detail {
+
+/// The counts of one penalty window, following the history through its hooks.
+class penalty_window_counts {
+public:
+    penalty_window_counts() = default;
+    penalty_window_counts(penalty_scope scope, std::size_t last_n) noexcept
+        : scope_(scope), last_n_(last_n) {}
+
+    penalty_scope scope() const noexcept { return scope_; }
+    const token_counts& counts() const noexcept { return counts_; }
+    /// Tokens added or removed by the hooks since construction (a cost counter).
+    std::uint64_t operations() const noexcept { return ops_ + counts_.probes(); }
+
+    /// Counts the window of h (prompt length `prompt`).
+    void rebuild(std::span<const token_id> h, std::size_t prompt) {
+        counts_.clear();
+        const auto w = penalty_window(h, prompt, scope_, last_n_);
+        for (token_id t : w) counts_.add(t);
+        ops_ += w.size();
+    }
+    /// The counts were those of h[0, from); h[from, size) were added.
+    void append(std::span<const token_id> h, std::size_t from, std::size_t prompt) {
+        const std::size_t n = h.size();
+        switch (scope_) {
+            case penalty_scope::whole_history:
+                for (std::size_t p = from; p < n; ++p) counts_.add(h[p]);
+                break;
+            case penalty_scope::output_only:
+                for (std::size_t p = from < prompt ? prompt : from; p < n; ++p) counts_.add(h[p]);
+                break;
+            case penalty_scope::last_n:
+                if (last_n_ == 0) break;
+                for (std::size_t p = from; p < n; ++p) {
+                    counts_.add(h[p]);
+                    if (p >= last_n_) counts_.remove(h[p - last_n_]);  // leaves the window
+                }
+                break;
+        }
+        ops_ += n - from;
+    }
+    /// The counts were those of a history of keep + removed.size() tokens whose last ones were
+    /// `removed`; they become those of its first `keep` tokens, which h[0, keep) holds.
+    /// Returns false if the counts were not those of that history (the caller rebuilds). May
+    /// allocate (last_n: tokens re-enter the window).
+    bool cut_back(std::span<const token_id> h, std::size_t keep, std::span<const token_id> removed,
+                  std::size_t prompt) {
+        const std::size_t old_n = keep + removed.size();
+        std::size_t from = keep;  // removed positions [from, old_n) leave the window
+        if (scope_ == penalty_scope::output_only && from < prompt) from = prompt;
+        if (scope_ == penalty_scope::last_n) {
+            if (last_n_ == 0) return true;
+            const std::size_t old_start = old_n > last_n_ ? old_n - last_n_ : 0;
+            if (from < old_start) from = old_start;
+        }
+        bool ok = true;
+        for (std::size_t p = from; p < old_n; ++p) ok &= counts_.remove(removed[p - keep]);
+        ops_ += from < old_n ? old_n - from : 0;
+        if (scope_ == penalty_scope::last_n) {  // positions [keep - L, old_n - L) re-enter
+            const std::size_t new_start = keep > last_n_ ? keep - last_n_ : 0;
+            const std::size_t old_start = old_n > last_n_ ? old_n - last_n_ : 0;
+            const std::size_t end = old_start < keep ? old_start : keep;
+            for (std::size_t p = new_start; p < end; ++p) counts_.add(h[p]);
+            ops_ += end > new_start ? end - new_start : 0;
+        }
+        return ok;
+    }
+
+private:
+    penalty_scope scope_ = penalty_scope::whole_history;
+    std::size_t last_n_ = 0;
+    token_counts counts_;
+    std::uint64_t ops_ = 0;
+};
+
+}  // namespace detail
+
+/// The penalties of apply_penalties as a per-sequence processor with incremental counts (see the
+/// file comment). Sparse: touched() declares the counted ids. Follows the history: the hooks
+/// (append / cut_back / reset) update the counts; a change of prompt_length rebuilds the
+/// output_only counts. Copying it copies its counts: O(distinct tokens in its windows).
+///
+/// Safety net: the processor records the history length (and prompt length) its counts belong
+/// to. A hook whose sizes do not fit that record (a caller that skipped a call or passed another
+/// sequence) rebuilds from c.history; apply() on a history of another length rebuilds first, and
+/// touched() then declares every id of the windows (O(window)). Results stay exact; only the cost
+/// changes.
+/// One call at a time: even the const members update cost counters (operations()).
+class penalties_processor {
+public:
+    /// \pre params.check() is nullopt (validated here: config_error or the error handler).
+    explicit penalties_processor(const penalty_params& params) : p_(params) {
+        p_.validate();
+        if (p_.repetition != 1.f) rep_ = add_window(p_.repetition_scope);
+        if (p_.frequency != 0.f || p_.presence != 0.f) freq_ = add_window(p_.frequency_scope);
+    }
+
+    const penalty_params& params() const noexcept { return p_; }
+
+    /// Applies the repetition, then the frequency/presence penalties (as apply_penalties).
+    void apply(std::span<float> logits, const processor_context& c) {
+        if (nw_ == 0) return;
+        if (!in_sync(c)) reset(c);
+        const std::size_t v = logits.size();
+        auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
+        if (rep_ >= 0 && rep_ == freq_) {  // one set of counts: one pass, same results
+            const float theta = p_.repetition, af = p_.frequency, ap = p_.presence;
+            const token_counts& k = w_[std::size_t(rep_)].counts();
+            const auto ids = k.tokens();
+            const auto counts = k.counts();
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                if (!valid(ids[i])) continue;
+                float& x = logits[static_cast<std::size_t>(ids[i])];
+                x = x > 0.f ? x / theta : x * theta;
+                detail::frequency_penalize(x, counts[i], af, ap);
+            }
+            ops_ += ids.size();
+            return;
+        }
+        if (rep_ >= 0) {
+            const float theta = p_.repetition;
+            const auto ids = w_[std::size_t(rep_)].counts().tokens();
+            for (token_id t : ids) {
+                if (!valid(t)) continue;
+                float& x = logits[static_cast<std::size_t>(t)];
+                x = x > 0.f ? x / theta : x * theta;
+            }
+            ops_ += ids.size();
+        }
+        if (freq_ >= 0) {
+            const float af = p_.frequency, ap = p_.presence;
+            const token_counts& k = w_[std::size_t(freq_)].counts();
+            const auto ids = k.tokens();
+            const auto counts = k.counts();
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                if (!valid(ids[i])) continue;
+                detail::frequency_penalize(logits[static_cast<std::size_t>(ids[i])], counts[i], af,
+                                           ap);
+            }
+            ops_ += ids.size();
+        }
+    }
+
+    /// Declares the counted ids (every id of the windows of c.history if out of step).
+    void touched(const processor_context& c, token_sink& out) const {
+        for (int i = 0; i < nw_; ++i) {
+            const auto& w = w_[std::size_t(i)];
+            if (in_sync(c))
+                out(w.counts().tokens());
+            else
+                out(detail::penalty_window(c.history, c.prompt_length, w.scope(), p_.last_n));
+        }
+    }
+
+    /// History hooks (processors/processor.hpp).
+    void append(std::span<const token_id> added, const processor_context& c) {
+        if (nw_ == 0) return;
+        if (!built_ || len_ + added.size() != c.history.size() || !same_prompt(c)) {
+            reset(c);
+            return;
+        }
+        for (int i = 0; i < nw_; ++i) w_[std::size_t(i)].append(c.history, len_, prompt_);
+        len_ = c.history.size();
+    }
+    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
+        if (nw_ == 0) return;
+        if (!built_ || keep + removed.size() != len_ || keep > c.history.size()) {
+            built_ = false;  // the next append or apply rebuilds
+            return;
+        }
+        if (!same_prompt(c)) {  // output_only follows prompt_length: rebuild h[0, keep)
+            prompt_ = c.prompt_length;
+            for (int i = 0; i < nw_; ++i)
+                w_[std::size_t(i)].rebuild(c.history.first(keep), prompt_);
+        } else {
+            for (int i = 0; i < nw_; ++i)
+                if (!w_[std::size_t(i)].cut_back(c.history, keep, removed, prompt_)) built_ = false;
+        }
+        len_ = keep;
+    }
+    void reset(const processor_context& c) {
+        if (nw_ == 0) return;
+        for (int i = 0; i < nw_; ++i) w_[std::size_t(i)].rebuild(c.history, c.prompt_length);
+        len_ = c.history.size();
+        prompt_ = c.prompt_length;
+        built_ = true;
+    }
+
+    /// The counts of the repetition window and of the frequency/presence window (the same object
+    /// when the scopes are equal; nullptr when that penalty is off), as of the last hook.
+    const token_counts* repetition_counts() const noexcept {
+        return rep_ >= 0 ? &w_[std::size_t(rep_)].counts() : nullptr;
+    }
+    const token_counts* frequency_counts() const noexcept {
+        return freq_ >= 0 ? &w_[std::size_t(freq_)].counts() : nullptr;
+    }
+    /// Work done since construction: tokens handled by the hooks, entries visited by apply()
+    /// and hash slots probed (a cost counter for tests and monitoring; touched() not included).
+    std::uint64_t operations() const noexcept {
+        std::uint64_t n = ops_;
+        for (int i = 0; i < nw_; ++i) n += w_[std::size_t(i)].operations();
+        return n;
+    }
+
+private:
+    int add_window(penalty_scope s) {
+        for (int i = 0; i < nw_; ++i)
+            if (w_[std::size_t(i)].scope() == s) return i;  // one set of counts per scope
+        w_[std::size_t(nw_)] = detail::penalty_window_counts(s, p_.last_n);
+        if (s == penalty_scope::output_only) uses_prompt_ = true;
+        return nw_++;
+    }
+    bool same_prompt(const processor_context& c) const noexcept {
+        return !uses_prompt_ || prompt_ == c.prompt_length;
+    }
+    bool in_sync(const processor_context& c) const noexcept {
+        return built_ && len_ == c.history.size() && same_prompt(c);
+    }
+
+    penalty_params p_;
+    std::array<detail::penalty_window_counts, 2> w_{};
+    int nw_ = 0, rep_ = -1, freq_ = -1;
+    bool uses_prompt_ = false;
+    bool built_ = false;
+    std::size_t len_ = 0;     // history length the counts belong to
+    std::size_t prompt_ = 0;  // prompt length they were built with
+    std::uint64_t ops_ = 0;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/penalties.hpp
+// ---- begin decodekit/sampling/any_step.hpp
+/// \file sampling/any_step.hpp
+/// The truncation-step concept (a type with `void apply(working_set&, const step_context&)`, see
+/// sampling/step.hpp) and any_step, the copyable type-erased holder user steps travel in
+/// (sampling_params::steps). Only declarations of the working set and the context are needed
+/// here, so that sampling_params can hold user steps.
+
+
+#include <concepts>
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+class working_set;
+struct step_context;
+
+/// A type that narrows a working set (see the file comment).
+template <class S>
+concept sampling_step_type = std::copy_constructible<S> &&
+    requires(S& s, working_set& w, const step_context& c) {
+    s.apply(w, c);
+};
+
+/// A copyable holder of any sampling_step_type (copies clone the step and its state).
+class any_step {
+public:
+    any_step() = default;
+    template <class S>
+    requires(!std::same_as<std::decay_t<S>, any_step> && sampling_step_type<std::decay_t<S>>)
+        any_step(S&& s)  // NOLINT: implicit, like std::function
+        : m_(std::make_unique<model<std::decay_t<S>>>(std::forward<S>(s))) {}
+    any_step(const any_step& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
+    any_step(any_step&&) noexcept = default;
+    any_step& operator=(const any_step& o) {
+        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
+        return *this;
+    }
+    any_step& operator=(any_step&&) noexcept = default;
+
+    /// True when it holds a step.
+    explicit operator bool() const noexcept { return m_ != nullptr; }
+    /// Runs the step. \pre holds a step
+    void apply(working_set& w, const step_context& c) { m_->apply(w, c); }
+    /// The held step when it is an S, else nullptr.
+    template <class S>
+    S* get() noexcept {
+        if (!m_ || m_->tag() != tag_of<S>()) return nullptr;
+        return &static_cast<model<S>*>(m_.get())->s;
+    }
+
+private:
+    // a per-type address instead of RTTI (works with -fno-rtti)
+    template <class S>
+    static const void* tag_of() noexcept {
+        static const char tag = 0;
+        return &tag;
+    }
+    struct base {
+        virtual ~base() = default;
+        virtual const void* tag() const noexcept = 0;
+        virtual std::unique_ptr<base> clone() const = 0;
+        virtual void apply(working_set&, const step_context&) = 0;
+    };
+    template <class S>
+    struct model final : base {
+        S s;
+        explicit model(S x) : s(std::move(x)) {}
+        const void* tag() const noexcept override { return tag_of<S>(); }
+        std::unique_ptr<base> clone() const override { return std::make_unique<model>(s); }
+        void apply(working_set& w, const step_context& c) override { s.apply(w, c); }
+    };
+    std::unique_ptr<base> m_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/any_step.hpp
+// ---- begin decodekit/sampling/constraint.hpp
+/// \file sampling/constraint.hpp
+/// Constraints for structured output in their callback form: a type that says whether token t
+/// may come next,
+///   bool allowed(token_id t, const processor_context& c) const
+/// (c.history is the sequence so far). Optional history hooks (append / cut_back / reset, as
+/// processors have: processors/processor.hpp) let it keep per-sequence state (a parser's or a
+/// regular expression's state) that follows the history through the sampler's one mechanism
+/// (processors/history.hpp), so a speculative rejection rolls it back like every other state.
+/// It must not throw. A sampler owns a copy (sampling_params::constraint).
+///
+/// The packed-bitmask form (the layout grammar engines emit) is given per call instead:
+/// sample_context::mask (kernels/mask.hpp).
+///
+/// How the sampler queries a callback constraint (constraint_check::exact, the default): only
+/// where the law of the pipeline applied to the masked row depends on it (sampler.hpp lists the
+/// cases: greedy, top-k or min-p first, temperature-only draws, else every valid token).
+/// constraint_check::sample_then_check is llama.cpp's shortcut: the unconstrained pipeline draws,
+/// the drawn token is checked, and only when it is not allowed is the pipeline run again on the
+/// masked row. Not exact: a token is drawn with probability q(t) + P(reject) q'(t), q the
+/// unconstrained pipeline's law restricted to allowed tokens and q' the masked pipeline's law,
+/// instead of q'(t).
+
+
+#include <concepts>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <type_traits>
+#include <utility>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// How a sampler uses a callback constraint (see the file comment).
+enum class constraint_check : std::uint8_t {
+    exact,              ///< the pipeline's law on the masked row, querying only what it needs
+    sample_then_check,  ///< llama.cpp's shortcut (opt-in; not exact, see the file comment)
+};
+
+/// A type that says whether a token may come next (see the file comment).
+template <class C>
+concept token_constraint = std::copy_constructible<C> &&
+    requires(const C& c, token_id t, const processor_context& ctx) {
+    { c.allowed(t, ctx) } -> std::convertible_to<bool>;
+};
+
+/// A copyable holder of any token_constraint (copies clone it and its state).
+class any_constraint {
+public:
+    any_constraint() = default;
+    template <class C>
+    requires(!std::same_as<std::decay_t<C>, any_constraint> && token_constraint<std::decay_t<C>>)
+        any_constraint(C&& c)  // NOLINT: implicit, like std::function
+        : m_(std::make_unique<model<std::decay_t<C>>>(std::forward<C>(c))) {}
+    any_constraint(const any_constraint& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
+    any_constraint(any_constraint&&) noexcept = default;
+    any_constraint& operator=(const any_constraint& o) {
+        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
+        return *this;
+    }
+    any_constraint& operator=(any_constraint&&) noexcept = default;
+
+    /// True when it holds a constraint.
+    explicit operator bool() const noexcept { return m_ != nullptr; }
+    /// True when token t may come next. \pre holds a constraint
+    bool allowed(token_id t, const processor_context& c) const { return m_->allowed(t, c); }
+    /// True when its state follows the history.
+    bool follows_history() const noexcept { return m_ && m_->follows_history(); }
+    void append(std::span<const token_id> added, const processor_context& c) {
+        m_->append(added, c);
+    }
+    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
+        m_->cut_back(keep, removed, c);
+    }
+    void reset(const processor_context& c) { m_->reset(c); }
+    /// The held constraint when it is a C, else nullptr.
+    template <class C>
+    C* get() noexcept {
+        if (!m_ || m_->tag() != tag_of<C>()) return nullptr;
+        return &static_cast<model<C>*>(m_.get())->c;
+    }
+
+private:
+    template <class C>
+    static const void* tag_of() noexcept {
+        static const char tag = 0;
+        return &tag;
+    }
+    struct base {
+        virtual ~base() = default;
+        virtual const void* tag() const noexcept = 0;
+        virtual std::unique_ptr<base> clone() const = 0;
+        virtual bool allowed(token_id, const processor_context&) const = 0;
+        virtual bool follows_history() const noexcept = 0;
+        virtual void append(std::span<const token_id>, const processor_context&) = 0;
+        virtual void cut_back(std::size_t, std::span<const token_id>, const processor_context&) = 0;
+        virtual void reset(const processor_context&) = 0;
+    };
+    template <class C>
+    struct model final : base {
+        C c;
+        explicit model(C x) : c(std::move(x)) {}
+        const void* tag() const noexcept override { return tag_of<C>(); }
+        std::unique_ptr<base> clone() const override { return std::make_unique<model>(c); }
+        bool allowed(token_id t, const processor_context& x) const override {
+            return bool(c.allowed(t, x));
+        }
+        bool follows_history() const noexcept override { return history_follower<C>; }
+        void append(std::span<const token_id> t, const processor_context& x) override {
+            if constexpr (history_follower<C>) c.append(t, x);
+        }
+        void cut_back(std::size_t n, std::span<const token_id> t,
+                      const processor_context& x) override {
+            if constexpr (history_follower<C>) c.cut_back(n, t, x);
+        }
+        void reset(const processor_context& x) override {
+            if constexpr (history_follower<C>) c.reset(x);
+        }
+    };
+    std::unique_ptr<base> m_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/constraint.hpp
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// One step of the truncation pipeline.
+enum class sampling_step : std::uint8_t {
+    temperature,  ///< divide logits by `temperature` (lazily: no pass over the row)
+    top_k,        ///< keep the `top_k` largest (`top_k_ties`)
+    top_p,        ///< nucleus: smallest prefix whose mass reaches `top_p`
+    min_p,        ///< keep p_i >= min_p * p_max (`min_p_space`)
+    typical,      ///< locally typical set of mass `typical_p`
+    epsilon,      ///< remove p_i < epsilon
+    eta,          ///< remove p_i < min(eta, sqrt(eta) * exp(-H))
+    top_n_sigma,  ///< keep x_i >= max - top_n_sigma * std(x) (finite logits)
+    xtc,          ///< exclude top choices (random, `xtc_probability`)
+    mirostat,     ///< mirostat v2 (stateful: mu)
+};
+
+/// The processing order presets (see the file comment).
+enum class sampling_order : std::uint8_t { hf, llama_cpp, vllm, custom };
+
+/// Where min-p's threshold is computed.
+enum class min_p_space : std::uint8_t {
+    /// p_i >= min_p * p_max on the distribution current at that point of the order (after
+    /// temperature when temperature comes before min_p: Hugging Face, vLLM).
+    probabilities,
+    /// x_i >= max + ln(min_p) on the logits before temperature, wherever temperature is in the
+    /// order (llama.cpp). Same set as `probabilities` when temperature comes after min_p.
+    logits,
+};
+
+/// What a sample() call reports besides the token (all opt-in: each costs work).
+struct logprobs_request {
+    /// Fill sample_result::raw_logprob (log-softmax of the caller's logits, before processors
+    /// and temperature). Needs the full normaliser: one exp pass over the row unless the draw
+    /// already computed it. Off: raw_logprob is NaN.
+    bool raw = false;
+    /// Fill sample_result::rank: 1 + the number of tokens whose (raw, or processed when
+    /// `processed` is set) logit is larger than the chosen token's; one read pass.
+    bool rank = false;
+    /// Number of top alternatives reported in sample_result::top (0: none).
+    std::size_t top_n = 0;
+    /// Token ids whose logprobs are reported in sample_result::requested.
+    std::vector<token_id> ids = {};
+    /// false: rank, top and requested use the raw log-softmax of the caller's logits (vLLM's
+    /// default); true: the final processed distribution (-inf outside it, no extra pass).
+    bool processed = false;
+    /// Fill sample_result::logprob (the chosen token's log-probability under the final
+    /// distribution). Off: logprob is NaN, and when nothing else is requested a draw over the
+    /// whole row (no truncation step cut it: temperature only, or XTC as the only step)
+    /// uses kernels::draw_temperature, which needs no exponential per entry (block-max envelope
+    /// rejection). That draw reads the key's sample stream differently, so for one key it may
+    /// give another token than with `chosen` on (same law; distribution() unchanged).
+    bool chosen = true;
+
+    /// True when any extra (raw, rank, top_n, ids) is requested; `chosen` is not an extra.
+    bool any() const noexcept { return raw || rank || top_n > 0 || !ids.empty(); }
+};
+
+/// A user step at a position of the order (sampling/step.hpp says what a step is).
+struct step_insertion {
+    /// Index in the order list (the preset's steps, or custom_order) of the step it runs
+    /// before: 0 runs it first; the list's size (or more) runs it after the last.
+    std::size_t position = 0;
+    any_step step;
+};
+
+/// The built-in processors in the order they run (the positions of processor_insertion).
+enum class processor_slot : std::uint8_t {
+    allowed_tokens,
+    banned_tokens,
+    logit_bias,
+    min_length,
+    penalties,
+    dry,
+    no_repeat_ngram,
+    banned_sequences,
+    end,  ///< after every built-in processor
+};
+
+/// A user processor at a position of the processor order (processors/processor.hpp says what a
+/// processor is).
+struct processor_insertion {
+    /// The built-in processor it runs before (end: after all of them).
+    processor_slot before = processor_slot::end;
+    any_processor processor;
+};
+
+/// The configuration of a decodekit::sampler.
+struct sampling_params {
+    // ---- the draw ----
+    /// Temperature; 0 = greedy (argmax of the processed row, ties to the lowest id; no softmax,
+    /// no randomness; the truncation steps are skipped: the argmax survives each of them, XTC
+    /// is not applied).
+    float temperature = 1.f;
+
+    // ---- truncation ----
+    int top_k = 0;  ///< <= 0 disabled
+    tie_policy top_k_ties =
+        tie_policy::exactly_k;  ///< exactly k (llama.cpp) or keep ties (HF, vLLM)
+    float top_p = 1.f;          ///< in [0, 1]; 1 disabled; 0 keeps the top token
+    float min_p = 0.f;          ///< in [0, 1]; 0 disabled
+    min_p_space min_p_mode = min_p_space::probabilities;
+    float typical_p = 1.f;        ///< in [0, 1]; 1 disabled
+    float epsilon = 0.f;          ///< in [0, 1); 0 disabled
+    float eta = 0.f;              ///< in [0, 1); 0 disabled
+    float top_n_sigma = 0.f;      ///< >= 0; 0 disabled
+    float xtc_probability = 0.f;  ///< in [0, 1]; 0 disabled
+    float xtc_threshold = 0.1f;   ///< in [0, 1]; > 0.5 disables XTC
+    bool mirostat = false;        ///< mirostat v2 on
+    float mirostat_tau = 5.f;     ///< target surprise (bits), > 0 (checked when mirostat is on)
+    float mirostat_eta = 0.1f;    ///< learning rate, > 0 (checked when mirostat is on)
+    /// Every truncation step (except top_k, and mirostat which keeps >= 1) keeps at least this
+    /// many.
+    std::size_t min_keep = 1;
+
+    // ---- randomness ----
+    std::uint64_t seed = 0;
+
+    // ---- processors (applied first, in this order: allowed set, banned tokens, logit bias,
+    //      min length, penalties, DRY, no-repeat-ngram, banned sequences). Processors take the
+    //      history from the caller (sample_context::history = prompt + generated so far). ----
+    std::vector<token_id> allowed_tokens = {};  ///< non-empty: every other token is banned
+    std::vector<token_id> banned_tokens = {};
+    std::vector<logit_bias> logit_biases = {};
+    std::size_t min_new_tokens = 0;  ///< suppress eos_ids until this many generated
+    std::vector<token_id> eos_ids = {};
+    penalty_params penalties = {};
+    dry_params dry = {};
+    std::size_t no_repeat_ngram_size = 0;  ///< 0 disabled; <= 1024 (each token costs O(n))
+    std::vector<std::vector<token_id>> banned_sequences = {};
+
+    /// User processors, each inserted before a built-in processor (same position: in list
+    /// order). Each sampler owns a copy (its per-sequence state).
+    std::vector<processor_insertion> processors = {};
+    /// A constraint in callback form (structured output; sampling/constraint.hpp): only allowed
+    /// tokens are drawn, and the law is the pipeline's on the masked row. Each sampler owns a copy
+    /// (its per-sequence state). Empty: none. (A packed bitmask is given per call instead:
+    /// sample_context::mask.)
+    any_constraint constraint = {};
+    /// How the constraint is queried: exact (default) or llama.cpp's sample-then-check (opt-in).
+    constraint_check constraint_mode = constraint_check::exact;
+
+    // ---- order and outputs ----
+    sampling_order order = sampling_order::llama_cpp;
+    std::vector<sampling_step> custom_order = {};  ///< used when order == custom
+    /// User steps, each inserted at a position of the order (same position: in list order).
+    /// Each sampler owns a copy (its per-sequence state).
+    std::vector<step_insertion> steps = {};
+    logprobs_request logprobs = {};
+
+    /// The first problem (message naming the field and its allowed range), or nullopt.
+    std::optional<std::string> check() const;
+    /// check(), reported through decodekit::raise().
+    void validate() const { raise_if(check()); }
+
+    /// True when temperature == 0 (argmax).
+    bool greedy() const noexcept { return temperature == 0.f; }
+    /// True when any processor would change the logits (the sampler then copies the row).
+    bool has_processors() const noexcept;
+};
+
+/// The steps of a preset, in order (custom: empty; see sampling_params::custom_order).
+inline std::span<const sampling_step> preset_steps(sampling_order order) noexcept {
+    using s = sampling_step;
+    static constexpr sampling_step hf[] = {s::temperature, s::top_k,   s::top_p, s::min_p,
+                                           s::typical,     s::epsilon, s::eta,   s::top_n_sigma,
+                                           s::xtc,         s::mirostat};
+    static constexpr sampling_step llama[] = {s::top_n_sigma, s::top_k,   s::typical, s::epsilon,
+                                              s::eta,         s::top_p,   s::min_p,   s::xtc,
+                                              s::temperature, s::mirostat};
+    static constexpr sampling_step vllm[] = {s::temperature, s::min_p,   s::top_k, s::top_p,
+                                             s::typical,     s::epsilon, s::eta,   s::top_n_sigma,
+                                             s::xtc,         s::mirostat};
+    switch (order) {
+        case sampling_order::hf:
+            return hf;
+        case sampling_order::llama_cpp:
+            return llama;
+        case sampling_order::vllm:
+            return vllm;
+        default:
+            return {};
+    }
+}
+
+inline bool sampling_params::has_processors() const noexcept {
+    return !allowed_tokens.empty() || !banned_tokens.empty() || !logit_biases.empty() ||
+           (min_new_tokens > 0 && !eos_ids.empty()) || penalties.repetition != 1.f ||
+           penalties.frequency != 0.f || penalties.presence != 0.f || dry.multiplier != 0.f ||
+           no_repeat_ngram_size > 0 || !banned_sequences.empty() || !processors.empty();
+}
+
+namespace detail {
+inline bool in_closed(float v, float lo, float hi) noexcept { return v >= lo && v <= hi; }
+}  // namespace detail
+
+inline std::optional<std::string> sampling_params::check() const {
+    using detail::range_message;
+    if (!(temperature >= 0.f) || std::isinf(temperature))
+        return range_message("sampling_params.temperature", "finite and >= 0 (0 = greedy)",
+                             temperature);
+    if (!detail::in_closed(top_p, 0.f, 1.f))
+        return range_message("sampling_params.top_p", "in [0, 1]", top_p);
+    if (!detail::in_closed(min_p, 0.f, 1.f))
+        return range_message("sampling_params.min_p", "in [0, 1]", min_p);
+    if (!detail::in_closed(typical_p, 0.f, 1.f))
+        return range_message("sampling_params.typical_p", "in [0, 1]", typical_p);
+    if (!(epsilon >= 0.f && epsilon < 1.f))
+        return range_message("sampling_params.epsilon", "in [0, 1)", epsilon);
+    if (!(eta >= 0.f && eta < 1.f)) return range_message("sampling_params.eta", "in [0, 1)", eta);
+    if (!(top_n_sigma >= 0.f) || std::isinf(top_n_sigma))
+        return range_message("sampling_params.top_n_sigma", "finite and >= 0 (0 = disabled)",
+                             top_n_sigma);
+    if (!detail::in_closed(xtc_probability, 0.f, 1.f))
+        return range_message("sampling_params.xtc_probability", "in [0, 1]", xtc_probability);
+    if (!detail::in_closed(xtc_threshold, 0.f, 1.f))
+        return range_message("sampling_params.xtc_threshold", "in [0, 1]", xtc_threshold);
+    if (mirostat && (!(mirostat_tau > 0.f) || std::isinf(mirostat_tau)))
+        return range_message("sampling_params.mirostat_tau", "finite and > 0", mirostat_tau);
+    if (mirostat && (!(mirostat_eta > 0.f) || std::isinf(mirostat_eta)))
+        return range_message("sampling_params.mirostat_eta", "finite and > 0", mirostat_eta);
+    if (min_keep < 1) return range_message("sampling_params.min_keep", ">= 1", double(min_keep));
+    if (order == sampling_order::custom) {
+        unsigned seen = 0;
+        for (sampling_step st : custom_order) {
+            if (unsigned(st) > unsigned(sampling_step::mirostat))
+                return range_message("sampling_params.custom_order",
+                                     "a list of sampling_step values", double(unsigned(st)));
+            const unsigned bit = 1u << unsigned(st);  // after the range check: st < 32
+            if (seen & bit)
+                return range_message("sampling_params.custom_order",
+                                     "a list with each sampling_step at most once (repeated step)",
+                                     double(unsigned(st)));
+            seen |= bit;
+        }
+    } else if (!custom_order.empty()) {
+        return std::string(
+            "sampling_params.custom_order must be empty unless order == "
+            "sampling_order::custom");
+    } else if (unsigned(order) > unsigned(sampling_order::custom)) {
+        return range_message("sampling_params.order", "hf, llama_cpp, vllm or custom",
+                             double(unsigned(order)));
+    }
+    if (no_repeat_ngram_size > 1024)
+        return range_message("sampling_params.no_repeat_ngram_size", "<= 1024 (0 disabled)",
+                             double(no_repeat_ngram_size));
+    if (auto e = penalties.check()) return "sampling_params.penalties: " + *e;
+    if (auto e = dry.check()) return "sampling_params.dry: " + *e;
+    for (const logit_bias& b : logit_biases)
+        if (std::isnan(b.bias))
+            return range_message("sampling_params.logit_biases[].bias", "not NaN", b.bias);
+    for (const step_insertion& st : steps)
+        if (!st.step) return std::string("sampling_params.steps[].step must hold a step");
+    if (unsigned(constraint_mode) > unsigned(constraint_check::sample_then_check))
+        return range_message("sampling_params.constraint_mode", "exact or sample_then_check",
+                             double(unsigned(constraint_mode)));
+    for (const processor_insertion& pi : processors) {
+        if (!pi.processor)
+            return std::string("sampling_params.processors[].processor must hold a processor");
+        if (unsigned(pi.before) > unsigned(processor_slot::end))
+            return range_message("sampling_params.processors[].before", "a processor_slot (0..8)",
+                                 double(unsigned(pi.before)));
+    }
+    return std::nullopt;
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/params.hpp
+// ---- begin decodekit/sampling/processing.hpp
+/// \file sampling/processing.hpp
+/// processor_pipeline, the processor stage of a sampler (and of the strategies that score rows
+/// themselves): the built-in processors configured in sampling_params, in
+/// the documented order (allowed set, banned tokens, logit bias, min length, penalties, DRY,
+/// no-repeat-ngram, banned sequences), with the user processors inserted at their slots
+/// (sampling_params::processors), applied to the row before the truncation steps. Built-in
+/// and user processors are the same kind of object (processors/processor.hpp).
+///
+/// Per-sequence state: once per call the stage compares the call's history with the one it saw
+/// last (history_tracker, processors/history.hpp) and reports the change to every processor and
+/// to the constraint whose state follows the history (append, cut back, or rebuild). So a
+/// stateful processor costs what changed (penalty counts, the n-gram index), never a rescan.
+///
+/// Dense path: the row is copied into the workspace and every processor runs on the copy.
+/// Sparse path (every processor declares the ids it may touch, and the first step can merge
+/// patches: greedy, top-k, min-p): only the declared entries are copied; the entries the
+/// processors changed become patches over the caller's row (no row copy; see working_set.hpp).
+
+// ---- begin decodekit/processors/history.hpp
+/// \file processors/history.hpp
+/// How per-sequence state follows its sequence's history: one mechanism for every stateful part
+/// (penalty counts, the n-gram index, user processors, constraints, MTP module caches).
+///
+/// A stateful component sees the history of its sequence through the calls it gets (prompt +
+/// generated so far). Between two calls the history normally grows by a few tokens (append); a
+/// speculative rejection cuts it back; a beam fork or a new request replaces it. history_tracker
+/// compares each call's history with what it saw last and reports the change as
+///   keep   : tokens [0, keep) are unchanged,
+///   removed: the tokens that were at [keep, old length) (oldest first),
+///   added  : history[keep, new length),
+/// or as a rebuild when it cannot follow (the first call, a change deeper than its journal, or
+/// after reset()). The component then applies cut_back(removed) and append(added) to its state,
+/// or rebuilds it from the whole history. Cost per call: O(added + removed) plus a comparison of
+/// the journal window (at most journal_size() tokens), never a rescan of the history; a rebuild
+/// is O(history).
+///
+/// The comparison is a safety net, not a proof: a caller that rewrites tokens older than the
+/// journal while keeping the journal's tokens is not detected. Callers that rewrite histories
+/// (a slot reused for another request) call reset() or use a fresh component.
+///
+/// A fork (a beam taking its parent's sequence) copies the parent's component: the copy's
+/// tracker then follows the child's history from the parent's.
 
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
-#include <memory>
-#include <optional>
 #include <span>
-#include <string>
-#include <string_view>
 #include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
-/// The engine's detokenizer: token id -> its bytes (valid until the next call).
-using detokenize_fn = std::function<std::string_view(token_id)>;
-
-/// Most stop strings a request may have.
-inline constexpr std::size_t max_stop_strings = 64;
-/// Longest stop string, in bytes.
-inline constexpr std::size_t max_stop_string_bytes = 256;
-
-namespace detail {
-/// First problem with stop strings (too many, empty, too long, no detokenizer), fields named
-/// "<owner>.stop_strings" / "<owner>.detokenize"; nullopt when valid.
-inline std::optional<std::string> check_stop_strings(std::string_view owner,
-                                                     std::span<const std::string> strings,
-                                                     bool has_detokenizer) {
-    const std::string o(owner);
-    if (strings.size() > max_stop_strings)
-        return range_message(o + ".stop_strings", "at most 64 strings", double(strings.size()));
-    for (const auto& s : strings)
-        if (s.empty() || s.size() > max_stop_string_bytes)
-            return range_message(o + ".stop_strings", "strings of 1 to 256 bytes",
-                                 double(s.size()));
-    if (!strings.empty() && !has_detokenizer)
-        return o + ".detokenize must be set when stop_strings is not empty";
-    return std::nullopt;
-}
-
-/// Length of an incomplete UTF-8 sequence at the end of `s` (0 to 3 bytes): a lead byte
-/// followed by fewer continuation bytes than it announces. Invalid bytes count as complete.
-inline std::size_t incomplete_utf8_tail(std::string_view s) noexcept {
-    const std::size_t n = s.size();
-    for (std::size_t back = 1; back <= 4 && back <= n; ++back) {
-        const auto c = static_cast<unsigned char>(s[n - back]);
-        if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
-        const std::size_t need = (c & 0xE0) == 0xC0   ? 2
-                                 : (c & 0xF0) == 0xE0 ? 3
-                                 : (c & 0xF8) == 0xF0 ? 4
-                                                      : 1;  // ASCII or an invalid lead
-        return back < need ? back : 0;
-    }
-    return 0;  // only continuation bytes (invalid): release them
-}
-}  // namespace detail
-
-/// A compiled, immutable set of stop strings (the KMP failure tables), shared by matchers.
-class stop_string_set {
-public:
-    explicit stop_string_set(std::span<const std::string> strings)
-        : strings_(strings.begin(), strings.end()) {
-        fail_.resize(strings_.size());
-        for (std::size_t i = 0; i < strings_.size(); ++i) {
-            const std::string& s = strings_[i];
-            std::vector<std::uint16_t>& f = fail_[i];
-            f.assign(s.size() + 1, 0);  // f[q]: longest proper border of s[0, q)
-            std::size_t k = 0;
-            for (std::size_t q = 1; q < s.size(); ++q) {
-                while (k > 0 && s[q] != s[k]) k = f[k];
-                if (s[q] == s[k]) ++k;
-                f[q + 1] = std::uint16_t(k);
-            }
-        }
-    }
-    std::size_t size() const noexcept { return strings_.size(); }
-    const std::string& operator[](std::size_t i) const noexcept { return strings_[i]; }
-    /// The automaton of string i: from state q (matched prefix length), read byte c.
-    std::size_t next(std::size_t i, std::size_t q, char c) const noexcept {
-        const std::string& s = strings_[i];
-        if (q == s.size()) q = fail_[i][q];  // a full match continues from its border
-        while (q > 0 && s[q] != c) q = fail_[i][q];
-        return s[q] == c ? q + 1 : 0;
-    }
-    /// The longest proper prefix of string i that state q leaves as a suffix of the text (q
-    /// itself, or the border of a full match).
-    std::size_t held_prefix(std::size_t i, std::size_t q) const noexcept {
-        return q == strings_[i].size() ? fail_[i][q] : q;
-    }
-
-private:
-    std::vector<std::string> strings_;
-    std::vector<std::vector<std::uint16_t>> fail_;
+/// The difference between a history and the one a tracker saw last.
+struct history_change {
+    bool rebuild = true;                  ///< cannot follow: rebuild from the whole history
+    std::size_t keep = 0;                 ///< tokens [0, keep) unchanged (0 when rebuild)
+    std::span<const token_id> removed{};  ///< tokens that were at [keep, old length), in order
+    std::span<const token_id> added{};    ///< history[keep, new length) (the whole history when
+                                          ///< rebuild)
 };
 
-/// Stop-string matching and safe text release for one sequence. Copyable (beam search forks it
-/// with its beam): the compiled set is shared, the state is O(stop strings + held bytes).
-class stop_string_matcher {
+/// Follows one sequence's history across calls with a journal of its last journal_size() tokens.
+/// Copyable (a fork copies it). Memory: 4 bytes per journal entry.
+class history_tracker {
 public:
-    /// No stop strings: text passes through, only incomplete UTF-8 is held.
-    stop_string_matcher() = default;
-    explicit stop_string_matcher(std::span<const std::string> stop_strings)
-        : set_(stop_strings.empty() ? nullptr
-                                    : std::make_shared<const stop_string_set>(stop_strings)),
-          state_(stop_strings.size(), 0) {}
+    /// The shortest journal.
+    static constexpr std::size_t min_journal = 8;
+    /// Default journal length: the deepest cut-back followed without a rebuild (a speculative
+    /// round verifies at most 256 drafts).
+    static constexpr std::size_t default_journal = 512;
 
-    /// What push() released.
-    struct released {
-        std::string_view text;  ///< bytes now safe to stream (valid until the next call)
-        bool matched = false;   ///< a stop string completed: text ends right before it
-    };
+    /// A tracker with a journal of `journal` tokens (allocated on the first sync()).
+    explicit history_tracker(std::size_t journal = default_journal)
+        : journal_(std::max<std::size_t>(journal, min_journal)) {}
 
-    /// Appends one token's bytes. `stops_active` false (before min_new_tokens): a completed stop
-    /// string is ignored and its bytes are released as ordinary text. After a match, further
-    /// pushes release nothing.
-    released push(std::string_view bytes, bool stops_active = true) {
-        buf_.erase(0, released_);
-        released_ = 0;
-        if (matched_) return {{}, true};
-        const std::size_t old = buf_.size();
-        buf_.append(bytes.data(), bytes.size());
-        std::size_t hold = 0;  // longest suffix that is a proper prefix of a stop string
-        if (set_) {
-            for (std::size_t pos = old; pos < buf_.size(); ++pos) {
-                std::size_t best_len = 0;  // a stop string ending at pos (the longest)
-                for (std::size_t i = 0; i < set_->size(); ++i) {
-                    state_[i] = std::uint16_t(set_->next(i, state_[i], buf_[pos]));
-                    if (state_[i] == (*set_)[i].size())
-                        best_len = std::max<std::size_t>(best_len, state_[i]);
-                }
-                if (best_len > 0 && stops_active) {
-                    matched_ = true;
-                    released_ = buf_.size();  // everything is consumed by the next call
-                    return {std::string_view(buf_).substr(0, pos + 1 - best_len), true};
-                }
+    /// Compares `history` with the last one seen, records it as seen, and returns the change.
+    /// The spans of the result view `history` and the tracker's own scratch: valid until the next
+    /// call. Allocates only while the removed-token scratch grows (bounded by the journal).
+    history_change sync(std::span<const token_id> history) {
+        if (ring_.empty()) ring_.resize(journal_);
+        const std::size_t n = history.size(), s = len_;
+        history_change ch;
+        if (seen_) {
+            const std::size_t lo = from_;  // first position still in the journal
+            const std::size_t c = std::min(n, s);
+            // where the histories part, within the journal window (O(journal), never
+            // O(history)); a change reaching the journal's first position, or a history that
+            // ends before the window, cannot be followed
+            const std::size_t d = c >= lo ? first_difference(history, lo, c) : c;
+            if (c >= lo && !(d == lo && lo > 0)) {
+                removed_.clear();
+                for (std::size_t p = d; p < s; ++p) removed_.push_back(at(p));
+                ch.rebuild = false;
+                ch.keep = d;
+                ch.removed = removed_;
+                ch.added = history.subspan(d);
             }
-            for (std::size_t i = 0; i < set_->size(); ++i)
-                hold = std::max(hold, set_->held_prefix(i, state_[i]));
         }
-        std::size_t end = buf_.size() - std::min(hold, buf_.size());
-        end -= detail::incomplete_utf8_tail(std::string_view(buf_).substr(0, end));
-        released_ = end;
-        return {std::string_view(buf_).substr(0, end), false};
+        const std::size_t first_kept = n > ring_.size() ? n - ring_.size() : 0;
+        if (ch.rebuild) {
+            ch.keep = 0;
+            ch.added = history;
+            from_ = first_kept;
+        } else {
+            // positions below the old window stay lost after a cut-back: the window only shrinks
+            from_ = std::min(std::max(from_, first_kept), n);
+        }
+        for (std::size_t p = std::max(ch.keep, first_kept); p < n; ++p) at(p) = history[p];
+        len_ = n;
+        seen_ = true;
+        return ch;
     }
 
-    /// Releases every held byte (the end of generation without a match). The view directly
-    /// follows the last push()'s text in the same buffer. Nothing after a match.
-    std::string_view flush() noexcept {
-        if (matched_) return {};
-        const std::size_t from = released_;
-        released_ = buf_.size();
-        for (auto& q : state_) q = 0;
-        return std::string_view(buf_).substr(from);
+    /// Forgets what was seen: the next sync() is a rebuild.
+    void reset() noexcept {
+        seen_ = false;
+        len_ = 0;
+        from_ = 0;
     }
-
-    /// True once a stop string matched.
-    bool matched() const noexcept { return matched_; }
-    /// Bytes currently held back (not yet released).
-    std::size_t held() const noexcept { return matched_ ? 0 : buf_.size() - released_; }
+    /// Length of the history seen last (0 before the first sync or after reset()).
+    std::size_t length() const noexcept { return len_; }
+    /// The most tokens a cut-back may remove without a rebuild (fewer after earlier cut-backs,
+    /// until appends refill the journal).
+    std::size_t journal_size() const noexcept { return journal_; }
 
 private:
-    std::shared_ptr<const stop_string_set> set_;
-    std::vector<std::uint16_t> state_;  // per stop string: matched prefix length
-    std::string buf_;                   // [released by the last call | held]
-    std::size_t released_ = 0;
-    bool matched_ = false;
+    token_id& at(std::size_t pos) noexcept { return ring_[pos % ring_.size()]; }
+    token_id at(std::size_t pos) const noexcept { return ring_[pos % ring_.size()]; }
+    /// First position in [lo, c) where the journal and `h` differ (c if none).
+    std::size_t first_difference(std::span<const token_id> h, std::size_t lo,
+                                 std::size_t c) const noexcept {
+        for (std::size_t p = lo; p < c; ++p)
+            if (at(p) != h[p]) return p;
+        return c;
+    }
+
+    std::size_t journal_;
+    std::vector<token_id> ring_;     // ring_[p % size]: token at position p, for the last size
+    std::vector<token_id> removed_;  // scratch of the last change's removed tokens
+    std::size_t len_ = 0;
+    std::size_t from_ = 0;  // ring_ holds the tokens of positions [from_, len_)
+    bool seen_ = false;
 };
 
 DECODEKIT_END_NAMESPACE
-// ---- end decodekit/decoding/stop_strings.hpp
+// ---- end decodekit/processors/history.hpp
+// ---- begin decodekit/sampling/result.hpp
+/// \file sampling/result.hpp
+/// What a sampling call takes besides the row (sample_context) and what it gives back
+/// (sample_result, distribution), plus the inverse-CDF draw over a distribution.
+
+// ---- begin decodekit/kernels/draw.hpp
+/// \file kernels/draw.hpp
+/// Categorical draws: inverse CDF over unnormalised weights, exponential race over logits.
+/// Semantics: kernels/reference.hpp.
+///
+/// draw_inverse_cdf: no random words (the caller passes u); one SIMD pass storing the sums of
+/// the positive weights of <= 1024 blocks (>= 256 entries each) in double lanes (every float
+/// widened to double, so each is the exact double sum up to reassociation), a walk over the
+/// block sums, and a sequential double scan inside the one block where the target u * S falls.
+/// Agreement with the reference: both sum the same floats in double, in a different order; the
+/// partial sums differ by at most a few ulp of S (~1e-15 S), so the chosen index is the reference's
+/// unless u * S lies within ~1e-12 S of a boundary of the cumulative sum (tested).
+/// draw_exponential_race: exactly 2 random words per entry (2 * x.size() per draw, NaN / -inf
+/// entries included, so the stream position after a draw never depends on the logits); equal to
+/// reference::draw_exponential_race(x, T, rng) by construction (same weights and exponentials in
+/// double). Parity / testing only: it needs V random numbers and V logarithms.
+
 // ---- begin decodekit/kernels/reduce.hpp
 /// \file kernels/reduce.hpp
 /// max, argmax, sum, logsumexp over a logits row (SIMD, one streaming pass each; logsumexp two).
@@ -2020,6 +4134,1049 @@ double logsumexp(std::span<const float> x, float temperature = 1.f) noexcept {
 }  // namespace kernels
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/kernels/reduce.hpp
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+namespace detail {
+
+/// Double sum of the positive entries of w[begin, end) (whole batches), in double lanes.
+template <class A>
+double positive_sum(const float* w, std::size_t begin, std::size_t end) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B zero(0.f);
+    D a0(0.0), a1(0.0), a2(0.0), a3(0.0);
+    std::size_t i = begin;
+    for (; i + 2 * L <= end; i += 2 * L) {
+        const B v0 = B::load_unaligned(w + i), v1 = B::load_unaligned(w + i + L);
+        simd::widen_add<A>(a0, a1, simd::select<A>(v0 > zero, v0, zero));  // NaN, <= 0: 0
+        simd::widen_add<A>(a2, a3, simd::select<A>(v1 > zero, v1, zero));
+    }
+    for (; i < end; i += L) {
+        const B v = B::load_unaligned(w + i);
+        simd::widen_add<A>(a0, a1, simd::select<A>(v > zero, v, zero));
+    }
+    return simd::reduce_add<A>((a0 + a1) + (a2 + a3));
+}
+
+/// Exact inverse-CDF draw from softmax(x / T) with the reference's double weights (two passes,
+/// V exponentials, 2 random words); npos if no entry has weight. \pre m = max(x), finite.
+inline std::size_t draw_exact(const float* p, std::size_t n, float m, float temperature,
+                              rng_stream& rng) noexcept {
+    double s = 0;
+    for (std::size_t i = 0; i < n; ++i) s += reference::weight(p[i], m, temperature);
+    const double target = rng.uniform() * s;
+    if (!(s > 0)) return npos;
+    double run = 0;
+    std::size_t last = npos;
+    for (std::size_t i = 0; i < n; ++i) {
+        const double w = reference::weight(p[i], m, temperature);
+        if (!(w > 0)) continue;
+        run += w;
+        last = i;
+        if (run > target) return i;
+    }
+    return last;
+}
+
+}  // namespace detail
+
+/// Inverse-CDF draw from unnormalised non-negative weights with one uniform u in [0, 1): the
+/// first index whose running sum exceeds u * S among entries with w > 0 (the last such entry if
+/// rounding leaves u * S unreached); npos if no weight is positive. Consumes no random words.
+template <class A = simd::default_arch>
+std::size_t draw_inverse_cdf(std::span<const float> w, double u) noexcept {
+    constexpr std::size_t L = simd::lanes<A>;
+    constexpr std::size_t max_blocks = 1024;
+    const float* p = w.data();
+    const std::size_t n = w.size(), nfull = n / L * L;
+    // Block size: a multiple of 64 (so of every lane count) giving at most 1024 blocks.
+    const std::size_t blk = std::max<std::size_t>(256, (n / max_blocks + 64) / 64 * 64);
+    double bsum[max_blocks];
+    std::size_t nb = 0;
+    double s = 0;
+    for (std::size_t i = 0; i < nfull; i += blk, ++nb) {
+        bsum[nb] = detail::positive_sum<A>(p, i, std::min(nfull, i + blk));
+        s += bsum[nb];
+    }
+    for (std::size_t i = nfull; i < n; ++i)
+        if (p[i] > 0) s += p[i];
+    if (!(s > 0)) return npos;
+    const double target = u * s;
+    double run = 0;
+    auto scan = [&](std::size_t b, std::size_t e) {
+        for (std::size_t i = b; i < e; ++i) {
+            if (!(p[i] > 0)) continue;
+            run += p[i];
+            if (run > target) return i;
+        }
+        return npos;
+    };
+    for (std::size_t b = 0; b < nb; ++b) {
+        if (run + bsum[b] > target) {
+            const std::size_t i = b * blk;
+            if (const std::size_t hit = scan(i, std::min(nfull, i + blk)); hit != npos) return hit;
+        } else {
+            run += bsum[b];
+        }
+    }
+    if (const std::size_t hit = scan(nfull, n); hit != npos) return hit;
+    for (std::size_t j = n; j-- > 0;)  // target unreached: the last positive entry
+        if (p[j] > 0) return j;
+    return npos;
+}
+
+/// Exponential-race (Gumbel-max) draw from softmax(x / T): argmax_i w_i / E_i with
+/// w_i = exp((x_i - m)/T) and E_i = rng.exponential() for every entry in order; npos if no entry
+/// has probability. Consumes exactly 2 * x.size() random words. \pre temperature > 0
+template <class A = simd::default_arch>
+std::size_t draw_exponential_race(std::span<const float> x, float temperature,
+                                  rng_stream& rng) noexcept {
+    // The per-entry exponential dominates (two logs and a Philox word pair per entry): there is
+    // nothing for SIMD to win, so this is the reference, kept as a kernel for parity tests and
+    // for callers that want the Gumbel-max form.
+    return reference::draw_exponential_race(x, temperature, rng);
+}
+
+/// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection,
+/// docs/semantics.md#draw). Blocks are lane-strided: the row is cut into chunks of L g entries
+/// (L = SIMD lanes; g the smallest power of two >= 16 giving at most 512 blocks: 256 at
+/// V = 128256 with 16 lanes) and block (chunk q, lane j) holds the g entries q L g + j + L s,
+/// s < g, so one SIMD pass of vertical maxima gives L block maxima per chunk with no horizontal
+/// reduction. Each block gets the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the
+/// block maxima, inflated by 3e-5 to cover float rounding). The (at most 16) heaviest blocks with
+/// h_b >= 1e-3 are refined by one strided scan: their max entry a_b gets its own exact envelope
+/// hA_b = w(M_b) and the other entries hB_b = w(M2_b), M2_b the largest of them; a refined block's
+/// mass is hA_b + g hB_b, any other block's g h_b. Proposals: a block with probability mass / H
+/// (2 words; inverse CDF over the blocks through a guide table, the same block as a binary
+/// search), a slot s uniformly (1 word; for a refined block, a_b instead when the same uniform
+/// falls in its first hA_b), accepted with probability w_i / e_i (2 words), e_i = h_b, or for a
+/// refined block hB_b (+ hA_b when i = a_b), w_i the reference's double weight; slots past the
+/// row's end are rejected. Random words: 5 per proposal; the number of proposals is geometric
+/// with mean H / Z <= g (about 1 for flat rows and for rows whose mass sits in a few dominant
+/// entries, up to g when many blocks each hold one dominant entry). A row with +inf entries draws
+/// uniformly among them (2 words); no valid entry: npos (0 words). Exact except that entries in
+/// blocks whose max is more than 87 T below the row max (total probability < V e^-87) are never
+/// drawn. When 1/T is not finite (subnormal T), and after max(64 g, 4096) rejected proposals
+/// (probability < e^-64), the draw is an exact inverse CDF over the reference's double weights
+/// instead (2 more words, V exponentials); both keep the draw exact. \pre temperature > 0
+template <class A = simd::default_arch>
+std::size_t draw_temperature(std::span<const float> x, float temperature,
+                             rng_stream& rng) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    constexpr std::size_t max_blocks = 512;
+    static_assert(max_blocks % L == 0);
+    const float* p = x.data();
+    const std::size_t n = x.size();
+    if (n == 0) return npos;
+    std::size_t g = 16;
+    int lg = 4;
+    while ((n + L * g - 1) / (L * g) * L > max_blocks) {
+        g *= 2;
+        ++lg;
+    }
+    const std::size_t chunk = L * g, nb = (n + chunk - 1) / chunk * L;
+    alignas(64) float bmax[max_blocks + 64];
+    for (std::size_t q = 0; q * chunk < n; ++q) {
+        const std::size_t base = q * chunk, e = std::min(n, base + chunk);
+        std::size_t i = base;
+        B a0(detail::neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
+        for (; i + 4 * L <= e; i += 4 * L) {
+            a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+            a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
+            a2 = simd::max_ignore_nan<A>(a2, B::load_unaligned(p + i + 2 * L));
+            a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
+        }
+        for (; i + L <= e; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+        float* bm = bmax + q * L;
+        simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3)).store_aligned(bm);
+        for (; i < e; ++i) {  // the row's last partial vector: lane (i - base) % L
+            float& t = bm[(i - base) % L];
+            t = p[i] > t ? p[i] : t;
+        }
+    }
+    float m = detail::neg_inf_f;
+    for (std::size_t b = 0; b < nb; ++b) m = bmax[b] > m ? bmax[b] : m;
+    if (m == detail::neg_inf_f) return npos;
+    if (std::isinf(m)) {  // uniform over the +inf entries
+        std::size_t c = 0;
+        for (std::size_t i = 0; i < n; ++i) c += p[i] == m;
+        std::size_t k = std::min(c - 1, std::size_t(rng.uniform() * double(c)));
+        for (std::size_t i = 0; i < n; ++i)
+            if (p[i] == m && k-- == 0) return i;
+        return npos;
+    }
+    const float inv_t = 1.f / temperature;
+    // (M_b - m) * inf would be 0 * inf = NaN for the max's block: no usable envelope.
+    if (!std::isfinite(inv_t)) return detail::draw_exact(p, n, m, temperature, rng);
+    const B mb(m), tb(inv_t);
+    for (std::size_t b = 0; b < nb; b += L)
+        simd::exp_nonpositive<A>((B::load_aligned(bmax + b) - mb) * tb).store_aligned(bmax + b);
+    // Refinement of the (at most 16) heaviest blocks with h_b >= 1e-3: their max entry a_b gets
+    // its own exact envelope hA_b = w(M_b), the block's other entries hB_b = w(M2_b) (M2_b the
+    // largest of the others), so a block whose mass is one dominant entry no longer costs ~g
+    // proposals. Block mass: hA_b + g hB_b (refined) or g h_b.
+    constexpr std::size_t max_refined = 16;
+    std::size_t rb[max_refined], ra[max_refined], nr = 0;
+    float rh[max_refined];
+    for (std::size_t b = 0; b < nb; ++b) {
+        const float h = bmax[b];
+        if (!(h >= 1e-3f) || (nr == max_refined && !(h > rh[nr - 1]))) continue;
+        std::size_t q = nr < max_refined ? nr++ : max_refined - 1;
+        for (; q > 0 && rh[q - 1] < h; --q) {
+            rh[q] = rh[q - 1];
+            rb[q] = rb[q - 1];
+        }
+        rh[q] = h;
+        rb[q] = b;
+    }
+    double ra_w[max_refined], rb_w[max_refined];
+    std::uint8_t refined[max_blocks] = {};  // slot + 1 of a refined block, else 0
+    for (std::size_t r = 0; r < nr; ++r) {
+        const std::size_t b = rb[r], first = b / L * chunk + b % L;
+        float m1 = detail::neg_inf_f, m2 = detail::neg_inf_f;
+        std::size_t a = first;
+        for (std::size_t i = first; i < n && i < first + L * g; i += L) {
+            const float v = p[i];
+            if (v > m1) {
+                m2 = m1;
+                m1 = v;
+                a = i;
+            } else if (v > m2) {
+                m2 = v;
+            }
+        }
+        ra[r] = a;
+        ra_w[r] = reference::weight(m1, m, temperature);
+        rb_w[r] = reference::weight(m2, m, temperature);
+        refined[b] = std::uint8_t(r + 1);
+    }
+    double cum[max_blocks];
+    double total = 0;
+    for (std::size_t b = 0; b < nb; ++b) {
+        const std::size_t r = refined[b];
+        total +=
+            r ? ra_w[r - 1] + double(g) * rb_w[r - 1] : double(bmax[b]) * (1.0 + 3e-5) * double(g);
+        cum[b] = total;
+    }
+    if (!(total > 0)) return detail::draw_exact(p, n, m, temperature, rng);  // defensive
+    // Guide table: guide[j] = the first block with cum > j total / nb; a lookup starts there and
+    // steps (either way, so rounding cannot matter) to the first block with cum > t.
+    std::uint16_t guide[max_blocks];
+    {
+        std::size_t b = 0;
+        const double step = total / double(nb);
+        for (std::size_t j = 0; j < nb; ++j) {
+            const double v = double(j) * step;
+            while (b + 1 < nb && !(cum[b] > v)) ++b;
+            guide[j] = std::uint16_t(b);
+        }
+    }
+    const std::size_t max_proposals = std::max<std::size_t>(64 * g, 4096);
+    for (std::size_t proposal = 0; proposal < max_proposals; ++proposal) {
+        const double u0 = rng.uniform();
+        const double t = u0 * total;
+        std::size_t b = guide[std::min(nb - 1, std::size_t(u0 * double(nb)))];
+        while (b + 1 < nb && !(cum[b] > t)) ++b;
+        while (b > 0 && cum[b - 1] > t) --b;
+        std::size_t i = b / L * chunk + b % L + L * std::size_t(rng() >> (32 - lg));
+        const double u = rng.uniform();
+        double e = double(bmax[b]) * (1.0 + 3e-5);
+        if (const std::size_t r = refined[b]) {
+            // Component A (the max entry) for the first hA_b of the block's mass, else B.
+            if (t - (b ? cum[b - 1] : 0.0) < ra_w[r - 1]) i = ra[r - 1];
+            e = (i == ra[r - 1] ? ra_w[r - 1] : 0.0) + rb_w[r - 1];
+        }
+        // i >= n: a padding slot. e == 0: a block without mass, reachable only when u0 * total
+        // rounds up to total (u0 = 1 - 2^-53) and the last block is empty.
+        if (i >= n || !(e > 0)) continue;
+        const double w = reference::weight(p[i], m, temperature);
+        if (u * e < w) return i;
+    }
+    return detail::draw_exact(p, n, m, temperature, rng);  // bounded loop: still exact
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/draw.hpp
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Outcome of one sample() call.
+enum class sample_status : std::uint8_t {
+    ok,              ///< a token was drawn
+    no_valid_token,  ///< every entry NaN / -inf (or banned): token = -1
+    bad_input,       ///< logits.size() != vocab_size(): token = -1
+    /// the sampler was inside another call (another thread, or the same sampler re-entered):
+    /// nothing was done, token = -1 (a sampler serves one call at a time)
+    concurrent_use,
+    /// the constraint (or the call's token mask) allows no valid token: token = -1
+    no_allowed_token,
+};
+
+/// A token and a log-probability (top-n alternatives, requested ids).
+struct token_logprob {
+    token_id token = -1;
+    float logprob = -std::numeric_limits<float>::infinity();
+};
+
+/// What sample() returns. The spans point into the sampler (its own storage): valid until its
+/// next call.
+struct sample_result {
+    token_id token = -1;  ///< the drawn token; -1 unless ok()
+    /// log of the probability the token was drawn with (after the whole pipeline; 0 for greedy;
+    /// NaN when params.logprobs.chosen is off).
+    float logprob = std::numeric_limits<float>::quiet_NaN();
+    /// log-softmax of the caller's logits at the token (temperature 1, before processors);
+    /// NaN unless params.logprobs.raw (opt-in: needs the full normaliser).
+    float raw_logprob = std::numeric_limits<float>::quiet_NaN();
+    /// 1-based rank of the token (see logprobs_request::rank); 0 unless requested.
+    std::size_t rank = 0;
+    sample_status status = sample_status::no_valid_token;
+    std::span<const token_logprob> top = {};        ///< logprobs_request::top_n best, best first
+    std::span<const token_logprob> requested = {};  ///< logprobs_request::ids, in request order
+    /// Queries of the callback constraint this call made (0 without one).
+    std::size_t constraint_queries = 0;
+
+    bool ok() const noexcept { return status == sample_status::ok; }
+};
+
+/// The key and the token history of one sampling step.
+struct sample_context {
+    std::uint64_t sequence = 0;  ///< sequence (request) id: part of the RNG key
+    std::uint64_t step = 0;      ///< step within the sequence: part of the RNG key
+    /// prompt + generated so far, oldest first (caller-owned; read by the processors).
+    std::span<const token_id> history = {};
+    std::size_t prompt_length = 0;  ///< history[0, prompt_length) is the prompt
+};
+
+/// The mutable state of a sampler (save with state(), roll back with restore()).
+struct sampler_state {
+    float mirostat_mu = 0.f;      ///< mirostat v2's mu (2 * tau initially)
+    std::uint64_t next_step = 0;  ///< the step sample(logits) uses next
+    friend bool operator==(const sampler_state&, const sampler_state&) = default;
+};
+
+/// A sparse distribution: token ids and their probabilities (equal lengths, probabilities sum to 1,
+/// descending probability, ties by ascending id; ascending id from
+/// sampler::distribution_unordered()). Views into a sampler's workspace (valid until
+/// its next call) or into caller storage.
+struct distribution {
+    std::span<const token_id> tokens = {};
+    std::span<const float> probs = {};
+
+    std::size_t size() const noexcept { return tokens.size(); }
+    bool empty() const noexcept { return tokens.empty(); }
+    /// Probability of token t (0 if absent). O(size()).
+    float prob(token_id t) const noexcept {
+        for (std::size_t i = 0; i < tokens.size(); ++i)
+            if (tokens[i] == t) return probs[i];
+        return 0.f;
+    }
+};
+
+/// Inverse-CDF draw from `d` with the uniform u in [0, 1): the first entry (in d's order) whose
+/// running probability sum exceeds u * sum(probs); the last positive entry if rounding leaves it
+/// unreached. -1 if d has no positive probability.
+inline token_id draw(const distribution& d, double u) noexcept {
+    const std::size_t i = kernels::draw_inverse_cdf(d.probs, u);
+    return i == npos ? token_id(-1) : d.tokens[i];
+}
+
+/// Draw from `d` with one uniform() (2 words) of `rng`. For a truncated pipeline (a step other
+/// than temperature and XTC cut the row: without one, sample() draws over the row in id blocks),
+/// with rng = make_stream({seed, sequence, step}, rng_purpose::sample) this returns the same token
+/// as sampler::sample() on the row that gave `d` when `d` came from distribution() (descending
+/// probability order; distribution_unordered() is in id order, so the same law but not the same
+/// token), barring float rounding within ~1e-7 of a CDF step; in every case the same law.
+inline token_id draw(const distribution& d, rng_stream& rng) noexcept {
+    return draw(d, rng.uniform());
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/result.hpp
+// ---- begin decodekit/sampling/workspace.hpp
+/// \file sampling/workspace.hpp
+/// sampling_workspace: the O(vocabulary) scratch a sampling call works in (the candidate arrays,
+/// their weights, a processed copy of the row, the full-row draw's block sums, ...). It holds no
+/// state between calls: one workspace serves any number of samplers, one call at a time. A
+/// sampler uses its thread's workspace (this_thread()) unless a call is given one, so what a
+/// live request holds is O(its params) plus its history state, not O(vocabulary).
+/// Buffers grow on demand to the largest vocabulary seen and never shrink; growing is the only
+/// allocation, so a warm workspace makes sampling allocation-free.
+/// Views a call returns into a workspace (sampler::distribution()) stay valid until the next call
+/// on that workspace: on the default workspace, the next sampler call on the same thread.
+/// A call that finds its workspace inside another call (a sampler called from a processor or
+/// step of another sampler on the same thread, or one workspace passed to two threads) does
+/// nothing and reports sample_status::concurrent_use: give such a call its own workspace.
+
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+/// A candidate entry as one value (sort scratch).
+struct scored {
+    float logit;
+    token_id id;
+};
+/// Logit descending, ties by ascending id.
+inline bool scored_before(const scored& a, const scored& b) noexcept {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+/// A flag set while an object is inside a call; copies are fresh, idle flags (so its owner stays
+/// copyable). One atomic exchange per call.
+class in_use_flag {
+public:
+    in_use_flag() = default;
+    in_use_flag(const in_use_flag&) noexcept {}
+    in_use_flag& operator=(const in_use_flag&) noexcept { return *this; }
+    /// True when the caller may enter (the flag was idle; it is now set).
+    bool try_enter() noexcept { return !busy_.exchange(true, std::memory_order_acquire); }
+    void leave() noexcept { busy_.store(false, std::memory_order_release); }
+
+private:
+    std::atomic<bool> busy_{false};
+};
+/// Holds an in_use_flag for one scope (entered() tells whether it got it).
+class in_use_scope {
+public:
+    explicit in_use_scope(in_use_flag& f) noexcept : f_(f), ok_(f.try_enter()) {}
+    ~in_use_scope() {
+        if (ok_) f_.leave();
+    }
+    in_use_scope(const in_use_scope&) = delete;
+    in_use_scope& operator=(const in_use_scope&) = delete;
+    bool entered() const noexcept { return ok_; }
+
+private:
+    in_use_flag& f_;
+    bool ok_;
+};
+/// Grows `v` to at least n elements (value-initialised), never shrinks.
+template <class T>
+void grow(std::vector<T>& v, std::size_t n) {
+    if (v.size() < n) v.resize(n);
+}
+}  // namespace detail
+
+/// Scratch of sampling calls (see the file comment). Not thread-safe: one call at a time.
+class sampling_workspace {
+public:
+    /// Entries of one block of the full-row draw.
+    static constexpr std::size_t draw_block = 2048;
+
+    sampling_workspace() = default;
+    /// A workspace already sized for `vocab_size`.
+    explicit sampling_workspace(std::size_t vocab_size) { reserve(vocab_size); }
+
+    /// The calling thread's workspace (created empty on first use, freed at thread exit).
+    static sampling_workspace& this_thread() noexcept {
+        thread_local sampling_workspace ws;
+        return ws;
+    }
+
+    /// Sizes the buffers every call uses for rows of `vocab_size` entries (no-op when large
+    /// enough). The feature buffers (typical's keys, the sparse marks, the raw top-n, the
+    /// penalty and DRY scratch) grow when first used.
+    void reserve(std::size_t vocab_size) {
+        if (vocab_size <= vocab_) return;
+        vocab_ = vocab_size;
+        cand = candidates(vocab_size);
+        detail::grow(sorted, vocab_size);
+        detail::grow(weights, vocab_size);
+        const std::size_t nblocks = (vocab_size + draw_block - 1) / draw_block;
+        detail::grow(bmax, nblocks);
+        detail::grow(bsum, nblocks);
+        detail::grow(block_buf, draw_block);
+    }
+    /// The vocabulary size the every-call buffers are sized for.
+    std::size_t vocab_size() const noexcept { return vocab_; }
+
+    /// typical's sort keys and permutation, sized for the reserved vocabulary.
+    void reserve_typical() {
+        detail::grow(key, vocab_);
+        detail::grow(perm, vocab_);
+    }
+    /// The processed-row copy.
+    std::span<float> row_copy() {
+        detail::grow(row, vocab_);
+        return {row.data(), vocab_};
+    }
+    /// The sparse-processor marks (all 0 between calls), touched list and patches.
+    void reserve_sparse() {
+        if (mark.size() < vocab_) mark.resize(vocab_, 0);
+        detail::grow(touched, vocab_);
+        detail::grow(patches, vocab_);
+    }
+    /// The raw top-n candidates.
+    candidates& raw_top() {
+        if (alt.capacity() < vocab_) alt = candidates(vocab_);
+        return alt;
+    }
+    /// The penalty counters (all 0 between calls).
+    penalty_workspace& penalties() {
+        if (pen.vocab_size() < vocab_) pen = penalty_workspace(vocab_);
+        return pen;
+    }
+    /// The DRY scratch.
+    dry_workspace& dry() {
+        if (dry_.vocab_size() < vocab_) dry_ = dry_workspace(vocab_);
+        return dry_;
+    }
+
+    // The buffers (scratch; contents unspecified between calls).
+    candidates cand;                      ///< the working set's entries once materialised
+    std::vector<detail::scored> sorted;   ///< sort scratch
+    std::vector<float> weights;           ///< exp weights of cand (relative to its max)
+    std::vector<double> key;              ///< typical's sort key
+    std::vector<std::size_t> perm;        ///< typical's order
+    std::vector<float> bmax;              ///< full-row draw: block maxima
+    std::vector<double> bsum;             ///<                block sums
+    std::vector<float> block_buf;         ///<                softmax of the chosen block
+    std::vector<float> row;               ///< processed copy of the row
+    std::vector<std::uint8_t> mark;       ///< sparse processors: 1 touched, 2 patched
+    std::vector<token_id> touched;        ///< sparse processors: ids copied into row
+    std::vector<detail::scored> patches;  ///< sparse processors: changed entries
+    candidates alt;                       ///< raw top-n
+    detail::in_use_flag in_use;           ///< set while a call works in it
+
+private:
+    std::size_t vocab_ = 0;
+    penalty_workspace pen;
+    dry_workspace dry_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/workspace.hpp
+
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// What the processor stage hands to the working set.
+struct processed_row {
+    std::span<const float> row;  ///< the row the steps read (the caller's, or the copy)
+    std::size_t patches = 0;     ///< patches in the workspace (sparse path)
+    bool overlay = false;        ///< row is the caller's and the patches apply over it
+};
+
+/// The processors of one sequence (see the file comment): the stage a sampler runs before its
+/// steps, and what strategies that score rows themselves (beam search, contrastive search) run
+/// on each sequence's row. Copy it to fork a sequence (a beam taking its parent's history): the
+/// copy carries the parent's per-sequence state.
+class processor_pipeline {
+public:
+    processor_pipeline() = default;
+    /// The processors (and constraint) of `params`; the sampling fields are not used.
+    /// `sparse_first_step`: the caller can merge patches over its row (a sampler whose first
+    /// step is greedy, top-k or min-p); false for a plain processed copy. A constraint makes it
+    /// dense (the constrained paths read a plain row).
+    explicit processor_pipeline(const sampling_params& params, bool sparse_first_step = false)
+        : constraint_(params.constraint) {
+        build(params);
+        bool all_sparse = true, follows = constraint_.follows_history();
+        for (const any_processor& p : procs_) {
+            all_sparse = all_sparse && p.sparse();
+            follows = follows || p.follows_history();
+        }
+        sparse_ = !procs_.empty() && all_sparse && sparse_first_step && !params.constraint;
+        follows_ = follows;
+    }
+
+    /// True when some processor changes the logits.
+    bool active() const noexcept { return !procs_.empty(); }
+    /// True when the stage patches instead of copying.
+    bool sparse() const noexcept { return sparse_; }
+    /// The sampler's copy of the constraint (empty: none).
+    any_constraint& constraint() noexcept { return constraint_; }
+    /// The stage's copy of user processor `index` (sampling_params::processors) when it is a P.
+    template <class P>
+    P* user_processor(std::size_t index) noexcept {
+        return index < user_.size() ? procs_[user_[index]].get<P>() : nullptr;
+    }
+    /// The processor context of a call.
+    static processor_context context(const sample_context& ctx, std::size_t vocab) noexcept {
+        return {ctx.history, ctx.prompt_length, ctx.sequence, ctx.step, vocab};
+    }
+
+    /// Brings the per-sequence state up to date with ctx.history (history.hpp), then applies
+    /// the processors for a call with context `ctx` (see processed_row).
+    processed_row run(std::span<const float> logits, const sample_context& ctx,
+                      sampling_workspace& ws) noexcept {
+        const processor_context pc = context(ctx, logits.size());
+        if (follows_) follow_history(pc);
+        if (procs_.empty()) return {logits};
+        const std::span<float> row = ws.row_copy().first(logits.size());  // grows once
+        if (sparse_) return run_sparse(logits, pc, ws, row);
+        std::copy(logits.begin(), logits.end(), row.begin());
+        for (any_processor& p : procs_) p.apply(row, pc);
+        return {std::span<const float>(row.data(), row.size())};
+    }
+
+    /// Brings the per-sequence state up to date with ctx.history and applies the processors to
+    /// `row` in place (strategies that keep their own rows). \pre row.size() is the vocabulary
+    void apply(std::span<float> row, const sample_context& ctx) noexcept {
+        const processor_context pc = context(ctx, row.size());
+        if (follows_) follow_history(pc);
+        for (any_processor& p : procs_) p.apply(row, pc);
+    }
+
+    /// The processors once more on `row` (a fresh copy of the caller's row), without following
+    /// the history again (a redraw within one call).
+    void reapply(std::span<float> row, const sample_context& ctx) noexcept {
+        const processor_context pc = context(ctx, row.size());
+        for (any_processor& p : procs_) p.apply(row, pc);
+    }
+
+private:
+    std::vector<any_processor> procs_;  // built-in and user processors, in order
+    std::vector<std::uint32_t> user_;   // index in procs_ of each user processor
+    any_constraint constraint_;
+    history_tracker tracker_{};
+    bool sparse_ = false;
+    bool follows_ = false;
+
+    /// The processors of `p` in order: the user processors of each slot before its built-in.
+    void build(const sampling_params& p) {
+        user_.assign(p.processors.size(), 0);
+        for (unsigned slot = 0; slot <= unsigned(processor_slot::end); ++slot) {
+            for (std::size_t u = 0; u < p.processors.size(); ++u)
+                if (unsigned(p.processors[u].before) == slot) {
+                    user_[u] = std::uint32_t(procs_.size());
+                    procs_.push_back(p.processors[u].processor);
+                }
+            switch (processor_slot(slot)) {
+                case processor_slot::allowed_tokens:
+                    if (!p.allowed_tokens.empty())
+                        procs_.push_back(allowed_tokens_processor(p.allowed_tokens));
+                    break;
+                case processor_slot::banned_tokens:
+                    if (!p.banned_tokens.empty())
+                        procs_.push_back(banned_tokens_processor(p.banned_tokens));
+                    break;
+                case processor_slot::logit_bias:
+                    if (!p.logit_biases.empty())
+                        procs_.push_back(logit_bias_processor(p.logit_biases));
+                    break;
+                case processor_slot::min_length:
+                    if (p.min_new_tokens > 0 && !p.eos_ids.empty())
+                        procs_.push_back(min_length_processor(p.min_new_tokens, p.eos_ids));
+                    break;
+                case processor_slot::penalties:
+                    if (p.penalties.enabled()) procs_.push_back(penalties_processor(p.penalties));
+                    break;
+                case processor_slot::dry:
+                    if (p.dry.enabled()) procs_.push_back(dry_processor(p.dry));
+                    break;
+                case processor_slot::no_repeat_ngram:
+                    if (p.no_repeat_ngram_size > 0)
+                        procs_.push_back(no_repeat_ngram_processor(p.no_repeat_ngram_size));
+                    break;
+                case processor_slot::banned_sequences:
+                    if (!p.banned_sequences.empty())
+                        procs_.push_back(banned_sequences_processor(p.banned_sequences, p.eos_ids));
+                    break;
+                case processor_slot::end:
+                    break;
+            }
+        }
+    }
+
+    /// One sync of the history for every component whose state follows it.
+    void follow_history(const processor_context& c) {
+        const history_change ch = tracker_.sync(c.history);
+        auto notify = [&](auto& x) {
+            if (!x.follows_history()) return;
+            if (ch.rebuild) {
+                x.reset(c);
+                return;
+            }
+            if (!ch.removed.empty()) x.cut_back(ch.keep, ch.removed, c);
+            if (!ch.added.empty()) x.append(ch.added, c);
+        };
+        for (any_processor& p : procs_) notify(p);
+        notify(constraint_);
+    }
+
+    struct sink_state {
+        std::span<const float> logits;
+        std::span<float> row;
+        sampling_workspace* ws;
+        std::size_t n;
+    };
+    /// Sparse processors: only the entries they declare are copied into the row copy; the
+    /// entries that changed become patches (marked 2 in ws.mark).
+    processed_row run_sparse(std::span<const float> logits, const processor_context& pc,
+                             sampling_workspace& ws, std::span<float> row) noexcept {
+        ws.reserve_sparse();
+        sink_state st{logits, row, &ws, 0};
+        token_sink sink(
+            [](void* p, token_id t) noexcept {
+                auto& s = *static_cast<sink_state*>(p);
+                if (t < 0 || std::size_t(t) >= s.logits.size() || s.ws->mark[std::size_t(t)])
+                    return;
+                s.ws->mark[std::size_t(t)] = 1;
+                s.ws->touched[s.n++] = t;
+                s.row[std::size_t(t)] = s.logits[std::size_t(t)];
+            },
+            &st);
+        for (const any_processor& p : procs_) p.touched(pc, sink);
+        for (any_processor& p : procs_) p.apply(row, pc);
+        std::size_t patches = 0;
+        for (std::size_t i = 0; i < st.n; ++i) {
+            const std::size_t t = std::size_t(ws.touched[i]);
+            if (std::bit_cast<std::uint32_t>(row[t]) != std::bit_cast<std::uint32_t>(logits[t])) {
+                ws.patches[patches++] = {row[t], token_id(t)};
+                ws.mark[t] = 2;
+            } else {
+                ws.mark[t] = 0;
+            }
+        }
+        return {logits, patches, patches > 0};
+    }
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/processing.hpp
+
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+/// The first problem of `p` used as the processors of strategy parameters `who` (a message such
+/// as "beam_search_params.processing.top_k: ..."), or nullopt.
+inline std::optional<std::string> check_row_processing(const sampling_params& p, const char* who) {
+    const std::string field = std::string(who) + ".processing";
+    if (auto e = p.check()) return field + ": " + *e;
+    auto unused = [&](const char* name, const char* value) {
+        return field + "." + name + " must be " + value + ": " + who +
+               " reads only the processor fields of sampling_params";
+    };
+    if (p.temperature != 1.f) return unused("temperature", "1");
+    if (p.top_k > 0) return unused("top_k", "<= 0");
+    if (p.top_p != 1.f) return unused("top_p", "1");
+    if (p.min_p != 0.f) return unused("min_p", "0");
+    if (p.typical_p != 1.f) return unused("typical_p", "1");
+    if (p.epsilon != 0.f) return unused("epsilon", "0");
+    if (p.eta != 0.f) return unused("eta", "0");
+    if (p.top_n_sigma != 0.f) return unused("top_n_sigma", "0");
+    if (p.xtc_probability != 0.f) return unused("xtc_probability", "0");
+    if (p.mirostat) return unused("mirostat", "false");
+    if (!p.steps.empty()) return unused("steps", "empty");
+    if (p.constraint) return unused("constraint", "empty");
+    if (p.logprobs.any()) return unused("logprobs", "without extras");
+    return std::nullopt;
+}
+
+/// The pipeline of `p` (checked with check_row_processing), its EOS ids defaulting to `eos_ids`;
+/// an empty pipeline (active() false) when no processor is configured.
+inline processor_pipeline row_processors(const sampling_params& p,
+                                         std::span<const token_id> eos_ids) {
+    if (p.eos_ids.empty() && !eos_ids.empty() &&
+        (p.min_new_tokens > 0 || !p.banned_sequences.empty())) {
+        sampling_params q = p;
+        q.eos_ids.assign(eos_ids.begin(), eos_ids.end());
+        return processor_pipeline(q);
+    }
+    return p.has_processors() ? processor_pipeline(p) : processor_pipeline();
+}
+}  // namespace detail
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/row_processors.hpp
+// ---- begin decodekit/decoding/stop.hpp
+/// \file decoding/stop.hpp
+/// Token-level stop conditions shared by every strategy: EOS ids and stop sequences, checked on
+/// generated tokens only (decoding/contract.hpp has the rules). Negative EOS ids are accepted and
+/// ignored (no generated token is negative), as sampling_params accepts them.
+
+
+#include <algorithm>
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+/// First problem with stop conditions (an empty stop sequence or a negative id in one), named
+/// "<owner>.stop_sequences"; nullopt when valid. EOS ids are never a problem: negative ones are
+/// ignored (they cannot be generated).
+inline std::optional<std::string> check_stop_conditions(
+    std::string_view owner, std::span<const token_id> /*eos_ids*/,
+    std::span<const std::vector<token_id>> stop_sequences = {}) {
+    const std::string o(owner);
+    for (const auto& s : stop_sequences) {
+        if (s.empty()) return o + ".stop_sequences: every sequence must be non-empty";
+        for (token_id t : s)
+            if (t < 0) return range_message(o + ".stop_sequences", "non-negative ids", double(t));
+    }
+    return std::nullopt;
+}
+}  // namespace detail
+
+/// EOS ids and stop sequences, usable by any driver. Borrows the spans (they must outlive it).
+class stop_checker {
+public:
+    explicit stop_checker(std::span<const token_id> eos_ids,
+                          std::span<const std::vector<token_id>> stop_sequences = {}) noexcept
+        : eos_(eos_ids), stop_(stop_sequences) {}
+    /// True when t is an EOS id.
+    bool is_eos(token_id t) const noexcept {
+        return std::find(eos_.begin(), eos_.end(), t) != eos_.end();
+    }
+    /// True when `generated` ends with one of the stop sequences (generated tokens only).
+    bool ends_with_stop_sequence(std::span<const token_id> generated) const noexcept {
+        for (const auto& s : stop_)
+            if (s.size() <= generated.size() &&
+                std::equal(s.begin(), s.end(), generated.end() - std::ptrdiff_t(s.size())))
+                return true;
+        return false;
+    }
+    /// True when `generated` followed by `next` ends with one of the stop sequences.
+    bool completes_stop_sequence(std::span<const token_id> generated,
+                                 token_id next) const noexcept {
+        for (const auto& s : stop_)
+            if (!s.empty() && s.back() == next && s.size() - 1 <= generated.size() &&
+                std::equal(s.begin(), s.end() - 1, generated.end() - std::ptrdiff_t(s.size() - 1)))
+                return true;
+        return false;
+    }
+    /// True when there is at least one stop sequence.
+    bool has_stop_sequences() const noexcept { return !stop_.empty(); }
+
+private:
+    std::span<const token_id> eos_;
+    std::span<const std::vector<token_id>> stop_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/stop.hpp
+// ---- begin decodekit/decoding/stop_strings.hpp
+/// \file decoding/stop_strings.hpp
+/// Text-level stop strings: the engine's detokenizer turns each generated token into bytes, and
+/// a stop_string_matcher finds a stop string that may span any number of tokens while releasing
+/// text as early as it is safe to stream.
+///
+/// Release rule: after each token, every byte is released except (a) the longest suffix of the
+/// text that is a proper prefix of some stop string (it may still become a stop string) and (b)
+/// an incomplete UTF-8 sequence at the end (a multi-byte character split across tokens). Held
+/// bytes are released as soon as they can no longer begin a stop string (the match failed) or
+/// complete their character. On a match, the text up to the start of the stop string is
+/// released; the stop string and anything after it never are. Among stop strings completing in
+/// the same token, the one that ends first in the text wins (ties: the longest); so of "ab" and
+/// "abc", "ab" always stops first. At the end of generation, flush() releases what is held.
+/// Bytes that are not valid UTF-8 are released as they are (never held forever).
+///
+/// Matching is one Knuth-Morris-Pratt automaton per stop string: O(bytes x stop strings) per
+/// token, O(stop strings) state. Limits (checked by the params' check()): at most
+/// max_stop_strings strings of 1 to max_stop_string_bytes bytes each.
+///
+/// The detokenizer must be a pure function of the token id (beam search calls it for candidate
+/// tokens too) returning the token's bytes; the view must stay valid until the next call. Engines
+/// whose tokenizer has context-dependent pieces (a leading space after BOS) pass the bytes they
+/// would print.
+
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// The engine's detokenizer: token id -> its bytes (valid until the next call).
+using detokenize_fn = std::function<std::string_view(token_id)>;
+
+/// Most stop strings a request may have.
+inline constexpr std::size_t max_stop_strings = 64;
+/// Longest stop string, in bytes.
+inline constexpr std::size_t max_stop_string_bytes = 256;
+
+namespace detail {
+/// First problem with stop strings (too many, empty, too long, no detokenizer), fields named
+/// "<owner>.stop_strings" / "<owner>.detokenize"; nullopt when valid.
+inline std::optional<std::string> check_stop_strings(std::string_view owner,
+                                                     std::span<const std::string> strings,
+                                                     bool has_detokenizer) {
+    const std::string o(owner);
+    if (strings.size() > max_stop_strings)
+        return range_message(o + ".stop_strings", "at most 64 strings", double(strings.size()));
+    for (const auto& s : strings)
+        if (s.empty() || s.size() > max_stop_string_bytes)
+            return range_message(o + ".stop_strings", "strings of 1 to 256 bytes",
+                                 double(s.size()));
+    if (!strings.empty() && !has_detokenizer)
+        return o + ".detokenize must be set when stop_strings is not empty";
+    return std::nullopt;
+}
+
+/// Length of an incomplete UTF-8 sequence at the end of `s` (0 to 3 bytes): a lead byte
+/// followed by fewer continuation bytes than it announces. Invalid bytes count as complete.
+inline std::size_t incomplete_utf8_tail(std::string_view s) noexcept {
+    const std::size_t n = s.size();
+    for (std::size_t back = 1; back <= 4 && back <= n; ++back) {
+        const auto c = static_cast<unsigned char>(s[n - back]);
+        if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
+        const std::size_t need = (c & 0xE0) == 0xC0   ? 2
+                                 : (c & 0xF0) == 0xE0 ? 3
+                                 : (c & 0xF8) == 0xF0 ? 4
+                                                      : 1;  // ASCII or an invalid lead
+        return back < need ? back : 0;
+    }
+    return 0;  // only continuation bytes (invalid): release them
+}
+}  // namespace detail
+
+/// A compiled, immutable set of stop strings (the KMP failure tables), shared by matchers.
+class stop_string_set {
+public:
+    explicit stop_string_set(std::span<const std::string> strings)
+        : strings_(strings.begin(), strings.end()) {
+        fail_.resize(strings_.size());
+        for (std::size_t i = 0; i < strings_.size(); ++i) {
+            const std::string& s = strings_[i];
+            std::vector<std::uint16_t>& f = fail_[i];
+            f.assign(s.size() + 1, 0);  // f[q]: longest proper border of s[0, q)
+            std::size_t k = 0;
+            for (std::size_t q = 1; q < s.size(); ++q) {
+                while (k > 0 && s[q] != s[k]) k = f[k];
+                if (s[q] == s[k]) ++k;
+                f[q + 1] = std::uint16_t(k);
+            }
+        }
+    }
+    std::size_t size() const noexcept { return strings_.size(); }
+    const std::string& operator[](std::size_t i) const noexcept { return strings_[i]; }
+    /// The automaton of string i: from state q (matched prefix length), read byte c.
+    std::size_t next(std::size_t i, std::size_t q, char c) const noexcept {
+        const std::string& s = strings_[i];
+        if (q == s.size()) q = fail_[i][q];  // a full match continues from its border
+        while (q > 0 && s[q] != c) q = fail_[i][q];
+        return s[q] == c ? q + 1 : 0;
+    }
+    /// The longest proper prefix of string i that state q leaves as a suffix of the text (q
+    /// itself, or the border of a full match).
+    std::size_t held_prefix(std::size_t i, std::size_t q) const noexcept {
+        return q == strings_[i].size() ? fail_[i][q] : q;
+    }
+
+private:
+    std::vector<std::string> strings_;
+    std::vector<std::vector<std::uint16_t>> fail_;
+};
+
+/// Stop-string matching and safe text release for one sequence. Copyable (beam search forks it
+/// with its beam): the compiled set is shared, the state is O(stop strings + held bytes).
+class stop_string_matcher {
+public:
+    /// No stop strings: text passes through, only incomplete UTF-8 is held.
+    stop_string_matcher() = default;
+    explicit stop_string_matcher(std::span<const std::string> stop_strings)
+        : set_(stop_strings.empty() ? nullptr
+                                    : std::make_shared<const stop_string_set>(stop_strings)),
+          state_(stop_strings.size(), 0) {}
+
+    /// What push() released.
+    struct released {
+        std::string_view text;  ///< bytes now safe to stream (valid until the next call)
+        bool matched = false;   ///< a stop string completed: text ends right before it
+    };
+
+    /// Appends one token's bytes. `stops_active` false (before min_new_tokens): a completed stop
+    /// string is ignored and its bytes are released as ordinary text. After a match, further
+    /// pushes release nothing.
+    released push(std::string_view bytes, bool stops_active = true) {
+        buf_.erase(0, released_);
+        released_ = 0;
+        if (matched_) return {{}, true};
+        const std::size_t old = buf_.size();
+        buf_.append(bytes.data(), bytes.size());
+        std::size_t hold = 0;  // longest suffix that is a proper prefix of a stop string
+        if (set_) {
+            for (std::size_t pos = old; pos < buf_.size(); ++pos) {
+                std::size_t best_len = 0;  // a stop string ending at pos (the longest)
+                for (std::size_t i = 0; i < set_->size(); ++i) {
+                    state_[i] = std::uint16_t(set_->next(i, state_[i], buf_[pos]));
+                    if (state_[i] == (*set_)[i].size())
+                        best_len = std::max<std::size_t>(best_len, state_[i]);
+                }
+                if (best_len > 0 && stops_active) {
+                    matched_ = true;
+                    released_ = buf_.size();  // everything is consumed by the next call
+                    return {std::string_view(buf_).substr(0, pos + 1 - best_len), true};
+                }
+            }
+            for (std::size_t i = 0; i < set_->size(); ++i)
+                hold = std::max(hold, set_->held_prefix(i, state_[i]));
+        }
+        std::size_t end = buf_.size() - std::min(hold, buf_.size());
+        end -= detail::incomplete_utf8_tail(std::string_view(buf_).substr(0, end));
+        released_ = end;
+        return {std::string_view(buf_).substr(0, end), false};
+    }
+
+    /// Releases every held byte (the end of generation without a match). The view directly
+    /// follows the last push()'s text in the same buffer. Nothing after a match.
+    std::string_view flush() noexcept {
+        if (matched_) return {};
+        const std::size_t from = released_;
+        released_ = buf_.size();
+        for (auto& q : state_) q = 0;
+        return std::string_view(buf_).substr(from);
+    }
+
+    /// True once a stop string matched.
+    bool matched() const noexcept { return matched_; }
+    /// Bytes currently held back (not yet released).
+    std::size_t held() const noexcept { return matched_ ? 0 : buf_.size() - released_; }
+
+private:
+    std::shared_ptr<const stop_string_set> set_;
+    std::vector<std::uint16_t> state_;  // per stop string: matched prefix length
+    std::string buf_;                   // [released by the last call | held]
+    std::size_t released_ = 0;
+    bool matched_ = false;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/stop_strings.hpp
 // ---- begin decodekit/kernels/select.hpp
 /// \file kernels/select.hpp
 /// top-k selection without sorting the vocabulary; threshold filters (min-p).
@@ -2561,6 +5718,153 @@ std::size_t filter_min_p(std::span<const float> x, float p_base, float temperatu
 }  // namespace kernels
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/kernels/select.hpp
+// ---- begin decodekit/kernels/softmax.hpp
+/// \file kernels/softmax.hpp
+/// softmax, log-softmax and the normaliser, temperature fused (no scaling pass); entropy.
+/// Semantics: kernels/reference.hpp (within 1e-6 relative for sums, 1e-5 relative per
+/// probability). No random numbers are consumed.
+///
+/// Passes: exp_sum 2 (max; fused exp-and-sum), softmax 3 (max; exp, store and sum; scale by
+/// 1/Z), log_softmax 3 (max; exp-sum; write (x - m)/T - log Z), entropy 2 (max; one pass summing
+/// w and w * (x - m)/T). Sums use 4 float accumulators per 1024-entry block, blocks added in
+/// double; exponentials by simd::exp_nonpositive (about 2 ulp; 0 below max - 87 T, 0 for NaN).
+/// Rows with +inf, no valid entry, or a subnormal temperature use the reference path.
+
+
+#include <cmath>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+
+using reference::softmax_stats;
+
+/// out_i = p_i = exp((x_i - m)/T) / Z; all zeros when no entry has probability.
+/// \pre out.size() == x.size(), temperature > 0
+template <class A = simd::default_arch>
+softmax_stats softmax(std::span<const float> x, std::span<float> out,
+                      float temperature = 1.f) noexcept {
+    DECODEKIT_ASSERT(out.size() == x.size(), "softmax: out.size() must equal x.size()");
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::softmax(x, out, temperature);
+    const double s = detail::exp_pass<A, true>(x, m, inv_t, out.data());
+    const float r = float(1.0 / s);
+    const B rb(r);
+    float* o = out.data();
+    const std::size_t n = x.size();
+    std::size_t i = 0;
+    for (; i + L <= n; i += L) (B::load_unaligned(o + i) * rb).store_unaligned(o + i);
+    for (; i < n; ++i) o[i] *= r;
+    return {m, s};
+}
+
+/// out_i = exp((x_i - m)/T), the unnormalised softmax weights (m the max; when an entry is +inf:
+/// 1 for the +inf entries, 0 elsewhere; 0 for NaN and -inf entries, and below m - 87 T); returns
+/// {m, sum of out}. Two passes (max; fused exp, store and sum).
+/// \pre out.size() == x.size(), temperature > 0
+template <class A = simd::default_arch>
+softmax_stats exp_weights(std::span<const float> x, float temperature,
+                          std::span<float> out) noexcept {
+    DECODEKIT_ASSERT(out.size() == x.size(), "exp_weights: out.size() must equal x.size()");
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t)) {
+        double s = 0;
+        for (std::size_t i = 0; i < x.size(); ++i) {
+            out[i] = m > -std::numeric_limits<float>::infinity()
+                         ? float(reference::weight(x[i], m, temperature))
+                         : 0.f;
+            s += double(out[i]);
+        }
+        return {m, s};
+    }
+    return {m, detail::exp_pass<A, true>(x, m, inv_t, out.data())};
+}
+
+/// out_i = log p_i = (x_i - m)/T - log Z; -inf for entries of probability 0 (NaN included).
+/// \pre out.size() == x.size(), temperature > 0
+template <class A = simd::default_arch>
+softmax_stats log_softmax(std::span<const float> x, std::span<float> out,
+                          float temperature = 1.f) noexcept {
+    DECODEKIT_ASSERT(out.size() == x.size(), "log_softmax: out.size() must equal x.size()");
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t))
+        return reference::log_softmax(x, out, temperature);
+    const double s = detail::exp_pass<A, false>(x, m, inv_t, nullptr);
+    const float lz = float(std::log(s));
+    // exp((x - m)/T) underflows to 0 in double below this: the reference says -inf there.
+    constexpr float underflow = -745.13f;
+    const B mb(m), tb(inv_t), lzb(lz), ub(underflow), ninf(detail::neg_inf_f);
+    const float* p = x.data();
+    float* o = out.data();
+    const std::size_t n = x.size();
+    std::size_t i = 0;
+    for (; i + L <= n; i += L) {
+        const B d = (B::load_unaligned(p + i) - mb) * tb;
+        simd::select<A>(d >= ub, d - lzb, ninf).store_unaligned(o + i);  // NaN fails >=: -inf
+    }
+    for (; i < n; ++i) {
+        const float d = (p[i] - m) * inv_t;
+        o[i] = d >= underflow ? d - lz : detail::neg_inf_f;
+    }
+    return {m, s};
+}
+
+/// Entropy H = -sum p log p (nats) of the tempered distribution; 0 when no entry has
+/// probability. Two passes: H = log Z - (sum w_i d_i) / Z with d_i = (x_i - m)/T, w_i = exp(d_i).
+/// \pre temperature > 0
+template <class A = simd::default_arch>
+double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::entropy(x, temperature);
+    const float* p = x.data();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    const B mb(m), tb(inv_t), lo(-200.f);
+    double sw = 0, swd = 0;
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 2 * detail::block_size);
+        B s0(0.f), s1(0.f), t0(0.f), t1(0.f);
+        auto one = [&](std::size_t j, B& s, B& t) {
+            const B v = B::load_unaligned(p + j);
+            const B d0 = (v - mb) * tb;
+            const B w = simd::exp_nonpositive<A>(d0);     // NaN, -inf: 0
+            const B d = simd::max_ignore_nan<A>(lo, d0);  // -inf, NaN -> -200: w * d = 0
+            s += w;
+            t = simd::fma<A>(w, d, t);
+        };
+        for (; i + 2 * L <= end; i += 2 * L) {
+            one(i, s0, t0);
+            one(i + L, s1, t1);
+        }
+        for (; i < end; i += L) one(i, s0, t0);
+        sw += double(simd::reduce_add<A>(s0 + s1));
+        swd += double(simd::reduce_add<A>(t0 + t1));
+    }
+    for (; i < n; ++i) {
+        if (std::isnan(p[i])) continue;
+        const float d = std::max((p[i] - m) * inv_t, -200.f);
+        const float w = d >= -87.f ? std::exp(d) : 0.f;
+        sw += double(w);
+        swd += double(w) * double(d);
+    }
+    if (!(sw > 0)) return 0;
+    return std::log(sw) - swd / sw;
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/softmax.hpp
 
 #include <algorithm>
 #include <chrono>
@@ -2584,6 +5888,16 @@ enum class early_stopping : std::uint8_t {
     never,      ///< stop only when no running beam can beat the worst ever (a true bound)
 };
 
+/// What beam search's processors run on (beam_search_params::processing).
+enum class beam_processor_input : std::uint8_t {
+    /// The logits; the beam's logprobs are the log-softmax of the processed row (default: the
+    /// scores are log-probabilities of the processed distribution, as a sampler draws from).
+    logits,
+    /// Hugging Face: the log-softmax of the logits; the processed values are the logprobs as
+    /// they are (not renormalised). For parity with transformers' beam search.
+    logprobs,
+};
+
 /// Beam search configuration.
 struct beam_search_params {
     std::size_t num_beams = 4;            ///< beam width, >= 1
@@ -2603,9 +5917,22 @@ struct beam_search_params {
     std::vector<std::string> stop_strings =
         {};                         ///< finish a hypothesis (decoding/stop_strings.hpp)
     detokenize_fn detokenize = {};  ///< token -> bytes, needed by stop_strings
+    /// The processors of every beam: only the processor fields are read (penalties,
+    /// no_repeat_ngram_size, banned tokens / sequences, logit biases, min_new_tokens, user
+    /// processors; decoding/row_processors.hpp); its eos_ids default to this eos_ids.
+    sampling_params processing = {};
+    /// What the processors run on (the file comment says why logits is the default).
+    beam_processor_input processor_input = beam_processor_input::logits;
 
     /// The first invalid field, named with its allowed range; nullopt when valid.
     std::optional<std::string> check() const {
+        if (auto e = detail::check_row_processing(processing, "beam_search_params")) return e;
+        if (unsigned(processor_input) > 1u)
+            return detail::range_message("beam_search_params.processor_input", "logits or logprobs",
+                                         double(unsigned(processor_input)));
+        if (stochastic && processor_input == beam_processor_input::logprobs)
+            return std::string(
+                "beam_search_params.processor_input must be logits with stochastic beams");
         if (num_beams < 1 || num_beams > 4096)
             return detail::range_message("beam_search_params.num_beams", "in [1, 4096]",
                                          double(num_beams));
@@ -2711,19 +6038,24 @@ struct beam_step_workspace {
 /// The top `out.size()` candidates (rank order) of `beam_scores[b] + log_softmax(row b)[v]` over
 /// rows x V (row-major `rows`), without sorting V: kernels::top_k per row, then a merge.
 /// `penalty` (optional, size V): subtracted from the logprob of each token (diversity penalty).
-/// Returns the number written (fewer when rows have fewer valid entries).
+/// `logprob_rows`: the rows already are the logprobs (used as they are, not renormalised:
+/// Hugging Face's processed log-softmax). Returns the number written (fewer when rows have fewer
+/// valid entries).
 /// \pre rows.size() == beam_scores.size() * vocab_size, ws sized for (vocab_size, rows, k)
 inline std::size_t beam_top_candidates(std::span<const float> rows, std::size_t vocab_size,
                                        std::span<const double> beam_scores,
                                        std::span<beam_candidate> out, beam_step_workspace& ws,
-                                       std::span<const float> penalty = {},
-                                       std::size_t extra_k = 0) noexcept {
+                                       std::span<const float> penalty = {}, std::size_t extra_k = 0,
+                                       bool logprob_rows = false) noexcept {
     const std::size_t k = out.size();
     ws.pool.clear();
     if (k == 0) return 0;
     for (std::size_t b = 0; b < beam_scores.size(); ++b) {
         const std::span<const float> row = rows.subspan(b * vocab_size, vocab_size);
-        const double lse = kernels::logsumexp(row);
+        const double lse = !logprob_rows ? kernels::logsumexp(row)
+                           : kernels::max(row) > -std::numeric_limits<float>::infinity()
+                               ? 0.0
+                               : -std::numeric_limits<double>::infinity();
         if (!(lse > -std::numeric_limits<double>::infinity())) continue;  // no valid entry
         const std::size_t n = kernels::top_k(row, k + extra_k, tie_policy::exactly_k, ws.row_top);
         double inf_logp = 0;
@@ -2810,10 +6142,18 @@ public:
         text_on_ = !p_.stop_strings.empty();
         const stop_string_matcher text0 =
             text_on_ ? stop_string_matcher(p_.stop_strings) : stop_string_matcher();
+        processor_pipeline procs0 = detail::row_processors(p_.processing, p_.eos_ids);
+        procs_on_ = procs0.active();
+        hf_input_ = procs_on_ && p_.processor_input == beam_processor_input::logprobs;
+        min_new_ = p_.processing.min_new_tokens;
         groups_.resize(p_.num_groups);
         for (std::size_t g = 0; g < p_.num_groups; ++g) {
-            groups_[g].running.push_back({prompt_, 0.0, 0.0, 0, text0});
+            groups_[g].running.push_back({prompt_, 0.0, 0.0, 0, text0, procs0});
             groups_[g].nr = 1;
+        }
+        if (procs_on_) {
+            processed_.resize(gs_ * vocab_);
+            last_child_.resize(gs_);
         }
         ws_ = beam_step_workspace(vocab_, gs_, k + (p_.num_groups > 1 ? p_.num_beams : 0));
         top_.resize(k);
@@ -2858,15 +6198,17 @@ public:
             group& G = groups_[g];
             if (G.done) continue;
             const std::size_t nb = G.nr, base = row0;
-            const std::span<const float> rows = logits.subspan(row0 * vocab_, nb * vocab_);
+            std::span<const float> rows = logits.subspan(row0 * vocab_, nb * vocab_);
             row0 += nb;
+            if (procs_on_) rows = process_rows(G, rows);
             scores_.clear();
             for (std::size_t b = 0; b < nb; ++b)
                 scores_.push_back(p_.stochastic ? G.running[b].key : G.running[b].sum);
             const std::size_t n =
                 p_.stochastic ? stochastic_candidates(G, rows, cur)
                               : beam_top_candidates(rows, vocab_, scores_, top_, ws_, penalty_,
-                                                    penalty_.empty() ? 0 : chosen_.size());
+                                                    penalty_.empty() ? 0 : chosen_.size(),
+                                                    procs_on_ && hf_input_);
             G.nn = 0;
             if (n == 0) {  // no running beam of the group has a valid entry
                 for (std::size_t b = 0; b < G.nr; ++b)
@@ -2886,12 +6228,13 @@ public:
                     continue;
                 }
                 std::optional<stop_reason> fin;
-                if (stops.has_stop_sequences() &&
+                const bool stops_active = cur >= min_new_;  // min_new_tokens holds every stop
+                if (stops_active && stops.has_stop_sequences() &&
                     stops.completes_stop_sequence(generated(parent), c.token)) {
                     fin = stop_reason::stop_sequence;
                 } else if (text_on_) {
                     scratch_ = parent.text;
-                    if (scratch_.push(p_.detokenize(c.token)).matched)
+                    if (scratch_.push(p_.detokenize(c.token), stops_active).matched)
                         fin = stop_reason::stop_string;
                 }
                 if (fin) {
@@ -2906,6 +6249,7 @@ public:
                 nb2.parent = std::uint32_t(base + c.beam);
                 if (text_on_) nb2.text = std::move(scratch_);
             }
+            if (procs_on_) fork_processors(G, base);
             for (std::size_t r = 0; r < G.nn; ++r) note_chosen(G.next[r].tokens.back());
             std::swap(G.running, G.next);
             std::swap(G.nr, G.nn);
@@ -3001,6 +6345,7 @@ private:
         double key = 0;            // stochastic: the Gumbel key G
         std::uint32_t parent = 0;  // index in the previous requests of the beam it extends
         stop_string_matcher text;  // with stop strings: the beam's text state
+        processor_pipeline procs;  // with processors: the beam's processor state
     };
     struct group {
         std::vector<beam> running, next;        // storage reused across steps
@@ -3090,6 +6435,36 @@ private:
         return e;
     }
 
+    /// The processed copy of each running beam's row (its processors, its history).
+    std::span<const float> process_rows(group& G, std::span<const float> rows) {
+        const std::size_t nb = G.nr;
+        for (std::size_t b = 0; b < nb; ++b) {
+            const std::span<float> row = std::span<float>(processed_).subspan(b * vocab_, vocab_);
+            const std::span<const float> raw = rows.subspan(b * vocab_, vocab_);
+            if (hf_input_)
+                kernels::log_softmax(raw, row);
+            else
+                std::copy(raw.begin(), raw.end(), row.begin());
+            G.running[b].procs.apply(row, sample_context{.sequence = p_.sequence,
+                                                         .step = step_,
+                                                         .history = G.running[b].tokens,
+                                                         .prompt_length = prompt_.size()});
+        }
+        return std::span<const float>(processed_).first(nb * vocab_);
+    }
+    /// Each new beam takes its parent's processor state: a copy, or the parent's own when it is
+    /// the parent's last child (the parent is not used after this step).
+    void fork_processors(group& G, std::size_t base) {
+        for (std::size_t i = 0; i < G.nn; ++i) last_child_[G.next[i].parent - base] = i;
+        for (std::size_t i = 0; i < G.nn; ++i) {
+            beam& parent = G.running[G.next[i].parent - base];
+            if (last_child_[G.next[i].parent - base] == i)
+                G.next[i].procs = std::move(parent.procs);
+            else
+                G.next[i].procs = parent.procs;
+        }
+    }
+
     /// Stochastic beams: child key G_c = -log(exp(-G_parent) - exp(-Z) + exp(-G~_c)) with
     /// G~_c = phi_c + Gumbel, Z = max_c G~_c (Kool et al. 2019, stable form); top 2g by key.
     std::size_t stochastic_candidates(group& G, std::span<const float> rows, std::size_t cur) {
@@ -3166,6 +6541,11 @@ private:
     std::vector<std::uint32_t> parents_;
     bool text_on_ = false;
     stop_string_matcher scratch_;
+    bool procs_on_ = false;
+    bool hf_input_ = false;  // processors on the log-softmax (beam_processor_input::logprobs)
+    std::size_t min_new_ = 0;
+    std::vector<float> processed_;         // with processors: the group's processed rows
+    std::vector<std::size_t> last_child_;  // with processors: per parent, its last new beam
     std::size_t calls_ = 0, rows_ = 0;
     std::chrono::steady_clock::time_point t0_;
     double ttft_ = 0, total_ = 0;
@@ -3211,7 +6591,13 @@ DECODEKIT_END_NAMESPACE
 /// is greedy (then the look-ahead has one candidate). The first call scores the whole prompt
 /// (logits and hidden states of every prompt position, slot 0). Stop rule, streaming and results:
 /// decoding/contract.hpp (an EOS is not appended; token_event::logprob is log p of the chosen
-/// candidate under softmax(logits)).
+/// candidate under softmax(logits), the processed logits when there are processors).
+/// Processors (contrastive_params::processing, decoding/row_processors.hpp: penalties,
+/// no_repeat_ngram, banned tokens / sequences, min_new_tokens, user processors) run on each
+/// step's logits row, with the sequence's history, before the top-k candidates are chosen, as
+/// Hugging Face does (its logits processors, then top-k of the softmax): p above is the processed
+/// distribution, a banned token is never a candidate. min_new_tokens suppresses the EOS ids
+/// (defaulting to eos_ids) and holds stop sequences / stop strings until that many tokens exist.
 
 // ---- begin decodekit/decoding/sequence_output.hpp
 /// \file decoding/sequence_output.hpp
@@ -3505,9 +6891,14 @@ struct contrastive_params {
     std::vector<std::vector<token_id>> stop_sequences = {};  ///< each non-empty
     std::vector<std::string> stop_strings = {};  ///< text stops (decoding/stop_strings.hpp)
     detokenize_fn detokenize = {};  ///< token -> bytes: streams text, needed by stop_strings
+    /// The processors of the sequence: only the processor fields are read (penalties,
+    /// no_repeat_ngram_size, banned tokens / sequences, logit biases, min_new_tokens, user
+    /// processors; decoding/row_processors.hpp); its eos_ids default to this eos_ids.
+    sampling_params processing = {};
 
     /// The first invalid field, named with its allowed range; nullopt when valid.
     std::optional<std::string> check() const {
+        if (auto e = detail::check_row_processing(processing, "contrastive_params")) return e;
         if (top_k < 1 || top_k > 1024)
             return detail::range_message("contrastive_params.top_k", "in [1, 1024]", double(top_k));
         if (!(alpha >= 0.f && alpha <= 1.f))
@@ -3615,10 +7006,13 @@ public:
         cand_seq_.resize(k_);
         for (auto& c : cand_seq_) c.reserve(prompt.size() + reserve);
         req_.resize(k_);
+        procs_ = detail::row_processors(params.processing, params.eos_ids);
+        prompt_length_ = prompt.size();
         out_ = sequence_output(stop_conditions{.eos_ids = params.eos_ids,
                                                .stop_sequences = params.stop_sequences,
                                                .stop_strings = params.stop_strings,
                                                .detokenize = params.detokenize,
+                                               .min_new_tokens = params.processing.min_new_tokens,
                                                .max_new_tokens = params.max_new_tokens},
                                prompt.size(), reserve);
         req_[0] = {seq_, seq_.size(), 0};
@@ -3707,6 +7101,10 @@ private:
     /// The next step's candidates and look-ahead requests (or no_valid_token).
     template <class OnToken>
     void prepare(OnToken& on_token) {
+        if (procs_.active())
+            procs_.apply(logits_, sample_context{.step = out_.size(),
+                                                 .history = seq_,
+                                                 .prompt_length = prompt_length_});
         n_ = scorer_.candidates_of(logits_);
         if (n_ == 0) {
             out_.finish(stop_reason::no_valid_token, on_token);
@@ -3728,6 +7126,8 @@ private:
     std::vector<sequence_request> req_;
     std::size_t n_ = 0;  // live requests
     bool prompt_phase_ = true;
+    processor_pipeline procs_;  // the sequence's processors (inactive: none)
+    std::size_t prompt_length_ = 0;
     sequence_output out_;
     std::size_t calls_ = 0, rows_ = 0;
 };
@@ -3775,938 +7175,6 @@ DECODEKIT_END_NAMESPACE
 /// holds stop sequences and stop strings). Randomness: the draw of step i uses
 /// rng_key{sampling.seed, dola_params::sequence, i}.
 
-// ---- begin decodekit/kernels/softmax.hpp
-/// \file kernels/softmax.hpp
-/// softmax, log-softmax and the normaliser, temperature fused (no scaling pass); entropy.
-/// Semantics: kernels/reference.hpp (within 1e-6 relative for sums, 1e-5 relative per
-/// probability). No random numbers are consumed.
-///
-/// Passes: exp_sum 2 (max; fused exp-and-sum), softmax 3 (max; exp, store and sum; scale by
-/// 1/Z), log_softmax 3 (max; exp-sum; write (x - m)/T - log Z), entropy 2 (max; one pass summing
-/// w and w * (x - m)/T). Sums use 4 float accumulators per 1024-entry block, blocks added in
-/// double; exponentials by simd::exp_nonpositive (about 2 ulp; 0 below max - 87 T, 0 for NaN).
-/// Rows with +inf, no valid entry, or a subnormal temperature use the reference path.
-
-
-#include <cmath>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-
-using reference::softmax_stats;
-
-/// out_i = p_i = exp((x_i - m)/T) / Z; all zeros when no entry has probability.
-/// \pre out.size() == x.size(), temperature > 0
-template <class A = simd::default_arch>
-softmax_stats softmax(std::span<const float> x, std::span<float> out,
-                      float temperature = 1.f) noexcept {
-    DECODEKIT_ASSERT(out.size() == x.size(), "softmax: out.size() must equal x.size()");
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const float m = kernels::max<A>(x);
-    const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::softmax(x, out, temperature);
-    const double s = detail::exp_pass<A, true>(x, m, inv_t, out.data());
-    const float r = float(1.0 / s);
-    const B rb(r);
-    float* o = out.data();
-    const std::size_t n = x.size();
-    std::size_t i = 0;
-    for (; i + L <= n; i += L) (B::load_unaligned(o + i) * rb).store_unaligned(o + i);
-    for (; i < n; ++i) o[i] *= r;
-    return {m, s};
-}
-
-/// out_i = exp((x_i - m)/T), the unnormalised softmax weights (m the max; when an entry is +inf:
-/// 1 for the +inf entries, 0 elsewhere; 0 for NaN and -inf entries, and below m - 87 T); returns
-/// {m, sum of out}. Two passes (max; fused exp, store and sum).
-/// \pre out.size() == x.size(), temperature > 0
-template <class A = simd::default_arch>
-softmax_stats exp_weights(std::span<const float> x, float temperature,
-                          std::span<float> out) noexcept {
-    DECODEKIT_ASSERT(out.size() == x.size(), "exp_weights: out.size() must equal x.size()");
-    const float m = kernels::max<A>(x);
-    const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) {
-        double s = 0;
-        for (std::size_t i = 0; i < x.size(); ++i) {
-            out[i] = m > -std::numeric_limits<float>::infinity()
-                         ? float(reference::weight(x[i], m, temperature))
-                         : 0.f;
-            s += double(out[i]);
-        }
-        return {m, s};
-    }
-    return {m, detail::exp_pass<A, true>(x, m, inv_t, out.data())};
-}
-
-/// out_i = log p_i = (x_i - m)/T - log Z; -inf for entries of probability 0 (NaN included).
-/// \pre out.size() == x.size(), temperature > 0
-template <class A = simd::default_arch>
-softmax_stats log_softmax(std::span<const float> x, std::span<float> out,
-                          float temperature = 1.f) noexcept {
-    DECODEKIT_ASSERT(out.size() == x.size(), "log_softmax: out.size() must equal x.size()");
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const float m = kernels::max<A>(x);
-    const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t))
-        return reference::log_softmax(x, out, temperature);
-    const double s = detail::exp_pass<A, false>(x, m, inv_t, nullptr);
-    const float lz = float(std::log(s));
-    // exp((x - m)/T) underflows to 0 in double below this: the reference says -inf there.
-    constexpr float underflow = -745.13f;
-    const B mb(m), tb(inv_t), lzb(lz), ub(underflow), ninf(detail::neg_inf_f);
-    const float* p = x.data();
-    float* o = out.data();
-    const std::size_t n = x.size();
-    std::size_t i = 0;
-    for (; i + L <= n; i += L) {
-        const B d = (B::load_unaligned(p + i) - mb) * tb;
-        simd::select<A>(d >= ub, d - lzb, ninf).store_unaligned(o + i);  // NaN fails >=: -inf
-    }
-    for (; i < n; ++i) {
-        const float d = (p[i] - m) * inv_t;
-        o[i] = d >= underflow ? d - lz : detail::neg_inf_f;
-    }
-    return {m, s};
-}
-
-/// Entropy H = -sum p log p (nats) of the tempered distribution; 0 when no entry has
-/// probability. Two passes: H = log Z - (sum w_i d_i) / Z with d_i = (x_i - m)/T, w_i = exp(d_i).
-/// \pre temperature > 0
-template <class A = simd::default_arch>
-double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const float m = kernels::max<A>(x);
-    const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::entropy(x, temperature);
-    const float* p = x.data();
-    const std::size_t n = x.size(), nfull = n / L * L;
-    const B mb(m), tb(inv_t), lo(-200.f);
-    double sw = 0, swd = 0;
-    std::size_t i = 0;
-    while (i < nfull) {
-        const std::size_t end = std::min(nfull, i + 2 * detail::block_size);
-        B s0(0.f), s1(0.f), t0(0.f), t1(0.f);
-        auto one = [&](std::size_t j, B& s, B& t) {
-            const B v = B::load_unaligned(p + j);
-            const B d0 = (v - mb) * tb;
-            const B w = simd::exp_nonpositive<A>(d0);     // NaN, -inf: 0
-            const B d = simd::max_ignore_nan<A>(lo, d0);  // -inf, NaN -> -200: w * d = 0
-            s += w;
-            t = simd::fma<A>(w, d, t);
-        };
-        for (; i + 2 * L <= end; i += 2 * L) {
-            one(i, s0, t0);
-            one(i + L, s1, t1);
-        }
-        for (; i < end; i += L) one(i, s0, t0);
-        sw += double(simd::reduce_add<A>(s0 + s1));
-        swd += double(simd::reduce_add<A>(t0 + t1));
-    }
-    for (; i < n; ++i) {
-        if (std::isnan(p[i])) continue;
-        const float d = std::max((p[i] - m) * inv_t, -200.f);
-        const float w = d >= -87.f ? std::exp(d) : 0.f;
-        sw += double(w);
-        swd += double(w) * double(d);
-    }
-    if (!(sw > 0)) return 0;
-    return std::log(sw) - swd / sw;
-}
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/softmax.hpp
-// ---- begin decodekit/processors/penalties.hpp
-/// \file processors/penalties.hpp
-/// Repetition (CTRL), frequency and presence (OpenAI) penalties over a window of the history.
-///
-/// Semantics (docs/semantics.md#penalties):
-///   repetition: for every token seen in the repetition window, `x > 0 ? x / theta : x * theta`
-///               (applied once per distinct token, whatever its count);
-///   frequency / presence: `x -= count * a_f + (count > 0) * a_p`, count = occurrences of the
-///               token in the frequency window.
-/// Repetition is applied first, then frequency/presence (the order of llama.cpp and vLLM; the
-/// order matters only when both penalties hit the same token).
-/// Windows (penalty_scope), which is where the engines differ:
-///   whole_history -- the whole history, prompt included (Hugging Face);
-///   last_n        -- the last `last_n` tokens of the history, prompt included (llama.cpp,
-///                    penalty_last_n = 64); last_n = 0 is an empty window (no effect);
-///   output_only   -- the generated part, history[prompt_length:] (vLLM's frequency/presence).
-/// vLLM = {repetition_scope = whole_history, frequency_scope = output_only}.
-/// Special values: NaN logits stay NaN, -inf stays -inf, +inf stays +inf, whatever the penalties
-/// (also when count * frequency overflows float); a finite logit whose penalty overflows float
-/// becomes +-inf. Token ids outside [0, V) in the history are ignored, where V is
-/// min(logits.size(), workspace vocabulary size) for apply_penalties and logits.size() for
-/// penalties_processor.
-///
-/// Two forms with the same results:
-///   apply_penalties   -- stateless: the caller passes the history each call; O(window) per call
-///                        (the whole history for whole_history and output_only), and an O(V)
-///                        workspace.
-///   penalties_processor -- per sequence (the processor concept, processors/processor.hpp): keeps
-///                        the counts of each scope (token -> count over the distinct tokens in
-///                        the window, never O(V)), updated from the history hooks by the tokens
-///                        added and removed since the previous call. Per call: O(added + removed)
-///                        in the hooks (last_n: O(min(removed, last_n)) on a cut-back), and
-///                        O(distinct tokens in the windows) in apply() and touched().
-
-// ---- begin decodekit/processors/processor.hpp
-/// \file processors/processor.hpp
-/// The logits-processor concept that built-in and user processors share, and any_processor, the
-/// copyable type-erased holder a runtime-ordered pipeline stores them in.
-///
-/// A processor changes a logits row in place before truncation and the draw:
-///   void apply(std::span<float> logits, const processor_context& c) noexcept-ish
-/// It must not throw (it runs inside noexcept sampling calls: an exception terminates).
-/// Optional members, detected at compile time:
-///   void touched(const processor_context& c, token_sink& out) const
-///       declares every id apply() may read or write for this call. A processor that has it is
-///       sparse: a pipeline may give it a row in which only those entries hold the caller's
-///       logits (no copy of the whole row). Without it the processor is dense (it may read or
-///       write any entry, so the pipeline copies the row first).
-///   void append(std::span<const token_id> added, const processor_context& c)
-///   void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c)
-///   void reset(const processor_context& c)
-///       per-sequence state that follows the history (processors/history.hpp): before apply()
-///       the pipeline reports what changed since the previous call: reset (rebuild from
-///       c.history), or cut_back (the tokens that were at [keep, old length) were removed; the
-///       history is already c.history) and then append (c.history[keep, size) were added).
-///       A processor with any of the three must have all three.
-/// A processor object is per sequence: a pipeline owns a copy (a beam fork copies it).
-
-
-#include <concepts>
-#include <cstddef>
-#include <cstdint>
-#include <memory>
-#include <span>
-#include <type_traits>
-#include <utility>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// What a processor sees besides the row.
-struct processor_context {
-    std::span<const token_id> history{};  ///< prompt + generated so far, oldest first
-    std::size_t prompt_length = 0;        ///< history[0, prompt_length) is the prompt
-    std::uint64_t sequence = 0;           ///< the request's sequence id
-    std::uint64_t step = 0;               ///< generated tokens before the row's position
-    std::size_t vocab_size = 0;           ///< the row's size
-
-    /// Tokens generated so far (history past the prompt).
-    std::size_t generated() const noexcept {
-        return history.size() > prompt_length ? history.size() - prompt_length : 0;
-    }
-};
-
-/// Receives the ids a sparse processor declares (ids outside [0, vocab) are ignored).
-class token_sink {
-public:
-    using fn_type = void (*)(void*, token_id) noexcept;
-    token_sink(fn_type fn, void* ctx) noexcept : fn_(fn), ctx_(ctx) {}
-    void operator()(token_id t) noexcept { fn_(ctx_, t); }
-    /// Declares every id of a span.
-    void operator()(std::span<const token_id> ids) noexcept {
-        for (token_id t : ids) fn_(ctx_, t);
-    }
-
-private:
-    fn_type fn_;
-    void* ctx_;
-};
-
-/// A type that changes logits rows (see the file comment).
-template <class P>
-concept logits_processor = std::copy_constructible<P> &&
-    requires(P& p, std::span<float> x, const processor_context& c) {
-    p.apply(x, c);
-};
-
-/// A processor that declares the ids it touches.
-template <class P>
-concept sparse_logits_processor = logits_processor<P> &&
-    requires(const P& p, const processor_context& c, token_sink& s) {
-    p.touched(c, s);
-};
-
-/// A processor (or any component) whose state follows the history.
-template <class P>
-concept history_follower = requires(P& p, std::span<const token_id> t, std::size_t n,
-                                    const processor_context& c) {
-    p.append(t, c);
-    p.cut_back(n, t, c);
-    p.reset(c);
-};
-
-/// A copyable holder of any logits_processor (copies clone the processor and its state).
-class any_processor {
-public:
-    any_processor() = default;
-    template <class P>
-    requires(!std::same_as<std::decay_t<P>, any_processor> && logits_processor<std::decay_t<P>>)
-        any_processor(P&& p)  // NOLINT: implicit, like std::function
-        : m_(std::make_unique<model<std::decay_t<P>>>(std::forward<P>(p))) {}
-    any_processor(const any_processor& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
-    any_processor(any_processor&&) noexcept = default;
-    any_processor& operator=(const any_processor& o) {
-        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
-        return *this;
-    }
-    any_processor& operator=(any_processor&&) noexcept = default;
-
-    /// True when it holds a processor.
-    explicit operator bool() const noexcept { return m_ != nullptr; }
-    /// Changes `x` in place. \pre holds a processor
-    void apply(std::span<float> x, const processor_context& c) { m_->apply(x, c); }
-    /// True when the processor declares its ids (touched()).
-    bool sparse() const noexcept { return m_->sparse(); }
-    /// Declares the ids apply() may touch. \pre sparse()
-    void touched(const processor_context& c, token_sink& s) const { m_->touched(c, s); }
-    /// True when its state follows the history.
-    bool follows_history() const noexcept { return m_->follows_history(); }
-    void append(std::span<const token_id> added, const processor_context& c) {
-        m_->append(added, c);
-    }
-    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
-        m_->cut_back(keep, removed, c);
-    }
-    void reset(const processor_context& c) { m_->reset(c); }
-    /// The held processor when it is a P, else nullptr.
-    template <class P>
-    P* get() noexcept {
-        if (!m_ || m_->tag() != tag_of<P>()) return nullptr;
-        return &static_cast<model<P>*>(m_.get())->p;
-    }
-
-private:
-    // a per-type address instead of RTTI (works with -fno-rtti)
-    template <class P>
-    static const void* tag_of() noexcept {
-        static const char tag = 0;
-        return &tag;
-    }
-    struct base {
-        virtual ~base() = default;
-        virtual const void* tag() const noexcept = 0;
-        virtual std::unique_ptr<base> clone() const = 0;
-        virtual void apply(std::span<float>, const processor_context&) = 0;
-        virtual bool sparse() const noexcept = 0;
-        virtual void touched(const processor_context&, token_sink&) const = 0;
-        virtual bool follows_history() const noexcept = 0;
-        virtual void append(std::span<const token_id>, const processor_context&) = 0;
-        virtual void cut_back(std::size_t, std::span<const token_id>, const processor_context&) = 0;
-        virtual void reset(const processor_context&) = 0;
-    };
-    template <class P>
-    struct model final : base {
-        P p;
-        explicit model(P q) : p(std::move(q)) {}
-        const void* tag() const noexcept override { return tag_of<P>(); }
-        std::unique_ptr<base> clone() const override { return std::make_unique<model>(p); }
-        void apply(std::span<float> x, const processor_context& c) override { p.apply(x, c); }
-        bool sparse() const noexcept override { return sparse_logits_processor<P>; }
-        void touched(const processor_context& c, token_sink& s) const override {
-            if constexpr (sparse_logits_processor<P>) p.touched(c, s);
-        }
-        bool follows_history() const noexcept override { return history_follower<P>; }
-        void append(std::span<const token_id> t, const processor_context& c) override {
-            if constexpr (history_follower<P>) p.append(t, c);
-        }
-        void cut_back(std::size_t n, std::span<const token_id> t,
-                      const processor_context& c) override {
-            if constexpr (history_follower<P>) p.cut_back(n, t, c);
-        }
-        void reset(const processor_context& c) override {
-            if constexpr (history_follower<P>) p.reset(c);
-        }
-    };
-    std::unique_ptr<base> m_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/processor.hpp
-// ---- begin decodekit/processors/token_counts.hpp
-/// \file processors/token_counts.hpp
-/// The small hash tables per-sequence processor state is kept in: hash_slots (an open-addressing
-/// index from a 64-bit hash to 32-bit values, linear probing, deletion by backward shift) and
-/// token_counts (token -> count over the distinct tokens seen, dense, O(distinct tokens)).
-///
-/// Hashes are seeded once per process (from addresses that ASLR randomises and the clock), so a
-/// client that chooses token histories cannot aim them at one probe chain. Only the table layout
-/// depends on the seed: the iteration order of token_counts (insertion order, with swap-remove)
-/// and every result are deterministic. Growth doubles the slots at load 1/2 (amortized O(1) per
-/// insert); nothing shrinks, so a table reused across cut-backs and rebuilds stops allocating
-/// once it reached its largest size. Not safe to share between threads, const lookups included:
-/// they update a probe counter (like the processors built on these tables, one object serves one
-/// sequence, one call at a time).
-
-
-#include <chrono>
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-namespace detail {
-
-/// A bijective 64-bit mixer (the splitmix64 finalizer).
-inline std::uint64_t mix64(std::uint64_t z) noexcept {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-/// The process's hash seed (fixed after the first call).
-inline std::uint64_t hash_seed() noexcept {
-    static const std::uint64_t seed = [] {
-        static const char anchor = 0;
-        const char local = 0;
-        const auto ticks =
-            static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-        return mix64(reinterpret_cast<std::uintptr_t>(&anchor) ^
-                     mix64(reinterpret_cast<std::uintptr_t>(&local) ^ mix64(ticks)));
-    }();
-    return seed;
-}
-
-/// The seeded hash of one token.
-inline std::uint64_t token_hash(token_id t) noexcept {
-    return mix64(hash_seed() ^ static_cast<std::uint32_t>(t));
-}
-
-/// Open-addressing index: 64-bit hashes to 32-bit values (several values may share a hash; the
-/// caller tells them apart with a predicate). Slots hold the hash's low 32 bits and the value.
-/// Every probe is counted in probes() (a cost counter for tests and monitoring).
-class hash_slots {
-public:
-    static constexpr std::uint32_t none = 0xFFFFFFFFu;
-
-    /// Number of values held.
-    std::size_t size() const noexcept { return size_; }
-    /// Slots probed since construction.
-    std::uint64_t probes() const noexcept { return probes_; }
-
-    /// The first value whose hash is `h` and for which match(value) holds, or none.
-    template <class Match>
-    std::uint32_t find(std::uint64_t h, Match&& match) const {
-        if (slots_.empty()) return none;
-        const std::uint32_t frag = static_cast<std::uint32_t>(h);
-        for (std::size_t i = frag & mask_;; i = (i + 1) & mask_) {
-            ++probes_;
-            const slot& s = slots_[i];
-            if (s.value == none) return none;
-            if (s.frag == frag && match(s.value)) return s.value;
-        }
-    }
-    /// Adds (h, value). \pre value != none
-    void insert(std::uint64_t h, std::uint32_t value) {
-        if ((size_ + 1) * 2 > slots_.size()) grow();
-        place(static_cast<std::uint32_t>(h), value);
-        ++size_;
-    }
-    /// Removes (h, value) if present.
-    void erase(std::uint64_t h, std::uint32_t value) noexcept {
-        std::size_t i = locate(h, value);
-        if (i == npos) return;
-        for (std::size_t j = (i + 1) & mask_;; j = (j + 1) & mask_) {
-            ++probes_;
-            if (slots_[j].value == none) break;
-            const std::size_t home = slots_[j].frag & mask_;
-            // slot j may move back to i unless its home lies cyclically in (i, j]
-            const bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
-            if (stays) continue;
-            slots_[i] = slots_[j];
-            i = j;
-        }
-        slots_[i].value = none;
-        --size_;
-    }
-    /// Changes the value of (h, from) to `to` if present.
-    void relabel(std::uint64_t h, std::uint32_t from, std::uint32_t to) noexcept {
-        const std::size_t i = locate(h, from);
-        if (i != npos) slots_[i].value = to;
-    }
-    /// Removes every value (keeps the slots' memory). O(slots).
-    void clear() noexcept {
-        for (slot& s : slots_) s.value = none;
-        size_ = 0;
-    }
-
-private:
-    struct slot {
-        std::uint32_t frag = 0;
-        std::uint32_t value = none;
-    };
-    std::size_t locate(std::uint64_t h, std::uint32_t value) const noexcept {
-        if (slots_.empty()) return npos;
-        const std::uint32_t frag = static_cast<std::uint32_t>(h);
-        for (std::size_t i = frag & mask_;; i = (i + 1) & mask_) {
-            ++probes_;
-            if (slots_[i].value == none) return npos;
-            if (slots_[i].frag == frag && slots_[i].value == value) return i;
-        }
-    }
-    void place(std::uint32_t frag, std::uint32_t value) noexcept {
-        std::size_t i = frag & mask_;
-        while (slots_[i].value != none) {
-            ++probes_;
-            i = (i + 1) & mask_;
-        }
-        slots_[i] = {frag, value};
-    }
-    void grow() {
-        std::vector<slot> old;
-        old.swap(slots_);
-        slots_.assign(old.empty() ? 16 : old.size() * 2, slot{});
-        mask_ = slots_.size() - 1;
-        for (const slot& s : old)
-            if (s.value != none) place(s.frag, s.value);
-    }
-
-    std::vector<slot> slots_;
-    std::size_t mask_ = 0;
-    std::size_t size_ = 0;
-    mutable std::uint64_t probes_ = 0;
-};
-
-}  // namespace detail
-
-/// Counts of tokens (any token_id value): the distinct tokens with a count > 0, in a dense array
-/// (iteration O(distinct)), and a hash index to them. add/remove are O(1) expected; memory is
-/// about 24 bytes per distinct token. Copyable (a copy is O(distinct)).
-class token_counts {
-public:
-    /// Adds one occurrence of t.
-    void add(token_id t) {
-        const std::uint64_t h = detail::token_hash(t);
-        const std::uint32_t i = find(h, t);
-        if (i != detail::hash_slots::none) {
-            ++counts_[i];
-            return;
-        }
-        index_.insert(h, static_cast<std::uint32_t>(keys_.size()));
-        keys_.push_back(t);
-        counts_.push_back(1);
-    }
-    /// Removes one occurrence of t; returns false (and changes nothing) if t has none.
-    bool remove(token_id t) noexcept {
-        const std::uint64_t h = detail::token_hash(t);
-        const std::uint32_t i = find(h, t);
-        if (i == detail::hash_slots::none) return false;
-        if (--counts_[i] > 0) return true;
-        index_.erase(h, i);
-        const std::uint32_t last = static_cast<std::uint32_t>(keys_.size() - 1);
-        if (i != last) {  // move the last entry into the hole
-            index_.relabel(detail::token_hash(keys_[last]), last, i);
-            keys_[i] = keys_[last];
-            counts_[i] = counts_[last];
-        }
-        keys_.pop_back();
-        counts_.pop_back();
-        return true;
-    }
-    /// The count of t (0 if unseen).
-    std::uint32_t count(token_id t) const noexcept {
-        const std::uint32_t i = find(detail::token_hash(t), t);
-        return i == detail::hash_slots::none ? 0u : counts_[i];
-    }
-    /// Forgets every token (keeps the memory).
-    void clear() noexcept {
-        keys_.clear();
-        counts_.clear();
-        index_.clear();
-    }
-    /// Number of distinct tokens with a count > 0.
-    std::size_t size() const noexcept { return keys_.size(); }
-    bool empty() const noexcept { return keys_.empty(); }
-    /// The distinct tokens, and their counts at the same positions.
-    std::span<const token_id> tokens() const noexcept { return keys_; }
-    std::span<const std::uint32_t> counts() const noexcept { return counts_; }
-    /// Hash slots probed since construction (a cost counter).
-    std::uint64_t probes() const noexcept { return index_.probes(); }
-
-private:
-    std::uint32_t find(std::uint64_t h, token_id t) const noexcept {
-        return index_.find(h, [&](std::uint32_t i) noexcept { return keys_[i] == t; });
-    }
-
-    std::vector<token_id> keys_;
-    std::vector<std::uint32_t> counts_;
-    detail::hash_slots index_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/token_counts.hpp
-
-#include <array>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <optional>
-#include <span>
-#include <string>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// Which part of the history a penalty looks at.
-enum class penalty_scope : std::uint8_t {
-    whole_history,  ///< prompt + output (Hugging Face; vLLM's repetition penalty)
-    last_n,         ///< the last `last_n` tokens, prompt included (llama.cpp)
-    output_only,    ///< history[prompt_length:] (vLLM's frequency and presence penalties)
-};
-
-/// Penalty configuration; the defaults disable every penalty.
-struct penalty_params {
-    float repetition = 1.f;  ///< CTRL theta, > 0; 1 disables
-    float frequency = 0.f;   ///< subtracted per occurrence; 0 disables
-    float presence = 0.f;    ///< subtracted once if present; 0 disables
-    penalty_scope repetition_scope = penalty_scope::whole_history;
-    penalty_scope frequency_scope = penalty_scope::whole_history;  ///< also for presence
-    std::size_t last_n = 64;  ///< window length of penalty_scope::last_n
-
-    /// True when some penalty changes logits.
-    bool enabled() const noexcept {
-        return repetition != 1.f || frequency != 0.f || presence != 0.f;
-    }
-
-    /// The first invalid field as a message, or nullopt.
-    std::optional<std::string> check() const {
-        if (!(repetition > 0.f) || !std::isfinite(repetition))
-            return detail::range_message("penalty_params.repetition", "finite and > 0", repetition);
-        if (!std::isfinite(frequency))
-            return detail::range_message("penalty_params.frequency", "finite", frequency);
-        if (!std::isfinite(presence))
-            return detail::range_message("penalty_params.presence", "finite", presence);
-        if (static_cast<unsigned>(repetition_scope) > 2u)
-            return detail::range_message("penalty_params.repetition_scope",
-                                         "a penalty_scope enumerator (0..2)",
-                                         static_cast<double>(repetition_scope));
-        if (static_cast<unsigned>(frequency_scope) > 2u)
-            return detail::range_message("penalty_params.frequency_scope",
-                                         "a penalty_scope enumerator (0..2)",
-                                         static_cast<double>(frequency_scope));
-        return std::nullopt;
-    }
-    /// Throws config_error (or calls the error handler) if check() finds a problem.
-    void validate() const { raise_if(check()); }
-};
-
-/// Caller-owned scratch for apply_penalties: one counter per vocabulary entry, all zero between
-/// calls (each call resets what it touched, O(window)). One per thread: concurrent calls must
-/// not share a workspace (params and history may be shared read-only).
-struct penalty_workspace {
-    penalty_workspace() = default;
-    explicit penalty_workspace(std::size_t vocab_size) : counts(vocab_size, 0u) {}
-    /// Returns the vocabulary size the workspace was sized for.
-    std::size_t vocab_size() const noexcept { return counts.size(); }
-
-    std::vector<std::uint32_t> counts;  ///< zero outside a call
-};
-
-namespace detail {
-/// The part of the history a scope selects.
-inline std::span<const token_id> penalty_window(std::span<const token_id> history,
-                                                std::size_t prompt_length, penalty_scope scope,
-                                                std::size_t last_n) noexcept {
-    switch (scope) {
-        case penalty_scope::last_n:
-            return last_n >= history.size() ? history : history.last(last_n);
-        case penalty_scope::output_only:
-            return prompt_length >= history.size() ? history.last(0)
-                                                   : history.subspan(prompt_length);
-        case penalty_scope::whole_history:
-        default:
-            return history;
-    }
-}
-
-/// The frequency/presence penalty of a token seen `count` times (count > 0): infinite and NaN
-/// logits are left as they are (an overflowing count * af would turn -inf into NaN).
-inline void frequency_penalize(float& x, std::uint32_t count, float af, float ap) noexcept {
-    if (std::isfinite(x)) x -= static_cast<float>(count) * af + ap;
-}
-}  // namespace detail
-
-/// Applies the repetition, then the frequency/presence penalties to `logits` in place.
-/// \pre params.check() is nullopt; ws.vocab_size() >= logits.size() (ids beyond it are ignored).
-/// \post ws.counts is all zero again. O(window), no allocation.
-inline void apply_penalties(std::span<float> logits, std::span<const token_id> history,
-                            std::size_t prompt_length, const penalty_params& params,
-                            penalty_workspace& ws) noexcept {
-    DECODEKIT_ASSERT(ws.vocab_size() >= logits.size(),
-                     "apply_penalties: workspace smaller than the vocabulary");
-    const std::size_t v = logits.size() < ws.vocab_size() ? logits.size() : ws.vocab_size();
-    std::uint32_t* const counts = ws.counts.data();
-    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
-
-    const float theta = params.repetition;
-    if (theta != 1.f && theta > 0.f) {
-        const auto w =
-            detail::penalty_window(history, prompt_length, params.repetition_scope, params.last_n);
-        for (token_id t : w) {
-            if (!valid(t) || counts[t] != 0) continue;
-            counts[t] = 1;
-            float& x = logits[static_cast<std::size_t>(t)];
-            x = x > 0.f ? x / theta : x * theta;
-        }
-        for (token_id t : w)
-            if (valid(t)) counts[t] = 0;
-    }
-
-    const float af = params.frequency, ap = params.presence;
-    if (af != 0.f || ap != 0.f) {
-        const auto w =
-            detail::penalty_window(history, prompt_length, params.frequency_scope, params.last_n);
-        for (token_id t : w)
-            if (valid(t)) ++counts[t];
-        for (token_id t : w) {
-            if (!valid(t) || counts[t] == 0) continue;
-            detail::frequency_penalize(logits[static_cast<std::size_t>(t)], counts[t], af, ap);
-            counts[t] = 0;
-        }
-    }
-}
-
-namespace detail {
-
-/// The counts of one penalty window, following the history through its hooks.
-class penalty_window_counts {
-public:
-    penalty_window_counts() = default;
-    penalty_window_counts(penalty_scope scope, std::size_t last_n) noexcept
-        : scope_(scope), last_n_(last_n) {}
-
-    penalty_scope scope() const noexcept { return scope_; }
-    const token_counts& counts() const noexcept { return counts_; }
-    /// Tokens added or removed by the hooks since construction (a cost counter).
-    std::uint64_t operations() const noexcept { return ops_ + counts_.probes(); }
-
-    /// Counts the window of h (prompt length `prompt`).
-    void rebuild(std::span<const token_id> h, std::size_t prompt) {
-        counts_.clear();
-        const auto w = penalty_window(h, prompt, scope_, last_n_);
-        for (token_id t : w) counts_.add(t);
-        ops_ += w.size();
-    }
-    /// The counts were those of h[0, from); h[from, size) were added.
-    void append(std::span<const token_id> h, std::size_t from, std::size_t prompt) {
-        const std::size_t n = h.size();
-        switch (scope_) {
-            case penalty_scope::whole_history:
-                for (std::size_t p = from; p < n; ++p) counts_.add(h[p]);
-                break;
-            case penalty_scope::output_only:
-                for (std::size_t p = from < prompt ? prompt : from; p < n; ++p) counts_.add(h[p]);
-                break;
-            case penalty_scope::last_n:
-                if (last_n_ == 0) break;
-                for (std::size_t p = from; p < n; ++p) {
-                    counts_.add(h[p]);
-                    if (p >= last_n_) counts_.remove(h[p - last_n_]);  // leaves the window
-                }
-                break;
-        }
-        ops_ += n - from;
-    }
-    /// The counts were those of a history of keep + removed.size() tokens whose last ones were
-    /// `removed`; they become those of its first `keep` tokens, which h[0, keep) holds.
-    /// Returns false if the counts were not those of that history (the caller rebuilds). May
-    /// allocate (last_n: tokens re-enter the window).
-    bool cut_back(std::span<const token_id> h, std::size_t keep, std::span<const token_id> removed,
-                  std::size_t prompt) {
-        const std::size_t old_n = keep + removed.size();
-        std::size_t from = keep;  // removed positions [from, old_n) leave the window
-        if (scope_ == penalty_scope::output_only && from < prompt) from = prompt;
-        if (scope_ == penalty_scope::last_n) {
-            if (last_n_ == 0) return true;
-            const std::size_t old_start = old_n > last_n_ ? old_n - last_n_ : 0;
-            if (from < old_start) from = old_start;
-        }
-        bool ok = true;
-        for (std::size_t p = from; p < old_n; ++p) ok &= counts_.remove(removed[p - keep]);
-        ops_ += from < old_n ? old_n - from : 0;
-        if (scope_ == penalty_scope::last_n) {  // positions [keep - L, old_n - L) re-enter
-            const std::size_t new_start = keep > last_n_ ? keep - last_n_ : 0;
-            const std::size_t old_start = old_n > last_n_ ? old_n - last_n_ : 0;
-            const std::size_t end = old_start < keep ? old_start : keep;
-            for (std::size_t p = new_start; p < end; ++p) counts_.add(h[p]);
-            ops_ += end > new_start ? end - new_start : 0;
-        }
-        return ok;
-    }
-
-private:
-    penalty_scope scope_ = penalty_scope::whole_history;
-    std::size_t last_n_ = 0;
-    token_counts counts_;
-    std::uint64_t ops_ = 0;
-};
-
-}  // namespace detail
-
-/// The penalties of apply_penalties as a per-sequence processor with incremental counts (see the
-/// file comment). Sparse: touched() declares the counted ids. Follows the history: the hooks
-/// (append / cut_back / reset) update the counts; a change of prompt_length rebuilds the
-/// output_only counts. Copying it copies its counts: O(distinct tokens in its windows).
-///
-/// Safety net: the processor records the history length (and prompt length) its counts belong
-/// to. A hook whose sizes do not fit that record (a caller that skipped a call or passed another
-/// sequence) rebuilds from c.history; apply() on a history of another length rebuilds first, and
-/// touched() then declares every id of the windows (O(window)). Results stay exact; only the cost
-/// changes.
-/// One call at a time: even the const members update cost counters (operations()).
-class penalties_processor {
-public:
-    /// \pre params.check() is nullopt (validated here: config_error or the error handler).
-    explicit penalties_processor(const penalty_params& params) : p_(params) {
-        p_.validate();
-        if (p_.repetition != 1.f) rep_ = add_window(p_.repetition_scope);
-        if (p_.frequency != 0.f || p_.presence != 0.f) freq_ = add_window(p_.frequency_scope);
-    }
-
-    const penalty_params& params() const noexcept { return p_; }
-
-    /// Applies the repetition, then the frequency/presence penalties (as apply_penalties).
-    void apply(std::span<float> logits, const processor_context& c) {
-        if (nw_ == 0) return;
-        if (!in_sync(c)) reset(c);
-        const std::size_t v = logits.size();
-        auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
-        if (rep_ >= 0 && rep_ == freq_) {  // one set of counts: one pass, same results
-            const float theta = p_.repetition, af = p_.frequency, ap = p_.presence;
-            const token_counts& k = w_[std::size_t(rep_)].counts();
-            const auto ids = k.tokens();
-            const auto counts = k.counts();
-            for (std::size_t i = 0; i < ids.size(); ++i) {
-                if (!valid(ids[i])) continue;
-                float& x = logits[static_cast<std::size_t>(ids[i])];
-                x = x > 0.f ? x / theta : x * theta;
-                detail::frequency_penalize(x, counts[i], af, ap);
-            }
-            ops_ += ids.size();
-            return;
-        }
-        if (rep_ >= 0) {
-            const float theta = p_.repetition;
-            const auto ids = w_[std::size_t(rep_)].counts().tokens();
-            for (token_id t : ids) {
-                if (!valid(t)) continue;
-                float& x = logits[static_cast<std::size_t>(t)];
-                x = x > 0.f ? x / theta : x * theta;
-            }
-            ops_ += ids.size();
-        }
-        if (freq_ >= 0) {
-            const float af = p_.frequency, ap = p_.presence;
-            const token_counts& k = w_[std::size_t(freq_)].counts();
-            const auto ids = k.tokens();
-            const auto counts = k.counts();
-            for (std::size_t i = 0; i < ids.size(); ++i) {
-                if (!valid(ids[i])) continue;
-                detail::frequency_penalize(logits[static_cast<std::size_t>(ids[i])], counts[i], af,
-                                           ap);
-            }
-            ops_ += ids.size();
-        }
-    }
-
-    /// Declares the counted ids (every id of the windows of c.history if out of step).
-    void touched(const processor_context& c, token_sink& out) const {
-        for (int i = 0; i < nw_; ++i) {
-            const auto& w = w_[std::size_t(i)];
-            if (in_sync(c))
-                out(w.counts().tokens());
-            else
-                out(detail::penalty_window(c.history, c.prompt_length, w.scope(), p_.last_n));
-        }
-    }
-
-    /// History hooks (processors/processor.hpp).
-    void append(std::span<const token_id> added, const processor_context& c) {
-        if (nw_ == 0) return;
-        if (!built_ || len_ + added.size() != c.history.size() || !same_prompt(c)) {
-            reset(c);
-            return;
-        }
-        for (int i = 0; i < nw_; ++i) w_[std::size_t(i)].append(c.history, len_, prompt_);
-        len_ = c.history.size();
-    }
-    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
-        if (nw_ == 0) return;
-        if (!built_ || keep + removed.size() != len_ || keep > c.history.size()) {
-            built_ = false;  // the next append or apply rebuilds
-            return;
-        }
-        if (!same_prompt(c)) {  // output_only follows prompt_length: rebuild h[0, keep)
-            prompt_ = c.prompt_length;
-            for (int i = 0; i < nw_; ++i)
-                w_[std::size_t(i)].rebuild(c.history.first(keep), prompt_);
-        } else {
-            for (int i = 0; i < nw_; ++i)
-                if (!w_[std::size_t(i)].cut_back(c.history, keep, removed, prompt_)) built_ = false;
-        }
-        len_ = keep;
-    }
-    void reset(const processor_context& c) {
-        if (nw_ == 0) return;
-        for (int i = 0; i < nw_; ++i) w_[std::size_t(i)].rebuild(c.history, c.prompt_length);
-        len_ = c.history.size();
-        prompt_ = c.prompt_length;
-        built_ = true;
-    }
-
-    /// The counts of the repetition window and of the frequency/presence window (the same object
-    /// when the scopes are equal; nullptr when that penalty is off), as of the last hook.
-    const token_counts* repetition_counts() const noexcept {
-        return rep_ >= 0 ? &w_[std::size_t(rep_)].counts() : nullptr;
-    }
-    const token_counts* frequency_counts() const noexcept {
-        return freq_ >= 0 ? &w_[std::size_t(freq_)].counts() : nullptr;
-    }
-    /// Work done since construction: tokens handled by the hooks, entries visited by apply()
-    /// and hash slots probed (a cost counter for tests and monitoring; touched() not included).
-    std::uint64_t operations() const noexcept {
-        std::uint64_t n = ops_;
-        for (int i = 0; i < nw_; ++i) n += w_[std::size_t(i)].operations();
-        return n;
-    }
-
-private:
-    int add_window(penalty_scope s) {
-        for (int i = 0; i < nw_; ++i)
-            if (w_[std::size_t(i)].scope() == s) return i;  // one set of counts per scope
-        w_[std::size_t(nw_)] = detail::penalty_window_counts(s, p_.last_n);
-        if (s == penalty_scope::output_only) uses_prompt_ = true;
-        return nw_++;
-    }
-    bool same_prompt(const processor_context& c) const noexcept {
-        return !uses_prompt_ || prompt_ == c.prompt_length;
-    }
-    bool in_sync(const processor_context& c) const noexcept {
-        return built_ && len_ == c.history.size() && same_prompt(c);
-    }
-
-    penalty_params p_;
-    std::array<detail::penalty_window_counts, 2> w_{};
-    int nw_ = 0, rep_ = -1, freq_ = -1;
-    bool uses_prompt_ = false;
-    bool built_ = false;
-    std::size_t len_ = 0;     // history length the counts belong to
-    std::size_t prompt_ = 0;  // prompt length they were built with
-    std::uint64_t ops_ = 0;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/penalties.hpp
 // ---- begin decodekit/sampling/sampler.hpp
 /// \file sampling/sampler.hpp
 /// decodekit::sampler: configured once (sampling_params + vocabulary size), applied to a logits
@@ -4776,130 +7244,6 @@ DECODEKIT_END_NAMESPACE
 /// Walks read x's order in growing prefixes from kernels::top_k (8, 64, 512, ... entries), so a
 /// walk costs a few read passes plus O(entries walked).
 
-// ---- begin decodekit/sampling/constraint.hpp
-/// \file sampling/constraint.hpp
-/// Constraints for structured output in their callback form: a type that says whether token t
-/// may come next,
-///   bool allowed(token_id t, const processor_context& c) const
-/// (c.history is the sequence so far). Optional history hooks (append / cut_back / reset, as
-/// processors have: processors/processor.hpp) let it keep per-sequence state (a parser's or a
-/// regular expression's state) that follows the history through the sampler's one mechanism
-/// (processors/history.hpp), so a speculative rejection rolls it back like every other state.
-/// It must not throw. A sampler owns a copy (sampling_params::constraint).
-///
-/// The packed-bitmask form (the layout grammar engines emit) is given per call instead:
-/// sample_context::mask (kernels/mask.hpp).
-///
-/// How the sampler queries a callback constraint (constraint_check::exact, the default): only
-/// where the law of the pipeline applied to the masked row depends on it (sampler.hpp lists the
-/// cases: greedy, top-k or min-p first, temperature-only draws, else every valid token).
-/// constraint_check::sample_then_check is llama.cpp's shortcut: the unconstrained pipeline draws,
-/// the drawn token is checked, and only when it is not allowed is the pipeline run again on the
-/// masked row. Not exact: a token is drawn with probability q(t) + P(reject) q'(t), q the
-/// unconstrained pipeline's law restricted to allowed tokens and q' the masked pipeline's law,
-/// instead of q'(t).
-
-
-#include <concepts>
-#include <cstdint>
-#include <memory>
-#include <span>
-#include <type_traits>
-#include <utility>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// How a sampler uses a callback constraint (see the file comment).
-enum class constraint_check : std::uint8_t {
-    exact,              ///< the pipeline's law on the masked row, querying only what it needs
-    sample_then_check,  ///< llama.cpp's shortcut (opt-in; not exact, see the file comment)
-};
-
-/// A type that says whether a token may come next (see the file comment).
-template <class C>
-concept token_constraint = std::copy_constructible<C> &&
-    requires(const C& c, token_id t, const processor_context& ctx) {
-    { c.allowed(t, ctx) } -> std::convertible_to<bool>;
-};
-
-/// A copyable holder of any token_constraint (copies clone it and its state).
-class any_constraint {
-public:
-    any_constraint() = default;
-    template <class C>
-    requires(!std::same_as<std::decay_t<C>, any_constraint> && token_constraint<std::decay_t<C>>)
-        any_constraint(C&& c)  // NOLINT: implicit, like std::function
-        : m_(std::make_unique<model<std::decay_t<C>>>(std::forward<C>(c))) {}
-    any_constraint(const any_constraint& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
-    any_constraint(any_constraint&&) noexcept = default;
-    any_constraint& operator=(const any_constraint& o) {
-        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
-        return *this;
-    }
-    any_constraint& operator=(any_constraint&&) noexcept = default;
-
-    /// True when it holds a constraint.
-    explicit operator bool() const noexcept { return m_ != nullptr; }
-    /// True when token t may come next. \pre holds a constraint
-    bool allowed(token_id t, const processor_context& c) const { return m_->allowed(t, c); }
-    /// True when its state follows the history.
-    bool follows_history() const noexcept { return m_ && m_->follows_history(); }
-    void append(std::span<const token_id> added, const processor_context& c) {
-        m_->append(added, c);
-    }
-    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
-        m_->cut_back(keep, removed, c);
-    }
-    void reset(const processor_context& c) { m_->reset(c); }
-    /// The held constraint when it is a C, else nullptr.
-    template <class C>
-    C* get() noexcept {
-        if (!m_ || m_->tag() != tag_of<C>()) return nullptr;
-        return &static_cast<model<C>*>(m_.get())->c;
-    }
-
-private:
-    template <class C>
-    static const void* tag_of() noexcept {
-        static const char tag = 0;
-        return &tag;
-    }
-    struct base {
-        virtual ~base() = default;
-        virtual const void* tag() const noexcept = 0;
-        virtual std::unique_ptr<base> clone() const = 0;
-        virtual bool allowed(token_id, const processor_context&) const = 0;
-        virtual bool follows_history() const noexcept = 0;
-        virtual void append(std::span<const token_id>, const processor_context&) = 0;
-        virtual void cut_back(std::size_t, std::span<const token_id>, const processor_context&) = 0;
-        virtual void reset(const processor_context&) = 0;
-    };
-    template <class C>
-    struct model final : base {
-        C c;
-        explicit model(C x) : c(std::move(x)) {}
-        const void* tag() const noexcept override { return tag_of<C>(); }
-        std::unique_ptr<base> clone() const override { return std::make_unique<model>(c); }
-        bool allowed(token_id t, const processor_context& x) const override {
-            return bool(c.allowed(t, x));
-        }
-        bool follows_history() const noexcept override { return history_follower<C>; }
-        void append(std::span<const token_id> t, const processor_context& x) override {
-            if constexpr (history_follower<C>) c.append(t, x);
-        }
-        void cut_back(std::size_t n, std::span<const token_id> t,
-                      const processor_context& x) override {
-            if constexpr (history_follower<C>) c.cut_back(n, t, x);
-        }
-        void reset(const processor_context& x) override {
-            if constexpr (history_follower<C>) c.reset(x);
-        }
-    };
-    std::unique_ptr<base> m_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/constraint.hpp
 // ---- begin decodekit/sampling/working_set.hpp
 /// \file sampling/working_set.hpp
 /// The named working set that a sampler's steps read and narrow, one call at a time.
@@ -4923,427 +7267,6 @@ DECODEKIT_END_NAMESPACE
 /// overlaid full set calls materialise() first, which merges them. After the first narrowing the
 /// overlay is gone.
 
-// ---- begin decodekit/sampling/workspace.hpp
-/// \file sampling/workspace.hpp
-/// sampling_workspace: the O(vocabulary) scratch a sampling call works in (the candidate arrays,
-/// their weights, a processed copy of the row, the full-row draw's block sums, ...). It holds no
-/// state between calls: one workspace serves any number of samplers, one call at a time. A
-/// sampler uses its thread's workspace (this_thread()) unless a call is given one, so what a
-/// live request holds is O(its params) plus its history state, not O(vocabulary).
-/// Buffers grow on demand to the largest vocabulary seen and never shrink; growing is the only
-/// allocation, so a warm workspace makes sampling allocation-free.
-/// Views a call returns into a workspace (sampler::distribution()) stay valid until the next call
-/// on that workspace: on the default workspace, the next sampler call on the same thread.
-/// A call that finds its workspace inside another call (a sampler called from a processor or
-/// step of another sampler on the same thread, or one workspace passed to two threads) does
-/// nothing and reports sample_status::concurrent_use: give such a call its own workspace.
-
-// ---- begin decodekit/processors/dry.hpp
-/// \file processors/dry.hpp
-/// DRY ("don't repeat yourself") penalty with llama.cpp semantics (src/llama-sampling.cpp,
-/// ported there from koboldcpp).
-///
-/// Window: the last `penalty_last_n` tokens of the history (0 = the whole history; llama.cpp's
-/// -1), further limited to the workspace capacity (only the most recent tokens that fit are used).
-/// For a candidate token t, n = the length of the longest suffix of the window that also occurs
-/// earlier in the window immediately followed by t. If n >= allowed_length,
-///   x_t -= multiplier * base^(n - allowed_length).
-/// Sequence breakers: n is capped at the number of tokens after the last breaker occurrence in
-/// the window (no penalty at all when that is < allowed_length). A breaker is a single token
-/// (`sequence_breakers`) or a token sequence (`sequence_breaker_sequences`, as llama.cpp makes
-/// from breaker strings; an occurrence must lie wholly in the window; the occurrence that starts
-/// last wins, the longest breaker if several start at that position).
-/// Single-token breakers are never penalised themselves; the tokens of longer breakers are.
-/// The window must be longer than allowed_length for anything to happen.
-/// Overflow: the exponent is clamped to floor(88.7228391 / ln(base)) as llama.cpp does, the
-/// penalty to FLT_MAX, and a finite logit never becomes -inf (it saturates at -FLT_MAX).
-/// Special values: NaN and +-inf logits are left as they are. Token ids outside [0, V) in the
-/// history match other equal ids like any value but are never penalised; single-token breakers
-/// outside [0, V), and breaker sequences whose first token is outside [0, V), are ignored. Cost
-/// O(window) (reverse Z-algorithm), no allocation. Statefulness: none; the caller passes the
-/// history each call.
-/// dry_processor is the processor form (processors/processor.hpp): O(window) per call, no
-/// per-sequence state beyond its parameters (shared between copies); its O(V) scratch is a
-/// workspace per thread (see dry_processor).
-
-
-#include <algorithm>
-#include <cfloat>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <memory>
-#include <optional>
-#include <span>
-#include <string>
-#include <utility>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// DRY configuration; multiplier 0 (the default) disables it. Defaults are llama.cpp's.
-struct dry_params {
-    float multiplier = 0.f;                     ///< >= 0; 0 disables
-    float base = 1.75f;                         ///< >= 1
-    std::size_t allowed_length = 2;             ///< >= 1: repeats up to this length are free
-    std::size_t penalty_last_n = 0;             ///< window length; 0 = whole history
-    std::vector<token_id> sequence_breakers{};  ///< single-token breakers
-    /// Multi-token breakers (empty ones ignored; one-token ones act as sequence_breakers).
-    std::vector<std::vector<token_id>> sequence_breaker_sequences{};
-
-    /// True when apply_dry can change logits.
-    bool enabled() const noexcept { return multiplier > 0.f; }
-
-    /// The first invalid field as a message, or nullopt.
-    std::optional<std::string> check() const {
-        if (!(multiplier >= 0.f) || !std::isfinite(multiplier))
-            return detail::range_message("dry_params.multiplier", "finite and >= 0", multiplier);
-        if (!(base >= 1.f) || !std::isfinite(base))
-            return detail::range_message("dry_params.base", "finite and >= 1", base);
-        if (allowed_length < 1)
-            return detail::range_message("dry_params.allowed_length", ">= 1",
-                                         static_cast<double>(allowed_length));
-        return std::nullopt;
-    }
-    /// Throws config_error (or calls the error handler) if check() finds a problem.
-    void validate() const { raise_if(check()); }
-};
-
-/// Caller-owned scratch for apply_dry, sized once; every call leaves it as it found it. One per
-/// thread: concurrent calls must not share a workspace (params and history may be shared).
-struct dry_workspace {
-    /// Capacity used when the constructor is given max_history = 0.
-    static constexpr std::size_t default_max_history = 8192;
-
-    dry_workspace() = default;
-    /// \param max_history the longest window apply_dry will look at (0 = default_max_history);
-    ///        longer histories are cut to their most recent max_history tokens.
-    explicit dry_workspace(std::size_t vocab_size, std::size_t max_history = 0)
-        : z(max_history == 0 ? default_max_history : max_history, 0),
-          max_repeat(vocab_size, 0),
-          is_breaker(vocab_size, 0) {}
-
-    /// Returns the vocabulary size the workspace was sized for.
-    std::size_t vocab_size() const noexcept { return max_repeat.size(); }
-    /// Returns the longest window the workspace can hold.
-    std::size_t max_history() const noexcept { return z.size(); }
-
-    std::vector<std::uint32_t> z;           ///< Z-values of the reversed window
-    std::vector<std::uint32_t> max_repeat;  ///< per token, zero outside a call
-    std::vector<std::uint8_t> is_breaker;   ///< per token: 1 single breaker, 2 sequence head
-};
-
-/// Applies the DRY penalty to `logits` in place.
-/// \pre params.check() is nullopt; ws.vocab_size() >= logits.size() (ids beyond it are ignored).
-/// \post ws.max_repeat and ws.is_breaker are all zero again. O(window + breakers) with single
-/// tokens; breaker sequences add at most their total length per occurrence of their first token.
-inline void apply_dry(std::span<float> logits, std::span<const token_id> history,
-                      const dry_params& params, dry_workspace& ws) noexcept {
-    DECODEKIT_ASSERT(ws.vocab_size() >= logits.size(),
-                     "apply_dry: workspace smaller than the vocabulary");
-    if (!(params.multiplier > 0.f) || !(params.base >= 1.f) || params.allowed_length < 1) return;
-    const std::size_t v = logits.size() < ws.vocab_size() ? logits.size() : ws.vocab_size();
-    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
-
-    std::size_t len = history.size();
-    if (params.penalty_last_n != 0 && params.penalty_last_n < len) len = params.penalty_last_n;
-    if (ws.max_history() < len) len = ws.max_history();
-    const std::size_t allowed = params.allowed_length;
-    if (len <= allowed) return;
-    const token_id* const w = history.data() + (history.size() - len);
-    // r(j): the window read backwards, r(0) = most recent token.
-    auto r = [w, len](std::size_t j) noexcept { return w[len - 1 - j]; };
-
-    constexpr std::uint8_t single = 1, head = 2;
-    std::uint8_t* const brk = ws.is_breaker.data();
-    for (token_id b : params.sequence_breakers)
-        if (valid(b)) brk[b] |= single;
-    for (const std::vector<token_id>& s : params.sequence_breaker_sequences)
-        if (!s.empty() && valid(s[0])) brk[s[0]] |= s.size() == 1 ? single : head;
-    auto unmark = [&]() noexcept {
-        for (token_id b : params.sequence_breakers)
-            if (valid(b)) brk[b] = 0;
-        for (const std::vector<token_id>& s : params.sequence_breaker_sequences)
-            if (!s.empty() && valid(s[0])) brk[s[0]] = 0;
-    };
-
-    // 1. The repeat length is capped by the number of tokens after the last breaker.
-    std::size_t rep_limit = len;
-    for (std::size_t i = 0; i < len; ++i) {
-        const token_id t = r(i);
-        if (!valid(t) || brk[t] == 0) continue;
-        std::size_t longest = 0;  // tail length of the longest breaker starting here, plus one
-        if (brk[t] & single) longest = 1;
-        if (brk[t] & head) {
-            for (const std::vector<token_id>& s : params.sequence_breaker_sequences) {
-                if (s.size() < 2 || s[0] != t) continue;
-                const std::size_t m = s.size() - 1;  // tail length
-                if (m + 1 <= longest || m > i) continue;
-                std::size_t o = 0;
-                while (o < m && s[1 + o] == r(i - o - 1)) ++o;
-                if (o == m) longest = m + 1;
-            }
-        }
-        if (longest > 0) {
-            rep_limit = i - (longest - 1);
-            break;
-        }
-    }
-    if (rep_limit < allowed) {
-        unmark();
-        return;
-    }
-
-    // 2. Z-algorithm on the reversed window: z[k] = length of the longest common prefix of r and
-    //    r shifted by k = the longest suffix of the window also ending at position len-1-k.
-    std::uint32_t* const z = ws.z.data();
-    z[0] = static_cast<std::uint32_t>(len);
-    for (std::size_t k = 1, lo = 0, hi = 0; k < len; ++k) {  // [lo, hi): rightmost Z-box
-        std::size_t n = 0;
-        if (k < hi) {
-            n = hi - k;
-            if (z[k - lo] < n) n = z[k - lo];
-        }
-        while (k + n < len && r(n) == r(k + n)) ++n;
-        if (k + n > hi) {
-            lo = k;
-            hi = k + n;
-        }
-        z[k] = static_cast<std::uint32_t>(n);
-    }
-
-    // 3. The token that followed each earlier occurrence would extend the repeat: keep the
-    //    longest repeat per token.
-    std::uint32_t* const best = ws.max_repeat.data();
-    for (std::size_t k = 1; k < len; ++k) {
-        const std::size_t n = z[k] < rep_limit ? z[k] : rep_limit;
-        if (n < allowed) continue;
-        const token_id t = w[len - k];  // follows position len-1-k
-        if (!valid(t) || (brk[t] & single) != 0) continue;
-        if (best[t] < n) best[t] = static_cast<std::uint32_t>(n);
-    }
-
-    // 4. Penalise each such token once, resetting the workspace as we go.
-    long max_exponent = 0;
-    if (params.base > 1.000001f)
-        max_exponent = static_cast<long>(88.7228391f / std::log(params.base));
-    for (std::size_t k = 1; k < len; ++k) {
-        const token_id t = w[len - k];
-        if (!valid(t) || best[t] == 0) continue;
-        long e = static_cast<long>(best[t]) - static_cast<long>(allowed);
-        if (max_exponent > 0 && e > max_exponent) e = max_exponent;
-        best[t] = 0;
-        double penalty = static_cast<double>(params.multiplier) *
-                         std::pow(static_cast<double>(params.base), static_cast<double>(e));
-        if (!(penalty <= static_cast<double>(FLT_MAX))) penalty = FLT_MAX;
-        float& x = logits[static_cast<std::size_t>(t)];
-        if (!std::isfinite(x)) continue;
-        const float y = x - static_cast<float>(penalty);
-        x = y < -FLT_MAX ? -FLT_MAX : y;
-    }
-    unmark();
-}
-
-namespace detail {
-/// This thread's DRY workspace, grown (never shrunk) to at least `vocab` entries and a window of
-/// `window` tokens. Allocates only while it grows.
-inline dry_workspace& thread_dry_workspace(std::size_t vocab, std::size_t window) {
-    thread_local dry_workspace ws;
-    if (ws.vocab_size() < vocab || ws.max_history() < window)
-        ws = dry_workspace(std::max(vocab, ws.vocab_size()),
-                           std::max({window, ws.max_history(), std::size_t{1}}));
-    return ws;
-}
-}  // namespace detail
-
-/// apply_dry as a processor: the same result as apply_dry with a workspace of `max_history`
-/// tokens. Its O(V) scratch is not per sequence: apply() uses a workspace per thread
-/// (thread_local, grown on demand to the largest vocabulary and window it has seen on that thread,
-/// about 5 bytes per vocabulary entry plus 4 per window token; it allocates only while it grows,
-/// and lives until the thread ends). Sparse: touched() declares the tokens of the window
-/// (O(window)). Stateless between calls; the parameters are shared between copies (a copy is O(1)).
-class dry_processor {
-public:
-    /// \param max_history the longest window looked at (0 = dry_workspace::default_max_history)
-    /// \pre params.check() is nullopt (validated here: config_error or the error handler).
-    explicit dry_processor(dry_params params, std::size_t max_history = 0)
-        : max_history_(max_history == 0 ? dry_workspace::default_max_history : max_history) {
-        params.validate();
-        p_ = std::make_shared<const dry_params>(std::move(params));
-    }
-    const dry_params& params() const noexcept { return *p_; }
-    std::size_t max_history() const noexcept { return max_history_; }
-
-    void apply(std::span<float> logits, const processor_context& c) const {
-        const std::size_t w = window(c);
-        if (w == 0) return;
-        apply_dry(logits, c.history.last(w), *p_, detail::thread_dry_workspace(logits.size(), w));
-    }
-    void touched(const processor_context& c, token_sink& out) const {
-        out(c.history.last(window(c)));
-    }
-
-private:
-    /// Length of the window apply_dry looks at (0 when it cannot change anything).
-    std::size_t window(const processor_context& c) const noexcept {
-        if (!p_->enabled()) return 0;
-        std::size_t w = c.history.size();
-        if (p_->penalty_last_n != 0 && p_->penalty_last_n < w) w = p_->penalty_last_n;
-        if (max_history_ < w) w = max_history_;
-        return w > p_->allowed_length ? w : 0;
-    }
-
-    std::shared_ptr<const dry_params> p_;
-    std::size_t max_history_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/dry.hpp
-
-#include <atomic>
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-namespace detail {
-/// A candidate entry as one value (sort scratch).
-struct scored {
-    float logit;
-    token_id id;
-};
-/// Logit descending, ties by ascending id.
-inline bool scored_before(const scored& a, const scored& b) noexcept {
-    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
-}
-/// A flag set while an object is inside a call; copies are fresh, idle flags (so its owner stays
-/// copyable). One atomic exchange per call.
-class in_use_flag {
-public:
-    in_use_flag() = default;
-    in_use_flag(const in_use_flag&) noexcept {}
-    in_use_flag& operator=(const in_use_flag&) noexcept { return *this; }
-    /// True when the caller may enter (the flag was idle; it is now set).
-    bool try_enter() noexcept { return !busy_.exchange(true, std::memory_order_acquire); }
-    void leave() noexcept { busy_.store(false, std::memory_order_release); }
-
-private:
-    std::atomic<bool> busy_{false};
-};
-/// Holds an in_use_flag for one scope (entered() tells whether it got it).
-class in_use_scope {
-public:
-    explicit in_use_scope(in_use_flag& f) noexcept : f_(f), ok_(f.try_enter()) {}
-    ~in_use_scope() {
-        if (ok_) f_.leave();
-    }
-    in_use_scope(const in_use_scope&) = delete;
-    in_use_scope& operator=(const in_use_scope&) = delete;
-    bool entered() const noexcept { return ok_; }
-
-private:
-    in_use_flag& f_;
-    bool ok_;
-};
-/// Grows `v` to at least n elements (value-initialised), never shrinks.
-template <class T>
-void grow(std::vector<T>& v, std::size_t n) {
-    if (v.size() < n) v.resize(n);
-}
-}  // namespace detail
-
-/// Scratch of sampling calls (see the file comment). Not thread-safe: one call at a time.
-class sampling_workspace {
-public:
-    /// Entries of one block of the full-row draw.
-    static constexpr std::size_t draw_block = 2048;
-
-    sampling_workspace() = default;
-    /// A workspace already sized for `vocab_size`.
-    explicit sampling_workspace(std::size_t vocab_size) { reserve(vocab_size); }
-
-    /// The calling thread's workspace (created empty on first use, freed at thread exit).
-    static sampling_workspace& this_thread() noexcept {
-        thread_local sampling_workspace ws;
-        return ws;
-    }
-
-    /// Sizes the buffers every call uses for rows of `vocab_size` entries (no-op when large
-    /// enough). The feature buffers (typical's keys, the sparse marks, the raw top-n, the
-    /// penalty and DRY scratch) grow when first used.
-    void reserve(std::size_t vocab_size) {
-        if (vocab_size <= vocab_) return;
-        vocab_ = vocab_size;
-        cand = candidates(vocab_size);
-        detail::grow(sorted, vocab_size);
-        detail::grow(weights, vocab_size);
-        const std::size_t nblocks = (vocab_size + draw_block - 1) / draw_block;
-        detail::grow(bmax, nblocks);
-        detail::grow(bsum, nblocks);
-        detail::grow(block_buf, draw_block);
-    }
-    /// The vocabulary size the every-call buffers are sized for.
-    std::size_t vocab_size() const noexcept { return vocab_; }
-
-    /// typical's sort keys and permutation, sized for the reserved vocabulary.
-    void reserve_typical() {
-        detail::grow(key, vocab_);
-        detail::grow(perm, vocab_);
-    }
-    /// The processed-row copy.
-    std::span<float> row_copy() {
-        detail::grow(row, vocab_);
-        return {row.data(), vocab_};
-    }
-    /// The sparse-processor marks (all 0 between calls), touched list and patches.
-    void reserve_sparse() {
-        if (mark.size() < vocab_) mark.resize(vocab_, 0);
-        detail::grow(touched, vocab_);
-        detail::grow(patches, vocab_);
-    }
-    /// The raw top-n candidates.
-    candidates& raw_top() {
-        if (alt.capacity() < vocab_) alt = candidates(vocab_);
-        return alt;
-    }
-    /// The penalty counters (all 0 between calls).
-    penalty_workspace& penalties() {
-        if (pen.vocab_size() < vocab_) pen = penalty_workspace(vocab_);
-        return pen;
-    }
-    /// The DRY scratch.
-    dry_workspace& dry() {
-        if (dry_.vocab_size() < vocab_) dry_ = dry_workspace(vocab_);
-        return dry_;
-    }
-
-    // The buffers (scratch; contents unspecified between calls).
-    candidates cand;                      ///< the working set's entries once materialised
-    std::vector<detail::scored> sorted;   ///< sort scratch
-    std::vector<float> weights;           ///< exp weights of cand (relative to its max)
-    std::vector<double> key;              ///< typical's sort key
-    std::vector<std::size_t> perm;        ///< typical's order
-    std::vector<float> bmax;              ///< full-row draw: block maxima
-    std::vector<double> bsum;             ///<                block sums
-    std::vector<float> block_buf;         ///<                softmax of the chosen block
-    std::vector<float> row;               ///< processed copy of the row
-    std::vector<std::uint8_t> mark;       ///< sparse processors: 1 touched, 2 patched
-    std::vector<token_id> touched;        ///< sparse processors: ids copied into row
-    std::vector<detail::scored> patches;  ///< sparse processors: changed entries
-    candidates alt;                       ///< raw top-n
-    detail::in_use_flag in_use;           ///< set while a call works in it
-
-private:
-    std::size_t vocab_ = 0;
-    penalty_workspace pen;
-    dry_workspace dry_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/workspace.hpp
 
 #include <algorithm>
 #include <bit>
@@ -5715,401 +7638,6 @@ DECODEKIT_END_NAMESPACE
 /// Randomness: one uniform() (2 words) of the call's rng_purpose::sample stream, or
 /// draw_temperature's proposals (5 words each).
 
-// ---- begin decodekit/kernels/draw.hpp
-/// \file kernels/draw.hpp
-/// Categorical draws: inverse CDF over unnormalised weights, exponential race over logits.
-/// Semantics: kernels/reference.hpp.
-///
-/// draw_inverse_cdf: no random words (the caller passes u); one SIMD pass storing the sums of
-/// the positive weights of <= 1024 blocks (>= 256 entries each) in double lanes (every float
-/// widened to double, so each is the exact double sum up to reassociation), a walk over the
-/// block sums, and a sequential double scan inside the one block where the target u * S falls.
-/// Agreement with the reference: both sum the same floats in double, in a different order; the
-/// partial sums differ by at most a few ulp of S (~1e-15 S), so the chosen index is the reference's
-/// unless u * S lies within ~1e-12 S of a boundary of the cumulative sum (tested).
-/// draw_exponential_race: exactly 2 random words per entry (2 * x.size() per draw, NaN / -inf
-/// entries included, so the stream position after a draw never depends on the logits); equal to
-/// reference::draw_exponential_race(x, T, rng) by construction (same weights and exponentials in
-/// double). Parity / testing only: it needs V random numbers and V logarithms.
-
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-namespace detail {
-
-/// Double sum of the positive entries of w[begin, end) (whole batches), in double lanes.
-template <class A>
-double positive_sum(const float* w, std::size_t begin, std::size_t end) noexcept {
-    using B = simd::batch<A>;
-    using D = simd::dbatch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const B zero(0.f);
-    D a0(0.0), a1(0.0), a2(0.0), a3(0.0);
-    std::size_t i = begin;
-    for (; i + 2 * L <= end; i += 2 * L) {
-        const B v0 = B::load_unaligned(w + i), v1 = B::load_unaligned(w + i + L);
-        simd::widen_add<A>(a0, a1, simd::select<A>(v0 > zero, v0, zero));  // NaN, <= 0: 0
-        simd::widen_add<A>(a2, a3, simd::select<A>(v1 > zero, v1, zero));
-    }
-    for (; i < end; i += L) {
-        const B v = B::load_unaligned(w + i);
-        simd::widen_add<A>(a0, a1, simd::select<A>(v > zero, v, zero));
-    }
-    return simd::reduce_add<A>((a0 + a1) + (a2 + a3));
-}
-
-/// Exact inverse-CDF draw from softmax(x / T) with the reference's double weights (two passes,
-/// V exponentials, 2 random words); npos if no entry has weight. \pre m = max(x), finite.
-inline std::size_t draw_exact(const float* p, std::size_t n, float m, float temperature,
-                              rng_stream& rng) noexcept {
-    double s = 0;
-    for (std::size_t i = 0; i < n; ++i) s += reference::weight(p[i], m, temperature);
-    const double target = rng.uniform() * s;
-    if (!(s > 0)) return npos;
-    double run = 0;
-    std::size_t last = npos;
-    for (std::size_t i = 0; i < n; ++i) {
-        const double w = reference::weight(p[i], m, temperature);
-        if (!(w > 0)) continue;
-        run += w;
-        last = i;
-        if (run > target) return i;
-    }
-    return last;
-}
-
-}  // namespace detail
-
-/// Inverse-CDF draw from unnormalised non-negative weights with one uniform u in [0, 1): the
-/// first index whose running sum exceeds u * S among entries with w > 0 (the last such entry if
-/// rounding leaves u * S unreached); npos if no weight is positive. Consumes no random words.
-template <class A = simd::default_arch>
-std::size_t draw_inverse_cdf(std::span<const float> w, double u) noexcept {
-    constexpr std::size_t L = simd::lanes<A>;
-    constexpr std::size_t max_blocks = 1024;
-    const float* p = w.data();
-    const std::size_t n = w.size(), nfull = n / L * L;
-    // Block size: a multiple of 64 (so of every lane count) giving at most 1024 blocks.
-    const std::size_t blk = std::max<std::size_t>(256, (n / max_blocks + 64) / 64 * 64);
-    double bsum[max_blocks];
-    std::size_t nb = 0;
-    double s = 0;
-    for (std::size_t i = 0; i < nfull; i += blk, ++nb) {
-        bsum[nb] = detail::positive_sum<A>(p, i, std::min(nfull, i + blk));
-        s += bsum[nb];
-    }
-    for (std::size_t i = nfull; i < n; ++i)
-        if (p[i] > 0) s += p[i];
-    if (!(s > 0)) return npos;
-    const double target = u * s;
-    double run = 0;
-    auto scan = [&](std::size_t b, std::size_t e) {
-        for (std::size_t i = b; i < e; ++i) {
-            if (!(p[i] > 0)) continue;
-            run += p[i];
-            if (run > target) return i;
-        }
-        return npos;
-    };
-    for (std::size_t b = 0; b < nb; ++b) {
-        if (run + bsum[b] > target) {
-            const std::size_t i = b * blk;
-            if (const std::size_t hit = scan(i, std::min(nfull, i + blk)); hit != npos) return hit;
-        } else {
-            run += bsum[b];
-        }
-    }
-    if (const std::size_t hit = scan(nfull, n); hit != npos) return hit;
-    for (std::size_t j = n; j-- > 0;)  // target unreached: the last positive entry
-        if (p[j] > 0) return j;
-    return npos;
-}
-
-/// Exponential-race (Gumbel-max) draw from softmax(x / T): argmax_i w_i / E_i with
-/// w_i = exp((x_i - m)/T) and E_i = rng.exponential() for every entry in order; npos if no entry
-/// has probability. Consumes exactly 2 * x.size() random words. \pre temperature > 0
-template <class A = simd::default_arch>
-std::size_t draw_exponential_race(std::span<const float> x, float temperature,
-                                  rng_stream& rng) noexcept {
-    // The per-entry exponential dominates (two logs and a Philox word pair per entry): there is
-    // nothing for SIMD to win, so this is the reference, kept as a kernel for parity tests and
-    // for callers that want the Gumbel-max form.
-    return reference::draw_exponential_race(x, temperature, rng);
-}
-
-/// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection,
-/// docs/semantics.md#draw). Blocks are lane-strided: the row is cut into chunks of L g entries
-/// (L = SIMD lanes; g the smallest power of two >= 16 giving at most 512 blocks: 256 at
-/// V = 128256 with 16 lanes) and block (chunk q, lane j) holds the g entries q L g + j + L s,
-/// s < g, so one SIMD pass of vertical maxima gives L block maxima per chunk with no horizontal
-/// reduction. Each block gets the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the
-/// block maxima, inflated by 3e-5 to cover float rounding). The (at most 16) heaviest blocks with
-/// h_b >= 1e-3 are refined by one strided scan: their max entry a_b gets its own exact envelope
-/// hA_b = w(M_b) and the other entries hB_b = w(M2_b), M2_b the largest of them; a refined block's
-/// mass is hA_b + g hB_b, any other block's g h_b. Proposals: a block with probability mass / H
-/// (2 words; inverse CDF over the blocks through a guide table, the same block as a binary
-/// search), a slot s uniformly (1 word; for a refined block, a_b instead when the same uniform
-/// falls in its first hA_b), accepted with probability w_i / e_i (2 words), e_i = h_b, or for a
-/// refined block hB_b (+ hA_b when i = a_b), w_i the reference's double weight; slots past the
-/// row's end are rejected. Random words: 5 per proposal; the number of proposals is geometric
-/// with mean H / Z <= g (about 1 for flat rows and for rows whose mass sits in a few dominant
-/// entries, up to g when many blocks each hold one dominant entry). A row with +inf entries draws
-/// uniformly among them (2 words); no valid entry: npos (0 words). Exact except that entries in
-/// blocks whose max is more than 87 T below the row max (total probability < V e^-87) are never
-/// drawn. When 1/T is not finite (subnormal T), and after max(64 g, 4096) rejected proposals
-/// (probability < e^-64), the draw is an exact inverse CDF over the reference's double weights
-/// instead (2 more words, V exponentials); both keep the draw exact. \pre temperature > 0
-template <class A = simd::default_arch>
-std::size_t draw_temperature(std::span<const float> x, float temperature,
-                             rng_stream& rng) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    constexpr std::size_t max_blocks = 512;
-    static_assert(max_blocks % L == 0);
-    const float* p = x.data();
-    const std::size_t n = x.size();
-    if (n == 0) return npos;
-    std::size_t g = 16;
-    int lg = 4;
-    while ((n + L * g - 1) / (L * g) * L > max_blocks) {
-        g *= 2;
-        ++lg;
-    }
-    const std::size_t chunk = L * g, nb = (n + chunk - 1) / chunk * L;
-    alignas(64) float bmax[max_blocks + 64];
-    for (std::size_t q = 0; q * chunk < n; ++q) {
-        const std::size_t base = q * chunk, e = std::min(n, base + chunk);
-        std::size_t i = base;
-        B a0(detail::neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
-        for (; i + 4 * L <= e; i += 4 * L) {
-            a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-            a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
-            a2 = simd::max_ignore_nan<A>(a2, B::load_unaligned(p + i + 2 * L));
-            a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
-        }
-        for (; i + L <= e; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-        float* bm = bmax + q * L;
-        simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3)).store_aligned(bm);
-        for (; i < e; ++i) {  // the row's last partial vector: lane (i - base) % L
-            float& t = bm[(i - base) % L];
-            t = p[i] > t ? p[i] : t;
-        }
-    }
-    float m = detail::neg_inf_f;
-    for (std::size_t b = 0; b < nb; ++b) m = bmax[b] > m ? bmax[b] : m;
-    if (m == detail::neg_inf_f) return npos;
-    if (std::isinf(m)) {  // uniform over the +inf entries
-        std::size_t c = 0;
-        for (std::size_t i = 0; i < n; ++i) c += p[i] == m;
-        std::size_t k = std::min(c - 1, std::size_t(rng.uniform() * double(c)));
-        for (std::size_t i = 0; i < n; ++i)
-            if (p[i] == m && k-- == 0) return i;
-        return npos;
-    }
-    const float inv_t = 1.f / temperature;
-    // (M_b - m) * inf would be 0 * inf = NaN for the max's block: no usable envelope.
-    if (!std::isfinite(inv_t)) return detail::draw_exact(p, n, m, temperature, rng);
-    const B mb(m), tb(inv_t);
-    for (std::size_t b = 0; b < nb; b += L)
-        simd::exp_nonpositive<A>((B::load_aligned(bmax + b) - mb) * tb).store_aligned(bmax + b);
-    // Refinement of the (at most 16) heaviest blocks with h_b >= 1e-3: their max entry a_b gets
-    // its own exact envelope hA_b = w(M_b), the block's other entries hB_b = w(M2_b) (M2_b the
-    // largest of the others), so a block whose mass is one dominant entry no longer costs ~g
-    // proposals. Block mass: hA_b + g hB_b (refined) or g h_b.
-    constexpr std::size_t max_refined = 16;
-    std::size_t rb[max_refined], ra[max_refined], nr = 0;
-    float rh[max_refined];
-    for (std::size_t b = 0; b < nb; ++b) {
-        const float h = bmax[b];
-        if (!(h >= 1e-3f) || (nr == max_refined && !(h > rh[nr - 1]))) continue;
-        std::size_t q = nr < max_refined ? nr++ : max_refined - 1;
-        for (; q > 0 && rh[q - 1] < h; --q) {
-            rh[q] = rh[q - 1];
-            rb[q] = rb[q - 1];
-        }
-        rh[q] = h;
-        rb[q] = b;
-    }
-    double ra_w[max_refined], rb_w[max_refined];
-    std::uint8_t refined[max_blocks] = {};  // slot + 1 of a refined block, else 0
-    for (std::size_t r = 0; r < nr; ++r) {
-        const std::size_t b = rb[r], first = b / L * chunk + b % L;
-        float m1 = detail::neg_inf_f, m2 = detail::neg_inf_f;
-        std::size_t a = first;
-        for (std::size_t i = first; i < n && i < first + L * g; i += L) {
-            const float v = p[i];
-            if (v > m1) {
-                m2 = m1;
-                m1 = v;
-                a = i;
-            } else if (v > m2) {
-                m2 = v;
-            }
-        }
-        ra[r] = a;
-        ra_w[r] = reference::weight(m1, m, temperature);
-        rb_w[r] = reference::weight(m2, m, temperature);
-        refined[b] = std::uint8_t(r + 1);
-    }
-    double cum[max_blocks];
-    double total = 0;
-    for (std::size_t b = 0; b < nb; ++b) {
-        const std::size_t r = refined[b];
-        total +=
-            r ? ra_w[r - 1] + double(g) * rb_w[r - 1] : double(bmax[b]) * (1.0 + 3e-5) * double(g);
-        cum[b] = total;
-    }
-    if (!(total > 0)) return detail::draw_exact(p, n, m, temperature, rng);  // defensive
-    // Guide table: guide[j] = the first block with cum > j total / nb; a lookup starts there and
-    // steps (either way, so rounding cannot matter) to the first block with cum > t.
-    std::uint16_t guide[max_blocks];
-    {
-        std::size_t b = 0;
-        const double step = total / double(nb);
-        for (std::size_t j = 0; j < nb; ++j) {
-            const double v = double(j) * step;
-            while (b + 1 < nb && !(cum[b] > v)) ++b;
-            guide[j] = std::uint16_t(b);
-        }
-    }
-    const std::size_t max_proposals = std::max<std::size_t>(64 * g, 4096);
-    for (std::size_t proposal = 0; proposal < max_proposals; ++proposal) {
-        const double u0 = rng.uniform();
-        const double t = u0 * total;
-        std::size_t b = guide[std::min(nb - 1, std::size_t(u0 * double(nb)))];
-        while (b + 1 < nb && !(cum[b] > t)) ++b;
-        while (b > 0 && cum[b - 1] > t) --b;
-        std::size_t i = b / L * chunk + b % L + L * std::size_t(rng() >> (32 - lg));
-        const double u = rng.uniform();
-        double e = double(bmax[b]) * (1.0 + 3e-5);
-        if (const std::size_t r = refined[b]) {
-            // Component A (the max entry) for the first hA_b of the block's mass, else B.
-            if (t - (b ? cum[b - 1] : 0.0) < ra_w[r - 1]) i = ra[r - 1];
-            e = (i == ra[r - 1] ? ra_w[r - 1] : 0.0) + rb_w[r - 1];
-        }
-        // i >= n: a padding slot. e == 0: a block without mass, reachable only when u0 * total
-        // rounds up to total (u0 = 1 - 2^-53) and the last block is empty.
-        if (i >= n || !(e > 0)) continue;
-        const double w = reference::weight(p[i], m, temperature);
-        if (u * e < w) return i;
-    }
-    return detail::draw_exact(p, n, m, temperature, rng);  // bounded loop: still exact
-}
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/draw.hpp
-// ---- begin decodekit/sampling/result.hpp
-/// \file sampling/result.hpp
-/// What a sampling call takes besides the row (sample_context) and what it gives back
-/// (sample_result, distribution), plus the inverse-CDF draw over a distribution.
-
-
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// Outcome of one sample() call.
-enum class sample_status : std::uint8_t {
-    ok,              ///< a token was drawn
-    no_valid_token,  ///< every entry NaN / -inf (or banned): token = -1
-    bad_input,       ///< logits.size() != vocab_size(): token = -1
-    /// the sampler was inside another call (another thread, or the same sampler re-entered):
-    /// nothing was done, token = -1 (a sampler serves one call at a time)
-    concurrent_use,
-    /// the constraint (or the call's token mask) allows no valid token: token = -1
-    no_allowed_token,
-};
-
-/// A token and a log-probability (top-n alternatives, requested ids).
-struct token_logprob {
-    token_id token = -1;
-    float logprob = -std::numeric_limits<float>::infinity();
-};
-
-/// What sample() returns. The spans point into the sampler (its own storage): valid until its
-/// next call.
-struct sample_result {
-    token_id token = -1;  ///< the drawn token; -1 unless ok()
-    /// log of the probability the token was drawn with (after the whole pipeline; 0 for greedy;
-    /// NaN when params.logprobs.chosen is off).
-    float logprob = std::numeric_limits<float>::quiet_NaN();
-    /// log-softmax of the caller's logits at the token (temperature 1, before processors);
-    /// NaN unless params.logprobs.raw (opt-in: needs the full normaliser).
-    float raw_logprob = std::numeric_limits<float>::quiet_NaN();
-    /// 1-based rank of the token (see logprobs_request::rank); 0 unless requested.
-    std::size_t rank = 0;
-    sample_status status = sample_status::no_valid_token;
-    std::span<const token_logprob> top = {};        ///< logprobs_request::top_n best, best first
-    std::span<const token_logprob> requested = {};  ///< logprobs_request::ids, in request order
-    /// Queries of the callback constraint this call made (0 without one).
-    std::size_t constraint_queries = 0;
-
-    bool ok() const noexcept { return status == sample_status::ok; }
-};
-
-/// The key and the token history of one sampling step.
-struct sample_context {
-    std::uint64_t sequence = 0;  ///< sequence (request) id: part of the RNG key
-    std::uint64_t step = 0;      ///< step within the sequence: part of the RNG key
-    /// prompt + generated so far, oldest first (caller-owned; read by the processors).
-    std::span<const token_id> history = {};
-    std::size_t prompt_length = 0;  ///< history[0, prompt_length) is the prompt
-};
-
-/// The mutable state of a sampler (save with state(), roll back with restore()).
-struct sampler_state {
-    float mirostat_mu = 0.f;      ///< mirostat v2's mu (2 * tau initially)
-    std::uint64_t next_step = 0;  ///< the step sample(logits) uses next
-    friend bool operator==(const sampler_state&, const sampler_state&) = default;
-};
-
-/// A sparse distribution: token ids and their probabilities (equal lengths, probabilities sum to 1,
-/// descending probability, ties by ascending id; ascending id from
-/// sampler::distribution_unordered()). Views into a sampler's workspace (valid until
-/// its next call) or into caller storage.
-struct distribution {
-    std::span<const token_id> tokens = {};
-    std::span<const float> probs = {};
-
-    std::size_t size() const noexcept { return tokens.size(); }
-    bool empty() const noexcept { return tokens.empty(); }
-    /// Probability of token t (0 if absent). O(size()).
-    float prob(token_id t) const noexcept {
-        for (std::size_t i = 0; i < tokens.size(); ++i)
-            if (tokens[i] == t) return probs[i];
-        return 0.f;
-    }
-};
-
-/// Inverse-CDF draw from `d` with the uniform u in [0, 1): the first entry (in d's order) whose
-/// running probability sum exceeds u * sum(probs); the last positive entry if rounding leaves it
-/// unreached. -1 if d has no positive probability.
-inline token_id draw(const distribution& d, double u) noexcept {
-    const std::size_t i = kernels::draw_inverse_cdf(d.probs, u);
-    return i == npos ? token_id(-1) : d.tokens[i];
-}
-
-/// Draw from `d` with one uniform() (2 words) of `rng`. For a truncated pipeline (a step other
-/// than temperature and XTC cut the row: without one, sample() draws over the row in id blocks),
-/// with rng = make_stream({seed, sequence, step}, rng_purpose::sample) this returns the same token
-/// as sampler::sample() on the row that gave `d` when `d` came from distribution() (descending
-/// probability order; distribution_unordered() is in id order, so the same law but not the same
-/// token), barring float rounding within ~1e-7 of a CDF step; in every case the same law.
-inline token_id draw(const distribution& d, rng_stream& rng) noexcept {
-    return draw(d, rng.uniform());
-}
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/result.hpp
 
 #include <algorithm>
 #include <cmath>
@@ -6223,1011 +7751,6 @@ DECODEKIT_END_NAMESPACE
 /// caller's logits; one max+exp pass for the normaliser unless the draw had it) or processed
 /// (the final distribution the token was drawn from; -inf outside it).
 
-// ---- begin decodekit/sampling/params.hpp
-/// \file sampling/params.hpp
-/// sampling_params: everything a sampler is configured with, as one aggregate with defaults
-/// (designated-initializer friendly), validated once by check() / validate().
-///
-/// The processing order is data (`order`): processors first (allowed set, banned tokens, logit
-/// bias, min length, penalties, DRY, no-repeat-ngram, banned sequences, and user processors at
-/// chosen positions), then the truncation steps in the order of the preset (and user steps at
-/// chosen positions), then the draw. Temperature is a step too: steps before it see the
-/// distribution at temperature 1, steps after it the tempered one.
-///
-// clang-format off
-/// Presets (docs/semantics.md#presets; a disabled step is skipped):
-///   - hf        : temperature, top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, xtc,
-///                 mirostat
-///   - llama_cpp : top_n_sigma, top_k, typical, epsilon, eta, top_p, min_p, xtc, temperature,
-///                 mirostat
-///   - vllm      : temperature, min_p, top_k, top_p, typical, epsilon, eta, top_n_sigma, xtc,
-///                 mirostat
-///   - custom    : `custom_order` (each step at most once; steps not listed are not applied)
-// clang-format on
-/// The default is llama_cpp (temperature last: truncation runs on the raw logits and temperature
-/// only touches the survivors, the fastest order). Presets choose the order only; the other
-/// switches (top_k_ties, min_p_space, min_keep) are separate fields.
-
-
-// ---- begin decodekit/processors/bias.hpp
-/// \file processors/bias.hpp
-/// Logit bias, banned tokens and an allowed-token set.
-///
-/// Token ids outside [0, V) are ignored. Bans write -inf (also over NaN entries: both mean
-/// probability 0). No allocation; the allowed set works with a small stack buffer or a stack
-/// bitmask over blocks of the vocabulary.
-/// Statefulness: none. Each has a processor form (processors/processor.hpp) holding its list,
-/// shared between copies (a copy is O(1)): logit_bias_processor and banned_tokens_processor are
-/// sparse (touched() declares their list, O(list) per call); allowed_tokens_processor is dense
-/// (it writes every entry outside its list, O(V) per call).
-
-
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <memory>
-#include <span>
-#include <string>
-#include <utility>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// One additive bias: logits[token] += bias (bias = -inf bans the token).
-struct logit_bias {
-    token_id token;
-    float bias;
-};
-
-/// Adds each bias to its token's logit (several biases for one token add up).
-/// Rules for special values: a NaN bias is ignored; a NaN logit stays NaN; bias -inf makes the
-/// logit -inf (even +inf); a -inf logit stays -inf (a +inf bias does not revive a ban).
-inline void apply_logit_bias(std::span<float> logits, std::span<const logit_bias> biases) noexcept {
-    constexpr float inf = std::numeric_limits<float>::infinity();
-    for (const logit_bias& b : biases) {
-        if (b.token < 0 || static_cast<std::size_t>(b.token) >= logits.size()) continue;
-        if (std::isnan(b.bias)) continue;
-        float& x = logits[static_cast<std::size_t>(b.token)];
-        if (std::isnan(x) || x == -inf) continue;
-        x = b.bias == -inf ? -inf : x + b.bias;
-    }
-}
-
-/// Sets the logit of every listed token to -inf.
-inline void apply_banned_tokens(std::span<float> logits,
-                                std::span<const token_id> banned) noexcept {
-    constexpr float inf = std::numeric_limits<float>::infinity();
-    for (token_id t : banned)
-        if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
-            logits[static_cast<std::size_t>(t)] = -inf;
-}
-
-/// Sets every logit whose token is not in `allowed` to -inf; allowed logits are unchanged (NaN
-/// included). An empty `allowed` means no restriction. Ids outside [0, V) are ignored, so a list
-/// holding only such ids bans everything.
-/// Cost: O(V + A) for A <= 256 (save, fill, restore); otherwise O(V + A * ceil(V / 65536)).
-inline void apply_allowed_tokens(std::span<float> logits,
-                                 std::span<const token_id> allowed) noexcept {
-    constexpr float inf = std::numeric_limits<float>::infinity();
-    if (allowed.empty()) return;
-    const std::size_t v = logits.size();
-    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
-
-    constexpr std::size_t small = 256;
-    if (allowed.size() <= small) {
-        float saved[small];
-        for (std::size_t i = 0; i < allowed.size(); ++i)
-            saved[i] = valid(allowed[i]) ? logits[static_cast<std::size_t>(allowed[i])] : 0.f;
-        std::fill(logits.begin(), logits.end(), -inf);
-        for (std::size_t i = 0; i < allowed.size(); ++i)
-            if (valid(allowed[i])) logits[static_cast<std::size_t>(allowed[i])] = saved[i];
-        return;
-    }
-
-    // Large lists: a bitmask of the allowed ids, one block of the vocabulary at a time.
-    constexpr std::size_t block = 65536;
-    std::uint64_t mask[block / 64];
-    for (std::size_t lo = 0; lo < v; lo += block) {
-        const std::size_t hi = std::min(v, lo + block);
-        std::fill(std::begin(mask), std::begin(mask) + (hi - lo + 63) / 64, std::uint64_t{0});
-        for (token_id t : allowed) {
-            if (!valid(t)) continue;
-            const std::size_t u = static_cast<std::size_t>(t);
-            if (u < lo || u >= hi) continue;
-            mask[(u - lo) / 64] |= std::uint64_t{1} << ((u - lo) % 64);
-        }
-        for (std::size_t i = lo; i < hi; ++i)
-            if (!((mask[(i - lo) / 64] >> ((i - lo) % 64)) & 1u)) logits[i] = -inf;
-    }
-}
-
-/// apply_logit_bias as a processor. Sparse: touched() declares the biased ids.
-class logit_bias_processor {
-public:
-    /// \pre no bias is NaN (validated here, naming the entry: config_error or the error handler)
-    explicit logit_bias_processor(std::vector<logit_bias> biases) {
-        for (std::size_t i = 0; i < biases.size(); ++i)
-            if (std::isnan(biases[i].bias))
-                raise(detail::range_message(
-                    "logit_bias_processor: biases[" + std::to_string(i) + "].bias", "not NaN",
-                    static_cast<double>(biases[i].bias)));
-        b_ = std::make_shared<const std::vector<logit_bias>>(std::move(biases));
-    }
-    std::span<const logit_bias> biases() const noexcept { return *b_; }
-    void apply(std::span<float> logits, const processor_context&) const noexcept {
-        apply_logit_bias(logits, *b_);
-    }
-    void touched(const processor_context&, token_sink& out) const {
-        for (const logit_bias& b : *b_) out(b.token);
-    }
-
-private:
-    std::shared_ptr<const std::vector<logit_bias>> b_;
-};
-
-/// apply_banned_tokens as a processor (a deliberate ban: EOS ids included if listed). Sparse:
-/// touched() declares the list.
-class banned_tokens_processor {
-public:
-    explicit banned_tokens_processor(std::vector<token_id> banned)
-        : t_(std::make_shared<const std::vector<token_id>>(std::move(banned))) {}
-    std::span<const token_id> tokens() const noexcept { return *t_; }
-    void apply(std::span<float> logits, const processor_context&) const noexcept {
-        apply_banned_tokens(logits, *t_);
-    }
-    void touched(const processor_context&, token_sink& out) const { out(*t_); }
-
-private:
-    std::shared_ptr<const std::vector<token_id>> t_;
-};
-
-/// apply_allowed_tokens as a processor (an empty list allows everything). Dense: it writes every
-/// entry outside its list, so it has no touched().
-class allowed_tokens_processor {
-public:
-    explicit allowed_tokens_processor(std::vector<token_id> allowed)
-        : t_(std::make_shared<const std::vector<token_id>>(std::move(allowed))) {}
-    std::span<const token_id> tokens() const noexcept { return *t_; }
-    void apply(std::span<float> logits, const processor_context&) const noexcept {
-        apply_allowed_tokens(logits, *t_);
-    }
-
-private:
-    std::shared_ptr<const std::vector<token_id>> t_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/bias.hpp
-// ---- begin decodekit/processors/min_length.hpp
-/// \file processors/min_length.hpp
-/// Minimum length: suppress end-of-sequence tokens until enough tokens were generated.
-///
-/// HF's MinNewTokensLengthLogitsProcessor (count generated tokens only). For HF's min_length
-/// (prompt included), pass generated_tokens = history length and min_new_tokens = min_length.
-/// EOS ids outside [0, V) are ignored. Statefulness: none. min_length_processor is the processor
-/// form (processors/processor.hpp): it counts c.generated(), O(#eos) per call.
-
-
-#include <cstddef>
-#include <limits>
-#include <span>
-#include <utility>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// Sets every EOS id's logit to -inf while generated_tokens < min_new_tokens.
-inline void apply_min_length(std::span<float> logits, std::size_t generated_tokens,
-                             std::size_t min_new_tokens,
-                             std::span<const token_id> eos_ids) noexcept {
-    if (generated_tokens >= min_new_tokens) return;
-    for (token_id t : eos_ids)
-        if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
-            logits[static_cast<std::size_t>(t)] = -std::numeric_limits<float>::infinity();
-}
-
-/// apply_min_length as a processor: bans the EOS ids while c.generated() < min_new_tokens.
-/// Sparse: touched() declares the EOS ids while it bans them (nothing afterwards).
-class min_length_processor {
-public:
-    min_length_processor(std::size_t min_new_tokens, std::vector<token_id> eos_ids)
-        : min_(min_new_tokens), eos_(std::move(eos_ids)) {}
-    std::size_t min_new_tokens() const noexcept { return min_; }
-    std::span<const token_id> eos_ids() const noexcept { return eos_; }
-    void apply(std::span<float> logits, const processor_context& c) const noexcept {
-        apply_min_length(logits, c.generated(), min_, eos_);
-    }
-    void touched(const processor_context& c, token_sink& out) const {
-        if (c.generated() < min_) out(eos_);
-    }
-
-private:
-    std::size_t min_;
-    std::vector<token_id> eos_;  // a few ids: copied with the processor
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/min_length.hpp
-// ---- begin decodekit/processors/ngram.hpp
-/// \file processors/ngram.hpp
-/// Hugging Face's no_repeat_ngram_size and bad_words_ids (banned token sequences).
-///
-/// Both ban by writing -inf. Token ids outside [0, V) are compared like any other value (an
-/// n-gram or a sequence prefix may contain them) but are never written.
-///
-/// Two forms each:
-///   apply_no_repeat_ngram, apply_banned_sequences -- stateless: the caller passes the history
-///       (prompt included, as HF does) each call. No-repeat-ngram O(N * n) over the history,
-///       banned sequences O(total sequence length); no allocation.
-///   no_repeat_ngram_processor -- per sequence (processors/processor.hpp): an incremental index
-///       of the history's n-grams (processors/ngram_index.hpp; n = 1: the counts of the seen
-///       tokens) updated by the history hooks, O(n) per token added or removed; apply() and
-///       touched() cost O(n) plus O(n) per token banned, whatever the history length.
-///   banned_sequences_processor -- stateless; O(total sequence length) per call; with Hugging
-///       Face's rule that a one-token sequence equal to an EOS id is not banned (a word list
-///       cannot forbid ending; banned_tokens_processor can).
-
-// ---- begin decodekit/processors/ngram_index.hpp
-/// \file processors/ngram_index.hpp
-/// ngram_index: the distinct n-grams (n >= 2) of a history, kept up to date as the history grows
-/// and is cut back, answering "which tokens followed earlier occurrences of the last n - 1
-/// tokens?" (no-repeat-ngram's question) without scanning the history.
-///
-/// Each distinct n-gram is one entry: its count and the position of its first occurrence.
-/// Entries are found through seeded 64-bit hashes of their context (the first n - 1 tokens) and of
-/// the whole n-gram (processors/token_counts.hpp), and every hash match is verified against the
-/// tokens themselves, so a collision can never produce a false answer (only cost a comparison).
-/// The first occurrence of an entry stays in the history as long as the entry does: a cut-back
-/// removes the latest occurrences first.
-/// Costs: append and cut-back O(n) per token added or removed (hashing, and the comparison that
-/// finds an existing entry); a query O(n) plus O(n) per distinct follower it reports. Memory about
-/// 64 bytes per distinct n-gram. Allocation only while the tables grow (amortized).
-
-
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// The distinct n-grams of a history (see the file comment). Copyable (a copy is O(entries)).
-class ngram_index {
-public:
-    /// \pre n >= 2 (the index of 1-grams is a token_counts)
-    explicit ngram_index(std::size_t n = 2) noexcept : n_(n < 2 ? 2 : n) {}
-
-    std::size_t n() const noexcept { return n_; }
-    /// Number of distinct n-grams.
-    std::size_t size() const noexcept { return by_gram_.size(); }
-    /// Hash slots probed and tokens compared since construction (a cost counter).
-    std::uint64_t operations() const noexcept {
-        return ops_ + by_gram_.probes() + by_ctx_.probes();
-    }
-
-    /// Forgets every n-gram (keeps the memory).
-    void clear() noexcept {
-        grams_.clear();
-        free_.clear();
-        by_gram_.clear();
-        by_ctx_.clear();
-    }
-
-    /// The index held the n-grams of h[0, from); adds those ending in h[from, h.size()).
-    void append(std::span<const token_id> h, std::size_t from) {
-        const token_id* d = h.data();
-        auto at = [d](std::size_t p) noexcept { return d[p]; };
-        const std::size_t m = n_ - 1;
-        for (std::size_t p = from < m ? m : from; p < h.size(); ++p) add(at, p - m);
-    }
-
-    /// The index held the n-grams of a history of keep + removed.size() tokens whose last ones
-    /// were `removed`, and h[0, keep) its first ones; drops the n-grams that end in `removed`.
-    /// Returns false if one of them was not there (the index did not follow that history: the
-    /// caller rebuilds; the index is then unspecified until clear()).
-    bool cut_back(std::span<const token_id> h, std::size_t keep,
-                  std::span<const token_id> removed) {
-        const token_id* d = h.data();
-        const token_id* r = removed.data();
-        auto at = [d, r, keep](std::size_t p) noexcept { return p < keep ? d[p] : r[p - keep]; };
-        const std::size_t m = n_ - 1, old_n = keep + removed.size();
-        const std::size_t lo = keep < m ? m : keep;
-        for (std::size_t p = old_n; p-- > lo;)  // latest first
-            if (!remove(at, p - m)) return false;
-        return true;
-    }
-
-    /// Calls f(t) once for each distinct token t that followed an earlier occurrence of the last
-    /// n - 1 tokens of h. \pre the index holds the n-grams of h
-    template <class F>
-    void for_each_follower(std::span<const token_id> h, F&& f) const {
-        if (h.size() < n_) return;
-        const token_id* d = h.data();
-        const std::size_t m = n_ - 1, s = h.size() - m;
-        auto at = [d](std::size_t p) noexcept { return d[p]; };
-        const std::uint64_t hc = context_hash(at, s);
-        ops_ += m;
-        const std::uint32_t head = find_context(hc);
-        for (std::uint32_t g = head; g != none; g = grams_[g].next) {
-            const gram& e = grams_[g];
-            if (e.context == hc && same(at, e.pos, s, m)) f(d[e.pos + m]);
-        }
-    }
-
-private:
-    static constexpr std::uint32_t none = detail::hash_slots::none;
-    struct gram {
-        std::uint64_t context = 0;  // hash of its first n - 1 tokens
-        std::size_t pos = 0;        // start of its first occurrence
-        std::uint32_t count = 0;    // occurrences (0: a free entry)
-        std::uint32_t prev = none;  // list of the entries with the same context hash
-        std::uint32_t next = none;
-    };
-
-    template <class At>
-    std::uint64_t context_hash(At at, std::size_t i) const noexcept {
-        std::uint64_t h = detail::mix64(detail::hash_seed() + 0x9E3779B97F4A7C15ull);
-        for (std::size_t k = 0; k < n_ - 1; ++k)
-            h = detail::mix64(h ^ static_cast<std::uint32_t>(at(i + k)));
-        return h;
-    }
-    static std::uint64_t gram_hash(std::uint64_t context, token_id next) noexcept {
-        return detail::mix64(context ^
-                             (std::uint64_t{static_cast<std::uint32_t>(next)} << 32 | 0x5BD1E995u));
-    }
-    /// True when the `len` tokens at a and at b are equal.
-    template <class At>
-    bool same(At at, std::size_t a, std::size_t b, std::size_t len) const noexcept {
-        std::size_t k = 0;
-        while (k < len && at(a + k) == at(b + k)) ++k;
-        ops_ += k + 1;
-        return k == len;
-    }
-    std::uint32_t find_context(std::uint64_t hc) const noexcept {
-        return by_ctx_.find(hc, [&](std::uint32_t g) noexcept { return grams_[g].context == hc; });
-    }
-    /// The entry of the n-gram starting at i, or none.
-    template <class At>
-    std::uint32_t find_gram(At at, std::uint64_t hc, std::uint64_t hg, std::size_t i) const {
-        return by_gram_.find(hg, [&](std::uint32_t g) noexcept {
-            return grams_[g].context == hc && same(at, grams_[g].pos, i, n_);
-        });
-    }
-
-    template <class At>
-    void add(At at, std::size_t i) {
-        const std::uint64_t hc = context_hash(at, i);
-        const std::uint64_t hg = gram_hash(hc, at(i + n_ - 1));
-        ops_ += n_;
-        const std::uint32_t found = find_gram(at, hc, hg, i);
-        if (found != none) {
-            ++grams_[found].count;
-            return;
-        }
-        std::uint32_t g;
-        if (!free_.empty()) {
-            g = free_.back();
-            free_.pop_back();
-        } else {
-            g = static_cast<std::uint32_t>(grams_.size());
-            grams_.emplace_back();
-            if (free_.capacity() < grams_.capacity()) free_.reserve(grams_.capacity());
-        }
-        grams_[g] = {.context = hc, .pos = i, .count = 1};
-        by_gram_.insert(hg, g);
-        const std::uint32_t head = find_context(hc);
-        if (head == none) {
-            by_ctx_.insert(hc, g);
-        } else {  // link after the head (the head stays what by_ctx_ points to)
-            gram& h = grams_[head];
-            grams_[g].prev = head;
-            grams_[g].next = h.next;
-            if (h.next != none) grams_[h.next].prev = g;
-            h.next = g;
-        }
-    }
-
-    template <class At>
-    bool remove(At at, std::size_t i) {
-        const std::uint64_t hc = context_hash(at, i);
-        const std::uint64_t hg = gram_hash(hc, at(i + n_ - 1));
-        ops_ += n_;
-        const std::uint32_t g = find_gram(at, hc, hg, i);
-        if (g == none) return false;
-        gram& e = grams_[g];
-        if (--e.count > 0) return true;
-        if (e.prev == none) {  // the head: its successor becomes the head
-            if (e.next != none) {
-                by_ctx_.relabel(hc, g, e.next);
-                grams_[e.next].prev = none;
-            } else {
-                by_ctx_.erase(hc, g);
-            }
-        } else {
-            grams_[e.prev].next = e.next;
-            if (e.next != none) grams_[e.next].prev = e.prev;
-        }
-        e.prev = e.next = none;
-        by_gram_.erase(hg, g);
-        free_.push_back(g);  // reserved as grams_ grew (a copy may reallocate once)
-        return true;
-    }
-
-    std::size_t n_;
-    std::vector<gram> grams_;
-    std::vector<std::uint32_t> free_;
-    detail::hash_slots by_gram_;  // hash of the n-gram -> entry
-    detail::hash_slots by_ctx_;   // hash of the context -> first entry of its list
-    mutable std::uint64_t ops_ = 0;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/ngram_index.hpp
-
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <memory>
-#include <span>
-#include <utility>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-namespace detail {
-inline void ban_token(std::span<float> logits, token_id t) noexcept {
-    if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
-        logits[static_cast<std::size_t>(t)] = -std::numeric_limits<float>::infinity();
-}
-}  // namespace detail
-
-/// Bans every token that would complete an n-gram already present in the history (n = 0:
-/// disabled; n = 1 bans every token of the history; nothing is banned while the history is
-/// shorter than n - 1).
-inline void apply_no_repeat_ngram(std::span<float> logits, std::span<const token_id> history,
-                                  std::size_t n) noexcept {
-    if (n == 0) return;
-    const std::size_t len = history.size();
-    const std::size_t m = n - 1;  // length of the prefix that must match the history's tail
-    if (len < n) return;          // no complete n-gram yet
-    const token_id* const h = history.data();
-    const token_id* const tail = h + (len - m);
-    for (std::size_t i = 0; i + n <= len; ++i) {
-        std::size_t j = 0;
-        while (j < m && h[i + j] == tail[j]) ++j;
-        if (j == m) detail::ban_token(logits, h[i + m]);
-    }
-}
-
-/// Bans token sequences: a one-token sequence is always banned; a longer one bans its last
-/// token when the history ends with the rest of it. Empty sequences are ignored.
-inline void apply_banned_sequences(std::span<float> logits, std::span<const token_id> history,
-                                   std::span<const std::vector<token_id>> sequences) noexcept {
-    for (const std::vector<token_id>& s : sequences) {
-        if (s.empty()) continue;
-        const std::size_t m = s.size() - 1;
-        if (m > history.size()) continue;
-        const token_id* const tail = history.data() + (history.size() - m);
-        std::size_t j = 0;
-        while (j < m && tail[j] == s[j]) ++j;
-        if (j == m) detail::ban_token(logits, s[m]);
-    }
-}
-
-/// Hugging Face's no_repeat_ngram_size as a per-sequence processor with an incremental n-gram
-/// index (see the file comment). Gives apply_no_repeat_ngram's result on c.history. Sparse:
-/// touched() declares the tokens it bans. Follows the history through the hooks; copying it
-/// copies its index (O(distinct n-grams)).
-///
-/// Safety net: the processor records the history length its index belongs to. A hook whose sizes
-/// do not fit that record rebuilds from c.history; apply() on a history of another length
-/// rebuilds first (O(history * n)), and touched() then declares every id of c.history. Results
-/// stay exact; only the cost changes.
-/// One call at a time: even the const members update cost counters (operations()).
-class no_repeat_ngram_processor {
-public:
-    /// n = 0 disables it; n = 1 bans every token of the history.
-    explicit no_repeat_ngram_processor(std::size_t n) noexcept : n_(n), index_(n) {}
-
-    std::size_t n() const noexcept { return n_; }
-    /// The index of the n-grams (n >= 2) and the seen tokens (n = 1), as of the last hook.
-    const ngram_index& index() const noexcept { return index_; }
-    const token_counts& seen() const noexcept { return seen_; }
-
-    /// Bans every token that would complete an n-gram already in c.history.
-    void apply(std::span<float> logits, const processor_context& c) {
-        if (n_ == 0) return;
-        if (!in_sync(c)) reset(c);
-        for_each_ban(c, [&](token_id t) noexcept { detail::ban_token(logits, t); });
-    }
-    /// Declares the tokens apply() bans (every id of c.history if out of step).
-    void touched(const processor_context& c, token_sink& out) const {
-        if (n_ == 0) return;
-        if (!in_sync(c)) {
-            out(c.history);
-            return;
-        }
-        for_each_ban(c, [&](token_id t) noexcept { out(t); });
-    }
-
-    /// History hooks (processors/processor.hpp).
-    void append(std::span<const token_id> added, const processor_context& c) {
-        if (n_ == 0) return;
-        if (!built_ || len_ + added.size() != c.history.size()) {
-            reset(c);
-            return;
-        }
-        if (n_ == 1) {
-            for (token_id t : added) seen_.add(t);
-        } else {
-            index_.append(c.history, len_);
-        }
-        ops_ += added.size();
-        len_ = c.history.size();
-    }
-    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
-        if (n_ == 0) return;
-        if (!built_ || keep + removed.size() != len_ || keep > c.history.size()) {
-            built_ = false;  // the next append or apply rebuilds
-            return;
-        }
-        bool ok = true;
-        if (n_ == 1) {
-            for (token_id t : removed) ok &= seen_.remove(t);
-        } else {
-            ok = index_.cut_back(c.history, keep, removed);
-        }
-        ops_ += removed.size();
-        built_ = ok;
-        len_ = keep;
-    }
-    void reset(const processor_context& c) {
-        if (n_ == 0) return;
-        seen_.clear();
-        index_.clear();
-        if (n_ == 1) {
-            for (token_id t : c.history) seen_.add(t);
-        } else {
-            index_.append(c.history, 0);
-        }
-        ops_ += c.history.size();
-        len_ = c.history.size();
-        built_ = true;
-    }
-
-    /// Work done since construction: tokens handled by the hooks, hash slots probed, tokens
-    /// compared and entries visited (a cost counter for tests and monitoring).
-    std::uint64_t operations() const noexcept {
-        return ops_ + seen_.probes() + index_.operations();
-    }
-
-private:
-    bool in_sync(const processor_context& c) const noexcept {
-        return built_ && len_ == c.history.size();
-    }
-    template <class F>
-    void for_each_ban(const processor_context& c, F&& f) const {
-        if (n_ == 1) {
-            for (token_id t : seen_.tokens()) f(t);
-            ops_ += seen_.size();
-        } else {
-            index_.for_each_follower(c.history, [&](token_id t) {
-                ++ops_;
-                f(t);
-            });
-        }
-    }
-
-    std::size_t n_;
-    token_counts seen_;  // n == 1
-    ngram_index index_;  // n >= 2
-    bool built_ = false;
-    std::size_t len_ = 0;  // history length the index belongs to
-    mutable std::uint64_t ops_ = 0;
-};
-
-/// apply_banned_sequences as a processor, with Hugging Face's EOS rule: a one-token sequence
-/// equal to one of `eos_ids` is dropped (bad_words_ids never forbids ending). Empty sequences are
-/// ignored. Stateless; sparse: touched() declares the last token of every kept sequence. The
-/// lists are shared between copies (a copy is O(1)). O(total sequence length) per call.
-class banned_sequences_processor {
-public:
-    explicit banned_sequences_processor(std::vector<std::vector<token_id>> sequences,
-                                        std::span<const token_id> eos_ids = {}) {
-        auto l = std::make_shared<lists>();
-        for (std::vector<token_id>& s : sequences) {
-            if (s.empty()) continue;
-            if (s.size() == 1) {
-                if (std::find(eos_ids.begin(), eos_ids.end(), s[0]) == eos_ids.end())
-                    l->singles.push_back(s[0]);
-            } else {
-                l->longer.push_back(std::move(s));
-            }
-        }
-        l_ = std::move(l);
-    }
-
-    /// The one-token sequences kept (banned whatever the history).
-    std::span<const token_id> single_tokens() const noexcept { return l_->singles; }
-    /// The sequences of two tokens or more.
-    std::span<const std::vector<token_id>> longer_sequences() const noexcept { return l_->longer; }
-
-    void apply(std::span<float> logits, const processor_context& c) const noexcept {
-        for (token_id t : l_->singles) detail::ban_token(logits, t);
-        apply_banned_sequences(logits, c.history, l_->longer);
-    }
-    void touched(const processor_context&, token_sink& out) const {
-        out(l_->singles);
-        for (const std::vector<token_id>& s : l_->longer) out(s.back());
-    }
-
-private:
-    struct lists {
-        std::vector<token_id> singles;
-        std::vector<std::vector<token_id>> longer;
-    };
-    std::shared_ptr<const lists> l_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/ngram.hpp
-// ---- begin decodekit/sampling/any_step.hpp
-/// \file sampling/any_step.hpp
-/// The truncation-step concept (a type with `void apply(working_set&, const step_context&)`, see
-/// sampling/step.hpp) and any_step, the copyable type-erased holder user steps travel in
-/// (sampling_params::steps). Only declarations of the working set and the context are needed
-/// here, so that sampling_params can hold user steps.
-
-
-#include <concepts>
-#include <memory>
-#include <type_traits>
-#include <utility>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-class working_set;
-struct step_context;
-
-/// A type that narrows a working set (see the file comment).
-template <class S>
-concept sampling_step_type = std::copy_constructible<S> &&
-    requires(S& s, working_set& w, const step_context& c) {
-    s.apply(w, c);
-};
-
-/// A copyable holder of any sampling_step_type (copies clone the step and its state).
-class any_step {
-public:
-    any_step() = default;
-    template <class S>
-    requires(!std::same_as<std::decay_t<S>, any_step> && sampling_step_type<std::decay_t<S>>)
-        any_step(S&& s)  // NOLINT: implicit, like std::function
-        : m_(std::make_unique<model<std::decay_t<S>>>(std::forward<S>(s))) {}
-    any_step(const any_step& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
-    any_step(any_step&&) noexcept = default;
-    any_step& operator=(const any_step& o) {
-        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
-        return *this;
-    }
-    any_step& operator=(any_step&&) noexcept = default;
-
-    /// True when it holds a step.
-    explicit operator bool() const noexcept { return m_ != nullptr; }
-    /// Runs the step. \pre holds a step
-    void apply(working_set& w, const step_context& c) { m_->apply(w, c); }
-    /// The held step when it is an S, else nullptr.
-    template <class S>
-    S* get() noexcept {
-        if (!m_ || m_->tag() != tag_of<S>()) return nullptr;
-        return &static_cast<model<S>*>(m_.get())->s;
-    }
-
-private:
-    // a per-type address instead of RTTI (works with -fno-rtti)
-    template <class S>
-    static const void* tag_of() noexcept {
-        static const char tag = 0;
-        return &tag;
-    }
-    struct base {
-        virtual ~base() = default;
-        virtual const void* tag() const noexcept = 0;
-        virtual std::unique_ptr<base> clone() const = 0;
-        virtual void apply(working_set&, const step_context&) = 0;
-    };
-    template <class S>
-    struct model final : base {
-        S s;
-        explicit model(S x) : s(std::move(x)) {}
-        const void* tag() const noexcept override { return tag_of<S>(); }
-        std::unique_ptr<base> clone() const override { return std::make_unique<model>(s); }
-        void apply(working_set& w, const step_context& c) override { s.apply(w, c); }
-    };
-    std::unique_ptr<base> m_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/any_step.hpp
-
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <optional>
-#include <span>
-#include <string>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// One step of the truncation pipeline.
-enum class sampling_step : std::uint8_t {
-    temperature,  ///< divide logits by `temperature` (lazily: no pass over the row)
-    top_k,        ///< keep the `top_k` largest (`top_k_ties`)
-    top_p,        ///< nucleus: smallest prefix whose mass reaches `top_p`
-    min_p,        ///< keep p_i >= min_p * p_max (`min_p_space`)
-    typical,      ///< locally typical set of mass `typical_p`
-    epsilon,      ///< remove p_i < epsilon
-    eta,          ///< remove p_i < min(eta, sqrt(eta) * exp(-H))
-    top_n_sigma,  ///< keep x_i >= max - top_n_sigma * std(x) (finite logits)
-    xtc,          ///< exclude top choices (random, `xtc_probability`)
-    mirostat,     ///< mirostat v2 (stateful: mu)
-};
-
-/// The processing order presets (see the file comment).
-enum class sampling_order : std::uint8_t { hf, llama_cpp, vllm, custom };
-
-/// Where min-p's threshold is computed.
-enum class min_p_space : std::uint8_t {
-    /// p_i >= min_p * p_max on the distribution current at that point of the order (after
-    /// temperature when temperature comes before min_p: Hugging Face, vLLM).
-    probabilities,
-    /// x_i >= max + ln(min_p) on the logits before temperature, wherever temperature is in the
-    /// order (llama.cpp). Same set as `probabilities` when temperature comes after min_p.
-    logits,
-};
-
-/// What a sample() call reports besides the token (all opt-in: each costs work).
-struct logprobs_request {
-    /// Fill sample_result::raw_logprob (log-softmax of the caller's logits, before processors
-    /// and temperature). Needs the full normaliser: one exp pass over the row unless the draw
-    /// already computed it. Off: raw_logprob is NaN.
-    bool raw = false;
-    /// Fill sample_result::rank: 1 + the number of tokens whose (raw, or processed when
-    /// `processed` is set) logit is larger than the chosen token's; one read pass.
-    bool rank = false;
-    /// Number of top alternatives reported in sample_result::top (0: none).
-    std::size_t top_n = 0;
-    /// Token ids whose logprobs are reported in sample_result::requested.
-    std::vector<token_id> ids = {};
-    /// false: rank, top and requested use the raw log-softmax of the caller's logits (vLLM's
-    /// default); true: the final processed distribution (-inf outside it, no extra pass).
-    bool processed = false;
-    /// Fill sample_result::logprob (the chosen token's log-probability under the final
-    /// distribution). Off: logprob is NaN, and when nothing else is requested a draw over the
-    /// whole row (no truncation step cut it: temperature only, or XTC as the only step)
-    /// uses kernels::draw_temperature, which needs no exponential per entry (block-max envelope
-    /// rejection). That draw reads the key's sample stream differently, so for one key it may
-    /// give another token than with `chosen` on (same law; distribution() unchanged).
-    bool chosen = true;
-
-    /// True when any extra (raw, rank, top_n, ids) is requested; `chosen` is not an extra.
-    bool any() const noexcept { return raw || rank || top_n > 0 || !ids.empty(); }
-};
-
-/// A user step at a position of the order (sampling/step.hpp says what a step is).
-struct step_insertion {
-    /// Index in the order list (the preset's steps, or custom_order) of the step it runs
-    /// before: 0 runs it first; the list's size (or more) runs it after the last.
-    std::size_t position = 0;
-    any_step step;
-};
-
-/// The built-in processors in the order they run (the positions of processor_insertion).
-enum class processor_slot : std::uint8_t {
-    allowed_tokens,
-    banned_tokens,
-    logit_bias,
-    min_length,
-    penalties,
-    dry,
-    no_repeat_ngram,
-    banned_sequences,
-    end,  ///< after every built-in processor
-};
-
-/// A user processor at a position of the processor order (processors/processor.hpp says what a
-/// processor is).
-struct processor_insertion {
-    /// The built-in processor it runs before (end: after all of them).
-    processor_slot before = processor_slot::end;
-    any_processor processor;
-};
-
-/// The configuration of a decodekit::sampler.
-struct sampling_params {
-    // ---- the draw ----
-    /// Temperature; 0 = greedy (argmax of the processed row, ties to the lowest id; no softmax,
-    /// no randomness; the truncation steps are skipped: the argmax survives each of them, XTC
-    /// is not applied).
-    float temperature = 1.f;
-
-    // ---- truncation ----
-    int top_k = 0;  ///< <= 0 disabled
-    tie_policy top_k_ties =
-        tie_policy::exactly_k;  ///< exactly k (llama.cpp) or keep ties (HF, vLLM)
-    float top_p = 1.f;          ///< in [0, 1]; 1 disabled; 0 keeps the top token
-    float min_p = 0.f;          ///< in [0, 1]; 0 disabled
-    min_p_space min_p_mode = min_p_space::probabilities;
-    float typical_p = 1.f;        ///< in [0, 1]; 1 disabled
-    float epsilon = 0.f;          ///< in [0, 1); 0 disabled
-    float eta = 0.f;              ///< in [0, 1); 0 disabled
-    float top_n_sigma = 0.f;      ///< >= 0; 0 disabled
-    float xtc_probability = 0.f;  ///< in [0, 1]; 0 disabled
-    float xtc_threshold = 0.1f;   ///< in [0, 1]; > 0.5 disables XTC
-    bool mirostat = false;        ///< mirostat v2 on
-    float mirostat_tau = 5.f;     ///< target surprise (bits), > 0 (checked when mirostat is on)
-    float mirostat_eta = 0.1f;    ///< learning rate, > 0 (checked when mirostat is on)
-    /// Every truncation step (except top_k, and mirostat which keeps >= 1) keeps at least this
-    /// many.
-    std::size_t min_keep = 1;
-
-    // ---- randomness ----
-    std::uint64_t seed = 0;
-
-    // ---- processors (applied first, in this order: allowed set, banned tokens, logit bias,
-    //      min length, penalties, DRY, no-repeat-ngram, banned sequences). Processors take the
-    //      history from the caller (sample_context::history = prompt + generated so far). ----
-    std::vector<token_id> allowed_tokens = {};  ///< non-empty: every other token is banned
-    std::vector<token_id> banned_tokens = {};
-    std::vector<logit_bias> logit_biases = {};
-    std::size_t min_new_tokens = 0;  ///< suppress eos_ids until this many generated
-    std::vector<token_id> eos_ids = {};
-    penalty_params penalties = {};
-    dry_params dry = {};
-    std::size_t no_repeat_ngram_size = 0;  ///< 0 disabled; <= 1024 (each token costs O(n))
-    std::vector<std::vector<token_id>> banned_sequences = {};
-
-    /// User processors, each inserted before a built-in processor (same position: in list
-    /// order). Each sampler owns a copy (its per-sequence state).
-    std::vector<processor_insertion> processors = {};
-    /// A constraint in callback form (structured output; sampling/constraint.hpp): only allowed
-    /// tokens are drawn, and the law is the pipeline's on the masked row. Each sampler owns a copy
-    /// (its per-sequence state). Empty: none. (A packed bitmask is given per call instead:
-    /// sample_context::mask.)
-    any_constraint constraint = {};
-    /// How the constraint is queried: exact (default) or llama.cpp's sample-then-check (opt-in).
-    constraint_check constraint_mode = constraint_check::exact;
-
-    // ---- order and outputs ----
-    sampling_order order = sampling_order::llama_cpp;
-    std::vector<sampling_step> custom_order = {};  ///< used when order == custom
-    /// User steps, each inserted at a position of the order (same position: in list order).
-    /// Each sampler owns a copy (its per-sequence state).
-    std::vector<step_insertion> steps = {};
-    logprobs_request logprobs = {};
-
-    /// The first problem (message naming the field and its allowed range), or nullopt.
-    std::optional<std::string> check() const;
-    /// check(), reported through decodekit::raise().
-    void validate() const { raise_if(check()); }
-
-    /// True when temperature == 0 (argmax).
-    bool greedy() const noexcept { return temperature == 0.f; }
-    /// True when any processor would change the logits (the sampler then copies the row).
-    bool has_processors() const noexcept;
-};
-
-/// The steps of a preset, in order (custom: empty; see sampling_params::custom_order).
-inline std::span<const sampling_step> preset_steps(sampling_order order) noexcept {
-    using s = sampling_step;
-    static constexpr sampling_step hf[] = {s::temperature, s::top_k,   s::top_p, s::min_p,
-                                           s::typical,     s::epsilon, s::eta,   s::top_n_sigma,
-                                           s::xtc,         s::mirostat};
-    static constexpr sampling_step llama[] = {s::top_n_sigma, s::top_k,   s::typical, s::epsilon,
-                                              s::eta,         s::top_p,   s::min_p,   s::xtc,
-                                              s::temperature, s::mirostat};
-    static constexpr sampling_step vllm[] = {s::temperature, s::min_p,   s::top_k, s::top_p,
-                                             s::typical,     s::epsilon, s::eta,   s::top_n_sigma,
-                                             s::xtc,         s::mirostat};
-    switch (order) {
-        case sampling_order::hf:
-            return hf;
-        case sampling_order::llama_cpp:
-            return llama;
-        case sampling_order::vllm:
-            return vllm;
-        default:
-            return {};
-    }
-}
-
-inline bool sampling_params::has_processors() const noexcept {
-    return !allowed_tokens.empty() || !banned_tokens.empty() || !logit_biases.empty() ||
-           (min_new_tokens > 0 && !eos_ids.empty()) || penalties.repetition != 1.f ||
-           penalties.frequency != 0.f || penalties.presence != 0.f || dry.multiplier != 0.f ||
-           no_repeat_ngram_size > 0 || !banned_sequences.empty() || !processors.empty();
-}
-
-namespace detail {
-inline bool in_closed(float v, float lo, float hi) noexcept { return v >= lo && v <= hi; }
-}  // namespace detail
-
-inline std::optional<std::string> sampling_params::check() const {
-    using detail::range_message;
-    if (!(temperature >= 0.f) || std::isinf(temperature))
-        return range_message("sampling_params.temperature", "finite and >= 0 (0 = greedy)",
-                             temperature);
-    if (!detail::in_closed(top_p, 0.f, 1.f))
-        return range_message("sampling_params.top_p", "in [0, 1]", top_p);
-    if (!detail::in_closed(min_p, 0.f, 1.f))
-        return range_message("sampling_params.min_p", "in [0, 1]", min_p);
-    if (!detail::in_closed(typical_p, 0.f, 1.f))
-        return range_message("sampling_params.typical_p", "in [0, 1]", typical_p);
-    if (!(epsilon >= 0.f && epsilon < 1.f))
-        return range_message("sampling_params.epsilon", "in [0, 1)", epsilon);
-    if (!(eta >= 0.f && eta < 1.f)) return range_message("sampling_params.eta", "in [0, 1)", eta);
-    if (!(top_n_sigma >= 0.f) || std::isinf(top_n_sigma))
-        return range_message("sampling_params.top_n_sigma", "finite and >= 0 (0 = disabled)",
-                             top_n_sigma);
-    if (!detail::in_closed(xtc_probability, 0.f, 1.f))
-        return range_message("sampling_params.xtc_probability", "in [0, 1]", xtc_probability);
-    if (!detail::in_closed(xtc_threshold, 0.f, 1.f))
-        return range_message("sampling_params.xtc_threshold", "in [0, 1]", xtc_threshold);
-    if (mirostat && (!(mirostat_tau > 0.f) || std::isinf(mirostat_tau)))
-        return range_message("sampling_params.mirostat_tau", "finite and > 0", mirostat_tau);
-    if (mirostat && (!(mirostat_eta > 0.f) || std::isinf(mirostat_eta)))
-        return range_message("sampling_params.mirostat_eta", "finite and > 0", mirostat_eta);
-    if (min_keep < 1) return range_message("sampling_params.min_keep", ">= 1", double(min_keep));
-    if (order == sampling_order::custom) {
-        unsigned seen = 0;
-        for (sampling_step st : custom_order) {
-            if (unsigned(st) > unsigned(sampling_step::mirostat))
-                return range_message("sampling_params.custom_order",
-                                     "a list of sampling_step values", double(unsigned(st)));
-            const unsigned bit = 1u << unsigned(st);  // after the range check: st < 32
-            if (seen & bit)
-                return range_message("sampling_params.custom_order",
-                                     "a list with each sampling_step at most once (repeated step)",
-                                     double(unsigned(st)));
-            seen |= bit;
-        }
-    } else if (!custom_order.empty()) {
-        return std::string(
-            "sampling_params.custom_order must be empty unless order == "
-            "sampling_order::custom");
-    } else if (unsigned(order) > unsigned(sampling_order::custom)) {
-        return range_message("sampling_params.order", "hf, llama_cpp, vllm or custom",
-                             double(unsigned(order)));
-    }
-    if (no_repeat_ngram_size > 1024)
-        return range_message("sampling_params.no_repeat_ngram_size", "<= 1024 (0 disabled)",
-                             double(no_repeat_ngram_size));
-    if (auto e = penalties.check()) return "sampling_params.penalties: " + *e;
-    if (auto e = dry.check()) return "sampling_params.dry: " + *e;
-    for (const logit_bias& b : logit_biases)
-        if (std::isnan(b.bias))
-            return range_message("sampling_params.logit_biases[].bias", "not NaN", b.bias);
-    for (const step_insertion& st : steps)
-        if (!st.step) return std::string("sampling_params.steps[].step must hold a step");
-    if (unsigned(constraint_mode) > unsigned(constraint_check::sample_then_check))
-        return range_message("sampling_params.constraint_mode", "exact or sample_then_check",
-                             double(unsigned(constraint_mode)));
-    for (const processor_insertion& pi : processors) {
-        if (!pi.processor)
-            return std::string("sampling_params.processors[].processor must hold a processor");
-        if (unsigned(pi.before) > unsigned(processor_slot::end))
-            return range_message("sampling_params.processors[].before", "a processor_slot (0..8)",
-                                 double(unsigned(pi.before)));
-    }
-    return std::nullopt;
-}
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/params.hpp
 
 #include <cmath>
 #include <cstddef>
@@ -7342,348 +7865,6 @@ inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/logprobs.hpp
-// ---- begin decodekit/sampling/processing.hpp
-/// \file sampling/processing.hpp
-/// processor_pipeline, the processor stage of a sampler (and of the strategies that score rows
-/// themselves): the built-in processors configured in sampling_params, in
-/// the documented order (allowed set, banned tokens, logit bias, min length, penalties, DRY,
-/// no-repeat-ngram, banned sequences), with the user processors inserted at their slots
-/// (sampling_params::processors), applied to the row before the truncation steps. Built-in
-/// and user processors are the same kind of object (processors/processor.hpp).
-///
-/// Per-sequence state: once per call the stage compares the call's history with the one it saw
-/// last (history_tracker, processors/history.hpp) and reports the change to every processor and
-/// to the constraint whose state follows the history (append, cut back, or rebuild). So a
-/// stateful processor costs what changed (penalty counts, the n-gram index), never a rescan.
-///
-/// Dense path: the row is copied into the workspace and every processor runs on the copy.
-/// Sparse path (every processor declares the ids it may touch, and the first step can merge
-/// patches: greedy, top-k, min-p): only the declared entries are copied; the entries the
-/// processors changed become patches over the caller's row (no row copy; see working_set.hpp).
-
-// ---- begin decodekit/processors/history.hpp
-/// \file processors/history.hpp
-/// How per-sequence state follows its sequence's history: one mechanism for every stateful part
-/// (penalty counts, the n-gram index, user processors, constraints, MTP module caches).
-///
-/// A stateful component sees the history of its sequence through the calls it gets (prompt +
-/// generated so far). Between two calls the history normally grows by a few tokens (append); a
-/// speculative rejection cuts it back; a beam fork or a new request replaces it. history_tracker
-/// compares each call's history with what it saw last and reports the change as
-///   keep   : tokens [0, keep) are unchanged,
-///   removed: the tokens that were at [keep, old length) (oldest first),
-///   added  : history[keep, new length),
-/// or as a rebuild when it cannot follow (the first call, a change deeper than its journal, or
-/// after reset()). The component then applies cut_back(removed) and append(added) to its state,
-/// or rebuilds it from the whole history. Cost per call: O(added + removed) plus a comparison of
-/// the journal window (at most journal_size() tokens), never a rescan of the history; a rebuild
-/// is O(history).
-///
-/// The comparison is a safety net, not a proof: a caller that rewrites tokens older than the
-/// journal while keeping the journal's tokens is not detected. Callers that rewrite histories
-/// (a slot reused for another request) call reset() or use a fresh component.
-///
-/// A fork (a beam taking its parent's sequence) copies the parent's component: the copy's
-/// tracker then follows the child's history from the parent's.
-
-
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// The difference between a history and the one a tracker saw last.
-struct history_change {
-    bool rebuild = true;                  ///< cannot follow: rebuild from the whole history
-    std::size_t keep = 0;                 ///< tokens [0, keep) unchanged (0 when rebuild)
-    std::span<const token_id> removed{};  ///< tokens that were at [keep, old length), in order
-    std::span<const token_id> added{};    ///< history[keep, new length) (the whole history when
-                                          ///< rebuild)
-};
-
-/// Follows one sequence's history across calls with a journal of its last journal_size() tokens.
-/// Copyable (a fork copies it). Memory: 4 bytes per journal entry.
-class history_tracker {
-public:
-    /// The shortest journal.
-    static constexpr std::size_t min_journal = 8;
-    /// Default journal length: the deepest cut-back followed without a rebuild (a speculative
-    /// round verifies at most 256 drafts).
-    static constexpr std::size_t default_journal = 512;
-
-    /// A tracker with a journal of `journal` tokens (allocated on the first sync()).
-    explicit history_tracker(std::size_t journal = default_journal)
-        : journal_(std::max<std::size_t>(journal, min_journal)) {}
-
-    /// Compares `history` with the last one seen, records it as seen, and returns the change.
-    /// The spans of the result view `history` and the tracker's own scratch: valid until the next
-    /// call. Allocates only while the removed-token scratch grows (bounded by the journal).
-    history_change sync(std::span<const token_id> history) {
-        if (ring_.empty()) ring_.resize(journal_);
-        const std::size_t n = history.size(), s = len_;
-        history_change ch;
-        if (seen_) {
-            const std::size_t lo = from_;  // first position still in the journal
-            const std::size_t c = std::min(n, s);
-            // where the histories part, within the journal window (O(journal), never
-            // O(history)); a change reaching the journal's first position, or a history that
-            // ends before the window, cannot be followed
-            const std::size_t d = c >= lo ? first_difference(history, lo, c) : c;
-            if (c >= lo && !(d == lo && lo > 0)) {
-                removed_.clear();
-                for (std::size_t p = d; p < s; ++p) removed_.push_back(at(p));
-                ch.rebuild = false;
-                ch.keep = d;
-                ch.removed = removed_;
-                ch.added = history.subspan(d);
-            }
-        }
-        const std::size_t first_kept = n > ring_.size() ? n - ring_.size() : 0;
-        if (ch.rebuild) {
-            ch.keep = 0;
-            ch.added = history;
-            from_ = first_kept;
-        } else {
-            // positions below the old window stay lost after a cut-back: the window only shrinks
-            from_ = std::min(std::max(from_, first_kept), n);
-        }
-        for (std::size_t p = std::max(ch.keep, first_kept); p < n; ++p) at(p) = history[p];
-        len_ = n;
-        seen_ = true;
-        return ch;
-    }
-
-    /// Forgets what was seen: the next sync() is a rebuild.
-    void reset() noexcept {
-        seen_ = false;
-        len_ = 0;
-        from_ = 0;
-    }
-    /// Length of the history seen last (0 before the first sync or after reset()).
-    std::size_t length() const noexcept { return len_; }
-    /// The most tokens a cut-back may remove without a rebuild (fewer after earlier cut-backs,
-    /// until appends refill the journal).
-    std::size_t journal_size() const noexcept { return journal_; }
-
-private:
-    token_id& at(std::size_t pos) noexcept { return ring_[pos % ring_.size()]; }
-    token_id at(std::size_t pos) const noexcept { return ring_[pos % ring_.size()]; }
-    /// First position in [lo, c) where the journal and `h` differ (c if none).
-    std::size_t first_difference(std::span<const token_id> h, std::size_t lo,
-                                 std::size_t c) const noexcept {
-        for (std::size_t p = lo; p < c; ++p)
-            if (at(p) != h[p]) return p;
-        return c;
-    }
-
-    std::size_t journal_;
-    std::vector<token_id> ring_;     // ring_[p % size]: token at position p, for the last size
-    std::vector<token_id> removed_;  // scratch of the last change's removed tokens
-    std::size_t len_ = 0;
-    std::size_t from_ = 0;  // ring_ holds the tokens of positions [from_, len_)
-    bool seen_ = false;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/history.hpp
-
-#include <algorithm>
-#include <bit>
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// What the processor stage hands to the working set.
-struct processed_row {
-    std::span<const float> row;  ///< the row the steps read (the caller's, or the copy)
-    std::size_t patches = 0;     ///< patches in the workspace (sparse path)
-    bool overlay = false;        ///< row is the caller's and the patches apply over it
-};
-
-/// The processors of one sequence (see the file comment): the stage a sampler runs before its
-/// steps, and what strategies that score rows themselves (beam search, contrastive search) run
-/// on each sequence's row. Copy it to fork a sequence (a beam taking its parent's history): the
-/// copy carries the parent's per-sequence state.
-class processor_pipeline {
-public:
-    processor_pipeline() = default;
-    /// The processors (and constraint) of `params`; the sampling fields are not used.
-    /// `sparse_first_step`: the caller can merge patches over its row (a sampler whose first
-    /// step is greedy, top-k or min-p); false for a plain processed copy. A constraint makes it
-    /// dense (the constrained paths read a plain row).
-    explicit processor_pipeline(const sampling_params& params, bool sparse_first_step = false)
-        : constraint_(params.constraint) {
-        build(params);
-        bool all_sparse = true, follows = constraint_.follows_history();
-        for (const any_processor& p : procs_) {
-            all_sparse = all_sparse && p.sparse();
-            follows = follows || p.follows_history();
-        }
-        sparse_ = !procs_.empty() && all_sparse && sparse_first_step && !params.constraint;
-        follows_ = follows;
-    }
-
-    /// True when some processor changes the logits.
-    bool active() const noexcept { return !procs_.empty(); }
-    /// True when the stage patches instead of copying.
-    bool sparse() const noexcept { return sparse_; }
-    /// The sampler's copy of the constraint (empty: none).
-    any_constraint& constraint() noexcept { return constraint_; }
-    /// The stage's copy of user processor `index` (sampling_params::processors) when it is a P.
-    template <class P>
-    P* user_processor(std::size_t index) noexcept {
-        return index < user_.size() ? procs_[user_[index]].get<P>() : nullptr;
-    }
-    /// The processor context of a call.
-    static processor_context context(const sample_context& ctx, std::size_t vocab) noexcept {
-        return {ctx.history, ctx.prompt_length, ctx.sequence, ctx.step, vocab};
-    }
-
-    /// Brings the per-sequence state up to date with ctx.history (history.hpp), then applies
-    /// the processors for a call with context `ctx` (see processed_row).
-    processed_row run(std::span<const float> logits, const sample_context& ctx,
-                      sampling_workspace& ws) noexcept {
-        const processor_context pc = context(ctx, logits.size());
-        if (follows_) follow_history(pc);
-        if (procs_.empty()) return {logits};
-        const std::span<float> row = ws.row_copy().first(logits.size());  // grows once
-        if (sparse_) return run_sparse(logits, pc, ws, row);
-        std::copy(logits.begin(), logits.end(), row.begin());
-        for (any_processor& p : procs_) p.apply(row, pc);
-        return {std::span<const float>(row.data(), row.size())};
-    }
-
-    /// Brings the per-sequence state up to date with ctx.history and applies the processors to
-    /// `row` in place (strategies that keep their own rows). \pre row.size() is the vocabulary
-    void apply(std::span<float> row, const sample_context& ctx) noexcept {
-        const processor_context pc = context(ctx, row.size());
-        if (follows_) follow_history(pc);
-        for (any_processor& p : procs_) p.apply(row, pc);
-    }
-
-    /// The processors once more on `row` (a fresh copy of the caller's row), without following
-    /// the history again (a redraw within one call).
-    void reapply(std::span<float> row, const sample_context& ctx) noexcept {
-        const processor_context pc = context(ctx, row.size());
-        for (any_processor& p : procs_) p.apply(row, pc);
-    }
-
-private:
-    std::vector<any_processor> procs_;  // built-in and user processors, in order
-    std::vector<std::uint32_t> user_;   // index in procs_ of each user processor
-    any_constraint constraint_;
-    history_tracker tracker_{};
-    bool sparse_ = false;
-    bool follows_ = false;
-
-    /// The processors of `p` in order: the user processors of each slot before its built-in.
-    void build(const sampling_params& p) {
-        user_.assign(p.processors.size(), 0);
-        for (unsigned slot = 0; slot <= unsigned(processor_slot::end); ++slot) {
-            for (std::size_t u = 0; u < p.processors.size(); ++u)
-                if (unsigned(p.processors[u].before) == slot) {
-                    user_[u] = std::uint32_t(procs_.size());
-                    procs_.push_back(p.processors[u].processor);
-                }
-            switch (processor_slot(slot)) {
-                case processor_slot::allowed_tokens:
-                    if (!p.allowed_tokens.empty())
-                        procs_.push_back(allowed_tokens_processor(p.allowed_tokens));
-                    break;
-                case processor_slot::banned_tokens:
-                    if (!p.banned_tokens.empty())
-                        procs_.push_back(banned_tokens_processor(p.banned_tokens));
-                    break;
-                case processor_slot::logit_bias:
-                    if (!p.logit_biases.empty())
-                        procs_.push_back(logit_bias_processor(p.logit_biases));
-                    break;
-                case processor_slot::min_length:
-                    if (p.min_new_tokens > 0 && !p.eos_ids.empty())
-                        procs_.push_back(min_length_processor(p.min_new_tokens, p.eos_ids));
-                    break;
-                case processor_slot::penalties:
-                    if (p.penalties.enabled()) procs_.push_back(penalties_processor(p.penalties));
-                    break;
-                case processor_slot::dry:
-                    if (p.dry.enabled()) procs_.push_back(dry_processor(p.dry));
-                    break;
-                case processor_slot::no_repeat_ngram:
-                    if (p.no_repeat_ngram_size > 0)
-                        procs_.push_back(no_repeat_ngram_processor(p.no_repeat_ngram_size));
-                    break;
-                case processor_slot::banned_sequences:
-                    if (!p.banned_sequences.empty())
-                        procs_.push_back(banned_sequences_processor(p.banned_sequences, p.eos_ids));
-                    break;
-                case processor_slot::end:
-                    break;
-            }
-        }
-    }
-
-    /// One sync of the history for every component whose state follows it.
-    void follow_history(const processor_context& c) {
-        const history_change ch = tracker_.sync(c.history);
-        auto notify = [&](auto& x) {
-            if (!x.follows_history()) return;
-            if (ch.rebuild) {
-                x.reset(c);
-                return;
-            }
-            if (!ch.removed.empty()) x.cut_back(ch.keep, ch.removed, c);
-            if (!ch.added.empty()) x.append(ch.added, c);
-        };
-        for (any_processor& p : procs_) notify(p);
-        notify(constraint_);
-    }
-
-    struct sink_state {
-        std::span<const float> logits;
-        std::span<float> row;
-        sampling_workspace* ws;
-        std::size_t n;
-    };
-    /// Sparse processors: only the entries they declare are copied into the row copy; the
-    /// entries that changed become patches (marked 2 in ws.mark).
-    processed_row run_sparse(std::span<const float> logits, const processor_context& pc,
-                             sampling_workspace& ws, std::span<float> row) noexcept {
-        ws.reserve_sparse();
-        sink_state st{logits, row, &ws, 0};
-        token_sink sink(
-            [](void* p, token_id t) noexcept {
-                auto& s = *static_cast<sink_state*>(p);
-                if (t < 0 || std::size_t(t) >= s.logits.size() || s.ws->mark[std::size_t(t)])
-                    return;
-                s.ws->mark[std::size_t(t)] = 1;
-                s.ws->touched[s.n++] = t;
-                s.row[std::size_t(t)] = s.logits[std::size_t(t)];
-            },
-            &st);
-        for (const any_processor& p : procs_) p.touched(pc, sink);
-        for (any_processor& p : procs_) p.apply(row, pc);
-        std::size_t patches = 0;
-        for (std::size_t i = 0; i < st.n; ++i) {
-            const std::size_t t = std::size_t(ws.touched[i]);
-            if (std::bit_cast<std::uint32_t>(row[t]) != std::bit_cast<std::uint32_t>(logits[t])) {
-                ws.patches[patches++] = {row[t], token_id(t)};
-                ws.mark[t] = 2;
-            } else {
-                ws.mark[t] = 0;
-            }
-        }
-        return {logits, patches, patches > 0};
-    }
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/processing.hpp
 // ---- begin decodekit/sampling/step.hpp
 /// \file sampling/step.hpp
 /// The truncation-step concept that built-in and user steps share (sampling_step_type and
@@ -9564,6 +9745,20 @@ DECODEKIT_END_NAMESPACE
 /// target sequence is cut back after a rejection (model.hpp's sequence contract). Processing is
 /// applied lazily in emission order, so a stateful processing step (commit()) only ever sees
 /// emitted tokens: nothing to roll back on the target side (no sampler state()/restore() needed).
+///
+/// ## Processors (penalties, no_repeat_ngram, banned sequences, min_new_tokens, user processors)
+/// They live in the processing (sampler_processing over a sampler configured with them). The row
+/// of draft position i is processed with the history prompt + emitted tokens + the round's tokens
+/// accepted before i, i.e. exactly the history plain sampling would have at that step: the
+/// processors' state (processors/history.hpp) advances by one accepted token per position, and
+/// since a position is processed only after the previous one was accepted, the rejected drafts
+/// never enter it (the rollback on rejection is free: the state never moved past the emitted
+/// tokens). Hence, for the same processors, greedy speculative output equals greedy generate()
+/// token for token, and sampled output follows the same law. A proposer's own processing
+/// follows its drafts and is cut back by its history tracker when a round rejects them.
+/// min_new_tokens comes from the processing (sampler_processing: the sampler's
+/// sampling_params::min_new_tokens, whose eos_ids must list speculative_params::eos_ids, checked
+/// up front): EOS is suppressed in p, stop sequences and stop strings are held until then.
 /// A proposer that drafts from the target's hidden state (an MTP module: needs_target_hidden())
 /// makes the verify call logits_and_hidden and receives the hidden row of the last verified
 /// position after each round (target_hidden_proposer).
@@ -9991,6 +10186,10 @@ public:
     void commit(token_id t, const sparse_distribution& p) const noexcept {
         s_->observe(decodekit::distribution{p.tokens, p.probs}, t);
     }
+    /// The sampler's min_new_tokens (the stepper holds its stops until then).
+    std::size_t min_new_tokens() const noexcept { return s_->params().min_new_tokens; }
+    /// The EOS ids the sampler suppresses before min_new_tokens.
+    std::span<const token_id> eos_ids() const noexcept { return s_->params().eos_ids; }
 
 private:
     sampler* s_;
@@ -10211,10 +10410,14 @@ public:
         st_.prompt_tokens = prompt.size();
         if constexpr (target_hidden_proposer<Proposer>)
             if (proposer_->needs_target_hidden()) H_ = std::size_t(proposer_->hidden_size());
+        std::size_t min_new = 0;
+        if constexpr (requires { processing.min_new_tokens(); })
+            min_new = processing.min_new_tokens();
         out_ = sequence_output(stop_conditions{.eos_ids = p_.eos_ids,
                                                .stop_sequences = p_.stop_sequences,
                                                .stop_strings = p_.stop_strings,
                                                .detokenize = p_.detokenize,
+                                               .min_new_tokens = min_new,
                                                .max_new_tokens = p_.max_new_tokens},
                                prompt.size(), reserve);
         if (out_.done())
@@ -10303,6 +10506,22 @@ private:
         if constexpr (requires { proposer.validate(); }) proposer.validate();
         if (prompt.empty()) raise("speculative_decode: the prompt must be non-empty");
         if (V == 0) raise("speculative_decode: vocab_size must be >= 1");
+        if constexpr (requires {
+                          processing.min_new_tokens();
+                          processing.eos_ids();
+                      }) {
+            // min_new_tokens suppresses EOS in the processing: it must know every EOS id
+            if (processing.min_new_tokens() > 0)
+                for (token_id e : params.eos_ids) {
+                    const auto ids = processing.eos_ids();
+                    if (e >= 0 && std::find(ids.begin(), ids.end(), e) == ids.end())
+                        raise("speculative_decode: the processing sampler's min_new_tokens is " +
+                              std::to_string(processing.min_new_tokens()) +
+                              " but its sampling_params.eos_ids lacks the EOS id " +
+                              std::to_string(e) +
+                              " of speculative_params.eos_ids (it could not be suppressed)");
+                }
+        }
         if constexpr (requires { proposer.vocab_size(); }) {
             const std::size_t dv = std::size_t(proposer.vocab_size());
             if (dv != V)
