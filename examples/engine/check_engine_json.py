@@ -39,10 +39,8 @@ def main():
     if not summaries:
         fail("no summary object")
     modes = [s["mode"] for s in summaries]
-    want_modes = {"both": ["continuous", "static"]}.get(
-        cmd[cmd.index("--mode") + 1] if "--mode" in cmd else "continuous")
-    if want_modes is None:
-        want_modes = [cmd[cmd.index("--mode") + 1]]
+    mode = cmd[cmd.index("--mode") + 1] if "--mode" in cmd else "continuous"
+    want_modes = ["continuous", "static"] if mode == "both" else [mode]
     if modes != want_modes:
         fail("summary modes %s, want %s" % (modes, want_modes))
     for r in requests:
