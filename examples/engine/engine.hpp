@@ -351,7 +351,9 @@ struct run_stats {
     std::size_t slots_high_water = 0;
     double wall = 0;  ///< seconds from the first arrival to the last finish
     std::vector<double> step_seconds;
-    std::size_t bad_status = 0;  ///< advances that did not return ok (a finding)
+    /// Advances that did not return ok, or a backend slot used twice in one call (a finding).
+    std::size_t bad_status = 0;
+    std::uint64_t forwarded = 0, reused = 0;  ///< the backend's token forwards / cache hits
 };
 
 /// The engine: runs `specs` (sorted by arrival_step or not) on `m`.
@@ -370,6 +372,7 @@ public:
         std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
             return specs[a].arrival_step < specs[b].arrival_step;
         });
+        const auto counters0 = m_->counters();
         const auto t0 = clock_type::now();
         auto now = [&] { return std::chrono::duration<double>(clock_type::now() - t0).count(); };
         std::size_t next_arrival = 0, step = 0;
@@ -438,6 +441,8 @@ public:
             ++step;
         }
         stats.slots_high_water = pool_.high_water();
+        stats.forwarded = m_->counters().tokens_forwarded - counters0.tokens_forwarded;
+        stats.reused = m_->counters().tokens_reused - counters0.tokens_reused;
         stats.wall = first_arrival < 0 ? 0 : last_finish - first_arrival;
         return rec;
     }
@@ -547,6 +552,10 @@ private:
                 merged_.push_back(r);
             }
         }
+        // Two sequences of one call never share a backend slot (each live sequence owns its own).
+        seen_.assign(m_->options().max_slots, 0);
+        for (const auto& r : merged_)
+            if (r.slot < seen_.size() && seen_[r.slot]++) ++stats.bad_status;
         dk::model_call c = head;
         c.requests = merged_;
         const std::size_t V = m_->vocab_size(), H = m_->hidden_size();
@@ -581,6 +590,7 @@ private:
     std::vector<dk::sequence_request> merged_;
     std::vector<dk::model_call> calls_;
     std::vector<float> logits_, hidden_;
+    std::vector<char> seen_;
 };
 
 }  // namespace dk_engine

@@ -309,7 +309,8 @@ std::vector<request_spec> make_workload(const options& o, const dk_llama2::model
 struct summary {
     std::string mode;
     std::size_t requests = 0, tokens = 0, steps = 0, target_calls = 0, draft_calls = 0;
-    std::size_t largest_batch = 0, largest_rows = 0, draft_rounds = 0;
+    std::size_t largest_batch = 0, largest_rows = 0, draft_rounds = 0, slots = 0;
+    std::uint64_t forwarded = 0;
     double throughput = 0, ttft_p50 = 0, ttft_p99 = 0, tpot_p50 = 0;
     bool all_equal = true;
 };
@@ -373,19 +374,23 @@ void print_summary(const summary& s, std::size_t runs, bool json) {
             "{\"mode\":\"%s\",\"requests\":%zu,\"throughput_tok_s\":%.1f,\"ttft_p50_ms\":%.3f,"
             "\"ttft_p99_ms\":%.3f,\"tpot_p50_ms\":%.3f,\"tokens\":%zu,\"runs\":%zu,"
             "\"steps\":%zu,\"target_calls\":%zu,\"draft_calls\":%zu,\"largest_batch\":%zu,"
-            "\"largest_call_positions\":%zu,\"all_equal_alone\":%s}\n",
+            "\"largest_call_positions\":%zu,\"kv_slots\":%zu,\"tokens_forwarded\":%llu,"
+            "\"all_equal_alone\":%s}\n",
             s.mode.c_str(), s.requests, s.throughput, s.ttft_p50 * 1e3, s.ttft_p99 * 1e3,
             s.tpot_p50 * 1e3, s.tokens, runs, s.steps, s.target_calls, s.draft_calls,
-            s.largest_batch, s.largest_rows, s.all_equal ? "true" : "false");
+            s.largest_batch, s.largest_rows, s.slots, (unsigned long long)s.forwarded,
+            s.all_equal ? "true" : "false");
         return;
     }
     std::printf(
         "%-10s requests %zu, %zu tokens: %.0f tok/s, TTFT p50 %.2f ms p99 %.2f ms, TPOT p50 %.3f "
         "ms; %zu steps, %zu target + %zu draft calls (<= %zu per step), batch <= %zu requests / "
-        "%zu positions; equal_alone: %s (medians of %zu runs)\n",
+        "%zu positions, %zu KV slots, %llu token forwards; equal_alone: %s (medians of %zu "
+        "runs)\n",
         s.mode.c_str(), s.requests, s.tokens, s.throughput, s.ttft_p50 * 1e3, s.ttft_p99 * 1e3,
         s.tpot_p50 * 1e3, s.steps, s.target_calls, s.draft_calls, s.draft_rounds, s.largest_batch,
-        s.largest_rows, s.all_equal ? "all" : "NOT ALL", runs);
+        s.largest_rows, s.slots, (unsigned long long)s.forwarded, s.all_equal ? "all" : "NOT ALL",
+        runs);
 }
 
 /// The runs of one mode: each run's medians, the last run's records.
@@ -430,6 +435,8 @@ void run_once(dk_llama2::model& m, const std::vector<request_spec>& w,
     s.largest_batch = st.largest_batch;
     s.largest_rows = st.largest_rows;
     s.draft_rounds = st.largest_draft_rounds;
+    s.slots = st.slots_high_water;
+    s.forwarded = st.forwarded;
     s.throughput = percentile(mr.thr, 0.5);
     s.ttft_p50 = percentile(mr.p50, 0.5);
     s.ttft_p99 = percentile(mr.p99, 0.5);
