@@ -23,7 +23,8 @@ double cosine(const std::vector<float>& a, const std::vector<float>& b) {
     return ab / std::sqrt(aa * bb);
 }
 
-// The formula of ALGORITHMS.md section 7, written from scratch with the toy model's helpers.
+// The formula of docs/semantics.md#contrastive-search, written from scratch with the toy model's
+// helpers.
 std::vector<token_id> expected(const toy_model& m, std::vector<token_id> seq, std::size_t k,
                                double alpha, std::size_t max_new, token_id eos) {
     std::vector<std::vector<float>> ctx;

@@ -38,7 +38,7 @@ struct expect_t {
     std::vector<int> layers;
 };
 
-// The DoLa formula of ALGORITHMS.md section 7, greedy, written from scratch.
+// The DoLa formula of docs/semantics.md#dola, greedy, written from scratch.
 expect_t expected(const toy_model& m, std::vector<token_id> seq, const std::vector<int>& cand,
                   double rel_top, double rep, std::size_t max_new, bool hf) {
     expect_t e;

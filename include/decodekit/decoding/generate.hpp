@@ -148,6 +148,7 @@ public:
         last_ = s;
         out_.begin_step();
         ++calls_;
+        queries_ += s.constraint_queries;
         if (!s.ok()) {
             out_.finish(stop_reason_of_no_token(s.status == sample_status::no_allowed_token),
                         on_token);
@@ -188,6 +189,7 @@ public:
         out_.fill(r);
         r.stats.model_calls = calls_;
         r.stats.model_rows = calls_;
+        r.stats.constraint_queries = queries_;
         r.stats.finish();
         return r;
     }
@@ -212,6 +214,7 @@ private:
     sequence_output out_;
     sequence_request request_;
     std::size_t calls_ = 0;
+    std::size_t queries_ = 0;  // the sampler's constraint queries
     sample_result last_ = {};
 };
 

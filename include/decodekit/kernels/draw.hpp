@@ -130,7 +130,7 @@ std::size_t draw_exponential_race(std::span<const float> x, float temperature,
 }
 
 /// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection,
-/// ALGORITHMS.md 3(b)). Blocks are lane-strided: the row is cut into chunks of L g entries
+/// docs/semantics.md#draw). Blocks are lane-strided: the row is cut into chunks of L g entries
 /// (L = SIMD lanes; g the smallest power of two >= 16 giving at most 512 blocks: 256 at
 /// V = 128256 with 16 lanes) and block (chunk q, lane j) holds the g entries q L g + j + L s,
 /// s < g, so one SIMD pass of vertical maxima gives L block maxima per chunk with no horizontal
