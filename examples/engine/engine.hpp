@@ -540,6 +540,7 @@ private:
     void call_one(const std::vector<std::size_t>& group, const dk::model_call& head,
                   run_stats& stats, bool draft) {
         merged_.clear();
+        merged_mtp_.clear();
         calls_.clear();
         for (std::size_t k : group) {
             live_entry& l = live_[k];
@@ -551,6 +552,10 @@ private:
                 r.slot = phys_of(l, r.slot);
                 merged_.push_back(r);
             }
+            for (auto r : c.mtp) {  // MTP module steps (mtp_logits calls) carry slots too
+                r.slot = phys_of(l, r.slot);
+                merged_mtp_.push_back(r);
+            }
         }
         // Two sequences of one call never share a backend slot (each live sequence owns its own).
         seen_.assign(m_->options().max_slots, 0);
@@ -558,6 +563,7 @@ private:
             if (r.slot < seen_.size() && seen_[r.slot]++) ++stats.bad_status;
         dk::model_call c = head;
         c.requests = merged_;
+        c.mtp = merged_mtp_;
         const std::size_t V = m_->vocab_size(), H = m_->hidden_size();
         logits_.resize(c.logits_rows() * V);
         hidden_.resize(c.hidden_rows() * H);
@@ -588,6 +594,7 @@ private:
     std::vector<live_entry> live_;
     std::vector<std::size_t> members_, group_;
     std::vector<dk::sequence_request> merged_;
+    std::vector<dk::mtp_request> merged_mtp_;
     std::vector<dk::model_call> calls_;
     std::vector<float> logits_, hidden_;
     std::vector<char> seen_;
