@@ -327,7 +327,15 @@ enum class batching : std::uint8_t { continuous, static_batches };
 
 struct engine_options {
     batching mode = batching::continuous;
-    std::size_t max_batch = 8;  ///< live requests at most
+    std::size_t max_batch = 8;  ///< live requests at most, in [1, 4096]
+
+    /// The first invalid field, named with its range; nullopt when valid.
+    std::optional<std::string> check() const {
+        if (max_batch < 1 || max_batch > 4096)
+            return dk::detail::range_message("engine_options.max_batch", "in [1, 4096]",
+                                             double(max_batch));
+        return std::nullopt;
+    }
 };
 
 /// One request's record of a run.
@@ -359,8 +367,11 @@ struct run_stats {
 /// The engine: runs `specs` (sorted by arrival_step or not) on `m`.
 class engine {
 public:
+    /// \pre o valid (rejected through decodekit::raise otherwise)
     engine(model_type& m, engine_options o)
-        : m_(&m), o_(o), pool_(std::uint32_t(m.options().max_slots)) {}
+        : m_(&m), o_(o), pool_(std::uint32_t(m.options().max_slots)) {
+        dk::raise_if(o_.check());
+    }
 
     std::vector<request_record> run(std::span<const request_spec> specs, run_stats& stats) {
         std::vector<request_record> rec(specs.size());
@@ -514,6 +525,13 @@ private:
             if (!c.empty() && c.model == dk::model_role::target) members_.push_back(k);
         }
         call_groups(stats, false);
+        // A live request that asked for nothing and is not done would never end: cancel it
+        // (a finding; the steppers' contract says it cannot happen).
+        for (auto& l : live_)
+            if (!l.req->done() && l.req->next_call().empty()) {
+                ++stats.bad_status;
+                l.req->cancel();
+            }
     }
 
     /// One model call per (kind, layers, heads) over members_.

@@ -2,7 +2,8 @@
 // per request from a free list, beam forks by parent index) costs exactly the token forwards of
 // the requests run alone on fresh models (a slot shared by two live sequences, or a fork that
 // lost its parent's cache, would recompute), every slot comes back, the outputs equal the
-// single-request drivers', and the two admission policies do what they say.
+// single-request drivers', the two admission policies do what they say, and invalid requests
+// and engine options are rejected naming the field.
 #include "dk_test.hpp"
 
 #include <engine/engine.hpp>
@@ -128,4 +129,10 @@ TEST_CASE("engine: an invalid request is rejected with the field named, the othe
         CHECK_FALSE(rec[i].out.tokens.empty());
     }
     CHECK(e.slots_in_use() == 0);
+    // the engine's own configuration
+    const auto why = dk_engine::engine_options{.max_batch = 0}.check();
+    REQUIRE(why.has_value());
+    CHECK(why->find("engine_options.max_batch") != std::string::npos);
+    CHECK_FALSE(dk_engine::engine_options{.max_batch = 1}.check().has_value());
+    DK_IF_EXCEPTIONS(CHECK_THROWS_AS(dk_engine::engine(m, {.max_batch = 0}), dk::config_error);)
 }
