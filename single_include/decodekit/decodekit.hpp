@@ -11013,6 +11013,711 @@ DECODEKIT_END_NAMESPACE
 /// mutable logits row in place, the processor concept they share (processor.hpp) and the
 /// mechanism their per-sequence state follows the history with (history.hpp).
 
+// ---- begin decodekit/processors/exponential_decay.hpp
+/// \file processors/exponential_decay.hpp
+/// Hugging Face's exponential_decay_length_penalty (ExponentialDecayLengthPenalty): after
+/// `start` generated tokens, the EOS logits grow exponentially with the length, so that a
+/// sequence tends to end near a length without a hard cut.
+///
+/// With n = c.generated() tokens generated before the position, and n > start:
+///   m = decay_factor^(n - start) - 1      (computed in double, then rounded to float)
+///   x = x + |x| * m                        (for each EOS logit x; product and sum in float)
+/// and nothing at n <= start. HF's start_index is counted from the prompt's end as here, its
+/// condition is the same (cur_len > start_index + prompt length), and its arithmetic is the
+/// same (a float32 tensor times the double m rounded to float, then a float32 sum); it adds |x|
+/// * m rather than x * m so that negative logits are raised too. decay_factor > 1 raises the EOS
+/// logits, < 1 lowers them, 1 changes nothing.
+/// Special values: NaN, -inf and +inf EOS logits are left as they are (HF turns -inf, an EOS
+/// already banned, into NaN); a zero logit stays zero (HF: NaN when m overflows to +inf); a
+/// finite logit whose result overflows float becomes +inf (or -inf below -FLT_MAX). EOS ids
+/// outside [0, V) (negative ones too) are ignored; an id listed twice is penalised once (HF
+/// assigns, not adds).
+/// The product and the sum are each rounded to float, whatever the compiler's contraction
+/// setting (GCC fuses a float multiply-add into one rounding by default, even in -std=c++20,
+/// which changes the last bit): the product goes through a volatile (O(#EOS) per call).
+///
+/// Stateless; sparse: touched() declares the EOS ids while the penalty changes them (n > start
+/// and m != 0), nothing before. O(#EOS) per call plus one pow(); a copy copies the EOS list.
+
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Configuration of exponential_decay_processor.
+struct exponential_decay_params {
+    std::size_t start = 0;      ///< generated tokens before the penalty applies (HF start_index)
+    double decay_factor = 1.0;  ///< finite, > 0 (HF's decay_factor)
+    /// At least one id; ids outside [0, V) are ignored (negative ids too, as every EOS list).
+    std::vector<token_id> eos_ids = {};
+
+    /// The first invalid field as a message, or nullopt.
+    std::optional<std::string> check() const {
+        if (!(decay_factor > 0.0) || !std::isfinite(decay_factor))
+            return detail::range_message("exponential_decay_params.decay_factor", "finite and > 0",
+                                         decay_factor);
+        if (eos_ids.empty())
+            return std::string(
+                "exponential_decay_params.eos_ids must hold at least one id, got none");
+        return std::nullopt;
+    }
+    /// Throws config_error (or calls the error handler) if check() finds a problem.
+    void validate() const { raise_if(check()); }
+};
+
+/// m = decay_factor^(generated - start) - 1 rounded to float (+inf past float's range), or 0
+/// when generated <= start.
+inline float exponential_decay_multiplier(double decay_factor, std::size_t start,
+                                          std::size_t generated) noexcept {
+    if (generated <= start) return 0.f;
+    const double m = std::pow(decay_factor, static_cast<double>(generated - start)) - 1.0;
+    // doubles from FLT_MAX + half an ulp of it round to +inf (m >= -1: no lower bound needed)
+    constexpr double overflow = static_cast<double>(std::numeric_limits<float>::max()) + 0x1p103;
+    if (m >= overflow) return std::numeric_limits<float>::infinity();
+    return static_cast<float>(m);
+}
+
+/// Hugging Face's exponential decay length penalty (see the file comment).
+class exponential_decay_processor {
+public:
+    /// \pre params.check() is nullopt (validated here: config_error or the error handler)
+    explicit exponential_decay_processor(const exponential_decay_params& params) : p_(params) {
+        p_.validate();
+        std::sort(p_.eos_ids.begin(), p_.eos_ids.end());
+        p_.eos_ids.erase(std::unique(p_.eos_ids.begin(), p_.eos_ids.end()), p_.eos_ids.end());
+    }
+
+    /// The parameters (eos_ids sorted, each once).
+    const exponential_decay_params& params() const noexcept { return p_; }
+    /// The multiplier m at the position of `c` (0: no change).
+    float multiplier(const processor_context& c) const noexcept {
+        return exponential_decay_multiplier(p_.decay_factor, p_.start, c.generated());
+    }
+
+    void apply(std::span<float> logits, const processor_context& c) const noexcept {
+        const float m = multiplier(c);
+        if (m == 0.f) return;
+        for (token_id t : p_.eos_ids) {
+            if (t < 0 || static_cast<std::size_t>(t) >= logits.size()) continue;
+            float& x = logits[static_cast<std::size_t>(t)];
+            if (!std::isfinite(x) || x == 0.f) continue;
+            // rounded to float before the sum, as HF's tensors (see the file comment)
+            const volatile float penalty = std::fabs(x) * m;
+            x = x + penalty;
+        }
+    }
+    void touched(const processor_context& c, token_sink& out) const {
+        if (multiplier(c) != 0.f) out(p_.eos_ids);
+    }
+
+private:
+    exponential_decay_params p_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/exponential_decay.hpp
+// ---- begin decodekit/processors/forced.hpp
+/// \file processors/forced.hpp
+/// Forced tokens at a position: Hugging Face's forced_bos_token_id and forced_eos_token_id.
+///
+/// Forcing a set S of ids writes -inf into every entry of the row and 0 into each id of S (so
+/// the draw is uniform over S and the forced ids' log-probability is -log |S|). The forced ids
+/// become 0 whatever they held (NaN, -inf, +inf included): forcing wins over every processor
+/// before it. Ids of S outside [0, V) are ignored, so a set with no id in [0, V) leaves every
+/// entry -inf (the sampler reports sample_status::no_valid_token).
+///
+///   forced_bos_processor -- forces one token at the first generated position (c.generated()
+///       == 0), as HF's ForcedBOSTokenLogitsProcessor (HF counts the decoder's start token: its
+///       `cur_len == 1` is our first generated position).
+///   forced_eos_processor -- forces the EOS ids at the last position a length limit allows: the
+///       position where the length is max_length - 1, so that the token drawn there makes the
+///       length max_length. The length is counted as HF counts max_length, prompt + generated
+///       (length_basis::total, the default), or as its max_new_tokens, generated tokens only
+///       (length_basis::generated). As HF, it forces at that one position only (== , not >=):
+///       a driver that goes past the limit gets unforced rows after it.
+///
+/// Both are stateless (no history hooks) and sparse: touched() declares nothing at the other
+/// positions (no work, no row copy), and every id in [0, V) at the forced position, where they
+/// are dense (O(V) per call, one write per entry).
+
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Sets every logit to -inf, then the logits of the `forced` ids in [0, V) to 0.
+inline void apply_forced_tokens(std::span<float> logits,
+                                std::span<const token_id> forced) noexcept {
+    std::fill(logits.begin(), logits.end(), -std::numeric_limits<float>::infinity());
+    for (token_id t : forced)
+        if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
+            logits[static_cast<std::size_t>(t)] = 0.f;
+}
+
+namespace detail {
+/// Declares every id of a vocabulary of `v` entries (a processor that writes the whole row).
+inline void declare_all(std::size_t v, token_sink& out) {
+    for (std::size_t i = 0; i < v; ++i) out(static_cast<token_id>(i));
+}
+}  // namespace detail
+
+/// Forces `bos_token` at the first generated position (c.generated() == 0). Sparse (see the file
+/// comment); stateless; a copy is O(1).
+class forced_bos_processor {
+public:
+    /// The problem with `bos_token` as a message (it must be >= 0), or nullopt.
+    static std::optional<std::string> check(token_id bos_token) {
+        if (bos_token < 0)
+            return detail::range_message("forced_bos_processor.bos_token", ">= 0",
+                                         static_cast<double>(bos_token));
+        return std::nullopt;
+    }
+    /// \pre check(bos_token) is nullopt (validated here: config_error or the error handler)
+    explicit forced_bos_processor(token_id bos_token) : bos_(bos_token) {
+        raise_if(check(bos_token));
+    }
+
+    token_id bos_token() const noexcept { return bos_; }
+    /// True when the position of `c` is forced.
+    static bool forcing(const processor_context& c) noexcept { return c.generated() == 0; }
+
+    void apply(std::span<float> logits, const processor_context& c) const noexcept {
+        if (forcing(c)) apply_forced_tokens(logits, std::span<const token_id>(&bos_, 1));
+    }
+    void touched(const processor_context& c, token_sink& out) const {
+        if (forcing(c)) detail::declare_all(c.vocab_size, out);
+    }
+
+private:
+    token_id bos_;
+};
+
+/// What a length limit counts.
+enum class length_basis : std::uint8_t {
+    total,      ///< prompt + generated, c.history.size() (Hugging Face's max_length)
+    generated,  ///< generated tokens only, c.generated() (Hugging Face's max_new_tokens)
+};
+
+/// Configuration of forced_eos_processor.
+struct forced_eos_params {
+    /// The length limit, >= 1: the EOS ids are forced where the length is max_length - 1.
+    std::size_t max_length = 0;
+    length_basis basis = length_basis::total;  ///< what max_length counts
+    /// At least one id; ids outside [0, V) are ignored (negative ids too, as every EOS list:
+    /// docs/bad-input.md), so a list with no id in [0, V) leaves the forced row all -inf.
+    std::vector<token_id> eos_ids = {};
+
+    /// The first invalid field as a message, or nullopt.
+    std::optional<std::string> check() const {
+        if (max_length < 1)
+            return detail::range_message("forced_eos_params.max_length", ">= 1",
+                                         static_cast<double>(max_length));
+        if (static_cast<unsigned>(basis) > 1u)
+            return detail::range_message("forced_eos_params.basis",
+                                         "a length_basis enumerator (0..1)",
+                                         static_cast<double>(basis));
+        if (eos_ids.empty())
+            return std::string("forced_eos_params.eos_ids must hold at least one id, got none");
+        return std::nullopt;
+    }
+    /// Throws config_error (or calls the error handler) if check() finds a problem.
+    void validate() const { raise_if(check()); }
+};
+
+/// Forces the EOS ids at the position where the length (params.basis) is max_length - 1. Sparse
+/// (see the file comment); stateless; a copy copies the EOS list.
+class forced_eos_processor {
+public:
+    /// \pre params.check() is nullopt (validated here: config_error or the error handler)
+    explicit forced_eos_processor(forced_eos_params params) : p_(std::move(params)) {
+        p_.validate();
+    }
+
+    const forced_eos_params& params() const noexcept { return p_; }
+    /// The length of `c` as params().basis counts it.
+    std::size_t length(const processor_context& c) const noexcept {
+        return p_.basis == length_basis::total ? c.history.size() : c.generated();
+    }
+    /// True when the position of `c` is forced.
+    bool forcing(const processor_context& c) const noexcept {
+        return length(c) == p_.max_length - 1;
+    }
+
+    void apply(std::span<float> logits, const processor_context& c) const noexcept {
+        if (forcing(c)) apply_forced_tokens(logits, p_.eos_ids);
+    }
+    void touched(const processor_context& c, token_sink& out) const {
+        if (forcing(c)) detail::declare_all(c.vocab_size, out);
+    }
+
+private:
+    forced_eos_params p_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/forced.hpp
+// ---- begin decodekit/processors/prefix_constrained.hpp
+/// \file processors/prefix_constrained.hpp
+/// Hugging Face's prefix_allowed_tokens_fn (PrefixConstrainedLogitsProcessor): a user function
+/// gives the set of tokens allowed at each position, from the history; every other token is
+/// banned (-inf).
+///
+/// The function is called as fn(c, allowed) with `allowed` empty: it appends the allowed ids and
+/// returns true, or returns false to allow every token at this position (the row is left as it
+/// is; HF's functions return the whole vocabulary for that). c carries what HF passes and more:
+/// c.history (HF's input_ids), c.sequence (in place of HF's batch id), c.prompt_length, c.step.
+/// Returning true with no id in [0, V) bans every token (the sampler then reports
+/// sample_status::no_valid_token; HF raises an error for an empty list). Ids outside [0, V) are
+/// ignored, duplicates are harmless, allowed entries keep their logits (NaN stays NaN).
+/// The function must not throw (it runs inside noexcept sampling calls: an exception
+/// terminates the program) and must give the same set for the same context: a sampler may apply
+/// its processors twice in one call (a redraw under a constraint with XTC). Its captured state
+/// is copied with the processor (a beam fork copies it).
+///
+/// Cost per call: the function's own, plus O(V + A) to apply A allowed ids (A <= 256; O(V + A *
+/// ceil(V / 65536)) above, apply_allowed_tokens in processors/bias.hpp). It is dense (it may
+/// write any entry, no touched()): a sampler copies the whole row, O(V), at every position,
+/// also where the function returns false. For large vocabularies prefer a constraint in callback
+/// form (sampling_params::constraint, sampling/constraint.hpp): the sampler asks it whether
+/// token t is allowed only where the law depends on it (greedy needs the highest allowed token,
+/// top-k the k highest, a temperature-only draw the drawn token), with no O(V) pass when the
+/// model's choices are mostly allowed.
+/// Validation: the function must not be empty (check() names it).
+
+
+#include <algorithm>
+#include <functional>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Restricts each position to the tokens a user function allows (see the file comment).
+class prefix_constrained_processor {
+public:
+    /// Appends the ids allowed at the position of `c` to `allowed` (given empty) and returns
+    /// true, or returns false to allow every token.
+    using allowed_fn =
+        std::function<bool(const processor_context& c, std::vector<token_id>& allowed)>;
+
+    /// The problem with `fn` as a message (it must hold a function), or nullopt.
+    static std::optional<std::string> check(const allowed_fn& fn) {
+        if (!fn)
+            return std::string(
+                "prefix_constrained_processor.allowed_tokens_fn must hold a function, got an "
+                "empty std::function");
+        return std::nullopt;
+    }
+    /// \pre check(fn) is nullopt (validated here: config_error or the error handler)
+    explicit prefix_constrained_processor(allowed_fn fn) : fn_(std::move(fn)) {
+        raise_if(check(fn_));
+    }
+
+    /// Bans every token the function does not allow at the position of `c`.
+    void apply(std::span<float> logits, const processor_context& c) {
+        allowed_.clear();
+        if (fn_(c, allowed_)) {
+            if (allowed_.empty())  // apply_allowed_tokens reads an empty list as "no restriction"
+                std::fill(logits.begin(), logits.end(), -std::numeric_limits<float>::infinity());
+            else
+                apply_allowed_tokens(logits, allowed_);
+        }
+        allowed_.clear();  // keeps its capacity; copies of the processor copy no ids
+    }
+
+private:
+    allowed_fn fn_;
+    std::vector<token_id> allowed_;  // reused each call: allocates only while it grows
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/prefix_constrained.hpp
+// ---- begin decodekit/processors/sequence_bias.hpp
+/// \file processors/sequence_bias.hpp
+/// Hugging Face's sequence_bias (SequenceBiasLogitsProcessor): an additive bias per token
+/// sequence, given to the sequence's last token when the next token would complete it.
+///
+/// Rules:
+///   - a one-token sequence {t} biases t at every position;
+///   - a longer sequence {s_0, ..., s_m} biases s_m when the history ends with s_0 .. s_{m-1}
+///     (the history is c.history: prompt + generated, as HF's input_ids);
+///   - the biases of every sequence that applies to one token add up: the one-token bias first,
+///     then the longer sequences in list order, summed in float, then added to the logit (HF's
+///     order and rounding);
+///   - a sequence listed twice keeps the last bias listed, at the first one's place in the
+///     order (HF's mapping from sequence to bias);
+///   - special values: a -inf bias is a ban, it writes -inf whatever the other biases and the
+///     logit (NaN included); otherwise a NaN or -inf logit stays as it is (a +inf bias does not
+///     revive a ban), and a +inf bias makes the sum +inf (HF gives NaN for -inf + +inf);
+///   - token ids are compared like any other value (a prefix may hold ids outside [0, V)); a
+///     last token outside [0, V) is never written.
+/// One difference from HF on purpose: HF skips a sequence as long as it is longer than the
+/// history, so a history of exactly s_0 .. s_{m-1} does not bias s_m there; here it does (the
+/// history ends with the prefix), as banned sequences do (processors/ngram.hpp).
+/// Configuration: every sequence non-empty and every bias not NaN (check() names the entry).
+///
+/// State: the sequences' prefixes form an automaton (Aho-Corasick); the per-sequence state is
+/// the automaton's node at the history's end (the longest suffix of the history that begins a
+/// prefix), and it follows the history through the hooks of processors/history.hpp: append
+/// advances it over the added tokens (amortised O(1) per token), cut back and reset recompute it
+/// from the last longest_prefix() tokens (the node is never deeper), never from the whole
+/// history. A call then visits only the sequences whose prefix ends the history (the node's
+/// output chain): O(one-token sequences + matches log matches). Used without a pipeline (no
+/// hooks, or a history whose length differs from the one the hooks reported), it computes the
+/// node from that window at each call instead. Sparse: touched() declares the one-token
+/// sequences' tokens and the last tokens of the matching sequences. The tables are shared
+/// between copies (a copy, a beam fork, is O(1) plus its state).
+
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <numeric>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// A bias for a token sequence (see the file comment).
+struct sequence_bias {
+    std::vector<token_id> tokens;  ///< non-empty; the bias goes to tokens.back()
+    float bias = 0.f;              ///< not NaN; -inf bans the last token after the prefix
+};
+
+/// Hugging Face's sequence bias (see the file comment).
+class sequence_bias_processor {
+public:
+    /// The first invalid entry of `biases` as a message, or nullopt.
+    static std::optional<std::string> check(std::span<const sequence_bias> biases) {
+        for (std::size_t i = 0; i < biases.size(); ++i) {
+            const std::string name = "sequence_bias_processor: biases[" + std::to_string(i) + "]";
+            if (biases[i].tokens.empty())
+                return name + ".tokens must hold at least one token, got none";
+            if (std::isnan(biases[i].bias))
+                return detail::range_message(name + ".bias", "not NaN",
+                                             static_cast<double>(biases[i].bias));
+        }
+        return std::nullopt;
+    }
+
+    /// \pre check(biases) is nullopt (validated here: config_error or the error handler)
+    explicit sequence_bias_processor(std::vector<sequence_bias> biases) {
+        raise_if(check(biases));
+        t_ = std::make_shared<const tables>(build(std::move(biases)));
+    }
+
+    /// Number of distinct sequences of one token and of two tokens or more.
+    std::size_t single_count() const noexcept { return t_->singles.size(); }
+    std::size_t longer_count() const noexcept { return t_->entries.size(); }
+    /// The longest prefix (tokens before the biased one) of the sequences: the depth of the
+    /// window a cut-back or a rebuild rescans.
+    std::size_t longest_prefix() const noexcept { return t_->depth; }
+
+    // ---- the history hooks (processors/history.hpp) ----
+    /// Rebuilds the state from the last longest_prefix() tokens of c.history.
+    void reset(const processor_context& c) noexcept { follow(state_from(c.history), c); }
+    /// The history lost its tokens from `keep` on: the state is recomputed from the window
+    /// before `keep` (O(longest_prefix())).
+    void cut_back(std::size_t keep, std::span<const token_id>,
+                  const processor_context& c) noexcept {
+        keep = std::min(keep, c.history.size());
+        state_ = state_from(c.history.first(keep));
+        len_ = keep;
+    }
+    /// Advances the state over the added tokens (amortised O(1) per token).
+    void append(std::span<const token_id> added, const processor_context& c) noexcept {
+        if (!synced_) return reset(c);
+        for (token_id t : added) state_ = t_->next(state_, t);
+        len_ = c.history.size();
+    }
+
+    void apply(std::span<float> logits, const processor_context& c) {
+        const std::uint32_t s = state(c);
+        // the matching longer sequences, sorted by (last token, place in the list): each
+        // token's biases are then summed in HF's order
+        matches_.clear();
+        t_->for_each_match(s, [&](const entry& e) { matches_.push_back(&e); });
+        std::sort(matches_.begin(), matches_.end(), [](const entry* a, const entry* b) {
+            return a->last != b->last ? a->last < b->last : a->order < b->order;
+        });
+        const std::size_t v = logits.size();
+        auto write = [&](token_id t, const bias_sum& sum) noexcept {
+            if (t >= 0 && static_cast<std::size_t>(t) < v)
+                sum.apply(logits[static_cast<std::size_t>(t)]);
+        };
+        // merge the one-token sequences (sorted by token) with the matches' groups
+        const std::vector<single>& singles = t_->singles;
+        std::size_t i = 0, j = 0;
+        while (i < singles.size() || j < matches_.size()) {
+            const token_id t = j == matches_.size() ? singles[i].token
+                               : i == singles.size()
+                                   ? matches_[j]->last
+                                   : std::min(singles[i].token, matches_[j]->last);
+            bias_sum sum{};
+            if (i < singles.size() && singles[i].token == t) sum.add(singles[i++].bias);
+            for (; j < matches_.size() && matches_[j]->last == t; ++j) sum.add(matches_[j]->bias);
+            write(t, sum);
+        }
+    }
+    /// Declares the one-token sequences and the last token of every matching longer sequence.
+    void touched(const processor_context& c, token_sink& out) const {
+        for (const single& s : t_->singles) out(s.token);
+        t_->for_each_match(state(c), [&](const entry& e) { out(e.last); });
+    }
+
+private:
+    struct single {
+        token_id token;
+        float bias;
+    };
+    /// A sequence of two tokens or more.
+    struct entry {
+        token_id last;        // the biased token
+        std::uint32_t order;  // place in the list (of its first occurrence)
+        float bias;
+    };
+    /// The automaton over the prefixes (Aho-Corasick): node 0 is the empty prefix; a node is a
+    /// prefix of some sequence's prefix; fail is the node of its longest proper suffix that is a
+    /// node; out is the nearest node along the fail chain that ends a prefix (0: none).
+    struct node {
+        std::uint32_t first_edge = 0, edges = 0;     // edges_[first_edge, + edges), by token
+        std::uint32_t first_entry = 0, entries = 0;  // entries whose prefix is this node
+        std::uint32_t fail = 0, out = 0;
+    };
+    struct edge {
+        token_id token;
+        std::uint32_t to;
+    };
+    struct tables {
+        std::vector<single> singles;  // by token
+        std::vector<entry> entries;   // grouped by prefix node
+        std::vector<node> nodes;
+        std::vector<edge> edges;
+        std::size_t depth = 0;  // the longest prefix
+
+        /// The child of `n` by `t`, or 0.
+        std::uint32_t child(std::uint32_t n, token_id t) const noexcept {
+            const node& x = nodes[n];
+            const edge* b = edges.data() + x.first_edge;
+            const edge* e = b + x.edges;
+            const edge* it = std::lower_bound(
+                b, e, t, [](const edge& a, token_id k) noexcept { return a.token < k; });
+            return it != e && it->token == t ? it->to : 0u;
+        }
+        /// The state after `t` from state `n`: the longest suffix of (path(n), t) that is a node.
+        std::uint32_t next(std::uint32_t n, token_id t) const noexcept {
+            for (;;) {
+                if (const std::uint32_t c = child(n, t)) return c;
+                if (n == 0) return 0;
+                n = nodes[n].fail;
+            }
+        }
+        /// Calls f(entry) for every sequence whose prefix ends the path of state `n`.
+        template <class F>
+        void for_each_match(std::uint32_t n, F&& f) const {
+            for (n = nodes[n].entries ? n : nodes[n].out; n != 0; n = nodes[n].out)
+                for (std::uint32_t k = 0; k < nodes[n].entries; ++k)
+                    f(entries[nodes[n].first_entry + k]);
+        }
+    };
+    /// A sum of biases in order; a -inf bias bans.
+    struct bias_sum {
+        float total = 0.f;
+        bool ban = false;
+        void add(float b) noexcept {
+            if (b == -std::numeric_limits<float>::infinity())
+                ban = true;
+            else
+                total += b;
+        }
+        void apply(float& x) const noexcept {
+            if (ban) {
+                x = -std::numeric_limits<float>::infinity();
+                return;
+            }
+            if (std::isnan(x) || x == -std::numeric_limits<float>::infinity()) return;
+            x = x + total;
+        }
+    };
+
+    static tables build(std::vector<sequence_bias> biases) {
+        // identical sequences: the last bias at the first one's place (sort by sequence, then by
+        // position; each run of equal sequences becomes one)
+        std::vector<std::size_t> idx(biases.size());
+        std::iota(idx.begin(), idx.end(), std::size_t{0});
+        std::sort(idx.begin(), idx.end(), [&](std::size_t a, std::size_t b) {
+            return biases[a].tokens != biases[b].tokens ? biases[a].tokens < biases[b].tokens
+                                                        : a < b;
+        });
+        tables t;
+        // the trie of the prefixes, children kept per node while building
+        std::vector<std::vector<edge>> kids(1);
+        std::vector<std::pair<std::uint32_t, entry>> at;  // (prefix node, entry)
+        for (std::size_t r = 0; r < idx.size();) {
+            std::size_t e = r + 1;
+            while (e < idx.size() && biases[idx[e]].tokens == biases[idx[r]].tokens) ++e;
+            const std::vector<token_id>& s = biases[idx[r]].tokens;
+            const float b = biases[idx[e - 1]].bias;
+            if (s.size() == 1) {
+                t.singles.push_back({s[0], b});
+            } else {
+                std::uint32_t n = 0;
+                for (std::size_t k = 0; k + 1 < s.size(); ++k) {
+                    auto it = std::find_if(kids[n].begin(), kids[n].end(),
+                                           [&](const edge& x) { return x.token == s[k]; });
+                    if (it != kids[n].end()) {
+                        n = it->to;
+                    } else {
+                        const auto m = static_cast<std::uint32_t>(kids.size());
+                        kids[n].push_back({s[k], m});
+                        kids.emplace_back();
+                        n = m;
+                    }
+                }
+                t.depth = std::max(t.depth, s.size() - 1);
+                at.push_back({n, {s.back(), static_cast<std::uint32_t>(idx[r]), b}});
+            }
+            r = e;
+        }
+        std::sort(t.singles.begin(), t.singles.end(),
+                  [](const single& a, const single& b) { return a.token < b.token; });
+        std::stable_sort(at.begin(), at.end(),
+                         [](const auto& a, const auto& b) { return a.first < b.first; });
+        t.nodes.resize(kids.size());
+        for (std::uint32_t n = 0; n < kids.size(); ++n) {
+            std::sort(kids[n].begin(), kids[n].end(),
+                      [](const edge& a, const edge& b) { return a.token < b.token; });
+            t.nodes[n].first_edge = static_cast<std::uint32_t>(t.edges.size());
+            t.nodes[n].edges = static_cast<std::uint32_t>(kids[n].size());
+            t.edges.insert(t.edges.end(), kids[n].begin(), kids[n].end());
+        }
+        for (const auto& [n, e] : at) {
+            if (t.nodes[n].entries == 0)
+                t.nodes[n].first_entry = static_cast<std::uint32_t>(t.entries.size());
+            ++t.nodes[n].entries;
+            t.entries.push_back(e);
+        }
+        // fail and out links, breadth first (a node's fail link is shallower than the node)
+        std::vector<std::uint32_t> queue{0};
+        for (std::size_t q = 0; q < queue.size(); ++q) {
+            const std::uint32_t u = queue[q];
+            for (std::uint32_t k = 0; k < t.nodes[u].edges; ++k) {
+                const edge& x = t.edges[t.nodes[u].first_edge + k];
+                node& v = t.nodes[x.to];
+                v.fail = u == 0 ? 0u : t.next(t.nodes[u].fail, x.token);
+                const node& f = t.nodes[v.fail];
+                v.out = f.entries ? v.fail : f.out;
+                queue.push_back(x.to);
+            }
+        }
+        return t;
+    }
+
+    /// The state of a history: the automaton run over its last longest_prefix() tokens (the
+    /// state's depth is at most that, so the window gives the same node as the whole history).
+    std::uint32_t state_from(std::span<const token_id> h) const noexcept {
+        std::uint32_t s = 0;
+        for (token_id t : h.last(std::min(h.size(), t_->depth))) s = t_->next(s, t);
+        return s;
+    }
+    void follow(std::uint32_t s, const processor_context& c) noexcept {
+        state_ = s;
+        len_ = c.history.size();
+        synced_ = true;
+    }
+    /// The state at c's position: the followed one when the hooks brought it to c's length,
+    /// else computed from the window (a processor used without a pipeline).
+    std::uint32_t state(const processor_context& c) const noexcept {
+        return synced_ && len_ == c.history.size() ? state_ : state_from(c.history);
+    }
+
+    std::shared_ptr<const tables> t_;
+    std::vector<const entry*> matches_;  // scratch of apply(): grows to the most matches seen
+    std::uint32_t state_ = 0;            // the automaton's node at the history's end
+    std::size_t len_ = 0;                // the history length state_ is for
+    bool synced_ = false;                // state_ follows the hooks
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/sequence_bias.hpp
+// ---- begin decodekit/processors/suppress_at_begin.hpp
+/// \file processors/suppress_at_begin.hpp
+/// Tokens banned at one position only: Hugging Face's begin_suppress_tokens
+/// (SuppressTokensAtBeginLogitsProcessor), by default at the first generated position.
+///
+/// HF counts that position as a total length, begin_index (the prompt length, plus one after a
+/// forced BOS token); here it is the number of tokens generated before it, `position` (0 by
+/// default; 1 after a forced_bos_processor, as HF's generate does). Bans write -inf (over NaN
+/// and +inf too). Ids outside [0, V) are ignored. No configuration is invalid: an empty list
+/// bans nothing.
+///
+/// Banning tokens at every position (HF's SuppressTokensLogitsProcessor, suppress_tokens) is
+/// banned_tokens_processor (processors/bias.hpp), or sampling_params::banned_tokens.
+///
+/// Stateless; sparse: touched() declares the list at that position and nothing at the others,
+/// O(list) at that position and O(1) elsewhere. The list is shared between copies (O(1) copy).
+
+
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Bans `tokens` at the position after `position` generated tokens (see the file comment).
+class suppress_tokens_at_begin_processor {
+public:
+    explicit suppress_tokens_at_begin_processor(std::vector<token_id> tokens,
+                                                std::size_t position = 0)
+        : t_(std::make_shared<const std::vector<token_id>>(std::move(tokens))), at_(position) {}
+
+    std::span<const token_id> tokens() const noexcept { return *t_; }
+    /// The number of generated tokens before the position it bans at.
+    std::size_t position() const noexcept { return at_; }
+    /// True when the position of `c` is the one it bans at.
+    bool active(const processor_context& c) const noexcept { return c.generated() == at_; }
+
+    void apply(std::span<float> logits, const processor_context& c) const noexcept {
+        if (active(c)) apply_banned_tokens(logits, *t_);
+    }
+    void touched(const processor_context& c, token_sink& out) const {
+        if (active(c)) out(*t_);
+    }
+
+private:
+    std::shared_ptr<const std::vector<token_id>> t_;
+    std::size_t at_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/suppress_at_begin.hpp
 // ---- end decodekit/processors/processors.hpp
 // ---- begin decodekit/sampling/sampling.hpp
 /// \file sampling/sampling.hpp
