@@ -996,3 +996,35 @@ TEST_CASE("steppers: the MTP-module proposer drafts from the verify call's hidde
     CHECK(calls_b - calls_a == b.stats.draft_calls - a.stats.draft_calls);
     CHECK(calls_b - calls_a + 2 >= a.stats.rounds);
 }
+
+TEST_CASE("generation_stepper::last_sample gives each drawn token's logprob extras",
+          "[steppers][generate]") {
+    // A row whose top-3 (raw log-softmax) is known: ids 5 > 2 > 9, the rest far below.
+    std::vector<float> row(16, -10.f);
+    row[5] = 3.f;
+    row[2] = 2.f;
+    row[9] = 1.f;
+    const generate_params p{.sampling = {.temperature = 0.7f, .seed = 3, .logprobs = {.top_n = 3}},
+                            .max_new_tokens = 4};
+    const std::vector<token_id> prompt = {1, 2};
+    generation_stepper st(p, row.size(), prompt);
+    CHECK(st.last_sample().status == sample_status::no_valid_token);
+    CHECK(st.last_sample().top.empty());
+    double lse = 0;
+    for (float x : row) lse += std::exp(double(x));
+    lse = std::log(lse);
+    for (int step = 0; step < 4; ++step) {
+        const auto ev = st.advance(row);
+        REQUIRE(ev.status == step_status::ok);
+        REQUIRE(ev.tokens.size() == 1);
+        const sample_result& s = st.last_sample();
+        CHECK(s.token == ev.tokens[0]);
+        REQUIRE(s.top.size() == 3);
+        CHECK(s.top[0].token == 5);
+        CHECK(s.top[1].token == 2);
+        CHECK(s.top[2].token == 9);
+        CHECK(s.top[0].logprob == dk_test::Approx(3.0 - lse).margin(1e-5));
+        CHECK(s.top[2].logprob == dk_test::Approx(1.0 - lse).margin(1e-5));
+    }
+    CHECK(st.done());
+}
