@@ -4,13 +4,16 @@
 # noexcept (-fno-exceptions), single-header (the suite against single_include/), tsan (the
 # threaded tests under ThreadSanitizer), and `fuzz`: a short run of every libFuzzer target
 # (scripts/fuzz.sh, DECODEKIT_FUZZ_SECONDS each, default 20) with the fixed libFuzzer seed
-# DECODEKIT_FUZZ_SEED (default 1) so that the suite is reproducible; see scripts/fuzz.sh.
+# DECODEKIT_FUZZ_SEED (default 1) so that the suite is reproducible; see scripts/fuzz.sh; and
+# `soak`: a short soak of the engine example's loop (scripts/soak.sh DECODEKIT_SOAK_SECONDS,
+# default 20, per run: one under ASan + UBSan, one unsanitized checking RSS), seed
+# DECODEKIT_SOAK_SEED (default 1).
 # Override with DECODEKIT_TEST_PRESETS="test asan" or arguments: scripts/test.sh test tsan
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 if [ $# -gt 0 ]; then presets=("$@"); else
-  read -r -a presets <<< "${DECODEKIT_TEST_PRESETS:-test asan noexcept single-header tsan fuzz}"
+  read -r -a presets <<< "${DECODEKIT_TEST_PRESETS:-test asan noexcept single-header tsan fuzz soak}"
 fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
@@ -20,6 +23,8 @@ for p in "${presets[@]}"; do
   start=$SECONDS
   if [ "$p" = fuzz ]; then
     DECODEKIT_FUZZ_SEED="${DECODEKIT_FUZZ_SEED:-1}" bash scripts/fuzz.sh "${DECODEKIT_FUZZ_SECONDS:-20}"
+  elif [ "$p" = soak ]; then
+    DECODEKIT_SOAK_SEED="${DECODEKIT_SOAK_SEED:-1}" bash scripts/soak.sh "${DECODEKIT_SOAK_SECONDS:-20}"
   else
     cmake --workflow --preset "$p" 2>&1 | tee "$log"
     n="$(grep -oE 'tests passed, 0 tests failed out of [0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)"

@@ -95,23 +95,10 @@ inline constexpr std::size_t npos = static_cast<std::size_t>(-1);
 
 /// How top-k treats tokens tied with the k-th value.
 enum class tie_policy : std::uint8_t {
-    /// keep exactly k; decodekit breaks ties at the k-th logit by lowest id, so the set is
-    /// deterministic (llama.cpp, CTranslate2 and onnxruntime-genai also keep exactly k, but
-    /// which of the tied tokens they keep is left to their partial sort: arbitrary)
-    exactly_k,
+    exactly_k,  ///< keep exactly k, ties broken by lowest id (llama.cpp, CTranslate2,
+                ///< onnxruntime-genai)
     keep_ties,  ///< keep every token whose logit is >= the k-th logit (Hugging Face, vLLM,
                 ///< FlashInfer)
-};
-
-/// Where locally typical sampling ends its set (tokens in order of |-log p - H|).
-enum class typical_stop : std::uint8_t {
-    /// stop at the first token whose cumulative mass reaches typical_p, then also keep every
-    /// token whose score equals that token's (Hugging Face)
-    reach_with_ties,
-    /// stop at the first token whose cumulative mass strictly exceeds typical_p; a prefix of
-    /// the order, no tie rule: one token more than reach_with_ties when the mass lands exactly
-    /// on typical_p (llama.cpp)
-    exceed,
 };
 
 DECODEKIT_END_NAMESPACE
@@ -200,10 +187,23 @@ DECODEKIT_END_NAMESPACE
 /// true bound (best sum / max_length^lp when lp > 0), so it returns the exact n-best of the
 /// sequences the beam kept. At max_new_tokens, running beams become hypotheses.
 /// All running beams (every group) go to the model in one call, slot = beam index.
-/// Special rows: a beam whose row has no valid entry (all -inf / NaN) ends; when no running beam
-/// of a group has one, its running beams become hypotheses with reason no_valid_token (their
-/// tokens so far), so a model of NaN rows gives one empty hypothesis and
-/// stop_reason::no_valid_token.
+/// Processors (beam_search_params::processing, decoding/row_processors.hpp): every beam has its
+/// own processor state (a processor_pipeline following that beam's history); a new beam takes a
+/// copy of its parent's (the fork), so penalties, no_repeat_ngram, banned sequences and
+/// min_new_tokens see each beam's own tokens. They run on each beam's LOGITS row, and the
+/// log-softmax of the processed row is the beam's logprob (the scores are log-probabilities of
+/// the processed distribution, as a sampler with the same processors draws from). Hugging Face
+/// runs its processors on the log-softmax instead and does not renormalise; we process logits
+/// because then a processor means the same thing in every strategy (CTRL's repetition penalty
+/// divides positive logits, which log-probabilities never are), num_beams = 1 equals greedy
+/// generate() with the same processors, and the scores of different beams stay comparable
+/// log-probabilities. The two agree on which tokens are banned (-inf) and differ in the scores
+/// of the others; beam_processor_input::logprobs gives Hugging Face's behaviour for parity.
+/// min_new_tokens holds EOS (suppressed) and stop sequences / stop strings (not matched before that
+/// many tokens), decoding/contract.hpp's rule. Special rows: a beam whose row has no valid entry
+/// (all -inf / NaN) ends; when no running beam of a group has one, its running beams become
+/// hypotheses with reason no_valid_token (their tokens so far), so a model of NaN rows gives one
+/// empty hypothesis and stop_reason::no_valid_token.
 
 // ---- begin decodekit/decoding/contract.hpp
 /// \file decoding/contract.hpp
@@ -236,10 +236,20 @@ DECODEKIT_END_NAMESPACE
 /// sequence. EOS is held by suppression (the sampler's min_new_tokens sets the EOS logits to
 /// -inf, so it cannot be drawn); a stop sequence or stop string completing at a token whose count
 /// is below min_new_tokens is ignored (its text is released as ordinary text) and matching goes
-/// on. The strategies that draw through a decodekit::sampler take it from their sampling params
-/// (generate_params::sampling.min_new_tokens, dola_params::sampling.min_new_tokens); beam search,
-/// contrastive search and speculative decoding have no min_new_tokens (their stops are never
-/// held).
+/// on. Every strategy takes it from the sampling_params that configure its processors:
+/// generate_params::sampling, dola_params::sampling, beam_search_params::processing,
+/// contrastive_params::processing (the EOS ids to suppress default to the strategy's eos_ids),
+/// and for speculative decoding the sampler of its sampler_processing (whose eos_ids must list
+/// speculative_params::eos_ids).
+///
+/// ## Processors (every strategy, one pipeline)
+/// Logits processors (penalties, no_repeat_ngram, banned tokens and sequences, logit biases,
+/// min_new_tokens, DRY, user processors) are one type, processor_pipeline
+/// (sampling/processing.hpp), with per-sequence state that follows the history
+/// (processors/history.hpp). generate and DoLa run it inside their sampler (DoLa: on the contrast
+/// scores, after its own repetition penalty); beam search runs one per beam on the beam's logits
+/// row (a new beam forks its parent's); contrastive search on each step's row before the top-k;
+/// speculative decoding inside its processing, position by position with the accepted history.
 ///
 /// ## Streaming (every strategy)
 /// A callback `bool(const token_event&)` or `bool(token_id)` (or returning void) sees every
@@ -777,272 +787,2363 @@ bool run_model_call(M& model, const model_call& call, std::span<float> logits,
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/decoding/model_call.hpp
-// ---- begin decodekit/decoding/stop.hpp
-/// \file decoding/stop.hpp
-/// Token-level stop conditions shared by every strategy: EOS ids and stop sequences, checked on
-/// generated tokens only (decoding/contract.hpp has the rules). Negative EOS ids are accepted and
-/// ignored (no generated token is negative), as sampling_params accepts them.
+// ---- begin decodekit/decoding/row_processors.hpp
+/// \file decoding/row_processors.hpp
+/// The processors of the strategies that score logits rows themselves (beam search, contrastive
+/// search). They are configured as a sampling_params of which only the processor fields are read
+/// (allowed / banned tokens, logit biases, min_new_tokens with eos_ids, penalties, DRY,
+/// no_repeat_ngram_size, banned_sequences, user processors): the request parameters an engine
+/// already has, and the same processor_pipeline (sampling/processing.hpp) a sampler runs, so a
+/// processor behaves the same in every strategy. The fields such a strategy cannot honour
+/// (temperature, truncation, user steps, a constraint, logprob extras) are rejected up front
+/// with a message naming the field, rather than silently ignored. The EOS ids of min_new_tokens
+/// and banned_sequences default to the strategy's eos_ids when the processing's are empty.
+
+// ---- begin decodekit/sampling/params.hpp
+/// \file sampling/params.hpp
+/// sampling_params: everything a sampler is configured with, as one aggregate with defaults
+/// (designated-initializer friendly), validated once by check() / validate().
+///
+/// The processing order is data (`order`): processors first (allowed set, banned tokens, logit
+/// bias, min length, penalties, DRY, no-repeat-ngram, banned sequences, and user processors at
+/// chosen positions), then the truncation steps in the order of the preset (and user steps at
+/// chosen positions), then the draw. Temperature is a step too: steps before it see the
+/// distribution at temperature 1, steps after it the tempered one.
+///
+// clang-format off
+/// Presets (docs/semantics.md#presets; a disabled step is skipped):
+///   - hf        : temperature, top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, xtc,
+///                 mirostat
+///   - llama_cpp : top_n_sigma, top_k, typical, epsilon, eta, top_p, min_p, xtc, temperature,
+///                 mirostat
+///   - vllm      : temperature, min_p, top_k, top_p, typical, epsilon, eta, top_n_sigma, xtc,
+///                 mirostat
+///   - custom    : `custom_order` (each step at most once; steps not listed are not applied)
+// clang-format on
+/// The default is llama_cpp (temperature last: truncation runs on the raw logits and temperature
+/// only touches the survivors, the fastest order). Presets choose the order only; the other
+/// switches (top_k_ties, min_p_space, min_keep) are separate fields.
+
+
+// ---- begin decodekit/processors/bias.hpp
+/// \file processors/bias.hpp
+/// Logit bias, banned tokens and an allowed-token set.
+///
+/// Token ids outside [0, V) are ignored. Bans write -inf (also over NaN entries: both mean
+/// probability 0). No allocation; the allowed set works with a small stack buffer or a stack
+/// bitmask over blocks of the vocabulary.
+/// Statefulness: none. Each has a processor form (processors/processor.hpp) holding its list,
+/// shared between copies (a copy is O(1)): logit_bias_processor and banned_tokens_processor are
+/// sparse (touched() declares their list, O(list) per call); allowed_tokens_processor is dense
+/// (it writes every entry outside its list, O(V) per call).
+
+// ---- begin decodekit/processors/processor.hpp
+/// \file processors/processor.hpp
+/// The logits-processor concept that built-in and user processors share, and any_processor, the
+/// copyable type-erased holder a runtime-ordered pipeline stores them in.
+///
+/// A processor changes a logits row in place before truncation and the draw:
+///   void apply(std::span<float> logits, const processor_context& c) noexcept-ish
+/// It must not throw (it runs inside noexcept sampling calls: an exception terminates).
+/// Optional members, detected at compile time:
+///   void touched(const processor_context& c, token_sink& out) const
+///       declares every id apply() may read or write for this call. A processor that has it is
+///       sparse: a pipeline may give it a row in which only those entries hold the caller's
+///       logits (no copy of the whole row). Without it the processor is dense (it may read or
+///       write any entry, so the pipeline copies the row first).
+///   void append(std::span<const token_id> added, const processor_context& c)
+///   void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c)
+///   void reset(const processor_context& c)
+///       per-sequence state that follows the history (processors/history.hpp): before apply()
+///       the pipeline reports what changed since the previous call: reset (rebuild from
+///       c.history), or cut_back (the tokens that were at [keep, old length) were removed; the
+///       history is already c.history) and then append (c.history[keep, size) were added).
+///       A processor with any of the three must have all three.
+/// A processor object is per sequence: a pipeline owns a copy (a beam fork copies it).
+
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <type_traits>
+#include <utility>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// What a processor sees besides the row.
+struct processor_context {
+    std::span<const token_id> history{};  ///< prompt + generated so far, oldest first
+    std::size_t prompt_length = 0;        ///< history[0, prompt_length) is the prompt
+    std::uint64_t sequence = 0;           ///< the request's sequence id
+    std::uint64_t step = 0;               ///< generated tokens before the row's position
+    std::size_t vocab_size = 0;           ///< the row's size
+
+    /// Tokens generated so far (history past the prompt).
+    std::size_t generated() const noexcept {
+        return history.size() > prompt_length ? history.size() - prompt_length : 0;
+    }
+};
+
+/// Receives the ids a sparse processor declares (ids outside [0, vocab) are ignored).
+class token_sink {
+public:
+    using fn_type = void (*)(void*, token_id) noexcept;
+    token_sink(fn_type fn, void* ctx) noexcept : fn_(fn), ctx_(ctx) {}
+    void operator()(token_id t) noexcept { fn_(ctx_, t); }
+    /// Declares every id of a span.
+    void operator()(std::span<const token_id> ids) noexcept {
+        for (token_id t : ids) fn_(ctx_, t);
+    }
+
+private:
+    fn_type fn_;
+    void* ctx_;
+};
+
+/// A type that changes logits rows (see the file comment).
+template <class P>
+concept logits_processor = std::copy_constructible<P> &&
+    requires(P& p, std::span<float> x, const processor_context& c) {
+    p.apply(x, c);
+};
+
+/// A processor that declares the ids it touches.
+template <class P>
+concept sparse_logits_processor = logits_processor<P> &&
+    requires(const P& p, const processor_context& c, token_sink& s) {
+    p.touched(c, s);
+};
+
+/// A processor (or any component) whose state follows the history.
+template <class P>
+concept history_follower = requires(P& p, std::span<const token_id> t, std::size_t n,
+                                    const processor_context& c) {
+    p.append(t, c);
+    p.cut_back(n, t, c);
+    p.reset(c);
+};
+
+/// A copyable holder of any logits_processor (copies clone the processor and its state).
+class any_processor {
+public:
+    any_processor() = default;
+    template <class P>
+    requires(!std::same_as<std::decay_t<P>, any_processor> && logits_processor<std::decay_t<P>>)
+        any_processor(P&& p)  // NOLINT: implicit, like std::function
+        : m_(std::make_unique<model<std::decay_t<P>>>(std::forward<P>(p))) {}
+    any_processor(const any_processor& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
+    any_processor(any_processor&&) noexcept = default;
+    any_processor& operator=(const any_processor& o) {
+        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
+        return *this;
+    }
+    any_processor& operator=(any_processor&&) noexcept = default;
+
+    /// True when it holds a processor.
+    explicit operator bool() const noexcept { return m_ != nullptr; }
+    /// Changes `x` in place. \pre holds a processor
+    void apply(std::span<float> x, const processor_context& c) { m_->apply(x, c); }
+    /// True when the processor declares its ids (touched()).
+    bool sparse() const noexcept { return m_->sparse(); }
+    /// Declares the ids apply() may touch. \pre sparse()
+    void touched(const processor_context& c, token_sink& s) const { m_->touched(c, s); }
+    /// True when its state follows the history.
+    bool follows_history() const noexcept { return m_->follows_history(); }
+    void append(std::span<const token_id> added, const processor_context& c) {
+        m_->append(added, c);
+    }
+    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
+        m_->cut_back(keep, removed, c);
+    }
+    void reset(const processor_context& c) { m_->reset(c); }
+    /// The held processor when it is a P, else nullptr.
+    template <class P>
+    P* get() noexcept {
+        if (!m_ || m_->tag() != tag_of<P>()) return nullptr;
+        return &static_cast<model<P>*>(m_.get())->p;
+    }
+
+private:
+    // a per-type address instead of RTTI (works with -fno-rtti)
+    template <class P>
+    static const void* tag_of() noexcept {
+        static const char tag = 0;
+        return &tag;
+    }
+    struct base {
+        virtual ~base() = default;
+        virtual const void* tag() const noexcept = 0;
+        virtual std::unique_ptr<base> clone() const = 0;
+        virtual void apply(std::span<float>, const processor_context&) = 0;
+        virtual bool sparse() const noexcept = 0;
+        virtual void touched(const processor_context&, token_sink&) const = 0;
+        virtual bool follows_history() const noexcept = 0;
+        virtual void append(std::span<const token_id>, const processor_context&) = 0;
+        virtual void cut_back(std::size_t, std::span<const token_id>, const processor_context&) = 0;
+        virtual void reset(const processor_context&) = 0;
+    };
+    template <class P>
+    struct model final : base {
+        P p;
+        explicit model(P q) : p(std::move(q)) {}
+        const void* tag() const noexcept override { return tag_of<P>(); }
+        std::unique_ptr<base> clone() const override { return std::make_unique<model>(p); }
+        void apply(std::span<float> x, const processor_context& c) override { p.apply(x, c); }
+        bool sparse() const noexcept override { return sparse_logits_processor<P>; }
+        void touched(const processor_context& c, token_sink& s) const override {
+            if constexpr (sparse_logits_processor<P>) p.touched(c, s);
+        }
+        bool follows_history() const noexcept override { return history_follower<P>; }
+        void append(std::span<const token_id> t, const processor_context& c) override {
+            if constexpr (history_follower<P>) p.append(t, c);
+        }
+        void cut_back(std::size_t n, std::span<const token_id> t,
+                      const processor_context& c) override {
+            if constexpr (history_follower<P>) p.cut_back(n, t, c);
+        }
+        void reset(const processor_context& c) override {
+            if constexpr (history_follower<P>) p.reset(c);
+        }
+    };
+    std::unique_ptr<base> m_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/processor.hpp
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// One additive bias: logits[token] += bias (bias = -inf bans the token).
+struct logit_bias {
+    token_id token;
+    float bias;
+};
+
+/// Adds each bias to its token's logit (several biases for one token add up).
+/// Rules for special values: a NaN bias is ignored; a NaN logit stays NaN; bias -inf makes the
+/// logit -inf (even +inf); a -inf logit stays -inf (a +inf bias does not revive a ban).
+inline void apply_logit_bias(std::span<float> logits, std::span<const logit_bias> biases) noexcept {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    for (const logit_bias& b : biases) {
+        if (b.token < 0 || static_cast<std::size_t>(b.token) >= logits.size()) continue;
+        if (std::isnan(b.bias)) continue;
+        float& x = logits[static_cast<std::size_t>(b.token)];
+        if (std::isnan(x) || x == -inf) continue;
+        x = b.bias == -inf ? -inf : x + b.bias;
+    }
+}
+
+/// Sets the logit of every listed token to -inf.
+inline void apply_banned_tokens(std::span<float> logits,
+                                std::span<const token_id> banned) noexcept {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    for (token_id t : banned)
+        if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
+            logits[static_cast<std::size_t>(t)] = -inf;
+}
+
+/// Sets every logit whose token is not in `allowed` to -inf; allowed logits are unchanged (NaN
+/// included). An empty `allowed` means no restriction. Ids outside [0, V) are ignored, so a list
+/// holding only such ids bans everything.
+/// Cost: O(V + A) for A <= 256 (save, fill, restore); otherwise O(V + A * ceil(V / 65536)).
+inline void apply_allowed_tokens(std::span<float> logits,
+                                 std::span<const token_id> allowed) noexcept {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    if (allowed.empty()) return;
+    const std::size_t v = logits.size();
+    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
+
+    constexpr std::size_t small = 256;
+    if (allowed.size() <= small) {
+        float saved[small];
+        for (std::size_t i = 0; i < allowed.size(); ++i)
+            saved[i] = valid(allowed[i]) ? logits[static_cast<std::size_t>(allowed[i])] : 0.f;
+        std::fill(logits.begin(), logits.end(), -inf);
+        for (std::size_t i = 0; i < allowed.size(); ++i)
+            if (valid(allowed[i])) logits[static_cast<std::size_t>(allowed[i])] = saved[i];
+        return;
+    }
+
+    // Large lists: a bitmask of the allowed ids, one block of the vocabulary at a time.
+    constexpr std::size_t block = 65536;
+    std::uint64_t mask[block / 64];
+    for (std::size_t lo = 0; lo < v; lo += block) {
+        const std::size_t hi = std::min(v, lo + block);
+        std::fill(std::begin(mask), std::begin(mask) + (hi - lo + 63) / 64, std::uint64_t{0});
+        for (token_id t : allowed) {
+            if (!valid(t)) continue;
+            const std::size_t u = static_cast<std::size_t>(t);
+            if (u < lo || u >= hi) continue;
+            mask[(u - lo) / 64] |= std::uint64_t{1} << ((u - lo) % 64);
+        }
+        for (std::size_t i = lo; i < hi; ++i)
+            if (!((mask[(i - lo) / 64] >> ((i - lo) % 64)) & 1u)) logits[i] = -inf;
+    }
+}
+
+/// apply_logit_bias as a processor. Sparse: touched() declares the biased ids.
+class logit_bias_processor {
+public:
+    /// \pre no bias is NaN (validated here, naming the entry: config_error or the error handler)
+    explicit logit_bias_processor(std::vector<logit_bias> biases) {
+        for (std::size_t i = 0; i < biases.size(); ++i)
+            if (std::isnan(biases[i].bias))
+                raise(detail::range_message(
+                    "logit_bias_processor: biases[" + std::to_string(i) + "].bias", "not NaN",
+                    static_cast<double>(biases[i].bias)));
+        b_ = std::make_shared<const std::vector<logit_bias>>(std::move(biases));
+    }
+    std::span<const logit_bias> biases() const noexcept { return *b_; }
+    void apply(std::span<float> logits, const processor_context&) const noexcept {
+        apply_logit_bias(logits, *b_);
+    }
+    void touched(const processor_context&, token_sink& out) const {
+        for (const logit_bias& b : *b_) out(b.token);
+    }
+
+private:
+    std::shared_ptr<const std::vector<logit_bias>> b_;
+};
+
+/// apply_banned_tokens as a processor (a deliberate ban: EOS ids included if listed). Sparse:
+/// touched() declares the list.
+class banned_tokens_processor {
+public:
+    explicit banned_tokens_processor(std::vector<token_id> banned)
+        : t_(std::make_shared<const std::vector<token_id>>(std::move(banned))) {}
+    std::span<const token_id> tokens() const noexcept { return *t_; }
+    void apply(std::span<float> logits, const processor_context&) const noexcept {
+        apply_banned_tokens(logits, *t_);
+    }
+    void touched(const processor_context&, token_sink& out) const { out(*t_); }
+
+private:
+    std::shared_ptr<const std::vector<token_id>> t_;
+};
+
+/// apply_allowed_tokens as a processor (an empty list allows everything). Dense: it writes every
+/// entry outside its list, so it has no touched().
+class allowed_tokens_processor {
+public:
+    explicit allowed_tokens_processor(std::vector<token_id> allowed)
+        : t_(std::make_shared<const std::vector<token_id>>(std::move(allowed))) {}
+    std::span<const token_id> tokens() const noexcept { return *t_; }
+    void apply(std::span<float> logits, const processor_context&) const noexcept {
+        apply_allowed_tokens(logits, *t_);
+    }
+
+private:
+    std::shared_ptr<const std::vector<token_id>> t_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/bias.hpp
+// ---- begin decodekit/processors/dry.hpp
+/// \file processors/dry.hpp
+/// DRY ("don't repeat yourself") penalty with llama.cpp semantics (src/llama-sampling.cpp,
+/// ported there from koboldcpp).
+///
+/// Window: the last `penalty_last_n` tokens of the history (0 = the whole history; llama.cpp's
+/// -1), further limited to the workspace capacity (only the most recent tokens that fit are used).
+/// For a candidate token t, n = the length of the longest suffix of the window that also occurs
+/// earlier in the window immediately followed by t. If n >= allowed_length,
+///   x_t -= multiplier * base^(n - allowed_length).
+/// Sequence breakers: n is capped at the number of tokens after the last breaker occurrence in
+/// the window (no penalty at all when that is < allowed_length). A breaker is a single token
+/// (`sequence_breakers`) or a token sequence (`sequence_breaker_sequences`, as llama.cpp makes
+/// from breaker strings; an occurrence must lie wholly in the window; the occurrence that starts
+/// last wins, the longest breaker if several start at that position).
+/// Single-token breakers are never penalised themselves; the tokens of longer breakers are.
+/// The window must be longer than allowed_length for anything to happen.
+/// Overflow: the exponent is clamped to floor(88.7228391 / ln(base)) as llama.cpp does, the
+/// penalty to FLT_MAX, and a finite logit never becomes -inf (it saturates at -FLT_MAX).
+/// Special values: NaN and +-inf logits are left as they are. Token ids outside [0, V) in the
+/// history match other equal ids like any value but are never penalised; single-token breakers
+/// outside [0, V), and breaker sequences whose first token is outside [0, V), are ignored. Cost
+/// O(window) (reverse Z-algorithm), no allocation. Statefulness: none; the caller passes the
+/// history each call.
+/// dry_processor is the processor form (processors/processor.hpp): O(window) per call, no
+/// per-sequence state beyond its parameters (shared between copies); its O(V) scratch is a
+/// workspace per thread (see dry_processor).
 
 
 #include <algorithm>
+#include <cfloat>
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
-#include <string_view>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// DRY configuration; multiplier 0 (the default) disables it. Defaults are llama.cpp's.
+struct dry_params {
+    float multiplier = 0.f;                     ///< >= 0; 0 disables
+    float base = 1.75f;                         ///< >= 1
+    std::size_t allowed_length = 2;             ///< >= 1: repeats up to this length are free
+    std::size_t penalty_last_n = 0;             ///< window length; 0 = whole history
+    std::vector<token_id> sequence_breakers{};  ///< single-token breakers
+    /// Multi-token breakers (empty ones ignored; one-token ones act as sequence_breakers).
+    std::vector<std::vector<token_id>> sequence_breaker_sequences{};
+
+    /// True when apply_dry can change logits.
+    bool enabled() const noexcept { return multiplier > 0.f; }
+
+    /// The first invalid field as a message, or nullopt.
+    std::optional<std::string> check() const {
+        if (!(multiplier >= 0.f) || !std::isfinite(multiplier))
+            return detail::range_message("dry_params.multiplier", "finite and >= 0", multiplier);
+        if (!(base >= 1.f) || !std::isfinite(base))
+            return detail::range_message("dry_params.base", "finite and >= 1", base);
+        if (allowed_length < 1)
+            return detail::range_message("dry_params.allowed_length", ">= 1",
+                                         static_cast<double>(allowed_length));
+        return std::nullopt;
+    }
+    /// Throws config_error (or calls the error handler) if check() finds a problem.
+    void validate() const { raise_if(check()); }
+};
+
+/// Caller-owned scratch for apply_dry, sized once; every call leaves it as it found it. One per
+/// thread: concurrent calls must not share a workspace (params and history may be shared).
+struct dry_workspace {
+    /// Capacity used when the constructor is given max_history = 0.
+    static constexpr std::size_t default_max_history = 8192;
+
+    dry_workspace() = default;
+    /// \param max_history the longest window apply_dry will look at (0 = default_max_history);
+    ///        longer histories are cut to their most recent max_history tokens.
+    explicit dry_workspace(std::size_t vocab_size, std::size_t max_history = 0)
+        : z(max_history == 0 ? default_max_history : max_history, 0),
+          max_repeat(vocab_size, 0),
+          is_breaker(vocab_size, 0) {}
+
+    /// Returns the vocabulary size the workspace was sized for.
+    std::size_t vocab_size() const noexcept { return max_repeat.size(); }
+    /// Returns the longest window the workspace can hold.
+    std::size_t max_history() const noexcept { return z.size(); }
+
+    std::vector<std::uint32_t> z;           ///< Z-values of the reversed window
+    std::vector<std::uint32_t> max_repeat;  ///< per token, zero outside a call
+    std::vector<std::uint8_t> is_breaker;   ///< per token: 1 single breaker, 2 sequence head
+};
+
+/// Applies the DRY penalty to `logits` in place.
+/// \pre params.check() is nullopt; ws.vocab_size() >= logits.size() (ids beyond it are ignored).
+/// \post ws.max_repeat and ws.is_breaker are all zero again. O(window + breakers) with single
+/// tokens; breaker sequences add at most their total length per occurrence of their first token.
+inline void apply_dry(std::span<float> logits, std::span<const token_id> history,
+                      const dry_params& params, dry_workspace& ws) noexcept {
+    DECODEKIT_ASSERT(ws.vocab_size() >= logits.size(),
+                     "apply_dry: workspace smaller than the vocabulary");
+    if (!(params.multiplier > 0.f) || !(params.base >= 1.f) || params.allowed_length < 1) return;
+    const std::size_t v = logits.size() < ws.vocab_size() ? logits.size() : ws.vocab_size();
+    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
+
+    std::size_t len = history.size();
+    if (params.penalty_last_n != 0 && params.penalty_last_n < len) len = params.penalty_last_n;
+    if (ws.max_history() < len) len = ws.max_history();
+    const std::size_t allowed = params.allowed_length;
+    if (len <= allowed) return;
+    const token_id* const w = history.data() + (history.size() - len);
+    // r(j): the window read backwards, r(0) = most recent token.
+    auto r = [w, len](std::size_t j) noexcept { return w[len - 1 - j]; };
+
+    constexpr std::uint8_t single = 1, head = 2;
+    std::uint8_t* const brk = ws.is_breaker.data();
+    for (token_id b : params.sequence_breakers)
+        if (valid(b)) brk[b] |= single;
+    for (const std::vector<token_id>& s : params.sequence_breaker_sequences)
+        if (!s.empty() && valid(s[0])) brk[s[0]] |= s.size() == 1 ? single : head;
+    auto unmark = [&]() noexcept {
+        for (token_id b : params.sequence_breakers)
+            if (valid(b)) brk[b] = 0;
+        for (const std::vector<token_id>& s : params.sequence_breaker_sequences)
+            if (!s.empty() && valid(s[0])) brk[s[0]] = 0;
+    };
+
+    // 1. The repeat length is capped by the number of tokens after the last breaker.
+    std::size_t rep_limit = len;
+    for (std::size_t i = 0; i < len; ++i) {
+        const token_id t = r(i);
+        if (!valid(t) || brk[t] == 0) continue;
+        std::size_t longest = 0;  // tail length of the longest breaker starting here, plus one
+        if (brk[t] & single) longest = 1;
+        if (brk[t] & head) {
+            for (const std::vector<token_id>& s : params.sequence_breaker_sequences) {
+                if (s.size() < 2 || s[0] != t) continue;
+                const std::size_t m = s.size() - 1;  // tail length
+                if (m + 1 <= longest || m > i) continue;
+                std::size_t o = 0;
+                while (o < m && s[1 + o] == r(i - o - 1)) ++o;
+                if (o == m) longest = m + 1;
+            }
+        }
+        if (longest > 0) {
+            rep_limit = i - (longest - 1);
+            break;
+        }
+    }
+    if (rep_limit < allowed) {
+        unmark();
+        return;
+    }
+
+    // 2. Z-algorithm on the reversed window: z[k] = length of the longest common prefix of r and
+    //    r shifted by k = the longest suffix of the window also ending at position len-1-k.
+    std::uint32_t* const z = ws.z.data();
+    z[0] = static_cast<std::uint32_t>(len);
+    for (std::size_t k = 1, lo = 0, hi = 0; k < len; ++k) {  // [lo, hi): rightmost Z-box
+        std::size_t n = 0;
+        if (k < hi) {
+            n = hi - k;
+            if (z[k - lo] < n) n = z[k - lo];
+        }
+        while (k + n < len && r(n) == r(k + n)) ++n;
+        if (k + n > hi) {
+            lo = k;
+            hi = k + n;
+        }
+        z[k] = static_cast<std::uint32_t>(n);
+    }
+
+    // 3. The token that followed each earlier occurrence would extend the repeat: keep the
+    //    longest repeat per token.
+    std::uint32_t* const best = ws.max_repeat.data();
+    for (std::size_t k = 1; k < len; ++k) {
+        const std::size_t n = z[k] < rep_limit ? z[k] : rep_limit;
+        if (n < allowed) continue;
+        const token_id t = w[len - k];  // follows position len-1-k
+        if (!valid(t) || (brk[t] & single) != 0) continue;
+        if (best[t] < n) best[t] = static_cast<std::uint32_t>(n);
+    }
+
+    // 4. Penalise each such token once, resetting the workspace as we go.
+    long max_exponent = 0;
+    if (params.base > 1.000001f)
+        max_exponent = static_cast<long>(88.7228391f / std::log(params.base));
+    for (std::size_t k = 1; k < len; ++k) {
+        const token_id t = w[len - k];
+        if (!valid(t) || best[t] == 0) continue;
+        long e = static_cast<long>(best[t]) - static_cast<long>(allowed);
+        if (max_exponent > 0 && e > max_exponent) e = max_exponent;
+        best[t] = 0;
+        double penalty = static_cast<double>(params.multiplier) *
+                         std::pow(static_cast<double>(params.base), static_cast<double>(e));
+        if (!(penalty <= static_cast<double>(FLT_MAX))) penalty = FLT_MAX;
+        float& x = logits[static_cast<std::size_t>(t)];
+        if (!std::isfinite(x)) continue;
+        const float y = x - static_cast<float>(penalty);
+        x = y < -FLT_MAX ? -FLT_MAX : y;
+    }
+    unmark();
+}
+
+namespace detail {
+/// This thread's DRY workspace, grown (never shrunk) to at least `vocab` entries and a window of
+/// `window` tokens. Allocates only while it grows.
+inline dry_workspace& thread_dry_workspace(std::size_t vocab, std::size_t window) {
+    thread_local dry_workspace ws;
+    if (ws.vocab_size() < vocab || ws.max_history() < window)
+        ws = dry_workspace(std::max(vocab, ws.vocab_size()),
+                           std::max({window, ws.max_history(), std::size_t{1}}));
+    return ws;
+}
+}  // namespace detail
+
+/// apply_dry as a processor: the same result as apply_dry with a workspace of `max_history`
+/// tokens. Its O(V) scratch is not per sequence: apply() uses a workspace per thread
+/// (thread_local, grown on demand to the largest vocabulary and window it has seen on that thread,
+/// about 5 bytes per vocabulary entry plus 4 per window token; it allocates only while it grows,
+/// and lives until the thread ends). Sparse: touched() declares the tokens of the window
+/// (O(window)). Stateless between calls; the parameters are shared between copies (a copy is O(1)).
+class dry_processor {
+public:
+    /// \param max_history the longest window looked at (0 = dry_workspace::default_max_history)
+    /// \pre params.check() is nullopt (validated here: config_error or the error handler).
+    explicit dry_processor(dry_params params, std::size_t max_history = 0)
+        : max_history_(max_history == 0 ? dry_workspace::default_max_history : max_history) {
+        params.validate();
+        p_ = std::make_shared<const dry_params>(std::move(params));
+    }
+    const dry_params& params() const noexcept { return *p_; }
+    std::size_t max_history() const noexcept { return max_history_; }
+
+    void apply(std::span<float> logits, const processor_context& c) const {
+        const std::size_t w = window(c);
+        if (w == 0) return;
+        apply_dry(logits, c.history.last(w), *p_, detail::thread_dry_workspace(logits.size(), w));
+    }
+    void touched(const processor_context& c, token_sink& out) const {
+        out(c.history.last(window(c)));
+    }
+
+private:
+    /// Length of the window apply_dry looks at (0 when it cannot change anything).
+    std::size_t window(const processor_context& c) const noexcept {
+        if (!p_->enabled()) return 0;
+        std::size_t w = c.history.size();
+        if (p_->penalty_last_n != 0 && p_->penalty_last_n < w) w = p_->penalty_last_n;
+        if (max_history_ < w) w = max_history_;
+        return w > p_->allowed_length ? w : 0;
+    }
+
+    std::shared_ptr<const dry_params> p_;
+    std::size_t max_history_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/dry.hpp
+// ---- begin decodekit/processors/min_length.hpp
+/// \file processors/min_length.hpp
+/// Minimum length: suppress end-of-sequence tokens until enough tokens were generated.
+///
+/// HF's MinNewTokensLengthLogitsProcessor (count generated tokens only). For HF's min_length
+/// (prompt included), pass generated_tokens = history length and min_new_tokens = min_length.
+/// EOS ids outside [0, V) are ignored. Statefulness: none. min_length_processor is the processor
+/// form (processors/processor.hpp): it counts c.generated(), O(#eos) per call.
+
+
+#include <cstddef>
+#include <limits>
+#include <span>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Sets every EOS id's logit to -inf while generated_tokens < min_new_tokens.
+inline void apply_min_length(std::span<float> logits, std::size_t generated_tokens,
+                             std::size_t min_new_tokens,
+                             std::span<const token_id> eos_ids) noexcept {
+    if (generated_tokens >= min_new_tokens) return;
+    for (token_id t : eos_ids)
+        if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
+            logits[static_cast<std::size_t>(t)] = -std::numeric_limits<float>::infinity();
+}
+
+/// apply_min_length as a processor: bans the EOS ids while c.generated() < min_new_tokens.
+/// Sparse: touched() declares the EOS ids while it bans them (nothing afterwards).
+class min_length_processor {
+public:
+    min_length_processor(std::size_t min_new_tokens, std::vector<token_id> eos_ids)
+        : min_(min_new_tokens), eos_(std::move(eos_ids)) {}
+    std::size_t min_new_tokens() const noexcept { return min_; }
+    std::span<const token_id> eos_ids() const noexcept { return eos_; }
+    void apply(std::span<float> logits, const processor_context& c) const noexcept {
+        apply_min_length(logits, c.generated(), min_, eos_);
+    }
+    void touched(const processor_context& c, token_sink& out) const {
+        if (c.generated() < min_) out(eos_);
+    }
+
+private:
+    std::size_t min_;
+    std::vector<token_id> eos_;  // a few ids: copied with the processor
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/min_length.hpp
+// ---- begin decodekit/processors/ngram.hpp
+/// \file processors/ngram.hpp
+/// Hugging Face's no_repeat_ngram_size and bad_words_ids (banned token sequences).
+///
+/// Both ban by writing -inf. Token ids outside [0, V) are compared like any other value (an
+/// n-gram or a sequence prefix may contain them) but are never written.
+///
+/// Two forms each:
+///   apply_no_repeat_ngram, apply_banned_sequences -- stateless: the caller passes the history
+///       (prompt included, as HF does) each call. No-repeat-ngram O(N * n) over the history,
+///       banned sequences O(total sequence length); no allocation.
+///   no_repeat_ngram_processor -- per sequence (processors/processor.hpp): an incremental index
+///       of the history's n-grams (processors/ngram_index.hpp; n = 1: the counts of the seen
+///       tokens) updated by the history hooks, O(n) per token added or removed; apply() and
+///       touched() cost O(n) plus O(n) per token banned, whatever the history length.
+///   banned_sequences_processor -- stateless; O(total sequence length) per call; with Hugging
+///       Face's rule that a one-token sequence equal to an EOS id is not banned (a word list
+///       cannot forbid ending; banned_tokens_processor can).
+
+// ---- begin decodekit/processors/ngram_index.hpp
+/// \file processors/ngram_index.hpp
+/// ngram_index: the distinct n-grams (n >= 2) of a history, kept up to date as the history grows
+/// and is cut back, answering "which tokens followed earlier occurrences of the last n - 1
+/// tokens?" (no-repeat-ngram's question) without scanning the history.
+///
+/// Each distinct n-gram is one entry: its count and the position of its first occurrence.
+/// Entries are found through seeded 64-bit hashes of their context (the first n - 1 tokens) and of
+/// the whole n-gram (processors/token_counts.hpp), and every hash match is verified against the
+/// tokens themselves, so a collision can never produce a false answer (only cost a comparison).
+/// The first occurrence of an entry stays in the history as long as the entry does: a cut-back
+/// removes the latest occurrences first.
+/// Costs: append and cut-back O(n) per token added or removed (hashing, and the comparison that
+/// finds an existing entry); a query O(n) plus O(n) per distinct follower it reports. Memory about
+/// 64 bytes per distinct n-gram. Allocation only while the tables grow (amortized).
+
+// ---- begin decodekit/processors/token_counts.hpp
+/// \file processors/token_counts.hpp
+/// The small hash tables per-sequence processor state is kept in: hash_slots (an open-addressing
+/// index from a 64-bit hash to 32-bit values, linear probing, deletion by backward shift) and
+/// token_counts (token -> count over the distinct tokens seen, dense, O(distinct tokens)).
+///
+/// Hashes are seeded once per process (from addresses that ASLR randomises and the clock), so a
+/// client that chooses token histories cannot aim them at one probe chain. Only the table layout
+/// depends on the seed: the iteration order of token_counts (insertion order, with swap-remove)
+/// and every result are deterministic. Growth doubles the slots at load 1/2 (amortized O(1) per
+/// insert); nothing shrinks, so a table reused across cut-backs and rebuilds stops allocating
+/// once it reached its largest size. Not safe to share between threads, const lookups included:
+/// they update a probe counter (like the processors built on these tables, one object serves one
+/// sequence, one call at a time).
+
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
 #include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
 namespace detail {
-/// First problem with stop conditions (an empty stop sequence or a negative id in one), named
-/// "<owner>.stop_sequences"; nullopt when valid. EOS ids are never a problem: negative ones are
-/// ignored (they cannot be generated).
-inline std::optional<std::string> check_stop_conditions(
-    std::string_view owner, std::span<const token_id> /*eos_ids*/,
-    std::span<const std::vector<token_id>> stop_sequences = {}) {
-    const std::string o(owner);
-    for (const auto& s : stop_sequences) {
-        if (s.empty()) return o + ".stop_sequences: every sequence must be non-empty";
-        for (token_id t : s)
-            if (t < 0) return range_message(o + ".stop_sequences", "non-negative ids", double(t));
-    }
-    return std::nullopt;
-}
-}  // namespace detail
 
-/// EOS ids and stop sequences, usable by any driver. Borrows the spans (they must outlive it).
-class stop_checker {
+/// A bijective 64-bit mixer (the splitmix64 finalizer).
+inline std::uint64_t mix64(std::uint64_t z) noexcept {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/// The process's hash seed (fixed after the first call).
+inline std::uint64_t hash_seed() noexcept {
+    static const std::uint64_t seed = [] {
+        static const char anchor = 0;
+        const char local = 0;
+        const auto ticks =
+            static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+        return mix64(reinterpret_cast<std::uintptr_t>(&anchor) ^
+                     mix64(reinterpret_cast<std::uintptr_t>(&local) ^ mix64(ticks)));
+    }();
+    return seed;
+}
+
+/// The seeded hash of one token.
+inline std::uint64_t token_hash(token_id t) noexcept {
+    return mix64(hash_seed() ^ static_cast<std::uint32_t>(t));
+}
+
+/// Open-addressing index: 64-bit hashes to 32-bit values (several values may share a hash; the
+/// caller tells them apart with a predicate). Slots hold the hash's low 32 bits and the value.
+/// Every probe is counted in probes() (a cost counter for tests and monitoring).
+class hash_slots {
 public:
-    explicit stop_checker(std::span<const token_id> eos_ids,
-                          std::span<const std::vector<token_id>> stop_sequences = {}) noexcept
-        : eos_(eos_ids), stop_(stop_sequences) {}
-    /// True when t is an EOS id.
-    bool is_eos(token_id t) const noexcept {
-        return std::find(eos_.begin(), eos_.end(), t) != eos_.end();
+    static constexpr std::uint32_t none = 0xFFFFFFFFu;
+
+    /// Number of values held.
+    std::size_t size() const noexcept { return size_; }
+    /// Slots probed since construction.
+    std::uint64_t probes() const noexcept { return probes_; }
+
+    /// The first value whose hash is `h` and for which match(value) holds, or none.
+    template <class Match>
+    std::uint32_t find(std::uint64_t h, Match&& match) const {
+        if (slots_.empty()) return none;
+        const std::uint32_t frag = static_cast<std::uint32_t>(h);
+        for (std::size_t i = frag & mask_;; i = (i + 1) & mask_) {
+            ++probes_;
+            const slot& s = slots_[i];
+            if (s.value == none) return none;
+            if (s.frag == frag && match(s.value)) return s.value;
+        }
     }
-    /// True when `generated` ends with one of the stop sequences (generated tokens only).
-    bool ends_with_stop_sequence(std::span<const token_id> generated) const noexcept {
-        for (const auto& s : stop_)
-            if (s.size() <= generated.size() &&
-                std::equal(s.begin(), s.end(), generated.end() - std::ptrdiff_t(s.size())))
-                return true;
-        return false;
+    /// Adds (h, value). \pre value != none
+    void insert(std::uint64_t h, std::uint32_t value) {
+        if ((size_ + 1) * 2 > slots_.size()) grow();
+        place(static_cast<std::uint32_t>(h), value);
+        ++size_;
     }
-    /// True when `generated` followed by `next` ends with one of the stop sequences.
-    bool completes_stop_sequence(std::span<const token_id> generated,
-                                 token_id next) const noexcept {
-        for (const auto& s : stop_)
-            if (!s.empty() && s.back() == next && s.size() - 1 <= generated.size() &&
-                std::equal(s.begin(), s.end() - 1, generated.end() - std::ptrdiff_t(s.size() - 1)))
-                return true;
-        return false;
+    /// Removes (h, value) if present.
+    void erase(std::uint64_t h, std::uint32_t value) noexcept {
+        std::size_t i = locate(h, value);
+        if (i == npos) return;
+        for (std::size_t j = (i + 1) & mask_;; j = (j + 1) & mask_) {
+            ++probes_;
+            if (slots_[j].value == none) break;
+            const std::size_t home = slots_[j].frag & mask_;
+            // slot j may move back to i unless its home lies cyclically in (i, j]
+            const bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+            if (stays) continue;
+            slots_[i] = slots_[j];
+            i = j;
+        }
+        slots_[i].value = none;
+        --size_;
     }
-    /// True when there is at least one stop sequence.
-    bool has_stop_sequences() const noexcept { return !stop_.empty(); }
+    /// Changes the value of (h, from) to `to` if present.
+    void relabel(std::uint64_t h, std::uint32_t from, std::uint32_t to) noexcept {
+        const std::size_t i = locate(h, from);
+        if (i != npos) slots_[i].value = to;
+    }
+    /// Removes every value (keeps the slots' memory). O(slots).
+    void clear() noexcept {
+        for (slot& s : slots_) s.value = none;
+        size_ = 0;
+    }
 
 private:
-    std::span<const token_id> eos_;
-    std::span<const std::vector<token_id>> stop_;
+    struct slot {
+        std::uint32_t frag = 0;
+        std::uint32_t value = none;
+    };
+    std::size_t locate(std::uint64_t h, std::uint32_t value) const noexcept {
+        if (slots_.empty()) return npos;
+        const std::uint32_t frag = static_cast<std::uint32_t>(h);
+        for (std::size_t i = frag & mask_;; i = (i + 1) & mask_) {
+            ++probes_;
+            if (slots_[i].value == none) return npos;
+            if (slots_[i].frag == frag && slots_[i].value == value) return i;
+        }
+    }
+    void place(std::uint32_t frag, std::uint32_t value) noexcept {
+        std::size_t i = frag & mask_;
+        while (slots_[i].value != none) {
+            ++probes_;
+            i = (i + 1) & mask_;
+        }
+        slots_[i] = {frag, value};
+    }
+    void grow() {
+        std::vector<slot> old;
+        old.swap(slots_);
+        slots_.assign(old.empty() ? 16 : old.size() * 2, slot{});
+        mask_ = slots_.size() - 1;
+        for (const slot& s : old)
+            if (s.value != none) place(s.frag, s.value);
+    }
+
+    std::vector<slot> slots_;
+    std::size_t mask_ = 0;
+    std::size_t size_ = 0;
+    mutable std::uint64_t probes_ = 0;
+};
+
+}  // namespace detail
+
+/// Counts of tokens (any token_id value): the distinct tokens with a count > 0, in a dense array
+/// (iteration O(distinct)), and a hash index to them. add/remove are O(1) expected; memory is
+/// about 24 bytes per distinct token. Copyable (a copy is O(distinct)).
+class token_counts {
+public:
+    /// Adds one occurrence of t.
+    void add(token_id t) {
+        const std::uint64_t h = detail::token_hash(t);
+        const std::uint32_t i = find(h, t);
+        if (i != detail::hash_slots::none) {
+            ++counts_[i];
+            return;
+        }
+        index_.insert(h, static_cast<std::uint32_t>(keys_.size()));
+        keys_.push_back(t);
+        counts_.push_back(1);
+    }
+    /// Removes one occurrence of t; returns false (and changes nothing) if t has none.
+    bool remove(token_id t) noexcept {
+        const std::uint64_t h = detail::token_hash(t);
+        const std::uint32_t i = find(h, t);
+        if (i == detail::hash_slots::none) return false;
+        if (--counts_[i] > 0) return true;
+        index_.erase(h, i);
+        const std::uint32_t last = static_cast<std::uint32_t>(keys_.size() - 1);
+        if (i != last) {  // move the last entry into the hole
+            index_.relabel(detail::token_hash(keys_[last]), last, i);
+            keys_[i] = keys_[last];
+            counts_[i] = counts_[last];
+        }
+        keys_.pop_back();
+        counts_.pop_back();
+        return true;
+    }
+    /// The count of t (0 if unseen).
+    std::uint32_t count(token_id t) const noexcept {
+        const std::uint32_t i = find(detail::token_hash(t), t);
+        return i == detail::hash_slots::none ? 0u : counts_[i];
+    }
+    /// Forgets every token (keeps the memory).
+    void clear() noexcept {
+        keys_.clear();
+        counts_.clear();
+        index_.clear();
+    }
+    /// Number of distinct tokens with a count > 0.
+    std::size_t size() const noexcept { return keys_.size(); }
+    bool empty() const noexcept { return keys_.empty(); }
+    /// The distinct tokens, and their counts at the same positions.
+    std::span<const token_id> tokens() const noexcept { return keys_; }
+    std::span<const std::uint32_t> counts() const noexcept { return counts_; }
+    /// Hash slots probed since construction (a cost counter).
+    std::uint64_t probes() const noexcept { return index_.probes(); }
+
+private:
+    std::uint32_t find(std::uint64_t h, token_id t) const noexcept {
+        return index_.find(h, [&](std::uint32_t i) noexcept { return keys_[i] == t; });
+    }
+
+    std::vector<token_id> keys_;
+    std::vector<std::uint32_t> counts_;
+    detail::hash_slots index_;
 };
 
 DECODEKIT_END_NAMESPACE
-// ---- end decodekit/decoding/stop.hpp
-// ---- begin decodekit/decoding/stop_strings.hpp
-/// \file decoding/stop_strings.hpp
-/// Text-level stop strings: the engine's detokenizer turns each generated token into bytes, and
-/// a stop_string_matcher finds a stop string that may span any number of tokens while releasing
-/// text as early as it is safe to stream.
+// ---- end decodekit/processors/token_counts.hpp
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// The distinct n-grams of a history (see the file comment). Copyable (a copy is O(entries)).
+class ngram_index {
+public:
+    /// \pre n >= 2 (the index of 1-grams is a token_counts)
+    explicit ngram_index(std::size_t n = 2) noexcept : n_(n < 2 ? 2 : n) {}
+
+    std::size_t n() const noexcept { return n_; }
+    /// Number of distinct n-grams.
+    std::size_t size() const noexcept { return by_gram_.size(); }
+    /// Hash slots probed and tokens compared since construction (a cost counter).
+    std::uint64_t operations() const noexcept {
+        return ops_ + by_gram_.probes() + by_ctx_.probes();
+    }
+
+    /// Forgets every n-gram (keeps the memory).
+    void clear() noexcept {
+        grams_.clear();
+        free_.clear();
+        by_gram_.clear();
+        by_ctx_.clear();
+    }
+
+    /// The index held the n-grams of h[0, from); adds those ending in h[from, h.size()).
+    void append(std::span<const token_id> h, std::size_t from) {
+        const token_id* d = h.data();
+        auto at = [d](std::size_t p) noexcept { return d[p]; };
+        const std::size_t m = n_ - 1;
+        for (std::size_t p = from < m ? m : from; p < h.size(); ++p) add(at, p - m);
+    }
+
+    /// The index held the n-grams of a history of keep + removed.size() tokens whose last ones
+    /// were `removed`, and h[0, keep) its first ones; drops the n-grams that end in `removed`.
+    /// Returns false if one of them was not there (the index did not follow that history: the
+    /// caller rebuilds; the index is then unspecified until clear()).
+    bool cut_back(std::span<const token_id> h, std::size_t keep,
+                  std::span<const token_id> removed) {
+        const token_id* d = h.data();
+        const token_id* r = removed.data();
+        auto at = [d, r, keep](std::size_t p) noexcept { return p < keep ? d[p] : r[p - keep]; };
+        const std::size_t m = n_ - 1, old_n = keep + removed.size();
+        const std::size_t lo = keep < m ? m : keep;
+        for (std::size_t p = old_n; p-- > lo;)  // latest first
+            if (!remove(at, p - m)) return false;
+        return true;
+    }
+
+    /// Calls f(t) once for each distinct token t that followed an earlier occurrence of the last
+    /// n - 1 tokens of h. \pre the index holds the n-grams of h
+    template <class F>
+    void for_each_follower(std::span<const token_id> h, F&& f) const {
+        if (h.size() < n_) return;
+        const token_id* d = h.data();
+        const std::size_t m = n_ - 1, s = h.size() - m;
+        auto at = [d](std::size_t p) noexcept { return d[p]; };
+        const std::uint64_t hc = context_hash(at, s);
+        ops_ += m;
+        const std::uint32_t head = find_context(hc);
+        for (std::uint32_t g = head; g != none; g = grams_[g].next) {
+            const gram& e = grams_[g];
+            if (e.context == hc && same(at, e.pos, s, m)) f(d[e.pos + m]);
+        }
+    }
+
+private:
+    static constexpr std::uint32_t none = detail::hash_slots::none;
+    struct gram {
+        std::uint64_t context = 0;  // hash of its first n - 1 tokens
+        std::size_t pos = 0;        // start of its first occurrence
+        std::uint32_t count = 0;    // occurrences (0: a free entry)
+        std::uint32_t prev = none;  // list of the entries with the same context hash
+        std::uint32_t next = none;
+    };
+
+    template <class At>
+    std::uint64_t context_hash(At at, std::size_t i) const noexcept {
+        std::uint64_t h = detail::mix64(detail::hash_seed() + 0x9E3779B97F4A7C15ull);
+        for (std::size_t k = 0; k < n_ - 1; ++k)
+            h = detail::mix64(h ^ static_cast<std::uint32_t>(at(i + k)));
+        return h;
+    }
+    static std::uint64_t gram_hash(std::uint64_t context, token_id next) noexcept {
+        return detail::mix64(context ^
+                             (std::uint64_t{static_cast<std::uint32_t>(next)} << 32 | 0x5BD1E995u));
+    }
+    /// True when the `len` tokens at a and at b are equal.
+    template <class At>
+    bool same(At at, std::size_t a, std::size_t b, std::size_t len) const noexcept {
+        std::size_t k = 0;
+        while (k < len && at(a + k) == at(b + k)) ++k;
+        ops_ += k + 1;
+        return k == len;
+    }
+    std::uint32_t find_context(std::uint64_t hc) const noexcept {
+        return by_ctx_.find(hc, [&](std::uint32_t g) noexcept { return grams_[g].context == hc; });
+    }
+    /// The entry of the n-gram starting at i, or none.
+    template <class At>
+    std::uint32_t find_gram(At at, std::uint64_t hc, std::uint64_t hg, std::size_t i) const {
+        return by_gram_.find(hg, [&](std::uint32_t g) noexcept {
+            return grams_[g].context == hc && same(at, grams_[g].pos, i, n_);
+        });
+    }
+
+    template <class At>
+    void add(At at, std::size_t i) {
+        const std::uint64_t hc = context_hash(at, i);
+        const std::uint64_t hg = gram_hash(hc, at(i + n_ - 1));
+        ops_ += n_;
+        const std::uint32_t found = find_gram(at, hc, hg, i);
+        if (found != none) {
+            ++grams_[found].count;
+            return;
+        }
+        std::uint32_t g;
+        if (!free_.empty()) {
+            g = free_.back();
+            free_.pop_back();
+        } else {
+            g = static_cast<std::uint32_t>(grams_.size());
+            grams_.emplace_back();
+            if (free_.capacity() < grams_.capacity()) free_.reserve(grams_.capacity());
+        }
+        grams_[g] = {.context = hc, .pos = i, .count = 1};
+        by_gram_.insert(hg, g);
+        const std::uint32_t head = find_context(hc);
+        if (head == none) {
+            by_ctx_.insert(hc, g);
+        } else {  // link after the head (the head stays what by_ctx_ points to)
+            gram& h = grams_[head];
+            grams_[g].prev = head;
+            grams_[g].next = h.next;
+            if (h.next != none) grams_[h.next].prev = g;
+            h.next = g;
+        }
+    }
+
+    template <class At>
+    bool remove(At at, std::size_t i) {
+        const std::uint64_t hc = context_hash(at, i);
+        const std::uint64_t hg = gram_hash(hc, at(i + n_ - 1));
+        ops_ += n_;
+        const std::uint32_t g = find_gram(at, hc, hg, i);
+        if (g == none) return false;
+        gram& e = grams_[g];
+        if (--e.count > 0) return true;
+        if (e.prev == none) {  // the head: its successor becomes the head
+            if (e.next != none) {
+                by_ctx_.relabel(hc, g, e.next);
+                grams_[e.next].prev = none;
+            } else {
+                by_ctx_.erase(hc, g);
+            }
+        } else {
+            grams_[e.prev].next = e.next;
+            if (e.next != none) grams_[e.next].prev = e.prev;
+        }
+        e.prev = e.next = none;
+        by_gram_.erase(hg, g);
+        free_.push_back(g);  // reserved as grams_ grew (a copy may reallocate once)
+        return true;
+    }
+
+    std::size_t n_;
+    std::vector<gram> grams_;
+    std::vector<std::uint32_t> free_;
+    detail::hash_slots by_gram_;  // hash of the n-gram -> entry
+    detail::hash_slots by_ctx_;   // hash of the context -> first entry of its list
+    mutable std::uint64_t ops_ = 0;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/ngram_index.hpp
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <span>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+inline void ban_token(std::span<float> logits, token_id t) noexcept {
+    if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
+        logits[static_cast<std::size_t>(t)] = -std::numeric_limits<float>::infinity();
+}
+}  // namespace detail
+
+/// Bans every token that would complete an n-gram already present in the history (n = 0:
+/// disabled; n = 1 bans every token of the history; nothing is banned while the history is
+/// shorter than n - 1).
+inline void apply_no_repeat_ngram(std::span<float> logits, std::span<const token_id> history,
+                                  std::size_t n) noexcept {
+    if (n == 0) return;
+    const std::size_t len = history.size();
+    const std::size_t m = n - 1;  // length of the prefix that must match the history's tail
+    if (len < n) return;          // no complete n-gram yet
+    const token_id* const h = history.data();
+    const token_id* const tail = h + (len - m);
+    for (std::size_t i = 0; i + n <= len; ++i) {
+        std::size_t j = 0;
+        while (j < m && h[i + j] == tail[j]) ++j;
+        if (j == m) detail::ban_token(logits, h[i + m]);
+    }
+}
+
+/// Bans token sequences: a one-token sequence is always banned; a longer one bans its last
+/// token when the history ends with the rest of it. Empty sequences are ignored.
+inline void apply_banned_sequences(std::span<float> logits, std::span<const token_id> history,
+                                   std::span<const std::vector<token_id>> sequences) noexcept {
+    for (const std::vector<token_id>& s : sequences) {
+        if (s.empty()) continue;
+        const std::size_t m = s.size() - 1;
+        if (m > history.size()) continue;
+        const token_id* const tail = history.data() + (history.size() - m);
+        std::size_t j = 0;
+        while (j < m && tail[j] == s[j]) ++j;
+        if (j == m) detail::ban_token(logits, s[m]);
+    }
+}
+
+/// Hugging Face's no_repeat_ngram_size as a per-sequence processor with an incremental n-gram
+/// index (see the file comment). Gives apply_no_repeat_ngram's result on c.history. Sparse:
+/// touched() declares the tokens it bans. Follows the history through the hooks; copying it
+/// copies its index (O(distinct n-grams)).
 ///
-/// Release rule: after each token, every byte is released except (a) the longest suffix of the
-/// text that is a proper prefix of some stop string (it may still become a stop string) and (b)
-/// an incomplete UTF-8 sequence at the end (a multi-byte character split across tokens). Held
-/// bytes are released as soon as they can no longer begin a stop string (the match failed) or
-/// complete their character. On a match, the text up to the start of the stop string is
-/// released; the stop string and anything after it never are. Among stop strings completing in
-/// the same token, the one that ends first in the text wins (ties: the longest); so of "ab" and
-/// "abc", "ab" always stops first. At the end of generation, flush() releases what is held.
-/// Bytes that are not valid UTF-8 are released as they are (never held forever).
+/// Safety net: the processor records the history length its index belongs to. A hook whose sizes
+/// do not fit that record rebuilds from c.history; apply() on a history of another length
+/// rebuilds first (O(history * n)), and touched() then declares every id of c.history. Results
+/// stay exact; only the cost changes.
+/// One call at a time: even the const members update cost counters (operations()).
+class no_repeat_ngram_processor {
+public:
+    /// n = 0 disables it; n = 1 bans every token of the history.
+    explicit no_repeat_ngram_processor(std::size_t n) noexcept : n_(n), index_(n) {}
+
+    std::size_t n() const noexcept { return n_; }
+    /// The index of the n-grams (n >= 2) and the seen tokens (n = 1), as of the last hook.
+    const ngram_index& index() const noexcept { return index_; }
+    const token_counts& seen() const noexcept { return seen_; }
+
+    /// Bans every token that would complete an n-gram already in c.history.
+    void apply(std::span<float> logits, const processor_context& c) {
+        if (n_ == 0) return;
+        if (!in_sync(c)) reset(c);
+        for_each_ban(c, [&](token_id t) noexcept { detail::ban_token(logits, t); });
+    }
+    /// Declares the tokens apply() bans (every id of c.history if out of step).
+    void touched(const processor_context& c, token_sink& out) const {
+        if (n_ == 0) return;
+        if (!in_sync(c)) {
+            out(c.history);
+            return;
+        }
+        for_each_ban(c, [&](token_id t) noexcept { out(t); });
+    }
+
+    /// History hooks (processors/processor.hpp).
+    void append(std::span<const token_id> added, const processor_context& c) {
+        if (n_ == 0) return;
+        if (!built_ || len_ + added.size() != c.history.size()) {
+            reset(c);
+            return;
+        }
+        if (n_ == 1) {
+            for (token_id t : added) seen_.add(t);
+        } else {
+            index_.append(c.history, len_);
+        }
+        ops_ += added.size();
+        len_ = c.history.size();
+    }
+    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
+        if (n_ == 0) return;
+        if (!built_ || keep + removed.size() != len_ || keep > c.history.size()) {
+            built_ = false;  // the next append or apply rebuilds
+            return;
+        }
+        bool ok = true;
+        if (n_ == 1) {
+            for (token_id t : removed) ok &= seen_.remove(t);
+        } else {
+            ok = index_.cut_back(c.history, keep, removed);
+        }
+        ops_ += removed.size();
+        built_ = ok;
+        len_ = keep;
+    }
+    void reset(const processor_context& c) {
+        if (n_ == 0) return;
+        seen_.clear();
+        index_.clear();
+        if (n_ == 1) {
+            for (token_id t : c.history) seen_.add(t);
+        } else {
+            index_.append(c.history, 0);
+        }
+        ops_ += c.history.size();
+        len_ = c.history.size();
+        built_ = true;
+    }
+
+    /// Work done since construction: tokens handled by the hooks, hash slots probed, tokens
+    /// compared and entries visited (a cost counter for tests and monitoring).
+    std::uint64_t operations() const noexcept {
+        return ops_ + seen_.probes() + index_.operations();
+    }
+
+private:
+    bool in_sync(const processor_context& c) const noexcept {
+        return built_ && len_ == c.history.size();
+    }
+    template <class F>
+    void for_each_ban(const processor_context& c, F&& f) const {
+        if (n_ == 1) {
+            for (token_id t : seen_.tokens()) f(t);
+            ops_ += seen_.size();
+        } else {
+            index_.for_each_follower(c.history, [&](token_id t) {
+                ++ops_;
+                f(t);
+            });
+        }
+    }
+
+    std::size_t n_;
+    token_counts seen_;  // n == 1
+    ngram_index index_;  // n >= 2
+    bool built_ = false;
+    std::size_t len_ = 0;  // history length the index belongs to
+    mutable std::uint64_t ops_ = 0;
+};
+
+/// apply_banned_sequences as a processor, with Hugging Face's EOS rule: a one-token sequence
+/// equal to one of `eos_ids` is dropped (bad_words_ids never forbids ending). Empty sequences are
+/// ignored. Stateless; sparse: touched() declares the last token of every kept sequence. The
+/// lists are shared between copies (a copy is O(1)). O(total sequence length) per call.
+class banned_sequences_processor {
+public:
+    explicit banned_sequences_processor(std::vector<std::vector<token_id>> sequences,
+                                        std::span<const token_id> eos_ids = {}) {
+        auto l = std::make_shared<lists>();
+        for (std::vector<token_id>& s : sequences) {
+            if (s.empty()) continue;
+            if (s.size() == 1) {
+                if (std::find(eos_ids.begin(), eos_ids.end(), s[0]) == eos_ids.end())
+                    l->singles.push_back(s[0]);
+            } else {
+                l->longer.push_back(std::move(s));
+            }
+        }
+        l_ = std::move(l);
+    }
+
+    /// The one-token sequences kept (banned whatever the history).
+    std::span<const token_id> single_tokens() const noexcept { return l_->singles; }
+    /// The sequences of two tokens or more.
+    std::span<const std::vector<token_id>> longer_sequences() const noexcept { return l_->longer; }
+
+    void apply(std::span<float> logits, const processor_context& c) const noexcept {
+        for (token_id t : l_->singles) detail::ban_token(logits, t);
+        apply_banned_sequences(logits, c.history, l_->longer);
+    }
+    void touched(const processor_context&, token_sink& out) const {
+        out(l_->singles);
+        for (const std::vector<token_id>& s : l_->longer) out(s.back());
+    }
+
+private:
+    struct lists {
+        std::vector<token_id> singles;
+        std::vector<std::vector<token_id>> longer;
+    };
+    std::shared_ptr<const lists> l_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/ngram.hpp
+// ---- begin decodekit/processors/penalties.hpp
+/// \file processors/penalties.hpp
+/// Repetition (CTRL), frequency and presence (OpenAI) penalties over a window of the history.
 ///
-/// Matching is one Knuth-Morris-Pratt automaton per stop string: O(bytes x stop strings) per
-/// token, O(stop strings) state. Limits (checked by the params' check()): at most
-/// max_stop_strings strings of 1 to max_stop_string_bytes bytes each.
+/// Semantics (docs/semantics.md#penalties):
+///   repetition: for every token seen in the repetition window, `x > 0 ? x / theta : x * theta`
+///               (applied once per distinct token, whatever its count);
+///   frequency / presence: `x -= count * a_f + (count > 0) * a_p`, count = occurrences of the
+///               token in the frequency window.
+/// Repetition is applied first, then frequency/presence (the order of llama.cpp and vLLM; the
+/// order matters only when both penalties hit the same token).
+/// Windows (penalty_scope), which is where the engines differ:
+///   whole_history -- the whole history, prompt included (Hugging Face);
+///   last_n        -- the last `last_n` tokens of the history, prompt included (llama.cpp,
+///                    penalty_last_n = 64); last_n = 0 is an empty window (no effect);
+///   output_only   -- the generated part, history[prompt_length:] (vLLM's frequency/presence).
+/// vLLM = {repetition_scope = whole_history, frequency_scope = output_only}.
+/// Special values: NaN logits stay NaN, -inf stays -inf, +inf stays +inf, whatever the penalties
+/// (also when count * frequency overflows float); a finite logit whose penalty overflows float
+/// becomes +-inf. Token ids outside [0, V) in the history are ignored, where V is
+/// min(logits.size(), workspace vocabulary size) for apply_penalties and logits.size() for
+/// penalties_processor.
 ///
-/// The detokenizer must be a pure function of the token id (beam search calls it for candidate
-/// tokens too) returning the token's bytes; the view must stay valid until the next call. Engines
-/// whose tokenizer has context-dependent pieces (a leading space after BOS) pass the bytes they
-/// would print.
+/// Two forms with the same results:
+///   apply_penalties   -- stateless: the caller passes the history each call; O(window) per call
+///                        (the whole history for whole_history and output_only), and an O(V)
+///                        workspace.
+///   penalties_processor -- per sequence (the processor concept, processors/processor.hpp): keeps
+///                        the counts of each scope (token -> count over the distinct tokens in
+///                        the window, never O(V)), updated from the history hooks by the tokens
+///                        added and removed since the previous call. Per call: O(added + removed)
+///                        in the hooks (last_n: O(min(removed, last_n)) on a cut-back), and
+///                        O(distinct tokens in the windows) in apply() and touched().
+
+
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Which part of the history a penalty looks at.
+enum class penalty_scope : std::uint8_t {
+    whole_history,  ///< prompt + output (Hugging Face; vLLM's repetition penalty)
+    last_n,         ///< the last `last_n` tokens, prompt included (llama.cpp)
+    output_only,    ///< history[prompt_length:] (vLLM's frequency and presence penalties)
+};
+
+/// Penalty configuration; the defaults disable every penalty.
+struct penalty_params {
+    float repetition = 1.f;  ///< CTRL theta, > 0; 1 disables
+    float frequency = 0.f;   ///< subtracted per occurrence; 0 disables
+    float presence = 0.f;    ///< subtracted once if present; 0 disables
+    penalty_scope repetition_scope = penalty_scope::whole_history;
+    penalty_scope frequency_scope = penalty_scope::whole_history;  ///< also for presence
+    std::size_t last_n = 64;  ///< window length of penalty_scope::last_n
+
+    /// True when some penalty changes logits.
+    bool enabled() const noexcept {
+        return repetition != 1.f || frequency != 0.f || presence != 0.f;
+    }
+
+    /// The first invalid field as a message, or nullopt.
+    std::optional<std::string> check() const {
+        if (!(repetition > 0.f) || !std::isfinite(repetition))
+            return detail::range_message("penalty_params.repetition", "finite and > 0", repetition);
+        if (!std::isfinite(frequency))
+            return detail::range_message("penalty_params.frequency", "finite", frequency);
+        if (!std::isfinite(presence))
+            return detail::range_message("penalty_params.presence", "finite", presence);
+        if (static_cast<unsigned>(repetition_scope) > 2u)
+            return detail::range_message("penalty_params.repetition_scope",
+                                         "a penalty_scope enumerator (0..2)",
+                                         static_cast<double>(repetition_scope));
+        if (static_cast<unsigned>(frequency_scope) > 2u)
+            return detail::range_message("penalty_params.frequency_scope",
+                                         "a penalty_scope enumerator (0..2)",
+                                         static_cast<double>(frequency_scope));
+        return std::nullopt;
+    }
+    /// Throws config_error (or calls the error handler) if check() finds a problem.
+    void validate() const { raise_if(check()); }
+};
+
+/// Caller-owned scratch for apply_penalties: one counter per vocabulary entry, all zero between
+/// calls (each call resets what it touched, O(window)). One per thread: concurrent calls must
+/// not share a workspace (params and history may be shared read-only).
+struct penalty_workspace {
+    penalty_workspace() = default;
+    explicit penalty_workspace(std::size_t vocab_size) : counts(vocab_size, 0u) {}
+    /// Returns the vocabulary size the workspace was sized for.
+    std::size_t vocab_size() const noexcept { return counts.size(); }
+
+    std::vector<std::uint32_t> counts;  ///< zero outside a call
+};
+
+namespace detail {
+/// The part of the history a scope selects.
+inline std::span<const token_id> penalty_window(std::span<const token_id> history,
+                                                std::size_t prompt_length, penalty_scope scope,
+                                                std::size_t last_n) noexcept {
+    switch (scope) {
+        case penalty_scope::last_n:
+            return last_n >= history.size() ? history : history.last(last_n);
+        case penalty_scope::output_only:
+            return prompt_length >= history.size() ? history.last(0)
+                                                   : history.subspan(prompt_length);
+        case penalty_scope::whole_history:
+        default:
+            return history;
+    }
+}
+
+/// The frequency/presence penalty of a token seen `count` times (count > 0): infinite and NaN
+/// logits are left as they are (an overflowing count * af would turn -inf into NaN).
+inline void frequency_penalize(float& x, std::uint32_t count, float af, float ap) noexcept {
+    if (std::isfinite(x)) x -= static_cast<float>(count) * af + ap;
+}
+}  // namespace detail
+
+/// Applies the repetition, then the frequency/presence penalties to `logits` in place.
+/// \pre params.check() is nullopt; ws.vocab_size() >= logits.size() (ids beyond it are ignored).
+/// \post ws.counts is all zero again. O(window), no allocation.
+inline void apply_penalties(std::span<float> logits, std::span<const token_id> history,
+                            std::size_t prompt_length, const penalty_params& params,
+                            penalty_workspace& ws) noexcept {
+    DECODEKIT_ASSERT(ws.vocab_size() >= logits.size(),
+                     "apply_penalties: workspace smaller than the vocabulary");
+    const std::size_t v = logits.size() < ws.vocab_size() ? logits.size() : ws.vocab_size();
+    std::uint32_t* const counts = ws.counts.data();
+    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
+
+    const float theta = params.repetition;
+    if (theta != 1.f && theta > 0.f) {
+        const auto w =
+            detail::penalty_window(history, prompt_length, params.repetition_scope, params.last_n);
+        for (token_id t : w) {
+            if (!valid(t) || counts[t] != 0) continue;
+            counts[t] = 1;
+            float& x = logits[static_cast<std::size_t>(t)];
+            x = x > 0.f ? x / theta : x * theta;
+        }
+        for (token_id t : w)
+            if (valid(t)) counts[t] = 0;
+    }
+
+    const float af = params.frequency, ap = params.presence;
+    if (af != 0.f || ap != 0.f) {
+        const auto w =
+            detail::penalty_window(history, prompt_length, params.frequency_scope, params.last_n);
+        for (token_id t : w)
+            if (valid(t)) ++counts[t];
+        for (token_id t : w) {
+            if (!valid(t) || counts[t] == 0) continue;
+            detail::frequency_penalize(logits[static_cast<std::size_t>(t)], counts[t], af, ap);
+            counts[t] = 0;
+        }
+    }
+}
+
+namespace detail {
+
+/// The counts of one penalty window, following the history through its hooks.
+class penalty_window_counts {
+public:
+    penalty_window_counts() = default;
+    penalty_window_counts(penalty_scope scope, std::size_t last_n) noexcept
+        : scope_(scope), last_n_(last_n) {}
+
+    penalty_scope scope() const noexcept { return scope_; }
+    const token_counts& counts() const noexcept { return counts_; }
+    /// Tokens added or removed by the hooks since construction (a cost counter).
+    std::uint64_t operations() const noexcept { return ops_ + counts_.probes(); }
+
+    /// Counts the window of h (prompt length `prompt`).
+    void rebuild(std::span<const token_id> h, std::size_t prompt) {
+        counts_.clear();
+        const auto w = penalty_window(h, prompt, scope_, last_n_);
+        for (token_id t : w) counts_.add(t);
+        ops_ += w.size();
+    }
+    /// The counts were those of h[0, from); h[from, size) were added.
+    void append(std::span<const token_id> h, std::size_t from, std::size_t prompt) {
+        const std::size_t n = h.size();
+        switch (scope_) {
+            case penalty_scope::whole_history:
+                for (std::size_t p = from; p < n; ++p) counts_.add(h[p]);
+                break;
+            case penalty_scope::output_only:
+                for (std::size_t p = from < prompt ? prompt : from; p < n; ++p) counts_.add(h[p]);
+                break;
+            case penalty_scope::last_n:
+                if (last_n_ == 0) break;
+                for (std::size_t p = from; p < n; ++p) {
+                    counts_.add(h[p]);
+                    if (p >= last_n_) counts_.remove(h[p - last_n_]);  // leaves the window
+                }
+                break;
+        }
+        ops_ += n - from;
+    }
+    /// The counts were those of a history of keep + removed.size() tokens whose last ones were
+    /// `removed`; they become those of its first `keep` tokens, which h[0, keep) holds.
+    /// Returns false if the counts were not those of that history (the caller rebuilds). May
+    /// allocate (last_n: tokens re-enter the window).
+    bool cut_back(std::span<const token_id> h, std::size_t keep, std::span<const token_id> removed,
+                  std::size_t prompt) {
+        const std::size_t old_n = keep + removed.size();
+        std::size_t from = keep;  // removed positions [from, old_n) leave the window
+        if (scope_ == penalty_scope::output_only && from < prompt) from = prompt;
+        if (scope_ == penalty_scope::last_n) {
+            if (last_n_ == 0) return true;
+            const std::size_t old_start = old_n > last_n_ ? old_n - last_n_ : 0;
+            if (from < old_start) from = old_start;
+        }
+        bool ok = true;
+        for (std::size_t p = from; p < old_n; ++p) ok &= counts_.remove(removed[p - keep]);
+        ops_ += from < old_n ? old_n - from : 0;
+        if (scope_ == penalty_scope::last_n) {  // positions [keep - L, old_n - L) re-enter
+            const std::size_t new_start = keep > last_n_ ? keep - last_n_ : 0;
+            const std::size_t old_start = old_n > last_n_ ? old_n - last_n_ : 0;
+            const std::size_t end = old_start < keep ? old_start : keep;
+            for (std::size_t p = new_start; p < end; ++p) counts_.add(h[p]);
+            ops_ += end > new_start ? end - new_start : 0;
+        }
+        return ok;
+    }
+
+private:
+    penalty_scope scope_ = penalty_scope::whole_history;
+    std::size_t last_n_ = 0;
+    token_counts counts_;
+    std::uint64_t ops_ = 0;
+};
+
+}  // namespace detail
+
+/// The penalties of apply_penalties as a per-sequence processor with incremental counts (see the
+/// file comment). Sparse: touched() declares the counted ids. Follows the history: the hooks
+/// (append / cut_back / reset) update the counts; a change of prompt_length rebuilds the
+/// output_only counts. Copying it copies its counts: O(distinct tokens in its windows).
+///
+/// Safety net: the processor records the history length (and prompt length) its counts belong
+/// to. A hook whose sizes do not fit that record (a caller that skipped a call or passed another
+/// sequence) rebuilds from c.history; apply() on a history of another length rebuilds first, and
+/// touched() then declares every id of the windows (O(window)). Results stay exact; only the cost
+/// changes.
+/// One call at a time: even the const members update cost counters (operations()).
+class penalties_processor {
+public:
+    /// \pre params.check() is nullopt (validated here: config_error or the error handler).
+    explicit penalties_processor(const penalty_params& params) : p_(params) {
+        p_.validate();
+        if (p_.repetition != 1.f) rep_ = add_window(p_.repetition_scope);
+        if (p_.frequency != 0.f || p_.presence != 0.f) freq_ = add_window(p_.frequency_scope);
+    }
+
+    const penalty_params& params() const noexcept { return p_; }
+
+    /// Applies the repetition, then the frequency/presence penalties (as apply_penalties).
+    void apply(std::span<float> logits, const processor_context& c) {
+        if (nw_ == 0) return;
+        if (!in_sync(c)) reset(c);
+        const std::size_t v = logits.size();
+        auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
+        if (rep_ >= 0 && rep_ == freq_) {  // one set of counts: one pass, same results
+            const float theta = p_.repetition, af = p_.frequency, ap = p_.presence;
+            const token_counts& k = w_[std::size_t(rep_)].counts();
+            const auto ids = k.tokens();
+            const auto counts = k.counts();
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                if (!valid(ids[i])) continue;
+                float& x = logits[static_cast<std::size_t>(ids[i])];
+                x = x > 0.f ? x / theta : x * theta;
+                detail::frequency_penalize(x, counts[i], af, ap);
+            }
+            ops_ += ids.size();
+            return;
+        }
+        if (rep_ >= 0) {
+            const float theta = p_.repetition;
+            const auto ids = w_[std::size_t(rep_)].counts().tokens();
+            for (token_id t : ids) {
+                if (!valid(t)) continue;
+                float& x = logits[static_cast<std::size_t>(t)];
+                x = x > 0.f ? x / theta : x * theta;
+            }
+            ops_ += ids.size();
+        }
+        if (freq_ >= 0) {
+            const float af = p_.frequency, ap = p_.presence;
+            const token_counts& k = w_[std::size_t(freq_)].counts();
+            const auto ids = k.tokens();
+            const auto counts = k.counts();
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                if (!valid(ids[i])) continue;
+                detail::frequency_penalize(logits[static_cast<std::size_t>(ids[i])], counts[i], af,
+                                           ap);
+            }
+            ops_ += ids.size();
+        }
+    }
+
+    /// Declares the counted ids (every id of the windows of c.history if out of step).
+    void touched(const processor_context& c, token_sink& out) const {
+        for (int i = 0; i < nw_; ++i) {
+            const auto& w = w_[std::size_t(i)];
+            if (in_sync(c))
+                out(w.counts().tokens());
+            else
+                out(detail::penalty_window(c.history, c.prompt_length, w.scope(), p_.last_n));
+        }
+    }
+
+    /// History hooks (processors/processor.hpp).
+    void append(std::span<const token_id> added, const processor_context& c) {
+        if (nw_ == 0) return;
+        if (!built_ || len_ + added.size() != c.history.size() || !same_prompt(c)) {
+            reset(c);
+            return;
+        }
+        for (int i = 0; i < nw_; ++i) w_[std::size_t(i)].append(c.history, len_, prompt_);
+        len_ = c.history.size();
+    }
+    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
+        if (nw_ == 0) return;
+        if (!built_ || keep + removed.size() != len_ || keep > c.history.size()) {
+            built_ = false;  // the next append or apply rebuilds
+            return;
+        }
+        if (!same_prompt(c)) {  // output_only follows prompt_length: rebuild h[0, keep)
+            prompt_ = c.prompt_length;
+            for (int i = 0; i < nw_; ++i)
+                w_[std::size_t(i)].rebuild(c.history.first(keep), prompt_);
+        } else {
+            for (int i = 0; i < nw_; ++i)
+                if (!w_[std::size_t(i)].cut_back(c.history, keep, removed, prompt_)) built_ = false;
+        }
+        len_ = keep;
+    }
+    void reset(const processor_context& c) {
+        if (nw_ == 0) return;
+        for (int i = 0; i < nw_; ++i) w_[std::size_t(i)].rebuild(c.history, c.prompt_length);
+        len_ = c.history.size();
+        prompt_ = c.prompt_length;
+        built_ = true;
+    }
+
+    /// The counts of the repetition window and of the frequency/presence window (the same object
+    /// when the scopes are equal; nullptr when that penalty is off), as of the last hook.
+    const token_counts* repetition_counts() const noexcept {
+        return rep_ >= 0 ? &w_[std::size_t(rep_)].counts() : nullptr;
+    }
+    const token_counts* frequency_counts() const noexcept {
+        return freq_ >= 0 ? &w_[std::size_t(freq_)].counts() : nullptr;
+    }
+    /// Work done since construction: tokens handled by the hooks, entries visited by apply()
+    /// and hash slots probed (a cost counter for tests and monitoring; touched() not included).
+    std::uint64_t operations() const noexcept {
+        std::uint64_t n = ops_;
+        for (int i = 0; i < nw_; ++i) n += w_[std::size_t(i)].operations();
+        return n;
+    }
+
+private:
+    int add_window(penalty_scope s) {
+        for (int i = 0; i < nw_; ++i)
+            if (w_[std::size_t(i)].scope() == s) return i;  // one set of counts per scope
+        w_[std::size_t(nw_)] = detail::penalty_window_counts(s, p_.last_n);
+        if (s == penalty_scope::output_only) uses_prompt_ = true;
+        return nw_++;
+    }
+    bool same_prompt(const processor_context& c) const noexcept {
+        return !uses_prompt_ || prompt_ == c.prompt_length;
+    }
+    bool in_sync(const processor_context& c) const noexcept {
+        return built_ && len_ == c.history.size() && same_prompt(c);
+    }
+
+    penalty_params p_;
+    std::array<detail::penalty_window_counts, 2> w_{};
+    int nw_ = 0, rep_ = -1, freq_ = -1;
+    bool uses_prompt_ = false;
+    bool built_ = false;
+    std::size_t len_ = 0;     // history length the counts belong to
+    std::size_t prompt_ = 0;  // prompt length they were built with
+    std::uint64_t ops_ = 0;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/penalties.hpp
+// ---- begin decodekit/sampling/any_step.hpp
+/// \file sampling/any_step.hpp
+/// The truncation-step concept (a type with `void apply(working_set&, const step_context&)`, see
+/// sampling/step.hpp) and any_step, the copyable type-erased holder user steps travel in
+/// (sampling_params::steps). Only declarations of the working set and the context are needed
+/// here, so that sampling_params can hold user steps.
+
+
+#include <concepts>
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+class working_set;
+struct step_context;
+
+/// A type that narrows a working set (see the file comment).
+template <class S>
+concept sampling_step_type = std::copy_constructible<S> &&
+    requires(S& s, working_set& w, const step_context& c) {
+    s.apply(w, c);
+};
+
+/// A copyable holder of any sampling_step_type (copies clone the step and its state).
+class any_step {
+public:
+    any_step() = default;
+    template <class S>
+    requires(!std::same_as<std::decay_t<S>, any_step> && sampling_step_type<std::decay_t<S>>)
+        any_step(S&& s)  // NOLINT: implicit, like std::function
+        : m_(std::make_unique<model<std::decay_t<S>>>(std::forward<S>(s))) {}
+    any_step(const any_step& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
+    any_step(any_step&&) noexcept = default;
+    any_step& operator=(const any_step& o) {
+        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
+        return *this;
+    }
+    any_step& operator=(any_step&&) noexcept = default;
+
+    /// True when it holds a step.
+    explicit operator bool() const noexcept { return m_ != nullptr; }
+    /// Runs the step. \pre holds a step
+    void apply(working_set& w, const step_context& c) { m_->apply(w, c); }
+    /// The held step when it is an S, else nullptr.
+    template <class S>
+    S* get() noexcept {
+        if (!m_ || m_->tag() != tag_of<S>()) return nullptr;
+        return &static_cast<model<S>*>(m_.get())->s;
+    }
+
+private:
+    // a per-type address instead of RTTI (works with -fno-rtti)
+    template <class S>
+    static const void* tag_of() noexcept {
+        static const char tag = 0;
+        return &tag;
+    }
+    struct base {
+        virtual ~base() = default;
+        virtual const void* tag() const noexcept = 0;
+        virtual std::unique_ptr<base> clone() const = 0;
+        virtual void apply(working_set&, const step_context&) = 0;
+    };
+    template <class S>
+    struct model final : base {
+        S s;
+        explicit model(S x) : s(std::move(x)) {}
+        const void* tag() const noexcept override { return tag_of<S>(); }
+        std::unique_ptr<base> clone() const override { return std::make_unique<model>(s); }
+        void apply(working_set& w, const step_context& c) override { s.apply(w, c); }
+    };
+    std::unique_ptr<base> m_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/any_step.hpp
+// ---- begin decodekit/sampling/constraint.hpp
+/// \file sampling/constraint.hpp
+/// Constraints for structured output in their callback form: a type that says whether token t
+/// may come next,
+///   bool allowed(token_id t, const processor_context& c) const
+/// (c.history is the sequence so far). Optional history hooks (append / cut_back / reset, as
+/// processors have: processors/processor.hpp) let it keep per-sequence state (a parser's or a
+/// regular expression's state) that follows the history through the sampler's one mechanism
+/// (processors/history.hpp), so a speculative rejection rolls it back like every other state.
+/// It must not throw. A sampler owns a copy (sampling_params::constraint).
+///
+/// The packed-bitmask form (the layout grammar engines emit) is given per call instead:
+/// sample_context::mask (kernels/mask.hpp).
+///
+/// How the sampler queries a callback constraint (constraint_check::exact, the default): only
+/// where the law of the pipeline applied to the masked row depends on it (sampler.hpp lists the
+/// cases: greedy, top-k or min-p first, temperature-only draws, else every valid token).
+/// constraint_check::sample_then_check is llama.cpp's shortcut: the unconstrained pipeline draws,
+/// the drawn token is checked, and only when it is not allowed is the pipeline run again on the
+/// masked row. Not exact: a token is drawn with probability q(t) + P(reject) q'(t), q the
+/// unconstrained pipeline's law restricted to allowed tokens and q' the masked pipeline's law,
+/// instead of q'(t).
+
+
+#include <concepts>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <type_traits>
+#include <utility>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// How a sampler uses a callback constraint (see the file comment).
+enum class constraint_check : std::uint8_t {
+    exact,              ///< the pipeline's law on the masked row, querying only what it needs
+    sample_then_check,  ///< llama.cpp's shortcut (opt-in; not exact, see the file comment)
+};
+
+/// A type that says whether a token may come next (see the file comment).
+template <class C>
+concept token_constraint = std::copy_constructible<C> &&
+    requires(const C& c, token_id t, const processor_context& ctx) {
+    { c.allowed(t, ctx) } -> std::convertible_to<bool>;
+};
+
+/// A copyable holder of any token_constraint (copies clone it and its state).
+class any_constraint {
+public:
+    any_constraint() = default;
+    template <class C>
+    requires(!std::same_as<std::decay_t<C>, any_constraint> && token_constraint<std::decay_t<C>>)
+        any_constraint(C&& c)  // NOLINT: implicit, like std::function
+        : m_(std::make_unique<model<std::decay_t<C>>>(std::forward<C>(c))) {}
+    any_constraint(const any_constraint& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
+    any_constraint(any_constraint&&) noexcept = default;
+    any_constraint& operator=(const any_constraint& o) {
+        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
+        return *this;
+    }
+    any_constraint& operator=(any_constraint&&) noexcept = default;
+
+    /// True when it holds a constraint.
+    explicit operator bool() const noexcept { return m_ != nullptr; }
+    /// True when token t may come next. \pre holds a constraint
+    bool allowed(token_id t, const processor_context& c) const { return m_->allowed(t, c); }
+    /// True when its state follows the history.
+    bool follows_history() const noexcept { return m_ && m_->follows_history(); }
+    void append(std::span<const token_id> added, const processor_context& c) {
+        m_->append(added, c);
+    }
+    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
+        m_->cut_back(keep, removed, c);
+    }
+    void reset(const processor_context& c) { m_->reset(c); }
+    /// The held constraint when it is a C, else nullptr.
+    template <class C>
+    C* get() noexcept {
+        if (!m_ || m_->tag() != tag_of<C>()) return nullptr;
+        return &static_cast<model<C>*>(m_.get())->c;
+    }
+
+private:
+    template <class C>
+    static const void* tag_of() noexcept {
+        static const char tag = 0;
+        return &tag;
+    }
+    struct base {
+        virtual ~base() = default;
+        virtual const void* tag() const noexcept = 0;
+        virtual std::unique_ptr<base> clone() const = 0;
+        virtual bool allowed(token_id, const processor_context&) const = 0;
+        virtual bool follows_history() const noexcept = 0;
+        virtual void append(std::span<const token_id>, const processor_context&) = 0;
+        virtual void cut_back(std::size_t, std::span<const token_id>, const processor_context&) = 0;
+        virtual void reset(const processor_context&) = 0;
+    };
+    template <class C>
+    struct model final : base {
+        C c;
+        explicit model(C x) : c(std::move(x)) {}
+        const void* tag() const noexcept override { return tag_of<C>(); }
+        std::unique_ptr<base> clone() const override { return std::make_unique<model>(c); }
+        bool allowed(token_id t, const processor_context& x) const override {
+            return bool(c.allowed(t, x));
+        }
+        bool follows_history() const noexcept override { return history_follower<C>; }
+        void append(std::span<const token_id> t, const processor_context& x) override {
+            if constexpr (history_follower<C>) c.append(t, x);
+        }
+        void cut_back(std::size_t n, std::span<const token_id> t,
+                      const processor_context& x) override {
+            if constexpr (history_follower<C>) c.cut_back(n, t, x);
+        }
+        void reset(const processor_context& x) override {
+            if constexpr (history_follower<C>) c.reset(x);
+        }
+    };
+    std::unique_ptr<base> m_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/constraint.hpp
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// One step of the truncation pipeline.
+enum class sampling_step : std::uint8_t {
+    temperature,  ///< divide logits by `temperature` (lazily: no pass over the row)
+    top_k,        ///< keep the `top_k` largest (`top_k_ties`)
+    top_p,        ///< nucleus: smallest prefix whose mass reaches `top_p`
+    min_p,        ///< keep p_i >= min_p * p_max (`min_p_space`)
+    typical,      ///< locally typical set of mass `typical_p`
+    epsilon,      ///< remove p_i < epsilon
+    eta,          ///< remove p_i < min(eta, sqrt(eta) * exp(-H))
+    top_n_sigma,  ///< keep x_i >= max - top_n_sigma * std(x) (finite logits)
+    xtc,          ///< exclude top choices (random, `xtc_probability`)
+    mirostat,     ///< mirostat v2 (stateful: mu)
+};
+
+/// The processing order presets (see the file comment).
+enum class sampling_order : std::uint8_t { hf, llama_cpp, vllm, custom };
+
+/// Where min-p's threshold is computed.
+enum class min_p_space : std::uint8_t {
+    /// p_i >= min_p * p_max on the distribution current at that point of the order (after
+    /// temperature when temperature comes before min_p: Hugging Face, vLLM).
+    probabilities,
+    /// x_i >= max + ln(min_p) on the logits before temperature, wherever temperature is in the
+    /// order (llama.cpp). Same set as `probabilities` when temperature comes after min_p.
+    logits,
+};
+
+/// What a sample() call reports besides the token (all opt-in: each costs work).
+struct logprobs_request {
+    /// Fill sample_result::raw_logprob (log-softmax of the caller's logits, before processors
+    /// and temperature). Needs the full normaliser: one exp pass over the row unless the draw
+    /// already computed it. Off: raw_logprob is NaN.
+    bool raw = false;
+    /// Fill sample_result::rank: 1 + the number of tokens whose (raw, or processed when
+    /// `processed` is set) logit is larger than the chosen token's; one read pass.
+    bool rank = false;
+    /// Number of top alternatives reported in sample_result::top (0: none).
+    std::size_t top_n = 0;
+    /// Token ids whose logprobs are reported in sample_result::requested.
+    std::vector<token_id> ids = {};
+    /// false: rank, top and requested use the raw log-softmax of the caller's logits (vLLM's
+    /// default); true: the final processed distribution (-inf outside it, no extra pass).
+    bool processed = false;
+    /// Fill sample_result::logprob (the chosen token's log-probability under the final
+    /// distribution). Off: logprob is NaN, and when nothing else is requested a draw over the
+    /// whole row (no truncation step cut it: temperature only, or XTC as the only step)
+    /// uses kernels::draw_temperature, which needs no exponential per entry (block-max envelope
+    /// rejection). That draw reads the key's sample stream differently, so for one key it may
+    /// give another token than with `chosen` on (same law; distribution() unchanged).
+    bool chosen = true;
+
+    /// True when any extra (raw, rank, top_n, ids) is requested; `chosen` is not an extra.
+    bool any() const noexcept { return raw || rank || top_n > 0 || !ids.empty(); }
+};
+
+/// A user step at a position of the order (sampling/step.hpp says what a step is).
+struct step_insertion {
+    /// Index in the order list (the preset's steps, or custom_order) of the step it runs
+    /// before: 0 runs it first; the list's size (or more) runs it after the last.
+    std::size_t position = 0;
+    any_step step;
+};
+
+/// The built-in processors in the order they run (the positions of processor_insertion).
+enum class processor_slot : std::uint8_t {
+    allowed_tokens,
+    banned_tokens,
+    logit_bias,
+    min_length,
+    penalties,
+    dry,
+    no_repeat_ngram,
+    banned_sequences,
+    end,  ///< after every built-in processor
+};
+
+/// A user processor at a position of the processor order (processors/processor.hpp says what a
+/// processor is).
+struct processor_insertion {
+    /// The built-in processor it runs before (end: after all of them).
+    processor_slot before = processor_slot::end;
+    any_processor processor;
+};
+
+/// The configuration of a decodekit::sampler.
+struct sampling_params {
+    // ---- the draw ----
+    /// Temperature; 0 = greedy (argmax of the processed row, ties to the lowest id; no softmax,
+    /// no randomness; the truncation steps are skipped: the argmax survives each of them, XTC
+    /// is not applied).
+    float temperature = 1.f;
+
+    // ---- truncation ----
+    int top_k = 0;  ///< <= 0 disabled
+    tie_policy top_k_ties =
+        tie_policy::exactly_k;  ///< exactly k (llama.cpp) or keep ties (HF, vLLM)
+    float top_p = 1.f;          ///< in [0, 1]; 1 disabled; 0 keeps the top token
+    float min_p = 0.f;          ///< in [0, 1]; 0 disabled
+    min_p_space min_p_mode = min_p_space::probabilities;
+    float typical_p = 1.f;        ///< in [0, 1]; 1 disabled
+    float epsilon = 0.f;          ///< in [0, 1); 0 disabled
+    float eta = 0.f;              ///< in [0, 1); 0 disabled
+    float top_n_sigma = 0.f;      ///< >= 0; 0 disabled
+    float xtc_probability = 0.f;  ///< in [0, 1]; 0 disabled
+    float xtc_threshold = 0.1f;   ///< in [0, 1]; > 0.5 disables XTC
+    bool mirostat = false;        ///< mirostat v2 on
+    float mirostat_tau = 5.f;     ///< target surprise (bits), > 0 (checked when mirostat is on)
+    float mirostat_eta = 0.1f;    ///< learning rate, > 0 (checked when mirostat is on)
+    /// Every truncation step (except top_k, and mirostat which keeps >= 1) keeps at least this
+    /// many.
+    std::size_t min_keep = 1;
+
+    // ---- randomness ----
+    std::uint64_t seed = 0;
+
+    // ---- processors (applied first, in this order: allowed set, banned tokens, logit bias,
+    //      min length, penalties, DRY, no-repeat-ngram, banned sequences). Processors take the
+    //      history from the caller (sample_context::history = prompt + generated so far). ----
+    std::vector<token_id> allowed_tokens = {};  ///< non-empty: every other token is banned
+    std::vector<token_id> banned_tokens = {};
+    std::vector<logit_bias> logit_biases = {};
+    std::size_t min_new_tokens = 0;  ///< suppress eos_ids until this many generated
+    std::vector<token_id> eos_ids = {};
+    penalty_params penalties = {};
+    dry_params dry = {};
+    std::size_t no_repeat_ngram_size = 0;  ///< 0 disabled; <= 1024 (each token costs O(n))
+    std::vector<std::vector<token_id>> banned_sequences = {};
+
+    /// User processors, each inserted before a built-in processor (same position: in list
+    /// order). Each sampler owns a copy (its per-sequence state).
+    std::vector<processor_insertion> processors = {};
+    /// A constraint in callback form (structured output; sampling/constraint.hpp): only allowed
+    /// tokens are drawn, and the law is the pipeline's on the masked row. Each sampler owns a copy
+    /// (its per-sequence state). Empty: none. (A packed bitmask is given per call instead:
+    /// sample_context::mask.)
+    any_constraint constraint = {};
+    /// How the constraint is queried: exact (default) or llama.cpp's sample-then-check (opt-in).
+    constraint_check constraint_mode = constraint_check::exact;
+
+    // ---- order and outputs ----
+    sampling_order order = sampling_order::llama_cpp;
+    std::vector<sampling_step> custom_order = {};  ///< used when order == custom
+    /// User steps, each inserted at a position of the order (same position: in list order).
+    /// Each sampler owns a copy (its per-sequence state).
+    std::vector<step_insertion> steps = {};
+    logprobs_request logprobs = {};
+
+    /// The first problem (message naming the field and its allowed range), or nullopt.
+    std::optional<std::string> check() const;
+    /// check(), reported through decodekit::raise().
+    void validate() const { raise_if(check()); }
+
+    /// True when temperature == 0 (argmax).
+    bool greedy() const noexcept { return temperature == 0.f; }
+    /// True when any processor would change the logits (the sampler then copies the row).
+    bool has_processors() const noexcept;
+};
+
+/// The steps of a preset, in order (custom: empty; see sampling_params::custom_order).
+inline std::span<const sampling_step> preset_steps(sampling_order order) noexcept {
+    using s = sampling_step;
+    static constexpr sampling_step hf[] = {s::temperature, s::top_k,   s::top_p, s::min_p,
+                                           s::typical,     s::epsilon, s::eta,   s::top_n_sigma,
+                                           s::xtc,         s::mirostat};
+    static constexpr sampling_step llama[] = {s::top_n_sigma, s::top_k,   s::typical, s::epsilon,
+                                              s::eta,         s::top_p,   s::min_p,   s::xtc,
+                                              s::temperature, s::mirostat};
+    static constexpr sampling_step vllm[] = {s::temperature, s::min_p,   s::top_k, s::top_p,
+                                             s::typical,     s::epsilon, s::eta,   s::top_n_sigma,
+                                             s::xtc,         s::mirostat};
+    switch (order) {
+        case sampling_order::hf:
+            return hf;
+        case sampling_order::llama_cpp:
+            return llama;
+        case sampling_order::vllm:
+            return vllm;
+        default:
+            return {};
+    }
+}
+
+inline bool sampling_params::has_processors() const noexcept {
+    return !allowed_tokens.empty() || !banned_tokens.empty() || !logit_biases.empty() ||
+           (min_new_tokens > 0 && !eos_ids.empty()) || penalties.repetition != 1.f ||
+           penalties.frequency != 0.f || penalties.presence != 0.f || dry.multiplier != 0.f ||
+           no_repeat_ngram_size > 0 || !banned_sequences.empty() || !processors.empty();
+}
+
+namespace detail {
+inline bool in_closed(float v, float lo, float hi) noexcept { return v >= lo && v <= hi; }
+}  // namespace detail
+
+inline std::optional<std::string> sampling_params::check() const {
+    using detail::range_message;
+    if (!(temperature >= 0.f) || std::isinf(temperature))
+        return range_message("sampling_params.temperature", "finite and >= 0 (0 = greedy)",
+                             temperature);
+    if (!detail::in_closed(top_p, 0.f, 1.f))
+        return range_message("sampling_params.top_p", "in [0, 1]", top_p);
+    if (!detail::in_closed(min_p, 0.f, 1.f))
+        return range_message("sampling_params.min_p", "in [0, 1]", min_p);
+    if (!detail::in_closed(typical_p, 0.f, 1.f))
+        return range_message("sampling_params.typical_p", "in [0, 1]", typical_p);
+    if (!(epsilon >= 0.f && epsilon < 1.f))
+        return range_message("sampling_params.epsilon", "in [0, 1)", epsilon);
+    if (!(eta >= 0.f && eta < 1.f)) return range_message("sampling_params.eta", "in [0, 1)", eta);
+    if (!(top_n_sigma >= 0.f) || std::isinf(top_n_sigma))
+        return range_message("sampling_params.top_n_sigma", "finite and >= 0 (0 = disabled)",
+                             top_n_sigma);
+    if (!detail::in_closed(xtc_probability, 0.f, 1.f))
+        return range_message("sampling_params.xtc_probability", "in [0, 1]", xtc_probability);
+    if (!detail::in_closed(xtc_threshold, 0.f, 1.f))
+        return range_message("sampling_params.xtc_threshold", "in [0, 1]", xtc_threshold);
+    if (mirostat && (!(mirostat_tau > 0.f) || std::isinf(mirostat_tau)))
+        return range_message("sampling_params.mirostat_tau", "finite and > 0", mirostat_tau);
+    if (mirostat && (!(mirostat_eta > 0.f) || std::isinf(mirostat_eta)))
+        return range_message("sampling_params.mirostat_eta", "finite and > 0", mirostat_eta);
+    if (min_keep < 1) return range_message("sampling_params.min_keep", ">= 1", double(min_keep));
+    if (order == sampling_order::custom) {
+        unsigned seen = 0;
+        for (sampling_step st : custom_order) {
+            if (unsigned(st) > unsigned(sampling_step::mirostat))
+                return range_message("sampling_params.custom_order",
+                                     "a list of sampling_step values", double(unsigned(st)));
+            const unsigned bit = 1u << unsigned(st);  // after the range check: st < 32
+            if (seen & bit)
+                return range_message("sampling_params.custom_order",
+                                     "a list with each sampling_step at most once (repeated step)",
+                                     double(unsigned(st)));
+            seen |= bit;
+        }
+    } else if (!custom_order.empty()) {
+        return std::string(
+            "sampling_params.custom_order must be empty unless order == "
+            "sampling_order::custom");
+    } else if (unsigned(order) > unsigned(sampling_order::custom)) {
+        return range_message("sampling_params.order", "hf, llama_cpp, vllm or custom",
+                             double(unsigned(order)));
+    }
+    if (no_repeat_ngram_size > 1024)
+        return range_message("sampling_params.no_repeat_ngram_size", "<= 1024 (0 disabled)",
+                             double(no_repeat_ngram_size));
+    if (auto e = penalties.check()) return "sampling_params.penalties: " + *e;
+    if (auto e = dry.check()) return "sampling_params.dry: " + *e;
+    for (const logit_bias& b : logit_biases)
+        if (std::isnan(b.bias))
+            return range_message("sampling_params.logit_biases[].bias", "not NaN", b.bias);
+    for (const step_insertion& st : steps)
+        if (!st.step) return std::string("sampling_params.steps[].step must hold a step");
+    if (unsigned(constraint_mode) > unsigned(constraint_check::sample_then_check))
+        return range_message("sampling_params.constraint_mode", "exact or sample_then_check",
+                             double(unsigned(constraint_mode)));
+    for (const processor_insertion& pi : processors) {
+        if (!pi.processor)
+            return std::string("sampling_params.processors[].processor must hold a processor");
+        if (unsigned(pi.before) > unsigned(processor_slot::end))
+            return range_message("sampling_params.processors[].before", "a processor_slot (0..8)",
+                                 double(unsigned(pi.before)));
+    }
+    return std::nullopt;
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/params.hpp
+// ---- begin decodekit/sampling/processing.hpp
+/// \file sampling/processing.hpp
+/// processor_pipeline, the processor stage of a sampler (and of the strategies that score rows
+/// themselves): the built-in processors configured in sampling_params, in
+/// the documented order (allowed set, banned tokens, logit bias, min length, penalties, DRY,
+/// no-repeat-ngram, banned sequences), with the user processors inserted at their slots
+/// (sampling_params::processors), applied to the row before the truncation steps. Built-in
+/// and user processors are the same kind of object (processors/processor.hpp).
+///
+/// Per-sequence state: once per call the stage compares the call's history with the one it saw
+/// last (history_tracker, processors/history.hpp) and reports the change to every processor and
+/// to the constraint whose state follows the history (append, cut back, or rebuild). So a
+/// stateful processor costs what changed (penalty counts, the n-gram index), never a rescan.
+///
+/// Dense path: the row is copied into the workspace and every processor runs on the copy.
+/// Sparse path (every processor declares the ids it may touch, and the first step can merge
+/// patches: greedy, top-k, min-p): only the declared entries are copied; the entries the
+/// processors changed become patches over the caller's row (no row copy; see working_set.hpp).
+
+// ---- begin decodekit/processors/history.hpp
+/// \file processors/history.hpp
+/// How per-sequence state follows its sequence's history: one mechanism for every stateful part
+/// (penalty counts, the n-gram index, user processors, constraints, MTP module caches).
+///
+/// A stateful component sees the history of its sequence through the calls it gets (prompt +
+/// generated so far). Between two calls the history normally grows by a few tokens (append); a
+/// speculative rejection cuts it back; a beam fork or a new request replaces it. history_tracker
+/// compares each call's history with what it saw last and reports the change as
+///   keep   : tokens [0, keep) are unchanged,
+///   removed: the tokens that were at [keep, old length) (oldest first),
+///   added  : history[keep, new length),
+/// or as a rebuild when it cannot follow (the first call, a change deeper than its journal, or
+/// after reset()). The component then applies cut_back(removed) and append(added) to its state,
+/// or rebuilds it from the whole history. Cost per call: O(added + removed) plus a comparison of
+/// the journal window (at most journal_size() tokens), never a rescan of the history; a rebuild
+/// is O(history).
+///
+/// The comparison is a safety net, not a proof: a caller that rewrites tokens older than the
+/// journal while keeping the journal's tokens is not detected. Callers that rewrite histories
+/// (a slot reused for another request) call reset() or use a fresh component.
+///
+/// A fork (a beam taking its parent's sequence) copies the parent's component: the copy's
+/// tracker then follows the child's history from the parent's.
 
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
-#include <memory>
-#include <optional>
 #include <span>
-#include <string>
-#include <string_view>
 #include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
-/// The engine's detokenizer: token id -> its bytes (valid until the next call).
-using detokenize_fn = std::function<std::string_view(token_id)>;
-
-/// Most stop strings a request may have.
-inline constexpr std::size_t max_stop_strings = 64;
-/// Longest stop string, in bytes.
-inline constexpr std::size_t max_stop_string_bytes = 256;
-
-namespace detail {
-/// First problem with stop strings (too many, empty, too long, no detokenizer), fields named
-/// "<owner>.stop_strings" / "<owner>.detokenize"; nullopt when valid.
-inline std::optional<std::string> check_stop_strings(std::string_view owner,
-                                                     std::span<const std::string> strings,
-                                                     bool has_detokenizer) {
-    const std::string o(owner);
-    if (strings.size() > max_stop_strings)
-        return range_message(o + ".stop_strings", "at most 64 strings", double(strings.size()));
-    for (const auto& s : strings)
-        if (s.empty() || s.size() > max_stop_string_bytes)
-            return range_message(o + ".stop_strings", "strings of 1 to 256 bytes",
-                                 double(s.size()));
-    if (!strings.empty() && !has_detokenizer)
-        return o + ".detokenize must be set when stop_strings is not empty";
-    return std::nullopt;
-}
-
-/// Length of an incomplete UTF-8 sequence at the end of `s` (0 to 3 bytes): a lead byte
-/// followed by fewer continuation bytes than it announces. Invalid bytes count as complete.
-inline std::size_t incomplete_utf8_tail(std::string_view s) noexcept {
-    const std::size_t n = s.size();
-    for (std::size_t back = 1; back <= 4 && back <= n; ++back) {
-        const auto c = static_cast<unsigned char>(s[n - back]);
-        if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
-        const std::size_t need = (c & 0xE0) == 0xC0   ? 2
-                                 : (c & 0xF0) == 0xE0 ? 3
-                                 : (c & 0xF8) == 0xF0 ? 4
-                                                      : 1;  // ASCII or an invalid lead
-        return back < need ? back : 0;
-    }
-    return 0;  // only continuation bytes (invalid): release them
-}
-}  // namespace detail
-
-/// A compiled, immutable set of stop strings (the KMP failure tables), shared by matchers.
-class stop_string_set {
-public:
-    explicit stop_string_set(std::span<const std::string> strings)
-        : strings_(strings.begin(), strings.end()) {
-        fail_.resize(strings_.size());
-        for (std::size_t i = 0; i < strings_.size(); ++i) {
-            const std::string& s = strings_[i];
-            std::vector<std::uint16_t>& f = fail_[i];
-            f.assign(s.size() + 1, 0);  // f[q]: longest proper border of s[0, q)
-            std::size_t k = 0;
-            for (std::size_t q = 1; q < s.size(); ++q) {
-                while (k > 0 && s[q] != s[k]) k = f[k];
-                if (s[q] == s[k]) ++k;
-                f[q + 1] = std::uint16_t(k);
-            }
-        }
-    }
-    std::size_t size() const noexcept { return strings_.size(); }
-    const std::string& operator[](std::size_t i) const noexcept { return strings_[i]; }
-    /// The automaton of string i: from state q (matched prefix length), read byte c.
-    std::size_t next(std::size_t i, std::size_t q, char c) const noexcept {
-        const std::string& s = strings_[i];
-        if (q == s.size()) q = fail_[i][q];  // a full match continues from its border
-        while (q > 0 && s[q] != c) q = fail_[i][q];
-        return s[q] == c ? q + 1 : 0;
-    }
-    /// The longest proper prefix of string i that state q leaves as a suffix of the text (q
-    /// itself, or the border of a full match).
-    std::size_t held_prefix(std::size_t i, std::size_t q) const noexcept {
-        return q == strings_[i].size() ? fail_[i][q] : q;
-    }
-
-private:
-    std::vector<std::string> strings_;
-    std::vector<std::vector<std::uint16_t>> fail_;
+/// The difference between a history and the one a tracker saw last.
+struct history_change {
+    bool rebuild = true;                  ///< cannot follow: rebuild from the whole history
+    std::size_t keep = 0;                 ///< tokens [0, keep) unchanged (0 when rebuild)
+    std::span<const token_id> removed{};  ///< tokens that were at [keep, old length), in order
+    std::span<const token_id> added{};    ///< history[keep, new length) (the whole history when
+                                          ///< rebuild)
 };
 
-/// Stop-string matching and safe text release for one sequence. Copyable (beam search forks it
-/// with its beam): the compiled set is shared, the state is O(stop strings + held bytes).
-class stop_string_matcher {
+/// Follows one sequence's history across calls with a journal of its last journal_size() tokens.
+/// Copyable (a fork copies it). Memory: 4 bytes per journal entry.
+class history_tracker {
 public:
-    /// No stop strings: text passes through, only incomplete UTF-8 is held.
-    stop_string_matcher() = default;
-    explicit stop_string_matcher(std::span<const std::string> stop_strings)
-        : set_(stop_strings.empty() ? nullptr
-                                    : std::make_shared<const stop_string_set>(stop_strings)),
-          state_(stop_strings.size(), 0) {}
+    /// The shortest journal.
+    static constexpr std::size_t min_journal = 8;
+    /// Default journal length: the deepest cut-back followed without a rebuild (a speculative
+    /// round verifies at most 256 drafts).
+    static constexpr std::size_t default_journal = 512;
 
-    /// What push() released.
-    struct released {
-        std::string_view text;  ///< bytes now safe to stream (valid until the next call)
-        bool matched = false;   ///< a stop string completed: text ends right before it
-    };
+    /// A tracker with a journal of `journal` tokens (allocated on the first sync()).
+    explicit history_tracker(std::size_t journal = default_journal)
+        : journal_(std::max<std::size_t>(journal, min_journal)) {}
 
-    /// Appends one token's bytes. `stops_active` false (before min_new_tokens): a completed stop
-    /// string is ignored and its bytes are released as ordinary text. After a match, further
-    /// pushes release nothing.
-    released push(std::string_view bytes, bool stops_active = true) {
-        buf_.erase(0, released_);
-        released_ = 0;
-        if (matched_) return {{}, true};
-        const std::size_t old = buf_.size();
-        buf_.append(bytes.data(), bytes.size());
-        std::size_t hold = 0;  // longest suffix that is a proper prefix of a stop string
-        if (set_) {
-            for (std::size_t pos = old; pos < buf_.size(); ++pos) {
-                std::size_t best_len = 0;  // a stop string ending at pos (the longest)
-                for (std::size_t i = 0; i < set_->size(); ++i) {
-                    state_[i] = std::uint16_t(set_->next(i, state_[i], buf_[pos]));
-                    if (state_[i] == (*set_)[i].size())
-                        best_len = std::max<std::size_t>(best_len, state_[i]);
-                }
-                if (best_len > 0 && stops_active) {
-                    matched_ = true;
-                    released_ = buf_.size();  // everything is consumed by the next call
-                    return {std::string_view(buf_).substr(0, pos + 1 - best_len), true};
-                }
+    /// Compares `history` with the last one seen, records it as seen, and returns the change.
+    /// The spans of the result view `history` and the tracker's own scratch: valid until the next
+    /// call. Allocates only while the removed-token scratch grows (bounded by the journal).
+    history_change sync(std::span<const token_id> history) {
+        if (ring_.empty()) ring_.resize(journal_);
+        const std::size_t n = history.size(), s = len_;
+        history_change ch;
+        if (seen_) {
+            const std::size_t lo = from_;  // first position still in the journal
+            const std::size_t c = std::min(n, s);
+            // where the histories part, within the journal window (O(journal), never
+            // O(history)); a change reaching the journal's first position, or a history that
+            // ends before the window, cannot be followed
+            const std::size_t d = c >= lo ? first_difference(history, lo, c) : c;
+            if (c >= lo && !(d == lo && lo > 0)) {
+                removed_.clear();
+                for (std::size_t p = d; p < s; ++p) removed_.push_back(at(p));
+                ch.rebuild = false;
+                ch.keep = d;
+                ch.removed = removed_;
+                ch.added = history.subspan(d);
             }
-            for (std::size_t i = 0; i < set_->size(); ++i)
-                hold = std::max(hold, set_->held_prefix(i, state_[i]));
         }
-        std::size_t end = buf_.size() - std::min(hold, buf_.size());
-        end -= detail::incomplete_utf8_tail(std::string_view(buf_).substr(0, end));
-        released_ = end;
-        return {std::string_view(buf_).substr(0, end), false};
+        const std::size_t first_kept = n > ring_.size() ? n - ring_.size() : 0;
+        if (ch.rebuild) {
+            ch.keep = 0;
+            ch.added = history;
+            from_ = first_kept;
+        } else {
+            // positions below the old window stay lost after a cut-back: the window only shrinks
+            from_ = std::min(std::max(from_, first_kept), n);
+        }
+        for (std::size_t p = std::max(ch.keep, first_kept); p < n; ++p) at(p) = history[p];
+        len_ = n;
+        seen_ = true;
+        return ch;
     }
 
-    /// Releases every held byte (the end of generation without a match). The view directly
-    /// follows the last push()'s text in the same buffer. Nothing after a match.
-    std::string_view flush() noexcept {
-        if (matched_) return {};
-        const std::size_t from = released_;
-        released_ = buf_.size();
-        for (auto& q : state_) q = 0;
-        return std::string_view(buf_).substr(from);
+    /// Forgets what was seen: the next sync() is a rebuild.
+    void reset() noexcept {
+        seen_ = false;
+        len_ = 0;
+        from_ = 0;
     }
-
-    /// True once a stop string matched.
-    bool matched() const noexcept { return matched_; }
-    /// Bytes currently held back (not yet released).
-    std::size_t held() const noexcept { return matched_ ? 0 : buf_.size() - released_; }
+    /// Length of the history seen last (0 before the first sync or after reset()).
+    std::size_t length() const noexcept { return len_; }
+    /// The most tokens a cut-back may remove without a rebuild (fewer after earlier cut-backs,
+    /// until appends refill the journal).
+    std::size_t journal_size() const noexcept { return journal_; }
 
 private:
-    std::shared_ptr<const stop_string_set> set_;
-    std::vector<std::uint16_t> state_;  // per stop string: matched prefix length
-    std::string buf_;                   // [released by the last call | held]
-    std::size_t released_ = 0;
-    bool matched_ = false;
+    token_id& at(std::size_t pos) noexcept { return ring_[pos % ring_.size()]; }
+    token_id at(std::size_t pos) const noexcept { return ring_[pos % ring_.size()]; }
+    /// First position in [lo, c) where the journal and `h` differ (c if none).
+    std::size_t first_difference(std::span<const token_id> h, std::size_t lo,
+                                 std::size_t c) const noexcept {
+        for (std::size_t p = lo; p < c; ++p)
+            if (at(p) != h[p]) return p;
+        return c;
+    }
+
+    std::size_t journal_;
+    std::vector<token_id> ring_;     // ring_[p % size]: token at position p, for the last size
+    std::vector<token_id> removed_;  // scratch of the last change's removed tokens
+    std::size_t len_ = 0;
+    std::size_t from_ = 0;  // ring_ holds the tokens of positions [from_, len_)
+    bool seen_ = false;
 };
 
 DECODEKIT_END_NAMESPACE
-// ---- end decodekit/decoding/stop_strings.hpp
+// ---- end decodekit/processors/history.hpp
+// ---- begin decodekit/sampling/result.hpp
+/// \file sampling/result.hpp
+/// What a sampling call takes besides the row (sample_context) and what it gives back
+/// (sample_result, distribution), plus the inverse-CDF draw over a distribution.
+
+// ---- begin decodekit/kernels/draw.hpp
+/// \file kernels/draw.hpp
+/// Categorical draws: inverse CDF over unnormalised weights, exponential race over logits.
+/// Semantics: kernels/reference.hpp.
+///
+/// draw_inverse_cdf: no random words (the caller passes u); one SIMD pass storing the sums of
+/// the positive weights of <= 1024 blocks (>= 256 entries each) in double lanes (every float
+/// widened to double, so each is the exact double sum up to reassociation), a walk over the
+/// block sums, and a sequential double scan inside the one block where the target u * S falls.
+/// Agreement with the reference: both sum the same floats in double, in a different order; the
+/// partial sums differ by at most a few ulp of S (~1e-15 S), so the chosen index is the reference's
+/// unless u * S lies within ~1e-12 S of a boundary of the cumulative sum (tested).
+/// draw_exponential_race: exactly 2 random words per entry (2 * x.size() per draw, NaN / -inf
+/// entries included, so the stream position after a draw never depends on the logits); equal to
+/// reference::draw_exponential_race(x, T, rng) by construction (same weights and exponentials in
+/// double). Parity / testing only: it needs V random numbers and V logarithms.
+
 // ---- begin decodekit/kernels/reduce.hpp
 /// \file kernels/reduce.hpp
 /// max, argmax, sum, logsumexp over a logits row (SIMD, one streaming pass each; logsumexp two).
@@ -1062,16 +3163,6 @@ DECODEKIT_END_NAMESPACE
 /// Special values, for every kernel: NaN entries are ignored (never selected, never drawn,
 /// probability 0); -inf entries have probability 0 and are never selected; +inf entries win:
 /// when any entry is +inf, the distribution is uniform over the +inf entries.
-///
-/// Truncation steps (top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, mirostat's cut,
-/// XTC's removal) take a row whose entries outside the working set are -inf, compute in double
-/// (weights W_i = weight(x_i, max, T), Z = their sum in id order, p_i = W_i / Z) and return
-/// their set in reference order: logit descending, ties by ascending id.
-/// A probability parameter given as a float (top_p, typical_p, min_p, epsilon, eta,
-/// xtc_threshold) stands for the decimal the user wrote: a mass or probability that reaches
-/// decimal_floor(p), the lowest real that rounds to p, has reached p (so 0.8f, held as
-/// 0.800000012, is reached by the masses 0.5 + 0.3 of a row whose double sum lands a rounding
-/// error below 0.8); "strictly exceeds p" means exceeds decimal_ceil(p).
 
 // ---- begin decodekit/random.hpp
 /// \file random.hpp
@@ -1201,16 +3292,6 @@ DECODEKIT_BEGIN_NAMESPACE
 namespace reference {
 
 inline constexpr float neg_inf = -std::numeric_limits<float>::infinity();
-
-/// The lowest real that rounds to the float p: the midpoint between p and the next float below
-/// (exact in double). NaN for NaN.
-inline double decimal_floor(float p) noexcept {
-    return (double(p) + double(std::nextafter(p, neg_inf))) / 2;
-}
-/// The highest real that rounds to the float p: the midpoint between p and the next float above.
-inline double decimal_ceil(float p) noexcept {
-    return (double(p) + double(std::nextafter(p, -neg_inf))) / 2;
-}
 
 /// Largest non-NaN entry; -inf if the span is empty or all NaN.
 inline float max(std::span<const float> x) noexcept {
@@ -1347,12 +3428,11 @@ inline std::size_t filter_at_least(std::span<const float> x, float threshold,
     return out.size();
 }
 
-/// Min-p in logit space: the logit threshold max + T ln(decimal_floor(p_base)) (p_i >= p_base *
-/// p_max at temperature T, p_base standing for its decimal), rounded to float. p_base <= 0 gives
-/// -inf (keeps everything).
+/// Min-p in logit space: the logit threshold max + T ln(p_base) (p_i >= p_base * p_max at
+/// temperature T). p_base <= 0 gives -inf (keeps everything).
 inline float min_p_threshold(float max_logit, float p_base, float temperature = 1.f) noexcept {
     if (p_base <= 0) return neg_inf;
-    return float(double(max_logit) + double(temperature) * std::log(decimal_floor(p_base)));
+    return float(double(max_logit) + double(temperature) * std::log(double(p_base)));
 }
 
 /// Min-p in one call: every valid entry with x_i >= min_p_threshold(max(x), p_base, T), in id
@@ -1362,34 +3442,21 @@ inline std::size_t filter_min_p(std::span<const float> x, float p_base, float te
     return filter_at_least(x, min_p_threshold(max(x), p_base, temperature), out);
 }
 
-/// Min-p with min_keep: filter_min_p, and when fewer than min_keep entries pass, the min_keep
-/// largest valid entries instead (top_k exactly_k: ties at the min_keep-th by lowest id). Output
-/// sorted like top_k. \pre out.capacity() >= x.size()
-inline std::size_t min_p(std::span<const float> x, float p_base, float temperature,
-                         std::size_t min_keep, candidates& out) noexcept {
-    if (filter_min_p(x, p_base, temperature, out) < min_keep)
-        return top_k(x, min_keep, tie_policy::exactly_k, out);
-    sort_candidates(out);
-    return out.size();
-}
-
 /// Top-p (nucleus) over the whole row at temperature T: sort valid entries by probability
-/// descending (ties by id); keep entry j iff the probability mass strictly before it is below
-/// decimal_floor(p) (the smallest prefix whose mass reaches p, the crossing entry included), and
-/// at least max(1, min_keep) entries. p >= 1 keeps every valid entry; p <= 0 (or NaN) keeps
-/// max(1, min_keep). Masses are p_i = W_i / Z added in double in that order. Output sorted like
-/// top_k.  \pre out.capacity() >= x.size(), temperature > 0
+/// descending (ties by id); keep entry j iff the probability mass strictly before it is < p
+/// (the smallest prefix whose mass reaches p, the crossing entry included), and at least
+/// max(1, min_keep) entries. p >= 1 keeps every valid entry. Output sorted like top_k.
+/// Accumulation in double.  \pre out.capacity() >= x.size(), temperature > 0
 inline std::size_t top_p(std::span<const float> x, float p, float temperature, std::size_t min_keep,
                          candidates& out) noexcept {
     valid_entries(x, out);
     sort_candidates(out);
-    if (out.empty() || p >= 1) return out.size();
+    if (out.empty()) return 0;
     const softmax_stats st = exp_sum(x, temperature);
     const std::size_t keep_at_least = std::max<std::size_t>(1, min_keep);
-    const double target = decimal_floor(p);
     double before_mass = 0;
     std::size_t n = 0;
-    while (n < out.size() && (n < keep_at_least || before_mass < target)) {
+    while (n < out.size() && (n < keep_at_least || before_mass < double(p))) {
         before_mass += weight(out.logits()[n], st.max, temperature) / st.sum;
         ++n;
     }
@@ -1410,162 +3477,6 @@ inline double entropy(std::span<const float> x, float temperature = 1.f) noexcep
         }
     }
     return h;
-}
-
-/// Entries with p_i >= threshold (p_i = W_i / Z in double), sorted like top_k; when fewer than
-/// min_keep pass, the entries tied with or above the min_keep-th largest logit instead (top_k
-/// keep_ties). The rule of epsilon and eta. \pre out.capacity() >= x.size(), temperature > 0
-inline std::size_t probable_or_top(std::span<const float> x, double threshold, float temperature,
-                                   std::size_t min_keep, candidates& out) noexcept {
-    const softmax_stats st = exp_sum(x, temperature);
-    out.clear();
-    for (std::size_t i = 0; i < x.size(); ++i)
-        if (!std::isnan(x[i]) && x[i] != neg_inf &&
-            weight(x[i], st.max, temperature) / st.sum >= threshold)
-            out.push_back(token_id(i), x[i]);
-    if (out.size() < min_keep) return top_k(x, min_keep, tie_policy::keep_ties, out);
-    sort_candidates(out);
-    return out.size();
-}
-
-/// Epsilon sampling: keep p_i >= decimal_floor(epsilon); when fewer than min_keep pass, every
-/// entry tied with or above the min_keep-th largest logit (Hugging Face). epsilon <= 0 keeps
-/// every valid entry. \pre out.capacity() >= x.size(), temperature > 0
-inline std::size_t epsilon(std::span<const float> x, float eps, float temperature,
-                           std::size_t min_keep, candidates& out) noexcept {
-    if (!(eps > 0)) return top_k(x, x.size(), tie_policy::keep_ties, out);
-    return probable_or_top(x, decimal_floor(eps), temperature, min_keep, out);
-}
-
-/// The eta threshold: min(e, sqrt(e) exp(-H)) with e = decimal_floor(eta) and H = entropy(x, T).
-inline double eta_threshold(std::span<const float> x, float eta_param, float temperature) noexcept {
-    const double e = decimal_floor(eta_param);
-    return std::min(e, std::sqrt(e) * std::exp(-entropy(x, temperature)));
-}
-
-/// Eta sampling: keep p_i >= eta_threshold(x, eta, T); the min_keep rule of epsilon. eta <= 0
-/// keeps every valid entry. \pre out.capacity() >= x.size(), temperature > 0
-inline std::size_t eta(std::span<const float> x, float eta_param, float temperature,
-                       std::size_t min_keep, candidates& out) noexcept {
-    if (!(eta_param > 0)) return top_k(x, x.size(), tie_policy::keep_ties, out);
-    return probable_or_top(x, eta_threshold(x, eta_param, temperature), temperature, min_keep, out);
-}
-
-/// Mirostat v2's truncation: keep p_i >= 2^-mu (exp2(-mu) in double); when none passes, the most
-/// probable entry (the lowest id among tied maxima). \pre out.capacity() >= x.size()
-inline std::size_t mirostat_cut(std::span<const float> x, float mu, float temperature,
-                                candidates& out) noexcept {
-    return probable_or_top(x, std::exp2(-double(mu)), temperature, 0, out) > 0
-               ? out.size()
-               : top_k(x, 1, tie_policy::exactly_k, out);
-}
-
-/// Locally typical sampling at temperature T. Score s_i = |-log p_i - H| (p_i = W_i / Z,
-/// H = entropy(x, T); +inf where p_i is 0 in double); order: score ascending, ties by logit
-/// descending then id ascending. reach_with_ties keeps the prefix through the first entry whose
-/// inclusive mass reaches decimal_floor(p) (at least one entry), then every entry whose score
-/// equals that entry's (Hugging Face); exceed keeps the prefix through the first entry whose
-/// inclusive mass exceeds decimal_ceil(p) (llama.cpp). Either way at least min(min_keep, #valid)
-/// entries (a prefix of the order, no tie rule); p >= 1 keeps every valid entry. Output sorted
-/// like top_k. \pre out.capacity() >= x.size(), temperature > 0
-inline std::size_t typical(std::span<const float> x, float p, float temperature,
-                           std::size_t min_keep, typical_stop stop, candidates& out) noexcept {
-    valid_entries(x, out);
-    const std::size_t n = out.size();
-    if (n == 0 || p >= 1) {
-        sort_candidates(out);
-        return n;
-    }
-    const softmax_stats st = exp_sum(x, temperature);
-    const double h = entropy(x, temperature);
-    struct scored {
-        double score, prob;
-        float logit;
-        token_id id;
-    };
-    std::vector<scored> e(n);
-    for (std::size_t j = 0; j < n; ++j) {
-        const float v = out.logits()[j];
-        const double q = weight(v, st.max, temperature) / st.sum;
-        e[j] = {q > 0 ? std::fabs(-std::log(q) - h) : std::numeric_limits<double>::infinity(), q, v,
-                out.ids()[j]};
-    }
-    std::sort(e.begin(), e.end(), [](const scored& a, const scored& b) {
-        if (a.score != b.score) return a.score < b.score;
-        return before(a.logit, a.id, b.logit, b.id);
-    });
-    double mass = 0;
-    std::size_t k = 0;
-    if (stop == typical_stop::reach_with_ties) {
-        const double target = decimal_floor(p);
-        do mass += e[k++].prob;
-        while (k < n && mass < target);
-        while (k < n && e[k].score == e[k - 1].score) ++k;
-    } else {
-        const double target = decimal_ceil(p);
-        do mass += e[k++].prob;
-        while (k < n && !(mass > target));
-    }
-    k = std::max(k, std::min(min_keep, n));
-    out.clear();
-    for (std::size_t j = 0; j < k; ++j) out.push_back(e[j].id, e[j].logit);
-    sort_candidates(out);
-    return k;
-}
-
-/// Top-n-sigma: keep x_i >= max - n sigma (compared in double), where max is the largest valid
-/// entry and sigma the population standard deviation of the finite entries: mean = (sum x) / F
-/// and var = (sum (x - mean)^2) / F over the F finite entries in id order, in double (sigma = 0
-/// when F = 0). Independent of the temperature. When fewer than min_keep pass, the min_keep
-/// largest (top_k exactly_k). n <= 0 or NaN keeps every valid entry. Output sorted like top_k.
-/// \pre out.capacity() >= x.size()
-inline std::size_t top_n_sigma(std::span<const float> x, float n, std::size_t min_keep,
-                               candidates& out) noexcept {
-    if (!(n > 0)) return top_k(x, x.size(), tie_policy::keep_ties, out);
-    double sum = 0;
-    std::size_t f = 0;
-    for (float v : x)
-        if (std::isfinite(v)) {
-            sum += v;
-            ++f;
-        }
-    double var = 0;
-    if (f > 0) {
-        const double mean = sum / double(f);
-        for (float v : x)
-            if (std::isfinite(v)) var += (double(v) - mean) * (double(v) - mean);
-        var /= double(f);
-    }
-    const double threshold = double(max(x)) - double(n) * std::sqrt(var);
-    out.clear();
-    for (std::size_t i = 0; i < x.size(); ++i)
-        if (!std::isnan(x[i]) && x[i] != neg_inf && double(x[i]) >= threshold)
-            out.push_back(token_id(i), x[i]);
-    if (out.size() < min_keep) return top_k(x, min_keep, tie_policy::exactly_k, out);
-    sort_candidates(out);
-    return out.size();
-}
-
-/// XTC's removal, given that its coin fired: the head is the valid entries with
-/// p_i >= decimal_floor(threshold) in reference order; when it holds at least two, every head
-/// entry but the last (the least probable, the highest id among its ties) is removed, unless
-/// fewer than min_keep valid entries would remain (then none). Returns the removed entries,
-/// sorted like top_k. \pre out.capacity() >= x.size(), temperature > 0
-inline std::size_t xtc_removed(std::span<const float> x, float threshold, float temperature,
-                               std::size_t min_keep, candidates& out) noexcept {
-    const softmax_stats st = exp_sum(x, temperature);
-    const double t = decimal_floor(threshold);
-    std::size_t valid = 0;
-    out.clear();
-    for (std::size_t i = 0; i < x.size(); ++i) {
-        if (std::isnan(x[i]) || x[i] == neg_inf) continue;
-        ++valid;
-        if (weight(x[i], st.max, temperature) / st.sum >= t) out.push_back(token_id(i), x[i]);
-    }
-    sort_candidates(out);
-    const std::size_t removed = out.size() >= 2 ? out.size() - 1 : 0;
-    out.resize(valid - removed >= min_keep ? removed : 0);
-    return out.size();
 }
 
 /// Inverse-CDF draw from unnormalised non-negative weights with one uniform u in [0, 1):
@@ -1910,71 +3821,6 @@ inline double reduce_add(const xsimd::batch<double, A>& v) noexcept {
 #endif
 }
 
-/// Widens the float lanes of `x` to double: the low half to `lo`, the high half to `hi`.
-template <class A>
-inline void widen(const batch<A>& x, xsimd::batch<double, A>& lo,
-                  xsimd::batch<double, A>& hi) noexcept {
-    using D = xsimd::batch<double, A>;
-    lo = D(0.0);
-    hi = D(0.0);
-    widen_add<A>(lo, hi, x);
-}
-
-/// The double-lane counterparts of fma, select and abs (same xsimd semantics).
-template <class A>
-inline dbatch<A> fma(const dbatch<A>& x, const dbatch<A>& y, const dbatch<A>& z) noexcept {
-    return xsimd::fma(x, y, z);
-}
-template <class A>
-inline dbatch<A> select(const xsimd::batch_bool<double, A>& c, const dbatch<A>& a,
-                        const dbatch<A>& b) noexcept {
-    return xsimd::select(c, a, b);
-}
-template <class A>
-inline dbatch<A> abs(const dbatch<A>& x) noexcept {
-    return xsimd::abs(x);
-}
-
-/// exp(d) in double for d <= 0 (the double-precision counterpart of exp_nonpositive, for the
-/// rare passes that need weights to ~1e-15): k = round(d / ln 2) by the shifter trick,
-/// r = d - k ln 2 by a two-constant Cody-Waite reduction (|r| <= 0.35), the Taylor polynomial
-/// of degree 13 (truncation below 6e-18), 2^k from the exponent bits. Returns 0 for d < -708
-/// (those weights are below 1e-307) and for NaN lanes. Relative error a few ulp (the tests
-/// bound it by 4e-16 against std::exp).
-template <class A>
-inline xsimd::batch<double, A> exp_nonpositive_double(const xsimd::batch<double, A>& d) noexcept {
-    using D = xsimd::batch<double, A>;
-    using I = xsimd::batch<std::int64_t, A>;
-    const D lo(-708.0);
-    const D dc = xsimd::max(d, lo);
-    const D shifter(6755399441055744.0 + 1023.0);  // 1.5 * 2^52 + exponent bias
-    const D t = xsimd::fma(dc, D(1.4426950408889634), shifter);
-    const D k = t - shifter;  // round(dc / ln 2), exact
-    D r = xsimd::fnma(k, D(6.93147180369123816490e-01), dc);
-    r = xsimd::fnma(k, D(1.90821492927058770002e-10), r);
-    // Horner: 1/13!, 1/12!, ..., 1/2!, then r * q + r + 1.
-    D q(1.0 / 6227020800.0);
-    q = xsimd::fma(q, r, D(1.0 / 479001600.0));
-    q = xsimd::fma(q, r, D(1.0 / 39916800.0));
-    q = xsimd::fma(q, r, D(1.0 / 3628800.0));
-    q = xsimd::fma(q, r, D(1.0 / 362880.0));
-    q = xsimd::fma(q, r, D(1.0 / 40320.0));
-    q = xsimd::fma(q, r, D(1.0 / 5040.0));
-    q = xsimd::fma(q, r, D(1.0 / 720.0));
-    q = xsimd::fma(q, r, D(1.0 / 120.0));
-    q = xsimd::fma(q, r, D(1.0 / 24.0));
-    q = xsimd::fma(q, r, D(1.0 / 6.0));
-    q = xsimd::fma(q, r, D(0.5));
-    const D e = xsimd::fma(q * r, r, r) + D(1.0);
-#if XSIMD_VERSION_MAJOR >= 11
-    const D scale = xsimd::bitwise_cast<double>(xsimd::bitwise_cast<std::int64_t>(t) << 52);
-#else
-    const D scale = xsimd::bitwise_cast<D>(xsimd::bitwise_cast<I>(t) << 52);
-#endif
-    static_cast<void>(sizeof(I));
-    return xsimd::select(d >= lo, e * scale, D(0.0));
-}
-
 /// Compress-store of a (logit, id) pair of batches: writes the lanes of `v` selected by the bit
 /// mask `m` (bit i = lane i), in lane order, to logits_out[0..) and the same lanes of `ids` to
 /// ids_out[0..); returns how many. May write up to lanes<A> entries past the count (callers leave
@@ -2001,41 +3847,6 @@ inline std::size_t compress_store(const batch<A>& v, const ibatch<A>& ids, std::
             const int i = std::countr_zero(m);
             m &= m - 1;
             logits_out[n] = f[i];
-            ids_out[n] = d[i];
-            ++n;
-        }
-        return n;
-    }
-}
-
-/// compress_store of three arrays at once: the lanes of `v` and `w` selected by `m` to
-/// v_out / w_out and the same lanes of `ids` to ids_out, in lane order; returns how many. May
-/// write up to lanes<A> entries past the count of each output.
-template <class A>
-inline std::size_t compress_store(const batch<A>& v, const batch<A>& w, const ibatch<A>& ids,
-                                  std::uint64_t m, float* v_out, float* w_out,
-                                  std::int32_t* ids_out) noexcept {
-#if defined(__AVX512F__)
-    if constexpr (x86_family<A> == 512) {
-        const __mmask16 k = __mmask16(m);
-        _mm512_storeu_ps(v_out, _mm512_maskz_compress_ps(k, static_cast<__m512>(v)));
-        _mm512_storeu_ps(w_out, _mm512_maskz_compress_ps(k, static_cast<__m512>(w)));
-        _mm512_storeu_si512(ids_out, _mm512_maskz_compress_epi32(k, static_cast<__m512i>(ids)));
-        return std::size_t(std::popcount(unsigned(k)));
-    } else
-#endif
-    {
-        alignas(64) float f[lanes<A>], g[lanes<A>];
-        alignas(64) std::int32_t d[lanes<A>];
-        v.store_aligned(f);
-        w.store_aligned(g);
-        ids.store_aligned(d);
-        std::size_t n = 0;
-        while (m) {
-            const int i = std::countr_zero(m);
-            m &= m - 1;
-            v_out[n] = f[i];
-            w_out[n] = g[i];
             ids_out[n] = d[i];
             ++n;
         }
@@ -2323,6 +4134,1049 @@ double logsumexp(std::span<const float> x, float temperature = 1.f) noexcept {
 }  // namespace kernels
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/kernels/reduce.hpp
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+namespace detail {
+
+/// Double sum of the positive entries of w[begin, end) (whole batches), in double lanes.
+template <class A>
+double positive_sum(const float* w, std::size_t begin, std::size_t end) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B zero(0.f);
+    D a0(0.0), a1(0.0), a2(0.0), a3(0.0);
+    std::size_t i = begin;
+    for (; i + 2 * L <= end; i += 2 * L) {
+        const B v0 = B::load_unaligned(w + i), v1 = B::load_unaligned(w + i + L);
+        simd::widen_add<A>(a0, a1, simd::select<A>(v0 > zero, v0, zero));  // NaN, <= 0: 0
+        simd::widen_add<A>(a2, a3, simd::select<A>(v1 > zero, v1, zero));
+    }
+    for (; i < end; i += L) {
+        const B v = B::load_unaligned(w + i);
+        simd::widen_add<A>(a0, a1, simd::select<A>(v > zero, v, zero));
+    }
+    return simd::reduce_add<A>((a0 + a1) + (a2 + a3));
+}
+
+/// Exact inverse-CDF draw from softmax(x / T) with the reference's double weights (two passes,
+/// V exponentials, 2 random words); npos if no entry has weight. \pre m = max(x), finite.
+inline std::size_t draw_exact(const float* p, std::size_t n, float m, float temperature,
+                              rng_stream& rng) noexcept {
+    double s = 0;
+    for (std::size_t i = 0; i < n; ++i) s += reference::weight(p[i], m, temperature);
+    const double target = rng.uniform() * s;
+    if (!(s > 0)) return npos;
+    double run = 0;
+    std::size_t last = npos;
+    for (std::size_t i = 0; i < n; ++i) {
+        const double w = reference::weight(p[i], m, temperature);
+        if (!(w > 0)) continue;
+        run += w;
+        last = i;
+        if (run > target) return i;
+    }
+    return last;
+}
+
+}  // namespace detail
+
+/// Inverse-CDF draw from unnormalised non-negative weights with one uniform u in [0, 1): the
+/// first index whose running sum exceeds u * S among entries with w > 0 (the last such entry if
+/// rounding leaves u * S unreached); npos if no weight is positive. Consumes no random words.
+template <class A = simd::default_arch>
+std::size_t draw_inverse_cdf(std::span<const float> w, double u) noexcept {
+    constexpr std::size_t L = simd::lanes<A>;
+    constexpr std::size_t max_blocks = 1024;
+    const float* p = w.data();
+    const std::size_t n = w.size(), nfull = n / L * L;
+    // Block size: a multiple of 64 (so of every lane count) giving at most 1024 blocks.
+    const std::size_t blk = std::max<std::size_t>(256, (n / max_blocks + 64) / 64 * 64);
+    double bsum[max_blocks];
+    std::size_t nb = 0;
+    double s = 0;
+    for (std::size_t i = 0; i < nfull; i += blk, ++nb) {
+        bsum[nb] = detail::positive_sum<A>(p, i, std::min(nfull, i + blk));
+        s += bsum[nb];
+    }
+    for (std::size_t i = nfull; i < n; ++i)
+        if (p[i] > 0) s += p[i];
+    if (!(s > 0)) return npos;
+    const double target = u * s;
+    double run = 0;
+    auto scan = [&](std::size_t b, std::size_t e) {
+        for (std::size_t i = b; i < e; ++i) {
+            if (!(p[i] > 0)) continue;
+            run += p[i];
+            if (run > target) return i;
+        }
+        return npos;
+    };
+    for (std::size_t b = 0; b < nb; ++b) {
+        if (run + bsum[b] > target) {
+            const std::size_t i = b * blk;
+            if (const std::size_t hit = scan(i, std::min(nfull, i + blk)); hit != npos) return hit;
+        } else {
+            run += bsum[b];
+        }
+    }
+    if (const std::size_t hit = scan(nfull, n); hit != npos) return hit;
+    for (std::size_t j = n; j-- > 0;)  // target unreached: the last positive entry
+        if (p[j] > 0) return j;
+    return npos;
+}
+
+/// Exponential-race (Gumbel-max) draw from softmax(x / T): argmax_i w_i / E_i with
+/// w_i = exp((x_i - m)/T) and E_i = rng.exponential() for every entry in order; npos if no entry
+/// has probability. Consumes exactly 2 * x.size() random words. \pre temperature > 0
+template <class A = simd::default_arch>
+std::size_t draw_exponential_race(std::span<const float> x, float temperature,
+                                  rng_stream& rng) noexcept {
+    // The per-entry exponential dominates (two logs and a Philox word pair per entry): there is
+    // nothing for SIMD to win, so this is the reference, kept as a kernel for parity tests and
+    // for callers that want the Gumbel-max form.
+    return reference::draw_exponential_race(x, temperature, rng);
+}
+
+/// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection,
+/// docs/semantics.md#draw). Blocks are lane-strided: the row is cut into chunks of L g entries
+/// (L = SIMD lanes; g the smallest power of two >= 16 giving at most 512 blocks: 256 at
+/// V = 128256 with 16 lanes) and block (chunk q, lane j) holds the g entries q L g + j + L s,
+/// s < g, so one SIMD pass of vertical maxima gives L block maxima per chunk with no horizontal
+/// reduction. Each block gets the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the
+/// block maxima, inflated by 3e-5 to cover float rounding). The (at most 16) heaviest blocks with
+/// h_b >= 1e-3 are refined by one strided scan: their max entry a_b gets its own exact envelope
+/// hA_b = w(M_b) and the other entries hB_b = w(M2_b), M2_b the largest of them; a refined block's
+/// mass is hA_b + g hB_b, any other block's g h_b. Proposals: a block with probability mass / H
+/// (2 words; inverse CDF over the blocks through a guide table, the same block as a binary
+/// search), a slot s uniformly (1 word; for a refined block, a_b instead when the same uniform
+/// falls in its first hA_b), accepted with probability w_i / e_i (2 words), e_i = h_b, or for a
+/// refined block hB_b (+ hA_b when i = a_b), w_i the reference's double weight; slots past the
+/// row's end are rejected. Random words: 5 per proposal; the number of proposals is geometric
+/// with mean H / Z <= g (about 1 for flat rows and for rows whose mass sits in a few dominant
+/// entries, up to g when many blocks each hold one dominant entry). A row with +inf entries draws
+/// uniformly among them (2 words); no valid entry: npos (0 words). Exact except that entries in
+/// blocks whose max is more than 87 T below the row max (total probability < V e^-87) are never
+/// drawn. When 1/T is not finite (subnormal T), and after max(64 g, 4096) rejected proposals
+/// (probability < e^-64), the draw is an exact inverse CDF over the reference's double weights
+/// instead (2 more words, V exponentials); both keep the draw exact. \pre temperature > 0
+template <class A = simd::default_arch>
+std::size_t draw_temperature(std::span<const float> x, float temperature,
+                             rng_stream& rng) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    constexpr std::size_t max_blocks = 512;
+    static_assert(max_blocks % L == 0);
+    const float* p = x.data();
+    const std::size_t n = x.size();
+    if (n == 0) return npos;
+    std::size_t g = 16;
+    int lg = 4;
+    while ((n + L * g - 1) / (L * g) * L > max_blocks) {
+        g *= 2;
+        ++lg;
+    }
+    const std::size_t chunk = L * g, nb = (n + chunk - 1) / chunk * L;
+    alignas(64) float bmax[max_blocks + 64];
+    for (std::size_t q = 0; q * chunk < n; ++q) {
+        const std::size_t base = q * chunk, e = std::min(n, base + chunk);
+        std::size_t i = base;
+        B a0(detail::neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
+        for (; i + 4 * L <= e; i += 4 * L) {
+            a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+            a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
+            a2 = simd::max_ignore_nan<A>(a2, B::load_unaligned(p + i + 2 * L));
+            a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
+        }
+        for (; i + L <= e; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+        float* bm = bmax + q * L;
+        simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3)).store_aligned(bm);
+        for (; i < e; ++i) {  // the row's last partial vector: lane (i - base) % L
+            float& t = bm[(i - base) % L];
+            t = p[i] > t ? p[i] : t;
+        }
+    }
+    float m = detail::neg_inf_f;
+    for (std::size_t b = 0; b < nb; ++b) m = bmax[b] > m ? bmax[b] : m;
+    if (m == detail::neg_inf_f) return npos;
+    if (std::isinf(m)) {  // uniform over the +inf entries
+        std::size_t c = 0;
+        for (std::size_t i = 0; i < n; ++i) c += p[i] == m;
+        std::size_t k = std::min(c - 1, std::size_t(rng.uniform() * double(c)));
+        for (std::size_t i = 0; i < n; ++i)
+            if (p[i] == m && k-- == 0) return i;
+        return npos;
+    }
+    const float inv_t = 1.f / temperature;
+    // (M_b - m) * inf would be 0 * inf = NaN for the max's block: no usable envelope.
+    if (!std::isfinite(inv_t)) return detail::draw_exact(p, n, m, temperature, rng);
+    const B mb(m), tb(inv_t);
+    for (std::size_t b = 0; b < nb; b += L)
+        simd::exp_nonpositive<A>((B::load_aligned(bmax + b) - mb) * tb).store_aligned(bmax + b);
+    // Refinement of the (at most 16) heaviest blocks with h_b >= 1e-3: their max entry a_b gets
+    // its own exact envelope hA_b = w(M_b), the block's other entries hB_b = w(M2_b) (M2_b the
+    // largest of the others), so a block whose mass is one dominant entry no longer costs ~g
+    // proposals. Block mass: hA_b + g hB_b (refined) or g h_b.
+    constexpr std::size_t max_refined = 16;
+    std::size_t rb[max_refined], ra[max_refined], nr = 0;
+    float rh[max_refined];
+    for (std::size_t b = 0; b < nb; ++b) {
+        const float h = bmax[b];
+        if (!(h >= 1e-3f) || (nr == max_refined && !(h > rh[nr - 1]))) continue;
+        std::size_t q = nr < max_refined ? nr++ : max_refined - 1;
+        for (; q > 0 && rh[q - 1] < h; --q) {
+            rh[q] = rh[q - 1];
+            rb[q] = rb[q - 1];
+        }
+        rh[q] = h;
+        rb[q] = b;
+    }
+    double ra_w[max_refined], rb_w[max_refined];
+    std::uint8_t refined[max_blocks] = {};  // slot + 1 of a refined block, else 0
+    for (std::size_t r = 0; r < nr; ++r) {
+        const std::size_t b = rb[r], first = b / L * chunk + b % L;
+        float m1 = detail::neg_inf_f, m2 = detail::neg_inf_f;
+        std::size_t a = first;
+        for (std::size_t i = first; i < n && i < first + L * g; i += L) {
+            const float v = p[i];
+            if (v > m1) {
+                m2 = m1;
+                m1 = v;
+                a = i;
+            } else if (v > m2) {
+                m2 = v;
+            }
+        }
+        ra[r] = a;
+        ra_w[r] = reference::weight(m1, m, temperature);
+        rb_w[r] = reference::weight(m2, m, temperature);
+        refined[b] = std::uint8_t(r + 1);
+    }
+    double cum[max_blocks];
+    double total = 0;
+    for (std::size_t b = 0; b < nb; ++b) {
+        const std::size_t r = refined[b];
+        total +=
+            r ? ra_w[r - 1] + double(g) * rb_w[r - 1] : double(bmax[b]) * (1.0 + 3e-5) * double(g);
+        cum[b] = total;
+    }
+    if (!(total > 0)) return detail::draw_exact(p, n, m, temperature, rng);  // defensive
+    // Guide table: guide[j] = the first block with cum > j total / nb; a lookup starts there and
+    // steps (either way, so rounding cannot matter) to the first block with cum > t.
+    std::uint16_t guide[max_blocks];
+    {
+        std::size_t b = 0;
+        const double step = total / double(nb);
+        for (std::size_t j = 0; j < nb; ++j) {
+            const double v = double(j) * step;
+            while (b + 1 < nb && !(cum[b] > v)) ++b;
+            guide[j] = std::uint16_t(b);
+        }
+    }
+    const std::size_t max_proposals = std::max<std::size_t>(64 * g, 4096);
+    for (std::size_t proposal = 0; proposal < max_proposals; ++proposal) {
+        const double u0 = rng.uniform();
+        const double t = u0 * total;
+        std::size_t b = guide[std::min(nb - 1, std::size_t(u0 * double(nb)))];
+        while (b + 1 < nb && !(cum[b] > t)) ++b;
+        while (b > 0 && cum[b - 1] > t) --b;
+        std::size_t i = b / L * chunk + b % L + L * std::size_t(rng() >> (32 - lg));
+        const double u = rng.uniform();
+        double e = double(bmax[b]) * (1.0 + 3e-5);
+        if (const std::size_t r = refined[b]) {
+            // Component A (the max entry) for the first hA_b of the block's mass, else B.
+            if (t - (b ? cum[b - 1] : 0.0) < ra_w[r - 1]) i = ra[r - 1];
+            e = (i == ra[r - 1] ? ra_w[r - 1] : 0.0) + rb_w[r - 1];
+        }
+        // i >= n: a padding slot. e == 0: a block without mass, reachable only when u0 * total
+        // rounds up to total (u0 = 1 - 2^-53) and the last block is empty.
+        if (i >= n || !(e > 0)) continue;
+        const double w = reference::weight(p[i], m, temperature);
+        if (u * e < w) return i;
+    }
+    return detail::draw_exact(p, n, m, temperature, rng);  // bounded loop: still exact
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/draw.hpp
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Outcome of one sample() call.
+enum class sample_status : std::uint8_t {
+    ok,              ///< a token was drawn
+    no_valid_token,  ///< every entry NaN / -inf (or banned): token = -1
+    bad_input,       ///< logits.size() != vocab_size(): token = -1
+    /// the sampler was inside another call (another thread, or the same sampler re-entered):
+    /// nothing was done, token = -1 (a sampler serves one call at a time)
+    concurrent_use,
+    /// the constraint (or the call's token mask) allows no valid token: token = -1
+    no_allowed_token,
+};
+
+/// A token and a log-probability (top-n alternatives, requested ids).
+struct token_logprob {
+    token_id token = -1;
+    float logprob = -std::numeric_limits<float>::infinity();
+};
+
+/// What sample() returns. The spans point into the sampler (its own storage): valid until its
+/// next call.
+struct sample_result {
+    token_id token = -1;  ///< the drawn token; -1 unless ok()
+    /// log of the probability the token was drawn with (after the whole pipeline; 0 for greedy;
+    /// NaN when params.logprobs.chosen is off).
+    float logprob = std::numeric_limits<float>::quiet_NaN();
+    /// log-softmax of the caller's logits at the token (temperature 1, before processors);
+    /// NaN unless params.logprobs.raw (opt-in: needs the full normaliser).
+    float raw_logprob = std::numeric_limits<float>::quiet_NaN();
+    /// 1-based rank of the token (see logprobs_request::rank); 0 unless requested.
+    std::size_t rank = 0;
+    sample_status status = sample_status::no_valid_token;
+    std::span<const token_logprob> top = {};        ///< logprobs_request::top_n best, best first
+    std::span<const token_logprob> requested = {};  ///< logprobs_request::ids, in request order
+    /// Queries of the callback constraint this call made (0 without one).
+    std::size_t constraint_queries = 0;
+
+    bool ok() const noexcept { return status == sample_status::ok; }
+};
+
+/// The key and the token history of one sampling step.
+struct sample_context {
+    std::uint64_t sequence = 0;  ///< sequence (request) id: part of the RNG key
+    std::uint64_t step = 0;      ///< step within the sequence: part of the RNG key
+    /// prompt + generated so far, oldest first (caller-owned; read by the processors).
+    std::span<const token_id> history = {};
+    std::size_t prompt_length = 0;  ///< history[0, prompt_length) is the prompt
+};
+
+/// The mutable state of a sampler (save with state(), roll back with restore()).
+struct sampler_state {
+    float mirostat_mu = 0.f;      ///< mirostat v2's mu (2 * tau initially)
+    std::uint64_t next_step = 0;  ///< the step sample(logits) uses next
+    friend bool operator==(const sampler_state&, const sampler_state&) = default;
+};
+
+/// A sparse distribution: token ids and their probabilities (equal lengths, probabilities sum to 1,
+/// descending probability, ties by ascending id; ascending id from
+/// sampler::distribution_unordered()). Views into a sampler's workspace (valid until
+/// its next call) or into caller storage.
+struct distribution {
+    std::span<const token_id> tokens = {};
+    std::span<const float> probs = {};
+
+    std::size_t size() const noexcept { return tokens.size(); }
+    bool empty() const noexcept { return tokens.empty(); }
+    /// Probability of token t (0 if absent). O(size()).
+    float prob(token_id t) const noexcept {
+        for (std::size_t i = 0; i < tokens.size(); ++i)
+            if (tokens[i] == t) return probs[i];
+        return 0.f;
+    }
+};
+
+/// Inverse-CDF draw from `d` with the uniform u in [0, 1): the first entry (in d's order) whose
+/// running probability sum exceeds u * sum(probs); the last positive entry if rounding leaves it
+/// unreached. -1 if d has no positive probability.
+inline token_id draw(const distribution& d, double u) noexcept {
+    const std::size_t i = kernels::draw_inverse_cdf(d.probs, u);
+    return i == npos ? token_id(-1) : d.tokens[i];
+}
+
+/// Draw from `d` with one uniform() (2 words) of `rng`. For a truncated pipeline (a step other
+/// than temperature and XTC cut the row: without one, sample() draws over the row in id blocks),
+/// with rng = make_stream({seed, sequence, step}, rng_purpose::sample) this returns the same token
+/// as sampler::sample() on the row that gave `d` when `d` came from distribution() (descending
+/// probability order; distribution_unordered() is in id order, so the same law but not the same
+/// token), barring float rounding within ~1e-7 of a CDF step; in every case the same law.
+inline token_id draw(const distribution& d, rng_stream& rng) noexcept {
+    return draw(d, rng.uniform());
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/result.hpp
+// ---- begin decodekit/sampling/workspace.hpp
+/// \file sampling/workspace.hpp
+/// sampling_workspace: the O(vocabulary) scratch a sampling call works in (the candidate arrays,
+/// their weights, a processed copy of the row, the full-row draw's block sums, ...). It holds no
+/// state between calls: one workspace serves any number of samplers, one call at a time. A
+/// sampler uses its thread's workspace (this_thread()) unless a call is given one, so what a
+/// live request holds is O(its params) plus its history state, not O(vocabulary).
+/// Buffers grow on demand to the largest vocabulary seen and never shrink; growing is the only
+/// allocation, so a warm workspace makes sampling allocation-free.
+/// Views a call returns into a workspace (sampler::distribution()) stay valid until the next call
+/// on that workspace: on the default workspace, the next sampler call on the same thread.
+/// A call that finds its workspace inside another call (a sampler called from a processor or
+/// step of another sampler on the same thread, or one workspace passed to two threads) does
+/// nothing and reports sample_status::concurrent_use: give such a call its own workspace.
+
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+/// A candidate entry as one value (sort scratch).
+struct scored {
+    float logit;
+    token_id id;
+};
+/// Logit descending, ties by ascending id.
+inline bool scored_before(const scored& a, const scored& b) noexcept {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+/// A flag set while an object is inside a call; copies are fresh, idle flags (so its owner stays
+/// copyable). One atomic exchange per call.
+class in_use_flag {
+public:
+    in_use_flag() = default;
+    in_use_flag(const in_use_flag&) noexcept {}
+    in_use_flag& operator=(const in_use_flag&) noexcept { return *this; }
+    /// True when the caller may enter (the flag was idle; it is now set).
+    bool try_enter() noexcept { return !busy_.exchange(true, std::memory_order_acquire); }
+    void leave() noexcept { busy_.store(false, std::memory_order_release); }
+
+private:
+    std::atomic<bool> busy_{false};
+};
+/// Holds an in_use_flag for one scope (entered() tells whether it got it).
+class in_use_scope {
+public:
+    explicit in_use_scope(in_use_flag& f) noexcept : f_(f), ok_(f.try_enter()) {}
+    ~in_use_scope() {
+        if (ok_) f_.leave();
+    }
+    in_use_scope(const in_use_scope&) = delete;
+    in_use_scope& operator=(const in_use_scope&) = delete;
+    bool entered() const noexcept { return ok_; }
+
+private:
+    in_use_flag& f_;
+    bool ok_;
+};
+/// Grows `v` to at least n elements (value-initialised), never shrinks.
+template <class T>
+void grow(std::vector<T>& v, std::size_t n) {
+    if (v.size() < n) v.resize(n);
+}
+}  // namespace detail
+
+/// Scratch of sampling calls (see the file comment). Not thread-safe: one call at a time.
+class sampling_workspace {
+public:
+    /// Entries of one block of the full-row draw.
+    static constexpr std::size_t draw_block = 2048;
+
+    sampling_workspace() = default;
+    /// A workspace already sized for `vocab_size`.
+    explicit sampling_workspace(std::size_t vocab_size) { reserve(vocab_size); }
+
+    /// The calling thread's workspace (created empty on first use, freed at thread exit).
+    static sampling_workspace& this_thread() noexcept {
+        thread_local sampling_workspace ws;
+        return ws;
+    }
+
+    /// Sizes the buffers every call uses for rows of `vocab_size` entries (no-op when large
+    /// enough). The feature buffers (typical's keys, the sparse marks, the raw top-n, the
+    /// penalty and DRY scratch) grow when first used.
+    void reserve(std::size_t vocab_size) {
+        if (vocab_size <= vocab_) return;
+        vocab_ = vocab_size;
+        cand = candidates(vocab_size);
+        detail::grow(sorted, vocab_size);
+        detail::grow(weights, vocab_size);
+        const std::size_t nblocks = (vocab_size + draw_block - 1) / draw_block;
+        detail::grow(bmax, nblocks);
+        detail::grow(bsum, nblocks);
+        detail::grow(block_buf, draw_block);
+    }
+    /// The vocabulary size the every-call buffers are sized for.
+    std::size_t vocab_size() const noexcept { return vocab_; }
+
+    /// typical's sort keys and permutation, sized for the reserved vocabulary.
+    void reserve_typical() {
+        detail::grow(key, vocab_);
+        detail::grow(perm, vocab_);
+    }
+    /// The processed-row copy.
+    std::span<float> row_copy() {
+        detail::grow(row, vocab_);
+        return {row.data(), vocab_};
+    }
+    /// The sparse-processor marks (all 0 between calls), touched list and patches.
+    void reserve_sparse() {
+        if (mark.size() < vocab_) mark.resize(vocab_, 0);
+        detail::grow(touched, vocab_);
+        detail::grow(patches, vocab_);
+    }
+    /// The raw top-n candidates.
+    candidates& raw_top() {
+        if (alt.capacity() < vocab_) alt = candidates(vocab_);
+        return alt;
+    }
+    /// The penalty counters (all 0 between calls).
+    penalty_workspace& penalties() {
+        if (pen.vocab_size() < vocab_) pen = penalty_workspace(vocab_);
+        return pen;
+    }
+    /// The DRY scratch.
+    dry_workspace& dry() {
+        if (dry_.vocab_size() < vocab_) dry_ = dry_workspace(vocab_);
+        return dry_;
+    }
+
+    // The buffers (scratch; contents unspecified between calls).
+    candidates cand;                      ///< the working set's entries once materialised
+    std::vector<detail::scored> sorted;   ///< sort scratch
+    std::vector<float> weights;           ///< exp weights of cand (relative to its max)
+    std::vector<double> key;              ///< typical's sort key
+    std::vector<std::size_t> perm;        ///< typical's order
+    std::vector<float> bmax;              ///< full-row draw: block maxima
+    std::vector<double> bsum;             ///<                block sums
+    std::vector<float> block_buf;         ///<                softmax of the chosen block
+    std::vector<float> row;               ///< processed copy of the row
+    std::vector<std::uint8_t> mark;       ///< sparse processors: 1 touched, 2 patched
+    std::vector<token_id> touched;        ///< sparse processors: ids copied into row
+    std::vector<detail::scored> patches;  ///< sparse processors: changed entries
+    candidates alt;                       ///< raw top-n
+    detail::in_use_flag in_use;           ///< set while a call works in it
+
+private:
+    std::size_t vocab_ = 0;
+    penalty_workspace pen;
+    dry_workspace dry_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/workspace.hpp
+
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// What the processor stage hands to the working set.
+struct processed_row {
+    std::span<const float> row;  ///< the row the steps read (the caller's, or the copy)
+    std::size_t patches = 0;     ///< patches in the workspace (sparse path)
+    bool overlay = false;        ///< row is the caller's and the patches apply over it
+};
+
+/// The processors of one sequence (see the file comment): the stage a sampler runs before its
+/// steps, and what strategies that score rows themselves (beam search, contrastive search) run
+/// on each sequence's row. Copy it to fork a sequence (a beam taking its parent's history): the
+/// copy carries the parent's per-sequence state.
+class processor_pipeline {
+public:
+    processor_pipeline() = default;
+    /// The processors (and constraint) of `params`; the sampling fields are not used.
+    /// `sparse_first_step`: the caller can merge patches over its row (a sampler whose first
+    /// step is greedy, top-k or min-p); false for a plain processed copy. A constraint makes it
+    /// dense (the constrained paths read a plain row).
+    explicit processor_pipeline(const sampling_params& params, bool sparse_first_step = false)
+        : constraint_(params.constraint) {
+        build(params);
+        bool all_sparse = true, follows = constraint_.follows_history();
+        for (const any_processor& p : procs_) {
+            all_sparse = all_sparse && p.sparse();
+            follows = follows || p.follows_history();
+        }
+        sparse_ = !procs_.empty() && all_sparse && sparse_first_step && !params.constraint;
+        follows_ = follows;
+    }
+
+    /// True when some processor changes the logits.
+    bool active() const noexcept { return !procs_.empty(); }
+    /// True when the stage patches instead of copying.
+    bool sparse() const noexcept { return sparse_; }
+    /// The sampler's copy of the constraint (empty: none).
+    any_constraint& constraint() noexcept { return constraint_; }
+    /// The stage's copy of user processor `index` (sampling_params::processors) when it is a P.
+    template <class P>
+    P* user_processor(std::size_t index) noexcept {
+        return index < user_.size() ? procs_[user_[index]].get<P>() : nullptr;
+    }
+    /// The processor context of a call.
+    static processor_context context(const sample_context& ctx, std::size_t vocab) noexcept {
+        return {ctx.history, ctx.prompt_length, ctx.sequence, ctx.step, vocab};
+    }
+
+    /// Brings the per-sequence state up to date with ctx.history (history.hpp), then applies
+    /// the processors for a call with context `ctx` (see processed_row).
+    processed_row run(std::span<const float> logits, const sample_context& ctx,
+                      sampling_workspace& ws) noexcept {
+        const processor_context pc = context(ctx, logits.size());
+        if (follows_) follow_history(pc);
+        if (procs_.empty()) return {logits};
+        const std::span<float> row = ws.row_copy().first(logits.size());  // grows once
+        if (sparse_) return run_sparse(logits, pc, ws, row);
+        std::copy(logits.begin(), logits.end(), row.begin());
+        for (any_processor& p : procs_) p.apply(row, pc);
+        return {std::span<const float>(row.data(), row.size())};
+    }
+
+    /// Brings the per-sequence state up to date with ctx.history and applies the processors to
+    /// `row` in place (strategies that keep their own rows). \pre row.size() is the vocabulary
+    void apply(std::span<float> row, const sample_context& ctx) noexcept {
+        const processor_context pc = context(ctx, row.size());
+        if (follows_) follow_history(pc);
+        for (any_processor& p : procs_) p.apply(row, pc);
+    }
+
+    /// The processors once more on `row` (a fresh copy of the caller's row), without following
+    /// the history again (a redraw within one call).
+    void reapply(std::span<float> row, const sample_context& ctx) noexcept {
+        const processor_context pc = context(ctx, row.size());
+        for (any_processor& p : procs_) p.apply(row, pc);
+    }
+
+private:
+    std::vector<any_processor> procs_;  // built-in and user processors, in order
+    std::vector<std::uint32_t> user_;   // index in procs_ of each user processor
+    any_constraint constraint_;
+    history_tracker tracker_{};
+    bool sparse_ = false;
+    bool follows_ = false;
+
+    /// The processors of `p` in order: the user processors of each slot before its built-in.
+    void build(const sampling_params& p) {
+        user_.assign(p.processors.size(), 0);
+        for (unsigned slot = 0; slot <= unsigned(processor_slot::end); ++slot) {
+            for (std::size_t u = 0; u < p.processors.size(); ++u)
+                if (unsigned(p.processors[u].before) == slot) {
+                    user_[u] = std::uint32_t(procs_.size());
+                    procs_.push_back(p.processors[u].processor);
+                }
+            switch (processor_slot(slot)) {
+                case processor_slot::allowed_tokens:
+                    if (!p.allowed_tokens.empty())
+                        procs_.push_back(allowed_tokens_processor(p.allowed_tokens));
+                    break;
+                case processor_slot::banned_tokens:
+                    if (!p.banned_tokens.empty())
+                        procs_.push_back(banned_tokens_processor(p.banned_tokens));
+                    break;
+                case processor_slot::logit_bias:
+                    if (!p.logit_biases.empty())
+                        procs_.push_back(logit_bias_processor(p.logit_biases));
+                    break;
+                case processor_slot::min_length:
+                    if (p.min_new_tokens > 0 && !p.eos_ids.empty())
+                        procs_.push_back(min_length_processor(p.min_new_tokens, p.eos_ids));
+                    break;
+                case processor_slot::penalties:
+                    if (p.penalties.enabled()) procs_.push_back(penalties_processor(p.penalties));
+                    break;
+                case processor_slot::dry:
+                    if (p.dry.enabled()) procs_.push_back(dry_processor(p.dry));
+                    break;
+                case processor_slot::no_repeat_ngram:
+                    if (p.no_repeat_ngram_size > 0)
+                        procs_.push_back(no_repeat_ngram_processor(p.no_repeat_ngram_size));
+                    break;
+                case processor_slot::banned_sequences:
+                    if (!p.banned_sequences.empty())
+                        procs_.push_back(banned_sequences_processor(p.banned_sequences, p.eos_ids));
+                    break;
+                case processor_slot::end:
+                    break;
+            }
+        }
+    }
+
+    /// One sync of the history for every component whose state follows it.
+    void follow_history(const processor_context& c) {
+        const history_change ch = tracker_.sync(c.history);
+        auto notify = [&](auto& x) {
+            if (!x.follows_history()) return;
+            if (ch.rebuild) {
+                x.reset(c);
+                return;
+            }
+            if (!ch.removed.empty()) x.cut_back(ch.keep, ch.removed, c);
+            if (!ch.added.empty()) x.append(ch.added, c);
+        };
+        for (any_processor& p : procs_) notify(p);
+        notify(constraint_);
+    }
+
+    struct sink_state {
+        std::span<const float> logits;
+        std::span<float> row;
+        sampling_workspace* ws;
+        std::size_t n;
+    };
+    /// Sparse processors: only the entries they declare are copied into the row copy; the
+    /// entries that changed become patches (marked 2 in ws.mark).
+    processed_row run_sparse(std::span<const float> logits, const processor_context& pc,
+                             sampling_workspace& ws, std::span<float> row) noexcept {
+        ws.reserve_sparse();
+        sink_state st{logits, row, &ws, 0};
+        token_sink sink(
+            [](void* p, token_id t) noexcept {
+                auto& s = *static_cast<sink_state*>(p);
+                if (t < 0 || std::size_t(t) >= s.logits.size() || s.ws->mark[std::size_t(t)])
+                    return;
+                s.ws->mark[std::size_t(t)] = 1;
+                s.ws->touched[s.n++] = t;
+                s.row[std::size_t(t)] = s.logits[std::size_t(t)];
+            },
+            &st);
+        for (const any_processor& p : procs_) p.touched(pc, sink);
+        for (any_processor& p : procs_) p.apply(row, pc);
+        std::size_t patches = 0;
+        for (std::size_t i = 0; i < st.n; ++i) {
+            const std::size_t t = std::size_t(ws.touched[i]);
+            if (std::bit_cast<std::uint32_t>(row[t]) != std::bit_cast<std::uint32_t>(logits[t])) {
+                ws.patches[patches++] = {row[t], token_id(t)};
+                ws.mark[t] = 2;
+            } else {
+                ws.mark[t] = 0;
+            }
+        }
+        return {logits, patches, patches > 0};
+    }
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/processing.hpp
+
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+/// The first problem of `p` used as the processors of strategy parameters `who` (a message such
+/// as "beam_search_params.processing.top_k: ..."), or nullopt.
+inline std::optional<std::string> check_row_processing(const sampling_params& p, const char* who) {
+    const std::string field = std::string(who) + ".processing";
+    if (auto e = p.check()) return field + ": " + *e;
+    auto unused = [&](const char* name, const char* value) {
+        return field + "." + name + " must be " + value + ": " + who +
+               " reads only the processor fields of sampling_params";
+    };
+    if (p.temperature != 1.f) return unused("temperature", "1");
+    if (p.top_k > 0) return unused("top_k", "<= 0");
+    if (p.top_p != 1.f) return unused("top_p", "1");
+    if (p.min_p != 0.f) return unused("min_p", "0");
+    if (p.typical_p != 1.f) return unused("typical_p", "1");
+    if (p.epsilon != 0.f) return unused("epsilon", "0");
+    if (p.eta != 0.f) return unused("eta", "0");
+    if (p.top_n_sigma != 0.f) return unused("top_n_sigma", "0");
+    if (p.xtc_probability != 0.f) return unused("xtc_probability", "0");
+    if (p.mirostat) return unused("mirostat", "false");
+    if (!p.steps.empty()) return unused("steps", "empty");
+    if (p.constraint) return unused("constraint", "empty");
+    if (p.logprobs.any()) return unused("logprobs", "without extras");
+    return std::nullopt;
+}
+
+/// The pipeline of `p` (checked with check_row_processing), its EOS ids defaulting to `eos_ids`;
+/// an empty pipeline (active() false) when no processor is configured.
+inline processor_pipeline row_processors(const sampling_params& p,
+                                         std::span<const token_id> eos_ids) {
+    if (p.eos_ids.empty() && !eos_ids.empty() &&
+        (p.min_new_tokens > 0 || !p.banned_sequences.empty())) {
+        sampling_params q = p;
+        q.eos_ids.assign(eos_ids.begin(), eos_ids.end());
+        return processor_pipeline(q);
+    }
+    return p.has_processors() ? processor_pipeline(p) : processor_pipeline();
+}
+}  // namespace detail
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/row_processors.hpp
+// ---- begin decodekit/decoding/stop.hpp
+/// \file decoding/stop.hpp
+/// Token-level stop conditions shared by every strategy: EOS ids and stop sequences, checked on
+/// generated tokens only (decoding/contract.hpp has the rules). Negative EOS ids are accepted and
+/// ignored (no generated token is negative), as sampling_params accepts them.
+
+
+#include <algorithm>
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+/// First problem with stop conditions (an empty stop sequence or a negative id in one), named
+/// "<owner>.stop_sequences"; nullopt when valid. EOS ids are never a problem: negative ones are
+/// ignored (they cannot be generated).
+inline std::optional<std::string> check_stop_conditions(
+    std::string_view owner, std::span<const token_id> /*eos_ids*/,
+    std::span<const std::vector<token_id>> stop_sequences = {}) {
+    const std::string o(owner);
+    for (const auto& s : stop_sequences) {
+        if (s.empty()) return o + ".stop_sequences: every sequence must be non-empty";
+        for (token_id t : s)
+            if (t < 0) return range_message(o + ".stop_sequences", "non-negative ids", double(t));
+    }
+    return std::nullopt;
+}
+}  // namespace detail
+
+/// EOS ids and stop sequences, usable by any driver. Borrows the spans (they must outlive it).
+class stop_checker {
+public:
+    explicit stop_checker(std::span<const token_id> eos_ids,
+                          std::span<const std::vector<token_id>> stop_sequences = {}) noexcept
+        : eos_(eos_ids), stop_(stop_sequences) {}
+    /// True when t is an EOS id.
+    bool is_eos(token_id t) const noexcept {
+        return std::find(eos_.begin(), eos_.end(), t) != eos_.end();
+    }
+    /// True when `generated` ends with one of the stop sequences (generated tokens only).
+    bool ends_with_stop_sequence(std::span<const token_id> generated) const noexcept {
+        for (const auto& s : stop_)
+            if (s.size() <= generated.size() &&
+                std::equal(s.begin(), s.end(), generated.end() - std::ptrdiff_t(s.size())))
+                return true;
+        return false;
+    }
+    /// True when `generated` followed by `next` ends with one of the stop sequences.
+    bool completes_stop_sequence(std::span<const token_id> generated,
+                                 token_id next) const noexcept {
+        for (const auto& s : stop_)
+            if (!s.empty() && s.back() == next && s.size() - 1 <= generated.size() &&
+                std::equal(s.begin(), s.end() - 1, generated.end() - std::ptrdiff_t(s.size() - 1)))
+                return true;
+        return false;
+    }
+    /// True when there is at least one stop sequence.
+    bool has_stop_sequences() const noexcept { return !stop_.empty(); }
+
+private:
+    std::span<const token_id> eos_;
+    std::span<const std::vector<token_id>> stop_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/stop.hpp
+// ---- begin decodekit/decoding/stop_strings.hpp
+/// \file decoding/stop_strings.hpp
+/// Text-level stop strings: the engine's detokenizer turns each generated token into bytes, and
+/// a stop_string_matcher finds a stop string that may span any number of tokens while releasing
+/// text as early as it is safe to stream.
+///
+/// Release rule: after each token, every byte is released except (a) the longest suffix of the
+/// text that is a proper prefix of some stop string (it may still become a stop string) and (b)
+/// an incomplete UTF-8 sequence at the end (a multi-byte character split across tokens). Held
+/// bytes are released as soon as they can no longer begin a stop string (the match failed) or
+/// complete their character. On a match, the text up to the start of the stop string is
+/// released; the stop string and anything after it never are. Among stop strings completing in
+/// the same token, the one that ends first in the text wins (ties: the longest); so of "ab" and
+/// "abc", "ab" always stops first. At the end of generation, flush() releases what is held.
+/// Bytes that are not valid UTF-8 are released as they are (never held forever).
+///
+/// Matching is one Knuth-Morris-Pratt automaton per stop string: O(bytes x stop strings) per
+/// token, O(stop strings) state. Limits (checked by the params' check()): at most
+/// max_stop_strings strings of 1 to max_stop_string_bytes bytes each.
+///
+/// The detokenizer must be a pure function of the token id (beam search calls it for candidate
+/// tokens too) returning the token's bytes; the view must stay valid until the next call. Engines
+/// whose tokenizer has context-dependent pieces (a leading space after BOS) pass the bytes they
+/// would print.
+
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// The engine's detokenizer: token id -> its bytes (valid until the next call).
+using detokenize_fn = std::function<std::string_view(token_id)>;
+
+/// Most stop strings a request may have.
+inline constexpr std::size_t max_stop_strings = 64;
+/// Longest stop string, in bytes.
+inline constexpr std::size_t max_stop_string_bytes = 256;
+
+namespace detail {
+/// First problem with stop strings (too many, empty, too long, no detokenizer), fields named
+/// "<owner>.stop_strings" / "<owner>.detokenize"; nullopt when valid.
+inline std::optional<std::string> check_stop_strings(std::string_view owner,
+                                                     std::span<const std::string> strings,
+                                                     bool has_detokenizer) {
+    const std::string o(owner);
+    if (strings.size() > max_stop_strings)
+        return range_message(o + ".stop_strings", "at most 64 strings", double(strings.size()));
+    for (const auto& s : strings)
+        if (s.empty() || s.size() > max_stop_string_bytes)
+            return range_message(o + ".stop_strings", "strings of 1 to 256 bytes",
+                                 double(s.size()));
+    if (!strings.empty() && !has_detokenizer)
+        return o + ".detokenize must be set when stop_strings is not empty";
+    return std::nullopt;
+}
+
+/// Length of an incomplete UTF-8 sequence at the end of `s` (0 to 3 bytes): a lead byte
+/// followed by fewer continuation bytes than it announces. Invalid bytes count as complete.
+inline std::size_t incomplete_utf8_tail(std::string_view s) noexcept {
+    const std::size_t n = s.size();
+    for (std::size_t back = 1; back <= 4 && back <= n; ++back) {
+        const auto c = static_cast<unsigned char>(s[n - back]);
+        if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
+        const std::size_t need = (c & 0xE0) == 0xC0   ? 2
+                                 : (c & 0xF0) == 0xE0 ? 3
+                                 : (c & 0xF8) == 0xF0 ? 4
+                                                      : 1;  // ASCII or an invalid lead
+        return back < need ? back : 0;
+    }
+    return 0;  // only continuation bytes (invalid): release them
+}
+}  // namespace detail
+
+/// A compiled, immutable set of stop strings (the KMP failure tables), shared by matchers.
+class stop_string_set {
+public:
+    explicit stop_string_set(std::span<const std::string> strings)
+        : strings_(strings.begin(), strings.end()) {
+        fail_.resize(strings_.size());
+        for (std::size_t i = 0; i < strings_.size(); ++i) {
+            const std::string& s = strings_[i];
+            std::vector<std::uint16_t>& f = fail_[i];
+            f.assign(s.size() + 1, 0);  // f[q]: longest proper border of s[0, q)
+            std::size_t k = 0;
+            for (std::size_t q = 1; q < s.size(); ++q) {
+                while (k > 0 && s[q] != s[k]) k = f[k];
+                if (s[q] == s[k]) ++k;
+                f[q + 1] = std::uint16_t(k);
+            }
+        }
+    }
+    std::size_t size() const noexcept { return strings_.size(); }
+    const std::string& operator[](std::size_t i) const noexcept { return strings_[i]; }
+    /// The automaton of string i: from state q (matched prefix length), read byte c.
+    std::size_t next(std::size_t i, std::size_t q, char c) const noexcept {
+        const std::string& s = strings_[i];
+        if (q == s.size()) q = fail_[i][q];  // a full match continues from its border
+        while (q > 0 && s[q] != c) q = fail_[i][q];
+        return s[q] == c ? q + 1 : 0;
+    }
+    /// The longest proper prefix of string i that state q leaves as a suffix of the text (q
+    /// itself, or the border of a full match).
+    std::size_t held_prefix(std::size_t i, std::size_t q) const noexcept {
+        return q == strings_[i].size() ? fail_[i][q] : q;
+    }
+
+private:
+    std::vector<std::string> strings_;
+    std::vector<std::vector<std::uint16_t>> fail_;
+};
+
+/// Stop-string matching and safe text release for one sequence. Copyable (beam search forks it
+/// with its beam): the compiled set is shared, the state is O(stop strings + held bytes).
+class stop_string_matcher {
+public:
+    /// No stop strings: text passes through, only incomplete UTF-8 is held.
+    stop_string_matcher() = default;
+    explicit stop_string_matcher(std::span<const std::string> stop_strings)
+        : set_(stop_strings.empty() ? nullptr
+                                    : std::make_shared<const stop_string_set>(stop_strings)),
+          state_(stop_strings.size(), 0) {}
+
+    /// What push() released.
+    struct released {
+        std::string_view text;  ///< bytes now safe to stream (valid until the next call)
+        bool matched = false;   ///< a stop string completed: text ends right before it
+    };
+
+    /// Appends one token's bytes. `stops_active` false (before min_new_tokens): a completed stop
+    /// string is ignored and its bytes are released as ordinary text. After a match, further
+    /// pushes release nothing.
+    released push(std::string_view bytes, bool stops_active = true) {
+        buf_.erase(0, released_);
+        released_ = 0;
+        if (matched_) return {{}, true};
+        const std::size_t old = buf_.size();
+        buf_.append(bytes.data(), bytes.size());
+        std::size_t hold = 0;  // longest suffix that is a proper prefix of a stop string
+        if (set_) {
+            for (std::size_t pos = old; pos < buf_.size(); ++pos) {
+                std::size_t best_len = 0;  // a stop string ending at pos (the longest)
+                for (std::size_t i = 0; i < set_->size(); ++i) {
+                    state_[i] = std::uint16_t(set_->next(i, state_[i], buf_[pos]));
+                    if (state_[i] == (*set_)[i].size())
+                        best_len = std::max<std::size_t>(best_len, state_[i]);
+                }
+                if (best_len > 0 && stops_active) {
+                    matched_ = true;
+                    released_ = buf_.size();  // everything is consumed by the next call
+                    return {std::string_view(buf_).substr(0, pos + 1 - best_len), true};
+                }
+            }
+            for (std::size_t i = 0; i < set_->size(); ++i)
+                hold = std::max(hold, set_->held_prefix(i, state_[i]));
+        }
+        std::size_t end = buf_.size() - std::min(hold, buf_.size());
+        end -= detail::incomplete_utf8_tail(std::string_view(buf_).substr(0, end));
+        released_ = end;
+        return {std::string_view(buf_).substr(0, end), false};
+    }
+
+    /// Releases every held byte (the end of generation without a match). The view directly
+    /// follows the last push()'s text in the same buffer. Nothing after a match.
+    std::string_view flush() noexcept {
+        if (matched_) return {};
+        const std::size_t from = released_;
+        released_ = buf_.size();
+        for (auto& q : state_) q = 0;
+        return std::string_view(buf_).substr(from);
+    }
+
+    /// True once a stop string matched.
+    bool matched() const noexcept { return matched_; }
+    /// Bytes currently held back (not yet released).
+    std::size_t held() const noexcept { return matched_ ? 0 : buf_.size() - released_; }
+
+private:
+    std::shared_ptr<const stop_string_set> set_;
+    std::vector<std::uint16_t> state_;  // per stop string: matched prefix length
+    std::string buf_;                   // [released by the last call | held]
+    std::size_t released_ = 0;
+    bool matched_ = false;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/stop_strings.hpp
 // ---- begin decodekit/kernels/select.hpp
 /// \file kernels/select.hpp
 /// top-k selection without sorting the vocabulary; threshold filters (min-p).
@@ -2802,7 +5656,7 @@ std::size_t filter_min_p(std::span<const float> x, float p_base, float temperatu
     const std::size_t n = x.size(), nfull = n / L * L;
     if (n == 0) return 0;
     if (p_base <= 0) return kernels::filter_at_least<A>(x, detail::neg_inf_f, out);
-    const double shift = double(temperature) * std::log(reference::decimal_floor(p_base));
+    const double shift = double(temperature) * std::log(double(p_base));
     if (std::isnan(shift)) return 0;
     const float* p = x.data();
     token_id* ids = out.id_storage();
@@ -2864,6 +5718,153 @@ std::size_t filter_min_p(std::span<const float> x, float p_base, float temperatu
 }  // namespace kernels
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/kernels/select.hpp
+// ---- begin decodekit/kernels/softmax.hpp
+/// \file kernels/softmax.hpp
+/// softmax, log-softmax and the normaliser, temperature fused (no scaling pass); entropy.
+/// Semantics: kernels/reference.hpp (within 1e-6 relative for sums, 1e-5 relative per
+/// probability). No random numbers are consumed.
+///
+/// Passes: exp_sum 2 (max; fused exp-and-sum), softmax 3 (max; exp, store and sum; scale by
+/// 1/Z), log_softmax 3 (max; exp-sum; write (x - m)/T - log Z), entropy 2 (max; one pass summing
+/// w and w * (x - m)/T). Sums use 4 float accumulators per 1024-entry block, blocks added in
+/// double; exponentials by simd::exp_nonpositive (about 2 ulp; 0 below max - 87 T, 0 for NaN).
+/// Rows with +inf, no valid entry, or a subnormal temperature use the reference path.
+
+
+#include <cmath>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+
+using reference::softmax_stats;
+
+/// out_i = p_i = exp((x_i - m)/T) / Z; all zeros when no entry has probability.
+/// \pre out.size() == x.size(), temperature > 0
+template <class A = simd::default_arch>
+softmax_stats softmax(std::span<const float> x, std::span<float> out,
+                      float temperature = 1.f) noexcept {
+    DECODEKIT_ASSERT(out.size() == x.size(), "softmax: out.size() must equal x.size()");
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::softmax(x, out, temperature);
+    const double s = detail::exp_pass<A, true>(x, m, inv_t, out.data());
+    const float r = float(1.0 / s);
+    const B rb(r);
+    float* o = out.data();
+    const std::size_t n = x.size();
+    std::size_t i = 0;
+    for (; i + L <= n; i += L) (B::load_unaligned(o + i) * rb).store_unaligned(o + i);
+    for (; i < n; ++i) o[i] *= r;
+    return {m, s};
+}
+
+/// out_i = exp((x_i - m)/T), the unnormalised softmax weights (m the max; when an entry is +inf:
+/// 1 for the +inf entries, 0 elsewhere; 0 for NaN and -inf entries, and below m - 87 T); returns
+/// {m, sum of out}. Two passes (max; fused exp, store and sum).
+/// \pre out.size() == x.size(), temperature > 0
+template <class A = simd::default_arch>
+softmax_stats exp_weights(std::span<const float> x, float temperature,
+                          std::span<float> out) noexcept {
+    DECODEKIT_ASSERT(out.size() == x.size(), "exp_weights: out.size() must equal x.size()");
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t)) {
+        double s = 0;
+        for (std::size_t i = 0; i < x.size(); ++i) {
+            out[i] = m > -std::numeric_limits<float>::infinity()
+                         ? float(reference::weight(x[i], m, temperature))
+                         : 0.f;
+            s += double(out[i]);
+        }
+        return {m, s};
+    }
+    return {m, detail::exp_pass<A, true>(x, m, inv_t, out.data())};
+}
+
+/// out_i = log p_i = (x_i - m)/T - log Z; -inf for entries of probability 0 (NaN included).
+/// \pre out.size() == x.size(), temperature > 0
+template <class A = simd::default_arch>
+softmax_stats log_softmax(std::span<const float> x, std::span<float> out,
+                          float temperature = 1.f) noexcept {
+    DECODEKIT_ASSERT(out.size() == x.size(), "log_softmax: out.size() must equal x.size()");
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t))
+        return reference::log_softmax(x, out, temperature);
+    const double s = detail::exp_pass<A, false>(x, m, inv_t, nullptr);
+    const float lz = float(std::log(s));
+    // exp((x - m)/T) underflows to 0 in double below this: the reference says -inf there.
+    constexpr float underflow = -745.13f;
+    const B mb(m), tb(inv_t), lzb(lz), ub(underflow), ninf(detail::neg_inf_f);
+    const float* p = x.data();
+    float* o = out.data();
+    const std::size_t n = x.size();
+    std::size_t i = 0;
+    for (; i + L <= n; i += L) {
+        const B d = (B::load_unaligned(p + i) - mb) * tb;
+        simd::select<A>(d >= ub, d - lzb, ninf).store_unaligned(o + i);  // NaN fails >=: -inf
+    }
+    for (; i < n; ++i) {
+        const float d = (p[i] - m) * inv_t;
+        o[i] = d >= underflow ? d - lz : detail::neg_inf_f;
+    }
+    return {m, s};
+}
+
+/// Entropy H = -sum p log p (nats) of the tempered distribution; 0 when no entry has
+/// probability. Two passes: H = log Z - (sum w_i d_i) / Z with d_i = (x_i - m)/T, w_i = exp(d_i).
+/// \pre temperature > 0
+template <class A = simd::default_arch>
+double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::entropy(x, temperature);
+    const float* p = x.data();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    const B mb(m), tb(inv_t), lo(-200.f);
+    double sw = 0, swd = 0;
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 2 * detail::block_size);
+        B s0(0.f), s1(0.f), t0(0.f), t1(0.f);
+        auto one = [&](std::size_t j, B& s, B& t) {
+            const B v = B::load_unaligned(p + j);
+            const B d0 = (v - mb) * tb;
+            const B w = simd::exp_nonpositive<A>(d0);     // NaN, -inf: 0
+            const B d = simd::max_ignore_nan<A>(lo, d0);  // -inf, NaN -> -200: w * d = 0
+            s += w;
+            t = simd::fma<A>(w, d, t);
+        };
+        for (; i + 2 * L <= end; i += 2 * L) {
+            one(i, s0, t0);
+            one(i + L, s1, t1);
+        }
+        for (; i < end; i += L) one(i, s0, t0);
+        sw += double(simd::reduce_add<A>(s0 + s1));
+        swd += double(simd::reduce_add<A>(t0 + t1));
+    }
+    for (; i < n; ++i) {
+        if (std::isnan(p[i])) continue;
+        const float d = std::max((p[i] - m) * inv_t, -200.f);
+        const float w = d >= -87.f ? std::exp(d) : 0.f;
+        sw += double(w);
+        swd += double(w) * double(d);
+    }
+    if (!(sw > 0)) return 0;
+    return std::log(sw) - swd / sw;
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/softmax.hpp
 
 #include <algorithm>
 #include <chrono>
@@ -2887,6 +5888,16 @@ enum class early_stopping : std::uint8_t {
     never,      ///< stop only when no running beam can beat the worst ever (a true bound)
 };
 
+/// What beam search's processors run on (beam_search_params::processing).
+enum class beam_processor_input : std::uint8_t {
+    /// The logits; the beam's logprobs are the log-softmax of the processed row (default: the
+    /// scores are log-probabilities of the processed distribution, as a sampler draws from).
+    logits,
+    /// Hugging Face: the log-softmax of the logits; the processed values are the logprobs as
+    /// they are (not renormalised). For parity with transformers' beam search.
+    logprobs,
+};
+
 /// Beam search configuration.
 struct beam_search_params {
     std::size_t num_beams = 4;            ///< beam width, >= 1
@@ -2906,9 +5917,22 @@ struct beam_search_params {
     std::vector<std::string> stop_strings =
         {};                         ///< finish a hypothesis (decoding/stop_strings.hpp)
     detokenize_fn detokenize = {};  ///< token -> bytes, needed by stop_strings
+    /// The processors of every beam: only the processor fields are read (penalties,
+    /// no_repeat_ngram_size, banned tokens / sequences, logit biases, min_new_tokens, user
+    /// processors; decoding/row_processors.hpp); its eos_ids default to this eos_ids.
+    sampling_params processing = {};
+    /// What the processors run on (the file comment says why logits is the default).
+    beam_processor_input processor_input = beam_processor_input::logits;
 
     /// The first invalid field, named with its allowed range; nullopt when valid.
     std::optional<std::string> check() const {
+        if (auto e = detail::check_row_processing(processing, "beam_search_params")) return e;
+        if (unsigned(processor_input) > 1u)
+            return detail::range_message("beam_search_params.processor_input", "logits or logprobs",
+                                         double(unsigned(processor_input)));
+        if (stochastic && processor_input == beam_processor_input::logprobs)
+            return std::string(
+                "beam_search_params.processor_input must be logits with stochastic beams");
         if (num_beams < 1 || num_beams > 4096)
             return detail::range_message("beam_search_params.num_beams", "in [1, 4096]",
                                          double(num_beams));
@@ -3014,19 +6038,24 @@ struct beam_step_workspace {
 /// The top `out.size()` candidates (rank order) of `beam_scores[b] + log_softmax(row b)[v]` over
 /// rows x V (row-major `rows`), without sorting V: kernels::top_k per row, then a merge.
 /// `penalty` (optional, size V): subtracted from the logprob of each token (diversity penalty).
-/// Returns the number written (fewer when rows have fewer valid entries).
+/// `logprob_rows`: the rows already are the logprobs (used as they are, not renormalised:
+/// Hugging Face's processed log-softmax). Returns the number written (fewer when rows have fewer
+/// valid entries).
 /// \pre rows.size() == beam_scores.size() * vocab_size, ws sized for (vocab_size, rows, k)
 inline std::size_t beam_top_candidates(std::span<const float> rows, std::size_t vocab_size,
                                        std::span<const double> beam_scores,
                                        std::span<beam_candidate> out, beam_step_workspace& ws,
-                                       std::span<const float> penalty = {},
-                                       std::size_t extra_k = 0) noexcept {
+                                       std::span<const float> penalty = {}, std::size_t extra_k = 0,
+                                       bool logprob_rows = false) noexcept {
     const std::size_t k = out.size();
     ws.pool.clear();
     if (k == 0) return 0;
     for (std::size_t b = 0; b < beam_scores.size(); ++b) {
         const std::span<const float> row = rows.subspan(b * vocab_size, vocab_size);
-        const double lse = kernels::logsumexp(row);
+        const double lse = !logprob_rows ? kernels::logsumexp(row)
+                           : kernels::max(row) > -std::numeric_limits<float>::infinity()
+                               ? 0.0
+                               : -std::numeric_limits<double>::infinity();
         if (!(lse > -std::numeric_limits<double>::infinity())) continue;  // no valid entry
         const std::size_t n = kernels::top_k(row, k + extra_k, tie_policy::exactly_k, ws.row_top);
         double inf_logp = 0;
@@ -3113,10 +6142,18 @@ public:
         text_on_ = !p_.stop_strings.empty();
         const stop_string_matcher text0 =
             text_on_ ? stop_string_matcher(p_.stop_strings) : stop_string_matcher();
+        processor_pipeline procs0 = detail::row_processors(p_.processing, p_.eos_ids);
+        procs_on_ = procs0.active();
+        hf_input_ = procs_on_ && p_.processor_input == beam_processor_input::logprobs;
+        min_new_ = p_.processing.min_new_tokens;
         groups_.resize(p_.num_groups);
         for (std::size_t g = 0; g < p_.num_groups; ++g) {
-            groups_[g].running.push_back({prompt_, 0.0, 0.0, 0, text0});
+            groups_[g].running.push_back({prompt_, 0.0, 0.0, 0, text0, procs0});
             groups_[g].nr = 1;
+        }
+        if (procs_on_) {
+            processed_.resize(gs_ * vocab_);
+            last_child_.resize(gs_);
         }
         ws_ = beam_step_workspace(vocab_, gs_, k + (p_.num_groups > 1 ? p_.num_beams : 0));
         top_.resize(k);
@@ -3161,15 +6198,17 @@ public:
             group& G = groups_[g];
             if (G.done) continue;
             const std::size_t nb = G.nr, base = row0;
-            const std::span<const float> rows = logits.subspan(row0 * vocab_, nb * vocab_);
+            std::span<const float> rows = logits.subspan(row0 * vocab_, nb * vocab_);
             row0 += nb;
+            if (procs_on_) rows = process_rows(G, rows);
             scores_.clear();
             for (std::size_t b = 0; b < nb; ++b)
                 scores_.push_back(p_.stochastic ? G.running[b].key : G.running[b].sum);
             const std::size_t n =
                 p_.stochastic ? stochastic_candidates(G, rows, cur)
                               : beam_top_candidates(rows, vocab_, scores_, top_, ws_, penalty_,
-                                                    penalty_.empty() ? 0 : chosen_.size());
+                                                    penalty_.empty() ? 0 : chosen_.size(),
+                                                    procs_on_ && hf_input_);
             G.nn = 0;
             if (n == 0) {  // no running beam of the group has a valid entry
                 for (std::size_t b = 0; b < G.nr; ++b)
@@ -3189,12 +6228,13 @@ public:
                     continue;
                 }
                 std::optional<stop_reason> fin;
-                if (stops.has_stop_sequences() &&
+                const bool stops_active = cur >= min_new_;  // min_new_tokens holds every stop
+                if (stops_active && stops.has_stop_sequences() &&
                     stops.completes_stop_sequence(generated(parent), c.token)) {
                     fin = stop_reason::stop_sequence;
                 } else if (text_on_) {
                     scratch_ = parent.text;
-                    if (scratch_.push(p_.detokenize(c.token)).matched)
+                    if (scratch_.push(p_.detokenize(c.token), stops_active).matched)
                         fin = stop_reason::stop_string;
                 }
                 if (fin) {
@@ -3209,6 +6249,7 @@ public:
                 nb2.parent = std::uint32_t(base + c.beam);
                 if (text_on_) nb2.text = std::move(scratch_);
             }
+            if (procs_on_) fork_processors(G, base);
             for (std::size_t r = 0; r < G.nn; ++r) note_chosen(G.next[r].tokens.back());
             std::swap(G.running, G.next);
             std::swap(G.nr, G.nn);
@@ -3304,6 +6345,7 @@ private:
         double key = 0;            // stochastic: the Gumbel key G
         std::uint32_t parent = 0;  // index in the previous requests of the beam it extends
         stop_string_matcher text;  // with stop strings: the beam's text state
+        processor_pipeline procs;  // with processors: the beam's processor state
     };
     struct group {
         std::vector<beam> running, next;        // storage reused across steps
@@ -3393,6 +6435,36 @@ private:
         return e;
     }
 
+    /// The processed copy of each running beam's row (its processors, its history).
+    std::span<const float> process_rows(group& G, std::span<const float> rows) {
+        const std::size_t nb = G.nr;
+        for (std::size_t b = 0; b < nb; ++b) {
+            const std::span<float> row = std::span<float>(processed_).subspan(b * vocab_, vocab_);
+            const std::span<const float> raw = rows.subspan(b * vocab_, vocab_);
+            if (hf_input_)
+                kernels::log_softmax(raw, row);
+            else
+                std::copy(raw.begin(), raw.end(), row.begin());
+            G.running[b].procs.apply(row, sample_context{.sequence = p_.sequence,
+                                                         .step = step_,
+                                                         .history = G.running[b].tokens,
+                                                         .prompt_length = prompt_.size()});
+        }
+        return std::span<const float>(processed_).first(nb * vocab_);
+    }
+    /// Each new beam takes its parent's processor state: a copy, or the parent's own when it is
+    /// the parent's last child (the parent is not used after this step).
+    void fork_processors(group& G, std::size_t base) {
+        for (std::size_t i = 0; i < G.nn; ++i) last_child_[G.next[i].parent - base] = i;
+        for (std::size_t i = 0; i < G.nn; ++i) {
+            beam& parent = G.running[G.next[i].parent - base];
+            if (last_child_[G.next[i].parent - base] == i)
+                G.next[i].procs = std::move(parent.procs);
+            else
+                G.next[i].procs = parent.procs;
+        }
+    }
+
     /// Stochastic beams: child key G_c = -log(exp(-G_parent) - exp(-Z) + exp(-G~_c)) with
     /// G~_c = phi_c + Gumbel, Z = max_c G~_c (Kool et al. 2019, stable form); top 2g by key.
     std::size_t stochastic_candidates(group& G, std::span<const float> rows, std::size_t cur) {
@@ -3469,6 +6541,11 @@ private:
     std::vector<std::uint32_t> parents_;
     bool text_on_ = false;
     stop_string_matcher scratch_;
+    bool procs_on_ = false;
+    bool hf_input_ = false;  // processors on the log-softmax (beam_processor_input::logprobs)
+    std::size_t min_new_ = 0;
+    std::vector<float> processed_;         // with processors: the group's processed rows
+    std::vector<std::size_t> last_child_;  // with processors: per parent, its last new beam
     std::size_t calls_ = 0, rows_ = 0;
     std::chrono::steady_clock::time_point t0_;
     double ttft_ = 0, total_ = 0;
@@ -3514,7 +6591,13 @@ DECODEKIT_END_NAMESPACE
 /// is greedy (then the look-ahead has one candidate). The first call scores the whole prompt
 /// (logits and hidden states of every prompt position, slot 0). Stop rule, streaming and results:
 /// decoding/contract.hpp (an EOS is not appended; token_event::logprob is log p of the chosen
-/// candidate under softmax(logits)).
+/// candidate under softmax(logits), the processed logits when there are processors).
+/// Processors (contrastive_params::processing, decoding/row_processors.hpp: penalties,
+/// no_repeat_ngram, banned tokens / sequences, min_new_tokens, user processors) run on each
+/// step's logits row, with the sequence's history, before the top-k candidates are chosen, as
+/// Hugging Face does (its logits processors, then top-k of the softmax): p above is the processed
+/// distribution, a banned token is never a candidate. min_new_tokens suppresses the EOS ids
+/// (defaulting to eos_ids) and holds stop sequences / stop strings until that many tokens exist.
 
 // ---- begin decodekit/decoding/sequence_output.hpp
 /// \file decoding/sequence_output.hpp
@@ -3808,9 +6891,14 @@ struct contrastive_params {
     std::vector<std::vector<token_id>> stop_sequences = {};  ///< each non-empty
     std::vector<std::string> stop_strings = {};  ///< text stops (decoding/stop_strings.hpp)
     detokenize_fn detokenize = {};  ///< token -> bytes: streams text, needed by stop_strings
+    /// The processors of the sequence: only the processor fields are read (penalties,
+    /// no_repeat_ngram_size, banned tokens / sequences, logit biases, min_new_tokens, user
+    /// processors; decoding/row_processors.hpp); its eos_ids default to this eos_ids.
+    sampling_params processing = {};
 
     /// The first invalid field, named with its allowed range; nullopt when valid.
     std::optional<std::string> check() const {
+        if (auto e = detail::check_row_processing(processing, "contrastive_params")) return e;
         if (top_k < 1 || top_k > 1024)
             return detail::range_message("contrastive_params.top_k", "in [1, 1024]", double(top_k));
         if (!(alpha >= 0.f && alpha <= 1.f))
@@ -3918,10 +7006,13 @@ public:
         cand_seq_.resize(k_);
         for (auto& c : cand_seq_) c.reserve(prompt.size() + reserve);
         req_.resize(k_);
+        procs_ = detail::row_processors(params.processing, params.eos_ids);
+        prompt_length_ = prompt.size();
         out_ = sequence_output(stop_conditions{.eos_ids = params.eos_ids,
                                                .stop_sequences = params.stop_sequences,
                                                .stop_strings = params.stop_strings,
                                                .detokenize = params.detokenize,
+                                               .min_new_tokens = params.processing.min_new_tokens,
                                                .max_new_tokens = params.max_new_tokens},
                                prompt.size(), reserve);
         req_[0] = {seq_, seq_.size(), 0};
@@ -4010,6 +7101,10 @@ private:
     /// The next step's candidates and look-ahead requests (or no_valid_token).
     template <class OnToken>
     void prepare(OnToken& on_token) {
+        if (procs_.active())
+            procs_.apply(logits_, sample_context{.step = out_.size(),
+                                                 .history = seq_,
+                                                 .prompt_length = prompt_length_});
         n_ = scorer_.candidates_of(logits_);
         if (n_ == 0) {
             out_.finish(stop_reason::no_valid_token, on_token);
@@ -4031,6 +7126,8 @@ private:
     std::vector<sequence_request> req_;
     std::size_t n_ = 0;  // live requests
     bool prompt_phase_ = true;
+    processor_pipeline procs_;  // the sequence's processors (inactive: none)
+    std::size_t prompt_length_ = 0;
     sequence_output out_;
     std::size_t calls_ = 0, rows_ = 0;
 };
@@ -4078,938 +7175,6 @@ DECODEKIT_END_NAMESPACE
 /// holds stop sequences and stop strings). Randomness: the draw of step i uses
 /// rng_key{sampling.seed, dola_params::sequence, i}.
 
-// ---- begin decodekit/kernels/softmax.hpp
-/// \file kernels/softmax.hpp
-/// softmax, log-softmax and the normaliser, temperature fused (no scaling pass); entropy.
-/// Semantics: kernels/reference.hpp (within 1e-6 relative for sums, 1e-5 relative per
-/// probability). No random numbers are consumed.
-///
-/// Passes: exp_sum 2 (max; fused exp-and-sum), softmax 3 (max; exp, store and sum; scale by
-/// 1/Z), log_softmax 3 (max; exp-sum; write (x - m)/T - log Z), entropy 2 (max; one pass summing
-/// w and w * (x - m)/T). Sums use 4 float accumulators per 1024-entry block, blocks added in
-/// double; exponentials by simd::exp_nonpositive (about 2 ulp; 0 below max - 87 T, 0 for NaN).
-/// Rows with +inf, no valid entry, or a subnormal temperature use the reference path.
-
-
-#include <cmath>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-
-using reference::softmax_stats;
-
-/// out_i = p_i = exp((x_i - m)/T) / Z; all zeros when no entry has probability.
-/// \pre out.size() == x.size(), temperature > 0
-template <class A = simd::default_arch>
-softmax_stats softmax(std::span<const float> x, std::span<float> out,
-                      float temperature = 1.f) noexcept {
-    DECODEKIT_ASSERT(out.size() == x.size(), "softmax: out.size() must equal x.size()");
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const float m = kernels::max<A>(x);
-    const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::softmax(x, out, temperature);
-    const double s = detail::exp_pass<A, true>(x, m, inv_t, out.data());
-    const float r = float(1.0 / s);
-    const B rb(r);
-    float* o = out.data();
-    const std::size_t n = x.size();
-    std::size_t i = 0;
-    for (; i + L <= n; i += L) (B::load_unaligned(o + i) * rb).store_unaligned(o + i);
-    for (; i < n; ++i) o[i] *= r;
-    return {m, s};
-}
-
-/// out_i = exp((x_i - m)/T), the unnormalised softmax weights (m the max; when an entry is +inf:
-/// 1 for the +inf entries, 0 elsewhere; 0 for NaN and -inf entries, and below m - 87 T); returns
-/// {m, sum of out}. Two passes (max; fused exp, store and sum).
-/// \pre out.size() == x.size(), temperature > 0
-template <class A = simd::default_arch>
-softmax_stats exp_weights(std::span<const float> x, float temperature,
-                          std::span<float> out) noexcept {
-    DECODEKIT_ASSERT(out.size() == x.size(), "exp_weights: out.size() must equal x.size()");
-    const float m = kernels::max<A>(x);
-    const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) {
-        double s = 0;
-        for (std::size_t i = 0; i < x.size(); ++i) {
-            out[i] = m > -std::numeric_limits<float>::infinity()
-                         ? float(reference::weight(x[i], m, temperature))
-                         : 0.f;
-            s += double(out[i]);
-        }
-        return {m, s};
-    }
-    return {m, detail::exp_pass<A, true>(x, m, inv_t, out.data())};
-}
-
-/// out_i = log p_i = (x_i - m)/T - log Z; -inf for entries of probability 0 (NaN included).
-/// \pre out.size() == x.size(), temperature > 0
-template <class A = simd::default_arch>
-softmax_stats log_softmax(std::span<const float> x, std::span<float> out,
-                          float temperature = 1.f) noexcept {
-    DECODEKIT_ASSERT(out.size() == x.size(), "log_softmax: out.size() must equal x.size()");
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const float m = kernels::max<A>(x);
-    const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t))
-        return reference::log_softmax(x, out, temperature);
-    const double s = detail::exp_pass<A, false>(x, m, inv_t, nullptr);
-    const float lz = float(std::log(s));
-    // exp((x - m)/T) underflows to 0 in double below this: the reference says -inf there.
-    constexpr float underflow = -745.13f;
-    const B mb(m), tb(inv_t), lzb(lz), ub(underflow), ninf(detail::neg_inf_f);
-    const float* p = x.data();
-    float* o = out.data();
-    const std::size_t n = x.size();
-    std::size_t i = 0;
-    for (; i + L <= n; i += L) {
-        const B d = (B::load_unaligned(p + i) - mb) * tb;
-        simd::select<A>(d >= ub, d - lzb, ninf).store_unaligned(o + i);  // NaN fails >=: -inf
-    }
-    for (; i < n; ++i) {
-        const float d = (p[i] - m) * inv_t;
-        o[i] = d >= underflow ? d - lz : detail::neg_inf_f;
-    }
-    return {m, s};
-}
-
-/// Entropy H = -sum p log p (nats) of the tempered distribution; 0 when no entry has
-/// probability. Two passes: H = log Z - (sum w_i d_i) / Z with d_i = (x_i - m)/T, w_i = exp(d_i).
-/// \pre temperature > 0
-template <class A = simd::default_arch>
-double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const float m = kernels::max<A>(x);
-    const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::entropy(x, temperature);
-    const float* p = x.data();
-    const std::size_t n = x.size(), nfull = n / L * L;
-    const B mb(m), tb(inv_t), lo(-200.f);
-    double sw = 0, swd = 0;
-    std::size_t i = 0;
-    while (i < nfull) {
-        const std::size_t end = std::min(nfull, i + 2 * detail::block_size);
-        B s0(0.f), s1(0.f), t0(0.f), t1(0.f);
-        auto one = [&](std::size_t j, B& s, B& t) {
-            const B v = B::load_unaligned(p + j);
-            const B d0 = (v - mb) * tb;
-            const B w = simd::exp_nonpositive<A>(d0);     // NaN, -inf: 0
-            const B d = simd::max_ignore_nan<A>(lo, d0);  // -inf, NaN -> -200: w * d = 0
-            s += w;
-            t = simd::fma<A>(w, d, t);
-        };
-        for (; i + 2 * L <= end; i += 2 * L) {
-            one(i, s0, t0);
-            one(i + L, s1, t1);
-        }
-        for (; i < end; i += L) one(i, s0, t0);
-        sw += double(simd::reduce_add<A>(s0 + s1));
-        swd += double(simd::reduce_add<A>(t0 + t1));
-    }
-    for (; i < n; ++i) {
-        if (std::isnan(p[i])) continue;
-        const float d = std::max((p[i] - m) * inv_t, -200.f);
-        const float w = d >= -87.f ? std::exp(d) : 0.f;
-        sw += double(w);
-        swd += double(w) * double(d);
-    }
-    if (!(sw > 0)) return 0;
-    return std::log(sw) - swd / sw;
-}
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/softmax.hpp
-// ---- begin decodekit/processors/penalties.hpp
-/// \file processors/penalties.hpp
-/// Repetition (CTRL), frequency and presence (OpenAI) penalties over a window of the history.
-///
-/// Semantics (docs/semantics.md#penalties):
-///   repetition: for every token seen in the repetition window, `x > 0 ? x / theta : x * theta`
-///               (applied once per distinct token, whatever its count);
-///   frequency / presence: `x -= count * a_f + (count > 0) * a_p`, count = occurrences of the
-///               token in the frequency window.
-/// Repetition is applied first, then frequency/presence (the order of llama.cpp and vLLM; the
-/// order matters only when both penalties hit the same token).
-/// Windows (penalty_scope), which is where the engines differ:
-///   whole_history -- the whole history, prompt included (Hugging Face);
-///   last_n        -- the last `last_n` tokens of the history, prompt included (llama.cpp,
-///                    penalty_last_n = 64); last_n = 0 is an empty window (no effect);
-///   output_only   -- the generated part, history[prompt_length:] (vLLM's frequency/presence).
-/// vLLM = {repetition_scope = whole_history, frequency_scope = output_only}.
-/// Special values: NaN logits stay NaN, -inf stays -inf, +inf stays +inf, whatever the penalties
-/// (also when count * frequency overflows float); a finite logit whose penalty overflows float
-/// becomes +-inf. Token ids outside [0, V) in the history are ignored, where V is
-/// min(logits.size(), workspace vocabulary size) for apply_penalties and logits.size() for
-/// penalties_processor.
-///
-/// Two forms with the same results:
-///   apply_penalties   -- stateless: the caller passes the history each call; O(window) per call
-///                        (the whole history for whole_history and output_only), and an O(V)
-///                        workspace.
-///   penalties_processor -- per sequence (the processor concept, processors/processor.hpp): keeps
-///                        the counts of each scope (token -> count over the distinct tokens in
-///                        the window, never O(V)), updated from the history hooks by the tokens
-///                        added and removed since the previous call. Per call: O(added + removed)
-///                        in the hooks (last_n: O(min(removed, last_n)) on a cut-back), and
-///                        O(distinct tokens in the windows) in apply() and touched().
-
-// ---- begin decodekit/processors/processor.hpp
-/// \file processors/processor.hpp
-/// The logits-processor concept that built-in and user processors share, and any_processor, the
-/// copyable type-erased holder a runtime-ordered pipeline stores them in.
-///
-/// A processor changes a logits row in place before truncation and the draw:
-///   void apply(std::span<float> logits, const processor_context& c) noexcept-ish
-/// It must not throw (it runs inside noexcept sampling calls: an exception terminates).
-/// Optional members, detected at compile time:
-///   void touched(const processor_context& c, token_sink& out) const
-///       declares every id apply() may read or write for this call. A processor that has it is
-///       sparse: a pipeline may give it a row in which only those entries hold the caller's
-///       logits (no copy of the whole row). Without it the processor is dense (it may read or
-///       write any entry, so the pipeline copies the row first).
-///   void append(std::span<const token_id> added, const processor_context& c)
-///   void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c)
-///   void reset(const processor_context& c)
-///       per-sequence state that follows the history (processors/history.hpp): before apply()
-///       the pipeline reports what changed since the previous call: reset (rebuild from
-///       c.history), or cut_back (the tokens that were at [keep, old length) were removed; the
-///       history is already c.history) and then append (c.history[keep, size) were added).
-///       A processor with any of the three must have all three.
-/// A processor object is per sequence: a pipeline owns a copy (a beam fork copies it).
-
-
-#include <concepts>
-#include <cstddef>
-#include <cstdint>
-#include <memory>
-#include <span>
-#include <type_traits>
-#include <utility>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// What a processor sees besides the row.
-struct processor_context {
-    std::span<const token_id> history{};  ///< prompt + generated so far, oldest first
-    std::size_t prompt_length = 0;        ///< history[0, prompt_length) is the prompt
-    std::uint64_t sequence = 0;           ///< the request's sequence id
-    std::uint64_t step = 0;               ///< generated tokens before the row's position
-    std::size_t vocab_size = 0;           ///< the row's size
-
-    /// Tokens generated so far (history past the prompt).
-    std::size_t generated() const noexcept {
-        return history.size() > prompt_length ? history.size() - prompt_length : 0;
-    }
-};
-
-/// Receives the ids a sparse processor declares (ids outside [0, vocab) are ignored).
-class token_sink {
-public:
-    using fn_type = void (*)(void*, token_id) noexcept;
-    token_sink(fn_type fn, void* ctx) noexcept : fn_(fn), ctx_(ctx) {}
-    void operator()(token_id t) noexcept { fn_(ctx_, t); }
-    /// Declares every id of a span.
-    void operator()(std::span<const token_id> ids) noexcept {
-        for (token_id t : ids) fn_(ctx_, t);
-    }
-
-private:
-    fn_type fn_;
-    void* ctx_;
-};
-
-/// A type that changes logits rows (see the file comment).
-template <class P>
-concept logits_processor = std::copy_constructible<P> &&
-    requires(P& p, std::span<float> x, const processor_context& c) {
-    p.apply(x, c);
-};
-
-/// A processor that declares the ids it touches.
-template <class P>
-concept sparse_logits_processor = logits_processor<P> &&
-    requires(const P& p, const processor_context& c, token_sink& s) {
-    p.touched(c, s);
-};
-
-/// A processor (or any component) whose state follows the history.
-template <class P>
-concept history_follower = requires(P& p, std::span<const token_id> t, std::size_t n,
-                                    const processor_context& c) {
-    p.append(t, c);
-    p.cut_back(n, t, c);
-    p.reset(c);
-};
-
-/// A copyable holder of any logits_processor (copies clone the processor and its state).
-class any_processor {
-public:
-    any_processor() = default;
-    template <class P>
-    requires(!std::same_as<std::decay_t<P>, any_processor> && logits_processor<std::decay_t<P>>)
-        any_processor(P&& p)  // NOLINT: implicit, like std::function
-        : m_(std::make_unique<model<std::decay_t<P>>>(std::forward<P>(p))) {}
-    any_processor(const any_processor& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
-    any_processor(any_processor&&) noexcept = default;
-    any_processor& operator=(const any_processor& o) {
-        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
-        return *this;
-    }
-    any_processor& operator=(any_processor&&) noexcept = default;
-
-    /// True when it holds a processor.
-    explicit operator bool() const noexcept { return m_ != nullptr; }
-    /// Changes `x` in place. \pre holds a processor
-    void apply(std::span<float> x, const processor_context& c) { m_->apply(x, c); }
-    /// True when the processor declares its ids (touched()).
-    bool sparse() const noexcept { return m_->sparse(); }
-    /// Declares the ids apply() may touch. \pre sparse()
-    void touched(const processor_context& c, token_sink& s) const { m_->touched(c, s); }
-    /// True when its state follows the history.
-    bool follows_history() const noexcept { return m_->follows_history(); }
-    void append(std::span<const token_id> added, const processor_context& c) {
-        m_->append(added, c);
-    }
-    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
-        m_->cut_back(keep, removed, c);
-    }
-    void reset(const processor_context& c) { m_->reset(c); }
-    /// The held processor when it is a P, else nullptr.
-    template <class P>
-    P* get() noexcept {
-        if (!m_ || m_->tag() != tag_of<P>()) return nullptr;
-        return &static_cast<model<P>*>(m_.get())->p;
-    }
-
-private:
-    // a per-type address instead of RTTI (works with -fno-rtti)
-    template <class P>
-    static const void* tag_of() noexcept {
-        static const char tag = 0;
-        return &tag;
-    }
-    struct base {
-        virtual ~base() = default;
-        virtual const void* tag() const noexcept = 0;
-        virtual std::unique_ptr<base> clone() const = 0;
-        virtual void apply(std::span<float>, const processor_context&) = 0;
-        virtual bool sparse() const noexcept = 0;
-        virtual void touched(const processor_context&, token_sink&) const = 0;
-        virtual bool follows_history() const noexcept = 0;
-        virtual void append(std::span<const token_id>, const processor_context&) = 0;
-        virtual void cut_back(std::size_t, std::span<const token_id>, const processor_context&) = 0;
-        virtual void reset(const processor_context&) = 0;
-    };
-    template <class P>
-    struct model final : base {
-        P p;
-        explicit model(P q) : p(std::move(q)) {}
-        const void* tag() const noexcept override { return tag_of<P>(); }
-        std::unique_ptr<base> clone() const override { return std::make_unique<model>(p); }
-        void apply(std::span<float> x, const processor_context& c) override { p.apply(x, c); }
-        bool sparse() const noexcept override { return sparse_logits_processor<P>; }
-        void touched(const processor_context& c, token_sink& s) const override {
-            if constexpr (sparse_logits_processor<P>) p.touched(c, s);
-        }
-        bool follows_history() const noexcept override { return history_follower<P>; }
-        void append(std::span<const token_id> t, const processor_context& c) override {
-            if constexpr (history_follower<P>) p.append(t, c);
-        }
-        void cut_back(std::size_t n, std::span<const token_id> t,
-                      const processor_context& c) override {
-            if constexpr (history_follower<P>) p.cut_back(n, t, c);
-        }
-        void reset(const processor_context& c) override {
-            if constexpr (history_follower<P>) p.reset(c);
-        }
-    };
-    std::unique_ptr<base> m_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/processor.hpp
-// ---- begin decodekit/processors/token_counts.hpp
-/// \file processors/token_counts.hpp
-/// The small hash tables per-sequence processor state is kept in: hash_slots (an open-addressing
-/// index from a 64-bit hash to 32-bit values, linear probing, deletion by backward shift) and
-/// token_counts (token -> count over the distinct tokens seen, dense, O(distinct tokens)).
-///
-/// Hashes are seeded once per process (from addresses that ASLR randomises and the clock), so a
-/// client that chooses token histories cannot aim them at one probe chain. Only the table layout
-/// depends on the seed: the iteration order of token_counts (insertion order, with swap-remove)
-/// and every result are deterministic. Growth doubles the slots at load 1/2 (amortized O(1) per
-/// insert); nothing shrinks, so a table reused across cut-backs and rebuilds stops allocating
-/// once it reached its largest size. Not safe to share between threads, const lookups included:
-/// they update a probe counter (like the processors built on these tables, one object serves one
-/// sequence, one call at a time).
-
-
-#include <chrono>
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-namespace detail {
-
-/// A bijective 64-bit mixer (the splitmix64 finalizer).
-inline std::uint64_t mix64(std::uint64_t z) noexcept {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-/// The process's hash seed (fixed after the first call).
-inline std::uint64_t hash_seed() noexcept {
-    static const std::uint64_t seed = [] {
-        static const char anchor = 0;
-        const char local = 0;
-        const auto ticks =
-            static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-        return mix64(reinterpret_cast<std::uintptr_t>(&anchor) ^
-                     mix64(reinterpret_cast<std::uintptr_t>(&local) ^ mix64(ticks)));
-    }();
-    return seed;
-}
-
-/// The seeded hash of one token.
-inline std::uint64_t token_hash(token_id t) noexcept {
-    return mix64(hash_seed() ^ static_cast<std::uint32_t>(t));
-}
-
-/// Open-addressing index: 64-bit hashes to 32-bit values (several values may share a hash; the
-/// caller tells them apart with a predicate). Slots hold the hash's low 32 bits and the value.
-/// Every probe is counted in probes() (a cost counter for tests and monitoring).
-class hash_slots {
-public:
-    static constexpr std::uint32_t none = 0xFFFFFFFFu;
-
-    /// Number of values held.
-    std::size_t size() const noexcept { return size_; }
-    /// Slots probed since construction.
-    std::uint64_t probes() const noexcept { return probes_; }
-
-    /// The first value whose hash is `h` and for which match(value) holds, or none.
-    template <class Match>
-    std::uint32_t find(std::uint64_t h, Match&& match) const {
-        if (slots_.empty()) return none;
-        const std::uint32_t frag = static_cast<std::uint32_t>(h);
-        for (std::size_t i = frag & mask_;; i = (i + 1) & mask_) {
-            ++probes_;
-            const slot& s = slots_[i];
-            if (s.value == none) return none;
-            if (s.frag == frag && match(s.value)) return s.value;
-        }
-    }
-    /// Adds (h, value). \pre value != none
-    void insert(std::uint64_t h, std::uint32_t value) {
-        if ((size_ + 1) * 2 > slots_.size()) grow();
-        place(static_cast<std::uint32_t>(h), value);
-        ++size_;
-    }
-    /// Removes (h, value) if present.
-    void erase(std::uint64_t h, std::uint32_t value) noexcept {
-        std::size_t i = locate(h, value);
-        if (i == npos) return;
-        for (std::size_t j = (i + 1) & mask_;; j = (j + 1) & mask_) {
-            ++probes_;
-            if (slots_[j].value == none) break;
-            const std::size_t home = slots_[j].frag & mask_;
-            // slot j may move back to i unless its home lies cyclically in (i, j]
-            const bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
-            if (stays) continue;
-            slots_[i] = slots_[j];
-            i = j;
-        }
-        slots_[i].value = none;
-        --size_;
-    }
-    /// Changes the value of (h, from) to `to` if present.
-    void relabel(std::uint64_t h, std::uint32_t from, std::uint32_t to) noexcept {
-        const std::size_t i = locate(h, from);
-        if (i != npos) slots_[i].value = to;
-    }
-    /// Removes every value (keeps the slots' memory). O(slots).
-    void clear() noexcept {
-        for (slot& s : slots_) s.value = none;
-        size_ = 0;
-    }
-
-private:
-    struct slot {
-        std::uint32_t frag = 0;
-        std::uint32_t value = none;
-    };
-    std::size_t locate(std::uint64_t h, std::uint32_t value) const noexcept {
-        if (slots_.empty()) return npos;
-        const std::uint32_t frag = static_cast<std::uint32_t>(h);
-        for (std::size_t i = frag & mask_;; i = (i + 1) & mask_) {
-            ++probes_;
-            if (slots_[i].value == none) return npos;
-            if (slots_[i].frag == frag && slots_[i].value == value) return i;
-        }
-    }
-    void place(std::uint32_t frag, std::uint32_t value) noexcept {
-        std::size_t i = frag & mask_;
-        while (slots_[i].value != none) {
-            ++probes_;
-            i = (i + 1) & mask_;
-        }
-        slots_[i] = {frag, value};
-    }
-    void grow() {
-        std::vector<slot> old;
-        old.swap(slots_);
-        slots_.assign(old.empty() ? 16 : old.size() * 2, slot{});
-        mask_ = slots_.size() - 1;
-        for (const slot& s : old)
-            if (s.value != none) place(s.frag, s.value);
-    }
-
-    std::vector<slot> slots_;
-    std::size_t mask_ = 0;
-    std::size_t size_ = 0;
-    mutable std::uint64_t probes_ = 0;
-};
-
-}  // namespace detail
-
-/// Counts of tokens (any token_id value): the distinct tokens with a count > 0, in a dense array
-/// (iteration O(distinct)), and a hash index to them. add/remove are O(1) expected; memory is
-/// about 24 bytes per distinct token. Copyable (a copy is O(distinct)).
-class token_counts {
-public:
-    /// Adds one occurrence of t.
-    void add(token_id t) {
-        const std::uint64_t h = detail::token_hash(t);
-        const std::uint32_t i = find(h, t);
-        if (i != detail::hash_slots::none) {
-            ++counts_[i];
-            return;
-        }
-        index_.insert(h, static_cast<std::uint32_t>(keys_.size()));
-        keys_.push_back(t);
-        counts_.push_back(1);
-    }
-    /// Removes one occurrence of t; returns false (and changes nothing) if t has none.
-    bool remove(token_id t) noexcept {
-        const std::uint64_t h = detail::token_hash(t);
-        const std::uint32_t i = find(h, t);
-        if (i == detail::hash_slots::none) return false;
-        if (--counts_[i] > 0) return true;
-        index_.erase(h, i);
-        const std::uint32_t last = static_cast<std::uint32_t>(keys_.size() - 1);
-        if (i != last) {  // move the last entry into the hole
-            index_.relabel(detail::token_hash(keys_[last]), last, i);
-            keys_[i] = keys_[last];
-            counts_[i] = counts_[last];
-        }
-        keys_.pop_back();
-        counts_.pop_back();
-        return true;
-    }
-    /// The count of t (0 if unseen).
-    std::uint32_t count(token_id t) const noexcept {
-        const std::uint32_t i = find(detail::token_hash(t), t);
-        return i == detail::hash_slots::none ? 0u : counts_[i];
-    }
-    /// Forgets every token (keeps the memory).
-    void clear() noexcept {
-        keys_.clear();
-        counts_.clear();
-        index_.clear();
-    }
-    /// Number of distinct tokens with a count > 0.
-    std::size_t size() const noexcept { return keys_.size(); }
-    bool empty() const noexcept { return keys_.empty(); }
-    /// The distinct tokens, and their counts at the same positions.
-    std::span<const token_id> tokens() const noexcept { return keys_; }
-    std::span<const std::uint32_t> counts() const noexcept { return counts_; }
-    /// Hash slots probed since construction (a cost counter).
-    std::uint64_t probes() const noexcept { return index_.probes(); }
-
-private:
-    std::uint32_t find(std::uint64_t h, token_id t) const noexcept {
-        return index_.find(h, [&](std::uint32_t i) noexcept { return keys_[i] == t; });
-    }
-
-    std::vector<token_id> keys_;
-    std::vector<std::uint32_t> counts_;
-    detail::hash_slots index_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/token_counts.hpp
-
-#include <array>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <optional>
-#include <span>
-#include <string>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// Which part of the history a penalty looks at.
-enum class penalty_scope : std::uint8_t {
-    whole_history,  ///< prompt + output (Hugging Face; vLLM's repetition penalty)
-    last_n,         ///< the last `last_n` tokens, prompt included (llama.cpp)
-    output_only,    ///< history[prompt_length:] (vLLM's frequency and presence penalties)
-};
-
-/// Penalty configuration; the defaults disable every penalty.
-struct penalty_params {
-    float repetition = 1.f;  ///< CTRL theta, > 0; 1 disables
-    float frequency = 0.f;   ///< subtracted per occurrence; 0 disables
-    float presence = 0.f;    ///< subtracted once if present; 0 disables
-    penalty_scope repetition_scope = penalty_scope::whole_history;
-    penalty_scope frequency_scope = penalty_scope::whole_history;  ///< also for presence
-    std::size_t last_n = 64;  ///< window length of penalty_scope::last_n
-
-    /// True when some penalty changes logits.
-    bool enabled() const noexcept {
-        return repetition != 1.f || frequency != 0.f || presence != 0.f;
-    }
-
-    /// The first invalid field as a message, or nullopt.
-    std::optional<std::string> check() const {
-        if (!(repetition > 0.f) || !std::isfinite(repetition))
-            return detail::range_message("penalty_params.repetition", "finite and > 0", repetition);
-        if (!std::isfinite(frequency))
-            return detail::range_message("penalty_params.frequency", "finite", frequency);
-        if (!std::isfinite(presence))
-            return detail::range_message("penalty_params.presence", "finite", presence);
-        if (static_cast<unsigned>(repetition_scope) > 2u)
-            return detail::range_message("penalty_params.repetition_scope",
-                                         "a penalty_scope enumerator (0..2)",
-                                         static_cast<double>(repetition_scope));
-        if (static_cast<unsigned>(frequency_scope) > 2u)
-            return detail::range_message("penalty_params.frequency_scope",
-                                         "a penalty_scope enumerator (0..2)",
-                                         static_cast<double>(frequency_scope));
-        return std::nullopt;
-    }
-    /// Throws config_error (or calls the error handler) if check() finds a problem.
-    void validate() const { raise_if(check()); }
-};
-
-/// Caller-owned scratch for apply_penalties: one counter per vocabulary entry, all zero between
-/// calls (each call resets what it touched, O(window)). One per thread: concurrent calls must
-/// not share a workspace (params and history may be shared read-only).
-struct penalty_workspace {
-    penalty_workspace() = default;
-    explicit penalty_workspace(std::size_t vocab_size) : counts(vocab_size, 0u) {}
-    /// Returns the vocabulary size the workspace was sized for.
-    std::size_t vocab_size() const noexcept { return counts.size(); }
-
-    std::vector<std::uint32_t> counts;  ///< zero outside a call
-};
-
-namespace detail {
-/// The part of the history a scope selects.
-inline std::span<const token_id> penalty_window(std::span<const token_id> history,
-                                                std::size_t prompt_length, penalty_scope scope,
-                                                std::size_t last_n) noexcept {
-    switch (scope) {
-        case penalty_scope::last_n:
-            return last_n >= history.size() ? history : history.last(last_n);
-        case penalty_scope::output_only:
-            return prompt_length >= history.size() ? history.last(0)
-                                                   : history.subspan(prompt_length);
-        case penalty_scope::whole_history:
-        default:
-            return history;
-    }
-}
-
-/// The frequency/presence penalty of a token seen `count` times (count > 0): infinite and NaN
-/// logits are left as they are (an overflowing count * af would turn -inf into NaN).
-inline void frequency_penalize(float& x, std::uint32_t count, float af, float ap) noexcept {
-    if (std::isfinite(x)) x -= static_cast<float>(count) * af + ap;
-}
-}  // namespace detail
-
-/// Applies the repetition, then the frequency/presence penalties to `logits` in place.
-/// \pre params.check() is nullopt; ws.vocab_size() >= logits.size() (ids beyond it are ignored).
-/// \post ws.counts is all zero again. O(window), no allocation.
-inline void apply_penalties(std::span<float> logits, std::span<const token_id> history,
-                            std::size_t prompt_length, const penalty_params& params,
-                            penalty_workspace& ws) noexcept {
-    DECODEKIT_ASSERT(ws.vocab_size() >= logits.size(),
-                     "apply_penalties: workspace smaller than the vocabulary");
-    const std::size_t v = logits.size() < ws.vocab_size() ? logits.size() : ws.vocab_size();
-    std::uint32_t* const counts = ws.counts.data();
-    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
-
-    const float theta = params.repetition;
-    if (theta != 1.f && theta > 0.f) {
-        const auto w =
-            detail::penalty_window(history, prompt_length, params.repetition_scope, params.last_n);
-        for (token_id t : w) {
-            if (!valid(t) || counts[t] != 0) continue;
-            counts[t] = 1;
-            float& x = logits[static_cast<std::size_t>(t)];
-            x = x > 0.f ? x / theta : x * theta;
-        }
-        for (token_id t : w)
-            if (valid(t)) counts[t] = 0;
-    }
-
-    const float af = params.frequency, ap = params.presence;
-    if (af != 0.f || ap != 0.f) {
-        const auto w =
-            detail::penalty_window(history, prompt_length, params.frequency_scope, params.last_n);
-        for (token_id t : w)
-            if (valid(t)) ++counts[t];
-        for (token_id t : w) {
-            if (!valid(t) || counts[t] == 0) continue;
-            detail::frequency_penalize(logits[static_cast<std::size_t>(t)], counts[t], af, ap);
-            counts[t] = 0;
-        }
-    }
-}
-
-namespace detail {
-
-/// The counts of one penalty window, following the history through its hooks.
-class penalty_window_counts {
-public:
-    penalty_window_counts() = default;
-    penalty_window_counts(penalty_scope scope, std::size_t last_n) noexcept
-        : scope_(scope), last_n_(last_n) {}
-
-    penalty_scope scope() const noexcept { return scope_; }
-    const token_counts& counts() const noexcept { return counts_; }
-    /// Tokens added or removed by the hooks since construction (a cost counter).
-    std::uint64_t operations() const noexcept { return ops_ + counts_.probes(); }
-
-    /// Counts the window of h (prompt length `prompt`).
-    void rebuild(std::span<const token_id> h, std::size_t prompt) {
-        counts_.clear();
-        const auto w = penalty_window(h, prompt, scope_, last_n_);
-        for (token_id t : w) counts_.add(t);
-        ops_ += w.size();
-    }
-    /// The counts were those of h[0, from); h[from, size) were added.
-    void append(std::span<const token_id> h, std::size_t from, std::size_t prompt) {
-        const std::size_t n = h.size();
-        switch (scope_) {
-            case penalty_scope::whole_history:
-                for (std::size_t p = from; p < n; ++p) counts_.add(h[p]);
-                break;
-            case penalty_scope::output_only:
-                for (std::size_t p = from < prompt ? prompt : from; p < n; ++p) counts_.add(h[p]);
-                break;
-            case penalty_scope::last_n:
-                if (last_n_ == 0) break;
-                for (std::size_t p = from; p < n; ++p) {
-                    counts_.add(h[p]);
-                    if (p >= last_n_) counts_.remove(h[p - last_n_]);  // leaves the window
-                }
-                break;
-        }
-        ops_ += n - from;
-    }
-    /// The counts were those of a history of keep + removed.size() tokens whose last ones were
-    /// `removed`; they become those of its first `keep` tokens, which h[0, keep) holds.
-    /// Returns false if the counts were not those of that history (the caller rebuilds). May
-    /// allocate (last_n: tokens re-enter the window).
-    bool cut_back(std::span<const token_id> h, std::size_t keep, std::span<const token_id> removed,
-                  std::size_t prompt) {
-        const std::size_t old_n = keep + removed.size();
-        std::size_t from = keep;  // removed positions [from, old_n) leave the window
-        if (scope_ == penalty_scope::output_only && from < prompt) from = prompt;
-        if (scope_ == penalty_scope::last_n) {
-            if (last_n_ == 0) return true;
-            const std::size_t old_start = old_n > last_n_ ? old_n - last_n_ : 0;
-            if (from < old_start) from = old_start;
-        }
-        bool ok = true;
-        for (std::size_t p = from; p < old_n; ++p) ok &= counts_.remove(removed[p - keep]);
-        ops_ += from < old_n ? old_n - from : 0;
-        if (scope_ == penalty_scope::last_n) {  // positions [keep - L, old_n - L) re-enter
-            const std::size_t new_start = keep > last_n_ ? keep - last_n_ : 0;
-            const std::size_t old_start = old_n > last_n_ ? old_n - last_n_ : 0;
-            const std::size_t end = old_start < keep ? old_start : keep;
-            for (std::size_t p = new_start; p < end; ++p) counts_.add(h[p]);
-            ops_ += end > new_start ? end - new_start : 0;
-        }
-        return ok;
-    }
-
-private:
-    penalty_scope scope_ = penalty_scope::whole_history;
-    std::size_t last_n_ = 0;
-    token_counts counts_;
-    std::uint64_t ops_ = 0;
-};
-
-}  // namespace detail
-
-/// The penalties of apply_penalties as a per-sequence processor with incremental counts (see the
-/// file comment). Sparse: touched() declares the counted ids. Follows the history: the hooks
-/// (append / cut_back / reset) update the counts; a change of prompt_length rebuilds the
-/// output_only counts. Copying it copies its counts: O(distinct tokens in its windows).
-///
-/// Safety net: the processor records the history length (and prompt length) its counts belong
-/// to. A hook whose sizes do not fit that record (a caller that skipped a call or passed another
-/// sequence) rebuilds from c.history; apply() on a history of another length rebuilds first, and
-/// touched() then declares every id of the windows (O(window)). Results stay exact; only the cost
-/// changes.
-/// One call at a time: even the const members update cost counters (operations()).
-class penalties_processor {
-public:
-    /// \pre params.check() is nullopt (validated here: config_error or the error handler).
-    explicit penalties_processor(const penalty_params& params) : p_(params) {
-        p_.validate();
-        if (p_.repetition != 1.f) rep_ = add_window(p_.repetition_scope);
-        if (p_.frequency != 0.f || p_.presence != 0.f) freq_ = add_window(p_.frequency_scope);
-    }
-
-    const penalty_params& params() const noexcept { return p_; }
-
-    /// Applies the repetition, then the frequency/presence penalties (as apply_penalties).
-    void apply(std::span<float> logits, const processor_context& c) {
-        if (nw_ == 0) return;
-        if (!in_sync(c)) reset(c);
-        const std::size_t v = logits.size();
-        auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
-        if (rep_ >= 0 && rep_ == freq_) {  // one set of counts: one pass, same results
-            const float theta = p_.repetition, af = p_.frequency, ap = p_.presence;
-            const token_counts& k = w_[std::size_t(rep_)].counts();
-            const auto ids = k.tokens();
-            const auto counts = k.counts();
-            for (std::size_t i = 0; i < ids.size(); ++i) {
-                if (!valid(ids[i])) continue;
-                float& x = logits[static_cast<std::size_t>(ids[i])];
-                x = x > 0.f ? x / theta : x * theta;
-                detail::frequency_penalize(x, counts[i], af, ap);
-            }
-            ops_ += ids.size();
-            return;
-        }
-        if (rep_ >= 0) {
-            const float theta = p_.repetition;
-            const auto ids = w_[std::size_t(rep_)].counts().tokens();
-            for (token_id t : ids) {
-                if (!valid(t)) continue;
-                float& x = logits[static_cast<std::size_t>(t)];
-                x = x > 0.f ? x / theta : x * theta;
-            }
-            ops_ += ids.size();
-        }
-        if (freq_ >= 0) {
-            const float af = p_.frequency, ap = p_.presence;
-            const token_counts& k = w_[std::size_t(freq_)].counts();
-            const auto ids = k.tokens();
-            const auto counts = k.counts();
-            for (std::size_t i = 0; i < ids.size(); ++i) {
-                if (!valid(ids[i])) continue;
-                detail::frequency_penalize(logits[static_cast<std::size_t>(ids[i])], counts[i], af,
-                                           ap);
-            }
-            ops_ += ids.size();
-        }
-    }
-
-    /// Declares the counted ids (every id of the windows of c.history if out of step).
-    void touched(const processor_context& c, token_sink& out) const {
-        for (int i = 0; i < nw_; ++i) {
-            const auto& w = w_[std::size_t(i)];
-            if (in_sync(c))
-                out(w.counts().tokens());
-            else
-                out(detail::penalty_window(c.history, c.prompt_length, w.scope(), p_.last_n));
-        }
-    }
-
-    /// History hooks (processors/processor.hpp).
-    void append(std::span<const token_id> added, const processor_context& c) {
-        if (nw_ == 0) return;
-        if (!built_ || len_ + added.size() != c.history.size() || !same_prompt(c)) {
-            reset(c);
-            return;
-        }
-        for (int i = 0; i < nw_; ++i) w_[std::size_t(i)].append(c.history, len_, prompt_);
-        len_ = c.history.size();
-    }
-    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
-        if (nw_ == 0) return;
-        if (!built_ || keep + removed.size() != len_ || keep > c.history.size()) {
-            built_ = false;  // the next append or apply rebuilds
-            return;
-        }
-        if (!same_prompt(c)) {  // output_only follows prompt_length: rebuild h[0, keep)
-            prompt_ = c.prompt_length;
-            for (int i = 0; i < nw_; ++i)
-                w_[std::size_t(i)].rebuild(c.history.first(keep), prompt_);
-        } else {
-            for (int i = 0; i < nw_; ++i)
-                if (!w_[std::size_t(i)].cut_back(c.history, keep, removed, prompt_)) built_ = false;
-        }
-        len_ = keep;
-    }
-    void reset(const processor_context& c) {
-        if (nw_ == 0) return;
-        for (int i = 0; i < nw_; ++i) w_[std::size_t(i)].rebuild(c.history, c.prompt_length);
-        len_ = c.history.size();
-        prompt_ = c.prompt_length;
-        built_ = true;
-    }
-
-    /// The counts of the repetition window and of the frequency/presence window (the same object
-    /// when the scopes are equal; nullptr when that penalty is off), as of the last hook.
-    const token_counts* repetition_counts() const noexcept {
-        return rep_ >= 0 ? &w_[std::size_t(rep_)].counts() : nullptr;
-    }
-    const token_counts* frequency_counts() const noexcept {
-        return freq_ >= 0 ? &w_[std::size_t(freq_)].counts() : nullptr;
-    }
-    /// Work done since construction: tokens handled by the hooks, entries visited by apply()
-    /// and hash slots probed (a cost counter for tests and monitoring; touched() not included).
-    std::uint64_t operations() const noexcept {
-        std::uint64_t n = ops_;
-        for (int i = 0; i < nw_; ++i) n += w_[std::size_t(i)].operations();
-        return n;
-    }
-
-private:
-    int add_window(penalty_scope s) {
-        for (int i = 0; i < nw_; ++i)
-            if (w_[std::size_t(i)].scope() == s) return i;  // one set of counts per scope
-        w_[std::size_t(nw_)] = detail::penalty_window_counts(s, p_.last_n);
-        if (s == penalty_scope::output_only) uses_prompt_ = true;
-        return nw_++;
-    }
-    bool same_prompt(const processor_context& c) const noexcept {
-        return !uses_prompt_ || prompt_ == c.prompt_length;
-    }
-    bool in_sync(const processor_context& c) const noexcept {
-        return built_ && len_ == c.history.size() && same_prompt(c);
-    }
-
-    penalty_params p_;
-    std::array<detail::penalty_window_counts, 2> w_{};
-    int nw_ = 0, rep_ = -1, freq_ = -1;
-    bool uses_prompt_ = false;
-    bool built_ = false;
-    std::size_t len_ = 0;     // history length the counts belong to
-    std::size_t prompt_ = 0;  // prompt length they were built with
-    std::uint64_t ops_ = 0;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/penalties.hpp
 // ---- begin decodekit/sampling/sampler.hpp
 /// \file sampling/sampler.hpp
 /// decodekit::sampler: configured once (sampling_params + vocabulary size), applied to a logits
@@ -5079,130 +7244,6 @@ DECODEKIT_END_NAMESPACE
 /// Walks read x's order in growing prefixes from kernels::top_k (8, 64, 512, ... entries), so a
 /// walk costs a few read passes plus O(entries walked).
 
-// ---- begin decodekit/sampling/constraint.hpp
-/// \file sampling/constraint.hpp
-/// Constraints for structured output in their callback form: a type that says whether token t
-/// may come next,
-///   bool allowed(token_id t, const processor_context& c) const
-/// (c.history is the sequence so far). Optional history hooks (append / cut_back / reset, as
-/// processors have: processors/processor.hpp) let it keep per-sequence state (a parser's or a
-/// regular expression's state) that follows the history through the sampler's one mechanism
-/// (processors/history.hpp), so a speculative rejection rolls it back like every other state.
-/// It must not throw. A sampler owns a copy (sampling_params::constraint).
-///
-/// The packed-bitmask form (the layout grammar engines emit) is given per call instead:
-/// sample_context::mask (kernels/mask.hpp).
-///
-/// How the sampler queries a callback constraint (constraint_check::exact, the default): only
-/// where the law of the pipeline applied to the masked row depends on it (sampler.hpp lists the
-/// cases: greedy, top-k or min-p first, temperature-only draws, else every valid token).
-/// constraint_check::sample_then_check is llama.cpp's shortcut: the unconstrained pipeline draws,
-/// the drawn token is checked, and only when it is not allowed is the pipeline run again on the
-/// masked row. Not exact: a token is drawn with probability q(t) + P(reject) q'(t), q the
-/// unconstrained pipeline's law restricted to allowed tokens and q' the masked pipeline's law,
-/// instead of q'(t).
-
-
-#include <concepts>
-#include <cstdint>
-#include <memory>
-#include <span>
-#include <type_traits>
-#include <utility>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// How a sampler uses a callback constraint (see the file comment).
-enum class constraint_check : std::uint8_t {
-    exact,              ///< the pipeline's law on the masked row, querying only what it needs
-    sample_then_check,  ///< llama.cpp's shortcut (opt-in; not exact, see the file comment)
-};
-
-/// A type that says whether a token may come next (see the file comment).
-template <class C>
-concept token_constraint = std::copy_constructible<C> &&
-    requires(const C& c, token_id t, const processor_context& ctx) {
-    { c.allowed(t, ctx) } -> std::convertible_to<bool>;
-};
-
-/// A copyable holder of any token_constraint (copies clone it and its state).
-class any_constraint {
-public:
-    any_constraint() = default;
-    template <class C>
-    requires(!std::same_as<std::decay_t<C>, any_constraint> && token_constraint<std::decay_t<C>>)
-        any_constraint(C&& c)  // NOLINT: implicit, like std::function
-        : m_(std::make_unique<model<std::decay_t<C>>>(std::forward<C>(c))) {}
-    any_constraint(const any_constraint& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
-    any_constraint(any_constraint&&) noexcept = default;
-    any_constraint& operator=(const any_constraint& o) {
-        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
-        return *this;
-    }
-    any_constraint& operator=(any_constraint&&) noexcept = default;
-
-    /// True when it holds a constraint.
-    explicit operator bool() const noexcept { return m_ != nullptr; }
-    /// True when token t may come next. \pre holds a constraint
-    bool allowed(token_id t, const processor_context& c) const { return m_->allowed(t, c); }
-    /// True when its state follows the history.
-    bool follows_history() const noexcept { return m_ && m_->follows_history(); }
-    void append(std::span<const token_id> added, const processor_context& c) {
-        m_->append(added, c);
-    }
-    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
-        m_->cut_back(keep, removed, c);
-    }
-    void reset(const processor_context& c) { m_->reset(c); }
-    /// The held constraint when it is a C, else nullptr.
-    template <class C>
-    C* get() noexcept {
-        if (!m_ || m_->tag() != tag_of<C>()) return nullptr;
-        return &static_cast<model<C>*>(m_.get())->c;
-    }
-
-private:
-    template <class C>
-    static const void* tag_of() noexcept {
-        static const char tag = 0;
-        return &tag;
-    }
-    struct base {
-        virtual ~base() = default;
-        virtual const void* tag() const noexcept = 0;
-        virtual std::unique_ptr<base> clone() const = 0;
-        virtual bool allowed(token_id, const processor_context&) const = 0;
-        virtual bool follows_history() const noexcept = 0;
-        virtual void append(std::span<const token_id>, const processor_context&) = 0;
-        virtual void cut_back(std::size_t, std::span<const token_id>, const processor_context&) = 0;
-        virtual void reset(const processor_context&) = 0;
-    };
-    template <class C>
-    struct model final : base {
-        C c;
-        explicit model(C x) : c(std::move(x)) {}
-        const void* tag() const noexcept override { return tag_of<C>(); }
-        std::unique_ptr<base> clone() const override { return std::make_unique<model>(c); }
-        bool allowed(token_id t, const processor_context& x) const override {
-            return bool(c.allowed(t, x));
-        }
-        bool follows_history() const noexcept override { return history_follower<C>; }
-        void append(std::span<const token_id> t, const processor_context& x) override {
-            if constexpr (history_follower<C>) c.append(t, x);
-        }
-        void cut_back(std::size_t n, std::span<const token_id> t,
-                      const processor_context& x) override {
-            if constexpr (history_follower<C>) c.cut_back(n, t, x);
-        }
-        void reset(const processor_context& x) override {
-            if constexpr (history_follower<C>) c.reset(x);
-        }
-    };
-    std::unique_ptr<base> m_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/constraint.hpp
 // ---- begin decodekit/sampling/working_set.hpp
 /// \file sampling/working_set.hpp
 /// The named working set that a sampler's steps read and narrow, one call at a time.
@@ -5226,438 +7267,6 @@ DECODEKIT_END_NAMESPACE
 /// overlaid full set calls materialise() first, which merges them. After the first narrowing the
 /// overlay is gone.
 
-// ---- begin decodekit/sampling/workspace.hpp
-/// \file sampling/workspace.hpp
-/// sampling_workspace: the O(vocabulary) scratch a sampling call works in (the candidate arrays,
-/// their weights, a processed copy of the row, the full-row draw's block sums, ...). It holds no
-/// state between calls: one workspace serves any number of samplers, one call at a time. A
-/// sampler uses its thread's workspace (this_thread()) unless a call is given one, so what a
-/// live request holds is O(its params) plus its history state, not O(vocabulary).
-/// Buffers grow on demand to the largest vocabulary seen and never shrink; growing is the only
-/// allocation, so a warm workspace makes sampling allocation-free.
-/// Views a call returns into a workspace (sampler::distribution()) stay valid until the next call
-/// on that workspace: on the default workspace, the next sampler call on the same thread.
-/// A call that finds its workspace inside another call (a sampler called from a processor or
-/// step of another sampler on the same thread, or one workspace passed to two threads) does
-/// nothing and reports sample_status::concurrent_use: give such a call its own workspace.
-
-// ---- begin decodekit/processors/dry.hpp
-/// \file processors/dry.hpp
-/// DRY ("don't repeat yourself") penalty with llama.cpp semantics (src/llama-sampling.cpp,
-/// ported there from koboldcpp).
-///
-/// Window: the last `penalty_last_n` tokens of the history (0 = the whole history; llama.cpp's
-/// -1), further limited to the workspace capacity (only the most recent tokens that fit are used).
-/// For a candidate token t, n = the length of the longest suffix of the window that also occurs
-/// earlier in the window immediately followed by t. If n >= allowed_length,
-///   x_t -= multiplier * base^(n - allowed_length).
-/// Sequence breakers: n is capped at the number of tokens after the last breaker occurrence in
-/// the window (no penalty at all when that is < allowed_length). A breaker is a single token
-/// (`sequence_breakers`) or a token sequence (`sequence_breaker_sequences`, as llama.cpp makes
-/// from breaker strings; an occurrence must lie wholly in the window; the occurrence that starts
-/// last wins, the longest breaker if several start at that position).
-/// Single-token breakers are never penalised themselves; the tokens of longer breakers are.
-/// The window must be longer than allowed_length for anything to happen.
-/// Overflow: the exponent is clamped to floor(88.7228391 / ln(base)) as llama.cpp does, the
-/// penalty to FLT_MAX, and a finite logit never becomes -inf (it saturates at -FLT_MAX).
-/// Special values: NaN and +-inf logits are left as they are. Token ids outside [0, V) in the
-/// history match other equal ids like any value but are never penalised; single-token breakers
-/// outside [0, V), and breaker sequences whose first token is outside [0, V), are ignored. Cost
-/// O(window) (reverse Z-algorithm), no allocation. Statefulness: none; the caller passes the
-/// history each call.
-/// dry_processor is the processor form (processors/processor.hpp): O(window) per call, no
-/// per-sequence state beyond its parameters (shared between copies); its O(V) scratch is a
-/// workspace per thread (see dry_processor).
-
-
-#include <algorithm>
-#include <cfloat>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <memory>
-#include <optional>
-#include <span>
-#include <string>
-#include <utility>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// DRY configuration; multiplier 0 (the default) disables it. Defaults are llama.cpp's.
-struct dry_params {
-    float multiplier = 0.f;                     ///< >= 0; 0 disables
-    float base = 1.75f;                         ///< >= 1
-    std::size_t allowed_length = 2;             ///< >= 1: repeats up to this length are free
-    std::size_t penalty_last_n = 0;             ///< window length; 0 = whole history
-    std::vector<token_id> sequence_breakers{};  ///< single-token breakers
-    /// Multi-token breakers (empty ones ignored; one-token ones act as sequence_breakers).
-    std::vector<std::vector<token_id>> sequence_breaker_sequences{};
-
-    /// True when apply_dry can change logits.
-    bool enabled() const noexcept { return multiplier > 0.f; }
-
-    /// The first invalid field as a message, or nullopt.
-    std::optional<std::string> check() const {
-        if (!(multiplier >= 0.f) || !std::isfinite(multiplier))
-            return detail::range_message("dry_params.multiplier", "finite and >= 0", multiplier);
-        if (!(base >= 1.f) || !std::isfinite(base))
-            return detail::range_message("dry_params.base", "finite and >= 1", base);
-        if (allowed_length < 1)
-            return detail::range_message("dry_params.allowed_length", ">= 1",
-                                         static_cast<double>(allowed_length));
-        return std::nullopt;
-    }
-    /// Throws config_error (or calls the error handler) if check() finds a problem.
-    void validate() const { raise_if(check()); }
-};
-
-/// Caller-owned scratch for apply_dry, sized once; every call leaves it as it found it. One per
-/// thread: concurrent calls must not share a workspace (params and history may be shared).
-struct dry_workspace {
-    /// Capacity used when the constructor is given max_history = 0.
-    static constexpr std::size_t default_max_history = 8192;
-
-    dry_workspace() = default;
-    /// \param max_history the longest window apply_dry will look at (0 = default_max_history);
-    ///        longer histories are cut to their most recent max_history tokens.
-    explicit dry_workspace(std::size_t vocab_size, std::size_t max_history = 0)
-        : z(max_history == 0 ? default_max_history : max_history, 0),
-          max_repeat(vocab_size, 0),
-          is_breaker(vocab_size, 0) {}
-
-    /// Returns the vocabulary size the workspace was sized for.
-    std::size_t vocab_size() const noexcept { return max_repeat.size(); }
-    /// Returns the longest window the workspace can hold.
-    std::size_t max_history() const noexcept { return z.size(); }
-
-    std::vector<std::uint32_t> z;           ///< Z-values of the reversed window
-    std::vector<std::uint32_t> max_repeat;  ///< per token, zero outside a call
-    std::vector<std::uint8_t> is_breaker;   ///< per token: 1 single breaker, 2 sequence head
-};
-
-/// Applies the DRY penalty to `logits` in place.
-/// \pre params.check() is nullopt; ws.vocab_size() >= logits.size() (ids beyond it are ignored).
-/// \post ws.max_repeat and ws.is_breaker are all zero again. O(window + breakers) with single
-/// tokens; breaker sequences add at most their total length per occurrence of their first token.
-inline void apply_dry(std::span<float> logits, std::span<const token_id> history,
-                      const dry_params& params, dry_workspace& ws) noexcept {
-    DECODEKIT_ASSERT(ws.vocab_size() >= logits.size(),
-                     "apply_dry: workspace smaller than the vocabulary");
-    if (!(params.multiplier > 0.f) || !(params.base >= 1.f) || params.allowed_length < 1) return;
-    const std::size_t v = logits.size() < ws.vocab_size() ? logits.size() : ws.vocab_size();
-    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
-
-    std::size_t len = history.size();
-    if (params.penalty_last_n != 0 && params.penalty_last_n < len) len = params.penalty_last_n;
-    if (ws.max_history() < len) len = ws.max_history();
-    const std::size_t allowed = params.allowed_length;
-    if (len <= allowed) return;
-    const token_id* const w = history.data() + (history.size() - len);
-    // r(j): the window read backwards, r(0) = most recent token.
-    auto r = [w, len](std::size_t j) noexcept { return w[len - 1 - j]; };
-
-    constexpr std::uint8_t single = 1, head = 2;
-    std::uint8_t* const brk = ws.is_breaker.data();
-    for (token_id b : params.sequence_breakers)
-        if (valid(b)) brk[b] |= single;
-    for (const std::vector<token_id>& s : params.sequence_breaker_sequences)
-        if (!s.empty() && valid(s[0])) brk[s[0]] |= s.size() == 1 ? single : head;
-    auto unmark = [&]() noexcept {
-        for (token_id b : params.sequence_breakers)
-            if (valid(b)) brk[b] = 0;
-        for (const std::vector<token_id>& s : params.sequence_breaker_sequences)
-            if (!s.empty() && valid(s[0])) brk[s[0]] = 0;
-    };
-
-    // 1. The repeat length is capped by the number of tokens after the last breaker.
-    std::size_t rep_limit = len;
-    for (std::size_t i = 0; i < len; ++i) {
-        const token_id t = r(i);
-        if (!valid(t) || brk[t] == 0) continue;
-        std::size_t longest = 0;  // tail length of the longest breaker starting here, plus one
-        if (brk[t] & single) longest = 1;
-        if (brk[t] & head) {
-            for (const std::vector<token_id>& s : params.sequence_breaker_sequences) {
-                if (s.size() < 2 || s[0] != t) continue;
-                const std::size_t m = s.size() - 1;  // tail length
-                if (m + 1 <= longest || m > i) continue;
-                std::size_t o = 0;
-                while (o < m && s[1 + o] == r(i - o - 1)) ++o;
-                if (o == m) longest = m + 1;
-            }
-        }
-        if (longest > 0) {
-            rep_limit = i - (longest - 1);
-            break;
-        }
-    }
-    if (rep_limit < allowed) {
-        unmark();
-        return;
-    }
-
-    // 2. Z-algorithm on the reversed window: z[k] = length of the longest common prefix of r and
-    //    r shifted by k = the longest suffix of the window also ending at position len-1-k.
-    std::uint32_t* const z = ws.z.data();
-    z[0] = static_cast<std::uint32_t>(len);
-    for (std::size_t k = 1, lo = 0, hi = 0; k < len; ++k) {  // [lo, hi): rightmost Z-box
-        std::size_t n = 0;
-        if (k < hi) {
-            n = hi - k;
-            if (z[k - lo] < n) n = z[k - lo];
-        }
-        while (k + n < len && r(n) == r(k + n)) ++n;
-        if (k + n > hi) {
-            lo = k;
-            hi = k + n;
-        }
-        z[k] = static_cast<std::uint32_t>(n);
-    }
-
-    // 3. The token that followed each earlier occurrence would extend the repeat: keep the
-    //    longest repeat per token.
-    std::uint32_t* const best = ws.max_repeat.data();
-    for (std::size_t k = 1; k < len; ++k) {
-        const std::size_t n = z[k] < rep_limit ? z[k] : rep_limit;
-        if (n < allowed) continue;
-        const token_id t = w[len - k];  // follows position len-1-k
-        if (!valid(t) || (brk[t] & single) != 0) continue;
-        if (best[t] < n) best[t] = static_cast<std::uint32_t>(n);
-    }
-
-    // 4. Penalise each such token once, resetting the workspace as we go.
-    long max_exponent = 0;
-    if (params.base > 1.000001f)
-        max_exponent = static_cast<long>(88.7228391f / std::log(params.base));
-    for (std::size_t k = 1; k < len; ++k) {
-        const token_id t = w[len - k];
-        if (!valid(t) || best[t] == 0) continue;
-        long e = static_cast<long>(best[t]) - static_cast<long>(allowed);
-        if (max_exponent > 0 && e > max_exponent) e = max_exponent;
-        best[t] = 0;
-        double penalty = static_cast<double>(params.multiplier) *
-                         std::pow(static_cast<double>(params.base), static_cast<double>(e));
-        if (!(penalty <= static_cast<double>(FLT_MAX))) penalty = FLT_MAX;
-        float& x = logits[static_cast<std::size_t>(t)];
-        if (!std::isfinite(x)) continue;
-        const float y = x - static_cast<float>(penalty);
-        x = y < -FLT_MAX ? -FLT_MAX : y;
-    }
-    unmark();
-}
-
-namespace detail {
-/// This thread's DRY workspace, grown (never shrunk) to at least `vocab` entries and a window of
-/// `window` tokens. Allocates only while it grows.
-inline dry_workspace& thread_dry_workspace(std::size_t vocab, std::size_t window) {
-    thread_local dry_workspace ws;
-    if (ws.vocab_size() < vocab || ws.max_history() < window)
-        ws = dry_workspace(std::max(vocab, ws.vocab_size()),
-                           std::max({window, ws.max_history(), std::size_t{1}}));
-    return ws;
-}
-}  // namespace detail
-
-/// apply_dry as a processor: the same result as apply_dry with a workspace of `max_history`
-/// tokens. Its O(V) scratch is not per sequence: apply() uses a workspace per thread
-/// (thread_local, grown on demand to the largest vocabulary and window it has seen on that thread,
-/// about 5 bytes per vocabulary entry plus 4 per window token; it allocates only while it grows,
-/// and lives until the thread ends). Sparse: touched() declares the tokens of the window
-/// (O(window)). Stateless between calls; the parameters are shared between copies (a copy is O(1)).
-class dry_processor {
-public:
-    /// \param max_history the longest window looked at (0 = dry_workspace::default_max_history)
-    /// \pre params.check() is nullopt (validated here: config_error or the error handler).
-    explicit dry_processor(dry_params params, std::size_t max_history = 0)
-        : max_history_(max_history == 0 ? dry_workspace::default_max_history : max_history) {
-        params.validate();
-        p_ = std::make_shared<const dry_params>(std::move(params));
-    }
-    const dry_params& params() const noexcept { return *p_; }
-    std::size_t max_history() const noexcept { return max_history_; }
-
-    void apply(std::span<float> logits, const processor_context& c) const {
-        const std::size_t w = window(c);
-        if (w == 0) return;
-        apply_dry(logits, c.history.last(w), *p_, detail::thread_dry_workspace(logits.size(), w));
-    }
-    void touched(const processor_context& c, token_sink& out) const {
-        out(c.history.last(window(c)));
-    }
-
-private:
-    /// Length of the window apply_dry looks at (0 when it cannot change anything).
-    std::size_t window(const processor_context& c) const noexcept {
-        if (!p_->enabled()) return 0;
-        std::size_t w = c.history.size();
-        if (p_->penalty_last_n != 0 && p_->penalty_last_n < w) w = p_->penalty_last_n;
-        if (max_history_ < w) w = max_history_;
-        return w > p_->allowed_length ? w : 0;
-    }
-
-    std::shared_ptr<const dry_params> p_;
-    std::size_t max_history_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/dry.hpp
-
-#include <atomic>
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-namespace detail {
-/// A candidate entry as one value (sort scratch).
-struct scored {
-    float logit;
-    token_id id;
-};
-/// Logit descending, ties by ascending id.
-inline bool scored_before(const scored& a, const scored& b) noexcept {
-    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
-}
-/// A flag set while an object is inside a call; copies are fresh, idle flags (so its owner stays
-/// copyable). One atomic exchange per call.
-class in_use_flag {
-public:
-    in_use_flag() = default;
-    in_use_flag(const in_use_flag&) noexcept {}
-    in_use_flag& operator=(const in_use_flag&) noexcept { return *this; }
-    /// True when the caller may enter (the flag was idle; it is now set).
-    bool try_enter() noexcept { return !busy_.exchange(true, std::memory_order_acquire); }
-    void leave() noexcept { busy_.store(false, std::memory_order_release); }
-
-private:
-    std::atomic<bool> busy_{false};
-};
-/// Holds an in_use_flag for one scope (entered() tells whether it got it).
-class in_use_scope {
-public:
-    explicit in_use_scope(in_use_flag& f) noexcept : f_(f), ok_(f.try_enter()) {}
-    ~in_use_scope() {
-        if (ok_) f_.leave();
-    }
-    in_use_scope(const in_use_scope&) = delete;
-    in_use_scope& operator=(const in_use_scope&) = delete;
-    bool entered() const noexcept { return ok_; }
-
-private:
-    in_use_flag& f_;
-    bool ok_;
-};
-/// Grows `v` to at least n elements (value-initialised), never shrinks.
-template <class T>
-void grow(std::vector<T>& v, std::size_t n) {
-    if (v.size() < n) v.resize(n);
-}
-}  // namespace detail
-
-/// How often the selection steps' exactness tiers decided a kept set (sampling/steps/
-/// selection.hpp; kernels::exactness_tier): every selection step's run adds 1 to `runs` and to
-/// the counter of its tier when that is not the first (float_bound). Diagnostics for benchmarks
-/// (the fallback rate per row shape); they accumulate until reset by the caller.
-struct selection_counters {
-    std::uint64_t runs = 0;
-    std::uint64_t double_pass = 0;  ///< a double-precision pass over the set decided
-    std::uint64_t reference = 0;    ///< the reference's own arithmetic decided
-};
-
-/// Scratch of sampling calls (see the file comment). Not thread-safe: one call at a time.
-class sampling_workspace {
-public:
-    /// Entries of one block of the full-row draw.
-    static constexpr std::size_t draw_block = 2048;
-
-    sampling_workspace() = default;
-    /// A workspace already sized for `vocab_size`.
-    explicit sampling_workspace(std::size_t vocab_size) { reserve(vocab_size); }
-
-    /// The calling thread's workspace (created empty on first use, freed at thread exit).
-    static sampling_workspace& this_thread() noexcept {
-        thread_local sampling_workspace ws;
-        return ws;
-    }
-
-    /// Sizes the buffers every call uses for rows of `vocab_size` entries (no-op when large
-    /// enough). The feature buffers (the selection steps' second set, the sparse marks, the raw
-    /// top-n, the penalty and DRY scratch) grow when first used.
-    void reserve(std::size_t vocab_size) {
-        if (vocab_size <= vocab_) return;
-        vocab_ = vocab_size;
-        cand = candidates(vocab_size);
-        detail::grow(sorted, vocab_size);
-        detail::grow(weights, vocab_size);
-        const std::size_t nblocks = (vocab_size + draw_block - 1) / draw_block;
-        detail::grow(bmax, nblocks);
-        detail::grow(bsum, nblocks);
-        detail::grow(block_buf, draw_block);
-    }
-    /// The vocabulary size the every-call buffers are sized for.
-    std::size_t vocab_size() const noexcept { return vocab_; }
-
-    /// The selection steps' second candidate set (a kernel's output when it runs on the kept
-    /// entries; sampling/steps/selection.hpp), grown on first use.
-    candidates& selection() {
-        if (sel.capacity() < vocab_) sel = candidates(vocab_);
-        return sel;
-    }
-    /// The processed-row copy.
-    std::span<float> row_copy() {
-        detail::grow(row, vocab_);
-        return {row.data(), vocab_};
-    }
-    /// The sparse-processor marks (all 0 between calls), touched list and patches.
-    void reserve_sparse() {
-        if (mark.size() < vocab_) mark.resize(vocab_, 0);
-        detail::grow(touched, vocab_);
-        detail::grow(patches, vocab_);
-    }
-    /// The raw top-n candidates.
-    candidates& raw_top() {
-        if (alt.capacity() < vocab_) alt = candidates(vocab_);
-        return alt;
-    }
-    /// The penalty counters (all 0 between calls).
-    penalty_workspace& penalties() {
-        if (pen.vocab_size() < vocab_) pen = penalty_workspace(vocab_);
-        return pen;
-    }
-    /// The DRY scratch.
-    dry_workspace& dry() {
-        if (dry_.vocab_size() < vocab_) dry_ = dry_workspace(vocab_);
-        return dry_;
-    }
-
-    // The buffers (scratch; contents unspecified between calls).
-    candidates cand;                      ///< the working set's entries once materialised
-    std::vector<detail::scored> sorted;   ///< sort scratch
-    std::vector<float> weights;           ///< exp weights of cand (relative to its max)
-    candidates sel;                       ///< the selection steps' second set (selection())
-    std::vector<float> bmax;              ///< full-row draw: block maxima
-    std::vector<double> bsum;             ///<                block sums
-    std::vector<float> block_buf;         ///<                softmax of the chosen block
-    std::vector<float> row;               ///< processed copy of the row
-    std::vector<std::uint8_t> mark;       ///< sparse processors: 1 touched, 2 patched
-    std::vector<token_id> touched;        ///< sparse processors: ids copied into row
-    std::vector<detail::scored> patches;  ///< sparse processors: changed entries
-    candidates alt;                       ///< raw top-n
-    detail::in_use_flag in_use;           ///< set while a call works in it
-    selection_counters tiers;             ///< the selection steps' tiers (diagnostics)
-
-private:
-    std::size_t vocab_ = 0;
-    penalty_workspace pen;
-    dry_workspace dry_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/workspace.hpp
 
 #include <algorithm>
 #include <bit>
@@ -6029,401 +7638,6 @@ DECODEKIT_END_NAMESPACE
 /// Randomness: one uniform() (2 words) of the call's rng_purpose::sample stream, or
 /// draw_temperature's proposals (5 words each).
 
-// ---- begin decodekit/kernels/draw.hpp
-/// \file kernels/draw.hpp
-/// Categorical draws: inverse CDF over unnormalised weights, exponential race over logits.
-/// Semantics: kernels/reference.hpp.
-///
-/// draw_inverse_cdf: no random words (the caller passes u); one SIMD pass storing the sums of
-/// the positive weights of <= 1024 blocks (>= 256 entries each) in double lanes (every float
-/// widened to double, so each is the exact double sum up to reassociation), a walk over the
-/// block sums, and a sequential double scan inside the one block where the target u * S falls.
-/// Agreement with the reference: both sum the same floats in double, in a different order; the
-/// partial sums differ by at most a few ulp of S (~1e-15 S), so the chosen index is the reference's
-/// unless u * S lies within ~1e-12 S of a boundary of the cumulative sum (tested).
-/// draw_exponential_race: exactly 2 random words per entry (2 * x.size() per draw, NaN / -inf
-/// entries included, so the stream position after a draw never depends on the logits); equal to
-/// reference::draw_exponential_race(x, T, rng) by construction (same weights and exponentials in
-/// double). Parity / testing only: it needs V random numbers and V logarithms.
-
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-namespace detail {
-
-/// Double sum of the positive entries of w[begin, end) (whole batches), in double lanes.
-template <class A>
-double positive_sum(const float* w, std::size_t begin, std::size_t end) noexcept {
-    using B = simd::batch<A>;
-    using D = simd::dbatch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const B zero(0.f);
-    D a0(0.0), a1(0.0), a2(0.0), a3(0.0);
-    std::size_t i = begin;
-    for (; i + 2 * L <= end; i += 2 * L) {
-        const B v0 = B::load_unaligned(w + i), v1 = B::load_unaligned(w + i + L);
-        simd::widen_add<A>(a0, a1, simd::select<A>(v0 > zero, v0, zero));  // NaN, <= 0: 0
-        simd::widen_add<A>(a2, a3, simd::select<A>(v1 > zero, v1, zero));
-    }
-    for (; i < end; i += L) {
-        const B v = B::load_unaligned(w + i);
-        simd::widen_add<A>(a0, a1, simd::select<A>(v > zero, v, zero));
-    }
-    return simd::reduce_add<A>((a0 + a1) + (a2 + a3));
-}
-
-/// Exact inverse-CDF draw from softmax(x / T) with the reference's double weights (two passes,
-/// V exponentials, 2 random words); npos if no entry has weight. \pre m = max(x), finite.
-inline std::size_t draw_exact(const float* p, std::size_t n, float m, float temperature,
-                              rng_stream& rng) noexcept {
-    double s = 0;
-    for (std::size_t i = 0; i < n; ++i) s += reference::weight(p[i], m, temperature);
-    const double target = rng.uniform() * s;
-    if (!(s > 0)) return npos;
-    double run = 0;
-    std::size_t last = npos;
-    for (std::size_t i = 0; i < n; ++i) {
-        const double w = reference::weight(p[i], m, temperature);
-        if (!(w > 0)) continue;
-        run += w;
-        last = i;
-        if (run > target) return i;
-    }
-    return last;
-}
-
-}  // namespace detail
-
-/// Inverse-CDF draw from unnormalised non-negative weights with one uniform u in [0, 1): the
-/// first index whose running sum exceeds u * S among entries with w > 0 (the last such entry if
-/// rounding leaves u * S unreached); npos if no weight is positive. Consumes no random words.
-template <class A = simd::default_arch>
-std::size_t draw_inverse_cdf(std::span<const float> w, double u) noexcept {
-    constexpr std::size_t L = simd::lanes<A>;
-    constexpr std::size_t max_blocks = 1024;
-    const float* p = w.data();
-    const std::size_t n = w.size(), nfull = n / L * L;
-    // Block size: a multiple of 64 (so of every lane count) giving at most 1024 blocks.
-    const std::size_t blk = std::max<std::size_t>(256, (n / max_blocks + 64) / 64 * 64);
-    double bsum[max_blocks];
-    std::size_t nb = 0;
-    double s = 0;
-    for (std::size_t i = 0; i < nfull; i += blk, ++nb) {
-        bsum[nb] = detail::positive_sum<A>(p, i, std::min(nfull, i + blk));
-        s += bsum[nb];
-    }
-    for (std::size_t i = nfull; i < n; ++i)
-        if (p[i] > 0) s += p[i];
-    if (!(s > 0)) return npos;
-    const double target = u * s;
-    double run = 0;
-    auto scan = [&](std::size_t b, std::size_t e) {
-        for (std::size_t i = b; i < e; ++i) {
-            if (!(p[i] > 0)) continue;
-            run += p[i];
-            if (run > target) return i;
-        }
-        return npos;
-    };
-    for (std::size_t b = 0; b < nb; ++b) {
-        if (run + bsum[b] > target) {
-            const std::size_t i = b * blk;
-            if (const std::size_t hit = scan(i, std::min(nfull, i + blk)); hit != npos) return hit;
-        } else {
-            run += bsum[b];
-        }
-    }
-    if (const std::size_t hit = scan(nfull, n); hit != npos) return hit;
-    for (std::size_t j = n; j-- > 0;)  // target unreached: the last positive entry
-        if (p[j] > 0) return j;
-    return npos;
-}
-
-/// Exponential-race (Gumbel-max) draw from softmax(x / T): argmax_i w_i / E_i with
-/// w_i = exp((x_i - m)/T) and E_i = rng.exponential() for every entry in order; npos if no entry
-/// has probability. Consumes exactly 2 * x.size() random words. \pre temperature > 0
-template <class A = simd::default_arch>
-std::size_t draw_exponential_race(std::span<const float> x, float temperature,
-                                  rng_stream& rng) noexcept {
-    // The per-entry exponential dominates (two logs and a Philox word pair per entry): there is
-    // nothing for SIMD to win, so this is the reference, kept as a kernel for parity tests and
-    // for callers that want the Gumbel-max form.
-    return reference::draw_exponential_race(x, temperature, rng);
-}
-
-/// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection,
-/// docs/semantics.md#draw). Blocks are lane-strided: the row is cut into chunks of L g entries
-/// (L = SIMD lanes; g the smallest power of two >= 16 giving at most 512 blocks: 256 at
-/// V = 128256 with 16 lanes) and block (chunk q, lane j) holds the g entries q L g + j + L s,
-/// s < g, so one SIMD pass of vertical maxima gives L block maxima per chunk with no horizontal
-/// reduction. Each block gets the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the
-/// block maxima, inflated by 3e-5 to cover float rounding). The (at most 16) heaviest blocks with
-/// h_b >= 1e-3 are refined by one strided scan: their max entry a_b gets its own exact envelope
-/// hA_b = w(M_b) and the other entries hB_b = w(M2_b), M2_b the largest of them; a refined block's
-/// mass is hA_b + g hB_b, any other block's g h_b. Proposals: a block with probability mass / H
-/// (2 words; inverse CDF over the blocks through a guide table, the same block as a binary
-/// search), a slot s uniformly (1 word; for a refined block, a_b instead when the same uniform
-/// falls in its first hA_b), accepted with probability w_i / e_i (2 words), e_i = h_b, or for a
-/// refined block hB_b (+ hA_b when i = a_b), w_i the reference's double weight; slots past the
-/// row's end are rejected. Random words: 5 per proposal; the number of proposals is geometric
-/// with mean H / Z <= g (about 1 for flat rows and for rows whose mass sits in a few dominant
-/// entries, up to g when many blocks each hold one dominant entry). A row with +inf entries draws
-/// uniformly among them (2 words); no valid entry: npos (0 words). Exact except that entries in
-/// blocks whose max is more than 87 T below the row max (total probability < V e^-87) are never
-/// drawn. When 1/T is not finite (subnormal T), and after max(64 g, 4096) rejected proposals
-/// (probability < e^-64), the draw is an exact inverse CDF over the reference's double weights
-/// instead (2 more words, V exponentials); both keep the draw exact. \pre temperature > 0
-template <class A = simd::default_arch>
-std::size_t draw_temperature(std::span<const float> x, float temperature,
-                             rng_stream& rng) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    constexpr std::size_t max_blocks = 512;
-    static_assert(max_blocks % L == 0);
-    const float* p = x.data();
-    const std::size_t n = x.size();
-    if (n == 0) return npos;
-    std::size_t g = 16;
-    int lg = 4;
-    while ((n + L * g - 1) / (L * g) * L > max_blocks) {
-        g *= 2;
-        ++lg;
-    }
-    const std::size_t chunk = L * g, nb = (n + chunk - 1) / chunk * L;
-    alignas(64) float bmax[max_blocks + 64];
-    for (std::size_t q = 0; q * chunk < n; ++q) {
-        const std::size_t base = q * chunk, e = std::min(n, base + chunk);
-        std::size_t i = base;
-        B a0(detail::neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
-        for (; i + 4 * L <= e; i += 4 * L) {
-            a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-            a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
-            a2 = simd::max_ignore_nan<A>(a2, B::load_unaligned(p + i + 2 * L));
-            a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
-        }
-        for (; i + L <= e; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-        float* bm = bmax + q * L;
-        simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3)).store_aligned(bm);
-        for (; i < e; ++i) {  // the row's last partial vector: lane (i - base) % L
-            float& t = bm[(i - base) % L];
-            t = p[i] > t ? p[i] : t;
-        }
-    }
-    float m = detail::neg_inf_f;
-    for (std::size_t b = 0; b < nb; ++b) m = bmax[b] > m ? bmax[b] : m;
-    if (m == detail::neg_inf_f) return npos;
-    if (std::isinf(m)) {  // uniform over the +inf entries
-        std::size_t c = 0;
-        for (std::size_t i = 0; i < n; ++i) c += p[i] == m;
-        std::size_t k = std::min(c - 1, std::size_t(rng.uniform() * double(c)));
-        for (std::size_t i = 0; i < n; ++i)
-            if (p[i] == m && k-- == 0) return i;
-        return npos;
-    }
-    const float inv_t = 1.f / temperature;
-    // (M_b - m) * inf would be 0 * inf = NaN for the max's block: no usable envelope.
-    if (!std::isfinite(inv_t)) return detail::draw_exact(p, n, m, temperature, rng);
-    const B mb(m), tb(inv_t);
-    for (std::size_t b = 0; b < nb; b += L)
-        simd::exp_nonpositive<A>((B::load_aligned(bmax + b) - mb) * tb).store_aligned(bmax + b);
-    // Refinement of the (at most 16) heaviest blocks with h_b >= 1e-3: their max entry a_b gets
-    // its own exact envelope hA_b = w(M_b), the block's other entries hB_b = w(M2_b) (M2_b the
-    // largest of the others), so a block whose mass is one dominant entry no longer costs ~g
-    // proposals. Block mass: hA_b + g hB_b (refined) or g h_b.
-    constexpr std::size_t max_refined = 16;
-    std::size_t rb[max_refined], ra[max_refined], nr = 0;
-    float rh[max_refined];
-    for (std::size_t b = 0; b < nb; ++b) {
-        const float h = bmax[b];
-        if (!(h >= 1e-3f) || (nr == max_refined && !(h > rh[nr - 1]))) continue;
-        std::size_t q = nr < max_refined ? nr++ : max_refined - 1;
-        for (; q > 0 && rh[q - 1] < h; --q) {
-            rh[q] = rh[q - 1];
-            rb[q] = rb[q - 1];
-        }
-        rh[q] = h;
-        rb[q] = b;
-    }
-    double ra_w[max_refined], rb_w[max_refined];
-    std::uint8_t refined[max_blocks] = {};  // slot + 1 of a refined block, else 0
-    for (std::size_t r = 0; r < nr; ++r) {
-        const std::size_t b = rb[r], first = b / L * chunk + b % L;
-        float m1 = detail::neg_inf_f, m2 = detail::neg_inf_f;
-        std::size_t a = first;
-        for (std::size_t i = first; i < n && i < first + L * g; i += L) {
-            const float v = p[i];
-            if (v > m1) {
-                m2 = m1;
-                m1 = v;
-                a = i;
-            } else if (v > m2) {
-                m2 = v;
-            }
-        }
-        ra[r] = a;
-        ra_w[r] = reference::weight(m1, m, temperature);
-        rb_w[r] = reference::weight(m2, m, temperature);
-        refined[b] = std::uint8_t(r + 1);
-    }
-    double cum[max_blocks];
-    double total = 0;
-    for (std::size_t b = 0; b < nb; ++b) {
-        const std::size_t r = refined[b];
-        total +=
-            r ? ra_w[r - 1] + double(g) * rb_w[r - 1] : double(bmax[b]) * (1.0 + 3e-5) * double(g);
-        cum[b] = total;
-    }
-    if (!(total > 0)) return detail::draw_exact(p, n, m, temperature, rng);  // defensive
-    // Guide table: guide[j] = the first block with cum > j total / nb; a lookup starts there and
-    // steps (either way, so rounding cannot matter) to the first block with cum > t.
-    std::uint16_t guide[max_blocks];
-    {
-        std::size_t b = 0;
-        const double step = total / double(nb);
-        for (std::size_t j = 0; j < nb; ++j) {
-            const double v = double(j) * step;
-            while (b + 1 < nb && !(cum[b] > v)) ++b;
-            guide[j] = std::uint16_t(b);
-        }
-    }
-    const std::size_t max_proposals = std::max<std::size_t>(64 * g, 4096);
-    for (std::size_t proposal = 0; proposal < max_proposals; ++proposal) {
-        const double u0 = rng.uniform();
-        const double t = u0 * total;
-        std::size_t b = guide[std::min(nb - 1, std::size_t(u0 * double(nb)))];
-        while (b + 1 < nb && !(cum[b] > t)) ++b;
-        while (b > 0 && cum[b - 1] > t) --b;
-        std::size_t i = b / L * chunk + b % L + L * std::size_t(rng() >> (32 - lg));
-        const double u = rng.uniform();
-        double e = double(bmax[b]) * (1.0 + 3e-5);
-        if (const std::size_t r = refined[b]) {
-            // Component A (the max entry) for the first hA_b of the block's mass, else B.
-            if (t - (b ? cum[b - 1] : 0.0) < ra_w[r - 1]) i = ra[r - 1];
-            e = (i == ra[r - 1] ? ra_w[r - 1] : 0.0) + rb_w[r - 1];
-        }
-        // i >= n: a padding slot. e == 0: a block without mass, reachable only when u0 * total
-        // rounds up to total (u0 = 1 - 2^-53) and the last block is empty.
-        if (i >= n || !(e > 0)) continue;
-        const double w = reference::weight(p[i], m, temperature);
-        if (u * e < w) return i;
-    }
-    return detail::draw_exact(p, n, m, temperature, rng);  // bounded loop: still exact
-}
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/draw.hpp
-// ---- begin decodekit/sampling/result.hpp
-/// \file sampling/result.hpp
-/// What a sampling call takes besides the row (sample_context) and what it gives back
-/// (sample_result, distribution), plus the inverse-CDF draw over a distribution.
-
-
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// Outcome of one sample() call.
-enum class sample_status : std::uint8_t {
-    ok,              ///< a token was drawn
-    no_valid_token,  ///< every entry NaN / -inf (or banned): token = -1
-    bad_input,       ///< logits.size() != vocab_size(): token = -1
-    /// the sampler was inside another call (another thread, or the same sampler re-entered):
-    /// nothing was done, token = -1 (a sampler serves one call at a time)
-    concurrent_use,
-    /// the constraint (or the call's token mask) allows no valid token: token = -1
-    no_allowed_token,
-};
-
-/// A token and a log-probability (top-n alternatives, requested ids).
-struct token_logprob {
-    token_id token = -1;
-    float logprob = -std::numeric_limits<float>::infinity();
-};
-
-/// What sample() returns. The spans point into the sampler (its own storage): valid until its
-/// next call.
-struct sample_result {
-    token_id token = -1;  ///< the drawn token; -1 unless ok()
-    /// log of the probability the token was drawn with (after the whole pipeline; 0 for greedy;
-    /// NaN when params.logprobs.chosen is off).
-    float logprob = std::numeric_limits<float>::quiet_NaN();
-    /// log-softmax of the caller's logits at the token (temperature 1, before processors);
-    /// NaN unless params.logprobs.raw (opt-in: needs the full normaliser).
-    float raw_logprob = std::numeric_limits<float>::quiet_NaN();
-    /// 1-based rank of the token (see logprobs_request::rank); 0 unless requested.
-    std::size_t rank = 0;
-    sample_status status = sample_status::no_valid_token;
-    std::span<const token_logprob> top = {};        ///< logprobs_request::top_n best, best first
-    std::span<const token_logprob> requested = {};  ///< logprobs_request::ids, in request order
-    /// Queries of the callback constraint this call made (0 without one).
-    std::size_t constraint_queries = 0;
-
-    bool ok() const noexcept { return status == sample_status::ok; }
-};
-
-/// The key and the token history of one sampling step.
-struct sample_context {
-    std::uint64_t sequence = 0;  ///< sequence (request) id: part of the RNG key
-    std::uint64_t step = 0;      ///< step within the sequence: part of the RNG key
-    /// prompt + generated so far, oldest first (caller-owned; read by the processors).
-    std::span<const token_id> history = {};
-    std::size_t prompt_length = 0;  ///< history[0, prompt_length) is the prompt
-};
-
-/// The mutable state of a sampler (save with state(), roll back with restore()).
-struct sampler_state {
-    float mirostat_mu = 0.f;      ///< mirostat v2's mu (2 * tau initially)
-    std::uint64_t next_step = 0;  ///< the step sample(logits) uses next
-    friend bool operator==(const sampler_state&, const sampler_state&) = default;
-};
-
-/// A sparse distribution: token ids and their probabilities (equal lengths, probabilities sum to 1,
-/// descending probability, ties by ascending id; ascending id from
-/// sampler::distribution_unordered()). Views into a sampler's workspace (valid until
-/// its next call) or into caller storage.
-struct distribution {
-    std::span<const token_id> tokens = {};
-    std::span<const float> probs = {};
-
-    std::size_t size() const noexcept { return tokens.size(); }
-    bool empty() const noexcept { return tokens.empty(); }
-    /// Probability of token t (0 if absent). O(size()).
-    float prob(token_id t) const noexcept {
-        for (std::size_t i = 0; i < tokens.size(); ++i)
-            if (tokens[i] == t) return probs[i];
-        return 0.f;
-    }
-};
-
-/// Inverse-CDF draw from `d` with the uniform u in [0, 1): the first entry (in d's order) whose
-/// running probability sum exceeds u * sum(probs); the last positive entry if rounding leaves it
-/// unreached. -1 if d has no positive probability.
-inline token_id draw(const distribution& d, double u) noexcept {
-    const std::size_t i = kernels::draw_inverse_cdf(d.probs, u);
-    return i == npos ? token_id(-1) : d.tokens[i];
-}
-
-/// Draw from `d` with one uniform() (2 words) of `rng`. For a truncated pipeline (a step other
-/// than temperature and XTC cut the row: without one, sample() draws over the row in id blocks),
-/// with rng = make_stream({seed, sequence, step}, rng_purpose::sample) this returns the same token
-/// as sampler::sample() on the row that gave `d` when `d` came from distribution() (descending
-/// probability order; distribution_unordered() is in id order, so the same law but not the same
-/// token), barring float rounding within ~1e-7 of a CDF step; in every case the same law.
-inline token_id draw(const distribution& d, rng_stream& rng) noexcept {
-    return draw(d, rng.uniform());
-}
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/result.hpp
 
 #include <algorithm>
 #include <cmath>
@@ -6537,1024 +7751,6 @@ DECODEKIT_END_NAMESPACE
 /// caller's logits; one max+exp pass for the normaliser unless the draw had it) or processed
 /// (the final distribution the token was drawn from; -inf outside it).
 
-// ---- begin decodekit/sampling/params.hpp
-/// \file sampling/params.hpp
-/// sampling_params: everything a sampler is configured with, as one aggregate with defaults
-/// (designated-initializer friendly), validated once by check() / validate().
-///
-/// The processing order is data (`order`): processors first (allowed set, banned tokens, logit
-/// bias, min length, penalties, DRY, no-repeat-ngram, banned sequences, and user processors at
-/// chosen positions), then the truncation steps in the order of the preset (and user steps at
-/// chosen positions), then the draw. Temperature is a step too: steps before it see the
-/// distribution at temperature 1, steps after it the tempered one.
-///
-// clang-format off
-/// Presets (docs/semantics.md#presets; a disabled step is skipped):
-///   - hf        : temperature, top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, xtc,
-///                 mirostat
-///   - llama_cpp : top_n_sigma, top_k, typical, epsilon, eta, top_p, min_p, xtc, temperature,
-///                 mirostat
-///   - vllm      : temperature, min_p, top_k, top_p, typical, epsilon, eta, top_n_sigma, xtc,
-///                 mirostat
-///   - custom    : `custom_order` (each step at most once; steps not listed are not applied)
-// clang-format on
-/// The default is llama_cpp (temperature last: truncation runs on the raw logits and temperature
-/// only touches the survivors, the fastest order). Presets choose the order only; the other
-/// switches (top_k_ties, min_p_mode, typical_mode, min_keep) are separate fields: for llama.cpp's
-/// own rules set top_k_ties = exactly_k, min_p_mode = logits and typical_mode = exceed.
-
-
-// ---- begin decodekit/processors/bias.hpp
-/// \file processors/bias.hpp
-/// Logit bias, banned tokens and an allowed-token set.
-///
-/// Token ids outside [0, V) are ignored. Bans write -inf (also over NaN entries: both mean
-/// probability 0). No allocation; the allowed set works with a small stack buffer or a stack
-/// bitmask over blocks of the vocabulary.
-/// Statefulness: none. Each has a processor form (processors/processor.hpp) holding its list,
-/// shared between copies (a copy is O(1)): logit_bias_processor and banned_tokens_processor are
-/// sparse (touched() declares their list, O(list) per call); allowed_tokens_processor is dense
-/// (it writes every entry outside its list, O(V) per call).
-
-
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <memory>
-#include <span>
-#include <string>
-#include <utility>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// One additive bias: logits[token] += bias (bias = -inf bans the token).
-struct logit_bias {
-    token_id token;
-    float bias;
-};
-
-/// Adds each bias to its token's logit (several biases for one token add up).
-/// Rules for special values: a NaN bias is ignored; a NaN logit stays NaN; bias -inf makes the
-/// logit -inf (even +inf); a -inf logit stays -inf (a +inf bias does not revive a ban).
-inline void apply_logit_bias(std::span<float> logits, std::span<const logit_bias> biases) noexcept {
-    constexpr float inf = std::numeric_limits<float>::infinity();
-    for (const logit_bias& b : biases) {
-        if (b.token < 0 || static_cast<std::size_t>(b.token) >= logits.size()) continue;
-        if (std::isnan(b.bias)) continue;
-        float& x = logits[static_cast<std::size_t>(b.token)];
-        if (std::isnan(x) || x == -inf) continue;
-        x = b.bias == -inf ? -inf : x + b.bias;
-    }
-}
-
-/// Sets the logit of every listed token to -inf.
-inline void apply_banned_tokens(std::span<float> logits,
-                                std::span<const token_id> banned) noexcept {
-    constexpr float inf = std::numeric_limits<float>::infinity();
-    for (token_id t : banned)
-        if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
-            logits[static_cast<std::size_t>(t)] = -inf;
-}
-
-/// Sets every logit whose token is not in `allowed` to -inf; allowed logits are unchanged (NaN
-/// included). An empty `allowed` means no restriction. Ids outside [0, V) are ignored, so a list
-/// holding only such ids bans everything.
-/// Cost: O(V + A) for A <= 256 (save, fill, restore); otherwise O(V + A * ceil(V / 65536)).
-inline void apply_allowed_tokens(std::span<float> logits,
-                                 std::span<const token_id> allowed) noexcept {
-    constexpr float inf = std::numeric_limits<float>::infinity();
-    if (allowed.empty()) return;
-    const std::size_t v = logits.size();
-    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
-
-    constexpr std::size_t small = 256;
-    if (allowed.size() <= small) {
-        float saved[small];
-        for (std::size_t i = 0; i < allowed.size(); ++i)
-            saved[i] = valid(allowed[i]) ? logits[static_cast<std::size_t>(allowed[i])] : 0.f;
-        std::fill(logits.begin(), logits.end(), -inf);
-        for (std::size_t i = 0; i < allowed.size(); ++i)
-            if (valid(allowed[i])) logits[static_cast<std::size_t>(allowed[i])] = saved[i];
-        return;
-    }
-
-    // Large lists: a bitmask of the allowed ids, one block of the vocabulary at a time.
-    constexpr std::size_t block = 65536;
-    std::uint64_t mask[block / 64];
-    for (std::size_t lo = 0; lo < v; lo += block) {
-        const std::size_t hi = std::min(v, lo + block);
-        std::fill(std::begin(mask), std::begin(mask) + (hi - lo + 63) / 64, std::uint64_t{0});
-        for (token_id t : allowed) {
-            if (!valid(t)) continue;
-            const std::size_t u = static_cast<std::size_t>(t);
-            if (u < lo || u >= hi) continue;
-            mask[(u - lo) / 64] |= std::uint64_t{1} << ((u - lo) % 64);
-        }
-        for (std::size_t i = lo; i < hi; ++i)
-            if (!((mask[(i - lo) / 64] >> ((i - lo) % 64)) & 1u)) logits[i] = -inf;
-    }
-}
-
-/// apply_logit_bias as a processor. Sparse: touched() declares the biased ids.
-class logit_bias_processor {
-public:
-    /// \pre no bias is NaN (validated here, naming the entry: config_error or the error handler)
-    explicit logit_bias_processor(std::vector<logit_bias> biases) {
-        for (std::size_t i = 0; i < biases.size(); ++i)
-            if (std::isnan(biases[i].bias))
-                raise(detail::range_message(
-                    "logit_bias_processor: biases[" + std::to_string(i) + "].bias", "not NaN",
-                    static_cast<double>(biases[i].bias)));
-        b_ = std::make_shared<const std::vector<logit_bias>>(std::move(biases));
-    }
-    std::span<const logit_bias> biases() const noexcept { return *b_; }
-    void apply(std::span<float> logits, const processor_context&) const noexcept {
-        apply_logit_bias(logits, *b_);
-    }
-    void touched(const processor_context&, token_sink& out) const {
-        for (const logit_bias& b : *b_) out(b.token);
-    }
-
-private:
-    std::shared_ptr<const std::vector<logit_bias>> b_;
-};
-
-/// apply_banned_tokens as a processor (a deliberate ban: EOS ids included if listed). Sparse:
-/// touched() declares the list.
-class banned_tokens_processor {
-public:
-    explicit banned_tokens_processor(std::vector<token_id> banned)
-        : t_(std::make_shared<const std::vector<token_id>>(std::move(banned))) {}
-    std::span<const token_id> tokens() const noexcept { return *t_; }
-    void apply(std::span<float> logits, const processor_context&) const noexcept {
-        apply_banned_tokens(logits, *t_);
-    }
-    void touched(const processor_context&, token_sink& out) const { out(*t_); }
-
-private:
-    std::shared_ptr<const std::vector<token_id>> t_;
-};
-
-/// apply_allowed_tokens as a processor (an empty list allows everything). Dense: it writes every
-/// entry outside its list, so it has no touched().
-class allowed_tokens_processor {
-public:
-    explicit allowed_tokens_processor(std::vector<token_id> allowed)
-        : t_(std::make_shared<const std::vector<token_id>>(std::move(allowed))) {}
-    std::span<const token_id> tokens() const noexcept { return *t_; }
-    void apply(std::span<float> logits, const processor_context&) const noexcept {
-        apply_allowed_tokens(logits, *t_);
-    }
-
-private:
-    std::shared_ptr<const std::vector<token_id>> t_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/bias.hpp
-// ---- begin decodekit/processors/min_length.hpp
-/// \file processors/min_length.hpp
-/// Minimum length: suppress end-of-sequence tokens until enough tokens were generated.
-///
-/// HF's MinNewTokensLengthLogitsProcessor (count generated tokens only). For HF's min_length
-/// (prompt included), pass generated_tokens = history length and min_new_tokens = min_length.
-/// EOS ids outside [0, V) are ignored. Statefulness: none. min_length_processor is the processor
-/// form (processors/processor.hpp): it counts c.generated(), O(#eos) per call.
-
-
-#include <cstddef>
-#include <limits>
-#include <span>
-#include <utility>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// Sets every EOS id's logit to -inf while generated_tokens < min_new_tokens.
-inline void apply_min_length(std::span<float> logits, std::size_t generated_tokens,
-                             std::size_t min_new_tokens,
-                             std::span<const token_id> eos_ids) noexcept {
-    if (generated_tokens >= min_new_tokens) return;
-    for (token_id t : eos_ids)
-        if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
-            logits[static_cast<std::size_t>(t)] = -std::numeric_limits<float>::infinity();
-}
-
-/// apply_min_length as a processor: bans the EOS ids while c.generated() < min_new_tokens.
-/// Sparse: touched() declares the EOS ids while it bans them (nothing afterwards).
-class min_length_processor {
-public:
-    min_length_processor(std::size_t min_new_tokens, std::vector<token_id> eos_ids)
-        : min_(min_new_tokens), eos_(std::move(eos_ids)) {}
-    std::size_t min_new_tokens() const noexcept { return min_; }
-    std::span<const token_id> eos_ids() const noexcept { return eos_; }
-    void apply(std::span<float> logits, const processor_context& c) const noexcept {
-        apply_min_length(logits, c.generated(), min_, eos_);
-    }
-    void touched(const processor_context& c, token_sink& out) const {
-        if (c.generated() < min_) out(eos_);
-    }
-
-private:
-    std::size_t min_;
-    std::vector<token_id> eos_;  // a few ids: copied with the processor
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/min_length.hpp
-// ---- begin decodekit/processors/ngram.hpp
-/// \file processors/ngram.hpp
-/// Hugging Face's no_repeat_ngram_size and bad_words_ids (banned token sequences).
-///
-/// Both ban by writing -inf. Token ids outside [0, V) are compared like any other value (an
-/// n-gram or a sequence prefix may contain them) but are never written.
-///
-/// Two forms each:
-///   apply_no_repeat_ngram, apply_banned_sequences -- stateless: the caller passes the history
-///       (prompt included, as HF does) each call. No-repeat-ngram O(N * n) over the history,
-///       banned sequences O(total sequence length); no allocation.
-///   no_repeat_ngram_processor -- per sequence (processors/processor.hpp): an incremental index
-///       of the history's n-grams (processors/ngram_index.hpp; n = 1: the counts of the seen
-///       tokens) updated by the history hooks, O(n) per token added or removed; apply() and
-///       touched() cost O(n) plus O(n) per token banned, whatever the history length.
-///   banned_sequences_processor -- stateless; O(total sequence length) per call; with Hugging
-///       Face's rule that a one-token sequence equal to an EOS id is not banned (a word list
-///       cannot forbid ending; banned_tokens_processor can).
-
-// ---- begin decodekit/processors/ngram_index.hpp
-/// \file processors/ngram_index.hpp
-/// ngram_index: the distinct n-grams (n >= 2) of a history, kept up to date as the history grows
-/// and is cut back, answering "which tokens followed earlier occurrences of the last n - 1
-/// tokens?" (no-repeat-ngram's question) without scanning the history.
-///
-/// Each distinct n-gram is one entry: its count and the position of its first occurrence.
-/// Entries are found through seeded 64-bit hashes of their context (the first n - 1 tokens) and of
-/// the whole n-gram (processors/token_counts.hpp), and every hash match is verified against the
-/// tokens themselves, so a collision can never produce a false answer (only cost a comparison).
-/// The first occurrence of an entry stays in the history as long as the entry does: a cut-back
-/// removes the latest occurrences first.
-/// Costs: append and cut-back O(n) per token added or removed (hashing, and the comparison that
-/// finds an existing entry); a query O(n) plus O(n) per distinct follower it reports. Memory about
-/// 64 bytes per distinct n-gram. Allocation only while the tables grow (amortized).
-
-
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// The distinct n-grams of a history (see the file comment). Copyable (a copy is O(entries)).
-class ngram_index {
-public:
-    /// \pre n >= 2 (the index of 1-grams is a token_counts)
-    explicit ngram_index(std::size_t n = 2) noexcept : n_(n < 2 ? 2 : n) {}
-
-    std::size_t n() const noexcept { return n_; }
-    /// Number of distinct n-grams.
-    std::size_t size() const noexcept { return by_gram_.size(); }
-    /// Hash slots probed and tokens compared since construction (a cost counter).
-    std::uint64_t operations() const noexcept {
-        return ops_ + by_gram_.probes() + by_ctx_.probes();
-    }
-
-    /// Forgets every n-gram (keeps the memory).
-    void clear() noexcept {
-        grams_.clear();
-        free_.clear();
-        by_gram_.clear();
-        by_ctx_.clear();
-    }
-
-    /// The index held the n-grams of h[0, from); adds those ending in h[from, h.size()).
-    void append(std::span<const token_id> h, std::size_t from) {
-        const token_id* d = h.data();
-        auto at = [d](std::size_t p) noexcept { return d[p]; };
-        const std::size_t m = n_ - 1;
-        for (std::size_t p = from < m ? m : from; p < h.size(); ++p) add(at, p - m);
-    }
-
-    /// The index held the n-grams of a history of keep + removed.size() tokens whose last ones
-    /// were `removed`, and h[0, keep) its first ones; drops the n-grams that end in `removed`.
-    /// Returns false if one of them was not there (the index did not follow that history: the
-    /// caller rebuilds; the index is then unspecified until clear()).
-    bool cut_back(std::span<const token_id> h, std::size_t keep,
-                  std::span<const token_id> removed) {
-        const token_id* d = h.data();
-        const token_id* r = removed.data();
-        auto at = [d, r, keep](std::size_t p) noexcept { return p < keep ? d[p] : r[p - keep]; };
-        const std::size_t m = n_ - 1, old_n = keep + removed.size();
-        const std::size_t lo = keep < m ? m : keep;
-        for (std::size_t p = old_n; p-- > lo;)  // latest first
-            if (!remove(at, p - m)) return false;
-        return true;
-    }
-
-    /// Calls f(t) once for each distinct token t that followed an earlier occurrence of the last
-    /// n - 1 tokens of h. \pre the index holds the n-grams of h
-    template <class F>
-    void for_each_follower(std::span<const token_id> h, F&& f) const {
-        if (h.size() < n_) return;
-        const token_id* d = h.data();
-        const std::size_t m = n_ - 1, s = h.size() - m;
-        auto at = [d](std::size_t p) noexcept { return d[p]; };
-        const std::uint64_t hc = context_hash(at, s);
-        ops_ += m;
-        const std::uint32_t head = find_context(hc);
-        for (std::uint32_t g = head; g != none; g = grams_[g].next) {
-            const gram& e = grams_[g];
-            if (e.context == hc && same(at, e.pos, s, m)) f(d[e.pos + m]);
-        }
-    }
-
-private:
-    static constexpr std::uint32_t none = detail::hash_slots::none;
-    struct gram {
-        std::uint64_t context = 0;  // hash of its first n - 1 tokens
-        std::size_t pos = 0;        // start of its first occurrence
-        std::uint32_t count = 0;    // occurrences (0: a free entry)
-        std::uint32_t prev = none;  // list of the entries with the same context hash
-        std::uint32_t next = none;
-    };
-
-    template <class At>
-    std::uint64_t context_hash(At at, std::size_t i) const noexcept {
-        std::uint64_t h = detail::mix64(detail::hash_seed() + 0x9E3779B97F4A7C15ull);
-        for (std::size_t k = 0; k < n_ - 1; ++k)
-            h = detail::mix64(h ^ static_cast<std::uint32_t>(at(i + k)));
-        return h;
-    }
-    static std::uint64_t gram_hash(std::uint64_t context, token_id next) noexcept {
-        return detail::mix64(context ^
-                             (std::uint64_t{static_cast<std::uint32_t>(next)} << 32 | 0x5BD1E995u));
-    }
-    /// True when the `len` tokens at a and at b are equal.
-    template <class At>
-    bool same(At at, std::size_t a, std::size_t b, std::size_t len) const noexcept {
-        std::size_t k = 0;
-        while (k < len && at(a + k) == at(b + k)) ++k;
-        ops_ += k + 1;
-        return k == len;
-    }
-    std::uint32_t find_context(std::uint64_t hc) const noexcept {
-        return by_ctx_.find(hc, [&](std::uint32_t g) noexcept { return grams_[g].context == hc; });
-    }
-    /// The entry of the n-gram starting at i, or none.
-    template <class At>
-    std::uint32_t find_gram(At at, std::uint64_t hc, std::uint64_t hg, std::size_t i) const {
-        return by_gram_.find(hg, [&](std::uint32_t g) noexcept {
-            return grams_[g].context == hc && same(at, grams_[g].pos, i, n_);
-        });
-    }
-
-    template <class At>
-    void add(At at, std::size_t i) {
-        const std::uint64_t hc = context_hash(at, i);
-        const std::uint64_t hg = gram_hash(hc, at(i + n_ - 1));
-        ops_ += n_;
-        const std::uint32_t found = find_gram(at, hc, hg, i);
-        if (found != none) {
-            ++grams_[found].count;
-            return;
-        }
-        std::uint32_t g;
-        if (!free_.empty()) {
-            g = free_.back();
-            free_.pop_back();
-        } else {
-            g = static_cast<std::uint32_t>(grams_.size());
-            grams_.emplace_back();
-            if (free_.capacity() < grams_.capacity()) free_.reserve(grams_.capacity());
-        }
-        grams_[g] = {.context = hc, .pos = i, .count = 1};
-        by_gram_.insert(hg, g);
-        const std::uint32_t head = find_context(hc);
-        if (head == none) {
-            by_ctx_.insert(hc, g);
-        } else {  // link after the head (the head stays what by_ctx_ points to)
-            gram& h = grams_[head];
-            grams_[g].prev = head;
-            grams_[g].next = h.next;
-            if (h.next != none) grams_[h.next].prev = g;
-            h.next = g;
-        }
-    }
-
-    template <class At>
-    bool remove(At at, std::size_t i) {
-        const std::uint64_t hc = context_hash(at, i);
-        const std::uint64_t hg = gram_hash(hc, at(i + n_ - 1));
-        ops_ += n_;
-        const std::uint32_t g = find_gram(at, hc, hg, i);
-        if (g == none) return false;
-        gram& e = grams_[g];
-        if (--e.count > 0) return true;
-        if (e.prev == none) {  // the head: its successor becomes the head
-            if (e.next != none) {
-                by_ctx_.relabel(hc, g, e.next);
-                grams_[e.next].prev = none;
-            } else {
-                by_ctx_.erase(hc, g);
-            }
-        } else {
-            grams_[e.prev].next = e.next;
-            if (e.next != none) grams_[e.next].prev = e.prev;
-        }
-        e.prev = e.next = none;
-        by_gram_.erase(hg, g);
-        free_.push_back(g);  // reserved as grams_ grew (a copy may reallocate once)
-        return true;
-    }
-
-    std::size_t n_;
-    std::vector<gram> grams_;
-    std::vector<std::uint32_t> free_;
-    detail::hash_slots by_gram_;  // hash of the n-gram -> entry
-    detail::hash_slots by_ctx_;   // hash of the context -> first entry of its list
-    mutable std::uint64_t ops_ = 0;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/ngram_index.hpp
-
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <memory>
-#include <span>
-#include <utility>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-namespace detail {
-inline void ban_token(std::span<float> logits, token_id t) noexcept {
-    if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
-        logits[static_cast<std::size_t>(t)] = -std::numeric_limits<float>::infinity();
-}
-}  // namespace detail
-
-/// Bans every token that would complete an n-gram already present in the history (n = 0:
-/// disabled; n = 1 bans every token of the history; nothing is banned while the history is
-/// shorter than n - 1).
-inline void apply_no_repeat_ngram(std::span<float> logits, std::span<const token_id> history,
-                                  std::size_t n) noexcept {
-    if (n == 0) return;
-    const std::size_t len = history.size();
-    const std::size_t m = n - 1;  // length of the prefix that must match the history's tail
-    if (len < n) return;          // no complete n-gram yet
-    const token_id* const h = history.data();
-    const token_id* const tail = h + (len - m);
-    for (std::size_t i = 0; i + n <= len; ++i) {
-        std::size_t j = 0;
-        while (j < m && h[i + j] == tail[j]) ++j;
-        if (j == m) detail::ban_token(logits, h[i + m]);
-    }
-}
-
-/// Bans token sequences: a one-token sequence is always banned; a longer one bans its last
-/// token when the history ends with the rest of it. Empty sequences are ignored.
-inline void apply_banned_sequences(std::span<float> logits, std::span<const token_id> history,
-                                   std::span<const std::vector<token_id>> sequences) noexcept {
-    for (const std::vector<token_id>& s : sequences) {
-        if (s.empty()) continue;
-        const std::size_t m = s.size() - 1;
-        if (m > history.size()) continue;
-        const token_id* const tail = history.data() + (history.size() - m);
-        std::size_t j = 0;
-        while (j < m && tail[j] == s[j]) ++j;
-        if (j == m) detail::ban_token(logits, s[m]);
-    }
-}
-
-/// Hugging Face's no_repeat_ngram_size as a per-sequence processor with an incremental n-gram
-/// index (see the file comment). Gives apply_no_repeat_ngram's result on c.history. Sparse:
-/// touched() declares the tokens it bans. Follows the history through the hooks; copying it
-/// copies its index (O(distinct n-grams)).
-///
-/// Safety net: the processor records the history length its index belongs to. A hook whose sizes
-/// do not fit that record rebuilds from c.history; apply() on a history of another length
-/// rebuilds first (O(history * n)), and touched() then declares every id of c.history. Results
-/// stay exact; only the cost changes.
-/// One call at a time: even the const members update cost counters (operations()).
-class no_repeat_ngram_processor {
-public:
-    /// n = 0 disables it; n = 1 bans every token of the history.
-    explicit no_repeat_ngram_processor(std::size_t n) noexcept : n_(n), index_(n) {}
-
-    std::size_t n() const noexcept { return n_; }
-    /// The index of the n-grams (n >= 2) and the seen tokens (n = 1), as of the last hook.
-    const ngram_index& index() const noexcept { return index_; }
-    const token_counts& seen() const noexcept { return seen_; }
-
-    /// Bans every token that would complete an n-gram already in c.history.
-    void apply(std::span<float> logits, const processor_context& c) {
-        if (n_ == 0) return;
-        if (!in_sync(c)) reset(c);
-        for_each_ban(c, [&](token_id t) noexcept { detail::ban_token(logits, t); });
-    }
-    /// Declares the tokens apply() bans (every id of c.history if out of step).
-    void touched(const processor_context& c, token_sink& out) const {
-        if (n_ == 0) return;
-        if (!in_sync(c)) {
-            out(c.history);
-            return;
-        }
-        for_each_ban(c, [&](token_id t) noexcept { out(t); });
-    }
-
-    /// History hooks (processors/processor.hpp).
-    void append(std::span<const token_id> added, const processor_context& c) {
-        if (n_ == 0) return;
-        if (!built_ || len_ + added.size() != c.history.size()) {
-            reset(c);
-            return;
-        }
-        if (n_ == 1) {
-            for (token_id t : added) seen_.add(t);
-        } else {
-            index_.append(c.history, len_);
-        }
-        ops_ += added.size();
-        len_ = c.history.size();
-    }
-    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
-        if (n_ == 0) return;
-        if (!built_ || keep + removed.size() != len_ || keep > c.history.size()) {
-            built_ = false;  // the next append or apply rebuilds
-            return;
-        }
-        bool ok = true;
-        if (n_ == 1) {
-            for (token_id t : removed) ok &= seen_.remove(t);
-        } else {
-            ok = index_.cut_back(c.history, keep, removed);
-        }
-        ops_ += removed.size();
-        built_ = ok;
-        len_ = keep;
-    }
-    void reset(const processor_context& c) {
-        if (n_ == 0) return;
-        seen_.clear();
-        index_.clear();
-        if (n_ == 1) {
-            for (token_id t : c.history) seen_.add(t);
-        } else {
-            index_.append(c.history, 0);
-        }
-        ops_ += c.history.size();
-        len_ = c.history.size();
-        built_ = true;
-    }
-
-    /// Work done since construction: tokens handled by the hooks, hash slots probed, tokens
-    /// compared and entries visited (a cost counter for tests and monitoring).
-    std::uint64_t operations() const noexcept {
-        return ops_ + seen_.probes() + index_.operations();
-    }
-
-private:
-    bool in_sync(const processor_context& c) const noexcept {
-        return built_ && len_ == c.history.size();
-    }
-    template <class F>
-    void for_each_ban(const processor_context& c, F&& f) const {
-        if (n_ == 1) {
-            for (token_id t : seen_.tokens()) f(t);
-            ops_ += seen_.size();
-        } else {
-            index_.for_each_follower(c.history, [&](token_id t) {
-                ++ops_;
-                f(t);
-            });
-        }
-    }
-
-    std::size_t n_;
-    token_counts seen_;  // n == 1
-    ngram_index index_;  // n >= 2
-    bool built_ = false;
-    std::size_t len_ = 0;  // history length the index belongs to
-    mutable std::uint64_t ops_ = 0;
-};
-
-/// apply_banned_sequences as a processor, with Hugging Face's EOS rule: a one-token sequence
-/// equal to one of `eos_ids` is dropped (bad_words_ids never forbids ending). Empty sequences are
-/// ignored. Stateless; sparse: touched() declares the last token of every kept sequence. The
-/// lists are shared between copies (a copy is O(1)). O(total sequence length) per call.
-class banned_sequences_processor {
-public:
-    explicit banned_sequences_processor(std::vector<std::vector<token_id>> sequences,
-                                        std::span<const token_id> eos_ids = {}) {
-        auto l = std::make_shared<lists>();
-        for (std::vector<token_id>& s : sequences) {
-            if (s.empty()) continue;
-            if (s.size() == 1) {
-                if (std::find(eos_ids.begin(), eos_ids.end(), s[0]) == eos_ids.end())
-                    l->singles.push_back(s[0]);
-            } else {
-                l->longer.push_back(std::move(s));
-            }
-        }
-        l_ = std::move(l);
-    }
-
-    /// The one-token sequences kept (banned whatever the history).
-    std::span<const token_id> single_tokens() const noexcept { return l_->singles; }
-    /// The sequences of two tokens or more.
-    std::span<const std::vector<token_id>> longer_sequences() const noexcept { return l_->longer; }
-
-    void apply(std::span<float> logits, const processor_context& c) const noexcept {
-        for (token_id t : l_->singles) detail::ban_token(logits, t);
-        apply_banned_sequences(logits, c.history, l_->longer);
-    }
-    void touched(const processor_context&, token_sink& out) const {
-        out(l_->singles);
-        for (const std::vector<token_id>& s : l_->longer) out(s.back());
-    }
-
-private:
-    struct lists {
-        std::vector<token_id> singles;
-        std::vector<std::vector<token_id>> longer;
-    };
-    std::shared_ptr<const lists> l_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/ngram.hpp
-// ---- begin decodekit/sampling/any_step.hpp
-/// \file sampling/any_step.hpp
-/// The truncation-step concept (a type with `void apply(working_set&, const step_context&)`, see
-/// sampling/step.hpp) and any_step, the copyable type-erased holder user steps travel in
-/// (sampling_params::steps). Only declarations of the working set and the context are needed
-/// here, so that sampling_params can hold user steps.
-
-
-#include <concepts>
-#include <memory>
-#include <type_traits>
-#include <utility>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-class working_set;
-struct step_context;
-
-/// A type that narrows a working set (see the file comment).
-template <class S>
-concept sampling_step_type = std::copy_constructible<S> &&
-    requires(S& s, working_set& w, const step_context& c) {
-    s.apply(w, c);
-};
-
-/// A copyable holder of any sampling_step_type (copies clone the step and its state).
-class any_step {
-public:
-    any_step() = default;
-    template <class S>
-    requires(!std::same_as<std::decay_t<S>, any_step> && sampling_step_type<std::decay_t<S>>)
-        any_step(S&& s)  // NOLINT: implicit, like std::function
-        : m_(std::make_unique<model<std::decay_t<S>>>(std::forward<S>(s))) {}
-    any_step(const any_step& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
-    any_step(any_step&&) noexcept = default;
-    any_step& operator=(const any_step& o) {
-        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
-        return *this;
-    }
-    any_step& operator=(any_step&&) noexcept = default;
-
-    /// True when it holds a step.
-    explicit operator bool() const noexcept { return m_ != nullptr; }
-    /// Runs the step. \pre holds a step
-    void apply(working_set& w, const step_context& c) { m_->apply(w, c); }
-    /// The held step when it is an S, else nullptr.
-    template <class S>
-    S* get() noexcept {
-        if (!m_ || m_->tag() != tag_of<S>()) return nullptr;
-        return &static_cast<model<S>*>(m_.get())->s;
-    }
-
-private:
-    // a per-type address instead of RTTI (works with -fno-rtti)
-    template <class S>
-    static const void* tag_of() noexcept {
-        static const char tag = 0;
-        return &tag;
-    }
-    struct base {
-        virtual ~base() = default;
-        virtual const void* tag() const noexcept = 0;
-        virtual std::unique_ptr<base> clone() const = 0;
-        virtual void apply(working_set&, const step_context&) = 0;
-    };
-    template <class S>
-    struct model final : base {
-        S s;
-        explicit model(S x) : s(std::move(x)) {}
-        const void* tag() const noexcept override { return tag_of<S>(); }
-        std::unique_ptr<base> clone() const override { return std::make_unique<model>(s); }
-        void apply(working_set& w, const step_context& c) override { s.apply(w, c); }
-    };
-    std::unique_ptr<base> m_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/any_step.hpp
-
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <optional>
-#include <span>
-#include <string>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// One step of the truncation pipeline.
-enum class sampling_step : std::uint8_t {
-    temperature,  ///< divide logits by `temperature` (lazily: no pass over the row)
-    top_k,        ///< keep the `top_k` largest (`top_k_ties`)
-    top_p,        ///< nucleus: smallest prefix whose mass reaches `top_p`
-    min_p,        ///< keep p_i >= min_p * p_max (`min_p_space`)
-    typical,      ///< locally typical set of mass `typical_p`
-    epsilon,      ///< remove p_i < epsilon
-    eta,          ///< remove p_i < min(eta, sqrt(eta) * exp(-H))
-    top_n_sigma,  ///< keep x_i >= max - top_n_sigma * std(x) (finite logits)
-    xtc,          ///< exclude top choices (random, `xtc_probability`)
-    mirostat,     ///< mirostat v2 (stateful: mu)
-};
-
-/// The processing order presets (see the file comment).
-enum class sampling_order : std::uint8_t { hf, llama_cpp, vllm, custom };
-
-/// Where min-p's threshold is computed.
-enum class min_p_space : std::uint8_t {
-    /// p_i >= min_p * p_max on the distribution current at that point of the order (after
-    /// temperature when temperature comes before min_p: Hugging Face, vLLM).
-    probabilities,
-    /// x_i >= max + ln(min_p) on the logits before temperature, wherever temperature is in the
-    /// order (llama.cpp). Same set as `probabilities` when temperature comes after min_p.
-    logits,
-};
-
-/// What a sample() call reports besides the token (all opt-in: each costs work).
-struct logprobs_request {
-    /// Fill sample_result::raw_logprob (log-softmax of the caller's logits, before processors
-    /// and temperature). Needs the full normaliser: one exp pass over the row unless the draw
-    /// already computed it. Off: raw_logprob is NaN.
-    bool raw = false;
-    /// Fill sample_result::rank: 1 + the number of tokens whose (raw, or processed when
-    /// `processed` is set) logit is larger than the chosen token's; one read pass.
-    bool rank = false;
-    /// Number of top alternatives reported in sample_result::top (0: none).
-    std::size_t top_n = 0;
-    /// Token ids whose logprobs are reported in sample_result::requested.
-    std::vector<token_id> ids = {};
-    /// false: rank, top and requested use the raw log-softmax of the caller's logits (vLLM's
-    /// default); true: the final processed distribution (-inf outside it, no extra pass).
-    bool processed = false;
-    /// Fill sample_result::logprob (the chosen token's log-probability under the final
-    /// distribution). Off: logprob is NaN, and when nothing else is requested a draw over the
-    /// whole row (no truncation step cut it: temperature only, or XTC as the only step)
-    /// uses kernels::draw_temperature, which needs no exponential per entry (block-max envelope
-    /// rejection). That draw reads the key's sample stream differently, so for one key it may
-    /// give another token than with `chosen` on (same law; distribution() unchanged).
-    bool chosen = true;
-
-    /// True when any extra (raw, rank, top_n, ids) is requested; `chosen` is not an extra.
-    bool any() const noexcept { return raw || rank || top_n > 0 || !ids.empty(); }
-};
-
-/// A user step at a position of the order (sampling/step.hpp says what a step is).
-struct step_insertion {
-    /// Index in the order list (the preset's steps, or custom_order) of the step it runs
-    /// before: 0 runs it first; the list's size (or more) runs it after the last.
-    std::size_t position = 0;
-    any_step step;
-};
-
-/// The built-in processors in the order they run (the positions of processor_insertion).
-enum class processor_slot : std::uint8_t {
-    allowed_tokens,
-    banned_tokens,
-    logit_bias,
-    min_length,
-    penalties,
-    dry,
-    no_repeat_ngram,
-    banned_sequences,
-    end,  ///< after every built-in processor
-};
-
-/// A user processor at a position of the processor order (processors/processor.hpp says what a
-/// processor is).
-struct processor_insertion {
-    /// The built-in processor it runs before (end: after all of them).
-    processor_slot before = processor_slot::end;
-    any_processor processor;
-};
-
-/// The configuration of a decodekit::sampler.
-struct sampling_params {
-    // ---- the draw ----
-    /// Temperature; 0 = greedy (argmax of the processed row, ties to the lowest id; no softmax,
-    /// no randomness; the truncation steps are skipped: the argmax survives each of them, XTC
-    /// is not applied).
-    float temperature = 1.f;
-
-    // ---- truncation ----
-    int top_k = 0;  ///< <= 0 disabled
-    tie_policy top_k_ties =
-        tie_policy::exactly_k;  ///< exactly k (llama.cpp) or keep ties (HF, vLLM)
-    /// in [0, 1]; 1 disabled; 0 keeps the top token. A float probability (top_p, typical_p,
-    /// min_p, epsilon, eta, xtc_threshold) stands for the decimal written: a mass reaching the
-    /// lowest real that rounds to it has reached it (0.8f is reached by 0.5 + 0.3)
-    float top_p = 1.f;
-    float min_p = 0.f;  ///< in [0, 1]; 0 disabled
-    min_p_space min_p_mode = min_p_space::probabilities;
-    float typical_p = 1.f;  ///< in [0, 1]; 1 disabled
-    /// Where typical's set ends: reach_with_ties (Hugging Face: the first token whose mass
-    /// reaches typical_p, and every token with its score) or exceed (llama.cpp: the first token
-    /// whose mass strictly exceeds typical_p; one token more when the mass lands exactly on it).
-    /// Like top_k_ties and min_p_mode, not set by the order presets: llama.cpp's behaviour is
-    /// order = llama_cpp with typical_mode = exceed.
-    typical_stop typical_mode = typical_stop::reach_with_ties;
-    float epsilon = 0.f;          ///< in [0, 1); 0 disabled
-    float eta = 0.f;              ///< in [0, 1); 0 disabled
-    float top_n_sigma = 0.f;      ///< >= 0; 0 disabled
-    float xtc_probability = 0.f;  ///< in [0, 1]; 0 disabled
-    float xtc_threshold = 0.1f;   ///< in [0, 1]; > 0.5 disables XTC
-    bool mirostat = false;        ///< mirostat v2 on
-    float mirostat_tau = 5.f;     ///< target surprise (bits), > 0 (checked when mirostat is on)
-    float mirostat_eta = 0.1f;    ///< learning rate, > 0 (checked when mirostat is on)
-    /// Every truncation step (except top_k, and mirostat which keeps >= 1) keeps at least this
-    /// many.
-    std::size_t min_keep = 1;
-
-    // ---- randomness ----
-    std::uint64_t seed = 0;
-
-    // ---- processors (applied first, in this order: allowed set, banned tokens, logit bias,
-    //      min length, penalties, DRY, no-repeat-ngram, banned sequences). Processors take the
-    //      history from the caller (sample_context::history = prompt + generated so far). ----
-    std::vector<token_id> allowed_tokens = {};  ///< non-empty: every other token is banned
-    std::vector<token_id> banned_tokens = {};
-    std::vector<logit_bias> logit_biases = {};
-    std::size_t min_new_tokens = 0;  ///< suppress eos_ids until this many generated
-    std::vector<token_id> eos_ids = {};
-    penalty_params penalties = {};
-    dry_params dry = {};
-    std::size_t no_repeat_ngram_size = 0;  ///< 0 disabled; <= 1024 (each token costs O(n))
-    std::vector<std::vector<token_id>> banned_sequences = {};
-
-    /// User processors, each inserted before a built-in processor (same position: in list
-    /// order). Each sampler owns a copy (its per-sequence state).
-    std::vector<processor_insertion> processors = {};
-    /// A constraint in callback form (structured output; sampling/constraint.hpp): only allowed
-    /// tokens are drawn, and the law is the pipeline's on the masked row. Each sampler owns a copy
-    /// (its per-sequence state). Empty: none. (A packed bitmask is given per call instead:
-    /// sample_context::mask.)
-    any_constraint constraint = {};
-    /// How the constraint is queried: exact (default) or llama.cpp's sample-then-check (opt-in).
-    constraint_check constraint_mode = constraint_check::exact;
-
-    // ---- order and outputs ----
-    sampling_order order = sampling_order::llama_cpp;
-    std::vector<sampling_step> custom_order = {};  ///< used when order == custom
-    /// User steps, each inserted at a position of the order (same position: in list order).
-    /// Each sampler owns a copy (its per-sequence state).
-    std::vector<step_insertion> steps = {};
-    logprobs_request logprobs = {};
-
-    /// The first problem (message naming the field and its allowed range), or nullopt.
-    std::optional<std::string> check() const;
-    /// check(), reported through decodekit::raise().
-    void validate() const { raise_if(check()); }
-
-    /// True when temperature == 0 (argmax).
-    bool greedy() const noexcept { return temperature == 0.f; }
-    /// True when any processor would change the logits (the sampler then copies the row).
-    bool has_processors() const noexcept;
-};
-
-/// The steps of a preset, in order (custom: empty; see sampling_params::custom_order).
-inline std::span<const sampling_step> preset_steps(sampling_order order) noexcept {
-    using s = sampling_step;
-    static constexpr sampling_step hf[] = {s::temperature, s::top_k,   s::top_p, s::min_p,
-                                           s::typical,     s::epsilon, s::eta,   s::top_n_sigma,
-                                           s::xtc,         s::mirostat};
-    static constexpr sampling_step llama[] = {s::top_n_sigma, s::top_k,   s::typical, s::epsilon,
-                                              s::eta,         s::top_p,   s::min_p,   s::xtc,
-                                              s::temperature, s::mirostat};
-    static constexpr sampling_step vllm[] = {s::temperature, s::min_p,   s::top_k, s::top_p,
-                                             s::typical,     s::epsilon, s::eta,   s::top_n_sigma,
-                                             s::xtc,         s::mirostat};
-    switch (order) {
-        case sampling_order::hf:
-            return hf;
-        case sampling_order::llama_cpp:
-            return llama;
-        case sampling_order::vllm:
-            return vllm;
-        default:
-            return {};
-    }
-}
-
-inline bool sampling_params::has_processors() const noexcept {
-    return !allowed_tokens.empty() || !banned_tokens.empty() || !logit_biases.empty() ||
-           (min_new_tokens > 0 && !eos_ids.empty()) || penalties.repetition != 1.f ||
-           penalties.frequency != 0.f || penalties.presence != 0.f || dry.multiplier != 0.f ||
-           no_repeat_ngram_size > 0 || !banned_sequences.empty() || !processors.empty();
-}
-
-namespace detail {
-inline bool in_closed(float v, float lo, float hi) noexcept { return v >= lo && v <= hi; }
-}  // namespace detail
-
-inline std::optional<std::string> sampling_params::check() const {
-    using detail::range_message;
-    if (!(temperature >= 0.f) || std::isinf(temperature))
-        return range_message("sampling_params.temperature", "finite and >= 0 (0 = greedy)",
-                             temperature);
-    if (!detail::in_closed(top_p, 0.f, 1.f))
-        return range_message("sampling_params.top_p", "in [0, 1]", top_p);
-    if (!detail::in_closed(min_p, 0.f, 1.f))
-        return range_message("sampling_params.min_p", "in [0, 1]", min_p);
-    if (!detail::in_closed(typical_p, 0.f, 1.f))
-        return range_message("sampling_params.typical_p", "in [0, 1]", typical_p);
-    if (unsigned(typical_mode) > unsigned(typical_stop::exceed))
-        return range_message("sampling_params.typical_mode", "reach_with_ties or exceed",
-                             double(unsigned(typical_mode)));
-    if (!(epsilon >= 0.f && epsilon < 1.f))
-        return range_message("sampling_params.epsilon", "in [0, 1)", epsilon);
-    if (!(eta >= 0.f && eta < 1.f)) return range_message("sampling_params.eta", "in [0, 1)", eta);
-    if (!(top_n_sigma >= 0.f) || std::isinf(top_n_sigma))
-        return range_message("sampling_params.top_n_sigma", "finite and >= 0 (0 = disabled)",
-                             top_n_sigma);
-    if (!detail::in_closed(xtc_probability, 0.f, 1.f))
-        return range_message("sampling_params.xtc_probability", "in [0, 1]", xtc_probability);
-    if (!detail::in_closed(xtc_threshold, 0.f, 1.f))
-        return range_message("sampling_params.xtc_threshold", "in [0, 1]", xtc_threshold);
-    if (mirostat && (!(mirostat_tau > 0.f) || std::isinf(mirostat_tau)))
-        return range_message("sampling_params.mirostat_tau", "finite and > 0", mirostat_tau);
-    if (mirostat && (!(mirostat_eta > 0.f) || std::isinf(mirostat_eta)))
-        return range_message("sampling_params.mirostat_eta", "finite and > 0", mirostat_eta);
-    if (min_keep < 1) return range_message("sampling_params.min_keep", ">= 1", double(min_keep));
-    if (order == sampling_order::custom) {
-        unsigned seen = 0;
-        for (sampling_step st : custom_order) {
-            if (unsigned(st) > unsigned(sampling_step::mirostat))
-                return range_message("sampling_params.custom_order",
-                                     "a list of sampling_step values", double(unsigned(st)));
-            const unsigned bit = 1u << unsigned(st);  // after the range check: st < 32
-            if (seen & bit)
-                return range_message("sampling_params.custom_order",
-                                     "a list with each sampling_step at most once (repeated step)",
-                                     double(unsigned(st)));
-            seen |= bit;
-        }
-    } else if (!custom_order.empty()) {
-        return std::string(
-            "sampling_params.custom_order must be empty unless order == "
-            "sampling_order::custom");
-    } else if (unsigned(order) > unsigned(sampling_order::custom)) {
-        return range_message("sampling_params.order", "hf, llama_cpp, vllm or custom",
-                             double(unsigned(order)));
-    }
-    if (no_repeat_ngram_size > 1024)
-        return range_message("sampling_params.no_repeat_ngram_size", "<= 1024 (0 disabled)",
-                             double(no_repeat_ngram_size));
-    if (auto e = penalties.check()) return "sampling_params.penalties: " + *e;
-    if (auto e = dry.check()) return "sampling_params.dry: " + *e;
-    for (const logit_bias& b : logit_biases)
-        if (std::isnan(b.bias))
-            return range_message("sampling_params.logit_biases[].bias", "not NaN", b.bias);
-    for (const step_insertion& st : steps)
-        if (!st.step) return std::string("sampling_params.steps[].step must hold a step");
-    if (unsigned(constraint_mode) > unsigned(constraint_check::sample_then_check))
-        return range_message("sampling_params.constraint_mode", "exact or sample_then_check",
-                             double(unsigned(constraint_mode)));
-    for (const processor_insertion& pi : processors) {
-        if (!pi.processor)
-            return std::string("sampling_params.processors[].processor must hold a processor");
-        if (unsigned(pi.before) > unsigned(processor_slot::end))
-            return range_message("sampling_params.processors[].before", "a processor_slot (0..8)",
-                                 double(unsigned(pi.before)));
-    }
-    return std::nullopt;
-}
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/params.hpp
 
 #include <cmath>
 #include <cstddef>
@@ -7669,348 +7865,6 @@ inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/logprobs.hpp
-// ---- begin decodekit/sampling/processing.hpp
-/// \file sampling/processing.hpp
-/// processor_pipeline, the processor stage of a sampler (and of the strategies that score rows
-/// themselves): the built-in processors configured in sampling_params, in
-/// the documented order (allowed set, banned tokens, logit bias, min length, penalties, DRY,
-/// no-repeat-ngram, banned sequences), with the user processors inserted at their slots
-/// (sampling_params::processors), applied to the row before the truncation steps. Built-in
-/// and user processors are the same kind of object (processors/processor.hpp).
-///
-/// Per-sequence state: once per call the stage compares the call's history with the one it saw
-/// last (history_tracker, processors/history.hpp) and reports the change to every processor and
-/// to the constraint whose state follows the history (append, cut back, or rebuild). So a
-/// stateful processor costs what changed (penalty counts, the n-gram index), never a rescan.
-///
-/// Dense path: the row is copied into the workspace and every processor runs on the copy.
-/// Sparse path (every processor declares the ids it may touch, and the first step can merge
-/// patches: greedy, top-k, min-p): only the declared entries are copied; the entries the
-/// processors changed become patches over the caller's row (no row copy; see working_set.hpp).
-
-// ---- begin decodekit/processors/history.hpp
-/// \file processors/history.hpp
-/// How per-sequence state follows its sequence's history: one mechanism for every stateful part
-/// (penalty counts, the n-gram index, user processors, constraints, MTP module caches).
-///
-/// A stateful component sees the history of its sequence through the calls it gets (prompt +
-/// generated so far). Between two calls the history normally grows by a few tokens (append); a
-/// speculative rejection cuts it back; a beam fork or a new request replaces it. history_tracker
-/// compares each call's history with what it saw last and reports the change as
-///   keep   : tokens [0, keep) are unchanged,
-///   removed: the tokens that were at [keep, old length) (oldest first),
-///   added  : history[keep, new length),
-/// or as a rebuild when it cannot follow (the first call, a change deeper than its journal, or
-/// after reset()). The component then applies cut_back(removed) and append(added) to its state,
-/// or rebuilds it from the whole history. Cost per call: O(added + removed) plus a comparison of
-/// the journal window (at most journal_size() tokens), never a rescan of the history; a rebuild
-/// is O(history).
-///
-/// The comparison is a safety net, not a proof: a caller that rewrites tokens older than the
-/// journal while keeping the journal's tokens is not detected. Callers that rewrite histories
-/// (a slot reused for another request) call reset() or use a fresh component.
-///
-/// A fork (a beam taking its parent's sequence) copies the parent's component: the copy's
-/// tracker then follows the child's history from the parent's.
-
-
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// The difference between a history and the one a tracker saw last.
-struct history_change {
-    bool rebuild = true;                  ///< cannot follow: rebuild from the whole history
-    std::size_t keep = 0;                 ///< tokens [0, keep) unchanged (0 when rebuild)
-    std::span<const token_id> removed{};  ///< tokens that were at [keep, old length), in order
-    std::span<const token_id> added{};    ///< history[keep, new length) (the whole history when
-                                          ///< rebuild)
-};
-
-/// Follows one sequence's history across calls with a journal of its last journal_size() tokens.
-/// Copyable (a fork copies it). Memory: 4 bytes per journal entry.
-class history_tracker {
-public:
-    /// The shortest journal.
-    static constexpr std::size_t min_journal = 8;
-    /// Default journal length: the deepest cut-back followed without a rebuild (a speculative
-    /// round verifies at most 256 drafts).
-    static constexpr std::size_t default_journal = 512;
-
-    /// A tracker with a journal of `journal` tokens (allocated on the first sync()).
-    explicit history_tracker(std::size_t journal = default_journal)
-        : journal_(std::max<std::size_t>(journal, min_journal)) {}
-
-    /// Compares `history` with the last one seen, records it as seen, and returns the change.
-    /// The spans of the result view `history` and the tracker's own scratch: valid until the next
-    /// call. Allocates only while the removed-token scratch grows (bounded by the journal).
-    history_change sync(std::span<const token_id> history) {
-        if (ring_.empty()) ring_.resize(journal_);
-        const std::size_t n = history.size(), s = len_;
-        history_change ch;
-        if (seen_) {
-            const std::size_t lo = from_;  // first position still in the journal
-            const std::size_t c = std::min(n, s);
-            // where the histories part, within the journal window (O(journal), never
-            // O(history)); a change reaching the journal's first position, or a history that
-            // ends before the window, cannot be followed
-            const std::size_t d = c >= lo ? first_difference(history, lo, c) : c;
-            if (c >= lo && !(d == lo && lo > 0)) {
-                removed_.clear();
-                for (std::size_t p = d; p < s; ++p) removed_.push_back(at(p));
-                ch.rebuild = false;
-                ch.keep = d;
-                ch.removed = removed_;
-                ch.added = history.subspan(d);
-            }
-        }
-        const std::size_t first_kept = n > ring_.size() ? n - ring_.size() : 0;
-        if (ch.rebuild) {
-            ch.keep = 0;
-            ch.added = history;
-            from_ = first_kept;
-        } else {
-            // positions below the old window stay lost after a cut-back: the window only shrinks
-            from_ = std::min(std::max(from_, first_kept), n);
-        }
-        for (std::size_t p = std::max(ch.keep, first_kept); p < n; ++p) at(p) = history[p];
-        len_ = n;
-        seen_ = true;
-        return ch;
-    }
-
-    /// Forgets what was seen: the next sync() is a rebuild.
-    void reset() noexcept {
-        seen_ = false;
-        len_ = 0;
-        from_ = 0;
-    }
-    /// Length of the history seen last (0 before the first sync or after reset()).
-    std::size_t length() const noexcept { return len_; }
-    /// The most tokens a cut-back may remove without a rebuild (fewer after earlier cut-backs,
-    /// until appends refill the journal).
-    std::size_t journal_size() const noexcept { return journal_; }
-
-private:
-    token_id& at(std::size_t pos) noexcept { return ring_[pos % ring_.size()]; }
-    token_id at(std::size_t pos) const noexcept { return ring_[pos % ring_.size()]; }
-    /// First position in [lo, c) where the journal and `h` differ (c if none).
-    std::size_t first_difference(std::span<const token_id> h, std::size_t lo,
-                                 std::size_t c) const noexcept {
-        for (std::size_t p = lo; p < c; ++p)
-            if (at(p) != h[p]) return p;
-        return c;
-    }
-
-    std::size_t journal_;
-    std::vector<token_id> ring_;     // ring_[p % size]: token at position p, for the last size
-    std::vector<token_id> removed_;  // scratch of the last change's removed tokens
-    std::size_t len_ = 0;
-    std::size_t from_ = 0;  // ring_ holds the tokens of positions [from_, len_)
-    bool seen_ = false;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/history.hpp
-
-#include <algorithm>
-#include <bit>
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// What the processor stage hands to the working set.
-struct processed_row {
-    std::span<const float> row;  ///< the row the steps read (the caller's, or the copy)
-    std::size_t patches = 0;     ///< patches in the workspace (sparse path)
-    bool overlay = false;        ///< row is the caller's and the patches apply over it
-};
-
-/// The processors of one sequence (see the file comment): the stage a sampler runs before its
-/// steps, and what strategies that score rows themselves (beam search, contrastive search) run
-/// on each sequence's row. Copy it to fork a sequence (a beam taking its parent's history): the
-/// copy carries the parent's per-sequence state.
-class processor_pipeline {
-public:
-    processor_pipeline() = default;
-    /// The processors (and constraint) of `params`; the sampling fields are not used.
-    /// `sparse_first_step`: the caller can merge patches over its row (a sampler whose first
-    /// step is greedy, top-k or min-p); false for a plain processed copy. A constraint makes it
-    /// dense (the constrained paths read a plain row).
-    explicit processor_pipeline(const sampling_params& params, bool sparse_first_step = false)
-        : constraint_(params.constraint) {
-        build(params);
-        bool all_sparse = true, follows = constraint_.follows_history();
-        for (const any_processor& p : procs_) {
-            all_sparse = all_sparse && p.sparse();
-            follows = follows || p.follows_history();
-        }
-        sparse_ = !procs_.empty() && all_sparse && sparse_first_step && !params.constraint;
-        follows_ = follows;
-    }
-
-    /// True when some processor changes the logits.
-    bool active() const noexcept { return !procs_.empty(); }
-    /// True when the stage patches instead of copying.
-    bool sparse() const noexcept { return sparse_; }
-    /// The sampler's copy of the constraint (empty: none).
-    any_constraint& constraint() noexcept { return constraint_; }
-    /// The stage's copy of user processor `index` (sampling_params::processors) when it is a P.
-    template <class P>
-    P* user_processor(std::size_t index) noexcept {
-        return index < user_.size() ? procs_[user_[index]].get<P>() : nullptr;
-    }
-    /// The processor context of a call.
-    static processor_context context(const sample_context& ctx, std::size_t vocab) noexcept {
-        return {ctx.history, ctx.prompt_length, ctx.sequence, ctx.step, vocab};
-    }
-
-    /// Brings the per-sequence state up to date with ctx.history (history.hpp), then applies
-    /// the processors for a call with context `ctx` (see processed_row).
-    processed_row run(std::span<const float> logits, const sample_context& ctx,
-                      sampling_workspace& ws) noexcept {
-        const processor_context pc = context(ctx, logits.size());
-        if (follows_) follow_history(pc);
-        if (procs_.empty()) return {logits};
-        const std::span<float> row = ws.row_copy().first(logits.size());  // grows once
-        if (sparse_) return run_sparse(logits, pc, ws, row);
-        std::copy(logits.begin(), logits.end(), row.begin());
-        for (any_processor& p : procs_) p.apply(row, pc);
-        return {std::span<const float>(row.data(), row.size())};
-    }
-
-    /// Brings the per-sequence state up to date with ctx.history and applies the processors to
-    /// `row` in place (strategies that keep their own rows). \pre row.size() is the vocabulary
-    void apply(std::span<float> row, const sample_context& ctx) noexcept {
-        const processor_context pc = context(ctx, row.size());
-        if (follows_) follow_history(pc);
-        for (any_processor& p : procs_) p.apply(row, pc);
-    }
-
-    /// The processors once more on `row` (a fresh copy of the caller's row), without following
-    /// the history again (a redraw within one call).
-    void reapply(std::span<float> row, const sample_context& ctx) noexcept {
-        const processor_context pc = context(ctx, row.size());
-        for (any_processor& p : procs_) p.apply(row, pc);
-    }
-
-private:
-    std::vector<any_processor> procs_;  // built-in and user processors, in order
-    std::vector<std::uint32_t> user_;   // index in procs_ of each user processor
-    any_constraint constraint_;
-    history_tracker tracker_{};
-    bool sparse_ = false;
-    bool follows_ = false;
-
-    /// The processors of `p` in order: the user processors of each slot before its built-in.
-    void build(const sampling_params& p) {
-        user_.assign(p.processors.size(), 0);
-        for (unsigned slot = 0; slot <= unsigned(processor_slot::end); ++slot) {
-            for (std::size_t u = 0; u < p.processors.size(); ++u)
-                if (unsigned(p.processors[u].before) == slot) {
-                    user_[u] = std::uint32_t(procs_.size());
-                    procs_.push_back(p.processors[u].processor);
-                }
-            switch (processor_slot(slot)) {
-                case processor_slot::allowed_tokens:
-                    if (!p.allowed_tokens.empty())
-                        procs_.push_back(allowed_tokens_processor(p.allowed_tokens));
-                    break;
-                case processor_slot::banned_tokens:
-                    if (!p.banned_tokens.empty())
-                        procs_.push_back(banned_tokens_processor(p.banned_tokens));
-                    break;
-                case processor_slot::logit_bias:
-                    if (!p.logit_biases.empty())
-                        procs_.push_back(logit_bias_processor(p.logit_biases));
-                    break;
-                case processor_slot::min_length:
-                    if (p.min_new_tokens > 0 && !p.eos_ids.empty())
-                        procs_.push_back(min_length_processor(p.min_new_tokens, p.eos_ids));
-                    break;
-                case processor_slot::penalties:
-                    if (p.penalties.enabled()) procs_.push_back(penalties_processor(p.penalties));
-                    break;
-                case processor_slot::dry:
-                    if (p.dry.enabled()) procs_.push_back(dry_processor(p.dry));
-                    break;
-                case processor_slot::no_repeat_ngram:
-                    if (p.no_repeat_ngram_size > 0)
-                        procs_.push_back(no_repeat_ngram_processor(p.no_repeat_ngram_size));
-                    break;
-                case processor_slot::banned_sequences:
-                    if (!p.banned_sequences.empty())
-                        procs_.push_back(banned_sequences_processor(p.banned_sequences, p.eos_ids));
-                    break;
-                case processor_slot::end:
-                    break;
-            }
-        }
-    }
-
-    /// One sync of the history for every component whose state follows it.
-    void follow_history(const processor_context& c) {
-        const history_change ch = tracker_.sync(c.history);
-        auto notify = [&](auto& x) {
-            if (!x.follows_history()) return;
-            if (ch.rebuild) {
-                x.reset(c);
-                return;
-            }
-            if (!ch.removed.empty()) x.cut_back(ch.keep, ch.removed, c);
-            if (!ch.added.empty()) x.append(ch.added, c);
-        };
-        for (any_processor& p : procs_) notify(p);
-        notify(constraint_);
-    }
-
-    struct sink_state {
-        std::span<const float> logits;
-        std::span<float> row;
-        sampling_workspace* ws;
-        std::size_t n;
-    };
-    /// Sparse processors: only the entries they declare are copied into the row copy; the
-    /// entries that changed become patches (marked 2 in ws.mark).
-    processed_row run_sparse(std::span<const float> logits, const processor_context& pc,
-                             sampling_workspace& ws, std::span<float> row) noexcept {
-        ws.reserve_sparse();
-        sink_state st{logits, row, &ws, 0};
-        token_sink sink(
-            [](void* p, token_id t) noexcept {
-                auto& s = *static_cast<sink_state*>(p);
-                if (t < 0 || std::size_t(t) >= s.logits.size() || s.ws->mark[std::size_t(t)])
-                    return;
-                s.ws->mark[std::size_t(t)] = 1;
-                s.ws->touched[s.n++] = t;
-                s.row[std::size_t(t)] = s.logits[std::size_t(t)];
-            },
-            &st);
-        for (const any_processor& p : procs_) p.touched(pc, sink);
-        for (any_processor& p : procs_) p.apply(row, pc);
-        std::size_t patches = 0;
-        for (std::size_t i = 0; i < st.n; ++i) {
-            const std::size_t t = std::size_t(ws.touched[i]);
-            if (std::bit_cast<std::uint32_t>(row[t]) != std::bit_cast<std::uint32_t>(logits[t])) {
-                ws.patches[patches++] = {row[t], token_id(t)};
-                ws.mark[t] = 2;
-            } else {
-                ws.mark[t] = 0;
-            }
-        }
-        return {logits, patches, patches > 0};
-    }
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/processing.hpp
 // ---- begin decodekit/sampling/step.hpp
 /// \file sampling/step.hpp
 /// The truncation-step concept that built-in and user steps share (sampling_step_type and
@@ -8060,1126 +7914,86 @@ DECODEKIT_END_NAMESPACE
 
 // ---- begin decodekit/sampling/steps/epsilon.hpp
 /// \file sampling/steps/epsilon.hpp
-/// Epsilon sampling: keeps p_i >= epsilon (the float standing for its decimal); when fewer than
-/// min_keep pass, every entry tied with or above the min_keep-th largest logit (Hugging Face).
-/// Disabled at 0. The set is kernels::epsilon_unordered's (= reference::epsilon): one
-/// exponential pass and one filter pass (see selection.hpp), in id order with its weights.
+/// Epsilon sampling: removes p_i < epsilon, keeping at least min_keep (the most probable).
+/// Disabled at 0. Full set: one exp-sum pass, one threshold compaction, then the exact cut on the
+/// survivors (see weight_threshold.hpp).
 
-// ---- begin decodekit/kernels/thresholds.hpp
-/// \file kernels/thresholds.hpp
-/// The truncation steps that keep the entries above a threshold, found by one filter pass (no
-/// sort): epsilon, eta and mirostat v2's cut (a probability threshold), top-n-sigma (a logit
-/// threshold from the max and the standard deviation); and weigh(), the weights of a kept set.
-/// Semantics: kernels/reference.hpp (the same set exactly). Output in id order. No random
-/// numbers are consumed.
-///
-/// Probability thresholds (epsilon, eta, mirostat_cut), passes: max; the exponential pass storing
-/// every weight (Z, and for eta the entropy: H = log Z + sum w |d| / Z in the same pass); one
-/// compaction pass keeping x_i >= a logit threshold a little below the exact one. Entries whose
-/// float probability w_i / Z is within its error bound of the threshold (relative: the
-/// exponential's, the argument's, Z's, eta's H; see kernels/weights.hpp) are decided again in
-/// double: Z (and H) from a double-precision pass and the entry's weight the reference's (tier
-/// double_pass), and if still within ~1e-10, with the reference's own Z and H (tier reference).
-/// Fewer than min_keep kept: top_k_unordered's set (the ties of the min_keep-th kept, for epsilon
-/// and eta; one entry for mirostat), its weights recomputed.
-///
-/// top_n_sigma_unordered, passes: one SIMD pass for the max, the count and the first two moments
-/// of the finite entries (in double lanes, shifted by a sampled centre so that no cancellation
-/// arises); one compaction pass; the weights of the kept entries (one exponential each). Entries
-/// within the moments' rounding bound of the threshold are decided with the reference's own mean
-/// and variance (tier reference, one scalar pass; rare: the band is ~1e-15 of sigma wide).
-
-// ---- begin decodekit/kernels/cut.hpp
-/// \file kernels/cut.hpp
-/// Using a kept set given as a row_cut over the row's weights: compact_cut writes it as
-/// candidates (ids, logits, id order) with their weights (one pass), draw_cut draws from it by
-/// inverse CDF without compacting it (one pass storing block sums, then one block scanned).
-/// No random numbers are consumed (draw_cut takes the uniform).
-///
-/// A row_cut splits the ids into at most three segments (before, between and after its two id
-/// cuts), each with one closed logit interval ("x == lo with id > lo_last" is "x >= the float
-/// after lo"), so both passes are SIMD compares on whole vectors plus a few scalar entries
-/// where a segment starts or ends inside a vector.
-
-// ---- begin decodekit/kernels/truncation.hpp
-/// \file kernels/truncation.hpp
-/// The vocabulary of the truncation kernels (nucleus.hpp, typical.hpp, thresholds.hpp, xtc.hpp):
-/// a kept set described over the row (row_cut), and what every kernel reports
-/// (truncation_result): the cut, the sums a draw needs, which exactness tier decided.
-
-
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-
-/// A kept set of a row as a logit interval whose boundary tie groups may be cut by id: entry i
-/// is kept iff lo < x_i < hi, or x_i == lo and i <= lo_last, or x_i == hi and i <= hi_last
-/// (npos: the whole group), both bounds holding when lo == hi. Every set a truncation step keeps
-/// has this shape: a prefix of the order logit descending / id ascending (top-k, top-p, the
-/// thresholds: hi = +inf) or typical's interval around its centre. The default cut is empty.
-struct row_cut {
-    float lo = std::numeric_limits<float>::infinity();
-    float hi = -std::numeric_limits<float>::infinity();
-    std::size_t lo_last = npos;
-    std::size_t hi_last = npos;
-
-    /// Whether entry i of value v is kept. NaN never is.
-    constexpr bool contains(float v, std::size_t i) const noexcept {
-        return (v > lo || (v == lo && i <= lo_last)) && (v < hi || (v == hi && i <= hi_last));
-    }
-};
-
-/// Which tier of a truncation kernel decided its kept set (the tiers are exact; later ones are
-/// rarer and slower).
-enum class exactness_tier : std::uint8_t {
-    float_bound,  ///< the float weights, whose error bound could not change the set
-    double_pass,  ///< a double-precision exponential pass over the row (a margin was within the
-                  ///< float bound)
-    reference,    ///< the scalar reference's own arithmetic (a margin was within ~1e-10), or a
-                  ///< row with +inf entries or a subnormal temperature
-};
-
-/// Outcome of a truncation kernel's call.
-enum class truncation_status : std::uint8_t {
-    ok,
-    bad_size,  ///< out.capacity() or the weights span is smaller than the row: nothing done
-};
-
-/// What a truncation kernel reports besides its kept set (the candidates, in id order, and their
-/// weights).
-struct truncation_result {
-    std::size_t kept = 0;  ///< size of the kept set (== out.size() for the compacting kernels)
-    row_cut cut = {};      ///< the kept set over the row
-    /// largest valid entry of the row (-inf when none, +inf when an entry is +inf)
-    float max = -std::numeric_limits<float>::infinity();
-    /// normaliser: sum over the row of the float weights exp((x_i - max) / T), accumulated in
-    /// double (a row with +inf entries: their count); NaN when the kernel does not compute it
-    double sum = 0;
-    double kept_sum = 0;  ///< sum of the kept entries' weights, accumulated in double
-    exactness_tier tier = exactness_tier::float_bound;
-    truncation_status status = truncation_status::ok;
-
-    bool ok() const noexcept { return status == truncation_status::ok; }
-};
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/truncation.hpp
-// ---- begin decodekit/kernels/weights.hpp
-/// \file kernels/weights.hpp
-/// What the truncation kernels (nucleus.hpp, typical.hpp, thresholds.hpp, xtc.hpp) share: the
-/// exponential pass that computes every weight of a row once, the error bounds that make their
-/// float decisions exact, the double-precision pass of their rare second tier, and the
-/// reference tier.
-///
-/// Weights: w_i = exp_nonpositive((x_i - m) * (1/T)) in float, m the row max (simd::
-/// exp_nonpositive: 0 for NaN, -inf and d < -87). Against the real W_i = e^{(x_i - m)/T}:
-///   |w_i - W_i| <= W_i (exp_error + arg_error |d_i|) + flush_error,
-/// exp_error covering the polynomial (its largest relative error over every float d in [-87, 0],
-/// measured exhaustively: 8.53e-8 with FMA, 8.31e-8 without, on every x86 architecture xsimd
-/// offers; a test re-checks it on a sample), arg_error the rounding of d = fl(fl(x - m) * fl(1/T))
-/// (three roundings: |d - D| <= 3 2^-24 |D|, which moves e^d by that much relative), flush_error
-/// the weights below e^-87 that the polynomial flushes to 0.
-/// Sums of float weights are accumulated in double lanes (every float widened), so they are
-/// exact up to n 2^-53 relative; sums that only feed a bound are accumulated in float blocks and
-/// inflated by their worst-case rounding.
+// ---- begin decodekit/sampling/steps/weight_threshold.hpp
+/// \file sampling/steps/weight_threshold.hpp
+/// What the weight-threshold steps (epsilon, eta, mirostat) share: the full row's statistics and
+/// the compaction of the entries that may pass a weight threshold (detail, not a step).
 
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <span>
 
 DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-
 namespace detail {
 
-/// Relative error bound of simd::exp_nonpositive (measured 8.53e-8, see the file comment).
-inline constexpr double exp_error = 1.2e-7;
-/// Relative error of e^d per unit of |d| from the rounding of d (3 2^-24 with slack).
-inline constexpr double arg_error = 1.8e-7;
-/// Absolute error per entry from the flush of weights below e^-87 (and subnormal rounding).
-inline constexpr double flush_error = 2e-38;
-/// Relative error bound of one double weight of double_pass (exp_nonpositive_double, measured
-/// below 2.5e-16 by the tests) plus the rounding of its argument, per unit of |D| (3 2^-53).
-inline constexpr double exp_error_double = 4e-16;
-inline constexpr double arg_error_double = 3.4e-16;
-
-/// Relative error of a sum of n non-negative double terms added in double (n 2^-53, with slack).
-inline double sum_error(std::size_t n) noexcept { return double(n + 8) * 0x1p-52; }
-
-/// How far the reference's double arithmetic may stray from real arithmetic on a row of n
-/// entries, as an absolute error on a probability or on a mass in [0, 1]: its weights (a libm
-/// exp of a rounded argument: (|D| + 2) 2^-52 each, |D| < 746 where the weight is not 0), its
-/// sums in id order, the quotients W / Z and their running sum.
-inline double reference_error(std::size_t n) noexcept { return double(2 * n + 800) * 0x1p-52; }
-
-/// The float weights of a vector of logits (the one expression every pass uses, so that a weight
-/// recomputed later is the stored one bit for bit).
-template <class A>
-inline simd::batch<A> weight_lanes(const simd::batch<A>& v, const simd::batch<A>& mb,
-                                   const simd::batch<A>& tb) noexcept {
-    return simd::exp_nonpositive<A>((v - mb) * tb);
-}
-
-/// weight_lanes for one logit.
-template <class A>
-inline float weight_one(float v, float m, float inv_t) noexcept {
-    using B = simd::batch<A>;
-    alignas(64) float buf[simd::lanes<A>];
-    weight_lanes<A>(B(v), B(m), B(inv_t)).store_aligned(buf);
-    return buf[0];
-}
-
-/// The sums of one exponential pass over a row.
-struct row_sums {
-    double sum = 0;  ///< sum of w_i, exact up to n 2^-53
-    /// sum of w_i (m - x_i) / T in double (d clamped at -200 where w_i = 0; the float products
-    /// w_i d_i added in double lanes); 0 unless Precise
-    double wd = 0;
-    /// upper bound of sum w_i |d_i| (float blocks, inflated by their rounding)
-    double wd_bound = 0;
-    /// upper bound of sum w_i d_i^2 (float blocks, inflated by their rounding); 0 unless Precise
-    double wd2_bound = 0;
-
-    /// Bound on |sum - sum of the real weights| (before the double additions' n 2^-53).
-    double error(std::size_t n) const noexcept {
-        return (exp_error * sum + arg_error * wd_bound) * (1 + 1e-6) + double(n) * flush_error;
-    }
+/// Full-row {max, S, H} at temperature t from the vectorised kernels (exp_sum: 2 passes;
+/// entropy, only when `want_h`: 2 more). S equals the sum fill_weights() gives the materialised
+/// row up to rounding (float lanes, another summation order).
+struct row_stats {
+    float max;
+    double sum;
+    double h;
 };
-
-/// One pass: w_i for every entry (stored to w when Store), their sum and the moments of d in
-/// row_sums (Precise: wd and wd2_bound as described there; otherwise only wd_bound).
-/// \pre m finite (the row max), inv_t finite and > 0
-template <class A, bool Store, bool Precise>
-row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noexcept {
-    using B = simd::batch<A>;
-    using D = simd::dbatch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const float* p = x.data();
-    const std::size_t n = x.size(), nfull = n / L * L;
-    const B mb(m), tb(inv_t), lo(-200.f);
-    // two independent sets of accumulators (even and odd vectors): no add waits on the last one
-    struct acc {
-        D z0 = D(0.0), z1 = D(0.0), s0 = D(0.0), s1 = D(0.0);
-        B fs = B(0.f), f2 = B(0.f);
-    } a, b;
-    double wd_f = 0, wd2_f = 0;
-    auto one = [&](const B& v, acc& s, float* out) {
-        const B d = (v - mb) * tb;
-        const B e = simd::exp_nonpositive<A>(d);
-        if constexpr (Store) e.store_unaligned(out);
-        simd::widen_add<A>(s.z0, s.z1, e);
-        const B c = simd::max_ignore_nan<A>(lo, d);  // NaN, -inf: -200 (e is 0 there)
-        const B f = e * c;
-        s.fs += f;
-        if constexpr (Precise) {
-            s.f2 = simd::fma<A>(f, c, s.f2);
-            simd::widen_add<A>(s.s0, s.s1, f);
-        }
-    };
-    auto flush = [&] {
-        // float blocks: <= 32 additions per lane before they go to double
-        wd_f -= double(simd::reduce_add<A>(a.fs + b.fs));
-        if constexpr (Precise) wd2_f += double(simd::reduce_add<A>(a.f2 + b.f2));
-        a.fs = b.fs = a.f2 = b.f2 = B(0.f);
-    };
-    std::size_t i = 0;
-    while (i < nfull) {
-        const std::size_t end = std::min(nfull, i + 32 * L);
-        for (; i + 2 * L <= end; i += 2 * L) {
-            one(B::load_unaligned(p + i), a, w + i);
-            one(B::load_unaligned(p + i + L), b, w + i + L);
-        }
-        for (; i < end; i += L) one(B::load_unaligned(p + i), a, w + i);
-        flush();
-    }
-    if (i < n) {  // the tail, padded with -inf into one vector (same lanes, same weights)
-        alignas(64) float buf[L], wb[L];
-        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : detail::neg_inf_f;
-        one(B::load_aligned(buf), a, wb);
-        if constexpr (Store)
-            for (std::size_t j = 0; i + j < n; ++j) w[i + j] = wb[j];
-        flush();
-    }
-    row_sums r;
-    r.sum = simd::reduce_add<A>((a.z0 + a.z1) + (b.z0 + b.z1));
-    // float blocks: <= 32 additions per lane, a 16-lane reduction and the products: 64 u
-    constexpr double inflate = 1 + 64 * 0x1p-24;
-    r.wd_bound = wd_f * inflate + 1e-300;
-    r.wd2_bound = wd2_f * inflate * inflate + 1e-300;
-    if constexpr (Precise) r.wd = -simd::reduce_add<A>((a.s0 + a.s1) + (b.s0 + b.s1));
-    return r;
+inline row_stats full_row_stats(std::span<const float> x, float t, bool want_h) noexcept {
+    const auto st = kernels::exp_sum(x, t);
+    return {st.max, st.sum, want_h && st.sum > 0 ? kernels::entropy(x, t) : 0.0};
 }
 
-/// The double-precision sums of double_pass.
-struct double_sums {
-    double sum = 0;       ///< sum of W_i
-    double wd = 0;        ///< sum of W_i |D_i|
-    double in_set = 0;    ///< sum of W_i over the entries the predicate selects
-    double wd_bound = 0;  ///< sum W_i |D_i| inflated by its rounding
-
-    /// Bound on |sum - sum of the real weights| (relative to nothing: absolute).
-    double error(std::size_t n) const noexcept {
-        return (exp_error_double + sum_error(n)) * sum + arg_error_double * wd_bound +
-               double(n) * 1e-307;
-    }
-};
-
-/// One double-precision pass over the row: W_i = e^{D_i}, D_i = (x_i - m) / T computed as
-/// (double(x_i) - m) * (1 / T) in double, by simd::exp_nonpositive_double; their sum, the sum of
-/// W_i |D_i|, and the sum over the entries for which in_set(v, i) (a float mask for the vector v
-/// of entries i .. i + L - 1; entries past the row are -inf and never counted) holds.
-/// \pre m finite, temperature > 0 with 1 / T finite
-template <class A, class InSet>
-double_sums double_pass(std::span<const float> x, float m, float temperature,
-                        InSet&& in_set) noexcept {
-    using B = simd::batch<A>;
-    using D = simd::dbatch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const float* p = x.data();
-    const std::size_t n = x.size();
-    const D md = D(double(m)), td = D(1.0 / double(temperature)), zero = D(0.0);
-    D z(0.0), s(0.0), k(0.0);
-    auto half = [&](const D& v, const D& sel) {
-        const D d = (v - md) * td;
-        const D e = simd::exp_nonpositive_double<A>(d);  // NaN, -inf: 0
-        z += e;
-        s += simd::select<A>(e > zero, e * d, zero);
-        k += e * sel;
-    };
-    auto one = [&](const B& v, std::size_t i) {
-        D lo, hi, slo, shi;
-        simd::widen<A>(v, lo, hi);
-        simd::widen<A>(simd::select<A>(in_set(v, i), B(1.f), B(0.f)), slo, shi);
-        half(lo, slo);
-        half(hi, shi);
-    };
-    std::size_t i = 0;
-    for (; i + L <= n; i += L) one(B::load_unaligned(p + i), i);
-    if (i < n) {
-        alignas(64) float buf[L];
-        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : detail::neg_inf_f;
-        one(B::load_aligned(buf), i);
-    }
-    double_sums r;
-    r.sum = simd::reduce_add<A>(z);
-    r.wd = -simd::reduce_add<A>(s);
-    r.in_set = simd::reduce_add<A>(k);
-    r.wd_bound = r.wd * (1 + sum_error(n)) + 1e-300;
-    return r;
+/// Full row: keeps a superset of the entries with float weight >= w_thr (a logit threshold a
+/// little below the exact one; the row max always survives), ordered, weights filled; the
+/// caller then cuts exactly as on the materialised row. Returns false (the set still full) when
+/// the shortcut does not apply: +inf max, non-finite threshold, or fewer survivors than
+/// `at_least`.
+inline bool threshold_candidates(working_set& w, float m, double w_thr,
+                                 std::size_t at_least) noexcept {
+    if (!(m > -f_inf) || m == f_inf || !(w_thr > 0)) return false;
+    // float(exp(d)) >= w_thr implies d >= log(w_thr) - 2^-23 (relative rounding); 1e-4 slack
+    const double thr_d = double(m) + double(w.temperature()) * (std::log(w_thr) - 1e-4);
+    if (!std::isfinite(thr_d)) return false;
+    float thr = std::nextafter(float(thr_d), -f_inf);
+    thr = std::min(thr, m);
+    kernels::filter_at_least(w.row(), thr, w.kept());
+    if (w.kept().size() < at_least) return false;
+    w.set_kept(false);
+    w.order();
+    w.fill_weights();  // same max as the full row: it survives
+    return true;
 }
 
-/// Sorts out's entries by id (the reference's sets come in rank order). Key storage as scratch.
-inline void sort_by_id(candidates& out) noexcept {
-    const std::size_t c = out.size();
-    std::uint64_t* keys = out.key_storage();
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    for (std::size_t j = 0; j < c; ++j)
-        keys[j] =
-            (std::uint64_t(std::uint32_t(ids[j])) << 32) | std::bit_cast<std::uint32_t>(lg[j]);
-    std::sort(keys, keys + c);
-    for (std::size_t j = 0; j < c; ++j) {
-        ids[j] = token_id(keys[j] >> 32);
-        lg[j] = std::bit_cast<float>(std::uint32_t(keys[j]));
-    }
-}
-
-/// The weights of the logits lg[0, c) (w_j = exp((lg_j - m) / T) by weight_lanes, so equal to a
-/// row pass's) written to w[0, c); returns their double sum. \pre m finite, inv_t finite > 0
-template <class A>
-double weigh_logits(const float* lg, std::size_t c, float m, float inv_t, float* w) noexcept {
-    using B = simd::batch<A>;
-    using D = simd::dbatch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const B mb(m), tb(inv_t);
-    D s0(0.0), s1(0.0);
-    std::size_t j = 0;
-    for (; j + L <= c; j += L) {
-        const B e = weight_lanes<A>(B::load_unaligned(lg + j), mb, tb);
-        e.store_unaligned(w + j);
-        simd::widen_add<A>(s0, s1, e);
-    }
-    double s = simd::reduce_add<A>(s0 + s1);
-    for (; j < c; ++j) {
-        w[j] = weight_one<A>(lg[j], m, inv_t);
-        s += double(w[j]);
-    }
-    return s;
-}
-
-}  // namespace detail
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/weights.hpp
-
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-namespace detail {
-
-/// Calls f(s, e, a, b) for the segments [s, e) of [begin, end) in which the cut keeps exactly
-/// the entries with a <= x_i <= b (NaN never).
-template <class F>
-void for_each_segment(const row_cut& k, std::size_t begin, std::size_t end, F&& f) noexcept {
-    constexpr float pinf = std::numeric_limits<float>::infinity();
-    const std::size_t e_lo = k.lo_last == npos ? end : std::min(end, k.lo_last + 1);
-    const std::size_t e_hi = k.hi_last == npos ? end : std::min(end, k.hi_last + 1);
-    const float up = std::nextafter(k.lo, pinf), down = std::nextafter(k.hi, -pinf);
-    const std::size_t e1 = std::clamp(std::min(e_lo, e_hi), begin, end);
-    const std::size_t e2 = std::clamp(std::max(e_lo, e_hi), begin, end);
-    auto run = [&](std::size_t s, std::size_t e) {
-        if (s >= e) return;
-        // past a cut of an infinite bound nothing of that value remains: the segment is empty
-        if ((s >= e_lo && k.lo == pinf) || (s >= e_hi && k.hi == -pinf)) return;
-        f(s, e, s >= e_lo ? up : k.lo, s >= e_hi ? down : k.hi);
-    };
-    run(begin, e1);
-    run(e1, e2);
-    run(e2, end);
-}
-
-/// Keeps the entries of x[begin, end) (whole vectors) with a <= x_i <= b: appends their ids,
-/// logits and weights (read from w[i], recomputed for i < recompute_below; written to w[c]: in
-/// place, as each vector is read before a store reaches it) at index c and returns the new
-/// count; adds their weights to ksum (float lanes per block of 32 vectors, then double).
-template <class A>
-std::size_t compact_interval(const float* p, float* w, std::size_t begin, std::size_t end, float a,
-                             float b, std::size_t recompute_below, std::size_t c, token_id* ids,
-                             float* lg, float m, float inv_t, double& ksum) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const B ab(a), bb(b), mb(m), tb(inv_t), zero(0.f);
-    B acc(0.f);
-    std::size_t since = 0;
-    for (std::size_t i = begin; i < end; i += L) {
-        const B v = B::load_unaligned(p + i);
-        const auto keep = (v >= ab) & (v <= bb);
-        if (const std::uint64_t mk = simd::to_mask<A>(keep)) {
-            const B wv =
-                i < recompute_below ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i);
-            c += simd::compress_store<A>(v, wv, simd::iota<A>(token_id(i)), mk, lg + c, w + c,
-                                         ids + c);
-            acc += simd::select<A>(keep, wv, zero);
-        }
-        if (++since == 32) {
-            ksum += double(simd::reduce_add<A>(acc));
-            acc = zero;
-            since = 0;
-        }
-    }
-    ksum += double(simd::reduce_add<A>(acc));
-    return c;
-}
-
-/// Sum of w[i] over the kept entries of [begin, end) (double lanes).
-template <class A>
-double cut_sum(const float* p, const float* w, const row_cut& k, std::size_t begin,
-               std::size_t end) noexcept {
-    using B = simd::batch<A>;
-    using D = simd::dbatch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    double s = 0;
-    for_each_segment(k, begin, end, [&](std::size_t sb, std::size_t se, float a, float b) {
-        const std::size_t vb = std::min(se, (sb + L - 1) / L * L), ve = std::max(vb, se / L * L);
-        for (std::size_t i = sb; i < vb; ++i)
-            if (p[i] >= a && p[i] <= b) s += double(w[i]);
-        const B ab(a), bb(b), zero(0.f);
-        D s0(0.0), s1(0.0);
-        for (std::size_t i = vb; i < ve; i += L) {
-            const B v = B::load_unaligned(p + i);
-            simd::widen_add<A>(
-                s0, s1, simd::select<A>((v >= ab) & (v <= bb), B::load_unaligned(w + i), zero));
-        }
-        s += simd::reduce_add<A>(s0 + s1);
-        for (std::size_t i = ve; i < se; ++i)
-            if (p[i] >= a && p[i] <= b) s += double(w[i]);
-    });
-    return s;
-}
-
-/// compact_cut with the weights recomputed below recompute_below (the kernels' own use).
-template <class A>
-std::size_t compact_cut_from(std::span<const float> x, float* w, const row_cut& k, float m,
-                             float inv_t, candidates& out, std::size_t recompute_below,
-                             double& sum) noexcept {
-    constexpr std::size_t L = simd::lanes<A>;
-    const float* p = x.data();
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    std::size_t c = 0;
-    sum = 0;
-    for_each_segment(k, 0, x.size(), [&](std::size_t s, std::size_t e, float a, float b) {
-        auto scalar = [&](std::size_t i0, std::size_t i1) {
-            for (std::size_t i = i0; i < i1; ++i) {
-                const float v = p[i];
-                if (!(v >= a && v <= b)) continue;
-                const float wi = i < recompute_below ? weight_one<A>(v, m, inv_t) : w[i];
-                ids[c] = token_id(i);
-                lg[c] = v;
-                w[c] = wi;
-                ++c;
-                sum += double(wi);
-            }
-        };
-        const std::size_t vb = std::min(e, (s + L - 1) / L * L), ve = std::max(vb, e / L * L);
-        scalar(s, vb);
-        if (ve > vb)
-            c = compact_interval<A>(p, w, vb, ve, a, b, recompute_below, c, ids, lg, m, inv_t, sum);
-        scalar(ve, e);
-    });
-    out.resize(c);
-    return c;
-}
-
-/// The smallest of v[0, c) (+inf when c == 0; no NaN). SIMD.
-template <class A>
-float min_value(const float* v, std::size_t c) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    B b0(std::numeric_limits<float>::infinity()), b1 = b0;
-    std::size_t j = 0;
-    for (; j + 2 * L <= c; j += 2 * L) {
-        b0 = simd::min<A>(b0, B::load_unaligned(v + j));
-        b1 = simd::min<A>(b1, B::load_unaligned(v + j + L));
-    }
-    float r = simd::reduce_min<A>(simd::min<A>(b0, b1));
-    for (; j < c; ++j) r = v[j] < r ? v[j] : r;
-    return r;
-}
-
-/// The row_cut of a set given in reference order (logit descending, ties by id) that is a prefix
-/// of that order: everything down to its last entry.
-inline row_cut prefix_cut(const candidates& sorted) noexcept {
-    row_cut k;
-    if (sorted.empty()) return k;
-    k.lo = sorted.logits()[sorted.size() - 1];
-    k.lo_last = std::size_t(sorted.ids()[sorted.size() - 1]);
-    k.hi = std::numeric_limits<float>::infinity();
-    return k;
-}
-
-/// The row_cut of a top_k_unordered(x, k, ties) set (id order): its smallest value, cut at its
-/// largest id of that value (exactly_k) or the whole group (keep_ties).
-inline row_cut top_k_cut(const candidates& set, tie_policy ties) noexcept {
-    row_cut k;
-    if (set.empty()) return k;
-    k.lo = std::numeric_limits<float>::infinity();
-    for (float v : set.logits()) k.lo = v < k.lo ? v : k.lo;  // (k entries: min_keep, few)
-    k.hi = std::numeric_limits<float>::infinity();
-    if (ties == tie_policy::exactly_k)
-        for (std::size_t j = 0; j < set.size(); ++j)
-            if (set.logits()[j] == k.lo) k.lo_last = std::size_t(set.ids()[j]);
-    return k;
-}
-
-/// Writes every weight of the row as the reference tier gives it (float of reference::weight)
-/// to w and returns their double sum.
-inline double reference_weights(std::span<const float> x, float temperature, float* w) noexcept {
-    const reference::softmax_stats st = reference::exp_sum(x, temperature);
-    for (std::size_t i = 0; i < x.size(); ++i)
-        w[i] = float(reference::weight(x[i], st.max, temperature));
-    return st.sum;
-}
-
-/// A truncation kernel's answer from the reference: `ref(out)` writes the reference's kept set
-/// (rank order, a prefix of it); returned in id order with its cut, weights float(reference::
-/// weight) in w[0, kept) and the reference's normaliser. Rows with +inf entries, subnormal
-/// temperatures.
-template <class Ref>
-truncation_result via_reference(std::span<const float> x, float temperature, candidates& out,
-                                float* w, Ref&& ref) noexcept {
-    ref(out);
-    const row_cut cut = prefix_cut(out);
-    sort_by_id(out);
-    const reference::softmax_stats st = reference::exp_sum(x, temperature);
-    truncation_result r;
-    r.kept = out.size();
-    r.max = st.max;
-    r.sum = st.sum;
-    r.tier = exactness_tier::reference;
-    r.cut = cut;
-    for (std::size_t j = 0; j < r.kept; ++j) {
-        w[j] = float(reference::weight(out.logits()[j], st.max, temperature));
-        r.kept_sum += double(w[j]);
-    }
-    return r;
-}
-
-}  // namespace detail
-
-/// Writes the kept set `cut` of the row x to out (ids, logits, in id order) and moves its weights
-/// to w[0, kept) (read from w[i], the row's weights, in place: w no longer holds the row's
-/// weights afterwards). Returns the kept count; `sum` receives the kept weights' sum (float
-/// blocks added in double). One pass. Status: out.capacity() or w.size() < x.size() keeps nothing
-/// and returns npos.
-template <class A = simd::default_arch>
-std::size_t compact_cut(std::span<const float> x, std::span<float> w, const row_cut& cut,
-                        candidates& out, double& sum) noexcept {
-    out.clear();
-    sum = 0;
-    if (out.capacity() < x.size() || w.size() < x.size()) return npos;
-    return detail::compact_cut_from<A>(x, w.data(), cut, 0.f, 1.f, out, 0, sum);
-}
-
-/// Inverse-CDF draw over the kept set `cut` of the row x with the weights w (the row's, as a
-/// truncation kernel leaves them), with one uniform u in [0, 1): the same entry as
-/// draw_inverse_cdf over the kept entries' weights in id order (the first whose running sum
-/// exceeds u S, S their double sum; the last kept entry with a positive weight if rounding leaves
-/// u S unreached; entries with w <= 0 never), returned as a row index; npos when no kept entry has
-/// a positive weight or w.size() < x.size(). One pass storing the sums of at most 1024 blocks
-/// (double lanes), then one block scanned.
-template <class A = simd::default_arch>
-std::size_t draw_cut(std::span<const float> x, std::span<const float> w, const row_cut& cut,
-                     double u) noexcept {
-    constexpr std::size_t max_blocks = 1024;
-    const std::size_t n = x.size();
-    if (w.size() < n || n == 0) return npos;
-    const float* p = x.data();
-    const float* wp = w.data();
-    const std::size_t blk = std::max<std::size_t>(256, (n / max_blocks + 64) / 64 * 64);
-    double bsum[max_blocks];
-    std::size_t nb = 0;
-    double s = 0;
-    for (std::size_t b0 = 0; b0 < n; b0 += blk, ++nb) {
-        bsum[nb] = detail::cut_sum<A>(p, wp, cut, b0, std::min(n, b0 + blk));
-        s += bsum[nb];
-    }
-    if (!(s > 0)) return npos;
-    const double target = u * s;
-    double run = 0;
-    std::size_t last = npos;
-    for (std::size_t b = 0; b < nb; ++b) {
-        if (!(run + bsum[b] > target)) {
-            run += bsum[b];
-            continue;
-        }
-        const std::size_t e = std::min(n, (b + 1) * blk);
-        for (std::size_t i = b * blk; i < e; ++i) {
-            if (!(wp[i] > 0) || !cut.contains(p[i], i)) continue;
-            run += double(wp[i]);
-            last = i;
-            if (run > target) return i;
-        }
-    }
-    if (last != npos) return last;
-    for (std::size_t i = n; i-- > 0;)  // target unreached: the last kept positive entry
-        if (wp[i] > 0 && cut.contains(p[i], i)) return i;
-    return npos;
-}
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/cut.hpp
-
-#include <algorithm>
-#include <bit>
-#include <cmath>
-#include <cstddef>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-namespace detail {
-
-/// Which probability threshold a threshold kernel applies.
-enum class prob_rule : std::uint8_t { epsilon, eta, mirostat };
-
-/// The reference's threshold for a rule, given the row's Z and H in double.
-inline double rule_threshold(prob_rule rule, float param, double h) noexcept {
-    switch (rule) {
-        case prob_rule::epsilon:
-            return reference::decimal_floor(param);
-        case prob_rule::eta: {
-            const double e = reference::decimal_floor(param);
-            return std::min(e, std::sqrt(e) * std::exp(-h));
-        }
-        case prob_rule::mirostat:
-            return std::exp2(-double(param));
-    }
-    return 0;
-}
-
-/// The shared body of epsilon, eta and mirostat_cut (see the file comment).
-template <class A>
-truncation_result keep_probable(std::span<const float> x, prob_rule rule, float param,
-                                float temperature, std::size_t min_keep, candidates& out,
-                                std::span<float> weights) noexcept {
-    truncation_result r;
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        r.status = truncation_status::bad_size;
-        return r;
-    }
-    const std::size_t n = x.size();
-    if (n == 0) return r;
-    float* w = weights.data();
-    const bool miro = rule == prob_rule::mirostat;
-    const float m = kernels::max<A>(x);
-    r.max = m;
-    if (m == detail::neg_inf_f) return r;
-    const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0))
-        return via_reference(x, temperature, out, w, [&](candidates& o) {
-            if (rule == prob_rule::epsilon)
-                reference::epsilon(x, param, temperature, min_keep, o);
-            else if (rule == prob_rule::eta)
-                reference::eta(x, param, temperature, min_keep, o);
-            else
-                reference::mirostat_cut(x, param, temperature, o);
-        });
-    const bool eta = rule == prob_rule::eta;
-    const row_sums rs =
-        eta ? weigh_row<A, true, true>(x, m, inv_t, w) : weigh_row<A, true, false>(x, m, inv_t, w);
-    const double z = rs.sum;
-    r.sum = z;
-    constexpr float pinf = std::numeric_limits<float>::infinity();
-    auto all_valid = [&] {
-        r.cut = {lowest_f, pinf, npos, npos};
-        r.kept = compact_cut_from<A>(x, w, r.cut, m, inv_t, out, 0, r.kept_sum);
-        return r;
-    };
-    if (!miro && !(param > 0)) return all_valid();  // disabled: every valid entry
-    // The threshold, with its relative error bound.
-    const double beta_z = (rs.error(n) + sum_error(n) * z) / z;  // Z's relative error
-    double h = 0, dh = 0;
-    if (eta) {
-        const double c = rs.wd / z;  // -sum p d
-        h = std::log(z) + c;
-        const double dc = (2 * exp_error * rs.wd_bound +
-                           arg_error * (2 * rs.wd2_bound + c * rs.wd_bound) + 4 * 0x1p-24 * rs.wd) /
-                              z * (1 + 1e-6) +
-                          c * beta_z;
-        dh = beta_z * (1 + beta_z) + dc + 1e-15 * (std::fabs(h) + 1);
-    }
-    const double theta = rule_threshold(rule, param, h);
-    if (!(theta > 0)) return all_valid();
-    // Keep p_i >= theta: x_i >= m + T ln(theta Z). An entry's float probability errs by
-    // exp_error + arg_error |d_i| + beta_z, the threshold by dh, the reference by its own.
-    const double ln_t = std::log(theta * z);  // d threshold (<= 0 for a kept max)
-    const double d_thr = std::min(0.0, ln_t);
-    const double rel =
-        (exp_error + arg_error * (std::fabs(d_thr) + 1e-3) + beta_z + dh + reference_error(n)) *
-            1.01 +
-        1e-12;
-    // band in d: [ln_t - rel', ln_t + rel'] (ln(1 + e) <= e); and the float rounding of x
-    const double t_lo = double(m) + double(temperature) * (ln_t - 2 * rel);
-    const double t_hi = double(m) + double(temperature) * (ln_t + 2 * rel);
-    float lo = t_lo <= double(lowest_f) ? lowest_f : std::nextafter(float(t_lo), neg_inf_f);
-    float hi = t_hi >= double(std::numeric_limits<float>::max())
-                   ? std::numeric_limits<float>::infinity()
-                   : std::nextafter(float(t_hi), std::numeric_limits<float>::infinity());
-    double kept_sum = 0;
-    std::size_t kept =
-        compact_cut_from<A>(x, w, {lo, pinf, npos, npos}, m, inv_t, out, 0, kept_sum);
-    // Entries below hi are undecided: decide them (double, then the reference).
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    const std::size_t undecided = kept - count_reaching<A>(lg, kept, hi);
-    if (undecided > 0) {
-        r.tier = exactness_tier::double_pass;
-        const double_sums ds =
-            double_pass<A>(x, m, temperature, [](const simd::batch<A>& v, std::size_t) {
-                return v != v;  // (no partial sum needed)
-            });
-        const double zd = ds.sum;
-        const double hd = std::log(zd) + ds.wd / zd;
-        const double thd = rule_threshold(rule, param, hd);
-        // q = W / zd and thd against the reference's: zd's bound, the reference's own rounding,
-        // and for eta H's (its double sums, generously)
-        const double ed = (2 * ds.error(n) / zd + reference_error(n)) * 1.01 + (eta ? 1e-11 : 0.0);
-        bool exact = false;
-        double z_ref = 0, th_ref = 0;
-        std::size_t keep_count = 0;
-        double removed = 0;
-        for (std::size_t j = 0; j < kept; ++j) {
-            bool keep = true;
-            if (!(lg[j] >= hi)) {
-                const double wr = reference::weight(lg[j], m, temperature);
-                const double q = wr / zd;
-                if (!exact && std::fabs(q / thd - 1) <= ed) {
-                    // tier reference: the reference's own Z and threshold
-                    exact = true;
-                    r.tier = exactness_tier::reference;
-                    z_ref = reference::exp_sum(x, temperature).sum;
-                    th_ref =
-                        rule_threshold(rule, param, eta ? reference::entropy(x, temperature) : 0.0);
-                }
-                keep = exact ? wr / z_ref >= th_ref : q >= thd;
-            }
-            ids[keep_count] = ids[j];
-            lg[keep_count] = lg[j];
-            w[keep_count] = w[j];
-            keep_count += keep;
-            if (!keep) removed += double(w[j]);
-        }
-        kept = keep_count;
-        kept_sum -= removed;
-        out.resize(keep_count);
-    }
-    r.kept = kept;
-    r.kept_sum = kept_sum;
-    // the kept set is {x >= its smallest value} (the probability is monotone in the logit)
-    r.cut = kept > 0 ? row_cut{min_value<A>(lg, kept), pinf, npos, npos} : row_cut{};
-    const std::size_t need = miro ? 1 : min_keep;
-    if (r.kept < need) {
-        const tie_policy ties = miro ? tie_policy::exactly_k : tie_policy::keep_ties;
-        r.kept = kernels::top_k_unordered<A>(x, need, ties, out);
-        r.cut = top_k_cut(out, ties);
-        r.kept_sum = weigh_logits<A>(out.logit_storage(), r.kept, m, inv_t, w);
-    }
-    return r;
-}
-
-}  // namespace detail
-
-/// Epsilon sampling, unordered: the set of reference::epsilon (p_i >= decimal_floor(epsilon);
-/// fewer than min_keep: the ties of the min_keep-th largest) in id order, weights[0, kept) the
-/// kept entries' weights (weights: the whole row's scratch). See the file comment.
-/// Status bad_size when out.capacity() or weights.size() < x.size(). \pre temperature > 0
-template <class A = simd::default_arch>
-truncation_result epsilon_unordered(std::span<const float> x, float epsilon, float temperature,
-                                    std::size_t min_keep, candidates& out,
-                                    std::span<float> weights) noexcept {
-    return detail::keep_probable<A>(x, detail::prob_rule::epsilon, epsilon, temperature, min_keep,
-                                    out, weights);
-}
-
-/// Eta sampling, unordered: the set of reference::eta (p_i >= min(e, sqrt(e) exp(-H)),
-/// e = decimal_floor(eta); the min_keep rule of epsilon). As epsilon_unordered.
-template <class A = simd::default_arch>
-truncation_result eta_unordered(std::span<const float> x, float eta, float temperature,
-                                std::size_t min_keep, candidates& out,
-                                std::span<float> weights) noexcept {
-    return detail::keep_probable<A>(x, detail::prob_rule::eta, eta, temperature, min_keep, out,
-                                    weights);
-}
-
-/// Mirostat v2's cut, unordered: the set of reference::mirostat_cut (p_i >= 2^-mu, at least the
-/// most probable entry). As epsilon_unordered.
-template <class A = simd::default_arch>
-truncation_result mirostat_cut_unordered(std::span<const float> x, float mu, float temperature,
-                                         candidates& out, std::span<float> weights) noexcept {
-    return detail::keep_probable<A>(x, detail::prob_rule::mirostat, mu, temperature, 1, out,
-                                    weights);
-}
-
-/// The weights of a kept set's logits: w_j = exp((logits_j - max) / T) (float, as the
-/// truncation kernels compute them) to w[0, logits.size()); returns their sum (double lanes).
-/// NaN and -inf give 0. Status: w.size() < logits.size() returns NaN and writes nothing.
-/// \pre max finite (the row max), temperature > 0 with 1 / T finite
-template <class A = simd::default_arch>
-double weigh(std::span<const float> logits, float max, float temperature,
-             std::span<float> w) noexcept {
-    if (w.size() < logits.size()) return std::numeric_limits<double>::quiet_NaN();
-    return detail::weigh_logits<A>(logits.data(), logits.size(), max, 1.f / temperature, w.data());
-}
-
-namespace detail {
-
-/// max, count and shifted moments of the finite entries in one pass (double lanes).
-struct finite_moments {
-    float max = neg_inf_f;  ///< largest valid entry (+inf if any)
-    std::size_t finite = 0;
-    double centre = 0;  ///< the shift s
-    double s1 = 0;      ///< sum (x - s)
-    double s2 = 0;      ///< sum (x - s)^2
-    double abs1 = 0;    ///< sum |x - s| (for the rounding bound)
-};
-
-template <class A>
-finite_moments moments(std::span<const float> x) noexcept {
-    using B = simd::batch<A>;
-    using D = simd::dbatch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const float* p = x.data();
-    const std::size_t n = x.size(), nfull = n / L * L;
-    finite_moments r;
-    // centre: the mean of up to 64 strided finite entries
-    {
-        double s = 0;
-        std::size_t k = 0;
-        const std::size_t stride = std::max<std::size_t>(1, n / 64);
-        for (std::size_t i = 0; i < n; i += stride)
-            if (std::isfinite(p[i])) {
-                s += p[i];
-                ++k;
-            }
-        r.centre = k ? s / double(k) : 0.0;
-    }
-    // the centre as a float: invalid lanes are replaced by it, so they add exactly 0
-    const float cf = float(r.centre);
-    r.centre = double(cf);
-    const D cd = D(r.centre);
-    const B cfb(cf), fzero(0.f);
-    B mx(neg_inf_f);
-    D a1(0.0), a2(0.0), aa(0.0), b1(0.0), b2(0.0), ba(0.0);
-    std::size_t i = 0;
-    auto add = [&](const B& v, D& s1, D& s2, D& sa) {
-        mx = simd::max_ignore_nan<A>(mx, v);
-        const auto fin = (v - v) == fzero;  // false for NaN and +-inf
-        r.finite += std::size_t(std::popcount(simd::to_mask<A>(fin)));
-        D lo, hi;
-        simd::widen<A>(simd::select<A>(fin, v, cfb), lo, hi);
-        lo = lo - cd;
-        hi = hi - cd;
-        s1 += lo + hi;
-        s2 = simd::fma<A>(lo, lo, simd::fma<A>(hi, hi, s2));
-        sa += simd::abs<A>(lo) + simd::abs<A>(hi);
-    };
-    for (; i + 2 * L <= nfull; i += 2 * L) {
-        add(B::load_unaligned(p + i), a1, a2, aa);
-        add(B::load_unaligned(p + i + L), b1, b2, ba);
-    }
-    if (i < nfull) {
-        add(B::load_unaligned(p + i), a1, a2, aa);
-        i += L;
-    }
-    a1 += b1;
-    a2 += b2;
-    aa += ba;
-    r.max = simd::reduce_max<A>(mx);
-    r.s1 = simd::reduce_add<A>(a1);
-    r.s2 = simd::reduce_add<A>(a2);
-    r.abs1 = simd::reduce_add<A>(aa);
-    for (; i < n; ++i) {
-        const float v = p[i];
-        r.max = v > r.max ? v : r.max;
-        if (!std::isfinite(v)) continue;
-        const double d = double(v) - r.centre;
-        r.s1 += d;
-        r.s2 += d * d;
-        r.abs1 += std::fabs(d);
-        ++r.finite;
-    }
-    return r;
-}
-
-/// The reference's own top-n-sigma threshold (reference::top_n_sigma's arithmetic).
-inline double top_n_sigma_threshold_exact(std::span<const float> x, float m, float nsig) noexcept {
-    double sum = 0;
-    std::size_t f = 0;
-    for (float v : x)
-        if (std::isfinite(v)) {
-            sum += v;
-            ++f;
-        }
-    double var = 0;
-    if (f > 0) {
-        const double mean = sum / double(f);
-        for (float v : x)
-            if (std::isfinite(v)) var += (double(v) - mean) * (double(v) - mean);
-        var /= double(f);
-    }
-    return double(m) - double(nsig) * std::sqrt(var);
-}
-
-}  // namespace detail
-
-/// Top-n-sigma, unordered: the set of reference::top_n_sigma (x_i >= max - n sigma over the
-/// finite entries; fewer than min_keep: the min_keep largest, ties by lowest id; n <= 0 keeps
-/// every valid entry) in id order; weights[0, kept) the kept entries' weights at temperature T
-/// (the step itself does not depend on T); sum is NaN (not computed). See the file comment.
-/// Status bad_size when out.capacity() or weights.size() < x.size(). \pre temperature > 0
-template <class A = simd::default_arch>
-truncation_result top_n_sigma_unordered(std::span<const float> x, float n_sigma, float temperature,
-                                        std::size_t min_keep, candidates& out,
-                                        std::span<float> weights) noexcept {
-    truncation_result r;
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        r.status = truncation_status::bad_size;
-        return r;
-    }
-    r.sum = std::numeric_limits<double>::quiet_NaN();
-    const std::size_t n = x.size();
-    if (n == 0) return r;
-    float* w = weights.data();
-    const float inv_t = 1.f / temperature;
-    const detail::finite_moments mo = detail::moments<A>(x);
-    const float m = mo.max;
-    r.max = m;
-    if (m == detail::neg_inf_f) return r;
-    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0)) {
-        auto rr = detail::via_reference(x, temperature, out, w, [&](candidates& o) {
-            reference::top_n_sigma(x, n_sigma, min_keep, o);
-        });
-        rr.sum = r.sum;
-        return rr;
-    }
-    auto weigh_kept = [&] {
-        r.kept = out.size();
-        r.kept_sum = detail::weigh_logits<A>(out.logit_storage(), r.kept, m, inv_t, w);
-        return r;
-    };
-    if (!(n_sigma > 0)) {
-        kernels::filter_at_least<A>(x, detail::lowest_f, out);
-        r.cut = {detail::lowest_f, std::numeric_limits<float>::infinity(), npos, npos};
-        return weigh_kept();
-    }
-    double thr = double(m);
-    double band = 0;
-    if (mo.finite > 0) {
-        const double f = double(mo.finite);
-        const double mean_shift = mo.s1 / f;
-        const double var = std::max(0.0, mo.s2 / f - mean_shift * mean_shift);
-        const double sigma = std::sqrt(var);
-        thr = double(m) - double(n_sigma) * sigma;
-        // Rounding of the sums (n 2^-53 of their magnitudes) and of the reference's own two
-        // passes, carried to sigma (d sigma <= d var / (2 sigma), or sqrt(d var) near 0).
-        const double e2 =
-            detail::sum_error(mo.finite) *
-            (mo.s2 + 2 * std::fabs(mean_shift) * mo.abs1 + mean_shift * mean_shift * f) / f * 4;
-        const double dsig =
-            sigma > 0 ? std::min(std::sqrt(e2), e2 / (2 * sigma) + 1e-300) : std::sqrt(e2);
-        band = double(n_sigma) * (dsig + 4 * detail::sum_error(mo.finite) * sigma) +
-               std::fabs(thr) * 0x1p-50 + 1e-300;
-    }
-    const float lo =
-        std::max(detail::lowest_f, std::nextafter(float(thr - band), detail::neg_inf_f));
-    const double hi = thr + band;
-    kernels::filter_at_least<A>(x, std::min(lo, m), out);
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    // entries > hi are decided: count those >= the float after hi rounded up
-    const float hi_f = std::nextafter(float(hi), std::numeric_limits<float>::infinity());
-    const std::size_t undecided =
-        out.size() - detail::count_reaching<A>(lg, out.size(), std::max(hi_f, detail::lowest_f));
-    if (undecided > 0) {
-        // entries within the band (or all of them when the band is wide): the exact threshold
-        // decides those near it
-        bool exact = false;
-        double t_ref = thr;
-        std::size_t k = 0;
-        for (std::size_t j = 0; j < out.size(); ++j) {
-            const double v = double(lg[j]);
-            bool keep = v > hi;
-            if (!keep) {
-                if (!exact && v >= thr - band) {
-                    exact = true;
-                    r.tier = exactness_tier::reference;
-                    t_ref = detail::top_n_sigma_threshold_exact(x, m, n_sigma);
-                }
-                keep = exact ? v >= t_ref : v >= thr;
-            }
-            ids[k] = ids[j];
-            lg[k] = lg[j];
-            k += keep;
-        }
-        out.resize(k);
-    }
-    if (out.size() < min_keep) {
-        kernels::top_k_unordered<A>(x, min_keep, tie_policy::exactly_k, out);
-        r.cut = detail::top_k_cut(out, tie_policy::exactly_k);
-    } else if (!out.empty()) {
-        r.cut = {detail::min_value<A>(out.logit_storage(), out.size()),
-                 std::numeric_limits<float>::infinity(), npos, npos};
-    }
-    return weigh_kept();
-}
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/thresholds.hpp
-// ---- begin decodekit/sampling/steps/selection.hpp
-/// \file sampling/steps/selection.hpp
-/// What the selection steps (top-p, typical, epsilon, eta, mirostat, top-n-sigma, XTC) share:
-/// running a truncation kernel (kernels/nucleus.hpp, typical.hpp, thresholds.hpp, xtc.hpp) on
-/// the working set, full or narrowed, so that each kept set is found by selection, never by
-/// sorting it (detail, not a step).
-///
-/// Full set: the kernel runs on the row; its kept entries (ids = positions) land in kept() in id
-/// order with their weights (exp((x - max) / T) at the set's temperature, max the row's), which
-/// the draw then reads in one pass. Narrowed set: the kernel runs on the kept logits as a row of
-/// their own (its probabilities are the set's), into the workspace's second set; positions map
-/// back to ids. The kept entries are first put in id order unless they already are in id order
-/// or ordered (logit descending, ties by id): in both, positions ascend with ids inside every
-/// group of tied logits, so the kernels' ties (lowest position first) are the reference's
-/// (lowest id first), and the result keeps the input's order.
-/// Each run is counted in the workspace's selection_counters by its exactness tier.
-/// A kernel that reports bad_size (a workspace smaller than the row: not reachable through the
-/// sampler, which sizes it) leaves the set unchanged.
-
-
-#include <cmath>
-#include <span>
-#include <utility>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace detail {
-
-/// Counts a selection kernel's run in ws.tiers.
-inline void count_tier(sampling_workspace& ws, const kernels::truncation_result& r) noexcept {
-    ++ws.tiers.runs;
-    ws.tiers.double_pass += r.tier == kernels::exactness_tier::double_pass;
-    ws.tiers.reference += r.tier == kernels::exactness_tier::reference;
-}
-
-/// Runs `kernel(x, out, weights) -> kernels::truncation_result` (an unordered truncation kernel:
-/// its kept set to out in position order, weights[0, kept) their weights) on the working set
-/// and makes its kept set the set's (see the file comment). Returns the kernel's result (its ids
-/// are the row's when the set was full).
-template <class Kernel>
-kernels::truncation_result select_kept(working_set& w, Kernel&& kernel) noexcept {
-    w.materialise_if_overlaid();
-    sampling_workspace& ws = w.workspace();
-    kernels::truncation_result r;
-    if (w.full()) {
-        const std::span<const float> x = w.row();
-        r = kernel(x, ws.cand, std::span<float>(ws.weights.data(), x.size()));
-        if (!r.ok()) return r;
-        w.set_kept(false);  // id order
-    } else {
-        if (!w.ordered() && !w.id_ordered()) w.order_by_id();
-        const bool was_ordered = w.ordered();
-        candidates& in = ws.cand;
-        candidates& out = ws.selection();
-        const std::span<const float> x = in.logits();
-        r = kernel(x, out, std::span<float>(ws.weights.data(), x.size()));
-        if (!r.ok()) return r;
-        token_id* ids = out.id_storage();
-        const token_id* from = in.id_storage();
-        for (std::size_t j = 0; j < out.size(); ++j) ids[j] = from[std::size_t(ids[j])];
-        std::swap(ws.cand, ws.sel);
-        w.set_kept(was_ordered);
-    }
-    count_tier(ws, r);
-    // the kernel's weights of the kept entries (none when they all rounded to 0: recomputed
-    // relative to the kept max when needed)
-    if (r.kept == w.kept().size() && r.kept_sum > 0 && std::isfinite(r.kept_sum))
-        w.set_weights(r.kept_sum);
-    return r;
+/// min(min_keep, valid entries of the row): one count pass only when min_keep > 1.
+inline std::size_t min_keep_of(const working_set& w, std::size_t min_keep) noexcept {
+    return min_keep <= 1 ? min_keep : std::min(min_keep, w.valid_count());
 }
 
 }  // namespace detail
 DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/steps/selection.hpp
+// ---- end decodekit/sampling/steps/weight_threshold.hpp
 
 DECODEKIT_BEGIN_NAMESPACE
 
 struct epsilon_step {
     static bool enabled(const sampling_params& p, std::size_t) noexcept { return p.epsilon > 0.f; }
     static void apply(working_set& w, const step_context& c) noexcept {
-        const float e = c.params.epsilon, t = w.temperature();
-        const std::size_t min_keep = c.params.min_keep;
-        detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
-            return kernels::epsilon_unordered(x, e, t, min_keep, out, wt);
-        });
+        const float eps = c.params.epsilon;
+        w.materialise_if_overlaid();
+        if (w.full()) {
+            const detail::row_stats st = detail::full_row_stats(w.row(), w.temperature(), false);
+            if (st.sum > 0 &&
+                detail::threshold_candidates(w, st.max, double(eps) * st.sum,
+                                             detail::min_keep_of(w, c.params.min_keep))) {
+                w.keep_weight_at_least(double(eps) * st.sum, c.params.min_keep);
+                return;
+            }
+            w.materialise();
+        }
+        w.order();
+        const double s = w.fill_weights();
+        if (!(s > 0)) return;
+        w.keep_weight_at_least(double(eps) * s, c.params.min_keep);
     }
 };
 
@@ -9187,23 +8001,40 @@ DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/steps/epsilon.hpp
 // ---- begin decodekit/sampling/steps/eta.hpp
 /// \file sampling/steps/eta.hpp
-/// Eta sampling: keeps p_i >= min(eta, sqrt(eta) exp(-H)) (H the entropy in nats; eta the
-/// decimal its float stands for); the min_keep rule of epsilon (every entry tied with the
-/// min_keep-th largest logit). Disabled at 0. The set is kernels::eta_unordered's
-/// (= reference::eta): one exponential pass giving Z and H, one filter pass (see selection.hpp),
-/// in id order with its weights.
+/// Eta sampling: removes p_i < min(eta, sqrt(eta) exp(-H)) (H the entropy in nats), keeping at
+/// least min_keep (the most probable). Disabled at 0. Full set: exp-sum and entropy passes, one
+/// threshold compaction, then the exact cut on the survivors (see weight_threshold.hpp).
 
+
+#include <cmath>
 
 DECODEKIT_BEGIN_NAMESPACE
 
 struct eta_step {
     static bool enabled(const sampling_params& p, std::size_t) noexcept { return p.eta > 0.f; }
     static void apply(working_set& w, const step_context& c) noexcept {
-        const float e = c.params.eta, t = w.temperature();
-        const std::size_t min_keep = c.params.min_keep;
-        detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
-            return kernels::eta_unordered(x, e, t, min_keep, out, wt);
-        });
+        const double e = c.params.eta;
+        w.materialise_if_overlaid();
+        if (w.full()) {
+            const detail::row_stats st = detail::full_row_stats(w.row(), w.temperature(), true);
+            const double w_thr = std::min(e, std::sqrt(e) * std::exp(-st.h)) * st.sum;
+            if (st.sum > 0 && detail::threshold_candidates(
+                                  w, st.max, w_thr, detail::min_keep_of(w, c.params.min_keep))) {
+                w.keep_weight_at_least(w_thr, c.params.min_keep);
+                return;
+            }
+            w.materialise();
+        }
+        w.order();
+        const double s = w.fill_weights();
+        if (!(s > 0)) return;
+        double h = 0;
+        for (float v : w.weights())
+            if (v > 0) {
+                const double q = v / s;
+                h -= q * std::log(q);
+            }
+        w.keep_weight_at_least(std::min(e, std::sqrt(e) * std::exp(-h)) * s, c.params.min_keep);
     }
 };
 
@@ -9266,22 +8097,33 @@ DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/steps/min_p.hpp
 // ---- begin decodekit/sampling/steps/mirostat.hpp
 /// \file sampling/steps/mirostat.hpp
-/// Mirostat v2: keeps the entries with surprise -log2 p <= mu (p >= 2^-mu), at least the most
-/// probable one; mu starts at 2 tau and moves after each draw by -eta (surprise of the drawn
-/// token - tau) (the sampler updates it: see sampler::sample and sampler::observe). The set is
-/// kernels::mirostat_cut_unordered's (= reference::mirostat_cut): one exponential pass and one
-/// filter pass (see selection.hpp), in id order with its weights.
+/// Mirostat v2: keeps the entries with surprise -log2 p <= mu (p >= 2^-mu), at least one; mu
+/// starts at 2 tau and moves after each draw by -eta (surprise of the drawn token - tau) (the
+/// sampler updates it: see sampler::sample and sampler::observe). Full set: one exp-sum pass,
+/// one threshold compaction, then the exact cut (see weight_threshold.hpp).
 
+
+#include <cmath>
 
 DECODEKIT_BEGIN_NAMESPACE
 
 struct mirostat_step {
     static bool enabled(const sampling_params& p, std::size_t) noexcept { return p.mirostat; }
     static void apply(working_set& w, const step_context& c) noexcept {
-        const float mu = c.state.mirostat_mu, t = w.temperature();
-        detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
-            return kernels::mirostat_cut_unordered(x, mu, t, out, wt);
-        });
+        const double f = std::exp2(-double(c.state.mirostat_mu));
+        w.materialise_if_overlaid();
+        if (w.full()) {
+            const detail::row_stats st = detail::full_row_stats(w.row(), w.temperature(), false);
+            if (st.sum > 0 && detail::threshold_candidates(w, st.max, f * st.sum, 1)) {
+                w.keep_weight_from_top(f * st.sum);
+                return;
+            }
+            w.materialise();
+        }
+        w.order();
+        const double s = w.fill_weights();
+        if (!(s > 0)) return;
+        w.keep_weight_from_top(f * s);
     }
 };
 
@@ -9349,13 +8191,13 @@ DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/steps/top_k.hpp
 // ---- begin decodekit/sampling/steps/top_n_sigma.hpp
 /// \file sampling/steps/top_n_sigma.hpp
-/// Top-n-sigma: keeps x_i >= max - top_n_sigma * sigma (compared in double), sigma the
-/// population standard deviation of the finite logits of the set (two-pass formula in double:
-/// reference::top_n_sigma; invariant to temperature); when fewer than min_keep pass, the
-/// min_keep largest (ties by lowest id). Disabled at 0. The set is
-/// kernels::top_n_sigma_unordered's: one moments pass and one filter pass (see selection.hpp),
-/// in id order with its weights.
+/// Top-n-sigma: keeps x_i >= max - top_n_sigma * sigma, sigma the population standard deviation
+/// of the finite logits of the set (invariant to temperature); at least min_keep (the most
+/// probable). Disabled at 0.
 
+
+#include <algorithm>
+#include <cmath>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -9364,11 +8206,30 @@ struct top_n_sigma_step {
         return p.top_n_sigma > 0.f;
     }
     static void apply(working_set& w, const step_context& c) noexcept {
-        const float n = c.params.top_n_sigma, t = w.temperature();
-        const std::size_t min_keep = c.params.min_keep;
-        detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
-            return kernels::top_n_sigma_unordered(x, n, t, min_keep, out, wt);
-        });
+        w.materialise();
+        candidates& kept = w.kept();
+        double sum = 0, sq = 0;
+        std::size_t n = 0;
+        for (float v : kept.logits())
+            if (std::isfinite(v)) {
+                sum += v;
+                sq += double(v) * v;
+                ++n;
+            }
+        if (n == 0) return;
+        const double mean = sum / double(n);
+        const double var = std::max(0.0, sq / double(n) - mean * mean);
+        const float m = w.kept_max();
+        const float thr = float(double(m) - double(c.params.top_n_sigma) * std::sqrt(var));
+        std::size_t count = 0;
+        for (float v : kept.logits()) count += v >= thr;
+        if (count >= c.params.min_keep) {
+            const float* lg = kept.logit_storage();
+            w.keep_if([&](std::size_t i) { return lg[i] >= thr; });
+        } else {
+            w.order();
+            w.keep_first(c.params.min_keep);
+        }
     }
 };
 
@@ -9376,12 +8237,11 @@ DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/steps/top_n_sigma.hpp
 // ---- begin decodekit/sampling/steps/top_p.hpp
 /// \file sampling/steps/top_p.hpp
-/// Top-p (nucleus): by probability descending (ties by id), keeps entry j while the mass strictly
-/// before it is below top_p (the float standing for its decimal: a mass reaching
-/// reference::decimal_floor(top_p) has reached it), and at least max(1, min_keep) entries.
-/// Disabled at top_p = 1. The set is kernels::top_p_unordered's (= reference::top_p): found by
-/// a weighted selection of the cut, never by sorting (see selection.hpp), in id order with its
-/// weights.
+/// Top-p (nucleus): sorted by probability (ties by id), keeps entry j while the mass strictly
+/// before it is < top_p, and at least max(1, min_keep) entries. Disabled at top_p = 1.
+/// Full set: kernels::top_p (one max + exp pass, one compaction whose survivors provably hold the
+/// nucleus, survivors ordered lazily; equals reference::top_p). Narrowed set: the same rule
+/// walked over the ordered survivors with the set's own normaliser.
 
 // ---- begin decodekit/kernels/nucleus.hpp
 /// \file kernels/nucleus.hpp
@@ -9402,9 +8262,7 @@ DECODEKIT_END_NAMESPACE
 
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
-#include <cstdint>
 #include <functional>
 #include <span>
 
@@ -9412,9 +8270,8 @@ DECODEKIT_BEGIN_NAMESPACE
 namespace kernels {
 
 /// Top-p (nucleus) at temperature T: sorted by probability descending (ties by id), keep entry
-/// j iff the mass strictly before it is below decimal_floor(p), and at least max(1, min_keep)
-/// entries; p >= 1 keeps every valid entry; output sorted like top_k; equals reference::top_p. \pre
-/// out.capacity() >= x.size(), temperature > 0
+/// j iff the mass strictly before it is < p, and at least max(1, min_keep) entries; output
+/// sorted like top_k; equals reference::top_p. \pre out.capacity() >= x.size(), temperature > 0
 template <class A = simd::default_arch>
 std::size_t top_p(std::span<const float> x, float p, float temperature, std::size_t min_keep,
                   candidates& out) noexcept {
@@ -9425,8 +8282,6 @@ std::size_t top_p(std::span<const float> x, float p, float temperature, std::siz
     if (n == 0) return 0;
     const std::size_t keep = std::max<std::size_t>(1, min_keep);
     if (!(p > 0)) return kernels::top_k<A>(x, keep, tie_policy::exactly_k, out);
-    if (p >= 1) return kernels::top_k<A>(x, n, tie_policy::keep_ties, out);  // every valid entry
-    const double target = reference::decimal_floor(p);
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
     if (!std::isfinite(m) || !std::isfinite(inv_t))
@@ -9473,14 +8328,15 @@ std::size_t top_p(std::span<const float> x, float p, float temperature, std::siz
             std::size_t k = 0;
             while (k < c) {
                 const bool forced = k < keep;
-                if (!forced && !(before < target)) break;
-                if (!forced && std::abs(before - target) <= 1e-4 * target) borderline = true;
+                if (!forced && !(before < double(p))) break;
+                if (!forced && std::abs(before - double(p)) <= 1e-4 * double(p)) borderline = true;
                 ensure_sorted(k + 1);
                 before +=
                     reference::weight(xp[std::size_t(detail::key_id(keys[k]))], m, temperature) / z;
                 ++k;
             }
-            if (k < c && k >= keep && std::abs(before - target) <= 1e-4 * target) borderline = true;
+            if (k < c && k >= keep && std::abs(before - double(p)) <= 1e-4 * double(p))
+                borderline = true;
             return k;
         };
         bool borderline = false;
@@ -9499,633 +8355,36 @@ std::size_t top_p(std::span<const float> x, float p, float temperature, std::siz
     }
 }
 
-namespace detail {
-
-/// The order a weighted cut walks, as a float key per logit: larger key first (ties: larger
-/// logit, then lower id). Top-p's key is the logit itself.
-template <class A>
-struct logit_key {
-    float m, inv_t;  ///< the row max and 1 / T (for d_bound)
-    simd::batch<A> operator()(const simd::batch<A>& v) const noexcept { return v; }
-    float operator()(float v) const noexcept { return v; }
-    /// Upper bound of |d| = (m - x) / T over the entries whose key is >= y.
-    double d_bound(float y) const noexcept {
-        return std::min(200.0, std::max(0.0, double(m - y) * double(inv_t)));
-    }
-    /// How far a bracket bound must stay from the keys inside it (the keys' error: none here).
-    float margin() const noexcept { return 0.f; }
-};
-
-/// The state of a weighted cut: the crossing lies in the bracket [lo, hi) of keys (its ids,
-/// logits and weights at [0, size) of the output's id and logit storage and of the weights
-/// scratch); the entries with key >= hi come before it (their weights' sum, exact up to the
-/// double additions; their sum of w |d| in float blocks; their count); inner_lo / inner_hi: the
-/// smallest and largest logit among them (when tracked). The weights scratch holds the row's
-/// weights from `dirty` on (below it, bracket weights: recompute there).
-struct weighted_bracket {
-    float lo = 0, hi = 0;
-    std::size_t size = 0;
-    double mass = 0;  ///< the bracket's weights summed in float blocks (provisional)
-    double above = 0;
-    double above_wd = 0;  ///< sum of w |d| over the entries before the bracket, within 1 +- 128 u
-    std::size_t above_count = 0;
-    float inner_lo = std::numeric_limits<float>::infinity();
-    float inner_hi = -std::numeric_limits<float>::infinity();
-    std::size_t dirty = 0;
-};
-
-/// One pass over entries: those with key >= hi join b.above, those with key in [lo, hi) are
-/// compacted (ids, logits, weights) to ids/lg/w from index 0 (in place: each vector is read
-/// before a store reaches it) and become the bracket [lo, hi). Row: the source is the row (ids
-/// are positions; weights read from w, recomputed below b.dirty); otherwise the current bracket
-/// (ids/lg/w[0, count)). Track: also the smallest and largest logit joining b.above.
-template <class A, bool Row, bool Track, class Key>
-void split(const float* src, float* w, std::size_t count, float lo, float hi, float m, float inv_t,
-           const Key& key, token_id* ids, float* lg, weighted_bracket& b) noexcept {
-    using B = simd::batch<A>;
-    using D = simd::dbatch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    constexpr float pinf = std::numeric_limits<float>::infinity();
-    const std::size_t nfull = count / L * L;
-    const std::size_t fresh = Row ? b.dirty : 0;  // Row: weights below are recomputed
-    const B lob(lo), hib(hi), mb(m), tb(inv_t), zero(0.f), cap(200.f);
-    // two sets of accumulators (even and odd vectors), so that no add waits on the previous one
-    struct acc {
-        D a0 = D(0.0), a1 = D(0.0);
-        B bm = B(0.f), wd = B(0.f);
-    } ea, oa;
-    B tlo(pinf), thi(-pinf);
-    std::size_t cnt = 0, c = 0, since = 0;
-    double tail = 0, bmass = 0, wd_sum = 0;
-    auto one = [&](std::size_t i, acc& s) {
-        const B v = B::load_unaligned(src + i);
-        const B y = key(v);
-        const auto up = y >= hib;
-        const auto in = (y >= lob) & (y < hib);
-        const B wv = i < fresh ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i);
-        if (const std::uint64_t mu = simd::to_mask<A>(up)) {
-            const B wu = simd::select<A>(up, wv, zero);
-            simd::widen_add<A>(s.a0, s.a1, wu);
-            s.wd =
-                simd::fma<A>(wu, simd::min<A>(simd::select<A>(up, (mb - v) * tb, zero), cap), s.wd);
-            cnt += std::size_t(std::popcount(mu));
-            if constexpr (Track) {
-                tlo = simd::min<A>(tlo, simd::select<A>(up, v, B(pinf)));
-                thi = simd::max<A>(thi, simd::select<A>(up, v, B(-pinf)));
-            }
-        }
-        if (const std::uint64_t mi = simd::to_mask<A>(in)) {
-            s.bm += simd::select<A>(in, wv, zero);
-            simd::ibatch<A> iv;
-            if constexpr (Row)
-                iv = simd::iota<A>(token_id(i));
-            else
-                iv = simd::ibatch<A>::load_unaligned(ids + i);
-            c += simd::compress_store<A>(v, wv, iv, mi, lg + c, w + c, ids + c);
-        }
-    };
-    std::size_t i = 0;
-    for (; i + 2 * L <= nfull; i += 2 * L) {
-        one(i, ea);
-        one(i + L, oa);
-        if (++since == 16) {  // <= 32 float additions per lane before they go to double
-            bmass += double(simd::reduce_add<A>(ea.bm + oa.bm));
-            wd_sum += double(simd::reduce_add<A>(ea.wd + oa.wd));
-            ea.bm = oa.bm = ea.wd = oa.wd = zero;
-            since = 0;
-        }
-    }
-    if (i < nfull) one(i, ea);
-    D a0 = ea.a0 + oa.a0, a1 = ea.a1 + oa.a1;
-    B bm = ea.bm + oa.bm, wd = ea.wd + oa.wd;
-    float flo = simd::reduce_min<A>(tlo), fhi = simd::reduce_max<A>(thi);
-    for (std::size_t q = nfull; q < count; ++q) {
-        const float v = src[q];
-        const float y = key(v);
-        const token_id id = Row ? token_id(q) : ids[q];
-        const float wi = q < fresh ? weight_one<A>(v, m, inv_t) : w[q];
-        if (y >= hi) {
-            tail += double(wi);
-            wd_sum += double(wi) * std::min(200.0, double((m - v) * inv_t));
-            ++cnt;
-            flo = v < flo ? v : flo;
-            fhi = v > fhi ? v : fhi;
-        } else if (y >= lo) {
-            ids[c] = id;
-            lg[c] = v;
-            w[c] = wi;
-            bmass += double(wi);
-            ++c;
-        }
-    }
-    bmass += double(simd::reduce_add<A>(bm));
-    wd_sum += double(simd::reduce_add<A>(wd));
-    b.mass = bmass;
-    b.above += simd::reduce_add<A>(a0 + a1) + tail;
-    b.above_wd += wd_sum;
-    b.above_count += cnt;
-    if constexpr (Track) {
-        b.inner_lo = std::min(b.inner_lo, flo);
-        b.inner_hi = std::max(b.inner_hi, fhi);
-    }
-    b.size = c;
-    b.lo = lo;
-    b.hi = hi;
-    // (the compress-stores write up to a vector past the count: that much is no longer the row's)
-    if constexpr (Row) b.dirty = std::max(b.dirty, std::min(count, c + L));
-}
-
-/// Smallest and largest key of the logits v[0, c). \pre c > 0, no NaN key
-template <class A, class Key>
-std::pair<float, float> key_min_max(const float* v, std::size_t c, const Key& key) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    float mn = key(v[0]), mx = mn;
-    std::size_t j = 0;
-    if (c >= L) {
-        B bmn = key(B::load_unaligned(v)), bmx = bmn;
-        for (j = L; j + L <= c; j += L) {
-            const B y = key(B::load_unaligned(v + j));
-            bmn = simd::min<A>(bmn, y);
-            bmx = simd::max<A>(bmx, y);
-        }
-        mn = simd::reduce_min<A>(bmn);
-        mx = simd::reduce_max<A>(bmx);
-    }
-    for (; j < c; ++j) {
-        const float y = key(v[j]);
-        mn = y < mn ? y : mn;
-        mx = y > mx ? y : mx;
-    }
-    return {mn, mx};
-}
-
-/// A weighted cut's provisional error on a mass of the form `above + part of the bracket`
-/// (float weights of entries with |d| <= d_bound), as an absolute error against the reference's
-/// arithmetic: generous, as it only decides where to keep looking (a wrong "uncertain" keeps a
-/// wider bracket).
-inline double cut_provisional_error(double mass, double d_bound, double z, double z_error,
-                                    std::size_t n) noexcept {
-    return (exp_error + arg_error * d_bound + 128 * 0x1p-24) * mass + 2 * z_error +
-           (reference_error(n) + 4 * sum_error(n)) * z + double(n) * flush_error;
-}
-
-/// One narrowing round over the bracket (ids/lg/w[0, b.size), its keys within [mn, mx]): 7
-/// thresholds around the crossing's estimate from a strided sample of <= 256 bracket entries
-/// (sorted by key; their weights, scaled to the bracket's mass, added from the top until b.above
-/// reaches rmass: sample rank j; thresholds at ranks j -+ 3, 10, 24 and at j), or split evenly in
-/// the ordered image of [mn, mx] when that estimate does not narrow anything; one pass sums the
-/// bracket's weights at or above each threshold (float blocks); the part between the highest
-/// threshold that the mass above certainly reaches and the lowest one it certainly does not
-/// stays the bracket (split in place). False when no threshold was certain (the bracket stays).
-template <class A, bool Track, class Key>
-bool narrow(token_id* ids, float* lg, float* w, float mn, float mx, float m, float inv_t,
-            const Key& key, double rmass, double z, double z_error, std::size_t n, bool even,
-            weighted_bracket& b) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>, K = 7;
-    const std::size_t c = b.size;
-    float t[K + 2];
-    t[0] = mn;
-    t[K + 1] = b.hi;
-    if (!even) {
-        constexpr std::size_t S = 256;
-        const std::size_t ns = std::min(S, c);
-        std::uint64_t sk[S];
-        for (std::size_t q = 0; q < ns; ++q) {
-            const std::size_t j = q * c / ns;
-            sk[q] = (std::uint64_t(std::uint32_t(ordered_image(key(lg[j])) ^ 0x80000000u)) << 32) |
-                    std::uint32_t(j);
-        }
-        std::sort(sk, sk + ns, std::greater<std::uint64_t>());
-        // ratio estimate: the sample's share of the bracket's (provisional) mass
-        double ws = 0;
-        for (std::size_t q = 0; q < ns; ++q) ws += double(w[std::size_t(std::uint32_t(sk[q]))]);
-        const double scale = ws > 0 ? b.mass / ws : 0.0;
-        double acc = b.above;
-        std::size_t j = 0;
-        for (; j < ns; ++j) {
-            acc += scale * double(w[std::size_t(std::uint32_t(sk[j]))]);
-            if (acc >= rmass) break;
-        }
-        auto key_at = [&](std::ptrdiff_t r) {
-            r = std::clamp<std::ptrdiff_t>(r, 0, std::ptrdiff_t(ns) - 1);
-            return key(lg[std::size_t(std::uint32_t(sk[std::size_t(r)]))]);
-        };
-        constexpr std::ptrdiff_t off[K] = {24, 10, 3, 0, -3, -10, -24};  // ascending keys
-        for (std::size_t k = 0; k < K; ++k) t[k + 1] = key_at(std::ptrdiff_t(j) + off[k]);
-    } else {
-        const std::int64_t i0 = ordered_image(mn), i1 = ordered_image(mx);
-        for (std::size_t k = 1; k <= K; ++k)
-            t[k] = from_ordered_image(std::int32_t(i0 + (i1 - i0) * std::int64_t(k) / (K + 1)));
-    }
-    double mass[K + 2] = {};
-    {
-        const B zero(0.f);
-        B tk[K];
-        for (std::size_t k = 0; k < K; ++k) tk[k] = B(t[k + 1]);
-        const std::size_t cfull = c / L * L;
-        std::size_t j = 0;
-        while (j < cfull) {
-            const std::size_t end = std::min(cfull, j + 32 * L);
-            B acc[K];
-            for (std::size_t k = 0; k < K; ++k) acc[k] = zero;
-            for (; j < end; j += L) {
-                const B y = key(B::load_unaligned(lg + j));
-                const B wv = B::load_unaligned(w + j);
-                for (std::size_t k = 0; k < K; ++k) acc[k] += simd::select<A>(y >= tk[k], wv, zero);
-            }
-            for (std::size_t k = 0; k < K; ++k) mass[k + 1] += double(simd::reduce_add<A>(acc[k]));
-        }
-        for (; j < c; ++j) {
-            const float y = key(lg[j]);
-            for (std::size_t k = 1; k <= K; ++k)
-                if (y >= t[k]) mass[k] += double(w[j]);
-        }
-    }
-    const double db = key.d_bound(mn);
-    std::size_t a = 0, e = K + 1;
-    for (std::size_t k = K; k >= 1; --k) {
-        const double tot = b.above + mass[k];
-        if (tot - rmass > cut_provisional_error(tot, db, z, z_error, n)) {
-            a = k;
-            break;
-        }
-    }
-    for (std::size_t k = a + 1; k <= K; ++k) {
-        const double tot = b.above + mass[k];
-        if (rmass - tot > cut_provisional_error(tot, db, z, z_error, n)) {
-            e = k;
-            break;
-        }
-    }
-    // bounds kept key.margin() away from the keys they enclose (an inexact key's error)
-    const float lo2 = std::max(mn, t[a] - key.margin()), hi2 = std::min(b.hi, t[e] + key.margin());
-    if (!(lo2 < hi2) || (lo2 <= mn && hi2 >= b.hi)) return false;
-    split<A, false, Track>(lg, w, c, lo2, hi2, m, inv_t, key, ids, lg, b);
-    return true;
-}
-
-/// The bracket of a weighted cut over the keys of the row (see weighted_bracket): the entries
-/// in key order (larger first) whose prefix mass through the crossing first reaches rmass.
-/// Sampled bounds (512 entries at hashed positions; their weights summed from the bottom up to
-/// the mass the cut drops, scaled by n / 512, give the crossing's sample rank j; the bracket
-/// spans j -+ (4 standard deviations of that tail estimate + 3) samples), at least `floor` (a key
-/// below which the cut certainly does not go; -inf: none), checked (the mass above certainly below
-/// rmass, the mass of the bracket and above certainly reaching it; else widened: at most three
-/// passes), then narrowed (7 thresholds a round) to at most 64 entries or one key. w: the row's
-/// weights on entry; the bracket's weights at [0, size) on return (the row's from b.dirty on).
-template <class A, bool Track, class Key>
-weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float inv_t,
-                              const Key& key, double rmass, double z, double z_error, float floor,
-                              token_id* ids, float* lg) noexcept {
-    const std::size_t n = x.size();
-    float lo = std::max(floor, lowest_f), hi = std::numeric_limits<float>::infinity();
-    if (n > 4096) {
-        constexpr std::size_t S = 512;
-        std::uint64_t keys[S], tmp[S];
-        const std::uint64_t stride = n / S;
-        std::size_t valid = 0;
-        for (std::size_t j = 0; j < S; ++j) {
-            const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
-            const std::size_t i = std::size_t(j * stride + ((h * stride) >> 32));
-            const float y = key(x[i]);
-            if (!(y >= lowest_f)) continue;             // NaN, -inf
-            keys[valid++] = ~rank_key(y, token_id(i));  // ascending = larger key first
-        }
-        if (valid > 0) {
-            sort_smallest(keys, valid, valid, tmp);
-            const double scale = double(n) / double(S), drop = z - rmass;
-            double below = 0, below2 = 0, wj = 0;
-            std::size_t j = valid;  // samples [j, valid): below the crossing's estimate
-            while (j > 0) {
-                wj = double(w[std::size_t(key_id(~tmp[j - 1]))]);
-                below += scale * wj;
-                below2 += wj * wj;
-                if (below > drop) break;
-                --j;
-            }
-            // The tail estimate's standard deviation (scale sqrt(sum w^2)) in samples of the
-            // crossing's weight: the bracket spans 4 of them and 3 samples each way.
-            const double sd = wj > 0 ? std::sqrt(below2) / wj : double(S);
-            const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
-            auto key_at = [&](std::size_t q) { return key(x[std::size_t(key_id(~tmp[q]))]); };
-            if (j > delta) hi = key_at(j - delta) + key.margin();
-            if (j + delta < valid) lo = std::max(lo, key_at(j + delta) - key.margin());
-            if (!(lo < hi)) lo = std::max(floor, lowest_f);
-        }
-    }
-    weighted_bracket b;
-    for (;;) {
-        const std::size_t dirty = b.dirty;
-        b = {};
-        b.dirty = dirty;
-        split<A, true, Track>(x.data(), w, n, lo, hi, m, inv_t, key, ids, lg, b);
-        const double db = key.d_bound(lo);
-        const bool hi_ok = hi == std::numeric_limits<float>::infinity() ||
-                           rmass - b.above > cut_provisional_error(b.above, db, z, z_error, n);
-        const double ge_lo = b.above + b.mass;
-        const bool lo_ok =
-            lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
-        if (hi_ok && lo_ok) break;
-        if (!hi_ok) hi = std::numeric_limits<float>::infinity();
-        if (!lo_ok) lo = lo > floor ? std::max(floor, lowest_f) : lowest_f;
-    }
-    // Narrowing: sampled thresholds; a round that does not shrink the bracket to half is
-    // followed by one with even thresholds (which always shrink the key range), and a round that
-    // cannot decide anything ends the narrowing.
-    bool even = false;
-    while (b.size > 64) {
-        const auto [mn, mx] = key_min_max<A>(lg, b.size, key);
-        if (!(mn < mx)) break;
-        const std::size_t before = b.size;
-        if (!narrow<A, Track>(ids, lg, w, mn, mx, m, inv_t, key, rmass, z, z_error, n, even, b)) {
-            if (even) break;
-            even = true;
-            continue;
-        }
-        even = 2 * b.size > before;
-    }
-    return b;
-}
-
-/// The crossing of a weighted cut: the last entry of the prefix (logit, id), its rank (0-based)
-/// and whether it was decided.
-struct crossing {
-    float value = 0;
-    token_id id = 0;
-    std::size_t rank = 0;
-    bool found = false;
-};
-
-/// The reference's own top-p walk (the last tier): every valid entry in rank order (std::sort
-/// of their keys in key storage), masses W / Z_ref added in double as reference::top_p does, Z_ref
-/// the reference's sum. Exact by construction.
-inline crossing nucleus_reference_walk(std::span<const float> x, double target, float temperature,
-                                       std::uint64_t* keys) noexcept {
-    const reference::softmax_stats st = reference::exp_sum(x, temperature);
-    std::size_t c = 0;
-    for (std::size_t i = 0; i < x.size(); ++i)
-        if (x[i] >= lowest_f) keys[c++] = rank_key(x[i], token_id(i));
-    std::sort(keys, keys + c, std::greater<std::uint64_t>());
-    double before = 0;
-    crossing cr;
-    for (std::size_t j = 0; j < c; ++j) {
-        if (!(before < target)) break;
-        const token_id id = key_id(keys[j]);
-        cr = {x[std::size_t(id)], id, j, true};
-        before += reference::weight(x[std::size_t(id)], st.max, temperature) / st.sum;
-    }
-    return cr;
-}
-
-/// Bound on |b / z - the reference's mass| for a prefix mass b of float weights (sum of
-/// w |d| over the prefix within [wd_lo, wd_hi], count entries) of a row of n entries whose float
-/// weights sum to z (their w |d| to at most wd_total): errors common to the prefix and to z
-/// cancel in the ratio (b / (b + t) moves by at most (t e_b + b e_t) / z^2).
-inline double prefix_ratio_error(double b, double wd_lo, double wd_hi, std::size_t count, double z,
-                                 double wd_total, std::size_t n) noexcept {
-    const double t = std::max(0.0, z - b);
-    const double eb = exp_error * b + arg_error * wd_hi + double(count) * flush_error;
-    const double et =
-        exp_error * t + arg_error * std::max(0.0, wd_total - wd_lo) + double(n) * flush_error;
-    return (t * eb + b * et) / (z * z) * (1 + 1e-6) + 4 * sum_error(n) + reference_error(n);
-}
-
-/// The search of top_p_cut / top_p_unordered: the result with its cut, kept, sums and tier;
-/// w holds the row's weights from `dirty` on (below: scratch), `out` is scratch.
-template <class A>
-truncation_result top_p_search(std::span<const float> x, float p, float temperature,
-                               std::size_t min_keep, candidates& out, float* w,
-                               std::size_t& dirty) noexcept {
-    constexpr float pinf = std::numeric_limits<float>::infinity();
-    truncation_result r;
-    dirty = 0;
-    const std::size_t n = x.size();
-    const std::size_t keep = std::max<std::size_t>(1, min_keep);
-    const float m = kernels::max<A>(x);
-    r.max = m;
-    if (m == neg_inf_f) {  // no valid entry: nothing kept
-        std::fill(w, w + n, 0.f);
-        return r;
-    }
-    const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0)) {
-        r.tier = exactness_tier::reference;
-        r.sum = reference_weights(x, temperature, w);
-        r.kept = reference::top_p(x, p, temperature, min_keep, out);
-        r.cut = prefix_cut(out);
-        for (std::size_t j = 0; j < r.kept; ++j) r.kept_sum += double(w[std::size_t(out.ids()[j])]);
-        return r;
-    }
-    const row_sums rs = weigh_row<A, true, false>(x, m, inv_t, w);
-    const double z = rs.sum;
-    r.sum = z;
-    auto top_keep = [&] {
-        r.kept = kernels::top_k_unordered<A>(x, keep, tie_policy::exactly_k, out);
-        r.cut = top_k_cut(out, tie_policy::exactly_k);
-        r.kept_sum = 0;
-        for (std::size_t j = 0; j < r.kept; ++j) {
-            const std::size_t i = std::size_t(out.ids()[j]);
-            r.kept_sum += double(i < dirty ? weight_one<A>(x[i], m, inv_t) : w[i]);
-        }
-        return r;
-    };
-    if (p >= 1) {  // every valid entry
-        r.cut = {lowest_f, pinf, npos, npos};
-        r.kept = count_reaching<A>(x.data(), n, lowest_f);
-        r.kept_sum = z;
-        return r;
-    }
-    if (!(p > 0)) return top_keep();
-    const double target = reference::decimal_floor(p);
-    const double rmass = target * z;  // the mass through the crossing reaches this
-    const double z_error = rs.error(n) + sum_error(n) * z;
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    // A rigorous lower bound of the crossing: below tau the whole tail holds less than half of
-    // the mass top-p may drop (n weights of at most e^{(tau - m)/T} each).
-    float tau = lowest_f;
-    {
-        const double drop = z - rmass;
-        const double td = double(m) + double(temperature) * std::log(0.5 * drop / double(n));
-        if (drop > 0 && td > double(lowest_f))
-            tau = std::min(m, std::nextafter(float(td), neg_inf_f));
-    }
-    const logit_key<A> key{m, inv_t};
-    const weighted_bracket b =
-        find_bracket<A, false>(x, w, m, inv_t, key, rmass, z, z_error, tau, ids, lg);
-    dirty = b.dirty;
-    // ---- the walk: the bracket in rank order (keys carry the bracket position, whose order is
-    // the id order) ----
-    std::uint64_t* keys = out.key_storage();
-    const std::size_t c = b.size;
-    for (std::size_t j = 0; j < c; ++j) keys[j] = rank_key(lg[j], token_id(j));
-    if (c > 0) {
-        const auto [mn, mx] = key_min_max<A>(lg, c, key);
-        if (mn < mx) std::sort(keys, keys + c, std::greater<std::uint64_t>());
-        // (one value: the bracket is in id order, which is rank order)
-    }
-    crossing cr;
-    double kept_sum = 0;
-    {
-        // sum of w |d| above the bracket (float blocks: within 1 +- 128 u)
-        const double wd_above_lo = b.above_wd * (1 - 128 * 0x1p-24);
-        const double wd_above_hi = b.above_wd * (1 + 128 * 0x1p-24) + 1e-300;
-        double before = b.above, wd_before = 0;
-        for (std::size_t j = 0; j < c; ++j) {
-            const std::size_t q = std::size_t(key_id(keys[j]));
-            const double wj = double(w[q]);
-            const double wdj = wj * key.d_bound(lg[q]);
-            if (before + wj >= rmass || j + 1 == c) {
-                cr = {lg[q], ids[q], b.above_count + j, before + wj >= rmass};
-                const double e1 =
-                    prefix_ratio_error(before, wd_above_lo + wd_before, wd_above_hi + wd_before,
-                                       cr.rank, z, rs.wd_bound, n);
-                const double e2 = prefix_ratio_error(before + wj, wd_above_lo + wd_before + wdj,
-                                                     wd_above_hi + wd_before + wdj, cr.rank + 1, z,
-                                                     rs.wd_bound, n);
-                if (!(before / z + e1 < target && (before + wj) / z - e2 >= target))
-                    cr.found = false;
-                kept_sum = before + wj;
-                break;
-            }
-            before += wj;
-            wd_before += wdj;
-        }
-    }
-    if (!cr.found && c > 0) {
-        // Z and the mass above the bracket in double, the bracket's weights the reference's.
-        r.tier = exactness_tier::double_pass;
-        const float hi = b.hi;
-        const double_sums ds = double_pass<A>(
-            x, m, temperature,
-            [hi](const simd::batch<A>& v, std::size_t) { return v >= simd::batch<A>(hi); });
-        const double e = 2 * ds.error(n) / ds.sum + reference_error(n);
-        double before = ds.in_set, fbefore = b.above;
-        for (std::size_t j = 0; j < c; ++j) {
-            const std::size_t q = std::size_t(key_id(keys[j]));
-            const double wj = reference::weight(lg[q], m, temperature);
-            if ((before + wj) / ds.sum >= target || j + 1 == c) {
-                cr = {lg[q], ids[q], b.above_count + j, true};
-                if (!(before / ds.sum + e < target && (before + wj) / ds.sum - e >= target))
-                    cr.found = false;
-                kept_sum = fbefore + double(w[q]);
-                break;
-            }
-            before += wj;
-            fbefore += double(w[q]);
-        }
-    }
-    if (!cr.found) {
-        r.tier = exactness_tier::reference;
-        cr = nucleus_reference_walk(x, target, temperature, keys);
-        kept_sum = std::numeric_limits<double>::quiet_NaN();  // (summed below)
-    }
-    if (cr.rank + 1 < keep) return top_keep();
-    r.cut = {cr.value, pinf, std::size_t(cr.id), npos};
-    r.kept = cr.rank + 1;
-    if (std::isnan(kept_sum)) {
-        // the reference tier: the kept weights' sum over the row (w below dirty: recomputed)
-        kept_sum = 0;
-        for (std::size_t i = 0; i < n; ++i)
-            if (r.cut.contains(x[i], i))
-                kept_sum += double(i < dirty ? weight_one<A>(x[i], m, inv_t) : w[i]);
-    }
-    r.kept_sum = kept_sum;
-    return r;
-}
-
-}  // namespace detail
-
-/// Top-p (nucleus) at temperature T as a cut over the row: the set of reference::top_p (sorted by
-/// probability descending, ties by id, the prefix whose mass before each kept entry is below
-/// decimal_floor(p); at least max(1, min_keep); p >= 1 every valid entry) as
-/// truncation_result::cut (hi = +inf: a prefix of the order logit descending / id ascending),
-/// found by selection without ordering anything but a bracket of <= 64 entries around the cut;
-/// weights receive every entry's weight exp((x_i - max) / T) (float), ready for draw_cut (no
-/// compaction: sample() over a flat row needs none) or compact_cut. `scratch`: the kernel's
-/// working storage (capacity >= x.size(); contents unspecified afterwards). kept and kept_sum:
-/// the kept set's size and the sum of its weights (float weights added in double).
-///
-/// Passes (V entries): max; one exponential pass storing every weight (their sum Z exactly in
-/// double lanes); one split pass: the entries above a sampled upper bound of the crossing are
-/// summed (exactly, in double lanes), those between it and a sampled lower bound (the bracket; the
-/// lower bound never below the logit under which the whole tail holds less than half of what
-/// top-p drops) compacted with their weights; narrowing rounds on the bracket (7 thresholds
-/// placed from a sample of it, one pass over the bracket each) until <= 64 entries or one value;
-/// the bracket sorted and walked; the bracket's part of the weights recomputed.
-/// Exactness, in tiers (truncation_result::tier): the walk's two decisions (the mass before the
-/// crossing entry is below decimal_floor(p), the mass through it is not) are taken from the float
-/// weights when their distance to p exceeds a rigorous bound on the float computation (the
-/// exponential's measured error, the rounding of its argument, the double sums; errors common to
-/// a prefix and to Z cancel: detail::prefix_ratio_error); otherwise a double-precision
-/// exponential pass over the row recomputes Z and the mass above the bracket, the bracket's
-/// weights the reference's own (double_pass); when even that margin is within ~1e-10, the
-/// reference's own walk (reference; O(V log V), allocation-free). Rows with +inf entries or a
-/// subnormal temperature: the reference (which allocates). Status bad_size (nothing done) when
-/// scratch.capacity() or weights.size() < x.size(). \pre temperature > 0
-template <class A = simd::default_arch>
-truncation_result top_p_cut(std::span<const float> x, float p, float temperature,
-                            std::size_t min_keep, candidates& scratch,
-                            std::span<float> weights) noexcept {
-    scratch.clear();
-    if (scratch.capacity() < x.size() || weights.size() < x.size()) {
-        truncation_result r;
-        r.status = truncation_status::bad_size;
-        return r;
-    }
-    if (x.empty()) return {};
-    std::size_t dirty = 0;
-    truncation_result r =
-        detail::top_p_search<A>(x, p, temperature, min_keep, scratch, weights.data(), dirty);
-    if (dirty > 0)  // restore the row's weights where the bracket lived
-        detail::weigh_logits<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
-    scratch.clear();
-    return r;
-}
-
-/// Top-p (nucleus) at temperature T, unordered: the set of top_p_cut written to `out` in id order
-/// (one compaction pass), weights[0, kept) the kept entries' weights (weights: the whole row's
-/// scratch). See top_p_cut. Status bad_size (nothing done) when out.capacity() or
-/// weights.size() < x.size(). \pre temperature > 0
-template <class A = simd::default_arch>
-truncation_result top_p_unordered(std::span<const float> x, float p, float temperature,
-                                  std::size_t min_keep, candidates& out,
-                                  std::span<float> weights) noexcept {
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        truncation_result r;
-        r.status = truncation_status::bad_size;
-        return r;
-    }
-    if (x.empty()) return {};
-    std::size_t dirty = 0;
-    truncation_result r =
-        detail::top_p_search<A>(x, p, temperature, min_keep, out, weights.data(), dirty);
-    double sum = 0;
-    if (r.max == detail::neg_inf_f) return r;
-    const float inv_t = std::isfinite(r.max) ? 1.f / temperature : 1.f;
-    r.kept = detail::compact_cut_from<A>(
-        x, weights.data(), r.cut, std::isfinite(r.max) ? r.max : 0.f, inv_t, out, dirty, sum);
-    r.kept_sum = sum;
-    return r;
-}
-
 }  // namespace kernels
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/kernels/nucleus.hpp
+
+#include <algorithm>
 
 DECODEKIT_BEGIN_NAMESPACE
 
 struct top_p_step {
     static bool enabled(const sampling_params& p, std::size_t) noexcept { return p.top_p < 1.f; }
     static void apply(working_set& w, const step_context& c) noexcept {
-        const float p = c.params.top_p, t = w.temperature();
-        const std::size_t min_keep = c.params.min_keep;
-        detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
-            return kernels::top_p_unordered(x, p, t, min_keep, out, wt);
-        });
+        const float p = c.params.top_p;
+        if (w.full()) w.materialise_if_overlaid();
+        if (w.full()) {
+            kernels::top_p(w.row(), p, w.temperature(), c.params.min_keep, w.kept());
+            w.set_kept(true);
+            return;
+        }
+        w.order();
+        const double s = w.fill_weights();
+        if (!(s > 0)) return;
+        const std::size_t keep_at_least = std::max<std::size_t>(1, c.params.min_keep);
+        const std::span<const float> wt = w.weights();
+        double before = 0;
+        std::size_t n = 0;
+        while (n < wt.size() && (n < keep_at_least || before < double(p))) {
+            before += wt[n] / s;
+            ++n;
+        }
+        w.keep_first(n);
     }
 };
 
@@ -10133,382 +8392,21 @@ DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/steps/top_p.hpp
 // ---- begin decodekit/sampling/steps/typical.hpp
 /// \file sampling/steps/typical.hpp
-/// Locally typical sampling: entries in order of |-log p - H| (ties: more probable first, then
-/// lower id); typical_mode reach_with_ties (default, Hugging Face) keeps the prefix through the
-/// first entry whose inclusive mass reaches typical_p (the float standing for its decimal) and
-/// every entry with that entry's score; exceed (llama.cpp) the prefix through the first entry
-/// whose inclusive mass strictly exceeds it. At least min_keep. Disabled at typical_p = 1.
-/// The set is kernels::typical_unordered's (= reference::typical): a logit interval around the
-/// entropy's point, found by a weighted selection wherever it sits in the order, never by
-/// sorting (see selection.hpp), in id order with its weights.
-
-// ---- begin decodekit/kernels/typical.hpp
-/// \file kernels/typical.hpp
-/// Locally typical sampling by selection: its kept set is the logit interval around the row's
-/// entropy point, found by the weighted cut of nucleus.hpp on the key |d - c| wherever it sits
-/// in the order, without sorting anything but a bracket of <= 64 entries.
-/// Semantics: reference::typical (the same set exactly). No random numbers are consumed.
+/// Locally typical sampling: keeps a prefix in |-log p - H| order (ties: more probable first,
+/// then lower id) whose mass reaches typical_p, at least max(1, min_keep). Disabled at 1.
 ///
-/// With d_i = (x_i - m) / T, -log p_i - H = c - d_i... precisely |-log p_i - H| = |d_i - c| with
-/// c = log Z - H = sum p_i d_i, the p-weighted mean of d: the score of every entry is its
-/// distance to c, so the kept set (the scores up to the crossing's) is an interval of logits
-/// around m + T c. The exponential pass gives Z and sum w |d| exactly in double lanes (so c), and
-/// the weighted cut runs on the float key -|d - c| (larger first). The walk over the bracket
-/// (sorted by key, then logit descending, then id) decides the crossing and checks, against a
-/// rigorous bound on the float keys (the rounding of d, of c and of d - c; c's error from the
-/// exponential pass), that no entry of another logit has a key so close to the crossing's that
-/// the reference could order them differently or find them tied. Tiers as in nucleus.hpp: float
-/// bound; a double-precision pass (Z, c and the mass inside the bracket in double, the bracket's
-/// keys and weights in double); the reference itself (O(V log V), allocating) when even that is
-/// within its bound, when min_keep binds, and for rows with +inf entries or a subnormal
-/// temperature.
+/// Full set, without sorting the row: with d_i = (x_i - m)/T, -log p_i = log S - d_i, so the key
+/// is |d_i - c| with c = log S - H (the p-weighted mean of d): the kept set is a logit interval
+/// around m + T c. S and H come from the vectorised kernels (exp_sum, entropy); one compaction
+/// keeps x >= m + T (c - kappa), a superset of every entry with key <= kappa; the survivors are
+/// ordered by key lazily and walked; if the walk would pass kappa (or runs out of survivors)
+/// kappa widens and the compaction is redone (at the end: every valid entry). Rows with +inf or
+/// no valid entry take the narrowed-set path on the materialised row.
 
 
 #include <algorithm>
 #include <cmath>
-#include <cstddef>
-#include <cstdint>
 #include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-namespace detail {
-
-/// typical's order as a float key: -|d - c| (larger first), d = (x - m) * (1 / T).
-template <class A>
-struct typical_key {
-    float m, inv_t, c;
-    float err;  ///< bound of a key's error (bracket bounds stay 4 of them away from its keys)
-    simd::batch<A> operator()(const simd::batch<A>& v) const noexcept {
-        using B = simd::batch<A>;
-        const B t = (v - B(m)) * B(inv_t) - B(c);
-        return simd::min<A>(t, B(0.f) - t);  // -|t|; NaN stays NaN
-    }
-    float operator()(float v) const noexcept {
-        const float t = (v - m) * inv_t - c;
-        return std::min(t, 0.f - t);
-    }
-    /// Upper bound of |d| over the entries whose key is >= y (|d - c| <= -y).
-    double d_bound(float y) const noexcept {
-        return std::min(200.0, std::fabs(double(c)) - double(y));
-    }
-    float margin() const noexcept { return 4 * err; }
-};
-
-/// The row_cut of a set that is an interval of logits whose boundary groups are cut by id (the
-/// reference's typical set): its smallest and largest logit, each cut at the set's largest id of
-/// that value when the row has more of it.
-inline row_cut interval_cut(std::span<const float> x, const candidates& set) noexcept {
-    row_cut k;
-    if (set.empty()) return k;
-    for (float v : set.logits()) {
-        k.lo = v < k.lo ? v : k.lo;
-        k.hi = v > k.hi ? v : k.hi;
-    }
-    std::size_t in_lo = 0, in_hi = 0, last_lo = 0, last_hi = 0;
-    for (std::size_t j = 0; j < set.size(); ++j) {
-        const float v = set.logits()[j];
-        const std::size_t id = std::size_t(set.ids()[j]);
-        if (v == k.lo) {
-            ++in_lo;
-            last_lo = std::max(last_lo, id);
-        }
-        if (v == k.hi) {
-            ++in_hi;
-            last_hi = std::max(last_hi, id);
-        }
-    }
-    std::size_t row_lo = 0, row_hi = 0;
-    for (float v : x) {
-        row_lo += v == k.lo;
-        row_hi += v == k.hi;
-    }
-    if (in_lo < row_lo) k.lo_last = last_lo;
-    if (in_hi < row_hi) k.hi_last = last_hi;
-    return k;
-}
-
-/// The search of typical_cut / typical_unordered (see the file comment); w holds the row's
-/// weights from `dirty` on, `out` is scratch.
-template <class A>
-truncation_result typical_search(std::span<const float> x, float p, float temperature,
-                                 std::size_t min_keep, typical_stop stop, candidates& out, float* w,
-                                 std::size_t& dirty) noexcept {
-    constexpr float pinf = std::numeric_limits<float>::infinity();
-    truncation_result r;
-    dirty = 0;
-    const std::size_t n = x.size();
-    const float m = kernels::max<A>(x);
-    r.max = m;
-    if (m == neg_inf_f) {
-        std::fill(w, w + n, 0.f);
-        return r;
-    }
-    const float inv_t = 1.f / temperature;
-    auto by_reference = [&](bool have_weights) {
-        r.tier = exactness_tier::reference;
-        if (!have_weights) {
-            r.sum = reference_weights(x, temperature, w);
-            dirty = 0;
-        }
-        r.kept = reference::typical(x, p, temperature, min_keep, stop, out);
-        r.cut = interval_cut(x, out);
-        r.kept_sum = 0;
-        for (std::size_t j = 0; j < r.kept; ++j) {
-            const std::size_t i = std::size_t(out.ids()[j]);
-            r.kept_sum += double(have_weights ? weight_one<A>(x[i], m, inv_t) : w[i]);
-        }
-        return r;
-    };
-    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0))
-        return by_reference(false);
-    const row_sums rs = weigh_row<A, true, true>(x, m, inv_t, w);
-    const double z = rs.sum;
-    r.sum = z;
-    if (p >= 1) {
-        r.cut = {lowest_f, pinf, npos, npos};
-        r.kept = count_reaching<A>(x.data(), n, lowest_f);
-        r.kept_sum = z;
-        return r;
-    }
-    const bool strict = stop == typical_stop::exceed;
-    // the crossing: the first entry whose inclusive mass reaches (exceeds) the target
-    const double target = strict ? reference::decimal_ceil(p) : reference::decimal_floor(p);
-    const double rmass = std::max(0.0, target) * z;
-    const double z_error = rs.error(n) + sum_error(n) * z;
-    const double beta_z = z_error / z;
-    const double cd = -rs.wd / z;  // c = sum p d (<= 0)
-    // c's error (see thresholds.hpp's eta): the weights', the d's and the products' rounding
-    const double dc = (2 * exp_error * rs.wd_bound +
-                       arg_error * (2 * rs.wd2_bound + rs.wd_bound * -cd) + 4 * 0x1p-24 * rs.wd) /
-                          z * (1 + 1e-6) +
-                      -cd * beta_z;
-    const float cf = float(cd);
-    // A float key's error against the reference's score, for entries with |d| <= dmax.
-    auto key_error = [&](double dmax) {
-        return 3.1 * 0x1p-24 * dmax + dc + std::fabs(cd - double(cf)) + 0x1p-24 * (dmax - cd) +
-               1e-13 * (dmax + std::fabs(std::log(z)) + 1);
-    };
-    const typical_key<A> key{m, inv_t, cf, float(key_error(std::min(200.0, 20 - cd)))};
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    const weighted_bracket b =
-        find_bracket<A, true>(x, w, m, inv_t, key, rmass, z, z_error, neg_inf_f, ids, lg);
-    dirty = b.dirty;
-    const std::size_t c = b.size;
-    // ---- the walk: the bracket by key descending, then logit descending, then id ----
-    std::uint64_t* keys = out.key_storage();  // bracket positions in walk order
-    for (std::size_t j = 0; j < c; ++j) keys[j] = j;
-    std::sort(keys, keys + c, [&](std::uint64_t a, std::uint64_t bb) {
-        const float ya = key(lg[a]), yb = key(lg[bb]);
-        if (ya != yb) return ya > yb;
-        if (lg[a] != lg[bb]) return lg[a] > lg[bb];
-        return a < bb;
-    });
-    // The crossing: the first walk position whose inclusive mass reaches (strict: exceeds) the
-    // target; `certain` when both of its decisions hold beyond e_mass. kept: the inclusive mass.
-    auto walk = [&](auto&& weight_of, auto&& d_of, double above, double total, auto&& e_mass,
-                    std::size_t& q_end, bool& certain_out) {
-        const double goal = target * total;
-        double before = above, wd_before = 0;
-        for (std::size_t j = 0; j < c; ++j) {
-            const std::size_t q = std::size_t(keys[j]);
-            const double wj = weight_of(q);
-            const bool reached = strict ? before + wj > goal : before + wj >= goal;
-            if (reached) {
-                const double wdj = wj * d_of(q);
-                const double r1 = before / total, r2 = (before + wj) / total;
-                const double e1 = e_mass(before, wd_before),
-                             e2 = e_mass(before + wj, wd_before + wdj);
-                certain_out = strict ? (r1 + e1 <= target && r2 - e2 > target)
-                                     : (r1 + e1 < target && r2 - e2 >= target);
-                q_end = j;
-                return before + wj;
-            }
-            before += wj;
-            wd_before += wj * d_of(q);
-        }
-        certain_out = false;
-        q_end = c;
-        return before;
-    };
-    std::size_t qc = c;
-    bool certain = false;
-    double kept_sum = 0;
-    {
-        const double wd_lo = b.above_wd * (1 - 128 * 0x1p-24);
-        const double wd_hi = b.above_wd * (1 + 128 * 0x1p-24) + 1e-300;
-        kept_sum =
-            walk([&](std::size_t q) { return double(w[q]); },
-                 [&](std::size_t q) { return std::min(200.0, double(m - lg[q]) * double(inv_t)); },
-                 b.above, z,
-                 [&](double bm, double wdb) {
-                     return prefix_ratio_error(bm, wd_lo + wdb, wd_hi + wdb * (1 + 1e-6), n, z,
-                                               rs.wd_bound, n);
-                 },
-                 qc, certain);
-    }
-    // Order and boundary checks on the float keys (see the file comment).
-    auto order_certain = [&](std::size_t q_last, double e) {
-        const std::size_t qpos = std::size_t(keys[q_last]);
-        const float yc = key(lg[qpos]), xc = lg[qpos];
-        // the bracket's bounds: inner entries certainly before, outer ones certainly after
-        if (!(double(b.hi) - double(yc) > 2 * e)) return false;
-        if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * e)) return false;
-        for (std::size_t j = 0; j < c; ++j) {
-            const std::size_t q = std::size_t(keys[j]);
-            if (q == qpos || lg[q] == xc) continue;
-            if (std::fabs(double(key(lg[q])) - double(yc)) <= 2 * e) return false;
-        }
-        return true;
-    };
-    std::size_t q_last = qc;  // walk position of the last kept entry
-    if (qc < c) {
-        q_last = qc;
-        if (!strict)  // the tie rule: every entry of the crossing's logit (equal scores)
-            while (q_last + 1 < c && lg[keys[q_last + 1]] == lg[keys[qc]]) {
-                ++q_last;
-                kept_sum += double(w[std::size_t(keys[q_last])]);
-            }
-        const double dmax = -cd - double(key(lg[keys[qc]])) + 1e-6;
-        if (certain && !order_certain(q_last, key_error(dmax))) certain = false;
-    }
-    if (!certain && qc < c) {
-        // the double pass: Z, c and the inner mass in double; the bracket's keys and weights too
-        r.tier = exactness_tier::double_pass;
-        const float hi = b.hi;
-        const double_sums ds = double_pass<A>(
-            x, m, temperature,
-            [&](const simd::batch<A>& v, std::size_t) { return key(v) >= simd::batch<A>(hi); });
-        const double zd = ds.sum, c2 = -ds.wd / zd;
-        // re-sort the bracket by the double keys
-        auto dkey = [&](std::size_t q) {
-            return std::fabs((double(lg[q]) - double(m)) / double(temperature) - c2);
-        };
-        std::sort(keys, keys + c, [&](std::uint64_t a, std::uint64_t bb) {
-            const double ka = dkey(a), kb = dkey(bb);
-            if (ka != kb) return ka < kb;
-            if (lg[a] != lg[bb]) return lg[a] > lg[bb];
-            return a < bb;
-        });
-        const double e = 2 * ds.error(n) / zd + reference_error(n);
-        double fbefore = 0;
-        walk([&](std::size_t q) { return reference::weight(lg[q], m, temperature); },
-             [](std::size_t) { return 0.0; }, ds.in_set, zd, [&](double, double) { return e; }, qc,
-             certain);
-        if (qc < c) {
-            q_last = qc;
-            if (!strict)
-                while (q_last + 1 < c && lg[keys[q_last + 1]] == lg[keys[qc]]) ++q_last;
-            // order: the double keys' error (~1e-12 of their magnitude), the bounds: the float's
-            const std::size_t qpos = std::size_t(keys[q_last]);
-            const double kcd = dkey(qpos),
-                         ed = 1e-12 * (kcd + std::fabs(c2) + std::fabs(std::log(zd)) + 1);
-            for (std::size_t j = 0; certain && j < c; ++j) {
-                const std::size_t q = std::size_t(keys[j]);
-                if (q != qpos && lg[q] != lg[qpos] && std::fabs(dkey(q) - kcd) <= 2 * ed)
-                    certain = false;
-            }
-            const double dmax = -cd - double(key(lg[qpos])) + 1e-6;
-            const double ef = key_error(dmax);
-            const float yc = key(lg[qpos]);
-            if (!(double(b.hi) - double(yc) > 2 * ef)) certain = false;
-            if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * ef)) certain = false;
-            // the kept weights' sum in float weights
-            fbefore = b.above;
-            for (std::size_t j = 0; j <= q_last; ++j) fbefore += double(w[std::size_t(keys[j])]);
-            kept_sum = fbefore;
-        } else {
-            certain = false;
-        }
-    }
-    if (!certain) return by_reference(true);
-    // the kept set: the inner entries and the walked bracket entries through q_last
-    float lo = b.inner_lo, hi = b.inner_hi;
-    for (std::size_t j = 0; j <= q_last; ++j) {
-        const float v = lg[keys[j]];
-        lo = v < lo ? v : lo;
-        hi = v > hi ? v : hi;
-    }
-    r.cut = {lo, hi, npos, npos};
-    if (strict) {
-        // the crossing's group is kept up to the crossing's id (id ascending within a logit)
-        const std::size_t qpos = std::size_t(keys[qc]);
-        const float xc = lg[qpos];
-        bool whole = true;
-        for (std::size_t j = qc + 1; j < c; ++j)
-            if (lg[keys[j]] == xc) whole = false;
-        if (!whole) {
-            if (xc == lo) r.cut.lo_last = std::size_t(ids[qpos]);
-            if (xc == hi) r.cut.hi_last = std::size_t(ids[qpos]);
-        }
-    }
-    r.kept = b.above_count + q_last + 1;
-    r.kept_sum = kept_sum;
-    if (r.kept < min_keep && r.kept < count_reaching<A>(x.data(), n, lowest_f))
-        return by_reference(true);  // min_keep binds: the reference (rare configuration)
-    return r;
-}
-
-}  // namespace detail
-
-/// Locally typical sampling at temperature T as a cut over the row: the set of
-/// reference::typical(x, p, T, min_keep, stop) (scores |-log p_i - H|; reach_with_ties: the
-/// prefix through the first entry whose inclusive mass reaches decimal_floor(p) and every entry
-/// with that entry's score (Hugging Face); exceed: the prefix through the first entry whose
-/// inclusive mass exceeds decimal_ceil(p) (llama.cpp); at least min(min_keep, #valid); p >= 1
-/// every valid entry) as truncation_result::cut (an interval of logits), weights every entry's
-/// weight (see top_p_cut; the file comment for the method). Status bad_size when
-/// scratch.capacity() or weights.size() < x.size(). \pre temperature > 0
-template <class A = simd::default_arch>
-truncation_result typical_cut(std::span<const float> x, float p, float temperature,
-                              std::size_t min_keep, typical_stop stop, candidates& scratch,
-                              std::span<float> weights) noexcept {
-    scratch.clear();
-    if (scratch.capacity() < x.size() || weights.size() < x.size()) {
-        truncation_result r;
-        r.status = truncation_status::bad_size;
-        return r;
-    }
-    if (x.empty()) return {};
-    std::size_t dirty = 0;
-    truncation_result r = detail::typical_search<A>(x, p, temperature, min_keep, stop, scratch,
-                                                    weights.data(), dirty);
-    if (dirty > 0)
-        detail::weigh_logits<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
-    scratch.clear();
-    return r;
-}
-
-/// Locally typical sampling, unordered: the set of typical_cut written to `out` in id order (one
-/// compaction pass), weights[0, kept) the kept entries' weights. See typical_cut.
-template <class A = simd::default_arch>
-truncation_result typical_unordered(std::span<const float> x, float p, float temperature,
-                                    std::size_t min_keep, typical_stop stop, candidates& out,
-                                    std::span<float> weights) noexcept {
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        truncation_result r;
-        r.status = truncation_status::bad_size;
-        return r;
-    }
-    if (x.empty()) return {};
-    std::size_t dirty = 0;
-    truncation_result r =
-        detail::typical_search<A>(x, p, temperature, min_keep, stop, out, weights.data(), dirty);
-    if (r.max == detail::neg_inf_f) return r;
-    double sum = 0;
-    const bool finite = std::isfinite(r.max);
-    r.kept = detail::compact_cut_from<A>(x, weights.data(), r.cut, finite ? r.max : 0.f,
-                                         finite ? 1.f / temperature : 1.f, out, dirty, sum);
-    r.kept_sum = sum;
-    return r;
-}
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/typical.hpp
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -10517,12 +8415,136 @@ struct typical_step {
         return p.typical_p < 1.f;
     }
     static void apply(working_set& w, const step_context& c) noexcept {
-        const float p = c.params.typical_p, t = w.temperature();
-        const std::size_t min_keep = c.params.min_keep;
-        const typical_stop stop = c.params.typical_mode;
-        detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
-            return kernels::typical_unordered(x, p, t, min_keep, stop, out, wt);
+        w.workspace().reserve_typical();
+        w.materialise_if_overlaid();
+        if (w.full() && full_row(w, c)) return;
+        w.materialise();
+        w.order();
+        candidates& kept = w.kept();
+        sampling_workspace& ws = w.workspace();
+        const double s = w.fill_weights();
+        if (!(s > 0)) return;
+        double h = 0;
+        const std::span<const float> wt = w.weights();
+        for (float v : wt)
+            if (v > 0) {
+                const double q = v / s;
+                h -= q * std::log(q);
+            }
+        const std::size_t n = kept.size();
+        // order by |-log p - H| ascending (ties: more probable first, then lower id: the
+        // ordered order)
+        const token_id* ids = kept.id_storage();
+        const float* lg = kept.logit_storage();
+        double* key = ws.key.data();
+        std::size_t* perm = ws.perm.data();
+        for (std::size_t i = 0; i < n; ++i) {
+            const double q = wt[i] / s;
+            key[i] = q > 0 ? std::fabs(-std::log(q) - h) : std::numeric_limits<double>::infinity();
+            perm[i] = i;
+        }
+        // equal keys keep the probability order (index order); std::sort: no allocation
+        std::sort(perm, perm + n, [key](std::size_t a, std::size_t b) {
+            return key[a] < key[b] || (key[a] == key[b] && a < b);
         });
+        double before = 0;
+        std::size_t kept_n = 0;
+        const std::size_t keep_at_least = std::max<std::size_t>(1, c.params.min_keep);
+        const double tau = c.params.typical_p;
+        while (kept_n < n && (kept_n < keep_at_least || before < tau)) {
+            before += wt[perm[kept_n]] / s;
+            ++kept_n;
+        }
+        // keep perm[0..kept) in probability order
+        std::sort(perm, perm + kept_n);
+        for (std::size_t j = 0; j < kept_n; ++j) {
+            const std::size_t i = perm[j];
+            ws.sorted[j] = {lg[i], ids[i]};
+        }
+        w.write_back(kept_n);
+    }
+
+private:
+    /// The full-row path (see the file comment); false (nothing changed) for rows with +inf or
+    /// no valid entry.
+    static bool full_row(working_set& w, const step_context& c) noexcept {
+        const std::span<const float> x = w.row();
+        const float t = w.temperature();
+        const auto st = kernels::exp_sum(x, t);
+        const float m = st.max;
+        if (!(m > -detail::f_inf) || m == detail::f_inf || !(st.sum > 0)) return false;
+        const double s = st.sum;
+        const double h = kernels::entropy(x, t);
+        if (!std::isfinite(h)) return false;
+        const double cc = std::log(s) - h;  // <= 0 up to rounding
+        const double tau = c.params.typical_p;
+        const std::size_t keep_at_least = std::max<std::size_t>(1, c.params.min_keep);
+        sampling_workspace& ws = w.workspace();
+        candidates& kept = w.kept();
+        const token_id* ids = kept.id_storage();
+        const float* lg = kept.logit_storage();
+        double* key = ws.key.data();
+        std::size_t* perm = ws.perm.data();
+        // first guess: the interval reaches up to the row max
+        for (double kappa = std::max(-cc, 0.0) + 0.5;; kappa = 2 * kappa + 1) {
+            // key <= kappa implies d >= c - kappa - 6e-8 (float rounding of the weight); below
+            // d = -80 weights may be subnormal (rounding unbounded in log): take every entry
+            const double lo_d = cc - kappa - 1e-6;
+            const bool all = lo_d < -80.0;
+            float lo = -detail::f_inf;
+            if (!all) {
+                lo = std::nextafter(float(double(m) + double(t) * lo_d), -detail::f_inf);
+                lo = std::min(lo, m);
+            }
+            kernels::filter_at_least(x, lo, kept);
+            const std::size_t n = kept.size();
+            // key |d - c| (= |-log(w / S) - H| up to the float rounding of w, ~6e-8); where the
+            // weight may be subnormal or 0 (d < -80, only when taking every entry) the exact form
+            for (std::size_t i = 0; i < n; ++i) {
+                const double d = (double(lg[i]) - double(m)) / double(t);
+                if (d >= -80.0) {
+                    key[i] = std::fabs(d - cc);
+                } else {
+                    const double q = double(float(std::exp(d))) / s;
+                    key[i] = q > 0 ? std::fabs(-std::log(q) - h)
+                                   : std::numeric_limits<double>::infinity();
+                }
+                perm[i] = i;
+            }
+            auto before_in_order = [key, lg, ids](std::size_t a, std::size_t b) {
+                if (key[a] != key[b]) return key[a] < key[b];
+                if (lg[a] != lg[b]) return lg[a] > lg[b];
+                return ids[a] < ids[b];
+            };
+            std::size_t ordered = 0;  // perm[0, ordered) in final order
+            auto ensure_ordered = [&](std::size_t upto) {
+                if (upto <= ordered) return;
+                upto = std::min(n, std::max({upto, ordered * 4, std::size_t(64)}));
+                if (upto < n)
+                    std::nth_element(perm + ordered, perm + (upto - 1), perm + n, before_in_order);
+                std::sort(perm + ordered, perm + upto, before_in_order);
+                ordered = upto;
+            };
+            double before = 0;
+            std::size_t kept_n = 0;
+            bool complete = true;  // every entry walked has key <= kappa
+            while (kept_n < n && (kept_n < keep_at_least || before < tau)) {
+                ensure_ordered(kept_n + 1);
+                if (!all && !(key[perm[kept_n]] <= kappa)) {
+                    complete = false;
+                    break;
+                }
+                before += double(float(detail::cand_weight(lg[perm[kept_n]], m, t))) / s;
+                ++kept_n;
+            }
+            if (!all && (!complete || kept_n == n)) continue;  // widen
+            for (std::size_t j = 0; j < kept_n; ++j) ws.sorted[j] = {lg[perm[j]], ids[perm[j]]};
+            std::sort(ws.sorted.begin(), ws.sorted.begin() + std::ptrdiff_t(kept_n),
+                      detail::scored_before);
+            w.write_back(kept_n);
+            w.set_kept(true);
+            return true;
+        }
     }
 };
 
@@ -10531,173 +8553,16 @@ DECODEKIT_END_NAMESPACE
 // ---- begin decodekit/sampling/steps/xtc.hpp
 /// \file sampling/steps/xtc.hpp
 /// XTC (exclude top choices): with probability xtc_probability (one uniform_float() of the call's
-/// rng_purpose::filter stream), when at least two entries have p >= xtc_threshold (the float
-/// standing for its decimal), removes all of them but the least probable (the highest id among
-/// its ties); skipped when that would leave fewer than min_keep. Disabled at probability 0 or
-/// threshold > 0.5. The removed entries are kernels::xtc_remove's (= reference::xtc_removed):
-/// one exponential pass, one filter pass keeping the head (at most 1 / threshold entries), only
-/// those sorted.
-/// Full set: it stays full, over a copy of the row with the removed entries at -inf (the draw
-/// then needs no exponential per entry when no logprob is wanted). Narrowed set: the removed
-/// entries (a prefix of the reference order) are dropped from kept(), whose order is kept.
-
-// ---- begin decodekit/kernels/xtc.hpp
-/// \file kernels/xtc.hpp
-/// XTC's removal (exclude top choices), given that its coin fired: the head (p_i >= threshold,
-/// at most 1 / threshold entries) found by one filter pass, then a sort of that handful only.
-/// Semantics: reference::xtc_removed (the same entries). No random numbers are consumed.
-///
-/// Passes: max; the exponential pass storing every weight (Z); one compaction pass keeping the
-/// logits above a threshold a little below the exact one; a count of the valid entries when
-/// min_keep > 1 and something would be removed. Entries within the float bound of the threshold
-/// are decided in double, then by the reference's own arithmetic (tiers as in thresholds.hpp).
+/// rng_purpose::filter stream), when at least two entries have p >= xtc_threshold, removes all of
+/// them but the least probable; skipped when that would leave fewer than min_keep. Disabled at
+/// probability 0 or threshold > 0.5.
+/// Full set: the head is found without sorting the row (exp_sum, one compaction of a superset of
+/// the entries with p >= threshold, at most 1 / threshold of them, then only those sorted); the
+/// set stays full, over a copy of the row with the dropped entries at -inf.
 
 
 #include <algorithm>
 #include <cmath>
-#include <cstddef>
-#include <functional>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-
-/// XTC's removal, given that its coin fired: writes to `out` the entries reference::xtc_removed
-/// removes (the head p_i >= decimal_floor(threshold) but its least probable entry, when the head
-/// holds two or more and at least min_keep valid entries remain; else none), sorted like
-/// reference::top_k (logit descending, ties by id). weights (the whole row's scratch) receive the
-/// weights of every entry of the row, the removed ones set to 0: the working set that remains,
-/// ready for a draw over the row. truncation_result: kept is the number removed (out.size()),
-/// sum the row's normaliser, kept_sum the weight that remains (sum minus the removed weights).
-/// Status bad_size when out.capacity() or weights.size() < x.size(). \pre temperature > 0
-template <class A = simd::default_arch>
-truncation_result xtc_remove(std::span<const float> x, float threshold, float temperature,
-                             std::size_t min_keep, candidates& out,
-                             std::span<float> weights) noexcept {
-    truncation_result r;
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        r.status = truncation_status::bad_size;
-        return r;
-    }
-    const std::size_t n = x.size();
-    if (n == 0) return r;
-    float* w = weights.data();
-    const float m = kernels::max<A>(x);
-    r.max = m;
-    if (m == detail::neg_inf_f) {
-        std::fill(w, w + n, 0.f);
-        return r;
-    }
-    const float inv_t = 1.f / temperature;
-    auto remaining = [&](double z) {
-        // zero the removed entries' weights; the rest of the row keeps its weights
-        double removed = 0;
-        for (std::size_t j = 0; j < out.size(); ++j) {
-            float& e = w[std::size_t(out.ids()[j])];
-            removed += double(e);
-            e = 0.f;
-        }
-        r.kept = out.size();
-        r.sum = z;
-        r.kept_sum = z - removed;
-        return r;
-    };
-    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0)) {
-        reference::xtc_removed(x, threshold, temperature, min_keep, out);
-        const reference::softmax_stats st = reference::exp_sum(x, temperature);
-        for (std::size_t i = 0; i < n; ++i)
-            w[i] = float(reference::weight(x[i], st.max, temperature));
-        r.tier = exactness_tier::reference;
-        return remaining(st.sum);
-    }
-    const detail::row_sums rs = detail::weigh_row<A, true, false>(x, m, inv_t, w);
-    const double z = rs.sum;
-    const double theta = reference::decimal_floor(threshold);
-    if (!(theta > 0)) {
-        // every valid entry is in the head: removal of all but the least probable
-        reference::xtc_removed(x, threshold, temperature, min_keep, out);
-        r.tier = exactness_tier::reference;
-        return remaining(z);
-    }
-    const double beta_z = (rs.error(n) + detail::sum_error(n) * z) / z;
-    const double ln_t = std::log(theta * z);
-    const double rel = (detail::exp_error + detail::arg_error * (std::fabs(ln_t) + 1e-3) + beta_z +
-                        detail::reference_error(n)) *
-                           1.01 +
-                       1e-12;
-    const double t_lo = double(m) + double(temperature) * (ln_t - 2 * rel);
-    const double t_hi = double(m) + double(temperature) * (ln_t + 2 * rel);
-    const float lo = t_lo <= double(detail::lowest_f)
-                         ? detail::lowest_f
-                         : std::nextafter(float(t_lo), detail::neg_inf_f);
-    // entries at or above hi are in the head: the float above t_hi (t_hi = m + T (...) rounds to
-    // m when |m| dwarfs the band, e.g. m = 1e30, and the head must then be decided in double)
-    const float hi = t_hi >= double(std::numeric_limits<float>::max())
-                         ? std::numeric_limits<float>::infinity()
-                         : std::nextafter(float(t_hi), std::numeric_limits<float>::infinity());
-    kernels::filter_at_least<A>(x, lo, out);  // the head and the undecided: few entries
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    std::size_t k = 0;
-    bool doubled = false, exact = false;
-    double zd = 0, z_ref = 0;
-    double ed = 0;
-    for (std::size_t j = 0; j < out.size(); ++j) {
-        bool keep = lg[j] >= hi;
-        if (!keep) {
-            const double wr = reference::weight(lg[j], m, temperature);
-            if (!doubled) {
-                doubled = true;
-                r.tier = exactness_tier::double_pass;
-                const detail::double_sums ds = detail::double_pass<A>(
-                    x, m, temperature, [](const simd::batch<A>& v, std::size_t) { return v != v; });
-                zd = ds.sum;
-                ed = (2 * ds.error(n) / zd + detail::reference_error(n)) * 1.01;
-            }
-            if (!exact && std::fabs(wr / zd / theta - 1) <= ed) {
-                exact = true;
-                r.tier = exactness_tier::reference;
-                z_ref = reference::exp_sum(x, temperature).sum;
-            }
-            keep = exact ? wr / z_ref >= theta : wr / zd >= theta;
-        }
-        ids[k] = ids[j];
-        lg[k] = lg[j];
-        k += keep;
-    }
-    out.resize(k);
-    if (k < 2) {
-        out.clear();
-        return remaining(z);
-    }
-    // the head, sorted (a handful: at most 1 / threshold entries)
-    std::uint64_t* keys = out.key_storage();
-    for (std::size_t j = 0; j < k; ++j) keys[j] = detail::rank_key(lg[j], ids[j]);
-    std::sort(keys, keys + k, std::greater<std::uint64_t>());
-    const std::size_t removed = k - 1;
-    if (min_keep > 1) {
-        const std::size_t valid = detail::count_reaching<A>(x.data(), n, detail::lowest_f);
-        if (valid - removed < min_keep) {
-            out.clear();
-            return remaining(z);
-        }
-    }
-    for (std::size_t j = 0; j < removed; ++j) {
-        ids[j] = detail::key_id(keys[j]);
-        lg[j] = x[std::size_t(ids[j])];
-    }
-    out.resize(removed);
-    return remaining(z);
-}
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/xtc.hpp
-
-#include <algorithm>
-#include <span>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -10710,37 +8575,60 @@ struct xtc_step {
         rng_stream coin = c.stream(rng_purpose::filter);
         if (!(coin.uniform_float() < p.xtc_probability)) return;
         w.materialise_if_overlaid();
-        sampling_workspace& ws = w.workspace();
-        candidates& removed = ws.selection();
         if (w.full()) {
-            const std::span<const float> x = w.row();
-            const auto r =
-                kernels::xtc_remove(x, p.xtc_threshold, w.temperature(), p.min_keep, removed,
-                                    std::span<float>(ws.weights.data(), x.size()));
-            if (!r.ok()) return;
-            detail::count_tier(ws, r);
-            if (removed.empty()) return;  // nothing removed: still the full row
-            const std::span<float> y = ws.row_copy();
-            if (x.data() != y.data()) std::copy(x.begin(), x.end(), y.begin());
-            for (token_id id : removed.ids()) y[std::size_t(id)] = -detail::f_inf;
-            w.set_row(std::span<const float>(y.data(), x.size()));
-            w.set_full();
-            return;
+            if (full_row(w, c)) return;
+            w.materialise();
         }
-        if (!w.ordered() && !w.id_ordered()) w.order_by_id();  // ties by position = by id
-        const bool was_ordered = w.ordered();
-        const std::span<const float> x = w.kept().logits();
-        const auto r = kernels::xtc_remove(x, p.xtc_threshold, w.temperature(), p.min_keep, removed,
-                                           std::span<float>(ws.weights.data(), x.size()));
-        if (!r.ok()) return;
-        detail::count_tier(ws, r);
-        if (removed.empty()) return;
-        // the removed entries are the first ones of the reference order: down to the last one
-        const float lo = removed.logits()[removed.size() - 1];
-        const std::size_t last = std::size_t(removed.ids()[removed.size() - 1]);
-        const float* lg = w.kept().logit_storage();
-        w.keep_if([&](std::size_t i) { return lg[i] < lo || (lg[i] == lo && i > last); });
-        w.set_kept(was_ordered);  // the kernel used the weights as scratch: recompute them
+        w.order();
+        const double s = w.fill_weights();
+        if (!(s > 0)) return;
+        const double w_thr = double(p.xtc_threshold) * s;
+        const std::span<const float> wt = w.weights();
+        std::size_t above = 0;
+        while (above < wt.size() && wt[above] >= w_thr) ++above;
+        if (above < 2) return;
+        const std::size_t drop = above - 1;  // keep the least probable of them
+        candidates& kept = w.kept();
+        if (kept.size() - drop < p.min_keep) return;
+        const std::size_t n = kept.size() - drop;
+        sampling_workspace& ws = w.workspace();
+        for (std::size_t i = 0; i < n; ++i)
+            ws.sorted[i] = {kept.logits()[drop + i], kept.ids()[drop + i]};
+        w.write_back(n);
+    }
+
+private:
+    /// The full-row path; false (nothing changed) for rows with +inf or no valid entry and
+    /// non-finite thresholds, which take the materialised path.
+    static bool full_row(working_set& w, const step_context& c) noexcept {
+        const std::span<const float> x = w.row();
+        const float t = w.temperature();
+        const auto st = kernels::exp_sum(x, t);
+        const float m = st.max;
+        if (!(m > -detail::f_inf) || m == detail::f_inf || !(st.sum > 0)) return false;
+        const double w_thr = double(c.params.xtc_threshold) * st.sum;
+        if (!(w_thr > 0)) return false;
+        // float(exp(d)) >= w_thr implies d >= log(w_thr) - 2^-23: 1e-4 slack
+        const double thr_d = double(m) + double(t) * (std::log(w_thr) - 1e-4);
+        if (!std::isfinite(thr_d)) return false;
+        const float thr = std::min(std::nextafter(float(thr_d), -detail::f_inf), m);
+        candidates& head = w.kept();
+        kernels::filter_at_least(x, thr, head);
+        w.set_kept(false);  // the head, ordered next (few entries)
+        w.order();
+        std::size_t above = 0;
+        while (above < head.size() &&
+               double(float(detail::cand_weight(head.logits()[above], m, t))) >= w_thr)
+            ++above;
+        w.set_full();  // the working set is the whole row again (minus the head, below)
+        if (above < 2) return true;  // nothing dropped: still the full row
+        const std::size_t drop = above - 1;
+        if (c.params.min_keep > 1 && w.valid_count() - drop < c.params.min_keep) return true;
+        const std::span<float> y = w.workspace().row_copy();
+        if (x.data() != y.data()) std::copy(x.begin(), x.end(), y.begin());
+        for (std::size_t i = 0; i < drop; ++i) y[std::size_t(head.ids()[i])] = -detail::f_inf;
+        w.set_row(std::span<const float>(y.data(), x.size()));
+        return true;
     }
 };
 
@@ -11701,6 +9589,7 @@ public:
                                                         .history = seq_,
                                                         .prompt_length = prompt_length_});
         if (s.status == sample_status::concurrent_use) return {.status = step_status::bad_input};
+        last_ = s;
         out_.begin_step();
         ++calls_;
         queries_ += s.constraint_queries;
@@ -11731,6 +9620,12 @@ public:
         out_.finish(stop_reason::cancelled);
         return out_.events();
     }
+
+    /// The sampler's result of the last advance() that consumed a row: the drawn token and the
+    /// logprob extras sampling.logprobs asked for (top, requested, rank, raw_logprob), e.g. an
+    /// engine's top-n logprobs per token. Views valid until the next advance(); status
+    /// no_valid_token (token -1, empty extras) before the first advance.
+    const sample_result& last_sample() const noexcept { return last_; }
 
     /// The output so far (everything once done()).
     generation_result result() const {
@@ -11764,6 +9659,7 @@ private:
     sequence_request request_;
     std::size_t calls_ = 0;
     std::size_t queries_ = 0;  // the sampler's constraint queries
+    sample_result last_ = {};
 };
 
 /// Generates from `prompt` with greedy or sampled decoding, calling `on_token` (signature
@@ -11857,6 +9753,20 @@ DECODEKIT_END_NAMESPACE
 /// target sequence is cut back after a rejection (model.hpp's sequence contract). Processing is
 /// applied lazily in emission order, so a stateful processing step (commit()) only ever sees
 /// emitted tokens: nothing to roll back on the target side (no sampler state()/restore() needed).
+///
+/// ## Processors (penalties, no_repeat_ngram, banned sequences, min_new_tokens, user processors)
+/// They live in the processing (sampler_processing over a sampler configured with them). The row
+/// of draft position i is processed with the history prompt + emitted tokens + the round's tokens
+/// accepted before i, i.e. exactly the history plain sampling would have at that step: the
+/// processors' state (processors/history.hpp) advances by one accepted token per position, and
+/// since a position is processed only after the previous one was accepted, the rejected drafts
+/// never enter it (the rollback on rejection is free: the state never moved past the emitted
+/// tokens). Hence, for the same processors, greedy speculative output equals greedy generate()
+/// token for token, and sampled output follows the same law. A proposer's own processing
+/// follows its drafts and is cut back by its history tracker when a round rejects them.
+/// min_new_tokens comes from the processing (sampler_processing: the sampler's
+/// sampling_params::min_new_tokens, whose eos_ids must list speculative_params::eos_ids, checked
+/// up front): EOS is suppressed in p, stop sequences and stop strings are held until then.
 /// A proposer that drafts from the target's hidden state (an MTP module: needs_target_hidden())
 /// makes the verify call logits_and_hidden and receives the hidden row of the last verified
 /// position after each round (target_hidden_proposer).
@@ -12284,6 +10194,10 @@ public:
     void commit(token_id t, const sparse_distribution& p) const noexcept {
         s_->observe(decodekit::distribution{p.tokens, p.probs}, t);
     }
+    /// The sampler's min_new_tokens (the stepper holds its stops until then).
+    std::size_t min_new_tokens() const noexcept { return s_->params().min_new_tokens; }
+    /// The EOS ids the sampler suppresses before min_new_tokens.
+    std::span<const token_id> eos_ids() const noexcept { return s_->params().eos_ids; }
 
 private:
     sampler* s_;
@@ -12504,10 +10418,14 @@ public:
         st_.prompt_tokens = prompt.size();
         if constexpr (target_hidden_proposer<Proposer>)
             if (proposer_->needs_target_hidden()) H_ = std::size_t(proposer_->hidden_size());
+        std::size_t min_new = 0;
+        if constexpr (requires { processing.min_new_tokens(); })
+            min_new = processing.min_new_tokens();
         out_ = sequence_output(stop_conditions{.eos_ids = p_.eos_ids,
                                                .stop_sequences = p_.stop_sequences,
                                                .stop_strings = p_.stop_strings,
                                                .detokenize = p_.detokenize,
+                                               .min_new_tokens = min_new,
                                                .max_new_tokens = p_.max_new_tokens},
                                prompt.size(), reserve);
         if (out_.done())
@@ -12596,6 +10514,22 @@ private:
         if constexpr (requires { proposer.validate(); }) proposer.validate();
         if (prompt.empty()) raise("speculative_decode: the prompt must be non-empty");
         if (V == 0) raise("speculative_decode: vocab_size must be >= 1");
+        if constexpr (requires {
+                          processing.min_new_tokens();
+                          processing.eos_ids();
+                      }) {
+            // min_new_tokens suppresses EOS in the processing: it must know every EOS id
+            if (processing.min_new_tokens() > 0)
+                for (token_id e : params.eos_ids) {
+                    const auto ids = processing.eos_ids();
+                    if (e >= 0 && std::find(ids.begin(), ids.end(), e) == ids.end())
+                        raise("speculative_decode: the processing sampler's min_new_tokens is " +
+                              std::to_string(processing.min_new_tokens()) +
+                              " but its sampling_params.eos_ids lacks the EOS id " +
+                              std::to_string(e) +
+                              " of speculative_params.eos_ids (it could not be suppressed)");
+                }
+        }
         if constexpr (requires { proposer.vocab_size(); }) {
             const std::size_t dv = std::size_t(proposer.vocab_size());
             if (dv != V)

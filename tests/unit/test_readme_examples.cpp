@@ -3,6 +3,7 @@
 // the README cannot drift from code that builds. The snippets sit between clang-format off/on so
 // that they keep the README's layout.
 #include "dk_test.hpp"
+#include "toy_model.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -159,4 +160,31 @@ decodekit::sampler s3({.top_k = 40, .constraint = only_even{}}, vocab_size);
     CHECK(s3.sample(odd_only, 0, 0).status == decodekit::sample_status::no_allowed_token);
     const std::vector<float> none(vocab_size, -std::numeric_limits<float>::infinity());
     CHECK(s3.sample(none, 0, 0).status == decodekit::sample_status::no_valid_token);
+}
+
+TEST_CASE("README: processors in beam search", "[readme]") {
+    const token_id eos = 11;
+    // clang-format off
+decodekit::beam_search_params bp{.num_beams = 4, .eos_ids = {eos},
+    .processing = {.min_new_tokens = 8, .penalties = {.repetition = 1.3f},
+                   .no_repeat_ngram_size = 3}};
+    // clang-format on
+    REQUIRE_FALSE(bp.check());
+    dk_test::toy_model m(
+        {.vocab_size = 12, .seed = 5, .scale = 2.f, .eos_id = eos, .eos_bias = 2.f});
+    bp.max_new_tokens = 12;
+    bp.num_return = 4;
+    const std::vector<token_id> prompt = {1, 2, 3};
+    const auto r = decodekit::beam_search(m, prompt, bp);
+    REQUIRE(!r.hypotheses.empty());
+    for (const auto& h : r.hypotheses) {
+        if (h.eos) CHECK(h.tokens.size() >= 8);  // EOS suppressed before min_new_tokens
+        std::vector<token_id> seq = prompt;      // no trigram twice in prompt + tokens
+        seq.insert(seq.end(), h.tokens.begin(), h.tokens.end());
+        for (std::size_t i = 0; i + 3 <= seq.size(); ++i)
+            for (std::size_t j = i + 1; j + 3 <= seq.size(); ++j)
+                CHECK_FALSE(std::equal(seq.begin() + std::ptrdiff_t(i),
+                                       seq.begin() + std::ptrdiff_t(i + 3),
+                                       seq.begin() + std::ptrdiff_t(j)));
+    }
 }

@@ -145,6 +145,7 @@ public:
                                                         .history = seq_,
                                                         .prompt_length = prompt_length_});
         if (s.status == sample_status::concurrent_use) return {.status = step_status::bad_input};
+        last_ = s;
         out_.begin_step();
         ++calls_;
         queries_ += s.constraint_queries;
@@ -175,6 +176,12 @@ public:
         out_.finish(stop_reason::cancelled);
         return out_.events();
     }
+
+    /// The sampler's result of the last advance() that consumed a row: the drawn token and the
+    /// logprob extras sampling.logprobs asked for (top, requested, rank, raw_logprob), e.g. an
+    /// engine's top-n logprobs per token. Views valid until the next advance(); status
+    /// no_valid_token (token -1, empty extras) before the first advance.
+    const sample_result& last_sample() const noexcept { return last_; }
 
     /// The output so far (everything once done()).
     generation_result result() const {
@@ -208,6 +215,7 @@ private:
     sequence_request request_;
     std::size_t calls_ = 0;
     std::size_t queries_ = 0;  // the sampler's constraint queries
+    sample_result last_ = {};
 };
 
 /// Generates from `prompt` with greedy or sampled decoding, calling `on_token` (signature
