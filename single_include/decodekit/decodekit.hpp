@@ -352,7 +352,588 @@ DECODEKIT_END_NAMESPACE
 /// Special values, for every kernel: NaN entries are ignored (never selected, never drawn,
 /// probability 0); -inf entries have probability 0 and are never selected; +inf entries win:
 /// when any entry is +inf, the distribution is uniform over the +inf entries.
+///
+/// Token bitmasks (kernels/mask.hpp): a masked kernel is the unmasked one on the row with every
+/// disallowed entry at -inf (masked_copy); the masked functions here read the mask entry by
+/// entry (masked_entry) and allocate nothing, except masked_copy.
 
+// ---- begin decodekit/kernels/mask.hpp
+/// \file kernels/mask.hpp
+/// Token bitmasks in the layout grammar engines emit (xgrammar, llguidance): 32-bit words, bit
+/// i % 32 of word i / 32 set when token i is allowed. The view, its coverage rule, counting the
+/// allowed tokens and applying a mask to a row in place (SIMD).
+///
+/// Coverage rule (every masked kernel): a token the mask has no bit for (i >= size, or a word
+/// past words.size()) is disallowed; bits at or past size, and past the row, are ignored. So a
+/// short mask never reads past its end and never allows more than it says; check() reports it
+/// as mask_status::short_mask, which callers turn into their own status.
+///
+/// The masked kernels (max, argmax, exp_sum, logsumexp, softmax, top_k, filter_at_least,
+/// filter_min_p, draw_temperature) read the mask inside their passes: a disallowed entry is
+/// -inf there, with no separate pass over the row. Their result equals the unmasked kernel on
+/// a copy of the row with apply_token_bitmask_inplace applied (argmax: see its comment).
+
+// ---- begin decodekit/simd/xsimd_compat.hpp
+/// \file simd/xsimd_compat.hpp
+/// The only header that names xsimd. A tiny shim over the API differences between
+/// xsimd 8.1 (Debian 12) and xsimd 14 (vcpkg, Conan):
+///   8.1: hadd, no reduce_max/reduce_min, no batch_bool::mask()
+///   >= 9: reduce_add/reduce_max/reduce_min; >= 10: batch_bool::mask(); hadd later removed.
+/// Everything here is a template on the architecture tag `A` so translation units built with
+/// different -m flags never merge one symbol (the SIMD ODR hazard).
+
+
+#include <xsimd/xsimd.hpp>
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#ifndef XSIMD_VERSION_MAJOR
+#error "decodekit: could not determine the xsimd version"
+#endif
+#if XSIMD_VERSION_MAJOR < 8 || (XSIMD_VERSION_MAJOR == 8 && XSIMD_VERSION_MINOR < 1)
+#error "decodekit needs xsimd 8.1 or newer"
+#endif
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace simd {
+
+/// The architecture decodekit kernels use unless told otherwise: the best one the compiler
+/// flags of this translation unit enable (xsimd::default_arch).
+using default_arch = xsimd::default_arch;
+
+/// Every architecture the compiler flags of this translation unit enable (for tests).
+using supported_architectures = xsimd::supported_architectures;
+
+template <class A>
+using batch = xsimd::batch<float, A>;
+template <class A>
+using batch_bool = xsimd::batch_bool<float, A>;
+template <class A>
+using ibatch = xsimd::batch<std::int32_t, A>;
+template <class A>
+using dbatch = xsimd::batch<double, A>;
+
+// Thin wrappers so that kernels never name xsimd (same semantics as the xsimd functions).
+
+/// x * y + z per lane (fused where the architecture has FMA).
+template <class A>
+inline batch<A> fma(const batch<A>& x, const batch<A>& y, const batch<A>& z) noexcept {
+    return xsimd::fma(x, y, z);
+}
+/// Per lane: c ? a : b.
+template <class A>
+inline batch<A> select(const batch_bool<A>& c, const batch<A>& a, const batch<A>& b) noexcept {
+    return xsimd::select(c, a, b);
+}
+/// Per-lane maximum (xsimd semantics for NaN; use max_ignore_nan to skip NaN).
+template <class A>
+inline batch<A> max(const batch<A>& a, const batch<A>& b) noexcept {
+    return xsimd::max(a, b);
+}
+/// Per-lane minimum (xsimd semantics for NaN).
+template <class A>
+inline batch<A> min(const batch<A>& a, const batch<A>& b) noexcept {
+    return xsimd::min(a, b);
+}
+/// True if any lane of the mask is set.
+template <class A>
+inline bool any(const batch_bool<A>& b) noexcept {
+    return xsimd::any(b);
+}
+
+/// Number of float lanes of architecture A.
+template <class A>
+inline constexpr std::size_t lanes = xsimd::batch<float, A>::size;
+
+/// Horizontal sum of the lanes.
+template <class A>
+inline float reduce_add(const batch<A>& v) noexcept {
+#if XSIMD_VERSION_MAJOR >= 9
+    return xsimd::reduce_add(v);
+#else
+    return xsimd::hadd(v);
+#endif
+}
+
+/// Horizontal maximum of the lanes (NaN lanes must be removed by the caller).
+template <class A>
+inline float reduce_max(const batch<A>& v) noexcept;
+
+/// Horizontal minimum of the lanes.
+template <class A>
+inline float reduce_min(const batch<A>& v) noexcept {
+#if XSIMD_VERSION_MAJOR >= 9
+    return xsimd::reduce_min(v);
+#else
+    alignas(64) float tmp[lanes<A>];
+    v.store_aligned(tmp);
+    float m = tmp[0];
+    for (std::size_t i = 1; i < lanes<A>; ++i) m = tmp[i] < m ? tmp[i] : m;
+    return m;
+#endif
+}
+
+/// Which x86 register family architecture A uses (0: other / generic code paths).
+template <class A>
+inline constexpr int x86_family =
+#if defined(__AVX512F__)
+    std::is_base_of_v<xsimd::avx512f, A> ? 512 :
+#endif
+#if defined(__AVX__)
+    std::is_base_of_v<xsimd::avx, A> ? 256
+    :
+#endif
+#if defined(__SSE2__)
+    std::is_base_of_v<xsimd::sse2, A> ? 128
+                                      :
+#endif
+                                      0;
+
+template <class A>
+inline float reduce_max(const batch<A>& v) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __m512 x = static_cast<__m512>(v);
+        const __m256 h =
+            _mm256_max_ps(_mm512_castps512_ps256(x),
+                          _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+        __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+        q = _mm_max_ss(q, _mm_shuffle_ps(q, q, 1));
+        return _mm_cvtss_f32(q);
+    } else
+#endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        const __m256 h = static_cast<__m256>(v);
+        __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+        q = _mm_max_ss(q, _mm_shuffle_ps(q, q, 1));
+        return _mm_cvtss_f32(q);
+    } else
+#endif
+    {
+#if XSIMD_VERSION_MAJOR >= 9
+        return xsimd::reduce_max(v);
+#else
+        alignas(64) float tmp[lanes<A>];
+        v.store_aligned(tmp);
+        float m = tmp[0];
+        for (std::size_t i = 1; i < lanes<A>; ++i) m = tmp[i] > m ? tmp[i] : m;
+        return m;
+#endif
+    }
+}
+
+/// Bit i set iff lane i of `b` is true (one instruction on x86: kmov / movmskps).
+template <class A>
+inline std::uint64_t to_mask(const batch_bool<A>& b) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        return std::uint64_t(std::uint16_t(static_cast<__mmask16>(b)));
+    } else
+#endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        return std::uint64_t(unsigned(_mm256_movemask_ps(static_cast<__m256>(b))));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        return std::uint64_t(unsigned(_mm_movemask_ps(static_cast<__m128>(b))));
+    } else
+#endif
+    {
+#if XSIMD_VERSION_MAJOR >= 10
+        return b.mask();
+#else
+        alignas(64) bool tmp[lanes<A>];
+        b.store_aligned(tmp);
+        std::uint64_t m = 0;
+        for (std::size_t i = 0; i < lanes<A>; ++i) m |= std::uint64_t(tmp[i]) << i;
+        return m;
+#endif
+    }
+}
+
+/// Lane j is true iff bit j of `bits` is set (bits at or above lanes<A> are ignored).
+/// AVX-512: the low 16 bits are the kmask itself; AVX2 / SSE2: the bits broadcast, masked by
+/// {1, 2, 4, ...} per lane and compared for equality; other architectures: the same test in
+/// int32 lanes, converted to float lanes and compared with 0. \pre lanes<A> <= 32
+template <class A>
+inline batch_bool<A> lanes_from_bits(std::uint32_t bits) noexcept {
+    static_assert(lanes<A> <= 32, "a 32-bit word holds the bits of one vector");
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        return batch_bool<A>(__mmask16(bits));
+    } else
+#endif
+#if defined(__AVX2__)
+        if constexpr (x86_family<A> == 256) {
+        const __m256i pow2 = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        const __m256i b = _mm256_and_si256(_mm256_set1_epi32(int(bits)), pow2);
+        return batch_bool<A>(_mm256_castsi256_ps(_mm256_cmpeq_epi32(b, pow2)));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        const __m128i pow2 = _mm_setr_epi32(1, 2, 4, 8);
+        const __m128i b = _mm_and_si128(_mm_set1_epi32(int(bits)), pow2);
+        return batch_bool<A>(_mm_castsi128_ps(_mm_cmpeq_epi32(b, pow2)));
+    } else
+#endif
+    {
+        alignas(64) std::int32_t pow2[lanes<A>];
+        for (std::size_t j = 0; j < lanes<A>; ++j) pow2[j] = std::int32_t(1u << j);
+        const ibatch<A> b = ibatch<A>(std::int32_t(bits)) & ibatch<A>::load_aligned(pow2);
+        return xsimd::batch_cast<float>(b) != batch<A>(0.f);
+    }
+}
+
+/// The lanes of a packed token bitmask for the vector of entries [i, i + lanes<A>): lane j is
+/// true iff bit (i + j) % 32 of words[(i + j) / 32] is set (the layout of xgrammar and
+/// llguidance). One word read. \pre i % lanes<A> == 0 (the lanes' bits lie in one word),
+/// words[i / 32] readable.
+template <class A>
+inline batch_bool<A> bitmask_lanes(const std::uint32_t* words, std::size_t i) noexcept {
+    return lanes_from_bits<A>(words[i / 32] >> (i % 32));
+}
+
+/// Lane-wise max(acc, x) where a NaN lane of `x` leaves `acc` unchanged (x86 max returns its
+/// second operand when either is NaN). \pre acc has no NaN lane.
+template <class A>
+inline batch<A> max_ignore_nan(const batch<A>& acc, const batch<A>& x) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        return batch<A>(_mm512_max_ps(static_cast<__m512>(x), static_cast<__m512>(acc)));
+    } else
+#endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        return batch<A>(_mm256_max_ps(static_cast<__m256>(x), static_cast<__m256>(acc)));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        return batch<A>(_mm_max_ps(static_cast<__m128>(x), static_cast<__m128>(acc)));
+    } else
+#endif
+    {
+        return xsimd::select(x > acc, x, acc);
+    }
+}
+
+/// Adds the lanes of `x` into two double accumulators (low half into lo, high half into hi),
+/// so that sums of floats are exact to double precision per element.
+template <class A>
+inline void widen_add(xsimd::batch<double, A>& lo, xsimd::batch<double, A>& hi,
+                      const batch<A>& x) noexcept {
+    using D = xsimd::batch<double, A>;
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __m512 v = static_cast<__m512>(x);
+        lo += D(_mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+        hi += D(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+    } else
+#endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        const __m256 v = static_cast<__m256>(x);
+        lo += D(_mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+        hi += D(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        const __m128 v = static_cast<__m128>(x);
+        lo += D(_mm_cvtps_pd(v));
+        hi += D(_mm_cvtps_pd(_mm_movehl_ps(v, v)));
+    } else
+#endif
+    {
+        constexpr std::size_t n = lanes<A>, h = D::size;
+        alignas(64) float f[n];
+        alignas(64) double d[2 * h];
+        x.store_aligned(f);
+        for (std::size_t i = 0; i < 2 * h; ++i) d[i] = i < n ? double(f[i]) : 0.0;
+        lo += D::load_aligned(d);
+        hi += D::load_aligned(d + h);
+    }
+}
+
+/// Horizontal sum of double lanes.
+template <class A>
+inline double reduce_add(const xsimd::batch<double, A>& v) noexcept {
+#if XSIMD_VERSION_MAJOR >= 9
+    return xsimd::reduce_add(v);
+#else
+    return xsimd::hadd(v);
+#endif
+}
+
+/// Compress-store of a (logit, id) pair of batches: writes the lanes of `v` selected by the bit
+/// mask `m` (bit i = lane i), in lane order, to logits_out[0..) and the same lanes of `ids` to
+/// ids_out[0..); returns how many. May write up to lanes<A> entries past the count (callers leave
+/// that room): AVX-512 compresses in registers (vcompressps; not the microcoded memory form) and
+/// stores whole vectors; other architectures walk the set bits.
+template <class A>
+inline std::size_t compress_store(const batch<A>& v, const ibatch<A>& ids, std::uint64_t m,
+                                  float* logits_out, std::int32_t* ids_out) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __mmask16 k = __mmask16(m);
+        _mm512_storeu_ps(logits_out, _mm512_maskz_compress_ps(k, static_cast<__m512>(v)));
+        _mm512_storeu_si512(ids_out, _mm512_maskz_compress_epi32(k, static_cast<__m512i>(ids)));
+        return std::size_t(std::popcount(unsigned(k)));
+    } else
+#endif
+    {
+        alignas(64) float f[lanes<A>];
+        alignas(64) std::int32_t d[lanes<A>];
+        v.store_aligned(f);
+        ids.store_aligned(d);
+        std::size_t n = 0;
+        while (m) {
+            const int i = std::countr_zero(m);
+            m &= m - 1;
+            logits_out[n] = f[i];
+            ids_out[n] = d[i];
+            ++n;
+        }
+        return n;
+    }
+}
+
+/// first_id, first_id + 1, ... in the lanes.
+template <class A>
+inline ibatch<A> iota(std::int32_t first_id) noexcept {
+    alignas(64) static constexpr std::int32_t seq[64] = {
+        0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
+        22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43,
+        44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63};
+    static_assert(lanes<A> <= 64);
+    return ibatch<A>::load_aligned(seq) + ibatch<A>(first_id);
+}
+
+/// compress_store of `v` with the ids first_id + lane.
+template <class A>
+inline std::size_t compress_store(const batch<A>& v, std::uint64_t m, std::int32_t first_id,
+                                  float* logits_out, std::int32_t* ids_out) noexcept {
+    return compress_store<A>(v, iota<A>(first_id), m, logits_out, ids_out);
+}
+
+/// compress_store without the values: writes first_id + i for each set bit i of `m`, in order,
+/// to ids_out[0..); returns how many. May write up to lanes<A> entries past the count.
+template <class A>
+inline std::size_t compress_ids(std::uint64_t m, std::int32_t first_id,
+                                std::int32_t* ids_out) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __mmask16 k = __mmask16(m);
+        _mm512_storeu_si512(
+            ids_out, _mm512_maskz_compress_epi32(k, static_cast<__m512i>(iota<A>(first_id))));
+        return std::size_t(std::popcount(unsigned(k)));
+    } else
+#endif
+    {
+        std::size_t n = 0;
+        while (m) {
+            ids_out[n++] = first_id + std::countr_zero(m);
+            m &= m - 1;
+        }
+        return n;
+    }
+}
+
+/// Reinterprets float lanes as int32 lanes (and back): xsimd::bitwise_cast, whose template
+/// parameter is the whole batch type up to xsimd 10 and the element type from xsimd 11.
+template <class A>
+inline ibatch<A> as_int(const batch<A>& v) noexcept {
+#if XSIMD_VERSION_MAJOR >= 11
+    return xsimd::bitwise_cast<std::int32_t>(v);
+#else
+    return xsimd::bitwise_cast<ibatch<A> >(v);
+#endif
+}
+template <class A>
+inline batch<A> as_float(const ibatch<A>& v) noexcept {
+#if XSIMD_VERSION_MAJOR >= 11
+    return xsimd::bitwise_cast<float>(v);
+#else
+    return xsimd::bitwise_cast<batch<A> >(v);
+#endif
+}
+
+/// exp(d) for d <= 0 (the max-subtracted logits of a softmax): k = round(d / ln 2) by the
+/// shifter trick, Cody-Waite reduction, the Cephes degree-5 polynomial (relative error below
+/// 1e-7), 2^k from the exponent bits. Returns 0 for d < -87 (below float's normal range; such
+/// entries carry < 1e-37 of the mass) and for NaN lanes (the NaN policy: probability 0), so no
+/// special-value pass is needed. Same operations on every architecture (fused multiply-adds
+/// where the ISA has FMA, separately rounded otherwise).
+template <class A>
+inline batch<A> exp_nonpositive(const batch<A>& d) noexcept {
+    using B = batch<A>;
+    const B lo(-87.f);
+    const B dc = xsimd::max(d, lo);
+    const B shifter(12582912.f + 127.f);  // 1.5 * 2^23 + exponent bias
+    const B t = xsimd::fma(dc, B(1.44269504088896341f), shifter);
+    const B k = t - shifter;  // round(dc / ln 2), exact
+    B r = xsimd::fnma(k, B(0.693359375f), dc);
+    r = xsimd::fnma(k, B(-2.12194440e-4f), r);
+    B q = B(1.9875691500e-4f);
+    q = xsimd::fma(q, r, B(1.3981999507e-3f));
+    q = xsimd::fma(q, r, B(8.3334519073e-3f));
+    q = xsimd::fma(q, r, B(4.1665795894e-2f));
+    q = xsimd::fma(q, r, B(1.6666665459e-1f));
+    q = xsimd::fma(q, r, B(5.0000001201e-1f));
+    const B e = xsimd::fma(q * r, r, r) + B(1.f);
+    const B scale = as_float<A>(as_int<A>(t) << 23);  // (k + 127) << 23 = 2^k
+    return xsimd::select(d >= lo, e * scale, B(0.f));
+}
+
+/// Calls f(A{}) for every architecture in supported_architectures.
+template <class F>
+inline void for_each_arch(F&& f) {
+    supported_architectures::for_each(static_cast<F&&>(f));
+}
+
+}  // namespace simd
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/simd/xsimd_compat.hpp
+
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+
+/// Number of 32-bit words a mask over `vocab` tokens needs.
+inline constexpr std::size_t bitmask_words(std::size_t vocab) noexcept { return (vocab + 31) / 32; }
+
+/// A view of a packed token bitmask: `words` (not owned) and the number of tokens `size` it
+/// describes. Aggregate: token_bitmask{.words = w, .size = vocab}.
+struct token_bitmask {
+    std::span<const std::uint32_t> words;
+    std::size_t size = 0;  ///< tokens described; bits at or past it are ignored
+
+    /// Tokens that have a bit: min(size, 32 words.size()).
+    std::size_t covered() const noexcept { return std::min(size, words.size() * 32); }
+    /// True iff token i has a set bit (false past covered()).
+    bool allowed(std::size_t i) const noexcept {
+        return i < covered() && ((words[i / 32] >> (i % 32)) & 1u) != 0;
+    }
+    /// The tokens [first, first + count) as their own mask (token first becomes token 0).
+    /// first must be a multiple of 32 (a mask of whole words); otherwise, or when first is past
+    /// the words, the view covers nothing (every token disallowed; check() reports it).
+    token_bitmask subview(std::size_t first, std::size_t count) const noexcept {
+        if (first % 32 != 0 || first / 32 > words.size()) return {};
+        return {.words = words.subspan(first / 32),
+                .size = std::min(count, size > first ? size - first : 0)};
+    }
+};
+
+/// Whether a mask covers a row of n tokens.
+enum class mask_status : std::uint8_t {
+    ok,          ///< every token of the row has a bit
+    short_mask,  ///< tokens [covered(), n) have no bit: they are treated as disallowed
+};
+
+/// mask_status::ok iff the mask has a bit for each of n tokens.
+inline mask_status check(const token_bitmask& mask, std::size_t n) noexcept {
+    return mask.covered() >= n ? mask_status::ok : mask_status::short_mask;
+}
+
+/// Number of allowed tokens among [0, n) (tokens without a bit count as disallowed).
+inline std::size_t count_allowed(const token_bitmask& mask, std::size_t n) noexcept {
+    const std::size_t c = std::min(n, mask.covered()), full = c / 32;
+    std::size_t total = 0;
+    for (std::size_t w = 0; w < full; ++w) total += std::size_t(std::popcount(mask.words[w]));
+    if (c % 32) total += std::size_t(std::popcount(mask.words[full] & ((1u << (c % 32)) - 1u)));
+    return total;
+}
+
+/// Sets every disallowed entry of `row` to -inf (allowed entries are left as they are, NaN
+/// included); tokens the mask has no bit for are disallowed. Returns check(mask, row.size()).
+/// One pass over the mask; per 32-token word: nothing when all 32 are allowed, -inf stores
+/// without reading the row when none is, else a blend per vector.
+template <class A = simd::default_arch>
+mask_status apply_token_bitmask_inplace(std::span<float> row, const token_bitmask& mask) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    constexpr float ninf = -std::numeric_limits<float>::infinity();
+    const std::size_t n = row.size(), c = std::min(n, mask.covered()), full = c / 32;
+    float* p = row.data();
+    const std::uint32_t* w = mask.words.data();
+    const B minus_inf(ninf);
+    for (std::size_t k = 0; k < full; ++k) {
+        const std::uint32_t bits = w[k];
+        if (bits == ~0u) continue;
+        float* q = p + 32 * k;
+        if (bits == 0) {
+            for (std::size_t j = 0; j < 32; j += L) minus_inf.store_unaligned(q + j);
+            continue;
+        }
+        for (std::size_t j = 0; j < 32; j += L)
+            simd::select<A>(simd::lanes_from_bits<A>(bits >> j), B::load_unaligned(q + j),
+                            minus_inf)
+                .store_unaligned(q + j);
+    }
+    for (std::size_t i = 32 * full; i < c; ++i)
+        if (!((w[i / 32] >> (i % 32)) & 1u)) p[i] = ninf;
+    std::fill(p + c, p + n, ninf);
+    return check(mask, n);
+}
+
+namespace detail {
+
+/// Row-load policies: the kernels' passes are templates on one of these, so each kernel has one
+/// implementation with and without a mask. load(i) is the vector of entries [i, i + L)
+/// (\pre i % L == 0, i + L <= n), at(i) one entry; a masked entry reads as -inf.
+template <class A>
+struct plain_row {
+    static constexpr bool masked = false;
+    const float* p;
+    simd::batch<A> load(std::size_t i) const noexcept {
+        return simd::batch<A>::load_unaligned(p + i);
+    }
+    float at(std::size_t i) const noexcept { return p[i]; }
+};
+
+template <class A>
+struct masked_row {
+    static constexpr bool masked = true;
+    const float* p;
+    const std::uint32_t* words;
+    simd::batch<A> load(std::size_t i) const noexcept {
+        return simd::select<A>(simd::bitmask_lanes<A>(words, i),
+                               simd::batch<A>::load_unaligned(p + i),
+                               simd::batch<A>(-std::numeric_limits<float>::infinity()));
+    }
+    float at(std::size_t i) const noexcept {
+        return ((words[i / 32] >> (i % 32)) & 1u) ? p[i] : -std::numeric_limits<float>::infinity();
+    }
+};
+
+/// The masked row over the tokens the mask covers: the kernels run on x[0, n) with
+/// n = min(x.size(), mask.covered()) (the rest is disallowed, so it never changes a result).
+template <class A>
+masked_row<A> masked(std::span<const float> x, const token_bitmask& mask, std::size_t& n) noexcept {
+    n = std::min(x.size(), mask.covered());
+    return {x.data(), mask.words.data()};
+}
+
+}  // namespace detail
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/mask.hpp
 // ---- begin decodekit/random.hpp
 /// \file random.hpp
 /// Counter-based randomness: Philox4x32-10 (Salmon et al., SC'11) keyed by
@@ -481,6 +1062,21 @@ DECODEKIT_BEGIN_NAMESPACE
 namespace reference {
 
 inline constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+
+using kernels::token_bitmask;
+
+/// x[i] when the mask allows token i, else -inf (a token without a bit is disallowed).
+inline float masked_entry(std::span<const float> x, const token_bitmask& mask,
+                          std::size_t i) noexcept {
+    return mask.allowed(i) ? x[i] : neg_inf;
+}
+
+/// The row with every disallowed entry at -inf: what a masked kernel sees.
+inline std::vector<float> masked_copy(std::span<const float> x, const token_bitmask& mask) {
+    std::vector<float> y(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) y[i] = masked_entry(x, mask, i);
+    return y;
+}
 
 /// Largest non-NaN entry; -inf if the span is empty or all NaN.
 inline float max(std::span<const float> x) noexcept {
@@ -751,394 +1347,6 @@ inline void cosine_similarity(std::span<const float> query, const float* rows, s
 }  // namespace reference
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/kernels/reference.hpp
-// ---- begin decodekit/simd/xsimd_compat.hpp
-/// \file simd/xsimd_compat.hpp
-/// The only header that names xsimd. A tiny shim over the API differences between
-/// xsimd 8.1 (Debian 12) and xsimd 14 (vcpkg, Conan):
-///   8.1: hadd, no reduce_max/reduce_min, no batch_bool::mask()
-///   >= 9: reduce_add/reduce_max/reduce_min; >= 10: batch_bool::mask(); hadd later removed.
-/// Everything here is a template on the architecture tag `A` so translation units built with
-/// different -m flags never merge one symbol (the SIMD ODR hazard).
-
-
-#include <xsimd/xsimd.hpp>
-
-#include <bit>
-#include <cstddef>
-#include <cstdint>
-#include <cstring>
-#include <type_traits>
-
-#ifndef XSIMD_VERSION_MAJOR
-#error "decodekit: could not determine the xsimd version"
-#endif
-#if XSIMD_VERSION_MAJOR < 8 || (XSIMD_VERSION_MAJOR == 8 && XSIMD_VERSION_MINOR < 1)
-#error "decodekit needs xsimd 8.1 or newer"
-#endif
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace simd {
-
-/// The architecture decodekit kernels use unless told otherwise: the best one the compiler
-/// flags of this translation unit enable (xsimd::default_arch).
-using default_arch = xsimd::default_arch;
-
-/// Every architecture the compiler flags of this translation unit enable (for tests).
-using supported_architectures = xsimd::supported_architectures;
-
-template <class A>
-using batch = xsimd::batch<float, A>;
-template <class A>
-using batch_bool = xsimd::batch_bool<float, A>;
-template <class A>
-using ibatch = xsimd::batch<std::int32_t, A>;
-template <class A>
-using dbatch = xsimd::batch<double, A>;
-
-// Thin wrappers so that kernels never name xsimd (same semantics as the xsimd functions).
-
-/// x * y + z per lane (fused where the architecture has FMA).
-template <class A>
-inline batch<A> fma(const batch<A>& x, const batch<A>& y, const batch<A>& z) noexcept {
-    return xsimd::fma(x, y, z);
-}
-/// Per lane: c ? a : b.
-template <class A>
-inline batch<A> select(const batch_bool<A>& c, const batch<A>& a, const batch<A>& b) noexcept {
-    return xsimd::select(c, a, b);
-}
-/// Per-lane maximum (xsimd semantics for NaN; use max_ignore_nan to skip NaN).
-template <class A>
-inline batch<A> max(const batch<A>& a, const batch<A>& b) noexcept {
-    return xsimd::max(a, b);
-}
-/// Per-lane minimum (xsimd semantics for NaN).
-template <class A>
-inline batch<A> min(const batch<A>& a, const batch<A>& b) noexcept {
-    return xsimd::min(a, b);
-}
-/// True if any lane of the mask is set.
-template <class A>
-inline bool any(const batch_bool<A>& b) noexcept {
-    return xsimd::any(b);
-}
-
-/// Number of float lanes of architecture A.
-template <class A>
-inline constexpr std::size_t lanes = xsimd::batch<float, A>::size;
-
-/// Horizontal sum of the lanes.
-template <class A>
-inline float reduce_add(const batch<A>& v) noexcept {
-#if XSIMD_VERSION_MAJOR >= 9
-    return xsimd::reduce_add(v);
-#else
-    return xsimd::hadd(v);
-#endif
-}
-
-/// Horizontal maximum of the lanes (NaN lanes must be removed by the caller).
-template <class A>
-inline float reduce_max(const batch<A>& v) noexcept;
-
-/// Horizontal minimum of the lanes.
-template <class A>
-inline float reduce_min(const batch<A>& v) noexcept {
-#if XSIMD_VERSION_MAJOR >= 9
-    return xsimd::reduce_min(v);
-#else
-    alignas(64) float tmp[lanes<A>];
-    v.store_aligned(tmp);
-    float m = tmp[0];
-    for (std::size_t i = 1; i < lanes<A>; ++i) m = tmp[i] < m ? tmp[i] : m;
-    return m;
-#endif
-}
-
-/// Which x86 register family architecture A uses (0: other / generic code paths).
-template <class A>
-inline constexpr int x86_family =
-#if defined(__AVX512F__)
-    std::is_base_of_v<xsimd::avx512f, A> ? 512 :
-#endif
-#if defined(__AVX__)
-    std::is_base_of_v<xsimd::avx, A> ? 256
-    :
-#endif
-#if defined(__SSE2__)
-    std::is_base_of_v<xsimd::sse2, A> ? 128
-                                      :
-#endif
-                                      0;
-
-template <class A>
-inline float reduce_max(const batch<A>& v) noexcept {
-#if defined(__AVX512F__)
-    if constexpr (x86_family<A> == 512) {
-        const __m512 x = static_cast<__m512>(v);
-        const __m256 h =
-            _mm256_max_ps(_mm512_castps512_ps256(x),
-                          _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
-        __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-        q = _mm_max_ps(q, _mm_movehl_ps(q, q));
-        q = _mm_max_ss(q, _mm_shuffle_ps(q, q, 1));
-        return _mm_cvtss_f32(q);
-    } else
-#endif
-#if defined(__AVX__)
-        if constexpr (x86_family<A> == 256) {
-        const __m256 h = static_cast<__m256>(v);
-        __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-        q = _mm_max_ps(q, _mm_movehl_ps(q, q));
-        q = _mm_max_ss(q, _mm_shuffle_ps(q, q, 1));
-        return _mm_cvtss_f32(q);
-    } else
-#endif
-    {
-#if XSIMD_VERSION_MAJOR >= 9
-        return xsimd::reduce_max(v);
-#else
-        alignas(64) float tmp[lanes<A>];
-        v.store_aligned(tmp);
-        float m = tmp[0];
-        for (std::size_t i = 1; i < lanes<A>; ++i) m = tmp[i] > m ? tmp[i] : m;
-        return m;
-#endif
-    }
-}
-
-/// Bit i set iff lane i of `b` is true (one instruction on x86: kmov / movmskps).
-template <class A>
-inline std::uint64_t to_mask(const batch_bool<A>& b) noexcept {
-#if defined(__AVX512F__)
-    if constexpr (x86_family<A> == 512) {
-        return std::uint64_t(std::uint16_t(static_cast<__mmask16>(b)));
-    } else
-#endif
-#if defined(__AVX__)
-        if constexpr (x86_family<A> == 256) {
-        return std::uint64_t(unsigned(_mm256_movemask_ps(static_cast<__m256>(b))));
-    } else
-#endif
-#if defined(__SSE2__)
-        if constexpr (x86_family<A> == 128) {
-        return std::uint64_t(unsigned(_mm_movemask_ps(static_cast<__m128>(b))));
-    } else
-#endif
-    {
-#if XSIMD_VERSION_MAJOR >= 10
-        return b.mask();
-#else
-        alignas(64) bool tmp[lanes<A>];
-        b.store_aligned(tmp);
-        std::uint64_t m = 0;
-        for (std::size_t i = 0; i < lanes<A>; ++i) m |= std::uint64_t(tmp[i]) << i;
-        return m;
-#endif
-    }
-}
-
-/// Lane-wise max(acc, x) where a NaN lane of `x` leaves `acc` unchanged (x86 max returns its
-/// second operand when either is NaN). \pre acc has no NaN lane.
-template <class A>
-inline batch<A> max_ignore_nan(const batch<A>& acc, const batch<A>& x) noexcept {
-#if defined(__AVX512F__)
-    if constexpr (x86_family<A> == 512) {
-        return batch<A>(_mm512_max_ps(static_cast<__m512>(x), static_cast<__m512>(acc)));
-    } else
-#endif
-#if defined(__AVX__)
-        if constexpr (x86_family<A> == 256) {
-        return batch<A>(_mm256_max_ps(static_cast<__m256>(x), static_cast<__m256>(acc)));
-    } else
-#endif
-#if defined(__SSE2__)
-        if constexpr (x86_family<A> == 128) {
-        return batch<A>(_mm_max_ps(static_cast<__m128>(x), static_cast<__m128>(acc)));
-    } else
-#endif
-    {
-        return xsimd::select(x > acc, x, acc);
-    }
-}
-
-/// Adds the lanes of `x` into two double accumulators (low half into lo, high half into hi),
-/// so that sums of floats are exact to double precision per element.
-template <class A>
-inline void widen_add(xsimd::batch<double, A>& lo, xsimd::batch<double, A>& hi,
-                      const batch<A>& x) noexcept {
-    using D = xsimd::batch<double, A>;
-#if defined(__AVX512F__)
-    if constexpr (x86_family<A> == 512) {
-        const __m512 v = static_cast<__m512>(x);
-        lo += D(_mm512_cvtps_pd(_mm512_castps512_ps256(v)));
-        hi += D(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
-    } else
-#endif
-#if defined(__AVX__)
-        if constexpr (x86_family<A> == 256) {
-        const __m256 v = static_cast<__m256>(x);
-        lo += D(_mm256_cvtps_pd(_mm256_castps256_ps128(v)));
-        hi += D(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
-    } else
-#endif
-#if defined(__SSE2__)
-        if constexpr (x86_family<A> == 128) {
-        const __m128 v = static_cast<__m128>(x);
-        lo += D(_mm_cvtps_pd(v));
-        hi += D(_mm_cvtps_pd(_mm_movehl_ps(v, v)));
-    } else
-#endif
-    {
-        constexpr std::size_t n = lanes<A>, h = D::size;
-        alignas(64) float f[n];
-        alignas(64) double d[2 * h];
-        x.store_aligned(f);
-        for (std::size_t i = 0; i < 2 * h; ++i) d[i] = i < n ? double(f[i]) : 0.0;
-        lo += D::load_aligned(d);
-        hi += D::load_aligned(d + h);
-    }
-}
-
-/// Horizontal sum of double lanes.
-template <class A>
-inline double reduce_add(const xsimd::batch<double, A>& v) noexcept {
-#if XSIMD_VERSION_MAJOR >= 9
-    return xsimd::reduce_add(v);
-#else
-    return xsimd::hadd(v);
-#endif
-}
-
-/// Compress-store of a (logit, id) pair of batches: writes the lanes of `v` selected by the bit
-/// mask `m` (bit i = lane i), in lane order, to logits_out[0..) and the same lanes of `ids` to
-/// ids_out[0..); returns how many. May write up to lanes<A> entries past the count (callers leave
-/// that room): AVX-512 compresses in registers (vcompressps; not the microcoded memory form) and
-/// stores whole vectors; other architectures walk the set bits.
-template <class A>
-inline std::size_t compress_store(const batch<A>& v, const ibatch<A>& ids, std::uint64_t m,
-                                  float* logits_out, std::int32_t* ids_out) noexcept {
-#if defined(__AVX512F__)
-    if constexpr (x86_family<A> == 512) {
-        const __mmask16 k = __mmask16(m);
-        _mm512_storeu_ps(logits_out, _mm512_maskz_compress_ps(k, static_cast<__m512>(v)));
-        _mm512_storeu_si512(ids_out, _mm512_maskz_compress_epi32(k, static_cast<__m512i>(ids)));
-        return std::size_t(std::popcount(unsigned(k)));
-    } else
-#endif
-    {
-        alignas(64) float f[lanes<A>];
-        alignas(64) std::int32_t d[lanes<A>];
-        v.store_aligned(f);
-        ids.store_aligned(d);
-        std::size_t n = 0;
-        while (m) {
-            const int i = std::countr_zero(m);
-            m &= m - 1;
-            logits_out[n] = f[i];
-            ids_out[n] = d[i];
-            ++n;
-        }
-        return n;
-    }
-}
-
-/// first_id, first_id + 1, ... in the lanes.
-template <class A>
-inline ibatch<A> iota(std::int32_t first_id) noexcept {
-    alignas(64) static constexpr std::int32_t seq[64] = {
-        0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
-        22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43,
-        44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63};
-    static_assert(lanes<A> <= 64);
-    return ibatch<A>::load_aligned(seq) + ibatch<A>(first_id);
-}
-
-/// compress_store of `v` with the ids first_id + lane.
-template <class A>
-inline std::size_t compress_store(const batch<A>& v, std::uint64_t m, std::int32_t first_id,
-                                  float* logits_out, std::int32_t* ids_out) noexcept {
-    return compress_store<A>(v, iota<A>(first_id), m, logits_out, ids_out);
-}
-
-/// compress_store without the values: writes first_id + i for each set bit i of `m`, in order,
-/// to ids_out[0..); returns how many. May write up to lanes<A> entries past the count.
-template <class A>
-inline std::size_t compress_ids(std::uint64_t m, std::int32_t first_id,
-                                std::int32_t* ids_out) noexcept {
-#if defined(__AVX512F__)
-    if constexpr (x86_family<A> == 512) {
-        const __mmask16 k = __mmask16(m);
-        _mm512_storeu_si512(
-            ids_out, _mm512_maskz_compress_epi32(k, static_cast<__m512i>(iota<A>(first_id))));
-        return std::size_t(std::popcount(unsigned(k)));
-    } else
-#endif
-    {
-        std::size_t n = 0;
-        while (m) {
-            ids_out[n++] = first_id + std::countr_zero(m);
-            m &= m - 1;
-        }
-        return n;
-    }
-}
-
-/// Reinterprets float lanes as int32 lanes (and back): xsimd::bitwise_cast, whose template
-/// parameter is the whole batch type up to xsimd 10 and the element type from xsimd 11.
-template <class A>
-inline ibatch<A> as_int(const batch<A>& v) noexcept {
-#if XSIMD_VERSION_MAJOR >= 11
-    return xsimd::bitwise_cast<std::int32_t>(v);
-#else
-    return xsimd::bitwise_cast<ibatch<A> >(v);
-#endif
-}
-template <class A>
-inline batch<A> as_float(const ibatch<A>& v) noexcept {
-#if XSIMD_VERSION_MAJOR >= 11
-    return xsimd::bitwise_cast<float>(v);
-#else
-    return xsimd::bitwise_cast<batch<A> >(v);
-#endif
-}
-
-/// exp(d) for d <= 0 (the max-subtracted logits of a softmax): k = round(d / ln 2) by the
-/// shifter trick, Cody-Waite reduction, the Cephes degree-5 polynomial (relative error below
-/// 1e-7), 2^k from the exponent bits. Returns 0 for d < -87 (below float's normal range; such
-/// entries carry < 1e-37 of the mass) and for NaN lanes (the NaN policy: probability 0), so no
-/// special-value pass is needed. Same operations on every architecture (fused multiply-adds
-/// where the ISA has FMA, separately rounded otherwise).
-template <class A>
-inline batch<A> exp_nonpositive(const batch<A>& d) noexcept {
-    using B = batch<A>;
-    const B lo(-87.f);
-    const B dc = xsimd::max(d, lo);
-    const B shifter(12582912.f + 127.f);  // 1.5 * 2^23 + exponent bias
-    const B t = xsimd::fma(dc, B(1.44269504088896341f), shifter);
-    const B k = t - shifter;  // round(dc / ln 2), exact
-    B r = xsimd::fnma(k, B(0.693359375f), dc);
-    r = xsimd::fnma(k, B(-2.12194440e-4f), r);
-    B q = B(1.9875691500e-4f);
-    q = xsimd::fma(q, r, B(1.3981999507e-3f));
-    q = xsimd::fma(q, r, B(8.3334519073e-3f));
-    q = xsimd::fma(q, r, B(4.1665795894e-2f));
-    q = xsimd::fma(q, r, B(1.6666665459e-1f));
-    q = xsimd::fma(q, r, B(5.0000001201e-1f));
-    const B e = xsimd::fma(q * r, r, r) + B(1.f);
-    const B scale = as_float<A>(as_int<A>(t) << 23);  // (k + 127) << 23 = 2^k
-    return xsimd::select(d >= lo, e * scale, B(0.f));
-}
-
-/// Calls f(A{}) for every architecture in supported_architectures.
-template <class F>
-inline void for_each_arch(F&& f) {
-    supported_architectures::for_each(static_cast<F&&>(f));
-}
-
-}  // namespace simd
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/simd/xsimd_compat.hpp
 
 #include <cmath>
 #include <cstddef>

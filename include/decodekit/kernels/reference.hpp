@@ -7,9 +7,14 @@
 /// Special values, for every kernel: NaN entries are ignored (never selected, never drawn,
 /// probability 0); -inf entries have probability 0 and are never selected; +inf entries win:
 /// when any entry is +inf, the distribution is uniform over the +inf entries.
+///
+/// Token bitmasks (kernels/mask.hpp): a masked kernel is the unmasked one on the row with every
+/// disallowed entry at -inf (masked_copy); the masked functions here read the mask entry by
+/// entry (masked_entry) and allocate nothing, except masked_copy.
 
 #include <decodekit/candidates.hpp>
 #include <decodekit/config.hpp>
+#include <decodekit/kernels/mask.hpp>
 #include <decodekit/random.hpp>
 #include <decodekit/types.hpp>
 
@@ -25,6 +30,21 @@ DECODEKIT_BEGIN_NAMESPACE
 namespace reference {
 
 inline constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+
+using kernels::token_bitmask;
+
+/// x[i] when the mask allows token i, else -inf (a token without a bit is disallowed).
+inline float masked_entry(std::span<const float> x, const token_bitmask& mask,
+                          std::size_t i) noexcept {
+    return mask.allowed(i) ? x[i] : neg_inf;
+}
+
+/// The row with every disallowed entry at -inf: what a masked kernel sees.
+inline std::vector<float> masked_copy(std::span<const float> x, const token_bitmask& mask) {
+    std::vector<float> y(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) y[i] = masked_entry(x, mask, i);
+    return y;
+}
 
 /// Largest non-NaN entry; -inf if the span is empty or all NaN.
 inline float max(std::span<const float> x) noexcept {

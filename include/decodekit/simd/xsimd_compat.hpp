@@ -186,6 +186,49 @@ inline std::uint64_t to_mask(const batch_bool<A>& b) noexcept {
     }
 }
 
+/// Lane j is true iff bit j of `bits` is set (bits at or above lanes<A> are ignored).
+/// AVX-512: the low 16 bits are the kmask itself; AVX2 / SSE2: the bits broadcast, masked by
+/// {1, 2, 4, ...} per lane and compared for equality; other architectures: the same test in
+/// int32 lanes, converted to float lanes and compared with 0. \pre lanes<A> <= 32
+template <class A>
+inline batch_bool<A> lanes_from_bits(std::uint32_t bits) noexcept {
+    static_assert(lanes<A> <= 32, "a 32-bit word holds the bits of one vector");
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        return batch_bool<A>(__mmask16(bits));
+    } else
+#endif
+#if defined(__AVX2__)
+        if constexpr (x86_family<A> == 256) {
+        const __m256i pow2 = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        const __m256i b = _mm256_and_si256(_mm256_set1_epi32(int(bits)), pow2);
+        return batch_bool<A>(_mm256_castsi256_ps(_mm256_cmpeq_epi32(b, pow2)));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        const __m128i pow2 = _mm_setr_epi32(1, 2, 4, 8);
+        const __m128i b = _mm_and_si128(_mm_set1_epi32(int(bits)), pow2);
+        return batch_bool<A>(_mm_castsi128_ps(_mm_cmpeq_epi32(b, pow2)));
+    } else
+#endif
+    {
+        alignas(64) std::int32_t pow2[lanes<A>];
+        for (std::size_t j = 0; j < lanes<A>; ++j) pow2[j] = std::int32_t(1u << j);
+        const ibatch<A> b = ibatch<A>(std::int32_t(bits)) & ibatch<A>::load_aligned(pow2);
+        return xsimd::batch_cast<float>(b) != batch<A>(0.f);
+    }
+}
+
+/// The lanes of a packed token bitmask for the vector of entries [i, i + lanes<A>): lane j is
+/// true iff bit (i + j) % 32 of words[(i + j) / 32] is set (the layout of xgrammar and
+/// llguidance). One word read. \pre i % lanes<A> == 0 (the lanes' bits lie in one word),
+/// words[i / 32] readable.
+template <class A>
+inline batch_bool<A> bitmask_lanes(const std::uint32_t* words, std::size_t i) noexcept {
+    return lanes_from_bits<A>(words[i / 32] >> (i % 32));
+}
+
 /// Lane-wise max(acc, x) where a NaN lane of `x` leaves `acc` unchanged (x86 max returns its
 /// second operand when either is NaN). \pre acc has no NaN lane.
 template <class A>
