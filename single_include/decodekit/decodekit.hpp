@@ -342,20 +342,9 @@ DECODEKIT_END_NAMESPACE
 /// Passes over the row: max 1, argmax 1 (+ a rescan of one 512-entry block), sum 1,
 /// logsumexp 2 (max; fused exp-and-sum). Rows with NaN, +inf or no valid entry take a simple
 /// (slower, exact) path detected from the first pass.
-
-// ---- begin decodekit/kernels/reference.hpp
-/// \file kernels/reference.hpp
-/// Scalar reference implementations: the executable definition of every kernel's semantics.
-/// The SIMD kernels in kernels/ must equal these (exactly for selections and ids, within a tight
-/// relative tolerance for reductions); tests compare them. Simple, obviously correct, slow.
 ///
-/// Special values, for every kernel: NaN entries are ignored (never selected, never drawn,
-/// probability 0); -inf entries have probability 0 and are never selected; +inf entries win:
-/// when any entry is +inf, the distribution is uniform over the +inf entries.
-///
-/// Token bitmasks (kernels/mask.hpp): a masked kernel is the unmasked one on the row with every
-/// disallowed entry at -inf (masked_copy); the masked functions here read the mask entry by
-/// entry (masked_entry) and allocate nothing, except masked_copy.
+/// max, argmax, exp_sum and logsumexp also take a token_bitmask (kernels/mask.hpp): the mask is
+/// read inside the same passes (a disallowed entry is -inf there), no separate pass.
 
 // ---- begin decodekit/kernels/mask.hpp
 /// \file kernels/mask.hpp
@@ -934,6 +923,20 @@ masked_row<A> masked(std::span<const float> x, const token_bitmask& mask, std::s
 }  // namespace kernels
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/kernels/mask.hpp
+// ---- begin decodekit/kernels/reference.hpp
+/// \file kernels/reference.hpp
+/// Scalar reference implementations: the executable definition of every kernel's semantics.
+/// The SIMD kernels in kernels/ must equal these (exactly for selections and ids, within a tight
+/// relative tolerance for reductions); tests compare them. Simple, obviously correct, slow.
+///
+/// Special values, for every kernel: NaN entries are ignored (never selected, never drawn,
+/// probability 0); -inf entries have probability 0 and are never selected; +inf entries win:
+/// when any entry is +inf, the distribution is uniform over the +inf entries.
+///
+/// Token bitmasks (kernels/mask.hpp): a masked kernel is the unmasked one on the row with every
+/// disallowed entry at -inf (masked_copy); the masked functions here read the mask entry by
+/// entry (masked_entry) and allocate nothing, except masked_copy.
+
 // ---- begin decodekit/random.hpp
 /// \file random.hpp
 /// Counter-based randomness: Philox4x32-10 (Salmon et al., SC'11) keyed by
@@ -1094,6 +1097,23 @@ inline std::size_t argmax(std::span<const float> x) noexcept {
     return best;
 }
 
+/// Largest allowed non-NaN entry; -inf if there is none. (= max(masked_copy(x, mask)))
+inline float max(std::span<const float> x, const token_bitmask& mask) noexcept {
+    float m = neg_inf;
+    for (std::size_t i = 0; i < x.size(); ++i) m = std::max(m, masked_entry(x, mask, i));
+    return m;
+}
+
+/// Lowest index of the largest allowed non-NaN entry; npos if no allowed entry is non-NaN. A
+/// disallowed entry is never returned (argmax(masked_copy(x, mask)) would return the first
+/// disallowed entry of a row whose allowed entries are all -inf).
+inline std::size_t argmax(std::span<const float> x, const token_bitmask& mask) noexcept {
+    std::size_t best = npos;
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (mask.allowed(i) && !std::isnan(x[i]) && (best == npos || x[i] > x[best])) best = i;
+    return best;
+}
+
 /// Sum of the entries in double (the read floor's work).
 inline double sum(std::span<const float> x) noexcept {
     double s = 0;
@@ -1123,12 +1143,32 @@ inline softmax_stats exp_sum(std::span<const float> x, float temperature = 1.f) 
     return {m, s};
 }
 
-/// log sum exp(x_i / T); -inf when no entry has probability, +inf when an entry is +inf.
-inline double logsumexp(std::span<const float> x, float temperature = 1.f) noexcept {
-    const softmax_stats st = exp_sum(x, temperature);
+/// exp_sum over the allowed entries (= exp_sum(masked_copy(x, mask), T)).
+inline softmax_stats exp_sum(std::span<const float> x, float temperature,
+                             const token_bitmask& mask) noexcept {
+    const float m = max(x, mask);
+    double s = 0;
+    for (std::size_t i = 0; i < x.size(); ++i)
+        s += weight(masked_entry(x, mask, i), m, temperature);
+    return {m, s};
+}
+
+/// log Z from exp_sum's stats: -inf when no entry has probability, +inf when the max is +inf.
+inline double log_normaliser(const softmax_stats& st, float temperature) noexcept {
     if (st.sum == 0) return -std::numeric_limits<double>::infinity();
     if (std::isinf(st.max)) return std::numeric_limits<double>::infinity();
     return double(st.max) / temperature + std::log(st.sum);
+}
+
+/// log sum exp(x_i / T); -inf when no entry has probability, +inf when an entry is +inf.
+inline double logsumexp(std::span<const float> x, float temperature = 1.f) noexcept {
+    return log_normaliser(exp_sum(x, temperature), temperature);
+}
+
+/// logsumexp over the allowed entries.
+inline double logsumexp(std::span<const float> x, float temperature,
+                        const token_bitmask& mask) noexcept {
+    return log_normaliser(exp_sum(x, temperature, mask), temperature);
 }
 
 /// out_i = p_i = exp((x_i - m)/T) / Z. All zeros when no entry has probability (stats.sum == 0).
@@ -1138,6 +1178,17 @@ inline softmax_stats softmax(std::span<const float> x, std::span<float> out,
     const softmax_stats st = exp_sum(x, temperature);
     for (std::size_t i = 0; i < x.size(); ++i)
         out[i] = st.sum > 0 ? float(weight(x[i], st.max, temperature) / st.sum) : 0.f;
+    return st;
+}
+
+/// softmax over the allowed entries: disallowed entries get 0.
+/// \pre out.size() == x.size(), temperature > 0
+inline softmax_stats softmax(std::span<const float> x, std::span<float> out, float temperature,
+                             const token_bitmask& mask) noexcept {
+    const softmax_stats st = exp_sum(x, temperature, mask);
+    for (std::size_t i = 0; i < x.size(); ++i)
+        out[i] = st.sum > 0 ? float(weight(masked_entry(x, mask, i), st.max, temperature) / st.sum)
+                            : 0.f;
     return st;
 }
 
@@ -1361,20 +1412,19 @@ inline constexpr float neg_inf_f = -std::numeric_limits<float>::infinity();
 /// Entries per block of the blocked passes (argmax block, double-accumulation block).
 inline constexpr std::size_t block_size = 512;
 
-/// exp((x_i - m) * inv_t) summed over the row (4 float accumulators per 1024-entry block,
-/// blocks added in double), with simd::exp_nonpositive: NaN and -inf entries give 0, entries
-/// more than 87 below the max give 0. Stores the exponentials to out when Store. The tail is
-/// padded into one vector so every entry goes through the same polynomial.
+/// exp((x_i - m) * inv_t) summed over the row r[0, n) (4 float accumulators per 1024-entry
+/// block, blocks added in double), with simd::exp_nonpositive: NaN and -inf entries give 0,
+/// entries more than 87 below the max give 0. Stores the exponentials to out when Store. The
+/// tail is padded into one vector so every entry goes through the same polynomial.
 /// \pre m finite, inv_t finite and > 0.
-template <class A, bool Store>
-double exp_pass(std::span<const float> x, float m, float inv_t, float* out) noexcept {
+template <class A, bool Store, class Row>
+double exp_pass(const Row r, std::size_t n, float m, float inv_t, float* out) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>;
-    const float* p = x.data();
-    const std::size_t n = x.size(), nfull = n / L * L;
+    const std::size_t nfull = n / L * L;
     const B mb(m), tb(inv_t);
     auto one = [&](std::size_t i) {
-        const B e = simd::exp_nonpositive<A>((B::load_unaligned(p + i) - mb) * tb);
+        const B e = simd::exp_nonpositive<A>((r.load(i) - mb) * tb);
         if constexpr (Store) e.store_unaligned(out + i);
         return e;
     };
@@ -1394,7 +1444,7 @@ double exp_pass(std::span<const float> x, float m, float inv_t, float* out) noex
     }
     if (i < n) {
         alignas(64) float buf[L];
-        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : neg_inf_f;
+        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? r.at(i + j) : neg_inf_f;
         const B e = simd::exp_nonpositive<A>((B::load_aligned(buf) - mb) * tb);
         e.store_aligned(buf);
         for (std::size_t j = 0; i + j < n; ++j) {
@@ -1405,54 +1455,56 @@ double exp_pass(std::span<const float> x, float m, float inv_t, float* out) noex
     return total;
 }
 
-}  // namespace detail
+/// exp_pass over a whole span (no mask).
+template <class A, bool Store>
+double exp_pass(std::span<const float> x, float m, float inv_t, float* out) noexcept {
+    return exp_pass<A, Store>(plain_row<A>{x.data()}, x.size(), m, inv_t, out);
+}
 
-/// Largest non-NaN entry; -inf if the span is empty or all NaN. One pass.
-template <class A = simd::default_arch>
-float max(std::span<const float> x) noexcept {
+/// max over r[0, n): see kernels::max.
+template <class A, class Row>
+float max_of(const Row r, std::size_t n) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>;
-    const float* p = x.data();
-    const std::size_t n = x.size();
-    B a0(detail::neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
+    B a0(neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
     std::size_t i = 0;
     for (; i + 4 * L <= n; i += 4 * L) {
-        a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-        a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
-        a2 = simd::max_ignore_nan<A>(a2, B::load_unaligned(p + i + 2 * L));
-        a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
+        a0 = simd::max_ignore_nan<A>(a0, r.load(i));
+        a1 = simd::max_ignore_nan<A>(a1, r.load(i + L));
+        a2 = simd::max_ignore_nan<A>(a2, r.load(i + 2 * L));
+        a3 = simd::max_ignore_nan<A>(a3, r.load(i + 3 * L));
     }
-    for (; i + L <= n; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+    for (; i + L <= n; i += L) a0 = simd::max_ignore_nan<A>(a0, r.load(i));
     float m = simd::reduce_max<A>(simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3)));
-    for (; i < n; ++i) m = p[i] > m ? p[i] : m;
+    for (; i < n; ++i) {
+        const float v = r.at(i);
+        m = v > m ? v : m;
+    }
     return m;
 }
 
-/// Lowest index of the largest non-NaN entry; npos if empty or all NaN.
-/// One blocked pass: per 512-entry block a max over independent accumulators, the winning
-/// block remembered (strictly greater than every earlier block), then that block rescanned for
-/// its first entry equal to the max.
-template <class A = simd::default_arch>
-std::size_t argmax(std::span<const float> x) noexcept {
+/// argmax over r[0, n): see kernels::argmax. A masked row's disallowed entries are never
+/// returned, even when every allowed entry is -inf.
+template <class A, class Row>
+std::size_t argmax_of(const Row r, std::size_t n) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>;
-    const float* p = x.data();
-    const std::size_t n = x.size(), nfull = n / L * L;
+    const std::size_t nfull = n / L * L;
     if (n == 0) return npos;
-    B run(detail::neg_inf_f);
-    float best = detail::neg_inf_f;
+    B run(neg_inf_f);
+    float best = neg_inf_f;
     std::size_t best_block = npos;
-    for (std::size_t b0 = 0; b0 < nfull; b0 += detail::block_size) {
-        const std::size_t end = std::min(nfull, b0 + detail::block_size);
-        B a0(detail::neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
+    for (std::size_t b0 = 0; b0 < nfull; b0 += block_size) {
+        const std::size_t end = std::min(nfull, b0 + block_size);
+        B a0(neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
         std::size_t i = b0;
         for (; i + 4 * L <= end; i += 4 * L) {
-            a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-            a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
-            a2 = simd::max_ignore_nan<A>(a2, B::load_unaligned(p + i + 2 * L));
-            a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
+            a0 = simd::max_ignore_nan<A>(a0, r.load(i));
+            a1 = simd::max_ignore_nan<A>(a1, r.load(i + L));
+            a2 = simd::max_ignore_nan<A>(a2, r.load(i + 2 * L));
+            a3 = simd::max_ignore_nan<A>(a3, r.load(i + 3 * L));
         }
-        for (; i < end; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+        for (; i < end; i += L) a0 = simd::max_ignore_nan<A>(a0, r.load(i));
         const B bm = simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3));
         if (simd::any<A>(bm > run)) {
             best = simd::reduce_max<A>(bm);
@@ -1462,24 +1514,63 @@ std::size_t argmax(std::span<const float> x) noexcept {
     }
     std::size_t best_i = npos;
     if (best_block != npos) {
-        const std::size_t end = std::min(nfull, best_block + detail::block_size);
+        const std::size_t end = std::min(nfull, best_block + block_size);
         for (std::size_t i = best_block; i < end; i += L) {
-            const std::uint64_t m = simd::to_mask<A>(B::load_unaligned(p + i) == run);
+            const std::uint64_t m = simd::to_mask<A>(r.load(i) == run);
             if (m) {
                 best_i = i + std::size_t(std::countr_zero(m));
                 break;
             }
         }
     }
-    for (std::size_t i = nfull; i < n; ++i)
-        if (p[i] > best) {
-            best = p[i];
+    for (std::size_t i = nfull; i < n; ++i) {
+        const float v = r.at(i);
+        if (v > best) {
+            best = v;
             best_i = i;
         }
-    if (best_i == npos)  // every entry is -inf or NaN: the first -inf, if any
-        for (std::size_t i = 0; i < n; ++i)
-            if (!std::isnan(p[i])) return i;
+    }
+    if (best_i == npos)  // every entry is -inf or NaN: the first -inf (allowed), if any
+        for (std::size_t i = 0; i < n; ++i) {
+            if constexpr (Row::masked)
+                if (!((r.words[i / 32] >> (i % 32)) & 1u)) continue;
+            if (!std::isnan(r.p[i])) return i;
+        }
     return best_i;
+}
+
+}  // namespace detail
+
+/// Largest non-NaN entry; -inf if the span is empty or all NaN. One pass.
+template <class A = simd::default_arch>
+float max(std::span<const float> x) noexcept {
+    return detail::max_of<A>(detail::plain_row<A>{x.data()}, x.size());
+}
+
+/// Largest allowed non-NaN entry; -inf if there is none. One pass (mask read inside it).
+template <class A = simd::default_arch>
+float max(std::span<const float> x, const token_bitmask& mask) noexcept {
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    return detail::max_of<A>(r, n);
+}
+
+/// Lowest index of the largest non-NaN entry; npos if empty or all NaN.
+/// One blocked pass: per 512-entry block a max over independent accumulators, the winning
+/// block remembered (strictly greater than every earlier block), then that block rescanned for
+/// its first entry equal to the max.
+template <class A = simd::default_arch>
+std::size_t argmax(std::span<const float> x) noexcept {
+    return detail::argmax_of<A>(detail::plain_row<A>{x.data()}, x.size());
+}
+
+/// Lowest index of the largest allowed non-NaN entry (reference::argmax(x, mask)); npos if no
+/// allowed entry is non-NaN. A disallowed entry is never returned. Same pass as argmax(x).
+template <class A = simd::default_arch>
+std::size_t argmax(std::span<const float> x, const token_bitmask& mask) noexcept {
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    return detail::argmax_of<A>(r, n);
 }
 
 /// Sum of the entries (float lanes over 1024-entry blocks, blocks summed in double). One pass.
@@ -1515,17 +1606,44 @@ reference::softmax_stats exp_sum(std::span<const float> x, float temperature = 1
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
     if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::exp_sum(x, temperature);
-    return {m, detail::exp_pass<A, false>(x, m, inv_t, nullptr)};
+    return {
+        m, detail::exp_pass<A, false>(detail::plain_row<A>{x.data()}, x.size(), m, inv_t, nullptr)};
 }
+
+/// exp_sum over the allowed entries (reference::exp_sum(x, T, mask)): max is the largest
+/// allowed entry; disallowed entries count 0. The same two passes, the mask read inside them.
+/// \pre temperature > 0
+template <class A = simd::default_arch>
+reference::softmax_stats exp_sum(std::span<const float> x, float temperature,
+                                 const token_bitmask& mask) noexcept {
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    const float m = detail::max_of<A>(r, n);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::exp_sum(x, temperature, mask);
+    return {m, detail::exp_pass<A, false>(r, n, m, inv_t, nullptr)};
+}
+
+namespace detail {
+inline double log_of_stats(const reference::softmax_stats& st, float temperature) noexcept {
+    if (st.sum == 0) return -std::numeric_limits<double>::infinity();
+    if (std::isinf(st.max)) return std::numeric_limits<double>::infinity();
+    return double(st.max) / temperature + std::log(st.sum);
+}
+}  // namespace detail
 
 /// log sum exp(x_i / T); -inf when no entry has probability, +inf when an entry is +inf.
 /// Two passes. \pre temperature > 0
 template <class A = simd::default_arch>
 double logsumexp(std::span<const float> x, float temperature = 1.f) noexcept {
-    const reference::softmax_stats st = kernels::exp_sum<A>(x, temperature);
-    if (st.sum == 0) return -std::numeric_limits<double>::infinity();
-    if (std::isinf(st.max)) return std::numeric_limits<double>::infinity();
-    return double(st.max) / temperature + std::log(st.sum);
+    return detail::log_of_stats(kernels::exp_sum<A>(x, temperature), temperature);
+}
+
+/// logsumexp over the allowed entries; -inf when no allowed entry has probability.
+/// \pre temperature > 0
+template <class A = simd::default_arch>
+double logsumexp(std::span<const float> x, float temperature, const token_bitmask& mask) noexcept {
+    return detail::log_of_stats(kernels::exp_sum<A>(x, temperature, mask), temperature);
 }
 
 }  // namespace kernels
@@ -2982,9 +3100,12 @@ DECODEKIT_END_NAMESPACE
 /// w and w * (x - m)/T). Sums use 4 float accumulators per 1024-entry block, blocks added in
 /// double; exponentials by simd::exp_nonpositive (about 2 ulp; 0 below max - 87 T, 0 for NaN).
 /// Rows with +inf, no valid entry, or a subnormal temperature use the reference path.
+/// softmax also takes a token_bitmask (kernels/mask.hpp), read inside its passes.
 
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <limits>
 #include <span>
 
@@ -2993,26 +3114,53 @@ namespace kernels {
 
 using reference::softmax_stats;
 
+namespace detail {
+
+/// softmax of r[0, n) into out[0, n); see kernels::softmax. \pre m = max of r, finite;
+/// inv_t finite.
+template <class A, class Row>
+double softmax_of(const Row r, std::size_t n, float m, float inv_t, float* o) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const double s = detail::exp_pass<A, true>(r, n, m, inv_t, o);
+    const float rs = float(1.0 / s);
+    const B rb(rs);
+    std::size_t i = 0;
+    for (; i + L <= n; i += L) (B::load_unaligned(o + i) * rb).store_unaligned(o + i);
+    for (; i < n; ++i) o[i] *= rs;
+    return s;
+}
+
+}  // namespace detail
+
 /// out_i = p_i = exp((x_i - m)/T) / Z; all zeros when no entry has probability.
 /// \pre out.size() == x.size(), temperature > 0
 template <class A = simd::default_arch>
 softmax_stats softmax(std::span<const float> x, std::span<float> out,
                       float temperature = 1.f) noexcept {
     DECODEKIT_ASSERT(out.size() == x.size(), "softmax: out.size() must equal x.size()");
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
     if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::softmax(x, out, temperature);
-    const double s = detail::exp_pass<A, true>(x, m, inv_t, out.data());
-    const float r = float(1.0 / s);
-    const B rb(r);
-    float* o = out.data();
-    const std::size_t n = x.size();
-    std::size_t i = 0;
-    for (; i + L <= n; i += L) (B::load_unaligned(o + i) * rb).store_unaligned(o + i);
-    for (; i < n; ++i) o[i] *= r;
-    return {m, s};
+    return {m,
+            detail::softmax_of<A>(detail::plain_row<A>{x.data()}, x.size(), m, inv_t, out.data())};
+}
+
+/// softmax over the allowed entries (reference::softmax(x, out, T, mask)): disallowed entries
+/// get 0; all zeros when no allowed entry has probability. Same three passes, the mask read in
+/// the first two. \pre out.size() == x.size(), temperature > 0
+template <class A = simd::default_arch>
+softmax_stats softmax(std::span<const float> x, std::span<float> out, float temperature,
+                      const token_bitmask& mask) noexcept {
+    DECODEKIT_ASSERT(out.size() == x.size(), "softmax: out.size() must equal x.size()");
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    const float m = detail::max_of<A>(r, n);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t))
+        return reference::softmax(x, out, temperature, mask);
+    std::fill(out.begin() + std::ptrdiff_t(n), out.end(), 0.f);
+    return {m, detail::softmax_of<A>(r, n, m, inv_t, out.data())};
 }
 
 /// out_i = exp((x_i - m)/T), the unnormalised softmax weights (m the max; when an entry is +inf:

@@ -29,6 +29,11 @@ using dk_rows::mix;
 
 bool same_float(float a, float b) { return a == b || (std::isnan(a) && std::isnan(b)); }
 
+bool close(double a, double r, double rel, double abs = 0) {
+    if (std::isinf(r) || std::isnan(r)) return a == r || (std::isnan(a) && std::isnan(r));
+    return std::fabs(a - r) <= rel * std::fabs(r) + abs;
+}
+
 /// Mask kinds. 0 random 50 %; 1 sparse (~1 % allowed, as a JSON grammar state); 2 all-zero;
 /// 3 all-one; 4 random with every bit past n set (garbage in the tail word and one extra word);
 /// 5 random, the row's max removed; 6 random, the 40 largest removed; 7 random, every entry above
@@ -190,5 +195,70 @@ TEST_CASE("apply_token_bitmask_inplace equals the masked copy; short masks repor
         CHECK(y[39] == 2.f);
         CHECK(y[40] == -inf);
         CHECK(kn::apply_token_bitmask_inplace<A>(std::span<float>{}, {}) == kn::mask_status::ok);
+    });
+}
+
+TEST_CASE(
+    "masked max, argmax, exp_sum, logsumexp, softmax equal the reference on the masked copy") {
+    for (int row_kind = 0; row_kind <= 8; ++row_kind)
+        for (std::size_t n : mask_lengths) {
+            if (n > 4097 && row_kind != 0 && row_kind != 2) continue;
+            const auto x = make_row(n, row_kind, 7);
+            for (int kind = 0; kind < mask_kinds; ++kind) {
+                const auto w = make_mask(x, kind, 2);
+                const auto m = view(w, n);
+                const auto y = dk::reference::masked_copy(x, m);
+                const float rmax = dk::reference::max(y);
+                const std::size_t rarg = dk::reference::argmax(x, m);
+                REQUIRE(same_float(dk::reference::max(x, m), rmax));
+                std::vector<float> rp(n), p(n);
+                each_arch([&](auto arch, const std::string& name) {
+                    using A = decltype(arch);
+                    INFO("arch " << name << " n " << n << " row " << row_kind << " mask " << kind);
+                    CHECK(same_float(kn::max<A>(x, m), rmax));
+                    CHECK(kn::argmax<A>(x, m) == rarg);
+                    for (float t : {1.f, 0.6f}) {
+                        const auto rst = dk::reference::exp_sum(y, t);
+                        const auto st = kn::exp_sum<A>(x, t, m);
+                        CHECK(same_float(st.max, rst.max));
+                        CHECK(close(st.sum, rst.sum, 1e-6));
+                        CHECK(close(kn::logsumexp<A>(x, t, m), dk::reference::logsumexp(y, t), 1e-6,
+                                    1e-6));
+                        dk::reference::softmax(y, rp, t);
+                        std::fill(p.begin(), p.end(), qnan);
+                        kn::softmax<A>(x, p, t, m);
+                        std::size_t bad = 0;
+                        for (std::size_t i = 0; i < n; ++i) bad += !close(p[i], rp[i], 1e-5, 1e-30);
+                        CHECK(bad == 0);
+                    }
+                });
+            }
+        }
+}
+
+TEST_CASE("masked argmax never returns a disallowed entry; npos when nothing is allowed") {
+    each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        INFO("arch " << name);
+        for (std::size_t n : {5u, 16u, 40u, 1000u, 4097u}) {
+            std::vector<float> x(n, -inf);
+            x[0] = qnan;
+            x[n - 1] = 5.f;  // the only finite entry: disallowed below
+            std::vector<std::uint32_t> w(kn::bitmask_words(n), ~0u);
+            w[(n - 1) / 32] &= ~(1u << ((n - 1) % 32));
+            const kn::token_bitmask m{.words = w, .size = n};
+            CHECK(kn::argmax<A>(x, m) == 1);  // the first allowed -inf
+            CHECK(dk::reference::argmax(x, m) == 1);
+            w[0] &= ~2u;  // 1 disallowed too
+            CHECK(kn::argmax<A>(x, m) == (n > 2 ? 2u : dk::npos));
+            std::fill(w.begin(), w.end(), 0u);
+            CHECK(kn::argmax<A>(x, m) == dk::npos);
+            CHECK(kn::max<A>(x, m) == -inf);
+            CHECK(kn::exp_sum<A>(x, 1.f, m).sum == 0);
+            CHECK(kn::logsumexp<A>(x, 1.f, m) == -std::numeric_limits<double>::infinity());
+            std::vector<float> p(n, 1.f);
+            kn::softmax<A>(x, p, 1.f, m);
+            CHECK(std::all_of(p.begin(), p.end(), [](float v) { return v == 0.f; }));
+        }
     });
 }

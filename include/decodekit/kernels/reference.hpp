@@ -62,6 +62,23 @@ inline std::size_t argmax(std::span<const float> x) noexcept {
     return best;
 }
 
+/// Largest allowed non-NaN entry; -inf if there is none. (= max(masked_copy(x, mask)))
+inline float max(std::span<const float> x, const token_bitmask& mask) noexcept {
+    float m = neg_inf;
+    for (std::size_t i = 0; i < x.size(); ++i) m = std::max(m, masked_entry(x, mask, i));
+    return m;
+}
+
+/// Lowest index of the largest allowed non-NaN entry; npos if no allowed entry is non-NaN. A
+/// disallowed entry is never returned (argmax(masked_copy(x, mask)) would return the first
+/// disallowed entry of a row whose allowed entries are all -inf).
+inline std::size_t argmax(std::span<const float> x, const token_bitmask& mask) noexcept {
+    std::size_t best = npos;
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (mask.allowed(i) && !std::isnan(x[i]) && (best == npos || x[i] > x[best])) best = i;
+    return best;
+}
+
 /// Sum of the entries in double (the read floor's work).
 inline double sum(std::span<const float> x) noexcept {
     double s = 0;
@@ -91,12 +108,32 @@ inline softmax_stats exp_sum(std::span<const float> x, float temperature = 1.f) 
     return {m, s};
 }
 
-/// log sum exp(x_i / T); -inf when no entry has probability, +inf when an entry is +inf.
-inline double logsumexp(std::span<const float> x, float temperature = 1.f) noexcept {
-    const softmax_stats st = exp_sum(x, temperature);
+/// exp_sum over the allowed entries (= exp_sum(masked_copy(x, mask), T)).
+inline softmax_stats exp_sum(std::span<const float> x, float temperature,
+                             const token_bitmask& mask) noexcept {
+    const float m = max(x, mask);
+    double s = 0;
+    for (std::size_t i = 0; i < x.size(); ++i)
+        s += weight(masked_entry(x, mask, i), m, temperature);
+    return {m, s};
+}
+
+/// log Z from exp_sum's stats: -inf when no entry has probability, +inf when the max is +inf.
+inline double log_normaliser(const softmax_stats& st, float temperature) noexcept {
     if (st.sum == 0) return -std::numeric_limits<double>::infinity();
     if (std::isinf(st.max)) return std::numeric_limits<double>::infinity();
     return double(st.max) / temperature + std::log(st.sum);
+}
+
+/// log sum exp(x_i / T); -inf when no entry has probability, +inf when an entry is +inf.
+inline double logsumexp(std::span<const float> x, float temperature = 1.f) noexcept {
+    return log_normaliser(exp_sum(x, temperature), temperature);
+}
+
+/// logsumexp over the allowed entries.
+inline double logsumexp(std::span<const float> x, float temperature,
+                        const token_bitmask& mask) noexcept {
+    return log_normaliser(exp_sum(x, temperature, mask), temperature);
 }
 
 /// out_i = p_i = exp((x_i - m)/T) / Z. All zeros when no entry has probability (stats.sum == 0).
@@ -106,6 +143,17 @@ inline softmax_stats softmax(std::span<const float> x, std::span<float> out,
     const softmax_stats st = exp_sum(x, temperature);
     for (std::size_t i = 0; i < x.size(); ++i)
         out[i] = st.sum > 0 ? float(weight(x[i], st.max, temperature) / st.sum) : 0.f;
+    return st;
+}
+
+/// softmax over the allowed entries: disallowed entries get 0.
+/// \pre out.size() == x.size(), temperature > 0
+inline softmax_stats softmax(std::span<const float> x, std::span<float> out, float temperature,
+                             const token_bitmask& mask) noexcept {
+    const softmax_stats st = exp_sum(x, temperature, mask);
+    for (std::size_t i = 0; i < x.size(); ++i)
+        out[i] = st.sum > 0 ? float(weight(masked_entry(x, mask, i), st.max, temperature) / st.sum)
+                            : 0.f;
     return st;
 }
 
