@@ -29,6 +29,13 @@ using dk_rows::mix;
 
 bool same_float(float a, float b) { return a == b || (std::isnan(a) && std::isnan(b)); }
 
+bool same(const dk::candidates& a, const dk::candidates& b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (a.ids()[i] != b.ids()[i] || !same_float(a.logits()[i], b.logits()[i])) return false;
+    return true;
+}
+
 bool close(double a, double r, double rel, double abs = 0) {
     if (std::isinf(r) || std::isnan(r)) return a == r || (std::isnan(a) && std::isnan(r));
     return std::fabs(a - r) <= rel * std::fabs(r) + abs;
@@ -260,5 +267,86 @@ TEST_CASE("masked argmax never returns a disallowed entry; npos when nothing is 
             kn::softmax<A>(x, p, 1.f, m);
             CHECK(std::all_of(p.begin(), p.end(), [](float v) { return v == 0.f; }));
         }
+    });
+}
+
+TEST_CASE("masked top_k, top_k_unordered, filter_at_least, filter_min_p equal the reference") {
+    for (int row_kind = 0; row_kind <= 8; ++row_kind)
+        for (std::size_t n : mask_lengths) {
+            if (n > 4097 && row_kind > 1) continue;
+            const auto x = make_row(n, row_kind, 9);
+            dk::candidates ref(n), got(n);
+            for (int kind = 0; kind < mask_kinds; ++kind) {
+                const auto w = make_mask(x, kind, 3);
+                const auto m = view(w, n);
+                const auto y = dk::reference::masked_copy(x, m);
+                for (std::size_t k : {std::size_t(1), std::size_t(40), std::size_t(1024), n + 1})
+                    for (auto ties : {dk::tie_policy::exactly_k, dk::tie_policy::keep_ties}) {
+                        if (n > 4097 && k > n) continue;
+                        const std::size_t rn = dk::reference::top_k(y, k, ties, ref);
+                        each_arch([&](auto arch, const std::string& name) {
+                            using A = decltype(arch);
+                            INFO("arch " << name << " n " << n << " row " << row_kind << " mask "
+                                         << kind << " k " << k << " ties " << int(ties));
+                            CHECK(kn::top_k<A>(x, k, ties, got, m) == rn);
+                            CHECK(same(got, ref));
+                            CHECK(kn::top_k_unordered<A>(x, k, ties, got, m) == rn);
+                            std::vector<dk::token_id> a(got.ids().begin(), got.ids().end()),
+                                b(ref.ids().begin(), ref.ids().end());
+                            std::sort(b.begin(), b.end());
+                            CHECK(a == b);
+                        });
+                    }
+                for (float t : {-inf, -1.f, 5.f, qnan}) {
+                    const std::size_t rn = dk::reference::filter_at_least(y, t, ref);
+                    each_arch([&](auto arch, const std::string& name) {
+                        using A = decltype(arch);
+                        INFO("arch " << name << " n " << n << " row " << row_kind << " mask "
+                                     << kind << " t " << t);
+                        CHECK(kn::filter_at_least<A>(x, t, got, m) == rn);
+                        CHECK(same(got, ref));
+                    });
+                }
+                for (float pb : {0.f, 0.05f, 0.5f})
+                    for (float temp : {1.f, 0.7f}) {
+                        const std::size_t rn = dk::reference::filter_min_p(y, pb, temp, ref);
+                        each_arch([&](auto arch, const std::string& name) {
+                            using A = decltype(arch);
+                            INFO("arch " << name << " n " << n << " row " << row_kind << " mask "
+                                         << kind << " p " << pb << " T " << temp);
+                            CHECK(kn::filter_min_p<A>(x, pb, temp, got, m) == rn);
+                            CHECK(same(got, ref));
+                        });
+                    }
+            }
+        }
+}
+
+TEST_CASE("masked selections: a mask that removes the whole top-k or everything above min-p") {
+    // The premises of mask kinds 6 and 7 are checked, so the masks really remove what they say;
+    // then the kernels must pick the next entries (negative control: the unmasked kernel differs).
+    const std::size_t n = 128256;
+    const auto x = make_row(n, 0, 11);
+    dk::candidates full(n), got(n), ref(n);
+    const auto w6 = make_mask(x, 6, 4), w7 = make_mask(x, 7, 4);
+    const auto m6 = view(w6, n), m7 = view(w7, n);
+    dk::reference::top_k(x, 40, dk::tie_policy::exactly_k, full);
+    for (auto id : full.ids()) REQUIRE_FALSE(m6.allowed(std::size_t(id)));
+    const float thr = dk::reference::min_p_threshold(dk::reference::max(x), 0.05f, 1.f);
+    for (std::size_t i = 0; i < n; ++i)
+        if (x[i] >= thr) REQUIRE_FALSE(m7.allowed(i));
+    each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        INFO("arch " << name);
+        dk::reference::top_k(dk::reference::masked_copy(x, m6), 40, dk::tie_policy::exactly_k, ref);
+        CHECK(kn::top_k<A>(x, 40, dk::tie_policy::exactly_k, got, m6) == 40);
+        CHECK(same(got, ref));
+        CHECK_FALSE(same(got, full));
+        for (auto id : got.ids()) CHECK(m6.allowed(std::size_t(id)));
+        dk::reference::filter_min_p(dk::reference::masked_copy(x, m7), 0.05f, 1.f, ref);
+        CHECK(kn::filter_min_p<A>(x, 0.05f, 1.f, got, m7) == ref.size());
+        CHECK(same(got, ref));
+        CHECK(got.size() > 0);
+        for (auto id : got.ids()) CHECK(x[std::size_t(id)] < thr);
     });
 }
