@@ -350,3 +350,28 @@ TEST_CASE("masked selections: a mask that removes the whole top-k or everything 
         for (auto id : got.ids()) CHECK(x[std::size_t(id)] < thr);
     });
 }
+
+TEST_CASE("masked kernels with a short mask treat the uncovered tokens as disallowed") {
+    const std::size_t n = 1000;
+    auto x = make_row(n, 0, 13);
+    x[900] = 100.f;                               // the max, past the mask's coverage
+    const std::vector<std::uint32_t> w(10, ~0u);  // 320 tokens
+    const kn::token_bitmask m{.words = w, .size = n};
+    REQUIRE(kn::check(m, n) == kn::mask_status::short_mask);
+    const auto y = dk::reference::masked_copy(x, m);
+    dk::candidates got(n), ref(n);
+    each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        INFO("arch " << name);
+        CHECK(kn::max<A>(x, m) == dk::reference::max(y));
+        CHECK(kn::argmax<A>(x, m) < 320);
+        CHECK(kn::top_k<A>(x, 5, dk::tie_policy::exactly_k, got, m) == 5);
+        dk::reference::top_k(y, 5, dk::tie_policy::exactly_k, ref);
+        CHECK(same(got, ref));
+        kn::filter_min_p<A>(x, 0.1f, 1.f, got, m);
+        dk::reference::filter_min_p(y, 0.1f, 1.f, ref);
+        CHECK(same(got, ref));
+        dk::rng_stream r = dk::make_stream({1, 2, 3});
+        CHECK(kn::draw_temperature<A>(x, 1.f, r, m) < 320);
+    });
+}

@@ -243,6 +243,61 @@ inline std::size_t filter_min_p(std::span<const float> x, float p_base, float te
     return filter_at_least(x, min_p_threshold(max(x), p_base, temperature), out);
 }
 
+/// The entries a thresholded draw keeps (kernels::draw_temperature): x_i >= at_least and, when
+/// from_max is not -inf, x_i >= float(double(max) + from_max), max the row's largest (allowed)
+/// entry. min-p's kept set is {.from_max = min_p_offset(p_base, T)}. A NaN field keeps nothing.
+struct logit_threshold {
+    float at_least = neg_inf;                                    ///< absolute logit floor
+    double from_max = -std::numeric_limits<double>::infinity();  ///< offset from the max (<= 0)
+};
+
+/// min-p's offset from the max in logit space: T ln(p_base); -inf (no threshold) for
+/// p_base <= 0, NaN for a NaN p_base. min_p_threshold(m, p, T) == float(double(m) + offset).
+inline double min_p_offset(float p_base, float temperature = 1.f) noexcept {
+    if (p_base <= 0) return -std::numeric_limits<double>::infinity();
+    return double(temperature) * std::log(double(p_base));
+}
+
+/// The single logit threshold of `thr` for a row whose largest (allowed) entry is max_logit;
+/// NaN (nothing kept) when a field is NaN.
+inline float threshold_value(float max_logit, const logit_threshold& thr) noexcept {
+    float t = thr.at_least;
+    if (std::isnan(thr.from_max)) return std::numeric_limits<float>::quiet_NaN();
+    if (thr.from_max > -std::numeric_limits<double>::infinity()) {
+        const float r = float(double(max_logit) + thr.from_max);
+        t = std::isnan(r) || std::isnan(t) ? std::numeric_limits<float>::quiet_NaN()
+                                           : std::max(t, r);
+    }
+    return t;
+}
+
+/// The law of the thresholded, masked draw: out_i proportional to weight(x_i, m, T) over the
+/// allowed entries with x_i >= threshold_value(m, thr), m the largest allowed entry; 0
+/// elsewhere; all zeros when no entry is kept. \pre out.size() == x.size(), temperature > 0
+inline softmax_stats truncated_softmax(std::span<const float> x, std::span<float> out,
+                                       float temperature, const logit_threshold& thr,
+                                       const token_bitmask& mask) noexcept {
+    const float m = max(x, mask);
+    const float t = threshold_value(m, thr);
+    double s = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const float v = masked_entry(x, mask, i);
+        s += v >= t ? weight(v, m, temperature) : 0.0;
+    }
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const float v = masked_entry(x, mask, i);
+        out[i] = s > 0 && v >= t ? float(weight(v, m, temperature) / s) : 0.f;
+    }
+    return {m, s};
+}
+
+/// truncated_softmax without a mask.
+inline softmax_stats truncated_softmax(std::span<const float> x, std::span<float> out,
+                                       float temperature, const logit_threshold& thr) noexcept {
+    const std::vector<std::uint32_t> all(kernels::bitmask_words(x.size()), ~0u);
+    return truncated_softmax(x, out, temperature, thr, {.words = all, .size = x.size()});
+}
+
 /// Top-p (nucleus) over the whole row at temperature T: sort valid entries by probability
 /// descending (ties by id); keep entry j iff the probability mass strictly before it is < p
 /// (the smallest prefix whose mass reaches p, the crossing entry included), and at least
