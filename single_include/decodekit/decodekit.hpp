@@ -5342,21 +5342,26 @@ std::size_t draw_envelope(const Row r, std::size_t n, float temperature,
     if (!std::isfinite(inv_t)) return draw_exact(r, n, m, temperature, t, rng);
     // Heights: exp((M_b - m)/T) for blocks whose max reaches t, 0 (no mass) for the others.
     const B mb(m), tb(inv_t), thb(t);
+    double zlow = 0;  // sum of the heights: about the weight of the blocks' max entries, <= Z
     for (std::size_t b = 0; b < nb; b += L) {
         const B bm = B::load_aligned(bmax + b);
-        simd::select<A>(bm >= thb, simd::exp_nonpositive<A>((bm - mb) * tb), B(0.f))
-            .store_aligned(bmax + b);
+        const B h = simd::select<A>(bm >= thb, simd::exp_nonpositive<A>((bm - mb) * tb), B(0.f));
+        h.store_aligned(bmax + b);
+        zlow += double(simd::reduce_add<A>(h));
     }
-    // Refinement of the (at most 16) heaviest blocks with h_b >= 1e-3: their max entry a_b gets
-    // its own exact envelope hA_b = w(M_b), the block's other entries hB_b = w(M2_b) (M2_b the
+    // Refinement of the (at most 16) heaviest blocks worth it: a block's max entry a_b gets its
+    // own exact envelope hA_b = w(M_b), the block's other entries hB_b = w(M2_b) (M2_b the
     // largest of the others; 0 when it is below t), so a block whose mass is one dominant entry
-    // no longer costs ~g proposals. Block mass: hA_b + g hB_b (refined) or g h_b.
+    // no longer costs ~g proposals. A refinement (one strided scan of g entries) costs about as
+    // much as 5 proposals and saves at most g h_b / Z <= g h_b / zlow of them: only blocks with
+    // g h_b >= 5 zlow are refined (none on flat rows, where it would save nothing).
     constexpr std::size_t max_refined = 16;
+    const float bar = float(5.0 * zlow / double(g));
     std::size_t rb[max_refined], ra[max_refined], nr = 0;
     float rh[max_refined];
     for (std::size_t b = 0; b < nb; ++b) {
         const float h = bmax[b];
-        if (!(h >= 1e-3f) || (nr == max_refined && !(h > rh[nr - 1]))) continue;
+        if (!(h >= bar) || !(h > 0) || (nr == max_refined && !(h > rh[nr - 1]))) continue;
         std::size_t q = nr < max_refined ? nr++ : max_refined - 1;
         for (; q > 0 && rh[q - 1] < h; --q) {
             rh[q] = rh[q - 1];
@@ -5386,44 +5391,51 @@ std::size_t draw_envelope(const Row r, std::size_t n, float temperature,
         rb_w[k] = m2 >= t ? reference::weight(m2, m, temperature) : 0.0;
         refined[b] = std::uint8_t(k + 1);
     }
-    double cum[max_blocks];
-    double total = 0;
-    for (std::size_t b = 0; b < nb; ++b) {
-        const std::size_t k = refined[b];
-        total +=
-            k ? ra_w[k - 1] + double(g) * rb_w[k - 1] : double(bmax[b]) * (1.0 + 3e-5) * double(g);
-        cum[b] = total;
-    }
-    if (!(total > 0)) return draw_exact(r, n, m, temperature, t, rng);  // defensive
-    // Guide table: guide[j] = the first block with cum > j total / nb; a lookup starts there and
-    // steps (either way, so rounding cannot matter) to the first block with cum > t.
-    std::uint16_t guide[max_blocks];
-    {
-        std::size_t b = 0;
-        const double step = total / double(nb);
-        for (std::size_t j = 0; j < nb; ++j) {
-            const double v = double(j) * step;
-            while (b + 1 < nb && !(cum[b] > v)) ++b;
-            guide[j] = std::uint16_t(b);
+    // Block masses as running sums within each chunk (its L blocks; independent chains), and the
+    // chunks' totals accumulated over the chunks: a proposal finds its chunk, then its block,
+    // by counting the sums <= the target (branch-free; no O(blocks) serial prefix sum).
+    const std::size_t nq = nb / L;
+    double wcum[max_blocks], ccum[max_blocks];
+    for (std::size_t q = 0; q < nq; ++q) {
+        double run = 0;
+        for (std::size_t j = q * L; j < q * L + L; ++j) {
+            const std::size_t k = refined[j];
+            run += k ? ra_w[k - 1] + double(g) * rb_w[k - 1]
+                     : double(bmax[j]) * ((1.0 + 3e-5) * double(g));
+            wcum[j] = run;
         }
     }
+    double total = 0;
+    for (std::size_t q = 0; q < nq; ++q) {
+        total += wcum[q * L + L - 1];
+        ccum[q] = total;
+    }
+    if (!(total > 0)) return draw_exact(r, n, m, temperature, t, rng);  // defensive
     const std::size_t max_proposals = std::max<std::size_t>(64 * g, 4096);
     for (std::size_t proposal = 0; proposal < max_proposals; ++proposal) {
         const double u0 = rng.uniform();
         const double target = u0 * total;
-        std::size_t b = guide[std::min(nb - 1, std::size_t(u0 * double(nb)))];
-        while (b + 1 < nb && !(cum[b] > target)) ++b;
-        while (b > 0 && cum[b - 1] > target) --b;
-        std::size_t i = b / L * chunk + b % L + L * std::size_t(rng() >> (32 - lg));
+        // The first chunk whose running sum exceeds the target, then the first block of it whose
+        // running mass exceeds the rest (a block of mass 0 never does). When rounding leaves the
+        // target unreached (u0 * total rounds up to total), the proposal is rejected.
+        std::size_t q = 0;
+        for (std::size_t c = 0; c < nq; ++c) q += ccum[c] <= target;
+        const std::size_t slot = std::size_t(rng() >> (32 - lg));
         const double u = rng.uniform();
+        if (q == nq) continue;
+        const double rest = target - (q ? ccum[q - 1] : 0.0);
+        std::size_t j = 0;
+        for (std::size_t c = 0; c < L; ++c) j += wcum[q * L + c] <= rest;
+        if (j == L) continue;
+        const std::size_t b = q * L + j;
+        const double before = j ? wcum[b - 1] : 0.0;
+        std::size_t i = b / L * chunk + b % L + L * slot;
         double e = double(bmax[b]) * (1.0 + 3e-5);
         if (const std::size_t k = refined[b]) {
             // Component A (the max entry) for the first hA_b of the block's mass, else B.
-            if (target - (b ? cum[b - 1] : 0.0) < ra_w[k - 1]) i = ra[k - 1];
+            if (rest - before < ra_w[k - 1]) i = ra[k - 1];
             e = (i == ra[k - 1] ? ra_w[k - 1] : 0.0) + rb_w[k - 1];
         }
-        // i >= n: a padding slot. e == 0: a block without mass, reachable only when u0 * total
-        // rounds up to total (u0 = 1 - 2^-53) and the last block is empty.
         if (i >= n || !(e > 0)) continue;
         const float v = r.at(i);
         if (!(v >= t)) continue;  // below the threshold, NaN or disallowed: weight 0
@@ -5500,15 +5512,15 @@ using reference::min_p_offset;
 /// block (chunk q, lane j) holds the g entries q L g + j + L s, s < g, so one SIMD pass of
 /// vertical maxima gives L block maxima per chunk with no horizontal reduction. Each block gets
 /// the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the block maxima, inflated by 3e-5
-/// to cover float rounding). The (at most 16) heaviest blocks with h_b >= 1e-3 are refined by
-/// one strided scan: their max entry a_b gets its own exact envelope hA_b = w(M_b) and the other
-/// entries hB_b = w(M2_b), M2_b the largest of them; a refined block's mass is hA_b + g hB_b, any
-/// other block's g h_b. Proposals: a block with probability mass / H (2 words; inverse CDF over
-/// the blocks through a guide table, the same block as a binary search), a slot s uniformly (1
-/// word; for a refined
-/// block, a_b instead when the same uniform falls in its first hA_b), accepted with probability
-/// w_i / e_i (2 words), e_i = h_b, or for a refined block hB_b (+ hA_b when i = a_b), w_i the
-/// reference's double weight; slots past the row's end are rejected. Random words: 5 per
+/// to cover float rounding). The (at most 16) heaviest blocks with g h_b >= 5 sum_b h_b (where a
+/// refinement saves more proposals than it costs) are refined by one strided scan: their max
+/// entry a_b gets its own exact envelope hA_b = w(M_b) and the other entries hB_b = w(M2_b),
+/// M2_b the largest of them; a refined block's mass is hA_b + g hB_b, any other block's g h_b.
+/// Proposals: a block with probability mass / H (2 words; inverse CDF over the blocks: the chunk
+/// then the block, each by a branch-free count of running sums), a slot s uniformly (1 word; for a
+/// refined block, a_b instead when the same uniform falls in its first hA_b), accepted with
+/// probability w_i / e_i (2 words), e_i = h_b, or for a refined block hB_b (+ hA_b when i = a_b),
+/// w_i the reference's double weight; slots past the row's end are rejected. Random words: 5 per
 /// proposal; the number of proposals is geometric with mean H / Z <= g (about 1 for flat rows
 /// and for rows whose mass sits in a few dominant entries, up to g when many blocks each hold
 /// one dominant entry). A row with +inf entries draws uniformly among them (2 words); no valid
@@ -5516,8 +5528,8 @@ using reference::min_p_offset;
 /// the row max (total probability < V e^-87) are never drawn. When 1/T is not finite (subnormal
 /// T), and after max(64 g, 4096) rejected proposals (probability < e^-64), the draw is an exact
 /// inverse CDF over the reference's double weights instead (2 more words, V exponentials); both
-/// keep the draw exact. Cost: one read pass of the row, 512 block exponentials, <= 16 strided
-/// block scans, O(1) expected work per proposal. \pre temperature > 0
+/// keep the draw exact. Cost: one read pass of the row, <= 512 block exponentials, <= 16 strided
+/// block scans, O(chunks + L) work per proposal. \pre temperature > 0
 template <class A = simd::default_arch>
 std::size_t draw_temperature(std::span<const float> x, float temperature,
                              rng_stream& rng) noexcept {
