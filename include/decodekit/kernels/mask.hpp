@@ -74,30 +74,16 @@ inline std::size_t count_allowed(const token_bitmask& mask, std::size_t n) noexc
 
 /// Sets every disallowed entry of `row` to -inf (allowed entries are left as they are, NaN
 /// included); tokens the mask has no bit for are disallowed. Returns check(mask, row.size()).
-/// One pass over the mask; per 32-token word: nothing when all 32 are allowed, -inf stores
-/// without reading the row when none is, else a blend per vector.
+/// One pass over the mask, none over the row: per 32-token word, nothing when all are allowed,
+/// else -inf stored to the disallowed entries (AVX-512: masked stores, no load of the row).
 template <class A = simd::default_arch>
 mask_status apply_token_bitmask_inplace(std::span<float> row, const token_bitmask& mask) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
     constexpr float ninf = -std::numeric_limits<float>::infinity();
     const std::size_t n = row.size(), c = std::min(n, mask.covered()), full = c / 32;
     float* p = row.data();
     const std::uint32_t* w = mask.words.data();
-    const B minus_inf(ninf);
-    for (std::size_t k = 0; k < full; ++k) {
-        const std::uint32_t bits = w[k];
-        if (bits == ~0u) continue;
-        float* q = p + 32 * k;
-        if (bits == 0) {
-            for (std::size_t j = 0; j < 32; j += L) minus_inf.store_unaligned(q + j);
-            continue;
-        }
-        for (std::size_t j = 0; j < 32; j += L)
-            simd::select<A>(simd::lanes_from_bits<A>(bits >> j), B::load_unaligned(q + j),
-                            minus_inf)
-                .store_unaligned(q + j);
-    }
+    for (std::size_t k = 0; k < full; ++k)
+        if (w[k] != ~0u) simd::store_where_clear<A>(p + 32 * k, w[k], ninf);
     for (std::size_t i = 32 * full; i < c; ++i)
         if (!((w[i / 32] >> (i % 32)) & 1u)) p[i] = ninf;
     std::fill(p + c, p + n, ninf);
@@ -107,15 +93,22 @@ mask_status apply_token_bitmask_inplace(std::span<float> row, const token_bitmas
 namespace detail {
 
 /// Row-load policies: the kernels' passes are templates on one of these, so each kernel has one
-/// implementation with and without a mask. load(i) is the vector of entries [i, i + L)
-/// (\pre i % L == 0, i + L <= n), at(i) one entry; a masked entry reads as -inf.
+/// implementation with and without a mask. load(i) is the vector of entries [i, i + L) with
+/// disallowed entries at -inf, raw(i) the same vector unmasked, bits(i) its lanes' allowed bits
+/// (bit j for lane j; all set for a plain row), at(i) one entry, -inf when disallowed
+/// (\pre i % L == 0 and i + L <= n for the vector forms). Passes that compact survivors of a
+/// threshold read raw() and clear the disallowed survivors with bits(), so the mask costs
+/// nothing where no entry passes; max-like passes read the mask only in vectors that could
+/// raise their running max.
 template <class A>
 struct plain_row {
     static constexpr bool masked = false;
     const float* p;
-    simd::batch<A> load(std::size_t i) const noexcept {
+    simd::batch<A> load(std::size_t i) const noexcept { return raw(i); }
+    simd::batch<A> raw(std::size_t i) const noexcept {
         return simd::batch<A>::load_unaligned(p + i);
     }
+    std::uint64_t bits(std::size_t) const noexcept { return ~0ull; }
     float at(std::size_t i) const noexcept { return p[i]; }
 };
 
@@ -125,10 +118,13 @@ struct masked_row {
     const float* p;
     const std::uint32_t* words;
     simd::batch<A> load(std::size_t i) const noexcept {
-        return simd::select<A>(simd::bitmask_lanes<A>(words, i),
-                               simd::batch<A>::load_unaligned(p + i),
+        return simd::select<A>(simd::bitmask_lanes<A>(words, i), raw(i),
                                simd::batch<A>(-std::numeric_limits<float>::infinity()));
     }
+    simd::batch<A> raw(std::size_t i) const noexcept {
+        return simd::batch<A>::load_unaligned(p + i);
+    }
+    std::uint64_t bits(std::size_t i) const noexcept { return simd::bitmask_bits<A>(words, i); }
     float at(std::size_t i) const noexcept {
         return ((words[i / 32] >> (i % 32)) & 1u) ? p[i] : -std::numeric_limits<float>::infinity();
     }
