@@ -77,7 +77,8 @@ double exp_pass(std::span<const float> x, float m, float inv_t, float* out) noex
     return exp_pass<A, Store>(plain_row<A>{x.data()}, x.size(), m, inv_t, out);
 }
 
-/// max over r[0, n): see kernels::max.
+/// max over r[0, n): see kernels::max. A masked row reads the mask only in vectors with an
+/// entry above the running max of their accumulator (unmasked compares first).
 template <class A, class Row>
 float max_of(const Row r, std::size_t n) noexcept {
     using B = simd::batch<A>;
@@ -85,6 +86,10 @@ float max_of(const Row r, std::size_t n) noexcept {
     B a0(neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
     std::size_t i = 0;
     for (; i + 4 * L <= n; i += 4 * L) {
+        if constexpr (Row::masked) {
+            const B v0 = r.raw(i), v1 = r.raw(i + L), v2 = r.raw(i + 2 * L), v3 = r.raw(i + 3 * L);
+            if (!simd::any<A>(((v0 > a0) | (v1 > a1)) | ((v2 > a2) | (v3 > a3)))) continue;
+        }
         a0 = simd::max_ignore_nan<A>(a0, r.load(i));
         a1 = simd::max_ignore_nan<A>(a1, r.load(i + L));
         a2 = simd::max_ignore_nan<A>(a2, r.load(i + 2 * L));
@@ -112,9 +117,16 @@ std::size_t argmax_of(const Row r, std::size_t n) noexcept {
     std::size_t best_block = npos;
     for (std::size_t b0 = 0; b0 < nfull; b0 += block_size) {
         const std::size_t end = std::min(nfull, b0 + block_size);
-        B a0(neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
+        // A masked row starts the block's accumulators at the best so far (the block wins only
+        // if an entry exceeds it, as before) and reads the mask only in vectors that exceed them.
+        B a0 = Row::masked ? run : B(neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
         std::size_t i = b0;
         for (; i + 4 * L <= end; i += 4 * L) {
+            if constexpr (Row::masked) {
+                const B v0 = r.raw(i), v1 = r.raw(i + L), v2 = r.raw(i + 2 * L),
+                        v3 = r.raw(i + 3 * L);
+                if (!simd::any<A>(((v0 > a0) | (v1 > a1)) | ((v2 > a2) | (v3 > a3)))) continue;
+            }
             a0 = simd::max_ignore_nan<A>(a0, r.load(i));
             a1 = simd::max_ignore_nan<A>(a1, r.load(i + L));
             a2 = simd::max_ignore_nan<A>(a2, r.load(i + 2 * L));
