@@ -26,7 +26,9 @@
 /// filter_at_least: one compare-and-compact pass, output in id order.
 /// Every kernel here also takes a token_bitmask (kernels/mask.hpp) and equals itself on the
 /// masked copy of the row: the mask is read inside the same passes (the samples, the subrow, the
-/// compact pass), a disallowed entry is -inf there; no separate pass over the row.
+/// compact pass), a disallowed entry is -inf there; no separate pass over the row. A sparse mask
+/// (at most 1/16 of the tokens allowed, as a grammar state usually is) is walked instead: the
+/// allowed entries are gathered by their set bits and selected among (no read of the row).
 ///
 /// Scratch: the output candidates' storage and key storage (candidates::key_storage(),
 /// capacity() keys, sized at construction): no allocation.
@@ -64,7 +66,8 @@ inline token_id key_id(std::uint64_t key) noexcept { return token_id(~std::uint3
 /// kernels/mask.hpp): appends every entry with x_i >= t (or > t when strict) to ids/logits at
 /// index c; returns the new count. With Logits = false only the ids are written (lg unused): one
 /// vpcompressd per vector instead of two compresses on AVX-512.
-/// \pre room for (end - begin) + lanes entries after c; begin a multiple of the lanes.
+/// \pre room for (end - begin) + lanes entries after c; begin a multiple of the lanes;
+/// t >= the lowest finite float (never NaN).
 template <class A, bool Logits = true, class Row>
 std::size_t compact_row(const Row r, std::size_t begin, std::size_t end, float t, bool strict,
                         std::size_t c, token_id* ids, float* lg) noexcept {
@@ -80,18 +83,22 @@ std::size_t compact_row(const Row r, std::size_t begin, std::size_t end, float t
     };
     std::size_t i = begin;
     for (; i + 4 * L <= end; i += 4 * L) {
-        const B v0 = r.load(i), v1 = r.load(i + L);
-        const B v2 = r.load(i + 2 * L), v3 = r.load(i + 3 * L);
+        // Unmasked compares; a mask clears its disallowed survivors (t >= the lowest finite
+        // float, so a masked entry, -inf, never passes).
+        const B v0 = r.raw(i), v1 = r.raw(i + L);
+        const B v2 = r.raw(i + 2 * L), v3 = r.raw(i + 3 * L);
         const auto m0 = pass(v0), m1 = pass(v1), m2 = pass(v2), m3 = pass(v3);
         if (!simd::any<A>((m0 | m1) | (m2 | m3))) continue;
-        if (const std::uint64_t m = simd::to_mask<A>(m0)) emit(v0, m, i);
-        if (const std::uint64_t m = simd::to_mask<A>(m1)) emit(v1, m, i + L);
-        if (const std::uint64_t m = simd::to_mask<A>(m2)) emit(v2, m, i + 2 * L);
-        if (const std::uint64_t m = simd::to_mask<A>(m3)) emit(v3, m, i + 3 * L);
+        if (const std::uint64_t m = simd::to_mask<A>(m0) & r.bits(i)) emit(v0, m, i);
+        if (const std::uint64_t m = simd::to_mask<A>(m1) & r.bits(i + L)) emit(v1, m, i + L);
+        if (const std::uint64_t m = simd::to_mask<A>(m2) & r.bits(i + 2 * L))
+            emit(v2, m, i + 2 * L);
+        if (const std::uint64_t m = simd::to_mask<A>(m3) & r.bits(i + 3 * L))
+            emit(v3, m, i + 3 * L);
     }
     for (; i < end; i += L) {
-        const B v = r.load(i);
-        if (const std::uint64_t m = simd::to_mask<A>(pass(v))) emit(v, m, i);
+        const B v = r.raw(i);
+        if (const std::uint64_t m = simd::to_mask<A>(pass(v)) & r.bits(i)) emit(v, m, i);
     }
     return c;
 }
@@ -295,7 +302,7 @@ float refine_on_subrow_of(const Row row, std::size_t n, std::size_t k, float t0,
     std::size_t c = 0;
     for (std::size_t b = 0; b < nb; ++b) {
         const std::size_t j = (b * G + subrow_vector(b)) * L;
-        const auto v = row.load(j);
+        const auto v = row.load(j);  // 1/16 of the row: the mask read before the branch
         if (const std::uint64_t m = simd::to_mask<A>(v >= tb))
             c += simd::compress_store<A>(v, m, token_id(j), lg + c, ids + c);
     }
@@ -495,22 +502,39 @@ std::size_t filter_min_p_of(const Row r, std::size_t n, float p_base, float temp
         const B tb(threshold(m));
         B a0(m), a1(m);
         std::size_t i = i0;
-        auto one = [&](std::size_t j, B& acc) {
-            const B v = r.load(j);
-            acc = simd::max_ignore_nan<A>(acc, v);
-            return v;
-        };
-        for (; i + 2 * L <= end; i += 2 * L) {
-            const B v0 = one(i, a0), v1 = one(i + L, a1);
-            const auto m0 = v0 >= tb, m1 = v1 >= tb;
-            if (!simd::any<A>(m0 | m1)) continue;
-            if (const std::uint64_t k = simd::to_mask<A>(m0))
-                c += simd::compress_store<A>(v0, k, token_id(i), lg + c, ids + c);
-            if (const std::uint64_t k = simd::to_mask<A>(m1))
-                c += simd::compress_store<A>(v1, k, token_id(i + L), lg + c, ids + c);
+        if constexpr (!Row::masked) {
+            auto one = [&](std::size_t j, B& acc) {
+                const B v = r.raw(j);
+                acc = simd::max_ignore_nan<A>(acc, v);
+                return v;
+            };
+            for (; i + 2 * L <= end; i += 2 * L) {
+                const B v0 = one(i, a0), v1 = one(i + L, a1);
+                const auto m0 = v0 >= tb, m1 = v1 >= tb;
+                if (!simd::any<A>(m0 | m1)) continue;
+                if (const std::uint64_t k = simd::to_mask<A>(m0))
+                    c += simd::compress_store<A>(v0, k, token_id(i), lg + c, ids + c);
+                if (const std::uint64_t k = simd::to_mask<A>(m1))
+                    c += simd::compress_store<A>(v1, k, token_id(i + L), lg + c, ids + c);
+            }
+        } else {
+            // The mask is read only for vectors with an entry above the running max or reaching
+            // the threshold (any other vector changes neither): unmasked compares first.
+            for (; i + 2 * L <= end; i += 2 * L) {
+                const B v0 = r.raw(i), v1 = r.raw(i + L);
+                const auto m0 = v0 >= tb, m1 = v1 >= tb;
+                if (!simd::any<A>((m0 | m1) | ((v0 > a0) | (v1 > a1)))) continue;
+                a0 = simd::max_ignore_nan<A>(a0, r.load(i));
+                a1 = simd::max_ignore_nan<A>(a1, r.load(i + L));
+                if (const std::uint64_t k = simd::to_mask<A>(m0) & r.bits(i))
+                    c += simd::compress_store<A>(v0, k, token_id(i), lg + c, ids + c);
+                if (const std::uint64_t k = simd::to_mask<A>(m1) & r.bits(i + L))
+                    c += simd::compress_store<A>(v1, k, token_id(i + L), lg + c, ids + c);
+            }
         }
         for (; i < end; i += L) {
-            const B v = one(i, a0);
+            const B v = r.load(i);
+            a0 = simd::max_ignore_nan<A>(a0, v);
             if (const std::uint64_t k = simd::to_mask<A>(v >= tb))
                 c += simd::compress_store<A>(v, k, token_id(i), lg + c, ids + c);
         }
@@ -533,6 +557,47 @@ std::size_t filter_min_p_of(const Row r, std::size_t n, float p_base, float temp
             lg[w] = lg[j];
             ++w;
         }
+    out.resize(w);
+    return w;
+}
+
+/// A mask allowing at most 1/16 of the row's n tokens: the masked kernels below then gather the
+/// allowed entries (a walk over the set bits, O(n / 32 + allowed)) instead of reading the row.
+inline bool sparse_mask(const token_bitmask& mask, std::size_t n) noexcept {
+    return count_allowed(mask, n) * 16 <= n;
+}
+
+/// The allowed valid entries (neither NaN nor -inf) of x[0, n), in id order, into ids / lg;
+/// returns their count. \pre n <= mask.covered()
+inline std::size_t gather_allowed(const float* p, const token_bitmask& mask, std::size_t n,
+                                  token_id* ids, float* lg) noexcept {
+    std::size_t c = 0;
+    for (std::size_t w = 0; w * 32 < n; ++w) {
+        std::uint32_t b = mask.words[w];
+        if (n - w * 32 < 32) b &= (1u << (n - w * 32)) - 1u;
+        while (b) {
+            const std::size_t i = w * 32 + std::size_t(std::countr_zero(b));
+            b &= b - 1;
+            const float v = p[i];
+            ids[c] = token_id(i);
+            lg[c] = v;
+            c += v >= lowest_f;
+        }
+    }
+    return c;
+}
+
+/// Keeps the entries of out's storage [0, c) with lg >= t (t >= the lowest finite float), in
+/// order; sets out's size.
+inline std::size_t keep_reaching(candidates& out, std::size_t c, float t) noexcept {
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    std::size_t w = 0;
+    for (std::size_t j = 0; j < c; ++j) {
+        ids[w] = ids[j];
+        lg[w] = lg[j];
+        w += lg[j] >= t;
+    }
     out.resize(w);
     return w;
 }
@@ -561,7 +626,15 @@ std::size_t top_k_unordered(std::span<const float> x, std::size_t k, tie_policy 
                      "top_k_unordered: out.capacity() must be >= x.size()");
     std::size_t n = 0;
     const auto r = detail::masked<A>(x, mask, n);
-    return detail::top_k_unordered_of<A>(r, n, k, ties, out);
+    if (!detail::sparse_mask(mask, n)) return detail::top_k_unordered_of<A>(r, n, k, ties, out);
+    out.clear();
+    if (k == 0) return 0;
+    std::size_t c =
+        detail::gather_allowed(x.data(), mask, n, out.id_storage(), out.logit_storage());
+    float kth = 0;
+    if (c > k) c = detail::keep_k_best<A>(out.id_storage(), out.logit_storage(), c, k, ties, kth);
+    out.resize(c);
+    return c;
 }
 
 /// Top-k: the k largest valid entries sorted by logit descending, ties by ascending id;
@@ -606,7 +679,12 @@ std::size_t filter_at_least(std::span<const float> x, float threshold, candidate
                      "filter_at_least: out.capacity() must be >= x.size()");
     std::size_t n = 0;
     const auto r = detail::masked<A>(x, mask, n);
-    return detail::filter_at_least_of<A>(r, n, threshold, out);
+    if (!detail::sparse_mask(mask, n)) return detail::filter_at_least_of<A>(r, n, threshold, out);
+    out.clear();
+    if (std::isnan(threshold)) return 0;
+    const std::size_t c =
+        detail::gather_allowed(x.data(), mask, n, out.id_storage(), out.logit_storage());
+    return detail::keep_reaching(out, c, std::max(threshold, detail::lowest_f));
 }
 
 using reference::min_p_threshold;
@@ -635,7 +713,17 @@ std::size_t filter_min_p(std::span<const float> x, float p_base, float temperatu
                      "filter_min_p: out.capacity() must be >= x.size()");
     std::size_t n = 0;
     const auto r = detail::masked<A>(x, mask, n);
-    return detail::filter_min_p_of<A>(r, n, p_base, temperature, out);
+    if (!detail::sparse_mask(mask, n))
+        return detail::filter_min_p_of<A>(r, n, p_base, temperature, out);
+    out.clear();
+    const std::size_t c =
+        detail::gather_allowed(x.data(), mask, n, out.id_storage(), out.logit_storage());
+    if (p_base <= 0) return detail::keep_reaching(out, c, detail::lowest_f);
+    const double shift = double(temperature) * std::log(double(p_base));
+    if (std::isnan(shift)) return 0;
+    float m = detail::neg_inf_f;
+    for (std::size_t j = 0; j < c; ++j) m = std::max(m, out.logit_storage()[j]);
+    return detail::keep_reaching(out, c, std::max(float(double(m) + shift), detail::lowest_f));
 }
 
 }  // namespace kernels
