@@ -176,8 +176,6 @@ double seconds_since(clock_type::time_point t0) {
     return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
 
-bool is_stop(token_id t) { return t == dk_llama2::bos_id || t == dk_llama2::eos_id; }
-
 // A strategy run by a library function that returns its tokens at the end (beam, contrastive,
 // speculative): times it and reads the backend's counters.
 template <class F>
@@ -423,8 +421,7 @@ int main(int argc, char** argv) {
                 bp.max_new_tokens = std::size_t(max_new);
                 bp.eos_ids = {dk_llama2::bos_id, dk_llama2::eos_id};
                 const auto res = dk::beam_search(m, prompt, bp);
-                rr.tokens = res.hypotheses.front().tokens;
-                if (!rr.tokens.empty() && is_stop(rr.tokens.back())) rr.tokens.pop_back();
+                rr.tokens = res.tokens;  // the best hypothesis (EOS excluded)
                 char note[128];
                 std::snprintf(note, sizeof note,
                               "beam width %d, length penalty 1, score %.3f; %zu steps", o.beams,
@@ -442,7 +439,6 @@ int main(int argc, char** argv) {
                 cp.eos_ids = {dk_llama2::bos_id, dk_llama2::eos_id};
                 const auto res = dk::contrastive_search(m, prompt, cp);
                 rr.tokens = res.tokens;
-                if (!rr.tokens.empty() && is_stop(rr.tokens.back())) rr.tokens.pop_back();
                 rr.stats.note = "top-k 4, alpha 0.6";
             });
             r.stats.streamed = false;
@@ -456,7 +452,6 @@ int main(int argc, char** argv) {
                 dp.eos_ids = {dk_llama2::bos_id, dk_llama2::eos_id};
                 const auto res = dk::dola_decode(m, prompt, dp);
                 rr.tokens = res.tokens;
-                if (!rr.tokens.empty() && is_stop(rr.tokens.back())) rr.tokens.pop_back();
                 rr.stats.note =
                     "premature layers: high range, relative top 0.1, repetition penalty 1.2, "
                     "greedy";
@@ -489,9 +484,9 @@ int main(int argc, char** argv) {
                     std::snprintf(what, sizeof what, "n-gram prompt lookup (n = 3..1)");
                 } else if (o.draft == "mtp") {
                     // The trained MTP module (examples/llama2/mtp.hpp). speculative_decode
-                    // verifies with logits only, so each round's proposer first recomputes the
-                    // main model's hidden state at the last verified position (one cached token
-                    // forward, counted in the draft calls).
+                    // verifies with logits_and_hidden and hands the module the main model's
+                    // hidden state at the last verified position: no extra main forward per
+                    // round (the first round computes it, counted in the draft calls).
                     dk::mtp_module_proposer<dk_llama2::model> draft(m, greedy_proc);
                     res = dk::speculative_decode(m, draft, prompt, spp, greedy_proc);
                     std::snprintf(what, sizeof what, "MTP module (%zu modules, chained)",
@@ -503,7 +498,6 @@ int main(int argc, char** argv) {
                                   layer, m.num_layers());
                 }
                 rr.tokens = res.tokens;
-                if (!rr.tokens.empty() && is_stop(rr.tokens.back())) rr.tokens.pop_back();
                 rr.stats.ttft_s = res.stats.time_to_first_token;
                 rr.stats.acceptance = res.stats.acceptance_rate();
                 char note[256];

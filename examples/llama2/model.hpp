@@ -33,8 +33,22 @@
 /// at layer l costs l/n_layers of a forward); such a slot's cache is marked shallow and is not
 /// reused (nor lent) for deeper requests.
 ///
-/// Invalid requests (empty, token id out of range, longer than seq_len, slot >= max_slots) do
-/// not read out of bounds: their output rows are filled with NaN and last_error() says why.
+/// Batched compute: every (request, position) a call must compute goes through each layer
+/// together (up to options().max_batch_positions at a time, then the next chunk): one
+/// matrix-matrix product per weight matrix reads the weights once for all of them, RoPE and the
+/// K/V writes are per position, attention is causal over each request's own cache (positions of
+/// one request in the call see each other causally), and the classifier runs once over every
+/// row whose output is wanted (per requested layer for layer_logits). So verifying k drafts costs
+/// about one token forward on a memory-bound model, and one call over many requests shares the
+/// weight reads. Each output is computed with the operations, in the order, of a one-position
+/// forward: results are bit-identical whatever the batch (composition, order, chunking).
+/// Scratch buffers grow to the largest batch seen and are reused (no allocation per call in
+/// steady state once the caches exist).
+///
+/// Invalid requests (empty, token id out of range, longer than seq_len, slot >= max_slots,
+/// n_last outside [1, length]) do not read out of bounds: their output rows are filled with NaN
+/// and last_error() says why; the other requests of the call are computed normally. An output
+/// span too small for the call (or row counts that overflow) gets nothing written and an error.
 
 #include "checkpoint.hpp"
 #include "mtp.hpp"
@@ -58,40 +72,125 @@ namespace dk = decodekit;
 
 namespace detail {
 
-/// out[i] = sum_j W[i*n + j] * x[j] for i < d (run.c's matmul), xsimd batches over j.
-template <class A = dk::simd::default_arch>
-void matmul(float* DECODEKIT_RESTRICT out, const float* DECODEKIT_RESTRICT x,
-            const float* DECODEKIT_RESTRICT w, std::size_t n, std::size_t d) noexcept {
+/// `v` unchanged, but the compiler must hold it in a register: stops GCC from folding a loaded
+/// vector back into every FMA that uses it as a memory operand (R x C loads per chunk instead of
+/// R + C, which makes the tile load-bound).
+template <class A>
+inline dk::simd::batch<A> in_register(dk::simd::batch<A> v) noexcept {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    if constexpr (dk::simd::x86_family<A> != 0) {
+        auto r = static_cast<typename dk::simd::batch<A>::register_type>(v);
+        __asm__("" : "+v"(r));
+        return dk::simd::batch<A>(r);
+    }
+#endif
+    return v;
+}
+
+/// Hint that the cache line `bytes` after `p` will be read soon. Never dereferences (any
+/// address is fine, so the address is formed as an integer: no out-of-range pointer).
+inline void prefetch(const float* p, std::size_t bytes) noexcept {
+#if defined(__GNUC__)
+    __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(p) + bytes));
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+
+/// One register tile of matmul_rows: outputs (r0 + c, i0 + a) for a < R, c < C. While it
+/// streams its R weight rows it prefetches the same columns of the next tile's rows, so the
+/// memory stream keeps going while the FMAs run.
+template <class A, std::size_t R, std::size_t C, class OutRow>
+inline void matmul_tile(OutRow& out_row, const float* DECODEKIT_RESTRICT x, std::size_t r0,
+                        const float* DECODEKIT_RESTRICT w, std::size_t i0, std::size_t n) noexcept {
     using B = dk::simd::batch<A>;
     constexpr std::size_t L = dk::simd::lanes<A>;
     const std::size_t nv = n - n % L;
-    std::size_t i = 0;
-    for (; i + 2 <= d; i += 2) {  // two rows at a time: x is loaded once for both
-        const float* r0 = w + i * n;
-        const float* r1 = r0 + n;
-        B a0(0.f), a1(0.f);
-        for (std::size_t j = 0; j < nv; j += L) {
-            const B xv = B::load_unaligned(x + j);
-            a0 = xsimd::fma(B::load_unaligned(r0 + j), xv, a0);
-            a1 = xsimd::fma(B::load_unaligned(r1 + j), xv, a1);
+    const float* wr[R];
+    const float* xr[C];
+    for (std::size_t a = 0; a < R; ++a) wr[a] = w + (i0 + a) * n;
+    for (std::size_t c = 0; c < C; ++c) xr[c] = x + (r0 + c) * n;
+    B acc[R][C];
+    for (std::size_t a = 0; a < R; ++a)
+        for (std::size_t c = 0; c < C; ++c) acc[a][c] = B(0.f);
+    for (std::size_t j = 0; j < nv; j += L) {
+        B wv[R];
+        for (std::size_t a = 0; a < R; ++a) prefetch(wr[a] + j, R * n * sizeof(float));
+        for (std::size_t a = 0; a < R; ++a) wv[a] = in_register<A>(B::load_unaligned(wr[a] + j));
+        for (std::size_t c = 0; c < C; ++c) {
+            const B xv = in_register<A>(B::load_unaligned(xr[c] + j));
+            for (std::size_t a = 0; a < R; ++a) acc[a][c] = xsimd::fma(wv[a], xv, acc[a][c]);
         }
-        float s0 = dk::simd::reduce_add<A>(a0), s1 = dk::simd::reduce_add<A>(a1);
-        for (std::size_t j = nv; j < n; ++j) {
-            s0 += r0[j] * x[j];
-            s1 += r1[j] * x[j];
+    }
+    for (std::size_t c = 0; c < C; ++c) {
+        float* o = out_row(r0 + c);
+        for (std::size_t a = 0; a < R; ++a) {
+            float s = dk::simd::reduce_add<A>(acc[a][c]);
+            for (std::size_t j = nv; j < n; ++j) s += wr[a][j] * xr[c][j];
+            o[i0 + a] = s;
         }
-        out[i] = s0;
-        out[i + 1] = s1;
     }
-    for (; i < d; ++i) {
-        const float* r = w + i * n;
-        B a(0.f);
-        for (std::size_t j = 0; j < nv; j += L)
-            a = xsimd::fma(B::load_unaligned(r + j), B::load_unaligned(x + j), a);
-        float s = dk::simd::reduce_add<A>(a);
-        for (std::size_t j = nv; j < n; ++j) s += r[j] * x[j];
-        out[i] = s;
+}
+
+/// Weight rows [i0, i1) (a multiple of R of them, then single rows) against x rows r0 .. r0+C-1.
+template <class A, std::size_t R, std::size_t C, class OutRow>
+inline void matmul_strip(OutRow& out_row, const float* x, std::size_t r0, const float* w,
+                         std::size_t i0, std::size_t i1, std::size_t n) noexcept {
+    std::size_t i = i0;
+    for (; i + R <= i1; i += R) matmul_tile<A, R, C>(out_row, x, r0, w, i, n);
+    for (; i < i1; ++i) matmul_tile<A, 1, C>(out_row, x, r0, w, i, n);
+}
+
+/// Register tiles of matmul_rows: up to max_tile_cols<A> x rows at once, with tile_rows<A, C>
+/// weight rows, so that the R x C accumulators, R weight vectors and one x vector fit the
+/// register file (32 vector registers with AVX-512, 16 otherwise).
+template <class A>
+inline constexpr std::size_t max_tile_cols = dk::simd::lanes<A> >= 16 ? 8 : 4;
+template <class A, std::size_t C>
+inline constexpr std::size_t tile_rows = dk::simd::lanes<A> >= 16 ? (C <= 6 ? 4 : 3)
+                                         : C <= 2                 ? 4
+                                         : C <= 3                 ? 3
+                                                                  : 2;
+
+/// matmul_strip for c (in [1, max_tile_cols<A>]) x rows from r0, each weight chunk in registers
+/// serving all c of them.
+template <class A, std::size_t C = 1, class OutRow>
+inline void matmul_group(std::size_t c, OutRow& out_row, const float* x, std::size_t r0,
+                         const float* w, std::size_t i0, std::size_t i1, std::size_t n) noexcept {
+    if constexpr (C < max_tile_cols<A>) {
+        if (c != C) return matmul_group<A, C + 1>(c, out_row, x, r0, w, i0, i1, n);
     }
+    matmul_strip<A, tile_rows<A, C>, C>(out_row, x, r0, w, i0, i1, n);
+}
+
+/// out_row(r)[i] = sum_j W[i*n + j] * x[r*n + j] for r < m, i < d: run.c's matmul for m rows
+/// of x at once (x row-major, m x n; W row-major, d x n; out_row(r) -> float* of row r).
+/// For m <= max_tile_cols (8 with AVX-512) every weight chunk loaded into registers serves all
+/// m rows, so W is streamed from memory once and the FMAs overlap the stream. Larger m: a block
+/// of weight rows (about 128 KB, L2-resident) is read from memory once, then every group of x
+/// rows passes through it. Each output is accumulated exactly as a single matrix-vector product
+/// does it: lane-wise FMA over the whole SIMD chunks of j in order, one horizontal add, then the
+/// scalar tail in order. A row's result therefore does not depend on m, on the tiling, or on
+/// the other rows (bit-identical to computing it alone).
+template <class A = dk::simd::default_arch, class OutRow>
+void matmul_rows(OutRow&& out_row, const float* x, std::size_t m, const float* w, std::size_t n,
+                 std::size_t d) noexcept {
+    constexpr std::size_t C = max_tile_cols<A>;
+    const std::size_t block = m <= C ? d : std::max<std::size_t>(8, std::size_t(32768) / n);
+    for (std::size_t i0 = 0; i0 < d; i0 += block) {
+        const std::size_t i1 = std::min(d, i0 + block);
+        std::size_t r = 0;
+        for (; m - r > C; r += C) matmul_group<A>(C, out_row, x, r, w, i0, i1, n);
+        if (r < m) matmul_group<A>(m - r, out_row, x, r, w, i0, i1, n);
+    }
+}
+
+/// out[i] = sum_j W[i*n + j] * x[j] for i < d (run.c's matmul; matmul_rows with one row).
+template <class A = dk::simd::default_arch>
+void matmul(float* DECODEKIT_RESTRICT out, const float* DECODEKIT_RESTRICT x,
+            const float* DECODEKIT_RESTRICT w, std::size_t n, std::size_t d) noexcept {
+    matmul_rows<A>([out](std::size_t) { return out; }, x, 1, w, n, d);
 }
 
 /// Dot product of two length-n vectors (xsimd).
@@ -135,8 +234,20 @@ inline void rmsnorm(float* o, const float* x, const float* w, std::size_t n) noe
 
 /// Backend options.
 struct model_options {
-    std::size_t num_heads = 1;    ///< multi-token heads exposed (>= 1; h >= 1 emulated, see top)
+    std::size_t num_heads = 1;    ///< multi-token heads exposed (0 means 1; h >= 1 emulated)
     std::size_t max_slots = 256;  ///< slots accepted (a KV cache is allocated per slot used)
+    /// Positions computed together through each layer (a call with more is computed in chunks
+    /// of this many, in order). Bounds the scratch memory of a call: about 7 dim + 2 hidden_dim
+    /// floats per position. In [1, 65536].
+    std::size_t max_batch_positions = 256;
+
+    /// The first invalid field, named with its allowed range; nullopt when valid.
+    std::optional<std::string> check() const {
+        if (max_batch_positions < 1 || max_batch_positions > 65536)
+            return "model_options.max_batch_positions must be in [1, 65536], got " +
+                   std::to_string(max_batch_positions);
+        return std::nullopt;
+    }
 };
 
 /// Counters for statistics and tests.
@@ -152,22 +263,13 @@ struct model_counters {
 template <class A = dk::simd::default_arch>
 class basic_model {
 public:
-    /// Takes ownership of a loaded checkpoint.
+    /// Takes ownership of a loaded checkpoint. Invalid options are reported through
+    /// decodekit::raise (config_error, or the error handler with -fno-exceptions).
     explicit basic_model(checkpoint ck, model_options opt = {}) : ck_(std::move(ck)), opt_(opt) {
+        dk::raise_if(opt_.check());
         const config& c = ck_.cfg;
-        const std::size_t dim = std::size_t(c.dim), hid = std::size_t(c.hidden_dim);
-        x_.resize(dim);
-        xb_.resize(dim);
-        xb2_.resize(dim);
-        hb_.resize(hid);
-        hb2_.resize(hid);
-        q_.resize(dim);
         att_.resize(std::size_t(c.seq_len));
         prob_.resize(std::size_t(c.seq_len));
-        k_.resize(std::size_t(c.kv_dim()));
-        v_.resize(std::size_t(c.kv_dim()));
-        resid_.resize((std::size_t(c.n_layers) + 1) * dim);
-        normed_.resize(dim);
         const std::size_t half = std::size_t(c.head_size()) / 2;
         inv_freq_.resize(half);
         for (std::size_t i = 0; i < half; ++i)
@@ -176,6 +278,7 @@ public:
     }
 
     const config& cfg() const noexcept { return ck_.cfg; }
+    const model_options& options() const noexcept { return opt_; }
 
     // --- concept surface ---------------------------------------------------------------------
     /// Vocabulary size.
@@ -190,50 +293,73 @@ public:
     std::size_t max_sequence_length() const noexcept { return std::size_t(ck_.cfg.seq_len); }
 
     /// Logits for the last n_last positions of each request; out: rows_needed x vocab_size().
+    /// A span too small (or a row count that overflows) writes nothing and sets last_error().
     void logits(std::span<const dk::sequence_request> requests, std::span<float> out) {
-        run(requests, out, {}, {}, 0);
+        ++counters_.calls;
+        error_.clear();
+        if (fits(requests, 1, out.size(), vocab_size()))
+            run(requests, out.data(), vocab_size(), nullptr, {}, 0);
     }
 
-    /// Logits and the final-normed hidden states of the same positions.
+    /// Logits and the final-normed hidden states of the same positions (an empty hidden_out:
+    /// logits only).
     void logits_and_hidden(std::span<const dk::sequence_request> requests,
                            std::span<float> logits_out, std::span<float> hidden_out) {
-        run(requests, logits_out, hidden_out, {}, 0);
+        ++counters_.calls;
+        error_.clear();
+        if (fits(requests, 1, logits_out.size(), vocab_size()) &&
+            (hidden_out.empty() || fits(requests, 1, hidden_out.size(), hidden_size())))
+            run(requests, logits_out.data(), vocab_size(),
+                hidden_out.empty() ? nullptr : hidden_out.data(), {}, 0);
     }
 
     /// Logits read out after each layer in `layers` (rows [request][position][layer]).
     void layer_logits(std::span<const dk::sequence_request> requests, std::span<const int> layers,
                       std::span<float> out) {
-        run(requests, out, {}, layers, 1);
+        ++counters_.calls;
+        error_.clear();
+        if (!fits(requests, layers.size(), out.size(), vocab_size())) return;
+        for (int l : layers) {
+            if (l < 0 || std::size_t(l) > num_layers()) {
+                set_error("layer " + std::to_string(l) + " out of range [0, num_layers()]");
+                std::fill_n(out.data(), dk::rows_needed(requests) * layers.size() * vocab_size(),
+                            std::numeric_limits<float>::quiet_NaN());
+                return;
+            }
+        }
+        run(requests, out.data(), vocab_size(), nullptr, layers, 1);
     }
 
     /// Logits of heads 0..num_heads()-1 for each request's last position (rows [request][head]).
+    /// Head h of every request is computed in one batched pass (num_heads() passes per call).
     void head_logits(std::span<const dk::sequence_request> requests, std::span<float> out) {
-        const std::uint64_t calls = counters_.calls + 1;  // one call, whatever run() counts
-        const std::size_t V = vocab_size(), H = num_heads();
-        if (out.size() < requests.size() * H * V) {
-            set_error("head_logits: output span too small");
+        ++counters_.calls;
+        error_.clear();
+        const std::size_t V = vocab_size(), H = num_heads(), R = requests.size();
+        if (out.size() / V / H < R) {
+            set_error("head_logits: output span too small: need " + std::to_string(R) + " x " +
+                      std::to_string(H) + " rows");
             return;
         }
-        std::vector<dk::token_id> seq;
-        for (std::size_t r = 0; r < requests.size(); ++r) {
-            seq.assign(requests[r].tokens.begin(), requests[r].tokens.end());
-            for (std::size_t h = 0; h < H; ++h) {
-                float* row = out.data() + (r * H + h) * V;
-                const dk::sequence_request one{seq, 1, requests[r].slot};
-                run(std::span(&one, 1), std::span<float>(row, V), {}, {}, 0);
-                if (!error_.empty()) {
-                    for (std::size_t k = h + 1; k < H; ++k)
-                        std::fill_n(out.data() + (r * H + k) * V, V,
-                                    std::numeric_limits<float>::quiet_NaN());
-                    break;
-                }
-                if (h + 1 < H) {
-                    const auto best = std::max_element(row, row + V) - row;
-                    seq.push_back(dk::token_id(best));
-                }
+        while (head_seqs_.size() < R) {
+            head_seqs_.emplace_back();
+            head_seqs_.back().reserve(max_sequence_length() + H);
+        }
+        head_reqs_.resize(R);
+        for (std::size_t r = 0; r < R; ++r) {
+            head_seqs_[r].assign(requests[r].tokens.begin(), requests[r].tokens.end());
+            head_reqs_[r] = {head_seqs_[r], 1, requests[r].slot};
+        }
+        for (std::size_t h = 0; h < H; ++h) {
+            run(head_reqs_, out.data() + h * V, H * V, nullptr, {}, 0);
+            if (h + 1 == H) break;
+            for (std::size_t r = 0; r < R; ++r) {
+                if (!plans_[r].valid) continue;  // stays invalid: NaN rows for the next heads
+                const float* row = out.data() + (r * H + h) * V;
+                head_seqs_[r].push_back(dk::token_id(std::max_element(row, row + V) - row));
+                head_reqs_[r].tokens = head_seqs_[r];
             }
         }
-        counters_.calls = calls;
     }
 
     /// Modules of the attached MTP chain (0: none attached).
@@ -296,13 +422,44 @@ private:
         std::size_t source = npos_, source_len = 0;  // best cache to reuse and its prefix
         std::size_t target = npos_;                  // cache this request computes into
         std::size_t start = 0;                       // first position to compute
+        std::size_t out_row = 0;                     // its first output row
     };
     static constexpr std::size_t npos_ = std::size_t(-1);
 
+    // One (request, position) to compute in a batch.
+    struct work_row {
+        std::size_t request, pos;
+        dk::token_id token;
+    };
+
     void set_error(std::string e) { error_ = std::move(e); }
+
+    // True when `size` floats hold rows_needed(requests) x per_pos rows of `width` (the count
+    // computed without overflow); otherwise sets the error.
+    bool fits(std::span<const dk::sequence_request> requests, std::size_t per_pos, std::size_t size,
+              std::size_t width) {
+        const std::size_t cap = size / width;  // whole rows available
+        std::size_t rows = 0;
+        bool overflow = false;
+        for (const auto& r : requests) {
+            if (r.n_last > std::numeric_limits<std::size_t>::max() - rows) overflow = true;
+            if (overflow) break;
+            rows += r.n_last;
+        }
+        if (!overflow && per_pos > 0 && rows > std::numeric_limits<std::size_t>::max() / per_pos)
+            overflow = true;
+        if (overflow || rows * per_pos > cap) {
+            set_error(overflow ? std::string("output rows overflow: n_last too large")
+                               : "output span too small: need " + std::to_string(rows * per_pos) +
+                                     " rows of " + std::to_string(width));
+            return false;
+        }
+        return true;
+    }
 
     std::size_t new_cache() {
         kv_cache c;
+        c.tokens.reserve(max_sequence_length());  // never reallocated afterwards
         const std::size_t n = std::size_t(ck_.cfg.n_layers) * std::size_t(ck_.cfg.seq_len) *
                               std::size_t(ck_.cfg.kv_dim());
         c.key.assign(n, 0.f);
@@ -325,25 +482,13 @@ private:
         return std::min(common_prefix(c.tokens, req.tokens), p.first_out);
     }
 
-    // mode 0: logits (+ hidden when hidden_out non-empty); mode 1: layer logits.
-    void run(std::span<const dk::sequence_request> requests, std::span<float> out,
-             std::span<float> hidden_out, std::span<const int> layers, int mode) {
-        ++counters_.calls;
-        error_.clear();
+    // mode 0: logits (+ hidden when `hidden` is non-null); mode 1: layer logits. Output row k of
+    // the call starts at out + k * stride (hidden row k at hidden + k * hidden_size()).
+    // \pre the caller checked the output sizes and the layer indices
+    void run(std::span<const dk::sequence_request> requests, float* out, std::size_t stride,
+             float* hidden, std::span<const int> layers, int mode) {
         const std::size_t V = vocab_size(), D = hidden_size();
         const std::size_t per_pos = mode == 1 ? layers.size() : 1;
-        const std::size_t rows = dk::rows_needed(requests) * per_pos;
-        if (out.size() < rows * V || (!hidden_out.empty() && hidden_out.size() < rows * D)) {
-            set_error("output span too small: need " + std::to_string(rows) + " rows");
-            return;
-        }
-        for (int l : layers) {
-            if (l < 0 || std::size_t(l) > num_layers()) {
-                set_error("layer " + std::to_string(l) + " out of range [0, num_layers()]");
-                std::fill_n(out.data(), rows * V, std::numeric_limits<float>::quiet_NaN());
-                return;
-            }
-        }
         // Layers to run: all for logits; up to the deepest requested layer for layer logits (an
         // early-exit draft costs only its layers; its cache is then shallower).
         std::size_t depth = num_layers();
@@ -354,8 +499,11 @@ private:
 
         // 1. Plan against the state before the call: each request's best cache to reuse.
         plans_.assign(requests.size(), plan{});
+        std::size_t row = 0;
         for (std::size_t i = 0; i < requests.size(); ++i) {
             plan& p = plans_[i];
+            p.out_row = row;
+            row += requests[i].n_last * per_pos;
             p.valid = validate(requests[i]);
             if (!p.valid) continue;
             p.depth = depth;
@@ -377,11 +525,14 @@ private:
         auto slot_in_call = [&](std::int64_t s) {
             return std::find(in_call_.begin(), in_call_.end(), s) != in_call_.end();
         };
+        // (a stable insertion sort by decreasing source_len: std::stable_sort may allocate)
         order_.resize(requests.size());
-        for (std::size_t i = 0; i < order_.size(); ++i) order_[i] = i;
-        std::stable_sort(order_.begin(), order_.end(), [&](std::size_t a, std::size_t b) {
-            return plans_[a].source_len > plans_[b].source_len;
-        });
+        for (std::size_t i = 0; i < order_.size(); ++i) {
+            std::size_t j = i;
+            for (; j > 0 && plans_[order_[j - 1]].source_len < plans_[i].source_len; --j)
+                order_[j] = order_[j - 1];
+            order_[j] = i;
+        }
         claimed_.assign(caches_.size(), 0);
         for (std::size_t i : order_) {
             plan& p = plans_[i];
@@ -440,33 +591,45 @@ private:
                 p.start = p.source_len;
             }
         }
-        // 4. Remap the slots, then compute each request from its start.
+        // 4. Remap the slots; invalid requests get NaN rows; list the positions to compute.
         for (std::size_t i = 0; i < requests.size(); ++i) {
-            const plan& p = plans_[i];
-            if (!p.valid) continue;
+            if (!plans_[i].valid) continue;
             const std::int64_t s = std::int64_t(requests[i].slot);
             for (auto& c : caches_)
                 if (c.owner == s) c.owner = -1;
         }
-        std::size_t row = 0;
+        rows_.clear();
         for (std::size_t i = 0; i < requests.size(); ++i) {
             const auto& req = requests[i];
-            const std::size_t n = req.n_last * per_pos;
-            std::span<float> o(out.data() + row * V, n * V);
-            std::span<float> h = hidden_out.empty()
-                                     ? std::span<float>{}
-                                     : std::span<float>(hidden_out.data() + row * D, n * D);
-            row += n;
             const plan& p = plans_[i];
             if (!p.valid) {
-                std::fill(o.begin(), o.end(), std::numeric_limits<float>::quiet_NaN());
-                std::fill(h.begin(), h.end(), std::numeric_limits<float>::quiet_NaN());
+                for (std::size_t k = 0; k < req.n_last * per_pos; ++k)
+                    std::fill_n(out + (p.out_row + k) * stride, V,
+                                std::numeric_limits<float>::quiet_NaN());
+                if (hidden)
+                    std::fill_n(hidden + p.out_row * D, req.n_last * D,
+                                std::numeric_limits<float>::quiet_NaN());
                 continue;
             }
             kv_cache& c = caches_[p.target];
             c.owner = std::int64_t(req.slot);
-            compute(c, req, p, o, h, layers, mode);
+            counters_.tokens_reused += p.start;
+            c.tokens.assign(req.tokens.begin(), req.tokens.begin() + std::ptrdiff_t(p.start));
+            c.depth = p.start > 0 ? std::min(c.depth, p.depth) : p.depth;
+            for (std::size_t pos = p.start; pos < req.tokens.size(); ++pos)
+                rows_.push_back({i, pos, req.tokens[pos]});
         }
+        // 5. Compute every listed position together, in chunks of max_batch_positions (rows are
+        //    in (request, position) order, so a chunk only attends to K/V rows already written).
+        const std::size_t chunk = opt_.max_batch_positions;
+        for (std::size_t r0 = 0; r0 < rows_.size(); r0 += chunk)
+            forward_batch(r0, std::min(rows_.size(), r0 + chunk), depth, out, stride, hidden,
+                          layers, mode);
+        counters_.tokens_forwarded += rows_.size();
+        for (std::size_t i = 0; i < requests.size(); ++i)
+            if (plans_[i].valid)
+                caches_[plans_[i].target].tokens.assign(requests[i].tokens.begin(),
+                                                        requests[i].tokens.end());
     }
 
     bool validate(const dk::sequence_request& req) {
@@ -484,113 +647,188 @@ private:
         return true;
     }
 
-    void compute(kv_cache& c, const dk::sequence_request& req, const plan& p, std::span<float> out,
-                 std::span<float> hidden, std::span<const int> layers, int mode) {
-        const std::size_t len = req.tokens.size(), start = p.start;
-        counters_.tokens_reused += start;
-        c.tokens.assign(req.tokens.begin(), req.tokens.begin() + std::ptrdiff_t(start));
-        c.depth = start > 0 ? std::min(c.depth, p.depth) : p.depth;
-        const std::size_t V = vocab_size(), D = hidden_size();
-        const std::size_t per_pos = mode == 1 ? layers.size() : 1;
-        for (std::size_t pos = start; pos < len; ++pos) {
-            const bool want = pos >= p.first_out;
-            forward_token(c, req.tokens[pos], pos, p.depth, want && mode == 1);
-            c.tokens.push_back(req.tokens[pos]);
-            ++counters_.tokens_forwarded;
-            if (!want) continue;
-            const std::size_t k = pos - p.first_out;
-            if (mode == 1) {
-                for (std::size_t li = 0; li < layers.size(); ++li)
-                    readout(resid_.data() + std::size_t(layers[li]) * D,
-                            out.data() + (k * per_pos + li) * V, nullptr);
-            } else {
-                readout(x_.data(), out.data() + k * V,
-                        hidden.empty() ? nullptr : hidden.data() + k * D);
-            }
-        }
+    // Grows a scratch buffer to at least n elements (never shrinks: no allocation once the
+    // largest call has been seen).
+    template <class T>
+    static void reserve_rows(std::vector<T>& v, std::size_t n) {
+        if (v.size() < n) v.resize(n);
     }
 
-    // Final norm + classifier of residual `x` into `logits`; the normed vector into `hidden`.
-    void readout(const float* x, float* logits, float* hidden) noexcept {
-        const config& c = ck_.cfg;
-        const std::size_t dim = std::size_t(c.dim);
-        detail::rmsnorm(normed_.data(), x, ck_.tensor(ck_.layout.rms_final), dim);
-        if (hidden) std::copy_n(normed_.data(), dim, hidden);
-        detail::matmul<A>(logits, normed_.data(), ck_.tensor(ck_.layout.wcls), dim, vocab_size());
+    // Queues the final norm of residual `x` for the classifier; its logits go to `logits`, the
+    // normed vector to `hidden` (when non-null). Flushes when the queue is full.
+    void queue_readout(const float* x, float* logits, float* hidden) noexcept {
+        const std::size_t dim = hidden_size();
+        float* normed = normed_.data() + n_readouts_ * dim;
+        detail::rmsnorm(normed, x, ck_.tensor(ck_.layout.rms_final), dim);
+        if (hidden) std::copy_n(normed, dim, hidden);
+        readout_rows_[n_readouts_] = logits;
+        if (++n_readouts_ == readout_capacity_) flush_readouts();
     }
 
-    // One token through layers [0, depth) at `pos`, writing its K/V rows into the slot; leaves
-    // the last residual in x_ (and each layer's residual in resid_ when keep_layers).
-    void forward_token(kv_cache& st, dk::token_id token, std::size_t pos, std::size_t depth,
-                       bool keep_layers) noexcept {
+    // The classifier over every queued row: one pass over its weights.
+    void flush_readouts() noexcept {
+        if (n_readouts_ == 0) return;
+        float* const* rows = readout_rows_.data();
+        detail::matmul_rows<A>([rows](std::size_t r) { return rows[r]; }, normed_.data(),
+                               n_readouts_, ck_.tensor(ck_.layout.wcls), hidden_size(),
+                               vocab_size());
+        n_readouts_ = 0;
+    }
+
+    // Rows [r0, r1) of rows_ through layers [0, depth) together: each weight matrix is applied
+    // to all of them at once (matmul_rows), RoPE per position, K/V rows written into each
+    // request's cache, then causal attention of each position over its own cache (positions of
+    // one request in this batch see each other causally: all K/V rows of a layer are written
+    // before any attention of that layer). Wanted outputs are read out by the batched classifier.
+    // Every per-position computation is the one-position computation (same order of operations),
+    // so the results are bit-identical to computing each position alone.
+    void forward_batch(std::size_t r0, std::size_t r1, std::size_t depth, float* out,
+                       std::size_t stride, float* hidden, std::span<const int> layers, int mode) {
         const config& c = ck_.cfg;
         const weight_layout& w = ck_.layout;
         const std::size_t dim = std::size_t(c.dim), hid = std::size_t(c.hidden_dim),
                           kv_dim = std::size_t(c.kv_dim()), hs = std::size_t(c.head_size()),
-                          n_heads = std::size_t(c.n_heads),
+                          half = hs / 2, n_heads = std::size_t(c.n_heads),
                           kv_mul = std::size_t(c.n_heads / c.n_kv_heads),
                           T = std::size_t(c.seq_len);
-        float* x = x_.data();
-        std::copy_n(ck_.tensor(w.token_embedding) + std::size_t(token) * dim, dim, x);
-        if (keep_layers) std::copy_n(x, dim, resid_.data());
-        const float sqrt_hs = std::sqrt(float(hs));
-        const std::span<float> att(att_.data(), pos + 1), prob(prob_.data(), pos + 1);
-        for (std::size_t l = 0; l < depth; ++l) {
-            detail::rmsnorm(xb_.data(), x, ck_.tensor(w.rms_att) + l * dim, dim);
-            const std::size_t loff = l * kv_dim * T;
-            float* k = k_.data();
-            float* v = v_.data();
-            detail::matmul<A>(q_.data(), xb_.data(), ck_.tensor(w.wq) + l * dim * dim, dim, dim);
-            detail::matmul<A>(k, xb_.data(), ck_.tensor(w.wk) + l * kv_dim * dim, dim, kv_dim);
-            detail::matmul<A>(v, xb_.data(), ck_.tensor(w.wv) + l * kv_dim * dim, dim, kv_dim);
-            // RoPE: rotate adjacent pairs (i, i+1) of q, and of k below kv_dim.
-            for (std::size_t i = 0; i < dim; i += 2) {
-                const std::size_t head_dim = i % hs;
-                const float val = float(pos) * inv_freq_[head_dim / 2];
-                const float fcr = std::cos(val), fci = std::sin(val);
-                const int rotn = i < kv_dim ? 2 : 1;
-                for (int vi = 0; vi < rotn; ++vi) {
-                    float* vec = vi == 0 ? q_.data() : k;
-                    const float v0 = vec[i], v1 = vec[i + 1];
-                    vec[i] = v0 * fcr - v1 * fci;
-                    vec[i + 1] = v0 * fci + v1 * fcr;
+        const std::size_t m = r1 - r0;
+        const std::size_t per_pos = mode == 1 ? layers.size() : 1;
+        reserve_rows(x_, m * dim);
+        reserve_rows(xb_, m * dim);
+        reserve_rows(xb2_, m * dim);
+        reserve_rows(q_, m * dim);
+        reserve_rows(k_, m * kv_dim);
+        reserve_rows(v_, m * kv_dim);
+        reserve_rows(hb_, m * hid);
+        reserve_rows(hb2_, m * hid);
+        reserve_rows(rope_, m * hs);
+        readout_capacity_ = std::max<std::size_t>(
+            1, std::min(m * std::max<std::size_t>(per_pos, 1), opt_.max_batch_positions));
+        reserve_rows(normed_, readout_capacity_ * dim);
+        reserve_rows(readout_rows_, readout_capacity_);
+        n_readouts_ = 0;
+        float* const x = x_.data();
+        float* const xb = xb_.data();
+        float* const xb2 = xb2_.data();
+        float* const q = q_.data();
+        float* const kk = k_.data();
+        float* const vv = v_.data();
+        float* const hb = hb_.data();
+        float* const hb2 = hb2_.data();
+        auto rows_of = [](float* base, std::size_t width) {
+            return [base, width](std::size_t r) { return base + r * width; };
+        };
+
+        // Embeddings and the RoPE rotation of each position (cos, sin per frequency).
+        for (std::size_t t = 0; t < m; ++t) {
+            const work_row& wr = rows_[r0 + t];
+            std::copy_n(ck_.tensor(w.token_embedding) + std::size_t(wr.token) * dim, dim,
+                        x + t * dim);
+            for (std::size_t f = 0; f < half; ++f) {
+                const float val = float(wr.pos) * inv_freq_[f];
+                rope_[t * hs + f] = std::cos(val);
+                rope_[t * hs + half + f] = std::sin(val);
+            }
+        }
+        // Readouts of the positions whose outputs are wanted, after layer l (mode 1: each
+        // requested layer; mode 0: the output layer only).
+        auto read_out = [&](std::size_t l) {
+            if (mode == 1 && std::find(layers.begin(), layers.end(), int(l)) == layers.end())
+                return;
+            if (mode == 0 && l != depth) return;
+            for (std::size_t t = 0; t < m; ++t) {
+                const work_row& wr = rows_[r0 + t];
+                const plan& p = plans_[wr.request];
+                if (wr.pos < p.first_out) continue;
+                const std::size_t k = wr.pos - p.first_out;
+                if (mode == 1) {
+                    for (std::size_t li = 0; li < layers.size(); ++li)
+                        if (std::size_t(layers[li]) == l)
+                            queue_readout(x + t * dim,
+                                          out + (p.out_row + k * per_pos + li) * stride, nullptr);
+                } else {
+                    queue_readout(x + t * dim, out + (p.out_row + k) * stride,
+                                  hidden ? hidden + (p.out_row + k) * dim : nullptr);
                 }
             }
-            // Store this position's K/V rows (channel-major: each channel's positions contiguous).
-            for (std::size_t j = 0; j < kv_dim; ++j) {
-                st.key[loff + j * T + pos] = k[j];
-                st.value[loff + j * T + pos] = v[j];
+        };
+        read_out(0);
+        const float sqrt_hs = std::sqrt(float(hs));
+        for (std::size_t l = 0; l < depth; ++l) {
+            const std::size_t loff = l * kv_dim * T;
+            for (std::size_t t = 0; t < m; ++t)
+                detail::rmsnorm(xb + t * dim, x + t * dim, ck_.tensor(w.rms_att) + l * dim, dim);
+            detail::matmul_rows<A>(rows_of(q, dim), xb, m, ck_.tensor(w.wq) + l * dim * dim, dim,
+                                   dim);
+            detail::matmul_rows<A>(rows_of(kk, kv_dim), xb, m, ck_.tensor(w.wk) + l * kv_dim * dim,
+                                   dim, kv_dim);
+            detail::matmul_rows<A>(rows_of(vv, kv_dim), xb, m, ck_.tensor(w.wv) + l * kv_dim * dim,
+                                   dim, kv_dim);
+            for (std::size_t t = 0; t < m; ++t) {
+                const work_row& wr = rows_[r0 + t];
+                // RoPE: rotate adjacent pairs (i, i+1) of q, and of k below kv_dim.
+                const float* cs = rope_.data() + t * hs;
+                for (std::size_t i = 0; i < dim; i += 2) {
+                    const std::size_t f = (i % hs) / 2;
+                    const float fcr = cs[f], fci = cs[half + f];
+                    const int rotn = i < kv_dim ? 2 : 1;
+                    for (int vi = 0; vi < rotn; ++vi) {
+                        float* vec = vi == 0 ? q + t * dim : kk + t * kv_dim;
+                        const float v0 = vec[i], v1 = vec[i + 1];
+                        vec[i] = v0 * fcr - v1 * fci;
+                        vec[i + 1] = v0 * fci + v1 * fcr;
+                    }
+                }
+                // Store the position's K/V rows (channel-major: each channel's positions
+                // contiguous) in its request's cache.
+                kv_cache& st = caches_[plans_[wr.request].target];
+                for (std::size_t j = 0; j < kv_dim; ++j) {
+                    st.key[loff + j * T + wr.pos] = kk[t * kv_dim + j];
+                    st.value[loff + j * T + wr.pos] = vv[t * kv_dim + j];
+                }
             }
-            // Grouped-query attention over positions 0..pos, SIMD over positions:
-            // scores = sum_i q_i K_i[0..pos]; softmax(scores / sqrt(hs)); out_i = p . V_i[0..pos].
-            for (std::size_t h = 0; h < n_heads; ++h) {
-                const float* qh = q_.data() + h * hs;
-                const std::size_t kvh = (h / kv_mul) * hs;
-                std::fill(att.begin(), att.end(), 0.f);
-                for (std::size_t i = 0; i < hs; ++i)
-                    detail::axpy<A>(att.data(), qh[i], st.key.data() + loff + (kvh + i) * T,
-                                    pos + 1);
-                dk::kernels::softmax<A>(att, prob, sqrt_hs);
-                float* xbh = xb_.data() + h * hs;
-                for (std::size_t i = 0; i < hs; ++i)
-                    xbh[i] = detail::dot<A>(prob.data(), st.value.data() + loff + (kvh + i) * T,
-                                            pos + 1);
+            // Grouped-query attention of each position over positions 0..pos of its cache, SIMD
+            // over positions: scores = sum_i q_i K_i[0..pos]; softmax(scores / sqrt(hs));
+            // out_i = p . V_i[0..pos].
+            for (std::size_t t = 0; t < m; ++t) {
+                const work_row& wr = rows_[r0 + t];
+                const kv_cache& st = caches_[plans_[wr.request].target];
+                const std::size_t n = wr.pos + 1;
+                const std::span<float> att(att_.data(), n), prob(prob_.data(), n);
+                for (std::size_t h = 0; h < n_heads; ++h) {
+                    const float* qh = q + t * dim + h * hs;
+                    const std::size_t kvh = (h / kv_mul) * hs;
+                    std::fill(att.begin(), att.end(), 0.f);
+                    for (std::size_t i = 0; i < hs; ++i)
+                        detail::axpy<A>(att.data(), qh[i], st.key.data() + loff + (kvh + i) * T, n);
+                    dk::kernels::softmax<A>(att, prob, sqrt_hs);
+                    float* xbh = xb + t * dim + h * hs;
+                    for (std::size_t i = 0; i < hs; ++i)
+                        xbh[i] =
+                            detail::dot<A>(prob.data(), st.value.data() + loff + (kvh + i) * T, n);
+                }
             }
-            detail::matmul<A>(xb2_.data(), xb_.data(), ck_.tensor(w.wo) + l * dim * dim, dim, dim);
-            for (std::size_t i = 0; i < dim; ++i) x[i] += xb2_[i];
+            detail::matmul_rows<A>(rows_of(xb2, dim), xb, m, ck_.tensor(w.wo) + l * dim * dim, dim,
+                                   dim);
+            for (std::size_t i = 0; i < m * dim; ++i) x[i] += xb2[i];
             // SwiGLU FFN.
-            detail::rmsnorm(xb_.data(), x, ck_.tensor(w.rms_ffn) + l * dim, dim);
-            detail::matmul<A>(hb_.data(), xb_.data(), ck_.tensor(w.w1) + l * dim * hid, dim, hid);
-            detail::matmul<A>(hb2_.data(), xb_.data(), ck_.tensor(w.w3) + l * dim * hid, dim, hid);
-            for (std::size_t i = 0; i < hid; ++i) {
-                float val = hb_[i];
+            for (std::size_t t = 0; t < m; ++t)
+                detail::rmsnorm(xb + t * dim, x + t * dim, ck_.tensor(w.rms_ffn) + l * dim, dim);
+            detail::matmul_rows<A>(rows_of(hb, hid), xb, m, ck_.tensor(w.w1) + l * dim * hid, dim,
+                                   hid);
+            detail::matmul_rows<A>(rows_of(hb2, hid), xb, m, ck_.tensor(w.w3) + l * dim * hid, dim,
+                                   hid);
+            for (std::size_t i = 0; i < m * hid; ++i) {
+                float val = hb[i];
                 val *= 1.f / (1.f + std::exp(-val));
-                hb_[i] = val * hb2_[i];
+                hb[i] = val * hb2[i];
             }
-            detail::matmul<A>(xb_.data(), hb_.data(), ck_.tensor(w.w2) + l * dim * hid, hid, dim);
-            for (std::size_t i = 0; i < dim; ++i) x[i] += xb_[i];
-            if (keep_layers) std::copy_n(x, dim, resid_.data() + (l + 1) * dim);
+            detail::matmul_rows<A>(rows_of(xb, dim), hb, m, ck_.tensor(w.w2) + l * dim * hid, hid,
+                                   dim);
+            for (std::size_t i = 0; i < m * dim; ++i) x[i] += xb[i];
+            read_out(l + 1);
         }
+        flush_readouts();
     }
 
     checkpoint ck_;
@@ -601,8 +839,14 @@ private:
     std::vector<std::size_t> order_;
     std::vector<char> claimed_;
     std::vector<std::int64_t> in_call_;
-    std::vector<float> x_, xb_, xb2_, hb_, hb2_, q_, k_, v_, att_, prob_, resid_, normed_,
-        inv_freq_;
+    std::vector<work_row> rows_;
+    // Scratch of a batch, rows of m positions (grown to the largest batch seen, then reused).
+    std::vector<float> x_, xb_, xb2_, hb_, hb2_, q_, k_, v_, rope_, normed_;
+    std::vector<float> att_, prob_, inv_freq_;  // one position's attention; RoPE frequencies
+    std::vector<float*> readout_rows_;          // classifier queue: output row of each normed row
+    std::size_t n_readouts_ = 0, readout_capacity_ = 1;
+    std::vector<std::vector<dk::token_id>> head_seqs_;  // head_logits: each request + its heads
+    std::vector<dk::sequence_request> head_reqs_;
     model_counters counters_;
     std::string error_;
 };

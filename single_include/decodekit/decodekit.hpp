@@ -167,26 +167,252 @@ DECODEKIT_END_NAMESPACE
 /// \file decoding/beam_search.hpp
 /// Beam search over a language_model: n-best with scores, length penalty (prompt counted or not),
 /// early stopping {first_n, heuristic, never}, EOS handling, max length; diverse (group) beam
-/// search and stochastic beams (Gumbel top-k) as options. Semantics: ALGORITHMS.md section 7.
+/// search and stochastic beams (Gumbel top-k) as options; stop sequences and stop strings;
+/// beam_searcher, the stepper an engine drives (parent beam indices for paged KV caches, the
+/// best hypothesis for streaming), and beam_search(), which drives it on one model.
 ///
 /// Per step (per group of g = num_beams / num_groups beams): the top 2g candidates of
 /// `beam_score + logprob` over (running beams of the group) x V (max(2, 1 + #eos_ids) * g with
 /// several EOS ids, as Hugging Face), found without sorting V (kernels::top_k of each beam row,
-/// then a merge of the g * 2g survivors). In rank order, an EOS
-/// candidate becomes a finished hypothesis only if its rank is < g; other candidates fill the g
-/// running beams. A hypothesis' score is `sum_logprobs / length^length_penalty` where length =
-/// generated tokens, EOS included (+ the prompt length when length_includes_prompt).
+/// then a merge of the g * 2g survivors). In rank order, a finishing candidate (an EOS id, or a
+/// token that completes a stop sequence or a stop string of its beam) becomes a finished
+/// hypothesis only if its rank is < g; other candidates fill the g running beams. A hypothesis'
+/// score is `sum_logprobs / length^length_penalty` where length = generated tokens, EOS included
+/// (+ the prompt length when length_includes_prompt). Returned tokens exclude the EOS
+/// (decoding/contract.hpp's EOS rule; beam_hypothesis::eos says it was there) and include the
+/// tokens of a stop sequence / stop string.
 /// Stopping (per group, once it holds g finished hypotheses): first_n stops at once (HF
 /// early_stopping=True); heuristic stops when the worst finished score >= best candidate sum /
 /// (its length)^lp (HF False: exact for lp <= 0, a heuristic for lp > 0); never uses the
 /// true bound (best sum / max_length^lp when lp > 0), so it returns the exact n-best of the
 /// sequences the beam kept. At max_new_tokens, running beams become hypotheses.
 /// All running beams (every group) go to the model in one call, slot = beam index.
+/// Special rows: a beam whose row has no valid entry (all -inf / NaN) ends; when no running beam
+/// of a group has one, its running beams become hypotheses with reason no_valid_token (their
+/// tokens so far), so a model of NaN rows gives one empty hypothesis and
+/// stop_reason::no_valid_token.
 
-// ---- begin decodekit/decoding/stop.hpp
-/// \file decoding/stop.hpp
-/// Stop conditions shared by the decoding drivers (generate, speculative, beam search,
-/// contrastive, DoLa): EOS ids and stop sequences, checked on generated tokens only.
+// ---- begin decodekit/decoding/contract.hpp
+/// \file decoding/contract.hpp
+/// The decoding contract shared by every strategy (generate, beam search, contrastive search,
+/// DoLa, speculative decoding), by their steppers and by their single-request drivers.
+///
+/// ## Results
+/// Every strategy returns its tokens (prompt excluded), a stop_reason and statistics:
+/// decoding_result, or a struct derived from it that adds the strategy's own fields
+/// (beam_search_result::hypotheses, dola_result::premature_layers, ...). speculative_result keeps
+/// its speculative_stats (stats.as_generation_stats() gives generate()'s shape).
+///
+/// ## The EOS rule (every strategy)
+/// A generated EOS id ends the sequence with stop_reason::eos. The EOS token is NOT part of the
+/// returned tokens and is never streamed (beam hypotheses: tokens exclude it, eos = true; the
+/// length used for the beam score still counts it, as Hugging Face). EOS ids inside the prompt
+/// are ordinary tokens. Negative EOS ids are accepted and ignored (they can never be generated).
+///
+/// ## Stop sequences and stop strings (every strategy)
+/// Checked on generated tokens only (never across the prompt/output boundary). A completed stop
+/// sequence ends the sequence with stop_reason::stop_sequence and its tokens stay in the output
+/// (they were streamed as they came). A stop string (decoding/stop_strings.hpp) is matched on the
+/// detokenized text and ends the sequence with stop_reason::stop_string: the tokens that
+/// completed it stay in the output and were streamed, but the streamed text stops right before
+/// the stop string (the stop string and anything after it is never released). When both
+/// complete on the same token the reason is stop_sequence (the text is still cut).
+///
+/// ## min_new_tokens (one rule: every stop is held until min_new_tokens tokens exist)
+/// Like vLLM's min_tokens: before min_new_tokens tokens are generated no stop can end the
+/// sequence. EOS is held by suppression (the sampler's min_new_tokens sets the EOS logits to
+/// -inf, so it cannot be drawn); a stop sequence or stop string completing at a token whose count
+/// is below min_new_tokens is ignored (its text is released as ordinary text) and matching goes
+/// on. The strategies that draw through a decodekit::sampler take it from their sampling params
+/// (generate_params::sampling.min_new_tokens, dola_params::sampling.min_new_tokens); beam search,
+/// contrastive search and speculative decoding have no min_new_tokens (their stops are never
+/// held).
+///
+/// ## Streaming (every strategy)
+/// A callback `bool(const token_event&)` or `bool(token_id)` (or returning void) sees every
+/// output token once, in order; returning false stops with stop_reason::callback after that
+/// token (the token stays in the output; held-back text is dropped). Beam search streams its
+/// best hypothesis instead (beam_event). With a detokenizer, token_event::text carries the text
+/// released with the token, and when the sequence ends for another reason than a stop string,
+/// the held-back tail comes with the last token's event, or in one final event with token -1
+/// (only `token_event` callbacks see that one) when the last step emitted no token (EOS,
+/// no_valid_token, cancellation).
+///
+/// ## Steppers (engine-driven decoding)
+/// Each strategy has a stepper (generation_stepper, beam_searcher, contrastive_stepper,
+/// dola_stepper, speculative_stepper) constructed from its params, the vocabulary size and the
+/// prompt. `next_call()` says what the model must compute next (decoding/model_call.hpp);
+/// `advance(rows...)` consumes the rows and returns the step's events; `done()`, `result()`,
+/// `cancel()`. A stepper calls no model: an engine concatenates the next_call() of many steppers
+/// into one model call (renaming slots), splits the rows back and advances each. A request gives
+/// the same tokens driven alone or inside any batch, in any order: randomness is keyed by
+/// (seed, sequence, step) only. The single-request functions are loops over their stepper.
+/// Size checks are always on (every build type): rows shorter than next_call() needs give
+/// step_status::bad_input and change nothing; advancing a finished stepper gives
+/// step_status::finished.
+
+
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Why a sequence ended. Append-only: values keep their meaning across versions.
+enum class stop_reason : std::uint8_t {
+    max_new_tokens,   ///< the token budget was reached
+    eos,              ///< an EOS id was generated (not part of the output)
+    stop_sequence,    ///< a stop sequence was completed (its tokens are in the output)
+    callback,         ///< the streaming callback returned false
+    no_valid_token,   ///< a logits row had no valid entry (all -inf / NaN / banned)
+    stop_string,      ///< a stop string was completed in the detokenized text
+    cancelled,        ///< the request was cancelled between steps (stepper cancel())
+    constraint_done,  ///< a constraint finished or allows no token (constrained decoding)
+};
+
+/// The stop reason of a sampler status that drew no token: no_allowed_token (a constraint, or
+/// the call's mask, allows no valid token) -> constraint_done; anything else -> no_valid_token.
+constexpr stop_reason stop_reason_of_no_token(bool constraint) noexcept {
+    return constraint ? stop_reason::constraint_done : stop_reason::no_valid_token;
+}
+
+/// The enumerator's name ("eos", "stop_string", ...); "unknown" past the last one.
+inline const char* to_string(stop_reason r) noexcept {
+    switch (r) {
+        case stop_reason::max_new_tokens:
+            return "max_new_tokens";
+        case stop_reason::eos:
+            return "eos";
+        case stop_reason::stop_sequence:
+            return "stop_sequence";
+        case stop_reason::callback:
+            return "callback";
+        case stop_reason::no_valid_token:
+            return "no_valid_token";
+        case stop_reason::stop_string:
+            return "stop_string";
+        case stop_reason::cancelled:
+            return "cancelled";
+        case stop_reason::constraint_done:
+            return "constraint_done";
+    }
+    return "unknown";
+}
+
+/// Statistics of one generation. An aggregate: strategies add fields (speculative decoding fills
+/// the draft / acceptance fields); times in seconds, measured with std::chrono::steady_clock from
+/// the construction of the stepper (the driver's call).
+struct generation_stats {
+    std::size_t prompt_tokens = 0;
+    std::size_t generated_tokens = 0;  ///< tokens in the output
+    std::size_t model_calls = 0;       ///< calls of the (target) model
+    std::size_t model_rows = 0;        ///< logits rows the (target) model computed
+    double time_to_first_token = 0;    ///< until the first step that emitted or stopped
+    double total_time = 0;             ///< until the sequence ended
+    double time_per_output_token = 0;  ///< (total - first) / (generated - 1); 0 if < 2 tokens
+    double tokens_per_second = 0;      ///< generated / total_time
+    double tokens_per_model_call = 0;  ///< generated / model_calls
+    // speculative decoding (0 elsewhere)
+    std::size_t draft_calls = 0;                      ///< calls of the draft model / proposer
+    std::size_t drafted_tokens = 0;                   ///< draft tokens proposed
+    std::size_t accepted_tokens = 0;                  ///< draft tokens accepted
+    std::vector<double> acceptance_by_position = {};  ///< acceptance rate at draft position i
+
+    /// accepted / drafted (0 when nothing was drafted).
+    double acceptance_rate() const noexcept {
+        return drafted_tokens ? double(accepted_tokens) / double(drafted_tokens) : 0.0;
+    }
+    /// Fills the derived fields (rates) from the counts and the two times.
+    void finish() noexcept {
+        tokens_per_second = total_time > 0 ? double(generated_tokens) / total_time : 0.0;
+        tokens_per_model_call = model_calls ? double(generated_tokens) / double(model_calls) : 0.0;
+        time_per_output_token =
+            generated_tokens > 1 ? (total_time - time_to_first_token) / double(generated_tokens - 1)
+                                 : 0.0;
+    }
+};
+
+/// What every strategy returns: tokens, why it stopped, statistics. Strategies derive from it.
+struct decoding_result {
+    std::vector<token_id> tokens;  ///< generated tokens, prompt and EOS excluded
+    stop_reason reason = stop_reason::max_new_tokens;
+    generation_stats stats;
+};
+
+/// One streamed token.
+struct token_event {
+    token_id token = -1;         ///< -1 only in the final event that carries the held-back text
+    std::size_t index = 0;       ///< position in the output (0 = first generated token)
+    float logprob = 0;           ///< log-probability it was chosen with (0 for greedy; NaN when the
+                                 ///< sampler's params.logprobs.chosen is off)
+    std::string_view text = {};  ///< text released with this token (with a detokenizer); valid
+                                 ///< during the callback only
+};
+
+/// A streaming callback: `bool(const token_event&)`, `bool(token_id)`, or the same returning
+/// void (never stops).
+template <class F>
+concept token_callback = std::invocable<F&, const token_event&> || std::invocable<F&, token_id>;
+
+/// Outcome of one stepper advance().
+enum class step_status : std::uint8_t {
+    ok,         ///< the rows were consumed
+    bad_input,  ///< rows (or hidden rows) shorter than next_call() needs: nothing consumed,
+                ///< the stepper is unchanged (advance again with the right rows, or cancel())
+    finished,   ///< the stepper was already done: nothing consumed
+};
+
+/// What one stepper advance() produced.
+struct step_events {
+    step_status status = step_status::ok;
+    std::span<const token_id> tokens = {};  ///< tokens appended to the output by this step
+    std::string_view text = {};             ///< text released by this step (with a detokenizer)
+    std::optional<stop_reason> stop = {};   ///< set on the step where the sequence ended
+    /// Views stay valid until the stepper's next advance() / cancel().
+    bool finished() const noexcept { return stop.has_value(); }
+};
+
+namespace detail {
+/// Calls a token_callback; true = go on. Events with token -1 (the final text) reach only
+/// callbacks that take a token_event.
+template <class F>
+bool call_stream(F& f, const token_event& e) {
+    if constexpr (std::is_invocable_r_v<bool, F&, const token_event&>)
+        return f(e);
+    else if constexpr (std::is_invocable_v<F&, const token_event&>)
+        return f(e), true;
+    else if constexpr (std::is_invocable_r_v<bool, F&, token_id>)
+        return e.token < 0 ? true : f(e.token);
+    else
+        return e.token < 0 ? true : (f(e.token), true);
+}
+/// The callback that streams nowhere.
+struct no_stream {
+    bool operator()(const token_event&) const noexcept { return true; }
+};
+/// Seconds since t0 on the steady clock.
+inline double seconds_since(std::chrono::steady_clock::time_point t0) noexcept {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace detail
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/contract.hpp
+// ---- begin decodekit/decoding/model_call.hpp
+/// \file decoding/model_call.hpp
+/// What a stepper asks the model to compute next: which capability of model.hpp (logits,
+/// logits and hidden states, layer read-outs, extra heads), on which model (the target, or the
+/// speculative proposer's draft model), for which sequences. An engine concatenates the calls of
+/// many steppers that share (model, kind, layers) into one model call, giving each stepper's
+/// sequences slots of its own (a stepper numbers its slots from 0; the engine adds an offset),
+/// then hands each stepper its rows: logits rows in request order, `logits_rows()` of them, and
+/// for logits_and_hidden as many hidden rows.
 
 // ---- begin decodekit/error.hpp
 /// \file error.hpp
@@ -278,6 +504,253 @@ inline std::string range_message(std::string_view field, std::string_view allowe
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/error.hpp
+// ---- begin decodekit/model.hpp
+/// \file model.hpp
+/// The model callback concepts: how strategies (beam, contrastive, DoLa, speculative, MTP) call a
+/// model. A backend implements the core concept plus the capabilities the strategies it wants
+/// need; each strategy states them in a `requires` clause, so a missing capability is a compile
+/// error that names the concept.
+///
+/// ## The sequence contract (for backend authors)
+/// Every call passes whole token sequences (prompt + generated so far) and asks for the logits of
+/// their last `n_last` positions. decodekit owns no KV cache; between calls a sequence only
+///   - grows by appending tokens (the next step of the same slot),
+///   - branches (a beam fork: a new slot whose tokens share a prefix with an existing slot), or
+///   - is cut back (rejected speculative drafts: the next call's tokens are a prefix of the
+///     cached ones plus new tokens).
+/// `slot` is a stable small integer naming the sequence across calls (beam index, draft/target
+/// lane). A backend may recompute everything (correct, slow) or keep a cache per slot and reuse
+/// the longest common prefix between the cached tokens of that slot and the new sequence;
+/// decodekit never assumes which. Sequences of one call are independent and may be batched.
+///
+/// Output layout: `out` is row-major, one row of `vocab_size()` floats per requested position,
+/// requests in order, positions in sequence order (the last row of a request is its newest
+/// position). Use rows_needed() to size it.
+
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// One sequence in a model call.
+struct sequence_request {
+    std::span<const token_id> tokens;  ///< the whole sequence, prompt included; non-empty
+    std::size_t n_last = 1;            ///< logits wanted for the last n_last positions (<= size)
+    std::uint32_t slot = 0;            ///< stable name of the sequence for cache reuse
+};
+
+/// Total number of output rows a call produces for `requests`.
+inline std::size_t rows_needed(std::span<const sequence_request> requests) noexcept {
+    std::size_t n = 0;
+    for (const auto& r : requests) n += r.n_last;
+    return n;
+}
+
+/// Core capability (every strategy): the vocabulary size and logits for the last n positions of
+/// one or several sequences in one call.
+template <class M>
+concept language_model = requires(M& m, const M& cm, std::span<const sequence_request> requests,
+                                  std::span<float> out) {
+    { cm.vocab_size() } -> std::convertible_to<std::size_t>;
+    m.logits(requests, out);  ///< out: rows_needed(requests) x vocab_size()
+};
+
+/// Last-layer hidden states (contrastive search): logits and, for the same positions, the hidden
+/// state fed to the classifier (after the final norm), hidden_size() floats per row.
+template <class M>
+concept hidden_state_model = language_model<M> &&
+    requires(M& m, const M& cm, std::span<const sequence_request> requests,
+             std::span<float> logits_out, std::span<float> hidden_out) {
+    { cm.hidden_size() } -> std::convertible_to<std::size_t>;
+    m.logits_and_hidden(requests, logits_out, hidden_out);
+};
+
+/// Logits read out at intermediate layers (DoLa, early-exit self-drafting): the final norm and
+/// classifier applied to the residual stream after layer `l` (1-based; l == num_layers() is the
+/// ordinary output; l == 0 is the embedding output). Rows ordered [request][position][layer in
+/// the order of `layers`].
+template <class M>
+concept layer_logits_model = language_model<M> &&
+    requires(M& m, const M& cm, std::span<const sequence_request> requests,
+             std::span<const int> layers, std::span<float> out) {
+    { cm.num_layers() } -> std::convertible_to<std::size_t>;
+    m.layer_logits(requests, layers, out);
+};
+
+/// Extra prediction heads, Medusa style (multi-token prediction): from one forward over each
+/// sequence, logits
+/// for the next num_heads() positions of its last position: head 0 predicts t+1 (the ordinary
+/// next token), head h predicts t+1+h given the sequence only (heads in parallel, none sees the
+/// tokens drafted before it). Rows ordered [request][head]. For sequential modules see
+/// mtp_module_model.
+/// Each request must have n_last == 1.
+template <class M>
+concept multi_token_model = language_model<M> &&
+    requires(M& m, const M& cm, std::span<const sequence_request> requests, std::span<float> out) {
+    { cm.num_heads() } -> std::convertible_to<std::size_t>;
+    m.head_logits(requests, out);
+};
+
+/// One step of a sequential multi-token-prediction module for one sequence (mtp_module_model).
+/// Module k at position i reads `hidden` (h(k-1, i): depth k-1's state at position i) and the
+/// token t(i+k), and predicts t(i+k+1).
+struct mtp_request {
+    std::span<const float> hidden;  ///< hidden_size() floats: h(depth - 1, i)
+    token_id token = 0;             ///< t(i + depth): the token after position i + depth - 1
+    std::size_t depth = 1;          ///< the module, in [1, mtp_depth()]
+    std::size_t position = 0;       ///< position of `token` in the sequence: i + depth
+    std::uint32_t slot = 0;         ///< the sequence's slot (for modules with per-sequence state)
+};
+
+/// Sequential multi-token-prediction modules (DeepSeek-V3 style): a chain of mtp_depth() small
+/// modules beside the main model, module k predicting the token k + 1 positions ahead from the
+/// previous depth's hidden state and the token in between. Drafting k tokens after a verified
+/// position costs the main forward that verified it plus k module calls.
+///
+/// ## The contract (for backend authors)
+///   - Depth 0 is the main model: h(0, i) is the hidden state logits_and_hidden() returns for
+///     position i (the final-normed state fed to the output head), from the same forward whose
+///     logits verified t(i+1). So after a round that verified up to position i and emitted
+///     t(i+1), module 1 takes h(0, i) and t(i+1) and drafts t(i+2); no extra main forward.
+///   - mtp_logits(requests, logits_out, hidden_out) runs one module step per request (requests
+///     are independent; one call may serve many sequences and mix depths). Row r of logits_out
+///     (vocab_size() floats) is module requests[r].depth's next-token logits; row r of
+///     hidden_out (hidden_size() floats) is h(depth, i), the input of depth + 1. hidden_out may
+///     be empty (no state wanted). Both hold requests.size() rows.
+///   - Chaining: drafting token j (1-based) after position i uses module min(j, mtp_depth())
+///     with the hidden state the previous step returned (j = 1: h(0, i)); beyond mtp_depth()
+///     the last module is reused on its own output (see mtp_module_for()).
+///   - Per-sequence state: a module whose block attends to earlier positions keeps, per slot and
+///     depth, state over every verified position; `position` places `token`, and a request at a
+///     position at or before one already seen is a cut-back after rejected drafts: the module
+///     drops its state from there (model.hpp's sequence contract, applied to the module). A
+///     stateless module (its output a function of hidden, token and depth only) ignores
+///     position and slot, so a cut-back needs nothing. The backend documents which it is.
+///   - Invalid requests (hidden of the wrong size, token out of range, depth outside
+///     [1, mtp_depth()]) must not read out of bounds; what their rows hold is the backend's
+///     documented choice (the reference backend: NaN rows and last_error()).
+/// mtp_depth() == 0 means no module is available: every request is invalid.
+template <class M>
+concept mtp_module_model = hidden_state_model<M> &&
+    requires(M& m, const M& cm, std::span<const mtp_request> requests, std::span<float> logits_out,
+             std::span<float> hidden_out) {
+    { cm.mtp_depth() } -> std::convertible_to<std::size_t>;
+    m.mtp_logits(requests, logits_out, hidden_out);
+};
+
+/// The module that drafts token `j` (1-based) of a chain on a model with `mtp_depth` modules:
+/// min(j, mtp_depth) (0 when j or mtp_depth is 0).
+constexpr std::size_t mtp_module_for(std::size_t j, std::size_t mtp_depth) noexcept {
+    return j < mtp_depth ? j : mtp_depth;
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/model.hpp
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Which model method a call needs. Append-only.
+enum class call_kind : std::uint8_t {
+    logits,             ///< language_model::logits
+    logits_and_hidden,  ///< hidden_state_model::logits_and_hidden
+    layer_logits,       ///< layer_logits_model::layer_logits with model_call::layers
+    head_logits,        ///< multi_token_model::head_logits (model_call::heads rows per request)
+};
+
+/// Which model a call is for.
+enum class model_role : std::uint8_t {
+    target,  ///< the model being decoded
+    draft,   ///< a speculative proposer's model (a draft model, or the target itself read out
+             ///< early: early exit and multi-token heads)
+};
+
+/// One model call a stepper needs. The spans point into the stepper (or its proposer): valid
+/// until its next advance(), cancel(), or move.
+struct model_call {
+    call_kind kind = call_kind::logits;
+    model_role model = model_role::target;
+    std::span<const sequence_request> requests = {};  ///< empty: nothing to compute
+    std::span<const int> layers = {};                 ///< layer_logits: layers per position
+    std::size_t heads = 0;                            ///< head_logits: rows per request
+
+    bool empty() const noexcept { return requests.empty(); }
+    /// Positions the call scores (rows_needed(requests)).
+    std::size_t positions() const noexcept { return rows_needed(requests); }
+    /// Logits rows (of vocab_size floats) the call writes.
+    std::size_t logits_rows() const noexcept {
+        switch (kind) {
+            case call_kind::layer_logits:
+                return positions() * layers.size();
+            case call_kind::head_logits:
+                return requests.size() * heads;
+            default:
+                return positions();
+        }
+    }
+    /// Hidden rows (of hidden_size floats) the call writes: positions() for logits_and_hidden.
+    std::size_t hidden_rows() const noexcept {
+        return kind == call_kind::logits_and_hidden ? positions() : 0;
+    }
+};
+
+/// Runs `call` on `model`: logits into `logits` (logits_rows() x vocab_size()), hidden states
+/// into `hidden` (hidden_rows() x hidden_size()). Returns false and calls nothing when a span is
+/// too short; a kind the model does not implement is a configuration error (raise()).
+template <language_model M>
+bool run_model_call(M& model, const model_call& call, std::span<float> logits,
+                    std::span<float> hidden = {}) {
+    if (call.empty()) return true;
+    const std::size_t V = std::size_t(model.vocab_size());
+    if (logits.size() / (V ? V : 1) < call.logits_rows()) return false;
+    logits = logits.first(call.logits_rows() * V);
+    switch (call.kind) {
+        case call_kind::logits:
+            model.logits(call.requests, logits);
+            return true;
+        case call_kind::logits_and_hidden:
+            if constexpr (hidden_state_model<M>) {
+                const std::size_t H = std::size_t(model.hidden_size());
+                if (hidden.size() / (H ? H : 1) < call.hidden_rows()) return false;
+                model.logits_and_hidden(call.requests, logits,
+                                        hidden.first(call.hidden_rows() * H));
+                return true;
+            } else {
+                raise("run_model_call: the call needs hidden states (hidden_state_model)");
+            }
+        case call_kind::layer_logits:
+            if constexpr (layer_logits_model<M>) {
+                model.layer_logits(call.requests, call.layers, logits);
+                return true;
+            } else {
+                raise("run_model_call: the call needs layer read-outs (layer_logits_model)");
+            }
+        case call_kind::head_logits:
+            if constexpr (multi_token_model<M>) {
+                if (call.heads != std::size_t(model.num_heads())) return false;
+                model.head_logits(call.requests, logits);
+                return true;
+            } else {
+                raise("run_model_call: the call needs prediction heads (multi_token_model)");
+            }
+    }
+    return false;
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/model_call.hpp
+// ---- begin decodekit/decoding/stop.hpp
+/// \file decoding/stop.hpp
+/// Token-level stop conditions shared by every strategy: EOS ids and stop sequences, checked on
+/// generated tokens only (decoding/contract.hpp has the rules). Negative EOS ids are accepted and
+/// ignored (no generated token is negative), as sampling_params accepts them.
+
 
 #include <algorithm>
 #include <cstddef>
@@ -290,14 +763,13 @@ DECODEKIT_END_NAMESPACE
 DECODEKIT_BEGIN_NAMESPACE
 
 namespace detail {
-/// First problem with stop conditions (negative EOS id, empty stop sequence or negative id in
-/// one), fields named "<owner>.eos_ids" / "<owner>.stop_sequences"; nullopt when valid.
+/// First problem with stop conditions (an empty stop sequence or a negative id in one), named
+/// "<owner>.stop_sequences"; nullopt when valid. EOS ids are never a problem: negative ones are
+/// ignored (they cannot be generated).
 inline std::optional<std::string> check_stop_conditions(
-    std::string_view owner, std::span<const token_id> eos_ids,
+    std::string_view owner, std::span<const token_id> /*eos_ids*/,
     std::span<const std::vector<token_id>> stop_sequences = {}) {
     const std::string o(owner);
-    for (token_id e : eos_ids)
-        if (e < 0) return range_message(o + ".eos_ids", "non-negative ids", double(e));
     for (const auto& s : stop_sequences) {
         if (s.empty()) return o + ".stop_sequences: every sequence must be non-empty";
         for (token_id t : s)
@@ -325,6 +797,17 @@ public:
                 return true;
         return false;
     }
+    /// True when `generated` followed by `next` ends with one of the stop sequences.
+    bool completes_stop_sequence(std::span<const token_id> generated,
+                                 token_id next) const noexcept {
+        for (const auto& s : stop_)
+            if (!s.empty() && s.back() == next && s.size() - 1 <= generated.size() &&
+                std::equal(s.begin(), s.end() - 1, generated.end() - std::ptrdiff_t(s.size() - 1)))
+                return true;
+        return false;
+    }
+    /// True when there is at least one stop sequence.
+    bool has_stop_sequences() const noexcept { return !stop_.empty(); }
 
 private:
     std::span<const token_id> eos_;
@@ -333,6 +816,201 @@ private:
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/decoding/stop.hpp
+// ---- begin decodekit/decoding/stop_strings.hpp
+/// \file decoding/stop_strings.hpp
+/// Text-level stop strings: the engine's detokenizer turns each generated token into bytes, and
+/// a stop_string_matcher finds a stop string that may span any number of tokens while releasing
+/// text as early as it is safe to stream.
+///
+/// Release rule: after each token, every byte is released except (a) the longest suffix of the
+/// text that is a proper prefix of some stop string (it may still become a stop string) and (b)
+/// an incomplete UTF-8 sequence at the end (a multi-byte character split across tokens). Held
+/// bytes are released as soon as they can no longer begin a stop string (the match failed) or
+/// complete their character. On a match, the text up to the start of the stop string is
+/// released; the stop string and anything after it never are. Among stop strings completing in
+/// the same token, the one that ends first in the text wins (ties: the longest); so of "ab" and
+/// "abc", "ab" always stops first. At the end of generation, flush() releases what is held.
+/// Bytes that are not valid UTF-8 are released as they are (never held forever).
+///
+/// Matching is one Knuth-Morris-Pratt automaton per stop string: O(bytes x stop strings) per
+/// token, O(stop strings) state. Limits (checked by the params' check()): at most
+/// max_stop_strings strings of 1 to max_stop_string_bytes bytes each.
+///
+/// The detokenizer must be a pure function of the token id (beam search calls it for candidate
+/// tokens too) returning the token's bytes; the view must stay valid until the next call. Engines
+/// whose tokenizer has context-dependent pieces (a leading space after BOS) pass the bytes they
+/// would print.
+
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// The engine's detokenizer: token id -> its bytes (valid until the next call).
+using detokenize_fn = std::function<std::string_view(token_id)>;
+
+/// Most stop strings a request may have.
+inline constexpr std::size_t max_stop_strings = 64;
+/// Longest stop string, in bytes.
+inline constexpr std::size_t max_stop_string_bytes = 256;
+
+namespace detail {
+/// First problem with stop strings (too many, empty, too long, no detokenizer), fields named
+/// "<owner>.stop_strings" / "<owner>.detokenize"; nullopt when valid.
+inline std::optional<std::string> check_stop_strings(std::string_view owner,
+                                                     std::span<const std::string> strings,
+                                                     bool has_detokenizer) {
+    const std::string o(owner);
+    if (strings.size() > max_stop_strings)
+        return range_message(o + ".stop_strings", "at most 64 strings", double(strings.size()));
+    for (const auto& s : strings)
+        if (s.empty() || s.size() > max_stop_string_bytes)
+            return range_message(o + ".stop_strings", "strings of 1 to 256 bytes",
+                                 double(s.size()));
+    if (!strings.empty() && !has_detokenizer)
+        return o + ".detokenize must be set when stop_strings is not empty";
+    return std::nullopt;
+}
+
+/// Length of an incomplete UTF-8 sequence at the end of `s` (0 to 3 bytes): a lead byte
+/// followed by fewer continuation bytes than it announces. Invalid bytes count as complete.
+inline std::size_t incomplete_utf8_tail(std::string_view s) noexcept {
+    const std::size_t n = s.size();
+    for (std::size_t back = 1; back <= 4 && back <= n; ++back) {
+        const auto c = static_cast<unsigned char>(s[n - back]);
+        if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
+        const std::size_t need = (c & 0xE0) == 0xC0   ? 2
+                                 : (c & 0xF0) == 0xE0 ? 3
+                                 : (c & 0xF8) == 0xF0 ? 4
+                                                      : 1;  // ASCII or an invalid lead
+        return back < need ? back : 0;
+    }
+    return 0;  // only continuation bytes (invalid): release them
+}
+}  // namespace detail
+
+/// A compiled, immutable set of stop strings (the KMP failure tables), shared by matchers.
+class stop_string_set {
+public:
+    explicit stop_string_set(std::span<const std::string> strings)
+        : strings_(strings.begin(), strings.end()) {
+        fail_.resize(strings_.size());
+        for (std::size_t i = 0; i < strings_.size(); ++i) {
+            const std::string& s = strings_[i];
+            std::vector<std::uint16_t>& f = fail_[i];
+            f.assign(s.size() + 1, 0);  // f[q]: longest proper border of s[0, q)
+            std::size_t k = 0;
+            for (std::size_t q = 1; q < s.size(); ++q) {
+                while (k > 0 && s[q] != s[k]) k = f[k];
+                if (s[q] == s[k]) ++k;
+                f[q + 1] = std::uint16_t(k);
+            }
+        }
+    }
+    std::size_t size() const noexcept { return strings_.size(); }
+    const std::string& operator[](std::size_t i) const noexcept { return strings_[i]; }
+    /// The automaton of string i: from state q (matched prefix length), read byte c.
+    std::size_t next(std::size_t i, std::size_t q, char c) const noexcept {
+        const std::string& s = strings_[i];
+        if (q == s.size()) q = fail_[i][q];  // a full match continues from its border
+        while (q > 0 && s[q] != c) q = fail_[i][q];
+        return s[q] == c ? q + 1 : 0;
+    }
+    /// The longest proper prefix of string i that state q leaves as a suffix of the text (q
+    /// itself, or the border of a full match).
+    std::size_t held_prefix(std::size_t i, std::size_t q) const noexcept {
+        return q == strings_[i].size() ? fail_[i][q] : q;
+    }
+
+private:
+    std::vector<std::string> strings_;
+    std::vector<std::vector<std::uint16_t>> fail_;
+};
+
+/// Stop-string matching and safe text release for one sequence. Copyable (beam search forks it
+/// with its beam): the compiled set is shared, the state is O(stop strings + held bytes).
+class stop_string_matcher {
+public:
+    /// No stop strings: text passes through, only incomplete UTF-8 is held.
+    stop_string_matcher() = default;
+    explicit stop_string_matcher(std::span<const std::string> stop_strings)
+        : set_(stop_strings.empty() ? nullptr
+                                    : std::make_shared<const stop_string_set>(stop_strings)),
+          state_(stop_strings.size(), 0) {}
+
+    /// What push() released.
+    struct released {
+        std::string_view text;  ///< bytes now safe to stream (valid until the next call)
+        bool matched = false;   ///< a stop string completed: text ends right before it
+    };
+
+    /// Appends one token's bytes. `stops_active` false (before min_new_tokens): a completed stop
+    /// string is ignored and its bytes are released as ordinary text. After a match, further
+    /// pushes release nothing.
+    released push(std::string_view bytes, bool stops_active = true) {
+        buf_.erase(0, released_);
+        released_ = 0;
+        if (matched_) return {{}, true};
+        const std::size_t old = buf_.size();
+        buf_.append(bytes.data(), bytes.size());
+        std::size_t hold = 0;  // longest suffix that is a proper prefix of a stop string
+        if (set_) {
+            for (std::size_t pos = old; pos < buf_.size(); ++pos) {
+                std::size_t best_len = 0;  // a stop string ending at pos (the longest)
+                for (std::size_t i = 0; i < set_->size(); ++i) {
+                    state_[i] = std::uint16_t(set_->next(i, state_[i], buf_[pos]));
+                    if (state_[i] == (*set_)[i].size())
+                        best_len = std::max<std::size_t>(best_len, state_[i]);
+                }
+                if (best_len > 0 && stops_active) {
+                    matched_ = true;
+                    released_ = buf_.size();  // everything is consumed by the next call
+                    return {std::string_view(buf_).substr(0, pos + 1 - best_len), true};
+                }
+            }
+            for (std::size_t i = 0; i < set_->size(); ++i)
+                hold = std::max(hold, set_->held_prefix(i, state_[i]));
+        }
+        std::size_t end = buf_.size() - std::min(hold, buf_.size());
+        end -= detail::incomplete_utf8_tail(std::string_view(buf_).substr(0, end));
+        released_ = end;
+        return {std::string_view(buf_).substr(0, end), false};
+    }
+
+    /// Releases every held byte (the end of generation without a match). The view directly
+    /// follows the last push()'s text in the same buffer. Nothing after a match.
+    std::string_view flush() noexcept {
+        if (matched_) return {};
+        const std::size_t from = released_;
+        released_ = buf_.size();
+        for (auto& q : state_) q = 0;
+        return std::string_view(buf_).substr(from);
+    }
+
+    /// True once a stop string matched.
+    bool matched() const noexcept { return matched_; }
+    /// Bytes currently held back (not yet released).
+    std::size_t held() const noexcept { return matched_ ? 0 : buf_.size() - released_; }
+
+private:
+    std::shared_ptr<const stop_string_set> set_;
+    std::vector<std::uint16_t> state_;  // per stop string: matched prefix length
+    std::string buf_;                   // [released by the last call | held]
+    std::size_t released_ = 0;
+    bool matched_ = false;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/stop_strings.hpp
 // ---- begin decodekit/kernels/reduce.hpp
 /// \file kernels/reduce.hpp
 /// max, argmax, sum, logsumexp over a logits row (SIMD, one streaming pass each; logsumexp two).
@@ -2343,153 +3021,9 @@ std::size_t filter_min_p(std::span<const float> x, float p_base, float temperatu
 }  // namespace kernels
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/kernels/select.hpp
-// ---- begin decodekit/model.hpp
-/// \file model.hpp
-/// The model callback concepts: how strategies (beam, contrastive, DoLa, speculative, MTP) call a
-/// model. A backend implements the core concept plus the capabilities the strategies it wants
-/// need; each strategy states them in a `requires` clause, so a missing capability is a compile
-/// error that names the concept.
-///
-/// ## The sequence contract (for backend authors)
-/// Every call passes whole token sequences (prompt + generated so far) and asks for the logits of
-/// their last `n_last` positions. decodekit owns no KV cache; between calls a sequence only
-///   - grows by appending tokens (the next step of the same slot),
-///   - branches (a beam fork: a new slot whose tokens share a prefix with an existing slot), or
-///   - is cut back (rejected speculative drafts: the next call's tokens are a prefix of the
-///     cached ones plus new tokens).
-/// `slot` is a stable small integer naming the sequence across calls (beam index, draft/target
-/// lane). A backend may recompute everything (correct, slow) or keep a cache per slot and reuse
-/// the longest common prefix between the cached tokens of that slot and the new sequence;
-/// decodekit never assumes which. Sequences of one call are independent and may be batched.
-///
-/// Output layout: `out` is row-major, one row of `vocab_size()` floats per requested position,
-/// requests in order, positions in sequence order (the last row of a request is its newest
-/// position). Use rows_needed() to size it.
-
-
-#include <concepts>
-#include <cstddef>
-#include <cstdint>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// One sequence in a model call.
-struct sequence_request {
-    std::span<const token_id> tokens;  ///< the whole sequence, prompt included; non-empty
-    std::size_t n_last = 1;            ///< logits wanted for the last n_last positions (<= size)
-    std::uint32_t slot = 0;            ///< stable name of the sequence for cache reuse
-};
-
-/// Total number of output rows a call produces for `requests`.
-inline std::size_t rows_needed(std::span<const sequence_request> requests) noexcept {
-    std::size_t n = 0;
-    for (const auto& r : requests) n += r.n_last;
-    return n;
-}
-
-/// Core capability (every strategy): the vocabulary size and logits for the last n positions of
-/// one or several sequences in one call.
-template <class M>
-concept language_model = requires(M& m, const M& cm, std::span<const sequence_request> requests,
-                                  std::span<float> out) {
-    { cm.vocab_size() } -> std::convertible_to<std::size_t>;
-    m.logits(requests, out);  ///< out: rows_needed(requests) x vocab_size()
-};
-
-/// Last-layer hidden states (contrastive search): logits and, for the same positions, the hidden
-/// state fed to the classifier (after the final norm), hidden_size() floats per row.
-template <class M>
-concept hidden_state_model = language_model<M> &&
-    requires(M& m, const M& cm, std::span<const sequence_request> requests,
-             std::span<float> logits_out, std::span<float> hidden_out) {
-    { cm.hidden_size() } -> std::convertible_to<std::size_t>;
-    m.logits_and_hidden(requests, logits_out, hidden_out);
-};
-
-/// Logits read out at intermediate layers (DoLa, early-exit self-drafting): the final norm and
-/// classifier applied to the residual stream after layer `l` (1-based; l == num_layers() is the
-/// ordinary output; l == 0 is the embedding output). Rows ordered [request][position][layer in
-/// the order of `layers`].
-template <class M>
-concept layer_logits_model = language_model<M> &&
-    requires(M& m, const M& cm, std::span<const sequence_request> requests,
-             std::span<const int> layers, std::span<float> out) {
-    { cm.num_layers() } -> std::convertible_to<std::size_t>;
-    m.layer_logits(requests, layers, out);
-};
-
-/// Extra prediction heads, Medusa style (multi-token prediction): from one forward over each
-/// sequence, logits
-/// for the next num_heads() positions of its last position: head 0 predicts t+1 (the ordinary
-/// next token), head h predicts t+1+h given the sequence only (heads in parallel, none sees the
-/// tokens drafted before it). Rows ordered [request][head]. For sequential modules see
-/// mtp_module_model.
-/// Each request must have n_last == 1.
-template <class M>
-concept multi_token_model = language_model<M> &&
-    requires(M& m, const M& cm, std::span<const sequence_request> requests, std::span<float> out) {
-    { cm.num_heads() } -> std::convertible_to<std::size_t>;
-    m.head_logits(requests, out);
-};
-
-/// One step of a sequential multi-token-prediction module for one sequence (mtp_module_model).
-/// Module k at position i reads `hidden` (h(k-1, i): depth k-1's state at position i) and the
-/// token t(i+k), and predicts t(i+k+1).
-struct mtp_request {
-    std::span<const float> hidden;  ///< hidden_size() floats: h(depth - 1, i)
-    token_id token = 0;             ///< t(i + depth): the token after position i + depth - 1
-    std::size_t depth = 1;          ///< the module, in [1, mtp_depth()]
-    std::size_t position = 0;       ///< position of `token` in the sequence: i + depth
-    std::uint32_t slot = 0;         ///< the sequence's slot (for modules with per-sequence state)
-};
-
-/// Sequential multi-token-prediction modules (DeepSeek-V3 style): a chain of mtp_depth() small
-/// modules beside the main model, module k predicting the token k + 1 positions ahead from the
-/// previous depth's hidden state and the token in between. Drafting k tokens after a verified
-/// position costs the main forward that verified it plus k module calls.
-///
-/// ## The contract (for backend authors)
-///   - Depth 0 is the main model: h(0, i) is the hidden state logits_and_hidden() returns for
-///     position i (the final-normed state fed to the output head), from the same forward whose
-///     logits verified t(i+1). So after a round that verified up to position i and emitted
-///     t(i+1), module 1 takes h(0, i) and t(i+1) and drafts t(i+2); no extra main forward.
-///   - mtp_logits(requests, logits_out, hidden_out) runs one module step per request (requests
-///     are independent; one call may serve many sequences and mix depths). Row r of logits_out
-///     (vocab_size() floats) is module requests[r].depth's next-token logits; row r of
-///     hidden_out (hidden_size() floats) is h(depth, i), the input of depth + 1. hidden_out may
-///     be empty (no state wanted). Both hold requests.size() rows.
-///   - Chaining: drafting token j (1-based) after position i uses module min(j, mtp_depth())
-///     with the hidden state the previous step returned (j = 1: h(0, i)); beyond mtp_depth()
-///     the last module is reused on its own output (see mtp_module_for()).
-///   - Per-sequence state: a module whose block attends to earlier positions keeps, per slot and
-///     depth, state over every verified position; `position` places `token`, and a request at a
-///     position at or before one already seen is a cut-back after rejected drafts: the module
-///     drops its state from there (model.hpp's sequence contract, applied to the module). A
-///     stateless module (its output a function of hidden, token and depth only) ignores
-///     position and slot, so a cut-back needs nothing. The backend documents which it is.
-///   - Invalid requests (hidden of the wrong size, token out of range, depth outside
-///     [1, mtp_depth()]) must not read out of bounds; what their rows hold is the backend's
-///     documented choice (the reference backend: NaN rows and last_error()).
-/// mtp_depth() == 0 means no module is available: every request is invalid.
-template <class M>
-concept mtp_module_model = hidden_state_model<M> &&
-    requires(M& m, const M& cm, std::span<const mtp_request> requests, std::span<float> logits_out,
-             std::span<float> hidden_out) {
-    { cm.mtp_depth() } -> std::convertible_to<std::size_t>;
-    m.mtp_logits(requests, logits_out, hidden_out);
-};
-
-/// The module that drafts token `j` (1-based) of a chain on a model with `mtp_depth` modules:
-/// min(j, mtp_depth) (0 when j or mtp_depth is 0).
-constexpr std::size_t mtp_module_for(std::size_t j, std::size_t mtp_depth) noexcept {
-    return j < mtp_depth ? j : mtp_depth;
-}
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/model.hpp
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -2497,6 +3031,8 @@ DECODEKIT_END_NAMESPACE
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -2516,13 +3052,17 @@ struct beam_search_params {
     float length_penalty = 1.f;           ///< exponent of the length in the score, finite
     bool length_includes_prompt = false;  ///< false: HF (generated only); true: vLLM, ORT-genai
     early_stopping stopping = early_stopping::heuristic;
-    std::vector<token_id> eos_ids = {};  ///< tokens that finish a hypothesis
+    std::vector<token_id> eos_ids = {};  ///< tokens that finish a hypothesis (negative: ignored)
     std::size_t num_groups = 1;          ///< diverse beam search: divides num_beams
     float diversity_penalty = 0.f;       ///< subtracted per earlier-group choice of a token, >= 0
     bool stochastic = false;             ///< Gumbel top-k stochastic beams (Kool et al. 2019)
     float temperature = 1.f;             ///< of the stochastic beams' distribution, > 0
     std::uint64_t seed = 0;              ///< stochastic beams: rng_key{seed, sequence, step}
     std::uint64_t sequence = 0;
+    std::vector<std::vector<token_id>> stop_sequences = {};  ///< finish a hypothesis (kept)
+    std::vector<std::string> stop_strings =
+        {};                         ///< finish a hypothesis (decoding/stop_strings.hpp)
+    detokenize_fn detokenize = {};  ///< token -> bytes, needed by stop_strings
 
     /// The first invalid field, named with its allowed range; nullopt when valid.
     std::optional<std::string> check() const {
@@ -2547,8 +3087,9 @@ struct beam_search_params {
         if (!(temperature > 0.f) || !std::isfinite(temperature))
             return detail::range_message("beam_search_params.temperature", "finite and > 0",
                                          double(temperature));
-        if (auto e = detail::check_stop_conditions("beam_search_params", eos_ids)) return e;
-        return std::nullopt;
+        if (auto e = detail::check_stop_conditions("beam_search_params", eos_ids, stop_sequences))
+            return e;
+        return detail::check_stop_strings("beam_search_params", stop_strings, bool(detokenize));
     }
     /// check(), reported through raise().
     void validate() const { raise_if(check()); }
@@ -2556,17 +3097,18 @@ struct beam_search_params {
 
 /// One finished hypothesis.
 struct beam_hypothesis {
-    std::vector<token_id> tokens;  ///< generated tokens (prompt excluded), EOS included if any
+    std::vector<token_id> tokens;  ///< generated tokens (prompt and EOS excluded)
     double score = 0;              ///< sum_logprobs / length^length_penalty
     double sum_logprobs = 0;       ///< including diversity penalties (diverse beam search)
-    bool eos = false;              ///< finished by an EOS token (else by max_new_tokens)
+    bool eos = false;              ///< finished by an EOS token (excluded from tokens)
+    stop_reason reason = stop_reason::max_new_tokens;  ///< why it finished
 };
 
-/// What beam search returns.
-struct beam_search_result {
+/// What beam search returns: tokens / reason of the best hypothesis, and the n-best.
+struct beam_search_result : decoding_result {
     std::vector<beam_hypothesis> hypotheses;  ///< n-best, best first (score desc)
     std::size_t steps = 0;                    ///< decoding steps run
-    std::size_t model_calls = 0;              ///< model.logits calls
+    std::size_t model_calls = 0;              ///< model.logits calls (= stats.model_calls)
     std::size_t model_rows = 0;               ///< logits rows requested in total
 };
 
@@ -2666,14 +3208,58 @@ inline std::size_t beam_top_candidates(std::span<const float> rows, std::size_t 
     return detail::take_best(ws.pool, out);
 }
 
+/// The best hypothesis so far: beam search's streaming event.
+struct beam_event {
+    std::span<const token_id> tokens = {};  ///< its generated tokens (EOS excluded); valid until
+                                            ///< the searcher's next advance() / cancel()
+    double score = 0;       ///< finished: its score; running: sum / (current length)^lp
+    bool finished = false;  ///< a finished hypothesis (else a running beam)
+    std::size_t step = 0;   ///< steps taken so far
+};
+
+/// What one beam_searcher::advance() produced.
+struct beam_step_events {
+    step_status status = step_status::ok;
+    /// For each request of the new requests(): the index, in the requests() this step consumed,
+    /// of the beam it extends by one token (a paged KV cache forks that sequence). Valid until
+    /// the next advance(); empty once done.
+    std::span<const std::uint32_t> parents = {};
+    std::optional<stop_reason> stop = {};  ///< set when the search ended (the best's reason)
+    bool finished() const noexcept { return stop.has_value(); }
+};
+
+/// A beam streaming callback: `bool(const beam_event&)` (false stops: running beams become
+/// hypotheses with reason callback) or `void(const beam_event&)`.
+template <class F>
+concept beam_callback = std::invocable<F&, const beam_event&>;
+
+namespace detail {
+struct no_beam_stream {
+    void operator()(const beam_event&) const noexcept {}
+};
+template <class F>
+bool call_best(F& f, const beam_event& e) {
+    if constexpr (std::is_invocable_r_v<bool, F&, const beam_event&>)
+        return f(e);
+    else
+        return f(e), true;
+}
+}  // namespace detail
+
 /// A beam search in progress, driven step by step (beam_search() below runs it on a model):
-/// requests() names the running beams' sequences; advance() consumes one logits row per request.
+/// next_call() names the running beams' sequences (slot = beam index); advance() consumes one
+/// logits row per request and reports each new beam's parent; best() is the best hypothesis so
+/// far (stream it); result() the n-best. Not copyable (its requests point into it); movable.
 class beam_searcher {
 public:
-    /// \pre params valid (validated here), !prompt.empty()
+    /// \pre params valid (validated here), !prompt.empty(), vocab_size >= 1 (each rejected with
+    /// a message otherwise)
     beam_searcher(const beam_search_params& params, std::size_t vocab_size,
                   std::span<const token_id> prompt)
-        : p_(params), vocab_(vocab_size), prompt_(prompt.begin(), prompt.end()) {
+        : p_(params),
+          vocab_(vocab_size),
+          prompt_(prompt.begin(), prompt.end()),
+          t0_(std::chrono::steady_clock::now()) {
         p_.validate();
         if (prompt_.empty()) raise("beam_search: prompt must not be empty (add a BOS token)");
         if (vocab_ == 0) raise("beam_search: vocab_size must be >= 1");
@@ -2681,9 +3267,12 @@ public:
         // HF keeps max(2, 1 + #eos) * g so that g non-EOS candidates always remain.
         const std::size_t k =
             std::max<std::size_t>(2, 1 + std::min(p_.eos_ids.size(), vocab_)) * gs_;
+        text_on_ = !p_.stop_strings.empty();
+        const stop_string_matcher text0 =
+            text_on_ ? stop_string_matcher(p_.stop_strings) : stop_string_matcher();
         groups_.resize(p_.num_groups);
         for (std::size_t g = 0; g < p_.num_groups; ++g) {
-            groups_[g].running.push_back({prompt_, 0.0, 0.0});
+            groups_[g].running.push_back({prompt_, 0.0, 0.0, 0, text0});
             groups_[g].nr = 1;
         }
         ws_ = beam_step_workspace(vocab_, gs_, k + (p_.num_groups > 1 ? p_.num_beams : 0));
@@ -2692,27 +3281,43 @@ public:
         if (p_.stochastic) gumbel_row_.resize(vocab_);
         rebuild_requests();
     }
+    beam_searcher(const beam_searcher&) = delete;
+    beam_searcher& operator=(const beam_searcher&) = delete;
+    beam_searcher(beam_searcher&&) = default;
+    beam_searcher& operator=(beam_searcher&&) = default;
 
+    /// One logits row per running beam (every group), slot = beam index; empty when done().
+    model_call next_call() const noexcept { return {.requests = requests_}; }
     /// Sequences to score now (prompt + generated), slot = beam index; empty when done().
     std::span<const sequence_request> requests() const noexcept { return requests_; }
+    /// For each request of requests(): the index of its parent in the previous requests()
+    /// (0 before the first step).
+    std::span<const std::uint32_t> parents() const noexcept { return parents_; }
     /// True when every group stopped or max_new_tokens was reached.
     bool done() const noexcept { return requests_.empty(); }
     /// Steps taken so far (= generated length of the running beams).
     std::size_t steps() const noexcept { return step_; }
+    std::size_t vocab_size() const noexcept { return vocab_; }
 
-    /// Consumes rows_needed(requests()) logits rows (one per request, in order) and advances.
-    /// \pre logits.size() >= requests().size() * vocab_size
-    void advance(std::span<const float> logits) {
-        DECODEKIT_ASSERT(logits.size() >= requests_.size() * vocab_, "beam_searcher: short logits");
+    /// Consumes one logits row per request of requests() (rows_needed(requests()) rows, in
+    /// order) and advances.
+    /// \return status bad_input (nothing consumed) when logits.size() < requests().size() *
+    /// vocab_size(); finished when already done()
+    beam_step_events advance(std::span<const float> logits) {
+        if (done()) return {.status = step_status::finished};
+        if (logits.size() / vocab_ < requests_.size()) return {.status = step_status::bad_input};
+        ++calls_;
+        rows_ += requests_.size();
         const std::size_t cur = step_ + 1;  // generated length of this step's candidates
         std::size_t row0 = 0;
         if (!penalty_.empty())
             for (token_id t : chosen_) penalty_[std::size_t(t)] = 0.f;
         chosen_.clear();
+        const stop_checker stops(p_.eos_ids, p_.stop_sequences);
         for (std::size_t g = 0; g < groups_.size(); ++g) {
             group& G = groups_[g];
             if (G.done) continue;
-            const std::size_t nb = G.nr;
+            const std::size_t nb = G.nr, base = row0;
             const std::span<const float> rows = logits.subspan(row0 * vocab_, nb * vocab_);
             row0 += nb;
             scores_.clear();
@@ -2723,21 +3328,43 @@ public:
                               : beam_top_candidates(rows, vocab_, scores_, top_, ws_, penalty_,
                                                     penalty_.empty() ? 0 : chosen_.size());
             G.nn = 0;
+            if (n == 0) {  // no running beam of the group has a valid entry
+                for (std::size_t b = 0; b < G.nr; ++b)
+                    add_finished(G, G.running[b], -1, G.running[b].sum, step_,
+                                 stop_reason::no_valid_token);
+                G.nr = 0;
+                G.done = true;
+                continue;
+            }
             double best_sum = -std::numeric_limits<double>::infinity();
             for (std::size_t r = 0; r < n; ++r) best_sum = std::max(best_sum, top_[r].sum);
             for (std::size_t r = 0; r < n && G.nn < gs_; ++r) {
                 const beam_candidate& c = top_[r];
                 const beam& parent = G.running[c.beam];
-                if (is_eos(c.token)) {
-                    if (r >= gs_) continue;
-                    add_finished(G, parent.tokens, c.token, c.sum, cur, true);
-                } else {
-                    beam& nb2 = next_slot(G);
-                    nb2.tokens.assign(parent.tokens.begin(), parent.tokens.end());
-                    nb2.tokens.push_back(c.token);
-                    nb2.sum = c.sum;
-                    nb2.key = c.key;
+                if (stops.is_eos(c.token)) {
+                    if (r < gs_) add_finished(G, parent, -1, c.sum, cur, stop_reason::eos);
+                    continue;
                 }
+                std::optional<stop_reason> fin;
+                if (stops.has_stop_sequences() &&
+                    stops.completes_stop_sequence(generated(parent), c.token)) {
+                    fin = stop_reason::stop_sequence;
+                } else if (text_on_) {
+                    scratch_ = parent.text;
+                    if (scratch_.push(p_.detokenize(c.token)).matched)
+                        fin = stop_reason::stop_string;
+                }
+                if (fin) {
+                    if (r < gs_) add_finished(G, parent, c.token, c.sum, cur, *fin);
+                    continue;
+                }
+                beam& nb2 = next_slot(G);
+                nb2.tokens.assign(parent.tokens.begin(), parent.tokens.end());
+                nb2.tokens.push_back(c.token);
+                nb2.sum = c.sum;
+                nb2.key = c.key;
+                nb2.parent = std::uint32_t(base + c.beam);
+                if (text_on_) nb2.text = std::move(scratch_);
             }
             for (std::size_t r = 0; r < G.nn; ++r) note_chosen(G.next[r].tokens.back());
             std::swap(G.running, G.next);
@@ -2750,18 +3377,54 @@ public:
                 G.done = G.finished.size() >= gs_;
         }
         ++step_;
-        if (step_ >= p_.max_new_tokens) {
-            for (auto& G : groups_)
-                if (!G.done) {
-                    for (std::size_t b = 0; b < G.nr; ++b)
-                        add_finished(G, G.running[b].tokens, -1, G.running[b].sum, step_, false);
-                    G.done = true;
-                }
-        }
+        if (step_ == 1) ttft_ = detail::seconds_since(t0_);
+        if (step_ >= p_.max_new_tokens) end_running(stop_reason::max_new_tokens);
         rebuild_requests();
+        return events();
+    }
+    /// advance() for engines that pass hidden rows to every stepper (ignored here).
+    beam_step_events advance(std::span<const float> logits, std::span<const float> /*hidden*/) {
+        return advance(logits);
     }
 
-    /// The n-best over every group, best first (ties: earlier finished first).
+    /// Ends the search now: running beams become hypotheses with reason `why` (cancelled, or
+    /// callback when a streaming callback stopped it). Finished when already done().
+    beam_step_events cancel(stop_reason why = stop_reason::cancelled) {
+        if (done()) return {.status = step_status::finished};
+        end_running(why);
+        rebuild_requests();
+        return events();
+    }
+
+    /// The best hypothesis so far: the best finished one, or a running beam scored as if it
+    /// finished now when that is better (ties: finished first, then earlier).
+    beam_event best() const noexcept {
+        beam_event e{.step = step_};
+        bool have = false;
+        for (const auto& G : groups_)
+            for (const auto& h : G.finished)
+                if (!have || h.score > e.score) {
+                    e.tokens = h.tokens;
+                    e.score = h.score;
+                    e.finished = have = true;
+                }
+        for (const auto& G : groups_) {
+            if (G.done) continue;
+            for (std::size_t b = 0; b < G.nr; ++b) {
+                const double s = normalise(G.running[b].sum, step_);
+                if (!have || s > e.score) {
+                    e.tokens = generated(G.running[b]);
+                    e.score = s;
+                    e.finished = false;
+                    have = true;
+                }
+            }
+        }
+        return e;
+    }
+
+    /// The n-best over every group, best first (ties: earlier finished first); tokens and
+    /// reason are the best hypothesis' (no_valid_token when there is none).
     beam_search_result result() const {
         beam_search_result res;
         std::vector<const beam_hypothesis*> all;
@@ -2773,6 +3436,21 @@ public:
         for (std::size_t i = 0; i < all.size() && i < p_.num_return; ++i)
             res.hypotheses.push_back(*all[i]);
         res.steps = step_;
+        res.model_calls = calls_;
+        res.model_rows = rows_;
+        if (!res.hypotheses.empty()) {
+            res.tokens = res.hypotheses.front().tokens;
+            res.reason = res.hypotheses.front().reason;
+        } else {
+            res.reason = stop_reason::no_valid_token;
+        }
+        res.stats.prompt_tokens = prompt_.size();
+        res.stats.generated_tokens = res.tokens.size();
+        res.stats.model_calls = calls_;
+        res.stats.model_rows = rows_;
+        res.stats.time_to_first_token = ttft_;
+        res.stats.total_time = done() ? total_ : detail::seconds_since(t0_);
+        res.stats.finish();
         return res;
     }
 
@@ -2780,7 +3458,9 @@ private:
     struct beam {
         std::vector<token_id> tokens;  // prompt + generated
         double sum = 0;
-        double key = 0;  // stochastic: the Gumbel key G
+        double key = 0;            // stochastic: the Gumbel key G
+        std::uint32_t parent = 0;  // index in the previous requests of the beam it extends
+        stop_string_matcher text;  // with stop strings: the beam's text state
     };
     struct group {
         std::vector<beam> running, next;        // storage reused across steps
@@ -2789,7 +3469,9 @@ private:
         bool done = false;
     };
 
-    bool is_eos(token_id t) const noexcept { return stop_checker(p_.eos_ids).is_eos(t); }
+    std::span<const token_id> generated(const beam& b) const noexcept {
+        return std::span<const token_id>(b.tokens).subspan(prompt_.size());
+    }
     beam& next_slot(group& G) {
         if (G.nn == G.next.size()) G.next.emplace_back();
         return G.next[G.nn++];
@@ -2807,23 +3489,34 @@ private:
         if (sum == 0) return 0.0;
         return sum / std::pow(length_of(generated), double(p_.length_penalty));
     }
-    void add_finished(group& G, const std::vector<token_id>& seq, token_id last, double sum,
-                      std::size_t generated, bool eos) {
+    /// A hypothesis from beam `b` (+ `last` when >= 0), `generated` tokens long for its score.
+    void add_finished(group& G, const beam& b, token_id last, double sum, std::size_t generated,
+                      stop_reason why) {
         const double score = normalise(sum, generated);
         if (G.finished.size() >= gs_) {
             auto worst =
                 std::min_element(G.finished.begin(), G.finished.end(),
-                                 [](const auto& a, const auto& b) { return a.score < b.score; });
+                                 [](const auto& a, const auto& c) { return a.score < c.score; });
             if (!(score > worst->score)) return;
             G.finished.erase(worst);
         }
         beam_hypothesis h;
-        h.tokens.assign(seq.begin() + std::ptrdiff_t(prompt_.size()), seq.end());
+        h.tokens.assign(b.tokens.begin() + std::ptrdiff_t(prompt_.size()), b.tokens.end());
         if (last >= 0) h.tokens.push_back(last);
         h.score = score;
         h.sum_logprobs = sum;
-        h.eos = eos;
+        h.eos = why == stop_reason::eos;
+        h.reason = why;
         G.finished.push_back(std::move(h));
+    }
+    /// Every group still running ends: its running beams become hypotheses with reason `why`.
+    void end_running(stop_reason why) {
+        for (auto& G : groups_)
+            if (!G.done) {
+                for (std::size_t b = 0; b < G.nr; ++b)
+                    add_finished(G, G.running[b], -1, G.running[b].sum, step_, why);
+                G.done = true;
+            }
     }
     bool group_is_done(const group& G, double best_sum, std::size_t cur) const noexcept {
         if (G.finished.size() < gs_) return false;
@@ -2834,6 +3527,27 @@ private:
                                     ? p_.max_new_tokens
                                     : cur;
         return worst >= normalise(best_sum, len);
+    }
+    beam_step_events events() noexcept {
+        beam_step_events e{.parents = parents_};
+        if (done()) {
+            if (!ended_) {
+                ended_ = true;
+                total_ = detail::seconds_since(t0_);
+            }
+            bool have = false;
+            double best = 0;
+            stop_reason why = stop_reason::no_valid_token;
+            for (const auto& G : groups_)
+                for (const auto& h : G.finished)
+                    if (!have || h.score > best) {
+                        best = h.score;
+                        why = h.reason;
+                        have = true;
+                    }
+            e.stop = why;
+        }
+        return e;
     }
 
     /// Stochastic beams: child key G_c = -log(exp(-G_parent) - exp(-Z) + exp(-G~_c)) with
@@ -2886,10 +3600,13 @@ private:
 
     void rebuild_requests() {
         requests_.clear();
+        parents_.clear();
         for (std::size_t g = 0; g < groups_.size(); ++g) {
             if (groups_[g].done) continue;
-            for (std::size_t i = 0; i < groups_[g].nr; ++i)
+            for (std::size_t i = 0; i < groups_[g].nr; ++i) {
                 requests_.push_back({groups_[g].running[i].tokens, 1, std::uint32_t(g * gs_ + i)});
+                parents_.push_back(groups_[g].running[i].parent);
+            }
         }
     }
 
@@ -2906,45 +3623,225 @@ private:
     std::vector<token_id> chosen_;
     std::vector<float> gumbel_row_;
     std::vector<sequence_request> requests_;
+    std::vector<std::uint32_t> parents_;
+    bool text_on_ = false;
+    stop_string_matcher scratch_;
+    std::size_t calls_ = 0, rows_ = 0;
+    std::chrono::steady_clock::time_point t0_;
+    double ttft_ = 0, total_ = 0;
+    bool ended_ = false;
 };
 
-/// Runs beam search on `model` from `prompt`; returns the n-best hypotheses (best first).
+/// An engine's name for the beam stepper.
+using beam_stepper = beam_searcher;
+
+/// Runs beam search on `model` from `prompt`; returns the n-best hypotheses (best first), the
+/// best one's tokens and reason, and statistics. `on_best` (optional) sees the best hypothesis
+/// after every step (beam_event); returning false ends the search (reason callback). A loop
+/// over beam_searcher.
 /// \pre !prompt.empty() (rejected with a message otherwise)
-template <class M>
-requires language_model<M> beam_search_result beam_search(M& model,
-                                                          std::span<const token_id> prompt,
-                                                          const beam_search_params& params) {
-    beam_searcher bs(params, model.vocab_size(), prompt);
-    std::vector<float> logits(params.num_beams * model.vocab_size());
-    std::size_t calls = 0, rows = 0;
+template <language_model M, class OnBest = detail::no_beam_stream>
+requires beam_callback<OnBest> beam_search_result beam_search(M& model,
+                                                              std::span<const token_id> prompt,
+                                                              const beam_search_params& params,
+                                                              OnBest&& on_best = {}) {
+    beam_searcher bs(params, std::size_t(model.vocab_size()), prompt);
+    std::vector<float> logits(params.num_beams * bs.vocab_size());
     while (!bs.done()) {
-        const auto req = bs.requests();
-        const std::size_t n = rows_needed(req);
-        model.logits(req, std::span<float>(logits).first(n * model.vocab_size()));
-        ++calls;
-        rows += n;
+        run_model_call(model, bs.next_call(), logits);
         bs.advance(logits);
+        if constexpr (!std::is_same_v<std::remove_cvref_t<OnBest>, detail::no_beam_stream>)
+            if (!detail::call_best(on_best, bs.best())) bs.cancel(stop_reason::callback);
     }
-    beam_search_result r = bs.result();
-    r.model_calls = calls;
-    r.model_rows = rows;
-    return r;
+    return bs.result();
 }
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/decoding/beam_search.hpp
 // ---- begin decodekit/decoding/contrastive.hpp
 /// \file decoding/contrastive.hpp
-/// Contrastive search (Su et al. 2022) over a hidden_state_model. Semantics: ALGORITHMS.md
-/// section 7. Per step: candidates = top-k of p = softmax(logits) (kernels::top_k, ties by lower
-/// id); one batched look-ahead call (candidate i appended to the context, slot = i) returns each
-/// candidate's last-layer hidden state h_i and its next logits; degeneration penalty
-/// d_i = max_j cos(h_i, h_j) over every earlier position j, prompt included
-/// (kernels::cosine_similarity); the chosen candidate maximises (1 - alpha) p_i - alpha d_i, ties
-/// to the higher-ranked candidate. Its look-ahead logits and hidden state are kept, so each step
-/// costs exactly one model call after the prompt's. alpha = 0 or k = 1 is greedy (then the
-/// look-ahead has one candidate).
+/// Contrastive search (Su et al. 2022) over a hidden_state_model: contrastive_stepper, which an
+/// engine drives, and contrastive_search(), which drives it on one model. Per step: candidates =
+/// top-k of p = softmax(logits) (kernels::top_k, ties by lower id); one batched look-ahead call
+/// (candidate i appended to the context, slot = i) returns each candidate's last-layer hidden state
+/// h_i and its next logits; degeneration penalty d_i = max_j cos(h_i, h_j) over every earlier
+/// position j, prompt included (kernels::cosine_similarity); the chosen candidate maximises (1 -
+/// alpha) p_i - alpha d_i, ties to the higher-ranked candidate. Its look-ahead logits and hidden
+/// state are kept, so each step costs exactly one model call after the prompt's. alpha = 0 or k = 1
+/// is greedy (then the look-ahead has one candidate). The first call scores the whole prompt
+/// (logits and hidden states of every prompt position, slot 0). Stop rule, streaming and results:
+/// decoding/contract.hpp (an EOS is not appended; token_event::logprob is log p of the chosen
+/// candidate under softmax(logits)).
 
+// ---- begin decodekit/decoding/sequence_output.hpp
+/// \file decoding/sequence_output.hpp
+/// The output side of one sequence, shared by the single-sequence steppers (generation,
+/// contrastive, DoLa, speculative): it appends tokens, applies the stop rule of
+/// decoding/contract.hpp (EOS, stop sequences, stop strings, min_new_tokens, max_new_tokens, the
+/// callback), streams token events with their text, and times the sequence.
+
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// The stop rule of one sequence (a copy of what its strategy's params say).
+struct stop_conditions {
+    std::vector<token_id> eos_ids = {};
+    std::vector<std::vector<token_id>> stop_sequences = {};
+    std::vector<std::string> stop_strings = {};
+    detokenize_fn detokenize = {};    ///< set: text is streamed (and stop strings matched)
+    std::size_t min_new_tokens = 0;   ///< stop sequences / strings before this count are ignored
+    std::size_t max_new_tokens = 64;  ///< the budget (0: the sequence is over before it starts)
+};
+
+/// Tokens, stop rule, streaming and timing of one sequence.
+class sequence_output {
+public:
+    sequence_output() = default;
+    /// `reserve`: tokens reserved up front (callers cap it: min(max_new_tokens, 16384)).
+    sequence_output(stop_conditions c, std::size_t prompt_length, std::size_t reserve)
+        : c_(std::move(c)),
+          matcher_(c_.stop_strings),
+          prompt_length_(prompt_length),
+          t0_(std::chrono::steady_clock::now()) {
+        tokens_.reserve(reserve);
+        if (c_.max_new_tokens == 0) done_ = true;
+    }
+
+    bool done() const noexcept { return done_; }
+    stop_reason reason() const noexcept { return reason_; }
+    std::span<const token_id> tokens() const noexcept { return tokens_; }
+    std::size_t size() const noexcept { return tokens_.size(); }
+    const stop_conditions& conditions() const noexcept { return c_; }
+    /// True when t is one of the EOS ids.
+    bool is_eos(token_id t) const noexcept { return stop_checker(c_.eos_ids).is_eos(t); }
+
+    /// Starts a step: the step's tokens and text begin empty.
+    void begin_step() noexcept {
+        step_first_ = tokens_.size();
+        step_text_.clear();
+        step_stop_.reset();
+    }
+
+    /// Appends `t` (not an EOS id: check is_eos() first), applies the stop rule and streams it.
+    /// Returns true to go on, false when the sequence ended (reason()).
+    template <class OnToken>
+    bool emit(token_id t, float logprob, OnToken& on_token) {
+        if (done_) return false;
+        mark_first_step();
+        tokens_.push_back(t);
+        const std::size_t n = tokens_.size();
+        const bool active = n >= c_.min_new_tokens;
+        std::optional<stop_reason> why;
+        if (active && stop_checker(c_.eos_ids, c_.stop_sequences).ends_with_stop_sequence(tokens_))
+            why = stop_reason::stop_sequence;
+        std::string_view text;
+        bool cut = false;
+        if (c_.detokenize) {
+            const auto r = matcher_.push(c_.detokenize(t), active);
+            text = r.text;
+            cut = r.matched;
+            if (cut && !why) why = stop_reason::stop_string;
+        }
+        if (!why && n >= c_.max_new_tokens) why = stop_reason::max_new_tokens;
+        if (why && !cut && c_.detokenize) text = append_tail(text);
+        step_text_.append(text);
+        const bool go_on = detail::call_stream(on_token, token_event{t, n - 1, logprob, text});
+        if (!why && !go_on) why = stop_reason::callback;
+        if (why) end(*why);
+        return !why;
+    }
+
+    /// Ends the sequence with `why` (eos, no_valid_token, cancelled, ...) without a token; the
+    /// held-back text goes out in one final event (token -1) when there is any. No-op when done.
+    template <class OnToken>
+    void finish(stop_reason why, OnToken& on_token) {
+        if (done_) return;
+        mark_first_step();
+        if (c_.detokenize) {
+            const std::string_view tail = matcher_.flush();
+            if (!tail.empty()) {
+                step_text_.append(tail);
+                detail::call_stream(on_token,
+                                    token_event{-1, tokens_.size(), 0.f, std::string_view(tail)});
+            }
+        }
+        end(why);
+    }
+    /// finish() with no callback.
+    void finish(stop_reason why) {
+        detail::no_stream none;
+        finish(why, none);
+    }
+
+    /// This step's events (status ok).
+    step_events events() const noexcept {
+        return {step_status::ok, std::span<const token_id>(tokens_).subspan(step_first_),
+                std::string_view(step_text_), step_stop_};
+    }
+
+    /// Moves the tokens and fills the reason and the timing / count fields of `r`.
+    void fill(decoding_result& r) const {
+        r.tokens.assign(tokens_.begin(), tokens_.end());
+        r.reason = reason_;
+        fill_stats(r.stats);
+    }
+    /// Prompt / generated counts and times into `s` (rates via s.finish()).
+    void fill_stats(generation_stats& s) const {
+        s.prompt_tokens = prompt_length_;
+        s.generated_tokens = tokens_.size();
+        s.time_to_first_token = ttft_;
+        s.total_time = done_ ? total_ : detail::seconds_since(t0_);
+        s.finish();
+    }
+    double time_to_first_token() const noexcept { return ttft_; }
+    double total_time() const noexcept { return done_ ? total_ : detail::seconds_since(t0_); }
+
+private:
+    void mark_first_step() noexcept {
+        if (first_step_) return;
+        first_step_ = true;
+        ttft_ = detail::seconds_since(t0_);
+    }
+    /// `text` (the last push's release, possibly empty) extended by the held-back tail.
+    std::string_view append_tail(std::string_view text) {
+        const std::string_view tail = matcher_.flush();
+        if (text.empty()) return tail;
+        if (tail.empty()) return text;
+        return std::string_view(text.data(), text.size() + tail.size());  // contiguous
+    }
+    void end(stop_reason why) noexcept {
+        done_ = true;
+        reason_ = why;
+        step_stop_ = why;
+        total_ = detail::seconds_since(t0_);
+    }
+
+    stop_conditions c_;
+    stop_string_matcher matcher_;
+    std::vector<token_id> tokens_;
+    std::size_t prompt_length_ = 0;
+    std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
+    double ttft_ = 0, total_ = 0;
+    bool first_step_ = false;
+    bool done_ = false;
+    stop_reason reason_ = stop_reason::max_new_tokens;
+    std::size_t step_first_ = 0;
+    std::string step_text_;
+    std::optional<stop_reason> step_stop_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/sequence_output.hpp
 // ---- begin decodekit/kernels/similarity.hpp
 /// \file kernels/similarity.hpp
 /// Cosine similarity of one vector against many (contrastive search).
@@ -3064,7 +3961,10 @@ struct contrastive_params {
     std::size_t top_k = 4;               ///< candidates per step, in [1, 1024]
     float alpha = 0.6f;                  ///< degeneration penalty weight, in [0, 1]
     std::size_t max_new_tokens = 64;     ///< >= 1
-    std::vector<token_id> eos_ids = {};  ///< generation stops after emitting one of these
+    std::vector<token_id> eos_ids = {};  ///< generation stops at one of these (not emitted)
+    std::vector<std::vector<token_id>> stop_sequences = {};  ///< each non-empty
+    std::vector<std::string> stop_strings = {};  ///< text stops (decoding/stop_strings.hpp)
+    detokenize_fn detokenize = {};  ///< token -> bytes: streams text, needed by stop_strings
 
     /// The first invalid field, named with its allowed range; nullopt when valid.
     std::optional<std::string> check() const {
@@ -3075,18 +3975,18 @@ struct contrastive_params {
         if (max_new_tokens < 1)
             return detail::range_message("contrastive_params.max_new_tokens", ">= 1",
                                          double(max_new_tokens));
-        if (auto e = detail::check_stop_conditions("contrastive_params", eos_ids)) return e;
-        return std::nullopt;
+        if (auto e = detail::check_stop_conditions("contrastive_params", eos_ids, stop_sequences))
+            return e;
+        return detail::check_stop_strings("contrastive_params", stop_strings, bool(detokenize));
     }
     /// check(), reported through raise().
     void validate() const { raise_if(check()); }
 };
 
-/// What contrastive search returns.
-struct contrastive_result {
-    std::vector<token_id> tokens;  ///< generated tokens (prompt excluded), EOS included if any
-    bool eos = false;              ///< stopped on an EOS token
-    bool no_valid_token = false;   ///< stopped because a logits row had no valid entry
+/// What contrastive search returns (tokens exclude the EOS).
+struct contrastive_result : decoding_result {
+    bool eos = false;             ///< reason == stop_reason::eos
+    bool no_valid_token = false;  ///< reason == stop_reason::no_valid_token
     std::size_t model_calls = 0;
     std::size_t model_rows = 0;  ///< logits rows computed (prompt rows + k per step)
 };
@@ -3154,79 +4054,168 @@ private:
     std::vector<float> sims_;
 };
 
-/// Runs contrastive search on `model` from `prompt` (needs the hidden_state_model capability).
+/// Contrastive search of one sequence, driven step by step: next_call() is a logits_and_hidden
+/// call (first the whole prompt, then the k look-ahead sequences, slot = candidate rank);
+/// advance() consumes its rows, picks the token and applies the stop rule.
+class contrastive_stepper {
+public:
+    /// \pre params valid, !prompt.empty(), vocab_size >= 1 (each rejected with a message)
+    contrastive_stepper(const contrastive_params& params, std::size_t vocab_size,
+                        std::size_t hidden_size, std::span<const token_id> prompt)
+        : alpha_(checked(params, vocab_size, prompt).alpha),
+          V_(vocab_size),
+          H_(hidden_size),
+          k_(params.alpha == 0.f ? 1 : std::min(params.top_k, vocab_size)),
+          scorer_(V_, H_, k_) {
+        const std::size_t reserve = std::min<std::size_t>(params.max_new_tokens, 16384);
+        seq_.assign(prompt.begin(), prompt.end());
+        seq_.reserve(prompt.size() + reserve);
+        ctx_hidden_.reserve((prompt.size() + reserve) * H_);
+        logits_.resize(V_);
+        cand_seq_.resize(k_);
+        for (auto& c : cand_seq_) c.reserve(prompt.size() + reserve);
+        req_.resize(k_);
+        out_ = sequence_output(stop_conditions{.eos_ids = params.eos_ids,
+                                               .stop_sequences = params.stop_sequences,
+                                               .stop_strings = params.stop_strings,
+                                               .detokenize = params.detokenize,
+                                               .max_new_tokens = params.max_new_tokens},
+                               prompt.size(), reserve);
+        req_[0] = {seq_, seq_.size(), 0};
+        n_ = 1;
+    }
+    contrastive_stepper(const contrastive_stepper&) = delete;
+    contrastive_stepper& operator=(const contrastive_stepper&) = delete;
+    contrastive_stepper(contrastive_stepper&&) = default;
+    contrastive_stepper& operator=(contrastive_stepper&&) = default;
+
+    /// logits_and_hidden of the prompt (first call) or of the look-ahead sequences.
+    model_call next_call() const noexcept {
+        if (done()) return {};
+        return {.kind = call_kind::logits_and_hidden,
+                .requests = std::span<const sequence_request>(req_.data(), n_)};
+    }
+    std::span<const sequence_request> requests() const noexcept { return next_call().requests; }
+    bool done() const noexcept { return out_.done(); }
+    std::size_t vocab_size() const noexcept { return V_; }
+    std::size_t hidden_size() const noexcept { return H_; }
+
+    /// Consumes next_call()'s rows: logits (positions x vocab_size) and hidden states
+    /// (positions x hidden_size).
+    /// \return status bad_input (nothing consumed) when either span is short
+    template <class OnToken = detail::no_stream>
+    requires token_callback<OnToken> step_events advance(std::span<const float> logits,
+                                                         std::span<const float> hidden,
+                                                         OnToken&& on_token = {}) {
+        if (done()) return {.status = step_status::finished};
+        const std::size_t rows = next_call().positions();
+        if (logits.size() / V_ < rows || (H_ > 0 && hidden.size() / H_ < rows))
+            return {.status = step_status::bad_input};
+        out_.begin_step();
+        ++calls_;
+        rows_ += rows;
+        if (prompt_phase_) {
+            prompt_phase_ = false;
+            ctx_hidden_.assign(hidden.begin(), hidden.begin() + std::ptrdiff_t(rows * H_));
+            std::copy_n(logits.begin() + std::ptrdiff_t((rows - 1) * V_), V_, logits_.begin());
+        } else {
+            const std::size_t best = scorer_.select(hidden.first(n_ * H_), ctx_hidden_, alpha_);
+            const token_id t = scorer_.ids()[best];
+            const float lp = float(std::log(scorer_.probs()[best]));
+            if (out_.is_eos(t)) {
+                out_.finish(stop_reason::eos, on_token);
+                return out_.events();
+            }
+            seq_.push_back(t);
+            ctx_hidden_.insert(ctx_hidden_.end(), hidden.begin() + std::ptrdiff_t(best * H_),
+                               hidden.begin() + std::ptrdiff_t((best + 1) * H_));
+            std::copy_n(logits.begin() + std::ptrdiff_t(best * V_), V_, logits_.begin());
+            if (!out_.emit(t, lp, on_token)) return out_.events();
+        }
+        prepare(on_token);
+        return out_.events();
+    }
+
+    /// Ends the sequence now with stop_reason::cancelled (the held-back text is in the events).
+    step_events cancel() {
+        if (done()) return {.status = step_status::finished};
+        out_.begin_step();
+        out_.finish(stop_reason::cancelled);
+        return out_.events();
+    }
+
+    /// The output so far (everything once done()).
+    contrastive_result result() const {
+        contrastive_result r;
+        out_.fill(r);
+        r.eos = r.reason == stop_reason::eos;
+        r.no_valid_token = r.reason == stop_reason::no_valid_token;
+        r.model_calls = r.stats.model_calls = calls_;
+        r.model_rows = r.stats.model_rows = rows_;
+        r.stats.finish();
+        return r;
+    }
+
+private:
+    static const contrastive_params& checked(const contrastive_params& p, std::size_t V,
+                                             std::span<const token_id> prompt) {
+        p.validate();
+        if (prompt.empty()) raise("contrastive_search: prompt must not be empty (add a BOS token)");
+        if (V == 0) raise("contrastive_search: vocab_size must be >= 1");
+        return p;
+    }
+    /// The next step's candidates and look-ahead requests (or no_valid_token).
+    template <class OnToken>
+    void prepare(OnToken& on_token) {
+        n_ = scorer_.candidates_of(logits_);
+        if (n_ == 0) {
+            out_.finish(stop_reason::no_valid_token, on_token);
+            return;
+        }
+        for (std::size_t i = 0; i < n_; ++i) {
+            cand_seq_[i].assign(seq_.begin(), seq_.end());
+            cand_seq_[i].push_back(scorer_.ids()[i]);
+            req_[i] = {cand_seq_[i], 1, std::uint32_t(i)};
+        }
+    }
+
+    float alpha_;
+    std::size_t V_, H_, k_;
+    contrastive_scorer scorer_;
+    std::vector<token_id> seq_;
+    std::vector<float> ctx_hidden_, logits_;
+    std::vector<std::vector<token_id>> cand_seq_;
+    std::vector<sequence_request> req_;
+    std::size_t n_ = 0;  // live requests
+    bool prompt_phase_ = true;
+    sequence_output out_;
+    std::size_t calls_ = 0, rows_ = 0;
+};
+
+/// Runs contrastive search on `model` from `prompt` (needs the hidden_state_model capability),
+/// streaming through `on_token` (contract.hpp). A loop over contrastive_stepper.
 /// \pre !prompt.empty() (rejected with a message otherwise)
-template <class M>
-requires hidden_state_model<M> contrastive_result
-contrastive_search(M& model, std::span<const token_id> prompt, const contrastive_params& params) {
-    params.validate();
-    if (prompt.empty()) raise("contrastive_search: prompt must not be empty (add a BOS token)");
-    const std::size_t V = model.vocab_size(), H = model.hidden_size();
-    const std::size_t k = params.alpha == 0.f ? 1 : std::min(params.top_k, V);
-    contrastive_result res;
-    res.tokens.reserve(std::min<std::size_t>(params.max_new_tokens, 16384));
-
-    std::vector<token_id> seq(prompt.begin(), prompt.end());
-    seq.reserve(prompt.size() + std::min<std::size_t>(params.max_new_tokens, 16384));
-    std::vector<float> ctx_hidden(prompt.size() * H);
-    ctx_hidden.reserve((prompt.size() + std::min<std::size_t>(params.max_new_tokens, 16384)) * H);
-    std::vector<float> prompt_logits(prompt.size() * V);
-    {
-        const sequence_request r{seq, seq.size(), 0};
-        model.logits_and_hidden(std::span<const sequence_request>(&r, 1), prompt_logits,
-                                ctx_hidden);
-        ++res.model_calls;
-        res.model_rows += seq.size();
+template <hidden_state_model M, token_callback OnToken = detail::no_stream>
+contrastive_result contrastive_search(M& model, std::span<const token_id> prompt,
+                                      const contrastive_params& params, OnToken&& on_token = {}) {
+    contrastive_stepper st(params, std::size_t(model.vocab_size()),
+                           std::size_t(model.hidden_size()), prompt);
+    const std::size_t rows = std::max(prompt.size(), std::min(params.top_k, st.vocab_size()));
+    std::vector<float> logits(rows * st.vocab_size()), hidden(rows * st.hidden_size());
+    while (!st.done()) {
+        run_model_call(model, st.next_call(), logits, hidden);
+        st.advance(logits, hidden, on_token);
     }
-    std::vector<float> logits(prompt_logits.end() - std::ptrdiff_t(V), prompt_logits.end());
-    prompt_logits = {};
-
-    contrastive_scorer scorer(V, H, k);
-    std::vector<std::vector<token_id>> cand_seq(k);
-    for (auto& s : cand_seq)
-        s.reserve(prompt.size() + std::min<std::size_t>(params.max_new_tokens, 16384));
-    std::vector<sequence_request> req(k);
-    std::vector<float> la_logits(k * V), la_hidden(k * H);
-    const stop_checker stop(params.eos_ids);
-
-    while (res.tokens.size() < params.max_new_tokens) {
-        const std::size_t n = scorer.candidates_of(logits);
-        if (n == 0) {
-            res.no_valid_token = true;
-            break;
-        }
-        for (std::size_t i = 0; i < n; ++i) {
-            cand_seq[i].assign(seq.begin(), seq.end());
-            cand_seq[i].push_back(scorer.ids()[i]);
-            req[i] = {cand_seq[i], 1, std::uint32_t(i)};
-        }
-        model.logits_and_hidden(std::span<const sequence_request>(req.data(), n),
-                                std::span<float>(la_logits).first(n * V),
-                                std::span<float>(la_hidden).first(n * H));
-        ++res.model_calls;
-        res.model_rows += n;
-        const std::size_t best =
-            scorer.select(std::span<const float>(la_hidden).first(n * H), ctx_hidden, params.alpha);
-        const token_id t = scorer.ids()[best];
-        seq.push_back(t);
-        res.tokens.push_back(t);
-        ctx_hidden.insert(ctx_hidden.end(), la_hidden.begin() + std::ptrdiff_t(best * H),
-                          la_hidden.begin() + std::ptrdiff_t((best + 1) * H));
-        std::copy_n(la_logits.begin() + std::ptrdiff_t(best * V), V, logits.begin());
-        if (stop.is_eos(t)) {
-            res.eos = true;
-            break;
-        }
-    }
-    return res;
+    return st.result();
 }
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/decoding/contrastive.hpp
 // ---- begin decodekit/decoding/dola.hpp
 /// \file decoding/dola.hpp
-/// DoLa, decoding by contrasting layers (Chuang et al. 2024), over a layer_logits_model.
-/// Semantics: ALGORITHMS.md section 7. Per step, one layer_logits call reads the final layer N
+/// DoLa, decoding by contrasting layers (Chuang et al. 2024), over a layer_logits_model:
+/// dola_stepper, which an engine drives, and dola_decode(), which drives it on one model.
+/// Per step, one layer_logits call (slot 0) reads the final layer N
 /// and the candidate premature layers J at the last position; with q_l = softmax(layer l):
 ///   M = argmax_{j in J} JSD(q_N || q_j)              (first in J on ties)
 ///   V_head = {x : q_N(x) >= relative_top * max q_N}   (adaptive plausibility constraint)
@@ -3241,6 +4230,10 @@ DECODEKIT_END_NAMESPACE
 /// 0.5 [KL(m || q_N) + KL(m || q_j)] instead of the JSD (it can pick another layer). HF's other
 /// quirks are backend matters (its early-layer logits skip the final norm) or change nothing here
 /// (filtered premature log-probs set to -1e-3 still give -inf scores).
+/// Stop rule, streaming and results: decoding/contract.hpp (an EOS is not appended; the
+/// sampler's min_new_tokens suppresses the EOS ids, which default to dola_params::eos_ids, and
+/// holds stop sequences and stop strings). Randomness: the draw of step i uses
+/// rng_key{sampling.seed, dola_params::sequence, i}.
 
 // ---- begin decodekit/kernels/softmax.hpp
 /// \file kernels/softmax.hpp
@@ -6661,7 +7654,7 @@ struct sampling_params {
     std::vector<token_id> eos_ids = {};
     penalty_params penalties = {};
     dry_params dry = {};
-    std::size_t no_repeat_ngram_size = 0;  ///< 0 disabled
+    std::size_t no_repeat_ngram_size = 0;  ///< 0 disabled; <= 1024 (each token costs O(n))
     std::vector<std::vector<token_id>> banned_sequences = {};
 
     /// User processors, each inserted before a built-in processor (same position: in list
@@ -6776,6 +7769,9 @@ inline std::optional<std::string> sampling_params::check() const {
         return range_message("sampling_params.order", "hf, llama_cpp, vllm or custom",
                              double(unsigned(order)));
     }
+    if (no_repeat_ngram_size > 1024)
+        return range_message("sampling_params.no_repeat_ngram_size", "<= 1024 (0 disabled)",
+                             double(no_repeat_ngram_size));
     if (auto e = penalties.check()) return "sampling_params.penalties: " + *e;
     if (auto e = dry.check()) return "sampling_params.dry: " + *e;
     for (const logit_bias& b : logit_biases)
@@ -6914,14 +7910,22 @@ DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/logprobs.hpp
 // ---- begin decodekit/sampling/processing.hpp
 /// \file sampling/processing.hpp
-/// The processor stage of a sampler: the processors configured in sampling_params, applied in
+/// processor_pipeline, the processor stage of a sampler (and of the strategies that score rows
+/// themselves): the built-in processors configured in sampling_params, in
 /// the documented order (allowed set, banned tokens, logit bias, min length, penalties, DRY,
-/// no-repeat-ngram, banned sequences) to the row before the truncation steps.
+/// no-repeat-ngram, banned sequences), with the user processors inserted at their slots
+/// (sampling_params::processors), applied to the row before the truncation steps. Built-in
+/// and user processors are the same kind of object (processors/processor.hpp).
+///
+/// Per-sequence state: once per call the stage compares the call's history with the one it saw
+/// last (history_tracker, processors/history.hpp) and reports the change to every processor and
+/// to the constraint whose state follows the history (append, cut back, or rebuild). So a
+/// stateful processor costs what changed (penalty counts, the n-gram index), never a rescan.
 ///
 /// Dense path: the row is copied into the workspace and every processor runs on the copy.
-/// Sparse path (when every processor declares the ids it may touch and the first step can merge
-/// patches: greedy, top-k, min-p): only those entries are copied; the entries the processors
-/// changed become patches over the caller's row (no row copy; see working_set.hpp).
+/// Sparse path (every processor declares the ids it may touch, and the first step can merge
+/// patches: greedy, top-k, min-p): only the declared entries are copied; the entries the
+/// processors changed become patches over the caller's row (no row copy; see working_set.hpp).
 
 // ---- begin decodekit/processors/history.hpp
 /// \file processors/history.hpp
@@ -6937,12 +7941,13 @@ DECODEKIT_END_NAMESPACE
 ///   added  : history[keep, new length),
 /// or as a rebuild when it cannot follow (the first call, a change deeper than its journal, or
 /// after reset()). The component then applies cut_back(removed) and append(added) to its state,
-/// or rebuilds it from the whole history. Cost per call: O(added + removed) plus a check of the
-/// last few tokens (check_tokens), never a rescan of the history; a rebuild is O(history).
+/// or rebuilds it from the whole history. Cost per call: O(added + removed) plus a comparison of
+/// the journal window (at most journal_size() tokens), never a rescan of the history; a rebuild
+/// is O(history).
 ///
-/// The check is a safety net, not a proof: a caller that rewrites tokens deeper than the
-/// checked tail while keeping the same length and tail is not detected. Callers that rewrite
-/// histories (a slot reused for another request) call reset() or use a fresh component.
+/// The comparison is a safety net, not a proof: a caller that rewrites tokens older than the
+/// journal while keeping the journal's tokens is not detected. Callers that rewrite histories
+/// (a slot reused for another request) call reset() or use a fresh component.
 ///
 /// A fork (a beam taking its parent's sequence) copies the parent's component: the copy's
 /// tracker then follows the child's history from the parent's.
@@ -6969,15 +7974,15 @@ struct history_change {
 /// Copyable (a fork copies it). Memory: 4 bytes per journal entry.
 class history_tracker {
 public:
-    /// Tokens of the tail compared on each call (the cheap consistency check).
-    static constexpr std::size_t check_tokens = 8;
+    /// The shortest journal.
+    static constexpr std::size_t min_journal = 8;
     /// Default journal length: the deepest cut-back followed without a rebuild (a speculative
     /// round verifies at most 256 drafts).
     static constexpr std::size_t default_journal = 512;
 
     /// A tracker with a journal of `journal` tokens (allocated on the first sync()).
     explicit history_tracker(std::size_t journal = default_journal)
-        : journal_(std::max<std::size_t>(journal, check_tokens)) {}
+        : journal_(std::max<std::size_t>(journal, min_journal)) {}
 
     /// Compares `history` with the last one seen, records it as seen, and returns the change.
     /// The spans of the result view `history` and the tracker's own scratch: valid until the next
@@ -6989,16 +7994,10 @@ public:
         if (seen_) {
             const std::size_t lo = from_;  // first position still in the journal
             const std::size_t c = std::min(n, s);
-            // the last few common positions must agree; otherwise find where the histories part
-            // (the check covers the part of the tail still in the journal; a change reaching the
-            // journal's first position, or a tail wholly outside it, cannot be followed)
-            std::size_t d = c;
-            const std::size_t k0 = std::max(c > check_tokens ? c - check_tokens : 0, lo);
-            for (std::size_t p = k0; p < c; ++p)
-                if (at(p) != history[p]) {
-                    d = first_difference(history, lo, c);
-                    break;
-                }
+            // where the histories part, within the journal window (O(journal), never
+            // O(history)); a change reaching the journal's first position, or a history that
+            // ends before the window, cannot be followed
+            const std::size_t d = c >= lo ? first_difference(history, lo, c) : c;
             if (c >= lo && !(d == lo && lo > 0)) {
                 removed_.clear();
                 for (std::size_t p = d; p < s; ++p) removed_.push_back(at(p));
@@ -7062,6 +8061,7 @@ DECODEKIT_END_NAMESPACE
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -7072,110 +8072,170 @@ struct processed_row {
     bool overlay = false;        ///< row is the caller's and the patches apply over it
 };
 
-/// The processor stage of one sampler (see the file comment).
-class processor_stage {
+/// The processors of one sequence (see the file comment): the stage a sampler runs before its
+/// steps, and what strategies that score rows themselves (beam search, contrastive search) run
+/// on each sequence's row. Copy it to fork a sequence (a beam taking its parent's history): the
+/// copy carries the parent's per-sequence state.
+class processor_pipeline {
 public:
-    processor_stage() = default;
-    /// The stage for `params`; `sparse_first_step`: the pipeline's first step can merge patches.
-    /// A constraint makes the stage dense (the constrained paths read a plain row).
-    processor_stage(const sampling_params& params, bool sparse_first_step)
-        : active_(params.has_processors()),
-          sparse_(active_ && params.allowed_tokens.empty() && sparse_first_step &&
-                  !params.constraint),
-          constraint_(params.constraint) {}
+    processor_pipeline() = default;
+    /// The processors (and constraint) of `params`; the sampling fields are not used.
+    /// `sparse_first_step`: the caller can merge patches over its row (a sampler whose first
+    /// step is greedy, top-k or min-p); false for a plain processed copy. A constraint makes it
+    /// dense (the constrained paths read a plain row).
+    explicit processor_pipeline(const sampling_params& params, bool sparse_first_step = false)
+        : constraint_(params.constraint) {
+        build(params);
+        bool all_sparse = true, follows = constraint_.follows_history();
+        for (const any_processor& p : procs_) {
+            all_sparse = all_sparse && p.sparse();
+            follows = follows || p.follows_history();
+        }
+        sparse_ = !procs_.empty() && all_sparse && sparse_first_step && !params.constraint;
+        follows_ = follows;
+    }
 
     /// True when some processor changes the logits.
-    bool active() const noexcept { return active_; }
+    bool active() const noexcept { return !procs_.empty(); }
     /// True when the stage patches instead of copying.
     bool sparse() const noexcept { return sparse_; }
     /// The sampler's copy of the constraint (empty: none).
     any_constraint& constraint() noexcept { return constraint_; }
+    /// The stage's copy of user processor `index` (sampling_params::processors) when it is a P.
+    template <class P>
+    P* user_processor(std::size_t index) noexcept {
+        return index < user_.size() ? procs_[user_[index]].get<P>() : nullptr;
+    }
     /// The processor context of a call.
     static processor_context context(const sample_context& ctx, std::size_t vocab) noexcept {
         return {ctx.history, ctx.prompt_length, ctx.sequence, ctx.step, vocab};
     }
 
     /// Brings the per-sequence state up to date with ctx.history (history.hpp), then applies
-    /// the processors of `p` for a call with context `ctx` (see processed_row).
-    processed_row run(const sampling_params& p, std::span<const float> logits,
-                      const sample_context& ctx, sampling_workspace& ws) noexcept {
-        follow_history(context(ctx, logits.size()));
-        if (!active_) return {logits};
-        const std::span<float> row = ws.row_copy();  // grows once per workspace
-        if (sparse_) return run_sparse(p, logits, ctx, ws, row);
+    /// the processors for a call with context `ctx` (see processed_row).
+    processed_row run(std::span<const float> logits, const sample_context& ctx,
+                      sampling_workspace& ws) noexcept {
+        const processor_context pc = context(ctx, logits.size());
+        if (follows_) follow_history(pc);
+        if (procs_.empty()) return {logits};
+        const std::span<float> row = ws.row_copy().first(logits.size());  // grows once
+        if (sparse_) return run_sparse(logits, pc, ws, row);
         std::copy(logits.begin(), logits.end(), row.begin());
-        apply_all(p, row.first(logits.size()), ctx, ws);
-        return {std::span<const float>(row.data(), logits.size())};
+        for (any_processor& p : procs_) p.apply(row, pc);
+        return {std::span<const float>(row.data(), row.size())};
     }
 
-    /// The processors of `p` once more on `row` (a fresh copy of the caller's row), without
-    /// following the history again (a redraw within one call).
-    void reapply(const sampling_params& p, std::span<float> row, const sample_context& ctx,
-                 sampling_workspace& ws) noexcept {
-        if (active_) apply_all(p, row, ctx, ws);
+    /// Brings the per-sequence state up to date with ctx.history and applies the processors to
+    /// `row` in place (strategies that keep their own rows). \pre row.size() is the vocabulary
+    void apply(std::span<float> row, const sample_context& ctx) noexcept {
+        const processor_context pc = context(ctx, row.size());
+        if (follows_) follow_history(pc);
+        for (any_processor& p : procs_) p.apply(row, pc);
+    }
+
+    /// The processors once more on `row` (a fresh copy of the caller's row), without following
+    /// the history again (a redraw within one call).
+    void reapply(std::span<float> row, const sample_context& ctx) noexcept {
+        const processor_context pc = context(ctx, row.size());
+        for (any_processor& p : procs_) p.apply(row, pc);
     }
 
 private:
-    bool active_ = false;
-    bool sparse_ = false;
+    std::vector<any_processor> procs_;  // built-in and user processors, in order
+    std::vector<std::uint32_t> user_;   // index in procs_ of each user processor
     any_constraint constraint_;
     history_tracker tracker_{};
+    bool sparse_ = false;
+    bool follows_ = false;
+
+    /// The processors of `p` in order: the user processors of each slot before its built-in.
+    void build(const sampling_params& p) {
+        user_.assign(p.processors.size(), 0);
+        for (unsigned slot = 0; slot <= unsigned(processor_slot::end); ++slot) {
+            for (std::size_t u = 0; u < p.processors.size(); ++u)
+                if (unsigned(p.processors[u].before) == slot) {
+                    user_[u] = std::uint32_t(procs_.size());
+                    procs_.push_back(p.processors[u].processor);
+                }
+            switch (processor_slot(slot)) {
+                case processor_slot::allowed_tokens:
+                    if (!p.allowed_tokens.empty())
+                        procs_.push_back(allowed_tokens_processor(p.allowed_tokens));
+                    break;
+                case processor_slot::banned_tokens:
+                    if (!p.banned_tokens.empty())
+                        procs_.push_back(banned_tokens_processor(p.banned_tokens));
+                    break;
+                case processor_slot::logit_bias:
+                    if (!p.logit_biases.empty())
+                        procs_.push_back(logit_bias_processor(p.logit_biases));
+                    break;
+                case processor_slot::min_length:
+                    if (p.min_new_tokens > 0 && !p.eos_ids.empty())
+                        procs_.push_back(min_length_processor(p.min_new_tokens, p.eos_ids));
+                    break;
+                case processor_slot::penalties:
+                    if (p.penalties.enabled()) procs_.push_back(penalties_processor(p.penalties));
+                    break;
+                case processor_slot::dry:
+                    if (p.dry.enabled()) procs_.push_back(dry_processor(p.dry));
+                    break;
+                case processor_slot::no_repeat_ngram:
+                    if (p.no_repeat_ngram_size > 0)
+                        procs_.push_back(no_repeat_ngram_processor(p.no_repeat_ngram_size));
+                    break;
+                case processor_slot::banned_sequences:
+                    if (!p.banned_sequences.empty())
+                        procs_.push_back(banned_sequences_processor(p.banned_sequences, p.eos_ids));
+                    break;
+                case processor_slot::end:
+                    break;
+            }
+        }
+    }
 
     /// One sync of the history for every component whose state follows it.
     void follow_history(const processor_context& c) {
-        if (!constraint_.follows_history()) return;
         const history_change ch = tracker_.sync(c.history);
-        if (ch.rebuild) {
-            constraint_.reset(c);
-            return;
-        }
-        if (!ch.removed.empty()) constraint_.cut_back(ch.keep, ch.removed, c);
-        if (!ch.added.empty()) constraint_.append(ch.added, c);
-    }
-
-    /// Every processor on x in place, in the documented order.
-    static void apply_all(const sampling_params& p, std::span<float> x, const sample_context& ctx,
-                          sampling_workspace& ws) noexcept {
-        if (!p.allowed_tokens.empty()) apply_allowed_tokens(x, p.allowed_tokens);
-        if (!p.banned_tokens.empty()) apply_banned_tokens(x, p.banned_tokens);
-        if (!p.logit_biases.empty()) apply_logit_bias(x, p.logit_biases);
-        if (p.min_new_tokens > 0 && !p.eos_ids.empty()) {
-            const std::size_t generated =
-                ctx.history.size() > ctx.prompt_length ? ctx.history.size() - ctx.prompt_length : 0;
-            apply_min_length(x, generated, p.min_new_tokens, p.eos_ids);
-        }
-        if (p.penalties.enabled())
-            apply_penalties(x, ctx.history, ctx.prompt_length, p.penalties, ws.penalties());
-        if (p.dry.enabled()) apply_dry(x, ctx.history, p.dry, ws.dry());
-        if (p.no_repeat_ngram_size > 0)
-            apply_no_repeat_ngram(x, ctx.history, p.no_repeat_ngram_size);
-        if (!p.banned_sequences.empty()) apply_banned_sequences(x, ctx.history, p.banned_sequences);
-    }
-
-    /// Sparse processors (no allowed-token set): every processor reads and writes only ids of
-    /// the history and of its own lists, so only those entries are copied into the row copy;
-    /// the entries that changed become patches (marked 2 in ws.mark).
-    static processed_row run_sparse(const sampling_params& p, std::span<const float> logits,
-                                    const sample_context& ctx, sampling_workspace& ws,
-                                    std::span<float> row) noexcept {
-        ws.reserve_sparse();
-        const std::size_t vocab = logits.size();
-        std::size_t n = 0;
-        auto touch = [&](token_id t) noexcept {
-            if (t < 0 || std::size_t(t) >= vocab || ws.mark[std::size_t(t)]) return;
-            ws.mark[std::size_t(t)] = 1;
-            ws.touched[n++] = t;
-            row[std::size_t(t)] = logits[std::size_t(t)];
+        auto notify = [&](auto& x) {
+            if (!x.follows_history()) return;
+            if (ch.rebuild) {
+                x.reset(c);
+                return;
+            }
+            if (!ch.removed.empty()) x.cut_back(ch.keep, ch.removed, c);
+            if (!ch.added.empty()) x.append(ch.added, c);
         };
-        for (token_id t : ctx.history) touch(t);
-        for (token_id t : p.banned_tokens) touch(t);
-        for (const logit_bias& b : p.logit_biases) touch(b.token);
-        for (token_id t : p.eos_ids) touch(t);
-        for (const auto& seq : p.banned_sequences)
-            if (!seq.empty()) touch(seq.back());
-        apply_all(p, row.first(vocab), ctx, ws);
+        for (any_processor& p : procs_) notify(p);
+        notify(constraint_);
+    }
+
+    struct sink_state {
+        std::span<const float> logits;
+        std::span<float> row;
+        sampling_workspace* ws;
+        std::size_t n;
+    };
+    /// Sparse processors: only the entries they declare are copied into the row copy; the
+    /// entries that changed become patches (marked 2 in ws.mark).
+    processed_row run_sparse(std::span<const float> logits, const processor_context& pc,
+                             sampling_workspace& ws, std::span<float> row) noexcept {
+        ws.reserve_sparse();
+        sink_state st{logits, row, &ws, 0};
+        token_sink sink(
+            [](void* p, token_id t) noexcept {
+                auto& s = *static_cast<sink_state*>(p);
+                if (t < 0 || std::size_t(t) >= s.logits.size() || s.ws->mark[std::size_t(t)])
+                    return;
+                s.ws->mark[std::size_t(t)] = 1;
+                s.ws->touched[s.n++] = t;
+                s.row[std::size_t(t)] = s.logits[std::size_t(t)];
+            },
+            &st);
+        for (const any_processor& p : procs_) p.touched(pc, sink);
+        for (any_processor& p : procs_) p.apply(row, pc);
         std::size_t patches = 0;
-        for (std::size_t i = 0; i < n; ++i) {
+        for (std::size_t i = 0; i < st.n; ++i) {
             const std::size_t t = std::size_t(ws.touched[i]);
             if (std::bit_cast<std::uint32_t>(row[t]) != std::bit_cast<std::uint32_t>(logits[t])) {
                 ws.patches[patches++] = {row[t], token_id(t)};
@@ -8052,7 +9112,7 @@ public:
             params_.greedy() ||
             (!pipeline_.empty() && pipeline_[0].user == no_user &&
              (pipeline_[0].id == sampling_step::top_k || pipeline_[0].id == sampling_step::min_p));
-        procs_ = processor_stage(params_, sparse_first);
+        procs_ = processor_pipeline(params_, sparse_first);
         extras_.top.resize(std::min(params_.logprobs.top_n, vocab_));
         extras_.requested.resize(params_.logprobs.ids.size());
         state_ = {};
@@ -8070,6 +9130,13 @@ public:
     template <class S>
     S* user_step(std::size_t index) noexcept {
         return index < params_.steps.size() ? params_.steps[index].step.get<S>() : nullptr;
+    }
+
+    /// The sampler's own copy of user processor `index` (sampling_params::processors) when it
+    /// is a P, else nullptr: its per-sequence state.
+    template <class P>
+    P* user_processor(std::size_t index) noexcept {
+        return procs_.user_processor<P>(index);
     }
 
     /// The sampler's own copy of the constraint when it is a C, else nullptr: its per-sequence
@@ -8157,7 +9224,7 @@ private:
     std::size_t n_steps_ = 0;
     bool user_steps_ = false;
     sampler_state state_{};
-    processor_stage procs_;
+    processor_pipeline procs_;
     logprob_storage extras_;
     detail::in_use_flag in_use_;
     std::uint64_t batch_call_ = 0;  // the batched call that last claimed this sampler
@@ -8247,10 +9314,10 @@ private:
                       sampling_workspace& ws) noexcept {
         if (logits.size() != vocab_) return status_result(sample_status::bad_input);
         ws.reserve(vocab_);
-        const processed_row pr = procs_.run(params_, logits, ctx, ws);
+        const processed_row pr = procs_.run(logits, ctx, ws);
         working_set w(pr.row, ws, pr.patches, pr.overlay);
         if (procs_.constraint()) {
-            const processor_context pc = processor_stage::context(ctx, vocab_);
+            const processor_context pc = processor_pipeline::context(ctx, vocab_);
             detail::constraint_queries q{procs_.constraint(), pc};
             sample_result r = run_constrained(logits, ctx, w, pr.row, q);
             r.constraint_queries = q.count;
@@ -8373,7 +9440,7 @@ private:
             std::copy(row.begin(), row.end(), copy.begin());
         } else if (xtc_step::enabled(params_, vocab_)) {
             std::copy(logits.begin(), logits.end(), copy.begin());
-            procs_.reapply(params_, copy, ctx, ws);
+            procs_.reapply(copy, ctx);
         }
         return copy;
     }
@@ -8390,7 +9457,7 @@ private:
         const detail::in_use_scope guard(in_use_), ws_guard(ws.in_use);
         if (!guard.entered() || !ws_guard.entered() || logits.size() != vocab_) return {};
         ws.reserve(vocab_);
-        const processed_row pr = procs_.run(params_, logits, ctx, ws);
+        const processed_row pr = procs_.run(logits, ctx, ws);
         working_set w(pr.row, ws, pr.patches, pr.overlay);
         candidates& kept = w.kept();
         if (params_.greedy()) {
@@ -8461,10 +9528,13 @@ struct dola_params {
     float relative_top = 0.1f;            ///< plausibility alpha, in [0, 1]; 0 keeps every token
     float repetition_penalty = 1.2f;      ///< CTRL theta on the contrast scores, > 0; 1 = off
     dola_divergence divergence = dola_divergence::jsd;
-    sampling_params sampling = {.temperature = 0.f};  ///< the final draw (greedy by default)
-    std::size_t max_new_tokens = 64;                  ///< >= 1
-    std::vector<token_id> eos_ids = {};               ///< stop after emitting one of these
-    std::uint64_t sequence = 0;                       ///< RNG key of sampled draws
+    sampling_params sampling = {.temperature = 0.f};         ///< the final draw (greedy by default)
+    std::size_t max_new_tokens = 64;                         ///< >= 1
+    std::vector<token_id> eos_ids = {};                      ///< stop at one of these (not emitted)
+    std::uint64_t sequence = 0;                              ///< RNG key of sampled draws
+    std::vector<std::vector<token_id>> stop_sequences = {};  ///< each non-empty
+    std::vector<std::string> stop_strings = {};  ///< text stops (decoding/stop_strings.hpp)
+    detokenize_fn detokenize = {};  ///< token -> bytes: streams text, needed by stop_strings
 
     /// The first invalid field, named with its allowed range; nullopt when valid.
     std::optional<std::string> check() const {
@@ -8490,8 +9560,9 @@ struct dola_params {
         if (max_new_tokens < 1)
             return detail::range_message("dola_params.max_new_tokens", ">= 1",
                                          double(max_new_tokens));
-        if (auto e = detail::check_stop_conditions("dola_params", eos_ids)) return e;
-        return std::nullopt;
+        if (auto e = detail::check_stop_conditions("dola_params", eos_ids, stop_sequences))
+            return e;
+        return detail::check_stop_strings("dola_params", stop_strings, bool(detokenize));
     }
     /// check(), reported through raise().
     void validate() const { raise_if(check()); }
@@ -8593,66 +9664,394 @@ private:
     std::vector<float> logq_;
 };
 
-/// What DoLa returns.
-struct dola_result {
-    std::vector<token_id> tokens;       ///< generated tokens, EOS included if any
-    std::vector<int> premature_layers;  ///< the premature layer chosen at each step
-    bool eos = false;
-    bool no_valid_token = false;  ///< stopped: no token had a finite score
+/// What DoLa returns (tokens exclude the EOS).
+struct dola_result : decoding_result {
+    std::vector<int> premature_layers;  ///< the premature layer chosen for each output token
+    bool eos = false;                   ///< reason == stop_reason::eos
+    bool no_valid_token = false;        ///< reason == stop_reason::no_valid_token
     std::size_t model_calls = 0;
 };
 
-/// Runs DoLa on `model` from `prompt` (needs the layer_logits_model capability).
-/// \pre !prompt.empty() (rejected with a message otherwise)
-template <class M>
-requires layer_logits_model<M> dola_result dola_decode(M& model, std::span<const token_id> prompt,
-                                                       const dola_params& params) {
-    params.validate();
-    if (prompt.empty()) raise("dola: prompt must not be empty (add a BOS token)");
-    const stop_checker stop(params.eos_ids);
-    const std::size_t V = model.vocab_size(), N = model.num_layers();
-    std::vector<int> layers = dola_candidate_layers(params, N);
-    const std::size_t J = layers.size();
-    layers.push_back(int(N));
-    dola_scorer scorer(V, J);
-    sampler draw(params.sampling, V);
-    const penalty_params pen{.repetition = params.repetition_penalty};
-    penalty_workspace pws(params.repetition_penalty != 1.f ? V : 0);
-    std::vector<float> rows((J + 1) * V), scores(V);
-    std::vector<token_id> seq(prompt.begin(), prompt.end());
-    seq.reserve(prompt.size() + std::min<std::size_t>(params.max_new_tokens, 16384));
-    dola_result res;
-    for (std::size_t step = 0; step < params.max_new_tokens; ++step) {
-        const sequence_request r{seq, 1, 0};
-        model.layer_logits(std::span<const sequence_request>(&r, 1), layers, rows);
-        ++res.model_calls;
-        const std::size_t m = scorer.score(rows, scores, params.relative_top, params.divergence);
-        if (m == npos) {
-            res.no_valid_token = true;
-            break;
-        }
-        if (params.repetition_penalty != 1.f) apply_penalties(scores, seq, prompt.size(), pen, pws);
-        const sample_result s = draw.sample(scores, sample_context{.sequence = params.sequence,
-                                                                   .step = step,
-                                                                   .history = seq,
-                                                                   .prompt_length = prompt.size()});
-        if (!s.ok()) {
-            res.no_valid_token = true;
-            break;
-        }
-        seq.push_back(s.token);
-        res.tokens.push_back(s.token);
-        res.premature_layers.push_back(layers[m]);
-        if (stop.is_eos(s.token)) {
-            res.eos = true;
-            break;
-        }
+/// DoLa of one sequence, driven step by step: next_call() is a layer_logits call of the last
+/// position (layers: the candidate premature layers, then N); advance() consumes its rows.
+class dola_stepper {
+public:
+    /// \pre params valid, !prompt.empty(), vocab_size >= 1, the layers exist for num_layers
+    /// (each rejected with a message otherwise)
+    dola_stepper(const dola_params& params, std::size_t vocab_size, std::size_t num_layers,
+                 std::span<const token_id> prompt)
+        : p_(checked(params, vocab_size, prompt)),
+          V_(vocab_size),
+          layers_(dola_candidate_layers(p_, num_layers)),
+          J_(layers_.size()),
+          scorer_(V_, J_),
+          draw_(with_eos(p_), V_),
+          pws_(p_.repetition_penalty != 1.f ? V_ : 0) {
+        layers_.push_back(int(num_layers));
+        const std::size_t reserve = std::min<std::size_t>(p_.max_new_tokens, 16384);
+        seq_.assign(prompt.begin(), prompt.end());
+        seq_.reserve(prompt.size() + reserve);
+        prompt_length_ = prompt.size();
+        scores_.resize(V_);
+        premature_.reserve(reserve);
+        out_ = sequence_output(stop_conditions{.eos_ids = p_.eos_ids,
+                                               .stop_sequences = p_.stop_sequences,
+                                               .stop_strings = p_.stop_strings,
+                                               .detokenize = p_.detokenize,
+                                               .min_new_tokens = p_.sampling.min_new_tokens,
+                                               .max_new_tokens = p_.max_new_tokens},
+                               prompt.size(), reserve);
+        request_ = {seq_, 1, 0};
     }
-    return res;
+    dola_stepper(const dola_stepper&) = delete;
+    dola_stepper& operator=(const dola_stepper&) = delete;
+    dola_stepper(dola_stepper&&) = default;
+    dola_stepper& operator=(dola_stepper&&) = default;
+
+    /// layer_logits of the last position at layers(); empty when done().
+    model_call next_call() const noexcept {
+        if (done()) return {};
+        return {.kind = call_kind::layer_logits,
+                .requests = std::span<const sequence_request>(&request_, 1),
+                .layers = layers_};
+    }
+    std::span<const sequence_request> requests() const noexcept { return next_call().requests; }
+    /// The layers read out per position: the candidate premature layers, then num_layers.
+    std::span<const int> layers() const noexcept { return layers_; }
+    bool done() const noexcept { return out_.done(); }
+    std::size_t vocab_size() const noexcept { return V_; }
+
+    /// Consumes next_call()'s rows (layers().size() rows of vocab_size, in layers() order).
+    /// \return status bad_input (nothing consumed) when rows is short
+    template <class OnToken = detail::no_stream>
+    requires token_callback<OnToken> step_events advance(std::span<const float> rows,
+                                                         OnToken&& on_token = {}) {
+        if (done()) return {.status = step_status::finished};
+        if (rows.size() / V_ < J_ + 1) return {.status = step_status::bad_input};
+        out_.begin_step();
+        ++calls_;
+        const std::size_t m =
+            scorer_.score(rows.first((J_ + 1) * V_), scores_, p_.relative_top, p_.divergence);
+        if (m == npos) {
+            out_.finish(stop_reason::no_valid_token, on_token);
+            return out_.events();
+        }
+        if (p_.repetition_penalty != 1.f)
+            apply_penalties(scores_, seq_, prompt_length_,
+                            penalty_params{.repetition = p_.repetition_penalty}, pws_);
+        const sample_result s =
+            draw_.sample(scores_, sample_context{.sequence = p_.sequence,
+                                                 .step = out_.size(),
+                                                 .history = seq_,
+                                                 .prompt_length = prompt_length_});
+        if (!s.ok()) {  // (the stepper's own sampler is never in concurrent use)
+            out_.finish(stop_reason_of_no_token(s.status == sample_status::no_allowed_token),
+                        on_token);
+        } else if (out_.is_eos(s.token)) {
+            out_.finish(stop_reason::eos, on_token);
+        } else {
+            seq_.push_back(s.token);
+            premature_.push_back(layers_[m]);
+            out_.emit(s.token, p_.sampling.greedy() ? 0.f : s.logprob, on_token);
+            request_ = {seq_, 1, 0};
+        }
+        return out_.events();
+    }
+    /// advance() for engines that pass hidden rows to every stepper (ignored here).
+    template <class OnToken = detail::no_stream>
+    requires token_callback<OnToken> step_events advance(std::span<const float> rows,
+                                                         std::span<const float> /*hidden*/,
+                                                         OnToken&& on_token = {}) {
+        return advance(rows, on_token);
+    }
+
+    /// Ends the sequence now with stop_reason::cancelled (the held-back text is in the events).
+    step_events cancel() {
+        if (done()) return {.status = step_status::finished};
+        out_.begin_step();
+        out_.finish(stop_reason::cancelled);
+        return out_.events();
+    }
+
+    /// The output so far (everything once done()).
+    dola_result result() const {
+        dola_result r;
+        out_.fill(r);
+        r.premature_layers = premature_;
+        r.eos = r.reason == stop_reason::eos;
+        r.no_valid_token = r.reason == stop_reason::no_valid_token;
+        r.model_calls = r.stats.model_calls = calls_;
+        r.stats.model_rows = calls_ * (J_ + 1);
+        r.stats.finish();
+        return r;
+    }
+
+private:
+    static const dola_params& checked(const dola_params& p, std::size_t V,
+                                      std::span<const token_id> prompt) {
+        p.validate();
+        if (prompt.empty()) raise("dola: prompt must not be empty (add a BOS token)");
+        if (V == 0) raise("dola: vocab_size must be >= 1");
+        return p;
+    }
+    static sampling_params with_eos(const dola_params& p) {
+        sampling_params sp = p.sampling;
+        if (sp.eos_ids.empty()) sp.eos_ids = p.eos_ids;
+        return sp;
+    }
+
+    dola_params p_;
+    std::size_t V_;
+    std::vector<int> layers_;
+    std::size_t J_;
+    dola_scorer scorer_;
+    sampler draw_;
+    penalty_workspace pws_;
+    std::vector<float> scores_;
+    std::vector<token_id> seq_;
+    std::size_t prompt_length_ = 0;
+    std::vector<int> premature_;
+    sequence_output out_;
+    sequence_request request_;
+    std::size_t calls_ = 0;
+};
+
+/// Runs DoLa on `model` from `prompt` (needs the layer_logits_model capability), streaming
+/// through `on_token` (contract.hpp). A loop over dola_stepper.
+/// \pre !prompt.empty() (rejected with a message otherwise)
+template <layer_logits_model M, token_callback OnToken = detail::no_stream>
+dola_result dola_decode(M& model, std::span<const token_id> prompt, const dola_params& params,
+                        OnToken&& on_token = {}) {
+    dola_stepper st(params, std::size_t(model.vocab_size()), std::size_t(model.num_layers()),
+                    prompt);
+    std::vector<float> rows(st.layers().size() * st.vocab_size());
+    while (!st.done()) {
+        run_model_call(model, st.next_call(), rows);
+        st.advance(rows, on_token);
+    }
+    return st.result();
 }
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/decoding/dola.hpp
+// ---- begin decodekit/decoding/generate.hpp
+/// \file decoding/generate.hpp
+/// Greedy or sampled generation through decodekit::sampler (temperature 0 = greedy): the
+/// generation_stepper, which an engine drives, and generate(), which drives it on one model.
+/// Stop rule, streaming, results and steppers: decoding/contract.hpp.
+///
+/// - One model call per token: the request is the whole sequence (prompt + generated, n_last 1,
+///   slot generate_params::slot), which grows by appending (a caching backend reuses its prefix).
+/// - Empty prompt: rejected with a message, unless generate_params::bos_token >= 0, in which case
+///   the prompt is {bos_token}.
+/// - EOS: generate_params::eos_ids are also the sampler's eos_ids when those are empty, so
+///   sampling.min_new_tokens suppresses them; sampling.min_new_tokens also holds stop sequences
+///   and stop strings (the contract's rule).
+/// - Allocation: everything is sized by the constructor; nothing is allocated per token (the
+///   sequence and output are reserved for min(max_new_tokens, 16384) tokens, so an absurd budget
+///   cannot exhaust memory up front).
+/// - A row with no valid token ends with stop_reason::no_valid_token; a sampling constraint
+///   (sampling_params' constraint or mask) that allows no valid token ends with
+///   stop_reason::constraint_done.
+/// - Randomness: the draw of step i (i-th generated token) uses rng_key{sampling.seed,
+///   generate_params::sequence, i}; same seed and sequence give the same tokens, alone or in any
+///   batch.
+
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Configuration of generate() and generation_stepper.
+struct generate_params {
+    sampling_params sampling = {};       ///< the sampler (temperature 0 = greedy)
+    std::size_t max_new_tokens = 128;    ///< >= 1
+    std::vector<token_id> eos_ids = {};  ///< also given to the sampler when its eos_ids is empty
+    std::vector<std::vector<token_id>> stop_sequences = {};  ///< each non-empty
+    token_id bos_token = -1;                     ///< the prompt used when it is empty (-1: reject)
+    std::uint64_t sequence = 0;                  ///< RNG key: sequence id
+    std::uint32_t slot = 0;                      ///< the model slot of the sequence
+    std::vector<std::string> stop_strings = {};  ///< text stops (decoding/stop_strings.hpp)
+    detokenize_fn detokenize = {};  ///< token -> bytes: streams text, needed by stop_strings
+
+    /// The first invalid field, named with its allowed range; nullopt when valid.
+    std::optional<std::string> check() const {
+        if (auto e = sampling.check()) return "generate_params.sampling: " + *e;
+        if (max_new_tokens < 1)
+            return detail::range_message("generate_params.max_new_tokens", ">= 1",
+                                         double(max_new_tokens));
+        if (auto e = detail::check_stop_conditions("generate_params", eos_ids, stop_sequences))
+            return e;
+        if (bos_token < -1)
+            return detail::range_message("generate_params.bos_token", ">= 0, or -1 for none",
+                                         double(bos_token));
+        return detail::check_stop_strings("generate_params", stop_strings, bool(detokenize));
+    }
+    /// check(), reported through raise().
+    void validate() const { raise_if(check()); }
+};
+
+/// What generate() returns.
+using generation_result = decoding_result;
+
+namespace detail {
+/// The prompt generate() runs: `prompt`, or {bos} when it is empty and bos >= 0; raise() else.
+inline std::vector<token_id> effective_prompt(std::span<const token_id> prompt, token_id bos,
+                                              const char* who) {
+    if (!prompt.empty()) return {prompt.begin(), prompt.end()};
+    if (bos >= 0) return {bos};
+    raise(std::string(who) + ": prompt must not be empty (or set generate_params.bos_token)");
+}
+/// Tokens reserved up front for a budget of n new tokens.
+inline std::size_t capped_reserve(std::size_t n) noexcept {
+    return std::min<std::size_t>(n, 16384);
+}
+}  // namespace detail
+
+/// Greedy or sampled generation of one sequence, driven step by step: next_call() is one
+/// logits row of the whole sequence; advance() samples, applies the stop rule and streams.
+class generation_stepper {
+public:
+    /// \pre params valid, prompt non-empty or params.bos_token >= 0, vocab_size >= 1 (each
+    /// rejected with a message otherwise)
+    generation_stepper(const generate_params& params, std::size_t vocab_size,
+                       std::span<const token_id> prompt)
+        : smp_(validated(params).sampling.eos_ids.empty() ? with_eos(params) : params.sampling,
+               vocab_size),
+          greedy_(params.sampling.greedy()),
+          sequence_(params.sequence),
+          slot_(params.slot) {
+        seq_ = detail::effective_prompt(prompt, params.bos_token, "generate");
+        prompt_length_ = seq_.size();
+        const std::size_t reserve = detail::capped_reserve(params.max_new_tokens);
+        seq_.reserve(prompt_length_ + reserve);
+        out_ = sequence_output(stop_conditions{.eos_ids = params.eos_ids,
+                                               .stop_sequences = params.stop_sequences,
+                                               .stop_strings = params.stop_strings,
+                                               .detokenize = params.detokenize,
+                                               .min_new_tokens = params.sampling.min_new_tokens,
+                                               .max_new_tokens = params.max_new_tokens},
+                               prompt_length_, reserve);
+        request_ = {seq_, 1, slot_};
+    }
+    generation_stepper(const generation_stepper&) = delete;
+    generation_stepper& operator=(const generation_stepper&) = delete;
+    generation_stepper(generation_stepper&&) = default;
+    generation_stepper& operator=(generation_stepper&&) = default;
+
+    /// One logits row of the whole sequence (slot generate_params::slot); empty when done().
+    model_call next_call() const noexcept {
+        if (done()) return {};
+        return {.requests = std::span<const sequence_request>(&request_, 1)};
+    }
+    std::span<const sequence_request> requests() const noexcept { return next_call().requests; }
+    bool done() const noexcept { return out_.done(); }
+    std::size_t vocab_size() const noexcept { return smp_.vocab_size(); }
+
+    /// Consumes the logits row of next_call(): samples the next token, applies the stop rule,
+    /// calls `on_token` for an output token (see contract.hpp).
+    /// \return status bad_input (nothing consumed) when logits.size() < vocab_size(), or when
+    /// the stepper's sampler is in use by another thread (sample_status::concurrent_use)
+    template <class OnToken = detail::no_stream>
+    requires token_callback<OnToken> step_events advance(std::span<const float> logits,
+                                                         OnToken&& on_token = {}) {
+        if (done()) return {.status = step_status::finished};
+        const std::size_t V = smp_.vocab_size();
+        if (logits.size() < V) return {.status = step_status::bad_input};
+        const sample_result s =
+            smp_.sample(logits.first(V), sample_context{.sequence = sequence_,
+                                                        .step = out_.size(),
+                                                        .history = seq_,
+                                                        .prompt_length = prompt_length_});
+        if (s.status == sample_status::concurrent_use) return {.status = step_status::bad_input};
+        out_.begin_step();
+        ++calls_;
+        if (!s.ok()) {
+            out_.finish(stop_reason_of_no_token(s.status == sample_status::no_allowed_token),
+                        on_token);
+        } else if (out_.is_eos(s.token)) {
+            out_.finish(stop_reason::eos, on_token);
+        } else {
+            seq_.push_back(s.token);
+            out_.emit(s.token, greedy_ ? 0.f : s.logprob, on_token);
+            request_ = {seq_, 1, slot_};  // seq_ may have reallocated
+        }
+        return out_.events();
+    }
+    /// advance() for engines that pass hidden rows to every stepper (ignored here).
+    template <class OnToken = detail::no_stream>
+    requires token_callback<OnToken> step_events advance(std::span<const float> logits,
+                                                         std::span<const float> /*hidden*/,
+                                                         OnToken&& on_token = {}) {
+        return advance(logits, on_token);
+    }
+
+    /// Ends the sequence now with stop_reason::cancelled (the held-back text is in the events).
+    step_events cancel() {
+        if (done()) return {.status = step_status::finished};
+        out_.begin_step();
+        out_.finish(stop_reason::cancelled);
+        return out_.events();
+    }
+
+    /// The output so far (everything once done()).
+    generation_result result() const {
+        generation_result r;
+        out_.fill(r);
+        r.stats.model_calls = calls_;
+        r.stats.model_rows = calls_;
+        r.stats.finish();
+        return r;
+    }
+
+private:
+    static const generate_params& validated(const generate_params& p) {
+        p.validate();
+        return p;
+    }
+    static sampling_params with_eos(const generate_params& p) {
+        sampling_params sp = p.sampling;
+        sp.eos_ids = p.eos_ids;
+        return sp;
+    }
+
+    sampler smp_;
+    bool greedy_ = false;
+    std::uint64_t sequence_ = 0;
+    std::uint32_t slot_ = 0;
+    std::vector<token_id> seq_;
+    std::size_t prompt_length_ = 0;
+    sequence_output out_;
+    sequence_request request_;
+    std::size_t calls_ = 0;
+};
+
+/// Generates from `prompt` with greedy or sampled decoding, calling `on_token` (signature
+/// bool(const token_event&) or bool(token_id); return false to stop, or return void) for every
+/// output token; returns the tokens, the stop reason and statistics. A loop over
+/// generation_stepper.
+/// \pre params valid (validated here); prompt non-empty or params.bos_token >= 0
+template <language_model M, token_callback OnToken = detail::no_stream>
+generation_result generate(M& model, std::span<const token_id> prompt,
+                           const generate_params& params, OnToken&& on_token = {}) {
+    generation_stepper st(params, std::size_t(model.vocab_size()), prompt);
+    std::vector<float> logits(st.vocab_size());
+    while (!st.done()) {
+        run_model_call(model, st.next_call(), logits);
+        st.advance(logits, on_token);
+    }
+    return st.result();
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/generate.hpp
 // ---- begin decodekit/decoding/proposers.hpp
 /// \file decoding/proposers.hpp
 /// Draft proposers for speculative_decode (decoding/speculative.hpp):
@@ -8668,6 +10067,8 @@ DECODEKIT_END_NAMESPACE
 ///     tokens, module min(j, mtp_depth()) drafting token j;
 ///   - ngram_proposer: prompt lookup, copying the continuation of the most recent earlier
 ///     occurrence of the context's suffix (n from max_n down to min_n); one-hot proposals.
+/// The model-based proposers are stepwise (stepwise_proposer in decoding/speculative.hpp): an
+/// engine runs their draft calls batched across requests; propose() runs them itself.
 /// A proposer's draft distribution q is the processed distribution actually sampled from (pass the
 /// same processing as the target's); drafting stops early when the draft is unsure: the largest
 /// probability of q is below min_confidence. (Deciding on max q, a function of the prefix, and
@@ -8712,234 +10113,21 @@ DECODEKIT_END_NAMESPACE
 /// Exactness: every emitted token is, conditionally on the prefix, distributed as p at its step,
 /// because the streams of step n are independent of everything that decided the prefix.
 ///
-/// ## The loop
-/// speculative_decode(target, proposer, prompt, params, processing, on_token): one target call
-/// per round verifying the round's drafts (n_last = drafts + 1, slot params.target_slot); the
+/// ## The loop: speculative_stepper (engines) and speculative_decode (one request)
+/// Each round has three stages. Propose: the proposer drafts up to gamma tokens; a stepwise
+/// proposer (draft model, early exit, multi-token heads) asks for its model calls through
+/// next_call() (model_role::draft), one draft position per call, so an engine drafts every
+/// speculating request in one call per position; other proposers (n-gram) draft at once. Verify:
+/// one target call scores the drafts (n_last = drafts + 1, slot params.target_slot) and
+/// params.rule accepts a prefix. Commit: the accepted tokens plus one residual or bonus token
+/// are emitted (stop rule of decoding/contract.hpp), the proposer's commit() sees them, and the
 /// target sequence is cut back after a rejection (model.hpp's sequence contract). Processing is
 /// applied lazily in emission order, so a stateful processing step (commit()) only ever sees
 /// emitted tokens: nothing to roll back on the target side (no sampler state()/restore() needed).
+/// A proposer that drafts from the target's hidden state (an MTP module: needs_target_hidden())
+/// makes the verify call logits_and_hidden and receives the hidden row of the last verified
+/// position after each round (target_hidden_proposer).
 
-// ---- begin decodekit/generate.hpp
-/// \file generate.hpp
-/// The generation driver: prompt tokens in, tokens out, over any language_model, with greedy or
-/// sampled decoding through decodekit::sampler (temperature 0 = greedy), stop conditions, a
-/// streaming callback and statistics.
-///
-/// - Stop conditions, checked on generated tokens only (EOS ids or stop sequences inside the
-///   prompt are ignored): an EOS id (the EOS token is NOT appended to the output nor streamed;
-///   the result's reason says eos); a stop sequence completed by the generated tokens (its
-///   tokens are in the output: they were streamed as they came); max_new_tokens; the streaming
-///   callback returning false (the token it saw is in the output); a logits row with no valid
-///   token (reason no_valid_token, nothing appended).
-/// - Empty prompt: rejected with a message, unless generate_params::bos_token >= 0, in which case
-///   the prompt is {bos_token}.
-/// - One model call per token: the request is the whole sequence (prompt + generated, n_last 1,
-///   slot generate_params::slot), which grows by appending (a caching backend reuses its prefix).
-/// - Allocation: the logits row, the sequence and the sampler's workspace are sized once before
-///   the loop; nothing is allocated per token (the sequence and output vectors are reserved up
-///   front for min(max_new_tokens, 16384) tokens, so an absurd budget cannot exhaust memory).
-/// - Randomness: the draw of step i (i-th generated token) uses rng_key{sampling.seed,
-///   generate_params::sequence, i}; same seed and sequence give the same tokens.
-
-
-#include <algorithm>
-#include <chrono>
-#include <concepts>
-#include <cstddef>
-#include <cstdint>
-#include <optional>
-#include <span>
-#include <string>
-#include <string_view>
-#include <type_traits>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// Why generation ended.
-enum class stop_reason : std::uint8_t {
-    max_new_tokens,  ///< the token budget was reached
-    eos,             ///< an EOS id was generated
-    stop_sequence,   ///< a stop sequence was completed
-    callback,        ///< the streaming callback returned false
-    no_valid_token,  ///< a logits row had no valid entry (all -inf / NaN / banned)
-};
-
-/// Statistics of one generation. An aggregate: strategies add fields (speculative decoding fills
-/// the draft / acceptance fields); times in seconds, measured with std::chrono::steady_clock.
-struct generation_stats {
-    std::size_t prompt_tokens = 0;
-    std::size_t generated_tokens = 0;  ///< tokens in the output
-    std::size_t model_calls = 0;       ///< calls of the (target) model
-    std::size_t model_rows = 0;        ///< logits rows the (target) model computed
-    double time_to_first_token = 0;    ///< from the call to the first generated token
-    double total_time = 0;             ///< the whole call
-    double time_per_output_token = 0;  ///< (total - first) / (generated - 1); 0 if < 2 tokens
-    double tokens_per_second = 0;      ///< generated / total_time
-    double tokens_per_model_call = 0;  ///< generated / model_calls
-    // speculative decoding (0 elsewhere)
-    std::size_t draft_calls = 0;                      ///< calls of the draft model / proposer
-    std::size_t drafted_tokens = 0;                   ///< draft tokens proposed
-    std::size_t accepted_tokens = 0;                  ///< draft tokens accepted
-    std::vector<double> acceptance_by_position = {};  ///< acceptance rate at draft position i
-
-    /// accepted / drafted (0 when nothing was drafted).
-    double acceptance_rate() const noexcept {
-        return drafted_tokens ? double(accepted_tokens) / double(drafted_tokens) : 0.0;
-    }
-    /// Fills the derived fields (rates) from the counts and the two times.
-    void finish() noexcept {
-        tokens_per_second = total_time > 0 ? double(generated_tokens) / total_time : 0.0;
-        tokens_per_model_call = model_calls ? double(generated_tokens) / double(model_calls) : 0.0;
-        time_per_output_token =
-            generated_tokens > 1 ? (total_time - time_to_first_token) / double(generated_tokens - 1)
-                                 : 0.0;
-    }
-};
-
-/// Configuration of generate().
-struct generate_params {
-    sampling_params sampling = {};       ///< the sampler (temperature 0 = greedy)
-    std::size_t max_new_tokens = 128;    ///< >= 1
-    std::vector<token_id> eos_ids = {};  ///< also given to the sampler when its eos_ids is empty
-    std::vector<std::vector<token_id>> stop_sequences = {};  ///< each non-empty
-    token_id bos_token = -1;     ///< the prompt used when it is empty (-1: reject)
-    std::uint64_t sequence = 0;  ///< RNG key: sequence id
-    std::uint32_t slot = 0;      ///< the model slot of the sequence
-
-    /// The first invalid field, named with its allowed range; nullopt when valid.
-    std::optional<std::string> check() const {
-        if (auto e = sampling.check()) return "generate_params.sampling: " + *e;
-        if (max_new_tokens < 1)
-            return detail::range_message("generate_params.max_new_tokens", ">= 1",
-                                         double(max_new_tokens));
-        if (auto e = detail::check_stop_conditions("generate_params", eos_ids, stop_sequences))
-            return e;
-        if (bos_token < -1)
-            return detail::range_message("generate_params.bos_token", ">= 0, or -1 for none",
-                                         double(bos_token));
-        return std::nullopt;
-    }
-    /// check(), reported through raise().
-    void validate() const { raise_if(check()); }
-};
-
-/// What generate() returns.
-struct generation_result {
-    std::vector<token_id> tokens;  ///< generated tokens (EOS excluded), prompt excluded
-    stop_reason reason = stop_reason::max_new_tokens;
-    generation_stats stats;
-};
-
-/// One streamed token.
-struct token_event {
-    token_id token = -1;
-    std::size_t index = 0;  ///< position in the output (0 = first generated token)
-    float logprob = 0;      ///< log-probability it was drawn with (0 for greedy; NaN when the
-                            ///< sampler's params.logprobs.chosen is off)
-};
-
-namespace detail {
-template <class F>
-bool call_stream(F& f, const token_event& e) {
-    if constexpr (std::is_invocable_r_v<bool, F&, const token_event&>)
-        return f(e);
-    else if constexpr (std::is_invocable_r_v<bool, F&, token_id>)
-        return f(e.token);
-    else if constexpr (std::is_invocable_v<F&, const token_event&>)
-        return f(e), true;
-    else
-        return f(e.token), true;
-}
-struct no_stream {
-    bool operator()(const token_event&) const noexcept { return true; }
-};
-/// The prompt generate() runs: `prompt`, or {bos} when it is empty and bos >= 0; raise() else.
-inline std::vector<token_id> effective_prompt(std::span<const token_id> prompt, token_id bos,
-                                              const char* who) {
-    if (!prompt.empty()) return {prompt.begin(), prompt.end()};
-    if (bos >= 0) return {bos};
-    raise(std::string(who) + ": prompt must not be empty (or set generate_params.bos_token)");
-}
-}  // namespace detail
-
-namespace detail {
-/// The stop check shared by generate() and speculative_decode() after a token was appended to
-/// `generated` and streamed (`go_on`: what the callback returned): a completed stop sequence
-/// first (the token is kept), then the callback; nullopt: go on.
-inline std::optional<stop_reason> stop_after_emit(const stop_checker& stop,
-                                                  std::span<const token_id> generated,
-                                                  bool go_on) noexcept {
-    if (stop.ends_with_stop_sequence(generated)) return stop_reason::stop_sequence;
-    if (!go_on) return stop_reason::callback;
-    return std::nullopt;
-}
-}  // namespace detail
-
-/// Generates from `prompt` with greedy or sampled decoding, calling `on_token` (signature
-/// bool(const token_event&) or bool(token_id); return false to stop, or return void) for every
-/// output token; returns the tokens, the stop reason and statistics.
-/// \pre params valid (validated here); prompt non-empty or params.bos_token >= 0
-template <class M, class OnToken = detail::no_stream>
-requires language_model<M> &&(std::invocable<OnToken&, const token_event&> ||
-                              std::invocable<OnToken&, token_id>)generation_result
-    generate(M& model, std::span<const token_id> prompt, const generate_params& params,
-             OnToken&& on_token = {}) {
-    using clock = std::chrono::steady_clock;
-    const auto t0 = clock::now();
-    params.validate();
-    const std::size_t V = model.vocab_size();
-    std::vector<token_id> seq = detail::effective_prompt(prompt, params.bos_token, "generate");
-    const std::size_t prompt_len = seq.size();
-    sampling_params sp = params.sampling;
-    if (sp.eos_ids.empty()) sp.eos_ids = params.eos_ids;
-    sampler smp(sp, V);
-    std::vector<float> logits(V);
-    seq.reserve(prompt_len + std::min<std::size_t>(params.max_new_tokens, 16384));
-    const stop_checker stop(params.eos_ids, params.stop_sequences);
-
-    generation_result res;
-    res.tokens.reserve(std::min<std::size_t>(params.max_new_tokens, 16384));
-    res.stats.prompt_tokens = prompt_len;
-    res.reason = stop_reason::max_new_tokens;
-    for (std::size_t step = 0; step < params.max_new_tokens; ++step) {
-        const sequence_request r{seq, 1, params.slot};
-        model.logits(std::span<const sequence_request>(&r, 1), logits);
-        ++res.stats.model_calls;
-        ++res.stats.model_rows;
-        const sample_result s = smp.sample(logits, sample_context{.sequence = params.sequence,
-                                                                  .step = step,
-                                                                  .history = seq,
-                                                                  .prompt_length = prompt_len});
-        if (step == 0)
-            res.stats.time_to_first_token =
-                std::chrono::duration<double>(clock::now() - t0).count();
-        if (!s.ok()) {
-            res.reason = stop_reason::no_valid_token;
-            break;
-        }
-        if (stop.is_eos(s.token)) {
-            res.reason = stop_reason::eos;
-            break;
-        }
-        seq.push_back(s.token);
-        res.tokens.push_back(s.token);
-        const bool go_on =
-            detail::call_stream(on_token, token_event{s.token, res.tokens.size() - 1,
-                                                      params.sampling.greedy() ? 0.f : s.logprob});
-        if (const auto why = detail::stop_after_emit(stop, res.tokens, go_on)) {
-            res.reason = *why;
-            break;
-        }
-    }
-    res.stats.generated_tokens = res.tokens.size();
-    res.stats.total_time = std::chrono::duration<double>(clock::now() - t0).count();
-    res.stats.finish();
-    return res;
-}
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/generate.hpp
 
 #include <algorithm>
 #include <chrono>
@@ -9409,12 +10597,46 @@ concept draft_proposer = requires(P& p, const draft_request& r, draft_buffer& ou
     p.propose(r, out);
 };
 
+/// A proposer whose model calls the caller makes, so that an engine batches the drafting of
+/// many requests (one draft-model call per draft position for every speculating request):
+///   p.begin(r, out)       starts a round (out cleared by the caller; r as for propose());
+///   p.draft_call()        the call its model must compute next (model_role::draft); empty: the
+///                         round's drafting is over;
+///   p.advance(rows, out)  consumes draft_call()'s rows (logits_rows() x vocab_size);
+///   p.draft_model()       the model draft_call() is for (speculative_decode runs it there).
+/// draft_model_proposer, early_exit_proposer and mtp_proposer are stepwise; their propose() runs
+/// the same steps on their own model, so both paths draft the same tokens.
+template <class P>
+concept stepwise_proposer = requires(P& p, const P& cp, const draft_request& r, draft_buffer& out,
+                                     std::span<const float> rows) {
+    p.begin(r, out);
+    { cp.draft_call() } -> std::convertible_to<model_call>;
+    p.advance(rows, out);
+    p.draft_model();
+};
+
+/// A proposer that drafts from the target's hidden state (a multi-token-prediction module):
+/// when `needs_target_hidden()` is true (read once, when the stepper is constructed) every
+/// verify call is logits_and_hidden (hidden_size() floats per row), and after each round that
+/// leaves the sequence running the stepper calls `observe_target_hidden(hidden_row, context)`:
+/// hidden_row is the target's hidden state at the last verified position (the position whose logits
+/// chose the round's last emitted token); context is prompt + emitted tokens, so that position is
+/// context.size() - 2 and the token it chose is context.back(). The first round has no hidden state
+/// yet (draft nothing, or from the context alone).
+template <class P>
+concept target_hidden_proposer = requires(P& p, const P& cp, std::span<const float> hidden,
+                                          std::span<const token_id> context) {
+    { cp.needs_target_hidden() } -> std::convertible_to<bool>;
+    { cp.hidden_size() } -> std::convertible_to<std::size_t>;
+    p.observe_target_hidden(hidden, context);
+};
+
 // ------------------------------------------------------------------------------------------------
 // The loop
 
-/// Parameters of speculative_decode.
+/// Parameters of speculative_decode and speculative_stepper.
 struct speculative_params {
-    std::size_t max_new_tokens = 64;     ///< never emits more
+    std::size_t max_new_tokens = 64;     ///< never emits more (0: emits nothing)
     std::vector<token_id> eos_ids = {};  ///< drawing one ends the output (EOS is not appended)
     std::vector<std::vector<token_id>> stop_sequences = {};  ///< output ending with one stops
     std::uint64_t seed = 0;
@@ -9425,7 +10647,9 @@ struct speculative_params {
     std::size_t min_draft_length = 1;
     std::size_t max_draft_length = 8;  ///< <= 256 (the loop holds max + 1 logits rows)
     bool adaptive = false;  ///< +1 after a fully accepted round, -1 when less than half accepted
-    std::uint32_t target_slot = 0;  ///< slot of the target sequence in model calls
+    std::uint32_t target_slot = 0;               ///< slot of the target sequence in model calls
+    std::vector<std::string> stop_strings = {};  ///< text stops (decoding/stop_strings.hpp)
+    detokenize_fn detokenize = {};  ///< token -> bytes: streams text, needed by stop_strings
 
     /// First problem with the fields, or nullopt.
     std::optional<std::string> check() const {
@@ -9441,7 +10665,8 @@ struct speculative_params {
                                          double(draft_length));
         if (auto e = detail::check_stop_conditions("speculative_params", eos_ids, stop_sequences))
             return e;
-        return typical.check();
+        if (auto e = typical.check()) return e;
+        return detail::check_stop_strings("speculative_params", stop_strings, bool(detokenize));
     }
     void validate() const { raise_if(check()); }
 };
@@ -9510,182 +10735,351 @@ struct speculative_result {
     speculative_stats stats;
 };
 
-/// Generates up to params.max_new_tokens tokens after `prompt` with speculative decoding:
-/// each round the proposer drafts gamma tokens, ONE target call returns the logits of the
-/// gamma + 1 positions, and params.rule verifies them (see the file comment). Stop conditions as
-/// generate(): an EOS id (not appended, not streamed; an accepted EOS ends the round, no bonus),
-/// a stop sequence completed by generated tokens (kept), the budget (drafts are truncated to the
-/// remaining budget minus one), on_token returning false (token kept), or a target distribution
-/// with no token (reason no_valid_token). on_token takes a token_event or a token_id, returning
-/// bool (false = stop) or void; token_event::logprob is log p(token) under the processed target
-/// distribution (0 with greedy verification).
-/// \pre prompt non-empty (raises otherwise); the proposer's vocab_size(), when it has one, equals
-/// the target's (raises otherwise, naming both). params, processing and proposer are validated
-/// first (each through its validate() when it has one).
-template <language_model Target, draft_proposer Proposer, distribution_processing Processing,
-          class OnToken = detail::no_stream>
-speculative_result speculative_decode(Target& target, Proposer& proposer,
-                                      std::span<const token_id> prompt,
-                                      const speculative_params& params, Processing& processing,
-                                      OnToken&& on_token = {}) {
-    params.validate();
-    if constexpr (requires { processing.validate(); }) processing.validate();
-    if constexpr (requires { proposer.validate(); }) proposer.validate();
-    const std::size_t V = std::size_t(target.vocab_size());
-    if (prompt.empty()) raise("speculative_decode: the prompt must be non-empty");
-    if constexpr (requires { proposer.vocab_size(); }) {
-        const std::size_t dv = std::size_t(proposer.vocab_size());
-        if (dv != V)
-            raise("speculative_decode: vocabulary mismatch: the draft vocab_size is " +
-                  std::to_string(dv) + " but the target vocab_size is " + std::to_string(V) +
-                  "; draft and target must share one tokenizer");
+/// Speculative decoding of one sequence, driven stage by stage (see the file comment): in the
+/// propose stage next_call() is the proposer's draft call (model_role::draft; stepwise proposers
+/// only), in the verify stage the target call (logits, or logits_and_hidden for a
+/// target_hidden_proposer); advance() consumes that call's rows. The verify advance also
+/// commits: it emits the round's tokens (events, stop rule) and starts the next round.
+/// Borrows `proposer` and `processing` (they must outlive it; give each concurrently running
+/// stepper its own: they hold the round's drafting state and stateful pipelines). Randomness:
+/// the keys of the file comment, so a request gives the same tokens alone or in any batch.
+template <class Proposer, distribution_processing Processing>
+requires(draft_proposer<Proposer> || stepwise_proposer<Proposer>) class speculative_stepper {
+public:
+    /// The stage the next call belongs to.
+    enum class stage : std::uint8_t { propose, verify, done };
+
+    /// \pre params, processing and proposer valid (validated here, through their validate()
+    /// when they have one); prompt non-empty; the proposer's vocab_size(), when it has one,
+    /// equals vocab_size (each rejected with a message otherwise)
+    speculative_stepper(const speculative_params& params, std::size_t vocab_size,
+                        std::span<const token_id> prompt, Proposer& proposer,
+                        Processing& processing)
+        : p_(checked(params, vocab_size, prompt, proposer, processing)),
+          V_(vocab_size),
+          prompt_length_(prompt.size()),
+          proposer_(&proposer),
+          processing_(&processing),
+          ws_(vocab_size) {
+        const std::size_t reserve = std::min<std::size_t>(p_.max_new_tokens, 16384);
+        ctx_.assign(prompt.begin(), prompt.end());
+        ctx_.reserve(prompt.size() + reserve + p_.max_draft_length + 1);
+        dist_.reserve(V_);
+        gamma_ = p_.draft_length;
+        st_.drafted_at.assign(p_.max_draft_length, 0);
+        st_.accepted_at.assign(p_.max_draft_length, 0);
+        st_.prompt_tokens = prompt.size();
+        if constexpr (target_hidden_proposer<Proposer>)
+            if (proposer_->needs_target_hidden()) H_ = std::size_t(proposer_->hidden_size());
+        out_ = sequence_output(stop_conditions{.eos_ids = p_.eos_ids,
+                                               .stop_sequences = p_.stop_sequences,
+                                               .stop_strings = p_.stop_strings,
+                                               .detokenize = p_.detokenize,
+                                               .max_new_tokens = p_.max_new_tokens},
+                               prompt.size(), reserve);
+        if (out_.done())
+            stage_ = stage::done;
+        else
+            begin_round();
     }
-    using clock = std::chrono::steady_clock;
-    const auto t0 = clock::now();
+    speculative_stepper(const speculative_stepper&) = delete;
+    speculative_stepper& operator=(const speculative_stepper&) = delete;
+    speculative_stepper(speculative_stepper&&) = default;
+    speculative_stepper& operator=(speculative_stepper&&) = default;
 
-    speculative_result res;
-    auto& st = res.stats;
-    std::vector<token_id> ctx(prompt.begin(), prompt.end());
-    ctx.reserve(prompt.size() + params.max_new_tokens + params.max_draft_length + 1);
-    res.tokens.reserve(params.max_new_tokens);
-    std::vector<float> rows((params.max_draft_length + 1) * V);
-    verify_workspace ws(V);
-    draft_buffer drafts;
-    sparse_distribution p;
-    p.reserve(V);
-    std::size_t gamma = params.draft_length;
-    st.drafted_at.assign(params.max_draft_length, 0);
-    st.accepted_at.assign(params.max_draft_length, 0);
-    bool first = true;
-    st.prompt_tokens = prompt.size();
+    /// propose: the proposer's draft call; verify: the target's (drafts + 1 positions); empty
+    /// when done().
+    model_call next_call() const noexcept {
+        switch (stage_) {
+            case stage::propose:
+                if constexpr (stepwise_proposer<Proposer>) return proposer_->draft_call();
+                return {};
+            case stage::verify:
+                return {.kind = H_ ? call_kind::logits_and_hidden : call_kind::logits,
+                        .requests = std::span<const sequence_request>(&request_, 1)};
+            default:
+                return {};
+        }
+    }
+    std::span<const sequence_request> requests() const noexcept { return next_call().requests; }
+    stage current_stage() const noexcept { return stage_; }
+    bool done() const noexcept { return stage_ == stage::done; }
+    /// The round's drafts (complete in the verify stage).
+    std::span<const token_id> drafts() const noexcept { return drafts_.tokens; }
+    std::size_t vocab_size() const noexcept { return V_; }
+    /// Hidden-state width the verify call needs (0: a plain logits call).
+    std::size_t hidden_size() const noexcept { return H_; }
 
-    const stop_checker stop(params.eos_ids, params.stop_sequences);
-    // Emits one token; returns false when generation must stop (res.reason set).
-    auto emit = [&](token_id t, double prob) -> bool {
-        if (first) {
-            st.time_to_first_token = std::chrono::duration<double>(clock::now() - t0).count();
-            first = false;
-        }
-        if (stop.is_eos(t)) {
-            res.reason = stop_reason::eos;
-            return false;
-        }
-        ctx.push_back(t);
-        res.tokens.push_back(t);
-        ++st.emitted;
-        if constexpr (requires { processing.commit(t, p); }) processing.commit(t, p);
-        const float lp =
-            params.rule == verification::greedy || !(prob > 0) ? 0.f : float(std::log(prob));
-        const bool go_on = detail::call_stream(on_token, token_event{t, res.tokens.size() - 1, lp});
-        if (const auto why = detail::stop_after_emit(stop, res.tokens, go_on)) {
-            res.reason = *why;
-            return false;
-        }
-        if (res.tokens.size() >= params.max_new_tokens) {
-            res.reason = stop_reason::max_new_tokens;
-            return false;
-        }
-        return true;
-    };
+    /// Consumes next_call()'s rows: the draft model's rows in the propose stage (no token is
+    /// emitted), the target's logits (drafts + 1 rows) and, for a target_hidden_proposer, hidden
+    /// rows in the verify stage (emits the round's tokens through `on_token`).
+    /// \return status bad_input (nothing consumed) when a span is short
+    template <class OnToken = detail::no_stream>
+    requires token_callback<OnToken> step_events advance(std::span<const float> rows,
+                                                         std::span<const float> hidden = {},
+                                                         OnToken&& on_token = {}) {
+        if (done()) return {.status = step_status::finished};
+        if (stage_ == stage::propose) return draft_step(rows);
+        const std::size_t n = drafts_.tokens.size() + 1;
+        if (rows.size() / V_ < n || (H_ > 0 && hidden.size() / H_ < n))
+            return {.status = step_status::bad_input};
+        out_.begin_step();
+        verify_and_commit(rows, hidden, on_token);
+        return out_.events();
+    }
+    /// advance() without hidden rows.
+    template <class OnToken>
+    requires token_callback<OnToken> step_events advance(std::span<const float> rows,
+                                                         OnToken&& on_token) {
+        return advance(rows, {}, on_token);
+    }
 
-    bool running = params.max_new_tokens > 0;
-    while (running) {
-        const std::size_t n0 = res.tokens.size();  // step of the first position of this round
-        const std::size_t remaining = params.max_new_tokens - n0;
-        const std::size_t cap = std::min(gamma, remaining - 1);
-        const std::size_t base = ctx.size();
-        drafts.clear();
-        if (cap > 0) {
-            draft_request req{ctx, cap, rng_key{params.seed, params.sequence, n0}, prompt.size()};
-            proposer.propose(req, drafts);
-            if (drafts.tokens.size() > cap) drafts.tokens.resize(cap);
-            // A draft is cut at its first id outside [0, V): the target never sees an invalid id,
-            // whatever the proposer (n-gram lookup copies prompt ids, which may be out of range).
-            const auto bad = std::find_if(drafts.tokens.begin(), drafts.tokens.end(),
-                                          [&](token_id t) { return t < 0 || std::size_t(t) >= V; });
-            drafts.tokens.erase(bad, drafts.tokens.end());
-            st.draft_calls += drafts.model_calls;
-        }
-        const std::size_t g = drafts.tokens.size();
-        DECODEKIT_ASSERT(
-            !drafts.has_distributions || drafts.q.size() >= g,
-            "speculative_decode: proposer set has_distributions without a q per draft");
-        st.proposed += g;
-        ctx.insert(ctx.end(), drafts.tokens.begin(), drafts.tokens.end());
-        const sequence_request request{std::span<const token_id>(ctx), g + 1, params.target_slot};
-        target.logits(std::span<const sequence_request>(&request, 1),
-                      std::span<float>(rows.data(), (g + 1) * V));
-        ++st.target_calls;
-        st.target_rows += g + 1;
-        ++st.rounds;
-        const std::size_t emitted_before = res.tokens.size();
-        ctx.resize(base);  // from here ctx holds prompt + emitted tokens only
+    /// Ends the sequence now with stop_reason::cancelled (the held-back text is in the events).
+    step_events cancel() {
+        if (done()) return {.status = step_status::finished};
+        out_.begin_step();
+        out_.finish(stop_reason::cancelled);
+        stage_ = stage::done;
+        return out_.events();
+    }
 
-        std::size_t accepted_round = 0;
-        bool all_accepted = true;
+    /// The output so far (everything once done()).
+    speculative_result result() const {
+        speculative_result r;
+        r.tokens.assign(out_.tokens().begin(), out_.tokens().end());
+        r.reason = out_.reason();
+        r.stats = st_;
+        r.stats.seconds = out_.total_time();
+        r.stats.time_to_first_token = out_.time_to_first_token();
+        return r;
+    }
+
+private:
+    static const speculative_params& checked(const speculative_params& params, std::size_t V,
+                                             std::span<const token_id> prompt, Proposer& proposer,
+                                             Processing& processing) {
+        params.validate();
+        if constexpr (requires { processing.validate(); }) processing.validate();
+        if constexpr (requires { proposer.validate(); }) proposer.validate();
+        if (prompt.empty()) raise("speculative_decode: the prompt must be non-empty");
+        if (V == 0) raise("speculative_decode: vocab_size must be >= 1");
+        if constexpr (requires { proposer.vocab_size(); }) {
+            const std::size_t dv = std::size_t(proposer.vocab_size());
+            if (dv != V)
+                raise("speculative_decode: vocabulary mismatch: the draft vocab_size is " +
+                      std::to_string(dv) + " but the target vocab_size is " + std::to_string(V) +
+                      "; draft and target must share one tokenizer");
+        }
+        return params;
+    }
+
+    /// Propose stage: asks the proposer for the round's drafts (at once, or stepwise).
+    void begin_round() {
+        n0_ = out_.size();
+        const std::size_t remaining = p_.max_new_tokens - n0_;
+        cap_ = std::min(gamma_, remaining - 1);
+        base_ = ctx_.size();
+        drafts_.clear();
+        if (cap_ > 0) {
+            const draft_request req{ctx_, cap_, rng_key{p_.seed, p_.sequence, n0_}, prompt_length_};
+            if constexpr (stepwise_proposer<Proposer>) {
+                proposer_->begin(req, drafts_);
+                if (!proposer_->draft_call().empty()) {
+                    stage_ = stage::propose;
+                    return;
+                }
+            } else {
+                proposer_->propose(req, drafts_);
+            }
+        }
+        end_proposal();
+    }
+    /// One draft call's rows into the stepwise proposer.
+    step_events draft_step(std::span<const float> rows) {
+        if constexpr (stepwise_proposer<Proposer>) {
+            const model_call c = proposer_->draft_call();
+            if (rows.size() / V_ < c.logits_rows()) return {.status = step_status::bad_input};
+            out_.begin_step();
+            proposer_->advance(rows.first(c.logits_rows() * V_), drafts_);
+            if (proposer_->draft_call().empty()) end_proposal();
+            return out_.events();
+        } else {
+            return {.status = step_status::bad_input};  // never: no propose stage
+        }
+    }
+    /// The drafts are in: cut them to the budget, to ids in [0, V) and (sampled drafts) to the
+    /// q's the proposer gave, then build the verify call.
+    void end_proposal() {
+        auto& d = drafts_.tokens;
+        if (d.size() > cap_) d.resize(cap_);
+        // A draft is cut at its first id outside [0, V): the target never sees an invalid id,
+        // whatever the proposer (n-gram lookup copies prompt ids, which may be out of range).
+        d.erase(std::find_if(d.begin(), d.end(),
+                             [&](token_id t) { return t < 0 || std::size_t(t) >= V_; }),
+                d.end());
+        // A proposer that claims distributions but gave fewer q's than drafts: drafts without
+        // a q are dropped (never read past q).
+        if (drafts_.has_distributions && drafts_.q.size() < d.size()) d.resize(drafts_.q.size());
+        st_.draft_calls += drafts_.model_calls;
+        st_.proposed += d.size();
+        ctx_.insert(ctx_.end(), d.begin(), d.end());
+        request_ = {std::span<const token_id>(ctx_), d.size() + 1, p_.target_slot};
+        stage_ = stage::verify;
+    }
+
+    /// Verify stage: the old loop body; emits through out_, then the next round.
+    template <class OnToken>
+    void verify_and_commit(std::span<const float> rows, std::span<const float> hidden,
+                           OnToken& on_token) {
+        const std::size_t g = drafts_.tokens.size();
+        ++st_.target_calls;
+        st_.target_rows += g + 1;
+        ++st_.rounds;
+        const std::size_t emitted_before = out_.size();
+        ctx_.resize(base_);  // from here ctx holds prompt + emitted tokens only
+        std::size_t accepted_round = 0, last_row = 0;
+        bool all_accepted = true, running = true;
         for (std::size_t i = 0; i < g && running; ++i) {
-            const token_id x = drafts.tokens[i];
-            const rng_key key{params.seed, params.sequence, n0 + i};
-            processing(std::span<const float>(rows.data() + i * V, V),
-                       position_context{params.sequence, n0 + i, std::span<const token_id>(ctx),
-                                        prompt.size()},
-                       p);
+            const token_id x = drafts_.tokens[i];
+            const rng_key key{p_.seed, p_.sequence, n0_ + i};
+            (*processing_)(rows.subspan(i * V_, V_),
+                           position_context{p_.sequence, n0_ + i, std::span<const token_id>(ctx_),
+                                            prompt_length_},
+                           dist_);
             verify_result v;
-            switch (params.rule) {
+            switch (p_.rule) {
                 case verification::greedy:
-                    v = verify_greedy(p, x);
+                    v = verify_greedy(dist_, x);
                     break;
                 case verification::typical:
-                    v = verify_typical(p, x, params.typical, key);
+                    v = verify_typical(dist_, x, p_.typical, key);
                     break;
                 default:
-                    v = drafts.has_distributions ? verify_rejection(p, drafts.q[i], x, key, ws)
-                                                 : verify_one_hot(p, x, key);
+                    v = drafts_.has_distributions
+                            ? verify_rejection(dist_, drafts_.q[i], x, key, ws_)
+                            : verify_one_hot(dist_, x, key);
             }
-            ++st.drafted;
-            ++st.drafted_at[i];
+            ++st_.drafted;
+            ++st_.drafted_at[i];
+            last_row = i;
             if (v.accepted) {
-                ++st.accepted;
-                ++st.accepted_at[i];
+                ++st_.accepted;
+                ++st_.accepted_at[i];
                 ++accepted_round;
-                running = emit(x, detail::prob_of(p, x));
+                running = emit(x, detail::prob_of(dist_, x), on_token);
                 continue;
             }
             all_accepted = false;
             if (v.token < 0) {
-                res.reason = stop_reason::no_valid_token;
+                out_.finish(stop_reason::no_valid_token, on_token);
                 running = false;
             } else {
-                running = emit(v.token, detail::prob_of(p, v.token));
+                running = emit(v.token, detail::prob_of(dist_, v.token), on_token);
             }
             break;
         }
         if (running && all_accepted) {  // bonus token from the target's last row
-            processing(std::span<const float>(rows.data() + g * V, V),
-                       position_context{params.sequence, n0 + g, std::span<const token_id>(ctx),
-                                        prompt.size()},
-                       p);
-            const token_id y = params.rule == verification::greedy
-                                   ? detail::argmax(p)
-                                   : draw_from(p, rng_key{params.seed, params.sequence, n0 + g});
+            last_row = g;
+            (*processing_)(rows.subspan(g * V_, V_),
+                           position_context{p_.sequence, n0_ + g, std::span<const token_id>(ctx_),
+                                            prompt_length_},
+                           dist_);
+            const token_id y = p_.rule == verification::greedy
+                                   ? detail::argmax(dist_)
+                                   : draw_from(dist_, rng_key{p_.seed, p_.sequence, n0_ + g});
             if (y < 0) {
-                res.reason = stop_reason::no_valid_token;
+                out_.finish(stop_reason::no_valid_token, on_token);
                 running = false;
             } else {
-                running = emit(y, detail::prob_of(p, y));
+                running = emit(y, detail::prob_of(dist_, y), on_token);
             }
         }
-        if constexpr (requires { proposer.commit(std::span<const token_id>{}); })
-            proposer.commit(std::span<const token_id>(res.tokens).subspan(emitted_before));
-        if (params.adaptive && g > 0) {
-            if (accepted_round == g && g == gamma)
-                gamma = std::min(gamma + 1, params.max_draft_length);
-            else if (2 * accepted_round < g && gamma > params.min_draft_length)
-                --gamma;
+        if constexpr (requires { proposer_->commit(std::span<const token_id>{}); })
+            proposer_->commit(out_.tokens().subspan(emitted_before));
+        if (p_.adaptive && g > 0) {
+            if (accepted_round == g && g == gamma_)
+                gamma_ = std::min(gamma_ + 1, p_.max_draft_length);
+            else if (2 * accepted_round < g && gamma_ > p_.min_draft_length)
+                --gamma_;
+        }
+        if (!running) {
+            stage_ = stage::done;
+            return;
+        }
+        if constexpr (target_hidden_proposer<Proposer>)
+            if (H_ > 0)
+                proposer_->observe_target_hidden(hidden.subspan(last_row * H_, H_),
+                                                 std::span<const token_id>(ctx_));
+        begin_round();
+    }
+    /// Emits one token (not an EOS: that ends the sequence); false when the sequence ended.
+    template <class OnToken>
+    bool emit(token_id t, double prob, OnToken& on_token) {
+        if (out_.is_eos(t)) {
+            out_.finish(stop_reason::eos, on_token);
+            return false;
+        }
+        ctx_.push_back(t);
+        ++st_.emitted;
+        if constexpr (requires { processing_->commit(t, dist_); }) processing_->commit(t, dist_);
+        const float lp =
+            p_.rule == verification::greedy || !(prob > 0) ? 0.f : float(std::log(prob));
+        return out_.emit(t, lp, on_token);
+    }
+
+    speculative_params p_;
+    std::size_t V_, H_ = 0;
+    std::size_t prompt_length_;
+    Proposer* proposer_;
+    Processing* processing_;
+    verify_workspace ws_;
+    std::vector<token_id> ctx_;  // prompt + emitted (+ the round's drafts while verifying)
+    draft_buffer drafts_;
+    sparse_distribution dist_;
+    speculative_stats st_;
+    sequence_output out_;
+    sequence_request request_;
+    stage stage_ = stage::propose;
+    std::size_t gamma_ = 0, n0_ = 0, cap_ = 0, base_ = 0;
+};
+
+/// Generates up to params.max_new_tokens tokens after `prompt` with speculative decoding:
+/// each round the proposer drafts gamma tokens, ONE target call returns the logits of the
+/// gamma + 1 positions, and params.rule verifies them (see the file comment). Stop conditions
+/// (decoding/contract.hpp): an EOS id (not appended, not streamed; an accepted EOS ends the
+/// round, no bonus), a stop sequence or stop string completed by generated tokens (kept), the
+/// budget (drafts are truncated to the remaining budget minus one), on_token returning false
+/// (token kept), or a target distribution with no token (reason no_valid_token). on_token takes
+/// a token_event or a token_id, returning bool (false = stop) or void; token_event::logprob is
+/// log p(token) under the processed target distribution (0 with greedy verification). A loop
+/// over speculative_stepper; a stepwise proposer's draft calls run on proposer.draft_model().
+/// \pre prompt non-empty (raises otherwise); the proposer's vocab_size(), when it has one, equals
+/// the target's (raises otherwise, naming both). params, processing and proposer are validated
+/// first (each through its validate() when it has one).
+template <language_model Target, class Proposer, distribution_processing Processing,
+          token_callback OnToken = detail::no_stream>
+requires(draft_proposer<Proposer> || stepwise_proposer<Proposer>) speculative_result
+    speculative_decode(Target& target, Proposer& proposer, std::span<const token_id> prompt,
+                       const speculative_params& params, Processing& processing,
+                       OnToken&& on_token = {}) {
+    const std::size_t V = std::size_t(target.vocab_size());
+    speculative_stepper<Proposer, Processing> st(params, V, prompt, proposer, processing);
+    std::vector<float> rows((params.max_draft_length + 1) * V), draft_rows;
+    std::vector<float> hidden((params.max_draft_length + 1) * st.hidden_size());
+    while (!st.done()) {
+        const model_call c = st.next_call();
+        if (c.model == model_role::draft) {
+            if constexpr (stepwise_proposer<Proposer>) {
+                if (draft_rows.size() < c.logits_rows() * V) draft_rows.resize(c.logits_rows() * V);
+                run_model_call(proposer.draft_model(), c, draft_rows);
+                st.advance(draft_rows, {}, on_token);
+            }
+        } else {
+            run_model_call(target, c, rows, hidden);
+            st.advance(rows, hidden, on_token);
         }
     }
-    st.seconds = std::chrono::duration<double>(clock::now() - t0).count();
-    return res;
+    return st.result();
 }
 
 DECODEKIT_END_NAMESPACE
@@ -9747,14 +11141,14 @@ bool draft_one(std::span<const float> row, const draft_request& r, draft_buffer&
     return true;
 }
 
-/// A proposer drafting token by token from one logits row per call; RowSource is
-/// `void rows(std::span<const token_id> ext, std::uint32_t slot, std::span<float> row)` writing
-/// the row after `ext`, plus `vocab_size()`. draft_model_proposer and early_exit_proposer are
-/// this with their row sources.
-template <class RowSource, class Processing>
+/// A stepwise proposer drafting token by token, one draft position per model call (the row
+/// after the context + drafts so far). Source says which call: `kind` and `layers()` of the
+/// call, `model()` the model it runs on, `vocab_size()`. draft_model_proposer and
+/// early_exit_proposer are this with their sources.
+template <class Source, class Processing>
 class chained_proposer {
 public:
-    chained_proposer(RowSource source, Processing processing, draft_options options)
+    chained_proposer(Source source, Processing processing, draft_options options)
         : src_(std::move(source)),
           proc_(std::move(processing)),
           opt_(options),
@@ -9763,48 +11157,77 @@ public:
     /// The drafting model's vocabulary size.
     std::size_t vocab_size() const { return std::size_t(src_.vocab_size()); }
 
-    /// Drafts up to r.max_tokens tokens, one model call each.
-    void propose(const draft_request& r, draft_buffer& out) {
+    /// Starts drafting a round of up to r.max_tokens tokens (stepwise_proposer).
+    void begin(const draft_request& r, draft_buffer& out) {
+        req_ = r;
         ext_.assign(r.context.begin(), r.context.end());
         out.has_distributions = opt_.mode == draft_mode::sample;
-        while (out.tokens.size() < r.max_tokens) {
-            src_(std::span<const token_id>(ext_), opt_.slot, std::span<float>(row_));
-            ++out.model_calls;
-            if (!draft_one(std::span<const float>(row_), r, out, proc_, opt_, ext_)) break;
+        active_ = out.tokens.size() < r.max_tokens;
+        request_ = {std::span<const token_id>(ext_), 1, opt_.slot};
+    }
+    /// The next draft position's call (one row after the context + drafts); empty when done.
+    model_call draft_call() const noexcept {
+        if (!active_) return {};
+        return {.kind = src_.kind,
+                .model = model_role::draft,
+                .requests = std::span<const sequence_request>(&request_, 1),
+                .layers = src_.layers()};
+    }
+    /// Consumes draft_call()'s row: picks the next draft token or stops drafting (q empty or
+    /// under min_confidence, the budget reached, or a row shorter than vocab_size()).
+    void advance(std::span<const float> rows, draft_buffer& out) {
+        if (!active_) return;
+        const std::size_t V = row_.size();
+        ++out.model_calls;
+        if (rows.size() < V || !draft_one(rows.first(V), req_, out, proc_, opt_, ext_) ||
+            out.tokens.size() >= req_.max_tokens) {
+            active_ = false;
+            return;
+        }
+        request_ = {std::span<const token_id>(ext_), 1, opt_.slot};
+    }
+    /// The model draft_call() runs on.
+    auto& draft_model() const noexcept { return src_.model(); }
+
+    /// Drafts up to r.max_tokens tokens at once, one model call each (the same steps).
+    void propose(const draft_request& r, draft_buffer& out) {
+        begin(r, out);
+        while (active_) {
+            run_model_call(draft_model(), draft_call(), std::span<float>(row_));
+            advance(std::span<const float>(row_), out);
         }
     }
 
 private:
-    RowSource src_;
+    Source src_;
     Processing proc_;
     draft_options opt_;
     std::vector<float> row_;
     std::vector<token_id> ext_;
+    draft_request req_{};
+    sequence_request request_{};
+    bool active_ = false;
 };
 
-/// Row source: a language model's logits after the sequence.
+/// Source: a language model's logits after the sequence.
 template <language_model Model>
 struct final_rows {
-    Model* model;
-    auto vocab_size() const { return model->vocab_size(); }
-    void operator()(std::span<const token_id> ext, std::uint32_t slot, std::span<float> row) {
-        const sequence_request req{ext, 1, slot};
-        model->logits(std::span<const sequence_request>(&req, 1), row);
-    }
+    Model* m;
+    static constexpr call_kind kind = call_kind::logits;
+    auto vocab_size() const { return m->vocab_size(); }
+    Model& model() const noexcept { return *m; }
+    std::span<const int> layers() const noexcept { return {}; }
 };
 
-/// Row source: a layer_logits_model read out at one layer.
+/// Source: a layer_logits_model read out at one layer.
 template <layer_logits_model Model>
 struct layer_rows {
-    Model* model;
-    int layer;
-    auto vocab_size() const { return model->vocab_size(); }
-    void operator()(std::span<const token_id> ext, std::uint32_t slot, std::span<float> row) {
-        const sequence_request req{ext, 1, slot};
-        const int layers[1] = {layer};
-        model->layer_logits(std::span<const sequence_request>(&req, 1),
-                            std::span<const int>(layers), row);
-    }
+    Model* m;
+    int layer[1];
+    static constexpr call_kind kind = call_kind::layer_logits;
+    auto vocab_size() const { return m->vocab_size(); }
+    Model& model() const noexcept { return *m; }
+    std::span<const int> layers() const noexcept { return {layer, 1}; }
 };
 }  // namespace detail
 
@@ -9826,8 +11249,8 @@ public:
     early_exit_proposer(Model& model, int layer, Processing processing = {},
                         draft_options options = {})
         : detail::chained_proposer<detail::layer_rows<Model>, Processing>(
-              detail::layer_rows<Model>{&model, checked_layer(model, layer)}, std::move(processing),
-              options) {}
+              detail::layer_rows<Model>{&model, {checked_layer(model, layer)}},
+              std::move(processing), options) {}
 
 private:
     static int checked_layer(Model& model, int layer) {
@@ -9839,7 +11262,8 @@ private:
 };
 
 /// Multi-token prediction: one head_logits call drafts heads_per_call tokens (0 = all heads;
-/// head h predicts t+1+h), chained on its own output until the round has enough.
+/// head h predicts t+1+h), chained on its own output until the round has enough. Stepwise: each
+/// call is one head_logits call (model_role::draft, on the target model).
 template <multi_token_model Model, distribution_processing Processing = basic_processing>
 class mtp_proposer {
 public:
@@ -9857,21 +11281,43 @@ public:
 
     std::size_t vocab_size() const { return std::size_t(model_->vocab_size()); }
 
-    /// Drafts up to r.max_tokens tokens, ceil(max_tokens / heads_per_call) calls.
-    void propose(const draft_request& r, draft_buffer& out) {
-        const std::size_t V = std::size_t(model_->vocab_size());
+    /// Starts drafting a round (stepwise_proposer).
+    void begin(const draft_request& r, draft_buffer& out) {
+        req_ = r;
         ext_.assign(r.context.begin(), r.context.end());
         out.has_distributions = opt_.mode == draft_mode::sample;
-        while (out.tokens.size() < r.max_tokens) {
-            const sequence_request req{std::span<const token_id>(ext_), 1, opt_.slot};
-            model_->head_logits(std::span<const sequence_request>(&req, 1),
-                                std::span<float>(rows_));
-            ++out.model_calls;
-            const std::size_t n = std::min(per_call_, r.max_tokens - out.tokens.size());
-            for (std::size_t h = 0; h < n; ++h)
-                if (!detail::draft_one(std::span<const float>(rows_.data() + h * V, V), r, out,
-                                       proc_, opt_, ext_))
-                    return;
+        active_ = out.tokens.size() < r.max_tokens;
+        request_ = {std::span<const token_id>(ext_), 1, opt_.slot};
+    }
+    /// One head_logits call after the context + drafts so far; empty when done.
+    model_call draft_call() const noexcept {
+        if (!active_) return {};
+        return {.kind = call_kind::head_logits,
+                .model = model_role::draft,
+                .requests = std::span<const sequence_request>(&request_, 1),
+                .heads = heads_};
+    }
+    /// Consumes the heads' rows (num_heads() x vocab_size()): drafts up to heads_per_call tokens.
+    void advance(std::span<const float> rows, draft_buffer& out) {
+        if (!active_) return;
+        const std::size_t V = std::size_t(model_->vocab_size());
+        ++out.model_calls;
+        const std::size_t n = std::min(per_call_, req_.max_tokens - out.tokens.size());
+        active_ = rows.size() >= n * V;
+        for (std::size_t h = 0; h < n && active_; ++h)
+            active_ = detail::draft_one(rows.subspan(h * V, V), req_, out, proc_, opt_, ext_);
+        if (out.tokens.size() >= req_.max_tokens) active_ = false;
+        request_ = {std::span<const token_id>(ext_), 1, opt_.slot};
+    }
+    /// The model draft_call() runs on (the target itself).
+    Model& draft_model() const noexcept { return *model_; }
+
+    /// Drafts up to r.max_tokens tokens, ceil(max_tokens / heads_per_call) calls.
+    void propose(const draft_request& r, draft_buffer& out) {
+        begin(r, out);
+        while (active_) {
+            run_model_call(*model_, draft_call(), std::span<float>(rows_));
+            advance(std::span<const float>(rows_), out);
         }
     }
 
@@ -9882,13 +11328,20 @@ private:
     std::size_t heads_, per_call_;
     std::vector<float> rows_;
     std::vector<token_id> ext_;
+    draft_request req_{};
+    sequence_request request_{};
+    bool active_ = false;
 };
 
 /// Sequential multi-token prediction (mtp_module_model): drafts token j of a round with module
 /// mtp_module_for(j, mtp_depth()), from the hidden state the previous step returned (j = 1: the
 /// main model's h(0, i) at the position i before the context's last token) and the token before
 /// the drafted one; one mtp_logits call per draft token. The module's own state, if any, follows
-/// `position` (model.hpp); the proposer keeps none between rounds.
+/// `position` (model.hpp); the proposer keeps none between rounds. It is a
+/// target_hidden_proposer (decoding/speculative.hpp): speculative_decode and speculative_stepper
+/// verify with logits_and_hidden and hand it h(0, i) of the last verified position, so a round
+/// costs no main forward beyond its verification (the first round, with no verified position
+/// yet, computes h(0, i) itself). The target must be `model` (the module reads its states).
 template <mtp_module_model Model, distribution_processing Processing = basic_processing>
 class mtp_module_proposer {
 public:
@@ -9906,6 +11359,16 @@ public:
     }
 
     std::size_t vocab_size() const { return std::size_t(model_->vocab_size()); }
+    /// target_hidden_proposer: the verify call returns hidden states of hidden_size() floats.
+    bool needs_target_hidden() const noexcept { return true; }
+    std::size_t hidden_size() const noexcept { return hidden_size_; }
+    /// target_hidden_proposer: keeps h(0, i) of the last verified position for the next round
+    /// (whose context is `context`).
+    void observe_target_hidden(std::span<const float> hidden, std::span<const token_id> context) {
+        given_h_.assign(hidden.begin(), hidden.end());
+        given_for_ = context.size();
+        given_last_ = context.empty() ? -1 : context.back();
+    }
 
     /// Drafts up to r.max_tokens tokens from `hidden` = h(0, i), i = r.context.size() - 2: the
     /// main model's hidden state at the position before the context's last token, as the forward
@@ -9930,14 +11393,21 @@ public:
         }
     }
 
-    /// speculative_decode's entry (its loop verifies with logits only): first computes h(0, i)
-    /// with one logits_and_hidden call over the context without its last token (slot
-    /// options.slot; with the target's slot a caching backend recomputes one position), counted
-    /// in out.model_calls, then drafts as above. That extra main forward per round is what an
-    /// engine verifying with logits_and_hidden saves. Nothing is called when r.max_tokens is 0.
+    /// The draft_proposer entry: drafts from h(0, i) handed over by observe_target_hidden() for
+    /// this context (used once), else first computes it with one logits_and_hidden call over the
+    /// context without its last token (slot options.slot; with the target's slot a caching
+    /// backend recomputes one position), counted in out.model_calls: the first round of
+    /// speculative_decode, or a loop that verifies with logits only. Nothing is called when
+    /// r.max_tokens is 0.
     void propose(const draft_request& r, draft_buffer& out) {
         out.has_distributions = opt_.mode == draft_mode::sample;
         if (r.context.size() < 2 || r.max_tokens == 0) return;
+        if (given_for_ == r.context.size() && given_last_ == r.context.back() &&
+            given_h_.size() == hidden_size_) {
+            given_for_ = 0;                                     // used once
+            propose(r, std::span<const float>(given_h_), out);  // handed over by the verify call
+            return;
+        }
         hidden_row_.resize(hidden_size_);
         const sequence_request req{r.context.first(r.context.size() - 1), 1, opt_.slot};
         model_->logits_and_hidden(std::span<const sequence_request>(&req, 1),
@@ -9951,7 +11421,9 @@ private:
     Processing proc_;
     draft_options opt_;
     std::size_t depth_, hidden_size_;
-    std::vector<float> row_, h_, next_h_, hidden_row_;
+    std::vector<float> row_, h_, next_h_, hidden_row_, given_h_;
+    std::size_t given_for_ = 0;  // context size given_h_ belongs to (0: none)
+    token_id given_last_ = -1;   // and the context's last token (a cheap consistency check)
     std::vector<token_id> ext_;
 };
 

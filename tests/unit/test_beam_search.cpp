@@ -18,6 +18,12 @@ bool near(double a, double b, double rel = 1e-6) {
     return std::abs(a - b) <= rel * std::max(1.0, std::abs(b));
 }
 
+// The EOS rule: hypotheses' tokens exclude a final EOS (the references below keep it).
+std::vector<token_id> without_eos(std::vector<token_id> t, token_id eos) {
+    if (!t.empty() && t.back() == eos) t.pop_back();
+    return t;
+}
+
 // log-softmax in double, written independently of the library.
 std::vector<double> log_probs(const std::vector<float>& x) {
     double m = -INFINITY;
@@ -106,11 +112,16 @@ TEST_CASE("beam search equals the exhaustive optimum where it is guaranteed", "[
                                  << int(es));
                     REQUIRE(r.hypotheses.size() == 5);
                     for (std::size_t i = 0; i < 5; ++i) {
-                        CHECK(r.hypotheses[i].tokens == ex[i].tokens);
+                        CHECK(r.hypotheses[i].tokens == without_eos(ex[i].tokens, 3));
                         CHECK(near(r.hypotheses[i].score, ex[i].score, 1e-5));
                         CHECK(near(r.hypotheses[i].sum_logprobs, ex[i].sum, 1e-5));
-                        CHECK(r.hypotheses[i].eos == (r.hypotheses[i].tokens.back() == 3));
+                        CHECK(r.hypotheses[i].eos == (ex[i].tokens.back() == 3));
+                        CHECK(
+                            r.hypotheses[i].reason ==
+                            (r.hypotheses[i].eos ? stop_reason::eos : stop_reason::max_new_tokens));
                     }
+                    CHECK(r.tokens == r.hypotheses[0].tokens);  // the result's best
+                    CHECK(r.reason == r.hypotheses[0].reason);
                     CHECK(r.model_calls == r.steps);
                 }
     }
@@ -224,7 +235,7 @@ TEST_CASE("beam search equals a transcription of HF's beam search; `never` equal
                         CHECK(r.steps == ref.steps);
                         REQUIRE(r.hypotheses.size() == ref.hyps.size());
                         for (std::size_t i = 0; i < ref.hyps.size(); ++i) {
-                            CHECK(r.hypotheses[i].tokens == ref.hyps[i].tokens);
+                            CHECK(r.hypotheses[i].tokens == without_eos(ref.hyps[i].tokens, 4));
                             CHECK(near(r.hypotheses[i].score, ref.hyps[i].score, 1e-5));
                         }
                         stopped_early += ref.steps < 6;
@@ -232,15 +243,16 @@ TEST_CASE("beam search equals a transcription of HF's beam search; `never` equal
                             const auto full =
                                 reference_beam(m, prompt, B, 6, lp, with_prompt, es, 4, false);
                             for (std::size_t i = 0; i < full.hyps.size(); ++i)
-                                heuristic_differs +=
-                                    r.hypotheses.at(i).tokens != full.hyps[i].tokens;
+                                heuristic_differs += r.hypotheses.at(i).tokens !=
+                                                     without_eos(full.hyps[i].tokens, 4);
                         }
                         if (es == early_stopping::never) {  // a true bound: same as no stopping
                             const auto full =
                                 reference_beam(m, prompt, B, 6, lp, with_prompt, es, 4, false);
                             REQUIRE(full.hyps.size() == r.hypotheses.size());
                             for (std::size_t i = 0; i < full.hyps.size(); ++i)
-                                CHECK(r.hypotheses[i].tokens == full.hyps[i].tokens);
+                                CHECK(r.hypotheses[i].tokens ==
+                                      without_eos(full.hyps[i].tokens, 4));
                         }
                     }
     CHECK(stopped_early > 20);  // early stopping was exercised
@@ -367,7 +379,7 @@ TEST_CASE("diverse beam search equals a transcription of HF's group beam search"
                                  << int(es));
                     REQUIRE(r.hypotheses.size() == std::min<std::size_t>(4, ref.size()));
                     for (std::size_t i = 0; i < r.hypotheses.size(); ++i) {
-                        CHECK(r.hypotheses[i].tokens == ref[i].tokens);
+                        CHECK(r.hypotheses[i].tokens == without_eos(ref[i].tokens, 5));
                         CHECK(near(r.hypotheses[i].score, ref[i].score, 1e-5));
                     }
                 }
@@ -392,7 +404,7 @@ TEST_CASE("negative control: a narrow beam misses the exhaustive n-best somewher
                                         .eos_ids = {3}});
             REQUIRE(r.hypotheses.size() == 2);
             for (std::size_t i = 0; i < 2; ++i) {
-                misses += r.hypotheses[i].tokens != ex[i].tokens;
+                misses += r.hypotheses[i].tokens != without_eos(ex[i].tokens, 3);
                 CHECK(r.hypotheses[i].score <= ex[i].score + 1e-6);
             }
         }
@@ -408,7 +420,7 @@ TEST_CASE("beam width 1 equals greedy decoding (first_n and heuristic)", "[beam]
             const auto r = beam_search(
                 m, prompt, {.num_beams = 1, .max_new_tokens = 12, .stopping = es, .eos_ids = {5}});
             REQUIRE(r.hypotheses.size() == 1);
-            CHECK(r.hypotheses[0].tokens == g);
+            CHECK(r.hypotheses[0].tokens == without_eos(g, 5));
         }
     }
 }
@@ -439,15 +451,17 @@ TEST_CASE("early stopping policies and prompt counting on a hand-computed tree",
     // [EOS]: log 0.5 / 1 = -0.693; [0, EOS]: (log 0.3 + log 0.98) / 2 = -0.612.
     p.stopping = early_stopping::first_n;
     auto r = beam_search(m, prompt, p);
-    CHECK(r.hypotheses[0].tokens == std::vector<token_id>{2});
+    CHECK(r.hypotheses[0].tokens.empty());  // [EOS]: the EOS is not returned
+    CHECK(r.hypotheses[0].eos);
     CHECK(near(r.hypotheses[0].score, std::log(0.5)));
     CHECK(r.steps == 1);
     p.stopping = early_stopping::heuristic;  // bound = best candidate (the EOS) itself: stops
     r = beam_search(m, prompt, p);
-    CHECK(r.hypotheses[0].tokens == std::vector<token_id>{2});
+    CHECK(r.hypotheses[0].tokens.empty());
+    CHECK(r.reason == stop_reason::eos);
     p.stopping = early_stopping::never;  // bound at max length 4 keeps the 0-beam alive
     r = beam_search(m, prompt, p);
-    CHECK(r.hypotheses[0].tokens == std::vector<token_id>{0, 2});
+    CHECK(r.hypotheses[0].tokens == std::vector<token_id>{0});
     CHECK(near(r.hypotheses[0].score, (std::log(0.3) + std::log(0.98)) / 2));
     // After step 2 the bound is the best candidate sum (-1.224, the EOS) / 4 = -0.306 > -0.612:
     // go on; after step 3 it is (log 0.3 + log 0.01 + log 1/3) / 4 = -1.73 < -0.612: stop.
@@ -455,7 +469,8 @@ TEST_CASE("early stopping policies and prompt counting on a hand-computed tree",
     // Counting the prompt: [EOS] = -0.693 / 3 = -0.231 beats [0, EOS] = -1.224 / 4 = -0.306.
     p.length_includes_prompt = true;
     r = beam_search(m, prompt, p);
-    CHECK(r.hypotheses[0].tokens == std::vector<token_id>{2});
+    CHECK(r.hypotheses[0].tokens.empty());
+    CHECK(r.hypotheses[0].eos);
     CHECK(near(r.hypotheses[0].score, std::log(0.5) / 3));
     // An EOS ranked >= num_beams is not a hypothesis: with p(EOS) second, width 1 never
     // finishes on it (negative control of the rank rule: lp = 0 would prefer it).
@@ -619,7 +634,12 @@ TEST_CASE("beam_search_params rejects bad values naming the field", "[beam]") {
     CHECK(msg({.num_beams = 4, .num_groups = 3}).find("num_groups") != std::string::npos);
     CHECK(msg({.diversity_penalty = -1}).find("diversity_penalty") != std::string::npos);
     CHECK(msg({.temperature = 0}).find("temperature") != std::string::npos);
-    CHECK(msg({.eos_ids = {-2}}).find("eos_ids") != std::string::npos);
+    CHECK(msg({.eos_ids = {-2}}) == "");  // negative EOS ids are ignored (docs/bad-input.md)
+    CHECK(msg({.stop_sequences = {{}}}).find("beam_search_params.stop_sequences") !=
+          std::string::npos);
+    CHECK(msg({.stop_strings = {"x"}}).find("beam_search_params.detokenize") != std::string::npos);
+    CHECK(msg({.stop_strings = {""}, .detokenize = [](token_id) { return std::string_view(); }})
+              .find("beam_search_params.stop_strings") != std::string::npos);
     DK_IF_EXCEPTIONS(toy_model m; const std::vector<token_id> empty;
                      CHECK_THROWS_AS(beam_search(m, empty, {}), config_error); CHECK_THROWS_AS(
                          beam_search(m, std::vector<token_id>{1}, {.num_beams = 0}), config_error);)
@@ -634,7 +654,12 @@ TEST_CASE("beam search special values: -inf rows end beams, +inf is uniform, NaN
         out[0] = NAN;
     });
     auto r = beam_search(dead, prompt, {.num_beams = 3, .max_new_tokens = 4});
-    CHECK(r.hypotheses.empty());
+    // No beam has a valid entry: the running beam becomes a hypothesis flagged no_valid_token.
+    REQUIRE(r.hypotheses.size() == 1);
+    CHECK(r.hypotheses[0].tokens.empty());
+    CHECK(r.hypotheses[0].reason == stop_reason::no_valid_token);
+    CHECK(r.reason == stop_reason::no_valid_token);
+    CHECK(r.tokens.empty());
     CHECK(r.model_calls == 1);
     // Two +inf entries (ids 2 and 4) and a NaN: both beams get log(1/2) per step, nothing else.
     toy_model inf({.vocab_size = 5});

@@ -50,10 +50,10 @@ std::vector<token_id> expected(const toy_model& m, std::vector<token_id> seq, st
             const double score = (1 - alpha) * p - alpha * pen;
             if (score > best_score) best_score = score, best = ids[r];
         }
+        if (best == eos) break;  // the EOS rule: not part of the output
         seq.push_back(best);
         out.push_back(best);
         ctx.push_back(m.hidden_of(seq));
-        if (best == eos) break;
     }
     return out;
 }
@@ -110,12 +110,13 @@ TEST_CASE("contrastive search: batched look-ahead, slots, EOS and bad input", "[
     auto r = contrastive_search(m, prompt, {.top_k = 4, .alpha = 0.5f, .max_new_tokens = 3});
     CHECK(m.last_slots == std::vector<std::uint32_t>{0, 1, 2, 3});
     CHECK(m.sequences == 1 + 3 * 4);
-    // EOS: stop right after emitting it.
+    // EOS: stops; the EOS is not part of the output (the contract's EOS rule).
     toy_model e({.vocab_size = 10, .seed = 3, .eos_id = 9, .eos_bias = 30.f});
     r = contrastive_search(e, prompt,
                            {.top_k = 4, .alpha = 0.2f, .max_new_tokens = 8, .eos_ids = {9}});
-    CHECK(r.tokens == std::vector<token_id>{9});
+    CHECK(r.tokens.empty());
     CHECK(r.eos);
+    CHECK(r.reason == stop_reason::eos);
     // A row with no valid entry stops with a flag, never token 0.
     toy_model bad({.vocab_size = 4});
     bad.set_logits_function([](std::span<const token_id>, std::span<float> out) {
@@ -124,13 +125,14 @@ TEST_CASE("contrastive search: batched look-ahead, slots, EOS and bad input", "[
     r = contrastive_search(bad, prompt, {.max_new_tokens = 4});
     CHECK(r.tokens.empty());
     CHECK(r.no_valid_token);
+    CHECK(r.reason == stop_reason::no_valid_token);
     auto msg = [](contrastive_params p) { return p.check().value_or(""); };
     CHECK(msg({}) == "");
     CHECK(msg({.top_k = 0}).find("top_k") != std::string::npos);
     CHECK(msg({.alpha = 1.5f}).find("alpha") != std::string::npos);
     CHECK(msg({.alpha = NAN}).find("alpha") != std::string::npos);
     CHECK(msg({.max_new_tokens = 0}).find("max_new_tokens") != std::string::npos);
-    CHECK(msg({.eos_ids = {-1}}).find("eos_ids") != std::string::npos);
+    CHECK(msg({.eos_ids = {-1}}) == "");  // negative EOS ids are ignored (docs/bad-input.md)
     DK_IF_EXCEPTIONS(
         CHECK_THROWS_AS(contrastive_search(m, std::vector<token_id>{}, {}), config_error);)
 }

@@ -153,8 +153,10 @@ TEST_CASE("DoLa: EOS, bad configuration", "[dola]") {
     // EOS dominates the final layer, and the contrast against a layer without the bias is large.
     const auto r = dola_decode(e, std::vector<token_id>{1},
                                {.repetition_penalty = 1.f, .max_new_tokens = 5, .eos_ids = {3}});
-    CHECK(r.tokens == std::vector<token_id>{3});
+    CHECK(r.tokens.empty());  // the EOS rule: the EOS is not part of the output
+    CHECK(r.premature_layers.empty());
     CHECK(r.eos);
+    CHECK(r.reason == stop_reason::eos);
     auto msg = [](dola_params p) { return p.check().value_or(""); };
     CHECK(msg({}) == "");
     CHECK(msg({.layers = dola_layer_set::custom}).find("custom_layers") != std::string::npos);
@@ -182,4 +184,5 @@ TEST_CASE("DoLa: a final layer with no valid entry stops with a flag", "[dola]")
     const auto r = dola_decode(m, std::vector<token_id>{1}, {.max_new_tokens = 3});
     CHECK(r.tokens.empty());
     CHECK(r.no_valid_token);
+    CHECK(r.reason == stop_reason::no_valid_token);
 }

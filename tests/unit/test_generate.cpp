@@ -194,7 +194,8 @@ TEST_CASE("generate: a row with no valid token stops; bad params are named", "[g
     auto msg = [](generate_params p) { return p.check().value_or(""); };
     CHECK(msg({}) == "");
     CHECK(msg({.max_new_tokens = 0}).find("generate_params.max_new_tokens") != std::string::npos);
-    CHECK(msg({.eos_ids = {-3}}).find("eos_ids") != std::string::npos);
+    CHECK(msg({.eos_ids = {-3}}) == "");  // negative EOS ids are ignored (docs/bad-input.md)
+    CHECK(msg({.stop_strings = {"a"}}).find("generate_params.detokenize") != std::string::npos);
     CHECK(msg({.stop_sequences = {{}}}).find("stop_sequences") != std::string::npos);
     CHECK(msg({.bos_token = -5}).find("bos_token") != std::string::npos);
     CHECK(msg({.sampling = {.temperature = -1.f}}).find("generate_params.sampling") !=
@@ -229,6 +230,9 @@ TEST_CASE("stop_checker: EOS ids and stop sequences over spans", "[generate]") {
     CHECK_FALSE(none.is_eos(0));
     CHECK_FALSE(none.ends_with_stop_sequence(a));
     CHECK(detail::check_stop_conditions("x", eos, stops) == std::nullopt);
-    const std::vector<token_id> bad = {-3};
-    CHECK(detail::check_stop_conditions("x", bad)->find("x.eos_ids") != std::string::npos);
+    const std::vector<token_id> negative = {-3};
+    CHECK(detail::check_stop_conditions("x", negative) == std::nullopt);  // ignored, not an error
+    const std::vector<std::vector<token_id>> bad = {{1, -3}};
+    CHECK(detail::check_stop_conditions("x", eos, bad)->find("x.stop_sequences") !=
+          std::string::npos);
 }

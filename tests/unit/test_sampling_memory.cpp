@@ -14,14 +14,43 @@ namespace {
 std::atomic<std::size_t> g_bytes{0}, g_calls{0};
 }  // namespace
 
-void* operator new(std::size_t n) {
+// Every replaceable non-aligned form is replaced, so a pointer never meets a deallocation of
+// another family (AddressSanitizer checks alloc-dealloc pairs; Catch2 uses the nothrow form).
+// GCC cannot see that the replaced operators pair malloc with free.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+namespace {
+void* counted_alloc(std::size_t n) noexcept {
     g_bytes += n;
     ++g_calls;
-    if (void* p = std::malloc(n ? n : 1)) return p;
-    throw std::bad_alloc();
+    return std::malloc(n ? n : 1);
 }
+}  // namespace
+void* operator new(std::size_t n) {
+    if (void* p = counted_alloc(n)) return p;
+#if defined(__cpp_exceptions)
+    throw std::bad_alloc();
+#else
+    std::abort();
+#endif
+}
+void* operator new[](std::size_t n) {
+    if (void* p = counted_alloc(n)) return p;
+#if defined(__cpp_exceptions)
+    throw std::bad_alloc();
+#else
+    std::abort();
+#endif
+}
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
 void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 using namespace decodekit;
 

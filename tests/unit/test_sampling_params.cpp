@@ -46,6 +46,9 @@ TEST_CASE("check() names the field and its allowed range", "[sampling][params]")
     // mirostat's fields are not checked while it is off (a client's default 0 is not an error)
     CHECK(problem({.mirostat_tau = 0.f, .mirostat_eta = 0.f}).empty());
     CHECK(problem({.min_keep = 0}) == "sampling_params.min_keep must be >= 1, got 0");
+    CHECK(problem({.no_repeat_ngram_size = 1025}).find("sampling_params.no_repeat_ngram_size") ==
+          0);
+    CHECK(problem({.no_repeat_ngram_size = 1024}).empty());
     CHECK(problem({.penalties = {.repetition = 0.f}}).find("sampling_params.penalties: ") == 0);
     CHECK(problem({.dry = {.multiplier = 1.f, .base = 0.5f}})
               .find("sampling_params.dry: dry_params.base") == 0);

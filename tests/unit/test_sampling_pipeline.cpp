@@ -95,3 +95,97 @@ TEST_CASE("a user step runs at its position of the order", "[pipeline][step]") {
         CHECK(p.check().value_or("").find("sampling_params.steps") == 0);
     }
 }
+
+namespace {
+// Sets token `id` to `value` (declares it: sparse).
+struct set_logit {
+    token_id id;
+    float value;
+    void apply(std::span<float> x, const processor_context&) { x[std::size_t(id)] = value; }
+    void touched(const processor_context&, token_sink& s) const { s(id); }
+};
+// Adds `delta` to every entry (dense: no touched()).
+struct shift_all {
+    float delta;
+    void apply(std::span<float> x, const processor_context&) {
+        for (float& v : x) v += delta;
+    }
+};
+}  // namespace
+
+TEST_CASE("a user processor runs at its slot of the processor order", "[pipeline][processor]") {
+    const std::vector<float> x{0.f, 0.f, 0.f, 0.f};
+    const double e = std::exp(1.0);
+    auto prob1 = [&](const sampling_params& p) {
+        sampler s(p, 4);
+        return double(s.distribution(x).prob(1));
+    };
+    // token 1 set to 5 before / after a +1 bias on it: 6 or 5
+    const sampling_params before{.logit_biases = {{1, 1.f}},
+                                 .processors = {{processor_slot::logit_bias, set_logit{1, 5.f}}}};
+    const sampling_params after{.logit_biases = {{1, 1.f}},
+                                .processors = {{processor_slot::end, set_logit{1, 5.f}}}};
+    const double e6 = std::exp(6.0), e5 = std::exp(5.0);
+    CHECK(near(prob1(before), e6 / (e6 + 3)));
+    CHECK(near(prob1(after), e5 / (e5 + 3)));
+    // a ban wins over a processor before it, not over one after it
+    const sampling_params banned_first{.banned_tokens = {1},
+                                       .processors = {{processor_slot::end, set_logit{1, 1.f}}}};
+    const sampling_params banned_last{
+        .banned_tokens = {1}, .processors = {{processor_slot::allowed_tokens, set_logit{1, 1.f}}}};
+    CHECK(near(prob1(banned_first), e / (e + 3)));
+    CHECK(prob1(banned_last) == 0.0);
+    // sparse (declared ids, no row copy with top-k first) and dense processors agree with the
+    // hand-computed law
+    for (const sampling_params& p :
+         {sampling_params{.top_k = 3, .processors = {{processor_slot::end, set_logit{2, 1.f}}}},
+          sampling_params{.top_k = 3,
+          .processors = {{processor_slot::end, set_logit{2, 1.f}},
+                         {processor_slot::end, shift_all{-2.f}}}}}) {
+        sampler s(p, 4);
+        const auto d = s.distribution(x);
+        REQUIRE(d.size() == 3);  // token 2 (1 after the processors) and the first two of the zeros
+        CHECK(d.tokens[0] == 2);
+        CHECK(near(d.probs[0], e / (e + 2)));
+        CHECK(d.prob(3) == 0.f);  // top-3 exactly: ties by lowest id
+    }
+    // the sampler owns its copy
+    sampler s(before, 4);
+    CHECK(s.user_processor<set_logit>(0) != nullptr);
+    CHECK(s.user_processor<shift_all>(0) == nullptr);
+}
+
+namespace {
+// Calls back into a sampler from inside a call (the only deterministic way to overlap calls).
+struct reenter {
+    sampler* target = nullptr;
+    sampling_workspace* ws = nullptr;
+    sample_status* seen = nullptr;
+    void apply(std::span<float> x, const processor_context&) {
+        if (target) *seen = ws ? target->sample(x, {}, *ws).status : target->sample(x, 0, 0).status;
+    }
+};
+}  // namespace
+
+TEST_CASE("a sampler or a workspace inside another call reports concurrent_use",
+          "[pipeline][thread]") {
+    const std::vector<float> x{1.f, 2.f, 3.f, 4.f};
+    sample_status seen = sample_status::ok;
+    SECTION("the same sampler re-entered") {
+        sampler s({.processors = {{processor_slot::end, reenter{}}}}, 4);
+        s.user_processor<reenter>(0)->target = &s;
+        s.user_processor<reenter>(0)->seen = &seen;
+        CHECK(s.sample(x, 0, 0).ok());  // the outer call is unaffected
+        CHECK(seen == sample_status::concurrent_use);
+    }
+    SECTION("another sampler on the thread's (busy) workspace, then on its own") {
+        sampler inner({}, 4);
+        sampler s({.processors = {{processor_slot::end, reenter{&inner, nullptr, &seen}}}}, 4);
+        CHECK(s.sample(x, 0, 0).ok());
+        CHECK(seen == sample_status::concurrent_use);
+        sampling_workspace own;
+        s.user_processor<reenter>(0)->ws = &own;
+        CHECK(s.sample(x, 0, 1).ok());
+        CHECK(seen == sample_status::ok);  // given its own workspace, the inner call works
+    }
+}

@@ -2,24 +2,36 @@
 /// \file decoding/beam_search.hpp
 /// Beam search over a language_model: n-best with scores, length penalty (prompt counted or not),
 /// early stopping {first_n, heuristic, never}, EOS handling, max length; diverse (group) beam
-/// search and stochastic beams (Gumbel top-k) as options. Semantics: ALGORITHMS.md section 7.
+/// search and stochastic beams (Gumbel top-k) as options; stop sequences and stop strings;
+/// beam_searcher, the stepper an engine drives (parent beam indices for paged KV caches, the
+/// best hypothesis for streaming), and beam_search(), which drives it on one model.
 ///
 /// Per step (per group of g = num_beams / num_groups beams): the top 2g candidates of
 /// `beam_score + logprob` over (running beams of the group) x V (max(2, 1 + #eos_ids) * g with
 /// several EOS ids, as Hugging Face), found without sorting V (kernels::top_k of each beam row,
-/// then a merge of the g * 2g survivors). In rank order, an EOS
-/// candidate becomes a finished hypothesis only if its rank is < g; other candidates fill the g
-/// running beams. A hypothesis' score is `sum_logprobs / length^length_penalty` where length =
-/// generated tokens, EOS included (+ the prompt length when length_includes_prompt).
+/// then a merge of the g * 2g survivors). In rank order, a finishing candidate (an EOS id, or a
+/// token that completes a stop sequence or a stop string of its beam) becomes a finished
+/// hypothesis only if its rank is < g; other candidates fill the g running beams. A hypothesis'
+/// score is `sum_logprobs / length^length_penalty` where length = generated tokens, EOS included
+/// (+ the prompt length when length_includes_prompt). Returned tokens exclude the EOS
+/// (decoding/contract.hpp's EOS rule; beam_hypothesis::eos says it was there) and include the
+/// tokens of a stop sequence / stop string.
 /// Stopping (per group, once it holds g finished hypotheses): first_n stops at once (HF
 /// early_stopping=True); heuristic stops when the worst finished score >= best candidate sum /
 /// (its length)^lp (HF False: exact for lp <= 0, a heuristic for lp > 0); never uses the
 /// true bound (best sum / max_length^lp when lp > 0), so it returns the exact n-best of the
 /// sequences the beam kept. At max_new_tokens, running beams become hypotheses.
 /// All running beams (every group) go to the model in one call, slot = beam index.
+/// Special rows: a beam whose row has no valid entry (all -inf / NaN) ends; when no running beam
+/// of a group has one, its running beams become hypotheses with reason no_valid_token (their
+/// tokens so far), so a model of NaN rows gives one empty hypothesis and
+/// stop_reason::no_valid_token.
 
 #include <decodekit/config.hpp>
+#include <decodekit/decoding/contract.hpp>
+#include <decodekit/decoding/model_call.hpp>
 #include <decodekit/decoding/stop.hpp>
+#include <decodekit/decoding/stop_strings.hpp>
 #include <decodekit/error.hpp>
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/select.hpp>
@@ -28,6 +40,7 @@
 #include <decodekit/types.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -35,6 +48,8 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -54,13 +69,17 @@ struct beam_search_params {
     float length_penalty = 1.f;           ///< exponent of the length in the score, finite
     bool length_includes_prompt = false;  ///< false: HF (generated only); true: vLLM, ORT-genai
     early_stopping stopping = early_stopping::heuristic;
-    std::vector<token_id> eos_ids = {};  ///< tokens that finish a hypothesis
+    std::vector<token_id> eos_ids = {};  ///< tokens that finish a hypothesis (negative: ignored)
     std::size_t num_groups = 1;          ///< diverse beam search: divides num_beams
     float diversity_penalty = 0.f;       ///< subtracted per earlier-group choice of a token, >= 0
     bool stochastic = false;             ///< Gumbel top-k stochastic beams (Kool et al. 2019)
     float temperature = 1.f;             ///< of the stochastic beams' distribution, > 0
     std::uint64_t seed = 0;              ///< stochastic beams: rng_key{seed, sequence, step}
     std::uint64_t sequence = 0;
+    std::vector<std::vector<token_id>> stop_sequences = {};  ///< finish a hypothesis (kept)
+    std::vector<std::string> stop_strings =
+        {};                         ///< finish a hypothesis (decoding/stop_strings.hpp)
+    detokenize_fn detokenize = {};  ///< token -> bytes, needed by stop_strings
 
     /// The first invalid field, named with its allowed range; nullopt when valid.
     std::optional<std::string> check() const {
@@ -85,8 +104,9 @@ struct beam_search_params {
         if (!(temperature > 0.f) || !std::isfinite(temperature))
             return detail::range_message("beam_search_params.temperature", "finite and > 0",
                                          double(temperature));
-        if (auto e = detail::check_stop_conditions("beam_search_params", eos_ids)) return e;
-        return std::nullopt;
+        if (auto e = detail::check_stop_conditions("beam_search_params", eos_ids, stop_sequences))
+            return e;
+        return detail::check_stop_strings("beam_search_params", stop_strings, bool(detokenize));
     }
     /// check(), reported through raise().
     void validate() const { raise_if(check()); }
@@ -94,17 +114,18 @@ struct beam_search_params {
 
 /// One finished hypothesis.
 struct beam_hypothesis {
-    std::vector<token_id> tokens;  ///< generated tokens (prompt excluded), EOS included if any
+    std::vector<token_id> tokens;  ///< generated tokens (prompt and EOS excluded)
     double score = 0;              ///< sum_logprobs / length^length_penalty
     double sum_logprobs = 0;       ///< including diversity penalties (diverse beam search)
-    bool eos = false;              ///< finished by an EOS token (else by max_new_tokens)
+    bool eos = false;              ///< finished by an EOS token (excluded from tokens)
+    stop_reason reason = stop_reason::max_new_tokens;  ///< why it finished
 };
 
-/// What beam search returns.
-struct beam_search_result {
+/// What beam search returns: tokens / reason of the best hypothesis, and the n-best.
+struct beam_search_result : decoding_result {
     std::vector<beam_hypothesis> hypotheses;  ///< n-best, best first (score desc)
     std::size_t steps = 0;                    ///< decoding steps run
-    std::size_t model_calls = 0;              ///< model.logits calls
+    std::size_t model_calls = 0;              ///< model.logits calls (= stats.model_calls)
     std::size_t model_rows = 0;               ///< logits rows requested in total
 };
 
@@ -204,14 +225,58 @@ inline std::size_t beam_top_candidates(std::span<const float> rows, std::size_t 
     return detail::take_best(ws.pool, out);
 }
 
+/// The best hypothesis so far: beam search's streaming event.
+struct beam_event {
+    std::span<const token_id> tokens = {};  ///< its generated tokens (EOS excluded); valid until
+                                            ///< the searcher's next advance() / cancel()
+    double score = 0;       ///< finished: its score; running: sum / (current length)^lp
+    bool finished = false;  ///< a finished hypothesis (else a running beam)
+    std::size_t step = 0;   ///< steps taken so far
+};
+
+/// What one beam_searcher::advance() produced.
+struct beam_step_events {
+    step_status status = step_status::ok;
+    /// For each request of the new requests(): the index, in the requests() this step consumed,
+    /// of the beam it extends by one token (a paged KV cache forks that sequence). Valid until
+    /// the next advance(); empty once done.
+    std::span<const std::uint32_t> parents = {};
+    std::optional<stop_reason> stop = {};  ///< set when the search ended (the best's reason)
+    bool finished() const noexcept { return stop.has_value(); }
+};
+
+/// A beam streaming callback: `bool(const beam_event&)` (false stops: running beams become
+/// hypotheses with reason callback) or `void(const beam_event&)`.
+template <class F>
+concept beam_callback = std::invocable<F&, const beam_event&>;
+
+namespace detail {
+struct no_beam_stream {
+    void operator()(const beam_event&) const noexcept {}
+};
+template <class F>
+bool call_best(F& f, const beam_event& e) {
+    if constexpr (std::is_invocable_r_v<bool, F&, const beam_event&>)
+        return f(e);
+    else
+        return f(e), true;
+}
+}  // namespace detail
+
 /// A beam search in progress, driven step by step (beam_search() below runs it on a model):
-/// requests() names the running beams' sequences; advance() consumes one logits row per request.
+/// next_call() names the running beams' sequences (slot = beam index); advance() consumes one
+/// logits row per request and reports each new beam's parent; best() is the best hypothesis so
+/// far (stream it); result() the n-best. Not copyable (its requests point into it); movable.
 class beam_searcher {
 public:
-    /// \pre params valid (validated here), !prompt.empty()
+    /// \pre params valid (validated here), !prompt.empty(), vocab_size >= 1 (each rejected with
+    /// a message otherwise)
     beam_searcher(const beam_search_params& params, std::size_t vocab_size,
                   std::span<const token_id> prompt)
-        : p_(params), vocab_(vocab_size), prompt_(prompt.begin(), prompt.end()) {
+        : p_(params),
+          vocab_(vocab_size),
+          prompt_(prompt.begin(), prompt.end()),
+          t0_(std::chrono::steady_clock::now()) {
         p_.validate();
         if (prompt_.empty()) raise("beam_search: prompt must not be empty (add a BOS token)");
         if (vocab_ == 0) raise("beam_search: vocab_size must be >= 1");
@@ -219,9 +284,12 @@ public:
         // HF keeps max(2, 1 + #eos) * g so that g non-EOS candidates always remain.
         const std::size_t k =
             std::max<std::size_t>(2, 1 + std::min(p_.eos_ids.size(), vocab_)) * gs_;
+        text_on_ = !p_.stop_strings.empty();
+        const stop_string_matcher text0 =
+            text_on_ ? stop_string_matcher(p_.stop_strings) : stop_string_matcher();
         groups_.resize(p_.num_groups);
         for (std::size_t g = 0; g < p_.num_groups; ++g) {
-            groups_[g].running.push_back({prompt_, 0.0, 0.0});
+            groups_[g].running.push_back({prompt_, 0.0, 0.0, 0, text0});
             groups_[g].nr = 1;
         }
         ws_ = beam_step_workspace(vocab_, gs_, k + (p_.num_groups > 1 ? p_.num_beams : 0));
@@ -230,27 +298,43 @@ public:
         if (p_.stochastic) gumbel_row_.resize(vocab_);
         rebuild_requests();
     }
+    beam_searcher(const beam_searcher&) = delete;
+    beam_searcher& operator=(const beam_searcher&) = delete;
+    beam_searcher(beam_searcher&&) = default;
+    beam_searcher& operator=(beam_searcher&&) = default;
 
+    /// One logits row per running beam (every group), slot = beam index; empty when done().
+    model_call next_call() const noexcept { return {.requests = requests_}; }
     /// Sequences to score now (prompt + generated), slot = beam index; empty when done().
     std::span<const sequence_request> requests() const noexcept { return requests_; }
+    /// For each request of requests(): the index of its parent in the previous requests()
+    /// (0 before the first step).
+    std::span<const std::uint32_t> parents() const noexcept { return parents_; }
     /// True when every group stopped or max_new_tokens was reached.
     bool done() const noexcept { return requests_.empty(); }
     /// Steps taken so far (= generated length of the running beams).
     std::size_t steps() const noexcept { return step_; }
+    std::size_t vocab_size() const noexcept { return vocab_; }
 
-    /// Consumes rows_needed(requests()) logits rows (one per request, in order) and advances.
-    /// \pre logits.size() >= requests().size() * vocab_size
-    void advance(std::span<const float> logits) {
-        DECODEKIT_ASSERT(logits.size() >= requests_.size() * vocab_, "beam_searcher: short logits");
+    /// Consumes one logits row per request of requests() (rows_needed(requests()) rows, in
+    /// order) and advances.
+    /// \return status bad_input (nothing consumed) when logits.size() < requests().size() *
+    /// vocab_size(); finished when already done()
+    beam_step_events advance(std::span<const float> logits) {
+        if (done()) return {.status = step_status::finished};
+        if (logits.size() / vocab_ < requests_.size()) return {.status = step_status::bad_input};
+        ++calls_;
+        rows_ += requests_.size();
         const std::size_t cur = step_ + 1;  // generated length of this step's candidates
         std::size_t row0 = 0;
         if (!penalty_.empty())
             for (token_id t : chosen_) penalty_[std::size_t(t)] = 0.f;
         chosen_.clear();
+        const stop_checker stops(p_.eos_ids, p_.stop_sequences);
         for (std::size_t g = 0; g < groups_.size(); ++g) {
             group& G = groups_[g];
             if (G.done) continue;
-            const std::size_t nb = G.nr;
+            const std::size_t nb = G.nr, base = row0;
             const std::span<const float> rows = logits.subspan(row0 * vocab_, nb * vocab_);
             row0 += nb;
             scores_.clear();
@@ -261,21 +345,43 @@ public:
                               : beam_top_candidates(rows, vocab_, scores_, top_, ws_, penalty_,
                                                     penalty_.empty() ? 0 : chosen_.size());
             G.nn = 0;
+            if (n == 0) {  // no running beam of the group has a valid entry
+                for (std::size_t b = 0; b < G.nr; ++b)
+                    add_finished(G, G.running[b], -1, G.running[b].sum, step_,
+                                 stop_reason::no_valid_token);
+                G.nr = 0;
+                G.done = true;
+                continue;
+            }
             double best_sum = -std::numeric_limits<double>::infinity();
             for (std::size_t r = 0; r < n; ++r) best_sum = std::max(best_sum, top_[r].sum);
             for (std::size_t r = 0; r < n && G.nn < gs_; ++r) {
                 const beam_candidate& c = top_[r];
                 const beam& parent = G.running[c.beam];
-                if (is_eos(c.token)) {
-                    if (r >= gs_) continue;
-                    add_finished(G, parent.tokens, c.token, c.sum, cur, true);
-                } else {
-                    beam& nb2 = next_slot(G);
-                    nb2.tokens.assign(parent.tokens.begin(), parent.tokens.end());
-                    nb2.tokens.push_back(c.token);
-                    nb2.sum = c.sum;
-                    nb2.key = c.key;
+                if (stops.is_eos(c.token)) {
+                    if (r < gs_) add_finished(G, parent, -1, c.sum, cur, stop_reason::eos);
+                    continue;
                 }
+                std::optional<stop_reason> fin;
+                if (stops.has_stop_sequences() &&
+                    stops.completes_stop_sequence(generated(parent), c.token)) {
+                    fin = stop_reason::stop_sequence;
+                } else if (text_on_) {
+                    scratch_ = parent.text;
+                    if (scratch_.push(p_.detokenize(c.token)).matched)
+                        fin = stop_reason::stop_string;
+                }
+                if (fin) {
+                    if (r < gs_) add_finished(G, parent, c.token, c.sum, cur, *fin);
+                    continue;
+                }
+                beam& nb2 = next_slot(G);
+                nb2.tokens.assign(parent.tokens.begin(), parent.tokens.end());
+                nb2.tokens.push_back(c.token);
+                nb2.sum = c.sum;
+                nb2.key = c.key;
+                nb2.parent = std::uint32_t(base + c.beam);
+                if (text_on_) nb2.text = std::move(scratch_);
             }
             for (std::size_t r = 0; r < G.nn; ++r) note_chosen(G.next[r].tokens.back());
             std::swap(G.running, G.next);
@@ -288,18 +394,54 @@ public:
                 G.done = G.finished.size() >= gs_;
         }
         ++step_;
-        if (step_ >= p_.max_new_tokens) {
-            for (auto& G : groups_)
-                if (!G.done) {
-                    for (std::size_t b = 0; b < G.nr; ++b)
-                        add_finished(G, G.running[b].tokens, -1, G.running[b].sum, step_, false);
-                    G.done = true;
-                }
-        }
+        if (step_ == 1) ttft_ = detail::seconds_since(t0_);
+        if (step_ >= p_.max_new_tokens) end_running(stop_reason::max_new_tokens);
         rebuild_requests();
+        return events();
+    }
+    /// advance() for engines that pass hidden rows to every stepper (ignored here).
+    beam_step_events advance(std::span<const float> logits, std::span<const float> /*hidden*/) {
+        return advance(logits);
     }
 
-    /// The n-best over every group, best first (ties: earlier finished first).
+    /// Ends the search now: running beams become hypotheses with reason `why` (cancelled, or
+    /// callback when a streaming callback stopped it). Finished when already done().
+    beam_step_events cancel(stop_reason why = stop_reason::cancelled) {
+        if (done()) return {.status = step_status::finished};
+        end_running(why);
+        rebuild_requests();
+        return events();
+    }
+
+    /// The best hypothesis so far: the best finished one, or a running beam scored as if it
+    /// finished now when that is better (ties: finished first, then earlier).
+    beam_event best() const noexcept {
+        beam_event e{.step = step_};
+        bool have = false;
+        for (const auto& G : groups_)
+            for (const auto& h : G.finished)
+                if (!have || h.score > e.score) {
+                    e.tokens = h.tokens;
+                    e.score = h.score;
+                    e.finished = have = true;
+                }
+        for (const auto& G : groups_) {
+            if (G.done) continue;
+            for (std::size_t b = 0; b < G.nr; ++b) {
+                const double s = normalise(G.running[b].sum, step_);
+                if (!have || s > e.score) {
+                    e.tokens = generated(G.running[b]);
+                    e.score = s;
+                    e.finished = false;
+                    have = true;
+                }
+            }
+        }
+        return e;
+    }
+
+    /// The n-best over every group, best first (ties: earlier finished first); tokens and
+    /// reason are the best hypothesis' (no_valid_token when there is none).
     beam_search_result result() const {
         beam_search_result res;
         std::vector<const beam_hypothesis*> all;
@@ -311,6 +453,21 @@ public:
         for (std::size_t i = 0; i < all.size() && i < p_.num_return; ++i)
             res.hypotheses.push_back(*all[i]);
         res.steps = step_;
+        res.model_calls = calls_;
+        res.model_rows = rows_;
+        if (!res.hypotheses.empty()) {
+            res.tokens = res.hypotheses.front().tokens;
+            res.reason = res.hypotheses.front().reason;
+        } else {
+            res.reason = stop_reason::no_valid_token;
+        }
+        res.stats.prompt_tokens = prompt_.size();
+        res.stats.generated_tokens = res.tokens.size();
+        res.stats.model_calls = calls_;
+        res.stats.model_rows = rows_;
+        res.stats.time_to_first_token = ttft_;
+        res.stats.total_time = done() ? total_ : detail::seconds_since(t0_);
+        res.stats.finish();
         return res;
     }
 
@@ -318,7 +475,9 @@ private:
     struct beam {
         std::vector<token_id> tokens;  // prompt + generated
         double sum = 0;
-        double key = 0;  // stochastic: the Gumbel key G
+        double key = 0;            // stochastic: the Gumbel key G
+        std::uint32_t parent = 0;  // index in the previous requests of the beam it extends
+        stop_string_matcher text;  // with stop strings: the beam's text state
     };
     struct group {
         std::vector<beam> running, next;        // storage reused across steps
@@ -327,7 +486,9 @@ private:
         bool done = false;
     };
 
-    bool is_eos(token_id t) const noexcept { return stop_checker(p_.eos_ids).is_eos(t); }
+    std::span<const token_id> generated(const beam& b) const noexcept {
+        return std::span<const token_id>(b.tokens).subspan(prompt_.size());
+    }
     beam& next_slot(group& G) {
         if (G.nn == G.next.size()) G.next.emplace_back();
         return G.next[G.nn++];
@@ -345,23 +506,34 @@ private:
         if (sum == 0) return 0.0;
         return sum / std::pow(length_of(generated), double(p_.length_penalty));
     }
-    void add_finished(group& G, const std::vector<token_id>& seq, token_id last, double sum,
-                      std::size_t generated, bool eos) {
+    /// A hypothesis from beam `b` (+ `last` when >= 0), `generated` tokens long for its score.
+    void add_finished(group& G, const beam& b, token_id last, double sum, std::size_t generated,
+                      stop_reason why) {
         const double score = normalise(sum, generated);
         if (G.finished.size() >= gs_) {
             auto worst =
                 std::min_element(G.finished.begin(), G.finished.end(),
-                                 [](const auto& a, const auto& b) { return a.score < b.score; });
+                                 [](const auto& a, const auto& c) { return a.score < c.score; });
             if (!(score > worst->score)) return;
             G.finished.erase(worst);
         }
         beam_hypothesis h;
-        h.tokens.assign(seq.begin() + std::ptrdiff_t(prompt_.size()), seq.end());
+        h.tokens.assign(b.tokens.begin() + std::ptrdiff_t(prompt_.size()), b.tokens.end());
         if (last >= 0) h.tokens.push_back(last);
         h.score = score;
         h.sum_logprobs = sum;
-        h.eos = eos;
+        h.eos = why == stop_reason::eos;
+        h.reason = why;
         G.finished.push_back(std::move(h));
+    }
+    /// Every group still running ends: its running beams become hypotheses with reason `why`.
+    void end_running(stop_reason why) {
+        for (auto& G : groups_)
+            if (!G.done) {
+                for (std::size_t b = 0; b < G.nr; ++b)
+                    add_finished(G, G.running[b], -1, G.running[b].sum, step_, why);
+                G.done = true;
+            }
     }
     bool group_is_done(const group& G, double best_sum, std::size_t cur) const noexcept {
         if (G.finished.size() < gs_) return false;
@@ -372,6 +544,27 @@ private:
                                     ? p_.max_new_tokens
                                     : cur;
         return worst >= normalise(best_sum, len);
+    }
+    beam_step_events events() noexcept {
+        beam_step_events e{.parents = parents_};
+        if (done()) {
+            if (!ended_) {
+                ended_ = true;
+                total_ = detail::seconds_since(t0_);
+            }
+            bool have = false;
+            double best = 0;
+            stop_reason why = stop_reason::no_valid_token;
+            for (const auto& G : groups_)
+                for (const auto& h : G.finished)
+                    if (!have || h.score > best) {
+                        best = h.score;
+                        why = h.reason;
+                        have = true;
+                    }
+            e.stop = why;
+        }
+        return e;
     }
 
     /// Stochastic beams: child key G_c = -log(exp(-G_parent) - exp(-Z) + exp(-G~_c)) with
@@ -424,10 +617,13 @@ private:
 
     void rebuild_requests() {
         requests_.clear();
+        parents_.clear();
         for (std::size_t g = 0; g < groups_.size(); ++g) {
             if (groups_[g].done) continue;
-            for (std::size_t i = 0; i < groups_[g].nr; ++i)
+            for (std::size_t i = 0; i < groups_[g].nr; ++i) {
                 requests_.push_back({groups_[g].running[i].tokens, 1, std::uint32_t(g * gs_ + i)});
+                parents_.push_back(groups_[g].running[i].parent);
+            }
         }
     }
 
@@ -444,29 +640,37 @@ private:
     std::vector<token_id> chosen_;
     std::vector<float> gumbel_row_;
     std::vector<sequence_request> requests_;
+    std::vector<std::uint32_t> parents_;
+    bool text_on_ = false;
+    stop_string_matcher scratch_;
+    std::size_t calls_ = 0, rows_ = 0;
+    std::chrono::steady_clock::time_point t0_;
+    double ttft_ = 0, total_ = 0;
+    bool ended_ = false;
 };
 
-/// Runs beam search on `model` from `prompt`; returns the n-best hypotheses (best first).
+/// An engine's name for the beam stepper.
+using beam_stepper = beam_searcher;
+
+/// Runs beam search on `model` from `prompt`; returns the n-best hypotheses (best first), the
+/// best one's tokens and reason, and statistics. `on_best` (optional) sees the best hypothesis
+/// after every step (beam_event); returning false ends the search (reason callback). A loop
+/// over beam_searcher.
 /// \pre !prompt.empty() (rejected with a message otherwise)
-template <class M>
-requires language_model<M> beam_search_result beam_search(M& model,
-                                                          std::span<const token_id> prompt,
-                                                          const beam_search_params& params) {
-    beam_searcher bs(params, model.vocab_size(), prompt);
-    std::vector<float> logits(params.num_beams * model.vocab_size());
-    std::size_t calls = 0, rows = 0;
+template <language_model M, class OnBest = detail::no_beam_stream>
+requires beam_callback<OnBest> beam_search_result beam_search(M& model,
+                                                              std::span<const token_id> prompt,
+                                                              const beam_search_params& params,
+                                                              OnBest&& on_best = {}) {
+    beam_searcher bs(params, std::size_t(model.vocab_size()), prompt);
+    std::vector<float> logits(params.num_beams * bs.vocab_size());
     while (!bs.done()) {
-        const auto req = bs.requests();
-        const std::size_t n = rows_needed(req);
-        model.logits(req, std::span<float>(logits).first(n * model.vocab_size()));
-        ++calls;
-        rows += n;
+        run_model_call(model, bs.next_call(), logits);
         bs.advance(logits);
+        if constexpr (!std::is_same_v<std::remove_cvref_t<OnBest>, detail::no_beam_stream>)
+            if (!detail::call_best(on_best, bs.best())) bs.cancel(stop_reason::callback);
     }
-    beam_search_result r = bs.result();
-    r.model_calls = calls;
-    r.model_rows = rows;
-    return r;
+    return bs.result();
 }
 
 DECODEKIT_END_NAMESPACE

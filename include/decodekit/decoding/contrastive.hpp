@@ -1,17 +1,24 @@
 #pragma once
 /// \file decoding/contrastive.hpp
-/// Contrastive search (Su et al. 2022) over a hidden_state_model. Semantics: ALGORITHMS.md
-/// section 7. Per step: candidates = top-k of p = softmax(logits) (kernels::top_k, ties by lower
-/// id); one batched look-ahead call (candidate i appended to the context, slot = i) returns each
-/// candidate's last-layer hidden state h_i and its next logits; degeneration penalty
-/// d_i = max_j cos(h_i, h_j) over every earlier position j, prompt included
-/// (kernels::cosine_similarity); the chosen candidate maximises (1 - alpha) p_i - alpha d_i, ties
-/// to the higher-ranked candidate. Its look-ahead logits and hidden state are kept, so each step
-/// costs exactly one model call after the prompt's. alpha = 0 or k = 1 is greedy (then the
-/// look-ahead has one candidate).
+/// Contrastive search (Su et al. 2022) over a hidden_state_model: contrastive_stepper, which an
+/// engine drives, and contrastive_search(), which drives it on one model. Per step: candidates =
+/// top-k of p = softmax(logits) (kernels::top_k, ties by lower id); one batched look-ahead call
+/// (candidate i appended to the context, slot = i) returns each candidate's last-layer hidden state
+/// h_i and its next logits; degeneration penalty d_i = max_j cos(h_i, h_j) over every earlier
+/// position j, prompt included (kernels::cosine_similarity); the chosen candidate maximises (1 -
+/// alpha) p_i - alpha d_i, ties to the higher-ranked candidate. Its look-ahead logits and hidden
+/// state are kept, so each step costs exactly one model call after the prompt's. alpha = 0 or k = 1
+/// is greedy (then the look-ahead has one candidate). The first call scores the whole prompt
+/// (logits and hidden states of every prompt position, slot 0). Stop rule, streaming and results:
+/// decoding/contract.hpp (an EOS is not appended; token_event::logprob is log p of the chosen
+/// candidate under softmax(logits)).
 
 #include <decodekit/config.hpp>
+#include <decodekit/decoding/contract.hpp>
+#include <decodekit/decoding/model_call.hpp>
+#include <decodekit/decoding/sequence_output.hpp>
 #include <decodekit/decoding/stop.hpp>
+#include <decodekit/decoding/stop_strings.hpp>
 #include <decodekit/error.hpp>
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/select.hpp>
@@ -36,7 +43,10 @@ struct contrastive_params {
     std::size_t top_k = 4;               ///< candidates per step, in [1, 1024]
     float alpha = 0.6f;                  ///< degeneration penalty weight, in [0, 1]
     std::size_t max_new_tokens = 64;     ///< >= 1
-    std::vector<token_id> eos_ids = {};  ///< generation stops after emitting one of these
+    std::vector<token_id> eos_ids = {};  ///< generation stops at one of these (not emitted)
+    std::vector<std::vector<token_id>> stop_sequences = {};  ///< each non-empty
+    std::vector<std::string> stop_strings = {};  ///< text stops (decoding/stop_strings.hpp)
+    detokenize_fn detokenize = {};  ///< token -> bytes: streams text, needed by stop_strings
 
     /// The first invalid field, named with its allowed range; nullopt when valid.
     std::optional<std::string> check() const {
@@ -47,18 +57,18 @@ struct contrastive_params {
         if (max_new_tokens < 1)
             return detail::range_message("contrastive_params.max_new_tokens", ">= 1",
                                          double(max_new_tokens));
-        if (auto e = detail::check_stop_conditions("contrastive_params", eos_ids)) return e;
-        return std::nullopt;
+        if (auto e = detail::check_stop_conditions("contrastive_params", eos_ids, stop_sequences))
+            return e;
+        return detail::check_stop_strings("contrastive_params", stop_strings, bool(detokenize));
     }
     /// check(), reported through raise().
     void validate() const { raise_if(check()); }
 };
 
-/// What contrastive search returns.
-struct contrastive_result {
-    std::vector<token_id> tokens;  ///< generated tokens (prompt excluded), EOS included if any
-    bool eos = false;              ///< stopped on an EOS token
-    bool no_valid_token = false;   ///< stopped because a logits row had no valid entry
+/// What contrastive search returns (tokens exclude the EOS).
+struct contrastive_result : decoding_result {
+    bool eos = false;             ///< reason == stop_reason::eos
+    bool no_valid_token = false;  ///< reason == stop_reason::no_valid_token
     std::size_t model_calls = 0;
     std::size_t model_rows = 0;  ///< logits rows computed (prompt rows + k per step)
 };
@@ -126,71 +136,159 @@ private:
     std::vector<float> sims_;
 };
 
-/// Runs contrastive search on `model` from `prompt` (needs the hidden_state_model capability).
+/// Contrastive search of one sequence, driven step by step: next_call() is a logits_and_hidden
+/// call (first the whole prompt, then the k look-ahead sequences, slot = candidate rank);
+/// advance() consumes its rows, picks the token and applies the stop rule.
+class contrastive_stepper {
+public:
+    /// \pre params valid, !prompt.empty(), vocab_size >= 1 (each rejected with a message)
+    contrastive_stepper(const contrastive_params& params, std::size_t vocab_size,
+                        std::size_t hidden_size, std::span<const token_id> prompt)
+        : alpha_(checked(params, vocab_size, prompt).alpha),
+          V_(vocab_size),
+          H_(hidden_size),
+          k_(params.alpha == 0.f ? 1 : std::min(params.top_k, vocab_size)),
+          scorer_(V_, H_, k_) {
+        const std::size_t reserve = std::min<std::size_t>(params.max_new_tokens, 16384);
+        seq_.assign(prompt.begin(), prompt.end());
+        seq_.reserve(prompt.size() + reserve);
+        ctx_hidden_.reserve((prompt.size() + reserve) * H_);
+        logits_.resize(V_);
+        cand_seq_.resize(k_);
+        for (auto& c : cand_seq_) c.reserve(prompt.size() + reserve);
+        req_.resize(k_);
+        out_ = sequence_output(stop_conditions{.eos_ids = params.eos_ids,
+                                               .stop_sequences = params.stop_sequences,
+                                               .stop_strings = params.stop_strings,
+                                               .detokenize = params.detokenize,
+                                               .max_new_tokens = params.max_new_tokens},
+                               prompt.size(), reserve);
+        req_[0] = {seq_, seq_.size(), 0};
+        n_ = 1;
+    }
+    contrastive_stepper(const contrastive_stepper&) = delete;
+    contrastive_stepper& operator=(const contrastive_stepper&) = delete;
+    contrastive_stepper(contrastive_stepper&&) = default;
+    contrastive_stepper& operator=(contrastive_stepper&&) = default;
+
+    /// logits_and_hidden of the prompt (first call) or of the look-ahead sequences.
+    model_call next_call() const noexcept {
+        if (done()) return {};
+        return {.kind = call_kind::logits_and_hidden,
+                .requests = std::span<const sequence_request>(req_.data(), n_)};
+    }
+    std::span<const sequence_request> requests() const noexcept { return next_call().requests; }
+    bool done() const noexcept { return out_.done(); }
+    std::size_t vocab_size() const noexcept { return V_; }
+    std::size_t hidden_size() const noexcept { return H_; }
+
+    /// Consumes next_call()'s rows: logits (positions x vocab_size) and hidden states
+    /// (positions x hidden_size).
+    /// \return status bad_input (nothing consumed) when either span is short
+    template <class OnToken = detail::no_stream>
+    requires token_callback<OnToken> step_events advance(std::span<const float> logits,
+                                                         std::span<const float> hidden,
+                                                         OnToken&& on_token = {}) {
+        if (done()) return {.status = step_status::finished};
+        const std::size_t rows = next_call().positions();
+        if (logits.size() / V_ < rows || (H_ > 0 && hidden.size() / H_ < rows))
+            return {.status = step_status::bad_input};
+        out_.begin_step();
+        ++calls_;
+        rows_ += rows;
+        if (prompt_phase_) {
+            prompt_phase_ = false;
+            ctx_hidden_.assign(hidden.begin(), hidden.begin() + std::ptrdiff_t(rows * H_));
+            std::copy_n(logits.begin() + std::ptrdiff_t((rows - 1) * V_), V_, logits_.begin());
+        } else {
+            const std::size_t best = scorer_.select(hidden.first(n_ * H_), ctx_hidden_, alpha_);
+            const token_id t = scorer_.ids()[best];
+            const float lp = float(std::log(scorer_.probs()[best]));
+            if (out_.is_eos(t)) {
+                out_.finish(stop_reason::eos, on_token);
+                return out_.events();
+            }
+            seq_.push_back(t);
+            ctx_hidden_.insert(ctx_hidden_.end(), hidden.begin() + std::ptrdiff_t(best * H_),
+                               hidden.begin() + std::ptrdiff_t((best + 1) * H_));
+            std::copy_n(logits.begin() + std::ptrdiff_t(best * V_), V_, logits_.begin());
+            if (!out_.emit(t, lp, on_token)) return out_.events();
+        }
+        prepare(on_token);
+        return out_.events();
+    }
+
+    /// Ends the sequence now with stop_reason::cancelled (the held-back text is in the events).
+    step_events cancel() {
+        if (done()) return {.status = step_status::finished};
+        out_.begin_step();
+        out_.finish(stop_reason::cancelled);
+        return out_.events();
+    }
+
+    /// The output so far (everything once done()).
+    contrastive_result result() const {
+        contrastive_result r;
+        out_.fill(r);
+        r.eos = r.reason == stop_reason::eos;
+        r.no_valid_token = r.reason == stop_reason::no_valid_token;
+        r.model_calls = r.stats.model_calls = calls_;
+        r.model_rows = r.stats.model_rows = rows_;
+        r.stats.finish();
+        return r;
+    }
+
+private:
+    static const contrastive_params& checked(const contrastive_params& p, std::size_t V,
+                                             std::span<const token_id> prompt) {
+        p.validate();
+        if (prompt.empty()) raise("contrastive_search: prompt must not be empty (add a BOS token)");
+        if (V == 0) raise("contrastive_search: vocab_size must be >= 1");
+        return p;
+    }
+    /// The next step's candidates and look-ahead requests (or no_valid_token).
+    template <class OnToken>
+    void prepare(OnToken& on_token) {
+        n_ = scorer_.candidates_of(logits_);
+        if (n_ == 0) {
+            out_.finish(stop_reason::no_valid_token, on_token);
+            return;
+        }
+        for (std::size_t i = 0; i < n_; ++i) {
+            cand_seq_[i].assign(seq_.begin(), seq_.end());
+            cand_seq_[i].push_back(scorer_.ids()[i]);
+            req_[i] = {cand_seq_[i], 1, std::uint32_t(i)};
+        }
+    }
+
+    float alpha_;
+    std::size_t V_, H_, k_;
+    contrastive_scorer scorer_;
+    std::vector<token_id> seq_;
+    std::vector<float> ctx_hidden_, logits_;
+    std::vector<std::vector<token_id>> cand_seq_;
+    std::vector<sequence_request> req_;
+    std::size_t n_ = 0;  // live requests
+    bool prompt_phase_ = true;
+    sequence_output out_;
+    std::size_t calls_ = 0, rows_ = 0;
+};
+
+/// Runs contrastive search on `model` from `prompt` (needs the hidden_state_model capability),
+/// streaming through `on_token` (contract.hpp). A loop over contrastive_stepper.
 /// \pre !prompt.empty() (rejected with a message otherwise)
-template <class M>
-requires hidden_state_model<M> contrastive_result
-contrastive_search(M& model, std::span<const token_id> prompt, const contrastive_params& params) {
-    params.validate();
-    if (prompt.empty()) raise("contrastive_search: prompt must not be empty (add a BOS token)");
-    const std::size_t V = model.vocab_size(), H = model.hidden_size();
-    const std::size_t k = params.alpha == 0.f ? 1 : std::min(params.top_k, V);
-    contrastive_result res;
-    res.tokens.reserve(std::min<std::size_t>(params.max_new_tokens, 16384));
-
-    std::vector<token_id> seq(prompt.begin(), prompt.end());
-    seq.reserve(prompt.size() + std::min<std::size_t>(params.max_new_tokens, 16384));
-    std::vector<float> ctx_hidden(prompt.size() * H);
-    ctx_hidden.reserve((prompt.size() + std::min<std::size_t>(params.max_new_tokens, 16384)) * H);
-    std::vector<float> prompt_logits(prompt.size() * V);
-    {
-        const sequence_request r{seq, seq.size(), 0};
-        model.logits_and_hidden(std::span<const sequence_request>(&r, 1), prompt_logits,
-                                ctx_hidden);
-        ++res.model_calls;
-        res.model_rows += seq.size();
+template <hidden_state_model M, token_callback OnToken = detail::no_stream>
+contrastive_result contrastive_search(M& model, std::span<const token_id> prompt,
+                                      const contrastive_params& params, OnToken&& on_token = {}) {
+    contrastive_stepper st(params, std::size_t(model.vocab_size()),
+                           std::size_t(model.hidden_size()), prompt);
+    const std::size_t rows = std::max(prompt.size(), std::min(params.top_k, st.vocab_size()));
+    std::vector<float> logits(rows * st.vocab_size()), hidden(rows * st.hidden_size());
+    while (!st.done()) {
+        run_model_call(model, st.next_call(), logits, hidden);
+        st.advance(logits, hidden, on_token);
     }
-    std::vector<float> logits(prompt_logits.end() - std::ptrdiff_t(V), prompt_logits.end());
-    prompt_logits = {};
-
-    contrastive_scorer scorer(V, H, k);
-    std::vector<std::vector<token_id>> cand_seq(k);
-    for (auto& s : cand_seq)
-        s.reserve(prompt.size() + std::min<std::size_t>(params.max_new_tokens, 16384));
-    std::vector<sequence_request> req(k);
-    std::vector<float> la_logits(k * V), la_hidden(k * H);
-    const stop_checker stop(params.eos_ids);
-
-    while (res.tokens.size() < params.max_new_tokens) {
-        const std::size_t n = scorer.candidates_of(logits);
-        if (n == 0) {
-            res.no_valid_token = true;
-            break;
-        }
-        for (std::size_t i = 0; i < n; ++i) {
-            cand_seq[i].assign(seq.begin(), seq.end());
-            cand_seq[i].push_back(scorer.ids()[i]);
-            req[i] = {cand_seq[i], 1, std::uint32_t(i)};
-        }
-        model.logits_and_hidden(std::span<const sequence_request>(req.data(), n),
-                                std::span<float>(la_logits).first(n * V),
-                                std::span<float>(la_hidden).first(n * H));
-        ++res.model_calls;
-        res.model_rows += n;
-        const std::size_t best =
-            scorer.select(std::span<const float>(la_hidden).first(n * H), ctx_hidden, params.alpha);
-        const token_id t = scorer.ids()[best];
-        seq.push_back(t);
-        res.tokens.push_back(t);
-        ctx_hidden.insert(ctx_hidden.end(), la_hidden.begin() + std::ptrdiff_t(best * H),
-                          la_hidden.begin() + std::ptrdiff_t((best + 1) * H));
-        std::copy_n(la_logits.begin() + std::ptrdiff_t(best * V), V, logits.begin());
-        if (stop.is_eos(t)) {
-            res.eos = true;
-            break;
-        }
-    }
-    return res;
+    return st.result();
 }
 
 DECODEKIT_END_NAMESPACE

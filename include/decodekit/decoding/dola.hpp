@@ -1,7 +1,8 @@
 #pragma once
 /// \file decoding/dola.hpp
-/// DoLa, decoding by contrasting layers (Chuang et al. 2024), over a layer_logits_model.
-/// Semantics: ALGORITHMS.md section 7. Per step, one layer_logits call reads the final layer N
+/// DoLa, decoding by contrasting layers (Chuang et al. 2024), over a layer_logits_model:
+/// dola_stepper, which an engine drives, and dola_decode(), which drives it on one model.
+/// Per step, one layer_logits call (slot 0) reads the final layer N
 /// and the candidate premature layers J at the last position; with q_l = softmax(layer l):
 ///   M = argmax_{j in J} JSD(q_N || q_j)              (first in J on ties)
 ///   V_head = {x : q_N(x) >= relative_top * max q_N}   (adaptive plausibility constraint)
@@ -16,9 +17,17 @@
 /// 0.5 [KL(m || q_N) + KL(m || q_j)] instead of the JSD (it can pick another layer). HF's other
 /// quirks are backend matters (its early-layer logits skip the final norm) or change nothing here
 /// (filtered premature log-probs set to -1e-3 still give -inf scores).
+/// Stop rule, streaming and results: decoding/contract.hpp (an EOS is not appended; the
+/// sampler's min_new_tokens suppresses the EOS ids, which default to dola_params::eos_ids, and
+/// holds stop sequences and stop strings). Randomness: the draw of step i uses
+/// rng_key{sampling.seed, dola_params::sequence, i}.
 
 #include <decodekit/config.hpp>
+#include <decodekit/decoding/contract.hpp>
+#include <decodekit/decoding/model_call.hpp>
+#include <decodekit/decoding/sequence_output.hpp>
 #include <decodekit/decoding/stop.hpp>
+#include <decodekit/decoding/stop_strings.hpp>
 #include <decodekit/error.hpp>
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/softmax.hpp>
@@ -60,10 +69,13 @@ struct dola_params {
     float relative_top = 0.1f;            ///< plausibility alpha, in [0, 1]; 0 keeps every token
     float repetition_penalty = 1.2f;      ///< CTRL theta on the contrast scores, > 0; 1 = off
     dola_divergence divergence = dola_divergence::jsd;
-    sampling_params sampling = {.temperature = 0.f};  ///< the final draw (greedy by default)
-    std::size_t max_new_tokens = 64;                  ///< >= 1
-    std::vector<token_id> eos_ids = {};               ///< stop after emitting one of these
-    std::uint64_t sequence = 0;                       ///< RNG key of sampled draws
+    sampling_params sampling = {.temperature = 0.f};         ///< the final draw (greedy by default)
+    std::size_t max_new_tokens = 64;                         ///< >= 1
+    std::vector<token_id> eos_ids = {};                      ///< stop at one of these (not emitted)
+    std::uint64_t sequence = 0;                              ///< RNG key of sampled draws
+    std::vector<std::vector<token_id>> stop_sequences = {};  ///< each non-empty
+    std::vector<std::string> stop_strings = {};  ///< text stops (decoding/stop_strings.hpp)
+    detokenize_fn detokenize = {};  ///< token -> bytes: streams text, needed by stop_strings
 
     /// The first invalid field, named with its allowed range; nullopt when valid.
     std::optional<std::string> check() const {
@@ -89,8 +101,9 @@ struct dola_params {
         if (max_new_tokens < 1)
             return detail::range_message("dola_params.max_new_tokens", ">= 1",
                                          double(max_new_tokens));
-        if (auto e = detail::check_stop_conditions("dola_params", eos_ids)) return e;
-        return std::nullopt;
+        if (auto e = detail::check_stop_conditions("dola_params", eos_ids, stop_sequences))
+            return e;
+        return detail::check_stop_strings("dola_params", stop_strings, bool(detokenize));
     }
     /// check(), reported through raise().
     void validate() const { raise_if(check()); }
@@ -192,62 +205,172 @@ private:
     std::vector<float> logq_;
 };
 
-/// What DoLa returns.
-struct dola_result {
-    std::vector<token_id> tokens;       ///< generated tokens, EOS included if any
-    std::vector<int> premature_layers;  ///< the premature layer chosen at each step
-    bool eos = false;
-    bool no_valid_token = false;  ///< stopped: no token had a finite score
+/// What DoLa returns (tokens exclude the EOS).
+struct dola_result : decoding_result {
+    std::vector<int> premature_layers;  ///< the premature layer chosen for each output token
+    bool eos = false;                   ///< reason == stop_reason::eos
+    bool no_valid_token = false;        ///< reason == stop_reason::no_valid_token
     std::size_t model_calls = 0;
 };
 
-/// Runs DoLa on `model` from `prompt` (needs the layer_logits_model capability).
-/// \pre !prompt.empty() (rejected with a message otherwise)
-template <class M>
-requires layer_logits_model<M> dola_result dola_decode(M& model, std::span<const token_id> prompt,
-                                                       const dola_params& params) {
-    params.validate();
-    if (prompt.empty()) raise("dola: prompt must not be empty (add a BOS token)");
-    const stop_checker stop(params.eos_ids);
-    const std::size_t V = model.vocab_size(), N = model.num_layers();
-    std::vector<int> layers = dola_candidate_layers(params, N);
-    const std::size_t J = layers.size();
-    layers.push_back(int(N));
-    dola_scorer scorer(V, J);
-    sampler draw(params.sampling, V);
-    const penalty_params pen{.repetition = params.repetition_penalty};
-    penalty_workspace pws(params.repetition_penalty != 1.f ? V : 0);
-    std::vector<float> rows((J + 1) * V), scores(V);
-    std::vector<token_id> seq(prompt.begin(), prompt.end());
-    seq.reserve(prompt.size() + std::min<std::size_t>(params.max_new_tokens, 16384));
-    dola_result res;
-    for (std::size_t step = 0; step < params.max_new_tokens; ++step) {
-        const sequence_request r{seq, 1, 0};
-        model.layer_logits(std::span<const sequence_request>(&r, 1), layers, rows);
-        ++res.model_calls;
-        const std::size_t m = scorer.score(rows, scores, params.relative_top, params.divergence);
-        if (m == npos) {
-            res.no_valid_token = true;
-            break;
-        }
-        if (params.repetition_penalty != 1.f) apply_penalties(scores, seq, prompt.size(), pen, pws);
-        const sample_result s = draw.sample(scores, sample_context{.sequence = params.sequence,
-                                                                   .step = step,
-                                                                   .history = seq,
-                                                                   .prompt_length = prompt.size()});
-        if (!s.ok()) {
-            res.no_valid_token = true;
-            break;
-        }
-        seq.push_back(s.token);
-        res.tokens.push_back(s.token);
-        res.premature_layers.push_back(layers[m]);
-        if (stop.is_eos(s.token)) {
-            res.eos = true;
-            break;
-        }
+/// DoLa of one sequence, driven step by step: next_call() is a layer_logits call of the last
+/// position (layers: the candidate premature layers, then N); advance() consumes its rows.
+class dola_stepper {
+public:
+    /// \pre params valid, !prompt.empty(), vocab_size >= 1, the layers exist for num_layers
+    /// (each rejected with a message otherwise)
+    dola_stepper(const dola_params& params, std::size_t vocab_size, std::size_t num_layers,
+                 std::span<const token_id> prompt)
+        : p_(checked(params, vocab_size, prompt)),
+          V_(vocab_size),
+          layers_(dola_candidate_layers(p_, num_layers)),
+          J_(layers_.size()),
+          scorer_(V_, J_),
+          draw_(with_eos(p_), V_),
+          pws_(p_.repetition_penalty != 1.f ? V_ : 0) {
+        layers_.push_back(int(num_layers));
+        const std::size_t reserve = std::min<std::size_t>(p_.max_new_tokens, 16384);
+        seq_.assign(prompt.begin(), prompt.end());
+        seq_.reserve(prompt.size() + reserve);
+        prompt_length_ = prompt.size();
+        scores_.resize(V_);
+        premature_.reserve(reserve);
+        out_ = sequence_output(stop_conditions{.eos_ids = p_.eos_ids,
+                                               .stop_sequences = p_.stop_sequences,
+                                               .stop_strings = p_.stop_strings,
+                                               .detokenize = p_.detokenize,
+                                               .min_new_tokens = p_.sampling.min_new_tokens,
+                                               .max_new_tokens = p_.max_new_tokens},
+                               prompt.size(), reserve);
+        request_ = {seq_, 1, 0};
     }
-    return res;
+    dola_stepper(const dola_stepper&) = delete;
+    dola_stepper& operator=(const dola_stepper&) = delete;
+    dola_stepper(dola_stepper&&) = default;
+    dola_stepper& operator=(dola_stepper&&) = default;
+
+    /// layer_logits of the last position at layers(); empty when done().
+    model_call next_call() const noexcept {
+        if (done()) return {};
+        return {.kind = call_kind::layer_logits,
+                .requests = std::span<const sequence_request>(&request_, 1),
+                .layers = layers_};
+    }
+    std::span<const sequence_request> requests() const noexcept { return next_call().requests; }
+    /// The layers read out per position: the candidate premature layers, then num_layers.
+    std::span<const int> layers() const noexcept { return layers_; }
+    bool done() const noexcept { return out_.done(); }
+    std::size_t vocab_size() const noexcept { return V_; }
+
+    /// Consumes next_call()'s rows (layers().size() rows of vocab_size, in layers() order).
+    /// \return status bad_input (nothing consumed) when rows is short
+    template <class OnToken = detail::no_stream>
+    requires token_callback<OnToken> step_events advance(std::span<const float> rows,
+                                                         OnToken&& on_token = {}) {
+        if (done()) return {.status = step_status::finished};
+        if (rows.size() / V_ < J_ + 1) return {.status = step_status::bad_input};
+        out_.begin_step();
+        ++calls_;
+        const std::size_t m =
+            scorer_.score(rows.first((J_ + 1) * V_), scores_, p_.relative_top, p_.divergence);
+        if (m == npos) {
+            out_.finish(stop_reason::no_valid_token, on_token);
+            return out_.events();
+        }
+        if (p_.repetition_penalty != 1.f)
+            apply_penalties(scores_, seq_, prompt_length_,
+                            penalty_params{.repetition = p_.repetition_penalty}, pws_);
+        const sample_result s =
+            draw_.sample(scores_, sample_context{.sequence = p_.sequence,
+                                                 .step = out_.size(),
+                                                 .history = seq_,
+                                                 .prompt_length = prompt_length_});
+        if (!s.ok()) {  // (the stepper's own sampler is never in concurrent use)
+            out_.finish(stop_reason_of_no_token(s.status == sample_status::no_allowed_token),
+                        on_token);
+        } else if (out_.is_eos(s.token)) {
+            out_.finish(stop_reason::eos, on_token);
+        } else {
+            seq_.push_back(s.token);
+            premature_.push_back(layers_[m]);
+            out_.emit(s.token, p_.sampling.greedy() ? 0.f : s.logprob, on_token);
+            request_ = {seq_, 1, 0};
+        }
+        return out_.events();
+    }
+    /// advance() for engines that pass hidden rows to every stepper (ignored here).
+    template <class OnToken = detail::no_stream>
+    requires token_callback<OnToken> step_events advance(std::span<const float> rows,
+                                                         std::span<const float> /*hidden*/,
+                                                         OnToken&& on_token = {}) {
+        return advance(rows, on_token);
+    }
+
+    /// Ends the sequence now with stop_reason::cancelled (the held-back text is in the events).
+    step_events cancel() {
+        if (done()) return {.status = step_status::finished};
+        out_.begin_step();
+        out_.finish(stop_reason::cancelled);
+        return out_.events();
+    }
+
+    /// The output so far (everything once done()).
+    dola_result result() const {
+        dola_result r;
+        out_.fill(r);
+        r.premature_layers = premature_;
+        r.eos = r.reason == stop_reason::eos;
+        r.no_valid_token = r.reason == stop_reason::no_valid_token;
+        r.model_calls = r.stats.model_calls = calls_;
+        r.stats.model_rows = calls_ * (J_ + 1);
+        r.stats.finish();
+        return r;
+    }
+
+private:
+    static const dola_params& checked(const dola_params& p, std::size_t V,
+                                      std::span<const token_id> prompt) {
+        p.validate();
+        if (prompt.empty()) raise("dola: prompt must not be empty (add a BOS token)");
+        if (V == 0) raise("dola: vocab_size must be >= 1");
+        return p;
+    }
+    static sampling_params with_eos(const dola_params& p) {
+        sampling_params sp = p.sampling;
+        if (sp.eos_ids.empty()) sp.eos_ids = p.eos_ids;
+        return sp;
+    }
+
+    dola_params p_;
+    std::size_t V_;
+    std::vector<int> layers_;
+    std::size_t J_;
+    dola_scorer scorer_;
+    sampler draw_;
+    penalty_workspace pws_;
+    std::vector<float> scores_;
+    std::vector<token_id> seq_;
+    std::size_t prompt_length_ = 0;
+    std::vector<int> premature_;
+    sequence_output out_;
+    sequence_request request_;
+    std::size_t calls_ = 0;
+};
+
+/// Runs DoLa on `model` from `prompt` (needs the layer_logits_model capability), streaming
+/// through `on_token` (contract.hpp). A loop over dola_stepper.
+/// \pre !prompt.empty() (rejected with a message otherwise)
+template <layer_logits_model M, token_callback OnToken = detail::no_stream>
+dola_result dola_decode(M& model, std::span<const token_id> prompt, const dola_params& params,
+                        OnToken&& on_token = {}) {
+    dola_stepper st(params, std::size_t(model.vocab_size()), std::size_t(model.num_layers()),
+                    prompt);
+    std::vector<float> rows(st.layers().size() * st.vocab_size());
+    while (!st.done()) {
+        run_model_call(model, st.next_call(), rows);
+        st.advance(rows, on_token);
+    }
+    return st.result();
 }
 
 DECODEKIT_END_NAMESPACE

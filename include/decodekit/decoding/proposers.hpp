@@ -13,6 +13,8 @@
 ///     tokens, module min(j, mtp_depth()) drafting token j;
 ///   - ngram_proposer: prompt lookup, copying the continuation of the most recent earlier
 ///     occurrence of the context's suffix (n from max_n down to min_n); one-hot proposals.
+/// The model-based proposers are stepwise (stepwise_proposer in decoding/speculative.hpp): an
+/// engine runs their draft calls batched across requests; propose() runs them itself.
 /// A proposer's draft distribution q is the processed distribution actually sampled from (pass the
 /// same processing as the target's); drafting stops early when the draft is unsure: the largest
 /// probability of q is below min_confidence. (Deciding on max q, a function of the prefix, and
@@ -20,6 +22,7 @@
 /// token would change the law of the proposals that are kept.)
 
 #include <decodekit/config.hpp>
+#include <decodekit/decoding/model_call.hpp>
 #include <decodekit/decoding/speculative.hpp>
 #include <decodekit/model.hpp>
 #include <decodekit/random.hpp>
@@ -81,14 +84,14 @@ bool draft_one(std::span<const float> row, const draft_request& r, draft_buffer&
     return true;
 }
 
-/// A proposer drafting token by token from one logits row per call; RowSource is
-/// `void rows(std::span<const token_id> ext, std::uint32_t slot, std::span<float> row)` writing
-/// the row after `ext`, plus `vocab_size()`. draft_model_proposer and early_exit_proposer are
-/// this with their row sources.
-template <class RowSource, class Processing>
+/// A stepwise proposer drafting token by token, one draft position per model call (the row
+/// after the context + drafts so far). Source says which call: `kind` and `layers()` of the
+/// call, `model()` the model it runs on, `vocab_size()`. draft_model_proposer and
+/// early_exit_proposer are this with their sources.
+template <class Source, class Processing>
 class chained_proposer {
 public:
-    chained_proposer(RowSource source, Processing processing, draft_options options)
+    chained_proposer(Source source, Processing processing, draft_options options)
         : src_(std::move(source)),
           proc_(std::move(processing)),
           opt_(options),
@@ -97,48 +100,77 @@ public:
     /// The drafting model's vocabulary size.
     std::size_t vocab_size() const { return std::size_t(src_.vocab_size()); }
 
-    /// Drafts up to r.max_tokens tokens, one model call each.
-    void propose(const draft_request& r, draft_buffer& out) {
+    /// Starts drafting a round of up to r.max_tokens tokens (stepwise_proposer).
+    void begin(const draft_request& r, draft_buffer& out) {
+        req_ = r;
         ext_.assign(r.context.begin(), r.context.end());
         out.has_distributions = opt_.mode == draft_mode::sample;
-        while (out.tokens.size() < r.max_tokens) {
-            src_(std::span<const token_id>(ext_), opt_.slot, std::span<float>(row_));
-            ++out.model_calls;
-            if (!draft_one(std::span<const float>(row_), r, out, proc_, opt_, ext_)) break;
+        active_ = out.tokens.size() < r.max_tokens;
+        request_ = {std::span<const token_id>(ext_), 1, opt_.slot};
+    }
+    /// The next draft position's call (one row after the context + drafts); empty when done.
+    model_call draft_call() const noexcept {
+        if (!active_) return {};
+        return {.kind = src_.kind,
+                .model = model_role::draft,
+                .requests = std::span<const sequence_request>(&request_, 1),
+                .layers = src_.layers()};
+    }
+    /// Consumes draft_call()'s row: picks the next draft token or stops drafting (q empty or
+    /// under min_confidence, the budget reached, or a row shorter than vocab_size()).
+    void advance(std::span<const float> rows, draft_buffer& out) {
+        if (!active_) return;
+        const std::size_t V = row_.size();
+        ++out.model_calls;
+        if (rows.size() < V || !draft_one(rows.first(V), req_, out, proc_, opt_, ext_) ||
+            out.tokens.size() >= req_.max_tokens) {
+            active_ = false;
+            return;
+        }
+        request_ = {std::span<const token_id>(ext_), 1, opt_.slot};
+    }
+    /// The model draft_call() runs on.
+    auto& draft_model() const noexcept { return src_.model(); }
+
+    /// Drafts up to r.max_tokens tokens at once, one model call each (the same steps).
+    void propose(const draft_request& r, draft_buffer& out) {
+        begin(r, out);
+        while (active_) {
+            run_model_call(draft_model(), draft_call(), std::span<float>(row_));
+            advance(std::span<const float>(row_), out);
         }
     }
 
 private:
-    RowSource src_;
+    Source src_;
     Processing proc_;
     draft_options opt_;
     std::vector<float> row_;
     std::vector<token_id> ext_;
+    draft_request req_{};
+    sequence_request request_{};
+    bool active_ = false;
 };
 
-/// Row source: a language model's logits after the sequence.
+/// Source: a language model's logits after the sequence.
 template <language_model Model>
 struct final_rows {
-    Model* model;
-    auto vocab_size() const { return model->vocab_size(); }
-    void operator()(std::span<const token_id> ext, std::uint32_t slot, std::span<float> row) {
-        const sequence_request req{ext, 1, slot};
-        model->logits(std::span<const sequence_request>(&req, 1), row);
-    }
+    Model* m;
+    static constexpr call_kind kind = call_kind::logits;
+    auto vocab_size() const { return m->vocab_size(); }
+    Model& model() const noexcept { return *m; }
+    std::span<const int> layers() const noexcept { return {}; }
 };
 
-/// Row source: a layer_logits_model read out at one layer.
+/// Source: a layer_logits_model read out at one layer.
 template <layer_logits_model Model>
 struct layer_rows {
-    Model* model;
-    int layer;
-    auto vocab_size() const { return model->vocab_size(); }
-    void operator()(std::span<const token_id> ext, std::uint32_t slot, std::span<float> row) {
-        const sequence_request req{ext, 1, slot};
-        const int layers[1] = {layer};
-        model->layer_logits(std::span<const sequence_request>(&req, 1),
-                            std::span<const int>(layers), row);
-    }
+    Model* m;
+    int layer[1];
+    static constexpr call_kind kind = call_kind::layer_logits;
+    auto vocab_size() const { return m->vocab_size(); }
+    Model& model() const noexcept { return *m; }
+    std::span<const int> layers() const noexcept { return {layer, 1}; }
 };
 }  // namespace detail
 
@@ -160,8 +192,8 @@ public:
     early_exit_proposer(Model& model, int layer, Processing processing = {},
                         draft_options options = {})
         : detail::chained_proposer<detail::layer_rows<Model>, Processing>(
-              detail::layer_rows<Model>{&model, checked_layer(model, layer)}, std::move(processing),
-              options) {}
+              detail::layer_rows<Model>{&model, {checked_layer(model, layer)}},
+              std::move(processing), options) {}
 
 private:
     static int checked_layer(Model& model, int layer) {
@@ -173,7 +205,8 @@ private:
 };
 
 /// Multi-token prediction: one head_logits call drafts heads_per_call tokens (0 = all heads;
-/// head h predicts t+1+h), chained on its own output until the round has enough.
+/// head h predicts t+1+h), chained on its own output until the round has enough. Stepwise: each
+/// call is one head_logits call (model_role::draft, on the target model).
 template <multi_token_model Model, distribution_processing Processing = basic_processing>
 class mtp_proposer {
 public:
@@ -191,21 +224,43 @@ public:
 
     std::size_t vocab_size() const { return std::size_t(model_->vocab_size()); }
 
-    /// Drafts up to r.max_tokens tokens, ceil(max_tokens / heads_per_call) calls.
-    void propose(const draft_request& r, draft_buffer& out) {
-        const std::size_t V = std::size_t(model_->vocab_size());
+    /// Starts drafting a round (stepwise_proposer).
+    void begin(const draft_request& r, draft_buffer& out) {
+        req_ = r;
         ext_.assign(r.context.begin(), r.context.end());
         out.has_distributions = opt_.mode == draft_mode::sample;
-        while (out.tokens.size() < r.max_tokens) {
-            const sequence_request req{std::span<const token_id>(ext_), 1, opt_.slot};
-            model_->head_logits(std::span<const sequence_request>(&req, 1),
-                                std::span<float>(rows_));
-            ++out.model_calls;
-            const std::size_t n = std::min(per_call_, r.max_tokens - out.tokens.size());
-            for (std::size_t h = 0; h < n; ++h)
-                if (!detail::draft_one(std::span<const float>(rows_.data() + h * V, V), r, out,
-                                       proc_, opt_, ext_))
-                    return;
+        active_ = out.tokens.size() < r.max_tokens;
+        request_ = {std::span<const token_id>(ext_), 1, opt_.slot};
+    }
+    /// One head_logits call after the context + drafts so far; empty when done.
+    model_call draft_call() const noexcept {
+        if (!active_) return {};
+        return {.kind = call_kind::head_logits,
+                .model = model_role::draft,
+                .requests = std::span<const sequence_request>(&request_, 1),
+                .heads = heads_};
+    }
+    /// Consumes the heads' rows (num_heads() x vocab_size()): drafts up to heads_per_call tokens.
+    void advance(std::span<const float> rows, draft_buffer& out) {
+        if (!active_) return;
+        const std::size_t V = std::size_t(model_->vocab_size());
+        ++out.model_calls;
+        const std::size_t n = std::min(per_call_, req_.max_tokens - out.tokens.size());
+        active_ = rows.size() >= n * V;
+        for (std::size_t h = 0; h < n && active_; ++h)
+            active_ = detail::draft_one(rows.subspan(h * V, V), req_, out, proc_, opt_, ext_);
+        if (out.tokens.size() >= req_.max_tokens) active_ = false;
+        request_ = {std::span<const token_id>(ext_), 1, opt_.slot};
+    }
+    /// The model draft_call() runs on (the target itself).
+    Model& draft_model() const noexcept { return *model_; }
+
+    /// Drafts up to r.max_tokens tokens, ceil(max_tokens / heads_per_call) calls.
+    void propose(const draft_request& r, draft_buffer& out) {
+        begin(r, out);
+        while (active_) {
+            run_model_call(*model_, draft_call(), std::span<float>(rows_));
+            advance(std::span<const float>(rows_), out);
         }
     }
 
@@ -216,13 +271,20 @@ private:
     std::size_t heads_, per_call_;
     std::vector<float> rows_;
     std::vector<token_id> ext_;
+    draft_request req_{};
+    sequence_request request_{};
+    bool active_ = false;
 };
 
 /// Sequential multi-token prediction (mtp_module_model): drafts token j of a round with module
 /// mtp_module_for(j, mtp_depth()), from the hidden state the previous step returned (j = 1: the
 /// main model's h(0, i) at the position i before the context's last token) and the token before
 /// the drafted one; one mtp_logits call per draft token. The module's own state, if any, follows
-/// `position` (model.hpp); the proposer keeps none between rounds.
+/// `position` (model.hpp); the proposer keeps none between rounds. It is a
+/// target_hidden_proposer (decoding/speculative.hpp): speculative_decode and speculative_stepper
+/// verify with logits_and_hidden and hand it h(0, i) of the last verified position, so a round
+/// costs no main forward beyond its verification (the first round, with no verified position
+/// yet, computes h(0, i) itself). The target must be `model` (the module reads its states).
 template <mtp_module_model Model, distribution_processing Processing = basic_processing>
 class mtp_module_proposer {
 public:
@@ -240,6 +302,16 @@ public:
     }
 
     std::size_t vocab_size() const { return std::size_t(model_->vocab_size()); }
+    /// target_hidden_proposer: the verify call returns hidden states of hidden_size() floats.
+    bool needs_target_hidden() const noexcept { return true; }
+    std::size_t hidden_size() const noexcept { return hidden_size_; }
+    /// target_hidden_proposer: keeps h(0, i) of the last verified position for the next round
+    /// (whose context is `context`).
+    void observe_target_hidden(std::span<const float> hidden, std::span<const token_id> context) {
+        given_h_.assign(hidden.begin(), hidden.end());
+        given_for_ = context.size();
+        given_last_ = context.empty() ? -1 : context.back();
+    }
 
     /// Drafts up to r.max_tokens tokens from `hidden` = h(0, i), i = r.context.size() - 2: the
     /// main model's hidden state at the position before the context's last token, as the forward
@@ -264,14 +336,21 @@ public:
         }
     }
 
-    /// speculative_decode's entry (its loop verifies with logits only): first computes h(0, i)
-    /// with one logits_and_hidden call over the context without its last token (slot
-    /// options.slot; with the target's slot a caching backend recomputes one position), counted
-    /// in out.model_calls, then drafts as above. That extra main forward per round is what an
-    /// engine verifying with logits_and_hidden saves. Nothing is called when r.max_tokens is 0.
+    /// The draft_proposer entry: drafts from h(0, i) handed over by observe_target_hidden() for
+    /// this context (used once), else first computes it with one logits_and_hidden call over the
+    /// context without its last token (slot options.slot; with the target's slot a caching
+    /// backend recomputes one position), counted in out.model_calls: the first round of
+    /// speculative_decode, or a loop that verifies with logits only. Nothing is called when
+    /// r.max_tokens is 0.
     void propose(const draft_request& r, draft_buffer& out) {
         out.has_distributions = opt_.mode == draft_mode::sample;
         if (r.context.size() < 2 || r.max_tokens == 0) return;
+        if (given_for_ == r.context.size() && given_last_ == r.context.back() &&
+            given_h_.size() == hidden_size_) {
+            given_for_ = 0;                                     // used once
+            propose(r, std::span<const float>(given_h_), out);  // handed over by the verify call
+            return;
+        }
         hidden_row_.resize(hidden_size_);
         const sequence_request req{r.context.first(r.context.size() - 1), 1, opt_.slot};
         model_->logits_and_hidden(std::span<const sequence_request>(&req, 1),
@@ -285,7 +364,9 @@ private:
     Processing proc_;
     draft_options opt_;
     std::size_t depth_, hidden_size_;
-    std::vector<float> row_, h_, next_h_, hidden_row_;
+    std::vector<float> row_, h_, next_h_, hidden_row_, given_h_;
+    std::size_t given_for_ = 0;  // context size given_h_ belongs to (0: none)
+    token_id given_last_ = -1;   // and the context's last token (a cheap consistency check)
     std::vector<token_id> ext_;
 };
 

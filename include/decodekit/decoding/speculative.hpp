@@ -36,16 +36,28 @@
 /// Exactness: every emitted token is, conditionally on the prefix, distributed as p at its step,
 /// because the streams of step n are independent of everything that decided the prefix.
 ///
-/// ## The loop
-/// speculative_decode(target, proposer, prompt, params, processing, on_token): one target call
-/// per round verifying the round's drafts (n_last = drafts + 1, slot params.target_slot); the
+/// ## The loop: speculative_stepper (engines) and speculative_decode (one request)
+/// Each round has three stages. Propose: the proposer drafts up to gamma tokens; a stepwise
+/// proposer (draft model, early exit, multi-token heads) asks for its model calls through
+/// next_call() (model_role::draft), one draft position per call, so an engine drafts every
+/// speculating request in one call per position; other proposers (n-gram) draft at once. Verify:
+/// one target call scores the drafts (n_last = drafts + 1, slot params.target_slot) and
+/// params.rule accepts a prefix. Commit: the accepted tokens plus one residual or bonus token
+/// are emitted (stop rule of decoding/contract.hpp), the proposer's commit() sees them, and the
 /// target sequence is cut back after a rejection (model.hpp's sequence contract). Processing is
 /// applied lazily in emission order, so a stateful processing step (commit()) only ever sees
 /// emitted tokens: nothing to roll back on the target side (no sampler state()/restore() needed).
+/// A proposer that drafts from the target's hidden state (an MTP module: needs_target_hidden())
+/// makes the verify call logits_and_hidden and receives the hidden row of the last verified
+/// position after each round (target_hidden_proposer).
 
 #include <decodekit/config.hpp>
+#include <decodekit/decoding/contract.hpp>
+#include <decodekit/decoding/model_call.hpp>
+#include <decodekit/decoding/sequence_output.hpp>
+#include <decodekit/decoding/stop.hpp>
+#include <decodekit/decoding/stop_strings.hpp>
 #include <decodekit/error.hpp>
-#include <decodekit/generate.hpp>
 #include <decodekit/kernels/draw.hpp>
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/model.hpp>
@@ -521,12 +533,46 @@ concept draft_proposer = requires(P& p, const draft_request& r, draft_buffer& ou
     p.propose(r, out);
 };
 
+/// A proposer whose model calls the caller makes, so that an engine batches the drafting of
+/// many requests (one draft-model call per draft position for every speculating request):
+///   p.begin(r, out)       starts a round (out cleared by the caller; r as for propose());
+///   p.draft_call()        the call its model must compute next (model_role::draft); empty: the
+///                         round's drafting is over;
+///   p.advance(rows, out)  consumes draft_call()'s rows (logits_rows() x vocab_size);
+///   p.draft_model()       the model draft_call() is for (speculative_decode runs it there).
+/// draft_model_proposer, early_exit_proposer and mtp_proposer are stepwise; their propose() runs
+/// the same steps on their own model, so both paths draft the same tokens.
+template <class P>
+concept stepwise_proposer = requires(P& p, const P& cp, const draft_request& r, draft_buffer& out,
+                                     std::span<const float> rows) {
+    p.begin(r, out);
+    { cp.draft_call() } -> std::convertible_to<model_call>;
+    p.advance(rows, out);
+    p.draft_model();
+};
+
+/// A proposer that drafts from the target's hidden state (a multi-token-prediction module):
+/// when `needs_target_hidden()` is true (read once, when the stepper is constructed) every
+/// verify call is logits_and_hidden (hidden_size() floats per row), and after each round that
+/// leaves the sequence running the stepper calls `observe_target_hidden(hidden_row, context)`:
+/// hidden_row is the target's hidden state at the last verified position (the position whose logits
+/// chose the round's last emitted token); context is prompt + emitted tokens, so that position is
+/// context.size() - 2 and the token it chose is context.back(). The first round has no hidden state
+/// yet (draft nothing, or from the context alone).
+template <class P>
+concept target_hidden_proposer = requires(P& p, const P& cp, std::span<const float> hidden,
+                                          std::span<const token_id> context) {
+    { cp.needs_target_hidden() } -> std::convertible_to<bool>;
+    { cp.hidden_size() } -> std::convertible_to<std::size_t>;
+    p.observe_target_hidden(hidden, context);
+};
+
 // ------------------------------------------------------------------------------------------------
 // The loop
 
-/// Parameters of speculative_decode.
+/// Parameters of speculative_decode and speculative_stepper.
 struct speculative_params {
-    std::size_t max_new_tokens = 64;     ///< never emits more
+    std::size_t max_new_tokens = 64;     ///< never emits more (0: emits nothing)
     std::vector<token_id> eos_ids = {};  ///< drawing one ends the output (EOS is not appended)
     std::vector<std::vector<token_id>> stop_sequences = {};  ///< output ending with one stops
     std::uint64_t seed = 0;
@@ -537,7 +583,9 @@ struct speculative_params {
     std::size_t min_draft_length = 1;
     std::size_t max_draft_length = 8;  ///< <= 256 (the loop holds max + 1 logits rows)
     bool adaptive = false;  ///< +1 after a fully accepted round, -1 when less than half accepted
-    std::uint32_t target_slot = 0;  ///< slot of the target sequence in model calls
+    std::uint32_t target_slot = 0;               ///< slot of the target sequence in model calls
+    std::vector<std::string> stop_strings = {};  ///< text stops (decoding/stop_strings.hpp)
+    detokenize_fn detokenize = {};  ///< token -> bytes: streams text, needed by stop_strings
 
     /// First problem with the fields, or nullopt.
     std::optional<std::string> check() const {
@@ -553,7 +601,8 @@ struct speculative_params {
                                          double(draft_length));
         if (auto e = detail::check_stop_conditions("speculative_params", eos_ids, stop_sequences))
             return e;
-        return typical.check();
+        if (auto e = typical.check()) return e;
+        return detail::check_stop_strings("speculative_params", stop_strings, bool(detokenize));
     }
     void validate() const { raise_if(check()); }
 };
@@ -622,182 +671,351 @@ struct speculative_result {
     speculative_stats stats;
 };
 
-/// Generates up to params.max_new_tokens tokens after `prompt` with speculative decoding:
-/// each round the proposer drafts gamma tokens, ONE target call returns the logits of the
-/// gamma + 1 positions, and params.rule verifies them (see the file comment). Stop conditions as
-/// generate(): an EOS id (not appended, not streamed; an accepted EOS ends the round, no bonus),
-/// a stop sequence completed by generated tokens (kept), the budget (drafts are truncated to the
-/// remaining budget minus one), on_token returning false (token kept), or a target distribution
-/// with no token (reason no_valid_token). on_token takes a token_event or a token_id, returning
-/// bool (false = stop) or void; token_event::logprob is log p(token) under the processed target
-/// distribution (0 with greedy verification).
-/// \pre prompt non-empty (raises otherwise); the proposer's vocab_size(), when it has one, equals
-/// the target's (raises otherwise, naming both). params, processing and proposer are validated
-/// first (each through its validate() when it has one).
-template <language_model Target, draft_proposer Proposer, distribution_processing Processing,
-          class OnToken = detail::no_stream>
-speculative_result speculative_decode(Target& target, Proposer& proposer,
-                                      std::span<const token_id> prompt,
-                                      const speculative_params& params, Processing& processing,
-                                      OnToken&& on_token = {}) {
-    params.validate();
-    if constexpr (requires { processing.validate(); }) processing.validate();
-    if constexpr (requires { proposer.validate(); }) proposer.validate();
-    const std::size_t V = std::size_t(target.vocab_size());
-    if (prompt.empty()) raise("speculative_decode: the prompt must be non-empty");
-    if constexpr (requires { proposer.vocab_size(); }) {
-        const std::size_t dv = std::size_t(proposer.vocab_size());
-        if (dv != V)
-            raise("speculative_decode: vocabulary mismatch: the draft vocab_size is " +
-                  std::to_string(dv) + " but the target vocab_size is " + std::to_string(V) +
-                  "; draft and target must share one tokenizer");
+/// Speculative decoding of one sequence, driven stage by stage (see the file comment): in the
+/// propose stage next_call() is the proposer's draft call (model_role::draft; stepwise proposers
+/// only), in the verify stage the target call (logits, or logits_and_hidden for a
+/// target_hidden_proposer); advance() consumes that call's rows. The verify advance also
+/// commits: it emits the round's tokens (events, stop rule) and starts the next round.
+/// Borrows `proposer` and `processing` (they must outlive it; give each concurrently running
+/// stepper its own: they hold the round's drafting state and stateful pipelines). Randomness:
+/// the keys of the file comment, so a request gives the same tokens alone or in any batch.
+template <class Proposer, distribution_processing Processing>
+requires(draft_proposer<Proposer> || stepwise_proposer<Proposer>) class speculative_stepper {
+public:
+    /// The stage the next call belongs to.
+    enum class stage : std::uint8_t { propose, verify, done };
+
+    /// \pre params, processing and proposer valid (validated here, through their validate()
+    /// when they have one); prompt non-empty; the proposer's vocab_size(), when it has one,
+    /// equals vocab_size (each rejected with a message otherwise)
+    speculative_stepper(const speculative_params& params, std::size_t vocab_size,
+                        std::span<const token_id> prompt, Proposer& proposer,
+                        Processing& processing)
+        : p_(checked(params, vocab_size, prompt, proposer, processing)),
+          V_(vocab_size),
+          prompt_length_(prompt.size()),
+          proposer_(&proposer),
+          processing_(&processing),
+          ws_(vocab_size) {
+        const std::size_t reserve = std::min<std::size_t>(p_.max_new_tokens, 16384);
+        ctx_.assign(prompt.begin(), prompt.end());
+        ctx_.reserve(prompt.size() + reserve + p_.max_draft_length + 1);
+        dist_.reserve(V_);
+        gamma_ = p_.draft_length;
+        st_.drafted_at.assign(p_.max_draft_length, 0);
+        st_.accepted_at.assign(p_.max_draft_length, 0);
+        st_.prompt_tokens = prompt.size();
+        if constexpr (target_hidden_proposer<Proposer>)
+            if (proposer_->needs_target_hidden()) H_ = std::size_t(proposer_->hidden_size());
+        out_ = sequence_output(stop_conditions{.eos_ids = p_.eos_ids,
+                                               .stop_sequences = p_.stop_sequences,
+                                               .stop_strings = p_.stop_strings,
+                                               .detokenize = p_.detokenize,
+                                               .max_new_tokens = p_.max_new_tokens},
+                               prompt.size(), reserve);
+        if (out_.done())
+            stage_ = stage::done;
+        else
+            begin_round();
     }
-    using clock = std::chrono::steady_clock;
-    const auto t0 = clock::now();
+    speculative_stepper(const speculative_stepper&) = delete;
+    speculative_stepper& operator=(const speculative_stepper&) = delete;
+    speculative_stepper(speculative_stepper&&) = default;
+    speculative_stepper& operator=(speculative_stepper&&) = default;
 
-    speculative_result res;
-    auto& st = res.stats;
-    std::vector<token_id> ctx(prompt.begin(), prompt.end());
-    ctx.reserve(prompt.size() + params.max_new_tokens + params.max_draft_length + 1);
-    res.tokens.reserve(params.max_new_tokens);
-    std::vector<float> rows((params.max_draft_length + 1) * V);
-    verify_workspace ws(V);
-    draft_buffer drafts;
-    sparse_distribution p;
-    p.reserve(V);
-    std::size_t gamma = params.draft_length;
-    st.drafted_at.assign(params.max_draft_length, 0);
-    st.accepted_at.assign(params.max_draft_length, 0);
-    bool first = true;
-    st.prompt_tokens = prompt.size();
+    /// propose: the proposer's draft call; verify: the target's (drafts + 1 positions); empty
+    /// when done().
+    model_call next_call() const noexcept {
+        switch (stage_) {
+            case stage::propose:
+                if constexpr (stepwise_proposer<Proposer>) return proposer_->draft_call();
+                return {};
+            case stage::verify:
+                return {.kind = H_ ? call_kind::logits_and_hidden : call_kind::logits,
+                        .requests = std::span<const sequence_request>(&request_, 1)};
+            default:
+                return {};
+        }
+    }
+    std::span<const sequence_request> requests() const noexcept { return next_call().requests; }
+    stage current_stage() const noexcept { return stage_; }
+    bool done() const noexcept { return stage_ == stage::done; }
+    /// The round's drafts (complete in the verify stage).
+    std::span<const token_id> drafts() const noexcept { return drafts_.tokens; }
+    std::size_t vocab_size() const noexcept { return V_; }
+    /// Hidden-state width the verify call needs (0: a plain logits call).
+    std::size_t hidden_size() const noexcept { return H_; }
 
-    const stop_checker stop(params.eos_ids, params.stop_sequences);
-    // Emits one token; returns false when generation must stop (res.reason set).
-    auto emit = [&](token_id t, double prob) -> bool {
-        if (first) {
-            st.time_to_first_token = std::chrono::duration<double>(clock::now() - t0).count();
-            first = false;
-        }
-        if (stop.is_eos(t)) {
-            res.reason = stop_reason::eos;
-            return false;
-        }
-        ctx.push_back(t);
-        res.tokens.push_back(t);
-        ++st.emitted;
-        if constexpr (requires { processing.commit(t, p); }) processing.commit(t, p);
-        const float lp =
-            params.rule == verification::greedy || !(prob > 0) ? 0.f : float(std::log(prob));
-        const bool go_on = detail::call_stream(on_token, token_event{t, res.tokens.size() - 1, lp});
-        if (const auto why = detail::stop_after_emit(stop, res.tokens, go_on)) {
-            res.reason = *why;
-            return false;
-        }
-        if (res.tokens.size() >= params.max_new_tokens) {
-            res.reason = stop_reason::max_new_tokens;
-            return false;
-        }
-        return true;
-    };
+    /// Consumes next_call()'s rows: the draft model's rows in the propose stage (no token is
+    /// emitted), the target's logits (drafts + 1 rows) and, for a target_hidden_proposer, hidden
+    /// rows in the verify stage (emits the round's tokens through `on_token`).
+    /// \return status bad_input (nothing consumed) when a span is short
+    template <class OnToken = detail::no_stream>
+    requires token_callback<OnToken> step_events advance(std::span<const float> rows,
+                                                         std::span<const float> hidden = {},
+                                                         OnToken&& on_token = {}) {
+        if (done()) return {.status = step_status::finished};
+        if (stage_ == stage::propose) return draft_step(rows);
+        const std::size_t n = drafts_.tokens.size() + 1;
+        if (rows.size() / V_ < n || (H_ > 0 && hidden.size() / H_ < n))
+            return {.status = step_status::bad_input};
+        out_.begin_step();
+        verify_and_commit(rows, hidden, on_token);
+        return out_.events();
+    }
+    /// advance() without hidden rows.
+    template <class OnToken>
+    requires token_callback<OnToken> step_events advance(std::span<const float> rows,
+                                                         OnToken&& on_token) {
+        return advance(rows, {}, on_token);
+    }
 
-    bool running = params.max_new_tokens > 0;
-    while (running) {
-        const std::size_t n0 = res.tokens.size();  // step of the first position of this round
-        const std::size_t remaining = params.max_new_tokens - n0;
-        const std::size_t cap = std::min(gamma, remaining - 1);
-        const std::size_t base = ctx.size();
-        drafts.clear();
-        if (cap > 0) {
-            draft_request req{ctx, cap, rng_key{params.seed, params.sequence, n0}, prompt.size()};
-            proposer.propose(req, drafts);
-            if (drafts.tokens.size() > cap) drafts.tokens.resize(cap);
-            // A draft is cut at its first id outside [0, V): the target never sees an invalid id,
-            // whatever the proposer (n-gram lookup copies prompt ids, which may be out of range).
-            const auto bad = std::find_if(drafts.tokens.begin(), drafts.tokens.end(),
-                                          [&](token_id t) { return t < 0 || std::size_t(t) >= V; });
-            drafts.tokens.erase(bad, drafts.tokens.end());
-            st.draft_calls += drafts.model_calls;
-        }
-        const std::size_t g = drafts.tokens.size();
-        DECODEKIT_ASSERT(
-            !drafts.has_distributions || drafts.q.size() >= g,
-            "speculative_decode: proposer set has_distributions without a q per draft");
-        st.proposed += g;
-        ctx.insert(ctx.end(), drafts.tokens.begin(), drafts.tokens.end());
-        const sequence_request request{std::span<const token_id>(ctx), g + 1, params.target_slot};
-        target.logits(std::span<const sequence_request>(&request, 1),
-                      std::span<float>(rows.data(), (g + 1) * V));
-        ++st.target_calls;
-        st.target_rows += g + 1;
-        ++st.rounds;
-        const std::size_t emitted_before = res.tokens.size();
-        ctx.resize(base);  // from here ctx holds prompt + emitted tokens only
+    /// Ends the sequence now with stop_reason::cancelled (the held-back text is in the events).
+    step_events cancel() {
+        if (done()) return {.status = step_status::finished};
+        out_.begin_step();
+        out_.finish(stop_reason::cancelled);
+        stage_ = stage::done;
+        return out_.events();
+    }
 
-        std::size_t accepted_round = 0;
-        bool all_accepted = true;
+    /// The output so far (everything once done()).
+    speculative_result result() const {
+        speculative_result r;
+        r.tokens.assign(out_.tokens().begin(), out_.tokens().end());
+        r.reason = out_.reason();
+        r.stats = st_;
+        r.stats.seconds = out_.total_time();
+        r.stats.time_to_first_token = out_.time_to_first_token();
+        return r;
+    }
+
+private:
+    static const speculative_params& checked(const speculative_params& params, std::size_t V,
+                                             std::span<const token_id> prompt, Proposer& proposer,
+                                             Processing& processing) {
+        params.validate();
+        if constexpr (requires { processing.validate(); }) processing.validate();
+        if constexpr (requires { proposer.validate(); }) proposer.validate();
+        if (prompt.empty()) raise("speculative_decode: the prompt must be non-empty");
+        if (V == 0) raise("speculative_decode: vocab_size must be >= 1");
+        if constexpr (requires { proposer.vocab_size(); }) {
+            const std::size_t dv = std::size_t(proposer.vocab_size());
+            if (dv != V)
+                raise("speculative_decode: vocabulary mismatch: the draft vocab_size is " +
+                      std::to_string(dv) + " but the target vocab_size is " + std::to_string(V) +
+                      "; draft and target must share one tokenizer");
+        }
+        return params;
+    }
+
+    /// Propose stage: asks the proposer for the round's drafts (at once, or stepwise).
+    void begin_round() {
+        n0_ = out_.size();
+        const std::size_t remaining = p_.max_new_tokens - n0_;
+        cap_ = std::min(gamma_, remaining - 1);
+        base_ = ctx_.size();
+        drafts_.clear();
+        if (cap_ > 0) {
+            const draft_request req{ctx_, cap_, rng_key{p_.seed, p_.sequence, n0_}, prompt_length_};
+            if constexpr (stepwise_proposer<Proposer>) {
+                proposer_->begin(req, drafts_);
+                if (!proposer_->draft_call().empty()) {
+                    stage_ = stage::propose;
+                    return;
+                }
+            } else {
+                proposer_->propose(req, drafts_);
+            }
+        }
+        end_proposal();
+    }
+    /// One draft call's rows into the stepwise proposer.
+    step_events draft_step(std::span<const float> rows) {
+        if constexpr (stepwise_proposer<Proposer>) {
+            const model_call c = proposer_->draft_call();
+            if (rows.size() / V_ < c.logits_rows()) return {.status = step_status::bad_input};
+            out_.begin_step();
+            proposer_->advance(rows.first(c.logits_rows() * V_), drafts_);
+            if (proposer_->draft_call().empty()) end_proposal();
+            return out_.events();
+        } else {
+            return {.status = step_status::bad_input};  // never: no propose stage
+        }
+    }
+    /// The drafts are in: cut them to the budget, to ids in [0, V) and (sampled drafts) to the
+    /// q's the proposer gave, then build the verify call.
+    void end_proposal() {
+        auto& d = drafts_.tokens;
+        if (d.size() > cap_) d.resize(cap_);
+        // A draft is cut at its first id outside [0, V): the target never sees an invalid id,
+        // whatever the proposer (n-gram lookup copies prompt ids, which may be out of range).
+        d.erase(std::find_if(d.begin(), d.end(),
+                             [&](token_id t) { return t < 0 || std::size_t(t) >= V_; }),
+                d.end());
+        // A proposer that claims distributions but gave fewer q's than drafts: drafts without
+        // a q are dropped (never read past q).
+        if (drafts_.has_distributions && drafts_.q.size() < d.size()) d.resize(drafts_.q.size());
+        st_.draft_calls += drafts_.model_calls;
+        st_.proposed += d.size();
+        ctx_.insert(ctx_.end(), d.begin(), d.end());
+        request_ = {std::span<const token_id>(ctx_), d.size() + 1, p_.target_slot};
+        stage_ = stage::verify;
+    }
+
+    /// Verify stage: the old loop body; emits through out_, then the next round.
+    template <class OnToken>
+    void verify_and_commit(std::span<const float> rows, std::span<const float> hidden,
+                           OnToken& on_token) {
+        const std::size_t g = drafts_.tokens.size();
+        ++st_.target_calls;
+        st_.target_rows += g + 1;
+        ++st_.rounds;
+        const std::size_t emitted_before = out_.size();
+        ctx_.resize(base_);  // from here ctx holds prompt + emitted tokens only
+        std::size_t accepted_round = 0, last_row = 0;
+        bool all_accepted = true, running = true;
         for (std::size_t i = 0; i < g && running; ++i) {
-            const token_id x = drafts.tokens[i];
-            const rng_key key{params.seed, params.sequence, n0 + i};
-            processing(std::span<const float>(rows.data() + i * V, V),
-                       position_context{params.sequence, n0 + i, std::span<const token_id>(ctx),
-                                        prompt.size()},
-                       p);
+            const token_id x = drafts_.tokens[i];
+            const rng_key key{p_.seed, p_.sequence, n0_ + i};
+            (*processing_)(rows.subspan(i * V_, V_),
+                           position_context{p_.sequence, n0_ + i, std::span<const token_id>(ctx_),
+                                            prompt_length_},
+                           dist_);
             verify_result v;
-            switch (params.rule) {
+            switch (p_.rule) {
                 case verification::greedy:
-                    v = verify_greedy(p, x);
+                    v = verify_greedy(dist_, x);
                     break;
                 case verification::typical:
-                    v = verify_typical(p, x, params.typical, key);
+                    v = verify_typical(dist_, x, p_.typical, key);
                     break;
                 default:
-                    v = drafts.has_distributions ? verify_rejection(p, drafts.q[i], x, key, ws)
-                                                 : verify_one_hot(p, x, key);
+                    v = drafts_.has_distributions
+                            ? verify_rejection(dist_, drafts_.q[i], x, key, ws_)
+                            : verify_one_hot(dist_, x, key);
             }
-            ++st.drafted;
-            ++st.drafted_at[i];
+            ++st_.drafted;
+            ++st_.drafted_at[i];
+            last_row = i;
             if (v.accepted) {
-                ++st.accepted;
-                ++st.accepted_at[i];
+                ++st_.accepted;
+                ++st_.accepted_at[i];
                 ++accepted_round;
-                running = emit(x, detail::prob_of(p, x));
+                running = emit(x, detail::prob_of(dist_, x), on_token);
                 continue;
             }
             all_accepted = false;
             if (v.token < 0) {
-                res.reason = stop_reason::no_valid_token;
+                out_.finish(stop_reason::no_valid_token, on_token);
                 running = false;
             } else {
-                running = emit(v.token, detail::prob_of(p, v.token));
+                running = emit(v.token, detail::prob_of(dist_, v.token), on_token);
             }
             break;
         }
         if (running && all_accepted) {  // bonus token from the target's last row
-            processing(std::span<const float>(rows.data() + g * V, V),
-                       position_context{params.sequence, n0 + g, std::span<const token_id>(ctx),
-                                        prompt.size()},
-                       p);
-            const token_id y = params.rule == verification::greedy
-                                   ? detail::argmax(p)
-                                   : draw_from(p, rng_key{params.seed, params.sequence, n0 + g});
+            last_row = g;
+            (*processing_)(rows.subspan(g * V_, V_),
+                           position_context{p_.sequence, n0_ + g, std::span<const token_id>(ctx_),
+                                            prompt_length_},
+                           dist_);
+            const token_id y = p_.rule == verification::greedy
+                                   ? detail::argmax(dist_)
+                                   : draw_from(dist_, rng_key{p_.seed, p_.sequence, n0_ + g});
             if (y < 0) {
-                res.reason = stop_reason::no_valid_token;
+                out_.finish(stop_reason::no_valid_token, on_token);
                 running = false;
             } else {
-                running = emit(y, detail::prob_of(p, y));
+                running = emit(y, detail::prob_of(dist_, y), on_token);
             }
         }
-        if constexpr (requires { proposer.commit(std::span<const token_id>{}); })
-            proposer.commit(std::span<const token_id>(res.tokens).subspan(emitted_before));
-        if (params.adaptive && g > 0) {
-            if (accepted_round == g && g == gamma)
-                gamma = std::min(gamma + 1, params.max_draft_length);
-            else if (2 * accepted_round < g && gamma > params.min_draft_length)
-                --gamma;
+        if constexpr (requires { proposer_->commit(std::span<const token_id>{}); })
+            proposer_->commit(out_.tokens().subspan(emitted_before));
+        if (p_.adaptive && g > 0) {
+            if (accepted_round == g && g == gamma_)
+                gamma_ = std::min(gamma_ + 1, p_.max_draft_length);
+            else if (2 * accepted_round < g && gamma_ > p_.min_draft_length)
+                --gamma_;
+        }
+        if (!running) {
+            stage_ = stage::done;
+            return;
+        }
+        if constexpr (target_hidden_proposer<Proposer>)
+            if (H_ > 0)
+                proposer_->observe_target_hidden(hidden.subspan(last_row * H_, H_),
+                                                 std::span<const token_id>(ctx_));
+        begin_round();
+    }
+    /// Emits one token (not an EOS: that ends the sequence); false when the sequence ended.
+    template <class OnToken>
+    bool emit(token_id t, double prob, OnToken& on_token) {
+        if (out_.is_eos(t)) {
+            out_.finish(stop_reason::eos, on_token);
+            return false;
+        }
+        ctx_.push_back(t);
+        ++st_.emitted;
+        if constexpr (requires { processing_->commit(t, dist_); }) processing_->commit(t, dist_);
+        const float lp =
+            p_.rule == verification::greedy || !(prob > 0) ? 0.f : float(std::log(prob));
+        return out_.emit(t, lp, on_token);
+    }
+
+    speculative_params p_;
+    std::size_t V_, H_ = 0;
+    std::size_t prompt_length_;
+    Proposer* proposer_;
+    Processing* processing_;
+    verify_workspace ws_;
+    std::vector<token_id> ctx_;  // prompt + emitted (+ the round's drafts while verifying)
+    draft_buffer drafts_;
+    sparse_distribution dist_;
+    speculative_stats st_;
+    sequence_output out_;
+    sequence_request request_;
+    stage stage_ = stage::propose;
+    std::size_t gamma_ = 0, n0_ = 0, cap_ = 0, base_ = 0;
+};
+
+/// Generates up to params.max_new_tokens tokens after `prompt` with speculative decoding:
+/// each round the proposer drafts gamma tokens, ONE target call returns the logits of the
+/// gamma + 1 positions, and params.rule verifies them (see the file comment). Stop conditions
+/// (decoding/contract.hpp): an EOS id (not appended, not streamed; an accepted EOS ends the
+/// round, no bonus), a stop sequence or stop string completed by generated tokens (kept), the
+/// budget (drafts are truncated to the remaining budget minus one), on_token returning false
+/// (token kept), or a target distribution with no token (reason no_valid_token). on_token takes
+/// a token_event or a token_id, returning bool (false = stop) or void; token_event::logprob is
+/// log p(token) under the processed target distribution (0 with greedy verification). A loop
+/// over speculative_stepper; a stepwise proposer's draft calls run on proposer.draft_model().
+/// \pre prompt non-empty (raises otherwise); the proposer's vocab_size(), when it has one, equals
+/// the target's (raises otherwise, naming both). params, processing and proposer are validated
+/// first (each through its validate() when it has one).
+template <language_model Target, class Proposer, distribution_processing Processing,
+          token_callback OnToken = detail::no_stream>
+requires(draft_proposer<Proposer> || stepwise_proposer<Proposer>) speculative_result
+    speculative_decode(Target& target, Proposer& proposer, std::span<const token_id> prompt,
+                       const speculative_params& params, Processing& processing,
+                       OnToken&& on_token = {}) {
+    const std::size_t V = std::size_t(target.vocab_size());
+    speculative_stepper<Proposer, Processing> st(params, V, prompt, proposer, processing);
+    std::vector<float> rows((params.max_draft_length + 1) * V), draft_rows;
+    std::vector<float> hidden((params.max_draft_length + 1) * st.hidden_size());
+    while (!st.done()) {
+        const model_call c = st.next_call();
+        if (c.model == model_role::draft) {
+            if constexpr (stepwise_proposer<Proposer>) {
+                if (draft_rows.size() < c.logits_rows() * V) draft_rows.resize(c.logits_rows() * V);
+                run_model_call(proposer.draft_model(), c, draft_rows);
+                st.advance(draft_rows, {}, on_token);
+            }
+        } else {
+            run_model_call(target, c, rows, hidden);
+            st.advance(rows, hidden, on_token);
         }
     }
-    st.seconds = std::chrono::duration<double>(clock::now() - t0).count();
-    return res;
+    return st.result();
 }
 
 DECODEKIT_END_NAMESPACE

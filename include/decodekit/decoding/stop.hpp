@@ -1,7 +1,8 @@
 #pragma once
 /// \file decoding/stop.hpp
-/// Stop conditions shared by the decoding drivers (generate, speculative, beam search,
-/// contrastive, DoLa): EOS ids and stop sequences, checked on generated tokens only.
+/// Token-level stop conditions shared by every strategy: EOS ids and stop sequences, checked on
+/// generated tokens only (decoding/contract.hpp has the rules). Negative EOS ids are accepted and
+/// ignored (no generated token is negative), as sampling_params accepts them.
 
 #include <decodekit/config.hpp>
 #include <decodekit/error.hpp>
@@ -18,14 +19,13 @@
 DECODEKIT_BEGIN_NAMESPACE
 
 namespace detail {
-/// First problem with stop conditions (negative EOS id, empty stop sequence or negative id in
-/// one), fields named "<owner>.eos_ids" / "<owner>.stop_sequences"; nullopt when valid.
+/// First problem with stop conditions (an empty stop sequence or a negative id in one), named
+/// "<owner>.stop_sequences"; nullopt when valid. EOS ids are never a problem: negative ones are
+/// ignored (they cannot be generated).
 inline std::optional<std::string> check_stop_conditions(
-    std::string_view owner, std::span<const token_id> eos_ids,
+    std::string_view owner, std::span<const token_id> /*eos_ids*/,
     std::span<const std::vector<token_id>> stop_sequences = {}) {
     const std::string o(owner);
-    for (token_id e : eos_ids)
-        if (e < 0) return range_message(o + ".eos_ids", "non-negative ids", double(e));
     for (const auto& s : stop_sequences) {
         if (s.empty()) return o + ".stop_sequences: every sequence must be non-empty";
         for (token_id t : s)
@@ -53,6 +53,17 @@ public:
                 return true;
         return false;
     }
+    /// True when `generated` followed by `next` ends with one of the stop sequences.
+    bool completes_stop_sequence(std::span<const token_id> generated,
+                                 token_id next) const noexcept {
+        for (const auto& s : stop_)
+            if (!s.empty() && s.back() == next && s.size() - 1 <= generated.size() &&
+                std::equal(s.begin(), s.end() - 1, generated.end() - std::ptrdiff_t(s.size() - 1)))
+                return true;
+        return false;
+    }
+    /// True when there is at least one stop sequence.
+    bool has_stop_sequences() const noexcept { return !stop_.empty(); }
 
 private:
     std::span<const token_id> eos_;

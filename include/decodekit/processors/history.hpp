@@ -12,12 +12,13 @@
 ///   added  : history[keep, new length),
 /// or as a rebuild when it cannot follow (the first call, a change deeper than its journal, or
 /// after reset()). The component then applies cut_back(removed) and append(added) to its state,
-/// or rebuilds it from the whole history. Cost per call: O(added + removed) plus a check of the
-/// last few tokens (check_tokens), never a rescan of the history; a rebuild is O(history).
+/// or rebuilds it from the whole history. Cost per call: O(added + removed) plus a comparison of
+/// the journal window (at most journal_size() tokens), never a rescan of the history; a rebuild
+/// is O(history).
 ///
-/// The check is a safety net, not a proof: a caller that rewrites tokens deeper than the
-/// checked tail while keeping the same length and tail is not detected. Callers that rewrite
-/// histories (a slot reused for another request) call reset() or use a fresh component.
+/// The comparison is a safety net, not a proof: a caller that rewrites tokens older than the
+/// journal while keeping the journal's tokens is not detected. Callers that rewrite histories
+/// (a slot reused for another request) call reset() or use a fresh component.
 ///
 /// A fork (a beam taking its parent's sequence) copies the parent's component: the copy's
 /// tracker then follows the child's history from the parent's.
@@ -46,15 +47,15 @@ struct history_change {
 /// Copyable (a fork copies it). Memory: 4 bytes per journal entry.
 class history_tracker {
 public:
-    /// Tokens of the tail compared on each call (the cheap consistency check).
-    static constexpr std::size_t check_tokens = 8;
+    /// The shortest journal.
+    static constexpr std::size_t min_journal = 8;
     /// Default journal length: the deepest cut-back followed without a rebuild (a speculative
     /// round verifies at most 256 drafts).
     static constexpr std::size_t default_journal = 512;
 
     /// A tracker with a journal of `journal` tokens (allocated on the first sync()).
     explicit history_tracker(std::size_t journal = default_journal)
-        : journal_(std::max<std::size_t>(journal, check_tokens)) {}
+        : journal_(std::max<std::size_t>(journal, min_journal)) {}
 
     /// Compares `history` with the last one seen, records it as seen, and returns the change.
     /// The spans of the result view `history` and the tracker's own scratch: valid until the next
@@ -66,16 +67,10 @@ public:
         if (seen_) {
             const std::size_t lo = from_;  // first position still in the journal
             const std::size_t c = std::min(n, s);
-            // the last few common positions must agree; otherwise find where the histories part
-            // (the check covers the part of the tail still in the journal; a change reaching the
-            // journal's first position, or a tail wholly outside it, cannot be followed)
-            std::size_t d = c;
-            const std::size_t k0 = std::max(c > check_tokens ? c - check_tokens : 0, lo);
-            for (std::size_t p = k0; p < c; ++p)
-                if (at(p) != history[p]) {
-                    d = first_difference(history, lo, c);
-                    break;
-                }
+            // where the histories part, within the journal window (O(journal), never
+            // O(history)); a change reaching the journal's first position, or a history that
+            // ends before the window, cannot be followed
+            const std::size_t d = c >= lo ? first_difference(history, lo, c) : c;
             if (c >= lo && !(d == lo && lo > 0)) {
                 removed_.clear();
                 for (std::size_t p = d; p < s; ++p) removed_.push_back(at(p));

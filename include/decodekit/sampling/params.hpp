@@ -171,7 +171,7 @@ struct sampling_params {
     std::vector<token_id> eos_ids = {};
     penalty_params penalties = {};
     dry_params dry = {};
-    std::size_t no_repeat_ngram_size = 0;  ///< 0 disabled
+    std::size_t no_repeat_ngram_size = 0;  ///< 0 disabled; <= 1024 (each token costs O(n))
     std::vector<std::vector<token_id>> banned_sequences = {};
 
     /// User processors, each inserted before a built-in processor (same position: in list
@@ -286,6 +286,9 @@ inline std::optional<std::string> sampling_params::check() const {
         return range_message("sampling_params.order", "hf, llama_cpp, vllm or custom",
                              double(unsigned(order)));
     }
+    if (no_repeat_ngram_size > 1024)
+        return range_message("sampling_params.no_repeat_ngram_size", "<= 1024 (0 disabled)",
+                             double(no_repeat_ngram_size));
     if (auto e = penalties.check()) return "sampling_params.penalties: " + *e;
     if (auto e = dry.check()) return "sampling_params.dry: " + *e;
     for (const logit_bias& b : logit_biases)

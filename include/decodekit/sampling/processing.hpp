@@ -1,13 +1,21 @@
 #pragma once
 /// \file sampling/processing.hpp
-/// The processor stage of a sampler: the processors configured in sampling_params, applied in
+/// processor_pipeline, the processor stage of a sampler (and of the strategies that score rows
+/// themselves): the built-in processors configured in sampling_params, in
 /// the documented order (allowed set, banned tokens, logit bias, min length, penalties, DRY,
-/// no-repeat-ngram, banned sequences) to the row before the truncation steps.
+/// no-repeat-ngram, banned sequences), with the user processors inserted at their slots
+/// (sampling_params::processors), applied to the row before the truncation steps. Built-in
+/// and user processors are the same kind of object (processors/processor.hpp).
+///
+/// Per-sequence state: once per call the stage compares the call's history with the one it saw
+/// last (history_tracker, processors/history.hpp) and reports the change to every processor and
+/// to the constraint whose state follows the history (append, cut back, or rebuild). So a
+/// stateful processor costs what changed (penalty counts, the n-gram index), never a rescan.
 ///
 /// Dense path: the row is copied into the workspace and every processor runs on the copy.
-/// Sparse path (when every processor declares the ids it may touch and the first step can merge
-/// patches: greedy, top-k, min-p): only those entries are copied; the entries the processors
-/// changed become patches over the caller's row (no row copy; see working_set.hpp).
+/// Sparse path (every processor declares the ids it may touch, and the first step can merge
+/// patches: greedy, top-k, min-p): only the declared entries are copied; the entries the
+/// processors changed become patches over the caller's row (no row copy; see working_set.hpp).
 
 #include <decodekit/config.hpp>
 #include <decodekit/processors/bias.hpp>
@@ -27,6 +35,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -37,110 +46,170 @@ struct processed_row {
     bool overlay = false;        ///< row is the caller's and the patches apply over it
 };
 
-/// The processor stage of one sampler (see the file comment).
-class processor_stage {
+/// The processors of one sequence (see the file comment): the stage a sampler runs before its
+/// steps, and what strategies that score rows themselves (beam search, contrastive search) run
+/// on each sequence's row. Copy it to fork a sequence (a beam taking its parent's history): the
+/// copy carries the parent's per-sequence state.
+class processor_pipeline {
 public:
-    processor_stage() = default;
-    /// The stage for `params`; `sparse_first_step`: the pipeline's first step can merge patches.
-    /// A constraint makes the stage dense (the constrained paths read a plain row).
-    processor_stage(const sampling_params& params, bool sparse_first_step)
-        : active_(params.has_processors()),
-          sparse_(active_ && params.allowed_tokens.empty() && sparse_first_step &&
-                  !params.constraint),
-          constraint_(params.constraint) {}
+    processor_pipeline() = default;
+    /// The processors (and constraint) of `params`; the sampling fields are not used.
+    /// `sparse_first_step`: the caller can merge patches over its row (a sampler whose first
+    /// step is greedy, top-k or min-p); false for a plain processed copy. A constraint makes it
+    /// dense (the constrained paths read a plain row).
+    explicit processor_pipeline(const sampling_params& params, bool sparse_first_step = false)
+        : constraint_(params.constraint) {
+        build(params);
+        bool all_sparse = true, follows = constraint_.follows_history();
+        for (const any_processor& p : procs_) {
+            all_sparse = all_sparse && p.sparse();
+            follows = follows || p.follows_history();
+        }
+        sparse_ = !procs_.empty() && all_sparse && sparse_first_step && !params.constraint;
+        follows_ = follows;
+    }
 
     /// True when some processor changes the logits.
-    bool active() const noexcept { return active_; }
+    bool active() const noexcept { return !procs_.empty(); }
     /// True when the stage patches instead of copying.
     bool sparse() const noexcept { return sparse_; }
     /// The sampler's copy of the constraint (empty: none).
     any_constraint& constraint() noexcept { return constraint_; }
+    /// The stage's copy of user processor `index` (sampling_params::processors) when it is a P.
+    template <class P>
+    P* user_processor(std::size_t index) noexcept {
+        return index < user_.size() ? procs_[user_[index]].get<P>() : nullptr;
+    }
     /// The processor context of a call.
     static processor_context context(const sample_context& ctx, std::size_t vocab) noexcept {
         return {ctx.history, ctx.prompt_length, ctx.sequence, ctx.step, vocab};
     }
 
     /// Brings the per-sequence state up to date with ctx.history (history.hpp), then applies
-    /// the processors of `p` for a call with context `ctx` (see processed_row).
-    processed_row run(const sampling_params& p, std::span<const float> logits,
-                      const sample_context& ctx, sampling_workspace& ws) noexcept {
-        follow_history(context(ctx, logits.size()));
-        if (!active_) return {logits};
-        const std::span<float> row = ws.row_copy();  // grows once per workspace
-        if (sparse_) return run_sparse(p, logits, ctx, ws, row);
+    /// the processors for a call with context `ctx` (see processed_row).
+    processed_row run(std::span<const float> logits, const sample_context& ctx,
+                      sampling_workspace& ws) noexcept {
+        const processor_context pc = context(ctx, logits.size());
+        if (follows_) follow_history(pc);
+        if (procs_.empty()) return {logits};
+        const std::span<float> row = ws.row_copy().first(logits.size());  // grows once
+        if (sparse_) return run_sparse(logits, pc, ws, row);
         std::copy(logits.begin(), logits.end(), row.begin());
-        apply_all(p, row.first(logits.size()), ctx, ws);
-        return {std::span<const float>(row.data(), logits.size())};
+        for (any_processor& p : procs_) p.apply(row, pc);
+        return {std::span<const float>(row.data(), row.size())};
     }
 
-    /// The processors of `p` once more on `row` (a fresh copy of the caller's row), without
-    /// following the history again (a redraw within one call).
-    void reapply(const sampling_params& p, std::span<float> row, const sample_context& ctx,
-                 sampling_workspace& ws) noexcept {
-        if (active_) apply_all(p, row, ctx, ws);
+    /// Brings the per-sequence state up to date with ctx.history and applies the processors to
+    /// `row` in place (strategies that keep their own rows). \pre row.size() is the vocabulary
+    void apply(std::span<float> row, const sample_context& ctx) noexcept {
+        const processor_context pc = context(ctx, row.size());
+        if (follows_) follow_history(pc);
+        for (any_processor& p : procs_) p.apply(row, pc);
+    }
+
+    /// The processors once more on `row` (a fresh copy of the caller's row), without following
+    /// the history again (a redraw within one call).
+    void reapply(std::span<float> row, const sample_context& ctx) noexcept {
+        const processor_context pc = context(ctx, row.size());
+        for (any_processor& p : procs_) p.apply(row, pc);
     }
 
 private:
-    bool active_ = false;
-    bool sparse_ = false;
+    std::vector<any_processor> procs_;  // built-in and user processors, in order
+    std::vector<std::uint32_t> user_;   // index in procs_ of each user processor
     any_constraint constraint_;
     history_tracker tracker_{};
+    bool sparse_ = false;
+    bool follows_ = false;
+
+    /// The processors of `p` in order: the user processors of each slot before its built-in.
+    void build(const sampling_params& p) {
+        user_.assign(p.processors.size(), 0);
+        for (unsigned slot = 0; slot <= unsigned(processor_slot::end); ++slot) {
+            for (std::size_t u = 0; u < p.processors.size(); ++u)
+                if (unsigned(p.processors[u].before) == slot) {
+                    user_[u] = std::uint32_t(procs_.size());
+                    procs_.push_back(p.processors[u].processor);
+                }
+            switch (processor_slot(slot)) {
+                case processor_slot::allowed_tokens:
+                    if (!p.allowed_tokens.empty())
+                        procs_.push_back(allowed_tokens_processor(p.allowed_tokens));
+                    break;
+                case processor_slot::banned_tokens:
+                    if (!p.banned_tokens.empty())
+                        procs_.push_back(banned_tokens_processor(p.banned_tokens));
+                    break;
+                case processor_slot::logit_bias:
+                    if (!p.logit_biases.empty())
+                        procs_.push_back(logit_bias_processor(p.logit_biases));
+                    break;
+                case processor_slot::min_length:
+                    if (p.min_new_tokens > 0 && !p.eos_ids.empty())
+                        procs_.push_back(min_length_processor(p.min_new_tokens, p.eos_ids));
+                    break;
+                case processor_slot::penalties:
+                    if (p.penalties.enabled()) procs_.push_back(penalties_processor(p.penalties));
+                    break;
+                case processor_slot::dry:
+                    if (p.dry.enabled()) procs_.push_back(dry_processor(p.dry));
+                    break;
+                case processor_slot::no_repeat_ngram:
+                    if (p.no_repeat_ngram_size > 0)
+                        procs_.push_back(no_repeat_ngram_processor(p.no_repeat_ngram_size));
+                    break;
+                case processor_slot::banned_sequences:
+                    if (!p.banned_sequences.empty())
+                        procs_.push_back(banned_sequences_processor(p.banned_sequences, p.eos_ids));
+                    break;
+                case processor_slot::end:
+                    break;
+            }
+        }
+    }
 
     /// One sync of the history for every component whose state follows it.
     void follow_history(const processor_context& c) {
-        if (!constraint_.follows_history()) return;
         const history_change ch = tracker_.sync(c.history);
-        if (ch.rebuild) {
-            constraint_.reset(c);
-            return;
-        }
-        if (!ch.removed.empty()) constraint_.cut_back(ch.keep, ch.removed, c);
-        if (!ch.added.empty()) constraint_.append(ch.added, c);
-    }
-
-    /// Every processor on x in place, in the documented order.
-    static void apply_all(const sampling_params& p, std::span<float> x, const sample_context& ctx,
-                          sampling_workspace& ws) noexcept {
-        if (!p.allowed_tokens.empty()) apply_allowed_tokens(x, p.allowed_tokens);
-        if (!p.banned_tokens.empty()) apply_banned_tokens(x, p.banned_tokens);
-        if (!p.logit_biases.empty()) apply_logit_bias(x, p.logit_biases);
-        if (p.min_new_tokens > 0 && !p.eos_ids.empty()) {
-            const std::size_t generated =
-                ctx.history.size() > ctx.prompt_length ? ctx.history.size() - ctx.prompt_length : 0;
-            apply_min_length(x, generated, p.min_new_tokens, p.eos_ids);
-        }
-        if (p.penalties.enabled())
-            apply_penalties(x, ctx.history, ctx.prompt_length, p.penalties, ws.penalties());
-        if (p.dry.enabled()) apply_dry(x, ctx.history, p.dry, ws.dry());
-        if (p.no_repeat_ngram_size > 0)
-            apply_no_repeat_ngram(x, ctx.history, p.no_repeat_ngram_size);
-        if (!p.banned_sequences.empty()) apply_banned_sequences(x, ctx.history, p.banned_sequences);
-    }
-
-    /// Sparse processors (no allowed-token set): every processor reads and writes only ids of
-    /// the history and of its own lists, so only those entries are copied into the row copy;
-    /// the entries that changed become patches (marked 2 in ws.mark).
-    static processed_row run_sparse(const sampling_params& p, std::span<const float> logits,
-                                    const sample_context& ctx, sampling_workspace& ws,
-                                    std::span<float> row) noexcept {
-        ws.reserve_sparse();
-        const std::size_t vocab = logits.size();
-        std::size_t n = 0;
-        auto touch = [&](token_id t) noexcept {
-            if (t < 0 || std::size_t(t) >= vocab || ws.mark[std::size_t(t)]) return;
-            ws.mark[std::size_t(t)] = 1;
-            ws.touched[n++] = t;
-            row[std::size_t(t)] = logits[std::size_t(t)];
+        auto notify = [&](auto& x) {
+            if (!x.follows_history()) return;
+            if (ch.rebuild) {
+                x.reset(c);
+                return;
+            }
+            if (!ch.removed.empty()) x.cut_back(ch.keep, ch.removed, c);
+            if (!ch.added.empty()) x.append(ch.added, c);
         };
-        for (token_id t : ctx.history) touch(t);
-        for (token_id t : p.banned_tokens) touch(t);
-        for (const logit_bias& b : p.logit_biases) touch(b.token);
-        for (token_id t : p.eos_ids) touch(t);
-        for (const auto& seq : p.banned_sequences)
-            if (!seq.empty()) touch(seq.back());
-        apply_all(p, row.first(vocab), ctx, ws);
+        for (any_processor& p : procs_) notify(p);
+        notify(constraint_);
+    }
+
+    struct sink_state {
+        std::span<const float> logits;
+        std::span<float> row;
+        sampling_workspace* ws;
+        std::size_t n;
+    };
+    /// Sparse processors: only the entries they declare are copied into the row copy; the
+    /// entries that changed become patches (marked 2 in ws.mark).
+    processed_row run_sparse(std::span<const float> logits, const processor_context& pc,
+                             sampling_workspace& ws, std::span<float> row) noexcept {
+        ws.reserve_sparse();
+        sink_state st{logits, row, &ws, 0};
+        token_sink sink(
+            [](void* p, token_id t) noexcept {
+                auto& s = *static_cast<sink_state*>(p);
+                if (t < 0 || std::size_t(t) >= s.logits.size() || s.ws->mark[std::size_t(t)])
+                    return;
+                s.ws->mark[std::size_t(t)] = 1;
+                s.ws->touched[s.n++] = t;
+                s.row[std::size_t(t)] = s.logits[std::size_t(t)];
+            },
+            &st);
+        for (const any_processor& p : procs_) p.touched(pc, sink);
+        for (any_processor& p : procs_) p.apply(row, pc);
         std::size_t patches = 0;
-        for (std::size_t i = 0; i < n; ++i) {
+        for (std::size_t i = 0; i < st.n; ++i) {
             const std::size_t t = std::size_t(ws.touched[i]);
             if (std::bit_cast<std::uint32_t>(row[t]) != std::bit_cast<std::uint32_t>(logits[t])) {
                 ws.patches[patches++] = {row[t], token_id(t)};

@@ -111,7 +111,7 @@ public:
             params_.greedy() ||
             (!pipeline_.empty() && pipeline_[0].user == no_user &&
              (pipeline_[0].id == sampling_step::top_k || pipeline_[0].id == sampling_step::min_p));
-        procs_ = processor_stage(params_, sparse_first);
+        procs_ = processor_pipeline(params_, sparse_first);
         extras_.top.resize(std::min(params_.logprobs.top_n, vocab_));
         extras_.requested.resize(params_.logprobs.ids.size());
         state_ = {};
@@ -129,6 +129,13 @@ public:
     template <class S>
     S* user_step(std::size_t index) noexcept {
         return index < params_.steps.size() ? params_.steps[index].step.get<S>() : nullptr;
+    }
+
+    /// The sampler's own copy of user processor `index` (sampling_params::processors) when it
+    /// is a P, else nullptr: its per-sequence state.
+    template <class P>
+    P* user_processor(std::size_t index) noexcept {
+        return procs_.user_processor<P>(index);
     }
 
     /// The sampler's own copy of the constraint when it is a C, else nullptr: its per-sequence
@@ -216,7 +223,7 @@ private:
     std::size_t n_steps_ = 0;
     bool user_steps_ = false;
     sampler_state state_{};
-    processor_stage procs_;
+    processor_pipeline procs_;
     logprob_storage extras_;
     detail::in_use_flag in_use_;
     std::uint64_t batch_call_ = 0;  // the batched call that last claimed this sampler
@@ -306,10 +313,10 @@ private:
                       sampling_workspace& ws) noexcept {
         if (logits.size() != vocab_) return status_result(sample_status::bad_input);
         ws.reserve(vocab_);
-        const processed_row pr = procs_.run(params_, logits, ctx, ws);
+        const processed_row pr = procs_.run(logits, ctx, ws);
         working_set w(pr.row, ws, pr.patches, pr.overlay);
         if (procs_.constraint()) {
-            const processor_context pc = processor_stage::context(ctx, vocab_);
+            const processor_context pc = processor_pipeline::context(ctx, vocab_);
             detail::constraint_queries q{procs_.constraint(), pc};
             sample_result r = run_constrained(logits, ctx, w, pr.row, q);
             r.constraint_queries = q.count;
@@ -432,7 +439,7 @@ private:
             std::copy(row.begin(), row.end(), copy.begin());
         } else if (xtc_step::enabled(params_, vocab_)) {
             std::copy(logits.begin(), logits.end(), copy.begin());
-            procs_.reapply(params_, copy, ctx, ws);
+            procs_.reapply(copy, ctx);
         }
         return copy;
     }
@@ -449,7 +456,7 @@ private:
         const detail::in_use_scope guard(in_use_), ws_guard(ws.in_use);
         if (!guard.entered() || !ws_guard.entered() || logits.size() != vocab_) return {};
         ws.reserve(vocab_);
-        const processed_row pr = procs_.run(params_, logits, ctx, ws);
+        const processed_row pr = procs_.run(logits, ctx, ws);
         working_set w(pr.row, ws, pr.patches, pr.overlay);
         candidates& kept = w.kept();
         if (params_.greedy()) {
