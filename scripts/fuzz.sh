@@ -6,6 +6,8 @@
 # timeout, leak, OOM), leaving the reproducer in the temporary directory it prints.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     e.g. scripts/fuzz.sh 30, scripts/fuzz.sh 600 fuzz_sampler
+# (with TARGETs only those are built). fuzz_regex_* is skipped, and said so, when the build has no
+# PCRE2 (or -DDECODEKIT_WITH_PCRE2=OFF).
 # Environment: DECODEKIT_FUZZ_JOBS (build jobs, default 2), DECODEKIT_FUZZ_ARGS (extra libFuzzer
 # flags), DECODEKIT_FUZZ_KEEP=1 (keep the temporary directory even on success),
 # DECODEKIT_FUZZ_SEED (libFuzzer -seed; default 0 = a fresh random seed per run, for exploration).
@@ -21,11 +23,22 @@ shift || true
 command -v clang++ > /dev/null || { echo "fuzz.sh: clang++ is required (apt-get install clang)" >&2; exit 2; }
 
 cmake --preset fuzz > /dev/null
-cmake --build build/fuzz --target decodekit_fuzzers -j "${DECODEKIT_FUZZ_JOBS:-2}"
-
+# build/fuzz/fuzz/fuzzers.txt: the fuzzers this configuration defines (fuzz_regex_* only with
+# PCRE2), so a binary left over from an earlier configuration is never run.
+configured=" $(tr '\n' ' ' < build/fuzz/fuzz/fuzzers.txt) "
 if [ $# -gt 0 ]; then targets=("$@"); else
   targets=()
   for src in fuzz/fuzz_*.cpp; do targets+=("$(basename "$src" .cpp)"); done
+fi
+build=()
+for t in "${targets[@]}"; do
+  if [[ "$configured" == *" $t "* ]]; then build+=("$t")
+  elif [[ "$t" != fuzz_regex* ]]; then echo "fuzz.sh: no fuzzer $t" >&2; exit 2; fi
+done
+if [ $# -gt 0 ]; then
+  [ ${#build[@]} -eq 0 ] || cmake --build build/fuzz --target "${build[@]}" -j "${DECODEKIT_FUZZ_JOBS:-2}"
+else
+  cmake --build build/fuzz --target decodekit_fuzzers -j "${DECODEKIT_FUZZ_JOBS:-2}"
 fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/decodekit-fuzz.XXXXXX")"
@@ -33,6 +46,11 @@ status=0
 summary=()
 for t in "${targets[@]}"; do
   bin="build/fuzz/fuzz/$t"
+  if [[ "$configured" != *" $t "* ]]; then  # fuzz_regex_*: needs PCRE2 (libpcre2-dev)
+    echo "==== fuzz: $t skipped: built without PCRE2"
+    summary+=("$t: skipped (no PCRE2)")
+    continue
+  fi
   [ -x "$bin" ] || { echo "fuzz.sh: no fuzzer $bin" >&2; exit 2; }
   mkdir -p "$work/$t/corpus" "$work/$t/artifacts"
   if [ -d "fuzz/corpus/$t" ]; then cp -r "fuzz/corpus/$t/." "$work/$t/corpus/"; fi

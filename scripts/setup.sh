@@ -3,8 +3,10 @@
 # As root it runs apt-get; otherwise it prints the command to run and fails.
 set -euo pipefail
 
+# libpcre2-dev: the regular-expression example (examples/regex, the demo's --regex); without it
+# the rest still builds.
 packages=(cmake ninja-build g++ clang libclang-rt-14-dev clang-format python3 git
-          libxsimd-dev catch2 libbenchmark-dev)
+          libxsimd-dev catch2 libbenchmark-dev libpcre2-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,6 +3,10 @@
 // Run `decodekit-demo --help` for the options.
 #include <decodekit/decodekit.hpp>
 #include <llama2/llama2.hpp>
+#ifdef DK_HAVE_REGEX  // examples/regex, built when PCRE2 is found
+#include <regex/llama2_vocabulary.hpp>
+#include <regex/regex_generate.hpp>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -34,6 +38,9 @@ struct options {
     std::string draft = "early-exit";  // speculative proposer: early-exit | ngram | mtp
     std::string mtp;                   // MTP module file (--draft mtp; default: beside the model)
     bool json = false;
+    std::optional<std::string> regex;  // --regex: constrained greedy and sampling
+    bool random_model = false;         // a random-weight model with the tokenizer's vocabulary
+    bool top_k_set = false, top_p_set = false;  // given on the command line
 };
 
 void usage(std::FILE* f) {
@@ -62,7 +69,14 @@ void usage(std::FILE* f) {
         "  --mtp PATH           MTP module file for --draft mtp (default: <model>-mtp.bin "
         "beside the\n"
         "                       model, e.g. stories260K-mtp.bin)\n"
-        "  --json               one JSON object per strategy: strategy, text, tokens, stats\n"
+        "  --regex PATTERN      constrain the generated text to a full match of PATTERN (PCRE2,\n"
+        "                       bytes): greedy and sampling (min-p + temperature unless --top-k /\n"
+        "                       --top-p are given), with the constraint's queries per token\n"
+        "  --random-model       a random-weight tiny model with the tokenizer's vocabulary (also\n"
+        "                       chosen when --tokenizer does not fit the default model, e.g.\n"
+        "                       --tokenizer examples/models/tokenizer.bin: 32000 tokens)\n"
+        "  --json               one JSON object per strategy: strategy, text, tokens,\n"
+        "                       stop_reason, stats (and regex with --regex)\n"
         "  --help               this text\n",
         f);
 }
@@ -94,6 +108,10 @@ int parse_args(int argc, char** argv, options& o) {
             o.json = true;
             continue;
         }
+        if (a == "--random-model") {
+            o.random_model = true;
+            continue;
+        }
         if (i + 1 >= argc) {
             std::fprintf(stderr, "decodekit-demo: %s needs a value (see --help)\n", a.c_str());
             return 1;
@@ -118,9 +136,11 @@ int parse_args(int argc, char** argv, options& o) {
         } else if (a == "--temperature")
             ok = parse_float(v, 0.f, 100.f, o.temperature);
         else if (a == "--top-k")
-            ok = parse_int(v, 0, 1 << 22, n), o.top_k = int(n);
+            ok = parse_int(v, 0, 1 << 22, n), o.top_k = int(n), o.top_k_set = true;
         else if (a == "--top-p")
-            ok = parse_float(v, 0.f, 1.f, o.top_p);
+            ok = parse_float(v, 0.f, 1.f, o.top_p), o.top_p_set = true;
+        else if (a == "--regex")
+            o.regex = v;
         else if (a == "--min-p")
             ok = parse_float(v, 0.f, 1.f, o.min_p);
         else if (a == "--beams")
@@ -151,6 +171,25 @@ bool file_exists(const std::string& p) {
     return true;
 }
 
+// The number of entries of a llama2.c tokenizer file (its vocabulary size), or -1 when it is not
+// one: a max-length header, then (score, length, bytes) entries up to the end of the file.
+int tokenizer_entries(const std::string& path) {
+    auto bytes = dk_llama2::read_file_bytes(path);
+    if (!bytes || bytes->size() < 4) return -1;
+    const auto& b = bytes.value();
+    std::size_t at = 4;
+    int n = 0;
+    while (at < b.size()) {
+        std::int32_t len = 0;
+        if (b.size() - at < 8) return -1;
+        std::memcpy(&len, b.data() + at + 4, 4);
+        if (len < 0 || std::size_t(len) > b.size() - at - 8) return -1;
+        at += 8 + std::size_t(len);
+        if (++n > (1 << 22)) return -1;
+    }
+    return n;
+}
+
 // ------------------------------------------------------------------------------------------
 // A run of one strategy and its statistics.
 
@@ -163,12 +202,21 @@ struct run_stats {
     std::string note;
 };
 
+// A regex-constrained run's figures (--regex).
+struct regex_figures {
+    bool complete = false;  // the generated text is a full match
+    std::uint64_t queries = 0, extension_checks = 0;
+    double per_token = 0, vocab_fraction = 0;  // sampler queries per sampling call
+};
+
 struct run_result {
     std::string strategy;
     bool available = true;
     std::string why_not;
     std::vector<token_id> tokens;  // generated only
+    std::string stop_reason;       // decodekit's stop_reason name
     run_stats stats;
+    std::optional<regex_figures> regex;
 };
 
 using clock_type = std::chrono::steady_clock;
@@ -235,7 +283,7 @@ void finish_stats(run_stats& s, std::size_t n) {
                            : (n > 1 ? (s.total_s - s.ttft_s) / double(n - 1) : 0);
 }
 
-void print_json(const run_result& r, const std::string& text) {
+void print_json(const run_result& r, const std::string& text, const std::string& pattern) {
     if (!r.available) {
         std::printf("{\"strategy\":\"%s\",\"available\":false,\"reason\":\"%s\"}\n",
                     r.strategy.c_str(), json_escape(r.why_not).c_str());
@@ -245,9 +293,17 @@ void print_json(const run_result& r, const std::string& text) {
                 json_escape(text).c_str());
     for (std::size_t i = 0; i < r.tokens.size(); ++i)
         std::printf("%s%d", i ? "," : "", r.tokens[i]);
+    std::printf("],\"stop_reason\":\"%s\"", r.stop_reason.c_str());
+    if (r.regex)
+        std::printf(
+            ",\"regex\":{\"pattern\":\"%s\",\"complete\":%s,\"queries\":%llu,"
+            "\"queries_per_token\":%.3f,\"queries_vocab_pct\":%.4f,\"extension_checks\":%llu}",
+            json_escape(pattern).c_str(), r.regex->complete ? "true" : "false",
+            (unsigned long long)r.regex->queries, r.regex->per_token, r.regex->vocab_fraction * 100,
+            (unsigned long long)r.regex->extension_checks);
     const auto& s = r.stats;
     std::printf(
-        "],\"stats\":{\"new_tokens\":%zu,\"tokens_per_s\":%.1f,\"ttft_ms\":%.3f,\"tpot_ms\":%.3f,"
+        ",\"stats\":{\"new_tokens\":%zu,\"tokens_per_s\":%.1f,\"ttft_ms\":%.3f,\"tpot_ms\":%.3f,"
         "\"model_calls\":%llu,\"tokens_forwarded\":%llu",
         r.tokens.size(), s.tokens_per_s, s.ttft_s * 1e3, s.tpot_s * 1e3,
         (unsigned long long)s.model_calls, (unsigned long long)s.tokens_forwarded);
@@ -276,12 +332,46 @@ int main(int argc, char** argv) {
                      o.strategy.c_str());
         return 2;
     }
+    if (o.regex) {
+#ifndef DK_HAVE_REGEX
+        std::fprintf(stderr,
+                     "decodekit-demo: --regex: this build has no PCRE2 (Debian: apt-get install "
+                     "libpcre2-dev, then configure again)\n");
+        return 2;
+#endif
+        if (o.strategy == "all") {
+            strategies = {"greedy", "sample"};
+        } else if (o.strategy != "greedy" && o.strategy != "sample") {
+            std::fprintf(stderr, "decodekit-demo: --regex runs greedy and sample only, not '%s'\n",
+                         o.strategy.c_str());
+            return 2;
+        }
+    }
 
     // ---- model and tokenizer
     std::string model_path = o.model;
-    if (model_path.empty()) {
+    if (model_path.empty() && !o.random_model) {
         const std::string dir = dk_llama2::default_models_dir();
         if (file_exists(dir + "/stories260K.bin")) model_path = dir + "/stories260K.bin";
+    }
+    // --tokenizer without --model: a random-weight model of the tokenizer's vocabulary when the
+    // file does not fit the default model (e.g. the 32000-token tokenizer.bin: no checkpoint of
+    // that vocabulary exists here), or with --random-model
+    int random_vocab = 0;
+    if (!o.tokenizer.empty() && o.model.empty()) {
+        const int n = tokenizer_entries(o.tokenizer);
+        if (n < 0) {
+            std::fprintf(stderr, "decodekit-demo: --tokenizer %s: not a llama2.c tokenizer file\n",
+                         o.tokenizer.c_str());
+            return 1;
+        }
+        if (!model_path.empty()) {
+            auto ck = dk_llama2::load_checkpoint(model_path);
+            if (ck && ck->cfg.vocab_size != n) model_path.clear();
+        }
+        if (model_path.empty()) random_vocab = n;
+    } else if (o.random_model && o.model.empty()) {
+        random_vocab = 400;  // the synthetic byte-level tokenizer
     }
     std::optional<dk_llama2::model> model;
     std::optional<dk_llama2::tokenizer> tok;
@@ -337,17 +427,30 @@ int main(int argc, char** argv) {
                          dk_llama2::default_models_dir().c_str());
             return 1;
         }
-        std::fprintf(info,
-                     "decodekit-demo: no model found (looked for stories260K.bin in %s; pass "
-                     "--model PATH or set DECODEKIT_MODELS_DIR). Using a small random-weight "
-                     "model: the text will be gibberish.\n",
-                     dk_llama2::default_models_dir().c_str());
-        auto cfg = dk_llama2::tiny_config(400);
+        const int V = random_vocab > 0 ? random_vocab : 400;
+        if (random_vocab == 0)
+            std::fprintf(info,
+                         "decodekit-demo: no model found (looked for stories260K.bin in %s; pass "
+                         "--model PATH or set DECODEKIT_MODELS_DIR). Using a small random-weight "
+                         "model: the text will be gibberish.\n",
+                         dk_llama2::default_models_dir().c_str());
+        if (!o.tokenizer.empty()) {
+            auto t = dk_llama2::tokenizer::load(o.tokenizer, V);
+            if (!t) {
+                std::fprintf(stderr, "decodekit-demo: %s\n", t.error().c_str());
+                return 1;
+            }
+            tok.emplace(std::move(t.value()));
+        } else {
+            tok.emplace(dk_llama2::tokenizer::synthetic(V));
+        }
+        auto cfg = dk_llama2::tiny_config(V);
         cfg.shared_classifier = false;  // a shared one makes random weights repeat the last token
         auto ck = dk_llama2::parse_checkpoint(dk_llama2::make_random_checkpoint(cfg, 2024));
         model.emplace(std::move(ck.value()));
-        tok.emplace(dk_llama2::tokenizer::synthetic(400));
-        model_name = "random-weight tiny model";
+        model_name =
+            "random-weight tiny model, vocabulary " + std::to_string(V) +
+            (o.tokenizer.empty() ? std::string(" (synthetic tokenizer)") : " of " + o.tokenizer);
     }
     dk_llama2::model& m = *model;
     const std::vector<token_id> prompt = tok->encode(o.prompt, true, false);
@@ -375,10 +478,73 @@ int main(int argc, char** argv) {
         m.logits(std::span(&warm, 1), row);
     }
 
+    // ---- the regex constraint (--regex)
+#ifdef DK_HAVE_REGEX
+    std::optional<dk_regex::regex_constraint> constraint;
+    if (o.regex) {
+        auto c = dk_regex::regex_constraint::compile(*o.regex, dk_regex::llama2_vocabulary(*tok));
+        if (!c) {
+            std::fprintf(stderr, "decodekit-demo: --regex: %s\n", c.error().c_str());
+            return 2;
+        }
+        constraint.emplace(std::move(c.value()));
+    }
+#endif
+
     // ---- strategies
     std::vector<run_result> results;
     for (const auto& s : strategies) {
         run_result r;
+#ifdef DK_HAVE_REGEX
+        if (constraint && max_new > 0) {
+            // The sampler applies the constraint (sampling_params::constraint) and queries it only
+            // where the law needs it: greedy walks down from the top; sampling is min-p then
+            // temperature (llama.cpp order, min-p first): the highest allowed token sets the
+            // threshold and only the tokens above it are queried (at most 1 / min-p of them),
+            // unless --top-k / --top-p are given (top-k first queries its k best allowed tokens;
+            // top-p first needs every token's verdict).
+            dk::sampling_params sp;
+            char how[128] = "greedy";
+            if (s == "sample") {
+                sp.temperature = o.temperature;
+                sp.top_k = o.top_k_set ? o.top_k : 0;
+                sp.top_p = o.top_p_set ? o.top_p : 1.f;
+                sp.min_p = o.min_p;
+                sp.seed = o.seed;
+                std::snprintf(how, sizeof how, "temperature %g, top-k %d, top-p %g, min-p %g",
+                              double(sp.temperature), sp.top_k, double(sp.top_p), double(sp.min_p));
+            } else {
+                sp.temperature = 0.f;
+            }
+            if (auto problem = sp.check()) {
+                std::fprintf(stderr, "decodekit-demo: %s\n", problem->c_str());
+                return 2;
+            }
+            r = timed(s.c_str(), m, [&](run_result& rr) {
+                const auto g = dk_regex::generate(m, prompt, *constraint, sp,
+                                                  {.max_new_tokens = std::size_t(max_new)});
+                rr.tokens = g.tokens;
+                rr.stop_reason = dk::to_string(g.reason);
+                rr.stats.ttft_s = g.stats.time_to_first_token;
+                rr.regex = regex_figures{.complete = g.complete,
+                                         .queries = g.queries,
+                                         .extension_checks = g.extension_checks,
+                                         .per_token = g.queries_per_step(),
+                                         .vocab_fraction = g.query_fraction()};
+                char note[320];
+                std::snprintf(note, sizeof note,
+                              "%s; regex %s, stop %s; %.2f constraint queries per token (%.3f%% "
+                              "of the %zu-token vocabulary) over %zu steps",
+                              how, g.complete ? "matched in full" : "NOT matched in full",
+                              rr.stop_reason.c_str(), g.queries_per_step(),
+                              g.query_fraction() * 100, g.vocab_size, g.steps);
+                rr.stats.note = note;
+            });
+            finish_stats(r.stats, r.tokens.size());
+            results.push_back(std::move(r));
+            continue;
+        }
+#endif
         if (s == "greedy" || s == "sample") {
             if (max_new == 0) continue;
             // decodekit::generate: one cached model call per token through decodekit::sampler
@@ -403,6 +569,7 @@ int main(int argc, char** argv) {
             r = timed(s.c_str(), m, [&](run_result& rr) {
                 const auto res = dk::generate(m, prompt, gp);
                 rr.tokens = res.tokens;
+                rr.stop_reason = dk::to_string(res.reason);
                 rr.stats.ttft_s = res.stats.time_to_first_token;
                 if (s == "sample") {
                     char note[160];
@@ -422,6 +589,7 @@ int main(int argc, char** argv) {
                 bp.eos_ids = {dk_llama2::bos_id, dk_llama2::eos_id};
                 const auto res = dk::beam_search(m, prompt, bp);
                 rr.tokens = res.tokens;  // the best hypothesis (EOS excluded)
+                rr.stop_reason = dk::to_string(res.reason);
                 char note[128];
                 std::snprintf(note, sizeof note,
                               "beam width %d, length penalty 1, score %.3f; %zu steps", o.beams,
@@ -439,6 +607,7 @@ int main(int argc, char** argv) {
                 cp.eos_ids = {dk_llama2::bos_id, dk_llama2::eos_id};
                 const auto res = dk::contrastive_search(m, prompt, cp);
                 rr.tokens = res.tokens;
+                rr.stop_reason = dk::to_string(res.reason);
                 rr.stats.note = "top-k 4, alpha 0.6";
             });
             r.stats.streamed = false;
@@ -452,6 +621,7 @@ int main(int argc, char** argv) {
                 dp.eos_ids = {dk_llama2::bos_id, dk_llama2::eos_id};
                 const auto res = dk::dola_decode(m, prompt, dp);
                 rr.tokens = res.tokens;
+                rr.stop_reason = dk::to_string(res.reason);
                 rr.stats.note =
                     "premature layers: high range, relative top 0.1, repetition penalty 1.2, "
                     "greedy";
@@ -498,6 +668,7 @@ int main(int argc, char** argv) {
                                   layer, m.num_layers());
                 }
                 rr.tokens = res.tokens;
+                rr.stop_reason = dk::to_string(res.reason);
                 rr.stats.ttft_s = res.stats.time_to_first_token;
                 rr.stats.acceptance = res.stats.acceptance_rate();
                 char note[256];
@@ -522,7 +693,7 @@ int main(int argc, char** argv) {
     for (const auto& r : results) {
         const std::string text = o.prompt + tok->decode(r.tokens, prompt.back());
         if (o.json) {
-            print_json(r, text);
+            print_json(r, text, o.regex.value_or(""));
             continue;
         }
         std::printf("=== %s ===\n", r.strategy.c_str());

@@ -336,6 +336,7 @@ public:
         ++counters_.calls;
         error_.clear();
         const std::size_t V = vocab_size(), H = num_heads(), R = requests.size();
+        if (R == 0) return;  // nothing to compute (out may be empty: no pointer arithmetic on it)
         if (out.size() / V / H < R) {
             set_error("head_logits: output span too small: need " + std::to_string(R) + " x " +
                       std::to_string(H) + " rows");

@@ -2,13 +2,11 @@
 // (examples/mtp/prompts_eval.txt, none used in training): acceptance of the first draft token
 // (DeepSeek-V3's "second token": the first is the target's own), per draft position and overall,
 // greedy and sampled at temperature 0.8; emitted tokens per target call; and wall-clock tokens/s
-// of MTP speculative decoding against plain greedy decoding (medians of --reps runs), two ways:
-//   - speculative_decode + mtp_module_proposer: today's loop verifies with logits only, so each
-//     round the proposer recomputes h(0, i) (one extra cached token forward);
-//   - "verify with hidden": a greedy loop here that verifies with logits_and_hidden and hands the
-//     hidden row of the last verified position to the proposer (what an engine-driven stepper
-//     does): one main call + k module calls per round. Its tokens are checked against greedy's.
-// Both verify the k + 1 positions of a round with the backend as it is: one token forward each.
+// of MTP speculative decoding (speculative_decode + mtp_module_proposer) against plain greedy
+// decoding (medians of --reps runs). speculative_decode verifies a round's k + 1 positions in one
+// logits_and_hidden call (the backend computes them together, matrix-matrix) and hands the hidden
+// row of the last verified position to the proposer: a round costs one main call + k module
+// steps (the first round one more main call, for h(0, i) of the prompt).
 #include <decodekit/decodekit.hpp>
 #include <llama2/llama2.hpp>
 
@@ -34,63 +32,6 @@ double median(std::vector<double> v) {
 }
 
 const std::vector<token_id> stops = {dk_llama2::bos_id, dk_llama2::eos_id};
-bool is_stop(token_id t) { return t == dk_llama2::bos_id || t == dk_llama2::eos_id; }
-
-/// Greedy MTP speculative decoding verifying with logits_and_hidden: the proposer gets the
-/// hidden row of the last verified position from the verification call itself.
-std::vector<token_id> greedy_with_hidden(dk_llama2::model& m,
-                                         dk::mtp_module_proposer<dk_llama2::model>& draft,
-                                         const std::vector<token_id>& prompt, std::size_t max_new,
-                                         std::size_t k, dk::speculative_stats& st) {
-    const std::size_t V = m.vocab_size(), D = m.hidden_size();
-    std::vector<float> rows((k + 1) * V), hidden((k + 1) * D), h(D);
-    std::vector<token_id> ctx = prompt, out;
-    dk::draft_buffer drafts;
-    // Prefill: the first token and h(0, last prompt position).
-    const dk::sequence_request pre{ctx, 1, 0};
-    m.logits_and_hidden(std::span(&pre, 1), std::span(rows).first(V), std::span(hidden).first(D));
-    ++st.target_calls;
-    token_id next = token_id(dk::kernels::argmax(std::span<const float>(rows).first(V)));
-    std::copy_n(hidden.begin(), D, h.begin());
-    for (;;) {
-        // next: the target's token for position ctx.size(); h: h(0, ctx.size() - 1).
-        if (is_stop(next)) break;
-        ctx.push_back(next);
-        out.push_back(next);
-        if (out.size() >= max_new) break;
-        drafts.clear();
-        draft.propose(dk::draft_request{ctx, std::min(k, max_new - out.size()), {}, prompt.size()},
-                      h, drafts);
-        st.draft_calls += drafts.model_calls;
-        const std::size_t g = drafts.tokens.size(), base = ctx.size();
-        ctx.insert(ctx.end(), drafts.tokens.begin(), drafts.tokens.end());
-        const dk::sequence_request ver{ctx, g + 1, 0};
-        m.logits_and_hidden(std::span(&ver, 1), std::span(rows).first((g + 1) * V),
-                            std::span(hidden).first((g + 1) * D));
-        ++st.target_calls;
-        ctx.resize(base);
-        std::size_t i = 0;
-        bool done = false;
-        for (; i < g && !done; ++i) {  // row i: position base - 1 + i
-            const auto a =
-                token_id(dk::kernels::argmax(std::span<const float>(rows.data() + i * V, V)));
-            ++st.drafted;
-            if (a != drafts.tokens[i]) break;
-            ++st.accepted;
-            done = is_stop(a);
-            if (done) break;
-            ctx.push_back(a);
-            out.push_back(a);
-            done = out.size() >= max_new;
-        }
-        if (done) break;
-        // The target's token after the accepted drafts, and the hidden row before it.
-        next = token_id(dk::kernels::argmax(std::span<const float>(rows.data() + i * V, V)));
-        std::copy_n(hidden.begin() + std::ptrdiff_t(i * D), D, h.begin());
-    }
-    st.emitted = out.size();
-    return out;
-}
 
 struct prompt_set {
     std::vector<std::string> text;
@@ -243,28 +184,6 @@ int main(int argc, char** argv) {
                           k);
             report(name, total, sampled ? 0 : double(total.emitted) / median(times));
         }
-        // Greedy, verifying with logits_and_hidden (no extra main forward per round).
-        dk::speculative_stats total;
-        std::vector<double> times;
-        for (std::size_t rep = 0; rep < reps; ++rep) {
-            total = {};
-            total.drafted_at.assign(k, 0);
-            total.accepted_at.assign(k, 0);
-            const auto t0 = clock_type::now();
-            for (std::size_t p = 0; p < ps.tokens.size(); ++p) {
-                m.clear_cache();
-                dk::mtp_module_proposer<dk_llama2::model> draft(m, greedy_proc);
-                dk::speculative_stats s;
-                const auto out = greedy_with_hidden(m, draft, ps.tokens[p], max_new, k, s);
-                if (out != greedy[p]) all_equal = false;
-                add(total, s);
-            }
-            times.push_back(seconds_since(t0));
-        }
-        char name[64];
-        std::snprintf(name, sizeof name, "greedy, verify with hidden, k = %zu", k);
-        total.drafted_at.clear();  // per-position counts are not kept by this loop
-        report(name, total, double(total.emitted) / median(times));
     }
     std::printf(
         "\nacc@j = accepted / verified drafts at draft position j (acc@1: the second token "

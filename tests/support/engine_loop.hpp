@@ -2,9 +2,9 @@
 /// \file engine_loop.hpp
 /// A minimal continuous-batching loop for tests: steppers of any strategy join at given engine
 /// steps; each engine step shuffles the live steppers, groups their next_call()s by (model,
-/// kind, layers, heads), makes ONE model call per group with every stepper's sequences
-/// concatenated (slots renamed: slot_base + local slot), splits the rows back and advances each
-/// stepper. What an inference engine does, minus scheduling policy.
+/// kind, layers, heads), makes ONE model call per group with every stepper's sequences (and
+/// MTP module steps) concatenated (slots renamed: slot_base + local slot), splits the rows back and
+/// advances each stepper. What an inference engine does, minus scheduling policy.
 
 #include "dk_test.hpp"
 
@@ -96,6 +96,10 @@ public:
     std::size_t model_calls() const noexcept { return model_calls_; }
     std::size_t draft_calls() const noexcept { return draft_calls_; }
     std::size_t largest_batch() const noexcept { return largest_; }
+    /// Model calls of one kind (any model).
+    std::size_t calls_of(decodekit::call_kind k) const noexcept {
+        return calls_of_kind_[std::size_t(k)];
+    }
 
 private:
     const void* model_of(const engine_job& j, const decodekit::model_call& c) const {
@@ -106,15 +110,22 @@ private:
     void call_group(const std::vector<std::size_t>& members) {
         std::vector<decodekit::model_call> calls;
         std::vector<decodekit::sequence_request> merged;
+        std::vector<decodekit::mtp_request> merged_mtp;
         for (std::size_t i : members) {
             calls.push_back(jobs_[i].next_call());
             for (auto r : calls.back().requests) {
                 r.slot += jobs_[i].slot_base;
                 merged.push_back(r);
             }
+            for (auto q : calls.back().mtp) {
+                q.slot += jobs_[i].slot_base;
+                merged_mtp.push_back(q);
+            }
         }
         decodekit::model_call c = calls.front();
         c.requests = merged;
+        c.mtp = merged_mtp;
+        ++calls_of_kind_[std::size_t(c.kind)];
         largest_ = std::max(largest_, members.size());
         const void* m = model_of(jobs_[members.front()], c);
         if (m == static_cast<const void*>(target_)) {
@@ -153,6 +164,7 @@ private:
     std::vector<engine_job> jobs_;
     std::vector<float> logits_, hidden_;
     std::size_t calls_ = 0, model_calls_ = 0, draft_calls_ = 0, largest_ = 0;
+    std::size_t calls_of_kind_[8] = {};
 };
 
 }  // namespace dk_test

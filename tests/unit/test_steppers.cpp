@@ -279,6 +279,70 @@ TEST_CASE("steppers: one draft-model call per draft position serves every specul
     }
 }
 
+TEST_CASE("steppers: one MTP module call per draft position serves every speculating request",
+          "[steppers][speculative][mtp]") {
+    toy_model m(tc);
+    REQUIRE(m.mtp_depth() >= 1);
+    const basic_processing greedy{.temperature = 0.f};
+    using mp = mtp_module_proposer<toy_model>;
+    static_assert(stepwise_proposer<mp> && target_hidden_proposer<mp>);
+    constexpr std::size_t n = 5;
+    const speculative_params sp{.max_new_tokens = 17, .draft_length = 3};
+    std::vector<std::vector<token_id>> prompts;
+    std::vector<speculative_result> alone;
+    std::size_t sum_module_steps = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        prompts.push_back({token_id(i), token_id(3 * i % 16), 5, token_id(i % 4)});
+        mp p(m, greedy);
+        basic_processing proc = greedy;
+        m.reset_counters();
+        alone.push_back(speculative_decode(m, p, prompts[i], sp, proc));
+        sum_module_steps += m.mtp_log.size();
+    }
+    REQUIRE(sum_module_steps > 2 * n);
+    std::vector<std::unique_ptr<mp>> proposers;
+    std::vector<basic_processing> procs(n, greedy);
+    std::vector<std::unique_ptr<speculative_stepper<mp, basic_processing>>> st;
+    engine_loop<toy_model> loop(m, nullptr, 11);
+    for (std::size_t i = 0; i < n; ++i) {
+        proposers.push_back(std::make_unique<mp>(m, greedy));
+        st.push_back(std::make_unique<speculative_stepper<mp, basic_processing>>(
+            sp, 16, prompts[i], *proposers[i], procs[i]));
+        loop.add(job_of(*st[i], i % 2));
+    }
+    m.reset_counters();
+    loop.run();
+    for (std::size_t i = 0; i < n; ++i) {
+        const auto r = st[i]->result();
+        CHECK(r.tokens == alone[i].tokens);
+        CHECK(r.stats.draft_calls == alone[i].stats.draft_calls);
+        CHECK(r.stats.accepted == alone[i].stats.accepted);
+    }
+    // every module step was computed once, in fewer calls than steps (batched across requests)
+    CHECK(m.mtp_log.size() == sum_module_steps);
+    CHECK(loop.calls_of(call_kind::mtp_logits) < sum_module_steps);
+    CHECK(loop.calls_of(call_kind::mtp_logits) > 0);
+}
+
+TEST_CASE("mtp_module_proposer: a short hidden row ends the round's drafting",
+          "[steppers][speculative][mtp]") {
+    toy_model m(tc);
+    const basic_processing greedy{.temperature = 0.f};
+    mtp_module_proposer<toy_model> p(m, greedy);
+    const std::vector<token_id> ctx = {1, 2, 3};
+    draft_buffer out;
+    p.begin(draft_request{ctx, 3, rng_key{}, 3}, out);
+    REQUIRE(p.draft_call().kind == call_kind::logits_and_hidden);  // no handed-over h(0, i)
+    const std::vector<float> row(16, 0.f), hidden(m.hidden_size(), 0.f);
+    p.advance(row, hidden, out);
+    REQUIRE(p.draft_call().kind == call_kind::mtp_logits);
+    CHECK(p.draft_call().mtp.size() == 1);
+    CHECK(p.draft_call().hidden_rows() == 1);
+    p.advance(row, std::span<const float>(hidden).first(1), out);  // short: drafting ends
+    CHECK(p.draft_call().empty());
+    CHECK(out.tokens.empty());
+}
+
 TEST_CASE("steppers: beam parent indices replay to the same sequences and hypotheses",
           "[steppers][beam]") {
     toy_model m(tc);
@@ -710,6 +774,14 @@ struct two_then_done {
         return c.generated() < 2 && t < 4;
     }
 };
+/// two_then_done counting its queries in a counter shared by its copies.
+struct counted_two_then_done {
+    std::size_t* queries;
+    bool allowed(token_id t, const processor_context& c) const {
+        ++*queries;
+        return c.generated() < 2 && t < 4;
+    }
+};
 }  // namespace
 
 TEST_CASE("steppers: a constraint that allows nothing more ends with constraint_done",
@@ -735,6 +807,31 @@ TEST_CASE("steppers: a constraint that allows nothing more ends with constraint_
     });
     CHECK(generate(dead, prompt, {.sampling = {.temperature = 0.f}}).reason ==
           stop_reason::no_valid_token);
+}
+
+TEST_CASE("steppers: generate and DoLa count the sampler's constraint queries",
+          "[steppers][constraint]") {
+    toy_model m(tc);
+    const std::vector<token_id> prompt = {9, 9};
+    for (float temperature : {0.f, 1.f}) {
+        INFO("temperature " << temperature);
+        std::size_t n = 0;
+        generate_params p{.sampling = {.temperature = temperature}, .max_new_tokens = 8};
+        p.sampling.constraint = counted_two_then_done{&n};
+        const auto r = generate(m, prompt, p);
+        CHECK(r.reason == stop_reason::constraint_done);
+        CHECK(n > 0);
+        CHECK(r.stats.constraint_queries == n);
+        std::size_t nd = 0;
+        dola_params d{.max_new_tokens = 8};
+        d.sampling.temperature = temperature;
+        d.sampling.constraint = counted_two_then_done{&nd};
+        const auto rd = dola_decode(m, prompt, d);
+        CHECK(nd > 0);
+        CHECK(rd.stats.constraint_queries == nd);
+    }
+    // without a constraint: none
+    CHECK(generate(m, prompt, {.max_new_tokens = 4}).stats.constraint_queries == 0);
 }
 
 TEST_CASE("steppers: the MTP-module proposer drafts from the verify call's hidden row",

@@ -131,6 +131,8 @@ struct generation_stats {
     std::size_t drafted_tokens = 0;                   ///< draft tokens proposed
     std::size_t accepted_tokens = 0;                  ///< draft tokens accepted
     std::vector<double> acceptance_by_position = {};  ///< acceptance rate at draft position i
+    // constrained decoding (generate and DoLa with sampling_params::constraint; 0 elsewhere)
+    std::size_t constraint_queries = 0;  ///< the sampler's constraint queries, summed over steps
 
     /// accepted / drafted (0 when nothing was drafted).
     double acceptance_rate() const noexcept {

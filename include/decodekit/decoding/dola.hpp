@@ -285,6 +285,7 @@ public:
                                                  .step = out_.size(),
                                                  .history = seq_,
                                                  .prompt_length = prompt_length_});
+        queries_ += s.constraint_queries;
         if (!s.ok()) {  // (the stepper's own sampler is never in concurrent use)
             out_.finish(stop_reason_of_no_token(s.status == sample_status::no_allowed_token),
                         on_token);
@@ -323,6 +324,7 @@ public:
         r.no_valid_token = r.reason == stop_reason::no_valid_token;
         r.model_calls = r.stats.model_calls = calls_;
         r.stats.model_rows = calls_ * (J_ + 1);
+        r.stats.constraint_queries = queries_;
         r.stats.finish();
         return r;
     }
@@ -355,6 +357,7 @@ private:
     sequence_output out_;
     sequence_request request_;
     std::size_t calls_ = 0;
+    std::size_t queries_ = 0;  // the sampler's constraint queries
 };
 
 /// Runs DoLa on `model` from `prompt` (needs the layer_logits_model capability), streaming

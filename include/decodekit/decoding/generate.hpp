@@ -147,6 +147,7 @@ public:
         if (s.status == sample_status::concurrent_use) return {.status = step_status::bad_input};
         out_.begin_step();
         ++calls_;
+        queries_ += s.constraint_queries;
         if (!s.ok()) {
             out_.finish(stop_reason_of_no_token(s.status == sample_status::no_allowed_token),
                         on_token);
@@ -181,6 +182,7 @@ public:
         out_.fill(r);
         r.stats.model_calls = calls_;
         r.stats.model_rows = calls_;
+        r.stats.constraint_queries = queries_;
         r.stats.finish();
         return r;
     }
@@ -205,6 +207,7 @@ private:
     sequence_output out_;
     sequence_request request_;
     std::size_t calls_ = 0;
+    std::size_t queries_ = 0;  // the sampler's constraint queries
 };
 
 /// Generates from `prompt` with greedy or sampled decoding, calling `on_token` (signature

@@ -6,7 +6,8 @@
 /// many steppers that share (model, kind, layers) into one model call, giving each stepper's
 /// sequences slots of its own (a stepper numbers its slots from 0; the engine adds an offset),
 /// then hands each stepper its rows: logits rows in request order, `logits_rows()` of them, and
-/// for logits_and_hidden as many hidden rows.
+/// `hidden_rows()` hidden rows (logits_and_hidden, mtp_logits). An mtp_logits call carries its
+/// module steps in `mtp` (not `requests`): the engine concatenates those.
 
 #include <decodekit/config.hpp>
 #include <decodekit/error.hpp>
@@ -25,6 +26,8 @@ enum class call_kind : std::uint8_t {
     logits_and_hidden,  ///< hidden_state_model::logits_and_hidden
     layer_logits,       ///< layer_logits_model::layer_logits with model_call::layers
     head_logits,        ///< multi_token_model::head_logits (model_call::heads rows per request)
+    mtp_logits,         ///< mtp_module_model::mtp_logits on model_call::mtp (one logits row and
+                        ///< one hidden row per module request)
 };
 
 /// Which model a call is for.
@@ -42,10 +45,13 @@ struct model_call {
     std::span<const sequence_request> requests = {};  ///< empty: nothing to compute
     std::span<const int> layers = {};                 ///< layer_logits: layers per position
     std::size_t heads = 0;                            ///< head_logits: rows per request
+    std::span<const mtp_request> mtp = {};  ///< mtp_logits: the module steps (requests empty)
 
-    bool empty() const noexcept { return requests.empty(); }
-    /// Positions the call scores (rows_needed(requests)).
-    std::size_t positions() const noexcept { return rows_needed(requests); }
+    bool empty() const noexcept { return requests.empty() && mtp.empty(); }
+    /// Positions the call scores: rows_needed(requests), or one per module step (mtp_logits).
+    std::size_t positions() const noexcept {
+        return kind == call_kind::mtp_logits ? mtp.size() : rows_needed(requests);
+    }
     /// Logits rows (of vocab_size floats) the call writes.
     std::size_t logits_rows() const noexcept {
         switch (kind) {
@@ -57,9 +63,11 @@ struct model_call {
                 return positions();
         }
     }
-    /// Hidden rows (of hidden_size floats) the call writes: positions() for logits_and_hidden.
+    /// Hidden rows (of hidden_size floats) the call writes: positions() for logits_and_hidden
+    /// and mtp_logits (a module step's h(depth, i)), else 0.
     std::size_t hidden_rows() const noexcept {
-        return kind == call_kind::logits_and_hidden ? positions() : 0;
+        return kind == call_kind::logits_and_hidden || kind == call_kind::mtp_logits ? positions()
+                                                                                     : 0;
     }
 };
 
@@ -101,6 +109,15 @@ bool run_model_call(M& model, const model_call& call, std::span<float> logits,
                 return true;
             } else {
                 raise("run_model_call: the call needs prediction heads (multi_token_model)");
+            }
+        case call_kind::mtp_logits:
+            if constexpr (mtp_module_model<M>) {
+                const std::size_t H = std::size_t(model.hidden_size());
+                if (hidden.size() / (H ? H : 1) < call.hidden_rows()) return false;
+                model.mtp_logits(call.mtp, logits, hidden.first(call.hidden_rows() * H));
+                return true;
+            } else {
+                raise("run_model_call: the call needs MTP modules (mtp_module_model)");
             }
     }
     return false;

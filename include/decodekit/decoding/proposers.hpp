@@ -279,12 +279,16 @@ private:
 /// Sequential multi-token prediction (mtp_module_model): drafts token j of a round with module
 /// mtp_module_for(j, mtp_depth()), from the hidden state the previous step returned (j = 1: the
 /// main model's h(0, i) at the position i before the context's last token) and the token before
-/// the drafted one; one mtp_logits call per draft token. The module's own state, if any, follows
+/// the drafted one; one module step per draft token. The module's own state, if any, follows
 /// `position` (model.hpp); the proposer keeps none between rounds. It is a
 /// target_hidden_proposer (decoding/speculative.hpp): speculative_decode and speculative_stepper
 /// verify with logits_and_hidden and hand it h(0, i) of the last verified position, so a round
 /// costs no main forward beyond its verification (the first round, with no verified position
-/// yet, computes h(0, i) itself). The target must be `model` (the module reads its states).
+/// yet, computes h(0, i) with one logits_and_hidden call over the context without its last
+/// token). It is stepwise: each draft call is one mtp_logits call (model_role::draft, on the
+/// target model, one module step), so an engine batches the module steps of every speculating
+/// request into one call; advance() takes that call's logits and hidden rows. The target must be
+/// `model` (the module reads its states).
 template <mtp_module_model Model, distribution_processing Processing = basic_processing>
 class mtp_module_proposer {
 public:
@@ -296,9 +300,30 @@ public:
           opt_(options),
           depth_(std::size_t(model.mtp_depth())),
           hidden_size_(std::size_t(model.hidden_size())),
-          row_(std::size_t(model.vocab_size())) {
+          row_(std::size_t(model.vocab_size())),
+          h_(hidden_size_),
+          call_h_(hidden_size_) {
         if (depth_ == 0)
             raise("mtp_module_proposer: the model has no MTP module (mtp_depth() == 0)");
+    }
+    mtp_module_proposer(const mtp_module_proposer& o) { *this = o; }
+    mtp_module_proposer& operator=(const mtp_module_proposer& o) {
+        model_ = o.model_, proc_ = o.proc_, opt_ = o.opt_, depth_ = o.depth_;
+        hidden_size_ = o.hidden_size_, row_ = o.row_, h_ = o.h_, call_h_ = o.call_h_;
+        given_h_ = o.given_h_, given_for_ = o.given_for_, given_last_ = o.given_last_;
+        ext_ = o.ext_, req_ = o.req_, phase_ = o.phase_, j_ = o.j_;
+        rebind();  // the pending call points into this object, not into o
+        return *this;
+    }
+    mtp_module_proposer(mtp_module_proposer&& o) noexcept { *this = std::move(o); }
+    mtp_module_proposer& operator=(mtp_module_proposer&& o) noexcept {
+        model_ = o.model_, proc_ = std::move(o.proc_), opt_ = o.opt_, depth_ = o.depth_;
+        hidden_size_ = o.hidden_size_, row_ = std::move(o.row_), h_ = std::move(o.h_);
+        call_h_ = std::move(o.call_h_), given_h_ = std::move(o.given_h_);
+        given_for_ = o.given_for_, given_last_ = o.given_last_, ext_ = std::move(o.ext_);
+        req_ = o.req_, phase_ = o.phase_, j_ = o.j_;
+        rebind();
+        return *this;
     }
 
     std::size_t vocab_size() const { return std::size_t(model_->vocab_size()); }
@@ -313,61 +338,117 @@ public:
         given_last_ = context.empty() ? -1 : context.back();
     }
 
-    /// Drafts up to r.max_tokens tokens from `hidden` = h(0, i), i = r.context.size() - 2: the
-    /// main model's hidden state at the position before the context's last token, as the forward
-    /// that verified (or prefilled) that token returned it from logits_and_hidden. This is the
-    /// entry of a loop that verifies with logits_and_hidden: a round then costs no main forward
-    /// beyond the verification. Proposes nothing when r.context has fewer than 2 tokens or
-    /// hidden.size() != hidden_size().
-    void propose(const draft_request& r, std::span<const float> hidden, draft_buffer& out) {
+    /// Starts drafting a round of up to r.max_tokens tokens (stepwise_proposer): from h(0, i)
+    /// handed over by observe_target_hidden() for this context (used once), else the round's
+    /// first call computes it (logits_and_hidden over the context without its last token, slot
+    /// options.slot; with the target's slot a caching backend recomputes one position). Nothing
+    /// is drafted when r.context has fewer than 2 tokens or r.max_tokens is 0.
+    void begin(const draft_request& r, draft_buffer& out) {
+        req_ = r;
         out.has_distributions = opt_.mode == draft_mode::sample;
-        if (r.context.size() < 2 || hidden.size() != hidden_size_) return;
+        phase_ = phase::idle;
+        j_ = 1;
+        if (r.context.size() < 2 || out.tokens.size() >= r.max_tokens) return;
         ext_.assign(r.context.begin(), r.context.end());
-        h_.assign(hidden.begin(), hidden.end());
-        next_h_.resize(hidden_size_);
-        for (std::size_t j = 1; out.tokens.size() < r.max_tokens; ++j) {
-            const mtp_request q{std::span<const float>(h_), ext_.back(), mtp_module_for(j, depth_),
-                                ext_.size() - 1, opt_.slot};
-            model_->mtp_logits(std::span<const mtp_request>(&q, 1), std::span<float>(row_),
-                               std::span<float>(next_h_));
-            ++out.model_calls;
-            if (!detail::draft_one(std::span<const float>(row_), r, out, proc_, opt_, ext_)) break;
-            h_.swap(next_h_);
-        }
-    }
-
-    /// The draft_proposer entry: drafts from h(0, i) handed over by observe_target_hidden() for
-    /// this context (used once), else first computes it with one logits_and_hidden call over the
-    /// context without its last token (slot options.slot; with the target's slot a caching
-    /// backend recomputes one position), counted in out.model_calls: the first round of
-    /// speculative_decode, or a loop that verifies with logits only. Nothing is called when
-    /// r.max_tokens is 0.
-    void propose(const draft_request& r, draft_buffer& out) {
-        out.has_distributions = opt_.mode == draft_mode::sample;
-        if (r.context.size() < 2 || r.max_tokens == 0) return;
         if (given_for_ == r.context.size() && given_last_ == r.context.back() &&
             given_h_.size() == hidden_size_) {
-            given_for_ = 0;                                     // used once
-            propose(r, std::span<const float>(given_h_), out);  // handed over by the verify call
+            given_for_ = 0;  // used once
+            h_.assign(given_h_.begin(), given_h_.end());
+            phase_ = phase::module;
+        } else {
+            phase_ = phase::prefill;
+        }
+        rebind();
+    }
+    /// The round's next call: the prefill (logits_and_hidden, one position) or one module step
+    /// (mtp_logits); empty when drafting is over.
+    model_call draft_call() const noexcept {
+        switch (phase_) {
+            case phase::prefill:
+                return {.kind = call_kind::logits_and_hidden,
+                        .model = model_role::draft,
+                        .requests = std::span<const sequence_request>(&prefill_, 1)};
+            case phase::module:
+                return {.kind = call_kind::mtp_logits,
+                        .model = model_role::draft,
+                        .mtp = std::span<const mtp_request>(&step_, 1)};
+            default:
+                return {};
+        }
+    }
+    /// Consumes draft_call()'s rows (one logits row, one hidden row): the prefill's h(0, i), or
+    /// a module step's logits (the next draft token, or the end of drafting: q empty or under
+    /// min_confidence, the budget reached) and h(depth, i). Short rows end drafting.
+    void advance(std::span<const float> rows, std::span<const float> hidden, draft_buffer& out) {
+        if (phase_ == phase::idle) return;
+        const std::size_t V = row_.size();
+        ++out.model_calls;
+        if (rows.size() < V || hidden.size() < hidden_size_) {
+            phase_ = phase::idle;
             return;
         }
-        hidden_row_.resize(hidden_size_);
-        const sequence_request req{r.context.first(r.context.size() - 1), 1, opt_.slot};
-        model_->logits_and_hidden(std::span<const sequence_request>(&req, 1),
-                                  std::span<float>(row_), std::span<float>(hidden_row_));
-        ++out.model_calls;
-        propose(r, std::span<const float>(hidden_row_), out);
+        if (phase_ == phase::module) {
+            if (!detail::draft_one(rows.first(V), req_, out, proc_, opt_, ext_) ||
+                out.tokens.size() >= req_.max_tokens) {
+                phase_ = phase::idle;
+                return;
+            }
+            ++j_;
+        }
+        h_.assign(hidden.begin(), hidden.begin() + std::ptrdiff_t(hidden_size_));
+        phase_ = phase::module;
+        rebind();
+    }
+    /// stepwise_proposer's advance without hidden rows: drafting cannot go on, so it ends.
+    void advance(std::span<const float> rows, draft_buffer& out) { advance(rows, {}, out); }
+    /// The model draft_call() runs on (the target itself).
+    Model& draft_model() const noexcept { return *model_; }
+
+    /// Drafts up to r.max_tokens tokens from `hidden` = h(0, i), i = r.context.size() - 2: the
+    /// main model's hidden state at the position before the context's last token, as the forward
+    /// that verified (or prefilled) that token returned it from logits_and_hidden: one module
+    /// call per draft token, no main forward. Proposes nothing when r.context has fewer than 2
+    /// tokens or hidden.size() != hidden_size().
+    void propose(const draft_request& r, std::span<const float> hidden, draft_buffer& out) {
+        out.has_distributions = opt_.mode == draft_mode::sample;
+        if (hidden.size() != hidden_size_) return;
+        observe_target_hidden(hidden, r.context);
+        propose(r, out);
+    }
+    /// The draft_proposer entry: the stepwise calls run on the model here (the same drafts).
+    void propose(const draft_request& r, draft_buffer& out) {
+        begin(r, out);
+        while (phase_ != phase::idle) {
+            run_model_call(*model_, draft_call(), std::span<float>(row_),
+                           std::span<float>(call_h_));
+            advance(std::span<const float>(row_), std::span<const float>(call_h_), out);
+        }
     }
 
 private:
-    Model* model_;
+    enum class phase : std::uint8_t { idle, prefill, module };
+    /// Points the pending call at this object's buffers.
+    void rebind() noexcept {
+        if (phase_ == phase::prefill)
+            prefill_ = {std::span<const token_id>(ext_).first(ext_.size() - 1), 1, opt_.slot};
+        else if (phase_ == phase::module)
+            step_ = {std::span<const float>(h_), ext_.back(), mtp_module_for(j_, depth_),
+                     ext_.size() - 1, opt_.slot};
+    }
+
+    Model* model_ = nullptr;
     Processing proc_;
     draft_options opt_;
-    std::size_t depth_, hidden_size_;
-    std::vector<float> row_, h_, next_h_, hidden_row_, given_h_;
+    std::size_t depth_ = 0, hidden_size_ = 0;
+    std::vector<float> row_, h_, call_h_, given_h_;
     std::size_t given_for_ = 0;  // context size given_h_ belongs to (0: none)
     token_id given_last_ = -1;   // and the context's last token (a cheap consistency check)
     std::vector<token_id> ext_;
+    draft_request req_{};
+    phase phase_ = phase::idle;
+    std::size_t j_ = 1;  // the draft token the next module step predicts (1-based)
+    sequence_request prefill_{};
+    mtp_request step_{};
 };
 
 /// Prompt lookup / n-gram drafting: for n = max_n down to min_n, find the most recent earlier

@@ -773,7 +773,7 @@ public:
                                                          std::span<const float> hidden = {},
                                                          OnToken&& on_token = {}) {
         if (done()) return {.status = step_status::finished};
-        if (stage_ == stage::propose) return draft_step(rows);
+        if (stage_ == stage::propose) return draft_step(rows, hidden);
         const std::size_t n = drafts_.tokens.size() + 1;
         if (rows.size() / V_ < n || (H_ > 0 && hidden.size() / H_ < n) ||
             (!masks_.empty() && masks_.size() < n * kernels::bitmask_words(V_)))
@@ -850,13 +850,21 @@ private:
         }
         end_proposal();
     }
-    /// One draft call's rows into the stepwise proposer.
-    step_events draft_step(std::span<const float> rows) {
+    /// One draft call's rows (and hidden rows, for a call that returns them) into the stepwise
+    /// proposer.
+    step_events draft_step(std::span<const float> rows, std::span<const float> hidden) {
         if constexpr (stepwise_proposer<Proposer>) {
             const model_call c = proposer_->draft_call();
             if (rows.size() / V_ < c.logits_rows()) return {.status = step_status::bad_input};
-            out_.begin_step();
-            proposer_->advance(rows.first(c.logits_rows() * V_), drafts_);
+            if constexpr (requires { proposer_->advance(rows, hidden, drafts_); }) {
+                const std::size_t H = proposer_->hidden_size(), nh = c.hidden_rows() * H;
+                if (hidden.size() < nh) return {.status = step_status::bad_input};
+                out_.begin_step();
+                proposer_->advance(rows.first(c.logits_rows() * V_), hidden.first(nh), drafts_);
+            } else {
+                out_.begin_step();
+                proposer_->advance(rows.first(c.logits_rows() * V_), drafts_);
+            }
             if (proposer_->draft_call().empty()) end_proposal();
             return out_.events();
         } else {
@@ -1027,15 +1035,19 @@ requires(draft_proposer<Proposer> || stepwise_proposer<Proposer>) speculative_re
                        OnToken&& on_token = {}) {
     const std::size_t V = std::size_t(target.vocab_size());
     speculative_stepper<Proposer, Processing> st(params, V, prompt, proposer, processing);
-    std::vector<float> rows((params.max_draft_length + 1) * V), draft_rows;
+    std::vector<float> rows((params.max_draft_length + 1) * V), draft_rows, draft_hidden;
     std::vector<float> hidden((params.max_draft_length + 1) * st.hidden_size());
     while (!st.done()) {
         const model_call c = st.next_call();
         if (c.model == model_role::draft) {
             if constexpr (stepwise_proposer<Proposer>) {
                 if (draft_rows.size() < c.logits_rows() * V) draft_rows.resize(c.logits_rows() * V);
-                run_model_call(proposer.draft_model(), c, draft_rows);
-                st.advance(draft_rows, {}, on_token);
+                if (c.hidden_rows() > 0) {
+                    if constexpr (requires { proposer.hidden_size(); })
+                        draft_hidden.resize(c.hidden_rows() * proposer.hidden_size());
+                }
+                run_model_call(proposer.draft_model(), c, draft_rows, draft_hidden);
+                st.advance(draft_rows, draft_hidden, on_token);
             }
         } else {
             run_model_call(target, c, rows, hidden);
