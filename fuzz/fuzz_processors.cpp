@@ -7,7 +7,10 @@
 /// sequences) driven through a history_tracker over a sequence of history changes (append,
 /// cut back, replace, prompt change, rewrite + reset, fork), against the free functions on the
 /// same history, with touched() covering every changed id and apply() reading no undeclared one.
-/// A mismatch aborts. Input: [processor][vocab][row][history][arguments].
+/// Mode 9: Hugging Face's processors (forced BOS / EOS, suppress tokens at begin, exponential
+/// decay length penalty, sequence bias, prefix-constrained allowed sets) driven the same way,
+/// against naive oracles of HF's rules; invalid configurations must be exactly those check()
+/// rejects. A mismatch aborts. Input: [processor][vocab][row][history][arguments].
 
 #include <decodekit/decodekit.hpp>
 
@@ -15,6 +18,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <set>
 #include <span>
 #include <vector>
@@ -118,6 +122,7 @@ void run_incremental(FuzzedDataProvider& in, const P& proto, Ref ref, std::vecto
         l.p.apply(std::span<float>(got), c);
         ref(std::span<float>(want), c);
         check_rows(got, want, "processor type vs free function");
+        if (!l.p.sparse()) continue;  // dense: it may touch any id
         std::vector<char> m(vocab, 0);
         dk::token_sink sink(
             [](void* ctx, token_id t) noexcept {
@@ -125,7 +130,7 @@ void run_incremental(FuzzedDataProvider& in, const P& proto, Ref ref, std::vecto
                 if (t >= 0 && std::size_t(t) < v.size()) v[std::size_t(t)] = 1;
             },
             &m);
-        if (l.p.sparse()) l.p.touched(c, sink);
+        l.p.touched(c, sink);
         std::vector<float> sparse(vocab, dk_fuzz::nan);
         for (std::size_t i = 0; i < vocab; ++i)
             if (m[i]) sparse[i] = row[i];
@@ -136,6 +141,186 @@ void run_incremental(FuzzedDataProvider& in, const P& proto, Ref ref, std::vecto
                               i);
             else
                 DK_FUZZ_CHECK(same(want[i], row[i]), "id %zu changed but not declared", i);
+        }
+    }
+}
+
+/// Naive forcing: every entry -inf, the forced ids in [0, V) 0.
+void naive_force(std::span<float> y, const std::vector<token_id>& ids) {
+    for (float& v : y) v = -inf;
+    for (token_id t : ids)
+        if (valid_id(t, y.size())) y[std::size_t(t)] = 0.f;
+}
+
+/// Naive sequence bias: HF's mapping (first place, last bias), the one-token bias first, then
+/// the longer sequences in order, summed, then added; a -inf bias bans.
+void naive_sequence_bias(std::span<float> y, std::span<const token_id> h,
+                         const std::vector<dk::sequence_bias>& list) {
+    std::vector<dk::sequence_bias> dict;
+    for (const auto& s : list) {
+        auto it = std::find_if(dict.begin(), dict.end(),
+                               [&](const dk::sequence_bias& d) { return d.tokens == s.tokens; });
+        if (it == dict.end())
+            dict.push_back(s);
+        else
+            it->bias = s.bias;
+    }
+    std::map<token_id, std::pair<float, bool>> sum;
+    auto add = [&](token_id t, float b) {
+        auto& e = sum[t];
+        if (b == -inf)
+            e.second = true;
+        else
+            e.first += b;
+    };
+    for (const auto& s : dict)
+        if (s.tokens.size() == 1) add(s.tokens[0], s.bias);
+    for (const auto& s : dict) {
+        const std::size_t m = s.tokens.size() - 1;
+        if (m == 0 || m > h.size()) continue;
+        if (std::equal(s.tokens.begin(), s.tokens.end() - 1, h.end() - std::ptrdiff_t(m)))
+            add(s.tokens.back(), s.bias);
+    }
+    for (auto [t, e] : sum) {
+        if (!valid_id(t, y.size())) continue;
+        float& v = y[std::size_t(t)];
+        if (e.second)
+            v = -inf;
+        else if (!std::isnan(v) && v != -inf)
+            v = v + e.first;
+    }
+}
+
+/// Hugging Face's processors (mode 9), each against its naive oracle through run_incremental.
+void fuzz_hf(FuzzedDataProvider& in, std::vector<token_id> history, std::size_t prompt,
+             const std::vector<float>& row, std::size_t vocab) {
+    switch (in.ConsumeIntegralInRange<int>(0, 5)) {
+        case 0: {  // forced BOS
+            const token_id bos = dk_fuzz::consume_token(in, vocab);
+            DK_FUZZ_CHECK(dk::forced_bos_processor::check(bos).has_value() == (bos < 0),
+                          "forced_bos check(%d)", int(bos));
+            if (bos < 0) break;
+            run_incremental(
+                in, dk::forced_bos_processor(bos),
+                [&](std::span<float> y, const dk::processor_context& c) {
+                    if (c.history.size() <= c.prompt_length) naive_force(y, {bos});
+                },
+                history, prompt, row, vocab);
+            break;
+        }
+        case 1: {  // forced EOS
+            dk::forced_eos_params p;
+            p.max_length = in.ConsumeIntegralInRange<std::size_t>(0, 40);
+            p.basis = dk::length_basis(in.ConsumeIntegralInRange<int>(0, 2));
+            p.eos_ids = dk_fuzz::consume_tokens(in, vocab, 4);
+            const bool bad = p.max_length == 0 || int(p.basis) > 1 || p.eos_ids.empty();
+            DK_FUZZ_CHECK(p.check().has_value() == bad, "forced_eos check");
+            if (bad) break;
+            run_incremental(
+                in, dk::forced_eos_processor(p),
+                [&](std::span<float> y, const dk::processor_context& c) {
+                    const std::size_t gen =
+                        c.history.size() > c.prompt_length ? c.history.size() - c.prompt_length : 0;
+                    const std::size_t len =
+                        p.basis == dk::length_basis::total ? c.history.size() : gen;
+                    if (len + 1 == p.max_length) naive_force(y, p.eos_ids);
+                },
+                history, prompt, row, vocab);
+            break;
+        }
+        case 2: {  // suppress tokens at begin
+            const auto tokens = dk_fuzz::consume_tokens(in, vocab, 8);
+            const std::size_t at = in.ConsumeIntegralInRange<std::size_t>(0, 3);
+            run_incremental(
+                in, dk::suppress_tokens_at_begin_processor(tokens, at),
+                [&](std::span<float> y, const dk::processor_context& c) {
+                    const std::size_t gen =
+                        c.history.size() > c.prompt_length ? c.history.size() - c.prompt_length : 0;
+                    if (gen != at) return;
+                    for (token_id t : tokens)
+                        if (valid_id(t, y.size())) y[std::size_t(t)] = -inf;
+                },
+                history, prompt, row, vocab);
+            break;
+        }
+        case 3: {  // exponential decay length penalty
+            dk::exponential_decay_params p;
+            p.start = in.ConsumeIntegralInRange<std::size_t>(0, 30);
+            p.decay_factor = in.ConsumeBool() ? double(dk_fuzz::consume_param(in, 0.05f, 4.f))
+                                              : double(dk_fuzz::consume_param(in, 1.f, 1e4f));
+            p.eos_ids = dk_fuzz::consume_tokens(in, vocab, 4);
+            const bool bad =
+                !(p.decay_factor > 0.0) || !std::isfinite(p.decay_factor) || p.eos_ids.empty();
+            DK_FUZZ_CHECK(p.check().has_value() == bad, "exponential_decay check");
+            if (bad) break;
+            run_incremental(
+                in, dk::exponential_decay_processor(p),
+                [&](std::span<float> y, const dk::processor_context& c) {
+                    const std::size_t gen =
+                        c.history.size() > c.prompt_length ? c.history.size() - c.prompt_length : 0;
+                    if (gen <= p.start) return;
+                    // float(m) as IEEE rounds it (a double past float's range becomes +inf)
+                    const float m = float(std::pow(p.decay_factor, double(gen - p.start)) - 1.0);
+                    std::set<token_id> ids(p.eos_ids.begin(), p.eos_ids.end());  // each once
+                    for (token_id t : ids) {
+                        if (!valid_id(t, y.size())) continue;
+                        float& v = y[std::size_t(t)];
+                        if (std::isnan(v) || std::isinf(v) || v == 0.f || m == 0.f) continue;
+                        volatile float pen = std::fabs(v) * m;  // HF: float32 product, then sum
+                        v = v + pen;
+                    }
+                },
+                history, prompt, row, vocab);
+            break;
+        }
+        case 4: {  // sequence bias
+            std::vector<dk::sequence_bias> list(in.ConsumeIntegralInRange<std::size_t>(0, 6));
+            for (auto& s : list) {
+                s.tokens = dk_fuzz::consume_tokens(in, vocab, 4);
+                s.bias = dk_fuzz::consume_param(in, -8.f, 8.f);
+            }
+            const bool bad = std::any_of(list.begin(), list.end(), [](const auto& s) {
+                return s.tokens.empty() || std::isnan(s.bias);
+            });
+            DK_FUZZ_CHECK(dk::sequence_bias_processor::check(list).has_value() == bad,
+                          "sequence_bias check");
+            if (bad) break;
+            run_incremental(
+                in, dk::sequence_bias_processor(list),
+                [&](std::span<float> y, const dk::processor_context& c) {
+                    naive_sequence_bias(y, c.history, list);
+                },
+                history, prompt, row, vocab);
+            break;
+        }
+        default: {  // prefix-constrained: an allowed list per history length modulo 3
+            std::vector<std::vector<token_id>> sets(3);
+            for (auto& s : sets) s = dk_fuzz::consume_tokens(in, vocab, 8);
+            if (in.ConsumeBool()) {  // the large-list path (> 256 ids)
+                for (std::size_t i = 0; i < 300; ++i)
+                    sets[0].push_back(token_id((i * 7919u + 13u) % (vocab + 2)) - 1);
+            }
+            const int unrestricted = in.ConsumeIntegralInRange<int>(0, 3);  // 3: never
+            auto fn = [sets, unrestricted](const dk::processor_context& c,
+                                           std::vector<token_id>& allowed) {
+                const std::size_t k = c.history.size() % 3;
+                if (int(k) == unrestricted) return false;
+                allowed = sets[k];
+                return true;
+            };
+            run_incremental(
+                in, dk::prefix_constrained_processor(fn),
+                [&](std::span<float> y, const dk::processor_context& c) {
+                    const std::size_t k = c.history.size() % 3;
+                    if (int(k) == unrestricted) return;
+                    std::vector<char> ok(y.size(), 0);
+                    for (token_id t : sets[k])
+                        if (valid_id(t, y.size())) ok[std::size_t(t)] = 1;
+                    for (std::size_t i = 0; i < y.size(); ++i)
+                        if (!ok[i]) y[i] = -inf;
+                },
+                history, prompt, row, vocab);
+            break;
         }
     }
 }
@@ -151,7 +336,7 @@ void stretch(std::vector<token_id>& h, std::size_t n) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     FuzzedDataProvider in(data, size);
-    const int which = in.ConsumeIntegralInRange<int>(0, 8);
+    const int which = in.ConsumeIntegralInRange<int>(0, 9);
     std::size_t vocab = in.ConsumeIntegralInRange<std::size_t>(0, 64);
     if (in.ConsumeIntegralInRange<int>(0, 15) == 0)
         vocab = in.ConsumeIntegralInRange<std::size_t>(0, 140000);
@@ -384,6 +569,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                     break;
                 }
             }
+            break;
+        }
+        case 9: {                                             // Hugging Face's processors
+            if (history.size() > 3000) history.resize(3000);  // the naive oracles are O(N)
+            const std::size_t prompt = in.ConsumeIntegralInRange<std::size_t>(0, history.size());
+            fuzz_hf(in, history, prompt, before, vocab);
             break;
         }
     }

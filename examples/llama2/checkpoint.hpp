@@ -1,10 +1,10 @@
 #pragma once
 /// \file llama2/checkpoint.hpp
 /// Loader (and a tiny writer, for tests) of Karpathy's llama2.c checkpoint format, legacy
-/// "version 0" export: 7 int32 header fields, then float32 weights (layout in
-/// ../shared/models/README.md). Every size is validated against the header before anything is
-/// read: truncated, oversized or corrupt files are rejected with a message, never read out of
-/// bounds. No exceptions are used (the examples build with -fno-exceptions too).
+/// "version 0" export: 7 int32 header fields, then float32 weights (layout: layout_of() below).
+/// Every size is validated against the header before anything is read: truncated, oversized or
+/// corrupt files are rejected with a message, never read out of bounds. No exceptions are used
+/// (the examples build with -fno-exceptions too).
 
 #include <array>
 #include <cmath>

@@ -187,10 +187,23 @@ DECODEKIT_END_NAMESPACE
 /// true bound (best sum / max_length^lp when lp > 0), so it returns the exact n-best of the
 /// sequences the beam kept. At max_new_tokens, running beams become hypotheses.
 /// All running beams (every group) go to the model in one call, slot = beam index.
-/// Special rows: a beam whose row has no valid entry (all -inf / NaN) ends; when no running beam
-/// of a group has one, its running beams become hypotheses with reason no_valid_token (their
-/// tokens so far), so a model of NaN rows gives one empty hypothesis and
-/// stop_reason::no_valid_token.
+/// Processors (beam_search_params::processing, decoding/row_processors.hpp): every beam has its
+/// own processor state (a processor_pipeline following that beam's history); a new beam takes a
+/// copy of its parent's (the fork), so penalties, no_repeat_ngram, banned sequences and
+/// min_new_tokens see each beam's own tokens. They run on each beam's LOGITS row, and the
+/// log-softmax of the processed row is the beam's logprob (the scores are log-probabilities of
+/// the processed distribution, as a sampler with the same processors draws from). Hugging Face
+/// runs its processors on the log-softmax instead and does not renormalise; we process logits
+/// because then a processor means the same thing in every strategy (CTRL's repetition penalty
+/// divides positive logits, which log-probabilities never are), num_beams = 1 equals greedy
+/// generate() with the same processors, and the scores of different beams stay comparable
+/// log-probabilities. The two agree on which tokens are banned (-inf) and differ in the scores
+/// of the others; beam_processor_input::logprobs gives Hugging Face's behaviour for parity.
+/// min_new_tokens holds EOS (suppressed) and stop sequences / stop strings (not matched before that
+/// many tokens), decoding/contract.hpp's rule. Special rows: a beam whose row has no valid entry
+/// (all -inf / NaN) ends; when no running beam of a group has one, its running beams become
+/// hypotheses with reason no_valid_token (their tokens so far), so a model of NaN rows gives one
+/// empty hypothesis and stop_reason::no_valid_token.
 
 // ---- begin decodekit/decoding/contract.hpp
 /// \file decoding/contract.hpp
@@ -223,10 +236,20 @@ DECODEKIT_END_NAMESPACE
 /// sequence. EOS is held by suppression (the sampler's min_new_tokens sets the EOS logits to
 /// -inf, so it cannot be drawn); a stop sequence or stop string completing at a token whose count
 /// is below min_new_tokens is ignored (its text is released as ordinary text) and matching goes
-/// on. The strategies that draw through a decodekit::sampler take it from their sampling params
-/// (generate_params::sampling.min_new_tokens, dola_params::sampling.min_new_tokens); beam search,
-/// contrastive search and speculative decoding have no min_new_tokens (their stops are never
-/// held).
+/// on. Every strategy takes it from the sampling_params that configure its processors:
+/// generate_params::sampling, dola_params::sampling, beam_search_params::processing,
+/// contrastive_params::processing (the EOS ids to suppress default to the strategy's eos_ids),
+/// and for speculative decoding the sampler of its sampler_processing (whose eos_ids must list
+/// speculative_params::eos_ids).
+///
+/// ## Processors (every strategy, one pipeline)
+/// Logits processors (penalties, no_repeat_ngram, banned tokens and sequences, logit biases,
+/// min_new_tokens, DRY, user processors) are one type, processor_pipeline
+/// (sampling/processing.hpp), with per-sequence state that follows the history
+/// (processors/history.hpp). generate and DoLa run it inside their sampler (DoLa: on the contrast
+/// scores, after its own repetition penalty); beam search runs one per beam on the beam's logits
+/// row (a new beam forks its parent's); contrastive search on each step's row before the top-k;
+/// speculative decoding inside its processing, position by position with the accepted history.
 ///
 /// ## Streaming (every strategy)
 /// A callback `bool(const token_event&)` or `bool(token_id)` (or returning void) sees every
@@ -764,3706 +787,55 @@ bool run_model_call(M& model, const model_call& call, std::span<float> logits,
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/decoding/model_call.hpp
-// ---- begin decodekit/decoding/stop.hpp
-/// \file decoding/stop.hpp
-/// Token-level stop conditions shared by every strategy: EOS ids and stop sequences, checked on
-/// generated tokens only (decoding/contract.hpp has the rules). Negative EOS ids are accepted and
-/// ignored (no generated token is negative), as sampling_params accepts them.
+// ---- begin decodekit/decoding/row_processors.hpp
+/// \file decoding/row_processors.hpp
+/// The processors of the strategies that score logits rows themselves (beam search, contrastive
+/// search). They are configured as a sampling_params of which only the processor fields are read
+/// (allowed / banned tokens, logit biases, min_new_tokens with eos_ids, penalties, DRY,
+/// no_repeat_ngram_size, banned_sequences, user processors): the request parameters an engine
+/// already has, and the same processor_pipeline (sampling/processing.hpp) a sampler runs, so a
+/// processor behaves the same in every strategy. The fields such a strategy cannot honour
+/// (temperature, truncation, user steps, a constraint, logprob extras) are rejected up front
+/// with a message naming the field, rather than silently ignored. The EOS ids of min_new_tokens
+/// and banned_sequences default to the strategy's eos_ids when the processing's are empty.
 
-
-#include <algorithm>
-#include <cstddef>
-#include <optional>
-#include <span>
-#include <string>
-#include <string_view>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-namespace detail {
-/// First problem with stop conditions (an empty stop sequence or a negative id in one), named
-/// "<owner>.stop_sequences"; nullopt when valid. EOS ids are never a problem: negative ones are
-/// ignored (they cannot be generated).
-inline std::optional<std::string> check_stop_conditions(
-    std::string_view owner, std::span<const token_id> /*eos_ids*/,
-    std::span<const std::vector<token_id>> stop_sequences = {}) {
-    const std::string o(owner);
-    for (const auto& s : stop_sequences) {
-        if (s.empty()) return o + ".stop_sequences: every sequence must be non-empty";
-        for (token_id t : s)
-            if (t < 0) return range_message(o + ".stop_sequences", "non-negative ids", double(t));
-    }
-    return std::nullopt;
-}
-}  // namespace detail
-
-/// EOS ids and stop sequences, usable by any driver. Borrows the spans (they must outlive it).
-class stop_checker {
-public:
-    explicit stop_checker(std::span<const token_id> eos_ids,
-                          std::span<const std::vector<token_id>> stop_sequences = {}) noexcept
-        : eos_(eos_ids), stop_(stop_sequences) {}
-    /// True when t is an EOS id.
-    bool is_eos(token_id t) const noexcept {
-        return std::find(eos_.begin(), eos_.end(), t) != eos_.end();
-    }
-    /// True when `generated` ends with one of the stop sequences (generated tokens only).
-    bool ends_with_stop_sequence(std::span<const token_id> generated) const noexcept {
-        for (const auto& s : stop_)
-            if (s.size() <= generated.size() &&
-                std::equal(s.begin(), s.end(), generated.end() - std::ptrdiff_t(s.size())))
-                return true;
-        return false;
-    }
-    /// True when `generated` followed by `next` ends with one of the stop sequences.
-    bool completes_stop_sequence(std::span<const token_id> generated,
-                                 token_id next) const noexcept {
-        for (const auto& s : stop_)
-            if (!s.empty() && s.back() == next && s.size() - 1 <= generated.size() &&
-                std::equal(s.begin(), s.end() - 1, generated.end() - std::ptrdiff_t(s.size() - 1)))
-                return true;
-        return false;
-    }
-    /// True when there is at least one stop sequence.
-    bool has_stop_sequences() const noexcept { return !stop_.empty(); }
-
-private:
-    std::span<const token_id> eos_;
-    std::span<const std::vector<token_id>> stop_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/decoding/stop.hpp
-// ---- begin decodekit/decoding/stop_strings.hpp
-/// \file decoding/stop_strings.hpp
-/// Text-level stop strings: the engine's detokenizer turns each generated token into bytes, and
-/// a stop_string_matcher finds a stop string that may span any number of tokens while releasing
-/// text as early as it is safe to stream.
+// ---- begin decodekit/sampling/params.hpp
+/// \file sampling/params.hpp
+/// sampling_params: everything a sampler is configured with, as one aggregate with defaults
+/// (designated-initializer friendly), validated once by check() / validate().
 ///
-/// Release rule: after each token, every byte is released except (a) the longest suffix of the
-/// text that is a proper prefix of some stop string (it may still become a stop string) and (b)
-/// an incomplete UTF-8 sequence at the end (a multi-byte character split across tokens). Held
-/// bytes are released as soon as they can no longer begin a stop string (the match failed) or
-/// complete their character. On a match, the text up to the start of the stop string is
-/// released; the stop string and anything after it never are. Among stop strings completing in
-/// the same token, the one that ends first in the text wins (ties: the longest); so of "ab" and
-/// "abc", "ab" always stops first. At the end of generation, flush() releases what is held.
-/// Bytes that are not valid UTF-8 are released as they are (never held forever).
+/// The processing order is data (`order`): processors first (allowed set, banned tokens, logit
+/// bias, min length, penalties, DRY, no-repeat-ngram, banned sequences, and user processors at
+/// chosen positions), then the truncation steps in the order of the preset (and user steps at
+/// chosen positions), then the draw. Temperature is a step too: steps before it see the
+/// distribution at temperature 1, steps after it the tempered one.
 ///
-/// Matching is one Knuth-Morris-Pratt automaton per stop string: O(bytes x stop strings) per
-/// token, O(stop strings) state. Limits (checked by the params' check()): at most
-/// max_stop_strings strings of 1 to max_stop_string_bytes bytes each.
+// clang-format off
+/// Presets (docs/semantics.md#presets; a disabled step is skipped):
+///   - hf        : temperature, top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, xtc,
+///                 mirostat
+///   - llama_cpp : top_n_sigma, top_k, typical, epsilon, eta, top_p, min_p, xtc, temperature,
+///                 mirostat
+///   - vllm      : temperature, min_p, top_k, top_p, typical, epsilon, eta, top_n_sigma, xtc,
+///                 mirostat
+///   - custom    : `custom_order` (each step at most once; steps not listed are not applied)
+// clang-format on
+/// The default is llama_cpp (temperature last: truncation runs on the raw logits and temperature
+/// only touches the survivors, the fastest order). Presets choose the order only; the other
+/// switches (top_k_ties, min_p_space, min_keep) are separate fields.
+
+
+// ---- begin decodekit/processors/bias.hpp
+/// \file processors/bias.hpp
+/// Logit bias, banned tokens and an allowed-token set.
 ///
-/// The detokenizer must be a pure function of the token id (beam search calls it for candidate
-/// tokens too) returning the token's bytes; the view must stay valid until the next call. Engines
-/// whose tokenizer has context-dependent pieces (a leading space after BOS) pass the bytes they
-/// would print.
-
-
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-#include <functional>
-#include <memory>
-#include <optional>
-#include <span>
-#include <string>
-#include <string_view>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// The engine's detokenizer: token id -> its bytes (valid until the next call).
-using detokenize_fn = std::function<std::string_view(token_id)>;
-
-/// Most stop strings a request may have.
-inline constexpr std::size_t max_stop_strings = 64;
-/// Longest stop string, in bytes.
-inline constexpr std::size_t max_stop_string_bytes = 256;
-
-namespace detail {
-/// First problem with stop strings (too many, empty, too long, no detokenizer), fields named
-/// "<owner>.stop_strings" / "<owner>.detokenize"; nullopt when valid.
-inline std::optional<std::string> check_stop_strings(std::string_view owner,
-                                                     std::span<const std::string> strings,
-                                                     bool has_detokenizer) {
-    const std::string o(owner);
-    if (strings.size() > max_stop_strings)
-        return range_message(o + ".stop_strings", "at most 64 strings", double(strings.size()));
-    for (const auto& s : strings)
-        if (s.empty() || s.size() > max_stop_string_bytes)
-            return range_message(o + ".stop_strings", "strings of 1 to 256 bytes",
-                                 double(s.size()));
-    if (!strings.empty() && !has_detokenizer)
-        return o + ".detokenize must be set when stop_strings is not empty";
-    return std::nullopt;
-}
-
-/// Length of an incomplete UTF-8 sequence at the end of `s` (0 to 3 bytes): a lead byte
-/// followed by fewer continuation bytes than it announces. Invalid bytes count as complete.
-inline std::size_t incomplete_utf8_tail(std::string_view s) noexcept {
-    const std::size_t n = s.size();
-    for (std::size_t back = 1; back <= 4 && back <= n; ++back) {
-        const auto c = static_cast<unsigned char>(s[n - back]);
-        if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
-        const std::size_t need = (c & 0xE0) == 0xC0   ? 2
-                                 : (c & 0xF0) == 0xE0 ? 3
-                                 : (c & 0xF8) == 0xF0 ? 4
-                                                      : 1;  // ASCII or an invalid lead
-        return back < need ? back : 0;
-    }
-    return 0;  // only continuation bytes (invalid): release them
-}
-}  // namespace detail
-
-/// A compiled, immutable set of stop strings (the KMP failure tables), shared by matchers.
-class stop_string_set {
-public:
-    explicit stop_string_set(std::span<const std::string> strings)
-        : strings_(strings.begin(), strings.end()) {
-        fail_.resize(strings_.size());
-        for (std::size_t i = 0; i < strings_.size(); ++i) {
-            const std::string& s = strings_[i];
-            std::vector<std::uint16_t>& f = fail_[i];
-            f.assign(s.size() + 1, 0);  // f[q]: longest proper border of s[0, q)
-            std::size_t k = 0;
-            for (std::size_t q = 1; q < s.size(); ++q) {
-                while (k > 0 && s[q] != s[k]) k = f[k];
-                if (s[q] == s[k]) ++k;
-                f[q + 1] = std::uint16_t(k);
-            }
-        }
-    }
-    std::size_t size() const noexcept { return strings_.size(); }
-    const std::string& operator[](std::size_t i) const noexcept { return strings_[i]; }
-    /// The automaton of string i: from state q (matched prefix length), read byte c.
-    std::size_t next(std::size_t i, std::size_t q, char c) const noexcept {
-        const std::string& s = strings_[i];
-        if (q == s.size()) q = fail_[i][q];  // a full match continues from its border
-        while (q > 0 && s[q] != c) q = fail_[i][q];
-        return s[q] == c ? q + 1 : 0;
-    }
-    /// The longest proper prefix of string i that state q leaves as a suffix of the text (q
-    /// itself, or the border of a full match).
-    std::size_t held_prefix(std::size_t i, std::size_t q) const noexcept {
-        return q == strings_[i].size() ? fail_[i][q] : q;
-    }
-
-private:
-    std::vector<std::string> strings_;
-    std::vector<std::vector<std::uint16_t>> fail_;
-};
-
-/// Stop-string matching and safe text release for one sequence. Copyable (beam search forks it
-/// with its beam): the compiled set is shared, the state is O(stop strings + held bytes).
-class stop_string_matcher {
-public:
-    /// No stop strings: text passes through, only incomplete UTF-8 is held.
-    stop_string_matcher() = default;
-    explicit stop_string_matcher(std::span<const std::string> stop_strings)
-        : set_(stop_strings.empty() ? nullptr
-                                    : std::make_shared<const stop_string_set>(stop_strings)),
-          state_(stop_strings.size(), 0) {}
-
-    /// What push() released.
-    struct released {
-        std::string_view text;  ///< bytes now safe to stream (valid until the next call)
-        bool matched = false;   ///< a stop string completed: text ends right before it
-    };
-
-    /// Appends one token's bytes. `stops_active` false (before min_new_tokens): a completed stop
-    /// string is ignored and its bytes are released as ordinary text. After a match, further
-    /// pushes release nothing.
-    released push(std::string_view bytes, bool stops_active = true) {
-        buf_.erase(0, released_);
-        released_ = 0;
-        if (matched_) return {{}, true};
-        const std::size_t old = buf_.size();
-        buf_.append(bytes.data(), bytes.size());
-        std::size_t hold = 0;  // longest suffix that is a proper prefix of a stop string
-        if (set_) {
-            for (std::size_t pos = old; pos < buf_.size(); ++pos) {
-                std::size_t best_len = 0;  // a stop string ending at pos (the longest)
-                for (std::size_t i = 0; i < set_->size(); ++i) {
-                    state_[i] = std::uint16_t(set_->next(i, state_[i], buf_[pos]));
-                    if (state_[i] == (*set_)[i].size())
-                        best_len = std::max<std::size_t>(best_len, state_[i]);
-                }
-                if (best_len > 0 && stops_active) {
-                    matched_ = true;
-                    released_ = buf_.size();  // everything is consumed by the next call
-                    return {std::string_view(buf_).substr(0, pos + 1 - best_len), true};
-                }
-            }
-            for (std::size_t i = 0; i < set_->size(); ++i)
-                hold = std::max(hold, set_->held_prefix(i, state_[i]));
-        }
-        std::size_t end = buf_.size() - std::min(hold, buf_.size());
-        end -= detail::incomplete_utf8_tail(std::string_view(buf_).substr(0, end));
-        released_ = end;
-        return {std::string_view(buf_).substr(0, end), false};
-    }
-
-    /// Releases every held byte (the end of generation without a match). The view directly
-    /// follows the last push()'s text in the same buffer. Nothing after a match.
-    std::string_view flush() noexcept {
-        if (matched_) return {};
-        const std::size_t from = released_;
-        released_ = buf_.size();
-        for (auto& q : state_) q = 0;
-        return std::string_view(buf_).substr(from);
-    }
-
-    /// True once a stop string matched.
-    bool matched() const noexcept { return matched_; }
-    /// Bytes currently held back (not yet released).
-    std::size_t held() const noexcept { return matched_ ? 0 : buf_.size() - released_; }
-
-private:
-    std::shared_ptr<const stop_string_set> set_;
-    std::vector<std::uint16_t> state_;  // per stop string: matched prefix length
-    std::string buf_;                   // [released by the last call | held]
-    std::size_t released_ = 0;
-    bool matched_ = false;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/decoding/stop_strings.hpp
-// ---- begin decodekit/kernels/reduce.hpp
-/// \file kernels/reduce.hpp
-/// max, argmax, sum, logsumexp over a logits row (SIMD, one streaming pass each; logsumexp two).
-/// Semantics: kernels/reference.hpp (the scalar reference these equal: max/argmax exactly, sum
-/// and logsumexp within 1e-6 relative). No random numbers are consumed.
-///
-/// Passes over the row: max 1, argmax 1 (+ a rescan of one 512-entry block), sum 1,
-/// logsumexp 2 (max; fused exp-and-sum). Rows with NaN, +inf or no valid entry take a simple
-/// (slower, exact) path detected from the first pass.
-///
-/// max, argmax, exp_sum and logsumexp also take a token_bitmask (kernels/mask.hpp): the mask is
-/// read inside the same passes (a disallowed entry is -inf there), no separate pass.
-
-// ---- begin decodekit/kernels/mask.hpp
-/// \file kernels/mask.hpp
-/// Token bitmasks in the layout grammar engines emit (xgrammar, llguidance): 32-bit words, bit
-/// i % 32 of word i / 32 set when token i is allowed. The view, its coverage rule, counting the
-/// allowed tokens and applying a mask to a row in place (SIMD).
-///
-/// Coverage rule (every masked kernel): a token the mask has no bit for (i >= size, or a word
-/// past words.size()) is disallowed; bits at or past size, and past the row, are ignored. So a
-/// short mask never reads past its end and never allows more than it says; check() reports it
-/// as mask_status::short_mask, which callers turn into their own status.
-///
-/// The masked kernels (max, argmax, exp_sum, logsumexp, softmax, top_k, filter_at_least,
-/// filter_min_p, draw_temperature) read the mask inside their passes: a disallowed entry is
-/// -inf there, with no separate pass over the row. Their result equals the unmasked kernel on
-/// a copy of the row with apply_token_bitmask_inplace applied (argmax: see its comment).
-
-// ---- begin decodekit/simd/xsimd_compat.hpp
-/// \file simd/xsimd_compat.hpp
-/// The only header that names xsimd. A tiny shim over the API differences between
-/// xsimd 8.1 (Debian 12) and xsimd 14 (vcpkg, Conan):
-///   8.1: hadd, no reduce_max/reduce_min, no batch_bool::mask()
-///   >= 9: reduce_add/reduce_max/reduce_min; >= 10: batch_bool::mask(); hadd later removed.
-/// Everything here is a template on the architecture tag `A` so translation units built with
-/// different -m flags never merge one symbol (the SIMD ODR hazard).
-
-
-#include <xsimd/xsimd.hpp>
-
-#include <bit>
-#include <cstddef>
-#include <cstdint>
-#include <cstring>
-#include <type_traits>
-
-#ifndef XSIMD_VERSION_MAJOR
-#error "decodekit: could not determine the xsimd version"
-#endif
-#if XSIMD_VERSION_MAJOR < 8 || (XSIMD_VERSION_MAJOR == 8 && XSIMD_VERSION_MINOR < 1)
-#error "decodekit needs xsimd 8.1 or newer"
-#endif
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace simd {
-
-/// The architecture decodekit kernels use unless told otherwise: the best one the compiler
-/// flags of this translation unit enable (xsimd::default_arch).
-using default_arch = xsimd::default_arch;
-
-/// Every architecture the compiler flags of this translation unit enable (for tests).
-using supported_architectures = xsimd::supported_architectures;
-
-template <class A>
-using batch = xsimd::batch<float, A>;
-template <class A>
-using batch_bool = xsimd::batch_bool<float, A>;
-template <class A>
-using ibatch = xsimd::batch<std::int32_t, A>;
-template <class A>
-using dbatch = xsimd::batch<double, A>;
-
-// Thin wrappers so that kernels never name xsimd (same semantics as the xsimd functions).
-
-/// x * y + z per lane (fused where the architecture has FMA).
-template <class A>
-inline batch<A> fma(const batch<A>& x, const batch<A>& y, const batch<A>& z) noexcept {
-    return xsimd::fma(x, y, z);
-}
-/// Per lane: c ? a : b.
-template <class A>
-inline batch<A> select(const batch_bool<A>& c, const batch<A>& a, const batch<A>& b) noexcept {
-    return xsimd::select(c, a, b);
-}
-/// Per-lane maximum (xsimd semantics for NaN; use max_ignore_nan to skip NaN).
-template <class A>
-inline batch<A> max(const batch<A>& a, const batch<A>& b) noexcept {
-    return xsimd::max(a, b);
-}
-/// Per-lane minimum (xsimd semantics for NaN).
-template <class A>
-inline batch<A> min(const batch<A>& a, const batch<A>& b) noexcept {
-    return xsimd::min(a, b);
-}
-/// True if any lane of the mask is set.
-template <class A>
-inline bool any(const batch_bool<A>& b) noexcept {
-    return xsimd::any(b);
-}
-
-/// Number of float lanes of architecture A.
-template <class A>
-inline constexpr std::size_t lanes = xsimd::batch<float, A>::size;
-
-/// Horizontal sum of the lanes.
-template <class A>
-inline float reduce_add(const batch<A>& v) noexcept {
-#if XSIMD_VERSION_MAJOR >= 9
-    return xsimd::reduce_add(v);
-#else
-    return xsimd::hadd(v);
-#endif
-}
-
-/// Horizontal maximum of the lanes (NaN lanes must be removed by the caller).
-template <class A>
-inline float reduce_max(const batch<A>& v) noexcept;
-
-/// Horizontal minimum of the lanes.
-template <class A>
-inline float reduce_min(const batch<A>& v) noexcept {
-#if XSIMD_VERSION_MAJOR >= 9
-    return xsimd::reduce_min(v);
-#else
-    alignas(64) float tmp[lanes<A>];
-    v.store_aligned(tmp);
-    float m = tmp[0];
-    for (std::size_t i = 1; i < lanes<A>; ++i) m = tmp[i] < m ? tmp[i] : m;
-    return m;
-#endif
-}
-
-/// Which x86 register family architecture A uses (0: other / generic code paths).
-template <class A>
-inline constexpr int x86_family =
-#if defined(__AVX512F__)
-    std::is_base_of_v<xsimd::avx512f, A> ? 512 :
-#endif
-#if defined(__AVX__)
-    std::is_base_of_v<xsimd::avx, A> ? 256
-    :
-#endif
-#if defined(__SSE2__)
-    std::is_base_of_v<xsimd::sse2, A> ? 128
-                                      :
-#endif
-                                      0;
-
-template <class A>
-inline float reduce_max(const batch<A>& v) noexcept {
-#if defined(__AVX512F__)
-    if constexpr (x86_family<A> == 512) {
-        const __m512 x = static_cast<__m512>(v);
-        const __m256 h =
-            _mm256_max_ps(_mm512_castps512_ps256(x),
-                          _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
-        __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-        q = _mm_max_ps(q, _mm_movehl_ps(q, q));
-        q = _mm_max_ss(q, _mm_shuffle_ps(q, q, 1));
-        return _mm_cvtss_f32(q);
-    } else
-#endif
-#if defined(__AVX__)
-        if constexpr (x86_family<A> == 256) {
-        const __m256 h = static_cast<__m256>(v);
-        __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-        q = _mm_max_ps(q, _mm_movehl_ps(q, q));
-        q = _mm_max_ss(q, _mm_shuffle_ps(q, q, 1));
-        return _mm_cvtss_f32(q);
-    } else
-#endif
-    {
-#if XSIMD_VERSION_MAJOR >= 9
-        return xsimd::reduce_max(v);
-#else
-        alignas(64) float tmp[lanes<A>];
-        v.store_aligned(tmp);
-        float m = tmp[0];
-        for (std::size_t i = 1; i < lanes<A>; ++i) m = tmp[i] > m ? tmp[i] : m;
-        return m;
-#endif
-    }
-}
-
-/// Bit i set iff lane i of `b` is true (one instruction on x86: kmov / movmskps).
-template <class A>
-inline std::uint64_t to_mask(const batch_bool<A>& b) noexcept {
-#if defined(__AVX512F__)
-    if constexpr (x86_family<A> == 512) {
-        return std::uint64_t(std::uint16_t(static_cast<__mmask16>(b)));
-    } else
-#endif
-#if defined(__AVX__)
-        if constexpr (x86_family<A> == 256) {
-        return std::uint64_t(unsigned(_mm256_movemask_ps(static_cast<__m256>(b))));
-    } else
-#endif
-#if defined(__SSE2__)
-        if constexpr (x86_family<A> == 128) {
-        return std::uint64_t(unsigned(_mm_movemask_ps(static_cast<__m128>(b))));
-    } else
-#endif
-    {
-#if XSIMD_VERSION_MAJOR >= 10
-        return b.mask();
-#else
-        alignas(64) bool tmp[lanes<A>];
-        b.store_aligned(tmp);
-        std::uint64_t m = 0;
-        for (std::size_t i = 0; i < lanes<A>; ++i) m |= std::uint64_t(tmp[i]) << i;
-        return m;
-#endif
-    }
-}
-
-/// Lane j is true iff bit j of `bits` is set (bits at or above lanes<A> are ignored).
-/// AVX-512: the low 16 bits are the kmask itself; AVX2 / SSE2: the bits broadcast, masked by
-/// {1, 2, 4, ...} per lane and compared for equality; other architectures: the same test in
-/// int32 lanes, converted to float lanes and compared with 0. \pre lanes<A> <= 32
-template <class A>
-inline batch_bool<A> lanes_from_bits(std::uint32_t bits) noexcept {
-    static_assert(lanes<A> <= 32, "a 32-bit word holds the bits of one vector");
-#if defined(__AVX512F__)
-    if constexpr (x86_family<A> == 512) {
-        return batch_bool<A>(__mmask16(bits));
-    } else
-#endif
-#if defined(__AVX2__)
-        if constexpr (x86_family<A> == 256) {
-        const __m256i pow2 = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-        const __m256i b = _mm256_and_si256(_mm256_set1_epi32(int(bits)), pow2);
-        return batch_bool<A>(_mm256_castsi256_ps(_mm256_cmpeq_epi32(b, pow2)));
-    } else
-#endif
-#if defined(__SSE2__)
-        if constexpr (x86_family<A> == 128) {
-        const __m128i pow2 = _mm_setr_epi32(1, 2, 4, 8);
-        const __m128i b = _mm_and_si128(_mm_set1_epi32(int(bits)), pow2);
-        return batch_bool<A>(_mm_castsi128_ps(_mm_cmpeq_epi32(b, pow2)));
-    } else
-#endif
-    {
-        alignas(64) std::int32_t pow2[lanes<A>];
-        for (std::size_t j = 0; j < lanes<A>; ++j) pow2[j] = std::int32_t(1u << j);
-        const ibatch<A> b = ibatch<A>(std::int32_t(bits)) & ibatch<A>::load_aligned(pow2);
-        return xsimd::batch_cast<float>(b) != batch<A>(0.f);
-    }
-}
-
-/// The lanes of a packed token bitmask for the vector of entries [i, i + lanes<A>): lane j is
-/// true iff bit (i + j) % 32 of words[(i + j) / 32] is set (the layout of xgrammar and
-/// llguidance). One word read. \pre i % lanes<A> == 0 (the lanes' bits lie in one word),
-/// words[i / 32] readable.
-template <class A>
-inline batch_bool<A> bitmask_lanes(const std::uint32_t* words, std::size_t i) noexcept {
-    return lanes_from_bits<A>(words[i / 32] >> (i % 32));
-}
-
-/// Lane-wise max(acc, x) where a NaN lane of `x` leaves `acc` unchanged (x86 max returns its
-/// second operand when either is NaN). \pre acc has no NaN lane.
-template <class A>
-inline batch<A> max_ignore_nan(const batch<A>& acc, const batch<A>& x) noexcept {
-#if defined(__AVX512F__)
-    if constexpr (x86_family<A> == 512) {
-        return batch<A>(_mm512_max_ps(static_cast<__m512>(x), static_cast<__m512>(acc)));
-    } else
-#endif
-#if defined(__AVX__)
-        if constexpr (x86_family<A> == 256) {
-        return batch<A>(_mm256_max_ps(static_cast<__m256>(x), static_cast<__m256>(acc)));
-    } else
-#endif
-#if defined(__SSE2__)
-        if constexpr (x86_family<A> == 128) {
-        return batch<A>(_mm_max_ps(static_cast<__m128>(x), static_cast<__m128>(acc)));
-    } else
-#endif
-    {
-        return xsimd::select(x > acc, x, acc);
-    }
-}
-
-/// Adds the lanes of `x` into two double accumulators (low half into lo, high half into hi),
-/// so that sums of floats are exact to double precision per element.
-template <class A>
-inline void widen_add(xsimd::batch<double, A>& lo, xsimd::batch<double, A>& hi,
-                      const batch<A>& x) noexcept {
-    using D = xsimd::batch<double, A>;
-#if defined(__AVX512F__)
-    if constexpr (x86_family<A> == 512) {
-        const __m512 v = static_cast<__m512>(x);
-        lo += D(_mm512_cvtps_pd(_mm512_castps512_ps256(v)));
-        hi += D(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
-    } else
-#endif
-#if defined(__AVX__)
-        if constexpr (x86_family<A> == 256) {
-        const __m256 v = static_cast<__m256>(x);
-        lo += D(_mm256_cvtps_pd(_mm256_castps256_ps128(v)));
-        hi += D(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
-    } else
-#endif
-#if defined(__SSE2__)
-        if constexpr (x86_family<A> == 128) {
-        const __m128 v = static_cast<__m128>(x);
-        lo += D(_mm_cvtps_pd(v));
-        hi += D(_mm_cvtps_pd(_mm_movehl_ps(v, v)));
-    } else
-#endif
-    {
-        constexpr std::size_t n = lanes<A>, h = D::size;
-        alignas(64) float f[n];
-        alignas(64) double d[2 * h];
-        x.store_aligned(f);
-        for (std::size_t i = 0; i < 2 * h; ++i) d[i] = i < n ? double(f[i]) : 0.0;
-        lo += D::load_aligned(d);
-        hi += D::load_aligned(d + h);
-    }
-}
-
-/// Horizontal sum of double lanes.
-template <class A>
-inline double reduce_add(const xsimd::batch<double, A>& v) noexcept {
-#if XSIMD_VERSION_MAJOR >= 9
-    return xsimd::reduce_add(v);
-#else
-    return xsimd::hadd(v);
-#endif
-}
-
-/// Compress-store of a (logit, id) pair of batches: writes the lanes of `v` selected by the bit
-/// mask `m` (bit i = lane i), in lane order, to logits_out[0..) and the same lanes of `ids` to
-/// ids_out[0..); returns how many. May write up to lanes<A> entries past the count (callers leave
-/// that room): AVX-512 compresses in registers (vcompressps; not the microcoded memory form) and
-/// stores whole vectors; other architectures walk the set bits.
-template <class A>
-inline std::size_t compress_store(const batch<A>& v, const ibatch<A>& ids, std::uint64_t m,
-                                  float* logits_out, std::int32_t* ids_out) noexcept {
-#if defined(__AVX512F__)
-    if constexpr (x86_family<A> == 512) {
-        const __mmask16 k = __mmask16(m);
-        _mm512_storeu_ps(logits_out, _mm512_maskz_compress_ps(k, static_cast<__m512>(v)));
-        _mm512_storeu_si512(ids_out, _mm512_maskz_compress_epi32(k, static_cast<__m512i>(ids)));
-        return std::size_t(std::popcount(unsigned(k)));
-    } else
-#endif
-    {
-        alignas(64) float f[lanes<A>];
-        alignas(64) std::int32_t d[lanes<A>];
-        v.store_aligned(f);
-        ids.store_aligned(d);
-        std::size_t n = 0;
-        while (m) {
-            const int i = std::countr_zero(m);
-            m &= m - 1;
-            logits_out[n] = f[i];
-            ids_out[n] = d[i];
-            ++n;
-        }
-        return n;
-    }
-}
-
-/// first_id, first_id + 1, ... in the lanes.
-template <class A>
-inline ibatch<A> iota(std::int32_t first_id) noexcept {
-    alignas(64) static constexpr std::int32_t seq[64] = {
-        0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
-        22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43,
-        44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63};
-    static_assert(lanes<A> <= 64);
-    return ibatch<A>::load_aligned(seq) + ibatch<A>(first_id);
-}
-
-/// compress_store of `v` with the ids first_id + lane.
-template <class A>
-inline std::size_t compress_store(const batch<A>& v, std::uint64_t m, std::int32_t first_id,
-                                  float* logits_out, std::int32_t* ids_out) noexcept {
-    return compress_store<A>(v, iota<A>(first_id), m, logits_out, ids_out);
-}
-
-/// compress_store without the values: writes first_id + i for each set bit i of `m`, in order,
-/// to ids_out[0..); returns how many. May write up to lanes<A> entries past the count.
-template <class A>
-inline std::size_t compress_ids(std::uint64_t m, std::int32_t first_id,
-                                std::int32_t* ids_out) noexcept {
-#if defined(__AVX512F__)
-    if constexpr (x86_family<A> == 512) {
-        const __mmask16 k = __mmask16(m);
-        _mm512_storeu_si512(
-            ids_out, _mm512_maskz_compress_epi32(k, static_cast<__m512i>(iota<A>(first_id))));
-        return std::size_t(std::popcount(unsigned(k)));
-    } else
-#endif
-    {
-        std::size_t n = 0;
-        while (m) {
-            ids_out[n++] = first_id + std::countr_zero(m);
-            m &= m - 1;
-        }
-        return n;
-    }
-}
-
-/// Reinterprets float lanes as int32 lanes (and back): xsimd::bitwise_cast, whose template
-/// parameter is the whole batch type up to xsimd 10 and the element type from xsimd 11.
-template <class A>
-inline ibatch<A> as_int(const batch<A>& v) noexcept {
-#if XSIMD_VERSION_MAJOR >= 11
-    return xsimd::bitwise_cast<std::int32_t>(v);
-#else
-    return xsimd::bitwise_cast<ibatch<A> >(v);
-#endif
-}
-template <class A>
-inline batch<A> as_float(const ibatch<A>& v) noexcept {
-#if XSIMD_VERSION_MAJOR >= 11
-    return xsimd::bitwise_cast<float>(v);
-#else
-    return xsimd::bitwise_cast<batch<A> >(v);
-#endif
-}
-
-/// exp(d) for d <= 0 (the max-subtracted logits of a softmax): k = round(d / ln 2) by the
-/// shifter trick, Cody-Waite reduction, the Cephes degree-5 polynomial (relative error below
-/// 1e-7), 2^k from the exponent bits. Returns 0 for d < -87 (below float's normal range; such
-/// entries carry < 1e-37 of the mass) and for NaN lanes (the NaN policy: probability 0), so no
-/// special-value pass is needed. Same operations on every architecture (fused multiply-adds
-/// where the ISA has FMA, separately rounded otherwise).
-template <class A>
-inline batch<A> exp_nonpositive(const batch<A>& d) noexcept {
-    using B = batch<A>;
-    const B lo(-87.f);
-    const B dc = xsimd::max(d, lo);
-    const B shifter(12582912.f + 127.f);  // 1.5 * 2^23 + exponent bias
-    const B t = xsimd::fma(dc, B(1.44269504088896341f), shifter);
-    const B k = t - shifter;  // round(dc / ln 2), exact
-    B r = xsimd::fnma(k, B(0.693359375f), dc);
-    r = xsimd::fnma(k, B(-2.12194440e-4f), r);
-    B q = B(1.9875691500e-4f);
-    q = xsimd::fma(q, r, B(1.3981999507e-3f));
-    q = xsimd::fma(q, r, B(8.3334519073e-3f));
-    q = xsimd::fma(q, r, B(4.1665795894e-2f));
-    q = xsimd::fma(q, r, B(1.6666665459e-1f));
-    q = xsimd::fma(q, r, B(5.0000001201e-1f));
-    const B e = xsimd::fma(q * r, r, r) + B(1.f);
-    const B scale = as_float<A>(as_int<A>(t) << 23);  // (k + 127) << 23 = 2^k
-    return xsimd::select(d >= lo, e * scale, B(0.f));
-}
-
-/// Calls f(A{}) for every architecture in supported_architectures.
-template <class F>
-inline void for_each_arch(F&& f) {
-    supported_architectures::for_each(static_cast<F&&>(f));
-}
-
-}  // namespace simd
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/simd/xsimd_compat.hpp
-
-#include <algorithm>
-#include <bit>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-
-/// Number of 32-bit words a mask over `vocab` tokens needs.
-inline constexpr std::size_t bitmask_words(std::size_t vocab) noexcept { return (vocab + 31) / 32; }
-
-/// A view of a packed token bitmask: `words` (not owned) and the number of tokens `size` it
-/// describes. Aggregate: token_bitmask{.words = w, .size = vocab}.
-struct token_bitmask {
-    std::span<const std::uint32_t> words;
-    std::size_t size = 0;  ///< tokens described; bits at or past it are ignored
-
-    /// Tokens that have a bit: min(size, 32 words.size()).
-    std::size_t covered() const noexcept { return std::min(size, words.size() * 32); }
-    /// True iff token i has a set bit (false past covered()).
-    bool allowed(std::size_t i) const noexcept {
-        return i < covered() && ((words[i / 32] >> (i % 32)) & 1u) != 0;
-    }
-    /// The tokens [first, first + count) as their own mask (token first becomes token 0).
-    /// first must be a multiple of 32 (a mask of whole words); otherwise, or when first is past
-    /// the words, the view covers nothing (every token disallowed; check() reports it).
-    token_bitmask subview(std::size_t first, std::size_t count) const noexcept {
-        if (first % 32 != 0 || first / 32 > words.size()) return {};
-        return {.words = words.subspan(first / 32),
-                .size = std::min(count, size > first ? size - first : 0)};
-    }
-};
-
-/// Whether a mask covers a row of n tokens.
-enum class mask_status : std::uint8_t {
-    ok,          ///< every token of the row has a bit
-    short_mask,  ///< tokens [covered(), n) have no bit: they are treated as disallowed
-};
-
-/// mask_status::ok iff the mask has a bit for each of n tokens.
-inline mask_status check(const token_bitmask& mask, std::size_t n) noexcept {
-    return mask.covered() >= n ? mask_status::ok : mask_status::short_mask;
-}
-
-/// Number of allowed tokens among [0, n) (tokens without a bit count as disallowed).
-inline std::size_t count_allowed(const token_bitmask& mask, std::size_t n) noexcept {
-    const std::size_t c = std::min(n, mask.covered()), full = c / 32;
-    std::size_t total = 0;
-    for (std::size_t w = 0; w < full; ++w) total += std::size_t(std::popcount(mask.words[w]));
-    if (c % 32) total += std::size_t(std::popcount(mask.words[full] & ((1u << (c % 32)) - 1u)));
-    return total;
-}
-
-/// Sets every disallowed entry of `row` to -inf (allowed entries are left as they are, NaN
-/// included); tokens the mask has no bit for are disallowed. Returns check(mask, row.size()).
-/// One pass over the mask; per 32-token word: nothing when all 32 are allowed, -inf stores
-/// without reading the row when none is, else a blend per vector.
-template <class A = simd::default_arch>
-mask_status apply_token_bitmask_inplace(std::span<float> row, const token_bitmask& mask) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    constexpr float ninf = -std::numeric_limits<float>::infinity();
-    const std::size_t n = row.size(), c = std::min(n, mask.covered()), full = c / 32;
-    float* p = row.data();
-    const std::uint32_t* w = mask.words.data();
-    const B minus_inf(ninf);
-    for (std::size_t k = 0; k < full; ++k) {
-        const std::uint32_t bits = w[k];
-        if (bits == ~0u) continue;
-        float* q = p + 32 * k;
-        if (bits == 0) {
-            for (std::size_t j = 0; j < 32; j += L) minus_inf.store_unaligned(q + j);
-            continue;
-        }
-        for (std::size_t j = 0; j < 32; j += L)
-            simd::select<A>(simd::lanes_from_bits<A>(bits >> j), B::load_unaligned(q + j),
-                            minus_inf)
-                .store_unaligned(q + j);
-    }
-    for (std::size_t i = 32 * full; i < c; ++i)
-        if (!((w[i / 32] >> (i % 32)) & 1u)) p[i] = ninf;
-    std::fill(p + c, p + n, ninf);
-    return check(mask, n);
-}
-
-namespace detail {
-
-/// Row-load policies: the kernels' passes are templates on one of these, so each kernel has one
-/// implementation with and without a mask. load(i) is the vector of entries [i, i + L)
-/// (\pre i % L == 0, i + L <= n), at(i) one entry; a masked entry reads as -inf.
-template <class A>
-struct plain_row {
-    static constexpr bool masked = false;
-    const float* p;
-    simd::batch<A> load(std::size_t i) const noexcept {
-        return simd::batch<A>::load_unaligned(p + i);
-    }
-    float at(std::size_t i) const noexcept { return p[i]; }
-};
-
-template <class A>
-struct masked_row {
-    static constexpr bool masked = true;
-    const float* p;
-    const std::uint32_t* words;
-    simd::batch<A> load(std::size_t i) const noexcept {
-        return simd::select<A>(simd::bitmask_lanes<A>(words, i),
-                               simd::batch<A>::load_unaligned(p + i),
-                               simd::batch<A>(-std::numeric_limits<float>::infinity()));
-    }
-    float at(std::size_t i) const noexcept {
-        return ((words[i / 32] >> (i % 32)) & 1u) ? p[i] : -std::numeric_limits<float>::infinity();
-    }
-};
-
-/// The masked row over the tokens the mask covers: the kernels run on x[0, n) with
-/// n = min(x.size(), mask.covered()) (the rest is disallowed, so it never changes a result).
-template <class A>
-masked_row<A> masked(std::span<const float> x, const token_bitmask& mask, std::size_t& n) noexcept {
-    n = std::min(x.size(), mask.covered());
-    return {x.data(), mask.words.data()};
-}
-
-}  // namespace detail
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/mask.hpp
-// ---- begin decodekit/kernels/reference.hpp
-/// \file kernels/reference.hpp
-/// Scalar reference implementations: the executable definition of every kernel's semantics.
-/// The SIMD kernels in kernels/ must equal these (exactly for selections and ids, within a tight
-/// relative tolerance for reductions); tests compare them. Simple, obviously correct, slow.
-///
-/// Special values, for every kernel: NaN entries are ignored (never selected, never drawn,
-/// probability 0); -inf entries have probability 0 and are never selected; +inf entries win:
-/// when any entry is +inf, the distribution is uniform over the +inf entries.
-///
-/// Token bitmasks (kernels/mask.hpp): a masked kernel is the unmasked one on the row with every
-/// disallowed entry at -inf (masked_copy); the masked functions here read the mask entry by
-/// entry (masked_entry) and allocate nothing, except masked_copy.
-
-// ---- begin decodekit/random.hpp
-/// \file random.hpp
-/// Counter-based randomness: Philox4x32-10 (Salmon et al., SC'11) keyed by
-/// (seed, sequence id, step, purpose), so a draw never depends on batch composition, row
-/// order or thread count.
-///
-/// Counter layout (128 bits): ctr = {block index, purpose, step low 32, sequence low 32};
-/// key (64 bits) = seed, with the high 32 bits of step and of sequence folded in by odd
-/// multipliers. Distinct (seed, sequence, step, purpose) below 2^32 in step and sequence give
-/// disjoint streams; each stream has 2^32 blocks of four 32-bit words.
-
-
-#include <array>
-#include <cmath>
-#include <cstdint>
-#include <limits>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// Philox4x32-10: one block of four 32-bit outputs from a 128-bit counter and a 64-bit key.
-/// \post Matches the Random123 known-answer vectors (tests/unit/test_random.cpp).
-constexpr std::array<std::uint32_t, 4> philox4x32_10(std::array<std::uint32_t, 4> ctr,
-                                                     std::array<std::uint32_t, 2> key) noexcept {
-    constexpr std::uint32_t m0 = 0xD2511F53u, m1 = 0xCD9E8D57u;
-    constexpr std::uint32_t w0 = 0x9E3779B9u, w1 = 0xBB67AE85u;
-    for (int round = 0; round < 10; ++round) {
-        const std::uint64_t p0 = std::uint64_t(m0) * ctr[0];
-        const std::uint64_t p1 = std::uint64_t(m1) * ctr[2];
-        ctr = {std::uint32_t(p1 >> 32) ^ ctr[1] ^ key[0], std::uint32_t(p1),
-               std::uint32_t(p0 >> 32) ^ ctr[3] ^ key[1], std::uint32_t(p0)};
-        key[0] += w0;
-        key[1] += w1;
-    }
-    return ctr;
-}
-
-/// What a stream of random numbers is used for; part of the counter so the uses of one
-/// sampling step never share numbers.
-enum class rng_purpose : std::uint32_t {
-    sample = 0,      ///< the categorical draw of a sampling step
-    accept = 1,      ///< speculative acceptance tests
-    residual = 2,    ///< speculative residual / bonus draws
-    filter = 3,      ///< stochastic filters (XTC's coin)
-    gumbel = 4,      ///< per-token noise (Gumbel / exponential race, stochastic beams)
-    draft = 5,       ///< draft-model sampling
-    constraint = 6,  ///< the redraw of a constrained step after its first draw was not allowed
-    user = 0x100,    ///< first value free for callers
-};
-
-/// The key of one sampling step.
-struct rng_key {
-    std::uint64_t seed = 0;
-    std::uint64_t sequence = 0;
-    std::uint64_t step = 0;
-};
-
-/// A stream of 32-bit random words for one (seed, sequence, step, purpose): a small value type;
-/// copying it saves its state, assigning the copy back restores it. Satisfies
-/// std::uniform_random_bit_generator.
-class rng_stream {
-public:
-    using result_type = std::uint32_t;
-
-    constexpr rng_stream() noexcept : rng_stream(rng_key{}, rng_purpose::sample) {}
-    constexpr rng_stream(rng_key k, rng_purpose purpose) noexcept
-        : key_{std::uint32_t(k.seed) ^ std::uint32_t(k.step >> 32) * 0x9E3779B1u,
-               std::uint32_t(k.seed >> 32) ^ std::uint32_t(k.sequence >> 32) * 0x85EBCA77u},
-          ctr_{0u, std::uint32_t(purpose), std::uint32_t(k.step), std::uint32_t(k.sequence)} {}
-
-    static constexpr result_type min() noexcept { return 0; }
-    static constexpr result_type max() noexcept { return std::numeric_limits<result_type>::max(); }
-
-    /// The next 32-bit word.
-    constexpr result_type operator()() noexcept {
-        if (used_ == 4) {
-            block_ = philox4x32_10(ctr_, key_);
-            ++ctr_[0];
-            used_ = 0;
-        }
-        return block_[used_++];
-    }
-
-    /// Uniform float in the open interval (0, 1): ((bits >> 8) + 0.5) * 2^-24.
-    constexpr float uniform_float() noexcept { return (float((*this)() >> 8) + 0.5f) * 0x1p-24f; }
-    /// Uniform double in the open interval (0, 1) from 64 bits (53 used).
-    constexpr double uniform() noexcept {
-        const std::uint64_t hi = (*this)(), lo = (*this)();
-        return (double(((hi << 32) | lo) >> 11) + 0.5) * 0x1p-53;
-    }
-    /// Standard exponential variate, -log1p(-u) in double.
-    double exponential() noexcept { return -std::log1p(-uniform()); }
-    /// Standard Gumbel variate, -log(E).
-    double gumbel() noexcept { return -std::log(exponential()); }
-
-    /// Number of 32-bit words consumed so far (for documenting and testing RNG use).
-    constexpr std::uint64_t words_used() const noexcept {
-        return std::uint64_t(ctr_[0]) * 4 - (4 - used_);
-    }
-
-    friend constexpr bool operator==(const rng_stream&, const rng_stream&) noexcept = default;
-
-private:
-    std::array<std::uint32_t, 2> key_;
-    std::array<std::uint32_t, 4> ctr_;
-    std::array<std::uint32_t, 4> block_{};
-    std::uint32_t used_ = 4;
-};
-
-/// The stream for (key, purpose): the one way decodekit derives randomness.
-constexpr rng_stream make_stream(rng_key k, rng_purpose purpose = rng_purpose::sample) noexcept {
-    return rng_stream(k, purpose);
-}
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/random.hpp
-
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <limits>
-#include <numeric>
-#include <span>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace reference {
-
-inline constexpr float neg_inf = -std::numeric_limits<float>::infinity();
-
-using kernels::token_bitmask;
-
-/// x[i] when the mask allows token i, else -inf (a token without a bit is disallowed).
-inline float masked_entry(std::span<const float> x, const token_bitmask& mask,
-                          std::size_t i) noexcept {
-    return mask.allowed(i) ? x[i] : neg_inf;
-}
-
-/// The row with every disallowed entry at -inf: what a masked kernel sees.
-inline std::vector<float> masked_copy(std::span<const float> x, const token_bitmask& mask) {
-    std::vector<float> y(x.size());
-    for (std::size_t i = 0; i < x.size(); ++i) y[i] = masked_entry(x, mask, i);
-    return y;
-}
-
-/// Largest non-NaN entry; -inf if the span is empty or all NaN.
-inline float max(std::span<const float> x) noexcept {
-    float m = neg_inf;
-    for (float v : x)
-        if (v > m) m = v;
-    return m;
-}
-
-/// Lowest index of the largest non-NaN entry; npos if empty or all NaN.
-inline std::size_t argmax(std::span<const float> x) noexcept {
-    std::size_t best = npos;
-    for (std::size_t i = 0; i < x.size(); ++i)
-        if (!std::isnan(x[i]) && (best == npos || x[i] > x[best])) best = i;
-    return best;
-}
-
-/// Largest allowed non-NaN entry; -inf if there is none. (= max(masked_copy(x, mask)))
-inline float max(std::span<const float> x, const token_bitmask& mask) noexcept {
-    float m = neg_inf;
-    for (std::size_t i = 0; i < x.size(); ++i) m = std::max(m, masked_entry(x, mask, i));
-    return m;
-}
-
-/// Lowest index of the largest allowed non-NaN entry; npos if no allowed entry is non-NaN. A
-/// disallowed entry is never returned (argmax(masked_copy(x, mask)) would return the first
-/// disallowed entry of a row whose allowed entries are all -inf).
-inline std::size_t argmax(std::span<const float> x, const token_bitmask& mask) noexcept {
-    std::size_t best = npos;
-    for (std::size_t i = 0; i < x.size(); ++i)
-        if (mask.allowed(i) && !std::isnan(x[i]) && (best == npos || x[i] > x[best])) best = i;
-    return best;
-}
-
-/// Sum of the entries in double (the read floor's work).
-inline double sum(std::span<const float> x) noexcept {
-    double s = 0;
-    for (float v : x) s += v;
-    return s;
-}
-
-/// Max and normaliser of the tempered distribution.
-struct softmax_stats {
-    float max;   ///< largest non-NaN logit (-inf if none)
-    double sum;  ///< sum over entries of exp((x_i - max) / T); 0 if no entry has probability
-};
-
-/// Weight of one entry: exp((x - m) / T), with the special-value rules (+inf max: 1 for +inf
-/// entries, 0 otherwise; NaN or -inf: 0).
-inline double weight(float x, float m, float temperature) noexcept {
-    if (std::isnan(x) || x == neg_inf) return 0.0;
-    if (std::isinf(m)) return x == m ? 1.0 : 0.0;
-    return std::exp((double(x) - double(m)) / double(temperature));
-}
-
-/// max and sum of exp((x_i - max)/T).  \pre temperature > 0
-inline softmax_stats exp_sum(std::span<const float> x, float temperature = 1.f) noexcept {
-    const float m = max(x);
-    double s = 0;
-    for (float v : x) s += weight(v, m, temperature);
-    return {m, s};
-}
-
-/// exp_sum over the allowed entries (= exp_sum(masked_copy(x, mask), T)).
-inline softmax_stats exp_sum(std::span<const float> x, float temperature,
-                             const token_bitmask& mask) noexcept {
-    const float m = max(x, mask);
-    double s = 0;
-    for (std::size_t i = 0; i < x.size(); ++i)
-        s += weight(masked_entry(x, mask, i), m, temperature);
-    return {m, s};
-}
-
-/// log Z from exp_sum's stats: -inf when no entry has probability, +inf when the max is +inf.
-inline double log_normaliser(const softmax_stats& st, float temperature) noexcept {
-    if (st.sum == 0) return -std::numeric_limits<double>::infinity();
-    if (std::isinf(st.max)) return std::numeric_limits<double>::infinity();
-    return double(st.max) / temperature + std::log(st.sum);
-}
-
-/// log sum exp(x_i / T); -inf when no entry has probability, +inf when an entry is +inf.
-inline double logsumexp(std::span<const float> x, float temperature = 1.f) noexcept {
-    return log_normaliser(exp_sum(x, temperature), temperature);
-}
-
-/// logsumexp over the allowed entries.
-inline double logsumexp(std::span<const float> x, float temperature,
-                        const token_bitmask& mask) noexcept {
-    return log_normaliser(exp_sum(x, temperature, mask), temperature);
-}
-
-/// out_i = p_i = exp((x_i - m)/T) / Z. All zeros when no entry has probability (stats.sum == 0).
-/// \pre out.size() == x.size(), temperature > 0
-inline softmax_stats softmax(std::span<const float> x, std::span<float> out,
-                             float temperature = 1.f) noexcept {
-    const softmax_stats st = exp_sum(x, temperature);
-    for (std::size_t i = 0; i < x.size(); ++i)
-        out[i] = st.sum > 0 ? float(weight(x[i], st.max, temperature) / st.sum) : 0.f;
-    return st;
-}
-
-/// softmax over the allowed entries: disallowed entries get 0.
-/// \pre out.size() == x.size(), temperature > 0
-inline softmax_stats softmax(std::span<const float> x, std::span<float> out, float temperature,
-                             const token_bitmask& mask) noexcept {
-    const softmax_stats st = exp_sum(x, temperature, mask);
-    for (std::size_t i = 0; i < x.size(); ++i)
-        out[i] = st.sum > 0 ? float(weight(masked_entry(x, mask, i), st.max, temperature) / st.sum)
-                            : 0.f;
-    return st;
-}
-
-/// out_i = log p_i = (x_i - m)/T - log Z; -inf for entries of probability 0 (NaN included).
-/// All -inf when no entry has probability.
-inline softmax_stats log_softmax(std::span<const float> x, std::span<float> out,
-                                 float temperature = 1.f) noexcept {
-    const softmax_stats st = exp_sum(x, temperature);
-    const double log_z = st.sum > 0 ? std::log(st.sum) : 0.0;
-    for (std::size_t i = 0; i < x.size(); ++i) {
-        const double w = weight(x[i], st.max, temperature);
-        if (st.sum == 0 || w == 0)
-            out[i] = neg_inf;
-        else if (std::isinf(st.max))
-            out[i] = float(-log_z);
-        else
-            out[i] = float((double(x[i]) - st.max) / temperature - log_z);
-    }
-    return st;
-}
-
-/// Orders candidate indices: larger logit first, ties by lower id.
-inline bool before(float a, token_id ia, float b, token_id ib) noexcept {
-    return a > b || (a == b && ia < ib);
-}
-
-/// Sorts a candidate set: logit descending, ties by ascending id.
-inline void sort_candidates(candidates& c) noexcept {
-    std::vector<std::size_t> order(c.size());
-    std::iota(order.begin(), order.end(), std::size_t{0});
-    auto ids = c.ids();
-    auto lg = c.logits();
-    std::sort(order.begin(), order.end(),
-              [&](std::size_t a, std::size_t b) { return before(lg[a], ids[a], lg[b], ids[b]); });
-    std::vector<token_id> i2(c.size());
-    std::vector<float> l2(c.size());
-    for (std::size_t j = 0; j < order.size(); ++j) {
-        i2[j] = ids[order[j]];
-        l2[j] = lg[order[j]];
-    }
-    std::copy(i2.begin(), i2.end(), ids.begin());
-    std::copy(l2.begin(), l2.end(), lg.begin());
-}
-
-/// Every entry with probability > 0 (not NaN, not -inf), in id order.
-inline void valid_entries(std::span<const float> x, candidates& out) noexcept {
-    out.clear();
-    for (std::size_t i = 0; i < x.size(); ++i)
-        if (!std::isnan(x[i]) && x[i] != neg_inf) out.push_back(token_id(i), x[i]);
-}
-
-/// Top-k: the k largest valid entries (NaN and -inf never selected), sorted by logit descending,
-/// ties by ascending id. exactly_k keeps min(k, #valid); keep_ties also keeps every entry equal to
-/// the k-th kept logit. k == 0 gives an empty set.  \pre out.capacity() >= x.size()
-inline std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
-                         candidates& out) noexcept {
-    valid_entries(x, out);
-    sort_candidates(out);
-    std::size_t n = std::min(k, out.size());
-    if (ties == tie_policy::keep_ties && n > 0)
-        while (n < out.size() && out.logits()[n] == out.logits()[n - 1]) ++n;
-    out.resize(n);
-    return n;
-}
-
-/// Every valid entry with x_i >= threshold, in id order. \pre out.capacity() >= x.size()
-inline std::size_t filter_at_least(std::span<const float> x, float threshold,
-                                   candidates& out) noexcept {
-    out.clear();
-    for (std::size_t i = 0; i < x.size(); ++i)
-        if (!std::isnan(x[i]) && x[i] != neg_inf && x[i] >= threshold)
-            out.push_back(token_id(i), x[i]);
-    return out.size();
-}
-
-/// Min-p in logit space: the logit threshold max + T ln(p_base) (p_i >= p_base * p_max at
-/// temperature T). p_base <= 0 gives -inf (keeps everything).
-inline float min_p_threshold(float max_logit, float p_base, float temperature = 1.f) noexcept {
-    if (p_base <= 0) return neg_inf;
-    return float(double(max_logit) + double(temperature) * std::log(double(p_base)));
-}
-
-/// Min-p in one call: every valid entry with x_i >= min_p_threshold(max(x), p_base, T), in id
-/// order. \pre out.capacity() >= x.size()
-inline std::size_t filter_min_p(std::span<const float> x, float p_base, float temperature,
-                                candidates& out) noexcept {
-    return filter_at_least(x, min_p_threshold(max(x), p_base, temperature), out);
-}
-
-/// The entries a thresholded draw keeps (kernels::draw_temperature): x_i >= at_least and, when
-/// from_max is not -inf, x_i >= float(double(max) + from_max), max the row's largest (allowed)
-/// entry. min-p's kept set is {.from_max = min_p_offset(p_base, T)}. A NaN field keeps nothing.
-struct logit_threshold {
-    float at_least = neg_inf;                                    ///< absolute logit floor
-    double from_max = -std::numeric_limits<double>::infinity();  ///< offset from the max (<= 0)
-};
-
-/// min-p's offset from the max in logit space: T ln(p_base); -inf (no threshold) for
-/// p_base <= 0, NaN for a NaN p_base. min_p_threshold(m, p, T) == float(double(m) + offset).
-inline double min_p_offset(float p_base, float temperature = 1.f) noexcept {
-    if (p_base <= 0) return -std::numeric_limits<double>::infinity();
-    return double(temperature) * std::log(double(p_base));
-}
-
-/// The single logit threshold of `thr` for a row whose largest (allowed) entry is max_logit;
-/// NaN (nothing kept) when a field is NaN.
-inline float threshold_value(float max_logit, const logit_threshold& thr) noexcept {
-    float t = thr.at_least;
-    if (std::isnan(thr.from_max)) return std::numeric_limits<float>::quiet_NaN();
-    if (thr.from_max > -std::numeric_limits<double>::infinity()) {
-        const float r = float(double(max_logit) + thr.from_max);
-        t = std::isnan(r) || std::isnan(t) ? std::numeric_limits<float>::quiet_NaN()
-                                           : std::max(t, r);
-    }
-    return t;
-}
-
-/// The law of the thresholded, masked draw: out_i proportional to weight(x_i, m, T) over the
-/// allowed entries with x_i >= threshold_value(m, thr), m the largest allowed entry; 0
-/// elsewhere; all zeros when no entry is kept. \pre out.size() == x.size(), temperature > 0
-inline softmax_stats truncated_softmax(std::span<const float> x, std::span<float> out,
-                                       float temperature, const logit_threshold& thr,
-                                       const token_bitmask& mask) noexcept {
-    const float m = max(x, mask);
-    const float t = threshold_value(m, thr);
-    double s = 0;
-    for (std::size_t i = 0; i < x.size(); ++i) {
-        const float v = masked_entry(x, mask, i);
-        s += v >= t ? weight(v, m, temperature) : 0.0;
-    }
-    for (std::size_t i = 0; i < x.size(); ++i) {
-        const float v = masked_entry(x, mask, i);
-        out[i] = s > 0 && v >= t ? float(weight(v, m, temperature) / s) : 0.f;
-    }
-    return {m, s};
-}
-
-/// truncated_softmax without a mask.
-inline softmax_stats truncated_softmax(std::span<const float> x, std::span<float> out,
-                                       float temperature, const logit_threshold& thr) noexcept {
-    const std::vector<std::uint32_t> all(kernels::bitmask_words(x.size()), ~0u);
-    return truncated_softmax(x, out, temperature, thr, {.words = all, .size = x.size()});
-}
-
-/// Top-p (nucleus) over the whole row at temperature T: sort valid entries by probability
-/// descending (ties by id); keep entry j iff the probability mass strictly before it is < p
-/// (the smallest prefix whose mass reaches p, the crossing entry included), and at least
-/// max(1, min_keep) entries. p >= 1 keeps every valid entry. Output sorted like top_k.
-/// Accumulation in double.  \pre out.capacity() >= x.size(), temperature > 0
-inline std::size_t top_p(std::span<const float> x, float p, float temperature, std::size_t min_keep,
-                         candidates& out) noexcept {
-    valid_entries(x, out);
-    sort_candidates(out);
-    if (out.empty()) return 0;
-    const softmax_stats st = exp_sum(x, temperature);
-    const std::size_t keep_at_least = std::max<std::size_t>(1, min_keep);
-    double before_mass = 0;
-    std::size_t n = 0;
-    while (n < out.size() && (n < keep_at_least || before_mass < double(p))) {
-        before_mass += weight(out.logits()[n], st.max, temperature) / st.sum;
-        ++n;
-    }
-    out.resize(n);
-    return n;
-}
-
-/// Entropy H = -sum p log p (nats) of the tempered distribution; 0 when no entry has probability.
-inline double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
-    const softmax_stats st = exp_sum(x, temperature);
-    if (st.sum == 0) return 0;
-    double h = 0;
-    for (float v : x) {
-        const double w = weight(v, st.max, temperature);
-        if (w > 0) {
-            const double p = w / st.sum;
-            if (p > 0) h -= p * std::log(p);  // a subnormal w can underflow p to 0 (0 log 0 = 0)
-        }
-    }
-    return h;
-}
-
-/// Inverse-CDF draw from unnormalised non-negative weights with one uniform u in [0, 1):
-/// target t = u * S (S the double sum); returns the first index whose running sum exceeds t among
-/// entries with w > 0; when rounding leaves t unreached, the last entry with w > 0.
-/// Negative, NaN and zero weights are never drawn. npos if no weight is positive.
-inline std::size_t draw_inverse_cdf(std::span<const float> w, double u) noexcept {
-    double s = 0;
-    for (float v : w)
-        if (v > 0) s += v;
-    if (!(s > 0)) return npos;
-    const double target = u * s;
-    double run = 0;
-    std::size_t last = npos;
-    for (std::size_t i = 0; i < w.size(); ++i) {
-        if (!(w[i] > 0)) continue;
-        run += w[i];
-        last = i;
-        if (run > target) return i;
-    }
-    return last;
-}
-
-/// Exponential race (Gumbel-max) over logits at temperature T: argmax_i w_i / E_i with
-/// w_i = exp((x_i - m)/T) and E_i = exponentials[i] > 0. Equivalent to a categorical draw from
-/// softmax(x / T). npos if no entry has probability.
-inline std::size_t draw_exponential_race(std::span<const float> x, float temperature,
-                                         std::span<const double> exponentials) noexcept {
-    const float m = max(x);
-    std::size_t best = npos;
-    double best_score = -1;
-    for (std::size_t i = 0; i < x.size(); ++i) {
-        const double w = weight(x[i], m, temperature);
-        if (w <= 0) continue;
-        const double score = w / exponentials[i];
-        if (score > best_score) {
-            best_score = score;
-            best = i;
-        }
-    }
-    return best;
-}
-
-/// Exponential race with its own exponentials: E_i = rng.exponential() for every entry i in
-/// order (exactly 2 words per entry, 2 * x.size() in all, whatever the entries), then the race
-/// above. npos if no entry has probability.
-inline std::size_t draw_exponential_race(std::span<const float> x, float temperature,
-                                         rng_stream& rng) noexcept {
-    const float m = max(x);
-    std::size_t best = npos;
-    double best_score = -1;
-    for (std::size_t i = 0; i < x.size(); ++i) {
-        const double e = rng.exponential();
-        const double w = weight(x[i], m, temperature);
-        if (w <= 0) continue;
-        const double score = w / e;
-        if (score > best_score) {
-            best_score = score;
-            best = i;
-        }
-    }
-    return best;
-}
-
-/// Cosine similarity of `query` (length dim) against each of n = out.size() rows stored
-/// row-major with `stride` floats between rows. 0 for a zero-norm row or query.
-inline void cosine_similarity(std::span<const float> query, const float* rows, std::size_t stride,
-                              std::span<float> out) noexcept {
-    const std::size_t dim = query.size();
-    double qq = 0;
-    for (float v : query) qq += double(v) * v;
-    for (std::size_t r = 0; r < out.size(); ++r) {
-        const float* row = rows + r * stride;
-        double dot = 0, rr = 0;
-        for (std::size_t j = 0; j < dim; ++j) {
-            dot += double(query[j]) * row[j];
-            rr += double(row[j]) * row[j];
-        }
-        out[r] = (qq > 0 && rr > 0) ? float(dot / std::sqrt(qq * rr)) : 0.f;
-    }
-}
-
-}  // namespace reference
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/reference.hpp
-
-#include <cmath>
-#include <cstddef>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-namespace detail {
-
-inline constexpr float neg_inf_f = -std::numeric_limits<float>::infinity();
-/// Entries per block of the blocked passes (argmax block, double-accumulation block).
-inline constexpr std::size_t block_size = 512;
-
-/// exp((x_i - m) * inv_t) summed over the row r[0, n) (4 float accumulators per 1024-entry
-/// block, blocks added in double), with simd::exp_nonpositive: NaN and -inf entries give 0,
-/// entries more than 87 below the max give 0. Stores the exponentials to out when Store. The
-/// tail is padded into one vector so every entry goes through the same polynomial.
-/// \pre m finite, inv_t finite and > 0.
-template <class A, bool Store, class Row>
-double exp_pass(const Row r, std::size_t n, float m, float inv_t, float* out) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const std::size_t nfull = n / L * L;
-    const B mb(m), tb(inv_t);
-    auto one = [&](std::size_t i) {
-        const B e = simd::exp_nonpositive<A>((r.load(i) - mb) * tb);
-        if constexpr (Store) e.store_unaligned(out + i);
-        return e;
-    };
-    double total = 0;
-    std::size_t i = 0;
-    while (i < nfull) {
-        const std::size_t end = std::min(nfull, i + 2 * block_size);
-        B s0(0.f), s1(0.f), s2(0.f), s3(0.f);
-        for (; i + 4 * L <= end; i += 4 * L) {
-            s0 += one(i);
-            s1 += one(i + L);
-            s2 += one(i + 2 * L);
-            s3 += one(i + 3 * L);
-        }
-        for (; i < end; i += L) s0 += one(i);
-        total += double(simd::reduce_add<A>((s0 + s1) + (s2 + s3)));
-    }
-    if (i < n) {
-        alignas(64) float buf[L];
-        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? r.at(i + j) : neg_inf_f;
-        const B e = simd::exp_nonpositive<A>((B::load_aligned(buf) - mb) * tb);
-        e.store_aligned(buf);
-        for (std::size_t j = 0; i + j < n; ++j) {
-            if constexpr (Store) out[i + j] = buf[j];
-            total += double(buf[j]);
-        }
-    }
-    return total;
-}
-
-/// exp_pass over a whole span (no mask).
-template <class A, bool Store>
-double exp_pass(std::span<const float> x, float m, float inv_t, float* out) noexcept {
-    return exp_pass<A, Store>(plain_row<A>{x.data()}, x.size(), m, inv_t, out);
-}
-
-/// max over r[0, n): see kernels::max.
-template <class A, class Row>
-float max_of(const Row r, std::size_t n) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    B a0(neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
-    std::size_t i = 0;
-    for (; i + 4 * L <= n; i += 4 * L) {
-        a0 = simd::max_ignore_nan<A>(a0, r.load(i));
-        a1 = simd::max_ignore_nan<A>(a1, r.load(i + L));
-        a2 = simd::max_ignore_nan<A>(a2, r.load(i + 2 * L));
-        a3 = simd::max_ignore_nan<A>(a3, r.load(i + 3 * L));
-    }
-    for (; i + L <= n; i += L) a0 = simd::max_ignore_nan<A>(a0, r.load(i));
-    float m = simd::reduce_max<A>(simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3)));
-    for (; i < n; ++i) {
-        const float v = r.at(i);
-        m = v > m ? v : m;
-    }
-    return m;
-}
-
-/// argmax over r[0, n): see kernels::argmax. A masked row's disallowed entries are never
-/// returned, even when every allowed entry is -inf.
-template <class A, class Row>
-std::size_t argmax_of(const Row r, std::size_t n) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const std::size_t nfull = n / L * L;
-    if (n == 0) return npos;
-    B run(neg_inf_f);
-    float best = neg_inf_f;
-    std::size_t best_block = npos;
-    for (std::size_t b0 = 0; b0 < nfull; b0 += block_size) {
-        const std::size_t end = std::min(nfull, b0 + block_size);
-        B a0(neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
-        std::size_t i = b0;
-        for (; i + 4 * L <= end; i += 4 * L) {
-            a0 = simd::max_ignore_nan<A>(a0, r.load(i));
-            a1 = simd::max_ignore_nan<A>(a1, r.load(i + L));
-            a2 = simd::max_ignore_nan<A>(a2, r.load(i + 2 * L));
-            a3 = simd::max_ignore_nan<A>(a3, r.load(i + 3 * L));
-        }
-        for (; i < end; i += L) a0 = simd::max_ignore_nan<A>(a0, r.load(i));
-        const B bm = simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3));
-        if (simd::any<A>(bm > run)) {
-            best = simd::reduce_max<A>(bm);
-            run = B(best);
-            best_block = b0;
-        }
-    }
-    std::size_t best_i = npos;
-    if (best_block != npos) {
-        const std::size_t end = std::min(nfull, best_block + block_size);
-        for (std::size_t i = best_block; i < end; i += L) {
-            const std::uint64_t m = simd::to_mask<A>(r.load(i) == run);
-            if (m) {
-                best_i = i + std::size_t(std::countr_zero(m));
-                break;
-            }
-        }
-    }
-    for (std::size_t i = nfull; i < n; ++i) {
-        const float v = r.at(i);
-        if (v > best) {
-            best = v;
-            best_i = i;
-        }
-    }
-    if (best_i == npos)  // every entry is -inf or NaN: the first -inf (allowed), if any
-        for (std::size_t i = 0; i < n; ++i) {
-            if constexpr (Row::masked)
-                if (!((r.words[i / 32] >> (i % 32)) & 1u)) continue;
-            if (!std::isnan(r.p[i])) return i;
-        }
-    return best_i;
-}
-
-}  // namespace detail
-
-/// Largest non-NaN entry; -inf if the span is empty or all NaN. One pass.
-template <class A = simd::default_arch>
-float max(std::span<const float> x) noexcept {
-    return detail::max_of<A>(detail::plain_row<A>{x.data()}, x.size());
-}
-
-/// Largest allowed non-NaN entry; -inf if there is none. One pass (mask read inside it).
-template <class A = simd::default_arch>
-float max(std::span<const float> x, const token_bitmask& mask) noexcept {
-    std::size_t n = 0;
-    const auto r = detail::masked<A>(x, mask, n);
-    return detail::max_of<A>(r, n);
-}
-
-/// Lowest index of the largest non-NaN entry; npos if empty or all NaN.
-/// One blocked pass: per 512-entry block a max over independent accumulators, the winning
-/// block remembered (strictly greater than every earlier block), then that block rescanned for
-/// its first entry equal to the max.
-template <class A = simd::default_arch>
-std::size_t argmax(std::span<const float> x) noexcept {
-    return detail::argmax_of<A>(detail::plain_row<A>{x.data()}, x.size());
-}
-
-/// Lowest index of the largest allowed non-NaN entry (reference::argmax(x, mask)); npos if no
-/// allowed entry is non-NaN. A disallowed entry is never returned. Same pass as argmax(x).
-template <class A = simd::default_arch>
-std::size_t argmax(std::span<const float> x, const token_bitmask& mask) noexcept {
-    std::size_t n = 0;
-    const auto r = detail::masked<A>(x, mask, n);
-    return detail::argmax_of<A>(r, n);
-}
-
-/// Sum of the entries (float lanes over 1024-entry blocks, blocks summed in double). One pass.
-template <class A = simd::default_arch>
-double sum(std::span<const float> x) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const float* p = x.data();
-    const std::size_t n = x.size(), nfull = n / L * L;
-    double total = 0;
-    std::size_t i = 0;
-    while (i < nfull) {
-        const std::size_t end = std::min(nfull, i + 2 * detail::block_size);
-        B s0(0.f), s1(0.f), s2(0.f), s3(0.f);
-        for (; i + 4 * L <= end; i += 4 * L) {
-            s0 += B::load_unaligned(p + i);
-            s1 += B::load_unaligned(p + i + L);
-            s2 += B::load_unaligned(p + i + 2 * L);
-            s3 += B::load_unaligned(p + i + 3 * L);
-        }
-        for (; i < end; i += L) s0 += B::load_unaligned(p + i);
-        total += double(simd::reduce_add<A>((s0 + s1) + (s2 + s3)));
-    }
-    for (; i < n; ++i) total += double(p[i]);
-    return total;
-}
-
-/// Max and normaliser sum exp((x_i - max)/T) (see reference::exp_sum). Two passes: max, then
-/// one fused exp-and-sum pass (NaN entries count 0 there).
-/// \pre temperature > 0
-template <class A = simd::default_arch>
-reference::softmax_stats exp_sum(std::span<const float> x, float temperature = 1.f) noexcept {
-    const float m = kernels::max<A>(x);
-    const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::exp_sum(x, temperature);
-    return {
-        m, detail::exp_pass<A, false>(detail::plain_row<A>{x.data()}, x.size(), m, inv_t, nullptr)};
-}
-
-/// exp_sum over the allowed entries (reference::exp_sum(x, T, mask)): max is the largest
-/// allowed entry; disallowed entries count 0. The same two passes, the mask read inside them.
-/// \pre temperature > 0
-template <class A = simd::default_arch>
-reference::softmax_stats exp_sum(std::span<const float> x, float temperature,
-                                 const token_bitmask& mask) noexcept {
-    std::size_t n = 0;
-    const auto r = detail::masked<A>(x, mask, n);
-    const float m = detail::max_of<A>(r, n);
-    const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::exp_sum(x, temperature, mask);
-    return {m, detail::exp_pass<A, false>(r, n, m, inv_t, nullptr)};
-}
-
-namespace detail {
-inline double log_of_stats(const reference::softmax_stats& st, float temperature) noexcept {
-    if (st.sum == 0) return -std::numeric_limits<double>::infinity();
-    if (std::isinf(st.max)) return std::numeric_limits<double>::infinity();
-    return double(st.max) / temperature + std::log(st.sum);
-}
-}  // namespace detail
-
-/// log sum exp(x_i / T); -inf when no entry has probability, +inf when an entry is +inf.
-/// Two passes. \pre temperature > 0
-template <class A = simd::default_arch>
-double logsumexp(std::span<const float> x, float temperature = 1.f) noexcept {
-    return detail::log_of_stats(kernels::exp_sum<A>(x, temperature), temperature);
-}
-
-/// logsumexp over the allowed entries; -inf when no allowed entry has probability.
-/// \pre temperature > 0
-template <class A = simd::default_arch>
-double logsumexp(std::span<const float> x, float temperature, const token_bitmask& mask) noexcept {
-    return detail::log_of_stats(kernels::exp_sum<A>(x, temperature, mask), temperature);
-}
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/reduce.hpp
-// ---- begin decodekit/kernels/select.hpp
-/// \file kernels/select.hpp
-/// top-k selection without sorting the vocabulary; threshold filters (min-p).
-/// Semantics: kernels/reference.hpp (equal exactly: same ids, same logits, same order).
-/// No random numbers are consumed.
-///
-/// top_k_unordered: the selection, flat in k.
-///  1. A conservative threshold from 512 samples of the row (the r-th largest sample, r above
-///     the samples' expected share of the k best by three standard deviations).
-///  2. Refined on the subrow (one vector at a hashed position in each block of 16, so 1/16 of
-///     the row) by the same rule with mu = k/16: about 1.6 k survivors instead of the samples'
-///     ~3 k for k = 1024 at V = 128256.
-///  3. One compare-and-compact pass of the ids (AVX-512: register vpcompressd + whole-vector
-///     stores; other ISAs: movemask and a walk over the set bits) into the `out` storage, which
-///     works as a reservoir: whenever it holds more than max(4k, k + 256) survivors, it is cut to
-///     the k best and the threshold rises to the k-th.
-///  4. The exact k-th value of the survivors (kth_largest: a search on the float's integer image,
-///     each step one SIMD count), then one SIMD filter pass.
-/// Survivors stay in id order throughout. If fewer than k entries reach the starting threshold,
-/// the pass is repeated from the next safer one: the sampled threshold, then none (rare; a test
-/// forces each). Cost: one read of the row, 1/16 of it again, plus O(survivors).
-/// top_k: the same set, then ordered (logit descending, id ascending) by 64-bit keys
-/// (float image << 32 | id): a counting sort into ~2c buckets of the float image, then an
-/// insertion sort of the nearly sorted rest (std::sort beyond 8 moves per key, and for c <= 16).
-/// The sort is O(k) extra work on top of the selection.
-/// filter_at_least: one compare-and-compact pass, output in id order.
-/// Every kernel here also takes a token_bitmask (kernels/mask.hpp) and equals itself on the
-/// masked copy of the row: the mask is read inside the same passes (the samples, the subrow, the
-/// compact pass), a disallowed entry is -inf there; no separate pass over the row.
-///
-/// Scratch: the output candidates' storage and key storage (candidates::key_storage(),
-/// capacity() keys, sized at construction): no allocation.
-
-
-#include <algorithm>
-#include <bit>
-#include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <functional>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-namespace detail {
-
-inline constexpr float lowest_f = std::numeric_limits<float>::lowest();
-
-/// Sort key: larger key = larger logit, then smaller id (reference::before order). -0 == +0.
-inline std::uint64_t rank_key(float logit, token_id id) noexcept {
-    std::uint32_t u = std::bit_cast<std::uint32_t>(logit);
-    if (u == 0x80000000u) u = 0;
-    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-    return (std::uint64_t(u) << 32) | std::uint64_t(~std::uint32_t(id));
-}
-inline token_id key_id(std::uint64_t key) noexcept { return token_id(~std::uint32_t(key)); }
-
-/// Compare-and-compact of r[begin, end) (whole batches only; r a row-load policy of
-/// kernels/mask.hpp): appends every entry with x_i >= t (or > t when strict) to ids/logits at
-/// index c; returns the new count. With Logits = false only the ids are written (lg unused): one
-/// vpcompressd per vector instead of two compresses on AVX-512.
-/// \pre room for (end - begin) + lanes entries after c; begin a multiple of the lanes.
-template <class A, bool Logits = true, class Row>
-std::size_t compact_row(const Row r, std::size_t begin, std::size_t end, float t, bool strict,
-                        std::size_t c, token_id* ids, float* lg) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const B tb(t);
-    auto pass = [&](const B& v) { return strict ? (v > tb) : (v >= tb); };
-    auto emit = [&](const B& v, std::uint64_t m, std::size_t i) {
-        if constexpr (Logits)
-            c += simd::compress_store<A>(v, m, token_id(i), lg + c, ids + c);
-        else
-            c += simd::compress_ids<A>(m, token_id(i), ids + c);
-    };
-    std::size_t i = begin;
-    for (; i + 4 * L <= end; i += 4 * L) {
-        const B v0 = r.load(i), v1 = r.load(i + L);
-        const B v2 = r.load(i + 2 * L), v3 = r.load(i + 3 * L);
-        const auto m0 = pass(v0), m1 = pass(v1), m2 = pass(v2), m3 = pass(v3);
-        if (!simd::any<A>((m0 | m1) | (m2 | m3))) continue;
-        if (const std::uint64_t m = simd::to_mask<A>(m0)) emit(v0, m, i);
-        if (const std::uint64_t m = simd::to_mask<A>(m1)) emit(v1, m, i + L);
-        if (const std::uint64_t m = simd::to_mask<A>(m2)) emit(v2, m, i + 2 * L);
-        if (const std::uint64_t m = simd::to_mask<A>(m3)) emit(v3, m, i + 3 * L);
-    }
-    for (; i < end; i += L) {
-        const B v = r.load(i);
-        if (const std::uint64_t m = simd::to_mask<A>(pass(v))) emit(v, m, i);
-    }
-    return c;
-}
-
-/// compact_row over a plain row.
-template <class A, bool Logits = true>
-std::size_t compact_batches(const float* p, std::size_t begin, std::size_t end, float t,
-                            bool strict, std::size_t c, token_id* ids, float* lg) noexcept {
-    return compact_row<A, Logits>(plain_row<A>{p}, begin, end, t, strict, c, ids, lg);
-}
-
-/// Order-preserving integer image of a non-NaN float (-0 has +0's image), and its inverse.
-inline std::int32_t ordered_image(float v) noexcept {
-    const auto b = std::bit_cast<std::int32_t>(v);
-    return b == std::numeric_limits<std::int32_t>::min() ? 0 : b < 0 ? b ^ 0x7FFFFFFF : b;
-}
-inline float from_ordered_image(std::int32_t i) noexcept {
-    return std::bit_cast<float>(i < 0 ? i ^ 0x7FFFFFFF : i);
-}
-
-/// How many of v[0, c) are >= t. SIMD compare and popcount.
-template <class A>
-std::size_t count_reaching(const float* v, std::size_t c, float t) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const B tb(t);
-    auto ones = [&](std::size_t j) {
-        return std::popcount(simd::to_mask<A>(B::load_unaligned(v + j) >= tb));
-    };
-    std::size_t n = 0, j = 0;
-    for (; j + 2 * L <= c; j += 2 * L) n += std::size_t(ones(j) + ones(j + L));
-    for (; j < c; ++j) n += v[j] >= t;
-    return n;
-}
-
-/// The k-th largest of v[0, c) (1 <= k <= c, no NaN), found on ordered_image between the
-/// smallest and the largest value: each step counts the entries reaching a trial value (one
-/// count_reaching) and keeps the half that holds the k-th. Trial values are interpolated from the
-/// counts at both ends, with a bisection after any step that did not halve the interval (at most
-/// ~66 steps; 2 to 17 on the benchmark rows); it stops as soon as a step counts exactly k (the
-/// k-th is then the smallest value reaching the step). Also gives ge = #entries >= the k-th and
-/// gt = #entries > it (gt < k <= ge).
-template <class A>
-float kth_largest(const float* v, std::size_t c, std::size_t k, std::size_t& ge,
-                  std::size_t& gt) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    constexpr float inf = std::numeric_limits<float>::infinity();
-    // The smallest value >= t (c entries reach t = -inf).
-    auto min_reaching = [&](float t) {
-        const B tb(t);
-        B m(inf);
-        std::size_t j = 0;
-        for (; j + L <= c; j += L) {
-            const B x = B::load_unaligned(v + j);
-            m = simd::min<A>(m, simd::select<A>(x >= tb, x, B(inf)));
-        }
-        float r = simd::reduce_min<A>(m);
-        for (; j < c; ++j) r = v[j] >= t && v[j] < r ? v[j] : r;
-        return r;
-    };
-    B bmn(v[0]), bmx(v[0]);  // the smallest and the largest value, one pass
-    std::size_t j = 0;
-    for (; j + L <= c; j += L) {
-        const B x = B::load_unaligned(v + j);
-        bmn = simd::min<A>(bmn, x);
-        bmx = simd::max<A>(bmx, x);
-    }
-    float mn = simd::reduce_min<A>(bmn), mx = simd::reduce_max<A>(bmx);
-    for (; j < c; ++j) {
-        mn = v[j] < mn ? v[j] : mn;
-        mx = v[j] > mx ? v[j] : mx;
-    }
-    // Invariant: nlo = count(>= lo) >= k > nhi = count(>= hi).
-    std::int64_t lo = ordered_image(mn), hi = std::int64_t(ordered_image(mx)) + 1;
-    std::size_t nlo = c, nhi = 0;
-    bool bisect = false;
-    while (hi - lo > 1 && nlo > k) {
-        const std::int64_t width = hi - lo;
-        std::int64_t mid = lo + width / 2;
-        if (!bisect) {
-            const double f = (double(nlo - k) + 0.5) / double(nlo - nhi);
-            mid = std::clamp(lo + std::int64_t(f * double(width)), lo + 1, hi - 1);
-        }
-        const float t = from_ordered_image(std::int32_t(mid));
-        const std::size_t n = count_reaching<A>(v, c, t);
-        if (n == k) {
-            ge = k;
-            gt = k - 1;  // (only gt < k matters to callers when ge == k)
-            return min_reaching(t);
-        }
-        if (n > k) {
-            lo = mid;
-            nlo = n;
-        } else {
-            hi = mid;
-            nhi = n;
-        }
-        bisect = !bisect && 2 * (hi - lo) > width;
-    }
-    ge = nlo;
-    if (nlo == k) {
-        gt = k - 1;
-        return min_reaching(from_ordered_image(std::int32_t(lo)));
-    }
-    gt = nhi;  // hi == lo + 1: count(>= hi) = count(> the k-th)
-    return from_ordered_image(std::int32_t(lo));
-}
-
-/// Threshold from S = 512 samples (one at a hashed offset in each of S equal strides): the r-th
-/// largest, r = mu + 3 sqrt(mu) + 2 where mu = S k / n is the expected number of samples among
-/// the k best, so that fewer than k entries reach it only rarely. The samples are copied without
-/// a branch (NaN as -inf) to scratch[0, 512) and ranked by kth_largest. The lowest finite float
-/// when the row is small (n < 4096), k large (k > n / 16), or fewer than r samples are valid.
-template <class A, class Row>
-float sampled_threshold_of(const Row x, std::size_t n, std::size_t k, float* scratch) noexcept {
-    constexpr std::size_t S = 512;
-    if (n < 8 * S || k * 16 > n) return lowest_f;
-    const double mu = double(k) * double(S) / double(n);  // <= 32
-    const std::size_t r = std::size_t(mu + 3 * std::sqrt(mu)) + 2;
-    float* s = scratch;
-    const std::uint64_t stride = n / S;
-    for (std::size_t j = 0; j < S; ++j) {
-        const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
-        const float v = x.at(j * stride + ((h * stride) >> 32));
-        s[j] = v == v ? v : -std::numeric_limits<float>::infinity();
-    }
-    std::size_t ge = 0, gt = 0;
-    const float t = kth_largest<A>(s, S, r, ge, gt);
-    return t > lowest_f ? t : lowest_f;
-}
-
-/// sampled_threshold_of over a plain row.
-template <class A>
-float sampled_threshold(std::span<const float> x, std::size_t k, float* scratch) noexcept {
-    return sampled_threshold_of<A>(plain_row<A>{x.data()}, x.size(), k, scratch);
-}
-
-/// Cuts the c survivors ids[0, c) (id order, logits in lg) to the k best of them, in id order:
-/// exactly_k keeps those above the k-th value and, of those equal to it, the lowest ids;
-/// keep_ties keeps every one reaching it. Returns the new count; kth receives the k-th value.
-/// \pre 1 <= k <= c
-template <class A>
-std::size_t keep_k_best(token_id* ids, float* lg, std::size_t c, std::size_t k, tie_policy ties,
-                        float& kth) noexcept {
-    std::size_t ge = 0, gt = 0;
-    const float vk = kth_largest<A>(lg, c, k, ge, gt);
-    kth = vk;
-    std::size_t w = 0;
-    if (ties == tie_policy::keep_ties || ge == k) {
-        // In place: the whole-vector stores at w <= j reach no entry not yet loaded.
-        using B = simd::batch<A>;
-        constexpr std::size_t L = simd::lanes<A>;
-        const B tb(vk);
-        std::size_t j = 0;
-        for (; j + L <= c; j += L) {
-            const B v = B::load_unaligned(lg + j);
-            if (const std::uint64_t m = simd::to_mask<A>(v >= tb))
-                w += simd::compress_store<A>(v, simd::ibatch<A>::load_unaligned(ids + j), m, lg + w,
-                                             ids + w);
-        }
-        for (; j < c; ++j) {
-            const float v = lg[j];
-            ids[w] = ids[j];
-            lg[w] = v;
-            w += v >= vk;
-        }
-        return w;
-    }
-    std::size_t ties_left = k - gt;
-    for (std::size_t j = 0; j < c; ++j) {
-        const float v = lg[j];
-        const bool tie = v == vk, keep = v > vk || (tie && ties_left > 0);
-        ids[w] = ids[j];
-        lg[w] = v;
-        w += keep;
-        ties_left -= tie && keep;
-    }
-    return w;
-}
-
-/// The subrow that refines the sampled threshold: the row split into blocks of 16 vectors, one
-/// vector of each block at a hashed position (so that no period of the row lines up with it;
-/// another multiplier than the samples', which would otherwise all fall in the subrow when their
-/// stride equals the block).
-inline constexpr std::size_t subrow_block = 16;
-inline std::size_t subrow_vector(std::size_t block) noexcept {
-    return std::uint32_t(std::uint32_t(block + 1) * 2246822519u) >> 28;
-}
-
-/// The sampled threshold t0 refined on the subrow (see the file comment); t0 itself when the row
-/// has fewer than 64 blocks or fewer than r subrow entries reach t0. Uses ids[0, n/16 + lanes)
-/// and lg[0, n/16 + lanes) as scratch. \pre t0 > lowest finite float
-template <class A, class Row>
-float refine_on_subrow_of(const Row row, std::size_t n, std::size_t k, float t0, token_id* ids,
-                          float* lg) noexcept {
-    constexpr std::size_t L = simd::lanes<A>, G = subrow_block;
-    const std::size_t nb = n / (G * L);
-    if (nb < 64) return t0;
-    const simd::batch<A> tb(t0);
-    std::size_t c = 0;
-    for (std::size_t b = 0; b < nb; ++b) {
-        const std::size_t j = (b * G + subrow_vector(b)) * L;
-        const auto v = row.load(j);
-        if (const std::uint64_t m = simd::to_mask<A>(v >= tb))
-            c += simd::compress_store<A>(v, m, token_id(j), lg + c, ids + c);
-    }
-    const double mu = double(k) * double(nb * L) / double(n);
-    const std::size_t r = std::size_t(mu + 3 * std::sqrt(mu)) + 2;
-    if (c < r) return t0;
-    std::size_t ge = 0, gt = 0;
-    return std::max(t0, kth_largest<A>(lg, c, r, ge, gt));
-}
-
-/// refine_on_subrow_of over a plain row.
-template <class A>
-float refine_on_subrow(const float* p, std::size_t n, std::size_t k, float t0, token_id* ids,
-                       float* lg) noexcept {
-    return refine_on_subrow_of<A>(plain_row<A>{p}, n, k, t0, ids, lg);
-}
-
-/// Sorts the m smallest of c keys (ascending): counting sort into at most 4096 buckets of the high
-/// 32 bits (the buckets past the one holding the m-th key are dropped), then an insertion sort of
-/// the kept keys, which are nearly sorted (std::sort if that takes more than 8 moves per key).
-/// Writes tmp[0, kept) and returns kept >= m: every key whose high half equals the m-th key's is
-/// kept. \pre 0 < m <= c, tmp has room for c keys, keys and tmp do not overlap.
-inline std::size_t sort_smallest(const std::uint64_t* keys, std::size_t c, std::size_t m,
-                                 std::uint64_t* tmp) noexcept {
-    std::uint32_t lo = ~0u, hi = 0;
-    for (std::size_t j = 0; j < c; ++j) {
-        const std::uint32_t u = std::uint32_t(keys[j] >> 32);
-        lo = u < lo ? u : lo;
-        hi = u > hi ? u : hi;
-    }
-    constexpr int max_bits = 12;
-    const int b = std::clamp(int(std::bit_width(c)) + 1, 4, max_bits);
-    const int s = std::max(0, int(std::bit_width(hi - lo)) - b);  // bucket = (u - lo) >> s < 2^b
-    const std::size_t nbk = std::size_t(1) << b;
-    std::uint32_t cnt[(std::size_t(1) << max_bits) + 16];
-    std::memset(cnt, 0, nbk * sizeof(std::uint32_t));
-    const std::uint64_t base = std::uint64_t(lo) << 32;
-    const int shift = 32 + s;
-    for (std::size_t j = 0; j < c; ++j) ++cnt[(keys[j] - base) >> shift];
-    std::size_t kept = 0, last = 0;  // exclusive offsets up to the bucket holding the m-th key
-    for (;; ++last) {
-        const std::size_t nq = cnt[last];
-        cnt[last] = std::uint32_t(kept);
-        kept += nq;
-        if (kept >= m) break;
-    }
-    // Dropped keys all go to slot `kept` (< c) through 16 rotating counters that never advance,
-    // so no store-to-load chain forms on one counter; no branch on keep.
-    std::uint32_t* drop = cnt + last + 1;
-    for (int q = 0; q < 16; ++q) drop[q] = std::uint32_t(kept);
-    for (std::size_t j = 0; j < c; ++j) {
-        const std::uint64_t key = keys[j];
-        const std::size_t d = std::size_t((key - base) >> shift);
-        const bool keep = d <= last;
-        std::uint32_t* ctr = keep ? cnt + d : drop + (j & 15);
-        const std::uint32_t pos = *ctr;
-        tmp[pos] = key;
-        *ctr = pos + std::uint32_t(keep);
-    }
-    std::size_t moves = 0, i = 1;
-    for (; i < kept; ++i) {
-        const std::uint64_t v = tmp[i];
-        std::size_t j = i;
-        for (; j > 0 && tmp[j - 1] > v; --j) tmp[j] = tmp[j - 1];
-        tmp[j] = v;
-        moves += i - j;
-        if (moves > 8 * kept) break;
-    }
-    if (i < kept) std::sort(tmp, tmp + kept);
-    return kept;
-}
-
-/// Orders out's c candidates by logit descending, ties by ascending id (logits re-read from x,
-/// so -0 stays -0): the counting sort of sort_smallest when c > 16 and the key storage holds 2c
-/// keys, std::sort otherwise.
-inline void sort_by_rank(std::span<const float> x, candidates& out) noexcept {
-    const std::size_t c = out.size();
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    std::uint64_t* keys = out.key_storage();
-    if (c < 2) return;
-    if (c > 16 && 2 * c <= out.capacity()) {
-        // Ascending keys ~rank_key = (descending image << 32) | id.
-        for (std::size_t j = 0; j < c; ++j) keys[j] = ~rank_key(lg[j], ids[j]);
-        sort_smallest(keys, c, c, keys + c);
-        for (std::size_t j = 0; j < c; ++j) ids[j] = token_id(std::uint32_t(keys[c + j]));
-    } else {
-        for (std::size_t j = 0; j < c; ++j) keys[j] = rank_key(lg[j], ids[j]);
-        std::sort(keys, keys + c, std::greater<std::uint64_t>());
-        for (std::size_t j = 0; j < c; ++j) ids[j] = key_id(keys[j]);
-    }
-    for (std::size_t j = 0; j < c; ++j) lg[j] = x[std::size_t(ids[j])];
-}
-
-/// top_k_unordered over r[0, n) (see kernels::top_k_unordered). Survivors pass a threshold
-/// >= the lowest finite float, so they are valid (and allowed) entries: their logits are read
-/// from r.p directly.
-template <class A, class Row>
-std::size_t top_k_unordered_of(const Row r, std::size_t n, std::size_t k, tie_policy ties,
-                               candidates& out) noexcept {
-    constexpr std::size_t L = simd::lanes<A>;
-    const std::size_t nfull = n / L * L;
-    out.clear();
-    if (k == 0 || n == 0) return 0;
-    k = std::min(k, n);
-    const float* p = r.p;
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    std::size_t cap = std::min(n, std::max(4 * k, k + 256));
-    const std::size_t chunk = 512 * L;  // entries between reservoir checks
-    const float t_sampled = sampled_threshold_of<A>(r, n, k, lg);
-    const float t_refined =
-        t_sampled > lowest_f ? refine_on_subrow_of<A>(r, n, k, t_sampled, ids, lg) : t_sampled;
-    // Starting thresholds, tightest first; the next is tried only if fewer than k entries
-    // reached the previous one.
-    const float starts[3] = {t_refined, t_sampled, lowest_f};
-    for (int attempt = t_refined > t_sampled ? 0 : 1;; ++attempt) {
-        float t = starts[attempt];
-        bool strict = false;
-        std::size_t c = 0;
-        auto gather = [&] {
-            for (std::size_t j = 0; j < c; ++j) lg[j] = p[std::size_t(ids[j])];
-        };
-        for (std::size_t i = 0; i < nfull; i += chunk) {
-            c = compact_row<A, false>(r, i, std::min(nfull, i + chunk), t, strict, c, ids, nullptr);
-            if (c > cap) {
-                // Reservoir full: keep the k best so far; with exactly_k, later entries equal to
-                // the k-th have larger ids and can no longer enter.
-                gather();
-                c = keep_k_best<A>(ids, lg, c, k, ties, t);
-                strict = ties == tie_policy::exactly_k;
-                if (c * 2 > cap) cap = std::min(n, 2 * c + 256);  // many ties: let it grow
-            }
-        }
-        for (std::size_t i = nfull; i < n; ++i) {
-            const float v = r.at(i);
-            if (strict ? v > t : v >= t) ids[c++] = token_id(i);
-        }
-        if (c < k && starts[attempt] > lowest_f) continue;
-        gather();
-        if (c > k) c = keep_k_best<A>(ids, lg, c, k, ties, t);
-        out.resize(c);
-        return c;
-    }
-}
-
-/// filter_at_least over r[0, n).
-template <class A, class Row>
-std::size_t filter_at_least_of(const Row r, std::size_t n, float threshold,
-                               candidates& out) noexcept {
-    constexpr std::size_t L = simd::lanes<A>;
-    out.clear();
-    if (std::isnan(threshold)) return 0;
-    const float t = std::max(threshold, lowest_f);  // never -inf entries
-    const std::size_t nfull = n / L * L;
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    std::size_t c = compact_row<A>(r, 0, nfull, t, false, 0, ids, lg);
-    for (std::size_t i = nfull; i < n; ++i) {
-        const float v = r.at(i);
-        if (v >= t) {
-            ids[c] = token_id(i);
-            lg[c] = v;
-            ++c;
-        }
-    }
-    out.resize(c);
-    return c;
-}
-
-/// filter_min_p over r[0, n) (see kernels::filter_min_p).
-template <class A, class Row>
-std::size_t filter_min_p_of(const Row r, std::size_t n, float p_base, float temperature,
-                            candidates& out) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    out.clear();
-    const std::size_t nfull = n / L * L;
-    if (n == 0) return 0;
-    if (p_base <= 0) return filter_at_least_of<A>(r, n, neg_inf_f, out);
-    const double shift = double(temperature) * std::log(double(p_base));
-    if (std::isnan(shift)) return 0;
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    auto threshold = [&](float m) {
-        return std::max(float(double(m) + shift), lowest_f);  // never -inf entries
-    };
-    float m = neg_inf_f;
-    for (std::size_t j = 0, stride = std::max<std::size_t>(1, n / 256); j < n; j += stride) {
-        const float v = r.at(j);
-        m = v > m ? v : m;
-    }
-    std::size_t c = 0;
-    const std::size_t chunk = 64 * L;
-    for (std::size_t i0 = 0; i0 < nfull; i0 += chunk) {
-        const std::size_t end = std::min(nfull, i0 + chunk);
-        const B tb(threshold(m));
-        B a0(m), a1(m);
-        std::size_t i = i0;
-        auto one = [&](std::size_t j, B& acc) {
-            const B v = r.load(j);
-            acc = simd::max_ignore_nan<A>(acc, v);
-            return v;
-        };
-        for (; i + 2 * L <= end; i += 2 * L) {
-            const B v0 = one(i, a0), v1 = one(i + L, a1);
-            const auto m0 = v0 >= tb, m1 = v1 >= tb;
-            if (!simd::any<A>(m0 | m1)) continue;
-            if (const std::uint64_t k = simd::to_mask<A>(m0))
-                c += simd::compress_store<A>(v0, k, token_id(i), lg + c, ids + c);
-            if (const std::uint64_t k = simd::to_mask<A>(m1))
-                c += simd::compress_store<A>(v1, k, token_id(i + L), lg + c, ids + c);
-        }
-        for (; i < end; i += L) {
-            const B v = one(i, a0);
-            if (const std::uint64_t k = simd::to_mask<A>(v >= tb))
-                c += simd::compress_store<A>(v, k, token_id(i), lg + c, ids + c);
-        }
-        m = simd::reduce_max<A>(simd::max<A>(a0, a1));
-    }
-    for (std::size_t i = nfull; i < n; ++i) {
-        const float v = r.at(i);
-        m = v > m ? v : m;
-        if (v >= threshold(m)) {
-            ids[c] = token_id(i);
-            lg[c] = v;
-            ++c;
-        }
-    }
-    const float t = threshold(m);
-    std::size_t w = 0;
-    for (std::size_t j = 0; j < c; ++j)
-        if (lg[j] >= t) {
-            ids[w] = ids[j];
-            lg[w] = lg[j];
-            ++w;
-        }
-    out.resize(w);
-    return w;
-}
-
-}  // namespace detail
-
-/// The top-k set, in id order: the k largest valid entries (exactly_k: min(k, #valid) of them,
-/// ties at the k-th value resolved to the lower ids; keep_ties: also every entry equal to the
-/// k-th). k == 0 gives an empty set. The same set as top_k, without its ordering; cost flat in k
-/// (see the file comment). \pre out.capacity() >= x.size()
-template <class A = simd::default_arch>
-std::size_t top_k_unordered(std::span<const float> x, std::size_t k, tie_policy ties,
-                            candidates& out) noexcept {
-    DECODEKIT_ASSERT(out.capacity() >= x.size(),
-                     "top_k_unordered: out.capacity() must be >= x.size()");
-    return detail::top_k_unordered_of<A>(detail::plain_row<A>{x.data()}, x.size(), k, ties, out);
-}
-
-/// top_k_unordered among the allowed entries (= the unmasked one on masked_copy(x, mask)): the
-/// mask is read inside the sampled threshold, the subrow refinement and the compact pass.
-/// \pre out.capacity() >= x.size()
-template <class A = simd::default_arch>
-std::size_t top_k_unordered(std::span<const float> x, std::size_t k, tie_policy ties,
-                            candidates& out, const token_bitmask& mask) noexcept {
-    DECODEKIT_ASSERT(out.capacity() >= x.size(),
-                     "top_k_unordered: out.capacity() must be >= x.size()");
-    std::size_t n = 0;
-    const auto r = detail::masked<A>(x, mask, n);
-    return detail::top_k_unordered_of<A>(r, n, k, ties, out);
-}
-
-/// Top-k: the k largest valid entries sorted by logit descending, ties by ascending id;
-/// exactly_k keeps min(k, #valid), keep_ties also every entry equal to the k-th. k == 0 gives
-/// an empty set. top_k_unordered, then the O(k) sort of the file comment.
-/// \pre out.capacity() >= x.size()
-template <class A = simd::default_arch>
-std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
-                  candidates& out) noexcept {
-    DECODEKIT_ASSERT(out.capacity() >= x.size(), "top_k: out.capacity() must be >= x.size()");
-    top_k_unordered<A>(x, k, ties, out);
-    detail::sort_by_rank(x, out);
-    return out.size();
-}
-
-/// top_k among the allowed entries (= the unmasked one on masked_copy(x, mask)).
-/// \pre out.capacity() >= x.size()
-template <class A = simd::default_arch>
-std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties, candidates& out,
-                  const token_bitmask& mask) noexcept {
-    DECODEKIT_ASSERT(out.capacity() >= x.size(), "top_k: out.capacity() must be >= x.size()");
-    top_k_unordered<A>(x, k, ties, out, mask);
-    detail::sort_by_rank(x, out);  // the survivors are allowed: their logits are x's
-    return out.size();
-}
-
-/// Every valid entry with x_i >= threshold, in id order. One compare-and-compact pass.
-/// \pre out.capacity() >= x.size()
-template <class A = simd::default_arch>
-std::size_t filter_at_least(std::span<const float> x, float threshold, candidates& out) noexcept {
-    DECODEKIT_ASSERT(out.capacity() >= x.size(),
-                     "filter_at_least: out.capacity() must be >= x.size()");
-    return detail::filter_at_least_of<A>(detail::plain_row<A>{x.data()}, x.size(), threshold, out);
-}
-
-/// filter_at_least among the allowed entries (= the unmasked one on masked_copy(x, mask)).
-/// \pre out.capacity() >= x.size()
-template <class A = simd::default_arch>
-std::size_t filter_at_least(std::span<const float> x, float threshold, candidates& out,
-                            const token_bitmask& mask) noexcept {
-    DECODEKIT_ASSERT(out.capacity() >= x.size(),
-                     "filter_at_least: out.capacity() must be >= x.size()");
-    std::size_t n = 0;
-    const auto r = detail::masked<A>(x, mask, n);
-    return detail::filter_at_least_of<A>(r, n, threshold, out);
-}
-
-using reference::min_p_threshold;
-
-/// Min-p in one pass: every valid entry with x_i >= min_p_threshold(max(x), p_base, T), in id
-/// order (equals reference::filter_min_p). The max is found in the same pass: entries are
-/// compacted against the threshold of the running max (a lower bound, started from 256 strided
-/// samples), and the few survivors are filtered again with the final threshold.
-/// \pre out.capacity() >= x.size()
-template <class A = simd::default_arch>
-std::size_t filter_min_p(std::span<const float> x, float p_base, float temperature,
-                         candidates& out) noexcept {
-    DECODEKIT_ASSERT(out.capacity() >= x.size(),
-                     "filter_min_p: out.capacity() must be >= x.size()");
-    return detail::filter_min_p_of<A>(detail::plain_row<A>{x.data()}, x.size(), p_base, temperature,
-                                      out);
-}
-
-/// Min-p among the allowed entries (= the unmasked one on masked_copy(x, mask)): the threshold
-/// is set by the largest allowed entry. The same single pass, the mask read inside it.
-/// \pre out.capacity() >= x.size()
-template <class A = simd::default_arch>
-std::size_t filter_min_p(std::span<const float> x, float p_base, float temperature, candidates& out,
-                         const token_bitmask& mask) noexcept {
-    DECODEKIT_ASSERT(out.capacity() >= x.size(),
-                     "filter_min_p: out.capacity() must be >= x.size()");
-    std::size_t n = 0;
-    const auto r = detail::masked<A>(x, mask, n);
-    return detail::filter_min_p_of<A>(r, n, p_base, temperature, out);
-}
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/select.hpp
-
-#include <algorithm>
-#include <chrono>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <optional>
-#include <span>
-#include <string>
-#include <type_traits>
-#include <utility>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// When beam search stops once a group holds num_beams / num_groups finished hypotheses.
-enum class early_stopping : std::uint8_t {
-    first_n,    ///< stop at once (Hugging Face early_stopping=True)
-    heuristic,  ///< stop when no running beam can beat the worst at its current length (HF False)
-    never,      ///< stop only when no running beam can beat the worst ever (a true bound)
-};
-
-/// Beam search configuration.
-struct beam_search_params {
-    std::size_t num_beams = 4;            ///< beam width, >= 1
-    std::size_t num_return = 1;           ///< n-best size, in [1, num_beams]
-    std::size_t max_new_tokens = 64;      ///< generated tokens per hypothesis, >= 1
-    float length_penalty = 1.f;           ///< exponent of the length in the score, finite
-    bool length_includes_prompt = false;  ///< false: HF (generated only); true: vLLM, ORT-genai
-    early_stopping stopping = early_stopping::heuristic;
-    std::vector<token_id> eos_ids = {};  ///< tokens that finish a hypothesis (negative: ignored)
-    std::size_t num_groups = 1;          ///< diverse beam search: divides num_beams
-    float diversity_penalty = 0.f;       ///< subtracted per earlier-group choice of a token, >= 0
-    bool stochastic = false;             ///< Gumbel top-k stochastic beams (Kool et al. 2019)
-    float temperature = 1.f;             ///< of the stochastic beams' distribution, > 0
-    std::uint64_t seed = 0;              ///< stochastic beams: rng_key{seed, sequence, step}
-    std::uint64_t sequence = 0;
-    std::vector<std::vector<token_id>> stop_sequences = {};  ///< finish a hypothesis (kept)
-    std::vector<std::string> stop_strings =
-        {};                         ///< finish a hypothesis (decoding/stop_strings.hpp)
-    detokenize_fn detokenize = {};  ///< token -> bytes, needed by stop_strings
-
-    /// The first invalid field, named with its allowed range; nullopt when valid.
-    std::optional<std::string> check() const {
-        if (num_beams < 1 || num_beams > 4096)
-            return detail::range_message("beam_search_params.num_beams", "in [1, 4096]",
-                                         double(num_beams));
-        if (num_return < 1 || num_return > num_beams)
-            return detail::range_message("beam_search_params.num_return", "in [1, num_beams]",
-                                         double(num_return));
-        if (max_new_tokens < 1)
-            return detail::range_message("beam_search_params.max_new_tokens", ">= 1",
-                                         double(max_new_tokens));
-        if (!std::isfinite(length_penalty))
-            return detail::range_message("beam_search_params.length_penalty", "finite",
-                                         double(length_penalty));
-        if (num_groups < 1 || num_beams % num_groups != 0)
-            return detail::range_message("beam_search_params.num_groups",
-                                         ">= 1 and a divisor of num_beams", double(num_groups));
-        if (!(diversity_penalty >= 0.f) || !std::isfinite(diversity_penalty))
-            return detail::range_message("beam_search_params.diversity_penalty", "finite and >= 0",
-                                         double(diversity_penalty));
-        if (!(temperature > 0.f) || !std::isfinite(temperature))
-            return detail::range_message("beam_search_params.temperature", "finite and > 0",
-                                         double(temperature));
-        if (auto e = detail::check_stop_conditions("beam_search_params", eos_ids, stop_sequences))
-            return e;
-        return detail::check_stop_strings("beam_search_params", stop_strings, bool(detokenize));
-    }
-    /// check(), reported through raise().
-    void validate() const { raise_if(check()); }
-};
-
-/// One finished hypothesis.
-struct beam_hypothesis {
-    std::vector<token_id> tokens;  ///< generated tokens (prompt and EOS excluded)
-    double score = 0;              ///< sum_logprobs / length^length_penalty
-    double sum_logprobs = 0;       ///< including diversity penalties (diverse beam search)
-    bool eos = false;              ///< finished by an EOS token (excluded from tokens)
-    stop_reason reason = stop_reason::max_new_tokens;  ///< why it finished
-};
-
-/// What beam search returns: tokens / reason of the best hypothesis, and the n-best.
-struct beam_search_result : decoding_result {
-    std::vector<beam_hypothesis> hypotheses;  ///< n-best, best first (score desc)
-    std::size_t steps = 0;                    ///< decoding steps run
-    std::size_t model_calls = 0;              ///< model.logits calls (= stats.model_calls)
-    std::size_t model_rows = 0;               ///< logits rows requested in total
-};
-
-/// One candidate of a beam step: parent beam, token and scores.
-struct beam_candidate {
-    double key = 0;          ///< ranking key (sum, or the Gumbel key of stochastic beams)
-    double sum = 0;          ///< parent sum + logprob (- diversity penalty)
-    std::uint32_t beam = 0;  ///< parent row
-    token_id token = 0;
-};
-
-namespace detail {
-inline bool beam_candidate_before(const beam_candidate& a, const beam_candidate& b) noexcept {
-    if (a.key != b.key) return a.key > b.key;
-    if (a.beam != b.beam) return a.beam < b.beam;
-    return a.token < b.token;
-}
-/// Keeps the pool O(k) whatever the number of rows: past 2k entries, only the best k stay.
-inline void prune_pool(std::vector<beam_candidate>& pool, std::size_t k) {
-    if (k == 0 || pool.size() <= 2 * k) return;
-    std::nth_element(pool.begin(), pool.begin() + std::ptrdiff_t(k - 1), pool.end(),
-                     beam_candidate_before);
-    pool.resize(k);
-}
-/// Copies the best min(out.size(), pool.size()) candidates of `pool` (beam_candidate_before
-/// order) to the front of `out`; returns how many.
-inline std::size_t take_best(std::vector<beam_candidate>& pool,
-                             std::span<beam_candidate> out) noexcept {
-    const std::size_t m = std::min(out.size(), pool.size());
-    std::partial_sort(pool.begin(), pool.begin() + std::ptrdiff_t(m), pool.end(),
-                      beam_candidate_before);
-    std::copy_n(pool.begin(), m, out.begin());
-    return m;
-}
-/// log(1 - exp(-a)) for a > 0, stable.
-inline double log1mexp(double a) noexcept {
-    return a < 0.6931471805599453 ? std::log(-std::expm1(-a)) : std::log1p(-std::exp(-a));
-}
-/// rng_key.step of the Gumbel noise of beam b of group g at step cur (stochastic beams):
-/// (cur << 24) | (g << 12) | b, injective since g, b < 4096 (num_beams <= 4096).
-/// \pre g < 4096, b < 4096, cur < 2^40
-inline std::uint64_t stochastic_beam_step(std::size_t cur, std::size_t g, std::size_t b) noexcept {
-    DECODEKIT_ASSERT(g < 4096 && b < 4096 && std::uint64_t(cur) < (std::uint64_t(1) << 40),
-                     "stochastic_beam_step: g, b < 4096 and cur < 2^40");
-    return (std::uint64_t(cur) << 24) | (std::uint64_t(g) << 12) | std::uint64_t(b);
-}
-}  // namespace detail
-
-/// Workspace of beam_top_candidates: sized once for (vocab_size, rows, k).
-struct beam_step_workspace {
-    candidates row_top;                ///< capacity vocab_size
-    std::vector<beam_candidate> pool;  ///< rows * k merge pool
-    explicit beam_step_workspace(std::size_t vocab_size = 0, std::size_t rows = 0,
-                                 std::size_t k = 0)
-        : row_top(vocab_size) {
-        pool.reserve(std::min(rows, std::size_t(3)) * k);  // at most 2k + one row's k
-    }
-};
-
-/// The top `out.size()` candidates (rank order) of `beam_scores[b] + log_softmax(row b)[v]` over
-/// rows x V (row-major `rows`), without sorting V: kernels::top_k per row, then a merge.
-/// `penalty` (optional, size V): subtracted from the logprob of each token (diversity penalty).
-/// Returns the number written (fewer when rows have fewer valid entries).
-/// \pre rows.size() == beam_scores.size() * vocab_size, ws sized for (vocab_size, rows, k)
-inline std::size_t beam_top_candidates(std::span<const float> rows, std::size_t vocab_size,
-                                       std::span<const double> beam_scores,
-                                       std::span<beam_candidate> out, beam_step_workspace& ws,
-                                       std::span<const float> penalty = {},
-                                       std::size_t extra_k = 0) noexcept {
-    const std::size_t k = out.size();
-    ws.pool.clear();
-    if (k == 0) return 0;
-    for (std::size_t b = 0; b < beam_scores.size(); ++b) {
-        const std::span<const float> row = rows.subspan(b * vocab_size, vocab_size);
-        const double lse = kernels::logsumexp(row);
-        if (!(lse > -std::numeric_limits<double>::infinity())) continue;  // no valid entry
-        const std::size_t n = kernels::top_k(row, k + extra_k, tie_policy::exactly_k, ws.row_top);
-        double inf_logp = 0;
-        if (std::isinf(lse)) {  // +inf entries: uniform over them
-            std::size_t n_inf = 0;
-            for (float v : row) n_inf += (v == std::numeric_limits<float>::infinity());
-            inf_logp = -std::log(double(n_inf));
-        }
-        for (std::size_t i = 0; i < n; ++i) {
-            const float x = ws.row_top.logits()[i];
-            const token_id t = ws.row_top.ids()[i];
-            double lp = std::isinf(lse)
-                            ? (std::isinf(x) ? inf_logp : -std::numeric_limits<double>::infinity())
-                            : double(x) - lse;
-            if (!penalty.empty()) lp -= penalty[std::size_t(t)];
-            if (lp == -std::numeric_limits<double>::infinity()) continue;
-            const double s = beam_scores[b] + lp;
-            ws.pool.push_back({s, s, std::uint32_t(b), t});
-        }
-        detail::prune_pool(ws.pool, k);
-    }
-    return detail::take_best(ws.pool, out);
-}
-
-/// The best hypothesis so far: beam search's streaming event.
-struct beam_event {
-    std::span<const token_id> tokens = {};  ///< its generated tokens (EOS excluded); valid until
-                                            ///< the searcher's next advance() / cancel()
-    double score = 0;       ///< finished: its score; running: sum / (current length)^lp
-    bool finished = false;  ///< a finished hypothesis (else a running beam)
-    std::size_t step = 0;   ///< steps taken so far
-};
-
-/// What one beam_searcher::advance() produced.
-struct beam_step_events {
-    step_status status = step_status::ok;
-    /// For each request of the new requests(): the index, in the requests() this step consumed,
-    /// of the beam it extends by one token (a paged KV cache forks that sequence). Valid until
-    /// the next advance(); empty once done.
-    std::span<const std::uint32_t> parents = {};
-    std::optional<stop_reason> stop = {};  ///< set when the search ended (the best's reason)
-    bool finished() const noexcept { return stop.has_value(); }
-};
-
-/// A beam streaming callback: `bool(const beam_event&)` (false stops: running beams become
-/// hypotheses with reason callback) or `void(const beam_event&)`.
-template <class F>
-concept beam_callback = std::invocable<F&, const beam_event&>;
-
-namespace detail {
-struct no_beam_stream {
-    void operator()(const beam_event&) const noexcept {}
-};
-template <class F>
-bool call_best(F& f, const beam_event& e) {
-    if constexpr (std::is_invocable_r_v<bool, F&, const beam_event&>)
-        return f(e);
-    else
-        return f(e), true;
-}
-}  // namespace detail
-
-/// A beam search in progress, driven step by step (beam_search() below runs it on a model):
-/// next_call() names the running beams' sequences (slot = beam index); advance() consumes one
-/// logits row per request and reports each new beam's parent; best() is the best hypothesis so
-/// far (stream it); result() the n-best. Not copyable (its requests point into it); movable.
-class beam_searcher {
-public:
-    /// \pre params valid (validated here), !prompt.empty(), vocab_size >= 1 (each rejected with
-    /// a message otherwise)
-    beam_searcher(const beam_search_params& params, std::size_t vocab_size,
-                  std::span<const token_id> prompt)
-        : p_(params),
-          vocab_(vocab_size),
-          prompt_(prompt.begin(), prompt.end()),
-          t0_(std::chrono::steady_clock::now()) {
-        p_.validate();
-        if (prompt_.empty()) raise("beam_search: prompt must not be empty (add a BOS token)");
-        if (vocab_ == 0) raise("beam_search: vocab_size must be >= 1");
-        gs_ = p_.num_beams / p_.num_groups;
-        // HF keeps max(2, 1 + #eos) * g so that g non-EOS candidates always remain.
-        const std::size_t k =
-            std::max<std::size_t>(2, 1 + std::min(p_.eos_ids.size(), vocab_)) * gs_;
-        text_on_ = !p_.stop_strings.empty();
-        const stop_string_matcher text0 =
-            text_on_ ? stop_string_matcher(p_.stop_strings) : stop_string_matcher();
-        groups_.resize(p_.num_groups);
-        for (std::size_t g = 0; g < p_.num_groups; ++g) {
-            groups_[g].running.push_back({prompt_, 0.0, 0.0, 0, text0});
-            groups_[g].nr = 1;
-        }
-        ws_ = beam_step_workspace(vocab_, gs_, k + (p_.num_groups > 1 ? p_.num_beams : 0));
-        top_.resize(k);
-        if (p_.num_groups > 1 && p_.diversity_penalty > 0) penalty_.assign(vocab_, 0.f);
-        if (p_.stochastic) gumbel_row_.resize(vocab_);
-        rebuild_requests();
-    }
-    beam_searcher(const beam_searcher&) = delete;
-    beam_searcher& operator=(const beam_searcher&) = delete;
-    beam_searcher(beam_searcher&&) = default;
-    beam_searcher& operator=(beam_searcher&&) = default;
-
-    /// One logits row per running beam (every group), slot = beam index; empty when done().
-    model_call next_call() const noexcept { return {.requests = requests_}; }
-    /// Sequences to score now (prompt + generated), slot = beam index; empty when done().
-    std::span<const sequence_request> requests() const noexcept { return requests_; }
-    /// For each request of requests(): the index of its parent in the previous requests()
-    /// (0 before the first step).
-    std::span<const std::uint32_t> parents() const noexcept { return parents_; }
-    /// True when every group stopped or max_new_tokens was reached.
-    bool done() const noexcept { return requests_.empty(); }
-    /// Steps taken so far (= generated length of the running beams).
-    std::size_t steps() const noexcept { return step_; }
-    std::size_t vocab_size() const noexcept { return vocab_; }
-
-    /// Consumes one logits row per request of requests() (rows_needed(requests()) rows, in
-    /// order) and advances.
-    /// \return status bad_input (nothing consumed) when logits.size() < requests().size() *
-    /// vocab_size(); finished when already done()
-    beam_step_events advance(std::span<const float> logits) {
-        if (done()) return {.status = step_status::finished};
-        if (logits.size() / vocab_ < requests_.size()) return {.status = step_status::bad_input};
-        ++calls_;
-        rows_ += requests_.size();
-        const std::size_t cur = step_ + 1;  // generated length of this step's candidates
-        std::size_t row0 = 0;
-        if (!penalty_.empty())
-            for (token_id t : chosen_) penalty_[std::size_t(t)] = 0.f;
-        chosen_.clear();
-        const stop_checker stops(p_.eos_ids, p_.stop_sequences);
-        for (std::size_t g = 0; g < groups_.size(); ++g) {
-            group& G = groups_[g];
-            if (G.done) continue;
-            const std::size_t nb = G.nr, base = row0;
-            const std::span<const float> rows = logits.subspan(row0 * vocab_, nb * vocab_);
-            row0 += nb;
-            scores_.clear();
-            for (std::size_t b = 0; b < nb; ++b)
-                scores_.push_back(p_.stochastic ? G.running[b].key : G.running[b].sum);
-            const std::size_t n =
-                p_.stochastic ? stochastic_candidates(G, rows, cur)
-                              : beam_top_candidates(rows, vocab_, scores_, top_, ws_, penalty_,
-                                                    penalty_.empty() ? 0 : chosen_.size());
-            G.nn = 0;
-            if (n == 0) {  // no running beam of the group has a valid entry
-                for (std::size_t b = 0; b < G.nr; ++b)
-                    add_finished(G, G.running[b], -1, G.running[b].sum, step_,
-                                 stop_reason::no_valid_token);
-                G.nr = 0;
-                G.done = true;
-                continue;
-            }
-            double best_sum = -std::numeric_limits<double>::infinity();
-            for (std::size_t r = 0; r < n; ++r) best_sum = std::max(best_sum, top_[r].sum);
-            for (std::size_t r = 0; r < n && G.nn < gs_; ++r) {
-                const beam_candidate& c = top_[r];
-                const beam& parent = G.running[c.beam];
-                if (stops.is_eos(c.token)) {
-                    if (r < gs_) add_finished(G, parent, -1, c.sum, cur, stop_reason::eos);
-                    continue;
-                }
-                std::optional<stop_reason> fin;
-                if (stops.has_stop_sequences() &&
-                    stops.completes_stop_sequence(generated(parent), c.token)) {
-                    fin = stop_reason::stop_sequence;
-                } else if (text_on_) {
-                    scratch_ = parent.text;
-                    if (scratch_.push(p_.detokenize(c.token)).matched)
-                        fin = stop_reason::stop_string;
-                }
-                if (fin) {
-                    if (r < gs_) add_finished(G, parent, c.token, c.sum, cur, *fin);
-                    continue;
-                }
-                beam& nb2 = next_slot(G);
-                nb2.tokens.assign(parent.tokens.begin(), parent.tokens.end());
-                nb2.tokens.push_back(c.token);
-                nb2.sum = c.sum;
-                nb2.key = c.key;
-                nb2.parent = std::uint32_t(base + c.beam);
-                if (text_on_) nb2.text = std::move(scratch_);
-            }
-            for (std::size_t r = 0; r < G.nn; ++r) note_chosen(G.next[r].tokens.back());
-            std::swap(G.running, G.next);
-            std::swap(G.nr, G.nn);
-            if (G.nr == 0)
-                G.done = true;
-            else if (!p_.stochastic)
-                G.done = group_is_done(G, best_sum, cur);
-            else if (p_.stopping == early_stopping::first_n)
-                G.done = G.finished.size() >= gs_;
-        }
-        ++step_;
-        if (step_ == 1) ttft_ = detail::seconds_since(t0_);
-        if (step_ >= p_.max_new_tokens) end_running(stop_reason::max_new_tokens);
-        rebuild_requests();
-        return events();
-    }
-    /// advance() for engines that pass hidden rows to every stepper (ignored here).
-    beam_step_events advance(std::span<const float> logits, std::span<const float> /*hidden*/) {
-        return advance(logits);
-    }
-
-    /// Ends the search now: running beams become hypotheses with reason `why` (cancelled, or
-    /// callback when a streaming callback stopped it). Finished when already done().
-    beam_step_events cancel(stop_reason why = stop_reason::cancelled) {
-        if (done()) return {.status = step_status::finished};
-        end_running(why);
-        rebuild_requests();
-        return events();
-    }
-
-    /// The best hypothesis so far: the best finished one, or a running beam scored as if it
-    /// finished now when that is better (ties: finished first, then earlier).
-    beam_event best() const noexcept {
-        beam_event e{.step = step_};
-        bool have = false;
-        for (const auto& G : groups_)
-            for (const auto& h : G.finished)
-                if (!have || h.score > e.score) {
-                    e.tokens = h.tokens;
-                    e.score = h.score;
-                    e.finished = have = true;
-                }
-        for (const auto& G : groups_) {
-            if (G.done) continue;
-            for (std::size_t b = 0; b < G.nr; ++b) {
-                const double s = normalise(G.running[b].sum, step_);
-                if (!have || s > e.score) {
-                    e.tokens = generated(G.running[b]);
-                    e.score = s;
-                    e.finished = false;
-                    have = true;
-                }
-            }
-        }
-        return e;
-    }
-
-    /// The n-best over every group, best first (ties: earlier finished first); tokens and
-    /// reason are the best hypothesis' (no_valid_token when there is none).
-    beam_search_result result() const {
-        beam_search_result res;
-        std::vector<const beam_hypothesis*> all;
-        for (const auto& G : groups_)
-            for (const auto& h : G.finished) all.push_back(&h);
-        std::stable_sort(
-            all.begin(), all.end(),
-            [](const beam_hypothesis* a, const beam_hypothesis* b) { return a->score > b->score; });
-        for (std::size_t i = 0; i < all.size() && i < p_.num_return; ++i)
-            res.hypotheses.push_back(*all[i]);
-        res.steps = step_;
-        res.model_calls = calls_;
-        res.model_rows = rows_;
-        if (!res.hypotheses.empty()) {
-            res.tokens = res.hypotheses.front().tokens;
-            res.reason = res.hypotheses.front().reason;
-        } else {
-            res.reason = stop_reason::no_valid_token;
-        }
-        res.stats.prompt_tokens = prompt_.size();
-        res.stats.generated_tokens = res.tokens.size();
-        res.stats.model_calls = calls_;
-        res.stats.model_rows = rows_;
-        res.stats.time_to_first_token = ttft_;
-        res.stats.total_time = done() ? total_ : detail::seconds_since(t0_);
-        res.stats.finish();
-        return res;
-    }
-
-private:
-    struct beam {
-        std::vector<token_id> tokens;  // prompt + generated
-        double sum = 0;
-        double key = 0;            // stochastic: the Gumbel key G
-        std::uint32_t parent = 0;  // index in the previous requests of the beam it extends
-        stop_string_matcher text;  // with stop strings: the beam's text state
-    };
-    struct group {
-        std::vector<beam> running, next;        // storage reused across steps
-        std::size_t nr = 0, nn = 0;             // live entries of running / next
-        std::vector<beam_hypothesis> finished;  // at most gs_
-        bool done = false;
-    };
-
-    std::span<const token_id> generated(const beam& b) const noexcept {
-        return std::span<const token_id>(b.tokens).subspan(prompt_.size());
-    }
-    beam& next_slot(group& G) {
-        if (G.nn == G.next.size()) G.next.emplace_back();
-        return G.next[G.nn++];
-    }
-    void note_chosen(token_id t) {
-        if (penalty_.empty()) return;
-        penalty_[std::size_t(t)] += p_.diversity_penalty;
-        chosen_.push_back(t);
-    }
-    double length_of(std::size_t generated) const noexcept {
-        return double(generated + (p_.length_includes_prompt ? prompt_.size() : 0));
-    }
-    double normalise(double sum, std::size_t generated) const noexcept {
-        // sum == 0 (every step certain) scores 0 even when length^lp under/overflows (0/0).
-        if (sum == 0) return 0.0;
-        return sum / std::pow(length_of(generated), double(p_.length_penalty));
-    }
-    /// A hypothesis from beam `b` (+ `last` when >= 0), `generated` tokens long for its score.
-    void add_finished(group& G, const beam& b, token_id last, double sum, std::size_t generated,
-                      stop_reason why) {
-        const double score = normalise(sum, generated);
-        if (G.finished.size() >= gs_) {
-            auto worst =
-                std::min_element(G.finished.begin(), G.finished.end(),
-                                 [](const auto& a, const auto& c) { return a.score < c.score; });
-            if (!(score > worst->score)) return;
-            G.finished.erase(worst);
-        }
-        beam_hypothesis h;
-        h.tokens.assign(b.tokens.begin() + std::ptrdiff_t(prompt_.size()), b.tokens.end());
-        if (last >= 0) h.tokens.push_back(last);
-        h.score = score;
-        h.sum_logprobs = sum;
-        h.eos = why == stop_reason::eos;
-        h.reason = why;
-        G.finished.push_back(std::move(h));
-    }
-    /// Every group still running ends: its running beams become hypotheses with reason `why`.
-    void end_running(stop_reason why) {
-        for (auto& G : groups_)
-            if (!G.done) {
-                for (std::size_t b = 0; b < G.nr; ++b)
-                    add_finished(G, G.running[b], -1, G.running[b].sum, step_, why);
-                G.done = true;
-            }
-    }
-    bool group_is_done(const group& G, double best_sum, std::size_t cur) const noexcept {
-        if (G.finished.size() < gs_) return false;
-        if (p_.stopping == early_stopping::first_n) return true;
-        double worst = std::numeric_limits<double>::infinity();
-        for (const auto& h : G.finished) worst = std::min(worst, h.score);
-        const std::size_t len = (p_.stopping == early_stopping::never && p_.length_penalty > 0)
-                                    ? p_.max_new_tokens
-                                    : cur;
-        return worst >= normalise(best_sum, len);
-    }
-    beam_step_events events() noexcept {
-        beam_step_events e{.parents = parents_};
-        if (done()) {
-            if (!ended_) {
-                ended_ = true;
-                total_ = detail::seconds_since(t0_);
-            }
-            bool have = false;
-            double best = 0;
-            stop_reason why = stop_reason::no_valid_token;
-            for (const auto& G : groups_)
-                for (const auto& h : G.finished)
-                    if (!have || h.score > best) {
-                        best = h.score;
-                        why = h.reason;
-                        have = true;
-                    }
-            e.stop = why;
-        }
-        return e;
-    }
-
-    /// Stochastic beams: child key G_c = -log(exp(-G_parent) - exp(-Z) + exp(-G~_c)) with
-    /// G~_c = phi_c + Gumbel, Z = max_c G~_c (Kool et al. 2019, stable form); top 2g by key.
-    std::size_t stochastic_candidates(group& G, std::span<const float> rows, std::size_t cur) {
-        const std::size_t k = top_.size();
-        ws_.pool.clear();
-        for (std::size_t b = 0; b < G.nr; ++b) {
-            const std::span<const float> row = rows.subspan(b * vocab_, vocab_);
-            const double lse = kernels::logsumexp(row, p_.temperature);
-            if (!std::isfinite(lse)) continue;
-            rng_stream rs = make_stream(
-                {p_.seed, p_.sequence,
-                 detail::stochastic_beam_step(cur, std::size_t(&G - groups_.data()), b)},
-                rng_purpose::gumbel);
-            const double inv_t = 1.0 / double(p_.temperature);
-            double z = -std::numeric_limits<double>::infinity();
-            for (std::size_t v = 0; v < vocab_; ++v) {
-                const float x = row[v];
-                const double g = rs.gumbel();
-                if (std::isnan(x) || x == -std::numeric_limits<float>::infinity()) {
-                    gumbel_row_[v] = -std::numeric_limits<float>::infinity();
-                    continue;
-                }
-                const double phi = G.running[b].sum + double(x) * inv_t - lse;
-                gumbel_row_[v] = float(phi + g);
-                z = std::max(z, double(gumbel_row_[v]));
-            }
-            const std::size_t n = kernels::top_k(std::span<const float>(gumbel_row_), k,
-                                                 tie_policy::exactly_k, ws_.row_top);
-            const double gp = G.running[b].key;
-            for (std::size_t i = 0; i < n; ++i) {
-                const token_id t = ws_.row_top.ids()[i];
-                const double gt = ws_.row_top.logits()[i];
-                // G_c = gp - v+ - log1p(exp(-|v|)), v = gp - gt + log1mexp(z - gt)
-                double key;
-                if (gt >= z)
-                    key = gp;
-                else {
-                    const double v = gp - gt + detail::log1mexp(z - gt);
-                    key = gp - std::max(v, 0.0) - std::log1p(std::exp(-std::abs(v)));
-                }
-                const double sum = G.running[b].sum + double(row[std::size_t(t)]) * inv_t - lse;
-                ws_.pool.push_back({key, sum, std::uint32_t(b), t});
-            }
-            detail::prune_pool(ws_.pool, k);
-        }
-        return detail::take_best(ws_.pool, top_);
-    }
-
-    void rebuild_requests() {
-        requests_.clear();
-        parents_.clear();
-        for (std::size_t g = 0; g < groups_.size(); ++g) {
-            if (groups_[g].done) continue;
-            for (std::size_t i = 0; i < groups_[g].nr; ++i) {
-                requests_.push_back({groups_[g].running[i].tokens, 1, std::uint32_t(g * gs_ + i)});
-                parents_.push_back(groups_[g].running[i].parent);
-            }
-        }
-    }
-
-    beam_search_params p_;
-    std::size_t vocab_;
-    std::vector<token_id> prompt_;
-    std::size_t gs_ = 1;
-    std::size_t step_ = 0;
-    std::vector<group> groups_;
-    beam_step_workspace ws_;
-    std::vector<beam_candidate> top_;
-    std::vector<double> scores_;
-    std::vector<float> penalty_;
-    std::vector<token_id> chosen_;
-    std::vector<float> gumbel_row_;
-    std::vector<sequence_request> requests_;
-    std::vector<std::uint32_t> parents_;
-    bool text_on_ = false;
-    stop_string_matcher scratch_;
-    std::size_t calls_ = 0, rows_ = 0;
-    std::chrono::steady_clock::time_point t0_;
-    double ttft_ = 0, total_ = 0;
-    bool ended_ = false;
-};
-
-/// An engine's name for the beam stepper.
-using beam_stepper = beam_searcher;
-
-/// Runs beam search on `model` from `prompt`; returns the n-best hypotheses (best first), the
-/// best one's tokens and reason, and statistics. `on_best` (optional) sees the best hypothesis
-/// after every step (beam_event); returning false ends the search (reason callback). A loop
-/// over beam_searcher.
-/// \pre !prompt.empty() (rejected with a message otherwise)
-template <language_model M, class OnBest = detail::no_beam_stream>
-requires beam_callback<OnBest> beam_search_result beam_search(M& model,
-                                                              std::span<const token_id> prompt,
-                                                              const beam_search_params& params,
-                                                              OnBest&& on_best = {}) {
-    beam_searcher bs(params, std::size_t(model.vocab_size()), prompt);
-    std::vector<float> logits(params.num_beams * bs.vocab_size());
-    while (!bs.done()) {
-        run_model_call(model, bs.next_call(), logits);
-        bs.advance(logits);
-        if constexpr (!std::is_same_v<std::remove_cvref_t<OnBest>, detail::no_beam_stream>)
-            if (!detail::call_best(on_best, bs.best())) bs.cancel(stop_reason::callback);
-    }
-    return bs.result();
-}
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/decoding/beam_search.hpp
-// ---- begin decodekit/decoding/contrastive.hpp
-/// \file decoding/contrastive.hpp
-/// Contrastive search (Su et al. 2022) over a hidden_state_model: contrastive_stepper, which an
-/// engine drives, and contrastive_search(), which drives it on one model. Per step: candidates =
-/// top-k of p = softmax(logits) (kernels::top_k, ties by lower id); one batched look-ahead call
-/// (candidate i appended to the context, slot = i) returns each candidate's last-layer hidden state
-/// h_i and its next logits; degeneration penalty d_i = max_j cos(h_i, h_j) over every earlier
-/// position j, prompt included (kernels::cosine_similarity); the chosen candidate maximises (1 -
-/// alpha) p_i - alpha d_i, ties to the higher-ranked candidate. Its look-ahead logits and hidden
-/// state are kept, so each step costs exactly one model call after the prompt's. alpha = 0 or k = 1
-/// is greedy (then the look-ahead has one candidate). The first call scores the whole prompt
-/// (logits and hidden states of every prompt position, slot 0). Stop rule, streaming and results:
-/// decoding/contract.hpp (an EOS is not appended; token_event::logprob is log p of the chosen
-/// candidate under softmax(logits)).
-
-// ---- begin decodekit/decoding/sequence_output.hpp
-/// \file decoding/sequence_output.hpp
-/// The output side of one sequence, shared by the single-sequence steppers (generation,
-/// contrastive, DoLa, speculative): it appends tokens, applies the stop rule of
-/// decoding/contract.hpp (EOS, stop sequences, stop strings, min_new_tokens, max_new_tokens, the
-/// callback), streams token events with their text, and times the sequence.
-
-
-#include <algorithm>
-#include <chrono>
-#include <cstddef>
-#include <optional>
-#include <span>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// The stop rule of one sequence (a copy of what its strategy's params say).
-struct stop_conditions {
-    std::vector<token_id> eos_ids = {};
-    std::vector<std::vector<token_id>> stop_sequences = {};
-    std::vector<std::string> stop_strings = {};
-    detokenize_fn detokenize = {};    ///< set: text is streamed (and stop strings matched)
-    std::size_t min_new_tokens = 0;   ///< stop sequences / strings before this count are ignored
-    std::size_t max_new_tokens = 64;  ///< the budget (0: the sequence is over before it starts)
-};
-
-/// Tokens, stop rule, streaming and timing of one sequence.
-class sequence_output {
-public:
-    sequence_output() = default;
-    /// `reserve`: tokens reserved up front (callers cap it: min(max_new_tokens, 16384)).
-    sequence_output(stop_conditions c, std::size_t prompt_length, std::size_t reserve)
-        : c_(std::move(c)),
-          matcher_(c_.stop_strings),
-          prompt_length_(prompt_length),
-          t0_(std::chrono::steady_clock::now()) {
-        tokens_.reserve(reserve);
-        if (c_.max_new_tokens == 0) done_ = true;
-    }
-
-    bool done() const noexcept { return done_; }
-    stop_reason reason() const noexcept { return reason_; }
-    std::span<const token_id> tokens() const noexcept { return tokens_; }
-    std::size_t size() const noexcept { return tokens_.size(); }
-    const stop_conditions& conditions() const noexcept { return c_; }
-    /// True when t is one of the EOS ids.
-    bool is_eos(token_id t) const noexcept { return stop_checker(c_.eos_ids).is_eos(t); }
-
-    /// Starts a step: the step's tokens and text begin empty.
-    void begin_step() noexcept {
-        step_first_ = tokens_.size();
-        step_text_.clear();
-        step_stop_.reset();
-    }
-
-    /// Appends `t` (not an EOS id: check is_eos() first), applies the stop rule and streams it.
-    /// Returns true to go on, false when the sequence ended (reason()).
-    template <class OnToken>
-    bool emit(token_id t, float logprob, OnToken& on_token) {
-        if (done_) return false;
-        mark_first_step();
-        tokens_.push_back(t);
-        const std::size_t n = tokens_.size();
-        const bool active = n >= c_.min_new_tokens;
-        std::optional<stop_reason> why;
-        if (active && stop_checker(c_.eos_ids, c_.stop_sequences).ends_with_stop_sequence(tokens_))
-            why = stop_reason::stop_sequence;
-        std::string_view text;
-        bool cut = false;
-        if (c_.detokenize) {
-            const auto r = matcher_.push(c_.detokenize(t), active);
-            text = r.text;
-            cut = r.matched;
-            if (cut && !why) why = stop_reason::stop_string;
-        }
-        if (!why && n >= c_.max_new_tokens) why = stop_reason::max_new_tokens;
-        if (why && !cut && c_.detokenize) text = append_tail(text);
-        step_text_.append(text);
-        const bool go_on = detail::call_stream(on_token, token_event{t, n - 1, logprob, text});
-        if (!why && !go_on) why = stop_reason::callback;
-        if (why) end(*why);
-        return !why;
-    }
-
-    /// Ends the sequence with `why` (eos, no_valid_token, cancelled, ...) without a token; the
-    /// held-back text goes out in one final event (token -1) when there is any. No-op when done.
-    template <class OnToken>
-    void finish(stop_reason why, OnToken& on_token) {
-        if (done_) return;
-        mark_first_step();
-        if (c_.detokenize) {
-            const std::string_view tail = matcher_.flush();
-            if (!tail.empty()) {
-                step_text_.append(tail);
-                detail::call_stream(on_token,
-                                    token_event{-1, tokens_.size(), 0.f, std::string_view(tail)});
-            }
-        }
-        end(why);
-    }
-    /// finish() with no callback.
-    void finish(stop_reason why) {
-        detail::no_stream none;
-        finish(why, none);
-    }
-
-    /// This step's events (status ok).
-    step_events events() const noexcept {
-        return {step_status::ok, std::span<const token_id>(tokens_).subspan(step_first_),
-                std::string_view(step_text_), step_stop_};
-    }
-
-    /// Moves the tokens and fills the reason and the timing / count fields of `r`.
-    void fill(decoding_result& r) const {
-        r.tokens.assign(tokens_.begin(), tokens_.end());
-        r.reason = reason_;
-        fill_stats(r.stats);
-    }
-    /// Prompt / generated counts and times into `s` (rates via s.finish()).
-    void fill_stats(generation_stats& s) const {
-        s.prompt_tokens = prompt_length_;
-        s.generated_tokens = tokens_.size();
-        s.time_to_first_token = ttft_;
-        s.total_time = done_ ? total_ : detail::seconds_since(t0_);
-        s.finish();
-    }
-    double time_to_first_token() const noexcept { return ttft_; }
-    double total_time() const noexcept { return done_ ? total_ : detail::seconds_since(t0_); }
-
-private:
-    void mark_first_step() noexcept {
-        if (first_step_) return;
-        first_step_ = true;
-        ttft_ = detail::seconds_since(t0_);
-    }
-    /// `text` (the last push's release, possibly empty) extended by the held-back tail.
-    std::string_view append_tail(std::string_view text) {
-        const std::string_view tail = matcher_.flush();
-        if (text.empty()) return tail;
-        if (tail.empty()) return text;
-        return std::string_view(text.data(), text.size() + tail.size());  // contiguous
-    }
-    void end(stop_reason why) noexcept {
-        done_ = true;
-        reason_ = why;
-        step_stop_ = why;
-        total_ = detail::seconds_since(t0_);
-    }
-
-    stop_conditions c_;
-    stop_string_matcher matcher_;
-    std::vector<token_id> tokens_;
-    std::size_t prompt_length_ = 0;
-    std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
-    double ttft_ = 0, total_ = 0;
-    bool first_step_ = false;
-    bool done_ = false;
-    stop_reason reason_ = stop_reason::max_new_tokens;
-    std::size_t step_first_ = 0;
-    std::string step_text_;
-    std::optional<stop_reason> step_stop_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/decoding/sequence_output.hpp
-// ---- begin decodekit/kernels/similarity.hpp
-/// \file kernels/similarity.hpp
-/// Cosine similarity of one vector against many (contrastive search).
-/// Semantics: kernels/reference.hpp (within 1e-6 absolute). One pass over the query and one
-/// over each row (dot product and squared norm fused); products accumulated with FMA in two
-/// float accumulators per 64-entry block, blocks added in double. No random numbers.
-/// Range: float squares underflow below |x| ~ 1e-19 and overflow above ~ 1.8e19, where the double
-/// reference does not. A vector whose float squared norm falls outside [1e-20, 1e20] (or is not
-/// finite) is therefore redone in double, scalar, exactly as the reference: tiny and huge vectors
-/// get the reference's answer, ordinary ones keep the SIMD path.
-
-
-#include <cmath>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-namespace detail {
-/// True when a squared norm summed from float squares can be trusted: no square of an entry that
-/// matters underflowed, none overflowed (false for 0, which underflow can fake, and NaN).
-inline bool float_norm_safe(double sq) noexcept { return sq >= 1e-20 && sq <= 1e20; }
-/// Dot product and squared norm of `row` in double (the reference's arithmetic).
-inline void dot_norm_double(const float* q, const float* row, std::size_t dim, double& dot,
-                            double& rr) noexcept {
-    dot = 0;
-    rr = 0;
-    for (std::size_t j = 0; j < dim; ++j) {
-        dot += double(q[j]) * row[j];
-        rr += double(row[j]) * row[j];
-    }
-}
-}  // namespace detail
-
-/// Cosine similarity of `query` (length dim) against each of n = out.size() rows stored
-/// row-major with `stride` floats between rows; 0 for a zero-norm row or query. Tiny (|x| down
-/// to the smallest subnormal) and huge (up to FLT_MAX) entries give the reference's value.
-template <class A = simd::default_arch>
-void cosine_similarity(std::span<const float> query, const float* rows, std::size_t stride,
-                       std::span<float> out) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    constexpr std::size_t blk = 64;
-    const std::size_t dim = query.size(), nfull = dim / L * L;
-    const float* q = query.data();
-    double qq = 0;
-    for (std::size_t i = 0; i < nfull;) {
-        const std::size_t e = std::min(nfull, i + blk);
-        B a(0.f);
-        for (; i < e; i += L) {
-            const B v = B::load_unaligned(q + i);
-            a = simd::fma<A>(v, v, a);
-        }
-        qq += double(simd::reduce_add<A>(a));
-    }
-    for (std::size_t i = nfull; i < dim; ++i) qq += double(q[i]) * q[i];
-    // A query outside the float range (0 included: its squares may all have underflowed): every
-    // row in double (the float dot products would be off too).
-    const bool q_double = !detail::float_norm_safe(qq);
-    if (q_double) {
-        qq = 0;
-        for (std::size_t j = 0; j < dim; ++j) qq += double(q[j]) * q[j];
-    }
-    for (std::size_t r = 0; r < out.size(); ++r) {
-        const float* row = rows + r * stride;
-        double dot = 0, rr = 0;
-        if (q_double) {
-            detail::dot_norm_double(q, row, dim, dot, rr);
-            out[r] = (qq > 0 && rr > 0) ? float(dot / std::sqrt(qq * rr)) : 0.f;
-            continue;
-        }
-        for (std::size_t i = 0; i < nfull;) {
-            const std::size_t e = std::min(nfull, i + blk);
-            B d0(0.f), d1(0.f), n0(0.f), n1(0.f);
-            for (; i + 2 * L <= e; i += 2 * L) {
-                const B v0 = B::load_unaligned(row + i), v1 = B::load_unaligned(row + i + L);
-                d0 = simd::fma<A>(B::load_unaligned(q + i), v0, d0);
-                d1 = simd::fma<A>(B::load_unaligned(q + i + L), v1, d1);
-                n0 = simd::fma<A>(v0, v0, n0);
-                n1 = simd::fma<A>(v1, v1, n1);
-            }
-            for (; i < e; i += L) {
-                const B v = B::load_unaligned(row + i);
-                d0 = simd::fma<A>(B::load_unaligned(q + i), v, d0);
-                n0 = simd::fma<A>(v, v, n0);
-            }
-            dot += double(simd::reduce_add<A>(d0 + d1));
-            rr += double(simd::reduce_add<A>(n0 + n1));
-        }
-        for (std::size_t i = nfull; i < dim; ++i) {
-            dot += double(q[i]) * row[i];
-            rr += double(row[i]) * row[i];
-        }
-        if (!detail::float_norm_safe(rr))  // tiny (0 included), huge, inf or NaN row: redo
-            detail::dot_norm_double(q, row, dim, dot, rr);
-        out[r] = (qq > 0 && rr > 0) ? float(dot / std::sqrt(qq * rr)) : 0.f;
-    }
-}
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/similarity.hpp
-
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <optional>
-#include <span>
-#include <string>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// Contrastive search configuration.
-struct contrastive_params {
-    std::size_t top_k = 4;               ///< candidates per step, in [1, 1024]
-    float alpha = 0.6f;                  ///< degeneration penalty weight, in [0, 1]
-    std::size_t max_new_tokens = 64;     ///< >= 1
-    std::vector<token_id> eos_ids = {};  ///< generation stops at one of these (not emitted)
-    std::vector<std::vector<token_id>> stop_sequences = {};  ///< each non-empty
-    std::vector<std::string> stop_strings = {};  ///< text stops (decoding/stop_strings.hpp)
-    detokenize_fn detokenize = {};  ///< token -> bytes: streams text, needed by stop_strings
-
-    /// The first invalid field, named with its allowed range; nullopt when valid.
-    std::optional<std::string> check() const {
-        if (top_k < 1 || top_k > 1024)
-            return detail::range_message("contrastive_params.top_k", "in [1, 1024]", double(top_k));
-        if (!(alpha >= 0.f && alpha <= 1.f))
-            return detail::range_message("contrastive_params.alpha", "in [0, 1]", double(alpha));
-        if (max_new_tokens < 1)
-            return detail::range_message("contrastive_params.max_new_tokens", ">= 1",
-                                         double(max_new_tokens));
-        if (auto e = detail::check_stop_conditions("contrastive_params", eos_ids, stop_sequences))
-            return e;
-        return detail::check_stop_strings("contrastive_params", stop_strings, bool(detokenize));
-    }
-    /// check(), reported through raise().
-    void validate() const { raise_if(check()); }
-};
-
-/// What contrastive search returns (tokens exclude the EOS).
-struct contrastive_result : decoding_result {
-    bool eos = false;             ///< reason == stop_reason::eos
-    bool no_valid_token = false;  ///< reason == stop_reason::no_valid_token
-    std::size_t model_calls = 0;
-    std::size_t model_rows = 0;  ///< logits rows computed (prompt rows + k per step)
-};
-
-/// Workspace and scorer of one contrastive step, sized once for (vocab, hidden, k).
-class contrastive_scorer {
-public:
-    contrastive_scorer(std::size_t vocab_size, std::size_t hidden_size, std::size_t k)
-        : cand_(vocab_size), hidden_(hidden_size), k_(k), probs_(k), sims_() {}
-
-    /// The top-k candidates of `logits` (ids() ranked, ties by lower id) and their probabilities;
-    /// returns how many (0 when no entry is valid).
-    std::size_t candidates_of(std::span<const float> logits) noexcept {
-        const double lse = kernels::logsumexp(logits);
-        if (!(lse > -std::numeric_limits<double>::infinity())) {
-            cand_.clear();
-            return 0;
-        }
-        const std::size_t n = kernels::top_k(logits, k_, tie_policy::exactly_k, cand_);
-        std::size_t n_inf = 0;
-        if (std::isinf(lse))
-            for (float v : logits) n_inf += (v == std::numeric_limits<float>::infinity());
-        for (std::size_t i = 0; i < n; ++i) {
-            const float x = cand_.logits()[i];
-            probs_[i] = std::isinf(lse) ? (std::isinf(x) ? 1.0 / double(n_inf) : 0.0)
-                                        : std::exp(double(x) - lse);
-        }
-        return n;
-    }
-    /// Candidate ids of the last candidates_of() call, ranked.
-    std::span<const token_id> ids() const noexcept { return cand_.ids(); }
-    /// Their probabilities under softmax(logits).
-    std::span<const double> probs() const noexcept { return {probs_.data(), cand_.size()}; }
-
-    /// Index (rank) of the candidate maximising (1 - alpha) p_i - alpha max_j cos(h_i, ctx_j);
-    /// `cand_hidden`: one row of hidden_size per candidate; `context_hidden`: n_ctx rows.
-    /// Ties go to the higher-ranked candidate. With n_ctx == 0 the penalty is 0.
-    std::size_t select(std::span<const float> cand_hidden, std::span<const float> context_hidden,
-                       float alpha) {
-        const std::size_t H = hidden_, n = cand_.size(), n_ctx = H ? context_hidden.size() / H : 0;
-        if (sims_.size() < n_ctx) sims_.resize(std::max(n_ctx, 2 * sims_.size()));
-        std::size_t best = 0;
-        double best_score = -std::numeric_limits<double>::infinity();
-        for (std::size_t i = 0; i < n; ++i) {
-            double pen = 0;
-            if (n_ctx > 0 && alpha > 0) {
-                std::span<float> s(sims_.data(), n_ctx);
-                kernels::cosine_similarity(cand_hidden.subspan(i * H, H), context_hidden.data(), H,
-                                           s);
-                pen = *std::max_element(s.begin(), s.end());
-            }
-            const double score = (1.0 - double(alpha)) * probs_[i] - double(alpha) * pen;
-            if (score > best_score) {
-                best_score = score;
-                best = i;
-            }
-        }
-        return best;
-    }
-
-private:
-    candidates cand_;
-    std::size_t hidden_, k_;
-    std::vector<double> probs_;
-    std::vector<float> sims_;
-};
-
-/// Contrastive search of one sequence, driven step by step: next_call() is a logits_and_hidden
-/// call (first the whole prompt, then the k look-ahead sequences, slot = candidate rank);
-/// advance() consumes its rows, picks the token and applies the stop rule.
-class contrastive_stepper {
-public:
-    /// \pre params valid, !prompt.empty(), vocab_size >= 1 (each rejected with a message)
-    contrastive_stepper(const contrastive_params& params, std::size_t vocab_size,
-                        std::size_t hidden_size, std::span<const token_id> prompt)
-        : alpha_(checked(params, vocab_size, prompt).alpha),
-          V_(vocab_size),
-          H_(hidden_size),
-          k_(params.alpha == 0.f ? 1 : std::min(params.top_k, vocab_size)),
-          scorer_(V_, H_, k_) {
-        const std::size_t reserve = std::min<std::size_t>(params.max_new_tokens, 16384);
-        seq_.assign(prompt.begin(), prompt.end());
-        seq_.reserve(prompt.size() + reserve);
-        ctx_hidden_.reserve((prompt.size() + reserve) * H_);
-        logits_.resize(V_);
-        cand_seq_.resize(k_);
-        for (auto& c : cand_seq_) c.reserve(prompt.size() + reserve);
-        req_.resize(k_);
-        out_ = sequence_output(stop_conditions{.eos_ids = params.eos_ids,
-                                               .stop_sequences = params.stop_sequences,
-                                               .stop_strings = params.stop_strings,
-                                               .detokenize = params.detokenize,
-                                               .max_new_tokens = params.max_new_tokens},
-                               prompt.size(), reserve);
-        req_[0] = {seq_, seq_.size(), 0};
-        n_ = 1;
-    }
-    contrastive_stepper(const contrastive_stepper&) = delete;
-    contrastive_stepper& operator=(const contrastive_stepper&) = delete;
-    contrastive_stepper(contrastive_stepper&&) = default;
-    contrastive_stepper& operator=(contrastive_stepper&&) = default;
-
-    /// logits_and_hidden of the prompt (first call) or of the look-ahead sequences.
-    model_call next_call() const noexcept {
-        if (done()) return {};
-        return {.kind = call_kind::logits_and_hidden,
-                .requests = std::span<const sequence_request>(req_.data(), n_)};
-    }
-    std::span<const sequence_request> requests() const noexcept { return next_call().requests; }
-    bool done() const noexcept { return out_.done(); }
-    std::size_t vocab_size() const noexcept { return V_; }
-    std::size_t hidden_size() const noexcept { return H_; }
-
-    /// Consumes next_call()'s rows: logits (positions x vocab_size) and hidden states
-    /// (positions x hidden_size).
-    /// \return status bad_input (nothing consumed) when either span is short
-    template <class OnToken = detail::no_stream>
-    requires token_callback<OnToken> step_events advance(std::span<const float> logits,
-                                                         std::span<const float> hidden,
-                                                         OnToken&& on_token = {}) {
-        if (done()) return {.status = step_status::finished};
-        const std::size_t rows = next_call().positions();
-        if (logits.size() / V_ < rows || (H_ > 0 && hidden.size() / H_ < rows))
-            return {.status = step_status::bad_input};
-        out_.begin_step();
-        ++calls_;
-        rows_ += rows;
-        if (prompt_phase_) {
-            prompt_phase_ = false;
-            ctx_hidden_.assign(hidden.begin(), hidden.begin() + std::ptrdiff_t(rows * H_));
-            std::copy_n(logits.begin() + std::ptrdiff_t((rows - 1) * V_), V_, logits_.begin());
-        } else {
-            const std::size_t best = scorer_.select(hidden.first(n_ * H_), ctx_hidden_, alpha_);
-            const token_id t = scorer_.ids()[best];
-            const float lp = float(std::log(scorer_.probs()[best]));
-            if (out_.is_eos(t)) {
-                out_.finish(stop_reason::eos, on_token);
-                return out_.events();
-            }
-            seq_.push_back(t);
-            ctx_hidden_.insert(ctx_hidden_.end(), hidden.begin() + std::ptrdiff_t(best * H_),
-                               hidden.begin() + std::ptrdiff_t((best + 1) * H_));
-            std::copy_n(logits.begin() + std::ptrdiff_t(best * V_), V_, logits_.begin());
-            if (!out_.emit(t, lp, on_token)) return out_.events();
-        }
-        prepare(on_token);
-        return out_.events();
-    }
-
-    /// Ends the sequence now with stop_reason::cancelled (the held-back text is in the events).
-    step_events cancel() {
-        if (done()) return {.status = step_status::finished};
-        out_.begin_step();
-        out_.finish(stop_reason::cancelled);
-        return out_.events();
-    }
-
-    /// The output so far (everything once done()).
-    contrastive_result result() const {
-        contrastive_result r;
-        out_.fill(r);
-        r.eos = r.reason == stop_reason::eos;
-        r.no_valid_token = r.reason == stop_reason::no_valid_token;
-        r.model_calls = r.stats.model_calls = calls_;
-        r.model_rows = r.stats.model_rows = rows_;
-        r.stats.finish();
-        return r;
-    }
-
-private:
-    static const contrastive_params& checked(const contrastive_params& p, std::size_t V,
-                                             std::span<const token_id> prompt) {
-        p.validate();
-        if (prompt.empty()) raise("contrastive_search: prompt must not be empty (add a BOS token)");
-        if (V == 0) raise("contrastive_search: vocab_size must be >= 1");
-        return p;
-    }
-    /// The next step's candidates and look-ahead requests (or no_valid_token).
-    template <class OnToken>
-    void prepare(OnToken& on_token) {
-        n_ = scorer_.candidates_of(logits_);
-        if (n_ == 0) {
-            out_.finish(stop_reason::no_valid_token, on_token);
-            return;
-        }
-        for (std::size_t i = 0; i < n_; ++i) {
-            cand_seq_[i].assign(seq_.begin(), seq_.end());
-            cand_seq_[i].push_back(scorer_.ids()[i]);
-            req_[i] = {cand_seq_[i], 1, std::uint32_t(i)};
-        }
-    }
-
-    float alpha_;
-    std::size_t V_, H_, k_;
-    contrastive_scorer scorer_;
-    std::vector<token_id> seq_;
-    std::vector<float> ctx_hidden_, logits_;
-    std::vector<std::vector<token_id>> cand_seq_;
-    std::vector<sequence_request> req_;
-    std::size_t n_ = 0;  // live requests
-    bool prompt_phase_ = true;
-    sequence_output out_;
-    std::size_t calls_ = 0, rows_ = 0;
-};
-
-/// Runs contrastive search on `model` from `prompt` (needs the hidden_state_model capability),
-/// streaming through `on_token` (contract.hpp). A loop over contrastive_stepper.
-/// \pre !prompt.empty() (rejected with a message otherwise)
-template <hidden_state_model M, token_callback OnToken = detail::no_stream>
-contrastive_result contrastive_search(M& model, std::span<const token_id> prompt,
-                                      const contrastive_params& params, OnToken&& on_token = {}) {
-    contrastive_stepper st(params, std::size_t(model.vocab_size()),
-                           std::size_t(model.hidden_size()), prompt);
-    const std::size_t rows = std::max(prompt.size(), std::min(params.top_k, st.vocab_size()));
-    std::vector<float> logits(rows * st.vocab_size()), hidden(rows * st.hidden_size());
-    while (!st.done()) {
-        run_model_call(model, st.next_call(), logits, hidden);
-        st.advance(logits, hidden, on_token);
-    }
-    return st.result();
-}
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/decoding/contrastive.hpp
-// ---- begin decodekit/decoding/dola.hpp
-/// \file decoding/dola.hpp
-/// DoLa, decoding by contrasting layers (Chuang et al. 2024), over a layer_logits_model:
-/// dola_stepper, which an engine drives, and dola_decode(), which drives it on one model.
-/// Per step, one layer_logits call (slot 0) reads the final layer N
-/// and the candidate premature layers J at the last position; with q_l = softmax(layer l):
-///   M = argmax_{j in J} JSD(q_N || q_j)              (first in J on ties)
-///   V_head = {x : q_N(x) >= relative_top * max q_N}   (adaptive plausibility constraint)
-///   score(x) = log q_N(x) - log q_M(x) on V_head, -inf elsewhere
-/// then the repetition penalty (CTRL, over prompt + generated; 1.2 is the paper's
-/// recommendation) and the draw of `sampling` (greedy by default, or any sampler setting).
-/// Candidate layers: "low" = range(start, N/2, 2) if N <= 40 else range(start, 20, 2);
-/// "high" = range(N/2, N, 2) if N <= 40 else range(N - 20, N, 2); start = 2 when the embeddings
-/// are tied and N > 2 (1 when N == 2), else 0 (Hugging Face's rule); or an explicit list of
-/// layers in [0, N). Layer 0 is the embedding output.
-/// Parity switch: divergence::hf_mixture_kl uses Hugging Face's quantity
-/// 0.5 [KL(m || q_N) + KL(m || q_j)] instead of the JSD (it can pick another layer). HF's other
-/// quirks are backend matters (its early-layer logits skip the final norm) or change nothing here
-/// (filtered premature log-probs set to -1e-3 still give -inf scores).
-/// Stop rule, streaming and results: decoding/contract.hpp (an EOS is not appended; the
-/// sampler's min_new_tokens suppresses the EOS ids, which default to dola_params::eos_ids, and
-/// holds stop sequences and stop strings). Randomness: the draw of step i uses
-/// rng_key{sampling.seed, dola_params::sequence, i}.
-
-// ---- begin decodekit/kernels/softmax.hpp
-/// \file kernels/softmax.hpp
-/// softmax, log-softmax and the normaliser, temperature fused (no scaling pass); entropy.
-/// Semantics: kernels/reference.hpp (within 1e-6 relative for sums, 1e-5 relative per
-/// probability). No random numbers are consumed.
-///
-/// Passes: exp_sum 2 (max; fused exp-and-sum), softmax 3 (max; exp, store and sum; scale by
-/// 1/Z), log_softmax 3 (max; exp-sum; write (x - m)/T - log Z), entropy 2 (max; one pass summing
-/// w and w * (x - m)/T). Sums use 4 float accumulators per 1024-entry block, blocks added in
-/// double; exponentials by simd::exp_nonpositive (about 2 ulp; 0 below max - 87 T, 0 for NaN).
-/// Rows with +inf, no valid entry, or a subnormal temperature use the reference path.
-/// softmax also takes a token_bitmask (kernels/mask.hpp), read inside its passes.
-
-
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-
-using reference::softmax_stats;
-
-namespace detail {
-
-/// softmax of r[0, n) into out[0, n); see kernels::softmax. \pre m = max of r, finite;
-/// inv_t finite.
-template <class A, class Row>
-double softmax_of(const Row r, std::size_t n, float m, float inv_t, float* o) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const double s = detail::exp_pass<A, true>(r, n, m, inv_t, o);
-    const float rs = float(1.0 / s);
-    const B rb(rs);
-    std::size_t i = 0;
-    for (; i + L <= n; i += L) (B::load_unaligned(o + i) * rb).store_unaligned(o + i);
-    for (; i < n; ++i) o[i] *= rs;
-    return s;
-}
-
-}  // namespace detail
-
-/// out_i = p_i = exp((x_i - m)/T) / Z; all zeros when no entry has probability.
-/// \pre out.size() == x.size(), temperature > 0
-template <class A = simd::default_arch>
-softmax_stats softmax(std::span<const float> x, std::span<float> out,
-                      float temperature = 1.f) noexcept {
-    DECODEKIT_ASSERT(out.size() == x.size(), "softmax: out.size() must equal x.size()");
-    const float m = kernels::max<A>(x);
-    const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::softmax(x, out, temperature);
-    return {m,
-            detail::softmax_of<A>(detail::plain_row<A>{x.data()}, x.size(), m, inv_t, out.data())};
-}
-
-/// softmax over the allowed entries (reference::softmax(x, out, T, mask)): disallowed entries
-/// get 0; all zeros when no allowed entry has probability. Same three passes, the mask read in
-/// the first two. \pre out.size() == x.size(), temperature > 0
-template <class A = simd::default_arch>
-softmax_stats softmax(std::span<const float> x, std::span<float> out, float temperature,
-                      const token_bitmask& mask) noexcept {
-    DECODEKIT_ASSERT(out.size() == x.size(), "softmax: out.size() must equal x.size()");
-    std::size_t n = 0;
-    const auto r = detail::masked<A>(x, mask, n);
-    const float m = detail::max_of<A>(r, n);
-    const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t))
-        return reference::softmax(x, out, temperature, mask);
-    std::fill(out.begin() + std::ptrdiff_t(n), out.end(), 0.f);
-    return {m, detail::softmax_of<A>(r, n, m, inv_t, out.data())};
-}
-
-/// out_i = exp((x_i - m)/T), the unnormalised softmax weights (m the max; when an entry is +inf:
-/// 1 for the +inf entries, 0 elsewhere; 0 for NaN and -inf entries, and below m - 87 T); returns
-/// {m, sum of out}. Two passes (max; fused exp, store and sum).
-/// \pre out.size() == x.size(), temperature > 0
-template <class A = simd::default_arch>
-softmax_stats exp_weights(std::span<const float> x, float temperature,
-                          std::span<float> out) noexcept {
-    DECODEKIT_ASSERT(out.size() == x.size(), "exp_weights: out.size() must equal x.size()");
-    const float m = kernels::max<A>(x);
-    const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) {
-        double s = 0;
-        for (std::size_t i = 0; i < x.size(); ++i) {
-            out[i] = m > -std::numeric_limits<float>::infinity()
-                         ? float(reference::weight(x[i], m, temperature))
-                         : 0.f;
-            s += double(out[i]);
-        }
-        return {m, s};
-    }
-    return {m, detail::exp_pass<A, true>(x, m, inv_t, out.data())};
-}
-
-/// out_i = log p_i = (x_i - m)/T - log Z; -inf for entries of probability 0 (NaN included).
-/// \pre out.size() == x.size(), temperature > 0
-template <class A = simd::default_arch>
-softmax_stats log_softmax(std::span<const float> x, std::span<float> out,
-                          float temperature = 1.f) noexcept {
-    DECODEKIT_ASSERT(out.size() == x.size(), "log_softmax: out.size() must equal x.size()");
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const float m = kernels::max<A>(x);
-    const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t))
-        return reference::log_softmax(x, out, temperature);
-    const double s = detail::exp_pass<A, false>(x, m, inv_t, nullptr);
-    const float lz = float(std::log(s));
-    // exp((x - m)/T) underflows to 0 in double below this: the reference says -inf there.
-    constexpr float underflow = -745.13f;
-    const B mb(m), tb(inv_t), lzb(lz), ub(underflow), ninf(detail::neg_inf_f);
-    const float* p = x.data();
-    float* o = out.data();
-    const std::size_t n = x.size();
-    std::size_t i = 0;
-    for (; i + L <= n; i += L) {
-        const B d = (B::load_unaligned(p + i) - mb) * tb;
-        simd::select<A>(d >= ub, d - lzb, ninf).store_unaligned(o + i);  // NaN fails >=: -inf
-    }
-    for (; i < n; ++i) {
-        const float d = (p[i] - m) * inv_t;
-        o[i] = d >= underflow ? d - lz : detail::neg_inf_f;
-    }
-    return {m, s};
-}
-
-/// Entropy H = -sum p log p (nats) of the tempered distribution; 0 when no entry has
-/// probability. Two passes: H = log Z - (sum w_i d_i) / Z with d_i = (x_i - m)/T, w_i = exp(d_i).
-/// \pre temperature > 0
-template <class A = simd::default_arch>
-double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const float m = kernels::max<A>(x);
-    const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::entropy(x, temperature);
-    const float* p = x.data();
-    const std::size_t n = x.size(), nfull = n / L * L;
-    const B mb(m), tb(inv_t), lo(-200.f);
-    double sw = 0, swd = 0;
-    std::size_t i = 0;
-    while (i < nfull) {
-        const std::size_t end = std::min(nfull, i + 2 * detail::block_size);
-        B s0(0.f), s1(0.f), t0(0.f), t1(0.f);
-        auto one = [&](std::size_t j, B& s, B& t) {
-            const B v = B::load_unaligned(p + j);
-            const B d0 = (v - mb) * tb;
-            const B w = simd::exp_nonpositive<A>(d0);     // NaN, -inf: 0
-            const B d = simd::max_ignore_nan<A>(lo, d0);  // -inf, NaN -> -200: w * d = 0
-            s += w;
-            t = simd::fma<A>(w, d, t);
-        };
-        for (; i + 2 * L <= end; i += 2 * L) {
-            one(i, s0, t0);
-            one(i + L, s1, t1);
-        }
-        for (; i < end; i += L) one(i, s0, t0);
-        sw += double(simd::reduce_add<A>(s0 + s1));
-        swd += double(simd::reduce_add<A>(t0 + t1));
-    }
-    for (; i < n; ++i) {
-        if (std::isnan(p[i])) continue;
-        const float d = std::max((p[i] - m) * inv_t, -200.f);
-        const float w = d >= -87.f ? std::exp(d) : 0.f;
-        sw += double(w);
-        swd += double(w) * double(d);
-    }
-    if (!(sw > 0)) return 0;
-    return std::log(sw) - swd / sw;
-}
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/softmax.hpp
-// ---- begin decodekit/processors/penalties.hpp
-/// \file processors/penalties.hpp
-/// Repetition (CTRL), frequency and presence (OpenAI) penalties over a window of the history.
-///
-/// Semantics (../shared/ALGORITHMS.md section 2):
-///   repetition: for every token seen in the repetition window, `x > 0 ? x / theta : x * theta`
-///               (applied once per distinct token, whatever its count);
-///   frequency / presence: `x -= count * a_f + (count > 0) * a_p`, count = occurrences of the
-///               token in the frequency window.
-/// Repetition is applied first, then frequency/presence (the order of llama.cpp and vLLM; the
-/// order matters only when both penalties hit the same token).
-/// Windows (penalty_scope), which is where the engines differ:
-///   whole_history -- the whole history, prompt included (Hugging Face);
-///   last_n        -- the last `last_n` tokens of the history, prompt included (llama.cpp,
-///                    penalty_last_n = 64); last_n = 0 is an empty window (no effect);
-///   output_only   -- the generated part, history[prompt_length:] (vLLM's frequency/presence).
-/// vLLM = {repetition_scope = whole_history, frequency_scope = output_only}.
-/// Special values: NaN logits stay NaN, -inf stays -inf, +inf stays +inf, whatever the penalties
-/// (also when count * frequency overflows float); a finite logit whose penalty overflows float
-/// becomes +-inf. Token ids outside [0, V) in the history are ignored, where V is
-/// min(logits.size(), workspace vocabulary size) for apply_penalties and logits.size() for
-/// penalties_processor.
-///
-/// Two forms with the same results:
-///   apply_penalties   -- stateless: the caller passes the history each call; O(window) per call
-///                        (the whole history for whole_history and output_only), and an O(V)
-///                        workspace.
-///   penalties_processor -- per sequence (the processor concept, processors/processor.hpp): keeps
-///                        the counts of each scope (token -> count over the distinct tokens in
-///                        the window, never O(V)), updated from the history hooks by the tokens
-///                        added and removed since the previous call. Per call: O(added + removed)
-///                        in the hooks (last_n: O(min(removed, last_n)) on a cut-back), and
-///                        O(distinct tokens in the windows) in apply() and touched().
+/// Token ids outside [0, V) are ignored. Bans write -inf (also over NaN entries: both mean
+/// probability 0). No allocation; the allowed set works with a small stack buffer or a stack
+/// bitmask over blocks of the vocabulary.
+/// Statefulness: none. Each has a processor form (processors/processor.hpp) holding its list,
+/// shared between copies (a copy is O(1)): logit_bias_processor and banned_tokens_processor are
+/// sparse (touched() declares their list, O(list) per call); allowed_tokens_processor is dense
+/// (it writes every entry outside its list, O(V) per call).
 
 // ---- begin decodekit/processors/processor.hpp
 /// \file processors/processor.hpp
@@ -4640,813 +1012,145 @@ private:
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/processors/processor.hpp
-// ---- begin decodekit/processors/token_counts.hpp
-/// \file processors/token_counts.hpp
-/// The small hash tables per-sequence processor state is kept in: hash_slots (an open-addressing
-/// index from a 64-bit hash to 32-bit values, linear probing, deletion by backward shift) and
-/// token_counts (token -> count over the distinct tokens seen, dense, O(distinct tokens)).
-///
-/// Hashes are seeded once per process (from addresses that ASLR randomises and the clock), so a
-/// client that chooses token histories cannot aim them at one probe chain. Only the table layout
-/// depends on the seed: the iteration order of token_counts (insertion order, with swap-remove)
-/// and every result are deterministic. Growth doubles the slots at load 1/2 (amortized O(1) per
-/// insert); nothing shrinks, so a table reused across cut-backs and rebuilds stops allocating
-/// once it reached its largest size. Not safe to share between threads, const lookups included:
-/// they update a probe counter (like the processors built on these tables, one object serves one
-/// sequence, one call at a time).
 
-
-#include <chrono>
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-namespace detail {
-
-/// A bijective 64-bit mixer (the splitmix64 finalizer).
-inline std::uint64_t mix64(std::uint64_t z) noexcept {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-/// The process's hash seed (fixed after the first call).
-inline std::uint64_t hash_seed() noexcept {
-    static const std::uint64_t seed = [] {
-        static const char anchor = 0;
-        const char local = 0;
-        const auto ticks =
-            static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-        return mix64(reinterpret_cast<std::uintptr_t>(&anchor) ^
-                     mix64(reinterpret_cast<std::uintptr_t>(&local) ^ mix64(ticks)));
-    }();
-    return seed;
-}
-
-/// The seeded hash of one token.
-inline std::uint64_t token_hash(token_id t) noexcept {
-    return mix64(hash_seed() ^ static_cast<std::uint32_t>(t));
-}
-
-/// Open-addressing index: 64-bit hashes to 32-bit values (several values may share a hash; the
-/// caller tells them apart with a predicate). Slots hold the hash's low 32 bits and the value.
-/// Every probe is counted in probes() (a cost counter for tests and monitoring).
-class hash_slots {
-public:
-    static constexpr std::uint32_t none = 0xFFFFFFFFu;
-
-    /// Number of values held.
-    std::size_t size() const noexcept { return size_; }
-    /// Slots probed since construction.
-    std::uint64_t probes() const noexcept { return probes_; }
-
-    /// The first value whose hash is `h` and for which match(value) holds, or none.
-    template <class Match>
-    std::uint32_t find(std::uint64_t h, Match&& match) const {
-        if (slots_.empty()) return none;
-        const std::uint32_t frag = static_cast<std::uint32_t>(h);
-        for (std::size_t i = frag & mask_;; i = (i + 1) & mask_) {
-            ++probes_;
-            const slot& s = slots_[i];
-            if (s.value == none) return none;
-            if (s.frag == frag && match(s.value)) return s.value;
-        }
-    }
-    /// Adds (h, value). \pre value != none
-    void insert(std::uint64_t h, std::uint32_t value) {
-        if ((size_ + 1) * 2 > slots_.size()) grow();
-        place(static_cast<std::uint32_t>(h), value);
-        ++size_;
-    }
-    /// Removes (h, value) if present.
-    void erase(std::uint64_t h, std::uint32_t value) noexcept {
-        std::size_t i = locate(h, value);
-        if (i == npos) return;
-        for (std::size_t j = (i + 1) & mask_;; j = (j + 1) & mask_) {
-            ++probes_;
-            if (slots_[j].value == none) break;
-            const std::size_t home = slots_[j].frag & mask_;
-            // slot j may move back to i unless its home lies cyclically in (i, j]
-            const bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
-            if (stays) continue;
-            slots_[i] = slots_[j];
-            i = j;
-        }
-        slots_[i].value = none;
-        --size_;
-    }
-    /// Changes the value of (h, from) to `to` if present.
-    void relabel(std::uint64_t h, std::uint32_t from, std::uint32_t to) noexcept {
-        const std::size_t i = locate(h, from);
-        if (i != npos) slots_[i].value = to;
-    }
-    /// Removes every value (keeps the slots' memory). O(slots).
-    void clear() noexcept {
-        for (slot& s : slots_) s.value = none;
-        size_ = 0;
-    }
-
-private:
-    struct slot {
-        std::uint32_t frag = 0;
-        std::uint32_t value = none;
-    };
-    std::size_t locate(std::uint64_t h, std::uint32_t value) const noexcept {
-        if (slots_.empty()) return npos;
-        const std::uint32_t frag = static_cast<std::uint32_t>(h);
-        for (std::size_t i = frag & mask_;; i = (i + 1) & mask_) {
-            ++probes_;
-            if (slots_[i].value == none) return npos;
-            if (slots_[i].frag == frag && slots_[i].value == value) return i;
-        }
-    }
-    void place(std::uint32_t frag, std::uint32_t value) noexcept {
-        std::size_t i = frag & mask_;
-        while (slots_[i].value != none) {
-            ++probes_;
-            i = (i + 1) & mask_;
-        }
-        slots_[i] = {frag, value};
-    }
-    void grow() {
-        std::vector<slot> old;
-        old.swap(slots_);
-        slots_.assign(old.empty() ? 16 : old.size() * 2, slot{});
-        mask_ = slots_.size() - 1;
-        for (const slot& s : old)
-            if (s.value != none) place(s.frag, s.value);
-    }
-
-    std::vector<slot> slots_;
-    std::size_t mask_ = 0;
-    std::size_t size_ = 0;
-    mutable std::uint64_t probes_ = 0;
-};
-
-}  // namespace detail
-
-/// Counts of tokens (any token_id value): the distinct tokens with a count > 0, in a dense array
-/// (iteration O(distinct)), and a hash index to them. add/remove are O(1) expected; memory is
-/// about 24 bytes per distinct token. Copyable (a copy is O(distinct)).
-class token_counts {
-public:
-    /// Adds one occurrence of t.
-    void add(token_id t) {
-        const std::uint64_t h = detail::token_hash(t);
-        const std::uint32_t i = find(h, t);
-        if (i != detail::hash_slots::none) {
-            ++counts_[i];
-            return;
-        }
-        index_.insert(h, static_cast<std::uint32_t>(keys_.size()));
-        keys_.push_back(t);
-        counts_.push_back(1);
-    }
-    /// Removes one occurrence of t; returns false (and changes nothing) if t has none.
-    bool remove(token_id t) noexcept {
-        const std::uint64_t h = detail::token_hash(t);
-        const std::uint32_t i = find(h, t);
-        if (i == detail::hash_slots::none) return false;
-        if (--counts_[i] > 0) return true;
-        index_.erase(h, i);
-        const std::uint32_t last = static_cast<std::uint32_t>(keys_.size() - 1);
-        if (i != last) {  // move the last entry into the hole
-            index_.relabel(detail::token_hash(keys_[last]), last, i);
-            keys_[i] = keys_[last];
-            counts_[i] = counts_[last];
-        }
-        keys_.pop_back();
-        counts_.pop_back();
-        return true;
-    }
-    /// The count of t (0 if unseen).
-    std::uint32_t count(token_id t) const noexcept {
-        const std::uint32_t i = find(detail::token_hash(t), t);
-        return i == detail::hash_slots::none ? 0u : counts_[i];
-    }
-    /// Forgets every token (keeps the memory).
-    void clear() noexcept {
-        keys_.clear();
-        counts_.clear();
-        index_.clear();
-    }
-    /// Number of distinct tokens with a count > 0.
-    std::size_t size() const noexcept { return keys_.size(); }
-    bool empty() const noexcept { return keys_.empty(); }
-    /// The distinct tokens, and their counts at the same positions.
-    std::span<const token_id> tokens() const noexcept { return keys_; }
-    std::span<const std::uint32_t> counts() const noexcept { return counts_; }
-    /// Hash slots probed since construction (a cost counter).
-    std::uint64_t probes() const noexcept { return index_.probes(); }
-
-private:
-    std::uint32_t find(std::uint64_t h, token_id t) const noexcept {
-        return index_.find(h, [&](std::uint32_t i) noexcept { return keys_[i] == t; });
-    }
-
-    std::vector<token_id> keys_;
-    std::vector<std::uint32_t> counts_;
-    detail::hash_slots index_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/token_counts.hpp
-
-#include <array>
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <optional>
+#include <limits>
+#include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
-/// Which part of the history a penalty looks at.
-enum class penalty_scope : std::uint8_t {
-    whole_history,  ///< prompt + output (Hugging Face; vLLM's repetition penalty)
-    last_n,         ///< the last `last_n` tokens, prompt included (llama.cpp)
-    output_only,    ///< history[prompt_length:] (vLLM's frequency and presence penalties)
+/// One additive bias: logits[token] += bias (bias = -inf bans the token).
+struct logit_bias {
+    token_id token;
+    float bias;
 };
 
-/// Penalty configuration; the defaults disable every penalty.
-struct penalty_params {
-    float repetition = 1.f;  ///< CTRL theta, > 0; 1 disables
-    float frequency = 0.f;   ///< subtracted per occurrence; 0 disables
-    float presence = 0.f;    ///< subtracted once if present; 0 disables
-    penalty_scope repetition_scope = penalty_scope::whole_history;
-    penalty_scope frequency_scope = penalty_scope::whole_history;  ///< also for presence
-    std::size_t last_n = 64;  ///< window length of penalty_scope::last_n
-
-    /// True when some penalty changes logits.
-    bool enabled() const noexcept {
-        return repetition != 1.f || frequency != 0.f || presence != 0.f;
-    }
-
-    /// The first invalid field as a message, or nullopt.
-    std::optional<std::string> check() const {
-        if (!(repetition > 0.f) || !std::isfinite(repetition))
-            return detail::range_message("penalty_params.repetition", "finite and > 0", repetition);
-        if (!std::isfinite(frequency))
-            return detail::range_message("penalty_params.frequency", "finite", frequency);
-        if (!std::isfinite(presence))
-            return detail::range_message("penalty_params.presence", "finite", presence);
-        if (static_cast<unsigned>(repetition_scope) > 2u)
-            return detail::range_message("penalty_params.repetition_scope",
-                                         "a penalty_scope enumerator (0..2)",
-                                         static_cast<double>(repetition_scope));
-        if (static_cast<unsigned>(frequency_scope) > 2u)
-            return detail::range_message("penalty_params.frequency_scope",
-                                         "a penalty_scope enumerator (0..2)",
-                                         static_cast<double>(frequency_scope));
-        return std::nullopt;
-    }
-    /// Throws config_error (or calls the error handler) if check() finds a problem.
-    void validate() const { raise_if(check()); }
-};
-
-/// Caller-owned scratch for apply_penalties: one counter per vocabulary entry, all zero between
-/// calls (each call resets what it touched, O(window)). One per thread: concurrent calls must
-/// not share a workspace (params and history may be shared read-only).
-struct penalty_workspace {
-    penalty_workspace() = default;
-    explicit penalty_workspace(std::size_t vocab_size) : counts(vocab_size, 0u) {}
-    /// Returns the vocabulary size the workspace was sized for.
-    std::size_t vocab_size() const noexcept { return counts.size(); }
-
-    std::vector<std::uint32_t> counts;  ///< zero outside a call
-};
-
-namespace detail {
-/// The part of the history a scope selects.
-inline std::span<const token_id> penalty_window(std::span<const token_id> history,
-                                                std::size_t prompt_length, penalty_scope scope,
-                                                std::size_t last_n) noexcept {
-    switch (scope) {
-        case penalty_scope::last_n:
-            return last_n >= history.size() ? history : history.last(last_n);
-        case penalty_scope::output_only:
-            return prompt_length >= history.size() ? history.last(0)
-                                                   : history.subspan(prompt_length);
-        case penalty_scope::whole_history:
-        default:
-            return history;
+/// Adds each bias to its token's logit (several biases for one token add up).
+/// Rules for special values: a NaN bias is ignored; a NaN logit stays NaN; bias -inf makes the
+/// logit -inf (even +inf); a -inf logit stays -inf (a +inf bias does not revive a ban).
+inline void apply_logit_bias(std::span<float> logits, std::span<const logit_bias> biases) noexcept {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    for (const logit_bias& b : biases) {
+        if (b.token < 0 || static_cast<std::size_t>(b.token) >= logits.size()) continue;
+        if (std::isnan(b.bias)) continue;
+        float& x = logits[static_cast<std::size_t>(b.token)];
+        if (std::isnan(x) || x == -inf) continue;
+        x = b.bias == -inf ? -inf : x + b.bias;
     }
 }
 
-/// The frequency/presence penalty of a token seen `count` times (count > 0): infinite and NaN
-/// logits are left as they are (an overflowing count * af would turn -inf into NaN).
-inline void frequency_penalize(float& x, std::uint32_t count, float af, float ap) noexcept {
-    if (std::isfinite(x)) x -= static_cast<float>(count) * af + ap;
+/// Sets the logit of every listed token to -inf.
+inline void apply_banned_tokens(std::span<float> logits,
+                                std::span<const token_id> banned) noexcept {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    for (token_id t : banned)
+        if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
+            logits[static_cast<std::size_t>(t)] = -inf;
 }
-}  // namespace detail
 
-/// Applies the repetition, then the frequency/presence penalties to `logits` in place.
-/// \pre params.check() is nullopt; ws.vocab_size() >= logits.size() (ids beyond it are ignored).
-/// \post ws.counts is all zero again. O(window), no allocation.
-inline void apply_penalties(std::span<float> logits, std::span<const token_id> history,
-                            std::size_t prompt_length, const penalty_params& params,
-                            penalty_workspace& ws) noexcept {
-    DECODEKIT_ASSERT(ws.vocab_size() >= logits.size(),
-                     "apply_penalties: workspace smaller than the vocabulary");
-    const std::size_t v = logits.size() < ws.vocab_size() ? logits.size() : ws.vocab_size();
-    std::uint32_t* const counts = ws.counts.data();
+/// Sets every logit whose token is not in `allowed` to -inf; allowed logits are unchanged (NaN
+/// included). An empty `allowed` means no restriction. Ids outside [0, V) are ignored, so a list
+/// holding only such ids bans everything.
+/// Cost: O(V + A) for A <= 256 (save, fill, restore); otherwise O(V + A * ceil(V / 65536)).
+inline void apply_allowed_tokens(std::span<float> logits,
+                                 std::span<const token_id> allowed) noexcept {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    if (allowed.empty()) return;
+    const std::size_t v = logits.size();
     auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
 
-    const float theta = params.repetition;
-    if (theta != 1.f && theta > 0.f) {
-        const auto w =
-            detail::penalty_window(history, prompt_length, params.repetition_scope, params.last_n);
-        for (token_id t : w) {
-            if (!valid(t) || counts[t] != 0) continue;
-            counts[t] = 1;
-            float& x = logits[static_cast<std::size_t>(t)];
-            x = x > 0.f ? x / theta : x * theta;
-        }
-        for (token_id t : w)
-            if (valid(t)) counts[t] = 0;
+    constexpr std::size_t small = 256;
+    if (allowed.size() <= small) {
+        float saved[small];
+        for (std::size_t i = 0; i < allowed.size(); ++i)
+            saved[i] = valid(allowed[i]) ? logits[static_cast<std::size_t>(allowed[i])] : 0.f;
+        std::fill(logits.begin(), logits.end(), -inf);
+        for (std::size_t i = 0; i < allowed.size(); ++i)
+            if (valid(allowed[i])) logits[static_cast<std::size_t>(allowed[i])] = saved[i];
+        return;
     }
 
-    const float af = params.frequency, ap = params.presence;
-    if (af != 0.f || ap != 0.f) {
-        const auto w =
-            detail::penalty_window(history, prompt_length, params.frequency_scope, params.last_n);
-        for (token_id t : w)
-            if (valid(t)) ++counts[t];
-        for (token_id t : w) {
-            if (!valid(t) || counts[t] == 0) continue;
-            detail::frequency_penalize(logits[static_cast<std::size_t>(t)], counts[t], af, ap);
-            counts[t] = 0;
+    // Large lists: a bitmask of the allowed ids, one block of the vocabulary at a time.
+    constexpr std::size_t block = 65536;
+    std::uint64_t mask[block / 64];
+    for (std::size_t lo = 0; lo < v; lo += block) {
+        const std::size_t hi = std::min(v, lo + block);
+        std::fill(std::begin(mask), std::begin(mask) + (hi - lo + 63) / 64, std::uint64_t{0});
+        for (token_id t : allowed) {
+            if (!valid(t)) continue;
+            const std::size_t u = static_cast<std::size_t>(t);
+            if (u < lo || u >= hi) continue;
+            mask[(u - lo) / 64] |= std::uint64_t{1} << ((u - lo) % 64);
         }
+        for (std::size_t i = lo; i < hi; ++i)
+            if (!((mask[(i - lo) / 64] >> ((i - lo) % 64)) & 1u)) logits[i] = -inf;
     }
 }
 
-namespace detail {
-
-/// The counts of one penalty window, following the history through its hooks.
-class penalty_window_counts {
+/// apply_logit_bias as a processor. Sparse: touched() declares the biased ids.
+class logit_bias_processor {
 public:
-    penalty_window_counts() = default;
-    penalty_window_counts(penalty_scope scope, std::size_t last_n) noexcept
-        : scope_(scope), last_n_(last_n) {}
-
-    penalty_scope scope() const noexcept { return scope_; }
-    const token_counts& counts() const noexcept { return counts_; }
-    /// Tokens added or removed by the hooks since construction (a cost counter).
-    std::uint64_t operations() const noexcept { return ops_ + counts_.probes(); }
-
-    /// Counts the window of h (prompt length `prompt`).
-    void rebuild(std::span<const token_id> h, std::size_t prompt) {
-        counts_.clear();
-        const auto w = penalty_window(h, prompt, scope_, last_n_);
-        for (token_id t : w) counts_.add(t);
-        ops_ += w.size();
+    /// \pre no bias is NaN (validated here, naming the entry: config_error or the error handler)
+    explicit logit_bias_processor(std::vector<logit_bias> biases) {
+        for (std::size_t i = 0; i < biases.size(); ++i)
+            if (std::isnan(biases[i].bias))
+                raise(detail::range_message(
+                    "logit_bias_processor: biases[" + std::to_string(i) + "].bias", "not NaN",
+                    static_cast<double>(biases[i].bias)));
+        b_ = std::make_shared<const std::vector<logit_bias>>(std::move(biases));
     }
-    /// The counts were those of h[0, from); h[from, size) were added.
-    void append(std::span<const token_id> h, std::size_t from, std::size_t prompt) {
-        const std::size_t n = h.size();
-        switch (scope_) {
-            case penalty_scope::whole_history:
-                for (std::size_t p = from; p < n; ++p) counts_.add(h[p]);
-                break;
-            case penalty_scope::output_only:
-                for (std::size_t p = from < prompt ? prompt : from; p < n; ++p) counts_.add(h[p]);
-                break;
-            case penalty_scope::last_n:
-                if (last_n_ == 0) break;
-                for (std::size_t p = from; p < n; ++p) {
-                    counts_.add(h[p]);
-                    if (p >= last_n_) counts_.remove(h[p - last_n_]);  // leaves the window
-                }
-                break;
-        }
-        ops_ += n - from;
+    std::span<const logit_bias> biases() const noexcept { return *b_; }
+    void apply(std::span<float> logits, const processor_context&) const noexcept {
+        apply_logit_bias(logits, *b_);
     }
-    /// The counts were those of a history of keep + removed.size() tokens whose last ones were
-    /// `removed`; they become those of its first `keep` tokens, which h[0, keep) holds.
-    /// Returns false if the counts were not those of that history (the caller rebuilds). May
-    /// allocate (last_n: tokens re-enter the window).
-    bool cut_back(std::span<const token_id> h, std::size_t keep, std::span<const token_id> removed,
-                  std::size_t prompt) {
-        const std::size_t old_n = keep + removed.size();
-        std::size_t from = keep;  // removed positions [from, old_n) leave the window
-        if (scope_ == penalty_scope::output_only && from < prompt) from = prompt;
-        if (scope_ == penalty_scope::last_n) {
-            if (last_n_ == 0) return true;
-            const std::size_t old_start = old_n > last_n_ ? old_n - last_n_ : 0;
-            if (from < old_start) from = old_start;
-        }
-        bool ok = true;
-        for (std::size_t p = from; p < old_n; ++p) ok &= counts_.remove(removed[p - keep]);
-        ops_ += from < old_n ? old_n - from : 0;
-        if (scope_ == penalty_scope::last_n) {  // positions [keep - L, old_n - L) re-enter
-            const std::size_t new_start = keep > last_n_ ? keep - last_n_ : 0;
-            const std::size_t old_start = old_n > last_n_ ? old_n - last_n_ : 0;
-            const std::size_t end = old_start < keep ? old_start : keep;
-            for (std::size_t p = new_start; p < end; ++p) counts_.add(h[p]);
-            ops_ += end > new_start ? end - new_start : 0;
-        }
-        return ok;
+    void touched(const processor_context&, token_sink& out) const {
+        for (const logit_bias& b : *b_) out(b.token);
     }
 
 private:
-    penalty_scope scope_ = penalty_scope::whole_history;
-    std::size_t last_n_ = 0;
-    token_counts counts_;
-    std::uint64_t ops_ = 0;
+    std::shared_ptr<const std::vector<logit_bias>> b_;
 };
 
-}  // namespace detail
-
-/// The penalties of apply_penalties as a per-sequence processor with incremental counts (see the
-/// file comment). Sparse: touched() declares the counted ids. Follows the history: the hooks
-/// (append / cut_back / reset) update the counts; a change of prompt_length rebuilds the
-/// output_only counts. Copying it copies its counts: O(distinct tokens in its windows).
-///
-/// Safety net: the processor records the history length (and prompt length) its counts belong
-/// to. A hook whose sizes do not fit that record (a caller that skipped a call or passed another
-/// sequence) rebuilds from c.history; apply() on a history of another length rebuilds first, and
-/// touched() then declares every id of the windows (O(window)). Results stay exact; only the cost
-/// changes.
-/// One call at a time: even the const members update cost counters (operations()).
-class penalties_processor {
+/// apply_banned_tokens as a processor (a deliberate ban: EOS ids included if listed). Sparse:
+/// touched() declares the list.
+class banned_tokens_processor {
 public:
-    /// \pre params.check() is nullopt (validated here: config_error or the error handler).
-    explicit penalties_processor(const penalty_params& params) : p_(params) {
-        p_.validate();
-        if (p_.repetition != 1.f) rep_ = add_window(p_.repetition_scope);
-        if (p_.frequency != 0.f || p_.presence != 0.f) freq_ = add_window(p_.frequency_scope);
+    explicit banned_tokens_processor(std::vector<token_id> banned)
+        : t_(std::make_shared<const std::vector<token_id>>(std::move(banned))) {}
+    std::span<const token_id> tokens() const noexcept { return *t_; }
+    void apply(std::span<float> logits, const processor_context&) const noexcept {
+        apply_banned_tokens(logits, *t_);
     }
+    void touched(const processor_context&, token_sink& out) const { out(*t_); }
 
-    const penalty_params& params() const noexcept { return p_; }
+private:
+    std::shared_ptr<const std::vector<token_id>> t_;
+};
 
-    /// Applies the repetition, then the frequency/presence penalties (as apply_penalties).
-    void apply(std::span<float> logits, const processor_context& c) {
-        if (nw_ == 0) return;
-        if (!in_sync(c)) reset(c);
-        const std::size_t v = logits.size();
-        auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
-        if (rep_ >= 0 && rep_ == freq_) {  // one set of counts: one pass, same results
-            const float theta = p_.repetition, af = p_.frequency, ap = p_.presence;
-            const token_counts& k = w_[std::size_t(rep_)].counts();
-            const auto ids = k.tokens();
-            const auto counts = k.counts();
-            for (std::size_t i = 0; i < ids.size(); ++i) {
-                if (!valid(ids[i])) continue;
-                float& x = logits[static_cast<std::size_t>(ids[i])];
-                x = x > 0.f ? x / theta : x * theta;
-                detail::frequency_penalize(x, counts[i], af, ap);
-            }
-            ops_ += ids.size();
-            return;
-        }
-        if (rep_ >= 0) {
-            const float theta = p_.repetition;
-            const auto ids = w_[std::size_t(rep_)].counts().tokens();
-            for (token_id t : ids) {
-                if (!valid(t)) continue;
-                float& x = logits[static_cast<std::size_t>(t)];
-                x = x > 0.f ? x / theta : x * theta;
-            }
-            ops_ += ids.size();
-        }
-        if (freq_ >= 0) {
-            const float af = p_.frequency, ap = p_.presence;
-            const token_counts& k = w_[std::size_t(freq_)].counts();
-            const auto ids = k.tokens();
-            const auto counts = k.counts();
-            for (std::size_t i = 0; i < ids.size(); ++i) {
-                if (!valid(ids[i])) continue;
-                detail::frequency_penalize(logits[static_cast<std::size_t>(ids[i])], counts[i], af,
-                                           ap);
-            }
-            ops_ += ids.size();
-        }
-    }
-
-    /// Declares the counted ids (every id of the windows of c.history if out of step).
-    void touched(const processor_context& c, token_sink& out) const {
-        for (int i = 0; i < nw_; ++i) {
-            const auto& w = w_[std::size_t(i)];
-            if (in_sync(c))
-                out(w.counts().tokens());
-            else
-                out(detail::penalty_window(c.history, c.prompt_length, w.scope(), p_.last_n));
-        }
-    }
-
-    /// History hooks (processors/processor.hpp).
-    void append(std::span<const token_id> added, const processor_context& c) {
-        if (nw_ == 0) return;
-        if (!built_ || len_ + added.size() != c.history.size() || !same_prompt(c)) {
-            reset(c);
-            return;
-        }
-        for (int i = 0; i < nw_; ++i) w_[std::size_t(i)].append(c.history, len_, prompt_);
-        len_ = c.history.size();
-    }
-    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
-        if (nw_ == 0) return;
-        if (!built_ || keep + removed.size() != len_ || keep > c.history.size()) {
-            built_ = false;  // the next append or apply rebuilds
-            return;
-        }
-        if (!same_prompt(c)) {  // output_only follows prompt_length: rebuild h[0, keep)
-            prompt_ = c.prompt_length;
-            for (int i = 0; i < nw_; ++i)
-                w_[std::size_t(i)].rebuild(c.history.first(keep), prompt_);
-        } else {
-            for (int i = 0; i < nw_; ++i)
-                if (!w_[std::size_t(i)].cut_back(c.history, keep, removed, prompt_)) built_ = false;
-        }
-        len_ = keep;
-    }
-    void reset(const processor_context& c) {
-        if (nw_ == 0) return;
-        for (int i = 0; i < nw_; ++i) w_[std::size_t(i)].rebuild(c.history, c.prompt_length);
-        len_ = c.history.size();
-        prompt_ = c.prompt_length;
-        built_ = true;
-    }
-
-    /// The counts of the repetition window and of the frequency/presence window (the same object
-    /// when the scopes are equal; nullptr when that penalty is off), as of the last hook.
-    const token_counts* repetition_counts() const noexcept {
-        return rep_ >= 0 ? &w_[std::size_t(rep_)].counts() : nullptr;
-    }
-    const token_counts* frequency_counts() const noexcept {
-        return freq_ >= 0 ? &w_[std::size_t(freq_)].counts() : nullptr;
-    }
-    /// Work done since construction: tokens handled by the hooks, entries visited by apply()
-    /// and hash slots probed (a cost counter for tests and monitoring; touched() not included).
-    std::uint64_t operations() const noexcept {
-        std::uint64_t n = ops_;
-        for (int i = 0; i < nw_; ++i) n += w_[std::size_t(i)].operations();
-        return n;
+/// apply_allowed_tokens as a processor (an empty list allows everything). Dense: it writes every
+/// entry outside its list, so it has no touched().
+class allowed_tokens_processor {
+public:
+    explicit allowed_tokens_processor(std::vector<token_id> allowed)
+        : t_(std::make_shared<const std::vector<token_id>>(std::move(allowed))) {}
+    std::span<const token_id> tokens() const noexcept { return *t_; }
+    void apply(std::span<float> logits, const processor_context&) const noexcept {
+        apply_allowed_tokens(logits, *t_);
     }
 
 private:
-    int add_window(penalty_scope s) {
-        for (int i = 0; i < nw_; ++i)
-            if (w_[std::size_t(i)].scope() == s) return i;  // one set of counts per scope
-        w_[std::size_t(nw_)] = detail::penalty_window_counts(s, p_.last_n);
-        if (s == penalty_scope::output_only) uses_prompt_ = true;
-        return nw_++;
-    }
-    bool same_prompt(const processor_context& c) const noexcept {
-        return !uses_prompt_ || prompt_ == c.prompt_length;
-    }
-    bool in_sync(const processor_context& c) const noexcept {
-        return built_ && len_ == c.history.size() && same_prompt(c);
-    }
-
-    penalty_params p_;
-    std::array<detail::penalty_window_counts, 2> w_{};
-    int nw_ = 0, rep_ = -1, freq_ = -1;
-    bool uses_prompt_ = false;
-    bool built_ = false;
-    std::size_t len_ = 0;     // history length the counts belong to
-    std::size_t prompt_ = 0;  // prompt length they were built with
-    std::uint64_t ops_ = 0;
+    std::shared_ptr<const std::vector<token_id>> t_;
 };
 
 DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/penalties.hpp
-// ---- begin decodekit/sampling/sampler.hpp
-/// \file sampling/sampler.hpp
-/// decodekit::sampler: configured once (sampling_params + vocabulary size), applied to a logits
-/// row per token. It never writes the caller's logits: when a processor is active the row is
-/// copied into the workspace first (or only the entries processors touch are patched).
-///
-/// Pipeline: processors (processing.hpp) -> the truncation steps in the order of params.order
-/// (one file each under steps/, registered in steps.hpp; they narrow a working_set) -> the draw
-/// (draw.hpp) -> the logprob extras (logprobs.hpp). Greedy (temperature 0) is one argmax of the
-/// processed row: no step, no draw.
-///
-/// Cost per call (V = vocabulary size, k = survivors of the first truncation):
-///   greedy                      one argmax pass (no copy, no softmax)
-///   first step top-k / min-p    one or two read passes, then O(k log k) on the survivors
-///   first step top-p            one max+exp pass (the normaliser) + one threshold pass
-///   no truncation (temperature) one max+exp pass in blocks of 2048, then one block's softmax
-///   raw logprobs (opt-in)       + one max+exp pass, unless the draw already had the normaliser
-///   processors                  sparse ones (all but allowed_tokens) patch a few entries with
-///                               no row copy when the first step is greedy/top-k/min-p; else
-///                               one copy of the row into the workspace
-///   the other steps             see their files under sampling/steps/
-///
-/// Randomness: a draw depends only on (seed, sequence, step, logits, params): its uniform comes
-/// from make_stream({seed, sequence, step}, rng_purpose::sample) (uniform(): 2 words; with
-/// logprobs.chosen off, a full-row draw uses kernels::draw_temperature instead: 5 words per
-/// proposal, a variable number of proposals), XTC's coin from rng_purpose::filter
-/// (uniform_float(): 1 word). Never on batch position or thread.
-///
-/// Special values (kernels/reference.hpp): NaN and -inf entries have probability 0 and are never
-/// drawn; if an entry is +inf the distribution is uniform over the +inf entries; a row with no
-/// valid entry (empty, all -inf/NaN, or everything banned) gives token -1 with
-/// status no_valid_token; a row whose size is not vocab_size() gives status bad_input.
-///
-/// Processors take the history from the caller (sample_context::history = prompt + generated
-/// so far, caller-owned). The sampler's state is mirostat's mu and the step counter of
-/// sample(logits): state() / restore() (speculative rollback).
-///
-/// Memory: a sampler holds its params, its state and the storage of what it returns (top-n and
-/// requested logprobs): O(params). Calls work in a shared sampling_workspace (the thread's, or
-/// one passed in; see workspace.hpp), so distribution() views live until the next call on that
-/// workspace, while sample_result's spans are the sampler's own.
-///
-/// Thread safety: a sampler serves one call at a time (a second concurrent call gets
-/// sample_status::concurrent_use); distinct samplers are independent. batch.hpp runs one sampler
-/// per row.
-
-// ---- begin decodekit/sampling/constrained.hpp
-/// \file sampling/constrained.hpp
-/// How a sampler applies a callback constraint (sampling/constraint.hpp) exactly, querying it
-/// only where the law of the pipeline on the masked row depends on it. Proof sketches, with
-/// M(x) the row with every disallowed entry at -inf:
-///   - greedy: argmax M(x) is the first allowed entry of x in descending order (ties by id), so
-///     the walk down x's order stops at the first allowed entry it meets.
-///   - top-k first: the k largest of M(x) are the first k allowed entries of x's order (with
-///     keep_ties, also the allowed entries tied with the k-th); the later steps then see exactly
-///     top_k(M(x)).
-///   - min-p first: max M(x) is the first allowed entry m_a of x's order; min-p keeps
-///     {i : M(x)_i >= thr(m_a)} = the allowed entries of {i : x_i >= thr(m_a)}, so only the
-///     entries above the threshold are queried (the min_keep fallback walks on, as top-k).
-///   - temperature only, no logprob asked: draw t from softmax(x / T); if t is allowed it is the
-///     result, else draw again from softmax(M(x) / T) with an independent stream. For an
-///     allowed t, P(t) = q(t) + (1 - Q) q(t) / Q = q(t) / Q (q the unconstrained law, Q the
-///     allowed mass): exactly the masked law. (The chosen logprob would need Q, hence every
-///     query: with logprobs.chosen on, the full mask is built.)
-///   - any other pipeline: the full mask (every valid entry queried once), then the pipeline on
-///     M(x).
-/// Walks read x's order in growing prefixes from kernels::top_k (8, 64, 512, ... entries), so a
-/// walk costs a few read passes plus O(entries walked).
-
-// ---- begin decodekit/sampling/constraint.hpp
-/// \file sampling/constraint.hpp
-/// Constraints for structured output in their callback form: a type that says whether token t
-/// may come next,
-///   bool allowed(token_id t, const processor_context& c) const
-/// (c.history is the sequence so far). Optional history hooks (append / cut_back / reset, as
-/// processors have: processors/processor.hpp) let it keep per-sequence state (a parser's or a
-/// regular expression's state) that follows the history through the sampler's one mechanism
-/// (processors/history.hpp), so a speculative rejection rolls it back like every other state.
-/// It must not throw. A sampler owns a copy (sampling_params::constraint).
-///
-/// The packed-bitmask form (the layout grammar engines emit) is given per call instead:
-/// sample_context::mask (kernels/mask.hpp).
-///
-/// How the sampler queries a callback constraint (constraint_check::exact, the default): only
-/// where the law of the pipeline applied to the masked row depends on it (sampler.hpp lists the
-/// cases: greedy, top-k or min-p first, temperature-only draws, else every valid token).
-/// constraint_check::sample_then_check is llama.cpp's shortcut: the unconstrained pipeline draws,
-/// the drawn token is checked, and only when it is not allowed is the pipeline run again on the
-/// masked row. Not exact: a token is drawn with probability q(t) + P(reject) q'(t), q the
-/// unconstrained pipeline's law restricted to allowed tokens and q' the masked pipeline's law,
-/// instead of q'(t).
-
-
-#include <concepts>
-#include <cstdint>
-#include <memory>
-#include <span>
-#include <type_traits>
-#include <utility>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// How a sampler uses a callback constraint (see the file comment).
-enum class constraint_check : std::uint8_t {
-    exact,              ///< the pipeline's law on the masked row, querying only what it needs
-    sample_then_check,  ///< llama.cpp's shortcut (opt-in; not exact, see the file comment)
-};
-
-/// A type that says whether a token may come next (see the file comment).
-template <class C>
-concept token_constraint = std::copy_constructible<C> &&
-    requires(const C& c, token_id t, const processor_context& ctx) {
-    { c.allowed(t, ctx) } -> std::convertible_to<bool>;
-};
-
-/// A copyable holder of any token_constraint (copies clone it and its state).
-class any_constraint {
-public:
-    any_constraint() = default;
-    template <class C>
-    requires(!std::same_as<std::decay_t<C>, any_constraint> && token_constraint<std::decay_t<C>>)
-        any_constraint(C&& c)  // NOLINT: implicit, like std::function
-        : m_(std::make_unique<model<std::decay_t<C>>>(std::forward<C>(c))) {}
-    any_constraint(const any_constraint& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
-    any_constraint(any_constraint&&) noexcept = default;
-    any_constraint& operator=(const any_constraint& o) {
-        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
-        return *this;
-    }
-    any_constraint& operator=(any_constraint&&) noexcept = default;
-
-    /// True when it holds a constraint.
-    explicit operator bool() const noexcept { return m_ != nullptr; }
-    /// True when token t may come next. \pre holds a constraint
-    bool allowed(token_id t, const processor_context& c) const { return m_->allowed(t, c); }
-    /// True when its state follows the history.
-    bool follows_history() const noexcept { return m_ && m_->follows_history(); }
-    void append(std::span<const token_id> added, const processor_context& c) {
-        m_->append(added, c);
-    }
-    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
-        m_->cut_back(keep, removed, c);
-    }
-    void reset(const processor_context& c) { m_->reset(c); }
-    /// The held constraint when it is a C, else nullptr.
-    template <class C>
-    C* get() noexcept {
-        if (!m_ || m_->tag() != tag_of<C>()) return nullptr;
-        return &static_cast<model<C>*>(m_.get())->c;
-    }
-
-private:
-    template <class C>
-    static const void* tag_of() noexcept {
-        static const char tag = 0;
-        return &tag;
-    }
-    struct base {
-        virtual ~base() = default;
-        virtual const void* tag() const noexcept = 0;
-        virtual std::unique_ptr<base> clone() const = 0;
-        virtual bool allowed(token_id, const processor_context&) const = 0;
-        virtual bool follows_history() const noexcept = 0;
-        virtual void append(std::span<const token_id>, const processor_context&) = 0;
-        virtual void cut_back(std::size_t, std::span<const token_id>, const processor_context&) = 0;
-        virtual void reset(const processor_context&) = 0;
-    };
-    template <class C>
-    struct model final : base {
-        C c;
-        explicit model(C x) : c(std::move(x)) {}
-        const void* tag() const noexcept override { return tag_of<C>(); }
-        std::unique_ptr<base> clone() const override { return std::make_unique<model>(c); }
-        bool allowed(token_id t, const processor_context& x) const override {
-            return bool(c.allowed(t, x));
-        }
-        bool follows_history() const noexcept override { return history_follower<C>; }
-        void append(std::span<const token_id> t, const processor_context& x) override {
-            if constexpr (history_follower<C>) c.append(t, x);
-        }
-        void cut_back(std::size_t n, std::span<const token_id> t,
-                      const processor_context& x) override {
-            if constexpr (history_follower<C>) c.cut_back(n, t, x);
-        }
-        void reset(const processor_context& x) override {
-            if constexpr (history_follower<C>) c.reset(x);
-        }
-    };
-    std::unique_ptr<base> m_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/constraint.hpp
-// ---- begin decodekit/sampling/working_set.hpp
-/// \file sampling/working_set.hpp
-/// The named working set that a sampler's steps read and narrow, one call at a time.
-///
-/// It starts as every valid entry of the row (full(): nothing materialised, no pass made). A step
-/// that narrows it materialises the kept entries as candidates (ids + logits in
-/// sampling_workspace::cand), in id order (id_ordered()), ordered (logit descending, ties by
-/// ascending id: ordered()) or neither. Temperature is a scale carried along (temperature()),
-/// applied where weights are computed. Entries with a NaN or -inf logit are never in the set.
-///
-/// Weights: weights()[i] = exp((x_i - m) / temperature()) for the kept entries (m the kept
-/// maximum), float, aligned with kept(). A kernel that computed them while selecting hands them
-/// over (set_weights()); otherwise ensure_weights() computes them in one SIMD pass. They follow
-/// keep_if() / keep_first(); reordering or a new temperature recomputes them when next needed.
-/// The draw (draw.hpp) uses them in id order: no sort of the kept set.
-///
-/// Overlay: when the sampler's processors are sparse it does not copy the row; row() is then the
-/// caller's row and the processed entries are patches (the entries the processors changed).
-/// Steps that run first on a full set must honour them: the built-in first steps that can
-/// (top-k, min-p, greedy) use overlay_top_k() / merge_patches(); any other step starting on an
-/// overlaid full set calls materialise() first, which merges them. After the first narrowing the
-/// overlay is gone.
-
-// ---- begin decodekit/sampling/workspace.hpp
-/// \file sampling/workspace.hpp
-/// sampling_workspace: the O(vocabulary) scratch a sampling call works in (the candidate arrays,
-/// their weights, a processed copy of the row, the full-row draw's block sums, ...). It holds no
-/// state between calls: one workspace serves any number of samplers, one call at a time. A
-/// sampler uses its thread's workspace (this_thread()) unless a call is given one, so what a
-/// live request holds is O(its params) plus its history state, not O(vocabulary).
-/// Buffers grow on demand to the largest vocabulary seen and never shrink; growing is the only
-/// allocation, so a warm workspace makes sampling allocation-free.
-/// Views a call returns into a workspace (sampler::distribution()) stay valid until the next call
-/// on that workspace: on the default workspace, the next sampler call on the same thread.
-/// A call that finds its workspace inside another call (a sampler called from a processor or
-/// step of another sampler on the same thread, or one workspace passed to two threads) does
-/// nothing and reports sample_status::concurrent_use: give such a call its own workspace.
-
+// ---- end decodekit/processors/bias.hpp
 // ---- begin decodekit/processors/dry.hpp
 /// \file processors/dry.hpp
 /// DRY ("don't repeat yourself") penalty with llama.cpp semantics (src/llama-sampling.cpp,
@@ -5709,1282 +1413,6 @@ private:
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/processors/dry.hpp
-
-#include <atomic>
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-namespace detail {
-/// A candidate entry as one value (sort scratch).
-struct scored {
-    float logit;
-    token_id id;
-};
-/// Logit descending, ties by ascending id.
-inline bool scored_before(const scored& a, const scored& b) noexcept {
-    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
-}
-/// A flag set while an object is inside a call; copies are fresh, idle flags (so its owner stays
-/// copyable). One atomic exchange per call.
-class in_use_flag {
-public:
-    in_use_flag() = default;
-    in_use_flag(const in_use_flag&) noexcept {}
-    in_use_flag& operator=(const in_use_flag&) noexcept { return *this; }
-    /// True when the caller may enter (the flag was idle; it is now set).
-    bool try_enter() noexcept { return !busy_.exchange(true, std::memory_order_acquire); }
-    void leave() noexcept { busy_.store(false, std::memory_order_release); }
-
-private:
-    std::atomic<bool> busy_{false};
-};
-/// Holds an in_use_flag for one scope (entered() tells whether it got it).
-class in_use_scope {
-public:
-    explicit in_use_scope(in_use_flag& f) noexcept : f_(f), ok_(f.try_enter()) {}
-    ~in_use_scope() {
-        if (ok_) f_.leave();
-    }
-    in_use_scope(const in_use_scope&) = delete;
-    in_use_scope& operator=(const in_use_scope&) = delete;
-    bool entered() const noexcept { return ok_; }
-
-private:
-    in_use_flag& f_;
-    bool ok_;
-};
-/// Grows `v` to at least n elements (value-initialised), never shrinks.
-template <class T>
-void grow(std::vector<T>& v, std::size_t n) {
-    if (v.size() < n) v.resize(n);
-}
-}  // namespace detail
-
-/// Scratch of sampling calls (see the file comment). Not thread-safe: one call at a time.
-class sampling_workspace {
-public:
-    /// Entries of one block of the full-row draw.
-    static constexpr std::size_t draw_block = 2048;
-
-    sampling_workspace() = default;
-    /// A workspace already sized for `vocab_size`.
-    explicit sampling_workspace(std::size_t vocab_size) { reserve(vocab_size); }
-
-    /// The calling thread's workspace (created empty on first use, freed at thread exit).
-    static sampling_workspace& this_thread() noexcept {
-        thread_local sampling_workspace ws;
-        return ws;
-    }
-
-    /// Sizes the buffers every call uses for rows of `vocab_size` entries (no-op when large
-    /// enough). The feature buffers (typical's keys, the sparse marks, the raw top-n, the
-    /// penalty and DRY scratch) grow when first used.
-    void reserve(std::size_t vocab_size) {
-        if (vocab_size <= vocab_) return;
-        vocab_ = vocab_size;
-        cand = candidates(vocab_size);
-        detail::grow(sorted, vocab_size);
-        detail::grow(weights, vocab_size);
-        const std::size_t nblocks = (vocab_size + draw_block - 1) / draw_block;
-        detail::grow(bmax, nblocks);
-        detail::grow(bsum, nblocks);
-        detail::grow(block_buf, draw_block);
-    }
-    /// The vocabulary size the every-call buffers are sized for.
-    std::size_t vocab_size() const noexcept { return vocab_; }
-
-    /// typical's sort keys and permutation, sized for the reserved vocabulary.
-    void reserve_typical() {
-        detail::grow(key, vocab_);
-        detail::grow(perm, vocab_);
-    }
-    /// The processed-row copy.
-    std::span<float> row_copy() {
-        detail::grow(row, vocab_);
-        return {row.data(), vocab_};
-    }
-    /// The sparse-processor marks (all 0 between calls), touched list and patches.
-    void reserve_sparse() {
-        if (mark.size() < vocab_) mark.resize(vocab_, 0);
-        detail::grow(touched, vocab_);
-        detail::grow(patches, vocab_);
-    }
-    /// The raw top-n candidates.
-    candidates& raw_top() {
-        if (alt.capacity() < vocab_) alt = candidates(vocab_);
-        return alt;
-    }
-    /// The penalty counters (all 0 between calls).
-    penalty_workspace& penalties() {
-        if (pen.vocab_size() < vocab_) pen = penalty_workspace(vocab_);
-        return pen;
-    }
-    /// The DRY scratch.
-    dry_workspace& dry() {
-        if (dry_.vocab_size() < vocab_) dry_ = dry_workspace(vocab_);
-        return dry_;
-    }
-
-    // The buffers (scratch; contents unspecified between calls).
-    candidates cand;                      ///< the working set's entries once materialised
-    std::vector<detail::scored> sorted;   ///< sort scratch
-    std::vector<float> weights;           ///< exp weights of cand (relative to its max)
-    std::vector<double> key;              ///< typical's sort key
-    std::vector<std::size_t> perm;        ///< typical's order
-    std::vector<float> bmax;              ///< full-row draw: block maxima
-    std::vector<double> bsum;             ///<                block sums
-    std::vector<float> block_buf;         ///<                softmax of the chosen block
-    std::vector<float> row;               ///< processed copy of the row
-    std::vector<std::uint8_t> mark;       ///< sparse processors: 1 touched, 2 patched
-    std::vector<token_id> touched;        ///< sparse processors: ids copied into row
-    std::vector<detail::scored> patches;  ///< sparse processors: changed entries
-    candidates alt;                       ///< raw top-n
-    detail::in_use_flag in_use;           ///< set while a call works in it
-
-private:
-    std::size_t vocab_ = 0;
-    penalty_workspace pen;
-    dry_workspace dry_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/workspace.hpp
-
-#include <algorithm>
-#include <bit>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-namespace detail {
-inline constexpr float f_inf = std::numeric_limits<float>::infinity();
-
-/// exp((x - m)/t) with the special-value rules (m = +inf: 1 for +inf entries, else 0).
-inline double cand_weight(float x, float m, float t) noexcept {
-    if (!(x > -f_inf)) return 0.0;  // NaN, -inf
-    if (m == f_inf) return x == f_inf ? 1.0 : 0.0;
-    return std::exp((double(x) - double(m)) / double(t));
-}
-}  // namespace detail
-
-/// The working set of one sampling call (see the file comment).
-class working_set {
-public:
-    /// A full set over `row` (with `n_patches` patches in ws.patches when overlaid).
-    working_set(std::span<const float> row, sampling_workspace& ws, std::size_t n_patches = 0,
-                bool overlay = false) noexcept
-        : row_(row), ws_(ws), n_patches_(n_patches), overlay_(overlay) {}
-    working_set(const working_set&) = delete;
-    working_set& operator=(const working_set&) = delete;
-    /// Leaves the workspace's patch marks all zero (its invariant between calls).
-    ~working_set() { clear_patch_marks(); }
-
-    // ---- what it is ----
-    /// The row the set refers to.
-    std::span<const float> row() const noexcept { return row_; }
-    /// Replaces the row the (full) set refers to (XTC: the row minus its head).
-    void set_row(std::span<const float> r) noexcept { row_ = r; }
-    std::size_t vocab_size() const noexcept { return row_.size(); }
-    /// True while the set is every valid entry of row() (nothing materialised).
-    bool full() const noexcept { return full_; }
-    /// The kept entries. \pre !full()
-    candidates& kept() noexcept { return ws_.cand; }
-    const candidates& kept() const noexcept { return ws_.cand; }
-    /// True when kept() is sorted by logit descending, ties by ascending id.
-    bool ordered() const noexcept { return order_ == by_logit; }
-    /// True when kept() is in ascending id order.
-    bool id_ordered() const noexcept { return order_ == by_id; }
-    /// The temperature scale the set is at (1 until a temperature step).
-    float temperature() const noexcept { return t_; }
-    void set_temperature(float t) noexcept { t_ = t; }
-    /// True while the full set is the caller's row plus patches (see the file comment).
-    bool overlaid() const noexcept { return overlay_; }
-    /// The workspace the set lives in.
-    sampling_workspace& workspace() noexcept { return ws_; }
-
-    // ---- narrowing ----
-    /// Materialises every valid entry (id order) when full (merging the overlay). O(V).
-    void materialise() noexcept {
-        if (!full_) return;
-        if (overlay_) {
-            kernels::filter_at_least(row_, -detail::f_inf, ws_.cand);
-            merge_patches(-detail::f_inf);
-            clear_patch_marks();
-        } else {
-            kernels::filter_at_least(row_, -detail::f_inf, ws_.cand);
-        }
-        full_ = false;
-        order_ = by_id;
-        weights_ok_ = false;
-    }
-    /// Materialises when the set is full and overlaid: for steps that read row() directly.
-    void materialise_if_overlaid() noexcept {
-        if (full_ && overlay_) materialise();
-    }
-    /// Makes the set every valid entry of row() again (a step that looked at candidates but
-    /// narrowed nothing, e.g. XTC's head).
-    void set_full() noexcept {
-        full_ = true;
-        order_ = by_id;
-        weights_ok_ = false;
-    }
-    /// The set is what kept() holds now (built by the overlay helpers), in whatever order they
-    /// left it.
-    void set_narrowed() noexcept { full_ = false; }
-    /// Sets the kept entries a kernel wrote into kept(): ordered (logit descending) or in id order.
-    void set_kept(bool is_ordered) noexcept {
-        full_ = false;
-        order_ = is_ordered ? by_logit : by_id;
-        weights_ok_ = false;
-    }
-    /// Sorts the kept entries by logit descending, ties by ascending id. \pre !full()
-    void order() noexcept {
-        if (order_ == by_logit) return;
-        sort_kept(detail::scored_before);
-        order_ = by_logit;
-    }
-    /// Sorts the kept entries by ascending id (the draw's order). \pre !full()
-    void order_by_id() noexcept {
-        if (order_ == by_id) return;
-        sort_kept([](const detail::scored& a, const detail::scored& b) { return a.id < b.id; });
-        order_ = by_id;
-    }
-    /// Writes ws.sorted[0, n) back into the kept arrays, in `is_ordered` order (logit descending)
-    /// or neither; the weights are recomputed when next needed.
-    void write_back(std::size_t n, bool is_ordered = true) noexcept {
-        token_id* ids = ws_.cand.id_storage();
-        float* lg = ws_.cand.logit_storage();
-        for (std::size_t i = 0; i < n; ++i) {
-            ids[i] = ws_.sorted[i].id;
-            lg[i] = ws_.sorted[i].logit;
-        }
-        ws_.cand.resize(n);
-        order_ = is_ordered ? by_logit : unordered;
-        weights_ok_ = false;
-    }
-    /// Keeps the entries i with keep(i), preserving their order (and their weights). \pre !full()
-    template <class Keep>
-    void keep_if(Keep&& keep) noexcept {
-        token_id* ids = ws_.cand.id_storage();
-        float* lg = ws_.cand.logit_storage();
-        float* w = ws_.weights.data();
-        std::size_t j = 0;
-        for (std::size_t i = 0; i < ws_.cand.size(); ++i)
-            if (keep(i)) {
-                ids[j] = ids[i];
-                lg[j] = lg[i];
-                w[j] = w[i];
-                ++j;
-            }
-        ws_.cand.resize(j);
-        sum_ok_ = false;
-    }
-    /// Keeps the first n entries (the n best when ordered()). \pre !full()
-    void keep_first(std::size_t n) noexcept {
-        ws_.cand.resize(std::min(n, ws_.cand.size()));
-        sum_ok_ = false;
-    }
-
-    // ---- weights ----
-    /// Largest kept logit (-inf when empty). \pre !full()
-    float kept_max() const noexcept {
-        if (ws_.cand.empty()) return -detail::f_inf;
-        if (order_ == by_logit) return ws_.cand.logits()[0];
-        float m = -detail::f_inf;
-        for (float v : ws_.cand.logits()) m = v > m ? v : m;
-        return m;
-    }
-    /// weights()[i] = exp((x_i - max)/temperature()) over the kept entries; returns their sum
-    /// (in double). \pre !full()
-    double fill_weights() noexcept {
-        const float m = kept_max();
-        double s = 0;
-        const float* lg = ws_.cand.logit_storage();
-        for (std::size_t i = 0; i < ws_.cand.size(); ++i) {
-            ws_.weights[i] = float(detail::cand_weight(lg[i], m, t_));
-            s += double(ws_.weights[i]);
-        }
-        note_weights(s);
-        return s;
-    }
-    /// The weights (see the file comment) computed if needed: one SIMD exp pass over the kept
-    /// logits; returns their sum (in double; 0 when no entry has weight). \pre !full()
-    double ensure_weights() noexcept {
-        if (weights_ok_ && weights_t_ == t_) {
-            if (!sum_ok_) {
-                double s = 0;
-                for (float v : weights()) s += double(v);
-                note_weights(s);
-            }
-            return sum_;
-        }
-        const auto st = kernels::exp_weights(ws_.cand.logits(), t_,
-                                             std::span<float>(ws_.weights.data(), ws_.cand.size()));
-        note_weights(st.sum);
-        return sum_;
-    }
-    /// A kernel wrote the kept entries' weights at temperature() (any common reference for the
-    /// exponent) into weights(); `sum` is their sum.
-    void set_weights(double sum) noexcept { note_weights(sum); }
-    /// The kept entries' weights (valid after ensure_weights(), fill_weights() or set_weights()).
-    std::span<float> weights() noexcept { return {ws_.weights.data(), ws_.cand.size()}; }
-    /// Keeps the entries with weight >= w_thr, at least min(min_keep, size) (the most probable).
-    /// \pre ordered(), weights filled
-    void keep_weight_at_least(double w_thr, std::size_t min_keep) noexcept {
-        std::size_t n = 0;
-        while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
-        keep_first(std::max(n, std::min(min_keep, ws_.cand.size())));
-    }
-    /// Keeps the leading entries with weight >= w_thr, at least one. \pre ordered(), weights
-    void keep_weight_from_top(double w_thr) noexcept {
-        std::size_t n = 0;
-        while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
-        keep_first(std::max<std::size_t>(n, 1));
-    }
-    /// Number of valid (not NaN, not -inf) entries of the row. O(V).
-    std::size_t valid_count() const noexcept {
-        std::size_t n = 0;
-        for (float v : row_) n += v > -detail::f_inf;
-        return n;
-    }
-
-    // ---- the overlay (built-in first steps) ----
-    /// True when id t is patched. \pre overlaid()
-    bool patched(token_id t) const noexcept { return ws_.mark[std::size_t(t)] == 2; }
-    /// Drops the patched ids from kept() and appends the patches with value >= thr (valid only).
-    void merge_patches(float thr) noexcept {
-        token_id* ids = ws_.cand.id_storage();
-        float* lg = ws_.cand.logit_storage();
-        std::size_t j = 0;
-        for (std::size_t i = 0; i < ws_.cand.size(); ++i)
-            if (!patched(ids[i])) {
-                ids[j] = ids[i];
-                lg[j] = lg[i];
-                ++j;
-            }
-        for (std::size_t i = 0; i < n_patches_; ++i) {
-            const float v = ws_.patches[i].logit;
-            if (v > -detail::f_inf && v >= thr) {
-                ids[j] = ws_.patches[i].id;
-                lg[j] = v;
-                ++j;
-            }
-        }
-        ws_.cand.resize(j);
-        order_ = unordered;
-        weights_ok_ = false;
-    }
-    /// The k best of the patched row (tie policy `ties`) into kept(), ordered. \pre overlaid()
-    void overlay_top_k(std::size_t k, tie_policy ties) noexcept {
-        kernels::top_k(row_, std::min(row_.size(), k + n_patches_), ties, ws_.cand);
-        merge_patches(-detail::f_inf);
-        order();
-        if (k < ws_.cand.size()) {
-            std::size_t n = k;
-            if (ties == tie_policy::keep_ties)
-                while (n < ws_.cand.size() && ws_.cand.logits()[n] == ws_.cand.logits()[k - 1]) ++n;
-            ws_.cand.resize(n);
-        }
-    }
-    /// Clears the patch marks and ends the overlay (the set no longer reads the caller's row
-    /// through patches).
-    void clear_patch_marks() noexcept {
-        if (!overlay_) return;
-        for (std::size_t i = 0; i < n_patches_; ++i) ws_.mark[std::size_t(ws_.patches[i].id)] = 0;
-        overlay_ = false;
-    }
-
-private:
-    enum order_kind : std::uint8_t { by_id, by_logit, unordered };
-
-    template <class Before>
-    void sort_kept(Before&& before) noexcept {
-        const std::size_t n = ws_.cand.size();
-        const token_id* ids = ws_.cand.id_storage();
-        const float* lg = ws_.cand.logit_storage();
-        for (std::size_t i = 0; i < n; ++i) ws_.sorted[i] = {lg[i], ids[i]};
-        std::sort(ws_.sorted.begin(), ws_.sorted.begin() + std::ptrdiff_t(n), before);
-        write_back(n);
-    }
-    void note_weights(double sum) noexcept {
-        weights_ok_ = true;
-        sum_ok_ = true;
-        weights_t_ = t_;
-        sum_ = sum;
-    }
-
-    std::span<const float> row_;
-    sampling_workspace& ws_;
-    std::size_t n_patches_ = 0;
-    bool overlay_ = false;
-    bool full_ = true;
-    order_kind order_ = by_id;
-    float t_ = 1.f;
-    bool weights_ok_ = false, sum_ok_ = false;
-    float weights_t_ = 1.f;
-    double sum_ = 0;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/working_set.hpp
-
-#include <algorithm>
-#include <cstddef>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace detail {
-
-/// One call's queries of a constraint (counted).
-struct constraint_queries {
-    const any_constraint& constraint;
-    const processor_context& context;
-    std::size_t count = 0;
-
-    bool operator()(token_id t) {
-        ++count;
-        return constraint.allowed(t, context);
-    }
-};
-
-/// The `need` first allowed entries of the row's descending order (logit descending, ties by
-/// id), plus with keep_ties the allowed entries tied with the need-th, written to w.kept()
-/// (ordered). Returns how many (fewer when the row has fewer allowed entries). \pre w.full(),
-/// not overlaid
-inline std::size_t walk_allowed(working_set& w, std::size_t need, tie_policy ties,
-                                constraint_queries& q) noexcept {
-    const std::span<const float> x = w.row();
-    sampling_workspace& ws = w.workspace();
-    candidates& list = ws.raw_top();
-    std::size_t found = 0, walked = 0;
-    float last = 0.f;
-    bool done = need == 0;
-    for (std::size_t k = std::min<std::size_t>(x.size(), std::max<std::size_t>(8, 2 * need)); !done;
-         k = std::min(x.size(), k * 8)) {
-        kernels::top_k(x, k, tie_policy::exactly_k, list);  // prefix-stable as k grows
-        for (; walked < list.size(); ++walked) {
-            const token_id t = list.ids()[walked];
-            const float v = list.logits()[walked];
-            if (found >= need && !(ties == tie_policy::keep_ties && v == last)) {
-                done = true;
-                break;
-            }
-            if (!q(t)) continue;
-            ws.sorted[found++] = {v, t};
-            last = v;
-        }
-        if (list.size() < k || k == x.size()) break;  // every valid entry walked
-    }
-    w.write_back(found, true);
-    w.set_narrowed();
-    return found;
-}
-
-/// Writes the full mask into `row` (a writable copy of the set's row): every valid entry the
-/// constraint does not allow becomes -inf. Returns the number of allowed valid entries; `valid`
-/// receives the number of valid entries.
-inline std::size_t mask_row(std::span<float> row, constraint_queries& q,
-                            std::size_t& valid) noexcept {
-    std::size_t allowed = 0;
-    valid = 0;
-    for (std::size_t i = 0; i < row.size(); ++i) {
-        if (!(row[i] > -std::numeric_limits<float>::infinity())) continue;  // NaN, -inf
-        ++valid;
-        if (q(token_id(i)))
-            ++allowed;
-        else
-            row[i] = -std::numeric_limits<float>::infinity();
-    }
-    return allowed;
-}
-
-}  // namespace detail
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/constrained.hpp
-// ---- begin decodekit/sampling/draw.hpp
-/// \file sampling/draw.hpp
-/// The draw at the end of a sampler's pipeline, over whatever the working set holds:
-///   - a narrowed set: one inverse-CDF draw over the kept entries' weights in ascending id order
-///     (one read pass of the set when the selecting step left it in id order with its weights;
-///     no sort by probability);
-///   - the full row with logprobs.chosen on (or extras requested): per-block (max, exp-sum) over
-///     blocks of 2048 entries, a block by inverse CDF over the block masses, then the token inside
-///     it from that block's softmax: one max+exp pass in all (the exp floor);
-///   - the full row with no logprob wanted: kernels::draw_temperature (block-max envelope
-///     rejection, no exponential per entry).
-/// Randomness: one uniform() (2 words) of the call's rng_purpose::sample stream, or
-/// draw_temperature's proposals (5 words each).
-
-// ---- begin decodekit/kernels/draw.hpp
-/// \file kernels/draw.hpp
-/// Categorical draws: inverse CDF over unnormalised weights, exponential race over logits, and
-/// the exact temperature draw with no exponential per entry (draw_temperature; optionally
-/// restricted to the entries reaching a logit threshold, such as min-p's, and to the tokens a
-/// token_bitmask allows). Semantics: kernels/reference.hpp.
-///
-/// draw_inverse_cdf: no random words (the caller passes u); one SIMD pass storing the sums of
-/// the positive weights of <= 1024 blocks (>= 256 entries each) in double lanes (every float
-/// widened to double, so each is the exact double sum up to reassociation), a walk over the
-/// block sums, and a sequential double scan inside the one block where the target u * S falls.
-/// Agreement with the reference: both sum the same floats in double, in a different order; the
-/// partial sums differ by at most a few ulp of S (~1e-15 S), so the chosen index is the reference's
-/// unless u * S lies within ~1e-12 S of a boundary of the cumulative sum (tested).
-/// draw_exponential_race: exactly 2 random words per entry (2 * x.size() per draw, NaN / -inf
-/// entries included, so the stream position after a draw never depends on the logits); equal to
-/// reference::draw_exponential_race(x, T, rng) by construction (same weights and exponentials in
-/// double). Parity / testing only: it needs V random numbers and V logarithms.
-
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-namespace detail {
-
-/// Double sum of the positive entries of w[begin, end) (whole batches), in double lanes.
-template <class A>
-double positive_sum(const float* w, std::size_t begin, std::size_t end) noexcept {
-    using B = simd::batch<A>;
-    using D = simd::dbatch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const B zero(0.f);
-    D a0(0.0), a1(0.0), a2(0.0), a3(0.0);
-    std::size_t i = begin;
-    for (; i + 2 * L <= end; i += 2 * L) {
-        const B v0 = B::load_unaligned(w + i), v1 = B::load_unaligned(w + i + L);
-        simd::widen_add<A>(a0, a1, simd::select<A>(v0 > zero, v0, zero));  // NaN, <= 0: 0
-        simd::widen_add<A>(a2, a3, simd::select<A>(v1 > zero, v1, zero));
-    }
-    for (; i < end; i += L) {
-        const B v = B::load_unaligned(w + i);
-        simd::widen_add<A>(a0, a1, simd::select<A>(v > zero, v, zero));
-    }
-    return simd::reduce_add<A>((a0 + a1) + (a2 + a3));
-}
-
-/// Exact inverse-CDF draw from softmax(x / T) restricted to the entries of r[0, n) reaching t,
-/// with the reference's double weights (two passes, an exponential per entry, 2 random words);
-/// npos if no such entry has weight. \pre m = max of r, finite.
-template <class Row>
-std::size_t draw_exact(const Row r, std::size_t n, float m, float temperature, float t,
-                       rng_stream& rng) noexcept {
-    auto w = [&](std::size_t i) {
-        const float v = r.at(i);
-        return v >= t ? reference::weight(v, m, temperature) : 0.0;
-    };
-    double s = 0;
-    for (std::size_t i = 0; i < n; ++i) s += w(i);
-    const double target = rng.uniform() * s;
-    if (!(s > 0)) return npos;
-    double run = 0;
-    std::size_t last = npos;
-    for (std::size_t i = 0; i < n; ++i) {
-        const double wi = w(i);
-        if (!(wi > 0)) continue;
-        run += wi;
-        last = i;
-        if (run > target) return i;
-    }
-    return last;
-}
-
-/// The envelope-rejection draw of kernels::draw_temperature over r[0, n) (see its comment).
-template <class A, class Row>
-std::size_t draw_envelope(const Row r, std::size_t n, float temperature,
-                          const reference::logit_threshold& thr, rng_stream& rng) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    constexpr std::size_t max_blocks = 512;
-    static_assert(max_blocks % L == 0);
-    if (n == 0) return npos;
-    std::size_t g = 16;
-    int lg = 4;
-    while ((n + L * g - 1) / (L * g) * L > max_blocks) {
-        g *= 2;
-        ++lg;
-    }
-    const std::size_t chunk = L * g, nb = (n + chunk - 1) / chunk * L;
-    alignas(64) float bmax[max_blocks + 64];
-    for (std::size_t q = 0; q * chunk < n; ++q) {
-        const std::size_t base = q * chunk, e = std::min(n, base + chunk);
-        std::size_t i = base;
-        B a0(neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
-        for (; i + 4 * L <= e; i += 4 * L) {
-            a0 = simd::max_ignore_nan<A>(a0, r.load(i));
-            a1 = simd::max_ignore_nan<A>(a1, r.load(i + L));
-            a2 = simd::max_ignore_nan<A>(a2, r.load(i + 2 * L));
-            a3 = simd::max_ignore_nan<A>(a3, r.load(i + 3 * L));
-        }
-        for (; i + L <= e; i += L) a0 = simd::max_ignore_nan<A>(a0, r.load(i));
-        float* bm = bmax + q * L;
-        simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3)).store_aligned(bm);
-        for (; i < e; ++i) {  // the row's last partial vector: lane (i - base) % L
-            float& t = bm[(i - base) % L];
-            const float v = r.at(i);
-            t = v > t ? v : t;
-        }
-    }
-    float m = neg_inf_f;
-    for (std::size_t b = 0; b < nb; ++b) m = bmax[b] > m ? bmax[b] : m;
-    if (m == neg_inf_f) return npos;
-    const float t = reference::threshold_value(m, thr);
-    if (!(t <= m)) return npos;  // a NaN threshold, or one above every entry: nothing kept
-    if (std::isinf(m)) {         // uniform over the +inf entries (all reach any threshold <= m)
-        std::size_t c = 0;
-        for (std::size_t i = 0; i < n; ++i) c += r.at(i) == m;
-        std::size_t k = std::min(c - 1, std::size_t(rng.uniform() * double(c)));
-        for (std::size_t i = 0; i < n; ++i)
-            if (r.at(i) == m && k-- == 0) return i;
-        return npos;
-    }
-    const float inv_t = 1.f / temperature;
-    // (M_b - m) * inf would be 0 * inf = NaN for the max's block: no usable envelope.
-    if (!std::isfinite(inv_t)) return draw_exact(r, n, m, temperature, t, rng);
-    // Heights: exp((M_b - m)/T) for blocks whose max reaches t, 0 (no mass) for the others.
-    const B mb(m), tb(inv_t), thb(t);
-    double zlow = 0;  // sum of the heights: about the weight of the blocks' max entries, <= Z
-    for (std::size_t b = 0; b < nb; b += L) {
-        const B bm = B::load_aligned(bmax + b);
-        const B h = simd::select<A>(bm >= thb, simd::exp_nonpositive<A>((bm - mb) * tb), B(0.f));
-        h.store_aligned(bmax + b);
-        zlow += double(simd::reduce_add<A>(h));
-    }
-    // Refinement of the (at most 16) heaviest blocks worth it: a block's max entry a_b gets its
-    // own exact envelope hA_b = w(M_b), the block's other entries hB_b = w(M2_b) (M2_b the
-    // largest of the others; 0 when it is below t), so a block whose mass is one dominant entry
-    // no longer costs ~g proposals. A refinement (one strided scan of g entries) costs about as
-    // much as 5 proposals and saves at most g h_b / Z <= g h_b / zlow of them: only blocks with
-    // g h_b >= 5 zlow are refined (none on flat rows, where it would save nothing).
-    constexpr std::size_t max_refined = 16;
-    const float bar = float(5.0 * zlow / double(g));
-    std::size_t rb[max_refined], ra[max_refined], nr = 0;
-    float rh[max_refined];
-    for (std::size_t b = 0; b < nb; ++b) {
-        const float h = bmax[b];
-        if (!(h >= bar) || !(h > 0) || (nr == max_refined && !(h > rh[nr - 1]))) continue;
-        std::size_t q = nr < max_refined ? nr++ : max_refined - 1;
-        for (; q > 0 && rh[q - 1] < h; --q) {
-            rh[q] = rh[q - 1];
-            rb[q] = rb[q - 1];
-        }
-        rh[q] = h;
-        rb[q] = b;
-    }
-    double ra_w[max_refined], rb_w[max_refined];
-    std::uint8_t refined[max_blocks] = {};  // slot + 1 of a refined block, else 0
-    for (std::size_t k = 0; k < nr; ++k) {
-        const std::size_t b = rb[k], first = b / L * chunk + b % L;
-        float m1 = neg_inf_f, m2 = neg_inf_f;
-        std::size_t a = first;
-        for (std::size_t i = first; i < n && i < first + L * g; i += L) {
-            const float v = r.at(i);
-            if (v > m1) {
-                m2 = m1;
-                m1 = v;
-                a = i;
-            } else if (v > m2) {
-                m2 = v;
-            }
-        }
-        ra[k] = a;
-        ra_w[k] = reference::weight(m1, m, temperature);
-        rb_w[k] = m2 >= t ? reference::weight(m2, m, temperature) : 0.0;
-        refined[b] = std::uint8_t(k + 1);
-    }
-    // Block masses as running sums within each chunk (its L blocks; independent chains), and the
-    // chunks' totals accumulated over the chunks: a proposal finds its chunk, then its block,
-    // by counting the sums <= the target (branch-free; no O(blocks) serial prefix sum).
-    const std::size_t nq = nb / L;
-    double wcum[max_blocks], ccum[max_blocks];
-    for (std::size_t q = 0; q < nq; ++q) {
-        double run = 0;
-        for (std::size_t j = q * L; j < q * L + L; ++j) {
-            const std::size_t k = refined[j];
-            run += k ? ra_w[k - 1] + double(g) * rb_w[k - 1]
-                     : double(bmax[j]) * ((1.0 + 3e-5) * double(g));
-            wcum[j] = run;
-        }
-    }
-    double total = 0;
-    for (std::size_t q = 0; q < nq; ++q) {
-        total += wcum[q * L + L - 1];
-        ccum[q] = total;
-    }
-    if (!(total > 0)) return draw_exact(r, n, m, temperature, t, rng);  // defensive
-    const std::size_t max_proposals = std::max<std::size_t>(64 * g, 4096);
-    for (std::size_t proposal = 0; proposal < max_proposals; ++proposal) {
-        const double u0 = rng.uniform();
-        const double target = u0 * total;
-        // The first chunk whose running sum exceeds the target, then the first block of it whose
-        // running mass exceeds the rest (a block of mass 0 never does). When rounding leaves the
-        // target unreached (u0 * total rounds up to total), the proposal is rejected.
-        std::size_t q = 0;
-        for (std::size_t c = 0; c < nq; ++c) q += ccum[c] <= target;
-        const std::size_t slot = std::size_t(rng() >> (32 - lg));
-        const double u = rng.uniform();
-        if (q == nq) continue;
-        const double rest = target - (q ? ccum[q - 1] : 0.0);
-        std::size_t j = 0;
-        for (std::size_t c = 0; c < L; ++c) j += wcum[q * L + c] <= rest;
-        if (j == L) continue;
-        const std::size_t b = q * L + j;
-        const double before = j ? wcum[b - 1] : 0.0;
-        std::size_t i = b / L * chunk + b % L + L * slot;
-        double e = double(bmax[b]) * (1.0 + 3e-5);
-        if (const std::size_t k = refined[b]) {
-            // Component A (the max entry) for the first hA_b of the block's mass, else B.
-            if (rest - before < ra_w[k - 1]) i = ra[k - 1];
-            e = (i == ra[k - 1] ? ra_w[k - 1] : 0.0) + rb_w[k - 1];
-        }
-        if (i >= n || !(e > 0)) continue;
-        const float v = r.at(i);
-        if (!(v >= t)) continue;  // below the threshold, NaN or disallowed: weight 0
-        if (u * e < reference::weight(v, m, temperature)) return i;
-    }
-    return draw_exact(r, n, m, temperature, t, rng);  // bounded loop: still exact
-}
-
-}  // namespace detail
-
-/// Inverse-CDF draw from unnormalised non-negative weights with one uniform u in [0, 1): the
-/// first index whose running sum exceeds u * S among entries with w > 0 (the last such entry if
-/// rounding leaves u * S unreached); npos if no weight is positive. Consumes no random words.
-template <class A = simd::default_arch>
-std::size_t draw_inverse_cdf(std::span<const float> w, double u) noexcept {
-    constexpr std::size_t L = simd::lanes<A>;
-    constexpr std::size_t max_blocks = 1024;
-    const float* p = w.data();
-    const std::size_t n = w.size(), nfull = n / L * L;
-    // Block size: a multiple of 64 (so of every lane count) giving at most 1024 blocks.
-    const std::size_t blk = std::max<std::size_t>(256, (n / max_blocks + 64) / 64 * 64);
-    double bsum[max_blocks];
-    std::size_t nb = 0;
-    double s = 0;
-    for (std::size_t i = 0; i < nfull; i += blk, ++nb) {
-        bsum[nb] = detail::positive_sum<A>(p, i, std::min(nfull, i + blk));
-        s += bsum[nb];
-    }
-    for (std::size_t i = nfull; i < n; ++i)
-        if (p[i] > 0) s += p[i];
-    if (!(s > 0)) return npos;
-    const double target = u * s;
-    double run = 0;
-    auto scan = [&](std::size_t b, std::size_t e) {
-        for (std::size_t i = b; i < e; ++i) {
-            if (!(p[i] > 0)) continue;
-            run += p[i];
-            if (run > target) return i;
-        }
-        return npos;
-    };
-    for (std::size_t b = 0; b < nb; ++b) {
-        if (run + bsum[b] > target) {
-            const std::size_t i = b * blk;
-            if (const std::size_t hit = scan(i, std::min(nfull, i + blk)); hit != npos) return hit;
-        } else {
-            run += bsum[b];
-        }
-    }
-    if (const std::size_t hit = scan(nfull, n); hit != npos) return hit;
-    for (std::size_t j = n; j-- > 0;)  // target unreached: the last positive entry
-        if (p[j] > 0) return j;
-    return npos;
-}
-
-/// Exponential-race (Gumbel-max) draw from softmax(x / T): argmax_i w_i / E_i with
-/// w_i = exp((x_i - m)/T) and E_i = rng.exponential() for every entry in order; npos if no entry
-/// has probability. Consumes exactly 2 * x.size() random words. \pre temperature > 0
-template <class A = simd::default_arch>
-std::size_t draw_exponential_race(std::span<const float> x, float temperature,
-                                  rng_stream& rng) noexcept {
-    // The per-entry exponential dominates (two logs and a Philox word pair per entry): there is
-    // nothing for SIMD to win, so this is the reference, kept as a kernel for parity tests and
-    // for callers that want the Gumbel-max form.
-    return reference::draw_exponential_race(x, temperature, rng);
-}
-
-using reference::logit_threshold;
-using reference::min_p_offset;
-
-/// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection).
-/// Blocks are lane-strided: the row is cut into chunks of L g entries (L = SIMD lanes; g the
-/// smallest power of two >= 16 giving at most 512 blocks: 256 at V = 128256 with 16 lanes) and
-/// block (chunk q, lane j) holds the g entries q L g + j + L s, s < g, so one SIMD pass of
-/// vertical maxima gives L block maxima per chunk with no horizontal reduction. Each block gets
-/// the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the block maxima, inflated by 3e-5
-/// to cover float rounding). The (at most 16) heaviest blocks with g h_b >= 5 sum_b h_b (where a
-/// refinement saves more proposals than it costs) are refined by one strided scan: their max
-/// entry a_b gets its own exact envelope hA_b = w(M_b) and the other entries hB_b = w(M2_b),
-/// M2_b the largest of them; a refined block's mass is hA_b + g hB_b, any other block's g h_b.
-/// Proposals: a block with probability mass / H (2 words; inverse CDF over the blocks: the chunk
-/// then the block, each by a branch-free count of running sums), a slot s uniformly (1 word; for a
-/// refined block, a_b instead when the same uniform falls in its first hA_b), accepted with
-/// probability w_i / e_i (2 words), e_i = h_b, or for a refined block hB_b (+ hA_b when i = a_b),
-/// w_i the reference's double weight; slots past the row's end are rejected. Random words: 5 per
-/// proposal; the number of proposals is geometric with mean H / Z <= g (about 1 for flat rows
-/// and for rows whose mass sits in a few dominant entries, up to g when many blocks each hold
-/// one dominant entry). A row with +inf entries draws uniformly among them (2 words); no valid
-/// entry: npos (0 words). Exact except that entries in blocks whose max is more than 87 T below
-/// the row max (total probability < V e^-87) are never drawn. When 1/T is not finite (subnormal
-/// T), and after max(64 g, 4096) rejected proposals (probability < e^-64), the draw is an exact
-/// inverse CDF over the reference's double weights instead (2 more words, V exponentials); both
-/// keep the draw exact. Cost: one read pass of the row, <= 512 block exponentials, <= 16 strided
-/// block scans, O(chunks + L) work per proposal. \pre temperature > 0
-template <class A = simd::default_arch>
-std::size_t draw_temperature(std::span<const float> x, float temperature,
-                             rng_stream& rng) noexcept {
-    return detail::draw_envelope<A>(detail::plain_row<A>{x.data()}, x.size(), temperature, {}, rng);
-}
-
-/// Exact draw from softmax(x / T) restricted to the entries reaching the threshold
-/// (reference::truncated_softmax): x_i >= threshold_value(max(x), thr); min-p's kept set with
-/// thr = {.from_max = min_p_offset(p_base, T_min_p)}, so min-p then a temperature draw cost one
-/// read pass and no exponential per entry. The same envelope draw with the same guarantees
-/// (exact; 5 words per proposal; +inf rows uniform over their +inf entries; npos when nothing is
-/// kept, 0 words): blocks whose max is below the threshold get no mass (no exponential, never
-/// proposed, never refined), proposals below it are rejected. The expected number of proposals
-/// is at most g as before (each block with mass holds a kept entry at its max).
-/// \pre temperature > 0
-template <class A = simd::default_arch>
-std::size_t draw_temperature(std::span<const float> x, float temperature, rng_stream& rng,
-                             const logit_threshold& thr) noexcept {
-    return detail::draw_envelope<A>(detail::plain_row<A>{x.data()}, x.size(), temperature, thr,
-                                    rng);
-}
-
-/// draw_temperature among the allowed entries (the law of the unmasked draw on
-/// reference::masked_copy(x, mask)); disallowed entries are excluded from the block maxima
-/// (read as -inf in the same pass) and rejected as proposals. npos when no allowed entry is
-/// valid (an all-zero mask). \pre temperature > 0
-template <class A = simd::default_arch>
-std::size_t draw_temperature(std::span<const float> x, float temperature, rng_stream& rng,
-                             const token_bitmask& mask) noexcept {
-    std::size_t n = 0;
-    const auto r = detail::masked<A>(x, mask, n);
-    return detail::draw_envelope<A>(r, n, temperature, {}, rng);
-}
-
-/// The thresholded draw among the allowed entries: the threshold is set by the largest allowed
-/// entry (min-p under a mask). \pre temperature > 0
-template <class A = simd::default_arch>
-std::size_t draw_temperature(std::span<const float> x, float temperature, rng_stream& rng,
-                             const logit_threshold& thr, const token_bitmask& mask) noexcept {
-    std::size_t n = 0;
-    const auto r = detail::masked<A>(x, mask, n);
-    return detail::draw_envelope<A>(r, n, temperature, thr, rng);
-}
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/draw.hpp
-// ---- begin decodekit/sampling/result.hpp
-/// \file sampling/result.hpp
-/// What a sampling call takes besides the row (sample_context) and what it gives back
-/// (sample_result, distribution), plus the inverse-CDF draw over a distribution.
-
-
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// Outcome of one sample() call.
-enum class sample_status : std::uint8_t {
-    ok,              ///< a token was drawn
-    no_valid_token,  ///< every entry NaN / -inf (or banned): token = -1
-    bad_input,       ///< logits.size() != vocab_size(): token = -1
-    /// the sampler was inside another call (another thread, or the same sampler re-entered):
-    /// nothing was done, token = -1 (a sampler serves one call at a time)
-    concurrent_use,
-    /// the constraint (or the call's token mask) allows no valid token: token = -1
-    no_allowed_token,
-};
-
-/// A token and a log-probability (top-n alternatives, requested ids).
-struct token_logprob {
-    token_id token = -1;
-    float logprob = -std::numeric_limits<float>::infinity();
-};
-
-/// What sample() returns. The spans point into the sampler (its own storage): valid until its
-/// next call.
-struct sample_result {
-    token_id token = -1;  ///< the drawn token; -1 unless ok()
-    /// log of the probability the token was drawn with (after the whole pipeline; 0 for greedy;
-    /// NaN when params.logprobs.chosen is off).
-    float logprob = std::numeric_limits<float>::quiet_NaN();
-    /// log-softmax of the caller's logits at the token (temperature 1, before processors);
-    /// NaN unless params.logprobs.raw (opt-in: needs the full normaliser).
-    float raw_logprob = std::numeric_limits<float>::quiet_NaN();
-    /// 1-based rank of the token (see logprobs_request::rank); 0 unless requested.
-    std::size_t rank = 0;
-    sample_status status = sample_status::no_valid_token;
-    std::span<const token_logprob> top = {};        ///< logprobs_request::top_n best, best first
-    std::span<const token_logprob> requested = {};  ///< logprobs_request::ids, in request order
-    /// Queries of the callback constraint this call made (0 without one).
-    std::size_t constraint_queries = 0;
-
-    bool ok() const noexcept { return status == sample_status::ok; }
-};
-
-/// The key and the token history of one sampling step.
-struct sample_context {
-    std::uint64_t sequence = 0;  ///< sequence (request) id: part of the RNG key
-    std::uint64_t step = 0;      ///< step within the sequence: part of the RNG key
-    /// prompt + generated so far, oldest first (caller-owned; read by the processors).
-    std::span<const token_id> history = {};
-    std::size_t prompt_length = 0;  ///< history[0, prompt_length) is the prompt
-};
-
-/// The mutable state of a sampler (save with state(), roll back with restore()).
-struct sampler_state {
-    float mirostat_mu = 0.f;      ///< mirostat v2's mu (2 * tau initially)
-    std::uint64_t next_step = 0;  ///< the step sample(logits) uses next
-    friend bool operator==(const sampler_state&, const sampler_state&) = default;
-};
-
-/// A sparse distribution: token ids and their probabilities (equal lengths, probabilities sum to 1,
-/// descending probability, ties by ascending id; ascending id from
-/// sampler::distribution_unordered()). Views into a sampler's workspace (valid until
-/// its next call) or into caller storage.
-struct distribution {
-    std::span<const token_id> tokens = {};
-    std::span<const float> probs = {};
-
-    std::size_t size() const noexcept { return tokens.size(); }
-    bool empty() const noexcept { return tokens.empty(); }
-    /// Probability of token t (0 if absent). O(size()).
-    float prob(token_id t) const noexcept {
-        for (std::size_t i = 0; i < tokens.size(); ++i)
-            if (tokens[i] == t) return probs[i];
-        return 0.f;
-    }
-};
-
-/// Inverse-CDF draw from `d` with the uniform u in [0, 1): the first entry (in d's order) whose
-/// running probability sum exceeds u * sum(probs); the last positive entry if rounding leaves it
-/// unreached. -1 if d has no positive probability.
-inline token_id draw(const distribution& d, double u) noexcept {
-    const std::size_t i = kernels::draw_inverse_cdf(d.probs, u);
-    return i == npos ? token_id(-1) : d.tokens[i];
-}
-
-/// Draw from `d` with one uniform() (2 words) of `rng`. For a truncated pipeline (a step other
-/// than temperature and XTC cut the row: without one, sample() draws over the row in id blocks),
-/// with rng = make_stream({seed, sequence, step}, rng_purpose::sample) this returns the same token
-/// as sampler::sample() on the row that gave `d` when `d` came from distribution() (descending
-/// probability order; distribution_unordered() is in id order, so the same law but not the same
-/// token), barring float rounding within ~1e-7 of a CDF step; in every case the same law.
-inline token_id draw(const distribution& d, rng_stream& rng) noexcept {
-    return draw(d, rng.uniform());
-}
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/result.hpp
-
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// A token drawn from a working set.
-struct set_draw {
-    token_id token = -1;  ///< -1: the set has no valid entry
-    double logprob = 0;   ///< log probability under the set's distribution (NaN: not computed)
-    double prob = 0;      ///< that probability (mirostat's surprise)
-    double row_lse = 0;   ///< log sum exp(x / t) of the full row when row_lse_known
-    bool row_lse_known = false;
-};
-
-namespace detail {
-/// Draw over the whole row at temperature t with the uniform u: per-block (max, exp-sum), a block
-/// by inverse CDF over the block masses, then the token from the block's softmax.
-inline set_draw draw_full_row(std::span<const float> x, float t, double u,
-                              sampling_workspace& ws) noexcept {
-    set_draw d;
-    constexpr std::size_t block = sampling_workspace::draw_block;
-    const std::size_t n = x.size();
-    const std::size_t nb = (n + block - 1) / block;
-    float m = -f_inf;
-    for (std::size_t b = 0; b < nb; ++b) {
-        const std::size_t lo = b * block, len = std::min(block, n - lo);
-        const auto st = kernels::exp_sum(x.subspan(lo, len), t);
-        ws.bmax[b] = st.max;
-        ws.bsum[b] = st.sum;
-        m = st.max > m ? st.max : m;
-    }
-    if (!(m > -f_inf)) return d;
-    double s = 0;
-    for (std::size_t b = 0; b < nb; ++b) {
-        double w;
-        if (m == f_inf)
-            w = ws.bmax[b] == f_inf ? ws.bsum[b] : 0.0;
-        else
-            w = ws.bsum[b] > 0 ? ws.bsum[b] * std::exp((double(ws.bmax[b]) - double(m)) / double(t))
-                               : 0.0;
-        ws.bsum[b] = w;  // now the block's mass relative to the global max
-        s += w;
-    }
-    if (!(s > 0)) return d;
-    const double target = u * s;
-    double run = 0;
-    std::size_t pick = npos;
-    double before = 0;
-    for (std::size_t b = 0; b < nb; ++b) {
-        if (!(ws.bsum[b] > 0)) continue;
-        before = run;
-        run += ws.bsum[b];
-        pick = b;
-        if (run > target) break;
-    }
-    const std::size_t lo = pick * block, len = std::min(block, n - lo);
-    double u2 = (target - before) / ws.bsum[pick];
-    u2 = std::clamp(u2, 0.0, std::nextafter(1.0, 0.0));
-    kernels::softmax(x.subspan(lo, len), std::span<float>(ws.block_buf.data(), len), t);
-    const std::size_t i =
-        kernels::draw_inverse_cdf(std::span<const float>(ws.block_buf.data(), len), u2);
-    if (i == npos) return d;
-    const std::size_t tok = lo + i;
-    const double w = cand_weight(x[tok], m, t);
-    d.token = token_id(tok);
-    d.logprob = std::log(w) - std::log(s);
-    d.prob = w / s;
-    if (m != f_inf) {
-        d.row_lse = double(m) / double(t) + std::log(s);
-        d.row_lse_known = true;
-    }
-    return d;
-}
-}  // namespace detail
-
-/// Draws from the working set with the call's sample stream (see the file comment); `exact`:
-/// a logprob is wanted (else a full set uses the envelope draw and logprob is NaN).
-inline set_draw draw_from(working_set& w, rng_stream& rng, bool exact) noexcept {
-    if (w.full() && !exact) {
-        set_draw d;
-        const std::size_t i = kernels::draw_temperature(w.row(), w.temperature(), rng);
-        if (i != npos) d.token = token_id(i);
-        d.logprob = std::numeric_limits<double>::quiet_NaN();
-        return d;
-    }
-    const double u = rng.uniform();
-    if (w.full()) return detail::draw_full_row(w.row(), w.temperature(), u, w.workspace());
-    set_draw d;
-    if (w.kept().empty()) return d;
-    w.order_by_id();
-    const double s = w.ensure_weights();
-    if (!(s > 0)) return d;
-    const std::span<const float> wt = w.weights();
-    const std::size_t pick = kernels::draw_inverse_cdf(wt, u);
-    if (pick == npos) return d;
-    d.token = w.kept().ids()[pick];
-    d.logprob = std::log(double(wt[pick])) - std::log(s);
-    d.prob = double(wt[pick]) / s;
-    return d;
-}
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/draw.hpp
-// ---- begin decodekit/sampling/logprobs.hpp
-/// \file sampling/logprobs.hpp
-/// The logprob extras of a sample() call (logprobs_request): the raw logprob of the drawn token,
-/// its rank, the top-n alternatives and the logprobs of requested ids, raw (log-softmax of the
-/// caller's logits; one max+exp pass for the normaliser unless the draw had it) or processed
-/// (the final distribution the token was drawn from; -inf outside it).
-
-// ---- begin decodekit/sampling/params.hpp
-/// \file sampling/params.hpp
-/// sampling_params: everything a sampler is configured with, as one aggregate with defaults
-/// (designated-initializer friendly), validated once by check() / validate().
-///
-/// The processing order is data (`order`): processors first (allowed set, banned tokens, logit
-/// bias, min length, penalties, DRY, no-repeat-ngram, banned sequences, and user processors at
-/// chosen positions), then the truncation steps in the order of the preset (and user steps at
-/// chosen positions), then the draw. Temperature is a step too: steps before it see the
-/// distribution at temperature 1, steps after it the tempered one.
-///
-// clang-format off
-/// Presets (ALGORITHMS.md "Order"; a disabled step is skipped):
-///   - hf        : temperature, top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, xtc,
-///                 mirostat
-///   - llama_cpp : top_n_sigma, top_k, typical, epsilon, eta, top_p, min_p, xtc, temperature,
-///                 mirostat
-///   - vllm      : temperature, min_p, top_k, top_p, typical, epsilon, eta, top_n_sigma, xtc,
-///                 mirostat
-///   - custom    : `custom_order` (each step at most once; steps not listed are not applied)
-// clang-format on
-/// The default is llama_cpp (temperature last: truncation runs on the raw logits and temperature
-/// only touches the survivors, the fastest order). Presets choose the order only; the other
-/// switches (top_k_ties, min_p_space, min_keep) are separate fields.
-
-
-// ---- begin decodekit/processors/bias.hpp
-/// \file processors/bias.hpp
-/// Logit bias, banned tokens and an allowed-token set.
-///
-/// Token ids outside [0, V) are ignored. Bans write -inf (also over NaN entries: both mean
-/// probability 0). No allocation; the allowed set works with a small stack buffer or a stack
-/// bitmask over blocks of the vocabulary.
-/// Statefulness: none. Each has a processor form (processors/processor.hpp) holding its list,
-/// shared between copies (a copy is O(1)): logit_bias_processor and banned_tokens_processor are
-/// sparse (touched() declares their list, O(list) per call); allowed_tokens_processor is dense
-/// (it writes every entry outside its list, O(V) per call).
-
-
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <memory>
-#include <span>
-#include <string>
-#include <utility>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// One additive bias: logits[token] += bias (bias = -inf bans the token).
-struct logit_bias {
-    token_id token;
-    float bias;
-};
-
-/// Adds each bias to its token's logit (several biases for one token add up).
-/// Rules for special values: a NaN bias is ignored; a NaN logit stays NaN; bias -inf makes the
-/// logit -inf (even +inf); a -inf logit stays -inf (a +inf bias does not revive a ban).
-inline void apply_logit_bias(std::span<float> logits, std::span<const logit_bias> biases) noexcept {
-    constexpr float inf = std::numeric_limits<float>::infinity();
-    for (const logit_bias& b : biases) {
-        if (b.token < 0 || static_cast<std::size_t>(b.token) >= logits.size()) continue;
-        if (std::isnan(b.bias)) continue;
-        float& x = logits[static_cast<std::size_t>(b.token)];
-        if (std::isnan(x) || x == -inf) continue;
-        x = b.bias == -inf ? -inf : x + b.bias;
-    }
-}
-
-/// Sets the logit of every listed token to -inf.
-inline void apply_banned_tokens(std::span<float> logits,
-                                std::span<const token_id> banned) noexcept {
-    constexpr float inf = std::numeric_limits<float>::infinity();
-    for (token_id t : banned)
-        if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
-            logits[static_cast<std::size_t>(t)] = -inf;
-}
-
-/// Sets every logit whose token is not in `allowed` to -inf; allowed logits are unchanged (NaN
-/// included). An empty `allowed` means no restriction. Ids outside [0, V) are ignored, so a list
-/// holding only such ids bans everything.
-/// Cost: O(V + A) for A <= 256 (save, fill, restore); otherwise O(V + A * ceil(V / 65536)).
-inline void apply_allowed_tokens(std::span<float> logits,
-                                 std::span<const token_id> allowed) noexcept {
-    constexpr float inf = std::numeric_limits<float>::infinity();
-    if (allowed.empty()) return;
-    const std::size_t v = logits.size();
-    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
-
-    constexpr std::size_t small = 256;
-    if (allowed.size() <= small) {
-        float saved[small];
-        for (std::size_t i = 0; i < allowed.size(); ++i)
-            saved[i] = valid(allowed[i]) ? logits[static_cast<std::size_t>(allowed[i])] : 0.f;
-        std::fill(logits.begin(), logits.end(), -inf);
-        for (std::size_t i = 0; i < allowed.size(); ++i)
-            if (valid(allowed[i])) logits[static_cast<std::size_t>(allowed[i])] = saved[i];
-        return;
-    }
-
-    // Large lists: a bitmask of the allowed ids, one block of the vocabulary at a time.
-    constexpr std::size_t block = 65536;
-    std::uint64_t mask[block / 64];
-    for (std::size_t lo = 0; lo < v; lo += block) {
-        const std::size_t hi = std::min(v, lo + block);
-        std::fill(std::begin(mask), std::begin(mask) + (hi - lo + 63) / 64, std::uint64_t{0});
-        for (token_id t : allowed) {
-            if (!valid(t)) continue;
-            const std::size_t u = static_cast<std::size_t>(t);
-            if (u < lo || u >= hi) continue;
-            mask[(u - lo) / 64] |= std::uint64_t{1} << ((u - lo) % 64);
-        }
-        for (std::size_t i = lo; i < hi; ++i)
-            if (!((mask[(i - lo) / 64] >> ((i - lo) % 64)) & 1u)) logits[i] = -inf;
-    }
-}
-
-/// apply_logit_bias as a processor. Sparse: touched() declares the biased ids.
-class logit_bias_processor {
-public:
-    /// \pre no bias is NaN (validated here, naming the entry: config_error or the error handler)
-    explicit logit_bias_processor(std::vector<logit_bias> biases) {
-        for (std::size_t i = 0; i < biases.size(); ++i)
-            if (std::isnan(biases[i].bias))
-                raise(detail::range_message(
-                    "logit_bias_processor: biases[" + std::to_string(i) + "].bias", "not NaN",
-                    static_cast<double>(biases[i].bias)));
-        b_ = std::make_shared<const std::vector<logit_bias>>(std::move(biases));
-    }
-    std::span<const logit_bias> biases() const noexcept { return *b_; }
-    void apply(std::span<float> logits, const processor_context&) const noexcept {
-        apply_logit_bias(logits, *b_);
-    }
-    void touched(const processor_context&, token_sink& out) const {
-        for (const logit_bias& b : *b_) out(b.token);
-    }
-
-private:
-    std::shared_ptr<const std::vector<logit_bias>> b_;
-};
-
-/// apply_banned_tokens as a processor (a deliberate ban: EOS ids included if listed). Sparse:
-/// touched() declares the list.
-class banned_tokens_processor {
-public:
-    explicit banned_tokens_processor(std::vector<token_id> banned)
-        : t_(std::make_shared<const std::vector<token_id>>(std::move(banned))) {}
-    std::span<const token_id> tokens() const noexcept { return *t_; }
-    void apply(std::span<float> logits, const processor_context&) const noexcept {
-        apply_banned_tokens(logits, *t_);
-    }
-    void touched(const processor_context&, token_sink& out) const { out(*t_); }
-
-private:
-    std::shared_ptr<const std::vector<token_id>> t_;
-};
-
-/// apply_allowed_tokens as a processor (an empty list allows everything). Dense: it writes every
-/// entry outside its list, so it has no touched().
-class allowed_tokens_processor {
-public:
-    explicit allowed_tokens_processor(std::vector<token_id> allowed)
-        : t_(std::make_shared<const std::vector<token_id>>(std::move(allowed))) {}
-    std::span<const token_id> tokens() const noexcept { return *t_; }
-    void apply(std::span<float> logits, const processor_context&) const noexcept {
-        apply_allowed_tokens(logits, *t_);
-    }
-
-private:
-    std::shared_ptr<const std::vector<token_id>> t_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/processors/bias.hpp
 // ---- begin decodekit/processors/min_length.hpp
 /// \file processors/min_length.hpp
 /// Minimum length: suppress end-of-sequence tokens until enough tokens were generated.
@@ -7070,6 +1498,220 @@ DECODEKIT_END_NAMESPACE
 /// finds an existing entry); a query O(n) plus O(n) per distinct follower it reports. Memory about
 /// 64 bytes per distinct n-gram. Allocation only while the tables grow (amortized).
 
+// ---- begin decodekit/processors/token_counts.hpp
+/// \file processors/token_counts.hpp
+/// The small hash tables per-sequence processor state is kept in: hash_slots (an open-addressing
+/// index from a 64-bit hash to 32-bit values, linear probing, deletion by backward shift) and
+/// token_counts (token -> count over the distinct tokens seen, dense, O(distinct tokens)).
+///
+/// Hashes are seeded once per process (from addresses that ASLR randomises and the clock), so a
+/// client that chooses token histories cannot aim them at one probe chain. Only the table layout
+/// depends on the seed: the iteration order of token_counts (insertion order, with swap-remove)
+/// and every result are deterministic. Growth doubles the slots at load 1/2 (amortized O(1) per
+/// insert); nothing shrinks, so a table reused across cut-backs and rebuilds stops allocating
+/// once it reached its largest size. Not safe to share between threads, const lookups included:
+/// they update a probe counter (like the processors built on these tables, one object serves one
+/// sequence, one call at a time).
+
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+
+/// A bijective 64-bit mixer (the splitmix64 finalizer).
+inline std::uint64_t mix64(std::uint64_t z) noexcept {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/// The process's hash seed (fixed after the first call).
+inline std::uint64_t hash_seed() noexcept {
+    static const std::uint64_t seed = [] {
+        static const char anchor = 0;
+        const char local = 0;
+        const auto ticks =
+            static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+        return mix64(reinterpret_cast<std::uintptr_t>(&anchor) ^
+                     mix64(reinterpret_cast<std::uintptr_t>(&local) ^ mix64(ticks)));
+    }();
+    return seed;
+}
+
+/// The seeded hash of one token.
+inline std::uint64_t token_hash(token_id t) noexcept {
+    return mix64(hash_seed() ^ static_cast<std::uint32_t>(t));
+}
+
+/// Open-addressing index: 64-bit hashes to 32-bit values (several values may share a hash; the
+/// caller tells them apart with a predicate). Slots hold the hash's low 32 bits and the value.
+/// Every probe is counted in probes() (a cost counter for tests and monitoring).
+class hash_slots {
+public:
+    static constexpr std::uint32_t none = 0xFFFFFFFFu;
+
+    /// Number of values held.
+    std::size_t size() const noexcept { return size_; }
+    /// Slots probed since construction.
+    std::uint64_t probes() const noexcept { return probes_; }
+
+    /// The first value whose hash is `h` and for which match(value) holds, or none.
+    template <class Match>
+    std::uint32_t find(std::uint64_t h, Match&& match) const {
+        if (slots_.empty()) return none;
+        const std::uint32_t frag = static_cast<std::uint32_t>(h);
+        for (std::size_t i = frag & mask_;; i = (i + 1) & mask_) {
+            ++probes_;
+            const slot& s = slots_[i];
+            if (s.value == none) return none;
+            if (s.frag == frag && match(s.value)) return s.value;
+        }
+    }
+    /// Adds (h, value). \pre value != none
+    void insert(std::uint64_t h, std::uint32_t value) {
+        if ((size_ + 1) * 2 > slots_.size()) grow();
+        place(static_cast<std::uint32_t>(h), value);
+        ++size_;
+    }
+    /// Removes (h, value) if present.
+    void erase(std::uint64_t h, std::uint32_t value) noexcept {
+        std::size_t i = locate(h, value);
+        if (i == npos) return;
+        for (std::size_t j = (i + 1) & mask_;; j = (j + 1) & mask_) {
+            ++probes_;
+            if (slots_[j].value == none) break;
+            const std::size_t home = slots_[j].frag & mask_;
+            // slot j may move back to i unless its home lies cyclically in (i, j]
+            const bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+            if (stays) continue;
+            slots_[i] = slots_[j];
+            i = j;
+        }
+        slots_[i].value = none;
+        --size_;
+    }
+    /// Changes the value of (h, from) to `to` if present.
+    void relabel(std::uint64_t h, std::uint32_t from, std::uint32_t to) noexcept {
+        const std::size_t i = locate(h, from);
+        if (i != npos) slots_[i].value = to;
+    }
+    /// Removes every value (keeps the slots' memory). O(slots).
+    void clear() noexcept {
+        for (slot& s : slots_) s.value = none;
+        size_ = 0;
+    }
+
+private:
+    struct slot {
+        std::uint32_t frag = 0;
+        std::uint32_t value = none;
+    };
+    std::size_t locate(std::uint64_t h, std::uint32_t value) const noexcept {
+        if (slots_.empty()) return npos;
+        const std::uint32_t frag = static_cast<std::uint32_t>(h);
+        for (std::size_t i = frag & mask_;; i = (i + 1) & mask_) {
+            ++probes_;
+            if (slots_[i].value == none) return npos;
+            if (slots_[i].frag == frag && slots_[i].value == value) return i;
+        }
+    }
+    void place(std::uint32_t frag, std::uint32_t value) noexcept {
+        std::size_t i = frag & mask_;
+        while (slots_[i].value != none) {
+            ++probes_;
+            i = (i + 1) & mask_;
+        }
+        slots_[i] = {frag, value};
+    }
+    void grow() {
+        std::vector<slot> old;
+        old.swap(slots_);
+        slots_.assign(old.empty() ? 16 : old.size() * 2, slot{});
+        mask_ = slots_.size() - 1;
+        for (const slot& s : old)
+            if (s.value != none) place(s.frag, s.value);
+    }
+
+    std::vector<slot> slots_;
+    std::size_t mask_ = 0;
+    std::size_t size_ = 0;
+    mutable std::uint64_t probes_ = 0;
+};
+
+}  // namespace detail
+
+/// Counts of tokens (any token_id value): the distinct tokens with a count > 0, in a dense array
+/// (iteration O(distinct)), and a hash index to them. add/remove are O(1) expected; memory is
+/// about 24 bytes per distinct token. Copyable (a copy is O(distinct)).
+class token_counts {
+public:
+    /// Adds one occurrence of t.
+    void add(token_id t) {
+        const std::uint64_t h = detail::token_hash(t);
+        const std::uint32_t i = find(h, t);
+        if (i != detail::hash_slots::none) {
+            ++counts_[i];
+            return;
+        }
+        index_.insert(h, static_cast<std::uint32_t>(keys_.size()));
+        keys_.push_back(t);
+        counts_.push_back(1);
+    }
+    /// Removes one occurrence of t; returns false (and changes nothing) if t has none.
+    bool remove(token_id t) noexcept {
+        const std::uint64_t h = detail::token_hash(t);
+        const std::uint32_t i = find(h, t);
+        if (i == detail::hash_slots::none) return false;
+        if (--counts_[i] > 0) return true;
+        index_.erase(h, i);
+        const std::uint32_t last = static_cast<std::uint32_t>(keys_.size() - 1);
+        if (i != last) {  // move the last entry into the hole
+            index_.relabel(detail::token_hash(keys_[last]), last, i);
+            keys_[i] = keys_[last];
+            counts_[i] = counts_[last];
+        }
+        keys_.pop_back();
+        counts_.pop_back();
+        return true;
+    }
+    /// The count of t (0 if unseen).
+    std::uint32_t count(token_id t) const noexcept {
+        const std::uint32_t i = find(detail::token_hash(t), t);
+        return i == detail::hash_slots::none ? 0u : counts_[i];
+    }
+    /// Forgets every token (keeps the memory).
+    void clear() noexcept {
+        keys_.clear();
+        counts_.clear();
+        index_.clear();
+    }
+    /// Number of distinct tokens with a count > 0.
+    std::size_t size() const noexcept { return keys_.size(); }
+    bool empty() const noexcept { return keys_.empty(); }
+    /// The distinct tokens, and their counts at the same positions.
+    std::span<const token_id> tokens() const noexcept { return keys_; }
+    std::span<const std::uint32_t> counts() const noexcept { return counts_; }
+    /// Hash slots probed since construction (a cost counter).
+    std::uint64_t probes() const noexcept { return index_.probes(); }
+
+private:
+    std::uint32_t find(std::uint64_t h, token_id t) const noexcept {
+        return index_.find(h, [&](std::uint32_t i) noexcept { return keys_[i] == t; });
+    }
+
+    std::vector<token_id> keys_;
+    std::vector<std::uint32_t> counts_;
+    detail::hash_slots index_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/token_counts.hpp
 
 #include <cstddef>
 #include <cstdint>
@@ -7459,6 +2101,402 @@ private:
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/processors/ngram.hpp
+// ---- begin decodekit/processors/penalties.hpp
+/// \file processors/penalties.hpp
+/// Repetition (CTRL), frequency and presence (OpenAI) penalties over a window of the history.
+///
+/// Semantics (docs/semantics.md#penalties):
+///   repetition: for every token seen in the repetition window, `x > 0 ? x / theta : x * theta`
+///               (applied once per distinct token, whatever its count);
+///   frequency / presence: `x -= count * a_f + (count > 0) * a_p`, count = occurrences of the
+///               token in the frequency window.
+/// Repetition is applied first, then frequency/presence (the order of llama.cpp and vLLM; the
+/// order matters only when both penalties hit the same token).
+/// Windows (penalty_scope), which is where the engines differ:
+///   whole_history -- the whole history, prompt included (Hugging Face);
+///   last_n        -- the last `last_n` tokens of the history, prompt included (llama.cpp,
+///                    penalty_last_n = 64); last_n = 0 is an empty window (no effect);
+///   output_only   -- the generated part, history[prompt_length:] (vLLM's frequency/presence).
+/// vLLM = {repetition_scope = whole_history, frequency_scope = output_only}.
+/// Special values: NaN logits stay NaN, -inf stays -inf, +inf stays +inf, whatever the penalties
+/// (also when count * frequency overflows float); a finite logit whose penalty overflows float
+/// becomes +-inf. Token ids outside [0, V) in the history are ignored, where V is
+/// min(logits.size(), workspace vocabulary size) for apply_penalties and logits.size() for
+/// penalties_processor.
+///
+/// Two forms with the same results:
+///   apply_penalties   -- stateless: the caller passes the history each call; O(window) per call
+///                        (the whole history for whole_history and output_only), and an O(V)
+///                        workspace.
+///   penalties_processor -- per sequence (the processor concept, processors/processor.hpp): keeps
+///                        the counts of each scope (token -> count over the distinct tokens in
+///                        the window, never O(V)), updated from the history hooks by the tokens
+///                        added and removed since the previous call. Per call: O(added + removed)
+///                        in the hooks (last_n: O(min(removed, last_n)) on a cut-back), and
+///                        O(distinct tokens in the windows) in apply() and touched().
+
+
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Which part of the history a penalty looks at.
+enum class penalty_scope : std::uint8_t {
+    whole_history,  ///< prompt + output (Hugging Face; vLLM's repetition penalty)
+    last_n,         ///< the last `last_n` tokens, prompt included (llama.cpp)
+    output_only,    ///< history[prompt_length:] (vLLM's frequency and presence penalties)
+};
+
+/// Penalty configuration; the defaults disable every penalty.
+struct penalty_params {
+    float repetition = 1.f;  ///< CTRL theta, > 0; 1 disables
+    float frequency = 0.f;   ///< subtracted per occurrence; 0 disables
+    float presence = 0.f;    ///< subtracted once if present; 0 disables
+    penalty_scope repetition_scope = penalty_scope::whole_history;
+    penalty_scope frequency_scope = penalty_scope::whole_history;  ///< also for presence
+    std::size_t last_n = 64;  ///< window length of penalty_scope::last_n
+
+    /// True when some penalty changes logits.
+    bool enabled() const noexcept {
+        return repetition != 1.f || frequency != 0.f || presence != 0.f;
+    }
+
+    /// The first invalid field as a message, or nullopt.
+    std::optional<std::string> check() const {
+        if (!(repetition > 0.f) || !std::isfinite(repetition))
+            return detail::range_message("penalty_params.repetition", "finite and > 0", repetition);
+        if (!std::isfinite(frequency))
+            return detail::range_message("penalty_params.frequency", "finite", frequency);
+        if (!std::isfinite(presence))
+            return detail::range_message("penalty_params.presence", "finite", presence);
+        if (static_cast<unsigned>(repetition_scope) > 2u)
+            return detail::range_message("penalty_params.repetition_scope",
+                                         "a penalty_scope enumerator (0..2)",
+                                         static_cast<double>(repetition_scope));
+        if (static_cast<unsigned>(frequency_scope) > 2u)
+            return detail::range_message("penalty_params.frequency_scope",
+                                         "a penalty_scope enumerator (0..2)",
+                                         static_cast<double>(frequency_scope));
+        return std::nullopt;
+    }
+    /// Throws config_error (or calls the error handler) if check() finds a problem.
+    void validate() const { raise_if(check()); }
+};
+
+/// Caller-owned scratch for apply_penalties: one counter per vocabulary entry, all zero between
+/// calls (each call resets what it touched, O(window)). One per thread: concurrent calls must
+/// not share a workspace (params and history may be shared read-only).
+struct penalty_workspace {
+    penalty_workspace() = default;
+    explicit penalty_workspace(std::size_t vocab_size) : counts(vocab_size, 0u) {}
+    /// Returns the vocabulary size the workspace was sized for.
+    std::size_t vocab_size() const noexcept { return counts.size(); }
+
+    std::vector<std::uint32_t> counts;  ///< zero outside a call
+};
+
+namespace detail {
+/// The part of the history a scope selects.
+inline std::span<const token_id> penalty_window(std::span<const token_id> history,
+                                                std::size_t prompt_length, penalty_scope scope,
+                                                std::size_t last_n) noexcept {
+    switch (scope) {
+        case penalty_scope::last_n:
+            return last_n >= history.size() ? history : history.last(last_n);
+        case penalty_scope::output_only:
+            return prompt_length >= history.size() ? history.last(0)
+                                                   : history.subspan(prompt_length);
+        case penalty_scope::whole_history:
+        default:
+            return history;
+    }
+}
+
+/// The frequency/presence penalty of a token seen `count` times (count > 0): infinite and NaN
+/// logits are left as they are (an overflowing count * af would turn -inf into NaN).
+inline void frequency_penalize(float& x, std::uint32_t count, float af, float ap) noexcept {
+    if (std::isfinite(x)) x -= static_cast<float>(count) * af + ap;
+}
+}  // namespace detail
+
+/// Applies the repetition, then the frequency/presence penalties to `logits` in place.
+/// \pre params.check() is nullopt; ws.vocab_size() >= logits.size() (ids beyond it are ignored).
+/// \post ws.counts is all zero again. O(window), no allocation.
+inline void apply_penalties(std::span<float> logits, std::span<const token_id> history,
+                            std::size_t prompt_length, const penalty_params& params,
+                            penalty_workspace& ws) noexcept {
+    DECODEKIT_ASSERT(ws.vocab_size() >= logits.size(),
+                     "apply_penalties: workspace smaller than the vocabulary");
+    const std::size_t v = logits.size() < ws.vocab_size() ? logits.size() : ws.vocab_size();
+    std::uint32_t* const counts = ws.counts.data();
+    auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
+
+    const float theta = params.repetition;
+    if (theta != 1.f && theta > 0.f) {
+        const auto w =
+            detail::penalty_window(history, prompt_length, params.repetition_scope, params.last_n);
+        for (token_id t : w) {
+            if (!valid(t) || counts[t] != 0) continue;
+            counts[t] = 1;
+            float& x = logits[static_cast<std::size_t>(t)];
+            x = x > 0.f ? x / theta : x * theta;
+        }
+        for (token_id t : w)
+            if (valid(t)) counts[t] = 0;
+    }
+
+    const float af = params.frequency, ap = params.presence;
+    if (af != 0.f || ap != 0.f) {
+        const auto w =
+            detail::penalty_window(history, prompt_length, params.frequency_scope, params.last_n);
+        for (token_id t : w)
+            if (valid(t)) ++counts[t];
+        for (token_id t : w) {
+            if (!valid(t) || counts[t] == 0) continue;
+            detail::frequency_penalize(logits[static_cast<std::size_t>(t)], counts[t], af, ap);
+            counts[t] = 0;
+        }
+    }
+}
+
+namespace detail {
+
+/// The counts of one penalty window, following the history through its hooks.
+class penalty_window_counts {
+public:
+    penalty_window_counts() = default;
+    penalty_window_counts(penalty_scope scope, std::size_t last_n) noexcept
+        : scope_(scope), last_n_(last_n) {}
+
+    penalty_scope scope() const noexcept { return scope_; }
+    const token_counts& counts() const noexcept { return counts_; }
+    /// Tokens added or removed by the hooks since construction (a cost counter).
+    std::uint64_t operations() const noexcept { return ops_ + counts_.probes(); }
+
+    /// Counts the window of h (prompt length `prompt`).
+    void rebuild(std::span<const token_id> h, std::size_t prompt) {
+        counts_.clear();
+        const auto w = penalty_window(h, prompt, scope_, last_n_);
+        for (token_id t : w) counts_.add(t);
+        ops_ += w.size();
+    }
+    /// The counts were those of h[0, from); h[from, size) were added.
+    void append(std::span<const token_id> h, std::size_t from, std::size_t prompt) {
+        const std::size_t n = h.size();
+        switch (scope_) {
+            case penalty_scope::whole_history:
+                for (std::size_t p = from; p < n; ++p) counts_.add(h[p]);
+                break;
+            case penalty_scope::output_only:
+                for (std::size_t p = from < prompt ? prompt : from; p < n; ++p) counts_.add(h[p]);
+                break;
+            case penalty_scope::last_n:
+                if (last_n_ == 0) break;
+                for (std::size_t p = from; p < n; ++p) {
+                    counts_.add(h[p]);
+                    if (p >= last_n_) counts_.remove(h[p - last_n_]);  // leaves the window
+                }
+                break;
+        }
+        ops_ += n - from;
+    }
+    /// The counts were those of a history of keep + removed.size() tokens whose last ones were
+    /// `removed`; they become those of its first `keep` tokens, which h[0, keep) holds.
+    /// Returns false if the counts were not those of that history (the caller rebuilds). May
+    /// allocate (last_n: tokens re-enter the window).
+    bool cut_back(std::span<const token_id> h, std::size_t keep, std::span<const token_id> removed,
+                  std::size_t prompt) {
+        const std::size_t old_n = keep + removed.size();
+        std::size_t from = keep;  // removed positions [from, old_n) leave the window
+        if (scope_ == penalty_scope::output_only && from < prompt) from = prompt;
+        if (scope_ == penalty_scope::last_n) {
+            if (last_n_ == 0) return true;
+            const std::size_t old_start = old_n > last_n_ ? old_n - last_n_ : 0;
+            if (from < old_start) from = old_start;
+        }
+        bool ok = true;
+        for (std::size_t p = from; p < old_n; ++p) ok &= counts_.remove(removed[p - keep]);
+        ops_ += from < old_n ? old_n - from : 0;
+        if (scope_ == penalty_scope::last_n) {  // positions [keep - L, old_n - L) re-enter
+            const std::size_t new_start = keep > last_n_ ? keep - last_n_ : 0;
+            const std::size_t old_start = old_n > last_n_ ? old_n - last_n_ : 0;
+            const std::size_t end = old_start < keep ? old_start : keep;
+            for (std::size_t p = new_start; p < end; ++p) counts_.add(h[p]);
+            ops_ += end > new_start ? end - new_start : 0;
+        }
+        return ok;
+    }
+
+private:
+    penalty_scope scope_ = penalty_scope::whole_history;
+    std::size_t last_n_ = 0;
+    token_counts counts_;
+    std::uint64_t ops_ = 0;
+};
+
+}  // namespace detail
+
+/// The penalties of apply_penalties as a per-sequence processor with incremental counts (see the
+/// file comment). Sparse: touched() declares the counted ids. Follows the history: the hooks
+/// (append / cut_back / reset) update the counts; a change of prompt_length rebuilds the
+/// output_only counts. Copying it copies its counts: O(distinct tokens in its windows).
+///
+/// Safety net: the processor records the history length (and prompt length) its counts belong
+/// to. A hook whose sizes do not fit that record (a caller that skipped a call or passed another
+/// sequence) rebuilds from c.history; apply() on a history of another length rebuilds first, and
+/// touched() then declares every id of the windows (O(window)). Results stay exact; only the cost
+/// changes.
+/// One call at a time: even the const members update cost counters (operations()).
+class penalties_processor {
+public:
+    /// \pre params.check() is nullopt (validated here: config_error or the error handler).
+    explicit penalties_processor(const penalty_params& params) : p_(params) {
+        p_.validate();
+        if (p_.repetition != 1.f) rep_ = add_window(p_.repetition_scope);
+        if (p_.frequency != 0.f || p_.presence != 0.f) freq_ = add_window(p_.frequency_scope);
+    }
+
+    const penalty_params& params() const noexcept { return p_; }
+
+    /// Applies the repetition, then the frequency/presence penalties (as apply_penalties).
+    void apply(std::span<float> logits, const processor_context& c) {
+        if (nw_ == 0) return;
+        if (!in_sync(c)) reset(c);
+        const std::size_t v = logits.size();
+        auto valid = [v](token_id t) noexcept { return t >= 0 && static_cast<std::size_t>(t) < v; };
+        if (rep_ >= 0 && rep_ == freq_) {  // one set of counts: one pass, same results
+            const float theta = p_.repetition, af = p_.frequency, ap = p_.presence;
+            const token_counts& k = w_[std::size_t(rep_)].counts();
+            const auto ids = k.tokens();
+            const auto counts = k.counts();
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                if (!valid(ids[i])) continue;
+                float& x = logits[static_cast<std::size_t>(ids[i])];
+                x = x > 0.f ? x / theta : x * theta;
+                detail::frequency_penalize(x, counts[i], af, ap);
+            }
+            ops_ += ids.size();
+            return;
+        }
+        if (rep_ >= 0) {
+            const float theta = p_.repetition;
+            const auto ids = w_[std::size_t(rep_)].counts().tokens();
+            for (token_id t : ids) {
+                if (!valid(t)) continue;
+                float& x = logits[static_cast<std::size_t>(t)];
+                x = x > 0.f ? x / theta : x * theta;
+            }
+            ops_ += ids.size();
+        }
+        if (freq_ >= 0) {
+            const float af = p_.frequency, ap = p_.presence;
+            const token_counts& k = w_[std::size_t(freq_)].counts();
+            const auto ids = k.tokens();
+            const auto counts = k.counts();
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                if (!valid(ids[i])) continue;
+                detail::frequency_penalize(logits[static_cast<std::size_t>(ids[i])], counts[i], af,
+                                           ap);
+            }
+            ops_ += ids.size();
+        }
+    }
+
+    /// Declares the counted ids (every id of the windows of c.history if out of step).
+    void touched(const processor_context& c, token_sink& out) const {
+        for (int i = 0; i < nw_; ++i) {
+            const auto& w = w_[std::size_t(i)];
+            if (in_sync(c))
+                out(w.counts().tokens());
+            else
+                out(detail::penalty_window(c.history, c.prompt_length, w.scope(), p_.last_n));
+        }
+    }
+
+    /// History hooks (processors/processor.hpp).
+    void append(std::span<const token_id> added, const processor_context& c) {
+        if (nw_ == 0) return;
+        if (!built_ || len_ + added.size() != c.history.size() || !same_prompt(c)) {
+            reset(c);
+            return;
+        }
+        for (int i = 0; i < nw_; ++i) w_[std::size_t(i)].append(c.history, len_, prompt_);
+        len_ = c.history.size();
+    }
+    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
+        if (nw_ == 0) return;
+        if (!built_ || keep + removed.size() != len_ || keep > c.history.size()) {
+            built_ = false;  // the next append or apply rebuilds
+            return;
+        }
+        if (!same_prompt(c)) {  // output_only follows prompt_length: rebuild h[0, keep)
+            prompt_ = c.prompt_length;
+            for (int i = 0; i < nw_; ++i)
+                w_[std::size_t(i)].rebuild(c.history.first(keep), prompt_);
+        } else {
+            for (int i = 0; i < nw_; ++i)
+                if (!w_[std::size_t(i)].cut_back(c.history, keep, removed, prompt_)) built_ = false;
+        }
+        len_ = keep;
+    }
+    void reset(const processor_context& c) {
+        if (nw_ == 0) return;
+        for (int i = 0; i < nw_; ++i) w_[std::size_t(i)].rebuild(c.history, c.prompt_length);
+        len_ = c.history.size();
+        prompt_ = c.prompt_length;
+        built_ = true;
+    }
+
+    /// The counts of the repetition window and of the frequency/presence window (the same object
+    /// when the scopes are equal; nullptr when that penalty is off), as of the last hook.
+    const token_counts* repetition_counts() const noexcept {
+        return rep_ >= 0 ? &w_[std::size_t(rep_)].counts() : nullptr;
+    }
+    const token_counts* frequency_counts() const noexcept {
+        return freq_ >= 0 ? &w_[std::size_t(freq_)].counts() : nullptr;
+    }
+    /// Work done since construction: tokens handled by the hooks, entries visited by apply()
+    /// and hash slots probed (a cost counter for tests and monitoring; touched() not included).
+    std::uint64_t operations() const noexcept {
+        std::uint64_t n = ops_;
+        for (int i = 0; i < nw_; ++i) n += w_[std::size_t(i)].operations();
+        return n;
+    }
+
+private:
+    int add_window(penalty_scope s) {
+        for (int i = 0; i < nw_; ++i)
+            if (w_[std::size_t(i)].scope() == s) return i;  // one set of counts per scope
+        w_[std::size_t(nw_)] = detail::penalty_window_counts(s, p_.last_n);
+        if (s == penalty_scope::output_only) uses_prompt_ = true;
+        return nw_++;
+    }
+    bool same_prompt(const processor_context& c) const noexcept {
+        return !uses_prompt_ || prompt_ == c.prompt_length;
+    }
+    bool in_sync(const processor_context& c) const noexcept {
+        return built_ && len_ == c.history.size() && same_prompt(c);
+    }
+
+    penalty_params p_;
+    std::array<detail::penalty_window_counts, 2> w_{};
+    int nw_ = 0, rep_ = -1, freq_ = -1;
+    bool uses_prompt_ = false;
+    bool built_ = false;
+    std::size_t len_ = 0;     // history length the counts belong to
+    std::size_t prompt_ = 0;  // prompt length they were built with
+    std::uint64_t ops_ = 0;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/penalties.hpp
 // ---- begin decodekit/sampling/any_step.hpp
 /// \file sampling/any_step.hpp
 /// The truncation-step concept (a type with `void apply(working_set&, const step_context&)`, see
@@ -7537,6 +2575,130 @@ private:
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/any_step.hpp
+// ---- begin decodekit/sampling/constraint.hpp
+/// \file sampling/constraint.hpp
+/// Constraints for structured output in their callback form: a type that says whether token t
+/// may come next,
+///   bool allowed(token_id t, const processor_context& c) const
+/// (c.history is the sequence so far). Optional history hooks (append / cut_back / reset, as
+/// processors have: processors/processor.hpp) let it keep per-sequence state (a parser's or a
+/// regular expression's state) that follows the history through the sampler's one mechanism
+/// (processors/history.hpp), so a speculative rejection rolls it back like every other state.
+/// It must not throw. A sampler owns a copy (sampling_params::constraint).
+///
+/// The packed-bitmask form (the layout grammar engines emit) is given per call instead:
+/// sample_context::mask (kernels/mask.hpp).
+///
+/// How the sampler queries a callback constraint (constraint_check::exact, the default): only
+/// where the law of the pipeline applied to the masked row depends on it (sampler.hpp lists the
+/// cases: greedy, top-k or min-p first, temperature-only draws, else every valid token).
+/// constraint_check::sample_then_check is llama.cpp's shortcut: the unconstrained pipeline draws,
+/// the drawn token is checked, and only when it is not allowed is the pipeline run again on the
+/// masked row. Not exact: a token is drawn with probability q(t) + P(reject) q'(t), q the
+/// unconstrained pipeline's law restricted to allowed tokens and q' the masked pipeline's law,
+/// instead of q'(t).
+
+
+#include <concepts>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <type_traits>
+#include <utility>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// How a sampler uses a callback constraint (see the file comment).
+enum class constraint_check : std::uint8_t {
+    exact,              ///< the pipeline's law on the masked row, querying only what it needs
+    sample_then_check,  ///< llama.cpp's shortcut (opt-in; not exact, see the file comment)
+};
+
+/// A type that says whether a token may come next (see the file comment).
+template <class C>
+concept token_constraint = std::copy_constructible<C> &&
+    requires(const C& c, token_id t, const processor_context& ctx) {
+    { c.allowed(t, ctx) } -> std::convertible_to<bool>;
+};
+
+/// A copyable holder of any token_constraint (copies clone it and its state).
+class any_constraint {
+public:
+    any_constraint() = default;
+    template <class C>
+    requires(!std::same_as<std::decay_t<C>, any_constraint> && token_constraint<std::decay_t<C>>)
+        any_constraint(C&& c)  // NOLINT: implicit, like std::function
+        : m_(std::make_unique<model<std::decay_t<C>>>(std::forward<C>(c))) {}
+    any_constraint(const any_constraint& o) : m_(o.m_ ? o.m_->clone() : nullptr) {}
+    any_constraint(any_constraint&&) noexcept = default;
+    any_constraint& operator=(const any_constraint& o) {
+        if (this != &o) m_ = o.m_ ? o.m_->clone() : nullptr;
+        return *this;
+    }
+    any_constraint& operator=(any_constraint&&) noexcept = default;
+
+    /// True when it holds a constraint.
+    explicit operator bool() const noexcept { return m_ != nullptr; }
+    /// True when token t may come next. \pre holds a constraint
+    bool allowed(token_id t, const processor_context& c) const { return m_->allowed(t, c); }
+    /// True when its state follows the history.
+    bool follows_history() const noexcept { return m_ && m_->follows_history(); }
+    void append(std::span<const token_id> added, const processor_context& c) {
+        m_->append(added, c);
+    }
+    void cut_back(std::size_t keep, std::span<const token_id> removed, const processor_context& c) {
+        m_->cut_back(keep, removed, c);
+    }
+    void reset(const processor_context& c) { m_->reset(c); }
+    /// The held constraint when it is a C, else nullptr.
+    template <class C>
+    C* get() noexcept {
+        if (!m_ || m_->tag() != tag_of<C>()) return nullptr;
+        return &static_cast<model<C>*>(m_.get())->c;
+    }
+
+private:
+    template <class C>
+    static const void* tag_of() noexcept {
+        static const char tag = 0;
+        return &tag;
+    }
+    struct base {
+        virtual ~base() = default;
+        virtual const void* tag() const noexcept = 0;
+        virtual std::unique_ptr<base> clone() const = 0;
+        virtual bool allowed(token_id, const processor_context&) const = 0;
+        virtual bool follows_history() const noexcept = 0;
+        virtual void append(std::span<const token_id>, const processor_context&) = 0;
+        virtual void cut_back(std::size_t, std::span<const token_id>, const processor_context&) = 0;
+        virtual void reset(const processor_context&) = 0;
+    };
+    template <class C>
+    struct model final : base {
+        C c;
+        explicit model(C x) : c(std::move(x)) {}
+        const void* tag() const noexcept override { return tag_of<C>(); }
+        std::unique_ptr<base> clone() const override { return std::make_unique<model>(c); }
+        bool allowed(token_id t, const processor_context& x) const override {
+            return bool(c.allowed(t, x));
+        }
+        bool follows_history() const noexcept override { return history_follower<C>; }
+        void append(std::span<const token_id> t, const processor_context& x) override {
+            if constexpr (history_follower<C>) c.append(t, x);
+        }
+        void cut_back(std::size_t n, std::span<const token_id> t,
+                      const processor_context& x) override {
+            if constexpr (history_follower<C>) c.cut_back(n, t, x);
+        }
+        void reset(const processor_context& x) override {
+            if constexpr (history_follower<C>) c.reset(x);
+        }
+    };
+    std::unique_ptr<base> m_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/constraint.hpp
 
 #include <cmath>
 #include <cstddef>
@@ -7813,120 +2975,6 @@ inline std::optional<std::string> sampling_params::check() const {
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/params.hpp
-
-#include <cmath>
-#include <cstddef>
-#include <span>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// A sampler's storage for the extras it returns (its own: sized by its params, O(top_n + ids)).
-struct logprob_storage {
-    std::vector<token_logprob> top, requested;
-
-    explicit logprob_storage(const logprobs_request& lr = {}, std::size_t vocab_size = 0)
-        : top(std::min(lr.top_n, vocab_size)), requested(lr.ids.size()) {}
-};
-
-/// Fills the extras of `r` (token drawn) from the raw row `raw`, the working set `w` the token
-/// was drawn from (greedy: `greedy`), and the raw normaliser when the draw knew it.
-inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
-                                std::span<const float> raw, working_set& w, bool greedy,
-                                double raw_lse, bool raw_lse_known, logprob_storage& out) noexcept {
-    const bool need_raw = lr.raw || (!lr.processed && (lr.rank || lr.top_n > 0 || !lr.ids.empty()));
-    if (need_raw && !raw_lse_known) {
-        raw_lse = kernels::logsumexp(raw);
-        raw_lse_known = true;
-    }
-    auto raw_lp = [&](std::size_t t) -> float {
-        const float v = raw[t];
-        if (!(v > -detail::f_inf)) return -detail::f_inf;
-        if (std::isinf(raw_lse)) return v == detail::f_inf ? 0.f : -detail::f_inf;  // +inf row
-        return float(double(v) - raw_lse);
-    };
-    if (lr.raw) r.raw_logprob = raw_lp(std::size_t(r.token));
-    const std::span<const float> x = w.row();
-    const float t_cur = w.temperature();
-    // processed: the final set is kept() (id order, weights as the draw left them) unless
-    // greedy / full row
-    const bool full = w.full();
-    const bool processed_set = !greedy && !full;
-    const double kept_sum = processed_set ? w.ensure_weights() : 0.0;
-    auto proc_lp = [&](token_id t) -> float {
-        if (greedy) return t == r.token ? 0.f : -detail::f_inf;
-        if (full) {  // whole row at the temperature
-            const float v = x[std::size_t(t)];
-            const float vt = x[std::size_t(r.token)];
-            if (!(v > -detail::f_inf)) return -detail::f_inf;
-            return float(double(r.logprob) + (double(v) - double(vt)) / double(t_cur));
-        }
-        const std::span<const float> wt = w.weights();
-        const std::span<const token_id> ids = w.kept().ids();
-        for (std::size_t i = 0; i < ids.size(); ++i)
-            if (ids[i] == t) return float(std::log(double(wt[i]) / kept_sum));
-        return -detail::f_inf;
-    };
-    if (lr.rank) {
-        std::size_t above = 0;
-        if (!lr.processed) {
-            const float v = raw[std::size_t(r.token)];
-            for (float y : raw) above += y > v;
-        } else if (processed_set) {
-            const std::span<const token_id> ids = w.kept().ids();
-            const std::span<const float> lg = w.kept().logits();
-            float v = -detail::f_inf;
-            for (std::size_t i = 0; i < ids.size(); ++i)
-                if (ids[i] == r.token) v = lg[i];
-            for (float y : lg) above += y > v;
-        } else if (!greedy) {
-            const float v = x[std::size_t(r.token)];
-            for (float y : x) above += y > v;
-        }
-        r.rank = above + 1;
-    }
-    if (lr.top_n > 0) {
-        std::size_t n = 0;
-        std::vector<token_logprob>& top = out.top;
-        if (!lr.processed) {
-            candidates& alt = w.workspace().raw_top();
-            kernels::top_k(raw, top.size(), tie_policy::exactly_k, alt);
-            for (std::size_t i = 0; i < alt.size(); ++i)
-                top[n++] = {alt.ids()[i], raw_lp(std::size_t(alt.ids()[i]))};
-        } else if (greedy) {
-            top[n++] = {r.token, 0.f};
-        } else if (processed_set) {
-            // the best of the kept set: a selection over its logits (positions map to ids)
-            candidates& best = w.workspace().raw_top();
-            kernels::top_k(w.kept().logits(), top.size(), tie_policy::exactly_k, best);
-            const std::span<const token_id> ids = w.kept().ids();
-            for (std::size_t i = 0; i < best.size(); ++i) {
-                const token_id id = ids[std::size_t(best.ids()[i])];
-                top[n++] = {id, proc_lp(id)};
-            }
-        } else {
-            candidates& kept = w.kept();
-            kernels::top_k(x, top.size(), tie_policy::exactly_k, kept);
-            for (std::size_t i = 0; i < kept.size(); ++i)
-                top[n++] = {kept.ids()[i], proc_lp(kept.ids()[i])};
-        }
-        r.top = {top.data(), n};
-    }
-    if (!lr.ids.empty()) {
-        const std::size_t vocab = raw.size();
-        for (std::size_t j = 0; j < lr.ids.size(); ++j) {
-            const token_id t = lr.ids[j];
-            float lp = -detail::f_inf;
-            if (t >= 0 && std::size_t(t) < vocab)
-                lp = lr.processed ? proc_lp(t) : raw_lp(std::size_t(t));
-            out.requested[j] = {t, lp};
-        }
-        r.requested = {out.requested.data(), out.requested.size()};
-    }
-}
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/logprobs.hpp
 // ---- begin decodekit/sampling/processing.hpp
 /// \file sampling/processing.hpp
 /// processor_pipeline, the processor stage of a sampler (and of the strategies that score rows
@@ -8074,6 +3122,1550 @@ private:
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/processors/history.hpp
+// ---- begin decodekit/sampling/result.hpp
+/// \file sampling/result.hpp
+/// What a sampling call takes besides the row (sample_context) and what it gives back
+/// (sample_result, distribution), plus the inverse-CDF draw over a distribution.
+
+// ---- begin decodekit/kernels/draw.hpp
+/// \file kernels/draw.hpp
+/// Categorical draws: inverse CDF over unnormalised weights, exponential race over logits.
+/// Semantics: kernels/reference.hpp.
+///
+/// draw_inverse_cdf: no random words (the caller passes u); one SIMD pass storing the sums of
+/// the positive weights of <= 1024 blocks (>= 256 entries each) in double lanes (every float
+/// widened to double, so each is the exact double sum up to reassociation), a walk over the
+/// block sums, and a sequential double scan inside the one block where the target u * S falls.
+/// Agreement with the reference: both sum the same floats in double, in a different order; the
+/// partial sums differ by at most a few ulp of S (~1e-15 S), so the chosen index is the reference's
+/// unless u * S lies within ~1e-12 S of a boundary of the cumulative sum (tested).
+/// draw_exponential_race: exactly 2 random words per entry (2 * x.size() per draw, NaN / -inf
+/// entries included, so the stream position after a draw never depends on the logits); equal to
+/// reference::draw_exponential_race(x, T, rng) by construction (same weights and exponentials in
+/// double). Parity / testing only: it needs V random numbers and V logarithms.
+
+// ---- begin decodekit/kernels/reduce.hpp
+/// \file kernels/reduce.hpp
+/// max, argmax, sum, logsumexp over a logits row (SIMD, one streaming pass each; logsumexp two).
+/// Semantics: kernels/reference.hpp (the scalar reference these equal: max/argmax exactly, sum
+/// and logsumexp within 1e-6 relative). No random numbers are consumed.
+///
+/// Passes over the row: max 1, argmax 1 (+ a rescan of one 512-entry block), sum 1,
+/// logsumexp 2 (max; fused exp-and-sum). Rows with NaN, +inf or no valid entry take a simple
+/// (slower, exact) path detected from the first pass.
+
+// ---- begin decodekit/kernels/reference.hpp
+/// \file kernels/reference.hpp
+/// Scalar reference implementations: the executable definition of every kernel's semantics.
+/// The SIMD kernels in kernels/ must equal these (exactly for selections and ids, within a tight
+/// relative tolerance for reductions); tests compare them. Simple, obviously correct, slow.
+///
+/// Special values, for every kernel: NaN entries are ignored (never selected, never drawn,
+/// probability 0); -inf entries have probability 0 and are never selected; +inf entries win:
+/// when any entry is +inf, the distribution is uniform over the +inf entries.
+
+// ---- begin decodekit/random.hpp
+/// \file random.hpp
+/// Counter-based randomness: Philox4x32-10 (Salmon et al., SC'11) keyed by
+/// (seed, sequence id, step, purpose), so a draw never depends on batch composition, row
+/// order or thread count.
+///
+/// Counter layout (128 bits): ctr = {block index, purpose, step low 32, sequence low 32};
+/// key (64 bits) = seed, with the high 32 bits of step and of sequence folded in by odd
+/// multipliers. Distinct (seed, sequence, step, purpose) below 2^32 in step and sequence give
+/// disjoint streams; each stream has 2^32 blocks of four 32-bit words.
+
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Philox4x32-10: one block of four 32-bit outputs from a 128-bit counter and a 64-bit key.
+/// \post Matches the Random123 known-answer vectors (tests/unit/test_random.cpp).
+constexpr std::array<std::uint32_t, 4> philox4x32_10(std::array<std::uint32_t, 4> ctr,
+                                                     std::array<std::uint32_t, 2> key) noexcept {
+    constexpr std::uint32_t m0 = 0xD2511F53u, m1 = 0xCD9E8D57u;
+    constexpr std::uint32_t w0 = 0x9E3779B9u, w1 = 0xBB67AE85u;
+    for (int round = 0; round < 10; ++round) {
+        const std::uint64_t p0 = std::uint64_t(m0) * ctr[0];
+        const std::uint64_t p1 = std::uint64_t(m1) * ctr[2];
+        ctr = {std::uint32_t(p1 >> 32) ^ ctr[1] ^ key[0], std::uint32_t(p1),
+               std::uint32_t(p0 >> 32) ^ ctr[3] ^ key[1], std::uint32_t(p0)};
+        key[0] += w0;
+        key[1] += w1;
+    }
+    return ctr;
+}
+
+/// What a stream of random numbers is used for; part of the counter so the uses of one
+/// sampling step never share numbers.
+enum class rng_purpose : std::uint32_t {
+    sample = 0,      ///< the categorical draw of a sampling step
+    accept = 1,      ///< speculative acceptance tests
+    residual = 2,    ///< speculative residual / bonus draws
+    filter = 3,      ///< stochastic filters (XTC's coin)
+    gumbel = 4,      ///< per-token noise (Gumbel / exponential race, stochastic beams)
+    draft = 5,       ///< draft-model sampling
+    constraint = 6,  ///< the redraw of a constrained step after its first draw was not allowed
+    user = 0x100,    ///< first value free for callers
+};
+
+/// The key of one sampling step.
+struct rng_key {
+    std::uint64_t seed = 0;
+    std::uint64_t sequence = 0;
+    std::uint64_t step = 0;
+};
+
+/// A stream of 32-bit random words for one (seed, sequence, step, purpose): a small value type;
+/// copying it saves its state, assigning the copy back restores it. Satisfies
+/// std::uniform_random_bit_generator.
+class rng_stream {
+public:
+    using result_type = std::uint32_t;
+
+    constexpr rng_stream() noexcept : rng_stream(rng_key{}, rng_purpose::sample) {}
+    constexpr rng_stream(rng_key k, rng_purpose purpose) noexcept
+        : key_{std::uint32_t(k.seed) ^ std::uint32_t(k.step >> 32) * 0x9E3779B1u,
+               std::uint32_t(k.seed >> 32) ^ std::uint32_t(k.sequence >> 32) * 0x85EBCA77u},
+          ctr_{0u, std::uint32_t(purpose), std::uint32_t(k.step), std::uint32_t(k.sequence)} {}
+
+    static constexpr result_type min() noexcept { return 0; }
+    static constexpr result_type max() noexcept { return std::numeric_limits<result_type>::max(); }
+
+    /// The next 32-bit word.
+    constexpr result_type operator()() noexcept {
+        if (used_ == 4) {
+            block_ = philox4x32_10(ctr_, key_);
+            ++ctr_[0];
+            used_ = 0;
+        }
+        return block_[used_++];
+    }
+
+    /// Uniform float in the open interval (0, 1): ((bits >> 8) + 0.5) * 2^-24.
+    constexpr float uniform_float() noexcept { return (float((*this)() >> 8) + 0.5f) * 0x1p-24f; }
+    /// Uniform double in the open interval (0, 1) from 64 bits (53 used).
+    constexpr double uniform() noexcept {
+        const std::uint64_t hi = (*this)(), lo = (*this)();
+        return (double(((hi << 32) | lo) >> 11) + 0.5) * 0x1p-53;
+    }
+    /// Standard exponential variate, -log1p(-u) in double.
+    double exponential() noexcept { return -std::log1p(-uniform()); }
+    /// Standard Gumbel variate, -log(E).
+    double gumbel() noexcept { return -std::log(exponential()); }
+
+    /// Number of 32-bit words consumed so far (for documenting and testing RNG use).
+    constexpr std::uint64_t words_used() const noexcept {
+        return std::uint64_t(ctr_[0]) * 4 - (4 - used_);
+    }
+
+    friend constexpr bool operator==(const rng_stream&, const rng_stream&) noexcept = default;
+
+private:
+    std::array<std::uint32_t, 2> key_;
+    std::array<std::uint32_t, 4> ctr_;
+    std::array<std::uint32_t, 4> block_{};
+    std::uint32_t used_ = 4;
+};
+
+/// The stream for (key, purpose): the one way decodekit derives randomness.
+constexpr rng_stream make_stream(rng_key k, rng_purpose purpose = rng_purpose::sample) noexcept {
+    return rng_stream(k, purpose);
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/random.hpp
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <numeric>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace reference {
+
+inline constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+
+/// Largest non-NaN entry; -inf if the span is empty or all NaN.
+inline float max(std::span<const float> x) noexcept {
+    float m = neg_inf;
+    for (float v : x)
+        if (v > m) m = v;
+    return m;
+}
+
+/// Lowest index of the largest non-NaN entry; npos if empty or all NaN.
+inline std::size_t argmax(std::span<const float> x) noexcept {
+    std::size_t best = npos;
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (!std::isnan(x[i]) && (best == npos || x[i] > x[best])) best = i;
+    return best;
+}
+
+/// Sum of the entries in double (the read floor's work).
+inline double sum(std::span<const float> x) noexcept {
+    double s = 0;
+    for (float v : x) s += v;
+    return s;
+}
+
+/// Max and normaliser of the tempered distribution.
+struct softmax_stats {
+    float max;   ///< largest non-NaN logit (-inf if none)
+    double sum;  ///< sum over entries of exp((x_i - max) / T); 0 if no entry has probability
+};
+
+/// Weight of one entry: exp((x - m) / T), with the special-value rules (+inf max: 1 for +inf
+/// entries, 0 otherwise; NaN or -inf: 0).
+inline double weight(float x, float m, float temperature) noexcept {
+    if (std::isnan(x) || x == neg_inf) return 0.0;
+    if (std::isinf(m)) return x == m ? 1.0 : 0.0;
+    return std::exp((double(x) - double(m)) / double(temperature));
+}
+
+/// max and sum of exp((x_i - max)/T).  \pre temperature > 0
+inline softmax_stats exp_sum(std::span<const float> x, float temperature = 1.f) noexcept {
+    const float m = max(x);
+    double s = 0;
+    for (float v : x) s += weight(v, m, temperature);
+    return {m, s};
+}
+
+/// log sum exp(x_i / T); -inf when no entry has probability, +inf when an entry is +inf.
+inline double logsumexp(std::span<const float> x, float temperature = 1.f) noexcept {
+    const softmax_stats st = exp_sum(x, temperature);
+    if (st.sum == 0) return -std::numeric_limits<double>::infinity();
+    if (std::isinf(st.max)) return std::numeric_limits<double>::infinity();
+    return double(st.max) / temperature + std::log(st.sum);
+}
+
+/// out_i = p_i = exp((x_i - m)/T) / Z. All zeros when no entry has probability (stats.sum == 0).
+/// \pre out.size() == x.size(), temperature > 0
+inline softmax_stats softmax(std::span<const float> x, std::span<float> out,
+                             float temperature = 1.f) noexcept {
+    const softmax_stats st = exp_sum(x, temperature);
+    for (std::size_t i = 0; i < x.size(); ++i)
+        out[i] = st.sum > 0 ? float(weight(x[i], st.max, temperature) / st.sum) : 0.f;
+    return st;
+}
+
+/// out_i = log p_i = (x_i - m)/T - log Z; -inf for entries of probability 0 (NaN included).
+/// All -inf when no entry has probability.
+inline softmax_stats log_softmax(std::span<const float> x, std::span<float> out,
+                                 float temperature = 1.f) noexcept {
+    const softmax_stats st = exp_sum(x, temperature);
+    const double log_z = st.sum > 0 ? std::log(st.sum) : 0.0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const double w = weight(x[i], st.max, temperature);
+        if (st.sum == 0 || w == 0)
+            out[i] = neg_inf;
+        else if (std::isinf(st.max))
+            out[i] = float(-log_z);
+        else
+            out[i] = float((double(x[i]) - st.max) / temperature - log_z);
+    }
+    return st;
+}
+
+/// Orders candidate indices: larger logit first, ties by lower id.
+inline bool before(float a, token_id ia, float b, token_id ib) noexcept {
+    return a > b || (a == b && ia < ib);
+}
+
+/// Sorts a candidate set: logit descending, ties by ascending id.
+inline void sort_candidates(candidates& c) noexcept {
+    std::vector<std::size_t> order(c.size());
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    auto ids = c.ids();
+    auto lg = c.logits();
+    std::sort(order.begin(), order.end(),
+              [&](std::size_t a, std::size_t b) { return before(lg[a], ids[a], lg[b], ids[b]); });
+    std::vector<token_id> i2(c.size());
+    std::vector<float> l2(c.size());
+    for (std::size_t j = 0; j < order.size(); ++j) {
+        i2[j] = ids[order[j]];
+        l2[j] = lg[order[j]];
+    }
+    std::copy(i2.begin(), i2.end(), ids.begin());
+    std::copy(l2.begin(), l2.end(), lg.begin());
+}
+
+/// Every entry with probability > 0 (not NaN, not -inf), in id order.
+inline void valid_entries(std::span<const float> x, candidates& out) noexcept {
+    out.clear();
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (!std::isnan(x[i]) && x[i] != neg_inf) out.push_back(token_id(i), x[i]);
+}
+
+/// Top-k: the k largest valid entries (NaN and -inf never selected), sorted by logit descending,
+/// ties by ascending id. exactly_k keeps min(k, #valid); keep_ties also keeps every entry equal to
+/// the k-th kept logit. k == 0 gives an empty set.  \pre out.capacity() >= x.size()
+inline std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
+                         candidates& out) noexcept {
+    valid_entries(x, out);
+    sort_candidates(out);
+    std::size_t n = std::min(k, out.size());
+    if (ties == tie_policy::keep_ties && n > 0)
+        while (n < out.size() && out.logits()[n] == out.logits()[n - 1]) ++n;
+    out.resize(n);
+    return n;
+}
+
+/// Every valid entry with x_i >= threshold, in id order. \pre out.capacity() >= x.size()
+inline std::size_t filter_at_least(std::span<const float> x, float threshold,
+                                   candidates& out) noexcept {
+    out.clear();
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (!std::isnan(x[i]) && x[i] != neg_inf && x[i] >= threshold)
+            out.push_back(token_id(i), x[i]);
+    return out.size();
+}
+
+/// Min-p in logit space: the logit threshold max + T ln(p_base) (p_i >= p_base * p_max at
+/// temperature T). p_base <= 0 gives -inf (keeps everything).
+inline float min_p_threshold(float max_logit, float p_base, float temperature = 1.f) noexcept {
+    if (p_base <= 0) return neg_inf;
+    return float(double(max_logit) + double(temperature) * std::log(double(p_base)));
+}
+
+/// Min-p in one call: every valid entry with x_i >= min_p_threshold(max(x), p_base, T), in id
+/// order. \pre out.capacity() >= x.size()
+inline std::size_t filter_min_p(std::span<const float> x, float p_base, float temperature,
+                                candidates& out) noexcept {
+    return filter_at_least(x, min_p_threshold(max(x), p_base, temperature), out);
+}
+
+/// Top-p (nucleus) over the whole row at temperature T: sort valid entries by probability
+/// descending (ties by id); keep entry j iff the probability mass strictly before it is < p
+/// (the smallest prefix whose mass reaches p, the crossing entry included), and at least
+/// max(1, min_keep) entries. p >= 1 keeps every valid entry. Output sorted like top_k.
+/// Accumulation in double.  \pre out.capacity() >= x.size(), temperature > 0
+inline std::size_t top_p(std::span<const float> x, float p, float temperature, std::size_t min_keep,
+                         candidates& out) noexcept {
+    valid_entries(x, out);
+    sort_candidates(out);
+    if (out.empty()) return 0;
+    const softmax_stats st = exp_sum(x, temperature);
+    const std::size_t keep_at_least = std::max<std::size_t>(1, min_keep);
+    double before_mass = 0;
+    std::size_t n = 0;
+    while (n < out.size() && (n < keep_at_least || before_mass < double(p))) {
+        before_mass += weight(out.logits()[n], st.max, temperature) / st.sum;
+        ++n;
+    }
+    out.resize(n);
+    return n;
+}
+
+/// Entropy H = -sum p log p (nats) of the tempered distribution; 0 when no entry has probability.
+inline double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
+    const softmax_stats st = exp_sum(x, temperature);
+    if (st.sum == 0) return 0;
+    double h = 0;
+    for (float v : x) {
+        const double w = weight(v, st.max, temperature);
+        if (w > 0) {
+            const double p = w / st.sum;
+            if (p > 0) h -= p * std::log(p);  // a subnormal w can underflow p to 0 (0 log 0 = 0)
+        }
+    }
+    return h;
+}
+
+/// Inverse-CDF draw from unnormalised non-negative weights with one uniform u in [0, 1):
+/// target t = u * S (S the double sum); returns the first index whose running sum exceeds t among
+/// entries with w > 0; when rounding leaves t unreached, the last entry with w > 0.
+/// Negative, NaN and zero weights are never drawn. npos if no weight is positive.
+inline std::size_t draw_inverse_cdf(std::span<const float> w, double u) noexcept {
+    double s = 0;
+    for (float v : w)
+        if (v > 0) s += v;
+    if (!(s > 0)) return npos;
+    const double target = u * s;
+    double run = 0;
+    std::size_t last = npos;
+    for (std::size_t i = 0; i < w.size(); ++i) {
+        if (!(w[i] > 0)) continue;
+        run += w[i];
+        last = i;
+        if (run > target) return i;
+    }
+    return last;
+}
+
+/// Exponential race (Gumbel-max) over logits at temperature T: argmax_i w_i / E_i with
+/// w_i = exp((x_i - m)/T) and E_i = exponentials[i] > 0. Equivalent to a categorical draw from
+/// softmax(x / T). npos if no entry has probability.
+inline std::size_t draw_exponential_race(std::span<const float> x, float temperature,
+                                         std::span<const double> exponentials) noexcept {
+    const float m = max(x);
+    std::size_t best = npos;
+    double best_score = -1;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const double w = weight(x[i], m, temperature);
+        if (w <= 0) continue;
+        const double score = w / exponentials[i];
+        if (score > best_score) {
+            best_score = score;
+            best = i;
+        }
+    }
+    return best;
+}
+
+/// Exponential race with its own exponentials: E_i = rng.exponential() for every entry i in
+/// order (exactly 2 words per entry, 2 * x.size() in all, whatever the entries), then the race
+/// above. npos if no entry has probability.
+inline std::size_t draw_exponential_race(std::span<const float> x, float temperature,
+                                         rng_stream& rng) noexcept {
+    const float m = max(x);
+    std::size_t best = npos;
+    double best_score = -1;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const double e = rng.exponential();
+        const double w = weight(x[i], m, temperature);
+        if (w <= 0) continue;
+        const double score = w / e;
+        if (score > best_score) {
+            best_score = score;
+            best = i;
+        }
+    }
+    return best;
+}
+
+/// Cosine similarity of `query` (length dim) against each of n = out.size() rows stored
+/// row-major with `stride` floats between rows. 0 for a zero-norm row or query.
+inline void cosine_similarity(std::span<const float> query, const float* rows, std::size_t stride,
+                              std::span<float> out) noexcept {
+    const std::size_t dim = query.size();
+    double qq = 0;
+    for (float v : query) qq += double(v) * v;
+    for (std::size_t r = 0; r < out.size(); ++r) {
+        const float* row = rows + r * stride;
+        double dot = 0, rr = 0;
+        for (std::size_t j = 0; j < dim; ++j) {
+            dot += double(query[j]) * row[j];
+            rr += double(row[j]) * row[j];
+        }
+        out[r] = (qq > 0 && rr > 0) ? float(dot / std::sqrt(qq * rr)) : 0.f;
+    }
+}
+
+}  // namespace reference
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/reference.hpp
+// ---- begin decodekit/simd/xsimd_compat.hpp
+/// \file simd/xsimd_compat.hpp
+/// The only header that names xsimd. A tiny shim over the API differences between
+/// xsimd 8.1 (Debian 12) and xsimd 14 (vcpkg, Conan):
+///   8.1: hadd, no reduce_max/reduce_min, no batch_bool::mask()
+///   >= 9: reduce_add/reduce_max/reduce_min; >= 10: batch_bool::mask(); hadd later removed.
+/// Everything here is a template on the architecture tag `A` so translation units built with
+/// different -m flags never merge one symbol (the SIMD ODR hazard).
+
+
+#include <xsimd/xsimd.hpp>
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#ifndef XSIMD_VERSION_MAJOR
+#error "decodekit: could not determine the xsimd version"
+#endif
+#if XSIMD_VERSION_MAJOR < 8 || (XSIMD_VERSION_MAJOR == 8 && XSIMD_VERSION_MINOR < 1)
+#error "decodekit needs xsimd 8.1 or newer"
+#endif
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace simd {
+
+/// The architecture decodekit kernels use unless told otherwise: the best one the compiler
+/// flags of this translation unit enable (xsimd::default_arch).
+using default_arch = xsimd::default_arch;
+
+/// Every architecture the compiler flags of this translation unit enable (for tests).
+using supported_architectures = xsimd::supported_architectures;
+
+template <class A>
+using batch = xsimd::batch<float, A>;
+template <class A>
+using batch_bool = xsimd::batch_bool<float, A>;
+template <class A>
+using ibatch = xsimd::batch<std::int32_t, A>;
+template <class A>
+using dbatch = xsimd::batch<double, A>;
+
+// Thin wrappers so that kernels never name xsimd (same semantics as the xsimd functions).
+
+/// x * y + z per lane (fused where the architecture has FMA).
+template <class A>
+inline batch<A> fma(const batch<A>& x, const batch<A>& y, const batch<A>& z) noexcept {
+    return xsimd::fma(x, y, z);
+}
+/// Per lane: c ? a : b.
+template <class A>
+inline batch<A> select(const batch_bool<A>& c, const batch<A>& a, const batch<A>& b) noexcept {
+    return xsimd::select(c, a, b);
+}
+/// Per-lane maximum (xsimd semantics for NaN; use max_ignore_nan to skip NaN).
+template <class A>
+inline batch<A> max(const batch<A>& a, const batch<A>& b) noexcept {
+    return xsimd::max(a, b);
+}
+/// Per-lane minimum (xsimd semantics for NaN).
+template <class A>
+inline batch<A> min(const batch<A>& a, const batch<A>& b) noexcept {
+    return xsimd::min(a, b);
+}
+/// True if any lane of the mask is set.
+template <class A>
+inline bool any(const batch_bool<A>& b) noexcept {
+    return xsimd::any(b);
+}
+
+/// Number of float lanes of architecture A.
+template <class A>
+inline constexpr std::size_t lanes = xsimd::batch<float, A>::size;
+
+/// Horizontal sum of the lanes.
+template <class A>
+inline float reduce_add(const batch<A>& v) noexcept {
+#if XSIMD_VERSION_MAJOR >= 9
+    return xsimd::reduce_add(v);
+#else
+    return xsimd::hadd(v);
+#endif
+}
+
+/// Horizontal maximum of the lanes (NaN lanes must be removed by the caller).
+template <class A>
+inline float reduce_max(const batch<A>& v) noexcept;
+
+/// Horizontal minimum of the lanes.
+template <class A>
+inline float reduce_min(const batch<A>& v) noexcept {
+#if XSIMD_VERSION_MAJOR >= 9
+    return xsimd::reduce_min(v);
+#else
+    alignas(64) float tmp[lanes<A>];
+    v.store_aligned(tmp);
+    float m = tmp[0];
+    for (std::size_t i = 1; i < lanes<A>; ++i) m = tmp[i] < m ? tmp[i] : m;
+    return m;
+#endif
+}
+
+/// Which x86 register family architecture A uses (0: other / generic code paths).
+template <class A>
+inline constexpr int x86_family =
+#if defined(__AVX512F__)
+    std::is_base_of_v<xsimd::avx512f, A> ? 512 :
+#endif
+#if defined(__AVX__)
+    std::is_base_of_v<xsimd::avx, A> ? 256
+    :
+#endif
+#if defined(__SSE2__)
+    std::is_base_of_v<xsimd::sse2, A> ? 128
+                                      :
+#endif
+                                      0;
+
+template <class A>
+inline float reduce_max(const batch<A>& v) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __m512 x = static_cast<__m512>(v);
+        const __m256 h =
+            _mm256_max_ps(_mm512_castps512_ps256(x),
+                          _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+        __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+        q = _mm_max_ss(q, _mm_shuffle_ps(q, q, 1));
+        return _mm_cvtss_f32(q);
+    } else
+#endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        const __m256 h = static_cast<__m256>(v);
+        __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+        q = _mm_max_ss(q, _mm_shuffle_ps(q, q, 1));
+        return _mm_cvtss_f32(q);
+    } else
+#endif
+    {
+#if XSIMD_VERSION_MAJOR >= 9
+        return xsimd::reduce_max(v);
+#else
+        alignas(64) float tmp[lanes<A>];
+        v.store_aligned(tmp);
+        float m = tmp[0];
+        for (std::size_t i = 1; i < lanes<A>; ++i) m = tmp[i] > m ? tmp[i] : m;
+        return m;
+#endif
+    }
+}
+
+/// Bit i set iff lane i of `b` is true (one instruction on x86: kmov / movmskps).
+template <class A>
+inline std::uint64_t to_mask(const batch_bool<A>& b) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        return std::uint64_t(std::uint16_t(static_cast<__mmask16>(b)));
+    } else
+#endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        return std::uint64_t(unsigned(_mm256_movemask_ps(static_cast<__m256>(b))));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        return std::uint64_t(unsigned(_mm_movemask_ps(static_cast<__m128>(b))));
+    } else
+#endif
+    {
+#if XSIMD_VERSION_MAJOR >= 10
+        return b.mask();
+#else
+        alignas(64) bool tmp[lanes<A>];
+        b.store_aligned(tmp);
+        std::uint64_t m = 0;
+        for (std::size_t i = 0; i < lanes<A>; ++i) m |= std::uint64_t(tmp[i]) << i;
+        return m;
+#endif
+    }
+}
+
+/// Lane-wise max(acc, x) where a NaN lane of `x` leaves `acc` unchanged (x86 max returns its
+/// second operand when either is NaN). \pre acc has no NaN lane.
+template <class A>
+inline batch<A> max_ignore_nan(const batch<A>& acc, const batch<A>& x) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        return batch<A>(_mm512_max_ps(static_cast<__m512>(x), static_cast<__m512>(acc)));
+    } else
+#endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        return batch<A>(_mm256_max_ps(static_cast<__m256>(x), static_cast<__m256>(acc)));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        return batch<A>(_mm_max_ps(static_cast<__m128>(x), static_cast<__m128>(acc)));
+    } else
+#endif
+    {
+        return xsimd::select(x > acc, x, acc);
+    }
+}
+
+/// Adds the lanes of `x` into two double accumulators (low half into lo, high half into hi),
+/// so that sums of floats are exact to double precision per element.
+template <class A>
+inline void widen_add(xsimd::batch<double, A>& lo, xsimd::batch<double, A>& hi,
+                      const batch<A>& x) noexcept {
+    using D = xsimd::batch<double, A>;
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __m512 v = static_cast<__m512>(x);
+        lo += D(_mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+        hi += D(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+    } else
+#endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        const __m256 v = static_cast<__m256>(x);
+        lo += D(_mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+        hi += D(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        const __m128 v = static_cast<__m128>(x);
+        lo += D(_mm_cvtps_pd(v));
+        hi += D(_mm_cvtps_pd(_mm_movehl_ps(v, v)));
+    } else
+#endif
+    {
+        constexpr std::size_t n = lanes<A>, h = D::size;
+        alignas(64) float f[n];
+        alignas(64) double d[2 * h];
+        x.store_aligned(f);
+        for (std::size_t i = 0; i < 2 * h; ++i) d[i] = i < n ? double(f[i]) : 0.0;
+        lo += D::load_aligned(d);
+        hi += D::load_aligned(d + h);
+    }
+}
+
+/// Horizontal sum of double lanes.
+template <class A>
+inline double reduce_add(const xsimd::batch<double, A>& v) noexcept {
+#if XSIMD_VERSION_MAJOR >= 9
+    return xsimd::reduce_add(v);
+#else
+    return xsimd::hadd(v);
+#endif
+}
+
+/// Compress-store of a (logit, id) pair of batches: writes the lanes of `v` selected by the bit
+/// mask `m` (bit i = lane i), in lane order, to logits_out[0..) and the same lanes of `ids` to
+/// ids_out[0..); returns how many. May write up to lanes<A> entries past the count (callers leave
+/// that room): AVX-512 compresses in registers (vcompressps; not the microcoded memory form) and
+/// stores whole vectors; other architectures walk the set bits.
+template <class A>
+inline std::size_t compress_store(const batch<A>& v, const ibatch<A>& ids, std::uint64_t m,
+                                  float* logits_out, std::int32_t* ids_out) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __mmask16 k = __mmask16(m);
+        _mm512_storeu_ps(logits_out, _mm512_maskz_compress_ps(k, static_cast<__m512>(v)));
+        _mm512_storeu_si512(ids_out, _mm512_maskz_compress_epi32(k, static_cast<__m512i>(ids)));
+        return std::size_t(std::popcount(unsigned(k)));
+    } else
+#endif
+    {
+        alignas(64) float f[lanes<A>];
+        alignas(64) std::int32_t d[lanes<A>];
+        v.store_aligned(f);
+        ids.store_aligned(d);
+        std::size_t n = 0;
+        while (m) {
+            const int i = std::countr_zero(m);
+            m &= m - 1;
+            logits_out[n] = f[i];
+            ids_out[n] = d[i];
+            ++n;
+        }
+        return n;
+    }
+}
+
+/// first_id, first_id + 1, ... in the lanes.
+template <class A>
+inline ibatch<A> iota(std::int32_t first_id) noexcept {
+    alignas(64) static constexpr std::int32_t seq[64] = {
+        0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
+        22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43,
+        44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63};
+    static_assert(lanes<A> <= 64);
+    return ibatch<A>::load_aligned(seq) + ibatch<A>(first_id);
+}
+
+/// compress_store of `v` with the ids first_id + lane.
+template <class A>
+inline std::size_t compress_store(const batch<A>& v, std::uint64_t m, std::int32_t first_id,
+                                  float* logits_out, std::int32_t* ids_out) noexcept {
+    return compress_store<A>(v, iota<A>(first_id), m, logits_out, ids_out);
+}
+
+/// compress_store without the values: writes first_id + i for each set bit i of `m`, in order,
+/// to ids_out[0..); returns how many. May write up to lanes<A> entries past the count.
+template <class A>
+inline std::size_t compress_ids(std::uint64_t m, std::int32_t first_id,
+                                std::int32_t* ids_out) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __mmask16 k = __mmask16(m);
+        _mm512_storeu_si512(
+            ids_out, _mm512_maskz_compress_epi32(k, static_cast<__m512i>(iota<A>(first_id))));
+        return std::size_t(std::popcount(unsigned(k)));
+    } else
+#endif
+    {
+        std::size_t n = 0;
+        while (m) {
+            ids_out[n++] = first_id + std::countr_zero(m);
+            m &= m - 1;
+        }
+        return n;
+    }
+}
+
+/// Reinterprets float lanes as int32 lanes (and back): xsimd::bitwise_cast, whose template
+/// parameter is the whole batch type up to xsimd 10 and the element type from xsimd 11.
+template <class A>
+inline ibatch<A> as_int(const batch<A>& v) noexcept {
+#if XSIMD_VERSION_MAJOR >= 11
+    return xsimd::bitwise_cast<std::int32_t>(v);
+#else
+    return xsimd::bitwise_cast<ibatch<A> >(v);
+#endif
+}
+template <class A>
+inline batch<A> as_float(const ibatch<A>& v) noexcept {
+#if XSIMD_VERSION_MAJOR >= 11
+    return xsimd::bitwise_cast<float>(v);
+#else
+    return xsimd::bitwise_cast<batch<A> >(v);
+#endif
+}
+
+/// exp(d) for d <= 0 (the max-subtracted logits of a softmax): k = round(d / ln 2) by the
+/// shifter trick, Cody-Waite reduction, the Cephes degree-5 polynomial (relative error below
+/// 1e-7), 2^k from the exponent bits. Returns 0 for d < -87 (below float's normal range; such
+/// entries carry < 1e-37 of the mass) and for NaN lanes (the NaN policy: probability 0), so no
+/// special-value pass is needed. Same operations on every architecture (fused multiply-adds
+/// where the ISA has FMA, separately rounded otherwise).
+template <class A>
+inline batch<A> exp_nonpositive(const batch<A>& d) noexcept {
+    using B = batch<A>;
+    const B lo(-87.f);
+    const B dc = xsimd::max(d, lo);
+    const B shifter(12582912.f + 127.f);  // 1.5 * 2^23 + exponent bias
+    const B t = xsimd::fma(dc, B(1.44269504088896341f), shifter);
+    const B k = t - shifter;  // round(dc / ln 2), exact
+    B r = xsimd::fnma(k, B(0.693359375f), dc);
+    r = xsimd::fnma(k, B(-2.12194440e-4f), r);
+    B q = B(1.9875691500e-4f);
+    q = xsimd::fma(q, r, B(1.3981999507e-3f));
+    q = xsimd::fma(q, r, B(8.3334519073e-3f));
+    q = xsimd::fma(q, r, B(4.1665795894e-2f));
+    q = xsimd::fma(q, r, B(1.6666665459e-1f));
+    q = xsimd::fma(q, r, B(5.0000001201e-1f));
+    const B e = xsimd::fma(q * r, r, r) + B(1.f);
+    const B scale = as_float<A>(as_int<A>(t) << 23);  // (k + 127) << 23 = 2^k
+    return xsimd::select(d >= lo, e * scale, B(0.f));
+}
+
+/// Calls f(A{}) for every architecture in supported_architectures.
+template <class F>
+inline void for_each_arch(F&& f) {
+    supported_architectures::for_each(static_cast<F&&>(f));
+}
+
+}  // namespace simd
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/simd/xsimd_compat.hpp
+
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+namespace detail {
+
+inline constexpr float neg_inf_f = -std::numeric_limits<float>::infinity();
+/// Entries per block of the blocked passes (argmax block, double-accumulation block).
+inline constexpr std::size_t block_size = 512;
+
+/// exp((x_i - m) * inv_t) summed over the row (4 float accumulators per 1024-entry block,
+/// blocks added in double), with simd::exp_nonpositive: NaN and -inf entries give 0, entries
+/// more than 87 below the max give 0. Stores the exponentials to out when Store. The tail is
+/// padded into one vector so every entry goes through the same polynomial.
+/// \pre m finite, inv_t finite and > 0.
+template <class A, bool Store>
+double exp_pass(std::span<const float> x, float m, float inv_t, float* out) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    const B mb(m), tb(inv_t);
+    auto one = [&](std::size_t i) {
+        const B e = simd::exp_nonpositive<A>((B::load_unaligned(p + i) - mb) * tb);
+        if constexpr (Store) e.store_unaligned(out + i);
+        return e;
+    };
+    double total = 0;
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 2 * block_size);
+        B s0(0.f), s1(0.f), s2(0.f), s3(0.f);
+        for (; i + 4 * L <= end; i += 4 * L) {
+            s0 += one(i);
+            s1 += one(i + L);
+            s2 += one(i + 2 * L);
+            s3 += one(i + 3 * L);
+        }
+        for (; i < end; i += L) s0 += one(i);
+        total += double(simd::reduce_add<A>((s0 + s1) + (s2 + s3)));
+    }
+    if (i < n) {
+        alignas(64) float buf[L];
+        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : neg_inf_f;
+        const B e = simd::exp_nonpositive<A>((B::load_aligned(buf) - mb) * tb);
+        e.store_aligned(buf);
+        for (std::size_t j = 0; i + j < n; ++j) {
+            if constexpr (Store) out[i + j] = buf[j];
+            total += double(buf[j]);
+        }
+    }
+    return total;
+}
+
+}  // namespace detail
+
+/// Largest non-NaN entry; -inf if the span is empty or all NaN. One pass.
+template <class A = simd::default_arch>
+float max(std::span<const float> x) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size();
+    B a0(detail::neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
+    std::size_t i = 0;
+    for (; i + 4 * L <= n; i += 4 * L) {
+        a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+        a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
+        a2 = simd::max_ignore_nan<A>(a2, B::load_unaligned(p + i + 2 * L));
+        a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
+    }
+    for (; i + L <= n; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+    float m = simd::reduce_max<A>(simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3)));
+    for (; i < n; ++i) m = p[i] > m ? p[i] : m;
+    return m;
+}
+
+/// Lowest index of the largest non-NaN entry; npos if empty or all NaN.
+/// One blocked pass: per 512-entry block a max over independent accumulators, the winning
+/// block remembered (strictly greater than every earlier block), then that block rescanned for
+/// its first entry equal to the max.
+template <class A = simd::default_arch>
+std::size_t argmax(std::span<const float> x) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    if (n == 0) return npos;
+    B run(detail::neg_inf_f);
+    float best = detail::neg_inf_f;
+    std::size_t best_block = npos;
+    for (std::size_t b0 = 0; b0 < nfull; b0 += detail::block_size) {
+        const std::size_t end = std::min(nfull, b0 + detail::block_size);
+        B a0(detail::neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
+        std::size_t i = b0;
+        for (; i + 4 * L <= end; i += 4 * L) {
+            a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+            a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
+            a2 = simd::max_ignore_nan<A>(a2, B::load_unaligned(p + i + 2 * L));
+            a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
+        }
+        for (; i < end; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+        const B bm = simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3));
+        if (simd::any<A>(bm > run)) {
+            best = simd::reduce_max<A>(bm);
+            run = B(best);
+            best_block = b0;
+        }
+    }
+    std::size_t best_i = npos;
+    if (best_block != npos) {
+        const std::size_t end = std::min(nfull, best_block + detail::block_size);
+        for (std::size_t i = best_block; i < end; i += L) {
+            const std::uint64_t m = simd::to_mask<A>(B::load_unaligned(p + i) == run);
+            if (m) {
+                best_i = i + std::size_t(std::countr_zero(m));
+                break;
+            }
+        }
+    }
+    for (std::size_t i = nfull; i < n; ++i)
+        if (p[i] > best) {
+            best = p[i];
+            best_i = i;
+        }
+    if (best_i == npos)  // every entry is -inf or NaN: the first -inf, if any
+        for (std::size_t i = 0; i < n; ++i)
+            if (!std::isnan(p[i])) return i;
+    return best_i;
+}
+
+/// Sum of the entries (float lanes over 1024-entry blocks, blocks summed in double). One pass.
+template <class A = simd::default_arch>
+double sum(std::span<const float> x) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    double total = 0;
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 2 * detail::block_size);
+        B s0(0.f), s1(0.f), s2(0.f), s3(0.f);
+        for (; i + 4 * L <= end; i += 4 * L) {
+            s0 += B::load_unaligned(p + i);
+            s1 += B::load_unaligned(p + i + L);
+            s2 += B::load_unaligned(p + i + 2 * L);
+            s3 += B::load_unaligned(p + i + 3 * L);
+        }
+        for (; i < end; i += L) s0 += B::load_unaligned(p + i);
+        total += double(simd::reduce_add<A>((s0 + s1) + (s2 + s3)));
+    }
+    for (; i < n; ++i) total += double(p[i]);
+    return total;
+}
+
+/// Max and normaliser sum exp((x_i - max)/T) (see reference::exp_sum). Two passes: max, then
+/// one fused exp-and-sum pass (NaN entries count 0 there).
+/// \pre temperature > 0
+template <class A = simd::default_arch>
+reference::softmax_stats exp_sum(std::span<const float> x, float temperature = 1.f) noexcept {
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::exp_sum(x, temperature);
+    return {m, detail::exp_pass<A, false>(x, m, inv_t, nullptr)};
+}
+
+/// log sum exp(x_i / T); -inf when no entry has probability, +inf when an entry is +inf.
+/// Two passes. \pre temperature > 0
+template <class A = simd::default_arch>
+double logsumexp(std::span<const float> x, float temperature = 1.f) noexcept {
+    const reference::softmax_stats st = kernels::exp_sum<A>(x, temperature);
+    if (st.sum == 0) return -std::numeric_limits<double>::infinity();
+    if (std::isinf(st.max)) return std::numeric_limits<double>::infinity();
+    return double(st.max) / temperature + std::log(st.sum);
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/reduce.hpp
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+namespace detail {
+
+/// Double sum of the positive entries of w[begin, end) (whole batches), in double lanes.
+template <class A>
+double positive_sum(const float* w, std::size_t begin, std::size_t end) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B zero(0.f);
+    D a0(0.0), a1(0.0), a2(0.0), a3(0.0);
+    std::size_t i = begin;
+    for (; i + 2 * L <= end; i += 2 * L) {
+        const B v0 = B::load_unaligned(w + i), v1 = B::load_unaligned(w + i + L);
+        simd::widen_add<A>(a0, a1, simd::select<A>(v0 > zero, v0, zero));  // NaN, <= 0: 0
+        simd::widen_add<A>(a2, a3, simd::select<A>(v1 > zero, v1, zero));
+    }
+    for (; i < end; i += L) {
+        const B v = B::load_unaligned(w + i);
+        simd::widen_add<A>(a0, a1, simd::select<A>(v > zero, v, zero));
+    }
+    return simd::reduce_add<A>((a0 + a1) + (a2 + a3));
+}
+
+/// Exact inverse-CDF draw from softmax(x / T) with the reference's double weights (two passes,
+/// V exponentials, 2 random words); npos if no entry has weight. \pre m = max(x), finite.
+inline std::size_t draw_exact(const float* p, std::size_t n, float m, float temperature,
+                              rng_stream& rng) noexcept {
+    double s = 0;
+    for (std::size_t i = 0; i < n; ++i) s += reference::weight(p[i], m, temperature);
+    const double target = rng.uniform() * s;
+    if (!(s > 0)) return npos;
+    double run = 0;
+    std::size_t last = npos;
+    for (std::size_t i = 0; i < n; ++i) {
+        const double w = reference::weight(p[i], m, temperature);
+        if (!(w > 0)) continue;
+        run += w;
+        last = i;
+        if (run > target) return i;
+    }
+    return last;
+}
+
+}  // namespace detail
+
+/// Inverse-CDF draw from unnormalised non-negative weights with one uniform u in [0, 1): the
+/// first index whose running sum exceeds u * S among entries with w > 0 (the last such entry if
+/// rounding leaves u * S unreached); npos if no weight is positive. Consumes no random words.
+template <class A = simd::default_arch>
+std::size_t draw_inverse_cdf(std::span<const float> w, double u) noexcept {
+    constexpr std::size_t L = simd::lanes<A>;
+    constexpr std::size_t max_blocks = 1024;
+    const float* p = w.data();
+    const std::size_t n = w.size(), nfull = n / L * L;
+    // Block size: a multiple of 64 (so of every lane count) giving at most 1024 blocks.
+    const std::size_t blk = std::max<std::size_t>(256, (n / max_blocks + 64) / 64 * 64);
+    double bsum[max_blocks];
+    std::size_t nb = 0;
+    double s = 0;
+    for (std::size_t i = 0; i < nfull; i += blk, ++nb) {
+        bsum[nb] = detail::positive_sum<A>(p, i, std::min(nfull, i + blk));
+        s += bsum[nb];
+    }
+    for (std::size_t i = nfull; i < n; ++i)
+        if (p[i] > 0) s += p[i];
+    if (!(s > 0)) return npos;
+    const double target = u * s;
+    double run = 0;
+    auto scan = [&](std::size_t b, std::size_t e) {
+        for (std::size_t i = b; i < e; ++i) {
+            if (!(p[i] > 0)) continue;
+            run += p[i];
+            if (run > target) return i;
+        }
+        return npos;
+    };
+    for (std::size_t b = 0; b < nb; ++b) {
+        if (run + bsum[b] > target) {
+            const std::size_t i = b * blk;
+            if (const std::size_t hit = scan(i, std::min(nfull, i + blk)); hit != npos) return hit;
+        } else {
+            run += bsum[b];
+        }
+    }
+    if (const std::size_t hit = scan(nfull, n); hit != npos) return hit;
+    for (std::size_t j = n; j-- > 0;)  // target unreached: the last positive entry
+        if (p[j] > 0) return j;
+    return npos;
+}
+
+/// Exponential-race (Gumbel-max) draw from softmax(x / T): argmax_i w_i / E_i with
+/// w_i = exp((x_i - m)/T) and E_i = rng.exponential() for every entry in order; npos if no entry
+/// has probability. Consumes exactly 2 * x.size() random words. \pre temperature > 0
+template <class A = simd::default_arch>
+std::size_t draw_exponential_race(std::span<const float> x, float temperature,
+                                  rng_stream& rng) noexcept {
+    // The per-entry exponential dominates (two logs and a Philox word pair per entry): there is
+    // nothing for SIMD to win, so this is the reference, kept as a kernel for parity tests and
+    // for callers that want the Gumbel-max form.
+    return reference::draw_exponential_race(x, temperature, rng);
+}
+
+/// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection,
+/// docs/semantics.md#draw). Blocks are lane-strided: the row is cut into chunks of L g entries
+/// (L = SIMD lanes; g the smallest power of two >= 16 giving at most 512 blocks: 256 at
+/// V = 128256 with 16 lanes) and block (chunk q, lane j) holds the g entries q L g + j + L s,
+/// s < g, so one SIMD pass of vertical maxima gives L block maxima per chunk with no horizontal
+/// reduction. Each block gets the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the
+/// block maxima, inflated by 3e-5 to cover float rounding). The (at most 16) heaviest blocks with
+/// h_b >= 1e-3 are refined by one strided scan: their max entry a_b gets its own exact envelope
+/// hA_b = w(M_b) and the other entries hB_b = w(M2_b), M2_b the largest of them; a refined block's
+/// mass is hA_b + g hB_b, any other block's g h_b. Proposals: a block with probability mass / H
+/// (2 words; inverse CDF over the blocks through a guide table, the same block as a binary
+/// search), a slot s uniformly (1 word; for a refined block, a_b instead when the same uniform
+/// falls in its first hA_b), accepted with probability w_i / e_i (2 words), e_i = h_b, or for a
+/// refined block hB_b (+ hA_b when i = a_b), w_i the reference's double weight; slots past the
+/// row's end are rejected. Random words: 5 per proposal; the number of proposals is geometric
+/// with mean H / Z <= g (about 1 for flat rows and for rows whose mass sits in a few dominant
+/// entries, up to g when many blocks each hold one dominant entry). A row with +inf entries draws
+/// uniformly among them (2 words); no valid entry: npos (0 words). Exact except that entries in
+/// blocks whose max is more than 87 T below the row max (total probability < V e^-87) are never
+/// drawn. When 1/T is not finite (subnormal T), and after max(64 g, 4096) rejected proposals
+/// (probability < e^-64), the draw is an exact inverse CDF over the reference's double weights
+/// instead (2 more words, V exponentials); both keep the draw exact. \pre temperature > 0
+template <class A = simd::default_arch>
+std::size_t draw_temperature(std::span<const float> x, float temperature,
+                             rng_stream& rng) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    constexpr std::size_t max_blocks = 512;
+    static_assert(max_blocks % L == 0);
+    const float* p = x.data();
+    const std::size_t n = x.size();
+    if (n == 0) return npos;
+    std::size_t g = 16;
+    int lg = 4;
+    while ((n + L * g - 1) / (L * g) * L > max_blocks) {
+        g *= 2;
+        ++lg;
+    }
+    const std::size_t chunk = L * g, nb = (n + chunk - 1) / chunk * L;
+    alignas(64) float bmax[max_blocks + 64];
+    for (std::size_t q = 0; q * chunk < n; ++q) {
+        const std::size_t base = q * chunk, e = std::min(n, base + chunk);
+        std::size_t i = base;
+        B a0(detail::neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
+        for (; i + 4 * L <= e; i += 4 * L) {
+            a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+            a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
+            a2 = simd::max_ignore_nan<A>(a2, B::load_unaligned(p + i + 2 * L));
+            a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
+        }
+        for (; i + L <= e; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+        float* bm = bmax + q * L;
+        simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3)).store_aligned(bm);
+        for (; i < e; ++i) {  // the row's last partial vector: lane (i - base) % L
+            float& t = bm[(i - base) % L];
+            t = p[i] > t ? p[i] : t;
+        }
+    }
+    float m = detail::neg_inf_f;
+    for (std::size_t b = 0; b < nb; ++b) m = bmax[b] > m ? bmax[b] : m;
+    if (m == detail::neg_inf_f) return npos;
+    if (std::isinf(m)) {  // uniform over the +inf entries
+        std::size_t c = 0;
+        for (std::size_t i = 0; i < n; ++i) c += p[i] == m;
+        std::size_t k = std::min(c - 1, std::size_t(rng.uniform() * double(c)));
+        for (std::size_t i = 0; i < n; ++i)
+            if (p[i] == m && k-- == 0) return i;
+        return npos;
+    }
+    const float inv_t = 1.f / temperature;
+    // (M_b - m) * inf would be 0 * inf = NaN for the max's block: no usable envelope.
+    if (!std::isfinite(inv_t)) return detail::draw_exact(p, n, m, temperature, rng);
+    const B mb(m), tb(inv_t);
+    for (std::size_t b = 0; b < nb; b += L)
+        simd::exp_nonpositive<A>((B::load_aligned(bmax + b) - mb) * tb).store_aligned(bmax + b);
+    // Refinement of the (at most 16) heaviest blocks with h_b >= 1e-3: their max entry a_b gets
+    // its own exact envelope hA_b = w(M_b), the block's other entries hB_b = w(M2_b) (M2_b the
+    // largest of the others), so a block whose mass is one dominant entry no longer costs ~g
+    // proposals. Block mass: hA_b + g hB_b (refined) or g h_b.
+    constexpr std::size_t max_refined = 16;
+    std::size_t rb[max_refined], ra[max_refined], nr = 0;
+    float rh[max_refined];
+    for (std::size_t b = 0; b < nb; ++b) {
+        const float h = bmax[b];
+        if (!(h >= 1e-3f) || (nr == max_refined && !(h > rh[nr - 1]))) continue;
+        std::size_t q = nr < max_refined ? nr++ : max_refined - 1;
+        for (; q > 0 && rh[q - 1] < h; --q) {
+            rh[q] = rh[q - 1];
+            rb[q] = rb[q - 1];
+        }
+        rh[q] = h;
+        rb[q] = b;
+    }
+    double ra_w[max_refined], rb_w[max_refined];
+    std::uint8_t refined[max_blocks] = {};  // slot + 1 of a refined block, else 0
+    for (std::size_t r = 0; r < nr; ++r) {
+        const std::size_t b = rb[r], first = b / L * chunk + b % L;
+        float m1 = detail::neg_inf_f, m2 = detail::neg_inf_f;
+        std::size_t a = first;
+        for (std::size_t i = first; i < n && i < first + L * g; i += L) {
+            const float v = p[i];
+            if (v > m1) {
+                m2 = m1;
+                m1 = v;
+                a = i;
+            } else if (v > m2) {
+                m2 = v;
+            }
+        }
+        ra[r] = a;
+        ra_w[r] = reference::weight(m1, m, temperature);
+        rb_w[r] = reference::weight(m2, m, temperature);
+        refined[b] = std::uint8_t(r + 1);
+    }
+    double cum[max_blocks];
+    double total = 0;
+    for (std::size_t b = 0; b < nb; ++b) {
+        const std::size_t r = refined[b];
+        total +=
+            r ? ra_w[r - 1] + double(g) * rb_w[r - 1] : double(bmax[b]) * (1.0 + 3e-5) * double(g);
+        cum[b] = total;
+    }
+    if (!(total > 0)) return detail::draw_exact(p, n, m, temperature, rng);  // defensive
+    // Guide table: guide[j] = the first block with cum > j total / nb; a lookup starts there and
+    // steps (either way, so rounding cannot matter) to the first block with cum > t.
+    std::uint16_t guide[max_blocks];
+    {
+        std::size_t b = 0;
+        const double step = total / double(nb);
+        for (std::size_t j = 0; j < nb; ++j) {
+            const double v = double(j) * step;
+            while (b + 1 < nb && !(cum[b] > v)) ++b;
+            guide[j] = std::uint16_t(b);
+        }
+    }
+    const std::size_t max_proposals = std::max<std::size_t>(64 * g, 4096);
+    for (std::size_t proposal = 0; proposal < max_proposals; ++proposal) {
+        const double u0 = rng.uniform();
+        const double t = u0 * total;
+        std::size_t b = guide[std::min(nb - 1, std::size_t(u0 * double(nb)))];
+        while (b + 1 < nb && !(cum[b] > t)) ++b;
+        while (b > 0 && cum[b - 1] > t) --b;
+        std::size_t i = b / L * chunk + b % L + L * std::size_t(rng() >> (32 - lg));
+        const double u = rng.uniform();
+        double e = double(bmax[b]) * (1.0 + 3e-5);
+        if (const std::size_t r = refined[b]) {
+            // Component A (the max entry) for the first hA_b of the block's mass, else B.
+            if (t - (b ? cum[b - 1] : 0.0) < ra_w[r - 1]) i = ra[r - 1];
+            e = (i == ra[r - 1] ? ra_w[r - 1] : 0.0) + rb_w[r - 1];
+        }
+        // i >= n: a padding slot. e == 0: a block without mass, reachable only when u0 * total
+        // rounds up to total (u0 = 1 - 2^-53) and the last block is empty.
+        if (i >= n || !(e > 0)) continue;
+        const double w = reference::weight(p[i], m, temperature);
+        if (u * e < w) return i;
+    }
+    return detail::draw_exact(p, n, m, temperature, rng);  // bounded loop: still exact
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/draw.hpp
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Outcome of one sample() call.
+enum class sample_status : std::uint8_t {
+    ok,              ///< a token was drawn
+    no_valid_token,  ///< every entry NaN / -inf (or banned): token = -1
+    bad_input,       ///< logits.size() != vocab_size(): token = -1
+    /// the sampler was inside another call (another thread, or the same sampler re-entered):
+    /// nothing was done, token = -1 (a sampler serves one call at a time)
+    concurrent_use,
+    /// the constraint (or the call's token mask) allows no valid token: token = -1
+    no_allowed_token,
+};
+
+/// A token and a log-probability (top-n alternatives, requested ids).
+struct token_logprob {
+    token_id token = -1;
+    float logprob = -std::numeric_limits<float>::infinity();
+};
+
+/// What sample() returns. The spans point into the sampler (its own storage): valid until its
+/// next call.
+struct sample_result {
+    token_id token = -1;  ///< the drawn token; -1 unless ok()
+    /// log of the probability the token was drawn with (after the whole pipeline; 0 for greedy;
+    /// NaN when params.logprobs.chosen is off).
+    float logprob = std::numeric_limits<float>::quiet_NaN();
+    /// log-softmax of the caller's logits at the token (temperature 1, before processors);
+    /// NaN unless params.logprobs.raw (opt-in: needs the full normaliser).
+    float raw_logprob = std::numeric_limits<float>::quiet_NaN();
+    /// 1-based rank of the token (see logprobs_request::rank); 0 unless requested.
+    std::size_t rank = 0;
+    sample_status status = sample_status::no_valid_token;
+    std::span<const token_logprob> top = {};        ///< logprobs_request::top_n best, best first
+    std::span<const token_logprob> requested = {};  ///< logprobs_request::ids, in request order
+    /// Queries of the callback constraint this call made (0 without one).
+    std::size_t constraint_queries = 0;
+
+    bool ok() const noexcept { return status == sample_status::ok; }
+};
+
+/// The key and the token history of one sampling step.
+struct sample_context {
+    std::uint64_t sequence = 0;  ///< sequence (request) id: part of the RNG key
+    std::uint64_t step = 0;      ///< step within the sequence: part of the RNG key
+    /// prompt + generated so far, oldest first (caller-owned; read by the processors).
+    std::span<const token_id> history = {};
+    std::size_t prompt_length = 0;  ///< history[0, prompt_length) is the prompt
+};
+
+/// The mutable state of a sampler (save with state(), roll back with restore()).
+struct sampler_state {
+    float mirostat_mu = 0.f;      ///< mirostat v2's mu (2 * tau initially)
+    std::uint64_t next_step = 0;  ///< the step sample(logits) uses next
+    friend bool operator==(const sampler_state&, const sampler_state&) = default;
+};
+
+/// A sparse distribution: token ids and their probabilities (equal lengths, probabilities sum to 1,
+/// descending probability, ties by ascending id; ascending id from
+/// sampler::distribution_unordered()). Views into a sampler's workspace (valid until
+/// its next call) or into caller storage.
+struct distribution {
+    std::span<const token_id> tokens = {};
+    std::span<const float> probs = {};
+
+    std::size_t size() const noexcept { return tokens.size(); }
+    bool empty() const noexcept { return tokens.empty(); }
+    /// Probability of token t (0 if absent). O(size()).
+    float prob(token_id t) const noexcept {
+        for (std::size_t i = 0; i < tokens.size(); ++i)
+            if (tokens[i] == t) return probs[i];
+        return 0.f;
+    }
+};
+
+/// Inverse-CDF draw from `d` with the uniform u in [0, 1): the first entry (in d's order) whose
+/// running probability sum exceeds u * sum(probs); the last positive entry if rounding leaves it
+/// unreached. -1 if d has no positive probability.
+inline token_id draw(const distribution& d, double u) noexcept {
+    const std::size_t i = kernels::draw_inverse_cdf(d.probs, u);
+    return i == npos ? token_id(-1) : d.tokens[i];
+}
+
+/// Draw from `d` with one uniform() (2 words) of `rng`. For a truncated pipeline (a step other
+/// than temperature and XTC cut the row: without one, sample() draws over the row in id blocks),
+/// with rng = make_stream({seed, sequence, step}, rng_purpose::sample) this returns the same token
+/// as sampler::sample() on the row that gave `d` when `d` came from distribution() (descending
+/// probability order; distribution_unordered() is in id order, so the same law but not the same
+/// token), barring float rounding within ~1e-7 of a CDF step; in every case the same law.
+inline token_id draw(const distribution& d, rng_stream& rng) noexcept {
+    return draw(d, rng.uniform());
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/result.hpp
+// ---- begin decodekit/sampling/workspace.hpp
+/// \file sampling/workspace.hpp
+/// sampling_workspace: the O(vocabulary) scratch a sampling call works in (the candidate arrays,
+/// their weights, a processed copy of the row, the full-row draw's block sums, ...). It holds no
+/// state between calls: one workspace serves any number of samplers, one call at a time. A
+/// sampler uses its thread's workspace (this_thread()) unless a call is given one, so what a
+/// live request holds is O(its params) plus its history state, not O(vocabulary).
+/// Buffers grow on demand to the largest vocabulary seen and never shrink; growing is the only
+/// allocation, so a warm workspace makes sampling allocation-free.
+/// Views a call returns into a workspace (sampler::distribution()) stay valid until the next call
+/// on that workspace: on the default workspace, the next sampler call on the same thread.
+/// A call that finds its workspace inside another call (a sampler called from a processor or
+/// step of another sampler on the same thread, or one workspace passed to two threads) does
+/// nothing and reports sample_status::concurrent_use: give such a call its own workspace.
+
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+/// A candidate entry as one value (sort scratch).
+struct scored {
+    float logit;
+    token_id id;
+};
+/// Logit descending, ties by ascending id.
+inline bool scored_before(const scored& a, const scored& b) noexcept {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+/// A flag set while an object is inside a call; copies are fresh, idle flags (so its owner stays
+/// copyable). One atomic exchange per call.
+class in_use_flag {
+public:
+    in_use_flag() = default;
+    in_use_flag(const in_use_flag&) noexcept {}
+    in_use_flag& operator=(const in_use_flag&) noexcept { return *this; }
+    /// True when the caller may enter (the flag was idle; it is now set).
+    bool try_enter() noexcept { return !busy_.exchange(true, std::memory_order_acquire); }
+    void leave() noexcept { busy_.store(false, std::memory_order_release); }
+
+private:
+    std::atomic<bool> busy_{false};
+};
+/// Holds an in_use_flag for one scope (entered() tells whether it got it).
+class in_use_scope {
+public:
+    explicit in_use_scope(in_use_flag& f) noexcept : f_(f), ok_(f.try_enter()) {}
+    ~in_use_scope() {
+        if (ok_) f_.leave();
+    }
+    in_use_scope(const in_use_scope&) = delete;
+    in_use_scope& operator=(const in_use_scope&) = delete;
+    bool entered() const noexcept { return ok_; }
+
+private:
+    in_use_flag& f_;
+    bool ok_;
+};
+/// Grows `v` to at least n elements (value-initialised), never shrinks.
+template <class T>
+void grow(std::vector<T>& v, std::size_t n) {
+    if (v.size() < n) v.resize(n);
+}
+}  // namespace detail
+
+/// Scratch of sampling calls (see the file comment). Not thread-safe: one call at a time.
+class sampling_workspace {
+public:
+    /// Entries of one block of the full-row draw.
+    static constexpr std::size_t draw_block = 2048;
+
+    sampling_workspace() = default;
+    /// A workspace already sized for `vocab_size`.
+    explicit sampling_workspace(std::size_t vocab_size) { reserve(vocab_size); }
+
+    /// The calling thread's workspace (created empty on first use, freed at thread exit).
+    static sampling_workspace& this_thread() noexcept {
+        thread_local sampling_workspace ws;
+        return ws;
+    }
+
+    /// Sizes the buffers every call uses for rows of `vocab_size` entries (no-op when large
+    /// enough). The feature buffers (typical's keys, the sparse marks, the raw top-n, the
+    /// penalty and DRY scratch) grow when first used.
+    void reserve(std::size_t vocab_size) {
+        if (vocab_size <= vocab_) return;
+        vocab_ = vocab_size;
+        cand = candidates(vocab_size);
+        detail::grow(sorted, vocab_size);
+        detail::grow(weights, vocab_size);
+        const std::size_t nblocks = (vocab_size + draw_block - 1) / draw_block;
+        detail::grow(bmax, nblocks);
+        detail::grow(bsum, nblocks);
+        detail::grow(block_buf, draw_block);
+    }
+    /// The vocabulary size the every-call buffers are sized for.
+    std::size_t vocab_size() const noexcept { return vocab_; }
+
+    /// typical's sort keys and permutation, sized for the reserved vocabulary.
+    void reserve_typical() {
+        detail::grow(key, vocab_);
+        detail::grow(perm, vocab_);
+    }
+    /// The processed-row copy.
+    std::span<float> row_copy() {
+        detail::grow(row, vocab_);
+        return {row.data(), vocab_};
+    }
+    /// The sparse-processor marks (all 0 between calls), touched list and patches.
+    void reserve_sparse() {
+        if (mark.size() < vocab_) mark.resize(vocab_, 0);
+        detail::grow(touched, vocab_);
+        detail::grow(patches, vocab_);
+    }
+    /// The raw top-n candidates.
+    candidates& raw_top() {
+        if (alt.capacity() < vocab_) alt = candidates(vocab_);
+        return alt;
+    }
+    /// The penalty counters (all 0 between calls).
+    penalty_workspace& penalties() {
+        if (pen.vocab_size() < vocab_) pen = penalty_workspace(vocab_);
+        return pen;
+    }
+    /// The DRY scratch.
+    dry_workspace& dry() {
+        if (dry_.vocab_size() < vocab_) dry_ = dry_workspace(vocab_);
+        return dry_;
+    }
+
+    // The buffers (scratch; contents unspecified between calls).
+    candidates cand;                      ///< the working set's entries once materialised
+    std::vector<detail::scored> sorted;   ///< sort scratch
+    std::vector<float> weights;           ///< exp weights of cand (relative to its max)
+    std::vector<double> key;              ///< typical's sort key
+    std::vector<std::size_t> perm;        ///< typical's order
+    std::vector<float> bmax;              ///< full-row draw: block maxima
+    std::vector<double> bsum;             ///<                block sums
+    std::vector<float> block_buf;         ///<                softmax of the chosen block
+    std::vector<float> row;               ///< processed copy of the row
+    std::vector<std::uint8_t> mark;       ///< sparse processors: 1 touched, 2 patched
+    std::vector<token_id> touched;        ///< sparse processors: ids copied into row
+    std::vector<detail::scored> patches;  ///< sparse processors: changed entries
+    candidates alt;                       ///< raw top-n
+    detail::in_use_flag in_use;           ///< set while a call works in it
+
+private:
+    std::size_t vocab_ = 0;
+    penalty_workspace pen;
+    dry_workspace dry_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/workspace.hpp
 
 #include <algorithm>
 #include <bit>
@@ -8269,6 +4861,3010 @@ private:
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/processing.hpp
+
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+/// The first problem of `p` used as the processors of strategy parameters `who` (a message such
+/// as "beam_search_params.processing.top_k: ..."), or nullopt.
+inline std::optional<std::string> check_row_processing(const sampling_params& p, const char* who) {
+    const std::string field = std::string(who) + ".processing";
+    if (auto e = p.check()) return field + ": " + *e;
+    auto unused = [&](const char* name, const char* value) {
+        return field + "." + name + " must be " + value + ": " + who +
+               " reads only the processor fields of sampling_params";
+    };
+    if (p.temperature != 1.f) return unused("temperature", "1");
+    if (p.top_k > 0) return unused("top_k", "<= 0");
+    if (p.top_p != 1.f) return unused("top_p", "1");
+    if (p.min_p != 0.f) return unused("min_p", "0");
+    if (p.typical_p != 1.f) return unused("typical_p", "1");
+    if (p.epsilon != 0.f) return unused("epsilon", "0");
+    if (p.eta != 0.f) return unused("eta", "0");
+    if (p.top_n_sigma != 0.f) return unused("top_n_sigma", "0");
+    if (p.xtc_probability != 0.f) return unused("xtc_probability", "0");
+    if (p.mirostat) return unused("mirostat", "false");
+    if (!p.steps.empty()) return unused("steps", "empty");
+    if (p.constraint) return unused("constraint", "empty");
+    if (p.logprobs.any()) return unused("logprobs", "without extras");
+    return std::nullopt;
+}
+
+/// The pipeline of `p` (checked with check_row_processing), its EOS ids defaulting to `eos_ids`;
+/// an empty pipeline (active() false) when no processor is configured.
+inline processor_pipeline row_processors(const sampling_params& p,
+                                         std::span<const token_id> eos_ids) {
+    if (p.eos_ids.empty() && !eos_ids.empty() &&
+        (p.min_new_tokens > 0 || !p.banned_sequences.empty())) {
+        sampling_params q = p;
+        q.eos_ids.assign(eos_ids.begin(), eos_ids.end());
+        return processor_pipeline(q);
+    }
+    return p.has_processors() ? processor_pipeline(p) : processor_pipeline();
+}
+}  // namespace detail
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/row_processors.hpp
+// ---- begin decodekit/decoding/stop.hpp
+/// \file decoding/stop.hpp
+/// Token-level stop conditions shared by every strategy: EOS ids and stop sequences, checked on
+/// generated tokens only (decoding/contract.hpp has the rules). Negative EOS ids are accepted and
+/// ignored (no generated token is negative), as sampling_params accepts them.
+
+
+#include <algorithm>
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+/// First problem with stop conditions (an empty stop sequence or a negative id in one), named
+/// "<owner>.stop_sequences"; nullopt when valid. EOS ids are never a problem: negative ones are
+/// ignored (they cannot be generated).
+inline std::optional<std::string> check_stop_conditions(
+    std::string_view owner, std::span<const token_id> /*eos_ids*/,
+    std::span<const std::vector<token_id>> stop_sequences = {}) {
+    const std::string o(owner);
+    for (const auto& s : stop_sequences) {
+        if (s.empty()) return o + ".stop_sequences: every sequence must be non-empty";
+        for (token_id t : s)
+            if (t < 0) return range_message(o + ".stop_sequences", "non-negative ids", double(t));
+    }
+    return std::nullopt;
+}
+}  // namespace detail
+
+/// EOS ids and stop sequences, usable by any driver. Borrows the spans (they must outlive it).
+class stop_checker {
+public:
+    explicit stop_checker(std::span<const token_id> eos_ids,
+                          std::span<const std::vector<token_id>> stop_sequences = {}) noexcept
+        : eos_(eos_ids), stop_(stop_sequences) {}
+    /// True when t is an EOS id.
+    bool is_eos(token_id t) const noexcept {
+        return std::find(eos_.begin(), eos_.end(), t) != eos_.end();
+    }
+    /// True when `generated` ends with one of the stop sequences (generated tokens only).
+    bool ends_with_stop_sequence(std::span<const token_id> generated) const noexcept {
+        for (const auto& s : stop_)
+            if (s.size() <= generated.size() &&
+                std::equal(s.begin(), s.end(), generated.end() - std::ptrdiff_t(s.size())))
+                return true;
+        return false;
+    }
+    /// True when `generated` followed by `next` ends with one of the stop sequences.
+    bool completes_stop_sequence(std::span<const token_id> generated,
+                                 token_id next) const noexcept {
+        for (const auto& s : stop_)
+            if (!s.empty() && s.back() == next && s.size() - 1 <= generated.size() &&
+                std::equal(s.begin(), s.end() - 1, generated.end() - std::ptrdiff_t(s.size() - 1)))
+                return true;
+        return false;
+    }
+    /// True when there is at least one stop sequence.
+    bool has_stop_sequences() const noexcept { return !stop_.empty(); }
+
+private:
+    std::span<const token_id> eos_;
+    std::span<const std::vector<token_id>> stop_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/stop.hpp
+// ---- begin decodekit/decoding/stop_strings.hpp
+/// \file decoding/stop_strings.hpp
+/// Text-level stop strings: the engine's detokenizer turns each generated token into bytes, and
+/// a stop_string_matcher finds a stop string that may span any number of tokens while releasing
+/// text as early as it is safe to stream.
+///
+/// Release rule: after each token, every byte is released except (a) the longest suffix of the
+/// text that is a proper prefix of some stop string (it may still become a stop string) and (b)
+/// an incomplete UTF-8 sequence at the end (a multi-byte character split across tokens). Held
+/// bytes are released as soon as they can no longer begin a stop string (the match failed) or
+/// complete their character. On a match, the text up to the start of the stop string is
+/// released; the stop string and anything after it never are. Among stop strings completing in
+/// the same token, the one that ends first in the text wins (ties: the longest); so of "ab" and
+/// "abc", "ab" always stops first. At the end of generation, flush() releases what is held.
+/// Bytes that are not valid UTF-8 are released as they are (never held forever).
+///
+/// Matching is one Knuth-Morris-Pratt automaton per stop string: O(bytes x stop strings) per
+/// token, O(stop strings) state. Limits (checked by the params' check()): at most
+/// max_stop_strings strings of 1 to max_stop_string_bytes bytes each.
+///
+/// The detokenizer must be a pure function of the token id (beam search calls it for candidate
+/// tokens too) returning the token's bytes; the view must stay valid until the next call. Engines
+/// whose tokenizer has context-dependent pieces (a leading space after BOS) pass the bytes they
+/// would print.
+
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// The engine's detokenizer: token id -> its bytes (valid until the next call).
+using detokenize_fn = std::function<std::string_view(token_id)>;
+
+/// Most stop strings a request may have.
+inline constexpr std::size_t max_stop_strings = 64;
+/// Longest stop string, in bytes.
+inline constexpr std::size_t max_stop_string_bytes = 256;
+
+namespace detail {
+/// First problem with stop strings (too many, empty, too long, no detokenizer), fields named
+/// "<owner>.stop_strings" / "<owner>.detokenize"; nullopt when valid.
+inline std::optional<std::string> check_stop_strings(std::string_view owner,
+                                                     std::span<const std::string> strings,
+                                                     bool has_detokenizer) {
+    const std::string o(owner);
+    if (strings.size() > max_stop_strings)
+        return range_message(o + ".stop_strings", "at most 64 strings", double(strings.size()));
+    for (const auto& s : strings)
+        if (s.empty() || s.size() > max_stop_string_bytes)
+            return range_message(o + ".stop_strings", "strings of 1 to 256 bytes",
+                                 double(s.size()));
+    if (!strings.empty() && !has_detokenizer)
+        return o + ".detokenize must be set when stop_strings is not empty";
+    return std::nullopt;
+}
+
+/// Length of an incomplete UTF-8 sequence at the end of `s` (0 to 3 bytes): a lead byte
+/// followed by fewer continuation bytes than it announces. Invalid bytes count as complete.
+inline std::size_t incomplete_utf8_tail(std::string_view s) noexcept {
+    const std::size_t n = s.size();
+    for (std::size_t back = 1; back <= 4 && back <= n; ++back) {
+        const auto c = static_cast<unsigned char>(s[n - back]);
+        if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
+        const std::size_t need = (c & 0xE0) == 0xC0   ? 2
+                                 : (c & 0xF0) == 0xE0 ? 3
+                                 : (c & 0xF8) == 0xF0 ? 4
+                                                      : 1;  // ASCII or an invalid lead
+        return back < need ? back : 0;
+    }
+    return 0;  // only continuation bytes (invalid): release them
+}
+}  // namespace detail
+
+/// A compiled, immutable set of stop strings (the KMP failure tables), shared by matchers.
+class stop_string_set {
+public:
+    explicit stop_string_set(std::span<const std::string> strings)
+        : strings_(strings.begin(), strings.end()) {
+        fail_.resize(strings_.size());
+        for (std::size_t i = 0; i < strings_.size(); ++i) {
+            const std::string& s = strings_[i];
+            std::vector<std::uint16_t>& f = fail_[i];
+            f.assign(s.size() + 1, 0);  // f[q]: longest proper border of s[0, q)
+            std::size_t k = 0;
+            for (std::size_t q = 1; q < s.size(); ++q) {
+                while (k > 0 && s[q] != s[k]) k = f[k];
+                if (s[q] == s[k]) ++k;
+                f[q + 1] = std::uint16_t(k);
+            }
+        }
+    }
+    std::size_t size() const noexcept { return strings_.size(); }
+    const std::string& operator[](std::size_t i) const noexcept { return strings_[i]; }
+    /// The automaton of string i: from state q (matched prefix length), read byte c.
+    std::size_t next(std::size_t i, std::size_t q, char c) const noexcept {
+        const std::string& s = strings_[i];
+        if (q == s.size()) q = fail_[i][q];  // a full match continues from its border
+        while (q > 0 && s[q] != c) q = fail_[i][q];
+        return s[q] == c ? q + 1 : 0;
+    }
+    /// The longest proper prefix of string i that state q leaves as a suffix of the text (q
+    /// itself, or the border of a full match).
+    std::size_t held_prefix(std::size_t i, std::size_t q) const noexcept {
+        return q == strings_[i].size() ? fail_[i][q] : q;
+    }
+
+private:
+    std::vector<std::string> strings_;
+    std::vector<std::vector<std::uint16_t>> fail_;
+};
+
+/// Stop-string matching and safe text release for one sequence. Copyable (beam search forks it
+/// with its beam): the compiled set is shared, the state is O(stop strings + held bytes).
+class stop_string_matcher {
+public:
+    /// No stop strings: text passes through, only incomplete UTF-8 is held.
+    stop_string_matcher() = default;
+    explicit stop_string_matcher(std::span<const std::string> stop_strings)
+        : set_(stop_strings.empty() ? nullptr
+                                    : std::make_shared<const stop_string_set>(stop_strings)),
+          state_(stop_strings.size(), 0) {}
+
+    /// What push() released.
+    struct released {
+        std::string_view text;  ///< bytes now safe to stream (valid until the next call)
+        bool matched = false;   ///< a stop string completed: text ends right before it
+    };
+
+    /// Appends one token's bytes. `stops_active` false (before min_new_tokens): a completed stop
+    /// string is ignored and its bytes are released as ordinary text. After a match, further
+    /// pushes release nothing.
+    released push(std::string_view bytes, bool stops_active = true) {
+        buf_.erase(0, released_);
+        released_ = 0;
+        if (matched_) return {{}, true};
+        const std::size_t old = buf_.size();
+        buf_.append(bytes.data(), bytes.size());
+        std::size_t hold = 0;  // longest suffix that is a proper prefix of a stop string
+        if (set_) {
+            for (std::size_t pos = old; pos < buf_.size(); ++pos) {
+                std::size_t best_len = 0;  // a stop string ending at pos (the longest)
+                for (std::size_t i = 0; i < set_->size(); ++i) {
+                    state_[i] = std::uint16_t(set_->next(i, state_[i], buf_[pos]));
+                    if (state_[i] == (*set_)[i].size())
+                        best_len = std::max<std::size_t>(best_len, state_[i]);
+                }
+                if (best_len > 0 && stops_active) {
+                    matched_ = true;
+                    released_ = buf_.size();  // everything is consumed by the next call
+                    return {std::string_view(buf_).substr(0, pos + 1 - best_len), true};
+                }
+            }
+            for (std::size_t i = 0; i < set_->size(); ++i)
+                hold = std::max(hold, set_->held_prefix(i, state_[i]));
+        }
+        std::size_t end = buf_.size() - std::min(hold, buf_.size());
+        end -= detail::incomplete_utf8_tail(std::string_view(buf_).substr(0, end));
+        released_ = end;
+        return {std::string_view(buf_).substr(0, end), false};
+    }
+
+    /// Releases every held byte (the end of generation without a match). The view directly
+    /// follows the last push()'s text in the same buffer. Nothing after a match.
+    std::string_view flush() noexcept {
+        if (matched_) return {};
+        const std::size_t from = released_;
+        released_ = buf_.size();
+        for (auto& q : state_) q = 0;
+        return std::string_view(buf_).substr(from);
+    }
+
+    /// True once a stop string matched.
+    bool matched() const noexcept { return matched_; }
+    /// Bytes currently held back (not yet released).
+    std::size_t held() const noexcept { return matched_ ? 0 : buf_.size() - released_; }
+
+private:
+    std::shared_ptr<const stop_string_set> set_;
+    std::vector<std::uint16_t> state_;  // per stop string: matched prefix length
+    std::string buf_;                   // [released by the last call | held]
+    std::size_t released_ = 0;
+    bool matched_ = false;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/stop_strings.hpp
+// ---- begin decodekit/kernels/select.hpp
+/// \file kernels/select.hpp
+/// top-k selection without sorting the vocabulary; threshold filters (min-p).
+/// Semantics: kernels/reference.hpp (equal exactly: same ids, same logits, same order).
+/// No random numbers are consumed.
+///
+/// top_k_unordered: the selection, flat in k.
+///  1. A conservative threshold from 512 samples of the row (the r-th largest sample, r above
+///     the samples' expected share of the k best by three standard deviations).
+///  2. Refined on the subrow (one vector at a hashed position in each block of 16, so 1/16 of
+///     the row) by the same rule with mu = k/16: about 1.6 k survivors instead of the samples'
+///     ~3 k for k = 1024 at V = 128256.
+///  3. One compare-and-compact pass of the ids (AVX-512: register vpcompressd + whole-vector
+///     stores; other ISAs: movemask and a walk over the set bits) into the `out` storage, which
+///     works as a reservoir: whenever it holds more than max(4k, k + 256) survivors, it is cut to
+///     the k best and the threshold rises to the k-th.
+///  4. The exact k-th value of the survivors (kth_largest: a search on the float's integer image,
+///     each step one SIMD count), then one SIMD filter pass.
+/// Survivors stay in id order throughout. If fewer than k entries reach the starting threshold,
+/// the pass is repeated from the next safer one: the sampled threshold, then none (rare; a test
+/// forces each). Cost: one read of the row, 1/16 of it again, plus O(survivors).
+/// top_k: the same set, then ordered (logit descending, id ascending) by 64-bit keys
+/// (float image << 32 | id): a counting sort into ~2c buckets of the float image, then an
+/// insertion sort of the nearly sorted rest (std::sort beyond 8 moves per key, and for c <= 16).
+/// The sort is O(k) extra work on top of the selection.
+/// filter_at_least: one compare-and-compact pass, output in id order.
+///
+/// Scratch: the output candidates' storage and key storage (candidates::key_storage(),
+/// capacity() keys, sized at construction): no allocation.
+
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+namespace detail {
+
+inline constexpr float lowest_f = std::numeric_limits<float>::lowest();
+
+/// Sort key: larger key = larger logit, then smaller id (reference::before order). -0 == +0.
+inline std::uint64_t rank_key(float logit, token_id id) noexcept {
+    std::uint32_t u = std::bit_cast<std::uint32_t>(logit);
+    if (u == 0x80000000u) u = 0;
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return (std::uint64_t(u) << 32) | std::uint64_t(~std::uint32_t(id));
+}
+inline token_id key_id(std::uint64_t key) noexcept { return token_id(~std::uint32_t(key)); }
+
+/// Compare-and-compact of x[begin, end) (whole batches only): appends every entry with
+/// x_i >= t (or > t when strict) to ids/logits at index c; returns the new count. With
+/// Logits = false only the ids are written (lg unused): one vpcompressd per vector instead of two
+/// compresses on AVX-512.
+/// \pre room for (end - begin) + lanes entries after c.
+template <class A, bool Logits = true>
+std::size_t compact_batches(const float* p, std::size_t begin, std::size_t end, float t,
+                            bool strict, std::size_t c, token_id* ids, float* lg) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B tb(t);
+    auto pass = [&](const B& v) { return strict ? (v > tb) : (v >= tb); };
+    auto emit = [&](const B& v, std::uint64_t m, std::size_t i) {
+        if constexpr (Logits)
+            c += simd::compress_store<A>(v, m, token_id(i), lg + c, ids + c);
+        else
+            c += simd::compress_ids<A>(m, token_id(i), ids + c);
+    };
+    std::size_t i = begin;
+    for (; i + 4 * L <= end; i += 4 * L) {
+        const B v0 = B::load_unaligned(p + i), v1 = B::load_unaligned(p + i + L);
+        const B v2 = B::load_unaligned(p + i + 2 * L), v3 = B::load_unaligned(p + i + 3 * L);
+        const auto m0 = pass(v0), m1 = pass(v1), m2 = pass(v2), m3 = pass(v3);
+        if (!simd::any<A>((m0 | m1) | (m2 | m3))) continue;
+        if (const std::uint64_t m = simd::to_mask<A>(m0)) emit(v0, m, i);
+        if (const std::uint64_t m = simd::to_mask<A>(m1)) emit(v1, m, i + L);
+        if (const std::uint64_t m = simd::to_mask<A>(m2)) emit(v2, m, i + 2 * L);
+        if (const std::uint64_t m = simd::to_mask<A>(m3)) emit(v3, m, i + 3 * L);
+    }
+    for (; i < end; i += L) {
+        const B v = B::load_unaligned(p + i);
+        if (const std::uint64_t m = simd::to_mask<A>(pass(v))) emit(v, m, i);
+    }
+    return c;
+}
+
+/// Order-preserving integer image of a non-NaN float (-0 has +0's image), and its inverse.
+inline std::int32_t ordered_image(float v) noexcept {
+    const auto b = std::bit_cast<std::int32_t>(v);
+    return b == std::numeric_limits<std::int32_t>::min() ? 0 : b < 0 ? b ^ 0x7FFFFFFF : b;
+}
+inline float from_ordered_image(std::int32_t i) noexcept {
+    return std::bit_cast<float>(i < 0 ? i ^ 0x7FFFFFFF : i);
+}
+
+/// How many of v[0, c) are >= t. SIMD compare and popcount.
+template <class A>
+std::size_t count_reaching(const float* v, std::size_t c, float t) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B tb(t);
+    auto ones = [&](std::size_t j) {
+        return std::popcount(simd::to_mask<A>(B::load_unaligned(v + j) >= tb));
+    };
+    std::size_t n = 0, j = 0;
+    for (; j + 2 * L <= c; j += 2 * L) n += std::size_t(ones(j) + ones(j + L));
+    for (; j < c; ++j) n += v[j] >= t;
+    return n;
+}
+
+/// The k-th largest of v[0, c) (1 <= k <= c, no NaN), found on ordered_image between the
+/// smallest and the largest value: each step counts the entries reaching a trial value (one
+/// count_reaching) and keeps the half that holds the k-th. Trial values are interpolated from the
+/// counts at both ends, with a bisection after any step that did not halve the interval (at most
+/// ~66 steps; 2 to 17 on the benchmark rows); it stops as soon as a step counts exactly k (the
+/// k-th is then the smallest value reaching the step). Also gives ge = #entries >= the k-th and
+/// gt = #entries > it (gt < k <= ge).
+template <class A>
+float kth_largest(const float* v, std::size_t c, std::size_t k, std::size_t& ge,
+                  std::size_t& gt) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    // The smallest value >= t (c entries reach t = -inf).
+    auto min_reaching = [&](float t) {
+        const B tb(t);
+        B m(inf);
+        std::size_t j = 0;
+        for (; j + L <= c; j += L) {
+            const B x = B::load_unaligned(v + j);
+            m = simd::min<A>(m, simd::select<A>(x >= tb, x, B(inf)));
+        }
+        float r = simd::reduce_min<A>(m);
+        for (; j < c; ++j) r = v[j] >= t && v[j] < r ? v[j] : r;
+        return r;
+    };
+    B bmn(v[0]), bmx(v[0]);  // the smallest and the largest value, one pass
+    std::size_t j = 0;
+    for (; j + L <= c; j += L) {
+        const B x = B::load_unaligned(v + j);
+        bmn = simd::min<A>(bmn, x);
+        bmx = simd::max<A>(bmx, x);
+    }
+    float mn = simd::reduce_min<A>(bmn), mx = simd::reduce_max<A>(bmx);
+    for (; j < c; ++j) {
+        mn = v[j] < mn ? v[j] : mn;
+        mx = v[j] > mx ? v[j] : mx;
+    }
+    // Invariant: nlo = count(>= lo) >= k > nhi = count(>= hi).
+    std::int64_t lo = ordered_image(mn), hi = std::int64_t(ordered_image(mx)) + 1;
+    std::size_t nlo = c, nhi = 0;
+    bool bisect = false;
+    while (hi - lo > 1 && nlo > k) {
+        const std::int64_t width = hi - lo;
+        std::int64_t mid = lo + width / 2;
+        if (!bisect) {
+            const double f = (double(nlo - k) + 0.5) / double(nlo - nhi);
+            mid = std::clamp(lo + std::int64_t(f * double(width)), lo + 1, hi - 1);
+        }
+        const float t = from_ordered_image(std::int32_t(mid));
+        const std::size_t n = count_reaching<A>(v, c, t);
+        if (n == k) {
+            ge = k;
+            gt = k - 1;  // (only gt < k matters to callers when ge == k)
+            return min_reaching(t);
+        }
+        if (n > k) {
+            lo = mid;
+            nlo = n;
+        } else {
+            hi = mid;
+            nhi = n;
+        }
+        bisect = !bisect && 2 * (hi - lo) > width;
+    }
+    ge = nlo;
+    if (nlo == k) {
+        gt = k - 1;
+        return min_reaching(from_ordered_image(std::int32_t(lo)));
+    }
+    gt = nhi;  // hi == lo + 1: count(>= hi) = count(> the k-th)
+    return from_ordered_image(std::int32_t(lo));
+}
+
+/// Threshold from S = 512 samples (one at a hashed offset in each of S equal strides): the r-th
+/// largest, r = mu + 3 sqrt(mu) + 2 where mu = S k / n is the expected number of samples among
+/// the k best, so that fewer than k entries reach it only rarely. The samples are copied without
+/// a branch (NaN as -inf) to scratch[0, 512) and ranked by kth_largest. The lowest finite float
+/// when the row is small (n < 4096), k large (k > n / 16), or fewer than r samples are valid.
+template <class A>
+float sampled_threshold(std::span<const float> x, std::size_t k, float* scratch) noexcept {
+    constexpr std::size_t S = 512;
+    const std::size_t n = x.size();
+    if (n < 8 * S || k * 16 > n) return lowest_f;
+    const double mu = double(k) * double(S) / double(n);  // <= 32
+    const std::size_t r = std::size_t(mu + 3 * std::sqrt(mu)) + 2;
+    float* s = scratch;
+    const std::uint64_t stride = n / S;
+    for (std::size_t j = 0; j < S; ++j) {
+        const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
+        const float v = x[j * stride + ((h * stride) >> 32)];
+        s[j] = v == v ? v : -std::numeric_limits<float>::infinity();
+    }
+    std::size_t ge = 0, gt = 0;
+    const float t = kth_largest<A>(s, S, r, ge, gt);
+    return t > lowest_f ? t : lowest_f;
+}
+
+/// Cuts the c survivors ids[0, c) (id order, logits in lg) to the k best of them, in id order:
+/// exactly_k keeps those above the k-th value and, of those equal to it, the lowest ids;
+/// keep_ties keeps every one reaching it. Returns the new count; kth receives the k-th value.
+/// \pre 1 <= k <= c
+template <class A>
+std::size_t keep_k_best(token_id* ids, float* lg, std::size_t c, std::size_t k, tie_policy ties,
+                        float& kth) noexcept {
+    std::size_t ge = 0, gt = 0;
+    const float vk = kth_largest<A>(lg, c, k, ge, gt);
+    kth = vk;
+    std::size_t w = 0;
+    if (ties == tie_policy::keep_ties || ge == k) {
+        // In place: the whole-vector stores at w <= j reach no entry not yet loaded.
+        using B = simd::batch<A>;
+        constexpr std::size_t L = simd::lanes<A>;
+        const B tb(vk);
+        std::size_t j = 0;
+        for (; j + L <= c; j += L) {
+            const B v = B::load_unaligned(lg + j);
+            if (const std::uint64_t m = simd::to_mask<A>(v >= tb))
+                w += simd::compress_store<A>(v, simd::ibatch<A>::load_unaligned(ids + j), m, lg + w,
+                                             ids + w);
+        }
+        for (; j < c; ++j) {
+            const float v = lg[j];
+            ids[w] = ids[j];
+            lg[w] = v;
+            w += v >= vk;
+        }
+        return w;
+    }
+    std::size_t ties_left = k - gt;
+    for (std::size_t j = 0; j < c; ++j) {
+        const float v = lg[j];
+        const bool tie = v == vk, keep = v > vk || (tie && ties_left > 0);
+        ids[w] = ids[j];
+        lg[w] = v;
+        w += keep;
+        ties_left -= tie && keep;
+    }
+    return w;
+}
+
+/// The subrow that refines the sampled threshold: the row split into blocks of 16 vectors, one
+/// vector of each block at a hashed position (so that no period of the row lines up with it;
+/// another multiplier than the samples', which would otherwise all fall in the subrow when their
+/// stride equals the block).
+inline constexpr std::size_t subrow_block = 16;
+inline std::size_t subrow_vector(std::size_t block) noexcept {
+    return std::uint32_t(std::uint32_t(block + 1) * 2246822519u) >> 28;
+}
+
+/// The sampled threshold t0 refined on the subrow (see the file comment); t0 itself when the row
+/// has fewer than 64 blocks or fewer than r subrow entries reach t0. Uses ids[0, n/16 + lanes)
+/// and lg[0, n/16 + lanes) as scratch. \pre t0 > lowest finite float
+template <class A>
+float refine_on_subrow(const float* p, std::size_t n, std::size_t k, float t0, token_id* ids,
+                       float* lg) noexcept {
+    constexpr std::size_t L = simd::lanes<A>, G = subrow_block;
+    const std::size_t nb = n / (G * L);
+    if (nb < 64) return t0;
+    const simd::batch<A> tb(t0);
+    std::size_t c = 0;
+    for (std::size_t b = 0; b < nb; ++b) {
+        const std::size_t j = (b * G + subrow_vector(b)) * L;
+        const auto v = simd::batch<A>::load_unaligned(p + j);
+        if (const std::uint64_t m = simd::to_mask<A>(v >= tb))
+            c += simd::compress_store<A>(v, m, token_id(j), lg + c, ids + c);
+    }
+    const double mu = double(k) * double(nb * L) / double(n);
+    const std::size_t r = std::size_t(mu + 3 * std::sqrt(mu)) + 2;
+    if (c < r) return t0;
+    std::size_t ge = 0, gt = 0;
+    return std::max(t0, kth_largest<A>(lg, c, r, ge, gt));
+}
+
+/// Sorts the m smallest of c keys (ascending): counting sort into at most 4096 buckets of the high
+/// 32 bits (the buckets past the one holding the m-th key are dropped), then an insertion sort of
+/// the kept keys, which are nearly sorted (std::sort if that takes more than 8 moves per key).
+/// Writes tmp[0, kept) and returns kept >= m: every key whose high half equals the m-th key's is
+/// kept. \pre 0 < m <= c, tmp has room for c keys, keys and tmp do not overlap.
+inline std::size_t sort_smallest(const std::uint64_t* keys, std::size_t c, std::size_t m,
+                                 std::uint64_t* tmp) noexcept {
+    std::uint32_t lo = ~0u, hi = 0;
+    for (std::size_t j = 0; j < c; ++j) {
+        const std::uint32_t u = std::uint32_t(keys[j] >> 32);
+        lo = u < lo ? u : lo;
+        hi = u > hi ? u : hi;
+    }
+    constexpr int max_bits = 12;
+    const int b = std::clamp(int(std::bit_width(c)) + 1, 4, max_bits);
+    const int s = std::max(0, int(std::bit_width(hi - lo)) - b);  // bucket = (u - lo) >> s < 2^b
+    const std::size_t nbk = std::size_t(1) << b;
+    std::uint32_t cnt[(std::size_t(1) << max_bits) + 16];
+    std::memset(cnt, 0, nbk * sizeof(std::uint32_t));
+    const std::uint64_t base = std::uint64_t(lo) << 32;
+    const int shift = 32 + s;
+    for (std::size_t j = 0; j < c; ++j) ++cnt[(keys[j] - base) >> shift];
+    std::size_t kept = 0, last = 0;  // exclusive offsets up to the bucket holding the m-th key
+    for (;; ++last) {
+        const std::size_t nq = cnt[last];
+        cnt[last] = std::uint32_t(kept);
+        kept += nq;
+        if (kept >= m) break;
+    }
+    // Dropped keys all go to slot `kept` (< c) through 16 rotating counters that never advance,
+    // so no store-to-load chain forms on one counter; no branch on keep.
+    std::uint32_t* drop = cnt + last + 1;
+    for (int q = 0; q < 16; ++q) drop[q] = std::uint32_t(kept);
+    for (std::size_t j = 0; j < c; ++j) {
+        const std::uint64_t key = keys[j];
+        const std::size_t d = std::size_t((key - base) >> shift);
+        const bool keep = d <= last;
+        std::uint32_t* ctr = keep ? cnt + d : drop + (j & 15);
+        const std::uint32_t pos = *ctr;
+        tmp[pos] = key;
+        *ctr = pos + std::uint32_t(keep);
+    }
+    std::size_t moves = 0, i = 1;
+    for (; i < kept; ++i) {
+        const std::uint64_t v = tmp[i];
+        std::size_t j = i;
+        for (; j > 0 && tmp[j - 1] > v; --j) tmp[j] = tmp[j - 1];
+        tmp[j] = v;
+        moves += i - j;
+        if (moves > 8 * kept) break;
+    }
+    if (i < kept) std::sort(tmp, tmp + kept);
+    return kept;
+}
+
+/// Orders out's c candidates by logit descending, ties by ascending id (logits re-read from x,
+/// so -0 stays -0): the counting sort of sort_smallest when c > 16 and the key storage holds 2c
+/// keys, std::sort otherwise.
+inline void sort_by_rank(std::span<const float> x, candidates& out) noexcept {
+    const std::size_t c = out.size();
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    std::uint64_t* keys = out.key_storage();
+    if (c < 2) return;
+    if (c > 16 && 2 * c <= out.capacity()) {
+        // Ascending keys ~rank_key = (descending image << 32) | id.
+        for (std::size_t j = 0; j < c; ++j) keys[j] = ~rank_key(lg[j], ids[j]);
+        sort_smallest(keys, c, c, keys + c);
+        for (std::size_t j = 0; j < c; ++j) ids[j] = token_id(std::uint32_t(keys[c + j]));
+    } else {
+        for (std::size_t j = 0; j < c; ++j) keys[j] = rank_key(lg[j], ids[j]);
+        std::sort(keys, keys + c, std::greater<std::uint64_t>());
+        for (std::size_t j = 0; j < c; ++j) ids[j] = key_id(keys[j]);
+    }
+    for (std::size_t j = 0; j < c; ++j) lg[j] = x[std::size_t(ids[j])];
+}
+
+}  // namespace detail
+
+/// The top-k set, in id order: the k largest valid entries (exactly_k: min(k, #valid) of them,
+/// ties at the k-th value resolved to the lower ids; keep_ties: also every entry equal to the
+/// k-th). k == 0 gives an empty set. The same set as top_k, without its ordering; cost flat in k
+/// (see the file comment). \pre out.capacity() >= x.size()
+template <class A = simd::default_arch>
+std::size_t top_k_unordered(std::span<const float> x, std::size_t k, tie_policy ties,
+                            candidates& out) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(),
+                     "top_k_unordered: out.capacity() must be >= x.size()");
+    constexpr std::size_t L = simd::lanes<A>;
+    const std::size_t n = x.size(), nfull = n / L * L;
+    out.clear();
+    if (k == 0 || n == 0) return 0;
+    k = std::min(k, n);
+    const float* p = x.data();
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    std::size_t cap = std::min(n, std::max(4 * k, k + 256));
+    const std::size_t chunk = 512 * L;  // entries between reservoir checks
+    const float t_sampled = detail::sampled_threshold<A>(x, k, lg);
+    const float t_refined = t_sampled > detail::lowest_f
+                                ? detail::refine_on_subrow<A>(p, n, k, t_sampled, ids, lg)
+                                : t_sampled;
+    // Starting thresholds, tightest first; the next is tried only if fewer than k entries
+    // reached the previous one.
+    const float starts[3] = {t_refined, t_sampled, detail::lowest_f};
+    for (int attempt = t_refined > t_sampled ? 0 : 1;; ++attempt) {
+        float t = starts[attempt];
+        bool strict = false;
+        std::size_t c = 0;
+        auto gather = [&] {
+            for (std::size_t j = 0; j < c; ++j) lg[j] = p[std::size_t(ids[j])];
+        };
+        for (std::size_t i = 0; i < nfull; i += chunk) {
+            c = detail::compact_batches<A, false>(p, i, std::min(nfull, i + chunk), t, strict, c,
+                                                  ids, nullptr);
+            if (c > cap) {
+                // Reservoir full: keep the k best so far; with exactly_k, later entries equal to
+                // the k-th have larger ids and can no longer enter.
+                gather();
+                c = detail::keep_k_best<A>(ids, lg, c, k, ties, t);
+                strict = ties == tie_policy::exactly_k;
+                if (c * 2 > cap) cap = std::min(n, 2 * c + 256);  // many ties: let it grow
+            }
+        }
+        for (std::size_t i = nfull; i < n; ++i)
+            if (strict ? p[i] > t : p[i] >= t) ids[c++] = token_id(i);
+        if (c < k && starts[attempt] > detail::lowest_f) continue;
+        gather();
+        if (c > k) c = detail::keep_k_best<A>(ids, lg, c, k, ties, t);
+        out.resize(c);
+        return c;
+    }
+}
+
+/// Top-k: the k largest valid entries sorted by logit descending, ties by ascending id;
+/// exactly_k keeps min(k, #valid), keep_ties also every entry equal to the k-th. k == 0 gives
+/// an empty set. top_k_unordered, then the O(k) sort of the file comment.
+/// \pre out.capacity() >= x.size()
+template <class A = simd::default_arch>
+std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
+                  candidates& out) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(), "top_k: out.capacity() must be >= x.size()");
+    top_k_unordered<A>(x, k, ties, out);
+    detail::sort_by_rank(x, out);
+    return out.size();
+}
+
+/// Every valid entry with x_i >= threshold, in id order. One compare-and-compact pass.
+/// \pre out.capacity() >= x.size()
+template <class A = simd::default_arch>
+std::size_t filter_at_least(std::span<const float> x, float threshold, candidates& out) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(),
+                     "filter_at_least: out.capacity() must be >= x.size()");
+    constexpr std::size_t L = simd::lanes<A>;
+    out.clear();
+    if (std::isnan(threshold)) return 0;
+    const float t = std::max(threshold, detail::lowest_f);  // never -inf entries
+    const std::size_t n = x.size(), nfull = n / L * L;
+    const float* p = x.data();
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    std::size_t c = detail::compact_batches<A>(p, 0, nfull, t, false, 0, ids, lg);
+    for (std::size_t i = nfull; i < n; ++i)
+        if (p[i] >= t) {
+            ids[c] = token_id(i);
+            lg[c] = p[i];
+            ++c;
+        }
+    out.resize(c);
+    return c;
+}
+
+using reference::min_p_threshold;
+
+/// Min-p in one pass: every valid entry with x_i >= min_p_threshold(max(x), p_base, T), in id
+/// order (equals reference::filter_min_p). The max is found in the same pass: entries are
+/// compacted against the threshold of the running max (a lower bound, started from 256 strided
+/// samples), and the few survivors are filtered again with the final threshold.
+/// \pre out.capacity() >= x.size()
+template <class A = simd::default_arch>
+std::size_t filter_min_p(std::span<const float> x, float p_base, float temperature,
+                         candidates& out) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(),
+                     "filter_min_p: out.capacity() must be >= x.size()");
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    out.clear();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    if (n == 0) return 0;
+    if (p_base <= 0) return kernels::filter_at_least<A>(x, detail::neg_inf_f, out);
+    const double shift = double(temperature) * std::log(double(p_base));
+    if (std::isnan(shift)) return 0;
+    const float* p = x.data();
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    auto threshold = [&](float m) {
+        return std::max(float(double(m) + shift), detail::lowest_f);  // never -inf entries
+    };
+    float m = detail::neg_inf_f;
+    for (std::size_t j = 0, stride = std::max<std::size_t>(1, n / 256); j < n; j += stride)
+        m = p[j] > m ? p[j] : m;
+    std::size_t c = 0;
+    const std::size_t chunk = 64 * L;
+    for (std::size_t i0 = 0; i0 < nfull; i0 += chunk) {
+        const std::size_t end = std::min(nfull, i0 + chunk);
+        const B tb(threshold(m));
+        B a0(m), a1(m);
+        std::size_t i = i0;
+        auto one = [&](std::size_t j, B& acc) {
+            const B v = B::load_unaligned(p + j);
+            acc = simd::max_ignore_nan<A>(acc, v);
+            return v;
+        };
+        for (; i + 2 * L <= end; i += 2 * L) {
+            const B v0 = one(i, a0), v1 = one(i + L, a1);
+            const auto m0 = v0 >= tb, m1 = v1 >= tb;
+            if (!simd::any<A>(m0 | m1)) continue;
+            if (const std::uint64_t k = simd::to_mask<A>(m0))
+                c += simd::compress_store<A>(v0, k, token_id(i), lg + c, ids + c);
+            if (const std::uint64_t k = simd::to_mask<A>(m1))
+                c += simd::compress_store<A>(v1, k, token_id(i + L), lg + c, ids + c);
+        }
+        for (; i < end; i += L) {
+            const B v = one(i, a0);
+            if (const std::uint64_t k = simd::to_mask<A>(v >= tb))
+                c += simd::compress_store<A>(v, k, token_id(i), lg + c, ids + c);
+        }
+        m = simd::reduce_max<A>(simd::max<A>(a0, a1));
+    }
+    for (std::size_t i = nfull; i < n; ++i) {
+        m = p[i] > m ? p[i] : m;
+        if (p[i] >= threshold(m)) {
+            ids[c] = token_id(i);
+            lg[c] = p[i];
+            ++c;
+        }
+    }
+    const float t = threshold(m);
+    std::size_t w = 0;
+    for (std::size_t j = 0; j < c; ++j)
+        if (lg[j] >= t) {
+            ids[w] = ids[j];
+            lg[w] = lg[j];
+            ++w;
+        }
+    out.resize(w);
+    return w;
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/select.hpp
+// ---- begin decodekit/kernels/softmax.hpp
+/// \file kernels/softmax.hpp
+/// softmax, log-softmax and the normaliser, temperature fused (no scaling pass); entropy.
+/// Semantics: kernels/reference.hpp (within 1e-6 relative for sums, 1e-5 relative per
+/// probability). No random numbers are consumed.
+///
+/// Passes: exp_sum 2 (max; fused exp-and-sum), softmax 3 (max; exp, store and sum; scale by
+/// 1/Z), log_softmax 3 (max; exp-sum; write (x - m)/T - log Z), entropy 2 (max; one pass summing
+/// w and w * (x - m)/T). Sums use 4 float accumulators per 1024-entry block, blocks added in
+/// double; exponentials by simd::exp_nonpositive (about 2 ulp; 0 below max - 87 T, 0 for NaN).
+/// Rows with +inf, no valid entry, or a subnormal temperature use the reference path.
+
+
+#include <cmath>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+
+using reference::softmax_stats;
+
+/// out_i = p_i = exp((x_i - m)/T) / Z; all zeros when no entry has probability.
+/// \pre out.size() == x.size(), temperature > 0
+template <class A = simd::default_arch>
+softmax_stats softmax(std::span<const float> x, std::span<float> out,
+                      float temperature = 1.f) noexcept {
+    DECODEKIT_ASSERT(out.size() == x.size(), "softmax: out.size() must equal x.size()");
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::softmax(x, out, temperature);
+    const double s = detail::exp_pass<A, true>(x, m, inv_t, out.data());
+    const float r = float(1.0 / s);
+    const B rb(r);
+    float* o = out.data();
+    const std::size_t n = x.size();
+    std::size_t i = 0;
+    for (; i + L <= n; i += L) (B::load_unaligned(o + i) * rb).store_unaligned(o + i);
+    for (; i < n; ++i) o[i] *= r;
+    return {m, s};
+}
+
+/// out_i = exp((x_i - m)/T), the unnormalised softmax weights (m the max; when an entry is +inf:
+/// 1 for the +inf entries, 0 elsewhere; 0 for NaN and -inf entries, and below m - 87 T); returns
+/// {m, sum of out}. Two passes (max; fused exp, store and sum).
+/// \pre out.size() == x.size(), temperature > 0
+template <class A = simd::default_arch>
+softmax_stats exp_weights(std::span<const float> x, float temperature,
+                          std::span<float> out) noexcept {
+    DECODEKIT_ASSERT(out.size() == x.size(), "exp_weights: out.size() must equal x.size()");
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t)) {
+        double s = 0;
+        for (std::size_t i = 0; i < x.size(); ++i) {
+            out[i] = m > -std::numeric_limits<float>::infinity()
+                         ? float(reference::weight(x[i], m, temperature))
+                         : 0.f;
+            s += double(out[i]);
+        }
+        return {m, s};
+    }
+    return {m, detail::exp_pass<A, true>(x, m, inv_t, out.data())};
+}
+
+/// out_i = log p_i = (x_i - m)/T - log Z; -inf for entries of probability 0 (NaN included).
+/// \pre out.size() == x.size(), temperature > 0
+template <class A = simd::default_arch>
+softmax_stats log_softmax(std::span<const float> x, std::span<float> out,
+                          float temperature = 1.f) noexcept {
+    DECODEKIT_ASSERT(out.size() == x.size(), "log_softmax: out.size() must equal x.size()");
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t))
+        return reference::log_softmax(x, out, temperature);
+    const double s = detail::exp_pass<A, false>(x, m, inv_t, nullptr);
+    const float lz = float(std::log(s));
+    // exp((x - m)/T) underflows to 0 in double below this: the reference says -inf there.
+    constexpr float underflow = -745.13f;
+    const B mb(m), tb(inv_t), lzb(lz), ub(underflow), ninf(detail::neg_inf_f);
+    const float* p = x.data();
+    float* o = out.data();
+    const std::size_t n = x.size();
+    std::size_t i = 0;
+    for (; i + L <= n; i += L) {
+        const B d = (B::load_unaligned(p + i) - mb) * tb;
+        simd::select<A>(d >= ub, d - lzb, ninf).store_unaligned(o + i);  // NaN fails >=: -inf
+    }
+    for (; i < n; ++i) {
+        const float d = (p[i] - m) * inv_t;
+        o[i] = d >= underflow ? d - lz : detail::neg_inf_f;
+    }
+    return {m, s};
+}
+
+/// Entropy H = -sum p log p (nats) of the tempered distribution; 0 when no entry has
+/// probability. Two passes: H = log Z - (sum w_i d_i) / Z with d_i = (x_i - m)/T, w_i = exp(d_i).
+/// \pre temperature > 0
+template <class A = simd::default_arch>
+double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float m = kernels::max<A>(x);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::entropy(x, temperature);
+    const float* p = x.data();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    const B mb(m), tb(inv_t), lo(-200.f);
+    double sw = 0, swd = 0;
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 2 * detail::block_size);
+        B s0(0.f), s1(0.f), t0(0.f), t1(0.f);
+        auto one = [&](std::size_t j, B& s, B& t) {
+            const B v = B::load_unaligned(p + j);
+            const B d0 = (v - mb) * tb;
+            const B w = simd::exp_nonpositive<A>(d0);     // NaN, -inf: 0
+            const B d = simd::max_ignore_nan<A>(lo, d0);  // -inf, NaN -> -200: w * d = 0
+            s += w;
+            t = simd::fma<A>(w, d, t);
+        };
+        for (; i + 2 * L <= end; i += 2 * L) {
+            one(i, s0, t0);
+            one(i + L, s1, t1);
+        }
+        for (; i < end; i += L) one(i, s0, t0);
+        sw += double(simd::reduce_add<A>(s0 + s1));
+        swd += double(simd::reduce_add<A>(t0 + t1));
+    }
+    for (; i < n; ++i) {
+        if (std::isnan(p[i])) continue;
+        const float d = std::max((p[i] - m) * inv_t, -200.f);
+        const float w = d >= -87.f ? std::exp(d) : 0.f;
+        sw += double(w);
+        swd += double(w) * double(d);
+    }
+    if (!(sw > 0)) return 0;
+    return std::log(sw) - swd / sw;
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/softmax.hpp
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// When beam search stops once a group holds num_beams / num_groups finished hypotheses.
+enum class early_stopping : std::uint8_t {
+    first_n,    ///< stop at once (Hugging Face early_stopping=True)
+    heuristic,  ///< stop when no running beam can beat the worst at its current length (HF False)
+    never,      ///< stop only when no running beam can beat the worst ever (a true bound)
+};
+
+/// What beam search's processors run on (beam_search_params::processing).
+enum class beam_processor_input : std::uint8_t {
+    /// The logits; the beam's logprobs are the log-softmax of the processed row (default: the
+    /// scores are log-probabilities of the processed distribution, as a sampler draws from).
+    logits,
+    /// Hugging Face: the log-softmax of the logits; the processed values are the logprobs as
+    /// they are (not renormalised). For parity with transformers' beam search.
+    logprobs,
+};
+
+/// Beam search configuration.
+struct beam_search_params {
+    std::size_t num_beams = 4;            ///< beam width, >= 1
+    std::size_t num_return = 1;           ///< n-best size, in [1, num_beams]
+    std::size_t max_new_tokens = 64;      ///< generated tokens per hypothesis, >= 1
+    float length_penalty = 1.f;           ///< exponent of the length in the score, finite
+    bool length_includes_prompt = false;  ///< false: HF (generated only); true: vLLM, ORT-genai
+    early_stopping stopping = early_stopping::heuristic;
+    std::vector<token_id> eos_ids = {};  ///< tokens that finish a hypothesis (negative: ignored)
+    std::size_t num_groups = 1;          ///< diverse beam search: divides num_beams
+    float diversity_penalty = 0.f;       ///< subtracted per earlier-group choice of a token, >= 0
+    bool stochastic = false;             ///< Gumbel top-k stochastic beams (Kool et al. 2019)
+    float temperature = 1.f;             ///< of the stochastic beams' distribution, > 0
+    std::uint64_t seed = 0;              ///< stochastic beams: rng_key{seed, sequence, step}
+    std::uint64_t sequence = 0;
+    std::vector<std::vector<token_id>> stop_sequences = {};  ///< finish a hypothesis (kept)
+    std::vector<std::string> stop_strings =
+        {};                         ///< finish a hypothesis (decoding/stop_strings.hpp)
+    detokenize_fn detokenize = {};  ///< token -> bytes, needed by stop_strings
+    /// The processors of every beam: only the processor fields are read (penalties,
+    /// no_repeat_ngram_size, banned tokens / sequences, logit biases, min_new_tokens, user
+    /// processors; decoding/row_processors.hpp); its eos_ids default to this eos_ids.
+    sampling_params processing = {};
+    /// What the processors run on (the file comment says why logits is the default).
+    beam_processor_input processor_input = beam_processor_input::logits;
+
+    /// The first invalid field, named with its allowed range; nullopt when valid.
+    std::optional<std::string> check() const {
+        if (auto e = detail::check_row_processing(processing, "beam_search_params")) return e;
+        if (unsigned(processor_input) > 1u)
+            return detail::range_message("beam_search_params.processor_input", "logits or logprobs",
+                                         double(unsigned(processor_input)));
+        if (stochastic && processor_input == beam_processor_input::logprobs)
+            return std::string(
+                "beam_search_params.processor_input must be logits with stochastic beams");
+        if (num_beams < 1 || num_beams > 4096)
+            return detail::range_message("beam_search_params.num_beams", "in [1, 4096]",
+                                         double(num_beams));
+        if (num_return < 1 || num_return > num_beams)
+            return detail::range_message("beam_search_params.num_return", "in [1, num_beams]",
+                                         double(num_return));
+        if (max_new_tokens < 1)
+            return detail::range_message("beam_search_params.max_new_tokens", ">= 1",
+                                         double(max_new_tokens));
+        if (!std::isfinite(length_penalty))
+            return detail::range_message("beam_search_params.length_penalty", "finite",
+                                         double(length_penalty));
+        if (num_groups < 1 || num_beams % num_groups != 0)
+            return detail::range_message("beam_search_params.num_groups",
+                                         ">= 1 and a divisor of num_beams", double(num_groups));
+        if (!(diversity_penalty >= 0.f) || !std::isfinite(diversity_penalty))
+            return detail::range_message("beam_search_params.diversity_penalty", "finite and >= 0",
+                                         double(diversity_penalty));
+        if (!(temperature > 0.f) || !std::isfinite(temperature))
+            return detail::range_message("beam_search_params.temperature", "finite and > 0",
+                                         double(temperature));
+        if (auto e = detail::check_stop_conditions("beam_search_params", eos_ids, stop_sequences))
+            return e;
+        return detail::check_stop_strings("beam_search_params", stop_strings, bool(detokenize));
+    }
+    /// check(), reported through raise().
+    void validate() const { raise_if(check()); }
+};
+
+/// One finished hypothesis.
+struct beam_hypothesis {
+    std::vector<token_id> tokens;  ///< generated tokens (prompt and EOS excluded)
+    double score = 0;              ///< sum_logprobs / length^length_penalty
+    double sum_logprobs = 0;       ///< including diversity penalties (diverse beam search)
+    bool eos = false;              ///< finished by an EOS token (excluded from tokens)
+    stop_reason reason = stop_reason::max_new_tokens;  ///< why it finished
+};
+
+/// What beam search returns: tokens / reason of the best hypothesis, and the n-best.
+struct beam_search_result : decoding_result {
+    std::vector<beam_hypothesis> hypotheses;  ///< n-best, best first (score desc)
+    std::size_t steps = 0;                    ///< decoding steps run
+    std::size_t model_calls = 0;              ///< model.logits calls (= stats.model_calls)
+    std::size_t model_rows = 0;               ///< logits rows requested in total
+};
+
+/// One candidate of a beam step: parent beam, token and scores.
+struct beam_candidate {
+    double key = 0;          ///< ranking key (sum, or the Gumbel key of stochastic beams)
+    double sum = 0;          ///< parent sum + logprob (- diversity penalty)
+    std::uint32_t beam = 0;  ///< parent row
+    token_id token = 0;
+};
+
+namespace detail {
+inline bool beam_candidate_before(const beam_candidate& a, const beam_candidate& b) noexcept {
+    if (a.key != b.key) return a.key > b.key;
+    if (a.beam != b.beam) return a.beam < b.beam;
+    return a.token < b.token;
+}
+/// Keeps the pool O(k) whatever the number of rows: past 2k entries, only the best k stay.
+inline void prune_pool(std::vector<beam_candidate>& pool, std::size_t k) {
+    if (k == 0 || pool.size() <= 2 * k) return;
+    std::nth_element(pool.begin(), pool.begin() + std::ptrdiff_t(k - 1), pool.end(),
+                     beam_candidate_before);
+    pool.resize(k);
+}
+/// Copies the best min(out.size(), pool.size()) candidates of `pool` (beam_candidate_before
+/// order) to the front of `out`; returns how many.
+inline std::size_t take_best(std::vector<beam_candidate>& pool,
+                             std::span<beam_candidate> out) noexcept {
+    const std::size_t m = std::min(out.size(), pool.size());
+    std::partial_sort(pool.begin(), pool.begin() + std::ptrdiff_t(m), pool.end(),
+                      beam_candidate_before);
+    std::copy_n(pool.begin(), m, out.begin());
+    return m;
+}
+/// log(1 - exp(-a)) for a > 0, stable.
+inline double log1mexp(double a) noexcept {
+    return a < 0.6931471805599453 ? std::log(-std::expm1(-a)) : std::log1p(-std::exp(-a));
+}
+/// rng_key.step of the Gumbel noise of beam b of group g at step cur (stochastic beams):
+/// (cur << 24) | (g << 12) | b, injective since g, b < 4096 (num_beams <= 4096).
+/// \pre g < 4096, b < 4096, cur < 2^40
+inline std::uint64_t stochastic_beam_step(std::size_t cur, std::size_t g, std::size_t b) noexcept {
+    DECODEKIT_ASSERT(g < 4096 && b < 4096 && std::uint64_t(cur) < (std::uint64_t(1) << 40),
+                     "stochastic_beam_step: g, b < 4096 and cur < 2^40");
+    return (std::uint64_t(cur) << 24) | (std::uint64_t(g) << 12) | std::uint64_t(b);
+}
+}  // namespace detail
+
+/// Workspace of beam_top_candidates: sized once for (vocab_size, rows, k).
+struct beam_step_workspace {
+    candidates row_top;                ///< capacity vocab_size
+    std::vector<beam_candidate> pool;  ///< rows * k merge pool
+    explicit beam_step_workspace(std::size_t vocab_size = 0, std::size_t rows = 0,
+                                 std::size_t k = 0)
+        : row_top(vocab_size) {
+        pool.reserve(std::min(rows, std::size_t(3)) * k);  // at most 2k + one row's k
+    }
+};
+
+/// The top `out.size()` candidates (rank order) of `beam_scores[b] + log_softmax(row b)[v]` over
+/// rows x V (row-major `rows`), without sorting V: kernels::top_k per row, then a merge.
+/// `penalty` (optional, size V): subtracted from the logprob of each token (diversity penalty).
+/// `logprob_rows`: the rows already are the logprobs (used as they are, not renormalised:
+/// Hugging Face's processed log-softmax). Returns the number written (fewer when rows have fewer
+/// valid entries).
+/// \pre rows.size() == beam_scores.size() * vocab_size, ws sized for (vocab_size, rows, k)
+inline std::size_t beam_top_candidates(std::span<const float> rows, std::size_t vocab_size,
+                                       std::span<const double> beam_scores,
+                                       std::span<beam_candidate> out, beam_step_workspace& ws,
+                                       std::span<const float> penalty = {}, std::size_t extra_k = 0,
+                                       bool logprob_rows = false) noexcept {
+    const std::size_t k = out.size();
+    ws.pool.clear();
+    if (k == 0) return 0;
+    for (std::size_t b = 0; b < beam_scores.size(); ++b) {
+        const std::span<const float> row = rows.subspan(b * vocab_size, vocab_size);
+        const double lse = !logprob_rows ? kernels::logsumexp(row)
+                           : kernels::max(row) > -std::numeric_limits<float>::infinity()
+                               ? 0.0
+                               : -std::numeric_limits<double>::infinity();
+        if (!(lse > -std::numeric_limits<double>::infinity())) continue;  // no valid entry
+        const std::size_t n = kernels::top_k(row, k + extra_k, tie_policy::exactly_k, ws.row_top);
+        double inf_logp = 0;
+        if (std::isinf(lse)) {  // +inf entries: uniform over them
+            std::size_t n_inf = 0;
+            for (float v : row) n_inf += (v == std::numeric_limits<float>::infinity());
+            inf_logp = -std::log(double(n_inf));
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+            const float x = ws.row_top.logits()[i];
+            const token_id t = ws.row_top.ids()[i];
+            double lp = std::isinf(lse)
+                            ? (std::isinf(x) ? inf_logp : -std::numeric_limits<double>::infinity())
+                            : double(x) - lse;
+            if (!penalty.empty()) lp -= penalty[std::size_t(t)];
+            if (lp == -std::numeric_limits<double>::infinity()) continue;
+            const double s = beam_scores[b] + lp;
+            ws.pool.push_back({s, s, std::uint32_t(b), t});
+        }
+        detail::prune_pool(ws.pool, k);
+    }
+    return detail::take_best(ws.pool, out);
+}
+
+/// The best hypothesis so far: beam search's streaming event.
+struct beam_event {
+    std::span<const token_id> tokens = {};  ///< its generated tokens (EOS excluded); valid until
+                                            ///< the searcher's next advance() / cancel()
+    double score = 0;       ///< finished: its score; running: sum / (current length)^lp
+    bool finished = false;  ///< a finished hypothesis (else a running beam)
+    std::size_t step = 0;   ///< steps taken so far
+};
+
+/// What one beam_searcher::advance() produced.
+struct beam_step_events {
+    step_status status = step_status::ok;
+    /// For each request of the new requests(): the index, in the requests() this step consumed,
+    /// of the beam it extends by one token (a paged KV cache forks that sequence). Valid until
+    /// the next advance(); empty once done.
+    std::span<const std::uint32_t> parents = {};
+    std::optional<stop_reason> stop = {};  ///< set when the search ended (the best's reason)
+    bool finished() const noexcept { return stop.has_value(); }
+};
+
+/// A beam streaming callback: `bool(const beam_event&)` (false stops: running beams become
+/// hypotheses with reason callback) or `void(const beam_event&)`.
+template <class F>
+concept beam_callback = std::invocable<F&, const beam_event&>;
+
+namespace detail {
+struct no_beam_stream {
+    void operator()(const beam_event&) const noexcept {}
+};
+template <class F>
+bool call_best(F& f, const beam_event& e) {
+    if constexpr (std::is_invocable_r_v<bool, F&, const beam_event&>)
+        return f(e);
+    else
+        return f(e), true;
+}
+}  // namespace detail
+
+/// A beam search in progress, driven step by step (beam_search() below runs it on a model):
+/// next_call() names the running beams' sequences (slot = beam index); advance() consumes one
+/// logits row per request and reports each new beam's parent; best() is the best hypothesis so
+/// far (stream it); result() the n-best. Not copyable (its requests point into it); movable.
+class beam_searcher {
+public:
+    /// \pre params valid (validated here), !prompt.empty(), vocab_size >= 1 (each rejected with
+    /// a message otherwise)
+    beam_searcher(const beam_search_params& params, std::size_t vocab_size,
+                  std::span<const token_id> prompt)
+        : p_(params),
+          vocab_(vocab_size),
+          prompt_(prompt.begin(), prompt.end()),
+          t0_(std::chrono::steady_clock::now()) {
+        p_.validate();
+        if (prompt_.empty()) raise("beam_search: prompt must not be empty (add a BOS token)");
+        if (vocab_ == 0) raise("beam_search: vocab_size must be >= 1");
+        gs_ = p_.num_beams / p_.num_groups;
+        // HF keeps max(2, 1 + #eos) * g so that g non-EOS candidates always remain.
+        const std::size_t k =
+            std::max<std::size_t>(2, 1 + std::min(p_.eos_ids.size(), vocab_)) * gs_;
+        text_on_ = !p_.stop_strings.empty();
+        const stop_string_matcher text0 =
+            text_on_ ? stop_string_matcher(p_.stop_strings) : stop_string_matcher();
+        processor_pipeline procs0 = detail::row_processors(p_.processing, p_.eos_ids);
+        procs_on_ = procs0.active();
+        hf_input_ = procs_on_ && p_.processor_input == beam_processor_input::logprobs;
+        min_new_ = p_.processing.min_new_tokens;
+        groups_.resize(p_.num_groups);
+        for (std::size_t g = 0; g < p_.num_groups; ++g) {
+            groups_[g].running.push_back({prompt_, 0.0, 0.0, 0, text0, procs0});
+            groups_[g].nr = 1;
+        }
+        if (procs_on_) {
+            processed_.resize(gs_ * vocab_);
+            last_child_.resize(gs_);
+        }
+        ws_ = beam_step_workspace(vocab_, gs_, k + (p_.num_groups > 1 ? p_.num_beams : 0));
+        top_.resize(k);
+        if (p_.num_groups > 1 && p_.diversity_penalty > 0) penalty_.assign(vocab_, 0.f);
+        if (p_.stochastic) gumbel_row_.resize(vocab_);
+        rebuild_requests();
+    }
+    beam_searcher(const beam_searcher&) = delete;
+    beam_searcher& operator=(const beam_searcher&) = delete;
+    beam_searcher(beam_searcher&&) = default;
+    beam_searcher& operator=(beam_searcher&&) = default;
+
+    /// One logits row per running beam (every group), slot = beam index; empty when done().
+    model_call next_call() const noexcept { return {.requests = requests_}; }
+    /// Sequences to score now (prompt + generated), slot = beam index; empty when done().
+    std::span<const sequence_request> requests() const noexcept { return requests_; }
+    /// For each request of requests(): the index of its parent in the previous requests()
+    /// (0 before the first step).
+    std::span<const std::uint32_t> parents() const noexcept { return parents_; }
+    /// True when every group stopped or max_new_tokens was reached.
+    bool done() const noexcept { return requests_.empty(); }
+    /// Steps taken so far (= generated length of the running beams).
+    std::size_t steps() const noexcept { return step_; }
+    std::size_t vocab_size() const noexcept { return vocab_; }
+
+    /// Consumes one logits row per request of requests() (rows_needed(requests()) rows, in
+    /// order) and advances.
+    /// \return status bad_input (nothing consumed) when logits.size() < requests().size() *
+    /// vocab_size(); finished when already done()
+    beam_step_events advance(std::span<const float> logits) {
+        if (done()) return {.status = step_status::finished};
+        if (logits.size() / vocab_ < requests_.size()) return {.status = step_status::bad_input};
+        ++calls_;
+        rows_ += requests_.size();
+        const std::size_t cur = step_ + 1;  // generated length of this step's candidates
+        std::size_t row0 = 0;
+        if (!penalty_.empty())
+            for (token_id t : chosen_) penalty_[std::size_t(t)] = 0.f;
+        chosen_.clear();
+        const stop_checker stops(p_.eos_ids, p_.stop_sequences);
+        for (std::size_t g = 0; g < groups_.size(); ++g) {
+            group& G = groups_[g];
+            if (G.done) continue;
+            const std::size_t nb = G.nr, base = row0;
+            std::span<const float> rows = logits.subspan(row0 * vocab_, nb * vocab_);
+            row0 += nb;
+            if (procs_on_) rows = process_rows(G, rows);
+            scores_.clear();
+            for (std::size_t b = 0; b < nb; ++b)
+                scores_.push_back(p_.stochastic ? G.running[b].key : G.running[b].sum);
+            const std::size_t n =
+                p_.stochastic ? stochastic_candidates(G, rows, cur)
+                              : beam_top_candidates(rows, vocab_, scores_, top_, ws_, penalty_,
+                                                    penalty_.empty() ? 0 : chosen_.size(),
+                                                    procs_on_ && hf_input_);
+            G.nn = 0;
+            if (n == 0) {  // no running beam of the group has a valid entry
+                for (std::size_t b = 0; b < G.nr; ++b)
+                    add_finished(G, G.running[b], -1, G.running[b].sum, step_,
+                                 stop_reason::no_valid_token);
+                G.nr = 0;
+                G.done = true;
+                continue;
+            }
+            double best_sum = -std::numeric_limits<double>::infinity();
+            for (std::size_t r = 0; r < n; ++r) best_sum = std::max(best_sum, top_[r].sum);
+            for (std::size_t r = 0; r < n && G.nn < gs_; ++r) {
+                const beam_candidate& c = top_[r];
+                const beam& parent = G.running[c.beam];
+                if (stops.is_eos(c.token)) {
+                    if (r < gs_) add_finished(G, parent, -1, c.sum, cur, stop_reason::eos);
+                    continue;
+                }
+                std::optional<stop_reason> fin;
+                const bool stops_active = cur >= min_new_;  // min_new_tokens holds every stop
+                if (stops_active && stops.has_stop_sequences() &&
+                    stops.completes_stop_sequence(generated(parent), c.token)) {
+                    fin = stop_reason::stop_sequence;
+                } else if (text_on_) {
+                    scratch_ = parent.text;
+                    if (scratch_.push(p_.detokenize(c.token), stops_active).matched)
+                        fin = stop_reason::stop_string;
+                }
+                if (fin) {
+                    if (r < gs_) add_finished(G, parent, c.token, c.sum, cur, *fin);
+                    continue;
+                }
+                beam& nb2 = next_slot(G);
+                nb2.tokens.assign(parent.tokens.begin(), parent.tokens.end());
+                nb2.tokens.push_back(c.token);
+                nb2.sum = c.sum;
+                nb2.key = c.key;
+                nb2.parent = std::uint32_t(base + c.beam);
+                if (text_on_) nb2.text = std::move(scratch_);
+            }
+            if (procs_on_) fork_processors(G, base);
+            for (std::size_t r = 0; r < G.nn; ++r) note_chosen(G.next[r].tokens.back());
+            std::swap(G.running, G.next);
+            std::swap(G.nr, G.nn);
+            if (G.nr == 0)
+                G.done = true;
+            else if (!p_.stochastic)
+                G.done = group_is_done(G, best_sum, cur);
+            else if (p_.stopping == early_stopping::first_n)
+                G.done = G.finished.size() >= gs_;
+        }
+        ++step_;
+        if (step_ == 1) ttft_ = detail::seconds_since(t0_);
+        if (step_ >= p_.max_new_tokens) end_running(stop_reason::max_new_tokens);
+        rebuild_requests();
+        return events();
+    }
+    /// advance() for engines that pass hidden rows to every stepper (ignored here).
+    beam_step_events advance(std::span<const float> logits, std::span<const float> /*hidden*/) {
+        return advance(logits);
+    }
+
+    /// Ends the search now: running beams become hypotheses with reason `why` (cancelled, or
+    /// callback when a streaming callback stopped it). Finished when already done().
+    beam_step_events cancel(stop_reason why = stop_reason::cancelled) {
+        if (done()) return {.status = step_status::finished};
+        end_running(why);
+        rebuild_requests();
+        return events();
+    }
+
+    /// The best hypothesis so far: the best finished one, or a running beam scored as if it
+    /// finished now when that is better (ties: finished first, then earlier).
+    beam_event best() const noexcept {
+        beam_event e{.step = step_};
+        bool have = false;
+        for (const auto& G : groups_)
+            for (const auto& h : G.finished)
+                if (!have || h.score > e.score) {
+                    e.tokens = h.tokens;
+                    e.score = h.score;
+                    e.finished = have = true;
+                }
+        for (const auto& G : groups_) {
+            if (G.done) continue;
+            for (std::size_t b = 0; b < G.nr; ++b) {
+                const double s = normalise(G.running[b].sum, step_);
+                if (!have || s > e.score) {
+                    e.tokens = generated(G.running[b]);
+                    e.score = s;
+                    e.finished = false;
+                    have = true;
+                }
+            }
+        }
+        return e;
+    }
+
+    /// The n-best over every group, best first (ties: earlier finished first); tokens and
+    /// reason are the best hypothesis' (no_valid_token when there is none).
+    beam_search_result result() const {
+        beam_search_result res;
+        std::vector<const beam_hypothesis*> all;
+        for (const auto& G : groups_)
+            for (const auto& h : G.finished) all.push_back(&h);
+        std::stable_sort(
+            all.begin(), all.end(),
+            [](const beam_hypothesis* a, const beam_hypothesis* b) { return a->score > b->score; });
+        for (std::size_t i = 0; i < all.size() && i < p_.num_return; ++i)
+            res.hypotheses.push_back(*all[i]);
+        res.steps = step_;
+        res.model_calls = calls_;
+        res.model_rows = rows_;
+        if (!res.hypotheses.empty()) {
+            res.tokens = res.hypotheses.front().tokens;
+            res.reason = res.hypotheses.front().reason;
+        } else {
+            res.reason = stop_reason::no_valid_token;
+        }
+        res.stats.prompt_tokens = prompt_.size();
+        res.stats.generated_tokens = res.tokens.size();
+        res.stats.model_calls = calls_;
+        res.stats.model_rows = rows_;
+        res.stats.time_to_first_token = ttft_;
+        res.stats.total_time = done() ? total_ : detail::seconds_since(t0_);
+        res.stats.finish();
+        return res;
+    }
+
+private:
+    struct beam {
+        std::vector<token_id> tokens;  // prompt + generated
+        double sum = 0;
+        double key = 0;            // stochastic: the Gumbel key G
+        std::uint32_t parent = 0;  // index in the previous requests of the beam it extends
+        stop_string_matcher text;  // with stop strings: the beam's text state
+        processor_pipeline procs;  // with processors: the beam's processor state
+    };
+    struct group {
+        std::vector<beam> running, next;        // storage reused across steps
+        std::size_t nr = 0, nn = 0;             // live entries of running / next
+        std::vector<beam_hypothesis> finished;  // at most gs_
+        bool done = false;
+    };
+
+    std::span<const token_id> generated(const beam& b) const noexcept {
+        return std::span<const token_id>(b.tokens).subspan(prompt_.size());
+    }
+    beam& next_slot(group& G) {
+        if (G.nn == G.next.size()) G.next.emplace_back();
+        return G.next[G.nn++];
+    }
+    void note_chosen(token_id t) {
+        if (penalty_.empty()) return;
+        penalty_[std::size_t(t)] += p_.diversity_penalty;
+        chosen_.push_back(t);
+    }
+    double length_of(std::size_t generated) const noexcept {
+        return double(generated + (p_.length_includes_prompt ? prompt_.size() : 0));
+    }
+    double normalise(double sum, std::size_t generated) const noexcept {
+        // sum == 0 (every step certain) scores 0 even when length^lp under/overflows (0/0).
+        if (sum == 0) return 0.0;
+        return sum / std::pow(length_of(generated), double(p_.length_penalty));
+    }
+    /// A hypothesis from beam `b` (+ `last` when >= 0), `generated` tokens long for its score.
+    void add_finished(group& G, const beam& b, token_id last, double sum, std::size_t generated,
+                      stop_reason why) {
+        const double score = normalise(sum, generated);
+        if (G.finished.size() >= gs_) {
+            auto worst =
+                std::min_element(G.finished.begin(), G.finished.end(),
+                                 [](const auto& a, const auto& c) { return a.score < c.score; });
+            if (!(score > worst->score)) return;
+            G.finished.erase(worst);
+        }
+        beam_hypothesis h;
+        h.tokens.assign(b.tokens.begin() + std::ptrdiff_t(prompt_.size()), b.tokens.end());
+        if (last >= 0) h.tokens.push_back(last);
+        h.score = score;
+        h.sum_logprobs = sum;
+        h.eos = why == stop_reason::eos;
+        h.reason = why;
+        G.finished.push_back(std::move(h));
+    }
+    /// Every group still running ends: its running beams become hypotheses with reason `why`.
+    void end_running(stop_reason why) {
+        for (auto& G : groups_)
+            if (!G.done) {
+                for (std::size_t b = 0; b < G.nr; ++b)
+                    add_finished(G, G.running[b], -1, G.running[b].sum, step_, why);
+                G.done = true;
+            }
+    }
+    bool group_is_done(const group& G, double best_sum, std::size_t cur) const noexcept {
+        if (G.finished.size() < gs_) return false;
+        if (p_.stopping == early_stopping::first_n) return true;
+        double worst = std::numeric_limits<double>::infinity();
+        for (const auto& h : G.finished) worst = std::min(worst, h.score);
+        const std::size_t len = (p_.stopping == early_stopping::never && p_.length_penalty > 0)
+                                    ? p_.max_new_tokens
+                                    : cur;
+        return worst >= normalise(best_sum, len);
+    }
+    beam_step_events events() noexcept {
+        beam_step_events e{.parents = parents_};
+        if (done()) {
+            if (!ended_) {
+                ended_ = true;
+                total_ = detail::seconds_since(t0_);
+            }
+            bool have = false;
+            double best = 0;
+            stop_reason why = stop_reason::no_valid_token;
+            for (const auto& G : groups_)
+                for (const auto& h : G.finished)
+                    if (!have || h.score > best) {
+                        best = h.score;
+                        why = h.reason;
+                        have = true;
+                    }
+            e.stop = why;
+        }
+        return e;
+    }
+
+    /// The processed copy of each running beam's row (its processors, its history).
+    std::span<const float> process_rows(group& G, std::span<const float> rows) {
+        const std::size_t nb = G.nr;
+        for (std::size_t b = 0; b < nb; ++b) {
+            const std::span<float> row = std::span<float>(processed_).subspan(b * vocab_, vocab_);
+            const std::span<const float> raw = rows.subspan(b * vocab_, vocab_);
+            if (hf_input_)
+                kernels::log_softmax(raw, row);
+            else
+                std::copy(raw.begin(), raw.end(), row.begin());
+            G.running[b].procs.apply(row, sample_context{.sequence = p_.sequence,
+                                                         .step = step_,
+                                                         .history = G.running[b].tokens,
+                                                         .prompt_length = prompt_.size()});
+        }
+        return std::span<const float>(processed_).first(nb * vocab_);
+    }
+    /// Each new beam takes its parent's processor state: a copy, or the parent's own when it is
+    /// the parent's last child (the parent is not used after this step).
+    void fork_processors(group& G, std::size_t base) {
+        for (std::size_t i = 0; i < G.nn; ++i) last_child_[G.next[i].parent - base] = i;
+        for (std::size_t i = 0; i < G.nn; ++i) {
+            beam& parent = G.running[G.next[i].parent - base];
+            if (last_child_[G.next[i].parent - base] == i)
+                G.next[i].procs = std::move(parent.procs);
+            else
+                G.next[i].procs = parent.procs;
+        }
+    }
+
+    /// Stochastic beams: child key G_c = -log(exp(-G_parent) - exp(-Z) + exp(-G~_c)) with
+    /// G~_c = phi_c + Gumbel, Z = max_c G~_c (Kool et al. 2019, stable form); top 2g by key.
+    std::size_t stochastic_candidates(group& G, std::span<const float> rows, std::size_t cur) {
+        const std::size_t k = top_.size();
+        ws_.pool.clear();
+        for (std::size_t b = 0; b < G.nr; ++b) {
+            const std::span<const float> row = rows.subspan(b * vocab_, vocab_);
+            const double lse = kernels::logsumexp(row, p_.temperature);
+            if (!std::isfinite(lse)) continue;
+            rng_stream rs = make_stream(
+                {p_.seed, p_.sequence,
+                 detail::stochastic_beam_step(cur, std::size_t(&G - groups_.data()), b)},
+                rng_purpose::gumbel);
+            const double inv_t = 1.0 / double(p_.temperature);
+            double z = -std::numeric_limits<double>::infinity();
+            for (std::size_t v = 0; v < vocab_; ++v) {
+                const float x = row[v];
+                const double g = rs.gumbel();
+                if (std::isnan(x) || x == -std::numeric_limits<float>::infinity()) {
+                    gumbel_row_[v] = -std::numeric_limits<float>::infinity();
+                    continue;
+                }
+                const double phi = G.running[b].sum + double(x) * inv_t - lse;
+                gumbel_row_[v] = float(phi + g);
+                z = std::max(z, double(gumbel_row_[v]));
+            }
+            const std::size_t n = kernels::top_k(std::span<const float>(gumbel_row_), k,
+                                                 tie_policy::exactly_k, ws_.row_top);
+            const double gp = G.running[b].key;
+            for (std::size_t i = 0; i < n; ++i) {
+                const token_id t = ws_.row_top.ids()[i];
+                const double gt = ws_.row_top.logits()[i];
+                // G_c = gp - v+ - log1p(exp(-|v|)), v = gp - gt + log1mexp(z - gt)
+                double key;
+                if (gt >= z)
+                    key = gp;
+                else {
+                    const double v = gp - gt + detail::log1mexp(z - gt);
+                    key = gp - std::max(v, 0.0) - std::log1p(std::exp(-std::abs(v)));
+                }
+                const double sum = G.running[b].sum + double(row[std::size_t(t)]) * inv_t - lse;
+                ws_.pool.push_back({key, sum, std::uint32_t(b), t});
+            }
+            detail::prune_pool(ws_.pool, k);
+        }
+        return detail::take_best(ws_.pool, top_);
+    }
+
+    void rebuild_requests() {
+        requests_.clear();
+        parents_.clear();
+        for (std::size_t g = 0; g < groups_.size(); ++g) {
+            if (groups_[g].done) continue;
+            for (std::size_t i = 0; i < groups_[g].nr; ++i) {
+                requests_.push_back({groups_[g].running[i].tokens, 1, std::uint32_t(g * gs_ + i)});
+                parents_.push_back(groups_[g].running[i].parent);
+            }
+        }
+    }
+
+    beam_search_params p_;
+    std::size_t vocab_;
+    std::vector<token_id> prompt_;
+    std::size_t gs_ = 1;
+    std::size_t step_ = 0;
+    std::vector<group> groups_;
+    beam_step_workspace ws_;
+    std::vector<beam_candidate> top_;
+    std::vector<double> scores_;
+    std::vector<float> penalty_;
+    std::vector<token_id> chosen_;
+    std::vector<float> gumbel_row_;
+    std::vector<sequence_request> requests_;
+    std::vector<std::uint32_t> parents_;
+    bool text_on_ = false;
+    stop_string_matcher scratch_;
+    bool procs_on_ = false;
+    bool hf_input_ = false;  // processors on the log-softmax (beam_processor_input::logprobs)
+    std::size_t min_new_ = 0;
+    std::vector<float> processed_;         // with processors: the group's processed rows
+    std::vector<std::size_t> last_child_;  // with processors: per parent, its last new beam
+    std::size_t calls_ = 0, rows_ = 0;
+    std::chrono::steady_clock::time_point t0_;
+    double ttft_ = 0, total_ = 0;
+    bool ended_ = false;
+};
+
+/// An engine's name for the beam stepper.
+using beam_stepper = beam_searcher;
+
+/// Runs beam search on `model` from `prompt`; returns the n-best hypotheses (best first), the
+/// best one's tokens and reason, and statistics. `on_best` (optional) sees the best hypothesis
+/// after every step (beam_event); returning false ends the search (reason callback). A loop
+/// over beam_searcher.
+/// \pre !prompt.empty() (rejected with a message otherwise)
+template <language_model M, class OnBest = detail::no_beam_stream>
+requires beam_callback<OnBest> beam_search_result beam_search(M& model,
+                                                              std::span<const token_id> prompt,
+                                                              const beam_search_params& params,
+                                                              OnBest&& on_best = {}) {
+    beam_searcher bs(params, std::size_t(model.vocab_size()), prompt);
+    std::vector<float> logits(params.num_beams * bs.vocab_size());
+    while (!bs.done()) {
+        run_model_call(model, bs.next_call(), logits);
+        bs.advance(logits);
+        if constexpr (!std::is_same_v<std::remove_cvref_t<OnBest>, detail::no_beam_stream>)
+            if (!detail::call_best(on_best, bs.best())) bs.cancel(stop_reason::callback);
+    }
+    return bs.result();
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/beam_search.hpp
+// ---- begin decodekit/decoding/contrastive.hpp
+/// \file decoding/contrastive.hpp
+/// Contrastive search (Su et al. 2022) over a hidden_state_model: contrastive_stepper, which an
+/// engine drives, and contrastive_search(), which drives it on one model. Per step: candidates =
+/// top-k of p = softmax(logits) (kernels::top_k, ties by lower id); one batched look-ahead call
+/// (candidate i appended to the context, slot = i) returns each candidate's last-layer hidden state
+/// h_i and its next logits; degeneration penalty d_i = max_j cos(h_i, h_j) over every earlier
+/// position j, prompt included (kernels::cosine_similarity); the chosen candidate maximises (1 -
+/// alpha) p_i - alpha d_i, ties to the higher-ranked candidate. Its look-ahead logits and hidden
+/// state are kept, so each step costs exactly one model call after the prompt's. alpha = 0 or k = 1
+/// is greedy (then the look-ahead has one candidate). The first call scores the whole prompt
+/// (logits and hidden states of every prompt position, slot 0). Stop rule, streaming and results:
+/// decoding/contract.hpp (an EOS is not appended; token_event::logprob is log p of the chosen
+/// candidate under softmax(logits), the processed logits when there are processors).
+/// Processors (contrastive_params::processing, decoding/row_processors.hpp: penalties,
+/// no_repeat_ngram, banned tokens / sequences, min_new_tokens, user processors) run on each
+/// step's logits row, with the sequence's history, before the top-k candidates are chosen, as
+/// Hugging Face does (its logits processors, then top-k of the softmax): p above is the processed
+/// distribution, a banned token is never a candidate. min_new_tokens suppresses the EOS ids
+/// (defaulting to eos_ids) and holds stop sequences / stop strings until that many tokens exist.
+
+// ---- begin decodekit/decoding/sequence_output.hpp
+/// \file decoding/sequence_output.hpp
+/// The output side of one sequence, shared by the single-sequence steppers (generation,
+/// contrastive, DoLa, speculative): it appends tokens, applies the stop rule of
+/// decoding/contract.hpp (EOS, stop sequences, stop strings, min_new_tokens, max_new_tokens, the
+/// callback), streams token events with their text, and times the sequence.
+
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// The stop rule of one sequence (a copy of what its strategy's params say).
+struct stop_conditions {
+    std::vector<token_id> eos_ids = {};
+    std::vector<std::vector<token_id>> stop_sequences = {};
+    std::vector<std::string> stop_strings = {};
+    detokenize_fn detokenize = {};    ///< set: text is streamed (and stop strings matched)
+    std::size_t min_new_tokens = 0;   ///< stop sequences / strings before this count are ignored
+    std::size_t max_new_tokens = 64;  ///< the budget (0: the sequence is over before it starts)
+};
+
+/// Tokens, stop rule, streaming and timing of one sequence.
+class sequence_output {
+public:
+    sequence_output() = default;
+    /// `reserve`: tokens reserved up front (callers cap it: min(max_new_tokens, 16384)).
+    sequence_output(stop_conditions c, std::size_t prompt_length, std::size_t reserve)
+        : c_(std::move(c)),
+          matcher_(c_.stop_strings),
+          prompt_length_(prompt_length),
+          t0_(std::chrono::steady_clock::now()) {
+        tokens_.reserve(reserve);
+        if (c_.max_new_tokens == 0) done_ = true;
+    }
+
+    bool done() const noexcept { return done_; }
+    stop_reason reason() const noexcept { return reason_; }
+    std::span<const token_id> tokens() const noexcept { return tokens_; }
+    std::size_t size() const noexcept { return tokens_.size(); }
+    const stop_conditions& conditions() const noexcept { return c_; }
+    /// True when t is one of the EOS ids.
+    bool is_eos(token_id t) const noexcept { return stop_checker(c_.eos_ids).is_eos(t); }
+
+    /// Starts a step: the step's tokens and text begin empty.
+    void begin_step() noexcept {
+        step_first_ = tokens_.size();
+        step_text_.clear();
+        step_stop_.reset();
+    }
+
+    /// Appends `t` (not an EOS id: check is_eos() first), applies the stop rule and streams it.
+    /// Returns true to go on, false when the sequence ended (reason()).
+    template <class OnToken>
+    bool emit(token_id t, float logprob, OnToken& on_token) {
+        if (done_) return false;
+        mark_first_step();
+        tokens_.push_back(t);
+        const std::size_t n = tokens_.size();
+        const bool active = n >= c_.min_new_tokens;
+        std::optional<stop_reason> why;
+        if (active && stop_checker(c_.eos_ids, c_.stop_sequences).ends_with_stop_sequence(tokens_))
+            why = stop_reason::stop_sequence;
+        std::string_view text;
+        bool cut = false;
+        if (c_.detokenize) {
+            const auto r = matcher_.push(c_.detokenize(t), active);
+            text = r.text;
+            cut = r.matched;
+            if (cut && !why) why = stop_reason::stop_string;
+        }
+        if (!why && n >= c_.max_new_tokens) why = stop_reason::max_new_tokens;
+        if (why && !cut && c_.detokenize) text = append_tail(text);
+        step_text_.append(text);
+        const bool go_on = detail::call_stream(on_token, token_event{t, n - 1, logprob, text});
+        if (!why && !go_on) why = stop_reason::callback;
+        if (why) end(*why);
+        return !why;
+    }
+
+    /// Ends the sequence with `why` (eos, no_valid_token, cancelled, ...) without a token; the
+    /// held-back text goes out in one final event (token -1) when there is any. No-op when done.
+    template <class OnToken>
+    void finish(stop_reason why, OnToken& on_token) {
+        if (done_) return;
+        mark_first_step();
+        if (c_.detokenize) {
+            const std::string_view tail = matcher_.flush();
+            if (!tail.empty()) {
+                step_text_.append(tail);
+                detail::call_stream(on_token,
+                                    token_event{-1, tokens_.size(), 0.f, std::string_view(tail)});
+            }
+        }
+        end(why);
+    }
+    /// finish() with no callback.
+    void finish(stop_reason why) {
+        detail::no_stream none;
+        finish(why, none);
+    }
+
+    /// This step's events (status ok).
+    step_events events() const noexcept {
+        return {step_status::ok, std::span<const token_id>(tokens_).subspan(step_first_),
+                std::string_view(step_text_), step_stop_};
+    }
+
+    /// Moves the tokens and fills the reason and the timing / count fields of `r`.
+    void fill(decoding_result& r) const {
+        r.tokens.assign(tokens_.begin(), tokens_.end());
+        r.reason = reason_;
+        fill_stats(r.stats);
+    }
+    /// Prompt / generated counts and times into `s` (rates via s.finish()).
+    void fill_stats(generation_stats& s) const {
+        s.prompt_tokens = prompt_length_;
+        s.generated_tokens = tokens_.size();
+        s.time_to_first_token = ttft_;
+        s.total_time = done_ ? total_ : detail::seconds_since(t0_);
+        s.finish();
+    }
+    double time_to_first_token() const noexcept { return ttft_; }
+    double total_time() const noexcept { return done_ ? total_ : detail::seconds_since(t0_); }
+
+private:
+    void mark_first_step() noexcept {
+        if (first_step_) return;
+        first_step_ = true;
+        ttft_ = detail::seconds_since(t0_);
+    }
+    /// `text` (the last push's release, possibly empty) extended by the held-back tail.
+    std::string_view append_tail(std::string_view text) {
+        const std::string_view tail = matcher_.flush();
+        if (text.empty()) return tail;
+        if (tail.empty()) return text;
+        return std::string_view(text.data(), text.size() + tail.size());  // contiguous
+    }
+    void end(stop_reason why) noexcept {
+        done_ = true;
+        reason_ = why;
+        step_stop_ = why;
+        total_ = detail::seconds_since(t0_);
+    }
+
+    stop_conditions c_;
+    stop_string_matcher matcher_;
+    std::vector<token_id> tokens_;
+    std::size_t prompt_length_ = 0;
+    std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
+    double ttft_ = 0, total_ = 0;
+    bool first_step_ = false;
+    bool done_ = false;
+    stop_reason reason_ = stop_reason::max_new_tokens;
+    std::size_t step_first_ = 0;
+    std::string step_text_;
+    std::optional<stop_reason> step_stop_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/sequence_output.hpp
+// ---- begin decodekit/kernels/similarity.hpp
+/// \file kernels/similarity.hpp
+/// Cosine similarity of one vector against many (contrastive search).
+/// Semantics: kernels/reference.hpp (within 1e-6 absolute). One pass over the query and one
+/// over each row (dot product and squared norm fused); products accumulated with FMA in two
+/// float accumulators per 64-entry block, blocks added in double. No random numbers.
+/// Range: float squares underflow below |x| ~ 1e-19 and overflow above ~ 1.8e19, where the double
+/// reference does not. A vector whose float squared norm falls outside [1e-20, 1e20] (or is not
+/// finite) is therefore redone in double, scalar, exactly as the reference: tiny and huge vectors
+/// get the reference's answer, ordinary ones keep the SIMD path.
+
+
+#include <cmath>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+namespace detail {
+/// True when a squared norm summed from float squares can be trusted: no square of an entry that
+/// matters underflowed, none overflowed (false for 0, which underflow can fake, and NaN).
+inline bool float_norm_safe(double sq) noexcept { return sq >= 1e-20 && sq <= 1e20; }
+/// Dot product and squared norm of `row` in double (the reference's arithmetic).
+inline void dot_norm_double(const float* q, const float* row, std::size_t dim, double& dot,
+                            double& rr) noexcept {
+    dot = 0;
+    rr = 0;
+    for (std::size_t j = 0; j < dim; ++j) {
+        dot += double(q[j]) * row[j];
+        rr += double(row[j]) * row[j];
+    }
+}
+}  // namespace detail
+
+/// Cosine similarity of `query` (length dim) against each of n = out.size() rows stored
+/// row-major with `stride` floats between rows; 0 for a zero-norm row or query. Tiny (|x| down
+/// to the smallest subnormal) and huge (up to FLT_MAX) entries give the reference's value.
+template <class A = simd::default_arch>
+void cosine_similarity(std::span<const float> query, const float* rows, std::size_t stride,
+                       std::span<float> out) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    constexpr std::size_t blk = 64;
+    const std::size_t dim = query.size(), nfull = dim / L * L;
+    const float* q = query.data();
+    double qq = 0;
+    for (std::size_t i = 0; i < nfull;) {
+        const std::size_t e = std::min(nfull, i + blk);
+        B a(0.f);
+        for (; i < e; i += L) {
+            const B v = B::load_unaligned(q + i);
+            a = simd::fma<A>(v, v, a);
+        }
+        qq += double(simd::reduce_add<A>(a));
+    }
+    for (std::size_t i = nfull; i < dim; ++i) qq += double(q[i]) * q[i];
+    // A query outside the float range (0 included: its squares may all have underflowed): every
+    // row in double (the float dot products would be off too).
+    const bool q_double = !detail::float_norm_safe(qq);
+    if (q_double) {
+        qq = 0;
+        for (std::size_t j = 0; j < dim; ++j) qq += double(q[j]) * q[j];
+    }
+    for (std::size_t r = 0; r < out.size(); ++r) {
+        const float* row = rows + r * stride;
+        double dot = 0, rr = 0;
+        if (q_double) {
+            detail::dot_norm_double(q, row, dim, dot, rr);
+            out[r] = (qq > 0 && rr > 0) ? float(dot / std::sqrt(qq * rr)) : 0.f;
+            continue;
+        }
+        for (std::size_t i = 0; i < nfull;) {
+            const std::size_t e = std::min(nfull, i + blk);
+            B d0(0.f), d1(0.f), n0(0.f), n1(0.f);
+            for (; i + 2 * L <= e; i += 2 * L) {
+                const B v0 = B::load_unaligned(row + i), v1 = B::load_unaligned(row + i + L);
+                d0 = simd::fma<A>(B::load_unaligned(q + i), v0, d0);
+                d1 = simd::fma<A>(B::load_unaligned(q + i + L), v1, d1);
+                n0 = simd::fma<A>(v0, v0, n0);
+                n1 = simd::fma<A>(v1, v1, n1);
+            }
+            for (; i < e; i += L) {
+                const B v = B::load_unaligned(row + i);
+                d0 = simd::fma<A>(B::load_unaligned(q + i), v, d0);
+                n0 = simd::fma<A>(v, v, n0);
+            }
+            dot += double(simd::reduce_add<A>(d0 + d1));
+            rr += double(simd::reduce_add<A>(n0 + n1));
+        }
+        for (std::size_t i = nfull; i < dim; ++i) {
+            dot += double(q[i]) * row[i];
+            rr += double(row[i]) * row[i];
+        }
+        if (!detail::float_norm_safe(rr))  // tiny (0 included), huge, inf or NaN row: redo
+            detail::dot_norm_double(q, row, dim, dot, rr);
+        out[r] = (qq > 0 && rr > 0) ? float(dot / std::sqrt(qq * rr)) : 0.f;
+    }
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/similarity.hpp
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Contrastive search configuration.
+struct contrastive_params {
+    std::size_t top_k = 4;               ///< candidates per step, in [1, 1024]
+    float alpha = 0.6f;                  ///< degeneration penalty weight, in [0, 1]
+    std::size_t max_new_tokens = 64;     ///< >= 1
+    std::vector<token_id> eos_ids = {};  ///< generation stops at one of these (not emitted)
+    std::vector<std::vector<token_id>> stop_sequences = {};  ///< each non-empty
+    std::vector<std::string> stop_strings = {};  ///< text stops (decoding/stop_strings.hpp)
+    detokenize_fn detokenize = {};  ///< token -> bytes: streams text, needed by stop_strings
+    /// The processors of the sequence: only the processor fields are read (penalties,
+    /// no_repeat_ngram_size, banned tokens / sequences, logit biases, min_new_tokens, user
+    /// processors; decoding/row_processors.hpp); its eos_ids default to this eos_ids.
+    sampling_params processing = {};
+
+    /// The first invalid field, named with its allowed range; nullopt when valid.
+    std::optional<std::string> check() const {
+        if (auto e = detail::check_row_processing(processing, "contrastive_params")) return e;
+        if (top_k < 1 || top_k > 1024)
+            return detail::range_message("contrastive_params.top_k", "in [1, 1024]", double(top_k));
+        if (!(alpha >= 0.f && alpha <= 1.f))
+            return detail::range_message("contrastive_params.alpha", "in [0, 1]", double(alpha));
+        if (max_new_tokens < 1)
+            return detail::range_message("contrastive_params.max_new_tokens", ">= 1",
+                                         double(max_new_tokens));
+        if (auto e = detail::check_stop_conditions("contrastive_params", eos_ids, stop_sequences))
+            return e;
+        return detail::check_stop_strings("contrastive_params", stop_strings, bool(detokenize));
+    }
+    /// check(), reported through raise().
+    void validate() const { raise_if(check()); }
+};
+
+/// What contrastive search returns (tokens exclude the EOS).
+struct contrastive_result : decoding_result {
+    bool eos = false;             ///< reason == stop_reason::eos
+    bool no_valid_token = false;  ///< reason == stop_reason::no_valid_token
+    std::size_t model_calls = 0;
+    std::size_t model_rows = 0;  ///< logits rows computed (prompt rows + k per step)
+};
+
+/// Workspace and scorer of one contrastive step, sized once for (vocab, hidden, k).
+class contrastive_scorer {
+public:
+    contrastive_scorer(std::size_t vocab_size, std::size_t hidden_size, std::size_t k)
+        : cand_(vocab_size), hidden_(hidden_size), k_(k), probs_(k), sims_() {}
+
+    /// The top-k candidates of `logits` (ids() ranked, ties by lower id) and their probabilities;
+    /// returns how many (0 when no entry is valid).
+    std::size_t candidates_of(std::span<const float> logits) noexcept {
+        const double lse = kernels::logsumexp(logits);
+        if (!(lse > -std::numeric_limits<double>::infinity())) {
+            cand_.clear();
+            return 0;
+        }
+        const std::size_t n = kernels::top_k(logits, k_, tie_policy::exactly_k, cand_);
+        std::size_t n_inf = 0;
+        if (std::isinf(lse))
+            for (float v : logits) n_inf += (v == std::numeric_limits<float>::infinity());
+        for (std::size_t i = 0; i < n; ++i) {
+            const float x = cand_.logits()[i];
+            probs_[i] = std::isinf(lse) ? (std::isinf(x) ? 1.0 / double(n_inf) : 0.0)
+                                        : std::exp(double(x) - lse);
+        }
+        return n;
+    }
+    /// Candidate ids of the last candidates_of() call, ranked.
+    std::span<const token_id> ids() const noexcept { return cand_.ids(); }
+    /// Their probabilities under softmax(logits).
+    std::span<const double> probs() const noexcept { return {probs_.data(), cand_.size()}; }
+
+    /// Index (rank) of the candidate maximising (1 - alpha) p_i - alpha max_j cos(h_i, ctx_j);
+    /// `cand_hidden`: one row of hidden_size per candidate; `context_hidden`: n_ctx rows.
+    /// Ties go to the higher-ranked candidate. With n_ctx == 0 the penalty is 0.
+    std::size_t select(std::span<const float> cand_hidden, std::span<const float> context_hidden,
+                       float alpha) {
+        const std::size_t H = hidden_, n = cand_.size(), n_ctx = H ? context_hidden.size() / H : 0;
+        if (sims_.size() < n_ctx) sims_.resize(std::max(n_ctx, 2 * sims_.size()));
+        std::size_t best = 0;
+        double best_score = -std::numeric_limits<double>::infinity();
+        for (std::size_t i = 0; i < n; ++i) {
+            double pen = 0;
+            if (n_ctx > 0 && alpha > 0) {
+                std::span<float> s(sims_.data(), n_ctx);
+                kernels::cosine_similarity(cand_hidden.subspan(i * H, H), context_hidden.data(), H,
+                                           s);
+                pen = *std::max_element(s.begin(), s.end());
+            }
+            const double score = (1.0 - double(alpha)) * probs_[i] - double(alpha) * pen;
+            if (score > best_score) {
+                best_score = score;
+                best = i;
+            }
+        }
+        return best;
+    }
+
+private:
+    candidates cand_;
+    std::size_t hidden_, k_;
+    std::vector<double> probs_;
+    std::vector<float> sims_;
+};
+
+/// Contrastive search of one sequence, driven step by step: next_call() is a logits_and_hidden
+/// call (first the whole prompt, then the k look-ahead sequences, slot = candidate rank);
+/// advance() consumes its rows, picks the token and applies the stop rule.
+class contrastive_stepper {
+public:
+    /// \pre params valid, !prompt.empty(), vocab_size >= 1 (each rejected with a message)
+    contrastive_stepper(const contrastive_params& params, std::size_t vocab_size,
+                        std::size_t hidden_size, std::span<const token_id> prompt)
+        : alpha_(checked(params, vocab_size, prompt).alpha),
+          V_(vocab_size),
+          H_(hidden_size),
+          k_(params.alpha == 0.f ? 1 : std::min(params.top_k, vocab_size)),
+          scorer_(V_, H_, k_) {
+        const std::size_t reserve = std::min<std::size_t>(params.max_new_tokens, 16384);
+        seq_.assign(prompt.begin(), prompt.end());
+        seq_.reserve(prompt.size() + reserve);
+        ctx_hidden_.reserve((prompt.size() + reserve) * H_);
+        logits_.resize(V_);
+        cand_seq_.resize(k_);
+        for (auto& c : cand_seq_) c.reserve(prompt.size() + reserve);
+        req_.resize(k_);
+        procs_ = detail::row_processors(params.processing, params.eos_ids);
+        prompt_length_ = prompt.size();
+        out_ = sequence_output(stop_conditions{.eos_ids = params.eos_ids,
+                                               .stop_sequences = params.stop_sequences,
+                                               .stop_strings = params.stop_strings,
+                                               .detokenize = params.detokenize,
+                                               .min_new_tokens = params.processing.min_new_tokens,
+                                               .max_new_tokens = params.max_new_tokens},
+                               prompt.size(), reserve);
+        req_[0] = {seq_, seq_.size(), 0};
+        n_ = 1;
+    }
+    contrastive_stepper(const contrastive_stepper&) = delete;
+    contrastive_stepper& operator=(const contrastive_stepper&) = delete;
+    contrastive_stepper(contrastive_stepper&&) = default;
+    contrastive_stepper& operator=(contrastive_stepper&&) = default;
+
+    /// logits_and_hidden of the prompt (first call) or of the look-ahead sequences.
+    model_call next_call() const noexcept {
+        if (done()) return {};
+        return {.kind = call_kind::logits_and_hidden,
+                .requests = std::span<const sequence_request>(req_.data(), n_)};
+    }
+    std::span<const sequence_request> requests() const noexcept { return next_call().requests; }
+    bool done() const noexcept { return out_.done(); }
+    std::size_t vocab_size() const noexcept { return V_; }
+    std::size_t hidden_size() const noexcept { return H_; }
+
+    /// Consumes next_call()'s rows: logits (positions x vocab_size) and hidden states
+    /// (positions x hidden_size).
+    /// \return status bad_input (nothing consumed) when either span is short
+    template <class OnToken = detail::no_stream>
+    requires token_callback<OnToken> step_events advance(std::span<const float> logits,
+                                                         std::span<const float> hidden,
+                                                         OnToken&& on_token = {}) {
+        if (done()) return {.status = step_status::finished};
+        const std::size_t rows = next_call().positions();
+        if (logits.size() / V_ < rows || (H_ > 0 && hidden.size() / H_ < rows))
+            return {.status = step_status::bad_input};
+        out_.begin_step();
+        ++calls_;
+        rows_ += rows;
+        if (prompt_phase_) {
+            prompt_phase_ = false;
+            ctx_hidden_.assign(hidden.begin(), hidden.begin() + std::ptrdiff_t(rows * H_));
+            std::copy_n(logits.begin() + std::ptrdiff_t((rows - 1) * V_), V_, logits_.begin());
+        } else {
+            const std::size_t best = scorer_.select(hidden.first(n_ * H_), ctx_hidden_, alpha_);
+            const token_id t = scorer_.ids()[best];
+            const float lp = float(std::log(scorer_.probs()[best]));
+            if (out_.is_eos(t)) {
+                out_.finish(stop_reason::eos, on_token);
+                return out_.events();
+            }
+            seq_.push_back(t);
+            ctx_hidden_.insert(ctx_hidden_.end(), hidden.begin() + std::ptrdiff_t(best * H_),
+                               hidden.begin() + std::ptrdiff_t((best + 1) * H_));
+            std::copy_n(logits.begin() + std::ptrdiff_t(best * V_), V_, logits_.begin());
+            if (!out_.emit(t, lp, on_token)) return out_.events();
+        }
+        prepare(on_token);
+        return out_.events();
+    }
+
+    /// Ends the sequence now with stop_reason::cancelled (the held-back text is in the events).
+    step_events cancel() {
+        if (done()) return {.status = step_status::finished};
+        out_.begin_step();
+        out_.finish(stop_reason::cancelled);
+        return out_.events();
+    }
+
+    /// The output so far (everything once done()).
+    contrastive_result result() const {
+        contrastive_result r;
+        out_.fill(r);
+        r.eos = r.reason == stop_reason::eos;
+        r.no_valid_token = r.reason == stop_reason::no_valid_token;
+        r.model_calls = r.stats.model_calls = calls_;
+        r.model_rows = r.stats.model_rows = rows_;
+        r.stats.finish();
+        return r;
+    }
+
+private:
+    static const contrastive_params& checked(const contrastive_params& p, std::size_t V,
+                                             std::span<const token_id> prompt) {
+        p.validate();
+        if (prompt.empty()) raise("contrastive_search: prompt must not be empty (add a BOS token)");
+        if (V == 0) raise("contrastive_search: vocab_size must be >= 1");
+        return p;
+    }
+    /// The next step's candidates and look-ahead requests (or no_valid_token).
+    template <class OnToken>
+    void prepare(OnToken& on_token) {
+        if (procs_.active())
+            procs_.apply(logits_, sample_context{.step = out_.size(),
+                                                 .history = seq_,
+                                                 .prompt_length = prompt_length_});
+        n_ = scorer_.candidates_of(logits_);
+        if (n_ == 0) {
+            out_.finish(stop_reason::no_valid_token, on_token);
+            return;
+        }
+        for (std::size_t i = 0; i < n_; ++i) {
+            cand_seq_[i].assign(seq_.begin(), seq_.end());
+            cand_seq_[i].push_back(scorer_.ids()[i]);
+            req_[i] = {cand_seq_[i], 1, std::uint32_t(i)};
+        }
+    }
+
+    float alpha_;
+    std::size_t V_, H_, k_;
+    contrastive_scorer scorer_;
+    std::vector<token_id> seq_;
+    std::vector<float> ctx_hidden_, logits_;
+    std::vector<std::vector<token_id>> cand_seq_;
+    std::vector<sequence_request> req_;
+    std::size_t n_ = 0;  // live requests
+    bool prompt_phase_ = true;
+    processor_pipeline procs_;  // the sequence's processors (inactive: none)
+    std::size_t prompt_length_ = 0;
+    sequence_output out_;
+    std::size_t calls_ = 0, rows_ = 0;
+};
+
+/// Runs contrastive search on `model` from `prompt` (needs the hidden_state_model capability),
+/// streaming through `on_token` (contract.hpp). A loop over contrastive_stepper.
+/// \pre !prompt.empty() (rejected with a message otherwise)
+template <hidden_state_model M, token_callback OnToken = detail::no_stream>
+contrastive_result contrastive_search(M& model, std::span<const token_id> prompt,
+                                      const contrastive_params& params, OnToken&& on_token = {}) {
+    contrastive_stepper st(params, std::size_t(model.vocab_size()),
+                           std::size_t(model.hidden_size()), prompt);
+    const std::size_t rows = std::max(prompt.size(), std::min(params.top_k, st.vocab_size()));
+    std::vector<float> logits(rows * st.vocab_size()), hidden(rows * st.hidden_size());
+    while (!st.done()) {
+        run_model_call(model, st.next_call(), logits, hidden);
+        st.advance(logits, hidden, on_token);
+    }
+    return st.result();
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/contrastive.hpp
+// ---- begin decodekit/decoding/dola.hpp
+/// \file decoding/dola.hpp
+/// DoLa, decoding by contrasting layers (Chuang et al. 2024), over a layer_logits_model:
+/// dola_stepper, which an engine drives, and dola_decode(), which drives it on one model.
+/// Per step, one layer_logits call (slot 0) reads the final layer N
+/// and the candidate premature layers J at the last position; with q_l = softmax(layer l):
+///   M = argmax_{j in J} JSD(q_N || q_j)              (first in J on ties)
+///   V_head = {x : q_N(x) >= relative_top * max q_N}   (adaptive plausibility constraint)
+///   score(x) = log q_N(x) - log q_M(x) on V_head, -inf elsewhere
+/// then the repetition penalty (CTRL, over prompt + generated; 1.2 is the paper's
+/// recommendation) and the draw of `sampling` (greedy by default, or any sampler setting).
+/// Candidate layers: "low" = range(start, N/2, 2) if N <= 40 else range(start, 20, 2);
+/// "high" = range(N/2, N, 2) if N <= 40 else range(N - 20, N, 2); start = 2 when the embeddings
+/// are tied and N > 2 (1 when N == 2), else 0 (Hugging Face's rule); or an explicit list of
+/// layers in [0, N). Layer 0 is the embedding output.
+/// Parity switch: divergence::hf_mixture_kl uses Hugging Face's quantity
+/// 0.5 [KL(m || q_N) + KL(m || q_j)] instead of the JSD (it can pick another layer). HF's other
+/// quirks are backend matters (its early-layer logits skip the final norm) or change nothing here
+/// (filtered premature log-probs set to -1e-3 still give -inf scores).
+/// Stop rule, streaming and results: decoding/contract.hpp (an EOS is not appended; the
+/// sampler's min_new_tokens suppresses the EOS ids, which default to dola_params::eos_ids, and
+/// holds stop sequences and stop strings). Randomness: the draw of step i uses
+/// rng_key{sampling.seed, dola_params::sequence, i}.
+
+// ---- begin decodekit/sampling/sampler.hpp
+/// \file sampling/sampler.hpp
+/// decodekit::sampler: configured once (sampling_params + vocabulary size), applied to a logits
+/// row per token. It never writes the caller's logits: when a processor is active the row is
+/// copied into the workspace first (or only the entries processors touch are patched).
+///
+/// Pipeline: processors (processing.hpp) -> the truncation steps in the order of params.order
+/// (one file each under steps/, registered in steps.hpp; they narrow a working_set) -> the draw
+/// (draw.hpp) -> the logprob extras (logprobs.hpp). Greedy (temperature 0) is one argmax of the
+/// processed row: no step, no draw.
+///
+/// Cost per call (V = vocabulary size, k = survivors of the first truncation):
+///   greedy                      one argmax pass (no copy, no softmax)
+///   first step top-k / min-p    one or two read passes, then O(k log k) on the survivors
+///   first step top-p            one max+exp pass (the normaliser) + one threshold pass
+///   no truncation (temperature) one max+exp pass in blocks of 2048, then one block's softmax
+///   raw logprobs (opt-in)       + one max+exp pass, unless the draw already had the normaliser
+///   processors                  sparse ones (all but allowed_tokens) patch a few entries with
+///                               no row copy when the first step is greedy/top-k/min-p; else
+///                               one copy of the row into the workspace
+///   the other steps             see their files under sampling/steps/
+///
+/// Randomness: a draw depends only on (seed, sequence, step, logits, params): its uniform comes
+/// from make_stream({seed, sequence, step}, rng_purpose::sample) (uniform(): 2 words; with
+/// logprobs.chosen off, a full-row draw uses kernels::draw_temperature instead: 5 words per
+/// proposal, a variable number of proposals), XTC's coin from rng_purpose::filter
+/// (uniform_float(): 1 word). Never on batch position or thread.
+///
+/// Special values (kernels/reference.hpp): NaN and -inf entries have probability 0 and are never
+/// drawn; if an entry is +inf the distribution is uniform over the +inf entries; a row with no
+/// valid entry (empty, all -inf/NaN, or everything banned) gives token -1 with
+/// status no_valid_token; a row whose size is not vocab_size() gives status bad_input.
+///
+/// Processors take the history from the caller (sample_context::history = prompt + generated
+/// so far, caller-owned). The sampler's state is mirostat's mu and the step counter of
+/// sample(logits): state() / restore() (speculative rollback).
+///
+/// Memory: a sampler holds its params, its state and the storage of what it returns (top-n and
+/// requested logprobs): O(params). Calls work in a shared sampling_workspace (the thread's, or
+/// one passed in; see workspace.hpp), so distribution() views live until the next call on that
+/// workspace, while sample_result's spans are the sampler's own.
+///
+/// Thread safety: a sampler serves one call at a time (a second concurrent call gets
+/// sample_status::concurrent_use); distinct samplers are independent. batch.hpp runs one sampler
+/// per row.
+
+// ---- begin decodekit/sampling/constrained.hpp
+/// \file sampling/constrained.hpp
+/// How a sampler applies a callback constraint (sampling/constraint.hpp) exactly, querying it
+/// only where the law of the pipeline on the masked row depends on it. Proof sketches, with
+/// M(x) the row with every disallowed entry at -inf:
+///   - greedy: argmax M(x) is the first allowed entry of x in descending order (ties by id), so
+///     the walk down x's order stops at the first allowed entry it meets.
+///   - top-k first: the k largest of M(x) are the first k allowed entries of x's order (with
+///     keep_ties, also the allowed entries tied with the k-th); the later steps then see exactly
+///     top_k(M(x)).
+///   - min-p first: max M(x) is the first allowed entry m_a of x's order; min-p keeps
+///     {i : M(x)_i >= thr(m_a)} = the allowed entries of {i : x_i >= thr(m_a)}, so only the
+///     entries above the threshold are queried (the min_keep fallback walks on, as top-k).
+///   - temperature only, no logprob asked: draw t from softmax(x / T); if t is allowed it is the
+///     result, else draw again from softmax(M(x) / T) with an independent stream. For an
+///     allowed t, P(t) = q(t) + (1 - Q) q(t) / Q = q(t) / Q (q the unconstrained law, Q the
+///     allowed mass): exactly the masked law. (The chosen logprob would need Q, hence every
+///     query: with logprobs.chosen on, the full mask is built.)
+///   - any other pipeline: the full mask (every valid entry queried once), then the pipeline on
+///     M(x).
+/// Walks read x's order in growing prefixes from kernels::top_k (8, 64, 512, ... entries), so a
+/// walk costs a few read passes plus O(entries walked).
+
+// ---- begin decodekit/sampling/working_set.hpp
+/// \file sampling/working_set.hpp
+/// The named working set that a sampler's steps read and narrow, one call at a time.
+///
+/// It starts as every valid entry of the row (full(): nothing materialised, no pass made). A step
+/// that narrows it materialises the kept entries as candidates (ids + logits in
+/// sampling_workspace::cand), in id order (id_ordered()), ordered (logit descending, ties by
+/// ascending id: ordered()) or neither. Temperature is a scale carried along (temperature()),
+/// applied where weights are computed. Entries with a NaN or -inf logit are never in the set.
+///
+/// Weights: weights()[i] = exp((x_i - m) / temperature()) for the kept entries (m the kept
+/// maximum), float, aligned with kept(). A kernel that computed them while selecting hands them
+/// over (set_weights()); otherwise ensure_weights() computes them in one SIMD pass. They follow
+/// keep_if() / keep_first(); reordering or a new temperature recomputes them when next needed.
+/// The draw (draw.hpp) uses them in id order: no sort of the kept set.
+///
+/// Overlay: when the sampler's processors are sparse it does not copy the row; row() is then the
+/// caller's row and the processed entries are patches (the entries the processors changed).
+/// Steps that run first on a full set must honour them: the built-in first steps that can
+/// (top-k, min-p, greedy) use overlay_top_k() / merge_patches(); any other step starting on an
+/// overlaid full set calls materialise() first, which merges them. After the first narrowing the
+/// overlay is gone.
+
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+inline constexpr float f_inf = std::numeric_limits<float>::infinity();
+
+/// exp((x - m)/t) with the special-value rules (m = +inf: 1 for +inf entries, else 0).
+inline double cand_weight(float x, float m, float t) noexcept {
+    if (!(x > -f_inf)) return 0.0;  // NaN, -inf
+    if (m == f_inf) return x == f_inf ? 1.0 : 0.0;
+    return std::exp((double(x) - double(m)) / double(t));
+}
+}  // namespace detail
+
+/// The working set of one sampling call (see the file comment).
+class working_set {
+public:
+    /// A full set over `row` (with `n_patches` patches in ws.patches when overlaid).
+    working_set(std::span<const float> row, sampling_workspace& ws, std::size_t n_patches = 0,
+                bool overlay = false) noexcept
+        : row_(row), ws_(ws), n_patches_(n_patches), overlay_(overlay) {}
+    working_set(const working_set&) = delete;
+    working_set& operator=(const working_set&) = delete;
+    /// Leaves the workspace's patch marks all zero (its invariant between calls).
+    ~working_set() { clear_patch_marks(); }
+
+    // ---- what it is ----
+    /// The row the set refers to.
+    std::span<const float> row() const noexcept { return row_; }
+    /// Replaces the row the (full) set refers to (XTC: the row minus its head).
+    void set_row(std::span<const float> r) noexcept { row_ = r; }
+    std::size_t vocab_size() const noexcept { return row_.size(); }
+    /// True while the set is every valid entry of row() (nothing materialised).
+    bool full() const noexcept { return full_; }
+    /// The kept entries. \pre !full()
+    candidates& kept() noexcept { return ws_.cand; }
+    const candidates& kept() const noexcept { return ws_.cand; }
+    /// True when kept() is sorted by logit descending, ties by ascending id.
+    bool ordered() const noexcept { return order_ == by_logit; }
+    /// True when kept() is in ascending id order.
+    bool id_ordered() const noexcept { return order_ == by_id; }
+    /// The temperature scale the set is at (1 until a temperature step).
+    float temperature() const noexcept { return t_; }
+    void set_temperature(float t) noexcept { t_ = t; }
+    /// True while the full set is the caller's row plus patches (see the file comment).
+    bool overlaid() const noexcept { return overlay_; }
+    /// The workspace the set lives in.
+    sampling_workspace& workspace() noexcept { return ws_; }
+
+    // ---- narrowing ----
+    /// Materialises every valid entry (id order) when full (merging the overlay). O(V).
+    void materialise() noexcept {
+        if (!full_) return;
+        if (overlay_) {
+            kernels::filter_at_least(row_, -detail::f_inf, ws_.cand);
+            merge_patches(-detail::f_inf);
+            clear_patch_marks();
+        } else {
+            kernels::filter_at_least(row_, -detail::f_inf, ws_.cand);
+        }
+        full_ = false;
+        order_ = by_id;
+        weights_ok_ = false;
+    }
+    /// Materialises when the set is full and overlaid: for steps that read row() directly.
+    void materialise_if_overlaid() noexcept {
+        if (full_ && overlay_) materialise();
+    }
+    /// Makes the set every valid entry of row() again (a step that looked at candidates but
+    /// narrowed nothing, e.g. XTC's head).
+    void set_full() noexcept {
+        full_ = true;
+        order_ = by_id;
+        weights_ok_ = false;
+    }
+    /// The set is what kept() holds now (built by the overlay helpers), in whatever order they
+    /// left it.
+    void set_narrowed() noexcept { full_ = false; }
+    /// Sets the kept entries a kernel wrote into kept(): ordered (logit descending) or in id order.
+    void set_kept(bool is_ordered) noexcept {
+        full_ = false;
+        order_ = is_ordered ? by_logit : by_id;
+        weights_ok_ = false;
+    }
+    /// Sorts the kept entries by logit descending, ties by ascending id. \pre !full()
+    void order() noexcept {
+        if (order_ == by_logit) return;
+        sort_kept(detail::scored_before);
+        order_ = by_logit;
+    }
+    /// Sorts the kept entries by ascending id (the draw's order). \pre !full()
+    void order_by_id() noexcept {
+        if (order_ == by_id) return;
+        sort_kept([](const detail::scored& a, const detail::scored& b) { return a.id < b.id; });
+        order_ = by_id;
+    }
+    /// Writes ws.sorted[0, n) back into the kept arrays, in `is_ordered` order (logit descending)
+    /// or neither; the weights are recomputed when next needed.
+    void write_back(std::size_t n, bool is_ordered = true) noexcept {
+        token_id* ids = ws_.cand.id_storage();
+        float* lg = ws_.cand.logit_storage();
+        for (std::size_t i = 0; i < n; ++i) {
+            ids[i] = ws_.sorted[i].id;
+            lg[i] = ws_.sorted[i].logit;
+        }
+        ws_.cand.resize(n);
+        order_ = is_ordered ? by_logit : unordered;
+        weights_ok_ = false;
+    }
+    /// Keeps the entries i with keep(i), preserving their order (and their weights). \pre !full()
+    template <class Keep>
+    void keep_if(Keep&& keep) noexcept {
+        token_id* ids = ws_.cand.id_storage();
+        float* lg = ws_.cand.logit_storage();
+        float* w = ws_.weights.data();
+        std::size_t j = 0;
+        for (std::size_t i = 0; i < ws_.cand.size(); ++i)
+            if (keep(i)) {
+                ids[j] = ids[i];
+                lg[j] = lg[i];
+                w[j] = w[i];
+                ++j;
+            }
+        ws_.cand.resize(j);
+        sum_ok_ = false;
+    }
+    /// Keeps the first n entries (the n best when ordered()). \pre !full()
+    void keep_first(std::size_t n) noexcept {
+        ws_.cand.resize(std::min(n, ws_.cand.size()));
+        sum_ok_ = false;
+    }
+
+    // ---- weights ----
+    /// Largest kept logit (-inf when empty). \pre !full()
+    float kept_max() const noexcept {
+        if (ws_.cand.empty()) return -detail::f_inf;
+        if (order_ == by_logit) return ws_.cand.logits()[0];
+        float m = -detail::f_inf;
+        for (float v : ws_.cand.logits()) m = v > m ? v : m;
+        return m;
+    }
+    /// weights()[i] = exp((x_i - max)/temperature()) over the kept entries; returns their sum
+    /// (in double). \pre !full()
+    double fill_weights() noexcept {
+        const float m = kept_max();
+        double s = 0;
+        const float* lg = ws_.cand.logit_storage();
+        for (std::size_t i = 0; i < ws_.cand.size(); ++i) {
+            ws_.weights[i] = float(detail::cand_weight(lg[i], m, t_));
+            s += double(ws_.weights[i]);
+        }
+        note_weights(s);
+        return s;
+    }
+    /// The weights (see the file comment) computed if needed: one SIMD exp pass over the kept
+    /// logits; returns their sum (in double; 0 when no entry has weight). \pre !full()
+    double ensure_weights() noexcept {
+        if (weights_ok_ && weights_t_ == t_) {
+            if (!sum_ok_) {
+                double s = 0;
+                for (float v : weights()) s += double(v);
+                note_weights(s);
+            }
+            return sum_;
+        }
+        const auto st = kernels::exp_weights(ws_.cand.logits(), t_,
+                                             std::span<float>(ws_.weights.data(), ws_.cand.size()));
+        note_weights(st.sum);
+        return sum_;
+    }
+    /// A kernel wrote the kept entries' weights at temperature() (any common reference for the
+    /// exponent) into weights(); `sum` is their sum.
+    void set_weights(double sum) noexcept { note_weights(sum); }
+    /// The kept entries' weights (valid after ensure_weights(), fill_weights() or set_weights()).
+    std::span<float> weights() noexcept { return {ws_.weights.data(), ws_.cand.size()}; }
+    /// Keeps the entries with weight >= w_thr, at least min(min_keep, size) (the most probable).
+    /// \pre ordered(), weights filled
+    void keep_weight_at_least(double w_thr, std::size_t min_keep) noexcept {
+        std::size_t n = 0;
+        while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
+        keep_first(std::max(n, std::min(min_keep, ws_.cand.size())));
+    }
+    /// Keeps the leading entries with weight >= w_thr, at least one. \pre ordered(), weights
+    void keep_weight_from_top(double w_thr) noexcept {
+        std::size_t n = 0;
+        while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
+        keep_first(std::max<std::size_t>(n, 1));
+    }
+    /// Number of valid (not NaN, not -inf) entries of the row. O(V).
+    std::size_t valid_count() const noexcept {
+        std::size_t n = 0;
+        for (float v : row_) n += v > -detail::f_inf;
+        return n;
+    }
+
+    // ---- the overlay (built-in first steps) ----
+    /// True when id t is patched. \pre overlaid()
+    bool patched(token_id t) const noexcept { return ws_.mark[std::size_t(t)] == 2; }
+    /// Drops the patched ids from kept() and appends the patches with value >= thr (valid only).
+    void merge_patches(float thr) noexcept {
+        token_id* ids = ws_.cand.id_storage();
+        float* lg = ws_.cand.logit_storage();
+        std::size_t j = 0;
+        for (std::size_t i = 0; i < ws_.cand.size(); ++i)
+            if (!patched(ids[i])) {
+                ids[j] = ids[i];
+                lg[j] = lg[i];
+                ++j;
+            }
+        for (std::size_t i = 0; i < n_patches_; ++i) {
+            const float v = ws_.patches[i].logit;
+            if (v > -detail::f_inf && v >= thr) {
+                ids[j] = ws_.patches[i].id;
+                lg[j] = v;
+                ++j;
+            }
+        }
+        ws_.cand.resize(j);
+        order_ = unordered;
+        weights_ok_ = false;
+    }
+    /// The k best of the patched row (tie policy `ties`) into kept(), ordered. \pre overlaid()
+    void overlay_top_k(std::size_t k, tie_policy ties) noexcept {
+        kernels::top_k(row_, std::min(row_.size(), k + n_patches_), ties, ws_.cand);
+        merge_patches(-detail::f_inf);
+        order();
+        if (k < ws_.cand.size()) {
+            std::size_t n = k;
+            if (ties == tie_policy::keep_ties)
+                while (n < ws_.cand.size() && ws_.cand.logits()[n] == ws_.cand.logits()[k - 1]) ++n;
+            ws_.cand.resize(n);
+        }
+    }
+    /// Clears the patch marks and ends the overlay (the set no longer reads the caller's row
+    /// through patches).
+    void clear_patch_marks() noexcept {
+        if (!overlay_) return;
+        for (std::size_t i = 0; i < n_patches_; ++i) ws_.mark[std::size_t(ws_.patches[i].id)] = 0;
+        overlay_ = false;
+    }
+
+private:
+    enum order_kind : std::uint8_t { by_id, by_logit, unordered };
+
+    template <class Before>
+    void sort_kept(Before&& before) noexcept {
+        const std::size_t n = ws_.cand.size();
+        const token_id* ids = ws_.cand.id_storage();
+        const float* lg = ws_.cand.logit_storage();
+        for (std::size_t i = 0; i < n; ++i) ws_.sorted[i] = {lg[i], ids[i]};
+        std::sort(ws_.sorted.begin(), ws_.sorted.begin() + std::ptrdiff_t(n), before);
+        write_back(n);
+    }
+    void note_weights(double sum) noexcept {
+        weights_ok_ = true;
+        sum_ok_ = true;
+        weights_t_ = t_;
+        sum_ = sum;
+    }
+
+    std::span<const float> row_;
+    sampling_workspace& ws_;
+    std::size_t n_patches_ = 0;
+    bool overlay_ = false;
+    bool full_ = true;
+    order_kind order_ = by_id;
+    float t_ = 1.f;
+    bool weights_ok_ = false, sum_ok_ = false;
+    float weights_t_ = 1.f;
+    double sum_ = 0;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/working_set.hpp
+
+#include <algorithm>
+#include <cstddef>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace detail {
+
+/// One call's queries of a constraint (counted).
+struct constraint_queries {
+    const any_constraint& constraint;
+    const processor_context& context;
+    std::size_t count = 0;
+
+    bool operator()(token_id t) {
+        ++count;
+        return constraint.allowed(t, context);
+    }
+};
+
+/// The `need` first allowed entries of the row's descending order (logit descending, ties by
+/// id), plus with keep_ties the allowed entries tied with the need-th, written to w.kept()
+/// (ordered). Returns how many (fewer when the row has fewer allowed entries). \pre w.full(),
+/// not overlaid
+inline std::size_t walk_allowed(working_set& w, std::size_t need, tie_policy ties,
+                                constraint_queries& q) noexcept {
+    const std::span<const float> x = w.row();
+    sampling_workspace& ws = w.workspace();
+    candidates& list = ws.raw_top();
+    std::size_t found = 0, walked = 0;
+    float last = 0.f;
+    bool done = need == 0;
+    for (std::size_t k = std::min<std::size_t>(x.size(), std::max<std::size_t>(8, 2 * need)); !done;
+         k = std::min(x.size(), k * 8)) {
+        kernels::top_k(x, k, tie_policy::exactly_k, list);  // prefix-stable as k grows
+        for (; walked < list.size(); ++walked) {
+            const token_id t = list.ids()[walked];
+            const float v = list.logits()[walked];
+            if (found >= need && !(ties == tie_policy::keep_ties && v == last)) {
+                done = true;
+                break;
+            }
+            if (!q(t)) continue;
+            ws.sorted[found++] = {v, t};
+            last = v;
+        }
+        if (list.size() < k || k == x.size()) break;  // every valid entry walked
+    }
+    w.write_back(found, true);
+    w.set_narrowed();
+    return found;
+}
+
+/// Writes the full mask into `row` (a writable copy of the set's row): every valid entry the
+/// constraint does not allow becomes -inf. Returns the number of allowed valid entries; `valid`
+/// receives the number of valid entries.
+inline std::size_t mask_row(std::span<float> row, constraint_queries& q,
+                            std::size_t& valid) noexcept {
+    std::size_t allowed = 0;
+    valid = 0;
+    for (std::size_t i = 0; i < row.size(); ++i) {
+        if (!(row[i] > -std::numeric_limits<float>::infinity())) continue;  // NaN, -inf
+        ++valid;
+        if (q(token_id(i)))
+            ++allowed;
+        else
+            row[i] = -std::numeric_limits<float>::infinity();
+    }
+    return allowed;
+}
+
+}  // namespace detail
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/constrained.hpp
+// ---- begin decodekit/sampling/draw.hpp
+/// \file sampling/draw.hpp
+/// The draw at the end of a sampler's pipeline, over whatever the working set holds:
+///   - a narrowed set: one inverse-CDF draw over the kept entries' weights in ascending id order
+///     (one read pass of the set when the selecting step left it in id order with its weights;
+///     no sort by probability);
+///   - the full row with logprobs.chosen on (or extras requested): per-block (max, exp-sum) over
+///     blocks of 2048 entries, a block by inverse CDF over the block masses, then the token inside
+///     it from that block's softmax: one max+exp pass in all (the exp floor);
+///   - the full row with no logprob wanted: kernels::draw_temperature (block-max envelope
+///     rejection, no exponential per entry).
+/// Randomness: one uniform() (2 words) of the call's rng_purpose::sample stream, or
+/// draw_temperature's proposals (5 words each).
+
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// A token drawn from a working set.
+struct set_draw {
+    token_id token = -1;  ///< -1: the set has no valid entry
+    double logprob = 0;   ///< log probability under the set's distribution (NaN: not computed)
+    double prob = 0;      ///< that probability (mirostat's surprise)
+    double row_lse = 0;   ///< log sum exp(x / t) of the full row when row_lse_known
+    bool row_lse_known = false;
+};
+
+namespace detail {
+/// Draw over the whole row at temperature t with the uniform u: per-block (max, exp-sum), a block
+/// by inverse CDF over the block masses, then the token from the block's softmax.
+inline set_draw draw_full_row(std::span<const float> x, float t, double u,
+                              sampling_workspace& ws) noexcept {
+    set_draw d;
+    constexpr std::size_t block = sampling_workspace::draw_block;
+    const std::size_t n = x.size();
+    const std::size_t nb = (n + block - 1) / block;
+    float m = -f_inf;
+    for (std::size_t b = 0; b < nb; ++b) {
+        const std::size_t lo = b * block, len = std::min(block, n - lo);
+        const auto st = kernels::exp_sum(x.subspan(lo, len), t);
+        ws.bmax[b] = st.max;
+        ws.bsum[b] = st.sum;
+        m = st.max > m ? st.max : m;
+    }
+    if (!(m > -f_inf)) return d;
+    double s = 0;
+    for (std::size_t b = 0; b < nb; ++b) {
+        double w;
+        if (m == f_inf)
+            w = ws.bmax[b] == f_inf ? ws.bsum[b] : 0.0;
+        else
+            w = ws.bsum[b] > 0 ? ws.bsum[b] * std::exp((double(ws.bmax[b]) - double(m)) / double(t))
+                               : 0.0;
+        ws.bsum[b] = w;  // now the block's mass relative to the global max
+        s += w;
+    }
+    if (!(s > 0)) return d;
+    const double target = u * s;
+    double run = 0;
+    std::size_t pick = npos;
+    double before = 0;
+    for (std::size_t b = 0; b < nb; ++b) {
+        if (!(ws.bsum[b] > 0)) continue;
+        before = run;
+        run += ws.bsum[b];
+        pick = b;
+        if (run > target) break;
+    }
+    const std::size_t lo = pick * block, len = std::min(block, n - lo);
+    double u2 = (target - before) / ws.bsum[pick];
+    u2 = std::clamp(u2, 0.0, std::nextafter(1.0, 0.0));
+    kernels::softmax(x.subspan(lo, len), std::span<float>(ws.block_buf.data(), len), t);
+    const std::size_t i =
+        kernels::draw_inverse_cdf(std::span<const float>(ws.block_buf.data(), len), u2);
+    if (i == npos) return d;
+    const std::size_t tok = lo + i;
+    const double w = cand_weight(x[tok], m, t);
+    d.token = token_id(tok);
+    d.logprob = std::log(w) - std::log(s);
+    d.prob = w / s;
+    if (m != f_inf) {
+        d.row_lse = double(m) / double(t) + std::log(s);
+        d.row_lse_known = true;
+    }
+    return d;
+}
+}  // namespace detail
+
+/// Draws from the working set with the call's sample stream (see the file comment); `exact`:
+/// a logprob is wanted (else a full set uses the envelope draw and logprob is NaN).
+inline set_draw draw_from(working_set& w, rng_stream& rng, bool exact) noexcept {
+    if (w.full() && !exact) {
+        set_draw d;
+        const std::size_t i = kernels::draw_temperature(w.row(), w.temperature(), rng);
+        if (i != npos) d.token = token_id(i);
+        d.logprob = std::numeric_limits<double>::quiet_NaN();
+        return d;
+    }
+    const double u = rng.uniform();
+    if (w.full()) return detail::draw_full_row(w.row(), w.temperature(), u, w.workspace());
+    set_draw d;
+    if (w.kept().empty()) return d;
+    w.order_by_id();
+    const double s = w.ensure_weights();
+    if (!(s > 0)) return d;
+    const std::span<const float> wt = w.weights();
+    const std::size_t pick = kernels::draw_inverse_cdf(wt, u);
+    if (pick == npos) return d;
+    d.token = w.kept().ids()[pick];
+    d.logprob = std::log(double(wt[pick])) - std::log(s);
+    d.prob = double(wt[pick]) / s;
+    return d;
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/draw.hpp
+// ---- begin decodekit/sampling/logprobs.hpp
+/// \file sampling/logprobs.hpp
+/// The logprob extras of a sample() call (logprobs_request): the raw logprob of the drawn token,
+/// its rank, the top-n alternatives and the logprobs of requested ids, raw (log-softmax of the
+/// caller's logits; one max+exp pass for the normaliser unless the draw had it) or processed
+/// (the final distribution the token was drawn from; -inf outside it).
+
+
+#include <cmath>
+#include <cstddef>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// A sampler's storage for the extras it returns (its own: sized by its params, O(top_n + ids)).
+struct logprob_storage {
+    std::vector<token_logprob> top, requested;
+
+    explicit logprob_storage(const logprobs_request& lr = {}, std::size_t vocab_size = 0)
+        : top(std::min(lr.top_n, vocab_size)), requested(lr.ids.size()) {}
+};
+
+/// Fills the extras of `r` (token drawn) from the raw row `raw`, the working set `w` the token
+/// was drawn from (greedy: `greedy`), and the raw normaliser when the draw knew it.
+inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
+                                std::span<const float> raw, working_set& w, bool greedy,
+                                double raw_lse, bool raw_lse_known, logprob_storage& out) noexcept {
+    const bool need_raw = lr.raw || (!lr.processed && (lr.rank || lr.top_n > 0 || !lr.ids.empty()));
+    if (need_raw && !raw_lse_known) {
+        raw_lse = kernels::logsumexp(raw);
+        raw_lse_known = true;
+    }
+    auto raw_lp = [&](std::size_t t) -> float {
+        const float v = raw[t];
+        if (!(v > -detail::f_inf)) return -detail::f_inf;
+        if (std::isinf(raw_lse)) return v == detail::f_inf ? 0.f : -detail::f_inf;  // +inf row
+        return float(double(v) - raw_lse);
+    };
+    if (lr.raw) r.raw_logprob = raw_lp(std::size_t(r.token));
+    const std::span<const float> x = w.row();
+    const float t_cur = w.temperature();
+    // processed: the final set is kept() (id order, weights as the draw left them) unless
+    // greedy / full row
+    const bool full = w.full();
+    const bool processed_set = !greedy && !full;
+    const double kept_sum = processed_set ? w.ensure_weights() : 0.0;
+    auto proc_lp = [&](token_id t) -> float {
+        if (greedy) return t == r.token ? 0.f : -detail::f_inf;
+        if (full) {  // whole row at the temperature
+            const float v = x[std::size_t(t)];
+            const float vt = x[std::size_t(r.token)];
+            if (!(v > -detail::f_inf)) return -detail::f_inf;
+            return float(double(r.logprob) + (double(v) - double(vt)) / double(t_cur));
+        }
+        const std::span<const float> wt = w.weights();
+        const std::span<const token_id> ids = w.kept().ids();
+        for (std::size_t i = 0; i < ids.size(); ++i)
+            if (ids[i] == t) return float(std::log(double(wt[i]) / kept_sum));
+        return -detail::f_inf;
+    };
+    if (lr.rank) {
+        std::size_t above = 0;
+        if (!lr.processed) {
+            const float v = raw[std::size_t(r.token)];
+            for (float y : raw) above += y > v;
+        } else if (processed_set) {
+            const std::span<const token_id> ids = w.kept().ids();
+            const std::span<const float> lg = w.kept().logits();
+            float v = -detail::f_inf;
+            for (std::size_t i = 0; i < ids.size(); ++i)
+                if (ids[i] == r.token) v = lg[i];
+            for (float y : lg) above += y > v;
+        } else if (!greedy) {
+            const float v = x[std::size_t(r.token)];
+            for (float y : x) above += y > v;
+        }
+        r.rank = above + 1;
+    }
+    if (lr.top_n > 0) {
+        std::size_t n = 0;
+        std::vector<token_logprob>& top = out.top;
+        if (!lr.processed) {
+            candidates& alt = w.workspace().raw_top();
+            kernels::top_k(raw, top.size(), tie_policy::exactly_k, alt);
+            for (std::size_t i = 0; i < alt.size(); ++i)
+                top[n++] = {alt.ids()[i], raw_lp(std::size_t(alt.ids()[i]))};
+        } else if (greedy) {
+            top[n++] = {r.token, 0.f};
+        } else if (processed_set) {
+            // the best of the kept set: a selection over its logits (positions map to ids)
+            candidates& best = w.workspace().raw_top();
+            kernels::top_k(w.kept().logits(), top.size(), tie_policy::exactly_k, best);
+            const std::span<const token_id> ids = w.kept().ids();
+            for (std::size_t i = 0; i < best.size(); ++i) {
+                const token_id id = ids[std::size_t(best.ids()[i])];
+                top[n++] = {id, proc_lp(id)};
+            }
+        } else {
+            candidates& kept = w.kept();
+            kernels::top_k(x, top.size(), tie_policy::exactly_k, kept);
+            for (std::size_t i = 0; i < kept.size(); ++i)
+                top[n++] = {kept.ids()[i], proc_lp(kept.ids()[i])};
+        }
+        r.top = {top.data(), n};
+    }
+    if (!lr.ids.empty()) {
+        const std::size_t vocab = raw.size();
+        for (std::size_t j = 0; j < lr.ids.size(); ++j) {
+            const token_id t = lr.ids[j];
+            float lp = -detail::f_inf;
+            if (t >= 0 && std::size_t(t) < vocab)
+                lp = lr.processed ? proc_lp(t) : raw_lp(std::size_t(t));
+            out.requested[j] = {t, lp};
+        }
+        r.requested = {out.requested.data(), out.requested.size()};
+    }
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/logprobs.hpp
 // ---- begin decodekit/sampling/step.hpp
 /// \file sampling/step.hpp
 /// The truncation-step concept that built-in and user steps share (sampling_step_type and
@@ -10149,6 +9745,20 @@ DECODEKIT_END_NAMESPACE
 /// target sequence is cut back after a rejection (model.hpp's sequence contract). Processing is
 /// applied lazily in emission order, so a stateful processing step (commit()) only ever sees
 /// emitted tokens: nothing to roll back on the target side (no sampler state()/restore() needed).
+///
+/// ## Processors (penalties, no_repeat_ngram, banned sequences, min_new_tokens, user processors)
+/// They live in the processing (sampler_processing over a sampler configured with them). The row
+/// of draft position i is processed with the history prompt + emitted tokens + the round's tokens
+/// accepted before i, i.e. exactly the history plain sampling would have at that step: the
+/// processors' state (processors/history.hpp) advances by one accepted token per position, and
+/// since a position is processed only after the previous one was accepted, the rejected drafts
+/// never enter it (the rollback on rejection is free: the state never moved past the emitted
+/// tokens). Hence, for the same processors, greedy speculative output equals greedy generate()
+/// token for token, and sampled output follows the same law. A proposer's own processing
+/// follows its drafts and is cut back by its history tracker when a round rejects them.
+/// min_new_tokens comes from the processing (sampler_processing: the sampler's
+/// sampling_params::min_new_tokens, whose eos_ids must list speculative_params::eos_ids, checked
+/// up front): EOS is suppressed in p, stop sequences and stop strings are held until then.
 /// A proposer that drafts from the target's hidden state (an MTP module: needs_target_hidden())
 /// makes the verify call logits_and_hidden and receives the hidden row of the last verified
 /// position after each round (target_hidden_proposer).
@@ -10576,6 +10186,10 @@ public:
     void commit(token_id t, const sparse_distribution& p) const noexcept {
         s_->observe(decodekit::distribution{p.tokens, p.probs}, t);
     }
+    /// The sampler's min_new_tokens (the stepper holds its stops until then).
+    std::size_t min_new_tokens() const noexcept { return s_->params().min_new_tokens; }
+    /// The EOS ids the sampler suppresses before min_new_tokens.
+    std::span<const token_id> eos_ids() const noexcept { return s_->params().eos_ids; }
 
 private:
     sampler* s_;
@@ -10796,10 +10410,14 @@ public:
         st_.prompt_tokens = prompt.size();
         if constexpr (target_hidden_proposer<Proposer>)
             if (proposer_->needs_target_hidden()) H_ = std::size_t(proposer_->hidden_size());
+        std::size_t min_new = 0;
+        if constexpr (requires { processing.min_new_tokens(); })
+            min_new = processing.min_new_tokens();
         out_ = sequence_output(stop_conditions{.eos_ids = p_.eos_ids,
                                                .stop_sequences = p_.stop_sequences,
                                                .stop_strings = p_.stop_strings,
                                                .detokenize = p_.detokenize,
+                                               .min_new_tokens = min_new,
                                                .max_new_tokens = p_.max_new_tokens},
                                prompt.size(), reserve);
         if (out_.done())
@@ -10888,6 +10506,22 @@ private:
         if constexpr (requires { proposer.validate(); }) proposer.validate();
         if (prompt.empty()) raise("speculative_decode: the prompt must be non-empty");
         if (V == 0) raise("speculative_decode: vocab_size must be >= 1");
+        if constexpr (requires {
+                          processing.min_new_tokens();
+                          processing.eos_ids();
+                      }) {
+            // min_new_tokens suppresses EOS in the processing: it must know every EOS id
+            if (processing.min_new_tokens() > 0)
+                for (token_id e : params.eos_ids) {
+                    const auto ids = processing.eos_ids();
+                    if (e >= 0 && std::find(ids.begin(), ids.end(), e) == ids.end())
+                        raise("speculative_decode: the processing sampler's min_new_tokens is " +
+                              std::to_string(processing.min_new_tokens()) +
+                              " but its sampling_params.eos_ids lacks the EOS id " +
+                              std::to_string(e) +
+                              " of speculative_params.eos_ids (it could not be suppressed)");
+                }
+        }
         if constexpr (requires { proposer.vocab_size(); }) {
             const std::size_t dv = std::size_t(proposer.vocab_size());
             if (dv != V)
@@ -11598,6 +11232,711 @@ DECODEKIT_END_NAMESPACE
 /// mutable logits row in place, the processor concept they share (processor.hpp) and the
 /// mechanism their per-sequence state follows the history with (history.hpp).
 
+// ---- begin decodekit/processors/exponential_decay.hpp
+/// \file processors/exponential_decay.hpp
+/// Hugging Face's exponential_decay_length_penalty (ExponentialDecayLengthPenalty): after
+/// `start` generated tokens, the EOS logits grow exponentially with the length, so that a
+/// sequence tends to end near a length without a hard cut.
+///
+/// With n = c.generated() tokens generated before the position, and n > start:
+///   m = decay_factor^(n - start) - 1      (computed in double, then rounded to float)
+///   x = x + |x| * m                        (for each EOS logit x; product and sum in float)
+/// and nothing at n <= start. HF's start_index is counted from the prompt's end as here, its
+/// condition is the same (cur_len > start_index + prompt length), and its arithmetic is the
+/// same (a float32 tensor times the double m rounded to float, then a float32 sum); it adds |x|
+/// * m rather than x * m so that negative logits are raised too. decay_factor > 1 raises the EOS
+/// logits, < 1 lowers them, 1 changes nothing.
+/// Special values: NaN, -inf and +inf EOS logits are left as they are (HF turns -inf, an EOS
+/// already banned, into NaN); a zero logit stays zero (HF: NaN when m overflows to +inf); a
+/// finite logit whose result overflows float becomes +inf (or -inf below -FLT_MAX). EOS ids
+/// outside [0, V) (negative ones too) are ignored; an id listed twice is penalised once (HF
+/// assigns, not adds).
+/// The product and the sum are each rounded to float, whatever the compiler's contraction
+/// setting (GCC fuses a float multiply-add into one rounding by default, even in -std=c++20,
+/// which changes the last bit): the product goes through a volatile (O(#EOS) per call).
+///
+/// Stateless; sparse: touched() declares the EOS ids while the penalty changes them (n > start
+/// and m != 0), nothing before. O(#EOS) per call plus one pow(); a copy copies the EOS list.
+
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Configuration of exponential_decay_processor.
+struct exponential_decay_params {
+    std::size_t start = 0;      ///< generated tokens before the penalty applies (HF start_index)
+    double decay_factor = 1.0;  ///< finite, > 0 (HF's decay_factor)
+    /// At least one id; ids outside [0, V) are ignored (negative ids too, as every EOS list).
+    std::vector<token_id> eos_ids = {};
+
+    /// The first invalid field as a message, or nullopt.
+    std::optional<std::string> check() const {
+        if (!(decay_factor > 0.0) || !std::isfinite(decay_factor))
+            return detail::range_message("exponential_decay_params.decay_factor", "finite and > 0",
+                                         decay_factor);
+        if (eos_ids.empty())
+            return std::string(
+                "exponential_decay_params.eos_ids must hold at least one id, got none");
+        return std::nullopt;
+    }
+    /// Throws config_error (or calls the error handler) if check() finds a problem.
+    void validate() const { raise_if(check()); }
+};
+
+/// m = decay_factor^(generated - start) - 1 rounded to float (+inf past float's range), or 0
+/// when generated <= start.
+inline float exponential_decay_multiplier(double decay_factor, std::size_t start,
+                                          std::size_t generated) noexcept {
+    if (generated <= start) return 0.f;
+    const double m = std::pow(decay_factor, static_cast<double>(generated - start)) - 1.0;
+    // doubles from FLT_MAX + half an ulp of it round to +inf (m >= -1: no lower bound needed)
+    constexpr double overflow = static_cast<double>(std::numeric_limits<float>::max()) + 0x1p103;
+    if (m >= overflow) return std::numeric_limits<float>::infinity();
+    return static_cast<float>(m);
+}
+
+/// Hugging Face's exponential decay length penalty (see the file comment).
+class exponential_decay_processor {
+public:
+    /// \pre params.check() is nullopt (validated here: config_error or the error handler)
+    explicit exponential_decay_processor(const exponential_decay_params& params) : p_(params) {
+        p_.validate();
+        std::sort(p_.eos_ids.begin(), p_.eos_ids.end());
+        p_.eos_ids.erase(std::unique(p_.eos_ids.begin(), p_.eos_ids.end()), p_.eos_ids.end());
+    }
+
+    /// The parameters (eos_ids sorted, each once).
+    const exponential_decay_params& params() const noexcept { return p_; }
+    /// The multiplier m at the position of `c` (0: no change).
+    float multiplier(const processor_context& c) const noexcept {
+        return exponential_decay_multiplier(p_.decay_factor, p_.start, c.generated());
+    }
+
+    void apply(std::span<float> logits, const processor_context& c) const noexcept {
+        const float m = multiplier(c);
+        if (m == 0.f) return;
+        for (token_id t : p_.eos_ids) {
+            if (t < 0 || static_cast<std::size_t>(t) >= logits.size()) continue;
+            float& x = logits[static_cast<std::size_t>(t)];
+            if (!std::isfinite(x) || x == 0.f) continue;
+            // rounded to float before the sum, as HF's tensors (see the file comment)
+            const volatile float penalty = std::fabs(x) * m;
+            x = x + penalty;
+        }
+    }
+    void touched(const processor_context& c, token_sink& out) const {
+        if (multiplier(c) != 0.f) out(p_.eos_ids);
+    }
+
+private:
+    exponential_decay_params p_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/exponential_decay.hpp
+// ---- begin decodekit/processors/forced.hpp
+/// \file processors/forced.hpp
+/// Forced tokens at a position: Hugging Face's forced_bos_token_id and forced_eos_token_id.
+///
+/// Forcing a set S of ids writes -inf into every entry of the row and 0 into each id of S (so
+/// the draw is uniform over S and the forced ids' log-probability is -log |S|). The forced ids
+/// become 0 whatever they held (NaN, -inf, +inf included): forcing wins over every processor
+/// before it. Ids of S outside [0, V) are ignored, so a set with no id in [0, V) leaves every
+/// entry -inf (the sampler reports sample_status::no_valid_token).
+///
+///   forced_bos_processor -- forces one token at the first generated position (c.generated()
+///       == 0), as HF's ForcedBOSTokenLogitsProcessor (HF counts the decoder's start token: its
+///       `cur_len == 1` is our first generated position).
+///   forced_eos_processor -- forces the EOS ids at the last position a length limit allows: the
+///       position where the length is max_length - 1, so that the token drawn there makes the
+///       length max_length. The length is counted as HF counts max_length, prompt + generated
+///       (length_basis::total, the default), or as its max_new_tokens, generated tokens only
+///       (length_basis::generated). As HF, it forces at that one position only (== , not >=):
+///       a driver that goes past the limit gets unforced rows after it.
+///
+/// Both are stateless (no history hooks) and sparse: touched() declares nothing at the other
+/// positions (no work, no row copy), and every id in [0, V) at the forced position, where they
+/// are dense (O(V) per call, one write per entry).
+
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Sets every logit to -inf, then the logits of the `forced` ids in [0, V) to 0.
+inline void apply_forced_tokens(std::span<float> logits,
+                                std::span<const token_id> forced) noexcept {
+    std::fill(logits.begin(), logits.end(), -std::numeric_limits<float>::infinity());
+    for (token_id t : forced)
+        if (t >= 0 && static_cast<std::size_t>(t) < logits.size())
+            logits[static_cast<std::size_t>(t)] = 0.f;
+}
+
+namespace detail {
+/// Declares every id of a vocabulary of `v` entries (a processor that writes the whole row).
+inline void declare_all(std::size_t v, token_sink& out) {
+    for (std::size_t i = 0; i < v; ++i) out(static_cast<token_id>(i));
+}
+}  // namespace detail
+
+/// Forces `bos_token` at the first generated position (c.generated() == 0). Sparse (see the file
+/// comment); stateless; a copy is O(1).
+class forced_bos_processor {
+public:
+    /// The problem with `bos_token` as a message (it must be >= 0), or nullopt.
+    static std::optional<std::string> check(token_id bos_token) {
+        if (bos_token < 0)
+            return detail::range_message("forced_bos_processor.bos_token", ">= 0",
+                                         static_cast<double>(bos_token));
+        return std::nullopt;
+    }
+    /// \pre check(bos_token) is nullopt (validated here: config_error or the error handler)
+    explicit forced_bos_processor(token_id bos_token) : bos_(bos_token) {
+        raise_if(check(bos_token));
+    }
+
+    token_id bos_token() const noexcept { return bos_; }
+    /// True when the position of `c` is forced.
+    static bool forcing(const processor_context& c) noexcept { return c.generated() == 0; }
+
+    void apply(std::span<float> logits, const processor_context& c) const noexcept {
+        if (forcing(c)) apply_forced_tokens(logits, std::span<const token_id>(&bos_, 1));
+    }
+    void touched(const processor_context& c, token_sink& out) const {
+        if (forcing(c)) detail::declare_all(c.vocab_size, out);
+    }
+
+private:
+    token_id bos_;
+};
+
+/// What a length limit counts.
+enum class length_basis : std::uint8_t {
+    total,      ///< prompt + generated, c.history.size() (Hugging Face's max_length)
+    generated,  ///< generated tokens only, c.generated() (Hugging Face's max_new_tokens)
+};
+
+/// Configuration of forced_eos_processor.
+struct forced_eos_params {
+    /// The length limit, >= 1: the EOS ids are forced where the length is max_length - 1.
+    std::size_t max_length = 0;
+    length_basis basis = length_basis::total;  ///< what max_length counts
+    /// At least one id; ids outside [0, V) are ignored (negative ids too, as every EOS list:
+    /// docs/bad-input.md), so a list with no id in [0, V) leaves the forced row all -inf.
+    std::vector<token_id> eos_ids = {};
+
+    /// The first invalid field as a message, or nullopt.
+    std::optional<std::string> check() const {
+        if (max_length < 1)
+            return detail::range_message("forced_eos_params.max_length", ">= 1",
+                                         static_cast<double>(max_length));
+        if (static_cast<unsigned>(basis) > 1u)
+            return detail::range_message("forced_eos_params.basis",
+                                         "a length_basis enumerator (0..1)",
+                                         static_cast<double>(basis));
+        if (eos_ids.empty())
+            return std::string("forced_eos_params.eos_ids must hold at least one id, got none");
+        return std::nullopt;
+    }
+    /// Throws config_error (or calls the error handler) if check() finds a problem.
+    void validate() const { raise_if(check()); }
+};
+
+/// Forces the EOS ids at the position where the length (params.basis) is max_length - 1. Sparse
+/// (see the file comment); stateless; a copy copies the EOS list.
+class forced_eos_processor {
+public:
+    /// \pre params.check() is nullopt (validated here: config_error or the error handler)
+    explicit forced_eos_processor(forced_eos_params params) : p_(std::move(params)) {
+        p_.validate();
+    }
+
+    const forced_eos_params& params() const noexcept { return p_; }
+    /// The length of `c` as params().basis counts it.
+    std::size_t length(const processor_context& c) const noexcept {
+        return p_.basis == length_basis::total ? c.history.size() : c.generated();
+    }
+    /// True when the position of `c` is forced.
+    bool forcing(const processor_context& c) const noexcept {
+        return length(c) == p_.max_length - 1;
+    }
+
+    void apply(std::span<float> logits, const processor_context& c) const noexcept {
+        if (forcing(c)) apply_forced_tokens(logits, p_.eos_ids);
+    }
+    void touched(const processor_context& c, token_sink& out) const {
+        if (forcing(c)) detail::declare_all(c.vocab_size, out);
+    }
+
+private:
+    forced_eos_params p_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/forced.hpp
+// ---- begin decodekit/processors/prefix_constrained.hpp
+/// \file processors/prefix_constrained.hpp
+/// Hugging Face's prefix_allowed_tokens_fn (PrefixConstrainedLogitsProcessor): a user function
+/// gives the set of tokens allowed at each position, from the history; every other token is
+/// banned (-inf).
+///
+/// The function is called as fn(c, allowed) with `allowed` empty: it appends the allowed ids and
+/// returns true, or returns false to allow every token at this position (the row is left as it
+/// is; HF's functions return the whole vocabulary for that). c carries what HF passes and more:
+/// c.history (HF's input_ids), c.sequence (in place of HF's batch id), c.prompt_length, c.step.
+/// Returning true with no id in [0, V) bans every token (the sampler then reports
+/// sample_status::no_valid_token; HF raises an error for an empty list). Ids outside [0, V) are
+/// ignored, duplicates are harmless, allowed entries keep their logits (NaN stays NaN).
+/// The function must not throw (it runs inside noexcept sampling calls: an exception
+/// terminates the program) and must give the same set for the same context: a sampler may apply
+/// its processors twice in one call (a redraw under a constraint with XTC). Its captured state
+/// is copied with the processor (a beam fork copies it).
+///
+/// Cost per call: the function's own, plus O(V + A) to apply A allowed ids (A <= 256; O(V + A *
+/// ceil(V / 65536)) above, apply_allowed_tokens in processors/bias.hpp). It is dense (it may
+/// write any entry, no touched()): a sampler copies the whole row, O(V), at every position,
+/// also where the function returns false. For large vocabularies prefer a constraint in callback
+/// form (sampling_params::constraint, sampling/constraint.hpp): the sampler asks it whether
+/// token t is allowed only where the law depends on it (greedy needs the highest allowed token,
+/// top-k the k highest, a temperature-only draw the drawn token), with no O(V) pass when the
+/// model's choices are mostly allowed.
+/// Validation: the function must not be empty (check() names it).
+
+
+#include <algorithm>
+#include <functional>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Restricts each position to the tokens a user function allows (see the file comment).
+class prefix_constrained_processor {
+public:
+    /// Appends the ids allowed at the position of `c` to `allowed` (given empty) and returns
+    /// true, or returns false to allow every token.
+    using allowed_fn =
+        std::function<bool(const processor_context& c, std::vector<token_id>& allowed)>;
+
+    /// The problem with `fn` as a message (it must hold a function), or nullopt.
+    static std::optional<std::string> check(const allowed_fn& fn) {
+        if (!fn)
+            return std::string(
+                "prefix_constrained_processor.allowed_tokens_fn must hold a function, got an "
+                "empty std::function");
+        return std::nullopt;
+    }
+    /// \pre check(fn) is nullopt (validated here: config_error or the error handler)
+    explicit prefix_constrained_processor(allowed_fn fn) : fn_(std::move(fn)) {
+        raise_if(check(fn_));
+    }
+
+    /// Bans every token the function does not allow at the position of `c`.
+    void apply(std::span<float> logits, const processor_context& c) {
+        allowed_.clear();
+        if (fn_(c, allowed_)) {
+            if (allowed_.empty())  // apply_allowed_tokens reads an empty list as "no restriction"
+                std::fill(logits.begin(), logits.end(), -std::numeric_limits<float>::infinity());
+            else
+                apply_allowed_tokens(logits, allowed_);
+        }
+        allowed_.clear();  // keeps its capacity; copies of the processor copy no ids
+    }
+
+private:
+    allowed_fn fn_;
+    std::vector<token_id> allowed_;  // reused each call: allocates only while it grows
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/prefix_constrained.hpp
+// ---- begin decodekit/processors/sequence_bias.hpp
+/// \file processors/sequence_bias.hpp
+/// Hugging Face's sequence_bias (SequenceBiasLogitsProcessor): an additive bias per token
+/// sequence, given to the sequence's last token when the next token would complete it.
+///
+/// Rules:
+///   - a one-token sequence {t} biases t at every position;
+///   - a longer sequence {s_0, ..., s_m} biases s_m when the history ends with s_0 .. s_{m-1}
+///     (the history is c.history: prompt + generated, as HF's input_ids);
+///   - the biases of every sequence that applies to one token add up: the one-token bias first,
+///     then the longer sequences in list order, summed in float, then added to the logit (HF's
+///     order and rounding);
+///   - a sequence listed twice keeps the last bias listed, at the first one's place in the
+///     order (HF's mapping from sequence to bias);
+///   - special values: a -inf bias is a ban, it writes -inf whatever the other biases and the
+///     logit (NaN included); otherwise a NaN or -inf logit stays as it is (a +inf bias does not
+///     revive a ban), and a +inf bias makes the sum +inf (HF gives NaN for -inf + +inf);
+///   - token ids are compared like any other value (a prefix may hold ids outside [0, V)); a
+///     last token outside [0, V) is never written.
+/// One difference from HF on purpose: HF skips a sequence as long as it is longer than the
+/// history, so a history of exactly s_0 .. s_{m-1} does not bias s_m there; here it does (the
+/// history ends with the prefix), as banned sequences do (processors/ngram.hpp).
+/// Configuration: every sequence non-empty and every bias not NaN (check() names the entry).
+///
+/// State: the sequences' prefixes form an automaton (Aho-Corasick); the per-sequence state is
+/// the automaton's node at the history's end (the longest suffix of the history that begins a
+/// prefix), and it follows the history through the hooks of processors/history.hpp: append
+/// advances it over the added tokens (amortised O(1) per token), cut back and reset recompute it
+/// from the last longest_prefix() tokens (the node is never deeper), never from the whole
+/// history. A call then visits only the sequences whose prefix ends the history (the node's
+/// output chain): O(one-token sequences + matches log matches). Used without a pipeline (no
+/// hooks, or a history whose length differs from the one the hooks reported), it computes the
+/// node from that window at each call instead. Sparse: touched() declares the one-token
+/// sequences' tokens and the last tokens of the matching sequences. The tables are shared
+/// between copies (a copy, a beam fork, is O(1) plus its state).
+
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <numeric>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// A bias for a token sequence (see the file comment).
+struct sequence_bias {
+    std::vector<token_id> tokens;  ///< non-empty; the bias goes to tokens.back()
+    float bias = 0.f;              ///< not NaN; -inf bans the last token after the prefix
+};
+
+/// Hugging Face's sequence bias (see the file comment).
+class sequence_bias_processor {
+public:
+    /// The first invalid entry of `biases` as a message, or nullopt.
+    static std::optional<std::string> check(std::span<const sequence_bias> biases) {
+        for (std::size_t i = 0; i < biases.size(); ++i) {
+            const std::string name = "sequence_bias_processor: biases[" + std::to_string(i) + "]";
+            if (biases[i].tokens.empty())
+                return name + ".tokens must hold at least one token, got none";
+            if (std::isnan(biases[i].bias))
+                return detail::range_message(name + ".bias", "not NaN",
+                                             static_cast<double>(biases[i].bias));
+        }
+        return std::nullopt;
+    }
+
+    /// \pre check(biases) is nullopt (validated here: config_error or the error handler)
+    explicit sequence_bias_processor(std::vector<sequence_bias> biases) {
+        raise_if(check(biases));
+        t_ = std::make_shared<const tables>(build(std::move(biases)));
+    }
+
+    /// Number of distinct sequences of one token and of two tokens or more.
+    std::size_t single_count() const noexcept { return t_->singles.size(); }
+    std::size_t longer_count() const noexcept { return t_->entries.size(); }
+    /// The longest prefix (tokens before the biased one) of the sequences: the depth of the
+    /// window a cut-back or a rebuild rescans.
+    std::size_t longest_prefix() const noexcept { return t_->depth; }
+
+    // ---- the history hooks (processors/history.hpp) ----
+    /// Rebuilds the state from the last longest_prefix() tokens of c.history.
+    void reset(const processor_context& c) noexcept { follow(state_from(c.history), c); }
+    /// The history lost its tokens from `keep` on: the state is recomputed from the window
+    /// before `keep` (O(longest_prefix())).
+    void cut_back(std::size_t keep, std::span<const token_id>,
+                  const processor_context& c) noexcept {
+        keep = std::min(keep, c.history.size());
+        state_ = state_from(c.history.first(keep));
+        len_ = keep;
+    }
+    /// Advances the state over the added tokens (amortised O(1) per token).
+    void append(std::span<const token_id> added, const processor_context& c) noexcept {
+        if (!synced_) return reset(c);
+        for (token_id t : added) state_ = t_->next(state_, t);
+        len_ = c.history.size();
+    }
+
+    void apply(std::span<float> logits, const processor_context& c) {
+        const std::uint32_t s = state(c);
+        // the matching longer sequences, sorted by (last token, place in the list): each
+        // token's biases are then summed in HF's order
+        matches_.clear();
+        t_->for_each_match(s, [&](const entry& e) { matches_.push_back(&e); });
+        std::sort(matches_.begin(), matches_.end(), [](const entry* a, const entry* b) {
+            return a->last != b->last ? a->last < b->last : a->order < b->order;
+        });
+        const std::size_t v = logits.size();
+        auto write = [&](token_id t, const bias_sum& sum) noexcept {
+            if (t >= 0 && static_cast<std::size_t>(t) < v)
+                sum.apply(logits[static_cast<std::size_t>(t)]);
+        };
+        // merge the one-token sequences (sorted by token) with the matches' groups
+        const std::vector<single>& singles = t_->singles;
+        std::size_t i = 0, j = 0;
+        while (i < singles.size() || j < matches_.size()) {
+            const token_id t = j == matches_.size() ? singles[i].token
+                               : i == singles.size()
+                                   ? matches_[j]->last
+                                   : std::min(singles[i].token, matches_[j]->last);
+            bias_sum sum{};
+            if (i < singles.size() && singles[i].token == t) sum.add(singles[i++].bias);
+            for (; j < matches_.size() && matches_[j]->last == t; ++j) sum.add(matches_[j]->bias);
+            write(t, sum);
+        }
+    }
+    /// Declares the one-token sequences and the last token of every matching longer sequence.
+    void touched(const processor_context& c, token_sink& out) const {
+        for (const single& s : t_->singles) out(s.token);
+        t_->for_each_match(state(c), [&](const entry& e) { out(e.last); });
+    }
+
+private:
+    struct single {
+        token_id token;
+        float bias;
+    };
+    /// A sequence of two tokens or more.
+    struct entry {
+        token_id last;        // the biased token
+        std::uint32_t order;  // place in the list (of its first occurrence)
+        float bias;
+    };
+    /// The automaton over the prefixes (Aho-Corasick): node 0 is the empty prefix; a node is a
+    /// prefix of some sequence's prefix; fail is the node of its longest proper suffix that is a
+    /// node; out is the nearest node along the fail chain that ends a prefix (0: none).
+    struct node {
+        std::uint32_t first_edge = 0, edges = 0;     // edges_[first_edge, + edges), by token
+        std::uint32_t first_entry = 0, entries = 0;  // entries whose prefix is this node
+        std::uint32_t fail = 0, out = 0;
+    };
+    struct edge {
+        token_id token;
+        std::uint32_t to;
+    };
+    struct tables {
+        std::vector<single> singles;  // by token
+        std::vector<entry> entries;   // grouped by prefix node
+        std::vector<node> nodes;
+        std::vector<edge> edges;
+        std::size_t depth = 0;  // the longest prefix
+
+        /// The child of `n` by `t`, or 0.
+        std::uint32_t child(std::uint32_t n, token_id t) const noexcept {
+            const node& x = nodes[n];
+            const edge* b = edges.data() + x.first_edge;
+            const edge* e = b + x.edges;
+            const edge* it = std::lower_bound(
+                b, e, t, [](const edge& a, token_id k) noexcept { return a.token < k; });
+            return it != e && it->token == t ? it->to : 0u;
+        }
+        /// The state after `t` from state `n`: the longest suffix of (path(n), t) that is a node.
+        std::uint32_t next(std::uint32_t n, token_id t) const noexcept {
+            for (;;) {
+                if (const std::uint32_t c = child(n, t)) return c;
+                if (n == 0) return 0;
+                n = nodes[n].fail;
+            }
+        }
+        /// Calls f(entry) for every sequence whose prefix ends the path of state `n`.
+        template <class F>
+        void for_each_match(std::uint32_t n, F&& f) const {
+            for (n = nodes[n].entries ? n : nodes[n].out; n != 0; n = nodes[n].out)
+                for (std::uint32_t k = 0; k < nodes[n].entries; ++k)
+                    f(entries[nodes[n].first_entry + k]);
+        }
+    };
+    /// A sum of biases in order; a -inf bias bans.
+    struct bias_sum {
+        float total = 0.f;
+        bool ban = false;
+        void add(float b) noexcept {
+            if (b == -std::numeric_limits<float>::infinity())
+                ban = true;
+            else
+                total += b;
+        }
+        void apply(float& x) const noexcept {
+            if (ban) {
+                x = -std::numeric_limits<float>::infinity();
+                return;
+            }
+            if (std::isnan(x) || x == -std::numeric_limits<float>::infinity()) return;
+            x = x + total;
+        }
+    };
+
+    static tables build(std::vector<sequence_bias> biases) {
+        // identical sequences: the last bias at the first one's place (sort by sequence, then by
+        // position; each run of equal sequences becomes one)
+        std::vector<std::size_t> idx(biases.size());
+        std::iota(idx.begin(), idx.end(), std::size_t{0});
+        std::sort(idx.begin(), idx.end(), [&](std::size_t a, std::size_t b) {
+            return biases[a].tokens != biases[b].tokens ? biases[a].tokens < biases[b].tokens
+                                                        : a < b;
+        });
+        tables t;
+        // the trie of the prefixes, children kept per node while building
+        std::vector<std::vector<edge>> kids(1);
+        std::vector<std::pair<std::uint32_t, entry>> at;  // (prefix node, entry)
+        for (std::size_t r = 0; r < idx.size();) {
+            std::size_t e = r + 1;
+            while (e < idx.size() && biases[idx[e]].tokens == biases[idx[r]].tokens) ++e;
+            const std::vector<token_id>& s = biases[idx[r]].tokens;
+            const float b = biases[idx[e - 1]].bias;
+            if (s.size() == 1) {
+                t.singles.push_back({s[0], b});
+            } else {
+                std::uint32_t n = 0;
+                for (std::size_t k = 0; k + 1 < s.size(); ++k) {
+                    auto it = std::find_if(kids[n].begin(), kids[n].end(),
+                                           [&](const edge& x) { return x.token == s[k]; });
+                    if (it != kids[n].end()) {
+                        n = it->to;
+                    } else {
+                        const auto m = static_cast<std::uint32_t>(kids.size());
+                        kids[n].push_back({s[k], m});
+                        kids.emplace_back();
+                        n = m;
+                    }
+                }
+                t.depth = std::max(t.depth, s.size() - 1);
+                at.push_back({n, {s.back(), static_cast<std::uint32_t>(idx[r]), b}});
+            }
+            r = e;
+        }
+        std::sort(t.singles.begin(), t.singles.end(),
+                  [](const single& a, const single& b) { return a.token < b.token; });
+        std::stable_sort(at.begin(), at.end(),
+                         [](const auto& a, const auto& b) { return a.first < b.first; });
+        t.nodes.resize(kids.size());
+        for (std::uint32_t n = 0; n < kids.size(); ++n) {
+            std::sort(kids[n].begin(), kids[n].end(),
+                      [](const edge& a, const edge& b) { return a.token < b.token; });
+            t.nodes[n].first_edge = static_cast<std::uint32_t>(t.edges.size());
+            t.nodes[n].edges = static_cast<std::uint32_t>(kids[n].size());
+            t.edges.insert(t.edges.end(), kids[n].begin(), kids[n].end());
+        }
+        for (const auto& [n, e] : at) {
+            if (t.nodes[n].entries == 0)
+                t.nodes[n].first_entry = static_cast<std::uint32_t>(t.entries.size());
+            ++t.nodes[n].entries;
+            t.entries.push_back(e);
+        }
+        // fail and out links, breadth first (a node's fail link is shallower than the node)
+        std::vector<std::uint32_t> queue{0};
+        for (std::size_t q = 0; q < queue.size(); ++q) {
+            const std::uint32_t u = queue[q];
+            for (std::uint32_t k = 0; k < t.nodes[u].edges; ++k) {
+                const edge& x = t.edges[t.nodes[u].first_edge + k];
+                node& v = t.nodes[x.to];
+                v.fail = u == 0 ? 0u : t.next(t.nodes[u].fail, x.token);
+                const node& f = t.nodes[v.fail];
+                v.out = f.entries ? v.fail : f.out;
+                queue.push_back(x.to);
+            }
+        }
+        return t;
+    }
+
+    /// The state of a history: the automaton run over its last longest_prefix() tokens (the
+    /// state's depth is at most that, so the window gives the same node as the whole history).
+    std::uint32_t state_from(std::span<const token_id> h) const noexcept {
+        std::uint32_t s = 0;
+        for (token_id t : h.last(std::min(h.size(), t_->depth))) s = t_->next(s, t);
+        return s;
+    }
+    void follow(std::uint32_t s, const processor_context& c) noexcept {
+        state_ = s;
+        len_ = c.history.size();
+        synced_ = true;
+    }
+    /// The state at c's position: the followed one when the hooks brought it to c's length,
+    /// else computed from the window (a processor used without a pipeline).
+    std::uint32_t state(const processor_context& c) const noexcept {
+        return synced_ && len_ == c.history.size() ? state_ : state_from(c.history);
+    }
+
+    std::shared_ptr<const tables> t_;
+    std::vector<const entry*> matches_;  // scratch of apply(): grows to the most matches seen
+    std::uint32_t state_ = 0;            // the automaton's node at the history's end
+    std::size_t len_ = 0;                // the history length state_ is for
+    bool synced_ = false;                // state_ follows the hooks
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/sequence_bias.hpp
+// ---- begin decodekit/processors/suppress_at_begin.hpp
+/// \file processors/suppress_at_begin.hpp
+/// Tokens banned at one position only: Hugging Face's begin_suppress_tokens
+/// (SuppressTokensAtBeginLogitsProcessor), by default at the first generated position.
+///
+/// HF counts that position as a total length, begin_index (the prompt length, plus one after a
+/// forced BOS token); here it is the number of tokens generated before it, `position` (0 by
+/// default; 1 after a forced_bos_processor, as HF's generate does). Bans write -inf (over NaN
+/// and +inf too). Ids outside [0, V) are ignored. No configuration is invalid: an empty list
+/// bans nothing.
+///
+/// Banning tokens at every position (HF's SuppressTokensLogitsProcessor, suppress_tokens) is
+/// banned_tokens_processor (processors/bias.hpp), or sampling_params::banned_tokens.
+///
+/// Stateless; sparse: touched() declares the list at that position and nothing at the others,
+/// O(list) at that position and O(1) elsewhere. The list is shared between copies (O(1) copy).
+
+
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <utility>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Bans `tokens` at the position after `position` generated tokens (see the file comment).
+class suppress_tokens_at_begin_processor {
+public:
+    explicit suppress_tokens_at_begin_processor(std::vector<token_id> tokens,
+                                                std::size_t position = 0)
+        : t_(std::make_shared<const std::vector<token_id>>(std::move(tokens))), at_(position) {}
+
+    std::span<const token_id> tokens() const noexcept { return *t_; }
+    /// The number of generated tokens before the position it bans at.
+    std::size_t position() const noexcept { return at_; }
+    /// True when the position of `c` is the one it bans at.
+    bool active(const processor_context& c) const noexcept { return c.generated() == at_; }
+
+    void apply(std::span<float> logits, const processor_context& c) const noexcept {
+        if (active(c)) apply_banned_tokens(logits, *t_);
+    }
+    void touched(const processor_context& c, token_sink& out) const {
+        if (active(c)) out(*t_);
+    }
+
+private:
+    std::shared_ptr<const std::vector<token_id>> t_;
+    std::size_t at_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/processors/suppress_at_begin.hpp
 // ---- end decodekit/processors/processors.hpp
 // ---- begin decodekit/sampling/sampling.hpp
 /// \file sampling/sampling.hpp
@@ -11606,10 +11945,10 @@ DECODEKIT_END_NAMESPACE
 // ---- begin decodekit/sampling/batch.hpp
 /// \file sampling/batch.hpp
 /// Batched sampling for continuous batching: a [rows x vocab] row-major matrix (with a row
-/// stride), each row with its own sampler (its params, workspace and mirostat state), sequence
-/// id, step and history. Row i's result is exactly sampler.sample(row i, ctx i): the same token
-/// whatever the batch composition, the row order or the number of threads (the RNG is keyed by
-/// (seed, sequence, step), never by row position).
+/// stride), each row with its own sampler (its params and state; the row works in the workspace
+/// of the thread that runs it), sequence id, step and history. Row i's result is exactly
+/// sampler.sample(row i, ctx i): the same token whatever the batch composition, the row order or
+/// the number of threads (the RNG is keyed by (seed, sequence, step), never by row position).
 ///
 /// Parallelism: batch_sampler owns a persistent pool (threads - 1 workers, created once by the
 /// constructor; the calling thread works too); no thread is created per call. Or pass your own

@@ -1,5 +1,6 @@
 // Beam search against exhaustive search on the toy model, hand-computed trees, and the options.
 #include "dk_test.hpp"
+#include "naive_processors.hpp"
 #include "toy_model.hpp"
 
 #include <algorithm>
@@ -42,14 +43,17 @@ struct seq_score {
 };
 
 // Every complete sequence of at most max_new tokens (ending with EOS, or of length max_new
-// without EOS), scored sum / len^lp.
+// without EOS), scored sum / len^lp; `pr`: the processors of every row (banned tokens: no
+// sequence).
 std::vector<seq_score> enumerate(const toy_model& m, const std::vector<token_id>& prompt,
-                                 std::size_t max_new, token_id eos, double lp, bool with_prompt) {
+                                 std::size_t max_new, token_id eos, double lp, bool with_prompt,
+                                 const dk_test::naive_processors& pr = {}) {
     std::vector<seq_score> all;
     const std::size_t V = m.vocab_size();
     auto rec = [&](auto&& self, std::vector<token_id>& ctx, double sum, std::size_t gen) -> void {
-        const auto lps = log_probs(m.logits_of(ctx));
+        const auto lps = log_probs(pr(m.logits_of(ctx), ctx, prompt.size()));
         for (std::size_t v = 0; v < V; ++v) {
+            if (std::isinf(lps[v])) continue;
             const double s = sum + lps[v];
             ctx.push_back(token_id(v));
             const std::size_t len = gen + 1;
@@ -72,10 +76,12 @@ std::vector<seq_score> enumerate(const toy_model& m, const std::vector<token_id>
 }
 
 std::vector<token_id> greedy(const toy_model& m, std::vector<token_id> ctx, std::size_t max_new,
-                             token_id eos) {
+                             token_id eos, const dk_test::naive_processors& pr = {}) {
     std::vector<token_id> out;
+    const std::size_t prompt_length = ctx.size();
     for (std::size_t i = 0; i < max_new; ++i) {
-        const auto x = m.logits_of(ctx);
+        const auto x = pr(m.logits_of(ctx), ctx, prompt_length);
+        if (!(*std::max_element(x.begin(), x.end()) > -INFINITY)) break;  // nothing allowed
         const token_id t = token_id(std::max_element(x.begin(), x.end()) - x.begin());
         out.push_back(t);
         ctx.push_back(t);
@@ -135,9 +141,12 @@ struct ref_result {
     std::vector<seq_score> hyps;  // best first
     std::size_t steps = 0;
 };
+// `pr`: the processors of every beam row (on the logits, then log-softmax; banned tokens are
+// no candidates).
 ref_result reference_beam(const toy_model& m, const std::vector<token_id>& prompt, std::size_t B,
                           std::size_t max_new, double lp, bool with_prompt, early_stopping es,
-                          token_id eos, bool stop_early) {
+                          token_id eos, bool stop_early, const dk_test::naive_processors& pr = {},
+                          bool hf_input = false) {
     struct beam {
         std::vector<token_id> seq;
         double sum;
@@ -162,9 +171,13 @@ ref_result reference_beam(const toy_model& m, const std::vector<token_id>& promp
         ++cur;
         std::vector<std::tuple<double, std::size_t, token_id>> c;
         for (std::size_t b = 0; b < running.size(); ++b) {
-            const auto l = log_probs(m.logits_of(running[b].seq));
+            // HF (hf_input): processors on the log-softmax, not renormalised
+            const auto l =
+                hf_input
+                    ? pr(log_probs(m.logits_of(running[b].seq)), running[b].seq, prompt.size())
+                    : log_probs(pr(m.logits_of(running[b].seq), running[b].seq, prompt.size()));
             for (std::size_t v = 0; v < l.size(); ++v)
-                c.emplace_back(running[b].sum + l[v], b, token_id(v));
+                if (!std::isinf(l[v])) c.emplace_back(running[b].sum + l[v], b, token_id(v));
         }
         std::sort(c.begin(), c.end(), [](const auto& a, const auto& b) {
             if (std::get<0>(a) != std::get<0>(b)) return std::get<0>(a) > std::get<0>(b);
@@ -690,4 +703,181 @@ TEST_CASE("beam search with several EOS ids keeps num_beams running beams", "[be
                                 .eos_ids = {3, 4, 5}});
     CHECK(m.last_slots.size() == 2);
     REQUIRE(r.hypotheses.size() == 2);
+}
+
+// ---- processors in beam search (issue 14 item 2) ----
+
+namespace {
+const dk_test::naive_processors beam_processor_sets[] = {
+    {.repetition = 1.6f},
+    {.ngram = 2},
+    {.ngram = 1},
+    {.min_new = 4, .eos = 4},
+    {.repetition = 1.3f, .ngram = 3, .min_new = 2, .eos = 4},
+    {.eos = 4, .banned = {{0, 1}, {3}, {1, 2, 0}, {4}}},  // {4}: HF never bans the EOS alone
+    {.min_new = 3, .eos = 4, .banned = {{2, 2}, {0, 3}}},
+};
+}  // namespace
+
+TEST_CASE("beam search with processors equals a brute-force beam over the processed rows",
+          "[beam][processors]") {
+    // Every beam carries its own processor state (forked from its parent): the reference
+    // recomputes each beam row's processors from the beam's whole history.
+    std::size_t differs_from_plain = 0, runs = 0;
+    for (std::uint64_t seed = 1; seed <= 8; ++seed)
+        for (std::size_t B : {1u, 2u, 3u})
+            for (const auto& pr : beam_processor_sets)
+                for (early_stopping es : {early_stopping::heuristic, early_stopping::never}) {
+                    toy_model m({.vocab_size = 5,
+                                 .seed = seed,
+                                 .scale = 1.5f,
+                                 .eos_id = 4,
+                                 .eos_bias = 1.0f});
+                    const std::vector<token_id> prompt = {2, 3, 1};
+                    const auto ref = reference_beam(m, prompt, B, 6, 1.0, false, es, 4, true, pr);
+                    beam_search_params bp{.num_beams = B,
+                                          .num_return = B,
+                                          .max_new_tokens = 6,
+                                          .stopping = es,
+                                          .eos_ids = {4},
+                                          .processing = pr.as_params()};
+                    const auto r = beam_search(m, prompt, bp);
+                    INFO("seed " << seed << " B " << B << " rep " << pr.repetition << " ngram "
+                                 << pr.ngram << " min_new " << pr.min_new << " es " << int(es));
+                    CHECK(r.steps == ref.steps);
+                    REQUIRE(r.hypotheses.size() == ref.hyps.size());
+                    for (std::size_t i = 0; i < ref.hyps.size(); ++i) {
+                        CHECK(r.hypotheses[i].tokens == without_eos(ref.hyps[i].tokens, 4));
+                        CHECK(near(r.hypotheses[i].score, ref.hyps[i].score, 1e-5));
+                        CHECK(near(r.hypotheses[i].sum_logprobs, ref.hyps[i].sum, 1e-5));
+                        // min_new_tokens: no hypothesis ends by EOS before min_new tokens
+                        if (r.hypotheses[i].eos) CHECK(r.hypotheses[i].tokens.size() >= pr.min_new);
+                    }
+                    bp.processing = {};
+                    const auto plain = beam_search(m, prompt, bp);
+                    differs_from_plain +=
+                        plain.hypotheses.front().tokens != r.hypotheses.front().tokens;
+                    ++runs;
+                }
+    INFO(differs_from_plain << " of " << runs << " runs changed their best hypothesis");
+    CHECK(differs_from_plain > runs / 4);  // the processors matter here (negative control)
+}
+
+TEST_CASE("beam search with processors equals the exhaustive optimum where it is guaranteed",
+          "[beam][processors]") {
+    // 36 beams over V = 4, 3 tokens prune nothing: `never` returns the exhaustive n-best of the
+    // processed tree.
+    for (std::uint64_t seed : {1u, 2u, 3u})
+        for (const dk_test::naive_processors& pr :
+             {dk_test::naive_processors{.repetition = 2.f},
+              dk_test::naive_processors{.ngram = 2, .min_new = 2, .eos = 3}}) {
+            toy_model m(
+                {.vocab_size = 4, .seed = seed, .scale = 1.5f, .eos_id = 3, .eos_bias = 0.3f});
+            const std::vector<token_id> prompt = {1, 0};
+            const auto ex = enumerate(m, prompt, 3, 3, 1.0, false, pr);
+            const auto r = beam_search(m, prompt,
+                                       {.num_beams = 36,
+                                        .num_return = 5,
+                                        .max_new_tokens = 3,
+                                        .stopping = early_stopping::never,
+                                        .eos_ids = {3},
+                                        .processing = pr.as_params()});
+            INFO("seed " << seed << " rep " << pr.repetition << " ngram " << pr.ngram);
+            REQUIRE(r.hypotheses.size() == std::min<std::size_t>(5, ex.size()));
+            for (std::size_t i = 0; i < r.hypotheses.size(); ++i) {
+                CHECK(r.hypotheses[i].tokens == without_eos(ex[i].tokens, 3));
+                CHECK(near(r.hypotheses[i].score, ex[i].score, 1e-5));
+            }
+        }
+}
+
+TEST_CASE("beam width 1 with processors equals greedy generate() with the same processors",
+          "[beam][processors]") {
+    for (std::uint64_t seed = 1; seed <= 10; ++seed)
+        for (const auto& pr : beam_processor_sets) {
+            toy_model m(
+                {.vocab_size = 6, .seed = seed, .scale = 2.f, .eos_id = 4, .eos_bias = 0.5f});
+            const std::vector<token_id> prompt = {2, 4, 1};
+            const auto r = beam_search(m, prompt,
+                                       {.num_beams = 1,
+                                        .max_new_tokens = 12,
+                                        .stopping = early_stopping::first_n,
+                                        .eos_ids = {4},
+                                        .processing = pr.as_params()});
+            sampling_params sp = pr.as_params();
+            sp.temperature = 0.f;
+            const auto g =
+                generate(m, prompt, {.sampling = sp, .max_new_tokens = 12, .eos_ids = {4}});
+            INFO("seed " << seed);
+            REQUIRE(r.hypotheses.size() == 1);
+            CHECK(r.hypotheses[0].tokens == g.tokens);
+            CHECK(r.hypotheses[0].tokens == without_eos(greedy(m, prompt, 12, 4, pr), 4));
+        }
+}
+
+TEST_CASE("beam search: processing fields beam search cannot honour are rejected by name",
+          "[beam][processors]") {
+    auto msg = [](sampling_params sp) {
+        return beam_search_params{.processing = std::move(sp)}.check().value_or("");
+    };
+    CHECK(msg({.temperature = 0.5f}).find("beam_search_params.processing.temperature") !=
+          std::string::npos);
+    CHECK(msg({.top_k = 3}).find("beam_search_params.processing.top_k") != std::string::npos);
+    CHECK(msg({.top_p = 0.5f}).find("beam_search_params.processing.top_p") != std::string::npos);
+    CHECK(msg({.mirostat = true}).find("beam_search_params.processing.mirostat") !=
+          std::string::npos);
+    sampling_params bad;
+    bad.penalties.repetition = -1.f;
+    CHECK(msg(bad).find("beam_search_params.processing: sampling_params.penalties") !=
+          std::string::npos);
+    sampling_params ok;
+    ok.penalties.repetition = 1.3f;
+    ok.no_repeat_ngram_size = 2;
+    ok.min_new_tokens = 3;
+    ok.banned_sequences = {{1, 2}};
+    CHECK_FALSE(beam_search_params{.processing = ok}.check());
+    CHECK(contrastive_params{.processing = {.top_k = 2}}.check().value_or("").find(
+              "contrastive_params.processing.top_k") != std::string::npos);
+}
+
+TEST_CASE("beam search with processor_input = logprobs equals HF's beam search with processors",
+          "[beam][processors]") {
+    // Hugging Face runs its processors on the log-softmax and does not renormalise.
+    std::size_t differs_from_logits = 0, runs = 0;
+    for (std::uint64_t seed = 1; seed <= 8; ++seed)
+        for (std::size_t B : {2u, 3u})
+            for (const auto& pr : beam_processor_sets) {
+                toy_model m(
+                    {.vocab_size = 5, .seed = seed, .scale = 1.5f, .eos_id = 4, .eos_bias = 1.0f});
+                const std::vector<token_id> prompt = {2, 3, 1};
+                const auto ref = reference_beam(m, prompt, B, 6, 1.0, false,
+                                                early_stopping::heuristic, 4, true, pr, true);
+                beam_search_params bp{.num_beams = B,
+                                      .num_return = B,
+                                      .max_new_tokens = 6,
+                                      .eos_ids = {4},
+                                      .processing = pr.as_params(),
+                                      .processor_input = beam_processor_input::logprobs};
+                const auto r = beam_search(m, prompt, bp);
+                INFO("seed " << seed << " B " << B << " rep " << pr.repetition << " ngram "
+                             << pr.ngram << " min_new " << pr.min_new);
+                CHECK(r.steps == ref.steps);
+                REQUIRE(r.hypotheses.size() == ref.hyps.size());
+                for (std::size_t i = 0; i < ref.hyps.size(); ++i) {
+                    CHECK(r.hypotheses[i].tokens == without_eos(ref.hyps[i].tokens, 4));
+                    CHECK(near(r.hypotheses[i].score, ref.hyps[i].score, 1e-5));
+                }
+                bp.processor_input = beam_processor_input::logits;
+                const auto l = beam_search(m, prompt, bp);
+                for (std::size_t i = 0; i < r.hypotheses.size() && i < l.hypotheses.size(); ++i)
+                    differs_from_logits += !near(l.hypotheses[i].score, r.hypotheses[i].score);
+                ++runs;
+            }
+    INFO(differs_from_logits << " hypotheses scored differently in " << runs << " runs");
+    CHECK(differs_from_logits > 0);  // the two inputs really differ
+    // stochastic beams draw from the processed distribution: logits only
+    CHECK(beam_search_params{.stochastic = true, .processor_input = beam_processor_input::logprobs}
+              .check()
+              .value_or("")
+              .find("beam_search_params.processor_input") != std::string::npos);
 }

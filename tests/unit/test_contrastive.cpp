@@ -1,5 +1,6 @@
 // Contrastive search against an independent recomputation of its formula on the toy model.
 #include "dk_test.hpp"
+#include "naive_processors.hpp"
 #include "toy_model.hpp"
 
 #include <algorithm>
@@ -23,15 +24,18 @@ double cosine(const std::vector<float>& a, const std::vector<float>& b) {
     return ab / std::sqrt(aa * bb);
 }
 
-// The formula of ALGORITHMS.md section 7, written from scratch with the toy model's helpers.
+// The formula of docs/semantics.md#contrastive-search, written from scratch with the toy model's
+// helpers. `pr`: processors applied to each step's logits before the candidates are chosen.
 std::vector<token_id> expected(const toy_model& m, std::vector<token_id> seq, std::size_t k,
-                               double alpha, std::size_t max_new, token_id eos) {
+                               double alpha, std::size_t max_new, token_id eos,
+                               const dk_test::naive_processors& pr = {}) {
+    const std::size_t prompt_length = seq.size();
     std::vector<std::vector<float>> ctx;
     for (std::size_t t = 1; t <= seq.size(); ++t)
         ctx.push_back(m.hidden_of(std::span<const token_id>(seq).first(t)));
     std::vector<token_id> out;
     for (std::size_t step = 0; step < max_new; ++step) {
-        const auto x = m.logits_of(seq);
+        const auto x = pr(m.logits_of(seq), seq, prompt_length);
         double mx = -INFINITY, z = 0;
         for (float v : x) mx = std::max(mx, double(v));
         for (float v : x) z += std::exp(double(v) - mx);
@@ -184,4 +188,49 @@ TEST_CASE(
     kernels::cosine_similarity(q, m.data(), 2, got);
     CHECK(got[0] == dk_test::Approx(0.8).epsilon(1e-6));
     CHECK(got[0] != dk_test::Approx(1.0).epsilon(1e-3));
+}
+
+TEST_CASE("contrastive search with processors picks what its formula gives on processed rows",
+          "[contrastive][processors]") {
+    // HF's order: logits processors, then the top-k of the softmax; each step's processors see
+    // the whole sequence so far.
+    const dk_test::naive_processors sets[] = {
+        {.repetition = 1.8f},
+        {.ngram = 2},
+        {.ngram = 1},
+        {.min_new = 6, .eos = 11},
+        {.repetition = 1.3f, .ngram = 3, .min_new = 3, .eos = 11},
+        {.eos = 11, .banned = {{1, 5}, {7}, {5, 2, 9}}},
+    };
+    std::size_t differs = 0, runs = 0, eos_seen = 0;
+    for (std::uint64_t seed = 1; seed <= 10; ++seed)
+        for (const auto& pr : sets)
+            for (std::size_t k : {1u, 4u}) {
+                toy_model m({.vocab_size = 12,
+                             .hidden_size = 5,
+                             .seed = seed,
+                             .scale = 1.5f,
+                             .eos_id = 11,
+                             .eos_bias = 1.5f});
+                const std::vector<token_id> prompt = {3, 1, 4, 1, 5};
+                contrastive_params cp{.top_k = k,
+                                      .alpha = 0.5f,
+                                      .max_new_tokens = 10,
+                                      .eos_ids = {11},
+                                      .processing = pr.as_params()};
+                const auto r = contrastive_search(m, prompt, cp);
+                INFO("seed " << seed << " k " << k << " rep " << pr.repetition << " ngram "
+                             << pr.ngram << " min_new " << pr.min_new);
+                CHECK(r.tokens == expected(m, prompt, k, 0.5, 10, 11, pr));
+                if (r.reason == stop_reason::eos) {
+                    CHECK(r.tokens.size() >= pr.min_new);
+                    ++eos_seen;
+                }
+                cp.processing = {};
+                differs += contrastive_search(m, prompt, cp).tokens != r.tokens;
+                ++runs;
+            }
+    INFO(differs << " of " << runs << " runs changed; " << eos_seen << " ended by EOS");
+    CHECK(differs > runs / 3);  // negative control: the processors matter
+    CHECK(eos_seen > 0);
 }

@@ -1,5 +1,6 @@
 // DoLa against an independent recomputation of its formula on the toy model.
 #include "dk_test.hpp"
+#include "naive_processors.hpp"
 #include "toy_model.hpp"
 
 #include <algorithm>
@@ -38,9 +39,12 @@ struct expect_t {
     std::vector<int> layers;
 };
 
-// The DoLa formula of ALGORITHMS.md section 7, greedy, written from scratch.
+// The DoLa formula of docs/semantics.md#dola, greedy, written from scratch.
+// `pr`: the sampler's processors on the final scores (after DoLa's repetition penalty); an EOS
+// (pr.eos) ends the output.
 expect_t expected(const toy_model& m, std::vector<token_id> seq, const std::vector<int>& cand,
-                  double rel_top, double rep, std::size_t max_new, bool hf) {
+                  double rel_top, double rep, std::size_t max_new, bool hf,
+                  const dk_test::naive_processors& pr = {}) {
     expect_t e;
     const std::size_t prompt_len = seq.size();
     for (std::size_t step = 0; step < max_new; ++step) {
@@ -61,12 +65,13 @@ expect_t expected(const toy_model& m, std::vector<token_id> seq, const std::vect
             if (std::isfinite(score[std::size_t(t)]))
                 score[std::size_t(t)] = score[std::size_t(t)] > 0 ? score[std::size_t(t)] / rep
                                                                   : score[std::size_t(t)] * rep;
+        score = pr(score, seq, prompt_len);
         const token_id t = token_id(std::max_element(score.begin(), score.end()) - score.begin());
+        if (t == pr.eos) break;
         seq.push_back(t);
         e.tokens.push_back(t);
         e.layers.push_back(best);
     }
-    (void)prompt_len;
     return e;
 }
 
@@ -185,4 +190,45 @@ TEST_CASE("DoLa: a final layer with no valid entry stops with a flag", "[dola]")
     CHECK(r.tokens.empty());
     CHECK(r.no_valid_token);
     CHECK(r.reason == stop_reason::no_valid_token);
+}
+
+TEST_CASE("DoLa's processors run on the final distribution (no_repeat_ngram, min_new_tokens)",
+          "[dola][processors]") {
+    // dola_params::sampling's processors run inside DoLa's sampler, on the contrast scores after
+    // DoLa's own repetition penalty; min_new_tokens suppresses the EOS ids (DoLa's by default).
+    const dk_test::naive_processors sets[] = {{.ngram = 2, .eos = 11},
+                                              {.ngram = 1, .eos = 11},
+                                              {.min_new = 5, .eos = 11},
+                                              {.ngram = 2, .min_new = 3, .eos = 11}};
+    std::size_t differs = 0, runs = 0;
+    for (std::uint64_t seed = 1; seed <= 10; ++seed)
+        for (const auto& pr : sets) {
+            toy_model m({.vocab_size = 12,
+                         .num_layers = 8,
+                         .seed = seed,
+                         .scale = 2.f,
+                         .eos_id = 11,
+                         .eos_bias = 2.f});
+            const std::vector<token_id> prompt = {1, 5, 9};
+            const std::vector<int> cand = {0, 2, 5};
+            sampling_params sp = pr.as_params();
+            sp.temperature = 0.f;
+            dola_params dp{.layers = dola_layer_set::custom,
+                           .custom_layers = cand,
+                           .relative_top = 0.f,
+                           .repetition_penalty = 1.2f,
+                           .sampling = sp,
+                           .max_new_tokens = 10,
+                           .eos_ids = {11}};
+            const auto r = dola_decode(m, prompt, dp);
+            const auto e = expected(m, prompt, cand, 0.0, 1.2, 10, false, pr);
+            INFO("seed " << seed << " ngram " << pr.ngram << " min_new " << pr.min_new);
+            CHECK(r.tokens == e.tokens);
+            if (r.reason == stop_reason::eos) CHECK(r.tokens.size() >= pr.min_new);
+            dp.sampling = {.temperature = 0.f};
+            differs += dola_decode(m, prompt, dp).tokens != r.tokens;
+            ++runs;
+        }
+    INFO(differs << " of " << runs << " runs changed");
+    CHECK(differs > runs / 3);  // negative control: the processors matter
 }

@@ -2,6 +2,7 @@
 // exactly the target's (every proposer, several draft lengths, truncation), greedy speculative
 // output equals plain greedy output for every proposer, and the edge cases of the loop.
 #include "dk_test.hpp"
+#include "naive_processors.hpp"
 #include "toy_model.hpp"
 
 #include <cmath>
@@ -166,6 +167,38 @@ TEST_CASE("the first two emitted tokens follow the target's law exactly",
         const auto law = pair_law(target, prompt, tp);
         draft_model_proposer dp(draft, dproc, {.mode = draft_mode::sample});
         require_law(pair_counts(target, dp, prompt, {.seed = 10, .draft_length = 2}, tp), law);
+    }
+    SECTION("processors (repetition penalty, no_repeat_ngram) in p, with and without them in q") {
+        // The law written independently: softmax of the naively processed logits at each step.
+        const dk_test::naive_processors pr{.repetition = 2.f, .ngram = 1};
+        auto softmax = [](const std::vector<float>& x) {
+            double m = -INFINITY, z = 0;
+            for (float v : x) m = std::max(m, double(v));
+            for (float v : x) z += std::exp(double(v) - m);
+            std::vector<double> p;
+            for (float v : x) p.push_back(std::exp(double(v) - m) / z);
+            return p;
+        };
+        std::vector<double> law(V * V, 0.0);
+        const auto p1 = softmax(pr(target.logits_of(prompt), prompt, prompt.size()));
+        for (std::size_t a = 0; a < V; ++a) {
+            std::vector<token_id> ctx = prompt;
+            ctx.push_back(token_id(a));
+            const auto p2 = softmax(pr(target.logits_of(ctx), ctx, prompt.size()));
+            for (std::size_t b = 0; b < V; ++b) law[a * V + b] += p1[a] * p2[b];
+        }
+        sampler ts(pr.as_params(), V), ds(pr.as_params(), V), plain(sampling_params{}, V);
+        sampler_processing tp(ts), dproc(ds), qplain(plain);
+        draft_model_proposer same_procs(draft, dproc, {.mode = draft_mode::sample});
+        speculative_stats st;
+        require_law(
+            pair_counts(target, same_procs, prompt, {.seed = 11, .draft_length = 2}, tp, &st), law);
+        CHECK(st.accepted > 0);
+        CHECK(st.accepted < st.drafted);
+        // a draft without the processors proposes banned tokens: they must be rejected
+        draft_model_proposer no_procs(draft, qplain, {.mode = draft_mode::sample});
+        require_law(pair_counts(target, no_procs, prompt, {.seed = 12, .draft_length = 3}, tp),
+                    law);
     }
     SECTION("stateful target pipeline: mirostat v2 through sampler::observe()") {
         const sampling_params mp{.mirostat = true, .mirostat_tau = 1.5f, .mirostat_eta = 1.f};
@@ -518,4 +551,120 @@ TEST_CASE("draft ids outside the vocabulary never reach the target", "[speculati
     const auto r = speculative_decode(m, ng, prompt, speculative_params{.max_new_tokens = 4}, proc);
     CHECK(m.bad == 0);
     CHECK(r.tokens.size() == 4);
+}
+
+TEST_CASE("greedy speculative decoding with processors equals generate() with them",
+          "[speculative][processors]") {
+    // Each draft position's row is processed with the history accepted so far; rejected drafts
+    // never reach the processors' state (and the draft's own processors are cut back by their
+    // history tracker). Greedy: token equality with generate() and with a naive recomputation.
+    const toy_model_config tc{.vocab_size = 16,
+                              .num_layers = 4,
+                              .num_heads = 3,
+                              .seed = 17,
+                              .scale = 2.f,
+                              .eos_id = 15,
+                              .eos_bias = 0.5f};
+    toy_model target(tc);
+    toy_model draft = toy_model::draft_of(tc, 0.4f);
+    const std::vector<token_id> prompt = {3, 1, 4, 1, 5, 9, 2, 6, 3, 1, 4, 1};
+    const dk_test::naive_processors sets[] = {
+        {.repetition = 1.5f},
+        {.ngram = 1},
+        {.ngram = 3, .min_new = 10, .eos = 15},
+        {.repetition = 1.3f, .ngram = 2, .min_new = 6, .eos = 15},
+    };
+    std::size_t accepted = 0, rejected = 0, runs = 0;
+    for (const auto& pr : sets)
+        for (auto rule : {verification::rejection, verification::greedy}) {
+            sampling_params sp = pr.as_params();
+            sp.temperature = 0.f;
+            sp.eos_ids = {15};
+            const auto want =
+                generate(target, prompt, {.sampling = sp, .max_new_tokens = 30, .eos_ids = {15}});
+            // the naive recomputation
+            std::vector<token_id> ctx = prompt, naive;
+            for (std::size_t i = 0; i < 30; ++i) {
+                const auto x = pr(target.logits_of(ctx), ctx, prompt.size());
+                const auto t = token_id(std::max_element(x.begin(), x.end()) - x.begin());
+                if (t == 15) break;
+                naive.push_back(t);
+                ctx.push_back(t);
+            }
+            CHECK(want.tokens == naive);
+            const speculative_params params{
+                .max_new_tokens = 30, .eos_ids = {15}, .rule = rule, .draft_length = 3};
+            auto check_run = [&](auto& proposer, sampler_processing& tp) {
+                const auto r = speculative_decode(target, proposer, prompt, params, tp);
+                INFO("rep " << pr.repetition << " ngram " << pr.ngram << " min_new " << pr.min_new
+                            << " rule " << int(rule));
+                CHECK(r.tokens == want.tokens);
+                CHECK(r.reason == want.reason);
+                accepted += r.stats.accepted;
+                rejected += r.stats.drafted - r.stats.accepted;
+                ++runs;
+            };
+            {  // a draft model with the same processors
+                sampler ts(sp, 16), ds(sp, 16);
+                sampler_processing tp(ts), dp(ds);
+                draft_model_proposer proposer(draft, dp);
+                check_run(proposer, tp);
+            }
+            {  // a draft model without processors (its drafts break the bans: rejected)
+                sampler ts(sp, 16), ds(sampling_params{.temperature = 0.f}, 16);
+                sampler_processing tp(ts), dp(ds);
+                draft_model_proposer proposer(draft, dp);
+                check_run(proposer, tp);
+            }
+            {  // n-gram lookup (copies the prompt's repeats, which no_repeat_ngram forbids)
+                sampler ts(sp, 16);
+                sampler_processing tp(ts);
+                ngram_proposer proposer{};
+                check_run(proposer, tp);
+            }
+            const auto plain =
+                generate(target, prompt,
+                         {.sampling = {.temperature = 0.f}, .max_new_tokens = 30, .eos_ids = {15}});
+            INFO("set " << (&pr - sets) << ": " << want.tokens.size() << " tokens with processors, "
+                        << plain.tokens.size() << " without");
+            CHECK(want.tokens != plain.tokens);  // negative control: the processors matter
+        }
+    INFO(accepted << " accepted, " << rejected << " rejected drafts in " << runs << " runs");
+    CHECK(accepted > 0);
+    CHECK(rejected > 0);  // the rollback path ran
+}
+
+TEST_CASE("speculative min_new_tokens comes from the processing sampler (EOS ids checked)",
+          "[speculative][processors]") {
+    const toy_model_config tc{
+        .vocab_size = 8, .seed = 4, .scale = 1.f, .eos_id = 7, .eos_bias = 4.f};
+    toy_model target(tc);
+    const std::vector<token_id> prompt = {1, 2};
+    ngram_proposer ng{};
+    // EOS is very likely: without min_new_tokens the output is short
+    sampler s0(sampling_params{.temperature = 0.f}, 8);
+    sampler_processing p0(s0);
+    const auto r0 =
+        speculative_decode(target, ng, prompt, {.max_new_tokens = 20, .eos_ids = {7}}, p0);
+    REQUIRE(r0.reason == stop_reason::eos);
+    REQUIRE(r0.tokens.size() < 5);
+    sampler s1(sampling_params{.temperature = 0.f, .min_new_tokens = 5, .eos_ids = {7}}, 8);
+    sampler_processing p1(s1);
+    const auto r1 =
+        speculative_decode(target, ng, prompt, {.max_new_tokens = 20, .eos_ids = {7}}, p1);
+    CHECK(r1.tokens.size() >= 5);
+    // a stop sequence completed before min_new_tokens is held (the contract's rule)
+    const std::vector<token_id> first2(r1.tokens.begin(), r1.tokens.begin() + 2);
+    const auto r2 = speculative_decode(
+        target, ng, prompt, {.max_new_tokens = 20, .eos_ids = {7}, .stop_sequences = {first2}}, p1);
+    CHECK(r2.tokens.size() > 2);
+    DK_IF_EXCEPTIONS({
+        // the sampler must know the EOS ids it has to suppress
+        sampler s2(sampling_params{.temperature = 0.f, .min_new_tokens = 5}, 8);
+        sampler_processing p2(s2);
+        const std::string msg = error_of([&] {
+            speculative_decode(target, ng, prompt, {.max_new_tokens = 20, .eos_ids = {7}}, p2);
+        });
+        CHECK(msg.find("eos_ids") != std::string::npos);
+    })
 }

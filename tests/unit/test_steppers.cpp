@@ -128,6 +128,41 @@ request_case speculative_case(toy_model& target, std::vector<token_id> prompt, s
             }};
 }
 
+/// Speculative decoding whose target processing is a sampler with processors (penalties,
+/// no_repeat_ngram, min_new_tokens): the stepper in the loop equals the driver.
+template <class Proposer>
+request_case speculative_sampler_case(toy_model& target, std::vector<token_id> prompt,
+                                      speculative_params p, sampling_params sp,
+                                      std::function<Proposer()> make,
+                                      const void* draft_model = nullptr) {
+    struct state {
+        std::optional<sampler> smp;
+        std::optional<sampler_processing> proc;
+        std::optional<Proposer> proposer;
+        std::unique_ptr<speculative_stepper<Proposer, sampler_processing>> st;
+    };
+    auto s = std::make_shared<state>();
+    return {[=, &target](std::size_t start) {
+                s->smp.emplace(sp, target.vocab_size());
+                s->proc.emplace(*s->smp);
+                s->proposer.emplace(make());
+                s->st = std::make_unique<speculative_stepper<Proposer, sampler_processing>>(
+                    p, target.vocab_size(), prompt, *s->proposer, *s->proc);
+                return job_of(*s->st, start, draft_model);
+            },
+            [=, &target] {
+                sampler smp2(sp, target.vocab_size());
+                sampler_processing proc2(smp2);
+                Proposer proposer2 = make();
+                const auto want = speculative_decode(target, proposer2, prompt, p, proc2);
+                const auto got = s->st->result();
+                CHECK(got.tokens == want.tokens);
+                CHECK(got.reason == want.reason);
+                CHECK(got.stats.drafted == want.stats.drafted);
+                CHECK(got.stats.accepted == want.stats.accepted);
+            }};
+}
+
 const toy_model_config tc{.vocab_size = 16,
                           .hidden_size = 5,
                           .num_layers = 4,
@@ -176,7 +211,40 @@ std::vector<request_case> mixed_requests(toy_model& target, toy_model& draft) {
                    .stochastic = true,
                    .seed = 9,
                    .sequence = 2}),
+        beam_case(target, rep,  // processors per beam (forked with the beam)
+                  {.num_beams = 3,
+                   .num_return = 2,
+                   .max_new_tokens = 8,
+                   .eos_ids = {15},
+                   .processing = {.min_new_tokens = 3,
+                                  .penalties = {.repetition = 1.4f},
+                                  .no_repeat_ngram_size = 2}}),
+        beam_case(target, p2,
+                  {.num_beams = 4,
+                   .num_return = 2,
+                   .max_new_tokens = 6,
+                   .num_groups = 2,
+                   .diversity_penalty = 0.3f,
+                   .processing = {.no_repeat_ngram_size = 1, .banned_sequences = {{4, 9}}}}),
         contrastive_case(target, p2, {.top_k = 3, .alpha = 0.6f, .max_new_tokens = 10}),
+        contrastive_case(target, rep,
+                         {.top_k = 3,
+                          .alpha = 0.5f,
+                          .max_new_tokens = 10,
+                          .eos_ids = {15},
+                          .processing = {.min_new_tokens = 4,
+                                         .penalties = {.repetition = 1.5f},
+                                         .no_repeat_ngram_size = 2}}),
+        dola_case(target, rep,
+                  {.layers = dola_layer_set::custom,
+                   .custom_layers = {0, 2},
+                   .sampling = {.temperature = 0.8f,
+                                .seed = 3,
+                                .min_new_tokens = 3,
+                                .no_repeat_ngram_size = 2},
+                   .max_new_tokens = 9,
+                   .eos_ids = {15},
+                   .sequence = 4}),
         contrastive_case(target, p1,
                          {.top_k = 4, .alpha = 0.4f, .max_new_tokens = 12, .eos_ids = {15}}),
         dola_case(target, p3,
@@ -204,6 +272,20 @@ std::vector<request_case> mixed_requests(toy_model& target, toy_model& draft) {
         speculative_case<mtp>(
             target, p1, {.max_new_tokens = 10, .rule = verification::greedy, .draft_length = 3},
             greedy, [t, greedy] { return mtp(*t, 0, greedy, {.slot = 1}); }),
+        speculative_sampler_case<dmp>(
+            target, rep,
+            {.max_new_tokens = 14, .eos_ids = {15}, .seed = 7, .sequence = 8, .draft_length = 3},
+            {.temperature = 0.9f,
+             .seed = 7,
+             .min_new_tokens = 4,
+             .eos_ids = {15},
+             .penalties = {.repetition = 1.5f},
+             .no_repeat_ngram_size = 2},
+            [d, sampled] { return dmp(*d, sampled, {.mode = draft_mode::sample}); }, d),
+        speculative_sampler_case<ngram_proposer>(
+            target, rep, {.max_new_tokens = 12, .rule = verification::greedy, .draft_length = 4},
+            {.temperature = 0.f, .penalties = {.repetition = 1.3f}, .no_repeat_ngram_size = 3},
+            [] { return ngram_proposer{.max_n = 2}; }),
         speculative_case<ngram_proposer>(target, rep,
                                          {.max_new_tokens = 12, .seed = 2, .draft_length = 4},
                                          sampled, [] { return ngram_proposer{.max_n = 2}; }),
@@ -740,6 +822,50 @@ TEST_CASE("steppers: stop sequences in beam, contrastive and DoLa; min_new_token
                      .stop_sequences = {first}});
     CHECK(held.tokens.size() > 2);  // held: the first completion is ignored
     CHECK(std::equal(held.tokens.begin(), held.tokens.end(), g.tokens.begin()));
+}
+
+TEST_CASE("steppers: min_new_tokens holds EOS and stop sequences in beam and contrastive search",
+          "[steppers][stop][processors]") {
+    toy_model m(tc);
+    const std::vector<token_id> prompt = {6, 1};
+    const auto g = generate(m, prompt, {.sampling = {.temperature = 0.f}, .max_new_tokens = 20});
+    REQUIRE(g.tokens.size() == 20);
+    const std::vector<token_id> first = {g.tokens[0], g.tokens[1]};
+    for (std::size_t min_new : {2u, 3u}) {
+        const auto gs = generate(m, prompt,
+                                 {.sampling = {.temperature = 0.f, .min_new_tokens = min_new},
+                                  .max_new_tokens = 20,
+                                  .stop_sequences = {first}});
+        const auto b = beam_search(m, prompt,
+                                   {.num_beams = 1,
+                                    .max_new_tokens = 20,
+                                    .stopping = early_stopping::first_n,
+                                    .stop_sequences = {first},
+                                    .processing = {.min_new_tokens = min_new}});
+        const auto c = contrastive_search(m, prompt,
+                                          {.alpha = 0.f,
+                                           .max_new_tokens = 20,
+                                           .stop_sequences = {first},
+                                           .processing = {.min_new_tokens = min_new}});
+        INFO("min_new " << min_new);
+        CHECK(b.tokens == gs.tokens);
+        CHECK(c.tokens == gs.tokens);
+        CHECK((gs.tokens.size() == 2) == (min_new == 2));  // held at 3
+    }
+    // EOS (15, likely in tc) is suppressed until min_new_tokens: never an EOS hypothesis before
+    const auto b = beam_search(m, prompt,
+                               {.num_beams = 3,
+                                .num_return = 3,
+                                .max_new_tokens = 12,
+                                .eos_ids = {15},
+                                .processing = {.min_new_tokens = 6}});
+    for (const auto& h : b.hypotheses)
+        if (h.eos) CHECK(h.tokens.size() >= 6);
+    const auto c = contrastive_search(
+        m, prompt,
+        {.top_k = 3, .max_new_tokens = 12, .eos_ids = {15}, .processing = {.min_new_tokens = 6}});
+    if (c.reason == stop_reason::eos) CHECK(c.tokens.size() >= 6);
+    for (token_id t : c.tokens) CHECK(t != 15);
 }
 
 TEST_CASE("steppers: beam search with every row NaN reports no_valid_token", "[steppers][beam]") {

@@ -22,19 +22,34 @@
 /// true bound (best sum / max_length^lp when lp > 0), so it returns the exact n-best of the
 /// sequences the beam kept. At max_new_tokens, running beams become hypotheses.
 /// All running beams (every group) go to the model in one call, slot = beam index.
-/// Special rows: a beam whose row has no valid entry (all -inf / NaN) ends; when no running beam
-/// of a group has one, its running beams become hypotheses with reason no_valid_token (their
-/// tokens so far), so a model of NaN rows gives one empty hypothesis and
-/// stop_reason::no_valid_token.
+/// Processors (beam_search_params::processing, decoding/row_processors.hpp): every beam has its
+/// own processor state (a processor_pipeline following that beam's history); a new beam takes a
+/// copy of its parent's (the fork), so penalties, no_repeat_ngram, banned sequences and
+/// min_new_tokens see each beam's own tokens. They run on each beam's LOGITS row, and the
+/// log-softmax of the processed row is the beam's logprob (the scores are log-probabilities of
+/// the processed distribution, as a sampler with the same processors draws from). Hugging Face
+/// runs its processors on the log-softmax instead and does not renormalise; we process logits
+/// because then a processor means the same thing in every strategy (CTRL's repetition penalty
+/// divides positive logits, which log-probabilities never are), num_beams = 1 equals greedy
+/// generate() with the same processors, and the scores of different beams stay comparable
+/// log-probabilities. The two agree on which tokens are banned (-inf) and differ in the scores
+/// of the others; beam_processor_input::logprobs gives Hugging Face's behaviour for parity.
+/// min_new_tokens holds EOS (suppressed) and stop sequences / stop strings (not matched before that
+/// many tokens), decoding/contract.hpp's rule. Special rows: a beam whose row has no valid entry
+/// (all -inf / NaN) ends; when no running beam of a group has one, its running beams become
+/// hypotheses with reason no_valid_token (their tokens so far), so a model of NaN rows gives one
+/// empty hypothesis and stop_reason::no_valid_token.
 
 #include <decodekit/config.hpp>
 #include <decodekit/decoding/contract.hpp>
 #include <decodekit/decoding/model_call.hpp>
+#include <decodekit/decoding/row_processors.hpp>
 #include <decodekit/decoding/stop.hpp>
 #include <decodekit/decoding/stop_strings.hpp>
 #include <decodekit/error.hpp>
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/select.hpp>
+#include <decodekit/kernels/softmax.hpp>
 #include <decodekit/model.hpp>
 #include <decodekit/random.hpp>
 #include <decodekit/types.hpp>
@@ -61,6 +76,16 @@ enum class early_stopping : std::uint8_t {
     never,      ///< stop only when no running beam can beat the worst ever (a true bound)
 };
 
+/// What beam search's processors run on (beam_search_params::processing).
+enum class beam_processor_input : std::uint8_t {
+    /// The logits; the beam's logprobs are the log-softmax of the processed row (default: the
+    /// scores are log-probabilities of the processed distribution, as a sampler draws from).
+    logits,
+    /// Hugging Face: the log-softmax of the logits; the processed values are the logprobs as
+    /// they are (not renormalised). For parity with transformers' beam search.
+    logprobs,
+};
+
 /// Beam search configuration.
 struct beam_search_params {
     std::size_t num_beams = 4;            ///< beam width, >= 1
@@ -80,9 +105,22 @@ struct beam_search_params {
     std::vector<std::string> stop_strings =
         {};                         ///< finish a hypothesis (decoding/stop_strings.hpp)
     detokenize_fn detokenize = {};  ///< token -> bytes, needed by stop_strings
+    /// The processors of every beam: only the processor fields are read (penalties,
+    /// no_repeat_ngram_size, banned tokens / sequences, logit biases, min_new_tokens, user
+    /// processors; decoding/row_processors.hpp); its eos_ids default to this eos_ids.
+    sampling_params processing = {};
+    /// What the processors run on (the file comment says why logits is the default).
+    beam_processor_input processor_input = beam_processor_input::logits;
 
     /// The first invalid field, named with its allowed range; nullopt when valid.
     std::optional<std::string> check() const {
+        if (auto e = detail::check_row_processing(processing, "beam_search_params")) return e;
+        if (unsigned(processor_input) > 1u)
+            return detail::range_message("beam_search_params.processor_input", "logits or logprobs",
+                                         double(unsigned(processor_input)));
+        if (stochastic && processor_input == beam_processor_input::logprobs)
+            return std::string(
+                "beam_search_params.processor_input must be logits with stochastic beams");
         if (num_beams < 1 || num_beams > 4096)
             return detail::range_message("beam_search_params.num_beams", "in [1, 4096]",
                                          double(num_beams));
@@ -188,19 +226,24 @@ struct beam_step_workspace {
 /// The top `out.size()` candidates (rank order) of `beam_scores[b] + log_softmax(row b)[v]` over
 /// rows x V (row-major `rows`), without sorting V: kernels::top_k per row, then a merge.
 /// `penalty` (optional, size V): subtracted from the logprob of each token (diversity penalty).
-/// Returns the number written (fewer when rows have fewer valid entries).
+/// `logprob_rows`: the rows already are the logprobs (used as they are, not renormalised:
+/// Hugging Face's processed log-softmax). Returns the number written (fewer when rows have fewer
+/// valid entries).
 /// \pre rows.size() == beam_scores.size() * vocab_size, ws sized for (vocab_size, rows, k)
 inline std::size_t beam_top_candidates(std::span<const float> rows, std::size_t vocab_size,
                                        std::span<const double> beam_scores,
                                        std::span<beam_candidate> out, beam_step_workspace& ws,
-                                       std::span<const float> penalty = {},
-                                       std::size_t extra_k = 0) noexcept {
+                                       std::span<const float> penalty = {}, std::size_t extra_k = 0,
+                                       bool logprob_rows = false) noexcept {
     const std::size_t k = out.size();
     ws.pool.clear();
     if (k == 0) return 0;
     for (std::size_t b = 0; b < beam_scores.size(); ++b) {
         const std::span<const float> row = rows.subspan(b * vocab_size, vocab_size);
-        const double lse = kernels::logsumexp(row);
+        const double lse = !logprob_rows ? kernels::logsumexp(row)
+                           : kernels::max(row) > -std::numeric_limits<float>::infinity()
+                               ? 0.0
+                               : -std::numeric_limits<double>::infinity();
         if (!(lse > -std::numeric_limits<double>::infinity())) continue;  // no valid entry
         const std::size_t n = kernels::top_k(row, k + extra_k, tie_policy::exactly_k, ws.row_top);
         double inf_logp = 0;
@@ -287,10 +330,18 @@ public:
         text_on_ = !p_.stop_strings.empty();
         const stop_string_matcher text0 =
             text_on_ ? stop_string_matcher(p_.stop_strings) : stop_string_matcher();
+        processor_pipeline procs0 = detail::row_processors(p_.processing, p_.eos_ids);
+        procs_on_ = procs0.active();
+        hf_input_ = procs_on_ && p_.processor_input == beam_processor_input::logprobs;
+        min_new_ = p_.processing.min_new_tokens;
         groups_.resize(p_.num_groups);
         for (std::size_t g = 0; g < p_.num_groups; ++g) {
-            groups_[g].running.push_back({prompt_, 0.0, 0.0, 0, text0});
+            groups_[g].running.push_back({prompt_, 0.0, 0.0, 0, text0, procs0});
             groups_[g].nr = 1;
+        }
+        if (procs_on_) {
+            processed_.resize(gs_ * vocab_);
+            last_child_.resize(gs_);
         }
         ws_ = beam_step_workspace(vocab_, gs_, k + (p_.num_groups > 1 ? p_.num_beams : 0));
         top_.resize(k);
@@ -335,15 +386,17 @@ public:
             group& G = groups_[g];
             if (G.done) continue;
             const std::size_t nb = G.nr, base = row0;
-            const std::span<const float> rows = logits.subspan(row0 * vocab_, nb * vocab_);
+            std::span<const float> rows = logits.subspan(row0 * vocab_, nb * vocab_);
             row0 += nb;
+            if (procs_on_) rows = process_rows(G, rows);
             scores_.clear();
             for (std::size_t b = 0; b < nb; ++b)
                 scores_.push_back(p_.stochastic ? G.running[b].key : G.running[b].sum);
             const std::size_t n =
                 p_.stochastic ? stochastic_candidates(G, rows, cur)
                               : beam_top_candidates(rows, vocab_, scores_, top_, ws_, penalty_,
-                                                    penalty_.empty() ? 0 : chosen_.size());
+                                                    penalty_.empty() ? 0 : chosen_.size(),
+                                                    procs_on_ && hf_input_);
             G.nn = 0;
             if (n == 0) {  // no running beam of the group has a valid entry
                 for (std::size_t b = 0; b < G.nr; ++b)
@@ -363,12 +416,13 @@ public:
                     continue;
                 }
                 std::optional<stop_reason> fin;
-                if (stops.has_stop_sequences() &&
+                const bool stops_active = cur >= min_new_;  // min_new_tokens holds every stop
+                if (stops_active && stops.has_stop_sequences() &&
                     stops.completes_stop_sequence(generated(parent), c.token)) {
                     fin = stop_reason::stop_sequence;
                 } else if (text_on_) {
                     scratch_ = parent.text;
-                    if (scratch_.push(p_.detokenize(c.token)).matched)
+                    if (scratch_.push(p_.detokenize(c.token), stops_active).matched)
                         fin = stop_reason::stop_string;
                 }
                 if (fin) {
@@ -383,6 +437,7 @@ public:
                 nb2.parent = std::uint32_t(base + c.beam);
                 if (text_on_) nb2.text = std::move(scratch_);
             }
+            if (procs_on_) fork_processors(G, base);
             for (std::size_t r = 0; r < G.nn; ++r) note_chosen(G.next[r].tokens.back());
             std::swap(G.running, G.next);
             std::swap(G.nr, G.nn);
@@ -478,6 +533,7 @@ private:
         double key = 0;            // stochastic: the Gumbel key G
         std::uint32_t parent = 0;  // index in the previous requests of the beam it extends
         stop_string_matcher text;  // with stop strings: the beam's text state
+        processor_pipeline procs;  // with processors: the beam's processor state
     };
     struct group {
         std::vector<beam> running, next;        // storage reused across steps
@@ -567,6 +623,36 @@ private:
         return e;
     }
 
+    /// The processed copy of each running beam's row (its processors, its history).
+    std::span<const float> process_rows(group& G, std::span<const float> rows) {
+        const std::size_t nb = G.nr;
+        for (std::size_t b = 0; b < nb; ++b) {
+            const std::span<float> row = std::span<float>(processed_).subspan(b * vocab_, vocab_);
+            const std::span<const float> raw = rows.subspan(b * vocab_, vocab_);
+            if (hf_input_)
+                kernels::log_softmax(raw, row);
+            else
+                std::copy(raw.begin(), raw.end(), row.begin());
+            G.running[b].procs.apply(row, sample_context{.sequence = p_.sequence,
+                                                         .step = step_,
+                                                         .history = G.running[b].tokens,
+                                                         .prompt_length = prompt_.size()});
+        }
+        return std::span<const float>(processed_).first(nb * vocab_);
+    }
+    /// Each new beam takes its parent's processor state: a copy, or the parent's own when it is
+    /// the parent's last child (the parent is not used after this step).
+    void fork_processors(group& G, std::size_t base) {
+        for (std::size_t i = 0; i < G.nn; ++i) last_child_[G.next[i].parent - base] = i;
+        for (std::size_t i = 0; i < G.nn; ++i) {
+            beam& parent = G.running[G.next[i].parent - base];
+            if (last_child_[G.next[i].parent - base] == i)
+                G.next[i].procs = std::move(parent.procs);
+            else
+                G.next[i].procs = parent.procs;
+        }
+    }
+
     /// Stochastic beams: child key G_c = -log(exp(-G_parent) - exp(-Z) + exp(-G~_c)) with
     /// G~_c = phi_c + Gumbel, Z = max_c G~_c (Kool et al. 2019, stable form); top 2g by key.
     std::size_t stochastic_candidates(group& G, std::span<const float> rows, std::size_t cur) {
@@ -643,6 +729,11 @@ private:
     std::vector<std::uint32_t> parents_;
     bool text_on_ = false;
     stop_string_matcher scratch_;
+    bool procs_on_ = false;
+    bool hf_input_ = false;  // processors on the log-softmax (beam_processor_input::logprobs)
+    std::size_t min_new_ = 0;
+    std::vector<float> processed_;         // with processors: the group's processed rows
+    std::vector<std::size_t> last_child_;  // with processors: per parent, its last new beam
     std::size_t calls_ = 0, rows_ = 0;
     std::chrono::steady_clock::time_point t0_;
     double ttft_ = 0, total_ = 0;

@@ -29,10 +29,20 @@
 /// sequence. EOS is held by suppression (the sampler's min_new_tokens sets the EOS logits to
 /// -inf, so it cannot be drawn); a stop sequence or stop string completing at a token whose count
 /// is below min_new_tokens is ignored (its text is released as ordinary text) and matching goes
-/// on. The strategies that draw through a decodekit::sampler take it from their sampling params
-/// (generate_params::sampling.min_new_tokens, dola_params::sampling.min_new_tokens); beam search,
-/// contrastive search and speculative decoding have no min_new_tokens (their stops are never
-/// held).
+/// on. Every strategy takes it from the sampling_params that configure its processors:
+/// generate_params::sampling, dola_params::sampling, beam_search_params::processing,
+/// contrastive_params::processing (the EOS ids to suppress default to the strategy's eos_ids),
+/// and for speculative decoding the sampler of its sampler_processing (whose eos_ids must list
+/// speculative_params::eos_ids).
+///
+/// ## Processors (every strategy, one pipeline)
+/// Logits processors (penalties, no_repeat_ngram, banned tokens and sequences, logit biases,
+/// min_new_tokens, DRY, user processors) are one type, processor_pipeline
+/// (sampling/processing.hpp), with per-sequence state that follows the history
+/// (processors/history.hpp). generate and DoLa run it inside their sampler (DoLa: on the contrast
+/// scores, after its own repetition penalty); beam search runs one per beam on the beam's logits
+/// row (a new beam forks its parent's); contrastive search on each step's row before the top-k;
+/// speculative decoding inside its processing, position by position with the accepted history.
 ///
 /// ## Streaming (every strategy)
 /// A callback `bool(const token_event&)` or `bool(token_id)` (or returning void) sees every

@@ -11,11 +11,18 @@
 /// is greedy (then the look-ahead has one candidate). The first call scores the whole prompt
 /// (logits and hidden states of every prompt position, slot 0). Stop rule, streaming and results:
 /// decoding/contract.hpp (an EOS is not appended; token_event::logprob is log p of the chosen
-/// candidate under softmax(logits)).
+/// candidate under softmax(logits), the processed logits when there are processors).
+/// Processors (contrastive_params::processing, decoding/row_processors.hpp: penalties,
+/// no_repeat_ngram, banned tokens / sequences, min_new_tokens, user processors) run on each
+/// step's logits row, with the sequence's history, before the top-k candidates are chosen, as
+/// Hugging Face does (its logits processors, then top-k of the softmax): p above is the processed
+/// distribution, a banned token is never a candidate. min_new_tokens suppresses the EOS ids
+/// (defaulting to eos_ids) and holds stop sequences / stop strings until that many tokens exist.
 
 #include <decodekit/config.hpp>
 #include <decodekit/decoding/contract.hpp>
 #include <decodekit/decoding/model_call.hpp>
+#include <decodekit/decoding/row_processors.hpp>
 #include <decodekit/decoding/sequence_output.hpp>
 #include <decodekit/decoding/stop.hpp>
 #include <decodekit/decoding/stop_strings.hpp>
@@ -47,9 +54,14 @@ struct contrastive_params {
     std::vector<std::vector<token_id>> stop_sequences = {};  ///< each non-empty
     std::vector<std::string> stop_strings = {};  ///< text stops (decoding/stop_strings.hpp)
     detokenize_fn detokenize = {};  ///< token -> bytes: streams text, needed by stop_strings
+    /// The processors of the sequence: only the processor fields are read (penalties,
+    /// no_repeat_ngram_size, banned tokens / sequences, logit biases, min_new_tokens, user
+    /// processors; decoding/row_processors.hpp); its eos_ids default to this eos_ids.
+    sampling_params processing = {};
 
     /// The first invalid field, named with its allowed range; nullopt when valid.
     std::optional<std::string> check() const {
+        if (auto e = detail::check_row_processing(processing, "contrastive_params")) return e;
         if (top_k < 1 || top_k > 1024)
             return detail::range_message("contrastive_params.top_k", "in [1, 1024]", double(top_k));
         if (!(alpha >= 0.f && alpha <= 1.f))
@@ -157,10 +169,13 @@ public:
         cand_seq_.resize(k_);
         for (auto& c : cand_seq_) c.reserve(prompt.size() + reserve);
         req_.resize(k_);
+        procs_ = detail::row_processors(params.processing, params.eos_ids);
+        prompt_length_ = prompt.size();
         out_ = sequence_output(stop_conditions{.eos_ids = params.eos_ids,
                                                .stop_sequences = params.stop_sequences,
                                                .stop_strings = params.stop_strings,
                                                .detokenize = params.detokenize,
+                                               .min_new_tokens = params.processing.min_new_tokens,
                                                .max_new_tokens = params.max_new_tokens},
                                prompt.size(), reserve);
         req_[0] = {seq_, seq_.size(), 0};
@@ -249,6 +264,10 @@ private:
     /// The next step's candidates and look-ahead requests (or no_valid_token).
     template <class OnToken>
     void prepare(OnToken& on_token) {
+        if (procs_.active())
+            procs_.apply(logits_, sample_context{.step = out_.size(),
+                                                 .history = seq_,
+                                                 .prompt_length = prompt_length_});
         n_ = scorer_.candidates_of(logits_);
         if (n_ == 0) {
             out_.finish(stop_reason::no_valid_token, on_token);
@@ -270,6 +289,8 @@ private:
     std::vector<sequence_request> req_;
     std::size_t n_ = 0;  // live requests
     bool prompt_phase_ = true;
+    processor_pipeline procs_;  // the sequence's processors (inactive: none)
+    std::size_t prompt_length_ = 0;
     sequence_output out_;
     std::size_t calls_ = 0, rows_ = 0;
 };

@@ -10,6 +10,7 @@
 #include <decodekit/decoding/generate.hpp>
 #include <decodekit/decoding/model_call.hpp>
 #include <decodekit/decoding/proposers.hpp>
+#include <decodekit/decoding/row_processors.hpp>
 #include <decodekit/decoding/sequence_output.hpp>
 #include <decodekit/decoding/speculative.hpp>
 #include <decodekit/decoding/stop.hpp>

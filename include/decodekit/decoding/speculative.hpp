@@ -47,6 +47,20 @@
 /// target sequence is cut back after a rejection (model.hpp's sequence contract). Processing is
 /// applied lazily in emission order, so a stateful processing step (commit()) only ever sees
 /// emitted tokens: nothing to roll back on the target side (no sampler state()/restore() needed).
+///
+/// ## Processors (penalties, no_repeat_ngram, banned sequences, min_new_tokens, user processors)
+/// They live in the processing (sampler_processing over a sampler configured with them). The row
+/// of draft position i is processed with the history prompt + emitted tokens + the round's tokens
+/// accepted before i, i.e. exactly the history plain sampling would have at that step: the
+/// processors' state (processors/history.hpp) advances by one accepted token per position, and
+/// since a position is processed only after the previous one was accepted, the rejected drafts
+/// never enter it (the rollback on rejection is free: the state never moved past the emitted
+/// tokens). Hence, for the same processors, greedy speculative output equals greedy generate()
+/// token for token, and sampled output follows the same law. A proposer's own processing
+/// follows its drafts and is cut back by its history tracker when a round rejects them.
+/// min_new_tokens comes from the processing (sampler_processing: the sampler's
+/// sampling_params::min_new_tokens, whose eos_ids must list speculative_params::eos_ids, checked
+/// up front): EOS is suppressed in p, stop sequences and stop strings are held until then.
 /// A proposer that drafts from the target's hidden state (an MTP module: needs_target_hidden())
 /// makes the verify call logits_and_hidden and receives the hidden row of the last verified
 /// position after each round (target_hidden_proposer).
@@ -492,6 +506,10 @@ public:
     void commit(token_id t, const sparse_distribution& p) const noexcept {
         s_->observe(decodekit::distribution{p.tokens, p.probs}, t);
     }
+    /// The sampler's min_new_tokens (the stepper holds its stops until then).
+    std::size_t min_new_tokens() const noexcept { return s_->params().min_new_tokens; }
+    /// The EOS ids the sampler suppresses before min_new_tokens.
+    std::span<const token_id> eos_ids() const noexcept { return s_->params().eos_ids; }
 
 private:
     sampler* s_;
@@ -712,10 +730,14 @@ public:
         st_.prompt_tokens = prompt.size();
         if constexpr (target_hidden_proposer<Proposer>)
             if (proposer_->needs_target_hidden()) H_ = std::size_t(proposer_->hidden_size());
+        std::size_t min_new = 0;
+        if constexpr (requires { processing.min_new_tokens(); })
+            min_new = processing.min_new_tokens();
         out_ = sequence_output(stop_conditions{.eos_ids = p_.eos_ids,
                                                .stop_sequences = p_.stop_sequences,
                                                .stop_strings = p_.stop_strings,
                                                .detokenize = p_.detokenize,
+                                               .min_new_tokens = min_new,
                                                .max_new_tokens = p_.max_new_tokens},
                                prompt.size(), reserve);
         if (out_.done())
@@ -819,6 +841,22 @@ private:
         if constexpr (requires { proposer.validate(); }) proposer.validate();
         if (prompt.empty()) raise("speculative_decode: the prompt must be non-empty");
         if (V == 0) raise("speculative_decode: vocab_size must be >= 1");
+        if constexpr (requires {
+                          processing.min_new_tokens();
+                          processing.eos_ids();
+                      }) {
+            // min_new_tokens suppresses EOS in the processing: it must know every EOS id
+            if (processing.min_new_tokens() > 0)
+                for (token_id e : params.eos_ids) {
+                    const auto ids = processing.eos_ids();
+                    if (e >= 0 && std::find(ids.begin(), ids.end(), e) == ids.end())
+                        raise("speculative_decode: the processing sampler's min_new_tokens is " +
+                              std::to_string(processing.min_new_tokens()) +
+                              " but its sampling_params.eos_ids lacks the EOS id " +
+                              std::to_string(e) +
+                              " of speculative_params.eos_ids (it could not be suppressed)");
+                }
+        }
         if constexpr (requires { proposer.vocab_size(); }) {
             const std::size_t dv = std::size_t(proposer.vocab_size());
             if (dv != V)

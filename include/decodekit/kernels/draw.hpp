@@ -296,7 +296,8 @@ std::size_t draw_exponential_race(std::span<const float> x, float temperature,
 using reference::logit_threshold;
 using reference::min_p_offset;
 
-/// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection).
+/// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection,
+/// docs/semantics.md#draw).
 /// Blocks are lane-strided: the row is cut into chunks of L g entries (L = SIMD lanes; g the
 /// smallest power of two >= 16 giving at most 512 blocks: 256 at V = 128256 with 16 lanes) and
 /// block (chunk q, lane j) holds the g entries q L g + j + L s, s < g, so one SIMD pass of

@@ -2,7 +2,7 @@
 /// \file processors/penalties.hpp
 /// Repetition (CTRL), frequency and presence (OpenAI) penalties over a window of the history.
 ///
-/// Semantics (../shared/ALGORITHMS.md section 2):
+/// Semantics (docs/semantics.md#penalties):
 ///   repetition: for every token seen in the repetition window, `x > 0 ? x / theta : x * theta`
 ///               (applied once per distinct token, whatever its count);
 ///   frequency / presence: `x -= count * a_f + (count > 0) * a_p`, count = occurrences of the

@@ -7,10 +7,15 @@
 #include <decodekit/config.hpp>
 #include <decodekit/processors/bias.hpp>
 #include <decodekit/processors/dry.hpp>
+#include <decodekit/processors/exponential_decay.hpp>
+#include <decodekit/processors/forced.hpp>
 #include <decodekit/processors/history.hpp>
 #include <decodekit/processors/min_length.hpp>
 #include <decodekit/processors/ngram.hpp>
 #include <decodekit/processors/ngram_index.hpp>
 #include <decodekit/processors/penalties.hpp>
+#include <decodekit/processors/prefix_constrained.hpp>
 #include <decodekit/processors/processor.hpp>
+#include <decodekit/processors/sequence_bias.hpp>
+#include <decodekit/processors/suppress_at_begin.hpp>
 #include <decodekit/processors/token_counts.hpp>

@@ -1,10 +1,10 @@
 #pragma once
 /// \file sampling/batch.hpp
 /// Batched sampling for continuous batching: a [rows x vocab] row-major matrix (with a row
-/// stride), each row with its own sampler (its params, workspace and mirostat state), sequence
-/// id, step and history. Row i's result is exactly sampler.sample(row i, ctx i): the same token
-/// whatever the batch composition, the row order or the number of threads (the RNG is keyed by
-/// (seed, sequence, step), never by row position).
+/// stride), each row with its own sampler (its params and state; the row works in the workspace
+/// of the thread that runs it), sequence id, step and history. Row i's result is exactly
+/// sampler.sample(row i, ctx i): the same token whatever the batch composition, the row order or
+/// the number of threads (the RNG is keyed by (seed, sequence, step), never by row position).
 ///
 /// Parallelism: batch_sampler owns a persistent pool (threads - 1 workers, created once by the
 /// constructor; the calling thread works too); no thread is created per call. Or pass your own

@@ -10,7 +10,7 @@
 /// distribution at temperature 1, steps after it the tempered one.
 ///
 // clang-format off
-/// Presets (ALGORITHMS.md "Order"; a disabled step is skipped):
+/// Presets (docs/semantics.md#presets; a disabled step is skipped):
 ///   - hf        : temperature, top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, xtc,
 ///                 mirostat
 ///   - llama_cpp : top_n_sigma, top_k, typical, epsilon, eta, top_p, min_p, xtc, temperature,
