@@ -3,6 +3,7 @@
 /// All kernels.
 
 #include <decodekit/kernels/draw.hpp>
+#include <decodekit/kernels/mask.hpp>
 #include <decodekit/kernels/nucleus.hpp>
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/reference.hpp>
