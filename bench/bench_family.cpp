@@ -18,6 +18,10 @@
 // reference's own arithmetic (the exactness fallbacks), over one call on each of 32 more rows of
 // the shape (salts 1..32), outside the timing.
 //
+// Settings with a mask percentage run under a token bitmask (sample_context::mask) allowing that
+// percentage of the tokens at random (fixed seed): "<setting>_mask<percent>" (issue 14's bar:
+// the llama.cpp chain with a mask against the chain without).
+//
 // distribution() and distribution_unordered() with top-p 0.95 on every shape are reported
 // separately (BM_distribution[_unordered]/top_p95/<shape>/V:128256): distribution() sorts what
 // it returns, so on a flat row its cost is O(n log n) in the nucleus by contract.
@@ -26,6 +30,7 @@
 
 #include <decodekit/sampling/sampling.hpp>
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -39,7 +44,17 @@ struct setting {
     sampling_params params;
     bool hf15 = false;        ///< also "<name>_hf15": order hf, temperature 1.5
     bool all_vocabs = false;  ///< also at every vocabulary size (peaked and flat rows)
+    int mask_percent = 0;     ///< > 0: under a random token bitmask allowing this percentage
 };
+
+/// A fixed random mask over v tokens allowing `percent` % of them.
+std::vector<std::uint32_t> mask_words(std::size_t v, int percent) {
+    std::uint64_t s = 99 + std::uint64_t(percent);
+    std::vector<std::uint32_t> w(kernels::bitmask_words(v), 0u);
+    for (std::size_t i = 0; i < v; ++i)
+        if (dk_bench::splitmix64(s) % 100 < std::uint64_t(percent)) w[i / 32] |= 1u << (i % 32);
+    return w;
+}
 
 sampling_params no_chosen_logprob(sampling_params p) {
     p.logprobs.chosen = false;
@@ -66,6 +81,19 @@ std::vector<setting> settings() {
         {.name = "top_n_sigma1", .params = {.top_n_sigma = 1.f}, .hf15 = true},
         {.name = "mirostat2", .params = {.mirostat = true}, .hf15 = true},
         {.name = "xtc", .params = {.xtc_probability = 1.f, .xtc_threshold = 0.1f}, .hf15 = true},
+        {.name = "greedy_mask50", .params = {.temperature = 0.f}, .mask_percent = 50},
+        {.name = "temperature_mask50", .params = {.temperature = 0.8f}, .mask_percent = 50},
+        {.name = "temperature_nolp_mask50",
+         .params = no_chosen_logprob({.temperature = 0.8f}),
+         .mask_percent = 50},
+        {.name = "top_k40_mask50", .params = {.top_k = 40}, .mask_percent = 50},
+        {.name = "llama_chain_mask50", .params = chain, .mask_percent = 50},
+        {.name = "llama_chain_mask1", .params = chain, .mask_percent = 1},
+        {.name = "min_p05_mask50", .params = {.min_p = 0.05f}, .mask_percent = 50},
+        {.name = "min_p05_nolp_mask50",
+         .params = no_chosen_logprob({.min_p = 0.05f}),
+         .mask_percent = 50},
+        {.name = "typical90_mask50", .params = {.typical_p = 0.9f}, .mask_percent = 50},
     };
 }
 
@@ -76,22 +104,27 @@ sampling_params hf15(sampling_params p) {
 }
 
 void run_sample(benchmark::State& state, const sampling_params& p, dk_bench::shape sh,
-                std::size_t v) {
+                std::size_t v, int mask_percent) {
     const auto& x = dk_bench::row(sh, v);
+    const std::vector<std::uint32_t> words =
+        mask_percent > 0 ? mask_words(v, mask_percent) : std::vector<std::uint32_t>{};
+    sample_context ctx{.sequence = 1};
+    if (mask_percent > 0) ctx.mask = {.words = words, .size = v};
     sampler s(p, v);
     const sampler_state initial = s.state();
-    if (!s.sample(x, 1, 0).ok()) {
+    if (!s.sample(x, ctx).ok()) {
         state.SkipWithError("sample() did not return status ok");
         return;
     }
-    std::uint64_t step = 1;
     for (auto _ : state) {
         s.restore(initial);
-        benchmark::DoNotOptimize(s.sample(x, 1, step++));
+        ++ctx.step;
+        benchmark::DoNotOptimize(s.sample(x, ctx));
     }
     s.restore(initial);
     dk_bench::set_items(state, v);
-    state.counters["kept"] = double(s.distribution_unordered(x, {.sequence = 1}).size());
+    ctx.step = 0;
+    state.counters["kept"] = double(s.distribution_unordered(x, ctx).size());
     if (v == dk_bench::bar_vocab) {  // the fallback rate over 32 more rows of the shape
         static std::map<int, std::vector<std::vector<float>>> more;
         auto& rows = more[int(sh)];
@@ -132,9 +165,10 @@ void run_distribution(benchmark::State& state, const sampling_params& p, dist_ki
     state.counters["kept"] = double(kept);
 }
 
-void add(const std::string& name, const sampling_params& p, dk_bench::shape sh, std::size_t v) {
+void add(const std::string& name, const sampling_params& p, dk_bench::shape sh, std::size_t v,
+         int mask_percent = 0) {
     benchmark::RegisterBenchmark(dk_bench::family_name("BM_sample/" + name, sh, v).c_str(),
-                                 run_sample, p, sh, v);
+                                 run_sample, p, sh, v, mask_percent);
 }
 
 [[maybe_unused]] const bool registered = [] {
@@ -147,7 +181,7 @@ void add(const std::string& name, const sampling_params& p, dk_bench::shape sh, 
                                   (st.all_vocabs &&
                                    (sh == dk_bench::shape::peaked || sh == dk_bench::shape::flat));
                 if (!here) continue;
-                add(st.name, st.params, sh, v);
+                add(st.name, st.params, sh, v, st.mask_percent);
                 if (st.hf15 && v == dk_bench::bar_vocab)
                     add(st.name + "_hf15", hf15(st.params), sh, v);
             }

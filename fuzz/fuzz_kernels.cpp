@@ -2,9 +2,12 @@
 /// Every kernel on arbitrary rows (NaN, +-inf, huge, subnormal, ties), for every xsimd
 /// architecture the build supports, checked against kernels/reference.hpp (the oracle):
 /// exact for max/argmax/selections/draws, tight tolerances for reductions. A mismatch aborts.
-/// Input: [arch][kernel][row...][kernel arguments]. Kernel 13: the truncation kernels (top-p,
-/// typical, epsilon, eta, mirostat's cut, top-n-sigma, XTC's removal; their cuts; draw_cut),
-/// chosen by one more byte.
+/// Kernel 13: the truncation kernels (top-p, typical, epsilon, eta, mirostat's cut, top-n-sigma,
+/// XTC's removal; their cuts; draw_cut), chosen by one more byte.
+/// Token bitmasks: about half the inputs run the masked kernels (random words, all-zero,
+/// all-one, garbage bits past V, masks longer or shorter than the row) against the reference on
+/// the masked copy of the row (reference::masked_copy), and the in-place apply against it.
+/// Input: [arch][kernel][row...][T][mask][kernel arguments].
 
 #include <decodekit/decodekit.hpp>
 #include <decodekit/kernels/reference.hpp>
@@ -218,14 +221,41 @@ void run(FuzzedDataProvider& in) {
     const float t = in.ConsumeBool() ? 1.f : dk_fuzz::consume_param(in, 1e-3f, 100.f);
     const bool t_ok = t > 0 && std::isfinite(t);  // precondition of the temperature kernels
 
+    // The mask: none (modes 0-2), random words, all-zero, all-one, random with every bit past n
+    // set and a size past n, or a short one (size and words below n).
+    const int mask_mode = in.ConsumeIntegralInRange<int>(0, 7);
+    const bool masked = mask_mode >= 3;
+    std::vector<std::uint32_t> words(dk::kernels::bitmask_words(n) + (mask_mode == 6 ? 2 : 0));
+    std::size_t mask_size = n;
+    for (auto& w : words)
+        w = mask_mode == 4 || mask_mode == 5 ? (mask_mode == 4 ? 0u : ~0u)
+            : masked || kernel == 13         ? in.ConsumeIntegral<std::uint32_t>()
+                                             : ~0u;
+    if (mask_mode == 6) {
+        for (std::size_t i = n; i < 32 * words.size(); ++i) words[i / 32] |= 1u << (i % 32);
+        mask_size = n + in.ConsumeIntegralInRange<std::size_t>(0, 64);
+    } else if (mask_mode == 7) {
+        mask_size = in.ConsumeIntegralInRange<std::size_t>(0, n);
+        words.resize(in.ConsumeIntegralInRange<std::size_t>(0, words.size()));
+    }
+    const dk::kernels::token_bitmask mask{.words = words, .size = mask_size};
+    // What the unmasked reference sees: the masked copy of the row.
+    const std::vector<float> masked_row = masked ? ref::masked_copy(x, mask) : row;
+    const std::span<const float> y(masked_row);
+
     switch (kernel) {
         case 0: {
-            const float a = dk::kernels::max<A>(x), b = ref::max(x);
+            const float a = masked ? dk::kernels::max<A>(x, mask) : dk::kernels::max<A>(x),
+                        b = ref::max(y);
             DK_FUZZ_CHECK(same_float(a, b), "max %g vs reference %g (n=%zu)", a, b, n);
             break;
         }
         case 1: {
-            const std::size_t a = dk::kernels::argmax<A>(x), b = ref::argmax(x);
+            const std::size_t a =
+                masked ? dk::kernels::argmax<A>(x, mask) : dk::kernels::argmax<A>(x);
+            const std::size_t b = masked ? ref::argmax(x, mask) : ref::argmax(x);
+            if (masked && a != dk::npos)
+                DK_FUZZ_CHECK(mask.allowed(a), "argmax: disallowed %zu", a);
             DK_FUZZ_CHECK(a == b, "argmax %zu vs reference %zu (n=%zu)", a, b, n);
             break;
         }
@@ -242,20 +272,24 @@ void run(FuzzedDataProvider& in) {
         }
         case 3: {
             if (!t_ok) break;
-            const auto a = dk::kernels::exp_sum<A>(x, t);
-            const auto b = ref::exp_sum(x, t);
+            const auto a =
+                masked ? dk::kernels::exp_sum<A>(x, t, mask) : dk::kernels::exp_sum<A>(x, t);
+            const auto b = ref::exp_sum(y, t);
             DK_FUZZ_CHECK(same_float(a.max, b.max), "exp_sum.max %g vs %g", a.max, b.max);
             DK_FUZZ_CHECK(close(a.sum, b.sum, 1e-5, 1e-30), "exp_sum.sum %.17g vs %.17g (T=%g)",
                           a.sum, b.sum, t);
-            const double la = dk::kernels::logsumexp<A>(x, t), lb = ref::logsumexp(x, t);
+            const double la =
+                masked ? dk::kernels::logsumexp<A>(x, t, mask) : dk::kernels::logsumexp<A>(x, t);
+            const double lb = ref::logsumexp(y, t);
             DK_FUZZ_CHECK(close(la, lb, 1e-5, 1e-5), "logsumexp %.17g vs %.17g (T=%g)", la, lb, t);
             break;
         }
         case 4: {
             if (!t_ok) break;
             std::vector<float> a(n), b(n);
-            const auto sa = dk::kernels::softmax<A>(x, a, t);
-            const auto sb = ref::softmax(x, b, t);
+            const auto sa =
+                masked ? dk::kernels::softmax<A>(x, a, t, mask) : dk::kernels::softmax<A>(x, a, t);
+            const auto sb = ref::softmax(y, b, t);
             DK_FUZZ_CHECK(same_float(sa.max, sb.max), "softmax max %g vs %g", sa.max, sb.max);
             double total = 0;
             for (std::size_t i = 0; i < n; ++i) {
@@ -290,12 +324,14 @@ void run(FuzzedDataProvider& in) {
             const std::size_t k = in.ConsumeIntegralInRange<std::size_t>(0, n + 2);
             const auto ties = kernel == 6 ? dk::tie_policy::exactly_k : dk::tie_policy::keep_ties;
             dk::candidates a(n), b(n);
-            const std::size_t na = dk::kernels::top_k<A>(x, k, ties, a);
-            const std::size_t nb = ref::top_k(x, k, ties, b);
+            const std::size_t na = masked ? dk::kernels::top_k<A>(x, k, ties, a, mask)
+                                          : dk::kernels::top_k<A>(x, k, ties, a);
+            const std::size_t nb = ref::top_k(y, k, ties, b);
             DK_FUZZ_CHECK(na == a.size() && nb == b.size(), "top_k returned count != size");
             check_candidates(a, b, kernel == 6 ? "top_k(exactly_k)" : "top_k(keep_ties)");
             // top_k_unordered: the same set, in id order.
-            DK_FUZZ_CHECK(dk::kernels::top_k_unordered<A>(x, k, ties, a) == nb,
+            DK_FUZZ_CHECK((masked ? dk::kernels::top_k_unordered<A>(x, k, ties, a, mask)
+                                  : dk::kernels::top_k_unordered<A>(x, k, ties, a)) == nb,
                           "top_k_unordered count %zu vs reference %zu", a.size(), nb);
             std::vector<std::pair<dk::token_id, float>> want;
             for (std::size_t i = 0; i < nb; ++i) want.emplace_back(b.ids()[i], b.logits()[i]);
@@ -309,13 +345,26 @@ void run(FuzzedDataProvider& in) {
             break;
         }
         case 8: {
+            dk::candidates a(n), b(n);
+            if (in.ConsumeBool()) {  // min-p in one call
+                const float pb = dk_fuzz::consume_param(in, 0.f, 1.f);
+                if (masked)
+                    dk::kernels::filter_min_p<A>(x, pb, t, a, mask);
+                else
+                    dk::kernels::filter_min_p<A>(x, pb, t, a);
+                ref::filter_min_p(y, pb, t, b);
+                check_candidates(a, b, "filter_min_p");
+                break;
+            }
             const float thr = in.ConsumeBool()
                                   ? dk_fuzz::palette_value(in.ConsumeIntegral<std::uint8_t>())
                                   : dk::kernels::min_p_threshold(
-                                        ref::max(x), dk_fuzz::consume_param(in, 0.f, 1.f), t);
-            dk::candidates a(n), b(n);
-            dk::kernels::filter_at_least<A>(x, thr, a);
-            ref::filter_at_least(x, thr, b);
+                                        ref::max(y), dk_fuzz::consume_param(in, 0.f, 1.f), t);
+            if (masked)
+                dk::kernels::filter_at_least<A>(x, thr, a, mask);
+            else
+                dk::kernels::filter_at_least<A>(x, thr, a);
+            ref::filter_at_least(y, thr, b);
             check_candidates(a, b, "filter_at_least");
             break;
         }
@@ -361,23 +410,53 @@ void run(FuzzedDataProvider& in) {
         }
         case 12: {
             // draw_temperature is random: check its support, not its law (the law is the
-            // chi-square tests' job): npos iff no entry is valid; a +inf row draws a +inf entry;
-            // otherwise a finite entry with positive weight.
+            // chi-square tests' job): npos iff no entry is kept (valid, allowed, reaching the
+            // threshold); a +inf row draws a +inf entry; otherwise a kept entry with positive
+            // weight. Thresholds: none, an absolute floor, min-p's offset from the max, or both.
             if (!t_ok) break;
             dk::rng_stream rng =
                 dk::make_stream({in.ConsumeIntegral<std::uint64_t>(), 0, 0}, dk::rng_purpose::user);
-            const std::size_t a = dk::kernels::draw_temperature<A>(x, t, rng);
-            const float m = ref::max(x);
-            const bool valid = !std::isnan(m) && m > -inf;
-            DK_FUZZ_CHECK((a == dk::npos) == !valid, "draw_temperature %zu on a row with max %g", a,
-                          m);
+            dk::kernels::logit_threshold thr{};
+            const int thr_mode = in.ConsumeIntegralInRange<int>(0, 3);
+            if (thr_mode & 1)
+                thr.at_least = dk_fuzz::palette_value(in.ConsumeIntegral<std::uint8_t>());
+            if (thr_mode & 2)
+                thr.from_max = ref::min_p_offset(dk_fuzz::consume_param(in, 0.f, 1.f), t);
+            const std::size_t a =
+                masked ? (thr_mode ? dk::kernels::draw_temperature<A>(x, t, rng, thr, mask)
+                                   : dk::kernels::draw_temperature<A>(x, t, rng, mask))
+                       : (thr_mode ? dk::kernels::draw_temperature<A>(x, t, rng, thr)
+                                   : dk::kernels::draw_temperature<A>(x, t, rng));
+            const float m = ref::max(y);
+            const float th = ref::threshold_value(m, thr);
+            const bool kept = !std::isnan(m) && m > -inf && th <= m;
+            DK_FUZZ_CHECK((a == dk::npos) == !kept,
+                          "draw_temperature %zu on a row with max %g, threshold %g", a, m, th);
             if (a == dk::npos) break;
             DK_FUZZ_CHECK(a < n, "draw_temperature index %zu >= %zu", a, n);
+            DK_FUZZ_CHECK(!masked || mask.allowed(a), "draw_temperature drew disallowed %zu", a);
+            DK_FUZZ_CHECK(y[a] >= th, "draw_temperature drew %g below the threshold %g", y[a], th);
             if (m == inf)
-                DK_FUZZ_CHECK(x[a] == inf, "draw_temperature drew %g in a row with +inf", x[a]);
+                DK_FUZZ_CHECK(y[a] == inf, "draw_temperature drew %g in a row with +inf", y[a]);
             else
-                DK_FUZZ_CHECK(ref::weight(x[a], m, t) > 0,
-                              "draw_temperature drew weight 0 (%g, max %g)", x[a], m);
+                DK_FUZZ_CHECK(ref::weight(y[a], m, t) > 0,
+                              "draw_temperature drew weight 0 (%g, max %g)", y[a], m);
+            break;
+        }
+        case 13: {
+            // apply_token_bitmask_inplace: the masked copy, and check()'s status.
+            std::vector<float> a(x.begin(), x.end());
+            const auto st = dk::kernels::apply_token_bitmask_inplace<A>(a, mask);
+            DK_FUZZ_CHECK(st == dk::kernels::check(mask, n), "apply: status %d", int(st));
+            DK_FUZZ_CHECK((st == dk::kernels::mask_status::ok) == (mask.covered() >= n),
+                          "apply: status %d with %zu of %zu covered", int(st), mask.covered(), n);
+            const auto b = ref::masked_copy(x, mask);
+            for (std::size_t i = 0; i < n; ++i)
+                DK_FUZZ_CHECK(same_float(a[i], b[i]), "apply[%zu] %g vs %g", i, a[i], b[i]);
+            std::size_t allowed = 0;
+            for (std::size_t i = 0; i < n; ++i) allowed += mask.allowed(i);
+            DK_FUZZ_CHECK(dk::kernels::count_allowed(mask, n) == allowed,
+                          "count_allowed %zu vs %zu", dk::kernels::count_allowed(mask, n), allowed);
             break;
         }
         case 13: {

@@ -6,7 +6,12 @@
 /// Oracles: status/token consistency; the token is in range, not NaN/-inf in the caller's row,
 /// not banned, allowed, and inside distribution()'s support; distribution() is sorted, sums to 1;
 /// sample() is reproducible for the same key and state; without processors a row with a valid
-/// entry always gives a token. Input: [vocab][params...][row][history][key].
+/// entry always gives a token. Then a token bitmask (random words, all-zero, all-one, tail bits
+/// past the vocabulary, or short): a short mask gives bad_input; otherwise distribution() under
+/// the mask equals distribution() of the masked row (same ids, probabilities within 1e-4), and
+/// sample() draws an allowed token of its support, or reports no_allowed_token /
+/// no_valid_token with an empty distribution. Input: [vocab][params...][row][history][key]
+/// [mask].
 
 #include <decodekit/decodekit.hpp>
 
@@ -22,6 +27,78 @@
 
 namespace dk = decodekit;
 using dk::token_id;
+
+namespace {
+
+/// The distribution as (id, prob) sorted by id.
+std::vector<std::pair<token_id, float>> by_id(const dk::distribution& d) {
+    std::vector<std::pair<token_id, float>> v;
+    for (std::size_t i = 0; i < d.size(); ++i) v.emplace_back(d.tokens[i], d.probs[i]);
+    std::sort(v.begin(), v.end());
+    return v;
+}
+
+void check_mask(FuzzedDataProvider& in, dk::sampler& s, const std::vector<float>& row,
+                dk::sample_context ctx) {
+    if (in.remaining_bytes() == 0) return;
+    const std::size_t vocab = row.size();
+    const int kind = in.ConsumeIntegralInRange<int>(0, 4);  // random, zero, one, tail, short
+    std::vector<std::uint32_t> words(dk::kernels::bitmask_words(vocab) + (kind == 3 ? 1 : 0));
+    for (std::uint32_t& w : words)
+        w = kind == 1 ? 0u : kind == 2 ? ~0u : in.ConsumeIntegral<std::uint32_t>();
+    std::size_t size = kind == 3 ? 32 * words.size() : vocab;
+    if (kind == 4) {
+        if (in.ConsumeBool() || words.size() == 0)
+            size = in.ConsumeIntegralInRange<std::size_t>(0, vocab - 1);
+        else
+            words.pop_back();
+    }
+    ctx.mask = {.words = words, .size = size};
+    const dk::distribution dmv = s.distribution(row, ctx);
+    const auto dm = by_id(dmv);
+    const dk::sampler_state st = s.state();
+    const dk::sample_result r = s.sample(row, ctx);
+    if (kind == 4) {
+        DK_FUZZ_CHECK(r.status == dk::sample_status::bad_input, "short mask: status %d",
+                      int(r.status));
+        DK_FUZZ_CHECK(dm.empty(), "short mask: distribution has %zu entries", dm.size());
+        return;
+    }
+    std::vector<float> masked(row);
+    dk::kernels::apply_token_bitmask_inplace(masked, ctx.mask);
+    s.restore(st);
+    dk::sample_context plain = ctx;
+    plain.mask = {};
+    const auto want = by_id(s.distribution(masked, plain));
+    DK_FUZZ_CHECK(dm.size() == want.size(), "masked distribution: %zu entries, masked row %zu",
+                  dm.size(), want.size());
+    for (std::size_t i = 0; i < dm.size(); ++i) {
+        DK_FUZZ_CHECK(dm[i].first == want[i].first, "masked distribution id %d vs %d", dm[i].first,
+                      want[i].first);
+        DK_FUZZ_CHECK(std::fabs(dm[i].second - want[i].second) <= 1e-4f,
+                      "masked distribution prob %g vs %g (id %d)", dm[i].second, want[i].second,
+                      dm[i].first);
+        DK_FUZZ_CHECK(ctx.mask.allowed(std::size_t(dm[i].first)), "disallowed id %d in support",
+                      dm[i].first);
+    }
+    if (!r.ok()) {
+        DK_FUZZ_CHECK(r.status == dk::sample_status::no_allowed_token ||
+                          r.status == dk::sample_status::no_valid_token,
+                      "masked: status %d", int(r.status));
+        DK_FUZZ_CHECK(dm.empty(), "masked: no token but %zu entries", dm.size());
+        if (kind == 1 && std::any_of(row.begin(), row.end(),
+                                     [](float v) { return !std::isnan(v) && v != -dk_fuzz::inf; }))
+            DK_FUZZ_CHECK(r.status == dk::sample_status::no_allowed_token,
+                          "all-zero mask: status %d", int(r.status));
+        return;
+    }
+    DK_FUZZ_CHECK(ctx.mask.allowed(std::size_t(r.token)), "drew disallowed token %d", r.token);
+    DK_FUZZ_CHECK(
+        std::any_of(dm.begin(), dm.end(), [&](const auto& e) { return e.first == r.token; }),
+        "masked token %d outside distribution()", r.token);
+}
+
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     FuzzedDataProvider in(data, size);
@@ -137,5 +214,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     s.restore(st);
     const dk::sample_result r2 = s.sample(row, ctx);
     DK_FUZZ_CHECK(r2.token == t, "same key gave %d then %d", t, r2.token);
+    check_mask(in, s, row, ctx);
     return 0;
 }

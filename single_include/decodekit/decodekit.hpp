@@ -3155,8 +3155,10 @@ DECODEKIT_END_NAMESPACE
 
 // ---- begin decodekit/kernels/draw.hpp
 /// \file kernels/draw.hpp
-/// Categorical draws: inverse CDF over unnormalised weights, exponential race over logits.
-/// Semantics: kernels/reference.hpp.
+/// Categorical draws: inverse CDF over unnormalised weights, exponential race over logits, and
+/// the exact temperature draw with no exponential per entry (draw_temperature; optionally
+/// restricted to the entries reaching a logit threshold, such as min-p's, and to the tokens a
+/// token_bitmask allows). Semantics: kernels/reference.hpp.
 ///
 /// draw_inverse_cdf: no random words (the caller passes u); one SIMD pass storing the sums of
 /// the positive weights of <= 1024 blocks (>= 256 entries each) in double lanes (every float
@@ -3179,605 +3181,26 @@ DECODEKIT_END_NAMESPACE
 /// Passes over the row: max 1, argmax 1 (+ a rescan of one 512-entry block), sum 1,
 /// logsumexp 2 (max; fused exp-and-sum). Rows with NaN, +inf or no valid entry take a simple
 /// (slower, exact) path detected from the first pass.
-
-// ---- begin decodekit/kernels/reference.hpp
-/// \file kernels/reference.hpp
-/// Scalar reference implementations: the executable definition of every kernel's semantics.
-/// The SIMD kernels in kernels/ must equal these (exactly for selections and ids, within a tight
-/// relative tolerance for reductions); tests compare them. Simple, obviously correct, slow.
 ///
-/// Special values, for every kernel: NaN entries are ignored (never selected, never drawn,
-/// probability 0); -inf entries have probability 0 and are never selected; +inf entries win:
-/// when any entry is +inf, the distribution is uniform over the +inf entries.
+/// max, argmax, exp_sum and logsumexp also take a token_bitmask (kernels/mask.hpp): the mask is
+/// read inside the same passes (a disallowed entry is -inf there), no separate pass.
+
+// ---- begin decodekit/kernels/mask.hpp
+/// \file kernels/mask.hpp
+/// Token bitmasks in the layout grammar engines emit (xgrammar, llguidance): 32-bit words, bit
+/// i % 32 of word i / 32 set when token i is allowed. The view, its coverage rule, counting the
+/// allowed tokens and applying a mask to a row in place (SIMD).
 ///
-/// Truncation steps (top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, mirostat's cut,
-/// XTC's removal) take a row whose entries outside the working set are -inf, compute in double
-/// (weights W_i = weight(x_i, max, T), Z = their sum in id order, p_i = W_i / Z) and return
-/// their set in reference order: logit descending, ties by ascending id.
-/// A probability parameter given as a float (top_p, typical_p, min_p, epsilon, eta,
-/// xtc_threshold) stands for the decimal the user wrote: a mass or probability that reaches
-/// decimal_floor(p), the lowest real that rounds to p, has reached p (so 0.8f, held as
-/// 0.800000012, is reached by the masses 0.5 + 0.3 of a row whose double sum lands a rounding
-/// error below 0.8); "strictly exceeds p" means exceeds decimal_ceil(p).
-
-// ---- begin decodekit/random.hpp
-/// \file random.hpp
-/// Counter-based randomness: Philox4x32-10 (Salmon et al., SC'11) keyed by
-/// (seed, sequence id, step, purpose), so a draw never depends on batch composition, row
-/// order or thread count.
+/// Coverage rule (every masked kernel): a token the mask has no bit for (i >= size, or a word
+/// past words.size()) is disallowed; bits at or past size, and past the row, are ignored. So a
+/// short mask never reads past its end and never allows more than it says; check() reports it
+/// as mask_status::short_mask, which callers turn into their own status.
 ///
-/// Counter layout (128 bits): ctr = {block index, purpose, step low 32, sequence low 32};
-/// key (64 bits) = seed, with the high 32 bits of step and of sequence folded in by odd
-/// multipliers. Distinct (seed, sequence, step, purpose) below 2^32 in step and sequence give
-/// disjoint streams; each stream has 2^32 blocks of four 32-bit words.
+/// The masked kernels (max, argmax, exp_sum, logsumexp, softmax, top_k, filter_at_least,
+/// filter_min_p, draw_temperature) read the mask inside their passes: a disallowed entry is
+/// -inf there, with no separate pass over the row. Their result equals the unmasked kernel on
+/// a copy of the row with apply_token_bitmask_inplace applied (argmax: see its comment).
 
-
-#include <array>
-#include <cmath>
-#include <cstdint>
-#include <limits>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// Philox4x32-10: one block of four 32-bit outputs from a 128-bit counter and a 64-bit key.
-/// \post Matches the Random123 known-answer vectors (tests/unit/test_random.cpp).
-constexpr std::array<std::uint32_t, 4> philox4x32_10(std::array<std::uint32_t, 4> ctr,
-                                                     std::array<std::uint32_t, 2> key) noexcept {
-    constexpr std::uint32_t m0 = 0xD2511F53u, m1 = 0xCD9E8D57u;
-    constexpr std::uint32_t w0 = 0x9E3779B9u, w1 = 0xBB67AE85u;
-    for (int round = 0; round < 10; ++round) {
-        const std::uint64_t p0 = std::uint64_t(m0) * ctr[0];
-        const std::uint64_t p1 = std::uint64_t(m1) * ctr[2];
-        ctr = {std::uint32_t(p1 >> 32) ^ ctr[1] ^ key[0], std::uint32_t(p1),
-               std::uint32_t(p0 >> 32) ^ ctr[3] ^ key[1], std::uint32_t(p0)};
-        key[0] += w0;
-        key[1] += w1;
-    }
-    return ctr;
-}
-
-/// What a stream of random numbers is used for; part of the counter so the uses of one
-/// sampling step never share numbers.
-enum class rng_purpose : std::uint32_t {
-    sample = 0,      ///< the categorical draw of a sampling step
-    accept = 1,      ///< speculative acceptance tests
-    residual = 2,    ///< speculative residual / bonus draws
-    filter = 3,      ///< stochastic filters (XTC's coin)
-    gumbel = 4,      ///< per-token noise (Gumbel / exponential race, stochastic beams)
-    draft = 5,       ///< draft-model sampling
-    constraint = 6,  ///< the redraw of a constrained step after its first draw was not allowed
-    user = 0x100,    ///< first value free for callers
-};
-
-/// The key of one sampling step.
-struct rng_key {
-    std::uint64_t seed = 0;
-    std::uint64_t sequence = 0;
-    std::uint64_t step = 0;
-};
-
-/// A stream of 32-bit random words for one (seed, sequence, step, purpose): a small value type;
-/// copying it saves its state, assigning the copy back restores it. Satisfies
-/// std::uniform_random_bit_generator.
-class rng_stream {
-public:
-    using result_type = std::uint32_t;
-
-    constexpr rng_stream() noexcept : rng_stream(rng_key{}, rng_purpose::sample) {}
-    constexpr rng_stream(rng_key k, rng_purpose purpose) noexcept
-        : key_{std::uint32_t(k.seed) ^ std::uint32_t(k.step >> 32) * 0x9E3779B1u,
-               std::uint32_t(k.seed >> 32) ^ std::uint32_t(k.sequence >> 32) * 0x85EBCA77u},
-          ctr_{0u, std::uint32_t(purpose), std::uint32_t(k.step), std::uint32_t(k.sequence)} {}
-
-    static constexpr result_type min() noexcept { return 0; }
-    static constexpr result_type max() noexcept { return std::numeric_limits<result_type>::max(); }
-
-    /// The next 32-bit word.
-    constexpr result_type operator()() noexcept {
-        if (used_ == 4) {
-            block_ = philox4x32_10(ctr_, key_);
-            ++ctr_[0];
-            used_ = 0;
-        }
-        return block_[used_++];
-    }
-
-    /// Uniform float in the open interval (0, 1): ((bits >> 8) + 0.5) * 2^-24.
-    constexpr float uniform_float() noexcept { return (float((*this)() >> 8) + 0.5f) * 0x1p-24f; }
-    /// Uniform double in the open interval (0, 1) from 64 bits (53 used).
-    constexpr double uniform() noexcept {
-        const std::uint64_t hi = (*this)(), lo = (*this)();
-        return (double(((hi << 32) | lo) >> 11) + 0.5) * 0x1p-53;
-    }
-    /// Standard exponential variate, -log1p(-u) in double.
-    double exponential() noexcept { return -std::log1p(-uniform()); }
-    /// Standard Gumbel variate, -log(E).
-    double gumbel() noexcept { return -std::log(exponential()); }
-
-    /// Number of 32-bit words consumed so far (for documenting and testing RNG use).
-    constexpr std::uint64_t words_used() const noexcept {
-        return std::uint64_t(ctr_[0]) * 4 - (4 - used_);
-    }
-
-    friend constexpr bool operator==(const rng_stream&, const rng_stream&) noexcept = default;
-
-private:
-    std::array<std::uint32_t, 2> key_;
-    std::array<std::uint32_t, 4> ctr_;
-    std::array<std::uint32_t, 4> block_{};
-    std::uint32_t used_ = 4;
-};
-
-/// The stream for (key, purpose): the one way decodekit derives randomness.
-constexpr rng_stream make_stream(rng_key k, rng_purpose purpose = rng_purpose::sample) noexcept {
-    return rng_stream(k, purpose);
-}
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/random.hpp
-
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <limits>
-#include <numeric>
-#include <span>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace reference {
-
-inline constexpr float neg_inf = -std::numeric_limits<float>::infinity();
-
-/// The lowest real that rounds to the float p: the midpoint between p and the next float below
-/// (exact in double). NaN for NaN.
-inline double decimal_floor(float p) noexcept {
-    return (double(p) + double(std::nextafter(p, neg_inf))) / 2;
-}
-/// The highest real that rounds to the float p: the midpoint between p and the next float above.
-inline double decimal_ceil(float p) noexcept {
-    return (double(p) + double(std::nextafter(p, -neg_inf))) / 2;
-}
-
-/// Largest non-NaN entry; -inf if the span is empty or all NaN.
-inline float max(std::span<const float> x) noexcept {
-    float m = neg_inf;
-    for (float v : x)
-        if (v > m) m = v;
-    return m;
-}
-
-/// Lowest index of the largest non-NaN entry; npos if empty or all NaN.
-inline std::size_t argmax(std::span<const float> x) noexcept {
-    std::size_t best = npos;
-    for (std::size_t i = 0; i < x.size(); ++i)
-        if (!std::isnan(x[i]) && (best == npos || x[i] > x[best])) best = i;
-    return best;
-}
-
-/// Sum of the entries in double (the read floor's work).
-inline double sum(std::span<const float> x) noexcept {
-    double s = 0;
-    for (float v : x) s += v;
-    return s;
-}
-
-/// Max and normaliser of the tempered distribution.
-struct softmax_stats {
-    float max;   ///< largest non-NaN logit (-inf if none)
-    double sum;  ///< sum over entries of exp((x_i - max) / T); 0 if no entry has probability
-};
-
-/// Weight of one entry: exp((x - m) / T), with the special-value rules (+inf max: 1 for +inf
-/// entries, 0 otherwise; NaN or -inf: 0).
-inline double weight(float x, float m, float temperature) noexcept {
-    if (std::isnan(x) || x == neg_inf) return 0.0;
-    if (std::isinf(m)) return x == m ? 1.0 : 0.0;
-    return std::exp((double(x) - double(m)) / double(temperature));
-}
-
-/// max and sum of exp((x_i - max)/T).  \pre temperature > 0
-inline softmax_stats exp_sum(std::span<const float> x, float temperature = 1.f) noexcept {
-    const float m = max(x);
-    double s = 0;
-    for (float v : x) s += weight(v, m, temperature);
-    return {m, s};
-}
-
-/// log sum exp(x_i / T); -inf when no entry has probability, +inf when an entry is +inf.
-inline double logsumexp(std::span<const float> x, float temperature = 1.f) noexcept {
-    const softmax_stats st = exp_sum(x, temperature);
-    if (st.sum == 0) return -std::numeric_limits<double>::infinity();
-    if (std::isinf(st.max)) return std::numeric_limits<double>::infinity();
-    return double(st.max) / temperature + std::log(st.sum);
-}
-
-/// out_i = p_i = exp((x_i - m)/T) / Z. All zeros when no entry has probability (stats.sum == 0).
-/// \pre out.size() == x.size(), temperature > 0
-inline softmax_stats softmax(std::span<const float> x, std::span<float> out,
-                             float temperature = 1.f) noexcept {
-    const softmax_stats st = exp_sum(x, temperature);
-    for (std::size_t i = 0; i < x.size(); ++i)
-        out[i] = st.sum > 0 ? float(weight(x[i], st.max, temperature) / st.sum) : 0.f;
-    return st;
-}
-
-/// out_i = log p_i = (x_i - m)/T - log Z; -inf for entries of probability 0 (NaN included).
-/// All -inf when no entry has probability.
-inline softmax_stats log_softmax(std::span<const float> x, std::span<float> out,
-                                 float temperature = 1.f) noexcept {
-    const softmax_stats st = exp_sum(x, temperature);
-    const double log_z = st.sum > 0 ? std::log(st.sum) : 0.0;
-    for (std::size_t i = 0; i < x.size(); ++i) {
-        const double w = weight(x[i], st.max, temperature);
-        if (st.sum == 0 || w == 0)
-            out[i] = neg_inf;
-        else if (std::isinf(st.max))
-            out[i] = float(-log_z);
-        else
-            out[i] = float((double(x[i]) - st.max) / temperature - log_z);
-    }
-    return st;
-}
-
-/// Orders candidate indices: larger logit first, ties by lower id.
-inline bool before(float a, token_id ia, float b, token_id ib) noexcept {
-    return a > b || (a == b && ia < ib);
-}
-
-/// Sorts a candidate set: logit descending, ties by ascending id.
-inline void sort_candidates(candidates& c) noexcept {
-    std::vector<std::size_t> order(c.size());
-    std::iota(order.begin(), order.end(), std::size_t{0});
-    auto ids = c.ids();
-    auto lg = c.logits();
-    std::sort(order.begin(), order.end(),
-              [&](std::size_t a, std::size_t b) { return before(lg[a], ids[a], lg[b], ids[b]); });
-    std::vector<token_id> i2(c.size());
-    std::vector<float> l2(c.size());
-    for (std::size_t j = 0; j < order.size(); ++j) {
-        i2[j] = ids[order[j]];
-        l2[j] = lg[order[j]];
-    }
-    std::copy(i2.begin(), i2.end(), ids.begin());
-    std::copy(l2.begin(), l2.end(), lg.begin());
-}
-
-/// Every entry with probability > 0 (not NaN, not -inf), in id order.
-inline void valid_entries(std::span<const float> x, candidates& out) noexcept {
-    out.clear();
-    for (std::size_t i = 0; i < x.size(); ++i)
-        if (!std::isnan(x[i]) && x[i] != neg_inf) out.push_back(token_id(i), x[i]);
-}
-
-/// Top-k: the k largest valid entries (NaN and -inf never selected), sorted by logit descending,
-/// ties by ascending id. exactly_k keeps min(k, #valid); keep_ties also keeps every entry equal to
-/// the k-th kept logit. k == 0 gives an empty set.  \pre out.capacity() >= x.size()
-inline std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
-                         candidates& out) noexcept {
-    valid_entries(x, out);
-    sort_candidates(out);
-    std::size_t n = std::min(k, out.size());
-    if (ties == tie_policy::keep_ties && n > 0)
-        while (n < out.size() && out.logits()[n] == out.logits()[n - 1]) ++n;
-    out.resize(n);
-    return n;
-}
-
-/// Every valid entry with x_i >= threshold, in id order. \pre out.capacity() >= x.size()
-inline std::size_t filter_at_least(std::span<const float> x, float threshold,
-                                   candidates& out) noexcept {
-    out.clear();
-    for (std::size_t i = 0; i < x.size(); ++i)
-        if (!std::isnan(x[i]) && x[i] != neg_inf && x[i] >= threshold)
-            out.push_back(token_id(i), x[i]);
-    return out.size();
-}
-
-/// Min-p in logit space: the logit threshold max + T ln(decimal_floor(p_base)) (p_i >= p_base *
-/// p_max at temperature T, p_base standing for its decimal), rounded to float. p_base <= 0 gives
-/// -inf (keeps everything).
-inline float min_p_threshold(float max_logit, float p_base, float temperature = 1.f) noexcept {
-    if (p_base <= 0) return neg_inf;
-    return float(double(max_logit) + double(temperature) * std::log(decimal_floor(p_base)));
-}
-
-/// Min-p in one call: every valid entry with x_i >= min_p_threshold(max(x), p_base, T), in id
-/// order. \pre out.capacity() >= x.size()
-inline std::size_t filter_min_p(std::span<const float> x, float p_base, float temperature,
-                                candidates& out) noexcept {
-    return filter_at_least(x, min_p_threshold(max(x), p_base, temperature), out);
-}
-
-/// Min-p with min_keep: filter_min_p, and when fewer than min_keep entries pass, the min_keep
-/// largest valid entries instead (top_k exactly_k: ties at the min_keep-th by lowest id). Output
-/// sorted like top_k. \pre out.capacity() >= x.size()
-inline std::size_t min_p(std::span<const float> x, float p_base, float temperature,
-                         std::size_t min_keep, candidates& out) noexcept {
-    if (filter_min_p(x, p_base, temperature, out) < min_keep)
-        return top_k(x, min_keep, tie_policy::exactly_k, out);
-    sort_candidates(out);
-    return out.size();
-}
-
-/// Top-p (nucleus) over the whole row at temperature T: sort valid entries by probability
-/// descending (ties by id); keep entry j iff the probability mass strictly before it is below
-/// decimal_floor(p) (the smallest prefix whose mass reaches p, the crossing entry included), and
-/// at least max(1, min_keep) entries. p >= 1 keeps every valid entry; p <= 0 (or NaN) keeps
-/// max(1, min_keep). Masses are p_i = W_i / Z added in double in that order. Output sorted like
-/// top_k.  \pre out.capacity() >= x.size(), temperature > 0
-inline std::size_t top_p(std::span<const float> x, float p, float temperature, std::size_t min_keep,
-                         candidates& out) noexcept {
-    valid_entries(x, out);
-    sort_candidates(out);
-    if (out.empty() || p >= 1) return out.size();
-    const softmax_stats st = exp_sum(x, temperature);
-    const std::size_t keep_at_least = std::max<std::size_t>(1, min_keep);
-    const double target = decimal_floor(p);
-    double before_mass = 0;
-    std::size_t n = 0;
-    while (n < out.size() && (n < keep_at_least || before_mass < target)) {
-        before_mass += weight(out.logits()[n], st.max, temperature) / st.sum;
-        ++n;
-    }
-    out.resize(n);
-    return n;
-}
-
-/// Entropy H = -sum p log p (nats) of the tempered distribution; 0 when no entry has probability.
-inline double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
-    const softmax_stats st = exp_sum(x, temperature);
-    if (st.sum == 0) return 0;
-    double h = 0;
-    for (float v : x) {
-        const double w = weight(v, st.max, temperature);
-        if (w > 0) {
-            const double p = w / st.sum;
-            if (p > 0) h -= p * std::log(p);  // a subnormal w can underflow p to 0 (0 log 0 = 0)
-        }
-    }
-    return h;
-}
-
-/// Entries with p_i >= threshold (p_i = W_i / Z in double), sorted like top_k; when fewer than
-/// min_keep pass, the entries tied with or above the min_keep-th largest logit instead (top_k
-/// keep_ties). The rule of epsilon and eta. \pre out.capacity() >= x.size(), temperature > 0
-inline std::size_t probable_or_top(std::span<const float> x, double threshold, float temperature,
-                                   std::size_t min_keep, candidates& out) noexcept {
-    const softmax_stats st = exp_sum(x, temperature);
-    out.clear();
-    for (std::size_t i = 0; i < x.size(); ++i)
-        if (!std::isnan(x[i]) && x[i] != neg_inf &&
-            weight(x[i], st.max, temperature) / st.sum >= threshold)
-            out.push_back(token_id(i), x[i]);
-    if (out.size() < min_keep) return top_k(x, min_keep, tie_policy::keep_ties, out);
-    sort_candidates(out);
-    return out.size();
-}
-
-/// Epsilon sampling: keep p_i >= decimal_floor(epsilon); when fewer than min_keep pass, every
-/// entry tied with or above the min_keep-th largest logit (Hugging Face). epsilon <= 0 keeps
-/// every valid entry. \pre out.capacity() >= x.size(), temperature > 0
-inline std::size_t epsilon(std::span<const float> x, float eps, float temperature,
-                           std::size_t min_keep, candidates& out) noexcept {
-    if (!(eps > 0)) return top_k(x, x.size(), tie_policy::keep_ties, out);
-    return probable_or_top(x, decimal_floor(eps), temperature, min_keep, out);
-}
-
-/// The eta threshold: min(e, sqrt(e) exp(-H)) with e = decimal_floor(eta) and H = entropy(x, T).
-inline double eta_threshold(std::span<const float> x, float eta_param, float temperature) noexcept {
-    const double e = decimal_floor(eta_param);
-    return std::min(e, std::sqrt(e) * std::exp(-entropy(x, temperature)));
-}
-
-/// Eta sampling: keep p_i >= eta_threshold(x, eta, T); the min_keep rule of epsilon. eta <= 0
-/// keeps every valid entry. \pre out.capacity() >= x.size(), temperature > 0
-inline std::size_t eta(std::span<const float> x, float eta_param, float temperature,
-                       std::size_t min_keep, candidates& out) noexcept {
-    if (!(eta_param > 0)) return top_k(x, x.size(), tie_policy::keep_ties, out);
-    return probable_or_top(x, eta_threshold(x, eta_param, temperature), temperature, min_keep, out);
-}
-
-/// Mirostat v2's truncation: keep p_i >= 2^-mu (exp2(-mu) in double); when none passes, the most
-/// probable entry (the lowest id among tied maxima). \pre out.capacity() >= x.size()
-inline std::size_t mirostat_cut(std::span<const float> x, float mu, float temperature,
-                                candidates& out) noexcept {
-    return probable_or_top(x, std::exp2(-double(mu)), temperature, 0, out) > 0
-               ? out.size()
-               : top_k(x, 1, tie_policy::exactly_k, out);
-}
-
-/// Locally typical sampling at temperature T. Score s_i = |-log p_i - H| (p_i = W_i / Z,
-/// H = entropy(x, T); +inf where p_i is 0 in double); order: score ascending, ties by logit
-/// descending then id ascending. reach_with_ties keeps the prefix through the first entry whose
-/// inclusive mass reaches decimal_floor(p) (at least one entry), then every entry whose score
-/// equals that entry's (Hugging Face); exceed keeps the prefix through the first entry whose
-/// inclusive mass exceeds decimal_ceil(p) (llama.cpp). Either way at least min(min_keep, #valid)
-/// entries (a prefix of the order, no tie rule); p >= 1 keeps every valid entry. Output sorted
-/// like top_k. \pre out.capacity() >= x.size(), temperature > 0
-inline std::size_t typical(std::span<const float> x, float p, float temperature,
-                           std::size_t min_keep, typical_stop stop, candidates& out) noexcept {
-    valid_entries(x, out);
-    const std::size_t n = out.size();
-    if (n == 0 || p >= 1) {
-        sort_candidates(out);
-        return n;
-    }
-    const softmax_stats st = exp_sum(x, temperature);
-    const double h = entropy(x, temperature);
-    struct scored {
-        double score, prob;
-        float logit;
-        token_id id;
-    };
-    std::vector<scored> e(n);
-    for (std::size_t j = 0; j < n; ++j) {
-        const float v = out.logits()[j];
-        const double q = weight(v, st.max, temperature) / st.sum;
-        e[j] = {q > 0 ? std::fabs(-std::log(q) - h) : std::numeric_limits<double>::infinity(), q, v,
-                out.ids()[j]};
-    }
-    std::sort(e.begin(), e.end(), [](const scored& a, const scored& b) {
-        if (a.score != b.score) return a.score < b.score;
-        return before(a.logit, a.id, b.logit, b.id);
-    });
-    double mass = 0;
-    std::size_t k = 0;
-    if (stop == typical_stop::reach_with_ties) {
-        const double target = decimal_floor(p);
-        do mass += e[k++].prob;
-        while (k < n && mass < target);
-        while (k < n && e[k].score == e[k - 1].score) ++k;
-    } else {
-        const double target = decimal_ceil(p);
-        do mass += e[k++].prob;
-        while (k < n && !(mass > target));
-    }
-    k = std::max(k, std::min(min_keep, n));
-    out.clear();
-    for (std::size_t j = 0; j < k; ++j) out.push_back(e[j].id, e[j].logit);
-    sort_candidates(out);
-    return k;
-}
-
-/// Top-n-sigma: keep x_i >= max - n sigma (compared in double), where max is the largest valid
-/// entry and sigma the population standard deviation of the finite entries: mean = (sum x) / F
-/// and var = (sum (x - mean)^2) / F over the F finite entries in id order, in double (sigma = 0
-/// when F = 0). Independent of the temperature. When fewer than min_keep pass, the min_keep
-/// largest (top_k exactly_k). n <= 0 or NaN keeps every valid entry. Output sorted like top_k.
-/// \pre out.capacity() >= x.size()
-inline std::size_t top_n_sigma(std::span<const float> x, float n, std::size_t min_keep,
-                               candidates& out) noexcept {
-    if (!(n > 0)) return top_k(x, x.size(), tie_policy::keep_ties, out);
-    double sum = 0;
-    std::size_t f = 0;
-    for (float v : x)
-        if (std::isfinite(v)) {
-            sum += v;
-            ++f;
-        }
-    double var = 0;
-    if (f > 0) {
-        const double mean = sum / double(f);
-        for (float v : x)
-            if (std::isfinite(v)) var += (double(v) - mean) * (double(v) - mean);
-        var /= double(f);
-    }
-    const double threshold = double(max(x)) - double(n) * std::sqrt(var);
-    out.clear();
-    for (std::size_t i = 0; i < x.size(); ++i)
-        if (!std::isnan(x[i]) && x[i] != neg_inf && double(x[i]) >= threshold)
-            out.push_back(token_id(i), x[i]);
-    if (out.size() < min_keep) return top_k(x, min_keep, tie_policy::exactly_k, out);
-    sort_candidates(out);
-    return out.size();
-}
-
-/// XTC's removal, given that its coin fired: the head is the valid entries with
-/// p_i >= decimal_floor(threshold) in reference order; when it holds at least two, every head
-/// entry but the last (the least probable, the highest id among its ties) is removed, unless
-/// fewer than min_keep valid entries would remain (then none). Returns the removed entries,
-/// sorted like top_k. \pre out.capacity() >= x.size(), temperature > 0
-inline std::size_t xtc_removed(std::span<const float> x, float threshold, float temperature,
-                               std::size_t min_keep, candidates& out) noexcept {
-    const softmax_stats st = exp_sum(x, temperature);
-    const double t = decimal_floor(threshold);
-    std::size_t valid = 0;
-    out.clear();
-    for (std::size_t i = 0; i < x.size(); ++i) {
-        if (std::isnan(x[i]) || x[i] == neg_inf) continue;
-        ++valid;
-        if (weight(x[i], st.max, temperature) / st.sum >= t) out.push_back(token_id(i), x[i]);
-    }
-    sort_candidates(out);
-    const std::size_t removed = out.size() >= 2 ? out.size() - 1 : 0;
-    out.resize(valid - removed >= min_keep ? removed : 0);
-    return out.size();
-}
-
-/// Inverse-CDF draw from unnormalised non-negative weights with one uniform u in [0, 1):
-/// target t = u * S (S the double sum); returns the first index whose running sum exceeds t among
-/// entries with w > 0; when rounding leaves t unreached, the last entry with w > 0.
-/// Negative, NaN and zero weights are never drawn. npos if no weight is positive.
-inline std::size_t draw_inverse_cdf(std::span<const float> w, double u) noexcept {
-    double s = 0;
-    for (float v : w)
-        if (v > 0) s += v;
-    if (!(s > 0)) return npos;
-    const double target = u * s;
-    double run = 0;
-    std::size_t last = npos;
-    for (std::size_t i = 0; i < w.size(); ++i) {
-        if (!(w[i] > 0)) continue;
-        run += w[i];
-        last = i;
-        if (run > target) return i;
-    }
-    return last;
-}
-
-/// Exponential race (Gumbel-max) over logits at temperature T: argmax_i w_i / E_i with
-/// w_i = exp((x_i - m)/T) and E_i = exponentials[i] > 0. Equivalent to a categorical draw from
-/// softmax(x / T). npos if no entry has probability.
-inline std::size_t draw_exponential_race(std::span<const float> x, float temperature,
-                                         std::span<const double> exponentials) noexcept {
-    const float m = max(x);
-    std::size_t best = npos;
-    double best_score = -1;
-    for (std::size_t i = 0; i < x.size(); ++i) {
-        const double w = weight(x[i], m, temperature);
-        if (w <= 0) continue;
-        const double score = w / exponentials[i];
-        if (score > best_score) {
-            best_score = score;
-            best = i;
-        }
-    }
-    return best;
-}
-
-/// Exponential race with its own exponentials: E_i = rng.exponential() for every entry i in
-/// order (exactly 2 words per entry, 2 * x.size() in all, whatever the entries), then the race
-/// above. npos if no entry has probability.
-inline std::size_t draw_exponential_race(std::span<const float> x, float temperature,
-                                         rng_stream& rng) noexcept {
-    const float m = max(x);
-    std::size_t best = npos;
-    double best_score = -1;
-    for (std::size_t i = 0; i < x.size(); ++i) {
-        const double e = rng.exponential();
-        const double w = weight(x[i], m, temperature);
-        if (w <= 0) continue;
-        const double score = w / e;
-        if (score > best_score) {
-            best_score = score;
-            best = i;
-        }
-    }
-    return best;
-}
-
-/// Cosine similarity of `query` (length dim) against each of n = out.size() rows stored
-/// row-major with `stride` floats between rows. 0 for a zero-norm row or query.
-inline void cosine_similarity(std::span<const float> query, const float* rows, std::size_t stride,
-                              std::span<float> out) noexcept {
-    const std::size_t dim = query.size();
-    double qq = 0;
-    for (float v : query) qq += double(v) * v;
-    for (std::size_t r = 0; r < out.size(); ++r) {
-        const float* row = rows + r * stride;
-        double dot = 0, rr = 0;
-        for (std::size_t j = 0; j < dim; ++j) {
-            dot += double(query[j]) * row[j];
-            rr += double(row[j]) * row[j];
-        }
-        out[r] = (qq > 0 && rr > 0) ? float(dot / std::sqrt(qq * rr)) : 0.f;
-    }
-}
-
-}  // namespace reference
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/reference.hpp
 // ---- begin decodekit/simd/xsimd_compat.hpp
 /// \file simd/xsimd_compat.hpp
 /// The only header that names xsimd. A tiny shim over the API differences between
@@ -3962,6 +3385,94 @@ inline std::uint64_t to_mask(const batch_bool<A>& b) noexcept {
         for (std::size_t i = 0; i < lanes<A>; ++i) m |= std::uint64_t(tmp[i]) << i;
         return m;
 #endif
+    }
+}
+
+/// Lane j is true iff bit j of `bits` is set (bits at or above lanes<A> are ignored).
+/// AVX-512: the low 16 bits are the kmask itself; AVX2 / SSE2: the bits broadcast, masked by
+/// {1, 2, 4, ...} per lane and compared for equality; other architectures: the same test in
+/// int32 lanes, converted to float lanes and compared with 0. \pre lanes<A> <= 32
+template <class A>
+inline batch_bool<A> lanes_from_bits(std::uint32_t bits) noexcept {
+    static_assert(lanes<A> <= 32, "a 32-bit word holds the bits of one vector");
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        return batch_bool<A>(__mmask16(bits));
+    } else
+#endif
+#if defined(__AVX2__)
+        if constexpr (x86_family<A> == 256) {
+        const __m256i pow2 = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        const __m256i b = _mm256_and_si256(_mm256_set1_epi32(int(bits)), pow2);
+        return batch_bool<A>(_mm256_castsi256_ps(_mm256_cmpeq_epi32(b, pow2)));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        const __m128i pow2 = _mm_setr_epi32(1, 2, 4, 8);
+        const __m128i b = _mm_and_si128(_mm_set1_epi32(int(bits)), pow2);
+        return batch_bool<A>(_mm_castsi128_ps(_mm_cmpeq_epi32(b, pow2)));
+    } else
+#endif
+    {
+        alignas(64) std::int32_t pow2[lanes<A>];
+        for (std::size_t j = 0; j < lanes<A>; ++j) pow2[j] = std::int32_t(1u << j);
+        const ibatch<A> b = ibatch<A>(std::int32_t(bits)) & ibatch<A>::load_aligned(pow2);
+        return xsimd::batch_cast<float>(b) != batch<A>(0.f);
+    }
+}
+
+/// The lanes of a packed token bitmask for the vector of entries [i, i + lanes<A>): lane j is
+/// true iff bit (i + j) % 32 of words[(i + j) / 32] is set (the layout of xgrammar and
+/// llguidance). One word read. AVX-512: the word broadcast from memory and tested against
+/// {1, 2, 4, ...} << (i % 32) (vptestmd: no general-purpose to mask register move, which costs
+/// more on some cores). \pre i % lanes<A> == 0 (the lanes' bits lie in one word), words[i / 32]
+/// readable.
+template <class A>
+inline batch_bool<A> bitmask_lanes(const std::uint32_t* words, std::size_t i) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __m512i pow2 = _mm512_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048,
+                                               4096, 8192, 16384, 32768);
+        const __m512i b = _mm512_set1_epi32(int(words[i / 32]));
+        return batch_bool<A>(
+            _mm512_test_epi32_mask(b, (i & 16) ? _mm512_slli_epi32(pow2, 16) : pow2));
+    } else
+#endif
+    {
+        return lanes_from_bits<A>(words[i / 32] >> (i % 32));
+    }
+}
+
+/// The lane bits (bit j for lane j, as to_mask) of a packed token bitmask for the vector of
+/// entries [i, i + lanes<A>). \pre as bitmask_lanes.
+template <class A>
+inline std::uint64_t bitmask_bits(const std::uint32_t* words, std::size_t i) noexcept {
+    constexpr std::uint64_t all = lanes<A> >= 64 ? ~0ull : (1ull << lanes<A>)-1;
+    return std::uint64_t(words[i / 32] >> (i % 32)) & all;
+}
+
+/// Writes `value` to the entries of p[0, 32) whose bit in `word` is clear (the others are
+/// neither read nor written). AVX-512: two masked stores, no load of the row; other
+/// architectures: a blend per vector.
+template <class A>
+inline void store_where_clear(float* p, std::uint32_t word, float value) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __m512i pow2 = _mm512_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048,
+                                               4096, 8192, 16384, 32768);
+        const __m512i b = _mm512_set1_epi32(int(word));
+        const __m512 v = _mm512_set1_ps(value);
+        _mm512_mask_storeu_ps(p, _mm512_testn_epi32_mask(b, pow2), v);
+        _mm512_mask_storeu_ps(p + 16, _mm512_testn_epi32_mask(b, _mm512_slli_epi32(pow2, 16)), v);
+    } else
+#endif
+    {
+        constexpr std::size_t L = lanes<A>;
+        const batch<A> v(value);
+        for (std::size_t j = 0; j < 32; j += L)
+            xsimd::select(lanes_from_bits<A>(word >> j), batch<A>::load_unaligned(p + j), v)
+                .store_unaligned(p + j);
     }
 }
 
@@ -4267,6 +3778,851 @@ inline void for_each_arch(F&& f) {
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/simd/xsimd_compat.hpp
 
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+
+/// Number of 32-bit words a mask over `vocab` tokens needs.
+inline constexpr std::size_t bitmask_words(std::size_t vocab) noexcept { return (vocab + 31) / 32; }
+
+/// A view of a packed token bitmask: `words` (not owned) and the number of tokens `size` it
+/// describes. Aggregate: token_bitmask{.words = w, .size = vocab}.
+struct token_bitmask {
+    std::span<const std::uint32_t> words;
+    std::size_t size = 0;  ///< tokens described; bits at or past it are ignored
+
+    /// Tokens that have a bit: min(size, 32 words.size()).
+    std::size_t covered() const noexcept { return std::min(size, words.size() * 32); }
+    /// True iff token i has a set bit (false past covered()).
+    bool allowed(std::size_t i) const noexcept {
+        return i < covered() && ((words[i / 32] >> (i % 32)) & 1u) != 0;
+    }
+    /// The tokens [first, first + count) as their own mask (token first becomes token 0).
+    /// first must be a multiple of 32 (a mask of whole words); otherwise, or when first is past
+    /// the words, the view covers nothing (every token disallowed; check() reports it).
+    token_bitmask subview(std::size_t first, std::size_t count) const noexcept {
+        if (first % 32 != 0 || first / 32 > words.size()) return {};
+        return {.words = words.subspan(first / 32),
+                .size = std::min(count, size > first ? size - first : 0)};
+    }
+};
+
+/// Whether a mask covers a row of n tokens.
+enum class mask_status : std::uint8_t {
+    ok,          ///< every token of the row has a bit
+    short_mask,  ///< tokens [covered(), n) have no bit: they are treated as disallowed
+};
+
+/// mask_status::ok iff the mask has a bit for each of n tokens.
+inline mask_status check(const token_bitmask& mask, std::size_t n) noexcept {
+    return mask.covered() >= n ? mask_status::ok : mask_status::short_mask;
+}
+
+/// Number of allowed tokens among [0, n) (tokens without a bit count as disallowed).
+inline std::size_t count_allowed(const token_bitmask& mask, std::size_t n) noexcept {
+    const std::size_t c = std::min(n, mask.covered()), full = c / 32;
+    std::size_t total = 0;
+    for (std::size_t w = 0; w < full; ++w) total += std::size_t(std::popcount(mask.words[w]));
+    if (c % 32) total += std::size_t(std::popcount(mask.words[full] & ((1u << (c % 32)) - 1u)));
+    return total;
+}
+
+/// Sets every disallowed entry of `row` to -inf (allowed entries are left as they are, NaN
+/// included); tokens the mask has no bit for are disallowed. Returns check(mask, row.size()).
+/// One pass over the mask, none over the row: per 32-token word, nothing when all are allowed,
+/// else -inf stored to the disallowed entries (AVX-512: masked stores, no load of the row).
+template <class A = simd::default_arch>
+mask_status apply_token_bitmask_inplace(std::span<float> row, const token_bitmask& mask) noexcept {
+    constexpr float ninf = -std::numeric_limits<float>::infinity();
+    const std::size_t n = row.size(), c = std::min(n, mask.covered()), full = c / 32;
+    float* p = row.data();
+    const std::uint32_t* w = mask.words.data();
+    for (std::size_t k = 0; k < full; ++k)
+        if (w[k] != ~0u) simd::store_where_clear<A>(p + 32 * k, w[k], ninf);
+    for (std::size_t i = 32 * full; i < c; ++i)
+        if (!((w[i / 32] >> (i % 32)) & 1u)) p[i] = ninf;
+    std::fill(p + c, p + n, ninf);
+    return check(mask, n);
+}
+
+namespace detail {
+
+/// Row-load policies: the kernels' passes are templates on one of these, so each kernel has one
+/// implementation with and without a mask. load(i) is the vector of entries [i, i + L) with
+/// disallowed entries at -inf, raw(i) the same vector unmasked, bits(i) its lanes' allowed bits
+/// (bit j for lane j; all set for a plain row), at(i) one entry, -inf when disallowed
+/// (\pre i % L == 0 and i + L <= n for the vector forms). Passes that compact survivors of a
+/// threshold read raw() and clear the disallowed survivors with bits(), so the mask costs
+/// nothing where no entry passes; max-like passes read the mask only in vectors that could
+/// raise their running max.
+template <class A>
+struct plain_row {
+    static constexpr bool masked = false;
+    const float* p;
+    simd::batch<A> load(std::size_t i) const noexcept { return raw(i); }
+    simd::batch<A> raw(std::size_t i) const noexcept {
+        return simd::batch<A>::load_unaligned(p + i);
+    }
+    std::uint64_t bits(std::size_t) const noexcept { return ~0ull; }
+    float at(std::size_t i) const noexcept { return p[i]; }
+};
+
+template <class A>
+struct masked_row {
+    static constexpr bool masked = true;
+    const float* p;
+    const std::uint32_t* words;
+    simd::batch<A> load(std::size_t i) const noexcept {
+        return simd::select<A>(simd::bitmask_lanes<A>(words, i), raw(i),
+                               simd::batch<A>(-std::numeric_limits<float>::infinity()));
+    }
+    simd::batch<A> raw(std::size_t i) const noexcept {
+        return simd::batch<A>::load_unaligned(p + i);
+    }
+    std::uint64_t bits(std::size_t i) const noexcept { return simd::bitmask_bits<A>(words, i); }
+    float at(std::size_t i) const noexcept {
+        return ((words[i / 32] >> (i % 32)) & 1u) ? p[i] : -std::numeric_limits<float>::infinity();
+    }
+};
+
+/// The masked row over the tokens the mask covers: the kernels run on x[0, n) with
+/// n = min(x.size(), mask.covered()) (the rest is disallowed, so it never changes a result).
+template <class A>
+masked_row<A> masked(std::span<const float> x, const token_bitmask& mask, std::size_t& n) noexcept {
+    n = std::min(x.size(), mask.covered());
+    return {x.data(), mask.words.data()};
+}
+
+}  // namespace detail
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/mask.hpp
+// ---- begin decodekit/kernels/reference.hpp
+/// \file kernels/reference.hpp
+/// Scalar reference implementations: the executable definition of every kernel's semantics.
+/// The SIMD kernels in kernels/ must equal these (exactly for selections and ids, within a tight
+/// relative tolerance for reductions); tests compare them. Simple, obviously correct, slow.
+///
+/// Special values, for every kernel: NaN entries are ignored (never selected, never drawn,
+/// probability 0); -inf entries have probability 0 and are never selected; +inf entries win:
+/// when any entry is +inf, the distribution is uniform over the +inf entries.
+///
+/// Truncation steps (top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, mirostat's cut,
+/// XTC's removal) take a row whose entries outside the working set are -inf, compute in double
+/// (weights W_i = weight(x_i, max, T), Z = their sum in id order, p_i = W_i / Z) and return
+/// their set in reference order: logit descending, ties by ascending id.
+/// A probability parameter given as a float (top_p, typical_p, min_p, epsilon, eta,
+/// xtc_threshold) stands for the decimal the user wrote: a mass or probability that reaches
+/// decimal_floor(p), the lowest real that rounds to p, has reached p (so 0.8f, held as
+/// 0.800000012, is reached by the masses 0.5 + 0.3 of a row whose double sum lands a rounding
+/// error below 0.8); "strictly exceeds p" means exceeds decimal_ceil(p).
+/// Token bitmasks (kernels/mask.hpp): a masked kernel is the unmasked one on the row with every
+/// disallowed entry at -inf (masked_copy); the masked functions here read the mask entry by
+/// entry (masked_entry) and allocate nothing, except masked_copy.
+
+// ---- begin decodekit/random.hpp
+/// \file random.hpp
+/// Counter-based randomness: Philox4x32-10 (Salmon et al., SC'11) keyed by
+/// (seed, sequence id, step, purpose), so a draw never depends on batch composition, row
+/// order or thread count.
+///
+/// Counter layout (128 bits): ctr = {block index, purpose, step low 32, sequence low 32};
+/// key (64 bits) = seed, with the high 32 bits of step and of sequence folded in by odd
+/// multipliers. Distinct (seed, sequence, step, purpose) below 2^32 in step and sequence give
+/// disjoint streams; each stream has 2^32 blocks of four 32-bit words.
+
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// Philox4x32-10: one block of four 32-bit outputs from a 128-bit counter and a 64-bit key.
+/// \post Matches the Random123 known-answer vectors (tests/unit/test_random.cpp).
+constexpr std::array<std::uint32_t, 4> philox4x32_10(std::array<std::uint32_t, 4> ctr,
+                                                     std::array<std::uint32_t, 2> key) noexcept {
+    constexpr std::uint32_t m0 = 0xD2511F53u, m1 = 0xCD9E8D57u;
+    constexpr std::uint32_t w0 = 0x9E3779B9u, w1 = 0xBB67AE85u;
+    for (int round = 0; round < 10; ++round) {
+        const std::uint64_t p0 = std::uint64_t(m0) * ctr[0];
+        const std::uint64_t p1 = std::uint64_t(m1) * ctr[2];
+        ctr = {std::uint32_t(p1 >> 32) ^ ctr[1] ^ key[0], std::uint32_t(p1),
+               std::uint32_t(p0 >> 32) ^ ctr[3] ^ key[1], std::uint32_t(p0)};
+        key[0] += w0;
+        key[1] += w1;
+    }
+    return ctr;
+}
+
+/// What a stream of random numbers is used for; part of the counter so the uses of one
+/// sampling step never share numbers.
+enum class rng_purpose : std::uint32_t {
+    sample = 0,      ///< the categorical draw of a sampling step
+    accept = 1,      ///< speculative acceptance tests
+    residual = 2,    ///< speculative residual / bonus draws
+    filter = 3,      ///< stochastic filters (XTC's coin)
+    gumbel = 4,      ///< per-token noise (Gumbel / exponential race, stochastic beams)
+    draft = 5,       ///< draft-model sampling
+    constraint = 6,  ///< the redraw of a constrained step after its first draw was not allowed
+    user = 0x100,    ///< first value free for callers
+};
+
+/// The key of one sampling step.
+struct rng_key {
+    std::uint64_t seed = 0;
+    std::uint64_t sequence = 0;
+    std::uint64_t step = 0;
+};
+
+/// A stream of 32-bit random words for one (seed, sequence, step, purpose): a small value type;
+/// copying it saves its state, assigning the copy back restores it. Satisfies
+/// std::uniform_random_bit_generator.
+class rng_stream {
+public:
+    using result_type = std::uint32_t;
+
+    constexpr rng_stream() noexcept : rng_stream(rng_key{}, rng_purpose::sample) {}
+    constexpr rng_stream(rng_key k, rng_purpose purpose) noexcept
+        : key_{std::uint32_t(k.seed) ^ std::uint32_t(k.step >> 32) * 0x9E3779B1u,
+               std::uint32_t(k.seed >> 32) ^ std::uint32_t(k.sequence >> 32) * 0x85EBCA77u},
+          ctr_{0u, std::uint32_t(purpose), std::uint32_t(k.step), std::uint32_t(k.sequence)} {}
+
+    static constexpr result_type min() noexcept { return 0; }
+    static constexpr result_type max() noexcept { return std::numeric_limits<result_type>::max(); }
+
+    /// The next 32-bit word.
+    constexpr result_type operator()() noexcept {
+        if (used_ == 4) {
+            block_ = philox4x32_10(ctr_, key_);
+            ++ctr_[0];
+            used_ = 0;
+        }
+        return block_[used_++];
+    }
+
+    /// Uniform float in the open interval (0, 1): ((bits >> 8) + 0.5) * 2^-24.
+    constexpr float uniform_float() noexcept { return (float((*this)() >> 8) + 0.5f) * 0x1p-24f; }
+    /// Uniform double in the open interval (0, 1) from 64 bits (53 used).
+    constexpr double uniform() noexcept {
+        const std::uint64_t hi = (*this)(), lo = (*this)();
+        return (double(((hi << 32) | lo) >> 11) + 0.5) * 0x1p-53;
+    }
+    /// Standard exponential variate, -log1p(-u) in double.
+    double exponential() noexcept { return -std::log1p(-uniform()); }
+    /// Standard Gumbel variate, -log(E).
+    double gumbel() noexcept { return -std::log(exponential()); }
+
+    /// Number of 32-bit words consumed so far (for documenting and testing RNG use).
+    constexpr std::uint64_t words_used() const noexcept {
+        return std::uint64_t(ctr_[0]) * 4 - (4 - used_);
+    }
+
+    friend constexpr bool operator==(const rng_stream&, const rng_stream&) noexcept = default;
+
+private:
+    std::array<std::uint32_t, 2> key_;
+    std::array<std::uint32_t, 4> ctr_;
+    std::array<std::uint32_t, 4> block_{};
+    std::uint32_t used_ = 4;
+};
+
+/// The stream for (key, purpose): the one way decodekit derives randomness.
+constexpr rng_stream make_stream(rng_key k, rng_purpose purpose = rng_purpose::sample) noexcept {
+    return rng_stream(k, purpose);
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/random.hpp
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <numeric>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace reference {
+
+inline constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+
+/// The lowest real that rounds to the float p: the midpoint between p and the next float below
+/// (exact in double). NaN for NaN.
+inline double decimal_floor(float p) noexcept {
+    return (double(p) + double(std::nextafter(p, neg_inf))) / 2;
+}
+/// The highest real that rounds to the float p: the midpoint between p and the next float above.
+inline double decimal_ceil(float p) noexcept {
+    return (double(p) + double(std::nextafter(p, -neg_inf))) / 2;
+}
+
+using kernels::token_bitmask;
+
+/// x[i] when the mask allows token i, else -inf (a token without a bit is disallowed).
+inline float masked_entry(std::span<const float> x, const token_bitmask& mask,
+                          std::size_t i) noexcept {
+    return mask.allowed(i) ? x[i] : neg_inf;
+}
+
+/// The row with every disallowed entry at -inf: what a masked kernel sees.
+inline std::vector<float> masked_copy(std::span<const float> x, const token_bitmask& mask) {
+    std::vector<float> y(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) y[i] = masked_entry(x, mask, i);
+    return y;
+}
+
+/// Largest non-NaN entry; -inf if the span is empty or all NaN.
+inline float max(std::span<const float> x) noexcept {
+    float m = neg_inf;
+    for (float v : x)
+        if (v > m) m = v;
+    return m;
+}
+
+/// Lowest index of the largest non-NaN entry; npos if empty or all NaN.
+inline std::size_t argmax(std::span<const float> x) noexcept {
+    std::size_t best = npos;
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (!std::isnan(x[i]) && (best == npos || x[i] > x[best])) best = i;
+    return best;
+}
+
+/// Largest allowed non-NaN entry; -inf if there is none. (= max(masked_copy(x, mask)))
+inline float max(std::span<const float> x, const token_bitmask& mask) noexcept {
+    float m = neg_inf;
+    for (std::size_t i = 0; i < x.size(); ++i) m = std::max(m, masked_entry(x, mask, i));
+    return m;
+}
+
+/// Lowest index of the largest allowed non-NaN entry; npos if no allowed entry is non-NaN. A
+/// disallowed entry is never returned (argmax(masked_copy(x, mask)) would return the first
+/// disallowed entry of a row whose allowed entries are all -inf).
+inline std::size_t argmax(std::span<const float> x, const token_bitmask& mask) noexcept {
+    std::size_t best = npos;
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (mask.allowed(i) && !std::isnan(x[i]) && (best == npos || x[i] > x[best])) best = i;
+    return best;
+}
+
+/// Sum of the entries in double (the read floor's work).
+inline double sum(std::span<const float> x) noexcept {
+    double s = 0;
+    for (float v : x) s += v;
+    return s;
+}
+
+/// Max and normaliser of the tempered distribution.
+struct softmax_stats {
+    float max;   ///< largest non-NaN logit (-inf if none)
+    double sum;  ///< sum over entries of exp((x_i - max) / T); 0 if no entry has probability
+};
+
+/// Weight of one entry: exp((x - m) / T), with the special-value rules (+inf max: 1 for +inf
+/// entries, 0 otherwise; NaN or -inf: 0).
+inline double weight(float x, float m, float temperature) noexcept {
+    if (std::isnan(x) || x == neg_inf) return 0.0;
+    if (std::isinf(m)) return x == m ? 1.0 : 0.0;
+    return std::exp((double(x) - double(m)) / double(temperature));
+}
+
+/// max and sum of exp((x_i - max)/T).  \pre temperature > 0
+inline softmax_stats exp_sum(std::span<const float> x, float temperature = 1.f) noexcept {
+    const float m = max(x);
+    double s = 0;
+    for (float v : x) s += weight(v, m, temperature);
+    return {m, s};
+}
+
+/// exp_sum over the allowed entries (= exp_sum(masked_copy(x, mask), T)).
+inline softmax_stats exp_sum(std::span<const float> x, float temperature,
+                             const token_bitmask& mask) noexcept {
+    const float m = max(x, mask);
+    double s = 0;
+    for (std::size_t i = 0; i < x.size(); ++i)
+        s += weight(masked_entry(x, mask, i), m, temperature);
+    return {m, s};
+}
+
+/// log Z from exp_sum's stats: -inf when no entry has probability, +inf when the max is +inf.
+inline double log_normaliser(const softmax_stats& st, float temperature) noexcept {
+    if (st.sum == 0) return -std::numeric_limits<double>::infinity();
+    if (std::isinf(st.max)) return std::numeric_limits<double>::infinity();
+    return double(st.max) / temperature + std::log(st.sum);
+}
+
+/// log sum exp(x_i / T); -inf when no entry has probability, +inf when an entry is +inf.
+inline double logsumexp(std::span<const float> x, float temperature = 1.f) noexcept {
+    return log_normaliser(exp_sum(x, temperature), temperature);
+}
+
+/// logsumexp over the allowed entries.
+inline double logsumexp(std::span<const float> x, float temperature,
+                        const token_bitmask& mask) noexcept {
+    return log_normaliser(exp_sum(x, temperature, mask), temperature);
+}
+
+/// out_i = p_i = exp((x_i - m)/T) / Z. All zeros when no entry has probability (stats.sum == 0).
+/// \pre out.size() == x.size(), temperature > 0
+inline softmax_stats softmax(std::span<const float> x, std::span<float> out,
+                             float temperature = 1.f) noexcept {
+    const softmax_stats st = exp_sum(x, temperature);
+    for (std::size_t i = 0; i < x.size(); ++i)
+        out[i] = st.sum > 0 ? float(weight(x[i], st.max, temperature) / st.sum) : 0.f;
+    return st;
+}
+
+/// softmax over the allowed entries: disallowed entries get 0.
+/// \pre out.size() == x.size(), temperature > 0
+inline softmax_stats softmax(std::span<const float> x, std::span<float> out, float temperature,
+                             const token_bitmask& mask) noexcept {
+    const softmax_stats st = exp_sum(x, temperature, mask);
+    for (std::size_t i = 0; i < x.size(); ++i)
+        out[i] = st.sum > 0 ? float(weight(masked_entry(x, mask, i), st.max, temperature) / st.sum)
+                            : 0.f;
+    return st;
+}
+
+/// out_i = log p_i = (x_i - m)/T - log Z; -inf for entries of probability 0 (NaN included).
+/// All -inf when no entry has probability.
+inline softmax_stats log_softmax(std::span<const float> x, std::span<float> out,
+                                 float temperature = 1.f) noexcept {
+    const softmax_stats st = exp_sum(x, temperature);
+    const double log_z = st.sum > 0 ? std::log(st.sum) : 0.0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const double w = weight(x[i], st.max, temperature);
+        if (st.sum == 0 || w == 0)
+            out[i] = neg_inf;
+        else if (std::isinf(st.max))
+            out[i] = float(-log_z);
+        else
+            out[i] = float((double(x[i]) - st.max) / temperature - log_z);
+    }
+    return st;
+}
+
+/// Orders candidate indices: larger logit first, ties by lower id.
+inline bool before(float a, token_id ia, float b, token_id ib) noexcept {
+    return a > b || (a == b && ia < ib);
+}
+
+/// Sorts a candidate set: logit descending, ties by ascending id.
+inline void sort_candidates(candidates& c) noexcept {
+    std::vector<std::size_t> order(c.size());
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    auto ids = c.ids();
+    auto lg = c.logits();
+    std::sort(order.begin(), order.end(),
+              [&](std::size_t a, std::size_t b) { return before(lg[a], ids[a], lg[b], ids[b]); });
+    std::vector<token_id> i2(c.size());
+    std::vector<float> l2(c.size());
+    for (std::size_t j = 0; j < order.size(); ++j) {
+        i2[j] = ids[order[j]];
+        l2[j] = lg[order[j]];
+    }
+    std::copy(i2.begin(), i2.end(), ids.begin());
+    std::copy(l2.begin(), l2.end(), lg.begin());
+}
+
+/// Every entry with probability > 0 (not NaN, not -inf), in id order.
+inline void valid_entries(std::span<const float> x, candidates& out) noexcept {
+    out.clear();
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (!std::isnan(x[i]) && x[i] != neg_inf) out.push_back(token_id(i), x[i]);
+}
+
+/// Top-k: the k largest valid entries (NaN and -inf never selected), sorted by logit descending,
+/// ties by ascending id. exactly_k keeps min(k, #valid); keep_ties also keeps every entry equal to
+/// the k-th kept logit. k == 0 gives an empty set.  \pre out.capacity() >= x.size()
+inline std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
+                         candidates& out) noexcept {
+    valid_entries(x, out);
+    sort_candidates(out);
+    std::size_t n = std::min(k, out.size());
+    if (ties == tie_policy::keep_ties && n > 0)
+        while (n < out.size() && out.logits()[n] == out.logits()[n - 1]) ++n;
+    out.resize(n);
+    return n;
+}
+
+/// Every valid entry with x_i >= threshold, in id order. \pre out.capacity() >= x.size()
+inline std::size_t filter_at_least(std::span<const float> x, float threshold,
+                                   candidates& out) noexcept {
+    out.clear();
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (!std::isnan(x[i]) && x[i] != neg_inf && x[i] >= threshold)
+            out.push_back(token_id(i), x[i]);
+    return out.size();
+}
+
+/// Min-p in logit space: the logit threshold max + T ln(decimal_floor(p_base)) (p_i >= p_base *
+/// p_max at temperature T, p_base standing for its decimal), rounded to float. p_base <= 0 gives
+/// -inf (keeps everything).
+inline float min_p_threshold(float max_logit, float p_base, float temperature = 1.f) noexcept {
+    if (p_base <= 0) return neg_inf;
+    return float(double(max_logit) + double(temperature) * std::log(decimal_floor(p_base)));
+}
+
+/// Min-p in one call: every valid entry with x_i >= min_p_threshold(max(x), p_base, T), in id
+/// order. \pre out.capacity() >= x.size()
+inline std::size_t filter_min_p(std::span<const float> x, float p_base, float temperature,
+                                candidates& out) noexcept {
+    return filter_at_least(x, min_p_threshold(max(x), p_base, temperature), out);
+}
+
+/// Min-p with min_keep: filter_min_p, and when fewer than min_keep entries pass, the min_keep
+/// largest valid entries instead (top_k exactly_k: ties at the min_keep-th by lowest id). Output
+/// sorted like top_k. \pre out.capacity() >= x.size()
+inline std::size_t min_p(std::span<const float> x, float p_base, float temperature,
+                         std::size_t min_keep, candidates& out) noexcept {
+    if (filter_min_p(x, p_base, temperature, out) < min_keep)
+        return top_k(x, min_keep, tie_policy::exactly_k, out);
+    sort_candidates(out);
+    return out.size();
+}
+
+/// The entries a thresholded draw keeps (kernels::draw_temperature): x_i >= at_least and, when
+/// from_max is not -inf, x_i >= float(double(max) + from_max), max the row's largest (allowed)
+/// entry. min-p's kept set is {.from_max = min_p_offset(p_base, T)}. A NaN field keeps nothing.
+struct logit_threshold {
+    float at_least = neg_inf;                                    ///< absolute logit floor
+    double from_max = -std::numeric_limits<double>::infinity();  ///< offset from the max (<= 0)
+};
+
+/// min-p's offset from the max in logit space: T ln(decimal_floor(p_base)); -inf (no threshold) for
+/// p_base <= 0, NaN for a NaN p_base. min_p_threshold(m, p, T) == float(double(m) + offset).
+inline double min_p_offset(float p_base, float temperature = 1.f) noexcept {
+    if (p_base <= 0) return -std::numeric_limits<double>::infinity();
+    return double(temperature) * std::log(decimal_floor(p_base));
+}
+
+/// The single logit threshold of `thr` for a row whose largest (allowed) entry is max_logit;
+/// NaN (nothing kept) when a field is NaN.
+inline float threshold_value(float max_logit, const logit_threshold& thr) noexcept {
+    float t = thr.at_least;
+    if (std::isnan(thr.from_max)) return std::numeric_limits<float>::quiet_NaN();
+    if (thr.from_max > -std::numeric_limits<double>::infinity()) {
+        const float r = float(double(max_logit) + thr.from_max);
+        t = std::isnan(r) || std::isnan(t) ? std::numeric_limits<float>::quiet_NaN()
+                                           : std::max(t, r);
+    }
+    return t;
+}
+
+/// The law of the thresholded, masked draw: out_i proportional to weight(x_i, m, T) over the
+/// allowed entries with x_i >= threshold_value(m, thr), m the largest allowed entry; 0
+/// elsewhere; all zeros when no entry is kept. \pre out.size() == x.size(), temperature > 0
+inline softmax_stats truncated_softmax(std::span<const float> x, std::span<float> out,
+                                       float temperature, const logit_threshold& thr,
+                                       const token_bitmask& mask) noexcept {
+    const float m = max(x, mask);
+    const float t = threshold_value(m, thr);
+    double s = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const float v = masked_entry(x, mask, i);
+        s += v >= t ? weight(v, m, temperature) : 0.0;
+    }
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const float v = masked_entry(x, mask, i);
+        out[i] = s > 0 && v >= t ? float(weight(v, m, temperature) / s) : 0.f;
+    }
+    return {m, s};
+}
+
+/// truncated_softmax without a mask.
+inline softmax_stats truncated_softmax(std::span<const float> x, std::span<float> out,
+                                       float temperature, const logit_threshold& thr) noexcept {
+    const std::vector<std::uint32_t> all(kernels::bitmask_words(x.size()), ~0u);
+    return truncated_softmax(x, out, temperature, thr, {.words = all, .size = x.size()});
+}
+
+/// Top-p (nucleus) over the whole row at temperature T: sort valid entries by probability
+/// descending (ties by id); keep entry j iff the probability mass strictly before it is below
+/// decimal_floor(p) (the smallest prefix whose mass reaches p, the crossing entry included), and
+/// at least max(1, min_keep) entries. p >= 1 keeps every valid entry; p <= 0 (or NaN) keeps
+/// max(1, min_keep). Masses are p_i = W_i / Z added in double in that order. Output sorted like
+/// top_k.  \pre out.capacity() >= x.size(), temperature > 0
+inline std::size_t top_p(std::span<const float> x, float p, float temperature, std::size_t min_keep,
+                         candidates& out) noexcept {
+    valid_entries(x, out);
+    sort_candidates(out);
+    if (out.empty() || p >= 1) return out.size();
+    const softmax_stats st = exp_sum(x, temperature);
+    const std::size_t keep_at_least = std::max<std::size_t>(1, min_keep);
+    const double target = decimal_floor(p);
+    double before_mass = 0;
+    std::size_t n = 0;
+    while (n < out.size() && (n < keep_at_least || before_mass < target)) {
+        before_mass += weight(out.logits()[n], st.max, temperature) / st.sum;
+        ++n;
+    }
+    out.resize(n);
+    return n;
+}
+
+/// Entropy H = -sum p log p (nats) of the tempered distribution; 0 when no entry has probability.
+inline double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
+    const softmax_stats st = exp_sum(x, temperature);
+    if (st.sum == 0) return 0;
+    double h = 0;
+    for (float v : x) {
+        const double w = weight(v, st.max, temperature);
+        if (w > 0) {
+            const double p = w / st.sum;
+            if (p > 0) h -= p * std::log(p);  // a subnormal w can underflow p to 0 (0 log 0 = 0)
+        }
+    }
+    return h;
+}
+
+/// Entries with p_i >= threshold (p_i = W_i / Z in double), sorted like top_k; when fewer than
+/// min_keep pass, the entries tied with or above the min_keep-th largest logit instead (top_k
+/// keep_ties). The rule of epsilon and eta. \pre out.capacity() >= x.size(), temperature > 0
+inline std::size_t probable_or_top(std::span<const float> x, double threshold, float temperature,
+                                   std::size_t min_keep, candidates& out) noexcept {
+    const softmax_stats st = exp_sum(x, temperature);
+    out.clear();
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (!std::isnan(x[i]) && x[i] != neg_inf &&
+            weight(x[i], st.max, temperature) / st.sum >= threshold)
+            out.push_back(token_id(i), x[i]);
+    if (out.size() < min_keep) return top_k(x, min_keep, tie_policy::keep_ties, out);
+    sort_candidates(out);
+    return out.size();
+}
+
+/// Epsilon sampling: keep p_i >= decimal_floor(epsilon); when fewer than min_keep pass, every
+/// entry tied with or above the min_keep-th largest logit (Hugging Face). epsilon <= 0 keeps
+/// every valid entry. \pre out.capacity() >= x.size(), temperature > 0
+inline std::size_t epsilon(std::span<const float> x, float eps, float temperature,
+                           std::size_t min_keep, candidates& out) noexcept {
+    if (!(eps > 0)) return top_k(x, x.size(), tie_policy::keep_ties, out);
+    return probable_or_top(x, decimal_floor(eps), temperature, min_keep, out);
+}
+
+/// The eta threshold: min(e, sqrt(e) exp(-H)) with e = decimal_floor(eta) and H = entropy(x, T).
+inline double eta_threshold(std::span<const float> x, float eta_param, float temperature) noexcept {
+    const double e = decimal_floor(eta_param);
+    return std::min(e, std::sqrt(e) * std::exp(-entropy(x, temperature)));
+}
+
+/// Eta sampling: keep p_i >= eta_threshold(x, eta, T); the min_keep rule of epsilon. eta <= 0
+/// keeps every valid entry. \pre out.capacity() >= x.size(), temperature > 0
+inline std::size_t eta(std::span<const float> x, float eta_param, float temperature,
+                       std::size_t min_keep, candidates& out) noexcept {
+    if (!(eta_param > 0)) return top_k(x, x.size(), tie_policy::keep_ties, out);
+    return probable_or_top(x, eta_threshold(x, eta_param, temperature), temperature, min_keep, out);
+}
+
+/// Mirostat v2's truncation: keep p_i >= 2^-mu (exp2(-mu) in double); when none passes, the most
+/// probable entry (the lowest id among tied maxima). \pre out.capacity() >= x.size()
+inline std::size_t mirostat_cut(std::span<const float> x, float mu, float temperature,
+                                candidates& out) noexcept {
+    return probable_or_top(x, std::exp2(-double(mu)), temperature, 0, out) > 0
+               ? out.size()
+               : top_k(x, 1, tie_policy::exactly_k, out);
+}
+
+/// Locally typical sampling at temperature T. Score s_i = |-log p_i - H| (p_i = W_i / Z,
+/// H = entropy(x, T); +inf where p_i is 0 in double); order: score ascending, ties by logit
+/// descending then id ascending. reach_with_ties keeps the prefix through the first entry whose
+/// inclusive mass reaches decimal_floor(p) (at least one entry), then every entry whose score
+/// equals that entry's (Hugging Face); exceed keeps the prefix through the first entry whose
+/// inclusive mass exceeds decimal_ceil(p) (llama.cpp). Either way at least min(min_keep, #valid)
+/// entries (a prefix of the order, no tie rule); p >= 1 keeps every valid entry. Output sorted
+/// like top_k. \pre out.capacity() >= x.size(), temperature > 0
+inline std::size_t typical(std::span<const float> x, float p, float temperature,
+                           std::size_t min_keep, typical_stop stop, candidates& out) noexcept {
+    valid_entries(x, out);
+    const std::size_t n = out.size();
+    if (n == 0 || p >= 1) {
+        sort_candidates(out);
+        return n;
+    }
+    const softmax_stats st = exp_sum(x, temperature);
+    const double h = entropy(x, temperature);
+    struct scored {
+        double score, prob;
+        float logit;
+        token_id id;
+    };
+    std::vector<scored> e(n);
+    for (std::size_t j = 0; j < n; ++j) {
+        const float v = out.logits()[j];
+        const double q = weight(v, st.max, temperature) / st.sum;
+        e[j] = {q > 0 ? std::fabs(-std::log(q) - h) : std::numeric_limits<double>::infinity(), q, v,
+                out.ids()[j]};
+    }
+    std::sort(e.begin(), e.end(), [](const scored& a, const scored& b) {
+        if (a.score != b.score) return a.score < b.score;
+        return before(a.logit, a.id, b.logit, b.id);
+    });
+    double mass = 0;
+    std::size_t k = 0;
+    if (stop == typical_stop::reach_with_ties) {
+        const double target = decimal_floor(p);
+        do mass += e[k++].prob;
+        while (k < n && mass < target);
+        while (k < n && e[k].score == e[k - 1].score) ++k;
+    } else {
+        const double target = decimal_ceil(p);
+        do mass += e[k++].prob;
+        while (k < n && !(mass > target));
+    }
+    k = std::max(k, std::min(min_keep, n));
+    out.clear();
+    for (std::size_t j = 0; j < k; ++j) out.push_back(e[j].id, e[j].logit);
+    sort_candidates(out);
+    return k;
+}
+
+/// Top-n-sigma: keep x_i >= max - n sigma (compared in double), where max is the largest valid
+/// entry and sigma the population standard deviation of the finite entries: mean = (sum x) / F
+/// and var = (sum (x - mean)^2) / F over the F finite entries in id order, in double (sigma = 0
+/// when F = 0). Independent of the temperature. When fewer than min_keep pass, the min_keep
+/// largest (top_k exactly_k). n <= 0 or NaN keeps every valid entry. Output sorted like top_k.
+/// \pre out.capacity() >= x.size()
+inline std::size_t top_n_sigma(std::span<const float> x, float n, std::size_t min_keep,
+                               candidates& out) noexcept {
+    if (!(n > 0)) return top_k(x, x.size(), tie_policy::keep_ties, out);
+    double sum = 0;
+    std::size_t f = 0;
+    for (float v : x)
+        if (std::isfinite(v)) {
+            sum += v;
+            ++f;
+        }
+    double var = 0;
+    if (f > 0) {
+        const double mean = sum / double(f);
+        for (float v : x)
+            if (std::isfinite(v)) var += (double(v) - mean) * (double(v) - mean);
+        var /= double(f);
+    }
+    const double threshold = double(max(x)) - double(n) * std::sqrt(var);
+    out.clear();
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (!std::isnan(x[i]) && x[i] != neg_inf && double(x[i]) >= threshold)
+            out.push_back(token_id(i), x[i]);
+    if (out.size() < min_keep) return top_k(x, min_keep, tie_policy::exactly_k, out);
+    sort_candidates(out);
+    return out.size();
+}
+
+/// XTC's removal, given that its coin fired: the head is the valid entries with
+/// p_i >= decimal_floor(threshold) in reference order; when it holds at least two, every head
+/// entry but the last (the least probable, the highest id among its ties) is removed, unless
+/// fewer than min_keep valid entries would remain (then none). Returns the removed entries,
+/// sorted like top_k. \pre out.capacity() >= x.size(), temperature > 0
+inline std::size_t xtc_removed(std::span<const float> x, float threshold, float temperature,
+                               std::size_t min_keep, candidates& out) noexcept {
+    const softmax_stats st = exp_sum(x, temperature);
+    const double t = decimal_floor(threshold);
+    std::size_t valid = 0;
+    out.clear();
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        if (std::isnan(x[i]) || x[i] == neg_inf) continue;
+        ++valid;
+        if (weight(x[i], st.max, temperature) / st.sum >= t) out.push_back(token_id(i), x[i]);
+    }
+    sort_candidates(out);
+    const std::size_t removed = out.size() >= 2 ? out.size() - 1 : 0;
+    out.resize(valid - removed >= min_keep ? removed : 0);
+    return out.size();
+}
+
+/// Inverse-CDF draw from unnormalised non-negative weights with one uniform u in [0, 1):
+/// target t = u * S (S the double sum); returns the first index whose running sum exceeds t among
+/// entries with w > 0; when rounding leaves t unreached, the last entry with w > 0.
+/// Negative, NaN and zero weights are never drawn. npos if no weight is positive.
+inline std::size_t draw_inverse_cdf(std::span<const float> w, double u) noexcept {
+    double s = 0;
+    for (float v : w)
+        if (v > 0) s += v;
+    if (!(s > 0)) return npos;
+    const double target = u * s;
+    double run = 0;
+    std::size_t last = npos;
+    for (std::size_t i = 0; i < w.size(); ++i) {
+        if (!(w[i] > 0)) continue;
+        run += w[i];
+        last = i;
+        if (run > target) return i;
+    }
+    return last;
+}
+
+/// Exponential race (Gumbel-max) over logits at temperature T: argmax_i w_i / E_i with
+/// w_i = exp((x_i - m)/T) and E_i = exponentials[i] > 0. Equivalent to a categorical draw from
+/// softmax(x / T). npos if no entry has probability.
+inline std::size_t draw_exponential_race(std::span<const float> x, float temperature,
+                                         std::span<const double> exponentials) noexcept {
+    const float m = max(x);
+    std::size_t best = npos;
+    double best_score = -1;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const double w = weight(x[i], m, temperature);
+        if (w <= 0) continue;
+        const double score = w / exponentials[i];
+        if (score > best_score) {
+            best_score = score;
+            best = i;
+        }
+    }
+    return best;
+}
+
+/// Exponential race with its own exponentials: E_i = rng.exponential() for every entry i in
+/// order (exactly 2 words per entry, 2 * x.size() in all, whatever the entries), then the race
+/// above. npos if no entry has probability.
+inline std::size_t draw_exponential_race(std::span<const float> x, float temperature,
+                                         rng_stream& rng) noexcept {
+    const float m = max(x);
+    std::size_t best = npos;
+    double best_score = -1;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const double e = rng.exponential();
+        const double w = weight(x[i], m, temperature);
+        if (w <= 0) continue;
+        const double score = w / e;
+        if (score > best_score) {
+            best_score = score;
+            best = i;
+        }
+    }
+    return best;
+}
+
+/// Cosine similarity of `query` (length dim) against each of n = out.size() rows stored
+/// row-major with `stride` floats between rows. 0 for a zero-norm row or query.
+inline void cosine_similarity(std::span<const float> query, const float* rows, std::size_t stride,
+                              std::span<float> out) noexcept {
+    const std::size_t dim = query.size();
+    double qq = 0;
+    for (float v : query) qq += double(v) * v;
+    for (std::size_t r = 0; r < out.size(); ++r) {
+        const float* row = rows + r * stride;
+        double dot = 0, rr = 0;
+        for (std::size_t j = 0; j < dim; ++j) {
+            dot += double(query[j]) * row[j];
+            rr += double(row[j]) * row[j];
+        }
+        out[r] = (qq > 0 && rr > 0) ? float(dot / std::sqrt(qq * rr)) : 0.f;
+    }
+}
+
+}  // namespace reference
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/reference.hpp
+
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -4280,20 +4636,19 @@ inline constexpr float neg_inf_f = -std::numeric_limits<float>::infinity();
 /// Entries per block of the blocked passes (argmax block, double-accumulation block).
 inline constexpr std::size_t block_size = 512;
 
-/// exp((x_i - m) * inv_t) summed over the row (4 float accumulators per 1024-entry block,
-/// blocks added in double), with simd::exp_nonpositive: NaN and -inf entries give 0, entries
-/// more than 87 below the max give 0. Stores the exponentials to out when Store. The tail is
-/// padded into one vector so every entry goes through the same polynomial.
+/// exp((x_i - m) * inv_t) summed over the row r[0, n) (4 float accumulators per 1024-entry
+/// block, blocks added in double), with simd::exp_nonpositive: NaN and -inf entries give 0,
+/// entries more than 87 below the max give 0. Stores the exponentials to out when Store. The
+/// tail is padded into one vector so every entry goes through the same polynomial.
 /// \pre m finite, inv_t finite and > 0.
-template <class A, bool Store>
-double exp_pass(std::span<const float> x, float m, float inv_t, float* out) noexcept {
+template <class A, bool Store, class Row>
+double exp_pass(const Row r, std::size_t n, float m, float inv_t, float* out) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>;
-    const float* p = x.data();
-    const std::size_t n = x.size(), nfull = n / L * L;
+    const std::size_t nfull = n / L * L;
     const B mb(m), tb(inv_t);
     auto one = [&](std::size_t i) {
-        const B e = simd::exp_nonpositive<A>((B::load_unaligned(p + i) - mb) * tb);
+        const B e = simd::exp_nonpositive<A>((r.load(i) - mb) * tb);
         if constexpr (Store) e.store_unaligned(out + i);
         return e;
     };
@@ -4313,7 +4668,7 @@ double exp_pass(std::span<const float> x, float m, float inv_t, float* out) noex
     }
     if (i < n) {
         alignas(64) float buf[L];
-        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : neg_inf_f;
+        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? r.at(i + j) : neg_inf_f;
         const B e = simd::exp_nonpositive<A>((B::load_aligned(buf) - mb) * tb);
         e.store_aligned(buf);
         for (std::size_t j = 0; i + j < n; ++j) {
@@ -4324,54 +4679,68 @@ double exp_pass(std::span<const float> x, float m, float inv_t, float* out) noex
     return total;
 }
 
-}  // namespace detail
+/// exp_pass over a whole span (no mask).
+template <class A, bool Store>
+double exp_pass(std::span<const float> x, float m, float inv_t, float* out) noexcept {
+    return exp_pass<A, Store>(plain_row<A>{x.data()}, x.size(), m, inv_t, out);
+}
 
-/// Largest non-NaN entry; -inf if the span is empty or all NaN. One pass.
-template <class A = simd::default_arch>
-float max(std::span<const float> x) noexcept {
+/// max over r[0, n): see kernels::max. A masked row reads the mask only in vectors with an
+/// entry above the running max of their accumulator (unmasked compares first).
+template <class A, class Row>
+float max_of(const Row r, std::size_t n) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>;
-    const float* p = x.data();
-    const std::size_t n = x.size();
-    B a0(detail::neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
+    B a0(neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
     std::size_t i = 0;
     for (; i + 4 * L <= n; i += 4 * L) {
-        a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-        a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
-        a2 = simd::max_ignore_nan<A>(a2, B::load_unaligned(p + i + 2 * L));
-        a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
+        if constexpr (Row::masked) {
+            const B v0 = r.raw(i), v1 = r.raw(i + L), v2 = r.raw(i + 2 * L), v3 = r.raw(i + 3 * L);
+            if (!simd::any<A>(((v0 > a0) | (v1 > a1)) | ((v2 > a2) | (v3 > a3)))) continue;
+        }
+        a0 = simd::max_ignore_nan<A>(a0, r.load(i));
+        a1 = simd::max_ignore_nan<A>(a1, r.load(i + L));
+        a2 = simd::max_ignore_nan<A>(a2, r.load(i + 2 * L));
+        a3 = simd::max_ignore_nan<A>(a3, r.load(i + 3 * L));
     }
-    for (; i + L <= n; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+    for (; i + L <= n; i += L) a0 = simd::max_ignore_nan<A>(a0, r.load(i));
     float m = simd::reduce_max<A>(simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3)));
-    for (; i < n; ++i) m = p[i] > m ? p[i] : m;
+    for (; i < n; ++i) {
+        const float v = r.at(i);
+        m = v > m ? v : m;
+    }
     return m;
 }
 
-/// Lowest index of the largest non-NaN entry; npos if empty or all NaN.
-/// One blocked pass: per 512-entry block a max over independent accumulators, the winning
-/// block remembered (strictly greater than every earlier block), then that block rescanned for
-/// its first entry equal to the max.
-template <class A = simd::default_arch>
-std::size_t argmax(std::span<const float> x) noexcept {
+/// argmax over r[0, n): see kernels::argmax. A masked row's disallowed entries are never
+/// returned, even when every allowed entry is -inf.
+template <class A, class Row>
+std::size_t argmax_of(const Row r, std::size_t n) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>;
-    const float* p = x.data();
-    const std::size_t n = x.size(), nfull = n / L * L;
+    const std::size_t nfull = n / L * L;
     if (n == 0) return npos;
-    B run(detail::neg_inf_f);
-    float best = detail::neg_inf_f;
+    B run(neg_inf_f);
+    float best = neg_inf_f;
     std::size_t best_block = npos;
-    for (std::size_t b0 = 0; b0 < nfull; b0 += detail::block_size) {
-        const std::size_t end = std::min(nfull, b0 + detail::block_size);
-        B a0(detail::neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
+    for (std::size_t b0 = 0; b0 < nfull; b0 += block_size) {
+        const std::size_t end = std::min(nfull, b0 + block_size);
+        // A masked row starts the block's accumulators at the best so far (the block wins only
+        // if an entry exceeds it, as before) and reads the mask only in vectors that exceed them.
+        B a0 = Row::masked ? run : B(neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
         std::size_t i = b0;
         for (; i + 4 * L <= end; i += 4 * L) {
-            a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-            a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
-            a2 = simd::max_ignore_nan<A>(a2, B::load_unaligned(p + i + 2 * L));
-            a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
+            if constexpr (Row::masked) {
+                const B v0 = r.raw(i), v1 = r.raw(i + L), v2 = r.raw(i + 2 * L),
+                        v3 = r.raw(i + 3 * L);
+                if (!simd::any<A>(((v0 > a0) | (v1 > a1)) | ((v2 > a2) | (v3 > a3)))) continue;
+            }
+            a0 = simd::max_ignore_nan<A>(a0, r.load(i));
+            a1 = simd::max_ignore_nan<A>(a1, r.load(i + L));
+            a2 = simd::max_ignore_nan<A>(a2, r.load(i + 2 * L));
+            a3 = simd::max_ignore_nan<A>(a3, r.load(i + 3 * L));
         }
-        for (; i < end; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
+        for (; i < end; i += L) a0 = simd::max_ignore_nan<A>(a0, r.load(i));
         const B bm = simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3));
         if (simd::any<A>(bm > run)) {
             best = simd::reduce_max<A>(bm);
@@ -4381,24 +4750,63 @@ std::size_t argmax(std::span<const float> x) noexcept {
     }
     std::size_t best_i = npos;
     if (best_block != npos) {
-        const std::size_t end = std::min(nfull, best_block + detail::block_size);
+        const std::size_t end = std::min(nfull, best_block + block_size);
         for (std::size_t i = best_block; i < end; i += L) {
-            const std::uint64_t m = simd::to_mask<A>(B::load_unaligned(p + i) == run);
+            const std::uint64_t m = simd::to_mask<A>(r.load(i) == run);
             if (m) {
                 best_i = i + std::size_t(std::countr_zero(m));
                 break;
             }
         }
     }
-    for (std::size_t i = nfull; i < n; ++i)
-        if (p[i] > best) {
-            best = p[i];
+    for (std::size_t i = nfull; i < n; ++i) {
+        const float v = r.at(i);
+        if (v > best) {
+            best = v;
             best_i = i;
         }
-    if (best_i == npos)  // every entry is -inf or NaN: the first -inf, if any
-        for (std::size_t i = 0; i < n; ++i)
-            if (!std::isnan(p[i])) return i;
+    }
+    if (best_i == npos)  // every entry is -inf or NaN: the first -inf (allowed), if any
+        for (std::size_t i = 0; i < n; ++i) {
+            if constexpr (Row::masked)
+                if (!((r.words[i / 32] >> (i % 32)) & 1u)) continue;
+            if (!std::isnan(r.p[i])) return i;
+        }
     return best_i;
+}
+
+}  // namespace detail
+
+/// Largest non-NaN entry; -inf if the span is empty or all NaN. One pass.
+template <class A = simd::default_arch>
+float max(std::span<const float> x) noexcept {
+    return detail::max_of<A>(detail::plain_row<A>{x.data()}, x.size());
+}
+
+/// Largest allowed non-NaN entry; -inf if there is none. One pass (mask read inside it).
+template <class A = simd::default_arch>
+float max(std::span<const float> x, const token_bitmask& mask) noexcept {
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    return detail::max_of<A>(r, n);
+}
+
+/// Lowest index of the largest non-NaN entry; npos if empty or all NaN.
+/// One blocked pass: per 512-entry block a max over independent accumulators, the winning
+/// block remembered (strictly greater than every earlier block), then that block rescanned for
+/// its first entry equal to the max.
+template <class A = simd::default_arch>
+std::size_t argmax(std::span<const float> x) noexcept {
+    return detail::argmax_of<A>(detail::plain_row<A>{x.data()}, x.size());
+}
+
+/// Lowest index of the largest allowed non-NaN entry (reference::argmax(x, mask)); npos if no
+/// allowed entry is non-NaN. A disallowed entry is never returned. Same pass as argmax(x).
+template <class A = simd::default_arch>
+std::size_t argmax(std::span<const float> x, const token_bitmask& mask) noexcept {
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    return detail::argmax_of<A>(r, n);
 }
 
 /// Sum of the entries (float lanes over 1024-entry blocks, blocks summed in double). One pass.
@@ -4434,17 +4842,44 @@ reference::softmax_stats exp_sum(std::span<const float> x, float temperature = 1
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
     if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::exp_sum(x, temperature);
-    return {m, detail::exp_pass<A, false>(x, m, inv_t, nullptr)};
+    return {
+        m, detail::exp_pass<A, false>(detail::plain_row<A>{x.data()}, x.size(), m, inv_t, nullptr)};
 }
+
+/// exp_sum over the allowed entries (reference::exp_sum(x, T, mask)): max is the largest
+/// allowed entry; disallowed entries count 0. The same two passes, the mask read inside them.
+/// \pre temperature > 0
+template <class A = simd::default_arch>
+reference::softmax_stats exp_sum(std::span<const float> x, float temperature,
+                                 const token_bitmask& mask) noexcept {
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    const float m = detail::max_of<A>(r, n);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::exp_sum(x, temperature, mask);
+    return {m, detail::exp_pass<A, false>(r, n, m, inv_t, nullptr)};
+}
+
+namespace detail {
+inline double log_of_stats(const reference::softmax_stats& st, float temperature) noexcept {
+    if (st.sum == 0) return -std::numeric_limits<double>::infinity();
+    if (std::isinf(st.max)) return std::numeric_limits<double>::infinity();
+    return double(st.max) / temperature + std::log(st.sum);
+}
+}  // namespace detail
 
 /// log sum exp(x_i / T); -inf when no entry has probability, +inf when an entry is +inf.
 /// Two passes. \pre temperature > 0
 template <class A = simd::default_arch>
 double logsumexp(std::span<const float> x, float temperature = 1.f) noexcept {
-    const reference::softmax_stats st = kernels::exp_sum<A>(x, temperature);
-    if (st.sum == 0) return -std::numeric_limits<double>::infinity();
-    if (std::isinf(st.max)) return std::numeric_limits<double>::infinity();
-    return double(st.max) / temperature + std::log(st.sum);
+    return detail::log_of_stats(kernels::exp_sum<A>(x, temperature), temperature);
+}
+
+/// logsumexp over the allowed entries; -inf when no allowed entry has probability.
+/// \pre temperature > 0
+template <class A = simd::default_arch>
+double logsumexp(std::span<const float> x, float temperature, const token_bitmask& mask) noexcept {
+    return detail::log_of_stats(kernels::exp_sum<A>(x, temperature, mask), temperature);
 }
 
 }  // namespace kernels
@@ -4481,24 +4916,186 @@ double positive_sum(const float* w, std::size_t begin, std::size_t end) noexcept
     return simd::reduce_add<A>((a0 + a1) + (a2 + a3));
 }
 
-/// Exact inverse-CDF draw from softmax(x / T) with the reference's double weights (two passes,
-/// V exponentials, 2 random words); npos if no entry has weight. \pre m = max(x), finite.
-inline std::size_t draw_exact(const float* p, std::size_t n, float m, float temperature,
-                              rng_stream& rng) noexcept {
+/// Exact inverse-CDF draw from softmax(x / T) restricted to the entries of r[0, n) reaching t,
+/// with the reference's double weights (two passes, an exponential per entry, 2 random words);
+/// npos if no such entry has weight. \pre m = max of r, finite.
+template <class Row>
+std::size_t draw_exact(const Row r, std::size_t n, float m, float temperature, float t,
+                       rng_stream& rng) noexcept {
+    auto w = [&](std::size_t i) {
+        const float v = r.at(i);
+        return v >= t ? reference::weight(v, m, temperature) : 0.0;
+    };
     double s = 0;
-    for (std::size_t i = 0; i < n; ++i) s += reference::weight(p[i], m, temperature);
+    for (std::size_t i = 0; i < n; ++i) s += w(i);
     const double target = rng.uniform() * s;
     if (!(s > 0)) return npos;
     double run = 0;
     std::size_t last = npos;
     for (std::size_t i = 0; i < n; ++i) {
-        const double w = reference::weight(p[i], m, temperature);
-        if (!(w > 0)) continue;
-        run += w;
+        const double wi = w(i);
+        if (!(wi > 0)) continue;
+        run += wi;
         last = i;
         if (run > target) return i;
     }
     return last;
+}
+
+/// The envelope-rejection draw of kernels::draw_temperature over r[0, n) (see its comment).
+template <class A, class Row>
+std::size_t draw_envelope(const Row r, std::size_t n, float temperature,
+                          const reference::logit_threshold& thr, rng_stream& rng) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    constexpr std::size_t max_blocks = 512;
+    static_assert(max_blocks % L == 0);
+    if (n == 0) return npos;
+    std::size_t g = 16;
+    int lg = 4;
+    while ((n + L * g - 1) / (L * g) * L > max_blocks) {
+        g *= 2;
+        ++lg;
+    }
+    const std::size_t chunk = L * g, nb = (n + chunk - 1) / chunk * L;
+    alignas(64) float bmax[max_blocks + 64];
+    for (std::size_t q = 0; q * chunk < n; ++q) {
+        const std::size_t base = q * chunk, e = std::min(n, base + chunk);
+        std::size_t i = base;
+        B a0(neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
+        for (; i + 4 * L <= e; i += 4 * L) {
+            a0 = simd::max_ignore_nan<A>(a0, r.load(i));
+            a1 = simd::max_ignore_nan<A>(a1, r.load(i + L));
+            a2 = simd::max_ignore_nan<A>(a2, r.load(i + 2 * L));
+            a3 = simd::max_ignore_nan<A>(a3, r.load(i + 3 * L));
+        }
+        for (; i + L <= e; i += L) a0 = simd::max_ignore_nan<A>(a0, r.load(i));
+        float* bm = bmax + q * L;
+        simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3)).store_aligned(bm);
+        for (; i < e; ++i) {  // the row's last partial vector: lane (i - base) % L
+            float& t = bm[(i - base) % L];
+            const float v = r.at(i);
+            t = v > t ? v : t;
+        }
+    }
+    float m = neg_inf_f;
+    for (std::size_t b = 0; b < nb; ++b) m = bmax[b] > m ? bmax[b] : m;
+    if (m == neg_inf_f) return npos;
+    const float t = reference::threshold_value(m, thr);
+    if (!(t <= m)) return npos;  // a NaN threshold, or one above every entry: nothing kept
+    if (std::isinf(m)) {         // uniform over the +inf entries (all reach any threshold <= m)
+        std::size_t c = 0;
+        for (std::size_t i = 0; i < n; ++i) c += r.at(i) == m;
+        std::size_t k = std::min(c - 1, std::size_t(rng.uniform() * double(c)));
+        for (std::size_t i = 0; i < n; ++i)
+            if (r.at(i) == m && k-- == 0) return i;
+        return npos;
+    }
+    const float inv_t = 1.f / temperature;
+    // (M_b - m) * inf would be 0 * inf = NaN for the max's block: no usable envelope.
+    if (!std::isfinite(inv_t)) return draw_exact(r, n, m, temperature, t, rng);
+    // Heights: exp((M_b - m)/T) for blocks whose max reaches t, 0 (no mass) for the others.
+    const B mb(m), tb(inv_t), thb(t);
+    double zlow = 0;  // sum of the heights: about the weight of the blocks' max entries, <= Z
+    for (std::size_t b = 0; b < nb; b += L) {
+        const B bm = B::load_aligned(bmax + b);
+        const B h = simd::select<A>(bm >= thb, simd::exp_nonpositive<A>((bm - mb) * tb), B(0.f));
+        h.store_aligned(bmax + b);
+        zlow += double(simd::reduce_add<A>(h));
+    }
+    // Refinement of the (at most 16) heaviest blocks worth it: a block's max entry a_b gets its
+    // own exact envelope hA_b = w(M_b), the block's other entries hB_b = w(M2_b) (M2_b the
+    // largest of the others; 0 when it is below t), so a block whose mass is one dominant entry
+    // no longer costs ~g proposals. A refinement (one strided scan of g entries) costs about as
+    // much as 5 proposals and saves at most g h_b / Z <= g h_b / zlow of them: only blocks with
+    // g h_b >= 5 zlow are refined (none on flat rows, where it would save nothing).
+    constexpr std::size_t max_refined = 16;
+    const float bar = float(5.0 * zlow / double(g));
+    std::size_t rb[max_refined], ra[max_refined], nr = 0;
+    float rh[max_refined];
+    for (std::size_t b = 0; b < nb; ++b) {
+        const float h = bmax[b];
+        if (!(h >= bar) || !(h > 0) || (nr == max_refined && !(h > rh[nr - 1]))) continue;
+        std::size_t q = nr < max_refined ? nr++ : max_refined - 1;
+        for (; q > 0 && rh[q - 1] < h; --q) {
+            rh[q] = rh[q - 1];
+            rb[q] = rb[q - 1];
+        }
+        rh[q] = h;
+        rb[q] = b;
+    }
+    double ra_w[max_refined], rb_w[max_refined];
+    std::uint8_t refined[max_blocks] = {};  // slot + 1 of a refined block, else 0
+    for (std::size_t k = 0; k < nr; ++k) {
+        const std::size_t b = rb[k], first = b / L * chunk + b % L;
+        float m1 = neg_inf_f, m2 = neg_inf_f;
+        std::size_t a = first;
+        for (std::size_t i = first; i < n && i < first + L * g; i += L) {
+            const float v = r.at(i);
+            if (v > m1) {
+                m2 = m1;
+                m1 = v;
+                a = i;
+            } else if (v > m2) {
+                m2 = v;
+            }
+        }
+        ra[k] = a;
+        ra_w[k] = reference::weight(m1, m, temperature);
+        rb_w[k] = m2 >= t ? reference::weight(m2, m, temperature) : 0.0;
+        refined[b] = std::uint8_t(k + 1);
+    }
+    // Block masses as running sums within each chunk (its L blocks; independent chains), and the
+    // chunks' totals accumulated over the chunks: a proposal finds its chunk, then its block,
+    // by counting the sums <= the target (branch-free; no O(blocks) serial prefix sum).
+    const std::size_t nq = nb / L;
+    double wcum[max_blocks], ccum[max_blocks];
+    for (std::size_t q = 0; q < nq; ++q) {
+        double run = 0;
+        for (std::size_t j = q * L; j < q * L + L; ++j) {
+            const std::size_t k = refined[j];
+            run += k ? ra_w[k - 1] + double(g) * rb_w[k - 1]
+                     : double(bmax[j]) * ((1.0 + 3e-5) * double(g));
+            wcum[j] = run;
+        }
+    }
+    double total = 0;
+    for (std::size_t q = 0; q < nq; ++q) {
+        total += wcum[q * L + L - 1];
+        ccum[q] = total;
+    }
+    if (!(total > 0)) return draw_exact(r, n, m, temperature, t, rng);  // defensive
+    const std::size_t max_proposals = std::max<std::size_t>(64 * g, 4096);
+    for (std::size_t proposal = 0; proposal < max_proposals; ++proposal) {
+        const double u0 = rng.uniform();
+        const double target = u0 * total;
+        // The first chunk whose running sum exceeds the target, then the first block of it whose
+        // running mass exceeds the rest (a block of mass 0 never does). When rounding leaves the
+        // target unreached (u0 * total rounds up to total), the proposal is rejected.
+        std::size_t q = 0;
+        for (std::size_t c = 0; c < nq; ++c) q += ccum[c] <= target;
+        const std::size_t slot = std::size_t(rng() >> (32 - lg));
+        const double u = rng.uniform();
+        if (q == nq) continue;
+        const double rest = target - (q ? ccum[q - 1] : 0.0);
+        std::size_t j = 0;
+        for (std::size_t c = 0; c < L; ++c) j += wcum[q * L + c] <= rest;
+        if (j == L) continue;
+        const std::size_t b = q * L + j;
+        const double before = j ? wcum[b - 1] : 0.0;
+        std::size_t i = b / L * chunk + b % L + L * slot;
+        double e = double(bmax[b]) * (1.0 + 3e-5);
+        if (const std::size_t k = refined[b]) {
+            // Component A (the max entry) for the first hA_b of the block's mass, else B.
+            if (rest - before < ra_w[k - 1]) i = ra[k - 1];
+            e = (i == ra[k - 1] ? ra_w[k - 1] : 0.0) + rb_w[k - 1];
+        }
+        if (i >= n || !(e > 0)) continue;
+        const float v = r.at(i);
+        if (!(v >= t)) continue;  // below the threshold, NaN or disallowed: weight 0
+        if (u * e < reference::weight(v, m, temperature)) return i;
+    }
+    return draw_exact(r, n, m, temperature, t, rng);  // bounded loop: still exact
 }
 
 }  // namespace detail
@@ -4560,163 +5157,76 @@ std::size_t draw_exponential_race(std::span<const float> x, float temperature,
     return reference::draw_exponential_race(x, temperature, rng);
 }
 
+using reference::logit_threshold;
+using reference::min_p_offset;
+
 /// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection,
-/// docs/semantics.md#draw). Blocks are lane-strided: the row is cut into chunks of L g entries
-/// (L = SIMD lanes; g the smallest power of two >= 16 giving at most 512 blocks: 256 at
-/// V = 128256 with 16 lanes) and block (chunk q, lane j) holds the g entries q L g + j + L s,
-/// s < g, so one SIMD pass of vertical maxima gives L block maxima per chunk with no horizontal
-/// reduction. Each block gets the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the
-/// block maxima, inflated by 3e-5 to cover float rounding). The (at most 16) heaviest blocks with
-/// h_b >= 1e-3 are refined by one strided scan: their max entry a_b gets its own exact envelope
-/// hA_b = w(M_b) and the other entries hB_b = w(M2_b), M2_b the largest of them; a refined block's
-/// mass is hA_b + g hB_b, any other block's g h_b. Proposals: a block with probability mass / H
-/// (2 words; inverse CDF over the blocks through a guide table, the same block as a binary
-/// search), a slot s uniformly (1 word; for a refined block, a_b instead when the same uniform
-/// falls in its first hA_b), accepted with probability w_i / e_i (2 words), e_i = h_b, or for a
-/// refined block hB_b (+ hA_b when i = a_b), w_i the reference's double weight; slots past the
-/// row's end are rejected. Random words: 5 per proposal; the number of proposals is geometric
-/// with mean H / Z <= g (about 1 for flat rows and for rows whose mass sits in a few dominant
-/// entries, up to g when many blocks each hold one dominant entry). A row with +inf entries draws
-/// uniformly among them (2 words); no valid entry: npos (0 words). Exact except that entries in
-/// blocks whose max is more than 87 T below the row max (total probability < V e^-87) are never
-/// drawn. When 1/T is not finite (subnormal T), and after max(64 g, 4096) rejected proposals
-/// (probability < e^-64), the draw is an exact inverse CDF over the reference's double weights
-/// instead (2 more words, V exponentials); both keep the draw exact. \pre temperature > 0
+/// docs/semantics.md#draw).
+/// Blocks are lane-strided: the row is cut into chunks of L g entries (L = SIMD lanes; g the
+/// smallest power of two >= 16 giving at most 512 blocks: 256 at V = 128256 with 16 lanes) and
+/// block (chunk q, lane j) holds the g entries q L g + j + L s, s < g, so one SIMD pass of
+/// vertical maxima gives L block maxima per chunk with no horizontal reduction. Each block gets
+/// the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the block maxima, inflated by 3e-5
+/// to cover float rounding). The (at most 16) heaviest blocks with g h_b >= 5 sum_b h_b (where a
+/// refinement saves more proposals than it costs) are refined by one strided scan: their max
+/// entry a_b gets its own exact envelope hA_b = w(M_b) and the other entries hB_b = w(M2_b),
+/// M2_b the largest of them; a refined block's mass is hA_b + g hB_b, any other block's g h_b.
+/// Proposals: a block with probability mass / H (2 words; inverse CDF over the blocks: the chunk
+/// then the block, each by a branch-free count of running sums), a slot s uniformly (1 word; for a
+/// refined block, a_b instead when the same uniform falls in its first hA_b), accepted with
+/// probability w_i / e_i (2 words), e_i = h_b, or for a refined block hB_b (+ hA_b when i = a_b),
+/// w_i the reference's double weight; slots past the row's end are rejected. Random words: 5 per
+/// proposal; the number of proposals is geometric with mean H / Z <= g (about 1 for flat rows
+/// and for rows whose mass sits in a few dominant entries, up to g when many blocks each hold
+/// one dominant entry). A row with +inf entries draws uniformly among them (2 words); no valid
+/// entry: npos (0 words). Exact except that entries in blocks whose max is more than 87 T below
+/// the row max (total probability < V e^-87) are never drawn. When 1/T is not finite (subnormal
+/// T), and after max(64 g, 4096) rejected proposals (probability < e^-64), the draw is an exact
+/// inverse CDF over the reference's double weights instead (2 more words, V exponentials); both
+/// keep the draw exact. Cost: one read pass of the row, <= 512 block exponentials, <= 16 strided
+/// block scans, O(chunks + L) work per proposal. \pre temperature > 0
 template <class A = simd::default_arch>
 std::size_t draw_temperature(std::span<const float> x, float temperature,
                              rng_stream& rng) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    constexpr std::size_t max_blocks = 512;
-    static_assert(max_blocks % L == 0);
-    const float* p = x.data();
-    const std::size_t n = x.size();
-    if (n == 0) return npos;
-    std::size_t g = 16;
-    int lg = 4;
-    while ((n + L * g - 1) / (L * g) * L > max_blocks) {
-        g *= 2;
-        ++lg;
-    }
-    const std::size_t chunk = L * g, nb = (n + chunk - 1) / chunk * L;
-    alignas(64) float bmax[max_blocks + 64];
-    for (std::size_t q = 0; q * chunk < n; ++q) {
-        const std::size_t base = q * chunk, e = std::min(n, base + chunk);
-        std::size_t i = base;
-        B a0(detail::neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
-        for (; i + 4 * L <= e; i += 4 * L) {
-            a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-            a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
-            a2 = simd::max_ignore_nan<A>(a2, B::load_unaligned(p + i + 2 * L));
-            a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
-        }
-        for (; i + L <= e; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-        float* bm = bmax + q * L;
-        simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3)).store_aligned(bm);
-        for (; i < e; ++i) {  // the row's last partial vector: lane (i - base) % L
-            float& t = bm[(i - base) % L];
-            t = p[i] > t ? p[i] : t;
-        }
-    }
-    float m = detail::neg_inf_f;
-    for (std::size_t b = 0; b < nb; ++b) m = bmax[b] > m ? bmax[b] : m;
-    if (m == detail::neg_inf_f) return npos;
-    if (std::isinf(m)) {  // uniform over the +inf entries
-        std::size_t c = 0;
-        for (std::size_t i = 0; i < n; ++i) c += p[i] == m;
-        std::size_t k = std::min(c - 1, std::size_t(rng.uniform() * double(c)));
-        for (std::size_t i = 0; i < n; ++i)
-            if (p[i] == m && k-- == 0) return i;
-        return npos;
-    }
-    const float inv_t = 1.f / temperature;
-    // (M_b - m) * inf would be 0 * inf = NaN for the max's block: no usable envelope.
-    if (!std::isfinite(inv_t)) return detail::draw_exact(p, n, m, temperature, rng);
-    const B mb(m), tb(inv_t);
-    for (std::size_t b = 0; b < nb; b += L)
-        simd::exp_nonpositive<A>((B::load_aligned(bmax + b) - mb) * tb).store_aligned(bmax + b);
-    // Refinement of the (at most 16) heaviest blocks with h_b >= 1e-3: their max entry a_b gets
-    // its own exact envelope hA_b = w(M_b), the block's other entries hB_b = w(M2_b) (M2_b the
-    // largest of the others), so a block whose mass is one dominant entry no longer costs ~g
-    // proposals. Block mass: hA_b + g hB_b (refined) or g h_b.
-    constexpr std::size_t max_refined = 16;
-    std::size_t rb[max_refined], ra[max_refined], nr = 0;
-    float rh[max_refined];
-    for (std::size_t b = 0; b < nb; ++b) {
-        const float h = bmax[b];
-        if (!(h >= 1e-3f) || (nr == max_refined && !(h > rh[nr - 1]))) continue;
-        std::size_t q = nr < max_refined ? nr++ : max_refined - 1;
-        for (; q > 0 && rh[q - 1] < h; --q) {
-            rh[q] = rh[q - 1];
-            rb[q] = rb[q - 1];
-        }
-        rh[q] = h;
-        rb[q] = b;
-    }
-    double ra_w[max_refined], rb_w[max_refined];
-    std::uint8_t refined[max_blocks] = {};  // slot + 1 of a refined block, else 0
-    for (std::size_t r = 0; r < nr; ++r) {
-        const std::size_t b = rb[r], first = b / L * chunk + b % L;
-        float m1 = detail::neg_inf_f, m2 = detail::neg_inf_f;
-        std::size_t a = first;
-        for (std::size_t i = first; i < n && i < first + L * g; i += L) {
-            const float v = p[i];
-            if (v > m1) {
-                m2 = m1;
-                m1 = v;
-                a = i;
-            } else if (v > m2) {
-                m2 = v;
-            }
-        }
-        ra[r] = a;
-        ra_w[r] = reference::weight(m1, m, temperature);
-        rb_w[r] = reference::weight(m2, m, temperature);
-        refined[b] = std::uint8_t(r + 1);
-    }
-    double cum[max_blocks];
-    double total = 0;
-    for (std::size_t b = 0; b < nb; ++b) {
-        const std::size_t r = refined[b];
-        total +=
-            r ? ra_w[r - 1] + double(g) * rb_w[r - 1] : double(bmax[b]) * (1.0 + 3e-5) * double(g);
-        cum[b] = total;
-    }
-    if (!(total > 0)) return detail::draw_exact(p, n, m, temperature, rng);  // defensive
-    // Guide table: guide[j] = the first block with cum > j total / nb; a lookup starts there and
-    // steps (either way, so rounding cannot matter) to the first block with cum > t.
-    std::uint16_t guide[max_blocks];
-    {
-        std::size_t b = 0;
-        const double step = total / double(nb);
-        for (std::size_t j = 0; j < nb; ++j) {
-            const double v = double(j) * step;
-            while (b + 1 < nb && !(cum[b] > v)) ++b;
-            guide[j] = std::uint16_t(b);
-        }
-    }
-    const std::size_t max_proposals = std::max<std::size_t>(64 * g, 4096);
-    for (std::size_t proposal = 0; proposal < max_proposals; ++proposal) {
-        const double u0 = rng.uniform();
-        const double t = u0 * total;
-        std::size_t b = guide[std::min(nb - 1, std::size_t(u0 * double(nb)))];
-        while (b + 1 < nb && !(cum[b] > t)) ++b;
-        while (b > 0 && cum[b - 1] > t) --b;
-        std::size_t i = b / L * chunk + b % L + L * std::size_t(rng() >> (32 - lg));
-        const double u = rng.uniform();
-        double e = double(bmax[b]) * (1.0 + 3e-5);
-        if (const std::size_t r = refined[b]) {
-            // Component A (the max entry) for the first hA_b of the block's mass, else B.
-            if (t - (b ? cum[b - 1] : 0.0) < ra_w[r - 1]) i = ra[r - 1];
-            e = (i == ra[r - 1] ? ra_w[r - 1] : 0.0) + rb_w[r - 1];
-        }
-        // i >= n: a padding slot. e == 0: a block without mass, reachable only when u0 * total
-        // rounds up to total (u0 = 1 - 2^-53) and the last block is empty.
-        if (i >= n || !(e > 0)) continue;
-        const double w = reference::weight(p[i], m, temperature);
-        if (u * e < w) return i;
-    }
-    return detail::draw_exact(p, n, m, temperature, rng);  // bounded loop: still exact
+    return detail::draw_envelope<A>(detail::plain_row<A>{x.data()}, x.size(), temperature, {}, rng);
+}
+
+/// Exact draw from softmax(x / T) restricted to the entries reaching the threshold
+/// (reference::truncated_softmax): x_i >= threshold_value(max(x), thr); min-p's kept set with
+/// thr = {.from_max = min_p_offset(p_base, T_min_p)}, so min-p then a temperature draw cost one
+/// read pass and no exponential per entry. The same envelope draw with the same guarantees
+/// (exact; 5 words per proposal; +inf rows uniform over their +inf entries; npos when nothing is
+/// kept, 0 words): blocks whose max is below the threshold get no mass (no exponential, never
+/// proposed, never refined), proposals below it are rejected. The expected number of proposals
+/// is at most g as before (each block with mass holds a kept entry at its max).
+/// \pre temperature > 0
+template <class A = simd::default_arch>
+std::size_t draw_temperature(std::span<const float> x, float temperature, rng_stream& rng,
+                             const logit_threshold& thr) noexcept {
+    return detail::draw_envelope<A>(detail::plain_row<A>{x.data()}, x.size(), temperature, thr,
+                                    rng);
+}
+
+/// draw_temperature among the allowed entries (the law of the unmasked draw on
+/// reference::masked_copy(x, mask)); disallowed entries are excluded from the block maxima
+/// (read as -inf in the same pass) and rejected as proposals. npos when no allowed entry is
+/// valid (an all-zero mask). \pre temperature > 0
+template <class A = simd::default_arch>
+std::size_t draw_temperature(std::span<const float> x, float temperature, rng_stream& rng,
+                             const token_bitmask& mask) noexcept {
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    return detail::draw_envelope<A>(r, n, temperature, {}, rng);
+}
+
+/// The thresholded draw among the allowed entries: the threshold is set by the largest allowed
+/// entry (min-p under a mask). \pre temperature > 0
+template <class A = simd::default_arch>
+std::size_t draw_temperature(std::span<const float> x, float temperature, rng_stream& rng,
+                             const logit_threshold& thr, const token_bitmask& mask) noexcept {
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    return detail::draw_envelope<A>(r, n, temperature, thr, rng);
 }
 
 }  // namespace kernels
@@ -4776,6 +5286,11 @@ struct sample_context {
     /// prompt + generated so far, oldest first (caller-owned; read by the processors).
     std::span<const token_id> history = {};
     std::size_t prompt_length = 0;  ///< history[0, prompt_length) is the prompt
+    /// The step's token bitmask (kernels/mask.hpp; caller-owned, e.g. a grammar engine's): only
+    /// the tokens it allows can be drawn. Default (no words, size 0): no mask. A mask that does
+    /// not cover the vocabulary (covered() < vocab_size()) gives status bad_input; bits past the
+    /// vocabulary are ignored. See sampler.hpp for the outcomes.
+    kernels::token_bitmask mask = {};
 };
 
 /// The mutable state of a sampler (save with state(), roll back with restore()).
@@ -5530,6 +6045,11 @@ DECODEKIT_END_NAMESPACE
 /// insertion sort of the nearly sorted rest (std::sort beyond 8 moves per key, and for c <= 16).
 /// The sort is O(k) extra work on top of the selection.
 /// filter_at_least: one compare-and-compact pass, output in id order.
+/// Every kernel here also takes a token_bitmask (kernels/mask.hpp) and equals itself on the
+/// masked copy of the row: the mask is read inside the same passes (the samples, the subrow, the
+/// compact pass), a disallowed entry is -inf there; no separate pass over the row. A sparse mask
+/// (at most 1/16 of the tokens allowed, as a grammar state usually is) is walked instead: the
+/// allowed entries are gathered by their set bits and selected among (no read of the row).
 ///
 /// Scratch: the output candidates' storage and key storage (candidates::key_storage(),
 /// capacity() keys, sized at construction): no allocation.
@@ -5559,14 +6079,15 @@ inline std::uint64_t rank_key(float logit, token_id id) noexcept {
 }
 inline token_id key_id(std::uint64_t key) noexcept { return token_id(~std::uint32_t(key)); }
 
-/// Compare-and-compact of x[begin, end) (whole batches only): appends every entry with
-/// x_i >= t (or > t when strict) to ids/logits at index c; returns the new count. With
-/// Logits = false only the ids are written (lg unused): one vpcompressd per vector instead of two
-/// compresses on AVX-512.
-/// \pre room for (end - begin) + lanes entries after c.
-template <class A, bool Logits = true>
-std::size_t compact_batches(const float* p, std::size_t begin, std::size_t end, float t,
-                            bool strict, std::size_t c, token_id* ids, float* lg) noexcept {
+/// Compare-and-compact of r[begin, end) (whole batches only; r a row-load policy of
+/// kernels/mask.hpp): appends every entry with x_i >= t (or > t when strict) to ids/logits at
+/// index c; returns the new count. With Logits = false only the ids are written (lg unused): one
+/// vpcompressd per vector instead of two compresses on AVX-512.
+/// \pre room for (end - begin) + lanes entries after c; begin a multiple of the lanes;
+/// t >= the lowest finite float (never NaN).
+template <class A, bool Logits = true, class Row>
+std::size_t compact_row(const Row r, std::size_t begin, std::size_t end, float t, bool strict,
+                        std::size_t c, token_id* ids, float* lg) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>;
     const B tb(t);
@@ -5579,20 +6100,31 @@ std::size_t compact_batches(const float* p, std::size_t begin, std::size_t end, 
     };
     std::size_t i = begin;
     for (; i + 4 * L <= end; i += 4 * L) {
-        const B v0 = B::load_unaligned(p + i), v1 = B::load_unaligned(p + i + L);
-        const B v2 = B::load_unaligned(p + i + 2 * L), v3 = B::load_unaligned(p + i + 3 * L);
+        // Unmasked compares; a mask clears its disallowed survivors (t >= the lowest finite
+        // float, so a masked entry, -inf, never passes).
+        const B v0 = r.raw(i), v1 = r.raw(i + L);
+        const B v2 = r.raw(i + 2 * L), v3 = r.raw(i + 3 * L);
         const auto m0 = pass(v0), m1 = pass(v1), m2 = pass(v2), m3 = pass(v3);
         if (!simd::any<A>((m0 | m1) | (m2 | m3))) continue;
-        if (const std::uint64_t m = simd::to_mask<A>(m0)) emit(v0, m, i);
-        if (const std::uint64_t m = simd::to_mask<A>(m1)) emit(v1, m, i + L);
-        if (const std::uint64_t m = simd::to_mask<A>(m2)) emit(v2, m, i + 2 * L);
-        if (const std::uint64_t m = simd::to_mask<A>(m3)) emit(v3, m, i + 3 * L);
+        if (const std::uint64_t m = simd::to_mask<A>(m0) & r.bits(i)) emit(v0, m, i);
+        if (const std::uint64_t m = simd::to_mask<A>(m1) & r.bits(i + L)) emit(v1, m, i + L);
+        if (const std::uint64_t m = simd::to_mask<A>(m2) & r.bits(i + 2 * L))
+            emit(v2, m, i + 2 * L);
+        if (const std::uint64_t m = simd::to_mask<A>(m3) & r.bits(i + 3 * L))
+            emit(v3, m, i + 3 * L);
     }
     for (; i < end; i += L) {
-        const B v = B::load_unaligned(p + i);
-        if (const std::uint64_t m = simd::to_mask<A>(pass(v))) emit(v, m, i);
+        const B v = r.raw(i);
+        if (const std::uint64_t m = simd::to_mask<A>(pass(v)) & r.bits(i)) emit(v, m, i);
     }
     return c;
+}
+
+/// compact_row over a plain row.
+template <class A, bool Logits = true>
+std::size_t compact_batches(const float* p, std::size_t begin, std::size_t end, float t,
+                            bool strict, std::size_t c, token_id* ids, float* lg) noexcept {
+    return compact_row<A, Logits>(plain_row<A>{p}, begin, end, t, strict, c, ids, lg);
 }
 
 /// Order-preserving integer image of a non-NaN float (-0 has +0's image), and its inverse.
@@ -5698,10 +6230,9 @@ float kth_largest(const float* v, std::size_t c, std::size_t k, std::size_t& ge,
 /// the k best, so that fewer than k entries reach it only rarely. The samples are copied without
 /// a branch (NaN as -inf) to scratch[0, 512) and ranked by kth_largest. The lowest finite float
 /// when the row is small (n < 4096), k large (k > n / 16), or fewer than r samples are valid.
-template <class A>
-float sampled_threshold(std::span<const float> x, std::size_t k, float* scratch) noexcept {
+template <class A, class Row>
+float sampled_threshold_of(const Row x, std::size_t n, std::size_t k, float* scratch) noexcept {
     constexpr std::size_t S = 512;
-    const std::size_t n = x.size();
     if (n < 8 * S || k * 16 > n) return lowest_f;
     const double mu = double(k) * double(S) / double(n);  // <= 32
     const std::size_t r = std::size_t(mu + 3 * std::sqrt(mu)) + 2;
@@ -5709,12 +6240,18 @@ float sampled_threshold(std::span<const float> x, std::size_t k, float* scratch)
     const std::uint64_t stride = n / S;
     for (std::size_t j = 0; j < S; ++j) {
         const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
-        const float v = x[j * stride + ((h * stride) >> 32)];
+        const float v = x.at(j * stride + ((h * stride) >> 32));
         s[j] = v == v ? v : -std::numeric_limits<float>::infinity();
     }
     std::size_t ge = 0, gt = 0;
     const float t = kth_largest<A>(s, S, r, ge, gt);
     return t > lowest_f ? t : lowest_f;
+}
+
+/// sampled_threshold_of over a plain row.
+template <class A>
+float sampled_threshold(std::span<const float> x, std::size_t k, float* scratch) noexcept {
+    return sampled_threshold_of<A>(plain_row<A>{x.data()}, x.size(), k, scratch);
 }
 
 /// Cuts the c survivors ids[0, c) (id order, logits in lg) to the k best of them, in id order:
@@ -5772,9 +6309,9 @@ inline std::size_t subrow_vector(std::size_t block) noexcept {
 /// The sampled threshold t0 refined on the subrow (see the file comment); t0 itself when the row
 /// has fewer than 64 blocks or fewer than r subrow entries reach t0. Uses ids[0, n/16 + lanes)
 /// and lg[0, n/16 + lanes) as scratch. \pre t0 > lowest finite float
-template <class A>
-float refine_on_subrow(const float* p, std::size_t n, std::size_t k, float t0, token_id* ids,
-                       float* lg) noexcept {
+template <class A, class Row>
+float refine_on_subrow_of(const Row row, std::size_t n, std::size_t k, float t0, token_id* ids,
+                          float* lg) noexcept {
     constexpr std::size_t L = simd::lanes<A>, G = subrow_block;
     const std::size_t nb = n / (G * L);
     if (nb < 64) return t0;
@@ -5782,7 +6319,7 @@ float refine_on_subrow(const float* p, std::size_t n, std::size_t k, float t0, t
     std::size_t c = 0;
     for (std::size_t b = 0; b < nb; ++b) {
         const std::size_t j = (b * G + subrow_vector(b)) * L;
-        const auto v = simd::batch<A>::load_unaligned(p + j);
+        const auto v = row.load(j);  // 1/16 of the row: the mask read before the branch
         if (const std::uint64_t m = simd::to_mask<A>(v >= tb))
             c += simd::compress_store<A>(v, m, token_id(j), lg + c, ids + c);
     }
@@ -5791,6 +6328,13 @@ float refine_on_subrow(const float* p, std::size_t n, std::size_t k, float t0, t
     if (c < r) return t0;
     std::size_t ge = 0, gt = 0;
     return std::max(t0, kth_largest<A>(lg, c, r, ge, gt));
+}
+
+/// refine_on_subrow_of over a plain row.
+template <class A>
+float refine_on_subrow(const float* p, std::size_t n, std::size_t k, float t0, token_id* ids,
+                       float* lg) noexcept {
+    return refine_on_subrow_of<A>(plain_row<A>{p}, n, k, t0, ids, lg);
 }
 
 /// Sorts the m smallest of c keys (ascending): counting sort into at most 4096 buckets of the high
@@ -5870,6 +6414,211 @@ inline void sort_by_rank(std::span<const float> x, candidates& out) noexcept {
     for (std::size_t j = 0; j < c; ++j) lg[j] = x[std::size_t(ids[j])];
 }
 
+/// top_k_unordered over r[0, n) (see kernels::top_k_unordered). Survivors pass a threshold
+/// >= the lowest finite float, so they are valid (and allowed) entries: their logits are read
+/// from r.p directly.
+template <class A, class Row>
+std::size_t top_k_unordered_of(const Row r, std::size_t n, std::size_t k, tie_policy ties,
+                               candidates& out) noexcept {
+    constexpr std::size_t L = simd::lanes<A>;
+    const std::size_t nfull = n / L * L;
+    out.clear();
+    if (k == 0 || n == 0) return 0;
+    k = std::min(k, n);
+    const float* p = r.p;
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    std::size_t cap = std::min(n, std::max(4 * k, k + 256));
+    const std::size_t chunk = 512 * L;  // entries between reservoir checks
+    const float t_sampled = sampled_threshold_of<A>(r, n, k, lg);
+    const float t_refined =
+        t_sampled > lowest_f ? refine_on_subrow_of<A>(r, n, k, t_sampled, ids, lg) : t_sampled;
+    // Starting thresholds, tightest first; the next is tried only if fewer than k entries
+    // reached the previous one.
+    const float starts[3] = {t_refined, t_sampled, lowest_f};
+    for (int attempt = t_refined > t_sampled ? 0 : 1;; ++attempt) {
+        float t = starts[attempt];
+        bool strict = false;
+        std::size_t c = 0;
+        auto gather = [&] {
+            for (std::size_t j = 0; j < c; ++j) lg[j] = p[std::size_t(ids[j])];
+        };
+        for (std::size_t i = 0; i < nfull; i += chunk) {
+            c = compact_row<A, false>(r, i, std::min(nfull, i + chunk), t, strict, c, ids, nullptr);
+            if (c > cap) {
+                // Reservoir full: keep the k best so far; with exactly_k, later entries equal to
+                // the k-th have larger ids and can no longer enter.
+                gather();
+                c = keep_k_best<A>(ids, lg, c, k, ties, t);
+                strict = ties == tie_policy::exactly_k;
+                if (c * 2 > cap) cap = std::min(n, 2 * c + 256);  // many ties: let it grow
+            }
+        }
+        for (std::size_t i = nfull; i < n; ++i) {
+            const float v = r.at(i);
+            if (strict ? v > t : v >= t) ids[c++] = token_id(i);
+        }
+        if (c < k && starts[attempt] > lowest_f) continue;
+        gather();
+        if (c > k) c = keep_k_best<A>(ids, lg, c, k, ties, t);
+        out.resize(c);
+        return c;
+    }
+}
+
+/// filter_at_least over r[0, n).
+template <class A, class Row>
+std::size_t filter_at_least_of(const Row r, std::size_t n, float threshold,
+                               candidates& out) noexcept {
+    constexpr std::size_t L = simd::lanes<A>;
+    out.clear();
+    if (std::isnan(threshold)) return 0;
+    const float t = std::max(threshold, lowest_f);  // never -inf entries
+    const std::size_t nfull = n / L * L;
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    std::size_t c = compact_row<A>(r, 0, nfull, t, false, 0, ids, lg);
+    for (std::size_t i = nfull; i < n; ++i) {
+        const float v = r.at(i);
+        if (v >= t) {
+            ids[c] = token_id(i);
+            lg[c] = v;
+            ++c;
+        }
+    }
+    out.resize(c);
+    return c;
+}
+
+/// filter_min_p over r[0, n) (see kernels::filter_min_p).
+template <class A, class Row>
+std::size_t filter_min_p_of(const Row r, std::size_t n, float p_base, float temperature,
+                            candidates& out) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    out.clear();
+    const std::size_t nfull = n / L * L;
+    if (n == 0) return 0;
+    if (p_base <= 0) return filter_at_least_of<A>(r, n, neg_inf_f, out);
+    const double shift = double(temperature) * std::log(reference::decimal_floor(p_base));
+    if (std::isnan(shift)) return 0;
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    auto threshold = [&](float m) {
+        return std::max(float(double(m) + shift), lowest_f);  // never -inf entries
+    };
+    float m = neg_inf_f;
+    for (std::size_t j = 0, stride = std::max<std::size_t>(1, n / 256); j < n; j += stride) {
+        const float v = r.at(j);
+        m = v > m ? v : m;
+    }
+    std::size_t c = 0;
+    const std::size_t chunk = 64 * L;
+    for (std::size_t i0 = 0; i0 < nfull; i0 += chunk) {
+        const std::size_t end = std::min(nfull, i0 + chunk);
+        const B tb(threshold(m));
+        B a0(m), a1(m);
+        std::size_t i = i0;
+        if constexpr (!Row::masked) {
+            auto one = [&](std::size_t j, B& acc) {
+                const B v = r.raw(j);
+                acc = simd::max_ignore_nan<A>(acc, v);
+                return v;
+            };
+            for (; i + 2 * L <= end; i += 2 * L) {
+                const B v0 = one(i, a0), v1 = one(i + L, a1);
+                const auto m0 = v0 >= tb, m1 = v1 >= tb;
+                if (!simd::any<A>(m0 | m1)) continue;
+                if (const std::uint64_t k = simd::to_mask<A>(m0))
+                    c += simd::compress_store<A>(v0, k, token_id(i), lg + c, ids + c);
+                if (const std::uint64_t k = simd::to_mask<A>(m1))
+                    c += simd::compress_store<A>(v1, k, token_id(i + L), lg + c, ids + c);
+            }
+        } else {
+            // The mask is read only for vectors with an entry above the running max or reaching
+            // the threshold (any other vector changes neither): unmasked compares first.
+            for (; i + 2 * L <= end; i += 2 * L) {
+                const B v0 = r.raw(i), v1 = r.raw(i + L);
+                const auto m0 = v0 >= tb, m1 = v1 >= tb;
+                if (!simd::any<A>((m0 | m1) | ((v0 > a0) | (v1 > a1)))) continue;
+                a0 = simd::max_ignore_nan<A>(a0, r.load(i));
+                a1 = simd::max_ignore_nan<A>(a1, r.load(i + L));
+                if (const std::uint64_t k = simd::to_mask<A>(m0) & r.bits(i))
+                    c += simd::compress_store<A>(v0, k, token_id(i), lg + c, ids + c);
+                if (const std::uint64_t k = simd::to_mask<A>(m1) & r.bits(i + L))
+                    c += simd::compress_store<A>(v1, k, token_id(i + L), lg + c, ids + c);
+            }
+        }
+        for (; i < end; i += L) {
+            const B v = r.load(i);
+            a0 = simd::max_ignore_nan<A>(a0, v);
+            if (const std::uint64_t k = simd::to_mask<A>(v >= tb))
+                c += simd::compress_store<A>(v, k, token_id(i), lg + c, ids + c);
+        }
+        m = simd::reduce_max<A>(simd::max<A>(a0, a1));
+    }
+    for (std::size_t i = nfull; i < n; ++i) {
+        const float v = r.at(i);
+        m = v > m ? v : m;
+        if (v >= threshold(m)) {
+            ids[c] = token_id(i);
+            lg[c] = v;
+            ++c;
+        }
+    }
+    const float t = threshold(m);
+    std::size_t w = 0;
+    for (std::size_t j = 0; j < c; ++j)
+        if (lg[j] >= t) {
+            ids[w] = ids[j];
+            lg[w] = lg[j];
+            ++w;
+        }
+    out.resize(w);
+    return w;
+}
+
+/// A mask allowing at most 1/16 of the row's n tokens: the masked kernels below then gather the
+/// allowed entries (a walk over the set bits, O(n / 32 + allowed)) instead of reading the row.
+inline bool sparse_mask(const token_bitmask& mask, std::size_t n) noexcept {
+    return count_allowed(mask, n) * 16 <= n;
+}
+
+/// The allowed valid entries (neither NaN nor -inf) of x[0, n), in id order, into ids / lg;
+/// returns their count. \pre n <= mask.covered()
+inline std::size_t gather_allowed(const float* p, const token_bitmask& mask, std::size_t n,
+                                  token_id* ids, float* lg) noexcept {
+    std::size_t c = 0;
+    for (std::size_t w = 0; w * 32 < n; ++w) {
+        std::uint32_t b = mask.words[w];
+        if (n - w * 32 < 32) b &= (1u << (n - w * 32)) - 1u;
+        while (b) {
+            const std::size_t i = w * 32 + std::size_t(std::countr_zero(b));
+            b &= b - 1;
+            const float v = p[i];
+            ids[c] = token_id(i);
+            lg[c] = v;
+            c += v >= lowest_f;
+        }
+    }
+    return c;
+}
+
+/// Keeps the entries of out's storage [0, c) with lg >= t (t >= the lowest finite float), in
+/// order; sets out's size.
+inline std::size_t keep_reaching(candidates& out, std::size_t c, float t) noexcept {
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    std::size_t w = 0;
+    for (std::size_t j = 0; j < c; ++j) {
+        ids[w] = ids[j];
+        lg[w] = lg[j];
+        w += lg[j] >= t;
+    }
+    out.resize(w);
+    return w;
+}
+
 }  // namespace detail
 
 /// The top-k set, in id order: the k largest valid entries (exactly_k: min(k, #valid) of them,
@@ -5881,50 +6630,28 @@ std::size_t top_k_unordered(std::span<const float> x, std::size_t k, tie_policy 
                             candidates& out) noexcept {
     DECODEKIT_ASSERT(out.capacity() >= x.size(),
                      "top_k_unordered: out.capacity() must be >= x.size()");
-    constexpr std::size_t L = simd::lanes<A>;
-    const std::size_t n = x.size(), nfull = n / L * L;
+    return detail::top_k_unordered_of<A>(detail::plain_row<A>{x.data()}, x.size(), k, ties, out);
+}
+
+/// top_k_unordered among the allowed entries (= the unmasked one on masked_copy(x, mask)): the
+/// mask is read inside the sampled threshold, the subrow refinement and the compact pass.
+/// \pre out.capacity() >= x.size()
+template <class A = simd::default_arch>
+std::size_t top_k_unordered(std::span<const float> x, std::size_t k, tie_policy ties,
+                            candidates& out, const token_bitmask& mask) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(),
+                     "top_k_unordered: out.capacity() must be >= x.size()");
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    if (!detail::sparse_mask(mask, n)) return detail::top_k_unordered_of<A>(r, n, k, ties, out);
     out.clear();
-    if (k == 0 || n == 0) return 0;
-    k = std::min(k, n);
-    const float* p = x.data();
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    std::size_t cap = std::min(n, std::max(4 * k, k + 256));
-    const std::size_t chunk = 512 * L;  // entries between reservoir checks
-    const float t_sampled = detail::sampled_threshold<A>(x, k, lg);
-    const float t_refined = t_sampled > detail::lowest_f
-                                ? detail::refine_on_subrow<A>(p, n, k, t_sampled, ids, lg)
-                                : t_sampled;
-    // Starting thresholds, tightest first; the next is tried only if fewer than k entries
-    // reached the previous one.
-    const float starts[3] = {t_refined, t_sampled, detail::lowest_f};
-    for (int attempt = t_refined > t_sampled ? 0 : 1;; ++attempt) {
-        float t = starts[attempt];
-        bool strict = false;
-        std::size_t c = 0;
-        auto gather = [&] {
-            for (std::size_t j = 0; j < c; ++j) lg[j] = p[std::size_t(ids[j])];
-        };
-        for (std::size_t i = 0; i < nfull; i += chunk) {
-            c = detail::compact_batches<A, false>(p, i, std::min(nfull, i + chunk), t, strict, c,
-                                                  ids, nullptr);
-            if (c > cap) {
-                // Reservoir full: keep the k best so far; with exactly_k, later entries equal to
-                // the k-th have larger ids and can no longer enter.
-                gather();
-                c = detail::keep_k_best<A>(ids, lg, c, k, ties, t);
-                strict = ties == tie_policy::exactly_k;
-                if (c * 2 > cap) cap = std::min(n, 2 * c + 256);  // many ties: let it grow
-            }
-        }
-        for (std::size_t i = nfull; i < n; ++i)
-            if (strict ? p[i] > t : p[i] >= t) ids[c++] = token_id(i);
-        if (c < k && starts[attempt] > detail::lowest_f) continue;
-        gather();
-        if (c > k) c = detail::keep_k_best<A>(ids, lg, c, k, ties, t);
-        out.resize(c);
-        return c;
-    }
+    if (k == 0) return 0;
+    std::size_t c =
+        detail::gather_allowed(x.data(), mask, n, out.id_storage(), out.logit_storage());
+    float kth = 0;
+    if (c > k) c = detail::keep_k_best<A>(out.id_storage(), out.logit_storage(), c, k, ties, kth);
+    out.resize(c);
+    return c;
 }
 
 /// Top-k: the k largest valid entries sorted by logit descending, ties by ascending id;
@@ -5940,29 +6667,41 @@ std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
     return out.size();
 }
 
+/// top_k among the allowed entries (= the unmasked one on masked_copy(x, mask)).
+/// \pre out.capacity() >= x.size()
+template <class A = simd::default_arch>
+std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties, candidates& out,
+                  const token_bitmask& mask) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(), "top_k: out.capacity() must be >= x.size()");
+    top_k_unordered<A>(x, k, ties, out, mask);
+    detail::sort_by_rank(x, out);  // the survivors are allowed: their logits are x's
+    return out.size();
+}
+
 /// Every valid entry with x_i >= threshold, in id order. One compare-and-compact pass.
 /// \pre out.capacity() >= x.size()
 template <class A = simd::default_arch>
 std::size_t filter_at_least(std::span<const float> x, float threshold, candidates& out) noexcept {
     DECODEKIT_ASSERT(out.capacity() >= x.size(),
                      "filter_at_least: out.capacity() must be >= x.size()");
-    constexpr std::size_t L = simd::lanes<A>;
+    return detail::filter_at_least_of<A>(detail::plain_row<A>{x.data()}, x.size(), threshold, out);
+}
+
+/// filter_at_least among the allowed entries (= the unmasked one on masked_copy(x, mask)).
+/// \pre out.capacity() >= x.size()
+template <class A = simd::default_arch>
+std::size_t filter_at_least(std::span<const float> x, float threshold, candidates& out,
+                            const token_bitmask& mask) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(),
+                     "filter_at_least: out.capacity() must be >= x.size()");
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    if (!detail::sparse_mask(mask, n)) return detail::filter_at_least_of<A>(r, n, threshold, out);
     out.clear();
     if (std::isnan(threshold)) return 0;
-    const float t = std::max(threshold, detail::lowest_f);  // never -inf entries
-    const std::size_t n = x.size(), nfull = n / L * L;
-    const float* p = x.data();
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    std::size_t c = detail::compact_batches<A>(p, 0, nfull, t, false, 0, ids, lg);
-    for (std::size_t i = nfull; i < n; ++i)
-        if (p[i] >= t) {
-            ids[c] = token_id(i);
-            lg[c] = p[i];
-            ++c;
-        }
-    out.resize(c);
-    return c;
+    const std::size_t c =
+        detail::gather_allowed(x.data(), mask, n, out.id_storage(), out.logit_storage());
+    return detail::keep_reaching(out, c, std::max(threshold, detail::lowest_f));
 }
 
 using reference::min_p_threshold;
@@ -5977,69 +6716,31 @@ std::size_t filter_min_p(std::span<const float> x, float p_base, float temperatu
                          candidates& out) noexcept {
     DECODEKIT_ASSERT(out.capacity() >= x.size(),
                      "filter_min_p: out.capacity() must be >= x.size()");
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
+    return detail::filter_min_p_of<A>(detail::plain_row<A>{x.data()}, x.size(), p_base, temperature,
+                                      out);
+}
+
+/// Min-p among the allowed entries (= the unmasked one on masked_copy(x, mask)): the threshold
+/// is set by the largest allowed entry. The same single pass, the mask read inside it.
+/// \pre out.capacity() >= x.size()
+template <class A = simd::default_arch>
+std::size_t filter_min_p(std::span<const float> x, float p_base, float temperature, candidates& out,
+                         const token_bitmask& mask) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(),
+                     "filter_min_p: out.capacity() must be >= x.size()");
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    if (!detail::sparse_mask(mask, n))
+        return detail::filter_min_p_of<A>(r, n, p_base, temperature, out);
     out.clear();
-    const std::size_t n = x.size(), nfull = n / L * L;
-    if (n == 0) return 0;
-    if (p_base <= 0) return kernels::filter_at_least<A>(x, detail::neg_inf_f, out);
-    const double shift = double(temperature) * std::log(reference::decimal_floor(p_base));
+    const std::size_t c =
+        detail::gather_allowed(x.data(), mask, n, out.id_storage(), out.logit_storage());
+    if (p_base <= 0) return detail::keep_reaching(out, c, detail::lowest_f);
+    const double shift = double(temperature) * std::log(double(p_base));
     if (std::isnan(shift)) return 0;
-    const float* p = x.data();
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    auto threshold = [&](float m) {
-        return std::max(float(double(m) + shift), detail::lowest_f);  // never -inf entries
-    };
     float m = detail::neg_inf_f;
-    for (std::size_t j = 0, stride = std::max<std::size_t>(1, n / 256); j < n; j += stride)
-        m = p[j] > m ? p[j] : m;
-    std::size_t c = 0;
-    const std::size_t chunk = 64 * L;
-    for (std::size_t i0 = 0; i0 < nfull; i0 += chunk) {
-        const std::size_t end = std::min(nfull, i0 + chunk);
-        const B tb(threshold(m));
-        B a0(m), a1(m);
-        std::size_t i = i0;
-        auto one = [&](std::size_t j, B& acc) {
-            const B v = B::load_unaligned(p + j);
-            acc = simd::max_ignore_nan<A>(acc, v);
-            return v;
-        };
-        for (; i + 2 * L <= end; i += 2 * L) {
-            const B v0 = one(i, a0), v1 = one(i + L, a1);
-            const auto m0 = v0 >= tb, m1 = v1 >= tb;
-            if (!simd::any<A>(m0 | m1)) continue;
-            if (const std::uint64_t k = simd::to_mask<A>(m0))
-                c += simd::compress_store<A>(v0, k, token_id(i), lg + c, ids + c);
-            if (const std::uint64_t k = simd::to_mask<A>(m1))
-                c += simd::compress_store<A>(v1, k, token_id(i + L), lg + c, ids + c);
-        }
-        for (; i < end; i += L) {
-            const B v = one(i, a0);
-            if (const std::uint64_t k = simd::to_mask<A>(v >= tb))
-                c += simd::compress_store<A>(v, k, token_id(i), lg + c, ids + c);
-        }
-        m = simd::reduce_max<A>(simd::max<A>(a0, a1));
-    }
-    for (std::size_t i = nfull; i < n; ++i) {
-        m = p[i] > m ? p[i] : m;
-        if (p[i] >= threshold(m)) {
-            ids[c] = token_id(i);
-            lg[c] = p[i];
-            ++c;
-        }
-    }
-    const float t = threshold(m);
-    std::size_t w = 0;
-    for (std::size_t j = 0; j < c; ++j)
-        if (lg[j] >= t) {
-            ids[w] = ids[j];
-            lg[w] = lg[j];
-            ++w;
-        }
-    out.resize(w);
-    return w;
+    for (std::size_t j = 0; j < c; ++j) m = std::max(m, out.logit_storage()[j]);
+    return detail::keep_reaching(out, c, std::max(float(double(m) + shift), detail::lowest_f));
 }
 
 }  // namespace kernels
@@ -6056,9 +6757,12 @@ DECODEKIT_END_NAMESPACE
 /// w and w * (x - m)/T). Sums use 4 float accumulators per 1024-entry block, blocks added in
 /// double; exponentials by simd::exp_nonpositive (about 2 ulp; 0 below max - 87 T, 0 for NaN).
 /// Rows with +inf, no valid entry, or a subnormal temperature use the reference path.
+/// softmax also takes a token_bitmask (kernels/mask.hpp), read inside its passes.
 
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <limits>
 #include <span>
 
@@ -6067,26 +6771,53 @@ namespace kernels {
 
 using reference::softmax_stats;
 
+namespace detail {
+
+/// softmax of r[0, n) into out[0, n); see kernels::softmax. \pre m = max of r, finite;
+/// inv_t finite.
+template <class A, class Row>
+double softmax_of(const Row r, std::size_t n, float m, float inv_t, float* o) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const double s = detail::exp_pass<A, true>(r, n, m, inv_t, o);
+    const float rs = float(1.0 / s);
+    const B rb(rs);
+    std::size_t i = 0;
+    for (; i + L <= n; i += L) (B::load_unaligned(o + i) * rb).store_unaligned(o + i);
+    for (; i < n; ++i) o[i] *= rs;
+    return s;
+}
+
+}  // namespace detail
+
 /// out_i = p_i = exp((x_i - m)/T) / Z; all zeros when no entry has probability.
 /// \pre out.size() == x.size(), temperature > 0
 template <class A = simd::default_arch>
 softmax_stats softmax(std::span<const float> x, std::span<float> out,
                       float temperature = 1.f) noexcept {
     DECODEKIT_ASSERT(out.size() == x.size(), "softmax: out.size() must equal x.size()");
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
     if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::softmax(x, out, temperature);
-    const double s = detail::exp_pass<A, true>(x, m, inv_t, out.data());
-    const float r = float(1.0 / s);
-    const B rb(r);
-    float* o = out.data();
-    const std::size_t n = x.size();
-    std::size_t i = 0;
-    for (; i + L <= n; i += L) (B::load_unaligned(o + i) * rb).store_unaligned(o + i);
-    for (; i < n; ++i) o[i] *= r;
-    return {m, s};
+    return {m,
+            detail::softmax_of<A>(detail::plain_row<A>{x.data()}, x.size(), m, inv_t, out.data())};
+}
+
+/// softmax over the allowed entries (reference::softmax(x, out, T, mask)): disallowed entries
+/// get 0; all zeros when no allowed entry has probability. Same three passes, the mask read in
+/// the first two. \pre out.size() == x.size(), temperature > 0
+template <class A = simd::default_arch>
+softmax_stats softmax(std::span<const float> x, std::span<float> out, float temperature,
+                      const token_bitmask& mask) noexcept {
+    DECODEKIT_ASSERT(out.size() == x.size(), "softmax: out.size() must equal x.size()");
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    const float m = detail::max_of<A>(r, n);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t))
+        return reference::softmax(x, out, temperature, mask);
+    std::fill(out.begin() + std::ptrdiff_t(n), out.end(), 0.f);
+    return {m, detail::softmax_of<A>(r, n, m, inv_t, out.data())};
 }
 
 /// out_i = exp((x_i - m)/T), the unnormalised softmax weights (m the max; when an entry is +inf:
@@ -7535,6 +8266,9 @@ DECODEKIT_END_NAMESPACE
 /// valid entry (empty, all -inf/NaN, or everything banned) gives token -1 with
 /// status no_valid_token; a row whose size is not vocab_size() gives status bad_input.
 ///
+/// Token masks (sample_context::mask), where they are read, and min-p's envelope draw (logprobs
+/// off): token_mask.hpp.
+///
 /// Processors take the history from the caller (sample_context::history = prompt + generated
 /// so far, caller-owned). The sampler's state is mirostat's mu and the step counter of
 /// sample(logits): state() / restore() (speculative rollback).
@@ -7571,6 +8305,52 @@ DECODEKIT_END_NAMESPACE
 /// Walks read x's order in growing prefixes from kernels::top_k (8, 64, 512, ... entries), so a
 /// walk costs a few read passes plus O(entries walked).
 
+// ---- begin decodekit/sampling/token_mask.hpp
+/// \file sampling/token_mask.hpp
+/// How a sampler applies the call's token bitmask (sample_context::mask; kernels/mask.hpp), and
+/// its min-p envelope draw.
+///
+/// Outcomes (every build type):
+///   - no mask (the default: no words, size 0): nothing changes;
+///   - a mask that does not cover the vocabulary (covered() < vocab_size()): bad_input, nothing
+///     done (processors not run); bits past the vocabulary are ignored;
+///   - the law is the unmasked pipeline's on the masked row M(x) (every disallowed entry -inf),
+///     applied after the processors: the mask wins over min_keep (a fallback keeps allowed
+///     entries only); with a constraint, the mask first and the constraint on what it allows;
+///   - no token drawn: no_allowed_token when the caller's row has a valid entry, else
+///     no_valid_token (an all-zero mask gives no_allowed_token);
+///   - logprobs: processed ones are those of the masked distribution, raw ones stay raw.
+///
+/// Where the mask is read: fused into the kernels' passes (masked entries skipped inside them,
+/// no separate pass over the row) when the first step that reads the row is greedy's argmax,
+/// top-k, min-p or the temperature-only draw (also min-p's envelope draw below), with no user
+/// step and no constraint. Any other pipeline gets a masked copy of the processed row in the
+/// workspace (one copy + one kernels::apply_token_bitmask_inplace), and runs unmasked on it.
+///
+/// Min-p envelope draw: when the pipeline is min-p and temperature steps only (built-in, no user
+/// step, min_keep 1) and no logprob is wanted (logprobs.chosen off, no extras), min-p is not run
+/// as a step: the token is drawn by kernels::draw_temperature under min-p's logit threshold
+/// (x_i >= max + T_min_p ln(min_p), the same kept set as the step's, the max the largest
+/// allowed entry) at the final temperature: one read pass and no exponential per entry; the
+/// same law as the step then the draw, not the same token for a given seed (as any
+/// draw_temperature draw).
+
+// ---- begin decodekit/sampling/draw.hpp
+/// \file sampling/draw.hpp
+/// The draw at the end of a sampler's pipeline, over whatever the working set holds:
+///   - a narrowed set: one inverse-CDF draw over the kept entries' weights in ascending id order
+///     (one read pass of the set when the selecting step left it in id order with its weights;
+///     no sort by probability);
+///   - the full row with logprobs.chosen on (or extras requested): per-block (max, exp-sum) over
+///     blocks of 2048 entries, a block by inverse CDF over the block masses, then the token inside
+///     it from that block's softmax: one max+exp pass in all (the exp floor);
+///   - the full row with no logprob wanted: kernels::draw_temperature (block-max envelope
+///     rejection, no exponential per entry).
+/// A masked full set (working_set::masked()) draws among the allowed entries: the mask is read
+/// inside the same passes (kernels' masked forms; a block's mask is a whole-word subview).
+/// Randomness: one uniform() (2 words) of the call's rng_purpose::sample stream, or
+/// draw_temperature's proposals (5 words each).
+
 // ---- begin decodekit/sampling/working_set.hpp
 /// \file sampling/working_set.hpp
 /// The named working set that a sampler's steps read and narrow, one call at a time.
@@ -7593,6 +8373,13 @@ DECODEKIT_END_NAMESPACE
 /// (top-k, min-p, greedy) use overlay_top_k() / merge_patches(); any other step starting on an
 /// overlaid full set calls materialise() first, which merges them. After the first narrowing the
 /// overlay is gone.
+///
+/// Mask: a set may carry a token bitmask (set_mask(); kernels/mask.hpp). The full set is then
+/// the valid entries the mask allows: the row_* helpers (the kernels the fused first steps use:
+/// greedy's argmax, top-k, min-p, materialise(), the overlay helpers, the draw) read the mask
+/// inside their passes. Steps that read row() themselves do not honour it: the sampler gives
+/// them a masked copy of the row instead (and no mask here). Once narrowed, kept() holds only
+/// allowed entries.
 
 
 #include <algorithm>
@@ -7650,17 +8437,47 @@ public:
     bool overlaid() const noexcept { return overlay_; }
     /// The workspace the set lives in.
     sampling_workspace& workspace() noexcept { return ws_; }
+    /// True when the full set is restricted by a token bitmask (see the file comment).
+    bool masked() const noexcept { return masked_; }
+    /// The mask (meaningful when masked()).
+    const kernels::token_bitmask& mask() const noexcept { return mask_; }
+    /// Restricts the full set to the entries `m` allows. \pre full(), m covers the row
+    void set_mask(const kernels::token_bitmask& m) noexcept {
+        mask_ = m;
+        masked_ = true;
+    }
+    /// True when token i is in the mask (always without one).
+    bool allowed(std::size_t i) const noexcept { return !masked_ || mask_.allowed(i); }
+
+    // ---- the row's kernels, under the mask when there is one ----
+    /// kernels::argmax of the row (npos when nothing is allowed).
+    std::size_t row_argmax() const noexcept {
+        return masked_ ? kernels::argmax(row_, mask_) : kernels::argmax(row_);
+    }
+    /// kernels::top_k of the row into `out`.
+    std::size_t row_top_k(std::size_t k, tie_policy ties, candidates& out) const noexcept {
+        return masked_ ? kernels::top_k(row_, k, ties, out, mask_)
+                       : kernels::top_k(row_, k, ties, out);
+    }
+    /// kernels::filter_at_least of the row into `out`.
+    std::size_t row_filter_at_least(float thr, candidates& out) const noexcept {
+        return masked_ ? kernels::filter_at_least(row_, thr, out, mask_)
+                       : kernels::filter_at_least(row_, thr, out);
+    }
+    /// kernels::filter_min_p of the row into `out`.
+    std::size_t row_filter_min_p(float p_base, float t, candidates& out) const noexcept {
+        return masked_ ? kernels::filter_min_p(row_, p_base, t, out, mask_)
+                       : kernels::filter_min_p(row_, p_base, t, out);
+    }
 
     // ---- narrowing ----
     /// Materialises every valid entry (id order) when full (merging the overlay). O(V).
     void materialise() noexcept {
         if (!full_) return;
+        row_filter_at_least(-detail::f_inf, ws_.cand);
         if (overlay_) {
-            kernels::filter_at_least(row_, -detail::f_inf, ws_.cand);
             merge_patches(-detail::f_inf);
             clear_patch_marks();
-        } else {
-            kernels::filter_at_least(row_, -detail::f_inf, ws_.cand);
         }
         full_ = false;
         order_ = by_id;
@@ -7800,7 +8617,8 @@ public:
     // ---- the overlay (built-in first steps) ----
     /// True when id t is patched. \pre overlaid()
     bool patched(token_id t) const noexcept { return ws_.mark[std::size_t(t)] == 2; }
-    /// Drops the patched ids from kept() and appends the patches with value >= thr (valid only).
+    /// Drops the patched ids from kept() and appends the patches with value >= thr (valid and
+    /// allowed only).
     void merge_patches(float thr) noexcept {
         token_id* ids = ws_.cand.id_storage();
         float* lg = ws_.cand.logit_storage();
@@ -7813,7 +8631,7 @@ public:
             }
         for (std::size_t i = 0; i < n_patches_; ++i) {
             const float v = ws_.patches[i].logit;
-            if (v > -detail::f_inf && v >= thr) {
+            if (v > -detail::f_inf && v >= thr && allowed(std::size_t(ws_.patches[i].id))) {
                 ids[j] = ws_.patches[i].id;
                 lg[j] = v;
                 ++j;
@@ -7825,7 +8643,7 @@ public:
     }
     /// The k best of the patched row (tie policy `ties`) into kept(), ordered. \pre overlaid()
     void overlay_top_k(std::size_t k, tie_policy ties) noexcept {
-        kernels::top_k(row_, std::min(row_.size(), k + n_patches_), ties, ws_.cand);
+        row_top_k(std::min(row_.size(), k + n_patches_), ties, ws_.cand);
         merge_patches(-detail::f_inf);
         order();
         if (k < ws_.cand.size()) {
@@ -7866,6 +8684,8 @@ private:
     sampling_workspace& ws_;
     std::size_t n_patches_ = 0;
     bool overlay_ = false;
+    bool masked_ = false;
+    kernels::token_bitmask mask_{};
     bool full_ = true;
     order_kind order_ = by_id;
     float t_ = 1.f;
@@ -7876,6 +8696,222 @@ private:
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/working_set.hpp
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// A token drawn from a working set.
+struct set_draw {
+    token_id token = -1;  ///< -1: the set has no valid entry
+    double logprob = 0;   ///< log probability under the set's distribution (NaN: not computed)
+    double prob = 0;      ///< that probability (mirostat's surprise)
+    double row_lse = 0;   ///< log sum exp(x / t) of the full row when row_lse_known
+    bool row_lse_known = false;
+};
+
+namespace detail {
+/// Draw over the whole row at temperature t with the uniform u: per-block (max, exp-sum), a block
+/// by inverse CDF over the block masses, then the token from the block's softmax. `mask`: the
+/// allowed entries only (nullptr: every entry); row_lse is then the masked row's normaliser.
+inline set_draw draw_full_row(std::span<const float> x, float t, double u, sampling_workspace& ws,
+                              const kernels::token_bitmask* mask = nullptr) noexcept {
+    set_draw d;
+    constexpr std::size_t block = sampling_workspace::draw_block;
+    const std::size_t n = x.size();
+    const std::size_t nb = (n + block - 1) / block;
+    float m = -f_inf;
+    for (std::size_t b = 0; b < nb; ++b) {
+        const std::size_t lo = b * block, len = std::min(block, n - lo);
+        const auto st = mask ? kernels::exp_sum(x.subspan(lo, len), t, mask->subview(lo, len))
+                             : kernels::exp_sum(x.subspan(lo, len), t);
+        ws.bmax[b] = st.max;
+        ws.bsum[b] = st.sum;
+        m = st.max > m ? st.max : m;
+    }
+    if (!(m > -f_inf)) return d;
+    double s = 0;
+    for (std::size_t b = 0; b < nb; ++b) {
+        double w;
+        if (m == f_inf)
+            w = ws.bmax[b] == f_inf ? ws.bsum[b] : 0.0;
+        else
+            w = ws.bsum[b] > 0 ? ws.bsum[b] * std::exp((double(ws.bmax[b]) - double(m)) / double(t))
+                               : 0.0;
+        ws.bsum[b] = w;  // now the block's mass relative to the global max
+        s += w;
+    }
+    if (!(s > 0)) return d;
+    const double target = u * s;
+    double run = 0;
+    std::size_t pick = npos;
+    double before = 0;
+    for (std::size_t b = 0; b < nb; ++b) {
+        if (!(ws.bsum[b] > 0)) continue;
+        before = run;
+        run += ws.bsum[b];
+        pick = b;
+        if (run > target) break;
+    }
+    const std::size_t lo = pick * block, len = std::min(block, n - lo);
+    double u2 = (target - before) / ws.bsum[pick];
+    u2 = std::clamp(u2, 0.0, std::nextafter(1.0, 0.0));
+    const std::span<float> probs(ws.block_buf.data(), len);
+    if (mask)
+        kernels::softmax(x.subspan(lo, len), probs, t, mask->subview(lo, len));
+    else
+        kernels::softmax(x.subspan(lo, len), probs, t);
+    const std::size_t i =
+        kernels::draw_inverse_cdf(std::span<const float>(ws.block_buf.data(), len), u2);
+    if (i == npos) return d;
+    const std::size_t tok = lo + i;
+    const double w = cand_weight(x[tok], m, t);
+    d.token = token_id(tok);
+    d.logprob = std::log(w) - std::log(s);
+    d.prob = w / s;
+    if (m != f_inf) {
+        d.row_lse = double(m) / double(t) + std::log(s);
+        d.row_lse_known = true;
+    }
+    return d;
+}
+}  // namespace detail
+
+/// Draws from the working set with the call's sample stream (see the file comment); `exact`:
+/// a logprob is wanted (else a full set uses the envelope draw and logprob is NaN).
+inline set_draw draw_from(working_set& w, rng_stream& rng, bool exact) noexcept {
+    if (w.full() && !exact) {
+        set_draw d;
+        const std::size_t i =
+            w.masked() ? kernels::draw_temperature(w.row(), w.temperature(), rng, w.mask())
+                       : kernels::draw_temperature(w.row(), w.temperature(), rng);
+        if (i != npos) d.token = token_id(i);
+        d.logprob = std::numeric_limits<double>::quiet_NaN();
+        return d;
+    }
+    const double u = rng.uniform();
+    if (w.full())
+        return detail::draw_full_row(w.row(), w.temperature(), u, w.workspace(),
+                                     w.masked() ? &w.mask() : nullptr);
+    set_draw d;
+    if (w.kept().empty()) return d;
+    w.order_by_id();
+    const double s = w.ensure_weights();
+    if (!(s > 0)) return d;
+    const std::span<const float> wt = w.weights();
+    const std::size_t pick = kernels::draw_inverse_cdf(wt, u);
+    if (pick == npos) return d;
+    d.token = w.kept().ids()[pick];
+    d.logprob = std::log(double(wt[pick])) - std::log(s);
+    d.prob = double(wt[pick]) / s;
+    return d;
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/draw.hpp
+
+#include <algorithm>
+#include <cstddef>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace detail {
+
+/// True when the call carries a mask (anything but the default token_bitmask{}).
+inline bool has_mask(const kernels::token_bitmask& m) noexcept {
+    return !(m.words.empty() && m.size == 0);
+}
+
+/// False when the call's mask does not cover a vocabulary of `vocab` tokens (bad_input).
+inline bool mask_covers(const kernels::token_bitmask& m, std::size_t vocab) noexcept {
+    return !has_mask(m) || kernels::check(m, vocab) == kernels::mask_status::ok;
+}
+
+/// True when the mask can be read inside the first row pass of this pipeline (`steps`: the
+/// built-in steps in order, `user_steps`: any user step).
+inline bool mask_fusable(std::span<const sampling_step> steps, bool greedy,
+                         bool user_steps) noexcept {
+    if (user_steps) return false;
+    if (greedy) return true;
+    for (const sampling_step s : steps)
+        if (s != sampling_step::temperature)
+            return s == sampling_step::top_k || s == sampling_step::min_p;
+    return true;  // temperature only: the draw
+}
+
+/// The min-p envelope draw's plan (see the file comment).
+struct min_p_envelope {
+    bool on = false;
+    float t_min_p = 1.f;  ///< the temperature min-p's threshold is taken at
+    float t_draw = 1.f;   ///< the final temperature
+};
+
+inline min_p_envelope plan_min_p_envelope(std::span<const sampling_step> steps,
+                                          const sampling_params& p, bool user_steps) noexcept {
+    min_p_envelope e;
+    if (user_steps || p.greedy() || p.min_keep > 1) return e;
+    std::size_t n_min_p = 0;
+    float t = 1.f;
+    for (const sampling_step s : steps) {
+        if (s == sampling_step::temperature) {
+            t = p.temperature;
+        } else if (s == sampling_step::min_p) {
+            ++n_min_p;
+            e.t_min_p = p.min_p_mode == min_p_space::logits ? 1.f : t;
+        } else {
+            return e;
+        }
+    }
+    e.on = n_min_p == 1;
+    e.t_draw = t;
+    return e;
+}
+
+/// The envelope draw of `e` over the full set `w` (masked or not). \pre e.on, w.full(), not
+/// overlaid
+inline set_draw draw_min_p_envelope(const working_set& w, const min_p_envelope& e, float min_p,
+                                    rng_stream& rng) noexcept {
+    const kernels::logit_threshold thr{.from_max = kernels::min_p_offset(min_p, e.t_min_p)};
+    const std::size_t i = w.masked()
+                              ? kernels::draw_temperature(w.row(), e.t_draw, rng, thr, w.mask())
+                              : kernels::draw_temperature(w.row(), e.t_draw, rng, thr);
+    set_draw d;
+    if (i != npos) d.token = token_id(i);
+    d.logprob = std::numeric_limits<double>::quiet_NaN();
+    return d;
+}
+
+/// The copy path: the processed row `pr` (the caller's plus patches when overlaid) written to
+/// the workspace's row copy with the mask applied; `pr` then refers to it (no overlay, and the
+/// patch marks cleared). \pre the mask covers logits.size()
+inline void mask_into_copy(std::span<const float> logits, const kernels::token_bitmask& mask,
+                           processed_row& pr, sampling_workspace& ws) noexcept {
+    const std::span<float> copy = ws.row_copy().first(logits.size());
+    if (pr.row.data() != copy.data()) std::copy(pr.row.begin(), pr.row.end(), copy.begin());
+    if (pr.overlay)
+        for (std::size_t i = 0; i < pr.patches; ++i) {
+            copy[std::size_t(ws.patches[i].id)] = ws.patches[i].logit;
+            ws.mark[std::size_t(ws.patches[i].id)] = 0;
+        }
+    kernels::apply_token_bitmask_inplace(copy, mask);
+    pr = processed_row{.row = copy, .patches = 0, .overlay = false};
+}
+
+/// The status of a masked or constrained call that drew nothing: no_allowed_token when `row`
+/// has a valid entry, else no_valid_token.
+inline sample_status none_allowed(std::span<const float> row) noexcept {
+    for (const float v : row)
+        if (v > -std::numeric_limits<float>::infinity()) return sample_status::no_allowed_token;
+    return sample_status::no_valid_token;
+}
+
+}  // namespace detail
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/token_mask.hpp
 
 #include <algorithm>
 #include <cstddef>
@@ -7948,135 +8984,34 @@ inline std::size_t mask_row(std::span<float> row, constraint_queries& q,
     return allowed;
 }
 
+/// A writable copy of the processed row `row` in the workspace for the full mask (the
+/// processors' copy itself when they made one; when a step may have written into it (`rerun`:
+/// XTC), the processors run again on the caller's `logits`, and the call's token mask again).
+inline std::span<float> writable_copy(std::span<const float> logits, std::span<const float> row,
+                                      const sample_context& ctx, sampling_workspace& ws,
+                                      processor_pipeline& procs, bool rerun) noexcept {
+    const std::span<float> copy = ws.row_copy().first(logits.size());
+    if (row.data() != copy.data()) {
+        std::copy(row.begin(), row.end(), copy.begin());
+    } else if (rerun) {
+        std::copy(logits.begin(), logits.end(), copy.begin());
+        procs.reapply(copy, ctx);
+        if (has_mask(ctx.mask)) kernels::apply_token_bitmask_inplace(copy, ctx.mask);
+    }
+    return copy;
+}
+
 }  // namespace detail
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/constrained.hpp
-// ---- begin decodekit/sampling/draw.hpp
-/// \file sampling/draw.hpp
-/// The draw at the end of a sampler's pipeline, over whatever the working set holds:
-///   - a narrowed set: one inverse-CDF draw over the kept entries' weights in ascending id order
-///     (one read pass of the set when the selecting step left it in id order with its weights;
-///     no sort by probability);
-///   - the full row with logprobs.chosen on (or extras requested): per-block (max, exp-sum) over
-///     blocks of 2048 entries, a block by inverse CDF over the block masses, then the token inside
-///     it from that block's softmax: one max+exp pass in all (the exp floor);
-///   - the full row with no logprob wanted: kernels::draw_temperature (block-max envelope
-///     rejection, no exponential per entry).
-/// Randomness: one uniform() (2 words) of the call's rng_purpose::sample stream, or
-/// draw_temperature's proposals (5 words each).
-
-
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// A token drawn from a working set.
-struct set_draw {
-    token_id token = -1;  ///< -1: the set has no valid entry
-    double logprob = 0;   ///< log probability under the set's distribution (NaN: not computed)
-    double prob = 0;      ///< that probability (mirostat's surprise)
-    double row_lse = 0;   ///< log sum exp(x / t) of the full row when row_lse_known
-    bool row_lse_known = false;
-};
-
-namespace detail {
-/// Draw over the whole row at temperature t with the uniform u: per-block (max, exp-sum), a block
-/// by inverse CDF over the block masses, then the token from the block's softmax.
-inline set_draw draw_full_row(std::span<const float> x, float t, double u,
-                              sampling_workspace& ws) noexcept {
-    set_draw d;
-    constexpr std::size_t block = sampling_workspace::draw_block;
-    const std::size_t n = x.size();
-    const std::size_t nb = (n + block - 1) / block;
-    float m = -f_inf;
-    for (std::size_t b = 0; b < nb; ++b) {
-        const std::size_t lo = b * block, len = std::min(block, n - lo);
-        const auto st = kernels::exp_sum(x.subspan(lo, len), t);
-        ws.bmax[b] = st.max;
-        ws.bsum[b] = st.sum;
-        m = st.max > m ? st.max : m;
-    }
-    if (!(m > -f_inf)) return d;
-    double s = 0;
-    for (std::size_t b = 0; b < nb; ++b) {
-        double w;
-        if (m == f_inf)
-            w = ws.bmax[b] == f_inf ? ws.bsum[b] : 0.0;
-        else
-            w = ws.bsum[b] > 0 ? ws.bsum[b] * std::exp((double(ws.bmax[b]) - double(m)) / double(t))
-                               : 0.0;
-        ws.bsum[b] = w;  // now the block's mass relative to the global max
-        s += w;
-    }
-    if (!(s > 0)) return d;
-    const double target = u * s;
-    double run = 0;
-    std::size_t pick = npos;
-    double before = 0;
-    for (std::size_t b = 0; b < nb; ++b) {
-        if (!(ws.bsum[b] > 0)) continue;
-        before = run;
-        run += ws.bsum[b];
-        pick = b;
-        if (run > target) break;
-    }
-    const std::size_t lo = pick * block, len = std::min(block, n - lo);
-    double u2 = (target - before) / ws.bsum[pick];
-    u2 = std::clamp(u2, 0.0, std::nextafter(1.0, 0.0));
-    kernels::softmax(x.subspan(lo, len), std::span<float>(ws.block_buf.data(), len), t);
-    const std::size_t i =
-        kernels::draw_inverse_cdf(std::span<const float>(ws.block_buf.data(), len), u2);
-    if (i == npos) return d;
-    const std::size_t tok = lo + i;
-    const double w = cand_weight(x[tok], m, t);
-    d.token = token_id(tok);
-    d.logprob = std::log(w) - std::log(s);
-    d.prob = w / s;
-    if (m != f_inf) {
-        d.row_lse = double(m) / double(t) + std::log(s);
-        d.row_lse_known = true;
-    }
-    return d;
-}
-}  // namespace detail
-
-/// Draws from the working set with the call's sample stream (see the file comment); `exact`:
-/// a logprob is wanted (else a full set uses the envelope draw and logprob is NaN).
-inline set_draw draw_from(working_set& w, rng_stream& rng, bool exact) noexcept {
-    if (w.full() && !exact) {
-        set_draw d;
-        const std::size_t i = kernels::draw_temperature(w.row(), w.temperature(), rng);
-        if (i != npos) d.token = token_id(i);
-        d.logprob = std::numeric_limits<double>::quiet_NaN();
-        return d;
-    }
-    const double u = rng.uniform();
-    if (w.full()) return detail::draw_full_row(w.row(), w.temperature(), u, w.workspace());
-    set_draw d;
-    if (w.kept().empty()) return d;
-    w.order_by_id();
-    const double s = w.ensure_weights();
-    if (!(s > 0)) return d;
-    const std::span<const float> wt = w.weights();
-    const std::size_t pick = kernels::draw_inverse_cdf(wt, u);
-    if (pick == npos) return d;
-    d.token = w.kept().ids()[pick];
-    d.logprob = std::log(double(wt[pick])) - std::log(s);
-    d.prob = double(wt[pick]) / s;
-    return d;
-}
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/draw.hpp
 // ---- begin decodekit/sampling/logprobs.hpp
 /// \file sampling/logprobs.hpp
 /// The logprob extras of a sample() call (logprobs_request): the raw logprob of the drawn token,
 /// its rank, the top-n alternatives and the logprobs of requested ids, raw (log-softmax of the
 /// caller's logits; one max+exp pass for the normaliser unless the draw had it) or processed
-/// (the final distribution the token was drawn from; -inf outside it).
+/// (the final distribution the token was drawn from; -inf outside it). Under a token mask
+/// (sample_context::mask) the processed logprobs are those of the masked distribution (-inf for
+/// a disallowed token) and the raw ones stay raw (the caller's logits, mask ignored).
 
 
 #include <cmath>
@@ -8123,7 +9058,7 @@ inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
         if (full) {  // whole row at the temperature
             const float v = x[std::size_t(t)];
             const float vt = x[std::size_t(r.token)];
-            if (!(v > -detail::f_inf)) return -detail::f_inf;
+            if (!(v > -detail::f_inf) || !w.allowed(std::size_t(t))) return -detail::f_inf;
             return float(double(r.logprob) + (double(v) - double(vt)) / double(t_cur));
         }
         const std::span<const float> wt = w.weights();
@@ -8146,7 +9081,7 @@ inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
             for (float y : lg) above += y > v;
         } else if (!greedy) {
             const float v = x[std::size_t(r.token)];
-            for (float y : x) above += y > v;
+            for (std::size_t i = 0; i < x.size(); ++i) above += x[i] > v && w.allowed(i);
         }
         r.rank = above + 1;
     }
@@ -8171,7 +9106,7 @@ inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
             }
         } else {
             candidates& kept = w.kept();
-            kernels::top_k(x, top.size(), tie_policy::exactly_k, kept);
+            w.row_top_k(top.size(), tie_policy::exactly_k, kept);
             for (std::size_t i = 0; i < kept.size(); ++i)
                 top[n++] = {kept.ids()[i], proc_lp(kept.ids()[i])};
         }
@@ -9396,8 +10331,12 @@ DECODEKIT_END_NAMESPACE
 /// with T the current temperature (min_p_space::probabilities) or 1 (min_p_space::logits, as
 /// llama.cpp: before temperature wherever temperature is in the order); at least min_keep (the
 /// most probable). Disabled at min_p = 0.
-/// Full set: one read pass (kernels::filter_min_p), honouring the overlay. Narrowed set: a
-/// threshold over the survivors.
+/// Full set: one read pass (kernels::filter_min_p), honouring the overlay and the mask (the
+/// threshold is set by the largest allowed entry; the min_keep fallback keeps allowed entries
+/// only: the mask wins over min_keep). Narrowed set: a threshold over the survivors.
+/// Min-p followed by temperature only, with no logprob wanted, is not run as a step: the
+/// sampler draws with kernels::draw_temperature under min-p's logit threshold (one read pass,
+/// no exponential per entry; see sampler.hpp).
 
 
 #include <algorithm>
@@ -9414,7 +10353,7 @@ struct min_p_step {
             w.overlay_top_k(1, tie_policy::exactly_k);  // the max of the patched row
             const float m = kept.empty() ? -detail::f_inf : kept.logits()[0];
             const float thr = kernels::min_p_threshold(m, p.min_p, t_eff);
-            kernels::filter_at_least(w.row(), thr, kept);
+            w.row_filter_at_least(thr, kept);
             w.merge_patches(thr);
             if (kept.size() < p.min_keep) w.overlay_top_k(p.min_keep, tie_policy::exactly_k);
             w.clear_patch_marks();
@@ -9422,10 +10361,10 @@ struct min_p_step {
             return;
         }
         if (w.full()) {
-            const std::size_t n = kernels::filter_min_p(w.row(), p.min_p, t_eff, kept);  // one pass
+            const std::size_t n = w.row_filter_min_p(p.min_p, t_eff, kept);  // one pass
             w.set_kept(false);
             if (n < p.min_keep) {
-                kernels::top_k(w.row(), p.min_keep, tie_policy::exactly_k, kept);
+                w.row_top_k(p.min_keep, tie_policy::exactly_k, kept);
                 w.set_kept(true);
             }
             return;
@@ -9492,7 +10431,8 @@ DECODEKIT_END_NAMESPACE
 /// \file sampling/steps/top_k.hpp
 /// Top-k: keeps the `top_k` largest logits (tie_policy top_k_ties: exactly k, ties by lowest id,
 /// or every entry tied with the k-th). Disabled for k <= 0 or k >= V.
-/// Full set: kernels::top_k (selection flat in k, then an O(k) sort), honouring the overlay.
+/// Full set: kernels::top_k (selection flat in k, then an O(k) sort), honouring the overlay and
+/// the mask (read inside the selection's passes).
 /// Narrowed set: the first k of the ordered set.
 
 
@@ -9512,7 +10452,7 @@ struct top_k_step {
             return;
         }
         if (w.full()) {
-            kernels::top_k(w.row(), k, ties, w.kept());
+            w.row_top_k(k, ties, w.kept());
             w.set_kept(true);
             return;
         }
@@ -10971,7 +11911,6 @@ DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/steps.hpp
 
 #include <array>
-#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -10981,20 +11920,8 @@ DECODEKIT_END_NAMESPACE
 
 DECODEKIT_BEGIN_NAMESPACE
 
-class sampler;
-
 namespace detail {
-/// batch.hpp's access to a sampler's batch mark (one sampler in two rows of one call is
-/// reported before anything is sampled).
-struct sampler_batch_access {
-    /// A fresh call id (never 0).
-    static std::uint64_t next_call() noexcept {
-        static std::atomic<std::uint64_t> counter{0};
-        return counter.fetch_add(1, std::memory_order_relaxed) + 1;
-    }
-    /// Marks `s` as used by `call`; false when it already was (a duplicate row).
-    static bool claim(sampler& s, std::uint64_t call) noexcept;
-};
+struct sampler_batch_access;  // batch.hpp's access to a sampler's batch mark
 }  // namespace detail
 
 /// A configured sampler. See the file comment for the pipeline, randomness and special values.
@@ -11021,6 +11948,9 @@ public:
             (!pipeline_.empty() && pipeline_[0].user == no_user &&
              (pipeline_[0].id == sampling_step::top_k || pipeline_[0].id == sampling_step::min_p));
         procs_ = processor_pipeline(params_, sparse_first);
+        mask_fused_ =
+            detail::mask_fusable(steps(), params_.greedy(), user_steps_) && !procs_.constraint();
+        envelope_ = detail::plan_min_p_envelope(steps(), params_, user_steps_);
         extras_.top.resize(std::min(params_.logprobs.top_n, vocab_));
         extras_.requested.resize(params_.logprobs.ids.size());
         state_ = {};
@@ -11131,6 +12061,8 @@ private:
     std::array<sampling_step, 10> steps_{};
     std::size_t n_steps_ = 0;
     bool user_steps_ = false;
+    bool mask_fused_ = false;          // the call's mask is read inside the first row pass
+    detail::min_p_envelope envelope_;  // min-p + temperature as one envelope draw
     sampler_state state_{};
     processor_pipeline procs_;
     logprob_storage extras_;
@@ -11206,7 +12138,7 @@ private:
             return std::size_t(kept.ids()[a]);
         }
         if (!w.overlaid()) {
-            const std::size_t a = kernels::argmax(w.row());
+            const std::size_t a = w.row_argmax();
             if (a == npos || !(w.row()[a] > -detail::f_inf)) return npos;
             best = w.row()[a];
             return a;
@@ -11220,10 +12152,22 @@ private:
 
     sample_result run(std::span<const float> logits, const sample_context& ctx,
                       sampling_workspace& ws) noexcept {
-        if (logits.size() != vocab_) return status_result(sample_status::bad_input);
+        const bool masked = detail::has_mask(ctx.mask);
+        if (logits.size() != vocab_ || !detail::mask_covers(ctx.mask, vocab_))
+            return status_result(sample_status::bad_input);
         ws.reserve(vocab_);
-        const processed_row pr = procs_.run(logits, ctx, ws);
+        processed_row pr = procs_.run(logits, ctx, ws);
+        if (masked && !mask_fused_) detail::mask_into_copy(logits, ctx.mask, pr, ws);
         working_set w(pr.row, ws, pr.patches, pr.overlay);
+        if (masked && mask_fused_) w.set_mask(ctx.mask);
+        sample_result r = run_unmasked(logits, ctx, w, pr);
+        if (masked && r.status == sample_status::no_valid_token)
+            r.status = detail::none_allowed(logits);
+        return r;
+    }
+
+    sample_result run_unmasked(std::span<const float> logits, const sample_context& ctx,
+                               working_set& w, const processed_row& pr) noexcept {
         if (procs_.constraint()) {
             const processor_context pc = processor_pipeline::context(ctx, vocab_);
             detail::constraint_queries q{procs_.constraint(), pc};
@@ -11250,18 +12194,21 @@ private:
             if (lr.any()) fill_logprob_extras(r, lr, logits, w, true, 0, false, extras_);
             return r;
         }
-        truncate(w, ctx, first_step);
+        const bool envelope =
+            envelope_.on && first_step == 0 && w.full() && !w.overlaid() && !lr.chosen && !lr.any();
+        if (!envelope) truncate(w, ctx, first_step);
         w.clear_patch_marks();
         rng_stream rng = make_stream({params_.seed, ctx.sequence, ctx.step}, purpose);
-        const set_draw d = draw_from(w, rng, lr.chosen || lr.any());
+        const set_draw d = envelope ? detail::draw_min_p_envelope(w, envelope_, params_.min_p, rng)
+                                    : draw_from(w, rng, lr.chosen || lr.any());
         if (d.token < 0) return r;
         r.token = d.token;
         r.logprob = float(d.logprob);
         r.status = sample_status::ok;
         if (params_.mirostat && !w.full()) update_mirostat(d.prob);
         // the draw's normaliser is the raw one when the set's row is the caller's at t = 1
-        const bool raw_known =
-            d.row_lse_known && w.row().data() == logits.data() && w.temperature() == 1.f;
+        const bool raw_known = d.row_lse_known && w.row().data() == logits.data() &&
+                               w.temperature() == 1.f && !w.masked();
         if (lr.any()) fill_logprob_extras(r, lr, logits, w, false, d.row_lse, raw_known, extras_);
         if (!lr.chosen) r.logprob = std::numeric_limits<float>::quiet_NaN();
         return r;
@@ -11283,20 +12230,20 @@ private:
         const bool greedy = params_.greedy();
         if (exact && greedy && !user_steps_) {
             if (detail::walk_allowed(w, 1, tie_policy::exactly_k, q) == 0)
-                return status_result(none_allowed(row));
+                return status_result(detail::none_allowed(row));
             return finish(logits, ctx, w, rng_purpose::sample);
         }
         const pipeline_entry* first = pipeline_.empty() ? nullptr : &pipeline_[0];
         if (exact && !greedy && first && first->user == no_user &&
             first->id == sampling_step::top_k) {
             if (detail::walk_allowed(w, std::size_t(params_.top_k), params_.top_k_ties, q) == 0)
-                return status_result(none_allowed(row));
+                return status_result(detail::none_allowed(row));
             return finish(logits, ctx, w, rng_purpose::sample, 1);
         }
         if (exact && !greedy && first && first->user == no_user &&
             first->id == sampling_step::min_p) {
             if (detail::walk_allowed(w, 1, tie_policy::exactly_k, q) == 0)
-                return status_result(none_allowed(row));
+                return status_result(detail::none_allowed(row));
             const float t_eff = params_.min_p_mode == min_p_space::logits ? 1.f : w.temperature();
             const float thr = kernels::min_p_threshold(w.kept().logits()[0], params_.min_p, t_eff);
             candidates& kept = w.kept();
@@ -11330,7 +12277,8 @@ private:
         // the full mask: every valid entry queried, the pipeline on the masked row (a redraw,
         // after a first draw that was not allowed, uses its own stream)
         const bool redraw = !exact || temperature_only();
-        const std::span<float> m = masked_copy(logits, row, ctx, w.workspace());
+        const std::span<float> m = detail::writable_copy(logits, row, ctx, w.workspace(), procs_,
+                                                         xtc_step::enabled(params_, vocab_));
         std::size_t valid = 0;
         if (detail::mask_row(m, q, valid) == 0)
             return status_result(valid > 0 ? sample_status::no_allowed_token
@@ -11339,34 +12287,19 @@ private:
         return finish(logits, ctx, wm, redraw ? rng_purpose::constraint : rng_purpose::sample);
     }
 
-    /// A writable copy of the processed row in the workspace (the processors' copy itself when
-    /// they made one; XTC may have written into it, so the processors run again then).
-    std::span<float> masked_copy(std::span<const float> logits, std::span<const float> row,
-                                 const sample_context& ctx, sampling_workspace& ws) noexcept {
-        const std::span<float> copy = ws.row_copy().first(vocab_);
-        if (row.data() != copy.data()) {
-            std::copy(row.begin(), row.end(), copy.begin());
-        } else if (xtc_step::enabled(params_, vocab_)) {
-            std::copy(logits.begin(), logits.end(), copy.begin());
-            procs_.reapply(copy, ctx);
-        }
-        return copy;
-    }
-    /// no_allowed_token when the row has a valid entry, else no_valid_token.
-    static sample_status none_allowed(std::span<const float> row) noexcept {
-        for (float v : row)
-            if (v > -detail::f_inf) return sample_status::no_allowed_token;
-        return sample_status::no_valid_token;
-    }
-
     decodekit::distribution distribution_of(std::span<const float> logits,
                                             const sample_context& ctx, bool ordered,
                                             sampling_workspace& ws) noexcept {
         const detail::in_use_scope guard(in_use_), ws_guard(ws.in_use);
-        if (!guard.entered() || !ws_guard.entered() || logits.size() != vocab_) return {};
+        const bool masked = detail::has_mask(ctx.mask);
+        if (!guard.entered() || !ws_guard.entered() || logits.size() != vocab_ ||
+            !detail::mask_covers(ctx.mask, vocab_))
+            return {};
         ws.reserve(vocab_);
-        const processed_row pr = procs_.run(logits, ctx, ws);
+        processed_row pr = procs_.run(logits, ctx, ws);
+        if (masked && !mask_fused_) detail::mask_into_copy(logits, ctx.mask, pr, ws);
         working_set w(pr.row, ws, pr.patches, pr.overlay);
+        if (masked && mask_fused_) w.set_mask(ctx.mask);
         candidates& kept = w.kept();
         if (params_.greedy()) {
             float best = 0.f;
@@ -11393,12 +12326,6 @@ private:
         return {{kept.id_storage(), kept.size()}, {ws.weights.data(), kept.size()}};
     }
 };
-
-inline bool detail::sampler_batch_access::claim(sampler& s, std::uint64_t call) noexcept {
-    if (s.batch_call_ == call) return false;
-    s.batch_call_ = call;
-    return true;
-}
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/sampler.hpp
@@ -12395,6 +13322,10 @@ struct position_context {
     std::uint64_t step = 0;             ///< generated tokens before this position
     std::span<const token_id> history;  ///< prompt + tokens before this position
     std::size_t prompt_length = 0;      ///< how much of history is prompt
+    /// The position's token bitmask (speculative_stepper::set_masks; default: none). A
+    /// processing must honour it (the built-in ones pass it to the sampler as
+    /// sample_context::mask): p is then the masked distribution.
+    kernels::token_bitmask mask = {};
 };
 
 /// A processing step: `proc(logits, ctx, out)` writes the processed sparse distribution of a
@@ -12460,7 +13391,7 @@ struct basic_processing {
             sampler_.emplace(want, x.size());
         }
         const decodekit::distribution d = sampler_->distribution_unordered(
-            x, sample_context{c.sequence, c.step, c.history, c.prompt_length});
+            x, sample_context{c.sequence, c.step, c.history, c.prompt_length, c.mask});
         out.tokens.assign(d.tokens.begin(), d.tokens.end());
         out.probs.assign(d.probs.begin(), d.probs.end());
     }
@@ -12479,7 +13410,7 @@ public:
     void operator()(std::span<const float> logits, const position_context& c,
                     sparse_distribution& out) const {
         const decodekit::distribution d = s_->distribution_unordered(
-            logits, sample_context{c.sequence, c.step, c.history, c.prompt_length});
+            logits, sample_context{c.sequence, c.step, c.history, c.prompt_length, c.mask});
         out.tokens.assign(d.tokens.begin(), d.tokens.end());
         out.probs.assign(d.probs.begin(), d.probs.end());
     }
@@ -12754,10 +13685,23 @@ public:
     /// Hidden-state width the verify call needs (0: a plain logits call).
     std::size_t hidden_size() const noexcept { return H_; }
 
+    /// Token masks for this verify round (structured output): the mask of verified position i
+    /// (0 .. drafts().size(); the last is the bonus position) is words[i W, (i + 1) W), W =
+    /// kernels::bitmask_words(vocab_size()), in the layout grammar engines fill one row per
+    /// position (xgrammar's and llguidance's bitmask tensors): position i's mask is the grammar's
+    /// state after drafts()[0, i). The target's distribution at each position is then the
+    /// masked one, so the output law is masked sampling's (a disallowed draft is rejected, the
+    /// residual is drawn from the masked distribution). Call in the verify stage, before
+    /// advance(); the words are borrowed until that advance() and forgotten after it (each
+    /// round needs its own; an empty span: no masks). A non-empty span shorter than
+    /// (drafts + 1) W makes advance() return bad_input (nothing consumed); a position whose
+    /// mask leaves no token ends the sequence with stop_reason::constraint_done.
+    void set_masks(std::span<const std::uint32_t> words) noexcept { masks_ = words; }
+
     /// Consumes next_call()'s rows: the draft model's rows in the propose stage (no token is
     /// emitted), the target's logits (drafts + 1 rows) and, for a target_hidden_proposer, hidden
     /// rows in the verify stage (emits the round's tokens through `on_token`).
-    /// \return status bad_input (nothing consumed) when a span is short
+    /// \return status bad_input (nothing consumed) when a span is short (rows, hidden, masks)
     template <class OnToken = detail::no_stream>
     requires token_callback<OnToken> step_events advance(std::span<const float> rows,
                                                          std::span<const float> hidden = {},
@@ -12765,10 +13709,12 @@ public:
         if (done()) return {.status = step_status::finished};
         if (stage_ == stage::propose) return draft_step(rows, hidden);
         const std::size_t n = drafts_.tokens.size() + 1;
-        if (rows.size() / V_ < n || (H_ > 0 && hidden.size() / H_ < n))
+        if (rows.size() / V_ < n || (H_ > 0 && hidden.size() / H_ < n) ||
+            (!masks_.empty() && masks_.size() < n * kernels::bitmask_words(V_)))
             return {.status = step_status::bad_input};
         out_.begin_step();
         verify_and_commit(rows, hidden, on_token);
+        masks_ = {};
         return out_.events();
     }
     /// advance() without hidden rows.
@@ -12912,7 +13858,7 @@ private:
             const rng_key key{p_.seed, p_.sequence, n0_ + i};
             (*processing_)(rows.subspan(i * V_, V_),
                            position_context{p_.sequence, n0_ + i, std::span<const token_id>(ctx_),
-                                            prompt_length_},
+                                            prompt_length_, mask_at(i)},
                            dist_);
             verify_result v;
             switch (p_.rule) {
@@ -12939,7 +13885,7 @@ private:
             }
             all_accepted = false;
             if (v.token < 0) {
-                out_.finish(stop_reason::no_valid_token, on_token);
+                out_.finish(stop_reason_of_no_token(!masks_.empty()), on_token);
                 running = false;
             } else {
                 running = emit(v.token, detail::prob_of(dist_, v.token), on_token);
@@ -12950,13 +13896,13 @@ private:
             last_row = g;
             (*processing_)(rows.subspan(g * V_, V_),
                            position_context{p_.sequence, n0_ + g, std::span<const token_id>(ctx_),
-                                            prompt_length_},
+                                            prompt_length_, mask_at(g)},
                            dist_);
             const token_id y = p_.rule == verification::greedy
                                    ? detail::argmax(dist_)
                                    : draw_from(dist_, rng_key{p_.seed, p_.sequence, n0_ + g});
             if (y < 0) {
-                out_.finish(stop_reason::no_valid_token, on_token);
+                out_.finish(stop_reason_of_no_token(!masks_.empty()), on_token);
                 running = false;
             } else {
                 running = emit(y, detail::prob_of(dist_, y), on_token);
@@ -12980,6 +13926,12 @@ private:
                                                  std::span<const token_id>(ctx_));
         begin_round();
     }
+    /// The mask of verified position i (none without set_masks()).
+    kernels::token_bitmask mask_at(std::size_t i) const noexcept {
+        if (masks_.empty()) return {};
+        const std::size_t w = kernels::bitmask_words(V_);
+        return {.words = masks_.subspan(i * w, w), .size = V_};
+    }
     /// Emits one token (not an EOS: that ends the sequence); false when the sequence ended.
     template <class OnToken>
     bool emit(token_id t, double prob, OnToken& on_token) {
@@ -13000,6 +13952,7 @@ private:
     std::size_t prompt_length_;
     Proposer* proposer_;
     Processing* processing_;
+    std::span<const std::uint32_t> masks_{};  // set_masks(): this verify round's masks
     verify_workspace ws_;
     std::vector<token_id> ctx_;  // prompt + emitted (+ the round's drafts while verifying)
     draft_buffer drafts_;
@@ -14280,6 +15233,24 @@ DECODEKIT_END_NAMESPACE
 #include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+/// batch.hpp's access to a sampler's batch mark (one sampler in two rows of one call is
+/// reported before anything is sampled).
+struct sampler_batch_access {
+    /// A fresh call id (never 0).
+    static std::uint64_t next_call() noexcept {
+        static std::atomic<std::uint64_t> counter{0};
+        return counter.fetch_add(1, std::memory_order_relaxed) + 1;
+    }
+    /// Marks `s` as used by `call`; false when it already was (a duplicate row).
+    static bool claim(sampler& s, std::uint64_t call) noexcept {
+        if (s.batch_call_ == call) return false;
+        s.batch_call_ = call;
+        return true;
+    }
+};
+}  // namespace detail
 
 /// A read-only row-major matrix of logits: rows x cols, `stride` floats between row starts.
 /// Build it from a span with view() so that its extent can be checked; the aggregate form

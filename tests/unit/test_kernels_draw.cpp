@@ -3,10 +3,12 @@
 #include "dk_rows.hpp"
 #include "dk_test.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -319,4 +321,213 @@ TEST_CASE("draw_temperature refined blocks: dominant entries, tied maxima, NaN; 
     // when each heavy block holds one dominant entry.
     INFO("proposals per draw " << double(words) / 5.0 / double(draws));
     CHECK(double(words) / 5.0 / double(draws) < 64.0);
+}
+
+namespace {
+
+/// Rows for the thresholded and masked draws: 0 heavy top over a bulk, 1 Zipf(1.1) permuted,
+/// 2 Gaussian sd 1, 3 near-uniform (sd 0.1); NaN and -inf entries in each.
+std::vector<float> draw_row(std::size_t v, int shape, std::uint64_t seed) {
+    std::uint64_t s = seed * 977 + v;
+    std::vector<float> x(v);
+    auto gauss = [&] {
+        return std::sqrt(-2 * std::log(dk_rows::unit(s))) *
+               std::cos(6.283185307179586 * dk_rows::unit(s));
+    };
+    switch (shape) {
+        case 0:
+            for (auto& e : x) e = float(3 * gauss());
+            for (int t = 0; t < 20; ++t) x[dk_rows::mix(s) % v] = float(10 + 10 * dk_rows::unit(s));
+            break;
+        case 1: {
+            std::vector<std::size_t> rank(v);
+            for (std::size_t i = 0; i < v; ++i) rank[i] = i + 1;
+            for (std::size_t i = v; i-- > 1;) std::swap(rank[i], rank[dk_rows::mix(s) % (i + 1)]);
+            for (std::size_t i = 0; i < v; ++i) x[i] = float(-1.1 * std::log(double(rank[i])));
+            break;
+        }
+        case 2:
+            for (auto& e : x) e = float(gauss());
+            break;
+        default:
+            for (auto& e : x) e = float(0.1 * gauss());
+            break;
+    }
+    if (v > 20) {
+        x[dk_rows::mix(s) % v] = qnan;
+        x[dk_rows::mix(s) % v] = -inf;
+    }
+    return x;
+}
+
+/// A random mask over v tokens with about `percent` % allowed and garbage bits past v.
+std::vector<std::uint32_t> draw_mask(std::size_t v, unsigned percent, std::uint64_t seed) {
+    std::uint64_t s = seed;
+    std::vector<std::uint32_t> w(dk::kernels::bitmask_words(v), 0u);
+    for (std::size_t i = 0; i < 32 * w.size(); ++i)
+        if (i >= v || dk_rows::mix(s) % 100 < percent) w[i / 32] |= 1u << (i % 32);
+    return w;
+}
+
+}  // namespace
+
+TEST_CASE("draw_temperature with a threshold and a mask follows the truncated softmax") {
+    // Exact law (reference::truncated_softmax: softmax(x / T) over the allowed entries reaching
+    // the threshold, which the largest allowed entry sets), chi-square per case with false-failure
+    // rate dk_test::false_failure_rate (1e-7) each, and a negative control per case (the law
+    // without the threshold, or without the mask, must be rejected). Every architecture on small
+    // rows, the default one at V = 128256; 5 random words per proposal.
+    struct draw_case {
+        std::size_t v;
+        int shape;
+        float temp;
+        dk::kernels::logit_threshold thr;
+        unsigned percent;  // of tokens allowed; 100: no mask
+    };
+    const std::vector<draw_case> cases = {
+        {300, 2, 1.f, {.from_max = dk::kernels::min_p_offset(0.05f, 1.f)}, 100},
+        {300, 1, 0.8f, {.from_max = dk::kernels::min_p_offset(0.05f, 0.8f)}, 50},
+        {1000, 3, 1.f, {.at_least = 0.05f}, 50},
+        {1000, 0, 1.f, {.at_least = 0.f, .from_max = dk::kernels::min_p_offset(0.001f)}, 30},
+        {5000, 1, 1.f, {.from_max = dk::kernels::min_p_offset(0.05f)}, 100},
+        {5000, 2, 0.7f, {.from_max = dk::kernels::min_p_offset(0.2f, 0.7f)}, 50},
+        {128256, 0, 1.f, {.from_max = dk::kernels::min_p_offset(0.05f)}, 100},
+        {128256, 1, 1.f, {.from_max = dk::kernels::min_p_offset(0.05f)}, 50},
+        {128256, 2, 1.f, {.from_max = dk::kernels::min_p_offset(0.05f)}, 100},
+        {128256, 3, 1.f, {.from_max = dk::kernels::min_p_offset(0.05f)}, 1},
+    };
+    for (std::size_t c = 0; c < cases.size(); ++c) {
+        const auto& k = cases[c];
+        const auto x = draw_row(k.v, k.shape, c);
+        const auto w = draw_mask(k.v, k.percent, c);
+        const dk::kernels::token_bitmask mask{.words = w, .size = k.v};
+        std::vector<float> p(k.v), q(k.v);
+        dk::reference::truncated_softmax(x, p, k.temp, k.thr, mask);
+        // Negative controls: with a mask, the law under a mask allowing every other token it
+        // allows (draws of the others are impossible there); without one, the law without the
+        // threshold.
+        auto half = w;
+        for (std::size_t i = 0, allowed = 0; i < k.v; ++i)
+            if (mask.allowed(i) && allowed++ % 2) half[i / 32] &= ~(1u << (i % 32));
+        if (k.percent < 100)
+            dk::reference::truncated_softmax(x, q, k.temp, k.thr, {.words = half, .size = k.v});
+        else
+            dk::reference::softmax(x, q, k.temp);
+        const std::vector<double> law(p.begin(), p.end()), wrong(q.begin(), q.end());
+        REQUIRE(std::count_if(p.begin(), p.end(), [](float v) { return v > 0; }) > 1);
+        each_arch([&](auto arch, const std::string& name) {
+            using A = decltype(arch);
+            if (k.v > 5000 && name != std::string(dk::simd::default_arch::name())) return;
+            INFO("arch " << name << " case " << c << " V " << k.v << " shape " << k.shape);
+            const std::size_t draws = 60000;
+            bool words_ok = true;
+            auto counts = dk_test::histogram(k.v, draws, [&](std::size_t i) {
+                dk::rng_stream r = dk::make_stream({55, c, i});
+                const auto t = k.percent < 100
+                                   ? dk::kernels::draw_temperature<A>(x, k.temp, r, k.thr, mask)
+                                   : dk::kernels::draw_temperature<A>(x, k.temp, r, k.thr);
+                if (r.words_used() % 5 != 0 || r.words_used() == 0) words_ok = false;
+                return t;
+            });
+            CHECK(words_ok);
+            dk_test::require_law(counts, law);
+            CHECK(dk_test::chi_square(counts, dk_test::with_overflow_bin(wrong)).p_value <
+                  dk_test::false_failure_rate);
+        });
+    }
+}
+
+TEST_CASE("draw_temperature with a mask alone follows softmax over the allowed entries") {
+    // The law of the unthresholded draw on the masked copy, with a mask that removes the row's
+    // heaviest entries (so the envelope's block maxima must come from allowed entries only).
+    const std::size_t v = 4000;
+    auto x = draw_row(v, 0, 77);
+    auto w = draw_mask(v, 60, 78);
+    for (std::size_t i = 0; i < v; ++i)
+        if (x[i] > 9.f) w[i / 32] &= ~(1u << (i % 32));
+    const dk::kernels::token_bitmask mask{.words = w, .size = v};
+    std::vector<float> p(v), q(v);
+    dk::reference::softmax(x, p, 0.9f, mask);
+    dk::reference::softmax(x, q, 0.9f);
+    const std::vector<double> law(p.begin(), p.end()), wrong(q.begin(), q.end());
+    each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        INFO("arch " << name);
+        auto counts = dk_test::histogram(v, 100000, [&](std::size_t i) {
+            dk::rng_stream r = dk::make_stream({56, 0, i});
+            return dk::kernels::draw_temperature<A>(x, 0.9f, r, mask);
+        });
+        dk_test::require_law(counts, law);
+        CHECK(dk_test::chi_square(counts, dk_test::with_overflow_bin(wrong)).p_value <
+              dk_test::false_failure_rate);
+    });
+}
+
+TEST_CASE("draw_temperature thresholds and masks: npos, +inf rows, NaN thresholds, min-p's set") {
+    each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        INFO("arch " << name);
+        auto x = draw_row(3000, 2, 5);
+        const float m = dk::reference::max(x);
+        auto draw = [&](dk::kernels::logit_threshold thr, std::size_t& words) {
+            dk::rng_stream r = dk::make_stream({9, 9, 9});
+            const auto i = dk::kernels::draw_temperature<A>(x, 1.f, r, thr);
+            words = r.words_used();
+            return i;
+        };
+        std::size_t words = 0;
+        // Nothing kept: npos, no random word.
+        CHECK(draw({.at_least = m + 1.f}, words) == dk::npos);
+        CHECK(words == 0);
+        CHECK(draw({.at_least = qnan}, words) == dk::npos);
+        CHECK(draw({.from_max = std::numeric_limits<double>::quiet_NaN()}, words) == dk::npos);
+        CHECK(draw({.from_max = 1.0}, words) == dk::npos);  // min-p with p > 1
+        // Only the max kept.
+        CHECK(draw({.at_least = m}, words) == dk::reference::argmax(x));
+        CHECK(draw({.from_max = 0.0}, words) == dk::reference::argmax(x));
+        // An all-zero mask: npos, no random word.
+        const std::vector<std::uint32_t> zero(dk::kernels::bitmask_words(x.size()), 0u);
+        const dk::kernels::token_bitmask none{.words = zero, .size = x.size()};
+        dk::rng_stream r = dk::make_stream({9, 9, 10});
+        CHECK(dk::kernels::draw_temperature<A>(x, 1.f, r, none) == dk::npos);
+        CHECK(dk::kernels::draw_temperature<A>(x, 1.f, r, {.at_least = -1e30f}, none) == dk::npos);
+        CHECK(r.words_used() == 0);
+        // +inf entries: uniform over the allowed ones, whatever the threshold.
+        x[10] = inf;
+        x[2000] = inf;
+        std::vector<std::uint32_t> w(dk::kernels::bitmask_words(x.size()), ~0u);
+        const dk::kernels::token_bitmask all{.words = w, .size = x.size()};
+        std::size_t hits[2] = {0, 0};
+        for (std::uint64_t i = 0; i < 400; ++i) {
+            dk::rng_stream s = dk::make_stream({8, 0, i});
+            const auto k = dk::kernels::draw_temperature<A>(
+                x, 1.f, s, {.from_max = dk::kernels::min_p_offset(0.5f)}, all);
+            REQUIRE((k == 10 || k == 2000));
+            ++hits[k == 2000];
+        }
+        CHECK(hits[0] > 100);
+        CHECK(hits[1] > 100);
+        w[0] &= ~(1u << 10);  // disallow one of them
+        for (std::uint64_t i = 0; i < 50; ++i) {
+            dk::rng_stream s = dk::make_stream({8, 1, i});
+            CHECK(dk::kernels::draw_temperature<A>(x, 1.f, s, all) == 2000);
+        }
+    });
+    // The min-p offset gives exactly min-p's kept set (the support of the truncated law).
+    for (int shape = 0; shape < 4; ++shape)
+        for (float pb : {0.05f, 0.3f})
+            for (float temp : {1.f, 0.6f}) {
+                const auto x = draw_row(5000, shape, 17);
+                const std::vector<std::uint32_t> all(dk::kernels::bitmask_words(x.size()), ~0u);
+                std::vector<float> p(x.size());
+                dk::reference::truncated_softmax(x, p, 1.f,
+                                                 {.from_max = dk::kernels::min_p_offset(pb, temp)});
+                dk::candidates c(x.size());
+                dk::reference::filter_min_p(x, pb, temp, c);
+                std::vector<dk::token_id> support;
+                for (std::size_t i = 0; i < x.size(); ++i)
+                    if (p[i] > 0) support.push_back(dk::token_id(i));
+                INFO("shape " << shape << " p " << pb << " T " << temp);
+                CHECK(std::vector<dk::token_id>(c.ids().begin(), c.ids().end()) == support);
+            }
 }

@@ -73,6 +73,7 @@
 #include <decodekit/decoding/stop_strings.hpp>
 #include <decodekit/error.hpp>
 #include <decodekit/kernels/draw.hpp>
+#include <decodekit/kernels/mask.hpp>
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/model.hpp>
 #include <decodekit/random.hpp>
@@ -409,6 +410,10 @@ struct position_context {
     std::uint64_t step = 0;             ///< generated tokens before this position
     std::span<const token_id> history;  ///< prompt + tokens before this position
     std::size_t prompt_length = 0;      ///< how much of history is prompt
+    /// The position's token bitmask (speculative_stepper::set_masks; default: none). A
+    /// processing must honour it (the built-in ones pass it to the sampler as
+    /// sample_context::mask): p is then the masked distribution.
+    kernels::token_bitmask mask = {};
 };
 
 /// A processing step: `proc(logits, ctx, out)` writes the processed sparse distribution of a
@@ -474,7 +479,7 @@ struct basic_processing {
             sampler_.emplace(want, x.size());
         }
         const decodekit::distribution d = sampler_->distribution_unordered(
-            x, sample_context{c.sequence, c.step, c.history, c.prompt_length});
+            x, sample_context{c.sequence, c.step, c.history, c.prompt_length, c.mask});
         out.tokens.assign(d.tokens.begin(), d.tokens.end());
         out.probs.assign(d.probs.begin(), d.probs.end());
     }
@@ -493,7 +498,7 @@ public:
     void operator()(std::span<const float> logits, const position_context& c,
                     sparse_distribution& out) const {
         const decodekit::distribution d = s_->distribution_unordered(
-            logits, sample_context{c.sequence, c.step, c.history, c.prompt_length});
+            logits, sample_context{c.sequence, c.step, c.history, c.prompt_length, c.mask});
         out.tokens.assign(d.tokens.begin(), d.tokens.end());
         out.probs.assign(d.probs.begin(), d.probs.end());
     }
@@ -768,10 +773,23 @@ public:
     /// Hidden-state width the verify call needs (0: a plain logits call).
     std::size_t hidden_size() const noexcept { return H_; }
 
+    /// Token masks for this verify round (structured output): the mask of verified position i
+    /// (0 .. drafts().size(); the last is the bonus position) is words[i W, (i + 1) W), W =
+    /// kernels::bitmask_words(vocab_size()), in the layout grammar engines fill one row per
+    /// position (xgrammar's and llguidance's bitmask tensors): position i's mask is the grammar's
+    /// state after drafts()[0, i). The target's distribution at each position is then the
+    /// masked one, so the output law is masked sampling's (a disallowed draft is rejected, the
+    /// residual is drawn from the masked distribution). Call in the verify stage, before
+    /// advance(); the words are borrowed until that advance() and forgotten after it (each
+    /// round needs its own; an empty span: no masks). A non-empty span shorter than
+    /// (drafts + 1) W makes advance() return bad_input (nothing consumed); a position whose
+    /// mask leaves no token ends the sequence with stop_reason::constraint_done.
+    void set_masks(std::span<const std::uint32_t> words) noexcept { masks_ = words; }
+
     /// Consumes next_call()'s rows: the draft model's rows in the propose stage (no token is
     /// emitted), the target's logits (drafts + 1 rows) and, for a target_hidden_proposer, hidden
     /// rows in the verify stage (emits the round's tokens through `on_token`).
-    /// \return status bad_input (nothing consumed) when a span is short
+    /// \return status bad_input (nothing consumed) when a span is short (rows, hidden, masks)
     template <class OnToken = detail::no_stream>
     requires token_callback<OnToken> step_events advance(std::span<const float> rows,
                                                          std::span<const float> hidden = {},
@@ -779,10 +797,12 @@ public:
         if (done()) return {.status = step_status::finished};
         if (stage_ == stage::propose) return draft_step(rows, hidden);
         const std::size_t n = drafts_.tokens.size() + 1;
-        if (rows.size() / V_ < n || (H_ > 0 && hidden.size() / H_ < n))
+        if (rows.size() / V_ < n || (H_ > 0 && hidden.size() / H_ < n) ||
+            (!masks_.empty() && masks_.size() < n * kernels::bitmask_words(V_)))
             return {.status = step_status::bad_input};
         out_.begin_step();
         verify_and_commit(rows, hidden, on_token);
+        masks_ = {};
         return out_.events();
     }
     /// advance() without hidden rows.
@@ -926,7 +946,7 @@ private:
             const rng_key key{p_.seed, p_.sequence, n0_ + i};
             (*processing_)(rows.subspan(i * V_, V_),
                            position_context{p_.sequence, n0_ + i, std::span<const token_id>(ctx_),
-                                            prompt_length_},
+                                            prompt_length_, mask_at(i)},
                            dist_);
             verify_result v;
             switch (p_.rule) {
@@ -953,7 +973,7 @@ private:
             }
             all_accepted = false;
             if (v.token < 0) {
-                out_.finish(stop_reason::no_valid_token, on_token);
+                out_.finish(stop_reason_of_no_token(!masks_.empty()), on_token);
                 running = false;
             } else {
                 running = emit(v.token, detail::prob_of(dist_, v.token), on_token);
@@ -964,13 +984,13 @@ private:
             last_row = g;
             (*processing_)(rows.subspan(g * V_, V_),
                            position_context{p_.sequence, n0_ + g, std::span<const token_id>(ctx_),
-                                            prompt_length_},
+                                            prompt_length_, mask_at(g)},
                            dist_);
             const token_id y = p_.rule == verification::greedy
                                    ? detail::argmax(dist_)
                                    : draw_from(dist_, rng_key{p_.seed, p_.sequence, n0_ + g});
             if (y < 0) {
-                out_.finish(stop_reason::no_valid_token, on_token);
+                out_.finish(stop_reason_of_no_token(!masks_.empty()), on_token);
                 running = false;
             } else {
                 running = emit(y, detail::prob_of(dist_, y), on_token);
@@ -994,6 +1014,12 @@ private:
                                                  std::span<const token_id>(ctx_));
         begin_round();
     }
+    /// The mask of verified position i (none without set_masks()).
+    kernels::token_bitmask mask_at(std::size_t i) const noexcept {
+        if (masks_.empty()) return {};
+        const std::size_t w = kernels::bitmask_words(V_);
+        return {.words = masks_.subspan(i * w, w), .size = V_};
+    }
     /// Emits one token (not an EOS: that ends the sequence); false when the sequence ended.
     template <class OnToken>
     bool emit(token_id t, double prob, OnToken& on_token) {
@@ -1014,6 +1040,7 @@ private:
     std::size_t prompt_length_;
     Proposer* proposer_;
     Processing* processing_;
+    std::span<const std::uint32_t> masks_{};  // set_masks(): this verify round's masks
     verify_workspace ws_;
     std::vector<token_id> ctx_;  // prompt + emitted (+ the round's drafts while verifying)
     draft_buffer drafts_;

@@ -1,7 +1,9 @@
 #pragma once
 /// \file kernels/draw.hpp
-/// Categorical draws: inverse CDF over unnormalised weights, exponential race over logits.
-/// Semantics: kernels/reference.hpp.
+/// Categorical draws: inverse CDF over unnormalised weights, exponential race over logits, and
+/// the exact temperature draw with no exponential per entry (draw_temperature; optionally
+/// restricted to the entries reaching a logit threshold, such as min-p's, and to the tokens a
+/// token_bitmask allows). Semantics: kernels/reference.hpp.
 ///
 /// draw_inverse_cdf: no random words (the caller passes u); one SIMD pass storing the sums of
 /// the positive weights of <= 1024 blocks (>= 256 entries each) in double lanes (every float
@@ -50,24 +52,186 @@ double positive_sum(const float* w, std::size_t begin, std::size_t end) noexcept
     return simd::reduce_add<A>((a0 + a1) + (a2 + a3));
 }
 
-/// Exact inverse-CDF draw from softmax(x / T) with the reference's double weights (two passes,
-/// V exponentials, 2 random words); npos if no entry has weight. \pre m = max(x), finite.
-inline std::size_t draw_exact(const float* p, std::size_t n, float m, float temperature,
-                              rng_stream& rng) noexcept {
+/// Exact inverse-CDF draw from softmax(x / T) restricted to the entries of r[0, n) reaching t,
+/// with the reference's double weights (two passes, an exponential per entry, 2 random words);
+/// npos if no such entry has weight. \pre m = max of r, finite.
+template <class Row>
+std::size_t draw_exact(const Row r, std::size_t n, float m, float temperature, float t,
+                       rng_stream& rng) noexcept {
+    auto w = [&](std::size_t i) {
+        const float v = r.at(i);
+        return v >= t ? reference::weight(v, m, temperature) : 0.0;
+    };
     double s = 0;
-    for (std::size_t i = 0; i < n; ++i) s += reference::weight(p[i], m, temperature);
+    for (std::size_t i = 0; i < n; ++i) s += w(i);
     const double target = rng.uniform() * s;
     if (!(s > 0)) return npos;
     double run = 0;
     std::size_t last = npos;
     for (std::size_t i = 0; i < n; ++i) {
-        const double w = reference::weight(p[i], m, temperature);
-        if (!(w > 0)) continue;
-        run += w;
+        const double wi = w(i);
+        if (!(wi > 0)) continue;
+        run += wi;
         last = i;
         if (run > target) return i;
     }
     return last;
+}
+
+/// The envelope-rejection draw of kernels::draw_temperature over r[0, n) (see its comment).
+template <class A, class Row>
+std::size_t draw_envelope(const Row r, std::size_t n, float temperature,
+                          const reference::logit_threshold& thr, rng_stream& rng) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    constexpr std::size_t max_blocks = 512;
+    static_assert(max_blocks % L == 0);
+    if (n == 0) return npos;
+    std::size_t g = 16;
+    int lg = 4;
+    while ((n + L * g - 1) / (L * g) * L > max_blocks) {
+        g *= 2;
+        ++lg;
+    }
+    const std::size_t chunk = L * g, nb = (n + chunk - 1) / chunk * L;
+    alignas(64) float bmax[max_blocks + 64];
+    for (std::size_t q = 0; q * chunk < n; ++q) {
+        const std::size_t base = q * chunk, e = std::min(n, base + chunk);
+        std::size_t i = base;
+        B a0(neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
+        for (; i + 4 * L <= e; i += 4 * L) {
+            a0 = simd::max_ignore_nan<A>(a0, r.load(i));
+            a1 = simd::max_ignore_nan<A>(a1, r.load(i + L));
+            a2 = simd::max_ignore_nan<A>(a2, r.load(i + 2 * L));
+            a3 = simd::max_ignore_nan<A>(a3, r.load(i + 3 * L));
+        }
+        for (; i + L <= e; i += L) a0 = simd::max_ignore_nan<A>(a0, r.load(i));
+        float* bm = bmax + q * L;
+        simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3)).store_aligned(bm);
+        for (; i < e; ++i) {  // the row's last partial vector: lane (i - base) % L
+            float& t = bm[(i - base) % L];
+            const float v = r.at(i);
+            t = v > t ? v : t;
+        }
+    }
+    float m = neg_inf_f;
+    for (std::size_t b = 0; b < nb; ++b) m = bmax[b] > m ? bmax[b] : m;
+    if (m == neg_inf_f) return npos;
+    const float t = reference::threshold_value(m, thr);
+    if (!(t <= m)) return npos;  // a NaN threshold, or one above every entry: nothing kept
+    if (std::isinf(m)) {         // uniform over the +inf entries (all reach any threshold <= m)
+        std::size_t c = 0;
+        for (std::size_t i = 0; i < n; ++i) c += r.at(i) == m;
+        std::size_t k = std::min(c - 1, std::size_t(rng.uniform() * double(c)));
+        for (std::size_t i = 0; i < n; ++i)
+            if (r.at(i) == m && k-- == 0) return i;
+        return npos;
+    }
+    const float inv_t = 1.f / temperature;
+    // (M_b - m) * inf would be 0 * inf = NaN for the max's block: no usable envelope.
+    if (!std::isfinite(inv_t)) return draw_exact(r, n, m, temperature, t, rng);
+    // Heights: exp((M_b - m)/T) for blocks whose max reaches t, 0 (no mass) for the others.
+    const B mb(m), tb(inv_t), thb(t);
+    double zlow = 0;  // sum of the heights: about the weight of the blocks' max entries, <= Z
+    for (std::size_t b = 0; b < nb; b += L) {
+        const B bm = B::load_aligned(bmax + b);
+        const B h = simd::select<A>(bm >= thb, simd::exp_nonpositive<A>((bm - mb) * tb), B(0.f));
+        h.store_aligned(bmax + b);
+        zlow += double(simd::reduce_add<A>(h));
+    }
+    // Refinement of the (at most 16) heaviest blocks worth it: a block's max entry a_b gets its
+    // own exact envelope hA_b = w(M_b), the block's other entries hB_b = w(M2_b) (M2_b the
+    // largest of the others; 0 when it is below t), so a block whose mass is one dominant entry
+    // no longer costs ~g proposals. A refinement (one strided scan of g entries) costs about as
+    // much as 5 proposals and saves at most g h_b / Z <= g h_b / zlow of them: only blocks with
+    // g h_b >= 5 zlow are refined (none on flat rows, where it would save nothing).
+    constexpr std::size_t max_refined = 16;
+    const float bar = float(5.0 * zlow / double(g));
+    std::size_t rb[max_refined], ra[max_refined], nr = 0;
+    float rh[max_refined];
+    for (std::size_t b = 0; b < nb; ++b) {
+        const float h = bmax[b];
+        if (!(h >= bar) || !(h > 0) || (nr == max_refined && !(h > rh[nr - 1]))) continue;
+        std::size_t q = nr < max_refined ? nr++ : max_refined - 1;
+        for (; q > 0 && rh[q - 1] < h; --q) {
+            rh[q] = rh[q - 1];
+            rb[q] = rb[q - 1];
+        }
+        rh[q] = h;
+        rb[q] = b;
+    }
+    double ra_w[max_refined], rb_w[max_refined];
+    std::uint8_t refined[max_blocks] = {};  // slot + 1 of a refined block, else 0
+    for (std::size_t k = 0; k < nr; ++k) {
+        const std::size_t b = rb[k], first = b / L * chunk + b % L;
+        float m1 = neg_inf_f, m2 = neg_inf_f;
+        std::size_t a = first;
+        for (std::size_t i = first; i < n && i < first + L * g; i += L) {
+            const float v = r.at(i);
+            if (v > m1) {
+                m2 = m1;
+                m1 = v;
+                a = i;
+            } else if (v > m2) {
+                m2 = v;
+            }
+        }
+        ra[k] = a;
+        ra_w[k] = reference::weight(m1, m, temperature);
+        rb_w[k] = m2 >= t ? reference::weight(m2, m, temperature) : 0.0;
+        refined[b] = std::uint8_t(k + 1);
+    }
+    // Block masses as running sums within each chunk (its L blocks; independent chains), and the
+    // chunks' totals accumulated over the chunks: a proposal finds its chunk, then its block,
+    // by counting the sums <= the target (branch-free; no O(blocks) serial prefix sum).
+    const std::size_t nq = nb / L;
+    double wcum[max_blocks], ccum[max_blocks];
+    for (std::size_t q = 0; q < nq; ++q) {
+        double run = 0;
+        for (std::size_t j = q * L; j < q * L + L; ++j) {
+            const std::size_t k = refined[j];
+            run += k ? ra_w[k - 1] + double(g) * rb_w[k - 1]
+                     : double(bmax[j]) * ((1.0 + 3e-5) * double(g));
+            wcum[j] = run;
+        }
+    }
+    double total = 0;
+    for (std::size_t q = 0; q < nq; ++q) {
+        total += wcum[q * L + L - 1];
+        ccum[q] = total;
+    }
+    if (!(total > 0)) return draw_exact(r, n, m, temperature, t, rng);  // defensive
+    const std::size_t max_proposals = std::max<std::size_t>(64 * g, 4096);
+    for (std::size_t proposal = 0; proposal < max_proposals; ++proposal) {
+        const double u0 = rng.uniform();
+        const double target = u0 * total;
+        // The first chunk whose running sum exceeds the target, then the first block of it whose
+        // running mass exceeds the rest (a block of mass 0 never does). When rounding leaves the
+        // target unreached (u0 * total rounds up to total), the proposal is rejected.
+        std::size_t q = 0;
+        for (std::size_t c = 0; c < nq; ++c) q += ccum[c] <= target;
+        const std::size_t slot = std::size_t(rng() >> (32 - lg));
+        const double u = rng.uniform();
+        if (q == nq) continue;
+        const double rest = target - (q ? ccum[q - 1] : 0.0);
+        std::size_t j = 0;
+        for (std::size_t c = 0; c < L; ++c) j += wcum[q * L + c] <= rest;
+        if (j == L) continue;
+        const std::size_t b = q * L + j;
+        const double before = j ? wcum[b - 1] : 0.0;
+        std::size_t i = b / L * chunk + b % L + L * slot;
+        double e = double(bmax[b]) * (1.0 + 3e-5);
+        if (const std::size_t k = refined[b]) {
+            // Component A (the max entry) for the first hA_b of the block's mass, else B.
+            if (rest - before < ra_w[k - 1]) i = ra[k - 1];
+            e = (i == ra[k - 1] ? ra_w[k - 1] : 0.0) + rb_w[k - 1];
+        }
+        if (i >= n || !(e > 0)) continue;
+        const float v = r.at(i);
+        if (!(v >= t)) continue;  // below the threshold, NaN or disallowed: weight 0
+        if (u * e < reference::weight(v, m, temperature)) return i;
+    }
+    return draw_exact(r, n, m, temperature, t, rng);  // bounded loop: still exact
 }
 
 }  // namespace detail
@@ -129,163 +293,76 @@ std::size_t draw_exponential_race(std::span<const float> x, float temperature,
     return reference::draw_exponential_race(x, temperature, rng);
 }
 
+using reference::logit_threshold;
+using reference::min_p_offset;
+
 /// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection,
-/// docs/semantics.md#draw). Blocks are lane-strided: the row is cut into chunks of L g entries
-/// (L = SIMD lanes; g the smallest power of two >= 16 giving at most 512 blocks: 256 at
-/// V = 128256 with 16 lanes) and block (chunk q, lane j) holds the g entries q L g + j + L s,
-/// s < g, so one SIMD pass of vertical maxima gives L block maxima per chunk with no horizontal
-/// reduction. Each block gets the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the
-/// block maxima, inflated by 3e-5 to cover float rounding). The (at most 16) heaviest blocks with
-/// h_b >= 1e-3 are refined by one strided scan: their max entry a_b gets its own exact envelope
-/// hA_b = w(M_b) and the other entries hB_b = w(M2_b), M2_b the largest of them; a refined block's
-/// mass is hA_b + g hB_b, any other block's g h_b. Proposals: a block with probability mass / H
-/// (2 words; inverse CDF over the blocks through a guide table, the same block as a binary
-/// search), a slot s uniformly (1 word; for a refined block, a_b instead when the same uniform
-/// falls in its first hA_b), accepted with probability w_i / e_i (2 words), e_i = h_b, or for a
-/// refined block hB_b (+ hA_b when i = a_b), w_i the reference's double weight; slots past the
-/// row's end are rejected. Random words: 5 per proposal; the number of proposals is geometric
-/// with mean H / Z <= g (about 1 for flat rows and for rows whose mass sits in a few dominant
-/// entries, up to g when many blocks each hold one dominant entry). A row with +inf entries draws
-/// uniformly among them (2 words); no valid entry: npos (0 words). Exact except that entries in
-/// blocks whose max is more than 87 T below the row max (total probability < V e^-87) are never
-/// drawn. When 1/T is not finite (subnormal T), and after max(64 g, 4096) rejected proposals
-/// (probability < e^-64), the draw is an exact inverse CDF over the reference's double weights
-/// instead (2 more words, V exponentials); both keep the draw exact. \pre temperature > 0
+/// docs/semantics.md#draw).
+/// Blocks are lane-strided: the row is cut into chunks of L g entries (L = SIMD lanes; g the
+/// smallest power of two >= 16 giving at most 512 blocks: 256 at V = 128256 with 16 lanes) and
+/// block (chunk q, lane j) holds the g entries q L g + j + L s, s < g, so one SIMD pass of
+/// vertical maxima gives L block maxima per chunk with no horizontal reduction. Each block gets
+/// the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the block maxima, inflated by 3e-5
+/// to cover float rounding). The (at most 16) heaviest blocks with g h_b >= 5 sum_b h_b (where a
+/// refinement saves more proposals than it costs) are refined by one strided scan: their max
+/// entry a_b gets its own exact envelope hA_b = w(M_b) and the other entries hB_b = w(M2_b),
+/// M2_b the largest of them; a refined block's mass is hA_b + g hB_b, any other block's g h_b.
+/// Proposals: a block with probability mass / H (2 words; inverse CDF over the blocks: the chunk
+/// then the block, each by a branch-free count of running sums), a slot s uniformly (1 word; for a
+/// refined block, a_b instead when the same uniform falls in its first hA_b), accepted with
+/// probability w_i / e_i (2 words), e_i = h_b, or for a refined block hB_b (+ hA_b when i = a_b),
+/// w_i the reference's double weight; slots past the row's end are rejected. Random words: 5 per
+/// proposal; the number of proposals is geometric with mean H / Z <= g (about 1 for flat rows
+/// and for rows whose mass sits in a few dominant entries, up to g when many blocks each hold
+/// one dominant entry). A row with +inf entries draws uniformly among them (2 words); no valid
+/// entry: npos (0 words). Exact except that entries in blocks whose max is more than 87 T below
+/// the row max (total probability < V e^-87) are never drawn. When 1/T is not finite (subnormal
+/// T), and after max(64 g, 4096) rejected proposals (probability < e^-64), the draw is an exact
+/// inverse CDF over the reference's double weights instead (2 more words, V exponentials); both
+/// keep the draw exact. Cost: one read pass of the row, <= 512 block exponentials, <= 16 strided
+/// block scans, O(chunks + L) work per proposal. \pre temperature > 0
 template <class A = simd::default_arch>
 std::size_t draw_temperature(std::span<const float> x, float temperature,
                              rng_stream& rng) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    constexpr std::size_t max_blocks = 512;
-    static_assert(max_blocks % L == 0);
-    const float* p = x.data();
-    const std::size_t n = x.size();
-    if (n == 0) return npos;
-    std::size_t g = 16;
-    int lg = 4;
-    while ((n + L * g - 1) / (L * g) * L > max_blocks) {
-        g *= 2;
-        ++lg;
-    }
-    const std::size_t chunk = L * g, nb = (n + chunk - 1) / chunk * L;
-    alignas(64) float bmax[max_blocks + 64];
-    for (std::size_t q = 0; q * chunk < n; ++q) {
-        const std::size_t base = q * chunk, e = std::min(n, base + chunk);
-        std::size_t i = base;
-        B a0(detail::neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
-        for (; i + 4 * L <= e; i += 4 * L) {
-            a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-            a1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(p + i + L));
-            a2 = simd::max_ignore_nan<A>(a2, B::load_unaligned(p + i + 2 * L));
-            a3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(p + i + 3 * L));
-        }
-        for (; i + L <= e; i += L) a0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(p + i));
-        float* bm = bmax + q * L;
-        simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3)).store_aligned(bm);
-        for (; i < e; ++i) {  // the row's last partial vector: lane (i - base) % L
-            float& t = bm[(i - base) % L];
-            t = p[i] > t ? p[i] : t;
-        }
-    }
-    float m = detail::neg_inf_f;
-    for (std::size_t b = 0; b < nb; ++b) m = bmax[b] > m ? bmax[b] : m;
-    if (m == detail::neg_inf_f) return npos;
-    if (std::isinf(m)) {  // uniform over the +inf entries
-        std::size_t c = 0;
-        for (std::size_t i = 0; i < n; ++i) c += p[i] == m;
-        std::size_t k = std::min(c - 1, std::size_t(rng.uniform() * double(c)));
-        for (std::size_t i = 0; i < n; ++i)
-            if (p[i] == m && k-- == 0) return i;
-        return npos;
-    }
-    const float inv_t = 1.f / temperature;
-    // (M_b - m) * inf would be 0 * inf = NaN for the max's block: no usable envelope.
-    if (!std::isfinite(inv_t)) return detail::draw_exact(p, n, m, temperature, rng);
-    const B mb(m), tb(inv_t);
-    for (std::size_t b = 0; b < nb; b += L)
-        simd::exp_nonpositive<A>((B::load_aligned(bmax + b) - mb) * tb).store_aligned(bmax + b);
-    // Refinement of the (at most 16) heaviest blocks with h_b >= 1e-3: their max entry a_b gets
-    // its own exact envelope hA_b = w(M_b), the block's other entries hB_b = w(M2_b) (M2_b the
-    // largest of the others), so a block whose mass is one dominant entry no longer costs ~g
-    // proposals. Block mass: hA_b + g hB_b (refined) or g h_b.
-    constexpr std::size_t max_refined = 16;
-    std::size_t rb[max_refined], ra[max_refined], nr = 0;
-    float rh[max_refined];
-    for (std::size_t b = 0; b < nb; ++b) {
-        const float h = bmax[b];
-        if (!(h >= 1e-3f) || (nr == max_refined && !(h > rh[nr - 1]))) continue;
-        std::size_t q = nr < max_refined ? nr++ : max_refined - 1;
-        for (; q > 0 && rh[q - 1] < h; --q) {
-            rh[q] = rh[q - 1];
-            rb[q] = rb[q - 1];
-        }
-        rh[q] = h;
-        rb[q] = b;
-    }
-    double ra_w[max_refined], rb_w[max_refined];
-    std::uint8_t refined[max_blocks] = {};  // slot + 1 of a refined block, else 0
-    for (std::size_t r = 0; r < nr; ++r) {
-        const std::size_t b = rb[r], first = b / L * chunk + b % L;
-        float m1 = detail::neg_inf_f, m2 = detail::neg_inf_f;
-        std::size_t a = first;
-        for (std::size_t i = first; i < n && i < first + L * g; i += L) {
-            const float v = p[i];
-            if (v > m1) {
-                m2 = m1;
-                m1 = v;
-                a = i;
-            } else if (v > m2) {
-                m2 = v;
-            }
-        }
-        ra[r] = a;
-        ra_w[r] = reference::weight(m1, m, temperature);
-        rb_w[r] = reference::weight(m2, m, temperature);
-        refined[b] = std::uint8_t(r + 1);
-    }
-    double cum[max_blocks];
-    double total = 0;
-    for (std::size_t b = 0; b < nb; ++b) {
-        const std::size_t r = refined[b];
-        total +=
-            r ? ra_w[r - 1] + double(g) * rb_w[r - 1] : double(bmax[b]) * (1.0 + 3e-5) * double(g);
-        cum[b] = total;
-    }
-    if (!(total > 0)) return detail::draw_exact(p, n, m, temperature, rng);  // defensive
-    // Guide table: guide[j] = the first block with cum > j total / nb; a lookup starts there and
-    // steps (either way, so rounding cannot matter) to the first block with cum > t.
-    std::uint16_t guide[max_blocks];
-    {
-        std::size_t b = 0;
-        const double step = total / double(nb);
-        for (std::size_t j = 0; j < nb; ++j) {
-            const double v = double(j) * step;
-            while (b + 1 < nb && !(cum[b] > v)) ++b;
-            guide[j] = std::uint16_t(b);
-        }
-    }
-    const std::size_t max_proposals = std::max<std::size_t>(64 * g, 4096);
-    for (std::size_t proposal = 0; proposal < max_proposals; ++proposal) {
-        const double u0 = rng.uniform();
-        const double t = u0 * total;
-        std::size_t b = guide[std::min(nb - 1, std::size_t(u0 * double(nb)))];
-        while (b + 1 < nb && !(cum[b] > t)) ++b;
-        while (b > 0 && cum[b - 1] > t) --b;
-        std::size_t i = b / L * chunk + b % L + L * std::size_t(rng() >> (32 - lg));
-        const double u = rng.uniform();
-        double e = double(bmax[b]) * (1.0 + 3e-5);
-        if (const std::size_t r = refined[b]) {
-            // Component A (the max entry) for the first hA_b of the block's mass, else B.
-            if (t - (b ? cum[b - 1] : 0.0) < ra_w[r - 1]) i = ra[r - 1];
-            e = (i == ra[r - 1] ? ra_w[r - 1] : 0.0) + rb_w[r - 1];
-        }
-        // i >= n: a padding slot. e == 0: a block without mass, reachable only when u0 * total
-        // rounds up to total (u0 = 1 - 2^-53) and the last block is empty.
-        if (i >= n || !(e > 0)) continue;
-        const double w = reference::weight(p[i], m, temperature);
-        if (u * e < w) return i;
-    }
-    return detail::draw_exact(p, n, m, temperature, rng);  // bounded loop: still exact
+    return detail::draw_envelope<A>(detail::plain_row<A>{x.data()}, x.size(), temperature, {}, rng);
+}
+
+/// Exact draw from softmax(x / T) restricted to the entries reaching the threshold
+/// (reference::truncated_softmax): x_i >= threshold_value(max(x), thr); min-p's kept set with
+/// thr = {.from_max = min_p_offset(p_base, T_min_p)}, so min-p then a temperature draw cost one
+/// read pass and no exponential per entry. The same envelope draw with the same guarantees
+/// (exact; 5 words per proposal; +inf rows uniform over their +inf entries; npos when nothing is
+/// kept, 0 words): blocks whose max is below the threshold get no mass (no exponential, never
+/// proposed, never refined), proposals below it are rejected. The expected number of proposals
+/// is at most g as before (each block with mass holds a kept entry at its max).
+/// \pre temperature > 0
+template <class A = simd::default_arch>
+std::size_t draw_temperature(std::span<const float> x, float temperature, rng_stream& rng,
+                             const logit_threshold& thr) noexcept {
+    return detail::draw_envelope<A>(detail::plain_row<A>{x.data()}, x.size(), temperature, thr,
+                                    rng);
+}
+
+/// draw_temperature among the allowed entries (the law of the unmasked draw on
+/// reference::masked_copy(x, mask)); disallowed entries are excluded from the block maxima
+/// (read as -inf in the same pass) and rejected as proposals. npos when no allowed entry is
+/// valid (an all-zero mask). \pre temperature > 0
+template <class A = simd::default_arch>
+std::size_t draw_temperature(std::span<const float> x, float temperature, rng_stream& rng,
+                             const token_bitmask& mask) noexcept {
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    return detail::draw_envelope<A>(r, n, temperature, {}, rng);
+}
+
+/// The thresholded draw among the allowed entries: the threshold is set by the largest allowed
+/// entry (min-p under a mask). \pre temperature > 0
+template <class A = simd::default_arch>
+std::size_t draw_temperature(std::span<const float> x, float temperature, rng_stream& rng,
+                             const logit_threshold& thr, const token_bitmask& mask) noexcept {
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    return detail::draw_envelope<A>(r, n, temperature, thr, rng);
 }
 
 }  // namespace kernels

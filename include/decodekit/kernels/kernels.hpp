@@ -4,6 +4,7 @@
 
 #include <decodekit/kernels/cut.hpp>
 #include <decodekit/kernels/draw.hpp>
+#include <decodekit/kernels/mask.hpp>
 #include <decodekit/kernels/nucleus.hpp>
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/reference.hpp>

@@ -17,9 +17,13 @@
 /// decimal_floor(p), the lowest real that rounds to p, has reached p (so 0.8f, held as
 /// 0.800000012, is reached by the masses 0.5 + 0.3 of a row whose double sum lands a rounding
 /// error below 0.8); "strictly exceeds p" means exceeds decimal_ceil(p).
+/// Token bitmasks (kernels/mask.hpp): a masked kernel is the unmasked one on the row with every
+/// disallowed entry at -inf (masked_copy); the masked functions here read the mask entry by
+/// entry (masked_entry) and allocate nothing, except masked_copy.
 
 #include <decodekit/candidates.hpp>
 #include <decodekit/config.hpp>
+#include <decodekit/kernels/mask.hpp>
 #include <decodekit/random.hpp>
 #include <decodekit/types.hpp>
 
@@ -46,6 +50,21 @@ inline double decimal_ceil(float p) noexcept {
     return (double(p) + double(std::nextafter(p, -neg_inf))) / 2;
 }
 
+using kernels::token_bitmask;
+
+/// x[i] when the mask allows token i, else -inf (a token without a bit is disallowed).
+inline float masked_entry(std::span<const float> x, const token_bitmask& mask,
+                          std::size_t i) noexcept {
+    return mask.allowed(i) ? x[i] : neg_inf;
+}
+
+/// The row with every disallowed entry at -inf: what a masked kernel sees.
+inline std::vector<float> masked_copy(std::span<const float> x, const token_bitmask& mask) {
+    std::vector<float> y(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) y[i] = masked_entry(x, mask, i);
+    return y;
+}
+
 /// Largest non-NaN entry; -inf if the span is empty or all NaN.
 inline float max(std::span<const float> x) noexcept {
     float m = neg_inf;
@@ -59,6 +78,23 @@ inline std::size_t argmax(std::span<const float> x) noexcept {
     std::size_t best = npos;
     for (std::size_t i = 0; i < x.size(); ++i)
         if (!std::isnan(x[i]) && (best == npos || x[i] > x[best])) best = i;
+    return best;
+}
+
+/// Largest allowed non-NaN entry; -inf if there is none. (= max(masked_copy(x, mask)))
+inline float max(std::span<const float> x, const token_bitmask& mask) noexcept {
+    float m = neg_inf;
+    for (std::size_t i = 0; i < x.size(); ++i) m = std::max(m, masked_entry(x, mask, i));
+    return m;
+}
+
+/// Lowest index of the largest allowed non-NaN entry; npos if no allowed entry is non-NaN. A
+/// disallowed entry is never returned (argmax(masked_copy(x, mask)) would return the first
+/// disallowed entry of a row whose allowed entries are all -inf).
+inline std::size_t argmax(std::span<const float> x, const token_bitmask& mask) noexcept {
+    std::size_t best = npos;
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (mask.allowed(i) && !std::isnan(x[i]) && (best == npos || x[i] > x[best])) best = i;
     return best;
 }
 
@@ -91,12 +127,32 @@ inline softmax_stats exp_sum(std::span<const float> x, float temperature = 1.f) 
     return {m, s};
 }
 
-/// log sum exp(x_i / T); -inf when no entry has probability, +inf when an entry is +inf.
-inline double logsumexp(std::span<const float> x, float temperature = 1.f) noexcept {
-    const softmax_stats st = exp_sum(x, temperature);
+/// exp_sum over the allowed entries (= exp_sum(masked_copy(x, mask), T)).
+inline softmax_stats exp_sum(std::span<const float> x, float temperature,
+                             const token_bitmask& mask) noexcept {
+    const float m = max(x, mask);
+    double s = 0;
+    for (std::size_t i = 0; i < x.size(); ++i)
+        s += weight(masked_entry(x, mask, i), m, temperature);
+    return {m, s};
+}
+
+/// log Z from exp_sum's stats: -inf when no entry has probability, +inf when the max is +inf.
+inline double log_normaliser(const softmax_stats& st, float temperature) noexcept {
     if (st.sum == 0) return -std::numeric_limits<double>::infinity();
     if (std::isinf(st.max)) return std::numeric_limits<double>::infinity();
     return double(st.max) / temperature + std::log(st.sum);
+}
+
+/// log sum exp(x_i / T); -inf when no entry has probability, +inf when an entry is +inf.
+inline double logsumexp(std::span<const float> x, float temperature = 1.f) noexcept {
+    return log_normaliser(exp_sum(x, temperature), temperature);
+}
+
+/// logsumexp over the allowed entries.
+inline double logsumexp(std::span<const float> x, float temperature,
+                        const token_bitmask& mask) noexcept {
+    return log_normaliser(exp_sum(x, temperature, mask), temperature);
 }
 
 /// out_i = p_i = exp((x_i - m)/T) / Z. All zeros when no entry has probability (stats.sum == 0).
@@ -106,6 +162,17 @@ inline softmax_stats softmax(std::span<const float> x, std::span<float> out,
     const softmax_stats st = exp_sum(x, temperature);
     for (std::size_t i = 0; i < x.size(); ++i)
         out[i] = st.sum > 0 ? float(weight(x[i], st.max, temperature) / st.sum) : 0.f;
+    return st;
+}
+
+/// softmax over the allowed entries: disallowed entries get 0.
+/// \pre out.size() == x.size(), temperature > 0
+inline softmax_stats softmax(std::span<const float> x, std::span<float> out, float temperature,
+                             const token_bitmask& mask) noexcept {
+    const softmax_stats st = exp_sum(x, temperature, mask);
+    for (std::size_t i = 0; i < x.size(); ++i)
+        out[i] = st.sum > 0 ? float(weight(masked_entry(x, mask, i), st.max, temperature) / st.sum)
+                            : 0.f;
     return st;
 }
 
@@ -205,6 +272,61 @@ inline std::size_t min_p(std::span<const float> x, float p_base, float temperatu
         return top_k(x, min_keep, tie_policy::exactly_k, out);
     sort_candidates(out);
     return out.size();
+}
+
+/// The entries a thresholded draw keeps (kernels::draw_temperature): x_i >= at_least and, when
+/// from_max is not -inf, x_i >= float(double(max) + from_max), max the row's largest (allowed)
+/// entry. min-p's kept set is {.from_max = min_p_offset(p_base, T)}. A NaN field keeps nothing.
+struct logit_threshold {
+    float at_least = neg_inf;                                    ///< absolute logit floor
+    double from_max = -std::numeric_limits<double>::infinity();  ///< offset from the max (<= 0)
+};
+
+/// min-p's offset from the max in logit space: T ln(decimal_floor(p_base)); -inf (no threshold) for
+/// p_base <= 0, NaN for a NaN p_base. min_p_threshold(m, p, T) == float(double(m) + offset).
+inline double min_p_offset(float p_base, float temperature = 1.f) noexcept {
+    if (p_base <= 0) return -std::numeric_limits<double>::infinity();
+    return double(temperature) * std::log(decimal_floor(p_base));
+}
+
+/// The single logit threshold of `thr` for a row whose largest (allowed) entry is max_logit;
+/// NaN (nothing kept) when a field is NaN.
+inline float threshold_value(float max_logit, const logit_threshold& thr) noexcept {
+    float t = thr.at_least;
+    if (std::isnan(thr.from_max)) return std::numeric_limits<float>::quiet_NaN();
+    if (thr.from_max > -std::numeric_limits<double>::infinity()) {
+        const float r = float(double(max_logit) + thr.from_max);
+        t = std::isnan(r) || std::isnan(t) ? std::numeric_limits<float>::quiet_NaN()
+                                           : std::max(t, r);
+    }
+    return t;
+}
+
+/// The law of the thresholded, masked draw: out_i proportional to weight(x_i, m, T) over the
+/// allowed entries with x_i >= threshold_value(m, thr), m the largest allowed entry; 0
+/// elsewhere; all zeros when no entry is kept. \pre out.size() == x.size(), temperature > 0
+inline softmax_stats truncated_softmax(std::span<const float> x, std::span<float> out,
+                                       float temperature, const logit_threshold& thr,
+                                       const token_bitmask& mask) noexcept {
+    const float m = max(x, mask);
+    const float t = threshold_value(m, thr);
+    double s = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const float v = masked_entry(x, mask, i);
+        s += v >= t ? weight(v, m, temperature) : 0.0;
+    }
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const float v = masked_entry(x, mask, i);
+        out[i] = s > 0 && v >= t ? float(weight(v, m, temperature) / s) : 0.f;
+    }
+    return {m, s};
+}
+
+/// truncated_softmax without a mask.
+inline softmax_stats truncated_softmax(std::span<const float> x, std::span<float> out,
+                                       float temperature, const logit_threshold& thr) noexcept {
+    const std::vector<std::uint32_t> all(kernels::bitmask_words(x.size()), ~0u);
+    return truncated_softmax(x, out, temperature, thr, {.words = all, .size = x.size()});
 }
 
 /// Top-p (nucleus) over the whole row at temperature T: sort valid entries by probability

@@ -24,6 +24,11 @@
 /// insertion sort of the nearly sorted rest (std::sort beyond 8 moves per key, and for c <= 16).
 /// The sort is O(k) extra work on top of the selection.
 /// filter_at_least: one compare-and-compact pass, output in id order.
+/// Every kernel here also takes a token_bitmask (kernels/mask.hpp) and equals itself on the
+/// masked copy of the row: the mask is read inside the same passes (the samples, the subrow, the
+/// compact pass), a disallowed entry is -inf there; no separate pass over the row. A sparse mask
+/// (at most 1/16 of the tokens allowed, as a grammar state usually is) is walked instead: the
+/// allowed entries are gathered by their set bits and selected among (no read of the row).
 ///
 /// Scratch: the output candidates' storage and key storage (candidates::key_storage(),
 /// capacity() keys, sized at construction): no allocation.
@@ -57,14 +62,15 @@ inline std::uint64_t rank_key(float logit, token_id id) noexcept {
 }
 inline token_id key_id(std::uint64_t key) noexcept { return token_id(~std::uint32_t(key)); }
 
-/// Compare-and-compact of x[begin, end) (whole batches only): appends every entry with
-/// x_i >= t (or > t when strict) to ids/logits at index c; returns the new count. With
-/// Logits = false only the ids are written (lg unused): one vpcompressd per vector instead of two
-/// compresses on AVX-512.
-/// \pre room for (end - begin) + lanes entries after c.
-template <class A, bool Logits = true>
-std::size_t compact_batches(const float* p, std::size_t begin, std::size_t end, float t,
-                            bool strict, std::size_t c, token_id* ids, float* lg) noexcept {
+/// Compare-and-compact of r[begin, end) (whole batches only; r a row-load policy of
+/// kernels/mask.hpp): appends every entry with x_i >= t (or > t when strict) to ids/logits at
+/// index c; returns the new count. With Logits = false only the ids are written (lg unused): one
+/// vpcompressd per vector instead of two compresses on AVX-512.
+/// \pre room for (end - begin) + lanes entries after c; begin a multiple of the lanes;
+/// t >= the lowest finite float (never NaN).
+template <class A, bool Logits = true, class Row>
+std::size_t compact_row(const Row r, std::size_t begin, std::size_t end, float t, bool strict,
+                        std::size_t c, token_id* ids, float* lg) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>;
     const B tb(t);
@@ -77,20 +83,31 @@ std::size_t compact_batches(const float* p, std::size_t begin, std::size_t end, 
     };
     std::size_t i = begin;
     for (; i + 4 * L <= end; i += 4 * L) {
-        const B v0 = B::load_unaligned(p + i), v1 = B::load_unaligned(p + i + L);
-        const B v2 = B::load_unaligned(p + i + 2 * L), v3 = B::load_unaligned(p + i + 3 * L);
+        // Unmasked compares; a mask clears its disallowed survivors (t >= the lowest finite
+        // float, so a masked entry, -inf, never passes).
+        const B v0 = r.raw(i), v1 = r.raw(i + L);
+        const B v2 = r.raw(i + 2 * L), v3 = r.raw(i + 3 * L);
         const auto m0 = pass(v0), m1 = pass(v1), m2 = pass(v2), m3 = pass(v3);
         if (!simd::any<A>((m0 | m1) | (m2 | m3))) continue;
-        if (const std::uint64_t m = simd::to_mask<A>(m0)) emit(v0, m, i);
-        if (const std::uint64_t m = simd::to_mask<A>(m1)) emit(v1, m, i + L);
-        if (const std::uint64_t m = simd::to_mask<A>(m2)) emit(v2, m, i + 2 * L);
-        if (const std::uint64_t m = simd::to_mask<A>(m3)) emit(v3, m, i + 3 * L);
+        if (const std::uint64_t m = simd::to_mask<A>(m0) & r.bits(i)) emit(v0, m, i);
+        if (const std::uint64_t m = simd::to_mask<A>(m1) & r.bits(i + L)) emit(v1, m, i + L);
+        if (const std::uint64_t m = simd::to_mask<A>(m2) & r.bits(i + 2 * L))
+            emit(v2, m, i + 2 * L);
+        if (const std::uint64_t m = simd::to_mask<A>(m3) & r.bits(i + 3 * L))
+            emit(v3, m, i + 3 * L);
     }
     for (; i < end; i += L) {
-        const B v = B::load_unaligned(p + i);
-        if (const std::uint64_t m = simd::to_mask<A>(pass(v))) emit(v, m, i);
+        const B v = r.raw(i);
+        if (const std::uint64_t m = simd::to_mask<A>(pass(v)) & r.bits(i)) emit(v, m, i);
     }
     return c;
+}
+
+/// compact_row over a plain row.
+template <class A, bool Logits = true>
+std::size_t compact_batches(const float* p, std::size_t begin, std::size_t end, float t,
+                            bool strict, std::size_t c, token_id* ids, float* lg) noexcept {
+    return compact_row<A, Logits>(plain_row<A>{p}, begin, end, t, strict, c, ids, lg);
 }
 
 /// Order-preserving integer image of a non-NaN float (-0 has +0's image), and its inverse.
@@ -196,10 +213,9 @@ float kth_largest(const float* v, std::size_t c, std::size_t k, std::size_t& ge,
 /// the k best, so that fewer than k entries reach it only rarely. The samples are copied without
 /// a branch (NaN as -inf) to scratch[0, 512) and ranked by kth_largest. The lowest finite float
 /// when the row is small (n < 4096), k large (k > n / 16), or fewer than r samples are valid.
-template <class A>
-float sampled_threshold(std::span<const float> x, std::size_t k, float* scratch) noexcept {
+template <class A, class Row>
+float sampled_threshold_of(const Row x, std::size_t n, std::size_t k, float* scratch) noexcept {
     constexpr std::size_t S = 512;
-    const std::size_t n = x.size();
     if (n < 8 * S || k * 16 > n) return lowest_f;
     const double mu = double(k) * double(S) / double(n);  // <= 32
     const std::size_t r = std::size_t(mu + 3 * std::sqrt(mu)) + 2;
@@ -207,12 +223,18 @@ float sampled_threshold(std::span<const float> x, std::size_t k, float* scratch)
     const std::uint64_t stride = n / S;
     for (std::size_t j = 0; j < S; ++j) {
         const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
-        const float v = x[j * stride + ((h * stride) >> 32)];
+        const float v = x.at(j * stride + ((h * stride) >> 32));
         s[j] = v == v ? v : -std::numeric_limits<float>::infinity();
     }
     std::size_t ge = 0, gt = 0;
     const float t = kth_largest<A>(s, S, r, ge, gt);
     return t > lowest_f ? t : lowest_f;
+}
+
+/// sampled_threshold_of over a plain row.
+template <class A>
+float sampled_threshold(std::span<const float> x, std::size_t k, float* scratch) noexcept {
+    return sampled_threshold_of<A>(plain_row<A>{x.data()}, x.size(), k, scratch);
 }
 
 /// Cuts the c survivors ids[0, c) (id order, logits in lg) to the k best of them, in id order:
@@ -270,9 +292,9 @@ inline std::size_t subrow_vector(std::size_t block) noexcept {
 /// The sampled threshold t0 refined on the subrow (see the file comment); t0 itself when the row
 /// has fewer than 64 blocks or fewer than r subrow entries reach t0. Uses ids[0, n/16 + lanes)
 /// and lg[0, n/16 + lanes) as scratch. \pre t0 > lowest finite float
-template <class A>
-float refine_on_subrow(const float* p, std::size_t n, std::size_t k, float t0, token_id* ids,
-                       float* lg) noexcept {
+template <class A, class Row>
+float refine_on_subrow_of(const Row row, std::size_t n, std::size_t k, float t0, token_id* ids,
+                          float* lg) noexcept {
     constexpr std::size_t L = simd::lanes<A>, G = subrow_block;
     const std::size_t nb = n / (G * L);
     if (nb < 64) return t0;
@@ -280,7 +302,7 @@ float refine_on_subrow(const float* p, std::size_t n, std::size_t k, float t0, t
     std::size_t c = 0;
     for (std::size_t b = 0; b < nb; ++b) {
         const std::size_t j = (b * G + subrow_vector(b)) * L;
-        const auto v = simd::batch<A>::load_unaligned(p + j);
+        const auto v = row.load(j);  // 1/16 of the row: the mask read before the branch
         if (const std::uint64_t m = simd::to_mask<A>(v >= tb))
             c += simd::compress_store<A>(v, m, token_id(j), lg + c, ids + c);
     }
@@ -289,6 +311,13 @@ float refine_on_subrow(const float* p, std::size_t n, std::size_t k, float t0, t
     if (c < r) return t0;
     std::size_t ge = 0, gt = 0;
     return std::max(t0, kth_largest<A>(lg, c, r, ge, gt));
+}
+
+/// refine_on_subrow_of over a plain row.
+template <class A>
+float refine_on_subrow(const float* p, std::size_t n, std::size_t k, float t0, token_id* ids,
+                       float* lg) noexcept {
+    return refine_on_subrow_of<A>(plain_row<A>{p}, n, k, t0, ids, lg);
 }
 
 /// Sorts the m smallest of c keys (ascending): counting sort into at most 4096 buckets of the high
@@ -368,6 +397,211 @@ inline void sort_by_rank(std::span<const float> x, candidates& out) noexcept {
     for (std::size_t j = 0; j < c; ++j) lg[j] = x[std::size_t(ids[j])];
 }
 
+/// top_k_unordered over r[0, n) (see kernels::top_k_unordered). Survivors pass a threshold
+/// >= the lowest finite float, so they are valid (and allowed) entries: their logits are read
+/// from r.p directly.
+template <class A, class Row>
+std::size_t top_k_unordered_of(const Row r, std::size_t n, std::size_t k, tie_policy ties,
+                               candidates& out) noexcept {
+    constexpr std::size_t L = simd::lanes<A>;
+    const std::size_t nfull = n / L * L;
+    out.clear();
+    if (k == 0 || n == 0) return 0;
+    k = std::min(k, n);
+    const float* p = r.p;
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    std::size_t cap = std::min(n, std::max(4 * k, k + 256));
+    const std::size_t chunk = 512 * L;  // entries between reservoir checks
+    const float t_sampled = sampled_threshold_of<A>(r, n, k, lg);
+    const float t_refined =
+        t_sampled > lowest_f ? refine_on_subrow_of<A>(r, n, k, t_sampled, ids, lg) : t_sampled;
+    // Starting thresholds, tightest first; the next is tried only if fewer than k entries
+    // reached the previous one.
+    const float starts[3] = {t_refined, t_sampled, lowest_f};
+    for (int attempt = t_refined > t_sampled ? 0 : 1;; ++attempt) {
+        float t = starts[attempt];
+        bool strict = false;
+        std::size_t c = 0;
+        auto gather = [&] {
+            for (std::size_t j = 0; j < c; ++j) lg[j] = p[std::size_t(ids[j])];
+        };
+        for (std::size_t i = 0; i < nfull; i += chunk) {
+            c = compact_row<A, false>(r, i, std::min(nfull, i + chunk), t, strict, c, ids, nullptr);
+            if (c > cap) {
+                // Reservoir full: keep the k best so far; with exactly_k, later entries equal to
+                // the k-th have larger ids and can no longer enter.
+                gather();
+                c = keep_k_best<A>(ids, lg, c, k, ties, t);
+                strict = ties == tie_policy::exactly_k;
+                if (c * 2 > cap) cap = std::min(n, 2 * c + 256);  // many ties: let it grow
+            }
+        }
+        for (std::size_t i = nfull; i < n; ++i) {
+            const float v = r.at(i);
+            if (strict ? v > t : v >= t) ids[c++] = token_id(i);
+        }
+        if (c < k && starts[attempt] > lowest_f) continue;
+        gather();
+        if (c > k) c = keep_k_best<A>(ids, lg, c, k, ties, t);
+        out.resize(c);
+        return c;
+    }
+}
+
+/// filter_at_least over r[0, n).
+template <class A, class Row>
+std::size_t filter_at_least_of(const Row r, std::size_t n, float threshold,
+                               candidates& out) noexcept {
+    constexpr std::size_t L = simd::lanes<A>;
+    out.clear();
+    if (std::isnan(threshold)) return 0;
+    const float t = std::max(threshold, lowest_f);  // never -inf entries
+    const std::size_t nfull = n / L * L;
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    std::size_t c = compact_row<A>(r, 0, nfull, t, false, 0, ids, lg);
+    for (std::size_t i = nfull; i < n; ++i) {
+        const float v = r.at(i);
+        if (v >= t) {
+            ids[c] = token_id(i);
+            lg[c] = v;
+            ++c;
+        }
+    }
+    out.resize(c);
+    return c;
+}
+
+/// filter_min_p over r[0, n) (see kernels::filter_min_p).
+template <class A, class Row>
+std::size_t filter_min_p_of(const Row r, std::size_t n, float p_base, float temperature,
+                            candidates& out) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    out.clear();
+    const std::size_t nfull = n / L * L;
+    if (n == 0) return 0;
+    if (p_base <= 0) return filter_at_least_of<A>(r, n, neg_inf_f, out);
+    const double shift = double(temperature) * std::log(reference::decimal_floor(p_base));
+    if (std::isnan(shift)) return 0;
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    auto threshold = [&](float m) {
+        return std::max(float(double(m) + shift), lowest_f);  // never -inf entries
+    };
+    float m = neg_inf_f;
+    for (std::size_t j = 0, stride = std::max<std::size_t>(1, n / 256); j < n; j += stride) {
+        const float v = r.at(j);
+        m = v > m ? v : m;
+    }
+    std::size_t c = 0;
+    const std::size_t chunk = 64 * L;
+    for (std::size_t i0 = 0; i0 < nfull; i0 += chunk) {
+        const std::size_t end = std::min(nfull, i0 + chunk);
+        const B tb(threshold(m));
+        B a0(m), a1(m);
+        std::size_t i = i0;
+        if constexpr (!Row::masked) {
+            auto one = [&](std::size_t j, B& acc) {
+                const B v = r.raw(j);
+                acc = simd::max_ignore_nan<A>(acc, v);
+                return v;
+            };
+            for (; i + 2 * L <= end; i += 2 * L) {
+                const B v0 = one(i, a0), v1 = one(i + L, a1);
+                const auto m0 = v0 >= tb, m1 = v1 >= tb;
+                if (!simd::any<A>(m0 | m1)) continue;
+                if (const std::uint64_t k = simd::to_mask<A>(m0))
+                    c += simd::compress_store<A>(v0, k, token_id(i), lg + c, ids + c);
+                if (const std::uint64_t k = simd::to_mask<A>(m1))
+                    c += simd::compress_store<A>(v1, k, token_id(i + L), lg + c, ids + c);
+            }
+        } else {
+            // The mask is read only for vectors with an entry above the running max or reaching
+            // the threshold (any other vector changes neither): unmasked compares first.
+            for (; i + 2 * L <= end; i += 2 * L) {
+                const B v0 = r.raw(i), v1 = r.raw(i + L);
+                const auto m0 = v0 >= tb, m1 = v1 >= tb;
+                if (!simd::any<A>((m0 | m1) | ((v0 > a0) | (v1 > a1)))) continue;
+                a0 = simd::max_ignore_nan<A>(a0, r.load(i));
+                a1 = simd::max_ignore_nan<A>(a1, r.load(i + L));
+                if (const std::uint64_t k = simd::to_mask<A>(m0) & r.bits(i))
+                    c += simd::compress_store<A>(v0, k, token_id(i), lg + c, ids + c);
+                if (const std::uint64_t k = simd::to_mask<A>(m1) & r.bits(i + L))
+                    c += simd::compress_store<A>(v1, k, token_id(i + L), lg + c, ids + c);
+            }
+        }
+        for (; i < end; i += L) {
+            const B v = r.load(i);
+            a0 = simd::max_ignore_nan<A>(a0, v);
+            if (const std::uint64_t k = simd::to_mask<A>(v >= tb))
+                c += simd::compress_store<A>(v, k, token_id(i), lg + c, ids + c);
+        }
+        m = simd::reduce_max<A>(simd::max<A>(a0, a1));
+    }
+    for (std::size_t i = nfull; i < n; ++i) {
+        const float v = r.at(i);
+        m = v > m ? v : m;
+        if (v >= threshold(m)) {
+            ids[c] = token_id(i);
+            lg[c] = v;
+            ++c;
+        }
+    }
+    const float t = threshold(m);
+    std::size_t w = 0;
+    for (std::size_t j = 0; j < c; ++j)
+        if (lg[j] >= t) {
+            ids[w] = ids[j];
+            lg[w] = lg[j];
+            ++w;
+        }
+    out.resize(w);
+    return w;
+}
+
+/// A mask allowing at most 1/16 of the row's n tokens: the masked kernels below then gather the
+/// allowed entries (a walk over the set bits, O(n / 32 + allowed)) instead of reading the row.
+inline bool sparse_mask(const token_bitmask& mask, std::size_t n) noexcept {
+    return count_allowed(mask, n) * 16 <= n;
+}
+
+/// The allowed valid entries (neither NaN nor -inf) of x[0, n), in id order, into ids / lg;
+/// returns their count. \pre n <= mask.covered()
+inline std::size_t gather_allowed(const float* p, const token_bitmask& mask, std::size_t n,
+                                  token_id* ids, float* lg) noexcept {
+    std::size_t c = 0;
+    for (std::size_t w = 0; w * 32 < n; ++w) {
+        std::uint32_t b = mask.words[w];
+        if (n - w * 32 < 32) b &= (1u << (n - w * 32)) - 1u;
+        while (b) {
+            const std::size_t i = w * 32 + std::size_t(std::countr_zero(b));
+            b &= b - 1;
+            const float v = p[i];
+            ids[c] = token_id(i);
+            lg[c] = v;
+            c += v >= lowest_f;
+        }
+    }
+    return c;
+}
+
+/// Keeps the entries of out's storage [0, c) with lg >= t (t >= the lowest finite float), in
+/// order; sets out's size.
+inline std::size_t keep_reaching(candidates& out, std::size_t c, float t) noexcept {
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    std::size_t w = 0;
+    for (std::size_t j = 0; j < c; ++j) {
+        ids[w] = ids[j];
+        lg[w] = lg[j];
+        w += lg[j] >= t;
+    }
+    out.resize(w);
+    return w;
+}
+
 }  // namespace detail
 
 /// The top-k set, in id order: the k largest valid entries (exactly_k: min(k, #valid) of them,
@@ -379,50 +613,28 @@ std::size_t top_k_unordered(std::span<const float> x, std::size_t k, tie_policy 
                             candidates& out) noexcept {
     DECODEKIT_ASSERT(out.capacity() >= x.size(),
                      "top_k_unordered: out.capacity() must be >= x.size()");
-    constexpr std::size_t L = simd::lanes<A>;
-    const std::size_t n = x.size(), nfull = n / L * L;
+    return detail::top_k_unordered_of<A>(detail::plain_row<A>{x.data()}, x.size(), k, ties, out);
+}
+
+/// top_k_unordered among the allowed entries (= the unmasked one on masked_copy(x, mask)): the
+/// mask is read inside the sampled threshold, the subrow refinement and the compact pass.
+/// \pre out.capacity() >= x.size()
+template <class A = simd::default_arch>
+std::size_t top_k_unordered(std::span<const float> x, std::size_t k, tie_policy ties,
+                            candidates& out, const token_bitmask& mask) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(),
+                     "top_k_unordered: out.capacity() must be >= x.size()");
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    if (!detail::sparse_mask(mask, n)) return detail::top_k_unordered_of<A>(r, n, k, ties, out);
     out.clear();
-    if (k == 0 || n == 0) return 0;
-    k = std::min(k, n);
-    const float* p = x.data();
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    std::size_t cap = std::min(n, std::max(4 * k, k + 256));
-    const std::size_t chunk = 512 * L;  // entries between reservoir checks
-    const float t_sampled = detail::sampled_threshold<A>(x, k, lg);
-    const float t_refined = t_sampled > detail::lowest_f
-                                ? detail::refine_on_subrow<A>(p, n, k, t_sampled, ids, lg)
-                                : t_sampled;
-    // Starting thresholds, tightest first; the next is tried only if fewer than k entries
-    // reached the previous one.
-    const float starts[3] = {t_refined, t_sampled, detail::lowest_f};
-    for (int attempt = t_refined > t_sampled ? 0 : 1;; ++attempt) {
-        float t = starts[attempt];
-        bool strict = false;
-        std::size_t c = 0;
-        auto gather = [&] {
-            for (std::size_t j = 0; j < c; ++j) lg[j] = p[std::size_t(ids[j])];
-        };
-        for (std::size_t i = 0; i < nfull; i += chunk) {
-            c = detail::compact_batches<A, false>(p, i, std::min(nfull, i + chunk), t, strict, c,
-                                                  ids, nullptr);
-            if (c > cap) {
-                // Reservoir full: keep the k best so far; with exactly_k, later entries equal to
-                // the k-th have larger ids and can no longer enter.
-                gather();
-                c = detail::keep_k_best<A>(ids, lg, c, k, ties, t);
-                strict = ties == tie_policy::exactly_k;
-                if (c * 2 > cap) cap = std::min(n, 2 * c + 256);  // many ties: let it grow
-            }
-        }
-        for (std::size_t i = nfull; i < n; ++i)
-            if (strict ? p[i] > t : p[i] >= t) ids[c++] = token_id(i);
-        if (c < k && starts[attempt] > detail::lowest_f) continue;
-        gather();
-        if (c > k) c = detail::keep_k_best<A>(ids, lg, c, k, ties, t);
-        out.resize(c);
-        return c;
-    }
+    if (k == 0) return 0;
+    std::size_t c =
+        detail::gather_allowed(x.data(), mask, n, out.id_storage(), out.logit_storage());
+    float kth = 0;
+    if (c > k) c = detail::keep_k_best<A>(out.id_storage(), out.logit_storage(), c, k, ties, kth);
+    out.resize(c);
+    return c;
 }
 
 /// Top-k: the k largest valid entries sorted by logit descending, ties by ascending id;
@@ -438,29 +650,41 @@ std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties,
     return out.size();
 }
 
+/// top_k among the allowed entries (= the unmasked one on masked_copy(x, mask)).
+/// \pre out.capacity() >= x.size()
+template <class A = simd::default_arch>
+std::size_t top_k(std::span<const float> x, std::size_t k, tie_policy ties, candidates& out,
+                  const token_bitmask& mask) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(), "top_k: out.capacity() must be >= x.size()");
+    top_k_unordered<A>(x, k, ties, out, mask);
+    detail::sort_by_rank(x, out);  // the survivors are allowed: their logits are x's
+    return out.size();
+}
+
 /// Every valid entry with x_i >= threshold, in id order. One compare-and-compact pass.
 /// \pre out.capacity() >= x.size()
 template <class A = simd::default_arch>
 std::size_t filter_at_least(std::span<const float> x, float threshold, candidates& out) noexcept {
     DECODEKIT_ASSERT(out.capacity() >= x.size(),
                      "filter_at_least: out.capacity() must be >= x.size()");
-    constexpr std::size_t L = simd::lanes<A>;
+    return detail::filter_at_least_of<A>(detail::plain_row<A>{x.data()}, x.size(), threshold, out);
+}
+
+/// filter_at_least among the allowed entries (= the unmasked one on masked_copy(x, mask)).
+/// \pre out.capacity() >= x.size()
+template <class A = simd::default_arch>
+std::size_t filter_at_least(std::span<const float> x, float threshold, candidates& out,
+                            const token_bitmask& mask) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(),
+                     "filter_at_least: out.capacity() must be >= x.size()");
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    if (!detail::sparse_mask(mask, n)) return detail::filter_at_least_of<A>(r, n, threshold, out);
     out.clear();
     if (std::isnan(threshold)) return 0;
-    const float t = std::max(threshold, detail::lowest_f);  // never -inf entries
-    const std::size_t n = x.size(), nfull = n / L * L;
-    const float* p = x.data();
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    std::size_t c = detail::compact_batches<A>(p, 0, nfull, t, false, 0, ids, lg);
-    for (std::size_t i = nfull; i < n; ++i)
-        if (p[i] >= t) {
-            ids[c] = token_id(i);
-            lg[c] = p[i];
-            ++c;
-        }
-    out.resize(c);
-    return c;
+    const std::size_t c =
+        detail::gather_allowed(x.data(), mask, n, out.id_storage(), out.logit_storage());
+    return detail::keep_reaching(out, c, std::max(threshold, detail::lowest_f));
 }
 
 using reference::min_p_threshold;
@@ -475,69 +699,31 @@ std::size_t filter_min_p(std::span<const float> x, float p_base, float temperatu
                          candidates& out) noexcept {
     DECODEKIT_ASSERT(out.capacity() >= x.size(),
                      "filter_min_p: out.capacity() must be >= x.size()");
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
+    return detail::filter_min_p_of<A>(detail::plain_row<A>{x.data()}, x.size(), p_base, temperature,
+                                      out);
+}
+
+/// Min-p among the allowed entries (= the unmasked one on masked_copy(x, mask)): the threshold
+/// is set by the largest allowed entry. The same single pass, the mask read inside it.
+/// \pre out.capacity() >= x.size()
+template <class A = simd::default_arch>
+std::size_t filter_min_p(std::span<const float> x, float p_base, float temperature, candidates& out,
+                         const token_bitmask& mask) noexcept {
+    DECODEKIT_ASSERT(out.capacity() >= x.size(),
+                     "filter_min_p: out.capacity() must be >= x.size()");
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    if (!detail::sparse_mask(mask, n))
+        return detail::filter_min_p_of<A>(r, n, p_base, temperature, out);
     out.clear();
-    const std::size_t n = x.size(), nfull = n / L * L;
-    if (n == 0) return 0;
-    if (p_base <= 0) return kernels::filter_at_least<A>(x, detail::neg_inf_f, out);
-    const double shift = double(temperature) * std::log(reference::decimal_floor(p_base));
+    const std::size_t c =
+        detail::gather_allowed(x.data(), mask, n, out.id_storage(), out.logit_storage());
+    if (p_base <= 0) return detail::keep_reaching(out, c, detail::lowest_f);
+    const double shift = double(temperature) * std::log(double(p_base));
     if (std::isnan(shift)) return 0;
-    const float* p = x.data();
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    auto threshold = [&](float m) {
-        return std::max(float(double(m) + shift), detail::lowest_f);  // never -inf entries
-    };
     float m = detail::neg_inf_f;
-    for (std::size_t j = 0, stride = std::max<std::size_t>(1, n / 256); j < n; j += stride)
-        m = p[j] > m ? p[j] : m;
-    std::size_t c = 0;
-    const std::size_t chunk = 64 * L;
-    for (std::size_t i0 = 0; i0 < nfull; i0 += chunk) {
-        const std::size_t end = std::min(nfull, i0 + chunk);
-        const B tb(threshold(m));
-        B a0(m), a1(m);
-        std::size_t i = i0;
-        auto one = [&](std::size_t j, B& acc) {
-            const B v = B::load_unaligned(p + j);
-            acc = simd::max_ignore_nan<A>(acc, v);
-            return v;
-        };
-        for (; i + 2 * L <= end; i += 2 * L) {
-            const B v0 = one(i, a0), v1 = one(i + L, a1);
-            const auto m0 = v0 >= tb, m1 = v1 >= tb;
-            if (!simd::any<A>(m0 | m1)) continue;
-            if (const std::uint64_t k = simd::to_mask<A>(m0))
-                c += simd::compress_store<A>(v0, k, token_id(i), lg + c, ids + c);
-            if (const std::uint64_t k = simd::to_mask<A>(m1))
-                c += simd::compress_store<A>(v1, k, token_id(i + L), lg + c, ids + c);
-        }
-        for (; i < end; i += L) {
-            const B v = one(i, a0);
-            if (const std::uint64_t k = simd::to_mask<A>(v >= tb))
-                c += simd::compress_store<A>(v, k, token_id(i), lg + c, ids + c);
-        }
-        m = simd::reduce_max<A>(simd::max<A>(a0, a1));
-    }
-    for (std::size_t i = nfull; i < n; ++i) {
-        m = p[i] > m ? p[i] : m;
-        if (p[i] >= threshold(m)) {
-            ids[c] = token_id(i);
-            lg[c] = p[i];
-            ++c;
-        }
-    }
-    const float t = threshold(m);
-    std::size_t w = 0;
-    for (std::size_t j = 0; j < c; ++j)
-        if (lg[j] >= t) {
-            ids[w] = ids[j];
-            lg[w] = lg[j];
-            ++w;
-        }
-    out.resize(w);
-    return w;
+    for (std::size_t j = 0; j < c; ++j) m = std::max(m, out.logit_storage()[j]);
+    return detail::keep_reaching(out, c, std::max(float(double(m) + shift), detail::lowest_f));
 }
 
 }  // namespace kernels

@@ -9,12 +9,15 @@
 /// w and w * (x - m)/T). Sums use 4 float accumulators per 1024-entry block, blocks added in
 /// double; exponentials by simd::exp_nonpositive (about 2 ulp; 0 below max - 87 T, 0 for NaN).
 /// Rows with +inf, no valid entry, or a subnormal temperature use the reference path.
+/// softmax also takes a token_bitmask (kernels/mask.hpp), read inside its passes.
 
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/reference.hpp>
 #include <decodekit/simd/xsimd_compat.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <limits>
 #include <span>
 
@@ -23,26 +26,53 @@ namespace kernels {
 
 using reference::softmax_stats;
 
+namespace detail {
+
+/// softmax of r[0, n) into out[0, n); see kernels::softmax. \pre m = max of r, finite;
+/// inv_t finite.
+template <class A, class Row>
+double softmax_of(const Row r, std::size_t n, float m, float inv_t, float* o) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const double s = detail::exp_pass<A, true>(r, n, m, inv_t, o);
+    const float rs = float(1.0 / s);
+    const B rb(rs);
+    std::size_t i = 0;
+    for (; i + L <= n; i += L) (B::load_unaligned(o + i) * rb).store_unaligned(o + i);
+    for (; i < n; ++i) o[i] *= rs;
+    return s;
+}
+
+}  // namespace detail
+
 /// out_i = p_i = exp((x_i - m)/T) / Z; all zeros when no entry has probability.
 /// \pre out.size() == x.size(), temperature > 0
 template <class A = simd::default_arch>
 softmax_stats softmax(std::span<const float> x, std::span<float> out,
                       float temperature = 1.f) noexcept {
     DECODEKIT_ASSERT(out.size() == x.size(), "softmax: out.size() must equal x.size()");
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
     if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::softmax(x, out, temperature);
-    const double s = detail::exp_pass<A, true>(x, m, inv_t, out.data());
-    const float r = float(1.0 / s);
-    const B rb(r);
-    float* o = out.data();
-    const std::size_t n = x.size();
-    std::size_t i = 0;
-    for (; i + L <= n; i += L) (B::load_unaligned(o + i) * rb).store_unaligned(o + i);
-    for (; i < n; ++i) o[i] *= r;
-    return {m, s};
+    return {m,
+            detail::softmax_of<A>(detail::plain_row<A>{x.data()}, x.size(), m, inv_t, out.data())};
+}
+
+/// softmax over the allowed entries (reference::softmax(x, out, T, mask)): disallowed entries
+/// get 0; all zeros when no allowed entry has probability. Same three passes, the mask read in
+/// the first two. \pre out.size() == x.size(), temperature > 0
+template <class A = simd::default_arch>
+softmax_stats softmax(std::span<const float> x, std::span<float> out, float temperature,
+                      const token_bitmask& mask) noexcept {
+    DECODEKIT_ASSERT(out.size() == x.size(), "softmax: out.size() must equal x.size()");
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    const float m = detail::max_of<A>(r, n);
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t))
+        return reference::softmax(x, out, temperature, mask);
+    std::fill(out.begin() + std::ptrdiff_t(n), out.end(), 0.f);
+    return {m, detail::softmax_of<A>(r, n, m, inv_t, out.data())};
 }
 
 /// out_i = exp((x_i - m)/T), the unnormalised softmax weights (m the max; when an entry is +inf:

@@ -38,6 +38,24 @@
 
 DECODEKIT_BEGIN_NAMESPACE
 
+namespace detail {
+/// batch.hpp's access to a sampler's batch mark (one sampler in two rows of one call is
+/// reported before anything is sampled).
+struct sampler_batch_access {
+    /// A fresh call id (never 0).
+    static std::uint64_t next_call() noexcept {
+        static std::atomic<std::uint64_t> counter{0};
+        return counter.fetch_add(1, std::memory_order_relaxed) + 1;
+    }
+    /// Marks `s` as used by `call`; false when it already was (a duplicate row).
+    static bool claim(sampler& s, std::uint64_t call) noexcept {
+        if (s.batch_call_ == call) return false;
+        s.batch_call_ = call;
+        return true;
+    }
+};
+}  // namespace detail
+
 /// A read-only row-major matrix of logits: rows x cols, `stride` floats between row starts.
 /// Build it from a span with view() so that its extent can be checked; the aggregate form
 /// {data, rows, cols, stride} is the caller's promise that data holds every row.

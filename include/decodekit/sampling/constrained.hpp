@@ -25,6 +25,8 @@
 #include <decodekit/kernels/select.hpp>
 #include <decodekit/processors/processor.hpp>
 #include <decodekit/sampling/constraint.hpp>
+#include <decodekit/sampling/processing.hpp>
+#include <decodekit/sampling/token_mask.hpp>
 #include <decodekit/sampling/working_set.hpp>
 
 #include <algorithm>
@@ -96,6 +98,23 @@ inline std::size_t mask_row(std::span<float> row, constraint_queries& q,
             row[i] = -std::numeric_limits<float>::infinity();
     }
     return allowed;
+}
+
+/// A writable copy of the processed row `row` in the workspace for the full mask (the
+/// processors' copy itself when they made one; when a step may have written into it (`rerun`:
+/// XTC), the processors run again on the caller's `logits`, and the call's token mask again).
+inline std::span<float> writable_copy(std::span<const float> logits, std::span<const float> row,
+                                      const sample_context& ctx, sampling_workspace& ws,
+                                      processor_pipeline& procs, bool rerun) noexcept {
+    const std::span<float> copy = ws.row_copy().first(logits.size());
+    if (row.data() != copy.data()) {
+        std::copy(row.begin(), row.end(), copy.begin());
+    } else if (rerun) {
+        std::copy(logits.begin(), logits.end(), copy.begin());
+        procs.reapply(copy, ctx);
+        if (has_mask(ctx.mask)) kernels::apply_token_bitmask_inplace(copy, ctx.mask);
+    }
+    return copy;
 }
 
 }  // namespace detail

@@ -9,6 +9,8 @@
 ///     it from that block's softmax: one max+exp pass in all (the exp floor);
 ///   - the full row with no logprob wanted: kernels::draw_temperature (block-max envelope
 ///     rejection, no exponential per entry).
+/// A masked full set (working_set::masked()) draws among the allowed entries: the mask is read
+/// inside the same passes (kernels' masked forms; a block's mask is a whole-word subview).
 /// Randomness: one uniform() (2 words) of the call's rng_purpose::sample stream, or
 /// draw_temperature's proposals (5 words each).
 
@@ -37,9 +39,10 @@ struct set_draw {
 
 namespace detail {
 /// Draw over the whole row at temperature t with the uniform u: per-block (max, exp-sum), a block
-/// by inverse CDF over the block masses, then the token from the block's softmax.
-inline set_draw draw_full_row(std::span<const float> x, float t, double u,
-                              sampling_workspace& ws) noexcept {
+/// by inverse CDF over the block masses, then the token from the block's softmax. `mask`: the
+/// allowed entries only (nullptr: every entry); row_lse is then the masked row's normaliser.
+inline set_draw draw_full_row(std::span<const float> x, float t, double u, sampling_workspace& ws,
+                              const kernels::token_bitmask* mask = nullptr) noexcept {
     set_draw d;
     constexpr std::size_t block = sampling_workspace::draw_block;
     const std::size_t n = x.size();
@@ -47,7 +50,8 @@ inline set_draw draw_full_row(std::span<const float> x, float t, double u,
     float m = -f_inf;
     for (std::size_t b = 0; b < nb; ++b) {
         const std::size_t lo = b * block, len = std::min(block, n - lo);
-        const auto st = kernels::exp_sum(x.subspan(lo, len), t);
+        const auto st = mask ? kernels::exp_sum(x.subspan(lo, len), t, mask->subview(lo, len))
+                             : kernels::exp_sum(x.subspan(lo, len), t);
         ws.bmax[b] = st.max;
         ws.bsum[b] = st.sum;
         m = st.max > m ? st.max : m;
@@ -79,7 +83,11 @@ inline set_draw draw_full_row(std::span<const float> x, float t, double u,
     const std::size_t lo = pick * block, len = std::min(block, n - lo);
     double u2 = (target - before) / ws.bsum[pick];
     u2 = std::clamp(u2, 0.0, std::nextafter(1.0, 0.0));
-    kernels::softmax(x.subspan(lo, len), std::span<float>(ws.block_buf.data(), len), t);
+    const std::span<float> probs(ws.block_buf.data(), len);
+    if (mask)
+        kernels::softmax(x.subspan(lo, len), probs, t, mask->subview(lo, len));
+    else
+        kernels::softmax(x.subspan(lo, len), probs, t);
     const std::size_t i =
         kernels::draw_inverse_cdf(std::span<const float>(ws.block_buf.data(), len), u2);
     if (i == npos) return d;
@@ -101,13 +109,17 @@ inline set_draw draw_full_row(std::span<const float> x, float t, double u,
 inline set_draw draw_from(working_set& w, rng_stream& rng, bool exact) noexcept {
     if (w.full() && !exact) {
         set_draw d;
-        const std::size_t i = kernels::draw_temperature(w.row(), w.temperature(), rng);
+        const std::size_t i =
+            w.masked() ? kernels::draw_temperature(w.row(), w.temperature(), rng, w.mask())
+                       : kernels::draw_temperature(w.row(), w.temperature(), rng);
         if (i != npos) d.token = token_id(i);
         d.logprob = std::numeric_limits<double>::quiet_NaN();
         return d;
     }
     const double u = rng.uniform();
-    if (w.full()) return detail::draw_full_row(w.row(), w.temperature(), u, w.workspace());
+    if (w.full())
+        return detail::draw_full_row(w.row(), w.temperature(), u, w.workspace(),
+                                     w.masked() ? &w.mask() : nullptr);
     set_draw d;
     if (w.kept().empty()) return d;
     w.order_by_id();

@@ -3,7 +3,9 @@
 /// The logprob extras of a sample() call (logprobs_request): the raw logprob of the drawn token,
 /// its rank, the top-n alternatives and the logprobs of requested ids, raw (log-softmax of the
 /// caller's logits; one max+exp pass for the normaliser unless the draw had it) or processed
-/// (the final distribution the token was drawn from; -inf outside it).
+/// (the final distribution the token was drawn from; -inf outside it). Under a token mask
+/// (sample_context::mask) the processed logprobs are those of the masked distribution (-inf for
+/// a disallowed token) and the raw ones stay raw (the caller's logits, mask ignored).
 
 #include <decodekit/config.hpp>
 #include <decodekit/kernels/reduce.hpp>
@@ -56,7 +58,7 @@ inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
         if (full) {  // whole row at the temperature
             const float v = x[std::size_t(t)];
             const float vt = x[std::size_t(r.token)];
-            if (!(v > -detail::f_inf)) return -detail::f_inf;
+            if (!(v > -detail::f_inf) || !w.allowed(std::size_t(t))) return -detail::f_inf;
             return float(double(r.logprob) + (double(v) - double(vt)) / double(t_cur));
         }
         const std::span<const float> wt = w.weights();
@@ -79,7 +81,7 @@ inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
             for (float y : lg) above += y > v;
         } else if (!greedy) {
             const float v = x[std::size_t(r.token)];
-            for (float y : x) above += y > v;
+            for (std::size_t i = 0; i < x.size(); ++i) above += x[i] > v && w.allowed(i);
         }
         r.rank = above + 1;
     }
@@ -104,7 +106,7 @@ inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
             }
         } else {
             candidates& kept = w.kept();
-            kernels::top_k(x, top.size(), tie_policy::exactly_k, kept);
+            w.row_top_k(top.size(), tie_policy::exactly_k, kept);
             for (std::size_t i = 0; i < kept.size(); ++i)
                 top[n++] = {kept.ids()[i], proc_lp(kept.ids()[i])};
         }

@@ -5,6 +5,7 @@
 
 #include <decodekit/config.hpp>
 #include <decodekit/kernels/draw.hpp>
+#include <decodekit/kernels/mask.hpp>
 #include <decodekit/random.hpp>
 #include <decodekit/types.hpp>
 
@@ -61,6 +62,11 @@ struct sample_context {
     /// prompt + generated so far, oldest first (caller-owned; read by the processors).
     std::span<const token_id> history = {};
     std::size_t prompt_length = 0;  ///< history[0, prompt_length) is the prompt
+    /// The step's token bitmask (kernels/mask.hpp; caller-owned, e.g. a grammar engine's): only
+    /// the tokens it allows can be drawn. Default (no words, size 0): no mask. A mask that does
+    /// not cover the vocabulary (covered() < vocab_size()) gives status bad_input; bits past the
+    /// vocabulary are ignored. See sampler.hpp for the outcomes.
+    kernels::token_bitmask mask = {};
 };
 
 /// The mutable state of a sampler (save with state(), roll back with restore()).

@@ -31,6 +31,9 @@
 /// valid entry (empty, all -inf/NaN, or everything banned) gives token -1 with
 /// status no_valid_token; a row whose size is not vocab_size() gives status bad_input.
 ///
+/// Token masks (sample_context::mask), where they are read, and min-p's envelope draw (logprobs
+/// off): token_mask.hpp.
+///
 /// Processors take the history from the caller (sample_context::history = prompt + generated
 /// so far, caller-owned). The sampler's state is mirostat's mu and the step counter of
 /// sample(logits): state() / restore() (speculative rollback).
@@ -57,12 +60,12 @@
 #include <decodekit/sampling/result.hpp>
 #include <decodekit/sampling/step.hpp>
 #include <decodekit/sampling/steps.hpp>
+#include <decodekit/sampling/token_mask.hpp>
 #include <decodekit/sampling/working_set.hpp>
 #include <decodekit/sampling/workspace.hpp>
 #include <decodekit/types.hpp>
 
 #include <array>
-#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -72,20 +75,8 @@
 
 DECODEKIT_BEGIN_NAMESPACE
 
-class sampler;
-
 namespace detail {
-/// batch.hpp's access to a sampler's batch mark (one sampler in two rows of one call is
-/// reported before anything is sampled).
-struct sampler_batch_access {
-    /// A fresh call id (never 0).
-    static std::uint64_t next_call() noexcept {
-        static std::atomic<std::uint64_t> counter{0};
-        return counter.fetch_add(1, std::memory_order_relaxed) + 1;
-    }
-    /// Marks `s` as used by `call`; false when it already was (a duplicate row).
-    static bool claim(sampler& s, std::uint64_t call) noexcept;
-};
+struct sampler_batch_access;  // batch.hpp's access to a sampler's batch mark
 }  // namespace detail
 
 /// A configured sampler. See the file comment for the pipeline, randomness and special values.
@@ -112,6 +103,9 @@ public:
             (!pipeline_.empty() && pipeline_[0].user == no_user &&
              (pipeline_[0].id == sampling_step::top_k || pipeline_[0].id == sampling_step::min_p));
         procs_ = processor_pipeline(params_, sparse_first);
+        mask_fused_ =
+            detail::mask_fusable(steps(), params_.greedy(), user_steps_) && !procs_.constraint();
+        envelope_ = detail::plan_min_p_envelope(steps(), params_, user_steps_);
         extras_.top.resize(std::min(params_.logprobs.top_n, vocab_));
         extras_.requested.resize(params_.logprobs.ids.size());
         state_ = {};
@@ -222,6 +216,8 @@ private:
     std::array<sampling_step, 10> steps_{};
     std::size_t n_steps_ = 0;
     bool user_steps_ = false;
+    bool mask_fused_ = false;          // the call's mask is read inside the first row pass
+    detail::min_p_envelope envelope_;  // min-p + temperature as one envelope draw
     sampler_state state_{};
     processor_pipeline procs_;
     logprob_storage extras_;
@@ -297,7 +293,7 @@ private:
             return std::size_t(kept.ids()[a]);
         }
         if (!w.overlaid()) {
-            const std::size_t a = kernels::argmax(w.row());
+            const std::size_t a = w.row_argmax();
             if (a == npos || !(w.row()[a] > -detail::f_inf)) return npos;
             best = w.row()[a];
             return a;
@@ -311,10 +307,22 @@ private:
 
     sample_result run(std::span<const float> logits, const sample_context& ctx,
                       sampling_workspace& ws) noexcept {
-        if (logits.size() != vocab_) return status_result(sample_status::bad_input);
+        const bool masked = detail::has_mask(ctx.mask);
+        if (logits.size() != vocab_ || !detail::mask_covers(ctx.mask, vocab_))
+            return status_result(sample_status::bad_input);
         ws.reserve(vocab_);
-        const processed_row pr = procs_.run(logits, ctx, ws);
+        processed_row pr = procs_.run(logits, ctx, ws);
+        if (masked && !mask_fused_) detail::mask_into_copy(logits, ctx.mask, pr, ws);
         working_set w(pr.row, ws, pr.patches, pr.overlay);
+        if (masked && mask_fused_) w.set_mask(ctx.mask);
+        sample_result r = run_unmasked(logits, ctx, w, pr);
+        if (masked && r.status == sample_status::no_valid_token)
+            r.status = detail::none_allowed(logits);
+        return r;
+    }
+
+    sample_result run_unmasked(std::span<const float> logits, const sample_context& ctx,
+                               working_set& w, const processed_row& pr) noexcept {
         if (procs_.constraint()) {
             const processor_context pc = processor_pipeline::context(ctx, vocab_);
             detail::constraint_queries q{procs_.constraint(), pc};
@@ -341,18 +349,21 @@ private:
             if (lr.any()) fill_logprob_extras(r, lr, logits, w, true, 0, false, extras_);
             return r;
         }
-        truncate(w, ctx, first_step);
+        const bool envelope =
+            envelope_.on && first_step == 0 && w.full() && !w.overlaid() && !lr.chosen && !lr.any();
+        if (!envelope) truncate(w, ctx, first_step);
         w.clear_patch_marks();
         rng_stream rng = make_stream({params_.seed, ctx.sequence, ctx.step}, purpose);
-        const set_draw d = draw_from(w, rng, lr.chosen || lr.any());
+        const set_draw d = envelope ? detail::draw_min_p_envelope(w, envelope_, params_.min_p, rng)
+                                    : draw_from(w, rng, lr.chosen || lr.any());
         if (d.token < 0) return r;
         r.token = d.token;
         r.logprob = float(d.logprob);
         r.status = sample_status::ok;
         if (params_.mirostat && !w.full()) update_mirostat(d.prob);
         // the draw's normaliser is the raw one when the set's row is the caller's at t = 1
-        const bool raw_known =
-            d.row_lse_known && w.row().data() == logits.data() && w.temperature() == 1.f;
+        const bool raw_known = d.row_lse_known && w.row().data() == logits.data() &&
+                               w.temperature() == 1.f && !w.masked();
         if (lr.any()) fill_logprob_extras(r, lr, logits, w, false, d.row_lse, raw_known, extras_);
         if (!lr.chosen) r.logprob = std::numeric_limits<float>::quiet_NaN();
         return r;
@@ -374,20 +385,20 @@ private:
         const bool greedy = params_.greedy();
         if (exact && greedy && !user_steps_) {
             if (detail::walk_allowed(w, 1, tie_policy::exactly_k, q) == 0)
-                return status_result(none_allowed(row));
+                return status_result(detail::none_allowed(row));
             return finish(logits, ctx, w, rng_purpose::sample);
         }
         const pipeline_entry* first = pipeline_.empty() ? nullptr : &pipeline_[0];
         if (exact && !greedy && first && first->user == no_user &&
             first->id == sampling_step::top_k) {
             if (detail::walk_allowed(w, std::size_t(params_.top_k), params_.top_k_ties, q) == 0)
-                return status_result(none_allowed(row));
+                return status_result(detail::none_allowed(row));
             return finish(logits, ctx, w, rng_purpose::sample, 1);
         }
         if (exact && !greedy && first && first->user == no_user &&
             first->id == sampling_step::min_p) {
             if (detail::walk_allowed(w, 1, tie_policy::exactly_k, q) == 0)
-                return status_result(none_allowed(row));
+                return status_result(detail::none_allowed(row));
             const float t_eff = params_.min_p_mode == min_p_space::logits ? 1.f : w.temperature();
             const float thr = kernels::min_p_threshold(w.kept().logits()[0], params_.min_p, t_eff);
             candidates& kept = w.kept();
@@ -421,7 +432,8 @@ private:
         // the full mask: every valid entry queried, the pipeline on the masked row (a redraw,
         // after a first draw that was not allowed, uses its own stream)
         const bool redraw = !exact || temperature_only();
-        const std::span<float> m = masked_copy(logits, row, ctx, w.workspace());
+        const std::span<float> m = detail::writable_copy(logits, row, ctx, w.workspace(), procs_,
+                                                         xtc_step::enabled(params_, vocab_));
         std::size_t valid = 0;
         if (detail::mask_row(m, q, valid) == 0)
             return status_result(valid > 0 ? sample_status::no_allowed_token
@@ -430,34 +442,19 @@ private:
         return finish(logits, ctx, wm, redraw ? rng_purpose::constraint : rng_purpose::sample);
     }
 
-    /// A writable copy of the processed row in the workspace (the processors' copy itself when
-    /// they made one; XTC may have written into it, so the processors run again then).
-    std::span<float> masked_copy(std::span<const float> logits, std::span<const float> row,
-                                 const sample_context& ctx, sampling_workspace& ws) noexcept {
-        const std::span<float> copy = ws.row_copy().first(vocab_);
-        if (row.data() != copy.data()) {
-            std::copy(row.begin(), row.end(), copy.begin());
-        } else if (xtc_step::enabled(params_, vocab_)) {
-            std::copy(logits.begin(), logits.end(), copy.begin());
-            procs_.reapply(copy, ctx);
-        }
-        return copy;
-    }
-    /// no_allowed_token when the row has a valid entry, else no_valid_token.
-    static sample_status none_allowed(std::span<const float> row) noexcept {
-        for (float v : row)
-            if (v > -detail::f_inf) return sample_status::no_allowed_token;
-        return sample_status::no_valid_token;
-    }
-
     decodekit::distribution distribution_of(std::span<const float> logits,
                                             const sample_context& ctx, bool ordered,
                                             sampling_workspace& ws) noexcept {
         const detail::in_use_scope guard(in_use_), ws_guard(ws.in_use);
-        if (!guard.entered() || !ws_guard.entered() || logits.size() != vocab_) return {};
+        const bool masked = detail::has_mask(ctx.mask);
+        if (!guard.entered() || !ws_guard.entered() || logits.size() != vocab_ ||
+            !detail::mask_covers(ctx.mask, vocab_))
+            return {};
         ws.reserve(vocab_);
-        const processed_row pr = procs_.run(logits, ctx, ws);
+        processed_row pr = procs_.run(logits, ctx, ws);
+        if (masked && !mask_fused_) detail::mask_into_copy(logits, ctx.mask, pr, ws);
         working_set w(pr.row, ws, pr.patches, pr.overlay);
+        if (masked && mask_fused_) w.set_mask(ctx.mask);
         candidates& kept = w.kept();
         if (params_.greedy()) {
             float best = 0.f;
@@ -484,11 +481,5 @@ private:
         return {{kept.id_storage(), kept.size()}, {ws.weights.data(), kept.size()}};
     }
 };
-
-inline bool detail::sampler_batch_access::claim(sampler& s, std::uint64_t call) noexcept {
-    if (s.batch_call_ == call) return false;
-    s.batch_call_ = call;
-    return true;
-}
 
 DECODEKIT_END_NAMESPACE

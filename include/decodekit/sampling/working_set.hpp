@@ -20,9 +20,18 @@
 /// (top-k, min-p, greedy) use overlay_top_k() / merge_patches(); any other step starting on an
 /// overlaid full set calls materialise() first, which merges them. After the first narrowing the
 /// overlay is gone.
+///
+/// Mask: a set may carry a token bitmask (set_mask(); kernels/mask.hpp). The full set is then
+/// the valid entries the mask allows: the row_* helpers (the kernels the fused first steps use:
+/// greedy's argmax, top-k, min-p, materialise(), the overlay helpers, the draw) read the mask
+/// inside their passes. Steps that read row() themselves do not honour it: the sampler gives
+/// them a masked copy of the row instead (and no mask here). Once narrowed, kept() holds only
+/// allowed entries.
 
 #include <decodekit/candidates.hpp>
 #include <decodekit/config.hpp>
+#include <decodekit/kernels/mask.hpp>
+#include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/select.hpp>
 #include <decodekit/kernels/softmax.hpp>
 #include <decodekit/sampling/workspace.hpp>
@@ -83,17 +92,47 @@ public:
     bool overlaid() const noexcept { return overlay_; }
     /// The workspace the set lives in.
     sampling_workspace& workspace() noexcept { return ws_; }
+    /// True when the full set is restricted by a token bitmask (see the file comment).
+    bool masked() const noexcept { return masked_; }
+    /// The mask (meaningful when masked()).
+    const kernels::token_bitmask& mask() const noexcept { return mask_; }
+    /// Restricts the full set to the entries `m` allows. \pre full(), m covers the row
+    void set_mask(const kernels::token_bitmask& m) noexcept {
+        mask_ = m;
+        masked_ = true;
+    }
+    /// True when token i is in the mask (always without one).
+    bool allowed(std::size_t i) const noexcept { return !masked_ || mask_.allowed(i); }
+
+    // ---- the row's kernels, under the mask when there is one ----
+    /// kernels::argmax of the row (npos when nothing is allowed).
+    std::size_t row_argmax() const noexcept {
+        return masked_ ? kernels::argmax(row_, mask_) : kernels::argmax(row_);
+    }
+    /// kernels::top_k of the row into `out`.
+    std::size_t row_top_k(std::size_t k, tie_policy ties, candidates& out) const noexcept {
+        return masked_ ? kernels::top_k(row_, k, ties, out, mask_)
+                       : kernels::top_k(row_, k, ties, out);
+    }
+    /// kernels::filter_at_least of the row into `out`.
+    std::size_t row_filter_at_least(float thr, candidates& out) const noexcept {
+        return masked_ ? kernels::filter_at_least(row_, thr, out, mask_)
+                       : kernels::filter_at_least(row_, thr, out);
+    }
+    /// kernels::filter_min_p of the row into `out`.
+    std::size_t row_filter_min_p(float p_base, float t, candidates& out) const noexcept {
+        return masked_ ? kernels::filter_min_p(row_, p_base, t, out, mask_)
+                       : kernels::filter_min_p(row_, p_base, t, out);
+    }
 
     // ---- narrowing ----
     /// Materialises every valid entry (id order) when full (merging the overlay). O(V).
     void materialise() noexcept {
         if (!full_) return;
+        row_filter_at_least(-detail::f_inf, ws_.cand);
         if (overlay_) {
-            kernels::filter_at_least(row_, -detail::f_inf, ws_.cand);
             merge_patches(-detail::f_inf);
             clear_patch_marks();
-        } else {
-            kernels::filter_at_least(row_, -detail::f_inf, ws_.cand);
         }
         full_ = false;
         order_ = by_id;
@@ -233,7 +272,8 @@ public:
     // ---- the overlay (built-in first steps) ----
     /// True when id t is patched. \pre overlaid()
     bool patched(token_id t) const noexcept { return ws_.mark[std::size_t(t)] == 2; }
-    /// Drops the patched ids from kept() and appends the patches with value >= thr (valid only).
+    /// Drops the patched ids from kept() and appends the patches with value >= thr (valid and
+    /// allowed only).
     void merge_patches(float thr) noexcept {
         token_id* ids = ws_.cand.id_storage();
         float* lg = ws_.cand.logit_storage();
@@ -246,7 +286,7 @@ public:
             }
         for (std::size_t i = 0; i < n_patches_; ++i) {
             const float v = ws_.patches[i].logit;
-            if (v > -detail::f_inf && v >= thr) {
+            if (v > -detail::f_inf && v >= thr && allowed(std::size_t(ws_.patches[i].id))) {
                 ids[j] = ws_.patches[i].id;
                 lg[j] = v;
                 ++j;
@@ -258,7 +298,7 @@ public:
     }
     /// The k best of the patched row (tie policy `ties`) into kept(), ordered. \pre overlaid()
     void overlay_top_k(std::size_t k, tie_policy ties) noexcept {
-        kernels::top_k(row_, std::min(row_.size(), k + n_patches_), ties, ws_.cand);
+        row_top_k(std::min(row_.size(), k + n_patches_), ties, ws_.cand);
         merge_patches(-detail::f_inf);
         order();
         if (k < ws_.cand.size()) {
@@ -299,6 +339,8 @@ private:
     sampling_workspace& ws_;
     std::size_t n_patches_ = 0;
     bool overlay_ = false;
+    bool masked_ = false;
+    kernels::token_bitmask mask_{};
     bool full_ = true;
     order_kind order_ = by_id;
     float t_ = 1.f;

@@ -186,6 +186,94 @@ inline std::uint64_t to_mask(const batch_bool<A>& b) noexcept {
     }
 }
 
+/// Lane j is true iff bit j of `bits` is set (bits at or above lanes<A> are ignored).
+/// AVX-512: the low 16 bits are the kmask itself; AVX2 / SSE2: the bits broadcast, masked by
+/// {1, 2, 4, ...} per lane and compared for equality; other architectures: the same test in
+/// int32 lanes, converted to float lanes and compared with 0. \pre lanes<A> <= 32
+template <class A>
+inline batch_bool<A> lanes_from_bits(std::uint32_t bits) noexcept {
+    static_assert(lanes<A> <= 32, "a 32-bit word holds the bits of one vector");
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        return batch_bool<A>(__mmask16(bits));
+    } else
+#endif
+#if defined(__AVX2__)
+        if constexpr (x86_family<A> == 256) {
+        const __m256i pow2 = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        const __m256i b = _mm256_and_si256(_mm256_set1_epi32(int(bits)), pow2);
+        return batch_bool<A>(_mm256_castsi256_ps(_mm256_cmpeq_epi32(b, pow2)));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        const __m128i pow2 = _mm_setr_epi32(1, 2, 4, 8);
+        const __m128i b = _mm_and_si128(_mm_set1_epi32(int(bits)), pow2);
+        return batch_bool<A>(_mm_castsi128_ps(_mm_cmpeq_epi32(b, pow2)));
+    } else
+#endif
+    {
+        alignas(64) std::int32_t pow2[lanes<A>];
+        for (std::size_t j = 0; j < lanes<A>; ++j) pow2[j] = std::int32_t(1u << j);
+        const ibatch<A> b = ibatch<A>(std::int32_t(bits)) & ibatch<A>::load_aligned(pow2);
+        return xsimd::batch_cast<float>(b) != batch<A>(0.f);
+    }
+}
+
+/// The lanes of a packed token bitmask for the vector of entries [i, i + lanes<A>): lane j is
+/// true iff bit (i + j) % 32 of words[(i + j) / 32] is set (the layout of xgrammar and
+/// llguidance). One word read. AVX-512: the word broadcast from memory and tested against
+/// {1, 2, 4, ...} << (i % 32) (vptestmd: no general-purpose to mask register move, which costs
+/// more on some cores). \pre i % lanes<A> == 0 (the lanes' bits lie in one word), words[i / 32]
+/// readable.
+template <class A>
+inline batch_bool<A> bitmask_lanes(const std::uint32_t* words, std::size_t i) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __m512i pow2 = _mm512_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048,
+                                               4096, 8192, 16384, 32768);
+        const __m512i b = _mm512_set1_epi32(int(words[i / 32]));
+        return batch_bool<A>(
+            _mm512_test_epi32_mask(b, (i & 16) ? _mm512_slli_epi32(pow2, 16) : pow2));
+    } else
+#endif
+    {
+        return lanes_from_bits<A>(words[i / 32] >> (i % 32));
+    }
+}
+
+/// The lane bits (bit j for lane j, as to_mask) of a packed token bitmask for the vector of
+/// entries [i, i + lanes<A>). \pre as bitmask_lanes.
+template <class A>
+inline std::uint64_t bitmask_bits(const std::uint32_t* words, std::size_t i) noexcept {
+    constexpr std::uint64_t all = lanes<A> >= 64 ? ~0ull : (1ull << lanes<A>)-1;
+    return std::uint64_t(words[i / 32] >> (i % 32)) & all;
+}
+
+/// Writes `value` to the entries of p[0, 32) whose bit in `word` is clear (the others are
+/// neither read nor written). AVX-512: two masked stores, no load of the row; other
+/// architectures: a blend per vector.
+template <class A>
+inline void store_where_clear(float* p, std::uint32_t word, float value) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __m512i pow2 = _mm512_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048,
+                                               4096, 8192, 16384, 32768);
+        const __m512i b = _mm512_set1_epi32(int(word));
+        const __m512 v = _mm512_set1_ps(value);
+        _mm512_mask_storeu_ps(p, _mm512_testn_epi32_mask(b, pow2), v);
+        _mm512_mask_storeu_ps(p + 16, _mm512_testn_epi32_mask(b, _mm512_slli_epi32(pow2, 16)), v);
+    } else
+#endif
+    {
+        constexpr std::size_t L = lanes<A>;
+        const batch<A> v(value);
+        for (std::size_t j = 0; j < 32; j += L)
+            xsimd::select(lanes_from_bits<A>(word >> j), batch<A>::load_unaligned(p + j), v)
+                .store_unaligned(p + j);
+    }
+}
+
 /// Lane-wise max(acc, x) where a NaN lane of `x` leaves `acc` unchanged (x86 max returns its
 /// second operand when either is NaN). \pre acc has no NaN lane.
 template <class A>

@@ -4,8 +4,12 @@
 /// with T the current temperature (min_p_space::probabilities) or 1 (min_p_space::logits, as
 /// llama.cpp: before temperature wherever temperature is in the order); at least min_keep (the
 /// most probable). Disabled at min_p = 0.
-/// Full set: one read pass (kernels::filter_min_p), honouring the overlay. Narrowed set: a
-/// threshold over the survivors.
+/// Full set: one read pass (kernels::filter_min_p), honouring the overlay and the mask (the
+/// threshold is set by the largest allowed entry; the min_keep fallback keeps allowed entries
+/// only: the mask wins over min_keep). Narrowed set: a threshold over the survivors.
+/// Min-p followed by temperature only, with no logprob wanted, is not run as a step: the
+/// sampler draws with kernels::draw_temperature under min-p's logit threshold (one read pass,
+/// no exponential per entry; see sampler.hpp).
 
 #include <decodekit/config.hpp>
 #include <decodekit/kernels/select.hpp>
@@ -25,7 +29,7 @@ struct min_p_step {
             w.overlay_top_k(1, tie_policy::exactly_k);  // the max of the patched row
             const float m = kept.empty() ? -detail::f_inf : kept.logits()[0];
             const float thr = kernels::min_p_threshold(m, p.min_p, t_eff);
-            kernels::filter_at_least(w.row(), thr, kept);
+            w.row_filter_at_least(thr, kept);
             w.merge_patches(thr);
             if (kept.size() < p.min_keep) w.overlay_top_k(p.min_keep, tie_policy::exactly_k);
             w.clear_patch_marks();
@@ -33,10 +37,10 @@ struct min_p_step {
             return;
         }
         if (w.full()) {
-            const std::size_t n = kernels::filter_min_p(w.row(), p.min_p, t_eff, kept);  // one pass
+            const std::size_t n = w.row_filter_min_p(p.min_p, t_eff, kept);  // one pass
             w.set_kept(false);
             if (n < p.min_keep) {
-                kernels::top_k(w.row(), p.min_keep, tie_policy::exactly_k, kept);
+                w.row_top_k(p.min_keep, tie_policy::exactly_k, kept);
                 w.set_kept(true);
             }
             return;

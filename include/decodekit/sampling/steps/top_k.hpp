@@ -2,7 +2,8 @@
 /// \file sampling/steps/top_k.hpp
 /// Top-k: keeps the `top_k` largest logits (tie_policy top_k_ties: exactly k, ties by lowest id,
 /// or every entry tied with the k-th). Disabled for k <= 0 or k >= V.
-/// Full set: kernels::top_k (selection flat in k, then an O(k) sort), honouring the overlay.
+/// Full set: kernels::top_k (selection flat in k, then an O(k) sort), honouring the overlay and
+/// the mask (read inside the selection's passes).
 /// Narrowed set: the first k of the ordered set.
 
 #include <decodekit/config.hpp>
@@ -25,7 +26,7 @@ struct top_k_step {
             return;
         }
         if (w.full()) {
-            kernels::top_k(w.row(), k, ties, w.kept());
+            w.row_top_k(k, ties, w.kept());
             w.set_kept(true);
             return;
         }
