@@ -13,6 +13,10 @@
 // row it grows until the whole row is kept), and the time per call with it. The counter `kept` is
 // the size of the final candidate set (distribution_unordered(), outside the timing). A setting
 // whose call does not return status ok is reported as an error, not timed.
+// At V = 128256, the counters `tier_double` and `tier_reference` are the share of the selection
+// steps' runs (sampling_workspace::tiers) decided by a double-precision pass and by the
+// reference's own arithmetic (the exactness fallbacks), over one call on each of 32 more rows of
+// the shape (salts 1..32), outside the timing.
 //
 // Settings with a mask percentage run under a token bitmask (sample_context::mask) allowing that
 // percentage of the tokens at random (fixed seed): "<setting>_mask<percent>" (issue 14's bar:
@@ -27,6 +31,7 @@
 #include <decodekit/sampling/sampling.hpp>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -120,6 +125,23 @@ void run_sample(benchmark::State& state, const sampling_params& p, dk_bench::sha
     dk_bench::set_items(state, v);
     ctx.step = 0;
     state.counters["kept"] = double(s.distribution_unordered(x, ctx).size());
+    if (v == dk_bench::bar_vocab) {  // the fallback rate over 32 more rows of the shape
+        static std::map<int, std::vector<std::vector<float>>> more;
+        auto& rows = more[int(sh)];
+        if (rows.empty())
+            for (std::uint64_t salt = 1; salt <= 32; ++salt)
+                rows.push_back(dk_bench::make_row(sh, v, salt));
+        sampling_workspace& ws = sampling_workspace::this_thread();
+        ws.tiers = {};
+        for (const auto& y : rows) {
+            s.restore(initial);
+            benchmark::DoNotOptimize(s.sample(y, 1, 0));
+        }
+        s.restore(initial);
+        const double runs = ws.tiers.runs > 0 ? double(ws.tiers.runs) : 1.0;
+        state.counters["tier_double"] = double(ws.tiers.double_pass) / runs;
+        state.counters["tier_reference"] = double(ws.tiers.reference) / runs;
+    }
 }
 
 enum class dist_kind { sorted, unordered };

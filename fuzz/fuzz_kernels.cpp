@@ -2,6 +2,8 @@
 /// Every kernel on arbitrary rows (NaN, +-inf, huge, subnormal, ties), for every xsimd
 /// architecture the build supports, checked against kernels/reference.hpp (the oracle):
 /// exact for max/argmax/selections/draws, tight tolerances for reductions. A mismatch aborts.
+/// Kernel 13: the truncation kernels (top-p, typical, epsilon, eta, mirostat's cut, top-n-sigma,
+/// XTC's removal; their cuts; draw_cut), chosen by one more byte.
 /// Token bitmasks: about half the inputs run the masked kernels (random words, all-zero,
 /// all-one, garbage bits past V, masks longer or shorter than the row) against the reference on
 /// the masked copy of the row (reference::masked_copy), and the in-place apply against it.
@@ -14,6 +16,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <span>
 #include <utility>
 #include <vector>
@@ -66,6 +69,139 @@ bool near_cdf_boundary(std::span<const float> w, double u, std::size_t i) {
     }
     const long double lo = before, hi = before + w[i], target = u * s, tol = 1e-12L * s;
     return w[i] > 0 && target >= lo - tol && target <= hi + tol;
+}
+
+/// got (id order) holds exactly want's entries (reference order).
+void check_set(const dk::candidates& got, const dk::candidates& want, const char* what) {
+    std::vector<std::pair<dk::token_id, float>> w;
+    for (std::size_t i = 0; i < want.size(); ++i) w.emplace_back(want.ids()[i], want.logits()[i]);
+    std::sort(w.begin(), w.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    DK_FUZZ_CHECK(got.size() == w.size(), "%s: size %zu vs reference %zu", what, got.size(),
+                  w.size());
+    for (std::size_t i = 0; i < got.size(); ++i)
+        DK_FUZZ_CHECK(got.ids()[i] == w[i].first && same_float(got.logits()[i], w[i].second),
+                      "%s: entry %zu: id %d logit %g vs reference %d %g", what, i, got.ids()[i],
+                      got.logits()[i], w[i].first, w[i].second);
+}
+
+/// The cut of a result selects exactly got's entries of the row.
+void check_cut(std::span<const float> x, const dk::kernels::row_cut& cut, const dk::candidates& got,
+               const char* what) {
+    std::size_t j = 0;
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (cut.contains(x[i], i)) {
+            DK_FUZZ_CHECK(j < got.size() && got.ids()[j] == dk::token_id(i),
+                          "%s: the cut keeps entry %zu, the set does not", what, i);
+            ++j;
+        }
+    DK_FUZZ_CHECK(j == got.size(), "%s: the cut keeps %zu entries, the set %zu", what, j,
+                  got.size());
+}
+
+/// The truncation kernels against their references (kernel 13).
+template <class A>
+void truncation(FuzzedDataProvider& in, std::span<const float> x, float t) {
+    namespace kn = dk::kernels;
+    const std::size_t n = x.size();
+    const int which = in.ConsumeIntegralInRange<int>(0, 7);
+    const float p = dk_fuzz::consume_param(in, 0.f, 1.f);
+    const std::size_t min_keep = in.ConsumeIntegralInRange<std::size_t>(0, 5);
+    dk::candidates got(n), want(n), scratch(n);
+    std::vector<float> w(n), wr(n);
+    auto both = [&](const kn::truncation_result& r, const char* what) {
+        DK_FUZZ_CHECK(r.ok(), "%s: status", what);
+        DK_FUZZ_CHECK(r.kept == got.size(), "%s: kept %zu vs size %zu", what, r.kept, got.size());
+        check_set(got, want, what);
+        check_cut(x, r.cut, got, what);
+    };
+    switch (which) {
+        case 0: {
+            ref::top_p(x, p, t, min_keep, want);
+            both(kn::top_p_unordered<A>(x, p, t, min_keep, got, w), "top_p_unordered");
+            const auto rc = kn::top_p_cut<A>(x, p, t, min_keep, scratch, wr);
+            check_cut(x, rc.cut, got, "top_p_cut");
+            break;
+        }
+        case 1:
+        case 2: {
+            const auto stop =
+                which == 1 ? dk::typical_stop::reach_with_ties : dk::typical_stop::exceed;
+            ref::typical(x, p, t, min_keep, stop, want);
+            both(kn::typical_unordered<A>(x, p, t, min_keep, stop, got, w), "typical_unordered");
+            const auto rc = kn::typical_cut<A>(x, p, t, min_keep, stop, scratch, wr);
+            check_cut(x, rc.cut, got, "typical_cut");
+            break;
+        }
+        case 3: {
+            const float e = dk_fuzz::consume_param(in, 0.f, 0.2f);
+            ref::epsilon(x, e, t, min_keep, want);
+            both(kn::epsilon_unordered<A>(x, e, t, min_keep, got, w), "epsilon_unordered");
+            break;
+        }
+        case 4: {
+            const float e = dk_fuzz::consume_param(in, 0.f, 0.2f);
+            ref::eta(x, e, t, min_keep, want);
+            both(kn::eta_unordered<A>(x, e, t, min_keep, got, w), "eta_unordered");
+            break;
+        }
+        case 5: {
+            const float mu = dk_fuzz::consume_param(in, 0.f, 30.f);
+            ref::mirostat_cut(x, mu, t, want);
+            both(kn::mirostat_cut_unordered<A>(x, mu, t, got, w), "mirostat_cut_unordered");
+            break;
+        }
+        case 6: {
+            const float ns = dk_fuzz::consume_param(in, 0.f, 5.f);
+            ref::top_n_sigma(x, ns, min_keep, want);
+            both(kn::top_n_sigma_unordered<A>(x, ns, t, min_keep, got, w), "top_n_sigma_unordered");
+            break;
+        }
+        case 7: {
+            ref::xtc_removed(x, p, t, min_keep, want);
+            const auto r = kn::xtc_remove<A>(x, p, t, min_keep, got, w);
+            if (!(r.ok() && r.kept == want.size())) {  // the case, for the report
+                std::fprintf(stderr, "xtc case: n %zu threshold %.9g T %.9g min_keep %zu\n", n, p,
+                             t, min_keep);
+                for (std::size_t i = 0; i < n; ++i) std::fprintf(stderr, "%.9g,", x[i]);
+                std::fprintf(stderr, "\ngot:");
+                for (std::size_t i = 0; i < got.size(); ++i)
+                    std::fprintf(stderr, " %d:%.9g", got.ids()[i], got.logits()[i]);
+                std::fprintf(stderr, "\n");
+            }
+            DK_FUZZ_CHECK(r.ok() && r.kept == want.size(), "xtc_remove: removed %zu vs %zu", r.kept,
+                          want.size());
+            for (std::size_t i = 0; i < r.kept; ++i)
+                DK_FUZZ_CHECK(got.ids()[i] == want.ids()[i], "xtc_remove: entry %zu: %d vs %d", i,
+                              got.ids()[i], want.ids()[i]);
+            for (std::size_t i = 0; i < r.kept; ++i)
+                DK_FUZZ_CHECK(w[std::size_t(got.ids()[i])] == 0.f, "xtc_remove: weight kept");
+            break;
+        }
+    }
+    // draw_cut over a top-p cut equals draw_inverse_cdf over the compacted weights (up to the
+    // documented summation-order tolerance)
+    if (which == 0) {
+        const auto rc = kn::top_p_cut<A>(x, p, t, min_keep, scratch, wr);
+        const double u = in.ConsumeFloatingPointInRange<double>(0.0, std::nextafter(1.0, 0.0));
+        const std::size_t a = kn::draw_cut<A>(x, wr, rc.cut, u);
+        std::vector<float> kw(n);
+        std::size_t k = 0;
+        for (std::size_t i = 0; i < n; ++i)
+            if (rc.cut.contains(x[i], i)) kw[k++] = wr[i];
+        const std::size_t b =
+            dk::reference::draw_inverse_cdf(std::span<const float>(kw.data(), k), u);
+        if (b != dk::npos && a != dk::npos) {
+            std::size_t ia = 0, kk = 0;  // a's position among the kept entries
+            for (std::size_t i = 0; i < a; ++i) kk += rc.cut.contains(x[i], i);
+            ia = kk;
+            DK_FUZZ_CHECK(
+                ia == b || (near_cdf_boundary(std::span<const float>(kw.data(), k), u, ia) &&
+                            near_cdf_boundary(std::span<const float>(kw.data(), k), u, b)),
+                "draw_cut %zu vs reference %zu (u=%.17g)", ia, b, u);
+        } else {
+            DK_FUZZ_CHECK(a == b, "draw_cut %zu vs reference %zu", a, b);
+        }
+    }
 }
 
 template <class A>
@@ -321,6 +457,11 @@ void run(FuzzedDataProvider& in) {
             for (std::size_t i = 0; i < n; ++i) allowed += mask.allowed(i);
             DK_FUZZ_CHECK(dk::kernels::count_allowed(mask, n) == allowed,
                           "count_allowed %zu vs %zu", dk::kernels::count_allowed(mask, n), allowed);
+            break;
+        }
+        case 13: {
+            if (!t_ok) break;
+            truncation<A>(in, x, t);
             break;
         }
     }

@@ -95,10 +95,23 @@ inline constexpr std::size_t npos = static_cast<std::size_t>(-1);
 
 /// How top-k treats tokens tied with the k-th value.
 enum class tie_policy : std::uint8_t {
-    exactly_k,  ///< keep exactly k, ties broken by lowest id (llama.cpp, CTranslate2,
-                ///< onnxruntime-genai)
+    /// keep exactly k; decodekit breaks ties at the k-th logit by lowest id, so the set is
+    /// deterministic (llama.cpp, CTranslate2 and onnxruntime-genai also keep exactly k, but
+    /// which of the tied tokens they keep is left to their partial sort: arbitrary)
+    exactly_k,
     keep_ties,  ///< keep every token whose logit is >= the k-th logit (Hugging Face, vLLM,
                 ///< FlashInfer)
+};
+
+/// Where locally typical sampling ends its set (tokens in order of |-log p - H|).
+enum class typical_stop : std::uint8_t {
+    /// stop at the first token whose cumulative mass reaches typical_p, then also keep every
+    /// token whose score equals that token's (Hugging Face)
+    reach_with_ties,
+    /// stop at the first token whose cumulative mass strictly exceeds typical_p; a prefix of
+    /// the order, no tie rule: one token more than reach_with_ties when the mass lands exactly
+    /// on typical_p (llama.cpp)
+    exceed,
 };
 
 DECODEKIT_END_NAMESPACE
@@ -822,7 +835,8 @@ DECODEKIT_END_NAMESPACE
 // clang-format on
 /// The default is llama_cpp (temperature last: truncation runs on the raw logits and temperature
 /// only touches the survivors, the fastest order). Presets choose the order only; the other
-/// switches (top_k_ties, min_p_space, min_keep) are separate fields.
+/// switches (top_k_ties, min_p_mode, typical_mode, min_keep) are separate fields: for llama.cpp's
+/// own rules set top_k_ties = exactly_k, min_p_mode = logits and typical_mode = exceed.
 
 
 // ---- begin decodekit/processors/bias.hpp
@@ -2806,10 +2820,19 @@ struct sampling_params {
     int top_k = 0;  ///< <= 0 disabled
     tie_policy top_k_ties =
         tie_policy::exactly_k;  ///< exactly k (llama.cpp) or keep ties (HF, vLLM)
-    float top_p = 1.f;          ///< in [0, 1]; 1 disabled; 0 keeps the top token
-    float min_p = 0.f;          ///< in [0, 1]; 0 disabled
+    /// in [0, 1]; 1 disabled; 0 keeps the top token. A float probability (top_p, typical_p,
+    /// min_p, epsilon, eta, xtc_threshold) stands for the decimal written: a mass reaching the
+    /// lowest real that rounds to it has reached it (0.8f is reached by 0.5 + 0.3)
+    float top_p = 1.f;
+    float min_p = 0.f;  ///< in [0, 1]; 0 disabled
     min_p_space min_p_mode = min_p_space::probabilities;
-    float typical_p = 1.f;        ///< in [0, 1]; 1 disabled
+    float typical_p = 1.f;  ///< in [0, 1]; 1 disabled
+    /// Where typical's set ends: reach_with_ties (Hugging Face: the first token whose mass
+    /// reaches typical_p, and every token with its score) or exceed (llama.cpp: the first token
+    /// whose mass strictly exceeds typical_p; one token more when the mass lands exactly on it).
+    /// Like top_k_ties and min_p_mode, not set by the order presets: llama.cpp's behaviour is
+    /// order = llama_cpp with typical_mode = exceed.
+    typical_stop typical_mode = typical_stop::reach_with_ties;
     float epsilon = 0.f;          ///< in [0, 1); 0 disabled
     float eta = 0.f;              ///< in [0, 1); 0 disabled
     float top_n_sigma = 0.f;      ///< >= 0; 0 disabled
@@ -2914,6 +2937,9 @@ inline std::optional<std::string> sampling_params::check() const {
         return range_message("sampling_params.min_p", "in [0, 1]", min_p);
     if (!detail::in_closed(typical_p, 0.f, 1.f))
         return range_message("sampling_params.typical_p", "in [0, 1]", typical_p);
+    if (unsigned(typical_mode) > unsigned(typical_stop::exceed))
+        return range_message("sampling_params.typical_mode", "reach_with_ties or exceed",
+                             double(unsigned(typical_mode)));
     if (!(epsilon >= 0.f && epsilon < 1.f))
         return range_message("sampling_params.epsilon", "in [0, 1)", epsilon);
     if (!(eta >= 0.f && eta < 1.f)) return range_message("sampling_params.eta", "in [0, 1)", eta);
@@ -3522,6 +3548,71 @@ inline double reduce_add(const xsimd::batch<double, A>& v) noexcept {
 #endif
 }
 
+/// Widens the float lanes of `x` to double: the low half to `lo`, the high half to `hi`.
+template <class A>
+inline void widen(const batch<A>& x, xsimd::batch<double, A>& lo,
+                  xsimd::batch<double, A>& hi) noexcept {
+    using D = xsimd::batch<double, A>;
+    lo = D(0.0);
+    hi = D(0.0);
+    widen_add<A>(lo, hi, x);
+}
+
+/// The double-lane counterparts of fma, select and abs (same xsimd semantics).
+template <class A>
+inline dbatch<A> fma(const dbatch<A>& x, const dbatch<A>& y, const dbatch<A>& z) noexcept {
+    return xsimd::fma(x, y, z);
+}
+template <class A>
+inline dbatch<A> select(const xsimd::batch_bool<double, A>& c, const dbatch<A>& a,
+                        const dbatch<A>& b) noexcept {
+    return xsimd::select(c, a, b);
+}
+template <class A>
+inline dbatch<A> abs(const dbatch<A>& x) noexcept {
+    return xsimd::abs(x);
+}
+
+/// exp(d) in double for d <= 0 (the double-precision counterpart of exp_nonpositive, for the
+/// rare passes that need weights to ~1e-15): k = round(d / ln 2) by the shifter trick,
+/// r = d - k ln 2 by a two-constant Cody-Waite reduction (|r| <= 0.35), the Taylor polynomial
+/// of degree 13 (truncation below 6e-18), 2^k from the exponent bits. Returns 0 for d < -708
+/// (those weights are below 1e-307) and for NaN lanes. Relative error a few ulp (the tests
+/// bound it by 4e-16 against std::exp).
+template <class A>
+inline xsimd::batch<double, A> exp_nonpositive_double(const xsimd::batch<double, A>& d) noexcept {
+    using D = xsimd::batch<double, A>;
+    using I = xsimd::batch<std::int64_t, A>;
+    const D lo(-708.0);
+    const D dc = xsimd::max(d, lo);
+    const D shifter(6755399441055744.0 + 1023.0);  // 1.5 * 2^52 + exponent bias
+    const D t = xsimd::fma(dc, D(1.4426950408889634), shifter);
+    const D k = t - shifter;  // round(dc / ln 2), exact
+    D r = xsimd::fnma(k, D(6.93147180369123816490e-01), dc);
+    r = xsimd::fnma(k, D(1.90821492927058770002e-10), r);
+    // Horner: 1/13!, 1/12!, ..., 1/2!, then r * q + r + 1.
+    D q(1.0 / 6227020800.0);
+    q = xsimd::fma(q, r, D(1.0 / 479001600.0));
+    q = xsimd::fma(q, r, D(1.0 / 39916800.0));
+    q = xsimd::fma(q, r, D(1.0 / 3628800.0));
+    q = xsimd::fma(q, r, D(1.0 / 362880.0));
+    q = xsimd::fma(q, r, D(1.0 / 40320.0));
+    q = xsimd::fma(q, r, D(1.0 / 5040.0));
+    q = xsimd::fma(q, r, D(1.0 / 720.0));
+    q = xsimd::fma(q, r, D(1.0 / 120.0));
+    q = xsimd::fma(q, r, D(1.0 / 24.0));
+    q = xsimd::fma(q, r, D(1.0 / 6.0));
+    q = xsimd::fma(q, r, D(0.5));
+    const D e = xsimd::fma(q * r, r, r) + D(1.0);
+#if XSIMD_VERSION_MAJOR >= 11
+    const D scale = xsimd::bitwise_cast<double>(xsimd::bitwise_cast<std::int64_t>(t) << 52);
+#else
+    const D scale = xsimd::bitwise_cast<D>(xsimd::bitwise_cast<I>(t) << 52);
+#endif
+    static_cast<void>(sizeof(I));
+    return xsimd::select(d >= lo, e * scale, D(0.0));
+}
+
 /// Compress-store of a (logit, id) pair of batches: writes the lanes of `v` selected by the bit
 /// mask `m` (bit i = lane i), in lane order, to logits_out[0..) and the same lanes of `ids` to
 /// ids_out[0..); returns how many. May write up to lanes<A> entries past the count (callers leave
@@ -3548,6 +3639,41 @@ inline std::size_t compress_store(const batch<A>& v, const ibatch<A>& ids, std::
             const int i = std::countr_zero(m);
             m &= m - 1;
             logits_out[n] = f[i];
+            ids_out[n] = d[i];
+            ++n;
+        }
+        return n;
+    }
+}
+
+/// compress_store of three arrays at once: the lanes of `v` and `w` selected by `m` to
+/// v_out / w_out and the same lanes of `ids` to ids_out, in lane order; returns how many. May
+/// write up to lanes<A> entries past the count of each output.
+template <class A>
+inline std::size_t compress_store(const batch<A>& v, const batch<A>& w, const ibatch<A>& ids,
+                                  std::uint64_t m, float* v_out, float* w_out,
+                                  std::int32_t* ids_out) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __mmask16 k = __mmask16(m);
+        _mm512_storeu_ps(v_out, _mm512_maskz_compress_ps(k, static_cast<__m512>(v)));
+        _mm512_storeu_ps(w_out, _mm512_maskz_compress_ps(k, static_cast<__m512>(w)));
+        _mm512_storeu_si512(ids_out, _mm512_maskz_compress_epi32(k, static_cast<__m512i>(ids)));
+        return std::size_t(std::popcount(unsigned(k)));
+    } else
+#endif
+    {
+        alignas(64) float f[lanes<A>], g[lanes<A>];
+        alignas(64) std::int32_t d[lanes<A>];
+        v.store_aligned(f);
+        w.store_aligned(g);
+        ids.store_aligned(d);
+        std::size_t n = 0;
+        while (m) {
+            const int i = std::countr_zero(m);
+            m &= m - 1;
+            v_out[n] = f[i];
+            w_out[n] = g[i];
             ids_out[n] = d[i];
             ++n;
         }
@@ -3787,6 +3913,15 @@ DECODEKIT_END_NAMESPACE
 /// probability 0); -inf entries have probability 0 and are never selected; +inf entries win:
 /// when any entry is +inf, the distribution is uniform over the +inf entries.
 ///
+/// Truncation steps (top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, mirostat's cut,
+/// XTC's removal) take a row whose entries outside the working set are -inf, compute in double
+/// (weights W_i = weight(x_i, max, T), Z = their sum in id order, p_i = W_i / Z) and return
+/// their set in reference order: logit descending, ties by ascending id.
+/// A probability parameter given as a float (top_p, typical_p, min_p, epsilon, eta,
+/// xtc_threshold) stands for the decimal the user wrote: a mass or probability that reaches
+/// decimal_floor(p), the lowest real that rounds to p, has reached p (so 0.8f, held as
+/// 0.800000012, is reached by the masses 0.5 + 0.3 of a row whose double sum lands a rounding
+/// error below 0.8); "strictly exceeds p" means exceeds decimal_ceil(p).
 /// Token bitmasks (kernels/mask.hpp): a masked kernel is the unmasked one on the row with every
 /// disallowed entry at -inf (masked_copy); the masked functions here read the mask entry by
 /// entry (masked_entry) and allocate nothing, except masked_copy.
@@ -3919,6 +4054,16 @@ DECODEKIT_BEGIN_NAMESPACE
 namespace reference {
 
 inline constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+
+/// The lowest real that rounds to the float p: the midpoint between p and the next float below
+/// (exact in double). NaN for NaN.
+inline double decimal_floor(float p) noexcept {
+    return (double(p) + double(std::nextafter(p, neg_inf))) / 2;
+}
+/// The highest real that rounds to the float p: the midpoint between p and the next float above.
+inline double decimal_ceil(float p) noexcept {
+    return (double(p) + double(std::nextafter(p, -neg_inf))) / 2;
+}
 
 using kernels::token_bitmask;
 
@@ -4118,11 +4263,12 @@ inline std::size_t filter_at_least(std::span<const float> x, float threshold,
     return out.size();
 }
 
-/// Min-p in logit space: the logit threshold max + T ln(p_base) (p_i >= p_base * p_max at
-/// temperature T). p_base <= 0 gives -inf (keeps everything).
+/// Min-p in logit space: the logit threshold max + T ln(decimal_floor(p_base)) (p_i >= p_base *
+/// p_max at temperature T, p_base standing for its decimal), rounded to float. p_base <= 0 gives
+/// -inf (keeps everything).
 inline float min_p_threshold(float max_logit, float p_base, float temperature = 1.f) noexcept {
     if (p_base <= 0) return neg_inf;
-    return float(double(max_logit) + double(temperature) * std::log(double(p_base)));
+    return float(double(max_logit) + double(temperature) * std::log(decimal_floor(p_base)));
 }
 
 /// Min-p in one call: every valid entry with x_i >= min_p_threshold(max(x), p_base, T), in id
@@ -4130,6 +4276,17 @@ inline float min_p_threshold(float max_logit, float p_base, float temperature = 
 inline std::size_t filter_min_p(std::span<const float> x, float p_base, float temperature,
                                 candidates& out) noexcept {
     return filter_at_least(x, min_p_threshold(max(x), p_base, temperature), out);
+}
+
+/// Min-p with min_keep: filter_min_p, and when fewer than min_keep entries pass, the min_keep
+/// largest valid entries instead (top_k exactly_k: ties at the min_keep-th by lowest id). Output
+/// sorted like top_k. \pre out.capacity() >= x.size()
+inline std::size_t min_p(std::span<const float> x, float p_base, float temperature,
+                         std::size_t min_keep, candidates& out) noexcept {
+    if (filter_min_p(x, p_base, temperature, out) < min_keep)
+        return top_k(x, min_keep, tie_policy::exactly_k, out);
+    sort_candidates(out);
+    return out.size();
 }
 
 /// The entries a thresholded draw keeps (kernels::draw_temperature): x_i >= at_least and, when
@@ -4140,11 +4297,11 @@ struct logit_threshold {
     double from_max = -std::numeric_limits<double>::infinity();  ///< offset from the max (<= 0)
 };
 
-/// min-p's offset from the max in logit space: T ln(p_base); -inf (no threshold) for
+/// min-p's offset from the max in logit space: T ln(decimal_floor(p_base)); -inf (no threshold) for
 /// p_base <= 0, NaN for a NaN p_base. min_p_threshold(m, p, T) == float(double(m) + offset).
 inline double min_p_offset(float p_base, float temperature = 1.f) noexcept {
     if (p_base <= 0) return -std::numeric_limits<double>::infinity();
-    return double(temperature) * std::log(double(p_base));
+    return double(temperature) * std::log(decimal_floor(p_base));
 }
 
 /// The single logit threshold of `thr` for a row whose largest (allowed) entry is max_logit;
@@ -4188,20 +4345,22 @@ inline softmax_stats truncated_softmax(std::span<const float> x, std::span<float
 }
 
 /// Top-p (nucleus) over the whole row at temperature T: sort valid entries by probability
-/// descending (ties by id); keep entry j iff the probability mass strictly before it is < p
-/// (the smallest prefix whose mass reaches p, the crossing entry included), and at least
-/// max(1, min_keep) entries. p >= 1 keeps every valid entry. Output sorted like top_k.
-/// Accumulation in double.  \pre out.capacity() >= x.size(), temperature > 0
+/// descending (ties by id); keep entry j iff the probability mass strictly before it is below
+/// decimal_floor(p) (the smallest prefix whose mass reaches p, the crossing entry included), and
+/// at least max(1, min_keep) entries. p >= 1 keeps every valid entry; p <= 0 (or NaN) keeps
+/// max(1, min_keep). Masses are p_i = W_i / Z added in double in that order. Output sorted like
+/// top_k.  \pre out.capacity() >= x.size(), temperature > 0
 inline std::size_t top_p(std::span<const float> x, float p, float temperature, std::size_t min_keep,
                          candidates& out) noexcept {
     valid_entries(x, out);
     sort_candidates(out);
-    if (out.empty()) return 0;
+    if (out.empty() || p >= 1) return out.size();
     const softmax_stats st = exp_sum(x, temperature);
     const std::size_t keep_at_least = std::max<std::size_t>(1, min_keep);
+    const double target = decimal_floor(p);
     double before_mass = 0;
     std::size_t n = 0;
-    while (n < out.size() && (n < keep_at_least || before_mass < double(p))) {
+    while (n < out.size() && (n < keep_at_least || before_mass < target)) {
         before_mass += weight(out.logits()[n], st.max, temperature) / st.sum;
         ++n;
     }
@@ -4222,6 +4381,162 @@ inline double entropy(std::span<const float> x, float temperature = 1.f) noexcep
         }
     }
     return h;
+}
+
+/// Entries with p_i >= threshold (p_i = W_i / Z in double), sorted like top_k; when fewer than
+/// min_keep pass, the entries tied with or above the min_keep-th largest logit instead (top_k
+/// keep_ties). The rule of epsilon and eta. \pre out.capacity() >= x.size(), temperature > 0
+inline std::size_t probable_or_top(std::span<const float> x, double threshold, float temperature,
+                                   std::size_t min_keep, candidates& out) noexcept {
+    const softmax_stats st = exp_sum(x, temperature);
+    out.clear();
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (!std::isnan(x[i]) && x[i] != neg_inf &&
+            weight(x[i], st.max, temperature) / st.sum >= threshold)
+            out.push_back(token_id(i), x[i]);
+    if (out.size() < min_keep) return top_k(x, min_keep, tie_policy::keep_ties, out);
+    sort_candidates(out);
+    return out.size();
+}
+
+/// Epsilon sampling: keep p_i >= decimal_floor(epsilon); when fewer than min_keep pass, every
+/// entry tied with or above the min_keep-th largest logit (Hugging Face). epsilon <= 0 keeps
+/// every valid entry. \pre out.capacity() >= x.size(), temperature > 0
+inline std::size_t epsilon(std::span<const float> x, float eps, float temperature,
+                           std::size_t min_keep, candidates& out) noexcept {
+    if (!(eps > 0)) return top_k(x, x.size(), tie_policy::keep_ties, out);
+    return probable_or_top(x, decimal_floor(eps), temperature, min_keep, out);
+}
+
+/// The eta threshold: min(e, sqrt(e) exp(-H)) with e = decimal_floor(eta) and H = entropy(x, T).
+inline double eta_threshold(std::span<const float> x, float eta_param, float temperature) noexcept {
+    const double e = decimal_floor(eta_param);
+    return std::min(e, std::sqrt(e) * std::exp(-entropy(x, temperature)));
+}
+
+/// Eta sampling: keep p_i >= eta_threshold(x, eta, T); the min_keep rule of epsilon. eta <= 0
+/// keeps every valid entry. \pre out.capacity() >= x.size(), temperature > 0
+inline std::size_t eta(std::span<const float> x, float eta_param, float temperature,
+                       std::size_t min_keep, candidates& out) noexcept {
+    if (!(eta_param > 0)) return top_k(x, x.size(), tie_policy::keep_ties, out);
+    return probable_or_top(x, eta_threshold(x, eta_param, temperature), temperature, min_keep, out);
+}
+
+/// Mirostat v2's truncation: keep p_i >= 2^-mu (exp2(-mu) in double); when none passes, the most
+/// probable entry (the lowest id among tied maxima). \pre out.capacity() >= x.size()
+inline std::size_t mirostat_cut(std::span<const float> x, float mu, float temperature,
+                                candidates& out) noexcept {
+    return probable_or_top(x, std::exp2(-double(mu)), temperature, 0, out) > 0
+               ? out.size()
+               : top_k(x, 1, tie_policy::exactly_k, out);
+}
+
+/// Locally typical sampling at temperature T. Score s_i = |-log p_i - H| (p_i = W_i / Z,
+/// H = entropy(x, T); +inf where p_i is 0 in double); order: score ascending, ties by logit
+/// descending then id ascending. reach_with_ties keeps the prefix through the first entry whose
+/// inclusive mass reaches decimal_floor(p) (at least one entry), then every entry whose score
+/// equals that entry's (Hugging Face); exceed keeps the prefix through the first entry whose
+/// inclusive mass exceeds decimal_ceil(p) (llama.cpp). Either way at least min(min_keep, #valid)
+/// entries (a prefix of the order, no tie rule); p >= 1 keeps every valid entry. Output sorted
+/// like top_k. \pre out.capacity() >= x.size(), temperature > 0
+inline std::size_t typical(std::span<const float> x, float p, float temperature,
+                           std::size_t min_keep, typical_stop stop, candidates& out) noexcept {
+    valid_entries(x, out);
+    const std::size_t n = out.size();
+    if (n == 0 || p >= 1) {
+        sort_candidates(out);
+        return n;
+    }
+    const softmax_stats st = exp_sum(x, temperature);
+    const double h = entropy(x, temperature);
+    struct scored {
+        double score, prob;
+        float logit;
+        token_id id;
+    };
+    std::vector<scored> e(n);
+    for (std::size_t j = 0; j < n; ++j) {
+        const float v = out.logits()[j];
+        const double q = weight(v, st.max, temperature) / st.sum;
+        e[j] = {q > 0 ? std::fabs(-std::log(q) - h) : std::numeric_limits<double>::infinity(), q, v,
+                out.ids()[j]};
+    }
+    std::sort(e.begin(), e.end(), [](const scored& a, const scored& b) {
+        if (a.score != b.score) return a.score < b.score;
+        return before(a.logit, a.id, b.logit, b.id);
+    });
+    double mass = 0;
+    std::size_t k = 0;
+    if (stop == typical_stop::reach_with_ties) {
+        const double target = decimal_floor(p);
+        do mass += e[k++].prob;
+        while (k < n && mass < target);
+        while (k < n && e[k].score == e[k - 1].score) ++k;
+    } else {
+        const double target = decimal_ceil(p);
+        do mass += e[k++].prob;
+        while (k < n && !(mass > target));
+    }
+    k = std::max(k, std::min(min_keep, n));
+    out.clear();
+    for (std::size_t j = 0; j < k; ++j) out.push_back(e[j].id, e[j].logit);
+    sort_candidates(out);
+    return k;
+}
+
+/// Top-n-sigma: keep x_i >= max - n sigma (compared in double), where max is the largest valid
+/// entry and sigma the population standard deviation of the finite entries: mean = (sum x) / F
+/// and var = (sum (x - mean)^2) / F over the F finite entries in id order, in double (sigma = 0
+/// when F = 0). Independent of the temperature. When fewer than min_keep pass, the min_keep
+/// largest (top_k exactly_k). n <= 0 or NaN keeps every valid entry. Output sorted like top_k.
+/// \pre out.capacity() >= x.size()
+inline std::size_t top_n_sigma(std::span<const float> x, float n, std::size_t min_keep,
+                               candidates& out) noexcept {
+    if (!(n > 0)) return top_k(x, x.size(), tie_policy::keep_ties, out);
+    double sum = 0;
+    std::size_t f = 0;
+    for (float v : x)
+        if (std::isfinite(v)) {
+            sum += v;
+            ++f;
+        }
+    double var = 0;
+    if (f > 0) {
+        const double mean = sum / double(f);
+        for (float v : x)
+            if (std::isfinite(v)) var += (double(v) - mean) * (double(v) - mean);
+        var /= double(f);
+    }
+    const double threshold = double(max(x)) - double(n) * std::sqrt(var);
+    out.clear();
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (!std::isnan(x[i]) && x[i] != neg_inf && double(x[i]) >= threshold)
+            out.push_back(token_id(i), x[i]);
+    if (out.size() < min_keep) return top_k(x, min_keep, tie_policy::exactly_k, out);
+    sort_candidates(out);
+    return out.size();
+}
+
+/// XTC's removal, given that its coin fired: the head is the valid entries with
+/// p_i >= decimal_floor(threshold) in reference order; when it holds at least two, every head
+/// entry but the last (the least probable, the highest id among its ties) is removed, unless
+/// fewer than min_keep valid entries would remain (then none). Returns the removed entries,
+/// sorted like top_k. \pre out.capacity() >= x.size(), temperature > 0
+inline std::size_t xtc_removed(std::span<const float> x, float threshold, float temperature,
+                               std::size_t min_keep, candidates& out) noexcept {
+    const softmax_stats st = exp_sum(x, temperature);
+    const double t = decimal_floor(threshold);
+    std::size_t valid = 0;
+    out.clear();
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        if (std::isnan(x[i]) || x[i] == neg_inf) continue;
+        ++valid;
+        if (weight(x[i], st.max, temperature) / st.sum >= t) out.push_back(token_id(i), x[i]);
+    }
+    sort_candidates(out);
+    const std::size_t removed = out.size() >= 2 ? out.size() - 1 : 0;
+    out.resize(valid - removed >= min_keep ? removed : 0);
+    return out.size();
 }
 
 /// Inverse-CDF draw from unnormalised non-negative weights with one uniform u in [0, 1):
@@ -5093,6 +5408,16 @@ void grow(std::vector<T>& v, std::size_t n) {
 }
 }  // namespace detail
 
+/// How often the selection steps' exactness tiers decided a kept set (sampling/steps/
+/// selection.hpp; kernels::exactness_tier): every selection step's run adds 1 to `runs` and to
+/// the counter of its tier when that is not the first (float_bound). Diagnostics for benchmarks
+/// (the fallback rate per row shape); they accumulate until reset by the caller.
+struct selection_counters {
+    std::uint64_t runs = 0;
+    std::uint64_t double_pass = 0;  ///< a double-precision pass over the set decided
+    std::uint64_t reference = 0;    ///< the reference's own arithmetic decided
+};
+
 /// Scratch of sampling calls (see the file comment). Not thread-safe: one call at a time.
 class sampling_workspace {
 public:
@@ -5110,8 +5435,8 @@ public:
     }
 
     /// Sizes the buffers every call uses for rows of `vocab_size` entries (no-op when large
-    /// enough). The feature buffers (typical's keys, the sparse marks, the raw top-n, the
-    /// penalty and DRY scratch) grow when first used.
+    /// enough). The feature buffers (the selection steps' second set, the sparse marks, the raw
+    /// top-n, the penalty and DRY scratch) grow when first used.
     void reserve(std::size_t vocab_size) {
         if (vocab_size <= vocab_) return;
         vocab_ = vocab_size;
@@ -5126,10 +5451,11 @@ public:
     /// The vocabulary size the every-call buffers are sized for.
     std::size_t vocab_size() const noexcept { return vocab_; }
 
-    /// typical's sort keys and permutation, sized for the reserved vocabulary.
-    void reserve_typical() {
-        detail::grow(key, vocab_);
-        detail::grow(perm, vocab_);
+    /// The selection steps' second candidate set (a kernel's output when it runs on the kept
+    /// entries; sampling/steps/selection.hpp), grown on first use.
+    candidates& selection() {
+        if (sel.capacity() < vocab_) sel = candidates(vocab_);
+        return sel;
     }
     /// The processed-row copy.
     std::span<float> row_copy() {
@@ -5162,8 +5488,7 @@ public:
     candidates cand;                      ///< the working set's entries once materialised
     std::vector<detail::scored> sorted;   ///< sort scratch
     std::vector<float> weights;           ///< exp weights of cand (relative to its max)
-    std::vector<double> key;              ///< typical's sort key
-    std::vector<std::size_t> perm;        ///< typical's order
+    candidates sel;                       ///< the selection steps' second set (selection())
     std::vector<float> bmax;              ///< full-row draw: block maxima
     std::vector<double> bsum;             ///<                block sums
     std::vector<float> block_buf;         ///<                softmax of the chosen block
@@ -5173,6 +5498,7 @@ public:
     std::vector<detail::scored> patches;  ///< sparse processors: changed entries
     candidates alt;                       ///< raw top-n
     detail::in_use_flag in_use;           ///< set while a call works in it
+    selection_counters tiers;             ///< the selection steps' tiers (diagnostics)
 
 private:
     std::size_t vocab_ = 0;
@@ -6174,7 +6500,7 @@ std::size_t filter_min_p_of(const Row r, std::size_t n, float p_base, float temp
     const std::size_t nfull = n / L * L;
     if (n == 0) return 0;
     if (p_base <= 0) return filter_at_least_of<A>(r, n, neg_inf_f, out);
-    const double shift = double(temperature) * std::log(double(p_base));
+    const double shift = double(temperature) * std::log(reference::decimal_floor(p_base));
     if (std::isnan(shift)) return 0;
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
@@ -8850,86 +9176,1126 @@ DECODEKIT_END_NAMESPACE
 
 // ---- begin decodekit/sampling/steps/epsilon.hpp
 /// \file sampling/steps/epsilon.hpp
-/// Epsilon sampling: removes p_i < epsilon, keeping at least min_keep (the most probable).
-/// Disabled at 0. Full set: one exp-sum pass, one threshold compaction, then the exact cut on the
-/// survivors (see weight_threshold.hpp).
+/// Epsilon sampling: keeps p_i >= epsilon (the float standing for its decimal); when fewer than
+/// min_keep pass, every entry tied with or above the min_keep-th largest logit (Hugging Face).
+/// Disabled at 0. The set is kernels::epsilon_unordered's (= reference::epsilon): one
+/// exponential pass and one filter pass (see selection.hpp), in id order with its weights.
 
-// ---- begin decodekit/sampling/steps/weight_threshold.hpp
-/// \file sampling/steps/weight_threshold.hpp
-/// What the weight-threshold steps (epsilon, eta, mirostat) share: the full row's statistics and
-/// the compaction of the entries that may pass a weight threshold (detail, not a step).
+// ---- begin decodekit/kernels/thresholds.hpp
+/// \file kernels/thresholds.hpp
+/// The truncation steps that keep the entries above a threshold, found by one filter pass (no
+/// sort): epsilon, eta and mirostat v2's cut (a probability threshold), top-n-sigma (a logit
+/// threshold from the max and the standard deviation); and weigh(), the weights of a kept set.
+/// Semantics: kernels/reference.hpp (the same set exactly). Output in id order. No random
+/// numbers are consumed.
+///
+/// Probability thresholds (epsilon, eta, mirostat_cut), passes: max; the exponential pass storing
+/// every weight (Z, and for eta the entropy: H = log Z + sum w |d| / Z in the same pass); one
+/// compaction pass keeping x_i >= a logit threshold a little below the exact one. Entries whose
+/// float probability w_i / Z is within its error bound of the threshold (relative: the
+/// exponential's, the argument's, Z's, eta's H; see kernels/weights.hpp) are decided again in
+/// double: Z (and H) from a double-precision pass and the entry's weight the reference's (tier
+/// double_pass), and if still within ~1e-10, with the reference's own Z and H (tier reference).
+/// Fewer than min_keep kept: top_k_unordered's set (the ties of the min_keep-th kept, for epsilon
+/// and eta; one entry for mirostat), its weights recomputed.
+///
+/// top_n_sigma_unordered, passes: one SIMD pass for the max, the count and the first two moments
+/// of the finite entries (in double lanes, shifted by a sampled centre so that no cancellation
+/// arises); one compaction pass; the weights of the kept entries (one exponential each). Entries
+/// within the moments' rounding bound of the threshold are decided with the reference's own mean
+/// and variance (tier reference, one scalar pass; rare: the band is ~1e-15 of sigma wide).
+
+// ---- begin decodekit/kernels/cut.hpp
+/// \file kernels/cut.hpp
+/// Using a kept set given as a row_cut over the row's weights: compact_cut writes it as
+/// candidates (ids, logits, id order) with their weights (one pass), draw_cut draws from it by
+/// inverse CDF without compacting it (one pass storing block sums, then one block scanned).
+/// No random numbers are consumed (draw_cut takes the uniform).
+///
+/// A row_cut splits the ids into at most three segments (before, between and after its two id
+/// cuts), each with one closed logit interval ("x == lo with id > lo_last" is "x >= the float
+/// after lo"), so both passes are SIMD compares on whole vectors plus a few scalar entries
+/// where a segment starts or ends inside a vector.
+
+// ---- begin decodekit/kernels/truncation.hpp
+/// \file kernels/truncation.hpp
+/// The vocabulary of the truncation kernels (nucleus.hpp, typical.hpp, thresholds.hpp, xtc.hpp):
+/// a kept set described over the row (row_cut), and what every kernel reports
+/// (truncation_result): the cut, the sums a draw needs, which exactness tier decided.
+
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+
+/// A kept set of a row as a logit interval whose boundary tie groups may be cut by id: entry i
+/// is kept iff lo < x_i < hi, or x_i == lo and i <= lo_last, or x_i == hi and i <= hi_last
+/// (npos: the whole group), both bounds holding when lo == hi. Every set a truncation step keeps
+/// has this shape: a prefix of the order logit descending / id ascending (top-k, top-p, the
+/// thresholds: hi = +inf) or typical's interval around its centre. The default cut is empty.
+struct row_cut {
+    float lo = std::numeric_limits<float>::infinity();
+    float hi = -std::numeric_limits<float>::infinity();
+    std::size_t lo_last = npos;
+    std::size_t hi_last = npos;
+
+    /// Whether entry i of value v is kept. NaN never is.
+    constexpr bool contains(float v, std::size_t i) const noexcept {
+        return (v > lo || (v == lo && i <= lo_last)) && (v < hi || (v == hi && i <= hi_last));
+    }
+};
+
+/// Which tier of a truncation kernel decided its kept set (the tiers are exact; later ones are
+/// rarer and slower).
+enum class exactness_tier : std::uint8_t {
+    float_bound,  ///< the float weights, whose error bound could not change the set
+    double_pass,  ///< a double-precision exponential pass over the row (a margin was within the
+                  ///< float bound)
+    reference,    ///< the scalar reference's own arithmetic (a margin was within ~1e-10), or a
+                  ///< row with +inf entries or a subnormal temperature
+};
+
+/// Outcome of a truncation kernel's call.
+enum class truncation_status : std::uint8_t {
+    ok,
+    bad_size,  ///< out.capacity() or the weights span is smaller than the row: nothing done
+};
+
+/// What a truncation kernel reports besides its kept set (the candidates, in id order, and their
+/// weights).
+struct truncation_result {
+    std::size_t kept = 0;  ///< size of the kept set (== out.size() for the compacting kernels)
+    row_cut cut = {};      ///< the kept set over the row
+    /// largest valid entry of the row (-inf when none, +inf when an entry is +inf)
+    float max = -std::numeric_limits<float>::infinity();
+    /// normaliser: sum over the row of the float weights exp((x_i - max) / T), accumulated in
+    /// double (a row with +inf entries: their count); NaN when the kernel does not compute it
+    double sum = 0;
+    double kept_sum = 0;  ///< sum of the kept entries' weights, accumulated in double
+    exactness_tier tier = exactness_tier::float_bound;
+    truncation_status status = truncation_status::ok;
+
+    bool ok() const noexcept { return status == truncation_status::ok; }
+};
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/truncation.hpp
+// ---- begin decodekit/kernels/weights.hpp
+/// \file kernels/weights.hpp
+/// What the truncation kernels (nucleus.hpp, typical.hpp, thresholds.hpp, xtc.hpp) share: the
+/// exponential pass that computes every weight of a row once, the error bounds that make their
+/// float decisions exact, the double-precision pass of their rare second tier, and the
+/// reference tier.
+///
+/// Weights: w_i = exp_nonpositive((x_i - m) * (1/T)) in float, m the row max (simd::
+/// exp_nonpositive: 0 for NaN, -inf and d < -87). Against the real W_i = e^{(x_i - m)/T}:
+///   |w_i - W_i| <= W_i (exp_error + arg_error |d_i|) + flush_error,
+/// exp_error covering the polynomial (its largest relative error over every float d in [-87, 0],
+/// measured exhaustively: 8.53e-8 with FMA, 8.31e-8 without, on every x86 architecture xsimd
+/// offers; a test re-checks it on a sample), arg_error the rounding of d = fl(fl(x - m) * fl(1/T))
+/// (three roundings: |d - D| <= 3 2^-24 |D|, which moves e^d by that much relative), flush_error
+/// the weights below e^-87 that the polynomial flushes to 0.
+/// Sums of float weights are accumulated in double lanes (every float widened), so they are
+/// exact up to n 2^-53 relative; sums that only feed a bound are accumulated in float blocks and
+/// inflated by their worst-case rounding.
 
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+
+namespace detail {
+
+/// Relative error bound of simd::exp_nonpositive (measured 8.53e-8, see the file comment).
+inline constexpr double exp_error = 1.2e-7;
+/// Relative error of e^d per unit of |d| from the rounding of d (3 2^-24 with slack).
+inline constexpr double arg_error = 1.8e-7;
+/// Absolute error per entry from the flush of weights below e^-87 (and subnormal rounding).
+inline constexpr double flush_error = 2e-38;
+/// Relative error bound of one double weight of double_pass (exp_nonpositive_double, measured
+/// below 2.5e-16 by the tests) plus the rounding of its argument, per unit of |D| (3 2^-53).
+inline constexpr double exp_error_double = 4e-16;
+inline constexpr double arg_error_double = 3.4e-16;
+
+/// Relative error of a sum of n non-negative double terms added in double (n 2^-53, with slack).
+inline double sum_error(std::size_t n) noexcept { return double(n + 8) * 0x1p-52; }
+
+/// How far the reference's double arithmetic may stray from real arithmetic on a row of n
+/// entries, as an absolute error on a probability or on a mass in [0, 1]: its weights (a libm
+/// exp of a rounded argument: (|D| + 2) 2^-52 each, |D| < 746 where the weight is not 0), its
+/// sums in id order, the quotients W / Z and their running sum.
+inline double reference_error(std::size_t n) noexcept { return double(2 * n + 800) * 0x1p-52; }
+
+/// The float weights of a vector of logits (the one expression every pass uses, so that a weight
+/// recomputed later is the stored one bit for bit).
+template <class A>
+inline simd::batch<A> weight_lanes(const simd::batch<A>& v, const simd::batch<A>& mb,
+                                   const simd::batch<A>& tb) noexcept {
+    return simd::exp_nonpositive<A>((v - mb) * tb);
+}
+
+/// weight_lanes for one logit.
+template <class A>
+inline float weight_one(float v, float m, float inv_t) noexcept {
+    using B = simd::batch<A>;
+    alignas(64) float buf[simd::lanes<A>];
+    weight_lanes<A>(B(v), B(m), B(inv_t)).store_aligned(buf);
+    return buf[0];
+}
+
+/// The sums of one exponential pass over a row.
+struct row_sums {
+    double sum = 0;  ///< sum of w_i, exact up to n 2^-53
+    /// sum of w_i (m - x_i) / T in double (d clamped at -200 where w_i = 0; the float products
+    /// w_i d_i added in double lanes); 0 unless Precise
+    double wd = 0;
+    /// upper bound of sum w_i |d_i| (float blocks, inflated by their rounding)
+    double wd_bound = 0;
+    /// upper bound of sum w_i d_i^2 (float blocks, inflated by their rounding); 0 unless Precise
+    double wd2_bound = 0;
+
+    /// Bound on |sum - sum of the real weights| (before the double additions' n 2^-53).
+    double error(std::size_t n) const noexcept {
+        return (exp_error * sum + arg_error * wd_bound) * (1 + 1e-6) + double(n) * flush_error;
+    }
+};
+
+/// One pass: w_i for every entry (stored to w when Store), their sum and the moments of d in
+/// row_sums (Precise: wd and wd2_bound as described there; otherwise only wd_bound).
+/// \pre m finite (the row max), inv_t finite and > 0
+template <class A, bool Store, bool Precise>
+row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    const B mb(m), tb(inv_t), lo(-200.f);
+    // two independent sets of accumulators (even and odd vectors): no add waits on the last one
+    struct acc {
+        D z0 = D(0.0), z1 = D(0.0), s0 = D(0.0), s1 = D(0.0);
+        B fs = B(0.f), f2 = B(0.f);
+    } a, b;
+    double wd_f = 0, wd2_f = 0;
+    auto one = [&](const B& v, acc& s, float* out) {
+        const B d = (v - mb) * tb;
+        const B e = simd::exp_nonpositive<A>(d);
+        if constexpr (Store) e.store_unaligned(out);
+        simd::widen_add<A>(s.z0, s.z1, e);
+        const B c = simd::max_ignore_nan<A>(lo, d);  // NaN, -inf: -200 (e is 0 there)
+        const B f = e * c;
+        s.fs += f;
+        if constexpr (Precise) {
+            s.f2 = simd::fma<A>(f, c, s.f2);
+            simd::widen_add<A>(s.s0, s.s1, f);
+        }
+    };
+    auto flush = [&] {
+        // float blocks: <= 32 additions per lane before they go to double
+        wd_f -= double(simd::reduce_add<A>(a.fs + b.fs));
+        if constexpr (Precise) wd2_f += double(simd::reduce_add<A>(a.f2 + b.f2));
+        a.fs = b.fs = a.f2 = b.f2 = B(0.f);
+    };
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 32 * L);
+        for (; i + 2 * L <= end; i += 2 * L) {
+            one(B::load_unaligned(p + i), a, w + i);
+            one(B::load_unaligned(p + i + L), b, w + i + L);
+        }
+        for (; i < end; i += L) one(B::load_unaligned(p + i), a, w + i);
+        flush();
+    }
+    if (i < n) {  // the tail, padded with -inf into one vector (same lanes, same weights)
+        alignas(64) float buf[L], wb[L];
+        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : detail::neg_inf_f;
+        one(B::load_aligned(buf), a, wb);
+        if constexpr (Store)
+            for (std::size_t j = 0; i + j < n; ++j) w[i + j] = wb[j];
+        flush();
+    }
+    row_sums r;
+    r.sum = simd::reduce_add<A>((a.z0 + a.z1) + (b.z0 + b.z1));
+    // float blocks: <= 32 additions per lane, a 16-lane reduction and the products: 64 u
+    constexpr double inflate = 1 + 64 * 0x1p-24;
+    r.wd_bound = wd_f * inflate + 1e-300;
+    r.wd2_bound = wd2_f * inflate * inflate + 1e-300;
+    if constexpr (Precise) r.wd = -simd::reduce_add<A>((a.s0 + a.s1) + (b.s0 + b.s1));
+    return r;
+}
+
+/// The double-precision sums of double_pass.
+struct double_sums {
+    double sum = 0;       ///< sum of W_i
+    double wd = 0;        ///< sum of W_i |D_i|
+    double in_set = 0;    ///< sum of W_i over the entries the predicate selects
+    double wd_bound = 0;  ///< sum W_i |D_i| inflated by its rounding
+
+    /// Bound on |sum - sum of the real weights| (relative to nothing: absolute).
+    double error(std::size_t n) const noexcept {
+        return (exp_error_double + sum_error(n)) * sum + arg_error_double * wd_bound +
+               double(n) * 1e-307;
+    }
+};
+
+/// One double-precision pass over the row: W_i = e^{D_i}, D_i = (x_i - m) / T computed as
+/// (double(x_i) - m) * (1 / T) in double, by simd::exp_nonpositive_double; their sum, the sum of
+/// W_i |D_i|, and the sum over the entries for which in_set(v, i) (a float mask for the vector v
+/// of entries i .. i + L - 1; entries past the row are -inf and never counted) holds.
+/// \pre m finite, temperature > 0 with 1 / T finite
+template <class A, class InSet>
+double_sums double_pass(std::span<const float> x, float m, float temperature,
+                        InSet&& in_set) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size();
+    const D md = D(double(m)), td = D(1.0 / double(temperature)), zero = D(0.0);
+    D z(0.0), s(0.0), k(0.0);
+    auto half = [&](const D& v, const D& sel) {
+        const D d = (v - md) * td;
+        const D e = simd::exp_nonpositive_double<A>(d);  // NaN, -inf: 0
+        z += e;
+        s += simd::select<A>(e > zero, e * d, zero);
+        k += e * sel;
+    };
+    auto one = [&](const B& v, std::size_t i) {
+        D lo, hi, slo, shi;
+        simd::widen<A>(v, lo, hi);
+        simd::widen<A>(simd::select<A>(in_set(v, i), B(1.f), B(0.f)), slo, shi);
+        half(lo, slo);
+        half(hi, shi);
+    };
+    std::size_t i = 0;
+    for (; i + L <= n; i += L) one(B::load_unaligned(p + i), i);
+    if (i < n) {
+        alignas(64) float buf[L];
+        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : detail::neg_inf_f;
+        one(B::load_aligned(buf), i);
+    }
+    double_sums r;
+    r.sum = simd::reduce_add<A>(z);
+    r.wd = -simd::reduce_add<A>(s);
+    r.in_set = simd::reduce_add<A>(k);
+    r.wd_bound = r.wd * (1 + sum_error(n)) + 1e-300;
+    return r;
+}
+
+/// Sorts out's entries by id (the reference's sets come in rank order). Key storage as scratch.
+inline void sort_by_id(candidates& out) noexcept {
+    const std::size_t c = out.size();
+    std::uint64_t* keys = out.key_storage();
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    for (std::size_t j = 0; j < c; ++j)
+        keys[j] =
+            (std::uint64_t(std::uint32_t(ids[j])) << 32) | std::bit_cast<std::uint32_t>(lg[j]);
+    std::sort(keys, keys + c);
+    for (std::size_t j = 0; j < c; ++j) {
+        ids[j] = token_id(keys[j] >> 32);
+        lg[j] = std::bit_cast<float>(std::uint32_t(keys[j]));
+    }
+}
+
+/// The weights of the logits lg[0, c) (w_j = exp((lg_j - m) / T) by weight_lanes, so equal to a
+/// row pass's) written to w[0, c); returns their double sum. \pre m finite, inv_t finite > 0
+template <class A>
+double weigh_logits(const float* lg, std::size_t c, float m, float inv_t, float* w) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B mb(m), tb(inv_t);
+    D s0(0.0), s1(0.0);
+    std::size_t j = 0;
+    for (; j + L <= c; j += L) {
+        const B e = weight_lanes<A>(B::load_unaligned(lg + j), mb, tb);
+        e.store_unaligned(w + j);
+        simd::widen_add<A>(s0, s1, e);
+    }
+    double s = simd::reduce_add<A>(s0 + s1);
+    for (; j < c; ++j) {
+        w[j] = weight_one<A>(lg[j], m, inv_t);
+        s += double(w[j]);
+    }
+    return s;
+}
+
+}  // namespace detail
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/weights.hpp
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+namespace detail {
+
+/// Calls f(s, e, a, b) for the segments [s, e) of [begin, end) in which the cut keeps exactly
+/// the entries with a <= x_i <= b (NaN never).
+template <class F>
+void for_each_segment(const row_cut& k, std::size_t begin, std::size_t end, F&& f) noexcept {
+    constexpr float pinf = std::numeric_limits<float>::infinity();
+    const std::size_t e_lo = k.lo_last == npos ? end : std::min(end, k.lo_last + 1);
+    const std::size_t e_hi = k.hi_last == npos ? end : std::min(end, k.hi_last + 1);
+    const float up = std::nextafter(k.lo, pinf), down = std::nextafter(k.hi, -pinf);
+    const std::size_t e1 = std::clamp(std::min(e_lo, e_hi), begin, end);
+    const std::size_t e2 = std::clamp(std::max(e_lo, e_hi), begin, end);
+    auto run = [&](std::size_t s, std::size_t e) {
+        if (s >= e) return;
+        // past a cut of an infinite bound nothing of that value remains: the segment is empty
+        if ((s >= e_lo && k.lo == pinf) || (s >= e_hi && k.hi == -pinf)) return;
+        f(s, e, s >= e_lo ? up : k.lo, s >= e_hi ? down : k.hi);
+    };
+    run(begin, e1);
+    run(e1, e2);
+    run(e2, end);
+}
+
+/// Keeps the entries of x[begin, end) (whole vectors) with a <= x_i <= b: appends their ids,
+/// logits and weights (read from w[i], recomputed for i < recompute_below; written to w[c]: in
+/// place, as each vector is read before a store reaches it) at index c and returns the new
+/// count; adds their weights to ksum (float lanes per block of 32 vectors, then double).
+template <class A>
+std::size_t compact_interval(const float* p, float* w, std::size_t begin, std::size_t end, float a,
+                             float b, std::size_t recompute_below, std::size_t c, token_id* ids,
+                             float* lg, float m, float inv_t, double& ksum) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B ab(a), bb(b), mb(m), tb(inv_t), zero(0.f);
+    B acc(0.f);
+    std::size_t since = 0;
+    for (std::size_t i = begin; i < end; i += L) {
+        const B v = B::load_unaligned(p + i);
+        const auto keep = (v >= ab) & (v <= bb);
+        if (const std::uint64_t mk = simd::to_mask<A>(keep)) {
+            const B wv =
+                i < recompute_below ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i);
+            c += simd::compress_store<A>(v, wv, simd::iota<A>(token_id(i)), mk, lg + c, w + c,
+                                         ids + c);
+            acc += simd::select<A>(keep, wv, zero);
+        }
+        if (++since == 32) {
+            ksum += double(simd::reduce_add<A>(acc));
+            acc = zero;
+            since = 0;
+        }
+    }
+    ksum += double(simd::reduce_add<A>(acc));
+    return c;
+}
+
+/// Sum of w[i] over the kept entries of [begin, end) (double lanes).
+template <class A>
+double cut_sum(const float* p, const float* w, const row_cut& k, std::size_t begin,
+               std::size_t end) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    double s = 0;
+    for_each_segment(k, begin, end, [&](std::size_t sb, std::size_t se, float a, float b) {
+        const std::size_t vb = std::min(se, (sb + L - 1) / L * L), ve = std::max(vb, se / L * L);
+        for (std::size_t i = sb; i < vb; ++i)
+            if (p[i] >= a && p[i] <= b) s += double(w[i]);
+        const B ab(a), bb(b), zero(0.f);
+        D s0(0.0), s1(0.0);
+        for (std::size_t i = vb; i < ve; i += L) {
+            const B v = B::load_unaligned(p + i);
+            simd::widen_add<A>(
+                s0, s1, simd::select<A>((v >= ab) & (v <= bb), B::load_unaligned(w + i), zero));
+        }
+        s += simd::reduce_add<A>(s0 + s1);
+        for (std::size_t i = ve; i < se; ++i)
+            if (p[i] >= a && p[i] <= b) s += double(w[i]);
+    });
+    return s;
+}
+
+/// compact_cut with the weights recomputed below recompute_below (the kernels' own use).
+template <class A>
+std::size_t compact_cut_from(std::span<const float> x, float* w, const row_cut& k, float m,
+                             float inv_t, candidates& out, std::size_t recompute_below,
+                             double& sum) noexcept {
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    std::size_t c = 0;
+    sum = 0;
+    for_each_segment(k, 0, x.size(), [&](std::size_t s, std::size_t e, float a, float b) {
+        auto scalar = [&](std::size_t i0, std::size_t i1) {
+            for (std::size_t i = i0; i < i1; ++i) {
+                const float v = p[i];
+                if (!(v >= a && v <= b)) continue;
+                const float wi = i < recompute_below ? weight_one<A>(v, m, inv_t) : w[i];
+                ids[c] = token_id(i);
+                lg[c] = v;
+                w[c] = wi;
+                ++c;
+                sum += double(wi);
+            }
+        };
+        const std::size_t vb = std::min(e, (s + L - 1) / L * L), ve = std::max(vb, e / L * L);
+        scalar(s, vb);
+        if (ve > vb)
+            c = compact_interval<A>(p, w, vb, ve, a, b, recompute_below, c, ids, lg, m, inv_t, sum);
+        scalar(ve, e);
+    });
+    out.resize(c);
+    return c;
+}
+
+/// The smallest of v[0, c) (+inf when c == 0; no NaN). SIMD.
+template <class A>
+float min_value(const float* v, std::size_t c) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    B b0(std::numeric_limits<float>::infinity()), b1 = b0;
+    std::size_t j = 0;
+    for (; j + 2 * L <= c; j += 2 * L) {
+        b0 = simd::min<A>(b0, B::load_unaligned(v + j));
+        b1 = simd::min<A>(b1, B::load_unaligned(v + j + L));
+    }
+    float r = simd::reduce_min<A>(simd::min<A>(b0, b1));
+    for (; j < c; ++j) r = v[j] < r ? v[j] : r;
+    return r;
+}
+
+/// The row_cut of a set given in reference order (logit descending, ties by id) that is a prefix
+/// of that order: everything down to its last entry.
+inline row_cut prefix_cut(const candidates& sorted) noexcept {
+    row_cut k;
+    if (sorted.empty()) return k;
+    k.lo = sorted.logits()[sorted.size() - 1];
+    k.lo_last = std::size_t(sorted.ids()[sorted.size() - 1]);
+    k.hi = std::numeric_limits<float>::infinity();
+    return k;
+}
+
+/// The row_cut of a top_k_unordered(x, k, ties) set (id order): its smallest value, cut at its
+/// largest id of that value (exactly_k) or the whole group (keep_ties).
+inline row_cut top_k_cut(const candidates& set, tie_policy ties) noexcept {
+    row_cut k;
+    if (set.empty()) return k;
+    k.lo = std::numeric_limits<float>::infinity();
+    for (float v : set.logits()) k.lo = v < k.lo ? v : k.lo;  // (k entries: min_keep, few)
+    k.hi = std::numeric_limits<float>::infinity();
+    if (ties == tie_policy::exactly_k)
+        for (std::size_t j = 0; j < set.size(); ++j)
+            if (set.logits()[j] == k.lo) k.lo_last = std::size_t(set.ids()[j]);
+    return k;
+}
+
+/// Writes every weight of the row as the reference tier gives it (float of reference::weight)
+/// to w and returns their double sum.
+inline double reference_weights(std::span<const float> x, float temperature, float* w) noexcept {
+    const reference::softmax_stats st = reference::exp_sum(x, temperature);
+    for (std::size_t i = 0; i < x.size(); ++i)
+        w[i] = float(reference::weight(x[i], st.max, temperature));
+    return st.sum;
+}
+
+/// A truncation kernel's answer from the reference: `ref(out)` writes the reference's kept set
+/// (rank order, a prefix of it); returned in id order with its cut, weights float(reference::
+/// weight) in w[0, kept) and the reference's normaliser. Rows with +inf entries, subnormal
+/// temperatures.
+template <class Ref>
+truncation_result via_reference(std::span<const float> x, float temperature, candidates& out,
+                                float* w, Ref&& ref) noexcept {
+    ref(out);
+    const row_cut cut = prefix_cut(out);
+    sort_by_id(out);
+    const reference::softmax_stats st = reference::exp_sum(x, temperature);
+    truncation_result r;
+    r.kept = out.size();
+    r.max = st.max;
+    r.sum = st.sum;
+    r.tier = exactness_tier::reference;
+    r.cut = cut;
+    for (std::size_t j = 0; j < r.kept; ++j) {
+        w[j] = float(reference::weight(out.logits()[j], st.max, temperature));
+        r.kept_sum += double(w[j]);
+    }
+    return r;
+}
+
+}  // namespace detail
+
+/// Writes the kept set `cut` of the row x to out (ids, logits, in id order) and moves its weights
+/// to w[0, kept) (read from w[i], the row's weights, in place: w no longer holds the row's
+/// weights afterwards). Returns the kept count; `sum` receives the kept weights' sum (float
+/// blocks added in double). One pass. Status: out.capacity() or w.size() < x.size() keeps nothing
+/// and returns npos.
+template <class A = simd::default_arch>
+std::size_t compact_cut(std::span<const float> x, std::span<float> w, const row_cut& cut,
+                        candidates& out, double& sum) noexcept {
+    out.clear();
+    sum = 0;
+    if (out.capacity() < x.size() || w.size() < x.size()) return npos;
+    return detail::compact_cut_from<A>(x, w.data(), cut, 0.f, 1.f, out, 0, sum);
+}
+
+/// Inverse-CDF draw over the kept set `cut` of the row x with the weights w (the row's, as a
+/// truncation kernel leaves them), with one uniform u in [0, 1): the same entry as
+/// draw_inverse_cdf over the kept entries' weights in id order (the first whose running sum
+/// exceeds u S, S their double sum; the last kept entry with a positive weight if rounding leaves
+/// u S unreached; entries with w <= 0 never), returned as a row index; npos when no kept entry has
+/// a positive weight or w.size() < x.size(). One pass storing the sums of at most 1024 blocks
+/// (double lanes), then one block scanned.
+template <class A = simd::default_arch>
+std::size_t draw_cut(std::span<const float> x, std::span<const float> w, const row_cut& cut,
+                     double u) noexcept {
+    constexpr std::size_t max_blocks = 1024;
+    const std::size_t n = x.size();
+    if (w.size() < n || n == 0) return npos;
+    const float* p = x.data();
+    const float* wp = w.data();
+    const std::size_t blk = std::max<std::size_t>(256, (n / max_blocks + 64) / 64 * 64);
+    double bsum[max_blocks];
+    std::size_t nb = 0;
+    double s = 0;
+    for (std::size_t b0 = 0; b0 < n; b0 += blk, ++nb) {
+        bsum[nb] = detail::cut_sum<A>(p, wp, cut, b0, std::min(n, b0 + blk));
+        s += bsum[nb];
+    }
+    if (!(s > 0)) return npos;
+    const double target = u * s;
+    double run = 0;
+    std::size_t last = npos;
+    for (std::size_t b = 0; b < nb; ++b) {
+        if (!(run + bsum[b] > target)) {
+            run += bsum[b];
+            continue;
+        }
+        const std::size_t e = std::min(n, (b + 1) * blk);
+        for (std::size_t i = b * blk; i < e; ++i) {
+            if (!(wp[i] > 0) || !cut.contains(p[i], i)) continue;
+            run += double(wp[i]);
+            last = i;
+            if (run > target) return i;
+        }
+    }
+    if (last != npos) return last;
+    for (std::size_t i = n; i-- > 0;)  // target unreached: the last kept positive entry
+        if (wp[i] > 0 && cut.contains(p[i], i)) return i;
+    return npos;
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/cut.hpp
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+namespace detail {
+
+/// Which probability threshold a threshold kernel applies.
+enum class prob_rule : std::uint8_t { epsilon, eta, mirostat };
+
+/// The reference's threshold for a rule, given the row's Z and H in double.
+inline double rule_threshold(prob_rule rule, float param, double h) noexcept {
+    switch (rule) {
+        case prob_rule::epsilon:
+            return reference::decimal_floor(param);
+        case prob_rule::eta: {
+            const double e = reference::decimal_floor(param);
+            return std::min(e, std::sqrt(e) * std::exp(-h));
+        }
+        case prob_rule::mirostat:
+            return std::exp2(-double(param));
+    }
+    return 0;
+}
+
+/// The shared body of epsilon, eta and mirostat_cut (see the file comment).
+template <class A>
+truncation_result keep_probable(std::span<const float> x, prob_rule rule, float param,
+                                float temperature, std::size_t min_keep, candidates& out,
+                                std::span<float> weights) noexcept {
+    truncation_result r;
+    out.clear();
+    if (out.capacity() < x.size() || weights.size() < x.size()) {
+        r.status = truncation_status::bad_size;
+        return r;
+    }
+    const std::size_t n = x.size();
+    if (n == 0) return r;
+    float* w = weights.data();
+    const bool miro = rule == prob_rule::mirostat;
+    const float m = kernels::max<A>(x);
+    r.max = m;
+    if (m == detail::neg_inf_f) return r;
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0))
+        return via_reference(x, temperature, out, w, [&](candidates& o) {
+            if (rule == prob_rule::epsilon)
+                reference::epsilon(x, param, temperature, min_keep, o);
+            else if (rule == prob_rule::eta)
+                reference::eta(x, param, temperature, min_keep, o);
+            else
+                reference::mirostat_cut(x, param, temperature, o);
+        });
+    const bool eta = rule == prob_rule::eta;
+    const row_sums rs =
+        eta ? weigh_row<A, true, true>(x, m, inv_t, w) : weigh_row<A, true, false>(x, m, inv_t, w);
+    const double z = rs.sum;
+    r.sum = z;
+    constexpr float pinf = std::numeric_limits<float>::infinity();
+    auto all_valid = [&] {
+        r.cut = {lowest_f, pinf, npos, npos};
+        r.kept = compact_cut_from<A>(x, w, r.cut, m, inv_t, out, 0, r.kept_sum);
+        return r;
+    };
+    if (!miro && !(param > 0)) return all_valid();  // disabled: every valid entry
+    // The threshold, with its relative error bound.
+    const double beta_z = (rs.error(n) + sum_error(n) * z) / z;  // Z's relative error
+    double h = 0, dh = 0;
+    if (eta) {
+        const double c = rs.wd / z;  // -sum p d
+        h = std::log(z) + c;
+        const double dc = (2 * exp_error * rs.wd_bound +
+                           arg_error * (2 * rs.wd2_bound + c * rs.wd_bound) + 4 * 0x1p-24 * rs.wd) /
+                              z * (1 + 1e-6) +
+                          c * beta_z;
+        dh = beta_z * (1 + beta_z) + dc + 1e-15 * (std::fabs(h) + 1);
+    }
+    const double theta = rule_threshold(rule, param, h);
+    if (!(theta > 0)) return all_valid();
+    // Keep p_i >= theta: x_i >= m + T ln(theta Z). An entry's float probability errs by
+    // exp_error + arg_error |d_i| + beta_z, the threshold by dh, the reference by its own.
+    const double ln_t = std::log(theta * z);  // d threshold (<= 0 for a kept max)
+    const double d_thr = std::min(0.0, ln_t);
+    const double rel =
+        (exp_error + arg_error * (std::fabs(d_thr) + 1e-3) + beta_z + dh + reference_error(n)) *
+            1.01 +
+        1e-12;
+    // band in d: [ln_t - rel', ln_t + rel'] (ln(1 + e) <= e); and the float rounding of x
+    const double t_lo = double(m) + double(temperature) * (ln_t - 2 * rel);
+    const double t_hi = double(m) + double(temperature) * (ln_t + 2 * rel);
+    float lo = t_lo <= double(lowest_f) ? lowest_f : std::nextafter(float(t_lo), neg_inf_f);
+    float hi = t_hi >= double(std::numeric_limits<float>::max())
+                   ? std::numeric_limits<float>::infinity()
+                   : std::nextafter(float(t_hi), std::numeric_limits<float>::infinity());
+    double kept_sum = 0;
+    std::size_t kept =
+        compact_cut_from<A>(x, w, {lo, pinf, npos, npos}, m, inv_t, out, 0, kept_sum);
+    // Entries below hi are undecided: decide them (double, then the reference).
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    const std::size_t undecided = kept - count_reaching<A>(lg, kept, hi);
+    if (undecided > 0) {
+        r.tier = exactness_tier::double_pass;
+        const double_sums ds =
+            double_pass<A>(x, m, temperature, [](const simd::batch<A>& v, std::size_t) {
+                return v != v;  // (no partial sum needed)
+            });
+        const double zd = ds.sum;
+        const double hd = std::log(zd) + ds.wd / zd;
+        const double thd = rule_threshold(rule, param, hd);
+        // q = W / zd and thd against the reference's: zd's bound, the reference's own rounding,
+        // and for eta H's (its double sums, generously)
+        const double ed = (2 * ds.error(n) / zd + reference_error(n)) * 1.01 + (eta ? 1e-11 : 0.0);
+        bool exact = false;
+        double z_ref = 0, th_ref = 0;
+        std::size_t keep_count = 0;
+        double removed = 0;
+        for (std::size_t j = 0; j < kept; ++j) {
+            bool keep = true;
+            if (!(lg[j] >= hi)) {
+                const double wr = reference::weight(lg[j], m, temperature);
+                const double q = wr / zd;
+                if (!exact && std::fabs(q / thd - 1) <= ed) {
+                    // tier reference: the reference's own Z and threshold
+                    exact = true;
+                    r.tier = exactness_tier::reference;
+                    z_ref = reference::exp_sum(x, temperature).sum;
+                    th_ref =
+                        rule_threshold(rule, param, eta ? reference::entropy(x, temperature) : 0.0);
+                }
+                keep = exact ? wr / z_ref >= th_ref : q >= thd;
+            }
+            ids[keep_count] = ids[j];
+            lg[keep_count] = lg[j];
+            w[keep_count] = w[j];
+            keep_count += keep;
+            if (!keep) removed += double(w[j]);
+        }
+        kept = keep_count;
+        kept_sum -= removed;
+        out.resize(keep_count);
+    }
+    r.kept = kept;
+    r.kept_sum = kept_sum;
+    // the kept set is {x >= its smallest value} (the probability is monotone in the logit)
+    r.cut = kept > 0 ? row_cut{min_value<A>(lg, kept), pinf, npos, npos} : row_cut{};
+    const std::size_t need = miro ? 1 : min_keep;
+    if (r.kept < need) {
+        const tie_policy ties = miro ? tie_policy::exactly_k : tie_policy::keep_ties;
+        r.kept = kernels::top_k_unordered<A>(x, need, ties, out);
+        r.cut = top_k_cut(out, ties);
+        r.kept_sum = weigh_logits<A>(out.logit_storage(), r.kept, m, inv_t, w);
+    }
+    return r;
+}
+
+}  // namespace detail
+
+/// Epsilon sampling, unordered: the set of reference::epsilon (p_i >= decimal_floor(epsilon);
+/// fewer than min_keep: the ties of the min_keep-th largest) in id order, weights[0, kept) the
+/// kept entries' weights (weights: the whole row's scratch). See the file comment.
+/// Status bad_size when out.capacity() or weights.size() < x.size(). \pre temperature > 0
+template <class A = simd::default_arch>
+truncation_result epsilon_unordered(std::span<const float> x, float epsilon, float temperature,
+                                    std::size_t min_keep, candidates& out,
+                                    std::span<float> weights) noexcept {
+    return detail::keep_probable<A>(x, detail::prob_rule::epsilon, epsilon, temperature, min_keep,
+                                    out, weights);
+}
+
+/// Eta sampling, unordered: the set of reference::eta (p_i >= min(e, sqrt(e) exp(-H)),
+/// e = decimal_floor(eta); the min_keep rule of epsilon). As epsilon_unordered.
+template <class A = simd::default_arch>
+truncation_result eta_unordered(std::span<const float> x, float eta, float temperature,
+                                std::size_t min_keep, candidates& out,
+                                std::span<float> weights) noexcept {
+    return detail::keep_probable<A>(x, detail::prob_rule::eta, eta, temperature, min_keep, out,
+                                    weights);
+}
+
+/// Mirostat v2's cut, unordered: the set of reference::mirostat_cut (p_i >= 2^-mu, at least the
+/// most probable entry). As epsilon_unordered.
+template <class A = simd::default_arch>
+truncation_result mirostat_cut_unordered(std::span<const float> x, float mu, float temperature,
+                                         candidates& out, std::span<float> weights) noexcept {
+    return detail::keep_probable<A>(x, detail::prob_rule::mirostat, mu, temperature, 1, out,
+                                    weights);
+}
+
+/// The weights of a kept set's logits: w_j = exp((logits_j - max) / T) (float, as the
+/// truncation kernels compute them) to w[0, logits.size()); returns their sum (double lanes).
+/// NaN and -inf give 0. Status: w.size() < logits.size() returns NaN and writes nothing.
+/// \pre max finite (the row max), temperature > 0 with 1 / T finite
+template <class A = simd::default_arch>
+double weigh(std::span<const float> logits, float max, float temperature,
+             std::span<float> w) noexcept {
+    if (w.size() < logits.size()) return std::numeric_limits<double>::quiet_NaN();
+    return detail::weigh_logits<A>(logits.data(), logits.size(), max, 1.f / temperature, w.data());
+}
+
+namespace detail {
+
+/// max, count and shifted moments of the finite entries in one pass (double lanes).
+struct finite_moments {
+    float max = neg_inf_f;  ///< largest valid entry (+inf if any)
+    std::size_t finite = 0;
+    double centre = 0;  ///< the shift s
+    double s1 = 0;      ///< sum (x - s)
+    double s2 = 0;      ///< sum (x - s)^2
+    double abs1 = 0;    ///< sum |x - s| (for the rounding bound)
+};
+
+template <class A>
+finite_moments moments(std::span<const float> x) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    finite_moments r;
+    // centre: the mean of up to 64 strided finite entries
+    {
+        double s = 0;
+        std::size_t k = 0;
+        const std::size_t stride = std::max<std::size_t>(1, n / 64);
+        for (std::size_t i = 0; i < n; i += stride)
+            if (std::isfinite(p[i])) {
+                s += p[i];
+                ++k;
+            }
+        r.centre = k ? s / double(k) : 0.0;
+    }
+    // the centre as a float: invalid lanes are replaced by it, so they add exactly 0
+    const float cf = float(r.centre);
+    r.centre = double(cf);
+    const D cd = D(r.centre);
+    const B cfb(cf), fzero(0.f);
+    B mx(neg_inf_f);
+    D a1(0.0), a2(0.0), aa(0.0), b1(0.0), b2(0.0), ba(0.0);
+    std::size_t i = 0;
+    auto add = [&](const B& v, D& s1, D& s2, D& sa) {
+        mx = simd::max_ignore_nan<A>(mx, v);
+        const auto fin = (v - v) == fzero;  // false for NaN and +-inf
+        r.finite += std::size_t(std::popcount(simd::to_mask<A>(fin)));
+        D lo, hi;
+        simd::widen<A>(simd::select<A>(fin, v, cfb), lo, hi);
+        lo = lo - cd;
+        hi = hi - cd;
+        s1 += lo + hi;
+        s2 = simd::fma<A>(lo, lo, simd::fma<A>(hi, hi, s2));
+        sa += simd::abs<A>(lo) + simd::abs<A>(hi);
+    };
+    for (; i + 2 * L <= nfull; i += 2 * L) {
+        add(B::load_unaligned(p + i), a1, a2, aa);
+        add(B::load_unaligned(p + i + L), b1, b2, ba);
+    }
+    if (i < nfull) {
+        add(B::load_unaligned(p + i), a1, a2, aa);
+        i += L;
+    }
+    a1 += b1;
+    a2 += b2;
+    aa += ba;
+    r.max = simd::reduce_max<A>(mx);
+    r.s1 = simd::reduce_add<A>(a1);
+    r.s2 = simd::reduce_add<A>(a2);
+    r.abs1 = simd::reduce_add<A>(aa);
+    for (; i < n; ++i) {
+        const float v = p[i];
+        r.max = v > r.max ? v : r.max;
+        if (!std::isfinite(v)) continue;
+        const double d = double(v) - r.centre;
+        r.s1 += d;
+        r.s2 += d * d;
+        r.abs1 += std::fabs(d);
+        ++r.finite;
+    }
+    return r;
+}
+
+/// The reference's own top-n-sigma threshold (reference::top_n_sigma's arithmetic).
+inline double top_n_sigma_threshold_exact(std::span<const float> x, float m, float nsig) noexcept {
+    double sum = 0;
+    std::size_t f = 0;
+    for (float v : x)
+        if (std::isfinite(v)) {
+            sum += v;
+            ++f;
+        }
+    double var = 0;
+    if (f > 0) {
+        const double mean = sum / double(f);
+        for (float v : x)
+            if (std::isfinite(v)) var += (double(v) - mean) * (double(v) - mean);
+        var /= double(f);
+    }
+    return double(m) - double(nsig) * std::sqrt(var);
+}
+
+}  // namespace detail
+
+/// Top-n-sigma, unordered: the set of reference::top_n_sigma (x_i >= max - n sigma over the
+/// finite entries; fewer than min_keep: the min_keep largest, ties by lowest id; n <= 0 keeps
+/// every valid entry) in id order; weights[0, kept) the kept entries' weights at temperature T
+/// (the step itself does not depend on T); sum is NaN (not computed). See the file comment.
+/// Status bad_size when out.capacity() or weights.size() < x.size(). \pre temperature > 0
+template <class A = simd::default_arch>
+truncation_result top_n_sigma_unordered(std::span<const float> x, float n_sigma, float temperature,
+                                        std::size_t min_keep, candidates& out,
+                                        std::span<float> weights) noexcept {
+    truncation_result r;
+    out.clear();
+    if (out.capacity() < x.size() || weights.size() < x.size()) {
+        r.status = truncation_status::bad_size;
+        return r;
+    }
+    r.sum = std::numeric_limits<double>::quiet_NaN();
+    const std::size_t n = x.size();
+    if (n == 0) return r;
+    float* w = weights.data();
+    const float inv_t = 1.f / temperature;
+    const detail::finite_moments mo = detail::moments<A>(x);
+    const float m = mo.max;
+    r.max = m;
+    if (m == detail::neg_inf_f) return r;
+    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0)) {
+        auto rr = detail::via_reference(x, temperature, out, w, [&](candidates& o) {
+            reference::top_n_sigma(x, n_sigma, min_keep, o);
+        });
+        rr.sum = r.sum;
+        return rr;
+    }
+    auto weigh_kept = [&] {
+        r.kept = out.size();
+        r.kept_sum = detail::weigh_logits<A>(out.logit_storage(), r.kept, m, inv_t, w);
+        return r;
+    };
+    if (!(n_sigma > 0)) {
+        kernels::filter_at_least<A>(x, detail::lowest_f, out);
+        r.cut = {detail::lowest_f, std::numeric_limits<float>::infinity(), npos, npos};
+        return weigh_kept();
+    }
+    double thr = double(m);
+    double band = 0;
+    if (mo.finite > 0) {
+        const double f = double(mo.finite);
+        const double mean_shift = mo.s1 / f;
+        const double var = std::max(0.0, mo.s2 / f - mean_shift * mean_shift);
+        const double sigma = std::sqrt(var);
+        thr = double(m) - double(n_sigma) * sigma;
+        // Rounding of the sums (n 2^-53 of their magnitudes) and of the reference's own two
+        // passes, carried to sigma (d sigma <= d var / (2 sigma), or sqrt(d var) near 0).
+        const double e2 =
+            detail::sum_error(mo.finite) *
+            (mo.s2 + 2 * std::fabs(mean_shift) * mo.abs1 + mean_shift * mean_shift * f) / f * 4;
+        const double dsig =
+            sigma > 0 ? std::min(std::sqrt(e2), e2 / (2 * sigma) + 1e-300) : std::sqrt(e2);
+        band = double(n_sigma) * (dsig + 4 * detail::sum_error(mo.finite) * sigma) +
+               std::fabs(thr) * 0x1p-50 + 1e-300;
+    }
+    const float lo =
+        std::max(detail::lowest_f, std::nextafter(float(thr - band), detail::neg_inf_f));
+    const double hi = thr + band;
+    kernels::filter_at_least<A>(x, std::min(lo, m), out);
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    // entries > hi are decided: count those >= the float after hi rounded up
+    const float hi_f = std::nextafter(float(hi), std::numeric_limits<float>::infinity());
+    const std::size_t undecided =
+        out.size() - detail::count_reaching<A>(lg, out.size(), std::max(hi_f, detail::lowest_f));
+    if (undecided > 0) {
+        // entries within the band (or all of them when the band is wide): the exact threshold
+        // decides those near it
+        bool exact = false;
+        double t_ref = thr;
+        std::size_t k = 0;
+        for (std::size_t j = 0; j < out.size(); ++j) {
+            const double v = double(lg[j]);
+            bool keep = v > hi;
+            if (!keep) {
+                if (!exact && v >= thr - band) {
+                    exact = true;
+                    r.tier = exactness_tier::reference;
+                    t_ref = detail::top_n_sigma_threshold_exact(x, m, n_sigma);
+                }
+                keep = exact ? v >= t_ref : v >= thr;
+            }
+            ids[k] = ids[j];
+            lg[k] = lg[j];
+            k += keep;
+        }
+        out.resize(k);
+    }
+    if (out.size() < min_keep) {
+        kernels::top_k_unordered<A>(x, min_keep, tie_policy::exactly_k, out);
+        r.cut = detail::top_k_cut(out, tie_policy::exactly_k);
+    } else if (!out.empty()) {
+        r.cut = {detail::min_value<A>(out.logit_storage(), out.size()),
+                 std::numeric_limits<float>::infinity(), npos, npos};
+    }
+    return weigh_kept();
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/thresholds.hpp
+// ---- begin decodekit/sampling/steps/selection.hpp
+/// \file sampling/steps/selection.hpp
+/// What the selection steps (top-p, typical, epsilon, eta, mirostat, top-n-sigma, XTC) share:
+/// running a truncation kernel (kernels/nucleus.hpp, typical.hpp, thresholds.hpp, xtc.hpp) on
+/// the working set, full or narrowed, so that each kept set is found by selection, never by
+/// sorting it (detail, not a step).
+///
+/// Full set: the kernel runs on the row; its kept entries (ids = positions) land in kept() in id
+/// order with their weights (exp((x - max) / T) at the set's temperature, max the row's), which
+/// the draw then reads in one pass. Narrowed set: the kernel runs on the kept logits as a row of
+/// their own (its probabilities are the set's), into the workspace's second set; positions map
+/// back to ids. The kept entries are first put in id order unless they already are in id order
+/// or ordered (logit descending, ties by id): in both, positions ascend with ids inside every
+/// group of tied logits, so the kernels' ties (lowest position first) are the reference's
+/// (lowest id first), and the result keeps the input's order.
+/// Each run is counted in the workspace's selection_counters by its exactness tier.
+/// A kernel that reports bad_size (a workspace smaller than the row: not reachable through the
+/// sampler, which sizes it) leaves the set unchanged.
+
+
+#include <cmath>
+#include <span>
+#include <utility>
 
 DECODEKIT_BEGIN_NAMESPACE
 namespace detail {
 
-/// Full-row {max, S, H} at temperature t from the vectorised kernels (exp_sum: 2 passes;
-/// entropy, only when `want_h`: 2 more). S equals the sum fill_weights() gives the materialised
-/// row up to rounding (float lanes, another summation order).
-struct row_stats {
-    float max;
-    double sum;
-    double h;
-};
-inline row_stats full_row_stats(std::span<const float> x, float t, bool want_h) noexcept {
-    const auto st = kernels::exp_sum(x, t);
-    return {st.max, st.sum, want_h && st.sum > 0 ? kernels::entropy(x, t) : 0.0};
+/// Counts a selection kernel's run in ws.tiers.
+inline void count_tier(sampling_workspace& ws, const kernels::truncation_result& r) noexcept {
+    ++ws.tiers.runs;
+    ws.tiers.double_pass += r.tier == kernels::exactness_tier::double_pass;
+    ws.tiers.reference += r.tier == kernels::exactness_tier::reference;
 }
 
-/// Full row: keeps a superset of the entries with float weight >= w_thr (a logit threshold a
-/// little below the exact one; the row max always survives), ordered, weights filled; the
-/// caller then cuts exactly as on the materialised row. Returns false (the set still full) when
-/// the shortcut does not apply: +inf max, non-finite threshold, or fewer survivors than
-/// `at_least`.
-inline bool threshold_candidates(working_set& w, float m, double w_thr,
-                                 std::size_t at_least) noexcept {
-    if (!(m > -f_inf) || m == f_inf || !(w_thr > 0)) return false;
-    // float(exp(d)) >= w_thr implies d >= log(w_thr) - 2^-23 (relative rounding); 1e-4 slack
-    const double thr_d = double(m) + double(w.temperature()) * (std::log(w_thr) - 1e-4);
-    if (!std::isfinite(thr_d)) return false;
-    float thr = std::nextafter(float(thr_d), -f_inf);
-    thr = std::min(thr, m);
-    kernels::filter_at_least(w.row(), thr, w.kept());
-    if (w.kept().size() < at_least) return false;
-    w.set_kept(false);
-    w.order();
-    w.fill_weights();  // same max as the full row: it survives
-    return true;
-}
-
-/// min(min_keep, valid entries of the row): one count pass only when min_keep > 1.
-inline std::size_t min_keep_of(const working_set& w, std::size_t min_keep) noexcept {
-    return min_keep <= 1 ? min_keep : std::min(min_keep, w.valid_count());
+/// Runs `kernel(x, out, weights) -> kernels::truncation_result` (an unordered truncation kernel:
+/// its kept set to out in position order, weights[0, kept) their weights) on the working set
+/// and makes its kept set the set's (see the file comment). Returns the kernel's result (its ids
+/// are the row's when the set was full).
+template <class Kernel>
+kernels::truncation_result select_kept(working_set& w, Kernel&& kernel) noexcept {
+    w.materialise_if_overlaid();
+    sampling_workspace& ws = w.workspace();
+    kernels::truncation_result r;
+    if (w.full()) {
+        const std::span<const float> x = w.row();
+        r = kernel(x, ws.cand, std::span<float>(ws.weights.data(), x.size()));
+        if (!r.ok()) return r;
+        w.set_kept(false);  // id order
+    } else {
+        if (!w.ordered() && !w.id_ordered()) w.order_by_id();
+        const bool was_ordered = w.ordered();
+        candidates& in = ws.cand;
+        candidates& out = ws.selection();
+        const std::span<const float> x = in.logits();
+        r = kernel(x, out, std::span<float>(ws.weights.data(), x.size()));
+        if (!r.ok()) return r;
+        token_id* ids = out.id_storage();
+        const token_id* from = in.id_storage();
+        for (std::size_t j = 0; j < out.size(); ++j) ids[j] = from[std::size_t(ids[j])];
+        std::swap(ws.cand, ws.sel);
+        w.set_kept(was_ordered);
+    }
+    count_tier(ws, r);
+    // the kernel's weights of the kept entries (none when they all rounded to 0: recomputed
+    // relative to the kept max when needed)
+    if (r.kept == w.kept().size() && r.kept_sum > 0 && std::isfinite(r.kept_sum))
+        w.set_weights(r.kept_sum);
+    return r;
 }
 
 }  // namespace detail
 DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/steps/weight_threshold.hpp
+// ---- end decodekit/sampling/steps/selection.hpp
 
 DECODEKIT_BEGIN_NAMESPACE
 
 struct epsilon_step {
     static bool enabled(const sampling_params& p, std::size_t) noexcept { return p.epsilon > 0.f; }
     static void apply(working_set& w, const step_context& c) noexcept {
-        const float eps = c.params.epsilon;
-        w.materialise_if_overlaid();
-        if (w.full()) {
-            const detail::row_stats st = detail::full_row_stats(w.row(), w.temperature(), false);
-            if (st.sum > 0 &&
-                detail::threshold_candidates(w, st.max, double(eps) * st.sum,
-                                             detail::min_keep_of(w, c.params.min_keep))) {
-                w.keep_weight_at_least(double(eps) * st.sum, c.params.min_keep);
-                return;
-            }
-            w.materialise();
-        }
-        w.order();
-        const double s = w.fill_weights();
-        if (!(s > 0)) return;
-        w.keep_weight_at_least(double(eps) * s, c.params.min_keep);
+        const float e = c.params.epsilon, t = w.temperature();
+        const std::size_t min_keep = c.params.min_keep;
+        detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
+            return kernels::epsilon_unordered(x, e, t, min_keep, out, wt);
+        });
     }
 };
 
@@ -8937,40 +10303,23 @@ DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/steps/epsilon.hpp
 // ---- begin decodekit/sampling/steps/eta.hpp
 /// \file sampling/steps/eta.hpp
-/// Eta sampling: removes p_i < min(eta, sqrt(eta) exp(-H)) (H the entropy in nats), keeping at
-/// least min_keep (the most probable). Disabled at 0. Full set: exp-sum and entropy passes, one
-/// threshold compaction, then the exact cut on the survivors (see weight_threshold.hpp).
+/// Eta sampling: keeps p_i >= min(eta, sqrt(eta) exp(-H)) (H the entropy in nats; eta the
+/// decimal its float stands for); the min_keep rule of epsilon (every entry tied with the
+/// min_keep-th largest logit). Disabled at 0. The set is kernels::eta_unordered's
+/// (= reference::eta): one exponential pass giving Z and H, one filter pass (see selection.hpp),
+/// in id order with its weights.
 
-
-#include <cmath>
 
 DECODEKIT_BEGIN_NAMESPACE
 
 struct eta_step {
     static bool enabled(const sampling_params& p, std::size_t) noexcept { return p.eta > 0.f; }
     static void apply(working_set& w, const step_context& c) noexcept {
-        const double e = c.params.eta;
-        w.materialise_if_overlaid();
-        if (w.full()) {
-            const detail::row_stats st = detail::full_row_stats(w.row(), w.temperature(), true);
-            const double w_thr = std::min(e, std::sqrt(e) * std::exp(-st.h)) * st.sum;
-            if (st.sum > 0 && detail::threshold_candidates(
-                                  w, st.max, w_thr, detail::min_keep_of(w, c.params.min_keep))) {
-                w.keep_weight_at_least(w_thr, c.params.min_keep);
-                return;
-            }
-            w.materialise();
-        }
-        w.order();
-        const double s = w.fill_weights();
-        if (!(s > 0)) return;
-        double h = 0;
-        for (float v : w.weights())
-            if (v > 0) {
-                const double q = v / s;
-                h -= q * std::log(q);
-            }
-        w.keep_weight_at_least(std::min(e, std::sqrt(e) * std::exp(-h)) * s, c.params.min_keep);
+        const float e = c.params.eta, t = w.temperature();
+        const std::size_t min_keep = c.params.min_keep;
+        detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
+            return kernels::eta_unordered(x, e, t, min_keep, out, wt);
+        });
     }
 };
 
@@ -9037,33 +10386,22 @@ DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/steps/min_p.hpp
 // ---- begin decodekit/sampling/steps/mirostat.hpp
 /// \file sampling/steps/mirostat.hpp
-/// Mirostat v2: keeps the entries with surprise -log2 p <= mu (p >= 2^-mu), at least one; mu
-/// starts at 2 tau and moves after each draw by -eta (surprise of the drawn token - tau) (the
-/// sampler updates it: see sampler::sample and sampler::observe). Full set: one exp-sum pass,
-/// one threshold compaction, then the exact cut (see weight_threshold.hpp).
+/// Mirostat v2: keeps the entries with surprise -log2 p <= mu (p >= 2^-mu), at least the most
+/// probable one; mu starts at 2 tau and moves after each draw by -eta (surprise of the drawn
+/// token - tau) (the sampler updates it: see sampler::sample and sampler::observe). The set is
+/// kernels::mirostat_cut_unordered's (= reference::mirostat_cut): one exponential pass and one
+/// filter pass (see selection.hpp), in id order with its weights.
 
-
-#include <cmath>
 
 DECODEKIT_BEGIN_NAMESPACE
 
 struct mirostat_step {
     static bool enabled(const sampling_params& p, std::size_t) noexcept { return p.mirostat; }
     static void apply(working_set& w, const step_context& c) noexcept {
-        const double f = std::exp2(-double(c.state.mirostat_mu));
-        w.materialise_if_overlaid();
-        if (w.full()) {
-            const detail::row_stats st = detail::full_row_stats(w.row(), w.temperature(), false);
-            if (st.sum > 0 && detail::threshold_candidates(w, st.max, f * st.sum, 1)) {
-                w.keep_weight_from_top(f * st.sum);
-                return;
-            }
-            w.materialise();
-        }
-        w.order();
-        const double s = w.fill_weights();
-        if (!(s > 0)) return;
-        w.keep_weight_from_top(f * s);
+        const float mu = c.state.mirostat_mu, t = w.temperature();
+        detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
+            return kernels::mirostat_cut_unordered(x, mu, t, out, wt);
+        });
     }
 };
 
@@ -9132,13 +10470,13 @@ DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/steps/top_k.hpp
 // ---- begin decodekit/sampling/steps/top_n_sigma.hpp
 /// \file sampling/steps/top_n_sigma.hpp
-/// Top-n-sigma: keeps x_i >= max - top_n_sigma * sigma, sigma the population standard deviation
-/// of the finite logits of the set (invariant to temperature); at least min_keep (the most
-/// probable). Disabled at 0.
+/// Top-n-sigma: keeps x_i >= max - top_n_sigma * sigma (compared in double), sigma the
+/// population standard deviation of the finite logits of the set (two-pass formula in double:
+/// reference::top_n_sigma; invariant to temperature); when fewer than min_keep pass, the
+/// min_keep largest (ties by lowest id). Disabled at 0. The set is
+/// kernels::top_n_sigma_unordered's: one moments pass and one filter pass (see selection.hpp),
+/// in id order with its weights.
 
-
-#include <algorithm>
-#include <cmath>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -9147,30 +10485,11 @@ struct top_n_sigma_step {
         return p.top_n_sigma > 0.f;
     }
     static void apply(working_set& w, const step_context& c) noexcept {
-        w.materialise();
-        candidates& kept = w.kept();
-        double sum = 0, sq = 0;
-        std::size_t n = 0;
-        for (float v : kept.logits())
-            if (std::isfinite(v)) {
-                sum += v;
-                sq += double(v) * v;
-                ++n;
-            }
-        if (n == 0) return;
-        const double mean = sum / double(n);
-        const double var = std::max(0.0, sq / double(n) - mean * mean);
-        const float m = w.kept_max();
-        const float thr = float(double(m) - double(c.params.top_n_sigma) * std::sqrt(var));
-        std::size_t count = 0;
-        for (float v : kept.logits()) count += v >= thr;
-        if (count >= c.params.min_keep) {
-            const float* lg = kept.logit_storage();
-            w.keep_if([&](std::size_t i) { return lg[i] >= thr; });
-        } else {
-            w.order();
-            w.keep_first(c.params.min_keep);
-        }
+        const float n = c.params.top_n_sigma, t = w.temperature();
+        const std::size_t min_keep = c.params.min_keep;
+        detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
+            return kernels::top_n_sigma_unordered(x, n, t, min_keep, out, wt);
+        });
     }
 };
 
@@ -9178,11 +10497,12 @@ DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/steps/top_n_sigma.hpp
 // ---- begin decodekit/sampling/steps/top_p.hpp
 /// \file sampling/steps/top_p.hpp
-/// Top-p (nucleus): sorted by probability (ties by id), keeps entry j while the mass strictly
-/// before it is < top_p, and at least max(1, min_keep) entries. Disabled at top_p = 1.
-/// Full set: kernels::top_p (one max + exp pass, one compaction whose survivors provably hold the
-/// nucleus, survivors ordered lazily; equals reference::top_p). Narrowed set: the same rule
-/// walked over the ordered survivors with the set's own normaliser.
+/// Top-p (nucleus): by probability descending (ties by id), keeps entry j while the mass strictly
+/// before it is below top_p (the float standing for its decimal: a mass reaching
+/// reference::decimal_floor(top_p) has reached it), and at least max(1, min_keep) entries.
+/// Disabled at top_p = 1. The set is kernels::top_p_unordered's (= reference::top_p): found by
+/// a weighted selection of the cut, never by sorting (see selection.hpp), in id order with its
+/// weights.
 
 // ---- begin decodekit/kernels/nucleus.hpp
 /// \file kernels/nucleus.hpp
@@ -9203,7 +10523,9 @@ DECODEKIT_END_NAMESPACE
 
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <span>
 
@@ -9211,8 +10533,9 @@ DECODEKIT_BEGIN_NAMESPACE
 namespace kernels {
 
 /// Top-p (nucleus) at temperature T: sorted by probability descending (ties by id), keep entry
-/// j iff the mass strictly before it is < p, and at least max(1, min_keep) entries; output
-/// sorted like top_k; equals reference::top_p. \pre out.capacity() >= x.size(), temperature > 0
+/// j iff the mass strictly before it is below decimal_floor(p), and at least max(1, min_keep)
+/// entries; p >= 1 keeps every valid entry; output sorted like top_k; equals reference::top_p. \pre
+/// out.capacity() >= x.size(), temperature > 0
 template <class A = simd::default_arch>
 std::size_t top_p(std::span<const float> x, float p, float temperature, std::size_t min_keep,
                   candidates& out) noexcept {
@@ -9223,6 +10546,8 @@ std::size_t top_p(std::span<const float> x, float p, float temperature, std::siz
     if (n == 0) return 0;
     const std::size_t keep = std::max<std::size_t>(1, min_keep);
     if (!(p > 0)) return kernels::top_k<A>(x, keep, tie_policy::exactly_k, out);
+    if (p >= 1) return kernels::top_k<A>(x, n, tie_policy::keep_ties, out);  // every valid entry
+    const double target = reference::decimal_floor(p);
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
     if (!std::isfinite(m) || !std::isfinite(inv_t))
@@ -9269,15 +10594,14 @@ std::size_t top_p(std::span<const float> x, float p, float temperature, std::siz
             std::size_t k = 0;
             while (k < c) {
                 const bool forced = k < keep;
-                if (!forced && !(before < double(p))) break;
-                if (!forced && std::abs(before - double(p)) <= 1e-4 * double(p)) borderline = true;
+                if (!forced && !(before < target)) break;
+                if (!forced && std::abs(before - target) <= 1e-4 * target) borderline = true;
                 ensure_sorted(k + 1);
                 before +=
                     reference::weight(xp[std::size_t(detail::key_id(keys[k]))], m, temperature) / z;
                 ++k;
             }
-            if (k < c && k >= keep && std::abs(before - double(p)) <= 1e-4 * double(p))
-                borderline = true;
+            if (k < c && k >= keep && std::abs(before - target) <= 1e-4 * target) borderline = true;
             return k;
         };
         bool borderline = false;
@@ -9296,36 +10620,633 @@ std::size_t top_p(std::span<const float> x, float p, float temperature, std::siz
     }
 }
 
+namespace detail {
+
+/// The order a weighted cut walks, as a float key per logit: larger key first (ties: larger
+/// logit, then lower id). Top-p's key is the logit itself.
+template <class A>
+struct logit_key {
+    float m, inv_t;  ///< the row max and 1 / T (for d_bound)
+    simd::batch<A> operator()(const simd::batch<A>& v) const noexcept { return v; }
+    float operator()(float v) const noexcept { return v; }
+    /// Upper bound of |d| = (m - x) / T over the entries whose key is >= y.
+    double d_bound(float y) const noexcept {
+        return std::min(200.0, std::max(0.0, double(m - y) * double(inv_t)));
+    }
+    /// How far a bracket bound must stay from the keys inside it (the keys' error: none here).
+    float margin() const noexcept { return 0.f; }
+};
+
+/// The state of a weighted cut: the crossing lies in the bracket [lo, hi) of keys (its ids,
+/// logits and weights at [0, size) of the output's id and logit storage and of the weights
+/// scratch); the entries with key >= hi come before it (their weights' sum, exact up to the
+/// double additions; their sum of w |d| in float blocks; their count); inner_lo / inner_hi: the
+/// smallest and largest logit among them (when tracked). The weights scratch holds the row's
+/// weights from `dirty` on (below it, bracket weights: recompute there).
+struct weighted_bracket {
+    float lo = 0, hi = 0;
+    std::size_t size = 0;
+    double mass = 0;  ///< the bracket's weights summed in float blocks (provisional)
+    double above = 0;
+    double above_wd = 0;  ///< sum of w |d| over the entries before the bracket, within 1 +- 128 u
+    std::size_t above_count = 0;
+    float inner_lo = std::numeric_limits<float>::infinity();
+    float inner_hi = -std::numeric_limits<float>::infinity();
+    std::size_t dirty = 0;
+};
+
+/// One pass over entries: those with key >= hi join b.above, those with key in [lo, hi) are
+/// compacted (ids, logits, weights) to ids/lg/w from index 0 (in place: each vector is read
+/// before a store reaches it) and become the bracket [lo, hi). Row: the source is the row (ids
+/// are positions; weights read from w, recomputed below b.dirty); otherwise the current bracket
+/// (ids/lg/w[0, count)). Track: also the smallest and largest logit joining b.above.
+template <class A, bool Row, bool Track, class Key>
+void split(const float* src, float* w, std::size_t count, float lo, float hi, float m, float inv_t,
+           const Key& key, token_id* ids, float* lg, weighted_bracket& b) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    constexpr float pinf = std::numeric_limits<float>::infinity();
+    const std::size_t nfull = count / L * L;
+    const std::size_t fresh = Row ? b.dirty : 0;  // Row: weights below are recomputed
+    const B lob(lo), hib(hi), mb(m), tb(inv_t), zero(0.f), cap(200.f);
+    // two sets of accumulators (even and odd vectors), so that no add waits on the previous one
+    struct acc {
+        D a0 = D(0.0), a1 = D(0.0);
+        B bm = B(0.f), wd = B(0.f);
+    } ea, oa;
+    B tlo(pinf), thi(-pinf);
+    std::size_t cnt = 0, c = 0, since = 0;
+    double tail = 0, bmass = 0, wd_sum = 0;
+    auto one = [&](std::size_t i, acc& s) {
+        const B v = B::load_unaligned(src + i);
+        const B y = key(v);
+        const auto up = y >= hib;
+        const auto in = (y >= lob) & (y < hib);
+        const B wv = i < fresh ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i);
+        if (const std::uint64_t mu = simd::to_mask<A>(up)) {
+            const B wu = simd::select<A>(up, wv, zero);
+            simd::widen_add<A>(s.a0, s.a1, wu);
+            s.wd =
+                simd::fma<A>(wu, simd::min<A>(simd::select<A>(up, (mb - v) * tb, zero), cap), s.wd);
+            cnt += std::size_t(std::popcount(mu));
+            if constexpr (Track) {
+                tlo = simd::min<A>(tlo, simd::select<A>(up, v, B(pinf)));
+                thi = simd::max<A>(thi, simd::select<A>(up, v, B(-pinf)));
+            }
+        }
+        if (const std::uint64_t mi = simd::to_mask<A>(in)) {
+            s.bm += simd::select<A>(in, wv, zero);
+            simd::ibatch<A> iv;
+            if constexpr (Row)
+                iv = simd::iota<A>(token_id(i));
+            else
+                iv = simd::ibatch<A>::load_unaligned(ids + i);
+            c += simd::compress_store<A>(v, wv, iv, mi, lg + c, w + c, ids + c);
+        }
+    };
+    std::size_t i = 0;
+    for (; i + 2 * L <= nfull; i += 2 * L) {
+        one(i, ea);
+        one(i + L, oa);
+        if (++since == 16) {  // <= 32 float additions per lane before they go to double
+            bmass += double(simd::reduce_add<A>(ea.bm + oa.bm));
+            wd_sum += double(simd::reduce_add<A>(ea.wd + oa.wd));
+            ea.bm = oa.bm = ea.wd = oa.wd = zero;
+            since = 0;
+        }
+    }
+    if (i < nfull) one(i, ea);
+    D a0 = ea.a0 + oa.a0, a1 = ea.a1 + oa.a1;
+    B bm = ea.bm + oa.bm, wd = ea.wd + oa.wd;
+    float flo = simd::reduce_min<A>(tlo), fhi = simd::reduce_max<A>(thi);
+    for (std::size_t q = nfull; q < count; ++q) {
+        const float v = src[q];
+        const float y = key(v);
+        const token_id id = Row ? token_id(q) : ids[q];
+        const float wi = q < fresh ? weight_one<A>(v, m, inv_t) : w[q];
+        if (y >= hi) {
+            tail += double(wi);
+            wd_sum += double(wi) * std::min(200.0, double((m - v) * inv_t));
+            ++cnt;
+            flo = v < flo ? v : flo;
+            fhi = v > fhi ? v : fhi;
+        } else if (y >= lo) {
+            ids[c] = id;
+            lg[c] = v;
+            w[c] = wi;
+            bmass += double(wi);
+            ++c;
+        }
+    }
+    bmass += double(simd::reduce_add<A>(bm));
+    wd_sum += double(simd::reduce_add<A>(wd));
+    b.mass = bmass;
+    b.above += simd::reduce_add<A>(a0 + a1) + tail;
+    b.above_wd += wd_sum;
+    b.above_count += cnt;
+    if constexpr (Track) {
+        b.inner_lo = std::min(b.inner_lo, flo);
+        b.inner_hi = std::max(b.inner_hi, fhi);
+    }
+    b.size = c;
+    b.lo = lo;
+    b.hi = hi;
+    // (the compress-stores write up to a vector past the count: that much is no longer the row's)
+    if constexpr (Row) b.dirty = std::max(b.dirty, std::min(count, c + L));
+}
+
+/// Smallest and largest key of the logits v[0, c). \pre c > 0, no NaN key
+template <class A, class Key>
+std::pair<float, float> key_min_max(const float* v, std::size_t c, const Key& key) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    float mn = key(v[0]), mx = mn;
+    std::size_t j = 0;
+    if (c >= L) {
+        B bmn = key(B::load_unaligned(v)), bmx = bmn;
+        for (j = L; j + L <= c; j += L) {
+            const B y = key(B::load_unaligned(v + j));
+            bmn = simd::min<A>(bmn, y);
+            bmx = simd::max<A>(bmx, y);
+        }
+        mn = simd::reduce_min<A>(bmn);
+        mx = simd::reduce_max<A>(bmx);
+    }
+    for (; j < c; ++j) {
+        const float y = key(v[j]);
+        mn = y < mn ? y : mn;
+        mx = y > mx ? y : mx;
+    }
+    return {mn, mx};
+}
+
+/// A weighted cut's provisional error on a mass of the form `above + part of the bracket`
+/// (float weights of entries with |d| <= d_bound), as an absolute error against the reference's
+/// arithmetic: generous, as it only decides where to keep looking (a wrong "uncertain" keeps a
+/// wider bracket).
+inline double cut_provisional_error(double mass, double d_bound, double z, double z_error,
+                                    std::size_t n) noexcept {
+    return (exp_error + arg_error * d_bound + 128 * 0x1p-24) * mass + 2 * z_error +
+           (reference_error(n) + 4 * sum_error(n)) * z + double(n) * flush_error;
+}
+
+/// One narrowing round over the bracket (ids/lg/w[0, b.size), its keys within [mn, mx]): 7
+/// thresholds around the crossing's estimate from a strided sample of <= 256 bracket entries
+/// (sorted by key; their weights, scaled to the bracket's mass, added from the top until b.above
+/// reaches rmass: sample rank j; thresholds at ranks j -+ 3, 10, 24 and at j), or split evenly in
+/// the ordered image of [mn, mx] when that estimate does not narrow anything; one pass sums the
+/// bracket's weights at or above each threshold (float blocks); the part between the highest
+/// threshold that the mass above certainly reaches and the lowest one it certainly does not
+/// stays the bracket (split in place). False when no threshold was certain (the bracket stays).
+template <class A, bool Track, class Key>
+bool narrow(token_id* ids, float* lg, float* w, float mn, float mx, float m, float inv_t,
+            const Key& key, double rmass, double z, double z_error, std::size_t n, bool even,
+            weighted_bracket& b) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>, K = 7;
+    const std::size_t c = b.size;
+    float t[K + 2];
+    t[0] = mn;
+    t[K + 1] = b.hi;
+    if (!even) {
+        constexpr std::size_t S = 256;
+        const std::size_t ns = std::min(S, c);
+        std::uint64_t sk[S];
+        for (std::size_t q = 0; q < ns; ++q) {
+            const std::size_t j = q * c / ns;
+            sk[q] = (std::uint64_t(std::uint32_t(ordered_image(key(lg[j])) ^ 0x80000000u)) << 32) |
+                    std::uint32_t(j);
+        }
+        std::sort(sk, sk + ns, std::greater<std::uint64_t>());
+        // ratio estimate: the sample's share of the bracket's (provisional) mass
+        double ws = 0;
+        for (std::size_t q = 0; q < ns; ++q) ws += double(w[std::size_t(std::uint32_t(sk[q]))]);
+        const double scale = ws > 0 ? b.mass / ws : 0.0;
+        double acc = b.above;
+        std::size_t j = 0;
+        for (; j < ns; ++j) {
+            acc += scale * double(w[std::size_t(std::uint32_t(sk[j]))]);
+            if (acc >= rmass) break;
+        }
+        auto key_at = [&](std::ptrdiff_t r) {
+            r = std::clamp<std::ptrdiff_t>(r, 0, std::ptrdiff_t(ns) - 1);
+            return key(lg[std::size_t(std::uint32_t(sk[std::size_t(r)]))]);
+        };
+        constexpr std::ptrdiff_t off[K] = {24, 10, 3, 0, -3, -10, -24};  // ascending keys
+        for (std::size_t k = 0; k < K; ++k) t[k + 1] = key_at(std::ptrdiff_t(j) + off[k]);
+    } else {
+        const std::int64_t i0 = ordered_image(mn), i1 = ordered_image(mx);
+        for (std::size_t k = 1; k <= K; ++k)
+            t[k] = from_ordered_image(std::int32_t(i0 + (i1 - i0) * std::int64_t(k) / (K + 1)));
+    }
+    double mass[K + 2] = {};
+    {
+        const B zero(0.f);
+        B tk[K];
+        for (std::size_t k = 0; k < K; ++k) tk[k] = B(t[k + 1]);
+        const std::size_t cfull = c / L * L;
+        std::size_t j = 0;
+        while (j < cfull) {
+            const std::size_t end = std::min(cfull, j + 32 * L);
+            B acc[K];
+            for (std::size_t k = 0; k < K; ++k) acc[k] = zero;
+            for (; j < end; j += L) {
+                const B y = key(B::load_unaligned(lg + j));
+                const B wv = B::load_unaligned(w + j);
+                for (std::size_t k = 0; k < K; ++k) acc[k] += simd::select<A>(y >= tk[k], wv, zero);
+            }
+            for (std::size_t k = 0; k < K; ++k) mass[k + 1] += double(simd::reduce_add<A>(acc[k]));
+        }
+        for (; j < c; ++j) {
+            const float y = key(lg[j]);
+            for (std::size_t k = 1; k <= K; ++k)
+                if (y >= t[k]) mass[k] += double(w[j]);
+        }
+    }
+    const double db = key.d_bound(mn);
+    std::size_t a = 0, e = K + 1;
+    for (std::size_t k = K; k >= 1; --k) {
+        const double tot = b.above + mass[k];
+        if (tot - rmass > cut_provisional_error(tot, db, z, z_error, n)) {
+            a = k;
+            break;
+        }
+    }
+    for (std::size_t k = a + 1; k <= K; ++k) {
+        const double tot = b.above + mass[k];
+        if (rmass - tot > cut_provisional_error(tot, db, z, z_error, n)) {
+            e = k;
+            break;
+        }
+    }
+    // bounds kept key.margin() away from the keys they enclose (an inexact key's error)
+    const float lo2 = std::max(mn, t[a] - key.margin()), hi2 = std::min(b.hi, t[e] + key.margin());
+    if (!(lo2 < hi2) || (lo2 <= mn && hi2 >= b.hi)) return false;
+    split<A, false, Track>(lg, w, c, lo2, hi2, m, inv_t, key, ids, lg, b);
+    return true;
+}
+
+/// The bracket of a weighted cut over the keys of the row (see weighted_bracket): the entries
+/// in key order (larger first) whose prefix mass through the crossing first reaches rmass.
+/// Sampled bounds (512 entries at hashed positions; their weights summed from the bottom up to
+/// the mass the cut drops, scaled by n / 512, give the crossing's sample rank j; the bracket
+/// spans j -+ (4 standard deviations of that tail estimate + 3) samples), at least `floor` (a key
+/// below which the cut certainly does not go; -inf: none), checked (the mass above certainly below
+/// rmass, the mass of the bracket and above certainly reaching it; else widened: at most three
+/// passes), then narrowed (7 thresholds a round) to at most 64 entries or one key. w: the row's
+/// weights on entry; the bracket's weights at [0, size) on return (the row's from b.dirty on).
+template <class A, bool Track, class Key>
+weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float inv_t,
+                              const Key& key, double rmass, double z, double z_error, float floor,
+                              token_id* ids, float* lg) noexcept {
+    const std::size_t n = x.size();
+    float lo = std::max(floor, lowest_f), hi = std::numeric_limits<float>::infinity();
+    if (n > 4096) {
+        constexpr std::size_t S = 512;
+        std::uint64_t keys[S], tmp[S];
+        const std::uint64_t stride = n / S;
+        std::size_t valid = 0;
+        for (std::size_t j = 0; j < S; ++j) {
+            const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
+            const std::size_t i = std::size_t(j * stride + ((h * stride) >> 32));
+            const float y = key(x[i]);
+            if (!(y >= lowest_f)) continue;             // NaN, -inf
+            keys[valid++] = ~rank_key(y, token_id(i));  // ascending = larger key first
+        }
+        if (valid > 0) {
+            sort_smallest(keys, valid, valid, tmp);
+            const double scale = double(n) / double(S), drop = z - rmass;
+            double below = 0, below2 = 0, wj = 0;
+            std::size_t j = valid;  // samples [j, valid): below the crossing's estimate
+            while (j > 0) {
+                wj = double(w[std::size_t(key_id(~tmp[j - 1]))]);
+                below += scale * wj;
+                below2 += wj * wj;
+                if (below > drop) break;
+                --j;
+            }
+            // The tail estimate's standard deviation (scale sqrt(sum w^2)) in samples of the
+            // crossing's weight: the bracket spans 4 of them and 3 samples each way.
+            const double sd = wj > 0 ? std::sqrt(below2) / wj : double(S);
+            const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
+            auto key_at = [&](std::size_t q) { return key(x[std::size_t(key_id(~tmp[q]))]); };
+            if (j > delta) hi = key_at(j - delta) + key.margin();
+            if (j + delta < valid) lo = std::max(lo, key_at(j + delta) - key.margin());
+            if (!(lo < hi)) lo = std::max(floor, lowest_f);
+        }
+    }
+    weighted_bracket b;
+    for (;;) {
+        const std::size_t dirty = b.dirty;
+        b = {};
+        b.dirty = dirty;
+        split<A, true, Track>(x.data(), w, n, lo, hi, m, inv_t, key, ids, lg, b);
+        const double db = key.d_bound(lo);
+        const bool hi_ok = hi == std::numeric_limits<float>::infinity() ||
+                           rmass - b.above > cut_provisional_error(b.above, db, z, z_error, n);
+        const double ge_lo = b.above + b.mass;
+        const bool lo_ok =
+            lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
+        if (hi_ok && lo_ok) break;
+        if (!hi_ok) hi = std::numeric_limits<float>::infinity();
+        if (!lo_ok) lo = lo > floor ? std::max(floor, lowest_f) : lowest_f;
+    }
+    // Narrowing: sampled thresholds; a round that does not shrink the bracket to half is
+    // followed by one with even thresholds (which always shrink the key range), and a round that
+    // cannot decide anything ends the narrowing.
+    bool even = false;
+    while (b.size > 64) {
+        const auto [mn, mx] = key_min_max<A>(lg, b.size, key);
+        if (!(mn < mx)) break;
+        const std::size_t before = b.size;
+        if (!narrow<A, Track>(ids, lg, w, mn, mx, m, inv_t, key, rmass, z, z_error, n, even, b)) {
+            if (even) break;
+            even = true;
+            continue;
+        }
+        even = 2 * b.size > before;
+    }
+    return b;
+}
+
+/// The crossing of a weighted cut: the last entry of the prefix (logit, id), its rank (0-based)
+/// and whether it was decided.
+struct crossing {
+    float value = 0;
+    token_id id = 0;
+    std::size_t rank = 0;
+    bool found = false;
+};
+
+/// The reference's own top-p walk (the last tier): every valid entry in rank order (std::sort
+/// of their keys in key storage), masses W / Z_ref added in double as reference::top_p does, Z_ref
+/// the reference's sum. Exact by construction.
+inline crossing nucleus_reference_walk(std::span<const float> x, double target, float temperature,
+                                       std::uint64_t* keys) noexcept {
+    const reference::softmax_stats st = reference::exp_sum(x, temperature);
+    std::size_t c = 0;
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (x[i] >= lowest_f) keys[c++] = rank_key(x[i], token_id(i));
+    std::sort(keys, keys + c, std::greater<std::uint64_t>());
+    double before = 0;
+    crossing cr;
+    for (std::size_t j = 0; j < c; ++j) {
+        if (!(before < target)) break;
+        const token_id id = key_id(keys[j]);
+        cr = {x[std::size_t(id)], id, j, true};
+        before += reference::weight(x[std::size_t(id)], st.max, temperature) / st.sum;
+    }
+    return cr;
+}
+
+/// Bound on |b / z - the reference's mass| for a prefix mass b of float weights (sum of
+/// w |d| over the prefix within [wd_lo, wd_hi], count entries) of a row of n entries whose float
+/// weights sum to z (their w |d| to at most wd_total): errors common to the prefix and to z
+/// cancel in the ratio (b / (b + t) moves by at most (t e_b + b e_t) / z^2).
+inline double prefix_ratio_error(double b, double wd_lo, double wd_hi, std::size_t count, double z,
+                                 double wd_total, std::size_t n) noexcept {
+    const double t = std::max(0.0, z - b);
+    const double eb = exp_error * b + arg_error * wd_hi + double(count) * flush_error;
+    const double et =
+        exp_error * t + arg_error * std::max(0.0, wd_total - wd_lo) + double(n) * flush_error;
+    return (t * eb + b * et) / (z * z) * (1 + 1e-6) + 4 * sum_error(n) + reference_error(n);
+}
+
+/// The search of top_p_cut / top_p_unordered: the result with its cut, kept, sums and tier;
+/// w holds the row's weights from `dirty` on (below: scratch), `out` is scratch.
+template <class A>
+truncation_result top_p_search(std::span<const float> x, float p, float temperature,
+                               std::size_t min_keep, candidates& out, float* w,
+                               std::size_t& dirty) noexcept {
+    constexpr float pinf = std::numeric_limits<float>::infinity();
+    truncation_result r;
+    dirty = 0;
+    const std::size_t n = x.size();
+    const std::size_t keep = std::max<std::size_t>(1, min_keep);
+    const float m = kernels::max<A>(x);
+    r.max = m;
+    if (m == neg_inf_f) {  // no valid entry: nothing kept
+        std::fill(w, w + n, 0.f);
+        return r;
+    }
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0)) {
+        r.tier = exactness_tier::reference;
+        r.sum = reference_weights(x, temperature, w);
+        r.kept = reference::top_p(x, p, temperature, min_keep, out);
+        r.cut = prefix_cut(out);
+        for (std::size_t j = 0; j < r.kept; ++j) r.kept_sum += double(w[std::size_t(out.ids()[j])]);
+        return r;
+    }
+    const row_sums rs = weigh_row<A, true, false>(x, m, inv_t, w);
+    const double z = rs.sum;
+    r.sum = z;
+    auto top_keep = [&] {
+        r.kept = kernels::top_k_unordered<A>(x, keep, tie_policy::exactly_k, out);
+        r.cut = top_k_cut(out, tie_policy::exactly_k);
+        r.kept_sum = 0;
+        for (std::size_t j = 0; j < r.kept; ++j) {
+            const std::size_t i = std::size_t(out.ids()[j]);
+            r.kept_sum += double(i < dirty ? weight_one<A>(x[i], m, inv_t) : w[i]);
+        }
+        return r;
+    };
+    if (p >= 1) {  // every valid entry
+        r.cut = {lowest_f, pinf, npos, npos};
+        r.kept = count_reaching<A>(x.data(), n, lowest_f);
+        r.kept_sum = z;
+        return r;
+    }
+    if (!(p > 0)) return top_keep();
+    const double target = reference::decimal_floor(p);
+    const double rmass = target * z;  // the mass through the crossing reaches this
+    const double z_error = rs.error(n) + sum_error(n) * z;
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    // A rigorous lower bound of the crossing: below tau the whole tail holds less than half of
+    // the mass top-p may drop (n weights of at most e^{(tau - m)/T} each).
+    float tau = lowest_f;
+    {
+        const double drop = z - rmass;
+        const double td = double(m) + double(temperature) * std::log(0.5 * drop / double(n));
+        if (drop > 0 && td > double(lowest_f))
+            tau = std::min(m, std::nextafter(float(td), neg_inf_f));
+    }
+    const logit_key<A> key{m, inv_t};
+    const weighted_bracket b =
+        find_bracket<A, false>(x, w, m, inv_t, key, rmass, z, z_error, tau, ids, lg);
+    dirty = b.dirty;
+    // ---- the walk: the bracket in rank order (keys carry the bracket position, whose order is
+    // the id order) ----
+    std::uint64_t* keys = out.key_storage();
+    const std::size_t c = b.size;
+    for (std::size_t j = 0; j < c; ++j) keys[j] = rank_key(lg[j], token_id(j));
+    if (c > 0) {
+        const auto [mn, mx] = key_min_max<A>(lg, c, key);
+        if (mn < mx) std::sort(keys, keys + c, std::greater<std::uint64_t>());
+        // (one value: the bracket is in id order, which is rank order)
+    }
+    crossing cr;
+    double kept_sum = 0;
+    {
+        // sum of w |d| above the bracket (float blocks: within 1 +- 128 u)
+        const double wd_above_lo = b.above_wd * (1 - 128 * 0x1p-24);
+        const double wd_above_hi = b.above_wd * (1 + 128 * 0x1p-24) + 1e-300;
+        double before = b.above, wd_before = 0;
+        for (std::size_t j = 0; j < c; ++j) {
+            const std::size_t q = std::size_t(key_id(keys[j]));
+            const double wj = double(w[q]);
+            const double wdj = wj * key.d_bound(lg[q]);
+            if (before + wj >= rmass || j + 1 == c) {
+                cr = {lg[q], ids[q], b.above_count + j, before + wj >= rmass};
+                const double e1 =
+                    prefix_ratio_error(before, wd_above_lo + wd_before, wd_above_hi + wd_before,
+                                       cr.rank, z, rs.wd_bound, n);
+                const double e2 = prefix_ratio_error(before + wj, wd_above_lo + wd_before + wdj,
+                                                     wd_above_hi + wd_before + wdj, cr.rank + 1, z,
+                                                     rs.wd_bound, n);
+                if (!(before / z + e1 < target && (before + wj) / z - e2 >= target))
+                    cr.found = false;
+                kept_sum = before + wj;
+                break;
+            }
+            before += wj;
+            wd_before += wdj;
+        }
+    }
+    if (!cr.found && c > 0) {
+        // Z and the mass above the bracket in double, the bracket's weights the reference's.
+        r.tier = exactness_tier::double_pass;
+        const float hi = b.hi;
+        const double_sums ds = double_pass<A>(
+            x, m, temperature,
+            [hi](const simd::batch<A>& v, std::size_t) { return v >= simd::batch<A>(hi); });
+        const double e = 2 * ds.error(n) / ds.sum + reference_error(n);
+        double before = ds.in_set, fbefore = b.above;
+        for (std::size_t j = 0; j < c; ++j) {
+            const std::size_t q = std::size_t(key_id(keys[j]));
+            const double wj = reference::weight(lg[q], m, temperature);
+            if ((before + wj) / ds.sum >= target || j + 1 == c) {
+                cr = {lg[q], ids[q], b.above_count + j, true};
+                if (!(before / ds.sum + e < target && (before + wj) / ds.sum - e >= target))
+                    cr.found = false;
+                kept_sum = fbefore + double(w[q]);
+                break;
+            }
+            before += wj;
+            fbefore += double(w[q]);
+        }
+    }
+    if (!cr.found) {
+        r.tier = exactness_tier::reference;
+        cr = nucleus_reference_walk(x, target, temperature, keys);
+        kept_sum = std::numeric_limits<double>::quiet_NaN();  // (summed below)
+    }
+    if (cr.rank + 1 < keep) return top_keep();
+    r.cut = {cr.value, pinf, std::size_t(cr.id), npos};
+    r.kept = cr.rank + 1;
+    if (std::isnan(kept_sum)) {
+        // the reference tier: the kept weights' sum over the row (w below dirty: recomputed)
+        kept_sum = 0;
+        for (std::size_t i = 0; i < n; ++i)
+            if (r.cut.contains(x[i], i))
+                kept_sum += double(i < dirty ? weight_one<A>(x[i], m, inv_t) : w[i]);
+    }
+    r.kept_sum = kept_sum;
+    return r;
+}
+
+}  // namespace detail
+
+/// Top-p (nucleus) at temperature T as a cut over the row: the set of reference::top_p (sorted by
+/// probability descending, ties by id, the prefix whose mass before each kept entry is below
+/// decimal_floor(p); at least max(1, min_keep); p >= 1 every valid entry) as
+/// truncation_result::cut (hi = +inf: a prefix of the order logit descending / id ascending),
+/// found by selection without ordering anything but a bracket of <= 64 entries around the cut;
+/// weights receive every entry's weight exp((x_i - max) / T) (float), ready for draw_cut (no
+/// compaction: sample() over a flat row needs none) or compact_cut. `scratch`: the kernel's
+/// working storage (capacity >= x.size(); contents unspecified afterwards). kept and kept_sum:
+/// the kept set's size and the sum of its weights (float weights added in double).
+///
+/// Passes (V entries): max; one exponential pass storing every weight (their sum Z exactly in
+/// double lanes); one split pass: the entries above a sampled upper bound of the crossing are
+/// summed (exactly, in double lanes), those between it and a sampled lower bound (the bracket; the
+/// lower bound never below the logit under which the whole tail holds less than half of what
+/// top-p drops) compacted with their weights; narrowing rounds on the bracket (7 thresholds
+/// placed from a sample of it, one pass over the bracket each) until <= 64 entries or one value;
+/// the bracket sorted and walked; the bracket's part of the weights recomputed.
+/// Exactness, in tiers (truncation_result::tier): the walk's two decisions (the mass before the
+/// crossing entry is below decimal_floor(p), the mass through it is not) are taken from the float
+/// weights when their distance to p exceeds a rigorous bound on the float computation (the
+/// exponential's measured error, the rounding of its argument, the double sums; errors common to
+/// a prefix and to Z cancel: detail::prefix_ratio_error); otherwise a double-precision
+/// exponential pass over the row recomputes Z and the mass above the bracket, the bracket's
+/// weights the reference's own (double_pass); when even that margin is within ~1e-10, the
+/// reference's own walk (reference; O(V log V), allocation-free). Rows with +inf entries or a
+/// subnormal temperature: the reference (which allocates). Status bad_size (nothing done) when
+/// scratch.capacity() or weights.size() < x.size(). \pre temperature > 0
+template <class A = simd::default_arch>
+truncation_result top_p_cut(std::span<const float> x, float p, float temperature,
+                            std::size_t min_keep, candidates& scratch,
+                            std::span<float> weights) noexcept {
+    scratch.clear();
+    if (scratch.capacity() < x.size() || weights.size() < x.size()) {
+        truncation_result r;
+        r.status = truncation_status::bad_size;
+        return r;
+    }
+    if (x.empty()) return {};
+    std::size_t dirty = 0;
+    truncation_result r =
+        detail::top_p_search<A>(x, p, temperature, min_keep, scratch, weights.data(), dirty);
+    if (dirty > 0)  // restore the row's weights where the bracket lived
+        detail::weigh_logits<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
+    scratch.clear();
+    return r;
+}
+
+/// Top-p (nucleus) at temperature T, unordered: the set of top_p_cut written to `out` in id order
+/// (one compaction pass), weights[0, kept) the kept entries' weights (weights: the whole row's
+/// scratch). See top_p_cut. Status bad_size (nothing done) when out.capacity() or
+/// weights.size() < x.size(). \pre temperature > 0
+template <class A = simd::default_arch>
+truncation_result top_p_unordered(std::span<const float> x, float p, float temperature,
+                                  std::size_t min_keep, candidates& out,
+                                  std::span<float> weights) noexcept {
+    out.clear();
+    if (out.capacity() < x.size() || weights.size() < x.size()) {
+        truncation_result r;
+        r.status = truncation_status::bad_size;
+        return r;
+    }
+    if (x.empty()) return {};
+    std::size_t dirty = 0;
+    truncation_result r =
+        detail::top_p_search<A>(x, p, temperature, min_keep, out, weights.data(), dirty);
+    double sum = 0;
+    if (r.max == detail::neg_inf_f) return r;
+    const float inv_t = std::isfinite(r.max) ? 1.f / temperature : 1.f;
+    r.kept = detail::compact_cut_from<A>(
+        x, weights.data(), r.cut, std::isfinite(r.max) ? r.max : 0.f, inv_t, out, dirty, sum);
+    r.kept_sum = sum;
+    return r;
+}
+
 }  // namespace kernels
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/kernels/nucleus.hpp
-
-#include <algorithm>
 
 DECODEKIT_BEGIN_NAMESPACE
 
 struct top_p_step {
     static bool enabled(const sampling_params& p, std::size_t) noexcept { return p.top_p < 1.f; }
     static void apply(working_set& w, const step_context& c) noexcept {
-        const float p = c.params.top_p;
-        if (w.full()) w.materialise_if_overlaid();
-        if (w.full()) {
-            kernels::top_p(w.row(), p, w.temperature(), c.params.min_keep, w.kept());
-            w.set_kept(true);
-            return;
-        }
-        w.order();
-        const double s = w.fill_weights();
-        if (!(s > 0)) return;
-        const std::size_t keep_at_least = std::max<std::size_t>(1, c.params.min_keep);
-        const std::span<const float> wt = w.weights();
-        double before = 0;
-        std::size_t n = 0;
-        while (n < wt.size() && (n < keep_at_least || before < double(p))) {
-            before += wt[n] / s;
-            ++n;
-        }
-        w.keep_first(n);
+        const float p = c.params.top_p, t = w.temperature();
+        const std::size_t min_keep = c.params.min_keep;
+        detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
+            return kernels::top_p_unordered(x, p, t, min_keep, out, wt);
+        });
     }
 };
 
@@ -9333,21 +11254,382 @@ DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/steps/top_p.hpp
 // ---- begin decodekit/sampling/steps/typical.hpp
 /// \file sampling/steps/typical.hpp
-/// Locally typical sampling: keeps a prefix in |-log p - H| order (ties: more probable first,
-/// then lower id) whose mass reaches typical_p, at least max(1, min_keep). Disabled at 1.
+/// Locally typical sampling: entries in order of |-log p - H| (ties: more probable first, then
+/// lower id); typical_mode reach_with_ties (default, Hugging Face) keeps the prefix through the
+/// first entry whose inclusive mass reaches typical_p (the float standing for its decimal) and
+/// every entry with that entry's score; exceed (llama.cpp) the prefix through the first entry
+/// whose inclusive mass strictly exceeds it. At least min_keep. Disabled at typical_p = 1.
+/// The set is kernels::typical_unordered's (= reference::typical): a logit interval around the
+/// entropy's point, found by a weighted selection wherever it sits in the order, never by
+/// sorting (see selection.hpp), in id order with its weights.
+
+// ---- begin decodekit/kernels/typical.hpp
+/// \file kernels/typical.hpp
+/// Locally typical sampling by selection: its kept set is the logit interval around the row's
+/// entropy point, found by the weighted cut of nucleus.hpp on the key |d - c| wherever it sits
+/// in the order, without sorting anything but a bracket of <= 64 entries.
+/// Semantics: reference::typical (the same set exactly). No random numbers are consumed.
 ///
-/// Full set, without sorting the row: with d_i = (x_i - m)/T, -log p_i = log S - d_i, so the key
-/// is |d_i - c| with c = log S - H (the p-weighted mean of d): the kept set is a logit interval
-/// around m + T c. S and H come from the vectorised kernels (exp_sum, entropy); one compaction
-/// keeps x >= m + T (c - kappa), a superset of every entry with key <= kappa; the survivors are
-/// ordered by key lazily and walked; if the walk would pass kappa (or runs out of survivors)
-/// kappa widens and the compaction is redone (at the end: every valid entry). Rows with +inf or
-/// no valid entry take the narrowed-set path on the materialised row.
+/// With d_i = (x_i - m) / T, -log p_i - H = c - d_i... precisely |-log p_i - H| = |d_i - c| with
+/// c = log Z - H = sum p_i d_i, the p-weighted mean of d: the score of every entry is its
+/// distance to c, so the kept set (the scores up to the crossing's) is an interval of logits
+/// around m + T c. The exponential pass gives Z and sum w |d| exactly in double lanes (so c), and
+/// the weighted cut runs on the float key -|d - c| (larger first). The walk over the bracket
+/// (sorted by key, then logit descending, then id) decides the crossing and checks, against a
+/// rigorous bound on the float keys (the rounding of d, of c and of d - c; c's error from the
+/// exponential pass), that no entry of another logit has a key so close to the crossing's that
+/// the reference could order them differently or find them tied. Tiers as in nucleus.hpp: float
+/// bound; a double-precision pass (Z, c and the mass inside the bracket in double, the bracket's
+/// keys and weights in double); the reference itself (O(V log V), allocating) when even that is
+/// within its bound, when min_keep binds, and for rows with +inf entries or a subnormal
+/// temperature.
 
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <cstdint>
 #include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+namespace detail {
+
+/// typical's order as a float key: -|d - c| (larger first), d = (x - m) * (1 / T).
+template <class A>
+struct typical_key {
+    float m, inv_t, c;
+    float err;  ///< bound of a key's error (bracket bounds stay 4 of them away from its keys)
+    simd::batch<A> operator()(const simd::batch<A>& v) const noexcept {
+        using B = simd::batch<A>;
+        const B t = (v - B(m)) * B(inv_t) - B(c);
+        return simd::min<A>(t, B(0.f) - t);  // -|t|; NaN stays NaN
+    }
+    float operator()(float v) const noexcept {
+        const float t = (v - m) * inv_t - c;
+        return std::min(t, 0.f - t);
+    }
+    /// Upper bound of |d| over the entries whose key is >= y (|d - c| <= -y).
+    double d_bound(float y) const noexcept {
+        return std::min(200.0, std::fabs(double(c)) - double(y));
+    }
+    float margin() const noexcept { return 4 * err; }
+};
+
+/// The row_cut of a set that is an interval of logits whose boundary groups are cut by id (the
+/// reference's typical set): its smallest and largest logit, each cut at the set's largest id of
+/// that value when the row has more of it.
+inline row_cut interval_cut(std::span<const float> x, const candidates& set) noexcept {
+    row_cut k;
+    if (set.empty()) return k;
+    for (float v : set.logits()) {
+        k.lo = v < k.lo ? v : k.lo;
+        k.hi = v > k.hi ? v : k.hi;
+    }
+    std::size_t in_lo = 0, in_hi = 0, last_lo = 0, last_hi = 0;
+    for (std::size_t j = 0; j < set.size(); ++j) {
+        const float v = set.logits()[j];
+        const std::size_t id = std::size_t(set.ids()[j]);
+        if (v == k.lo) {
+            ++in_lo;
+            last_lo = std::max(last_lo, id);
+        }
+        if (v == k.hi) {
+            ++in_hi;
+            last_hi = std::max(last_hi, id);
+        }
+    }
+    std::size_t row_lo = 0, row_hi = 0;
+    for (float v : x) {
+        row_lo += v == k.lo;
+        row_hi += v == k.hi;
+    }
+    if (in_lo < row_lo) k.lo_last = last_lo;
+    if (in_hi < row_hi) k.hi_last = last_hi;
+    return k;
+}
+
+/// The search of typical_cut / typical_unordered (see the file comment); w holds the row's
+/// weights from `dirty` on, `out` is scratch.
+template <class A>
+truncation_result typical_search(std::span<const float> x, float p, float temperature,
+                                 std::size_t min_keep, typical_stop stop, candidates& out, float* w,
+                                 std::size_t& dirty) noexcept {
+    constexpr float pinf = std::numeric_limits<float>::infinity();
+    truncation_result r;
+    dirty = 0;
+    const std::size_t n = x.size();
+    const float m = kernels::max<A>(x);
+    r.max = m;
+    if (m == neg_inf_f) {
+        std::fill(w, w + n, 0.f);
+        return r;
+    }
+    const float inv_t = 1.f / temperature;
+    auto by_reference = [&](bool have_weights) {
+        r.tier = exactness_tier::reference;
+        if (!have_weights) {
+            r.sum = reference_weights(x, temperature, w);
+            dirty = 0;
+        }
+        r.kept = reference::typical(x, p, temperature, min_keep, stop, out);
+        r.cut = interval_cut(x, out);
+        r.kept_sum = 0;
+        for (std::size_t j = 0; j < r.kept; ++j) {
+            const std::size_t i = std::size_t(out.ids()[j]);
+            r.kept_sum += double(have_weights ? weight_one<A>(x[i], m, inv_t) : w[i]);
+        }
+        return r;
+    };
+    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0))
+        return by_reference(false);
+    const row_sums rs = weigh_row<A, true, true>(x, m, inv_t, w);
+    const double z = rs.sum;
+    r.sum = z;
+    if (p >= 1) {
+        r.cut = {lowest_f, pinf, npos, npos};
+        r.kept = count_reaching<A>(x.data(), n, lowest_f);
+        r.kept_sum = z;
+        return r;
+    }
+    const bool strict = stop == typical_stop::exceed;
+    // the crossing: the first entry whose inclusive mass reaches (exceeds) the target
+    const double target = strict ? reference::decimal_ceil(p) : reference::decimal_floor(p);
+    const double rmass = std::max(0.0, target) * z;
+    const double z_error = rs.error(n) + sum_error(n) * z;
+    const double beta_z = z_error / z;
+    const double cd = -rs.wd / z;  // c = sum p d (<= 0)
+    // c's error (see thresholds.hpp's eta): the weights', the d's and the products' rounding
+    const double dc = (2 * exp_error * rs.wd_bound +
+                       arg_error * (2 * rs.wd2_bound + rs.wd_bound * -cd) + 4 * 0x1p-24 * rs.wd) /
+                          z * (1 + 1e-6) +
+                      -cd * beta_z;
+    const float cf = float(cd);
+    // A float key's error against the reference's score, for entries with |d| <= dmax.
+    auto key_error = [&](double dmax) {
+        return 3.1 * 0x1p-24 * dmax + dc + std::fabs(cd - double(cf)) + 0x1p-24 * (dmax - cd) +
+               1e-13 * (dmax + std::fabs(std::log(z)) + 1);
+    };
+    const typical_key<A> key{m, inv_t, cf, float(key_error(std::min(200.0, 20 - cd)))};
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    const weighted_bracket b =
+        find_bracket<A, true>(x, w, m, inv_t, key, rmass, z, z_error, neg_inf_f, ids, lg);
+    dirty = b.dirty;
+    const std::size_t c = b.size;
+    // ---- the walk: the bracket by key descending, then logit descending, then id ----
+    std::uint64_t* keys = out.key_storage();  // bracket positions in walk order
+    for (std::size_t j = 0; j < c; ++j) keys[j] = j;
+    std::sort(keys, keys + c, [&](std::uint64_t a, std::uint64_t bb) {
+        const float ya = key(lg[a]), yb = key(lg[bb]);
+        if (ya != yb) return ya > yb;
+        if (lg[a] != lg[bb]) return lg[a] > lg[bb];
+        return a < bb;
+    });
+    // The crossing: the first walk position whose inclusive mass reaches (strict: exceeds) the
+    // target; `certain` when both of its decisions hold beyond e_mass. kept: the inclusive mass.
+    auto walk = [&](auto&& weight_of, auto&& d_of, double above, double total, auto&& e_mass,
+                    std::size_t& q_end, bool& certain_out) {
+        const double goal = target * total;
+        double before = above, wd_before = 0;
+        for (std::size_t j = 0; j < c; ++j) {
+            const std::size_t q = std::size_t(keys[j]);
+            const double wj = weight_of(q);
+            const bool reached = strict ? before + wj > goal : before + wj >= goal;
+            if (reached) {
+                const double wdj = wj * d_of(q);
+                const double r1 = before / total, r2 = (before + wj) / total;
+                const double e1 = e_mass(before, wd_before),
+                             e2 = e_mass(before + wj, wd_before + wdj);
+                certain_out = strict ? (r1 + e1 <= target && r2 - e2 > target)
+                                     : (r1 + e1 < target && r2 - e2 >= target);
+                q_end = j;
+                return before + wj;
+            }
+            before += wj;
+            wd_before += wj * d_of(q);
+        }
+        certain_out = false;
+        q_end = c;
+        return before;
+    };
+    std::size_t qc = c;
+    bool certain = false;
+    double kept_sum = 0;
+    {
+        const double wd_lo = b.above_wd * (1 - 128 * 0x1p-24);
+        const double wd_hi = b.above_wd * (1 + 128 * 0x1p-24) + 1e-300;
+        kept_sum =
+            walk([&](std::size_t q) { return double(w[q]); },
+                 [&](std::size_t q) { return std::min(200.0, double(m - lg[q]) * double(inv_t)); },
+                 b.above, z,
+                 [&](double bm, double wdb) {
+                     return prefix_ratio_error(bm, wd_lo + wdb, wd_hi + wdb * (1 + 1e-6), n, z,
+                                               rs.wd_bound, n);
+                 },
+                 qc, certain);
+    }
+    // Order and boundary checks on the float keys (see the file comment).
+    auto order_certain = [&](std::size_t q_last, double e) {
+        const std::size_t qpos = std::size_t(keys[q_last]);
+        const float yc = key(lg[qpos]), xc = lg[qpos];
+        // the bracket's bounds: inner entries certainly before, outer ones certainly after
+        if (!(double(b.hi) - double(yc) > 2 * e)) return false;
+        if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * e)) return false;
+        for (std::size_t j = 0; j < c; ++j) {
+            const std::size_t q = std::size_t(keys[j]);
+            if (q == qpos || lg[q] == xc) continue;
+            if (std::fabs(double(key(lg[q])) - double(yc)) <= 2 * e) return false;
+        }
+        return true;
+    };
+    std::size_t q_last = qc;  // walk position of the last kept entry
+    if (qc < c) {
+        q_last = qc;
+        if (!strict)  // the tie rule: every entry of the crossing's logit (equal scores)
+            while (q_last + 1 < c && lg[keys[q_last + 1]] == lg[keys[qc]]) {
+                ++q_last;
+                kept_sum += double(w[std::size_t(keys[q_last])]);
+            }
+        const double dmax = -cd - double(key(lg[keys[qc]])) + 1e-6;
+        if (certain && !order_certain(q_last, key_error(dmax))) certain = false;
+    }
+    if (!certain && qc < c) {
+        // the double pass: Z, c and the inner mass in double; the bracket's keys and weights too
+        r.tier = exactness_tier::double_pass;
+        const float hi = b.hi;
+        const double_sums ds = double_pass<A>(
+            x, m, temperature,
+            [&](const simd::batch<A>& v, std::size_t) { return key(v) >= simd::batch<A>(hi); });
+        const double zd = ds.sum, c2 = -ds.wd / zd;
+        // re-sort the bracket by the double keys
+        auto dkey = [&](std::size_t q) {
+            return std::fabs((double(lg[q]) - double(m)) / double(temperature) - c2);
+        };
+        std::sort(keys, keys + c, [&](std::uint64_t a, std::uint64_t bb) {
+            const double ka = dkey(a), kb = dkey(bb);
+            if (ka != kb) return ka < kb;
+            if (lg[a] != lg[bb]) return lg[a] > lg[bb];
+            return a < bb;
+        });
+        const double e = 2 * ds.error(n) / zd + reference_error(n);
+        double fbefore = 0;
+        walk([&](std::size_t q) { return reference::weight(lg[q], m, temperature); },
+             [](std::size_t) { return 0.0; }, ds.in_set, zd, [&](double, double) { return e; }, qc,
+             certain);
+        if (qc < c) {
+            q_last = qc;
+            if (!strict)
+                while (q_last + 1 < c && lg[keys[q_last + 1]] == lg[keys[qc]]) ++q_last;
+            // order: the double keys' error (~1e-12 of their magnitude), the bounds: the float's
+            const std::size_t qpos = std::size_t(keys[q_last]);
+            const double kcd = dkey(qpos),
+                         ed = 1e-12 * (kcd + std::fabs(c2) + std::fabs(std::log(zd)) + 1);
+            for (std::size_t j = 0; certain && j < c; ++j) {
+                const std::size_t q = std::size_t(keys[j]);
+                if (q != qpos && lg[q] != lg[qpos] && std::fabs(dkey(q) - kcd) <= 2 * ed)
+                    certain = false;
+            }
+            const double dmax = -cd - double(key(lg[qpos])) + 1e-6;
+            const double ef = key_error(dmax);
+            const float yc = key(lg[qpos]);
+            if (!(double(b.hi) - double(yc) > 2 * ef)) certain = false;
+            if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * ef)) certain = false;
+            // the kept weights' sum in float weights
+            fbefore = b.above;
+            for (std::size_t j = 0; j <= q_last; ++j) fbefore += double(w[std::size_t(keys[j])]);
+            kept_sum = fbefore;
+        } else {
+            certain = false;
+        }
+    }
+    if (!certain) return by_reference(true);
+    // the kept set: the inner entries and the walked bracket entries through q_last
+    float lo = b.inner_lo, hi = b.inner_hi;
+    for (std::size_t j = 0; j <= q_last; ++j) {
+        const float v = lg[keys[j]];
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    r.cut = {lo, hi, npos, npos};
+    if (strict) {
+        // the crossing's group is kept up to the crossing's id (id ascending within a logit)
+        const std::size_t qpos = std::size_t(keys[qc]);
+        const float xc = lg[qpos];
+        bool whole = true;
+        for (std::size_t j = qc + 1; j < c; ++j)
+            if (lg[keys[j]] == xc) whole = false;
+        if (!whole) {
+            if (xc == lo) r.cut.lo_last = std::size_t(ids[qpos]);
+            if (xc == hi) r.cut.hi_last = std::size_t(ids[qpos]);
+        }
+    }
+    r.kept = b.above_count + q_last + 1;
+    r.kept_sum = kept_sum;
+    if (r.kept < min_keep && r.kept < count_reaching<A>(x.data(), n, lowest_f))
+        return by_reference(true);  // min_keep binds: the reference (rare configuration)
+    return r;
+}
+
+}  // namespace detail
+
+/// Locally typical sampling at temperature T as a cut over the row: the set of
+/// reference::typical(x, p, T, min_keep, stop) (scores |-log p_i - H|; reach_with_ties: the
+/// prefix through the first entry whose inclusive mass reaches decimal_floor(p) and every entry
+/// with that entry's score (Hugging Face); exceed: the prefix through the first entry whose
+/// inclusive mass exceeds decimal_ceil(p) (llama.cpp); at least min(min_keep, #valid); p >= 1
+/// every valid entry) as truncation_result::cut (an interval of logits), weights every entry's
+/// weight (see top_p_cut; the file comment for the method). Status bad_size when
+/// scratch.capacity() or weights.size() < x.size(). \pre temperature > 0
+template <class A = simd::default_arch>
+truncation_result typical_cut(std::span<const float> x, float p, float temperature,
+                              std::size_t min_keep, typical_stop stop, candidates& scratch,
+                              std::span<float> weights) noexcept {
+    scratch.clear();
+    if (scratch.capacity() < x.size() || weights.size() < x.size()) {
+        truncation_result r;
+        r.status = truncation_status::bad_size;
+        return r;
+    }
+    if (x.empty()) return {};
+    std::size_t dirty = 0;
+    truncation_result r = detail::typical_search<A>(x, p, temperature, min_keep, stop, scratch,
+                                                    weights.data(), dirty);
+    if (dirty > 0)
+        detail::weigh_logits<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
+    scratch.clear();
+    return r;
+}
+
+/// Locally typical sampling, unordered: the set of typical_cut written to `out` in id order (one
+/// compaction pass), weights[0, kept) the kept entries' weights. See typical_cut.
+template <class A = simd::default_arch>
+truncation_result typical_unordered(std::span<const float> x, float p, float temperature,
+                                    std::size_t min_keep, typical_stop stop, candidates& out,
+                                    std::span<float> weights) noexcept {
+    out.clear();
+    if (out.capacity() < x.size() || weights.size() < x.size()) {
+        truncation_result r;
+        r.status = truncation_status::bad_size;
+        return r;
+    }
+    if (x.empty()) return {};
+    std::size_t dirty = 0;
+    truncation_result r =
+        detail::typical_search<A>(x, p, temperature, min_keep, stop, out, weights.data(), dirty);
+    if (r.max == detail::neg_inf_f) return r;
+    double sum = 0;
+    const bool finite = std::isfinite(r.max);
+    r.kept = detail::compact_cut_from<A>(x, weights.data(), r.cut, finite ? r.max : 0.f,
+                                         finite ? 1.f / temperature : 1.f, out, dirty, sum);
+    r.kept_sum = sum;
+    return r;
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/typical.hpp
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -9356,136 +11638,12 @@ struct typical_step {
         return p.typical_p < 1.f;
     }
     static void apply(working_set& w, const step_context& c) noexcept {
-        w.workspace().reserve_typical();
-        w.materialise_if_overlaid();
-        if (w.full() && full_row(w, c)) return;
-        w.materialise();
-        w.order();
-        candidates& kept = w.kept();
-        sampling_workspace& ws = w.workspace();
-        const double s = w.fill_weights();
-        if (!(s > 0)) return;
-        double h = 0;
-        const std::span<const float> wt = w.weights();
-        for (float v : wt)
-            if (v > 0) {
-                const double q = v / s;
-                h -= q * std::log(q);
-            }
-        const std::size_t n = kept.size();
-        // order by |-log p - H| ascending (ties: more probable first, then lower id: the
-        // ordered order)
-        const token_id* ids = kept.id_storage();
-        const float* lg = kept.logit_storage();
-        double* key = ws.key.data();
-        std::size_t* perm = ws.perm.data();
-        for (std::size_t i = 0; i < n; ++i) {
-            const double q = wt[i] / s;
-            key[i] = q > 0 ? std::fabs(-std::log(q) - h) : std::numeric_limits<double>::infinity();
-            perm[i] = i;
-        }
-        // equal keys keep the probability order (index order); std::sort: no allocation
-        std::sort(perm, perm + n, [key](std::size_t a, std::size_t b) {
-            return key[a] < key[b] || (key[a] == key[b] && a < b);
+        const float p = c.params.typical_p, t = w.temperature();
+        const std::size_t min_keep = c.params.min_keep;
+        const typical_stop stop = c.params.typical_mode;
+        detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
+            return kernels::typical_unordered(x, p, t, min_keep, stop, out, wt);
         });
-        double before = 0;
-        std::size_t kept_n = 0;
-        const std::size_t keep_at_least = std::max<std::size_t>(1, c.params.min_keep);
-        const double tau = c.params.typical_p;
-        while (kept_n < n && (kept_n < keep_at_least || before < tau)) {
-            before += wt[perm[kept_n]] / s;
-            ++kept_n;
-        }
-        // keep perm[0..kept) in probability order
-        std::sort(perm, perm + kept_n);
-        for (std::size_t j = 0; j < kept_n; ++j) {
-            const std::size_t i = perm[j];
-            ws.sorted[j] = {lg[i], ids[i]};
-        }
-        w.write_back(kept_n);
-    }
-
-private:
-    /// The full-row path (see the file comment); false (nothing changed) for rows with +inf or
-    /// no valid entry.
-    static bool full_row(working_set& w, const step_context& c) noexcept {
-        const std::span<const float> x = w.row();
-        const float t = w.temperature();
-        const auto st = kernels::exp_sum(x, t);
-        const float m = st.max;
-        if (!(m > -detail::f_inf) || m == detail::f_inf || !(st.sum > 0)) return false;
-        const double s = st.sum;
-        const double h = kernels::entropy(x, t);
-        if (!std::isfinite(h)) return false;
-        const double cc = std::log(s) - h;  // <= 0 up to rounding
-        const double tau = c.params.typical_p;
-        const std::size_t keep_at_least = std::max<std::size_t>(1, c.params.min_keep);
-        sampling_workspace& ws = w.workspace();
-        candidates& kept = w.kept();
-        const token_id* ids = kept.id_storage();
-        const float* lg = kept.logit_storage();
-        double* key = ws.key.data();
-        std::size_t* perm = ws.perm.data();
-        // first guess: the interval reaches up to the row max
-        for (double kappa = std::max(-cc, 0.0) + 0.5;; kappa = 2 * kappa + 1) {
-            // key <= kappa implies d >= c - kappa - 6e-8 (float rounding of the weight); below
-            // d = -80 weights may be subnormal (rounding unbounded in log): take every entry
-            const double lo_d = cc - kappa - 1e-6;
-            const bool all = lo_d < -80.0;
-            float lo = -detail::f_inf;
-            if (!all) {
-                lo = std::nextafter(float(double(m) + double(t) * lo_d), -detail::f_inf);
-                lo = std::min(lo, m);
-            }
-            kernels::filter_at_least(x, lo, kept);
-            const std::size_t n = kept.size();
-            // key |d - c| (= |-log(w / S) - H| up to the float rounding of w, ~6e-8); where the
-            // weight may be subnormal or 0 (d < -80, only when taking every entry) the exact form
-            for (std::size_t i = 0; i < n; ++i) {
-                const double d = (double(lg[i]) - double(m)) / double(t);
-                if (d >= -80.0) {
-                    key[i] = std::fabs(d - cc);
-                } else {
-                    const double q = double(float(std::exp(d))) / s;
-                    key[i] = q > 0 ? std::fabs(-std::log(q) - h)
-                                   : std::numeric_limits<double>::infinity();
-                }
-                perm[i] = i;
-            }
-            auto before_in_order = [key, lg, ids](std::size_t a, std::size_t b) {
-                if (key[a] != key[b]) return key[a] < key[b];
-                if (lg[a] != lg[b]) return lg[a] > lg[b];
-                return ids[a] < ids[b];
-            };
-            std::size_t ordered = 0;  // perm[0, ordered) in final order
-            auto ensure_ordered = [&](std::size_t upto) {
-                if (upto <= ordered) return;
-                upto = std::min(n, std::max({upto, ordered * 4, std::size_t(64)}));
-                if (upto < n)
-                    std::nth_element(perm + ordered, perm + (upto - 1), perm + n, before_in_order);
-                std::sort(perm + ordered, perm + upto, before_in_order);
-                ordered = upto;
-            };
-            double before = 0;
-            std::size_t kept_n = 0;
-            bool complete = true;  // every entry walked has key <= kappa
-            while (kept_n < n && (kept_n < keep_at_least || before < tau)) {
-                ensure_ordered(kept_n + 1);
-                if (!all && !(key[perm[kept_n]] <= kappa)) {
-                    complete = false;
-                    break;
-                }
-                before += double(float(detail::cand_weight(lg[perm[kept_n]], m, t))) / s;
-                ++kept_n;
-            }
-            if (!all && (!complete || kept_n == n)) continue;  // widen
-            for (std::size_t j = 0; j < kept_n; ++j) ws.sorted[j] = {lg[perm[j]], ids[perm[j]]};
-            std::sort(ws.sorted.begin(), ws.sorted.begin() + std::ptrdiff_t(kept_n),
-                      detail::scored_before);
-            w.write_back(kept_n);
-            w.set_kept(true);
-            return true;
-        }
     }
 };
 
@@ -9494,16 +11652,173 @@ DECODEKIT_END_NAMESPACE
 // ---- begin decodekit/sampling/steps/xtc.hpp
 /// \file sampling/steps/xtc.hpp
 /// XTC (exclude top choices): with probability xtc_probability (one uniform_float() of the call's
-/// rng_purpose::filter stream), when at least two entries have p >= xtc_threshold, removes all of
-/// them but the least probable; skipped when that would leave fewer than min_keep. Disabled at
-/// probability 0 or threshold > 0.5.
-/// Full set: the head is found without sorting the row (exp_sum, one compaction of a superset of
-/// the entries with p >= threshold, at most 1 / threshold of them, then only those sorted); the
-/// set stays full, over a copy of the row with the dropped entries at -inf.
+/// rng_purpose::filter stream), when at least two entries have p >= xtc_threshold (the float
+/// standing for its decimal), removes all of them but the least probable (the highest id among
+/// its ties); skipped when that would leave fewer than min_keep. Disabled at probability 0 or
+/// threshold > 0.5. The removed entries are kernels::xtc_remove's (= reference::xtc_removed):
+/// one exponential pass, one filter pass keeping the head (at most 1 / threshold entries), only
+/// those sorted.
+/// Full set: it stays full, over a copy of the row with the removed entries at -inf (the draw
+/// then needs no exponential per entry when no logprob is wanted). Narrowed set: the removed
+/// entries (a prefix of the reference order) are dropped from kept(), whose order is kept.
+
+// ---- begin decodekit/kernels/xtc.hpp
+/// \file kernels/xtc.hpp
+/// XTC's removal (exclude top choices), given that its coin fired: the head (p_i >= threshold,
+/// at most 1 / threshold entries) found by one filter pass, then a sort of that handful only.
+/// Semantics: reference::xtc_removed (the same entries). No random numbers are consumed.
+///
+/// Passes: max; the exponential pass storing every weight (Z); one compaction pass keeping the
+/// logits above a threshold a little below the exact one; a count of the valid entries when
+/// min_keep > 1 and something would be removed. Entries within the float bound of the threshold
+/// are decided in double, then by the reference's own arithmetic (tiers as in thresholds.hpp).
 
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <functional>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+
+/// XTC's removal, given that its coin fired: writes to `out` the entries reference::xtc_removed
+/// removes (the head p_i >= decimal_floor(threshold) but its least probable entry, when the head
+/// holds two or more and at least min_keep valid entries remain; else none), sorted like
+/// reference::top_k (logit descending, ties by id). weights (the whole row's scratch) receive the
+/// weights of every entry of the row, the removed ones set to 0: the working set that remains,
+/// ready for a draw over the row. truncation_result: kept is the number removed (out.size()),
+/// sum the row's normaliser, kept_sum the weight that remains (sum minus the removed weights).
+/// Status bad_size when out.capacity() or weights.size() < x.size(). \pre temperature > 0
+template <class A = simd::default_arch>
+truncation_result xtc_remove(std::span<const float> x, float threshold, float temperature,
+                             std::size_t min_keep, candidates& out,
+                             std::span<float> weights) noexcept {
+    truncation_result r;
+    out.clear();
+    if (out.capacity() < x.size() || weights.size() < x.size()) {
+        r.status = truncation_status::bad_size;
+        return r;
+    }
+    const std::size_t n = x.size();
+    if (n == 0) return r;
+    float* w = weights.data();
+    const float m = kernels::max<A>(x);
+    r.max = m;
+    if (m == detail::neg_inf_f) {
+        std::fill(w, w + n, 0.f);
+        return r;
+    }
+    const float inv_t = 1.f / temperature;
+    auto remaining = [&](double z) {
+        // zero the removed entries' weights; the rest of the row keeps its weights
+        double removed = 0;
+        for (std::size_t j = 0; j < out.size(); ++j) {
+            float& e = w[std::size_t(out.ids()[j])];
+            removed += double(e);
+            e = 0.f;
+        }
+        r.kept = out.size();
+        r.sum = z;
+        r.kept_sum = z - removed;
+        return r;
+    };
+    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0)) {
+        reference::xtc_removed(x, threshold, temperature, min_keep, out);
+        const reference::softmax_stats st = reference::exp_sum(x, temperature);
+        for (std::size_t i = 0; i < n; ++i)
+            w[i] = float(reference::weight(x[i], st.max, temperature));
+        r.tier = exactness_tier::reference;
+        return remaining(st.sum);
+    }
+    const detail::row_sums rs = detail::weigh_row<A, true, false>(x, m, inv_t, w);
+    const double z = rs.sum;
+    const double theta = reference::decimal_floor(threshold);
+    if (!(theta > 0)) {
+        // every valid entry is in the head: removal of all but the least probable
+        reference::xtc_removed(x, threshold, temperature, min_keep, out);
+        r.tier = exactness_tier::reference;
+        return remaining(z);
+    }
+    const double beta_z = (rs.error(n) + detail::sum_error(n) * z) / z;
+    const double ln_t = std::log(theta * z);
+    const double rel = (detail::exp_error + detail::arg_error * (std::fabs(ln_t) + 1e-3) + beta_z +
+                        detail::reference_error(n)) *
+                           1.01 +
+                       1e-12;
+    const double t_lo = double(m) + double(temperature) * (ln_t - 2 * rel);
+    const double t_hi = double(m) + double(temperature) * (ln_t + 2 * rel);
+    const float lo = t_lo <= double(detail::lowest_f)
+                         ? detail::lowest_f
+                         : std::nextafter(float(t_lo), detail::neg_inf_f);
+    // entries at or above hi are in the head: the float above t_hi (t_hi = m + T (...) rounds to
+    // m when |m| dwarfs the band, e.g. m = 1e30, and the head must then be decided in double)
+    const float hi = t_hi >= double(std::numeric_limits<float>::max())
+                         ? std::numeric_limits<float>::infinity()
+                         : std::nextafter(float(t_hi), std::numeric_limits<float>::infinity());
+    kernels::filter_at_least<A>(x, lo, out);  // the head and the undecided: few entries
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    std::size_t k = 0;
+    bool doubled = false, exact = false;
+    double zd = 0, z_ref = 0;
+    double ed = 0;
+    for (std::size_t j = 0; j < out.size(); ++j) {
+        bool keep = lg[j] >= hi;
+        if (!keep) {
+            const double wr = reference::weight(lg[j], m, temperature);
+            if (!doubled) {
+                doubled = true;
+                r.tier = exactness_tier::double_pass;
+                const detail::double_sums ds = detail::double_pass<A>(
+                    x, m, temperature, [](const simd::batch<A>& v, std::size_t) { return v != v; });
+                zd = ds.sum;
+                ed = (2 * ds.error(n) / zd + detail::reference_error(n)) * 1.01;
+            }
+            if (!exact && std::fabs(wr / zd / theta - 1) <= ed) {
+                exact = true;
+                r.tier = exactness_tier::reference;
+                z_ref = reference::exp_sum(x, temperature).sum;
+            }
+            keep = exact ? wr / z_ref >= theta : wr / zd >= theta;
+        }
+        ids[k] = ids[j];
+        lg[k] = lg[j];
+        k += keep;
+    }
+    out.resize(k);
+    if (k < 2) {
+        out.clear();
+        return remaining(z);
+    }
+    // the head, sorted (a handful: at most 1 / threshold entries)
+    std::uint64_t* keys = out.key_storage();
+    for (std::size_t j = 0; j < k; ++j) keys[j] = detail::rank_key(lg[j], ids[j]);
+    std::sort(keys, keys + k, std::greater<std::uint64_t>());
+    const std::size_t removed = k - 1;
+    if (min_keep > 1) {
+        const std::size_t valid = detail::count_reaching<A>(x.data(), n, detail::lowest_f);
+        if (valid - removed < min_keep) {
+            out.clear();
+            return remaining(z);
+        }
+    }
+    for (std::size_t j = 0; j < removed; ++j) {
+        ids[j] = detail::key_id(keys[j]);
+        lg[j] = x[std::size_t(ids[j])];
+    }
+    out.resize(removed);
+    return remaining(z);
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/xtc.hpp
+
+#include <algorithm>
+#include <span>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -9516,60 +11831,37 @@ struct xtc_step {
         rng_stream coin = c.stream(rng_purpose::filter);
         if (!(coin.uniform_float() < p.xtc_probability)) return;
         w.materialise_if_overlaid();
-        if (w.full()) {
-            if (full_row(w, c)) return;
-            w.materialise();
-        }
-        w.order();
-        const double s = w.fill_weights();
-        if (!(s > 0)) return;
-        const double w_thr = double(p.xtc_threshold) * s;
-        const std::span<const float> wt = w.weights();
-        std::size_t above = 0;
-        while (above < wt.size() && wt[above] >= w_thr) ++above;
-        if (above < 2) return;
-        const std::size_t drop = above - 1;  // keep the least probable of them
-        candidates& kept = w.kept();
-        if (kept.size() - drop < p.min_keep) return;
-        const std::size_t n = kept.size() - drop;
         sampling_workspace& ws = w.workspace();
-        for (std::size_t i = 0; i < n; ++i)
-            ws.sorted[i] = {kept.logits()[drop + i], kept.ids()[drop + i]};
-        w.write_back(n);
-    }
-
-private:
-    /// The full-row path; false (nothing changed) for rows with +inf or no valid entry and
-    /// non-finite thresholds, which take the materialised path.
-    static bool full_row(working_set& w, const step_context& c) noexcept {
-        const std::span<const float> x = w.row();
-        const float t = w.temperature();
-        const auto st = kernels::exp_sum(x, t);
-        const float m = st.max;
-        if (!(m > -detail::f_inf) || m == detail::f_inf || !(st.sum > 0)) return false;
-        const double w_thr = double(c.params.xtc_threshold) * st.sum;
-        if (!(w_thr > 0)) return false;
-        // float(exp(d)) >= w_thr implies d >= log(w_thr) - 2^-23: 1e-4 slack
-        const double thr_d = double(m) + double(t) * (std::log(w_thr) - 1e-4);
-        if (!std::isfinite(thr_d)) return false;
-        const float thr = std::min(std::nextafter(float(thr_d), -detail::f_inf), m);
-        candidates& head = w.kept();
-        kernels::filter_at_least(x, thr, head);
-        w.set_kept(false);  // the head, ordered next (few entries)
-        w.order();
-        std::size_t above = 0;
-        while (above < head.size() &&
-               double(float(detail::cand_weight(head.logits()[above], m, t))) >= w_thr)
-            ++above;
-        w.set_full();  // the working set is the whole row again (minus the head, below)
-        if (above < 2) return true;  // nothing dropped: still the full row
-        const std::size_t drop = above - 1;
-        if (c.params.min_keep > 1 && w.valid_count() - drop < c.params.min_keep) return true;
-        const std::span<float> y = w.workspace().row_copy();
-        if (x.data() != y.data()) std::copy(x.begin(), x.end(), y.begin());
-        for (std::size_t i = 0; i < drop; ++i) y[std::size_t(head.ids()[i])] = -detail::f_inf;
-        w.set_row(std::span<const float>(y.data(), x.size()));
-        return true;
+        candidates& removed = ws.selection();
+        if (w.full()) {
+            const std::span<const float> x = w.row();
+            const auto r =
+                kernels::xtc_remove(x, p.xtc_threshold, w.temperature(), p.min_keep, removed,
+                                    std::span<float>(ws.weights.data(), x.size()));
+            if (!r.ok()) return;
+            detail::count_tier(ws, r);
+            if (removed.empty()) return;  // nothing removed: still the full row
+            const std::span<float> y = ws.row_copy();
+            if (x.data() != y.data()) std::copy(x.begin(), x.end(), y.begin());
+            for (token_id id : removed.ids()) y[std::size_t(id)] = -detail::f_inf;
+            w.set_row(std::span<const float>(y.data(), x.size()));
+            w.set_full();
+            return;
+        }
+        if (!w.ordered() && !w.id_ordered()) w.order_by_id();  // ties by position = by id
+        const bool was_ordered = w.ordered();
+        const std::span<const float> x = w.kept().logits();
+        const auto r = kernels::xtc_remove(x, p.xtc_threshold, w.temperature(), p.min_keep, removed,
+                                           std::span<float>(ws.weights.data(), x.size()));
+        if (!r.ok()) return;
+        detail::count_tier(ws, r);
+        if (removed.empty()) return;
+        // the removed entries are the first ones of the reference order: down to the last one
+        const float lo = removed.logits()[removed.size() - 1];
+        const std::size_t last = std::size_t(removed.ids()[removed.size() - 1]);
+        const float* lg = w.kept().logit_storage();
+        w.keep_if([&](std::size_t i) { return lg[i] < lo || (lg[i] == lo && i > last); });
+        w.set_kept(was_ordered);  // the kernel used the weights as scratch: recompute them
     }
 };
 

@@ -2,6 +2,8 @@
 // here (whole-row sorts, double arithmetic, no kernels) for random rows, random parameters and
 // random orders (presets and custom). Cases where a decision sits within rounding distance of a
 // threshold are skipped (counted; most cases must be checked).
+// Semantics: kernels/reference.hpp (typical keeps the ties of its last entry, epsilon and eta the
+// ties of the min_keep-th logit when fewer pass: docs/changes.md).
 #include "dk_test.hpp"
 
 #include <algorithm>
@@ -69,6 +71,19 @@ struct ref_pipeline {
         while (n < o.size() && pass(o[n])) ++n;
         keep_only(o, std::max(n, std::min(p.min_keep, o.size())));
     }
+    // keep entries passing `pass` (a prefix of the order); when fewer than min_keep pass, every
+    // entry tied with or above the min_keep-th largest logit (epsilon and eta, as Hugging Face)
+    template <class Pass>
+    void keep_prefix_or_ties(Pass&& pass) {
+        const auto o = order();
+        std::size_t n = 0;
+        while (n < o.size() && pass(o[n])) ++n;
+        if (n < p.min_keep && p.min_keep <= o.size()) {
+            n = p.min_keep;
+            while (n < o.size() && x[o[n]] == x[o[p.min_keep - 1]]) ++n;
+        }
+        keep_only(o, std::max(n, std::min(p.min_keep, o.size())));
+    }
     double entropy(const std::vector<double>& q) const {
         double h = 0;
         for (std::size_t i = 0; i < q.size(); ++i)
@@ -131,22 +146,24 @@ struct ref_pipeline {
                         if (x[a] != x[b] && std::fabs(key[a] - key[b]) < 1e-6) ambiguous = true;
                 std::stable_sort(o.begin(), o.end(),
                                  [&](std::size_t a, std::size_t b) { return key[a] < key[b]; });
+                // the prefix through the first entry whose mass reaches typical_p, then every
+                // entry with that entry's score (Hugging Face), at least min_keep
                 double before = 0;
                 std::size_t n = 0;
                 while (n < o.size()) {
                     near_threshold(before, p.typical_p);
-                    if (!(n < std::max<std::size_t>(1, p.min_keep) || before < double(p.typical_p)))
-                        break;
+                    if (!(n < 1 || before < double(p.typical_p))) break;
                     before += q[o[n]];
                     ++n;
                 }
-                keep_only(o, n);
+                while (n < o.size() && key[o[n]] == key[o[n - 1]]) ++n;
+                keep_only(o, std::max(n, std::min(p.min_keep, o.size())));
                 break;
             }
             case sampling_step::epsilon: {
                 const auto q = probs(t);
                 for (std::size_t i : order()) near_threshold(q[i], p.epsilon);
-                keep_prefix([&](std::size_t i) { return q[i] >= double(p.epsilon); });
+                keep_prefix_or_ties([&](std::size_t i) { return q[i] >= double(p.epsilon); });
                 break;
             }
             case sampling_step::eta: {
@@ -154,7 +171,7 @@ struct ref_pipeline {
                 const double e = p.eta;
                 const double thr = std::min(e, std::sqrt(e) * std::exp(-entropy(q)));
                 for (std::size_t i : order()) near_threshold(q[i], thr);
-                keep_prefix([&](std::size_t i) { return q[i] >= thr; });
+                keep_prefix_or_ties([&](std::size_t i) { return q[i] >= thr; });
                 break;
             }
             case sampling_step::top_n_sigma: {

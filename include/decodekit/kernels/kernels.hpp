@@ -2,6 +2,7 @@
 /// \file kernels/kernels.hpp
 /// All kernels.
 
+#include <decodekit/kernels/cut.hpp>
 #include <decodekit/kernels/draw.hpp>
 #include <decodekit/kernels/mask.hpp>
 #include <decodekit/kernels/nucleus.hpp>
@@ -10,3 +11,8 @@
 #include <decodekit/kernels/select.hpp>
 #include <decodekit/kernels/similarity.hpp>
 #include <decodekit/kernels/softmax.hpp>
+#include <decodekit/kernels/thresholds.hpp>
+#include <decodekit/kernels/truncation.hpp>
+#include <decodekit/kernels/typical.hpp>
+#include <decodekit/kernels/weights.hpp>
+#include <decodekit/kernels/xtc.hpp>

@@ -16,13 +16,18 @@
 /// Rows with +inf or no valid entry, and p >= 1, fall back to simple exact paths.
 
 #include <decodekit/candidates.hpp>
+#include <decodekit/kernels/cut.hpp>
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/reference.hpp>
 #include <decodekit/kernels/select.hpp>
+#include <decodekit/kernels/truncation.hpp>
+#include <decodekit/kernels/weights.hpp>
 #include <decodekit/simd/xsimd_compat.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <span>
 
@@ -30,8 +35,9 @@ DECODEKIT_BEGIN_NAMESPACE
 namespace kernels {
 
 /// Top-p (nucleus) at temperature T: sorted by probability descending (ties by id), keep entry
-/// j iff the mass strictly before it is < p, and at least max(1, min_keep) entries; output
-/// sorted like top_k; equals reference::top_p. \pre out.capacity() >= x.size(), temperature > 0
+/// j iff the mass strictly before it is below decimal_floor(p), and at least max(1, min_keep)
+/// entries; p >= 1 keeps every valid entry; output sorted like top_k; equals reference::top_p. \pre
+/// out.capacity() >= x.size(), temperature > 0
 template <class A = simd::default_arch>
 std::size_t top_p(std::span<const float> x, float p, float temperature, std::size_t min_keep,
                   candidates& out) noexcept {
@@ -42,6 +48,8 @@ std::size_t top_p(std::span<const float> x, float p, float temperature, std::siz
     if (n == 0) return 0;
     const std::size_t keep = std::max<std::size_t>(1, min_keep);
     if (!(p > 0)) return kernels::top_k<A>(x, keep, tie_policy::exactly_k, out);
+    if (p >= 1) return kernels::top_k<A>(x, n, tie_policy::keep_ties, out);  // every valid entry
+    const double target = reference::decimal_floor(p);
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
     if (!std::isfinite(m) || !std::isfinite(inv_t))
@@ -88,15 +96,14 @@ std::size_t top_p(std::span<const float> x, float p, float temperature, std::siz
             std::size_t k = 0;
             while (k < c) {
                 const bool forced = k < keep;
-                if (!forced && !(before < double(p))) break;
-                if (!forced && std::abs(before - double(p)) <= 1e-4 * double(p)) borderline = true;
+                if (!forced && !(before < target)) break;
+                if (!forced && std::abs(before - target) <= 1e-4 * target) borderline = true;
                 ensure_sorted(k + 1);
                 before +=
                     reference::weight(xp[std::size_t(detail::key_id(keys[k]))], m, temperature) / z;
                 ++k;
             }
-            if (k < c && k >= keep && std::abs(before - double(p)) <= 1e-4 * double(p))
-                borderline = true;
+            if (k < c && k >= keep && std::abs(before - target) <= 1e-4 * target) borderline = true;
             return k;
         };
         bool borderline = false;
@@ -113,6 +120,619 @@ std::size_t top_p(std::span<const float> x, float p, float temperature, std::siz
         out.resize(kept);
         return kept;
     }
+}
+
+namespace detail {
+
+/// The order a weighted cut walks, as a float key per logit: larger key first (ties: larger
+/// logit, then lower id). Top-p's key is the logit itself.
+template <class A>
+struct logit_key {
+    float m, inv_t;  ///< the row max and 1 / T (for d_bound)
+    simd::batch<A> operator()(const simd::batch<A>& v) const noexcept { return v; }
+    float operator()(float v) const noexcept { return v; }
+    /// Upper bound of |d| = (m - x) / T over the entries whose key is >= y.
+    double d_bound(float y) const noexcept {
+        return std::min(200.0, std::max(0.0, double(m - y) * double(inv_t)));
+    }
+    /// How far a bracket bound must stay from the keys inside it (the keys' error: none here).
+    float margin() const noexcept { return 0.f; }
+};
+
+/// The state of a weighted cut: the crossing lies in the bracket [lo, hi) of keys (its ids,
+/// logits and weights at [0, size) of the output's id and logit storage and of the weights
+/// scratch); the entries with key >= hi come before it (their weights' sum, exact up to the
+/// double additions; their sum of w |d| in float blocks; their count); inner_lo / inner_hi: the
+/// smallest and largest logit among them (when tracked). The weights scratch holds the row's
+/// weights from `dirty` on (below it, bracket weights: recompute there).
+struct weighted_bracket {
+    float lo = 0, hi = 0;
+    std::size_t size = 0;
+    double mass = 0;  ///< the bracket's weights summed in float blocks (provisional)
+    double above = 0;
+    double above_wd = 0;  ///< sum of w |d| over the entries before the bracket, within 1 +- 128 u
+    std::size_t above_count = 0;
+    float inner_lo = std::numeric_limits<float>::infinity();
+    float inner_hi = -std::numeric_limits<float>::infinity();
+    std::size_t dirty = 0;
+};
+
+/// One pass over entries: those with key >= hi join b.above, those with key in [lo, hi) are
+/// compacted (ids, logits, weights) to ids/lg/w from index 0 (in place: each vector is read
+/// before a store reaches it) and become the bracket [lo, hi). Row: the source is the row (ids
+/// are positions; weights read from w, recomputed below b.dirty); otherwise the current bracket
+/// (ids/lg/w[0, count)). Track: also the smallest and largest logit joining b.above.
+template <class A, bool Row, bool Track, class Key>
+void split(const float* src, float* w, std::size_t count, float lo, float hi, float m, float inv_t,
+           const Key& key, token_id* ids, float* lg, weighted_bracket& b) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    constexpr float pinf = std::numeric_limits<float>::infinity();
+    const std::size_t nfull = count / L * L;
+    const std::size_t fresh = Row ? b.dirty : 0;  // Row: weights below are recomputed
+    const B lob(lo), hib(hi), mb(m), tb(inv_t), zero(0.f), cap(200.f);
+    // two sets of accumulators (even and odd vectors), so that no add waits on the previous one
+    struct acc {
+        D a0 = D(0.0), a1 = D(0.0);
+        B bm = B(0.f), wd = B(0.f);
+    } ea, oa;
+    B tlo(pinf), thi(-pinf);
+    std::size_t cnt = 0, c = 0, since = 0;
+    double tail = 0, bmass = 0, wd_sum = 0;
+    auto one = [&](std::size_t i, acc& s) {
+        const B v = B::load_unaligned(src + i);
+        const B y = key(v);
+        const auto up = y >= hib;
+        const auto in = (y >= lob) & (y < hib);
+        const B wv = i < fresh ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i);
+        if (const std::uint64_t mu = simd::to_mask<A>(up)) {
+            const B wu = simd::select<A>(up, wv, zero);
+            simd::widen_add<A>(s.a0, s.a1, wu);
+            s.wd =
+                simd::fma<A>(wu, simd::min<A>(simd::select<A>(up, (mb - v) * tb, zero), cap), s.wd);
+            cnt += std::size_t(std::popcount(mu));
+            if constexpr (Track) {
+                tlo = simd::min<A>(tlo, simd::select<A>(up, v, B(pinf)));
+                thi = simd::max<A>(thi, simd::select<A>(up, v, B(-pinf)));
+            }
+        }
+        if (const std::uint64_t mi = simd::to_mask<A>(in)) {
+            s.bm += simd::select<A>(in, wv, zero);
+            simd::ibatch<A> iv;
+            if constexpr (Row)
+                iv = simd::iota<A>(token_id(i));
+            else
+                iv = simd::ibatch<A>::load_unaligned(ids + i);
+            c += simd::compress_store<A>(v, wv, iv, mi, lg + c, w + c, ids + c);
+        }
+    };
+    std::size_t i = 0;
+    for (; i + 2 * L <= nfull; i += 2 * L) {
+        one(i, ea);
+        one(i + L, oa);
+        if (++since == 16) {  // <= 32 float additions per lane before they go to double
+            bmass += double(simd::reduce_add<A>(ea.bm + oa.bm));
+            wd_sum += double(simd::reduce_add<A>(ea.wd + oa.wd));
+            ea.bm = oa.bm = ea.wd = oa.wd = zero;
+            since = 0;
+        }
+    }
+    if (i < nfull) one(i, ea);
+    D a0 = ea.a0 + oa.a0, a1 = ea.a1 + oa.a1;
+    B bm = ea.bm + oa.bm, wd = ea.wd + oa.wd;
+    float flo = simd::reduce_min<A>(tlo), fhi = simd::reduce_max<A>(thi);
+    for (std::size_t q = nfull; q < count; ++q) {
+        const float v = src[q];
+        const float y = key(v);
+        const token_id id = Row ? token_id(q) : ids[q];
+        const float wi = q < fresh ? weight_one<A>(v, m, inv_t) : w[q];
+        if (y >= hi) {
+            tail += double(wi);
+            wd_sum += double(wi) * std::min(200.0, double((m - v) * inv_t));
+            ++cnt;
+            flo = v < flo ? v : flo;
+            fhi = v > fhi ? v : fhi;
+        } else if (y >= lo) {
+            ids[c] = id;
+            lg[c] = v;
+            w[c] = wi;
+            bmass += double(wi);
+            ++c;
+        }
+    }
+    bmass += double(simd::reduce_add<A>(bm));
+    wd_sum += double(simd::reduce_add<A>(wd));
+    b.mass = bmass;
+    b.above += simd::reduce_add<A>(a0 + a1) + tail;
+    b.above_wd += wd_sum;
+    b.above_count += cnt;
+    if constexpr (Track) {
+        b.inner_lo = std::min(b.inner_lo, flo);
+        b.inner_hi = std::max(b.inner_hi, fhi);
+    }
+    b.size = c;
+    b.lo = lo;
+    b.hi = hi;
+    // (the compress-stores write up to a vector past the count: that much is no longer the row's)
+    if constexpr (Row) b.dirty = std::max(b.dirty, std::min(count, c + L));
+}
+
+/// Smallest and largest key of the logits v[0, c). \pre c > 0, no NaN key
+template <class A, class Key>
+std::pair<float, float> key_min_max(const float* v, std::size_t c, const Key& key) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    float mn = key(v[0]), mx = mn;
+    std::size_t j = 0;
+    if (c >= L) {
+        B bmn = key(B::load_unaligned(v)), bmx = bmn;
+        for (j = L; j + L <= c; j += L) {
+            const B y = key(B::load_unaligned(v + j));
+            bmn = simd::min<A>(bmn, y);
+            bmx = simd::max<A>(bmx, y);
+        }
+        mn = simd::reduce_min<A>(bmn);
+        mx = simd::reduce_max<A>(bmx);
+    }
+    for (; j < c; ++j) {
+        const float y = key(v[j]);
+        mn = y < mn ? y : mn;
+        mx = y > mx ? y : mx;
+    }
+    return {mn, mx};
+}
+
+/// A weighted cut's provisional error on a mass of the form `above + part of the bracket`
+/// (float weights of entries with |d| <= d_bound), as an absolute error against the reference's
+/// arithmetic: generous, as it only decides where to keep looking (a wrong "uncertain" keeps a
+/// wider bracket).
+inline double cut_provisional_error(double mass, double d_bound, double z, double z_error,
+                                    std::size_t n) noexcept {
+    return (exp_error + arg_error * d_bound + 128 * 0x1p-24) * mass + 2 * z_error +
+           (reference_error(n) + 4 * sum_error(n)) * z + double(n) * flush_error;
+}
+
+/// One narrowing round over the bracket (ids/lg/w[0, b.size), its keys within [mn, mx]): 7
+/// thresholds around the crossing's estimate from a strided sample of <= 256 bracket entries
+/// (sorted by key; their weights, scaled to the bracket's mass, added from the top until b.above
+/// reaches rmass: sample rank j; thresholds at ranks j -+ 3, 10, 24 and at j), or split evenly in
+/// the ordered image of [mn, mx] when that estimate does not narrow anything; one pass sums the
+/// bracket's weights at or above each threshold (float blocks); the part between the highest
+/// threshold that the mass above certainly reaches and the lowest one it certainly does not
+/// stays the bracket (split in place). False when no threshold was certain (the bracket stays).
+template <class A, bool Track, class Key>
+bool narrow(token_id* ids, float* lg, float* w, float mn, float mx, float m, float inv_t,
+            const Key& key, double rmass, double z, double z_error, std::size_t n, bool even,
+            weighted_bracket& b) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>, K = 7;
+    const std::size_t c = b.size;
+    float t[K + 2];
+    t[0] = mn;
+    t[K + 1] = b.hi;
+    if (!even) {
+        constexpr std::size_t S = 256;
+        const std::size_t ns = std::min(S, c);
+        std::uint64_t sk[S];
+        for (std::size_t q = 0; q < ns; ++q) {
+            const std::size_t j = q * c / ns;
+            sk[q] = (std::uint64_t(std::uint32_t(ordered_image(key(lg[j])) ^ 0x80000000u)) << 32) |
+                    std::uint32_t(j);
+        }
+        std::sort(sk, sk + ns, std::greater<std::uint64_t>());
+        // ratio estimate: the sample's share of the bracket's (provisional) mass
+        double ws = 0;
+        for (std::size_t q = 0; q < ns; ++q) ws += double(w[std::size_t(std::uint32_t(sk[q]))]);
+        const double scale = ws > 0 ? b.mass / ws : 0.0;
+        double acc = b.above;
+        std::size_t j = 0;
+        for (; j < ns; ++j) {
+            acc += scale * double(w[std::size_t(std::uint32_t(sk[j]))]);
+            if (acc >= rmass) break;
+        }
+        auto key_at = [&](std::ptrdiff_t r) {
+            r = std::clamp<std::ptrdiff_t>(r, 0, std::ptrdiff_t(ns) - 1);
+            return key(lg[std::size_t(std::uint32_t(sk[std::size_t(r)]))]);
+        };
+        constexpr std::ptrdiff_t off[K] = {24, 10, 3, 0, -3, -10, -24};  // ascending keys
+        for (std::size_t k = 0; k < K; ++k) t[k + 1] = key_at(std::ptrdiff_t(j) + off[k]);
+    } else {
+        const std::int64_t i0 = ordered_image(mn), i1 = ordered_image(mx);
+        for (std::size_t k = 1; k <= K; ++k)
+            t[k] = from_ordered_image(std::int32_t(i0 + (i1 - i0) * std::int64_t(k) / (K + 1)));
+    }
+    double mass[K + 2] = {};
+    {
+        const B zero(0.f);
+        B tk[K];
+        for (std::size_t k = 0; k < K; ++k) tk[k] = B(t[k + 1]);
+        const std::size_t cfull = c / L * L;
+        std::size_t j = 0;
+        while (j < cfull) {
+            const std::size_t end = std::min(cfull, j + 32 * L);
+            B acc[K];
+            for (std::size_t k = 0; k < K; ++k) acc[k] = zero;
+            for (; j < end; j += L) {
+                const B y = key(B::load_unaligned(lg + j));
+                const B wv = B::load_unaligned(w + j);
+                for (std::size_t k = 0; k < K; ++k) acc[k] += simd::select<A>(y >= tk[k], wv, zero);
+            }
+            for (std::size_t k = 0; k < K; ++k) mass[k + 1] += double(simd::reduce_add<A>(acc[k]));
+        }
+        for (; j < c; ++j) {
+            const float y = key(lg[j]);
+            for (std::size_t k = 1; k <= K; ++k)
+                if (y >= t[k]) mass[k] += double(w[j]);
+        }
+    }
+    const double db = key.d_bound(mn);
+    std::size_t a = 0, e = K + 1;
+    for (std::size_t k = K; k >= 1; --k) {
+        const double tot = b.above + mass[k];
+        if (tot - rmass > cut_provisional_error(tot, db, z, z_error, n)) {
+            a = k;
+            break;
+        }
+    }
+    for (std::size_t k = a + 1; k <= K; ++k) {
+        const double tot = b.above + mass[k];
+        if (rmass - tot > cut_provisional_error(tot, db, z, z_error, n)) {
+            e = k;
+            break;
+        }
+    }
+    // bounds kept key.margin() away from the keys they enclose (an inexact key's error)
+    const float lo2 = std::max(mn, t[a] - key.margin()), hi2 = std::min(b.hi, t[e] + key.margin());
+    if (!(lo2 < hi2) || (lo2 <= mn && hi2 >= b.hi)) return false;
+    split<A, false, Track>(lg, w, c, lo2, hi2, m, inv_t, key, ids, lg, b);
+    return true;
+}
+
+/// The bracket of a weighted cut over the keys of the row (see weighted_bracket): the entries
+/// in key order (larger first) whose prefix mass through the crossing first reaches rmass.
+/// Sampled bounds (512 entries at hashed positions; their weights summed from the bottom up to
+/// the mass the cut drops, scaled by n / 512, give the crossing's sample rank j; the bracket
+/// spans j -+ (4 standard deviations of that tail estimate + 3) samples), at least `floor` (a key
+/// below which the cut certainly does not go; -inf: none), checked (the mass above certainly below
+/// rmass, the mass of the bracket and above certainly reaching it; else widened: at most three
+/// passes), then narrowed (7 thresholds a round) to at most 64 entries or one key. w: the row's
+/// weights on entry; the bracket's weights at [0, size) on return (the row's from b.dirty on).
+template <class A, bool Track, class Key>
+weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float inv_t,
+                              const Key& key, double rmass, double z, double z_error, float floor,
+                              token_id* ids, float* lg) noexcept {
+    const std::size_t n = x.size();
+    float lo = std::max(floor, lowest_f), hi = std::numeric_limits<float>::infinity();
+    if (n > 4096) {
+        constexpr std::size_t S = 512;
+        std::uint64_t keys[S], tmp[S];
+        const std::uint64_t stride = n / S;
+        std::size_t valid = 0;
+        for (std::size_t j = 0; j < S; ++j) {
+            const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
+            const std::size_t i = std::size_t(j * stride + ((h * stride) >> 32));
+            const float y = key(x[i]);
+            if (!(y >= lowest_f)) continue;             // NaN, -inf
+            keys[valid++] = ~rank_key(y, token_id(i));  // ascending = larger key first
+        }
+        if (valid > 0) {
+            sort_smallest(keys, valid, valid, tmp);
+            const double scale = double(n) / double(S), drop = z - rmass;
+            double below = 0, below2 = 0, wj = 0;
+            std::size_t j = valid;  // samples [j, valid): below the crossing's estimate
+            while (j > 0) {
+                wj = double(w[std::size_t(key_id(~tmp[j - 1]))]);
+                below += scale * wj;
+                below2 += wj * wj;
+                if (below > drop) break;
+                --j;
+            }
+            // The tail estimate's standard deviation (scale sqrt(sum w^2)) in samples of the
+            // crossing's weight: the bracket spans 4 of them and 3 samples each way.
+            const double sd = wj > 0 ? std::sqrt(below2) / wj : double(S);
+            const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
+            auto key_at = [&](std::size_t q) { return key(x[std::size_t(key_id(~tmp[q]))]); };
+            if (j > delta) hi = key_at(j - delta) + key.margin();
+            if (j + delta < valid) lo = std::max(lo, key_at(j + delta) - key.margin());
+            if (!(lo < hi)) lo = std::max(floor, lowest_f);
+        }
+    }
+    weighted_bracket b;
+    for (;;) {
+        const std::size_t dirty = b.dirty;
+        b = {};
+        b.dirty = dirty;
+        split<A, true, Track>(x.data(), w, n, lo, hi, m, inv_t, key, ids, lg, b);
+        const double db = key.d_bound(lo);
+        const bool hi_ok = hi == std::numeric_limits<float>::infinity() ||
+                           rmass - b.above > cut_provisional_error(b.above, db, z, z_error, n);
+        const double ge_lo = b.above + b.mass;
+        const bool lo_ok =
+            lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
+        if (hi_ok && lo_ok) break;
+        if (!hi_ok) hi = std::numeric_limits<float>::infinity();
+        if (!lo_ok) lo = lo > floor ? std::max(floor, lowest_f) : lowest_f;
+    }
+    // Narrowing: sampled thresholds; a round that does not shrink the bracket to half is
+    // followed by one with even thresholds (which always shrink the key range), and a round that
+    // cannot decide anything ends the narrowing.
+    bool even = false;
+    while (b.size > 64) {
+        const auto [mn, mx] = key_min_max<A>(lg, b.size, key);
+        if (!(mn < mx)) break;
+        const std::size_t before = b.size;
+        if (!narrow<A, Track>(ids, lg, w, mn, mx, m, inv_t, key, rmass, z, z_error, n, even, b)) {
+            if (even) break;
+            even = true;
+            continue;
+        }
+        even = 2 * b.size > before;
+    }
+    return b;
+}
+
+/// The crossing of a weighted cut: the last entry of the prefix (logit, id), its rank (0-based)
+/// and whether it was decided.
+struct crossing {
+    float value = 0;
+    token_id id = 0;
+    std::size_t rank = 0;
+    bool found = false;
+};
+
+/// The reference's own top-p walk (the last tier): every valid entry in rank order (std::sort
+/// of their keys in key storage), masses W / Z_ref added in double as reference::top_p does, Z_ref
+/// the reference's sum. Exact by construction.
+inline crossing nucleus_reference_walk(std::span<const float> x, double target, float temperature,
+                                       std::uint64_t* keys) noexcept {
+    const reference::softmax_stats st = reference::exp_sum(x, temperature);
+    std::size_t c = 0;
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (x[i] >= lowest_f) keys[c++] = rank_key(x[i], token_id(i));
+    std::sort(keys, keys + c, std::greater<std::uint64_t>());
+    double before = 0;
+    crossing cr;
+    for (std::size_t j = 0; j < c; ++j) {
+        if (!(before < target)) break;
+        const token_id id = key_id(keys[j]);
+        cr = {x[std::size_t(id)], id, j, true};
+        before += reference::weight(x[std::size_t(id)], st.max, temperature) / st.sum;
+    }
+    return cr;
+}
+
+/// Bound on |b / z - the reference's mass| for a prefix mass b of float weights (sum of
+/// w |d| over the prefix within [wd_lo, wd_hi], count entries) of a row of n entries whose float
+/// weights sum to z (their w |d| to at most wd_total): errors common to the prefix and to z
+/// cancel in the ratio (b / (b + t) moves by at most (t e_b + b e_t) / z^2).
+inline double prefix_ratio_error(double b, double wd_lo, double wd_hi, std::size_t count, double z,
+                                 double wd_total, std::size_t n) noexcept {
+    const double t = std::max(0.0, z - b);
+    const double eb = exp_error * b + arg_error * wd_hi + double(count) * flush_error;
+    const double et =
+        exp_error * t + arg_error * std::max(0.0, wd_total - wd_lo) + double(n) * flush_error;
+    return (t * eb + b * et) / (z * z) * (1 + 1e-6) + 4 * sum_error(n) + reference_error(n);
+}
+
+/// The search of top_p_cut / top_p_unordered: the result with its cut, kept, sums and tier;
+/// w holds the row's weights from `dirty` on (below: scratch), `out` is scratch.
+template <class A>
+truncation_result top_p_search(std::span<const float> x, float p, float temperature,
+                               std::size_t min_keep, candidates& out, float* w,
+                               std::size_t& dirty) noexcept {
+    constexpr float pinf = std::numeric_limits<float>::infinity();
+    truncation_result r;
+    dirty = 0;
+    const std::size_t n = x.size();
+    const std::size_t keep = std::max<std::size_t>(1, min_keep);
+    const float m = kernels::max<A>(x);
+    r.max = m;
+    if (m == neg_inf_f) {  // no valid entry: nothing kept
+        std::fill(w, w + n, 0.f);
+        return r;
+    }
+    const float inv_t = 1.f / temperature;
+    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0)) {
+        r.tier = exactness_tier::reference;
+        r.sum = reference_weights(x, temperature, w);
+        r.kept = reference::top_p(x, p, temperature, min_keep, out);
+        r.cut = prefix_cut(out);
+        for (std::size_t j = 0; j < r.kept; ++j) r.kept_sum += double(w[std::size_t(out.ids()[j])]);
+        return r;
+    }
+    const row_sums rs = weigh_row<A, true, false>(x, m, inv_t, w);
+    const double z = rs.sum;
+    r.sum = z;
+    auto top_keep = [&] {
+        r.kept = kernels::top_k_unordered<A>(x, keep, tie_policy::exactly_k, out);
+        r.cut = top_k_cut(out, tie_policy::exactly_k);
+        r.kept_sum = 0;
+        for (std::size_t j = 0; j < r.kept; ++j) {
+            const std::size_t i = std::size_t(out.ids()[j]);
+            r.kept_sum += double(i < dirty ? weight_one<A>(x[i], m, inv_t) : w[i]);
+        }
+        return r;
+    };
+    if (p >= 1) {  // every valid entry
+        r.cut = {lowest_f, pinf, npos, npos};
+        r.kept = count_reaching<A>(x.data(), n, lowest_f);
+        r.kept_sum = z;
+        return r;
+    }
+    if (!(p > 0)) return top_keep();
+    const double target = reference::decimal_floor(p);
+    const double rmass = target * z;  // the mass through the crossing reaches this
+    const double z_error = rs.error(n) + sum_error(n) * z;
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    // A rigorous lower bound of the crossing: below tau the whole tail holds less than half of
+    // the mass top-p may drop (n weights of at most e^{(tau - m)/T} each).
+    float tau = lowest_f;
+    {
+        const double drop = z - rmass;
+        const double td = double(m) + double(temperature) * std::log(0.5 * drop / double(n));
+        if (drop > 0 && td > double(lowest_f))
+            tau = std::min(m, std::nextafter(float(td), neg_inf_f));
+    }
+    const logit_key<A> key{m, inv_t};
+    const weighted_bracket b =
+        find_bracket<A, false>(x, w, m, inv_t, key, rmass, z, z_error, tau, ids, lg);
+    dirty = b.dirty;
+    // ---- the walk: the bracket in rank order (keys carry the bracket position, whose order is
+    // the id order) ----
+    std::uint64_t* keys = out.key_storage();
+    const std::size_t c = b.size;
+    for (std::size_t j = 0; j < c; ++j) keys[j] = rank_key(lg[j], token_id(j));
+    if (c > 0) {
+        const auto [mn, mx] = key_min_max<A>(lg, c, key);
+        if (mn < mx) std::sort(keys, keys + c, std::greater<std::uint64_t>());
+        // (one value: the bracket is in id order, which is rank order)
+    }
+    crossing cr;
+    double kept_sum = 0;
+    {
+        // sum of w |d| above the bracket (float blocks: within 1 +- 128 u)
+        const double wd_above_lo = b.above_wd * (1 - 128 * 0x1p-24);
+        const double wd_above_hi = b.above_wd * (1 + 128 * 0x1p-24) + 1e-300;
+        double before = b.above, wd_before = 0;
+        for (std::size_t j = 0; j < c; ++j) {
+            const std::size_t q = std::size_t(key_id(keys[j]));
+            const double wj = double(w[q]);
+            const double wdj = wj * key.d_bound(lg[q]);
+            if (before + wj >= rmass || j + 1 == c) {
+                cr = {lg[q], ids[q], b.above_count + j, before + wj >= rmass};
+                const double e1 =
+                    prefix_ratio_error(before, wd_above_lo + wd_before, wd_above_hi + wd_before,
+                                       cr.rank, z, rs.wd_bound, n);
+                const double e2 = prefix_ratio_error(before + wj, wd_above_lo + wd_before + wdj,
+                                                     wd_above_hi + wd_before + wdj, cr.rank + 1, z,
+                                                     rs.wd_bound, n);
+                if (!(before / z + e1 < target && (before + wj) / z - e2 >= target))
+                    cr.found = false;
+                kept_sum = before + wj;
+                break;
+            }
+            before += wj;
+            wd_before += wdj;
+        }
+    }
+    if (!cr.found && c > 0) {
+        // Z and the mass above the bracket in double, the bracket's weights the reference's.
+        r.tier = exactness_tier::double_pass;
+        const float hi = b.hi;
+        const double_sums ds = double_pass<A>(
+            x, m, temperature,
+            [hi](const simd::batch<A>& v, std::size_t) { return v >= simd::batch<A>(hi); });
+        const double e = 2 * ds.error(n) / ds.sum + reference_error(n);
+        double before = ds.in_set, fbefore = b.above;
+        for (std::size_t j = 0; j < c; ++j) {
+            const std::size_t q = std::size_t(key_id(keys[j]));
+            const double wj = reference::weight(lg[q], m, temperature);
+            if ((before + wj) / ds.sum >= target || j + 1 == c) {
+                cr = {lg[q], ids[q], b.above_count + j, true};
+                if (!(before / ds.sum + e < target && (before + wj) / ds.sum - e >= target))
+                    cr.found = false;
+                kept_sum = fbefore + double(w[q]);
+                break;
+            }
+            before += wj;
+            fbefore += double(w[q]);
+        }
+    }
+    if (!cr.found) {
+        r.tier = exactness_tier::reference;
+        cr = nucleus_reference_walk(x, target, temperature, keys);
+        kept_sum = std::numeric_limits<double>::quiet_NaN();  // (summed below)
+    }
+    if (cr.rank + 1 < keep) return top_keep();
+    r.cut = {cr.value, pinf, std::size_t(cr.id), npos};
+    r.kept = cr.rank + 1;
+    if (std::isnan(kept_sum)) {
+        // the reference tier: the kept weights' sum over the row (w below dirty: recomputed)
+        kept_sum = 0;
+        for (std::size_t i = 0; i < n; ++i)
+            if (r.cut.contains(x[i], i))
+                kept_sum += double(i < dirty ? weight_one<A>(x[i], m, inv_t) : w[i]);
+    }
+    r.kept_sum = kept_sum;
+    return r;
+}
+
+}  // namespace detail
+
+/// Top-p (nucleus) at temperature T as a cut over the row: the set of reference::top_p (sorted by
+/// probability descending, ties by id, the prefix whose mass before each kept entry is below
+/// decimal_floor(p); at least max(1, min_keep); p >= 1 every valid entry) as
+/// truncation_result::cut (hi = +inf: a prefix of the order logit descending / id ascending),
+/// found by selection without ordering anything but a bracket of <= 64 entries around the cut;
+/// weights receive every entry's weight exp((x_i - max) / T) (float), ready for draw_cut (no
+/// compaction: sample() over a flat row needs none) or compact_cut. `scratch`: the kernel's
+/// working storage (capacity >= x.size(); contents unspecified afterwards). kept and kept_sum:
+/// the kept set's size and the sum of its weights (float weights added in double).
+///
+/// Passes (V entries): max; one exponential pass storing every weight (their sum Z exactly in
+/// double lanes); one split pass: the entries above a sampled upper bound of the crossing are
+/// summed (exactly, in double lanes), those between it and a sampled lower bound (the bracket; the
+/// lower bound never below the logit under which the whole tail holds less than half of what
+/// top-p drops) compacted with their weights; narrowing rounds on the bracket (7 thresholds
+/// placed from a sample of it, one pass over the bracket each) until <= 64 entries or one value;
+/// the bracket sorted and walked; the bracket's part of the weights recomputed.
+/// Exactness, in tiers (truncation_result::tier): the walk's two decisions (the mass before the
+/// crossing entry is below decimal_floor(p), the mass through it is not) are taken from the float
+/// weights when their distance to p exceeds a rigorous bound on the float computation (the
+/// exponential's measured error, the rounding of its argument, the double sums; errors common to
+/// a prefix and to Z cancel: detail::prefix_ratio_error); otherwise a double-precision
+/// exponential pass over the row recomputes Z and the mass above the bracket, the bracket's
+/// weights the reference's own (double_pass); when even that margin is within ~1e-10, the
+/// reference's own walk (reference; O(V log V), allocation-free). Rows with +inf entries or a
+/// subnormal temperature: the reference (which allocates). Status bad_size (nothing done) when
+/// scratch.capacity() or weights.size() < x.size(). \pre temperature > 0
+template <class A = simd::default_arch>
+truncation_result top_p_cut(std::span<const float> x, float p, float temperature,
+                            std::size_t min_keep, candidates& scratch,
+                            std::span<float> weights) noexcept {
+    scratch.clear();
+    if (scratch.capacity() < x.size() || weights.size() < x.size()) {
+        truncation_result r;
+        r.status = truncation_status::bad_size;
+        return r;
+    }
+    if (x.empty()) return {};
+    std::size_t dirty = 0;
+    truncation_result r =
+        detail::top_p_search<A>(x, p, temperature, min_keep, scratch, weights.data(), dirty);
+    if (dirty > 0)  // restore the row's weights where the bracket lived
+        detail::weigh_logits<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
+    scratch.clear();
+    return r;
+}
+
+/// Top-p (nucleus) at temperature T, unordered: the set of top_p_cut written to `out` in id order
+/// (one compaction pass), weights[0, kept) the kept entries' weights (weights: the whole row's
+/// scratch). See top_p_cut. Status bad_size (nothing done) when out.capacity() or
+/// weights.size() < x.size(). \pre temperature > 0
+template <class A = simd::default_arch>
+truncation_result top_p_unordered(std::span<const float> x, float p, float temperature,
+                                  std::size_t min_keep, candidates& out,
+                                  std::span<float> weights) noexcept {
+    out.clear();
+    if (out.capacity() < x.size() || weights.size() < x.size()) {
+        truncation_result r;
+        r.status = truncation_status::bad_size;
+        return r;
+    }
+    if (x.empty()) return {};
+    std::size_t dirty = 0;
+    truncation_result r =
+        detail::top_p_search<A>(x, p, temperature, min_keep, out, weights.data(), dirty);
+    double sum = 0;
+    if (r.max == detail::neg_inf_f) return r;
+    const float inv_t = std::isfinite(r.max) ? 1.f / temperature : 1.f;
+    r.kept = detail::compact_cut_from<A>(
+        x, weights.data(), r.cut, std::isfinite(r.max) ? r.max : 0.f, inv_t, out, dirty, sum);
+    r.kept_sum = sum;
+    return r;
 }
 
 }  // namespace kernels

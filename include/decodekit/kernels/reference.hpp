@@ -8,6 +8,15 @@
 /// probability 0); -inf entries have probability 0 and are never selected; +inf entries win:
 /// when any entry is +inf, the distribution is uniform over the +inf entries.
 ///
+/// Truncation steps (top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, mirostat's cut,
+/// XTC's removal) take a row whose entries outside the working set are -inf, compute in double
+/// (weights W_i = weight(x_i, max, T), Z = their sum in id order, p_i = W_i / Z) and return
+/// their set in reference order: logit descending, ties by ascending id.
+/// A probability parameter given as a float (top_p, typical_p, min_p, epsilon, eta,
+/// xtc_threshold) stands for the decimal the user wrote: a mass or probability that reaches
+/// decimal_floor(p), the lowest real that rounds to p, has reached p (so 0.8f, held as
+/// 0.800000012, is reached by the masses 0.5 + 0.3 of a row whose double sum lands a rounding
+/// error below 0.8); "strictly exceeds p" means exceeds decimal_ceil(p).
 /// Token bitmasks (kernels/mask.hpp): a masked kernel is the unmasked one on the row with every
 /// disallowed entry at -inf (masked_copy); the masked functions here read the mask entry by
 /// entry (masked_entry) and allocate nothing, except masked_copy.
@@ -30,6 +39,16 @@ DECODEKIT_BEGIN_NAMESPACE
 namespace reference {
 
 inline constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+
+/// The lowest real that rounds to the float p: the midpoint between p and the next float below
+/// (exact in double). NaN for NaN.
+inline double decimal_floor(float p) noexcept {
+    return (double(p) + double(std::nextafter(p, neg_inf))) / 2;
+}
+/// The highest real that rounds to the float p: the midpoint between p and the next float above.
+inline double decimal_ceil(float p) noexcept {
+    return (double(p) + double(std::nextafter(p, -neg_inf))) / 2;
+}
 
 using kernels::token_bitmask;
 
@@ -229,11 +248,12 @@ inline std::size_t filter_at_least(std::span<const float> x, float threshold,
     return out.size();
 }
 
-/// Min-p in logit space: the logit threshold max + T ln(p_base) (p_i >= p_base * p_max at
-/// temperature T). p_base <= 0 gives -inf (keeps everything).
+/// Min-p in logit space: the logit threshold max + T ln(decimal_floor(p_base)) (p_i >= p_base *
+/// p_max at temperature T, p_base standing for its decimal), rounded to float. p_base <= 0 gives
+/// -inf (keeps everything).
 inline float min_p_threshold(float max_logit, float p_base, float temperature = 1.f) noexcept {
     if (p_base <= 0) return neg_inf;
-    return float(double(max_logit) + double(temperature) * std::log(double(p_base)));
+    return float(double(max_logit) + double(temperature) * std::log(decimal_floor(p_base)));
 }
 
 /// Min-p in one call: every valid entry with x_i >= min_p_threshold(max(x), p_base, T), in id
@@ -241,6 +261,17 @@ inline float min_p_threshold(float max_logit, float p_base, float temperature = 
 inline std::size_t filter_min_p(std::span<const float> x, float p_base, float temperature,
                                 candidates& out) noexcept {
     return filter_at_least(x, min_p_threshold(max(x), p_base, temperature), out);
+}
+
+/// Min-p with min_keep: filter_min_p, and when fewer than min_keep entries pass, the min_keep
+/// largest valid entries instead (top_k exactly_k: ties at the min_keep-th by lowest id). Output
+/// sorted like top_k. \pre out.capacity() >= x.size()
+inline std::size_t min_p(std::span<const float> x, float p_base, float temperature,
+                         std::size_t min_keep, candidates& out) noexcept {
+    if (filter_min_p(x, p_base, temperature, out) < min_keep)
+        return top_k(x, min_keep, tie_policy::exactly_k, out);
+    sort_candidates(out);
+    return out.size();
 }
 
 /// The entries a thresholded draw keeps (kernels::draw_temperature): x_i >= at_least and, when
@@ -251,11 +282,11 @@ struct logit_threshold {
     double from_max = -std::numeric_limits<double>::infinity();  ///< offset from the max (<= 0)
 };
 
-/// min-p's offset from the max in logit space: T ln(p_base); -inf (no threshold) for
+/// min-p's offset from the max in logit space: T ln(decimal_floor(p_base)); -inf (no threshold) for
 /// p_base <= 0, NaN for a NaN p_base. min_p_threshold(m, p, T) == float(double(m) + offset).
 inline double min_p_offset(float p_base, float temperature = 1.f) noexcept {
     if (p_base <= 0) return -std::numeric_limits<double>::infinity();
-    return double(temperature) * std::log(double(p_base));
+    return double(temperature) * std::log(decimal_floor(p_base));
 }
 
 /// The single logit threshold of `thr` for a row whose largest (allowed) entry is max_logit;
@@ -299,20 +330,22 @@ inline softmax_stats truncated_softmax(std::span<const float> x, std::span<float
 }
 
 /// Top-p (nucleus) over the whole row at temperature T: sort valid entries by probability
-/// descending (ties by id); keep entry j iff the probability mass strictly before it is < p
-/// (the smallest prefix whose mass reaches p, the crossing entry included), and at least
-/// max(1, min_keep) entries. p >= 1 keeps every valid entry. Output sorted like top_k.
-/// Accumulation in double.  \pre out.capacity() >= x.size(), temperature > 0
+/// descending (ties by id); keep entry j iff the probability mass strictly before it is below
+/// decimal_floor(p) (the smallest prefix whose mass reaches p, the crossing entry included), and
+/// at least max(1, min_keep) entries. p >= 1 keeps every valid entry; p <= 0 (or NaN) keeps
+/// max(1, min_keep). Masses are p_i = W_i / Z added in double in that order. Output sorted like
+/// top_k.  \pre out.capacity() >= x.size(), temperature > 0
 inline std::size_t top_p(std::span<const float> x, float p, float temperature, std::size_t min_keep,
                          candidates& out) noexcept {
     valid_entries(x, out);
     sort_candidates(out);
-    if (out.empty()) return 0;
+    if (out.empty() || p >= 1) return out.size();
     const softmax_stats st = exp_sum(x, temperature);
     const std::size_t keep_at_least = std::max<std::size_t>(1, min_keep);
+    const double target = decimal_floor(p);
     double before_mass = 0;
     std::size_t n = 0;
-    while (n < out.size() && (n < keep_at_least || before_mass < double(p))) {
+    while (n < out.size() && (n < keep_at_least || before_mass < target)) {
         before_mass += weight(out.logits()[n], st.max, temperature) / st.sum;
         ++n;
     }
@@ -333,6 +366,162 @@ inline double entropy(std::span<const float> x, float temperature = 1.f) noexcep
         }
     }
     return h;
+}
+
+/// Entries with p_i >= threshold (p_i = W_i / Z in double), sorted like top_k; when fewer than
+/// min_keep pass, the entries tied with or above the min_keep-th largest logit instead (top_k
+/// keep_ties). The rule of epsilon and eta. \pre out.capacity() >= x.size(), temperature > 0
+inline std::size_t probable_or_top(std::span<const float> x, double threshold, float temperature,
+                                   std::size_t min_keep, candidates& out) noexcept {
+    const softmax_stats st = exp_sum(x, temperature);
+    out.clear();
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (!std::isnan(x[i]) && x[i] != neg_inf &&
+            weight(x[i], st.max, temperature) / st.sum >= threshold)
+            out.push_back(token_id(i), x[i]);
+    if (out.size() < min_keep) return top_k(x, min_keep, tie_policy::keep_ties, out);
+    sort_candidates(out);
+    return out.size();
+}
+
+/// Epsilon sampling: keep p_i >= decimal_floor(epsilon); when fewer than min_keep pass, every
+/// entry tied with or above the min_keep-th largest logit (Hugging Face). epsilon <= 0 keeps
+/// every valid entry. \pre out.capacity() >= x.size(), temperature > 0
+inline std::size_t epsilon(std::span<const float> x, float eps, float temperature,
+                           std::size_t min_keep, candidates& out) noexcept {
+    if (!(eps > 0)) return top_k(x, x.size(), tie_policy::keep_ties, out);
+    return probable_or_top(x, decimal_floor(eps), temperature, min_keep, out);
+}
+
+/// The eta threshold: min(e, sqrt(e) exp(-H)) with e = decimal_floor(eta) and H = entropy(x, T).
+inline double eta_threshold(std::span<const float> x, float eta_param, float temperature) noexcept {
+    const double e = decimal_floor(eta_param);
+    return std::min(e, std::sqrt(e) * std::exp(-entropy(x, temperature)));
+}
+
+/// Eta sampling: keep p_i >= eta_threshold(x, eta, T); the min_keep rule of epsilon. eta <= 0
+/// keeps every valid entry. \pre out.capacity() >= x.size(), temperature > 0
+inline std::size_t eta(std::span<const float> x, float eta_param, float temperature,
+                       std::size_t min_keep, candidates& out) noexcept {
+    if (!(eta_param > 0)) return top_k(x, x.size(), tie_policy::keep_ties, out);
+    return probable_or_top(x, eta_threshold(x, eta_param, temperature), temperature, min_keep, out);
+}
+
+/// Mirostat v2's truncation: keep p_i >= 2^-mu (exp2(-mu) in double); when none passes, the most
+/// probable entry (the lowest id among tied maxima). \pre out.capacity() >= x.size()
+inline std::size_t mirostat_cut(std::span<const float> x, float mu, float temperature,
+                                candidates& out) noexcept {
+    return probable_or_top(x, std::exp2(-double(mu)), temperature, 0, out) > 0
+               ? out.size()
+               : top_k(x, 1, tie_policy::exactly_k, out);
+}
+
+/// Locally typical sampling at temperature T. Score s_i = |-log p_i - H| (p_i = W_i / Z,
+/// H = entropy(x, T); +inf where p_i is 0 in double); order: score ascending, ties by logit
+/// descending then id ascending. reach_with_ties keeps the prefix through the first entry whose
+/// inclusive mass reaches decimal_floor(p) (at least one entry), then every entry whose score
+/// equals that entry's (Hugging Face); exceed keeps the prefix through the first entry whose
+/// inclusive mass exceeds decimal_ceil(p) (llama.cpp). Either way at least min(min_keep, #valid)
+/// entries (a prefix of the order, no tie rule); p >= 1 keeps every valid entry. Output sorted
+/// like top_k. \pre out.capacity() >= x.size(), temperature > 0
+inline std::size_t typical(std::span<const float> x, float p, float temperature,
+                           std::size_t min_keep, typical_stop stop, candidates& out) noexcept {
+    valid_entries(x, out);
+    const std::size_t n = out.size();
+    if (n == 0 || p >= 1) {
+        sort_candidates(out);
+        return n;
+    }
+    const softmax_stats st = exp_sum(x, temperature);
+    const double h = entropy(x, temperature);
+    struct scored {
+        double score, prob;
+        float logit;
+        token_id id;
+    };
+    std::vector<scored> e(n);
+    for (std::size_t j = 0; j < n; ++j) {
+        const float v = out.logits()[j];
+        const double q = weight(v, st.max, temperature) / st.sum;
+        e[j] = {q > 0 ? std::fabs(-std::log(q) - h) : std::numeric_limits<double>::infinity(), q, v,
+                out.ids()[j]};
+    }
+    std::sort(e.begin(), e.end(), [](const scored& a, const scored& b) {
+        if (a.score != b.score) return a.score < b.score;
+        return before(a.logit, a.id, b.logit, b.id);
+    });
+    double mass = 0;
+    std::size_t k = 0;
+    if (stop == typical_stop::reach_with_ties) {
+        const double target = decimal_floor(p);
+        do mass += e[k++].prob;
+        while (k < n && mass < target);
+        while (k < n && e[k].score == e[k - 1].score) ++k;
+    } else {
+        const double target = decimal_ceil(p);
+        do mass += e[k++].prob;
+        while (k < n && !(mass > target));
+    }
+    k = std::max(k, std::min(min_keep, n));
+    out.clear();
+    for (std::size_t j = 0; j < k; ++j) out.push_back(e[j].id, e[j].logit);
+    sort_candidates(out);
+    return k;
+}
+
+/// Top-n-sigma: keep x_i >= max - n sigma (compared in double), where max is the largest valid
+/// entry and sigma the population standard deviation of the finite entries: mean = (sum x) / F
+/// and var = (sum (x - mean)^2) / F over the F finite entries in id order, in double (sigma = 0
+/// when F = 0). Independent of the temperature. When fewer than min_keep pass, the min_keep
+/// largest (top_k exactly_k). n <= 0 or NaN keeps every valid entry. Output sorted like top_k.
+/// \pre out.capacity() >= x.size()
+inline std::size_t top_n_sigma(std::span<const float> x, float n, std::size_t min_keep,
+                               candidates& out) noexcept {
+    if (!(n > 0)) return top_k(x, x.size(), tie_policy::keep_ties, out);
+    double sum = 0;
+    std::size_t f = 0;
+    for (float v : x)
+        if (std::isfinite(v)) {
+            sum += v;
+            ++f;
+        }
+    double var = 0;
+    if (f > 0) {
+        const double mean = sum / double(f);
+        for (float v : x)
+            if (std::isfinite(v)) var += (double(v) - mean) * (double(v) - mean);
+        var /= double(f);
+    }
+    const double threshold = double(max(x)) - double(n) * std::sqrt(var);
+    out.clear();
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (!std::isnan(x[i]) && x[i] != neg_inf && double(x[i]) >= threshold)
+            out.push_back(token_id(i), x[i]);
+    if (out.size() < min_keep) return top_k(x, min_keep, tie_policy::exactly_k, out);
+    sort_candidates(out);
+    return out.size();
+}
+
+/// XTC's removal, given that its coin fired: the head is the valid entries with
+/// p_i >= decimal_floor(threshold) in reference order; when it holds at least two, every head
+/// entry but the last (the least probable, the highest id among its ties) is removed, unless
+/// fewer than min_keep valid entries would remain (then none). Returns the removed entries,
+/// sorted like top_k. \pre out.capacity() >= x.size(), temperature > 0
+inline std::size_t xtc_removed(std::span<const float> x, float threshold, float temperature,
+                               std::size_t min_keep, candidates& out) noexcept {
+    const softmax_stats st = exp_sum(x, temperature);
+    const double t = decimal_floor(threshold);
+    std::size_t valid = 0;
+    out.clear();
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        if (std::isnan(x[i]) || x[i] == neg_inf) continue;
+        ++valid;
+        if (weight(x[i], st.max, temperature) / st.sum >= t) out.push_back(token_id(i), x[i]);
+    }
+    sort_candidates(out);
+    const std::size_t removed = out.size() >= 2 ? out.size() - 1 : 0;
+    out.resize(valid - removed >= min_keep ? removed : 0);
+    return out.size();
 }
 
 /// Inverse-CDF draw from unnormalised non-negative weights with one uniform u in [0, 1):

@@ -483,7 +483,7 @@ std::size_t filter_min_p_of(const Row r, std::size_t n, float p_base, float temp
     const std::size_t nfull = n / L * L;
     if (n == 0) return 0;
     if (p_base <= 0) return filter_at_least_of<A>(r, n, neg_inf_f, out);
-    const double shift = double(temperature) * std::log(double(p_base));
+    const double shift = double(temperature) * std::log(reference::decimal_floor(p_base));
     if (std::isnan(shift)) return 0;
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();

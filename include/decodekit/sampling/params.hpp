@@ -21,7 +21,8 @@
 // clang-format on
 /// The default is llama_cpp (temperature last: truncation runs on the raw logits and temperature
 /// only touches the survivors, the fastest order). Presets choose the order only; the other
-/// switches (top_k_ties, min_p_space, min_keep) are separate fields.
+/// switches (top_k_ties, min_p_mode, typical_mode, min_keep) are separate fields: for llama.cpp's
+/// own rules set top_k_ties = exactly_k, min_p_mode = logits and typical_mode = exceed.
 
 #include <decodekit/config.hpp>
 #include <decodekit/error.hpp>
@@ -142,10 +143,19 @@ struct sampling_params {
     int top_k = 0;  ///< <= 0 disabled
     tie_policy top_k_ties =
         tie_policy::exactly_k;  ///< exactly k (llama.cpp) or keep ties (HF, vLLM)
-    float top_p = 1.f;          ///< in [0, 1]; 1 disabled; 0 keeps the top token
-    float min_p = 0.f;          ///< in [0, 1]; 0 disabled
+    /// in [0, 1]; 1 disabled; 0 keeps the top token. A float probability (top_p, typical_p,
+    /// min_p, epsilon, eta, xtc_threshold) stands for the decimal written: a mass reaching the
+    /// lowest real that rounds to it has reached it (0.8f is reached by 0.5 + 0.3)
+    float top_p = 1.f;
+    float min_p = 0.f;  ///< in [0, 1]; 0 disabled
     min_p_space min_p_mode = min_p_space::probabilities;
-    float typical_p = 1.f;        ///< in [0, 1]; 1 disabled
+    float typical_p = 1.f;  ///< in [0, 1]; 1 disabled
+    /// Where typical's set ends: reach_with_ties (Hugging Face: the first token whose mass
+    /// reaches typical_p, and every token with its score) or exceed (llama.cpp: the first token
+    /// whose mass strictly exceeds typical_p; one token more when the mass lands exactly on it).
+    /// Like top_k_ties and min_p_mode, not set by the order presets: llama.cpp's behaviour is
+    /// order = llama_cpp with typical_mode = exceed.
+    typical_stop typical_mode = typical_stop::reach_with_ties;
     float epsilon = 0.f;          ///< in [0, 1); 0 disabled
     float eta = 0.f;              ///< in [0, 1); 0 disabled
     float top_n_sigma = 0.f;      ///< >= 0; 0 disabled
@@ -250,6 +260,9 @@ inline std::optional<std::string> sampling_params::check() const {
         return range_message("sampling_params.min_p", "in [0, 1]", min_p);
     if (!detail::in_closed(typical_p, 0.f, 1.f))
         return range_message("sampling_params.typical_p", "in [0, 1]", typical_p);
+    if (unsigned(typical_mode) > unsigned(typical_stop::exceed))
+        return range_message("sampling_params.typical_mode", "reach_with_ties or exceed",
+                             double(unsigned(typical_mode)));
     if (!(epsilon >= 0.f && epsilon < 1.f))
         return range_message("sampling_params.epsilon", "in [0, 1)", epsilon);
     if (!(eta >= 0.f && eta < 1.f)) return range_message("sampling_params.eta", "in [0, 1)", eta);

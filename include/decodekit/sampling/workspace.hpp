@@ -73,6 +73,16 @@ void grow(std::vector<T>& v, std::size_t n) {
 }
 }  // namespace detail
 
+/// How often the selection steps' exactness tiers decided a kept set (sampling/steps/
+/// selection.hpp; kernels::exactness_tier): every selection step's run adds 1 to `runs` and to
+/// the counter of its tier when that is not the first (float_bound). Diagnostics for benchmarks
+/// (the fallback rate per row shape); they accumulate until reset by the caller.
+struct selection_counters {
+    std::uint64_t runs = 0;
+    std::uint64_t double_pass = 0;  ///< a double-precision pass over the set decided
+    std::uint64_t reference = 0;    ///< the reference's own arithmetic decided
+};
+
 /// Scratch of sampling calls (see the file comment). Not thread-safe: one call at a time.
 class sampling_workspace {
 public:
@@ -90,8 +100,8 @@ public:
     }
 
     /// Sizes the buffers every call uses for rows of `vocab_size` entries (no-op when large
-    /// enough). The feature buffers (typical's keys, the sparse marks, the raw top-n, the
-    /// penalty and DRY scratch) grow when first used.
+    /// enough). The feature buffers (the selection steps' second set, the sparse marks, the raw
+    /// top-n, the penalty and DRY scratch) grow when first used.
     void reserve(std::size_t vocab_size) {
         if (vocab_size <= vocab_) return;
         vocab_ = vocab_size;
@@ -106,10 +116,11 @@ public:
     /// The vocabulary size the every-call buffers are sized for.
     std::size_t vocab_size() const noexcept { return vocab_; }
 
-    /// typical's sort keys and permutation, sized for the reserved vocabulary.
-    void reserve_typical() {
-        detail::grow(key, vocab_);
-        detail::grow(perm, vocab_);
+    /// The selection steps' second candidate set (a kernel's output when it runs on the kept
+    /// entries; sampling/steps/selection.hpp), grown on first use.
+    candidates& selection() {
+        if (sel.capacity() < vocab_) sel = candidates(vocab_);
+        return sel;
     }
     /// The processed-row copy.
     std::span<float> row_copy() {
@@ -142,8 +153,7 @@ public:
     candidates cand;                      ///< the working set's entries once materialised
     std::vector<detail::scored> sorted;   ///< sort scratch
     std::vector<float> weights;           ///< exp weights of cand (relative to its max)
-    std::vector<double> key;              ///< typical's sort key
-    std::vector<std::size_t> perm;        ///< typical's order
+    candidates sel;                       ///< the selection steps' second set (selection())
     std::vector<float> bmax;              ///< full-row draw: block maxima
     std::vector<double> bsum;             ///<                block sums
     std::vector<float> block_buf;         ///<                softmax of the chosen block
@@ -153,6 +163,7 @@ public:
     std::vector<detail::scored> patches;  ///< sparse processors: changed entries
     candidates alt;                       ///< raw top-n
     detail::in_use_flag in_use;           ///< set while a call works in it
+    selection_counters tiers;             ///< the selection steps' tiers (diagnostics)
 
 private:
     std::size_t vocab_ = 0;

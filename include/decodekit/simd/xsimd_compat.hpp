@@ -346,6 +346,71 @@ inline double reduce_add(const xsimd::batch<double, A>& v) noexcept {
 #endif
 }
 
+/// Widens the float lanes of `x` to double: the low half to `lo`, the high half to `hi`.
+template <class A>
+inline void widen(const batch<A>& x, xsimd::batch<double, A>& lo,
+                  xsimd::batch<double, A>& hi) noexcept {
+    using D = xsimd::batch<double, A>;
+    lo = D(0.0);
+    hi = D(0.0);
+    widen_add<A>(lo, hi, x);
+}
+
+/// The double-lane counterparts of fma, select and abs (same xsimd semantics).
+template <class A>
+inline dbatch<A> fma(const dbatch<A>& x, const dbatch<A>& y, const dbatch<A>& z) noexcept {
+    return xsimd::fma(x, y, z);
+}
+template <class A>
+inline dbatch<A> select(const xsimd::batch_bool<double, A>& c, const dbatch<A>& a,
+                        const dbatch<A>& b) noexcept {
+    return xsimd::select(c, a, b);
+}
+template <class A>
+inline dbatch<A> abs(const dbatch<A>& x) noexcept {
+    return xsimd::abs(x);
+}
+
+/// exp(d) in double for d <= 0 (the double-precision counterpart of exp_nonpositive, for the
+/// rare passes that need weights to ~1e-15): k = round(d / ln 2) by the shifter trick,
+/// r = d - k ln 2 by a two-constant Cody-Waite reduction (|r| <= 0.35), the Taylor polynomial
+/// of degree 13 (truncation below 6e-18), 2^k from the exponent bits. Returns 0 for d < -708
+/// (those weights are below 1e-307) and for NaN lanes. Relative error a few ulp (the tests
+/// bound it by 4e-16 against std::exp).
+template <class A>
+inline xsimd::batch<double, A> exp_nonpositive_double(const xsimd::batch<double, A>& d) noexcept {
+    using D = xsimd::batch<double, A>;
+    using I = xsimd::batch<std::int64_t, A>;
+    const D lo(-708.0);
+    const D dc = xsimd::max(d, lo);
+    const D shifter(6755399441055744.0 + 1023.0);  // 1.5 * 2^52 + exponent bias
+    const D t = xsimd::fma(dc, D(1.4426950408889634), shifter);
+    const D k = t - shifter;  // round(dc / ln 2), exact
+    D r = xsimd::fnma(k, D(6.93147180369123816490e-01), dc);
+    r = xsimd::fnma(k, D(1.90821492927058770002e-10), r);
+    // Horner: 1/13!, 1/12!, ..., 1/2!, then r * q + r + 1.
+    D q(1.0 / 6227020800.0);
+    q = xsimd::fma(q, r, D(1.0 / 479001600.0));
+    q = xsimd::fma(q, r, D(1.0 / 39916800.0));
+    q = xsimd::fma(q, r, D(1.0 / 3628800.0));
+    q = xsimd::fma(q, r, D(1.0 / 362880.0));
+    q = xsimd::fma(q, r, D(1.0 / 40320.0));
+    q = xsimd::fma(q, r, D(1.0 / 5040.0));
+    q = xsimd::fma(q, r, D(1.0 / 720.0));
+    q = xsimd::fma(q, r, D(1.0 / 120.0));
+    q = xsimd::fma(q, r, D(1.0 / 24.0));
+    q = xsimd::fma(q, r, D(1.0 / 6.0));
+    q = xsimd::fma(q, r, D(0.5));
+    const D e = xsimd::fma(q * r, r, r) + D(1.0);
+#if XSIMD_VERSION_MAJOR >= 11
+    const D scale = xsimd::bitwise_cast<double>(xsimd::bitwise_cast<std::int64_t>(t) << 52);
+#else
+    const D scale = xsimd::bitwise_cast<D>(xsimd::bitwise_cast<I>(t) << 52);
+#endif
+    static_cast<void>(sizeof(I));
+    return xsimd::select(d >= lo, e * scale, D(0.0));
+}
+
 /// Compress-store of a (logit, id) pair of batches: writes the lanes of `v` selected by the bit
 /// mask `m` (bit i = lane i), in lane order, to logits_out[0..) and the same lanes of `ids` to
 /// ids_out[0..); returns how many. May write up to lanes<A> entries past the count (callers leave
@@ -372,6 +437,41 @@ inline std::size_t compress_store(const batch<A>& v, const ibatch<A>& ids, std::
             const int i = std::countr_zero(m);
             m &= m - 1;
             logits_out[n] = f[i];
+            ids_out[n] = d[i];
+            ++n;
+        }
+        return n;
+    }
+}
+
+/// compress_store of three arrays at once: the lanes of `v` and `w` selected by `m` to
+/// v_out / w_out and the same lanes of `ids` to ids_out, in lane order; returns how many. May
+/// write up to lanes<A> entries past the count of each output.
+template <class A>
+inline std::size_t compress_store(const batch<A>& v, const batch<A>& w, const ibatch<A>& ids,
+                                  std::uint64_t m, float* v_out, float* w_out,
+                                  std::int32_t* ids_out) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __mmask16 k = __mmask16(m);
+        _mm512_storeu_ps(v_out, _mm512_maskz_compress_ps(k, static_cast<__m512>(v)));
+        _mm512_storeu_ps(w_out, _mm512_maskz_compress_ps(k, static_cast<__m512>(w)));
+        _mm512_storeu_si512(ids_out, _mm512_maskz_compress_epi32(k, static_cast<__m512i>(ids)));
+        return std::size_t(std::popcount(unsigned(k)));
+    } else
+#endif
+    {
+        alignas(64) float f[lanes<A>], g[lanes<A>];
+        alignas(64) std::int32_t d[lanes<A>];
+        v.store_aligned(f);
+        w.store_aligned(g);
+        ids.store_aligned(d);
+        std::size_t n = 0;
+        while (m) {
+            const int i = std::countr_zero(m);
+            m &= m - 1;
+            v_out[n] = f[i];
+            w_out[n] = g[i];
             ids_out[n] = d[i];
             ++n;
         }

@@ -1,34 +1,25 @@
 #pragma once
 /// \file sampling/steps/epsilon.hpp
-/// Epsilon sampling: removes p_i < epsilon, keeping at least min_keep (the most probable).
-/// Disabled at 0. Full set: one exp-sum pass, one threshold compaction, then the exact cut on the
-/// survivors (see weight_threshold.hpp).
+/// Epsilon sampling: keeps p_i >= epsilon (the float standing for its decimal); when fewer than
+/// min_keep pass, every entry tied with or above the min_keep-th largest logit (Hugging Face).
+/// Disabled at 0. The set is kernels::epsilon_unordered's (= reference::epsilon): one
+/// exponential pass and one filter pass (see selection.hpp), in id order with its weights.
 
 #include <decodekit/config.hpp>
+#include <decodekit/kernels/thresholds.hpp>
 #include <decodekit/sampling/step.hpp>
-#include <decodekit/sampling/steps/weight_threshold.hpp>
+#include <decodekit/sampling/steps/selection.hpp>
 
 DECODEKIT_BEGIN_NAMESPACE
 
 struct epsilon_step {
     static bool enabled(const sampling_params& p, std::size_t) noexcept { return p.epsilon > 0.f; }
     static void apply(working_set& w, const step_context& c) noexcept {
-        const float eps = c.params.epsilon;
-        w.materialise_if_overlaid();
-        if (w.full()) {
-            const detail::row_stats st = detail::full_row_stats(w.row(), w.temperature(), false);
-            if (st.sum > 0 &&
-                detail::threshold_candidates(w, st.max, double(eps) * st.sum,
-                                             detail::min_keep_of(w, c.params.min_keep))) {
-                w.keep_weight_at_least(double(eps) * st.sum, c.params.min_keep);
-                return;
-            }
-            w.materialise();
-        }
-        w.order();
-        const double s = w.fill_weights();
-        if (!(s > 0)) return;
-        w.keep_weight_at_least(double(eps) * s, c.params.min_keep);
+        const float e = c.params.epsilon, t = w.temperature();
+        const std::size_t min_keep = c.params.min_keep;
+        detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
+            return kernels::epsilon_unordered(x, e, t, min_keep, out, wt);
+        });
     }
 };
 

@@ -1,20 +1,23 @@
 #pragma once
 /// \file sampling/steps/xtc.hpp
 /// XTC (exclude top choices): with probability xtc_probability (one uniform_float() of the call's
-/// rng_purpose::filter stream), when at least two entries have p >= xtc_threshold, removes all of
-/// them but the least probable; skipped when that would leave fewer than min_keep. Disabled at
-/// probability 0 or threshold > 0.5.
-/// Full set: the head is found without sorting the row (exp_sum, one compaction of a superset of
-/// the entries with p >= threshold, at most 1 / threshold of them, then only those sorted); the
-/// set stays full, over a copy of the row with the dropped entries at -inf.
+/// rng_purpose::filter stream), when at least two entries have p >= xtc_threshold (the float
+/// standing for its decimal), removes all of them but the least probable (the highest id among
+/// its ties); skipped when that would leave fewer than min_keep. Disabled at probability 0 or
+/// threshold > 0.5. The removed entries are kernels::xtc_remove's (= reference::xtc_removed):
+/// one exponential pass, one filter pass keeping the head (at most 1 / threshold entries), only
+/// those sorted.
+/// Full set: it stays full, over a copy of the row with the removed entries at -inf (the draw
+/// then needs no exponential per entry when no logprob is wanted). Narrowed set: the removed
+/// entries (a prefix of the reference order) are dropped from kept(), whose order is kept.
 
 #include <decodekit/config.hpp>
-#include <decodekit/kernels/reduce.hpp>
-#include <decodekit/kernels/select.hpp>
+#include <decodekit/kernels/xtc.hpp>
 #include <decodekit/sampling/step.hpp>
+#include <decodekit/sampling/steps/selection.hpp>
 
 #include <algorithm>
-#include <cmath>
+#include <span>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -27,60 +30,37 @@ struct xtc_step {
         rng_stream coin = c.stream(rng_purpose::filter);
         if (!(coin.uniform_float() < p.xtc_probability)) return;
         w.materialise_if_overlaid();
-        if (w.full()) {
-            if (full_row(w, c)) return;
-            w.materialise();
-        }
-        w.order();
-        const double s = w.fill_weights();
-        if (!(s > 0)) return;
-        const double w_thr = double(p.xtc_threshold) * s;
-        const std::span<const float> wt = w.weights();
-        std::size_t above = 0;
-        while (above < wt.size() && wt[above] >= w_thr) ++above;
-        if (above < 2) return;
-        const std::size_t drop = above - 1;  // keep the least probable of them
-        candidates& kept = w.kept();
-        if (kept.size() - drop < p.min_keep) return;
-        const std::size_t n = kept.size() - drop;
         sampling_workspace& ws = w.workspace();
-        for (std::size_t i = 0; i < n; ++i)
-            ws.sorted[i] = {kept.logits()[drop + i], kept.ids()[drop + i]};
-        w.write_back(n);
-    }
-
-private:
-    /// The full-row path; false (nothing changed) for rows with +inf or no valid entry and
-    /// non-finite thresholds, which take the materialised path.
-    static bool full_row(working_set& w, const step_context& c) noexcept {
-        const std::span<const float> x = w.row();
-        const float t = w.temperature();
-        const auto st = kernels::exp_sum(x, t);
-        const float m = st.max;
-        if (!(m > -detail::f_inf) || m == detail::f_inf || !(st.sum > 0)) return false;
-        const double w_thr = double(c.params.xtc_threshold) * st.sum;
-        if (!(w_thr > 0)) return false;
-        // float(exp(d)) >= w_thr implies d >= log(w_thr) - 2^-23: 1e-4 slack
-        const double thr_d = double(m) + double(t) * (std::log(w_thr) - 1e-4);
-        if (!std::isfinite(thr_d)) return false;
-        const float thr = std::min(std::nextafter(float(thr_d), -detail::f_inf), m);
-        candidates& head = w.kept();
-        kernels::filter_at_least(x, thr, head);
-        w.set_kept(false);  // the head, ordered next (few entries)
-        w.order();
-        std::size_t above = 0;
-        while (above < head.size() &&
-               double(float(detail::cand_weight(head.logits()[above], m, t))) >= w_thr)
-            ++above;
-        w.set_full();  // the working set is the whole row again (minus the head, below)
-        if (above < 2) return true;  // nothing dropped: still the full row
-        const std::size_t drop = above - 1;
-        if (c.params.min_keep > 1 && w.valid_count() - drop < c.params.min_keep) return true;
-        const std::span<float> y = w.workspace().row_copy();
-        if (x.data() != y.data()) std::copy(x.begin(), x.end(), y.begin());
-        for (std::size_t i = 0; i < drop; ++i) y[std::size_t(head.ids()[i])] = -detail::f_inf;
-        w.set_row(std::span<const float>(y.data(), x.size()));
-        return true;
+        candidates& removed = ws.selection();
+        if (w.full()) {
+            const std::span<const float> x = w.row();
+            const auto r =
+                kernels::xtc_remove(x, p.xtc_threshold, w.temperature(), p.min_keep, removed,
+                                    std::span<float>(ws.weights.data(), x.size()));
+            if (!r.ok()) return;
+            detail::count_tier(ws, r);
+            if (removed.empty()) return;  // nothing removed: still the full row
+            const std::span<float> y = ws.row_copy();
+            if (x.data() != y.data()) std::copy(x.begin(), x.end(), y.begin());
+            for (token_id id : removed.ids()) y[std::size_t(id)] = -detail::f_inf;
+            w.set_row(std::span<const float>(y.data(), x.size()));
+            w.set_full();
+            return;
+        }
+        if (!w.ordered() && !w.id_ordered()) w.order_by_id();  // ties by position = by id
+        const bool was_ordered = w.ordered();
+        const std::span<const float> x = w.kept().logits();
+        const auto r = kernels::xtc_remove(x, p.xtc_threshold, w.temperature(), p.min_keep, removed,
+                                           std::span<float>(ws.weights.data(), x.size()));
+        if (!r.ok()) return;
+        detail::count_tier(ws, r);
+        if (removed.empty()) return;
+        // the removed entries are the first ones of the reference order: down to the last one
+        const float lo = removed.logits()[removed.size() - 1];
+        const std::size_t last = std::size_t(removed.ids()[removed.size() - 1]);
+        const float* lg = w.kept().logit_storage();
+        w.keep_if([&](std::size_t i) { return lg[i] < lo || (lg[i] == lo && i > last); });
+        w.set_kept(was_ordered);  // the kernel used the weights as scratch: recompute them
     }
 };
 

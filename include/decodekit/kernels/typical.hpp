@@ -1,0 +1,375 @@
+#pragma once
+/// \file kernels/typical.hpp
+/// Locally typical sampling by selection: its kept set is the logit interval around the row's
+/// entropy point, found by the weighted cut of nucleus.hpp on the key |d - c| wherever it sits
+/// in the order, without sorting anything but a bracket of <= 64 entries.
+/// Semantics: reference::typical (the same set exactly). No random numbers are consumed.
+///
+/// With d_i = (x_i - m) / T, -log p_i - H = c - d_i... precisely |-log p_i - H| = |d_i - c| with
+/// c = log Z - H = sum p_i d_i, the p-weighted mean of d: the score of every entry is its
+/// distance to c, so the kept set (the scores up to the crossing's) is an interval of logits
+/// around m + T c. The exponential pass gives Z and sum w |d| exactly in double lanes (so c), and
+/// the weighted cut runs on the float key -|d - c| (larger first). The walk over the bracket
+/// (sorted by key, then logit descending, then id) decides the crossing and checks, against a
+/// rigorous bound on the float keys (the rounding of d, of c and of d - c; c's error from the
+/// exponential pass), that no entry of another logit has a key so close to the crossing's that
+/// the reference could order them differently or find them tied. Tiers as in nucleus.hpp: float
+/// bound; a double-precision pass (Z, c and the mass inside the bracket in double, the bracket's
+/// keys and weights in double); the reference itself (O(V log V), allocating) when even that is
+/// within its bound, when min_keep binds, and for rows with +inf entries or a subnormal
+/// temperature.
+
+#include <decodekit/candidates.hpp>
+#include <decodekit/kernels/cut.hpp>
+#include <decodekit/kernels/nucleus.hpp>
+#include <decodekit/kernels/reduce.hpp>
+#include <decodekit/kernels/reference.hpp>
+#include <decodekit/kernels/select.hpp>
+#include <decodekit/kernels/truncation.hpp>
+#include <decodekit/kernels/weights.hpp>
+#include <decodekit/simd/xsimd_compat.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+namespace detail {
+
+/// typical's order as a float key: -|d - c| (larger first), d = (x - m) * (1 / T).
+template <class A>
+struct typical_key {
+    float m, inv_t, c;
+    float err;  ///< bound of a key's error (bracket bounds stay 4 of them away from its keys)
+    simd::batch<A> operator()(const simd::batch<A>& v) const noexcept {
+        using B = simd::batch<A>;
+        const B t = (v - B(m)) * B(inv_t) - B(c);
+        return simd::min<A>(t, B(0.f) - t);  // -|t|; NaN stays NaN
+    }
+    float operator()(float v) const noexcept {
+        const float t = (v - m) * inv_t - c;
+        return std::min(t, 0.f - t);
+    }
+    /// Upper bound of |d| over the entries whose key is >= y (|d - c| <= -y).
+    double d_bound(float y) const noexcept {
+        return std::min(200.0, std::fabs(double(c)) - double(y));
+    }
+    float margin() const noexcept { return 4 * err; }
+};
+
+/// The row_cut of a set that is an interval of logits whose boundary groups are cut by id (the
+/// reference's typical set): its smallest and largest logit, each cut at the set's largest id of
+/// that value when the row has more of it.
+inline row_cut interval_cut(std::span<const float> x, const candidates& set) noexcept {
+    row_cut k;
+    if (set.empty()) return k;
+    for (float v : set.logits()) {
+        k.lo = v < k.lo ? v : k.lo;
+        k.hi = v > k.hi ? v : k.hi;
+    }
+    std::size_t in_lo = 0, in_hi = 0, last_lo = 0, last_hi = 0;
+    for (std::size_t j = 0; j < set.size(); ++j) {
+        const float v = set.logits()[j];
+        const std::size_t id = std::size_t(set.ids()[j]);
+        if (v == k.lo) {
+            ++in_lo;
+            last_lo = std::max(last_lo, id);
+        }
+        if (v == k.hi) {
+            ++in_hi;
+            last_hi = std::max(last_hi, id);
+        }
+    }
+    std::size_t row_lo = 0, row_hi = 0;
+    for (float v : x) {
+        row_lo += v == k.lo;
+        row_hi += v == k.hi;
+    }
+    if (in_lo < row_lo) k.lo_last = last_lo;
+    if (in_hi < row_hi) k.hi_last = last_hi;
+    return k;
+}
+
+/// The search of typical_cut / typical_unordered (see the file comment); w holds the row's
+/// weights from `dirty` on, `out` is scratch.
+template <class A>
+truncation_result typical_search(std::span<const float> x, float p, float temperature,
+                                 std::size_t min_keep, typical_stop stop, candidates& out, float* w,
+                                 std::size_t& dirty) noexcept {
+    constexpr float pinf = std::numeric_limits<float>::infinity();
+    truncation_result r;
+    dirty = 0;
+    const std::size_t n = x.size();
+    const float m = kernels::max<A>(x);
+    r.max = m;
+    if (m == neg_inf_f) {
+        std::fill(w, w + n, 0.f);
+        return r;
+    }
+    const float inv_t = 1.f / temperature;
+    auto by_reference = [&](bool have_weights) {
+        r.tier = exactness_tier::reference;
+        if (!have_weights) {
+            r.sum = reference_weights(x, temperature, w);
+            dirty = 0;
+        }
+        r.kept = reference::typical(x, p, temperature, min_keep, stop, out);
+        r.cut = interval_cut(x, out);
+        r.kept_sum = 0;
+        for (std::size_t j = 0; j < r.kept; ++j) {
+            const std::size_t i = std::size_t(out.ids()[j]);
+            r.kept_sum += double(have_weights ? weight_one<A>(x[i], m, inv_t) : w[i]);
+        }
+        return r;
+    };
+    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0))
+        return by_reference(false);
+    const row_sums rs = weigh_row<A, true, true>(x, m, inv_t, w);
+    const double z = rs.sum;
+    r.sum = z;
+    if (p >= 1) {
+        r.cut = {lowest_f, pinf, npos, npos};
+        r.kept = count_reaching<A>(x.data(), n, lowest_f);
+        r.kept_sum = z;
+        return r;
+    }
+    const bool strict = stop == typical_stop::exceed;
+    // the crossing: the first entry whose inclusive mass reaches (exceeds) the target
+    const double target = strict ? reference::decimal_ceil(p) : reference::decimal_floor(p);
+    const double rmass = std::max(0.0, target) * z;
+    const double z_error = rs.error(n) + sum_error(n) * z;
+    const double beta_z = z_error / z;
+    const double cd = -rs.wd / z;  // c = sum p d (<= 0)
+    // c's error (see thresholds.hpp's eta): the weights', the d's and the products' rounding
+    const double dc = (2 * exp_error * rs.wd_bound +
+                       arg_error * (2 * rs.wd2_bound + rs.wd_bound * -cd) + 4 * 0x1p-24 * rs.wd) /
+                          z * (1 + 1e-6) +
+                      -cd * beta_z;
+    const float cf = float(cd);
+    // A float key's error against the reference's score, for entries with |d| <= dmax.
+    auto key_error = [&](double dmax) {
+        return 3.1 * 0x1p-24 * dmax + dc + std::fabs(cd - double(cf)) + 0x1p-24 * (dmax - cd) +
+               1e-13 * (dmax + std::fabs(std::log(z)) + 1);
+    };
+    const typical_key<A> key{m, inv_t, cf, float(key_error(std::min(200.0, 20 - cd)))};
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    const weighted_bracket b =
+        find_bracket<A, true>(x, w, m, inv_t, key, rmass, z, z_error, neg_inf_f, ids, lg);
+    dirty = b.dirty;
+    const std::size_t c = b.size;
+    // ---- the walk: the bracket by key descending, then logit descending, then id ----
+    std::uint64_t* keys = out.key_storage();  // bracket positions in walk order
+    for (std::size_t j = 0; j < c; ++j) keys[j] = j;
+    std::sort(keys, keys + c, [&](std::uint64_t a, std::uint64_t bb) {
+        const float ya = key(lg[a]), yb = key(lg[bb]);
+        if (ya != yb) return ya > yb;
+        if (lg[a] != lg[bb]) return lg[a] > lg[bb];
+        return a < bb;
+    });
+    // The crossing: the first walk position whose inclusive mass reaches (strict: exceeds) the
+    // target; `certain` when both of its decisions hold beyond e_mass. kept: the inclusive mass.
+    auto walk = [&](auto&& weight_of, auto&& d_of, double above, double total, auto&& e_mass,
+                    std::size_t& q_end, bool& certain_out) {
+        const double goal = target * total;
+        double before = above, wd_before = 0;
+        for (std::size_t j = 0; j < c; ++j) {
+            const std::size_t q = std::size_t(keys[j]);
+            const double wj = weight_of(q);
+            const bool reached = strict ? before + wj > goal : before + wj >= goal;
+            if (reached) {
+                const double wdj = wj * d_of(q);
+                const double r1 = before / total, r2 = (before + wj) / total;
+                const double e1 = e_mass(before, wd_before),
+                             e2 = e_mass(before + wj, wd_before + wdj);
+                certain_out = strict ? (r1 + e1 <= target && r2 - e2 > target)
+                                     : (r1 + e1 < target && r2 - e2 >= target);
+                q_end = j;
+                return before + wj;
+            }
+            before += wj;
+            wd_before += wj * d_of(q);
+        }
+        certain_out = false;
+        q_end = c;
+        return before;
+    };
+    std::size_t qc = c;
+    bool certain = false;
+    double kept_sum = 0;
+    {
+        const double wd_lo = b.above_wd * (1 - 128 * 0x1p-24);
+        const double wd_hi = b.above_wd * (1 + 128 * 0x1p-24) + 1e-300;
+        kept_sum =
+            walk([&](std::size_t q) { return double(w[q]); },
+                 [&](std::size_t q) { return std::min(200.0, double(m - lg[q]) * double(inv_t)); },
+                 b.above, z,
+                 [&](double bm, double wdb) {
+                     return prefix_ratio_error(bm, wd_lo + wdb, wd_hi + wdb * (1 + 1e-6), n, z,
+                                               rs.wd_bound, n);
+                 },
+                 qc, certain);
+    }
+    // Order and boundary checks on the float keys (see the file comment).
+    auto order_certain = [&](std::size_t q_last, double e) {
+        const std::size_t qpos = std::size_t(keys[q_last]);
+        const float yc = key(lg[qpos]), xc = lg[qpos];
+        // the bracket's bounds: inner entries certainly before, outer ones certainly after
+        if (!(double(b.hi) - double(yc) > 2 * e)) return false;
+        if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * e)) return false;
+        for (std::size_t j = 0; j < c; ++j) {
+            const std::size_t q = std::size_t(keys[j]);
+            if (q == qpos || lg[q] == xc) continue;
+            if (std::fabs(double(key(lg[q])) - double(yc)) <= 2 * e) return false;
+        }
+        return true;
+    };
+    std::size_t q_last = qc;  // walk position of the last kept entry
+    if (qc < c) {
+        q_last = qc;
+        if (!strict)  // the tie rule: every entry of the crossing's logit (equal scores)
+            while (q_last + 1 < c && lg[keys[q_last + 1]] == lg[keys[qc]]) {
+                ++q_last;
+                kept_sum += double(w[std::size_t(keys[q_last])]);
+            }
+        const double dmax = -cd - double(key(lg[keys[qc]])) + 1e-6;
+        if (certain && !order_certain(q_last, key_error(dmax))) certain = false;
+    }
+    if (!certain && qc < c) {
+        // the double pass: Z, c and the inner mass in double; the bracket's keys and weights too
+        r.tier = exactness_tier::double_pass;
+        const float hi = b.hi;
+        const double_sums ds = double_pass<A>(
+            x, m, temperature,
+            [&](const simd::batch<A>& v, std::size_t) { return key(v) >= simd::batch<A>(hi); });
+        const double zd = ds.sum, c2 = -ds.wd / zd;
+        // re-sort the bracket by the double keys
+        auto dkey = [&](std::size_t q) {
+            return std::fabs((double(lg[q]) - double(m)) / double(temperature) - c2);
+        };
+        std::sort(keys, keys + c, [&](std::uint64_t a, std::uint64_t bb) {
+            const double ka = dkey(a), kb = dkey(bb);
+            if (ka != kb) return ka < kb;
+            if (lg[a] != lg[bb]) return lg[a] > lg[bb];
+            return a < bb;
+        });
+        const double e = 2 * ds.error(n) / zd + reference_error(n);
+        double fbefore = 0;
+        walk([&](std::size_t q) { return reference::weight(lg[q], m, temperature); },
+             [](std::size_t) { return 0.0; }, ds.in_set, zd, [&](double, double) { return e; }, qc,
+             certain);
+        if (qc < c) {
+            q_last = qc;
+            if (!strict)
+                while (q_last + 1 < c && lg[keys[q_last + 1]] == lg[keys[qc]]) ++q_last;
+            // order: the double keys' error (~1e-12 of their magnitude), the bounds: the float's
+            const std::size_t qpos = std::size_t(keys[q_last]);
+            const double kcd = dkey(qpos),
+                         ed = 1e-12 * (kcd + std::fabs(c2) + std::fabs(std::log(zd)) + 1);
+            for (std::size_t j = 0; certain && j < c; ++j) {
+                const std::size_t q = std::size_t(keys[j]);
+                if (q != qpos && lg[q] != lg[qpos] && std::fabs(dkey(q) - kcd) <= 2 * ed)
+                    certain = false;
+            }
+            const double dmax = -cd - double(key(lg[qpos])) + 1e-6;
+            const double ef = key_error(dmax);
+            const float yc = key(lg[qpos]);
+            if (!(double(b.hi) - double(yc) > 2 * ef)) certain = false;
+            if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * ef)) certain = false;
+            // the kept weights' sum in float weights
+            fbefore = b.above;
+            for (std::size_t j = 0; j <= q_last; ++j) fbefore += double(w[std::size_t(keys[j])]);
+            kept_sum = fbefore;
+        } else {
+            certain = false;
+        }
+    }
+    if (!certain) return by_reference(true);
+    // the kept set: the inner entries and the walked bracket entries through q_last
+    float lo = b.inner_lo, hi = b.inner_hi;
+    for (std::size_t j = 0; j <= q_last; ++j) {
+        const float v = lg[keys[j]];
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    r.cut = {lo, hi, npos, npos};
+    if (strict) {
+        // the crossing's group is kept up to the crossing's id (id ascending within a logit)
+        const std::size_t qpos = std::size_t(keys[qc]);
+        const float xc = lg[qpos];
+        bool whole = true;
+        for (std::size_t j = qc + 1; j < c; ++j)
+            if (lg[keys[j]] == xc) whole = false;
+        if (!whole) {
+            if (xc == lo) r.cut.lo_last = std::size_t(ids[qpos]);
+            if (xc == hi) r.cut.hi_last = std::size_t(ids[qpos]);
+        }
+    }
+    r.kept = b.above_count + q_last + 1;
+    r.kept_sum = kept_sum;
+    if (r.kept < min_keep && r.kept < count_reaching<A>(x.data(), n, lowest_f))
+        return by_reference(true);  // min_keep binds: the reference (rare configuration)
+    return r;
+}
+
+}  // namespace detail
+
+/// Locally typical sampling at temperature T as a cut over the row: the set of
+/// reference::typical(x, p, T, min_keep, stop) (scores |-log p_i - H|; reach_with_ties: the
+/// prefix through the first entry whose inclusive mass reaches decimal_floor(p) and every entry
+/// with that entry's score (Hugging Face); exceed: the prefix through the first entry whose
+/// inclusive mass exceeds decimal_ceil(p) (llama.cpp); at least min(min_keep, #valid); p >= 1
+/// every valid entry) as truncation_result::cut (an interval of logits), weights every entry's
+/// weight (see top_p_cut; the file comment for the method). Status bad_size when
+/// scratch.capacity() or weights.size() < x.size(). \pre temperature > 0
+template <class A = simd::default_arch>
+truncation_result typical_cut(std::span<const float> x, float p, float temperature,
+                              std::size_t min_keep, typical_stop stop, candidates& scratch,
+                              std::span<float> weights) noexcept {
+    scratch.clear();
+    if (scratch.capacity() < x.size() || weights.size() < x.size()) {
+        truncation_result r;
+        r.status = truncation_status::bad_size;
+        return r;
+    }
+    if (x.empty()) return {};
+    std::size_t dirty = 0;
+    truncation_result r = detail::typical_search<A>(x, p, temperature, min_keep, stop, scratch,
+                                                    weights.data(), dirty);
+    if (dirty > 0)
+        detail::weigh_logits<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
+    scratch.clear();
+    return r;
+}
+
+/// Locally typical sampling, unordered: the set of typical_cut written to `out` in id order (one
+/// compaction pass), weights[0, kept) the kept entries' weights. See typical_cut.
+template <class A = simd::default_arch>
+truncation_result typical_unordered(std::span<const float> x, float p, float temperature,
+                                    std::size_t min_keep, typical_stop stop, candidates& out,
+                                    std::span<float> weights) noexcept {
+    out.clear();
+    if (out.capacity() < x.size() || weights.size() < x.size()) {
+        truncation_result r;
+        r.status = truncation_status::bad_size;
+        return r;
+    }
+    if (x.empty()) return {};
+    std::size_t dirty = 0;
+    truncation_result r =
+        detail::typical_search<A>(x, p, temperature, min_keep, stop, out, weights.data(), dirty);
+    if (r.max == detail::neg_inf_f) return r;
+    double sum = 0;
+    const bool finite = std::isfinite(r.max);
+    r.kept = detail::compact_cut_from<A>(x, weights.data(), r.cut, finite ? r.max : 0.f,
+                                         finite ? 1.f / temperature : 1.f, out, dirty, sum);
+    r.kept_sum = sum;
+    return r;
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE

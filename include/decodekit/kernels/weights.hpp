@@ -1,0 +1,256 @@
+#pragma once
+/// \file kernels/weights.hpp
+/// What the truncation kernels (nucleus.hpp, typical.hpp, thresholds.hpp, xtc.hpp) share: the
+/// exponential pass that computes every weight of a row once, the error bounds that make their
+/// float decisions exact, the double-precision pass of their rare second tier, and the
+/// reference tier.
+///
+/// Weights: w_i = exp_nonpositive((x_i - m) * (1/T)) in float, m the row max (simd::
+/// exp_nonpositive: 0 for NaN, -inf and d < -87). Against the real W_i = e^{(x_i - m)/T}:
+///   |w_i - W_i| <= W_i (exp_error + arg_error |d_i|) + flush_error,
+/// exp_error covering the polynomial (its largest relative error over every float d in [-87, 0],
+/// measured exhaustively: 8.53e-8 with FMA, 8.31e-8 without, on every x86 architecture xsimd
+/// offers; a test re-checks it on a sample), arg_error the rounding of d = fl(fl(x - m) * fl(1/T))
+/// (three roundings: |d - D| <= 3 2^-24 |D|, which moves e^d by that much relative), flush_error
+/// the weights below e^-87 that the polynomial flushes to 0.
+/// Sums of float weights are accumulated in double lanes (every float widened), so they are
+/// exact up to n 2^-53 relative; sums that only feed a bound are accumulated in float blocks and
+/// inflated by their worst-case rounding.
+
+#include <decodekit/candidates.hpp>
+#include <decodekit/kernels/reduce.hpp>
+#include <decodekit/kernels/reference.hpp>
+#include <decodekit/kernels/truncation.hpp>
+#include <decodekit/simd/xsimd_compat.hpp>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+
+namespace detail {
+
+/// Relative error bound of simd::exp_nonpositive (measured 8.53e-8, see the file comment).
+inline constexpr double exp_error = 1.2e-7;
+/// Relative error of e^d per unit of |d| from the rounding of d (3 2^-24 with slack).
+inline constexpr double arg_error = 1.8e-7;
+/// Absolute error per entry from the flush of weights below e^-87 (and subnormal rounding).
+inline constexpr double flush_error = 2e-38;
+/// Relative error bound of one double weight of double_pass (exp_nonpositive_double, measured
+/// below 2.5e-16 by the tests) plus the rounding of its argument, per unit of |D| (3 2^-53).
+inline constexpr double exp_error_double = 4e-16;
+inline constexpr double arg_error_double = 3.4e-16;
+
+/// Relative error of a sum of n non-negative double terms added in double (n 2^-53, with slack).
+inline double sum_error(std::size_t n) noexcept { return double(n + 8) * 0x1p-52; }
+
+/// How far the reference's double arithmetic may stray from real arithmetic on a row of n
+/// entries, as an absolute error on a probability or on a mass in [0, 1]: its weights (a libm
+/// exp of a rounded argument: (|D| + 2) 2^-52 each, |D| < 746 where the weight is not 0), its
+/// sums in id order, the quotients W / Z and their running sum.
+inline double reference_error(std::size_t n) noexcept { return double(2 * n + 800) * 0x1p-52; }
+
+/// The float weights of a vector of logits (the one expression every pass uses, so that a weight
+/// recomputed later is the stored one bit for bit).
+template <class A>
+inline simd::batch<A> weight_lanes(const simd::batch<A>& v, const simd::batch<A>& mb,
+                                   const simd::batch<A>& tb) noexcept {
+    return simd::exp_nonpositive<A>((v - mb) * tb);
+}
+
+/// weight_lanes for one logit.
+template <class A>
+inline float weight_one(float v, float m, float inv_t) noexcept {
+    using B = simd::batch<A>;
+    alignas(64) float buf[simd::lanes<A>];
+    weight_lanes<A>(B(v), B(m), B(inv_t)).store_aligned(buf);
+    return buf[0];
+}
+
+/// The sums of one exponential pass over a row.
+struct row_sums {
+    double sum = 0;  ///< sum of w_i, exact up to n 2^-53
+    /// sum of w_i (m - x_i) / T in double (d clamped at -200 where w_i = 0; the float products
+    /// w_i d_i added in double lanes); 0 unless Precise
+    double wd = 0;
+    /// upper bound of sum w_i |d_i| (float blocks, inflated by their rounding)
+    double wd_bound = 0;
+    /// upper bound of sum w_i d_i^2 (float blocks, inflated by their rounding); 0 unless Precise
+    double wd2_bound = 0;
+
+    /// Bound on |sum - sum of the real weights| (before the double additions' n 2^-53).
+    double error(std::size_t n) const noexcept {
+        return (exp_error * sum + arg_error * wd_bound) * (1 + 1e-6) + double(n) * flush_error;
+    }
+};
+
+/// One pass: w_i for every entry (stored to w when Store), their sum and the moments of d in
+/// row_sums (Precise: wd and wd2_bound as described there; otherwise only wd_bound).
+/// \pre m finite (the row max), inv_t finite and > 0
+template <class A, bool Store, bool Precise>
+row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    const B mb(m), tb(inv_t), lo(-200.f);
+    // two independent sets of accumulators (even and odd vectors): no add waits on the last one
+    struct acc {
+        D z0 = D(0.0), z1 = D(0.0), s0 = D(0.0), s1 = D(0.0);
+        B fs = B(0.f), f2 = B(0.f);
+    } a, b;
+    double wd_f = 0, wd2_f = 0;
+    auto one = [&](const B& v, acc& s, float* out) {
+        const B d = (v - mb) * tb;
+        const B e = simd::exp_nonpositive<A>(d);
+        if constexpr (Store) e.store_unaligned(out);
+        simd::widen_add<A>(s.z0, s.z1, e);
+        const B c = simd::max_ignore_nan<A>(lo, d);  // NaN, -inf: -200 (e is 0 there)
+        const B f = e * c;
+        s.fs += f;
+        if constexpr (Precise) {
+            s.f2 = simd::fma<A>(f, c, s.f2);
+            simd::widen_add<A>(s.s0, s.s1, f);
+        }
+    };
+    auto flush = [&] {
+        // float blocks: <= 32 additions per lane before they go to double
+        wd_f -= double(simd::reduce_add<A>(a.fs + b.fs));
+        if constexpr (Precise) wd2_f += double(simd::reduce_add<A>(a.f2 + b.f2));
+        a.fs = b.fs = a.f2 = b.f2 = B(0.f);
+    };
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 32 * L);
+        for (; i + 2 * L <= end; i += 2 * L) {
+            one(B::load_unaligned(p + i), a, w + i);
+            one(B::load_unaligned(p + i + L), b, w + i + L);
+        }
+        for (; i < end; i += L) one(B::load_unaligned(p + i), a, w + i);
+        flush();
+    }
+    if (i < n) {  // the tail, padded with -inf into one vector (same lanes, same weights)
+        alignas(64) float buf[L], wb[L];
+        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : detail::neg_inf_f;
+        one(B::load_aligned(buf), a, wb);
+        if constexpr (Store)
+            for (std::size_t j = 0; i + j < n; ++j) w[i + j] = wb[j];
+        flush();
+    }
+    row_sums r;
+    r.sum = simd::reduce_add<A>((a.z0 + a.z1) + (b.z0 + b.z1));
+    // float blocks: <= 32 additions per lane, a 16-lane reduction and the products: 64 u
+    constexpr double inflate = 1 + 64 * 0x1p-24;
+    r.wd_bound = wd_f * inflate + 1e-300;
+    r.wd2_bound = wd2_f * inflate * inflate + 1e-300;
+    if constexpr (Precise) r.wd = -simd::reduce_add<A>((a.s0 + a.s1) + (b.s0 + b.s1));
+    return r;
+}
+
+/// The double-precision sums of double_pass.
+struct double_sums {
+    double sum = 0;       ///< sum of W_i
+    double wd = 0;        ///< sum of W_i |D_i|
+    double in_set = 0;    ///< sum of W_i over the entries the predicate selects
+    double wd_bound = 0;  ///< sum W_i |D_i| inflated by its rounding
+
+    /// Bound on |sum - sum of the real weights| (relative to nothing: absolute).
+    double error(std::size_t n) const noexcept {
+        return (exp_error_double + sum_error(n)) * sum + arg_error_double * wd_bound +
+               double(n) * 1e-307;
+    }
+};
+
+/// One double-precision pass over the row: W_i = e^{D_i}, D_i = (x_i - m) / T computed as
+/// (double(x_i) - m) * (1 / T) in double, by simd::exp_nonpositive_double; their sum, the sum of
+/// W_i |D_i|, and the sum over the entries for which in_set(v, i) (a float mask for the vector v
+/// of entries i .. i + L - 1; entries past the row are -inf and never counted) holds.
+/// \pre m finite, temperature > 0 with 1 / T finite
+template <class A, class InSet>
+double_sums double_pass(std::span<const float> x, float m, float temperature,
+                        InSet&& in_set) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size();
+    const D md = D(double(m)), td = D(1.0 / double(temperature)), zero = D(0.0);
+    D z(0.0), s(0.0), k(0.0);
+    auto half = [&](const D& v, const D& sel) {
+        const D d = (v - md) * td;
+        const D e = simd::exp_nonpositive_double<A>(d);  // NaN, -inf: 0
+        z += e;
+        s += simd::select<A>(e > zero, e * d, zero);
+        k += e * sel;
+    };
+    auto one = [&](const B& v, std::size_t i) {
+        D lo, hi, slo, shi;
+        simd::widen<A>(v, lo, hi);
+        simd::widen<A>(simd::select<A>(in_set(v, i), B(1.f), B(0.f)), slo, shi);
+        half(lo, slo);
+        half(hi, shi);
+    };
+    std::size_t i = 0;
+    for (; i + L <= n; i += L) one(B::load_unaligned(p + i), i);
+    if (i < n) {
+        alignas(64) float buf[L];
+        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : detail::neg_inf_f;
+        one(B::load_aligned(buf), i);
+    }
+    double_sums r;
+    r.sum = simd::reduce_add<A>(z);
+    r.wd = -simd::reduce_add<A>(s);
+    r.in_set = simd::reduce_add<A>(k);
+    r.wd_bound = r.wd * (1 + sum_error(n)) + 1e-300;
+    return r;
+}
+
+/// Sorts out's entries by id (the reference's sets come in rank order). Key storage as scratch.
+inline void sort_by_id(candidates& out) noexcept {
+    const std::size_t c = out.size();
+    std::uint64_t* keys = out.key_storage();
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    for (std::size_t j = 0; j < c; ++j)
+        keys[j] =
+            (std::uint64_t(std::uint32_t(ids[j])) << 32) | std::bit_cast<std::uint32_t>(lg[j]);
+    std::sort(keys, keys + c);
+    for (std::size_t j = 0; j < c; ++j) {
+        ids[j] = token_id(keys[j] >> 32);
+        lg[j] = std::bit_cast<float>(std::uint32_t(keys[j]));
+    }
+}
+
+/// The weights of the logits lg[0, c) (w_j = exp((lg_j - m) / T) by weight_lanes, so equal to a
+/// row pass's) written to w[0, c); returns their double sum. \pre m finite, inv_t finite > 0
+template <class A>
+double weigh_logits(const float* lg, std::size_t c, float m, float inv_t, float* w) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B mb(m), tb(inv_t);
+    D s0(0.0), s1(0.0);
+    std::size_t j = 0;
+    for (; j + L <= c; j += L) {
+        const B e = weight_lanes<A>(B::load_unaligned(lg + j), mb, tb);
+        e.store_unaligned(w + j);
+        simd::widen_add<A>(s0, s1, e);
+    }
+    double s = simd::reduce_add<A>(s0 + s1);
+    for (; j < c; ++j) {
+        w[j] = weight_one<A>(lg[j], m, inv_t);
+        s += double(w[j]);
+    }
+    return s;
+}
+
+}  // namespace detail
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE

@@ -1,0 +1,319 @@
+// The threshold truncation kernels (epsilon_unordered, eta_unordered, mirostat_cut_unordered,
+// top_n_sigma_unordered), XTC's removal (xtc_remove) and the cut helpers (compact_cut, draw_cut)
+// against kernels/reference.hpp: the same set exactly, in id order, with their weights and cut,
+// for every xsimd architecture this build enables; the row family at the four vocabulary sizes,
+// ties, special values, tiny rows, and rows built to force each exactness tier.
+#include "dk_family.hpp"
+#include "dk_rows.hpp"
+#include "dk_test.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace dk = decodekit;
+namespace ref = decodekit::reference;
+namespace kn = decodekit::kernels;
+constexpr float inf = std::numeric_limits<float>::infinity();
+
+/// dk_rows::each_arch on rows up to 4097 entries; on longer ones the first architecture of each
+/// lane count only (the kernels' code differs by lane count), which keeps the test fast.
+template <class F>
+void each_arch(F&& f, std::size_t n = 0) {
+    unsigned seen = 0;
+    dk_rows::each_arch([&](auto arch, const std::string& name) {
+        const unsigned bit = unsigned(dk::simd::lanes<decltype(arch)>);
+        if (n > 4097 && (seen & bit)) return;
+        seen |= bit;
+        f(arch, name);
+    });
+}
+constexpr std::size_t vocab_sizes[] = {32000, 128256, 151936, 256000};
+
+/// got (id order) holds exactly the entries of want (any order).
+bool same_set(const dk::candidates& got, const dk::candidates& want) {
+    std::vector<std::pair<dk::token_id, float>> w;
+    for (std::size_t i = 0; i < want.size(); ++i) w.emplace_back(want.ids()[i], want.logits()[i]);
+    std::sort(w.begin(), w.end(), [](auto a, auto b) { return a.first < b.first; });
+    if (got.size() != w.size()) return false;
+    for (std::size_t i = 0; i < got.size(); ++i)
+        if (got.ids()[i] != w[i].first || !(got.logits()[i] == w[i].second)) return false;
+    return true;
+}
+
+/// The result's cut selects exactly the kept entries of the row.
+bool cut_matches(std::span<const float> x, const kn::row_cut& cut, const dk::candidates& got) {
+    std::size_t j = 0;
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (cut.contains(x[i], i)) {
+            if (j >= got.size() || got.ids()[j] != dk::token_id(i)) return false;
+            ++j;
+        }
+    return j == got.size();
+}
+
+/// Weights within the float bound of exp((x - max) / T), kept_sum their sum.
+bool weights_ok(float temperature, const dk::candidates& got, std::span<const float> w,
+                const kn::truncation_result& r) {
+    if (!std::isfinite(r.max)) return true;
+    double ks = 0;
+    for (std::size_t j = 0; j < got.size(); ++j) {
+        const double want = ref::weight(got.logits()[j], r.max, temperature);
+        const double d = (double(r.max) - got.logits()[j]) / temperature;
+        if (!(std::fabs(double(w[j]) - want) <=
+              (kn::detail::exp_error + kn::detail::arg_error * d) * want + 2e-38))
+            return false;
+        ks += double(w[j]);
+    }
+    return std::fabs(r.kept_sum - ks) <= 1e-6 * ks + 1e-300;
+}
+
+using kernel_fn =
+    std::function<kn::truncation_result(std::span<const float>, dk::candidates&, std::span<float>)>;
+
+/// Runs `kernel` (built for one architecture by make) on x against `want`; returns the tiers.
+template <class Make>
+unsigned check(std::span<const float> x, float temperature, const dk::candidates& want,
+               Make&& make) {
+    dk::candidates got(x.size());
+    std::vector<float> w(x.size());
+    unsigned tiers = 0;
+    each_arch(
+        [&](auto arch, const std::string& name) {
+            INFO("arch " << name << " n " << x.size());
+            const kn::truncation_result r = make(arch)(x, got, w);
+            REQUIRE(r.ok());
+            CHECK(r.kept == got.size());
+            CHECK(same_set(got, want));
+            CHECK(cut_matches(x, r.cut, got));
+            CHECK(weights_ok(temperature, got, w, r));
+            tiers |= 1u << unsigned(r.tier);
+        },
+        x.size());
+    return tiers;
+}
+
+unsigned check_epsilon(std::span<const float> x, float eps, float t, std::size_t mk) {
+    dk::candidates want(x.size());
+    ref::epsilon(x, eps, t, mk, want);
+    INFO("epsilon " << eps << " T " << t << " min_keep " << mk);
+    return check(x, t, want, [&](auto arch) {
+        using A = decltype(arch);
+        return kernel_fn([=](std::span<const float> y, dk::candidates& o, std::span<float> w) {
+            return kn::epsilon_unordered<A>(y, eps, t, mk, o, w);
+        });
+    });
+}
+unsigned check_eta(std::span<const float> x, float eta, float t, std::size_t mk) {
+    dk::candidates want(x.size());
+    ref::eta(x, eta, t, mk, want);
+    INFO("eta " << eta << " T " << t << " min_keep " << mk);
+    return check(x, t, want, [&](auto arch) {
+        using A = decltype(arch);
+        return kernel_fn([=](std::span<const float> y, dk::candidates& o, std::span<float> w) {
+            return kn::eta_unordered<A>(y, eta, t, mk, o, w);
+        });
+    });
+}
+unsigned check_mirostat(std::span<const float> x, float mu, float t) {
+    dk::candidates want(x.size());
+    ref::mirostat_cut(x, mu, t, want);
+    INFO("mu " << mu << " T " << t);
+    return check(x, t, want, [&](auto arch) {
+        using A = decltype(arch);
+        return kernel_fn([=](std::span<const float> y, dk::candidates& o, std::span<float> w) {
+            return kn::mirostat_cut_unordered<A>(y, mu, t, o, w);
+        });
+    });
+}
+unsigned check_sigma(std::span<const float> x, float ns, float t, std::size_t mk) {
+    dk::candidates want(x.size());
+    ref::top_n_sigma(x, ns, mk, want);
+    INFO("n sigma " << ns << " min_keep " << mk);
+    return check(x, t, want, [&](auto arch) {
+        using A = decltype(arch);
+        return kernel_fn([=](std::span<const float> y, dk::candidates& o, std::span<float> w) {
+            return kn::top_n_sigma_unordered<A>(y, ns, t, mk, o, w);
+        });
+    });
+}
+
+/// xtc_remove against reference::xtc_removed (the removed entries, in reference order) and its
+/// weights: the row's with the removed ones at 0.
+unsigned check_xtc(std::span<const float> x, float thr, float t, std::size_t mk) {
+    dk::candidates want(x.size()), got(x.size());
+    std::vector<float> w(x.size());
+    ref::xtc_removed(x, thr, t, mk, want);
+    unsigned tiers = 0;
+    each_arch(
+        [&](auto arch, const std::string& name) {
+            using A = decltype(arch);
+            INFO("arch " << name << " n " << x.size() << " threshold " << thr << " min_keep "
+                         << mk);
+            const auto r = kn::xtc_remove<A>(x, thr, t, mk, got, w);
+            REQUIRE(r.ok());
+            CHECK(r.kept == want.size());
+            bool same = got.size() == want.size();
+            for (std::size_t j = 0; same && j < got.size(); ++j)
+                same = got.ids()[j] == want.ids()[j] && got.logits()[j] == want.logits()[j];
+            CHECK(same);
+            bool zeroed = true;
+            double rest = 0;
+            for (std::size_t j = 0; j < got.size(); ++j)
+                zeroed = zeroed && w[std::size_t(got.ids()[j])] == 0.f;
+            for (float e : w) rest += double(e);
+            CHECK(zeroed);
+            CHECK(r.kept_sum == dk_test::Approx(rest).epsilon(1e-9));
+            tiers |= 1u << unsigned(r.tier);
+        },
+        x.size());
+    return tiers;
+}
+
+}  // namespace
+
+TEST_CASE("epsilon, eta and mirostat's cut equal the reference on the row family") {
+    for (std::size_t v : vocab_sizes)
+        for (auto sh : dk_family::shapes) {
+            const auto x = dk_family::make_row(sh, v);
+            INFO("shape " << dk_family::name(sh));
+            check_epsilon(x, 3e-4f, 1.f, 1);
+            check_eta(x, 3e-4f, 1.f, 1);
+            check_mirostat(x, 10.f, 1.f);
+            if (v == 128256) {
+                check_epsilon(x, 1e-6f, 1.5f, 1);
+                check_epsilon(x, 0.05f, 0.7f, 7);
+                check_eta(x, 1e-5f, 1.5f, 3);
+                check_mirostat(x, 20.f, 1.5f);
+                check_mirostat(x, 0.5f, 1.f);
+            }
+        }
+}
+
+TEST_CASE("threshold kernels: small rows, special values, disabled and min_keep") {
+    for (int kind = 0; kind <= 8; ++kind)
+        for (std::size_t n : dk_rows::lengths) {
+            if (n > 4097) continue;
+            const auto x = dk_rows::make_row(n, kind, 5);
+            INFO("kind " << kind);
+            for (std::size_t mk : {1u, 4u}) {
+                check_epsilon(x, 1e-3f, 1.f, mk);
+                check_epsilon(x, 0.f, 1.f, mk);
+                check_eta(x, 1e-3f, 0.8f, mk);
+                check_sigma(x, 1.f, 1.f, mk);
+                check_sigma(x, 0.f, 1.f, mk);
+                check_xtc(x, 0.1f, 1.f, mk);
+            }
+            check_mirostat(x, 3.f, 1.f);
+        }
+}
+
+TEST_CASE("epsilon: all below epsilon with 8 tied at the top keeps the 8 (issue 12)") {
+    std::vector<float> x(100000, -1.f);
+    for (std::size_t i : {5u, 17u, 90u, 91u, 300u, 512u, 777u, 99999u}) x[i] = 0.f;
+    CHECK(check_epsilon(x, 0.01f, 1.f, 1) != 0);
+    dk::candidates c(x.size());
+    std::vector<float> w(x.size());
+    CHECK(kn::epsilon_unordered(x, 0.01f, 1.f, 1, c, w).kept == 8);
+}
+
+TEST_CASE("top_n_sigma_unordered equals the reference on the row family") {
+    for (std::size_t v : vocab_sizes)
+        for (auto sh : dk_family::shapes) {
+            auto x = dk_family::make_row(sh, v);
+            INFO("shape " << dk_family::name(sh));
+            check_sigma(x, 1.f, 1.f, 1);
+            if (v == 128256) {
+                check_sigma(x, 2.5f, 1.5f, 1);
+                check_sigma(x, 0.1f, 1.f, 20);
+                for (auto& e : x) e += 100.f;  // an offset: no cancellation in the moments
+                check_sigma(x, 1.f, 1.f, 1);
+            }
+        }
+}
+
+TEST_CASE("xtc_remove equals the reference's removal") {
+    for (auto sh : dk_family::shapes) {
+        const auto x = dk_family::make_row(sh, 128256);
+        INFO("shape " << dk_family::name(sh));
+        for (float thr : {0.01f, 0.1f, 0.3f}) check_xtc(x, thr, 1.f, 1);
+        check_xtc(x, 0.05f, 0.5f, 128250);
+    }
+    // a head of three of a small row: the two most probable go
+    const std::vector<float> y = {float(std::log(0.3)), float(std::log(0.05)), float(std::log(0.4)),
+                                  float(std::log(0.2)), float(std::log(0.05))};
+    CHECK(check_xtc(y, 0.15f, 1.f, 1) != 0);
+    // two maxima at 1e30 (p = 0.5 each) under a threshold a little above 0.5: m + T ln(theta Z)
+    // rounds to m in double, yet neither is in the head (found by fuzz_kernels)
+    std::vector<float> z(208, -5.f);
+    z[190] = z[203] = 1e30f;
+    z[0] = -3.4e38f;
+    dk::candidates removed(z.size());
+    CHECK(ref::xtc_removed(z, 0.506665826f, 79.9558716f, 2, removed) == 0);
+    check_xtc(z, 0.506665826f, 79.9558716f, 2);  // the kernels remove none either
+    CHECK(ref::xtc_removed(z, 0.49f, 79.9558716f, 2, removed) == 1);
+    check_xtc(z, 0.49f, 79.9558716f, 2);
+}
+
+TEST_CASE("threshold kernels: each exactness tier, forced, with its premise") {
+    using A = dk::simd::default_arch;
+    // double_pass: a uniform row of 10, epsilon 0.1: p = 0.1 is 2e-9 above decimal_floor(0.1f),
+    // inside the float bound, far outside the double one.
+    {
+        const std::vector<float> u(10, 0.5f);
+        CHECK(check_epsilon(u, 0.1f, 1.f, 1) == 1u << unsigned(kn::exactness_tier::double_pass));
+        dk::candidates c(10);
+        std::vector<float> w(10);
+        CHECK(kn::epsilon_unordered<A>(u, 0.1f, 1.f, 1, c, w).kept == 10);
+    }
+    // reference: a uniform row of 8 at mu = 3: p = 2^-3 exactly equals the threshold.
+    {
+        const std::vector<float> u(8, 2.f);
+        CHECK(check_mirostat(u, 3.f, 1.f) == 1u << unsigned(kn::exactness_tier::reference));
+    }
+    // top-n-sigma's reference tier: a constant row (sigma 0, every entry on the threshold).
+    {
+        const std::vector<float> u(100, 1.5f);
+        CHECK(check_sigma(u, 1.f, 1.f, 1) == 1u << unsigned(kn::exactness_tier::reference));
+    }
+    // float_bound on a family row
+    {
+        const auto x = dk_family::make_row(dk_family::shape::gauss, 32000);
+        CHECK(check_eta(x, 3e-4f, 1.f, 1) == 1u << unsigned(kn::exactness_tier::float_bound));
+    }
+}
+
+TEST_CASE("compact_cut and draw_cut: the kept set of a cut, and the draw over it") {
+    using A = dk::simd::default_arch;
+    const auto x = dk_family::make_row(dk_family::shape::gauss, 40000, 3);
+    dk::candidates scratch(x.size()), kept(x.size());
+    std::vector<float> w(x.size());
+    const auto r = kn::top_p_cut<A>(x, 0.9f, 1.2f, 1, scratch, w);
+    REQUIRE(r.ok());
+    // draw_cut over the row's weights equals draw_inverse_cdf over the compacted ones
+    std::vector<float> wc = w;
+    double sum = 0;
+    const std::size_t k = kn::compact_cut<A>(x, wc, r.cut, kept, sum);
+    REQUIRE(k == r.kept);
+    CHECK(sum == dk_test::Approx(r.kept_sum).epsilon(1e-6));
+    std::uint64_t s = 3;
+    for (int t = 0; t < 2000; ++t) {
+        const double u = dk_rows::unit(s);
+        const std::size_t a = kn::draw_cut<A>(x, w, r.cut, u);
+        const std::size_t b = kn::draw_inverse_cdf<A>(std::span<const float>(wc.data(), k), u);
+        REQUIRE(b != dk::npos);
+        CHECK(a == std::size_t(kept.ids()[b]));
+    }
+    // empty cut: npos; bad sizes: npos
+    CHECK(kn::draw_cut<A>(x, w, kn::row_cut{}, 0.5) == dk::npos);
+    CHECK(kn::draw_cut<A>(x, std::span<const float>(w.data(), 10), r.cut, 0.5) == dk::npos);
+    dk::candidates small(10);
+    CHECK(kn::compact_cut<A>(x, wc, r.cut, small, sum) == dk::npos);
+}

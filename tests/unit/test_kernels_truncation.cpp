@@ -1,0 +1,241 @@
+// top_p_unordered and top_p_cut against reference::top_p: the same set (exactly), in id order,
+// with the float weights and sums they report, for every xsimd architecture this build enables
+// (on long rows one per lane count), on the benchmark row family at the four vocabulary sizes,
+// rows with ties / NaN / +-inf, tiny rows, rows built to force each exactness tier; the float
+// and double exponentials' error bounds.
+#include "dk_family.hpp"
+#include "dk_rows.hpp"
+#include "dk_test.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace dk = decodekit;
+namespace ref = decodekit::reference;
+namespace kn = decodekit::kernels;
+constexpr float inf = std::numeric_limits<float>::infinity();
+
+/// dk_rows::each_arch on rows up to 4097 entries; on longer ones the first architecture of each
+/// lane count only (the kernels' code differs by lane count; the families themselves share it),
+/// which keeps the test fast.
+template <class F>
+void each_arch(F&& f, std::size_t n = 0) {
+    unsigned seen = 0;
+    dk_rows::each_arch([&](auto arch, const std::string& name) {
+        const unsigned bit = unsigned(dk::simd::lanes<decltype(arch)>);
+        if (n > 4097 && (seen & bit)) return;
+        seen |= bit;
+        f(arch, name);
+    });
+}
+
+/// The reference's set, sorted by id.
+std::vector<std::pair<dk::token_id, float>> by_id(const dk::candidates& c) {
+    std::vector<std::pair<dk::token_id, float>> v;
+    for (std::size_t i = 0; i < c.size(); ++i) v.emplace_back(c.ids()[i], c.logits()[i]);
+    std::sort(v.begin(), v.end(), [](auto a, auto b) { return a.first < b.first; });
+    return v;
+}
+
+/// got (id order) holds exactly the entries of want (any order).
+bool same_set(const dk::candidates& got, const dk::candidates& want) {
+    const auto w = by_id(want);
+    if (got.size() != w.size()) return false;
+    for (std::size_t i = 0; i < got.size(); ++i)
+        if (got.ids()[i] != w[i].first || !(got.logits()[i] == w[i].second)) return false;
+    return true;
+}
+
+/// The reported weights and sums: each kept weight within the float weights' bound of
+/// exp((x - max) / T) (kernels/weights.hpp: exp_error + arg_error |d|), kept_sum their double
+/// sum, sum the row's.
+void check_weights(std::span<const float> x, float temperature, const dk::candidates& got,
+                   std::span<const float> w, const kn::truncation_result& r) {
+    REQUIRE(r.ok());
+    REQUIRE(r.kept == got.size());
+    CHECK(r.max == ref::max(x));
+    if (!std::isfinite(r.max)) return;
+    double ks = 0;
+    bool weights_ok = true;
+    for (std::size_t j = 0; j < got.size(); ++j) {
+        const double want = ref::weight(got.logits()[j], r.max, temperature);
+        const double d = (double(r.max) - got.logits()[j]) / temperature;
+        const double tol = kn::detail::exp_error + kn::detail::arg_error * d;
+        if (!(std::fabs(double(w[j]) - want) <= tol * want + 2e-38)) weights_ok = false;
+        ks += double(w[j]);
+    }
+    CHECK(weights_ok);
+    CHECK(r.kept_sum == dk_test::Approx(ks).epsilon(1e-6));
+    if (!std::isnan(r.sum)) {
+        const double z = ref::exp_sum(x, temperature).sum;
+        CHECK(r.sum == dk_test::Approx(z).epsilon(2e-5));
+    }
+}
+
+/// top_p_unordered on every architecture against reference::top_p; returns the tiers seen.
+unsigned check_top_p(std::span<const float> x, float p, float temperature, std::size_t min_keep) {
+    dk::candidates want(x.size()), got(x.size());
+    std::vector<float> w(x.size());
+    ref::top_p(x, p, temperature, min_keep, want);
+    unsigned tiers = 0;
+    each_arch(
+        [&](auto arch, const std::string& name) {
+            using A = decltype(arch);
+            INFO("arch " << name << " n " << x.size() << " p " << p << " T " << temperature
+                         << " min_keep " << min_keep);
+            const auto r = kn::top_p_unordered<A>(x, p, temperature, min_keep, got, w);
+            CHECK(same_set(got, want));
+            check_weights(x, temperature, got, w, r);
+            tiers |= 1u << unsigned(r.tier);
+        },
+        x.size());
+    return tiers;
+}
+
+constexpr std::size_t vocab_sizes[] = {32000, 128256, 151936, 256000};
+
+}  // namespace
+
+TEST_CASE("top_p_unordered equals the reference on the row family at every vocabulary size") {
+    for (std::size_t v : vocab_sizes)
+        for (auto sh : dk_family::shapes) {
+            const auto x = dk_family::make_row(sh, v);
+            INFO("shape " << dk_family::name(sh));
+            check_top_p(x, 0.95f, 1.f, 1);
+            check_top_p(x, 0.99f, 1.5f, 1);
+            if (v == 128256) {
+                check_top_p(x, 0.5f, 1.f, 1);
+                check_top_p(x, 0.9f, 0.7f, 100);
+                check_top_p(x, 0.999f, 2.f, 1);
+            }
+        }
+}
+
+TEST_CASE("top_p_unordered: small rows, special values, p = 0 / 1, min_keep") {
+    for (int kind = 0; kind <= 8; ++kind)
+        for (std::size_t n : dk_rows::lengths) {
+            if (n > 4097) continue;
+            const auto x = dk_rows::make_row(n, kind, 3);
+            for (float p : {0.f, 0.3f, 0.9f, 0.95f, 1.f})
+                for (float temp : {0.4f, 1.f, 2.5f})
+                    for (std::size_t mk : {0u, 1u, 7u}) {
+                        if (n >= 4097 && (mk == 7 || temp == 0.4f)) continue;
+                        INFO("kind " << kind);
+                        check_top_p(x, p, temp, mk);
+                    }
+        }
+}
+
+TEST_CASE("top_p_unordered: heavy ties and masses that land on p") {
+    // Rounded rows (few distinct values, big tie groups cut by id), uniform rows whose masses
+    // land on the decimal p, the issue's row.
+    for (std::size_t n : {std::size_t(10), std::size_t(1000), std::size_t(100000)}) {
+        const std::vector<float> u(n, 0.5f);
+        for (float p : {0.1f, 0.3f, 0.5f, 0.6f, 0.8f}) check_top_p(u, p, 1.f, 1);
+        auto r = dk_family::make_row(dk_family::shape::gauss, n, 9);
+        for (auto& e : r) e = std::round(e * 2) / 2;
+        for (float p : {0.2f, 0.5f, 0.9f, 0.95f}) check_top_p(r, p, 1.f, 1);
+    }
+    const std::vector<float> issue = {float(std::log(0.3)), float(std::log(0.1)),
+                                      float(std::log(0.1)), float(std::log(0.5))};
+    check_top_p(issue, 0.8f, 1.f, 1);
+    // NaN and -inf sprinkled through a family row
+    auto x = dk_family::make_row(dk_family::shape::zipf, 128256, 4);
+    for (std::size_t i = 3; i < x.size(); i += 7) x[i] = std::numeric_limits<float>::quiet_NaN();
+    for (std::size_t i = 5; i < x.size(); i += 11) x[i] = -inf;
+    check_top_p(x, 0.9f, 1.f, 1);
+}
+
+TEST_CASE("top_p_unordered: each exactness tier, forced, with its premise") {
+    using A = dk::simd::default_arch;
+    // double_pass: a uniform row of 10 at p = 0.3; the mass of three lands 3e-9 above
+    // decimal_floor(0.3f), inside the float bound (~5e-8) but far outside the double one.
+    {
+        const std::vector<float> u(10, 1.f);
+        dk::candidates c(10);
+        std::vector<float> w(10);
+        const auto r = kn::top_p_unordered<A>(u, 0.3f, 1.f, 1, c, w);
+        CHECK(r.tier == kn::exactness_tier::double_pass);
+        CHECK(r.kept == 3);
+        CHECK(check_top_p(u, 0.3f, 1.f, 1) == 1u << unsigned(kn::exactness_tier::double_pass));
+    }
+    // reference: two equal leading entries and small ones tuned (one logit, float by float) so
+    // that the mass of the first lands within 1e-13 of decimal_floor(0.5f).
+    {
+        std::vector<float> x(40, -20.f);
+        x[0] = x[1] = 0.f;
+        const double target = ref::decimal_floor(0.5f);
+        auto gap = [&] { return 1 / ref::exp_sum(x, 1.f).sum - target; };
+        // coarse: the number of small entries; fine: one small logit moved by floats
+        std::size_t k = x.size();
+        while (k > 3 && gap() < 0) x[--k] = -inf;  // fewer small entries: larger 1/Z
+        for (int step = 0; step < 2000000 && std::fabs(gap()) > 1e-14; ++step)
+            x[2] = std::nextafter(x[2], gap() > 0 ? inf : -inf);
+        INFO("gap " << gap());
+        REQUIRE(std::fabs(gap()) <= 1e-13);
+        dk::candidates c(x.size());
+        std::vector<float> w(x.size());
+        const auto r = kn::top_p_unordered<A>(x, 0.5f, 1.f, 1, c, w);
+        CHECK(r.tier == kn::exactness_tier::reference);
+        check_top_p(x, 0.5f, 1.f, 1);
+    }
+    // float_bound: a clear margin.
+    {
+        const auto x = dk_family::make_row(dk_family::shape::peaked, 32000);
+        CHECK(check_top_p(x, 0.95f, 1.f, 1) == 1u << unsigned(kn::exactness_tier::float_bound));
+    }
+}
+
+TEST_CASE("truncation kernels: wrong sizes give bad_size in every build type") {
+    using A = dk::simd::default_arch;
+    const std::vector<float> x(100, 0.f);
+    dk::candidates small(50), ok(100);
+    std::vector<float> w_small(50), w(100);
+    CHECK(kn::top_p_unordered<A>(x, 0.9f, 1.f, 1, small, w).status ==
+          kn::truncation_status::bad_size);
+    CHECK(kn::top_p_unordered<A>(x, 0.9f, 1.f, 1, ok, w_small).status ==
+          kn::truncation_status::bad_size);
+    CHECK(ok.empty());
+    CHECK(kn::top_p_unordered<A>(std::span<const float>(), 0.9f, 1.f, 1, ok, w).kept == 0);
+}
+
+TEST_CASE("exp_nonpositive and exp_nonpositive_double stay within their error bounds") {
+    // exp_error (kernels/weights.hpp) was measured over every float in [-87, 0]; this re-checks a
+    // sample of 2^18 of them on every architecture, and the double exponential of double_pass.
+    std::uint64_t s = 17;
+    std::vector<float> d(1 << 18);
+    for (auto& e : d) e = -float(87.0 * dk_rows::unit(s));
+    each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        using B = dk::simd::batch<A>;
+        using D = dk::simd::dbatch<A>;
+        constexpr std::size_t L = dk::simd::lanes<A>, H = D::size;
+        double worst = 0, worst_d = 0;
+        alignas(64) float out[L];
+        alignas(64) double dd[H], od[H];
+        for (std::size_t i = 0; i + L <= d.size(); i += L) {
+            dk::simd::exp_nonpositive<A>(B::load_unaligned(d.data() + i)).store_aligned(out);
+            for (std::size_t j = 0; j < L; ++j)
+                worst = std::max(worst, std::fabs(double(out[j]) / std::exp(double(d[i + j])) - 1));
+        }
+        for (std::size_t i = 0; i + H <= d.size(); i += H) {
+            for (std::size_t j = 0; j < H; ++j) dd[j] = double(d[i + j]) * 8.1 + 1e-3 * double(j);
+            dk::simd::exp_nonpositive_double<A>(D::load_aligned(dd)).store_aligned(od);
+            for (std::size_t j = 0; j < H; ++j)
+                if (dd[j] <= 0)
+                    worst_d = std::max(
+                        worst_d,
+                        double(std::fabs((long double)od[j] / expl((long double)dd[j]) - 1)));
+        }
+        INFO("arch " << name << " float " << worst << " double " << worst_d);
+        CHECK(worst <= 0.75 * kn::detail::exp_error);
+        CHECK(worst_d <= 0.6 * kn::detail::exp_error_double);
+    });
+}

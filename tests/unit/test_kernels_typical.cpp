@@ -1,0 +1,180 @@
+// typical_unordered and typical_cut against reference::typical: the same set (exactly), in id
+// order, with the float weights and sums they report, both stop rules, for every xsimd
+// architecture this build enables, on the benchmark row family at the four vocabulary sizes, rows
+// with ties / NaN / +-inf, tiny rows, and rows built to force each exactness tier.
+#include "dk_family.hpp"
+#include "dk_rows.hpp"
+#include "dk_test.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace dk = decodekit;
+namespace ref = decodekit::reference;
+namespace kn = decodekit::kernels;
+constexpr float inf = std::numeric_limits<float>::infinity();
+
+/// dk_rows::each_arch on rows up to 4097 entries; on longer ones the first architecture of each
+/// lane count only (the kernels' code differs by lane count; the families themselves share it),
+/// which keeps the test fast.
+template <class F>
+void each_arch(F&& f, std::size_t n = 0) {
+    unsigned seen = 0;
+    dk_rows::each_arch([&](auto arch, const std::string& name) {
+        const unsigned bit = unsigned(dk::simd::lanes<decltype(arch)>);
+        if (n > 4097 && (seen & bit)) return;
+        seen |= bit;
+        f(arch, name);
+    });
+}
+
+/// The reference's set, sorted by id.
+std::vector<std::pair<dk::token_id, float>> by_id(const dk::candidates& c) {
+    std::vector<std::pair<dk::token_id, float>> v;
+    for (std::size_t i = 0; i < c.size(); ++i) v.emplace_back(c.ids()[i], c.logits()[i]);
+    std::sort(v.begin(), v.end(), [](auto a, auto b) { return a.first < b.first; });
+    return v;
+}
+
+/// got (id order) holds exactly the entries of want (any order).
+bool same_set(const dk::candidates& got, const dk::candidates& want) {
+    const auto w = by_id(want);
+    if (got.size() != w.size()) return false;
+    for (std::size_t i = 0; i < got.size(); ++i)
+        if (got.ids()[i] != w[i].first || !(got.logits()[i] == w[i].second)) return false;
+    return true;
+}
+
+/// The reported weights and sums: each kept weight within the float weights' bound of
+/// exp((x - max) / T) (kernels/weights.hpp: exp_error + arg_error |d|), kept_sum their double
+/// sum, sum the row's.
+void check_weights(std::span<const float> x, float temperature, const dk::candidates& got,
+                   std::span<const float> w, const kn::truncation_result& r) {
+    REQUIRE(r.ok());
+    REQUIRE(r.kept == got.size());
+    CHECK(r.max == ref::max(x));
+    if (!std::isfinite(r.max)) return;
+    double ks = 0;
+    bool weights_ok = true;
+    for (std::size_t j = 0; j < got.size(); ++j) {
+        const double want = ref::weight(got.logits()[j], r.max, temperature);
+        const double d = (double(r.max) - got.logits()[j]) / temperature;
+        const double tol = kn::detail::exp_error + kn::detail::arg_error * d;
+        if (!(std::fabs(double(w[j]) - want) <= tol * want + 2e-38)) weights_ok = false;
+        ks += double(w[j]);
+    }
+    CHECK(weights_ok);
+    CHECK(r.kept_sum == dk_test::Approx(ks).epsilon(1e-6));
+    if (!std::isnan(r.sum)) {
+        const double z = ref::exp_sum(x, temperature).sum;
+        CHECK(r.sum == dk_test::Approx(z).epsilon(2e-5));
+    }
+}
+
+/// typical_unordered and typical_cut on every architecture against reference::typical; returns
+/// the tiers seen.
+unsigned check_typical(std::span<const float> x, float p, float temperature, std::size_t min_keep,
+                       dk::typical_stop stop) {
+    dk::candidates want(x.size()), got(x.size()), scratch(x.size());
+    std::vector<float> w(x.size()), wr(x.size());
+    ref::typical(x, p, temperature, min_keep, stop, want);
+    unsigned tiers = 0;
+    each_arch(
+        [&](auto arch, const std::string& name) {
+            using A = decltype(arch);
+            INFO("arch " << name << " n " << x.size() << " typical_p " << p << " T " << temperature
+                         << " min_keep " << min_keep << " stop " << int(stop));
+            const auto r = kn::typical_unordered<A>(x, p, temperature, min_keep, stop, got, w);
+            CHECK(same_set(got, want));
+            check_weights(x, temperature, got, w, r);
+            tiers |= 1u << unsigned(r.tier);
+            const auto rc = kn::typical_cut<A>(x, p, temperature, min_keep, stop, scratch, wr);
+            std::size_t in = 0;
+            bool cut_ok = true;
+            for (std::size_t i = 0; i < x.size(); ++i)
+                if (rc.cut.contains(x[i], i))
+                    cut_ok = cut_ok && in < got.size() && got.ids()[in++] == dk::token_id(i);
+            CHECK((cut_ok && in == got.size()));
+            CHECK(rc.kept == got.size());
+        },
+        x.size());
+    return tiers;
+}
+
+constexpr std::size_t vocab_sizes[] = {32000, 128256, 151936, 256000};
+
+}  // namespace
+
+TEST_CASE("typical_unordered equals the reference on the row family at every vocabulary size") {
+    for (std::size_t v : vocab_sizes)
+        for (auto sh : dk_family::shapes) {
+            const auto x = dk_family::make_row(sh, v);
+            INFO("shape " << dk_family::name(sh));
+            check_typical(x, 0.9f, 1.f, 1, dk::typical_stop::reach_with_ties);
+            if (v == 128256) {
+                check_typical(x, 0.9f, 1.f, 1, dk::typical_stop::exceed);
+                check_typical(x, 0.5f, 1.5f, 1, dk::typical_stop::reach_with_ties);
+                check_typical(x, 0.99f, 0.7f, 1, dk::typical_stop::exceed);
+            }
+        }
+}
+
+TEST_CASE("typical_unordered: small rows, special values, ties, p = 0 / 1, min_keep") {
+    for (int kind = 0; kind <= 8; ++kind)
+        for (std::size_t n : dk_rows::lengths) {
+            if (n > 4097) continue;
+            const auto x = dk_rows::make_row(n, kind, 7);
+            INFO("kind " << kind);
+            for (float p : {0.f, 0.3f, 0.9f, 1.f})
+                for (auto stop : {dk::typical_stop::reach_with_ties, dk::typical_stop::exceed})
+                    for (std::size_t mk : {1u, 5u}) {
+                        if (n >= 4097 && mk == 5) continue;
+                        check_typical(x, p, 1.f, mk, stop);
+                    }
+        }
+    // the uniform row of 5 and the landing row of the reference tests, on a long row
+    const std::vector<float> u(5, 1.f);
+    check_typical(u, 0.5f, 1.f, 3, dk::typical_stop::reach_with_ties);
+    check_typical(u, 0.5f, 1.f, 3, dk::typical_stop::exceed);
+    for (std::size_t n : {std::size_t(1000), std::size_t(100000)}) {
+        auto r = dk_family::make_row(dk_family::shape::gauss, n, 2);
+        for (auto& e : r) e = std::round(e * 4) / 4;  // big tie groups on both sides of c
+        for (float p : {0.2f, 0.6f, 0.95f})
+            for (auto stop : {dk::typical_stop::reach_with_ties, dk::typical_stop::exceed})
+                check_typical(r, p, 1.f, 1, stop);
+    }
+}
+
+TEST_CASE("typical_unordered: each exactness tier, forced, with its premise") {
+    using A = dk::simd::default_arch;
+    // double_pass: a uniform row of 10 at p = 0.3 (exceed): the mass of three lands 2e-8 below
+    // decimal_ceil(0.3f), inside the float bound.
+    {
+        const std::vector<float> u(10, 1.f);
+        CHECK(check_typical(u, 0.3f, 1.f, 1, dk::typical_stop::exceed) ==
+              1u << unsigned(kn::exactness_tier::double_pass));
+    }
+    // reference: min_keep binding (the kept set is smaller than min_keep)
+    {
+        const auto x = dk_family::make_row(dk_family::shape::peaked, 32000);
+        dk::candidates c(x.size());
+        std::vector<float> w(x.size());
+        const auto r1 = kn::typical_unordered<A>(x, 0.01f, 1.f, 1, dk::typical_stop::exceed, c, w);
+        REQUIRE(r1.kept < 5);  // the premise
+        CHECK(check_typical(x, 0.01f, 1.f, 5, dk::typical_stop::exceed) ==
+              1u << unsigned(kn::exactness_tier::reference));
+    }
+    // float_bound on a family row
+    {
+        const auto x = dk_family::make_row(dk_family::shape::zipf, 32000);
+        CHECK(check_typical(x, 0.9f, 1.f, 1, dk::typical_stop::reach_with_ties) ==
+              1u << unsigned(kn::exactness_tier::float_bound));
+    }
+}
