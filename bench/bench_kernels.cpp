@@ -1,12 +1,11 @@
 // Kernel benchmarks against their floors (bench_floors.cpp, same binary, same rows) and a naive
-// std:: baseline for each. See bench/RESULTS.md.
+// std:: baseline for each; the masked kernels (token bitmasks, 50 % and 1 % allowed) beside the
+// unmasked ones; the thresholded draw on the row family. See bench/RESULTS.md.
 // The truncation kernels (top-p, typical, epsilon, eta, mirostat's cut, top-n-sigma, XTC, min-p)
 // run on the row family (BM_trunc_<kernel>/<setting>/<shape>/V:<vocab>) beside the read and exp
 // floors measured on the same rows (BM_trunc_floor_<read|exp>/<shape>/V:<vocab>), with counters:
 // kept (the kept set's size on the benchmark row) and, at V = 128256 over 32 more rows of the
 // shape, the share decided by each exactness tier (tier_double, tier_reference).
-// std:: baseline for each; the masked kernels (token bitmasks, 50 % and 1 % allowed) beside the
-// unmasked ones; the thresholded draw on the row family. See bench/RESULTS.md.
 
 #include "bench_common.hpp"
 
@@ -276,6 +275,137 @@ void BM_draw_temperature_std(benchmark::State& s) {  // softmax weights + std::p
 }
 DK_BENCH_VOCAB(BM_draw_temperature_std);
 
+// ---- token bitmasks (kernels/mask.hpp) ----
+// Masks over the shared row: 50 % of the tokens allowed at random, or ~1 % (a JSON grammar state
+// allows few tokens); fixed seeds.
+const std::vector<std::uint32_t>& mask_words(std::size_t v, int percent) {
+    static std::map<std::pair<std::size_t, int>, std::vector<std::uint32_t>> masks;
+    auto it = masks.find({v, percent});
+    if (it == masks.end()) {
+        std::uint64_t s = 77 + std::uint64_t(percent);
+        std::vector<std::uint32_t> w(dk::kernels::bitmask_words(v), 0u);
+        for (std::size_t i = 0; i < v; ++i)
+            if (dk_bench::splitmix64(s) % 100 < std::uint64_t(percent)) w[i / 32] |= 1u << (i % 32);
+        it = masks.emplace(std::make_pair(v, percent), std::move(w)).first;
+    }
+    return it->second;
+}
+dk::kernels::token_bitmask mask_of(benchmark::State& s, int percent) {
+    const auto v = std::size_t(s.range(0));
+    return {.words = mask_words(v, percent), .size = v};
+}
+
+// In-place apply on a private copy of the row (applying twice writes the same values, so every
+// iteration does the same work).
+template <int Percent>
+void BM_mask_apply(benchmark::State& s) {
+    auto x = row(s);
+    std::vector<float> y(x.begin(), x.end());
+    const auto m = mask_of(s, Percent);
+    for (auto _ : s) {
+        benchmark::DoNotOptimize(dk::kernels::apply_token_bitmask_inplace(y, m));
+        benchmark::ClobberMemory();
+    }
+    dk_bench::set_items(s);
+}
+BENCHMARK(BM_mask_apply<50>)->Apply(dk_bench::at_vocab_sizes);
+BENCHMARK(BM_mask_apply<1>)->Apply(dk_bench::at_vocab_sizes);
+
+template <int Percent>
+void BM_argmax_masked(benchmark::State& s) {
+    auto x = row(s);
+    const auto m = mask_of(s, Percent);
+    for (auto _ : s) benchmark::DoNotOptimize(dk::kernels::argmax(x, m));
+    dk_bench::set_items(s);
+}
+BENCHMARK(BM_argmax_masked<50>)->Apply(dk_bench::at_vocab_sizes);
+BENCHMARK(BM_argmax_masked<1>)->Apply(dk_bench::at_vocab_sizes);
+
+template <int Percent>
+void BM_top_k40_masked(benchmark::State& s) {
+    auto x = row(s);
+    const auto m = mask_of(s, Percent);
+    dk::candidates c(x.size());
+    for (auto _ : s)
+        benchmark::DoNotOptimize(dk::kernels::top_k(x, 40, dk::tie_policy::exactly_k, c, m));
+    dk_bench::set_items(s);
+}
+BENCHMARK(BM_top_k40_masked<50>)->Apply(dk_bench::at_vocab_sizes);
+BENCHMARK(BM_top_k40_masked<1>)->Apply(dk_bench::at_vocab_sizes);
+
+template <int Percent>
+void BM_min_p_filter_masked(benchmark::State& s) {
+    auto x = row(s);
+    const auto m = mask_of(s, Percent);
+    dk::candidates c(x.size());
+    for (auto _ : s) benchmark::DoNotOptimize(dk::kernels::filter_min_p(x, 0.05f, 1.f, c, m));
+    dk_bench::set_items(s);
+}
+BENCHMARK(BM_min_p_filter_masked<50>)->Apply(dk_bench::at_vocab_sizes);
+BENCHMARK(BM_min_p_filter_masked<1>)->Apply(dk_bench::at_vocab_sizes);
+
+template <int Percent>
+void BM_draw_temperature_masked(benchmark::State& s) {
+    auto x = row(s);
+    const auto m = mask_of(s, Percent);
+    std::uint64_t step = 0;
+    for (auto _ : s) {
+        dk::rng_stream r = dk::make_stream({1, 2, step++});
+        benchmark::DoNotOptimize(dk::kernels::draw_temperature(x, 0.8f, r, m));
+    }
+    dk_bench::set_items(s);
+}
+BENCHMARK(BM_draw_temperature_masked<50>)->Apply(dk_bench::at_vocab_sizes);
+BENCHMARK(BM_draw_temperature_masked<1>)->Apply(dk_bench::at_vocab_sizes);
+
+// ---- the thresholded draw (min-p 0.05, then temperature 1, no logprob) on the row family ----
+// BM_draw/<setting>/<shape>/V:<vocab>: min_p05 is draw_temperature with min-p's threshold (one
+// read pass, no exponential per entry); temperature is the same draw without the threshold;
+// min_p05_filter_then_draw is what a sampler does without the thresholded draw (the min-p filter,
+// then an exponential per survivor and an inverse CDF). Counter `proposals`: envelope proposals
+// per draw.
+enum class draw_kind { min_p05, temperature, filter_then_draw };
+
+void run_draw(benchmark::State& s, draw_kind kind, dk_bench::shape sh, std::size_t v) {
+    const auto& x = dk_bench::row(sh, v);
+    const dk::kernels::logit_threshold thr{.from_max = dk::kernels::min_p_offset(0.05f)};
+    dk::candidates c(v);
+    std::vector<float> w(v);
+    std::uint64_t step = 0, words = 0;
+    for (auto _ : s) {
+        dk::rng_stream r = dk::make_stream({1, 3, step++});
+        if (kind == draw_kind::min_p05) {
+            benchmark::DoNotOptimize(dk::kernels::draw_temperature(x, 1.f, r, thr));
+        } else if (kind == draw_kind::temperature) {
+            benchmark::DoNotOptimize(dk::kernels::draw_temperature(x, 1.f, r));
+        } else {
+            dk::kernels::filter_min_p(x, 0.05f, 1.f, c);
+            const float m = dk::kernels::max(c.logits());
+            for (std::size_t i = 0; i < c.size(); ++i) w[i] = std::exp(c.logits()[i] - m);
+            benchmark::DoNotOptimize(dk::kernels::draw_inverse_cdf(
+                std::span<const float>(w.data(), c.size()), r.uniform()));
+        }
+        words += r.words_used();
+    }
+    if (kind != draw_kind::filter_then_draw)
+        s.counters["proposals"] = double(words) / 5.0 / double(std::max<std::uint64_t>(1, step));
+    dk_bench::set_items(s, v);
+}
+
+[[maybe_unused]] const bool registered_draws = [] {
+    const std::pair<const char*, draw_kind> kinds[] = {
+        {"BM_draw/min_p05", draw_kind::min_p05},
+        {"BM_draw/temperature", draw_kind::temperature},
+        {"BM_draw/min_p05_filter_then_draw", draw_kind::filter_then_draw}};
+    for (const std::int64_t v : dk_bench::vocab_sizes)
+        for (const dk_bench::shape sh : dk_bench::shapes)
+            for (const auto& [name, kind] : kinds)
+                benchmark::RegisterBenchmark(
+                    dk_bench::family_name(name, sh, std::size_t(v)).c_str(), run_draw, kind, sh,
+                    std::size_t(v));
+    return true;
+}();
+
 // ---- the truncation kernels on the row family ----
 
 const std::vector<float>& family_row(dk_bench::shape sh, std::size_t v) {
@@ -440,136 +570,7 @@ void trunc_loop(benchmark::State& state, trunc_fn f, dk_bench::shape sh, std::si
                     }
                 });
         }
-    // ---- token bitmasks (kernels/mask.hpp) ----
-    // Masks over the shared row: 50 % of the tokens allowed at random, or ~1 % (a JSON grammar
-    // state allows few tokens); fixed seeds.
-    const std::vector<std::uint32_t>& mask_words(std::size_t v, int percent) {
-        static std::map<std::pair<std::size_t, int>, std::vector<std::uint32_t>> masks;
-        auto it = masks.find({v, percent});
-        if (it == masks.end()) {
-            std::uint64_t s = 77 + std::uint64_t(percent);
-            std::vector<std::uint32_t> w(dk::kernels::bitmask_words(v), 0u);
-            for (std::size_t i = 0; i < v; ++i)
-                if (dk_bench::splitmix64(s) % 100 < std::uint64_t(percent))
-                    w[i / 32] |= 1u << (i % 32);
-            it = masks.emplace(std::make_pair(v, percent), std::move(w)).first;
-        }
-        return it->second;
-    }
-    dk::kernels::token_bitmask mask_of(benchmark::State & s, int percent) {
-        const auto v = std::size_t(s.range(0));
-        return {.words = mask_words(v, percent), .size = v};
-    }
+    return true;
+}();
 
-    // In-place apply on a private copy of the row (applying twice writes the same values, so every
-    // iteration does the same work).
-    template <int Percent>
-    void BM_mask_apply(benchmark::State & s) {
-        auto x = row(s);
-        std::vector<float> y(x.begin(), x.end());
-        const auto m = mask_of(s, Percent);
-        for (auto _ : s) {
-            benchmark::DoNotOptimize(dk::kernels::apply_token_bitmask_inplace(y, m));
-            benchmark::ClobberMemory();
-        }
-        dk_bench::set_items(s);
-    }
-    BENCHMARK(BM_mask_apply<50>)->Apply(dk_bench::at_vocab_sizes);
-    BENCHMARK(BM_mask_apply<1>)->Apply(dk_bench::at_vocab_sizes);
-
-    template <int Percent>
-    void BM_argmax_masked(benchmark::State & s) {
-        auto x = row(s);
-        const auto m = mask_of(s, Percent);
-        for (auto _ : s) benchmark::DoNotOptimize(dk::kernels::argmax(x, m));
-        dk_bench::set_items(s);
-    }
-    BENCHMARK(BM_argmax_masked<50>)->Apply(dk_bench::at_vocab_sizes);
-    BENCHMARK(BM_argmax_masked<1>)->Apply(dk_bench::at_vocab_sizes);
-
-    template <int Percent>
-    void BM_top_k40_masked(benchmark::State & s) {
-        auto x = row(s);
-        const auto m = mask_of(s, Percent);
-        dk::candidates c(x.size());
-        for (auto _ : s)
-            benchmark::DoNotOptimize(dk::kernels::top_k(x, 40, dk::tie_policy::exactly_k, c, m));
-        dk_bench::set_items(s);
-    }
-    BENCHMARK(BM_top_k40_masked<50>)->Apply(dk_bench::at_vocab_sizes);
-    BENCHMARK(BM_top_k40_masked<1>)->Apply(dk_bench::at_vocab_sizes);
-
-    template <int Percent>
-    void BM_min_p_filter_masked(benchmark::State & s) {
-        auto x = row(s);
-        const auto m = mask_of(s, Percent);
-        dk::candidates c(x.size());
-        for (auto _ : s) benchmark::DoNotOptimize(dk::kernels::filter_min_p(x, 0.05f, 1.f, c, m));
-        dk_bench::set_items(s);
-    }
-    BENCHMARK(BM_min_p_filter_masked<50>)->Apply(dk_bench::at_vocab_sizes);
-    BENCHMARK(BM_min_p_filter_masked<1>)->Apply(dk_bench::at_vocab_sizes);
-
-    template <int Percent>
-    void BM_draw_temperature_masked(benchmark::State & s) {
-        auto x = row(s);
-        const auto m = mask_of(s, Percent);
-        std::uint64_t step = 0;
-        for (auto _ : s) {
-            dk::rng_stream r = dk::make_stream({1, 2, step++});
-            benchmark::DoNotOptimize(dk::kernels::draw_temperature(x, 0.8f, r, m));
-        }
-        dk_bench::set_items(s);
-    }
-    BENCHMARK(BM_draw_temperature_masked<50>)->Apply(dk_bench::at_vocab_sizes);
-    BENCHMARK(BM_draw_temperature_masked<1>)->Apply(dk_bench::at_vocab_sizes);
-
-    // ---- the thresholded draw (min-p 0.05, then temperature 1, no logprob) on the row family ----
-    // BM_draw/<setting>/<shape>/V:<vocab>: min_p05 is draw_temperature with min-p's threshold (one
-    // read pass, no exponential per entry); temperature is the same draw without the threshold;
-    // min_p05_filter_then_draw is what a sampler does without the thresholded draw (the min-p
-    // filter, then an exponential per survivor and an inverse CDF). Counter `proposals`: envelope
-    // proposals per draw.
-    enum class draw_kind { min_p05, temperature, filter_then_draw };
-
-    void run_draw(benchmark::State & s, draw_kind kind, dk_bench::shape sh, std::size_t v) {
-        const auto& x = dk_bench::row(sh, v);
-        const dk::kernels::logit_threshold thr{.from_max = dk::kernels::min_p_offset(0.05f)};
-        dk::candidates c(v);
-        std::vector<float> w(v);
-        std::uint64_t step = 0, words = 0;
-        for (auto _ : s) {
-            dk::rng_stream r = dk::make_stream({1, 3, step++});
-            if (kind == draw_kind::min_p05) {
-                benchmark::DoNotOptimize(dk::kernels::draw_temperature(x, 1.f, r, thr));
-            } else if (kind == draw_kind::temperature) {
-                benchmark::DoNotOptimize(dk::kernels::draw_temperature(x, 1.f, r));
-            } else {
-                dk::kernels::filter_min_p(x, 0.05f, 1.f, c);
-                const float m = dk::kernels::max(c.logits());
-                for (std::size_t i = 0; i < c.size(); ++i) w[i] = std::exp(c.logits()[i] - m);
-                benchmark::DoNotOptimize(dk::kernels::draw_inverse_cdf(
-                    std::span<const float>(w.data(), c.size()), r.uniform()));
-            }
-            words += r.words_used();
-        }
-        if (kind != draw_kind::filter_then_draw)
-            s.counters["proposals"] =
-                double(words) / 5.0 / double(std::max<std::uint64_t>(1, step));
-        dk_bench::set_items(s, v);
-    }
-
-    [[maybe_unused]] const bool registered_draws = [] {
-        const std::pair<const char*, draw_kind> kinds[] = {
-            {"BM_draw/min_p05", draw_kind::min_p05},
-            {"BM_draw/temperature", draw_kind::temperature},
-            {"BM_draw/min_p05_filter_then_draw", draw_kind::filter_then_draw}};
-        for (const std::int64_t v : dk_bench::vocab_sizes)
-            for (const dk_bench::shape sh : dk_bench::shapes)
-                for (const auto& [name, kind] : kinds)
-                    benchmark::RegisterBenchmark(
-                        dk_bench::family_name(name, sh, std::size_t(v)).c_str(), run_draw, kind, sh,
-                        std::size_t(v));
-        return true;
-    }();
 }  // namespace

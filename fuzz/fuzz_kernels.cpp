@@ -2,7 +2,7 @@
 /// Every kernel on arbitrary rows (NaN, +-inf, huge, subnormal, ties), for every xsimd
 /// architecture the build supports, checked against kernels/reference.hpp (the oracle):
 /// exact for max/argmax/selections/draws, tight tolerances for reductions. A mismatch aborts.
-/// Kernel 13: the truncation kernels (top-p, typical, epsilon, eta, mirostat's cut, top-n-sigma,
+/// Kernel 14: the truncation kernels (top-p, typical, epsilon, eta, mirostat's cut, top-n-sigma,
 /// XTC's removal; their cuts; draw_cut), chosen by one more byte.
 /// Token bitmasks: about half the inputs run the masked kernels (random words, all-zero,
 /// all-one, garbage bits past V, masks longer or shorter than the row) against the reference on
@@ -206,7 +206,7 @@ void truncation(FuzzedDataProvider& in, std::span<const float> x, float t) {
 
 template <class A>
 void run(FuzzedDataProvider& in) {
-    const int kernel = in.ConsumeIntegralInRange<int>(0, 13);
+    const int kernel = in.ConsumeIntegralInRange<int>(0, 14);
     std::vector<float> row = dk_fuzz::consume_row(in, 0, 700);
     // Sometimes repeat the row up to a large size: block boundaries (512, 1024), the top-k
     // reservoir, the 65536 bitmask blocks; repeats make ties.
@@ -459,7 +459,7 @@ void run(FuzzedDataProvider& in) {
                           "count_allowed %zu vs %zu", dk::kernels::count_allowed(mask, n), allowed);
             break;
         }
-        case 13: {
+        case 14: {
             if (!t_ok) break;
             truncation<A>(in, x, t);
             break;

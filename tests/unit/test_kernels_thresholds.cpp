@@ -6,6 +6,7 @@
 #include "dk_family.hpp"
 #include "dk_rows.hpp"
 #include "dk_test.hpp"
+#include "dk_truncation.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -23,30 +24,10 @@ namespace ref = decodekit::reference;
 namespace kn = decodekit::kernels;
 constexpr float inf = std::numeric_limits<float>::infinity();
 
-/// dk_rows::each_arch on rows up to 4097 entries; on longer ones the first architecture of each
-/// lane count only (the kernels' code differs by lane count), which keeps the test fast.
-template <class F>
-void each_arch(F&& f, std::size_t n = 0) {
-    unsigned seen = 0;
-    dk_rows::each_arch([&](auto arch, const std::string& name) {
-        const unsigned bit = unsigned(dk::simd::lanes<decltype(arch)>);
-        if (n > 4097 && (seen & bit)) return;
-        seen |= bit;
-        f(arch, name);
-    });
-}
+using dk_truncation::each_arch;
+using dk_truncation::same_set;
+using dk_truncation::weights_ok;
 constexpr std::size_t vocab_sizes[] = {32000, 128256, 151936, 256000};
-
-/// got (id order) holds exactly the entries of want (any order).
-bool same_set(const dk::candidates& got, const dk::candidates& want) {
-    std::vector<std::pair<dk::token_id, float>> w;
-    for (std::size_t i = 0; i < want.size(); ++i) w.emplace_back(want.ids()[i], want.logits()[i]);
-    std::sort(w.begin(), w.end(), [](auto a, auto b) { return a.first < b.first; });
-    if (got.size() != w.size()) return false;
-    for (std::size_t i = 0; i < got.size(); ++i)
-        if (got.ids()[i] != w[i].first || !(got.logits()[i] == w[i].second)) return false;
-    return true;
-}
 
 /// The result's cut selects exactly the kept entries of the row.
 bool cut_matches(std::span<const float> x, const kn::row_cut& cut, const dk::candidates& got) {
@@ -57,22 +38,6 @@ bool cut_matches(std::span<const float> x, const kn::row_cut& cut, const dk::can
             ++j;
         }
     return j == got.size();
-}
-
-/// Weights within the float bound of exp((x - max) / T), kept_sum their sum.
-bool weights_ok(float temperature, const dk::candidates& got, std::span<const float> w,
-                const kn::truncation_result& r) {
-    if (!std::isfinite(r.max)) return true;
-    double ks = 0;
-    for (std::size_t j = 0; j < got.size(); ++j) {
-        const double want = ref::weight(got.logits()[j], r.max, temperature);
-        const double d = (double(r.max) - got.logits()[j]) / temperature;
-        if (!(std::fabs(double(w[j]) - want) <=
-              (kn::detail::exp_error + kn::detail::arg_error * d) * want + 2e-38))
-            return false;
-        ks += double(w[j]);
-    }
-    return std::fabs(r.kept_sum - ks) <= 1e-6 * ks + 1e-300;
 }
 
 using kernel_fn =

@@ -6,6 +6,7 @@
 #include "dk_family.hpp"
 #include "dk_rows.hpp"
 #include "dk_test.hpp"
+#include "dk_truncation.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -22,62 +23,9 @@ namespace ref = decodekit::reference;
 namespace kn = decodekit::kernels;
 constexpr float inf = std::numeric_limits<float>::infinity();
 
-/// dk_rows::each_arch on rows up to 4097 entries; on longer ones the first architecture of each
-/// lane count only (the kernels' code differs by lane count; the families themselves share it),
-/// which keeps the test fast.
-template <class F>
-void each_arch(F&& f, std::size_t n = 0) {
-    unsigned seen = 0;
-    dk_rows::each_arch([&](auto arch, const std::string& name) {
-        const unsigned bit = unsigned(dk::simd::lanes<decltype(arch)>);
-        if (n > 4097 && (seen & bit)) return;
-        seen |= bit;
-        f(arch, name);
-    });
-}
-
-/// The reference's set, sorted by id.
-std::vector<std::pair<dk::token_id, float>> by_id(const dk::candidates& c) {
-    std::vector<std::pair<dk::token_id, float>> v;
-    for (std::size_t i = 0; i < c.size(); ++i) v.emplace_back(c.ids()[i], c.logits()[i]);
-    std::sort(v.begin(), v.end(), [](auto a, auto b) { return a.first < b.first; });
-    return v;
-}
-
-/// got (id order) holds exactly the entries of want (any order).
-bool same_set(const dk::candidates& got, const dk::candidates& want) {
-    const auto w = by_id(want);
-    if (got.size() != w.size()) return false;
-    for (std::size_t i = 0; i < got.size(); ++i)
-        if (got.ids()[i] != w[i].first || !(got.logits()[i] == w[i].second)) return false;
-    return true;
-}
-
-/// The reported weights and sums: each kept weight within the float weights' bound of
-/// exp((x - max) / T) (kernels/weights.hpp: exp_error + arg_error |d|), kept_sum their double
-/// sum, sum the row's.
-void check_weights(std::span<const float> x, float temperature, const dk::candidates& got,
-                   std::span<const float> w, const kn::truncation_result& r) {
-    REQUIRE(r.ok());
-    REQUIRE(r.kept == got.size());
-    CHECK(r.max == ref::max(x));
-    if (!std::isfinite(r.max)) return;
-    double ks = 0;
-    bool weights_ok = true;
-    for (std::size_t j = 0; j < got.size(); ++j) {
-        const double want = ref::weight(got.logits()[j], r.max, temperature);
-        const double d = (double(r.max) - got.logits()[j]) / temperature;
-        const double tol = kn::detail::exp_error + kn::detail::arg_error * d;
-        if (!(std::fabs(double(w[j]) - want) <= tol * want + 2e-38)) weights_ok = false;
-        ks += double(w[j]);
-    }
-    CHECK(weights_ok);
-    CHECK(r.kept_sum == dk_test::Approx(ks).epsilon(1e-6));
-    if (!std::isnan(r.sum)) {
-        const double z = ref::exp_sum(x, temperature).sum;
-        CHECK(r.sum == dk_test::Approx(z).epsilon(2e-5));
-    }
-}
+using dk_truncation::check_weights;
+using dk_truncation::each_arch;
+using dk_truncation::same_set;
 
 /// top_p_unordered on every architecture against reference::top_p; returns the tiers seen.
 unsigned check_top_p(std::span<const float> x, float p, float temperature, std::size_t min_keep) {
