@@ -2820,6 +2820,10 @@ struct sampling_params {
     int top_k = 0;  ///< <= 0 disabled
     tie_policy top_k_ties =
         tie_policy::exactly_k;  ///< exactly k (llama.cpp) or keep ties (HF, vLLM)
+    /// Top-k keeps max(top_k, min_keep) (Hugging Face's top-k warper) instead of top_k (llama.cpp,
+    /// vLLM). Not set by the order presets: Hugging Face's behaviour is order = hf with
+    /// top_k_ties = keep_ties and top_k_min_keep = true.
+    bool top_k_min_keep = false;
     /// in [0, 1]; 1 disabled; 0 keeps the top token. A float probability (top_p, typical_p,
     /// min_p, epsilon, eta, xtc_threshold) stands for the decimal written: a mass reaching the
     /// lowest real that rounds to it has reached it (0.8f is reached by 0.5 + 0.3)
@@ -2841,8 +2845,8 @@ struct sampling_params {
     bool mirostat = false;        ///< mirostat v2 on
     float mirostat_tau = 5.f;     ///< target surprise (bits), > 0 (checked when mirostat is on)
     float mirostat_eta = 0.1f;    ///< learning rate, > 0 (checked when mirostat is on)
-    /// Every truncation step (except top_k, and mirostat which keeps >= 1) keeps at least this
-    /// many.
+    /// Every truncation step (except top_k unless top_k_min_keep, and mirostat which keeps >= 1)
+    /// keeps at least this many.
     std::size_t min_keep = 1;
 
     // ---- randomness ----
@@ -2998,6 +3002,15 @@ inline std::optional<std::string> sampling_params::check() const {
     }
     return std::nullopt;
 }
+
+namespace detail {
+/// The k the top-k step keeps: top_k, or max(top_k, min_keep) with top_k_min_keep (0: off).
+inline std::size_t effective_top_k(const sampling_params& p) noexcept {
+    if (p.top_k <= 0) return 0;
+    const std::size_t k = std::size_t(p.top_k);
+    return p.top_k_min_keep && p.min_keep > k ? p.min_keep : k;
+}
+}  // namespace detail
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/params.hpp
@@ -10429,8 +10442,9 @@ DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/steps/temperature.hpp
 // ---- begin decodekit/sampling/steps/top_k.hpp
 /// \file sampling/steps/top_k.hpp
-/// Top-k: keeps the `top_k` largest logits (tie_policy top_k_ties: exactly k, ties by lowest id,
-/// or every entry tied with the k-th). Disabled for k <= 0 or k >= V.
+/// Top-k: keeps the k = detail::effective_top_k(params) largest logits (top_k, or
+/// max(top_k, min_keep) with top_k_min_keep; tie_policy top_k_ties: exactly k, ties by lowest id,
+/// or every entry tied with the k-th). Disabled for top_k <= 0 or k >= V.
 /// Full set: kernels::top_k (selection flat in k, then an O(k) sort), honouring the overlay and
 /// the mask (read inside the selection's passes).
 /// Narrowed set: the first k of the ordered set.
@@ -10440,10 +10454,11 @@ DECODEKIT_BEGIN_NAMESPACE
 
 struct top_k_step {
     static bool enabled(const sampling_params& p, std::size_t vocab_size) noexcept {
-        return p.top_k > 0 && std::size_t(p.top_k) < vocab_size;
+        const std::size_t k = detail::effective_top_k(p);
+        return k > 0 && k < vocab_size;
     }
     static void apply(working_set& w, const step_context& c) noexcept {
-        const std::size_t k = std::size_t(c.params.top_k);
+        const std::size_t k = detail::effective_top_k(c.params);
         const tie_policy ties = c.params.top_k_ties;
         if (w.full() && w.overlaid()) {
             w.overlay_top_k(k, ties);
@@ -12236,7 +12251,8 @@ private:
         const pipeline_entry* first = pipeline_.empty() ? nullptr : &pipeline_[0];
         if (exact && !greedy && first && first->user == no_user &&
             first->id == sampling_step::top_k) {
-            if (detail::walk_allowed(w, std::size_t(params_.top_k), params_.top_k_ties, q) == 0)
+            if (detail::walk_allowed(w, detail::effective_top_k(params_), params_.top_k_ties, q) ==
+                0)
                 return status_result(detail::none_allowed(row));
             return finish(logits, ctx, w, rng_purpose::sample, 1);
         }

@@ -256,3 +256,39 @@ TEST_CASE("sampling_params.typical_mode is validated", "[sampling][selection]") 
     p.typical_mode = typical_stop::exceed;
     CHECK_FALSE(p.check().has_value());
 }
+
+namespace {
+struct allow_all {
+    bool allowed(token_id, const processor_context&) const { return true; }
+};
+}  // namespace
+
+TEST_CASE("top_k_min_keep: top-k keeps max(top_k, min_keep), Hugging Face's top-k warper",
+          "[sampling][selection]") {
+    // Four near-equal logits on top, the rest far below.
+    std::vector<float> x(32, -20.f);
+    for (int i = 0; i < 4; ++i) x[std::size_t(3 + 5 * i)] = 1.f - 0.01f * float(i);
+    using ids = std::vector<token_id>;
+    auto kept = [&](const sampling_params& p) {
+        sampler s(p, x.size());
+        return got_ids(s.distribution_unordered(x));
+    };
+    CHECK(kept({.top_k = 2, .min_keep = 4}) == ids{3, 8});  // llama.cpp / vLLM: top_k alone
+    CHECK(kept({.top_k = 2, .top_k_min_keep = true, .min_keep = 4}) == ids{3, 8, 13, 18});
+    CHECK(kept({.top_k = 5, .top_k_min_keep = true, .min_keep = 4}).size() == 5);  // top_k wins
+    // The same k on the constraint's top-k-first walk (sample(): 400 draws see all four; the
+    // chance that one of four near-equal tokens is never drawn is below 4 (0.76)^400 < 1e-40).
+    for (bool hf : {false, true}) {
+        sampler s({.top_k = 2, .top_k_min_keep = hf, .min_keep = 4, .constraint = allow_all{}},
+                  x.size());
+        std::vector<bool> seen(x.size(), false);
+        for (std::uint64_t step = 0; step < 400; ++step) {
+            const auto r = s.sample(x, {.sequence = 1, .step = step});
+            REQUIRE(r.token >= 0);
+            seen[std::size_t(r.token)] = true;
+        }
+        std::size_t n = 0;
+        for (bool b : seen) n += b;
+        CHECK(n == (hf ? 4u : 2u));
+    }
+}

@@ -143,6 +143,10 @@ struct sampling_params {
     int top_k = 0;  ///< <= 0 disabled
     tie_policy top_k_ties =
         tie_policy::exactly_k;  ///< exactly k (llama.cpp) or keep ties (HF, vLLM)
+    /// Top-k keeps max(top_k, min_keep) (Hugging Face's top-k warper) instead of top_k (llama.cpp,
+    /// vLLM). Not set by the order presets: Hugging Face's behaviour is order = hf with
+    /// top_k_ties = keep_ties and top_k_min_keep = true.
+    bool top_k_min_keep = false;
     /// in [0, 1]; 1 disabled; 0 keeps the top token. A float probability (top_p, typical_p,
     /// min_p, epsilon, eta, xtc_threshold) stands for the decimal written: a mass reaching the
     /// lowest real that rounds to it has reached it (0.8f is reached by 0.5 + 0.3)
@@ -164,8 +168,8 @@ struct sampling_params {
     bool mirostat = false;        ///< mirostat v2 on
     float mirostat_tau = 5.f;     ///< target surprise (bits), > 0 (checked when mirostat is on)
     float mirostat_eta = 0.1f;    ///< learning rate, > 0 (checked when mirostat is on)
-    /// Every truncation step (except top_k, and mirostat which keeps >= 1) keeps at least this
-    /// many.
+    /// Every truncation step (except top_k unless top_k_min_keep, and mirostat which keeps >= 1)
+    /// keeps at least this many.
     std::size_t min_keep = 1;
 
     // ---- randomness ----
@@ -321,5 +325,14 @@ inline std::optional<std::string> sampling_params::check() const {
     }
     return std::nullopt;
 }
+
+namespace detail {
+/// The k the top-k step keeps: top_k, or max(top_k, min_keep) with top_k_min_keep (0: off).
+inline std::size_t effective_top_k(const sampling_params& p) noexcept {
+    if (p.top_k <= 0) return 0;
+    const std::size_t k = std::size_t(p.top_k);
+    return p.top_k_min_keep && p.min_keep > k ? p.min_keep : k;
+}
+}  // namespace detail
 
 DECODEKIT_END_NAMESPACE

@@ -391,7 +391,8 @@ private:
         const pipeline_entry* first = pipeline_.empty() ? nullptr : &pipeline_[0];
         if (exact && !greedy && first && first->user == no_user &&
             first->id == sampling_step::top_k) {
-            if (detail::walk_allowed(w, std::size_t(params_.top_k), params_.top_k_ties, q) == 0)
+            if (detail::walk_allowed(w, detail::effective_top_k(params_), params_.top_k_ties, q) ==
+                0)
                 return status_result(detail::none_allowed(row));
             return finish(logits, ctx, w, rng_purpose::sample, 1);
         }

@@ -1,7 +1,8 @@
 #pragma once
 /// \file sampling/steps/top_k.hpp
-/// Top-k: keeps the `top_k` largest logits (tie_policy top_k_ties: exactly k, ties by lowest id,
-/// or every entry tied with the k-th). Disabled for k <= 0 or k >= V.
+/// Top-k: keeps the k = detail::effective_top_k(params) largest logits (top_k, or
+/// max(top_k, min_keep) with top_k_min_keep; tie_policy top_k_ties: exactly k, ties by lowest id,
+/// or every entry tied with the k-th). Disabled for top_k <= 0 or k >= V.
 /// Full set: kernels::top_k (selection flat in k, then an O(k) sort), honouring the overlay and
 /// the mask (read inside the selection's passes).
 /// Narrowed set: the first k of the ordered set.
@@ -14,10 +15,11 @@ DECODEKIT_BEGIN_NAMESPACE
 
 struct top_k_step {
     static bool enabled(const sampling_params& p, std::size_t vocab_size) noexcept {
-        return p.top_k > 0 && std::size_t(p.top_k) < vocab_size;
+        const std::size_t k = detail::effective_top_k(p);
+        return k > 0 && k < vocab_size;
     }
     static void apply(working_set& w, const step_context& c) noexcept {
-        const std::size_t k = std::size_t(c.params.top_k);
+        const std::size_t k = detail::effective_top_k(c.params);
         const tie_policy ties = c.params.top_k_ties;
         if (w.full() && w.overlaid()) {
             w.overlay_top_k(k, ties);
