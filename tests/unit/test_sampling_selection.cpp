@@ -6,8 +6,6 @@
 #include "dk_family.hpp"
 #include "dk_test.hpp"
 
-#include <decodekit/kernels/reference.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
