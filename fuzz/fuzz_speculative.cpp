@@ -117,6 +117,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const bool basic_invalid = basic.check().has_value();
     if (basic_invalid) return 0;
     if (!problem && prompt.empty()) problem = "empty prompt";
+    // min_new_tokens suppresses EOS in the processing sampler: it must list every EOS id.
+    if (!problem && use_sampler && sp.min_new_tokens > 0)
+        for (const dk::token_id e : p.eos_ids)
+            if (e >= 0 && std::find(sp.eos_ids.begin(), sp.eos_ids.end(), e) == sp.eos_ids.end()) {
+                problem = "the processing sampler's eos_ids lack an EOS id (min_new_tokens)";
+                break;
+            }
     const char* model_dependent = nullptr;  // config errors only the run can see
 
     dk_fuzz::fuzz_model draft(in, in.ConsumeIntegralInRange<int>(0, 5) == 0
