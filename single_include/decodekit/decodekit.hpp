@@ -14304,26 +14304,6 @@ public:
         if (depth_ == 0)
             raise("mtp_module_proposer: the model has no MTP module (mtp_depth() == 0)");
     }
-    mtp_module_proposer(const mtp_module_proposer& o) { *this = o; }
-    mtp_module_proposer& operator=(const mtp_module_proposer& o) {
-        model_ = o.model_, proc_ = o.proc_, opt_ = o.opt_, depth_ = o.depth_;
-        hidden_size_ = o.hidden_size_, row_ = o.row_, h_ = o.h_, call_h_ = o.call_h_;
-        given_h_ = o.given_h_, given_for_ = o.given_for_, given_last_ = o.given_last_;
-        ext_ = o.ext_, req_ = o.req_, phase_ = o.phase_, j_ = o.j_;
-        rebind();  // the pending call points into this object, not into o
-        return *this;
-    }
-    mtp_module_proposer(mtp_module_proposer&& o) noexcept { *this = std::move(o); }
-    mtp_module_proposer& operator=(mtp_module_proposer&& o) noexcept {
-        model_ = o.model_, proc_ = std::move(o.proc_), opt_ = o.opt_, depth_ = o.depth_;
-        hidden_size_ = o.hidden_size_, row_ = std::move(o.row_), h_ = std::move(o.h_);
-        call_h_ = std::move(o.call_h_), given_h_ = std::move(o.given_h_);
-        given_for_ = o.given_for_, given_last_ = o.given_last_, ext_ = std::move(o.ext_);
-        req_ = o.req_, phase_ = o.phase_, j_ = o.j_;
-        rebind();
-        return *this;
-    }
-
     std::size_t vocab_size() const { return std::size_t(model_->vocab_size()); }
     /// target_hidden_proposer: the verify call returns hidden states of hidden_size() floats.
     bool needs_target_hidden() const noexcept { return true; }
@@ -14356,11 +14336,11 @@ public:
         } else {
             phase_ = phase::prefill;
         }
-        rebind();
     }
     /// The round's next call: the prefill (logits_and_hidden, one position) or one module step
     /// (mtp_logits); empty when drafting is over.
     model_call draft_call() const noexcept {
+        rebind();
         switch (phase_) {
             case phase::prefill:
                 return {.kind = call_kind::logits_and_hidden,
@@ -14395,7 +14375,6 @@ public:
         }
         h_.assign(hidden.begin(), hidden.begin() + std::ptrdiff_t(hidden_size_));
         phase_ = phase::module;
-        rebind();
     }
     /// stepwise_proposer's advance without hidden rows: drafting cannot go on, so it ends.
     void advance(std::span<const float> rows, draft_buffer& out) { advance(rows, {}, out); }
@@ -14425,8 +14404,9 @@ public:
 
 private:
     enum class phase : std::uint8_t { idle, prefill, module };
-    /// Points the pending call at this object's buffers.
-    void rebind() noexcept {
+    /// Points the pending call at this object's buffers (done by draft_call(), so copies and
+    /// moves need nothing special).
+    void rebind() const noexcept {
         if (phase_ == phase::prefill)
             prefill_ = {std::span<const token_id>(ext_).first(ext_.size() - 1), 1, opt_.slot};
         else if (phase_ == phase::module)
@@ -14434,19 +14414,19 @@ private:
                      ext_.size() - 1, opt_.slot};
     }
 
-    Model* model_ = nullptr;
+    Model* model_;
     Processing proc_;
     draft_options opt_;
-    std::size_t depth_ = 0, hidden_size_ = 0;
+    std::size_t depth_, hidden_size_;
     std::vector<float> row_, h_, call_h_, given_h_;
     std::size_t given_for_ = 0;  // context size given_h_ belongs to (0: none)
     token_id given_last_ = -1;   // and the context's last token (a cheap consistency check)
     std::vector<token_id> ext_;
     draft_request req_{};
     phase phase_ = phase::idle;
-    std::size_t j_ = 1;  // the draft token the next module step predicts (1-based)
-    sequence_request prefill_{};
-    mtp_request step_{};
+    std::size_t j_ = 1;                   // the draft token the next module step predicts (1-based)
+    mutable sequence_request prefill_{};  // the pending call, written by draft_call()
+    mutable mtp_request step_{};
 };
 
 /// Prompt lookup / n-gram drafting: for n = max_n down to min_n, find the most recent earlier
