@@ -187,3 +187,35 @@ TEST_CASE("exp_nonpositive and exp_nonpositive_double stay within their error bo
         CHECK(worst_d <= 0.6 * kn::detail::exp_error_double);
     });
 }
+
+TEST_CASE("draw_cut with the kept sum known: the compacted draw's entry, half a pass") {
+    // The sampler draws top-p's cut with truncation_result::kept_sum as S (the sum the compacted
+    // draw uses): the same entry as draw_inverse_cdf over the compacted weights, on every shape;
+    // the cut's edges (u near 0 and 1); a sum that is not positive or short weights: npos.
+    using A = dk::simd::default_arch;
+    for (const auto sh : dk_family::shapes) {
+        INFO("shape " << dk_family::name(sh));
+        const auto x = dk_family::make_row(sh, 30011, 5);  // (a row length off the lane count)
+        dk::candidates scratch(x.size()), kept(x.size());
+        std::vector<float> w(x.size());
+        const auto r = kn::top_p_cut<A>(x, 0.95f, 1.3f, 1, scratch, w);
+        REQUIRE(r.ok());
+        std::vector<float> wc = w;
+        double sum = 0;
+        const std::size_t k = kn::compact_cut<A>(x, wc, r.cut, kept, sum);
+        REQUIRE(k == r.kept);
+        std::uint64_t s = 9;
+        for (int t = 0; t < 1000; ++t) {
+            const double u = t == 0 ? 0.0 : t == 1 ? std::nextafter(1.0, 0.0) : dk_rows::unit(s);
+            const std::size_t a = kn::draw_cut<A>(x, w, r.cut, u, r.kept_sum);
+            const std::size_t b = kn::draw_inverse_cdf<A>(std::span<const float>(wc.data(), k), u);
+            REQUIRE(b != dk::npos);
+            CHECK(a == std::size_t(kept.ids()[b]));
+            CHECK(a == kn::draw_cut<A>(x, w, r.cut, u));
+        }
+        CHECK(kn::draw_cut<A>(x, w, r.cut, 0.5, 0.0) == dk::npos);
+        CHECK(kn::draw_cut<A>(x, w, r.cut, 0.5, std::nan("")) == dk::npos);
+        CHECK(kn::draw_cut<A>(x, std::span<const float>(w.data(), 10), r.cut, 0.5, r.kept_sum) ==
+              dk::npos);
+    }
+}

@@ -290,3 +290,46 @@ TEST_CASE("top_k_min_keep: top-k keeps max(top_k, min_keep), Hugging Face's top-
         CHECK(n == (hf ? 4u : 2u));
     }
 }
+
+TEST_CASE(
+    "top-p on the full row draws from its cut without compacting it: the token of the "
+    "compacted draw for the same key",
+    "[sampling][selection][draw]") {
+    // sample() leaves top-p's set as a cut over the row and draws with kernels::draw_cut; the
+    // token for a key must be the inverse CDF over distribution_unordered() (the compacted set in
+    // id order) with the same uniform, and the chosen logprob that entry's log probability.
+    // A step after top-p (temperature in llama.cpp's order, min-p in HF's) compacts the cut
+    // first: the same check holds there.
+    const std::size_t v = 32000;
+    for (const auto sh : dk_family::shapes) {
+        const std::vector<float> x = dk_family::make_row(sh, v, 11);
+        const sampling_params settings[] = {
+            {.top_p = 0.95f},
+            {.temperature = 1.5f, .top_p = 0.99f, .order = sampling_order::hf},
+            {.temperature = 0.7f, .top_p = 0.9f, .order = sampling_order::llama_cpp},
+            {.top_p = 0.95f, .min_p = 0.001f, .order = sampling_order::hf},
+        };
+        std::uint64_t seed = 5;
+        for (const sampling_params& p0 : settings) {
+            sampling_params p = p0;
+            p.seed = seed++;
+            p.logprobs.chosen = true;
+            sampler s(p, v);
+            INFO("shape " << dk_family::name(sh) << " top_p " << p.top_p << " T " << p.temperature);
+            for (std::uint64_t step = 0; step < 40; ++step) {
+                const auto d = s.distribution_unordered(x, {.sequence = 3, .step = step});
+                REQUIRE(d.tokens.size() > 0);
+                rng_stream g = make_stream({p.seed, 3, step}, rng_purpose::sample);
+                const std::size_t i = kernels::draw_inverse_cdf(d.probs, g.uniform());
+                REQUIRE(i != npos);
+                // (d is a view into the thread's workspace: read before sample() reuses it)
+                const token_id want = d.tokens[i];
+                const double want_lp = std::log(double(d.probs[i]));
+                const auto r = s.sample(x, {.sequence = 3, .step = step});
+                REQUIRE(r.ok());
+                CHECK(r.token == want);
+                CHECK(std::abs(double(r.logprob) - want_lp) < 1e-5);
+            }
+        }
+    }
+}

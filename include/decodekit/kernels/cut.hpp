@@ -2,7 +2,8 @@
 /// \file kernels/cut.hpp
 /// Using a kept set given as a row_cut over the row's weights: compact_cut writes it as
 /// candidates (ids, logits, id order) with their weights (one pass), draw_cut draws from it by
-/// inverse CDF without compacting it (one pass storing block sums, then one block scanned).
+/// inverse CDF without compacting it (the kept sum, then the blocks up to the drawn one; with the
+/// sum known, half a pass on average).
 /// No random numbers are consumed (draw_cut takes the uniform).
 ///
 /// A row_cut splits the ids into at most three segments (before, between and after its two id
@@ -232,50 +233,64 @@ std::size_t compact_cut(std::span<const float> x, std::span<float> w, const row_
     return detail::compact_cut_from<A>(x, w.data(), cut, 0.f, 1.f, out, 0, sum);
 }
 
+namespace detail {
+
+/// draw_cut's scan: blocks of the row whose kept weights are summed (cut_sum) until the running
+/// sum passes `target`, then that block entry by entry; the last kept positive entry when the
+/// target is never passed; npos when none.
+template <class A>
+std::size_t draw_cut_scan(const float* p, const float* wp, std::size_t n, const row_cut& cut,
+                          double target) noexcept {
+    const std::size_t blk = 256;
+    double run = 0;
+    for (std::size_t b0 = 0; b0 < n; b0 += blk) {
+        const std::size_t e = std::min(n, b0 + blk);
+        const double bs = cut_sum<A>(p, wp, cut, b0, e);
+        if (!(run + bs > target)) {
+            run += bs;
+            continue;
+        }
+        for (std::size_t i = b0; i < e; ++i) {
+            if (!(wp[i] > 0) || !cut.contains(p[i], i)) continue;
+            run += double(wp[i]);
+            if (run > target) return i;
+        }
+    }
+    for (std::size_t i = n; i-- > 0;)  // target unreached: the last kept positive entry
+        if (wp[i] > 0 && cut.contains(p[i], i)) return i;
+    return npos;
+}
+
+}  // namespace detail
+
 /// Inverse-CDF draw over the kept set `cut` of the row x with the weights w (the row's, as a
 /// truncation kernel leaves them), with one uniform u in [0, 1): the same entry as
 /// draw_inverse_cdf over the kept entries' weights in id order (the first whose running sum
 /// exceeds u S, S their double sum; the last kept entry with a positive weight if rounding leaves
-/// u S unreached; entries with w <= 0 never), returned as a row index; npos when no kept entry has
-/// a positive weight or w.size() < x.size(). One pass storing the sums of at most 1024 blocks
-/// (double lanes), then one block scanned.
+/// u S unreached; entries with w <= 0 never), up to the rounding of the double sums (their order
+/// differs: an entry within ~1e-12 S of a boundary), returned as a row index; npos when no kept
+/// entry has a positive weight or w.size() < x.size(). Two passes at most: S (one pass), then the
+/// blocks of 256 entries up to the one where u S falls (half a pass on average) and that block.
 template <class A = simd::default_arch>
 std::size_t draw_cut(std::span<const float> x, std::span<const float> w, const row_cut& cut,
                      double u) noexcept {
-    constexpr std::size_t max_blocks = 1024;
     const std::size_t n = x.size();
     if (w.size() < n || n == 0) return npos;
-    const float* p = x.data();
-    const float* wp = w.data();
-    const std::size_t blk = std::max<std::size_t>(256, (n / max_blocks + 64) / 64 * 64);
-    double bsum[max_blocks];
-    std::size_t nb = 0;
-    double s = 0;
-    for (std::size_t b0 = 0; b0 < n; b0 += blk, ++nb) {
-        bsum[nb] = detail::cut_sum<A>(p, wp, cut, b0, std::min(n, b0 + blk));
-        s += bsum[nb];
-    }
+    const double s = detail::cut_sum<A>(x.data(), w.data(), cut, 0, n);
     if (!(s > 0)) return npos;
-    const double target = u * s;
-    double run = 0;
-    std::size_t last = npos;
-    for (std::size_t b = 0; b < nb; ++b) {
-        if (!(run + bsum[b] > target)) {
-            run += bsum[b];
-            continue;
-        }
-        const std::size_t e = std::min(n, (b + 1) * blk);
-        for (std::size_t i = b * blk; i < e; ++i) {
-            if (!(wp[i] > 0) || !cut.contains(p[i], i)) continue;
-            run += double(wp[i]);
-            last = i;
-            if (run > target) return i;
-        }
-    }
-    if (last != npos) return last;
-    for (std::size_t i = n; i-- > 0;)  // target unreached: the last kept positive entry
-        if (wp[i] > 0 && cut.contains(p[i], i)) return i;
-    return npos;
+    return detail::draw_cut_scan<A>(x.data(), w.data(), n, cut, u * s);
+}
+
+/// draw_cut with the kept weights' sum S already known (a truncation kernel's
+/// truncation_result::kept_sum for this cut and these weights: the sum the compacted draw would
+/// use): one partial pass, the blocks up to the one where u S falls (half a pass on average).
+/// npos when S is not positive or w.size() < x.size().
+template <class A = simd::default_arch>
+std::size_t draw_cut(std::span<const float> x, std::span<const float> w, const row_cut& cut,
+                     double u, double sum) noexcept {
+    const std::size_t n = x.size();
+    if (w.size() < n || n == 0 || !(sum > 0)) return npos;
+    return detail::draw_cut_scan<A>(x.data(), w.data(), n, cut, u * sum);
 }
 
 }  // namespace kernels

@@ -3,7 +3,9 @@
 /// The draw at the end of a sampler's pipeline, over whatever the working set holds:
 ///   - a narrowed set: one inverse-CDF draw over the kept entries' weights in ascending id order
 ///     (one read pass of the set when the selecting step left it in id order with its weights;
-///     no sort by probability);
+///     no sort by probability); a set left as a cut over the row (top-p on the full row) is
+///     drawn by kernels::draw_cut on the row and its weights, the same entry for the same
+///     uniform (up to the rounding of the double sums), with no compaction;
 ///   - the full row with logprobs.chosen on (or extras requested): per-block (max, exp-sum) over
 ///     blocks of 2048 entries, a block by inverse CDF over the block masses, then the token inside
 ///     it from that block's softmax: one max+exp pass in all (the exp floor);
@@ -121,6 +123,17 @@ inline set_draw draw_from(working_set& w, rng_stream& rng, bool exact) noexcept 
         return detail::draw_full_row(w.row(), w.temperature(), u, w.workspace(),
                                      w.masked() ? &w.mask() : nullptr);
     set_draw d;
+    if (w.cut_pending() && w.cut_temperature() == w.temperature()) {
+        // a cut over the row (top-p): the same entry as the inverse CDF over the compacted set
+        const std::span<const float> wt = w.cut_weights();
+        const double s = w.cut_sum();
+        const std::size_t pick = kernels::draw_cut(w.row(), wt, w.cut(), u, s);
+        if (pick == npos) return d;
+        d.token = token_id(pick);
+        d.logprob = std::log(double(wt[pick])) - std::log(s);
+        d.prob = double(wt[pick]) / s;
+        return d;
+    }
     if (w.kept().empty()) return d;
     w.order_by_id();
     const double s = w.ensure_weights();

@@ -266,7 +266,7 @@ private:
             const pipeline_entry& e = pipeline_[i];
             const bool user = e.user != no_user;
             if (greedy && !user) continue;
-            if (!w.full() && w.kept().size() <= 1 && (user || e.id != sampling_step::temperature))
+            if (!w.full() && w.size() <= 1 && (user || e.id != sampling_step::temperature))
                 continue;
             if (user) {
                 w.materialise_if_overlaid();

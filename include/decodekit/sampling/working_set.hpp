@@ -14,6 +14,13 @@
 /// keep_if() / keep_first(); reordering or a new temperature recomputes them when next needed.
 /// The draw (draw.hpp) uses them in id order: no sort of the kept set.
 ///
+/// Cut: a step that selected a prefix of the full row's order (top-p) may leave the set as a
+/// kernels::row_cut over row() with the row's weights in the workspace (set_cut()), nothing
+/// compacted: the draw then reads the row with the cut (kernels::draw_cut, one read pass). Any
+/// other use of the set (kept(), weights(), the next narrowing step, logprob extras,
+/// distribution()) first compacts it (settle(): one pass, the kept entries in id order with
+/// their weights), so steps see the same set either way.
+///
 /// Overlay: when the sampler's processors are sparse it does not copy the row; row() is then the
 /// caller's row and the processed entries are patches (the entries the processors changed).
 /// Steps that run first on a full set must honour them: the built-in first steps that can
@@ -30,6 +37,7 @@
 
 #include <decodekit/candidates.hpp>
 #include <decodekit/config.hpp>
+#include <decodekit/kernels/cut.hpp>
 #include <decodekit/kernels/mask.hpp>
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/select.hpp>
@@ -78,9 +86,54 @@ public:
     std::size_t vocab_size() const noexcept { return row_.size(); }
     /// True while the set is every valid entry of row() (nothing materialised).
     bool full() const noexcept { return full_; }
-    /// The kept entries. \pre !full()
-    candidates& kept() noexcept { return ws_.cand; }
-    const candidates& kept() const noexcept { return ws_.cand; }
+    /// The kept entries (a pending cut is compacted first). \pre !full()
+    candidates& kept() noexcept {
+        settle();
+        return ws_.cand;
+    }
+    const candidates& kept() const noexcept {
+        settle();
+        return ws_.cand;
+    }
+    /// The number of kept entries, without compacting a pending cut. \pre !full()
+    std::size_t size() const noexcept { return cut_pending_ ? cut_kept_ : ws_.cand.size(); }
+    /// True while the set is a cut over row() not yet compacted (see the file comment).
+    bool cut_pending() const noexcept { return cut_pending_; }
+    /// The pending cut (meaningful when cut_pending()).
+    const kernels::row_cut& cut() const noexcept { return cut_; }
+    /// The row's weights at the pending cut's temperature (cut_temperature()), and the sum of
+    /// the kept ones (meaningful when cut_pending()).
+    std::span<const float> cut_weights() const noexcept {
+        return {ws_.weights.data(), row_.size()};
+    }
+    double cut_sum() const noexcept { return cut_sum_; }
+    float cut_temperature() const noexcept { return cut_t_; }
+    /// Makes the set the entries of the full row that `c` keeps (`kept` of them), the row's
+    /// weights exp((x_i - m) / temperature()) (m the row max, finite) already in the
+    /// workspace's weights[0, V) and `sum` the kept ones' sum (> 0). \pre full(), not overlaid
+    void set_cut(const kernels::row_cut& c, std::size_t kept, float m, double sum) noexcept {
+        full_ = false;
+        cut_pending_ = true;
+        cut_ = c;
+        cut_kept_ = kept;
+        cut_max_ = m;
+        cut_sum_ = sum;
+        cut_t_ = t_;
+        order_ = by_id;
+        weights_ok_ = false;
+    }
+    /// Compacts a pending cut into kept() (id order, with its weights); nothing otherwise.
+    void settle() const noexcept {
+        if (!cut_pending_) return;
+        cut_pending_ = false;
+        double sum = 0;
+        kernels::detail::compact_cut_from<simd::default_arch>(
+            row_, ws_.weights.data(), cut_, cut_max_, 1.f / cut_t_, ws_.cand, 0, sum);
+        weights_ok_ = sum > 0 && std::isfinite(sum);
+        sum_ok_ = weights_ok_;
+        weights_t_ = cut_t_;
+        sum_ = sum;
+    }
     /// True when kept() is sorted by logit descending, ties by ascending id.
     bool ordered() const noexcept { return order_ == by_logit; }
     /// True when kept() is in ascending id order.
@@ -128,6 +181,7 @@ public:
     // ---- narrowing ----
     /// Materialises every valid entry (id order) when full (merging the overlay). O(V).
     void materialise() noexcept {
+        settle();
         if (!full_) return;
         row_filter_at_least(-detail::f_inf, ws_.cand);
         if (overlay_) {
@@ -140,32 +194,40 @@ public:
     }
     /// Materialises when the set is full and overlaid: for steps that read row() directly.
     void materialise_if_overlaid() noexcept {
+        settle();
         if (full_ && overlay_) materialise();
     }
     /// Makes the set every valid entry of row() again (a step that looked at candidates but
     /// narrowed nothing, e.g. XTC's head).
     void set_full() noexcept {
         full_ = true;
+        cut_pending_ = false;
         order_ = by_id;
         weights_ok_ = false;
     }
     /// The set is what kept() holds now (built by the overlay helpers), in whatever order they
     /// left it.
-    void set_narrowed() noexcept { full_ = false; }
+    void set_narrowed() noexcept {
+        full_ = false;
+        cut_pending_ = false;
+    }
     /// Sets the kept entries a kernel wrote into kept(): ordered (logit descending) or in id order.
     void set_kept(bool is_ordered) noexcept {
         full_ = false;
+        cut_pending_ = false;
         order_ = is_ordered ? by_logit : by_id;
         weights_ok_ = false;
     }
     /// Sorts the kept entries by logit descending, ties by ascending id. \pre !full()
     void order() noexcept {
+        settle();
         if (order_ == by_logit) return;
         sort_kept(detail::scored_before);
         order_ = by_logit;
     }
     /// Sorts the kept entries by ascending id (the draw's order). \pre !full()
     void order_by_id() noexcept {
+        settle();
         if (order_ == by_id) return;
         sort_kept([](const detail::scored& a, const detail::scored& b) { return a.id < b.id; });
         order_ = by_id;
@@ -173,6 +235,7 @@ public:
     /// Writes ws.sorted[0, n) back into the kept arrays, in `is_ordered` order (logit descending)
     /// or neither; the weights are recomputed when next needed.
     void write_back(std::size_t n, bool is_ordered = true) noexcept {
+        cut_pending_ = false;
         token_id* ids = ws_.cand.id_storage();
         float* lg = ws_.cand.logit_storage();
         for (std::size_t i = 0; i < n; ++i) {
@@ -186,6 +249,7 @@ public:
     /// Keeps the entries i with keep(i), preserving their order (and their weights). \pre !full()
     template <class Keep>
     void keep_if(Keep&& keep) noexcept {
+        settle();
         token_id* ids = ws_.cand.id_storage();
         float* lg = ws_.cand.logit_storage();
         float* w = ws_.weights.data();
@@ -202,6 +266,7 @@ public:
     }
     /// Keeps the first n entries (the n best when ordered()). \pre !full()
     void keep_first(std::size_t n) noexcept {
+        settle();
         ws_.cand.resize(std::min(n, ws_.cand.size()));
         sum_ok_ = false;
     }
@@ -209,6 +274,7 @@ public:
     // ---- weights ----
     /// Largest kept logit (-inf when empty). \pre !full()
     float kept_max() const noexcept {
+        settle();
         if (ws_.cand.empty()) return -detail::f_inf;
         if (order_ == by_logit) return ws_.cand.logits()[0];
         float m = -detail::f_inf;
@@ -218,6 +284,7 @@ public:
     /// weights()[i] = exp((x_i - max)/temperature()) over the kept entries; returns their sum
     /// (in double). \pre !full()
     double fill_weights() noexcept {
+        settle();
         const float m = kept_max();
         double s = 0;
         const float* lg = ws_.cand.logit_storage();
@@ -231,6 +298,7 @@ public:
     /// The weights (see the file comment) computed if needed: one SIMD exp pass over the kept
     /// logits; returns their sum (in double; 0 when no entry has weight). \pre !full()
     double ensure_weights() noexcept {
+        settle();
         if (weights_ok_ && weights_t_ == t_) {
             if (!sum_ok_) {
                 double s = 0;
@@ -248,16 +316,21 @@ public:
     /// exponent) into weights(); `sum` is their sum.
     void set_weights(double sum) noexcept { note_weights(sum); }
     /// The kept entries' weights (valid after ensure_weights(), fill_weights() or set_weights()).
-    std::span<float> weights() noexcept { return {ws_.weights.data(), ws_.cand.size()}; }
+    std::span<float> weights() noexcept {
+        settle();
+        return {ws_.weights.data(), ws_.cand.size()};
+    }
     /// Keeps the entries with weight >= w_thr, at least min(min_keep, size) (the most probable).
     /// \pre ordered(), weights filled
     void keep_weight_at_least(double w_thr, std::size_t min_keep) noexcept {
+        settle();
         std::size_t n = 0;
         while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
         keep_first(std::max(n, std::min(min_keep, ws_.cand.size())));
     }
     /// Keeps the leading entries with weight >= w_thr, at least one. \pre ordered(), weights
     void keep_weight_from_top(double w_thr) noexcept {
+        settle();
         std::size_t n = 0;
         while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
         keep_first(std::max<std::size_t>(n, 1));
@@ -275,6 +348,7 @@ public:
     /// Drops the patched ids from kept() and appends the patches with value >= thr (valid and
     /// allowed only).
     void merge_patches(float thr) noexcept {
+        cut_pending_ = false;
         token_id* ids = ws_.cand.id_storage();
         float* lg = ws_.cand.logit_storage();
         std::size_t j = 0;
@@ -344,9 +418,15 @@ private:
     bool full_ = true;
     order_kind order_ = by_id;
     float t_ = 1.f;
-    bool weights_ok_ = false, sum_ok_ = false;
-    float weights_t_ = 1.f;
-    double sum_ = 0;
+    // (mutable: settle() compacts a pending cut from const accessors)
+    mutable bool weights_ok_ = false, sum_ok_ = false;
+    mutable float weights_t_ = 1.f;
+    mutable double sum_ = 0;
+    mutable bool cut_pending_ = false;
+    kernels::row_cut cut_{};
+    std::size_t cut_kept_ = 0;
+    float cut_max_ = 0.f, cut_t_ = 1.f;
+    double cut_sum_ = 0;
 };
 
 DECODEKIT_END_NAMESPACE

@@ -5,7 +5,9 @@
 /// reference::decimal_floor(top_p) has reached it), and at least max(1, min_keep) entries.
 /// Disabled at top_p = 1. The set is kernels::top_p_unordered's (= reference::top_p): found by
 /// a weighted selection of the cut, never by sorting (see selection.hpp), in id order with its
-/// weights.
+/// weights. On a full set (top-p first, or after temperature only) the set stays a cut over the
+/// row with the row's weights (kernels::top_p_cut; working_set::set_cut): a draw right after it
+/// reads the row once with the cut instead of compacting up to the whole row.
 
 #include <decodekit/config.hpp>
 #include <decodekit/kernels/nucleus.hpp>
@@ -19,6 +21,12 @@ struct top_p_step {
     static void apply(working_set& w, const step_context& c) noexcept {
         const float p = c.params.top_p, t = w.temperature();
         const std::size_t min_keep = c.params.min_keep;
+        // a full set: the cut over the row, nothing compacted (the draw reads the row)
+        if (detail::select_cut(w,
+                               [&](std::span<const float> x, candidates& s, std::span<float> wt) {
+                                   return kernels::top_p_cut(x, p, t, min_keep, s, wt);
+                               }))
+            return;
         detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
             return kernels::top_p_unordered(x, p, t, min_keep, out, wt);
         });
