@@ -219,3 +219,25 @@ TEST_CASE("draw_cut with the kept sum known: the compacted draw's entry, half a 
               dk::npos);
     }
 }
+
+TEST_CASE("top_p: the exponential pass fused with the bracket's split equals the reference") {
+    // Rows where top_p_bounds trusts its sample (Gaussian, near-uniform: the fused pass) and
+    // rows where it does not (peaked, Zipf: the sampled search), at lengths off the lane count
+    // (the fused pass's scalar tail), with NaN / -inf entries sprinkled in, and p / T / min_keep
+    // spread so that the estimated bounds sometimes miss (then the search runs again unfused).
+    std::uint64_t s = 21;
+    for (const std::size_t v : {std::size_t(4097), std::size_t(20011), std::size_t(65537)})
+        for (auto sh : dk_family::shapes)
+            for (int salt = 0; salt < 4; ++salt) {
+                auto x = dk_family::make_row(sh, v, std::uint64_t(100 + salt));
+                if (salt == 1)
+                    for (std::size_t i = 0; i < v; i += 97) x[i] = std::nanf("");
+                if (salt == 2)
+                    for (std::size_t i = 5; i < v; i += 89) x[i] = -inf;
+                INFO("shape " << dk_family::name(sh) << " V " << v << " salt " << salt);
+                const float ps[] = {0.3f, 0.8f, 0.95f, 0.99f, 0.9999f};
+                const float p = ps[std::size_t(dk_rows::unit(s) * 5) % 5];
+                const float t = float(0.5 + 1.5 * dk_rows::unit(s));
+                check_top_p(x, p, t, salt == 3 ? 300 : 1);
+            }
+}

@@ -389,6 +389,28 @@ bool narrow(token_id* ids, float* lg, float* w, float mn, float mx, float m, flo
     return true;
 }
 
+/// Narrows the bracket b (ids/lg/w[0, b.size)) to at most 64 entries or one key: rounds of
+/// narrow() with sampled thresholds; a round that does not shrink the bracket to half is followed
+/// by one with even thresholds (which always shrink the key range), and a round that cannot
+/// decide anything ends the narrowing.
+template <class A, bool Track, class Key>
+void narrow_bracket(token_id* ids, float* lg, float* w, float m, float inv_t, const Key& key,
+                    double rmass, double z, double z_error, std::size_t n,
+                    weighted_bracket& b) noexcept {
+    bool even = false;
+    while (b.size > 64) {
+        const auto [mn, mx] = key_min_max<A>(lg, b.size, key);
+        if (!(mn < mx)) break;
+        const std::size_t before = b.size;
+        if (!narrow<A, Track>(ids, lg, w, mn, mx, m, inv_t, key, rmass, z, z_error, n, even, b)) {
+            if (even) break;
+            even = true;
+            continue;
+        }
+        even = 2 * b.size > before;
+    }
+}
+
 /// The bracket of a weighted cut over the keys of the row (see weighted_bracket): the entries
 /// in key order (larger first) whose prefix mass through the crossing first reaches rmass.
 /// Sampled bounds (512 entries at hashed positions; their weights summed from the bottom up to
@@ -454,22 +476,162 @@ weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float
         if (!hi_ok) hi = std::numeric_limits<float>::infinity();
         if (!lo_ok) lo = lo > floor ? std::max(floor, lowest_f) : lowest_f;
     }
-    // Narrowing: sampled thresholds; a round that does not shrink the bracket to half is
-    // followed by one with even thresholds (which always shrink the key range), and a round that
-    // cannot decide anything ends the narrowing.
-    bool even = false;
-    while (b.size > 64) {
-        const auto [mn, mx] = key_min_max<A>(lg, b.size, key);
-        if (!(mn < mx)) break;
-        const std::size_t before = b.size;
-        if (!narrow<A, Track>(ids, lg, w, mn, mx, m, inv_t, key, rmass, z, z_error, n, even, b)) {
-            if (even) break;
-            even = true;
-            continue;
-        }
-        even = 2 * b.size > before;
-    }
+    narrow_bracket<A, Track>(ids, lg, w, m, inv_t, key, rmass, z, z_error, n, b);
     return b;
+}
+
+/// Bounds [lo, hi) of top-p's crossing estimated before the exponential pass, from 512 entries at
+/// hashed positions (their weights computed here; the row's normaliser estimated from them):
+/// the sample sorted by logit, its weights summed from the bottom (scaled by n / 512) up to the
+/// estimated mass the cut drops, and the bounds 4 standard deviations of that tail estimate + 3
+/// samples either side (as find_bracket). False (no estimate) when the row is short (<= 4096) or
+/// the sample cannot be trusted (see below).
+template <class A>
+bool top_p_bounds(std::span<const float> x, float m, float inv_t, double target, float& lo,
+                  float& hi) noexcept {
+    constexpr std::size_t S = 512;
+    const std::size_t n = x.size();
+    if (n <= 4096) return false;
+    std::uint64_t keys[S], tmp[S];
+    alignas(64) float sl[S], sw[S];
+    const std::uint64_t stride = n / S;
+    std::size_t valid = 0;
+    for (std::size_t j = 0; j < S; ++j) {
+        const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
+        const std::size_t i = std::size_t(j * stride + ((h * stride) >> 32));
+        const float y = x[i];
+        if (!(y >= lowest_f)) continue;  // NaN, -inf
+        sl[valid] = y;
+        keys[valid] = ~rank_key(y, token_id(valid));  // ascending = larger logit first
+        ++valid;
+    }
+    if (valid == 0) return false;
+    const double zs = weigh_logits<A>(sl, valid, m, inv_t, sw);
+    // The estimate is trusted only where no few entries can dominate it: the estimated
+    // normaliser at least 16 (the row max's weight 1 below 1/16 of it) and no sampled entry above
+    // 1/20 of it. Rows whose mass sits in a few heavy logits or a heavy tail (peaked, Zipf) miss
+    // them in a sample, their bounds would fail the check and cost the sampled search on top.
+    const double scale = double(n) / double(S);
+    float wmax = 0.f;
+    for (std::size_t q = 0; q < valid; ++q) wmax = sw[q] > wmax ? sw[q] : wmax;
+    if (!(zs * scale >= 16) || double(wmax) * scale * 20 > zs * scale) return false;
+    sort_smallest(keys, valid, valid, tmp);
+    const double drop = (1 - target) * zs * scale;
+    double below = 0, below2 = 0, wj = 0;
+    std::size_t j = valid;  // samples [j, valid): below the crossing's estimate
+    while (j > 0) {
+        wj = double(sw[std::size_t(key_id(~tmp[j - 1]))]);
+        below += scale * wj;
+        below2 += wj * wj;
+        if (below > drop) break;
+        --j;
+    }
+    const double sd = wj > 0 ? std::sqrt(below2) / wj : double(S);
+    const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
+    auto key_at = [&](std::size_t q) { return sl[std::size_t(key_id(~tmp[q]))]; };
+    lo = lowest_f;
+    hi = std::numeric_limits<float>::infinity();
+    if (j > delta) hi = key_at(j - delta);
+    if (j + delta < valid) lo = key_at(j + delta);
+    if (!(lo < hi)) lo = lowest_f;
+    return true;
+}
+
+/// The exponential pass fused with the first split of top-p's bracket: every weight
+/// w_i = weight_lanes(x_i) stored to w (as weigh_row<A, true, false>, the same sums in the
+/// returned row_sums), and the split of split<A, true, false> on the fly: the entries with
+/// x >= hi summed into b.above (double lanes; their w |d| in float blocks into b.above_wd; their
+/// count), those in [lo, hi) compacted (ids, logits, weights) to ids/lg/w from index 0 (in place:
+/// w[0, b.dirty) then holds bracket weights, the row's weights from b.dirty on).
+/// \pre m finite (the row max), inv_t finite and > 0
+template <class A>
+row_sums weigh_split_row(std::span<const float> x, float m, float inv_t, float* w, float lo,
+                         float hi, token_id* ids, float* lg, weighted_bracket& b) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    const B mb(m), tb(inv_t), lob(lo), hib(hi), zero(0.f), cap(200.f), dlo(-200.f);
+    struct acc {
+        D z0 = D(0.0), z1 = D(0.0), a0 = D(0.0), a1 = D(0.0);
+        B fs = B(0.f), wd = B(0.f), bm = B(0.f);
+    } ea, oa;
+    double wd_f = 0, above_wd = 0, bmass = 0, tail_above = 0;
+    std::size_t cnt = 0, c = 0;
+    auto one = [&](std::size_t i, acc& s) {
+        const B v = B::load_unaligned(p + i);
+        const B d = (v - mb) * tb;
+        const B e = simd::exp_nonpositive<A>(d);  // = weight_lanes(v)
+        e.store_unaligned(w + i);
+        simd::widen_add<A>(s.z0, s.z1, e);
+        s.fs += e * simd::max_ignore_nan<A>(dlo, d);
+        const auto up = v >= hib;
+        const auto in = (v >= lob) & (v < hib);
+        if (const std::uint64_t mu = simd::to_mask<A>(up)) {
+            const B wu = simd::select<A>(up, e, zero);
+            simd::widen_add<A>(s.a0, s.a1, wu);
+            s.wd =
+                simd::fma<A>(wu, simd::min<A>(simd::select<A>(up, (mb - v) * tb, zero), cap), s.wd);
+            cnt += std::size_t(std::popcount(mu));
+        }
+        if (const std::uint64_t mi = simd::to_mask<A>(in)) {
+            s.bm += simd::select<A>(in, e, zero);
+            c += simd::compress_store<A>(v, e, simd::iota<A>(token_id(i)), mi, lg + c, w + c,
+                                         ids + c);
+        }
+    };
+    auto flush = [&] {
+        // float blocks: <= 32 additions per lane before they go to double
+        wd_f -= double(simd::reduce_add<A>(ea.fs + oa.fs));
+        above_wd += double(simd::reduce_add<A>(ea.wd + oa.wd));
+        bmass += double(simd::reduce_add<A>(ea.bm + oa.bm));
+        ea.fs = oa.fs = ea.wd = oa.wd = ea.bm = oa.bm = zero;
+    };
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 32 * L);
+        for (; i + 2 * L <= end; i += 2 * L) {
+            one(i, ea);
+            one(i + L, oa);
+        }
+        for (; i < end; i += L) one(i, ea);
+        flush();
+    }
+    double z_tail = 0;
+    for (; i < n; ++i) {  // the tail, one entry at a time (the same weights)
+        const float v = p[i];
+        const float e = weight_one<A>(v, m, inv_t);
+        w[i] = e;
+        // (NaN, -inf: weight 0, in no range; 0 * the capped |d| is 0)
+        const double wdi = double(e) * std::min(200.0, double((m - v) * inv_t));
+        z_tail += double(e);
+        wd_f += wdi;
+        if (v >= hi) {
+            tail_above += double(e);
+            above_wd += wdi;
+            ++cnt;
+        } else if (v >= lo) {
+            ids[c] = token_id(i);
+            lg[c] = v;
+            w[c] = e;
+            bmass += double(e);
+            ++c;
+        }
+    }
+    row_sums r;
+    r.sum = simd::reduce_add<A>((ea.z0 + ea.z1) + (oa.z0 + oa.z1)) + z_tail;
+    constexpr double inflate = 1 + 64 * 0x1p-24;  // as weigh_row
+    r.wd_bound = wd_f * inflate + 1e-300;
+    b.mass = bmass;
+    b.above = simd::reduce_add<A>((ea.a0 + ea.a1) + (oa.a0 + oa.a1)) + tail_above;
+    b.above_wd = above_wd;
+    b.above_count = cnt;
+    b.size = c;
+    b.lo = lo;
+    b.hi = hi;
+    b.dirty = std::max(b.dirty, std::min(n, c + L));
+    return r;
 }
 
 /// The crossing of a weighted cut: the last entry of the prefix (logit, id), its rank (0-based)
@@ -541,7 +703,17 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
         for (std::size_t j = 0; j < r.kept; ++j) r.kept_sum += double(w[std::size_t(out.ids()[j])]);
         return r;
     }
-    const row_sums rs = weigh_row<A, true, false>(x, m, inv_t, w);
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    // 0 < p < 1 on a long row: the bracket's bounds estimated first, its split fused with the
+    // exponential pass (no pass over the row's weights afterwards when the bounds hold)
+    float elo = lowest_f, ehi = pinf;
+    const bool fused =
+        p > 0 && p < 1 && top_p_bounds<A>(x, m, inv_t, reference::decimal_floor(p), elo, ehi);
+    weighted_bracket fb;
+    const row_sums rs = fused ? weigh_split_row<A>(x, m, inv_t, w, elo, ehi, ids, lg, fb)
+                              : weigh_row<A, true, false>(x, m, inv_t, w);
+    dirty = fb.dirty;
     const double z = rs.sum;
     r.sum = z;
     auto top_keep = [&] {
@@ -564,8 +736,6 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     const double target = reference::decimal_floor(p);
     const double rmass = target * z;  // the mass through the crossing reaches this
     const double z_error = rs.error(n) + sum_error(n) * z;
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
     // A rigorous lower bound of the crossing: below tau the whole tail holds less than half of
     // the mass top-p may drop (n weights of at most e^{(tau - m)/T} each).
     float tau = lowest_f;
@@ -576,8 +746,26 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
             tau = std::min(m, std::nextafter(float(td), neg_inf_f));
     }
     const logit_key<A> key{m, inv_t};
-    const weighted_bracket b =
-        find_bracket<A, false>(x, w, m, inv_t, key, rmass, z, z_error, tau, ids, lg);
+    weighted_bracket b;
+    bool bracketed = false;
+    if (fused) {  // the fused split's bracket, when its bounds certainly enclose the crossing
+        const double db = key.d_bound(fb.lo);
+        const bool hi_ok =
+            fb.hi == pinf || rmass - fb.above > cut_provisional_error(fb.above, db, z, z_error, n);
+        const double ge_lo = fb.above + fb.mass;
+        const bool lo_ok =
+            fb.lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
+        if (hi_ok && lo_ok) {
+            b = fb;
+            narrow_bracket<A, false>(ids, lg, w, m, inv_t, key, rmass, z, z_error, n, b);
+            bracketed = true;
+        } else {  // the row's weights back where the bracket lived; the sampled search
+            weigh_logits<A>(x.data(), fb.dirty, m, inv_t, w);
+            dirty = 0;
+        }
+    }
+    if (!bracketed)
+        b = find_bracket<A, false>(x, w, m, inv_t, key, rmass, z, z_error, tau, ids, lg);
     dirty = b.dirty;
     // ---- the walk: the bracket in rank order (keys carry the bracket position, whose order is
     // the id order) ----
