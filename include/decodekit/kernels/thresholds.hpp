@@ -24,6 +24,7 @@
 
 #include <decodekit/candidates.hpp>
 #include <decodekit/kernels/cut.hpp>
+#include <decodekit/kernels/entropy.hpp>
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/reference.hpp>
 #include <decodekit/kernels/select.hpp>
@@ -89,8 +90,8 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
                 reference::mirostat_cut(x, param, temperature, o);
         });
     const bool eta = rule == prob_rule::eta;
-    const row_sums rs =
-        eta ? weigh_row<A, true, true>(x, m, inv_t, w) : weigh_row<A, true, false>(x, m, inv_t, w);
+    const row_sums rs = eta ? entropy_pass<A, true>(x, m, temperature, w)
+                            : weigh_row<A, true, false>(x, m, inv_t, w);
     const double z = rs.sum;
     r.sum = z;
     constexpr float pinf = std::numeric_limits<float>::infinity();
@@ -103,14 +104,10 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
     // The threshold, with its relative error bound.
     const double beta_z = (rs.error(n) + sum_error(n) * z) / z;  // Z's relative error
     double h = 0, dh = 0;
-    if (eta) {
-        const double c = rs.wd / z;  // -sum p d
-        h = std::log(z) + c;
-        const double dc = (2 * exp_error * rs.wd_bound +
-                           arg_error * (2 * rs.wd2_bound + c * rs.wd_bound) + 4 * 0x1p-24 * rs.wd) /
-                              z * (1 + 1e-6) +
-                          c * beta_z;
-        dh = beta_z * (1 + beta_z) + dc + 1e-15 * (std::fabs(h) + 1);
+    if (eta) {  // H = log Z - E_p[d], E_p[d]'s error bound from entropy.hpp
+        const weighted_mean mean = mean_of_d(rs, n);
+        h = std::log(z) + mean.c;
+        dh = beta_z * (1 + beta_z) + mean.dc + 1e-15 * (std::fabs(h) + 1);
     }
     const double theta = rule_threshold(rule, param, h);
     if (!(theta > 0)) return all_valid();
