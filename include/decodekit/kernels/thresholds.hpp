@@ -7,10 +7,11 @@
 /// numbers are consumed.
 ///
 /// Probability thresholds (epsilon, eta, mirostat_cut), passes: max; the exponential pass storing
-/// every weight (Z, and for eta the entropy: H = log Z + sum w |d| / Z in the same pass); one
-/// compaction pass keeping x_i >= a logit threshold a little below the exact one. Entries whose
-/// float probability w_i / Z is within its error bound of the threshold (relative: the
-/// exponential's, the argument's, Z's, eta's H; see kernels/weights.hpp) are decided again in
+/// every weight (Z, and for eta the entropy: H = log Z + sum w |d| / Z in the same pass, with
+/// entropy.hpp's bound); one compaction pass keeping x_i >= a logit threshold a little below the
+/// exact one; the kept set's smallest value (its cut, and whether any kept entry is undecided).
+/// Entries whose float probability w_i / Z is within its error bound of the threshold (relative:
+/// the exponential's, the argument's, Z's, eta's H; see kernels/weights.hpp) are decided again in
 /// double: Z (and H) from a double-precision pass and the entry's weight the reference's (tier
 /// double_pass), and if still within ~1e-10, with the reference's own Z and H (tier reference).
 /// Fewer than min_keep kept: top_k_unordered's set (the ties of the min_keep-th kept, for epsilon
@@ -132,8 +133,9 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
     // Entries below hi are undecided: decide them (double, then the reference).
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
-    const std::size_t undecided = kept - count_reaching<A>(lg, kept, hi);
-    if (undecided > 0) {
+    // (one pass: the kept set's smallest value, below hi exactly when some entry is undecided)
+    float kept_min = min_value<A>(lg, kept);
+    if (kept_min < hi) {
         r.tier = exactness_tier::double_pass;
         const double_sums ds =
             double_pass<A>(x, m, temperature, [](const simd::batch<A>& v, std::size_t) {
@@ -173,11 +175,12 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
         kept = keep_count;
         kept_sum -= removed;
         out.resize(keep_count);
+        kept_min = min_value<A>(lg, kept);
     }
     r.kept = kept;
     r.kept_sum = kept_sum;
     // the kept set is {x >= its smallest value} (the probability is monotone in the logit)
-    r.cut = kept > 0 ? row_cut{min_value<A>(lg, kept), pinf, npos, npos} : row_cut{};
+    r.cut = kept > 0 ? row_cut{kept_min, pinf, npos, npos} : row_cut{};
     const std::size_t need = miro ? 1 : min_keep;
     if (r.kept < need) {
         const tie_policy ties = miro ? tie_policy::exactly_k : tie_policy::keep_ties;
