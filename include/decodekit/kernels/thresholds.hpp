@@ -62,19 +62,25 @@ inline double rule_threshold(prob_rule rule, float param, double h) noexcept {
     return 0;
 }
 
+/// An empty result for a row x into out with weights, out cleared; status bad_size when
+/// out.capacity() or weights.size() < x.size().
+inline truncation_result sized(std::span<const float> x, candidates& out,
+                               std::span<float> weights) noexcept {
+    truncation_result r;
+    out.clear();
+    if (out.capacity() < x.size() || weights.size() < x.size())
+        r.status = truncation_status::bad_size;
+    return r;
+}
+
 /// The shared body of epsilon, eta and mirostat_cut (see the file comment).
 template <class A>
 truncation_result keep_probable(std::span<const float> x, prob_rule rule, float param,
                                 float temperature, std::size_t min_keep, candidates& out,
                                 std::span<float> weights) noexcept {
-    truncation_result r;
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        r.status = truncation_status::bad_size;
-        return r;
-    }
+    truncation_result r = sized(x, out, weights);
     const std::size_t n = x.size();
-    if (n == 0) return r;
+    if (!r.ok() || n == 0) return r;
     float* w = weights.data();
     const bool miro = rule == prob_rule::mirostat;
     const float m = kernels::max<A>(x);
@@ -345,12 +351,8 @@ template <class A = simd::default_arch>
 truncation_result top_n_sigma_unordered(std::span<const float> x, float n_sigma, float temperature,
                                         std::size_t min_keep, candidates& out,
                                         std::span<float> weights) noexcept {
-    truncation_result r;
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        r.status = truncation_status::bad_size;
-        return r;
-    }
+    truncation_result r = detail::sized(x, out, weights);
+    if (!r.ok()) return r;
     r.sum = std::numeric_limits<double>::quiet_NaN();
     const std::size_t n = x.size();
     if (n == 0) return r;

@@ -367,6 +367,36 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     return r;
 }
 
+/// typical_cut (Compact false: the cut, every entry's weight restored) and typical_unordered
+/// (Compact: the kept set compacted to out with its weights).
+template <class A, bool Compact>
+truncation_result typical_run(std::span<const float> x, float p, float temperature,
+                              std::size_t min_keep, typical_stop stop, candidates& out,
+                              std::span<float> weights) noexcept {
+    out.clear();
+    if (out.capacity() < x.size() || weights.size() < x.size()) {
+        truncation_result r;
+        r.status = truncation_status::bad_size;
+        return r;
+    }
+    if (x.empty()) return {};
+    std::size_t dirty = 0;
+    truncation_result r =
+        typical_search<A>(x, p, temperature, min_keep, stop, out, weights.data(), dirty);
+    if constexpr (Compact) {
+        if (r.max == neg_inf_f) return r;
+        double sum = 0;
+        const bool finite = std::isfinite(r.max);
+        r.kept = compact_cut_from<A>(x, weights.data(), r.cut, finite ? r.max : 0.f,
+                                     finite ? 1.f / temperature : 1.f, out, dirty, sum);
+        r.kept_sum = sum;
+    } else {
+        if (dirty > 0) weigh_logits<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
+        out.clear();
+    }
+    return r;
+}
+
 }  // namespace detail
 
 /// Locally typical sampling at temperature T as a cut over the row: the set of
@@ -381,20 +411,7 @@ template <class A = simd::default_arch>
 truncation_result typical_cut(std::span<const float> x, float p, float temperature,
                               std::size_t min_keep, typical_stop stop, candidates& scratch,
                               std::span<float> weights) noexcept {
-    scratch.clear();
-    if (scratch.capacity() < x.size() || weights.size() < x.size()) {
-        truncation_result r;
-        r.status = truncation_status::bad_size;
-        return r;
-    }
-    if (x.empty()) return {};
-    std::size_t dirty = 0;
-    truncation_result r = detail::typical_search<A>(x, p, temperature, min_keep, stop, scratch,
-                                                    weights.data(), dirty);
-    if (dirty > 0)
-        detail::weigh_logits<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
-    scratch.clear();
-    return r;
+    return detail::typical_run<A, false>(x, p, temperature, min_keep, stop, scratch, weights);
 }
 
 /// Locally typical sampling, unordered: the set of typical_cut written to `out` in id order (one
@@ -403,23 +420,7 @@ template <class A = simd::default_arch>
 truncation_result typical_unordered(std::span<const float> x, float p, float temperature,
                                     std::size_t min_keep, typical_stop stop, candidates& out,
                                     std::span<float> weights) noexcept {
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        truncation_result r;
-        r.status = truncation_status::bad_size;
-        return r;
-    }
-    if (x.empty()) return {};
-    std::size_t dirty = 0;
-    truncation_result r =
-        detail::typical_search<A>(x, p, temperature, min_keep, stop, out, weights.data(), dirty);
-    if (r.max == detail::neg_inf_f) return r;
-    double sum = 0;
-    const bool finite = std::isfinite(r.max);
-    r.kept = detail::compact_cut_from<A>(x, weights.data(), r.cut, finite ? r.max : 0.f,
-                                         finite ? 1.f / temperature : 1.f, out, dirty, sum);
-    r.kept_sum = sum;
-    return r;
+    return detail::typical_run<A, true>(x, p, temperature, min_keep, stop, out, weights);
 }
 
 }  // namespace kernels
