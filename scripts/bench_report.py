@@ -2,8 +2,8 @@
 """Turns one Google Benchmark JSON file of decodekit_bench into the Markdown tables of
 bench/RESULTS.md: the machine and the command, medians, each figure as a ratio to the floor
 measured on the same row in the same run, for every sampler setting the worst shape of the row
-family beside the peaked one and worst/best, and every bar of issue 12 (and the kernel bars of
-DESIGN.md) marked met or NOT MET.
+family beside the peaked one and worst/best, and every bar of issue 12 (and the kernel bars:
+each kernel within its multiple of the floor) marked met or NOT MET.
 
     cmake --workflow --preset bench          # runs the benchmarks, writes build/bench/bench.json
                                              # and build/bench/bench-tables.md (this script)
@@ -62,7 +62,7 @@ MEMORY_BAR = 4096 + 32 * 300
 BEAM_BAR = 1.5  # per beam, x the exp floor of the shape
 SPEC_BAR = 3.0  # verification with top-p 0.95: the top-p bar
 
-# Kernels on the peaked row (DESIGN.md bars): kernel -> (floor, naive baselines).
+# Kernels on the peaked row (the kernel bars): kernel -> (floor, naive baselines).
 KERNELS = [
     ("argmax", "read", ["argmax_std"]),
     ("top_k<40>", "read", ["top_k_std_partial_sort<40>", "top_k_std_nth_element<40>"]),
