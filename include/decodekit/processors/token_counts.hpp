@@ -8,10 +8,10 @@
 /// client that chooses token histories cannot aim them at one probe chain. Only the table layout
 /// depends on the seed: the iteration order of token_counts (insertion order, with swap-remove)
 /// and every result are deterministic. Growth doubles the slots at load 3/4 (amortized O(1) per
-/// insert; 8 bytes a slot, so 10.7 to 21 bytes of slots per value); nothing shrinks, so a table reused across cut-backs and rebuilds stops allocating
-/// once it reached its largest size. Not safe to share between threads, const lookups included:
-/// they update a probe counter (like the processors built on these tables, one object serves one
-/// sequence, one call at a time).
+/// insert; 8 bytes a slot, so 10.7 to 21 bytes of slots per value); nothing shrinks, so a table
+/// reused across cut-backs and rebuilds stops allocating once it reached its largest size. Not safe
+/// to share between threads, const lookups included: they update a probe counter (like the
+/// processors built on these tables, one object serves one sequence, one call at a time).
 
 #include <decodekit/config.hpp>
 #include <decodekit/types.hpp>
