@@ -49,6 +49,9 @@ HISTORY = [
     ("last64", "repetition 1.1 + frequency 0.1, last 64 tokens"),
     ("whole", "repetition 1.1 + frequency 0.1, whole history"),
     ("ngram3", "no-repeat-ngram 3"),
+    # the same with 300 distinct ids at both lengths: the history-length term alone (whole's
+    # H = 100000 has 2 000 distinct ids, O(distinct) work the issue allows)
+    ("whole_300ids", "repetition 1.1 + frequency 0.1, whole history, 300 distinct ids"),
 ]
 HISTORY_BAR = 1.5  # per step at H = 100000 over H = 300
 REQUEST_BAR = 2.0  # new sampler + first draw over a warm draw
