@@ -269,16 +269,45 @@ std::size_t draw_cut_scan(const float* p, const float* wp, std::size_t n, const 
 /// exceeds u S, S their double sum; the last kept entry with a positive weight if rounding leaves
 /// u S unreached; entries with w <= 0 never), up to the rounding of the double sums (their order
 /// differs: an entry within ~1e-12 S of a boundary), returned as a row index; npos when no kept
-/// entry has a positive weight or w.size() < x.size(). Two passes at most: S (one pass), then the
-/// blocks of 256 entries up to the one where u S falls (half a pass on average) and that block.
+/// entry has a positive weight or w.size() < x.size(). One pass storing the sums of at most 1024
+/// blocks (double lanes), then one block scanned.
 template <class A = simd::default_arch>
 std::size_t draw_cut(std::span<const float> x, std::span<const float> w, const row_cut& cut,
                      double u) noexcept {
+    constexpr std::size_t max_blocks = 1024;
     const std::size_t n = x.size();
     if (w.size() < n || n == 0) return npos;
-    const double s = detail::cut_sum<A>(x.data(), w.data(), cut, 0, n);
+    const float* p = x.data();
+    const float* wp = w.data();
+    const std::size_t blk = std::max<std::size_t>(256, (n / max_blocks + 64) / 64 * 64);
+    double bsum[max_blocks];
+    std::size_t nb = 0;
+    double s = 0;
+    for (std::size_t b0 = 0; b0 < n; b0 += blk, ++nb) {
+        bsum[nb] = detail::cut_sum<A>(p, wp, cut, b0, std::min(n, b0 + blk));
+        s += bsum[nb];
+    }
     if (!(s > 0)) return npos;
-    return detail::draw_cut_scan<A>(x.data(), w.data(), n, cut, u * s);
+    const double target = u * s;
+    double run = 0;
+    std::size_t last = npos;
+    for (std::size_t b = 0; b < nb; ++b) {
+        if (!(run + bsum[b] > target)) {
+            run += bsum[b];
+            continue;
+        }
+        const std::size_t e = std::min(n, (b + 1) * blk);
+        for (std::size_t i = b * blk; i < e; ++i) {
+            if (!(wp[i] > 0) || !cut.contains(p[i], i)) continue;
+            run += double(wp[i]);
+            last = i;
+            if (run > target) return i;
+        }
+    }
+    if (last != npos) return last;
+    for (std::size_t i = n; i-- > 0;)  // target unreached: the last kept positive entry
+        if (wp[i] > 0 && cut.contains(p[i], i)) return i;
+    return npos;
 }
 
 /// draw_cut with the kept weights' sum S already known (a truncation kernel's
