@@ -538,7 +538,7 @@ bool top_p_bounds(std::span<const float> x, float m, float inv_t, double target,
 }
 
 /// The exponential pass fused with the first split of top-p's bracket: every weight
-/// w_i = weight_lanes(x_i) stored to w (as weigh_row<A, true, false>, the same sums in the
+/// w_i = weight_lanes(x_i) stored to w (as weigh_row<A, true>, the same sums in the
 /// returned row_sums), and the split of split<A, true, false> on the fly: the entries with
 /// x >= hi summed into b.above (double lanes; their w |d| in float blocks into b.above_wd; their
 /// count), those in [lo, hi) compacted (ids, logits, weights) to ids/lg/w from index 0 (in place:
@@ -712,7 +712,7 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
         p > 0 && p < 1 && top_p_bounds<A>(x, m, inv_t, reference::decimal_floor(p), elo, ehi);
     weighted_bracket fb;
     const row_sums rs = fused ? weigh_split_row<A>(x, m, inv_t, w, elo, ehi, ids, lg, fb)
-                              : weigh_row<A, true, false>(x, m, inv_t, w);
+                              : weigh_row<A, true>(x, m, inv_t, w);
     dirty = fb.dirty;
     const double z = rs.sum;
     r.sum = z;

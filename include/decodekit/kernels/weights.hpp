@@ -77,11 +77,12 @@ inline float weight_one(float v, float m, float inv_t) noexcept {
 struct row_sums {
     double sum = 0;  ///< sum of w_i, exact up to n 2^-53
     /// sum of w_i (m - x_i) / T in double (d clamped at -200 where w_i = 0; the float products
-    /// w_i d_i added in double lanes); 0 unless Precise
+    /// w_i d_i added in double lanes); 0 from weigh_row (entropy.hpp's pass sets it)
     double wd = 0;
     /// upper bound of sum w_i |d_i| (float blocks, inflated by their rounding)
     double wd_bound = 0;
-    /// upper bound of sum w_i d_i^2 (float blocks, inflated by their rounding); 0 unless Precise
+    /// upper bound of sum w_i d_i^2 (float blocks, inflated by their rounding); 0 from
+    /// weigh_row (entropy.hpp's pass sets it)
     double wd2_bound = 0;
 
     /// Bound on |sum - sum of the real weights| (before the double additions' n 2^-53).
@@ -90,10 +91,10 @@ struct row_sums {
     }
 };
 
-/// One pass: w_i for every entry (stored to w when Store), their sum and the moments of d in
-/// row_sums (Precise: wd and wd2_bound as described there; otherwise only wd_bound).
+/// One pass: w_i for every entry (stored to w when Store), their sum and wd_bound in row_sums
+/// (entropy.hpp's entropy_pass also gives wd and wd2_bound).
 /// \pre m finite (the row max), inv_t finite and > 0
-template <class A, bool Store, bool Precise>
+template <class A, bool Store>
 row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noexcept {
     using B = simd::batch<A>;
     using D = simd::dbatch<A>;
@@ -103,10 +104,10 @@ row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noe
     const B mb(m), tb(inv_t), lo(-200.f);
     // two independent sets of accumulators (even and odd vectors): no add waits on the last one
     struct acc {
-        D z0 = D(0.0), z1 = D(0.0), s0 = D(0.0), s1 = D(0.0);
-        B fs = B(0.f), f2 = B(0.f);
+        D z0 = D(0.0), z1 = D(0.0);
+        B fs = B(0.f);
     } a, b;
-    double wd_f = 0, wd2_f = 0;
+    double wd_f = 0;
     auto one = [&](const B& v, acc& s, float* out) {
         const B d = (v - mb) * tb;
         const B e = simd::exp_nonpositive<A>(d);
@@ -115,16 +116,11 @@ row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noe
         const B c = simd::max_ignore_nan<A>(lo, d);  // NaN, -inf: -200 (e is 0 there)
         const B f = e * c;
         s.fs += f;
-        if constexpr (Precise) {
-            s.f2 = simd::fma<A>(f, c, s.f2);
-            simd::widen_add<A>(s.s0, s.s1, f);
-        }
     };
     auto flush = [&] {
         // float blocks: <= 32 additions per lane before they go to double
         wd_f -= double(simd::reduce_add<A>(a.fs + b.fs));
-        if constexpr (Precise) wd2_f += double(simd::reduce_add<A>(a.f2 + b.f2));
-        a.fs = b.fs = a.f2 = b.f2 = B(0.f);
+        a.fs = b.fs = B(0.f);
     };
     std::size_t i = 0;
     while (i < nfull) {
@@ -149,8 +145,6 @@ row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noe
     // float blocks: <= 32 additions per lane, a 16-lane reduction and the products: 64 u
     constexpr double inflate = 1 + 64 * 0x1p-24;
     r.wd_bound = wd_f * inflate + 1e-300;
-    r.wd2_bound = wd2_f * inflate * inflate + 1e-300;
-    if constexpr (Precise) r.wd = -simd::reduce_add<A>((a.s0 + a.s1) + (b.s0 + b.s1));
     return r;
 }
 

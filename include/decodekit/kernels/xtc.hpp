@@ -76,7 +76,7 @@ truncation_result xtc_remove(std::span<const float> x, float threshold, float te
         r.tier = exactness_tier::reference;
         return remaining(st.sum);
     }
-    const detail::row_sums rs = detail::weigh_row<A, true, false>(x, m, inv_t, w);
+    const detail::row_sums rs = detail::weigh_row<A, true>(x, m, inv_t, w);
     const double z = rs.sum;
     const double theta = reference::decimal_floor(threshold);
     if (!(theta > 0)) {

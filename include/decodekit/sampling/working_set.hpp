@@ -350,6 +350,21 @@ public:
         const auto u = std::uint32_t(t);
         return ((ws_.unpatched[u / 32] >> (u % 32)) & 1u) == 0;
     }
+    /// Writes the patches with value >= thr (valid and allowed only) into the candidate storage
+    /// from position j on; returns the end position.
+    std::size_t append_patches(float thr, std::size_t j) noexcept {
+        token_id* ids = ws_.cand.id_storage();
+        float* lg = ws_.cand.logit_storage();
+        for (std::size_t i = 0; i < n_patches_; ++i) {
+            const float v = ws_.patches[i].logit;
+            if (v > -detail::f_inf && v >= thr && allowed(std::size_t(ws_.patches[i].id))) {
+                ids[j] = ws_.patches[i].id;
+                lg[j] = v;
+                ++j;
+            }
+        }
+        return j;
+    }
     /// Drops the patched ids from kept() and appends the patches with value >= thr (valid and
     /// allowed only).
     void merge_patches(float thr) noexcept {
@@ -363,15 +378,7 @@ public:
                 lg[j] = lg[i];
                 ++j;
             }
-        for (std::size_t i = 0; i < n_patches_; ++i) {
-            const float v = ws_.patches[i].logit;
-            if (v > -detail::f_inf && v >= thr && allowed(std::size_t(ws_.patches[i].id))) {
-                ids[j] = ws_.patches[i].id;
-                lg[j] = v;
-                ++j;
-            }
-        }
-        ws_.cand.resize(j);
+        ws_.cand.resize(append_patches(thr, j));
         order_ = unordered;
         weights_ok_ = false;
     }
@@ -385,17 +392,7 @@ public:
         // a patch below the k-th unpatched entry cannot enter the k best (fewer than k: any)
         const float thr = c.size() >= k && k > 0 ? c.logits()[c.size() - 1] : -detail::f_inf;
         const std::size_t before = c.size();
-        token_id* ids = c.id_storage();
-        float* lg = c.logit_storage();
-        std::size_t j = before;
-        for (std::size_t i = 0; i < n_patches_; ++i) {
-            const float v = ws_.patches[i].logit;
-            if (v > -detail::f_inf && v >= thr && allowed(std::size_t(ws_.patches[i].id))) {
-                ids[j] = ws_.patches[i].id;
-                lg[j] = v;
-                ++j;
-            }
-        }
+        const std::size_t j = append_patches(thr, before);
         c.resize(j);
         order_ = by_logit;  // kernels::top_k's order; patches appended below break it
         weights_ok_ = false;
