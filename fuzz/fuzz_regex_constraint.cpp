@@ -387,10 +387,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             }
             default: {  // the sampler applies the constraint to a fuzzed row
                 dk::sampling_params sp;
-                const int kind = in.ConsumeIntegralInRange<int>(0, 3);
+                const int kind = in.ConsumeIntegralInRange<int>(0, 5);
                 if (kind == 0) sp.temperature = 0.f;
-                if (kind == 1) sp.min_p = 0.2f;
+                if (kind == 1 || kind == 4) sp.min_p = 0.2f;
                 if (kind == 2) sp.top_k = 3;
+                if (kind >= 4) sp.logprobs.chosen = false;  // draw, then check
                 sp.seed = in.ConsumeIntegral<std::uint8_t>();
                 sp.constraint = c;
                 dk::sampler smp(sp, V);

@@ -500,10 +500,14 @@ int main(int argc, char** argv) {
             // The sampler applies the constraint (sampling_params::constraint) and queries it only
             // where the law needs it: greedy walks down from the top; sampling is min-p then
             // temperature (llama.cpp order, min-p first): the highest allowed token sets the
-            // threshold and only the tokens above it are queried (at most 1 / min-p of them),
-            // unless --top-k / --top-p are given (top-k first queries its k best allowed tokens;
-            // top-p first needs every token's verdict).
+            // threshold; the token is then drawn from the unmasked min-p set and checked (exact
+            // in law; after 8 refusals every token above the threshold is queried), unless
+            // --top-k / --top-p are given (top-k first queries its k best allowed tokens; top-p
+            // first needs every token's verdict). The demo prints no logprob: it asks for none,
+            // since the chosen logprob under a constraint needs every verdict above the
+            // threshold (the masked normaliser).
             dk::sampling_params sp;
+            sp.logprobs.chosen = false;
             char how[128] = "greedy";
             if (s == "sample") {
                 sp.temperature = o.temperature;

@@ -66,6 +66,9 @@ std::vector<std::pair<std::string, dk::sampling_params>> settings() {
     for (std::uint64_t seed : {1, 2, 3}) {
         const std::string s = " seed " + std::to_string(seed);
         v.push_back({"min-p 0.1, T 0.8" + s, {.temperature = 0.8f, .min_p = 0.1f, .seed = seed}});
+        v.push_back(
+            {"min-p 0.1, T 0.8, no logprob (draw, then check)" + s,
+             {.temperature = 0.8f, .min_p = 0.1f, .seed = seed, .logprobs = {.chosen = false}}});
         v.push_back({"top-k 20, T 1" + s, {.top_k = 20, .seed = seed}});
         v.push_back({"temperature 1" + s, {.seed = seed}});
         v.push_back({"top-p 0.9" + s, {.top_p = 0.9f, .seed = seed}});
@@ -214,6 +217,9 @@ TEST_CASE("regex generation: constraint queries per token under 5 % of the vocab
         {"greedy", {.temperature = 0.f}},
         {"min-p 0.05, T 0.8", {.temperature = 0.8f, .min_p = 0.05f}},
         {"min-p 0.1, T 1", {.min_p = 0.1f}},
+        {"min-p 0.05, T 0.8, no logprob",
+         {.temperature = 0.8f, .min_p = 0.05f, .logprobs = {.chosen = false}}},
+        {"min-p 0.1, T 1, no logprob", {.min_p = 0.1f, .logprobs = {.chosen = false}}},
     };
     for (const auto& [name, base] : runs) {
         std::uint64_t queries = 0, steps = 0;

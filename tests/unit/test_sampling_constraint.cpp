@@ -64,6 +64,13 @@ TEST_CASE("a callback constraint gives the pipeline's law on the masked row", "[
         {.temperature = 1.2f},                                               // full mask
         {.temperature = 1.5f, .top_p = 0.9f, .order = sampling_order::hf},   // full mask
         {.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f},  // llama.cpp chain
+        // min-p then temperature with no logprob: draw, then check (up to 8 proposals)
+        {.temperature = 0.8f, .min_p = 0.05f, .logprobs = {.chosen = false}},
+        {.temperature = 1.3f,
+         .min_p = 0.02f,
+         .min_p_mode = min_p_space::logits,
+         .logprobs = {.chosen = false}},
+        {.min_p = 0.1f, .logprobs = {.chosen = false}},  // T 1: min-p alone
     };
     for (std::size_t k = 0; k < ps.size(); ++k) {
         INFO("params " << k);
@@ -105,11 +112,17 @@ TEST_CASE("a callback constraint is queried only where the law needs it", "[cons
         const float thr = kernels::min_p_threshold(m, 0.2f, 1.f);
         const auto above =
             double(std::count_if(x.begin(), x.end(), [&](float v) { return v >= thr; }));
-        CHECK(queries({.min_p = 0.2f}, all) == 1.0 + above);
+        // the walk's top allowed entry is not queried again by the filter
+        CHECK(queries({.min_p = 0.2f}, all) == above);
         CHECK(above < 100.0);
     }
     CHECK(queries({.logprobs = {.chosen = false}}, all) == 1.0);  // draw, then check it
-    CHECK(queries({.top_p = 0.9f}, all) == double(V));            // top-p needs the whole mask
+    {  // min-p with no logprob: the walk (1 query), then the drawn token unless it is the top
+        const double qm = queries({.min_p = 0.05f, .logprobs = {.chosen = false}}, all);
+        CHECK(qm >= 1.0);
+        CHECK(qm <= 2.0);
+    }
+    CHECK(queries({.top_p = 0.9f}, all) == double(V));  // top-p needs the whole mask
     // a constraint that forbids the top of the row: the greedy walk goes down to the first
     // allowed entry
     std::vector<token_id> order(V);
@@ -119,6 +132,46 @@ TEST_CASE("a callback constraint is queried only where the law needs it", "[cons
     std::vector<bool> no_top10(V, true);
     for (int i = 0; i < 10; ++i) no_top10[std::size_t(order[std::size_t(i)])] = false;
     CHECK(queries({.temperature = 0.f}, no_top10) == 11.0);
+}
+
+TEST_CASE("draw-then-check falls back to every verdict after 8 refusals, exact in law",
+          "[constraint][gof]") {
+    // A constraint that allows 1 token in 16 and none of the row's 12 best: most calls refuse
+    // their 8 proposals and take the full verdicts (own stream); the law stays the masked one.
+    const std::size_t V = 240;
+    const auto x = row_of(V, 21, 1.0);
+    std::vector<token_id> order(V);
+    for (std::size_t i = 0; i < V; ++i) order[i] = token_id(i);
+    std::sort(order.begin(), order.end(), [&](token_id a, token_id b) {
+        return x[std::size_t(a)] > x[std::size_t(b)] ||
+               (x[std::size_t(a)] == x[std::size_t(b)] && a < b);
+    });
+    auto ok = allow_every(V, 16, 5);
+    for (std::size_t i = 0; i < 12; ++i) ok[std::size_t(order[i])] = false;
+    for (const sampling_params& base :
+         {sampling_params{.temperature = 0.9f, .min_p = 0.01f, .logprobs = {.chosen = false}},
+          sampling_params{.temperature = 1.1f, .logprobs = {.chosen = false}}}) {
+        sampling_params p = base;
+        p.seed = 77;
+        p.constraint = id_set{ok};
+        const auto law = masked_law(p, x, ok);
+        sampler s(p, V);
+        std::size_t fallbacks = 0;
+        const auto counts = dk_test::histogram(V, 30000, [&](std::size_t i) {
+            const auto r = s.sample(x, 3, i);
+            REQUIRE(r.ok());
+            REQUIRE(ok[std::size_t(r.token)]);
+            fallbacks += r.constraint_queries > 100;  // the full verdicts (walk + 8 < 100)
+            return r.token;
+        });
+        dk_test::require_law(counts, law);
+        CHECK(fallbacks > 3000);  // the fallback path carries a good part of the law
+        CHECK(fallbacks < 30000);
+        // reproducible: another sampler with the same params gives the same tokens
+        sampler s2(p, V);
+        for (std::uint64_t i = 0; i < 50; ++i)
+            CHECK(s2.sample(x, 3, i).token == s.sample(x, 3, i).token);
+    }
 }
 
 TEST_CASE("sample_then_check follows its documented law, not the masked one", "[constraint][gof]") {

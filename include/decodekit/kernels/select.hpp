@@ -210,9 +210,10 @@ float kth_largest(const float* v, std::size_t c, std::size_t k, std::size_t& ge,
 
 /// Threshold from S = 512 samples (one at a hashed offset in each of S equal strides): the r-th
 /// largest, r = mu + 3 sqrt(mu) + 2 where mu = S k / n is the expected number of samples among
-/// the k best, so that fewer than k entries reach it only rarely. The samples are copied without
-/// a branch (NaN as -inf) to scratch[0, 512) and ranked by kth_largest. The lowest finite float
-/// when the row is small (n < 4096), k large (k > n / 16), or fewer than r samples are valid.
+/// the k best, so that fewer than k entries reach it only rarely. The valid samples (neither NaN
+/// nor -inf, nor disallowed under a mask) are copied without a branch to scratch[0, 512) and
+/// ranked by kth_largest. The lowest finite float when the row is small (n < 4096), k large
+/// (k > n / 16), or fewer than r samples are valid.
 template <class A, class Row>
 float sampled_threshold_of(const Row x, std::size_t n, std::size_t k, float* scratch) noexcept {
     constexpr std::size_t S = 512;
@@ -221,13 +222,19 @@ float sampled_threshold_of(const Row x, std::size_t n, std::size_t k, float* scr
     const std::size_t r = std::size_t(mu + 3 * std::sqrt(mu)) + 2;
     float* s = scratch;
     const std::uint64_t stride = n / S;
+    // Only the valid samples are kept: the r-th largest is the same, and kth_largest's search
+    // range is not stretched down to -inf (a masked row's disallowed samples: half of them
+    // under a 50 % mask, each step of the search then a bisection).
+    std::size_t c = 0;
     for (std::size_t j = 0; j < S; ++j) {
         const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
         const float v = x.at(j * stride + ((h * stride) >> 32));
-        s[j] = v == v ? v : -std::numeric_limits<float>::infinity();
+        s[c] = v;
+        c += v >= lowest_f;  // NaN and -inf dropped
     }
+    if (c < r) return lowest_f;
     std::size_t ge = 0, gt = 0;
-    const float t = kth_largest<A>(s, S, r, ge, gt);
+    const float t = kth_largest<A>(s, c, r, ge, gt);
     return t > lowest_f ? t : lowest_f;
 }
 

@@ -8,18 +8,32 @@
 ///   - top-k first: the k largest of M(x) are the first k allowed entries of x's order (with
 ///     keep_ties, also the allowed entries tied with the k-th); the later steps then see exactly
 ///     top_k(M(x)).
-///   - min-p first: max M(x) is the first allowed entry m_a of x's order; min-p keeps
-///     {i : M(x)_i >= thr(m_a)} = the allowed entries of {i : x_i >= thr(m_a)}, so only the
-///     entries above the threshold are queried (the min_keep fallback walks on, as top-k).
-///   - temperature only, no logprob asked: draw t from softmax(x / T); if t is allowed it is the
-///     result, else draw again from softmax(M(x) / T) with an independent stream. For an
-///     allowed t, P(t) = q(t) + (1 - Q) q(t) / Q = q(t) / Q (q the unconstrained law, Q the
-///     allowed mass): exactly the masked law. (The chosen logprob would need Q, hence every
-///     query: with logprobs.chosen on, the full mask is built.)
+///   - min-p first: max M(x) is the first allowed entry m of x's order (the walk); min-p keeps
+///     {i : M(x)_i >= thr(m)} = A n K with K = {i : x_i >= thr(m)}, A the allowed tokens. The
+///     entries the walk passed before m are known refused and m known allowed: none is queried
+///     again. Then:
+///       * min-p then temperature steps only, min_keep 1, no logprob asked (logprobs.chosen
+///         off, no extras): draw-then-check. A proposal t is drawn from softmax(x_K / T) (T the
+///         final temperature; kernels::draw_temperature with the absolute floor thr(m), one read
+///         pass) and accepted when allowed; at most max_constraint_proposals proposals (one
+///         rng_purpose::sample stream, continued), then the full verdicts below (rng_purpose::
+///         constraint). With q the law on K and Q = q(A) > 0 (m is in A n K), an allowed t is
+///         returned with probability sum_{j<8} (1-Q)^j q(t) + (1-Q)^8 q(t)/Q = q(t)/Q: the law
+///         of the pipeline on M(x) (softmax of A n K at T). A token refused once is not queried
+///         again (kept in the call's refused_tokens).
+///       * otherwise (other steps after min-p, min_keep > 1, or a logprob asked: the chosen
+///         logprob needs the masked normaliser, the mass of A n K, hence every verdict in K):
+///         every entry of K is queried (except those known from the walk), then the pipeline
+///         on the allowed ones (the min_keep fallback walks on, as top-k).
+///   - temperature only, no logprob asked: the same draw-then-check over the whole row
+///     (K = every valid entry), then the full mask with its own stream; with the chosen logprob
+///     on, the full mask at once.
 ///   - any other pipeline: the full mask (every valid entry queried once), then the pipeline on
 ///     M(x).
 /// Walks read x's order in growing prefixes from kernels::top_k (8, 64, 512, ... entries), so a
-/// walk costs a few read passes plus O(entries walked).
+/// walk costs a few read passes plus O(entries walked). A draw-then-check proposal costs one read
+/// pass (draw_temperature): on a row whose top mostly satisfies the constraint, min-p sampling
+/// queries about 2 tokens per call instead of |K|.
 
 #include <decodekit/config.hpp>
 #include <decodekit/kernels/select.hpp>
@@ -30,6 +44,7 @@
 #include <decodekit/sampling/working_set.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <limits>
 #include <span>
@@ -48,6 +63,41 @@ struct constraint_queries {
         return constraint.allowed(t, context);
     }
 };
+
+/// Proposals of a draw-then-check path before it falls back to the full verdicts.
+inline constexpr std::size_t max_constraint_proposals = 8;
+
+/// The tokens one call's draw-then-check refused (never queried again in that call).
+struct refused_tokens {
+    std::array<token_id, max_constraint_proposals> ids{};
+    std::size_t size = 0;
+    bool contains(token_id t) const noexcept {
+        return std::find(ids.begin(), ids.begin() + std::ptrdiff_t(size), t) !=
+               ids.begin() + std::ptrdiff_t(size);
+    }
+    void add(token_id t) noexcept {
+        if (size < ids.size() && !contains(t)) ids[size++] = t;
+    }
+};
+
+/// Draw-then-check (see the file comment): up to max_constraint_proposals proposals from
+/// `draw()` (an index, or npos when nothing can be drawn), the first with `allowed(t)` returned;
+/// a refused token is remembered in `refused` and never passed to `allowed` again. npos when
+/// every proposal was refused or the first could not be drawn (`drawn` false then).
+template <class Draw, class Allowed>
+std::size_t draw_then_check(Draw&& draw, Allowed&& allowed, refused_tokens& refused,
+                            bool& drawn) noexcept {
+    drawn = false;
+    for (std::size_t j = 0; j < max_constraint_proposals; ++j) {
+        const std::size_t i = draw();
+        if (i == npos) return npos;
+        drawn = true;
+        const token_id t = token_id(i);
+        if (!refused.contains(t) && allowed(t)) return i;
+        refused.add(t);
+    }
+    return npos;
+}
 
 /// The `need` first allowed entries of the row's descending order (logit descending, ties by
 /// id), plus with keep_ties the allowed entries tied with the need-th, written to w.kept()
@@ -83,16 +133,16 @@ inline std::size_t walk_allowed(working_set& w, std::size_t need, tie_policy tie
 }
 
 /// Writes the full mask into `row` (a writable copy of the set's row): every valid entry the
-/// constraint does not allow becomes -inf. Returns the number of allowed valid entries; `valid`
-/// receives the number of valid entries.
-inline std::size_t mask_row(std::span<float> row, constraint_queries& q,
-                            std::size_t& valid) noexcept {
+/// constraint does not allow becomes -inf (`refused` ones without a query). Returns the number
+/// of allowed valid entries; `valid` receives the number of valid entries.
+inline std::size_t mask_row(std::span<float> row, constraint_queries& q, std::size_t& valid,
+                            const refused_tokens& refused = {}) noexcept {
     std::size_t allowed = 0;
     valid = 0;
     for (std::size_t i = 0; i < row.size(); ++i) {
         if (!(row[i] > -std::numeric_limits<float>::infinity())) continue;  // NaN, -inf
         ++valid;
-        if (q(token_id(i)))
+        if (!refused.contains(token_id(i)) && q(token_id(i)))
             ++allowed;
         else
             row[i] = -std::numeric_limits<float>::infinity();

@@ -13,8 +13,10 @@
 /// sample_context::mask (kernels/mask.hpp).
 ///
 /// How the sampler queries a callback constraint (constraint_check::exact, the default): only
-/// where the law of the pipeline applied to the masked row depends on it (sampler.hpp lists the
-/// cases: greedy, top-k or min-p first, temperature-only draws, else every valid token).
+/// where the law of the pipeline applied to the masked row depends on it (sampling/
+/// constrained.hpp lists the cases with their proof sketches: greedy, top-k or min-p first,
+/// draw-then-check for min-p + temperature and temperature-only draws when no logprob is asked,
+/// else every valid token), and at most once per token and call.
 /// constraint_check::sample_then_check is llama.cpp's shortcut: the unconstrained pipeline draws,
 /// the drawn token is checked, and only when it is not allowed is the pipeline run again on the
 /// masked row. Not exact: a token is drawn with probability q(t) + P(reject) q'(t), q the

@@ -106,6 +106,7 @@ public:
         mask_fused_ =
             detail::mask_fusable(steps(), params_.greedy(), user_steps_) && !procs_.constraint();
         envelope_ = detail::plan_min_p_envelope(steps(), params_, user_steps_);
+        plan_min_p_proposals();
         extras_.top.resize(std::min(params_.logprobs.top_n, vocab_));
         extras_.requested.resize(params_.logprobs.ids.size());
         state_ = {};
@@ -218,8 +219,10 @@ private:
     std::array<sampling_step, 10> steps_{};
     std::size_t n_steps_ = 0;
     bool user_steps_ = false;
-    bool mask_fused_ = false;          // the call's mask is read inside the first row pass
-    detail::min_p_envelope envelope_;  // min-p + temperature as one envelope draw
+    bool mask_fused_ = false;           // the call's mask is read inside the first row pass
+    detail::min_p_envelope envelope_;   // min-p + temperature as one envelope draw
+    bool min_p_proposals_ = false;      // a constraint's min-p-first path may draw, then check
+    float proposal_temperature_ = 1.f;  // the final temperature of that draw
     sampler_state state_{};
     processor_pipeline procs_;
     logprob_storage extras_;
@@ -250,6 +253,30 @@ private:
                 steps_[n_steps_++] = src[pos];
             }
         }
+    }
+
+    /// Whether the constrained min-p-first path can draw then check (sampling/constrained.hpp):
+    /// min-p first, then built-in temperature steps only, min_keep 1, no logprob asked.
+    void plan_min_p_proposals() noexcept {
+        const logprobs_request& lr = params_.logprobs;
+        min_p_proposals_ = !params_.greedy() && !pipeline_.empty() && params_.min_keep <= 1 &&
+                           !lr.chosen && !lr.any() && pipeline_[0].user == no_user &&
+                           pipeline_[0].id == sampling_step::min_p;
+        proposal_temperature_ = 1.f;
+        for (std::size_t i = 1; i < pipeline_.size() && min_p_proposals_; ++i) {
+            if (pipeline_[i].user != no_user || pipeline_[i].id != sampling_step::temperature)
+                min_p_proposals_ = false;
+            else
+                proposal_temperature_ = params_.temperature;
+        }
+    }
+
+    static sample_result drawn_result(std::size_t token) noexcept {
+        sample_result r;
+        r.token = token_id(token);
+        r.status = sample_status::ok;
+        r.logprob = std::numeric_limits<float>::quiet_NaN();  // only with logprobs off
+        return r;
     }
 
     void update_mirostat(double prob) noexcept {
@@ -402,29 +429,52 @@ private:
             first->id == sampling_step::min_p) {
             if (detail::walk_allowed(w, 1, tie_policy::exactly_k, q) == 0)
                 return status_result(detail::none_allowed(row));
+            const float top = w.kept().logits()[0];
+            const token_id top_id = w.kept().ids()[0];
             const float t_eff = params_.min_p_mode == min_p_space::logits ? 1.f : w.temperature();
-            const float thr = kernels::min_p_threshold(w.kept().logits()[0], params_.min_p, t_eff);
+            const float thr = kernels::min_p_threshold(top, params_.min_p, t_eff);
+            // the walk's verdicts: the entries before the top allowed one in x's order were
+            // refused, the top allowed one allowed; the others are queried once
+            detail::refused_tokens refused;
+            auto allowed = [&](token_id t) {
+                if (t == top_id) return true;
+                const float v = row[std::size_t(t)];
+                if (v > top || (v == top && t < top_id)) return false;
+                return !refused.contains(t) && q(t);
+            };
+            bool proposed = false;
+            if (min_p_proposals_) {
+                rng_stream rng =
+                    make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::sample);
+                const kernels::logit_threshold floor{.at_least = thr};
+                const std::size_t t = detail::draw_then_check(
+                    [&] {
+                        return kernels::draw_temperature(row, proposal_temperature_, rng, floor);
+                    },
+                    allowed, refused, proposed);
+                if (t != npos) return drawn_result(t);
+            }
             candidates& kept = w.kept();
             kernels::filter_at_least(row, thr, kept);
             w.set_kept(false);
             const token_id* ids = kept.id_storage();
-            w.keep_if([&](std::size_t i) { return q(ids[i]); });
+            w.keep_if([&](std::size_t i) { return allowed(ids[i]); });
             if (kept.size() < params_.min_keep)
                 detail::walk_allowed(w, params_.min_keep, tie_policy::exactly_k, q);
-            return finish(logits, ctx, w, rng_purpose::sample, 1);
+            return finish(logits, ctx, w, proposed ? rng_purpose::constraint : rng_purpose::sample,
+                          1);
         }
+        detail::refused_tokens refused;
         if (exact && !greedy && temperature_only() && !lr.chosen && !lr.any()) {
             truncate(w, ctx);
             rng_stream rng =
                 make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::sample);
-            const std::size_t t = kernels::draw_temperature(row, w.temperature(), rng);
-            if (t == npos) return status_result(sample_status::no_valid_token);
-            if (q(token_id(t))) {
-                sample_result r;
-                r.token = token_id(t);
-                r.status = sample_status::ok;
-                return r;
-            }
+            bool drawn = false;
+            const std::size_t t = detail::draw_then_check(
+                [&] { return kernels::draw_temperature(row, w.temperature(), rng); },
+                [&](token_id c) { return q(c); }, refused, drawn);
+            if (t != npos) return drawn_result(t);
+            if (!drawn) return status_result(sample_status::no_valid_token);
         } else if (!exact) {
             // llama.cpp's shortcut: the unconstrained pipeline, then a check of its token
             const sample_result r = finish(logits, ctx, w, rng_purpose::sample);
@@ -438,7 +488,7 @@ private:
         const std::span<float> m = detail::writable_copy(logits, row, ctx, w.workspace(), procs_,
                                                          xtc_step::enabled(params_, vocab_));
         std::size_t valid = 0;
-        if (detail::mask_row(m, q, valid) == 0)
+        if (detail::mask_row(m, q, valid, refused) == 0)
             return status_result(valid > 0 ? sample_status::no_allowed_token
                                            : sample_status::no_valid_token);
         working_set wm(std::span<const float>(m.data(), m.size()), w.workspace());
