@@ -106,6 +106,7 @@ public:
         mask_fused_ =
             detail::mask_fusable(steps(), params_.greedy(), user_steps_) && !procs_.constraint();
         envelope_ = detail::plan_min_p_envelope(steps(), params_, user_steps_);
+        xtc_only_ = detail::plan_xtc_only(steps(), params_, user_steps_);
         extras_.top.resize(std::min(params_.logprobs.top_n, vocab_));
         extras_.requested.resize(params_.logprobs.ids.size());
         state_ = {};
@@ -217,7 +218,8 @@ private:
     std::size_t n_steps_ = 0;
     bool user_steps_ = false;
     bool mask_fused_ = false;          // the call's mask is read inside the first row pass
-    detail::min_p_envelope envelope_;  // min-p + temperature as one envelope draw
+    detail::min_p_envelope envelope_;  // min-p + temperature: one draw (steps/min_p.hpp)
+    detail::xtc_only_plan xtc_only_;   // XTC + temperature: one draw (steps/xtc.hpp)
     sampler_state state_{};
     processor_pipeline procs_;
     logprob_storage extras_;
@@ -349,13 +351,18 @@ private:
             if (lr.any()) fill_logprob_extras(r, lr, logits, w, true, 0, false, extras_);
             return r;
         }
-        const bool envelope =
-            envelope_.on && first_step == 0 && w.full() && !w.overlaid() && !lr.chosen && !lr.any();
-        if (!envelope) truncate(w, ctx, first_step);
+        // min-p or XTC as the only truncation: one draw over the row (no step, no compaction)
+        const bool whole = first_step == 0 && w.full() && !w.overlaid() && !lr.any();
+        const bool min_p_only = whole && envelope_.on;
+        const bool xtc_only = whole && xtc_only_.on && !w.masked();
+        if (!min_p_only && !xtc_only) truncate(w, ctx, first_step);
         w.clear_patch_marks();
         rng_stream rng = make_stream({params_.seed, ctx.sequence, ctx.step}, purpose);
-        const set_draw d = envelope ? detail::draw_min_p_envelope(w, envelope_, params_.min_p, rng)
-                                    : draw_from(w, rng, lr.chosen || lr.any());
+        const set_draw d = min_p_only ? detail::draw_min_p_only(w, params_.min_p, envelope_.t_min_p,
+                                                                envelope_.t_draw, lr.chosen, rng)
+                           : xtc_only
+                               ? detail::draw_xtc_only(w, params_, ctx, xtc_only_, lr.chosen, rng)
+                               : draw_from(w, rng, lr.chosen || lr.any());
         if (d.token < 0) return r;
         r.token = d.token;
         r.logprob = float(d.logprob);
