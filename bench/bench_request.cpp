@@ -8,7 +8,15 @@
 //       kind: last64   llama.cpp chain + repetition 1.1 and frequency 0.1 over the last 64 tokens
 //             whole    llama.cpp chain + repetition 1.1 and frequency 0.1 over the whole history
 //             ngram3   llama.cpp chain + no-repeat-ngram of size 3
+//             whole_300ids  whole, over a history cycling through 300 distinct ids instead: the
+//                      same distinct tokens at both lengths, so any term in the history length
+//                      shows (whole's H = 100000 row has 2 000 distinct ids against 300: its ratio
+//                      includes the O(distinct tokens) work the penalties must do)
 //       Bars (issue 12): time at H = 100000 <= 1.5x the time at H = 300.
+//   BM_history_stage/<kind>/H:<n>   the processor stage alone, as BM_history (the sampler's
+//       processor_pipeline::run on the sparse path, and the working set's restore of the
+//       workspace's bits): what the processors cost per step; the rest of a BM_history step is
+//       the sampler's steps and draw (BM_request/llama_chain/warm without processors).
 //   BM_request/<setting>/new    a new sampler + its first draw (+ its destruction) per iteration,
 //                               as an engine makes one per request;
 //   BM_request/<setting>/warm   a draw with a sampler made before the timing.
@@ -50,23 +58,25 @@ sampling_params with_penalties(sampling_params p, penalty_scope scope) {
     return p;
 }
 
-/// Token i of every benchmark history: 2 000 distinct ids spread over the vocabulary, cycling.
-token_id history_token(std::size_t i) {
-    return token_id((std::size_t(i % 2000) * 7919 + 13) % V);  // 7919 is prime: distinct ids
+/// Token i of a benchmark history: `distinct` ids spread over the vocabulary, cycling (2 000
+/// unless said otherwise).
+token_id history_token(std::size_t i, std::size_t distinct = 2000) {
+    return token_id((std::size_t(i % distinct) * 7919 + 13) % V);  // 7919 is prime: distinct ids
 }
 
-std::vector<token_id> make_history(std::size_t n) {
+std::vector<token_id> make_history(std::size_t n, std::size_t distinct = 2000) {
     std::vector<token_id> h(n);
-    for (std::size_t i = 0; i < n; ++i) h[i] = history_token(i);
+    for (std::size_t i = 0; i < n; ++i) h[i] = history_token(i, distinct);
     return h;
 }
 
 constexpr std::size_t history_steps = 256;
 
-void run_history(benchmark::State& state, const sampling_params& p, std::size_t mean_history) {
+void run_history(benchmark::State& state, const sampling_params& p, std::size_t mean_history,
+                 std::size_t distinct) {
     const auto& x = dk_bench::logits(V);
     const std::size_t start = mean_history - history_steps / 2;
-    std::vector<token_id> h = make_history(start + history_steps + 1);
+    std::vector<token_id> h = make_history(start + history_steps + 1, distinct);
     sampler s(p, V);
     std::size_t n = start;
     const auto ctx = [&] {
@@ -83,6 +93,36 @@ void run_history(benchmark::State& state, const sampling_params& p, std::size_t 
         ++n;  // the history grows by one token per step
         benchmark::DoNotOptimize(s.sample(x, ctx()));
     }
+    dk_bench::set_items(state, V);
+}
+
+/// run_history's steps through the processor stage alone (the sparse path a top-k-first
+/// sampler takes).
+void run_history_stage(benchmark::State& state, const sampling_params& p, std::size_t mean_history,
+                       std::size_t distinct) {
+    const auto& x = dk_bench::logits(V);
+    const std::size_t start = mean_history - history_steps / 2;
+    std::vector<token_id> h = make_history(start + history_steps + 1, distinct);
+    processor_pipeline procs(p, /*sparse_first_step=*/true);
+    sampling_workspace& ws = sampling_workspace::this_thread();
+    ws.reserve(V);
+    std::size_t n = start, patches = 0;
+    const auto step = [&] {
+        const sample_context ctx{.sequence = 1,
+                                 .step = n - start,
+                                 .history = std::span<const token_id>(h.data(), n),
+                                 .prompt_length = start};
+        const processed_row pr = procs.run(x, ctx, ws);
+        const working_set w(pr.row, ws, pr.patches, pr.overlay);  // restores the workspace
+        return pr.patches;
+    };
+    step();  // the request's first call (prefill): untimed
+    for (auto _ : state) {
+        ++n;
+        patches = step();
+        benchmark::DoNotOptimize(patches);
+    }
+    state.counters["patches"] = double(patches);
     dk_bench::set_items(state, V);
 }
 
@@ -180,16 +220,28 @@ std::vector<request_setting> request_settings() {
 [[maybe_unused]] const bool registered = [] {
     sampling_params ngram = llama_chain;
     ngram.no_repeat_ngram_size = 3;
-    const std::pair<const char*, sampling_params> kinds[] = {
-        {"last64", with_penalties(llama_chain, penalty_scope::last_n)},
-        {"whole", with_penalties(llama_chain, penalty_scope::whole_history)},
-        {"ngram3", ngram},
+    struct history_kind {
+        const char* name;
+        sampling_params params;
+        std::size_t distinct;
     };
-    for (const auto& [name, p] : kinds)
+    const history_kind kinds[] = {
+        {"last64", with_penalties(llama_chain, penalty_scope::last_n), 2000},
+        {"whole", with_penalties(llama_chain, penalty_scope::whole_history), 2000},
+        {"ngram3", ngram, 2000},
+        {"whole_300ids", with_penalties(llama_chain, penalty_scope::whole_history), 300},
+    };
+    for (const auto& k : kinds)
         for (const std::size_t hist : {std::size_t(300), std::size_t(100000)})
             benchmark::RegisterBenchmark(
-                ("BM_history/" + std::string(name) + "/H:" + std::to_string(hist)).c_str(),
-                run_history, p, hist)
+                ("BM_history/" + std::string(k.name) + "/H:" + std::to_string(hist)).c_str(),
+                run_history, k.params, hist, k.distinct)
+                ->Iterations(history_steps);
+    for (const auto& k : kinds)
+        for (const std::size_t hist : {std::size_t(300), std::size_t(100000)})
+            benchmark::RegisterBenchmark(
+                ("BM_history_stage/" + std::string(k.name) + "/H:" + std::to_string(hist)).c_str(),
+                run_history_stage, k.params, hist, k.distinct)
                 ->Iterations(history_steps);
     for (const request_setting& r : request_settings()) {
         benchmark::RegisterBenchmark(("BM_request/" + r.name + "/new").c_str(), run_request,

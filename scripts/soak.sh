@@ -27,16 +27,21 @@ configure() {  # dir, extra cmake args...
   cmake --build "$dir" --target decodekit-engine -j"$jobs"
 }
 
+# DECODEKIT_SOAK_ASAN_DIR / DECODEKIT_SOAK_DIR: an already configured build directory with the
+# same kind of build (scripts/test.sh passes build/asan and build/test, whose presets build the
+# examples with these sanitizer flags and -O2), so the suite does not compile the engine twice.
+asan_dir="${DECODEKIT_SOAK_ASAN_DIR:-build/soak-asan}"
+plain_dir="${DECODEKIT_SOAK_DIR:-build/soak}"
 mkdir -p build
-configure build/soak-asan -DCMAKE_CXX_COMPILER=clang++ \
+configure "$asan_dir" -DCMAKE_CXX_COMPILER=clang++ \
   "-DCMAKE_CXX_FLAGS_RELEASE=-O1 -g -DNDEBUG" \
   "-DCMAKE_CXX_FLAGS=-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
-configure build/soak -DCMAKE_CXX_COMPILER=g++ "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -DNDEBUG"
+configure "$plain_dir" -DCMAKE_CXX_COMPILER=g++ "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -DNDEBUG"
 
-echo "==== soak 1/2: ASan + UBSan, ${seconds} s"
+echo "==== soak 1/2: ASan + UBSan, ${seconds} s ($asan_dir)"
 ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}" \
 UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
-  build/soak-asan/examples/decodekit-engine --soak "$seconds" --seed "$seed"
-echo "==== soak 2/2: unsanitized, ${seconds} s, RSS at the end <= 1.1x after warm-up"
-build/soak/examples/decodekit-engine --soak "$seconds" --seed "$seed" --rss-limit 1.1
+  "$asan_dir/examples/decodekit-engine" --soak "$seconds" --seed "$seed"
+echo "==== soak 2/2: unsanitized, ${seconds} s, RSS at the end <= 1.1x after warm-up ($plain_dir)"
+"$plain_dir/examples/decodekit-engine" --soak "$seconds" --seed "$seed" --rss-limit 1.1
 echo "soak: passed (2 runs of ${seconds} s, seed ${seed})"

@@ -24,7 +24,14 @@ for p in "${presets[@]}"; do
   if [ "$p" = fuzz ]; then
     DECODEKIT_FUZZ_SEED="${DECODEKIT_FUZZ_SEED:-1}" bash scripts/fuzz.sh "${DECODEKIT_FUZZ_SECONDS:-12}"
   elif [ "$p" = soak ]; then
-    DECODEKIT_SOAK_SEED="${DECODEKIT_SOAK_SEED:-1}" bash scripts/soak.sh "${DECODEKIT_SOAK_SECONDS:-20}"
+    # reuse the engine the asan and test presets built in this run (same flags), if they ran
+    soak_env=()
+    for q in "${presets[@]}"; do
+      [ "$q" = asan ] && soak_env+=("DECODEKIT_SOAK_ASAN_DIR=build/asan")
+      [ "$q" = test ] && soak_env+=("DECODEKIT_SOAK_DIR=build/test")
+    done
+    env "${soak_env[@]}" DECODEKIT_SOAK_SEED="${DECODEKIT_SOAK_SEED:-1}" \
+      bash scripts/soak.sh "${DECODEKIT_SOAK_SECONDS:-20}"
   else
     cmake --workflow --preset "$p" 2>&1 | tee "$log"
     n="$(grep -oE 'tests passed, 0 tests failed out of [0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)"

@@ -246,7 +246,7 @@ inline result<checkpoint> load_checkpoint(const std::string& path) {
 
 // ---------------------------------------------------------------------------------------------
 // Tiny checkpoint writer (random weights, deterministic): lets tests and the demo run without
-// ../shared/models.
+// the shipped model files.
 
 /// SplitMix64: a portable deterministic generator (std distributions differ across libraries).
 struct splitmix64 {

@@ -51,6 +51,17 @@ TEST_CASE("bad input: a logits row whose size is not the sampler's vocabulary", 
         const std::vector<float> good{1.f, 2.f, 3.f, 4.f};
         CHECK(s.sample(good).ok());  // negative control: the right size works
     }
+    SECTION("a refused call does not advance the sampler's own step counter") {
+        const std::vector<float> good{1.f, 2.f, 3.f, 4.f}, bad(3, 1.f);
+        for (std::uint64_t seed = 0; seed < 64; ++seed) {
+            sampler fresh({.seed = seed}, 4), refused({.seed = seed}, 4);
+            REQUIRE(refused.sample(bad).status == sample_status::bad_input);
+            // the first good call of each is keyed by step 0, the second by step 1
+            CHECK(refused.sample(good).token == fresh.sample(good).token);
+            CHECK(refused.sample(good).token == fresh.sample(good).token);
+            CHECK(fresh.sample(good).token == refused.sample(good, 0, 2).token);
+        }
+    }
     SECTION("batched: a matrix narrower than a row's sampler gives bad_input for that row only") {
         sampler a({}, 4), b({}, 3);
         const std::vector<float> m{1.f, 2.f, 3.f, 4.f, 1.f, 2.f, 3.f, 4.f};

@@ -282,3 +282,72 @@ TEST_CASE("compact_cut and draw_cut: the kept set of a cut, and the draw over it
     dk::candidates small(10);
     CHECK(kn::compact_cut<A>(x, wc, r.cut, small, sum) == dk::npos);
 }
+
+namespace {
+
+/// -E_p[D] of the row at temperature T in long double (64-bit significand: ~1e-18 relative, far
+/// below the bounds under test).
+double exact_minus_mean_d(std::span<const float> x, float temperature) {
+    long double m = -std::numeric_limits<long double>::infinity();
+    for (float v : x)
+        if (v == v) m = std::max<long double>(m, v);
+    long double z = 0, s = 0;
+    for (float v : x) {
+        if (!(v == v) || v == -inf) continue;
+        const long double d = ((long double)v - m) / (long double)temperature;
+        const long double e = std::exp(d);
+        z += e;
+        s += e * d;
+    }
+    return double(-s / z);
+}
+
+/// entropy.hpp's mean of d against the exact one on a row: both bounds hold; returns the
+/// uncompensated and the compensated bound (0 when the architecture has no exact fma).
+template <class A>
+std::pair<double, double> check_mean_of_d(std::span<const float> x, float temperature) {
+    std::vector<float> w(x.size());
+    const float m = kn::max<A>(x);
+    const auto rs = kn::detail::entropy_pass<A, true>(x, m, temperature, w.data());
+    const double exact = exact_minus_mean_d(x, temperature);
+    const auto plain = kn::detail::mean_of_d(rs, x.size());
+    CHECK(std::fabs(plain.c - exact) <= plain.dc);
+    // the stored weights are the kernels' weights, bit for bit
+    for (std::size_t i = 0; i < x.size(); i += 97)
+        REQUIRE(w[i] == kn::detail::weight_one<A>(x[i], m, 1.f / temperature));
+    const auto k = kn::detail::compensate<A>(x, m, temperature, w.data(), x.size() / 3);
+    CHECK(k.valid == kn::detail::exact_fma<A>);
+    if (!k.valid) return {plain.dc, 0.0};
+    const auto comp = kn::detail::mean_of_d(rs, x.size(), k);
+    CHECK(std::fabs(comp.c - exact) <= comp.dc);
+    CHECK(comp.dc <= plain.dc);
+    return {plain.dc, comp.dc};
+}
+
+}  // namespace
+
+TEST_CASE("entropy.hpp: E_p[d] within its bounds, compensated and not, on the row family") {
+    each_arch(
+        [&](auto arch, const std::string& name) {
+            using A = decltype(arch);
+            for (auto sh : dk_family::shapes)
+                for (float t : {1.f, 1.5f, 0.7f}) {
+                    INFO("arch " << name << " shape " << dk_family::name(sh) << " T " << t);
+                    const auto x = dk_family::make_row(sh, 32000, 5);
+                    const auto [plain, comp] = check_mean_of_d<A>(x, t);
+                    // the premise of typical's compensated tier: an order of magnitude tighter
+                    // where the Gaussian and near-uniform rows need it
+                    if (kn::detail::exact_fma<A> &&
+                        (sh == dk_family::shape::gauss || sh == dk_family::shape::flat))
+                        CHECK(comp * 4 < plain);
+                }
+            // special values: NaN and -inf entries carry no weight and no correction
+            std::vector<float> x = dk_family::make_row(dk_family::shape::gauss, 4099, 9);
+            x[3] = std::numeric_limits<float>::quiet_NaN();
+            x[1000] = -inf;
+            x[4098] = -inf;
+            check_mean_of_d<A>(x, 1.f);
+            check_mean_of_d<A>(x, 1.3f);
+        },
+        32000);
+}

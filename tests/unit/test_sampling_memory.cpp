@@ -4,14 +4,18 @@
 // this test executable (bytes and calls, not time).
 #include "dk_test.hpp"
 
+#include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <cstdlib>
+#include <memory>
 #include <new>
 #include <random>
 #include <vector>
 
 namespace {
 std::atomic<std::size_t> g_bytes{0}, g_calls{0};
+std::atomic<std::ptrdiff_t> g_live{0};  // bytes allocated and not yet freed
 }  // namespace
 
 // Every replaceable non-aligned form is replaced, so a pointer never meets a deallocation of
@@ -21,10 +25,23 @@ std::atomic<std::size_t> g_bytes{0}, g_calls{0};
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 #endif
 namespace {
+// Each block starts with a header holding its size (16 bytes keep malloc's alignment), so a
+// deallocation knows what it frees (g_live).
+constexpr std::size_t header = 16;
 void* counted_alloc(std::size_t n) noexcept {
     g_bytes += n;
     ++g_calls;
-    return std::malloc(n ? n : 1);
+    auto* p = static_cast<unsigned char*>(std::malloc(n + header));
+    if (!p) return nullptr;
+    *reinterpret_cast<std::size_t*>(p) = n;
+    g_live += std::ptrdiff_t(n);
+    return p + header;
+}
+void counted_free(void* q) noexcept {
+    if (!q) return;
+    auto* p = static_cast<unsigned char*>(q) - header;
+    g_live -= std::ptrdiff_t(*reinterpret_cast<std::size_t*>(p));
+    std::free(p);
 }
 }  // namespace
 void* operator new(std::size_t n) {
@@ -45,20 +62,23 @@ void* operator new[](std::size_t n) {
 }
 void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
 void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p) noexcept { counted_free(p); }
+void operator delete[](void* p) noexcept { counted_free(p); }
+void operator delete(void* p, std::size_t) noexcept { counted_free(p); }
+void operator delete[](void* p, std::size_t) noexcept { counted_free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { counted_free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { counted_free(p); }
 
 using namespace decodekit;
 
 namespace {
 struct counter {
     std::size_t bytes0 = g_bytes, calls0 = g_calls;
+    std::ptrdiff_t live0 = g_live;
     std::size_t bytes() const { return g_bytes - bytes0; }
     std::size_t calls() const { return g_calls - calls0; }
+    /// Bytes allocated since construction and still held.
+    std::ptrdiff_t held() const { return g_live - live0; }
 };
 std::vector<float> row(std::size_t v, unsigned seed) {
     std::mt19937 g(seed);
@@ -119,4 +139,40 @@ TEST_CASE("sampling allocates nothing once the workspace is warm; rearm reuses s
     REQUIRE(s.sample(x, 0, 0).ok());
     sampler fresh(ps[1], V);
     CHECK(fresh.sample(x, 0, 0).token == s.sample(x, 0, 0).token);
+}
+
+TEST_CASE("an idle request holds 4 KiB plus 32 bytes per distinct token it has seen, at most",
+          "[sampling][memory]") {
+    // What a live request's sampler holds on the heap after a draw (its own storage: params,
+    // processors, penalty counts, the history journal), the shared workspace excluded: the bar
+    // of bench_request's BM_memory (4 KiB + the history state, judged as 32 bytes per distinct
+    // token), here exactly, with operator new counted.
+    const std::size_t V = 128256;
+    const auto x = row(V, 5);
+    sampling_params hf{.temperature = 0.7f, .top_p = 0.9f, .order = sampling_order::hf};
+    hf.penalties.repetition = 1.1f;
+    sampling_params chain{.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f};
+    chain.penalties = {.repetition = 1.1f,
+                       .frequency = 0.1f,
+                       .repetition_scope = penalty_scope::whole_history,
+                       .frequency_scope = penalty_scope::whole_history};
+    for (const std::size_t distinct : {std::size_t(1), std::size_t(300), std::size_t(2000)}) {
+        std::vector<token_id> h(std::max<std::size_t>(distinct, 300));
+        for (std::size_t i = 0; i < h.size(); ++i)
+            h[i] = token_id((i % distinct) * 7919 % V);  // 7919 is prime: distinct ids
+        const sample_context ctx{.sequence = 1, .history = h, .prompt_length = h.size()};
+        for (const sampling_params& p : {hf, chain}) {
+            {
+                sampler warm(p, V);  // grows the thread's workspace for this path
+                REQUIRE(warm.sample(x, ctx).ok());
+            }
+            const counter c;
+            auto s = std::make_unique<sampler>(p, V);
+            REQUIRE(s->sample(x, ctx).ok());
+            const std::ptrdiff_t allowed = std::ptrdiff_t(4096 + 32 * distinct + sizeof(sampler));
+            INFO("distinct " << distinct << " order " << int(p.order) << " held " << c.held());
+            CHECK(c.held() <= allowed);
+            CHECK(c.held() >= std::ptrdiff_t(sizeof(sampler) + 8 * distinct));  // counts exist
+        }
+    }
 }

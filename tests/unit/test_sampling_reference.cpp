@@ -430,3 +430,78 @@ TEST_CASE("sparse processors (no row copy) give the same distributions as the de
         }
     }
 }
+
+TEST_CASE(
+    "sparse path at V = 50000: patched top entries leave the k best, raised ones enter, "
+    "masked or not, and the workspace's bits are clean after every call",
+    "[sampling][processors]") {
+    // The first step selects the k best unpatched entries in one pass under a bitmask without
+    // the patched ids; this row puts the patches where that matters: the 30 best entries are in
+    // the history (penalised), some low entries are raised above them (logit bias), and ties
+    // (logits on a 0.25 grid) sit at the k-th value.
+    constexpr std::size_t v = 50000;
+    std::mt19937_64 g(2026);
+    std::vector<float> x(v);
+    for (float& e : x) e = float(std::round(std::normal_distribution<double>(0, 2)(g) * 4) / 4);
+    x[17] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<token_id> by_value(v);
+    std::iota(by_value.begin(), by_value.end(), token_id(0));
+    std::partial_sort(
+        by_value.begin(), by_value.begin() + 64, by_value.end(), [&](token_id a, token_id b) {
+            const float xa = std::isnan(x[std::size_t(a)]) ? -INFINITY : x[std::size_t(a)];
+            const float xb = std::isnan(x[std::size_t(b)]) ? -INFINITY : x[std::size_t(b)];
+            return xa > xb;
+        });
+    std::vector<token_id> history(by_value.begin(), by_value.begin() + 30);
+    for (int i = 0; i < 2000; ++i) history.push_back(token_id(g() % v));
+    std::vector<std::uint32_t> dense_mask(kernels::bitmask_words(v), 0u), sparse_mask = dense_mask;
+    for (std::size_t i = 0; i < v; ++i) {
+        if (g() % 10 != 0) dense_mask[i / 32] |= 1u << (i % 32);
+        if (g() % 32 == 0 || i == std::size_t(by_value[40])) sparse_mask[i / 32] |= 1u << (i % 32);
+    }
+    const std::vector<std::uint32_t>* masks[] = {nullptr, &dense_mask, &sparse_mask};
+
+    std::vector<sampling_params> ps;
+    for (const int k : {1, 40, 300})
+        for (const tie_policy t : {tie_policy::exactly_k, tie_policy::keep_ties})
+            ps.push_back({.temperature = 0.9f, .top_k = k, .top_k_ties = t});
+    ps.push_back({.temperature = 0.f});
+    ps.push_back({.min_p = 0.02f, .min_keep = 50});
+    sampling_workspace ws_a, ws_b;
+    int m_index = 0;
+    for (const auto* m : masks) {
+        for (sampling_params p : ps) {
+            p.penalties = {.repetition = 1.5f, .frequency = 0.3f};
+            p.logit_biases = {{by_value[5000], 30.f}, {by_value[6000], 12.f}, {by_value[2], 0.25f}};
+            sampling_params dense = p;  // an allowed set of every id forces the row copy
+            dense.allowed_tokens.resize(v);
+            std::iota(dense.allowed_tokens.begin(), dense.allowed_tokens.end(), token_id(0));
+            sampler a(p, v), b(dense, v);
+            for (int rep = 0; rep < 2; ++rep) {
+                sample_context ctx{.sequence = 1,
+                                   .step = std::uint64_t(rep),
+                                   .history = history,
+                                   .prompt_length = 10};
+                if (m) ctx.mask = {.words = *m, .size = v};
+                INFO("mask " << m_index << " top_k " << p.top_k << " ties " << int(p.top_k_ties)
+                             << " temperature " << p.temperature << " min_p " << p.min_p);
+                const auto da = a.distribution(x, ctx, ws_a);
+                const std::vector<token_id> ta(da.tokens.begin(), da.tokens.end());
+                const std::vector<float> pa(da.probs.begin(), da.probs.end());
+                const auto db = b.distribution(x, ctx, ws_b);
+                REQUIRE(!ta.empty());
+                REQUIRE(ta == std::vector<token_id>(db.tokens.begin(), db.tokens.end()));
+                for (std::size_t i = 0; i < pa.size(); ++i)
+                    REQUIRE(std::fabs(pa[i] - db.probs[i]) <= 1e-6f);
+                CHECK(a.sample(x, ctx, ws_a).token == b.sample(x, ctx, ws_b).token);
+                // the sparse path's invariants between calls: no declared bit, no patched bit
+                CHECK(std::all_of(ws_a.seen.begin(), ws_a.seen.end(),
+                                  [](std::uint32_t w) { return w == 0u; }));
+                CHECK(std::all_of(ws_a.unpatched.begin(), ws_a.unpatched.end(),
+                                  [](std::uint32_t w) { return w == ~0u; }));
+            }
+        }
+        ++m_index;
+    }
+    CHECK(ws_a.unpatched.size() == kernels::bitmask_words(v));  // the sparse path ran
+}

@@ -7,10 +7,11 @@
 /// numbers are consumed.
 ///
 /// Probability thresholds (epsilon, eta, mirostat_cut), passes: max; the exponential pass storing
-/// every weight (Z, and for eta the entropy: H = log Z + sum w |d| / Z in the same pass); one
-/// compaction pass keeping x_i >= a logit threshold a little below the exact one. Entries whose
-/// float probability w_i / Z is within its error bound of the threshold (relative: the
-/// exponential's, the argument's, Z's, eta's H; see kernels/weights.hpp) are decided again in
+/// every weight (Z, and for eta the entropy: H = log Z + sum w |d| / Z in the same pass, with
+/// entropy.hpp's bound); one compaction pass keeping x_i >= a logit threshold a little below the
+/// exact one; the kept set's smallest value (its cut, and whether any kept entry is undecided).
+/// Entries whose float probability w_i / Z is within its error bound of the threshold (relative:
+/// the exponential's, the argument's, Z's, eta's H; see kernels/weights.hpp) are decided again in
 /// double: Z (and H) from a double-precision pass and the entry's weight the reference's (tier
 /// double_pass), and if still within ~1e-10, with the reference's own Z and H (tier reference).
 /// Fewer than min_keep kept: top_k_unordered's set (the ties of the min_keep-th kept, for epsilon
@@ -24,6 +25,7 @@
 
 #include <decodekit/candidates.hpp>
 #include <decodekit/kernels/cut.hpp>
+#include <decodekit/kernels/entropy.hpp>
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/reference.hpp>
 #include <decodekit/kernels/select.hpp>
@@ -60,19 +62,25 @@ inline double rule_threshold(prob_rule rule, float param, double h) noexcept {
     return 0;
 }
 
+/// An empty result for a row x into out with weights, out cleared; status bad_size when
+/// out.capacity() or weights.size() < x.size().
+inline truncation_result sized(std::span<const float> x, candidates& out,
+                               std::span<float> weights) noexcept {
+    truncation_result r;
+    out.clear();
+    if (out.capacity() < x.size() || weights.size() < x.size())
+        r.status = truncation_status::bad_size;
+    return r;
+}
+
 /// The shared body of epsilon, eta and mirostat_cut (see the file comment).
 template <class A>
 truncation_result keep_probable(std::span<const float> x, prob_rule rule, float param,
                                 float temperature, std::size_t min_keep, candidates& out,
                                 std::span<float> weights) noexcept {
-    truncation_result r;
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        r.status = truncation_status::bad_size;
-        return r;
-    }
+    truncation_result r = sized(x, out, weights);
     const std::size_t n = x.size();
-    if (n == 0) return r;
+    if (!r.ok() || n == 0) return r;
     float* w = weights.data();
     const bool miro = rule == prob_rule::mirostat;
     const float m = kernels::max<A>(x);
@@ -89,8 +97,8 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
                 reference::mirostat_cut(x, param, temperature, o);
         });
     const bool eta = rule == prob_rule::eta;
-    const row_sums rs =
-        eta ? weigh_row<A, true, true>(x, m, inv_t, w) : weigh_row<A, true, false>(x, m, inv_t, w);
+    const row_sums rs = eta ? entropy_pass<A, true>(x, m, temperature, w)
+                            : weigh_row<A, true, false>(x, m, inv_t, w);
     const double z = rs.sum;
     r.sum = z;
     constexpr float pinf = std::numeric_limits<float>::infinity();
@@ -103,14 +111,10 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
     // The threshold, with its relative error bound.
     const double beta_z = (rs.error(n) + sum_error(n) * z) / z;  // Z's relative error
     double h = 0, dh = 0;
-    if (eta) {
-        const double c = rs.wd / z;  // -sum p d
-        h = std::log(z) + c;
-        const double dc = (2 * exp_error * rs.wd_bound +
-                           arg_error * (2 * rs.wd2_bound + c * rs.wd_bound) + 4 * 0x1p-24 * rs.wd) /
-                              z * (1 + 1e-6) +
-                          c * beta_z;
-        dh = beta_z * (1 + beta_z) + dc + 1e-15 * (std::fabs(h) + 1);
+    if (eta) {  // H = log Z - E_p[d], E_p[d]'s error bound from entropy.hpp
+        const weighted_mean mean = mean_of_d(rs, n);
+        h = std::log(z) + mean.c;
+        dh = beta_z * (1 + beta_z) + mean.dc + 1e-15 * (std::fabs(h) + 1);
     }
     const double theta = rule_threshold(rule, param, h);
     if (!(theta > 0)) return all_valid();
@@ -135,8 +139,9 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
     // Entries below hi are undecided: decide them (double, then the reference).
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
-    const std::size_t undecided = kept - count_reaching<A>(lg, kept, hi);
-    if (undecided > 0) {
+    // (one pass: the kept set's smallest value, below hi exactly when some entry is undecided)
+    float kept_min = min_value<A>(lg, kept);
+    if (kept_min < hi) {
         r.tier = exactness_tier::double_pass;
         const double_sums ds =
             double_pass<A>(x, m, temperature, [](const simd::batch<A>& v, std::size_t) {
@@ -176,11 +181,12 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
         kept = keep_count;
         kept_sum -= removed;
         out.resize(keep_count);
+        kept_min = min_value<A>(lg, kept);
     }
     r.kept = kept;
     r.kept_sum = kept_sum;
     // the kept set is {x >= its smallest value} (the probability is monotone in the logit)
-    r.cut = kept > 0 ? row_cut{min_value<A>(lg, kept), pinf, npos, npos} : row_cut{};
+    r.cut = kept > 0 ? row_cut{kept_min, pinf, npos, npos} : row_cut{};
     const std::size_t need = miro ? 1 : min_keep;
     if (r.kept < need) {
         const tie_policy ties = miro ? tie_policy::exactly_k : tie_policy::keep_ties;
@@ -345,12 +351,8 @@ template <class A = simd::default_arch>
 truncation_result top_n_sigma_unordered(std::span<const float> x, float n_sigma, float temperature,
                                         std::size_t min_keep, candidates& out,
                                         std::span<float> weights) noexcept {
-    truncation_result r;
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        r.status = truncation_status::bad_size;
-        return r;
-    }
+    truncation_result r = detail::sized(x, out, weights);
+    if (!r.ok()) return r;
     r.sum = std::numeric_limits<double>::quiet_NaN();
     const std::size_t n = x.size();
     if (n == 0) return r;

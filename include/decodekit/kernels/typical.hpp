@@ -13,14 +13,19 @@
 /// (sorted by key, then logit descending, then id) decides the crossing and checks, against a
 /// rigorous bound on the float keys (the rounding of d, of c and of d - c; c's error from the
 /// exponential pass), that no entry of another logit has a key so close to the crossing's that
-/// the reference could order them differently or find them tied. Tiers as in nucleus.hpp: float
-/// bound; a double-precision pass (Z, c and the mass inside the bracket in double, the bracket's
-/// keys and weights in double); the reference itself (O(V log V), allocating) when even that is
-/// within its bound, when min_keep binds, and for rows with +inf entries or a subnormal
+/// the reference could order them differently or find them tied (c's error: entropy.hpp's
+/// centred bound). When only that order check fails, the compensated float tier (reported as
+/// float_bound): entropy.hpp's compensate() pass gives c to ~exp_error sigma, the bracket's scores
+/// are taken in double from it and walked again (on the Gaussian row of the benchmark family the
+/// float keys leave the order open on ~90 % of rows, the compensated tier on ~6 %). Then, as in
+/// nucleus.hpp: a double-precision pass (Z, c and the mass inside the bracket in double, the
+/// bracket's keys and weights in double); the reference itself (O(V log V), allocating) when even
+/// that is within its bound, when min_keep binds, and for rows with +inf entries or a subnormal
 /// temperature.
 
 #include <decodekit/candidates.hpp>
 #include <decodekit/kernels/cut.hpp>
+#include <decodekit/kernels/entropy.hpp>
 #include <decodekit/kernels/nucleus.hpp>
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/reference.hpp>
@@ -128,7 +133,7 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     };
     if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0))
         return by_reference(false);
-    const row_sums rs = weigh_row<A, true, true>(x, m, inv_t, w);
+    const row_sums rs = entropy_pass<A, true>(x, m, temperature, w);
     const double z = rs.sum;
     r.sum = z;
     if (p >= 1) {
@@ -142,20 +147,18 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     const double target = strict ? reference::decimal_ceil(p) : reference::decimal_floor(p);
     const double rmass = std::max(0.0, target) * z;
     const double z_error = rs.error(n) + sum_error(n) * z;
-    const double beta_z = z_error / z;
-    const double cd = -rs.wd / z;  // c = sum p d (<= 0)
-    // c's error (see thresholds.hpp's eta): the weights', the d's and the products' rounding
-    const double dc = (2 * exp_error * rs.wd_bound +
-                       arg_error * (2 * rs.wd2_bound + rs.wd_bound * -cd) + 4 * 0x1p-24 * rs.wd) /
-                          z * (1 + 1e-6) +
-                      -cd * beta_z;
+    const weighted_mean mean = mean_of_d(rs, n);
+    const double cd = -mean.c;  // c = sum p d (<= 0)
+    const double dc = mean.dc;  // its error (entropy.hpp)
     const float cf = float(cd);
     // A float key's error against the reference's score, for entries with |d| <= dmax.
-    auto key_error = [&](double dmax) {
-        return 3.1 * 0x1p-24 * dmax + dc + std::fabs(cd - double(cf)) + 0x1p-24 * (dmax - cd) +
+    // (c_error: a bound of |cf - the real c|)
+    auto key_error = [&](double dmax, double c_error) {
+        return 3.1 * 0x1p-24 * dmax + c_error + 0x1p-24 * (dmax - cd) +
                1e-13 * (dmax + std::fabs(std::log(z)) + 1);
     };
-    const typical_key<A> key{m, inv_t, cf, float(key_error(std::min(200.0, 20 - cd)))};
+    const double cf_error = dc + std::fabs(cd - double(cf));
+    const typical_key<A> key{m, inv_t, cf, float(key_error(std::min(200.0, 20 - cd), cf_error))};
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
     const weighted_bracket b =
@@ -165,12 +168,16 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     // ---- the walk: the bracket by key descending, then logit descending, then id ----
     std::uint64_t* keys = out.key_storage();  // bracket positions in walk order
     for (std::size_t j = 0; j < c; ++j) keys[j] = j;
-    std::sort(keys, keys + c, [&](std::uint64_t a, std::uint64_t bb) {
-        const float ya = key(lg[a]), yb = key(lg[bb]);
-        if (ya != yb) return ya > yb;
-        if (lg[a] != lg[bb]) return lg[a] > lg[bb];
-        return a < bb;
-    });
+    // sorts the bracket by a score (smaller first: the key's negation), then as the reference
+    auto sort_by = [&](auto&& score) {
+        std::sort(keys, keys + c, [&](std::uint64_t a, std::uint64_t bb) {
+            const auto sa = score(a), sb = score(bb);
+            if (sa != sb) return sa < sb;
+            if (lg[a] != lg[bb]) return lg[a] > lg[bb];
+            return a < bb;
+        });
+    };
+    sort_by([&](std::size_t q) { return -key(lg[q]); });
     // The crossing: the first walk position whose inclusive mass reaches (strict: exceeds) the
     // target; `certain` when both of its decisions hold beyond e_mass. kept: the inclusive mass.
     auto walk = [&](auto&& weight_of, auto&& d_of, double above, double total, auto&& e_mass,
@@ -200,20 +207,21 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     };
     std::size_t qc = c;
     bool certain = false;
-    double kept_sum = 0;
-    {
+    // the walk in float weights (mass decisions against the float pass's bounds)
+    auto float_walk = [&] {
         const double wd_lo = b.above_wd * (1 - 128 * 0x1p-24);
         const double wd_hi = b.above_wd * (1 + 128 * 0x1p-24) + 1e-300;
-        kept_sum =
-            walk([&](std::size_t q) { return double(w[q]); },
-                 [&](std::size_t q) { return std::min(200.0, double(m - lg[q]) * double(inv_t)); },
-                 b.above, z,
-                 [&](double bm, double wdb) {
-                     return prefix_ratio_error(bm, wd_lo + wdb, wd_hi + wdb * (1 + 1e-6), n, z,
-                                               rs.wd_bound, n);
-                 },
-                 qc, certain);
-    }
+        return walk(
+            [&](std::size_t q) { return double(w[q]); },
+            [&](std::size_t q) { return std::min(200.0, double(m - lg[q]) * double(inv_t)); },
+            b.above, z,
+            [&](double bm, double wdb) {
+                return prefix_ratio_error(bm, wd_lo + wdb, wd_hi + wdb * (1 + 1e-6), n, z,
+                                          rs.wd_bound, n);
+            },
+            qc, certain);
+    };
+    double kept_sum = float_walk();
     // Order and boundary checks on the float keys (see the file comment).
     auto order_certain = [&](std::size_t q_last, double e) {
         const std::size_t qpos = std::size_t(keys[q_last]);
@@ -229,15 +237,58 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
         return true;
     };
     std::size_t q_last = qc;  // walk position of the last kept entry
-    if (qc < c) {
+    // the tie rule: every entry of the crossing's logit (equal scores) is kept
+    auto extend_ties = [&] {
         q_last = qc;
-        if (!strict)  // the tie rule: every entry of the crossing's logit (equal scores)
+        if (!strict)
             while (q_last + 1 < c && lg[keys[q_last + 1]] == lg[keys[qc]]) {
                 ++q_last;
                 kept_sum += double(w[std::size_t(keys[q_last])]);
             }
+    };
+    bool order_failed = false;
+    if (qc < c) {
+        extend_ties();
         const double dmax = -cd - double(key(lg[keys[qc]])) + 1e-6;
-        if (certain && !order_certain(q_last, key_error(dmax))) certain = false;
+        if (certain && !order_certain(q_last, key_error(dmax, cf_error))) {
+            certain = false;
+            order_failed = true;
+        }
+    }
+    if (order_failed) {
+        // Compensated float tier (entropy.hpp): c from the weights with every argument's
+        // rounding recovered (one pass, no exponential where the row's weights are kept), the
+        // bracket's scores in double from it; the float weights' walk again in that order.
+        const corrections k = compensate<A>(x, m, temperature, w, dirty);
+        const weighted_mean mc = mean_of_d(rs, n, k);
+        if (k.valid && mc.dc < dc) {
+            const double cd2 = -mc.c;
+            auto dkey = [&](std::size_t q) {
+                return std::fabs((double(lg[q]) - double(m)) / double(temperature) - cd2);
+            };
+            sort_by(dkey);
+            kept_sum = float_walk();
+            if (certain && qc < c) {
+                extend_ties();
+                const std::size_t qpos = std::size_t(keys[q_last]);
+                const double kc = dkey(qpos);
+                // the double scores' error: c's, and the arithmetic's (as the double tier's)
+                const double ed =
+                    mc.dc + 1e-12 * (kc + std::fabs(cd2) + std::fabs(std::log(z)) + 1);
+                for (std::size_t j = 0; certain && j < c; ++j) {
+                    const std::size_t q = std::size_t(keys[j]);
+                    if (q != qpos && lg[q] != lg[qpos] && std::fabs(dkey(q) - kc) <= 2 * ed)
+                        certain = false;
+                }
+                // the bracket's bounds (float keys, their c error now through cd2's bound)
+                const float yc = key(lg[qpos]);
+                const double ef =
+                    key_error(-cd - double(yc) + 1e-6,
+                              std::min(cf_error, std::fabs(cd2 - double(cf)) + mc.dc));
+                if (!(double(b.hi) - double(yc) > 2 * ef)) certain = false;
+                if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * ef)) certain = false;
+            }
+        }
     }
     if (!certain && qc < c) {
         // the double pass: Z, c and the inner mass in double; the bracket's keys and weights too
@@ -276,7 +327,7 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
                     certain = false;
             }
             const double dmax = -cd - double(key(lg[qpos])) + 1e-6;
-            const double ef = key_error(dmax);
+            const double ef = key_error(dmax, cf_error);
             const float yc = key(lg[qpos]);
             if (!(double(b.hi) - double(yc) > 2 * ef)) certain = false;
             if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * ef)) certain = false;
@@ -316,6 +367,36 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     return r;
 }
 
+/// typical_cut (Compact false: the cut, every entry's weight restored) and typical_unordered
+/// (Compact: the kept set compacted to out with its weights).
+template <class A, bool Compact>
+truncation_result typical_run(std::span<const float> x, float p, float temperature,
+                              std::size_t min_keep, typical_stop stop, candidates& out,
+                              std::span<float> weights) noexcept {
+    out.clear();
+    if (out.capacity() < x.size() || weights.size() < x.size()) {
+        truncation_result r;
+        r.status = truncation_status::bad_size;
+        return r;
+    }
+    if (x.empty()) return {};
+    std::size_t dirty = 0;
+    truncation_result r =
+        typical_search<A>(x, p, temperature, min_keep, stop, out, weights.data(), dirty);
+    if constexpr (Compact) {
+        if (r.max == neg_inf_f) return r;
+        double sum = 0;
+        const bool finite = std::isfinite(r.max);
+        r.kept = compact_cut_from<A>(x, weights.data(), r.cut, finite ? r.max : 0.f,
+                                     finite ? 1.f / temperature : 1.f, out, dirty, sum);
+        r.kept_sum = sum;
+    } else {
+        if (dirty > 0) weigh_logits<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
+        out.clear();
+    }
+    return r;
+}
+
 }  // namespace detail
 
 /// Locally typical sampling at temperature T as a cut over the row: the set of
@@ -330,20 +411,7 @@ template <class A = simd::default_arch>
 truncation_result typical_cut(std::span<const float> x, float p, float temperature,
                               std::size_t min_keep, typical_stop stop, candidates& scratch,
                               std::span<float> weights) noexcept {
-    scratch.clear();
-    if (scratch.capacity() < x.size() || weights.size() < x.size()) {
-        truncation_result r;
-        r.status = truncation_status::bad_size;
-        return r;
-    }
-    if (x.empty()) return {};
-    std::size_t dirty = 0;
-    truncation_result r = detail::typical_search<A>(x, p, temperature, min_keep, stop, scratch,
-                                                    weights.data(), dirty);
-    if (dirty > 0)
-        detail::weigh_logits<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
-    scratch.clear();
-    return r;
+    return detail::typical_run<A, false>(x, p, temperature, min_keep, stop, scratch, weights);
 }
 
 /// Locally typical sampling, unordered: the set of typical_cut written to `out` in id order (one
@@ -352,23 +420,7 @@ template <class A = simd::default_arch>
 truncation_result typical_unordered(std::span<const float> x, float p, float temperature,
                                     std::size_t min_keep, typical_stop stop, candidates& out,
                                     std::span<float> weights) noexcept {
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        truncation_result r;
-        r.status = truncation_status::bad_size;
-        return r;
-    }
-    if (x.empty()) return {};
-    std::size_t dirty = 0;
-    truncation_result r =
-        detail::typical_search<A>(x, p, temperature, min_keep, stop, out, weights.data(), dirty);
-    if (r.max == detail::neg_inf_f) return r;
-    double sum = 0;
-    const bool finite = std::isfinite(r.max);
-    r.kept = detail::compact_cut_from<A>(x, weights.data(), r.cut, finite ? r.max : 0.f,
-                                         finite ? 1.f / temperature : 1.f, out, dirty, sum);
-    r.kept_sum = sum;
-    return r;
+    return detail::typical_run<A, true>(x, p, temperature, min_keep, stop, out, weights);
 }
 
 }  // namespace kernels

@@ -110,11 +110,20 @@ public:
 private:
     token_id& at(std::size_t pos) noexcept { return ring_[pos % ring_.size()]; }
     token_id at(std::size_t pos) const noexcept { return ring_[pos % ring_.size()]; }
-    /// First position in [lo, c) where the journal and `h` differ (c if none).
+    /// First position in [lo, c) where the journal and `h` differ (c if none): the ring's two
+    /// contiguous runs compared in order (one division per call, not one per position).
     std::size_t first_difference(std::span<const token_id> h, std::size_t lo,
                                  std::size_t c) const noexcept {
-        for (std::size_t p = lo; p < c; ++p)
-            if (at(p) != h[p]) return p;
+        std::size_t p = lo, i = lo % ring_.size();
+        while (p < c) {
+            const std::size_t run = std::min(c - p, ring_.size() - i);
+            const token_id* r = ring_.data() + i;
+            const token_id* q = h.data() + p;
+            for (std::size_t j = 0; j < run; ++j)
+                if (r[j] != q[j]) return p + j;
+            p += run;
+            i = 0;
+        }
         return c;
     }
 

@@ -49,19 +49,33 @@ struct processor_context {
     }
 };
 
-/// Receives the ids a sparse processor declares (ids outside [0, vocab) are ignored).
+/// Receives the ids a sparse processor declares (ids outside [0, vocab) are ignored). Made from a
+/// per-id function, or a per-span one (a span is then handed over whole: one indirect call per
+/// span, not per id).
 class token_sink {
 public:
     using fn_type = void (*)(void*, token_id) noexcept;
+    using span_fn_type = void (*)(void*, std::span<const token_id>) noexcept;
     token_sink(fn_type fn, void* ctx) noexcept : fn_(fn), ctx_(ctx) {}
-    void operator()(token_id t) noexcept { fn_(ctx_, t); }
+    token_sink(span_fn_type fn, void* ctx) noexcept : span_fn_(fn), ctx_(ctx) {}
+    void operator()(token_id t) noexcept {
+        if (span_fn_)
+            span_fn_(ctx_, std::span<const token_id>(&t, 1));
+        else
+            fn_(ctx_, t);
+    }
     /// Declares every id of a span.
     void operator()(std::span<const token_id> ids) noexcept {
+        if (span_fn_) {
+            span_fn_(ctx_, ids);
+            return;
+        }
         for (token_id t : ids) fn_(ctx_, t);
     }
 
 private:
-    fn_type fn_;
+    fn_type fn_ = nullptr;
+    span_fn_type span_fn_ = nullptr;
     void* ctx_;
 };
 

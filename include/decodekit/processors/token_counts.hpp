@@ -7,11 +7,11 @@
 /// Hashes are seeded once per process (from addresses that ASLR randomises and the clock), so a
 /// client that chooses token histories cannot aim them at one probe chain. Only the table layout
 /// depends on the seed: the iteration order of token_counts (insertion order, with swap-remove)
-/// and every result are deterministic. Growth doubles the slots at load 1/2 (amortized O(1) per
-/// insert); nothing shrinks, so a table reused across cut-backs and rebuilds stops allocating
-/// once it reached its largest size. Not safe to share between threads, const lookups included:
-/// they update a probe counter (like the processors built on these tables, one object serves one
-/// sequence, one call at a time).
+/// and every result are deterministic. Growth doubles the slots at load 3/4 (amortized O(1) per
+/// insert; 8 bytes a slot, so 10.7 to 21 bytes of slots per value); nothing shrinks, so a table
+/// reused across cut-backs and rebuilds stops allocating once it reached its largest size. Not safe
+/// to share between threads, const lookups included: they update a probe counter (like the
+/// processors built on these tables, one object serves one sequence, one call at a time).
 
 #include <decodekit/config.hpp>
 #include <decodekit/types.hpp>
@@ -77,7 +77,7 @@ public:
     }
     /// Adds (h, value). \pre value != none
     void insert(std::uint64_t h, std::uint32_t value) {
-        if ((size_ + 1) * 2 > slots_.size()) grow();
+        if ((size_ + 1) * 4 > slots_.size() * 3) grow();
         place(static_cast<std::uint32_t>(h), value);
         ++size_;
     }
@@ -150,7 +150,8 @@ private:
 
 /// Counts of tokens (any token_id value): the distinct tokens with a count > 0, in a dense array
 /// (iteration O(distinct)), and a hash index to them. add/remove are O(1) expected; memory is
-/// about 24 bytes per distinct token. Copyable (a copy is O(distinct)).
+/// 8 bytes per distinct token in the arrays (up to twice that after a doubling) plus 10.7 to 21
+/// in the index (about 22 at 300 tokens). Copyable (a copy is O(distinct)).
 class token_counts {
 public:
     /// Adds one occurrence of t.

@@ -16,6 +16,8 @@
 /// Sparse path (every processor declares the ids it may touch, and the first step can merge
 /// patches: greedy, top-k, min-p): only the declared entries are copied; the entries the
 /// processors changed become patches over the caller's row (no row copy; see working_set.hpp).
+/// Its cost is O(declared ids) (each once per call) plus the first step's pass over the row,
+/// which excludes the patched ids with a bitmask instead of selecting k + patches entries.
 
 #include <decodekit/config.hpp>
 #include <decodekit/processors/bias.hpp>
@@ -185,37 +187,54 @@ private:
     }
 
     struct sink_state {
-        std::span<const float> logits;
-        std::span<float> row;
-        sampling_workspace* ws;
+        std::uint32_t* seen;  // ws.seen: one bit per token, all 0 between calls
+        token_id* touched;    // ws.touched
+        std::size_t vocab;
         std::size_t n;
     };
-    /// Sparse processors: only the entries they declare are copied into the row copy; the
-    /// entries that changed become patches (marked 2 in ws.mark).
+    /// Sparse processors: the ids they declare (each once: a bit per token, 16 KiB at V = 128256)
+    /// are gathered into the row copy; the entries that changed become patches, and their bits
+    /// in ws.unpatched are cleared (the working set restores them). Per call: O(declared ids),
+    /// in tight passes (declare, gather, apply, compare).
     processed_row run_sparse(std::span<const float> logits, const processor_context& pc,
                              sampling_workspace& ws, std::span<float> row) noexcept {
         ws.reserve_sparse();
-        sink_state st{logits, row, &ws, 0};
+        sink_state st{ws.seen.data(), ws.touched.data(), logits.size(), 0};
         token_sink sink(
-            [](void* p, token_id t) noexcept {
+            [](void* p, std::span<const token_id> ids) noexcept {
                 auto& s = *static_cast<sink_state*>(p);
-                if (t < 0 || std::size_t(t) >= s.logits.size() || s.ws->mark[std::size_t(t)])
-                    return;
-                s.ws->mark[std::size_t(t)] = 1;
-                s.ws->touched[s.n++] = t;
-                s.row[std::size_t(t)] = s.logits[std::size_t(t)];
+                std::size_t n = s.n;
+                for (const token_id t : ids) {
+                    const auto u = std::uint32_t(t);  // a negative id wraps past the vocabulary
+                    if (u >= s.vocab) continue;
+                    const std::uint32_t bit = 1u << (u % 32);
+                    std::uint32_t& w = s.seen[u / 32];
+                    if (w & bit) continue;
+                    w |= bit;
+                    s.touched[n++] = t;
+                }
+                s.n = n;
             },
             &st);
         for (const any_processor& p : procs_) p.touched(pc, sink);
+        const std::size_t n = st.n;
+        const token_id* touched = ws.touched.data();
+        detail::scored* const patch = ws.patches.data();
+        for (std::size_t i = 0; i < n; ++i) {  // gather; the original values kept in order
+            const token_id t = touched[i];
+            const float x = logits[std::size_t(t)];
+            row[std::size_t(t)] = x;
+            patch[i] = {x, t};
+        }
         for (any_processor& p : procs_) p.apply(row, pc);
         std::size_t patches = 0;
-        for (std::size_t i = 0; i < st.n; ++i) {
-            const std::size_t t = std::size_t(ws.touched[i]);
-            if (std::bit_cast<std::uint32_t>(row[t]) != std::bit_cast<std::uint32_t>(logits[t])) {
-                ws.patches[patches++] = {row[t], token_id(t)};
-                ws.mark[t] = 2;
-            } else {
-                ws.mark[t] = 0;
+        for (std::size_t i = 0; i < n; ++i) {  // the changed entries, compacted in place
+            const auto t = std::uint32_t(patch[i].id);
+            const float y = row[t];
+            ws.seen[t / 32] &= ~(1u << (t % 32));
+            if (std::bit_cast<std::uint32_t>(y) != std::bit_cast<std::uint32_t>(patch[i].logit)) {
+                patch[patches++] = {y, token_id(t)};
+                ws.unpatched[t / 32] &= ~(1u << (t % 32));
             }
         }
         return {logits, patches, patches > 0};

@@ -172,12 +172,14 @@ public:
                          std::uint64_t step) noexcept {
         return sample(logits, sample_context{.sequence = sequence, .step = step});
     }
-    /// sample() with sequence 0 and the sampler's own step counter (then incremented).
+    /// sample() with sequence 0 and the sampler's own step counter (then incremented; a call
+    /// refused with bad_input or concurrent_use does not advance it).
     sample_result sample(std::span<const float> logits) noexcept {
         sampling_workspace& ws = sampling_workspace::this_thread();
         const detail::in_use_scope guard(in_use_), ws_guard(ws.in_use);
         if (!guard.entered() || !ws_guard.entered())
             return status_result(sample_status::concurrent_use);
+        if (logits.size() != vocab_) return status_result(sample_status::bad_input);
         const std::uint64_t step = state_.next_step++;
         return run(logits, sample_context{.sequence = 0, .step = step}, ws);
     }

@@ -120,8 +120,9 @@ inline void mask_into_copy(std::span<const float> logits, const kernels::token_b
     if (pr.row.data() != copy.data()) std::copy(pr.row.begin(), pr.row.end(), copy.begin());
     if (pr.overlay)
         for (std::size_t i = 0; i < pr.patches; ++i) {
-            copy[std::size_t(ws.patches[i].id)] = ws.patches[i].logit;
-            ws.mark[std::size_t(ws.patches[i].id)] = 0;
+            const auto t = std::uint32_t(ws.patches[i].id);
+            copy[t] = ws.patches[i].logit;
+            ws.unpatched[t / 32] |= 1u << (t % 32);  // all ones again (the workspace's invariant)
         }
     kernels::apply_token_bitmask_inplace(copy, mask);
     pr = processed_row{.row = copy, .patches = 0, .overlay = false};

@@ -67,7 +67,7 @@ public:
         : row_(row), ws_(ws), n_patches_(n_patches), overlay_(overlay) {}
     working_set(const working_set&) = delete;
     working_set& operator=(const working_set&) = delete;
-    /// Leaves the workspace's patch marks all zero (its invariant between calls).
+    /// Leaves the workspace's unpatched bits all ones (its invariant between calls).
     ~working_set() { clear_patch_marks(); }
 
     // ---- what it is ----
@@ -161,7 +161,9 @@ public:
     /// Sorts the kept entries by logit descending, ties by ascending id. \pre !full()
     void order() noexcept {
         if (order_ == by_logit) return;
-        sort_kept(detail::scored_before);
+        sort_kept([](const detail::scored& a, const detail::scored& b) noexcept {
+            return detail::scored_before(a, b);  // a lambda: std::sort inlines it
+        });
         order_ = by_logit;
     }
     /// Sorts the kept entries by ascending id (the draw's order). \pre !full()
@@ -271,7 +273,10 @@ public:
 
     // ---- the overlay (built-in first steps) ----
     /// True when id t is patched. \pre overlaid()
-    bool patched(token_id t) const noexcept { return ws_.mark[std::size_t(t)] == 2; }
+    bool patched(token_id t) const noexcept {
+        const auto u = std::uint32_t(t);
+        return ((ws_.unpatched[u / 32] >> (u % 32)) & 1u) == 0;
+    }
     /// Drops the patched ids from kept() and appends the patches with value >= thr (valid and
     /// allowed only).
     void merge_patches(float thr) noexcept {
@@ -297,27 +302,80 @@ public:
         weights_ok_ = false;
     }
     /// The k best of the patched row (tie policy `ties`) into kept(), ordered. \pre overlaid()
+    /// One selection pass over the row under a mask without the patched ids (the k best unpatched
+    /// entries), then the patches reaching the k-th of those join and the merged set is cut to
+    /// k: O(V + patches + k log k), never a selection or sort of k + patches entries.
     void overlay_top_k(std::size_t k, tie_policy ties) noexcept {
-        row_top_k(std::min(row_.size(), k + n_patches_), ties, ws_.cand);
-        merge_patches(-detail::f_inf);
+        unpatched_top_k(k, ties);
+        candidates& c = ws_.cand;
+        // a patch below the k-th unpatched entry cannot enter the k best (fewer than k: any)
+        const float thr = c.size() >= k && k > 0 ? c.logits()[c.size() - 1] : -detail::f_inf;
+        const std::size_t before = c.size();
+        token_id* ids = c.id_storage();
+        float* lg = c.logit_storage();
+        std::size_t j = before;
+        for (std::size_t i = 0; i < n_patches_; ++i) {
+            const float v = ws_.patches[i].logit;
+            if (v > -detail::f_inf && v >= thr && allowed(std::size_t(ws_.patches[i].id))) {
+                ids[j] = ws_.patches[i].id;
+                lg[j] = v;
+                ++j;
+            }
+        }
+        c.resize(j);
+        order_ = by_logit;  // kernels::top_k's order; patches appended below break it
+        weights_ok_ = false;
+        if (j == before) return;  // no patch reaches the k best: already ordered and cut
+        order_ = unordered;
         order();
-        if (k < ws_.cand.size()) {
+        if (k < c.size()) {
             std::size_t n = k;
             if (ties == tie_policy::keep_ties)
-                while (n < ws_.cand.size() && ws_.cand.logits()[n] == ws_.cand.logits()[k - 1]) ++n;
-            ws_.cand.resize(n);
+                while (n < c.size() && c.logits()[n] == c.logits()[k - 1]) ++n;
+            c.resize(n);
         }
     }
     /// Clears the patch marks and ends the overlay (the set no longer reads the caller's row
     /// through patches).
     void clear_patch_marks() noexcept {
         if (!overlay_) return;
-        for (std::size_t i = 0; i < n_patches_; ++i) ws_.mark[std::size_t(ws_.patches[i].id)] = 0;
+        restore_unpatched_bits();
         overlay_ = false;
     }
 
 private:
     enum order_kind : std::uint8_t { by_id, by_logit, unordered };
+
+    /// kernels::top_k of the row without the patched ids (and under the set's mask) into kept(),
+    /// ordered: one masked pass with ws.unpatched as the mask (the processor stage cleared the
+    /// patched ids' bits). With a mask of its own the set's words are and-ed in for the pass,
+    /// and the buffer is made all ones but the patched bits again after it (O(V / 32)).
+    void unpatched_top_k(std::size_t k, tie_policy ties) noexcept {
+        std::uint32_t* bits = ws_.unpatched.data();
+        std::size_t size = row_.size();
+        if (masked_) {
+            size = std::min(size, mask_.covered());
+            for (std::size_t i = 0; i < kernels::bitmask_words(size); ++i)
+                bits[i] &= mask_.words[i];
+        }
+        const kernels::token_bitmask m{
+            .words = std::span<const std::uint32_t>(bits, kernels::bitmask_words(size)),
+            .size = size};
+        kernels::top_k(row_, k, ties, ws_.cand, m);
+        if (!masked_) return;
+        std::fill_n(bits, kernels::bitmask_words(size), ~0u);
+        for (std::size_t i = 0; i < n_patches_; ++i) {
+            const auto t = std::uint32_t(ws_.patches[i].id);
+            bits[t / 32] &= ~(1u << (t % 32));
+        }
+    }
+    /// Sets the patched ids' bits in ws.unpatched again (all ones: its invariant between calls).
+    void restore_unpatched_bits() noexcept {
+        for (std::size_t i = 0; i < n_patches_; ++i) {
+            const auto t = std::uint32_t(ws_.patches[i].id);
+            ws_.unpatched[t / 32] |= 1u << (t % 32);
+        }
+    }
 
     template <class Before>
     void sort_kept(Before&& before) noexcept {

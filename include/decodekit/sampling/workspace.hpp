@@ -127,9 +127,12 @@ public:
         detail::grow(row, vocab_);
         return {row.data(), vocab_};
     }
-    /// The sparse-processor marks (all 0 between calls), touched list and patches.
+    /// The sparse processors' buffers: the declared-id bits (all 0 between calls), touched list,
+    /// patches and the unpatched bits (all 1 between calls).
     void reserve_sparse() {
-        if (mark.size() < vocab_) mark.resize(vocab_, 0);
+        const std::size_t words = (vocab_ + 31) / 32;
+        if (seen.size() < words) seen.resize(words, 0u);
+        if (unpatched.size() < words) unpatched.resize(words, ~0u);
         detail::grow(touched, vocab_);
         detail::grow(patches, vocab_);
     }
@@ -150,20 +153,23 @@ public:
     }
 
     // The buffers (scratch; contents unspecified between calls).
-    candidates cand;                      ///< the working set's entries once materialised
-    std::vector<detail::scored> sorted;   ///< sort scratch
-    std::vector<float> weights;           ///< exp weights of cand (relative to its max)
-    candidates sel;                       ///< the selection steps' second set (selection())
-    std::vector<float> bmax;              ///< full-row draw: block maxima
-    std::vector<double> bsum;             ///<                block sums
-    std::vector<float> block_buf;         ///<                softmax of the chosen block
-    std::vector<float> row;               ///< processed copy of the row
-    std::vector<std::uint8_t> mark;       ///< sparse processors: 1 touched, 2 patched
-    std::vector<token_id> touched;        ///< sparse processors: ids copied into row
-    std::vector<detail::scored> patches;  ///< sparse processors: changed entries
-    candidates alt;                       ///< raw top-n
-    detail::in_use_flag in_use;           ///< set while a call works in it
-    selection_counters tiers;             ///< the selection steps' tiers (diagnostics)
+    candidates cand;                       ///< the working set's entries once materialised
+    std::vector<detail::scored> sorted;    ///< sort scratch
+    std::vector<float> weights;            ///< exp weights of cand (relative to its max)
+    candidates sel;                        ///< the selection steps' second set (selection())
+    std::vector<float> bmax;               ///< full-row draw: block maxima
+    std::vector<double> bsum;              ///<                block sums
+    std::vector<float> block_buf;          ///<                softmax of the chosen block
+    std::vector<float> row;                ///< processed copy of the row
+    std::vector<std::uint32_t> seen;       ///< sparse processors: declared ids (bits), 0 between
+                                           ///< calls
+    std::vector<token_id> touched;         ///< sparse processors: ids copied into row
+    std::vector<detail::scored> patches;   ///< sparse processors: changed entries
+    std::vector<std::uint32_t> unpatched;  ///< sparse processors: a token bitmask, clear for
+                                           ///< the patched ids, all ones between calls
+    candidates alt;                        ///< raw top-n
+    detail::in_use_flag in_use;            ///< set while a call works in it
+    selection_counters tiers;              ///< the selection steps' tiers (diagnostics)
 
 private:
     std::size_t vocab_ = 0;
