@@ -12,6 +12,11 @@
 /// Cost per call (V = vocabulary size, k = survivors of the first truncation):
 ///   greedy                      one argmax pass (no copy, no softmax)
 ///   first step top-k / min-p    one or two read passes, then O(k log k) on the survivors
+///   min-p alone (+ temperature) one read pass of block maxima, then exponentials in the blocks
+///                               holding kept entries only (the exp floor on a near-uniform row,
+///                               ~ a read pass on a peaked one): kernels/min_p.hpp
+///   XTC alone (+ temperature)   max + one exp pass storing the weights + one filter pass, then
+///                               one read pass for the draw (steps/xtc.hpp)
 ///   first step top-p            one max+exp pass (the normaliser) + one threshold pass
 ///   no truncation (temperature) one max+exp pass in blocks of 2048, then one block's softmax
 ///   raw logprobs (opt-in)       + one max+exp pass, unless the draw already had the normaliser
@@ -31,8 +36,9 @@
 /// valid entry (empty, all -inf/NaN, or everything banned) gives token -1 with
 /// status no_valid_token; a row whose size is not vocab_size() gives status bad_input.
 ///
-/// Token masks (sample_context::mask), where they are read, and min-p's envelope draw (logprobs
-/// off): token_mask.hpp.
+/// Token masks (sample_context::mask), where they are read: token_mask.hpp. Min-p or XTC as the
+/// only truncation is one draw over the row, not a step then a draw: steps/min_p.hpp,
+/// steps/xtc.hpp.
 ///
 /// Processors take the history from the caller (sample_context::history = prompt + generated
 /// so far, caller-owned). The sampler's state is mirostat's mu and the step counter of
