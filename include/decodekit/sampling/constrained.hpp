@@ -36,10 +36,14 @@
 /// queries about 2 tokens per call instead of |K|.
 
 #include <decodekit/config.hpp>
+#include <decodekit/kernels/draw.hpp>
 #include <decodekit/kernels/select.hpp>
 #include <decodekit/processors/processor.hpp>
+#include <decodekit/random.hpp>
 #include <decodekit/sampling/constraint.hpp>
+#include <decodekit/sampling/params.hpp>
 #include <decodekit/sampling/processing.hpp>
+#include <decodekit/sampling/result.hpp>
 #include <decodekit/sampling/token_mask.hpp>
 #include <decodekit/sampling/working_set.hpp>
 
@@ -79,6 +83,38 @@ struct refused_tokens {
         if (size < ids.size() && !contains(t)) ids[size++] = t;
     }
 };
+
+/// Whether a constraint's min-p-first path may draw, then check (see the file comment): min-p
+/// first, then built-in temperature steps only, min_keep 1, no logprob asked; the temperature
+/// of that draw (the last temperature step's, else 1).
+struct min_p_proposals {
+    bool on = false;
+    float temperature = 1.f;
+};
+
+inline min_p_proposals plan_min_p_proposals(std::span<const sampling_step> steps,
+                                            const sampling_params& p, bool user_steps) noexcept {
+    min_p_proposals r;
+    const logprobs_request& lr = p.logprobs;
+    if (user_steps || p.greedy() || p.min_keep > 1 || lr.chosen || lr.any() || steps.empty() ||
+        steps[0] != sampling_step::min_p)
+        return r;
+    for (const sampling_step s : steps.subspan(1)) {
+        if (s != sampling_step::temperature) return r;
+        r.temperature = p.temperature;
+    }
+    r.on = true;
+    return r;
+}
+
+/// The result of a token drawn without a logprob (draw-then-check paths: logprobs are off).
+inline sample_result drawn_result(std::size_t token) noexcept {
+    sample_result r;
+    r.token = token_id(token);
+    r.status = sample_status::ok;
+    r.logprob = std::numeric_limits<float>::quiet_NaN();
+    return r;
+}
 
 /// Draw-then-check (see the file comment): up to max_constraint_proposals proposals from
 /// `draw()` (an index, or npos when nothing can be drawn), the first with `allowed(t)` returned;
@@ -165,6 +201,53 @@ inline std::span<float> writable_copy(std::span<const float> logits, std::span<c
         if (has_mask(ctx.mask)) kernels::apply_token_bitmask_inplace(copy, ctx.mask);
     }
     return copy;
+}
+
+/// What constrained_min_p leaves: a token drawn and allowed (draw-then-check), or npos with
+/// the allowed kept set in w.kept() (`proposed`: proposals were drawn, so the draw that follows
+/// takes rng_purpose::constraint's stream).
+struct min_p_first {
+    std::size_t token = npos;
+    bool proposed = false;
+};
+
+/// Min-p first under a constraint (see the file comment): w.kept()[0] is the top allowed entry
+/// m (walk_allowed); `t` the set's temperature. Draws then checks when `plan.on`; otherwise, or
+/// after max_constraint_proposals refusals, min-p's set {x >= thr(m)} restricted to the allowed
+/// entries (the walk's verdicts and refused proposals are not queried again), at least
+/// p.min_keep (the walk goes on). \pre !w.kept().empty(), w full before the walk
+inline min_p_first constrained_min_p(working_set& w, std::span<const float> row,
+                                     const sampling_params& p, const min_p_proposals& plan, float t,
+                                     const sample_context& ctx, constraint_queries& q) noexcept {
+    const float top = w.kept().logits()[0];
+    const token_id top_id = w.kept().ids()[0];
+    const float t_eff = p.min_p_mode == min_p_space::logits ? 1.f : t;
+    const float thr = kernels::min_p_threshold(top, p.min_p, t_eff);
+    // the walk's verdicts: the entries before the top allowed one in x's order were refused,
+    // the top allowed one allowed; the others are queried once
+    refused_tokens refused;
+    auto allowed = [&](token_id c) {
+        if (c == top_id) return true;
+        const float v = row[std::size_t(c)];
+        if (v > top || (v == top && c < top_id)) return false;
+        return !refused.contains(c) && q(c);
+    };
+    min_p_first r;
+    if (plan.on) {
+        rng_stream rng = make_stream({p.seed, ctx.sequence, ctx.step}, rng_purpose::sample);
+        const kernels::logit_threshold floor{.at_least = thr};
+        r.token = draw_then_check(
+            [&] { return kernels::draw_temperature(row, plan.temperature, rng, floor); }, allowed,
+            refused, r.proposed);
+        if (r.token != npos) return r;
+    }
+    candidates& kept = w.kept();
+    kernels::filter_at_least(row, thr, kept);
+    w.set_kept(false);
+    const token_id* ids = kept.id_storage();
+    w.keep_if([&](std::size_t i) { return allowed(ids[i]); });
+    if (kept.size() < p.min_keep) walk_allowed(w, p.min_keep, tie_policy::exactly_k, q);
+    return r;
 }
 
 }  // namespace detail

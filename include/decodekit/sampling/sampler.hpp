@@ -12,6 +12,11 @@
 /// Cost per call (V = vocabulary size, k = survivors of the first truncation):
 ///   greedy                      one argmax pass (no copy, no softmax)
 ///   first step top-k / min-p    one or two read passes, then O(k log k) on the survivors
+///   min-p alone (+ temperature) one read pass of block maxima, then exponentials in the blocks
+///                               holding kept entries only (the exp floor on a near-uniform row,
+///                               ~ a read pass on a peaked one): kernels/min_p.hpp
+///   XTC alone (+ temperature)   max + one exp pass storing the weights + one filter pass, then
+///                               one read pass for the draw (steps/xtc.hpp)
 ///   first step top-p            one max+exp pass (the normaliser) + one threshold pass
 ///   no truncation (temperature) one max+exp pass in blocks of 2048, then one block's softmax
 ///   raw logprobs (opt-in)       + one max+exp pass, unless the draw already had the normaliser
@@ -31,8 +36,9 @@
 /// valid entry (empty, all -inf/NaN, or everything banned) gives token -1 with
 /// status no_valid_token; a row whose size is not vocab_size() gives status bad_input.
 ///
-/// Token masks (sample_context::mask), where they are read, and min-p's envelope draw (logprobs
-/// off): token_mask.hpp.
+/// Token masks (sample_context::mask), where they are read: token_mask.hpp. Min-p or XTC as the
+/// only truncation is one draw over the row, not a step then a draw: steps/min_p.hpp,
+/// steps/xtc.hpp.
 ///
 /// Processors take the history from the caller (sample_context::history = prompt + generated
 /// so far, caller-owned). The sampler's state is mirostat's mu and the step counter of
@@ -106,7 +112,8 @@ public:
         mask_fused_ =
             detail::mask_fusable(steps(), params_.greedy(), user_steps_) && !procs_.constraint();
         envelope_ = detail::plan_min_p_envelope(steps(), params_, user_steps_);
-        plan_min_p_proposals();
+        proposals_ = detail::plan_min_p_proposals(steps(), params_, user_steps_);
+        xtc_only_ = detail::plan_xtc_only(steps(), params_, user_steps_);
         extras_.top.resize(std::min(params_.logprobs.top_n, vocab_));
         extras_.requested.resize(params_.logprobs.ids.size());
         state_ = {};
@@ -219,10 +226,10 @@ private:
     std::array<sampling_step, 10> steps_{};
     std::size_t n_steps_ = 0;
     bool user_steps_ = false;
-    bool mask_fused_ = false;           // the call's mask is read inside the first row pass
-    detail::min_p_envelope envelope_;   // min-p + temperature as one envelope draw
-    bool min_p_proposals_ = false;      // a constraint's min-p-first path may draw, then check
-    float proposal_temperature_ = 1.f;  // the final temperature of that draw
+    bool mask_fused_ = false;            // the call's mask is read inside the first row pass
+    detail::min_p_envelope envelope_;    // min-p + temperature: one draw (steps/min_p.hpp)
+    detail::xtc_only_plan xtc_only_;     // XTC + temperature: one draw (steps/xtc.hpp)
+    detail::min_p_proposals proposals_;  // constraint, min-p first: draw, then check
     sampler_state state_{};
     processor_pipeline procs_;
     logprob_storage extras_;
@@ -253,30 +260,6 @@ private:
                 steps_[n_steps_++] = src[pos];
             }
         }
-    }
-
-    /// Whether the constrained min-p-first path can draw then check (sampling/constrained.hpp):
-    /// min-p first, then built-in temperature steps only, min_keep 1, no logprob asked.
-    void plan_min_p_proposals() noexcept {
-        const logprobs_request& lr = params_.logprobs;
-        min_p_proposals_ = !params_.greedy() && !pipeline_.empty() && params_.min_keep <= 1 &&
-                           !lr.chosen && !lr.any() && pipeline_[0].user == no_user &&
-                           pipeline_[0].id == sampling_step::min_p;
-        proposal_temperature_ = 1.f;
-        for (std::size_t i = 1; i < pipeline_.size() && min_p_proposals_; ++i) {
-            if (pipeline_[i].user != no_user || pipeline_[i].id != sampling_step::temperature)
-                min_p_proposals_ = false;
-            else
-                proposal_temperature_ = params_.temperature;
-        }
-    }
-
-    static sample_result drawn_result(std::size_t token) noexcept {
-        sample_result r;
-        r.token = token_id(token);
-        r.status = sample_status::ok;
-        r.logprob = std::numeric_limits<float>::quiet_NaN();  // only with logprobs off
-        return r;
     }
 
     void update_mirostat(double prob) noexcept {
@@ -378,13 +361,18 @@ private:
             if (lr.any()) fill_logprob_extras(r, lr, logits, w, true, 0, false, extras_);
             return r;
         }
-        const bool envelope =
-            envelope_.on && first_step == 0 && w.full() && !w.overlaid() && !lr.chosen && !lr.any();
-        if (!envelope) truncate(w, ctx, first_step);
+        // min-p or XTC as the only truncation: one draw over the row (no step, no compaction)
+        const bool whole = first_step == 0 && w.full() && !w.overlaid() && !lr.any();
+        const bool min_p_only = whole && envelope_.on;
+        const bool xtc_only = whole && xtc_only_.on && !w.masked();
+        if (!min_p_only && !xtc_only) truncate(w, ctx, first_step);
         w.clear_patch_marks();
         rng_stream rng = make_stream({params_.seed, ctx.sequence, ctx.step}, purpose);
-        const set_draw d = envelope ? detail::draw_min_p_envelope(w, envelope_, params_.min_p, rng)
-                                    : draw_from(w, rng, lr.chosen || lr.any());
+        const set_draw d = min_p_only ? detail::draw_min_p_only(w, params_.min_p, envelope_.t_min_p,
+                                                                envelope_.t_draw, lr.chosen, rng)
+                           : xtc_only
+                               ? detail::draw_xtc_only(w, params_, ctx, xtc_only_, lr.chosen, rng)
+                               : draw_from(w, rng, lr.chosen || lr.any());
         if (d.token < 0) return r;
         r.token = d.token;
         r.logprob = float(d.logprob);
@@ -429,38 +417,10 @@ private:
             first->id == sampling_step::min_p) {
             if (detail::walk_allowed(w, 1, tie_policy::exactly_k, q) == 0)
                 return status_result(detail::none_allowed(row));
-            const float top = w.kept().logits()[0];
-            const token_id top_id = w.kept().ids()[0];
-            const float t_eff = params_.min_p_mode == min_p_space::logits ? 1.f : w.temperature();
-            const float thr = kernels::min_p_threshold(top, params_.min_p, t_eff);
-            // the walk's verdicts: the entries before the top allowed one in x's order were
-            // refused, the top allowed one allowed; the others are queried once
-            detail::refused_tokens refused;
-            auto allowed = [&](token_id t) {
-                if (t == top_id) return true;
-                const float v = row[std::size_t(t)];
-                if (v > top || (v == top && t < top_id)) return false;
-                return !refused.contains(t) && q(t);
-            };
-            bool proposed = false;
-            if (min_p_proposals_) {
-                rng_stream rng =
-                    make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::sample);
-                const kernels::logit_threshold floor{.at_least = thr};
-                const std::size_t t = detail::draw_then_check(
-                    [&] {
-                        return kernels::draw_temperature(row, proposal_temperature_, rng, floor);
-                    },
-                    allowed, refused, proposed);
-                if (t != npos) return drawn_result(t);
-            }
-            candidates& kept = w.kept();
-            kernels::filter_at_least(row, thr, kept);
-            w.set_kept(false);
-            const token_id* ids = kept.id_storage();
-            w.keep_if([&](std::size_t i) { return allowed(ids[i]); });
-            if (kept.size() < params_.min_keep)
-                detail::walk_allowed(w, params_.min_keep, tie_policy::exactly_k, q);
+            const detail::min_p_first r =
+                detail::constrained_min_p(w, row, params_, proposals_, w.temperature(), ctx, q);
+            if (r.token != npos) return detail::drawn_result(r.token);
+            const bool proposed = r.proposed;
             return finish(logits, ctx, w, proposed ? rng_purpose::constraint : rng_purpose::sample,
                           1);
         }
@@ -473,7 +433,7 @@ private:
             const std::size_t t = detail::draw_then_check(
                 [&] { return kernels::draw_temperature(row, w.temperature(), rng); },
                 [&](token_id c) { return q(c); }, refused, drawn);
-            if (t != npos) return drawn_result(t);
+            if (t != npos) return detail::drawn_result(t);
             if (!drawn) return status_result(sample_status::no_valid_token);
         } else if (!exact) {
             // llama.cpp's shortcut: the unconstrained pipeline, then a check of its token

@@ -539,6 +539,28 @@ inline batch<A> as_float(const ibatch<A>& v) noexcept {
 #endif
 }
 
+/// exp_nonpositive's arithmetic without its range handling: meaningful for lanes with d in
+/// [-87, 0] only (there it is exp_nonpositive(d), bit for bit); other lanes give garbage, for
+/// callers that discard them (a select on a condition that implies d >= -87).
+template <class A>
+inline batch<A> exp_nonpositive_in_range(const batch<A>& d) noexcept {
+    using B = batch<A>;
+    const B shifter(12582912.f + 127.f);  // 1.5 * 2^23 + exponent bias
+    const B t = xsimd::fma(d, B(1.44269504088896341f), shifter);
+    const B k = t - shifter;  // round(d / ln 2), exact
+    B r = xsimd::fnma(k, B(0.693359375f), d);
+    r = xsimd::fnma(k, B(-2.12194440e-4f), r);
+    B q = B(1.9875691500e-4f);
+    q = xsimd::fma(q, r, B(1.3981999507e-3f));
+    q = xsimd::fma(q, r, B(8.3334519073e-3f));
+    q = xsimd::fma(q, r, B(4.1665795894e-2f));
+    q = xsimd::fma(q, r, B(1.6666665459e-1f));
+    q = xsimd::fma(q, r, B(5.0000001201e-1f));
+    const B e = xsimd::fma(q * r, r, r) + B(1.f);
+    const B scale = as_float<A>(as_int<A>(t) << 23);  // (k + 127) << 23 = 2^k
+    return e * scale;
+}
+
 /// exp(d) for d <= 0 (the max-subtracted logits of a softmax): k = round(d / ln 2) by the
 /// shifter trick, Cody-Waite reduction, the Cephes degree-5 polynomial (relative error below
 /// 1e-7), 2^k from the exponent bits. Returns 0 for d < -87 (below float's normal range; such
@@ -549,21 +571,7 @@ template <class A>
 inline batch<A> exp_nonpositive(const batch<A>& d) noexcept {
     using B = batch<A>;
     const B lo(-87.f);
-    const B dc = xsimd::max(d, lo);
-    const B shifter(12582912.f + 127.f);  // 1.5 * 2^23 + exponent bias
-    const B t = xsimd::fma(dc, B(1.44269504088896341f), shifter);
-    const B k = t - shifter;  // round(dc / ln 2), exact
-    B r = xsimd::fnma(k, B(0.693359375f), dc);
-    r = xsimd::fnma(k, B(-2.12194440e-4f), r);
-    B q = B(1.9875691500e-4f);
-    q = xsimd::fma(q, r, B(1.3981999507e-3f));
-    q = xsimd::fma(q, r, B(8.3334519073e-3f));
-    q = xsimd::fma(q, r, B(4.1665795894e-2f));
-    q = xsimd::fma(q, r, B(1.6666665459e-1f));
-    q = xsimd::fma(q, r, B(5.0000001201e-1f));
-    const B e = xsimd::fma(q * r, r, r) + B(1.f);
-    const B scale = as_float<A>(as_int<A>(t) << 23);  // (k + 127) << 23 = 2^k
-    return xsimd::select(d >= lo, e * scale, B(0.f));
+    return xsimd::select(d >= lo, exp_nonpositive_in_range<A>(xsimd::max(d, lo)), B(0.f));
 }
 
 /// Calls f(A{}) for every architecture in supported_architectures.

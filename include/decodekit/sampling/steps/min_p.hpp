@@ -7,15 +7,19 @@
 /// Full set: one read pass (kernels::filter_min_p), honouring the overlay and the mask (the
 /// threshold is set by the largest allowed entry; the min_keep fallback keeps allowed entries
 /// only: the mask wins over min_keep). Narrowed set: a threshold over the survivors.
-/// Min-p followed by temperature only, with no logprob wanted, is not run as a step: the
-/// sampler draws with kernels::draw_temperature under min-p's logit threshold (one read pass,
-/// no exponential per entry; see sampler.hpp).
+/// Min-p as the pipeline's only truncation (min-p and temperature steps, built in, min_keep 1:
+/// detail::plan_min_p_envelope) on a full set with no logprob extra wanted is not run as a step:
+/// the sampler draws with detail::draw_min_p_only (kernels::draw_min_p over the row: no
+/// compaction of the kept set; the chosen logprob from the same pass).
 
 #include <decodekit/config.hpp>
+#include <decodekit/kernels/min_p.hpp>
 #include <decodekit/kernels/select.hpp>
+#include <decodekit/sampling/draw.hpp>
 #include <decodekit/sampling/step.hpp>
 
 #include <algorithm>
+#include <limits>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -57,5 +61,26 @@ struct min_p_step {
         }
     }
 };
+
+namespace detail {
+/// The draw of a pipeline of min-p and temperature steps only, from the full set `w` (masked or
+/// not) with the call's sample stream: kernels::draw_min_p with min-p's threshold taken at
+/// t_min_p and the draw at t_draw; the same law as the step then draw_from (and, with a logprob
+/// wanted, the same token for a given stream up to rounding; see kernels/min_p.hpp). The logprob
+/// is NaN when not wanted. \pre w.full(), not overlaid, p_base > 0
+inline set_draw draw_min_p_only(const working_set& w, float p_base, float t_min_p, float t_draw,
+                                bool want_logprob, rng_stream& rng) noexcept {
+    const kernels::logit_threshold thr{.from_max = kernels::min_p_offset(p_base, t_min_p)};
+    const kernels::min_p_draw k =
+        w.masked() ? kernels::draw_min_p(w.row(), t_draw, thr, want_logprob, rng, w.mask())
+                   : kernels::draw_min_p(w.row(), t_draw, thr, want_logprob, rng);
+    set_draw d;
+    if (k.index == npos) return d;
+    d.token = token_id(k.index);
+    d.logprob = k.logprob;
+    d.prob = k.prob;
+    return d;
+}
+}  // namespace detail
 
 DECODEKIT_END_NAMESPACE
