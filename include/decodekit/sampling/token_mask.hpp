@@ -1,7 +1,7 @@
 #pragma once
 /// \file sampling/token_mask.hpp
 /// How a sampler applies the call's token bitmask (sample_context::mask; kernels/mask.hpp), and
-/// its min-p envelope draw.
+/// its min-p envelope plan.
 ///
 /// Outcomes (every build type):
 ///   - no mask (the default: no words, size 0): nothing changes;
@@ -20,13 +20,12 @@
 /// step and no constraint. Any other pipeline gets a masked copy of the processed row in the
 /// workspace (one copy + one kernels::apply_token_bitmask_inplace), and runs unmasked on it.
 ///
-/// Min-p envelope draw: when the pipeline is min-p and temperature steps only (built-in, no user
-/// step, min_keep 1) and no logprob is wanted (logprobs.chosen off, no extras), min-p is not run
-/// as a step: the token is drawn by kernels::draw_temperature under min-p's logit threshold
-/// (x_i >= max + T_min_p ln(min_p), the same kept set as the step's, the max the largest
-/// allowed entry) at the final temperature: one read pass and no exponential per entry; the
-/// same law as the step then the draw, not the same token for a given seed (as any
-/// draw_temperature draw).
+/// Min-p envelope plan (plan_min_p_envelope): when the pipeline is min-p and temperature steps
+/// only (built-in, no user step, min_keep 1), min-p is not run as a step: the sampler draws over
+/// the row under min-p's logit threshold (x_i >= max + T_min_p ln(min_p), the same kept set as
+/// the step's, the max the largest allowed entry) at the final temperature
+/// (steps/min_p.hpp's draw_min_p_only: one read pass without the chosen logprob, one exp pass
+/// of the kept blocks with it); the same law as the step then the draw.
 
 #include <decodekit/config.hpp>
 #include <decodekit/kernels/draw.hpp>
@@ -95,20 +94,6 @@ inline min_p_envelope plan_min_p_envelope(std::span<const sampling_step> steps,
     e.on = n_min_p == 1;
     e.t_draw = t;
     return e;
-}
-
-/// The envelope draw of `e` over the full set `w` (masked or not). \pre e.on, w.full(), not
-/// overlaid
-inline set_draw draw_min_p_envelope(const working_set& w, const min_p_envelope& e, float min_p,
-                                    rng_stream& rng) noexcept {
-    const kernels::logit_threshold thr{.from_max = kernels::min_p_offset(min_p, e.t_min_p)};
-    const std::size_t i = w.masked()
-                              ? kernels::draw_temperature(w.row(), e.t_draw, rng, thr, w.mask())
-                              : kernels::draw_temperature(w.row(), e.t_draw, rng, thr);
-    set_draw d;
-    if (i != npos) d.token = token_id(i);
-    d.logprob = std::numeric_limits<double>::quiet_NaN();
-    return d;
 }
 
 /// The copy path: the processed row `pr` (the caller's plus patches when overlaid) written to
