@@ -351,6 +351,32 @@ TEST_CASE("masked selections: a mask that removes the whole top-k or everything 
     });
 }
 
+TEST_CASE("masked filter_min_p: p_base stands for its decimal under a sparse mask too") {
+    // 0.8f is 0.800000012: the threshold is max + T ln(decimal_floor(0.8f)) (reference.hpp), a
+    // few float ulps below max + T ln(0.800000012). An entry exactly at the decimal threshold is
+    // kept by the dense and the gathering (sparse mask: 2 of 4096 allowed) paths alike.
+    const std::size_t n = 4096;
+    const float thr = dk::reference::min_p_threshold(0.f, 0.8f, 1.f);
+    REQUIRE(thr < float(std::log(double(0.8f))));  // the boundary the test is about
+    std::vector<float> x(n, -20.f);
+    x[7] = 0.f;
+    x[900] = thr;
+    std::vector<std::uint32_t> words((n + 31) / 32, 0u);
+    words[7 / 32] |= 1u << (7 % 32);
+    words[900 / 32] |= 1u << (900 % 32);
+    const kn::token_bitmask sparse{.words = words, .size = n};
+    const std::vector<std::uint32_t> all((n + 31) / 32, ~0u);
+    const kn::token_bitmask dense{.words = all, .size = n};
+    dk::candidates got(n);
+    each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        INFO("arch " << name);
+        CHECK(kn::filter_min_p<A>(x, 0.8f, 1.f, got, sparse) == 2);
+        CHECK(kn::filter_min_p<A>(x, 0.8f, 1.f, got, dense) == 2);
+        CHECK(kn::filter_min_p<A>(x, 0.8f, 1.f, got) == 2);
+    });
+}
+
 TEST_CASE("masked kernels with a short mask treat the uncovered tokens as disallowed") {
     const std::size_t n = 1000;
     auto x = make_row(n, 0, 13);

@@ -726,7 +726,7 @@ std::size_t filter_min_p(std::span<const float> x, float p_base, float temperatu
     const std::size_t c =
         detail::gather_allowed(x.data(), mask, n, out.id_storage(), out.logit_storage());
     if (p_base <= 0) return detail::keep_reaching(out, c, detail::lowest_f);
-    const double shift = double(temperature) * std::log(double(p_base));
+    const double shift = double(temperature) * std::log(reference::decimal_floor(p_base));
     if (std::isnan(shift)) return 0;
     float m = detail::neg_inf_f;
     for (std::size_t j = 0; j < c; ++j) m = std::max(m, out.logit_storage()[j]);
