@@ -900,19 +900,33 @@ struct processor_context {
     }
 };
 
-/// Receives the ids a sparse processor declares (ids outside [0, vocab) are ignored).
+/// Receives the ids a sparse processor declares (ids outside [0, vocab) are ignored). Made from a
+/// per-id function, or a per-span one (a span is then handed over whole: one indirect call per
+/// span, not per id).
 class token_sink {
 public:
     using fn_type = void (*)(void*, token_id) noexcept;
+    using span_fn_type = void (*)(void*, std::span<const token_id>) noexcept;
     token_sink(fn_type fn, void* ctx) noexcept : fn_(fn), ctx_(ctx) {}
-    void operator()(token_id t) noexcept { fn_(ctx_, t); }
+    token_sink(span_fn_type fn, void* ctx) noexcept : span_fn_(fn), ctx_(ctx) {}
+    void operator()(token_id t) noexcept {
+        if (span_fn_)
+            span_fn_(ctx_, std::span<const token_id>(&t, 1));
+        else
+            fn_(ctx_, t);
+    }
     /// Declares every id of a span.
     void operator()(std::span<const token_id> ids) noexcept {
+        if (span_fn_) {
+            span_fn_(ctx_, ids);
+            return;
+        }
         for (token_id t : ids) fn_(ctx_, t);
     }
 
 private:
-    fn_type fn_;
+    fn_type fn_ = nullptr;
+    span_fn_type span_fn_ = nullptr;
     void* ctx_;
 };
 
@@ -1521,11 +1535,11 @@ DECODEKIT_END_NAMESPACE
 /// Hashes are seeded once per process (from addresses that ASLR randomises and the clock), so a
 /// client that chooses token histories cannot aim them at one probe chain. Only the table layout
 /// depends on the seed: the iteration order of token_counts (insertion order, with swap-remove)
-/// and every result are deterministic. Growth doubles the slots at load 1/2 (amortized O(1) per
-/// insert); nothing shrinks, so a table reused across cut-backs and rebuilds stops allocating
-/// once it reached its largest size. Not safe to share between threads, const lookups included:
-/// they update a probe counter (like the processors built on these tables, one object serves one
-/// sequence, one call at a time).
+/// and every result are deterministic. Growth doubles the slots at load 3/4 (amortized O(1) per
+/// insert; 8 bytes a slot, so 10.7 to 21 bytes of slots per value); nothing shrinks, so a table
+/// reused across cut-backs and rebuilds stops allocating once it reached its largest size. Not safe
+/// to share between threads, const lookups included: they update a probe counter (like the
+/// processors built on these tables, one object serves one sequence, one call at a time).
 
 
 #include <chrono>
@@ -1589,7 +1603,7 @@ public:
     }
     /// Adds (h, value). \pre value != none
     void insert(std::uint64_t h, std::uint32_t value) {
-        if ((size_ + 1) * 2 > slots_.size()) grow();
+        if ((size_ + 1) * 4 > slots_.size() * 3) grow();
         place(static_cast<std::uint32_t>(h), value);
         ++size_;
     }
@@ -1662,7 +1676,8 @@ private:
 
 /// Counts of tokens (any token_id value): the distinct tokens with a count > 0, in a dense array
 /// (iteration O(distinct)), and a hash index to them. add/remove are O(1) expected; memory is
-/// about 24 bytes per distinct token. Copyable (a copy is O(distinct)).
+/// 8 bytes per distinct token in the arrays (up to twice that after a doubling) plus 10.7 to 21
+/// in the index (about 22 at 300 tokens). Copyable (a copy is O(distinct)).
 class token_counts {
 public:
     /// Adds one occurrence of t.
@@ -2604,8 +2619,10 @@ DECODEKIT_END_NAMESPACE
 /// sample_context::mask (kernels/mask.hpp).
 ///
 /// How the sampler queries a callback constraint (constraint_check::exact, the default): only
-/// where the law of the pipeline applied to the masked row depends on it (sampler.hpp lists the
-/// cases: greedy, top-k or min-p first, temperature-only draws, else every valid token).
+/// where the law of the pipeline applied to the masked row depends on it (sampling/
+/// constrained.hpp lists the cases with their proof sketches: greedy, top-k or min-p first,
+/// draw-then-check for min-p + temperature and temperature-only draws when no logprob is asked,
+/// else every valid token), and at most once per token and call.
 /// constraint_check::sample_then_check is llama.cpp's shortcut: the unconstrained pipeline draws,
 /// the drawn token is checked, and only when it is not allowed is the pipeline run again on the
 /// masked row. Not exact: a token is drawn with probability q(t) + P(reject) q'(t), q the
@@ -3032,6 +3049,8 @@ DECODEKIT_END_NAMESPACE
 /// Sparse path (every processor declares the ids it may touch, and the first step can merge
 /// patches: greedy, top-k, min-p): only the declared entries are copied; the entries the
 /// processors changed become patches over the caller's row (no row copy; see working_set.hpp).
+/// Its cost is O(declared ids) (each once per call) plus the first step's pass over the row,
+/// which excludes the patched ids with a bitmask instead of selecting k + patches entries.
 
 // ---- begin decodekit/processors/history.hpp
 /// \file processors/history.hpp
@@ -3143,11 +3162,20 @@ public:
 private:
     token_id& at(std::size_t pos) noexcept { return ring_[pos % ring_.size()]; }
     token_id at(std::size_t pos) const noexcept { return ring_[pos % ring_.size()]; }
-    /// First position in [lo, c) where the journal and `h` differ (c if none).
+    /// First position in [lo, c) where the journal and `h` differ (c if none): the ring's two
+    /// contiguous runs compared in order (one division per call, not one per position).
     std::size_t first_difference(std::span<const token_id> h, std::size_t lo,
                                  std::size_t c) const noexcept {
-        for (std::size_t p = lo; p < c; ++p)
-            if (at(p) != h[p]) return p;
+        std::size_t p = lo, i = lo % ring_.size();
+        while (p < c) {
+            const std::size_t run = std::min(c - p, ring_.size() - i);
+            const token_id* r = ring_.data() + i;
+            const token_id* q = h.data() + p;
+            for (std::size_t j = 0; j < run; ++j)
+                if (r[j] != q[j]) return p + j;
+            p += run;
+            i = 0;
+        }
         return c;
     }
 
@@ -3754,6 +3782,28 @@ inline batch<A> as_float(const ibatch<A>& v) noexcept {
 #endif
 }
 
+/// exp_nonpositive's arithmetic without its range handling: meaningful for lanes with d in
+/// [-87, 0] only (there it is exp_nonpositive(d), bit for bit); other lanes give garbage, for
+/// callers that discard them (a select on a condition that implies d >= -87).
+template <class A>
+inline batch<A> exp_nonpositive_in_range(const batch<A>& d) noexcept {
+    using B = batch<A>;
+    const B shifter(12582912.f + 127.f);  // 1.5 * 2^23 + exponent bias
+    const B t = xsimd::fma(d, B(1.44269504088896341f), shifter);
+    const B k = t - shifter;  // round(d / ln 2), exact
+    B r = xsimd::fnma(k, B(0.693359375f), d);
+    r = xsimd::fnma(k, B(-2.12194440e-4f), r);
+    B q = B(1.9875691500e-4f);
+    q = xsimd::fma(q, r, B(1.3981999507e-3f));
+    q = xsimd::fma(q, r, B(8.3334519073e-3f));
+    q = xsimd::fma(q, r, B(4.1665795894e-2f));
+    q = xsimd::fma(q, r, B(1.6666665459e-1f));
+    q = xsimd::fma(q, r, B(5.0000001201e-1f));
+    const B e = xsimd::fma(q * r, r, r) + B(1.f);
+    const B scale = as_float<A>(as_int<A>(t) << 23);  // (k + 127) << 23 = 2^k
+    return e * scale;
+}
+
 /// exp(d) for d <= 0 (the max-subtracted logits of a softmax): k = round(d / ln 2) by the
 /// shifter trick, Cody-Waite reduction, the Cephes degree-5 polynomial (relative error below
 /// 1e-7), 2^k from the exponent bits. Returns 0 for d < -87 (below float's normal range; such
@@ -3764,21 +3814,7 @@ template <class A>
 inline batch<A> exp_nonpositive(const batch<A>& d) noexcept {
     using B = batch<A>;
     const B lo(-87.f);
-    const B dc = xsimd::max(d, lo);
-    const B shifter(12582912.f + 127.f);  // 1.5 * 2^23 + exponent bias
-    const B t = xsimd::fma(dc, B(1.44269504088896341f), shifter);
-    const B k = t - shifter;  // round(dc / ln 2), exact
-    B r = xsimd::fnma(k, B(0.693359375f), dc);
-    r = xsimd::fnma(k, B(-2.12194440e-4f), r);
-    B q = B(1.9875691500e-4f);
-    q = xsimd::fma(q, r, B(1.3981999507e-3f));
-    q = xsimd::fma(q, r, B(8.3334519073e-3f));
-    q = xsimd::fma(q, r, B(4.1665795894e-2f));
-    q = xsimd::fma(q, r, B(1.6666665459e-1f));
-    q = xsimd::fma(q, r, B(5.0000001201e-1f));
-    const B e = xsimd::fma(q * r, r, r) + B(1.f);
-    const B scale = as_float<A>(as_int<A>(t) << 23);  // (k + 127) << 23 = 2^k
-    return xsimd::select(d >= lo, e * scale, B(0.f));
+    return xsimd::select(d >= lo, exp_nonpositive_in_range<A>(xsimd::max(d, lo)), B(0.f));
 }
 
 /// Calls f(A{}) for every architecture in supported_architectures.
@@ -5475,9 +5511,12 @@ public:
         detail::grow(row, vocab_);
         return {row.data(), vocab_};
     }
-    /// The sparse-processor marks (all 0 between calls), touched list and patches.
+    /// The sparse processors' buffers: the declared-id bits (all 0 between calls), touched list,
+    /// patches and the unpatched bits (all 1 between calls).
     void reserve_sparse() {
-        if (mark.size() < vocab_) mark.resize(vocab_, 0);
+        const std::size_t words = (vocab_ + 31) / 32;
+        if (seen.size() < words) seen.resize(words, 0u);
+        if (unpatched.size() < words) unpatched.resize(words, ~0u);
         detail::grow(touched, vocab_);
         detail::grow(patches, vocab_);
     }
@@ -5498,20 +5537,23 @@ public:
     }
 
     // The buffers (scratch; contents unspecified between calls).
-    candidates cand;                      ///< the working set's entries once materialised
-    std::vector<detail::scored> sorted;   ///< sort scratch
-    std::vector<float> weights;           ///< exp weights of cand (relative to its max)
-    candidates sel;                       ///< the selection steps' second set (selection())
-    std::vector<float> bmax;              ///< full-row draw: block maxima
-    std::vector<double> bsum;             ///<                block sums
-    std::vector<float> block_buf;         ///<                softmax of the chosen block
-    std::vector<float> row;               ///< processed copy of the row
-    std::vector<std::uint8_t> mark;       ///< sparse processors: 1 touched, 2 patched
-    std::vector<token_id> touched;        ///< sparse processors: ids copied into row
-    std::vector<detail::scored> patches;  ///< sparse processors: changed entries
-    candidates alt;                       ///< raw top-n
-    detail::in_use_flag in_use;           ///< set while a call works in it
-    selection_counters tiers;             ///< the selection steps' tiers (diagnostics)
+    candidates cand;                       ///< the working set's entries once materialised
+    std::vector<detail::scored> sorted;    ///< sort scratch
+    std::vector<float> weights;            ///< exp weights of cand (relative to its max)
+    candidates sel;                        ///< the selection steps' second set (selection())
+    std::vector<float> bmax;               ///< full-row draw: block maxima
+    std::vector<double> bsum;              ///<                block sums
+    std::vector<float> block_buf;          ///<                softmax of the chosen block
+    std::vector<float> row;                ///< processed copy of the row
+    std::vector<std::uint32_t> seen;       ///< sparse processors: declared ids (bits), 0 between
+                                           ///< calls
+    std::vector<token_id> touched;         ///< sparse processors: ids copied into row
+    std::vector<detail::scored> patches;   ///< sparse processors: changed entries
+    std::vector<std::uint32_t> unpatched;  ///< sparse processors: a token bitmask, clear for
+                                           ///< the patched ids, all ones between calls
+    candidates alt;                        ///< raw top-n
+    detail::in_use_flag in_use;            ///< set while a call works in it
+    selection_counters tiers;              ///< the selection steps' tiers (diagnostics)
 
 private:
     std::size_t vocab_ = 0;
@@ -5677,37 +5719,54 @@ private:
     }
 
     struct sink_state {
-        std::span<const float> logits;
-        std::span<float> row;
-        sampling_workspace* ws;
+        std::uint32_t* seen;  // ws.seen: one bit per token, all 0 between calls
+        token_id* touched;    // ws.touched
+        std::size_t vocab;
         std::size_t n;
     };
-    /// Sparse processors: only the entries they declare are copied into the row copy; the
-    /// entries that changed become patches (marked 2 in ws.mark).
+    /// Sparse processors: the ids they declare (each once: a bit per token, 16 KiB at V = 128256)
+    /// are gathered into the row copy; the entries that changed become patches, and their bits
+    /// in ws.unpatched are cleared (the working set restores them). Per call: O(declared ids),
+    /// in tight passes (declare, gather, apply, compare).
     processed_row run_sparse(std::span<const float> logits, const processor_context& pc,
                              sampling_workspace& ws, std::span<float> row) noexcept {
         ws.reserve_sparse();
-        sink_state st{logits, row, &ws, 0};
+        sink_state st{ws.seen.data(), ws.touched.data(), logits.size(), 0};
         token_sink sink(
-            [](void* p, token_id t) noexcept {
+            [](void* p, std::span<const token_id> ids) noexcept {
                 auto& s = *static_cast<sink_state*>(p);
-                if (t < 0 || std::size_t(t) >= s.logits.size() || s.ws->mark[std::size_t(t)])
-                    return;
-                s.ws->mark[std::size_t(t)] = 1;
-                s.ws->touched[s.n++] = t;
-                s.row[std::size_t(t)] = s.logits[std::size_t(t)];
+                std::size_t n = s.n;
+                for (const token_id t : ids) {
+                    const auto u = std::uint32_t(t);  // a negative id wraps past the vocabulary
+                    if (u >= s.vocab) continue;
+                    const std::uint32_t bit = 1u << (u % 32);
+                    std::uint32_t& w = s.seen[u / 32];
+                    if (w & bit) continue;
+                    w |= bit;
+                    s.touched[n++] = t;
+                }
+                s.n = n;
             },
             &st);
         for (const any_processor& p : procs_) p.touched(pc, sink);
+        const std::size_t n = st.n;
+        const token_id* touched = ws.touched.data();
+        detail::scored* const patch = ws.patches.data();
+        for (std::size_t i = 0; i < n; ++i) {  // gather; the original values kept in order
+            const token_id t = touched[i];
+            const float x = logits[std::size_t(t)];
+            row[std::size_t(t)] = x;
+            patch[i] = {x, t};
+        }
         for (any_processor& p : procs_) p.apply(row, pc);
         std::size_t patches = 0;
-        for (std::size_t i = 0; i < st.n; ++i) {
-            const std::size_t t = std::size_t(ws.touched[i]);
-            if (std::bit_cast<std::uint32_t>(row[t]) != std::bit_cast<std::uint32_t>(logits[t])) {
-                ws.patches[patches++] = {row[t], token_id(t)};
-                ws.mark[t] = 2;
-            } else {
-                ws.mark[t] = 0;
+        for (std::size_t i = 0; i < n; ++i) {  // the changed entries, compacted in place
+            const auto t = std::uint32_t(patch[i].id);
+            const float y = row[t];
+            ws.seen[t / 32] &= ~(1u << (t % 32));
+            if (std::bit_cast<std::uint32_t>(y) != std::bit_cast<std::uint32_t>(patch[i].logit)) {
+                patch[patches++] = {y, token_id(t)};
+                ws.unpatched[t / 32] &= ~(1u << (t % 32));
             }
         }
         return {logits, patches, patches > 0};
@@ -6240,9 +6299,10 @@ float kth_largest(const float* v, std::size_t c, std::size_t k, std::size_t& ge,
 
 /// Threshold from S = 512 samples (one at a hashed offset in each of S equal strides): the r-th
 /// largest, r = mu + 3 sqrt(mu) + 2 where mu = S k / n is the expected number of samples among
-/// the k best, so that fewer than k entries reach it only rarely. The samples are copied without
-/// a branch (NaN as -inf) to scratch[0, 512) and ranked by kth_largest. The lowest finite float
-/// when the row is small (n < 4096), k large (k > n / 16), or fewer than r samples are valid.
+/// the k best, so that fewer than k entries reach it only rarely. The valid samples (neither NaN
+/// nor -inf, nor disallowed under a mask) are copied without a branch to scratch[0, 512) and
+/// ranked by kth_largest. The lowest finite float when the row is small (n < 4096), k large
+/// (k > n / 16), or fewer than r samples are valid.
 template <class A, class Row>
 float sampled_threshold_of(const Row x, std::size_t n, std::size_t k, float* scratch) noexcept {
     constexpr std::size_t S = 512;
@@ -6251,13 +6311,19 @@ float sampled_threshold_of(const Row x, std::size_t n, std::size_t k, float* scr
     const std::size_t r = std::size_t(mu + 3 * std::sqrt(mu)) + 2;
     float* s = scratch;
     const std::uint64_t stride = n / S;
+    // Only the valid samples are kept: the r-th largest is the same, and kth_largest's search
+    // range is not stretched down to -inf (a masked row's disallowed samples: half of them
+    // under a 50 % mask, each step of the search then a bisection).
+    std::size_t c = 0;
     for (std::size_t j = 0; j < S; ++j) {
         const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
         const float v = x.at(j * stride + ((h * stride) >> 32));
-        s[j] = v == v ? v : -std::numeric_limits<float>::infinity();
+        s[c] = v;
+        c += v >= lowest_f;  // NaN and -inf dropped
     }
+    if (c < r) return lowest_f;
     std::size_t ge = 0, gt = 0;
-    const float t = kth_largest<A>(s, S, r, ge, gt);
+    const float t = kth_largest<A>(s, c, r, ge, gt);
     return t > lowest_f ? t : lowest_f;
 }
 
@@ -6749,7 +6815,7 @@ std::size_t filter_min_p(std::span<const float> x, float p_base, float temperatu
     const std::size_t c =
         detail::gather_allowed(x.data(), mask, n, out.id_storage(), out.logit_storage());
     if (p_base <= 0) return detail::keep_reaching(out, c, detail::lowest_f);
-    const double shift = double(temperature) * std::log(double(p_base));
+    const double shift = double(temperature) * std::log(reference::decimal_floor(p_base));
     if (std::isnan(shift)) return 0;
     float m = detail::neg_inf_f;
     for (std::size_t j = 0; j < c; ++j) m = std::max(m, out.logit_storage()[j]);
@@ -8260,6 +8326,11 @@ DECODEKIT_END_NAMESPACE
 /// Cost per call (V = vocabulary size, k = survivors of the first truncation):
 ///   greedy                      one argmax pass (no copy, no softmax)
 ///   first step top-k / min-p    one or two read passes, then O(k log k) on the survivors
+///   min-p alone (+ temperature) one read pass of block maxima, then exponentials in the blocks
+///                               holding kept entries only (the exp floor on a near-uniform row,
+///                               ~ a read pass on a peaked one): kernels/min_p.hpp
+///   XTC alone (+ temperature)   max + one exp pass storing the weights + one filter pass, then
+///                               one read pass for the draw (steps/xtc.hpp)
 ///   first step top-p            one max+exp pass (the normaliser) + one threshold pass
 ///   no truncation (temperature) one max+exp pass in blocks of 2048, then one block's softmax
 ///   raw logprobs (opt-in)       + one max+exp pass, unless the draw already had the normaliser
@@ -8279,8 +8350,9 @@ DECODEKIT_END_NAMESPACE
 /// valid entry (empty, all -inf/NaN, or everything banned) gives token -1 with
 /// status no_valid_token; a row whose size is not vocab_size() gives status bad_input.
 ///
-/// Token masks (sample_context::mask), where they are read, and min-p's envelope draw (logprobs
-/// off): token_mask.hpp.
+/// Token masks (sample_context::mask), where they are read: token_mask.hpp. Min-p or XTC as the
+/// only truncation is one draw over the row, not a step then a draw: steps/min_p.hpp,
+/// steps/xtc.hpp.
 ///
 /// Processors take the history from the caller (sample_context::history = prompt + generated
 /// so far, caller-owned). The sampler's state is mirostat's mu and the step counter of
@@ -8305,23 +8377,37 @@ DECODEKIT_END_NAMESPACE
 ///   - top-k first: the k largest of M(x) are the first k allowed entries of x's order (with
 ///     keep_ties, also the allowed entries tied with the k-th); the later steps then see exactly
 ///     top_k(M(x)).
-///   - min-p first: max M(x) is the first allowed entry m_a of x's order; min-p keeps
-///     {i : M(x)_i >= thr(m_a)} = the allowed entries of {i : x_i >= thr(m_a)}, so only the
-///     entries above the threshold are queried (the min_keep fallback walks on, as top-k).
-///   - temperature only, no logprob asked: draw t from softmax(x / T); if t is allowed it is the
-///     result, else draw again from softmax(M(x) / T) with an independent stream. For an
-///     allowed t, P(t) = q(t) + (1 - Q) q(t) / Q = q(t) / Q (q the unconstrained law, Q the
-///     allowed mass): exactly the masked law. (The chosen logprob would need Q, hence every
-///     query: with logprobs.chosen on, the full mask is built.)
+///   - min-p first: max M(x) is the first allowed entry m of x's order (the walk); min-p keeps
+///     {i : M(x)_i >= thr(m)} = A n K with K = {i : x_i >= thr(m)}, A the allowed tokens. The
+///     entries the walk passed before m are known refused and m known allowed: none is queried
+///     again. Then:
+///       * min-p then temperature steps only, min_keep 1, no logprob asked (logprobs.chosen
+///         off, no extras): draw-then-check. A proposal t is drawn from softmax(x_K / T) (T the
+///         final temperature; kernels::draw_temperature with the absolute floor thr(m), one read
+///         pass) and accepted when allowed; at most max_constraint_proposals proposals (one
+///         rng_purpose::sample stream, continued), then the full verdicts below (rng_purpose::
+///         constraint). With q the law on K and Q = q(A) > 0 (m is in A n K), an allowed t is
+///         returned with probability sum_{j<8} (1-Q)^j q(t) + (1-Q)^8 q(t)/Q = q(t)/Q: the law
+///         of the pipeline on M(x) (softmax of A n K at T). A token refused once is not queried
+///         again (kept in the call's refused_tokens).
+///       * otherwise (other steps after min-p, min_keep > 1, or a logprob asked: the chosen
+///         logprob needs the masked normaliser, the mass of A n K, hence every verdict in K):
+///         every entry of K is queried (except those known from the walk), then the pipeline
+///         on the allowed ones (the min_keep fallback walks on, as top-k).
+///   - temperature only, no logprob asked: the same draw-then-check over the whole row
+///     (K = every valid entry), then the full mask with its own stream; with the chosen logprob
+///     on, the full mask at once.
 ///   - any other pipeline: the full mask (every valid entry queried once), then the pipeline on
 ///     M(x).
 /// Walks read x's order in growing prefixes from kernels::top_k (8, 64, 512, ... entries), so a
-/// walk costs a few read passes plus O(entries walked).
+/// walk costs a few read passes plus O(entries walked). A draw-then-check proposal costs one read
+/// pass (draw_temperature): on a row whose top mostly satisfies the constraint, min-p sampling
+/// queries about 2 tokens per call instead of |K|.
 
 // ---- begin decodekit/sampling/token_mask.hpp
 /// \file sampling/token_mask.hpp
 /// How a sampler applies the call's token bitmask (sample_context::mask; kernels/mask.hpp), and
-/// its min-p envelope draw.
+/// its min-p envelope plan.
 ///
 /// Outcomes (every build type):
 ///   - no mask (the default: no words, size 0): nothing changes;
@@ -8340,20 +8426,21 @@ DECODEKIT_END_NAMESPACE
 /// step and no constraint. Any other pipeline gets a masked copy of the processed row in the
 /// workspace (one copy + one kernels::apply_token_bitmask_inplace), and runs unmasked on it.
 ///
-/// Min-p envelope draw: when the pipeline is min-p and temperature steps only (built-in, no user
-/// step, min_keep 1) and no logprob is wanted (logprobs.chosen off, no extras), min-p is not run
-/// as a step: the token is drawn by kernels::draw_temperature under min-p's logit threshold
-/// (x_i >= max + T_min_p ln(min_p), the same kept set as the step's, the max the largest
-/// allowed entry) at the final temperature: one read pass and no exponential per entry; the
-/// same law as the step then the draw, not the same token for a given seed (as any
-/// draw_temperature draw).
+/// Min-p envelope plan (plan_min_p_envelope): when the pipeline is min-p and temperature steps
+/// only (built-in, no user step, min_keep 1), min-p is not run as a step: the sampler draws over
+/// the row under min-p's logit threshold (x_i >= max + T_min_p ln(min_p), the same kept set as
+/// the step's, the max the largest allowed entry) at the final temperature
+/// (steps/min_p.hpp's draw_min_p_only: one read pass without the chosen logprob, one exp pass
+/// of the kept blocks with it); the same law as the step then the draw.
 
 // ---- begin decodekit/sampling/draw.hpp
 /// \file sampling/draw.hpp
 /// The draw at the end of a sampler's pipeline, over whatever the working set holds:
 ///   - a narrowed set: one inverse-CDF draw over the kept entries' weights in ascending id order
 ///     (one read pass of the set when the selecting step left it in id order with its weights;
-///     no sort by probability);
+///     no sort by probability); a set left as a cut over the row (top-p on the full row) is
+///     drawn by kernels::draw_cut on the row and its weights, the same entry for the same
+///     uniform (up to the rounding of the double sums), with no compaction;
 ///   - the full row with logprobs.chosen on (or extras requested): per-block (max, exp-sum) over
 ///     blocks of 2048 entries, a block by inverse CDF over the block masses, then the token inside
 ///     it from that block's softmax: one max+exp pass in all (the exp floor);
@@ -8380,6 +8467,13 @@ DECODEKIT_END_NAMESPACE
 /// keep_if() / keep_first(); reordering or a new temperature recomputes them when next needed.
 /// The draw (draw.hpp) uses them in id order: no sort of the kept set.
 ///
+/// Cut: a step that selected a prefix of the full row's order (top-p) may leave the set as a
+/// kernels::row_cut over row() with the row's weights in the workspace (set_cut()), nothing
+/// compacted: the draw then reads the row with the cut (kernels::draw_cut, one read pass). Any
+/// other use of the set (kept(), weights(), the next narrowing step, logprob extras,
+/// distribution()) first compacts it (settle(): one pass, the kept entries in id order with
+/// their weights), so steps see the same set either way.
+///
 /// Overlay: when the sampler's processors are sparse it does not copy the row; row() is then the
 /// caller's row and the processed entries are patches (the entries the processors changed).
 /// Steps that run first on a full set must honour them: the built-in first steps that can
@@ -8394,835 +8488,12 @@ DECODEKIT_END_NAMESPACE
 /// them a masked copy of the row instead (and no mask here). Once narrowed, kept() holds only
 /// allowed entries.
 
-
-#include <algorithm>
-#include <bit>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-namespace detail {
-inline constexpr float f_inf = std::numeric_limits<float>::infinity();
-
-/// exp((x - m)/t) with the special-value rules (m = +inf: 1 for +inf entries, else 0).
-inline double cand_weight(float x, float m, float t) noexcept {
-    if (!(x > -f_inf)) return 0.0;  // NaN, -inf
-    if (m == f_inf) return x == f_inf ? 1.0 : 0.0;
-    return std::exp((double(x) - double(m)) / double(t));
-}
-}  // namespace detail
-
-/// The working set of one sampling call (see the file comment).
-class working_set {
-public:
-    /// A full set over `row` (with `n_patches` patches in ws.patches when overlaid).
-    working_set(std::span<const float> row, sampling_workspace& ws, std::size_t n_patches = 0,
-                bool overlay = false) noexcept
-        : row_(row), ws_(ws), n_patches_(n_patches), overlay_(overlay) {}
-    working_set(const working_set&) = delete;
-    working_set& operator=(const working_set&) = delete;
-    /// Leaves the workspace's patch marks all zero (its invariant between calls).
-    ~working_set() { clear_patch_marks(); }
-
-    // ---- what it is ----
-    /// The row the set refers to.
-    std::span<const float> row() const noexcept { return row_; }
-    /// Replaces the row the (full) set refers to (XTC: the row minus its head).
-    void set_row(std::span<const float> r) noexcept { row_ = r; }
-    std::size_t vocab_size() const noexcept { return row_.size(); }
-    /// True while the set is every valid entry of row() (nothing materialised).
-    bool full() const noexcept { return full_; }
-    /// The kept entries. \pre !full()
-    candidates& kept() noexcept { return ws_.cand; }
-    const candidates& kept() const noexcept { return ws_.cand; }
-    /// True when kept() is sorted by logit descending, ties by ascending id.
-    bool ordered() const noexcept { return order_ == by_logit; }
-    /// True when kept() is in ascending id order.
-    bool id_ordered() const noexcept { return order_ == by_id; }
-    /// The temperature scale the set is at (1 until a temperature step).
-    float temperature() const noexcept { return t_; }
-    void set_temperature(float t) noexcept { t_ = t; }
-    /// True while the full set is the caller's row plus patches (see the file comment).
-    bool overlaid() const noexcept { return overlay_; }
-    /// The workspace the set lives in.
-    sampling_workspace& workspace() noexcept { return ws_; }
-    /// True when the full set is restricted by a token bitmask (see the file comment).
-    bool masked() const noexcept { return masked_; }
-    /// The mask (meaningful when masked()).
-    const kernels::token_bitmask& mask() const noexcept { return mask_; }
-    /// Restricts the full set to the entries `m` allows. \pre full(), m covers the row
-    void set_mask(const kernels::token_bitmask& m) noexcept {
-        mask_ = m;
-        masked_ = true;
-    }
-    /// True when token i is in the mask (always without one).
-    bool allowed(std::size_t i) const noexcept { return !masked_ || mask_.allowed(i); }
-
-    // ---- the row's kernels, under the mask when there is one ----
-    /// kernels::argmax of the row (npos when nothing is allowed).
-    std::size_t row_argmax() const noexcept {
-        return masked_ ? kernels::argmax(row_, mask_) : kernels::argmax(row_);
-    }
-    /// kernels::top_k of the row into `out`.
-    std::size_t row_top_k(std::size_t k, tie_policy ties, candidates& out) const noexcept {
-        return masked_ ? kernels::top_k(row_, k, ties, out, mask_)
-                       : kernels::top_k(row_, k, ties, out);
-    }
-    /// kernels::filter_at_least of the row into `out`.
-    std::size_t row_filter_at_least(float thr, candidates& out) const noexcept {
-        return masked_ ? kernels::filter_at_least(row_, thr, out, mask_)
-                       : kernels::filter_at_least(row_, thr, out);
-    }
-    /// kernels::filter_min_p of the row into `out`.
-    std::size_t row_filter_min_p(float p_base, float t, candidates& out) const noexcept {
-        return masked_ ? kernels::filter_min_p(row_, p_base, t, out, mask_)
-                       : kernels::filter_min_p(row_, p_base, t, out);
-    }
-
-    // ---- narrowing ----
-    /// Materialises every valid entry (id order) when full (merging the overlay). O(V).
-    void materialise() noexcept {
-        if (!full_) return;
-        row_filter_at_least(-detail::f_inf, ws_.cand);
-        if (overlay_) {
-            merge_patches(-detail::f_inf);
-            clear_patch_marks();
-        }
-        full_ = false;
-        order_ = by_id;
-        weights_ok_ = false;
-    }
-    /// Materialises when the set is full and overlaid: for steps that read row() directly.
-    void materialise_if_overlaid() noexcept {
-        if (full_ && overlay_) materialise();
-    }
-    /// Makes the set every valid entry of row() again (a step that looked at candidates but
-    /// narrowed nothing, e.g. XTC's head).
-    void set_full() noexcept {
-        full_ = true;
-        order_ = by_id;
-        weights_ok_ = false;
-    }
-    /// The set is what kept() holds now (built by the overlay helpers), in whatever order they
-    /// left it.
-    void set_narrowed() noexcept { full_ = false; }
-    /// Sets the kept entries a kernel wrote into kept(): ordered (logit descending) or in id order.
-    void set_kept(bool is_ordered) noexcept {
-        full_ = false;
-        order_ = is_ordered ? by_logit : by_id;
-        weights_ok_ = false;
-    }
-    /// Sorts the kept entries by logit descending, ties by ascending id. \pre !full()
-    void order() noexcept {
-        if (order_ == by_logit) return;
-        sort_kept(detail::scored_before);
-        order_ = by_logit;
-    }
-    /// Sorts the kept entries by ascending id (the draw's order). \pre !full()
-    void order_by_id() noexcept {
-        if (order_ == by_id) return;
-        sort_kept([](const detail::scored& a, const detail::scored& b) { return a.id < b.id; });
-        order_ = by_id;
-    }
-    /// Writes ws.sorted[0, n) back into the kept arrays, in `is_ordered` order (logit descending)
-    /// or neither; the weights are recomputed when next needed.
-    void write_back(std::size_t n, bool is_ordered = true) noexcept {
-        token_id* ids = ws_.cand.id_storage();
-        float* lg = ws_.cand.logit_storage();
-        for (std::size_t i = 0; i < n; ++i) {
-            ids[i] = ws_.sorted[i].id;
-            lg[i] = ws_.sorted[i].logit;
-        }
-        ws_.cand.resize(n);
-        order_ = is_ordered ? by_logit : unordered;
-        weights_ok_ = false;
-    }
-    /// Keeps the entries i with keep(i), preserving their order (and their weights). \pre !full()
-    template <class Keep>
-    void keep_if(Keep&& keep) noexcept {
-        token_id* ids = ws_.cand.id_storage();
-        float* lg = ws_.cand.logit_storage();
-        float* w = ws_.weights.data();
-        std::size_t j = 0;
-        for (std::size_t i = 0; i < ws_.cand.size(); ++i)
-            if (keep(i)) {
-                ids[j] = ids[i];
-                lg[j] = lg[i];
-                w[j] = w[i];
-                ++j;
-            }
-        ws_.cand.resize(j);
-        sum_ok_ = false;
-    }
-    /// Keeps the first n entries (the n best when ordered()). \pre !full()
-    void keep_first(std::size_t n) noexcept {
-        ws_.cand.resize(std::min(n, ws_.cand.size()));
-        sum_ok_ = false;
-    }
-
-    // ---- weights ----
-    /// Largest kept logit (-inf when empty). \pre !full()
-    float kept_max() const noexcept {
-        if (ws_.cand.empty()) return -detail::f_inf;
-        if (order_ == by_logit) return ws_.cand.logits()[0];
-        float m = -detail::f_inf;
-        for (float v : ws_.cand.logits()) m = v > m ? v : m;
-        return m;
-    }
-    /// weights()[i] = exp((x_i - max)/temperature()) over the kept entries; returns their sum
-    /// (in double). \pre !full()
-    double fill_weights() noexcept {
-        const float m = kept_max();
-        double s = 0;
-        const float* lg = ws_.cand.logit_storage();
-        for (std::size_t i = 0; i < ws_.cand.size(); ++i) {
-            ws_.weights[i] = float(detail::cand_weight(lg[i], m, t_));
-            s += double(ws_.weights[i]);
-        }
-        note_weights(s);
-        return s;
-    }
-    /// The weights (see the file comment) computed if needed: one SIMD exp pass over the kept
-    /// logits; returns their sum (in double; 0 when no entry has weight). \pre !full()
-    double ensure_weights() noexcept {
-        if (weights_ok_ && weights_t_ == t_) {
-            if (!sum_ok_) {
-                double s = 0;
-                for (float v : weights()) s += double(v);
-                note_weights(s);
-            }
-            return sum_;
-        }
-        const auto st = kernels::exp_weights(ws_.cand.logits(), t_,
-                                             std::span<float>(ws_.weights.data(), ws_.cand.size()));
-        note_weights(st.sum);
-        return sum_;
-    }
-    /// A kernel wrote the kept entries' weights at temperature() (any common reference for the
-    /// exponent) into weights(); `sum` is their sum.
-    void set_weights(double sum) noexcept { note_weights(sum); }
-    /// The kept entries' weights (valid after ensure_weights(), fill_weights() or set_weights()).
-    std::span<float> weights() noexcept { return {ws_.weights.data(), ws_.cand.size()}; }
-    /// Keeps the entries with weight >= w_thr, at least min(min_keep, size) (the most probable).
-    /// \pre ordered(), weights filled
-    void keep_weight_at_least(double w_thr, std::size_t min_keep) noexcept {
-        std::size_t n = 0;
-        while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
-        keep_first(std::max(n, std::min(min_keep, ws_.cand.size())));
-    }
-    /// Keeps the leading entries with weight >= w_thr, at least one. \pre ordered(), weights
-    void keep_weight_from_top(double w_thr) noexcept {
-        std::size_t n = 0;
-        while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
-        keep_first(std::max<std::size_t>(n, 1));
-    }
-    /// Number of valid (not NaN, not -inf) entries of the row. O(V).
-    std::size_t valid_count() const noexcept {
-        std::size_t n = 0;
-        for (float v : row_) n += v > -detail::f_inf;
-        return n;
-    }
-
-    // ---- the overlay (built-in first steps) ----
-    /// True when id t is patched. \pre overlaid()
-    bool patched(token_id t) const noexcept { return ws_.mark[std::size_t(t)] == 2; }
-    /// Drops the patched ids from kept() and appends the patches with value >= thr (valid and
-    /// allowed only).
-    void merge_patches(float thr) noexcept {
-        token_id* ids = ws_.cand.id_storage();
-        float* lg = ws_.cand.logit_storage();
-        std::size_t j = 0;
-        for (std::size_t i = 0; i < ws_.cand.size(); ++i)
-            if (!patched(ids[i])) {
-                ids[j] = ids[i];
-                lg[j] = lg[i];
-                ++j;
-            }
-        for (std::size_t i = 0; i < n_patches_; ++i) {
-            const float v = ws_.patches[i].logit;
-            if (v > -detail::f_inf && v >= thr && allowed(std::size_t(ws_.patches[i].id))) {
-                ids[j] = ws_.patches[i].id;
-                lg[j] = v;
-                ++j;
-            }
-        }
-        ws_.cand.resize(j);
-        order_ = unordered;
-        weights_ok_ = false;
-    }
-    /// The k best of the patched row (tie policy `ties`) into kept(), ordered. \pre overlaid()
-    void overlay_top_k(std::size_t k, tie_policy ties) noexcept {
-        row_top_k(std::min(row_.size(), k + n_patches_), ties, ws_.cand);
-        merge_patches(-detail::f_inf);
-        order();
-        if (k < ws_.cand.size()) {
-            std::size_t n = k;
-            if (ties == tie_policy::keep_ties)
-                while (n < ws_.cand.size() && ws_.cand.logits()[n] == ws_.cand.logits()[k - 1]) ++n;
-            ws_.cand.resize(n);
-        }
-    }
-    /// Clears the patch marks and ends the overlay (the set no longer reads the caller's row
-    /// through patches).
-    void clear_patch_marks() noexcept {
-        if (!overlay_) return;
-        for (std::size_t i = 0; i < n_patches_; ++i) ws_.mark[std::size_t(ws_.patches[i].id)] = 0;
-        overlay_ = false;
-    }
-
-private:
-    enum order_kind : std::uint8_t { by_id, by_logit, unordered };
-
-    template <class Before>
-    void sort_kept(Before&& before) noexcept {
-        const std::size_t n = ws_.cand.size();
-        const token_id* ids = ws_.cand.id_storage();
-        const float* lg = ws_.cand.logit_storage();
-        for (std::size_t i = 0; i < n; ++i) ws_.sorted[i] = {lg[i], ids[i]};
-        std::sort(ws_.sorted.begin(), ws_.sorted.begin() + std::ptrdiff_t(n), before);
-        write_back(n);
-    }
-    void note_weights(double sum) noexcept {
-        weights_ok_ = true;
-        sum_ok_ = true;
-        weights_t_ = t_;
-        sum_ = sum;
-    }
-
-    std::span<const float> row_;
-    sampling_workspace& ws_;
-    std::size_t n_patches_ = 0;
-    bool overlay_ = false;
-    bool masked_ = false;
-    kernels::token_bitmask mask_{};
-    bool full_ = true;
-    order_kind order_ = by_id;
-    float t_ = 1.f;
-    bool weights_ok_ = false, sum_ok_ = false;
-    float weights_t_ = 1.f;
-    double sum_ = 0;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/working_set.hpp
-
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// A token drawn from a working set.
-struct set_draw {
-    token_id token = -1;  ///< -1: the set has no valid entry
-    double logprob = 0;   ///< log probability under the set's distribution (NaN: not computed)
-    double prob = 0;      ///< that probability (mirostat's surprise)
-    double row_lse = 0;   ///< log sum exp(x / t) of the full row when row_lse_known
-    bool row_lse_known = false;
-};
-
-namespace detail {
-/// Draw over the whole row at temperature t with the uniform u: per-block (max, exp-sum), a block
-/// by inverse CDF over the block masses, then the token from the block's softmax. `mask`: the
-/// allowed entries only (nullptr: every entry); row_lse is then the masked row's normaliser.
-inline set_draw draw_full_row(std::span<const float> x, float t, double u, sampling_workspace& ws,
-                              const kernels::token_bitmask* mask = nullptr) noexcept {
-    set_draw d;
-    constexpr std::size_t block = sampling_workspace::draw_block;
-    const std::size_t n = x.size();
-    const std::size_t nb = (n + block - 1) / block;
-    float m = -f_inf;
-    for (std::size_t b = 0; b < nb; ++b) {
-        const std::size_t lo = b * block, len = std::min(block, n - lo);
-        const auto st = mask ? kernels::exp_sum(x.subspan(lo, len), t, mask->subview(lo, len))
-                             : kernels::exp_sum(x.subspan(lo, len), t);
-        ws.bmax[b] = st.max;
-        ws.bsum[b] = st.sum;
-        m = st.max > m ? st.max : m;
-    }
-    if (!(m > -f_inf)) return d;
-    double s = 0;
-    for (std::size_t b = 0; b < nb; ++b) {
-        double w;
-        if (m == f_inf)
-            w = ws.bmax[b] == f_inf ? ws.bsum[b] : 0.0;
-        else
-            w = ws.bsum[b] > 0 ? ws.bsum[b] * std::exp((double(ws.bmax[b]) - double(m)) / double(t))
-                               : 0.0;
-        ws.bsum[b] = w;  // now the block's mass relative to the global max
-        s += w;
-    }
-    if (!(s > 0)) return d;
-    const double target = u * s;
-    double run = 0;
-    std::size_t pick = npos;
-    double before = 0;
-    for (std::size_t b = 0; b < nb; ++b) {
-        if (!(ws.bsum[b] > 0)) continue;
-        before = run;
-        run += ws.bsum[b];
-        pick = b;
-        if (run > target) break;
-    }
-    const std::size_t lo = pick * block, len = std::min(block, n - lo);
-    double u2 = (target - before) / ws.bsum[pick];
-    u2 = std::clamp(u2, 0.0, std::nextafter(1.0, 0.0));
-    const std::span<float> probs(ws.block_buf.data(), len);
-    if (mask)
-        kernels::softmax(x.subspan(lo, len), probs, t, mask->subview(lo, len));
-    else
-        kernels::softmax(x.subspan(lo, len), probs, t);
-    const std::size_t i =
-        kernels::draw_inverse_cdf(std::span<const float>(ws.block_buf.data(), len), u2);
-    if (i == npos) return d;
-    const std::size_t tok = lo + i;
-    const double w = cand_weight(x[tok], m, t);
-    d.token = token_id(tok);
-    d.logprob = std::log(w) - std::log(s);
-    d.prob = w / s;
-    if (m != f_inf) {
-        d.row_lse = double(m) / double(t) + std::log(s);
-        d.row_lse_known = true;
-    }
-    return d;
-}
-}  // namespace detail
-
-/// Draws from the working set with the call's sample stream (see the file comment); `exact`:
-/// a logprob is wanted (else a full set uses the envelope draw and logprob is NaN).
-inline set_draw draw_from(working_set& w, rng_stream& rng, bool exact) noexcept {
-    if (w.full() && !exact) {
-        set_draw d;
-        const std::size_t i =
-            w.masked() ? kernels::draw_temperature(w.row(), w.temperature(), rng, w.mask())
-                       : kernels::draw_temperature(w.row(), w.temperature(), rng);
-        if (i != npos) d.token = token_id(i);
-        d.logprob = std::numeric_limits<double>::quiet_NaN();
-        return d;
-    }
-    const double u = rng.uniform();
-    if (w.full())
-        return detail::draw_full_row(w.row(), w.temperature(), u, w.workspace(),
-                                     w.masked() ? &w.mask() : nullptr);
-    set_draw d;
-    if (w.kept().empty()) return d;
-    w.order_by_id();
-    const double s = w.ensure_weights();
-    if (!(s > 0)) return d;
-    const std::span<const float> wt = w.weights();
-    const std::size_t pick = kernels::draw_inverse_cdf(wt, u);
-    if (pick == npos) return d;
-    d.token = w.kept().ids()[pick];
-    d.logprob = std::log(double(wt[pick])) - std::log(s);
-    d.prob = double(wt[pick]) / s;
-    return d;
-}
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/draw.hpp
-
-#include <algorithm>
-#include <cstddef>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace detail {
-
-/// True when the call carries a mask (anything but the default token_bitmask{}).
-inline bool has_mask(const kernels::token_bitmask& m) noexcept {
-    return !(m.words.empty() && m.size == 0);
-}
-
-/// False when the call's mask does not cover a vocabulary of `vocab` tokens (bad_input).
-inline bool mask_covers(const kernels::token_bitmask& m, std::size_t vocab) noexcept {
-    return !has_mask(m) || kernels::check(m, vocab) == kernels::mask_status::ok;
-}
-
-/// True when the mask can be read inside the first row pass of this pipeline (`steps`: the
-/// built-in steps in order, `user_steps`: any user step).
-inline bool mask_fusable(std::span<const sampling_step> steps, bool greedy,
-                         bool user_steps) noexcept {
-    if (user_steps) return false;
-    if (greedy) return true;
-    for (const sampling_step s : steps)
-        if (s != sampling_step::temperature)
-            return s == sampling_step::top_k || s == sampling_step::min_p;
-    return true;  // temperature only: the draw
-}
-
-/// The min-p envelope draw's plan (see the file comment).
-struct min_p_envelope {
-    bool on = false;
-    float t_min_p = 1.f;  ///< the temperature min-p's threshold is taken at
-    float t_draw = 1.f;   ///< the final temperature
-};
-
-inline min_p_envelope plan_min_p_envelope(std::span<const sampling_step> steps,
-                                          const sampling_params& p, bool user_steps) noexcept {
-    min_p_envelope e;
-    if (user_steps || p.greedy() || p.min_keep > 1) return e;
-    std::size_t n_min_p = 0;
-    float t = 1.f;
-    for (const sampling_step s : steps) {
-        if (s == sampling_step::temperature) {
-            t = p.temperature;
-        } else if (s == sampling_step::min_p) {
-            ++n_min_p;
-            e.t_min_p = p.min_p_mode == min_p_space::logits ? 1.f : t;
-        } else {
-            return e;
-        }
-    }
-    e.on = n_min_p == 1;
-    e.t_draw = t;
-    return e;
-}
-
-/// The envelope draw of `e` over the full set `w` (masked or not). \pre e.on, w.full(), not
-/// overlaid
-inline set_draw draw_min_p_envelope(const working_set& w, const min_p_envelope& e, float min_p,
-                                    rng_stream& rng) noexcept {
-    const kernels::logit_threshold thr{.from_max = kernels::min_p_offset(min_p, e.t_min_p)};
-    const std::size_t i = w.masked()
-                              ? kernels::draw_temperature(w.row(), e.t_draw, rng, thr, w.mask())
-                              : kernels::draw_temperature(w.row(), e.t_draw, rng, thr);
-    set_draw d;
-    if (i != npos) d.token = token_id(i);
-    d.logprob = std::numeric_limits<double>::quiet_NaN();
-    return d;
-}
-
-/// The copy path: the processed row `pr` (the caller's plus patches when overlaid) written to
-/// the workspace's row copy with the mask applied; `pr` then refers to it (no overlay, and the
-/// patch marks cleared). \pre the mask covers logits.size()
-inline void mask_into_copy(std::span<const float> logits, const kernels::token_bitmask& mask,
-                           processed_row& pr, sampling_workspace& ws) noexcept {
-    const std::span<float> copy = ws.row_copy().first(logits.size());
-    if (pr.row.data() != copy.data()) std::copy(pr.row.begin(), pr.row.end(), copy.begin());
-    if (pr.overlay)
-        for (std::size_t i = 0; i < pr.patches; ++i) {
-            copy[std::size_t(ws.patches[i].id)] = ws.patches[i].logit;
-            ws.mark[std::size_t(ws.patches[i].id)] = 0;
-        }
-    kernels::apply_token_bitmask_inplace(copy, mask);
-    pr = processed_row{.row = copy, .patches = 0, .overlay = false};
-}
-
-/// The status of a masked or constrained call that drew nothing: no_allowed_token when `row`
-/// has a valid entry, else no_valid_token.
-inline sample_status none_allowed(std::span<const float> row) noexcept {
-    for (const float v : row)
-        if (v > -std::numeric_limits<float>::infinity()) return sample_status::no_allowed_token;
-    return sample_status::no_valid_token;
-}
-
-}  // namespace detail
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/token_mask.hpp
-
-#include <algorithm>
-#include <cstddef>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace detail {
-
-/// One call's queries of a constraint (counted).
-struct constraint_queries {
-    const any_constraint& constraint;
-    const processor_context& context;
-    std::size_t count = 0;
-
-    bool operator()(token_id t) {
-        ++count;
-        return constraint.allowed(t, context);
-    }
-};
-
-/// The `need` first allowed entries of the row's descending order (logit descending, ties by
-/// id), plus with keep_ties the allowed entries tied with the need-th, written to w.kept()
-/// (ordered). Returns how many (fewer when the row has fewer allowed entries). \pre w.full(),
-/// not overlaid
-inline std::size_t walk_allowed(working_set& w, std::size_t need, tie_policy ties,
-                                constraint_queries& q) noexcept {
-    const std::span<const float> x = w.row();
-    sampling_workspace& ws = w.workspace();
-    candidates& list = ws.raw_top();
-    std::size_t found = 0, walked = 0;
-    float last = 0.f;
-    bool done = need == 0;
-    for (std::size_t k = std::min<std::size_t>(x.size(), std::max<std::size_t>(8, 2 * need)); !done;
-         k = std::min(x.size(), k * 8)) {
-        kernels::top_k(x, k, tie_policy::exactly_k, list);  // prefix-stable as k grows
-        for (; walked < list.size(); ++walked) {
-            const token_id t = list.ids()[walked];
-            const float v = list.logits()[walked];
-            if (found >= need && !(ties == tie_policy::keep_ties && v == last)) {
-                done = true;
-                break;
-            }
-            if (!q(t)) continue;
-            ws.sorted[found++] = {v, t};
-            last = v;
-        }
-        if (list.size() < k || k == x.size()) break;  // every valid entry walked
-    }
-    w.write_back(found, true);
-    w.set_narrowed();
-    return found;
-}
-
-/// Writes the full mask into `row` (a writable copy of the set's row): every valid entry the
-/// constraint does not allow becomes -inf. Returns the number of allowed valid entries; `valid`
-/// receives the number of valid entries.
-inline std::size_t mask_row(std::span<float> row, constraint_queries& q,
-                            std::size_t& valid) noexcept {
-    std::size_t allowed = 0;
-    valid = 0;
-    for (std::size_t i = 0; i < row.size(); ++i) {
-        if (!(row[i] > -std::numeric_limits<float>::infinity())) continue;  // NaN, -inf
-        ++valid;
-        if (q(token_id(i)))
-            ++allowed;
-        else
-            row[i] = -std::numeric_limits<float>::infinity();
-    }
-    return allowed;
-}
-
-/// A writable copy of the processed row `row` in the workspace for the full mask (the
-/// processors' copy itself when they made one; when a step may have written into it (`rerun`:
-/// XTC), the processors run again on the caller's `logits`, and the call's token mask again).
-inline std::span<float> writable_copy(std::span<const float> logits, std::span<const float> row,
-                                      const sample_context& ctx, sampling_workspace& ws,
-                                      processor_pipeline& procs, bool rerun) noexcept {
-    const std::span<float> copy = ws.row_copy().first(logits.size());
-    if (row.data() != copy.data()) {
-        std::copy(row.begin(), row.end(), copy.begin());
-    } else if (rerun) {
-        std::copy(logits.begin(), logits.end(), copy.begin());
-        procs.reapply(copy, ctx);
-        if (has_mask(ctx.mask)) kernels::apply_token_bitmask_inplace(copy, ctx.mask);
-    }
-    return copy;
-}
-
-}  // namespace detail
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/constrained.hpp
-// ---- begin decodekit/sampling/logprobs.hpp
-/// \file sampling/logprobs.hpp
-/// The logprob extras of a sample() call (logprobs_request): the raw logprob of the drawn token,
-/// its rank, the top-n alternatives and the logprobs of requested ids, raw (log-softmax of the
-/// caller's logits; one max+exp pass for the normaliser unless the draw had it) or processed
-/// (the final distribution the token was drawn from; -inf outside it). Under a token mask
-/// (sample_context::mask) the processed logprobs are those of the masked distribution (-inf for
-/// a disallowed token) and the raw ones stay raw (the caller's logits, mask ignored).
-
-
-#include <cmath>
-#include <cstddef>
-#include <span>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// A sampler's storage for the extras it returns (its own: sized by its params, O(top_n + ids)).
-struct logprob_storage {
-    std::vector<token_logprob> top, requested;
-
-    explicit logprob_storage(const logprobs_request& lr = {}, std::size_t vocab_size = 0)
-        : top(std::min(lr.top_n, vocab_size)), requested(lr.ids.size()) {}
-};
-
-/// Fills the extras of `r` (token drawn) from the raw row `raw`, the working set `w` the token
-/// was drawn from (greedy: `greedy`), and the raw normaliser when the draw knew it.
-inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
-                                std::span<const float> raw, working_set& w, bool greedy,
-                                double raw_lse, bool raw_lse_known, logprob_storage& out) noexcept {
-    const bool need_raw = lr.raw || (!lr.processed && (lr.rank || lr.top_n > 0 || !lr.ids.empty()));
-    if (need_raw && !raw_lse_known) {
-        raw_lse = kernels::logsumexp(raw);
-        raw_lse_known = true;
-    }
-    auto raw_lp = [&](std::size_t t) -> float {
-        const float v = raw[t];
-        if (!(v > -detail::f_inf)) return -detail::f_inf;
-        if (std::isinf(raw_lse)) return v == detail::f_inf ? 0.f : -detail::f_inf;  // +inf row
-        return float(double(v) - raw_lse);
-    };
-    if (lr.raw) r.raw_logprob = raw_lp(std::size_t(r.token));
-    const std::span<const float> x = w.row();
-    const float t_cur = w.temperature();
-    // processed: the final set is kept() (id order, weights as the draw left them) unless
-    // greedy / full row
-    const bool full = w.full();
-    const bool processed_set = !greedy && !full;
-    const double kept_sum = processed_set ? w.ensure_weights() : 0.0;
-    auto proc_lp = [&](token_id t) -> float {
-        if (greedy) return t == r.token ? 0.f : -detail::f_inf;
-        if (full) {  // whole row at the temperature
-            const float v = x[std::size_t(t)];
-            const float vt = x[std::size_t(r.token)];
-            if (!(v > -detail::f_inf) || !w.allowed(std::size_t(t))) return -detail::f_inf;
-            return float(double(r.logprob) + (double(v) - double(vt)) / double(t_cur));
-        }
-        const std::span<const float> wt = w.weights();
-        const std::span<const token_id> ids = w.kept().ids();
-        for (std::size_t i = 0; i < ids.size(); ++i)
-            if (ids[i] == t) return float(std::log(double(wt[i]) / kept_sum));
-        return -detail::f_inf;
-    };
-    if (lr.rank) {
-        std::size_t above = 0;
-        if (!lr.processed) {
-            const float v = raw[std::size_t(r.token)];
-            for (float y : raw) above += y > v;
-        } else if (processed_set) {
-            const std::span<const token_id> ids = w.kept().ids();
-            const std::span<const float> lg = w.kept().logits();
-            float v = -detail::f_inf;
-            for (std::size_t i = 0; i < ids.size(); ++i)
-                if (ids[i] == r.token) v = lg[i];
-            for (float y : lg) above += y > v;
-        } else if (!greedy) {
-            const float v = x[std::size_t(r.token)];
-            for (std::size_t i = 0; i < x.size(); ++i) above += x[i] > v && w.allowed(i);
-        }
-        r.rank = above + 1;
-    }
-    if (lr.top_n > 0) {
-        std::size_t n = 0;
-        std::vector<token_logprob>& top = out.top;
-        if (!lr.processed) {
-            candidates& alt = w.workspace().raw_top();
-            kernels::top_k(raw, top.size(), tie_policy::exactly_k, alt);
-            for (std::size_t i = 0; i < alt.size(); ++i)
-                top[n++] = {alt.ids()[i], raw_lp(std::size_t(alt.ids()[i]))};
-        } else if (greedy) {
-            top[n++] = {r.token, 0.f};
-        } else if (processed_set) {
-            // the best of the kept set: a selection over its logits (positions map to ids)
-            candidates& best = w.workspace().raw_top();
-            kernels::top_k(w.kept().logits(), top.size(), tie_policy::exactly_k, best);
-            const std::span<const token_id> ids = w.kept().ids();
-            for (std::size_t i = 0; i < best.size(); ++i) {
-                const token_id id = ids[std::size_t(best.ids()[i])];
-                top[n++] = {id, proc_lp(id)};
-            }
-        } else {
-            candidates& kept = w.kept();
-            w.row_top_k(top.size(), tie_policy::exactly_k, kept);
-            for (std::size_t i = 0; i < kept.size(); ++i)
-                top[n++] = {kept.ids()[i], proc_lp(kept.ids()[i])};
-        }
-        r.top = {top.data(), n};
-    }
-    if (!lr.ids.empty()) {
-        const std::size_t vocab = raw.size();
-        for (std::size_t j = 0; j < lr.ids.size(); ++j) {
-            const token_id t = lr.ids[j];
-            float lp = -detail::f_inf;
-            if (t >= 0 && std::size_t(t) < vocab)
-                lp = lr.processed ? proc_lp(t) : raw_lp(std::size_t(t));
-            out.requested[j] = {t, lp};
-        }
-        r.requested = {out.requested.data(), out.requested.size()};
-    }
-}
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/logprobs.hpp
-// ---- begin decodekit/sampling/step.hpp
-/// \file sampling/step.hpp
-/// The truncation-step concept that built-in and user steps share (sampling_step_type and
-/// any_step are in any_step.hpp), the context a step runs with, and the entry type of the
-/// built-in steps' table.
-///
-/// A step narrows the working set (sampling/working_set.hpp) or changes its temperature:
-///   void apply(working_set& w, const step_context& c)
-/// It must not throw (it runs inside noexcept sampling calls). It sees the set after every step
-/// before it in the order; a full set means nothing has narrowed it yet. It must keep at least
-/// one entry when the set has one (an empty set means "no valid token"). Randomness comes from
-/// c.stream(purpose) (keyed by the call's seed, sequence and step: never by batch position).
-/// A step object is per sampler (a sampler owns a copy): per-sequence state may live in it.
-
-
-#include <cstddef>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// What a step runs with besides the working set.
-struct step_context {
-    const sampling_params& params;  ///< the sampler's configuration
-    const sample_context& call;     ///< the call's key and history
-    sampler_state& state;           ///< the sampler's mutable state (mirostat's mu)
-
-    /// The call's random stream for `purpose` (keyed by seed, sequence and step).
-    rng_stream stream(rng_purpose purpose) const noexcept {
-        return make_stream({params.seed, call.sequence, call.step}, purpose);
-    }
-};
-
-/// One built-in step in the registration table (sampling/steps.hpp): its id, whether the
-/// params enable it for a vocabulary, and its apply function.
-struct builtin_step {
-    sampling_step id;
-    bool (*enabled)(const sampling_params&, std::size_t vocab_size) noexcept;
-    void (*apply)(working_set&, const step_context&) noexcept;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/step.hpp
-// ---- begin decodekit/sampling/steps.hpp
-/// \file sampling/steps.hpp
-/// The built-in truncation steps, registered in one table: adding a built-in step is its file
-/// under sampling/steps/ (a struct with enabled() and apply(), see sampling/step.hpp), its
-/// sampling_step id, and one line here.
-
-// ---- begin decodekit/sampling/steps/epsilon.hpp
-/// \file sampling/steps/epsilon.hpp
-/// Epsilon sampling: keeps p_i >= epsilon (the float standing for its decimal); when fewer than
-/// min_keep pass, every entry tied with or above the min_keep-th largest logit (Hugging Face).
-/// Disabled at 0. The set is kernels::epsilon_unordered's (= reference::epsilon): one
-/// exponential pass and one filter pass (see selection.hpp), in id order with its weights.
-
-// ---- begin decodekit/kernels/thresholds.hpp
-/// \file kernels/thresholds.hpp
-/// The truncation steps that keep the entries above a threshold, found by one filter pass (no
-/// sort): epsilon, eta and mirostat v2's cut (a probability threshold), top-n-sigma (a logit
-/// threshold from the max and the standard deviation); and weigh(), the weights of a kept set.
-/// Semantics: kernels/reference.hpp (the same set exactly). Output in id order. No random
-/// numbers are consumed.
-///
-/// Probability thresholds (epsilon, eta, mirostat_cut), passes: max; the exponential pass storing
-/// every weight (Z, and for eta the entropy: H = log Z + sum w |d| / Z in the same pass); one
-/// compaction pass keeping x_i >= a logit threshold a little below the exact one. Entries whose
-/// float probability w_i / Z is within its error bound of the threshold (relative: the
-/// exponential's, the argument's, Z's, eta's H; see kernels/weights.hpp) are decided again in
-/// double: Z (and H) from a double-precision pass and the entry's weight the reference's (tier
-/// double_pass), and if still within ~1e-10, with the reference's own Z and H (tier reference).
-/// Fewer than min_keep kept: top_k_unordered's set (the ties of the min_keep-th kept, for epsilon
-/// and eta; one entry for mirostat), its weights recomputed.
-///
-/// top_n_sigma_unordered, passes: one SIMD pass for the max, the count and the first two moments
-/// of the finite entries (in double lanes, shifted by a sampled centre so that no cancellation
-/// arises); one compaction pass; the weights of the kept entries (one exponential each). Entries
-/// within the moments' rounding bound of the threshold are decided with the reference's own mean
-/// and variance (tier reference, one scalar pass; rare: the band is ~1e-15 of sigma wide).
-
 // ---- begin decodekit/kernels/cut.hpp
 /// \file kernels/cut.hpp
 /// Using a kept set given as a row_cut over the row's weights: compact_cut writes it as
 /// candidates (ids, logits, id order) with their weights (one pass), draw_cut draws from it by
-/// inverse CDF without compacting it (one pass storing block sums, then one block scanned).
+/// inverse CDF without compacting it (the kept sum, then the blocks up to the drawn one; with the
+/// sum known, half a pass on average).
 /// No random numbers are consumed (draw_cut takes the uniform).
 ///
 /// A row_cut splits the ids into at most three segments (before, between and after its two id
@@ -9371,11 +8642,12 @@ inline float weight_one(float v, float m, float inv_t) noexcept {
 struct row_sums {
     double sum = 0;  ///< sum of w_i, exact up to n 2^-53
     /// sum of w_i (m - x_i) / T in double (d clamped at -200 where w_i = 0; the float products
-    /// w_i d_i added in double lanes); 0 unless Precise
+    /// w_i d_i added in double lanes); 0 from weigh_row (entropy.hpp's pass sets it)
     double wd = 0;
     /// upper bound of sum w_i |d_i| (float blocks, inflated by their rounding)
     double wd_bound = 0;
-    /// upper bound of sum w_i d_i^2 (float blocks, inflated by their rounding); 0 unless Precise
+    /// upper bound of sum w_i d_i^2 (float blocks, inflated by their rounding); 0 from
+    /// weigh_row (entropy.hpp's pass sets it)
     double wd2_bound = 0;
 
     /// Bound on |sum - sum of the real weights| (before the double additions' n 2^-53).
@@ -9384,10 +8656,10 @@ struct row_sums {
     }
 };
 
-/// One pass: w_i for every entry (stored to w when Store), their sum and the moments of d in
-/// row_sums (Precise: wd and wd2_bound as described there; otherwise only wd_bound).
+/// One pass: w_i for every entry (stored to w when Store), their sum and wd_bound in row_sums
+/// (entropy.hpp's entropy_pass also gives wd and wd2_bound).
 /// \pre m finite (the row max), inv_t finite and > 0
-template <class A, bool Store, bool Precise>
+template <class A, bool Store>
 row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noexcept {
     using B = simd::batch<A>;
     using D = simd::dbatch<A>;
@@ -9397,10 +8669,10 @@ row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noe
     const B mb(m), tb(inv_t), lo(-200.f);
     // two independent sets of accumulators (even and odd vectors): no add waits on the last one
     struct acc {
-        D z0 = D(0.0), z1 = D(0.0), s0 = D(0.0), s1 = D(0.0);
-        B fs = B(0.f), f2 = B(0.f);
+        D z0 = D(0.0), z1 = D(0.0);
+        B fs = B(0.f);
     } a, b;
-    double wd_f = 0, wd2_f = 0;
+    double wd_f = 0;
     auto one = [&](const B& v, acc& s, float* out) {
         const B d = (v - mb) * tb;
         const B e = simd::exp_nonpositive<A>(d);
@@ -9409,16 +8681,11 @@ row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noe
         const B c = simd::max_ignore_nan<A>(lo, d);  // NaN, -inf: -200 (e is 0 there)
         const B f = e * c;
         s.fs += f;
-        if constexpr (Precise) {
-            s.f2 = simd::fma<A>(f, c, s.f2);
-            simd::widen_add<A>(s.s0, s.s1, f);
-        }
     };
     auto flush = [&] {
         // float blocks: <= 32 additions per lane before they go to double
         wd_f -= double(simd::reduce_add<A>(a.fs + b.fs));
-        if constexpr (Precise) wd2_f += double(simd::reduce_add<A>(a.f2 + b.f2));
-        a.fs = b.fs = a.f2 = b.f2 = B(0.f);
+        a.fs = b.fs = B(0.f);
     };
     std::size_t i = 0;
     while (i < nfull) {
@@ -9443,8 +8710,6 @@ row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noe
     // float blocks: <= 32 additions per lane, a 16-lane reduction and the products: 64 u
     constexpr double inflate = 1 + 64 * 0x1p-24;
     r.wd_bound = wd_f * inflate + 1e-300;
-    r.wd2_bound = wd2_f * inflate * inflate + 1e-300;
-    if constexpr (Precise) r.wd = -simd::reduce_add<A>((a.s0 + a.s1) + (b.s0 + b.s1));
     return r;
 }
 
@@ -9765,13 +9030,44 @@ std::size_t compact_cut(std::span<const float> x, std::span<float> w, const row_
     return detail::compact_cut_from<A>(x, w.data(), cut, 0.f, 1.f, out, 0, sum);
 }
 
+namespace detail {
+
+/// draw_cut's scan: blocks of the row whose kept weights are summed (cut_sum) until the running
+/// sum passes `target`, then that block entry by entry; the last kept positive entry when the
+/// target is never passed; npos when none.
+template <class A>
+std::size_t draw_cut_scan(const float* p, const float* wp, std::size_t n, const row_cut& cut,
+                          double target) noexcept {
+    const std::size_t blk = 256;
+    double run = 0;
+    for (std::size_t b0 = 0; b0 < n; b0 += blk) {
+        const std::size_t e = std::min(n, b0 + blk);
+        const double bs = cut_sum<A>(p, wp, cut, b0, e);
+        if (!(run + bs > target)) {
+            run += bs;
+            continue;
+        }
+        for (std::size_t i = b0; i < e; ++i) {
+            if (!(wp[i] > 0) || !cut.contains(p[i], i)) continue;
+            run += double(wp[i]);
+            if (run > target) return i;
+        }
+    }
+    for (std::size_t i = n; i-- > 0;)  // target unreached: the last kept positive entry
+        if (wp[i] > 0 && cut.contains(p[i], i)) return i;
+    return npos;
+}
+
+}  // namespace detail
+
 /// Inverse-CDF draw over the kept set `cut` of the row x with the weights w (the row's, as a
 /// truncation kernel leaves them), with one uniform u in [0, 1): the same entry as
 /// draw_inverse_cdf over the kept entries' weights in id order (the first whose running sum
 /// exceeds u S, S their double sum; the last kept entry with a positive weight if rounding leaves
-/// u S unreached; entries with w <= 0 never), returned as a row index; npos when no kept entry has
-/// a positive weight or w.size() < x.size(). One pass storing the sums of at most 1024 blocks
-/// (double lanes), then one block scanned.
+/// u S unreached; entries with w <= 0 never), up to the rounding of the double sums (their order
+/// differs: an entry within ~1e-12 S of a boundary), returned as a row index; npos when no kept
+/// entry has a positive weight or w.size() < x.size(). One pass storing the sums of at most 1024
+/// blocks (double lanes), then one block scanned.
 template <class A = simd::default_arch>
 std::size_t draw_cut(std::span<const float> x, std::span<const float> w, const row_cut& cut,
                      double u) noexcept {
@@ -9811,9 +9107,1326 @@ std::size_t draw_cut(std::span<const float> x, std::span<const float> w, const r
     return npos;
 }
 
+/// draw_cut with the kept weights' sum S already known (a truncation kernel's
+/// truncation_result::kept_sum for this cut and these weights: the sum the compacted draw would
+/// use): one partial pass, the blocks up to the one where u S falls (half a pass on average).
+/// npos when S is not positive or w.size() < x.size().
+template <class A = simd::default_arch>
+std::size_t draw_cut(std::span<const float> x, std::span<const float> w, const row_cut& cut,
+                     double u, double sum) noexcept {
+    const std::size_t n = x.size();
+    if (w.size() < n || n == 0 || !(sum > 0)) return npos;
+    return detail::draw_cut_scan<A>(x.data(), w.data(), n, cut, u * sum);
+}
+
 }  // namespace kernels
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/kernels/cut.hpp
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+inline constexpr float f_inf = std::numeric_limits<float>::infinity();
+
+/// exp((x - m)/t) with the special-value rules (m = +inf: 1 for +inf entries, else 0).
+inline double cand_weight(float x, float m, float t) noexcept {
+    if (!(x > -f_inf)) return 0.0;  // NaN, -inf
+    if (m == f_inf) return x == f_inf ? 1.0 : 0.0;
+    return std::exp((double(x) - double(m)) / double(t));
+}
+}  // namespace detail
+
+/// The working set of one sampling call (see the file comment).
+class working_set {
+public:
+    /// A full set over `row` (with `n_patches` patches in ws.patches when overlaid).
+    working_set(std::span<const float> row, sampling_workspace& ws, std::size_t n_patches = 0,
+                bool overlay = false) noexcept
+        : row_(row), ws_(ws), n_patches_(n_patches), overlay_(overlay) {}
+    working_set(const working_set&) = delete;
+    working_set& operator=(const working_set&) = delete;
+    /// Leaves the workspace's unpatched bits all ones (its invariant between calls).
+    ~working_set() { clear_patch_marks(); }
+
+    // ---- what it is ----
+    /// The row the set refers to.
+    std::span<const float> row() const noexcept { return row_; }
+    /// Replaces the row the (full) set refers to (XTC: the row minus its head).
+    void set_row(std::span<const float> r) noexcept { row_ = r; }
+    std::size_t vocab_size() const noexcept { return row_.size(); }
+    /// True while the set is every valid entry of row() (nothing materialised).
+    bool full() const noexcept { return full_; }
+    /// The kept entries (a pending cut is compacted first). \pre !full()
+    candidates& kept() noexcept {
+        settle();
+        return ws_.cand;
+    }
+    const candidates& kept() const noexcept {
+        settle();
+        return ws_.cand;
+    }
+    /// The number of kept entries, without compacting a pending cut. \pre !full()
+    std::size_t size() const noexcept { return cut_pending_ ? cut_kept_ : ws_.cand.size(); }
+    /// True while the set is a cut over row() not yet compacted (see the file comment).
+    bool cut_pending() const noexcept { return cut_pending_; }
+    /// The pending cut (meaningful when cut_pending()).
+    const kernels::row_cut& cut() const noexcept { return cut_; }
+    /// The row's weights at the pending cut's temperature (cut_temperature()), and the sum of
+    /// the kept ones (meaningful when cut_pending()).
+    std::span<const float> cut_weights() const noexcept {
+        return {ws_.weights.data(), row_.size()};
+    }
+    double cut_sum() const noexcept { return cut_sum_; }
+    float cut_temperature() const noexcept { return cut_t_; }
+    /// Makes the set the entries of the full row that `c` keeps (`kept` of them), the row's
+    /// weights exp((x_i - m) / temperature()) (m the row max, finite) already in the
+    /// workspace's weights[0, V) and `sum` the kept ones' sum (> 0). \pre full(), not overlaid
+    void set_cut(const kernels::row_cut& c, std::size_t kept, float m, double sum) noexcept {
+        full_ = false;
+        cut_pending_ = true;
+        cut_ = c;
+        cut_kept_ = kept;
+        cut_max_ = m;
+        cut_sum_ = sum;
+        cut_t_ = t_;
+        order_ = by_id;
+        weights_ok_ = false;
+    }
+    /// Compacts a pending cut into kept() (id order, with its weights); nothing otherwise.
+    void settle() const noexcept {
+        if (!cut_pending_) return;
+        cut_pending_ = false;
+        double sum = 0;
+        kernels::detail::compact_cut_from<simd::default_arch>(
+            row_, ws_.weights.data(), cut_, cut_max_, 1.f / cut_t_, ws_.cand, 0, sum);
+        weights_ok_ = sum > 0 && std::isfinite(sum);
+        sum_ok_ = weights_ok_;
+        weights_t_ = cut_t_;
+        sum_ = sum;
+    }
+    /// True when kept() is sorted by logit descending, ties by ascending id.
+    bool ordered() const noexcept { return order_ == by_logit; }
+    /// True when kept() is in ascending id order.
+    bool id_ordered() const noexcept { return order_ == by_id; }
+    /// The temperature scale the set is at (1 until a temperature step).
+    float temperature() const noexcept { return t_; }
+    void set_temperature(float t) noexcept { t_ = t; }
+    /// True while the full set is the caller's row plus patches (see the file comment).
+    bool overlaid() const noexcept { return overlay_; }
+    /// The workspace the set lives in.
+    sampling_workspace& workspace() noexcept { return ws_; }
+    /// True when the full set is restricted by a token bitmask (see the file comment).
+    bool masked() const noexcept { return masked_; }
+    /// The mask (meaningful when masked()).
+    const kernels::token_bitmask& mask() const noexcept { return mask_; }
+    /// Restricts the full set to the entries `m` allows. \pre full(), m covers the row
+    void set_mask(const kernels::token_bitmask& m) noexcept {
+        mask_ = m;
+        masked_ = true;
+    }
+    /// True when token i is in the mask (always without one).
+    bool allowed(std::size_t i) const noexcept { return !masked_ || mask_.allowed(i); }
+
+    // ---- the row's kernels, under the mask when there is one ----
+    /// kernels::argmax of the row (npos when nothing is allowed).
+    std::size_t row_argmax() const noexcept {
+        return masked_ ? kernels::argmax(row_, mask_) : kernels::argmax(row_);
+    }
+    /// kernels::top_k of the row into `out`.
+    std::size_t row_top_k(std::size_t k, tie_policy ties, candidates& out) const noexcept {
+        return masked_ ? kernels::top_k(row_, k, ties, out, mask_)
+                       : kernels::top_k(row_, k, ties, out);
+    }
+    /// kernels::filter_at_least of the row into `out`.
+    std::size_t row_filter_at_least(float thr, candidates& out) const noexcept {
+        return masked_ ? kernels::filter_at_least(row_, thr, out, mask_)
+                       : kernels::filter_at_least(row_, thr, out);
+    }
+    /// kernels::filter_min_p of the row into `out`.
+    std::size_t row_filter_min_p(float p_base, float t, candidates& out) const noexcept {
+        return masked_ ? kernels::filter_min_p(row_, p_base, t, out, mask_)
+                       : kernels::filter_min_p(row_, p_base, t, out);
+    }
+
+    // ---- narrowing ----
+    /// Materialises every valid entry (id order) when full (merging the overlay). O(V).
+    void materialise() noexcept {
+        settle();
+        if (!full_) return;
+        row_filter_at_least(-detail::f_inf, ws_.cand);
+        if (overlay_) {
+            merge_patches(-detail::f_inf);
+            clear_patch_marks();
+        }
+        full_ = false;
+        order_ = by_id;
+        weights_ok_ = false;
+    }
+    /// Materialises when the set is full and overlaid: for steps that read row() directly.
+    void materialise_if_overlaid() noexcept {
+        settle();
+        if (full_ && overlay_) materialise();
+    }
+    /// Makes the set every valid entry of row() again (a step that looked at candidates but
+    /// narrowed nothing, e.g. XTC's head).
+    void set_full() noexcept {
+        full_ = true;
+        cut_pending_ = false;
+        order_ = by_id;
+        weights_ok_ = false;
+    }
+    /// The set is what kept() holds now (built by the overlay helpers), in whatever order they
+    /// left it.
+    void set_narrowed() noexcept {
+        full_ = false;
+        cut_pending_ = false;
+    }
+    /// Sets the kept entries a kernel wrote into kept(): ordered (logit descending) or in id order.
+    void set_kept(bool is_ordered) noexcept {
+        full_ = false;
+        cut_pending_ = false;
+        order_ = is_ordered ? by_logit : by_id;
+        weights_ok_ = false;
+    }
+    /// Sorts the kept entries by logit descending, ties by ascending id. \pre !full()
+    void order() noexcept {
+        settle();
+        if (order_ == by_logit) return;
+        sort_kept([](const detail::scored& a, const detail::scored& b) noexcept {
+            return detail::scored_before(a, b);  // a lambda: std::sort inlines it
+        });
+        order_ = by_logit;
+    }
+    /// Sorts the kept entries by ascending id (the draw's order). \pre !full()
+    void order_by_id() noexcept {
+        settle();
+        if (order_ == by_id) return;
+        sort_kept([](const detail::scored& a, const detail::scored& b) { return a.id < b.id; });
+        order_ = by_id;
+    }
+    /// Writes ws.sorted[0, n) back into the kept arrays, in `is_ordered` order (logit descending)
+    /// or neither; the weights are recomputed when next needed.
+    void write_back(std::size_t n, bool is_ordered = true) noexcept {
+        cut_pending_ = false;
+        token_id* ids = ws_.cand.id_storage();
+        float* lg = ws_.cand.logit_storage();
+        for (std::size_t i = 0; i < n; ++i) {
+            ids[i] = ws_.sorted[i].id;
+            lg[i] = ws_.sorted[i].logit;
+        }
+        ws_.cand.resize(n);
+        order_ = is_ordered ? by_logit : unordered;
+        weights_ok_ = false;
+    }
+    /// Keeps the entries i with keep(i), preserving their order (and their weights). \pre !full()
+    template <class Keep>
+    void keep_if(Keep&& keep) noexcept {
+        settle();
+        token_id* ids = ws_.cand.id_storage();
+        float* lg = ws_.cand.logit_storage();
+        float* w = ws_.weights.data();
+        std::size_t j = 0;
+        for (std::size_t i = 0; i < ws_.cand.size(); ++i)
+            if (keep(i)) {
+                ids[j] = ids[i];
+                lg[j] = lg[i];
+                w[j] = w[i];
+                ++j;
+            }
+        ws_.cand.resize(j);
+        sum_ok_ = false;
+    }
+    /// Keeps the first n entries (the n best when ordered()). \pre !full()
+    void keep_first(std::size_t n) noexcept {
+        settle();
+        ws_.cand.resize(std::min(n, ws_.cand.size()));
+        sum_ok_ = false;
+    }
+
+    // ---- weights ----
+    /// Largest kept logit (-inf when empty). \pre !full()
+    float kept_max() const noexcept {
+        settle();
+        if (ws_.cand.empty()) return -detail::f_inf;
+        if (order_ == by_logit) return ws_.cand.logits()[0];
+        float m = -detail::f_inf;
+        for (float v : ws_.cand.logits()) m = v > m ? v : m;
+        return m;
+    }
+    /// weights()[i] = exp((x_i - max)/temperature()) over the kept entries; returns their sum
+    /// (in double). \pre !full()
+    double fill_weights() noexcept {
+        settle();
+        const float m = kept_max();
+        double s = 0;
+        const float* lg = ws_.cand.logit_storage();
+        for (std::size_t i = 0; i < ws_.cand.size(); ++i) {
+            ws_.weights[i] = float(detail::cand_weight(lg[i], m, t_));
+            s += double(ws_.weights[i]);
+        }
+        note_weights(s);
+        return s;
+    }
+    /// The weights (see the file comment) computed if needed: one SIMD exp pass over the kept
+    /// logits; returns their sum (in double; 0 when no entry has weight). \pre !full()
+    double ensure_weights() noexcept {
+        settle();
+        if (weights_ok_ && weights_t_ == t_) {
+            if (!sum_ok_) {
+                double s = 0;
+                for (float v : weights()) s += double(v);
+                note_weights(s);
+            }
+            return sum_;
+        }
+        const auto st = kernels::exp_weights(ws_.cand.logits(), t_,
+                                             std::span<float>(ws_.weights.data(), ws_.cand.size()));
+        note_weights(st.sum);
+        return sum_;
+    }
+    /// A kernel wrote the kept entries' weights at temperature() (any common reference for the
+    /// exponent) into weights(); `sum` is their sum.
+    void set_weights(double sum) noexcept { note_weights(sum); }
+    /// The kept entries' weights (valid after ensure_weights(), fill_weights() or set_weights()).
+    std::span<float> weights() noexcept {
+        settle();
+        return {ws_.weights.data(), ws_.cand.size()};
+    }
+    /// Keeps the entries with weight >= w_thr, at least min(min_keep, size) (the most probable).
+    /// \pre ordered(), weights filled
+    void keep_weight_at_least(double w_thr, std::size_t min_keep) noexcept {
+        settle();
+        std::size_t n = 0;
+        while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
+        keep_first(std::max(n, std::min(min_keep, ws_.cand.size())));
+    }
+    /// Keeps the leading entries with weight >= w_thr, at least one. \pre ordered(), weights
+    void keep_weight_from_top(double w_thr) noexcept {
+        settle();
+        std::size_t n = 0;
+        while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
+        keep_first(std::max<std::size_t>(n, 1));
+    }
+    /// Number of valid (not NaN, not -inf) entries of the row. O(V).
+    std::size_t valid_count() const noexcept {
+        std::size_t n = 0;
+        for (float v : row_) n += v > -detail::f_inf;
+        return n;
+    }
+
+    // ---- the overlay (built-in first steps) ----
+    /// True when id t is patched. \pre overlaid()
+    bool patched(token_id t) const noexcept {
+        const auto u = std::uint32_t(t);
+        return ((ws_.unpatched[u / 32] >> (u % 32)) & 1u) == 0;
+    }
+    /// Writes the patches with value >= thr (valid and allowed only) into the candidate storage
+    /// from position j on; returns the end position.
+    std::size_t append_patches(float thr, std::size_t j) noexcept {
+        token_id* ids = ws_.cand.id_storage();
+        float* lg = ws_.cand.logit_storage();
+        for (std::size_t i = 0; i < n_patches_; ++i) {
+            const float v = ws_.patches[i].logit;
+            if (v > -detail::f_inf && v >= thr && allowed(std::size_t(ws_.patches[i].id))) {
+                ids[j] = ws_.patches[i].id;
+                lg[j] = v;
+                ++j;
+            }
+        }
+        return j;
+    }
+    /// Drops the patched ids from kept() and appends the patches with value >= thr (valid and
+    /// allowed only).
+    void merge_patches(float thr) noexcept {
+        cut_pending_ = false;
+        token_id* ids = ws_.cand.id_storage();
+        float* lg = ws_.cand.logit_storage();
+        std::size_t j = 0;
+        for (std::size_t i = 0; i < ws_.cand.size(); ++i)
+            if (!patched(ids[i])) {
+                ids[j] = ids[i];
+                lg[j] = lg[i];
+                ++j;
+            }
+        ws_.cand.resize(append_patches(thr, j));
+        order_ = unordered;
+        weights_ok_ = false;
+    }
+    /// The k best of the patched row (tie policy `ties`) into kept(), ordered. \pre overlaid()
+    /// One selection pass over the row under a mask without the patched ids (the k best unpatched
+    /// entries), then the patches reaching the k-th of those join and the merged set is cut to
+    /// k: O(V + patches + k log k), never a selection or sort of k + patches entries.
+    void overlay_top_k(std::size_t k, tie_policy ties) noexcept {
+        unpatched_top_k(k, ties);
+        candidates& c = ws_.cand;
+        // a patch below the k-th unpatched entry cannot enter the k best (fewer than k: any)
+        const float thr = c.size() >= k && k > 0 ? c.logits()[c.size() - 1] : -detail::f_inf;
+        const std::size_t before = c.size();
+        const std::size_t j = append_patches(thr, before);
+        c.resize(j);
+        order_ = by_logit;  // kernels::top_k's order; patches appended below break it
+        weights_ok_ = false;
+        if (j == before) return;  // no patch reaches the k best: already ordered and cut
+        order_ = unordered;
+        order();
+        if (k < c.size()) {
+            std::size_t n = k;
+            if (ties == tie_policy::keep_ties)
+                while (n < c.size() && c.logits()[n] == c.logits()[k - 1]) ++n;
+            c.resize(n);
+        }
+    }
+    /// Clears the patch marks and ends the overlay (the set no longer reads the caller's row
+    /// through patches).
+    void clear_patch_marks() noexcept {
+        if (!overlay_) return;
+        restore_unpatched_bits();
+        overlay_ = false;
+    }
+
+private:
+    enum order_kind : std::uint8_t { by_id, by_logit, unordered };
+
+    /// kernels::top_k of the row without the patched ids (and under the set's mask) into kept(),
+    /// ordered: one masked pass with ws.unpatched as the mask (the processor stage cleared the
+    /// patched ids' bits). With a mask of its own the set's words are and-ed in for the pass,
+    /// and the buffer is made all ones but the patched bits again after it (O(V / 32)).
+    void unpatched_top_k(std::size_t k, tie_policy ties) noexcept {
+        std::uint32_t* bits = ws_.unpatched.data();
+        std::size_t size = row_.size();
+        if (masked_) {
+            size = std::min(size, mask_.covered());
+            for (std::size_t i = 0; i < kernels::bitmask_words(size); ++i)
+                bits[i] &= mask_.words[i];
+        }
+        const kernels::token_bitmask m{
+            .words = std::span<const std::uint32_t>(bits, kernels::bitmask_words(size)),
+            .size = size};
+        kernels::top_k(row_, k, ties, ws_.cand, m);
+        if (!masked_) return;
+        std::fill_n(bits, kernels::bitmask_words(size), ~0u);
+        for (std::size_t i = 0; i < n_patches_; ++i) {
+            const auto t = std::uint32_t(ws_.patches[i].id);
+            bits[t / 32] &= ~(1u << (t % 32));
+        }
+    }
+    /// Sets the patched ids' bits in ws.unpatched again (all ones: its invariant between calls).
+    void restore_unpatched_bits() noexcept {
+        for (std::size_t i = 0; i < n_patches_; ++i) {
+            const auto t = std::uint32_t(ws_.patches[i].id);
+            ws_.unpatched[t / 32] |= 1u << (t % 32);
+        }
+    }
+
+    template <class Before>
+    void sort_kept(Before&& before) noexcept {
+        const std::size_t n = ws_.cand.size();
+        const token_id* ids = ws_.cand.id_storage();
+        const float* lg = ws_.cand.logit_storage();
+        for (std::size_t i = 0; i < n; ++i) ws_.sorted[i] = {lg[i], ids[i]};
+        std::sort(ws_.sorted.begin(), ws_.sorted.begin() + std::ptrdiff_t(n), before);
+        write_back(n);
+    }
+    void note_weights(double sum) noexcept {
+        weights_ok_ = true;
+        sum_ok_ = true;
+        weights_t_ = t_;
+        sum_ = sum;
+    }
+
+    std::span<const float> row_;
+    sampling_workspace& ws_;
+    std::size_t n_patches_ = 0;
+    bool overlay_ = false;
+    bool masked_ = false;
+    kernels::token_bitmask mask_{};
+    bool full_ = true;
+    order_kind order_ = by_id;
+    float t_ = 1.f;
+    // (mutable: settle() compacts a pending cut from const accessors)
+    mutable bool weights_ok_ = false, sum_ok_ = false;
+    mutable float weights_t_ = 1.f;
+    mutable double sum_ = 0;
+    mutable bool cut_pending_ = false;
+    kernels::row_cut cut_{};
+    std::size_t cut_kept_ = 0;
+    float cut_max_ = 0.f, cut_t_ = 1.f;
+    double cut_sum_ = 0;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/working_set.hpp
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// A token drawn from a working set.
+struct set_draw {
+    token_id token = -1;  ///< -1: the set has no valid entry
+    double logprob = 0;   ///< log probability under the set's distribution (NaN: not computed)
+    double prob = 0;      ///< that probability (mirostat's surprise)
+    double row_lse = 0;   ///< log sum exp(x / t) of the full row when row_lse_known
+    bool row_lse_known = false;
+};
+
+namespace detail {
+/// Draw over the whole row at temperature t with the uniform u: per-block (max, exp-sum), a block
+/// by inverse CDF over the block masses, then the token from the block's softmax. `mask`: the
+/// allowed entries only (nullptr: every entry); row_lse is then the masked row's normaliser.
+inline set_draw draw_full_row(std::span<const float> x, float t, double u, sampling_workspace& ws,
+                              const kernels::token_bitmask* mask = nullptr) noexcept {
+    set_draw d;
+    constexpr std::size_t block = sampling_workspace::draw_block;
+    const std::size_t n = x.size();
+    const std::size_t nb = (n + block - 1) / block;
+    float m = -f_inf;
+    for (std::size_t b = 0; b < nb; ++b) {
+        const std::size_t lo = b * block, len = std::min(block, n - lo);
+        const auto st = mask ? kernels::exp_sum(x.subspan(lo, len), t, mask->subview(lo, len))
+                             : kernels::exp_sum(x.subspan(lo, len), t);
+        ws.bmax[b] = st.max;
+        ws.bsum[b] = st.sum;
+        m = st.max > m ? st.max : m;
+    }
+    if (!(m > -f_inf)) return d;
+    double s = 0;
+    for (std::size_t b = 0; b < nb; ++b) {
+        double w;
+        if (m == f_inf)
+            w = ws.bmax[b] == f_inf ? ws.bsum[b] : 0.0;
+        else
+            w = ws.bsum[b] > 0 ? ws.bsum[b] * std::exp((double(ws.bmax[b]) - double(m)) / double(t))
+                               : 0.0;
+        ws.bsum[b] = w;  // now the block's mass relative to the global max
+        s += w;
+    }
+    if (!(s > 0)) return d;
+    const double target = u * s;
+    double run = 0;
+    std::size_t pick = npos;
+    double before = 0;
+    for (std::size_t b = 0; b < nb; ++b) {
+        if (!(ws.bsum[b] > 0)) continue;
+        before = run;
+        run += ws.bsum[b];
+        pick = b;
+        if (run > target) break;
+    }
+    const std::size_t lo = pick * block, len = std::min(block, n - lo);
+    double u2 = (target - before) / ws.bsum[pick];
+    u2 = std::clamp(u2, 0.0, std::nextafter(1.0, 0.0));
+    const std::span<float> probs(ws.block_buf.data(), len);
+    if (mask)
+        kernels::softmax(x.subspan(lo, len), probs, t, mask->subview(lo, len));
+    else
+        kernels::softmax(x.subspan(lo, len), probs, t);
+    const std::size_t i =
+        kernels::draw_inverse_cdf(std::span<const float>(ws.block_buf.data(), len), u2);
+    if (i == npos) return d;
+    const std::size_t tok = lo + i;
+    const double w = cand_weight(x[tok], m, t);
+    d.token = token_id(tok);
+    d.logprob = std::log(w) - std::log(s);
+    d.prob = w / s;
+    if (m != f_inf) {
+        d.row_lse = double(m) / double(t) + std::log(s);
+        d.row_lse_known = true;
+    }
+    return d;
+}
+}  // namespace detail
+
+/// Draws from the working set with the call's sample stream (see the file comment); `exact`:
+/// a logprob is wanted (else a full set uses the envelope draw and logprob is NaN).
+inline set_draw draw_from(working_set& w, rng_stream& rng, bool exact) noexcept {
+    if (w.full() && !exact) {
+        set_draw d;
+        const std::size_t i =
+            w.masked() ? kernels::draw_temperature(w.row(), w.temperature(), rng, w.mask())
+                       : kernels::draw_temperature(w.row(), w.temperature(), rng);
+        if (i != npos) d.token = token_id(i);
+        d.logprob = std::numeric_limits<double>::quiet_NaN();
+        return d;
+    }
+    const double u = rng.uniform();
+    if (w.full())
+        return detail::draw_full_row(w.row(), w.temperature(), u, w.workspace(),
+                                     w.masked() ? &w.mask() : nullptr);
+    set_draw d;
+    if (w.cut_pending() && w.cut_temperature() == w.temperature()) {
+        // a cut over the row (top-p): the same entry as the inverse CDF over the compacted set
+        const std::span<const float> wt = w.cut_weights();
+        const double s = w.cut_sum();
+        const std::size_t pick = kernels::draw_cut(w.row(), wt, w.cut(), u, s);
+        if (pick == npos) return d;
+        d.token = token_id(pick);
+        d.logprob = std::log(double(wt[pick])) - std::log(s);
+        d.prob = double(wt[pick]) / s;
+        return d;
+    }
+    if (w.kept().empty()) return d;
+    w.order_by_id();
+    const double s = w.ensure_weights();
+    if (!(s > 0)) return d;
+    const std::span<const float> wt = w.weights();
+    const std::size_t pick = kernels::draw_inverse_cdf(wt, u);
+    if (pick == npos) return d;
+    d.token = w.kept().ids()[pick];
+    d.logprob = std::log(double(wt[pick])) - std::log(s);
+    d.prob = double(wt[pick]) / s;
+    return d;
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/draw.hpp
+
+#include <algorithm>
+#include <cstddef>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace detail {
+
+/// True when the call carries a mask (anything but the default token_bitmask{}).
+inline bool has_mask(const kernels::token_bitmask& m) noexcept {
+    return !(m.words.empty() && m.size == 0);
+}
+
+/// False when the call's mask does not cover a vocabulary of `vocab` tokens (bad_input).
+inline bool mask_covers(const kernels::token_bitmask& m, std::size_t vocab) noexcept {
+    return !has_mask(m) || kernels::check(m, vocab) == kernels::mask_status::ok;
+}
+
+/// True when the mask can be read inside the first row pass of this pipeline (`steps`: the
+/// built-in steps in order, `user_steps`: any user step).
+inline bool mask_fusable(std::span<const sampling_step> steps, bool greedy,
+                         bool user_steps) noexcept {
+    if (user_steps) return false;
+    if (greedy) return true;
+    for (const sampling_step s : steps)
+        if (s != sampling_step::temperature)
+            return s == sampling_step::top_k || s == sampling_step::min_p;
+    return true;  // temperature only: the draw
+}
+
+/// The min-p envelope draw's plan (see the file comment).
+struct min_p_envelope {
+    bool on = false;
+    float t_min_p = 1.f;  ///< the temperature min-p's threshold is taken at
+    float t_draw = 1.f;   ///< the final temperature
+};
+
+inline min_p_envelope plan_min_p_envelope(std::span<const sampling_step> steps,
+                                          const sampling_params& p, bool user_steps) noexcept {
+    min_p_envelope e;
+    if (user_steps || p.greedy() || p.min_keep > 1) return e;
+    std::size_t n_min_p = 0;
+    float t = 1.f;
+    for (const sampling_step s : steps) {
+        if (s == sampling_step::temperature) {
+            t = p.temperature;
+        } else if (s == sampling_step::min_p) {
+            ++n_min_p;
+            e.t_min_p = p.min_p_mode == min_p_space::logits ? 1.f : t;
+        } else {
+            return e;
+        }
+    }
+    e.on = n_min_p == 1;
+    e.t_draw = t;
+    return e;
+}
+
+/// The copy path: the processed row `pr` (the caller's plus patches when overlaid) written to
+/// the workspace's row copy with the mask applied; `pr` then refers to it (no overlay, and the
+/// patch marks cleared). \pre the mask covers logits.size()
+inline void mask_into_copy(std::span<const float> logits, const kernels::token_bitmask& mask,
+                           processed_row& pr, sampling_workspace& ws) noexcept {
+    const std::span<float> copy = ws.row_copy().first(logits.size());
+    if (pr.row.data() != copy.data()) std::copy(pr.row.begin(), pr.row.end(), copy.begin());
+    if (pr.overlay)
+        for (std::size_t i = 0; i < pr.patches; ++i) {
+            const auto t = std::uint32_t(ws.patches[i].id);
+            copy[t] = ws.patches[i].logit;
+            ws.unpatched[t / 32] |= 1u << (t % 32);  // all ones again (the workspace's invariant)
+        }
+    kernels::apply_token_bitmask_inplace(copy, mask);
+    pr = processed_row{.row = copy, .patches = 0, .overlay = false};
+}
+
+/// The status of a masked or constrained call that drew nothing: no_allowed_token when `row`
+/// has a valid entry, else no_valid_token.
+inline sample_status none_allowed(std::span<const float> row) noexcept {
+    for (const float v : row)
+        if (v > -std::numeric_limits<float>::infinity()) return sample_status::no_allowed_token;
+    return sample_status::no_valid_token;
+}
+
+}  // namespace detail
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/token_mask.hpp
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace detail {
+
+/// One call's queries of a constraint (counted).
+struct constraint_queries {
+    const any_constraint& constraint;
+    const processor_context& context;
+    std::size_t count = 0;
+
+    bool operator()(token_id t) {
+        ++count;
+        return constraint.allowed(t, context);
+    }
+};
+
+/// Proposals of a draw-then-check path before it falls back to the full verdicts.
+inline constexpr std::size_t max_constraint_proposals = 8;
+
+/// The tokens one call's draw-then-check refused (never queried again in that call).
+struct refused_tokens {
+    std::array<token_id, max_constraint_proposals> ids{};
+    std::size_t size = 0;
+    bool contains(token_id t) const noexcept {
+        return std::find(ids.begin(), ids.begin() + std::ptrdiff_t(size), t) !=
+               ids.begin() + std::ptrdiff_t(size);
+    }
+    void add(token_id t) noexcept {
+        if (size < ids.size() && !contains(t)) ids[size++] = t;
+    }
+};
+
+/// Whether a constraint's min-p-first path may draw, then check (see the file comment): min-p
+/// first, then built-in temperature steps only, min_keep 1, no logprob asked; the temperature
+/// of that draw (the last temperature step's, else 1).
+struct min_p_proposals {
+    bool on = false;
+    float temperature = 1.f;
+};
+
+inline min_p_proposals plan_min_p_proposals(std::span<const sampling_step> steps,
+                                            const sampling_params& p, bool user_steps) noexcept {
+    min_p_proposals r;
+    const logprobs_request& lr = p.logprobs;
+    if (user_steps || p.greedy() || p.min_keep > 1 || lr.chosen || lr.any() || steps.empty() ||
+        steps[0] != sampling_step::min_p)
+        return r;
+    for (const sampling_step s : steps.subspan(1)) {
+        if (s != sampling_step::temperature) return r;
+        r.temperature = p.temperature;
+    }
+    r.on = true;
+    return r;
+}
+
+/// The result of a token drawn without a logprob (draw-then-check paths: logprobs are off).
+inline sample_result drawn_result(std::size_t token) noexcept {
+    sample_result r;
+    r.token = token_id(token);
+    r.status = sample_status::ok;
+    r.logprob = std::numeric_limits<float>::quiet_NaN();
+    return r;
+}
+
+/// Draw-then-check (see the file comment): up to max_constraint_proposals proposals from
+/// `draw()` (an index, or npos when nothing can be drawn), the first with `allowed(t)` returned;
+/// a refused token is remembered in `refused` and never passed to `allowed` again. npos when
+/// every proposal was refused or the first could not be drawn (`drawn` false then).
+template <class Draw, class Allowed>
+std::size_t draw_then_check(Draw&& draw, Allowed&& allowed, refused_tokens& refused,
+                            bool& drawn) noexcept {
+    drawn = false;
+    for (std::size_t j = 0; j < max_constraint_proposals; ++j) {
+        const std::size_t i = draw();
+        if (i == npos) return npos;
+        drawn = true;
+        const token_id t = token_id(i);
+        if (!refused.contains(t) && allowed(t)) return i;
+        refused.add(t);
+    }
+    return npos;
+}
+
+/// The `need` first allowed entries of the row's descending order (logit descending, ties by
+/// id), plus with keep_ties the allowed entries tied with the need-th, written to w.kept()
+/// (ordered). Returns how many (fewer when the row has fewer allowed entries). \pre w.full(),
+/// not overlaid
+inline std::size_t walk_allowed(working_set& w, std::size_t need, tie_policy ties,
+                                constraint_queries& q) noexcept {
+    const std::span<const float> x = w.row();
+    sampling_workspace& ws = w.workspace();
+    candidates& list = ws.raw_top();
+    std::size_t found = 0, walked = 0;
+    float last = 0.f;
+    bool done = need == 0;
+    for (std::size_t k = std::min<std::size_t>(x.size(), std::max<std::size_t>(8, 2 * need)); !done;
+         k = std::min(x.size(), k * 8)) {
+        kernels::top_k(x, k, tie_policy::exactly_k, list);  // prefix-stable as k grows
+        for (; walked < list.size(); ++walked) {
+            const token_id t = list.ids()[walked];
+            const float v = list.logits()[walked];
+            if (found >= need && !(ties == tie_policy::keep_ties && v == last)) {
+                done = true;
+                break;
+            }
+            if (!q(t)) continue;
+            ws.sorted[found++] = {v, t};
+            last = v;
+        }
+        if (list.size() < k || k == x.size()) break;  // every valid entry walked
+    }
+    w.write_back(found, true);
+    w.set_narrowed();
+    return found;
+}
+
+/// Writes the full mask into `row` (a writable copy of the set's row): every valid entry the
+/// constraint does not allow becomes -inf (`refused` ones without a query). Returns the number
+/// of allowed valid entries; `valid` receives the number of valid entries.
+inline std::size_t mask_row(std::span<float> row, constraint_queries& q, std::size_t& valid,
+                            const refused_tokens& refused = {}) noexcept {
+    std::size_t allowed = 0;
+    valid = 0;
+    for (std::size_t i = 0; i < row.size(); ++i) {
+        if (!(row[i] > -std::numeric_limits<float>::infinity())) continue;  // NaN, -inf
+        ++valid;
+        if (!refused.contains(token_id(i)) && q(token_id(i)))
+            ++allowed;
+        else
+            row[i] = -std::numeric_limits<float>::infinity();
+    }
+    return allowed;
+}
+
+/// A writable copy of the processed row `row` in the workspace for the full mask (the
+/// processors' copy itself when they made one; when a step may have written into it (`rerun`:
+/// XTC), the processors run again on the caller's `logits`, and the call's token mask again).
+inline std::span<float> writable_copy(std::span<const float> logits, std::span<const float> row,
+                                      const sample_context& ctx, sampling_workspace& ws,
+                                      processor_pipeline& procs, bool rerun) noexcept {
+    const std::span<float> copy = ws.row_copy().first(logits.size());
+    if (row.data() != copy.data()) {
+        std::copy(row.begin(), row.end(), copy.begin());
+    } else if (rerun) {
+        std::copy(logits.begin(), logits.end(), copy.begin());
+        procs.reapply(copy, ctx);
+        if (has_mask(ctx.mask)) kernels::apply_token_bitmask_inplace(copy, ctx.mask);
+    }
+    return copy;
+}
+
+/// What constrained_min_p leaves: a token drawn and allowed (draw-then-check), or npos with
+/// the allowed kept set in w.kept() (`proposed`: proposals were drawn, so the draw that follows
+/// takes rng_purpose::constraint's stream).
+struct min_p_first {
+    std::size_t token = npos;
+    bool proposed = false;
+};
+
+/// Min-p first under a constraint (see the file comment): w.kept()[0] is the top allowed entry
+/// m (walk_allowed); `t` the set's temperature. Draws then checks when `plan.on`; otherwise, or
+/// after max_constraint_proposals refusals, min-p's set {x >= thr(m)} restricted to the allowed
+/// entries (the walk's verdicts and refused proposals are not queried again), at least
+/// p.min_keep (the walk goes on). \pre !w.kept().empty(), w full before the walk
+inline min_p_first constrained_min_p(working_set& w, std::span<const float> row,
+                                     const sampling_params& p, const min_p_proposals& plan, float t,
+                                     const sample_context& ctx, constraint_queries& q) noexcept {
+    const float top = w.kept().logits()[0];
+    const token_id top_id = w.kept().ids()[0];
+    const float t_eff = p.min_p_mode == min_p_space::logits ? 1.f : t;
+    const float thr = kernels::min_p_threshold(top, p.min_p, t_eff);
+    // the walk's verdicts: the entries before the top allowed one in x's order were refused,
+    // the top allowed one allowed; the others are queried once
+    refused_tokens refused;
+    auto allowed = [&](token_id c) {
+        if (c == top_id) return true;
+        const float v = row[std::size_t(c)];
+        if (v > top || (v == top && c < top_id)) return false;
+        return !refused.contains(c) && q(c);
+    };
+    min_p_first r;
+    if (plan.on) {
+        rng_stream rng = make_stream({p.seed, ctx.sequence, ctx.step}, rng_purpose::sample);
+        const kernels::logit_threshold floor{.at_least = thr};
+        r.token = draw_then_check(
+            [&] { return kernels::draw_temperature(row, plan.temperature, rng, floor); }, allowed,
+            refused, r.proposed);
+        if (r.token != npos) return r;
+    }
+    candidates& kept = w.kept();
+    kernels::filter_at_least(row, thr, kept);
+    w.set_kept(false);
+    const token_id* ids = kept.id_storage();
+    w.keep_if([&](std::size_t i) { return allowed(ids[i]); });
+    if (kept.size() < p.min_keep) walk_allowed(w, p.min_keep, tie_policy::exactly_k, q);
+    return r;
+}
+
+}  // namespace detail
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/constrained.hpp
+// ---- begin decodekit/sampling/logprobs.hpp
+/// \file sampling/logprobs.hpp
+/// The logprob extras of a sample() call (logprobs_request): the raw logprob of the drawn token,
+/// its rank, the top-n alternatives and the logprobs of requested ids, raw (log-softmax of the
+/// caller's logits; one max+exp pass for the normaliser unless the draw had it) or processed
+/// (the final distribution the token was drawn from; -inf outside it). Under a token mask
+/// (sample_context::mask) the processed logprobs are those of the masked distribution (-inf for
+/// a disallowed token) and the raw ones stay raw (the caller's logits, mask ignored).
+
+
+#include <cmath>
+#include <cstddef>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// A sampler's storage for the extras it returns (its own: sized by its params, O(top_n + ids)).
+struct logprob_storage {
+    std::vector<token_logprob> top, requested;
+
+    explicit logprob_storage(const logprobs_request& lr = {}, std::size_t vocab_size = 0)
+        : top(std::min(lr.top_n, vocab_size)), requested(lr.ids.size()) {}
+};
+
+/// Fills the extras of `r` (token drawn) from the raw row `raw`, the working set `w` the token
+/// was drawn from (greedy: `greedy`), and the raw normaliser when the draw knew it.
+inline void fill_logprob_extras(sample_result& r, const logprobs_request& lr,
+                                std::span<const float> raw, working_set& w, bool greedy,
+                                double raw_lse, bool raw_lse_known, logprob_storage& out) noexcept {
+    const bool need_raw = lr.raw || (!lr.processed && (lr.rank || lr.top_n > 0 || !lr.ids.empty()));
+    if (need_raw && !raw_lse_known) {
+        raw_lse = kernels::logsumexp(raw);
+        raw_lse_known = true;
+    }
+    auto raw_lp = [&](std::size_t t) -> float {
+        const float v = raw[t];
+        if (!(v > -detail::f_inf)) return -detail::f_inf;
+        if (std::isinf(raw_lse)) return v == detail::f_inf ? 0.f : -detail::f_inf;  // +inf row
+        return float(double(v) - raw_lse);
+    };
+    if (lr.raw) r.raw_logprob = raw_lp(std::size_t(r.token));
+    const std::span<const float> x = w.row();
+    const float t_cur = w.temperature();
+    // processed: the final set is kept() (id order, weights as the draw left them) unless
+    // greedy / full row
+    const bool full = w.full();
+    const bool processed_set = !greedy && !full;
+    const double kept_sum = processed_set ? w.ensure_weights() : 0.0;
+    auto proc_lp = [&](token_id t) -> float {
+        if (greedy) return t == r.token ? 0.f : -detail::f_inf;
+        if (full) {  // whole row at the temperature
+            const float v = x[std::size_t(t)];
+            const float vt = x[std::size_t(r.token)];
+            if (!(v > -detail::f_inf) || !w.allowed(std::size_t(t))) return -detail::f_inf;
+            return float(double(r.logprob) + (double(v) - double(vt)) / double(t_cur));
+        }
+        const std::span<const float> wt = w.weights();
+        const std::span<const token_id> ids = w.kept().ids();
+        for (std::size_t i = 0; i < ids.size(); ++i)
+            if (ids[i] == t) return float(std::log(double(wt[i]) / kept_sum));
+        return -detail::f_inf;
+    };
+    if (lr.rank) {
+        std::size_t above = 0;
+        if (!lr.processed) {
+            const float v = raw[std::size_t(r.token)];
+            for (float y : raw) above += y > v;
+        } else if (processed_set) {
+            const std::span<const token_id> ids = w.kept().ids();
+            const std::span<const float> lg = w.kept().logits();
+            float v = -detail::f_inf;
+            for (std::size_t i = 0; i < ids.size(); ++i)
+                if (ids[i] == r.token) v = lg[i];
+            for (float y : lg) above += y > v;
+        } else if (!greedy) {
+            const float v = x[std::size_t(r.token)];
+            for (std::size_t i = 0; i < x.size(); ++i) above += x[i] > v && w.allowed(i);
+        }
+        r.rank = above + 1;
+    }
+    if (lr.top_n > 0) {
+        std::size_t n = 0;
+        std::vector<token_logprob>& top = out.top;
+        if (!lr.processed) {
+            candidates& alt = w.workspace().raw_top();
+            kernels::top_k(raw, top.size(), tie_policy::exactly_k, alt);
+            for (std::size_t i = 0; i < alt.size(); ++i)
+                top[n++] = {alt.ids()[i], raw_lp(std::size_t(alt.ids()[i]))};
+        } else if (greedy) {
+            top[n++] = {r.token, 0.f};
+        } else if (processed_set) {
+            // the best of the kept set: a selection over its logits (positions map to ids)
+            candidates& best = w.workspace().raw_top();
+            kernels::top_k(w.kept().logits(), top.size(), tie_policy::exactly_k, best);
+            const std::span<const token_id> ids = w.kept().ids();
+            for (std::size_t i = 0; i < best.size(); ++i) {
+                const token_id id = ids[std::size_t(best.ids()[i])];
+                top[n++] = {id, proc_lp(id)};
+            }
+        } else {
+            candidates& kept = w.kept();
+            w.row_top_k(top.size(), tie_policy::exactly_k, kept);
+            for (std::size_t i = 0; i < kept.size(); ++i)
+                top[n++] = {kept.ids()[i], proc_lp(kept.ids()[i])};
+        }
+        r.top = {top.data(), n};
+    }
+    if (!lr.ids.empty()) {
+        const std::size_t vocab = raw.size();
+        for (std::size_t j = 0; j < lr.ids.size(); ++j) {
+            const token_id t = lr.ids[j];
+            float lp = -detail::f_inf;
+            if (t >= 0 && std::size_t(t) < vocab)
+                lp = lr.processed ? proc_lp(t) : raw_lp(std::size_t(t));
+            out.requested[j] = {t, lp};
+        }
+        r.requested = {out.requested.data(), out.requested.size()};
+    }
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/logprobs.hpp
+// ---- begin decodekit/sampling/step.hpp
+/// \file sampling/step.hpp
+/// The truncation-step concept that built-in and user steps share (sampling_step_type and
+/// any_step are in any_step.hpp), the context a step runs with, and the entry type of the
+/// built-in steps' table.
+///
+/// A step narrows the working set (sampling/working_set.hpp) or changes its temperature:
+///   void apply(working_set& w, const step_context& c)
+/// It must not throw (it runs inside noexcept sampling calls). It sees the set after every step
+/// before it in the order; a full set means nothing has narrowed it yet. It must keep at least
+/// one entry when the set has one (an empty set means "no valid token"). Randomness comes from
+/// c.stream(purpose) (keyed by the call's seed, sequence and step: never by batch position).
+/// A step object is per sampler (a sampler owns a copy): per-sequence state may live in it.
+
+
+#include <cstddef>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// What a step runs with besides the working set.
+struct step_context {
+    const sampling_params& params;  ///< the sampler's configuration
+    const sample_context& call;     ///< the call's key and history
+    sampler_state& state;           ///< the sampler's mutable state (mirostat's mu)
+
+    /// The call's random stream for `purpose` (keyed by seed, sequence and step).
+    rng_stream stream(rng_purpose purpose) const noexcept {
+        return make_stream({params.seed, call.sequence, call.step}, purpose);
+    }
+};
+
+/// One built-in step in the registration table (sampling/steps.hpp): its id, whether the
+/// params enable it for a vocabulary, and its apply function.
+struct builtin_step {
+    sampling_step id;
+    bool (*enabled)(const sampling_params&, std::size_t vocab_size) noexcept;
+    void (*apply)(working_set&, const step_context&) noexcept;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/step.hpp
+// ---- begin decodekit/sampling/steps.hpp
+/// \file sampling/steps.hpp
+/// The built-in truncation steps, registered in one table: adding a built-in step is its file
+/// under sampling/steps/ (a struct with enabled() and apply(), see sampling/step.hpp), its
+/// sampling_step id, and one line here.
+
+// ---- begin decodekit/sampling/steps/epsilon.hpp
+/// \file sampling/steps/epsilon.hpp
+/// Epsilon sampling: keeps p_i >= epsilon (the float standing for its decimal); when fewer than
+/// min_keep pass, every entry tied with or above the min_keep-th largest logit (Hugging Face).
+/// Disabled at 0. The set is kernels::epsilon_unordered's (= reference::epsilon): one
+/// exponential pass and one filter pass (see selection.hpp), in id order with its weights.
+
+// ---- begin decodekit/kernels/thresholds.hpp
+/// \file kernels/thresholds.hpp
+/// The truncation steps that keep the entries above a threshold, found by one filter pass (no
+/// sort): epsilon, eta and mirostat v2's cut (a probability threshold), top-n-sigma (a logit
+/// threshold from the max and the standard deviation); and weigh(), the weights of a kept set.
+/// Semantics: kernels/reference.hpp (the same set exactly). Output in id order. No random
+/// numbers are consumed.
+///
+/// Probability thresholds (epsilon, eta, mirostat_cut), passes: max; the exponential pass storing
+/// every weight (Z, and for eta the entropy: H = log Z + sum w |d| / Z in the same pass, with
+/// entropy.hpp's bound); one compaction pass keeping x_i >= a logit threshold a little below the
+/// exact one; the kept set's smallest value (its cut, and whether any kept entry is undecided).
+/// Entries whose float probability w_i / Z is within its error bound of the threshold (relative:
+/// the exponential's, the argument's, Z's, eta's H; see kernels/weights.hpp) are decided again in
+/// double: Z (and H) from a double-precision pass and the entry's weight the reference's (tier
+/// double_pass), and if still within ~1e-10, with the reference's own Z and H (tier reference).
+/// Fewer than min_keep kept: top_k_unordered's set (the ties of the min_keep-th kept, for epsilon
+/// and eta; one entry for mirostat), its weights recomputed.
+///
+/// top_n_sigma_unordered, passes: one SIMD pass for the max, the count and the first two moments
+/// of the finite entries (in double lanes, shifted by a sampled centre so that no cancellation
+/// arises); one compaction pass; the weights of the kept entries (one exponential each). Entries
+/// within the moments' rounding bound of the threshold are decided with the reference's own mean
+/// and variance (tier reference, one scalar pass; rare: the band is ~1e-15 of sigma wide).
+
+// ---- begin decodekit/kernels/entropy.hpp
+/// \file kernels/entropy.hpp
+/// The p-weighted mean of d = (x - m) / T (the entropy's part beyond log Z: H = log Z - E_p[d])
+/// from one precise exponential pass (entropy_pass: weights.hpp's pass with sum w d in double
+/// lanes and a bound of sum w d^2), with a rigorous
+/// bound of its error against real arithmetic. Shared by eta (thresholds.hpp: its threshold
+/// needs H) and typical (typical.hpp: its scores are distances to E_p[d]).
+///
+/// The computed c = sum f_i / sum w_i (f_i = fl(w_i d_i), d_i the float argument, w_i its float
+/// weight) against C = sum W_i D_i / Z (real weights and arguments). Split as
+///   c - C = sum w (d - D) / sum w + sum w d rho / sum w + sum (w - W)(D - C) / sum w,
+/// the first two bounded by the argument's and the product's rounding ((arg_error + 2^-24) times
+/// sum w |d| / sum w), the last, centred one (sum W (D - C) = 0), by
+///   (Z / sum w) (exp_error E|D - C| + arg_error E[|D| |D - C|])
+///     <= (1 + beta_Z) (exp_error sigma + arg_error sqrt(E[D^2]) sigma)   (Cauchy-Schwarz),
+/// sigma^2 = E[D^2] - C^2 bounded from above with the pass's bound of sum w d^2 and the coarse
+/// bound (every weight's error times |d|, as if none cancelled) for C. Centring is what makes it
+/// tight: on a high-entropy row E|D| is large (~3.5 on a Gaussian row of 128256) while sigma is
+/// ~1, so the coarse bound (~2 E[D^2] arg_error) is ~5x the centred one. Both are valid; the
+/// smaller is used.
+///
+/// compensate() is a second, cheaper pass (no exponential where the row's weights are still
+/// stored) for when that is not tight enough: on architectures with an exact fused
+/// multiply-add, the rounding of every argument and product, recovered exactly in float (the
+/// subtraction's by TwoSum, the products' by fma, the float 1 / T's as the factor gamma of
+/// 1 / (T fl(1 / T)) = 1 + gamma): eps_i = D_i - d_i to ~1e-14 |D_i|, so that the weights
+/// w_i (1 + eps_i) differ from the real ones by the polynomial's error only (plus eps_i^2). Its
+/// mean then errs by (1 + beta_Z) exp_error sigma (+ second-order terms): ~1.2e-7 instead of
+/// ~1.6e-6 on that Gaussian row, the difference between typical deciding its crossing in float
+/// and a double pass on half of the rows. Without an exact fma it computes nothing (the
+/// uncompensated bound stands).
+
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <span>
+#include <type_traits>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+namespace detail {
+
+/// Whether simd::fma on architecture A is one fused (exactly rounded once) operation, so that
+/// fma(a, b, -fl(a b)) is the product's rounding error exactly.
+template <class A>
+inline constexpr bool exact_fma =
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
+    std::is_base_of_v<xsimd::avx512f, A> || std::is_base_of_v<xsimd::fma3<xsimd::avx2>, A> ||
+    std::is_base_of_v<xsimd::fma3<xsimd::avx>, A> ||
+    std::is_base_of_v<xsimd::fma3<xsimd::sse4_2>, A>;
+#else
+    false;
+#endif
+
+/// One precise pass over the row: w_i to w (Store), their sum and the moments of d (row_sums:
+/// sum, wd in double lanes, wd_bound from wd, wd2_bound from float blocks).
+/// \pre m finite (the row max), temperature > 0 with fl(1 / temperature) finite
+template <class A, bool Store>
+row_sums entropy_pass(std::span<const float> x, float m, float temperature, float* w) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    const B mb(m), tb(1.f / temperature), lo(-200.f);
+    struct acc {
+        D z0 = D(0.0), z1 = D(0.0), s0 = D(0.0), s1 = D(0.0);
+        B f2 = B(0.f);
+    } a, b;
+    double wd2_f = 0;
+    auto step = [&](const B& v, acc& s, float* out) {
+        const B d = (v - mb) * tb;
+        const B e = simd::exp_nonpositive<A>(d);
+        if constexpr (Store) e.store_unaligned(out);
+        simd::widen_add<A>(s.z0, s.z1, e);
+        const B c = simd::max_ignore_nan<A>(lo, d);  // NaN, -inf: -200 (e is 0 there)
+        const B f = e * c;
+        s.f2 = simd::fma<A>(f, c, s.f2);
+        simd::widen_add<A>(s.s0, s.s1, f);
+    };
+    auto flush = [&] {  // float blocks: <= 32 additions per lane before they go to double
+        wd2_f += double(simd::reduce_add<A>(a.f2 + b.f2));
+        a.f2 = b.f2 = B(0.f);
+    };
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 32 * L);
+        for (; i + 2 * L <= end; i += 2 * L) {
+            step(B::load_unaligned(p + i), a, w + i);
+            step(B::load_unaligned(p + i + L), b, w + i + L);
+        }
+        for (; i < end; i += L) step(B::load_unaligned(p + i), a, w + i);
+        flush();
+    }
+    if (i < n) {  // the tail, padded with -inf into one vector (same lanes, same weights)
+        alignas(64) float buf[L], wb[L];
+        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : detail::neg_inf_f;
+        step(B::load_aligned(buf), a, wb);
+        if constexpr (Store)
+            for (std::size_t j = 0; i + j < n; ++j) w[i + j] = wb[j];
+        flush();
+    }
+    row_sums r;
+    r.sum = simd::reduce_add<A>((a.z0 + a.z1) + (b.z0 + b.z1));
+    r.wd = -simd::reduce_add<A>((a.s0 + a.s1) + (b.s0 + b.s1));
+    // sum w |d| <= sum |f| / (1 - 2^-24), f added in double lanes (n 2^-53)
+    r.wd_bound = r.wd * (1 + 0x1p-23) * (1 + sum_error(n)) + 1e-300;
+    // float blocks: <= 32 additions per lane, a 16-lane reduction and the products: 64 u
+    constexpr double inflate = 1 + 64 * 0x1p-24;
+    r.wd2_bound = wd2_f * inflate * inflate + 1e-300;
+    return r;
+}
+
+/// The corrections of compensate(): sum w_i eps_i and sum (w_i d_i - f_i) + w_i eps_i (1 + d_i)
+/// (signed: d <= 0); `valid` false where the architecture has no exact fma (nothing computed).
+struct corrections {
+    bool valid = false;
+    double z = 0;
+    double wd = 0;
+};
+
+/// One pass recovering every argument's and product's rounding of entropy_pass (see the file
+/// comment): w holds the row's weights from `from` on (below, they are recomputed).
+/// \pre as entropy_pass
+template <class A>
+corrections compensate(std::span<const float> x, float m, float temperature, const float* w,
+                       std::size_t from) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    corrections r;
+    if constexpr (exact_fma<A>) {
+        const float* p = x.data();
+        const std::size_t n = x.size(), nfull = n / L * L;
+        const float inv_t = 1.f / temperature;
+        // 1 / T = fl(1 / T) (1 + gamma); T fl(1 / T) is exact in double
+        const float gamma = float(1.0 / (double(temperature) * double(inv_t)) - 1.0);
+        const B mb(m), nmb(-m), tb(inv_t), gb(gamma), lo(-200.f), zero(0.f), one(1.f);
+        B cz(0.f), cw(0.f);
+        auto step = [&](const B& v, const B& e) {
+            const B sv = v - mb;
+            const B d = sv * tb;
+            const B bb = sv - v;  // TwoSum(v, -m): v - m = sv + e1 exactly
+            const B e1 = (v - (sv - bb)) + (nmb - bb);
+            const B e2 = simd::fma<A>(sv, tb, zero - d);  // sv fl(1/T) = d + e2 exactly
+            const B eps = simd::fma<A>(d, gb, simd::fma<A>(e1, tb, e2));
+            const B we = simd::select<A>(e > zero, e * eps, zero);  // NaN, -inf lanes: 0
+            const B c = simd::max_ignore_nan<A>(lo, d);
+            const B f = e * c;
+            const B e3 = simd::fma<A>(e, c, zero - f);  // e c = f + e3 exactly
+            cz += we;
+            cw += simd::fma<A>(we, c + one, e3);
+        };
+        std::size_t i = 0;
+        while (i < nfull) {
+            const std::size_t end = std::min(nfull, i + 32 * L);
+            for (; i < end; i += L) {
+                const B v = B::load_unaligned(p + i);
+                step(v, i >= from ? B::load_unaligned(w + i) : weight_lanes<A>(v, mb, tb));
+            }
+            r.z += double(simd::reduce_add<A>(cz));
+            r.wd += double(simd::reduce_add<A>(cw));
+            cz = cw = zero;
+        }
+        if (i < n) {
+            alignas(64) float buf[L];
+            for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : detail::neg_inf_f;
+            const B v = B::load_aligned(buf);
+            step(v, weight_lanes<A>(v, mb, tb));
+            r.z += double(simd::reduce_add<A>(cz));
+            r.wd += double(simd::reduce_add<A>(cw));
+        }
+        r.valid = true;
+    }
+    return r;
+}
+
+/// The p-weighted mean of d of one precise pass and the bounds that come with it.
+struct weighted_mean {
+    double z = 0;       ///< sum of the float weights (rs.sum)
+    double beta_z = 0;  ///< relative error bound of z against the real Z (n 2^-53 included)
+    double c = 0;       ///< -E_p[d] = rs.wd / z (>= 0: d <= 0)
+    double dc = 0;      ///< bound of |c - the real -E_p[D]|
+};
+
+/// The mean of d of an entropy_pass over n entries with its error bound, compensated when k is
+/// valid (see the file comment). \pre rs.sum > 0
+inline weighted_mean mean_of_d(const row_sums& rs, std::size_t n,
+                               const corrections& k = {}) noexcept {
+    weighted_mean r;
+    const double z = rs.sum;
+    r.z = z;
+    const double z_error = rs.error(n) + sum_error(n) * z;
+    r.beta_z = z_error / z;
+    const double c = rs.wd / z;
+    r.c = c;
+    // coarse: every weight's error times its |d| (no cancellation assumed), and Z's
+    const double coarse = (2 * exp_error * rs.wd_bound +
+                           arg_error * (2 * rs.wd2_bound + rs.wd_bound * c) + 4 * 0x1p-24 * rs.wd) /
+                              z * (1 + 1e-6) +
+                          c * r.beta_z;
+    r.dc = coarse;
+    const double zl = z - z_error;
+    if (!(zl > 0) || !std::isfinite(coarse)) return r;
+    // E[D^2] from above: sum w d^2 (its float-block bound) against sum W D^2 (weights within
+    // exp_error + arg_error 87 of each other where not flushed, d^2 within 7 2^-24 of D^2), the
+    // flushed entries' W D^2 <= e^-87 87^2 each
+    const double m2 = (rs.wd2_bound * (1 + 2e-5) + double(n) * 1.3e-34) / zl;
+    const double c_lo = std::max(0.0, c - coarse);
+    const double var = std::max(0.0, m2 - c_lo * c_lo);
+    const double sigma = std::sqrt(var);
+    const double centred =
+        (1 + r.beta_z) * (exp_error * sigma + arg_error * std::sqrt(m2) * sigma) * (1 + 1e-6) +
+        double(n) * flush_error * (87 + c + coarse) / zl;
+    const double rounding =
+        (arg_error + 0x1p-24) * (1 + 1e-6) * rs.wd_bound / z + 2 * sum_error(n) * c + 1e-300;
+    r.dc = std::min(coarse, centred + rounding);
+    if (!k.valid) return r;
+    // compensated: the weights w (1 + eps) err by exp_error (1 + 2 exp_error) + eps^2 relative,
+    // eps^2 <= arg_error^2 87 |D| where w > 0; the numerator misses sum w eps^2 (<= arg_error^2
+    // sum w d^2); the float-block corrections (terms ~1e-7 of w |d|) err by < 1e-12 of sum w |d|
+    const double zc = z + k.z;
+    const double cc = (rs.wd - k.wd) / zc;
+    const double dcc =
+        (1 + r.beta_z) * (1 + 1e-6) *
+            (exp_error * (1 + 1e-6) * sigma + arg_error * arg_error * 87 * std::sqrt(m2) * sigma) +
+        double(n) * flush_error * (87 + c + coarse) / zl +
+        arg_error * arg_error * m2 * (1 + r.beta_z) + 1e-12 * rs.wd_bound / z +
+        4 * sum_error(n) * cc + 1e-300;
+    if (std::isfinite(cc) && std::isfinite(dcc) && dcc < r.dc && zc > 0) {
+        r.c = cc;
+        r.dc = dcc;
+    }
+    return r;
+}
+
+}  // namespace detail
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/entropy.hpp
 
 #include <algorithm>
 #include <bit>
@@ -9844,19 +10457,25 @@ inline double rule_threshold(prob_rule rule, float param, double h) noexcept {
     return 0;
 }
 
+/// An empty result for a row x into out with weights, out cleared; status bad_size when
+/// out.capacity() or weights.size() < x.size().
+inline truncation_result sized(std::span<const float> x, candidates& out,
+                               std::span<float> weights) noexcept {
+    truncation_result r;
+    out.clear();
+    if (out.capacity() < x.size() || weights.size() < x.size())
+        r.status = truncation_status::bad_size;
+    return r;
+}
+
 /// The shared body of epsilon, eta and mirostat_cut (see the file comment).
 template <class A>
 truncation_result keep_probable(std::span<const float> x, prob_rule rule, float param,
                                 float temperature, std::size_t min_keep, candidates& out,
                                 std::span<float> weights) noexcept {
-    truncation_result r;
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        r.status = truncation_status::bad_size;
-        return r;
-    }
+    truncation_result r = sized(x, out, weights);
     const std::size_t n = x.size();
-    if (n == 0) return r;
+    if (!r.ok() || n == 0) return r;
     float* w = weights.data();
     const bool miro = rule == prob_rule::mirostat;
     const float m = kernels::max<A>(x);
@@ -9874,7 +10493,7 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
         });
     const bool eta = rule == prob_rule::eta;
     const row_sums rs =
-        eta ? weigh_row<A, true, true>(x, m, inv_t, w) : weigh_row<A, true, false>(x, m, inv_t, w);
+        eta ? entropy_pass<A, true>(x, m, temperature, w) : weigh_row<A, true>(x, m, inv_t, w);
     const double z = rs.sum;
     r.sum = z;
     constexpr float pinf = std::numeric_limits<float>::infinity();
@@ -9887,14 +10506,10 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
     // The threshold, with its relative error bound.
     const double beta_z = (rs.error(n) + sum_error(n) * z) / z;  // Z's relative error
     double h = 0, dh = 0;
-    if (eta) {
-        const double c = rs.wd / z;  // -sum p d
-        h = std::log(z) + c;
-        const double dc = (2 * exp_error * rs.wd_bound +
-                           arg_error * (2 * rs.wd2_bound + c * rs.wd_bound) + 4 * 0x1p-24 * rs.wd) /
-                              z * (1 + 1e-6) +
-                          c * beta_z;
-        dh = beta_z * (1 + beta_z) + dc + 1e-15 * (std::fabs(h) + 1);
+    if (eta) {  // H = log Z - E_p[d], E_p[d]'s error bound from entropy.hpp
+        const weighted_mean mean = mean_of_d(rs, n);
+        h = std::log(z) + mean.c;
+        dh = beta_z * (1 + beta_z) + mean.dc + 1e-15 * (std::fabs(h) + 1);
     }
     const double theta = rule_threshold(rule, param, h);
     if (!(theta > 0)) return all_valid();
@@ -9919,8 +10534,9 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
     // Entries below hi are undecided: decide them (double, then the reference).
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
-    const std::size_t undecided = kept - count_reaching<A>(lg, kept, hi);
-    if (undecided > 0) {
+    // (one pass: the kept set's smallest value, below hi exactly when some entry is undecided)
+    float kept_min = min_value<A>(lg, kept);
+    if (kept_min < hi) {
         r.tier = exactness_tier::double_pass;
         const double_sums ds =
             double_pass<A>(x, m, temperature, [](const simd::batch<A>& v, std::size_t) {
@@ -9960,11 +10576,12 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
         kept = keep_count;
         kept_sum -= removed;
         out.resize(keep_count);
+        kept_min = min_value<A>(lg, kept);
     }
     r.kept = kept;
     r.kept_sum = kept_sum;
     // the kept set is {x >= its smallest value} (the probability is monotone in the logit)
-    r.cut = kept > 0 ? row_cut{min_value<A>(lg, kept), pinf, npos, npos} : row_cut{};
+    r.cut = kept > 0 ? row_cut{kept_min, pinf, npos, npos} : row_cut{};
     const std::size_t need = miro ? 1 : min_keep;
     if (r.kept < need) {
         const tie_policy ties = miro ? tie_policy::exactly_k : tie_policy::keep_ties;
@@ -10129,12 +10746,8 @@ template <class A = simd::default_arch>
 truncation_result top_n_sigma_unordered(std::span<const float> x, float n_sigma, float temperature,
                                         std::size_t min_keep, candidates& out,
                                         std::span<float> weights) noexcept {
-    truncation_result r;
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        r.status = truncation_status::bad_size;
-        return r;
-    }
+    truncation_result r = detail::sized(x, out, weights);
+    if (!r.ok()) return r;
     r.sum = std::numeric_limits<double>::quiet_NaN();
     const std::size_t n = x.size();
     if (n == 0) return r;
@@ -10243,6 +10856,9 @@ DECODEKIT_END_NAMESPACE
 /// Each run is counted in the workspace's selection_counters by its exactness tier.
 /// A kernel that reports bad_size (a workspace smaller than the row: not reachable through the
 /// sampler, which sizes it) leaves the set unchanged.
+/// Cut form (select_cut, top-p on a full set): the kernel's cut and the row's weights become the
+/// working set's pending cut (working_set::set_cut), compacted only if something after it needs
+/// the entries; the draw reads the row with the cut.
 
 
 #include <cmath>
@@ -10293,6 +10909,31 @@ kernels::truncation_result select_kept(working_set& w, Kernel&& kernel) noexcept
     if (r.kept == w.kept().size() && r.kept_sum > 0 && std::isfinite(r.kept_sum))
         w.set_weights(r.kept_sum);
     return r;
+}
+
+/// Runs `kernel(x, scratch, weights) -> kernels::truncation_result` (a cut kernel: its kept set
+/// as truncation_result::cut over x, a prefix of the row's order, weights[0, V) the row's weights
+/// exp((x_i - max) / T)) on a full set and leaves the set as that cut, nothing compacted
+/// (working_set::set_cut: the draw reads the row with the cut). Returns false, doing nothing,
+/// when the set is not full and plain (overlaid), so the caller runs the compacting form; a
+/// kernel's answer that the cut form cannot carry (a row max of +inf, no positive kept weight)
+/// or a set of fewer than V / 16 entries is compacted on the spot (the same set).
+template <class Kernel>
+bool select_cut(working_set& w, Kernel&& kernel) noexcept {
+    if (!w.full() || w.overlaid()) return false;
+    sampling_workspace& ws = w.workspace();
+    const std::span<const float> x = w.row();
+    const kernels::truncation_result r =
+        kernel(x, ws.cand, std::span<float>(ws.weights.data(), x.size()));
+    if (!r.ok()) return true;  // (not reachable: the workspace is sized) the set stays
+    count_tier(ws, r);
+    w.set_cut(r.cut, r.kept, std::isfinite(r.max) ? r.max : 0.f, r.kept_sum);
+    // A small set is compacted at once: that pass reads the row and only the few weights it
+    // keeps, cheaper than the draw's walk over the row's weights.
+    if (!std::isfinite(r.max) || !(r.kept_sum > 0) || !std::isfinite(r.kept_sum) ||
+        r.kept * 16 < x.size())
+        w.settle();
+    return true;
 }
 
 }  // namespace detail
@@ -10347,12 +10988,376 @@ DECODEKIT_END_NAMESPACE
 /// Full set: one read pass (kernels::filter_min_p), honouring the overlay and the mask (the
 /// threshold is set by the largest allowed entry; the min_keep fallback keeps allowed entries
 /// only: the mask wins over min_keep). Narrowed set: a threshold over the survivors.
-/// Min-p followed by temperature only, with no logprob wanted, is not run as a step: the
-/// sampler draws with kernels::draw_temperature under min-p's logit threshold (one read pass,
-/// no exponential per entry; see sampler.hpp).
+/// Min-p as the pipeline's only truncation (min-p and temperature steps, built in, min_keep 1:
+/// detail::plan_min_p_envelope) on a full set with no logprob extra wanted is not run as a step:
+/// the sampler draws with detail::draw_min_p_only (kernels::draw_min_p over the row: no
+/// compaction of the kept set; the chosen logprob from the same pass).
+
+// ---- begin decodekit/kernels/min_p.hpp
+/// \file kernels/min_p.hpp
+/// Min-p's draw over a whole row, with the chosen token's logprob, and no compaction of the kept
+/// set: a token from softmax(x / T) restricted to the entries reaching a logit threshold
+/// (reference::truncated_softmax; min-p's kept set with thr = {.from_max = min_p_offset(p_base,
+/// T_min_p)}), optionally among the entries a token_bitmask allows (the threshold then set by the
+/// largest allowed entry).
+///
+/// Passes: one read pass storing the maximum of each block of B contiguous entries (B a multiple
+/// of 64, >= 256, at most 1024 blocks: 256 at V = 128256); the threshold t from the row max m;
+/// then, in the blocks whose maximum reaches t only, one pass computing the float weights
+/// w_i = exp_nonpositive((x_i - m) / T) (weights.hpp's expression) of the kept entries (a pair of
+/// vectors with no kept entry is skipped), added in float accumulators that go to double lanes
+/// every 256 entries; one uniform u (2 words of `rng`); the group where u * S falls by inverse CDF
+/// over the group sums (S their sum; a group is 4 blocks); the token by a sequential scan of that
+/// group (the same weights, bit for bit, added in double). So the law is the inverse CDF over the
+/// kept entries in id order (reference::draw_inverse_cdf of their float weights: the draw of
+/// sampling/draw.hpp on the compacted set), with the same token for a given u unless u * S lies
+/// within the rounding of the float block sums (relative error <= 9 2^-24 per sum, about 1e-9 of
+/// S over a near-uniform row of 128k entries, whose boundaries are 8e-6 S apart) of a boundary of
+/// the running sum. A row whose kept set is a handful of entries (a confident model)
+/// costs about one read pass (only the few blocks holding them are weighed); a near-uniform row,
+/// whose kept set is the whole row, costs the exp floor (max, then one exp-and-sum pass: what an
+/// exact logprob over that set needs).
+///
+/// Without a logprob wanted (want_logprob false) the first pass stops as soon as max(8, blocks /
+/// 8) blocks reach the threshold of the running max (a large kept set), and the
+/// token is drawn by kernels::draw_temperature with the threshold instead (no exponential per
+/// entry; its own random words); otherwise the exact draw above (fewer exponentials than the
+/// envelope's block scans on a small kept set). Both are exact draws of the same law.
+///
+/// Logprob: log(w_tok) - log(S) in double. Against the exact log p_tok of the reference (double
+/// weights e^{-d_i}, d_i = (m - x_i) / T, over the same kept set) its error is at most
+/// logprob_error(d_tok, d_max, n) (below): the float weights' relative error (weights.hpp:
+/// exp_error + arg_error d) on w_tok and on S, the float block sums in S (9 2^-24), and the double
+/// sums; d_max <= -T_min_p ln(min_p) / T (3.0 for min-p 0.05 at T_min_p = T: the bound is then
+/// below 2e-6).
+///
+/// Special rows (as reference::truncated_softmax): NaN and -inf entries (and disallowed ones) are
+/// never kept; a row with +inf entries draws uniformly among them (logprob -log(count)); no valid
+/// entry, a NaN threshold or an empty row: index npos (no random word consumed). +inf rows and a
+/// temperature whose reciprocal is not finite take a scalar path with the reference's double
+/// weights. No allocation; 12 KiB of stack. \pre temperature > 0
 
 
 #include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+
+/// A token drawn by draw_min_p.
+struct min_p_draw {
+    std::size_t index = npos;  ///< the entry drawn; npos: no entry is kept
+    /// log of its probability in the kept set; NaN when no logprob was wanted
+    double logprob = std::numeric_limits<double>::quiet_NaN();
+    double prob = std::numeric_limits<double>::quiet_NaN();  ///< that probability (same rule)
+};
+
+/// Bound on |draw_min_p's logprob - the exact log p_tok| on a row of n entries, d_tok = (m -
+/// x_tok) / T for the drawn entry and d_max the largest d_i of the kept set (see the file
+/// comment).
+inline double min_p_logprob_error(double d_tok, double d_max, std::size_t n) noexcept {
+    return (2 * detail::exp_error + detail::arg_error * (d_tok + d_max) + 9 * 0x1p-24 +
+            detail::sum_error(n) + double(n) * detail::flush_error) *
+               (1 + 1e-6) +
+           1e-15;
+}
+
+namespace detail {
+
+inline constexpr std::size_t min_p_max_blocks = 1024;
+/// Blocks per group: the draw's inverse CDF walks group sums, then scans one group.
+inline constexpr std::size_t min_p_group = 4;
+
+/// Entries per block of draw_min_p: a multiple of 64 (so of every lane count), at least 256,
+/// giving at most min_p_max_blocks blocks.
+inline std::size_t min_p_block(std::size_t n) noexcept {
+    return std::max<std::size_t>(256, (n / min_p_max_blocks + 64) / 64 * 64);
+}
+
+/// Block maxima of r[0, n) (NaN ignored) into bmax; the row max into m. Stops early (returns
+/// false) when `cutoff` blocks or more reach the threshold of the running max: counted as the
+/// blocks come (an over-count: the running threshold only rises), recounted against the current
+/// one before giving up.
+template <class A, class Row>
+bool min_p_block_maxima(const Row r, std::size_t n, std::size_t blk, const logit_threshold& thr,
+                        std::size_t cutoff, float* bmax, float& m) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    m = neg_inf_f;
+    std::size_t live = 0;
+    for (std::size_t b = 0, lo = 0; lo < n; ++b, lo += blk) {
+        const std::size_t hi = std::min(n, lo + blk);
+        B a0(neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
+        std::size_t i = lo;
+        for (; i + 4 * L <= hi; i += 4 * L) {
+            a0 = simd::max_ignore_nan<A>(a0, r.load(i));
+            a1 = simd::max_ignore_nan<A>(a1, r.load(i + L));
+            a2 = simd::max_ignore_nan<A>(a2, r.load(i + 2 * L));
+            a3 = simd::max_ignore_nan<A>(a3, r.load(i + 3 * L));
+        }
+        for (; i + L <= hi; i += L) a0 = simd::max_ignore_nan<A>(a0, r.load(i));
+        float mb = simd::reduce_max<A>(simd::max<A>(simd::max<A>(a0, a1), simd::max<A>(a2, a3)));
+        for (; i < hi; ++i) {
+            const float v = r.at(i);
+            mb = v > mb ? v : mb;
+        }
+        bmax[b] = mb;
+        m = mb > m ? mb : m;
+        if (cutoff == 0) continue;  // no early stop
+        if (!(mb >= reference::threshold_value(m, thr))) continue;
+        if (++live < cutoff) continue;
+        const float t = reference::threshold_value(m, thr);
+        live = 0;
+        for (std::size_t c = 0; c <= b; ++c) live += bmax[c] >= t;
+        if (live >= cutoff) return false;
+    }
+    return true;
+}
+
+/// The float weights of draw_min_p for the lanes in `keep` (0 elsewhere): weight_lanes(v, m,
+/// 1/T) bit for bit. UnitT: T = 1 (the product by 1, exact, is skipped); InRange: every kept lane
+/// has d >= -87 (checked once from the threshold), so exp_nonpositive's range handling is too.
+template <class A, bool UnitT, bool InRange>
+struct min_p_weigher {
+    using B = simd::batch<A>;
+    B mb, ib;
+    B operator()(const B& v, const simd::batch_bool<A>& keep) const noexcept {
+        B d = v - mb;
+        if constexpr (!UnitT) d = d * ib;
+        if constexpr (InRange)
+            return simd::select<A>(keep, simd::exp_nonpositive_in_range<A>(d), B(0.f));
+        else
+            return simd::select<A>(keep, simd::exp_nonpositive<A>(d), B(0.f));
+    }
+};
+
+/// Sum of the weights of the entries reaching t in the live blocks (bmax[b] >= t) among blocks
+/// [b0, b1) of r[0, n) (blocks of blk entries). A pair of vectors with no kept entry is skipped;
+/// the others' weights are added in two float accumulators that go to double lanes every 8 pairs
+/// (at most 9 additions per lane: relative error <= 9 2^-24; typically ~1e-9 over a row).
+/// \pre m finite, inv_t finite
+template <class A, class Row, class W>
+double min_p_group_sum(const Row r, std::size_t n, std::size_t blk, std::size_t b0, std::size_t b1,
+                       const float* bmax, float t, float m, float inv_t, const W& weigh) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>, chunk = 16 * L;
+    const B tb(t);
+    D s0(0.0), s1(0.0);
+    double tail = 0;
+    for (std::size_t b = b0; b < b1; ++b) {
+        if (!(bmax[b] >= t)) continue;
+        const std::size_t hi = std::min(n, b * blk + blk);
+        std::size_t i = b * blk;
+        while (i + 2 * L <= hi) {
+            const std::size_t end = std::min(hi, i + chunk);
+            B f0(0.f), f1(0.f);
+            for (; i + 2 * L <= end; i += 2 * L) {
+                const B v0 = r.load(i), v1 = r.load(i + L);
+                const auto k0 = v0 >= tb, k1 = v1 >= tb;
+                if (!simd::any<A>(k0 | k1)) continue;
+                f0 += weigh(v0, k0);
+                f1 += weigh(v1, k1);
+            }
+            simd::widen_add<A>(s0, s1, f0 + f1);
+        }
+        for (; i + L <= hi; i += L) {
+            const B v = r.load(i);
+            simd::widen_add<A>(s0, s1, weigh(v, v >= tb));
+        }
+        for (; i < hi; ++i) {
+            const float v = r.at(i);
+            if (v >= t) tail += double(weight_one<A>(v, m, inv_t));
+        }
+    }
+    return simd::reduce_add<A>(s0 + s1) + tail;
+}
+
+/// Scans r[lo, hi) in order, adding the positive weights of the entries reaching t to `run`:
+/// the first entry at which run exceeds target (its weight in w, run before it in `before`),
+/// else npos with `last` / `w` the block's last entry of positive weight (unchanged when it has
+/// none).
+template <class A, class Row, class W>
+std::size_t min_p_scan(const Row r, std::size_t lo, std::size_t hi, float t, float m, float inv_t,
+                       const W& weigh, double target, double& run, double& before,
+                       std::size_t& last, float& w) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B tb(t);
+    alignas(64) float buf[L];
+    auto lane = [&](std::size_t i, float e) {
+        if (!(e > 0)) return false;
+        before = run;
+        run += double(e);
+        last = i;
+        w = e;
+        return run > target;
+    };
+    std::size_t i = lo;
+    for (; i + L <= hi; i += L) {
+        const B v = r.load(i);
+        const auto k = v >= tb;
+        if (!simd::any<A>(k)) continue;
+        weigh(v, k).store_aligned(buf);
+        for (std::size_t j = 0; j < L; ++j)
+            if (lane(i + j, buf[j])) return i + j;
+    }
+    for (; i < hi; ++i) {
+        const float v = r.at(i);
+        if (v >= t && lane(i, weight_one<A>(v, m, inv_t))) return i;
+    }
+    return npos;
+}
+
+/// The exact draw of draw_min_p once the block maxima and the threshold are known: the
+/// inverse CDF over the group sums, then over one group's entries in order.
+template <class A, class Row, class W>
+min_p_draw min_p_exact(const Row r, std::size_t n, std::size_t blk, const float* bmax, float t,
+                       float m, float inv_t, bool want_logprob, rng_stream& rng,
+                       const W& weigh) noexcept {
+    min_p_draw d;
+    const std::size_t nb = (n + blk - 1) / blk, ng = (nb + min_p_group - 1) / min_p_group;
+    double gsum[min_p_max_blocks / min_p_group];
+    double s = 0;
+    for (std::size_t g = 0; g < ng; ++g) {
+        const std::size_t b0 = g * min_p_group, b1 = std::min(nb, b0 + min_p_group);
+        gsum[g] = min_p_group_sum<A>(r, n, blk, b0, b1, bmax, t, m, inv_t, weigh);
+        s += gsum[g];
+    }
+    if (!(s > 0)) return d;  // defensive: the max entry weighs 1
+    const double target = rng.uniform() * s;
+    float w = 0.f;
+    double run = 0, before = 0;
+    std::size_t last_g = npos, last = npos;
+    // a group's live blocks scanned in order (adding their weights to run when it misses)
+    auto scan = [&](std::size_t g, double tgt, double& acc) {
+        for (std::size_t b = g * min_p_group; b < std::min(nb, g * min_p_group + min_p_group); ++b)
+            if (bmax[b] >= t)
+                if (const std::size_t i = min_p_scan<A>(r, b * blk, std::min(n, b * blk + blk), t,
+                                                        m, inv_t, weigh, tgt, acc, before, last, w);
+                    i != npos)
+                    return i;
+        return npos;
+    };
+    for (std::size_t g = 0; g < ng && d.index == npos; ++g) {
+        if (!(gsum[g] > 0)) continue;
+        last_g = g;
+        if (run + gsum[g] > target)
+            d.index = scan(g, target, run);
+        else
+            run += gsum[g];
+    }
+    if (d.index == npos) {  // rounding left the target unreached: the last entry of weight > 0
+        double skip = 0;
+        scan(last_g, std::numeric_limits<double>::infinity(), skip);
+        d.index = last;
+    }
+    if (want_logprob) {
+        d.logprob = std::log(double(w)) - std::log(s);
+        d.prob = double(w) / s;
+    }
+    return d;
+}
+
+/// The scalar path of draw_min_p (a +inf max, or 1 / T not finite): the reference's double
+/// weights. \pre m > -inf, t <= m
+template <class Row>
+min_p_draw min_p_draw_reference(const Row r, std::size_t n, float m, float t, float temperature,
+                                bool want_logprob, rng_stream& rng) noexcept {
+    min_p_draw d;
+    auto weight = [&](std::size_t i) {
+        const float v = r.at(i);
+        return v >= t ? reference::weight(v, m, temperature) : 0.0;
+    };
+    double s = 0;
+    for (std::size_t i = 0; i < n; ++i) s += weight(i);
+    if (!(s > 0)) return d;
+    const double target = rng.uniform() * s;
+    double run = 0, w = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        const double wi = weight(i);
+        if (!(wi > 0)) continue;
+        run += wi;
+        d.index = i;
+        w = wi;
+        if (run > target) break;
+    }
+    if (want_logprob) {
+        d.logprob = std::log(w) - std::log(s);
+        d.prob = w / s;
+    }
+    return d;
+}
+
+/// draw_min_p over r[0, n); `envelope` is the unrestricted row for the draw_temperature fallback.
+template <class A, class Row, class Envelope>
+min_p_draw draw_min_p_of(const Row r, std::size_t n, float temperature, const logit_threshold& thr,
+                         bool want_logprob, rng_stream& rng, Envelope&& envelope) noexcept {
+    min_p_draw d;
+    if (n == 0) return d;
+    const std::size_t blk = min_p_block(n), nb = (n + blk - 1) / blk;
+    alignas(64) float bmax[min_p_max_blocks];
+    const std::size_t cutoff = want_logprob ? 0 : std::max<std::size_t>(8, nb / 4);
+    float m = neg_inf_f;
+    if (!min_p_block_maxima<A>(r, n, blk, thr, cutoff, bmax, m)) {
+        d.index = envelope();
+        return d;
+    }
+    if (m == neg_inf_f) return d;
+    float t = reference::threshold_value(m, thr);
+    if (!(t <= m)) return d;  // a NaN threshold, or one above every entry
+    t = std::max(t, std::numeric_limits<float>::lowest());  // never a -inf entry
+    const float inv_t = 1.f / temperature;
+    if (std::isinf(m) || !std::isfinite(inv_t))
+        return min_p_draw_reference(r, n, m, t, temperature, want_logprob, rng);
+    using B = simd::batch<A>;
+    const B mb(m), ib(inv_t);
+    auto exact = [&](const auto& weigh) {
+        return min_p_exact<A>(r, n, blk, bmax, t, m, inv_t, want_logprob, rng, weigh);
+    };
+    // the smallest kept d = (x - m) / T, as the lanes compute it (both roundings are monotone)
+    const bool unit = inv_t == 1.f, in_range = (unit ? t - m : (t - m) * inv_t) >= -87.f;
+    if (unit)
+        return in_range ? exact(min_p_weigher<A, true, true>{mb, ib})
+                        : exact(min_p_weigher<A, true, false>{mb, ib});
+    return in_range ? exact(min_p_weigher<A, false, true>{mb, ib})
+                    : exact(min_p_weigher<A, false, false>{mb, ib});
+}
+
+}  // namespace detail
+
+/// Draws from softmax(x / T) restricted to the entries reaching threshold_value(max(x), thr)
+/// (see the file comment); with want_logprob, the token's logprob in that set. \pre temperature > 0
+template <class A = simd::default_arch>
+min_p_draw draw_min_p(std::span<const float> x, float temperature, const logit_threshold& thr,
+                      bool want_logprob, rng_stream& rng) noexcept {
+    return detail::draw_min_p_of<A>(detail::plain_row<A>{x.data()}, x.size(), temperature, thr,
+                                    want_logprob, rng,
+                                    [&] { return draw_temperature<A>(x, temperature, rng, thr); });
+}
+
+/// draw_min_p among the entries `mask` allows (the law of the unmasked one on
+/// reference::masked_copy(x, mask); the threshold set by the largest allowed entry).
+/// \pre temperature > 0
+template <class A = simd::default_arch>
+min_p_draw draw_min_p(std::span<const float> x, float temperature, const logit_threshold& thr,
+                      bool want_logprob, rng_stream& rng, const token_bitmask& mask) noexcept {
+    std::size_t n = 0;
+    const auto r = detail::masked<A>(x, mask, n);
+    return detail::draw_min_p_of<A>(r, n, temperature, thr, want_logprob, rng, [&] {
+        return draw_temperature<A>(x, temperature, rng, thr, mask);
+    });
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/min_p.hpp
+
+#include <algorithm>
+#include <limits>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -10394,6 +11399,27 @@ struct min_p_step {
         }
     }
 };
+
+namespace detail {
+/// The draw of a pipeline of min-p and temperature steps only, from the full set `w` (masked or
+/// not) with the call's sample stream: kernels::draw_min_p with min-p's threshold taken at
+/// t_min_p and the draw at t_draw; the same law as the step then draw_from (and, with a logprob
+/// wanted, the same token for a given stream up to rounding; see kernels/min_p.hpp). The logprob
+/// is NaN when not wanted. \pre w.full(), not overlaid, p_base > 0
+inline set_draw draw_min_p_only(const working_set& w, float p_base, float t_min_p, float t_draw,
+                                bool want_logprob, rng_stream& rng) noexcept {
+    const kernels::logit_threshold thr{.from_max = kernels::min_p_offset(p_base, t_min_p)};
+    const kernels::min_p_draw k =
+        w.masked() ? kernels::draw_min_p(w.row(), t_draw, thr, want_logprob, rng, w.mask())
+                   : kernels::draw_min_p(w.row(), t_draw, thr, want_logprob, rng);
+    set_draw d;
+    if (k.index == npos) return d;
+    d.token = token_id(k.index);
+    d.logprob = k.logprob;
+    d.prob = k.prob;
+    return d;
+}
+}  // namespace detail
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/steps/min_p.hpp
@@ -10517,7 +11543,9 @@ DECODEKIT_END_NAMESPACE
 /// reference::decimal_floor(top_p) has reached it), and at least max(1, min_keep) entries.
 /// Disabled at top_p = 1. The set is kernels::top_p_unordered's (= reference::top_p): found by
 /// a weighted selection of the cut, never by sorting (see selection.hpp), in id order with its
-/// weights.
+/// weights. On a full set (top-p first, or after temperature only) the set stays a cut over the
+/// row with the row's weights (kernels::top_p_cut; working_set::set_cut): a draw right after it
+/// reads the row once with the cut instead of compacting up to the whole row.
 
 // ---- begin decodekit/kernels/nucleus.hpp
 /// \file kernels/nucleus.hpp
@@ -10902,6 +11930,28 @@ bool narrow(token_id* ids, float* lg, float* w, float mn, float mx, float m, flo
     return true;
 }
 
+/// Narrows the bracket b (ids/lg/w[0, b.size)) to at most 64 entries or one key: rounds of
+/// narrow() with sampled thresholds; a round that does not shrink the bracket to half is followed
+/// by one with even thresholds (which always shrink the key range), and a round that cannot
+/// decide anything ends the narrowing.
+template <class A, bool Track, class Key>
+void narrow_bracket(token_id* ids, float* lg, float* w, float m, float inv_t, const Key& key,
+                    double rmass, double z, double z_error, std::size_t n,
+                    weighted_bracket& b) noexcept {
+    bool even = false;
+    while (b.size > 64) {
+        const auto [mn, mx] = key_min_max<A>(lg, b.size, key);
+        if (!(mn < mx)) break;
+        const std::size_t before = b.size;
+        if (!narrow<A, Track>(ids, lg, w, mn, mx, m, inv_t, key, rmass, z, z_error, n, even, b)) {
+            if (even) break;
+            even = true;
+            continue;
+        }
+        even = 2 * b.size > before;
+    }
+}
+
 /// The bracket of a weighted cut over the keys of the row (see weighted_bracket): the entries
 /// in key order (larger first) whose prefix mass through the crossing first reaches rmass.
 /// Sampled bounds (512 entries at hashed positions; their weights summed from the bottom up to
@@ -10967,22 +12017,162 @@ weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float
         if (!hi_ok) hi = std::numeric_limits<float>::infinity();
         if (!lo_ok) lo = lo > floor ? std::max(floor, lowest_f) : lowest_f;
     }
-    // Narrowing: sampled thresholds; a round that does not shrink the bracket to half is
-    // followed by one with even thresholds (which always shrink the key range), and a round that
-    // cannot decide anything ends the narrowing.
-    bool even = false;
-    while (b.size > 64) {
-        const auto [mn, mx] = key_min_max<A>(lg, b.size, key);
-        if (!(mn < mx)) break;
-        const std::size_t before = b.size;
-        if (!narrow<A, Track>(ids, lg, w, mn, mx, m, inv_t, key, rmass, z, z_error, n, even, b)) {
-            if (even) break;
-            even = true;
-            continue;
-        }
-        even = 2 * b.size > before;
-    }
+    narrow_bracket<A, Track>(ids, lg, w, m, inv_t, key, rmass, z, z_error, n, b);
     return b;
+}
+
+/// Bounds [lo, hi) of top-p's crossing estimated before the exponential pass, from 512 entries at
+/// hashed positions (their weights computed here; the row's normaliser estimated from them):
+/// the sample sorted by logit, its weights summed from the bottom (scaled by n / 512) up to the
+/// estimated mass the cut drops, and the bounds 4 standard deviations of that tail estimate + 3
+/// samples either side (as find_bracket). False (no estimate) when the row is short (<= 4096) or
+/// the sample cannot be trusted (see below).
+template <class A>
+bool top_p_bounds(std::span<const float> x, float m, float inv_t, double target, float& lo,
+                  float& hi) noexcept {
+    constexpr std::size_t S = 512;
+    const std::size_t n = x.size();
+    if (n <= 4096) return false;
+    std::uint64_t keys[S], tmp[S];
+    alignas(64) float sl[S], sw[S];
+    const std::uint64_t stride = n / S;
+    std::size_t valid = 0;
+    for (std::size_t j = 0; j < S; ++j) {
+        const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
+        const std::size_t i = std::size_t(j * stride + ((h * stride) >> 32));
+        const float y = x[i];
+        if (!(y >= lowest_f)) continue;  // NaN, -inf
+        sl[valid] = y;
+        keys[valid] = ~rank_key(y, token_id(valid));  // ascending = larger logit first
+        ++valid;
+    }
+    if (valid == 0) return false;
+    const double zs = weigh_logits<A>(sl, valid, m, inv_t, sw);
+    // The estimate is trusted only where no few entries can dominate it: the estimated
+    // normaliser at least 16 (the row max's weight 1 below 1/16 of it) and no sampled entry above
+    // 1/20 of it. Rows whose mass sits in a few heavy logits or a heavy tail (peaked, Zipf) miss
+    // them in a sample, their bounds would fail the check and cost the sampled search on top.
+    const double scale = double(n) / double(S);
+    float wmax = 0.f;
+    for (std::size_t q = 0; q < valid; ++q) wmax = sw[q] > wmax ? sw[q] : wmax;
+    if (!(zs * scale >= 16) || double(wmax) * scale * 20 > zs * scale) return false;
+    sort_smallest(keys, valid, valid, tmp);
+    const double drop = (1 - target) * zs * scale;
+    double below = 0, below2 = 0, wj = 0;
+    std::size_t j = valid;  // samples [j, valid): below the crossing's estimate
+    while (j > 0) {
+        wj = double(sw[std::size_t(key_id(~tmp[j - 1]))]);
+        below += scale * wj;
+        below2 += wj * wj;
+        if (below > drop) break;
+        --j;
+    }
+    const double sd = wj > 0 ? std::sqrt(below2) / wj : double(S);
+    const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
+    auto key_at = [&](std::size_t q) { return sl[std::size_t(key_id(~tmp[q]))]; };
+    lo = lowest_f;
+    hi = std::numeric_limits<float>::infinity();
+    if (j > delta) hi = key_at(j - delta);
+    if (j + delta < valid) lo = key_at(j + delta);
+    if (!(lo < hi)) lo = lowest_f;
+    return true;
+}
+
+/// The exponential pass fused with the first split of top-p's bracket: every weight
+/// w_i = weight_lanes(x_i) stored to w (as weigh_row<A, true>, the same sums in the
+/// returned row_sums), and the split of split<A, true, false> on the fly: the entries with
+/// x >= hi summed into b.above (double lanes; their w |d| in float blocks into b.above_wd; their
+/// count), those in [lo, hi) compacted (ids, logits, weights) to ids/lg/w from index 0 (in place:
+/// w[0, b.dirty) then holds bracket weights, the row's weights from b.dirty on).
+/// \pre m finite (the row max), inv_t finite and > 0
+template <class A>
+row_sums weigh_split_row(std::span<const float> x, float m, float inv_t, float* w, float lo,
+                         float hi, token_id* ids, float* lg, weighted_bracket& b) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    const B mb(m), tb(inv_t), lob(lo), hib(hi), zero(0.f), cap(200.f), dlo(-200.f);
+    struct acc {
+        D z0 = D(0.0), z1 = D(0.0), a0 = D(0.0), a1 = D(0.0);
+        B fs = B(0.f), wd = B(0.f), bm = B(0.f);
+    } ea, oa;
+    double wd_f = 0, above_wd = 0, bmass = 0, tail_above = 0;
+    std::size_t cnt = 0, c = 0;
+    auto one = [&](std::size_t i, acc& s) {
+        const B v = B::load_unaligned(p + i);
+        const B d = (v - mb) * tb;
+        const B e = simd::exp_nonpositive<A>(d);  // = weight_lanes(v)
+        e.store_unaligned(w + i);
+        simd::widen_add<A>(s.z0, s.z1, e);
+        s.fs += e * simd::max_ignore_nan<A>(dlo, d);
+        const auto up = v >= hib;
+        const auto in = (v >= lob) & (v < hib);
+        if (const std::uint64_t mu = simd::to_mask<A>(up)) {
+            const B wu = simd::select<A>(up, e, zero);
+            simd::widen_add<A>(s.a0, s.a1, wu);
+            s.wd =
+                simd::fma<A>(wu, simd::min<A>(simd::select<A>(up, (mb - v) * tb, zero), cap), s.wd);
+            cnt += std::size_t(std::popcount(mu));
+        }
+        if (const std::uint64_t mi = simd::to_mask<A>(in)) {
+            s.bm += simd::select<A>(in, e, zero);
+            c += simd::compress_store<A>(v, e, simd::iota<A>(token_id(i)), mi, lg + c, w + c,
+                                         ids + c);
+        }
+    };
+    auto flush = [&] {
+        // float blocks: <= 32 additions per lane before they go to double
+        wd_f -= double(simd::reduce_add<A>(ea.fs + oa.fs));
+        above_wd += double(simd::reduce_add<A>(ea.wd + oa.wd));
+        bmass += double(simd::reduce_add<A>(ea.bm + oa.bm));
+        ea.fs = oa.fs = ea.wd = oa.wd = ea.bm = oa.bm = zero;
+    };
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 32 * L);
+        for (; i + 2 * L <= end; i += 2 * L) {
+            one(i, ea);
+            one(i + L, oa);
+        }
+        for (; i < end; i += L) one(i, ea);
+        flush();
+    }
+    double z_tail = 0;
+    for (; i < n; ++i) {  // the tail, one entry at a time (the same weights)
+        const float v = p[i];
+        const float e = weight_one<A>(v, m, inv_t);
+        w[i] = e;
+        // (NaN, -inf: weight 0, in no range; 0 * the capped |d| is 0)
+        const double wdi = double(e) * std::min(200.0, double((m - v) * inv_t));
+        z_tail += double(e);
+        wd_f += wdi;
+        if (v >= hi) {
+            tail_above += double(e);
+            above_wd += wdi;
+            ++cnt;
+        } else if (v >= lo) {
+            ids[c] = token_id(i);
+            lg[c] = v;
+            w[c] = e;
+            bmass += double(e);
+            ++c;
+        }
+    }
+    row_sums r;
+    r.sum = simd::reduce_add<A>((ea.z0 + ea.z1) + (oa.z0 + oa.z1)) + z_tail;
+    constexpr double inflate = 1 + 64 * 0x1p-24;  // as weigh_row
+    r.wd_bound = wd_f * inflate + 1e-300;
+    b.mass = bmass;
+    b.above = simd::reduce_add<A>((ea.a0 + ea.a1) + (oa.a0 + oa.a1)) + tail_above;
+    b.above_wd = above_wd;
+    b.above_count = cnt;
+    b.size = c;
+    b.lo = lo;
+    b.hi = hi;
+    b.dirty = std::max(b.dirty, std::min(n, c + L));
+    return r;
 }
 
 /// The crossing of a weighted cut: the last entry of the prefix (logit, id), its rank (0-based)
@@ -11054,7 +12244,17 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
         for (std::size_t j = 0; j < r.kept; ++j) r.kept_sum += double(w[std::size_t(out.ids()[j])]);
         return r;
     }
-    const row_sums rs = weigh_row<A, true, false>(x, m, inv_t, w);
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    // 0 < p < 1 on a long row: the bracket's bounds estimated first, its split fused with the
+    // exponential pass (no pass over the row's weights afterwards when the bounds hold)
+    float elo = lowest_f, ehi = pinf;
+    const bool fused =
+        p > 0 && p < 1 && top_p_bounds<A>(x, m, inv_t, reference::decimal_floor(p), elo, ehi);
+    weighted_bracket fb;
+    const row_sums rs = fused ? weigh_split_row<A>(x, m, inv_t, w, elo, ehi, ids, lg, fb)
+                              : weigh_row<A, true>(x, m, inv_t, w);
+    dirty = fb.dirty;
     const double z = rs.sum;
     r.sum = z;
     auto top_keep = [&] {
@@ -11077,8 +12277,6 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     const double target = reference::decimal_floor(p);
     const double rmass = target * z;  // the mass through the crossing reaches this
     const double z_error = rs.error(n) + sum_error(n) * z;
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
     // A rigorous lower bound of the crossing: below tau the whole tail holds less than half of
     // the mass top-p may drop (n weights of at most e^{(tau - m)/T} each).
     float tau = lowest_f;
@@ -11089,8 +12287,26 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
             tau = std::min(m, std::nextafter(float(td), neg_inf_f));
     }
     const logit_key<A> key{m, inv_t};
-    const weighted_bracket b =
-        find_bracket<A, false>(x, w, m, inv_t, key, rmass, z, z_error, tau, ids, lg);
+    weighted_bracket b;
+    bool bracketed = false;
+    if (fused) {  // the fused split's bracket, when its bounds certainly enclose the crossing
+        const double db = key.d_bound(fb.lo);
+        const bool hi_ok =
+            fb.hi == pinf || rmass - fb.above > cut_provisional_error(fb.above, db, z, z_error, n);
+        const double ge_lo = fb.above + fb.mass;
+        const bool lo_ok =
+            fb.lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
+        if (hi_ok && lo_ok) {
+            b = fb;
+            narrow_bracket<A, false>(ids, lg, w, m, inv_t, key, rmass, z, z_error, n, b);
+            bracketed = true;
+        } else {  // the row's weights back where the bracket lived; the sampled search
+            weigh_logits<A>(x.data(), fb.dirty, m, inv_t, w);
+            dirty = 0;
+        }
+    }
+    if (!bracketed)
+        b = find_bracket<A, false>(x, w, m, inv_t, key, rmass, z, z_error, tau, ids, lg);
     dirty = b.dirty;
     // ---- the walk: the bracket in rank order (keys carry the bracket position, whose order is
     // the id order) ----
@@ -11259,6 +12475,12 @@ struct top_p_step {
     static void apply(working_set& w, const step_context& c) noexcept {
         const float p = c.params.top_p, t = w.temperature();
         const std::size_t min_keep = c.params.min_keep;
+        // a full set: the cut over the row, nothing compacted (the draw reads the row)
+        if (detail::select_cut(w,
+                               [&](std::span<const float> x, candidates& s, std::span<float> wt) {
+                                   return kernels::top_p_cut(x, p, t, min_keep, s, wt);
+                               }))
+            return;
         detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
             return kernels::top_p_unordered(x, p, t, min_keep, out, wt);
         });
@@ -11293,10 +12515,14 @@ DECODEKIT_END_NAMESPACE
 /// (sorted by key, then logit descending, then id) decides the crossing and checks, against a
 /// rigorous bound on the float keys (the rounding of d, of c and of d - c; c's error from the
 /// exponential pass), that no entry of another logit has a key so close to the crossing's that
-/// the reference could order them differently or find them tied. Tiers as in nucleus.hpp: float
-/// bound; a double-precision pass (Z, c and the mass inside the bracket in double, the bracket's
-/// keys and weights in double); the reference itself (O(V log V), allocating) when even that is
-/// within its bound, when min_keep binds, and for rows with +inf entries or a subnormal
+/// the reference could order them differently or find them tied (c's error: entropy.hpp's
+/// centred bound). When only that order check fails, the compensated float tier (reported as
+/// float_bound): entropy.hpp's compensate() pass gives c to ~exp_error sigma, the bracket's scores
+/// are taken in double from it and walked again (on the Gaussian row of the benchmark family the
+/// float keys leave the order open on ~90 % of rows, the compensated tier on ~6 %). Then, as in
+/// nucleus.hpp: a double-precision pass (Z, c and the mass inside the bracket in double, the
+/// bracket's keys and weights in double); the reference itself (O(V log V), allocating) when even
+/// that is within its bound, when min_keep binds, and for rows with +inf entries or a subnormal
 /// temperature.
 
 
@@ -11399,7 +12625,7 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     };
     if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0))
         return by_reference(false);
-    const row_sums rs = weigh_row<A, true, true>(x, m, inv_t, w);
+    const row_sums rs = entropy_pass<A, true>(x, m, temperature, w);
     const double z = rs.sum;
     r.sum = z;
     if (p >= 1) {
@@ -11413,20 +12639,18 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     const double target = strict ? reference::decimal_ceil(p) : reference::decimal_floor(p);
     const double rmass = std::max(0.0, target) * z;
     const double z_error = rs.error(n) + sum_error(n) * z;
-    const double beta_z = z_error / z;
-    const double cd = -rs.wd / z;  // c = sum p d (<= 0)
-    // c's error (see thresholds.hpp's eta): the weights', the d's and the products' rounding
-    const double dc = (2 * exp_error * rs.wd_bound +
-                       arg_error * (2 * rs.wd2_bound + rs.wd_bound * -cd) + 4 * 0x1p-24 * rs.wd) /
-                          z * (1 + 1e-6) +
-                      -cd * beta_z;
+    const weighted_mean mean = mean_of_d(rs, n);
+    const double cd = -mean.c;  // c = sum p d (<= 0)
+    const double dc = mean.dc;  // its error (entropy.hpp)
     const float cf = float(cd);
     // A float key's error against the reference's score, for entries with |d| <= dmax.
-    auto key_error = [&](double dmax) {
-        return 3.1 * 0x1p-24 * dmax + dc + std::fabs(cd - double(cf)) + 0x1p-24 * (dmax - cd) +
+    // (c_error: a bound of |cf - the real c|)
+    auto key_error = [&](double dmax, double c_error) {
+        return 3.1 * 0x1p-24 * dmax + c_error + 0x1p-24 * (dmax - cd) +
                1e-13 * (dmax + std::fabs(std::log(z)) + 1);
     };
-    const typical_key<A> key{m, inv_t, cf, float(key_error(std::min(200.0, 20 - cd)))};
+    const double cf_error = dc + std::fabs(cd - double(cf));
+    const typical_key<A> key{m, inv_t, cf, float(key_error(std::min(200.0, 20 - cd), cf_error))};
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
     const weighted_bracket b =
@@ -11436,12 +12660,16 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     // ---- the walk: the bracket by key descending, then logit descending, then id ----
     std::uint64_t* keys = out.key_storage();  // bracket positions in walk order
     for (std::size_t j = 0; j < c; ++j) keys[j] = j;
-    std::sort(keys, keys + c, [&](std::uint64_t a, std::uint64_t bb) {
-        const float ya = key(lg[a]), yb = key(lg[bb]);
-        if (ya != yb) return ya > yb;
-        if (lg[a] != lg[bb]) return lg[a] > lg[bb];
-        return a < bb;
-    });
+    // sorts the bracket by a score (smaller first: the key's negation), then as the reference
+    auto sort_by = [&](auto&& score) {
+        std::sort(keys, keys + c, [&](std::uint64_t a, std::uint64_t bb) {
+            const auto sa = score(a), sb = score(bb);
+            if (sa != sb) return sa < sb;
+            if (lg[a] != lg[bb]) return lg[a] > lg[bb];
+            return a < bb;
+        });
+    };
+    sort_by([&](std::size_t q) { return -key(lg[q]); });
     // The crossing: the first walk position whose inclusive mass reaches (strict: exceeds) the
     // target; `certain` when both of its decisions hold beyond e_mass. kept: the inclusive mass.
     auto walk = [&](auto&& weight_of, auto&& d_of, double above, double total, auto&& e_mass,
@@ -11471,20 +12699,21 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     };
     std::size_t qc = c;
     bool certain = false;
-    double kept_sum = 0;
-    {
+    // the walk in float weights (mass decisions against the float pass's bounds)
+    auto float_walk = [&] {
         const double wd_lo = b.above_wd * (1 - 128 * 0x1p-24);
         const double wd_hi = b.above_wd * (1 + 128 * 0x1p-24) + 1e-300;
-        kept_sum =
-            walk([&](std::size_t q) { return double(w[q]); },
-                 [&](std::size_t q) { return std::min(200.0, double(m - lg[q]) * double(inv_t)); },
-                 b.above, z,
-                 [&](double bm, double wdb) {
-                     return prefix_ratio_error(bm, wd_lo + wdb, wd_hi + wdb * (1 + 1e-6), n, z,
-                                               rs.wd_bound, n);
-                 },
-                 qc, certain);
-    }
+        return walk(
+            [&](std::size_t q) { return double(w[q]); },
+            [&](std::size_t q) { return std::min(200.0, double(m - lg[q]) * double(inv_t)); },
+            b.above, z,
+            [&](double bm, double wdb) {
+                return prefix_ratio_error(bm, wd_lo + wdb, wd_hi + wdb * (1 + 1e-6), n, z,
+                                          rs.wd_bound, n);
+            },
+            qc, certain);
+    };
+    double kept_sum = float_walk();
     // Order and boundary checks on the float keys (see the file comment).
     auto order_certain = [&](std::size_t q_last, double e) {
         const std::size_t qpos = std::size_t(keys[q_last]);
@@ -11500,15 +12729,58 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
         return true;
     };
     std::size_t q_last = qc;  // walk position of the last kept entry
-    if (qc < c) {
+    // the tie rule: every entry of the crossing's logit (equal scores) is kept
+    auto extend_ties = [&] {
         q_last = qc;
-        if (!strict)  // the tie rule: every entry of the crossing's logit (equal scores)
+        if (!strict)
             while (q_last + 1 < c && lg[keys[q_last + 1]] == lg[keys[qc]]) {
                 ++q_last;
                 kept_sum += double(w[std::size_t(keys[q_last])]);
             }
+    };
+    bool order_failed = false;
+    if (qc < c) {
+        extend_ties();
         const double dmax = -cd - double(key(lg[keys[qc]])) + 1e-6;
-        if (certain && !order_certain(q_last, key_error(dmax))) certain = false;
+        if (certain && !order_certain(q_last, key_error(dmax, cf_error))) {
+            certain = false;
+            order_failed = true;
+        }
+    }
+    if (order_failed) {
+        // Compensated float tier (entropy.hpp): c from the weights with every argument's
+        // rounding recovered (one pass, no exponential where the row's weights are kept), the
+        // bracket's scores in double from it; the float weights' walk again in that order.
+        const corrections k = compensate<A>(x, m, temperature, w, dirty);
+        const weighted_mean mc = mean_of_d(rs, n, k);
+        if (k.valid && mc.dc < dc) {
+            const double cd2 = -mc.c;
+            auto dkey = [&](std::size_t q) {
+                return std::fabs((double(lg[q]) - double(m)) / double(temperature) - cd2);
+            };
+            sort_by(dkey);
+            kept_sum = float_walk();
+            if (certain && qc < c) {
+                extend_ties();
+                const std::size_t qpos = std::size_t(keys[q_last]);
+                const double kc = dkey(qpos);
+                // the double scores' error: c's, and the arithmetic's (as the double tier's)
+                const double ed =
+                    mc.dc + 1e-12 * (kc + std::fabs(cd2) + std::fabs(std::log(z)) + 1);
+                for (std::size_t j = 0; certain && j < c; ++j) {
+                    const std::size_t q = std::size_t(keys[j]);
+                    if (q != qpos && lg[q] != lg[qpos] && std::fabs(dkey(q) - kc) <= 2 * ed)
+                        certain = false;
+                }
+                // the bracket's bounds (float keys, their c error now through cd2's bound)
+                const float yc = key(lg[qpos]);
+                const double ef =
+                    key_error(-cd - double(yc) + 1e-6,
+                              std::min(cf_error, std::fabs(cd2 - double(cf)) + mc.dc));
+                if (!(double(b.hi) - double(yc) > 2 * ef)) certain = false;
+                if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * ef)) certain = false;
+            }
+        }
     }
     if (!certain && qc < c) {
         // the double pass: Z, c and the inner mass in double; the bracket's keys and weights too
@@ -11547,7 +12819,7 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
                     certain = false;
             }
             const double dmax = -cd - double(key(lg[qpos])) + 1e-6;
-            const double ef = key_error(dmax);
+            const double ef = key_error(dmax, cf_error);
             const float yc = key(lg[qpos]);
             if (!(double(b.hi) - double(yc) > 2 * ef)) certain = false;
             if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * ef)) certain = false;
@@ -11587,6 +12859,36 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     return r;
 }
 
+/// typical_cut (Compact false: the cut, every entry's weight restored) and typical_unordered
+/// (Compact: the kept set compacted to out with its weights).
+template <class A, bool Compact>
+truncation_result typical_run(std::span<const float> x, float p, float temperature,
+                              std::size_t min_keep, typical_stop stop, candidates& out,
+                              std::span<float> weights) noexcept {
+    out.clear();
+    if (out.capacity() < x.size() || weights.size() < x.size()) {
+        truncation_result r;
+        r.status = truncation_status::bad_size;
+        return r;
+    }
+    if (x.empty()) return {};
+    std::size_t dirty = 0;
+    truncation_result r =
+        typical_search<A>(x, p, temperature, min_keep, stop, out, weights.data(), dirty);
+    if constexpr (Compact) {
+        if (r.max == neg_inf_f) return r;
+        double sum = 0;
+        const bool finite = std::isfinite(r.max);
+        r.kept = compact_cut_from<A>(x, weights.data(), r.cut, finite ? r.max : 0.f,
+                                     finite ? 1.f / temperature : 1.f, out, dirty, sum);
+        r.kept_sum = sum;
+    } else {
+        if (dirty > 0) weigh_logits<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
+        out.clear();
+    }
+    return r;
+}
+
 }  // namespace detail
 
 /// Locally typical sampling at temperature T as a cut over the row: the set of
@@ -11601,20 +12903,7 @@ template <class A = simd::default_arch>
 truncation_result typical_cut(std::span<const float> x, float p, float temperature,
                               std::size_t min_keep, typical_stop stop, candidates& scratch,
                               std::span<float> weights) noexcept {
-    scratch.clear();
-    if (scratch.capacity() < x.size() || weights.size() < x.size()) {
-        truncation_result r;
-        r.status = truncation_status::bad_size;
-        return r;
-    }
-    if (x.empty()) return {};
-    std::size_t dirty = 0;
-    truncation_result r = detail::typical_search<A>(x, p, temperature, min_keep, stop, scratch,
-                                                    weights.data(), dirty);
-    if (dirty > 0)
-        detail::weigh_logits<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
-    scratch.clear();
-    return r;
+    return detail::typical_run<A, false>(x, p, temperature, min_keep, stop, scratch, weights);
 }
 
 /// Locally typical sampling, unordered: the set of typical_cut written to `out` in id order (one
@@ -11623,23 +12912,7 @@ template <class A = simd::default_arch>
 truncation_result typical_unordered(std::span<const float> x, float p, float temperature,
                                     std::size_t min_keep, typical_stop stop, candidates& out,
                                     std::span<float> weights) noexcept {
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        truncation_result r;
-        r.status = truncation_status::bad_size;
-        return r;
-    }
-    if (x.empty()) return {};
-    std::size_t dirty = 0;
-    truncation_result r =
-        detail::typical_search<A>(x, p, temperature, min_keep, stop, out, weights.data(), dirty);
-    if (r.max == detail::neg_inf_f) return r;
-    double sum = 0;
-    const bool finite = std::isfinite(r.max);
-    r.kept = detail::compact_cut_from<A>(x, weights.data(), r.cut, finite ? r.max : 0.f,
-                                         finite ? 1.f / temperature : 1.f, out, dirty, sum);
-    r.kept_sum = sum;
-    return r;
+    return detail::typical_run<A, true>(x, p, temperature, min_keep, stop, out, weights);
 }
 
 }  // namespace kernels
@@ -11676,6 +12949,11 @@ DECODEKIT_END_NAMESPACE
 /// Full set: it stays full, over a copy of the row with the removed entries at -inf (the draw
 /// then needs no exponential per entry when no logprob is wanted). Narrowed set: the removed
 /// entries (a prefix of the reference order) are dropped from kept(), whose order is kept.
+/// XTC as the pipeline's only truncation (XTC and temperature steps, built in, the temperature
+/// the same at XTC and at the draw: detail::plan_xtc_only) on a full unmasked set with no logprob
+/// extra wanted is not run as a step: the sampler draws with detail::draw_xtc_only (the weights
+/// xtc_remove computes, the removed ones at 0, drawn by inverse CDF: no row copy, no second
+/// exponential pass).
 
 // ---- begin decodekit/kernels/xtc.hpp
 /// \file kernels/xtc.hpp
@@ -11748,7 +13026,7 @@ truncation_result xtc_remove(std::span<const float> x, float threshold, float te
         r.tier = exactness_tier::reference;
         return remaining(st.sum);
     }
-    const detail::row_sums rs = detail::weigh_row<A, true, false>(x, m, inv_t, w);
+    const detail::row_sums rs = detail::weigh_row<A, true>(x, m, inv_t, w);
     const double z = rs.sum;
     const double theta = reference::decimal_floor(threshold);
     if (!(theta > 0)) {
@@ -11833,9 +13111,24 @@ DECODEKIT_END_NAMESPACE
 // ---- end decodekit/kernels/xtc.hpp
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <span>
 
 DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+/// The full set `w` minus the entries of `removed` (XTC's head): a copy of the row with them at
+/// -inf in the workspace, still a full set. \pre w.full(), not overlaid
+inline void xtc_drop_from_row(working_set& w, const candidates& removed) noexcept {
+    const std::span<const float> x = w.row();
+    const std::span<float> y = w.workspace().row_copy();
+    if (x.data() != y.data()) std::copy(x.begin(), x.end(), y.begin());
+    for (token_id id : removed.ids()) y[std::size_t(id)] = -f_inf;
+    w.set_row(std::span<const float>(y.data(), x.size()));
+    w.set_full();
+}
+}  // namespace detail
 
 struct xtc_step {
     static bool enabled(const sampling_params& p, std::size_t) noexcept {
@@ -11856,11 +13149,7 @@ struct xtc_step {
             if (!r.ok()) return;
             detail::count_tier(ws, r);
             if (removed.empty()) return;  // nothing removed: still the full row
-            const std::span<float> y = ws.row_copy();
-            if (x.data() != y.data()) std::copy(x.begin(), x.end(), y.begin());
-            for (token_id id : removed.ids()) y[std::size_t(id)] = -detail::f_inf;
-            w.set_row(std::span<const float>(y.data(), x.size()));
-            w.set_full();
+            detail::xtc_drop_from_row(w, removed);
             return;
         }
         if (!w.ordered() && !w.id_ordered()) w.order_by_id();  // ties by position = by id
@@ -11879,6 +13168,74 @@ struct xtc_step {
         w.set_kept(was_ordered);  // the kernel used the weights as scratch: recompute them
     }
 };
+
+namespace detail {
+/// When a pipeline is XTC and temperature steps only (see the file comment): on, and the
+/// temperature of XTC and of the draw.
+struct xtc_only_plan {
+    bool on = false;
+    float t = 1.f;
+};
+
+inline xtc_only_plan plan_xtc_only(std::span<const sampling_step> steps, const sampling_params& p,
+                                   bool user_steps) noexcept {
+    xtc_only_plan e;
+    if (user_steps || p.greedy()) return e;
+    std::size_t n_xtc = 0;
+    float t = 1.f, t_xtc = 1.f;
+    for (const sampling_step s : steps) {
+        if (s == sampling_step::temperature) {
+            t = p.temperature;
+        } else if (s == sampling_step::xtc) {
+            ++n_xtc;
+            t_xtc = t;
+        } else {
+            return e;
+        }
+    }
+    e.on = n_xtc == 1 && t_xtc == t;
+    e.t = t;
+    return e;
+}
+
+/// The draw of such a pipeline from the full set `w` with the call's sample stream `rng`: XTC's
+/// coin (the step's: one uniform_float() of the rng_purpose::filter stream); when it fires,
+/// kernels::xtc_remove's weights of the row (the removed entries at 0) drawn by
+/// kernels::draw_inverse_cdf with one uniform() (the law of the step then draw_from, and the
+/// same token for a given stream up to rounding); logprob log(w_tok) - log(kept weight), NaN
+/// when not wanted. When the coin does not fire, or the weight left is below 2^-20 of the row's
+/// (a head holding nearly all the mass: float weights relative to the row max would lose the
+/// rest's precision), the step's route instead (draw_from). \pre w.full(), not overlaid, not
+/// masked, plan.on
+inline set_draw draw_xtc_only(working_set& w, const sampling_params& p, const sample_context& call,
+                              const xtc_only_plan& plan, bool want_logprob,
+                              rng_stream& rng) noexcept {
+    w.set_temperature(plan.t);
+    rng_stream coin = make_stream({p.seed, call.sequence, call.step}, rng_purpose::filter);
+    if (!(coin.uniform_float() < p.xtc_probability)) return draw_from(w, rng, want_logprob);
+    sampling_workspace& ws = w.workspace();
+    candidates& removed = ws.selection();
+    const std::span<const float> x = w.row();
+    const std::span<float> wt(ws.weights.data(), x.size());
+    const auto r = kernels::xtc_remove(x, p.xtc_threshold, plan.t, p.min_keep, removed, wt);
+    if (!r.ok()) return draw_from(w, rng, want_logprob);
+    count_tier(ws, r);
+    if (!(r.kept_sum >= r.sum * 0x1p-20) || !std::isfinite(r.kept_sum)) {
+        if (!removed.empty()) xtc_drop_from_row(w, removed);
+        return draw_from(w, rng, want_logprob);
+    }
+    set_draw d;
+    d.logprob = std::numeric_limits<double>::quiet_NaN();
+    const std::size_t i = kernels::draw_inverse_cdf(std::span<const float>(wt), rng.uniform());
+    if (i == npos) return d;
+    d.token = token_id(i);
+    if (want_logprob) {
+        d.logprob = std::log(double(wt[i])) - std::log(r.kept_sum);
+        d.prob = double(wt[i]) / r.kept_sum;
+    }
+    return d;
+}
+}  // namespace detail
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/steps/xtc.hpp
@@ -11966,6 +13323,8 @@ public:
         mask_fused_ =
             detail::mask_fusable(steps(), params_.greedy(), user_steps_) && !procs_.constraint();
         envelope_ = detail::plan_min_p_envelope(steps(), params_, user_steps_);
+        proposals_ = detail::plan_min_p_proposals(steps(), params_, user_steps_);
+        xtc_only_ = detail::plan_xtc_only(steps(), params_, user_steps_);
         extras_.top.resize(std::min(params_.logprobs.top_n, vocab_));
         extras_.requested.resize(params_.logprobs.ids.size());
         state_ = {};
@@ -12031,12 +13390,14 @@ public:
                          std::uint64_t step) noexcept {
         return sample(logits, sample_context{.sequence = sequence, .step = step});
     }
-    /// sample() with sequence 0 and the sampler's own step counter (then incremented).
+    /// sample() with sequence 0 and the sampler's own step counter (then incremented; a call
+    /// refused with bad_input or concurrent_use does not advance it).
     sample_result sample(std::span<const float> logits) noexcept {
         sampling_workspace& ws = sampling_workspace::this_thread();
         const detail::in_use_scope guard(in_use_), ws_guard(ws.in_use);
         if (!guard.entered() || !ws_guard.entered())
             return status_result(sample_status::concurrent_use);
+        if (logits.size() != vocab_) return status_result(sample_status::bad_input);
         const std::uint64_t step = state_.next_step++;
         return run(logits, sample_context{.sequence = 0, .step = step}, ws);
     }
@@ -12076,8 +13437,10 @@ private:
     std::array<sampling_step, 10> steps_{};
     std::size_t n_steps_ = 0;
     bool user_steps_ = false;
-    bool mask_fused_ = false;          // the call's mask is read inside the first row pass
-    detail::min_p_envelope envelope_;  // min-p + temperature as one envelope draw
+    bool mask_fused_ = false;            // the call's mask is read inside the first row pass
+    detail::min_p_envelope envelope_;    // min-p + temperature: one draw (steps/min_p.hpp)
+    detail::xtc_only_plan xtc_only_;     // XTC + temperature: one draw (steps/xtc.hpp)
+    detail::min_p_proposals proposals_;  // constraint, min-p first: draw, then check
     sampler_state state_{};
     processor_pipeline procs_;
     logprob_storage extras_;
@@ -12126,7 +13489,7 @@ private:
             const pipeline_entry& e = pipeline_[i];
             const bool user = e.user != no_user;
             if (greedy && !user) continue;
-            if (!w.full() && w.kept().size() <= 1 && (user || e.id != sampling_step::temperature))
+            if (!w.full() && w.size() <= 1 && (user || e.id != sampling_step::temperature))
                 continue;
             if (user) {
                 w.materialise_if_overlaid();
@@ -12209,13 +13572,18 @@ private:
             if (lr.any()) fill_logprob_extras(r, lr, logits, w, true, 0, false, extras_);
             return r;
         }
-        const bool envelope =
-            envelope_.on && first_step == 0 && w.full() && !w.overlaid() && !lr.chosen && !lr.any();
-        if (!envelope) truncate(w, ctx, first_step);
+        // min-p or XTC as the only truncation: one draw over the row (no step, no compaction)
+        const bool whole = first_step == 0 && w.full() && !w.overlaid() && !lr.any();
+        const bool min_p_only = whole && envelope_.on;
+        const bool xtc_only = whole && xtc_only_.on && !w.masked();
+        if (!min_p_only && !xtc_only) truncate(w, ctx, first_step);
         w.clear_patch_marks();
         rng_stream rng = make_stream({params_.seed, ctx.sequence, ctx.step}, purpose);
-        const set_draw d = envelope ? detail::draw_min_p_envelope(w, envelope_, params_.min_p, rng)
-                                    : draw_from(w, rng, lr.chosen || lr.any());
+        const set_draw d = min_p_only ? detail::draw_min_p_only(w, params_.min_p, envelope_.t_min_p,
+                                                                envelope_.t_draw, lr.chosen, rng)
+                           : xtc_only
+                               ? detail::draw_xtc_only(w, params_, ctx, xtc_only_, lr.chosen, rng)
+                               : draw_from(w, rng, lr.chosen || lr.any());
         if (d.token < 0) return r;
         r.token = d.token;
         r.logprob = float(d.logprob);
@@ -12260,29 +13628,24 @@ private:
             first->id == sampling_step::min_p) {
             if (detail::walk_allowed(w, 1, tie_policy::exactly_k, q) == 0)
                 return status_result(detail::none_allowed(row));
-            const float t_eff = params_.min_p_mode == min_p_space::logits ? 1.f : w.temperature();
-            const float thr = kernels::min_p_threshold(w.kept().logits()[0], params_.min_p, t_eff);
-            candidates& kept = w.kept();
-            kernels::filter_at_least(row, thr, kept);
-            w.set_kept(false);
-            const token_id* ids = kept.id_storage();
-            w.keep_if([&](std::size_t i) { return q(ids[i]); });
-            if (kept.size() < params_.min_keep)
-                detail::walk_allowed(w, params_.min_keep, tie_policy::exactly_k, q);
-            return finish(logits, ctx, w, rng_purpose::sample, 1);
+            const detail::min_p_first r =
+                detail::constrained_min_p(w, row, params_, proposals_, w.temperature(), ctx, q);
+            if (r.token != npos) return detail::drawn_result(r.token);
+            const bool proposed = r.proposed;
+            return finish(logits, ctx, w, proposed ? rng_purpose::constraint : rng_purpose::sample,
+                          1);
         }
+        detail::refused_tokens refused;
         if (exact && !greedy && temperature_only() && !lr.chosen && !lr.any()) {
             truncate(w, ctx);
             rng_stream rng =
                 make_stream({params_.seed, ctx.sequence, ctx.step}, rng_purpose::sample);
-            const std::size_t t = kernels::draw_temperature(row, w.temperature(), rng);
-            if (t == npos) return status_result(sample_status::no_valid_token);
-            if (q(token_id(t))) {
-                sample_result r;
-                r.token = token_id(t);
-                r.status = sample_status::ok;
-                return r;
-            }
+            bool drawn = false;
+            const std::size_t t = detail::draw_then_check(
+                [&] { return kernels::draw_temperature(row, w.temperature(), rng); },
+                [&](token_id c) { return q(c); }, refused, drawn);
+            if (t != npos) return detail::drawn_result(t);
+            if (!drawn) return status_result(sample_status::no_valid_token);
         } else if (!exact) {
             // llama.cpp's shortcut: the unconstrained pipeline, then a check of its token
             const sample_result r = finish(logits, ctx, w, rng_purpose::sample);
@@ -12296,7 +13659,7 @@ private:
         const std::span<float> m = detail::writable_copy(logits, row, ctx, w.workspace(), procs_,
                                                          xtc_step::enabled(params_, vocab_));
         std::size_t valid = 0;
-        if (detail::mask_row(m, q, valid) == 0)
+        if (detail::mask_row(m, q, valid, refused) == 0)
             return status_result(valid > 0 ? sample_status::no_allowed_token
                                            : sample_status::no_valid_token);
         working_set wm(std::span<const float>(m.data(), m.size()), w.workspace());
