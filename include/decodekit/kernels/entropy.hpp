@@ -220,14 +220,16 @@ inline weighted_mean mean_of_d(const row_sums& rs, std::size_t n,
     if (!k.valid) return r;
     // compensated: the weights w (1 + eps) err by exp_error (1 + 2 exp_error) + eps^2 relative,
     // eps^2 <= arg_error^2 87 |D| where w > 0; the numerator misses sum w eps^2 (<= arg_error^2
-    // sum w d^2); the float-block corrections (terms ~1e-7 of w |d|) err by < 1e-12 of sum w |d|
+    // sum w d^2); the float-block corrections (terms <= ~1.8e-7 w |d| (|d| + 1), summed in float
+    // blocks: ~36 roundings, 2.2e-6 of their magnitude) err by < 4e-13 (sum w d^2 + sum w |d|),
+    // and k.z's rounding moves cc by < 4e-13 c E|d| <= 4e-13 E[d^2]: 1e-12 of each covers both
     const double zc = z + k.z;
     const double cc = (rs.wd - k.wd) / zc;
     const double dcc =
         (1 + r.beta_z) * (1 + 1e-6) *
             (exp_error * (1 + 1e-6) * sigma + arg_error * arg_error * 87 * std::sqrt(m2) * sigma) +
         double(n) * flush_error * (87 + c + coarse) / zl +
-        arg_error * arg_error * m2 * (1 + r.beta_z) + 1e-12 * rs.wd_bound / z +
+        arg_error * arg_error * m2 * (1 + r.beta_z) + 1e-12 * (rs.wd_bound + 2 * rs.wd2_bound) / z +
         4 * sum_error(n) * cc + 1e-300;
     if (std::isfinite(cc) && std::isfinite(dcc) && dcc < r.dc && zc > 0) {
         r.c = cc;
