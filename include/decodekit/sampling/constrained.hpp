@@ -16,11 +16,13 @@
 ///         off, no extras): draw-then-check. A proposal t is drawn from softmax(x_K / T) (T the
 ///         final temperature; kernels::draw_temperature with the absolute floor thr(m), one read
 ///         pass) and accepted when allowed; at most max_constraint_proposals proposals (one
-///         rng_purpose::sample stream, continued), then the full verdicts below (rng_purpose::
-///         constraint). With q the law on K and Q = q(A) > 0 (m is in A n K), an allowed t is
-///         returned with probability sum_{j<8} (1-Q)^j q(t) + (1-Q)^8 q(t)/Q = q(t)/Q: the law
-///         of the pipeline on M(x) (softmax of A n K at T). A token refused once is not queried
-///         again (kept in the call's refused_tokens).
+///         rng_purpose::sample stream, continued; a refused token drawn again stops them), then
+///         the full verdicts below (rng_purpose::constraint). With q the law on K, Q = q(A) > 0
+///         (m is in A n K) and R the number of proposals made (its stopping rule depends on the
+///         refused proposals only, each proposal allowed with probability Q whatever came
+///         before), an allowed t is returned with probability q(t) E[R] + (1 - Q E[R]) q(t)/Q
+///         = q(t)/Q: the law of the pipeline on M(x) (softmax of A n K at T). A token refused once
+///         is not queried again (kept in the call's refused_tokens).
 ///       * otherwise (other steps after min-p, min_keep > 1, or a logprob asked: the chosen
 ///         logprob needs the masked normaliser, the mass of A n K, hence every verdict in K):
 ///         every entry of K is queried (except those known from the walk), then the pipeline
@@ -118,8 +120,12 @@ inline sample_result drawn_result(std::size_t token) noexcept {
 
 /// Draw-then-check (see the file comment): up to max_constraint_proposals proposals from
 /// `draw()` (an index, or npos when nothing can be drawn), the first with `allowed(t)` returned;
-/// a refused token is remembered in `refused` and never passed to `allowed` again. npos when
-/// every proposal was refused or the first could not be drawn (`drawn` false then).
+/// a refused token is remembered in `refused` and never passed to `allowed` again, and drawing a
+/// refused token again stops the proposals (most of the mass is refused: the full verdicts are
+/// cheaper than more passes). npos when the proposals stopped without an allowed token or the
+/// first could not be drawn (`drawn` false then). Exact under any stopping rule that depends on
+/// the refused proposals only: an allowed t comes out with probability
+/// q(t) E[proposals made] + P(stop) q(t) / Q, and P(stop) = 1 - Q E[proposals made].
 template <class Draw, class Allowed>
 std::size_t draw_then_check(Draw&& draw, Allowed&& allowed, refused_tokens& refused,
                             bool& drawn) noexcept {
@@ -129,7 +135,8 @@ std::size_t draw_then_check(Draw&& draw, Allowed&& allowed, refused_tokens& refu
         if (i == npos) return npos;
         drawn = true;
         const token_id t = token_id(i);
-        if (!refused.contains(t) && allowed(t)) return i;
+        if (refused.contains(t)) return npos;  // a refused token again: stop (see above)
+        if (allowed(t)) return i;
         refused.add(t);
     }
     return npos;

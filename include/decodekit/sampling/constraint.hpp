@@ -16,7 +16,9 @@
 /// where the law of the pipeline applied to the masked row depends on it (sampling/
 /// constrained.hpp lists the cases with their proof sketches: greedy, top-k or min-p first,
 /// draw-then-check for min-p + temperature and temperature-only draws when no logprob is asked,
-/// else every valid token), and at most once per token and call.
+/// else every valid token), and at most once per token and call (one exception: min-p first with
+/// min_keep > 1 and fewer allowed tokens than min_keep above its threshold, where the fallback
+/// walk from the top asks again about the tokens above the threshold).
 /// constraint_check::sample_then_check is llama.cpp's shortcut: the unconstrained pipeline draws,
 /// the drawn token is checked, and only when it is not allowed is the pipeline run again on the
 /// masked row. Not exact: a token is drawn with probability q(t) + P(reject) q'(t), q the
