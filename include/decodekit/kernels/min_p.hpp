@@ -11,20 +11,20 @@
 /// then, in the blocks whose maximum reaches t only, one pass computing the float weights
 /// w_i = exp_nonpositive((x_i - m) / T) (weights.hpp's expression) of the kept entries (a pair of
 /// vectors with no kept entry is skipped), added in float accumulators that go to double lanes
-/// every 256 entries; one uniform u (2 words of `rng`); the group where u * S falls by inverse CDF
-/// over the group sums (S their sum; a group is 4 blocks); the token by a sequential scan of that
-/// group (the same weights, bit for bit, added in double). So the law is the inverse CDF over the
-/// kept entries in id order (reference::draw_inverse_cdf of their float weights: the draw of
-/// sampling/draw.hpp on the compacted set), with the same token for a given u unless u * S lies
-/// within the rounding of the float block sums (relative error <= 9 2^-24 per sum, about 1e-9 of
-/// S over a near-uniform row of 128k entries, whose boundaries are 8e-6 S apart) of a boundary of
-/// the running sum. A row whose kept set is a handful of entries (a confident model)
-/// costs about one read pass (only the few blocks holding them are weighed); a near-uniform row,
-/// whose kept set is the whole row, costs the exp floor (max, then one exp-and-sum pass: what an
-/// exact logprob over that set needs).
+/// every 16 vectors (256 entries with AVX-512, 128 with AVX2); one uniform u (2 words of `rng`);
+/// the group where u * S falls by inverse CDF over the group sums (S their sum; a group is 4
+/// blocks); the token by a sequential scan of that group (the same weights, bit for bit, added in
+/// double). So the law is the inverse CDF over the kept entries in id order
+/// (reference::draw_inverse_cdf of their float weights: the draw of sampling/draw.hpp on the
+/// compacted set), with the same token for a given u unless u * S lies within the rounding of the
+/// float block sums (relative error <= 9 2^-24 per sum, about 1e-9 of S over a near-uniform row of
+/// 128k entries, whose boundaries are 8e-6 S apart) of a boundary of the running sum. A row whose
+/// kept set is a handful of entries (a confident model) costs about one read pass (only the few
+/// blocks holding them are weighed); a near-uniform row, whose kept set is the whole row, costs the
+/// exp floor (max, then one exp-and-sum pass: what an exact logprob over that set needs).
 ///
 /// Without a logprob wanted (want_logprob false) the first pass stops as soon as max(8, blocks /
-/// 8) blocks reach the threshold of the running max (a large kept set), and the
+/// 4) blocks reach the threshold of the running max (a large kept set), and the
 /// token is drawn by kernels::draw_temperature with the threshold instead (no exponential per
 /// entry; its own random words); otherwise the exact draw above (fewer exponentials than the
 /// envelope's block scans on a small kept set). Both are exact draws of the same law.

@@ -79,12 +79,12 @@ kernels::truncation_result select_kept(working_set& w, Kernel&& kernel) noexcept
 /// as truncation_result::cut over x, a prefix of the row's order, weights[0, V) the row's weights
 /// exp((x_i - max) / T)) on a full set and leaves the set as that cut, nothing compacted
 /// (working_set::set_cut: the draw reads the row with the cut). Returns false, doing nothing,
-/// when the set is not full and plain (overlaid), so the caller runs the compacting form; a
-/// kernel's answer that the cut form cannot carry (a row max of +inf, no positive kept weight)
-/// or a set of fewer than V / 16 entries is compacted on the spot (the same set).
+/// when the set is not full and plain (overlaid or masked), so the caller runs the compacting
+/// form; a kernel's answer that the cut form cannot carry (a row max of +inf, no positive kept
+/// weight) or a set of fewer than V / 16 entries is compacted on the spot (the same set).
 template <class Kernel>
 bool select_cut(working_set& w, Kernel&& kernel) noexcept {
-    if (!w.full() || w.overlaid()) return false;
+    if (!w.full() || w.overlaid() || w.masked()) return false;  // (the cut kernels read no mask)
     sampling_workspace& ws = w.workspace();
     const std::span<const float> x = w.row();
     const kernels::truncation_result r =
