@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Checks decodekit's include graph against its layer list: a header includes only headers of its
-own layer or of layers before it, and no include cycle exists. Exit 1 on a violation.
+own layer or of layers before it, and no include cycle exists; and tests/ includes the library
+only as <decodekit/decodekit.hpp> (the single-header preset builds the tests against
+single_include/, which has no other header; fuzz/ builds against include/). Exit 1 on a violation.
 
 Layers, in order (README.md, "Layout"):
   config.hpp version.hpp | simd/ | types.hpp error.hpp | random.hpp | candidates.hpp | kernels/ |
@@ -46,8 +48,13 @@ def selftest():
         (base / "sampling" / "b.hpp").write_text("#include <decodekit/sampling/c.hpp>\n")
         (base / "sampling" / "c.hpp").write_text("#include <decodekit/sampling/b.hpp>\n")
         found = check(base)
-    ok = len(found) == 2 and "later layer" in found[0] + found[1] and any(
-        "cycle" in f for f in found)
+        tests = pathlib.Path(d) / "tests"
+        tests.mkdir()
+        (tests / "t.cpp").write_text("#include <decodekit/decodekit.hpp>\n"
+                                     "#include <decodekit/kernels/a.hpp>\n")
+        found += check_users(pathlib.Path(d))
+    ok = len(found) == 3 and "later layer" in found[0] + found[1] and any(
+        "cycle" in f for f in found) and "kernels/a.hpp" in found[2]
     print("selftest:", "ok" if ok else "FAILED", found)
     return 0 if ok else 1
 
@@ -55,8 +62,8 @@ def selftest():
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--selftest":
         return selftest()
-    root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".") / "include" / "decodekit"
-    problems = check(root)
+    repo = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".")
+    problems = check(repo / "include" / "decodekit") + check_users(repo)
     for p in problems:
         print(p)
     print(f"layers: {len(problems)} problems")
@@ -97,6 +104,22 @@ def check(root):
     for n in graph:
         if state.get(n) is None:
             visit(n, [n])
+    return problems
+
+
+def check_users(repo):
+    """tests/ sources that include a library header other than the umbrella."""
+    include = re.compile(r'^\s*#\s*include\s*<decodekit/([^>]+)>', re.M)
+    problems = []
+    for top in ("tests",):
+        for path in sorted((repo / top).rglob("*")):
+            if path.suffix not in (".cpp", ".hpp") or not path.is_file():
+                continue
+            for d in include.findall(path.read_text()):
+                if d != "decodekit.hpp":
+                    problems.append(f"{path.relative_to(repo).as_posix()}: includes decodekit/{d}; "
+                                    "tests include the library as <decodekit/decodekit.hpp> "
+                                    "(dk_test.hpp) only")
     return problems
 
 

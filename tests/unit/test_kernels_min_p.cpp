@@ -6,8 +6,6 @@
 #include "dk_rows.hpp"
 #include "dk_test.hpp"
 
-#include <decodekit/kernels/min_p.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
