@@ -2622,7 +2622,9 @@ DECODEKIT_END_NAMESPACE
 /// where the law of the pipeline applied to the masked row depends on it (sampling/
 /// constrained.hpp lists the cases with their proof sketches: greedy, top-k or min-p first,
 /// draw-then-check for min-p + temperature and temperature-only draws when no logprob is asked,
-/// else every valid token), and at most once per token and call.
+/// else every valid token), and at most once per token and call (one exception: min-p first with
+/// min_keep > 1 and fewer allowed tokens than min_keep above its threshold, where the fallback
+/// walk from the top asks again about the tokens above the threshold).
 /// constraint_check::sample_then_check is llama.cpp's shortcut: the unconstrained pipeline draws,
 /// the drawn token is checked, and only when it is not allowed is the pipeline run again on the
 /// masked row. Not exact: a token is drawn with probability q(t) + P(reject) q'(t), q the
@@ -8385,11 +8387,13 @@ DECODEKIT_END_NAMESPACE
 ///         off, no extras): draw-then-check. A proposal t is drawn from softmax(x_K / T) (T the
 ///         final temperature; kernels::draw_temperature with the absolute floor thr(m), one read
 ///         pass) and accepted when allowed; at most max_constraint_proposals proposals (one
-///         rng_purpose::sample stream, continued), then the full verdicts below (rng_purpose::
-///         constraint). With q the law on K and Q = q(A) > 0 (m is in A n K), an allowed t is
-///         returned with probability sum_{j<8} (1-Q)^j q(t) + (1-Q)^8 q(t)/Q = q(t)/Q: the law
-///         of the pipeline on M(x) (softmax of A n K at T). A token refused once is not queried
-///         again (kept in the call's refused_tokens).
+///         rng_purpose::sample stream, continued; a refused token drawn again stops them), then
+///         the full verdicts below (rng_purpose::constraint). With q the law on K, Q = q(A) > 0
+///         (m is in A n K) and R the number of proposals made (its stopping rule depends on the
+///         refused proposals only, each proposal allowed with probability Q whatever came
+///         before), an allowed t is returned with probability q(t) E[R] + (1 - Q E[R]) q(t)/Q
+///         = q(t)/Q: the law of the pipeline on M(x) (softmax of A n K at T). A token refused once
+///         is not queried again (kept in the call's refused_tokens).
 ///       * otherwise (other steps after min-p, min_keep > 1, or a logprob asked: the chosen
 ///         logprob needs the masked normaliser, the mass of A n K, hence every verdict in K):
 ///         every entry of K is queried (except those known from the walk), then the pipeline
@@ -9850,8 +9854,12 @@ inline sample_result drawn_result(std::size_t token) noexcept {
 
 /// Draw-then-check (see the file comment): up to max_constraint_proposals proposals from
 /// `draw()` (an index, or npos when nothing can be drawn), the first with `allowed(t)` returned;
-/// a refused token is remembered in `refused` and never passed to `allowed` again. npos when
-/// every proposal was refused or the first could not be drawn (`drawn` false then).
+/// a refused token is remembered in `refused` and never passed to `allowed` again, and drawing a
+/// refused token again stops the proposals (most of the mass is refused: the full verdicts are
+/// cheaper than more passes). npos when the proposals stopped without an allowed token or the
+/// first could not be drawn (`drawn` false then). Exact under any stopping rule that depends on
+/// the refused proposals only: an allowed t comes out with probability
+/// q(t) E[proposals made] + P(stop) q(t) / Q, and P(stop) = 1 - Q E[proposals made].
 template <class Draw, class Allowed>
 std::size_t draw_then_check(Draw&& draw, Allowed&& allowed, refused_tokens& refused,
                             bool& drawn) noexcept {
@@ -9861,7 +9869,8 @@ std::size_t draw_then_check(Draw&& draw, Allowed&& allowed, refused_tokens& refu
         if (i == npos) return npos;
         drawn = true;
         const token_id t = token_id(i);
-        if (!refused.contains(t) && allowed(t)) return i;
+        if (refused.contains(t)) return npos;  // a refused token again: stop (see above)
+        if (allowed(t)) return i;
         refused.add(t);
     }
     return npos;
@@ -10407,14 +10416,16 @@ inline weighted_mean mean_of_d(const row_sums& rs, std::size_t n,
     if (!k.valid) return r;
     // compensated: the weights w (1 + eps) err by exp_error (1 + 2 exp_error) + eps^2 relative,
     // eps^2 <= arg_error^2 87 |D| where w > 0; the numerator misses sum w eps^2 (<= arg_error^2
-    // sum w d^2); the float-block corrections (terms ~1e-7 of w |d|) err by < 1e-12 of sum w |d|
+    // sum w d^2); the float-block corrections (terms <= ~1.8e-7 w |d| (|d| + 1), summed in float
+    // blocks: ~36 roundings, 2.2e-6 of their magnitude) err by < 4e-13 (sum w d^2 + sum w |d|),
+    // and k.z's rounding moves cc by < 4e-13 c E|d| <= 4e-13 E[d^2]: 1e-12 of each covers both
     const double zc = z + k.z;
     const double cc = (rs.wd - k.wd) / zc;
     const double dcc =
         (1 + r.beta_z) * (1 + 1e-6) *
             (exp_error * (1 + 1e-6) * sigma + arg_error * arg_error * 87 * std::sqrt(m2) * sigma) +
         double(n) * flush_error * (87 + c + coarse) / zl +
-        arg_error * arg_error * m2 * (1 + r.beta_z) + 1e-12 * rs.wd_bound / z +
+        arg_error * arg_error * m2 * (1 + r.beta_z) + 1e-12 * (rs.wd_bound + 2 * rs.wd2_bound) / z +
         4 * sum_error(n) * cc + 1e-300;
     if (std::isfinite(cc) && std::isfinite(dcc) && dcc < r.dc && zc > 0) {
         r.c = cc;
@@ -10915,12 +10926,12 @@ kernels::truncation_result select_kept(working_set& w, Kernel&& kernel) noexcept
 /// as truncation_result::cut over x, a prefix of the row's order, weights[0, V) the row's weights
 /// exp((x_i - max) / T)) on a full set and leaves the set as that cut, nothing compacted
 /// (working_set::set_cut: the draw reads the row with the cut). Returns false, doing nothing,
-/// when the set is not full and plain (overlaid), so the caller runs the compacting form; a
-/// kernel's answer that the cut form cannot carry (a row max of +inf, no positive kept weight)
-/// or a set of fewer than V / 16 entries is compacted on the spot (the same set).
+/// when the set is not full and plain (overlaid or masked), so the caller runs the compacting
+/// form; a kernel's answer that the cut form cannot carry (a row max of +inf, no positive kept
+/// weight) or a set of fewer than V / 16 entries is compacted on the spot (the same set).
 template <class Kernel>
 bool select_cut(working_set& w, Kernel&& kernel) noexcept {
-    if (!w.full() || w.overlaid()) return false;
+    if (!w.full() || w.overlaid() || w.masked()) return false;  // (the cut kernels read no mask)
     sampling_workspace& ws = w.workspace();
     const std::span<const float> x = w.row();
     const kernels::truncation_result r =
@@ -11006,20 +11017,20 @@ DECODEKIT_END_NAMESPACE
 /// then, in the blocks whose maximum reaches t only, one pass computing the float weights
 /// w_i = exp_nonpositive((x_i - m) / T) (weights.hpp's expression) of the kept entries (a pair of
 /// vectors with no kept entry is skipped), added in float accumulators that go to double lanes
-/// every 256 entries; one uniform u (2 words of `rng`); the group where u * S falls by inverse CDF
-/// over the group sums (S their sum; a group is 4 blocks); the token by a sequential scan of that
-/// group (the same weights, bit for bit, added in double). So the law is the inverse CDF over the
-/// kept entries in id order (reference::draw_inverse_cdf of their float weights: the draw of
-/// sampling/draw.hpp on the compacted set), with the same token for a given u unless u * S lies
-/// within the rounding of the float block sums (relative error <= 9 2^-24 per sum, about 1e-9 of
-/// S over a near-uniform row of 128k entries, whose boundaries are 8e-6 S apart) of a boundary of
-/// the running sum. A row whose kept set is a handful of entries (a confident model)
-/// costs about one read pass (only the few blocks holding them are weighed); a near-uniform row,
-/// whose kept set is the whole row, costs the exp floor (max, then one exp-and-sum pass: what an
-/// exact logprob over that set needs).
+/// every 16 vectors (256 entries with AVX-512, 128 with AVX2); one uniform u (2 words of `rng`);
+/// the group where u * S falls by inverse CDF over the group sums (S their sum; a group is 4
+/// blocks); the token by a sequential scan of that group (the same weights, bit for bit, added in
+/// double). So the law is the inverse CDF over the kept entries in id order
+/// (reference::draw_inverse_cdf of their float weights: the draw of sampling/draw.hpp on the
+/// compacted set), with the same token for a given u unless u * S lies within the rounding of the
+/// float block sums (relative error <= 9 2^-24 per sum, about 1e-9 of S over a near-uniform row of
+/// 128k entries, whose boundaries are 8e-6 S apart) of a boundary of the running sum. A row whose
+/// kept set is a handful of entries (a confident model) costs about one read pass (only the few
+/// blocks holding them are weighed); a near-uniform row, whose kept set is the whole row, costs the
+/// exp floor (max, then one exp-and-sum pass: what an exact logprob over that set needs).
 ///
 /// Without a logprob wanted (want_logprob false) the first pass stops as soon as max(8, blocks /
-/// 8) blocks reach the threshold of the running max (a large kept set), and the
+/// 4) blocks reach the threshold of the running max (a large kept set), and the
 /// token is drawn by kernels::draw_temperature with the threshold instead (no exponential per
 /// entry; its own random words); otherwise the exact draw above (fewer exponentials than the
 /// envelope's block scans on a small kept set). Both are exact draws of the same law.
