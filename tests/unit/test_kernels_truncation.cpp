@@ -152,6 +152,29 @@ TEST_CASE("truncation kernels: wrong sizes give bad_size in every build type") {
           kn::truncation_status::bad_size);
     CHECK(ok.empty());
     CHECK(kn::top_p_unordered<A>(std::span<const float>(), 0.9f, 1.f, 1, ok, w).kept == 0);
+    // every truncation kernel, a short candidate set or a short weights span: bad_size, nothing
+    // kept, the set cleared
+    const auto stop = dk::typical_stop::reach_with_ties;
+    for (int which = 0; which < 2; ++which) {
+        dk::candidates& out = which == 0 ? small : ok;
+        const std::span<float> ws = which == 0 ? std::span<float>(w) : std::span<float>(w_small);
+        const kn::truncation_result rs[] = {
+            kn::top_p_cut<A>(x, 0.9f, 1.f, 1, out, ws),
+            kn::typical_cut<A>(x, 0.9f, 1.f, 1, stop, out, ws),
+            kn::typical_unordered<A>(x, 0.9f, 1.f, 1, stop, out, ws),
+            kn::epsilon_unordered<A>(x, 3e-4f, 1.f, 1, out, ws),
+            kn::eta_unordered<A>(x, 3e-4f, 1.f, 1, out, ws),
+            kn::mirostat_cut_unordered<A>(x, 5.f, 1.f, out, ws),
+            kn::top_n_sigma_unordered<A>(x, 1.f, 1.f, 1, out, ws),
+            kn::xtc_remove<A>(x, 0.1f, 1.f, 1, out, ws),
+        };
+        for (std::size_t k = 0; k < std::size(rs); ++k) {
+            INFO("kernel " << k << (which == 0 ? " short set" : " short weights"));
+            CHECK(rs[k].status == kn::truncation_status::bad_size);
+            CHECK(rs[k].kept == 0);
+        }
+        CHECK(out.empty());
+    }
 }
 
 TEST_CASE("exp_nonpositive and exp_nonpositive_double stay within their error bounds") {

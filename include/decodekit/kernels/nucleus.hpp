@@ -880,13 +880,8 @@ template <class A = simd::default_arch>
 truncation_result top_p_cut(std::span<const float> x, float p, float temperature,
                             std::size_t min_keep, candidates& scratch,
                             std::span<float> weights) noexcept {
-    scratch.clear();
-    if (scratch.capacity() < x.size() || weights.size() < x.size()) {
-        truncation_result r;
-        r.status = truncation_status::bad_size;
-        return r;
-    }
-    if (x.empty()) return {};
+    if (const truncation_result s = detail::sized(x, scratch, weights); !s.ok() || x.empty())
+        return s;
     std::size_t dirty = 0;
     truncation_result r =
         detail::top_p_search<A>(x, p, temperature, min_keep, scratch, weights.data(), dirty);
@@ -904,13 +899,7 @@ template <class A = simd::default_arch>
 truncation_result top_p_unordered(std::span<const float> x, float p, float temperature,
                                   std::size_t min_keep, candidates& out,
                                   std::span<float> weights) noexcept {
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        truncation_result r;
-        r.status = truncation_status::bad_size;
-        return r;
-    }
-    if (x.empty()) return {};
+    if (const truncation_result s = detail::sized(x, out, weights); !s.ok() || x.empty()) return s;
     std::size_t dirty = 0;
     truncation_result r =
         detail::top_p_search<A>(x, p, temperature, min_keep, out, weights.data(), dirty);

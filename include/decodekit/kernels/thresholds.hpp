@@ -62,17 +62,6 @@ inline double rule_threshold(prob_rule rule, float param, double h) noexcept {
     return 0;
 }
 
-/// An empty result for a row x into out with weights, out cleared; status bad_size when
-/// out.capacity() or weights.size() < x.size().
-inline truncation_result sized(std::span<const float> x, candidates& out,
-                               std::span<float> weights) noexcept {
-    truncation_result r;
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size())
-        r.status = truncation_status::bad_size;
-    return r;
-}
-
 /// The shared body of epsilon, eta and mirostat_cut (see the file comment).
 template <class A>
 truncation_result keep_probable(std::span<const float> x, prob_rule rule, float param,

@@ -4,12 +4,14 @@
 /// a kept set described over the row (row_cut), and what every kernel reports
 /// (truncation_result): the cut, the sums a draw needs, which exactness tier decided.
 
+#include <decodekit/candidates.hpp>
 #include <decodekit/config.hpp>
 #include <decodekit/types.hpp>
 
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <span>
 
 DECODEKIT_BEGIN_NAMESPACE
 namespace kernels {
@@ -63,6 +65,19 @@ struct truncation_result {
 
     bool ok() const noexcept { return status == truncation_status::ok; }
 };
+
+namespace detail {
+/// The truncation kernels' preamble: `out` cleared, and an empty result, with status bad_size
+/// when out.capacity() or weights.size() < x.size() (nothing else done then).
+inline truncation_result sized(std::span<const float> x, candidates& out,
+                               std::span<float> weights) noexcept {
+    truncation_result r;
+    out.clear();
+    if (out.capacity() < x.size() || weights.size() < x.size())
+        r.status = truncation_status::bad_size;
+    return r;
+}
+}  // namespace detail
 
 }  // namespace kernels
 DECODEKIT_END_NAMESPACE

@@ -373,13 +373,7 @@ template <class A, bool Compact>
 truncation_result typical_run(std::span<const float> x, float p, float temperature,
                               std::size_t min_keep, typical_stop stop, candidates& out,
                               std::span<float> weights) noexcept {
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        truncation_result r;
-        r.status = truncation_status::bad_size;
-        return r;
-    }
-    if (x.empty()) return {};
+    if (const truncation_result s = detail::sized(x, out, weights); !s.ok() || x.empty()) return s;
     std::size_t dirty = 0;
     truncation_result r =
         typical_search<A>(x, p, temperature, min_keep, stop, out, weights.data(), dirty);

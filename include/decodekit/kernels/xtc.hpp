@@ -39,14 +39,9 @@ template <class A = simd::default_arch>
 truncation_result xtc_remove(std::span<const float> x, float threshold, float temperature,
                              std::size_t min_keep, candidates& out,
                              std::span<float> weights) noexcept {
-    truncation_result r;
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        r.status = truncation_status::bad_size;
-        return r;
-    }
+    truncation_result r = detail::sized(x, out, weights);
     const std::size_t n = x.size();
-    if (n == 0) return r;
+    if (!r.ok() || n == 0) return r;
     float* w = weights.data();
     const float m = kernels::max<A>(x);
     r.max = m;
