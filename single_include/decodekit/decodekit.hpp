@@ -8515,6 +8515,7 @@ DECODEKIT_END_NAMESPACE
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <span>
 
 DECODEKIT_BEGIN_NAMESPACE
 namespace kernels {
@@ -8568,6 +8569,19 @@ struct truncation_result {
 
     bool ok() const noexcept { return status == truncation_status::ok; }
 };
+
+namespace detail {
+/// The truncation kernels' preamble: `out` cleared, and an empty result, with status bad_size
+/// when out.capacity() or weights.size() < x.size() (nothing else done then).
+inline truncation_result sized(std::span<const float> x, candidates& out,
+                               std::span<float> weights) noexcept {
+    truncation_result r;
+    out.clear();
+    if (out.capacity() < x.size() || weights.size() < x.size())
+        r.status = truncation_status::bad_size;
+    return r;
+}
+}  // namespace detail
 
 }  // namespace kernels
 DECODEKIT_END_NAMESPACE
@@ -10466,17 +10480,6 @@ inline double rule_threshold(prob_rule rule, float param, double h) noexcept {
             return std::exp2(-double(param));
     }
     return 0;
-}
-
-/// An empty result for a row x into out with weights, out cleared; status bad_size when
-/// out.capacity() or weights.size() < x.size().
-inline truncation_result sized(std::span<const float> x, candidates& out,
-                               std::span<float> weights) noexcept {
-    truncation_result r;
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size())
-        r.status = truncation_status::bad_size;
-    return r;
 }
 
 /// The shared body of epsilon, eta and mirostat_cut (see the file comment).
@@ -12432,13 +12435,8 @@ template <class A = simd::default_arch>
 truncation_result top_p_cut(std::span<const float> x, float p, float temperature,
                             std::size_t min_keep, candidates& scratch,
                             std::span<float> weights) noexcept {
-    scratch.clear();
-    if (scratch.capacity() < x.size() || weights.size() < x.size()) {
-        truncation_result r;
-        r.status = truncation_status::bad_size;
-        return r;
-    }
-    if (x.empty()) return {};
+    if (const truncation_result s = detail::sized(x, scratch, weights); !s.ok() || x.empty())
+        return s;
     std::size_t dirty = 0;
     truncation_result r =
         detail::top_p_search<A>(x, p, temperature, min_keep, scratch, weights.data(), dirty);
@@ -12456,13 +12454,7 @@ template <class A = simd::default_arch>
 truncation_result top_p_unordered(std::span<const float> x, float p, float temperature,
                                   std::size_t min_keep, candidates& out,
                                   std::span<float> weights) noexcept {
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        truncation_result r;
-        r.status = truncation_status::bad_size;
-        return r;
-    }
-    if (x.empty()) return {};
+    if (const truncation_result s = detail::sized(x, out, weights); !s.ok() || x.empty()) return s;
     std::size_t dirty = 0;
     truncation_result r =
         detail::top_p_search<A>(x, p, temperature, min_keep, out, weights.data(), dirty);
@@ -12876,13 +12868,7 @@ template <class A, bool Compact>
 truncation_result typical_run(std::span<const float> x, float p, float temperature,
                               std::size_t min_keep, typical_stop stop, candidates& out,
                               std::span<float> weights) noexcept {
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        truncation_result r;
-        r.status = truncation_status::bad_size;
-        return r;
-    }
-    if (x.empty()) return {};
+    if (const truncation_result s = detail::sized(x, out, weights); !s.ok() || x.empty()) return s;
     std::size_t dirty = 0;
     truncation_result r =
         typical_search<A>(x, p, temperature, min_keep, stop, out, weights.data(), dirty);
@@ -13000,14 +12986,9 @@ template <class A = simd::default_arch>
 truncation_result xtc_remove(std::span<const float> x, float threshold, float temperature,
                              std::size_t min_keep, candidates& out,
                              std::span<float> weights) noexcept {
-    truncation_result r;
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size()) {
-        r.status = truncation_status::bad_size;
-        return r;
-    }
+    truncation_result r = detail::sized(x, out, weights);
     const std::size_t n = x.size();
-    if (n == 0) return r;
+    if (!r.ok() || n == 0) return r;
     float* w = weights.data();
     const float m = kernels::max<A>(x);
     r.max = m;
