@@ -1,7 +1,8 @@
 // typical_unordered and typical_cut against reference::typical: the same set (exactly), in id
 // order, with the float weights and sums they report, both stop rules, for every xsimd
 // architecture this build enables, on the benchmark row family at the four vocabulary sizes, rows
-// with ties / NaN / +-inf, tiny rows, and rows built to force each exactness tier.
+// with ties / NaN / +-inf, tiny rows, and rows built to force each exactness tier; the draw from
+// typical_cut's cut (kernels::draw_cut, as sample() draws it) is the compacted set's draw.
 #include "dk_family.hpp"
 #include "dk_rows.hpp"
 #include "dk_test.hpp"
@@ -51,6 +52,22 @@ unsigned check_typical(std::span<const float> x, float p, float temperature, std
                     cut_ok = cut_ok && in < got.size() && got.ids()[in++] == dk::token_id(i);
             CHECK((cut_ok && in == got.size()));
             CHECK(rc.kept == got.size());
+            // the draw from the cut (the row's weights, the kept sum the kernel reports) is the
+            // compacted draw's entry for the same uniform (the edges u = 0 and u -> 1 included);
+            // a row max of +inf or no positive kept weight is compacted by the sampler instead
+            if (std::isfinite(rc.max) && rc.kept_sum > 0 && std::isfinite(rc.kept_sum)) {
+                std::uint64_t s = 17;
+                for (int t = 0; t < 12; ++t) {
+                    const double u = t == 0   ? 0.0
+                                     : t == 1 ? std::nextafter(1.0, 0.0)
+                                              : dk_rows::unit(s);
+                    const std::size_t a = kn::draw_cut<A>(x, wr, rc.cut, u, rc.kept_sum);
+                    const std::size_t b =
+                        kn::draw_inverse_cdf<A>(std::span<const float>(w.data(), got.size()), u);
+                    REQUIRE(b != dk::npos);
+                    CHECK(a == std::size_t(got.ids()[b]));
+                }
+            }
         },
         x.size());
     return tiers;
