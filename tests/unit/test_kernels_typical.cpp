@@ -91,6 +91,31 @@ TEST_CASE("typical_unordered equals the reference on the row family at every voc
         }
 }
 
+TEST_CASE("typical: the bracket from the heavy entries (rows whose dropped mass sits on a few)") {
+    // When z < 2048 the bracket's first bounds come from the heavy entries (w > z / 2048) taken
+    // exactly and a sample of the rest (typical_bounds): Zipf rows at temperature 1.5 (HF order:
+    // typical drops the head, ~66 tokens at V = 128256), and rows of a Gaussian bulk under k
+    // heavy tokens (the crossing among the heavy entries, at their edge, or in the bulk), both
+    // stop rules; the set must stay the reference's.
+    for (std::size_t v : {std::size_t(32000), std::size_t(128256)}) {
+        const auto x = dk_family::make_row(dk_family::shape::zipf, v);
+        for (auto stop : {dk::typical_stop::reach_with_ties, dk::typical_stop::exceed})
+            for (float p : {0.5f, 0.9f, 0.99f}) check_typical(x, p, 1.5f, 1, stop);
+    }
+    std::uint64_t s = 3;
+    for (std::size_t k : {1u, 7u, 60u, 400u, 1500u})
+        for (double sd : {0.5, 2.0}) {
+            std::vector<float> x(20011);
+            for (float& e : x) e = float(sd * dk_family::normal01(s));
+            for (std::size_t j = 0; j < k; ++j)
+                x[std::size_t(dk_family::splitmix64(s) % x.size())] =
+                    float(9 + 3 * dk_family::uniform01(s));
+            INFO("heavy " << k << " bulk sd " << sd);
+            for (auto stop : {dk::typical_stop::reach_with_ties, dk::typical_stop::exceed})
+                for (float p : {0.3f, 0.9f, 0.999f}) check_typical(x, p, 1.f, 1, stop);
+        }
+}
+
 TEST_CASE("typical_unordered: small rows, special values, ties, p = 0 / 1, min_keep") {
     for (int kind = 0; kind <= 8; ++kind)
         for (std::size_t n : dk_rows::lengths) {

@@ -35,6 +35,7 @@
 #include <decodekit/simd/xsimd_compat.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -97,6 +98,127 @@ inline row_cut interval_cut(std::span<const float> x, const candidates& set) noe
     if (in_lo < row_lo) k.lo_last = last_lo;
     if (in_hi < row_hi) k.hi_last = last_hi;
     return k;
+}
+
+/// Bounds [lo, hi) of typical's crossing on the key, from the row's weights w (every entry's; z
+/// their sum): the heavy entries (w > z / 2048: at most 2048, where the mass that typical drops
+/// often sits on peaked and Zipf rows, above all at a temperature > 1) taken exactly, the light
+/// ones from 512 entries at hashed positions scaled to the light part of the row; their
+/// (key, mass) sorted by key and summed from the smallest key (the most atypical) up to the mass
+/// the cut drops, z - rmass; the bounds 4 standard deviations of the light part of that sum (in
+/// light samples of the crossing's mass) and 3 entries either side, key.margin() beyond the keys
+/// they come from. False (no estimate: find_bracket's sample then) for short rows (<= 5120), rows
+/// with z >= 2048 (no heavy entry: flat and Gaussian rows at large V) or more heavy entries than
+/// 2048 (rounding).
+/// buf: >= x.size() keys of scratch.
+template <class A, class Key>
+bool typical_bounds(std::span<const float> x, const float* w, const Key& key, double z,
+                    double rmass, std::uint64_t* buf, float& lo, float& hi) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>, S = 512, H = 2048;
+    const std::size_t n = x.size();
+    // (no entry is heavy when z >= H: the weights are at most 1; find_bracket's sample is then
+    // as good, without this pass)
+    if (n <= 2 * (S + H) + L || !(z > 0) || !(z < double(H))) return false;
+    const float thr = float(z / double(H));
+    std::size_t c = 0;  // buf[0, c): rank keys (key, row index) of the heavy entries, then samples
+    auto add = [&](std::size_t i) {
+        const float y = key(x[i]);
+        if (y >= lowest_f) buf[c++] = rank_key(y, token_id(i));  // (NaN, -inf: no key)
+    };
+    const B tb(thr);
+    std::size_t i = 0;
+    for (; i + L <= n; i += L) {
+        std::uint64_t mk = simd::to_mask<A>(B::load_unaligned(w + i) > tb);
+        if (mk == 0) continue;
+        if (c + std::size_t(std::popcount(mk)) > H) return false;
+        for (; mk != 0; mk &= mk - 1) add(i + std::size_t(std::countr_zero(mk)));
+    }
+    for (; i < n; ++i)
+        if (w[i] > thr) {
+            if (c == H) return false;
+            add(i);
+        }
+    const std::size_t heavy = c;
+    const std::uint64_t stride = n / S;
+    for (std::size_t j = 0; j < S; ++j) {
+        const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
+        const std::size_t q = std::size_t(j * stride + ((h * stride) >> 32));
+        if (!(w[q] > thr)) add(q);
+    }
+    const std::size_t light = c - heavy;
+    if (c == 0) return false;
+    // each light sample stands for (n - heavy) / light entries: its weight times that scale
+    const double scale = light > 0 ? double(n - heavy) / double(light) : 0.0;
+    std::uint64_t* tmp = buf + (H + S);
+    sort_smallest(buf, c, c, tmp);  // ascending: the most atypical first
+    auto row_of = [&](std::size_t j) { return std::size_t(key_id(tmp[j])); };
+    auto mass_of = [&](std::size_t j) {
+        const float wj = w[row_of(j)];
+        return wj > thr ? double(wj) : scale * double(wj);
+    };
+    const double drop = z - rmass;
+    double below = 0, var = 0;
+    std::size_t jc = c;  // the crossing's estimate: the first whose inclusive sum passes drop
+    for (std::size_t j = 0; j < c; ++j) {
+        const double mj = mass_of(j);
+        if (!(w[row_of(j)] > thr)) var += mj * mj;
+        below += mj;
+        if (below > drop) {
+            jc = j;
+            break;
+        }
+    }
+    if (jc == c) return false;
+    // The light part's standard deviation in light samples of the crossing's mass (wl: the mean
+    // mass of the light samples among the 16 nearest the crossing, which may lie on both sides
+    // of the entropy point: weights e^(c -+ s); none: the sum is exact so far): the bounds span 4
+    // of them and 3 entries each way (as find_bracket).
+    double wl = 0;
+    std::size_t nl = 0;
+    for (std::size_t j = jc > 8 ? jc - 8 : 0; j < std::min(c, jc + 8); ++j)
+        if (!(w[row_of(j)] > thr)) {
+            wl += mass_of(j);
+            ++nl;
+        }
+    wl = nl > 0 ? wl / double(nl) : 0.0;
+    const double sd = wl > 0 ? std::sqrt(var) / wl : 0.0;
+    const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
+    auto key_at = [&](std::size_t j) { return key(x[row_of(j)]); };
+    lo = jc > delta ? std::max(lowest_f, key_at(jc - delta) - key.margin()) : lowest_f;
+    hi =
+        jc + delta < c ? key_at(jc + delta) + key.margin() : std::numeric_limits<float>::infinity();
+    return lo < hi;
+}
+
+/// The bracket of typical's cut (see find_bracket, whose check-widen-narrow loop this follows)
+/// with typical_bounds' estimate; find_bracket's own when that has none.
+template <class A, class Key>
+weighted_bracket typical_bracket(std::span<const float> x, float* w, float m, float inv_t,
+                                 const Key& key, double rmass, double z, double z_error,
+                                 std::uint64_t* buf, token_id* ids, float* lg) noexcept {
+    const std::size_t n = x.size();
+    float lo = lowest_f, hi = std::numeric_limits<float>::infinity();
+    if (!typical_bounds<A>(x, w, key, z, rmass, buf, lo, hi))
+        return find_bracket<A, true>(x, w, m, inv_t, key, rmass, z, z_error, neg_inf_f, ids, lg);
+    weighted_bracket b;
+    for (;;) {
+        const std::size_t dirty = b.dirty;
+        b = {};
+        b.dirty = dirty;
+        split<A, true, true>(x.data(), w, n, lo, hi, m, inv_t, key, ids, lg, b);
+        const double db = key.d_bound(lo);
+        const bool hi_ok = hi == std::numeric_limits<float>::infinity() ||
+                           rmass - b.above > cut_provisional_error(b.above, db, z, z_error, n);
+        const double ge_lo = b.above + b.mass;
+        const bool lo_ok =
+            lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
+        if (hi_ok && lo_ok) break;
+        if (!hi_ok) hi = std::numeric_limits<float>::infinity();
+        if (!lo_ok) lo = lowest_f;
+    }
+    narrow_bracket<A, true>(ids, lg, w, m, inv_t, key, rmass, z, z_error, n, b);
+    return b;
 }
 
 /// The search of typical_cut / typical_unordered (see the file comment); w holds the row's
@@ -162,7 +284,7 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
     const weighted_bracket b =
-        find_bracket<A, true>(x, w, m, inv_t, key, rmass, z, z_error, neg_inf_f, ids, lg);
+        typical_bracket<A>(x, w, m, inv_t, key, rmass, z, z_error, out.key_storage(), ids, lg);
     dirty = b.dirty;
     const std::size_t c = b.size;
     // ---- the walk: the bracket by key descending, then logit descending, then id ----
