@@ -92,8 +92,9 @@ TEST_CASE("typical_unordered equals the reference on the row family at every voc
 }
 
 TEST_CASE("typical: the bracket from the heavy entries (rows whose dropped mass sits on a few)") {
-    // When z < 2048 the bracket's first bounds come from the heavy entries (w > z / 2048) taken
-    // exactly and a sample of the rest (typical_bounds): Zipf rows at temperature 1.5 (HF order:
+    // When the sample leaves the low side open and z < 2048, the bracket's first bounds come
+    // from the heavy entries (w > z / 2048) taken exactly and a sample of the rest
+    // (typical_bounds' second stage): Zipf rows at temperature 1.5 (HF order:
     // typical drops the head, ~66 tokens at V = 128256), and rows of a Gaussian bulk under k
     // heavy tokens (the crossing among the heavy entries, at their edge, or in the bulk), both
     // stop rules; the set must stay the reference's.

@@ -9,7 +9,10 @@
 /// c = log Z - H = sum p_i d_i, the p-weighted mean of d: the score of every entry is its
 /// distance to c, so the kept set (the scores up to the crossing's) is an interval of logits
 /// around m + T c. The exponential pass gives Z and sum w |d| exactly in double lanes (so c), and
-/// the weighted cut runs on the float key -|d - c| (larger first). The walk over the bracket
+/// the weighted cut runs on the float key -|d - c| (larger first); its first bracket is
+/// find_bracket's sampled estimate, or, where that misses the few heavy entries holding the
+/// dropped mass (Zipf rows at T > 1: typical drops the head), one from the heavy entries taken
+/// exactly (typical_bounds: one more pass over the weights, only then). The walk over the bracket
 /// (sorted by key, then logit descending, then id) decides the crossing and checks, against a
 /// rigorous bound on the float keys (the rounding of d, of c and of d - c; c's error from the
 /// exponential pass), that no entry of another logit has a key so close to the crossing's that
@@ -101,106 +104,120 @@ inline row_cut interval_cut(std::span<const float> x, const candidates& set) noe
 }
 
 /// Bounds [lo, hi) of typical's crossing on the key, from the row's weights w (every entry's; z
-/// their sum): the heavy entries (w > z / 2048: at most 2048, where the mass that typical drops
-/// often sits on peaked and Zipf rows, above all at a temperature > 1) taken exactly, the light
-/// ones from 512 entries at hashed positions scaled to the light part of the row; their
-/// (key, mass) sorted by key and summed from the smallest key (the most atypical) up to the mass
-/// the cut drops, z - rmass; the bounds 4 standard deviations of the light part of that sum (in
-/// light samples of the crossing's mass) and 3 entries either side, key.margin() beyond the keys
-/// they come from. False (no estimate: find_bracket's sample then) for short rows (<= 5120), rows
-/// with z >= 2048 (no heavy entry: flat and Gaussian rows at large V) or more heavy entries than
-/// 2048 (rounding).
+/// their sum), in two stages. First find_bracket's estimate: 512 entries at hashed positions,
+/// sorted by key, their weights (scaled by n / 512) summed from the smallest key (the most
+/// atypical) up to the mass the cut drops, z - rmass; the bounds 4 standard deviations of that
+/// sum (in samples of the crossing's weight) and 3 samples either side, key.margin() beyond the
+/// keys they come from. When that leaves the low side open (the crossing among the first
+/// samples: the dropped mass sits on a few heavy entries the sample mostly misses, as on Zipf
+/// rows at a temperature > 1, where typical drops the head) and z < 2048 (else no entry is heavy:
+/// the weights are at most 1): the heavy entries (w > z / 2048, at most 2048) taken exactly, in
+/// one more pass over the weights, and the same estimate with the samples' light entries scaled
+/// to the rest of the row. Rows of <= 4096 entries: no estimate (the whole row).
 /// buf: >= x.size() keys of scratch.
 template <class A, class Key>
-bool typical_bounds(std::span<const float> x, const float* w, const Key& key, double z,
+void typical_bounds(std::span<const float> x, const float* w, const Key& key, double z,
                     double rmass, std::uint64_t* buf, float& lo, float& hi) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>, S = 512, H = 2048;
+    constexpr float pinf = std::numeric_limits<float>::infinity();
     const std::size_t n = x.size();
-    // (no entry is heavy when z >= H: the weights are at most 1; find_bracket's sample is then
-    // as good, without this pass)
-    if (n <= 2 * (S + H) + L || !(z > 0) || !(z < double(H))) return false;
-    const float thr = float(z / double(H));
-    std::size_t c = 0;  // buf[0, c): rank keys (key, row index) of the heavy entries, then samples
+    lo = lowest_f;
+    hi = pinf;
+    if (n <= 4096) return;
+    std::uint64_t* tmp = buf + (H + S);  // (n > 4096 >= H + S; the second stage needs 2 (H + S))
+    std::size_t c = 0;                   // buf[0, c): rank keys (key, row index)
     auto add = [&](std::size_t i) {
         const float y = key(x[i]);
         if (y >= lowest_f) buf[c++] = rank_key(y, token_id(i));  // (NaN, -inf: no key)
     };
+    const std::uint64_t stride = n / S;
+    auto sample = [&](float thr) {  // the samples below thr; returns how many positions
+        std::size_t k = 0;
+        for (std::size_t j = 0; j < S; ++j) {
+            const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
+            const std::size_t q = std::size_t(j * stride + ((h * stride) >> 32));
+            if (!(w[q] > thr)) {
+                add(q);
+                ++k;
+            }
+        }
+        return k;
+    };
+    // The estimate over buf[0, c): entries with w > thr count their weight, the others theirs
+    // times scale. Returns false when the low side stays open.
+    auto estimate = [&](float thr, double scale) {
+        if (c == 0) return true;
+        sort_smallest(buf, c, c, tmp);  // ascending: the most atypical first
+        auto row_of = [&](std::size_t j) { return std::size_t(key_id(tmp[j])); };
+        const double drop = z - rmass;
+        double below = 0, below2 = 0, wj = 0;
+        std::size_t jc = c - 1;  // the first whose inclusive sum passes drop (none: the last)
+        for (std::size_t j = 0; j < c; ++j) {
+            const double wq = double(w[row_of(j)]);
+            const bool light = !(wq > double(thr));
+            if (light) {
+                below2 += wq * wq;
+                wj = wq;
+            }
+            below += light ? scale * wq : wq;
+            if (below > drop) {
+                jc = j;
+                break;
+            }
+        }
+        const double sd = wj > 0 ? std::sqrt(below2) / wj : 0.0;
+        const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
+        auto key_at = [&](std::size_t j) { return key(x[row_of(j)]); };
+        hi = jc + delta < c ? key_at(jc + delta) + key.margin() : pinf;
+        lo = jc >= delta ? std::max(lowest_f, key_at(jc - delta) - key.margin()) : lowest_f;
+        if (!(lo < hi)) lo = lowest_f;
+        return lo > lowest_f;
+    };
+    sample(pinf);
+    if (estimate(pinf, double(n) / double(S)) || !(z > 0) || !(z < double(H)) ||
+        n <= 2 * (S + H) + L)
+        return;
+    // the second stage: the heavy entries exactly
+    const float low_lo = lo, low_hi = hi;
+    const float thr = float(z / double(H));
+    c = 0;
     const B tb(thr);
     std::size_t i = 0;
-    for (; i + L <= n; i += L) {
+    bool overflow = false;
+    for (; i + L <= n && !overflow; i += L) {
         std::uint64_t mk = simd::to_mask<A>(B::load_unaligned(w + i) > tb);
         if (mk == 0) continue;
-        if (c + std::size_t(std::popcount(mk)) > H) return false;
-        for (; mk != 0; mk &= mk - 1) add(i + std::size_t(std::countr_zero(mk)));
+        if (c + std::size_t(std::popcount(mk)) > H) overflow = true;
+        for (; mk != 0 && !overflow; mk &= mk - 1) add(i + std::size_t(std::countr_zero(mk)));
     }
-    for (; i < n; ++i)
+    for (; i < n && !overflow; ++i)
         if (w[i] > thr) {
-            if (c == H) return false;
-            add(i);
+            if (c == H)
+                overflow = true;
+            else
+                add(i);
         }
+    if (overflow) {  // (rounding: more than H entries above z / H) the first stage's bounds
+        lo = low_lo;
+        hi = low_hi;
+        return;
+    }
     const std::size_t heavy = c;
-    const std::uint64_t stride = n / S;
-    for (std::size_t j = 0; j < S; ++j) {
-        const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
-        const std::size_t q = std::size_t(j * stride + ((h * stride) >> 32));
-        if (!(w[q] > thr)) add(q);
-    }
-    const std::size_t light = c - heavy;
-    if (c == 0) return false;
-    // each light sample stands for (n - heavy) / light entries: its weight times that scale
-    const double scale = light > 0 ? double(n - heavy) / double(light) : 0.0;
-    std::uint64_t* tmp = buf + (H + S);
-    sort_smallest(buf, c, c, tmp);  // ascending: the most atypical first
-    auto row_of = [&](std::size_t j) { return std::size_t(key_id(tmp[j])); };
-    auto mass_of = [&](std::size_t j) {
-        const float wj = w[row_of(j)];
-        return wj > thr ? double(wj) : scale * double(wj);
-    };
-    const double drop = z - rmass;
-    double below = 0, var = 0;
-    std::size_t jc = c;  // the crossing's estimate: the first whose inclusive sum passes drop
-    for (std::size_t j = 0; j < c; ++j) {
-        const double mj = mass_of(j);
-        if (!(w[row_of(j)] > thr)) var += mj * mj;
-        below += mj;
-        if (below > drop) {
-            jc = j;
-            break;
-        }
-    }
-    if (jc == c) return false;
-    // The light part's standard deviation in light samples of the crossing's mass (wl: the mean
-    // mass of the light samples among the 16 nearest the crossing, which may lie on both sides
-    // of the entropy point: weights e^(c -+ s); none: the sum is exact so far): the bounds span 4
-    // of them and 3 entries each way (as find_bracket).
-    double wl = 0;
-    std::size_t nl = 0;
-    for (std::size_t j = jc > 8 ? jc - 8 : 0; j < std::min(c, jc + 8); ++j)
-        if (!(w[row_of(j)] > thr)) {
-            wl += mass_of(j);
-            ++nl;
-        }
-    wl = nl > 0 ? wl / double(nl) : 0.0;
-    const double sd = wl > 0 ? std::sqrt(var) / wl : 0.0;
-    const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
-    auto key_at = [&](std::size_t j) { return key(x[row_of(j)]); };
-    lo = jc > delta ? std::max(lowest_f, key_at(jc - delta) - key.margin()) : lowest_f;
-    hi =
-        jc + delta < c ? key_at(jc + delta) + key.margin() : std::numeric_limits<float>::infinity();
-    return lo < hi;
+    const std::size_t light = sample(thr);
+    // each light sample stands for (n - heavy) / light entries
+    estimate(thr, light > 0 ? double(n - heavy) / double(light) : 0.0);
 }
 
-/// The bracket of typical's cut (see find_bracket, whose check-widen-narrow loop this follows)
-/// with typical_bounds' estimate; find_bracket's own when that has none.
+/// The bracket of typical's cut: find_bracket's check-widen-narrow loop from typical_bounds'
+/// estimate.
 template <class A, class Key>
 weighted_bracket typical_bracket(std::span<const float> x, float* w, float m, float inv_t,
                                  const Key& key, double rmass, double z, double z_error,
                                  std::uint64_t* buf, token_id* ids, float* lg) noexcept {
     const std::size_t n = x.size();
     float lo = lowest_f, hi = std::numeric_limits<float>::infinity();
-    if (!typical_bounds<A>(x, w, key, z, rmass, buf, lo, hi))
-        return find_bracket<A, true>(x, w, m, inv_t, key, rmass, z, z_error, neg_inf_f, ids, lg);
+    typical_bounds<A>(x, w, key, z, rmass, buf, lo, hi);
     weighted_bracket b;
     for (;;) {
         const std::size_t dirty = b.dirty;
