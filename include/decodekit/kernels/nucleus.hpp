@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <utility>
 
 DECODEKIT_BEGIN_NAMESPACE
 namespace kernels {
@@ -411,6 +412,29 @@ void narrow_bracket(token_id* ids, float* lg, float* w, float m, float inv_t, co
     }
 }
 
+/// The crossing's estimate from `valid` sampled entries sorted by key (larger first;
+/// weight_at(q) the weight of the q-th), each standing for `scale` entries of the row: their
+/// weights summed from the bottom until the scaled sum passes `drop` (the mass the cut drops)
+/// give the crossing's sample rank j (samples [j, valid) lie below it); delta, the bracket's
+/// half-width in samples, is 4 standard deviations of that tail estimate (scale sqrt(sum w^2),
+/// in samples of the crossing's weight; at most 512) plus 3. Returns {j, delta}.
+template <class W>
+std::pair<std::size_t, std::size_t> sampled_crossing(std::size_t valid, double scale, double drop,
+                                                     W&& weight_at) noexcept {
+    constexpr double cap = 512;
+    double below = 0, below2 = 0, wj = 0;
+    std::size_t j = valid;
+    while (j > 0) {
+        wj = weight_at(j - 1);
+        below += scale * wj;
+        below2 += wj * wj;
+        if (below > drop) break;
+        --j;
+    }
+    const double sd = wj > 0 ? std::sqrt(below2) / wj : cap;
+    return {j, std::size_t(std::min(cap, 4 * sd)) + 3};
+}
+
 /// The bracket of a weighted cut over the keys of the row (see weighted_bracket): the entries
 /// in key order (larger first) whose prefix mass through the crossing first reaches rmass.
 /// Sampled bounds (512 entries at hashed positions; their weights summed from the bottom up to
@@ -441,19 +465,9 @@ weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float
         if (valid > 0) {
             sort_smallest(keys, valid, valid, tmp);
             const double scale = double(n) / double(S), drop = z - rmass;
-            double below = 0, below2 = 0, wj = 0;
-            std::size_t j = valid;  // samples [j, valid): below the crossing's estimate
-            while (j > 0) {
-                wj = double(w[std::size_t(key_id(~tmp[j - 1]))]);
-                below += scale * wj;
-                below2 += wj * wj;
-                if (below > drop) break;
-                --j;
-            }
-            // The tail estimate's standard deviation (scale sqrt(sum w^2)) in samples of the
-            // crossing's weight: the bracket spans 4 of them and 3 samples each way.
-            const double sd = wj > 0 ? std::sqrt(below2) / wj : double(S);
-            const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
+            const auto [j, delta] = sampled_crossing(valid, scale, drop, [&](std::size_t q) {
+                return double(w[std::size_t(key_id(~tmp[q]))]);
+            });
             auto key_at = [&](std::size_t q) { return key(x[std::size_t(key_id(~tmp[q]))]); };
             if (j > delta) hi = key_at(j - delta) + key.margin();
             if (j + delta < valid) lo = std::max(lo, key_at(j + delta) - key.margin());
@@ -517,17 +531,9 @@ bool top_p_bounds(std::span<const float> x, float m, float inv_t, double target,
     if (!(zs * scale >= 16) || double(wmax) * scale * 20 > zs * scale) return false;
     sort_smallest(keys, valid, valid, tmp);
     const double drop = (1 - target) * zs * scale;
-    double below = 0, below2 = 0, wj = 0;
-    std::size_t j = valid;  // samples [j, valid): below the crossing's estimate
-    while (j > 0) {
-        wj = double(sw[std::size_t(key_id(~tmp[j - 1]))]);
-        below += scale * wj;
-        below2 += wj * wj;
-        if (below > drop) break;
-        --j;
-    }
-    const double sd = wj > 0 ? std::sqrt(below2) / wj : double(S);
-    const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
+    const auto [j, delta] = sampled_crossing(valid, scale, drop, [&](std::size_t q) {
+        return double(sw[std::size_t(key_id(~tmp[q]))]);
+    });
     auto key_at = [&](std::size_t q) { return sl[std::size_t(key_id(~tmp[q]))]; };
     lo = lowest_f;
     hi = std::numeric_limits<float>::infinity();
