@@ -13,6 +13,18 @@
 
 DECODEKIT_BEGIN_NAMESPACE
 
+namespace detail {
+/// A candidate entry as one value (sort scratch; the sparse processors' patches).
+struct scored {
+    float logit;
+    token_id id;
+};
+/// Logit descending, ties by ascending id.
+inline bool scored_before(const scored& a, const scored& b) noexcept {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+}  // namespace detail
+
 /// Token ids and logits of a candidate set. Capacity is set at construction; size() <= capacity().
 /// Also owns a scratch of capacity() 64-bit sort keys that the selection kernels use, so they
 /// never allocate.

@@ -4,11 +4,13 @@
 #include "dk_test.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <map>
 #include <random>
+#include <span>
 #include <vector>
 
 using namespace decodekit;
@@ -233,4 +235,128 @@ TEST_CASE("penalty_params: check() names the field and range", "[processors][pen
     CHECK(penalty_params{.frequency_scope = static_cast<penalty_scope>(7)}.check());
     DK_IF_EXCEPTIONS(REQUIRE_THROWS_AS(penalty_params{.repetition = 0.f}.validate(), config_error);)
     DK_IF_EXCEPTIONS(REQUIRE_NOTHROW(penalty_params{.repetition = 1.1f}.validate());)
+}
+
+namespace {
+/// The row a sparse pipeline hands on (caller's row + patches), as a dense row; checks the
+/// workspace's bits: clear exactly at the patched ids during the call, all ones after it.
+std::vector<float> sparse_stage_row(processor_pipeline& procs, const std::vector<float>& x,
+                                    const sample_context& ctx, sampling_workspace& ws) {
+    const processed_row pr = procs.run(x, ctx, ws);
+    std::vector<float> y(pr.row.begin(), pr.row.end());
+    std::vector<char> patched(x.size(), 0);
+    for (std::size_t i = 0; i < pr.patches; ++i) {
+        const auto t = std::size_t(ws.patches[i].id);
+        REQUIRE(t < x.size());
+        CHECK(patched[t] == 0);  // each id once
+        patched[t] = 1;
+        y[t] = ws.patches[i].logit;
+    }
+    for (std::size_t t = 0; t < x.size(); ++t)
+        CHECK(((ws.unpatched[t / 32] >> (t % 32)) & 1u) == (patched[t] ? 0u : 1u));
+    {
+        const working_set w(pr.row, ws, pr.patches, pr.overlay);  // restores the bits
+    }
+    for (std::uint32_t word : ws.unpatched) CHECK(word == ~0u);
+    for (std::uint32_t word : ws.seen) CHECK(word == 0u);
+    return y;
+}
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (std::bit_cast<std::uint32_t>(a[i]) != std::bit_cast<std::uint32_t>(b[i])) return false;
+    return true;
+}
+}  // namespace
+
+TEST_CASE(
+    "penalties alone on the sparse path (patches straight from the counts) equal apply_penalties "
+    "bit for bit, through appends, cut-backs and replaced histories",
+    "[processors][penalties]") {
+    // A row with NaN, +-inf, +-0 and both signs; histories with negative and out-of-range ids;
+    // every penalty alone and together, in each scope (one set of counts: the direct path), and
+    // vLLM's two scopes (two sets: the declared-ids path), both must equal the dense result.
+    constexpr std::size_t v = 3000;
+    std::mt19937_64 g(7);
+    std::vector<float> x(v);
+    for (float& e : x) e = float(std::normal_distribution<double>(0, 3)(g));
+    x[1] = std::numeric_limits<float>::quiet_NaN();
+    x[2] = inf;
+    x[3] = -inf;
+    x[4] = 0.f;
+    x[5] = -0.f;
+    std::vector<penalty_params> ps;
+    for (const penalty_scope s :
+         {penalty_scope::whole_history, penalty_scope::last_n, penalty_scope::output_only}) {
+        ps.push_back({.repetition = 1.3f, .repetition_scope = s, .last_n = 40});
+        ps.push_back({.frequency = 0.4f, .frequency_scope = s, .last_n = 40});
+        ps.push_back({.presence = -0.7f, .frequency_scope = s, .last_n = 40});
+        ps.push_back({.repetition = 0.8f,
+                      .frequency = 0.25f,
+                      .presence = 0.5f,
+                      .repetition_scope = s,
+                      .frequency_scope = s,
+                      .last_n = 40});
+    }
+    ps.push_back({.repetition = 1.2f,
+                  .frequency = 0.2f,
+                  .presence = 0.2f,
+                  .repetition_scope = penalty_scope::whole_history,
+                  .frequency_scope = penalty_scope::output_only});
+    std::vector<token_id> h;
+    for (int i = 0; i < 1500; ++i) h.push_back(token_id(g() % 900));  // repeats: counts > 1
+    for (const token_id t : {1, 2, 3, 4, 5, 1, 2, 3, 4, 5, -4, 3000, 3001, -1}) h.push_back(t);
+    const std::size_t prompt = 700;
+    for (const penalty_params& p : ps) {
+        sampling_params sp{};
+        sp.penalties = p;
+        processor_pipeline procs(sp, /*sparse_first_step=*/true);
+        REQUIRE(procs.sparse());
+        sampling_workspace ws(v);
+        ws.reserve_sparse();
+        // the direct path never declares ids: ws.touched keeps a sentinel (the other path
+        // writes the declared ids there)
+        std::fill(ws.touched.begin(), ws.touched.end(), token_id(-7));
+        penalty_workspace pw(v);
+        // lengths: grow, grow by several, cut back (speculative rejection), regrow; then a
+        // replaced history (the tracker rebuilds)
+        std::vector<std::size_t> lengths = {prompt,       prompt + 1, prompt + 40,  prompt + 25,
+                                            prompt + 300, h.size(),   h.size() - 3, h.size()};
+        for (std::size_t step = 0; step < lengths.size(); ++step) {
+            const std::span<const token_id> hist(h.data(), lengths[step]);
+            const sample_context ctx{
+                .sequence = 1, .step = step, .history = hist, .prompt_length = prompt};
+            std::vector<float> want = x;
+            apply_penalties(want, hist, prompt, p, pw);
+            CHECK(same_bits(sparse_stage_row(procs, x, ctx, ws), want));
+        }
+        std::vector<token_id> other(h.rbegin(), h.rend());
+        const sample_context ctx{
+            .sequence = 1, .step = 9, .history = other, .prompt_length = prompt};
+        std::vector<float> want = x;
+        apply_penalties(want, other, prompt, p, pw);
+        CHECK(same_bits(sparse_stage_row(procs, x, ctx, ws), want));
+        const bool one_window = p.repetition == 1.f || (p.frequency == 0.f && p.presence == 0.f) ||
+                                p.repetition_scope == p.frequency_scope;
+        CHECK((ws.touched[0] == token_id(-7)) == one_window);
+    }
+}
+
+TEST_CASE("penalties_processor::patch writes nothing without one set of counts",
+          "[processors][penalties]") {
+    const penalties_processor two({.repetition = 1.2f,
+                                   .frequency = 0.2f,
+                                   .repetition_scope = penalty_scope::whole_history,
+                                   .frequency_scope = penalty_scope::output_only});
+    CHECK_FALSE(two.patches_directly());
+    penalties_processor q = two;
+    const std::vector<token_id> h = {1, 2, 2};
+    const std::vector<float> x = {1.f, 2.f, 3.f};
+    std::vector<detail::scored> out(3, detail::scored{-1.f, -1});
+    std::uint32_t marks = ~0u;
+    CHECK(q.patch(x, {.history = h, .prompt_length = 1, .vocab_size = 3}, out.data(), &marks) == 0);
+    CHECK(marks == ~0u);
+    CHECK(out[0].id == -1);
+    const penalties_processor one({.repetition = 1.2f, .frequency = 0.2f});
+    CHECK(one.patches_directly());
 }

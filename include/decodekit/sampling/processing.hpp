@@ -195,10 +195,19 @@ private:
     /// Sparse processors: the ids they declare (each once: a bit per token, 16 KiB at V = 128256)
     /// are gathered into the row copy; the entries that changed become patches, and their bits
     /// in ws.unpatched are cleared (the working set restores them). Per call: O(declared ids),
-    /// in tight passes (declare, gather, apply, compare).
+    /// in tight passes (declare, gather, apply, compare). The penalties alone (the common
+    /// sparse stage) skip all that: penalties_processor::patch() reads the caller's row at the
+    /// counted ids and writes the patches in one pass over its count arrays.
     processed_row run_sparse(std::span<const float> logits, const processor_context& pc,
                              sampling_workspace& ws, std::span<float> row) noexcept {
         ws.reserve_sparse();
+        if (procs_.size() == 1)  // the penalties alone: patches straight from the counts
+            if (penalties_processor* pen = procs_[0].get<penalties_processor>();
+                pen && pen->patches_directly()) {
+                const std::size_t patches =
+                    pen->patch(logits, pc, ws.patches.data(), ws.unpatched.data());
+                return {logits, patches, patches > 0};
+            }
         sink_state st{ws.seen.data(), ws.touched.data(), logits.size(), 0};
         token_sink sink(
             [](void* p, std::span<const token_id> ids) noexcept {

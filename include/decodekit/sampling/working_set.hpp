@@ -43,6 +43,7 @@
 #include <decodekit/kernels/select.hpp>
 #include <decodekit/kernels/softmax.hpp>
 #include <decodekit/sampling/workspace.hpp>
+#include <decodekit/simd/xsimd_compat.hpp>
 #include <decodekit/types.hpp>
 
 #include <algorithm>
@@ -52,6 +53,7 @@
 #include <cstdint>
 #include <limits>
 #include <span>
+#include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -352,17 +354,37 @@ public:
     }
     /// Writes the patches with value >= thr (valid and allowed only) into the candidate storage
     /// from position j on; returns the end position.
+    /// On x86, patches are first tested a vector of them at a time (logit lanes >= thr), so
+    /// the many patches a long history's penalties push below thr cost a fraction of a cycle.
+    template <class A = simd::default_arch>
     std::size_t append_patches(float thr, std::size_t j) noexcept {
         token_id* ids = ws_.cand.id_storage();
         float* lg = ws_.cand.logit_storage();
-        for (std::size_t i = 0; i < n_patches_; ++i) {
-            const float v = ws_.patches[i].logit;
-            if (v > -detail::f_inf && v >= thr && allowed(std::size_t(ws_.patches[i].id))) {
-                ids[j] = ws_.patches[i].id;
+        const detail::scored* p = ws_.patches.data();
+        const auto take = [&](std::size_t i) noexcept {
+            const float v = p[i].logit;
+            if (v > -detail::f_inf && v >= thr && allowed(std::size_t(p[i].id))) {
+                ids[j] = p[i].id;
                 lg[j] = v;
                 ++j;
             }
+        };
+        std::size_t i = 0;
+        if constexpr (simd::x86_family<A> != 0) {
+            // a batch spans lanes / 2 patches, {logit, id} interleaved: only the even lanes
+            // (the logits) are tested; the intrinsic loads may alias the id lanes
+            using B = simd::batch<A>;
+            constexpr std::size_t per = simd::lanes<A> / 2;
+            static_assert(sizeof(detail::scored) == 2 * sizeof(float));
+            const std::uint64_t even = 0x5555555555555555ull;
+            const B tb(thr);
+            const float* raw = reinterpret_cast<const float*>(p);
+            for (; i + per <= n_patches_; i += per) {
+                if ((simd::to_mask<A>(B::load_unaligned(raw + 2 * i) >= tb) & even) == 0) continue;
+                for (std::size_t e = i; e < i + per; ++e) take(e);
+            }
         }
+        for (; i < n_patches_; ++i) take(i);
         return j;
     }
     /// Drops the patched ids from kept() and appends the patches with value >= thr (valid and
@@ -440,8 +462,16 @@ private:
             bits[t / 32] &= ~(1u << (t % 32));
         }
     }
-    /// Sets the patched ids' bits in ws.unpatched again (all ones: its invariant between calls).
+    /// Sets the patched ids' bits in ws.unpatched again (all ones: its invariant between calls):
+    /// one bit per patch, or one fill of the buffer (16 KiB at V = 128256, a few hundred vector
+    /// stores) when the patches are many (>= 1 per 16 words): that is cheaper than as many
+    /// scattered read-modify-writes.
     void restore_unpatched_bits() noexcept {
+        std::vector<std::uint32_t>& bits = ws_.unpatched;
+        if (n_patches_ * 16 >= bits.size()) {
+            std::fill(bits.begin(), bits.end(), ~0u);
+            return;
+        }
         for (std::size_t i = 0; i < n_patches_; ++i) {
             const auto t = std::uint32_t(ws_.patches[i].id);
             ws_.unpatched[t / 32] |= 1u << (t % 32);

@@ -28,15 +28,6 @@
 DECODEKIT_BEGIN_NAMESPACE
 
 namespace detail {
-/// A candidate entry as one value (sort scratch).
-struct scored {
-    float logit;
-    token_id id;
-};
-/// Logit descending, ties by ascending id.
-inline bool scored_before(const scored& a, const scored& b) noexcept {
-    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
-}
 /// A flag set while an object is inside a call; copies are fresh, idle flags (so its owner stays
 /// copyable). One atomic exchange per call.
 class in_use_flag {
