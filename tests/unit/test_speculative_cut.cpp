@@ -105,7 +105,8 @@ TEST_CASE("processed_set is the sampler's distribution (cut or sparse)", "[specu
     }
 }
 
-TEST_CASE("processed_set: wrong sizes and a busy sampler give an empty set", "[speculative][cut]") {
+TEST_CASE("processed_set: a wrong size, a short mask or a dead row give an empty set",
+          "[speculative][cut]") {
     sampler s({.top_p = 0.9f}, V);
     const auto row = make_row(1);
     CHECK(processed_set(s, std::span<const float>(row).first(V - 1)).empty());

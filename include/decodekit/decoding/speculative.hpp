@@ -61,6 +61,11 @@
 /// min_new_tokens comes from the processing (sampler_processing: the sampler's
 /// sampling_params::min_new_tokens, whose eos_ids must list speculative_params::eos_ids, checked
 /// up front): EOS is suppressed in p, stop sequences and stop strings are held until then.
+/// How p is read: a processing with processed() (set_processing: sampler_processing,
+/// basic_processing) gives the target's distribution as a weighted_set (sampling/verify.hpp), a
+/// top-p cut over the row never compacted: p(x) is one lookup, a rejection's residual one pass
+/// over the cut (q merged along it when q.ascending, else scattered into verify_workspace's dense
+/// row), the bonus a draw_cut. Other processings are verified on their sparse output.
 /// A proposer that drafts from the target's hidden state (an MTP module: needs_target_hidden())
 /// makes the verify call logits_and_hidden and receives the hidden row of the last verified
 /// position after each round (target_hidden_proposer).
