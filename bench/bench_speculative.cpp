@@ -4,10 +4,13 @@
 //     128256; compare with BM_floor_read of bench_floors.cpp (same binary, same V). Items = V.
 //   BM_spec_family/<shape>/V:128256: one verified draft token on the row family as a speculating
 //     engine pays it: the target's processing of its row (a sampler with top-p 0.95 through
-//     sampler_processing, i.e. distribution_unordered()) and verify_rejection against the draft's
-//     distribution (the same processing of a related draft row, 0.8 * target + 0.6 * another row
-//     of the shape; computed once, as the drafter's cost is not the verifier's). Judged against
-//     the exp floor of the shape, as top-p is (issue 12: verification gets the same treatment).
+//     sampler_processing::processed(), the weighted_set the stepper verifies on: the top-p cut
+//     over the row, not compacted) and verify_rejection against the draft's distribution (the
+//     same processing of a related draft row, 0.8 * target + 0.6 * another row of the shape, as
+//     the sparse q a proposer stores; computed once, as the drafter's cost is not the
+//     verifier's). Judged against the exp floor of the shape, as top-p is (issue 12:
+//     verification gets the same treatment). Counters: accept (acceptance rate), kept (target
+//     set), cut (1 when the target set stayed a cut).
 //   BM_spec_toy_*: speculative_decode on the deterministic toy models of the tests, one run of 64
 //     new tokens per iteration; counters: mean accepted draft tokens per round, tokens per target
 //     call, acceptance rate. (Toy model calls are nearly free, so time here is the loop's own
@@ -128,16 +131,17 @@ void run_spec_family(benchmark::State& state, dk_bench::shape sh, std::size_t v)
             dk::draw(qd, dk::make_stream({3, 0, i}, dk::rng_purpose::draft).uniform()));
     dk::sampler target_sampler(target_params, v);
     const dk::sampler_processing target(target_sampler);
-    dk::sparse_distribution p;
     dk::verify_workspace ws(v);
-    target(t, {}, p);
-    if (p.size() == 0 || in.q.size() == 0 || in.drafts[0] < 0) {
+    const dk::weighted_set p0 = target.processed(t, {});
+    const std::size_t kept = p0.kept;
+    const bool is_cut = p0.is_cut;
+    if (p0.empty() || in.q.size() == 0 || in.drafts[0] < 0) {
         state.SkipWithError("empty target or draft distribution");
         return;
     }
     std::uint64_t i = 0, acc = 0;
     for (auto _ : state) {
-        target(t, {.sequence = 1, .step = i, .history = {}}, p);
+        const dk::weighted_set p = target.processed(t, {.sequence = 1, .step = i, .history = {}});
         const dk::verify_result r =
             dk::verify_rejection(p, in.q, in.drafts[i & 255], {1, 0, i}, ws);
         acc += r.accepted;
@@ -146,7 +150,8 @@ void run_spec_family(benchmark::State& state, dk_bench::shape sh, std::size_t v)
     }
     dk_bench::set_items(state, v);
     state.counters["accept"] = i ? double(acc) / double(i) : 0.0;
-    state.counters["kept"] = double(p.size());
+    state.counters["kept"] = double(kept);
+    state.counters["cut"] = is_cut ? 1.0 : 0.0;
 }
 
 [[maybe_unused]] const bool spec_family_registered = [] {

@@ -61,6 +61,11 @@
 /// min_new_tokens comes from the processing (sampler_processing: the sampler's
 /// sampling_params::min_new_tokens, whose eos_ids must list speculative_params::eos_ids, checked
 /// up front): EOS is suppressed in p, stop sequences and stop strings are held until then.
+/// How p is read: a processing with processed() (set_processing: sampler_processing,
+/// basic_processing) gives the target's distribution as a weighted_set (sampling/verify.hpp), a
+/// top-p cut over the row never compacted: p(x) is one lookup, a rejection's residual one pass
+/// over the cut (q merged along it when q.ascending, else scattered into verify_workspace's dense
+/// row), the bonus a draw_cut. Other processings are verified on their sparse output.
 /// A proposer that drafts from the target's hidden state (an MTP module: needs_target_hidden())
 /// makes the verify call logits_and_hidden and receives the hidden row of the last verified
 /// position after each round (target_hidden_proposer).
@@ -78,6 +83,7 @@
 #include <decodekit/model.hpp>
 #include <decodekit/random.hpp>
 #include <decodekit/sampling/sampler.hpp>
+#include <decodekit/sampling/verify.hpp>
 #include <decodekit/types.hpp>
 
 #include <algorithm>
@@ -104,6 +110,9 @@ DECODEKIT_BEGIN_NAMESPACE
 struct sparse_dist_view {
     std::span<const token_id> tokens;
     std::span<const float> probs;
+    /// The caller's promise that tokens are strictly ascending (the built-in processings' output):
+    /// verification then reads q along p's ids (a merge) instead of scattering it.
+    bool ascending = false;
     std::size_t size() const noexcept { return tokens.size(); }
 };
 
@@ -111,10 +120,12 @@ struct sparse_dist_view {
 struct sparse_distribution {
     std::vector<token_id> tokens;
     std::vector<float> probs;
+    bool ascending = false;  ///< see sparse_dist_view::ascending (clear() resets it)
 
     void clear() noexcept {
         tokens.clear();
         probs.clear();
+        ascending = false;
     }
     void reserve(std::size_t n) {
         tokens.reserve(n);
@@ -126,7 +137,7 @@ struct sparse_distribution {
     }
     std::size_t size() const noexcept { return tokens.size(); }
     /// The view of this distribution.
-    sparse_dist_view view() const noexcept { return {tokens, probs}; }
+    sparse_dist_view view() const noexcept { return {tokens, probs, ascending}; }
     operator sparse_dist_view() const noexcept { return view(); }
 };
 
@@ -145,11 +156,22 @@ namespace detail {
 inline constexpr std::size_t spec_block = 512;        // block of the blocked sums and draws
 inline constexpr std::size_t spec_max_blocks = 1024;  // block sums kept on the stack
 
-/// Index of token `x` in `ids` (npos if absent). O(1) when ids[x] == x (id-ordered rows),
-/// otherwise a linear search (a sampler's rows are sorted by probability: drafts are found early).
+/// Index of token `x` in `ids` (npos if absent). O(1) when ids[x] == x (full id-ordered rows),
+/// O(log n) when x is found by a binary search (ids in ascending order: distribution_unordered()),
+/// otherwise a linear search (any order: a sampler's distribution() is sorted by probability,
+/// drafts are found early).
 inline std::size_t find_token(std::span<const token_id> ids, token_id x) noexcept {
     if (x < 0) return npos;
     if (std::size_t(x) < ids.size() && ids[std::size_t(x)] == x) return std::size_t(x);
+    std::size_t lo = 0, hi = ids.size();  // (well defined on any order; exact when ascending)
+    while (lo < hi) {
+        const std::size_t mid = lo + (hi - lo) / 2;
+        if (ids[mid] < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < ids.size() && ids[lo] == x) return lo;
     const auto it = std::find(ids.begin(), ids.end(), x);
     return it == ids.end() ? npos : std::size_t(it - ids.begin());
 }
@@ -394,6 +416,176 @@ inline verify_result verify_typical(sparse_dist_view p, token_id x, typical_acce
     return {draw_from(p, key), false};
 }
 
+// ------------------------------------------------------------------------------------------------
+// Verification on a weighted_set (sampling/verify.hpp: a sampler's processed set, a top-p cut
+// not compacted). Same rules, randomness and law as the sparse forms above; p(x) is read in O(1)
+// (cut) or O(log kept), and the residual of a rejection is one pass over the set's index space
+// (the row for a cut) in ascending id order, as the sparse forms walk distribution_unordered().
+
+namespace detail {
+/// Calls f(buf, c, b) for the blocks [b, b + c) of p's weights (spec_block entries each).
+template <class F>
+void for_each_weight_block(const weighted_set& p, F&& f) noexcept {
+    alignas(64) float buf[spec_block];
+    const std::size_t n = p.extent();
+    for (std::size_t b = 0; b < n; b += spec_block) {
+        const std::size_t c = std::min(spec_block, n - b);
+        p.weights_into(b, c, buf);
+        f(buf, c, b);
+    }
+}
+/// Most probable token of p (ties to the lowest id); -1 when empty.
+inline token_id argmax(const weighted_set& p) noexcept {
+    if (p.empty()) return -1;
+    float best = 0.f;
+    std::size_t at = npos;
+    for_each_weight_block(p, [&](const float* w, std::size_t c, std::size_t b) noexcept {
+        const float m = kernels::max(std::span<const float>(w, c));
+        if (!(m > best)) return;  // (ascending ids: a tie keeps the earlier entry)
+        best = m;
+        at = b + std::size_t(std::find(w, w + c, m) - w);
+    });
+    return at == npos ? token_id(-1) : p.token_at(at);
+}
+/// Entropy -sum p ln p of p (natural log) = ln S - sum w ln w / S.
+inline double entropy(const weighted_set& p) noexcept {
+    if (p.empty()) return 0.0;
+    double s = 0;
+    for_each_weight_block(p, [&](const float* w, std::size_t c, std::size_t) noexcept {
+        for (std::size_t i = 0; i < c; ++i)
+            if (w[i] > 0.f) s += double(w[i]) * std::log(double(w[i]));
+    });
+    return std::log(p.sum) - s / p.sum;
+}
+}  // namespace detail
+
+/// y ~ p with one uniform() of the residual stream at `key` (the bonus token); -1 if p is empty.
+inline token_id draw_from(const weighted_set& p, rng_key key) noexcept {
+    rng_stream s = make_stream(key, rng_purpose::residual);
+    return p.draw(s.uniform());
+}
+
+/// verify_rejection with p a weighted_set: accept iff u * q(x) < p(x), else y ~ norm(max(0, p -
+/// q)) over p's support (p when that mass is below 1e-9). \pre q's ids < ws.vocab_size() (larger
+/// ids count as q = 0, and assert in debug builds); the index space of a cut p (its row) no larger
+/// than ws.vocab_size() (beyond it q reads 0). Cost: O(1) + O(log |q|) on acceptance; one pass over
+/// p's index space plus two over q on rejection; no allocation.
+inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q, token_id x,
+                                      rng_key key, verify_workspace& ws) noexcept {
+    rng_stream acc = make_stream(key, rng_purpose::accept);
+    const double u = acc.uniform();
+    const double px = p.prob(x), qx = detail::prob_of(q, x);
+    if (qx > 0 && u * qx < px) return {x, true};
+    rng_stream res = make_stream(key, rng_purpose::residual);
+    const double v = res.uniform();
+    if (p.empty()) return {-1, false};
+    const float inv = float(1.0 / p.sum);
+    std::size_t j;
+    if (!p.is_cut && detail::same_ids(p.ids, q.tokens)) {  // aligned sets: elementwise
+        j = detail::draw_blocked(
+            p.extent(),
+            [&](std::size_t b, std::size_t c, float* out) noexcept {
+                const float* qq = q.probs.data() + b;
+                p.weights_into(b, c, out);
+                for (std::size_t i = 0; i < c; ++i) {
+                    const float r = out[i] * inv - (qq[i] > 0.f ? qq[i] : 0.f);
+                    out[i] = r > 0.f ? r : 0.f;
+                }
+            },
+            v, detail::residual_floor);
+    } else if (p.is_cut && q.ascending) {  // q's entries of each block are a range of q
+        DECODEKIT_ASSERT(std::is_sorted(q.tokens.begin(), q.tokens.end()),
+                         "verify_rejection: q.ascending but its tokens are not ascending");
+        j = detail::draw_blocked(
+            p.extent(),
+            [&](std::size_t b, std::size_t c, float* out) noexcept {
+                const token_id* ids = q.tokens.data();
+                const std::size_t k0 =
+                    std::size_t(std::lower_bound(ids, ids + q.size(), token_id(b)) - ids);
+                const std::size_t k1 =
+                    std::size_t(std::lower_bound(ids + k0, ids + q.size(), token_id(b + c)) - ids);
+                if (k1 - k0 == c) {  // q holds every id of the block: its probs are contiguous
+                    p.residual_into(b, c, q.probs.data() + k0, out);
+                    return;
+                }
+                alignas(64) float qb[detail::spec_block];
+                std::fill_n(qb, c, 0.f);
+                const float* qp = q.probs.data();
+                for (std::size_t k = k0; k < k1; ++k)  // (a scatter into the block)
+                    qb[std::size_t(ids[k]) - b] = std::max(qp[k], 0.f);
+                p.residual_into(b, c, qb, out);
+            },
+            v, detail::residual_floor);
+    } else {  // scatter q into the dense scratch row, read it along p
+        float* dense = ws.dense_.data();
+        const std::size_t dv = ws.dense_.size();
+        const bool cut_in_dense = p.is_cut && p.extent() <= dv;
+        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
+            const auto t = std::size_t(q.tokens[i]);
+            DECODEKIT_ASSERT(t < dv, "verify_rejection: q token id >= workspace vocab_size");
+            if (t < dv && q.probs[i] > 0.f) dense[t] = q.probs[i];
+        }
+        j = detail::draw_blocked(
+            p.extent(),
+            [&](std::size_t b, std::size_t c, float* out) noexcept {
+                if (cut_in_dense) {  // index = id: q is dense[b, b + c), contiguous
+                    p.residual_into(b, c, dense + b, out);
+                    return;
+                }
+                p.weights_into(b, c, out);
+                for (std::size_t i = 0; i < c; ++i) {
+                    const auto t = std::size_t(p.token_at(b + i));
+                    const float r = out[i] * inv - (t < dv ? dense[t] : 0.f);
+                    out[i] = r > 0.f ? r : 0.f;
+                }
+            },
+            v, detail::residual_floor);
+        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
+            const auto t = std::size_t(q.tokens[i]);
+            if (t < dv) dense[t] = 0.f;
+        }
+    }
+    if (j == npos) return {p.draw(v), false};  // residual ~0: fall back to p
+    return {p.token_at(j), false};
+}
+
+/// verify_one_hot with p a weighted_set: accept iff u < p(x), else y ~ p without x (p when that
+/// mass is below 1e-9). Cost: O(1) on acceptance (O(log kept) sparse); one pass over p's index
+/// space on rejection; no allocation.
+inline verify_result verify_one_hot(const weighted_set& p, token_id x, rng_key key) noexcept {
+    rng_stream acc = make_stream(key, rng_purpose::accept);
+    const double u = acc.uniform();
+    const std::size_t ix = p.index_of(x);
+    if (u < p.prob(x)) return {x, true};
+    rng_stream res = make_stream(key, rng_purpose::residual);
+    const double v = res.uniform();
+    if (p.empty()) return {-1, false};
+    const std::size_t j = detail::draw_blocked(
+        p.extent(),
+        [&](std::size_t b, std::size_t c, float* out) noexcept {
+            p.weights_into(b, c, out);
+            if (ix != npos && ix >= b && ix < b + c) out[ix - b] = 0.f;
+        },
+        v, detail::residual_floor * p.sum);
+    if (j == npos) return {p.draw(v), false};
+    return {p.token_at(j), false};
+}
+
+/// verify_greedy with p a weighted_set: accept iff x is p's argmax (ties to the lowest id).
+inline verify_result verify_greedy(const weighted_set& p, token_id x) noexcept {
+    const token_id a = detail::argmax(p);
+    return {a, a == x && a >= 0};
+}
+
+/// verify_typical (LOSSY) with p a weighted_set.
+inline verify_result verify_typical(const weighted_set& p, token_id x, typical_acceptance t,
+                                    rng_key key) noexcept {
+    const double threshold =
+        std::min(double(t.epsilon), double(t.delta) * std::exp(-detail::entropy(p)));
+    if (p.prob(x) > threshold) return {x, true};
+    return {draw_from(p, key), false};
+}
+
 /// Which verification rule the loop applies.
 enum class verification : std::uint8_t {
     rejection,  ///< exact: rejection sampling with the proposer's q (one-hot if it has none)
@@ -425,6 +617,16 @@ template <class P>
 concept distribution_processing = requires(P& p, std::span<const float> logits,
                                            const position_context& c, sparse_distribution& out) {
     p(logits, c, out);
+};
+
+/// A processing that also gives its distribution as a weighted_set (sampling/verify.hpp):
+/// `proc.processed(logits, ctx)`, the same distribution as proc(logits, ctx, out), viewed where
+/// the sampler left it (valid until the next call on that processing's workspace). The stepper
+/// verifies on it (a top-p cut is never compacted); other processings are verified on their
+/// sparse output.
+template <class P>
+concept set_processing = requires(P& p, std::span<const float> logits, const position_context& c) {
+    { p.processed(logits, c) } -> std::same_as<weighted_set>;
 };
 
 /// The built-in pipeline: temperature (0 = greedy: one-hot argmax, ties to the lowest id) ->
@@ -471,17 +673,32 @@ struct basic_processing {
                     sparse_distribution& out) const {
         out.clear();
         if (x.empty()) return;
-        const sampling_params want = as_sampling_params(x.size());
-        if (!sampler_ || sampler_->vocab_size() != x.size() ||
-            sampler_->params().temperature != want.temperature ||
-            sampler_->params().top_k != want.top_k || sampler_->params().top_p != want.top_p) {
-            validate();  // errors name basic_processing's fields, not sampling_params'
-            sampler_.emplace(want, x.size());
-        }
-        const decodekit::distribution d = sampler_->distribution_unordered(
+        const decodekit::distribution d = armed(x.size()).distribution_unordered(
             x, sample_context{c.sequence, c.step, c.history, c.prompt_length, c.mask});
         out.tokens.assign(d.tokens.begin(), d.tokens.end());
         out.probs.assign(d.probs.begin(), d.probs.end());
+        out.ascending = true;
+    }
+    /// The same distribution as a weighted_set in the thread's sampling workspace (empty for an
+    /// empty row). Raises (config_error) when check() fails.
+    weighted_set processed(std::span<const float> x, const position_context& c) const {
+        if (x.empty()) return {};
+        return processed_set(
+            armed(x.size()), x,
+            sample_context{c.sequence, c.step, c.history, c.prompt_length, c.mask});
+    }
+
+private:
+    /// The sampler for rows of `n` entries with these fields (built or rebuilt when needed).
+    sampler& armed(std::size_t n) const {
+        const sampling_params want = as_sampling_params(n);
+        if (!sampler_ || sampler_->vocab_size() != n ||
+            sampler_->params().temperature != want.temperature ||
+            sampler_->params().top_k != want.top_k || sampler_->params().top_p != want.top_p) {
+            validate();  // errors name basic_processing's fields, not sampling_params'
+            sampler_.emplace(want, n);
+        }
+        return *sampler_;
     }
 };
 
@@ -501,10 +718,21 @@ public:
             logits, sample_context{c.sequence, c.step, c.history, c.prompt_length, c.mask});
         out.tokens.assign(d.tokens.begin(), d.tokens.end());
         out.probs.assign(d.probs.begin(), d.probs.end());
+        out.ascending = true;
+    }
+    /// The same distribution as a weighted_set (sampler::processed_set in the thread's workspace).
+    weighted_set processed(std::span<const float> logits, const position_context& c) const {
+        return processed_set(
+            *s_, logits, sample_context{c.sequence, c.step, c.history, c.prompt_length, c.mask});
     }
     /// Advances the sampler as if it had drawn `t` from `p`.
     void commit(token_id t, const sparse_distribution& p) const noexcept {
         s_->observe(decodekit::distribution{p.tokens, p.probs}, t);
+    }
+    /// commit() with p as a weighted_set.
+    void commit(token_id t, const weighted_set& p) const noexcept {
+        const float pt = float(p.prob(t));
+        s_->observe(decodekit::distribution{{&t, 1}, {&pt, 1}}, t);
     }
     /// The sampler's min_new_tokens (the stepper holds its stops until then).
     std::size_t min_new_tokens() const noexcept { return s_->params().min_new_tokens; }
@@ -723,7 +951,7 @@ public:
         const std::size_t reserve = std::min<std::size_t>(p_.max_new_tokens, 16384);
         ctx_.assign(prompt.begin(), prompt.end());
         ctx_.reserve(prompt.size() + reserve + p_.max_draft_length + 1);
-        dist_.reserve(V_);
+        if constexpr (!set_processing<Processing>) dist_.reserve(V_);
         gamma_ = p_.draft_length;
         st_.drafted_at.assign(p_.max_draft_length, 0);
         st_.accepted_at.assign(p_.max_draft_length, 0);
@@ -944,23 +1172,18 @@ private:
         for (std::size_t i = 0; i < g && running; ++i) {
             const token_id x = drafts_.tokens[i];
             const rng_key key{p_.seed, p_.sequence, n0_ + i};
-            (*processing_)(rows.subspan(i * V_, V_),
-                           position_context{p_.sequence, n0_ + i, std::span<const token_id>(ctx_),
-                                            prompt_length_, mask_at(i)},
-                           dist_);
-            verify_result v;
-            switch (p_.rule) {
-                case verification::greedy:
-                    v = verify_greedy(dist_, x);
-                    break;
-                case verification::typical:
-                    v = verify_typical(dist_, x, p_.typical, key);
-                    break;
-                default:
-                    v = drafts_.has_distributions
-                            ? verify_rejection(dist_, drafts_.q[i], x, key, ws_)
-                            : verify_one_hot(dist_, x, key);
-            }
+            const verify_result v = with_target(rows, i, [&](const auto& p) noexcept {
+                switch (p_.rule) {
+                    case verification::greedy:
+                        return verify_greedy(p, x);
+                    case verification::typical:
+                        return verify_typical(p, x, p_.typical, key);
+                    default:
+                        return drafts_.has_distributions
+                                   ? verify_rejection(p, drafts_.q[i], x, key, ws_)
+                                   : verify_one_hot(p, x, key);
+                }
+            });
             ++st_.drafted;
             ++st_.drafted_at[i];
             last_row = i;
@@ -968,7 +1191,7 @@ private:
                 ++st_.accepted;
                 ++st_.accepted_at[i];
                 ++accepted_round;
-                running = emit(x, detail::prob_of(dist_, x), on_token);
+                running = emit(x, on_token);
                 continue;
             }
             all_accepted = false;
@@ -976,24 +1199,22 @@ private:
                 out_.finish(stop_reason_of_no_token(!masks_.empty()), on_token);
                 running = false;
             } else {
-                running = emit(v.token, detail::prob_of(dist_, v.token), on_token);
+                running = emit(v.token, on_token);
             }
             break;
         }
         if (running && all_accepted) {  // bonus token from the target's last row
             last_row = g;
-            (*processing_)(rows.subspan(g * V_, V_),
-                           position_context{p_.sequence, n0_ + g, std::span<const token_id>(ctx_),
-                                            prompt_length_, mask_at(g)},
-                           dist_);
-            const token_id y = p_.rule == verification::greedy
-                                   ? detail::argmax(dist_)
-                                   : draw_from(dist_, rng_key{p_.seed, p_.sequence, n0_ + g});
+            const token_id y = with_target(rows, g, [&](const auto& p) noexcept {
+                return p_.rule == verification::greedy
+                           ? detail::argmax(p)
+                           : draw_from(p, rng_key{p_.seed, p_.sequence, n0_ + g});
+            });
             if (y < 0) {
                 out_.finish(stop_reason_of_no_token(!masks_.empty()), on_token);
                 running = false;
             } else {
-                running = emit(y, detail::prob_of(dist_, y), on_token);
+                running = emit(y, on_token);
             }
         }
         if constexpr (requires { proposer_->commit(std::span<const token_id>{}); })
@@ -1020,16 +1241,45 @@ private:
         const std::size_t w = kernels::bitmask_words(V_);
         return {.words = masks_.subspan(i * w, w), .size = V_};
     }
-    /// Emits one token (not an EOS: that ends the sequence); false when the sequence ended.
+    /// Processes verified position i (prompt + emitted tokens as its history) and returns
+    /// f(p): p is the processing's weighted_set (set_processing: kept in set_) or its sparse
+    /// output (dist_).
+    template <class F>
+    auto with_target(std::span<const float> rows, std::size_t i, F&& f) {
+        const position_context c{p_.sequence, n0_ + i, std::span<const token_id>(ctx_),
+                                 prompt_length_, mask_at(i)};
+        if constexpr (set_processing<Processing>) {
+            set_ = processing_->processed(rows.subspan(i * V_, V_), c);
+            return f(std::as_const(set_));
+        } else {
+            (*processing_)(rows.subspan(i * V_, V_), c, dist_);
+            return f(dist_.view());
+        }
+    }
+    /// p(t) under the last processed target distribution.
+    double target_prob(token_id t) const noexcept {
+        if constexpr (set_processing<Processing>)
+            return set_.prob(t);
+        else
+            return detail::prob_of(dist_, t);
+    }
+    /// Emits one token (not an EOS: that ends the sequence) chosen under the last processed
+    /// target distribution; false when the sequence ended.
     template <class OnToken>
-    bool emit(token_id t, double prob, OnToken& on_token) {
+    bool emit(token_id t, OnToken& on_token) {
         if (out_.is_eos(t)) {
             out_.finish(stop_reason::eos, on_token);
             return false;
         }
         ctx_.push_back(t);
         ++st_.emitted;
-        if constexpr (requires { processing_->commit(t, dist_); }) processing_->commit(t, dist_);
+        const double prob = target_prob(t);
+        if constexpr (set_processing<Processing>) {
+            if constexpr (requires { processing_->commit(t, set_); }) processing_->commit(t, set_);
+        } else {
+            if constexpr (requires { processing_->commit(t, dist_); })
+                processing_->commit(t, dist_);
+        }
         const float lp =
             p_.rule == verification::greedy || !(prob > 0) ? 0.f : float(std::log(prob));
         return out_.emit(t, lp, on_token);
@@ -1044,7 +1294,8 @@ private:
     verify_workspace ws_;
     std::vector<token_id> ctx_;  // prompt + emitted (+ the round's drafts while verifying)
     draft_buffer drafts_;
-    sparse_distribution dist_;
+    sparse_distribution dist_;  // the target's distribution at the verified position (sparse)
+    weighted_set set_;          // ... or as a set (set_processing; views the thread's workspace)
     speculative_stats st_;
     sequence_output out_;
     sequence_request request_;

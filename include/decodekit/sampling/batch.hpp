@@ -39,9 +39,11 @@
 DECODEKIT_BEGIN_NAMESPACE
 
 namespace detail {
+struct batch_access_tag;
 /// batch.hpp's access to a sampler's batch mark (one sampler in two rows of one call is
 /// reported before anything is sampled).
-struct sampler_batch_access {
+template <>
+struct sampler_access<batch_access_tag> {
     /// A fresh call id (never 0).
     static std::uint64_t next_call() noexcept {
         static std::atomic<std::uint64_t> counter{0};
@@ -54,6 +56,7 @@ struct sampler_batch_access {
         return true;
     }
 };
+using sampler_batch_access = sampler_access<batch_access_tag>;
 }  // namespace detail
 
 /// A read-only row-major matrix of logits: rows x cols, `stride` floats between row starts.

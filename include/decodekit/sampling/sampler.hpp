@@ -58,6 +58,7 @@
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/select.hpp>
 #include <decodekit/random.hpp>
+#include <decodekit/sampling/access.hpp>
 #include <decodekit/sampling/constrained.hpp>
 #include <decodekit/sampling/draw.hpp>
 #include <decodekit/sampling/logprobs.hpp>
@@ -80,10 +81,6 @@
 #include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
-
-namespace detail {
-struct sampler_batch_access;  // batch.hpp's access to a sampler's batch mark
-}  // namespace detail
 
 /// A configured sampler. See the file comment for the pipeline, randomness and special values.
 class sampler {
@@ -213,7 +210,8 @@ public:
     }
 
 private:
-    friend struct detail::sampler_batch_access;
+    template <class Tag>
+    friend struct detail::sampler_access;
 
     sampling_params params_;
     std::size_t vocab_;

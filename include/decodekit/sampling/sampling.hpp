@@ -12,5 +12,6 @@
 #include <decodekit/sampling/sampler.hpp>
 #include <decodekit/sampling/step.hpp>
 #include <decodekit/sampling/steps.hpp>
+#include <decodekit/sampling/verify.hpp>
 #include <decodekit/sampling/working_set.hpp>
 #include <decodekit/sampling/workspace.hpp>

@@ -1,0 +1,253 @@
+// Speculative verification on a sampler's processed set (sampling/verify.hpp: weighted_set, a
+// top-p cut over the row not compacted): the set is the sampler's distribution (same
+// probabilities as distribution_unordered(), same draw as sample()), the verification rules on it
+// decide as on the sparse distribution (up to the rounding of the normaliser), the emitted law is
+// exactly p (chi-square, false-failure rate dk_test::false_failure_rate = 1e-7), and the stepper
+// gives the same tokens through either path. Rows of 3000 entries: several blocks of every
+// blocked walk (512 in the residual draw, 256 in draw_cut).
+#include "dk_test.hpp"
+#include "toy_model.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+using namespace decodekit;
+
+namespace {
+
+constexpr std::size_t V = 3000;
+
+/// A deterministic row of n entries (a spread of ~4 nats, a NaN, a -inf, a head at the last id).
+std::vector<float> make_row(std::uint64_t seed, std::size_t n = V) {
+    std::vector<float> x(n);
+    std::uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (std::size_t i = 0; i < n; ++i) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = float(double(s >> 11) / double(1ull << 53)) * 4.f;
+    }
+    x[7] = -INFINITY;
+    x[n / 2] = NAN;
+    x[n - 1] = 6.f;
+    return x;
+}
+
+/// The draft's row: related to the target's (0.8 target + 0.6 noise).
+std::vector<float> draft_row(const std::vector<float>& t) {
+    const auto n = make_row(99, t.size());
+    std::vector<float> d(t.size());
+    for (std::size_t i = 0; i < t.size(); ++i)
+        d[i] = std::isfinite(t[i]) ? 0.8f * t[i] + 0.6f * n[i] : 0.f;
+    return d;
+}
+
+/// Dense probabilities of a sampler's distribution_unordered() (in its own workspace).
+std::vector<double> dense_law(sampler& s, const std::vector<float>& row, const sample_context& c) {
+    sampling_workspace ws(row.size());
+    const distribution d = s.distribution_unordered(row, c, ws);
+    std::vector<double> p(row.size(), 0.0);
+    for (std::size_t i = 0; i < d.size(); ++i) p[std::size_t(d.tokens[i])] = d.probs[i];
+    return p;
+}
+
+sparse_distribution sparse_of(sampler& s, const std::vector<float>& row) {
+    sparse_distribution out;
+    sampler_processing{s}(row, {}, out);
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("processed_set is the sampler's distribution (cut or sparse)", "[speculative][cut]") {
+    const auto row = make_row(1);
+    struct config {
+        const char* name;
+        sampling_params params;
+        bool cut;
+    };
+    const std::vector<config> configs = {
+        {"top-p 0.9: a cut", {.top_p = 0.9f}, true},
+        {"hf: temperature 0.7 then top-p 0.95: a cut",
+         {.temperature = 0.7f, .top_p = 0.95f, .order = sampling_order::hf},
+         true},
+        {"top-k 50 then top-p: sparse", {.top_k = 50, .top_p = 0.9f}, false},
+        {"min-p 0.2: sparse", {.min_p = 0.2f}, false},
+        {"no truncation: sparse", {}, false},
+        {"greedy: one entry", {.temperature = 0.f}, false},
+    };
+    for (const auto& c : configs) {
+        SECTION(c.name) {
+            sampler s(c.params, V);
+            const auto law = dense_law(s, row, {});
+            sampling_workspace ws(V);
+            const weighted_set p = processed_set(s, row, {}, ws);
+            CHECK(p.is_cut == c.cut);
+            REQUIRE_FALSE(p.empty());
+            double total = 0;
+            std::size_t positive = 0;
+            for (std::size_t t = 0; t < V; ++t) {
+                const double pt = p.prob(token_id(t));
+                INFO("token " << t);
+                REQUIRE(std::fabs(pt - law[t]) <= 1e-6 * law[t] + 1e-12);
+                total += pt;
+                positive += pt > 0;
+            }
+            CHECK(std::fabs(total - 1.0) < 1e-6);
+            CHECK(p.kept >= positive);
+            CHECK(p.prob(-1) == 0.0);
+            CHECK(p.prob(token_id(V)) == 0.0);
+            // a walk over the index space gives the same weights as prob()
+            std::vector<float> w(p.extent());
+            p.weights_into(0, p.extent(), w.data());
+            for (std::size_t i = 0; i < p.extent(); ++i)
+                REQUIRE(double(w[i]) / p.sum == p.prob(p.token_at(i)));
+        }
+    }
+}
+
+TEST_CASE("processed_set: a wrong size, a short mask or a dead row give an empty set",
+          "[speculative][cut]") {
+    sampler s({.top_p = 0.9f}, V);
+    const auto row = make_row(1);
+    CHECK(processed_set(s, std::span<const float>(row).first(V - 1)).empty());
+    const std::vector<std::uint32_t> short_mask(2, ~0u);
+    CHECK(processed_set(s, row, {.mask = {.words = short_mask, .size = V}}).empty());
+    const std::vector<float> dead(V, -INFINITY);
+    const weighted_set none = processed_set(s, dead);
+    CHECK(none.empty());
+    CHECK(none.draw(0.5) == -1);
+    CHECK(processed_set(s, row).draw(0.5) >= 0);
+}
+
+TEST_CASE("a weighted_set's draw is the sampler's draw", "[speculative][cut]") {
+    const auto row = make_row(2);
+    sampler s({.top_p = 0.9f, .seed = 5}, V);
+    sampling_workspace ws(V);
+    for (std::uint64_t step = 0; step < 2000; ++step) {
+        const sample_context c{.sequence = 3, .step = step};
+        const token_id want = s.sample(row, c).token;
+        const weighted_set p = processed_set(s, row, c, ws);
+        REQUIRE(p.is_cut);
+        REQUIRE(p.draw(make_stream({5, 3, step}, rng_purpose::sample).uniform()) == want);
+    }
+}
+
+TEST_CASE("verification on a weighted_set decides as on the sparse distribution",
+          "[speculative][cut]") {
+    const auto row = make_row(3);
+    sampler ts({.top_p = 0.9f}, V), ds({.top_p = 0.9f}, V);
+    const sparse_distribution q = sparse_of(ds, draft_row(row));
+    REQUIRE(q.ascending);                                          // a cut p reads it by merging
+    const sparse_dist_view q_scattered{q.tokens, q.probs, false};  // ... or scattered
+    const sparse_distribution ps = sparse_of(ts, row);
+    sampling_workspace sws(V);
+    const weighted_set p = processed_set(ts, row, {}, sws);
+    REQUIRE(p.is_cut);
+    verify_workspace ws(V);
+    constexpr std::size_t runs = 20000;
+    std::size_t differ[6] = {}, rejected = 0;
+    for (std::uint64_t r = 0; r < runs; ++r) {
+        const rng_key key{1, r, 0};
+        const token_id x = detail::draw_sparse(q, make_stream(key, rng_purpose::draft).uniform());
+        const verify_result a = verify_rejection(p, q, x, key, ws),
+                            b = verify_rejection(ps, q, x, key, ws),
+                            a2 = verify_rejection(p, q_scattered, x, key, ws);
+        rejected += !b.accepted;
+        differ[0] += a.token != b.token || a.accepted != b.accepted;
+        differ[5] += a2.token != b.token || a2.accepted != b.accepted;
+        const verify_result c = verify_one_hot(p, x, key), d = verify_one_hot(ps, x, key);
+        differ[1] += c.token != d.token || c.accepted != d.accepted;
+        differ[2] += draw_from(p, key) != draw_from(ps, key);
+        const verify_result e = verify_typical(p, x, {}, key), f = verify_typical(ps, x, {}, key);
+        differ[3] += e.token != f.token || e.accepted != f.accepted;
+        differ[4] += verify_greedy(p, x).token != verify_greedy(ps, x).token;
+    }
+    INFO("rejected " << rejected);
+    CHECK(rejected > runs / 20);  // the residual walk ran often
+    // the two forms differ only in the rounding of the normaliser: a decision within ~1e-6 of
+    // a boundary (a handful of runs at most)
+    for (std::size_t k = 0; k < 6; ++k) {
+        INFO("rule " << k);
+        CHECK(differ[k] <= runs / 1000);
+    }
+    CHECK(verify_greedy(p, 2999).accepted);  // the row's head
+    CHECK_FALSE(verify_greedy(p, 0).accepted);
+}
+
+TEST_CASE("rejection verification on a cut emits exactly p", "[speculative][cut][statistical]") {
+    constexpr std::size_t n = 1100, N = 200000;  // 3 residual blocks, 5 draw_cut blocks
+    const auto row = make_row(4, n);
+    sampler ts({.top_p = 0.8f}, n), ds({.top_p = 0.9f}, n);
+    const sparse_distribution q = sparse_of(ds, draft_row(row));
+    const auto law = dense_law(ts, row, {});
+    sampling_workspace sws(n);
+    const weighted_set p = processed_set(ts, row, {}, sws);
+    REQUIRE(p.is_cut);
+    std::vector<double> cdf(q.size());  // x ~ q by binary search (the test's own cost)
+    double run = 0;
+    for (std::size_t i = 0; i < q.size(); ++i) cdf[i] = run += q.probs[i];
+    verify_workspace ws(n);
+    std::size_t acc = 0;
+    const auto counts = dk_test::histogram(n, N, [&](std::size_t r) {
+        const rng_key key{7, r, 0};
+        const double u = make_stream(key, rng_purpose::draft).uniform() * run;
+        const std::size_t j = std::min<std::size_t>(
+            q.size() - 1, std::size_t(std::upper_bound(cdf.begin(), cdf.end(), u) - cdf.begin()));
+        const verify_result v = verify_rejection(p, q, q.tokens[j], key, ws);
+        acc += v.accepted;
+        return v.token;
+    });
+    dk_test::require_law(counts, law);
+    CHECK(acc > N / 4);
+    CHECK(acc < N - N / 20);  // both branches ran
+}
+
+namespace {
+/// sampler_processing without processed(): the stepper verifies on its sparse output.
+struct sparse_only {
+    sampler_processing inner;
+    void operator()(std::span<const float> x, const position_context& c,
+                    sparse_distribution& out) const {
+        inner(x, c, out);
+    }
+    void commit(token_id t, const sparse_distribution& p) const noexcept { inner.commit(t, p); }
+};
+}  // namespace
+
+TEST_CASE("the stepper gives the same tokens on the set as on the sparse output",
+          "[speculative][cut]") {
+    const dk_test::toy_model_config tc{.vocab_size = 2048, .seed = 3, .scale = 1.5f};
+    dk_test::toy_model target(tc);
+    dk_test::toy_model draft = dk_test::toy_model::draft_of(tc, 0.5f);
+    const std::vector<token_id> prompt = {1, 2, 3, 4};
+    std::size_t differ = 0, runs = 0, cut_rows = 0;
+    for (const sampling_params& sp :
+         {sampling_params{.top_p = 0.9f}, sampling_params{.top_p = 0.9f, .mirostat = true}}) {
+        for (std::uint64_t seq = 0; seq < 12; ++seq, ++runs) {
+            sampler s1(sp, tc.vocab_size), s2(sp, tc.vocab_size), sd(sp, tc.vocab_size);
+            const sampler_processing set_proc{s1};
+            sparse_only sparse_proc{sampler_processing{s2}};
+            sampler_processing dproc{sd};
+            auto proposer = draft_model_proposer(draft, dproc, {.mode = draft_mode::sample});
+            const speculative_params params{
+                .max_new_tokens = 24, .seed = 9, .sequence = seq, .draft_length = 3};
+            std::vector<float> lp1, lp2;
+            const auto r1 =
+                speculative_decode(target, proposer, prompt, params, set_proc,
+                                   [&](const token_event& e) { lp1.push_back(e.logprob); });
+            const auto r2 =
+                speculative_decode(target, proposer, prompt, params, sparse_proc,
+                                   [&](const token_event& e) { lp2.push_back(e.logprob); });
+            cut_rows += set_proc.processed(target.logits_of(prompt), {}).is_cut;
+            if (r1.tokens != r2.tokens) {
+                ++differ;
+                continue;
+            }
+            REQUIRE(lp1.size() == lp2.size());
+            for (std::size_t i = 0; i < lp1.size(); ++i) CHECK(std::fabs(lp1[i] - lp2[i]) < 1e-4f);
+            CHECK(r1.stats.accepted == r2.stats.accepted);
+        }
+    }
+    CHECK(cut_rows > 0);  // the set path verified on cuts
+    CHECK(differ <= 1);   // (rounding of the normaliser only)
+}
