@@ -401,3 +401,92 @@ TEST_CASE("masked kernels with a short mask treat the uncovered tokens as disall
         CHECK(kn::draw_temperature<A>(x, 1.f, r, m) < 320);
     });
 }
+
+TEST_CASE("allowed_at_most agrees with count_allowed at every limit, tail words and short masks") {
+    for (std::size_t n : mask_lengths) {
+        const auto x = make_row(n, 0, 17);
+        for (int kind = 0; kind <= 4; ++kind) {
+            const auto w = make_mask(x, kind, 5);
+            // the view as given, and a short one (a word fewer than the tokens need)
+            for (const std::size_t words : {w.size(), w.size() > 0 ? w.size() - 1 : 0}) {
+                const kn::token_bitmask m{.words = std::span(w).first(words), .size = n};
+                const std::size_t c = kn::count_allowed(m, n);
+                INFO("n " << n << " mask " << kind << " words " << words << " allowed " << c);
+                for (std::size_t limit :
+                     {std::size_t(0), c / 2, c > 0 ? c - 1 : 0, c, c + 1, n, n / 16})
+                    CHECK(kn::allowed_at_most(m, n, limit) == (c <= limit));
+            }
+        }
+    }
+    // The count stops early once past the limit, but never stops short of it: a mask whose
+    // allowed tokens all sit in its last (partial) word.
+    std::vector<std::uint32_t> w(kn::bitmask_words(4000), 0u);
+    w.back() = ~0u;  // tokens 3968..3999 allowed, and garbage bits past 4000
+    const kn::token_bitmask m{.words = w, .size = 4000};
+    CHECK(kn::count_allowed(m, 4000) == 32);
+    CHECK(kn::allowed_at_most(m, 4000, 32));
+    CHECK_FALSE(kn::allowed_at_most(m, 4000, 31));
+    CHECK(kn::allowed_at_most(m, 3990, 22));
+    CHECK_FALSE(kn::allowed_at_most(m, 3990, 21));
+}
+
+TEST_CASE(
+    "masked compact pass: any start and end, few or many hits per group, equal a scalar scan") {
+    // compact_row over a masked row keeps, in id order, the allowed entries of [begin, end) that
+    // pass the threshold. A group of 4 vectors with at most 4 allowed hits is written from its
+    // bits, one with more by the vector compress; starts that are not a multiple of 4 vectors
+    // run single vectors up to the first group.
+    each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        constexpr std::size_t L = dk::simd::lanes<A>;
+        const std::size_t n = 64 * L + 3 * L;
+        auto x = make_row(n, 0, 21);
+        std::vector<std::uint32_t> w(kn::bitmask_words(n), 0u);
+        std::uint64_t s = 77;
+        for (auto& v : w) v = std::uint32_t(mix(s));
+        // Group 4 (entries [16L, 20L)): exactly 4 allowed hits at t = 50, and one disallowed.
+        // Group 5 ([20L, 24L)): 5 allowed hits, one per vector and two in the last one.
+        auto set = [&](std::size_t i, bool allowed) {
+            x[i] = 60.f + float(i % 7);
+            if (allowed)
+                w[i / 32] |= 1u << (i % 32);
+            else
+                w[i / 32] &= ~(1u << (i % 32));
+        };
+        for (std::size_t i : {16 * L, 17 * L + 1, 18 * L + L - 1, 19 * L + 2}) set(i, true);
+        set(16 * L + 1, false);
+        for (std::size_t i : {20 * L, 21 * L + 3 % L, 22 * L, 23 * L, 23 * L + L - 1}) set(i, true);
+        const kn::token_bitmask m{.words = w, .size = n};
+        std::size_t nn = 0;
+        const auto r = kn::detail::masked<A>(x, m, nn);
+        REQUIRE(nn == n);
+        std::vector<dk::token_id> ids(n + 2 * L);
+        std::vector<float> lg(n + 2 * L);
+        for (float t : {50.f, 0.f, -100.f})
+            for (bool strict : {false, true})
+                for (std::size_t begin = 0; begin <= 6 * L; begin += L)
+                    for (std::size_t end : {begin, begin + L, 24 * L, n - 2 * L, n}) {
+                        if (end < begin) continue;
+                        std::vector<dk::token_id> want_ids;
+                        std::vector<float> want_lg;
+                        for (std::size_t i = begin; i < end; ++i)
+                            if (m.allowed(i) && (strict ? x[i] > t : x[i] >= t)) {
+                                want_ids.push_back(dk::token_id(i));
+                                want_lg.push_back(x[i]);
+                            }
+                        INFO("arch " << name << " t " << t << " strict " << strict << " begin "
+                                     << begin << " end " << end);
+                        const std::size_t c = kn::detail::compact_row<A, true>(
+                            r, begin, end, t, strict, 0, ids.data(), lg.data());
+                        CHECK(std::vector<dk::token_id>(ids.begin(), ids.begin() + long(c)) ==
+                              want_ids);
+                        CHECK(std::vector<float>(lg.begin(), lg.begin() + long(c)) == want_lg);
+                        // ids only, appended after 3 entries already there
+                        const std::size_t c2 = kn::detail::compact_row<A, false>(
+                            r, begin, end, t, strict, 3, ids.data(), nullptr);
+                        CHECK(c2 == 3 + want_ids.size());
+                        CHECK(std::vector<dk::token_id>(ids.begin() + 3, ids.begin() + long(c2)) ==
+                              want_ids);
+                    }
+    });
+}

@@ -72,6 +72,21 @@ inline std::size_t count_allowed(const token_bitmask& mask, std::size_t n) noexc
     return total;
 }
 
+/// True iff at most `limit` of the tokens [0, n) are allowed (tokens without a bit count as
+/// disallowed). Stops counting once the limit is passed: reads about limit / density bits.
+inline bool allowed_at_most(const token_bitmask& mask, std::size_t n, std::size_t limit) noexcept {
+    const std::size_t c = std::min(n, mask.covered()), full = c / 32;
+    constexpr std::size_t block = 64;  // words between checks of the running count
+    std::size_t total = 0;
+    for (std::size_t w0 = 0; w0 < full; w0 += block) {
+        const std::size_t w1 = std::min(full, w0 + block);
+        for (std::size_t w = w0; w < w1; ++w) total += std::size_t(std::popcount(mask.words[w]));
+        if (total > limit) return false;
+    }
+    if (c % 32) total += std::size_t(std::popcount(mask.words[full] & ((1u << (c % 32)) - 1u)));
+    return total <= limit;
+}
+
 /// Sets every disallowed entry of `row` to -inf (allowed entries are left as they are, NaN
 /// included); tokens the mask has no bit for are disallowed. Returns check(mask, row.size()).
 /// One pass over the mask, none over the row: per 32-token word, nothing when all are allowed,
@@ -95,11 +110,12 @@ namespace detail {
 /// Row-load policies: the kernels' passes are templates on one of these, so each kernel has one
 /// implementation with and without a mask. load(i) is the vector of entries [i, i + L) with
 /// disallowed entries at -inf, raw(i) the same vector unmasked, bits(i) its lanes' allowed bits
-/// (bit j for lane j; all set for a plain row), at(i) one entry, -inf when disallowed
-/// (\pre i % L == 0 and i + L <= n for the vector forms). Passes that compact survivors of a
-/// threshold read raw() and clear the disallowed survivors with bits(), so the mask costs
-/// nothing where no entry passes; max-like passes read the mask only in vectors that could
-/// raise their running max.
+/// (bit j for lane j; all set for a plain row), group_bits(i) the same for the 4 vectors
+/// [i, i + 4L) (bit j for entry i + j; \pre i % 4L == 0, 4L <= 64), at(i) one entry, -inf when
+/// disallowed (\pre i % L == 0 and i + L <= n for the vector forms). Passes that compact
+/// survivors of a threshold read raw() and clear the disallowed survivors with bits() or
+/// group_bits(), so the mask costs nothing where no entry passes; max-like passes read the mask
+/// only in vectors that could raise their running max.
 template <class A>
 struct plain_row {
     static constexpr bool masked = false;
@@ -109,6 +125,7 @@ struct plain_row {
         return simd::batch<A>::load_unaligned(p + i);
     }
     std::uint64_t bits(std::size_t) const noexcept { return ~0ull; }
+    std::uint64_t group_bits(std::size_t) const noexcept { return ~0ull; }
     float at(std::size_t i) const noexcept { return p[i]; }
 };
 
@@ -125,6 +142,15 @@ struct masked_row {
         return simd::batch<A>::load_unaligned(p + i);
     }
     std::uint64_t bits(std::size_t i) const noexcept { return simd::bitmask_bits<A>(words, i); }
+    std::uint64_t group_bits(std::size_t i) const noexcept {
+        constexpr std::size_t G = 4 * simd::lanes<A>;
+        static_assert(G <= 64 && (G >= 32 ? G % 32 == 0 : 32 % G == 0));
+        if constexpr (G == 64) {  // two whole words (i % 64 == 0)
+            return std::uint64_t(words[i / 32]) | (std::uint64_t(words[i / 32 + 1]) << 32);
+        } else {
+            return std::uint64_t(words[i / 32] >> (i % 32)) & ((std::uint64_t(1) << G) - 1);
+        }
+    }
     float at(std::size_t i) const noexcept {
         return ((words[i / 32] >> (i % 32)) & 1u) ? p[i] : -std::numeric_limits<float>::infinity();
     }
