@@ -46,8 +46,9 @@ namespace kernels {
 /// set: compacted into `out` (ids, logits in id order, weights[0, kept) theirs: the _unordered
 /// kernels' form), or as a cut over the row (truncation_result::cut; `out` left empty, weights
 /// [0, V) the row's weights), or either: the cut unless the threshold bounds the kept set below
-/// V / 16 entries (p_i >= theta for at most 1 / theta of them), where compacting writes little
-/// and costs less than the cut's read pass. Which one came out: out.size() == kept (compacted;
+/// V / 16 entries (p_i >= theta for at most 1 / theta of them) or 256 strided entries of the row
+/// estimate it below ~V / 20, where compacting writes little and costs less than the cut's read
+/// pass. Which one came out: out.size() == kept (compacted;
 /// also when nothing is kept) or not (a cut).
 enum class kept_form : std::uint8_t { compact, cut, either };
 
@@ -226,6 +227,14 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
     const float hi = t_hi >= double(std::numeric_limits<float>::max())
                          ? pinf
                          : std::nextafter(float(t_hi), pinf);
+    if (form == kept_form::either && as_cut && n >= 4096) {
+        // the bound allows a large set: 256 strided entries estimate it (a set below ~V / 20 is
+        // compacted; the choice costs time, never exactness)
+        const std::size_t stride = n / 256;
+        std::size_t hits = 0;
+        for (std::size_t j = stride / 2; j < n; j += stride) hits += x[j] >= lo;
+        as_cut = hits >= 13;
+    }
     finish(lo);
     // Entries below hi are undecided (the kept set's smallest value is below hi exactly when
     // some entry is): decide them (double, then the reference).
