@@ -403,6 +403,18 @@ std::pair<double, double> check_mean_of_d(std::span<const float> x, float temper
     // the stored weights are the kernels' weights, bit for bit
     for (std::size_t i = 0; i < x.size(); i += 97)
         REQUIRE(w[i] == kn::detail::weight_one<A>(x[i], m, 1.f / temperature));
+    // the paired pass (eta's): the same weights, its mean and its sum within their bounds
+    {
+        std::vector<float> w2(x.size());
+        const auto rp = kn::detail::entropy_pass<A, true, true>(x, m, temperature, w2.data());
+        CHECK(w2 == w);
+        CHECK(rp.pair_error > 0);
+        const auto paired = kn::detail::mean_of_d(rp, x.size());
+        CHECK(std::fabs(paired.c - exact) <= paired.dc);
+        const double z = ref::exp_sum(x, temperature).sum;
+        CHECK(std::fabs(rp.sum - z) <= rp.error(x.size()) + kn::detail::sum_error(x.size()) * z +
+                                           kn::detail::reference_error(x.size()) * z);
+    }
     const auto k = kn::detail::compensate<A>(x, m, temperature, w.data(), x.size() / 3);
     CHECK(k.valid == kn::detail::exact_fma<A>);
     if (!k.valid) return {plain.dc, 0.0};

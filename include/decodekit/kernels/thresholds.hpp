@@ -156,8 +156,8 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
         return r;
     }
     const bool eta = rule == prob_rule::eta;
-    const row_sums rs =
-        eta ? entropy_pass<A, true>(x, m, temperature, w) : weigh_row<A, true>(x, m, inv_t, w);
+    const row_sums rs = eta ? entropy_pass<A, true, true>(x, m, temperature, w)
+                            : weigh_row<A, true>(x, m, inv_t, w);
     const double z = rs.sum;
     r.sum = z;
     constexpr float pinf = std::numeric_limits<float>::infinity();

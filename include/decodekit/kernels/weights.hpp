@@ -84,10 +84,14 @@ struct row_sums {
     /// upper bound of sum w_i d_i^2 (float blocks, inflated by their rounding); 0 from
     /// weigh_row (entropy.hpp's pass sets it)
     double wd2_bound = 0;
+    /// relative rounding of float additions made before the double sums (entropy.hpp's paired
+    /// pass: 2^-24, one per pair of vectors; 0: every float widened)
+    double pair_error = 0;
 
     /// Bound on |sum - sum of the real weights| (before the double additions' n 2^-53).
     double error(std::size_t n) const noexcept {
-        return (exp_error * sum + arg_error * wd_bound) * (1 + 1e-6) + double(n) * flush_error;
+        return (exp_error * sum + arg_error * wd_bound) * (1 + 1e-6) + pair_error * sum +
+               double(n) * flush_error;
     }
 };
 
