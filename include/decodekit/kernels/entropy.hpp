@@ -68,7 +68,7 @@ row_sums entropy_pass(std::span<const float> x, float m, float temperature, floa
     using D = simd::dbatch<A>;
     constexpr std::size_t L = simd::lanes<A>;
     const float* p = x.data();
-    const std::size_t n = x.size(), nfull = n / L * L;
+    const std::size_t n = x.size();
     const B mb(m), tb(1.f / temperature), lo(-200.f);
     struct acc {
         D z0 = D(0.0), z1 = D(0.0), s0 = D(0.0), s1 = D(0.0);
@@ -105,28 +105,17 @@ row_sums entropy_pass(std::span<const float> x, float m, float temperature, floa
         simd::widen_add<A>(a.z0, a.z1, ea + eb);
         simd::widen_add<A>(a.s0, a.s1, fa + fb);
     };
-    std::size_t i = 0;
-    while (i < nfull) {
-        const std::size_t end = std::min(nfull, i + 32 * L);
-        for (; i + 2 * L <= end; i += 2 * L) {
+    exp_blocks<A, Store>(
+        p, w, n,
+        [&](std::size_t i) {
             if constexpr (Paired) {
                 pair(i);
             } else {
                 step(B::load_unaligned(p + i), a, w + i);
                 step(B::load_unaligned(p + i + L), b, w + i + L);
             }
-        }
-        for (; i < end; i += L) step(B::load_unaligned(p + i), a, w + i);
-        flush();
-    }
-    if (i < n) {  // the tail, padded with -inf into one vector (same lanes, same weights)
-        alignas(64) float buf[L], wb[L];
-        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : detail::neg_inf_f;
-        step(B::load_aligned(buf), a, wb);
-        if constexpr (Store)
-            for (std::size_t j = 0; i + j < n; ++j) w[i + j] = wb[j];
-        flush();
-    }
+        },
+        [&](const B& v, float* out) { step(v, a, out); }, flush);
     row_sums r;
     r.sum = simd::reduce_add<A>((a.z0 + a.z1) + (b.z0 + b.z1));
     r.wd = -simd::reduce_add<A>((a.s0 + a.s1) + (b.s0 + b.s1));

@@ -20,8 +20,8 @@ struct epsilon_step {
         const float e = c.params.epsilon, t = w.temperature();
         const std::size_t min_keep = c.params.min_keep;
         // a full set: a large kept set stays a cut over the row (the draw reads the row)
-        if (detail::select_cut_or_kept(w, [&](std::span<const float> x, candidates& s,
-                                              std::span<float> wt) {
+        if (detail::select_cut(w, [&](std::span<const float> x, candidates& s,
+                                      std::span<float> wt) {
                 return kernels::epsilon_cut(x, e, t, min_keep, s, wt, kernels::kept_form::either);
             }))
             return;

@@ -22,7 +22,7 @@ struct eta_step {
         const float e = c.params.eta, t = w.temperature();
         const std::size_t min_keep = c.params.min_keep;
         // a full set: a large kept set stays a cut over the row (the draw reads the row)
-        if (detail::select_cut_or_kept(
+        if (detail::select_cut(
                 w, [&](std::span<const float> x, candidates& s, std::span<float> wt) {
                     return kernels::eta_cut(x, e, t, min_keep, s, wt, kernels::kept_form::either);
                 }))

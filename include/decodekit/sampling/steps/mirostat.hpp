@@ -20,7 +20,7 @@ struct mirostat_step {
     static void apply(working_set& w, const step_context& c) noexcept {
         const float mu = c.state.mirostat_mu, t = w.temperature();
         // a full set: a large kept set stays a cut over the row (the draw reads the row)
-        if (detail::select_cut_or_kept(
+        if (detail::select_cut(
                 w, [&](std::span<const float> x, candidates& s, std::span<float> wt) {
                     return kernels::mirostat_cut(x, mu, t, s, wt, kernels::kept_form::either);
                 }))

@@ -16,10 +16,10 @@
 /// Each run is counted in the workspace's selection_counters by its exactness tier.
 /// A kernel that reports bad_size (a workspace smaller than the row: not reachable through the
 /// sampler, which sizes it) leaves the set unchanged.
-/// Cut form (select_cut: top-p on a full set; select_cut_or_kept: epsilon, eta and mirostat on a
-/// full set, when their threshold does not bound the kept set below V / 16 entries): the kernel's
-/// cut and the row's weights become the working set's pending cut (working_set::set_cut),
-/// compacted only if something after it needs the entries; the draw reads the row with the cut.
+/// Cut form (select_cut: top-p on a full set; epsilon, eta and mirostat on a full set when their
+/// threshold does not bound the kept set below V / 16 entries): the kernel's cut and the row's
+/// weights become the working set's pending cut (working_set::set_cut), compacted only if
+/// something after it needs the entries; the draw reads the row with the cut.
 
 #include <decodekit/candidates.hpp>
 #include <decodekit/config.hpp>
@@ -76,20 +76,12 @@ kernels::truncation_result select_kept(working_set& w, Kernel&& kernel) noexcept
     return r;
 }
 
-/// Leaves a full set as the cut `r` over the row (see select_cut).
-inline void take_cut(working_set& w, const kernels::truncation_result& r) noexcept {
-    w.set_cut(r.cut, r.kept, std::isfinite(r.max) ? r.max : 0.f, r.kept_sum);
-    // A small set is compacted at once: that pass reads the row and only the few weights it
-    // keeps, cheaper than the draw's walk over the row's weights.
-    if (!std::isfinite(r.max) || !(r.kept_sum > 0) || !std::isfinite(r.kept_sum) ||
-        r.kept * 16 < w.vocab_size())
-        w.settle();
-}
-
 /// Runs `kernel(x, scratch, weights) -> kernels::truncation_result` (a cut kernel: its kept set
 /// as truncation_result::cut over x, a prefix of the row's order, weights[0, V) the row's weights
-/// exp((x_i - max) / T)) on a full set and leaves the set as that cut, nothing compacted
-/// (working_set::set_cut: the draw reads the row with the cut). Returns false, doing nothing,
+/// exp((x_i - max) / T), scratch left empty) on a full set and leaves the set as that cut,
+/// nothing compacted (working_set::set_cut: the draw reads the row with the cut). A kernel that
+/// may answer compacted instead (kernels::kept_form::either: scratch.size() == kept, weights
+/// [0, kept) theirs) has its set taken as select_kept takes it. Returns false, doing nothing,
 /// when the set is not full and plain (overlaid or masked), so the caller runs the compacting
 /// form; a kernel's answer that the cut form cannot carry (a row max of +inf, no positive kept
 /// weight) or a set of fewer than V / 16 entries is compacted on the spot (the same set).
@@ -102,29 +94,17 @@ bool select_cut(working_set& w, Kernel&& kernel) noexcept {
         kernel(x, ws.cand, std::span<float>(ws.weights.data(), x.size()));
     if (!r.ok()) return true;  // (not reachable: the workspace is sized) the set stays
     count_tier(ws, r);
-    take_cut(w, r);
-    return true;
-}
-
-/// select_cut for a kernel that may answer either way (kernels::kept_form::either): its kept set
-/// compacted into the scratch set (scratch.size() == kept, weights[0, kept) theirs: taken as
-/// select_kept takes it) or as a cut (taken as select_cut takes it). Returns false, doing
-/// nothing, when the set is not full and plain.
-template <class Kernel>
-bool select_cut_or_kept(working_set& w, Kernel&& kernel) noexcept {
-    if (!w.full() || w.overlaid() || w.masked()) return false;
-    sampling_workspace& ws = w.workspace();
-    const std::span<const float> x = w.row();
-    const kernels::truncation_result r =
-        kernel(x, ws.cand, std::span<float>(ws.weights.data(), x.size()));
-    if (!r.ok()) return true;  // (not reachable: the workspace is sized) the set stays
-    count_tier(ws, r);
-    if (ws.cand.size() != r.kept) {
-        take_cut(w, r);
+    if (ws.cand.size() == r.kept) {  // compacted (or empty)
+        w.set_kept(false);           // id order
+        if (r.kept_sum > 0 && std::isfinite(r.kept_sum)) w.set_weights(r.kept_sum);
         return true;
     }
-    w.set_kept(false);  // id order
-    if (r.kept_sum > 0 && std::isfinite(r.kept_sum)) w.set_weights(r.kept_sum);
+    w.set_cut(r.cut, r.kept, std::isfinite(r.max) ? r.max : 0.f, r.kept_sum);
+    // A small set is compacted at once: that pass reads the row and only the few weights it
+    // keeps, cheaper than the draw's walk over the row's weights.
+    if (!std::isfinite(r.max) || !(r.kept_sum > 0) || !std::isfinite(r.kept_sum) ||
+        r.kept * 16 < x.size())
+        w.settle();
     return true;
 }
 
