@@ -61,6 +61,9 @@ REQUEST_BAR = 2.0  # new sampler + first draw over a warm draw
 MEMORY_BAR = 4096 + 32 * 300
 BEAM_BAR = 1.5  # per beam, x the exp floor of the shape
 SPEC_BAR = 3.0  # verification with top-p 0.95: the top-p bar
+MASK_BAR = 1.2  # issue 14: a sampler setting with a 50 % bitmask over the same without
+MASK_APPLY_BAR = 2.0  # issue 14: an in-place mask apply over the row, x the read floor
+MASKED = [("llama.cpp chain", "llama_chain")]
 
 # Kernels on the peaked row (the kernel bars): kernel -> (floor, naive baselines).
 KERNELS = [
@@ -219,6 +222,23 @@ def memory_rows(run):
     return rows
 
 
+def mask_rows(run, v=BAR_V):
+    """[(label, worst shape, its ratio, met)]: BM_sample/<setting>_mask50/<shape> over
+    BM_sample/<setting>/<shape> (same run), the worst shape."""
+    rows = []
+    for label, setting in MASKED:
+        ratios = []
+        for shape in SHAPES:
+            a = run.time(f"BM_sample/{setting}/{shape}/V:{v}")
+            b = run.time(f"BM_sample/{setting}_mask50/{shape}/V:{v}")
+            if a and b:
+                ratios.append((b / a, shape))
+        if ratios:
+            r, shape = max(ratios)
+            rows.append((label, shape, r, r <= MASK_BAR))
+    return rows
+
+
 def shape_rows(run, what, floor, bar, per=1.0, v=BAR_V):
     """[(shape, us, us / per, ratio to the shape's floor, met, entry name)] of BM_<what>/..."""
     rows = []
@@ -269,6 +289,13 @@ def bars(run):
         if t is None or not f:
             continue
         out.append((f"kernel {label} (peaked row)", f"{t / f:.2f}x", t / f <= bar))
+    for label, shape, r, ok in mask_rows(run):
+        out.append((f"{label} with a 50 % bitmask <= {MASK_BAR:g}x the same without (worst shape)",
+                    f"{r:.2f}x ({shape})", ok))
+    t, f = run.time(f"BM_mask_apply<50>/V:{BAR_V}"), run.floor("read", "peaked", BAR_V)
+    if t is not None and f:
+        out.append((f"mask apply in place (50 %) <= {MASK_APPLY_BAR:g}x read floor (peaked row)",
+                    f"{t / f:.2f}x", t / f <= MASK_APPLY_BAR))
     return out
 
 

@@ -69,6 +69,13 @@ def synthetic():
     # beam: 4 beams at 4 x 1.25 x the exp floor -> 1.25x per beam (met)
     for shape in br.SHAPES:
         b.append(entry(f"BM_beam_family/{shape}/V:{V}", 4 * 1.25 * 20.0, beams=4))
+    # masks: the llama.cpp chain at 5 us, with a 50 % mask 5.5 us except 6.5 us on gauss ->
+    # worst gauss 1.3x (NOT MET); the mask apply at 3 us over a read floor of 2 -> 1.5x (met)
+    for shape in br.SHAPES:
+        b.append(entry(f"BM_sample/llama_chain/{shape}/V:{V}", 5.0))
+        b.append(entry(f"BM_sample/llama_chain_mask50/{shape}/V:{V}",
+                       6.5 if shape == "gauss" else 5.5))
+    b.append(entry(f"BM_mask_apply<50>/V:{V}", 3.0))
     # errored benchmarks: a setting, and a memory figure that could not be measured
     b.append({"name": "BM_memory/c/iterations:1", "run_name": "BM_memory/c/iterations:1",
               "run_type": "iteration", "error_occurred": True,
@@ -117,7 +124,15 @@ def main():
     check(mem["a"][3] and not mem["b"][3], "memory verdicts")
     check(mem["c"][1] is None and mem["c"][3] is None, "an unmeasured memory figure has no verdict")
 
+    masks = br.mask_rows(run)
+    check(len(masks) == 1 and masks[0][1] == "gauss" and abs(masks[0][2] - 1.3) < 1e-9
+          and not masks[0][3], f"masked chain worst gauss 1.3x, not met: {masks}")
+
     verdicts = {label: ok for label, _, ok in br.bars(run)}
+    check(any(k.startswith("mask apply") and v for k, v in verdicts.items()),
+          "mask apply 1.5x the read floor: met")
+    check(any("50 % bitmask" in k and v is False for k, v in verdicts.items()),
+          "masked chain bar listed, not met")
     check(verdicts.get("typical 0.9 <= 3x exp floor (worst shape)", "absent") is None,
           "a setting with no figures is 'not measured'")
     check(any(k.startswith("beam step") and v for k, v in verdicts.items()), "beam bar met")

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -164,4 +165,39 @@ TEST_CASE("softmax of 256000 logits sums to 1 within 1e-5; a negative control fa
     double t2 = 0;
     for (float v : q) t2 += v;
     CHECK_FALSE(std::fabs(t2 - 1.0) <= 1e-5);
+}
+
+TEST_CASE("widen_add_split adds each lane to exactly one pair of double accumulators") {
+    // Lane by lane, the split sums equal widen_add of the selected lanes and of the others (the
+    // same double additions: adding 0 changes nothing), so in + out is the whole sum; masks
+    // empty, full and random, values of mixed signs and magnitudes (their sums not exact in
+    // float, so a lane sent to the wrong side or rounded through float would show).
+    each_arch([](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        using B = dk::simd::batch<A>;
+        using D = dk::simd::dbatch<A>;
+        constexpr std::size_t L = dk::simd::lanes<A>;
+        INFO("arch " << name);
+        std::uint64_t s = 5;
+        D il(0.0), ih(0.0), ol(0.0), oh(0.0), wl(0.0), wh(0.0), xl(0.0), xh(0.0);
+        alignas(64) float v[L], t[L];
+        for (int r = 0; r < 200; ++r) {
+            for (std::size_t j = 0; j < L; ++j) {
+                v[j] = float((unit(s) - 0.3) * std::ldexp(1.0, int(unit(s) * 40) - 20));
+                t[j] = r % 3 == 0 ? 1.f : r % 3 == 1 ? -1.f : float(unit(s) - 0.5);
+            }
+            const B x = B::load_aligned(v);
+            const auto sel = B::load_aligned(t) >= B(0.f);
+            dk::simd::widen_add_split<A>(il, ih, ol, oh, x, sel);
+            dk::simd::widen_add<A>(wl, wh, xsimd::select(sel, x, B(0.f)));
+            dk::simd::widen_add<A>(xl, xh, xsimd::select(sel, B(0.f), x));
+        }
+        alignas(64) double a[D::size], b[D::size];
+        const std::pair<D, D> pairs[] = {{il, wl}, {ih, wh}, {ol, xl}, {oh, xh}};
+        for (const auto& [got, want] : pairs) {
+            got.store_aligned(a);
+            want.store_aligned(b);
+            for (std::size_t j = 0; j < D::size; ++j) CHECK(a[j] == b[j]);
+        }
+    });
 }

@@ -229,7 +229,12 @@ TEST_CASE("draw_cut with the kept sum known: the compacted draw's entry, half a 
         REQUIRE(k == r.kept);
         std::uint64_t s = 9;
         for (int t = 0; t < 1000; ++t) {
-            const double u = t == 0 ? 0.0 : t == 1 ? std::nextafter(1.0, 0.0) : dk_rows::unit(s);
+            // (the scan runs from the front for u <= 1/2, from the back above: both sides of it)
+            const double u = t == 0   ? 0.0
+                             : t == 1 ? std::nextafter(1.0, 0.0)
+                             : t == 2 ? 0.5
+                             : t == 3 ? std::nextafter(0.5, 1.0)
+                                      : dk_rows::unit(s);
             const std::size_t a = kn::draw_cut<A>(x, w, r.cut, u, r.kept_sum);
             const std::size_t b = kn::draw_inverse_cdf<A>(std::span<const float>(wc.data(), k), u);
             REQUIRE(b != dk::npos);
@@ -240,6 +245,37 @@ TEST_CASE("draw_cut with the kept sum known: the compacted draw's entry, half a 
         CHECK(kn::draw_cut<A>(x, w, r.cut, 0.5, std::nan("")) == dk::npos);
         CHECK(kn::draw_cut<A>(x, std::span<const float>(w.data(), 10), r.cut, 0.5, r.kept_sum) ==
               dk::npos);
+    }
+}
+
+TEST_CASE(
+    "draw_cut with the kept sum known never draws a kept entry of weight 0, from either end") {
+    // min_keep keeps every entry, and the first and last ones (and every 7th) have weights that
+    // flush to 0: the front scan (u <= 1/2) and the back scan (u > 1/2) both skip them, u at
+    // either end of [0, 1) gives the first / last entry of positive weight, and the entry drawn
+    // equals the compacted draw's.
+    using A = dk::simd::default_arch;
+    const std::size_t n = 5000;
+    std::vector<float> x(n);
+    std::uint64_t s = 3;
+    for (std::size_t i = 0; i < n; ++i)
+        x[i] = (i % 7 == 0 || i + 1 == n) ? -1000.f : float(4 * dk_rows::unit(s));
+    dk::candidates scratch(n), kept(n);
+    std::vector<float> w(n);
+    const auto r = kn::top_p_cut<A>(x, 0.5f, 1.f, n, scratch, w);
+    REQUIRE(r.ok());
+    REQUIRE(r.kept == n);
+    std::vector<float> wc = w;
+    double sum = 0;
+    REQUIRE(kn::compact_cut<A>(x, wc, r.cut, kept, sum) == n);
+    for (int t = 0; t < 400; ++t) {
+        const double u = t == 0 ? 0.0 : t == 1 ? std::nextafter(1.0, 0.0) : dk_rows::unit(s);
+        const std::size_t a = kn::draw_cut<A>(x, w, r.cut, u, r.kept_sum);
+        REQUIRE(a < n);
+        CHECK(w[a] > 0);
+        CHECK(a == kn::draw_inverse_cdf<A>(std::span<const float>(wc.data(), n), u));
+        if (t == 0) CHECK(a == 1);
+        if (t == 1) CHECK(a == n - 3);  // (n - 2 is a multiple of 7)
     }
 }
 

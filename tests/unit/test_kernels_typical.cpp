@@ -1,7 +1,8 @@
 // typical_unordered and typical_cut against reference::typical: the same set (exactly), in id
 // order, with the float weights and sums they report, both stop rules, for every xsimd
 // architecture this build enables, on the benchmark row family at the four vocabulary sizes, rows
-// with ties / NaN / +-inf, tiny rows, and rows built to force each exactness tier.
+// with ties / NaN / +-inf, tiny rows, and rows built to force each exactness tier; the draw from
+// typical_cut's cut (kernels::draw_cut, as sample() draws it) is the compacted set's draw.
 #include "dk_family.hpp"
 #include "dk_rows.hpp"
 #include "dk_test.hpp"
@@ -51,6 +52,22 @@ unsigned check_typical(std::span<const float> x, float p, float temperature, std
                     cut_ok = cut_ok && in < got.size() && got.ids()[in++] == dk::token_id(i);
             CHECK((cut_ok && in == got.size()));
             CHECK(rc.kept == got.size());
+            // the draw from the cut (the row's weights, the kept sum the kernel reports) is the
+            // compacted draw's entry for the same uniform (the edges u = 0 and u -> 1 included);
+            // a row max of +inf or no positive kept weight is compacted by the sampler instead
+            if (std::isfinite(rc.max) && rc.kept_sum > 0 && std::isfinite(rc.kept_sum)) {
+                std::uint64_t s = 17;
+                for (int t = 0; t < 12; ++t) {
+                    const double u = t == 0   ? 0.0
+                                     : t == 1 ? std::nextafter(1.0, 0.0)
+                                              : dk_rows::unit(s);
+                    const std::size_t a = kn::draw_cut<A>(x, wr, rc.cut, u, rc.kept_sum);
+                    const std::size_t b =
+                        kn::draw_inverse_cdf<A>(std::span<const float>(w.data(), got.size()), u);
+                    REQUIRE(b != dk::npos);
+                    CHECK(a == std::size_t(got.ids()[b]));
+                }
+            }
         },
         x.size());
     return tiers;
@@ -71,6 +88,32 @@ TEST_CASE("typical_unordered equals the reference on the row family at every voc
                 check_typical(x, 0.5f, 1.5f, 1, dk::typical_stop::reach_with_ties);
                 check_typical(x, 0.99f, 0.7f, 1, dk::typical_stop::exceed);
             }
+        }
+}
+
+TEST_CASE("typical: the bracket from the heavy entries (rows whose dropped mass sits on a few)") {
+    // When the sample leaves the low side open and z < 2048, the bracket's first bounds come
+    // from the heavy entries (w > z / 2048) taken exactly and a sample of the rest
+    // (typical_bounds' second stage): Zipf rows at temperature 1.5 (HF order:
+    // typical drops the head, ~66 tokens at V = 128256), and rows of a Gaussian bulk under k
+    // heavy tokens (the crossing among the heavy entries, at their edge, or in the bulk), both
+    // stop rules; the set must stay the reference's.
+    for (std::size_t v : {std::size_t(32000), std::size_t(128256)}) {
+        const auto x = dk_family::make_row(dk_family::shape::zipf, v);
+        for (auto stop : {dk::typical_stop::reach_with_ties, dk::typical_stop::exceed})
+            for (float p : {0.5f, 0.9f, 0.99f}) check_typical(x, p, 1.5f, 1, stop);
+    }
+    std::uint64_t s = 3;
+    for (std::size_t k : {1u, 7u, 60u, 400u, 1500u})
+        for (double sd : {0.5, 2.0}) {
+            std::vector<float> x(20011);
+            for (float& e : x) e = float(sd * dk_family::normal01(s));
+            for (std::size_t j = 0; j < k; ++j)
+                x[std::size_t(dk_family::splitmix64(s) % x.size())] =
+                    float(9 + 3 * dk_family::uniform01(s));
+            INFO("heavy " << k << " bulk sd " << sd);
+            for (auto stop : {dk::typical_stop::reach_with_ties, dk::typical_stop::exceed})
+                for (float p : {0.3f, 0.9f, 0.999f}) check_typical(x, p, 1.f, 1, stop);
         }
 }
 

@@ -7,6 +7,9 @@
 // heavy tokens, as bench_common.hpp) with a few NaN / -inf entries, and a flat Gaussian row
 // (large typical sets). Sets must match exactly on the realistic rows; on flat rows S and H
 // come from the vectorised kernels (rounding ~1e-7), so a token at the crossing may differ.
+// typical on the full row leaves its set as a cut over the row (drawn without compacting it):
+// sample() must give the compacted draw's token for the same key on the benchmark row family.
+#include "dk_family.hpp"
 #include "dk_test.hpp"
 
 #include <algorithm>
@@ -193,5 +196,50 @@ TEST_CASE("typical-first: negative control and special rows", "[sampling][typica
         std::vector<float> z(5000, -std::numeric_limits<float>::infinity());
         CHECK(s->distribution(z).empty());
         CHECK(s->sample(z).status == sample_status::no_valid_token);
+    }
+}
+
+TEST_CASE(
+    "typical on the full row draws from its cut without compacting it: the token of the "
+    "compacted draw for the same key",
+    "[sampling][typical][draw]") {
+    // sample() leaves typical's set as a cut over the row and draws with kernels::draw_cut; the
+    // token for a key must be the inverse CDF over distribution_unordered() (the compacted set in
+    // id order) with the same uniform, and the chosen logprob that entry's log probability. Both
+    // stop rules, typical after temperature (HF order) and a step after typical (min-p in HF's
+    // order compacts the cut first), on the four shapes of the benchmark family.
+    const std::size_t v = 32000;
+    for (const auto sh : dk_family::shapes) {
+        const std::vector<float> x = dk_family::make_row(sh, v, 13);
+        const sampling_params settings[] = {
+            {.typical_p = 0.9f},
+            {.typical_p = 0.5f, .typical_mode = typical_stop::exceed},
+            {.temperature = 1.5f, .typical_p = 0.9f, .order = sampling_order::hf},
+            {.temperature = 0.7f, .typical_p = 0.95f, .order = sampling_order::hf},
+            {.min_p = 0.001f, .typical_p = 0.9f, .order = sampling_order::hf},
+        };
+        std::uint64_t seed = 21;
+        for (const sampling_params& p0 : settings) {
+            sampling_params p = p0;
+            p.seed = seed++;
+            p.logprobs.chosen = true;
+            sampler s(p, v);
+            INFO("shape " << dk_family::name(sh) << " typical_p " << p.typical_p << " T "
+                          << p.temperature << " mode " << int(p.typical_mode));
+            for (std::uint64_t step = 0; step < 40; ++step) {
+                const auto d = s.distribution_unordered(x, {.sequence = 4, .step = step});
+                REQUIRE(d.tokens.size() > 0);
+                rng_stream g = make_stream({p.seed, 4, step}, rng_purpose::sample);
+                const std::size_t i = kernels::draw_inverse_cdf(d.probs, g.uniform());
+                REQUIRE(i != npos);
+                // (d is a view into the thread's workspace: read before sample() reuses it)
+                const token_id want = d.tokens[i];
+                const double want_lp = std::log(double(d.probs[i]));
+                const auto r = s.sample(x, {.sequence = 4, .step = step});
+                REQUIRE(r.ok());
+                CHECK(r.token == want);
+                CHECK(std::abs(double(r.logprob) - want_lp) < 1e-5);
+            }
+        }
     }
 }

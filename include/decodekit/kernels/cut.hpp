@@ -3,7 +3,7 @@
 /// Using a kept set given as a row_cut over the row's weights: compact_cut writes it as
 /// candidates (ids, logits, id order) with their weights (one pass), draw_cut draws from it by
 /// inverse CDF without compacting it (the kept sum, then the blocks up to the drawn one; with the
-/// sum known, half a pass on average).
+/// sum known, from the nearer end: a quarter of a pass on average).
 /// No random numbers are consumed (draw_cut takes the uniform).
 ///
 /// A row_cut splits the ids into at most three segments (before, between and after its two id
@@ -235,29 +235,57 @@ std::size_t compact_cut(std::span<const float> x, std::span<float> w, const row_
 
 namespace detail {
 
-/// draw_cut's scan: blocks of the row whose kept weights are summed (cut_sum) until the running
-/// sum passes `target`, then that block entry by entry; the last kept positive entry when the
-/// target is never passed; npos when none.
+/// draw_cut's scan with the kept sum S known, for the target t = u S: from the front when
+/// t <= S / 2, blocks of the row whose kept weights are summed (cut_sum) until the running sum
+/// passes t, then that block entry by entry (the first kept entry whose running sum exceeds t;
+/// the last kept positive entry when t is never passed); otherwise from the back, the same
+/// with the suffix sums and S - t (the last kept entry whose suffix sum reaches S - t; the
+/// first kept positive entry when S - t is never reached). Both give the entry i with
+/// prefix(i - 1) <= t < prefix(i) up to the rounding of the double sums, and read at most half
+/// of the row (a quarter on average). npos when no kept entry has a positive weight.
 template <class A>
 std::size_t draw_cut_scan(const float* p, const float* wp, std::size_t n, const row_cut& cut,
-                          double target) noexcept {
+                          double sum, double target) noexcept {
     const std::size_t blk = 256;
+    auto kept = [&](std::size_t i) { return wp[i] > 0 && cut.contains(p[i], i); };
+    if (target <= 0.5 * sum) {
+        double run = 0;
+        for (std::size_t b0 = 0; b0 < n; b0 += blk) {
+            const std::size_t e = std::min(n, b0 + blk);
+            const double bs = cut_sum<A>(p, wp, cut, b0, e);
+            if (!(run + bs > target)) {
+                run += bs;
+                continue;
+            }
+            for (std::size_t i = b0; i < e; ++i) {
+                if (!kept(i)) continue;
+                run += double(wp[i]);
+                if (run > target) return i;
+            }
+        }
+        for (std::size_t i = n; i-- > 0;)  // target unreached: the last kept positive entry
+            if (kept(i)) return i;
+        return npos;
+    }
+    const double back = sum - target;  // > 0: the suffix from the chosen entry on reaches it
     double run = 0;
-    for (std::size_t b0 = 0; b0 < n; b0 += blk) {
-        const std::size_t e = std::min(n, b0 + blk);
+    for (std::size_t e = n; e > 0;) {
+        const std::size_t b0 = (e - 1) / blk * blk;
         const double bs = cut_sum<A>(p, wp, cut, b0, e);
-        if (!(run + bs > target)) {
+        if (!(run + bs >= back)) {
             run += bs;
+            e = b0;
             continue;
         }
-        for (std::size_t i = b0; i < e; ++i) {
-            if (!(wp[i] > 0) || !cut.contains(p[i], i)) continue;
+        for (std::size_t i = e; i-- > b0;) {
+            if (!kept(i)) continue;
             run += double(wp[i]);
-            if (run > target) return i;
+            if (run >= back) return i;
         }
+        e = b0;
     }
-    for (std::size_t i = n; i-- > 0;)  // target unreached: the last kept positive entry
-        if (wp[i] > 0 && cut.contains(p[i], i)) return i;
+    for (std::size_t i = 0; i < n; ++i)  // suffix short of S - t: the first kept positive entry
+        if (kept(i)) return i;
     return npos;
 }
 
@@ -312,14 +340,15 @@ std::size_t draw_cut(std::span<const float> x, std::span<const float> w, const r
 
 /// draw_cut with the kept weights' sum S already known (a truncation kernel's
 /// truncation_result::kept_sum for this cut and these weights: the sum the compacted draw would
-/// use): one partial pass, the blocks up to the one where u S falls (half a pass on average).
-/// npos when S is not positive or w.size() < x.size().
+/// use): one partial pass from the nearer end of the row, the blocks up to the one where u S
+/// falls (from the front when u <= 1/2, else from the back against S - u S): at most half a
+/// pass, a quarter on average. npos when S is not positive or w.size() < x.size().
 template <class A = simd::default_arch>
 std::size_t draw_cut(std::span<const float> x, std::span<const float> w, const row_cut& cut,
                      double u, double sum) noexcept {
     const std::size_t n = x.size();
     if (w.size() < n || n == 0 || !(sum > 0)) return npos;
-    return detail::draw_cut_scan<A>(x.data(), w.data(), n, cut, u * sum);
+    return detail::draw_cut_scan<A>(x.data(), w.data(), n, cut, sum, u * sum);
 }
 
 }  // namespace kernels

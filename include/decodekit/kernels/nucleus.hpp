@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <utility>
 
 DECODEKIT_BEGIN_NAMESPACE
 namespace kernels {
@@ -411,6 +412,29 @@ void narrow_bracket(token_id* ids, float* lg, float* w, float m, float inv_t, co
     }
 }
 
+/// The crossing's estimate from `valid` sampled entries sorted by key (larger first;
+/// weight_at(q) the weight of the q-th), each standing for `scale` entries of the row: their
+/// weights summed from the bottom until the scaled sum passes `drop` (the mass the cut drops)
+/// give the crossing's sample rank j (samples [j, valid) lie below it); delta, the bracket's
+/// half-width in samples, is 4 standard deviations of that tail estimate (scale sqrt(sum w^2),
+/// in samples of the crossing's weight; at most 512) plus 3. Returns {j, delta}.
+template <class W>
+std::pair<std::size_t, std::size_t> sampled_crossing(std::size_t valid, double scale, double drop,
+                                                     W&& weight_at) noexcept {
+    constexpr double cap = 512;
+    double below = 0, below2 = 0, wj = 0;
+    std::size_t j = valid;
+    while (j > 0) {
+        wj = weight_at(j - 1);
+        below += scale * wj;
+        below2 += wj * wj;
+        if (below > drop) break;
+        --j;
+    }
+    const double sd = wj > 0 ? std::sqrt(below2) / wj : cap;
+    return {j, std::size_t(std::min(cap, 4 * sd)) + 3};
+}
+
 /// The bracket of a weighted cut over the keys of the row (see weighted_bracket): the entries
 /// in key order (larger first) whose prefix mass through the crossing first reaches rmass.
 /// Sampled bounds (512 entries at hashed positions; their weights summed from the bottom up to
@@ -441,19 +465,9 @@ weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float
         if (valid > 0) {
             sort_smallest(keys, valid, valid, tmp);
             const double scale = double(n) / double(S), drop = z - rmass;
-            double below = 0, below2 = 0, wj = 0;
-            std::size_t j = valid;  // samples [j, valid): below the crossing's estimate
-            while (j > 0) {
-                wj = double(w[std::size_t(key_id(~tmp[j - 1]))]);
-                below += scale * wj;
-                below2 += wj * wj;
-                if (below > drop) break;
-                --j;
-            }
-            // The tail estimate's standard deviation (scale sqrt(sum w^2)) in samples of the
-            // crossing's weight: the bracket spans 4 of them and 3 samples each way.
-            const double sd = wj > 0 ? std::sqrt(below2) / wj : double(S);
-            const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
+            const auto [j, delta] = sampled_crossing(valid, scale, drop, [&](std::size_t q) {
+                return double(w[std::size_t(key_id(~tmp[q]))]);
+            });
             auto key_at = [&](std::size_t q) { return key(x[std::size_t(key_id(~tmp[q]))]); };
             if (j > delta) hi = key_at(j - delta) + key.margin();
             if (j + delta < valid) lo = std::max(lo, key_at(j + delta) - key.margin());
@@ -517,17 +531,9 @@ bool top_p_bounds(std::span<const float> x, float m, float inv_t, double target,
     if (!(zs * scale >= 16) || double(wmax) * scale * 20 > zs * scale) return false;
     sort_smallest(keys, valid, valid, tmp);
     const double drop = (1 - target) * zs * scale;
-    double below = 0, below2 = 0, wj = 0;
-    std::size_t j = valid;  // samples [j, valid): below the crossing's estimate
-    while (j > 0) {
-        wj = double(sw[std::size_t(key_id(~tmp[j - 1]))]);
-        below += scale * wj;
-        below2 += wj * wj;
-        if (below > drop) break;
-        --j;
-    }
-    const double sd = wj > 0 ? std::sqrt(below2) / wj : double(S);
-    const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
+    const auto [j, delta] = sampled_crossing(valid, scale, drop, [&](std::size_t q) {
+        return double(sw[std::size_t(key_id(~tmp[q]))]);
+    });
     auto key_at = [&](std::size_t q) { return sl[std::size_t(key_id(~tmp[q]))]; };
     lo = lowest_f;
     hi = std::numeric_limits<float>::infinity();
@@ -539,11 +545,12 @@ bool top_p_bounds(std::span<const float> x, float m, float inv_t, double target,
 
 /// The exponential pass fused with the first split of top-p's bracket: every weight
 /// w_i = weight_lanes(x_i) stored to w (as weigh_row<A, true>, the same sums in the
-/// returned row_sums), and the split of split<A, true, false> on the fly: the entries with
-/// x >= hi summed into b.above (double lanes; their w |d| in float blocks into b.above_wd; their
-/// count), those in [lo, hi) compacted (ids, logits, weights) to ids/lg/w from index 0 (in place:
-/// w[0, b.dirty) then holds bracket weights, the row's weights from b.dirty on).
-/// \pre m finite (the row max), inv_t finite and > 0
+/// returned row_sums, the row's sum as the sum above hi plus the sum below it: each weight
+/// converted to double once, simd::widen_add_split), and the split of split<A, true, false> on
+/// the fly: the entries with x >= hi summed into b.above (double lanes; their w |d| in float
+/// blocks into b.above_wd; their count), those in [lo, hi) compacted (ids, logits, weights) to
+/// ids/lg/w from index 0 (in place: w[0, b.dirty) then holds bracket weights, the row's weights
+/// from b.dirty on). \pre m finite (the row max), inv_t finite and > 0
 template <class A>
 row_sums weigh_split_row(std::span<const float> x, float m, float inv_t, float* w, float lo,
                          float hi, token_id* ids, float* lg, weighted_bracket& b) noexcept {
@@ -552,7 +559,8 @@ row_sums weigh_split_row(std::span<const float> x, float m, float inv_t, float* 
     constexpr std::size_t L = simd::lanes<A>;
     const float* p = x.data();
     const std::size_t n = x.size(), nfull = n / L * L;
-    const B mb(m), tb(inv_t), lob(lo), hib(hi), zero(0.f), cap(200.f), dlo(-200.f);
+    const B mb(m), tb(inv_t), lob(lo), hib(hi), zero(0.f), dlo(-200.f);
+    // z: the weights of the entries below hi (NaN, -inf: weight 0); a: those at or above it
     struct acc {
         D z0 = D(0.0), z1 = D(0.0), a0 = D(0.0), a1 = D(0.0);
         B fs = B(0.f), wd = B(0.f), bm = B(0.f);
@@ -564,17 +572,15 @@ row_sums weigh_split_row(std::span<const float> x, float m, float inv_t, float* 
         const B d = (v - mb) * tb;
         const B e = simd::exp_nonpositive<A>(d);  // = weight_lanes(v)
         e.store_unaligned(w + i);
-        simd::widen_add<A>(s.z0, s.z1, e);
-        s.fs += e * simd::max_ignore_nan<A>(dlo, d);
+        const B ed = e * simd::max_ignore_nan<A>(dlo, d);  // -w |d|, |d| capped at 200
+        s.fs += ed;
         const auto up = v >= hib;
         const auto in = (v >= lob) & (v < hib);
-        if (const std::uint64_t mu = simd::to_mask<A>(up)) {
-            const B wu = simd::select<A>(up, e, zero);
-            simd::widen_add<A>(s.a0, s.a1, wu);
-            s.wd =
-                simd::fma<A>(wu, simd::min<A>(simd::select<A>(up, (mb - v) * tb, zero), cap), s.wd);
-            cnt += std::size_t(std::popcount(mu));
-        }
+        // one conversion to double for the row's sum and the part above the bracket (most rows
+        // that take this path have entries above hi in nearly every vector: no branch)
+        simd::widen_add_split<A>(s.a0, s.a1, s.z0, s.z1, e, up);
+        s.wd += simd::select<A>(up, ed, zero);
+        cnt += std::size_t(std::popcount(simd::to_mask<A>(up)));
         if (const std::uint64_t mi = simd::to_mask<A>(in)) {
             s.bm += simd::select<A>(in, e, zero);
             c += simd::compress_store<A>(v, e, simd::iota<A>(token_id(i)), mi, lg + c, w + c,
@@ -584,7 +590,7 @@ row_sums weigh_split_row(std::span<const float> x, float m, float inv_t, float* 
     auto flush = [&] {
         // float blocks: <= 32 additions per lane before they go to double
         wd_f -= double(simd::reduce_add<A>(ea.fs + oa.fs));
-        above_wd += double(simd::reduce_add<A>(ea.wd + oa.wd));
+        above_wd -= double(simd::reduce_add<A>(ea.wd + oa.wd));
         bmass += double(simd::reduce_add<A>(ea.bm + oa.bm));
         ea.fs = oa.fs = ea.wd = oa.wd = ea.bm = oa.bm = zero;
     };
@@ -620,11 +626,12 @@ row_sums weigh_split_row(std::span<const float> x, float m, float inv_t, float* 
         }
     }
     row_sums r;
-    r.sum = simd::reduce_add<A>((ea.z0 + ea.z1) + (oa.z0 + oa.z1)) + z_tail;
+    const double above_v = simd::reduce_add<A>((ea.a0 + ea.a1) + (oa.a0 + oa.a1));
+    r.sum = (above_v + simd::reduce_add<A>((ea.z0 + ea.z1) + (oa.z0 + oa.z1))) + z_tail;
     constexpr double inflate = 1 + 64 * 0x1p-24;  // as weigh_row
     r.wd_bound = wd_f * inflate + 1e-300;
     b.mass = bmass;
-    b.above = simd::reduce_add<A>((ea.a0 + ea.a1) + (oa.a0 + oa.a1)) + tail_above;
+    b.above = above_v + tail_above;
     b.above_wd = above_wd;
     b.above_count = cnt;
     b.size = c;

@@ -9,7 +9,10 @@
 /// c = log Z - H = sum p_i d_i, the p-weighted mean of d: the score of every entry is its
 /// distance to c, so the kept set (the scores up to the crossing's) is an interval of logits
 /// around m + T c. The exponential pass gives Z and sum w |d| exactly in double lanes (so c), and
-/// the weighted cut runs on the float key -|d - c| (larger first). The walk over the bracket
+/// the weighted cut runs on the float key -|d - c| (larger first); its first bracket is
+/// find_bracket's sampled estimate, or, where that misses the few heavy entries holding the
+/// dropped mass (Zipf rows at T > 1: typical drops the head), one from the heavy entries taken
+/// exactly (typical_bounds: one more pass over the weights, only then). The walk over the bracket
 /// (sorted by key, then logit descending, then id) decides the crossing and checks, against a
 /// rigorous bound on the float keys (the rounding of d, of c and of d - c; c's error from the
 /// exponential pass), that no entry of another logit has a key so close to the crossing's that
@@ -35,6 +38,7 @@
 #include <decodekit/simd/xsimd_compat.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -97,6 +101,141 @@ inline row_cut interval_cut(std::span<const float> x, const candidates& set) noe
     if (in_lo < row_lo) k.lo_last = last_lo;
     if (in_hi < row_hi) k.hi_last = last_hi;
     return k;
+}
+
+/// Bounds [lo, hi) of typical's crossing on the key, from the row's weights w (every entry's; z
+/// their sum), in two stages. First find_bracket's estimate: 512 entries at hashed positions,
+/// sorted by key, their weights (scaled by n / 512) summed from the smallest key (the most
+/// atypical) up to the mass the cut drops, z - rmass; the bounds 4 standard deviations of that
+/// sum (in samples of the crossing's weight) and 3 samples either side, key.margin() beyond the
+/// keys they come from. When that leaves the low side open (the crossing among the first
+/// samples: the dropped mass sits on a few heavy entries the sample mostly misses, as on Zipf
+/// rows at a temperature > 1, where typical drops the head) and z < 2048 (else no entry is heavy:
+/// the weights are at most 1): the heavy entries (w > z / 2048, at most 2048) taken exactly, in
+/// one more pass over the weights, and the same estimate with the samples' light entries scaled
+/// to the rest of the row. Rows of <= 4096 entries: no estimate (the whole row).
+/// buf: >= x.size() keys of scratch.
+template <class A, class Key>
+void typical_bounds(std::span<const float> x, const float* w, const Key& key, double z,
+                    double rmass, std::uint64_t* buf, float& lo, float& hi) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>, S = 512, H = 2048;
+    constexpr float pinf = std::numeric_limits<float>::infinity();
+    const std::size_t n = x.size();
+    lo = lowest_f;
+    hi = pinf;
+    if (n <= 4096) return;
+    std::uint64_t* tmp = buf + (H + S);  // (n > 4096 >= H + S; the second stage needs 2 (H + S))
+    std::size_t c = 0;                   // buf[0, c): rank keys (key, row index)
+    auto add = [&](std::size_t i) {
+        const float y = key(x[i]);
+        if (y >= lowest_f) buf[c++] = rank_key(y, token_id(i));  // (NaN, -inf: no key)
+    };
+    const std::uint64_t stride = n / S;
+    auto sample = [&](float thr) {  // the samples below thr; returns how many positions
+        std::size_t k = 0;
+        for (std::size_t j = 0; j < S; ++j) {
+            const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
+            const std::size_t q = std::size_t(j * stride + ((h * stride) >> 32));
+            if (!(w[q] > thr)) {
+                add(q);
+                ++k;
+            }
+        }
+        return k;
+    };
+    // The estimate over buf[0, c): entries with w > thr count their weight, the others theirs
+    // times scale. Returns false when the low side stays open.
+    auto estimate = [&](float thr, double scale) {
+        if (c == 0) return true;
+        sort_smallest(buf, c, c, tmp);  // ascending: the most atypical first
+        auto row_of = [&](std::size_t j) { return std::size_t(key_id(tmp[j])); };
+        const double drop = z - rmass;
+        double below = 0, below2 = 0, wj = 0;
+        std::size_t jc = c - 1;  // the first whose inclusive sum passes drop (none: the last)
+        for (std::size_t j = 0; j < c; ++j) {
+            const double wq = double(w[row_of(j)]);
+            const bool light = !(wq > double(thr));
+            if (light) {
+                below2 += wq * wq;
+                wj = wq;
+            }
+            below += light ? scale * wq : wq;
+            if (below > drop) {
+                jc = j;
+                break;
+            }
+        }
+        const double sd = wj > 0 ? std::sqrt(below2) / wj : 0.0;
+        const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
+        auto key_at = [&](std::size_t j) { return key(x[row_of(j)]); };
+        hi = jc + delta < c ? key_at(jc + delta) + key.margin() : pinf;
+        lo = jc >= delta ? std::max(lowest_f, key_at(jc - delta) - key.margin()) : lowest_f;
+        if (!(lo < hi)) lo = lowest_f;
+        return lo > lowest_f;
+    };
+    sample(pinf);
+    if (estimate(pinf, double(n) / double(S)) || !(z > 0) || !(z < double(H)) ||
+        n <= 2 * (S + H) + L)
+        return;
+    // the second stage: the heavy entries exactly
+    const float low_lo = lo, low_hi = hi;
+    const float thr = float(z / double(H));
+    c = 0;
+    const B tb(thr);
+    std::size_t i = 0;
+    bool overflow = false;
+    for (; i + L <= n && !overflow; i += L) {
+        std::uint64_t mk = simd::to_mask<A>(B::load_unaligned(w + i) > tb);
+        if (mk == 0) continue;
+        if (c + std::size_t(std::popcount(mk)) > H) overflow = true;
+        for (; mk != 0 && !overflow; mk &= mk - 1) add(i + std::size_t(std::countr_zero(mk)));
+    }
+    for (; i < n && !overflow; ++i)
+        if (w[i] > thr) {
+            if (c == H)
+                overflow = true;
+            else
+                add(i);
+        }
+    if (overflow) {  // (rounding: more than H entries above z / H) the first stage's bounds
+        lo = low_lo;
+        hi = low_hi;
+        return;
+    }
+    const std::size_t heavy = c;
+    const std::size_t light = sample(thr);
+    // each light sample stands for (n - heavy) / light entries
+    estimate(thr, light > 0 ? double(n - heavy) / double(light) : 0.0);
+}
+
+/// The bracket of typical's cut: find_bracket's check-widen-narrow loop from typical_bounds'
+/// estimate.
+template <class A, class Key>
+weighted_bracket typical_bracket(std::span<const float> x, float* w, float m, float inv_t,
+                                 const Key& key, double rmass, double z, double z_error,
+                                 std::uint64_t* buf, token_id* ids, float* lg) noexcept {
+    const std::size_t n = x.size();
+    float lo = lowest_f, hi = std::numeric_limits<float>::infinity();
+    typical_bounds<A>(x, w, key, z, rmass, buf, lo, hi);
+    weighted_bracket b;
+    for (;;) {
+        const std::size_t dirty = b.dirty;
+        b = {};
+        b.dirty = dirty;
+        split<A, true, true>(x.data(), w, n, lo, hi, m, inv_t, key, ids, lg, b);
+        const double db = key.d_bound(lo);
+        const bool hi_ok = hi == std::numeric_limits<float>::infinity() ||
+                           rmass - b.above > cut_provisional_error(b.above, db, z, z_error, n);
+        const double ge_lo = b.above + b.mass;
+        const bool lo_ok =
+            lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
+        if (hi_ok && lo_ok) break;
+        if (!hi_ok) hi = std::numeric_limits<float>::infinity();
+        if (!lo_ok) lo = lowest_f;
+    }
+    narrow_bracket<A, true>(ids, lg, w, m, inv_t, key, rmass, z, z_error, n, b);
+    return b;
 }
 
 /// The search of typical_cut / typical_unordered (see the file comment); w holds the row's
@@ -162,7 +301,7 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
     const weighted_bracket b =
-        find_bracket<A, true>(x, w, m, inv_t, key, rmass, z, z_error, neg_inf_f, ids, lg);
+        typical_bracket<A>(x, w, m, inv_t, key, rmass, z, z_error, out.key_storage(), ids, lg);
     dirty = b.dirty;
     const std::size_t c = b.size;
     // ---- the walk: the bracket by key descending, then logit descending, then id ----

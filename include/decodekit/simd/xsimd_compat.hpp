@@ -336,6 +336,37 @@ inline void widen_add(xsimd::batch<double, A>& lo, xsimd::batch<double, A>& hi,
     }
 }
 
+/// Adds the lanes of `x` selected by `sel` into (in_lo, in_hi) and the others into
+/// (out_lo, out_hi), as widen_add does (low half to *_lo, high half to *_hi): on AVX-512 one
+/// conversion of x and masked adds, so that a sum and its part cost about one widen_add.
+template <class A>
+inline void widen_add_split(xsimd::batch<double, A>& in_lo, xsimd::batch<double, A>& in_hi,
+                            xsimd::batch<double, A>& out_lo, xsimd::batch<double, A>& out_hi,
+                            const batch<A>& x, const batch_bool<A>& sel) noexcept {
+    using D = xsimd::batch<double, A>;
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __m512 v = static_cast<__m512>(x);
+        const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        const __m512d hi =
+            _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        const unsigned k = unsigned(to_mask<A>(sel));
+        const __mmask8 klo = __mmask8(k), khi = __mmask8(k >> 8);
+        const __m512d il = static_cast<__m512d>(in_lo), ih = static_cast<__m512d>(in_hi);
+        const __m512d ol = static_cast<__m512d>(out_lo), oh = static_cast<__m512d>(out_hi);
+        in_lo = D(_mm512_mask_add_pd(il, klo, il, lo));
+        in_hi = D(_mm512_mask_add_pd(ih, khi, ih, hi));
+        out_lo = D(_mm512_mask_add_pd(ol, __mmask8(~klo), ol, lo));
+        out_hi = D(_mm512_mask_add_pd(oh, __mmask8(~khi), oh, hi));
+    } else
+#endif
+    {
+        const batch<A> zero(0.f);
+        widen_add<A>(in_lo, in_hi, xsimd::select(sel, x, zero));
+        widen_add<A>(out_lo, out_hi, xsimd::select(sel, zero, x));
+    }
+}
+
 /// Horizontal sum of double lanes.
 template <class A>
 inline double reduce_add(const xsimd::batch<double, A>& v) noexcept {
