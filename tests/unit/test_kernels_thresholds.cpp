@@ -249,6 +249,8 @@ TEST_CASE("threshold kernels: small rows, special values, disabled and min_keep"
                 check_xtc(x, 0.1f, 1.f, mk);
             }
             check_mirostat(x, 3.f, 1.f);
+            // a NaN mu: no entry reaches the threshold, the most probable one is kept (fuzz)
+            check_mirostat(x, std::numeric_limits<float>::quiet_NaN(), 1.f);
         }
 }
 

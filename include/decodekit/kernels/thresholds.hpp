@@ -208,6 +208,10 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
     const double theta = rule_threshold(rule, param, h);
     if (form == kept_form::either)  // p_i >= theta for at most 1 / theta entries
         as_cut = !(theta > 0) || (1.01 / theta + double(need)) * 16 >= double(n);
+    if (std::isnan(theta)) {  // (mirostat's mu NaN) no entry reaches it: min_keep's set
+        r.cut = {};
+        return ensure_min_keep();
+    }
     if (!(theta > 0)) {  // every valid entry
         finish(lowest_f);
         return r;
