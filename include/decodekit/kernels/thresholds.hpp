@@ -15,7 +15,13 @@
 /// double: Z (and H) from a double-precision pass and the entry's weight the reference's (tier
 /// double_pass), and if still within ~1e-10, with the reference's own Z and H (tier reference).
 /// Fewer than min_keep kept: top_k_unordered's set (the ties of the min_keep-th kept, for epsilon
-/// and eta; one entry for mirostat), its weights recomputed.
+/// and eta; one entry for mirostat), its weights recomputed. Eta's exponential pass is
+/// entropy.hpp's paired one (two vectors added in float before widening; its rounding in the
+/// bounds). Cut form (epsilon_cut, eta_cut, mirostat_cut; kept_form): instead of the compaction,
+/// one read pass counts the entries >= the lower logit threshold, sums their weights and finds the
+/// smallest; undecided entries (below the upper threshold) are decided in place in a pass that
+/// skips the vectors without one; the kept set stays {x >= its smallest value} over the row's
+/// weights.
 ///
 /// top_n_sigma_unordered, passes: one SIMD pass for the max, the count and the first two moments
 /// of the finite entries (in double lanes, shifted by a sampled centre so that no cancellation
