@@ -136,18 +136,29 @@ void truncation(FuzzedDataProvider& in, std::span<const float> x, float t) {
             const float e = dk_fuzz::consume_param(in, 0.f, 0.2f);
             ref::epsilon(x, e, t, min_keep, want);
             both(kn::epsilon_unordered<A>(x, e, t, min_keep, got, w), "epsilon_unordered");
+            const auto rc = kn::epsilon_cut<A>(x, e, t, min_keep, scratch, wr);
+            check_cut(x, rc.cut, got, "epsilon_cut");
+            DK_FUZZ_CHECK(rc.kept == got.size(), "epsilon_cut: kept %zu vs %zu", rc.kept,
+                          got.size());
             break;
         }
         case 4: {
             const float e = dk_fuzz::consume_param(in, 0.f, 0.2f);
             ref::eta(x, e, t, min_keep, want);
             both(kn::eta_unordered<A>(x, e, t, min_keep, got, w), "eta_unordered");
+            const auto rc = kn::eta_cut<A>(x, e, t, min_keep, scratch, wr);
+            check_cut(x, rc.cut, got, "eta_cut");
+            DK_FUZZ_CHECK(rc.kept == got.size(), "eta_cut: kept %zu vs %zu", rc.kept, got.size());
             break;
         }
         case 5: {
             const float mu = dk_fuzz::consume_param(in, 0.f, 30.f);
             ref::mirostat_cut(x, mu, t, want);
             both(kn::mirostat_cut_unordered<A>(x, mu, t, got, w), "mirostat_cut_unordered");
+            const auto rc = kn::mirostat_cut<A>(x, mu, t, scratch, wr);
+            check_cut(x, rc.cut, got, "mirostat_cut");
+            DK_FUZZ_CHECK(rc.kept == got.size(), "mirostat_cut: kept %zu vs %zu", rc.kept,
+                          got.size());
             break;
         }
         case 6: {

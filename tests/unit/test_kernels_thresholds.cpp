@@ -1,5 +1,6 @@
 // The threshold truncation kernels (epsilon_unordered, eta_unordered, mirostat_cut_unordered,
-// top_n_sigma_unordered), XTC's removal (xtc_remove) and the cut helpers (compact_cut, draw_cut)
+// top_n_sigma_unordered; epsilon_cut, eta_cut, mirostat_cut in both forms that may answer with a
+// cut), XTC's removal (xtc_remove) and the cut helpers (compact_cut, draw_cut)
 // against kernels/reference.hpp: the same set exactly, in id order, with their weights and cut,
 // for every xsimd architecture this build enables; the row family at the four vocabulary sizes,
 // ties, special values, tiny rows, and rows built to force each exactness tier.
@@ -65,38 +66,109 @@ unsigned check(std::span<const float> x, float temperature, const dk::candidates
     return tiers;
 }
 
+using cut_fn = std::function<kn::truncation_result(std::span<const float>, dk::candidates&,
+                                                   std::span<float>, kn::kept_form)>;
+
+/// Runs a cut kernel (epsilon_cut, eta_cut, mirostat_cut; built by make) in both forms that may
+/// answer with a cut: a cut keeps exactly `want` (scratch left empty) with the row's weights in w
+/// (compacted from them: the kept entries' weights and kept_sum); kept_form::either may also
+/// answer compacted (scratch.size() == kept), then as the _unordered kernel. Returns the tiers.
+template <class Make>
+unsigned check_cut(std::span<const float> x, float temperature, const dk::candidates& want,
+                   Make&& make) {
+    dk::candidates got(x.size()), set(x.size());
+    std::vector<float> w(x.size()), wc(x.size());
+    unsigned tiers = 0;
+    each_arch(
+        [&](auto arch, const std::string& name) {
+            for (const kn::kept_form form : {kn::kept_form::cut, kn::kept_form::either}) {
+                INFO("arch " << name << " n " << x.size() << " form " << int(form));
+                const kn::truncation_result r = make(arch)(x, got, w, form);
+                REQUIRE(r.ok());
+                CHECK(r.kept == want.size());
+                if (got.size() == r.kept && (form == kn::kept_form::either || r.kept == 0)) {
+                    CHECK(same_set(got, want));  // compacted
+                    CHECK(cut_matches(x, r.cut, got));
+                    CHECK(weights_ok(temperature, got, w, r));
+                } else {
+                    CHECK(got.empty());
+                    wc = w;
+                    double sum = 0;
+                    const std::size_t k = kn::compact_cut(x, wc, r.cut, set, sum);
+                    CHECK(k == r.kept);
+                    CHECK(same_set(set, want));
+                    CHECK(weights_ok(temperature, set, wc, r));
+                }
+                tiers |= 1u << unsigned(r.tier);
+            }
+        },
+        x.size());
+    return tiers;
+}
+
+/// The compacting and the cut forms reach the same tiers (the same decisions).
+unsigned same_tiers(unsigned compacting, unsigned cut) {
+    CHECK(compacting == cut);
+    return compacting;
+}
+
 unsigned check_epsilon(std::span<const float> x, float eps, float t, std::size_t mk) {
     dk::candidates want(x.size());
     ref::epsilon(x, eps, t, mk, want);
     INFO("epsilon " << eps << " T " << t << " min_keep " << mk);
-    return check(x, t, want, [&](auto arch) {
-        using A = decltype(arch);
-        return kernel_fn([=](std::span<const float> y, dk::candidates& o, std::span<float> w) {
-            return kn::epsilon_unordered<A>(y, eps, t, mk, o, w);
-        });
-    });
+    return same_tiers(check(x, t, want,
+                            [&](auto arch) {
+                                using A = decltype(arch);
+                                return kernel_fn([=](std::span<const float> y, dk::candidates& o,
+                                                     std::span<float> w) {
+                                    return kn::epsilon_unordered<A>(y, eps, t, mk, o, w);
+                                });
+                            }),
+                      check_cut(x, t, want, [&](auto arch) {
+                          using A = decltype(arch);
+                          return cut_fn([=](std::span<const float> y, dk::candidates& o,
+                                            std::span<float> w, kn::kept_form f) {
+                              return kn::epsilon_cut<A>(y, eps, t, mk, o, w, f);
+                          });
+                      }));
 }
 unsigned check_eta(std::span<const float> x, float eta, float t, std::size_t mk) {
     dk::candidates want(x.size());
     ref::eta(x, eta, t, mk, want);
     INFO("eta " << eta << " T " << t << " min_keep " << mk);
-    return check(x, t, want, [&](auto arch) {
-        using A = decltype(arch);
-        return kernel_fn([=](std::span<const float> y, dk::candidates& o, std::span<float> w) {
-            return kn::eta_unordered<A>(y, eta, t, mk, o, w);
-        });
-    });
+    return same_tiers(
+        check(x, t, want,
+              [&](auto arch) {
+                  using A = decltype(arch);
+                  return kernel_fn(
+                      [=](std::span<const float> y, dk::candidates& o, std::span<float> w) {
+                          return kn::eta_unordered<A>(y, eta, t, mk, o, w);
+                      });
+              }),
+        check_cut(x, t, want, [&](auto arch) {
+            using A = decltype(arch);
+            return cut_fn([=](std::span<const float> y, dk::candidates& o, std::span<float> w,
+                              kn::kept_form f) { return kn::eta_cut<A>(y, eta, t, mk, o, w, f); });
+        }));
 }
 unsigned check_mirostat(std::span<const float> x, float mu, float t) {
     dk::candidates want(x.size());
     ref::mirostat_cut(x, mu, t, want);
     INFO("mu " << mu << " T " << t);
-    return check(x, t, want, [&](auto arch) {
-        using A = decltype(arch);
-        return kernel_fn([=](std::span<const float> y, dk::candidates& o, std::span<float> w) {
-            return kn::mirostat_cut_unordered<A>(y, mu, t, o, w);
-        });
-    });
+    return same_tiers(
+        check(x, t, want,
+              [&](auto arch) {
+                  using A = decltype(arch);
+                  return kernel_fn(
+                      [=](std::span<const float> y, dk::candidates& o, std::span<float> w) {
+                          return kn::mirostat_cut_unordered<A>(y, mu, t, o, w);
+                      });
+              }),
+        check_cut(x, t, want, [&](auto arch) {
+            using A = decltype(arch);
+            return cut_fn([=](std::span<const float> y, dk::candidates& o, std::span<float> w,
+                              kn::kept_form f) { return kn::mirostat_cut<A>(y, mu, t, o, w, f); });
+        }));
 }
 unsigned check_sigma(std::span<const float> x, float ns, float t, std::size_t mk) {
     dk::candidates want(x.size());
@@ -177,6 +249,8 @@ TEST_CASE("threshold kernels: small rows, special values, disabled and min_keep"
                 check_xtc(x, 0.1f, 1.f, mk);
             }
             check_mirostat(x, 3.f, 1.f);
+            // a NaN mu: no entry reaches the threshold, the most probable one is kept (fuzz)
+            check_mirostat(x, std::numeric_limits<float>::quiet_NaN(), 1.f);
         }
 }
 
@@ -255,6 +329,22 @@ TEST_CASE("threshold kernels: each exactness tier, forced, with its premise") {
     }
 }
 
+TEST_CASE("threshold kernels: undecided entries spread over whole vectors, kept and dropped") {
+    // 640 entries at 1 but for two one ulp below (ids 100 and 333): p = 1/640 (decimal 0.0015625
+    // = epsilon) within ~1e-10 relative for the entries at 1 (kept, p a little above), 6e-8 below
+    // for the two (dropped): all inside the float bound, decided in double. The cut form decides
+    // them in its pass over the row's vectors; min_keep 700 (more than the row): every entry.
+    std::vector<float> x(640, 1.f);
+    x[100] = x[333] = std::nextafter(1.f, 0.f);
+    CHECK(check_epsilon(x, 0.0015625f, 1.f, 1) == 1u << unsigned(kn::exactness_tier::double_pass));
+    CHECK(check_epsilon(x, 0.0015625f, 1.f, 700) != 0);
+    dk::candidates c(x.size());
+    std::vector<float> w(x.size());
+    const auto r = kn::epsilon_cut(x, 0.0015625f, 1.f, 1, c, w);
+    CHECK(r.kept == 638);
+    CHECK(r.cut.lo == 1.f);
+}
+
 TEST_CASE("compact_cut and draw_cut: the kept set of a cut, and the draw over it") {
     using A = dk::simd::default_arch;
     const auto x = dk_family::make_row(dk_family::shape::gauss, 40000, 3);
@@ -315,6 +405,18 @@ std::pair<double, double> check_mean_of_d(std::span<const float> x, float temper
     // the stored weights are the kernels' weights, bit for bit
     for (std::size_t i = 0; i < x.size(); i += 97)
         REQUIRE(w[i] == kn::detail::weight_one<A>(x[i], m, 1.f / temperature));
+    // the paired pass (eta's): the same weights, its mean and its sum within their bounds
+    {
+        std::vector<float> w2(x.size());
+        const auto rp = kn::detail::entropy_pass<A, true, true>(x, m, temperature, w2.data());
+        CHECK(w2 == w);
+        CHECK(rp.pair_error > 0);
+        const auto paired = kn::detail::mean_of_d(rp, x.size());
+        CHECK(std::fabs(paired.c - exact) <= paired.dc);
+        const double z = ref::exp_sum(x, temperature).sum;
+        CHECK(std::fabs(rp.sum - z) <= rp.error(x.size()) + kn::detail::sum_error(x.size()) * z +
+                                           kn::detail::reference_error(x.size()) * z);
+    }
     const auto k = kn::detail::compensate<A>(x, m, temperature, w.data(), x.size() / 3);
     CHECK(k.valid == kn::detail::exact_fma<A>);
     if (!k.valid) return {plain.dc, 0.0};

@@ -291,6 +291,32 @@ TEST_CASE("top_k_min_keep: top-k keeps max(top_k, min_keep), Hugging Face's top-
     }
 }
 
+namespace {
+
+/// For 40 keys: sample()'s token is the inverse CDF over distribution_unordered() (the compacted
+/// set in id order) with the same uniform, its chosen logprob that entry's log probability.
+void check_draws_match(const std::vector<float>& x, sampling_params p, std::uint64_t seed) {
+    p.seed = seed;
+    p.logprobs.chosen = true;
+    sampler s(p, x.size());
+    for (std::uint64_t step = 0; step < 40; ++step) {
+        const auto d = s.distribution_unordered(x, {.sequence = 3, .step = step});
+        REQUIRE(d.tokens.size() > 0);
+        rng_stream g = make_stream({p.seed, 3, step}, rng_purpose::sample);
+        const std::size_t i = kernels::draw_inverse_cdf(d.probs, g.uniform());
+        REQUIRE(i != npos);
+        // (d is a view into the thread's workspace: read before sample() reuses it)
+        const token_id want = d.tokens[i];
+        const double want_lp = std::log(double(d.probs[i]));
+        const auto r = s.sample(x, {.sequence = 3, .step = step});
+        REQUIRE(r.ok());
+        CHECK(r.token == want);
+        CHECK(std::abs(double(r.logprob) - want_lp) < 1e-5);
+    }
+}
+
+}  // namespace
+
 TEST_CASE(
     "top-p on the full row draws from its cut without compacting it: the token of the "
     "compacted draw for the same key",
@@ -310,26 +336,41 @@ TEST_CASE(
             {.top_p = 0.95f, .min_p = 0.001f, .order = sampling_order::hf},
         };
         std::uint64_t seed = 5;
-        for (const sampling_params& p0 : settings) {
-            sampling_params p = p0;
-            p.seed = seed++;
-            p.logprobs.chosen = true;
-            sampler s(p, v);
+        for (const sampling_params& p : settings) {
             INFO("shape " << dk_family::name(sh) << " top_p " << p.top_p << " T " << p.temperature);
-            for (std::uint64_t step = 0; step < 40; ++step) {
-                const auto d = s.distribution_unordered(x, {.sequence = 3, .step = step});
-                REQUIRE(d.tokens.size() > 0);
-                rng_stream g = make_stream({p.seed, 3, step}, rng_purpose::sample);
-                const std::size_t i = kernels::draw_inverse_cdf(d.probs, g.uniform());
-                REQUIRE(i != npos);
-                // (d is a view into the thread's workspace: read before sample() reuses it)
-                const token_id want = d.tokens[i];
-                const double want_lp = std::log(double(d.probs[i]));
-                const auto r = s.sample(x, {.sequence = 3, .step = step});
-                REQUIRE(r.ok());
-                CHECK(r.token == want);
-                CHECK(std::abs(double(r.logprob) - want_lp) < 1e-5);
-            }
+            check_draws_match(x, p, seed++);
+        }
+    }
+}
+
+TEST_CASE(
+    "eta, epsilon and mirostat on the full row draw from their cut: the token of the "
+    "compacted draw",
+    "[sampling][selection][draw]") {
+    // With a threshold that does not bound the kept set below V / 16 entries (eta on a
+    // high-entropy row, epsilon < 16 / V, 2^mu > V / 16) sample() leaves the set as a cut over
+    // the row and draws with kernels::draw_cut: the token for a key must be the inverse CDF over
+    // distribution_unordered() (the compacted set in id order) with the same uniform, the chosen
+    // logprob that entry's. Steps after the cut (min-p, temperature in llama.cpp's order)
+    // compact it first; mirostat's mu moves the same way (distribution_unordered() leaves it).
+    const std::size_t v = 32000;
+    for (const auto sh : dk_family::shapes) {
+        const std::vector<float> x = dk_family::make_row(sh, v, 13);
+        const sampling_params settings[] = {
+            {.eta = 3e-4f},
+            {.temperature = 1.5f, .eta = 3e-4f, .order = sampling_order::hf},
+            {.temperature = 0.7f, .eta = 3e-4f, .order = sampling_order::llama_cpp},
+            {.min_p = 0.001f, .eta = 3e-4f, .order = sampling_order::llama_cpp},
+            {.epsilon = 1e-4f},
+            {.epsilon = 1e-5f},
+            {.epsilon = 1e-5f, .eta = 1e-5f, .order = sampling_order::hf},
+            {.mirostat = true, .mirostat_tau = 8.f},
+        };
+        std::uint64_t seed = 21;
+        for (const sampling_params& p : settings) {
+            INFO("shape " << dk_family::name(sh) << " eta " << p.eta << " epsilon " << p.epsilon
+                          << " mirostat " << p.mirostat << " T " << p.temperature);
+            check_draws_match(x, p, seed++);
         }
     }
 }

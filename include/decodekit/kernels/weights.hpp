@@ -84,12 +84,44 @@ struct row_sums {
     /// upper bound of sum w_i d_i^2 (float blocks, inflated by their rounding); 0 from
     /// weigh_row (entropy.hpp's pass sets it)
     double wd2_bound = 0;
+    /// relative rounding of float additions made before the double sums (entropy.hpp's paired
+    /// pass: 2^-24, one per pair of vectors; 0: every float widened)
+    double pair_error = 0;
 
     /// Bound on |sum - sum of the real weights| (before the double additions' n 2^-53).
     double error(std::size_t n) const noexcept {
-        return (exp_error * sum + arg_error * wd_bound) * (1 + 1e-6) + double(n) * flush_error;
+        return (exp_error * sum + arg_error * wd_bound) * (1 + 1e-6) + pair_error * sum +
+               double(n) * flush_error;
     }
 };
+
+/// The block driver of the exponential passes (weigh_row, entropy.hpp's entropy_pass): over the
+/// whole vectors of p[0, n), in blocks of 32 vectors, two(i) for each pair of vectors from i,
+/// one(v, w + i) for a last single one, flush() after each block (the float accumulators go to
+/// double); the tail padded with -inf into one vector (same lanes, same weights) through one(v,
+/// buffer), its weights copied to w (Store), and a flush.
+template <class A, bool Store, class Two, class One, class Flush>
+inline void exp_blocks(const float* p, float* w, std::size_t n, Two&& two, One&& one,
+                       Flush&& flush) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const std::size_t nfull = n / L * L;
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 32 * L);
+        for (; i + 2 * L <= end; i += 2 * L) two(i);
+        for (; i < end; i += L) one(B::load_unaligned(p + i), w + i);
+        flush();
+    }
+    if (i < n) {
+        alignas(64) float buf[L], wb[L];
+        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : detail::neg_inf_f;
+        one(B::load_aligned(buf), wb);
+        if constexpr (Store)
+            for (std::size_t j = 0; i + j < n; ++j) w[i + j] = wb[j];
+        flush();
+    }
+}
 
 /// One pass: w_i for every entry (stored to w when Store), their sum and wd_bound in row_sums
 /// (entropy.hpp's entropy_pass also gives wd and wd2_bound).
@@ -100,7 +132,7 @@ row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noe
     using D = simd::dbatch<A>;
     constexpr std::size_t L = simd::lanes<A>;
     const float* p = x.data();
-    const std::size_t n = x.size(), nfull = n / L * L;
+    const std::size_t n = x.size();
     const B mb(m), tb(inv_t), lo(-200.f);
     // two independent sets of accumulators (even and odd vectors): no add waits on the last one
     struct acc {
@@ -122,24 +154,13 @@ row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noe
         wd_f -= double(simd::reduce_add<A>(a.fs + b.fs));
         a.fs = b.fs = B(0.f);
     };
-    std::size_t i = 0;
-    while (i < nfull) {
-        const std::size_t end = std::min(nfull, i + 32 * L);
-        for (; i + 2 * L <= end; i += 2 * L) {
+    exp_blocks<A, Store>(
+        p, w, n,
+        [&](std::size_t i) {
             one(B::load_unaligned(p + i), a, w + i);
             one(B::load_unaligned(p + i + L), b, w + i + L);
-        }
-        for (; i < end; i += L) one(B::load_unaligned(p + i), a, w + i);
-        flush();
-    }
-    if (i < n) {  // the tail, padded with -inf into one vector (same lanes, same weights)
-        alignas(64) float buf[L], wb[L];
-        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : detail::neg_inf_f;
-        one(B::load_aligned(buf), a, wb);
-        if constexpr (Store)
-            for (std::size_t j = 0; i + j < n; ++j) w[i + j] = wb[j];
-        flush();
-    }
+        },
+        [&](const B& v, float* out) { one(v, a, out); }, flush);
     row_sums r;
     r.sum = simd::reduce_add<A>((a.z0 + a.z1) + (b.z0 + b.z1));
     // float blocks: <= 32 additions per lane, a 16-lane reduction and the products: 64 u

@@ -4,7 +4,10 @@
 /// decimal its float stands for); the min_keep rule of epsilon (every entry tied with the
 /// min_keep-th largest logit). Disabled at 0. The set is kernels::eta_unordered's
 /// (= reference::eta): one exponential pass giving Z and H, one filter pass (see selection.hpp),
-/// in id order with its weights.
+/// in id order with its weights. On a full set whose threshold does not bound the kept set
+/// below V / 16 entries (a high-entropy row keeps most of it) the set stays a cut over the row
+/// (kernels::eta_cut; working_set::set_cut): the filter pass only reads, and a draw right after
+/// reads the row once with the cut instead of compacting up to the whole row.
 
 #include <decodekit/config.hpp>
 #include <decodekit/kernels/thresholds.hpp>
@@ -18,6 +21,12 @@ struct eta_step {
     static void apply(working_set& w, const step_context& c) noexcept {
         const float e = c.params.eta, t = w.temperature();
         const std::size_t min_keep = c.params.min_keep;
+        // a full set: a large kept set stays a cut over the row (the draw reads the row)
+        if (detail::select_cut(
+                w, [&](std::span<const float> x, candidates& s, std::span<float> wt) {
+                    return kernels::eta_cut(x, e, t, min_keep, s, wt, kernels::kept_form::either);
+                }))
+            return;
         detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
             return kernels::eta_unordered(x, e, t, min_keep, out, wt);
         });

@@ -16,9 +16,10 @@
 /// Each run is counted in the workspace's selection_counters by its exactness tier.
 /// A kernel that reports bad_size (a workspace smaller than the row: not reachable through the
 /// sampler, which sizes it) leaves the set unchanged.
-/// Cut form (select_cut, top-p on a full set): the kernel's cut and the row's weights become the
-/// working set's pending cut (working_set::set_cut), compacted only if something after it needs
-/// the entries; the draw reads the row with the cut.
+/// Cut form (select_cut: top-p on a full set; epsilon, eta and mirostat on a full set when their
+/// threshold does not bound the kept set below V / 16 entries): the kernel's cut and the row's
+/// weights become the working set's pending cut (working_set::set_cut), compacted only if
+/// something after it needs the entries; the draw reads the row with the cut.
 
 #include <decodekit/candidates.hpp>
 #include <decodekit/config.hpp>
@@ -77,8 +78,10 @@ kernels::truncation_result select_kept(working_set& w, Kernel&& kernel) noexcept
 
 /// Runs `kernel(x, scratch, weights) -> kernels::truncation_result` (a cut kernel: its kept set
 /// as truncation_result::cut over x, a prefix of the row's order, weights[0, V) the row's weights
-/// exp((x_i - max) / T)) on a full set and leaves the set as that cut, nothing compacted
-/// (working_set::set_cut: the draw reads the row with the cut). Returns false, doing nothing,
+/// exp((x_i - max) / T), scratch left empty) on a full set and leaves the set as that cut,
+/// nothing compacted (working_set::set_cut: the draw reads the row with the cut). A kernel that
+/// may answer compacted instead (kernels::kept_form::either: scratch.size() == kept, weights
+/// [0, kept) theirs) has its set taken as select_kept takes it. Returns false, doing nothing,
 /// when the set is not full and plain (overlaid or masked), so the caller runs the compacting
 /// form; a kernel's answer that the cut form cannot carry (a row max of +inf, no positive kept
 /// weight) or a set of fewer than V / 16 entries is compacted on the spot (the same set).
@@ -91,6 +94,11 @@ bool select_cut(working_set& w, Kernel&& kernel) noexcept {
         kernel(x, ws.cand, std::span<float>(ws.weights.data(), x.size()));
     if (!r.ok()) return true;  // (not reachable: the workspace is sized) the set stays
     count_tier(ws, r);
+    if (ws.cand.size() == r.kept) {  // compacted (or empty)
+        w.set_kept(false);           // id order
+        if (r.kept_sum > 0 && std::isfinite(r.kept_sum)) w.set_weights(r.kept_sum);
+        return true;
+    }
     w.set_cut(r.cut, r.kept, std::isfinite(r.max) ? r.max : 0.f, r.kept_sum);
     // A small set is compacted at once: that pass reads the row and only the few weights it
     // keeps, cheaper than the draw's walk over the row's weights.
