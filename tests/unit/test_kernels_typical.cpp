@@ -143,6 +143,71 @@ TEST_CASE("typical_unordered: small rows, special values, ties, p = 0 / 1, min_k
     }
 }
 
+TEST_CASE("typical: ties that only rounding makes keep the set an interval of logits") {
+    // (found by fuzz_kernels) at T = 75 the logits +-1.6e-40 have the same double probability, so
+    // the same score, on the side more probable than typical; min_keep 3 takes one of them: the
+    // lower logit (nearer the typical point), else the set {-1.875, -1.5, +1.6e-40} would skip
+    // -1.6e-40 and no interval of logits could carry it. Both id orders of the pair.
+    const float d = 0x1.16c2p-133f;
+    for (bool swap : {false, true}) {
+        std::vector<float> x = {-0x1.ep+0f,
+                                -0x1.68p+2f,
+                                0x1.6p+2f,
+                                -0x1.6p+2f,
+                                -15.f,
+                                -15.f,
+                                -15.f,
+                                -15.f,
+                                -15.f,
+                                -15.f,
+                                -15.f,
+                                -d,
+                                d,
+                                0x1.2p+0f,
+                                0x1.88p+3f,
+                                -0x1.84p+3f,
+                                0x1.ccp+3f,
+                                0x1.44p+3f,
+                                -0x1.ff933cp+127f,
+                                0x1.cp+0f,
+                                0x1.8cp+3f,
+                                -0x1.c4p+3f,
+                                -0x1.64p+3f,
+                                -0x1.18p+2f,
+                                -0x1.88p+3f,
+                                0x1.2p+1f,
+                                0x1.18p+2f,
+                                0x1.64p+3f,
+                                0x1.7cp+3f,
+                                -0x1.08p+2f,
+                                0x1.08p+3f};
+        for (int i = 0; i < 16; ++i) x.push_back(-inf);
+        for (float v :
+             {-0x1.54p+3f, -0x1.ap+2f, -inf, 0x1.1p+2f, 0x1.3p+2f, 0x1.d8p+3f, -1.5f, -0x1.84p+3f})
+            x.push_back(v);
+        if (swap) std::swap(x[11], x[12]);
+        INFO("swap " << swap);
+        const float p = 0x1.ff1f9cp-6f, t = 0x1.2bc486p+6f;
+        for (auto stop : {dk::typical_stop::reach_with_ties, dk::typical_stop::exceed})
+            for (std::size_t mk : {0u, 1u, 2u, 3u, 4u}) {
+                dk::candidates want(x.size());
+                ref::typical(x, p, t, mk, stop, want);
+                if (mk == 3) {  // {-1.875, -1.5, -d}
+                    CHECK(want.size() == 3);
+                    CHECK(std::count(want.logits().begin(), want.logits().end(), -d) == 1);
+                    CHECK(std::count(want.logits().begin(), want.logits().end(), d) == 0);
+                }
+                // an interval: every valid entry between the kept extremes is kept
+                const auto [lo, hi] =
+                    std::minmax_element(want.logits().begin(), want.logits().end());
+                const auto inside = std::count_if(x.begin(), x.end(),
+                                                  [&](float v) { return v >= *lo && v <= *hi; });
+                CHECK(std::size_t(inside) == want.size());
+                check_typical(x, p, t, mk, stop);
+            }
+    }
+}
+
 TEST_CASE("typical_unordered: each exactness tier, forced, with its premise") {
     using A = dk::simd::default_arch;
     // double_pass: a uniform row of 10 at p = 0.3 (exceed): the mass of three lands 2e-8 below

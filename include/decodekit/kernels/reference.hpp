@@ -418,12 +418,15 @@ inline std::size_t mirostat_cut(std::span<const float> x, float mu, float temper
 
 /// Locally typical sampling at temperature T. Score s_i = |-log p_i - H| (p_i = W_i / Z,
 /// H = entropy(x, T); +inf where p_i is 0 in double); order: score ascending, ties by logit
-/// descending then id ascending. reach_with_ties keeps the prefix through the first entry whose
-/// inclusive mass reaches decimal_floor(p) (at least one entry), then every entry whose score
-/// equals that entry's (Hugging Face); exceed keeps the prefix through the first entry whose
-/// inclusive mass exceeds decimal_ceil(p) (llama.cpp). Either way at least min(min_keep, #valid)
-/// entries (a prefix of the order, no tie rule); p >= 1 keeps every valid entry. Output sorted
-/// like top_k. \pre out.capacity() >= x.size(), temperature > 0
+/// descending then id ascending, except between two entries more probable than typical
+/// (-log p_i < H) with different logits: the lower logit first. Such ties come only from
+/// rounding (logits closer than the double resolution of (x - max) / T); the exception keeps the
+/// kept set an interval of logits (the entry nearer the typical point first). reach_with_ties keeps
+/// the prefix through the first entry whose inclusive mass reaches decimal_floor(p) (at least one
+/// entry), then every entry whose score equals that entry's (Hugging Face); exceed keeps the prefix
+/// through the first entry whose inclusive mass exceeds decimal_ceil(p) (llama.cpp). Either way at
+/// least min(min_keep, #valid) entries (a prefix of the order, no tie rule); p >= 1 keeps every
+/// valid entry. Output sorted like top_k. \pre out.capacity() >= x.size(), temperature > 0
 inline std::size_t typical(std::span<const float> x, float p, float temperature,
                            std::size_t min_keep, typical_stop stop, candidates& out) noexcept {
     valid_entries(x, out);
@@ -438,16 +441,20 @@ inline std::size_t typical(std::span<const float> x, float p, float temperature,
         double score, prob;
         float logit;
         token_id id;
+        bool above;  // more probable than typical: -log p < H
     };
     std::vector<scored> e(n);
     for (std::size_t j = 0; j < n; ++j) {
         const float v = out.logits()[j];
         const double q = weight(v, st.max, temperature) / st.sum;
-        e[j] = {q > 0 ? std::fabs(-std::log(q) - h) : std::numeric_limits<double>::infinity(), q, v,
-                out.ids()[j]};
+        const double s = q > 0 ? -std::log(q) - h : std::numeric_limits<double>::infinity();
+        e[j] = {std::fabs(s), q, v, out.ids()[j], s < 0};
     }
+    // (a strict weak order: `above` holds on an upper set of logits, s being non-increasing in
+    // the logit)
     std::sort(e.begin(), e.end(), [](const scored& a, const scored& b) {
         if (a.score != b.score) return a.score < b.score;
+        if (a.above && b.above && a.logit != b.logit) return a.logit < b.logit;
         return before(a.logit, a.id, b.logit, b.id);
     });
     double mass = 0;

@@ -1,17 +1,17 @@
 #pragma once
 /// \file sampling/steps/typical.hpp
 /// Locally typical sampling: entries in order of |-log p - H| (ties: more probable first, then
-/// lower id); typical_mode reach_with_ties (default, Hugging Face) keeps the prefix through the
-/// first entry whose inclusive mass reaches typical_p (the float standing for its decimal) and
-/// every entry with that entry's score; exceed (llama.cpp) the prefix through the first entry
-/// whose inclusive mass strictly exceeds it. At least min_keep. Disabled at typical_p = 1.
-/// The set is kernels::typical_unordered's (= reference::typical): a logit interval around the
-/// entropy's point, found by a weighted selection wherever it sits in the order, never by
-/// sorting (see selection.hpp), in id order with its weights. On a full set (typical first, or
-/// after temperature only) the set stays a cut over the row with the row's weights
-/// (kernels::typical_cut; working_set::set_cut): a draw right after it reads the row once with
-/// the cut instead of compacting up to the whole row (typical's sets hold most of a high-entropy
-/// row).
+/// lower id; ties made by rounding above the typical point: see reference::typical); typical_mode
+/// reach_with_ties (default, Hugging Face) keeps the prefix through the first entry whose inclusive
+/// mass reaches typical_p (the float standing for its decimal) and every entry with that entry's
+/// score; exceed (llama.cpp) the prefix through the first entry whose inclusive mass strictly
+/// exceeds it. At least min_keep. Disabled at typical_p = 1. The set is
+/// kernels::typical_unordered's (= reference::typical): a logit interval around the entropy's
+/// point, found by a weighted selection wherever it sits in the order, never by sorting (see
+/// selection.hpp), in id order with its weights. On a full set (typical first, or after temperature
+/// only) the set stays a cut over the row with the row's weights (kernels::typical_cut;
+/// working_set::set_cut): a draw right after it reads the row once with the cut instead of
+/// compacting up to the whole row (typical's sets hold most of a high-entropy row).
 
 #include <decodekit/config.hpp>
 #include <decodekit/kernels/typical.hpp>
