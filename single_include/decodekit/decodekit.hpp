@@ -124,6 +124,18 @@ DECODEKIT_END_NAMESPACE
 
 DECODEKIT_BEGIN_NAMESPACE
 
+namespace detail {
+/// A candidate entry as one value (sort scratch; the sparse processors' patches).
+struct scored {
+    float logit;
+    token_id id;
+};
+/// Logit descending, ties by ascending id.
+inline bool scored_before(const scored& a, const scored& b) noexcept {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+}  // namespace detail
+
 /// Token ids and logits of a candidate set. Capacity is set at construction; size() <= capacity().
 /// Also owns a scratch of capacity() 64-bit sort keys that the selection kernels use, so they
 /// never allocate.
@@ -2162,10 +2174,15 @@ DECODEKIT_END_NAMESPACE
 ///                        the window, never O(V)), updated from the history hooks by the tokens
 ///                        added and removed since the previous call. Per call: O(added + removed)
 ///                        in the hooks (last_n: O(min(removed, last_n)) on a cut-back), and
-///                        O(distinct tokens in the windows) in apply() and touched().
+///                        O(distinct tokens in the windows) in apply() and touched(). When the
+///                        penalties are a sparse pipeline's only processor and share one
+///                        window, patch() replaces touched() + apply(): one pass over the count
+///                        arrays writing the patches (about 2 ns per distinct token at
+///                        V = 128256, bench/bench_request.cpp BM_history_stage).
 
 
 #include <array>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -2438,6 +2455,31 @@ public:
         }
     }
 
+    /// True when patch() can stand for touched() + apply(): one set of counts (the penalties
+    /// that are on share their window).
+    bool patches_directly() const noexcept { return nw_ == 1; }
+    /// The sparse pipeline's path when these penalties are its only processor: brings the
+    /// counts in step with c.history (as apply()), then writes each counted id in [0,
+    /// logits.size()) whose penalised value differs (bitwise) from logits[id] as {value, id} to
+    /// out, in the counts' order (each id once), and clears its bit in `marks` (a token
+    /// bitmask, bit t of word t / 32), without writing the row. Returns the number written.
+    /// The values are those apply() leaves in a copy of logits. Without patches_directly() it
+    /// writes nothing and returns 0 (the caller uses touched() + apply() instead).
+    /// \pre out has room for min(distinct counted ids, logits.size()) entries; marks has a bit
+    /// for every id < logits.size()
+    /// O(distinct ids in the window): one branch-free pass over the counts' arrays and a random
+    /// read of the row per id (no hash probe, no copy of the row, no declared-id bits).
+    std::size_t patch(std::span<const float> logits, const processor_context& c,
+                      detail::scored* out, std::uint32_t* marks) {
+        if (nw_ != 1) return 0;
+        if (!in_sync(c)) reset(c);
+        const token_counts& k = w_[0].counts();
+        ops_ += k.size();
+        if (rep_ >= 0 && freq_ >= 0) return patch_pass<true, true>(logits, k, out, marks);
+        if (rep_ >= 0) return patch_pass<true, false>(logits, k, out, marks);
+        return patch_pass<false, true>(logits, k, out, marks);
+    }
+
     /// Declares the counted ids (every id of the windows of c.history if out of step).
     void touched(const processor_context& c, token_sink& out) const {
         for (int i = 0; i < nw_; ++i) {
@@ -2500,6 +2542,31 @@ public:
     }
 
 private:
+    template <bool Rep, bool Freq>
+    std::size_t patch_pass(std::span<const float> logits, const token_counts& k,
+                           detail::scored* out, std::uint32_t* marks) const noexcept {
+        const token_id* ids = k.tokens().data();
+        const std::uint32_t* counts = k.counts().data();
+        const std::size_t n = k.size(), v = logits.size();
+        const float theta = p_.repetition, af = p_.frequency, ap = p_.presence;
+        std::size_t m = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            const auto u = static_cast<std::uint32_t>(ids[i]);  // a negative id wraps past v
+            if (u >= v) continue;
+            const float x = logits[u];
+            float y = x;
+            if constexpr (Rep) {  // both computed, then a select: no branch on the sign
+                const float q = y / theta, r = y * theta;
+                y = y > 0.f ? q : r;
+            }
+            if constexpr (Freq) detail::frequency_penalize(y, counts[i], af, ap);
+            const bool changed = std::bit_cast<std::uint32_t>(y) != std::bit_cast<std::uint32_t>(x);
+            out[m] = {y, token_id(u)};  // overwritten by the next id when unchanged
+            m += changed;
+            marks[u / 32] &= ~(std::uint32_t(changed) << (u % 32));
+        }
+        return m;
+    }
     int add_window(penalty_scope s) {
         for (int i = 0; i < nw_; ++i)
             if (w_[std::size_t(i)].scope() == s) return i;  // one set of counts per scope
@@ -3581,6 +3648,37 @@ inline void widen_add(xsimd::batch<double, A>& lo, xsimd::batch<double, A>& hi,
     }
 }
 
+/// Adds the lanes of `x` selected by `sel` into (in_lo, in_hi) and the others into
+/// (out_lo, out_hi), as widen_add does (low half to *_lo, high half to *_hi): on AVX-512 one
+/// conversion of x and masked adds, so that a sum and its part cost about one widen_add.
+template <class A>
+inline void widen_add_split(xsimd::batch<double, A>& in_lo, xsimd::batch<double, A>& in_hi,
+                            xsimd::batch<double, A>& out_lo, xsimd::batch<double, A>& out_hi,
+                            const batch<A>& x, const batch_bool<A>& sel) noexcept {
+    using D = xsimd::batch<double, A>;
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        const __m512 v = static_cast<__m512>(x);
+        const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        const __m512d hi =
+            _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        const unsigned k = unsigned(to_mask<A>(sel));
+        const __mmask8 klo = __mmask8(k), khi = __mmask8(k >> 8);
+        const __m512d il = static_cast<__m512d>(in_lo), ih = static_cast<__m512d>(in_hi);
+        const __m512d ol = static_cast<__m512d>(out_lo), oh = static_cast<__m512d>(out_hi);
+        in_lo = D(_mm512_mask_add_pd(il, klo, il, lo));
+        in_hi = D(_mm512_mask_add_pd(ih, khi, ih, hi));
+        out_lo = D(_mm512_mask_add_pd(ol, __mmask8(~klo), ol, lo));
+        out_hi = D(_mm512_mask_add_pd(oh, __mmask8(~khi), oh, hi));
+    } else
+#endif
+    {
+        const batch<A> zero(0.f);
+        widen_add<A>(in_lo, in_hi, xsimd::select(sel, x, zero));
+        widen_add<A>(out_lo, out_hi, xsimd::select(sel, zero, x));
+    }
+}
+
 /// Horizontal sum of double lanes.
 template <class A>
 inline double reduce_add(const xsimd::batch<double, A>& v) noexcept {
@@ -3884,6 +3982,21 @@ inline std::size_t count_allowed(const token_bitmask& mask, std::size_t n) noexc
     return total;
 }
 
+/// True iff at most `limit` of the tokens [0, n) are allowed (tokens without a bit count as
+/// disallowed). Stops counting once the limit is passed: reads about limit / density bits.
+inline bool allowed_at_most(const token_bitmask& mask, std::size_t n, std::size_t limit) noexcept {
+    const std::size_t c = std::min(n, mask.covered()), full = c / 32;
+    constexpr std::size_t block = 64;  // words between checks of the running count
+    std::size_t total = 0;
+    for (std::size_t w0 = 0; w0 < full; w0 += block) {
+        const std::size_t w1 = std::min(full, w0 + block);
+        for (std::size_t w = w0; w < w1; ++w) total += std::size_t(std::popcount(mask.words[w]));
+        if (total > limit) return false;
+    }
+    if (c % 32) total += std::size_t(std::popcount(mask.words[full] & ((1u << (c % 32)) - 1u)));
+    return total <= limit;
+}
+
 /// Sets every disallowed entry of `row` to -inf (allowed entries are left as they are, NaN
 /// included); tokens the mask has no bit for are disallowed. Returns check(mask, row.size()).
 /// One pass over the mask, none over the row: per 32-token word, nothing when all are allowed,
@@ -3907,11 +4020,12 @@ namespace detail {
 /// Row-load policies: the kernels' passes are templates on one of these, so each kernel has one
 /// implementation with and without a mask. load(i) is the vector of entries [i, i + L) with
 /// disallowed entries at -inf, raw(i) the same vector unmasked, bits(i) its lanes' allowed bits
-/// (bit j for lane j; all set for a plain row), at(i) one entry, -inf when disallowed
-/// (\pre i % L == 0 and i + L <= n for the vector forms). Passes that compact survivors of a
-/// threshold read raw() and clear the disallowed survivors with bits(), so the mask costs
-/// nothing where no entry passes; max-like passes read the mask only in vectors that could
-/// raise their running max.
+/// (bit j for lane j; all set for a plain row), group_bits(i) the same for the 4 vectors
+/// [i, i + 4L) (bit j for entry i + j; \pre i % 4L == 0, 4L <= 64), at(i) one entry, -inf when
+/// disallowed (\pre i % L == 0 and i + L <= n for the vector forms). Passes that compact
+/// survivors of a threshold read raw() and clear the disallowed survivors with bits() or
+/// group_bits(), so the mask costs nothing where no entry passes; max-like passes read the mask
+/// only in vectors that could raise their running max.
 template <class A>
 struct plain_row {
     static constexpr bool masked = false;
@@ -3921,6 +4035,7 @@ struct plain_row {
         return simd::batch<A>::load_unaligned(p + i);
     }
     std::uint64_t bits(std::size_t) const noexcept { return ~0ull; }
+    std::uint64_t group_bits(std::size_t) const noexcept { return ~0ull; }
     float at(std::size_t i) const noexcept { return p[i]; }
 };
 
@@ -3937,6 +4052,15 @@ struct masked_row {
         return simd::batch<A>::load_unaligned(p + i);
     }
     std::uint64_t bits(std::size_t i) const noexcept { return simd::bitmask_bits<A>(words, i); }
+    std::uint64_t group_bits(std::size_t i) const noexcept {
+        constexpr std::size_t G = 4 * simd::lanes<A>;
+        static_assert(G <= 64 && (G >= 32 ? G % 32 == 0 : 32 % G == 0));
+        if constexpr (G == 64) {  // two whole words (i % 64 == 0)
+            return std::uint64_t(words[i / 32]) | (std::uint64_t(words[i / 32 + 1]) << 32);
+        } else {
+            return std::uint64_t(words[i / 32] >> (i % 32)) & ((std::uint64_t(1) << G) - 1);
+        }
+    }
     float at(std::size_t i) const noexcept {
         return ((words[i / 32] >> (i % 32)) & 1u) ? p[i] : -std::numeric_limits<float>::infinity();
     }
@@ -4484,12 +4608,15 @@ inline std::size_t mirostat_cut(std::span<const float> x, float mu, float temper
 
 /// Locally typical sampling at temperature T. Score s_i = |-log p_i - H| (p_i = W_i / Z,
 /// H = entropy(x, T); +inf where p_i is 0 in double); order: score ascending, ties by logit
-/// descending then id ascending. reach_with_ties keeps the prefix through the first entry whose
-/// inclusive mass reaches decimal_floor(p) (at least one entry), then every entry whose score
-/// equals that entry's (Hugging Face); exceed keeps the prefix through the first entry whose
-/// inclusive mass exceeds decimal_ceil(p) (llama.cpp). Either way at least min(min_keep, #valid)
-/// entries (a prefix of the order, no tie rule); p >= 1 keeps every valid entry. Output sorted
-/// like top_k. \pre out.capacity() >= x.size(), temperature > 0
+/// descending then id ascending, except between two entries more probable than typical
+/// (-log p_i < H) with different logits: the lower logit first. Such ties come only from
+/// rounding (logits closer than the double resolution of (x - max) / T); the exception keeps the
+/// kept set an interval of logits (the entry nearer the typical point first). reach_with_ties keeps
+/// the prefix through the first entry whose inclusive mass reaches decimal_floor(p) (at least one
+/// entry), then every entry whose score equals that entry's (Hugging Face); exceed keeps the prefix
+/// through the first entry whose inclusive mass exceeds decimal_ceil(p) (llama.cpp). Either way at
+/// least min(min_keep, #valid) entries (a prefix of the order, no tie rule); p >= 1 keeps every
+/// valid entry. Output sorted like top_k. \pre out.capacity() >= x.size(), temperature > 0
 inline std::size_t typical(std::span<const float> x, float p, float temperature,
                            std::size_t min_keep, typical_stop stop, candidates& out) noexcept {
     valid_entries(x, out);
@@ -4504,16 +4631,20 @@ inline std::size_t typical(std::span<const float> x, float p, float temperature,
         double score, prob;
         float logit;
         token_id id;
+        bool above;  // more probable than typical: -log p < H
     };
     std::vector<scored> e(n);
     for (std::size_t j = 0; j < n; ++j) {
         const float v = out.logits()[j];
         const double q = weight(v, st.max, temperature) / st.sum;
-        e[j] = {q > 0 ? std::fabs(-std::log(q) - h) : std::numeric_limits<double>::infinity(), q, v,
-                out.ids()[j]};
+        const double s = q > 0 ? -std::log(q) - h : std::numeric_limits<double>::infinity();
+        e[j] = {std::fabs(s), q, v, out.ids()[j], s < 0};
     }
+    // (a strict weak order: `above` holds on an upper set of logits, s being non-increasing in
+    // the logit)
     std::sort(e.begin(), e.end(), [](const scored& a, const scored& b) {
         if (a.score != b.score) return a.score < b.score;
+        if (a.above && b.above && a.logit != b.logit) return a.logit < b.logit;
         return before(a.logit, a.id, b.logit, b.id);
     });
     double mass = 0;
@@ -5414,15 +5545,6 @@ DECODEKIT_END_NAMESPACE
 DECODEKIT_BEGIN_NAMESPACE
 
 namespace detail {
-/// A candidate entry as one value (sort scratch).
-struct scored {
-    float logit;
-    token_id id;
-};
-/// Logit descending, ties by ascending id.
-inline bool scored_before(const scored& a, const scored& b) noexcept {
-    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
-}
 /// A flag set while an object is inside a call; copies are fresh, idle flags (so its owner stays
 /// copyable). One atomic exchange per call.
 class in_use_flag {
@@ -5729,10 +5851,19 @@ private:
     /// Sparse processors: the ids they declare (each once: a bit per token, 16 KiB at V = 128256)
     /// are gathered into the row copy; the entries that changed become patches, and their bits
     /// in ws.unpatched are cleared (the working set restores them). Per call: O(declared ids),
-    /// in tight passes (declare, gather, apply, compare).
+    /// in tight passes (declare, gather, apply, compare). The penalties alone (the common
+    /// sparse stage) skip all that: penalties_processor::patch() reads the caller's row at the
+    /// counted ids and writes the patches in one pass over its count arrays.
     processed_row run_sparse(std::span<const float> logits, const processor_context& pc,
                              sampling_workspace& ws, std::span<float> row) noexcept {
         ws.reserve_sparse();
+        if (procs_.size() == 1)  // the penalties alone: patches straight from the counts
+            if (penalties_processor* pen = procs_[0].get<penalties_processor>();
+                pen && pen->patches_directly()) {
+                const std::size_t patches =
+                    pen->patch(logits, pc, ws.patches.data(), ws.unpatched.data());
+                return {logits, patches, patches > 0};
+            }
         sink_state st{ws.seen.data(), ws.touched.data(), logits.size(), 0};
         token_sink sink(
             [](void* p, std::span<const token_id> ids) noexcept {
@@ -6157,6 +6288,11 @@ inline token_id key_id(std::uint64_t key) noexcept { return token_id(~std::uint3
 /// kernels/mask.hpp): appends every entry with x_i >= t (or > t when strict) to ids/logits at
 /// index c; returns the new count. With Logits = false only the ids are written (lg unused): one
 /// vpcompressd per vector instead of two compresses on AVX-512.
+/// Masked rows: the compares are unmasked (a disallowed entry is then cleared from the 4L hits of
+/// a group by r.group_bits(), read only for a group with a hit); the few allowed hits of a group
+/// (at most 4, as in a selection pass) are written one by one from their bits, more of them by
+/// the per-vector compress. Both avoid a branch per vector on mask bits, which mispredicts for a
+/// half-allowed row: twice as many groups hit as survive, and each hit cost about two mispredicts.
 /// \pre room for (end - begin) + lanes entries after c; begin a multiple of the lanes;
 /// t >= the lowest finite float (never NaN).
 template <class A, bool Logits = true, class Row>
@@ -6173,6 +6309,13 @@ std::size_t compact_row(const Row r, std::size_t begin, std::size_t end, float t
             c += simd::compress_ids<A>(m, token_id(i), ids + c);
     };
     std::size_t i = begin;
+    if constexpr (Row::masked) {
+        // Groups of 4 vectors start at multiples of 4L (group_bits' precondition).
+        for (; i % (4 * L) != 0 && i + L <= end; i += L) {
+            const B v = r.raw(i);
+            if (const std::uint64_t m = simd::to_mask<A>(pass(v)) & r.bits(i)) emit(v, m, i);
+        }
+    }
     for (; i + 4 * L <= end; i += 4 * L) {
         // Unmasked compares; a mask clears its disallowed survivors (t >= the lowest finite
         // float, so a masked entry, -inf, never passes).
@@ -6180,12 +6323,31 @@ std::size_t compact_row(const Row r, std::size_t begin, std::size_t end, float t
         const B v2 = r.raw(i + 2 * L), v3 = r.raw(i + 3 * L);
         const auto m0 = pass(v0), m1 = pass(v1), m2 = pass(v2), m3 = pass(v3);
         if (!simd::any<A>((m0 | m1) | (m2 | m3))) continue;
-        if (const std::uint64_t m = simd::to_mask<A>(m0) & r.bits(i)) emit(v0, m, i);
-        if (const std::uint64_t m = simd::to_mask<A>(m1) & r.bits(i + L)) emit(v1, m, i + L);
-        if (const std::uint64_t m = simd::to_mask<A>(m2) & r.bits(i + 2 * L))
-            emit(v2, m, i + 2 * L);
-        if (const std::uint64_t m = simd::to_mask<A>(m3) & r.bits(i + 3 * L))
-            emit(v3, m, i + 3 * L);
+        if constexpr (Row::masked) {
+            constexpr std::uint64_t lane_all = L >= 64 ? ~0ull : (std::uint64_t(1) << L) - 1;
+            std::uint64_t h =
+                (simd::to_mask<A>(m0) | (simd::to_mask<A>(m1) << L) |
+                 (simd::to_mask<A>(m2) << (2 * L)) | (simd::to_mask<A>(m3) << (3 * L))) &
+                r.group_bits(i);
+            if (std::popcount(h) <= 4) {
+                for (; h != 0; h &= h - 1) {
+                    const std::size_t j = i + std::size_t(std::countr_zero(h));
+                    ids[c] = token_id(j);
+                    if constexpr (Logits) lg[c] = r.p[j];
+                    ++c;
+                }
+                continue;
+            }
+            if (const std::uint64_t m = h & lane_all) emit(v0, m, i);
+            if (const std::uint64_t m = (h >> L) & lane_all) emit(v1, m, i + L);
+            if (const std::uint64_t m = (h >> (2 * L)) & lane_all) emit(v2, m, i + 2 * L);
+            if (const std::uint64_t m = (h >> (3 * L)) & lane_all) emit(v3, m, i + 3 * L);
+        } else {
+            if (const std::uint64_t m = simd::to_mask<A>(m0)) emit(v0, m, i);
+            if (const std::uint64_t m = simd::to_mask<A>(m1)) emit(v1, m, i + L);
+            if (const std::uint64_t m = simd::to_mask<A>(m2)) emit(v2, m, i + 2 * L);
+            if (const std::uint64_t m = simd::to_mask<A>(m3)) emit(v3, m, i + 3 * L);
+        }
     }
     for (; i < end; i += L) {
         const B v = r.raw(i);
@@ -6662,7 +6824,7 @@ std::size_t filter_min_p_of(const Row r, std::size_t n, float p_base, float temp
 /// A mask allowing at most 1/16 of the row's n tokens: the masked kernels below then gather the
 /// allowed entries (a walk over the set bits, O(n / 32 + allowed)) instead of reading the row.
 inline bool sparse_mask(const token_bitmask& mask, std::size_t n) noexcept {
-    return count_allowed(mask, n) * 16 <= n;
+    return allowed_at_most(mask, n, n / 16);
 }
 
 /// The allowed valid entries (neither NaN nor -inf) of x[0, n), in id order, into ids / lg;
@@ -8369,6 +8531,20 @@ DECODEKIT_END_NAMESPACE
 /// sample_status::concurrent_use); distinct samplers are independent. batch.hpp runs one sampler
 /// per row.
 
+// ---- begin decodekit/sampling/access.hpp
+/// \file sampling/access.hpp
+/// detail::sampler_access<Tag>: the sampler's friend, specialised by each header that reaches into
+/// its internals (batch.hpp: the batch mark; verify.hpp: the working set after the steps). Not
+/// public API.
+
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace detail {
+template <class Tag>
+struct sampler_access;
+}  // namespace detail
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/access.hpp
 // ---- begin decodekit/sampling/constrained.hpp
 /// \file sampling/constrained.hpp
 /// How a sampler applies a callback constraint (sampling/constraint.hpp) exactly, querying it
@@ -8497,7 +8673,7 @@ DECODEKIT_END_NAMESPACE
 /// Using a kept set given as a row_cut over the row's weights: compact_cut writes it as
 /// candidates (ids, logits, id order) with their weights (one pass), draw_cut draws from it by
 /// inverse CDF without compacting it (the kept sum, then the blocks up to the drawn one; with the
-/// sum known, half a pass on average).
+/// sum known, from the nearer end: a quarter of a pass on average).
 /// No random numbers are consumed (draw_cut takes the uniform).
 ///
 /// A row_cut splits the ids into at most three segments (before, between and after its two id
@@ -8667,12 +8843,44 @@ struct row_sums {
     /// upper bound of sum w_i d_i^2 (float blocks, inflated by their rounding); 0 from
     /// weigh_row (entropy.hpp's pass sets it)
     double wd2_bound = 0;
+    /// relative rounding of float additions made before the double sums (entropy.hpp's paired
+    /// pass: 2^-24, one per pair of vectors; 0: every float widened)
+    double pair_error = 0;
 
     /// Bound on |sum - sum of the real weights| (before the double additions' n 2^-53).
     double error(std::size_t n) const noexcept {
-        return (exp_error * sum + arg_error * wd_bound) * (1 + 1e-6) + double(n) * flush_error;
+        return (exp_error * sum + arg_error * wd_bound) * (1 + 1e-6) + pair_error * sum +
+               double(n) * flush_error;
     }
 };
+
+/// The block driver of the exponential passes (weigh_row, entropy.hpp's entropy_pass): over the
+/// whole vectors of p[0, n), in blocks of 32 vectors, two(i) for each pair of vectors from i,
+/// one(v, w + i) for a last single one, flush() after each block (the float accumulators go to
+/// double); the tail padded with -inf into one vector (same lanes, same weights) through one(v,
+/// buffer), its weights copied to w (Store), and a flush.
+template <class A, bool Store, class Two, class One, class Flush>
+inline void exp_blocks(const float* p, float* w, std::size_t n, Two&& two, One&& one,
+                       Flush&& flush) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const std::size_t nfull = n / L * L;
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 32 * L);
+        for (; i + 2 * L <= end; i += 2 * L) two(i);
+        for (; i < end; i += L) one(B::load_unaligned(p + i), w + i);
+        flush();
+    }
+    if (i < n) {
+        alignas(64) float buf[L], wb[L];
+        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : detail::neg_inf_f;
+        one(B::load_aligned(buf), wb);
+        if constexpr (Store)
+            for (std::size_t j = 0; i + j < n; ++j) w[i + j] = wb[j];
+        flush();
+    }
+}
 
 /// One pass: w_i for every entry (stored to w when Store), their sum and wd_bound in row_sums
 /// (entropy.hpp's entropy_pass also gives wd and wd2_bound).
@@ -8683,7 +8891,7 @@ row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noe
     using D = simd::dbatch<A>;
     constexpr std::size_t L = simd::lanes<A>;
     const float* p = x.data();
-    const std::size_t n = x.size(), nfull = n / L * L;
+    const std::size_t n = x.size();
     const B mb(m), tb(inv_t), lo(-200.f);
     // two independent sets of accumulators (even and odd vectors): no add waits on the last one
     struct acc {
@@ -8705,24 +8913,13 @@ row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noe
         wd_f -= double(simd::reduce_add<A>(a.fs + b.fs));
         a.fs = b.fs = B(0.f);
     };
-    std::size_t i = 0;
-    while (i < nfull) {
-        const std::size_t end = std::min(nfull, i + 32 * L);
-        for (; i + 2 * L <= end; i += 2 * L) {
+    exp_blocks<A, Store>(
+        p, w, n,
+        [&](std::size_t i) {
             one(B::load_unaligned(p + i), a, w + i);
             one(B::load_unaligned(p + i + L), b, w + i + L);
-        }
-        for (; i < end; i += L) one(B::load_unaligned(p + i), a, w + i);
-        flush();
-    }
-    if (i < n) {  // the tail, padded with -inf into one vector (same lanes, same weights)
-        alignas(64) float buf[L], wb[L];
-        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : detail::neg_inf_f;
-        one(B::load_aligned(buf), a, wb);
-        if constexpr (Store)
-            for (std::size_t j = 0; i + j < n; ++j) w[i + j] = wb[j];
-        flush();
-    }
+        },
+        [&](const B& v, float* out) { one(v, a, out); }, flush);
     row_sums r;
     r.sum = simd::reduce_add<A>((a.z0 + a.z1) + (b.z0 + b.z1));
     // float blocks: <= 32 additions per lane, a 16-lane reduction and the products: 64 u
@@ -9050,29 +9247,57 @@ std::size_t compact_cut(std::span<const float> x, std::span<float> w, const row_
 
 namespace detail {
 
-/// draw_cut's scan: blocks of the row whose kept weights are summed (cut_sum) until the running
-/// sum passes `target`, then that block entry by entry; the last kept positive entry when the
-/// target is never passed; npos when none.
+/// draw_cut's scan with the kept sum S known, for the target t = u S: from the front when
+/// t <= S / 2, blocks of the row whose kept weights are summed (cut_sum) until the running sum
+/// passes t, then that block entry by entry (the first kept entry whose running sum exceeds t;
+/// the last kept positive entry when t is never passed); otherwise from the back, the same
+/// with the suffix sums and S - t (the last kept entry whose suffix sum reaches S - t; the
+/// first kept positive entry when S - t is never reached). Both give the entry i with
+/// prefix(i - 1) <= t < prefix(i) up to the rounding of the double sums, and read at most half
+/// of the row (a quarter on average). npos when no kept entry has a positive weight.
 template <class A>
 std::size_t draw_cut_scan(const float* p, const float* wp, std::size_t n, const row_cut& cut,
-                          double target) noexcept {
+                          double sum, double target) noexcept {
     const std::size_t blk = 256;
+    auto kept = [&](std::size_t i) { return wp[i] > 0 && cut.contains(p[i], i); };
+    if (target <= 0.5 * sum) {
+        double run = 0;
+        for (std::size_t b0 = 0; b0 < n; b0 += blk) {
+            const std::size_t e = std::min(n, b0 + blk);
+            const double bs = cut_sum<A>(p, wp, cut, b0, e);
+            if (!(run + bs > target)) {
+                run += bs;
+                continue;
+            }
+            for (std::size_t i = b0; i < e; ++i) {
+                if (!kept(i)) continue;
+                run += double(wp[i]);
+                if (run > target) return i;
+            }
+        }
+        for (std::size_t i = n; i-- > 0;)  // target unreached: the last kept positive entry
+            if (kept(i)) return i;
+        return npos;
+    }
+    const double back = sum - target;  // > 0: the suffix from the chosen entry on reaches it
     double run = 0;
-    for (std::size_t b0 = 0; b0 < n; b0 += blk) {
-        const std::size_t e = std::min(n, b0 + blk);
+    for (std::size_t e = n; e > 0;) {
+        const std::size_t b0 = (e - 1) / blk * blk;
         const double bs = cut_sum<A>(p, wp, cut, b0, e);
-        if (!(run + bs > target)) {
+        if (!(run + bs >= back)) {
             run += bs;
+            e = b0;
             continue;
         }
-        for (std::size_t i = b0; i < e; ++i) {
-            if (!(wp[i] > 0) || !cut.contains(p[i], i)) continue;
+        for (std::size_t i = e; i-- > b0;) {
+            if (!kept(i)) continue;
             run += double(wp[i]);
-            if (run > target) return i;
+            if (run >= back) return i;
         }
+        e = b0;
     }
-    for (std::size_t i = n; i-- > 0;)  // target unreached: the last kept positive entry
-        if (wp[i] > 0 && cut.contains(p[i], i)) return i;
+    for (std::size_t i = 0; i < n; ++i)  // suffix short of S - t: the first kept positive entry
+        if (kept(i)) return i;
     return npos;
 }
 
@@ -9127,14 +9352,15 @@ std::size_t draw_cut(std::span<const float> x, std::span<const float> w, const r
 
 /// draw_cut with the kept weights' sum S already known (a truncation kernel's
 /// truncation_result::kept_sum for this cut and these weights: the sum the compacted draw would
-/// use): one partial pass, the blocks up to the one where u S falls (half a pass on average).
-/// npos when S is not positive or w.size() < x.size().
+/// use): one partial pass from the nearer end of the row, the blocks up to the one where u S
+/// falls (from the front when u <= 1/2, else from the back against S - u S): at most half a
+/// pass, a quarter on average. npos when S is not positive or w.size() < x.size().
 template <class A = simd::default_arch>
 std::size_t draw_cut(std::span<const float> x, std::span<const float> w, const row_cut& cut,
                      double u, double sum) noexcept {
     const std::size_t n = x.size();
     if (w.size() < n || n == 0 || !(sum > 0)) return npos;
-    return detail::draw_cut_scan<A>(x.data(), w.data(), n, cut, u * sum);
+    return detail::draw_cut_scan<A>(x.data(), w.data(), n, cut, sum, u * sum);
 }
 
 }  // namespace kernels
@@ -9148,6 +9374,7 @@ DECODEKIT_END_NAMESPACE
 #include <cstdint>
 #include <limits>
 #include <span>
+#include <vector>
 
 DECODEKIT_BEGIN_NAMESPACE
 
@@ -9448,17 +9675,37 @@ public:
     }
     /// Writes the patches with value >= thr (valid and allowed only) into the candidate storage
     /// from position j on; returns the end position.
+    /// On x86, patches are first tested a vector of them at a time (logit lanes >= thr), so
+    /// the many patches a long history's penalties push below thr cost a fraction of a cycle.
+    template <class A = simd::default_arch>
     std::size_t append_patches(float thr, std::size_t j) noexcept {
         token_id* ids = ws_.cand.id_storage();
         float* lg = ws_.cand.logit_storage();
-        for (std::size_t i = 0; i < n_patches_; ++i) {
-            const float v = ws_.patches[i].logit;
-            if (v > -detail::f_inf && v >= thr && allowed(std::size_t(ws_.patches[i].id))) {
-                ids[j] = ws_.patches[i].id;
+        const detail::scored* p = ws_.patches.data();
+        const auto take = [&](std::size_t i) noexcept {
+            const float v = p[i].logit;
+            if (v > -detail::f_inf && v >= thr && allowed(std::size_t(p[i].id))) {
+                ids[j] = p[i].id;
                 lg[j] = v;
                 ++j;
             }
+        };
+        std::size_t i = 0;
+        if constexpr (simd::x86_family<A> != 0) {
+            // a batch spans lanes / 2 patches, {logit, id} interleaved: only the even lanes
+            // (the logits) are tested; the intrinsic loads may alias the id lanes
+            using B = simd::batch<A>;
+            constexpr std::size_t per = simd::lanes<A> / 2;
+            static_assert(sizeof(detail::scored) == 2 * sizeof(float));
+            const std::uint64_t even = 0x5555555555555555ull;
+            const B tb(thr);
+            const float* raw = reinterpret_cast<const float*>(p);
+            for (; i + per <= n_patches_; i += per) {
+                if ((simd::to_mask<A>(B::load_unaligned(raw + 2 * i) >= tb) & even) == 0) continue;
+                for (std::size_t e = i; e < i + per; ++e) take(e);
+            }
         }
+        for (; i < n_patches_; ++i) take(i);
         return j;
     }
     /// Drops the patched ids from kept() and appends the patches with value >= thr (valid and
@@ -9536,8 +9783,16 @@ private:
             bits[t / 32] &= ~(1u << (t % 32));
         }
     }
-    /// Sets the patched ids' bits in ws.unpatched again (all ones: its invariant between calls).
+    /// Sets the patched ids' bits in ws.unpatched again (all ones: its invariant between calls):
+    /// one bit per patch, or one fill of the buffer (16 KiB at V = 128256, a few hundred vector
+    /// stores) when the patches are many (>= 1 per 16 words): that is cheaper than as many
+    /// scattered read-modify-writes.
     void restore_unpatched_bits() noexcept {
+        std::vector<std::uint32_t>& bits = ws_.unpatched;
+        if (n_patches_ * 16 >= bits.size()) {
+            std::fill(bits.begin(), bits.end(), ~0u);
+            return;
+        }
         for (std::size_t i = 0; i < n_patches_; ++i) {
             const auto t = std::uint32_t(ws_.patches[i].id);
             ws_.unpatched[t / 32] |= 1u << (t % 32);
@@ -10183,7 +10438,9 @@ DECODEKIT_END_NAMESPACE
 /// Epsilon sampling: keeps p_i >= epsilon (the float standing for its decimal); when fewer than
 /// min_keep pass, every entry tied with or above the min_keep-th largest logit (Hugging Face).
 /// Disabled at 0. The set is kernels::epsilon_unordered's (= reference::epsilon): one
-/// exponential pass and one filter pass (see selection.hpp), in id order with its weights.
+/// exponential pass and one filter pass (see selection.hpp), in id order with its weights. On a
+/// full set with epsilon < 16 / V (a kept set that may exceed V / 16 entries) the set stays a
+/// cut over the row (kernels::epsilon_cut, as eta.hpp).
 
 // ---- begin decodekit/kernels/thresholds.hpp
 /// \file kernels/thresholds.hpp
@@ -10202,7 +10459,13 @@ DECODEKIT_END_NAMESPACE
 /// double: Z (and H) from a double-precision pass and the entry's weight the reference's (tier
 /// double_pass), and if still within ~1e-10, with the reference's own Z and H (tier reference).
 /// Fewer than min_keep kept: top_k_unordered's set (the ties of the min_keep-th kept, for epsilon
-/// and eta; one entry for mirostat), its weights recomputed.
+/// and eta; one entry for mirostat), its weights recomputed. Eta's exponential pass is
+/// entropy.hpp's paired one (two vectors added in float before widening; its rounding in the
+/// bounds). Cut form (epsilon_cut, eta_cut, mirostat_cut; kept_form): instead of the compaction,
+/// one read pass counts the entries >= the lower logit threshold, sums their weights and finds the
+/// smallest; undecided entries (below the upper threshold) are decided in place in a pass that
+/// skips the vectors without one; the kept set stays {x >= its smallest value} over the row's
+/// weights.
 ///
 /// top_n_sigma_unordered, passes: one SIMD pass for the max, the count and the first two moments
 /// of the finite entries (in double lanes, shifted by a sampled centre so that no cancellation
@@ -10266,15 +10529,19 @@ inline constexpr bool exact_fma =
 #endif
 
 /// One precise pass over the row: w_i to w (Store), their sum and the moments of d (row_sums:
-/// sum, wd in double lanes, wd_bound from wd, wd2_bound from float blocks).
+/// sum, wd in double lanes, wd_bound from wd, wd2_bound from float blocks). Paired: the weights
+/// and the products of two vectors are added in float before they are widened (half the
+/// conversions, the pass's bottleneck: ~25 % faster on AVX-512), which costs one rounding of
+/// 2^-24 relative per pair (row_sums::pair_error, carried by row_sums::error and mean_of_d; no
+/// compensation then: compensate() does not recover it).
 /// \pre m finite (the row max), temperature > 0 with fl(1 / temperature) finite
-template <class A, bool Store>
+template <class A, bool Store, bool Paired = false>
 row_sums entropy_pass(std::span<const float> x, float m, float temperature, float* w) noexcept {
     using B = simd::batch<A>;
     using D = simd::dbatch<A>;
     constexpr std::size_t L = simd::lanes<A>;
     const float* p = x.data();
-    const std::size_t n = x.size(), nfull = n / L * L;
+    const std::size_t n = x.size();
     const B mb(m), tb(1.f / temperature), lo(-200.f);
     struct acc {
         D z0 = D(0.0), z1 = D(0.0), s0 = D(0.0), s1 = D(0.0);
@@ -10295,29 +10562,40 @@ row_sums entropy_pass(std::span<const float> x, float m, float temperature, floa
         wd2_f += double(simd::reduce_add<A>(a.f2 + b.f2));
         a.f2 = b.f2 = B(0.f);
     };
-    std::size_t i = 0;
-    while (i < nfull) {
-        const std::size_t end = std::min(nfull, i + 32 * L);
-        for (; i + 2 * L <= end; i += 2 * L) {
-            step(B::load_unaligned(p + i), a, w + i);
-            step(B::load_unaligned(p + i + L), b, w + i + L);
+    // Paired: two vectors' weights and products added in float, then widened once
+    auto pair = [&](std::size_t i) {
+        const B va = B::load_unaligned(p + i), vb = B::load_unaligned(p + i + L);
+        const B da = (va - mb) * tb, db = (vb - mb) * tb;
+        const B ea = simd::exp_nonpositive<A>(da), eb = simd::exp_nonpositive<A>(db);
+        if constexpr (Store) {
+            ea.store_unaligned(w + i);
+            eb.store_unaligned(w + i + L);
         }
-        for (; i < end; i += L) step(B::load_unaligned(p + i), a, w + i);
-        flush();
-    }
-    if (i < n) {  // the tail, padded with -inf into one vector (same lanes, same weights)
-        alignas(64) float buf[L], wb[L];
-        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : detail::neg_inf_f;
-        step(B::load_aligned(buf), a, wb);
-        if constexpr (Store)
-            for (std::size_t j = 0; i + j < n; ++j) w[i + j] = wb[j];
-        flush();
-    }
+        const B ca = simd::max_ignore_nan<A>(lo, da), cb = simd::max_ignore_nan<A>(lo, db);
+        const B fa = ea * ca, fb = eb * cb;
+        a.f2 = simd::fma<A>(fa, ca, a.f2);
+        b.f2 = simd::fma<A>(fb, cb, b.f2);
+        simd::widen_add<A>(a.z0, a.z1, ea + eb);
+        simd::widen_add<A>(a.s0, a.s1, fa + fb);
+    };
+    exp_blocks<A, Store>(
+        p, w, n,
+        [&](std::size_t i) {
+            if constexpr (Paired) {
+                pair(i);
+            } else {
+                step(B::load_unaligned(p + i), a, w + i);
+                step(B::load_unaligned(p + i + L), b, w + i + L);
+            }
+        },
+        [&](const B& v, float* out) { step(v, a, out); }, flush);
     row_sums r;
     r.sum = simd::reduce_add<A>((a.z0 + a.z1) + (b.z0 + b.z1));
     r.wd = -simd::reduce_add<A>((a.s0 + a.s1) + (b.s0 + b.s1));
-    // sum w |d| <= sum |f| / (1 - 2^-24), f added in double lanes (n 2^-53)
-    r.wd_bound = r.wd * (1 + 0x1p-23) * (1 + sum_error(n)) + 1e-300;
+    r.pair_error = Paired ? 0x1p-24 : 0.0;
+    // sum w |d| <= sum |f| / (1 - 2^-24), f added in double lanes (n 2^-53) (and in float
+    // pairs: sum |f| <= wd / (1 - 2^-24))
+    r.wd_bound = r.wd * (1 + 0x1p-23) * (1 + 2 * r.pair_error) * (1 + sum_error(n)) + 1e-300;
     // float blocks: <= 32 additions per lane, a 16-lane reduction and the products: 64 u
     constexpr double inflate = 1 + 64 * 0x1p-24;
     r.wd2_bound = wd2_f * inflate * inflate + 1e-300;
@@ -10410,7 +10688,7 @@ inline weighted_mean mean_of_d(const row_sums& rs, std::size_t n,
     const double coarse = (2 * exp_error * rs.wd_bound +
                            arg_error * (2 * rs.wd2_bound + rs.wd_bound * c) + 4 * 0x1p-24 * rs.wd) /
                               z * (1 + 1e-6) +
-                          c * r.beta_z;
+                          c * r.beta_z + 2 * rs.pair_error * c;
     r.dc = coarse;
     const double zl = z - z_error;
     if (!(zl > 0) || !std::isfinite(coarse)) return r;
@@ -10424,10 +10702,12 @@ inline weighted_mean mean_of_d(const row_sums& rs, std::size_t n,
     const double centred =
         (1 + r.beta_z) * (exp_error * sigma + arg_error * std::sqrt(m2) * sigma) * (1 + 1e-6) +
         double(n) * flush_error * (87 + c + coarse) / zl;
-    const double rounding =
-        (arg_error + 0x1p-24) * (1 + 1e-6) * rs.wd_bound / z + 2 * sum_error(n) * c + 1e-300;
+    // (the products' and the arguments' rounding, the double sums', and the float pairs' of the
+    // paired pass: wd's, and z's carried into c)
+    const double rounding = (arg_error + 0x1p-24) * (1 + 1e-6) * rs.wd_bound / z +
+                            2 * sum_error(n) * c + 2 * rs.pair_error * c * (1 + 1e-6) + 1e-300;
     r.dc = std::min(coarse, centred + rounding);
-    if (!k.valid) return r;
+    if (!k.valid || rs.pair_error > 0) return r;  // (compensate() does not recover the pairs')
     // compensated: the weights w (1 + eps) err by exp_error (1 + 2 exp_error) + eps^2 relative,
     // eps^2 <= arg_error^2 87 |D| where w > 0; the numerator misses sum w eps^2 (<= arg_error^2
     // sum w d^2); the float-block corrections (terms <= ~1.8e-7 w |d| (|d| + 1), summed in float
@@ -10462,6 +10742,16 @@ DECODEKIT_END_NAMESPACE
 
 DECODEKIT_BEGIN_NAMESPACE
 namespace kernels {
+/// How a probability-threshold kernel (epsilon_cut, eta_cut, mirostat_cut) hands over its kept
+/// set: compacted into `out` (ids, logits in id order, weights[0, kept) theirs: the _unordered
+/// kernels' form), or as a cut over the row (truncation_result::cut; `out` left empty, weights
+/// [0, V) the row's weights), or either: the cut unless the threshold bounds the kept set below
+/// V / 16 entries (p_i >= theta for at most 1 / theta of them) or 256 strided entries of the row
+/// estimate it below ~V / 20, where compacting writes little and costs less than the cut's read
+/// pass. Which one came out: out.size() == kept (compacted;
+/// also when nothing is kept) or not (a cut).
+enum class kept_form : std::uint8_t { compact, cut, either };
+
 namespace detail {
 
 /// Which probability threshold a threshold kernel applies.
@@ -10482,11 +10772,57 @@ inline double rule_threshold(prob_rule rule, float param, double h) noexcept {
     return 0;
 }
 
-/// The shared body of epsilon, eta and mirostat_cut (see the file comment).
+/// What a threshold keeps before its undecided band is decided: the entries x_i >= lo.
+struct kept_scan {
+    std::size_t count = 0;  ///< how many
+    double sum = 0;         ///< their weights' sum (float blocks of 32 vectors, then double)
+    float min = std::numeric_limits<float>::infinity();  ///< their smallest value
+};
+
+/// One read-only pass over the row and its weights: kept_scan of {x_i >= lo} (NaN never).
+template <class A>
+kept_scan scan_at_least(const float* p, const float* w, std::size_t n, float lo) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    constexpr float pinf = std::numeric_limits<float>::infinity();
+    const std::size_t nfull = n / L * L;
+    const B lb(lo), inf(pinf), zero(0.f);
+    B s0(0.f), s1(0.f), m0(pinf), m1(pinf);
+    kept_scan r;
+    auto one = [&](std::size_t i, B& s, B& mn) {
+        const B v = B::load_unaligned(p + i);
+        const auto keep = v >= lb;
+        r.count += std::size_t(std::popcount(simd::to_mask<A>(keep)));
+        s += simd::select<A>(keep, B::load_unaligned(w + i), zero);
+        mn = simd::min<A>(mn, simd::select<A>(keep, v, inf));
+    };
+    std::size_t i = 0;
+    while (i < nfull) {  // float blocks: <= 32 additions per lane before they go to double
+        const std::size_t end = std::min(nfull, i + 32 * L);
+        for (; i + 2 * L <= end; i += 2 * L) {
+            one(i, s0, m0);
+            one(i + L, s1, m1);
+        }
+        for (; i < end; i += L) one(i, s0, m0);
+        r.sum += double(simd::reduce_add<A>(s0 + s1));
+        s0 = s1 = zero;
+    }
+    r.min = simd::reduce_min<A>(simd::min<A>(m0, m1));
+    for (; i < n; ++i)
+        if (p[i] >= lo) {
+            ++r.count;
+            r.sum += double(w[i]);
+            r.min = p[i] < r.min ? p[i] : r.min;
+        }
+    return r;
+}
+
+/// The shared body of epsilon, eta and mirostat_cut (see the file comment), its kept set in
+/// `form` (see kept_form).
 template <class A>
 truncation_result keep_probable(std::span<const float> x, prob_rule rule, float param,
                                 float temperature, std::size_t min_keep, candidates& out,
-                                std::span<float> weights) noexcept {
+                                std::span<float> weights, kept_form form) noexcept {
     truncation_result r = sized(x, out, weights);
     const std::size_t n = x.size();
     if (!r.ok() || n == 0) return r;
@@ -10494,29 +10830,73 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
     const bool miro = rule == prob_rule::mirostat;
     const float m = kernels::max<A>(x);
     r.max = m;
-    if (m == detail::neg_inf_f) return r;
+    if (m == detail::neg_inf_f) {
+        if (form != kept_form::compact) std::fill(w, w + n, 0.f);
+        return r;
+    }
     const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0))
-        return via_reference(x, temperature, out, w, [&](candidates& o) {
-            if (rule == prob_rule::epsilon)
-                reference::epsilon(x, param, temperature, min_keep, o);
-            else if (rule == prob_rule::eta)
-                reference::eta(x, param, temperature, min_keep, o);
-            else
-                reference::mirostat_cut(x, param, temperature, o);
-        });
+    auto reference_set = [&](candidates& o) {
+        if (rule == prob_rule::epsilon)
+            reference::epsilon(x, param, temperature, min_keep, o);
+        else if (rule == prob_rule::eta)
+            reference::eta(x, param, temperature, min_keep, o);
+        else
+            reference::mirostat_cut(x, param, temperature, o);
+    };
+    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0)) {
+        if (form == kept_form::compact) return via_reference(x, temperature, out, w, reference_set);
+        // the cut over the reference's weights of the row
+        r.tier = exactness_tier::reference;
+        r.sum = reference_weights(x, temperature, w);
+        reference_set(out);
+        r.kept = out.size();
+        r.cut = prefix_cut(out);
+        for (std::size_t j = 0; j < r.kept; ++j) r.kept_sum += double(w[std::size_t(out.ids()[j])]);
+        out.clear();
+        return r;
+    }
     const bool eta = rule == prob_rule::eta;
-    const row_sums rs =
-        eta ? entropy_pass<A, true>(x, m, temperature, w) : weigh_row<A, true>(x, m, inv_t, w);
+    const row_sums rs = eta ? entropy_pass<A, true, true>(x, m, temperature, w)
+                            : weigh_row<A, true>(x, m, inv_t, w);
     const double z = rs.sum;
     r.sum = z;
     constexpr float pinf = std::numeric_limits<float>::infinity();
-    auto all_valid = [&] {
-        r.cut = {lowest_f, pinf, npos, npos};
-        r.kept = compact_cut_from<A>(x, w, r.cut, m, inv_t, out, 0, r.kept_sum);
+    const std::size_t need = miro ? 1 : min_keep;
+    // the kept set {x >= lo}, all decided: compacted, or counted and summed as a cut
+    bool as_cut = form == kept_form::cut;
+    auto finish = [&](float lo) {
+        if (as_cut) {
+            const kept_scan s = scan_at_least<A>(x.data(), w, n, lo);
+            r.kept = s.count;
+            r.kept_sum = s.sum;
+            r.cut = s.count > 0 ? row_cut{s.min, pinf, npos, npos} : row_cut{};
+        } else {
+            r.kept =
+                compact_cut_from<A>(x, w, {lo, pinf, npos, npos}, m, inv_t, out, 0, r.kept_sum);
+            r.cut = r.kept > 0
+                        ? row_cut{min_value<A>(out.logit_storage(), r.kept), pinf, npos, npos}
+                        : row_cut{};
+        }
+    };
+    // Fewer than min_keep kept: top_k_unordered's set (its weights: recomputed, or the row's)
+    auto ensure_min_keep = [&] {
+        if (r.kept >= need) return r;
+        const tie_policy ties = miro ? tie_policy::exactly_k : tie_policy::keep_ties;
+        r.kept = kernels::top_k_unordered<A>(x, need, ties, out);
+        r.cut = top_k_cut(out, ties);
+        if (as_cut) {
+            r.kept_sum = cut_sum<A>(x.data(), w, r.cut, 0, n);
+            out.clear();
+        } else {
+            r.kept_sum = weigh_logits<A>(out.logit_storage(), r.kept, m, inv_t, w);
+        }
         return r;
     };
-    if (!miro && !(param > 0)) return all_valid();  // disabled: every valid entry
+    if (!miro && !(param > 0)) {  // disabled: every valid entry
+        as_cut = form != kept_form::compact;
+        finish(lowest_f);
+        return r;
+    }
     // The threshold, with its relative error bound.
     const double beta_z = (rs.error(n) + sum_error(n) * z) / z;  // Z's relative error
     double h = 0, dh = 0;
@@ -10526,7 +10906,16 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
         dh = beta_z * (1 + beta_z) + mean.dc + 1e-15 * (std::fabs(h) + 1);
     }
     const double theta = rule_threshold(rule, param, h);
-    if (!(theta > 0)) return all_valid();
+    if (form == kept_form::either)  // p_i >= theta for at most 1 / theta entries
+        as_cut = !(theta > 0) || (1.01 / theta + double(need)) * 16 >= double(n);
+    if (std::isnan(theta)) {  // (mirostat's mu NaN) no entry reaches it: min_keep's set
+        r.cut = {};
+        return ensure_min_keep();
+    }
+    if (!(theta > 0)) {  // every valid entry
+        finish(lowest_f);
+        return r;
+    }
     // Keep p_i >= theta: x_i >= m + T ln(theta Z). An entry's float probability errs by
     // exp_error + arg_error |d_i| + beta_z, the threshold by dh, the reference by its own.
     const double ln_t = std::log(theta * z);  // d threshold (<= 0 for a kept max)
@@ -10538,19 +10927,22 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
     // band in d: [ln_t - rel', ln_t + rel'] (ln(1 + e) <= e); and the float rounding of x
     const double t_lo = double(m) + double(temperature) * (ln_t - 2 * rel);
     const double t_hi = double(m) + double(temperature) * (ln_t + 2 * rel);
-    float lo = t_lo <= double(lowest_f) ? lowest_f : std::nextafter(float(t_lo), neg_inf_f);
-    float hi = t_hi >= double(std::numeric_limits<float>::max())
-                   ? std::numeric_limits<float>::infinity()
-                   : std::nextafter(float(t_hi), std::numeric_limits<float>::infinity());
-    double kept_sum = 0;
-    std::size_t kept =
-        compact_cut_from<A>(x, w, {lo, pinf, npos, npos}, m, inv_t, out, 0, kept_sum);
-    // Entries below hi are undecided: decide them (double, then the reference).
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    // (one pass: the kept set's smallest value, below hi exactly when some entry is undecided)
-    float kept_min = min_value<A>(lg, kept);
-    if (kept_min < hi) {
+    const float lo = t_lo <= double(lowest_f) ? lowest_f : std::nextafter(float(t_lo), neg_inf_f);
+    const float hi = t_hi >= double(std::numeric_limits<float>::max())
+                         ? pinf
+                         : std::nextafter(float(t_hi), pinf);
+    if (form == kept_form::either && as_cut && n >= 4096) {
+        // the bound allows a large set: 256 strided entries estimate it (a set below ~V / 20 is
+        // compacted; the choice costs time, never exactness)
+        const std::size_t stride = n / 256;
+        std::size_t hits = 0;
+        for (std::size_t j = stride / 2; j < n; j += stride) hits += x[j] >= lo;
+        as_cut = hits >= 13;
+    }
+    finish(lo);
+    // Entries below hi are undecided (the kept set's smallest value is below hi exactly when
+    // some entry is): decide them (double, then the reference).
+    if (r.kept > 0 && r.cut.lo < hi) {
         r.tier = exactness_tier::double_pass;
         const double_sums ds =
             double_pass<A>(x, m, temperature, [](const simd::batch<A>& v, std::size_t) {
@@ -10564,46 +10956,79 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
         const double ed = (2 * ds.error(n) / zd + reference_error(n)) * 1.01 + (eta ? 1e-11 : 0.0);
         bool exact = false;
         double z_ref = 0, th_ref = 0;
-        std::size_t keep_count = 0;
-        double removed = 0;
-        for (std::size_t j = 0; j < kept; ++j) {
-            bool keep = true;
-            if (!(lg[j] >= hi)) {
-                const double wr = reference::weight(lg[j], m, temperature);
-                const double q = wr / zd;
-                if (!exact && std::fabs(q / thd - 1) <= ed) {
-                    // tier reference: the reference's own Z and threshold
-                    exact = true;
-                    r.tier = exactness_tier::reference;
-                    z_ref = reference::exp_sum(x, temperature).sum;
-                    th_ref =
-                        rule_threshold(rule, param, eta ? reference::entropy(x, temperature) : 0.0);
-                }
-                keep = exact ? wr / z_ref >= th_ref : q >= thd;
+        auto keep = [&](float v) {
+            if (v >= hi) return true;
+            const double wr = reference::weight(v, m, temperature);
+            const double q = wr / zd;
+            if (!exact && std::fabs(q / thd - 1) <= ed) {
+                // tier reference: the reference's own Z and threshold
+                exact = true;
+                r.tier = exactness_tier::reference;
+                z_ref = reference::exp_sum(x, temperature).sum;
+                th_ref =
+                    rule_threshold(rule, param, eta ? reference::entropy(x, temperature) : 0.0);
             }
-            ids[keep_count] = ids[j];
-            lg[keep_count] = lg[j];
-            w[keep_count] = w[j];
-            keep_count += keep;
-            if (!keep) removed += double(w[j]);
+            return exact ? wr / z_ref >= th_ref : q >= thd;
+        };
+        float kept_min = pinf;
+        std::size_t kept = 0;
+        double removed = 0;
+        if (as_cut) {
+            // the row's entries in [lo, hi) decided, the smallest entry >= hi found (the set
+            // stays {x >= its smallest value}): vectors without an undecided entry are skipped
+            using B = simd::batch<A>;
+            constexpr std::size_t L = simd::lanes<A>;
+            const float* p = x.data();
+            const B lb(lo), hb(hi), inf(pinf);
+            B mh(pinf);
+            std::size_t dropped = 0;
+            auto lane = [&](std::size_t i) {
+                const float v = p[i];
+                if (!(v >= lo) || v >= hi) return;
+                if (keep(v)) {
+                    kept_min = v < kept_min ? v : kept_min;
+                } else {
+                    ++dropped;
+                    removed += double(w[i]);
+                }
+            };
+            std::size_t i = 0;
+            for (; i + L <= n; i += L) {
+                const B v = B::load_unaligned(p + i);
+                const auto high = v >= hb;
+                mh = simd::min<A>(mh, simd::select<A>(high, v, inf));
+                if (simd::to_mask<A>((v >= lb) & (v < hb)))
+                    for (std::size_t j = 0; j < L; ++j) lane(i + j);
+            }
+            float min_hi = simd::reduce_min<A>(mh);
+            for (; i < n; ++i) {
+                lane(i);
+                if (p[i] >= hi) min_hi = p[i] < min_hi ? p[i] : min_hi;
+            }
+            kept = r.kept - dropped;
+            kept_min = min_hi < kept_min ? min_hi : kept_min;
+        } else {
+            token_id* ids = out.id_storage();
+            float* lg = out.logit_storage();
+            for (std::size_t j = 0; j < r.kept; ++j) {
+                const bool k = keep(lg[j]);
+                ids[kept] = ids[j];
+                lg[kept] = lg[j];
+                w[kept] = w[j];
+                kept += k;
+                if (k)
+                    kept_min = lg[j] < kept_min ? lg[j] : kept_min;
+                else
+                    removed += double(w[j]);
+            }
+            out.resize(kept);
         }
-        kept = keep_count;
-        kept_sum -= removed;
-        out.resize(keep_count);
-        kept_min = min_value<A>(lg, kept);
+        r.kept = kept;
+        r.kept_sum -= removed;
+        // the kept set is {x >= its smallest value} (the probability is monotone in the logit)
+        r.cut = kept > 0 ? row_cut{kept_min, pinf, npos, npos} : row_cut{};
     }
-    r.kept = kept;
-    r.kept_sum = kept_sum;
-    // the kept set is {x >= its smallest value} (the probability is monotone in the logit)
-    r.cut = kept > 0 ? row_cut{kept_min, pinf, npos, npos} : row_cut{};
-    const std::size_t need = miro ? 1 : min_keep;
-    if (r.kept < need) {
-        const tie_policy ties = miro ? tie_policy::exactly_k : tie_policy::keep_ties;
-        r.kept = kernels::top_k_unordered<A>(x, need, ties, out);
-        r.cut = top_k_cut(out, ties);
-        r.kept_sum = weigh_logits<A>(out.logit_storage(), r.kept, m, inv_t, w);
-    }
-    return r;
+    return ensure_min_keep();
 }
 
 }  // namespace detail
@@ -10617,7 +11042,7 @@ truncation_result epsilon_unordered(std::span<const float> x, float epsilon, flo
                                     std::size_t min_keep, candidates& out,
                                     std::span<float> weights) noexcept {
     return detail::keep_probable<A>(x, detail::prob_rule::epsilon, epsilon, temperature, min_keep,
-                                    out, weights);
+                                    out, weights, kept_form::compact);
 }
 
 /// Eta sampling, unordered: the set of reference::eta (p_i >= min(e, sqrt(e) exp(-H)),
@@ -10627,7 +11052,7 @@ truncation_result eta_unordered(std::span<const float> x, float eta, float tempe
                                 std::size_t min_keep, candidates& out,
                                 std::span<float> weights) noexcept {
     return detail::keep_probable<A>(x, detail::prob_rule::eta, eta, temperature, min_keep, out,
-                                    weights);
+                                    weights, kept_form::compact);
 }
 
 /// Mirostat v2's cut, unordered: the set of reference::mirostat_cut (p_i >= 2^-mu, at least the
@@ -10636,7 +11061,43 @@ template <class A = simd::default_arch>
 truncation_result mirostat_cut_unordered(std::span<const float> x, float mu, float temperature,
                                          candidates& out, std::span<float> weights) noexcept {
     return detail::keep_probable<A>(x, detail::prob_rule::mirostat, mu, temperature, 1, out,
-                                    weights);
+                                    weights, kept_form::compact);
+}
+
+/// Epsilon sampling's set as a cut over the row (`form`: kept_form::cut) or, with
+/// kept_form::either, compacted instead when the threshold bounds it below V / 16 entries (see
+/// kept_form): the set of epsilon_unordered. As a cut: truncation_result::cut keeps exactly the
+/// set ({x >= its smallest value}, or top_k's cut under min_keep), kept and kept_sum its size and
+/// weights' sum, weights[0, V) the row's weights exp((x_i - max) / T) (as top_p_cut leaves
+/// them; the reference's where the reference decides a row with +inf entries), `scratch` empty.
+/// Passes beyond epsilon_unordered's exponential pass: one read pass (count, sum, smallest kept
+/// value) instead of the compaction. Status bad_size when scratch.capacity() or weights.size() <
+/// x.size(). \pre temperature > 0
+template <class A = simd::default_arch>
+truncation_result epsilon_cut(std::span<const float> x, float epsilon, float temperature,
+                              std::size_t min_keep, candidates& scratch, std::span<float> weights,
+                              kept_form form = kept_form::cut) noexcept {
+    return detail::keep_probable<A>(x, detail::prob_rule::epsilon, epsilon, temperature, min_keep,
+                                    scratch, weights, form);
+}
+
+/// Eta sampling's set as a cut over the row: eta_unordered's set in the form of epsilon_cut.
+template <class A = simd::default_arch>
+truncation_result eta_cut(std::span<const float> x, float eta, float temperature,
+                          std::size_t min_keep, candidates& scratch, std::span<float> weights,
+                          kept_form form = kept_form::cut) noexcept {
+    return detail::keep_probable<A>(x, detail::prob_rule::eta, eta, temperature, min_keep, scratch,
+                                    weights, form);
+}
+
+/// Mirostat v2's cut as a cut over the row: mirostat_cut_unordered's set in the form of
+/// epsilon_cut.
+template <class A = simd::default_arch>
+truncation_result mirostat_cut(std::span<const float> x, float mu, float temperature,
+                               candidates& scratch, std::span<float> weights,
+                               kept_form form = kept_form::cut) noexcept {
+    return detail::keep_probable<A>(x, detail::prob_rule::mirostat, mu, temperature, 1, scratch,
+                                    weights, form);
 }
 
 /// The weights of a kept set's logits: w_j = exp((logits_j - max) / T) (float, as the
@@ -10870,9 +11331,10 @@ DECODEKIT_END_NAMESPACE
 /// Each run is counted in the workspace's selection_counters by its exactness tier.
 /// A kernel that reports bad_size (a workspace smaller than the row: not reachable through the
 /// sampler, which sizes it) leaves the set unchanged.
-/// Cut form (select_cut, top-p on a full set): the kernel's cut and the row's weights become the
-/// working set's pending cut (working_set::set_cut), compacted only if something after it needs
-/// the entries; the draw reads the row with the cut.
+/// Cut form (select_cut: top-p on a full set; epsilon, eta and mirostat on a full set when their
+/// threshold does not bound the kept set below V / 16 entries): the kernel's cut and the row's
+/// weights become the working set's pending cut (working_set::set_cut), compacted only if
+/// something after it needs the entries; the draw reads the row with the cut.
 
 
 #include <cmath>
@@ -10927,8 +11389,10 @@ kernels::truncation_result select_kept(working_set& w, Kernel&& kernel) noexcept
 
 /// Runs `kernel(x, scratch, weights) -> kernels::truncation_result` (a cut kernel: its kept set
 /// as truncation_result::cut over x, a prefix of the row's order, weights[0, V) the row's weights
-/// exp((x_i - max) / T)) on a full set and leaves the set as that cut, nothing compacted
-/// (working_set::set_cut: the draw reads the row with the cut). Returns false, doing nothing,
+/// exp((x_i - max) / T), scratch left empty) on a full set and leaves the set as that cut,
+/// nothing compacted (working_set::set_cut: the draw reads the row with the cut). A kernel that
+/// may answer compacted instead (kernels::kept_form::either: scratch.size() == kept, weights
+/// [0, kept) theirs) has its set taken as select_kept takes it. Returns false, doing nothing,
 /// when the set is not full and plain (overlaid or masked), so the caller runs the compacting
 /// form; a kernel's answer that the cut form cannot carry (a row max of +inf, no positive kept
 /// weight) or a set of fewer than V / 16 entries is compacted on the spot (the same set).
@@ -10941,6 +11405,11 @@ bool select_cut(working_set& w, Kernel&& kernel) noexcept {
         kernel(x, ws.cand, std::span<float>(ws.weights.data(), x.size()));
     if (!r.ok()) return true;  // (not reachable: the workspace is sized) the set stays
     count_tier(ws, r);
+    if (ws.cand.size() == r.kept) {  // compacted (or empty)
+        w.set_kept(false);           // id order
+        if (r.kept_sum > 0 && std::isfinite(r.kept_sum)) w.set_weights(r.kept_sum);
+        return true;
+    }
     w.set_cut(r.cut, r.kept, std::isfinite(r.max) ? r.max : 0.f, r.kept_sum);
     // A small set is compacted at once: that pass reads the row and only the few weights it
     // keeps, cheaper than the draw's walk over the row's weights.
@@ -10961,6 +11430,12 @@ struct epsilon_step {
     static void apply(working_set& w, const step_context& c) noexcept {
         const float e = c.params.epsilon, t = w.temperature();
         const std::size_t min_keep = c.params.min_keep;
+        // a full set: a large kept set stays a cut over the row (the draw reads the row)
+        if (detail::select_cut(w, [&](std::span<const float> x, candidates& s,
+                                      std::span<float> wt) {
+                return kernels::epsilon_cut(x, e, t, min_keep, s, wt, kernels::kept_form::either);
+            }))
+            return;
         detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
             return kernels::epsilon_unordered(x, e, t, min_keep, out, wt);
         });
@@ -10975,7 +11450,10 @@ DECODEKIT_END_NAMESPACE
 /// decimal its float stands for); the min_keep rule of epsilon (every entry tied with the
 /// min_keep-th largest logit). Disabled at 0. The set is kernels::eta_unordered's
 /// (= reference::eta): one exponential pass giving Z and H, one filter pass (see selection.hpp),
-/// in id order with its weights.
+/// in id order with its weights. On a full set whose threshold does not bound the kept set
+/// below V / 16 entries (a high-entropy row keeps most of it) the set stays a cut over the row
+/// (kernels::eta_cut; working_set::set_cut): the filter pass only reads, and a draw right after
+/// reads the row once with the cut instead of compacting up to the whole row.
 
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -10985,6 +11463,12 @@ struct eta_step {
     static void apply(working_set& w, const step_context& c) noexcept {
         const float e = c.params.eta, t = w.temperature();
         const std::size_t min_keep = c.params.min_keep;
+        // a full set: a large kept set stays a cut over the row (the draw reads the row)
+        if (detail::select_cut(
+                w, [&](std::span<const float> x, candidates& s, std::span<float> wt) {
+                    return kernels::eta_cut(x, e, t, min_keep, s, wt, kernels::kept_form::either);
+                }))
+            return;
         detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
             return kernels::eta_unordered(x, e, t, min_keep, out, wt);
         });
@@ -11443,7 +11927,9 @@ DECODEKIT_END_NAMESPACE
 /// probable one; mu starts at 2 tau and moves after each draw by -eta (surprise of the drawn
 /// token - tau) (the sampler updates it: see sampler::sample and sampler::observe). The set is
 /// kernels::mirostat_cut_unordered's (= reference::mirostat_cut): one exponential pass and one
-/// filter pass (see selection.hpp), in id order with its weights.
+/// filter pass (see selection.hpp), in id order with its weights. On a full set with 2^mu > V / 16
+/// (a kept set that may exceed V / 16 entries) the set stays a cut over the row
+/// (kernels::mirostat_cut, as eta.hpp).
 
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -11452,6 +11938,12 @@ struct mirostat_step {
     static bool enabled(const sampling_params& p, std::size_t) noexcept { return p.mirostat; }
     static void apply(working_set& w, const step_context& c) noexcept {
         const float mu = c.state.mirostat_mu, t = w.temperature();
+        // a full set: a large kept set stays a cut over the row (the draw reads the row)
+        if (detail::select_cut(
+                w, [&](std::span<const float> x, candidates& s, std::span<float> wt) {
+                    return kernels::mirostat_cut(x, mu, t, s, wt, kernels::kept_form::either);
+                }))
+            return;
         detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
             return kernels::mirostat_cut_unordered(x, mu, t, out, wt);
         });
@@ -11585,6 +12077,7 @@ DECODEKIT_END_NAMESPACE
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <utility>
 
 DECODEKIT_BEGIN_NAMESPACE
 namespace kernels {
@@ -11966,6 +12459,29 @@ void narrow_bracket(token_id* ids, float* lg, float* w, float m, float inv_t, co
     }
 }
 
+/// The crossing's estimate from `valid` sampled entries sorted by key (larger first;
+/// weight_at(q) the weight of the q-th), each standing for `scale` entries of the row: their
+/// weights summed from the bottom until the scaled sum passes `drop` (the mass the cut drops)
+/// give the crossing's sample rank j (samples [j, valid) lie below it); delta, the bracket's
+/// half-width in samples, is 4 standard deviations of that tail estimate (scale sqrt(sum w^2),
+/// in samples of the crossing's weight; at most 512) plus 3. Returns {j, delta}.
+template <class W>
+std::pair<std::size_t, std::size_t> sampled_crossing(std::size_t valid, double scale, double drop,
+                                                     W&& weight_at) noexcept {
+    constexpr double cap = 512;
+    double below = 0, below2 = 0, wj = 0;
+    std::size_t j = valid;
+    while (j > 0) {
+        wj = weight_at(j - 1);
+        below += scale * wj;
+        below2 += wj * wj;
+        if (below > drop) break;
+        --j;
+    }
+    const double sd = wj > 0 ? std::sqrt(below2) / wj : cap;
+    return {j, std::size_t(std::min(cap, 4 * sd)) + 3};
+}
+
 /// The bracket of a weighted cut over the keys of the row (see weighted_bracket): the entries
 /// in key order (larger first) whose prefix mass through the crossing first reaches rmass.
 /// Sampled bounds (512 entries at hashed positions; their weights summed from the bottom up to
@@ -11996,19 +12512,9 @@ weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float
         if (valid > 0) {
             sort_smallest(keys, valid, valid, tmp);
             const double scale = double(n) / double(S), drop = z - rmass;
-            double below = 0, below2 = 0, wj = 0;
-            std::size_t j = valid;  // samples [j, valid): below the crossing's estimate
-            while (j > 0) {
-                wj = double(w[std::size_t(key_id(~tmp[j - 1]))]);
-                below += scale * wj;
-                below2 += wj * wj;
-                if (below > drop) break;
-                --j;
-            }
-            // The tail estimate's standard deviation (scale sqrt(sum w^2)) in samples of the
-            // crossing's weight: the bracket spans 4 of them and 3 samples each way.
-            const double sd = wj > 0 ? std::sqrt(below2) / wj : double(S);
-            const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
+            const auto [j, delta] = sampled_crossing(valid, scale, drop, [&](std::size_t q) {
+                return double(w[std::size_t(key_id(~tmp[q]))]);
+            });
             auto key_at = [&](std::size_t q) { return key(x[std::size_t(key_id(~tmp[q]))]); };
             if (j > delta) hi = key_at(j - delta) + key.margin();
             if (j + delta < valid) lo = std::max(lo, key_at(j + delta) - key.margin());
@@ -12072,17 +12578,9 @@ bool top_p_bounds(std::span<const float> x, float m, float inv_t, double target,
     if (!(zs * scale >= 16) || double(wmax) * scale * 20 > zs * scale) return false;
     sort_smallest(keys, valid, valid, tmp);
     const double drop = (1 - target) * zs * scale;
-    double below = 0, below2 = 0, wj = 0;
-    std::size_t j = valid;  // samples [j, valid): below the crossing's estimate
-    while (j > 0) {
-        wj = double(sw[std::size_t(key_id(~tmp[j - 1]))]);
-        below += scale * wj;
-        below2 += wj * wj;
-        if (below > drop) break;
-        --j;
-    }
-    const double sd = wj > 0 ? std::sqrt(below2) / wj : double(S);
-    const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
+    const auto [j, delta] = sampled_crossing(valid, scale, drop, [&](std::size_t q) {
+        return double(sw[std::size_t(key_id(~tmp[q]))]);
+    });
     auto key_at = [&](std::size_t q) { return sl[std::size_t(key_id(~tmp[q]))]; };
     lo = lowest_f;
     hi = std::numeric_limits<float>::infinity();
@@ -12094,11 +12592,12 @@ bool top_p_bounds(std::span<const float> x, float m, float inv_t, double target,
 
 /// The exponential pass fused with the first split of top-p's bracket: every weight
 /// w_i = weight_lanes(x_i) stored to w (as weigh_row<A, true>, the same sums in the
-/// returned row_sums), and the split of split<A, true, false> on the fly: the entries with
-/// x >= hi summed into b.above (double lanes; their w |d| in float blocks into b.above_wd; their
-/// count), those in [lo, hi) compacted (ids, logits, weights) to ids/lg/w from index 0 (in place:
-/// w[0, b.dirty) then holds bracket weights, the row's weights from b.dirty on).
-/// \pre m finite (the row max), inv_t finite and > 0
+/// returned row_sums, the row's sum as the sum above hi plus the sum below it: each weight
+/// converted to double once, simd::widen_add_split), and the split of split<A, true, false> on
+/// the fly: the entries with x >= hi summed into b.above (double lanes; their w |d| in float
+/// blocks into b.above_wd; their count), those in [lo, hi) compacted (ids, logits, weights) to
+/// ids/lg/w from index 0 (in place: w[0, b.dirty) then holds bracket weights, the row's weights
+/// from b.dirty on). \pre m finite (the row max), inv_t finite and > 0
 template <class A>
 row_sums weigh_split_row(std::span<const float> x, float m, float inv_t, float* w, float lo,
                          float hi, token_id* ids, float* lg, weighted_bracket& b) noexcept {
@@ -12107,7 +12606,8 @@ row_sums weigh_split_row(std::span<const float> x, float m, float inv_t, float* 
     constexpr std::size_t L = simd::lanes<A>;
     const float* p = x.data();
     const std::size_t n = x.size(), nfull = n / L * L;
-    const B mb(m), tb(inv_t), lob(lo), hib(hi), zero(0.f), cap(200.f), dlo(-200.f);
+    const B mb(m), tb(inv_t), lob(lo), hib(hi), zero(0.f), dlo(-200.f);
+    // z: the weights of the entries below hi (NaN, -inf: weight 0); a: those at or above it
     struct acc {
         D z0 = D(0.0), z1 = D(0.0), a0 = D(0.0), a1 = D(0.0);
         B fs = B(0.f), wd = B(0.f), bm = B(0.f);
@@ -12119,17 +12619,15 @@ row_sums weigh_split_row(std::span<const float> x, float m, float inv_t, float* 
         const B d = (v - mb) * tb;
         const B e = simd::exp_nonpositive<A>(d);  // = weight_lanes(v)
         e.store_unaligned(w + i);
-        simd::widen_add<A>(s.z0, s.z1, e);
-        s.fs += e * simd::max_ignore_nan<A>(dlo, d);
+        const B ed = e * simd::max_ignore_nan<A>(dlo, d);  // -w |d|, |d| capped at 200
+        s.fs += ed;
         const auto up = v >= hib;
         const auto in = (v >= lob) & (v < hib);
-        if (const std::uint64_t mu = simd::to_mask<A>(up)) {
-            const B wu = simd::select<A>(up, e, zero);
-            simd::widen_add<A>(s.a0, s.a1, wu);
-            s.wd =
-                simd::fma<A>(wu, simd::min<A>(simd::select<A>(up, (mb - v) * tb, zero), cap), s.wd);
-            cnt += std::size_t(std::popcount(mu));
-        }
+        // one conversion to double for the row's sum and the part above the bracket (most rows
+        // that take this path have entries above hi in nearly every vector: no branch)
+        simd::widen_add_split<A>(s.a0, s.a1, s.z0, s.z1, e, up);
+        s.wd += simd::select<A>(up, ed, zero);
+        cnt += std::size_t(std::popcount(simd::to_mask<A>(up)));
         if (const std::uint64_t mi = simd::to_mask<A>(in)) {
             s.bm += simd::select<A>(in, e, zero);
             c += simd::compress_store<A>(v, e, simd::iota<A>(token_id(i)), mi, lg + c, w + c,
@@ -12139,7 +12637,7 @@ row_sums weigh_split_row(std::span<const float> x, float m, float inv_t, float* 
     auto flush = [&] {
         // float blocks: <= 32 additions per lane before they go to double
         wd_f -= double(simd::reduce_add<A>(ea.fs + oa.fs));
-        above_wd += double(simd::reduce_add<A>(ea.wd + oa.wd));
+        above_wd -= double(simd::reduce_add<A>(ea.wd + oa.wd));
         bmass += double(simd::reduce_add<A>(ea.bm + oa.bm));
         ea.fs = oa.fs = ea.wd = oa.wd = ea.bm = oa.bm = zero;
     };
@@ -12175,11 +12673,12 @@ row_sums weigh_split_row(std::span<const float> x, float m, float inv_t, float* 
         }
     }
     row_sums r;
-    r.sum = simd::reduce_add<A>((ea.z0 + ea.z1) + (oa.z0 + oa.z1)) + z_tail;
+    const double above_v = simd::reduce_add<A>((ea.a0 + ea.a1) + (oa.a0 + oa.a1));
+    r.sum = (above_v + simd::reduce_add<A>((ea.z0 + ea.z1) + (oa.z0 + oa.z1))) + z_tail;
     constexpr double inflate = 1 + 64 * 0x1p-24;  // as weigh_row
     r.wd_bound = wd_f * inflate + 1e-300;
     b.mass = bmass;
-    b.above = simd::reduce_add<A>((ea.a0 + ea.a1) + (oa.a0 + oa.a1)) + tail_above;
+    b.above = above_v + tail_above;
     b.above_wd = above_wd;
     b.above_count = cnt;
     b.size = c;
@@ -12495,13 +12994,17 @@ DECODEKIT_END_NAMESPACE
 // ---- begin decodekit/sampling/steps/typical.hpp
 /// \file sampling/steps/typical.hpp
 /// Locally typical sampling: entries in order of |-log p - H| (ties: more probable first, then
-/// lower id); typical_mode reach_with_ties (default, Hugging Face) keeps the prefix through the
-/// first entry whose inclusive mass reaches typical_p (the float standing for its decimal) and
-/// every entry with that entry's score; exceed (llama.cpp) the prefix through the first entry
-/// whose inclusive mass strictly exceeds it. At least min_keep. Disabled at typical_p = 1.
-/// The set is kernels::typical_unordered's (= reference::typical): a logit interval around the
-/// entropy's point, found by a weighted selection wherever it sits in the order, never by
-/// sorting (see selection.hpp), in id order with its weights.
+/// lower id; ties made by rounding above the typical point: see reference::typical); typical_mode
+/// reach_with_ties (default, Hugging Face) keeps the prefix through the first entry whose inclusive
+/// mass reaches typical_p (the float standing for its decimal) and every entry with that entry's
+/// score; exceed (llama.cpp) the prefix through the first entry whose inclusive mass strictly
+/// exceeds it. At least min_keep. Disabled at typical_p = 1. The set is
+/// kernels::typical_unordered's (= reference::typical): a logit interval around the entropy's
+/// point, found by a weighted selection wherever it sits in the order, never by sorting (see
+/// selection.hpp), in id order with its weights. On a full set (typical first, or after temperature
+/// only) the set stays a cut over the row with the row's weights (kernels::typical_cut;
+/// working_set::set_cut): a draw right after it reads the row once with the cut instead of
+/// compacting up to the whole row (typical's sets hold most of a high-entropy row).
 
 // ---- begin decodekit/kernels/typical.hpp
 /// \file kernels/typical.hpp
@@ -12514,7 +13017,10 @@ DECODEKIT_END_NAMESPACE
 /// c = log Z - H = sum p_i d_i, the p-weighted mean of d: the score of every entry is its
 /// distance to c, so the kept set (the scores up to the crossing's) is an interval of logits
 /// around m + T c. The exponential pass gives Z and sum w |d| exactly in double lanes (so c), and
-/// the weighted cut runs on the float key -|d - c| (larger first). The walk over the bracket
+/// the weighted cut runs on the float key -|d - c| (larger first); its first bracket is
+/// find_bracket's sampled estimate, or, where that misses the few heavy entries holding the
+/// dropped mass (Zipf rows at T > 1: typical drops the head), one from the heavy entries taken
+/// exactly (typical_bounds: one more pass over the weights, only then). The walk over the bracket
 /// (sorted by key, then logit descending, then id) decides the crossing and checks, against a
 /// rigorous bound on the float keys (the rounding of d, of c and of d - c; c's error from the
 /// exponential pass), that no entry of another logit has a key so close to the crossing's that
@@ -12530,6 +13036,7 @@ DECODEKIT_END_NAMESPACE
 
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -12592,6 +13099,141 @@ inline row_cut interval_cut(std::span<const float> x, const candidates& set) noe
     if (in_lo < row_lo) k.lo_last = last_lo;
     if (in_hi < row_hi) k.hi_last = last_hi;
     return k;
+}
+
+/// Bounds [lo, hi) of typical's crossing on the key, from the row's weights w (every entry's; z
+/// their sum), in two stages. First find_bracket's estimate: 512 entries at hashed positions,
+/// sorted by key, their weights (scaled by n / 512) summed from the smallest key (the most
+/// atypical) up to the mass the cut drops, z - rmass; the bounds 4 standard deviations of that
+/// sum (in samples of the crossing's weight) and 3 samples either side, key.margin() beyond the
+/// keys they come from. When that leaves the low side open (the crossing among the first
+/// samples: the dropped mass sits on a few heavy entries the sample mostly misses, as on Zipf
+/// rows at a temperature > 1, where typical drops the head) and z < 2048 (else no entry is heavy:
+/// the weights are at most 1): the heavy entries (w > z / 2048, at most 2048) taken exactly, in
+/// one more pass over the weights, and the same estimate with the samples' light entries scaled
+/// to the rest of the row. Rows of <= 4096 entries: no estimate (the whole row).
+/// buf: >= x.size() keys of scratch.
+template <class A, class Key>
+void typical_bounds(std::span<const float> x, const float* w, const Key& key, double z,
+                    double rmass, std::uint64_t* buf, float& lo, float& hi) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>, S = 512, H = 2048;
+    constexpr float pinf = std::numeric_limits<float>::infinity();
+    const std::size_t n = x.size();
+    lo = lowest_f;
+    hi = pinf;
+    if (n <= 4096) return;
+    std::uint64_t* tmp = buf + (H + S);  // (n > 4096 >= H + S; the second stage needs 2 (H + S))
+    std::size_t c = 0;                   // buf[0, c): rank keys (key, row index)
+    auto add = [&](std::size_t i) {
+        const float y = key(x[i]);
+        if (y >= lowest_f) buf[c++] = rank_key(y, token_id(i));  // (NaN, -inf: no key)
+    };
+    const std::uint64_t stride = n / S;
+    auto sample = [&](float thr) {  // the samples below thr; returns how many positions
+        std::size_t k = 0;
+        for (std::size_t j = 0; j < S; ++j) {
+            const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
+            const std::size_t q = std::size_t(j * stride + ((h * stride) >> 32));
+            if (!(w[q] > thr)) {
+                add(q);
+                ++k;
+            }
+        }
+        return k;
+    };
+    // The estimate over buf[0, c): entries with w > thr count their weight, the others theirs
+    // times scale. Returns false when the low side stays open.
+    auto estimate = [&](float thr, double scale) {
+        if (c == 0) return true;
+        sort_smallest(buf, c, c, tmp);  // ascending: the most atypical first
+        auto row_of = [&](std::size_t j) { return std::size_t(key_id(tmp[j])); };
+        const double drop = z - rmass;
+        double below = 0, below2 = 0, wj = 0;
+        std::size_t jc = c - 1;  // the first whose inclusive sum passes drop (none: the last)
+        for (std::size_t j = 0; j < c; ++j) {
+            const double wq = double(w[row_of(j)]);
+            const bool light = !(wq > double(thr));
+            if (light) {
+                below2 += wq * wq;
+                wj = wq;
+            }
+            below += light ? scale * wq : wq;
+            if (below > drop) {
+                jc = j;
+                break;
+            }
+        }
+        const double sd = wj > 0 ? std::sqrt(below2) / wj : 0.0;
+        const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
+        auto key_at = [&](std::size_t j) { return key(x[row_of(j)]); };
+        hi = jc + delta < c ? key_at(jc + delta) + key.margin() : pinf;
+        lo = jc >= delta ? std::max(lowest_f, key_at(jc - delta) - key.margin()) : lowest_f;
+        if (!(lo < hi)) lo = lowest_f;
+        return lo > lowest_f;
+    };
+    sample(pinf);
+    if (estimate(pinf, double(n) / double(S)) || !(z > 0) || !(z < double(H)) ||
+        n <= 2 * (S + H) + L)
+        return;
+    // the second stage: the heavy entries exactly
+    const float low_lo = lo, low_hi = hi;
+    const float thr = float(z / double(H));
+    c = 0;
+    const B tb(thr);
+    std::size_t i = 0;
+    bool overflow = false;
+    for (; i + L <= n && !overflow; i += L) {
+        std::uint64_t mk = simd::to_mask<A>(B::load_unaligned(w + i) > tb);
+        if (mk == 0) continue;
+        if (c + std::size_t(std::popcount(mk)) > H) overflow = true;
+        for (; mk != 0 && !overflow; mk &= mk - 1) add(i + std::size_t(std::countr_zero(mk)));
+    }
+    for (; i < n && !overflow; ++i)
+        if (w[i] > thr) {
+            if (c == H)
+                overflow = true;
+            else
+                add(i);
+        }
+    if (overflow) {  // (rounding: more than H entries above z / H) the first stage's bounds
+        lo = low_lo;
+        hi = low_hi;
+        return;
+    }
+    const std::size_t heavy = c;
+    const std::size_t light = sample(thr);
+    // each light sample stands for (n - heavy) / light entries
+    estimate(thr, light > 0 ? double(n - heavy) / double(light) : 0.0);
+}
+
+/// The bracket of typical's cut: find_bracket's check-widen-narrow loop from typical_bounds'
+/// estimate.
+template <class A, class Key>
+weighted_bracket typical_bracket(std::span<const float> x, float* w, float m, float inv_t,
+                                 const Key& key, double rmass, double z, double z_error,
+                                 std::uint64_t* buf, token_id* ids, float* lg) noexcept {
+    const std::size_t n = x.size();
+    float lo = lowest_f, hi = std::numeric_limits<float>::infinity();
+    typical_bounds<A>(x, w, key, z, rmass, buf, lo, hi);
+    weighted_bracket b;
+    for (;;) {
+        const std::size_t dirty = b.dirty;
+        b = {};
+        b.dirty = dirty;
+        split<A, true, true>(x.data(), w, n, lo, hi, m, inv_t, key, ids, lg, b);
+        const double db = key.d_bound(lo);
+        const bool hi_ok = hi == std::numeric_limits<float>::infinity() ||
+                           rmass - b.above > cut_provisional_error(b.above, db, z, z_error, n);
+        const double ge_lo = b.above + b.mass;
+        const bool lo_ok =
+            lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
+        if (hi_ok && lo_ok) break;
+        if (!hi_ok) hi = std::numeric_limits<float>::infinity();
+        if (!lo_ok) lo = lowest_f;
+    }
+    narrow_bracket<A, true>(ids, lg, w, m, inv_t, key, rmass, z, z_error, n, b);
+    return b;
 }
 
 /// The search of typical_cut / typical_unordered (see the file comment); w holds the row's
@@ -12657,7 +13299,7 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
     const weighted_bracket b =
-        find_bracket<A, true>(x, w, m, inv_t, key, rmass, z, z_error, neg_inf_f, ids, lg);
+        typical_bracket<A>(x, w, m, inv_t, key, rmass, z, z_error, out.key_storage(), ids, lg);
     dirty = b.dirty;
     const std::size_t c = b.size;
     // ---- the walk: the bracket by key descending, then logit descending, then id ----
@@ -12926,6 +13568,12 @@ struct typical_step {
         const float p = c.params.typical_p, t = w.temperature();
         const std::size_t min_keep = c.params.min_keep;
         const typical_stop stop = c.params.typical_mode;
+        // a full set: the cut over the row, nothing compacted (the draw reads the row)
+        if (detail::select_cut(w,
+                               [&](std::span<const float> x, candidates& s, std::span<float> wt) {
+                                   return kernels::typical_cut(x, p, t, min_keep, stop, s, wt);
+                               }))
+            return;
         detail::select_kept(w, [&](std::span<const float> x, candidates& out, std::span<float> wt) {
             return kernels::typical_unordered(x, p, t, min_keep, stop, out, wt);
         });
@@ -13284,10 +13932,6 @@ DECODEKIT_END_NAMESPACE
 
 DECODEKIT_BEGIN_NAMESPACE
 
-namespace detail {
-struct sampler_batch_access;  // batch.hpp's access to a sampler's batch mark
-}  // namespace detail
-
 /// A configured sampler. See the file comment for the pipeline, randomness and special values.
 class sampler {
 public:
@@ -13416,7 +14060,8 @@ public:
     }
 
 private:
-    friend struct detail::sampler_batch_access;
+    template <class Tag>
+    friend struct detail::sampler_access;
 
     sampling_params params_;
     std::size_t vocab_;
@@ -14358,10 +15003,186 @@ DECODEKIT_END_NAMESPACE
 /// min_new_tokens comes from the processing (sampler_processing: the sampler's
 /// sampling_params::min_new_tokens, whose eos_ids must list speculative_params::eos_ids, checked
 /// up front): EOS is suppressed in p, stop sequences and stop strings are held until then.
+/// How p is read: a processing with processed() (set_processing: sampler_processing,
+/// basic_processing) gives the target's distribution as a weighted_set (sampling/verify.hpp), a
+/// top-p cut over the row never compacted: p(x) is one lookup, a rejection's residual one pass
+/// over the cut (q merged along it when q.ascending, else scattered into verify_workspace's dense
+/// row), the bonus a draw_cut. Other processings are verified on their sparse output.
 /// A proposer that drafts from the target's hidden state (an MTP module: needs_target_hidden())
 /// makes the verify call logits_and_hidden and receives the hidden row of the last verified
 /// position after each round (target_hidden_proposer).
 
+// ---- begin decodekit/sampling/verify.hpp
+/// \file sampling/verify.hpp
+/// A sampler's processed distribution as its draw would read it, for callers that need a few of
+/// its probabilities and at most one draw (speculative verification): processed_set() runs the
+/// sampler's processors and steps on a row and returns a weighted_set, never compacting what the
+/// steps left as a cut (top-p on a full row: working_set::cut_pending()).
+///
+/// A weighted_set is one of two forms over an index space:
+///   - cut: the entries i of `row` with cut.contains(row[i], i), weight weights[i] (the row's
+///     weights: weights.size() == row.size()); index = token id;
+///   - sparse: the entries ids[j] (ascending) with weight weights[j]; index j.
+/// p(t) = weight(t) / sum. prob() is O(1) on a cut and O(log kept) on a sparse set; a walk over
+/// the set (weights_into: blocks of weights, 0 outside the cut) is one pass over the row (cut) or
+/// the kept entries (sparse), in ascending id order either way: the order of
+/// sampler::distribution_unordered() and of the sampler's draw, so an inverse-CDF draw over it is
+/// the draw over that distribution (up to the rounding of the sums).
+/// Cost of processed_set: the sampler's processors and steps, as sample() pays them before its
+/// draw; then a compacted set (any step but a pending cut) is put in id order with its weights.
+
+
+#include <algorithm>
+#include <cstddef>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+/// out[i - b], for i in [b, e): max(0, w[i] * scale - q[i - b]) (Minus; else w[i] * scale) for
+/// the entries the cut keeps (x[i] in their segment's interval), 0 for the others. SIMD.
+template <bool Minus, class A = simd::default_arch>
+void cut_block(const float* x, const float* w, const kernels::row_cut& cut, std::size_t b,
+               std::size_t e, float scale, const float* q, float* out) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    std::fill(out, out + (e - b), 0.f);
+    kernels::detail::for_each_segment(
+        cut, b, e, [&](std::size_t s, std::size_t se, float lo, float hi) noexcept {
+            const B lb(lo), hb(hi), sb(scale), zero(0.f);
+            std::size_t i = s;
+            for (; i + L <= se; i += L) {
+                const B v = B::load_unaligned(x + i);
+                B r = B::load_unaligned(w + i) * sb;
+                if constexpr (Minus) r = simd::max<A>(r - B::load_unaligned(q + (i - b)), zero);
+                simd::select<A>((v >= lb) & (v <= hb), r, zero).store_unaligned(out + (i - b));
+            }
+            for (; i < se; ++i) {
+                float r = w[i] * scale;
+                if constexpr (Minus) r = r - q[i - b] > 0.f ? r - q[i - b] : 0.f;
+                out[i - b] = x[i] >= lo && x[i] <= hi ? r : 0.f;
+            }
+        });
+}
+}  // namespace detail
+
+/// A processed distribution as weights over a cut of a row or over sparse ids (see the file
+/// comment). Views into a sampling_workspace (processed_set): valid until its next call. Empty
+/// (sum 0, no entry) when the row had no valid entry or the call was refused.
+struct weighted_set {
+    std::span<const float> row = {};      ///< cut form: the (processed) row the cut is over
+    kernels::row_cut cut = {};            ///< cut form: which entries of row are kept
+    std::span<const token_id> ids = {};   ///< sparse form: the kept ids, ascending
+    std::span<const float> weights = {};  ///< cut: the row's weights; sparse: the kept ones'
+    double sum = 0;                       ///< the kept weights' sum (> 0 unless empty)
+    std::size_t kept = 0;                 ///< kept entries (some may have weight 0)
+    bool is_cut = false;
+
+    /// True when no entry has a positive weight.
+    bool empty() const noexcept { return !(sum > 0); }
+    /// The index space: row.size() (cut) or ids.size() (sparse).
+    std::size_t extent() const noexcept { return is_cut ? row.size() : ids.size(); }
+    /// The token at index i. \pre i < extent()
+    token_id token_at(std::size_t i) const noexcept { return is_cut ? token_id(i) : ids[i]; }
+    /// The index of token t (npos when t is not kept). O(1) (cut) or O(log kept) (sparse).
+    std::size_t index_of(token_id t) const noexcept {
+        if (t < 0) return npos;
+        const auto u = std::size_t(t);
+        if (is_cut) return u < row.size() && cut.contains(row[u], u) ? u : npos;
+        const auto it = std::lower_bound(ids.begin(), ids.end(), t);
+        return it != ids.end() && *it == t ? std::size_t(it - ids.begin()) : npos;
+    }
+    /// p(t) = weight / sum (0 when t is not kept or the set is empty).
+    double prob(token_id t) const noexcept {
+        const std::size_t i = index_of(t);
+        return i == npos || empty() || !(weights[i] > 0.f) ? 0.0 : double(weights[i]) / sum;
+    }
+    /// Writes the weights of indices [b, b + c) to out[0, c) (0 outside the cut).
+    /// \pre b + c <= extent()
+    void weights_into(std::size_t b, std::size_t c, float* out) const noexcept {
+        if (!is_cut) {
+            std::copy_n(weights.data() + b, c, out);
+            return;
+        }
+        detail::cut_block<false>(row.data(), weights.data(), cut, b, b + c, 1.f, nullptr, out);
+    }
+    /// Writes max(0, p(i) - q[i - b]) for the indices i in [b, b + c) of a cut set to out[0, c)
+    /// (0 outside the cut): q[0, c) is q over the block's ids (index = id on a cut).
+    /// \pre is_cut, !empty(), b + c <= extent()
+    void residual_into(std::size_t b, std::size_t c, const float* q, float* out) const noexcept {
+        detail::cut_block<true>(row.data(), weights.data(), cut, b, b + c, float(1.0 / sum), q,
+                                out);
+    }
+    /// Inverse-CDF draw with u in [0, 1): the token (-1 when empty). kernels::draw_cut with the
+    /// known sum (cut) or kernels::draw_inverse_cdf over the weights (sparse).
+    token_id draw(double u) const noexcept {
+        if (empty()) return -1;
+        const std::size_t i = is_cut ? kernels::draw_cut(row, weights, cut, u, sum)
+                                     : kernels::draw_inverse_cdf(weights, u);
+        return i == npos ? token_id(-1) : token_at(i);
+    }
+};
+
+namespace detail {
+struct verify_access_tag;
+/// verify.hpp's access to a sampler: its processors and steps on a working set.
+template <>
+struct sampler_access<verify_access_tag> {
+    static weighted_set processed(sampler& s, std::span<const float> logits,
+                                  const sample_context& ctx, sampling_workspace& ws) noexcept {
+        const in_use_scope guard(s.in_use_), ws_guard(ws.in_use);
+        const bool masked = has_mask(ctx.mask);
+        if (!guard.entered() || !ws_guard.entered() || logits.size() != s.vocab_ ||
+            !mask_covers(ctx.mask, s.vocab_))
+            return {};
+        ws.reserve(s.vocab_);
+        processed_row pr = s.procs_.run(logits, ctx, ws);
+        if (masked && !s.mask_fused_) mask_into_copy(logits, ctx.mask, pr, ws);
+        working_set w(pr.row, ws, pr.patches, pr.overlay);
+        if (masked && s.mask_fused_) w.set_mask(ctx.mask);
+        candidates& kept = ws.cand;
+        if (s.params_.greedy()) {  // the argmax with weight 1
+            float best = 0.f;
+            const std::size_t a = s.greedy_argmax(w, ctx, best);
+            w.clear_patch_marks();
+            if (a == npos) return {};
+            kept.clear();
+            kept.push_back(token_id(a), best);
+            ws.weights[0] = 1.f;
+            return {.ids = kept.ids(), .weights = {ws.weights.data(), 1}, .sum = 1.0, .kept = 1};
+        }
+        s.truncate(w, ctx);
+        w.clear_patch_marks();
+        if (w.cut_pending() && w.cut_temperature() == w.temperature())
+            return {.row = w.row(),
+                    .cut = w.cut(),
+                    .weights = w.cut_weights(),
+                    .sum = w.cut_sum(),
+                    .kept = w.size(),
+                    .is_cut = true};
+        w.materialise();  // every valid entry when nothing narrowed the set
+        if (w.kept().empty()) return {};
+        w.order_by_id();
+        const double sum = w.ensure_weights();
+        if (!(sum > 0)) return {};
+        return {.ids = kept.ids(), .weights = w.weights(), .sum = sum, .kept = kept.size()};
+    }
+};
+}  // namespace detail
+
+/// The distribution s.sample(logits, ctx) would draw from (same processors, steps, mask, XTC coin
+/// and mirostat mu; mu is not updated), as a weighted_set in `ws` (see the file comment). Greedy:
+/// the argmax with weight 1. Empty (status in every build type) when logits.size() !=
+/// s.vocab_size(), the mask does not cover the row, no entry is valid, or the sampler or `ws` is
+/// inside another call.
+inline weighted_set processed_set(
+    sampler& s, std::span<const float> logits, const sample_context& ctx = {},
+    sampling_workspace& ws = sampling_workspace::this_thread()) noexcept {
+    return detail::sampler_access<detail::verify_access_tag>::processed(s, logits, ctx, ws);
+}
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/verify.hpp
 
 #include <algorithm>
 #include <chrono>
@@ -14387,6 +15208,9 @@ DECODEKIT_BEGIN_NAMESPACE
 struct sparse_dist_view {
     std::span<const token_id> tokens;
     std::span<const float> probs;
+    /// The caller's promise that tokens are strictly ascending (the built-in processings' output):
+    /// verification then reads q along p's ids (a merge) instead of scattering it.
+    bool ascending = false;
     std::size_t size() const noexcept { return tokens.size(); }
 };
 
@@ -14394,10 +15218,12 @@ struct sparse_dist_view {
 struct sparse_distribution {
     std::vector<token_id> tokens;
     std::vector<float> probs;
+    bool ascending = false;  ///< see sparse_dist_view::ascending (clear() resets it)
 
     void clear() noexcept {
         tokens.clear();
         probs.clear();
+        ascending = false;
     }
     void reserve(std::size_t n) {
         tokens.reserve(n);
@@ -14409,7 +15235,7 @@ struct sparse_distribution {
     }
     std::size_t size() const noexcept { return tokens.size(); }
     /// The view of this distribution.
-    sparse_dist_view view() const noexcept { return {tokens, probs}; }
+    sparse_dist_view view() const noexcept { return {tokens, probs, ascending}; }
     operator sparse_dist_view() const noexcept { return view(); }
 };
 
@@ -14428,11 +15254,22 @@ namespace detail {
 inline constexpr std::size_t spec_block = 512;        // block of the blocked sums and draws
 inline constexpr std::size_t spec_max_blocks = 1024;  // block sums kept on the stack
 
-/// Index of token `x` in `ids` (npos if absent). O(1) when ids[x] == x (id-ordered rows),
-/// otherwise a linear search (a sampler's rows are sorted by probability: drafts are found early).
+/// Index of token `x` in `ids` (npos if absent). O(1) when ids[x] == x (full id-ordered rows),
+/// O(log n) when x is found by a binary search (ids in ascending order: distribution_unordered()),
+/// otherwise a linear search (any order: a sampler's distribution() is sorted by probability,
+/// drafts are found early).
 inline std::size_t find_token(std::span<const token_id> ids, token_id x) noexcept {
     if (x < 0) return npos;
     if (std::size_t(x) < ids.size() && ids[std::size_t(x)] == x) return std::size_t(x);
+    std::size_t lo = 0, hi = ids.size();  // (well defined on any order; exact when ascending)
+    while (lo < hi) {
+        const std::size_t mid = lo + (hi - lo) / 2;
+        if (ids[mid] < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < ids.size() && ids[lo] == x) return lo;
     const auto it = std::find(ids.begin(), ids.end(), x);
     return it == ids.end() ? npos : std::size_t(it - ids.begin());
 }
@@ -14677,6 +15514,176 @@ inline verify_result verify_typical(sparse_dist_view p, token_id x, typical_acce
     return {draw_from(p, key), false};
 }
 
+// ------------------------------------------------------------------------------------------------
+// Verification on a weighted_set (sampling/verify.hpp: a sampler's processed set, a top-p cut
+// not compacted). Same rules, randomness and law as the sparse forms above; p(x) is read in O(1)
+// (cut) or O(log kept), and the residual of a rejection is one pass over the set's index space
+// (the row for a cut) in ascending id order, as the sparse forms walk distribution_unordered().
+
+namespace detail {
+/// Calls f(buf, c, b) for the blocks [b, b + c) of p's weights (spec_block entries each).
+template <class F>
+void for_each_weight_block(const weighted_set& p, F&& f) noexcept {
+    alignas(64) float buf[spec_block];
+    const std::size_t n = p.extent();
+    for (std::size_t b = 0; b < n; b += spec_block) {
+        const std::size_t c = std::min(spec_block, n - b);
+        p.weights_into(b, c, buf);
+        f(buf, c, b);
+    }
+}
+/// Most probable token of p (ties to the lowest id); -1 when empty.
+inline token_id argmax(const weighted_set& p) noexcept {
+    if (p.empty()) return -1;
+    float best = 0.f;
+    std::size_t at = npos;
+    for_each_weight_block(p, [&](const float* w, std::size_t c, std::size_t b) noexcept {
+        const float m = kernels::max(std::span<const float>(w, c));
+        if (!(m > best)) return;  // (ascending ids: a tie keeps the earlier entry)
+        best = m;
+        at = b + std::size_t(std::find(w, w + c, m) - w);
+    });
+    return at == npos ? token_id(-1) : p.token_at(at);
+}
+/// Entropy -sum p ln p of p (natural log) = ln S - sum w ln w / S.
+inline double entropy(const weighted_set& p) noexcept {
+    if (p.empty()) return 0.0;
+    double s = 0;
+    for_each_weight_block(p, [&](const float* w, std::size_t c, std::size_t) noexcept {
+        for (std::size_t i = 0; i < c; ++i)
+            if (w[i] > 0.f) s += double(w[i]) * std::log(double(w[i]));
+    });
+    return std::log(p.sum) - s / p.sum;
+}
+}  // namespace detail
+
+/// y ~ p with one uniform() of the residual stream at `key` (the bonus token); -1 if p is empty.
+inline token_id draw_from(const weighted_set& p, rng_key key) noexcept {
+    rng_stream s = make_stream(key, rng_purpose::residual);
+    return p.draw(s.uniform());
+}
+
+/// verify_rejection with p a weighted_set: accept iff u * q(x) < p(x), else y ~ norm(max(0, p -
+/// q)) over p's support (p when that mass is below 1e-9). \pre q's ids < ws.vocab_size() (larger
+/// ids count as q = 0, and assert in debug builds); the index space of a cut p (its row) no larger
+/// than ws.vocab_size() (beyond it q reads 0). Cost: O(1) + O(log |q|) on acceptance; one pass over
+/// p's index space plus two over q on rejection; no allocation.
+inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q, token_id x,
+                                      rng_key key, verify_workspace& ws) noexcept {
+    rng_stream acc = make_stream(key, rng_purpose::accept);
+    const double u = acc.uniform();
+    const double px = p.prob(x), qx = detail::prob_of(q, x);
+    if (qx > 0 && u * qx < px) return {x, true};
+    rng_stream res = make_stream(key, rng_purpose::residual);
+    const double v = res.uniform();
+    if (p.empty()) return {-1, false};
+    const float inv = float(1.0 / p.sum);
+    std::size_t j;
+    if (!p.is_cut && detail::same_ids(p.ids, q.tokens)) {  // aligned sets: elementwise
+        j = detail::draw_blocked(
+            p.extent(),
+            [&](std::size_t b, std::size_t c, float* out) noexcept {
+                const float* qq = q.probs.data() + b;
+                p.weights_into(b, c, out);
+                for (std::size_t i = 0; i < c; ++i) {
+                    const float r = out[i] * inv - (qq[i] > 0.f ? qq[i] : 0.f);
+                    out[i] = r > 0.f ? r : 0.f;
+                }
+            },
+            v, detail::residual_floor);
+    } else if (p.is_cut && q.ascending) {  // q's entries of each block are a range of q
+        DECODEKIT_ASSERT(std::is_sorted(q.tokens.begin(), q.tokens.end()),
+                         "verify_rejection: q.ascending but its tokens are not ascending");
+        j = detail::draw_blocked(
+            p.extent(),
+            [&](std::size_t b, std::size_t c, float* out) noexcept {
+                const token_id* ids = q.tokens.data();
+                const std::size_t k0 =
+                    std::size_t(std::lower_bound(ids, ids + q.size(), token_id(b)) - ids);
+                const std::size_t k1 =
+                    std::size_t(std::lower_bound(ids + k0, ids + q.size(), token_id(b + c)) - ids);
+                if (k1 - k0 == c) {  // q holds every id of the block: its probs are contiguous
+                    p.residual_into(b, c, q.probs.data() + k0, out);
+                    return;
+                }
+                alignas(64) float qb[detail::spec_block];
+                std::fill_n(qb, c, 0.f);
+                const float* qp = q.probs.data();
+                for (std::size_t k = k0; k < k1; ++k)  // (a scatter into the block)
+                    qb[std::size_t(ids[k]) - b] = std::max(qp[k], 0.f);
+                p.residual_into(b, c, qb, out);
+            },
+            v, detail::residual_floor);
+    } else {  // scatter q into the dense scratch row, read it along p
+        float* dense = ws.dense_.data();
+        const std::size_t dv = ws.dense_.size();
+        const bool cut_in_dense = p.is_cut && p.extent() <= dv;
+        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
+            const auto t = std::size_t(q.tokens[i]);
+            DECODEKIT_ASSERT(t < dv, "verify_rejection: q token id >= workspace vocab_size");
+            if (t < dv && q.probs[i] > 0.f) dense[t] = q.probs[i];
+        }
+        j = detail::draw_blocked(
+            p.extent(),
+            [&](std::size_t b, std::size_t c, float* out) noexcept {
+                if (cut_in_dense) {  // index = id: q is dense[b, b + c), contiguous
+                    p.residual_into(b, c, dense + b, out);
+                    return;
+                }
+                p.weights_into(b, c, out);
+                for (std::size_t i = 0; i < c; ++i) {
+                    const auto t = std::size_t(p.token_at(b + i));
+                    const float r = out[i] * inv - (t < dv ? dense[t] : 0.f);
+                    out[i] = r > 0.f ? r : 0.f;
+                }
+            },
+            v, detail::residual_floor);
+        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
+            const auto t = std::size_t(q.tokens[i]);
+            if (t < dv) dense[t] = 0.f;
+        }
+    }
+    if (j == npos) return {p.draw(v), false};  // residual ~0: fall back to p
+    return {p.token_at(j), false};
+}
+
+/// verify_one_hot with p a weighted_set: accept iff u < p(x), else y ~ p without x (p when that
+/// mass is below 1e-9). Cost: O(1) on acceptance (O(log kept) sparse); one pass over p's index
+/// space on rejection; no allocation.
+inline verify_result verify_one_hot(const weighted_set& p, token_id x, rng_key key) noexcept {
+    rng_stream acc = make_stream(key, rng_purpose::accept);
+    const double u = acc.uniform();
+    const std::size_t ix = p.index_of(x);
+    if (u < p.prob(x)) return {x, true};
+    rng_stream res = make_stream(key, rng_purpose::residual);
+    const double v = res.uniform();
+    if (p.empty()) return {-1, false};
+    const std::size_t j = detail::draw_blocked(
+        p.extent(),
+        [&](std::size_t b, std::size_t c, float* out) noexcept {
+            p.weights_into(b, c, out);
+            if (ix != npos && ix >= b && ix < b + c) out[ix - b] = 0.f;
+        },
+        v, detail::residual_floor * p.sum);
+    if (j == npos) return {p.draw(v), false};
+    return {p.token_at(j), false};
+}
+
+/// verify_greedy with p a weighted_set: accept iff x is p's argmax (ties to the lowest id).
+inline verify_result verify_greedy(const weighted_set& p, token_id x) noexcept {
+    const token_id a = detail::argmax(p);
+    return {a, a == x && a >= 0};
+}
+
+/// verify_typical (LOSSY) with p a weighted_set.
+inline verify_result verify_typical(const weighted_set& p, token_id x, typical_acceptance t,
+                                    rng_key key) noexcept {
+    const double threshold =
+        std::min(double(t.epsilon), double(t.delta) * std::exp(-detail::entropy(p)));
+    if (p.prob(x) > threshold) return {x, true};
+    return {draw_from(p, key), false};
+}
+
 /// Which verification rule the loop applies.
 enum class verification : std::uint8_t {
     rejection,  ///< exact: rejection sampling with the proposer's q (one-hot if it has none)
@@ -14708,6 +15715,16 @@ template <class P>
 concept distribution_processing = requires(P& p, std::span<const float> logits,
                                            const position_context& c, sparse_distribution& out) {
     p(logits, c, out);
+};
+
+/// A processing that also gives its distribution as a weighted_set (sampling/verify.hpp):
+/// `proc.processed(logits, ctx)`, the same distribution as proc(logits, ctx, out), viewed where
+/// the sampler left it (valid until the next call on that processing's workspace). The stepper
+/// verifies on it (a top-p cut is never compacted); other processings are verified on their
+/// sparse output.
+template <class P>
+concept set_processing = requires(P& p, std::span<const float> logits, const position_context& c) {
+    { p.processed(logits, c) } -> std::same_as<weighted_set>;
 };
 
 /// The built-in pipeline: temperature (0 = greedy: one-hot argmax, ties to the lowest id) ->
@@ -14754,17 +15771,32 @@ struct basic_processing {
                     sparse_distribution& out) const {
         out.clear();
         if (x.empty()) return;
-        const sampling_params want = as_sampling_params(x.size());
-        if (!sampler_ || sampler_->vocab_size() != x.size() ||
-            sampler_->params().temperature != want.temperature ||
-            sampler_->params().top_k != want.top_k || sampler_->params().top_p != want.top_p) {
-            validate();  // errors name basic_processing's fields, not sampling_params'
-            sampler_.emplace(want, x.size());
-        }
-        const decodekit::distribution d = sampler_->distribution_unordered(
+        const decodekit::distribution d = armed(x.size()).distribution_unordered(
             x, sample_context{c.sequence, c.step, c.history, c.prompt_length, c.mask});
         out.tokens.assign(d.tokens.begin(), d.tokens.end());
         out.probs.assign(d.probs.begin(), d.probs.end());
+        out.ascending = true;
+    }
+    /// The same distribution as a weighted_set in the thread's sampling workspace (empty for an
+    /// empty row). Raises (config_error) when check() fails.
+    weighted_set processed(std::span<const float> x, const position_context& c) const {
+        if (x.empty()) return {};
+        return processed_set(
+            armed(x.size()), x,
+            sample_context{c.sequence, c.step, c.history, c.prompt_length, c.mask});
+    }
+
+private:
+    /// The sampler for rows of `n` entries with these fields (built or rebuilt when needed).
+    sampler& armed(std::size_t n) const {
+        const sampling_params want = as_sampling_params(n);
+        if (!sampler_ || sampler_->vocab_size() != n ||
+            sampler_->params().temperature != want.temperature ||
+            sampler_->params().top_k != want.top_k || sampler_->params().top_p != want.top_p) {
+            validate();  // errors name basic_processing's fields, not sampling_params'
+            sampler_.emplace(want, n);
+        }
+        return *sampler_;
     }
 };
 
@@ -14784,10 +15816,21 @@ public:
             logits, sample_context{c.sequence, c.step, c.history, c.prompt_length, c.mask});
         out.tokens.assign(d.tokens.begin(), d.tokens.end());
         out.probs.assign(d.probs.begin(), d.probs.end());
+        out.ascending = true;
+    }
+    /// The same distribution as a weighted_set (sampler::processed_set in the thread's workspace).
+    weighted_set processed(std::span<const float> logits, const position_context& c) const {
+        return processed_set(
+            *s_, logits, sample_context{c.sequence, c.step, c.history, c.prompt_length, c.mask});
     }
     /// Advances the sampler as if it had drawn `t` from `p`.
     void commit(token_id t, const sparse_distribution& p) const noexcept {
         s_->observe(decodekit::distribution{p.tokens, p.probs}, t);
+    }
+    /// commit() with p as a weighted_set.
+    void commit(token_id t, const weighted_set& p) const noexcept {
+        const float pt = float(p.prob(t));
+        s_->observe(decodekit::distribution{{&t, 1}, {&pt, 1}}, t);
     }
     /// The sampler's min_new_tokens (the stepper holds its stops until then).
     std::size_t min_new_tokens() const noexcept { return s_->params().min_new_tokens; }
@@ -15006,7 +16049,7 @@ public:
         const std::size_t reserve = std::min<std::size_t>(p_.max_new_tokens, 16384);
         ctx_.assign(prompt.begin(), prompt.end());
         ctx_.reserve(prompt.size() + reserve + p_.max_draft_length + 1);
-        dist_.reserve(V_);
+        if constexpr (!set_processing<Processing>) dist_.reserve(V_);
         gamma_ = p_.draft_length;
         st_.drafted_at.assign(p_.max_draft_length, 0);
         st_.accepted_at.assign(p_.max_draft_length, 0);
@@ -15227,23 +16270,18 @@ private:
         for (std::size_t i = 0; i < g && running; ++i) {
             const token_id x = drafts_.tokens[i];
             const rng_key key{p_.seed, p_.sequence, n0_ + i};
-            (*processing_)(rows.subspan(i * V_, V_),
-                           position_context{p_.sequence, n0_ + i, std::span<const token_id>(ctx_),
-                                            prompt_length_, mask_at(i)},
-                           dist_);
-            verify_result v;
-            switch (p_.rule) {
-                case verification::greedy:
-                    v = verify_greedy(dist_, x);
-                    break;
-                case verification::typical:
-                    v = verify_typical(dist_, x, p_.typical, key);
-                    break;
-                default:
-                    v = drafts_.has_distributions
-                            ? verify_rejection(dist_, drafts_.q[i], x, key, ws_)
-                            : verify_one_hot(dist_, x, key);
-            }
+            const verify_result v = with_target(rows, i, [&](const auto& p) noexcept {
+                switch (p_.rule) {
+                    case verification::greedy:
+                        return verify_greedy(p, x);
+                    case verification::typical:
+                        return verify_typical(p, x, p_.typical, key);
+                    default:
+                        return drafts_.has_distributions
+                                   ? verify_rejection(p, drafts_.q[i], x, key, ws_)
+                                   : verify_one_hot(p, x, key);
+                }
+            });
             ++st_.drafted;
             ++st_.drafted_at[i];
             last_row = i;
@@ -15251,7 +16289,7 @@ private:
                 ++st_.accepted;
                 ++st_.accepted_at[i];
                 ++accepted_round;
-                running = emit(x, detail::prob_of(dist_, x), on_token);
+                running = emit(x, on_token);
                 continue;
             }
             all_accepted = false;
@@ -15259,24 +16297,22 @@ private:
                 out_.finish(stop_reason_of_no_token(!masks_.empty()), on_token);
                 running = false;
             } else {
-                running = emit(v.token, detail::prob_of(dist_, v.token), on_token);
+                running = emit(v.token, on_token);
             }
             break;
         }
         if (running && all_accepted) {  // bonus token from the target's last row
             last_row = g;
-            (*processing_)(rows.subspan(g * V_, V_),
-                           position_context{p_.sequence, n0_ + g, std::span<const token_id>(ctx_),
-                                            prompt_length_, mask_at(g)},
-                           dist_);
-            const token_id y = p_.rule == verification::greedy
-                                   ? detail::argmax(dist_)
-                                   : draw_from(dist_, rng_key{p_.seed, p_.sequence, n0_ + g});
+            const token_id y = with_target(rows, g, [&](const auto& p) noexcept {
+                return p_.rule == verification::greedy
+                           ? detail::argmax(p)
+                           : draw_from(p, rng_key{p_.seed, p_.sequence, n0_ + g});
+            });
             if (y < 0) {
                 out_.finish(stop_reason_of_no_token(!masks_.empty()), on_token);
                 running = false;
             } else {
-                running = emit(y, detail::prob_of(dist_, y), on_token);
+                running = emit(y, on_token);
             }
         }
         if constexpr (requires { proposer_->commit(std::span<const token_id>{}); })
@@ -15303,16 +16339,45 @@ private:
         const std::size_t w = kernels::bitmask_words(V_);
         return {.words = masks_.subspan(i * w, w), .size = V_};
     }
-    /// Emits one token (not an EOS: that ends the sequence); false when the sequence ended.
+    /// Processes verified position i (prompt + emitted tokens as its history) and returns
+    /// f(p): p is the processing's weighted_set (set_processing: kept in set_) or its sparse
+    /// output (dist_).
+    template <class F>
+    auto with_target(std::span<const float> rows, std::size_t i, F&& f) {
+        const position_context c{p_.sequence, n0_ + i, std::span<const token_id>(ctx_),
+                                 prompt_length_, mask_at(i)};
+        if constexpr (set_processing<Processing>) {
+            set_ = processing_->processed(rows.subspan(i * V_, V_), c);
+            return f(std::as_const(set_));
+        } else {
+            (*processing_)(rows.subspan(i * V_, V_), c, dist_);
+            return f(dist_.view());
+        }
+    }
+    /// p(t) under the last processed target distribution.
+    double target_prob(token_id t) const noexcept {
+        if constexpr (set_processing<Processing>)
+            return set_.prob(t);
+        else
+            return detail::prob_of(dist_, t);
+    }
+    /// Emits one token (not an EOS: that ends the sequence) chosen under the last processed
+    /// target distribution; false when the sequence ended.
     template <class OnToken>
-    bool emit(token_id t, double prob, OnToken& on_token) {
+    bool emit(token_id t, OnToken& on_token) {
         if (out_.is_eos(t)) {
             out_.finish(stop_reason::eos, on_token);
             return false;
         }
         ctx_.push_back(t);
         ++st_.emitted;
-        if constexpr (requires { processing_->commit(t, dist_); }) processing_->commit(t, dist_);
+        const double prob = target_prob(t);
+        if constexpr (set_processing<Processing>) {
+            if constexpr (requires { processing_->commit(t, set_); }) processing_->commit(t, set_);
+        } else {
+            if constexpr (requires { processing_->commit(t, dist_); })
+                processing_->commit(t, dist_);
+        }
         const float lp =
             p_.rule == verification::greedy || !(prob > 0) ? 0.f : float(std::log(prob));
         return out_.emit(t, lp, on_token);
@@ -15327,7 +16392,8 @@ private:
     verify_workspace ws_;
     std::vector<token_id> ctx_;  // prompt + emitted (+ the round's drafts while verifying)
     draft_buffer drafts_;
-    sparse_distribution dist_;
+    sparse_distribution dist_;  // the target's distribution at the verified position (sparse)
+    weighted_set set_;          // ... or as a set (set_processing; views the thread's workspace)
     speculative_stats st_;
     sequence_output out_;
     sequence_request request_;
@@ -16586,9 +17652,11 @@ DECODEKIT_END_NAMESPACE
 DECODEKIT_BEGIN_NAMESPACE
 
 namespace detail {
+struct batch_access_tag;
 /// batch.hpp's access to a sampler's batch mark (one sampler in two rows of one call is
 /// reported before anything is sampled).
-struct sampler_batch_access {
+template <>
+struct sampler_access<batch_access_tag> {
     /// A fresh call id (never 0).
     static std::uint64_t next_call() noexcept {
         static std::atomic<std::uint64_t> counter{0};
@@ -16601,6 +17669,7 @@ struct sampler_batch_access {
         return true;
     }
 };
+using sampler_batch_access = sampler_access<batch_access_tag>;
 }  // namespace detail
 
 /// A read-only row-major matrix of logits: rows x cols, `stride` floats between row starts.
