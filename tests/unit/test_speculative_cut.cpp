@@ -174,6 +174,29 @@ TEST_CASE("verification on a weighted_set decides as on the sparse distribution"
     CHECK_FALSE(verify_greedy(p, 0).accepted);
 }
 
+#ifdef NDEBUG  // (Debug builds assert on the broken promise)
+TEST_CASE("a q that breaks its ascending promise gives a token of p, never an access out of bounds",
+          "[speculative][cut]") {
+    // q's ids descending while q.ascending says ascending: the merge's ranges are wrong (a wrong
+    // residual law, documented); under ASan this would catch a write outside the block
+    const auto row = make_row(5);
+    sampler ts({.top_p = 0.9f}, V), ds({.top_p = 0.9f}, V);
+    const sparse_distribution q = sparse_of(ds, draft_row(row));
+    std::vector<token_id> ids(q.tokens.rbegin(), q.tokens.rend());
+    std::vector<float> probs(q.probs.rbegin(), q.probs.rend());
+    const sparse_dist_view broken{ids, probs, true};
+    sampling_workspace sws(V);
+    const weighted_set p = processed_set(ts, row, {}, sws);
+    REQUIRE(p.is_cut);
+    verify_workspace ws(V);
+    for (std::uint64_t r = 0; r < 200; ++r) {
+        const verify_result v = verify_rejection(p, broken, ids[r % ids.size()], {1, r, 0}, ws);
+        REQUIRE(v.token >= 0);
+        CHECK(p.prob(v.token) > 0);
+    }
+}
+#endif
+
 TEST_CASE("rejection verification on a cut emits exactly p", "[speculative][cut][statistical]") {
     constexpr std::size_t n = 1100, N = 200000;  // 3 residual blocks, 5 draw_cut blocks
     const auto row = make_row(4, n);
