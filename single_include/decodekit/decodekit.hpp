@@ -15209,7 +15209,8 @@ struct sparse_dist_view {
     std::span<const token_id> tokens;
     std::span<const float> probs;
     /// The caller's promise that tokens are strictly ascending (the built-in processings' output):
-    /// verification then reads q along p's ids (a merge) instead of scattering it.
+    /// verification then reads q along p's ids (a merge) instead of scattering it. A broken
+    /// promise gives a wrong residual law (Debug builds assert), never an access out of bounds.
     bool ascending = false;
     std::size_t size() const noexcept { return tokens.size(); }
 };
@@ -15609,8 +15610,12 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
                 alignas(64) float qb[detail::spec_block];
                 std::fill_n(qb, c, 0.f);
                 const float* qp = q.probs.data();
-                for (std::size_t k = k0; k < k1; ++k)  // (a scatter into the block)
-                    qb[std::size_t(ids[k]) - b] = std::max(qp[k], 0.f);
+                for (std::size_t k = k0; k < k1; ++k) {  // (a scatter into the block)
+                    // (in range whenever the promise holds; a broken promise gives a wrong law,
+                    // never a write outside the block)
+                    const std::size_t at = std::size_t(ids[k]) - b;
+                    if (at < c) qb[at] = std::max(qp[k], 0.f);
+                }
                 p.residual_into(b, c, qb, out);
             },
             v, detail::residual_floor);
