@@ -209,33 +209,16 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
     estimate(thr, light > 0 ? double(n - heavy) / double(light) : 0.0);
 }
 
-/// The bracket of typical's cut: find_bracket's check-widen-narrow loop from typical_bounds'
-/// estimate.
+/// The bracket of typical's cut: find_bracket's check-widen-narrow (checked_bracket) from
+/// typical_bounds' estimate.
 template <class A, class Key>
 weighted_bracket typical_bracket(std::span<const float> x, float* w, float m, float inv_t,
                                  const Key& key, double rmass, double z, double z_error,
                                  std::uint64_t* buf, token_id* ids, float* lg) noexcept {
-    const std::size_t n = x.size();
     float lo = lowest_f, hi = std::numeric_limits<float>::infinity();
     typical_bounds<A>(x, w, key, z, rmass, buf, lo, hi);
-    weighted_bracket b;
-    for (;;) {
-        const std::size_t dirty = b.dirty;
-        b = {};
-        b.dirty = dirty;
-        split<A, true, true>(x.data(), w, n, lo, hi, m, inv_t, key, ids, lg, b);
-        const double db = key.d_bound(lo);
-        const bool hi_ok = hi == std::numeric_limits<float>::infinity() ||
-                           rmass - b.above > cut_provisional_error(b.above, db, z, z_error, n);
-        const double ge_lo = b.above + b.mass;
-        const bool lo_ok =
-            lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
-        if (hi_ok && lo_ok) break;
-        if (!hi_ok) hi = std::numeric_limits<float>::infinity();
-        if (!lo_ok) lo = lowest_f;
-    }
-    narrow_bracket<A, true>(ids, lg, w, m, inv_t, key, rmass, z, z_error, n, b);
-    return b;
+    return checked_bracket<A, true>(x, w, m, inv_t, key, rmass, z, z_error, lowest_f, lo, hi, ids,
+                                    lg);
 }
 
 /// The search of typical_cut / typical_unordered (see the file comment); w holds the row's
