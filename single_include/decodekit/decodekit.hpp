@@ -12482,6 +12482,36 @@ std::pair<std::size_t, std::size_t> sampled_crossing(std::size_t valid, double s
     return {j, std::size_t(std::min(cap, 4 * sd)) + 3};
 }
 
+/// The bracket [lo, hi) of a weighted cut from an estimate: split the row at it, check it (the
+/// mass above certainly below rmass, the mass of the bracket and above certainly reaching it;
+/// else widened: hi to +inf, lo to `floor` then to -inf; at most three passes), then narrow it
+/// (7 thresholds a round) to at most 64 entries or one key (find_bracket, typical's bracket).
+template <class A, bool Track, class Key>
+weighted_bracket checked_bracket(std::span<const float> x, float* w, float m, float inv_t,
+                                 const Key& key, double rmass, double z, double z_error,
+                                 float floor, float lo, float hi, token_id* ids,
+                                 float* lg) noexcept {
+    const std::size_t n = x.size();
+    weighted_bracket b;
+    for (;;) {
+        const std::size_t dirty = b.dirty;
+        b = {};
+        b.dirty = dirty;
+        split<A, true, Track>(x.data(), w, n, lo, hi, m, inv_t, key, ids, lg, b);
+        const double db = key.d_bound(lo);
+        const bool hi_ok = hi == std::numeric_limits<float>::infinity() ||
+                           rmass - b.above > cut_provisional_error(b.above, db, z, z_error, n);
+        const double ge_lo = b.above + b.mass;
+        const bool lo_ok =
+            lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
+        if (hi_ok && lo_ok) break;
+        if (!hi_ok) hi = std::numeric_limits<float>::infinity();
+        if (!lo_ok) lo = lo > floor ? std::max(floor, lowest_f) : lowest_f;
+    }
+    narrow_bracket<A, Track>(ids, lg, w, m, inv_t, key, rmass, z, z_error, n, b);
+    return b;
+}
+
 /// The bracket of a weighted cut over the keys of the row (see weighted_bracket): the entries
 /// in key order (larger first) whose prefix mass through the crossing first reaches rmass.
 /// Sampled bounds (512 entries at hashed positions; their weights summed from the bottom up to
@@ -12521,24 +12551,8 @@ weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float
             if (!(lo < hi)) lo = std::max(floor, lowest_f);
         }
     }
-    weighted_bracket b;
-    for (;;) {
-        const std::size_t dirty = b.dirty;
-        b = {};
-        b.dirty = dirty;
-        split<A, true, Track>(x.data(), w, n, lo, hi, m, inv_t, key, ids, lg, b);
-        const double db = key.d_bound(lo);
-        const bool hi_ok = hi == std::numeric_limits<float>::infinity() ||
-                           rmass - b.above > cut_provisional_error(b.above, db, z, z_error, n);
-        const double ge_lo = b.above + b.mass;
-        const bool lo_ok =
-            lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
-        if (hi_ok && lo_ok) break;
-        if (!hi_ok) hi = std::numeric_limits<float>::infinity();
-        if (!lo_ok) lo = lo > floor ? std::max(floor, lowest_f) : lowest_f;
-    }
-    narrow_bracket<A, Track>(ids, lg, w, m, inv_t, key, rmass, z, z_error, n, b);
-    return b;
+    return checked_bracket<A, Track>(x, w, m, inv_t, key, rmass, z, z_error, floor, lo, hi, ids,
+                                     lg);
 }
 
 /// Bounds [lo, hi) of top-p's crossing estimated before the exponential pass, from 512 entries at
@@ -13207,33 +13221,16 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
     estimate(thr, light > 0 ? double(n - heavy) / double(light) : 0.0);
 }
 
-/// The bracket of typical's cut: find_bracket's check-widen-narrow loop from typical_bounds'
-/// estimate.
+/// The bracket of typical's cut: find_bracket's check-widen-narrow (checked_bracket) from
+/// typical_bounds' estimate.
 template <class A, class Key>
 weighted_bracket typical_bracket(std::span<const float> x, float* w, float m, float inv_t,
                                  const Key& key, double rmass, double z, double z_error,
                                  std::uint64_t* buf, token_id* ids, float* lg) noexcept {
-    const std::size_t n = x.size();
     float lo = lowest_f, hi = std::numeric_limits<float>::infinity();
     typical_bounds<A>(x, w, key, z, rmass, buf, lo, hi);
-    weighted_bracket b;
-    for (;;) {
-        const std::size_t dirty = b.dirty;
-        b = {};
-        b.dirty = dirty;
-        split<A, true, true>(x.data(), w, n, lo, hi, m, inv_t, key, ids, lg, b);
-        const double db = key.d_bound(lo);
-        const bool hi_ok = hi == std::numeric_limits<float>::infinity() ||
-                           rmass - b.above > cut_provisional_error(b.above, db, z, z_error, n);
-        const double ge_lo = b.above + b.mass;
-        const bool lo_ok =
-            lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
-        if (hi_ok && lo_ok) break;
-        if (!hi_ok) hi = std::numeric_limits<float>::infinity();
-        if (!lo_ok) lo = lowest_f;
-    }
-    narrow_bracket<A, true>(ids, lg, w, m, inv_t, key, rmass, z, z_error, n, b);
-    return b;
+    return checked_bracket<A, true>(x, w, m, inv_t, key, rmass, z, z_error, lowest_f, lo, hi, ids,
+                                    lg);
 }
 
 /// The search of typical_cut / typical_unordered (see the file comment); w holds the row's
