@@ -198,10 +198,10 @@ TEST_CASE("typical: ties that only rounding makes keep the set an interval of lo
                     CHECK(std::count(want.logits().begin(), want.logits().end(), d) == 0);
                 }
                 // an interval: every valid entry between the kept extremes is kept
-                const auto [lo, hi] =
-                    std::minmax_element(want.logits().begin(), want.logits().end());
-                const auto inside = std::count_if(x.begin(), x.end(),
-                                                  [&](float v) { return v >= *lo && v <= *hi; });
+                const auto mm = std::minmax_element(want.logits().begin(), want.logits().end());
+                const float lo = *mm.first, hi = *mm.second;
+                const auto inside =
+                    std::count_if(x.begin(), x.end(), [&](float v) { return v >= lo && v <= hi; });
                 CHECK(std::size_t(inside) == want.size());
                 check_typical(x, p, t, mk, stop);
             }

@@ -174,6 +174,69 @@ TEST_CASE("verification on a weighted_set decides as on the sparse distribution"
     CHECK_FALSE(verify_greedy(p, 0).accepted);
 }
 
+TEST_CASE("q's non-positive and NaN probabilities read 0 on every path of the residual",
+          "[speculative][cut]") {
+    // q over every id, ascending (the merge reads whole blocks of q), with every third
+    // probability negative and one NaN: the merge, the block scatter and the dense scatter must
+    // all read those as 0, so the three give the same token for every key
+    const auto row = make_row(11);
+    sampler ts({.top_p = 0.95f}, V);
+    sampling_workspace sws(V);
+    const weighted_set p = processed_set(ts, row, {}, sws);
+    REQUIRE(p.is_cut);
+    std::vector<token_id> ids(V);
+    std::vector<float> probs(V);
+    for (std::size_t i = 0; i < V; ++i) {
+        ids[i] = token_id(i);
+        probs[i] = i % 3 == 0 ? -0.01f : 1.f / float(V);
+    }
+    probs[1000] = NAN;
+    const sparse_dist_view merged{ids, probs, true}, scattered{ids, probs, false};
+    // a q missing one id: the merge scatters the blocks q does not fill
+    std::vector<token_id> ids2(ids.begin() + 1, ids.end());
+    std::vector<float> probs2(probs.begin() + 1, probs.end());
+    const sparse_dist_view merged2{ids2, probs2, true}, scattered2{ids2, probs2, false};
+    verify_workspace ws(V);
+    std::size_t rejected = 0;
+    for (std::uint64_t r = 0; r < 2000; ++r) {
+        const rng_key key{2, r, 0};
+        const token_id x = token_id(3 * (r % 1000) + 1);  // q(x) > 0
+        const verify_result a = verify_rejection(p, merged, x, key, ws),
+                            b = verify_rejection(p, scattered, x, key, ws);
+        CHECK(a.token == b.token);
+        CHECK(a.accepted == b.accepted);
+        rejected += !a.accepted;
+        const verify_result c = verify_rejection(p, merged2, x, key, ws),
+                            d = verify_rejection(p, scattered2, x, key, ws);
+        CHECK(c.token == d.token);
+    }
+    CHECK(rejected > 100);
+}
+
+TEST_CASE("a sparse q whose probabilities are fewer than its tokens: the extra tokens read 0",
+          "[speculative]") {
+    const auto row = make_row(13);
+    sampler ts({.top_p = 0.9f}, V);
+    const sparse_distribution ps = sparse_of(ts, row);
+    const std::vector<token_id> ids = {2999, 5, 6, 7, 8, 9, 10, 11};
+    const std::vector<float> probs = {0.5f, 0.5f};  // for 2999 and 5 only
+    const sparse_dist_view q{ids, probs, false};
+    CHECK(q.size() == 2);
+    CHECK(detail::prob_of(q, 7) == 0.0);
+    CHECK(detail::prob_of(q, 2999) == 0.5);
+    sampling_workspace sws(V);
+    const weighted_set p = processed_set(ts, row, {}, sws);
+    verify_workspace ws(V);
+    for (std::uint64_t r = 0; r < 50; ++r) {
+        const verify_result a = verify_rejection(ps, q, 7, {3, r, 0}, ws);  // q(7) reads 0
+        CHECK_FALSE(a.accepted);
+        CHECK(a.token >= 0);
+        const verify_result b = verify_rejection(p, q, 7, {3, r, 0}, ws);
+        CHECK_FALSE(b.accepted);
+        CHECK(b.token >= 0);
+    }
+}
+
 #ifdef NDEBUG  // (Debug builds assert on the broken promise)
 TEST_CASE("a q that breaks its ascending promise gives a token of p, never an access out of bounds",
           "[speculative][cut]") {

@@ -92,6 +92,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <span>
@@ -106,7 +107,8 @@ DECODEKIT_BEGIN_NAMESPACE
 // Sparse distributions
 
 /// A read-only sparse distribution: ids and probabilities of equal length (sum 1, no duplicate
-/// ids, any order).
+/// ids, any order). Spans of different lengths: the entries past the shorter one are ignored
+/// (every function here reads the view through detail::trimmed), never read out of bounds.
 struct sparse_dist_view {
     std::span<const token_id> tokens;
     std::span<const float> probs;
@@ -114,7 +116,7 @@ struct sparse_dist_view {
     /// verification then reads q along p's ids (a merge) instead of scattering it. A broken
     /// promise gives a wrong residual law (Debug builds assert), never an access out of bounds.
     bool ascending = false;
-    std::size_t size() const noexcept { return tokens.size(); }
+    std::size_t size() const noexcept { return std::min(tokens.size(), probs.size()); }
 };
 
 /// An owned sparse distribution; clear() keeps the capacity (no allocation once warm).
@@ -176,14 +178,21 @@ inline std::size_t find_token(std::span<const token_id> ids, token_id x) noexcep
     const auto it = std::find(ids.begin(), ids.end(), x);
     return it == ids.end() ? npos : std::size_t(it - ids.begin());
 }
+/// `d` with both spans cut to the shorter one's length (see sparse_dist_view).
+inline sparse_dist_view trimmed(sparse_dist_view d) noexcept {
+    const std::size_t n = d.size();
+    return {d.tokens.first(n), d.probs.first(n), d.ascending};
+}
 /// Probability of `x` in `d` (0 if absent or not positive).
 inline double prob_of(sparse_dist_view d, token_id x) noexcept {
+    d = trimmed(d);
     const std::size_t i = find_token(d.tokens, x);
     return i != npos && d.probs[i] > 0.f ? double(d.probs[i]) : 0.0;
 }
 /// Most probable token (ties to the lowest id); -1 when no entry has positive probability.
 /// Two vectorised passes: the max, then the lowest id holding it.
 inline token_id argmax(sparse_dist_view d) noexcept {
+    d = trimmed(d);
     const float m = kernels::max(d.probs);
     if (!(m > 0.f)) return -1;
     token_id best = std::numeric_limits<token_id>::max();
@@ -262,11 +271,13 @@ std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor,
 /// Inverse-CDF draw from a sparse distribution (kernels::draw_inverse_cdf over its
 /// probabilities: sums in double); -1 if no positive probability.
 inline token_id draw_sparse(sparse_dist_view d, double u) noexcept {
+    d = trimmed(d);
     const std::size_t i = kernels::draw_inverse_cdf(d.probs, u);
     return i == npos ? token_id(-1) : d.tokens[i];
 }
 /// Entropy -sum p ln p (natural log).
 inline double entropy(sparse_dist_view d) noexcept {
+    d = trimmed(d);
     double h = 0;
     for (float p : d.probs)
         if (p > 0.f) h -= double(p) * std::log(double(p));
@@ -326,6 +337,8 @@ inline token_id draw_from(sparse_dist_view p, rng_key key) noexcept {
 /// \pre q's ids < ws.vocab_size(). Cost O(|p| + |q|), no allocation.
 inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, token_id x,
                                       rng_key key, verify_workspace& ws) noexcept {
+    p = detail::trimmed(p);
+    q = detail::trimmed(q);
     rng_stream acc = make_stream(key, rng_purpose::accept);
     const double u = acc.uniform();
     const double px = detail::prob_of(p, x), qx = detail::prob_of(q, x);
@@ -378,6 +391,7 @@ inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, to
 /// y ~ p without x (p when that mass is below 1e-9). Same law and RNG use as
 /// verify_rejection with q = delta_x. Cost O(|p|), no allocation.
 inline verify_result verify_one_hot(sparse_dist_view p, token_id x, rng_key key) noexcept {
+    p = detail::trimmed(p);
     rng_stream acc = make_stream(key, rng_purpose::accept);
     const double u = acc.uniform();
     const std::size_t ix = detail::find_token(p.tokens, x);
@@ -473,6 +487,7 @@ inline token_id draw_from(const weighted_set& p, rng_key key) noexcept {
 /// p's index space plus two over q on rejection; no allocation.
 inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q, token_id x,
                                       rng_key key, verify_workspace& ws) noexcept {
+    q = detail::trimmed(q);
     rng_stream acc = make_stream(key, rng_purpose::accept);
     const double u = acc.uniform();
     const double px = p.prob(x), qx = detail::prob_of(q, x);
@@ -495,8 +510,9 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
             },
             v, detail::residual_floor);
     } else if (p.is_cut && q.ascending) {  // q's entries of each block are a range of q
-        DECODEKIT_ASSERT(std::is_sorted(q.tokens.begin(), q.tokens.end()),
-                         "verify_rejection: q.ascending but its tokens are not ascending");
+        DECODEKIT_ASSERT(std::adjacent_find(q.tokens.begin(), q.tokens.end(),
+                                            std::greater_equal<>{}) == q.tokens.end(),
+                         "verify_rejection: q.ascending but its tokens are not strictly ascending");
         j = detail::draw_blocked(
             p.extent(),
             [&](std::size_t b, std::size_t c, float* out) noexcept {

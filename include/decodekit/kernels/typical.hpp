@@ -166,7 +166,7 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
                 break;
             }
         }
-        const double sd = wj > 0 ? std::sqrt(below2) / wj : 0.0;
+        const double sd = wj > 0 ? std::sqrt(below2) / wj : double(S);  // (as sampled_crossing)
         const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
         auto key_at = [&](std::size_t j) { return key(x[row_of(j)]); };
         hi = jc + delta < c ? key_at(jc + delta) + key.margin() : pinf;

@@ -51,12 +51,18 @@ void cut_block(const float* x, const float* w, const kernels::row_cut& cut, std:
             for (; i + L <= se; i += L) {
                 const B v = B::load_unaligned(x + i);
                 B r = B::load_unaligned(w + i) * sb;
-                if constexpr (Minus) r = simd::max<A>(r - B::load_unaligned(q + (i - b)), zero);
+                if constexpr (Minus) {  // (q <= 0 or NaN reads 0, as on every other path)
+                    const B qv = B::load_unaligned(q + (i - b));
+                    r = simd::max<A>(r - simd::select<A>(qv > zero, qv, zero), zero);
+                }
                 simd::select<A>((v >= lb) & (v <= hb), r, zero).store_unaligned(out + (i - b));
             }
             for (; i < se; ++i) {
                 float r = w[i] * scale;
-                if constexpr (Minus) r = r - q[i - b] > 0.f ? r - q[i - b] : 0.f;
+                if constexpr (Minus) {
+                    const float qi = q[i - b] > 0.f ? q[i - b] : 0.f;
+                    r = r - qi > 0.f ? r - qi : 0.f;
+                }
                 out[i - b] = x[i] >= lo && x[i] <= hi ? r : 0.f;
             }
         });
@@ -149,15 +155,17 @@ struct sampler_access<verify_access_tag> {
             return {.ids = kept.ids(), .weights = {ws.weights.data(), 1}, .sum = 1.0, .kept = 1};
         }
         s.truncate(w, ctx);
-        w.clear_patch_marks();
-        if (w.cut_pending() && w.cut_temperature() == w.temperature())
+        if (w.cut_pending() && w.cut_temperature() == w.temperature()) {
+            w.clear_patch_marks();  // (a cut is never overlaid: select_cut refuses such a set)
             return {.row = w.row(),
                     .cut = w.cut(),
                     .weights = w.cut_weights(),
                     .sum = w.cut_sum(),
                     .kept = w.size(),
                     .is_cut = true};
-        w.materialise();  // every valid entry when nothing narrowed the set
+        }
+        w.materialise();  // every valid entry when nothing narrowed the set (merges the patches)
+        w.clear_patch_marks();
         if (w.kept().empty()) return {};
         w.order_by_id();
         const double sum = w.ensure_weights();
