@@ -13178,7 +13178,7 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
                 break;
             }
         }
-        const double sd = wj > 0 ? std::sqrt(below2) / wj : 0.0;
+        const double sd = wj > 0 ? std::sqrt(below2) / wj : double(S);  // (as sampled_crossing)
         const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
         auto key_at = [&](std::size_t j) { return key(x[row_of(j)]); };
         hi = jc + delta < c ? key_at(jc + delta) + key.margin() : pinf;
@@ -15051,12 +15051,18 @@ void cut_block(const float* x, const float* w, const kernels::row_cut& cut, std:
             for (; i + L <= se; i += L) {
                 const B v = B::load_unaligned(x + i);
                 B r = B::load_unaligned(w + i) * sb;
-                if constexpr (Minus) r = simd::max<A>(r - B::load_unaligned(q + (i - b)), zero);
+                if constexpr (Minus) {  // (q <= 0 or NaN reads 0, as on every other path)
+                    const B qv = B::load_unaligned(q + (i - b));
+                    r = simd::max<A>(r - simd::select<A>(qv > zero, qv, zero), zero);
+                }
                 simd::select<A>((v >= lb) & (v <= hb), r, zero).store_unaligned(out + (i - b));
             }
             for (; i < se; ++i) {
                 float r = w[i] * scale;
-                if constexpr (Minus) r = r - q[i - b] > 0.f ? r - q[i - b] : 0.f;
+                if constexpr (Minus) {
+                    const float qi = q[i - b] > 0.f ? q[i - b] : 0.f;
+                    r = r - qi > 0.f ? r - qi : 0.f;
+                }
                 out[i - b] = x[i] >= lo && x[i] <= hi ? r : 0.f;
             }
         });
@@ -15149,15 +15155,17 @@ struct sampler_access<verify_access_tag> {
             return {.ids = kept.ids(), .weights = {ws.weights.data(), 1}, .sum = 1.0, .kept = 1};
         }
         s.truncate(w, ctx);
-        w.clear_patch_marks();
-        if (w.cut_pending() && w.cut_temperature() == w.temperature())
+        if (w.cut_pending() && w.cut_temperature() == w.temperature()) {
+            w.clear_patch_marks();  // (a cut is never overlaid: select_cut refuses such a set)
             return {.row = w.row(),
                     .cut = w.cut(),
                     .weights = w.cut_weights(),
                     .sum = w.cut_sum(),
                     .kept = w.size(),
                     .is_cut = true};
-        w.materialise();  // every valid entry when nothing narrowed the set
+        }
+        w.materialise();  // every valid entry when nothing narrowed the set (merges the patches)
+        w.clear_patch_marks();
         if (w.kept().empty()) return {};
         w.order_by_id();
         const double sum = w.ensure_weights();
@@ -15187,6 +15195,7 @@ DECODEKIT_END_NAMESPACE
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <span>
@@ -15201,7 +15210,8 @@ DECODEKIT_BEGIN_NAMESPACE
 // Sparse distributions
 
 /// A read-only sparse distribution: ids and probabilities of equal length (sum 1, no duplicate
-/// ids, any order).
+/// ids, any order). Spans of different lengths: the entries past the shorter one are ignored
+/// (every function here reads the view through detail::trimmed), never read out of bounds.
 struct sparse_dist_view {
     std::span<const token_id> tokens;
     std::span<const float> probs;
@@ -15209,7 +15219,7 @@ struct sparse_dist_view {
     /// verification then reads q along p's ids (a merge) instead of scattering it. A broken
     /// promise gives a wrong residual law (Debug builds assert), never an access out of bounds.
     bool ascending = false;
-    std::size_t size() const noexcept { return tokens.size(); }
+    std::size_t size() const noexcept { return std::min(tokens.size(), probs.size()); }
 };
 
 /// An owned sparse distribution; clear() keeps the capacity (no allocation once warm).
@@ -15271,14 +15281,21 @@ inline std::size_t find_token(std::span<const token_id> ids, token_id x) noexcep
     const auto it = std::find(ids.begin(), ids.end(), x);
     return it == ids.end() ? npos : std::size_t(it - ids.begin());
 }
+/// `d` with both spans cut to the shorter one's length (see sparse_dist_view).
+inline sparse_dist_view trimmed(sparse_dist_view d) noexcept {
+    const std::size_t n = d.size();
+    return {d.tokens.first(n), d.probs.first(n), d.ascending};
+}
 /// Probability of `x` in `d` (0 if absent or not positive).
 inline double prob_of(sparse_dist_view d, token_id x) noexcept {
+    d = trimmed(d);
     const std::size_t i = find_token(d.tokens, x);
     return i != npos && d.probs[i] > 0.f ? double(d.probs[i]) : 0.0;
 }
 /// Most probable token (ties to the lowest id); -1 when no entry has positive probability.
 /// Two vectorised passes: the max, then the lowest id holding it.
 inline token_id argmax(sparse_dist_view d) noexcept {
+    d = trimmed(d);
     const float m = kernels::max(d.probs);
     if (!(m > 0.f)) return -1;
     token_id best = std::numeric_limits<token_id>::max();
@@ -15357,11 +15374,13 @@ std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor,
 /// Inverse-CDF draw from a sparse distribution (kernels::draw_inverse_cdf over its
 /// probabilities: sums in double); -1 if no positive probability.
 inline token_id draw_sparse(sparse_dist_view d, double u) noexcept {
+    d = trimmed(d);
     const std::size_t i = kernels::draw_inverse_cdf(d.probs, u);
     return i == npos ? token_id(-1) : d.tokens[i];
 }
 /// Entropy -sum p ln p (natural log).
 inline double entropy(sparse_dist_view d) noexcept {
+    d = trimmed(d);
     double h = 0;
     for (float p : d.probs)
         if (p > 0.f) h -= double(p) * std::log(double(p));
@@ -15421,6 +15440,8 @@ inline token_id draw_from(sparse_dist_view p, rng_key key) noexcept {
 /// \pre q's ids < ws.vocab_size(). Cost O(|p| + |q|), no allocation.
 inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, token_id x,
                                       rng_key key, verify_workspace& ws) noexcept {
+    p = detail::trimmed(p);
+    q = detail::trimmed(q);
     rng_stream acc = make_stream(key, rng_purpose::accept);
     const double u = acc.uniform();
     const double px = detail::prob_of(p, x), qx = detail::prob_of(q, x);
@@ -15473,6 +15494,7 @@ inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, to
 /// y ~ p without x (p when that mass is below 1e-9). Same law and RNG use as
 /// verify_rejection with q = delta_x. Cost O(|p|), no allocation.
 inline verify_result verify_one_hot(sparse_dist_view p, token_id x, rng_key key) noexcept {
+    p = detail::trimmed(p);
     rng_stream acc = make_stream(key, rng_purpose::accept);
     const double u = acc.uniform();
     const std::size_t ix = detail::find_token(p.tokens, x);
@@ -15568,6 +15590,7 @@ inline token_id draw_from(const weighted_set& p, rng_key key) noexcept {
 /// p's index space plus two over q on rejection; no allocation.
 inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q, token_id x,
                                       rng_key key, verify_workspace& ws) noexcept {
+    q = detail::trimmed(q);
     rng_stream acc = make_stream(key, rng_purpose::accept);
     const double u = acc.uniform();
     const double px = p.prob(x), qx = detail::prob_of(q, x);
@@ -15590,8 +15613,9 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
             },
             v, detail::residual_floor);
     } else if (p.is_cut && q.ascending) {  // q's entries of each block are a range of q
-        DECODEKIT_ASSERT(std::is_sorted(q.tokens.begin(), q.tokens.end()),
-                         "verify_rejection: q.ascending but its tokens are not ascending");
+        DECODEKIT_ASSERT(std::adjacent_find(q.tokens.begin(), q.tokens.end(),
+                                            std::greater_equal<>{}) == q.tokens.end(),
+                         "verify_rejection: q.ascending but its tokens are not strictly ascending");
         j = detail::draw_blocked(
             p.extent(),
             [&](std::size_t b, std::size_t c, float* out) noexcept {
