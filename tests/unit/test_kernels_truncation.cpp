@@ -165,6 +165,9 @@ TEST_CASE("truncation kernels: wrong sizes give bad_size in every build type") {
             kn::epsilon_unordered<A>(x, 3e-4f, 1.f, 1, out, ws),
             kn::eta_unordered<A>(x, 3e-4f, 1.f, 1, out, ws),
             kn::mirostat_cut_unordered<A>(x, 5.f, 1.f, out, ws),
+            kn::epsilon_cut<A>(x, 3e-4f, 1.f, 1, out, ws),
+            kn::eta_cut<A>(x, 3e-4f, 1.f, 1, out, ws, kn::kept_form::either),
+            kn::mirostat_cut<A>(x, 5.f, 1.f, out, ws),
             kn::top_n_sigma_unordered<A>(x, 1.f, 1.f, 1, out, ws),
             kn::xtc_remove<A>(x, 0.1f, 1.f, 1, out, ws),
         };
