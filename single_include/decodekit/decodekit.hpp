@@ -11331,9 +11331,9 @@ DECODEKIT_END_NAMESPACE
 /// Each run is counted in the workspace's selection_counters by its exactness tier.
 /// A kernel that reports bad_size (a workspace smaller than the row: not reachable through the
 /// sampler, which sizes it) leaves the set unchanged.
-/// Cut form (select_cut: top-p on a full set; epsilon, eta and mirostat on a full set when their
-/// threshold does not bound the kept set below V / 16 entries): the kernel's cut and the row's
-/// weights become the working set's pending cut (working_set::set_cut), compacted only if
+/// Cut form (select_cut: top-p and typical on a full set; epsilon, eta and mirostat on a full set
+/// when their threshold does not bound the kept set below V / 16 entries): the kernel's cut and the
+/// row's weights become the working set's pending cut (working_set::set_cut), compacted only if
 /// something after it needs the entries; the draw reads the row with the cut.
 
 
@@ -11388,7 +11388,8 @@ kernels::truncation_result select_kept(working_set& w, Kernel&& kernel) noexcept
 }
 
 /// Runs `kernel(x, scratch, weights) -> kernels::truncation_result` (a cut kernel: its kept set
-/// as truncation_result::cut over x, a prefix of the row's order, weights[0, V) the row's weights
+/// as truncation_result::cut over x, an interval of logits with id limits at its ends (a prefix
+/// of the row's order for top-p and the thresholds), weights[0, V) the row's weights
 /// exp((x_i - max) / T), scratch left empty) on a full set and leaves the set as that cut,
 /// nothing compacted (working_set::set_cut: the draw reads the row with the cut). A kernel that
 /// may answer compacted instead (kernels::kept_form::either: scratch.size() == kept, weights
