@@ -18,6 +18,10 @@
 /// processors changed become patches over the caller's row (no row copy; see working_set.hpp).
 /// Its cost is O(declared ids) (each once per call) plus the first step's pass over the row,
 /// which excludes the patched ids with a bitmask instead of selecting k + patches entries.
+/// Penalties alone that only lower logits (penalties_processor::lowers_only()), for a caller
+/// that asks for it (run()'s `defer`), write no patch at all: the working set's first step asks
+/// for the processed values of the entries it selects (working_set.hpp, deferred patches), so
+/// a call costs O(k) lookups instead of O(distinct ids in the window).
 
 #include <decodekit/config.hpp>
 #include <decodekit/processors/bias.hpp>
@@ -30,6 +34,7 @@
 #include <decodekit/sampling/constraint.hpp>
 #include <decodekit/sampling/params.hpp>
 #include <decodekit/sampling/result.hpp>
+#include <decodekit/sampling/working_set.hpp>
 #include <decodekit/sampling/workspace.hpp>
 
 #include <algorithm>
@@ -46,6 +51,9 @@ struct processed_row {
     std::span<const float> row;  ///< the row the steps read (the caller's, or the copy)
     std::size_t patches = 0;     ///< patches in the workspace (sparse path)
     bool overlay = false;        ///< row is the caller's and the patches apply over it
+    /// Patches not written yet (overlay, patches == 0): the working set computes them (only
+    /// with run()'s `defer`).
+    detail::deferred_patches deferred{};
 };
 
 /// The processors of one sequence (see the file comment): the stage a sampler runs before its
@@ -88,14 +96,17 @@ public:
     }
 
     /// Brings the per-sequence state up to date with ctx.history (history.hpp), then applies
-    /// the processors for a call with context `ctx` (see processed_row).
+    /// the processors for a call with context `ctx` (see processed_row). `defer`: the caller
+    /// hands the result to a working_set (with processed_row::deferred) before anything else
+    /// reads the patches, so the penalties may leave them deferred (see the file comment); the
+    /// pipeline must then outlive that working set's use of them (its call).
     processed_row run(std::span<const float> logits, const sample_context& ctx,
-                      sampling_workspace& ws) noexcept {
+                      sampling_workspace& ws, bool defer = false) noexcept {
         const processor_context pc = context(ctx, logits.size());
         if (follows_) follow_history(pc);
         if (procs_.empty()) return {logits};
         const std::span<float> row = ws.row_copy().first(logits.size());  // grows once
-        if (sparse_) return run_sparse(logits, pc, ws, row);
+        if (sparse_) return run_sparse(logits, pc, ws, row, defer);
         std::copy(logits.begin(), logits.end(), row.begin());
         for (any_processor& p : procs_) p.apply(row, pc);
         return {std::span<const float>(row.data(), row.size())};
@@ -186,6 +197,20 @@ private:
         notify(constraint_);
     }
 
+    /// The deferred patches of penalties that were sync()-ed with the call's history.
+    static detail::deferred_patches deferred_penalties(penalties_processor& pen) noexcept {
+        return {.owner = &pen,
+                .values =
+                    [](void* o, const token_id* ids, float* lg, std::size_t n) noexcept {
+                        static_cast<penalties_processor*>(o)->penalise(ids, lg, n);
+                    },
+                .write =
+                    [](void* o, std::span<const float> x, detail::scored* out,
+                       std::uint32_t* marks) noexcept {
+                        return static_cast<penalties_processor*>(o)->patch_synced(x, out, marks);
+                    }};
+    }
+
     struct sink_state {
         std::uint32_t* seen;  // ws.seen: one bit per token, all 0 between calls
         token_id* touched;    // ws.touched
@@ -199,11 +224,18 @@ private:
     /// sparse stage) skip all that: penalties_processor::patch() reads the caller's row at the
     /// counted ids and writes the patches in one pass over its count arrays.
     processed_row run_sparse(std::span<const float> logits, const processor_context& pc,
-                             sampling_workspace& ws, std::span<float> row) noexcept {
+                             sampling_workspace& ws, std::span<float> row, bool defer) noexcept {
         ws.reserve_sparse();
         if (procs_.size() == 1)  // the penalties alone: patches straight from the counts
             if (penalties_processor* pen = procs_[0].get<penalties_processor>();
                 pen && pen->patches_directly()) {
+                if (defer && pen->lowers_only()) {  // no patch written (see the file comment)
+                    pen->sync(pc);
+                    return {.row = logits,
+                            .patches = 0,
+                            .overlay = true,
+                            .deferred = deferred_penalties(*pen)};
+                }
                 const std::size_t patches =
                     pen->patch(logits, pc, ws.patches.data(), ws.unpatched.data());
                 return {logits, patches, patches > 0};
