@@ -13,10 +13,13 @@
 //                      shows (whole's H = 100000 row has 2 000 distinct ids against 300: its ratio
 //                      includes the O(distinct tokens) work the penalties must do)
 //       Bars (issue 12): time at H = 100000 <= 1.5x the time at H = 300.
-//   BM_history_stage/<kind>/H:<n>   the processor stage alone, as BM_history (the sampler's
-//       processor_pipeline::run on the sparse path, and the working set's restore of the
-//       workspace's bits): what the processors cost per step; the rest of a BM_history step is
-//       the sampler's steps and draw (BM_request/llama_chain/warm without processors).
+//   BM_history_stage/<kind>/H:<n>   the processor stage and the first step, as BM_history (the
+//       sampler's processor_pipeline::run on the sparse path, patches deferred where the
+//       penalties only lower, then the working set's top-k 40 over the overlay and its restore
+//       of the workspace's bits): what the processors cost per step with the selection they
+//       ride on (compare with BM_history_stage/none, the selection alone); the rest of a
+//       BM_history step is the sampler's later steps and draw. Counters: patches written per
+//       step (0 while the first step decides without them).
 //   BM_request/<setting>/new    a new sampler + its first draw (+ its destruction) per iteration,
 //                               as an engine makes one per request;
 //   BM_request/<setting>/warm   a draw with a sampler made before the timing.
@@ -96,8 +99,8 @@ void run_history(benchmark::State& state, const sampling_params& p, std::size_t 
     dk_bench::set_items(state, V);
 }
 
-/// run_history's steps through the processor stage alone (the sparse path a top-k-first
-/// sampler takes).
+/// run_history's steps through the processor stage and the first step (top-k 40, the sparse
+/// path a top-k-first sampler takes).
 void run_history_stage(benchmark::State& state, const sampling_params& p, std::size_t mean_history,
                        std::size_t distinct) {
     const auto& x = dk_bench::logits(V);
@@ -112,9 +115,15 @@ void run_history_stage(benchmark::State& state, const sampling_params& p, std::s
                                  .step = n - start,
                                  .history = std::span<const token_id>(h.data(), n),
                                  .prompt_length = start};
-        const processed_row pr = procs.run(x, ctx, ws);
-        const working_set w(pr.row, ws, pr.patches, pr.overlay);  // restores the workspace
-        return pr.patches;
+        const processed_row pr = procs.run(x, ctx, ws, /*defer=*/true);
+        working_set w(pr.row, ws, pr.patches, pr.overlay, pr.deferred);
+        if (w.overlaid())
+            w.overlay_top_k(40, tie_policy::exactly_k);
+        else
+            w.row_top_k(40, tie_policy::exactly_k, ws.cand);
+        const std::size_t written = w.patch_count();
+        w.clear_patch_marks();  // (the destructor would): restores the workspace's bits
+        return written;
     };
     step();  // the request's first call (prefill): untimed
     for (auto _ : state) {
@@ -243,6 +252,9 @@ std::vector<request_setting> request_settings() {
                 ("BM_history_stage/" + std::string(k.name) + "/H:" + std::to_string(hist)).c_str(),
                 run_history_stage, k.params, hist, k.distinct)
                 ->Iterations(history_steps);
+    benchmark::RegisterBenchmark("BM_history_stage/none/H:300", run_history_stage, llama_chain,
+                                 std::size_t(300), std::size_t(2000))
+        ->Iterations(history_steps);
     for (const request_setting& r : request_settings()) {
         benchmark::RegisterBenchmark(("BM_request/" + r.name + "/new").c_str(), run_request,
                                      r.params, true);
