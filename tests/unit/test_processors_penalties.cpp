@@ -12,6 +12,7 @@
 #include <numeric>
 #include <random>
 #include <span>
+#include <string>
 #include <vector>
 
 using namespace decodekit;
@@ -550,5 +551,41 @@ TEST_CASE("deferred patches: none written while the selection decides",
     for (std::size_t i = 0; i < 60; ++i) f.hit[std::size_t(by[i])] = 1;  // 60 of the best 80
     top_k_of(f, 40);
     CHECK(f.writes == 1);  // fewer than 40 stay above the selection's lowest: patches written
+    for (std::uint32_t w : ws.unpatched) CHECK(w == ~0u);
+}
+
+TEST_CASE("deferred penalty patches back off while the selection cannot decide without them",
+          "[processors][penalties][sampling]") {
+    // A history holding the 400 best entries: every deferral has to write its patches (a
+    // miss); after the b-th miss in a row the next 2^b - 1 calls write them directly (b <= 6).
+    // A history without the best entries: a deferral decides alone, and ends the back-off.
+    constexpr std::size_t v = 5000;
+    std::mt19937_64 g(5);
+    std::vector<float> x(v);
+    for (float& e : x) e = float(std::normal_distribution<double>(0, 2)(g));
+    const std::vector<token_id> by = ids_by_value(x);
+    const std::vector<token_id> hits(by.begin(), by.begin() + 400);
+    const std::vector<token_id> misses(by.end() - 400, by.end());
+    sampling_params p{.top_k = 40};
+    p.penalties = {.repetition = 1.3f, .frequency = 2.f};
+    processor_pipeline procs(p, /*sparse_first_step=*/true);
+    sampling_workspace ws(v);
+    std::string pattern;
+    const auto call = [&](const std::vector<token_id>& h) {
+        const processed_row pr =
+            procs.run(x, {.sequence = 1, .history = h, .prompt_length = 0}, ws, /*defer=*/true);
+        working_set w(pr.row, ws, pr.patches, pr.overlay, pr.deferred);
+        REQUIRE(w.overlaid());
+        w.overlay_top_k(40, tie_policy::exactly_k);
+        pattern += pr.deferred ? (w.deferred() ? 'd' : 'm') : 'w';  // decided, missed, written
+    };
+    for (int i = 0; i < 16; ++i) call(hits);
+    CHECK(pattern == "mwmwwwmwwwwwwwmw");
+    pattern.clear();
+    for (int i = 0; i < 20; ++i) call(misses);  // 14 more written, then deferrals that decide
+    CHECK(pattern == "wwwwwwwwwwwwwwdddddd");
+    pattern.clear();
+    for (int i = 0; i < 4; ++i) call(hits);  // the back-off starts again from one call
+    CHECK(pattern == "mwmw");
     for (std::uint32_t w : ws.unpatched) CHECK(w == ~0u);
 }

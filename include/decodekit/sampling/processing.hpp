@@ -21,7 +21,9 @@
 /// Penalties alone that only lower logits (penalties_processor::lowers_only()), for a caller
 /// that asks for it (run()'s `defer`), write no patch at all: the working set's first step asks
 /// for the processed values of the entries it selects (working_set.hpp, deferred patches), so
-/// a call costs O(k) lookups instead of O(distinct ids in the window).
+/// a call costs O(k) lookups instead of O(distinct ids in the window). When the selection cannot
+/// decide without the patches they are written after all (one extra pass); a sequence where that
+/// keeps happening backs off to writing them directly (defer_turn()).
 
 #include <decodekit/config.hpp>
 #include <decodekit/processors/bias.hpp>
@@ -134,6 +136,10 @@ private:
     history_tracker tracker_{};
     bool sparse_ = false;
     bool follows_ = false;
+    // deferred penalty patches (defer_turn()): calls left to write them directly, deferrals in a
+    // row that had to write them, and whether the last call deferred / had to write them
+    std::uint8_t defer_skip_ = 0, defer_misses_ = 0;
+    bool defer_pending_ = false, defer_missed_ = false;
 
     /// The processors of `p` in order: the user processors of each slot before its built-in.
     void build(const sampling_params& p) {
@@ -197,17 +203,38 @@ private:
         notify(constraint_);
     }
 
-    /// The deferred patches of penalties that were sync()-ed with the call's history.
-    static detail::deferred_patches deferred_penalties(penalties_processor& pen) noexcept {
-        return {.owner = &pen,
+    /// True when this call may defer the penalties' patches. Back-off: a call whose deferred
+    /// patches had to be written after all (many of the best entries penalised, or a step that
+    /// merges patches) makes the next 2^b - 1 calls write them directly, b the number of such
+    /// calls in a row (at most 6: one deferral in 64 calls); a deferral that decided without
+    /// them ends the back-off. So a sequence whose rows keep defeating the selection pays its
+    /// extra pass at most once in 64 calls.
+    bool defer_turn() noexcept {
+        if (defer_pending_ && !defer_missed_) defer_misses_ = 0;
+        defer_pending_ = false;
+        if (defer_skip_ == 0) return true;
+        --defer_skip_;
+        return false;
+    }
+    /// The deferred patches of the penalties alone (procs_[0]), sync()-ed with the call's history.
+    detail::deferred_patches deferred_penalties() noexcept {
+        defer_pending_ = true;
+        defer_missed_ = false;
+        return {.owner = this,
                 .values =
                     [](void* o, const token_id* ids, float* lg, std::size_t n) noexcept {
-                        static_cast<penalties_processor*>(o)->penalise(ids, lg, n);
+                        auto& self = *static_cast<processor_pipeline*>(o);
+                        self.procs_[0].get<penalties_processor>()->penalise(ids, lg, n);
                     },
                 .write =
                     [](void* o, std::span<const float> x, detail::scored* out,
                        std::uint32_t* marks) noexcept {
-                        return static_cast<penalties_processor*>(o)->patch_synced(x, out, marks);
+                        auto& self = *static_cast<processor_pipeline*>(o);
+                        self.defer_missed_ = true;
+                        if (self.defer_misses_ < 6) ++self.defer_misses_;
+                        self.defer_skip_ = std::uint8_t((1u << self.defer_misses_) - 1);
+                        return self.procs_[0].get<penalties_processor>()->patch_synced(x, out,
+                                                                                       marks);
                     }};
     }
 
@@ -229,12 +256,12 @@ private:
         if (procs_.size() == 1)  // the penalties alone: patches straight from the counts
             if (penalties_processor* pen = procs_[0].get<penalties_processor>();
                 pen && pen->patches_directly()) {
-                if (defer && pen->lowers_only()) {  // no patch written (see the file comment)
+                if (defer && pen->lowers_only() && defer_turn()) {  // no patch written yet
                     pen->sync(pc);
                     return {.row = logits,
                             .patches = 0,
                             .overlay = true,
-                            .deferred = deferred_penalties(*pen)};
+                            .deferred = deferred_penalties()};
                 }
                 const std::size_t patches =
                     pen->patch(logits, pc, ws.patches.data(), ws.unpatched.data());
