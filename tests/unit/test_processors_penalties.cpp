@@ -423,8 +423,8 @@ TEST_CASE("penalties that only lower, deferred to the first step, equal the dens
         if (g() % 10 != 0) mask[i / 32] |= 1u << (i % 32);
     sampling_workspace ws_a, ws_b;
     std::size_t checked = 0;
-    for (const auto* row : rows) {
-        const std::vector<float>& x = *row;
+    for (const auto* r : rows) {
+        const std::vector<float>& x = *r;
         const std::vector<token_id> by = ids_by_value(x);
         // histories: random ids only; the 40th best; the best 30; the best 400; each followed by
         // 2 000 random ids (repeats: counts > 1)
@@ -451,13 +451,13 @@ TEST_CASE("penalties that only lower, deferred to the first step, equal the dens
                     std::vector<token_id> reversed(h.rbegin(), h.rend());
                     for (std::size_t call = 0; call <= lengths.size(); ++call) {
                         const bool rev = call == lengths.size();
-                        const std::span<const token_id> hist =
+                        const std::span<const token_id> hs =
                             rev ? std::span<const token_id>(reversed)
                                 : std::span<const token_id>(h.data(), lengths[call]);
                         sample_context ctx{
-                            .sequence = 5, .step = call, .history = hist, .prompt_length = 100};
+                            .sequence = 5, .step = call, .history = hs, .prompt_length = 100};
                         if (call % 2 == 1) ctx.mask = {.words = mask, .size = v};
-                        INFO("inf row " << (row == &with_inf) << " head " << head.size() << " rep "
+                        INFO("inf row " << (r == &with_inf) << " head " << head.size() << " rep "
                                         << pen.repetition << " freq " << pen.frequency << " k "
                                         << p.top_k << " ties " << int(p.top_k_ties) << " T "
                                         << p.temperature << " min_p " << p.min_p << " call "
