@@ -76,9 +76,7 @@ inline double cand_weight(float x, float m, float t) noexcept {
     if (m == f_inf) return x == f_inf ? 1.0 : 0.0;
     return std::exp((double(x) - double(m)) / double(t));
 }
-}  // namespace detail
 
-namespace detail {
 /// Patches a processor stage left to be computed when needed (see working_set's file comment):
 /// the stage guarantees that no processed value is above the row's.
 struct deferred_patches {
