@@ -410,3 +410,28 @@ TEST_CASE("wd_jensen_bound bounds sum W |D| of any set from its mass and count a
     // one weight 1 (the max), the rest flushed: W |D| = 0; the bound stays tiny
     CHECK(kn::detail::wd_jensen_bound(1.0, 1) < 1e-3);
 }
+
+TEST_CASE("store_weights writes exactly weight_one of each logit, nothing past the count") {
+    // (top_p_cut's restore of the weights its bracket overwrote: any count, whole vectors and a
+    // padded tail, NaN / -inf giving 0)
+    std::uint64_t s = 12;
+    std::vector<float> x(300);
+    for (auto& v : x) v = float(8 * dk_rows::unit(s) - 6);
+    x[5] = std::nanf("");
+    x[17] = -inf;
+    const float m = 2.f, inv_t = 0.7f;
+    each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        for (const std::size_t c : {std::size_t(0), std::size_t(1), std::size_t(15),
+                                    std::size_t(16), std::size_t(33), std::size_t(299)}) {
+            INFO("arch " << name << " c " << c);
+            std::vector<float> w(x.size() + 1, 42.f);
+            kn::detail::store_weights<A>(x.data(), c, m, inv_t, w.data());
+            bool ok = true;
+            for (std::size_t i = 0; i < c; ++i)
+                ok = ok && w[i] == kn::detail::weight_one<A>(x[i], m, inv_t);
+            for (std::size_t i = c; i < w.size(); ++i) ok = ok && w[i] == 42.f;
+            CHECK(ok);
+        }
+    });
+}

@@ -162,8 +162,9 @@ struct weighted_bracket {
 /// compacted (ids, logits, weights) to ids/lg/w from index 0 (in place: each vector is read
 /// before a store reaches it) and become the bracket [lo, hi). Row: the source is the row (ids
 /// are positions; weights read from w, recomputed below b.dirty); otherwise the current bracket
-/// (ids/lg/w[0, count)). Track: also the smallest and largest logit joining b.above.
-template <class A, bool Row, bool Track, class Key>
+/// (ids/lg/w[0, count)). Track: also the smallest and largest logit joining b.above. Wd: their
+/// w |d| summed into b.above_wd (false: not summed, b.above_wd left as it was).
+template <class A, bool Row, bool Track, class Key, bool Wd = true>
 void split(const float* src, float* w, std::size_t count, float lo, float hi, float m, float inv_t,
            const Key& key, token_id* ids, float* lg, weighted_bracket& b) noexcept {
     using B = simd::batch<A>;
@@ -190,8 +191,9 @@ void split(const float* src, float* w, std::size_t count, float lo, float hi, fl
         if (const std::uint64_t mu = simd::to_mask<A>(up)) {
             const B wu = simd::select<A>(up, wv, zero);
             simd::widen_add<A>(s.a0, s.a1, wu);
-            s.wd =
-                simd::fma<A>(wu, simd::min<A>(simd::select<A>(up, (mb - v) * tb, zero), cap), s.wd);
+            if constexpr (Wd)
+                s.wd = simd::fma<A>(wu, simd::min<A>(simd::select<A>(up, (mb - v) * tb, zero), cap),
+                                    s.wd);
             cnt += std::size_t(std::popcount(mu));
             if constexpr (Track) {
                 tlo = simd::min<A>(tlo, simd::select<A>(up, v, B(pinf)));
@@ -230,7 +232,7 @@ void split(const float* src, float* w, std::size_t count, float lo, float hi, fl
         const float wi = q < fresh ? weight_one<A>(v, m, inv_t) : w[q];
         if (y >= hi) {
             tail += double(wi);
-            wd_sum += double(wi) * std::min(200.0, double((m - v) * inv_t));
+            if constexpr (Wd) wd_sum += double(wi) * std::min(200.0, double((m - v) * inv_t));
             ++cnt;
             flo = v < flo ? v : flo;
             fhi = v > fhi ? v : fhi;
@@ -295,14 +297,15 @@ inline double cut_provisional_error(double mass, double d_bound, double z, doubl
 }
 
 /// One narrowing round over the bracket (ids/lg/w[0, b.size), its keys within [mn, mx]): 7
-/// thresholds around the crossing's estimate from a strided sample of <= 256 bracket entries
-/// (sorted by key; their weights, scaled to the bracket's mass, added from the top until b.above
-/// reaches rmass: sample rank j; thresholds at ranks j -+ 3, 10, 24 and at j), or split evenly in
-/// the ordered image of [mn, mx] when that estimate does not narrow anything; one pass sums the
-/// bracket's weights at or above each threshold (float blocks); the part between the highest
-/// threshold that the mass above certainly reaches and the lowest one it certainly does not
-/// stays the bracket (split in place). False when no threshold was certain (the bracket stays).
-template <class A, bool Track, class Key>
+/// thresholds around the crossing's estimate from a strided sample of min(256, max(64, size / 4))
+/// bracket entries (sorted by key; their weights, scaled to the bracket's mass, added from the top
+/// until b.above reaches rmass: sample rank j; thresholds at ranks j -+ 3, 10, 24 and at j), or
+/// split evenly in the ordered image of [mn, mx] when that estimate does not narrow anything; one
+/// pass sums the bracket's weights at or above each threshold (float blocks); the part between
+/// the highest threshold that the mass above certainly reaches and the lowest one it certainly
+/// does not stays the bracket (split in place; Wd: as split). False when no threshold was certain
+/// (the bracket stays).
+template <class A, bool Track, class Key, bool Wd = true>
 bool narrow(token_id* ids, float* lg, float* w, float mn, float mx, float m, float inv_t,
             const Key& key, double rmass, double z, double z_error, std::size_t n, bool even,
             weighted_bracket& b) noexcept {
@@ -314,7 +317,7 @@ bool narrow(token_id* ids, float* lg, float* w, float mn, float mx, float m, flo
     t[K + 1] = b.hi;
     if (!even) {
         constexpr std::size_t S = 256;
-        const std::size_t ns = std::min(S, c);
+        const std::size_t ns = std::min(S, std::max<std::size_t>(64, c / 4));
         std::uint64_t sk[S];
         for (std::size_t q = 0; q < ns; ++q) {
             const std::size_t j = q * c / ns;
@@ -386,7 +389,7 @@ bool narrow(token_id* ids, float* lg, float* w, float mn, float mx, float m, flo
     // bounds kept key.margin() away from the keys they enclose (an inexact key's error)
     const float lo2 = std::max(mn, t[a] - key.margin()), hi2 = std::min(b.hi, t[e] + key.margin());
     if (!(lo2 < hi2) || (lo2 <= mn && hi2 >= b.hi)) return false;
-    split<A, false, Track>(lg, w, c, lo2, hi2, m, inv_t, key, ids, lg, b);
+    split<A, false, Track, Key, Wd>(lg, w, c, lo2, hi2, m, inv_t, key, ids, lg, b);
     return true;
 }
 
@@ -394,7 +397,7 @@ bool narrow(token_id* ids, float* lg, float* w, float mn, float mx, float m, flo
 /// narrow() with sampled thresholds; a round that does not shrink the bracket to half is followed
 /// by one with even thresholds (which always shrink the key range), and a round that cannot
 /// decide anything ends the narrowing.
-template <class A, bool Track, class Key>
+template <class A, bool Track, class Key, bool Wd = true>
 void narrow_bracket(token_id* ids, float* lg, float* w, float m, float inv_t, const Key& key,
                     double rmass, double z, double z_error, std::size_t n,
                     weighted_bracket& b) noexcept {
@@ -403,7 +406,8 @@ void narrow_bracket(token_id* ids, float* lg, float* w, float m, float inv_t, co
         const auto [mn, mx] = key_min_max<A>(lg, b.size, key);
         if (!(mn < mx)) break;
         const std::size_t before = b.size;
-        if (!narrow<A, Track>(ids, lg, w, mn, mx, m, inv_t, key, rmass, z, z_error, n, even, b)) {
+        if (!narrow<A, Track, Key, Wd>(ids, lg, w, mn, mx, m, inv_t, key, rmass, z, z_error, n,
+                                       even, b)) {
             if (even) break;
             even = true;
             continue;
@@ -591,7 +595,7 @@ row_sums weigh_split_row(std::span<const float> x, float m, float inv_t, float* 
         e.store_unaligned(w + i);
         up = v >= hib;
         cnt += std::size_t(std::popcount(simd::to_mask<A>(up)));
-        const auto in = (v >= lob) & (v < hib);
+        const auto in = (v >= lob) & ~up;  // (NaN: in neither)
         if (const std::uint64_t mi = simd::to_mask<A>(in)) {
             bm += simd::select<A>(in, e, zero);
             c += simd::compress_store<A>(v, e, simd::iota<A>(token_id(i)), mi, lg + c, w + c,
@@ -792,7 +796,9 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
             fb.lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
         if (hi_ok && lo_ok) {
             b = fb;
-            narrow_bracket<A, false>(ids, lg, w, m, inv_t, key, rmass, z, z_error, n, b);
+            // (no w |d| summed: the walk bounds the fused bracket's by Jensen's bound alone)
+            narrow_bracket<A, false, logit_key<A>, false>(ids, lg, w, m, inv_t, key, rmass, z,
+                                                          z_error, n, b);
             bracketed = true;
         } else {  // the row's weights back where the bracket lived; the sampled search
             weigh_logits<A>(x.data(), fb.dirty, m, inv_t, w);
@@ -940,7 +946,7 @@ truncation_result top_p_cut(std::span<const float> x, float p, float temperature
     truncation_result r =
         detail::top_p_search<A>(x, p, temperature, min_keep, scratch, weights.data(), dirty);
     if (dirty > 0)  // restore the row's weights where the bracket lived
-        detail::weigh_logits<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
+        detail::store_weights<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
     scratch.clear();
     return r;
 }

@@ -285,6 +285,24 @@ double weigh_logits(const float* lg, std::size_t c, float m, float inv_t, float*
     return s;
 }
 
+/// weigh_logits without the sum (a restore of weights another pass overwrote): no double
+/// additions, so nothing waits on the previous vector; the tail padded with -inf into one vector.
+template <class A>
+void store_weights(const float* lg, std::size_t c, float m, float inv_t, float* w) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B mb(m), tb(inv_t);
+    std::size_t j = 0;
+    for (; j + L <= c; j += L)
+        weight_lanes<A>(B::load_unaligned(lg + j), mb, tb).store_unaligned(w + j);
+    if (j < c) {
+        alignas(64) float buf[L], wb[L];
+        for (std::size_t q = 0; q < L; ++q) buf[q] = j + q < c ? lg[j + q] : neg_inf_f;
+        weight_lanes<A>(B::load_aligned(buf), mb, tb).store_aligned(wb);
+        for (std::size_t q = 0; j + q < c; ++q) w[j + q] = wb[q];
+    }
+}
+
 }  // namespace detail
 }  // namespace kernels
 DECODEKIT_END_NAMESPACE
