@@ -303,3 +303,135 @@ TEST_CASE("top_p: the exponential pass fused with the bracket's split equals the
                 check_top_p(x, p, t, salt == 3 ? 300 : 1);
             }
 }
+
+TEST_CASE("top_p's fused pass: its float-tree sums within row_sums::pair_error, its split exact") {
+    // weigh_split_row against double sums of the weights it stores: the row's sum and the sum
+    // above hi within pair_error (3 2^-24) of them (and not wider than that promise, which the
+    // walk's error bound uses), the bracket [lo, hi) compacted exactly (ids, logits, weights, id
+    // order), the count above hi, and wd_bound an upper bound of sum w |d|; at lengths that leave
+    // remainder vectors and a scalar tail, with NaN / -inf entries.
+    std::uint64_t s = 5;
+    for (const std::size_t v : {std::size_t(4097), std::size_t(20011), std::size_t(65537)})
+        for (auto sh : dk_family::shapes)
+            for (int salt = 0; salt < 3; ++salt) {
+                auto x = dk_family::make_row(sh, v, std::uint64_t(200 + salt));
+                if (salt == 1)
+                    for (std::size_t i = 3; i < v; i += 61) x[i] = std::nanf("");
+                if (salt == 2)
+                    for (std::size_t i = 7; i < v; i += 53) x[i] = -inf;
+                const float t = float(0.5 + 1.5 * dk_rows::unit(s));
+                float m = -inf;
+                for (float y : x) m = y > m ? y : m;
+                // bounds at two random entries' logits
+                float lo = x[std::size_t(dk_rows::unit(s) * double(v)) % v];
+                float hi = x[std::size_t(dk_rows::unit(s) * double(v)) % v];
+                if (!(lo == lo)) lo = -1.f;
+                if (!(hi == hi)) hi = 0.f;
+                if (hi < lo) std::swap(lo, hi);
+                if (salt == 0) hi = inf;
+                each_arch(
+                    [&](auto arch, const std::string& name) {
+                        using A = decltype(arch);
+                        INFO("arch " << name << " shape " << dk_family::name(sh) << " V " << v
+                                     << " salt " << salt << " lo " << lo << " hi " << hi);
+                        std::vector<float> w(v), lg(v);
+                        std::vector<dk::token_id> ids(v);
+                        kn::detail::weighted_bracket b;
+                        const kn::detail::row_sums rs = kn::detail::weigh_split_row<A>(
+                            x, m, 1.f / t, w.data(), lo, hi, ids.data(), lg.data(), b);
+                        double z = 0, above = 0, wd = 0;
+                        std::size_t count = 0, c = 0;
+                        bool split_ok = true;
+                        for (std::size_t i = 0; i < v; ++i) {
+                            const float wi = kn::detail::weight_one<A>(x[i], m, 1.f / t);
+                            if (i >= b.dirty && !(w[i] == wi)) split_ok = false;
+                            z += double(wi);
+                            if (wi > 0) wd += double(wi) * double((m - x[i]) / t);
+                            if (x[i] >= hi) {
+                                above += double(wi);
+                                ++count;
+                            } else if (x[i] >= lo) {
+                                if (c >= b.size || ids[c] != dk::token_id(i) || !(lg[c] == x[i]) ||
+                                    !(w[c] == wi))
+                                    split_ok = false;
+                                ++c;
+                            }
+                        }
+                        CHECK(split_ok);
+                        CHECK(c == b.size);
+                        CHECK(b.above_count == count);
+                        CHECK(rs.pair_error <= 3 * 0x1p-24 * (1 + 1e-6));
+                        const double tiny = 1e-12 * z;  // the double additions
+                        CHECK(std::abs(rs.sum - z) <= rs.pair_error * z + tiny);
+                        CHECK(std::abs(b.above - above) <= rs.pair_error * above + tiny);
+                        CHECK(rs.wd_bound >= wd);
+                    },
+                    v);
+            }
+}
+
+TEST_CASE("wd_jensen_bound bounds sum W |D| of any set from its mass and count alone") {
+    // Sets of real weights W = e^D (D <= 0) of every shape of the family, whole rows and their
+    // parts above / below a logit (a top-p prefix and its rest), at temperatures 0.5 .. 2: the
+    // bound from the float weights' mass is at least the double sum of W |D|, and on the
+    // Gaussian (sd 1, 0.5 at T 2) and near-uniform rows within 25% of it (where the fused pass
+    // relies on it; wider spreads loosen it: 1.46x at sd 2).
+    std::uint64_t s = 8;
+    const std::size_t v = 50000;
+    for (auto sh : dk_family::shapes)
+        for (const float t : {0.5f, 1.f, 2.f}) {
+            const auto x = dk_family::make_row(sh, v, 300);
+            float m = -inf;
+            for (float y : x) m = y > m ? y : m;
+            const float cut = x[std::size_t(dk_rows::unit(s) * double(v)) % v];
+            double wd[3] = {}, mass[3] = {};
+            std::size_t count[3] = {};
+            for (std::size_t i = 0; i < v; ++i) {
+                const double d = (double(x[i]) - double(m)) / double(t);
+                const double wi = std::exp(d);
+                const float wf = kn::detail::weight_one<dk::simd::default_arch>(x[i], m, 1.f / t);
+                for (int k : {0, x[i] >= cut ? 1 : 2}) {
+                    wd[k] += wi * -d;
+                    mass[k] += double(wf);
+                    ++count[k];
+                }
+            }
+            for (int k = 0; k < 3; ++k) {
+                INFO("shape " << dk_family::name(sh) << " T " << t << " part " << k << " count "
+                              << count[k]);
+                const double bound = kn::detail::wd_jensen_bound(mass[k], count[k]);
+                CHECK(bound >= wd[k]);
+                if (k == 0 && t >= 1 &&
+                    (sh == dk_family::shape::gauss || sh == dk_family::shape::flat))
+                    CHECK(bound <= 1.25 * wd[k] + 1e-3 * mass[k]);
+            }
+        }
+    CHECK(kn::detail::wd_jensen_bound(0.0, 0) == 0.0);
+    // one weight 1 (the max), the rest flushed: W |D| = 0; the bound stays tiny
+    CHECK(kn::detail::wd_jensen_bound(1.0, 1) < 1e-3);
+}
+
+TEST_CASE("store_weights writes exactly weight_one of each logit, nothing past the count") {
+    // (top_p_cut's restore of the weights its bracket overwrote: any count, whole vectors and a
+    // padded tail, NaN / -inf giving 0)
+    std::uint64_t s = 12;
+    std::vector<float> x(300);
+    for (auto& v : x) v = float(8 * dk_rows::unit(s) - 6);
+    x[5] = std::nanf("");
+    x[17] = -inf;
+    const float m = 2.f, inv_t = 0.7f;
+    each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        for (const std::size_t c : {std::size_t(0), std::size_t(1), std::size_t(15),
+                                    std::size_t(16), std::size_t(33), std::size_t(299)}) {
+            INFO("arch " << name << " c " << c);
+            std::vector<float> w(x.size() + 1, 42.f);
+            kn::detail::store_weights<A>(x.data(), c, m, inv_t, w.data());
+            bool ok = true;
+            for (std::size_t i = 0; i < c; ++i)
+                ok = ok && w[i] == kn::detail::weight_one<A>(x[i], m, inv_t);
+            for (std::size_t i = c; i < w.size(); ++i) ok = ok && w[i] == 42.f;
+            CHECK(ok);
+        }
+    });
+}

@@ -162,8 +162,9 @@ struct weighted_bracket {
 /// compacted (ids, logits, weights) to ids/lg/w from index 0 (in place: each vector is read
 /// before a store reaches it) and become the bracket [lo, hi). Row: the source is the row (ids
 /// are positions; weights read from w, recomputed below b.dirty); otherwise the current bracket
-/// (ids/lg/w[0, count)). Track: also the smallest and largest logit joining b.above.
-template <class A, bool Row, bool Track, class Key>
+/// (ids/lg/w[0, count)). Track: also the smallest and largest logit joining b.above. Wd: their
+/// w |d| summed into b.above_wd (false: not summed, b.above_wd left as it was).
+template <class A, bool Row, bool Track, class Key, bool Wd = true>
 void split(const float* src, float* w, std::size_t count, float lo, float hi, float m, float inv_t,
            const Key& key, token_id* ids, float* lg, weighted_bracket& b) noexcept {
     using B = simd::batch<A>;
@@ -190,8 +191,9 @@ void split(const float* src, float* w, std::size_t count, float lo, float hi, fl
         if (const std::uint64_t mu = simd::to_mask<A>(up)) {
             const B wu = simd::select<A>(up, wv, zero);
             simd::widen_add<A>(s.a0, s.a1, wu);
-            s.wd =
-                simd::fma<A>(wu, simd::min<A>(simd::select<A>(up, (mb - v) * tb, zero), cap), s.wd);
+            if constexpr (Wd)
+                s.wd = simd::fma<A>(wu, simd::min<A>(simd::select<A>(up, (mb - v) * tb, zero), cap),
+                                    s.wd);
             cnt += std::size_t(std::popcount(mu));
             if constexpr (Track) {
                 tlo = simd::min<A>(tlo, simd::select<A>(up, v, B(pinf)));
@@ -230,7 +232,7 @@ void split(const float* src, float* w, std::size_t count, float lo, float hi, fl
         const float wi = q < fresh ? weight_one<A>(v, m, inv_t) : w[q];
         if (y >= hi) {
             tail += double(wi);
-            wd_sum += double(wi) * std::min(200.0, double((m - v) * inv_t));
+            if constexpr (Wd) wd_sum += double(wi) * std::min(200.0, double((m - v) * inv_t));
             ++cnt;
             flo = v < flo ? v : flo;
             fhi = v > fhi ? v : fhi;
@@ -295,14 +297,15 @@ inline double cut_provisional_error(double mass, double d_bound, double z, doubl
 }
 
 /// One narrowing round over the bracket (ids/lg/w[0, b.size), its keys within [mn, mx]): 7
-/// thresholds around the crossing's estimate from a strided sample of <= 256 bracket entries
-/// (sorted by key; their weights, scaled to the bracket's mass, added from the top until b.above
-/// reaches rmass: sample rank j; thresholds at ranks j -+ 3, 10, 24 and at j), or split evenly in
-/// the ordered image of [mn, mx] when that estimate does not narrow anything; one pass sums the
-/// bracket's weights at or above each threshold (float blocks); the part between the highest
-/// threshold that the mass above certainly reaches and the lowest one it certainly does not
-/// stays the bracket (split in place). False when no threshold was certain (the bracket stays).
-template <class A, bool Track, class Key>
+/// thresholds around the crossing's estimate from a strided sample of min(256, max(64, size / 4))
+/// bracket entries (sorted by key; their weights, scaled to the bracket's mass, added from the top
+/// until b.above reaches rmass: sample rank j; thresholds at ranks j -+ 3, 10, 24 and at j), or
+/// split evenly in the ordered image of [mn, mx] when that estimate does not narrow anything; one
+/// pass sums the bracket's weights at or above each threshold (float blocks); the part between
+/// the highest threshold that the mass above certainly reaches and the lowest one it certainly
+/// does not stays the bracket (split in place; Wd: as split). False when no threshold was certain
+/// (the bracket stays).
+template <class A, bool Track, class Key, bool Wd = true>
 bool narrow(token_id* ids, float* lg, float* w, float mn, float mx, float m, float inv_t,
             const Key& key, double rmass, double z, double z_error, std::size_t n, bool even,
             weighted_bracket& b) noexcept {
@@ -314,7 +317,7 @@ bool narrow(token_id* ids, float* lg, float* w, float mn, float mx, float m, flo
     t[K + 1] = b.hi;
     if (!even) {
         constexpr std::size_t S = 256;
-        const std::size_t ns = std::min(S, c);
+        const std::size_t ns = std::min(S, std::max<std::size_t>(64, c / 4));
         std::uint64_t sk[S];
         for (std::size_t q = 0; q < ns; ++q) {
             const std::size_t j = q * c / ns;
@@ -386,7 +389,7 @@ bool narrow(token_id* ids, float* lg, float* w, float mn, float mx, float m, flo
     // bounds kept key.margin() away from the keys they enclose (an inexact key's error)
     const float lo2 = std::max(mn, t[a] - key.margin()), hi2 = std::min(b.hi, t[e] + key.margin());
     if (!(lo2 < hi2) || (lo2 <= mn && hi2 >= b.hi)) return false;
-    split<A, false, Track>(lg, w, c, lo2, hi2, m, inv_t, key, ids, lg, b);
+    split<A, false, Track, Key, Wd>(lg, w, c, lo2, hi2, m, inv_t, key, ids, lg, b);
     return true;
 }
 
@@ -394,7 +397,7 @@ bool narrow(token_id* ids, float* lg, float* w, float mn, float mx, float m, flo
 /// narrow() with sampled thresholds; a round that does not shrink the bracket to half is followed
 /// by one with even thresholds (which always shrink the key range), and a round that cannot
 /// decide anything ends the narrowing.
-template <class A, bool Track, class Key>
+template <class A, bool Track, class Key, bool Wd = true>
 void narrow_bracket(token_id* ids, float* lg, float* w, float m, float inv_t, const Key& key,
                     double rmass, double z, double z_error, std::size_t n,
                     weighted_bracket& b) noexcept {
@@ -403,7 +406,8 @@ void narrow_bracket(token_id* ids, float* lg, float* w, float m, float inv_t, co
         const auto [mn, mx] = key_min_max<A>(lg, b.size, key);
         if (!(mn < mx)) break;
         const std::size_t before = b.size;
-        if (!narrow<A, Track>(ids, lg, w, mn, mx, m, inv_t, key, rmass, z, z_error, n, even, b)) {
+        if (!narrow<A, Track, Key, Wd>(ids, lg, w, mn, mx, m, inv_t, key, rmass, z, z_error, n,
+                                       even, b)) {
             if (even) break;
             even = true;
             continue;
@@ -558,78 +562,79 @@ bool top_p_bounds(std::span<const float> x, float m, float inv_t, double target,
 }
 
 /// The exponential pass fused with the first split of top-p's bracket: every weight
-/// w_i = weight_lanes(x_i) stored to w (as weigh_row<A, true>, the same sums in the
-/// returned row_sums, the row's sum as the sum above hi plus the sum below it: each weight
-/// converted to double once, simd::widen_add_split), and the split of split<A, true, false> on
-/// the fly: the entries with x >= hi summed into b.above (double lanes; their w |d| in float
-/// blocks into b.above_wd; their count), those in [lo, hi) compacted (ids, logits, weights) to
-/// ids/lg/w from index 0 (in place: w[0, b.dirty) then holds bracket weights, the row's weights
-/// from b.dirty on). \pre m finite (the row max), inv_t finite and > 0
+/// w_i = weight_lanes(x_i) stored to w (as weigh_row<A, true>), the row's sum as the sum above hi
+/// plus the sum below it, and the split of split<A, true, false> on the fly: the entries with
+/// x >= hi summed into b.above, those in [lo, hi) compacted (ids, logits, weights) to ids/lg/w
+/// from index 0 (in place: w[0, b.dirty) then holds bracket weights, the row's weights from
+/// b.dirty on); their count in b.above_count, their float-block sum in b.mass (provisional).
+/// The two sums (above hi, below it) add each group of 8 vectors as a float tree of depth 3 before
+/// widening it to double lanes: each within 3 2^-24 (1 + 1e-6) of the exact sum of its float
+/// weights, returned as row_sums::pair_error (the remainder vectors are widened one by one).
+/// No w |d| is summed: b.above_wd = 0 and row_sums::wd_bound = wd_jensen_bound(sum, n), the
+/// caller bounds the prefix's w |d| by wd_jensen_bound too. \pre m finite (the row max), inv_t
+/// finite and > 0
 template <class A>
 row_sums weigh_split_row(std::span<const float> x, float m, float inv_t, float* w, float lo,
                          float hi, token_id* ids, float* lg, weighted_bracket& b) noexcept {
     using B = simd::batch<A>;
     using D = simd::dbatch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
+    constexpr std::size_t L = simd::lanes<A>, G = 8;
     const float* p = x.data();
     const std::size_t n = x.size(), nfull = n / L * L;
-    const B mb(m), tb(inv_t), lob(lo), hib(hi), zero(0.f), dlo(-200.f);
-    // z: the weights of the entries below hi (NaN, -inf: weight 0); a: those at or above it
-    struct acc {
-        D z0 = D(0.0), z1 = D(0.0), a0 = D(0.0), a1 = D(0.0);
-        B fs = B(0.f), wd = B(0.f), bm = B(0.f);
-    } ea, oa;
-    double wd_f = 0, above_wd = 0, bmass = 0, tail_above = 0;
+    const B mb(m), tb(inv_t), lob(lo), hib(hi), zero(0.f);
+    // double lanes: a (at or above hi), z (below it: NaN, -inf have weight 0); two sets of each
+    D a0(0.0), a1(0.0), a2(0.0), a3(0.0), z0(0.0), z1(0.0), z2(0.0), z3(0.0);
+    B bm(0.f);
+    double bmass = 0;
     std::size_t cnt = 0, c = 0;
-    auto one = [&](std::size_t i, acc& s) {
+    // one vector: its weights stored, the bracket's part compacted; returns the weights and the
+    // mask of the lanes at or above hi
+    auto one = [&](std::size_t i, simd::batch_bool<A>& up) {
         const B v = B::load_unaligned(p + i);
-        const B d = (v - mb) * tb;
-        const B e = simd::exp_nonpositive<A>(d);  // = weight_lanes(v)
+        const B e = simd::exp_nonpositive<A>((v - mb) * tb);  // = weight_lanes(v)
         e.store_unaligned(w + i);
-        const B ed = e * simd::max_ignore_nan<A>(dlo, d);  // -w |d|, |d| capped at 200
-        s.fs += ed;
-        const auto up = v >= hib;
-        const auto in = (v >= lob) & (v < hib);
-        // one conversion to double for the row's sum and the part above the bracket (most rows
-        // that take this path have entries above hi in nearly every vector: no branch)
-        simd::widen_add_split<A>(s.a0, s.a1, s.z0, s.z1, e, up);
-        s.wd += simd::select<A>(up, ed, zero);
+        up = v >= hib;
         cnt += std::size_t(std::popcount(simd::to_mask<A>(up)));
+        const auto in = (v >= lob) & ~up;  // (NaN: in neither)
         if (const std::uint64_t mi = simd::to_mask<A>(in)) {
-            s.bm += simd::select<A>(in, e, zero);
+            bm += simd::select<A>(in, e, zero);
             c += simd::compress_store<A>(v, e, simd::iota<A>(token_id(i)), mi, lg + c, w + c,
                                          ids + c);
         }
+        return e;
     };
-    auto flush = [&] {
-        // float blocks: <= 32 additions per lane before they go to double
-        wd_f -= double(simd::reduce_add<A>(ea.fs + oa.fs));
-        above_wd -= double(simd::reduce_add<A>(ea.wd + oa.wd));
-        bmass += double(simd::reduce_add<A>(ea.bm + oa.bm));
-        ea.fs = oa.fs = ea.wd = oa.wd = ea.bm = oa.bm = zero;
+    // two vectors: their weights above hi and below it, summed in float (one rounding each)
+    auto pair = [&](std::size_t i, B& above, B& below) {
+        simd::batch_bool<A> u0, u1;
+        const B e0 = one(i, u0), e1 = one(i + L, u1);
+        above = simd::select<A>(u0, e0, zero) + simd::select<A>(u1, e1, zero);
+        below = simd::select<A>(u0, zero, e0) + simd::select<A>(u1, zero, e1);
     };
     std::size_t i = 0;
     while (i < nfull) {
         const std::size_t end = std::min(nfull, i + 32 * L);
-        for (; i + 2 * L <= end; i += 2 * L) {
-            one(i, ea);
-            one(i + L, oa);
+        for (; i + G * L <= end; i += G * L) {
+            B pa[4], pb[4];
+            for (std::size_t k = 0; k < 4; ++k) pair(i + 2 * k * L, pa[k], pb[k]);
+            simd::widen_add<A>(a0, a1, (pa[0] + pa[1]) + (pa[2] + pa[3]));
+            simd::widen_add<A>(z0, z1, (pb[0] + pb[1]) + (pb[2] + pb[3]));
         }
-        for (; i < end; i += L) one(i, ea);
-        flush();
+        for (; i < end; i += L) {  // the block's last < 8 vectors, widened one by one
+            simd::batch_bool<A> up;
+            const B e = one(i, up);
+            simd::widen_add_split<A>(a2, a3, z2, z3, e, up);
+        }
+        bmass += double(simd::reduce_add<A>(bm));  // float blocks of <= 32 additions per lane
+        bm = zero;
     }
-    double z_tail = 0;
+    double z_tail = 0, tail_above = 0;
     for (; i < n; ++i) {  // the tail, one entry at a time (the same weights)
         const float v = p[i];
         const float e = weight_one<A>(v, m, inv_t);
         w[i] = e;
-        // (NaN, -inf: weight 0, in no range; 0 * the capped |d| is 0)
-        const double wdi = double(e) * std::min(200.0, double((m - v) * inv_t));
-        z_tail += double(e);
-        wd_f += wdi;
+        z_tail += double(e);  // (NaN, -inf: weight 0, in no range)
         if (v >= hi) {
             tail_above += double(e);
-            above_wd += wdi;
             ++cnt;
         } else if (v >= lo) {
             ids[c] = token_id(i);
@@ -640,13 +645,13 @@ row_sums weigh_split_row(std::span<const float> x, float m, float inv_t, float* 
         }
     }
     row_sums r;
-    const double above_v = simd::reduce_add<A>((ea.a0 + ea.a1) + (oa.a0 + oa.a1));
-    r.sum = (above_v + simd::reduce_add<A>((ea.z0 + ea.z1) + (oa.z0 + oa.z1))) + z_tail;
-    constexpr double inflate = 1 + 64 * 0x1p-24;  // as weigh_row
-    r.wd_bound = wd_f * inflate + 1e-300;
+    const double above_v = simd::reduce_add<A>((a0 + a1) + (a2 + a3));
+    r.sum = (above_v + simd::reduce_add<A>((z0 + z1) + (z2 + z3))) + z_tail;
+    r.pair_error = 3 * 0x1p-24 * (1 + 1e-6);  // the float trees (depth 3)
+    r.wd_bound = wd_jensen_bound(r.sum, n, r.pair_error * r.sum);
     b.mass = bmass;
     b.above = above_v + tail_above;
-    b.above_wd = above_wd;
+    b.above_wd = 0;
     b.above_count = cnt;
     b.size = c;
     b.lo = lo;
@@ -696,6 +701,19 @@ inline double prefix_ratio_error(double b, double wd_lo, double wd_hi, std::size
     const double et =
         exp_error * t + arg_error * std::max(0.0, wd_total - wd_lo) + double(n) * flush_error;
     return (t * eb + b * et) / (z * z) * (1 + 1e-6) + 4 * sum_error(n) + reference_error(n);
+}
+
+/// prefix_ratio_error with the w |d| of the prefix and of the rest bounded directly (wd_pre_hi,
+/// wd_rest_hi) and absolute errors of the sums beyond the double additions: err_pre on the part
+/// of the prefix that z shares (moves b and z alike), err_rest on the rest of z (moves z only).
+inline double prefix_ratio_error_split(double b, double wd_pre_hi, std::size_t count, double z,
+                                       double wd_rest_hi, std::size_t n, double err_pre,
+                                       double err_rest) noexcept {
+    const double t = std::max(0.0, z - b);
+    const double eb = exp_error * b + arg_error * wd_pre_hi + double(count) * flush_error;
+    const double et = exp_error * t + arg_error * wd_rest_hi + double(n) * flush_error;
+    return (t * (eb + err_pre) + b * (et + err_rest)) / (z * z) * (1 + 1e-6) + 4 * sum_error(n) +
+           reference_error(n);
 }
 
 /// The search of top_p_cut / top_p_unordered: the result with its cut, kept, sums and tier;
@@ -778,7 +796,9 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
             fb.lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
         if (hi_ok && lo_ok) {
             b = fb;
-            narrow_bracket<A, false>(ids, lg, w, m, inv_t, key, rmass, z, z_error, n, b);
+            // (no w |d| summed: the walk bounds the fused bracket's by Jensen's bound alone)
+            narrow_bracket<A, false, logit_key<A>, false>(ids, lg, w, m, inv_t, key, rmass, z,
+                                                          z_error, n, b);
             bracketed = true;
         } else {  // the row's weights back where the bracket lived; the sampled search
             weigh_logits<A>(x.data(), fb.dirty, m, inv_t, w);
@@ -801,9 +821,25 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     crossing cr;
     double kept_sum = 0;
     {
-        // sum of w |d| above the bracket (float blocks: within 1 +- 128 u)
+        // The fused pass's sums (float trees, row_sums::pair_error): the part above its bracket
+        // moves the prefix and z alike, the rest z only; after the sampled search instead, the
+        // whole of z's tree error moves z only (the sums above came from split's double lanes).
+        const bool fused_b = fused && bracketed;
+        const double err_pre = fused_b ? rs.pair_error * fb.above : 0.0;
+        const double err_rest = rs.pair_error * (fused_b ? std::max(0.0, z - fb.above) : z);
+        // sum of w |d| above the bracket (float blocks: within 1 +- 128 u; none summed by the
+        // fused pass: Jensen's bound alone), at most Jensen's bound on the prefix and the rest
         const double wd_above_lo = b.above_wd * (1 - 128 * 0x1p-24);
         const double wd_above_hi = b.above_wd * (1 + 128 * 0x1p-24) + 1e-300;
+        const double pinf_d = std::numeric_limits<double>::infinity();
+        auto ratio_error = [&](double pb, double wd_lo, double wd_hi, std::size_t k) {
+            const double pre =
+                std::min(fused_b ? pinf_d : wd_hi, wd_jensen_bound(pb, k, err_pre + 1e-300));
+            const double rest = std::min(fused_b ? pinf_d : std::max(0.0, rs.wd_bound - wd_lo),
+                                         wd_jensen_bound(std::max(0.0, z - pb), n - std::min(n, k),
+                                                         err_pre + err_rest + 1e-300));
+            return prefix_ratio_error_split(pb, pre, k, z, rest, n, err_pre, err_rest);
+        };
         double before = b.above, wd_before = 0;
         for (std::size_t j = 0; j < c; ++j) {
             const std::size_t q = std::size_t(key_id(keys[j]));
@@ -812,11 +848,9 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
             if (before + wj >= rmass || j + 1 == c) {
                 cr = {lg[q], ids[q], b.above_count + j, before + wj >= rmass};
                 const double e1 =
-                    prefix_ratio_error(before, wd_above_lo + wd_before, wd_above_hi + wd_before,
-                                       cr.rank, z, rs.wd_bound, n);
-                const double e2 = prefix_ratio_error(before + wj, wd_above_lo + wd_before + wdj,
-                                                     wd_above_hi + wd_before + wdj, cr.rank + 1, z,
-                                                     rs.wd_bound, n);
+                    ratio_error(before, wd_above_lo + wd_before, wd_above_hi + wd_before, cr.rank);
+                const double e2 = ratio_error(before + wj, wd_above_lo + wd_before + wdj,
+                                              wd_above_hi + wd_before + wdj, cr.rank + 1);
                 if (!(before / z + e1 < target && (before + wj) / z - e2 >= target))
                     cr.found = false;
                 kept_sum = before + wj;
@@ -886,12 +920,17 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
 /// lower bound never below the logit under which the whole tail holds less than half of what
 /// top-p drops) compacted with their weights; narrowing rounds on the bracket (7 thresholds
 /// placed from a sample of it, one pass over the bracket each) until <= 64 entries or one value;
-/// the bracket sorted and walked; the bracket's part of the weights recomputed.
+/// the bracket sorted and walked; the bracket's part of the weights recomputed. On long rows whose
+/// sampled bounds are trusted (detail::top_p_bounds), the exponential pass and the split are one
+/// pass (detail::weigh_split_row: Z and the mass above the bracket in float trees of 8 vectors,
+/// no w |d| summed), unless the bounds turn out not to enclose the crossing.
 /// Exactness, in tiers (truncation_result::tier): the walk's two decisions (the mass before the
 /// crossing entry is below decimal_floor(p), the mass through it is not) are taken from the float
 /// weights when their distance to p exceeds a rigorous bound on the float computation (the
-/// exponential's measured error, the rounding of its argument, the double sums; errors common to
-/// a prefix and to Z cancel: detail::prefix_ratio_error); otherwise a double-precision
+/// exponential's measured error, the rounding of its argument bounded through sum w |d| (summed,
+/// or Jensen's bound from a mass and a count: detail::wd_jensen_bound), the sums (double lanes,
+/// or the fused pass's float trees of 8 vectors); errors common to a prefix and to Z cancel:
+/// detail::prefix_ratio_error_split); otherwise a double-precision
 /// exponential pass over the row recomputes Z and the mass above the bracket, the bracket's
 /// weights the reference's own (double_pass); when even that margin is within ~1e-10, the
 /// reference's own walk (reference; O(V log V), allocation-free). Rows with +inf entries or a
@@ -907,7 +946,7 @@ truncation_result top_p_cut(std::span<const float> x, float p, float temperature
     truncation_result r =
         detail::top_p_search<A>(x, p, temperature, min_keep, scratch, weights.data(), dirty);
     if (dirty > 0)  // restore the row's weights where the bracket lived
-        detail::weigh_logits<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
+        detail::store_weights<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
     scratch.clear();
     return r;
 }

@@ -14,8 +14,9 @@
 /// (three roundings: |d - D| <= 3 2^-24 |D|, which moves e^d by that much relative), flush_error
 /// the weights below e^-87 that the polynomial flushes to 0.
 /// Sums of float weights are accumulated in double lanes (every float widened), so they are
-/// exact up to n 2^-53 relative; sums that only feed a bound are accumulated in float blocks and
-/// inflated by their worst-case rounding.
+/// exact up to n 2^-53 relative, or (top-p's fused pass) in float trees of 8 vectors widened once,
+/// whose rounding (3 2^-24 relative) row_sums::pair_error carries into the bounds; sums that only
+/// feed a bound are accumulated in float blocks and inflated by their worst-case rounding.
 
 #include <decodekit/candidates.hpp>
 #include <decodekit/kernels/reduce.hpp>
@@ -56,6 +57,23 @@ inline double sum_error(std::size_t n) noexcept { return double(n + 8) * 0x1p-52
 /// sums in id order, the quotients W / Z and their running sum.
 inline double reference_error(std::size_t n) noexcept { return double(2 * n + 800) * 0x1p-52; }
 
+/// Upper bound of sum W_i |D_i| over `count` entries (W_i = e^{D_i} <= 1 the real weights) whose
+/// float weights add up to `mass` (each within 1.6e-5 relative plus flush_error of W_i, the sum
+/// within 1e-5 relative plus abs_err of theirs): by Jensen's inequality for the concave f(t) = -t
+/// ln t on [0, 1], at most count * (the largest f over the interval of the real mean weight). Costs
+/// no pass (no w |d| summed per entry); within a few percent of the sum on Gaussian and flat rows.
+inline double wd_jensen_bound(double mass, std::size_t count, double abs_err = 0) noexcept {
+    if (count == 0) return 0;
+    const double k = double(count), slack = abs_err + k * flush_error;
+    const double t_hi = std::min(1.0, (mass * (1 + 1e-4) + slack) / k);
+    const double t_lo = std::max(0.0, (mass * (1 - 1e-4) - slack) / k);
+    constexpr double inv_e = 0.36787944117144233;
+    auto f = [](double t) { return t > 0 ? -t * std::log(t) : 0.0; };
+    const double fmax = t_hi < inv_e ? f(t_hi) : t_lo > inv_e ? f(t_lo) : inv_e;
+    // (f's rounding, and the flushed weights' W |D| <= 104 flush_error each)
+    return k * fmax * (1 + 1e-9) + k * 104 * flush_error + 1e-300;
+}
+
 /// The float weights of a vector of logits (the one expression every pass uses, so that a weight
 /// recomputed later is the stored one bit for bit).
 template <class A>
@@ -85,7 +103,8 @@ struct row_sums {
     /// weigh_row (entropy.hpp's pass sets it)
     double wd2_bound = 0;
     /// relative rounding of float additions made before the double sums (entropy.hpp's paired
-    /// pass: 2^-24, one per pair of vectors; 0: every float widened)
+    /// pass: 2^-24, one per pair of vectors; nucleus.hpp's fused pass: 3 2^-24, trees of 8
+    /// vectors; 0: every float widened)
     double pair_error = 0;
 
     /// Bound on |sum - sum of the real weights| (before the double additions' n 2^-53).
@@ -264,6 +283,24 @@ double weigh_logits(const float* lg, std::size_t c, float m, float inv_t, float*
         s += double(w[j]);
     }
     return s;
+}
+
+/// weigh_logits without the sum (a restore of weights another pass overwrote): no double
+/// additions, so nothing waits on the previous vector; the tail padded with -inf into one vector.
+template <class A>
+void store_weights(const float* lg, std::size_t c, float m, float inv_t, float* w) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B mb(m), tb(inv_t);
+    std::size_t j = 0;
+    for (; j + L <= c; j += L)
+        weight_lanes<A>(B::load_unaligned(lg + j), mb, tb).store_unaligned(w + j);
+    if (j < c) {
+        alignas(64) float buf[L], wb[L];
+        for (std::size_t q = 0; q < L; ++q) buf[q] = j + q < c ? lg[j + q] : neg_inf_f;
+        weight_lanes<A>(B::load_aligned(buf), mb, tb).store_aligned(wb);
+        for (std::size_t q = 0; j + q < c; ++q) w[j + q] = wb[q];
+    }
 }
 
 }  // namespace detail
