@@ -435,3 +435,84 @@ TEST_CASE("store_weights writes exactly weight_one of each logit, nothing past t
         }
     });
 }
+
+namespace {
+
+/// The route top_p_search takes on x (default architecture).
+kn::detail::top_p_trace top_p_route(std::span<const float> x, float p, float temperature,
+                                    std::size_t min_keep) {
+    dk::candidates scratch(x.size());
+    std::vector<float> w(x.size());
+    std::size_t dirty = 0;
+    kn::detail::top_p_trace trace;
+    kn::detail::top_p_search<dk::simd::default_arch>(x, p, temperature, min_keep, scratch, w.data(),
+                                                     dirty, &trace);
+    return trace;
+}
+
+}  // namespace
+
+TEST_CASE("top_p: heavy-headed rows take the fused pass, their heavy entries taken exactly") {
+    // Peaked and Zipf rows hold their mass on a few heavy logits or a heavy tail that a sample
+    // of 512 mostly misses: top_p_bounds takes the heavy entries exactly, and the fused split's
+    // bracket then holds (no sampled search after it) on every row of these settings (measured:
+    // 200 of 200 rows per shape and setting at V = 128256). Each kept set equals the reference.
+    using kn::detail::top_p_estimate;
+    struct setting {
+        float p, t;
+    };
+    const setting settings[] = {{0.95f, 1.f}, {0.95f, 1.5f}, {0.99f, 1.5f}, {0.5f, 1.f}};
+    std::size_t rows = 0, held = 0;
+    for (const std::size_t v : {std::size_t(20011), std::size_t(65537), std::size_t(128256)})
+        for (auto sh : {dk_family::shape::peaked, dk_family::shape::zipf})
+            for (std::uint64_t salt = 0; salt < 4; ++salt) {
+                const auto x = dk_family::make_row(sh, v, 300 + salt);
+                for (const setting st : settings) {
+                    INFO("shape " << dk_family::name(sh) << " V " << v << " salt " << salt << " p "
+                                  << st.p << " T " << st.t);
+                    const auto tr = top_p_route(x, st.p, st.t, 1);
+                    CHECK(tr.estimate == top_p_estimate::heavy);
+                    ++rows;
+                    held += tr.fused_held;
+                    CHECK(tr.fused_held);
+                    check_top_p(x, st.p, st.t, 1);
+                }
+            }
+    CHECK(held == rows);
+}
+
+TEST_CASE("top_p: every route of the estimate equals the reference") {
+    // held: the fused split's bracket encloses the crossing; missed: it does not (the row's
+    // weights are restored where the bracket lived and the sampled search runs); none: no
+    // estimate (more than 1536 heavy entries; a short row). Zipf rows at T 0.7, p 0.9 put the
+    // crossing among the heavy entries with the sampled tail's spread underestimated: some
+    // brackets miss (36 of 200 rows at V = 128256), which exercises the miss route.
+    using kn::detail::top_p_estimate;
+    unsigned heavy_held = 0, heavy_missed = 0, sampled_held = 0;
+    for (std::uint64_t salt = 0; salt < 24; ++salt)
+        for (auto sh : dk_family::shapes) {
+            const auto x = dk_family::make_row(sh, 65537, 500 + salt);
+            INFO("shape " << dk_family::name(sh) << " salt " << salt);
+            const auto tr = top_p_route(x, 0.9f, 0.7f, 1);
+            heavy_held += tr.estimate == top_p_estimate::heavy && tr.fused_held;
+            heavy_missed += tr.estimate == top_p_estimate::heavy && !tr.fused_held;
+            sampled_held += tr.estimate == top_p_estimate::sampled && tr.fused_held;
+            check_top_p(x, 0.9f, 0.7f, 1);
+        }
+    CHECK(heavy_held > 0);
+    CHECK(heavy_missed > 0);
+    CHECK(sampled_held > 0);
+    // too many heavy entries: 1700 logits at 0 among logits near -20 (t < 1, more than 1536
+    // entries above it): no estimate, the unfused search
+    std::vector<float> x(128256);
+    std::uint64_t s = 77;
+    for (auto& e : x) e = float(-20 + dk_family::normal01(s));
+    for (std::size_t k = 0; k < 1700; ++k) x[std::size_t(dk_family::splitmix64(s) % x.size())] = 0;
+    for (const float p : {0.5f, 0.95f}) {
+        CHECK(top_p_route(x, p, 1.f, 1).estimate == top_p_estimate::none);
+        check_top_p(x, p, 1.f, 1);
+    }
+    // short rows: no estimate
+    const auto shortrow = dk_family::make_row(dk_family::shape::zipf, 4096);
+    CHECK(top_p_route(shortrow, 0.95f, 1.f, 1).estimate == top_p_estimate::none);
+}

@@ -512,19 +512,80 @@ weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float
                                      lg);
 }
 
-/// Bounds [lo, hi) of top-p's crossing estimated before the exponential pass, from 512 entries at
-/// hashed positions (their weights computed here; the row's normaliser estimated from them):
-/// the sample sorted by logit, its weights summed from the bottom (scaled by n / 512) up to the
-/// estimated mass the cut drops, and the bounds 4 standard deviations of that tail estimate + 3
-/// samples either side (as find_bracket). False (no estimate) when the row is short (<= 4096) or
-/// the sample cannot be trusted (see below).
+/// Where top_p_bounds' estimate came from.
+enum class top_p_estimate : std::uint8_t {
+    none,     ///< no estimate (a short row, no valid sampled entry, too many heavy entries)
+    sampled,  ///< from 512 entries at hashed positions (no entry heavy)
+    heavy,    ///< from the heavy entries taken exactly, the rest sampled
+};
+
+/// The estimate's walk over c entries by rank (0: the largest logit): mass_at(r) the mass of the
+/// entry of rank r (its weight, times the entries it stands for when it is a sample), sampled_at(r)
+/// its weight when it is a sample standing for light_scale entries (else 0: those add to the
+/// estimate's variance). The masses summed from the bottom first pass `drop` (the mass the cut
+/// drops) at the crossing; sd = light_scale sqrt(sum of the sampled weights squared up to it) is
+/// that sum's standard deviation. Returns the bracket's ranks {a, b}: a the rank 3 above the one
+/// where the sum first passes drop + 4 sd (0 when none: the bracket open above), b the rank 3
+/// below the one where it first passes drop - 4 sd (c when none: open below). Where every entry
+/// is a sample of like weight this is find_bracket's sampled_crossing (4 standard deviations in
+/// samples of the crossing's weight, + 3); where exact entries sit beside the samples, the
+/// bracket spans the mass the error allows, not a count of entries.
+template <class Mass, class Sampled>
+std::pair<std::size_t, std::size_t> estimate_crossing(std::size_t c, double drop,
+                                                      double light_scale, Mass&& mass_at,
+                                                      Sampled&& sampled_at) noexcept {
+    double below = 0, below2 = 0;
+    std::size_t j = c;  // the crossing: rank j - 1
+    while (j > 0) {
+        below += mass_at(j - 1);
+        const double ws = sampled_at(j - 1);
+        below2 += ws * ws;
+        if (below > drop) break;
+        --j;
+    }
+    const double sd = light_scale * std::sqrt(below2);
+    const double low = drop - 4 * sd, high = drop + 4 * sd;
+    std::size_t a = 0, b = c;
+    below = 0;
+    bool found_low = !(low >= 0);  // (a negative low: open below)
+    for (std::size_t r = c; r > 0; --r) {
+        below += mass_at(r - 1);
+        if (!found_low && below > low) {
+            found_low = true;
+            b = std::min(c, r - 1 + 3);
+        }
+        if (below > high) {
+            a = r - 1 >= 3 ? r - 1 - 3 : 0;
+            return {a, b};
+        }
+    }
+    return {0, b};
+}
+
+/// Bounds [lo, hi) of top-p's crossing estimated before the exponential pass. 512 entries at
+/// hashed positions are weighed here and give an estimate of the row's normaliser Z; the heavy
+/// entries, those with a weight above t = (1 + that estimate without its 4 largest sampled weights)
+/// / H (H = 1536: t stands for Z / H; a sampled heavy entry would inflate the estimate), are found
+/// in one compare pass over the row (no exponential; skipped when t >= 1, as no weight exceeds 1)
+/// and weighed exactly; the sample's entries below t stand for the rest of the row. Over both in
+/// logit order (the heavy entries first; sorted only when the walk or a bound reaches them), the
+/// masses are summed from the bottom (a heavy entry's weight, a sample's weight times the entries
+/// it stands for) and the bounds sit 3 entries beyond where that sum passes the estimated mass
+/// the cut drops -+ 4 standard deviations of its sampled part (estimate_crossing). Rows
+/// whose mass sits on a few heavy logits or a heavy tail (peaked, Zipf) are estimated as well as
+/// the others: their normaliser and the mass near the crossing no longer hinge on whether the
+/// sample hit a heavy entry. Returns where the estimate came from: none when the row is short
+/// (<= 4096), has no valid sampled entry, or has more than H heavy entries; sampled when no entry
+/// is heavy. ids, lg, w, keys: scratch of x.size() entries each (contents unspecified
+/// afterwards). \pre m finite (the row max), inv_t finite and > 0
 template <class A>
-bool top_p_bounds(std::span<const float> x, float m, float inv_t, double target, float& lo,
-                  float& hi) noexcept {
-    constexpr std::size_t S = 512;
+top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, double target,
+                            token_id* ids, float* lg, float* w, std::uint64_t* keys, float& lo,
+                            float& hi) noexcept {
+    constexpr std::size_t S = 512, H = 1536, L = simd::lanes<A>;
     const std::size_t n = x.size();
-    if (n <= 4096) return false;
-    std::uint64_t keys[S], tmp[S];
+    if (n <= 4096) return top_p_estimate::none;  // (n > 2 H: room for the heavy entries' sort)
+    std::uint64_t sk[S], tmp[S];
     alignas(64) float sl[S], sw[S];
     const std::uint64_t stride = n / S;
     std::size_t valid = 0;
@@ -533,32 +594,72 @@ bool top_p_bounds(std::span<const float> x, float m, float inv_t, double target,
         const std::size_t i = std::size_t(j * stride + ((h * stride) >> 32));
         const float y = x[i];
         if (!(y >= lowest_f)) continue;  // NaN, -inf
-        sl[valid] = y;
-        keys[valid] = ~rank_key(y, token_id(valid));  // ascending = larger logit first
-        ++valid;
+        sl[valid++] = y;
     }
-    if (valid == 0) return false;
+    if (valid == 0) return top_p_estimate::none;
     const double zs = weigh_logits<A>(sl, valid, m, inv_t, sw);
-    // The estimate is trusted only where no few entries can dominate it: the estimated
-    // normaliser at least 16 (the row max's weight 1 below 1/16 of it) and no sampled entry above
-    // 1/20 of it. Rows whose mass sits in a few heavy logits or a heavy tail (peaked, Zipf) miss
-    // them in a sample, their bounds would fail the check and cost the sampled search on top.
-    const double scale = double(n) / double(S);
-    float wmax = 0.f;
-    for (std::size_t q = 0; q < valid; ++q) wmax = sw[q] > wmax ? sw[q] : wmax;
-    if (!(zs * scale >= 16) || double(wmax) * scale * 20 > zs * scale) return false;
-    sort_smallest(keys, valid, valid, tmp);
-    const double drop = (1 - target) * zs * scale;
-    const auto [j, delta] = sampled_crossing(valid, scale, drop, [&](std::size_t q) {
-        return double(sw[std::size_t(key_id(~tmp[q]))]);
-    });
-    auto key_at = [&](std::size_t q) { return sl[std::size_t(key_id(~tmp[q]))]; };
+    float top[4] = {};  // the 4 largest sampled weights
+    for (std::size_t q = 0; q < valid; ++q) {
+        float v = sw[q];
+        for (float& e : top)
+            if (v > e) std::swap(v, e);
+    }
+    const double rest = std::max(0.0, zs - (double(top[0]) + top[1] + top[2] + top[3]));
+    const double t = (1 + rest * double(n) / double(S)) / double(H);
+    // the heavy entries (x >= xh) to ids/lg[0, c), their weights to w[0, c)
+    std::size_t c = 0;
+    float xh = std::numeric_limits<float>::infinity();
+    if (t < 1) {
+        const double xd = double(m) + std::log(t) / double(inv_t);
+        if (!(xd > double(lowest_f))) return top_p_estimate::none;
+        xh = float(xd);
+        const float* p = x.data();
+        const std::size_t nfull = n / L * L;
+        for (std::size_t i = 0; i < nfull && c <= H; i += 4096)
+            c = compact_batches<A>(p, i, std::min(nfull, i + 4096), xh, false, c, ids, lg);
+        for (std::size_t i = nfull; i < n && c <= H; ++i)
+            if (p[i] >= xh) {
+                ids[c] = token_id(i);
+                lg[c] = p[i];
+                ++c;
+            }
+        if (c > H) return top_p_estimate::none;
+    }
+    double z = weigh_logits<A>(lg, c, m, inv_t, w);
+    // the sampled positions below xh stand for the n - c entries below it (an invalid one for
+    // itself: weight 0), sorted by logit (larger first)
+    std::size_t nl = 0;
+    double zl = 0;
+    for (std::size_t q = 0; q < valid; ++q)
+        if (sl[q] < xh) {
+            sk[nl++] = ~rank_key(sl[q], token_id(q));
+            zl += double(sw[q]);
+        }
+    const std::size_t light = S - (valid - nl);
+    const double ls = light > 0 ? double(n - c) / double(light) : 0.0;
+    z += ls * zl;
+    sort_smallest(sk, nl, nl, tmp);
+    bool heavy_sorted = false;
+    auto at = [&](std::size_t r) {  // the entry of rank r: index into lg/w (heavy) or sl/sw
+        if (r >= c) return std::size_t(key_id(~tmp[r - c]));
+        if (!heavy_sorted) {
+            for (std::size_t e = 0; e < c; ++e) keys[e] = ~rank_key(lg[e], token_id(e));
+            sort_smallest(keys, c, c, keys + c);
+            heavy_sorted = true;
+        }
+        return std::size_t(key_id(~keys[c + r]));
+    };
+    const auto [a, b] = estimate_crossing(
+        c + nl, (1 - target) * z, ls,
+        [&](std::size_t r) { return r < c ? double(w[at(r)]) : ls * double(sw[at(r)]); },
+        [&](std::size_t r) { return r < c ? 0.0 : double(sw[at(r)]); });
+    auto key_at = [&](std::size_t r) { return r < c ? lg[at(r)] : sl[at(r)]; };
     lo = lowest_f;
     hi = std::numeric_limits<float>::infinity();
-    if (j > delta) hi = key_at(j - delta);
-    if (j + delta < valid) lo = key_at(j + delta);
+    if (a > 0) hi = key_at(a);
+    if (b < c + nl) lo = key_at(b);
     if (!(lo < hi)) lo = lowest_f;
-    return true;
+    return c > 0 ? top_p_estimate::heavy : top_p_estimate::sampled;
 }
 
 /// The exponential pass fused with the first split of top-p's bracket: every weight
@@ -716,12 +817,19 @@ inline double prefix_ratio_error_split(double b, double wd_pre_hi, std::size_t c
            reference_error(n);
 }
 
+/// Which route a top_p_search took (for tests and measurements).
+struct top_p_trace {
+    top_p_estimate estimate = top_p_estimate::none;  ///< the bounds the fused pass split at
+    bool fused_held = false;  ///< the fused split's bracket enclosed the crossing (no search)
+};
+
 /// The search of top_p_cut / top_p_unordered: the result with its cut, kept, sums and tier;
-/// w holds the row's weights from `dirty` on (below: scratch), `out` is scratch.
+/// w holds the row's weights from `dirty` on (below: scratch), `out` is scratch. trace: when
+/// given, receives the route taken.
 template <class A>
 truncation_result top_p_search(std::span<const float> x, float p, float temperature,
-                               std::size_t min_keep, candidates& out, float* w,
-                               std::size_t& dirty) noexcept {
+                               std::size_t min_keep, candidates& out, float* w, std::size_t& dirty,
+                               top_p_trace* trace = nullptr) noexcept {
     constexpr float pinf = std::numeric_limits<float>::infinity();
     truncation_result r;
     dirty = 0;
@@ -744,11 +852,16 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     }
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
-    // 0 < p < 1 on a long row: the bracket's bounds estimated first, its split fused with the
+    // 0 < p < 1 on a long row: the bracket's bounds estimated first (on every row shape: the
+    // heavy entries exactly where a sample would miss them), its split fused with the
     // exponential pass (no pass over the row's weights afterwards when the bounds hold)
     float elo = lowest_f, ehi = pinf;
-    const bool fused =
-        p > 0 && p < 1 && top_p_bounds<A>(x, m, inv_t, reference::decimal_floor(p), elo, ehi);
+    const top_p_estimate est = p > 0 && p < 1
+                                   ? top_p_bounds<A>(x, m, inv_t, reference::decimal_floor(p), ids,
+                                                     lg, w, out.key_storage(), elo, ehi)
+                                   : top_p_estimate::none;
+    const bool fused = est != top_p_estimate::none;
+    if (trace) *trace = {.estimate = est};
     weighted_bracket fb;
     const row_sums rs = fused ? weigh_split_row<A>(x, m, inv_t, w, elo, ehi, ids, lg, fb)
                               : weigh_row<A, true>(x, m, inv_t, w);
@@ -800,6 +913,7 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
             narrow_bracket<A, false, logit_key<A>, false>(ids, lg, w, m, inv_t, key, rmass, z,
                                                           z_error, n, b);
             bracketed = true;
+            if (trace) trace->fused_held = true;
         } else {  // the row's weights back where the bracket lived; the sampled search
             weigh_logits<A>(x.data(), fb.dirty, m, inv_t, w);
             dirty = 0;
@@ -914,16 +1028,18 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
 /// working storage (capacity >= x.size(); contents unspecified afterwards). kept and kept_sum:
 /// the kept set's size and the sum of its weights (float weights added in double).
 ///
-/// Passes (V entries): max; one exponential pass storing every weight (their sum Z exactly in
-/// double lanes); one split pass: the entries above a sampled upper bound of the crossing are
-/// summed (exactly, in double lanes), those between it and a sampled lower bound (the bracket; the
-/// lower bound never below the logit under which the whole tail holds less than half of what
-/// top-p drops) compacted with their weights; narrowing rounds on the bracket (7 thresholds
-/// placed from a sample of it, one pass over the bracket each) until <= 64 entries or one value;
-/// the bracket sorted and walked; the bracket's part of the weights recomputed. On long rows whose
-/// sampled bounds are trusted (detail::top_p_bounds), the exponential pass and the split are one
-/// pass (detail::weigh_split_row: Z and the mass above the bracket in float trees of 8 vectors,
-/// no w |d| summed), unless the bounds turn out not to enclose the crossing.
+/// Passes (V entries), on a row of more than 4096 entries: max; the bracket's bounds estimated
+/// (detail::top_p_bounds: 512 sampled entries, plus, on rows whose mass sits on a few heavy logits
+/// or a heavy tail, one compare pass collecting the heavy entries, weighed exactly); one
+/// exponential pass storing every weight fused with the split (detail::weigh_split_row: Z and the
+/// mass above the upper bound in float trees of 8 vectors, no w |d| summed; the entries between
+/// the bounds, the bracket, compacted with their weights); when the bounds do not certainly
+/// enclose the crossing (rare: see the unit tests), the split again from a sampled search over
+/// the weights (the lower bound never below the logit under which the whole tail holds less than
+/// half of what top-p drops; the sums above it exact in double lanes). Then narrowing rounds on
+/// the bracket (7 thresholds placed from a sample of it, one pass over the bracket each) until
+/// <= 64 entries or one value; the bracket sorted and walked; the bracket's part of the weights
+/// recomputed. Shorter rows: no estimate (the exponential pass, then the sampled search's split).
 /// Exactness, in tiers (truncation_result::tier): the walk's two decisions (the mass before the
 /// crossing entry is below decimal_floor(p), the mass through it is not) are taken from the float
 /// weights when their distance to p exceeds a rigorous bound on the float computation (the
