@@ -366,10 +366,25 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
             // the bracket's bounds: inner entries certainly before, outer ones certainly after
             if (!(double(b.hi) - double(yc) > 2 * e)) return false;
             if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * e)) return false;
+            // An entry on the crossing's side of c (d - c of one sign: certain where |key| > e)
+            // is ordered against it by its logit whatever c's error (the key is monotone in the
+            // logit on each side, so distinct float keys are in the real order), unless the
+            // reference's own rounding (ref_e) could tie the two scores; only an entry across c
+            // needs its key 2 e away from the crossing's.
+            const bool sided = double(yc) < -4 * e;
+            const double side_q = double(lg[qpos] - m) * double(inv_t) - double(cf);
+            const double ref_e =
+                1e-12 * (std::fabs(double(yc)) + std::fabs(cd) + std::fabs(std::log(z)) + 1);
             for (std::size_t j = 0; j < c; ++j) {
                 const std::size_t q = std::size_t(keys[j]);
                 if (q == qpos || lg[q] == xc) continue;
-                if (std::fabs(double(key(lg[q])) - double(yc)) <= 2 * e) return false;
+                const float yq = key(lg[q]);
+                if (!(std::fabs(double(yq) - double(yc)) <= 2 * e)) continue;
+                const double side = double(lg[q] - m) * double(inv_t) - double(cf);
+                const bool same_side = sided && (side < 0) == (side_q < 0);
+                if (!same_side || yq == yc ||
+                    !(std::fabs(double(lg[q]) - double(xc)) / double(temperature) > 2 * ref_e))
+                    return false;
             }
             return true;
         };
