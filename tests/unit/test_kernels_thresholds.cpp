@@ -423,6 +423,21 @@ std::pair<double, double> check_mean_of_d(std::span<const float> x, float temper
     const auto comp = kn::detail::mean_of_d(rs, x.size(), k);
     CHECK(std::fabs(comp.c - exact) <= comp.dc);
     CHECK(comp.dc <= plain.dc);
+    // a paired pass compensated (typical's): compensate()'s own unpaired sums stand for the
+    // unpaired pass's (the same weights and products, each widened to double)
+    {
+        std::vector<float> w2(x.size());
+        const auto rp = kn::detail::entropy_pass<A, true, true>(x, m, temperature, w2.data());
+        const auto ru = kn::detail::unpaired_sums(rp, k, x.size());
+        const double se = 2 * kn::detail::sum_error(x.size());
+        CHECK(ru.pair_error == 0);
+        CHECK(std::fabs(ru.sum - rs.sum) <= se * rs.sum);
+        CHECK(std::fabs(ru.wd - rs.wd) <= se * rs.wd);
+        CHECK(ru.wd_bound >= ru.wd);
+        const auto cp = kn::detail::mean_of_d(ru, x.size(), k);
+        CHECK(std::fabs(cp.c - exact) <= cp.dc);
+        CHECK(cp.dc <= kn::detail::mean_of_d(rp, x.size()).dc);
+    }
     return {plain.dc, comp.dc};
 }
 

@@ -117,6 +117,27 @@ TEST_CASE("typical: the bracket from the heavy entries (rows whose dropped mass 
         }
 }
 
+TEST_CASE(
+    "typical: a crossing next to a narrowed bracket's bound is decided without the reference") {
+    // Zipf rows at T 1.5 at V = 128256 (HF order's benchmark setting): the narrowing leaves the
+    // crossing (among the head entries typical drops) as the bracket's last entry, its key too
+    // close to the bracket's bound for the bounds to order the entries outside it. The bracket
+    // is then split again from the row around that key (one pass); it used to be decided by the
+    // reference (O(V log V), ~27 ms) on the first of these rows (salt 0, the benchmark row).
+    using A = dk::simd::default_arch;
+    for (std::uint64_t salt = 0; salt < 6; ++salt) {
+        const auto x = dk_family::make_row(dk_family::shape::zipf, 128256, salt);
+        INFO("salt " << salt);
+        const unsigned tiers = check_typical(x, 0.9f, 1.5f, 1, dk::typical_stop::reach_with_ties);
+        CHECK((tiers & (1u << unsigned(kn::exactness_tier::reference))) == 0);
+        dk::candidates c(x.size());
+        std::vector<float> w(x.size());
+        const auto r =
+            kn::typical_cut<A>(x, 0.9f, 1.5f, 1, dk::typical_stop::reach_with_ties, c, w);
+        CHECK(r.tier != kn::exactness_tier::reference);
+    }
+}
+
 TEST_CASE("typical_unordered: small rows, special values, ties, p = 0 / 1, min_keep") {
     for (int kind = 0; kind <= 8; ++kind)
         for (std::size_t n : dk_rows::lengths) {

@@ -135,7 +135,22 @@ struct corrections {
     bool valid = false;
     double z = 0;
     double wd = 0;
+    double sum = 0;     ///< sum of w_i, every weight widened to double (no float pairs)
+    double wd_sum = 0;  ///< -sum of f_i = fl(w_i max(d_i, -200)), likewise (>= 0)
 };
+
+/// The row_sums of an unpaired entropy_pass from compensate()'s own sums (its sum and wd, and
+/// wd_bound from them; wd2_bound: the paired pass's, which has no pairs). For a paired pass
+/// (pair_error > 0), whose mean mean_of_d cannot compensate. \pre k.valid
+inline row_sums unpaired_sums(const row_sums& paired, const corrections& k,
+                              std::size_t n) noexcept {
+    row_sums r = paired;
+    r.sum = k.sum;
+    r.wd = k.wd_sum;
+    r.pair_error = 0;
+    r.wd_bound = r.wd * (1 + 0x1p-23) * (1 + sum_error(n)) + 1e-300;
+    return r;
+}
 
 /// One pass recovering every argument's and product's rounding of entropy_pass (see the file
 /// comment): w holds the row's weights from `from` on (below, they are recomputed).
@@ -154,6 +169,8 @@ corrections compensate(std::span<const float> x, float m, float temperature, con
         const float gamma = float(1.0 / (double(temperature) * double(inv_t)) - 1.0);
         const B mb(m), nmb(-m), tb(inv_t), gb(gamma), lo(-200.f), zero(0.f), one(1.f);
         B cz(0.f), cw(0.f);
+        using D = simd::dbatch<A>;
+        D s0(0.0), s1(0.0), f0(0.0), f1(0.0);  // the unpaired sums of w and f
         auto step = [&](const B& v, const B& e) {
             const B sv = v - mb;
             const B d = sv * tb;
@@ -167,6 +184,8 @@ corrections compensate(std::span<const float> x, float m, float temperature, con
             const B e3 = simd::fma<A>(e, c, zero - f);  // e c = f + e3 exactly
             cz += we;
             cw += simd::fma<A>(we, c + one, e3);
+            simd::widen_add<A>(s0, s1, e);
+            simd::widen_add<A>(f0, f1, f);
         };
         std::size_t i = 0;
         while (i < nfull) {
@@ -187,6 +206,8 @@ corrections compensate(std::span<const float> x, float m, float temperature, con
             r.z += double(simd::reduce_add<A>(cz));
             r.wd += double(simd::reduce_add<A>(cw));
         }
+        r.sum = simd::reduce_add<A>(s0 + s1);
+        r.wd_sum = -simd::reduce_add<A>(f0 + f1);
         r.valid = true;
     }
     return r;

@@ -8,17 +8,23 @@
 /// With d_i = (x_i - m) / T, -log p_i - H = c - d_i... precisely |-log p_i - H| = |d_i - c| with
 /// c = log Z - H = sum p_i d_i, the p-weighted mean of d: the score of every entry is its
 /// distance to c, so the kept set (the scores up to the crossing's) is an interval of logits
-/// around m + T c. The exponential pass gives Z and sum w |d| exactly in double lanes (so c), and
-/// the weighted cut runs on the float key -|d - c| (larger first); its first bracket is
-/// find_bracket's sampled estimate, or, where that misses the few heavy entries holding the
-/// dropped mass (Zipf rows at T > 1: typical drops the head), one from the heavy entries taken
-/// exactly (typical_bounds: one more pass over the weights, only then). The walk over the bracket
+/// around m + T c. The exponential pass (entropy.hpp's paired pass: two vectors' weights and
+/// products added in float before they are widened, that rounding carried in row_sums::pair_error
+/// into every bound) gives Z and sum w |d| in double lanes (so c), and the weighted cut runs on
+/// the float key -|d - c| (larger first); its first bracket is a sampled estimate in mass (see
+/// typical_bounds), where the sample misses the few heavy entries holding the dropped mass (Zipf
+/// rows at T > 1: typical drops the head) with the heavy entries taken exactly (one more pass over
+/// the weights, only then). When the narrowed bracket leaves the crossing's key too close to one
+/// of its bounds for them to order the entries outside it (the crossing its last entry), the
+/// bracket is split once more from the row around that key and walked again (one pass; it was
+/// the reference's O(V log V) walk). The walk over the bracket
 /// (sorted by key, then logit descending, then id) decides the crossing and checks, against a
 /// rigorous bound on the float keys (the rounding of d, of c and of d - c; c's error from the
 /// exponential pass), that no entry of another logit has a key so close to the crossing's that
 /// the reference could order them differently or find them tied (c's error: entropy.hpp's
 /// centred bound). When only that order check fails, the compensated float tier (reported as
-/// float_bound): entropy.hpp's compensate() pass gives c to ~exp_error sigma, the bracket's scores
+/// float_bound): entropy.hpp's compensate() pass (which also sums the weights and products
+/// unpaired, unpaired_sums) gives c to ~exp_error sigma, the bracket's scores
 /// are taken in double from it and walked again (on the Gaussian row of the benchmark family the
 /// float keys leave the order open on ~90 % of rows, the compensated tier on ~6 %). Then, as in
 /// nucleus.hpp: a double-precision pass (Z, c and the mass inside the bracket in double, the
@@ -104,17 +110,17 @@ inline row_cut interval_cut(std::span<const float> x, const candidates& set) noe
 }
 
 /// Bounds [lo, hi) of typical's crossing on the key, from the row's weights w (every entry's; z
-/// their sum), in two stages. First find_bracket's estimate: 512 entries at hashed positions,
+/// their sum), in two stages. First 512 entries at hashed positions (as find_bracket's),
 /// sorted by key, their weights (scaled by n / 512) summed from the smallest key (the most
-/// atypical) up to the mass the cut drops, z - rmass; the bounds 4 standard deviations of that
-/// sum (in samples of the crossing's weight) and 3 samples either side, key.margin() beyond the
-/// keys they come from. When that leaves the low side open (the crossing among the first
-/// samples: the dropped mass sits on a few heavy entries the sample mostly misses, as on Zipf
-/// rows at a temperature > 1, where typical drops the head) and z < 2048 (else no entry is heavy:
-/// the weights are at most 1): the heavy entries (w > z / 2048, at most 2048) taken exactly, in
-/// one more pass over the weights, and the same estimate with the samples' light entries scaled
-/// to the rest of the row. Rows of <= 4096 entries: no estimate (the whole row).
-/// buf: >= x.size() keys of scratch.
+/// atypical) up to the mass the cut drops, z - rmass; the bounds where that sum, in mass, is 2.5
+/// of its standard deviations below and above the drop (scale sqrt(sum w^2) over the samples
+/// summed), 3 samples further out and key.margin() beyond the keys they come from. When that leaves
+/// the low side open (the crossing among the first samples: the dropped mass sits on a few heavy
+/// entries the sample mostly misses, as on Zipf rows at a temperature > 1, where typical drops the
+/// head) and z < 2048 (else no entry is heavy: the weights are at most 1): the heavy entries (w > z
+/// / 2048, at most 2048) taken exactly, in one more pass over the weights, and the same estimate
+/// with the samples' light entries scaled to the rest of the row. Rows of <= 4096 entries: no
+/// estimate (the whole row). buf: >= x.size() keys of scratch.
 template <class A, class Key>
 void typical_bounds(std::span<const float> x, const float* w, const Key& key, double z,
                     double rmass, std::uint64_t* buf, float& lo, float& hi) noexcept {
@@ -151,26 +157,32 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         sort_smallest(buf, c, c, tmp);  // ascending: the most atypical first
         auto row_of = [&](std::size_t j) { return std::size_t(key_id(tmp[j])); };
         const double drop = z - rmass;
-        double below = 0, below2 = 0, wj = 0;
-        std::size_t jc = c - 1;  // the first whose inclusive sum passes drop (none: the last)
+        // The estimate of the mass below sample j (inclusive: light samples scaled, heavy ones
+        // exact) errs by about scale sqrt(sum of the light samples' w^2 through j): the low bound
+        // is the last sample whose estimate stays 2.5 of those below drop, the high bound the
+        // first 2.5 of them above it, each 3 samples further out. (In mass, not in samples of the
+        // crossing's weight: a crossing among heavy entries, or a light one among heavy samples,
+        // says nothing of the density of mass around it. 2.5, not 4: a bound that fails the check
+        // costs one more split pass, and the narrower bracket saves more than that on average:
+        // 33 rows of each shape of the benchmark family, T 1 and 1.5, 2-11 us less per row.)
+        const double sds = 2.5;
+        double below = 0, below2 = 0;
+        std::size_t jl = npos, jh = npos;  // npos: none (that side open)
         for (std::size_t j = 0; j < c; ++j) {
             const double wq = double(w[row_of(j)]);
             const bool light = !(wq > double(thr));
-            if (light) {
-                below2 += wq * wq;
-                wj = wq;
-            }
+            if (light) below2 += wq * wq;
             below += light ? scale * wq : wq;
-            if (below > drop) {
-                jc = j;
+            const double sd4 = sds * scale * std::sqrt(below2);
+            if (below + sd4 < drop) jl = j;
+            if (below - sd4 > drop) {
+                jh = j;
                 break;
             }
         }
-        const double sd = wj > 0 ? std::sqrt(below2) / wj : double(S);  // (as sampled_crossing)
-        const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
         auto key_at = [&](std::size_t j) { return key(x[row_of(j)]); };
-        hi = jc + delta < c ? key_at(jc + delta) + key.margin() : pinf;
-        lo = jc >= delta ? std::max(lowest_f, key_at(jc - delta) - key.margin()) : lowest_f;
+        hi = jh != npos && jh + 3 < c ? key_at(jh + 3) + key.margin() : pinf;
+        lo = jl != npos && jl >= 3 ? std::max(lowest_f, key_at(jl - 3) - key.margin()) : lowest_f;
         if (!(lo < hi)) lo = lowest_f;
         return lo > lowest_f;
     };
@@ -255,7 +267,7 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     };
     if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0))
         return by_reference(false);
-    const row_sums rs = entropy_pass<A, true>(x, m, temperature, w);
+    const row_sums rs = entropy_pass<A, true, true>(x, m, temperature, w);
     const double z = rs.sum;
     r.sum = z;
     if (p >= 1) {
@@ -283,210 +295,257 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     const typical_key<A> key{m, inv_t, cf, float(key_error(std::min(200.0, 20 - cd), cf_error))};
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
-    const weighted_bracket b =
+    weighted_bracket b =
         typical_bracket<A>(x, w, m, inv_t, key, rmass, z, z_error, out.key_storage(), ids, lg);
-    dirty = b.dirty;
-    const std::size_t c = b.size;
-    // ---- the walk: the bracket by key descending, then logit descending, then id ----
-    std::uint64_t* keys = out.key_storage();  // bracket positions in walk order
-    for (std::size_t j = 0; j < c; ++j) keys[j] = j;
-    // sorts the bracket by a score (smaller first: the key's negation), then as the reference
-    auto sort_by = [&](auto&& score) {
-        std::sort(keys, keys + c, [&](std::uint64_t a, std::uint64_t bb) {
-            const auto sa = score(a), sb = score(bb);
-            if (sa != sb) return sa < sb;
-            if (lg[a] != lg[bb]) return lg[a] > lg[bb];
-            return a < bb;
-        });
-    };
-    sort_by([&](std::size_t q) { return -key(lg[q]); });
-    // The crossing: the first walk position whose inclusive mass reaches (strict: exceeds) the
-    // target; `certain` when both of its decisions hold beyond e_mass. kept: the inclusive mass.
-    auto walk = [&](auto&& weight_of, auto&& d_of, double above, double total, auto&& e_mass,
-                    std::size_t& q_end, bool& certain_out) {
-        const double goal = target * total;
-        double before = above, wd_before = 0;
-        for (std::size_t j = 0; j < c; ++j) {
-            const std::size_t q = std::size_t(keys[j]);
-            const double wj = weight_of(q);
-            const bool reached = strict ? before + wj > goal : before + wj >= goal;
-            if (reached) {
-                const double wdj = wj * d_of(q);
-                const double r1 = before / total, r2 = (before + wj) / total;
-                const double e1 = e_mass(before, wd_before),
-                             e2 = e_mass(before + wj, wd_before + wdj);
-                certain_out = strict ? (r1 + e1 <= target && r2 - e2 > target)
-                                     : (r1 + e1 < target && r2 - e2 >= target);
-                q_end = j;
-                return before + wj;
-            }
-            before += wj;
-            wd_before += wj * d_of(q);
-        }
-        certain_out = false;
-        q_end = c;
-        return before;
-    };
-    std::size_t qc = c;
-    bool certain = false;
-    // the walk in float weights (mass decisions against the float pass's bounds)
-    auto float_walk = [&] {
-        const double wd_lo = b.above_wd * (1 - 128 * 0x1p-24);
-        const double wd_hi = b.above_wd * (1 + 128 * 0x1p-24) + 1e-300;
-        return walk(
-            [&](std::size_t q) { return double(w[q]); },
-            [&](std::size_t q) { return std::min(200.0, double(m - lg[q]) * double(inv_t)); },
-            b.above, z,
-            [&](double bm, double wdb) {
-                return prefix_ratio_error(bm, wd_lo + wdb, wd_hi + wdb * (1 + 1e-6), n, z,
-                                          rs.wd_bound, n);
-            },
-            qc, certain);
-    };
-    double kept_sum = float_walk();
-    // Order and boundary checks on the float keys (see the file comment).
-    auto order_certain = [&](std::size_t q_last, double e) {
-        const std::size_t qpos = std::size_t(keys[q_last]);
-        const float yc = key(lg[qpos]), xc = lg[qpos];
-        // the bracket's bounds: inner entries certainly before, outer ones certainly after
-        if (!(double(b.hi) - double(yc) > 2 * e)) return false;
-        if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * e)) return false;
-        for (std::size_t j = 0; j < c; ++j) {
-            const std::size_t q = std::size_t(keys[j]);
-            if (q == qpos || lg[q] == xc) continue;
-            if (std::fabs(double(key(lg[q])) - double(yc)) <= 2 * e) return false;
-        }
-        return true;
-    };
-    std::size_t q_last = qc;  // walk position of the last kept entry
-    // the tie rule: every entry of the crossing's logit (equal scores) is kept
-    auto extend_ties = [&] {
-        q_last = qc;
-        if (!strict)
-            while (q_last + 1 < c && lg[keys[q_last + 1]] == lg[keys[qc]]) {
-                ++q_last;
-                kept_sum += double(w[std::size_t(keys[q_last])]);
-            }
-    };
-    bool order_failed = false;
-    if (qc < c) {
-        extend_ties();
-        const double dmax = -cd - double(key(lg[keys[qc]])) + 1e-6;
-        if (certain && !order_certain(q_last, key_error(dmax, cf_error))) {
-            certain = false;
-            order_failed = true;
-        }
-    }
-    if (order_failed) {
-        // Compensated float tier (entropy.hpp): c from the weights with every argument's
-        // rounding recovered (one pass, no exponential where the row's weights are kept), the
-        // bracket's scores in double from it; the float weights' walk again in that order.
-        const corrections k = compensate<A>(x, m, temperature, w, dirty);
-        const weighted_mean mc = mean_of_d(rs, n, k);
-        if (k.valid && mc.dc < dc) {
-            const double cd2 = -mc.c;
-            auto dkey = [&](std::size_t q) {
-                return std::fabs((double(lg[q]) - double(m)) / double(temperature) - cd2);
-            };
-            sort_by(dkey);
-            kept_sum = float_walk();
-            if (certain && qc < c) {
-                extend_ties();
-                const std::size_t qpos = std::size_t(keys[q_last]);
-                const double kc = dkey(qpos);
-                // the double scores' error: c's, and the arithmetic's (as the double tier's)
-                const double ed =
-                    mc.dc + 1e-12 * (kc + std::fabs(cd2) + std::fabs(std::log(z)) + 1);
-                for (std::size_t j = 0; certain && j < c; ++j) {
-                    const std::size_t q = std::size_t(keys[j]);
-                    if (q != qpos && lg[q] != lg[qpos] && std::fabs(dkey(q) - kc) <= 2 * ed)
-                        certain = false;
-                }
-                // the bracket's bounds (float keys, their c error now through cd2's bound)
-                const float yc = key(lg[qpos]);
-                const double ef =
-                    key_error(-cd - double(yc) + 1e-6,
-                              std::min(cf_error, std::fabs(cd2 - double(cf)) + mc.dc));
-                if (!(double(b.hi) - double(yc) > 2 * ef)) certain = false;
-                if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * ef)) certain = false;
-            }
-        }
-    }
-    if (!certain && qc < c) {
-        // the double pass: Z, c and the inner mass in double; the bracket's keys and weights too
-        r.tier = exactness_tier::double_pass;
-        const float hi = b.hi;
-        const double_sums ds = double_pass<A>(
-            x, m, temperature,
-            [&](const simd::batch<A>& v, std::size_t) { return key(v) >= simd::batch<A>(hi); });
-        const double zd = ds.sum, c2 = -ds.wd / zd;
-        // re-sort the bracket by the double keys
-        auto dkey = [&](std::size_t q) {
-            return std::fabs((double(lg[q]) - double(m)) / double(temperature) - c2);
+    // Round 1 (rare): the crossing's key was too close to a bound of the narrowed bracket for
+    // the bounds to certainly order the entries outside it; the bracket is then split again
+    // from the row around that key, wide enough for the check, and walked again.
+    for (int round = 0;; ++round) {
+        dirty = b.dirty;
+        const std::size_t c = b.size;
+        // ---- the walk: the bracket by key descending, then logit descending, then id ----
+        std::uint64_t* keys = out.key_storage();  // bracket positions in walk order
+        for (std::size_t j = 0; j < c; ++j) keys[j] = j;
+        // sorts the bracket by a score (smaller first: the key's negation), then as the reference
+        auto sort_by = [&](auto&& score) {
+            std::sort(keys, keys + c, [&](std::uint64_t a, std::uint64_t bb) {
+                const auto sa = score(a), sb = score(bb);
+                if (sa != sb) return sa < sb;
+                if (lg[a] != lg[bb]) return lg[a] > lg[bb];
+                return a < bb;
+            });
         };
-        std::sort(keys, keys + c, [&](std::uint64_t a, std::uint64_t bb) {
-            const double ka = dkey(a), kb = dkey(bb);
-            if (ka != kb) return ka < kb;
-            if (lg[a] != lg[bb]) return lg[a] > lg[bb];
-            return a < bb;
-        });
-        const double e = 2 * ds.error(n) / zd + reference_error(n);
-        double fbefore = 0;
-        walk([&](std::size_t q) { return reference::weight(lg[q], m, temperature); },
-             [](std::size_t) { return 0.0; }, ds.in_set, zd, [&](double, double) { return e; }, qc,
-             certain);
-        if (qc < c) {
+        sort_by([&](std::size_t q) { return -key(lg[q]); });
+        // The crossing: the first walk position whose inclusive mass reaches (strict: exceeds) the
+        // target; `certain` when both of its decisions hold beyond e_mass. kept: the inclusive
+        // mass.
+        auto walk = [&](auto&& weight_of, auto&& d_of, double above, double total, auto&& e_mass,
+                        std::size_t& q_end, bool& certain_out) {
+            const double goal = target * total;
+            double before = above, wd_before = 0;
+            for (std::size_t j = 0; j < c; ++j) {
+                const std::size_t q = std::size_t(keys[j]);
+                const double wj = weight_of(q);
+                const bool reached = strict ? before + wj > goal : before + wj >= goal;
+                if (reached) {
+                    const double wdj = wj * d_of(q);
+                    const double r1 = before / total, r2 = (before + wj) / total;
+                    const double e1 = e_mass(before, wd_before),
+                                 e2 = e_mass(before + wj, wd_before + wdj);
+                    certain_out = strict ? (r1 + e1 <= target && r2 - e2 > target)
+                                         : (r1 + e1 < target && r2 - e2 >= target);
+                    q_end = j;
+                    return before + wj;
+                }
+                before += wj;
+                wd_before += wj * d_of(q);
+            }
+            certain_out = false;
+            q_end = c;
+            return before;
+        };
+        std::size_t qc = c;
+        bool certain = false;
+        // the walk in float weights (mass decisions against the float pass's bounds)
+        auto float_walk = [&] {
+            const double wd_lo = b.above_wd * (1 - 128 * 0x1p-24);
+            const double wd_hi = b.above_wd * (1 + 128 * 0x1p-24) + 1e-300;
+            return walk(
+                [&](std::size_t q) { return double(w[q]); },
+                [&](std::size_t q) { return std::min(200.0, double(m - lg[q]) * double(inv_t)); },
+                b.above, z,
+                [&](double bm, double wdb) {
+                    return prefix_ratio_error(bm, wd_lo + wdb, wd_hi + wdb * (1 + 1e-6), n, z,
+                                              rs.wd_bound, n);
+                },
+                qc, certain);
+        };
+        double kept_sum = float_walk();
+        // Order and boundary checks on the float keys (see the file comment).
+        auto order_certain = [&](std::size_t q_last, double e) {
+            const std::size_t qpos = std::size_t(keys[q_last]);
+            const float yc = key(lg[qpos]), xc = lg[qpos];
+            // the bracket's bounds: inner entries certainly before, outer ones certainly after
+            if (!(double(b.hi) - double(yc) > 2 * e)) return false;
+            if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * e)) return false;
+            // An entry on the crossing's side of c (d - c of one sign: certain where |key| > e)
+            // is ordered against it by its logit whatever c's error (the key is monotone in the
+            // logit on each side, so distinct float keys are in the real order), unless the
+            // reference's own rounding (ref_e) could tie the two scores; only an entry across c
+            // needs its key 2 e away from the crossing's.
+            const bool sided = double(yc) < -4 * e;
+            const double side_q = double(lg[qpos] - m) * double(inv_t) - double(cf);
+            const double ref_e =
+                1e-12 * (std::fabs(double(yc)) + std::fabs(cd) + std::fabs(std::log(z)) + 1);
+            for (std::size_t j = 0; j < c; ++j) {
+                const std::size_t q = std::size_t(keys[j]);
+                if (q == qpos || lg[q] == xc) continue;
+                const float yq = key(lg[q]);
+                if (!(std::fabs(double(yq) - double(yc)) <= 2 * e)) continue;
+                const double side = double(lg[q] - m) * double(inv_t) - double(cf);
+                const bool same_side = sided && (side < 0) == (side_q < 0);
+                if (!same_side || yq == yc ||
+                    !(std::fabs(double(lg[q]) - double(xc)) / double(temperature) > 2 * ref_e))
+                    return false;
+            }
+            return true;
+        };
+        std::size_t q_last = qc;  // walk position of the last kept entry
+        // the tie rule: every entry of the crossing's logit (equal scores) is kept
+        auto extend_ties = [&] {
             q_last = qc;
             if (!strict)
-                while (q_last + 1 < c && lg[keys[q_last + 1]] == lg[keys[qc]]) ++q_last;
-            // order: the double keys' error (~1e-12 of their magnitude), the bounds: the float's
-            const std::size_t qpos = std::size_t(keys[q_last]);
-            const double kcd = dkey(qpos),
-                         ed = 1e-12 * (kcd + std::fabs(c2) + std::fabs(std::log(zd)) + 1);
-            for (std::size_t j = 0; certain && j < c; ++j) {
-                const std::size_t q = std::size_t(keys[j]);
-                if (q != qpos && lg[q] != lg[qpos] && std::fabs(dkey(q) - kcd) <= 2 * ed)
-                    certain = false;
+                while (q_last + 1 < c && lg[keys[q_last + 1]] == lg[keys[qc]]) {
+                    ++q_last;
+                    kept_sum += double(w[std::size_t(keys[q_last])]);
+                }
+        };
+        // Whether the crossing's key lies too close to a bound of the bracket for the bounds to
+        // order the entries outside it; if so, the bracket split again from the row around it
+        // (2 pad + the keys' margin either side: the bound checks then hold for this crossing).
+        auto resplit_near_bound = [&] {
+            const float yc = key(lg[std::size_t(keys[q_last])]);
+            const double pad = 2 * key_error(-cd - double(yc) + 1e-6, cf_error);
+            const bool near_hi = !(double(b.hi) - double(yc) > pad);
+            const bool near_lo = b.lo > lowest_f && !(double(yc) - double(b.lo) > pad);
+            if (!near_hi && !near_lo) return false;
+            const double wide = 2 * pad + double(key.margin());
+            const float lo2 =
+                b.lo > lowest_f ? std::max(lowest_f, float(double(yc) - wide)) : lowest_f;
+            const float hi2 = std::max(float(double(yc) + wide), std::nextafter(yc, pinf));
+            const std::size_t was_dirty = b.dirty;
+            b = {};
+            b.dirty = was_dirty;
+            split<A, true, true>(x.data(), w, n, lo2, hi2, m, inv_t, key, ids, lg, b);
+            r.tier = exactness_tier::float_bound;
+            return true;
+        };
+        bool order_failed = false;
+        if (qc < c) {
+            extend_ties();
+            if (round == 0 && certain && resplit_near_bound()) continue;
+            const double dmax = -cd - double(key(lg[keys[qc]])) + 1e-6;
+            if (certain && !order_certain(q_last, key_error(dmax, cf_error))) {
+                certain = false;
+                order_failed = true;
             }
-            const double dmax = -cd - double(key(lg[qpos])) + 1e-6;
-            const double ef = key_error(dmax, cf_error);
-            const float yc = key(lg[qpos]);
-            if (!(double(b.hi) - double(yc) > 2 * ef)) certain = false;
-            if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * ef)) certain = false;
-            // the kept weights' sum in float weights
-            fbefore = b.above;
-            for (std::size_t j = 0; j <= q_last; ++j) fbefore += double(w[std::size_t(keys[j])]);
-            kept_sum = fbefore;
-        } else {
-            certain = false;
         }
-    }
-    if (!certain) return by_reference(true);
-    // the kept set: the inner entries and the walked bracket entries through q_last
-    float lo = b.inner_lo, hi = b.inner_hi;
-    for (std::size_t j = 0; j <= q_last; ++j) {
-        const float v = lg[keys[j]];
-        lo = v < lo ? v : lo;
-        hi = v > hi ? v : hi;
-    }
-    r.cut = {lo, hi, npos, npos};
-    if (strict) {
-        // the crossing's group is kept up to the crossing's id (id ascending within a logit)
-        const std::size_t qpos = std::size_t(keys[qc]);
-        const float xc = lg[qpos];
-        bool whole = true;
-        for (std::size_t j = qc + 1; j < c; ++j)
-            if (lg[keys[j]] == xc) whole = false;
-        if (!whole) {
-            if (xc == lo) r.cut.lo_last = std::size_t(ids[qpos]);
-            if (xc == hi) r.cut.hi_last = std::size_t(ids[qpos]);
+        if (order_failed) {
+            // Compensated float tier (entropy.hpp): c from the weights with every argument's
+            // rounding recovered (one pass, no exponential where the row's weights are kept), the
+            // bracket's scores in double from it; the float weights' walk again in that order.
+            const corrections k = compensate<A>(x, m, temperature, w, dirty);
+            const weighted_mean mc =
+                k.valid ? mean_of_d(unpaired_sums(rs, k, n), n, k) : weighted_mean{};
+            if (k.valid && mc.dc < dc) {
+                const double cd2 = -mc.c;
+                auto dkey = [&](std::size_t q) {
+                    return std::fabs((double(lg[q]) - double(m)) / double(temperature) - cd2);
+                };
+                sort_by(dkey);
+                kept_sum = float_walk();
+                if (certain && qc < c) {
+                    extend_ties();
+                    const std::size_t qpos = std::size_t(keys[q_last]);
+                    const double kc = dkey(qpos);
+                    // the double scores' error: c's, and the arithmetic's (as the double tier's)
+                    const double ed =
+                        mc.dc + 1e-12 * (kc + std::fabs(cd2) + std::fabs(std::log(z)) + 1);
+                    for (std::size_t j = 0; certain && j < c; ++j) {
+                        const std::size_t q = std::size_t(keys[j]);
+                        if (q != qpos && lg[q] != lg[qpos] && std::fabs(dkey(q) - kc) <= 2 * ed)
+                            certain = false;
+                    }
+                    // the bracket's bounds (float keys, their c error now through cd2's bound)
+                    const float yc = key(lg[qpos]);
+                    const double ef =
+                        key_error(-cd - double(yc) + 1e-6,
+                                  std::min(cf_error, std::fabs(cd2 - double(cf)) + mc.dc));
+                    if (!(double(b.hi) - double(yc) > 2 * ef)) certain = false;
+                    if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * ef)) certain = false;
+                }
+            }
         }
+        if (!certain && qc < c) {
+            // the double pass: Z, c and the inner mass in double; the bracket's keys and weights
+            // too
+            r.tier = exactness_tier::double_pass;
+            const float hi = b.hi;
+            const double_sums ds = double_pass<A>(
+                x, m, temperature,
+                [&](const simd::batch<A>& v, std::size_t) { return key(v) >= simd::batch<A>(hi); });
+            const double zd = ds.sum, c2 = -ds.wd / zd;
+            // re-sort the bracket by the double keys
+            auto dkey = [&](std::size_t q) {
+                return std::fabs((double(lg[q]) - double(m)) / double(temperature) - c2);
+            };
+            std::sort(keys, keys + c, [&](std::uint64_t a, std::uint64_t bb) {
+                const double ka = dkey(a), kb = dkey(bb);
+                if (ka != kb) return ka < kb;
+                if (lg[a] != lg[bb]) return lg[a] > lg[bb];
+                return a < bb;
+            });
+            const double e = 2 * ds.error(n) / zd + reference_error(n);
+            double fbefore = 0;
+            walk([&](std::size_t q) { return reference::weight(lg[q], m, temperature); },
+                 [](std::size_t) { return 0.0; }, ds.in_set, zd, [&](double, double) { return e; },
+                 qc, certain);
+            if (qc < c) {
+                q_last = qc;
+                if (!strict)
+                    while (q_last + 1 < c && lg[keys[q_last + 1]] == lg[keys[qc]]) ++q_last;
+                // order: the double keys' error (~1e-12 of their magnitude), the bounds: the
+                // float's
+                const std::size_t qpos = std::size_t(keys[q_last]);
+                const double kcd = dkey(qpos),
+                             ed = 1e-12 * (kcd + std::fabs(c2) + std::fabs(std::log(zd)) + 1);
+                for (std::size_t j = 0; certain && j < c; ++j) {
+                    const std::size_t q = std::size_t(keys[j]);
+                    if (q != qpos && lg[q] != lg[qpos] && std::fabs(dkey(q) - kcd) <= 2 * ed)
+                        certain = false;
+                }
+                const double dmax = -cd - double(key(lg[qpos])) + 1e-6;
+                const double ef = key_error(dmax, cf_error);
+                const float yc = key(lg[qpos]);
+                if (!(double(b.hi) - double(yc) > 2 * ef)) certain = false;
+                if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * ef)) certain = false;
+                // the kept weights' sum in float weights
+                fbefore = b.above;
+                for (std::size_t j = 0; j <= q_last; ++j)
+                    fbefore += double(w[std::size_t(keys[j])]);
+                kept_sum = fbefore;
+            } else {
+                certain = false;
+            }
+        }
+        if (!certain && round == 0 && qc < c && resplit_near_bound()) continue;
+        if (!certain) return by_reference(true);
+        // the kept set: the inner entries and the walked bracket entries through q_last
+        float lo = b.inner_lo, hi = b.inner_hi;
+        for (std::size_t j = 0; j <= q_last; ++j) {
+            const float v = lg[keys[j]];
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+        }
+        r.cut = {lo, hi, npos, npos};
+        if (strict) {
+            // the crossing's group is kept up to the crossing's id (id ascending within a logit)
+            const std::size_t qpos = std::size_t(keys[qc]);
+            const float xc = lg[qpos];
+            bool whole = true;
+            for (std::size_t j = qc + 1; j < c; ++j)
+                if (lg[keys[j]] == xc) whole = false;
+            if (!whole) {
+                if (xc == lo) r.cut.lo_last = std::size_t(ids[qpos]);
+                if (xc == hi) r.cut.hi_last = std::size_t(ids[qpos]);
+            }
+        }
+        r.kept = b.above_count + q_last + 1;
+        r.kept_sum = kept_sum;
+        if (r.kept < min_keep && r.kept < count_reaching<A>(x.data(), n, lowest_f))
+            return by_reference(true);  // min_keep binds: the reference (rare configuration)
+        return r;
     }
-    r.kept = b.above_count + q_last + 1;
-    r.kept_sum = kept_sum;
-    if (r.kept < min_keep && r.kept < count_reaching<A>(x.data(), n, lowest_f))
-        return by_reference(true);  // min_keep binds: the reference (rare configuration)
-    return r;
 }
 
 /// typical_cut (Compact false: the cut, every entry's weight restored) and typical_unordered
