@@ -12,11 +12,17 @@
 //                      same distinct tokens at both lengths, so any term in the history length
 //                      shows (whole's H = 100000 row has 2 000 distinct ids against 300: its ratio
 //                      includes the O(distinct tokens) work the penalties must do)
+//             whole_hot     whole, over a history cycling through the row's 2 000 best ids:
+//                      the penalties move the row's best entries (the first step cannot decide
+//                      without the patches: processing.hpp's back-off)
 //       Bars (issue 12): time at H = 100000 <= 1.5x the time at H = 300.
-//   BM_history_stage/<kind>/H:<n>   the processor stage alone, as BM_history (the sampler's
-//       processor_pipeline::run on the sparse path, and the working set's restore of the
-//       workspace's bits): what the processors cost per step; the rest of a BM_history step is
-//       the sampler's steps and draw (BM_request/llama_chain/warm without processors).
+//   BM_history_stage/<kind>/H:<n>   the processor stage and the first step, as BM_history (the
+//       sampler's processor_pipeline::run on the sparse path, patches deferred where the
+//       penalties only lower, then the working set's top-k 40 over the overlay and its restore
+//       of the workspace's bits): what the processors cost per step with the selection they
+//       ride on (compare with BM_history_stage/none, the selection alone); the rest of a
+//       BM_history step is the sampler's later steps and draw. Counters: patches written per
+//       step (0 while the first step decides without them).
 //   BM_request/<setting>/new    a new sampler + its first draw (+ its destruction) per iteration,
 //                               as an engine makes one per request;
 //   BM_request/<setting>/warm   a draw with a sampler made before the timing.
@@ -37,6 +43,7 @@
 #include <malloc.h>
 #endif
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -64,19 +71,28 @@ token_id history_token(std::size_t i, std::size_t distinct = 2000) {
     return token_id((std::size_t(i % distinct) * 7919 + 13) % V);  // 7919 is prime: distinct ids
 }
 
-std::vector<token_id> make_history(std::size_t n, std::size_t distinct = 2000) {
+std::vector<token_id> make_history(std::size_t n, std::size_t distinct = 2000, bool hot = false) {
     std::vector<token_id> h(n);
     for (std::size_t i = 0; i < n; ++i) h[i] = history_token(i, distinct);
+    if (hot) {  // the row's `distinct` best ids instead
+        const auto& x = dk_bench::logits(V);
+        std::vector<token_id> best(V);
+        for (std::size_t i = 0; i < V; ++i) best[i] = token_id(i);
+        std::partial_sort(
+            best.begin(), best.begin() + std::ptrdiff_t(distinct), best.end(),
+            [&](token_id a, token_id b) { return x[std::size_t(a)] > x[std::size_t(b)]; });
+        for (std::size_t i = 0; i < n; ++i) h[i] = best[i % distinct];
+    }
     return h;
 }
 
 constexpr std::size_t history_steps = 256;
 
 void run_history(benchmark::State& state, const sampling_params& p, std::size_t mean_history,
-                 std::size_t distinct) {
+                 std::size_t distinct, bool hot) {
     const auto& x = dk_bench::logits(V);
     const std::size_t start = mean_history - history_steps / 2;
-    std::vector<token_id> h = make_history(start + history_steps + 1, distinct);
+    std::vector<token_id> h = make_history(start + history_steps + 1, distinct, hot);
     sampler s(p, V);
     std::size_t n = start;
     const auto ctx = [&] {
@@ -96,13 +112,13 @@ void run_history(benchmark::State& state, const sampling_params& p, std::size_t 
     dk_bench::set_items(state, V);
 }
 
-/// run_history's steps through the processor stage alone (the sparse path a top-k-first
-/// sampler takes).
+/// run_history's steps through the processor stage and the first step (top-k 40, the sparse
+/// path a top-k-first sampler takes).
 void run_history_stage(benchmark::State& state, const sampling_params& p, std::size_t mean_history,
-                       std::size_t distinct) {
+                       std::size_t distinct, bool hot) {
     const auto& x = dk_bench::logits(V);
     const std::size_t start = mean_history - history_steps / 2;
-    std::vector<token_id> h = make_history(start + history_steps + 1, distinct);
+    std::vector<token_id> h = make_history(start + history_steps + 1, distinct, hot);
     processor_pipeline procs(p, /*sparse_first_step=*/true);
     sampling_workspace& ws = sampling_workspace::this_thread();
     ws.reserve(V);
@@ -112,9 +128,15 @@ void run_history_stage(benchmark::State& state, const sampling_params& p, std::s
                                  .step = n - start,
                                  .history = std::span<const token_id>(h.data(), n),
                                  .prompt_length = start};
-        const processed_row pr = procs.run(x, ctx, ws);
-        const working_set w(pr.row, ws, pr.patches, pr.overlay);  // restores the workspace
-        return pr.patches;
+        const processed_row pr = procs.run(x, ctx, ws, /*defer=*/true);
+        working_set w(pr.row, ws, pr.patches, pr.overlay, pr.deferred);
+        if (w.overlaid())
+            w.overlay_top_k(40, tie_policy::exactly_k);
+        else
+            w.row_top_k(40, tie_policy::exactly_k, ws.cand);
+        const std::size_t written = w.patch_count();
+        w.clear_patch_marks();  // (the destructor would): restores the workspace's bits
+        return written;
     };
     step();  // the request's first call (prefill): untimed
     for (auto _ : state) {
@@ -224,25 +246,30 @@ std::vector<request_setting> request_settings() {
         const char* name;
         sampling_params params;
         std::size_t distinct;
+        bool hot = false;
     };
     const history_kind kinds[] = {
         {"last64", with_penalties(llama_chain, penalty_scope::last_n), 2000},
         {"whole", with_penalties(llama_chain, penalty_scope::whole_history), 2000},
         {"ngram3", ngram, 2000},
         {"whole_300ids", with_penalties(llama_chain, penalty_scope::whole_history), 300},
+        {"whole_hot", with_penalties(llama_chain, penalty_scope::whole_history), 2000, true},
     };
     for (const auto& k : kinds)
         for (const std::size_t hist : {std::size_t(300), std::size_t(100000)})
             benchmark::RegisterBenchmark(
                 ("BM_history/" + std::string(k.name) + "/H:" + std::to_string(hist)).c_str(),
-                run_history, k.params, hist, k.distinct)
+                run_history, k.params, hist, k.distinct, k.hot)
                 ->Iterations(history_steps);
     for (const auto& k : kinds)
         for (const std::size_t hist : {std::size_t(300), std::size_t(100000)})
             benchmark::RegisterBenchmark(
                 ("BM_history_stage/" + std::string(k.name) + "/H:" + std::to_string(hist)).c_str(),
-                run_history_stage, k.params, hist, k.distinct)
+                run_history_stage, k.params, hist, k.distinct, k.hot)
                 ->Iterations(history_steps);
+    benchmark::RegisterBenchmark("BM_history_stage/none/H:300", run_history_stage, llama_chain,
+                                 std::size_t(300), std::size_t(2000), false)
+        ->Iterations(history_steps);
     for (const request_setting& r : request_settings()) {
         benchmark::RegisterBenchmark(("BM_request/" + r.name + "/new").c_str(), run_request,
                                      r.params, true);

@@ -10,7 +10,9 @@
 /// Mode 9: Hugging Face's processors (forced BOS / EOS, suppress tokens at begin, exponential
 /// decay length penalty, sequence bias, prefix-constrained allowed sets) driven the same way,
 /// against naive oracles of HF's rules; invalid configurations must be exactly those check()
-/// rejects. A mismatch aborts. Input: [processor][vocab][row][history][arguments].
+/// rejects. Mode 0 also compares a sampler with the penalties alone (the sparse path, deferred
+/// patches when they only lower) with the dense path. A mismatch aborts. Input:
+/// [processor][vocab][row][history][arguments].
 
 #include <decodekit/decodekit.hpp>
 
@@ -332,6 +334,58 @@ void stretch(std::vector<token_id>& h, std::size_t n) {
     for (std::size_t i = n0; i < n; ++i) h.push_back(h[i % n0]);
 }
 
+/// A sampler whose only processors are the penalties `p` (the sparse path: patches written, or
+/// deferred to the first step when they only lower) against the dense path (an allowed set of
+/// every id copies the row): the same set, the same probabilities, the same token, over a
+/// growing, cut-back and regrown history.
+void check_sparse_sampler(FuzzedDataProvider& in, const dk::penalty_params& p,
+                          const std::vector<float>& row, const std::vector<token_id>& history) {
+    const std::size_t v = row.size();
+    dk::sampling_params sp;
+    switch (in.ConsumeIntegralInRange<int>(0, 2)) {
+        case 0:
+            sp.temperature = 0.f;
+            break;
+        case 1:
+            sp.top_k = in.ConsumeIntegralInRange<int>(1, 100);
+            sp.top_k_ties =
+                in.ConsumeBool() ? dk::tie_policy::keep_ties : dk::tie_policy::exactly_k;
+            break;
+        default:
+            sp.min_p = dk_fuzz::consume_param(in, 0.01f, 0.9f);
+            sp.min_keep = in.ConsumeIntegralInRange<std::size_t>(1, 8);
+            break;
+    }
+    sp.penalties = p;
+    dk::sampling_params dense = sp;
+    for (std::size_t i = 0; i < v; ++i) dense.allowed_tokens.push_back(token_id(i));
+    if (sp.check() || dense.check()) return;
+    dk::sampler a(sp, v), b(dense, v);
+    const std::size_t n = history.size();
+    const std::size_t lengths[] = {n, n, n > 3 ? n - 3 : 0, n};
+    for (std::size_t call = 0; call < 4; ++call) {
+        const dk::sample_context ctx{
+            .sequence = 1,
+            .step = call,
+            .history = std::span<const token_id>(history).first(lengths[call]),
+            .prompt_length = n / 2};
+        const auto da = a.distribution(row, ctx);
+        const std::vector<token_id> ta(da.tokens.begin(), da.tokens.end());
+        const std::vector<float> pa(da.probs.begin(), da.probs.end());
+        const auto db = b.distribution(row, ctx);
+        DK_FUZZ_CHECK(
+            ta.size() == db.tokens.size() && std::equal(ta.begin(), ta.end(), db.tokens.begin()),
+            "sparse penalties: %zu tokens, dense %zu (rep %g freq %g pres %g)", ta.size(),
+            db.tokens.size(), p.repetition, p.frequency, p.presence);
+        for (std::size_t i = 0; i < pa.size(); ++i)
+            DK_FUZZ_CHECK(std::fabs(pa[i] - db.probs[i]) <= 1e-6f,
+                          "sparse penalties: probability %g, dense %g", pa[i], db.probs[i]);
+        const auto ra = a.sample(row, ctx), rb = b.sample(row, ctx);
+        DK_FUZZ_CHECK(ra.status == rb.status && ra.token == rb.token,
+                      "sparse penalties: token %d, dense %d", int(ra.token), int(rb.token));
+    }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -380,6 +434,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 else
                     DK_FUZZ_CHECK(!std::isnan(x[i]), "penalties made NaN from %g", before[i]);
             }
+            if (vocab >= 2 && in.ConsumeBool()) check_sparse_sampler(in, p, before, history);
             break;
         }
         case 1: {  // DRY

@@ -9,8 +9,10 @@
 #include <cstdint>
 #include <limits>
 #include <map>
+#include <numeric>
 #include <random>
 #include <span>
+#include <string>
 #include <vector>
 
 using namespace decodekit;
@@ -359,4 +361,231 @@ TEST_CASE("penalties_processor::patch writes nothing without one set of counts",
     CHECK(out[0].id == -1);
     const penalties_processor one({.repetition = 1.2f, .frequency = 0.2f});
     CHECK(one.patches_directly());
+}
+
+namespace {
+/// The ids of x by value, largest first (NaN last).
+std::vector<token_id> ids_by_value(const std::vector<float>& x) {
+    std::vector<token_id> by(x.size());
+    std::iota(by.begin(), by.end(), token_id(0));
+    const auto key = [&](token_id t) {
+        const float v = x[std::size_t(t)];
+        return std::isnan(v) ? -inf : v;
+    };
+    std::stable_sort(by.begin(), by.end(), [&](token_id a, token_id b) { return key(a) > key(b); });
+    return by;
+}
+}  // namespace
+
+TEST_CASE("penalties that only lower, deferred to the first step, equal the dense path",
+          "[processors][penalties][sampling]") {
+    // (top-k with both tie policies, greedy, min-p, the llama.cpp chain; masks, special values,
+    // every kind of history change)
+    // The sparse path with lowering penalties selects k + max(k, 16) entries of the caller's row
+    // and penalises only those; it must give the dense path's sets and probabilities (a sampler
+    // with an allowed set of every id copies the row) whatever the history holds: none of the
+    // best entries, the k-th one, the best 30, or the best 400 (more than the selection: the
+    // written-patches fallback), with ties at the k-th value (logits on a 0.25 grid), NaN, +-inf
+    // entries, raising penalties (never deferred), and frequencies that overflow to -inf.
+    constexpr std::size_t v = 50000;
+    std::mt19937_64 g(4242);
+    std::vector<float> base(v);
+    for (float& e : base) e = float(std::round(std::normal_distribution<double>(0, 2)(g) * 4) / 4);
+    base[17] = std::numeric_limits<float>::quiet_NaN();
+    base[18] = -inf;
+    std::vector<float> with_inf = base;
+    with_inf[20] = inf;
+    with_inf[21] = inf;
+    const std::vector<float>* rows[] = {&base, &with_inf};
+
+    std::vector<penalty_params> pens = {
+        {.repetition = 1.5f, .frequency = 0.3f},
+        {.repetition = 1.1f,
+         .frequency = 0.1f,
+         .repetition_scope = penalty_scope::last_n,
+         .frequency_scope = penalty_scope::last_n,
+         .last_n = 64},
+        {.presence = 2.f, .frequency_scope = penalty_scope::output_only},
+        {.frequency = 1e38f},                      // count * frequency overflows: -inf
+        {.repetition = 0.8f},                      // raises negative logits: not deferred
+        {.repetition = 1.2f, .frequency = -0.3f},  // a negative frequency: not deferred
+    };
+    std::vector<sampling_params> steps;
+    for (const int k : {1, 40, 300})
+        for (const tie_policy t : {tie_policy::exactly_k, tie_policy::keep_ties})
+            steps.push_back({.temperature = 0.9f, .top_k = k, .top_k_ties = t});
+    steps.push_back({.temperature = 0.f});
+    steps.push_back({.min_p = 0.02f, .min_keep = 50});
+    steps.push_back({.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f});
+
+    std::vector<std::uint32_t> mask(kernels::bitmask_words(v), 0u);
+    for (std::size_t i = 0; i < v; ++i)
+        if (g() % 10 != 0) mask[i / 32] |= 1u << (i % 32);
+    sampling_workspace ws_a, ws_b;
+    std::size_t checked = 0;
+    for (const auto* r : rows) {
+        const std::vector<float>& x = *r;
+        const std::vector<token_id> by = ids_by_value(x);
+        // histories: random ids only; the 40th best; the best 30; the best 400; each followed by
+        // 2 000 random ids (repeats: counts > 1)
+        std::vector<std::vector<token_id>> heads = {
+            {},
+            {by[39]},
+            std::vector<token_id>(by.begin(), by.begin() + 30),
+            std::vector<token_id>(by.begin(), by.begin() + 400)};
+        for (const auto& head : heads) {
+            std::vector<token_id> h = head;
+            for (int i = 0; i < 2000; ++i) h.push_back(token_id(g() % v));
+            for (const penalty_params& pen : pens) {
+                for (sampling_params p : steps) {
+                    p.penalties = pen;
+                    sampling_params dense = p;
+                    dense.allowed_tokens.resize(v);
+                    std::iota(dense.allowed_tokens.begin(), dense.allowed_tokens.end(),
+                              token_id(0));
+                    sampler a(p, v), b(dense, v);
+                    // lengths: whole, +0 (same call again), cut back by 5, regrow, then the
+                    // history reversed (a rebuild)
+                    const std::vector<std::size_t> lengths = {h.size() - 10, h.size() - 10,
+                                                              h.size() - 15, h.size()};
+                    std::vector<token_id> reversed(h.rbegin(), h.rend());
+                    for (std::size_t call = 0; call <= lengths.size(); ++call) {
+                        const bool rev = call == lengths.size();
+                        const std::span<const token_id> hs =
+                            rev ? std::span<const token_id>(reversed)
+                                : std::span<const token_id>(h.data(), lengths[call]);
+                        sample_context ctx{
+                            .sequence = 5, .step = call, .history = hs, .prompt_length = 100};
+                        if (call % 2 == 1) ctx.mask = {.words = mask, .size = v};
+                        INFO("inf row " << (r == &with_inf) << " head " << head.size() << " rep "
+                                        << pen.repetition << " freq " << pen.frequency << " k "
+                                        << p.top_k << " ties " << int(p.top_k_ties) << " T "
+                                        << p.temperature << " min_p " << p.min_p << " call "
+                                        << call);
+                        const auto da = a.distribution(x, ctx, ws_a);
+                        const std::vector<token_id> ta(da.tokens.begin(), da.tokens.end());
+                        const std::vector<float> pa(da.probs.begin(), da.probs.end());
+                        const auto db = b.distribution(x, ctx, ws_b);
+                        REQUIRE(ta == std::vector<token_id>(db.tokens.begin(), db.tokens.end()));
+                        for (std::size_t i = 0; i < pa.size(); ++i)
+                            REQUIRE(std::fabs(pa[i] - db.probs[i]) <= 1e-6f);
+                        const auto ra = a.sample(x, ctx, ws_a), rb = b.sample(x, ctx, ws_b);
+                        CHECK(ra.status == rb.status);
+                        CHECK(ra.token == rb.token);
+                        CHECK(std::all_of(ws_a.unpatched.begin(), ws_a.unpatched.end(),
+                                          [](std::uint32_t w) { return w == ~0u; }));
+                        ++checked;
+                    }
+                }
+            }
+        }
+    }
+    CHECK(checked == 2 * 4 * pens.size() * steps.size() * 5);
+}
+
+namespace {
+/// A lowering stage for working_set tests: subtracts `drop` from the listed ids, counting how
+/// often its values are asked for and its patches written.
+struct fake_lowering {
+    std::vector<char> hit;
+    float drop = 0;
+    std::size_t lookups = 0, writes = 0;
+
+    detail::deferred_patches hook() {
+        return {.owner = this,
+                .values =
+                    [](void* o, const token_id* ids, float* lg, std::size_t n) noexcept {
+                        auto& f = *static_cast<fake_lowering*>(o);
+                        f.lookups += n;
+                        for (std::size_t i = 0; i < n; ++i)
+                            if (f.hit[std::size_t(ids[i])]) lg[i] -= f.drop;
+                    },
+                .write =
+                    [](void* o, std::span<const float> x, detail::scored* out,
+                       std::uint32_t* marks) noexcept {
+                        auto& f = *static_cast<fake_lowering*>(o);
+                        ++f.writes;
+                        std::size_t m = 0;
+                        for (std::size_t t = 0; t < x.size(); ++t)
+                            if (f.hit[t]) {
+                                out[m++] = {x[t] - f.drop, token_id(t)};
+                                marks[t / 32] &= ~(1u << (t % 32));
+                            }
+                        return m;
+                    }};
+    }
+};
+}  // namespace
+
+TEST_CASE("deferred patches: none written while the selection decides",
+          "[processors][penalties][sampling]") {
+    // ... and written when too many of the best entries are lowered
+    constexpr std::size_t v = 20000;
+    std::mt19937_64 g(99);
+    std::vector<float> x(v);
+    for (float& e : x) e = float(std::normal_distribution<double>(0, 2)(g));
+    const std::vector<token_id> by = ids_by_value(x);
+    sampling_workspace ws(v);
+    ws.reserve_sparse();
+    const auto top_k_of = [&](fake_lowering& f, std::size_t k) {
+        std::vector<float> y = x;  // the processed row
+        for (std::size_t t = 0; t < v; ++t)
+            if (f.hit[t]) y[t] -= f.drop;
+        candidates want(v);
+        kernels::top_k(y, k, tie_policy::exactly_k, want);
+        working_set w(x, ws, 0, false, f.hook());
+        CHECK(w.overlaid());
+        w.overlay_top_k(k, tie_policy::exactly_k);
+        const candidates& got = w.kept();
+        CHECK(std::vector<token_id>(got.ids().begin(), got.ids().end()) ==
+              std::vector<token_id>(want.ids().begin(), want.ids().end()));
+        CHECK(std::vector<float>(got.logits().begin(), got.logits().end()) ==
+              std::vector<float>(want.logits().begin(), want.logits().end()));
+    };
+    fake_lowering f{.hit = std::vector<char>(v, 0), .drop = 3.f};
+    for (std::size_t i = 1000; i < 3000; ++i) f.hit[std::size_t(by[i])] = 1;  // none of the best
+    f.hit[std::size_t(by[5])] = 1;                                            // and the 6th
+    top_k_of(f, 40);
+    CHECK(f.writes == 0);
+    CHECK(f.lookups == 80);  // k + max(k, 16) values asked for, not 2 001
+    for (std::size_t i = 0; i < 60; ++i) f.hit[std::size_t(by[i])] = 1;  // 60 of the best 80
+    top_k_of(f, 40);
+    CHECK(f.writes == 1);  // fewer than 40 stay above the selection's lowest: patches written
+    for (std::uint32_t w : ws.unpatched) CHECK(w == ~0u);
+}
+
+TEST_CASE("deferred penalty patches back off while the selection cannot decide without them",
+          "[processors][penalties][sampling]") {
+    // A history holding the 400 best entries: every deferral has to write its patches (a
+    // miss); after the b-th miss in a row the next 2^b - 1 calls write them directly (b <= 6).
+    // A history without the best entries: a deferral decides alone, and ends the back-off.
+    constexpr std::size_t v = 5000;
+    std::mt19937_64 g(5);
+    std::vector<float> x(v);
+    for (float& e : x) e = float(std::normal_distribution<double>(0, 2)(g));
+    const std::vector<token_id> by = ids_by_value(x);
+    const std::vector<token_id> hits(by.begin(), by.begin() + 400);
+    const std::vector<token_id> misses(by.end() - 400, by.end());
+    sampling_params p{.top_k = 40};
+    p.penalties = {.repetition = 1.3f, .frequency = 2.f};
+    processor_pipeline procs(p, /*sparse_first_step=*/true);
+    sampling_workspace ws(v);
+    std::string pattern;
+    const auto call = [&](const std::vector<token_id>& h) {
+        const processed_row pr =
+            procs.run(x, {.sequence = 1, .history = h, .prompt_length = 0}, ws, /*defer=*/true);
+        working_set w(pr.row, ws, pr.patches, pr.overlay, pr.deferred);
+        REQUIRE(w.overlaid());
+        w.overlay_top_k(40, tie_policy::exactly_k);
+        pattern += pr.deferred ? (w.deferred() ? 'd' : 'm') : 'w';  // decided, missed, written
+    };
+    for (int i = 0; i < 16; ++i) call(hits);
+    CHECK(pattern == "mwmwwwmwwwwwwwmw");
+    pattern.clear();
+    for (int i = 0; i < 20; ++i) call(misses);  // 14 more written, then deferrals that decide
+    CHECK(pattern == "wwwwwwwwwwwwwwdddddd");
+    pattern.clear();
+    for (int i = 0; i < 4; ++i) call(hits);  // the back-off starts again from one call
+    CHECK(pattern == "mwmw");
+    for (std::uint32_t w : ws.unpatched) CHECK(w == ~0u);
 }

@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <span>
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -78,13 +79,46 @@ std::size_t draw_exact(const Row r, std::size_t n, float m, float temperature, f
     return last;
 }
 
+/// Top-2 of the lane-strided block r[first], r[first + L], ... below end: its max m1 (first index
+/// a of it), and m2, the largest of the others (m1 again when the max is tied). Branch-free, two
+/// independent chains; NaN entries are ignored.
+template <std::size_t L, class Row>
+void block_top2(const Row& r, std::size_t first, std::size_t end, float& m1, float& m2,
+                std::size_t& a) noexcept {
+    float p1 = neg_inf_f, p2 = neg_inf_f, q1 = neg_inf_f, q2 = neg_inf_f;
+    std::size_t pa = first, qa = first;
+    auto step = [](float v, std::size_t i, float& t1, float& t2, std::size_t& ta) {
+        const bool gt = v > t1;
+        const float lo = v > t2 ? v : t2;
+        t2 = gt ? t1 : lo;
+        ta = gt ? i : ta;
+        t1 = gt ? v : t1;
+    };
+    std::size_t i = first;
+    for (; i + L < end; i += 2 * L) {
+        step(r.at(i), i, p1, p2, pa);
+        step(r.at(i + L), i + L, q1, q2, qa);
+    }
+    if (i < end) step(r.at(i), i, p1, p2, pa);
+    if (q1 > p1) {
+        m1 = q1;
+        m2 = p1 > q2 ? p1 : q2;
+        a = qa;
+    } else {
+        m1 = p1;
+        m2 = q1 > p2 ? q1 : p2;
+        a = pa;
+    }
+}
+
 /// The envelope-rejection draw of kernels::draw_temperature over r[0, n) (see its comment).
 template <class A, class Row>
 std::size_t draw_envelope(const Row r, std::size_t n, float temperature,
                           const reference::logit_threshold& thr, rng_stream& rng) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>;
-    constexpr std::size_t max_blocks = 512;
+    constexpr std::size_t max_blocks = 2048;
+    constexpr std::size_t group = 16;  // chunks per group of the proposals' 3-level search
     static_assert(max_blocks % L == 0);
     if (n == 0) return npos;
     std::size_t g = 16;
@@ -93,9 +127,9 @@ std::size_t draw_envelope(const Row r, std::size_t n, float temperature,
         g *= 2;
         ++lg;
     }
-    const std::size_t chunk = L * g, nb = (n + chunk - 1) / chunk * L;
+    const std::size_t chunk = L * g, nq = (n + chunk - 1) / chunk, nb = nq * L;
     alignas(64) float bmax[max_blocks + 64];
-    for (std::size_t q = 0; q * chunk < n; ++q) {
+    for (std::size_t q = 0; q < nq; ++q) {
         const std::size_t base = q * chunk, e = std::min(n, base + chunk);
         std::size_t i = base;
         B a0(neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
@@ -114,8 +148,9 @@ std::size_t draw_envelope(const Row r, std::size_t n, float temperature,
             t = v > t ? v : t;
         }
     }
-    float m = neg_inf_f;
-    for (std::size_t b = 0; b < nb; ++b) m = bmax[b] > m ? bmax[b] : m;
+    B mv(neg_inf_f);  // no NaN in bmax: the maxima ignore NaN
+    for (std::size_t b = 0; b < nb; b += L) mv = simd::max<A>(mv, B::load_aligned(bmax + b));
+    const float m = simd::reduce_max<A>(mv);
     if (m == neg_inf_f) return npos;
     const float t = reference::threshold_value(m, thr);
     if (!(t <= m)) return npos;  // a NaN threshold, or one above every entry: nothing kept
@@ -130,95 +165,110 @@ std::size_t draw_envelope(const Row r, std::size_t n, float temperature,
     const float inv_t = 1.f / temperature;
     // (M_b - m) * inf would be 0 * inf = NaN for the max's block: no usable envelope.
     if (!std::isfinite(inv_t)) return draw_exact(r, n, m, temperature, t, rng);
-    // Heights: exp((M_b - m)/T) for blocks whose max reaches t, 0 (no mass) for the others.
+    // Heights: exp((M_b - m)/T) for blocks whose max reaches t, 0 (no mass) for the others;
+    // a chunk's blocks are one vector of heights, summed into the chunk's total.
     const B mb(m), tb(inv_t), thb(t);
-    double zlow = 0;  // sum of the heights: about the weight of the blocks' max entries, <= Z
-    for (std::size_t b = 0; b < nb; b += L) {
-        const B bm = B::load_aligned(bmax + b);
+    B zv(0.f);
+    constexpr std::size_t max_chunks = max_blocks / L;
+    float ctot[max_chunks];  // per chunk: the float sum of its heights
+    for (std::size_t q = 0; q < nq; ++q) {
+        const B bm = B::load_aligned(bmax + q * L);
         const B h = simd::select<A>(bm >= thb, simd::exp_nonpositive<A>((bm - mb) * tb), B(0.f));
-        h.store_aligned(bmax + b);
-        zlow += double(simd::reduce_add<A>(h));
+        h.store_aligned(bmax + q * L);
+        zv += h;
+        ctot[q] = simd::reduce_add<A>(h);
     }
-    // Refinement of the (at most 16) heaviest blocks worth it: a block's max entry a_b gets its
-    // own exact envelope hA_b = w(M_b), the block's other entries hB_b = w(M2_b) (M2_b the
-    // largest of the others; 0 when it is below t), so a block whose mass is one dominant entry
-    // no longer costs ~g proposals. A refinement (one strided scan of g entries) costs about as
-    // much as 5 proposals and saves at most g h_b / Z <= g h_b / zlow of them: only blocks with
-    // g h_b >= 5 zlow are refined (none on flat rows, where it would save nothing).
-    constexpr std::size_t max_refined = 16;
-    const float bar = float(5.0 * zlow / double(g));
+    // zlow: the sum of the heights, about the weight of the blocks' max entries (<= Z, the row's
+    // mass, up to the heights' rounding).
+    const float zlow = simd::reduce_add<A>(zv);
+    // Refinement: a block whose mass is one dominant entry costs ~g proposals per visit. A block's
+    // max entry a_b gets its own exact envelope hA_b = w(M_b) and the block's other entries
+    // hB_b = w(M2_b) (M2_b the largest of them; 0 when it is below t). A refinement (a strided
+    // scan of g entries, about g / 64 proposals' time) saves about (g - 1) h_b / Z >= what it
+    // costs when h_b >= zlow / 64 (as Z >= zlow, this refines a little more than it saves on rows
+    // whose mass is not at the blocks' maxima); at most 64 blocks qualify.
+    constexpr std::size_t max_refined = 64;
+    const float bar = zlow * (1.f / 64.f);
     std::size_t rb[max_refined], ra[max_refined], nr = 0;
-    float rh[max_refined];
-    for (std::size_t b = 0; b < nb; ++b) {
-        const float h = bmax[b];
-        if (!(h >= bar) || !(h > 0) || (nr == max_refined && !(h > rh[nr - 1]))) continue;
-        std::size_t q = nr < max_refined ? nr++ : max_refined - 1;
-        for (; q > 0 && rh[q - 1] < h; --q) {
-            rh[q] = rh[q - 1];
-            rb[q] = rb[q - 1];
-        }
-        rh[q] = h;
-        rb[q] = b;
+    for (std::size_t b = 0; b < nb && nr < max_refined; b += L) {
+        const B h = B::load_aligned(bmax + b);
+        if (!simd::any<A>(h >= B(bar))) continue;
+        for (std::size_t j = b; j < b + L && nr < max_refined; ++j)
+            if (bmax[j] >= bar && bmax[j] > 0) rb[nr++] = j;
     }
     double ra_w[max_refined], rb_w[max_refined];
     std::uint8_t refined[max_blocks] = {};  // slot + 1 of a refined block, else 0
     for (std::size_t k = 0; k < nr; ++k) {
         const std::size_t b = rb[k], first = b / L * chunk + b % L;
         float m1 = neg_inf_f, m2 = neg_inf_f;
-        std::size_t a = first;
-        for (std::size_t i = first; i < n && i < first + L * g; i += L) {
-            const float v = r.at(i);
-            if (v > m1) {
-                m2 = m1;
-                m1 = v;
-                a = i;
-            } else if (v > m2) {
-                m2 = v;
-            }
-        }
-        ra[k] = a;
+        block_top2<L>(r, first, std::min(n, first + chunk - b % L), m1, m2, ra[k]);
         ra_w[k] = reference::weight(m1, m, temperature);
         rb_w[k] = m2 >= t ? reference::weight(m2, m, temperature) : 0.0;
         refined[b] = std::uint8_t(k + 1);
     }
-    // Block masses as running sums within each chunk (its L blocks; independent chains), and the
-    // chunks' totals accumulated over the chunks: a proposal finds its chunk, then its block,
-    // by counting the sums <= the target (branch-free; no O(blocks) serial prefix sum).
-    const std::size_t nq = nb / L;
-    double wcum[max_blocks], ccum[max_blocks];
-    for (std::size_t q = 0; q < nq; ++q) {
-        double run = 0;
-        for (std::size_t j = q * L; j < q * L + L; ++j) {
-            const std::size_t k = refined[j];
-            run += k ? ra_w[k - 1] + double(g) * rb_w[k - 1]
-                     : double(bmax[j]) * ((1.0 + 3e-5) * double(g));
-            wcum[j] = run;
-        }
+    // A block's mass: g h_b inflated by 3e-5 (the float exp's error), or a refined block's
+    // hA_b + g hB_b; a proposal sums its chunk's block masses in block order (double).
+    const double gscale = (1.0 + 3e-5) * double(g);
+    auto mass = [&](std::size_t j) {
+        const std::size_t k = refined[j];
+        return k ? ra_w[k - 1] + double(g) * rb_w[k - 1] : double(bmax[j]) * gscale;
+    };
+    // Chunk masses: the float sum of its heights scaled and raised by L 2^-22 (>= the double sum
+    // of its block masses, a float sum of L terms erring by < L 2^-24), so the proposal's running
+    // sum never overshoots its chunk (the gap, < 1e-5 of it, is a rejected proposal); a chunk with
+    // a refined block sums its masses exactly. Chunks' masses as running sums within each group
+    // of 16 chunks, and the groups' totals accumulated: a proposal finds its group and chunk by
+    // counting the sums <= the target (branch-free; O(groups + 16) per proposal).
+    double cm[max_chunks];
+    const double craise = gscale * (1.0 + double(L) * 0x1p-22);
+    for (std::size_t q = 0; q < nq; ++q) cm[q] = double(ctot[q]) * craise;
+    for (std::size_t k = 0; k < nr; ++k) {
+        const std::size_t q = rb[k] / L;
+        double s = 0;
+        for (std::size_t j = q * L; j < q * L + L; ++j) s += mass(j);
+        cm[q] = s;
     }
+    const std::size_t ng = (nq + group - 1) / group;
+    double ccum[max_chunks + group], gcum[max_chunks / group + 1];
     double total = 0;
-    for (std::size_t q = 0; q < nq; ++q) {
-        total += wcum[q * L + L - 1];
-        ccum[q] = total;
+    for (std::size_t c = 0; c < ng; ++c) {
+        double run = 0;
+        for (std::size_t q = c * group; q < c * group + group; ++q) {
+            run += q < nq ? cm[q] : 0.0;
+            ccum[q] = q < nq ? run : std::numeric_limits<double>::infinity();  // never counted
+        }
+        total += run;
+        gcum[c] = total;
     }
     if (!(total > 0)) return draw_exact(r, n, m, temperature, t, rng);  // defensive
     const std::size_t max_proposals = std::max<std::size_t>(64 * g, 4096);
     for (std::size_t proposal = 0; proposal < max_proposals; ++proposal) {
         const double u0 = rng.uniform();
         const double target = u0 * total;
-        // The first chunk whose running sum exceeds the target, then the first block of it whose
-        // running mass exceeds the rest (a block of mass 0 never does). When rounding leaves the
-        // target unreached (u0 * total rounds up to total), the proposal is rejected.
-        std::size_t q = 0;
-        for (std::size_t c = 0; c < nq; ++c) q += ccum[c] <= target;
         const std::size_t slot = std::size_t(rng() >> (32 - lg));
         const double u = rng.uniform();
-        if (q == nq) continue;
-        const double rest = target - (q ? ccum[q - 1] : 0.0);
-        std::size_t j = 0;
-        for (std::size_t c = 0; c < L; ++c) j += wcum[q * L + c] <= rest;
-        if (j == L) continue;
-        const std::size_t b = q * L + j;
-        const double before = j ? wcum[b - 1] : 0.0;
+        // The first group whose running sum exceeds the target, then the first chunk of it, then
+        // the first block of that chunk whose running mass exceeds the rest (a block of mass 0
+        // never does). When rounding leaves a target unreached, the proposal is rejected.
+        std::size_t c = 0;
+        for (std::size_t k = 0; k < ng; ++k) c += gcum[k] <= target;
+        if (c == ng) continue;
+        const double rest1 = target - (c ? gcum[c - 1] : 0.0);
+        std::size_t dq = 0;
+        for (std::size_t k = 0; k < group; ++k) dq += ccum[c * group + k] <= rest1;
+        const std::size_t q = c * group + dq;
+        if (dq == group || q >= nq) continue;
+        // The first block of the chunk whose running mass exceeds the rest (a block of mass 0
+        // never does); past the chunk's blocks (its mass's gap): rejected.
+        const double rest = rest1 - (dq ? ccum[q - 1] : 0.0);
+        double run = 0, before = 0;
+        std::size_t b = q * L;
+        for (; b < q * L + L; ++b) {
+            before = run;
+            run += mass(b);
+            if (run > rest) break;
+        }
+        if (b == q * L + L) continue;
         std::size_t i = b / L * chunk + b % L + L * slot;
         double e = double(bmax[b]) * (1.0 + 3e-5);
         if (const std::size_t k = refined[b]) {
@@ -299,28 +349,31 @@ using reference::min_p_offset;
 /// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection,
 /// docs/semantics.md#draw).
 /// Blocks are lane-strided: the row is cut into chunks of L g entries (L = SIMD lanes; g the
-/// smallest power of two >= 16 giving at most 512 blocks: 256 at V = 128256 with 16 lanes) and
+/// smallest power of two >= 16 giving at most 2048 blocks: 64 at V = 128256 with 16 lanes) and
 /// block (chunk q, lane j) holds the g entries q L g + j + L s, s < g, so one SIMD pass of
 /// vertical maxima gives L block maxima per chunk with no horizontal reduction. Each block gets
 /// the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the block maxima, inflated by 3e-5
-/// to cover float rounding). The (at most 16) heaviest blocks with g h_b >= 5 sum_b h_b (where a
-/// refinement saves more proposals than it costs) are refined by one strided scan: their max
-/// entry a_b gets its own exact envelope hA_b = w(M_b) and the other entries hB_b = w(M2_b),
-/// M2_b the largest of them; a refined block's mass is hA_b + g hB_b, any other block's g h_b.
-/// Proposals: a block with probability mass / H (2 words; inverse CDF over the blocks: the chunk
-/// then the block, each by a branch-free count of running sums), a slot s uniformly (1 word; for a
-/// refined block, a_b instead when the same uniform falls in its first hA_b), accepted with
-/// probability w_i / e_i (2 words), e_i = h_b, or for a refined block hB_b (+ hA_b when i = a_b),
-/// w_i the reference's double weight; slots past the row's end are rejected. Random words: 5 per
-/// proposal; the number of proposals is geometric with mean H / Z <= g (about 1 for flat rows
-/// and for rows whose mass sits in a few dominant entries, up to g when many blocks each hold
-/// one dominant entry). A row with +inf entries draws uniformly among them (2 words); no valid
-/// entry: npos (0 words). Exact except that entries in blocks whose max is more than 87 T below
-/// the row max (total probability < V e^-87) are never drawn. When 1/T is not finite (subnormal
-/// T), and after max(64 g, 4096) rejected proposals (probability < e^-64), the draw is an exact
-/// inverse CDF over the reference's double weights instead (2 more words, V exponentials); both
-/// keep the draw exact. Cost: one read pass of the row, <= 512 block exponentials, <= 16 strided
-/// block scans, O(chunks + L) work per proposal. \pre temperature > 0
+/// to cover float rounding). The blocks with h_b >= sum_b h_b / 64 (at most 64; where a
+/// refinement saves about as many proposals as it costs) are refined by one strided scan of
+/// their g entries: their max entry a_b gets its own exact envelope hA_b = w(M_b) and the other
+/// entries hB_b = w(M2_b), M2_b the largest of them; a refined block's mass is hA_b + g hB_b, any
+/// other block's g h_b. Proposals: a block with probability mass / H (2 words; inverse CDF over
+/// groups of 16 chunks, then the chunk, each by a branch-free count of running sums, then a
+/// running sum over the chunk's L blocks; a chunk's mass is its blocks' float sum raised by
+/// L 2^-22, the gap a rejected proposal), a slot s uniformly (1 word; for a refined block, a_b
+/// instead when the same uniform falls in its first hA_b), accepted with probability w_i / e_i
+/// (2 words), e_i = h_b, or for a refined block hB_b (+ hA_b when i = a_b), w_i the reference's
+/// double weight; slots past the row's end are rejected. Random words: 5 per proposal; the
+/// number of proposals is geometric with mean H / Z <= g (about 1 for flat rows and for rows
+/// whose mass sits in a few dominant entries; ~20 on a permuted Zipf(1.1) row at T = 0.8, ~10 on
+/// a Gaussian one, at V = 128256). A row with +inf entries draws uniformly among them (2 words);
+/// no valid entry: npos (0 words). Exact except that entries in blocks whose max is more than
+/// 87 T below the row max (total probability < V e^-87) are never drawn. When 1/T is not finite
+/// (subnormal T), and after max(64 g, 4096) rejected proposals (probability < e^-64), the draw is
+/// an exact inverse CDF over the reference's double weights instead (2 more words, V
+/// exponentials); both keep the draw exact. Cost: one read pass of the row, <= 2048 block
+/// exponentials, <= 64 strided block scans, O(chunks / 16 + 16 + L) work per proposal.
+/// \pre temperature > 0
 template <class A = simd::default_arch>
 std::size_t draw_temperature(std::span<const float> x, float temperature,
                              rng_stream& rng) noexcept {

@@ -34,7 +34,12 @@
 ///                        penalties are a sparse pipeline's only processor and share one
 ///                        window, patch() replaces touched() + apply(): one pass over the count
 ///                        arrays writing the patches (about 2 ns per distinct token at
-///                        V = 128256, bench/bench_request.cpp BM_history_stage).
+///                        V = 128256). When they also only lower logits (lowers_only()), a
+///                        sampler's first step asks penalise() for the values of the entries it
+///                        selects instead (O(k) hash lookups per call, whatever the number of
+///                        distinct tokens; sampling/working_set.hpp, deferred patches; 0.1 us
+///                        more per call at H = 100 000 than at 300 in bench/bench_request.cpp
+///                        BM_history, against 3.4 us with patch()).
 
 #include <decodekit/candidates.hpp>
 #include <decodekit/config.hpp>
@@ -334,12 +339,50 @@ public:
     std::size_t patch(std::span<const float> logits, const processor_context& c,
                       detail::scored* out, std::uint32_t* marks) {
         if (nw_ != 1) return 0;
-        if (!in_sync(c)) reset(c);
+        sync(c);
+        return patch_synced(logits, out, marks);
+    }
+
+    /// Brings the counts in step with c.history (a rebuild when out of step; nothing when they
+    /// are), as apply() and patch() do first.
+    void sync(const processor_context& c) {
+        if (nw_ != 0 && !in_sync(c)) reset(c);
+    }
+    /// patch() without its sync. \pre sync() with this call's context since the last hook
+    std::size_t patch_synced(std::span<const float> logits, detail::scored* out,
+                             std::uint32_t* marks) noexcept {
+        if (nw_ != 1) return 0;
         const token_counts& k = w_[0].counts();
         ops_ += k.size();
         if (rep_ >= 0 && freq_ >= 0) return patch_pass<true, true>(logits, k, out, marks);
         if (rep_ >= 0) return patch_pass<true, false>(logits, k, out, marks);
         return patch_pass<false, true>(logits, k, out, marks);
+    }
+
+    /// True when the penalties can only lower a logit or leave it as it is (repetition >= 1,
+    /// frequency >= 0 and presence >= 0): a penalised value is never above the logit (NaN stays
+    /// NaN, +inf stays +inf, -inf stays -inf; rounding is monotonic). Negative or raising
+    /// penalties are legal; they make this false.
+    bool lowers_only() const noexcept {
+        return p_.repetition >= 1.f && p_.frequency >= 0.f && p_.presence >= 0.f;
+    }
+    /// Replaces lg[i], the logit of ids[i], by its penalised value (the value apply() would
+    /// leave there), for i < n: one hash lookup per id, O(n) whatever the number of counted
+    /// ids. \pre patches_directly(); sync() with this call's context since the last hook
+    void penalise(const token_id* ids, float* lg, std::size_t n) noexcept {
+        if (nw_ != 1) return;
+        const token_counts& k = w_[0].counts();
+        const float theta = p_.repetition, af = p_.frequency, ap = p_.presence;
+        const bool rep = rep_ >= 0, freq = freq_ >= 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::uint32_t count = k.count(ids[i]);
+            if (count == 0) continue;
+            float y = lg[i];
+            if (rep) y = y > 0.f ? y / theta : y * theta;
+            if (freq) detail::frequency_penalize(y, count, af, ap);
+            lg[i] = y;
+        }
+        ops_ += n;
     }
 
     /// Declares the counted ids (every id of the windows of c.history if out of step).

@@ -18,6 +18,12 @@
 /// processors changed become patches over the caller's row (no row copy; see working_set.hpp).
 /// Its cost is O(declared ids) (each once per call) plus the first step's pass over the row,
 /// which excludes the patched ids with a bitmask instead of selecting k + patches entries.
+/// Penalties alone that only lower logits (penalties_processor::lowers_only()), for a caller
+/// that asks for it (run()'s `defer`), write no patch at all: the working set's first step asks
+/// for the processed values of the entries it selects (working_set.hpp, deferred patches), so
+/// a call costs O(k) lookups instead of O(distinct ids in the window). When the selection cannot
+/// decide without the patches they are written after all (one extra pass); a sequence where that
+/// keeps happening backs off to writing them directly (defer_turn()).
 
 #include <decodekit/config.hpp>
 #include <decodekit/processors/bias.hpp>
@@ -30,6 +36,7 @@
 #include <decodekit/sampling/constraint.hpp>
 #include <decodekit/sampling/params.hpp>
 #include <decodekit/sampling/result.hpp>
+#include <decodekit/sampling/working_set.hpp>
 #include <decodekit/sampling/workspace.hpp>
 
 #include <algorithm>
@@ -46,6 +53,9 @@ struct processed_row {
     std::span<const float> row;  ///< the row the steps read (the caller's, or the copy)
     std::size_t patches = 0;     ///< patches in the workspace (sparse path)
     bool overlay = false;        ///< row is the caller's and the patches apply over it
+    /// Patches not written yet (overlay, patches == 0): the working set computes them (only
+    /// with run()'s `defer`).
+    detail::deferred_patches deferred{};
 };
 
 /// The processors of one sequence (see the file comment): the stage a sampler runs before its
@@ -88,14 +98,17 @@ public:
     }
 
     /// Brings the per-sequence state up to date with ctx.history (history.hpp), then applies
-    /// the processors for a call with context `ctx` (see processed_row).
+    /// the processors for a call with context `ctx` (see processed_row). `defer`: the caller
+    /// hands the result to a working_set (with processed_row::deferred) before anything else
+    /// reads the patches, so the penalties may leave them deferred (see the file comment); the
+    /// pipeline must then outlive that working set's use of them (its call).
     processed_row run(std::span<const float> logits, const sample_context& ctx,
-                      sampling_workspace& ws) noexcept {
+                      sampling_workspace& ws, bool defer = false) noexcept {
         const processor_context pc = context(ctx, logits.size());
         if (follows_) follow_history(pc);
         if (procs_.empty()) return {logits};
         const std::span<float> row = ws.row_copy().first(logits.size());  // grows once
-        if (sparse_) return run_sparse(logits, pc, ws, row);
+        if (sparse_) return run_sparse(logits, pc, ws, row, defer);
         std::copy(logits.begin(), logits.end(), row.begin());
         for (any_processor& p : procs_) p.apply(row, pc);
         return {std::span<const float>(row.data(), row.size())};
@@ -123,6 +136,10 @@ private:
     history_tracker tracker_{};
     bool sparse_ = false;
     bool follows_ = false;
+    // deferred penalty patches (defer_turn()): calls left to write them directly, deferrals in a
+    // row that had to write them, and whether the last call deferred / had to write them
+    std::uint8_t defer_skip_ = 0, defer_misses_ = 0;
+    bool defer_pending_ = false, defer_missed_ = false;
 
     /// The processors of `p` in order: the user processors of each slot before its built-in.
     void build(const sampling_params& p) {
@@ -186,6 +203,41 @@ private:
         notify(constraint_);
     }
 
+    /// True when this call may defer the penalties' patches. Back-off: a call whose deferred
+    /// patches had to be written after all (many of the best entries penalised, or a step that
+    /// merges patches) makes the next 2^b - 1 calls write them directly, b the number of such
+    /// calls in a row (at most 6: one deferral in 64 calls); a deferral that decided without
+    /// them ends the back-off. So a sequence whose rows keep defeating the selection pays its
+    /// extra pass at most once in 64 calls.
+    bool defer_turn() noexcept {
+        if (defer_pending_ && !defer_missed_) defer_misses_ = 0;
+        defer_pending_ = false;
+        if (defer_skip_ == 0) return true;
+        --defer_skip_;
+        return false;
+    }
+    /// The deferred patches of the penalties alone (procs_[0]), sync()-ed with the call's history.
+    detail::deferred_patches deferred_penalties() noexcept {
+        defer_pending_ = true;
+        defer_missed_ = false;
+        return {.owner = this,
+                .values =
+                    [](void* o, const token_id* ids, float* lg, std::size_t n) noexcept {
+                        auto& self = *static_cast<processor_pipeline*>(o);
+                        self.procs_[0].get<penalties_processor>()->penalise(ids, lg, n);
+                    },
+                .write =
+                    [](void* o, std::span<const float> x, detail::scored* out,
+                       std::uint32_t* marks) noexcept {
+                        auto& self = *static_cast<processor_pipeline*>(o);
+                        self.defer_missed_ = true;
+                        if (self.defer_misses_ < 6) ++self.defer_misses_;
+                        self.defer_skip_ = std::uint8_t((1u << self.defer_misses_) - 1);
+                        return self.procs_[0].get<penalties_processor>()->patch_synced(x, out,
+                                                                                       marks);
+                    }};
+    }
+
     struct sink_state {
         std::uint32_t* seen;  // ws.seen: one bit per token, all 0 between calls
         token_id* touched;    // ws.touched
@@ -199,11 +251,18 @@ private:
     /// sparse stage) skip all that: penalties_processor::patch() reads the caller's row at the
     /// counted ids and writes the patches in one pass over its count arrays.
     processed_row run_sparse(std::span<const float> logits, const processor_context& pc,
-                             sampling_workspace& ws, std::span<float> row) noexcept {
+                             sampling_workspace& ws, std::span<float> row, bool defer) noexcept {
         ws.reserve_sparse();
         if (procs_.size() == 1)  // the penalties alone: patches straight from the counts
             if (penalties_processor* pen = procs_[0].get<penalties_processor>();
                 pen && pen->patches_directly()) {
+                if (defer && pen->lowers_only() && defer_turn()) {  // no patch written yet
+                    pen->sync(pc);
+                    return {.row = logits,
+                            .patches = 0,
+                            .overlay = true,
+                            .deferred = deferred_penalties()};
+                }
                 const std::size_t patches =
                     pen->patch(logits, pc, ws.patches.data(), ws.unpatched.data());
                 return {logits, patches, patches > 0};

@@ -321,9 +321,10 @@ private:
         if (logits.size() != vocab_ || !detail::mask_covers(ctx.mask, vocab_))
             return status_result(sample_status::bad_input);
         ws.reserve(vocab_);
-        processed_row pr = procs_.run(logits, ctx, ws);
+        // (the mask's copy path reads the patches: none deferred for it)
+        processed_row pr = procs_.run(logits, ctx, ws, !masked || mask_fused_);
         if (masked && !mask_fused_) detail::mask_into_copy(logits, ctx.mask, pr, ws);
-        working_set w(pr.row, ws, pr.patches, pr.overlay);
+        working_set w(pr.row, ws, pr.patches, pr.overlay, pr.deferred);
         if (masked && mask_fused_) w.set_mask(ctx.mask);
         sample_result r = run_unmasked(logits, ctx, w, pr);
         if (masked && r.status == sample_status::no_valid_token)
@@ -462,9 +463,10 @@ private:
             !detail::mask_covers(ctx.mask, vocab_))
             return {};
         ws.reserve(vocab_);
-        processed_row pr = procs_.run(logits, ctx, ws);
+        // (the mask's copy path reads the patches: none deferred for it)
+        processed_row pr = procs_.run(logits, ctx, ws, !masked || mask_fused_);
         if (masked && !mask_fused_) detail::mask_into_copy(logits, ctx.mask, pr, ws);
-        working_set w(pr.row, ws, pr.patches, pr.overlay);
+        working_set w(pr.row, ws, pr.patches, pr.overlay, pr.deferred);
         if (masked && mask_fused_) w.set_mask(ctx.mask);
         candidates& kept = w.kept();
         if (params_.greedy()) {

@@ -28,6 +28,16 @@
 /// overlaid full set calls materialise() first, which merges them. After the first narrowing the
 /// overlay is gone.
 ///
+/// Deferred patches: when every processed value is at most the row's (penalties that only lower,
+/// processors/penalties.hpp lowers_only()), the processor stage may hand over a
+/// detail::deferred_patches instead of writing its patches. A lowered entry can leave the k best,
+/// never enter them, so overlay_top_k() selects k + max(k, 16) of the caller's row (no mask of
+/// patched ids), asks for the processed values of those entries only (O(k) lookups, not
+/// O(patched ids)), and keeps the k best of them when at least k stay above the selection's
+/// lowest logit (every entry outside it is at most that logit, processed or not). Otherwise, and
+/// for every other use of the overlay (merge_patches(), materialise(), a later overlay_top_k()),
+/// the patches are written first (resolve()) and the overlay works as above.
+///
 /// Mask: a set may carry a token bitmask (set_mask(); kernels/mask.hpp). The full set is then
 /// the valid entries the mask allows: the row_* helpers (the kernels the fused first steps use:
 /// greedy's argmax, top-k, min-p, materialise(), the overlay helpers, the draw) read the mask
@@ -66,15 +76,34 @@ inline double cand_weight(float x, float m, float t) noexcept {
     if (m == f_inf) return x == f_inf ? 1.0 : 0.0;
     return std::exp((double(x) - double(m)) / double(t));
 }
+
+/// Patches a processor stage left to be computed when needed (see working_set's file comment):
+/// the stage guarantees that no processed value is above the row's.
+struct deferred_patches {
+    void* owner = nullptr;
+    /// Replaces lg[i], the row's logit at ids[i] (an id of the row), by its processed value.
+    void (*values)(void* owner, const token_id* ids, float* lg, std::size_t n) noexcept = nullptr;
+    /// Writes every patch {processed value, id} (each id once, those whose value differs
+    /// bitwise from row's) to out, clears their bits in marks; returns their number.
+    std::size_t (*write)(void* owner, std::span<const float> row, scored* out,
+                         std::uint32_t* marks) noexcept = nullptr;
+
+    explicit operator bool() const noexcept { return owner != nullptr; }
+};
 }  // namespace detail
 
 /// The working set of one sampling call (see the file comment).
 class working_set {
 public:
-    /// A full set over `row` (with `n_patches` patches in ws.patches when overlaid).
+    /// A full set over `row` (with `n_patches` patches in ws.patches when overlaid; or the
+    /// patches `deferred`, which makes the set overlaid).
     working_set(std::span<const float> row, sampling_workspace& ws, std::size_t n_patches = 0,
-                bool overlay = false) noexcept
-        : row_(row), ws_(ws), n_patches_(n_patches), overlay_(overlay) {}
+                bool overlay = false, detail::deferred_patches deferred = {}) noexcept
+        : row_(row),
+          ws_(ws),
+          n_patches_(deferred ? 0 : n_patches),
+          overlay_(overlay || bool(deferred)),
+          deferred_(deferred) {}
     working_set(const working_set&) = delete;
     working_set& operator=(const working_set&) = delete;
     /// Leaves the workspace's unpatched bits all ones (its invariant between calls).
@@ -347,7 +376,19 @@ public:
     }
 
     // ---- the overlay (built-in first steps) ----
-    /// True when id t is patched. \pre overlaid()
+    /// The patches written in the workspace (0 while deferred).
+    std::size_t patch_count() const noexcept { return n_patches_; }
+    /// True while the overlay's patches are deferred (not yet written).
+    bool deferred() const noexcept { return bool(deferred_); }
+    /// Writes deferred patches into the workspace (ws.patches, the unpatched bits); nothing when
+    /// there are none. O(patched ids).
+    void resolve() noexcept {
+        if (!deferred_) return;
+        const detail::deferred_patches d = deferred_;
+        deferred_ = {};
+        n_patches_ = d.write(d.owner, row_, ws_.patches.data(), ws_.unpatched.data());
+    }
+    /// True when id t is patched. \pre overlaid(), nothing deferred
     bool patched(token_id t) const noexcept {
         const auto u = std::uint32_t(t);
         return ((ws_.unpatched[u / 32] >> (u % 32)) & 1u) == 0;
@@ -358,6 +399,7 @@ public:
     /// the many patches a long history's penalties push below thr cost a fraction of a cycle.
     template <class A = simd::default_arch>
     std::size_t append_patches(float thr, std::size_t j) noexcept {
+        resolve();
         token_id* ids = ws_.cand.id_storage();
         float* lg = ws_.cand.logit_storage();
         const detail::scored* p = ws_.patches.data();
@@ -390,6 +432,7 @@ public:
     /// Drops the patched ids from kept() and appends the patches with value >= thr (valid and
     /// allowed only).
     void merge_patches(float thr) noexcept {
+        resolve();
         cut_pending_ = false;
         token_id* ids = ws_.cand.id_storage();
         float* lg = ws_.cand.logit_storage();
@@ -408,7 +451,11 @@ public:
     /// One selection pass over the row under a mask without the patched ids (the k best unpatched
     /// entries), then the patches reaching the k-th of those join and the merged set is cut to
     /// k: O(V + patches + k log k), never a selection or sort of k + patches entries.
+    /// With deferred patches, first the selection of the file comment (no patch written when
+    /// it decides).
     void overlay_top_k(std::size_t k, tie_policy ties) noexcept {
+        if (deferred_ && deferred_top_k(k, ties)) return;
+        resolve();
         unpatched_top_k(k, ties);
         candidates& c = ws_.cand;
         // a patch below the k-th unpatched entry cannot enter the k best (fewer than k: any)
@@ -431,6 +478,7 @@ public:
     /// Clears the patch marks and ends the overlay (the set no longer reads the caller's row
     /// through patches).
     void clear_patch_marks() noexcept {
+        deferred_ = {};  // never written: no mark to clear
         if (!overlay_) return;
         restore_unpatched_bits();
         overlay_ = false;
@@ -438,6 +486,49 @@ public:
 
 private:
     enum order_kind : std::uint8_t { by_id, by_logit, unordered };
+
+    /// overlay_top_k with deferred patches (see the file comment): the k2 = k + max(k, 16) best
+    /// entries of the row (exactly_k, id order), their processed values, and the k best of those
+    /// (tie policy `ties`) when that is the answer: the row has fewer than k2 valid entries (the
+    /// selection holds them all), or at least k processed values are above the selection's
+    /// lowest logit f (every entry left out is at most f before processing, so at most f after:
+    /// the k best and every entry tied with the k-th are in the selection). Returns false (the
+    /// selection is then scratch) otherwise. O(V) read + O(k2) lookups + O(k2 log k2).
+    bool deferred_top_k(std::size_t k, tie_policy ties) noexcept {
+        if (k == 0) return false;
+        const std::size_t k2 = std::min(row_.size(), k + std::max<std::size_t>(k, 16));
+        candidates& c = ws_.cand;
+        if (masked_)
+            kernels::top_k_unordered(row_, k2, tie_policy::exactly_k, c, mask_);
+        else
+            kernels::top_k_unordered(row_, k2, tie_policy::exactly_k, c);
+        const std::size_t n = c.size();
+        token_id* ids = c.id_storage();
+        float* lg = c.logit_storage();
+        float f = detail::f_inf;
+        for (std::size_t i = 0; i < n; ++i) f = lg[i] < f ? lg[i] : f;  // valid entries only
+        deferred_.values(deferred_.owner, ids, lg, n);
+        std::size_t j = 0, above = 0;
+        for (std::size_t i = 0; i < n; ++i) {  // a processed -inf leaves the set
+            above += lg[i] > f;
+            if (!(lg[i] > -detail::f_inf)) continue;
+            ids[j] = ids[i];
+            lg[j] = lg[i];
+            ++j;
+        }
+        if (n == k2 && above < k) return false;
+        c.resize(j);
+        order_ = unordered;
+        weights_ok_ = false;
+        order();
+        if (k < c.size()) {
+            std::size_t m = k;
+            if (ties == tie_policy::keep_ties)
+                while (m < c.size() && c.logits()[m] == c.logits()[k - 1]) ++m;
+            c.resize(m);
+        }
+        return true;
+    }
 
     /// kernels::top_k of the row without the patched ids (and under the set's mask) into kept(),
     /// ordered: one masked pass with ws.unpatched as the mask (the processor stage cleared the
@@ -509,6 +600,7 @@ private:
     mutable double sum_ = 0;
     mutable bool cut_pending_ = false;
     kernels::row_cut cut_{};
+    detail::deferred_patches deferred_{};
     std::size_t cut_kept_ = 0;
     float cut_max_ = 0.f, cut_t_ = 1.f;
     double cut_sum_ = 0;
