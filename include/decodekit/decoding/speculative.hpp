@@ -325,6 +325,25 @@ public:
         weights_.reserve(vocab_size);
     }
     std::size_t vocab_size() const noexcept { return dense_.size(); }
+    /// Writes q's positive probabilities at their ids into dense_ (an id past it is skipped: a
+    /// Debug assertion) and returns dense_'s data.
+    float* scatter(sparse_dist_view q) noexcept {
+        float* dense = dense_.data();
+        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
+            const auto t = std::size_t(q.tokens[i]);
+            DECODEKIT_ASSERT(t < dense_.size(),
+                             "verify_rejection: q token id >= workspace vocab_size");
+            if (t < dense_.size() && q.probs[i] > 0.f) dense[t] = q.probs[i];
+        }
+        return dense;
+    }
+    /// Zeroes what scatter(q) wrote: dense_ all zero again.
+    void unscatter(sparse_dist_view q) noexcept {
+        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
+            const auto t = std::size_t(q.tokens[i]);
+            if (t < dense_.size()) dense_[t] = 0.f;
+        }
+    }
 
     std::vector<float> dense_;     ///< scattered q; all zero outside a call
     std::vector<double> weights_;  ///< residual weights over p's entries
@@ -381,13 +400,8 @@ inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, to
             },
             v, detail::residual_floor);
     } else {  // scatter q into the dense scratch row, gather it along p
-        float* dense = ws.dense_.data();
+        const float* dense = ws.scatter(q);
         const std::size_t dv = ws.dense_.size();
-        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
-            const auto t = std::size_t(q.tokens[i]);
-            DECODEKIT_ASSERT(t < dv, "verify_rejection: q token id >= workspace vocab_size");
-            if (t < dv && q.probs[i] > 0.f) dense[t] = q.probs[i];
-        }
         j = detail::draw_blocked(
             p.size(),
             [&](std::size_t b, std::size_t c, float* out) noexcept {
@@ -399,10 +413,7 @@ inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, to
                 }
             },
             v, detail::residual_floor);
-        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
-            const auto t = std::size_t(q.tokens[i]);
-            if (t < dv) dense[t] = 0.f;
-        }
+        ws.unscatter(q);
     }
     if (j == npos) return {detail::draw_sparse(p, v), false};  // residual ~0: fall back to p
     return {p.tokens[j], false};
@@ -580,13 +591,7 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
             },
             v, detail::residual_floor);
     } else if (p.is_cut && p.extent() <= ws.dense_.size()) {  // scatter q into the dense row
-        float* dense = ws.dense_.data();
-        const std::size_t dv = ws.dense_.size();
-        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
-            const auto t = std::size_t(q.tokens[i]);
-            DECODEKIT_ASSERT(t < dv, "verify_rejection: q token id >= workspace vocab_size");
-            if (t < dv && q.probs[i] > 0.f) dense[t] = q.probs[i];
-        }
+        const float* dense = ws.scatter(q);
         // (index = id: q over a block is dense[b, b + c); the same block sums and residuals as
         // the merge above, so both give the same token)
         j = detail::draw_blocked_sums(
@@ -598,18 +603,10 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
                 p.residual_into(b, c, dense + b, out);
             },
             v, detail::residual_floor);
-        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
-            const auto t = std::size_t(q.tokens[i]);
-            if (t < dv) dense[t] = 0.f;
-        }
+        ws.unscatter(q);
     } else {  // scatter q into the dense scratch row, read it along p
-        float* dense = ws.dense_.data();
+        const float* dense = ws.scatter(q);
         const std::size_t dv = ws.dense_.size();
-        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
-            const auto t = std::size_t(q.tokens[i]);
-            DECODEKIT_ASSERT(t < dv, "verify_rejection: q token id >= workspace vocab_size");
-            if (t < dv && q.probs[i] > 0.f) dense[t] = q.probs[i];
-        }
         j = detail::draw_blocked(
             p.extent(),
             [&](std::size_t b, std::size_t c, float* out) noexcept {
@@ -621,10 +618,7 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
                 }
             },
             v, detail::residual_floor);
-        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
-            const auto t = std::size_t(q.tokens[i]);
-            if (t < dv) dense[t] = 0.f;
-        }
+        ws.unscatter(q);
     }
     if (j == npos) return {p.draw(v), false};  // residual ~0: fall back to p
     return {p.token_at(j), false};
