@@ -10,7 +10,12 @@
 //     the sparse q a proposer stores; computed once, as the drafter's cost is not the
 //     verifier's). Judged against the exp floor of the shape, as top-p is (issue 12:
 //     verification gets the same treatment). Counters: accept (acceptance rate), kept (target
-//     set), cut (1 when the target set stayed a cut).
+//     set), cut (1 when the target set stayed a cut), rejected (rejections per token: each one
+//     draws from the residual, a pass over the cut with q merged along it). Also at V = 256000
+//     (no O(V) clear or copy beyond the pass: the time scales with V, not with V^2 or a memset).
+//   BM_spec_processed/<shape>/V:<V>: the target's processing alone (the same call as in
+//     BM_spec_family, no verification): BM_spec_family minus this is what the verification
+//     adds per token (p(x), q(x) on acceptance; the residual draw on rejection).
 //   BM_spec_toy_*: speculative_decode on the deterministic toy models of the tests, one run of 64
 //     new tokens per iteration; counters: mean accepted draft tokens per round, tokens per target
 //     call, acceptance rate. (Toy model calls are nearly free, so time here is the loop's own
@@ -115,7 +120,7 @@ struct family_inputs {
     std::vector<dk::token_id> drafts;  // sampled from q
 };
 
-void run_spec_family(benchmark::State& state, dk_bench::shape sh, std::size_t v) {
+void run_spec_family(benchmark::State& state, dk_bench::shape sh, std::size_t v, bool verify) {
     const auto& t = dk_bench::row(sh, v);
     const auto other = dk_bench::make_row(sh, v, 777);
     const dk::sampling_params target_params{.top_p = 0.95f};
@@ -140,6 +145,17 @@ void run_spec_family(benchmark::State& state, dk_bench::shape sh, std::size_t v)
         return;
     }
     std::uint64_t i = 0, acc = 0;
+    if (!verify) {  // the target's processing alone
+        for (auto _ : state) {
+            const dk::weighted_set p =
+                target.processed(t, {.sequence = 1, .step = i, .history = {}});
+            benchmark::DoNotOptimize(p);
+            ++i;
+        }
+        dk_bench::set_items(state, v);
+        state.counters["kept"] = double(kept);
+        return;
+    }
     for (auto _ : state) {
         const dk::weighted_set p = target.processed(t, {.sequence = 1, .step = i, .history = {}});
         const dk::verify_result r =
@@ -150,15 +166,20 @@ void run_spec_family(benchmark::State& state, dk_bench::shape sh, std::size_t v)
     }
     dk_bench::set_items(state, v);
     state.counters["accept"] = i ? double(acc) / double(i) : 0.0;
+    state.counters["rejected"] = i ? double(i - acc) / double(i) : 0.0;
     state.counters["kept"] = double(kept);
     state.counters["cut"] = is_cut ? 1.0 : 0.0;
 }
 
 [[maybe_unused]] const bool spec_family_registered = [] {
-    for (const dk_bench::shape sh : dk_bench::shapes)
-        benchmark::RegisterBenchmark(
-            dk_bench::family_name("BM_spec_family", sh, dk_bench::bar_vocab).c_str(),
-            run_spec_family, sh, dk_bench::bar_vocab);
+    for (const std::size_t v : {dk_bench::bar_vocab, std::size_t(256000)})
+        for (const dk_bench::shape sh : dk_bench::shapes)
+            benchmark::RegisterBenchmark(dk_bench::family_name("BM_spec_family", sh, v).c_str(),
+                                         run_spec_family, sh, v, true);
+    for (const std::size_t v : {dk_bench::bar_vocab, std::size_t(256000)})
+        for (const dk_bench::shape sh : dk_bench::shapes)
+            benchmark::RegisterBenchmark(dk_bench::family_name("BM_spec_processed", sh, v).c_str(),
+                                         run_spec_family, sh, v, false);
     return true;
 }();
 

@@ -155,6 +155,10 @@ TEST_CASE("verification on a weighted_set decides as on the sparse distribution"
         rejected += !b.accepted;
         differ[0] += a.token != b.token || a.accepted != b.accepted;
         differ[5] += a2.token != b.token || a2.accepted != b.accepted;
+        // q merged along the cut or scattered into the dense row: the same block sums and
+        // residuals, so the same token for every key
+        REQUIRE(a2.token == a.token);
+        REQUIRE(a2.accepted == a.accepted);
         const verify_result c = verify_one_hot(p, x, key), d = verify_one_hot(ps, x, key);
         differ[1] += c.token != d.token || c.accepted != d.accepted;
         differ[2] += draw_from(p, key) != draw_from(ps, key);
@@ -172,6 +176,50 @@ TEST_CASE("verification on a weighted_set decides as on the sparse distribution"
     }
     CHECK(verify_greedy(p, 2999).accepted);  // the row's head
     CHECK_FALSE(verify_greedy(p, 0).accepted);
+}
+
+TEST_CASE("a cut's residual block sum is the sum of its residuals (tied cut, tails, bad q)",
+          "[speculative][cut]") {
+    // a row of 17 levels: the top-p cut crosses a level held by ~180 ids, so the cut keeps a
+    // prefix of those ties (lo_last inside the row: a block splits into segments); blocks of
+    // every alignment and length (vector parts and scalar tails); q with negative, NaN and
+    // +inf entries (a residual of 0 there)
+    auto row = make_row(17);
+    for (float& v : row)
+        if (std::isfinite(v)) v = std::floor(v * 4.f) / 4.f;
+    sampler ts({.top_p = 0.7f}, V);
+    sampling_workspace sws(V);
+    const weighted_set p = processed_set(ts, row, {}, sws);
+    REQUIRE(p.is_cut);
+    REQUIRE(p.cut.lo_last != npos);  // a tied level is cut inside the row
+    std::vector<float> q(V), out(V);
+    std::uint64_t s = 5;
+    for (std::size_t i = 0; i < V; ++i) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        q[i] = float(double(s >> 11) / double(1ull << 53)) * 2.f / float(V);
+        if (i % 7 == 0) q[i] = -q[i];
+    }
+    q[100] = NAN;
+    q[101] = INFINITY;
+    for (const auto& [b, c] :
+         std::vector<std::pair<std::size_t, std::size_t>>{{0, 512},
+                                                          {512, 512},
+                                                          {1, 37},
+                                                          {p.cut.lo_last - 20, 45},
+                                                          {2999, 1},
+                                                          {2488, 512},
+                                                          {1000, 513},
+                                                          {0, V}}) {
+        INFO("block " << b << " + " << c);
+        p.residual_into(b, c, q.data() + b, out.data());
+        double want = 0;
+        for (std::size_t i = 0; i < c; ++i) {
+            REQUIRE(out[i] >= 0.f);  // (NaN reads 0)
+            want += out[i];
+        }
+        const double got = p.residual_sum(b, c, q.data() + b);
+        CHECK(std::fabs(got - want) <= 1e-5 * want + 1e-12);
+    }
 }
 
 TEST_CASE("q's non-positive and NaN probabilities read 0 on every path of the residual",

@@ -183,10 +183,17 @@ inline sparse_dist_view trimmed(sparse_dist_view d) noexcept {
     const std::size_t n = d.size();
     return {d.tokens.first(n), d.probs.first(n), d.ascending};
 }
-/// Probability of `x` in `d` (0 if absent or not positive).
+/// Probability of `x` in `d` (0 if absent or not positive). O(log n) when d.ascending (a binary
+/// search, no linear fallback: a broken promise may read an x that is there as absent).
 inline double prob_of(sparse_dist_view d, token_id x) noexcept {
     d = trimmed(d);
-    const std::size_t i = find_token(d.tokens, x);
+    std::size_t i = npos;
+    if (!d.ascending)
+        i = find_token(d.tokens, x);
+    else if (x >= 0) {
+        const auto it = std::lower_bound(d.tokens.begin(), d.tokens.end(), x);
+        if (it != d.tokens.end() && *it == x) i = std::size_t(it - d.tokens.begin());
+    }
     return i != npos && d.probs[i] > 0.f ? double(d.probs[i]) : 0.0;
 }
 /// Most probable token (ties to the lowest id); -1 when no entry has positive probability.
@@ -214,33 +221,33 @@ inline bool same_ids(std::span<const token_id> a, std::span<const token_id> b) n
     return std::equal(a.begin(), a.end(), b.begin());
 }
 
-/// Inverse-CDF draw over n nonnegative weights produced by fill(begin, count, out), never stored:
-/// the residual max(0, p - q) of a rejection is computed blockwise into a stack buffer (no
-/// V-sized write and re-read per rejection), which is why this is not kernels::draw_inverse_cdf
-/// (that one takes materialised weights; draw_sparse below uses it). Same rule as
-/// reference::draw_inverse_cdf: the first positive weight whose running sum exceeds u * total,
-/// the last positive one when rounding leaves u * total unreached; plus a floor: npos when the
-/// total is not above `floor` (then *total_out is that total; the callers fall back to p).
-/// One pass of block sums (kernels::sum: float lanes, blocks in double), a walk over them, a
-/// double scan from the block where u * total falls (into the next ones if the float block sums
-/// overshot). The block sums' rounding (~1e-7 of the total) can move the chosen entry across a
-/// block boundary, relative to the reference's all-double running sum.
-template <class Fill>
-std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor,
-                         double* total_out = nullptr) noexcept {
+/// Inverse-CDF draw over n nonnegative weights produced by fill(begin, count, out), never stored,
+/// whose block sums block_sum(begin, count) gives (equal to summing fill's output up to float
+/// rounding; a caller can compute them without storing the weights): the residual max(0, p - q)
+/// of a rejection is computed blockwise into a stack buffer (no V-sized write and re-read per
+/// rejection), which is why this is not kernels::draw_inverse_cdf (that one takes materialised
+/// weights; draw_sparse below uses it). Same rule as reference::draw_inverse_cdf: the first
+/// positive weight whose running sum exceeds u * total, the last positive one when rounding
+/// leaves u * total unreached; plus a floor: npos when the total is not above `floor` (then
+/// *total_out is that total; the callers fall back to p).
+/// One pass of block sums (blocks in double), a walk over them, a double scan of fill's output
+/// from the block where u * total falls (into the next ones if the block sums overshot). The
+/// block sums' rounding (~1e-7 of the total) can move the chosen entry across a block boundary,
+/// relative to the reference's all-double running sum. Calls block_sum in ascending blocks
+/// during the first pass (again during the walk beyond spec_max_blocks blocks), fill only on
+/// the blocks it scans.
+template <class Sum, class Fill>
+std::size_t draw_blocked_sums(std::size_t n, Sum&& block_sum, Fill&& fill, double u, double floor,
+                              double* total_out = nullptr) noexcept {
     alignas(64) float buf[spec_block];
     double sums[spec_max_blocks];
     const std::size_t nb = (n + spec_block - 1) / spec_block;
     const bool keep = nb <= spec_max_blocks;
-    auto block_sum = [&](std::size_t b) {
-        const std::size_t c = std::min(spec_block, n - b * spec_block);
-        fill(b * spec_block, c, buf);
-        return kernels::sum(std::span<const float>(buf, c));
-    };
+    auto count = [&](std::size_t b) { return std::min(spec_block, n - b * spec_block); };
     double total = 0;
     std::size_t last_block = npos;  // the last block holding a positive weight
     for (std::size_t b = 0; b < nb; ++b) {
-        const double s = block_sum(b);
+        const double s = block_sum(b * spec_block, count(b));
         if (keep) sums[b] = s;
         if (s > 0) last_block = b;
         total += s;
@@ -251,13 +258,13 @@ std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor,
     double run = 0;
     std::size_t last = npos;  // the last positive weight scanned
     for (std::size_t b = 0; b <= last_block; ++b) {
-        const double s = keep ? sums[b] : block_sum(b);
+        const double s = keep ? sums[b] : block_sum(b * spec_block, count(b));
         if (!(s > 0)) continue;
         if (run + s <= target && b != last_block) {  // the target lies beyond this block
             run += s;
             continue;
         }
-        const std::size_t c = std::min(spec_block, n - b * spec_block);
+        const std::size_t c = count(b);
         fill(b * spec_block, c, buf);
         for (std::size_t j = 0; j < c; ++j) {
             if (!(buf[j] > 0.f)) continue;
@@ -267,6 +274,20 @@ std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor,
         }
     }
     return last;  // the last block is always scanned: its last positive weight
+}
+/// draw_blocked_sums with the block sums taken over fill's output (kernels::sum: float lanes,
+/// blocks in double).
+template <class Fill>
+std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor,
+                         double* total_out = nullptr) noexcept {
+    return draw_blocked_sums(
+        n,
+        [&](std::size_t b, std::size_t c) noexcept {
+            alignas(64) float buf[spec_block];
+            fill(b, c, buf);
+            return kernels::sum(std::span<const float>(buf, c));
+        },
+        fill, u, floor, total_out);
 }
 /// Inverse-CDF draw from a sparse distribution (kernels::draw_inverse_cdf over its
 /// probabilities: sums in double); -1 if no positive probability.
@@ -304,6 +325,25 @@ public:
         weights_.reserve(vocab_size);
     }
     std::size_t vocab_size() const noexcept { return dense_.size(); }
+    /// Writes q's positive probabilities at their ids into dense_ (an id past it is skipped: a
+    /// Debug assertion) and returns dense_'s data.
+    float* scatter(sparse_dist_view q) noexcept {
+        float* dense = dense_.data();
+        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
+            const auto t = std::size_t(q.tokens[i]);
+            DECODEKIT_ASSERT(t < dense_.size(),
+                             "verify_rejection: q token id >= workspace vocab_size");
+            if (t < dense_.size() && q.probs[i] > 0.f) dense[t] = q.probs[i];
+        }
+        return dense;
+    }
+    /// Zeroes what scatter(q) wrote: dense_ all zero again.
+    void unscatter(sparse_dist_view q) noexcept {
+        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
+            const auto t = std::size_t(q.tokens[i]);
+            if (t < dense_.size()) dense_[t] = 0.f;
+        }
+    }
 
     std::vector<float> dense_;     ///< scattered q; all zero outside a call
     std::vector<double> weights_;  ///< residual weights over p's entries
@@ -360,13 +400,8 @@ inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, to
             },
             v, detail::residual_floor);
     } else {  // scatter q into the dense scratch row, gather it along p
-        float* dense = ws.dense_.data();
+        const float* dense = ws.scatter(q);
         const std::size_t dv = ws.dense_.size();
-        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
-            const auto t = std::size_t(q.tokens[i]);
-            DECODEKIT_ASSERT(t < dv, "verify_rejection: q token id >= workspace vocab_size");
-            if (t < dv && q.probs[i] > 0.f) dense[t] = q.probs[i];
-        }
         j = detail::draw_blocked(
             p.size(),
             [&](std::size_t b, std::size_t c, float* out) noexcept {
@@ -378,10 +413,7 @@ inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, to
                 }
             },
             v, detail::residual_floor);
-        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
-            const auto t = std::size_t(q.tokens[i]);
-            if (t < dv) dense[t] = 0.f;
-        }
+        ws.unscatter(q);
     }
     if (j == npos) return {detail::draw_sparse(p, v), false};  // residual ~0: fall back to p
     return {p.tokens[j], false};
@@ -513,46 +545,71 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
         DECODEKIT_ASSERT(std::adjacent_find(q.tokens.begin(), q.tokens.end(),
                                             std::greater_equal<>{}) == q.tokens.end(),
                          "verify_rejection: q.ascending but its tokens are not strictly ascending");
-        j = detail::draw_blocked(
+        const token_id* ids = q.tokens.data();
+        const float* qp = q.probs.data();
+        const std::size_t qn = q.size();
+        // q over the ids [b, b + c): q's own probabilities when q holds every id of the block,
+        // else its entries of the block scattered into qb (an id outside the block, only on a
+        // broken promise, lands in the spare slot qb[c]: a wrong law, never a write outside qb).
+        // Blocks come in ascending order during the sums: the range [k0, k1) of the block
+        // starts where the previous one ended and holds at most c entries, so k1 is searched
+        // among c entries (log2 512 steps), not the whole of q.
+        alignas(64) float qb[detail::spec_block + 1];
+        std::size_t next_b = 0, next_k = 0;
+        auto q_block = [&](std::size_t b, std::size_t c) noexcept -> const float* {
+            const std::size_t k0 =
+                b == next_b ? next_k
+                            : std::size_t(std::lower_bound(ids, ids + qn, token_id(b)) - ids);
+            const std::size_t k1 = std::size_t(
+                std::lower_bound(ids + k0, ids + std::min(qn, k0 + c), token_id(b + c)) - ids);
+            next_b = b + c;
+            next_k = k1;
+            if (k1 - k0 == c) return qp + k0;  // (contiguous: q's probabilities themselves)
+            std::fill_n(qb, c, 0.f);
+            const auto slot = [&](std::size_t k) noexcept {
+                return std::min(std::size_t(std::uint32_t(ids[k]) - std::uint32_t(b)), c);
+            };
+            std::size_t k = k0;
+            for (; k + 4 <= k1; k += 4) {  // (unrolled: the scatter is a store per entry)
+                const std::size_t s0 = slot(k), s1 = slot(k + 1), s2 = slot(k + 2),
+                                  s3 = slot(k + 3);
+                qb[s0] = qp[k];
+                qb[s1] = qp[k + 1];
+                qb[s2] = qp[k + 2];
+                qb[s3] = qp[k + 3];
+            }
+            for (; k < k1; ++k) qb[slot(k)] = qp[k];
+            return qb;
+        };
+        j = detail::draw_blocked_sums(
             p.extent(),
+            [&](std::size_t b, std::size_t c) noexcept {
+                return double(p.residual_sum(b, c, q_block(b, c)));
+            },
             [&](std::size_t b, std::size_t c, float* out) noexcept {
-                const token_id* ids = q.tokens.data();
-                const std::size_t k0 =
-                    std::size_t(std::lower_bound(ids, ids + q.size(), token_id(b)) - ids);
-                const std::size_t k1 =
-                    std::size_t(std::lower_bound(ids + k0, ids + q.size(), token_id(b + c)) - ids);
-                if (k1 - k0 == c) {  // q holds every id of the block: its probs are contiguous
-                    p.residual_into(b, c, q.probs.data() + k0, out);
-                    return;
-                }
-                alignas(64) float qb[detail::spec_block];
-                std::fill_n(qb, c, 0.f);
-                const float* qp = q.probs.data();
-                for (std::size_t k = k0; k < k1; ++k) {  // (a scatter into the block)
-                    // (in range whenever the promise holds; a broken promise gives a wrong law,
-                    // never a write outside the block)
-                    const std::size_t at = std::size_t(ids[k]) - b;
-                    if (at < c) qb[at] = std::max(qp[k], 0.f);
-                }
-                p.residual_into(b, c, qb, out);
+                p.residual_into(b, c, q_block(b, c), out);
             },
             v, detail::residual_floor);
+    } else if (p.is_cut && p.extent() <= ws.dense_.size()) {  // scatter q into the dense row
+        const float* dense = ws.scatter(q);
+        // (index = id: q over a block is dense[b, b + c); the same block sums and residuals as
+        // the merge above, so both give the same token)
+        j = detail::draw_blocked_sums(
+            p.extent(),
+            [&](std::size_t b, std::size_t c) noexcept {
+                return double(p.residual_sum(b, c, dense + b));
+            },
+            [&](std::size_t b, std::size_t c, float* out) noexcept {
+                p.residual_into(b, c, dense + b, out);
+            },
+            v, detail::residual_floor);
+        ws.unscatter(q);
     } else {  // scatter q into the dense scratch row, read it along p
-        float* dense = ws.dense_.data();
+        const float* dense = ws.scatter(q);
         const std::size_t dv = ws.dense_.size();
-        const bool cut_in_dense = p.is_cut && p.extent() <= dv;
-        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
-            const auto t = std::size_t(q.tokens[i]);
-            DECODEKIT_ASSERT(t < dv, "verify_rejection: q token id >= workspace vocab_size");
-            if (t < dv && q.probs[i] > 0.f) dense[t] = q.probs[i];
-        }
         j = detail::draw_blocked(
             p.extent(),
             [&](std::size_t b, std::size_t c, float* out) noexcept {
-                if (cut_in_dense) {  // index = id: q is dense[b, b + c), contiguous
-                    p.residual_into(b, c, dense + b, out);
-                    return;
-                }
                 p.weights_into(b, c, out);
                 for (std::size_t i = 0; i < c; ++i) {
                     const auto t = std::size_t(p.token_at(b + i));
@@ -561,10 +618,7 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
                 }
             },
             v, detail::residual_floor);
-        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
-            const auto t = std::size_t(q.tokens[i]);
-            if (t < dv) dense[t] = 0.f;
-        }
+        ws.unscatter(q);
     }
     if (j == npos) return {p.draw(v), false};  // residual ~0: fall back to p
     return {p.token_at(j), false};

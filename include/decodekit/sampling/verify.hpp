@@ -67,6 +67,35 @@ void cut_block(const float* x, const float* w, const kernels::row_cut& cut, std:
             }
         });
 }
+/// The sum of max(0, w[i] * scale - q[i - b]) over the entries i in [b, e) the cut keeps (q <= 0
+/// or NaN reads 0): cut_block<true>'s outputs summed without storing them (float lanes; the
+/// vector part's lanes, then the tail, added in that order). SIMD.
+template <class A = simd::default_arch>
+float cut_residual_sum(const float* x, const float* w, const kernels::row_cut& cut, std::size_t b,
+                       std::size_t e, float scale, const float* q) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    B acc(0.f);
+    float tail = 0.f;
+    kernels::detail::for_each_segment(
+        cut, b, e, [&](std::size_t s, std::size_t se, float lo, float hi) noexcept {
+            const B lb(lo), hb(hi), sb(scale), zero(0.f);
+            std::size_t i = s;
+            for (; i + L <= se; i += L) {
+                const B v = B::load_unaligned(x + i);
+                const B qv = B::load_unaligned(q + (i - b));
+                const B r = simd::max<A>(
+                    B::load_unaligned(w + i) * sb - simd::select<A>(qv > zero, qv, zero), zero);
+                acc += simd::select<A>((v >= lb) & (v <= hb), r, zero);
+            }
+            for (; i < se; ++i) {
+                const float qi = q[i - b] > 0.f ? q[i - b] : 0.f;
+                const float r = w[i] * scale - qi;
+                if (x[i] >= lo && x[i] <= hi && r > 0.f) tail += r;
+            }
+        });
+    return simd::reduce_add<A>(acc) + tail;
+}
 }  // namespace detail
 
 /// A processed distribution as weights over a cut of a row or over sparse ids (see the file
@@ -115,6 +144,13 @@ struct weighted_set {
     void residual_into(std::size_t b, std::size_t c, const float* q, float* out) const noexcept {
         detail::cut_block<true>(row.data(), weights.data(), cut, b, b + c, float(1.0 / sum), q,
                                 out);
+    }
+    /// The sum of residual_into's c outputs, computed without storing them (the block sums of a
+    /// residual draw; within float rounding of summing residual_into's outputs).
+    /// \pre is_cut, !empty(), b + c <= extent()
+    float residual_sum(std::size_t b, std::size_t c, const float* q) const noexcept {
+        return detail::cut_residual_sum(row.data(), weights.data(), cut, b, b + c, float(1.0 / sum),
+                                        q);
     }
     /// Inverse-CDF draw with u in [0, 1): the token (-1 when empty). kernels::draw_cut with the
     /// known sum (cut) or kernels::draw_inverse_cdf over the weights (sparse).
