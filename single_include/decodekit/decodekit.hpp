@@ -2178,7 +2178,12 @@ DECODEKIT_END_NAMESPACE
 ///                        penalties are a sparse pipeline's only processor and share one
 ///                        window, patch() replaces touched() + apply(): one pass over the count
 ///                        arrays writing the patches (about 2 ns per distinct token at
-///                        V = 128256, bench/bench_request.cpp BM_history_stage).
+///                        V = 128256). When they also only lower logits (lowers_only()), a
+///                        sampler's first step asks penalise() for the values of the entries it
+///                        selects instead (O(k) hash lookups per call, whatever the number of
+///                        distinct tokens; sampling/working_set.hpp, deferred patches; 0.1 us
+///                        more per call at H = 100 000 than at 300 in bench/bench_request.cpp
+///                        BM_history, against 3.4 us with patch()).
 
 
 #include <array>
@@ -2472,12 +2477,50 @@ public:
     std::size_t patch(std::span<const float> logits, const processor_context& c,
                       detail::scored* out, std::uint32_t* marks) {
         if (nw_ != 1) return 0;
-        if (!in_sync(c)) reset(c);
+        sync(c);
+        return patch_synced(logits, out, marks);
+    }
+
+    /// Brings the counts in step with c.history (a rebuild when out of step; nothing when they
+    /// are), as apply() and patch() do first.
+    void sync(const processor_context& c) {
+        if (nw_ != 0 && !in_sync(c)) reset(c);
+    }
+    /// patch() without its sync. \pre sync() with this call's context since the last hook
+    std::size_t patch_synced(std::span<const float> logits, detail::scored* out,
+                             std::uint32_t* marks) noexcept {
+        if (nw_ != 1) return 0;
         const token_counts& k = w_[0].counts();
         ops_ += k.size();
         if (rep_ >= 0 && freq_ >= 0) return patch_pass<true, true>(logits, k, out, marks);
         if (rep_ >= 0) return patch_pass<true, false>(logits, k, out, marks);
         return patch_pass<false, true>(logits, k, out, marks);
+    }
+
+    /// True when the penalties can only lower a logit or leave it as it is (repetition >= 1,
+    /// frequency >= 0 and presence >= 0): a penalised value is never above the logit (NaN stays
+    /// NaN, +inf stays +inf, -inf stays -inf; rounding is monotonic). Negative or raising
+    /// penalties are legal; they make this false.
+    bool lowers_only() const noexcept {
+        return p_.repetition >= 1.f && p_.frequency >= 0.f && p_.presence >= 0.f;
+    }
+    /// Replaces lg[i], the logit of ids[i], by its penalised value (the value apply() would
+    /// leave there), for i < n: one hash lookup per id, O(n) whatever the number of counted
+    /// ids. \pre patches_directly(); sync() with this call's context since the last hook
+    void penalise(const token_id* ids, float* lg, std::size_t n) noexcept {
+        if (nw_ != 1) return;
+        const token_counts& k = w_[0].counts();
+        const float theta = p_.repetition, af = p_.frequency, ap = p_.presence;
+        const bool rep = rep_ >= 0, freq = freq_ >= 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::uint32_t count = k.count(ids[i]);
+            if (count == 0) continue;
+            float y = lg[i];
+            if (rep) y = y > 0.f ? y / theta : y * theta;
+            if (freq) detail::frequency_penalize(y, count, af, ap);
+            lg[i] = y;
+        }
+        ops_ += n;
     }
 
     /// Declares the counted ids (every id of the windows of c.history if out of step).
@@ -3120,6 +3163,12 @@ DECODEKIT_END_NAMESPACE
 /// processors changed become patches over the caller's row (no row copy; see working_set.hpp).
 /// Its cost is O(declared ids) (each once per call) plus the first step's pass over the row,
 /// which excludes the patched ids with a bitmask instead of selecting k + patches entries.
+/// Penalties alone that only lower logits (penalties_processor::lowers_only()), for a caller
+/// that asks for it (run()'s `defer`), write no patch at all: the working set's first step asks
+/// for the processed values of the entries it selects (working_set.hpp, deferred patches), so
+/// a call costs O(k) lookups instead of O(distinct ids in the window). When the selection cannot
+/// decide without the patches they are written after all (one extra pass); a sequence where that
+/// keeps happening backs off to writing them directly (defer_turn()).
 
 // ---- begin decodekit/processors/history.hpp
 /// \file processors/history.hpp
@@ -5071,6 +5120,7 @@ DECODEKIT_END_NAMESPACE
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <span>
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -5124,13 +5174,46 @@ std::size_t draw_exact(const Row r, std::size_t n, float m, float temperature, f
     return last;
 }
 
+/// Top-2 of the lane-strided block r[first], r[first + L], ... below end: its max m1 (first index
+/// a of it), and m2, the largest of the others (m1 again when the max is tied). Branch-free, two
+/// independent chains; NaN entries are ignored.
+template <std::size_t L, class Row>
+void block_top2(const Row& r, std::size_t first, std::size_t end, float& m1, float& m2,
+                std::size_t& a) noexcept {
+    float p1 = neg_inf_f, p2 = neg_inf_f, q1 = neg_inf_f, q2 = neg_inf_f;
+    std::size_t pa = first, qa = first;
+    auto step = [](float v, std::size_t i, float& t1, float& t2, std::size_t& ta) {
+        const bool gt = v > t1;
+        const float lo = v > t2 ? v : t2;
+        t2 = gt ? t1 : lo;
+        ta = gt ? i : ta;
+        t1 = gt ? v : t1;
+    };
+    std::size_t i = first;
+    for (; i + L < end; i += 2 * L) {
+        step(r.at(i), i, p1, p2, pa);
+        step(r.at(i + L), i + L, q1, q2, qa);
+    }
+    if (i < end) step(r.at(i), i, p1, p2, pa);
+    if (q1 > p1) {
+        m1 = q1;
+        m2 = p1 > q2 ? p1 : q2;
+        a = qa;
+    } else {
+        m1 = p1;
+        m2 = q1 > p2 ? q1 : p2;
+        a = pa;
+    }
+}
+
 /// The envelope-rejection draw of kernels::draw_temperature over r[0, n) (see its comment).
 template <class A, class Row>
 std::size_t draw_envelope(const Row r, std::size_t n, float temperature,
                           const reference::logit_threshold& thr, rng_stream& rng) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>;
-    constexpr std::size_t max_blocks = 512;
+    constexpr std::size_t max_blocks = 2048;
+    constexpr std::size_t group = 16;  // chunks per group of the proposals' 3-level search
     static_assert(max_blocks % L == 0);
     if (n == 0) return npos;
     std::size_t g = 16;
@@ -5139,9 +5222,9 @@ std::size_t draw_envelope(const Row r, std::size_t n, float temperature,
         g *= 2;
         ++lg;
     }
-    const std::size_t chunk = L * g, nb = (n + chunk - 1) / chunk * L;
+    const std::size_t chunk = L * g, nq = (n + chunk - 1) / chunk, nb = nq * L;
     alignas(64) float bmax[max_blocks + 64];
-    for (std::size_t q = 0; q * chunk < n; ++q) {
+    for (std::size_t q = 0; q < nq; ++q) {
         const std::size_t base = q * chunk, e = std::min(n, base + chunk);
         std::size_t i = base;
         B a0(neg_inf_f), a1 = a0, a2 = a0, a3 = a0;
@@ -5160,8 +5243,9 @@ std::size_t draw_envelope(const Row r, std::size_t n, float temperature,
             t = v > t ? v : t;
         }
     }
-    float m = neg_inf_f;
-    for (std::size_t b = 0; b < nb; ++b) m = bmax[b] > m ? bmax[b] : m;
+    B mv(neg_inf_f);  // no NaN in bmax: the maxima ignore NaN
+    for (std::size_t b = 0; b < nb; b += L) mv = simd::max<A>(mv, B::load_aligned(bmax + b));
+    const float m = simd::reduce_max<A>(mv);
     if (m == neg_inf_f) return npos;
     const float t = reference::threshold_value(m, thr);
     if (!(t <= m)) return npos;  // a NaN threshold, or one above every entry: nothing kept
@@ -5176,95 +5260,110 @@ std::size_t draw_envelope(const Row r, std::size_t n, float temperature,
     const float inv_t = 1.f / temperature;
     // (M_b - m) * inf would be 0 * inf = NaN for the max's block: no usable envelope.
     if (!std::isfinite(inv_t)) return draw_exact(r, n, m, temperature, t, rng);
-    // Heights: exp((M_b - m)/T) for blocks whose max reaches t, 0 (no mass) for the others.
+    // Heights: exp((M_b - m)/T) for blocks whose max reaches t, 0 (no mass) for the others;
+    // a chunk's blocks are one vector of heights, summed into the chunk's total.
     const B mb(m), tb(inv_t), thb(t);
-    double zlow = 0;  // sum of the heights: about the weight of the blocks' max entries, <= Z
-    for (std::size_t b = 0; b < nb; b += L) {
-        const B bm = B::load_aligned(bmax + b);
+    B zv(0.f);
+    constexpr std::size_t max_chunks = max_blocks / L;
+    float ctot[max_chunks];  // per chunk: the float sum of its heights
+    for (std::size_t q = 0; q < nq; ++q) {
+        const B bm = B::load_aligned(bmax + q * L);
         const B h = simd::select<A>(bm >= thb, simd::exp_nonpositive<A>((bm - mb) * tb), B(0.f));
-        h.store_aligned(bmax + b);
-        zlow += double(simd::reduce_add<A>(h));
+        h.store_aligned(bmax + q * L);
+        zv += h;
+        ctot[q] = simd::reduce_add<A>(h);
     }
-    // Refinement of the (at most 16) heaviest blocks worth it: a block's max entry a_b gets its
-    // own exact envelope hA_b = w(M_b), the block's other entries hB_b = w(M2_b) (M2_b the
-    // largest of the others; 0 when it is below t), so a block whose mass is one dominant entry
-    // no longer costs ~g proposals. A refinement (one strided scan of g entries) costs about as
-    // much as 5 proposals and saves at most g h_b / Z <= g h_b / zlow of them: only blocks with
-    // g h_b >= 5 zlow are refined (none on flat rows, where it would save nothing).
-    constexpr std::size_t max_refined = 16;
-    const float bar = float(5.0 * zlow / double(g));
+    // zlow: the sum of the heights, about the weight of the blocks' max entries (<= Z, the row's
+    // mass, up to the heights' rounding).
+    const float zlow = simd::reduce_add<A>(zv);
+    // Refinement: a block whose mass is one dominant entry costs ~g proposals per visit. A block's
+    // max entry a_b gets its own exact envelope hA_b = w(M_b) and the block's other entries
+    // hB_b = w(M2_b) (M2_b the largest of them; 0 when it is below t). A refinement (a strided
+    // scan of g entries, about g / 64 proposals' time) saves about (g - 1) h_b / Z >= what it
+    // costs when h_b >= zlow / 64 (as Z >= zlow, this refines a little more than it saves on rows
+    // whose mass is not at the blocks' maxima); at most 64 blocks qualify.
+    constexpr std::size_t max_refined = 64;
+    const float bar = zlow * (1.f / 64.f);
     std::size_t rb[max_refined], ra[max_refined], nr = 0;
-    float rh[max_refined];
-    for (std::size_t b = 0; b < nb; ++b) {
-        const float h = bmax[b];
-        if (!(h >= bar) || !(h > 0) || (nr == max_refined && !(h > rh[nr - 1]))) continue;
-        std::size_t q = nr < max_refined ? nr++ : max_refined - 1;
-        for (; q > 0 && rh[q - 1] < h; --q) {
-            rh[q] = rh[q - 1];
-            rb[q] = rb[q - 1];
-        }
-        rh[q] = h;
-        rb[q] = b;
+    for (std::size_t b = 0; b < nb && nr < max_refined; b += L) {
+        const B h = B::load_aligned(bmax + b);
+        if (!simd::any<A>(h >= B(bar))) continue;
+        for (std::size_t j = b; j < b + L && nr < max_refined; ++j)
+            if (bmax[j] >= bar && bmax[j] > 0) rb[nr++] = j;
     }
     double ra_w[max_refined], rb_w[max_refined];
     std::uint8_t refined[max_blocks] = {};  // slot + 1 of a refined block, else 0
     for (std::size_t k = 0; k < nr; ++k) {
         const std::size_t b = rb[k], first = b / L * chunk + b % L;
         float m1 = neg_inf_f, m2 = neg_inf_f;
-        std::size_t a = first;
-        for (std::size_t i = first; i < n && i < first + L * g; i += L) {
-            const float v = r.at(i);
-            if (v > m1) {
-                m2 = m1;
-                m1 = v;
-                a = i;
-            } else if (v > m2) {
-                m2 = v;
-            }
-        }
-        ra[k] = a;
+        block_top2<L>(r, first, std::min(n, first + chunk - b % L), m1, m2, ra[k]);
         ra_w[k] = reference::weight(m1, m, temperature);
         rb_w[k] = m2 >= t ? reference::weight(m2, m, temperature) : 0.0;
         refined[b] = std::uint8_t(k + 1);
     }
-    // Block masses as running sums within each chunk (its L blocks; independent chains), and the
-    // chunks' totals accumulated over the chunks: a proposal finds its chunk, then its block,
-    // by counting the sums <= the target (branch-free; no O(blocks) serial prefix sum).
-    const std::size_t nq = nb / L;
-    double wcum[max_blocks], ccum[max_blocks];
-    for (std::size_t q = 0; q < nq; ++q) {
-        double run = 0;
-        for (std::size_t j = q * L; j < q * L + L; ++j) {
-            const std::size_t k = refined[j];
-            run += k ? ra_w[k - 1] + double(g) * rb_w[k - 1]
-                     : double(bmax[j]) * ((1.0 + 3e-5) * double(g));
-            wcum[j] = run;
-        }
+    // A block's mass: g h_b inflated by 3e-5 (the float exp's error), or a refined block's
+    // hA_b + g hB_b; a proposal sums its chunk's block masses in block order (double).
+    const double gscale = (1.0 + 3e-5) * double(g);
+    auto mass = [&](std::size_t j) {
+        const std::size_t k = refined[j];
+        return k ? ra_w[k - 1] + double(g) * rb_w[k - 1] : double(bmax[j]) * gscale;
+    };
+    // Chunk masses: the float sum of its heights scaled and raised by L 2^-22 (>= the double sum
+    // of its block masses, a float sum of L terms erring by < L 2^-24), so the proposal's running
+    // sum never overshoots its chunk (the gap, < 1e-5 of it, is a rejected proposal); a chunk with
+    // a refined block sums its masses exactly. Chunks' masses as running sums within each group
+    // of 16 chunks, and the groups' totals accumulated: a proposal finds its group and chunk by
+    // counting the sums <= the target (branch-free; O(groups + 16) per proposal).
+    double cm[max_chunks];
+    const double craise = gscale * (1.0 + double(L) * 0x1p-22);
+    for (std::size_t q = 0; q < nq; ++q) cm[q] = double(ctot[q]) * craise;
+    for (std::size_t k = 0; k < nr; ++k) {
+        const std::size_t q = rb[k] / L;
+        double s = 0;
+        for (std::size_t j = q * L; j < q * L + L; ++j) s += mass(j);
+        cm[q] = s;
     }
+    const std::size_t ng = (nq + group - 1) / group;
+    double ccum[max_chunks + group], gcum[max_chunks / group + 1];
     double total = 0;
-    for (std::size_t q = 0; q < nq; ++q) {
-        total += wcum[q * L + L - 1];
-        ccum[q] = total;
+    for (std::size_t c = 0; c < ng; ++c) {
+        double run = 0;
+        for (std::size_t q = c * group; q < c * group + group; ++q) {
+            run += q < nq ? cm[q] : 0.0;
+            ccum[q] = q < nq ? run : std::numeric_limits<double>::infinity();  // never counted
+        }
+        total += run;
+        gcum[c] = total;
     }
     if (!(total > 0)) return draw_exact(r, n, m, temperature, t, rng);  // defensive
     const std::size_t max_proposals = std::max<std::size_t>(64 * g, 4096);
     for (std::size_t proposal = 0; proposal < max_proposals; ++proposal) {
         const double u0 = rng.uniform();
         const double target = u0 * total;
-        // The first chunk whose running sum exceeds the target, then the first block of it whose
-        // running mass exceeds the rest (a block of mass 0 never does). When rounding leaves the
-        // target unreached (u0 * total rounds up to total), the proposal is rejected.
-        std::size_t q = 0;
-        for (std::size_t c = 0; c < nq; ++c) q += ccum[c] <= target;
         const std::size_t slot = std::size_t(rng() >> (32 - lg));
         const double u = rng.uniform();
-        if (q == nq) continue;
-        const double rest = target - (q ? ccum[q - 1] : 0.0);
-        std::size_t j = 0;
-        for (std::size_t c = 0; c < L; ++c) j += wcum[q * L + c] <= rest;
-        if (j == L) continue;
-        const std::size_t b = q * L + j;
-        const double before = j ? wcum[b - 1] : 0.0;
+        // The first group whose running sum exceeds the target, then the first chunk of it, then
+        // the first block of that chunk whose running mass exceeds the rest (a block of mass 0
+        // never does). When rounding leaves a target unreached, the proposal is rejected.
+        std::size_t c = 0;
+        for (std::size_t k = 0; k < ng; ++k) c += gcum[k] <= target;
+        if (c == ng) continue;
+        const double rest1 = target - (c ? gcum[c - 1] : 0.0);
+        std::size_t dq = 0;
+        for (std::size_t k = 0; k < group; ++k) dq += ccum[c * group + k] <= rest1;
+        const std::size_t q = c * group + dq;
+        if (dq == group || q >= nq) continue;
+        // The first block of the chunk whose running mass exceeds the rest (a block of mass 0
+        // never does); past the chunk's blocks (its mass's gap): rejected.
+        const double rest = rest1 - (dq ? ccum[q - 1] : 0.0);
+        double run = 0, before = 0;
+        std::size_t b = q * L;
+        for (; b < q * L + L; ++b) {
+            before = run;
+            run += mass(b);
+            if (run > rest) break;
+        }
+        if (b == q * L + L) continue;
         std::size_t i = b / L * chunk + b % L + L * slot;
         double e = double(bmax[b]) * (1.0 + 3e-5);
         if (const std::size_t k = refined[b]) {
@@ -5345,28 +5444,31 @@ using reference::min_p_offset;
 /// Exact draw from softmax(x / T) with no exponential per entry (block-max envelope rejection,
 /// docs/semantics.md#draw).
 /// Blocks are lane-strided: the row is cut into chunks of L g entries (L = SIMD lanes; g the
-/// smallest power of two >= 16 giving at most 512 blocks: 256 at V = 128256 with 16 lanes) and
+/// smallest power of two >= 16 giving at most 2048 blocks: 64 at V = 128256 with 16 lanes) and
 /// block (chunk q, lane j) holds the g entries q L g + j + L s, s < g, so one SIMD pass of
 /// vertical maxima gives L block maxima per chunk with no horizontal reduction. Each block gets
 /// the envelope height h_b >= exp((M_b - m)/T) (a SIMD exp of the block maxima, inflated by 3e-5
-/// to cover float rounding). The (at most 16) heaviest blocks with g h_b >= 5 sum_b h_b (where a
-/// refinement saves more proposals than it costs) are refined by one strided scan: their max
-/// entry a_b gets its own exact envelope hA_b = w(M_b) and the other entries hB_b = w(M2_b),
-/// M2_b the largest of them; a refined block's mass is hA_b + g hB_b, any other block's g h_b.
-/// Proposals: a block with probability mass / H (2 words; inverse CDF over the blocks: the chunk
-/// then the block, each by a branch-free count of running sums), a slot s uniformly (1 word; for a
-/// refined block, a_b instead when the same uniform falls in its first hA_b), accepted with
-/// probability w_i / e_i (2 words), e_i = h_b, or for a refined block hB_b (+ hA_b when i = a_b),
-/// w_i the reference's double weight; slots past the row's end are rejected. Random words: 5 per
-/// proposal; the number of proposals is geometric with mean H / Z <= g (about 1 for flat rows
-/// and for rows whose mass sits in a few dominant entries, up to g when many blocks each hold
-/// one dominant entry). A row with +inf entries draws uniformly among them (2 words); no valid
-/// entry: npos (0 words). Exact except that entries in blocks whose max is more than 87 T below
-/// the row max (total probability < V e^-87) are never drawn. When 1/T is not finite (subnormal
-/// T), and after max(64 g, 4096) rejected proposals (probability < e^-64), the draw is an exact
-/// inverse CDF over the reference's double weights instead (2 more words, V exponentials); both
-/// keep the draw exact. Cost: one read pass of the row, <= 512 block exponentials, <= 16 strided
-/// block scans, O(chunks + L) work per proposal. \pre temperature > 0
+/// to cover float rounding). The blocks with h_b >= sum_b h_b / 64 (at most 64; where a
+/// refinement saves about as many proposals as it costs) are refined by one strided scan of
+/// their g entries: their max entry a_b gets its own exact envelope hA_b = w(M_b) and the other
+/// entries hB_b = w(M2_b), M2_b the largest of them; a refined block's mass is hA_b + g hB_b, any
+/// other block's g h_b. Proposals: a block with probability mass / H (2 words; inverse CDF over
+/// groups of 16 chunks, then the chunk, each by a branch-free count of running sums, then a
+/// running sum over the chunk's L blocks; a chunk's mass is its blocks' float sum raised by
+/// L 2^-22, the gap a rejected proposal), a slot s uniformly (1 word; for a refined block, a_b
+/// instead when the same uniform falls in its first hA_b), accepted with probability w_i / e_i
+/// (2 words), e_i = h_b, or for a refined block hB_b (+ hA_b when i = a_b), w_i the reference's
+/// double weight; slots past the row's end are rejected. Random words: 5 per proposal; the
+/// number of proposals is geometric with mean H / Z <= g (about 1 for flat rows and for rows
+/// whose mass sits in a few dominant entries; ~20 on a permuted Zipf(1.1) row at T = 0.8, ~10 on
+/// a Gaussian one, at V = 128256). A row with +inf entries draws uniformly among them (2 words);
+/// no valid entry: npos (0 words). Exact except that entries in blocks whose max is more than
+/// 87 T below the row max (total probability < V e^-87) are never drawn. When 1/T is not finite
+/// (subnormal T), and after max(64 g, 4096) rejected proposals (probability < e^-64), the draw is
+/// an exact inverse CDF over the reference's double weights instead (2 more words, V
+/// exponentials); both keep the draw exact. Cost: one read pass of the row, <= 2048 block
+/// exponentials, <= 64 strided block scans, O(chunks / 16 + 16 + L) work per proposal.
+/// \pre temperature > 0
 template <class A = simd::default_arch>
 std::size_t draw_temperature(std::span<const float> x, float temperature,
                              rng_stream& rng) noexcept {
@@ -5520,710 +5622,66 @@ inline token_id draw(const distribution& d, rng_stream& rng) noexcept {
 
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/sampling/result.hpp
-// ---- begin decodekit/sampling/workspace.hpp
-/// \file sampling/workspace.hpp
-/// sampling_workspace: the O(vocabulary) scratch a sampling call works in (the candidate arrays,
-/// their weights, a processed copy of the row, the full-row draw's block sums, ...). It holds no
-/// state between calls: one workspace serves any number of samplers, one call at a time. A
-/// sampler uses its thread's workspace (this_thread()) unless a call is given one, so what a
-/// live request holds is O(its params) plus its history state, not O(vocabulary).
-/// Buffers grow on demand to the largest vocabulary seen and never shrink; growing is the only
-/// allocation, so a warm workspace makes sampling allocation-free.
-/// Views a call returns into a workspace (sampler::distribution()) stay valid until the next call
-/// on that workspace: on the default workspace, the next sampler call on the same thread.
-/// A call that finds its workspace inside another call (a sampler called from a processor or
-/// step of another sampler on the same thread, or one workspace passed to two threads) does
-/// nothing and reports sample_status::concurrent_use: give such a call its own workspace.
-
-
-#include <atomic>
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-namespace detail {
-/// A flag set while an object is inside a call; copies are fresh, idle flags (so its owner stays
-/// copyable). One atomic exchange per call.
-class in_use_flag {
-public:
-    in_use_flag() = default;
-    in_use_flag(const in_use_flag&) noexcept {}
-    in_use_flag& operator=(const in_use_flag&) noexcept { return *this; }
-    /// True when the caller may enter (the flag was idle; it is now set).
-    bool try_enter() noexcept { return !busy_.exchange(true, std::memory_order_acquire); }
-    void leave() noexcept { busy_.store(false, std::memory_order_release); }
-
-private:
-    std::atomic<bool> busy_{false};
-};
-/// Holds an in_use_flag for one scope (entered() tells whether it got it).
-class in_use_scope {
-public:
-    explicit in_use_scope(in_use_flag& f) noexcept : f_(f), ok_(f.try_enter()) {}
-    ~in_use_scope() {
-        if (ok_) f_.leave();
-    }
-    in_use_scope(const in_use_scope&) = delete;
-    in_use_scope& operator=(const in_use_scope&) = delete;
-    bool entered() const noexcept { return ok_; }
-
-private:
-    in_use_flag& f_;
-    bool ok_;
-};
-/// Grows `v` to at least n elements (value-initialised), never shrinks.
-template <class T>
-void grow(std::vector<T>& v, std::size_t n) {
-    if (v.size() < n) v.resize(n);
-}
-}  // namespace detail
-
-/// How often the selection steps' exactness tiers decided a kept set (sampling/steps/
-/// selection.hpp; kernels::exactness_tier): every selection step's run adds 1 to `runs` and to
-/// the counter of its tier when that is not the first (float_bound). Diagnostics for benchmarks
-/// (the fallback rate per row shape); they accumulate until reset by the caller.
-struct selection_counters {
-    std::uint64_t runs = 0;
-    std::uint64_t double_pass = 0;  ///< a double-precision pass over the set decided
-    std::uint64_t reference = 0;    ///< the reference's own arithmetic decided
-};
-
-/// Scratch of sampling calls (see the file comment). Not thread-safe: one call at a time.
-class sampling_workspace {
-public:
-    /// Entries of one block of the full-row draw.
-    static constexpr std::size_t draw_block = 2048;
-
-    sampling_workspace() = default;
-    /// A workspace already sized for `vocab_size`.
-    explicit sampling_workspace(std::size_t vocab_size) { reserve(vocab_size); }
-
-    /// The calling thread's workspace (created empty on first use, freed at thread exit).
-    static sampling_workspace& this_thread() noexcept {
-        thread_local sampling_workspace ws;
-        return ws;
-    }
-
-    /// Sizes the buffers every call uses for rows of `vocab_size` entries (no-op when large
-    /// enough). The feature buffers (the selection steps' second set, the sparse marks, the raw
-    /// top-n, the penalty and DRY scratch) grow when first used.
-    void reserve(std::size_t vocab_size) {
-        if (vocab_size <= vocab_) return;
-        vocab_ = vocab_size;
-        cand = candidates(vocab_size);
-        detail::grow(sorted, vocab_size);
-        detail::grow(weights, vocab_size);
-        const std::size_t nblocks = (vocab_size + draw_block - 1) / draw_block;
-        detail::grow(bmax, nblocks);
-        detail::grow(bsum, nblocks);
-        detail::grow(block_buf, draw_block);
-    }
-    /// The vocabulary size the every-call buffers are sized for.
-    std::size_t vocab_size() const noexcept { return vocab_; }
-
-    /// The selection steps' second candidate set (a kernel's output when it runs on the kept
-    /// entries; sampling/steps/selection.hpp), grown on first use.
-    candidates& selection() {
-        if (sel.capacity() < vocab_) sel = candidates(vocab_);
-        return sel;
-    }
-    /// The processed-row copy.
-    std::span<float> row_copy() {
-        detail::grow(row, vocab_);
-        return {row.data(), vocab_};
-    }
-    /// The sparse processors' buffers: the declared-id bits (all 0 between calls), touched list,
-    /// patches and the unpatched bits (all 1 between calls).
-    void reserve_sparse() {
-        const std::size_t words = (vocab_ + 31) / 32;
-        if (seen.size() < words) seen.resize(words, 0u);
-        if (unpatched.size() < words) unpatched.resize(words, ~0u);
-        detail::grow(touched, vocab_);
-        detail::grow(patches, vocab_);
-    }
-    /// The raw top-n candidates.
-    candidates& raw_top() {
-        if (alt.capacity() < vocab_) alt = candidates(vocab_);
-        return alt;
-    }
-    /// The penalty counters (all 0 between calls).
-    penalty_workspace& penalties() {
-        if (pen.vocab_size() < vocab_) pen = penalty_workspace(vocab_);
-        return pen;
-    }
-    /// The DRY scratch.
-    dry_workspace& dry() {
-        if (dry_.vocab_size() < vocab_) dry_ = dry_workspace(vocab_);
-        return dry_;
-    }
-
-    // The buffers (scratch; contents unspecified between calls).
-    candidates cand;                       ///< the working set's entries once materialised
-    std::vector<detail::scored> sorted;    ///< sort scratch
-    std::vector<float> weights;            ///< exp weights of cand (relative to its max)
-    candidates sel;                        ///< the selection steps' second set (selection())
-    std::vector<float> bmax;               ///< full-row draw: block maxima
-    std::vector<double> bsum;              ///<                block sums
-    std::vector<float> block_buf;          ///<                softmax of the chosen block
-    std::vector<float> row;                ///< processed copy of the row
-    std::vector<std::uint32_t> seen;       ///< sparse processors: declared ids (bits), 0 between
-                                           ///< calls
-    std::vector<token_id> touched;         ///< sparse processors: ids copied into row
-    std::vector<detail::scored> patches;   ///< sparse processors: changed entries
-    std::vector<std::uint32_t> unpatched;  ///< sparse processors: a token bitmask, clear for
-                                           ///< the patched ids, all ones between calls
-    candidates alt;                        ///< raw top-n
-    detail::in_use_flag in_use;            ///< set while a call works in it
-    selection_counters tiers;              ///< the selection steps' tiers (diagnostics)
-
-private:
-    std::size_t vocab_ = 0;
-    penalty_workspace pen;
-    dry_workspace dry_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/workspace.hpp
-
-#include <algorithm>
-#include <bit>
-#include <cstddef>
-#include <cstdint>
-#include <span>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// What the processor stage hands to the working set.
-struct processed_row {
-    std::span<const float> row;  ///< the row the steps read (the caller's, or the copy)
-    std::size_t patches = 0;     ///< patches in the workspace (sparse path)
-    bool overlay = false;        ///< row is the caller's and the patches apply over it
-};
-
-/// The processors of one sequence (see the file comment): the stage a sampler runs before its
-/// steps, and what strategies that score rows themselves (beam search, contrastive search) run
-/// on each sequence's row. Copy it to fork a sequence (a beam taking its parent's history): the
-/// copy carries the parent's per-sequence state.
-class processor_pipeline {
-public:
-    processor_pipeline() = default;
-    /// The processors (and constraint) of `params`; the sampling fields are not used.
-    /// `sparse_first_step`: the caller can merge patches over its row (a sampler whose first
-    /// step is greedy, top-k or min-p); false for a plain processed copy. A constraint makes it
-    /// dense (the constrained paths read a plain row).
-    explicit processor_pipeline(const sampling_params& params, bool sparse_first_step = false)
-        : constraint_(params.constraint) {
-        build(params);
-        bool all_sparse = true, follows = constraint_.follows_history();
-        for (const any_processor& p : procs_) {
-            all_sparse = all_sparse && p.sparse();
-            follows = follows || p.follows_history();
-        }
-        sparse_ = !procs_.empty() && all_sparse && sparse_first_step && !params.constraint;
-        follows_ = follows;
-    }
-
-    /// True when some processor changes the logits.
-    bool active() const noexcept { return !procs_.empty(); }
-    /// True when the stage patches instead of copying.
-    bool sparse() const noexcept { return sparse_; }
-    /// The sampler's copy of the constraint (empty: none).
-    any_constraint& constraint() noexcept { return constraint_; }
-    /// The stage's copy of user processor `index` (sampling_params::processors) when it is a P.
-    template <class P>
-    P* user_processor(std::size_t index) noexcept {
-        return index < user_.size() ? procs_[user_[index]].get<P>() : nullptr;
-    }
-    /// The processor context of a call.
-    static processor_context context(const sample_context& ctx, std::size_t vocab) noexcept {
-        return {ctx.history, ctx.prompt_length, ctx.sequence, ctx.step, vocab};
-    }
-
-    /// Brings the per-sequence state up to date with ctx.history (history.hpp), then applies
-    /// the processors for a call with context `ctx` (see processed_row).
-    processed_row run(std::span<const float> logits, const sample_context& ctx,
-                      sampling_workspace& ws) noexcept {
-        const processor_context pc = context(ctx, logits.size());
-        if (follows_) follow_history(pc);
-        if (procs_.empty()) return {logits};
-        const std::span<float> row = ws.row_copy().first(logits.size());  // grows once
-        if (sparse_) return run_sparse(logits, pc, ws, row);
-        std::copy(logits.begin(), logits.end(), row.begin());
-        for (any_processor& p : procs_) p.apply(row, pc);
-        return {std::span<const float>(row.data(), row.size())};
-    }
-
-    /// Brings the per-sequence state up to date with ctx.history and applies the processors to
-    /// `row` in place (strategies that keep their own rows). \pre row.size() is the vocabulary
-    void apply(std::span<float> row, const sample_context& ctx) noexcept {
-        const processor_context pc = context(ctx, row.size());
-        if (follows_) follow_history(pc);
-        for (any_processor& p : procs_) p.apply(row, pc);
-    }
-
-    /// The processors once more on `row` (a fresh copy of the caller's row), without following
-    /// the history again (a redraw within one call).
-    void reapply(std::span<float> row, const sample_context& ctx) noexcept {
-        const processor_context pc = context(ctx, row.size());
-        for (any_processor& p : procs_) p.apply(row, pc);
-    }
-
-private:
-    std::vector<any_processor> procs_;  // built-in and user processors, in order
-    std::vector<std::uint32_t> user_;   // index in procs_ of each user processor
-    any_constraint constraint_;
-    history_tracker tracker_{};
-    bool sparse_ = false;
-    bool follows_ = false;
-
-    /// The processors of `p` in order: the user processors of each slot before its built-in.
-    void build(const sampling_params& p) {
-        user_.assign(p.processors.size(), 0);
-        for (unsigned slot = 0; slot <= unsigned(processor_slot::end); ++slot) {
-            for (std::size_t u = 0; u < p.processors.size(); ++u)
-                if (unsigned(p.processors[u].before) == slot) {
-                    user_[u] = std::uint32_t(procs_.size());
-                    procs_.push_back(p.processors[u].processor);
-                }
-            switch (processor_slot(slot)) {
-                case processor_slot::allowed_tokens:
-                    if (!p.allowed_tokens.empty())
-                        procs_.push_back(allowed_tokens_processor(p.allowed_tokens));
-                    break;
-                case processor_slot::banned_tokens:
-                    if (!p.banned_tokens.empty())
-                        procs_.push_back(banned_tokens_processor(p.banned_tokens));
-                    break;
-                case processor_slot::logit_bias:
-                    if (!p.logit_biases.empty())
-                        procs_.push_back(logit_bias_processor(p.logit_biases));
-                    break;
-                case processor_slot::min_length:
-                    if (p.min_new_tokens > 0 && !p.eos_ids.empty())
-                        procs_.push_back(min_length_processor(p.min_new_tokens, p.eos_ids));
-                    break;
-                case processor_slot::penalties:
-                    if (p.penalties.enabled()) procs_.push_back(penalties_processor(p.penalties));
-                    break;
-                case processor_slot::dry:
-                    if (p.dry.enabled()) procs_.push_back(dry_processor(p.dry));
-                    break;
-                case processor_slot::no_repeat_ngram:
-                    if (p.no_repeat_ngram_size > 0)
-                        procs_.push_back(no_repeat_ngram_processor(p.no_repeat_ngram_size));
-                    break;
-                case processor_slot::banned_sequences:
-                    if (!p.banned_sequences.empty())
-                        procs_.push_back(banned_sequences_processor(p.banned_sequences, p.eos_ids));
-                    break;
-                case processor_slot::end:
-                    break;
-            }
-        }
-    }
-
-    /// One sync of the history for every component whose state follows it.
-    void follow_history(const processor_context& c) {
-        const history_change ch = tracker_.sync(c.history);
-        auto notify = [&](auto& x) {
-            if (!x.follows_history()) return;
-            if (ch.rebuild) {
-                x.reset(c);
-                return;
-            }
-            if (!ch.removed.empty()) x.cut_back(ch.keep, ch.removed, c);
-            if (!ch.added.empty()) x.append(ch.added, c);
-        };
-        for (any_processor& p : procs_) notify(p);
-        notify(constraint_);
-    }
-
-    struct sink_state {
-        std::uint32_t* seen;  // ws.seen: one bit per token, all 0 between calls
-        token_id* touched;    // ws.touched
-        std::size_t vocab;
-        std::size_t n;
-    };
-    /// Sparse processors: the ids they declare (each once: a bit per token, 16 KiB at V = 128256)
-    /// are gathered into the row copy; the entries that changed become patches, and their bits
-    /// in ws.unpatched are cleared (the working set restores them). Per call: O(declared ids),
-    /// in tight passes (declare, gather, apply, compare). The penalties alone (the common
-    /// sparse stage) skip all that: penalties_processor::patch() reads the caller's row at the
-    /// counted ids and writes the patches in one pass over its count arrays.
-    processed_row run_sparse(std::span<const float> logits, const processor_context& pc,
-                             sampling_workspace& ws, std::span<float> row) noexcept {
-        ws.reserve_sparse();
-        if (procs_.size() == 1)  // the penalties alone: patches straight from the counts
-            if (penalties_processor* pen = procs_[0].get<penalties_processor>();
-                pen && pen->patches_directly()) {
-                const std::size_t patches =
-                    pen->patch(logits, pc, ws.patches.data(), ws.unpatched.data());
-                return {logits, patches, patches > 0};
-            }
-        sink_state st{ws.seen.data(), ws.touched.data(), logits.size(), 0};
-        token_sink sink(
-            [](void* p, std::span<const token_id> ids) noexcept {
-                auto& s = *static_cast<sink_state*>(p);
-                std::size_t n = s.n;
-                for (const token_id t : ids) {
-                    const auto u = std::uint32_t(t);  // a negative id wraps past the vocabulary
-                    if (u >= s.vocab) continue;
-                    const std::uint32_t bit = 1u << (u % 32);
-                    std::uint32_t& w = s.seen[u / 32];
-                    if (w & bit) continue;
-                    w |= bit;
-                    s.touched[n++] = t;
-                }
-                s.n = n;
-            },
-            &st);
-        for (const any_processor& p : procs_) p.touched(pc, sink);
-        const std::size_t n = st.n;
-        const token_id* touched = ws.touched.data();
-        detail::scored* const patch = ws.patches.data();
-        for (std::size_t i = 0; i < n; ++i) {  // gather; the original values kept in order
-            const token_id t = touched[i];
-            const float x = logits[std::size_t(t)];
-            row[std::size_t(t)] = x;
-            patch[i] = {x, t};
-        }
-        for (any_processor& p : procs_) p.apply(row, pc);
-        std::size_t patches = 0;
-        for (std::size_t i = 0; i < n; ++i) {  // the changed entries, compacted in place
-            const auto t = std::uint32_t(patch[i].id);
-            const float y = row[t];
-            ws.seen[t / 32] &= ~(1u << (t % 32));
-            if (std::bit_cast<std::uint32_t>(y) != std::bit_cast<std::uint32_t>(patch[i].logit)) {
-                patch[patches++] = {y, token_id(t)};
-                ws.unpatched[t / 32] &= ~(1u << (t % 32));
-            }
-        }
-        return {logits, patches, patches > 0};
-    }
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/processing.hpp
-
-#include <optional>
-#include <span>
-#include <string>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-namespace detail {
-/// The first problem of `p` used as the processors of strategy parameters `who` (a message such
-/// as "beam_search_params.processing.top_k: ..."), or nullopt.
-inline std::optional<std::string> check_row_processing(const sampling_params& p, const char* who) {
-    const std::string field = std::string(who) + ".processing";
-    if (auto e = p.check()) return field + ": " + *e;
-    auto unused = [&](const char* name, const char* value) {
-        return field + "." + name + " must be " + value + ": " + who +
-               " reads only the processor fields of sampling_params";
-    };
-    if (p.temperature != 1.f) return unused("temperature", "1");
-    if (p.top_k > 0) return unused("top_k", "<= 0");
-    if (p.top_p != 1.f) return unused("top_p", "1");
-    if (p.min_p != 0.f) return unused("min_p", "0");
-    if (p.typical_p != 1.f) return unused("typical_p", "1");
-    if (p.epsilon != 0.f) return unused("epsilon", "0");
-    if (p.eta != 0.f) return unused("eta", "0");
-    if (p.top_n_sigma != 0.f) return unused("top_n_sigma", "0");
-    if (p.xtc_probability != 0.f) return unused("xtc_probability", "0");
-    if (p.mirostat) return unused("mirostat", "false");
-    if (!p.steps.empty()) return unused("steps", "empty");
-    if (p.constraint) return unused("constraint", "empty");
-    if (p.logprobs.any()) return unused("logprobs", "without extras");
-    return std::nullopt;
-}
-
-/// The pipeline of `p` (checked with check_row_processing), its EOS ids defaulting to `eos_ids`;
-/// an empty pipeline (active() false) when no processor is configured.
-inline processor_pipeline row_processors(const sampling_params& p,
-                                         std::span<const token_id> eos_ids) {
-    if (p.eos_ids.empty() && !eos_ids.empty() &&
-        (p.min_new_tokens > 0 || !p.banned_sequences.empty())) {
-        sampling_params q = p;
-        q.eos_ids.assign(eos_ids.begin(), eos_ids.end());
-        return processor_pipeline(q);
-    }
-    return p.has_processors() ? processor_pipeline(p) : processor_pipeline();
-}
-}  // namespace detail
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/decoding/row_processors.hpp
-// ---- begin decodekit/decoding/stop.hpp
-/// \file decoding/stop.hpp
-/// Token-level stop conditions shared by every strategy: EOS ids and stop sequences, checked on
-/// generated tokens only (decoding/contract.hpp has the rules). Negative EOS ids are accepted and
-/// ignored (no generated token is negative), as sampling_params accepts them.
-
-
-#include <algorithm>
-#include <cstddef>
-#include <optional>
-#include <span>
-#include <string>
-#include <string_view>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-namespace detail {
-/// First problem with stop conditions (an empty stop sequence or a negative id in one), named
-/// "<owner>.stop_sequences"; nullopt when valid. EOS ids are never a problem: negative ones are
-/// ignored (they cannot be generated).
-inline std::optional<std::string> check_stop_conditions(
-    std::string_view owner, std::span<const token_id> /*eos_ids*/,
-    std::span<const std::vector<token_id>> stop_sequences = {}) {
-    const std::string o(owner);
-    for (const auto& s : stop_sequences) {
-        if (s.empty()) return o + ".stop_sequences: every sequence must be non-empty";
-        for (token_id t : s)
-            if (t < 0) return range_message(o + ".stop_sequences", "non-negative ids", double(t));
-    }
-    return std::nullopt;
-}
-}  // namespace detail
-
-/// EOS ids and stop sequences, usable by any driver. Borrows the spans (they must outlive it).
-class stop_checker {
-public:
-    explicit stop_checker(std::span<const token_id> eos_ids,
-                          std::span<const std::vector<token_id>> stop_sequences = {}) noexcept
-        : eos_(eos_ids), stop_(stop_sequences) {}
-    /// True when t is an EOS id.
-    bool is_eos(token_id t) const noexcept {
-        return std::find(eos_.begin(), eos_.end(), t) != eos_.end();
-    }
-    /// True when `generated` ends with one of the stop sequences (generated tokens only).
-    bool ends_with_stop_sequence(std::span<const token_id> generated) const noexcept {
-        for (const auto& s : stop_)
-            if (s.size() <= generated.size() &&
-                std::equal(s.begin(), s.end(), generated.end() - std::ptrdiff_t(s.size())))
-                return true;
-        return false;
-    }
-    /// True when `generated` followed by `next` ends with one of the stop sequences.
-    bool completes_stop_sequence(std::span<const token_id> generated,
-                                 token_id next) const noexcept {
-        for (const auto& s : stop_)
-            if (!s.empty() && s.back() == next && s.size() - 1 <= generated.size() &&
-                std::equal(s.begin(), s.end() - 1, generated.end() - std::ptrdiff_t(s.size() - 1)))
-                return true;
-        return false;
-    }
-    /// True when there is at least one stop sequence.
-    bool has_stop_sequences() const noexcept { return !stop_.empty(); }
-
-private:
-    std::span<const token_id> eos_;
-    std::span<const std::vector<token_id>> stop_;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/decoding/stop.hpp
-// ---- begin decodekit/decoding/stop_strings.hpp
-/// \file decoding/stop_strings.hpp
-/// Text-level stop strings: the engine's detokenizer turns each generated token into bytes, and
-/// a stop_string_matcher finds a stop string that may span any number of tokens while releasing
-/// text as early as it is safe to stream.
+// ---- begin decodekit/sampling/working_set.hpp
+/// \file sampling/working_set.hpp
+/// The named working set that a sampler's steps read and narrow, one call at a time.
 ///
-/// Release rule: after each token, every byte is released except (a) the longest suffix of the
-/// text that is a proper prefix of some stop string (it may still become a stop string) and (b)
-/// an incomplete UTF-8 sequence at the end (a multi-byte character split across tokens). Held
-/// bytes are released as soon as they can no longer begin a stop string (the match failed) or
-/// complete their character. On a match, the text up to the start of the stop string is
-/// released; the stop string and anything after it never are. Among stop strings completing in
-/// the same token, the one that ends first in the text wins (ties: the longest); so of "ab" and
-/// "abc", "ab" always stops first. At the end of generation, flush() releases what is held.
-/// Bytes that are not valid UTF-8 are released as they are (never held forever).
+/// It starts as every valid entry of the row (full(): nothing materialised, no pass made). A step
+/// that narrows it materialises the kept entries as candidates (ids + logits in
+/// sampling_workspace::cand), in id order (id_ordered()), ordered (logit descending, ties by
+/// ascending id: ordered()) or neither. Temperature is a scale carried along (temperature()),
+/// applied where weights are computed. Entries with a NaN or -inf logit are never in the set.
 ///
-/// Matching is one Knuth-Morris-Pratt automaton per stop string: O(bytes x stop strings) per
-/// token, O(stop strings) state. Limits (checked by the params' check()): at most
-/// max_stop_strings strings of 1 to max_stop_string_bytes bytes each.
+/// Weights: weights()[i] = exp((x_i - m) / temperature()) for the kept entries (m the kept
+/// maximum), float, aligned with kept(). A kernel that computed them while selecting hands them
+/// over (set_weights()); otherwise ensure_weights() computes them in one SIMD pass. They follow
+/// keep_if() / keep_first(); reordering or a new temperature recomputes them when next needed.
+/// The draw (draw.hpp) uses them in id order: no sort of the kept set.
 ///
-/// The detokenizer must be a pure function of the token id (beam search calls it for candidate
-/// tokens too) returning the token's bytes; the view must stay valid until the next call. Engines
-/// whose tokenizer has context-dependent pieces (a leading space after BOS) pass the bytes they
-/// would print.
+/// Cut: a step that selected a prefix of the full row's order (top-p) may leave the set as a
+/// kernels::row_cut over row() with the row's weights in the workspace (set_cut()), nothing
+/// compacted: the draw then reads the row with the cut (kernels::draw_cut, one read pass). Any
+/// other use of the set (kept(), weights(), the next narrowing step, logprob extras,
+/// distribution()) first compacts it (settle(): one pass, the kept entries in id order with
+/// their weights), so steps see the same set either way.
+///
+/// Overlay: when the sampler's processors are sparse it does not copy the row; row() is then the
+/// caller's row and the processed entries are patches (the entries the processors changed).
+/// Steps that run first on a full set must honour them: the built-in first steps that can
+/// (top-k, min-p, greedy) use overlay_top_k() / merge_patches(); any other step starting on an
+/// overlaid full set calls materialise() first, which merges them. After the first narrowing the
+/// overlay is gone.
+///
+/// Deferred patches: when every processed value is at most the row's (penalties that only lower,
+/// processors/penalties.hpp lowers_only()), the processor stage may hand over a
+/// detail::deferred_patches instead of writing its patches. A lowered entry can leave the k best,
+/// never enter them, so overlay_top_k() selects k + max(k, 16) of the caller's row (no mask of
+/// patched ids), asks for the processed values of those entries only (O(k) lookups, not
+/// O(patched ids)), and keeps the k best of them when at least k stay above the selection's
+/// lowest logit (every entry outside it is at most that logit, processed or not). Otherwise, and
+/// for every other use of the overlay (merge_patches(), materialise(), a later overlay_top_k()),
+/// the patches are written first (resolve()) and the overlay works as above.
+///
+/// Mask: a set may carry a token bitmask (set_mask(); kernels/mask.hpp). The full set is then
+/// the valid entries the mask allows: the row_* helpers (the kernels the fused first steps use:
+/// greedy's argmax, top-k, min-p, materialise(), the overlay helpers, the draw) read the mask
+/// inside their passes. Steps that read row() themselves do not honour it: the sampler gives
+/// them a masked copy of the row instead (and no mask here). Once narrowed, kept() holds only
+/// allowed entries.
 
+// ---- begin decodekit/kernels/cut.hpp
+/// \file kernels/cut.hpp
+/// Using a kept set given as a row_cut over the row's weights: compact_cut writes it as
+/// candidates (ids, logits, id order) with their weights (one pass), draw_cut draws from it by
+/// inverse CDF without compacting it (the kept sum, then the blocks up to the drawn one; with the
+/// sum known, from the nearer end: a quarter of a pass on average).
+/// No random numbers are consumed (draw_cut takes the uniform).
+///
+/// A row_cut splits the ids into at most three segments (before, between and after its two id
+/// cuts), each with one closed logit interval ("x == lo with id > lo_last" is "x >= the float
+/// after lo"), so both passes are SIMD compares on whole vectors plus a few scalar entries
+/// where a segment starts or ends inside a vector.
 
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-#include <functional>
-#include <memory>
-#include <optional>
-#include <span>
-#include <string>
-#include <string_view>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-/// The engine's detokenizer: token id -> its bytes (valid until the next call).
-using detokenize_fn = std::function<std::string_view(token_id)>;
-
-/// Most stop strings a request may have.
-inline constexpr std::size_t max_stop_strings = 64;
-/// Longest stop string, in bytes.
-inline constexpr std::size_t max_stop_string_bytes = 256;
-
-namespace detail {
-/// First problem with stop strings (too many, empty, too long, no detokenizer), fields named
-/// "<owner>.stop_strings" / "<owner>.detokenize"; nullopt when valid.
-inline std::optional<std::string> check_stop_strings(std::string_view owner,
-                                                     std::span<const std::string> strings,
-                                                     bool has_detokenizer) {
-    const std::string o(owner);
-    if (strings.size() > max_stop_strings)
-        return range_message(o + ".stop_strings", "at most 64 strings", double(strings.size()));
-    for (const auto& s : strings)
-        if (s.empty() || s.size() > max_stop_string_bytes)
-            return range_message(o + ".stop_strings", "strings of 1 to 256 bytes",
-                                 double(s.size()));
-    if (!strings.empty() && !has_detokenizer)
-        return o + ".detokenize must be set when stop_strings is not empty";
-    return std::nullopt;
-}
-
-/// Length of an incomplete UTF-8 sequence at the end of `s` (0 to 3 bytes): a lead byte
-/// followed by fewer continuation bytes than it announces. Invalid bytes count as complete.
-inline std::size_t incomplete_utf8_tail(std::string_view s) noexcept {
-    const std::size_t n = s.size();
-    for (std::size_t back = 1; back <= 4 && back <= n; ++back) {
-        const auto c = static_cast<unsigned char>(s[n - back]);
-        if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
-        const std::size_t need = (c & 0xE0) == 0xC0   ? 2
-                                 : (c & 0xF0) == 0xE0 ? 3
-                                 : (c & 0xF8) == 0xF0 ? 4
-                                                      : 1;  // ASCII or an invalid lead
-        return back < need ? back : 0;
-    }
-    return 0;  // only continuation bytes (invalid): release them
-}
-}  // namespace detail
-
-/// A compiled, immutable set of stop strings (the KMP failure tables), shared by matchers.
-class stop_string_set {
-public:
-    explicit stop_string_set(std::span<const std::string> strings)
-        : strings_(strings.begin(), strings.end()) {
-        fail_.resize(strings_.size());
-        for (std::size_t i = 0; i < strings_.size(); ++i) {
-            const std::string& s = strings_[i];
-            std::vector<std::uint16_t>& f = fail_[i];
-            f.assign(s.size() + 1, 0);  // f[q]: longest proper border of s[0, q)
-            std::size_t k = 0;
-            for (std::size_t q = 1; q < s.size(); ++q) {
-                while (k > 0 && s[q] != s[k]) k = f[k];
-                if (s[q] == s[k]) ++k;
-                f[q + 1] = std::uint16_t(k);
-            }
-        }
-    }
-    std::size_t size() const noexcept { return strings_.size(); }
-    const std::string& operator[](std::size_t i) const noexcept { return strings_[i]; }
-    /// The automaton of string i: from state q (matched prefix length), read byte c.
-    std::size_t next(std::size_t i, std::size_t q, char c) const noexcept {
-        const std::string& s = strings_[i];
-        if (q == s.size()) q = fail_[i][q];  // a full match continues from its border
-        while (q > 0 && s[q] != c) q = fail_[i][q];
-        return s[q] == c ? q + 1 : 0;
-    }
-    /// The longest proper prefix of string i that state q leaves as a suffix of the text (q
-    /// itself, or the border of a full match).
-    std::size_t held_prefix(std::size_t i, std::size_t q) const noexcept {
-        return q == strings_[i].size() ? fail_[i][q] : q;
-    }
-
-private:
-    std::vector<std::string> strings_;
-    std::vector<std::vector<std::uint16_t>> fail_;
-};
-
-/// Stop-string matching and safe text release for one sequence. Copyable (beam search forks it
-/// with its beam): the compiled set is shared, the state is O(stop strings + held bytes).
-class stop_string_matcher {
-public:
-    /// No stop strings: text passes through, only incomplete UTF-8 is held.
-    stop_string_matcher() = default;
-    explicit stop_string_matcher(std::span<const std::string> stop_strings)
-        : set_(stop_strings.empty() ? nullptr
-                                    : std::make_shared<const stop_string_set>(stop_strings)),
-          state_(stop_strings.size(), 0) {}
-
-    /// What push() released.
-    struct released {
-        std::string_view text;  ///< bytes now safe to stream (valid until the next call)
-        bool matched = false;   ///< a stop string completed: text ends right before it
-    };
-
-    /// Appends one token's bytes. `stops_active` false (before min_new_tokens): a completed stop
-    /// string is ignored and its bytes are released as ordinary text. After a match, further
-    /// pushes release nothing.
-    released push(std::string_view bytes, bool stops_active = true) {
-        buf_.erase(0, released_);
-        released_ = 0;
-        if (matched_) return {{}, true};
-        const std::size_t old = buf_.size();
-        buf_.append(bytes.data(), bytes.size());
-        std::size_t hold = 0;  // longest suffix that is a proper prefix of a stop string
-        if (set_) {
-            for (std::size_t pos = old; pos < buf_.size(); ++pos) {
-                std::size_t best_len = 0;  // a stop string ending at pos (the longest)
-                for (std::size_t i = 0; i < set_->size(); ++i) {
-                    state_[i] = std::uint16_t(set_->next(i, state_[i], buf_[pos]));
-                    if (state_[i] == (*set_)[i].size())
-                        best_len = std::max<std::size_t>(best_len, state_[i]);
-                }
-                if (best_len > 0 && stops_active) {
-                    matched_ = true;
-                    released_ = buf_.size();  // everything is consumed by the next call
-                    return {std::string_view(buf_).substr(0, pos + 1 - best_len), true};
-                }
-            }
-            for (std::size_t i = 0; i < set_->size(); ++i)
-                hold = std::max(hold, set_->held_prefix(i, state_[i]));
-        }
-        std::size_t end = buf_.size() - std::min(hold, buf_.size());
-        end -= detail::incomplete_utf8_tail(std::string_view(buf_).substr(0, end));
-        released_ = end;
-        return {std::string_view(buf_).substr(0, end), false};
-    }
-
-    /// Releases every held byte (the end of generation without a match). The view directly
-    /// follows the last push()'s text in the same buffer. Nothing after a match.
-    std::string_view flush() noexcept {
-        if (matched_) return {};
-        const std::size_t from = released_;
-        released_ = buf_.size();
-        for (auto& q : state_) q = 0;
-        return std::string_view(buf_).substr(from);
-    }
-
-    /// True once a stop string matched.
-    bool matched() const noexcept { return matched_; }
-    /// Bytes currently held back (not yet released).
-    std::size_t held() const noexcept { return matched_ ? 0 : buf_.size() - released_; }
-
-private:
-    std::shared_ptr<const stop_string_set> set_;
-    std::vector<std::uint16_t> state_;  // per stop string: matched prefix length
-    std::string buf_;                   // [released by the last call | held]
-    std::size_t released_ = 0;
-    bool matched_ = false;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/decoding/stop_strings.hpp
 // ---- begin decodekit/kernels/select.hpp
 /// \file kernels/select.hpp
 /// top-k selection without sorting the vocabulary; threshold filters (min-p).
@@ -6989,6 +6447,728 @@ std::size_t filter_min_p(std::span<const float> x, float p_base, float temperatu
 }  // namespace kernels
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/kernels/select.hpp
+// ---- begin decodekit/kernels/truncation.hpp
+/// \file kernels/truncation.hpp
+/// The vocabulary of the truncation kernels (nucleus.hpp, typical.hpp, thresholds.hpp, xtc.hpp):
+/// a kept set described over the row (row_cut), and what every kernel reports
+/// (truncation_result): the cut, the sums a draw needs, which exactness tier decided.
+
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+
+/// A kept set of a row as a logit interval whose boundary tie groups may be cut by id: entry i
+/// is kept iff lo < x_i < hi, or x_i == lo and i <= lo_last, or x_i == hi and i <= hi_last
+/// (npos: the whole group), both bounds holding when lo == hi. Every set a truncation step keeps
+/// has this shape: a prefix of the order logit descending / id ascending (top-k, top-p, the
+/// thresholds: hi = +inf) or typical's interval around its centre. The default cut is empty.
+struct row_cut {
+    float lo = std::numeric_limits<float>::infinity();
+    float hi = -std::numeric_limits<float>::infinity();
+    std::size_t lo_last = npos;
+    std::size_t hi_last = npos;
+
+    /// Whether entry i of value v is kept. NaN never is.
+    constexpr bool contains(float v, std::size_t i) const noexcept {
+        return (v > lo || (v == lo && i <= lo_last)) && (v < hi || (v == hi && i <= hi_last));
+    }
+};
+
+/// Which tier of a truncation kernel decided its kept set (the tiers are exact; later ones are
+/// rarer and slower).
+enum class exactness_tier : std::uint8_t {
+    float_bound,  ///< the float weights, whose error bound could not change the set
+    double_pass,  ///< a double-precision exponential pass over the row (a margin was within the
+                  ///< float bound)
+    reference,    ///< the scalar reference's own arithmetic (a margin was within ~1e-10), or a
+                  ///< row with +inf entries or a subnormal temperature
+};
+
+/// Outcome of a truncation kernel's call.
+enum class truncation_status : std::uint8_t {
+    ok,
+    bad_size,  ///< out.capacity() or the weights span is smaller than the row: nothing done
+};
+
+/// What a truncation kernel reports besides its kept set (the candidates, in id order, and their
+/// weights).
+struct truncation_result {
+    std::size_t kept = 0;  ///< size of the kept set (== out.size() for the compacting kernels)
+    row_cut cut = {};      ///< the kept set over the row
+    /// largest valid entry of the row (-inf when none, +inf when an entry is +inf)
+    float max = -std::numeric_limits<float>::infinity();
+    /// normaliser: sum over the row of the float weights exp((x_i - max) / T), accumulated in
+    /// double (a row with +inf entries: their count); NaN when the kernel does not compute it
+    double sum = 0;
+    double kept_sum = 0;  ///< sum of the kept entries' weights, accumulated in double
+    exactness_tier tier = exactness_tier::float_bound;
+    truncation_status status = truncation_status::ok;
+
+    bool ok() const noexcept { return status == truncation_status::ok; }
+};
+
+namespace detail {
+/// The truncation kernels' preamble: `out` cleared, and an empty result, with status bad_size
+/// when out.capacity() or weights.size() < x.size() (nothing else done then).
+inline truncation_result sized(std::span<const float> x, candidates& out,
+                               std::span<float> weights) noexcept {
+    truncation_result r;
+    out.clear();
+    if (out.capacity() < x.size() || weights.size() < x.size())
+        r.status = truncation_status::bad_size;
+    return r;
+}
+}  // namespace detail
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/truncation.hpp
+// ---- begin decodekit/kernels/weights.hpp
+/// \file kernels/weights.hpp
+/// What the truncation kernels (nucleus.hpp, typical.hpp, thresholds.hpp, xtc.hpp) share: the
+/// exponential pass that computes every weight of a row once, the error bounds that make their
+/// float decisions exact, the double-precision pass of their rare second tier, and the
+/// reference tier.
+///
+/// Weights: w_i = exp_nonpositive((x_i - m) * (1/T)) in float, m the row max (simd::
+/// exp_nonpositive: 0 for NaN, -inf and d < -87). Against the real W_i = e^{(x_i - m)/T}:
+///   |w_i - W_i| <= W_i (exp_error + arg_error |d_i|) + flush_error,
+/// exp_error covering the polynomial (its largest relative error over every float d in [-87, 0],
+/// measured exhaustively: 8.53e-8 with FMA, 8.31e-8 without, on every x86 architecture xsimd
+/// offers; a test re-checks it on a sample), arg_error the rounding of d = fl(fl(x - m) * fl(1/T))
+/// (three roundings: |d - D| <= 3 2^-24 |D|, which moves e^d by that much relative), flush_error
+/// the weights below e^-87 that the polynomial flushes to 0.
+/// Sums of float weights are accumulated in double lanes (every float widened), so they are
+/// exact up to n 2^-53 relative, or (top-p's fused pass) in float trees of 8 vectors widened once,
+/// whose rounding (3 2^-24 relative) row_sums::pair_error carries into the bounds; sums that only
+/// feed a bound are accumulated in float blocks and inflated by their worst-case rounding.
+
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+
+namespace detail {
+
+/// Relative error bound of simd::exp_nonpositive (measured 8.53e-8, see the file comment).
+inline constexpr double exp_error = 1.2e-7;
+/// Relative error of e^d per unit of |d| from the rounding of d (3 2^-24 with slack).
+inline constexpr double arg_error = 1.8e-7;
+/// Absolute error per entry from the flush of weights below e^-87 (and subnormal rounding).
+inline constexpr double flush_error = 2e-38;
+/// Relative error bound of one double weight of double_pass (exp_nonpositive_double, measured
+/// below 2.5e-16 by the tests) plus the rounding of its argument, per unit of |D| (3 2^-53).
+inline constexpr double exp_error_double = 4e-16;
+inline constexpr double arg_error_double = 3.4e-16;
+
+/// Relative error of a sum of n non-negative double terms added in double (n 2^-53, with slack).
+inline double sum_error(std::size_t n) noexcept { return double(n + 8) * 0x1p-52; }
+
+/// How far the reference's double arithmetic may stray from real arithmetic on a row of n
+/// entries, as an absolute error on a probability or on a mass in [0, 1]: its weights (a libm
+/// exp of a rounded argument: (|D| + 2) 2^-52 each, |D| < 746 where the weight is not 0), its
+/// sums in id order, the quotients W / Z and their running sum.
+inline double reference_error(std::size_t n) noexcept { return double(2 * n + 800) * 0x1p-52; }
+
+/// Upper bound of sum W_i |D_i| over `count` entries (W_i = e^{D_i} <= 1 the real weights) whose
+/// float weights add up to `mass` (each within 1.6e-5 relative plus flush_error of W_i, the sum
+/// within 1e-5 relative plus abs_err of theirs): by Jensen's inequality for the concave f(t) = -t
+/// ln t on [0, 1], at most count * (the largest f over the interval of the real mean weight). Costs
+/// no pass (no w |d| summed per entry); within a few percent of the sum on Gaussian and flat rows.
+inline double wd_jensen_bound(double mass, std::size_t count, double abs_err = 0) noexcept {
+    if (count == 0) return 0;
+    const double k = double(count), slack = abs_err + k * flush_error;
+    const double t_hi = std::min(1.0, (mass * (1 + 1e-4) + slack) / k);
+    const double t_lo = std::max(0.0, (mass * (1 - 1e-4) - slack) / k);
+    constexpr double inv_e = 0.36787944117144233;
+    auto f = [](double t) { return t > 0 ? -t * std::log(t) : 0.0; };
+    const double fmax = t_hi < inv_e ? f(t_hi) : t_lo > inv_e ? f(t_lo) : inv_e;
+    // (f's rounding, and the flushed weights' W |D| <= 104 flush_error each)
+    return k * fmax * (1 + 1e-9) + k * 104 * flush_error + 1e-300;
+}
+
+/// The float weights of a vector of logits (the one expression every pass uses, so that a weight
+/// recomputed later is the stored one bit for bit).
+template <class A>
+inline simd::batch<A> weight_lanes(const simd::batch<A>& v, const simd::batch<A>& mb,
+                                   const simd::batch<A>& tb) noexcept {
+    return simd::exp_nonpositive<A>((v - mb) * tb);
+}
+
+/// weight_lanes for one logit.
+template <class A>
+inline float weight_one(float v, float m, float inv_t) noexcept {
+    using B = simd::batch<A>;
+    alignas(64) float buf[simd::lanes<A>];
+    weight_lanes<A>(B(v), B(m), B(inv_t)).store_aligned(buf);
+    return buf[0];
+}
+
+/// The sums of one exponential pass over a row.
+struct row_sums {
+    double sum = 0;  ///< sum of w_i, exact up to n 2^-53
+    /// sum of w_i (m - x_i) / T in double (d clamped at -200 where w_i = 0; the float products
+    /// w_i d_i added in double lanes); 0 from weigh_row (entropy.hpp's pass sets it)
+    double wd = 0;
+    /// upper bound of sum w_i |d_i| (float blocks, inflated by their rounding)
+    double wd_bound = 0;
+    /// upper bound of sum w_i d_i^2 (float blocks, inflated by their rounding); 0 from
+    /// weigh_row (entropy.hpp's pass sets it)
+    double wd2_bound = 0;
+    /// relative rounding of float additions made before the double sums (entropy.hpp's paired
+    /// pass: 2^-24, one per pair of vectors; nucleus.hpp's fused pass: 3 2^-24, trees of 8
+    /// vectors; 0: every float widened)
+    double pair_error = 0;
+
+    /// Bound on |sum - sum of the real weights| (before the double additions' n 2^-53).
+    double error(std::size_t n) const noexcept {
+        return (exp_error * sum + arg_error * wd_bound) * (1 + 1e-6) + pair_error * sum +
+               double(n) * flush_error;
+    }
+};
+
+/// The block driver of the exponential passes (weigh_row, entropy.hpp's entropy_pass): over the
+/// whole vectors of p[0, n), in blocks of 32 vectors, two(i) for each pair of vectors from i,
+/// one(v, w + i) for a last single one, flush() after each block (the float accumulators go to
+/// double); the tail padded with -inf into one vector (same lanes, same weights) through one(v,
+/// buffer), its weights copied to w (Store), and a flush.
+template <class A, bool Store, class Two, class One, class Flush>
+inline void exp_blocks(const float* p, float* w, std::size_t n, Two&& two, One&& one,
+                       Flush&& flush) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const std::size_t nfull = n / L * L;
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 32 * L);
+        for (; i + 2 * L <= end; i += 2 * L) two(i);
+        for (; i < end; i += L) one(B::load_unaligned(p + i), w + i);
+        flush();
+    }
+    if (i < n) {
+        alignas(64) float buf[L], wb[L];
+        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : detail::neg_inf_f;
+        one(B::load_aligned(buf), wb);
+        if constexpr (Store)
+            for (std::size_t j = 0; i + j < n; ++j) w[i + j] = wb[j];
+        flush();
+    }
+}
+
+/// One pass: w_i for every entry (stored to w when Store), their sum and wd_bound in row_sums
+/// (entropy.hpp's entropy_pass also gives wd and wd2_bound).
+/// \pre m finite (the row max), inv_t finite and > 0
+template <class A, bool Store>
+row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size();
+    const B mb(m), tb(inv_t), lo(-200.f);
+    // two independent sets of accumulators (even and odd vectors): no add waits on the last one
+    struct acc {
+        D z0 = D(0.0), z1 = D(0.0);
+        B fs = B(0.f);
+    } a, b;
+    double wd_f = 0;
+    auto one = [&](const B& v, acc& s, float* out) {
+        const B d = (v - mb) * tb;
+        const B e = simd::exp_nonpositive<A>(d);
+        if constexpr (Store) e.store_unaligned(out);
+        simd::widen_add<A>(s.z0, s.z1, e);
+        const B c = simd::max_ignore_nan<A>(lo, d);  // NaN, -inf: -200 (e is 0 there)
+        const B f = e * c;
+        s.fs += f;
+    };
+    auto flush = [&] {
+        // float blocks: <= 32 additions per lane before they go to double
+        wd_f -= double(simd::reduce_add<A>(a.fs + b.fs));
+        a.fs = b.fs = B(0.f);
+    };
+    exp_blocks<A, Store>(
+        p, w, n,
+        [&](std::size_t i) {
+            one(B::load_unaligned(p + i), a, w + i);
+            one(B::load_unaligned(p + i + L), b, w + i + L);
+        },
+        [&](const B& v, float* out) { one(v, a, out); }, flush);
+    row_sums r;
+    r.sum = simd::reduce_add<A>((a.z0 + a.z1) + (b.z0 + b.z1));
+    // float blocks: <= 32 additions per lane, a 16-lane reduction and the products: 64 u
+    constexpr double inflate = 1 + 64 * 0x1p-24;
+    r.wd_bound = wd_f * inflate + 1e-300;
+    return r;
+}
+
+/// The double-precision sums of double_pass.
+struct double_sums {
+    double sum = 0;       ///< sum of W_i
+    double wd = 0;        ///< sum of W_i |D_i|
+    double in_set = 0;    ///< sum of W_i over the entries the predicate selects
+    double wd_bound = 0;  ///< sum W_i |D_i| inflated by its rounding
+
+    /// Bound on |sum - sum of the real weights| (relative to nothing: absolute).
+    double error(std::size_t n) const noexcept {
+        return (exp_error_double + sum_error(n)) * sum + arg_error_double * wd_bound +
+               double(n) * 1e-307;
+    }
+};
+
+/// One double-precision pass over the row: W_i = e^{D_i}, D_i = (x_i - m) / T computed as
+/// (double(x_i) - m) * (1 / T) in double, by simd::exp_nonpositive_double; their sum, the sum of
+/// W_i |D_i|, and the sum over the entries for which in_set(v, i) (a float mask for the vector v
+/// of entries i .. i + L - 1; entries past the row are -inf and never counted) holds.
+/// \pre m finite, temperature > 0 with 1 / T finite
+template <class A, class InSet>
+double_sums double_pass(std::span<const float> x, float m, float temperature,
+                        InSet&& in_set) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size();
+    const D md = D(double(m)), td = D(1.0 / double(temperature)), zero = D(0.0);
+    D z(0.0), s(0.0), k(0.0);
+    auto half = [&](const D& v, const D& sel) {
+        const D d = (v - md) * td;
+        const D e = simd::exp_nonpositive_double<A>(d);  // NaN, -inf: 0
+        z += e;
+        s += simd::select<A>(e > zero, e * d, zero);
+        k += e * sel;
+    };
+    auto one = [&](const B& v, std::size_t i) {
+        D lo, hi, slo, shi;
+        simd::widen<A>(v, lo, hi);
+        simd::widen<A>(simd::select<A>(in_set(v, i), B(1.f), B(0.f)), slo, shi);
+        half(lo, slo);
+        half(hi, shi);
+    };
+    std::size_t i = 0;
+    for (; i + L <= n; i += L) one(B::load_unaligned(p + i), i);
+    if (i < n) {
+        alignas(64) float buf[L];
+        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : detail::neg_inf_f;
+        one(B::load_aligned(buf), i);
+    }
+    double_sums r;
+    r.sum = simd::reduce_add<A>(z);
+    r.wd = -simd::reduce_add<A>(s);
+    r.in_set = simd::reduce_add<A>(k);
+    r.wd_bound = r.wd * (1 + sum_error(n)) + 1e-300;
+    return r;
+}
+
+/// Sorts out's entries by id (the reference's sets come in rank order). Key storage as scratch.
+inline void sort_by_id(candidates& out) noexcept {
+    const std::size_t c = out.size();
+    std::uint64_t* keys = out.key_storage();
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    for (std::size_t j = 0; j < c; ++j)
+        keys[j] =
+            (std::uint64_t(std::uint32_t(ids[j])) << 32) | std::bit_cast<std::uint32_t>(lg[j]);
+    std::sort(keys, keys + c);
+    for (std::size_t j = 0; j < c; ++j) {
+        ids[j] = token_id(keys[j] >> 32);
+        lg[j] = std::bit_cast<float>(std::uint32_t(keys[j]));
+    }
+}
+
+/// The weights of the logits lg[0, c) (w_j = exp((lg_j - m) / T) by weight_lanes, so equal to a
+/// row pass's) written to w[0, c); returns their double sum. \pre m finite, inv_t finite > 0
+template <class A>
+double weigh_logits(const float* lg, std::size_t c, float m, float inv_t, float* w) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B mb(m), tb(inv_t);
+    D s0(0.0), s1(0.0);
+    std::size_t j = 0;
+    for (; j + L <= c; j += L) {
+        const B e = weight_lanes<A>(B::load_unaligned(lg + j), mb, tb);
+        e.store_unaligned(w + j);
+        simd::widen_add<A>(s0, s1, e);
+    }
+    double s = simd::reduce_add<A>(s0 + s1);
+    for (; j < c; ++j) {
+        w[j] = weight_one<A>(lg[j], m, inv_t);
+        s += double(w[j]);
+    }
+    return s;
+}
+
+/// weigh_logits without the sum (a restore of weights another pass overwrote): no double
+/// additions, so nothing waits on the previous vector; the tail padded with -inf into one vector.
+template <class A>
+void store_weights(const float* lg, std::size_t c, float m, float inv_t, float* w) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B mb(m), tb(inv_t);
+    std::size_t j = 0;
+    for (; j + L <= c; j += L)
+        weight_lanes<A>(B::load_unaligned(lg + j), mb, tb).store_unaligned(w + j);
+    if (j < c) {
+        alignas(64) float buf[L], wb[L];
+        for (std::size_t q = 0; q < L; ++q) buf[q] = j + q < c ? lg[j + q] : neg_inf_f;
+        weight_lanes<A>(B::load_aligned(buf), mb, tb).store_aligned(wb);
+        for (std::size_t q = 0; j + q < c; ++q) w[j + q] = wb[q];
+    }
+}
+
+}  // namespace detail
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/weights.hpp
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+DECODEKIT_BEGIN_NAMESPACE
+namespace kernels {
+namespace detail {
+
+/// Calls f(s, e, a, b) for the segments [s, e) of [begin, end) in which the cut keeps exactly
+/// the entries with a <= x_i <= b (NaN never).
+template <class F>
+void for_each_segment(const row_cut& k, std::size_t begin, std::size_t end, F&& f) noexcept {
+    constexpr float pinf = std::numeric_limits<float>::infinity();
+    const std::size_t e_lo = k.lo_last == npos ? end : std::min(end, k.lo_last + 1);
+    const std::size_t e_hi = k.hi_last == npos ? end : std::min(end, k.hi_last + 1);
+    const float up = std::nextafter(k.lo, pinf), down = std::nextafter(k.hi, -pinf);
+    const std::size_t e1 = std::clamp(std::min(e_lo, e_hi), begin, end);
+    const std::size_t e2 = std::clamp(std::max(e_lo, e_hi), begin, end);
+    auto run = [&](std::size_t s, std::size_t e) {
+        if (s >= e) return;
+        // past a cut of an infinite bound nothing of that value remains: the segment is empty
+        if ((s >= e_lo && k.lo == pinf) || (s >= e_hi && k.hi == -pinf)) return;
+        f(s, e, s >= e_lo ? up : k.lo, s >= e_hi ? down : k.hi);
+    };
+    run(begin, e1);
+    run(e1, e2);
+    run(e2, end);
+}
+
+/// Keeps the entries of x[begin, end) (whole vectors) with a <= x_i <= b: appends their ids,
+/// logits and weights (read from w[i], recomputed for i < recompute_below; written to w[c]: in
+/// place, as each vector is read before a store reaches it) at index c and returns the new
+/// count; adds their weights to ksum (float lanes per block of 32 vectors, then double).
+template <class A>
+std::size_t compact_interval(const float* p, float* w, std::size_t begin, std::size_t end, float a,
+                             float b, std::size_t recompute_below, std::size_t c, token_id* ids,
+                             float* lg, float m, float inv_t, double& ksum) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B ab(a), bb(b), mb(m), tb(inv_t), zero(0.f);
+    B acc(0.f);
+    std::size_t since = 0;
+    for (std::size_t i = begin; i < end; i += L) {
+        const B v = B::load_unaligned(p + i);
+        const auto keep = (v >= ab) & (v <= bb);
+        if (const std::uint64_t mk = simd::to_mask<A>(keep)) {
+            const B wv =
+                i < recompute_below ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i);
+            c += simd::compress_store<A>(v, wv, simd::iota<A>(token_id(i)), mk, lg + c, w + c,
+                                         ids + c);
+            acc += simd::select<A>(keep, wv, zero);
+        }
+        if (++since == 32) {
+            ksum += double(simd::reduce_add<A>(acc));
+            acc = zero;
+            since = 0;
+        }
+    }
+    ksum += double(simd::reduce_add<A>(acc));
+    return c;
+}
+
+/// Sum of w[i] over the kept entries of [begin, end) (double lanes).
+template <class A>
+double cut_sum(const float* p, const float* w, const row_cut& k, std::size_t begin,
+               std::size_t end) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    double s = 0;
+    for_each_segment(k, begin, end, [&](std::size_t sb, std::size_t se, float a, float b) {
+        const std::size_t vb = std::min(se, (sb + L - 1) / L * L), ve = std::max(vb, se / L * L);
+        for (std::size_t i = sb; i < vb; ++i)
+            if (p[i] >= a && p[i] <= b) s += double(w[i]);
+        const B ab(a), bb(b), zero(0.f);
+        D s0(0.0), s1(0.0);
+        for (std::size_t i = vb; i < ve; i += L) {
+            const B v = B::load_unaligned(p + i);
+            simd::widen_add<A>(
+                s0, s1, simd::select<A>((v >= ab) & (v <= bb), B::load_unaligned(w + i), zero));
+        }
+        s += simd::reduce_add<A>(s0 + s1);
+        for (std::size_t i = ve; i < se; ++i)
+            if (p[i] >= a && p[i] <= b) s += double(w[i]);
+    });
+    return s;
+}
+
+/// compact_cut with the weights recomputed below recompute_below (the kernels' own use).
+template <class A>
+std::size_t compact_cut_from(std::span<const float> x, float* w, const row_cut& k, float m,
+                             float inv_t, candidates& out, std::size_t recompute_below,
+                             double& sum) noexcept {
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    token_id* ids = out.id_storage();
+    float* lg = out.logit_storage();
+    std::size_t c = 0;
+    sum = 0;
+    for_each_segment(k, 0, x.size(), [&](std::size_t s, std::size_t e, float a, float b) {
+        auto scalar = [&](std::size_t i0, std::size_t i1) {
+            for (std::size_t i = i0; i < i1; ++i) {
+                const float v = p[i];
+                if (!(v >= a && v <= b)) continue;
+                const float wi = i < recompute_below ? weight_one<A>(v, m, inv_t) : w[i];
+                ids[c] = token_id(i);
+                lg[c] = v;
+                w[c] = wi;
+                ++c;
+                sum += double(wi);
+            }
+        };
+        const std::size_t vb = std::min(e, (s + L - 1) / L * L), ve = std::max(vb, e / L * L);
+        scalar(s, vb);
+        if (ve > vb)
+            c = compact_interval<A>(p, w, vb, ve, a, b, recompute_below, c, ids, lg, m, inv_t, sum);
+        scalar(ve, e);
+    });
+    out.resize(c);
+    return c;
+}
+
+/// The smallest of v[0, c) (+inf when c == 0; no NaN). SIMD.
+template <class A>
+float min_value(const float* v, std::size_t c) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    B b0(std::numeric_limits<float>::infinity()), b1 = b0;
+    std::size_t j = 0;
+    for (; j + 2 * L <= c; j += 2 * L) {
+        b0 = simd::min<A>(b0, B::load_unaligned(v + j));
+        b1 = simd::min<A>(b1, B::load_unaligned(v + j + L));
+    }
+    float r = simd::reduce_min<A>(simd::min<A>(b0, b1));
+    for (; j < c; ++j) r = v[j] < r ? v[j] : r;
+    return r;
+}
+
+/// The row_cut of a set given in reference order (logit descending, ties by id) that is a prefix
+/// of that order: everything down to its last entry.
+inline row_cut prefix_cut(const candidates& sorted) noexcept {
+    row_cut k;
+    if (sorted.empty()) return k;
+    k.lo = sorted.logits()[sorted.size() - 1];
+    k.lo_last = std::size_t(sorted.ids()[sorted.size() - 1]);
+    k.hi = std::numeric_limits<float>::infinity();
+    return k;
+}
+
+/// The row_cut of a top_k_unordered(x, k, ties) set (id order): its smallest value, cut at its
+/// largest id of that value (exactly_k) or the whole group (keep_ties).
+inline row_cut top_k_cut(const candidates& set, tie_policy ties) noexcept {
+    row_cut k;
+    if (set.empty()) return k;
+    k.lo = std::numeric_limits<float>::infinity();
+    for (float v : set.logits()) k.lo = v < k.lo ? v : k.lo;  // (k entries: min_keep, few)
+    k.hi = std::numeric_limits<float>::infinity();
+    if (ties == tie_policy::exactly_k)
+        for (std::size_t j = 0; j < set.size(); ++j)
+            if (set.logits()[j] == k.lo) k.lo_last = std::size_t(set.ids()[j]);
+    return k;
+}
+
+/// Writes every weight of the row as the reference tier gives it (float of reference::weight)
+/// to w and returns their double sum.
+inline double reference_weights(std::span<const float> x, float temperature, float* w) noexcept {
+    const reference::softmax_stats st = reference::exp_sum(x, temperature);
+    for (std::size_t i = 0; i < x.size(); ++i)
+        w[i] = float(reference::weight(x[i], st.max, temperature));
+    return st.sum;
+}
+
+/// A truncation kernel's answer from the reference: `ref(out)` writes the reference's kept set
+/// (rank order, a prefix of it); returned in id order with its cut, weights float(reference::
+/// weight) in w[0, kept) and the reference's normaliser. Rows with +inf entries, subnormal
+/// temperatures.
+template <class Ref>
+truncation_result via_reference(std::span<const float> x, float temperature, candidates& out,
+                                float* w, Ref&& ref) noexcept {
+    ref(out);
+    const row_cut cut = prefix_cut(out);
+    sort_by_id(out);
+    const reference::softmax_stats st = reference::exp_sum(x, temperature);
+    truncation_result r;
+    r.kept = out.size();
+    r.max = st.max;
+    r.sum = st.sum;
+    r.tier = exactness_tier::reference;
+    r.cut = cut;
+    for (std::size_t j = 0; j < r.kept; ++j) {
+        w[j] = float(reference::weight(out.logits()[j], st.max, temperature));
+        r.kept_sum += double(w[j]);
+    }
+    return r;
+}
+
+}  // namespace detail
+
+/// Writes the kept set `cut` of the row x to out (ids, logits, in id order) and moves its weights
+/// to w[0, kept) (read from w[i], the row's weights, in place: w no longer holds the row's
+/// weights afterwards). Returns the kept count; `sum` receives the kept weights' sum (float
+/// blocks added in double). One pass. Status: out.capacity() or w.size() < x.size() keeps nothing
+/// and returns npos.
+template <class A = simd::default_arch>
+std::size_t compact_cut(std::span<const float> x, std::span<float> w, const row_cut& cut,
+                        candidates& out, double& sum) noexcept {
+    out.clear();
+    sum = 0;
+    if (out.capacity() < x.size() || w.size() < x.size()) return npos;
+    return detail::compact_cut_from<A>(x, w.data(), cut, 0.f, 1.f, out, 0, sum);
+}
+
+namespace detail {
+
+/// draw_cut's scan with the kept sum S known, for the target t = u S: from the front when
+/// t <= S / 2, blocks of the row whose kept weights are summed (cut_sum) until the running sum
+/// passes t, then that block entry by entry (the first kept entry whose running sum exceeds t;
+/// the last kept positive entry when t is never passed); otherwise from the back, the same
+/// with the suffix sums and S - t (the last kept entry whose suffix sum reaches S - t; the
+/// first kept positive entry when S - t is never reached). Both give the entry i with
+/// prefix(i - 1) <= t < prefix(i) up to the rounding of the double sums, and read at most half
+/// of the row (a quarter on average). npos when no kept entry has a positive weight.
+template <class A>
+std::size_t draw_cut_scan(const float* p, const float* wp, std::size_t n, const row_cut& cut,
+                          double sum, double target) noexcept {
+    const std::size_t blk = 256;
+    auto kept = [&](std::size_t i) { return wp[i] > 0 && cut.contains(p[i], i); };
+    if (target <= 0.5 * sum) {
+        double run = 0;
+        for (std::size_t b0 = 0; b0 < n; b0 += blk) {
+            const std::size_t e = std::min(n, b0 + blk);
+            const double bs = cut_sum<A>(p, wp, cut, b0, e);
+            if (!(run + bs > target)) {
+                run += bs;
+                continue;
+            }
+            for (std::size_t i = b0; i < e; ++i) {
+                if (!kept(i)) continue;
+                run += double(wp[i]);
+                if (run > target) return i;
+            }
+        }
+        for (std::size_t i = n; i-- > 0;)  // target unreached: the last kept positive entry
+            if (kept(i)) return i;
+        return npos;
+    }
+    const double back = sum - target;  // > 0: the suffix from the chosen entry on reaches it
+    double run = 0;
+    for (std::size_t e = n; e > 0;) {
+        const std::size_t b0 = (e - 1) / blk * blk;
+        const double bs = cut_sum<A>(p, wp, cut, b0, e);
+        if (!(run + bs >= back)) {
+            run += bs;
+            e = b0;
+            continue;
+        }
+        for (std::size_t i = e; i-- > b0;) {
+            if (!kept(i)) continue;
+            run += double(wp[i]);
+            if (run >= back) return i;
+        }
+        e = b0;
+    }
+    for (std::size_t i = 0; i < n; ++i)  // suffix short of S - t: the first kept positive entry
+        if (kept(i)) return i;
+    return npos;
+}
+
+}  // namespace detail
+
+/// Inverse-CDF draw over the kept set `cut` of the row x with the weights w (the row's, as a
+/// truncation kernel leaves them), with one uniform u in [0, 1): the same entry as
+/// draw_inverse_cdf over the kept entries' weights in id order (the first whose running sum
+/// exceeds u S, S their double sum; the last kept entry with a positive weight if rounding leaves
+/// u S unreached; entries with w <= 0 never), up to the rounding of the double sums (their order
+/// differs: an entry within ~1e-12 S of a boundary), returned as a row index; npos when no kept
+/// entry has a positive weight or w.size() < x.size(). One pass storing the sums of at most 1024
+/// blocks (double lanes), then one block scanned.
+template <class A = simd::default_arch>
+std::size_t draw_cut(std::span<const float> x, std::span<const float> w, const row_cut& cut,
+                     double u) noexcept {
+    constexpr std::size_t max_blocks = 1024;
+    const std::size_t n = x.size();
+    if (w.size() < n || n == 0) return npos;
+    const float* p = x.data();
+    const float* wp = w.data();
+    const std::size_t blk = std::max<std::size_t>(256, (n / max_blocks + 64) / 64 * 64);
+    double bsum[max_blocks];
+    std::size_t nb = 0;
+    double s = 0;
+    for (std::size_t b0 = 0; b0 < n; b0 += blk, ++nb) {
+        bsum[nb] = detail::cut_sum<A>(p, wp, cut, b0, std::min(n, b0 + blk));
+        s += bsum[nb];
+    }
+    if (!(s > 0)) return npos;
+    const double target = u * s;
+    double run = 0;
+    std::size_t last = npos;
+    for (std::size_t b = 0; b < nb; ++b) {
+        if (!(run + bsum[b] > target)) {
+            run += bsum[b];
+            continue;
+        }
+        const std::size_t e = std::min(n, (b + 1) * blk);
+        for (std::size_t i = b * blk; i < e; ++i) {
+            if (!(wp[i] > 0) || !cut.contains(p[i], i)) continue;
+            run += double(wp[i]);
+            last = i;
+            if (run > target) return i;
+        }
+    }
+    if (last != npos) return last;
+    for (std::size_t i = n; i-- > 0;)  // target unreached: the last kept positive entry
+        if (wp[i] > 0 && cut.contains(p[i], i)) return i;
+    return npos;
+}
+
+/// draw_cut with the kept weights' sum S already known (a truncation kernel's
+/// truncation_result::kept_sum for this cut and these weights: the sum the compacted draw would
+/// use): one partial pass from the nearer end of the row, the blocks up to the one where u S
+/// falls (from the front when u <= 1/2, else from the back against S - u S): at most half a
+/// pass, a quarter on average. npos when S is not positive or w.size() < x.size().
+template <class A = simd::default_arch>
+std::size_t draw_cut(std::span<const float> x, std::span<const float> w, const row_cut& cut,
+                     double u, double sum) noexcept {
+    const std::size_t n = x.size();
+    if (w.size() < n || n == 0 || !(sum > 0)) return npos;
+    return detail::draw_cut_scan<A>(x.data(), w.data(), n, cut, sum, u * sum);
+}
+
+}  // namespace kernels
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/kernels/cut.hpp
 // ---- begin decodekit/kernels/softmax.hpp
 /// \file kernels/softmax.hpp
 /// softmax, log-softmax and the normaliser, temperature fused (no scaling pass); entropy.
@@ -7166,6 +7346,1315 @@ double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
 }  // namespace kernels
 DECODEKIT_END_NAMESPACE
 // ---- end decodekit/kernels/softmax.hpp
+// ---- begin decodekit/sampling/workspace.hpp
+/// \file sampling/workspace.hpp
+/// sampling_workspace: the O(vocabulary) scratch a sampling call works in (the candidate arrays,
+/// their weights, a processed copy of the row, the full-row draw's block sums, ...). It holds no
+/// state between calls: one workspace serves any number of samplers, one call at a time. A
+/// sampler uses its thread's workspace (this_thread()) unless a call is given one, so what a
+/// live request holds is O(its params) plus its history state, not O(vocabulary).
+/// Buffers grow on demand to the largest vocabulary seen and never shrink; growing is the only
+/// allocation, so a warm workspace makes sampling allocation-free.
+/// Views a call returns into a workspace (sampler::distribution()) stay valid until the next call
+/// on that workspace: on the default workspace, the next sampler call on the same thread.
+/// A call that finds its workspace inside another call (a sampler called from a processor or
+/// step of another sampler on the same thread, or one workspace passed to two threads) does
+/// nothing and reports sample_status::concurrent_use: give such a call its own workspace.
+
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+/// A flag set while an object is inside a call; copies are fresh, idle flags (so its owner stays
+/// copyable). One atomic exchange per call.
+class in_use_flag {
+public:
+    in_use_flag() = default;
+    in_use_flag(const in_use_flag&) noexcept {}
+    in_use_flag& operator=(const in_use_flag&) noexcept { return *this; }
+    /// True when the caller may enter (the flag was idle; it is now set).
+    bool try_enter() noexcept { return !busy_.exchange(true, std::memory_order_acquire); }
+    void leave() noexcept { busy_.store(false, std::memory_order_release); }
+
+private:
+    std::atomic<bool> busy_{false};
+};
+/// Holds an in_use_flag for one scope (entered() tells whether it got it).
+class in_use_scope {
+public:
+    explicit in_use_scope(in_use_flag& f) noexcept : f_(f), ok_(f.try_enter()) {}
+    ~in_use_scope() {
+        if (ok_) f_.leave();
+    }
+    in_use_scope(const in_use_scope&) = delete;
+    in_use_scope& operator=(const in_use_scope&) = delete;
+    bool entered() const noexcept { return ok_; }
+
+private:
+    in_use_flag& f_;
+    bool ok_;
+};
+/// Grows `v` to at least n elements (value-initialised), never shrinks.
+template <class T>
+void grow(std::vector<T>& v, std::size_t n) {
+    if (v.size() < n) v.resize(n);
+}
+}  // namespace detail
+
+/// How often the selection steps' exactness tiers decided a kept set (sampling/steps/
+/// selection.hpp; kernels::exactness_tier): every selection step's run adds 1 to `runs` and to
+/// the counter of its tier when that is not the first (float_bound). Diagnostics for benchmarks
+/// (the fallback rate per row shape); they accumulate until reset by the caller.
+struct selection_counters {
+    std::uint64_t runs = 0;
+    std::uint64_t double_pass = 0;  ///< a double-precision pass over the set decided
+    std::uint64_t reference = 0;    ///< the reference's own arithmetic decided
+};
+
+/// Scratch of sampling calls (see the file comment). Not thread-safe: one call at a time.
+class sampling_workspace {
+public:
+    /// Entries of one block of the full-row draw.
+    static constexpr std::size_t draw_block = 2048;
+
+    sampling_workspace() = default;
+    /// A workspace already sized for `vocab_size`.
+    explicit sampling_workspace(std::size_t vocab_size) { reserve(vocab_size); }
+
+    /// The calling thread's workspace (created empty on first use, freed at thread exit).
+    static sampling_workspace& this_thread() noexcept {
+        thread_local sampling_workspace ws;
+        return ws;
+    }
+
+    /// Sizes the buffers every call uses for rows of `vocab_size` entries (no-op when large
+    /// enough). The feature buffers (the selection steps' second set, the sparse marks, the raw
+    /// top-n, the penalty and DRY scratch) grow when first used.
+    void reserve(std::size_t vocab_size) {
+        if (vocab_size <= vocab_) return;
+        vocab_ = vocab_size;
+        cand = candidates(vocab_size);
+        detail::grow(sorted, vocab_size);
+        detail::grow(weights, vocab_size);
+        const std::size_t nblocks = (vocab_size + draw_block - 1) / draw_block;
+        detail::grow(bmax, nblocks);
+        detail::grow(bsum, nblocks);
+        detail::grow(block_buf, draw_block);
+    }
+    /// The vocabulary size the every-call buffers are sized for.
+    std::size_t vocab_size() const noexcept { return vocab_; }
+
+    /// The selection steps' second candidate set (a kernel's output when it runs on the kept
+    /// entries; sampling/steps/selection.hpp), grown on first use.
+    candidates& selection() {
+        if (sel.capacity() < vocab_) sel = candidates(vocab_);
+        return sel;
+    }
+    /// The processed-row copy.
+    std::span<float> row_copy() {
+        detail::grow(row, vocab_);
+        return {row.data(), vocab_};
+    }
+    /// The sparse processors' buffers: the declared-id bits (all 0 between calls), touched list,
+    /// patches and the unpatched bits (all 1 between calls).
+    void reserve_sparse() {
+        const std::size_t words = (vocab_ + 31) / 32;
+        if (seen.size() < words) seen.resize(words, 0u);
+        if (unpatched.size() < words) unpatched.resize(words, ~0u);
+        detail::grow(touched, vocab_);
+        detail::grow(patches, vocab_);
+    }
+    /// The raw top-n candidates.
+    candidates& raw_top() {
+        if (alt.capacity() < vocab_) alt = candidates(vocab_);
+        return alt;
+    }
+    /// The penalty counters (all 0 between calls).
+    penalty_workspace& penalties() {
+        if (pen.vocab_size() < vocab_) pen = penalty_workspace(vocab_);
+        return pen;
+    }
+    /// The DRY scratch.
+    dry_workspace& dry() {
+        if (dry_.vocab_size() < vocab_) dry_ = dry_workspace(vocab_);
+        return dry_;
+    }
+
+    // The buffers (scratch; contents unspecified between calls).
+    candidates cand;                       ///< the working set's entries once materialised
+    std::vector<detail::scored> sorted;    ///< sort scratch
+    std::vector<float> weights;            ///< exp weights of cand (relative to its max)
+    candidates sel;                        ///< the selection steps' second set (selection())
+    std::vector<float> bmax;               ///< full-row draw: block maxima
+    std::vector<double> bsum;              ///<                block sums
+    std::vector<float> block_buf;          ///<                softmax of the chosen block
+    std::vector<float> row;                ///< processed copy of the row
+    std::vector<std::uint32_t> seen;       ///< sparse processors: declared ids (bits), 0 between
+                                           ///< calls
+    std::vector<token_id> touched;         ///< sparse processors: ids copied into row
+    std::vector<detail::scored> patches;   ///< sparse processors: changed entries
+    std::vector<std::uint32_t> unpatched;  ///< sparse processors: a token bitmask, clear for
+                                           ///< the patched ids, all ones between calls
+    candidates alt;                        ///< raw top-n
+    detail::in_use_flag in_use;            ///< set while a call works in it
+    selection_counters tiers;              ///< the selection steps' tiers (diagnostics)
+
+private:
+    std::size_t vocab_ = 0;
+    penalty_workspace pen;
+    dry_workspace dry_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/workspace.hpp
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+inline constexpr float f_inf = std::numeric_limits<float>::infinity();
+
+/// exp((x - m)/t) with the special-value rules (m = +inf: 1 for +inf entries, else 0).
+inline double cand_weight(float x, float m, float t) noexcept {
+    if (!(x > -f_inf)) return 0.0;  // NaN, -inf
+    if (m == f_inf) return x == f_inf ? 1.0 : 0.0;
+    return std::exp((double(x) - double(m)) / double(t));
+}
+
+/// Patches a processor stage left to be computed when needed (see working_set's file comment):
+/// the stage guarantees that no processed value is above the row's.
+struct deferred_patches {
+    void* owner = nullptr;
+    /// Replaces lg[i], the row's logit at ids[i] (an id of the row), by its processed value.
+    void (*values)(void* owner, const token_id* ids, float* lg, std::size_t n) noexcept = nullptr;
+    /// Writes every patch {processed value, id} (each id once, those whose value differs
+    /// bitwise from row's) to out, clears their bits in marks; returns their number.
+    std::size_t (*write)(void* owner, std::span<const float> row, scored* out,
+                         std::uint32_t* marks) noexcept = nullptr;
+
+    explicit operator bool() const noexcept { return owner != nullptr; }
+};
+}  // namespace detail
+
+/// The working set of one sampling call (see the file comment).
+class working_set {
+public:
+    /// A full set over `row` (with `n_patches` patches in ws.patches when overlaid; or the
+    /// patches `deferred`, which makes the set overlaid).
+    working_set(std::span<const float> row, sampling_workspace& ws, std::size_t n_patches = 0,
+                bool overlay = false, detail::deferred_patches deferred = {}) noexcept
+        : row_(row),
+          ws_(ws),
+          n_patches_(deferred ? 0 : n_patches),
+          overlay_(overlay || bool(deferred)),
+          deferred_(deferred) {}
+    working_set(const working_set&) = delete;
+    working_set& operator=(const working_set&) = delete;
+    /// Leaves the workspace's unpatched bits all ones (its invariant between calls).
+    ~working_set() { clear_patch_marks(); }
+
+    // ---- what it is ----
+    /// The row the set refers to.
+    std::span<const float> row() const noexcept { return row_; }
+    /// Replaces the row the (full) set refers to (XTC: the row minus its head).
+    void set_row(std::span<const float> r) noexcept { row_ = r; }
+    std::size_t vocab_size() const noexcept { return row_.size(); }
+    /// True while the set is every valid entry of row() (nothing materialised).
+    bool full() const noexcept { return full_; }
+    /// The kept entries (a pending cut is compacted first). \pre !full()
+    candidates& kept() noexcept {
+        settle();
+        return ws_.cand;
+    }
+    const candidates& kept() const noexcept {
+        settle();
+        return ws_.cand;
+    }
+    /// The number of kept entries, without compacting a pending cut. \pre !full()
+    std::size_t size() const noexcept { return cut_pending_ ? cut_kept_ : ws_.cand.size(); }
+    /// True while the set is a cut over row() not yet compacted (see the file comment).
+    bool cut_pending() const noexcept { return cut_pending_; }
+    /// The pending cut (meaningful when cut_pending()).
+    const kernels::row_cut& cut() const noexcept { return cut_; }
+    /// The row's weights at the pending cut's temperature (cut_temperature()), and the sum of
+    /// the kept ones (meaningful when cut_pending()).
+    std::span<const float> cut_weights() const noexcept {
+        return {ws_.weights.data(), row_.size()};
+    }
+    double cut_sum() const noexcept { return cut_sum_; }
+    float cut_temperature() const noexcept { return cut_t_; }
+    /// Makes the set the entries of the full row that `c` keeps (`kept` of them), the row's
+    /// weights exp((x_i - m) / temperature()) (m the row max, finite) already in the
+    /// workspace's weights[0, V) and `sum` the kept ones' sum (> 0). \pre full(), not overlaid
+    void set_cut(const kernels::row_cut& c, std::size_t kept, float m, double sum) noexcept {
+        full_ = false;
+        cut_pending_ = true;
+        cut_ = c;
+        cut_kept_ = kept;
+        cut_max_ = m;
+        cut_sum_ = sum;
+        cut_t_ = t_;
+        order_ = by_id;
+        weights_ok_ = false;
+    }
+    /// Compacts a pending cut into kept() (id order, with its weights); nothing otherwise.
+    void settle() const noexcept {
+        if (!cut_pending_) return;
+        cut_pending_ = false;
+        double sum = 0;
+        kernels::detail::compact_cut_from<simd::default_arch>(
+            row_, ws_.weights.data(), cut_, cut_max_, 1.f / cut_t_, ws_.cand, 0, sum);
+        weights_ok_ = sum > 0 && std::isfinite(sum);
+        sum_ok_ = weights_ok_;
+        weights_t_ = cut_t_;
+        sum_ = sum;
+    }
+    /// True when kept() is sorted by logit descending, ties by ascending id.
+    bool ordered() const noexcept { return order_ == by_logit; }
+    /// True when kept() is in ascending id order.
+    bool id_ordered() const noexcept { return order_ == by_id; }
+    /// The temperature scale the set is at (1 until a temperature step).
+    float temperature() const noexcept { return t_; }
+    void set_temperature(float t) noexcept { t_ = t; }
+    /// True while the full set is the caller's row plus patches (see the file comment).
+    bool overlaid() const noexcept { return overlay_; }
+    /// The workspace the set lives in.
+    sampling_workspace& workspace() noexcept { return ws_; }
+    /// True when the full set is restricted by a token bitmask (see the file comment).
+    bool masked() const noexcept { return masked_; }
+    /// The mask (meaningful when masked()).
+    const kernels::token_bitmask& mask() const noexcept { return mask_; }
+    /// Restricts the full set to the entries `m` allows. \pre full(), m covers the row
+    void set_mask(const kernels::token_bitmask& m) noexcept {
+        mask_ = m;
+        masked_ = true;
+    }
+    /// True when token i is in the mask (always without one).
+    bool allowed(std::size_t i) const noexcept { return !masked_ || mask_.allowed(i); }
+
+    // ---- the row's kernels, under the mask when there is one ----
+    /// kernels::argmax of the row (npos when nothing is allowed).
+    std::size_t row_argmax() const noexcept {
+        return masked_ ? kernels::argmax(row_, mask_) : kernels::argmax(row_);
+    }
+    /// kernels::top_k of the row into `out`.
+    std::size_t row_top_k(std::size_t k, tie_policy ties, candidates& out) const noexcept {
+        return masked_ ? kernels::top_k(row_, k, ties, out, mask_)
+                       : kernels::top_k(row_, k, ties, out);
+    }
+    /// kernels::filter_at_least of the row into `out`.
+    std::size_t row_filter_at_least(float thr, candidates& out) const noexcept {
+        return masked_ ? kernels::filter_at_least(row_, thr, out, mask_)
+                       : kernels::filter_at_least(row_, thr, out);
+    }
+    /// kernels::filter_min_p of the row into `out`.
+    std::size_t row_filter_min_p(float p_base, float t, candidates& out) const noexcept {
+        return masked_ ? kernels::filter_min_p(row_, p_base, t, out, mask_)
+                       : kernels::filter_min_p(row_, p_base, t, out);
+    }
+
+    // ---- narrowing ----
+    /// Materialises every valid entry (id order) when full (merging the overlay). O(V).
+    void materialise() noexcept {
+        settle();
+        if (!full_) return;
+        row_filter_at_least(-detail::f_inf, ws_.cand);
+        if (overlay_) {
+            merge_patches(-detail::f_inf);
+            clear_patch_marks();
+        }
+        full_ = false;
+        order_ = by_id;
+        weights_ok_ = false;
+    }
+    /// Materialises when the set is full and overlaid: for steps that read row() directly.
+    void materialise_if_overlaid() noexcept {
+        settle();
+        if (full_ && overlay_) materialise();
+    }
+    /// Makes the set every valid entry of row() again (a step that looked at candidates but
+    /// narrowed nothing, e.g. XTC's head).
+    void set_full() noexcept {
+        full_ = true;
+        cut_pending_ = false;
+        order_ = by_id;
+        weights_ok_ = false;
+    }
+    /// The set is what kept() holds now (built by the overlay helpers), in whatever order they
+    /// left it.
+    void set_narrowed() noexcept {
+        full_ = false;
+        cut_pending_ = false;
+    }
+    /// Sets the kept entries a kernel wrote into kept(): ordered (logit descending) or in id order.
+    void set_kept(bool is_ordered) noexcept {
+        full_ = false;
+        cut_pending_ = false;
+        order_ = is_ordered ? by_logit : by_id;
+        weights_ok_ = false;
+    }
+    /// Sorts the kept entries by logit descending, ties by ascending id. \pre !full()
+    void order() noexcept {
+        settle();
+        if (order_ == by_logit) return;
+        sort_kept([](const detail::scored& a, const detail::scored& b) noexcept {
+            return detail::scored_before(a, b);  // a lambda: std::sort inlines it
+        });
+        order_ = by_logit;
+    }
+    /// Sorts the kept entries by ascending id (the draw's order). \pre !full()
+    void order_by_id() noexcept {
+        settle();
+        if (order_ == by_id) return;
+        sort_kept([](const detail::scored& a, const detail::scored& b) { return a.id < b.id; });
+        order_ = by_id;
+    }
+    /// Writes ws.sorted[0, n) back into the kept arrays, in `is_ordered` order (logit descending)
+    /// or neither; the weights are recomputed when next needed.
+    void write_back(std::size_t n, bool is_ordered = true) noexcept {
+        cut_pending_ = false;
+        token_id* ids = ws_.cand.id_storage();
+        float* lg = ws_.cand.logit_storage();
+        for (std::size_t i = 0; i < n; ++i) {
+            ids[i] = ws_.sorted[i].id;
+            lg[i] = ws_.sorted[i].logit;
+        }
+        ws_.cand.resize(n);
+        order_ = is_ordered ? by_logit : unordered;
+        weights_ok_ = false;
+    }
+    /// Keeps the entries i with keep(i), preserving their order (and their weights). \pre !full()
+    template <class Keep>
+    void keep_if(Keep&& keep) noexcept {
+        settle();
+        token_id* ids = ws_.cand.id_storage();
+        float* lg = ws_.cand.logit_storage();
+        float* w = ws_.weights.data();
+        std::size_t j = 0;
+        for (std::size_t i = 0; i < ws_.cand.size(); ++i)
+            if (keep(i)) {
+                ids[j] = ids[i];
+                lg[j] = lg[i];
+                w[j] = w[i];
+                ++j;
+            }
+        ws_.cand.resize(j);
+        sum_ok_ = false;
+    }
+    /// Keeps the first n entries (the n best when ordered()). \pre !full()
+    void keep_first(std::size_t n) noexcept {
+        settle();
+        ws_.cand.resize(std::min(n, ws_.cand.size()));
+        sum_ok_ = false;
+    }
+
+    // ---- weights ----
+    /// Largest kept logit (-inf when empty). \pre !full()
+    float kept_max() const noexcept {
+        settle();
+        if (ws_.cand.empty()) return -detail::f_inf;
+        if (order_ == by_logit) return ws_.cand.logits()[0];
+        float m = -detail::f_inf;
+        for (float v : ws_.cand.logits()) m = v > m ? v : m;
+        return m;
+    }
+    /// weights()[i] = exp((x_i - max)/temperature()) over the kept entries; returns their sum
+    /// (in double). \pre !full()
+    double fill_weights() noexcept {
+        settle();
+        const float m = kept_max();
+        double s = 0;
+        const float* lg = ws_.cand.logit_storage();
+        for (std::size_t i = 0; i < ws_.cand.size(); ++i) {
+            ws_.weights[i] = float(detail::cand_weight(lg[i], m, t_));
+            s += double(ws_.weights[i]);
+        }
+        note_weights(s);
+        return s;
+    }
+    /// The weights (see the file comment) computed if needed: one SIMD exp pass over the kept
+    /// logits; returns their sum (in double; 0 when no entry has weight). \pre !full()
+    double ensure_weights() noexcept {
+        settle();
+        if (weights_ok_ && weights_t_ == t_) {
+            if (!sum_ok_) {
+                double s = 0;
+                for (float v : weights()) s += double(v);
+                note_weights(s);
+            }
+            return sum_;
+        }
+        const auto st = kernels::exp_weights(ws_.cand.logits(), t_,
+                                             std::span<float>(ws_.weights.data(), ws_.cand.size()));
+        note_weights(st.sum);
+        return sum_;
+    }
+    /// A kernel wrote the kept entries' weights at temperature() (any common reference for the
+    /// exponent) into weights(); `sum` is their sum.
+    void set_weights(double sum) noexcept { note_weights(sum); }
+    /// The kept entries' weights (valid after ensure_weights(), fill_weights() or set_weights()).
+    std::span<float> weights() noexcept {
+        settle();
+        return {ws_.weights.data(), ws_.cand.size()};
+    }
+    /// Keeps the entries with weight >= w_thr, at least min(min_keep, size) (the most probable).
+    /// \pre ordered(), weights filled
+    void keep_weight_at_least(double w_thr, std::size_t min_keep) noexcept {
+        settle();
+        std::size_t n = 0;
+        while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
+        keep_first(std::max(n, std::min(min_keep, ws_.cand.size())));
+    }
+    /// Keeps the leading entries with weight >= w_thr, at least one. \pre ordered(), weights
+    void keep_weight_from_top(double w_thr) noexcept {
+        settle();
+        std::size_t n = 0;
+        while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
+        keep_first(std::max<std::size_t>(n, 1));
+    }
+    /// Number of valid (not NaN, not -inf) entries of the row. O(V).
+    std::size_t valid_count() const noexcept {
+        std::size_t n = 0;
+        for (float v : row_) n += v > -detail::f_inf;
+        return n;
+    }
+
+    // ---- the overlay (built-in first steps) ----
+    /// The patches written in the workspace (0 while deferred).
+    std::size_t patch_count() const noexcept { return n_patches_; }
+    /// True while the overlay's patches are deferred (not yet written).
+    bool deferred() const noexcept { return bool(deferred_); }
+    /// Writes deferred patches into the workspace (ws.patches, the unpatched bits); nothing when
+    /// there are none. O(patched ids).
+    void resolve() noexcept {
+        if (!deferred_) return;
+        const detail::deferred_patches d = deferred_;
+        deferred_ = {};
+        n_patches_ = d.write(d.owner, row_, ws_.patches.data(), ws_.unpatched.data());
+    }
+    /// True when id t is patched. \pre overlaid(), nothing deferred
+    bool patched(token_id t) const noexcept {
+        const auto u = std::uint32_t(t);
+        return ((ws_.unpatched[u / 32] >> (u % 32)) & 1u) == 0;
+    }
+    /// Writes the patches with value >= thr (valid and allowed only) into the candidate storage
+    /// from position j on; returns the end position.
+    /// On x86, patches are first tested a vector of them at a time (logit lanes >= thr), so
+    /// the many patches a long history's penalties push below thr cost a fraction of a cycle.
+    template <class A = simd::default_arch>
+    std::size_t append_patches(float thr, std::size_t j) noexcept {
+        resolve();
+        token_id* ids = ws_.cand.id_storage();
+        float* lg = ws_.cand.logit_storage();
+        const detail::scored* p = ws_.patches.data();
+        const auto take = [&](std::size_t i) noexcept {
+            const float v = p[i].logit;
+            if (v > -detail::f_inf && v >= thr && allowed(std::size_t(p[i].id))) {
+                ids[j] = p[i].id;
+                lg[j] = v;
+                ++j;
+            }
+        };
+        std::size_t i = 0;
+        if constexpr (simd::x86_family<A> != 0) {
+            // a batch spans lanes / 2 patches, {logit, id} interleaved: only the even lanes
+            // (the logits) are tested; the intrinsic loads may alias the id lanes
+            using B = simd::batch<A>;
+            constexpr std::size_t per = simd::lanes<A> / 2;
+            static_assert(sizeof(detail::scored) == 2 * sizeof(float));
+            const std::uint64_t even = 0x5555555555555555ull;
+            const B tb(thr);
+            const float* raw = reinterpret_cast<const float*>(p);
+            for (; i + per <= n_patches_; i += per) {
+                if ((simd::to_mask<A>(B::load_unaligned(raw + 2 * i) >= tb) & even) == 0) continue;
+                for (std::size_t e = i; e < i + per; ++e) take(e);
+            }
+        }
+        for (; i < n_patches_; ++i) take(i);
+        return j;
+    }
+    /// Drops the patched ids from kept() and appends the patches with value >= thr (valid and
+    /// allowed only).
+    void merge_patches(float thr) noexcept {
+        resolve();
+        cut_pending_ = false;
+        token_id* ids = ws_.cand.id_storage();
+        float* lg = ws_.cand.logit_storage();
+        std::size_t j = 0;
+        for (std::size_t i = 0; i < ws_.cand.size(); ++i)
+            if (!patched(ids[i])) {
+                ids[j] = ids[i];
+                lg[j] = lg[i];
+                ++j;
+            }
+        ws_.cand.resize(append_patches(thr, j));
+        order_ = unordered;
+        weights_ok_ = false;
+    }
+    /// The k best of the patched row (tie policy `ties`) into kept(), ordered. \pre overlaid()
+    /// One selection pass over the row under a mask without the patched ids (the k best unpatched
+    /// entries), then the patches reaching the k-th of those join and the merged set is cut to
+    /// k: O(V + patches + k log k), never a selection or sort of k + patches entries.
+    /// With deferred patches, first the selection of the file comment (no patch written when
+    /// it decides).
+    void overlay_top_k(std::size_t k, tie_policy ties) noexcept {
+        if (deferred_ && deferred_top_k(k, ties)) return;
+        resolve();
+        unpatched_top_k(k, ties);
+        candidates& c = ws_.cand;
+        // a patch below the k-th unpatched entry cannot enter the k best (fewer than k: any)
+        const float thr = c.size() >= k && k > 0 ? c.logits()[c.size() - 1] : -detail::f_inf;
+        const std::size_t before = c.size();
+        const std::size_t j = append_patches(thr, before);
+        c.resize(j);
+        order_ = by_logit;  // kernels::top_k's order; patches appended below break it
+        weights_ok_ = false;
+        if (j == before) return;  // no patch reaches the k best: already ordered and cut
+        order_ = unordered;
+        order();
+        if (k < c.size()) {
+            std::size_t n = k;
+            if (ties == tie_policy::keep_ties)
+                while (n < c.size() && c.logits()[n] == c.logits()[k - 1]) ++n;
+            c.resize(n);
+        }
+    }
+    /// Clears the patch marks and ends the overlay (the set no longer reads the caller's row
+    /// through patches).
+    void clear_patch_marks() noexcept {
+        deferred_ = {};  // never written: no mark to clear
+        if (!overlay_) return;
+        restore_unpatched_bits();
+        overlay_ = false;
+    }
+
+private:
+    enum order_kind : std::uint8_t { by_id, by_logit, unordered };
+
+    /// overlay_top_k with deferred patches (see the file comment): the k2 = k + max(k, 16) best
+    /// entries of the row (exactly_k, id order), their processed values, and the k best of those
+    /// (tie policy `ties`) when that is the answer: the row has fewer than k2 valid entries (the
+    /// selection holds them all), or at least k processed values are above the selection's
+    /// lowest logit f (every entry left out is at most f before processing, so at most f after:
+    /// the k best and every entry tied with the k-th are in the selection). Returns false (the
+    /// selection is then scratch) otherwise. O(V) read + O(k2) lookups + O(k2 log k2).
+    bool deferred_top_k(std::size_t k, tie_policy ties) noexcept {
+        if (k == 0) return false;
+        const std::size_t k2 = std::min(row_.size(), k + std::max<std::size_t>(k, 16));
+        candidates& c = ws_.cand;
+        if (masked_)
+            kernels::top_k_unordered(row_, k2, tie_policy::exactly_k, c, mask_);
+        else
+            kernels::top_k_unordered(row_, k2, tie_policy::exactly_k, c);
+        const std::size_t n = c.size();
+        token_id* ids = c.id_storage();
+        float* lg = c.logit_storage();
+        float f = detail::f_inf;
+        for (std::size_t i = 0; i < n; ++i) f = lg[i] < f ? lg[i] : f;  // valid entries only
+        deferred_.values(deferred_.owner, ids, lg, n);
+        std::size_t j = 0, above = 0;
+        for (std::size_t i = 0; i < n; ++i) {  // a processed -inf leaves the set
+            above += lg[i] > f;
+            if (!(lg[i] > -detail::f_inf)) continue;
+            ids[j] = ids[i];
+            lg[j] = lg[i];
+            ++j;
+        }
+        if (n == k2 && above < k) return false;
+        c.resize(j);
+        order_ = unordered;
+        weights_ok_ = false;
+        order();
+        if (k < c.size()) {
+            std::size_t m = k;
+            if (ties == tie_policy::keep_ties)
+                while (m < c.size() && c.logits()[m] == c.logits()[k - 1]) ++m;
+            c.resize(m);
+        }
+        return true;
+    }
+
+    /// kernels::top_k of the row without the patched ids (and under the set's mask) into kept(),
+    /// ordered: one masked pass with ws.unpatched as the mask (the processor stage cleared the
+    /// patched ids' bits). With a mask of its own the set's words are and-ed in for the pass,
+    /// and the buffer is made all ones but the patched bits again after it (O(V / 32)).
+    void unpatched_top_k(std::size_t k, tie_policy ties) noexcept {
+        std::uint32_t* bits = ws_.unpatched.data();
+        std::size_t size = row_.size();
+        if (masked_) {
+            size = std::min(size, mask_.covered());
+            for (std::size_t i = 0; i < kernels::bitmask_words(size); ++i)
+                bits[i] &= mask_.words[i];
+        }
+        const kernels::token_bitmask m{
+            .words = std::span<const std::uint32_t>(bits, kernels::bitmask_words(size)),
+            .size = size};
+        kernels::top_k(row_, k, ties, ws_.cand, m);
+        if (!masked_) return;
+        std::fill_n(bits, kernels::bitmask_words(size), ~0u);
+        for (std::size_t i = 0; i < n_patches_; ++i) {
+            const auto t = std::uint32_t(ws_.patches[i].id);
+            bits[t / 32] &= ~(1u << (t % 32));
+        }
+    }
+    /// Sets the patched ids' bits in ws.unpatched again (all ones: its invariant between calls):
+    /// one bit per patch, or one fill of the buffer (16 KiB at V = 128256, a few hundred vector
+    /// stores) when the patches are many (>= 1 per 16 words): that is cheaper than as many
+    /// scattered read-modify-writes.
+    void restore_unpatched_bits() noexcept {
+        std::vector<std::uint32_t>& bits = ws_.unpatched;
+        if (n_patches_ * 16 >= bits.size()) {
+            std::fill(bits.begin(), bits.end(), ~0u);
+            return;
+        }
+        for (std::size_t i = 0; i < n_patches_; ++i) {
+            const auto t = std::uint32_t(ws_.patches[i].id);
+            ws_.unpatched[t / 32] |= 1u << (t % 32);
+        }
+    }
+
+    template <class Before>
+    void sort_kept(Before&& before) noexcept {
+        const std::size_t n = ws_.cand.size();
+        const token_id* ids = ws_.cand.id_storage();
+        const float* lg = ws_.cand.logit_storage();
+        for (std::size_t i = 0; i < n; ++i) ws_.sorted[i] = {lg[i], ids[i]};
+        std::sort(ws_.sorted.begin(), ws_.sorted.begin() + std::ptrdiff_t(n), before);
+        write_back(n);
+    }
+    void note_weights(double sum) noexcept {
+        weights_ok_ = true;
+        sum_ok_ = true;
+        weights_t_ = t_;
+        sum_ = sum;
+    }
+
+    std::span<const float> row_;
+    sampling_workspace& ws_;
+    std::size_t n_patches_ = 0;
+    bool overlay_ = false;
+    bool masked_ = false;
+    kernels::token_bitmask mask_{};
+    bool full_ = true;
+    order_kind order_ = by_id;
+    float t_ = 1.f;
+    // (mutable: settle() compacts a pending cut from const accessors)
+    mutable bool weights_ok_ = false, sum_ok_ = false;
+    mutable float weights_t_ = 1.f;
+    mutable double sum_ = 0;
+    mutable bool cut_pending_ = false;
+    kernels::row_cut cut_{};
+    detail::deferred_patches deferred_{};
+    std::size_t cut_kept_ = 0;
+    float cut_max_ = 0.f, cut_t_ = 1.f;
+    double cut_sum_ = 0;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/working_set.hpp
+
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// What the processor stage hands to the working set.
+struct processed_row {
+    std::span<const float> row;  ///< the row the steps read (the caller's, or the copy)
+    std::size_t patches = 0;     ///< patches in the workspace (sparse path)
+    bool overlay = false;        ///< row is the caller's and the patches apply over it
+    /// Patches not written yet (overlay, patches == 0): the working set computes them (only
+    /// with run()'s `defer`).
+    detail::deferred_patches deferred{};
+};
+
+/// The processors of one sequence (see the file comment): the stage a sampler runs before its
+/// steps, and what strategies that score rows themselves (beam search, contrastive search) run
+/// on each sequence's row. Copy it to fork a sequence (a beam taking its parent's history): the
+/// copy carries the parent's per-sequence state.
+class processor_pipeline {
+public:
+    processor_pipeline() = default;
+    /// The processors (and constraint) of `params`; the sampling fields are not used.
+    /// `sparse_first_step`: the caller can merge patches over its row (a sampler whose first
+    /// step is greedy, top-k or min-p); false for a plain processed copy. A constraint makes it
+    /// dense (the constrained paths read a plain row).
+    explicit processor_pipeline(const sampling_params& params, bool sparse_first_step = false)
+        : constraint_(params.constraint) {
+        build(params);
+        bool all_sparse = true, follows = constraint_.follows_history();
+        for (const any_processor& p : procs_) {
+            all_sparse = all_sparse && p.sparse();
+            follows = follows || p.follows_history();
+        }
+        sparse_ = !procs_.empty() && all_sparse && sparse_first_step && !params.constraint;
+        follows_ = follows;
+    }
+
+    /// True when some processor changes the logits.
+    bool active() const noexcept { return !procs_.empty(); }
+    /// True when the stage patches instead of copying.
+    bool sparse() const noexcept { return sparse_; }
+    /// The sampler's copy of the constraint (empty: none).
+    any_constraint& constraint() noexcept { return constraint_; }
+    /// The stage's copy of user processor `index` (sampling_params::processors) when it is a P.
+    template <class P>
+    P* user_processor(std::size_t index) noexcept {
+        return index < user_.size() ? procs_[user_[index]].get<P>() : nullptr;
+    }
+    /// The processor context of a call.
+    static processor_context context(const sample_context& ctx, std::size_t vocab) noexcept {
+        return {ctx.history, ctx.prompt_length, ctx.sequence, ctx.step, vocab};
+    }
+
+    /// Brings the per-sequence state up to date with ctx.history (history.hpp), then applies
+    /// the processors for a call with context `ctx` (see processed_row). `defer`: the caller
+    /// hands the result to a working_set (with processed_row::deferred) before anything else
+    /// reads the patches, so the penalties may leave them deferred (see the file comment); the
+    /// pipeline must then outlive that working set's use of them (its call).
+    processed_row run(std::span<const float> logits, const sample_context& ctx,
+                      sampling_workspace& ws, bool defer = false) noexcept {
+        const processor_context pc = context(ctx, logits.size());
+        if (follows_) follow_history(pc);
+        if (procs_.empty()) return {logits};
+        const std::span<float> row = ws.row_copy().first(logits.size());  // grows once
+        if (sparse_) return run_sparse(logits, pc, ws, row, defer);
+        std::copy(logits.begin(), logits.end(), row.begin());
+        for (any_processor& p : procs_) p.apply(row, pc);
+        return {std::span<const float>(row.data(), row.size())};
+    }
+
+    /// Brings the per-sequence state up to date with ctx.history and applies the processors to
+    /// `row` in place (strategies that keep their own rows). \pre row.size() is the vocabulary
+    void apply(std::span<float> row, const sample_context& ctx) noexcept {
+        const processor_context pc = context(ctx, row.size());
+        if (follows_) follow_history(pc);
+        for (any_processor& p : procs_) p.apply(row, pc);
+    }
+
+    /// The processors once more on `row` (a fresh copy of the caller's row), without following
+    /// the history again (a redraw within one call).
+    void reapply(std::span<float> row, const sample_context& ctx) noexcept {
+        const processor_context pc = context(ctx, row.size());
+        for (any_processor& p : procs_) p.apply(row, pc);
+    }
+
+private:
+    std::vector<any_processor> procs_;  // built-in and user processors, in order
+    std::vector<std::uint32_t> user_;   // index in procs_ of each user processor
+    any_constraint constraint_;
+    history_tracker tracker_{};
+    bool sparse_ = false;
+    bool follows_ = false;
+    // deferred penalty patches (defer_turn()): calls left to write them directly, deferrals in a
+    // row that had to write them, and whether the last call deferred / had to write them
+    std::uint8_t defer_skip_ = 0, defer_misses_ = 0;
+    bool defer_pending_ = false, defer_missed_ = false;
+
+    /// The processors of `p` in order: the user processors of each slot before its built-in.
+    void build(const sampling_params& p) {
+        user_.assign(p.processors.size(), 0);
+        for (unsigned slot = 0; slot <= unsigned(processor_slot::end); ++slot) {
+            for (std::size_t u = 0; u < p.processors.size(); ++u)
+                if (unsigned(p.processors[u].before) == slot) {
+                    user_[u] = std::uint32_t(procs_.size());
+                    procs_.push_back(p.processors[u].processor);
+                }
+            switch (processor_slot(slot)) {
+                case processor_slot::allowed_tokens:
+                    if (!p.allowed_tokens.empty())
+                        procs_.push_back(allowed_tokens_processor(p.allowed_tokens));
+                    break;
+                case processor_slot::banned_tokens:
+                    if (!p.banned_tokens.empty())
+                        procs_.push_back(banned_tokens_processor(p.banned_tokens));
+                    break;
+                case processor_slot::logit_bias:
+                    if (!p.logit_biases.empty())
+                        procs_.push_back(logit_bias_processor(p.logit_biases));
+                    break;
+                case processor_slot::min_length:
+                    if (p.min_new_tokens > 0 && !p.eos_ids.empty())
+                        procs_.push_back(min_length_processor(p.min_new_tokens, p.eos_ids));
+                    break;
+                case processor_slot::penalties:
+                    if (p.penalties.enabled()) procs_.push_back(penalties_processor(p.penalties));
+                    break;
+                case processor_slot::dry:
+                    if (p.dry.enabled()) procs_.push_back(dry_processor(p.dry));
+                    break;
+                case processor_slot::no_repeat_ngram:
+                    if (p.no_repeat_ngram_size > 0)
+                        procs_.push_back(no_repeat_ngram_processor(p.no_repeat_ngram_size));
+                    break;
+                case processor_slot::banned_sequences:
+                    if (!p.banned_sequences.empty())
+                        procs_.push_back(banned_sequences_processor(p.banned_sequences, p.eos_ids));
+                    break;
+                case processor_slot::end:
+                    break;
+            }
+        }
+    }
+
+    /// One sync of the history for every component whose state follows it.
+    void follow_history(const processor_context& c) {
+        const history_change ch = tracker_.sync(c.history);
+        auto notify = [&](auto& x) {
+            if (!x.follows_history()) return;
+            if (ch.rebuild) {
+                x.reset(c);
+                return;
+            }
+            if (!ch.removed.empty()) x.cut_back(ch.keep, ch.removed, c);
+            if (!ch.added.empty()) x.append(ch.added, c);
+        };
+        for (any_processor& p : procs_) notify(p);
+        notify(constraint_);
+    }
+
+    /// True when this call may defer the penalties' patches. Back-off: a call whose deferred
+    /// patches had to be written after all (many of the best entries penalised, or a step that
+    /// merges patches) makes the next 2^b - 1 calls write them directly, b the number of such
+    /// calls in a row (at most 6: one deferral in 64 calls); a deferral that decided without
+    /// them ends the back-off. So a sequence whose rows keep defeating the selection pays its
+    /// extra pass at most once in 64 calls.
+    bool defer_turn() noexcept {
+        if (defer_pending_ && !defer_missed_) defer_misses_ = 0;
+        defer_pending_ = false;
+        if (defer_skip_ == 0) return true;
+        --defer_skip_;
+        return false;
+    }
+    /// The deferred patches of the penalties alone (procs_[0]), sync()-ed with the call's history.
+    detail::deferred_patches deferred_penalties() noexcept {
+        defer_pending_ = true;
+        defer_missed_ = false;
+        return {.owner = this,
+                .values =
+                    [](void* o, const token_id* ids, float* lg, std::size_t n) noexcept {
+                        auto& self = *static_cast<processor_pipeline*>(o);
+                        self.procs_[0].get<penalties_processor>()->penalise(ids, lg, n);
+                    },
+                .write =
+                    [](void* o, std::span<const float> x, detail::scored* out,
+                       std::uint32_t* marks) noexcept {
+                        auto& self = *static_cast<processor_pipeline*>(o);
+                        self.defer_missed_ = true;
+                        if (self.defer_misses_ < 6) ++self.defer_misses_;
+                        self.defer_skip_ = std::uint8_t((1u << self.defer_misses_) - 1);
+                        return self.procs_[0].get<penalties_processor>()->patch_synced(x, out,
+                                                                                       marks);
+                    }};
+    }
+
+    struct sink_state {
+        std::uint32_t* seen;  // ws.seen: one bit per token, all 0 between calls
+        token_id* touched;    // ws.touched
+        std::size_t vocab;
+        std::size_t n;
+    };
+    /// Sparse processors: the ids they declare (each once: a bit per token, 16 KiB at V = 128256)
+    /// are gathered into the row copy; the entries that changed become patches, and their bits
+    /// in ws.unpatched are cleared (the working set restores them). Per call: O(declared ids),
+    /// in tight passes (declare, gather, apply, compare). The penalties alone (the common
+    /// sparse stage) skip all that: penalties_processor::patch() reads the caller's row at the
+    /// counted ids and writes the patches in one pass over its count arrays.
+    processed_row run_sparse(std::span<const float> logits, const processor_context& pc,
+                             sampling_workspace& ws, std::span<float> row, bool defer) noexcept {
+        ws.reserve_sparse();
+        if (procs_.size() == 1)  // the penalties alone: patches straight from the counts
+            if (penalties_processor* pen = procs_[0].get<penalties_processor>();
+                pen && pen->patches_directly()) {
+                if (defer && pen->lowers_only() && defer_turn()) {  // no patch written yet
+                    pen->sync(pc);
+                    return {.row = logits,
+                            .patches = 0,
+                            .overlay = true,
+                            .deferred = deferred_penalties()};
+                }
+                const std::size_t patches =
+                    pen->patch(logits, pc, ws.patches.data(), ws.unpatched.data());
+                return {logits, patches, patches > 0};
+            }
+        sink_state st{ws.seen.data(), ws.touched.data(), logits.size(), 0};
+        token_sink sink(
+            [](void* p, std::span<const token_id> ids) noexcept {
+                auto& s = *static_cast<sink_state*>(p);
+                std::size_t n = s.n;
+                for (const token_id t : ids) {
+                    const auto u = std::uint32_t(t);  // a negative id wraps past the vocabulary
+                    if (u >= s.vocab) continue;
+                    const std::uint32_t bit = 1u << (u % 32);
+                    std::uint32_t& w = s.seen[u / 32];
+                    if (w & bit) continue;
+                    w |= bit;
+                    s.touched[n++] = t;
+                }
+                s.n = n;
+            },
+            &st);
+        for (const any_processor& p : procs_) p.touched(pc, sink);
+        const std::size_t n = st.n;
+        const token_id* touched = ws.touched.data();
+        detail::scored* const patch = ws.patches.data();
+        for (std::size_t i = 0; i < n; ++i) {  // gather; the original values kept in order
+            const token_id t = touched[i];
+            const float x = logits[std::size_t(t)];
+            row[std::size_t(t)] = x;
+            patch[i] = {x, t};
+        }
+        for (any_processor& p : procs_) p.apply(row, pc);
+        std::size_t patches = 0;
+        for (std::size_t i = 0; i < n; ++i) {  // the changed entries, compacted in place
+            const auto t = std::uint32_t(patch[i].id);
+            const float y = row[t];
+            ws.seen[t / 32] &= ~(1u << (t % 32));
+            if (std::bit_cast<std::uint32_t>(y) != std::bit_cast<std::uint32_t>(patch[i].logit)) {
+                patch[patches++] = {y, token_id(t)};
+                ws.unpatched[t / 32] &= ~(1u << (t % 32));
+            }
+        }
+        return {logits, patches, patches > 0};
+    }
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/sampling/processing.hpp
+
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+/// The first problem of `p` used as the processors of strategy parameters `who` (a message such
+/// as "beam_search_params.processing.top_k: ..."), or nullopt.
+inline std::optional<std::string> check_row_processing(const sampling_params& p, const char* who) {
+    const std::string field = std::string(who) + ".processing";
+    if (auto e = p.check()) return field + ": " + *e;
+    auto unused = [&](const char* name, const char* value) {
+        return field + "." + name + " must be " + value + ": " + who +
+               " reads only the processor fields of sampling_params";
+    };
+    if (p.temperature != 1.f) return unused("temperature", "1");
+    if (p.top_k > 0) return unused("top_k", "<= 0");
+    if (p.top_p != 1.f) return unused("top_p", "1");
+    if (p.min_p != 0.f) return unused("min_p", "0");
+    if (p.typical_p != 1.f) return unused("typical_p", "1");
+    if (p.epsilon != 0.f) return unused("epsilon", "0");
+    if (p.eta != 0.f) return unused("eta", "0");
+    if (p.top_n_sigma != 0.f) return unused("top_n_sigma", "0");
+    if (p.xtc_probability != 0.f) return unused("xtc_probability", "0");
+    if (p.mirostat) return unused("mirostat", "false");
+    if (!p.steps.empty()) return unused("steps", "empty");
+    if (p.constraint) return unused("constraint", "empty");
+    if (p.logprobs.any()) return unused("logprobs", "without extras");
+    return std::nullopt;
+}
+
+/// The pipeline of `p` (checked with check_row_processing), its EOS ids defaulting to `eos_ids`;
+/// an empty pipeline (active() false) when no processor is configured.
+inline processor_pipeline row_processors(const sampling_params& p,
+                                         std::span<const token_id> eos_ids) {
+    if (p.eos_ids.empty() && !eos_ids.empty() &&
+        (p.min_new_tokens > 0 || !p.banned_sequences.empty())) {
+        sampling_params q = p;
+        q.eos_ids.assign(eos_ids.begin(), eos_ids.end());
+        return processor_pipeline(q);
+    }
+    return p.has_processors() ? processor_pipeline(p) : processor_pipeline();
+}
+}  // namespace detail
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/row_processors.hpp
+// ---- begin decodekit/decoding/stop.hpp
+/// \file decoding/stop.hpp
+/// Token-level stop conditions shared by every strategy: EOS ids and stop sequences, checked on
+/// generated tokens only (decoding/contract.hpp has the rules). Negative EOS ids are accepted and
+/// ignored (no generated token is negative), as sampling_params accepts them.
+
+
+#include <algorithm>
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+namespace detail {
+/// First problem with stop conditions (an empty stop sequence or a negative id in one), named
+/// "<owner>.stop_sequences"; nullopt when valid. EOS ids are never a problem: negative ones are
+/// ignored (they cannot be generated).
+inline std::optional<std::string> check_stop_conditions(
+    std::string_view owner, std::span<const token_id> /*eos_ids*/,
+    std::span<const std::vector<token_id>> stop_sequences = {}) {
+    const std::string o(owner);
+    for (const auto& s : stop_sequences) {
+        if (s.empty()) return o + ".stop_sequences: every sequence must be non-empty";
+        for (token_id t : s)
+            if (t < 0) return range_message(o + ".stop_sequences", "non-negative ids", double(t));
+    }
+    return std::nullopt;
+}
+}  // namespace detail
+
+/// EOS ids and stop sequences, usable by any driver. Borrows the spans (they must outlive it).
+class stop_checker {
+public:
+    explicit stop_checker(std::span<const token_id> eos_ids,
+                          std::span<const std::vector<token_id>> stop_sequences = {}) noexcept
+        : eos_(eos_ids), stop_(stop_sequences) {}
+    /// True when t is an EOS id.
+    bool is_eos(token_id t) const noexcept {
+        return std::find(eos_.begin(), eos_.end(), t) != eos_.end();
+    }
+    /// True when `generated` ends with one of the stop sequences (generated tokens only).
+    bool ends_with_stop_sequence(std::span<const token_id> generated) const noexcept {
+        for (const auto& s : stop_)
+            if (s.size() <= generated.size() &&
+                std::equal(s.begin(), s.end(), generated.end() - std::ptrdiff_t(s.size())))
+                return true;
+        return false;
+    }
+    /// True when `generated` followed by `next` ends with one of the stop sequences.
+    bool completes_stop_sequence(std::span<const token_id> generated,
+                                 token_id next) const noexcept {
+        for (const auto& s : stop_)
+            if (!s.empty() && s.back() == next && s.size() - 1 <= generated.size() &&
+                std::equal(s.begin(), s.end() - 1, generated.end() - std::ptrdiff_t(s.size() - 1)))
+                return true;
+        return false;
+    }
+    /// True when there is at least one stop sequence.
+    bool has_stop_sequences() const noexcept { return !stop_.empty(); }
+
+private:
+    std::span<const token_id> eos_;
+    std::span<const std::vector<token_id>> stop_;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/stop.hpp
+// ---- begin decodekit/decoding/stop_strings.hpp
+/// \file decoding/stop_strings.hpp
+/// Text-level stop strings: the engine's detokenizer turns each generated token into bytes, and
+/// a stop_string_matcher finds a stop string that may span any number of tokens while releasing
+/// text as early as it is safe to stream.
+///
+/// Release rule: after each token, every byte is released except (a) the longest suffix of the
+/// text that is a proper prefix of some stop string (it may still become a stop string) and (b)
+/// an incomplete UTF-8 sequence at the end (a multi-byte character split across tokens). Held
+/// bytes are released as soon as they can no longer begin a stop string (the match failed) or
+/// complete their character. On a match, the text up to the start of the stop string is
+/// released; the stop string and anything after it never are. Among stop strings completing in
+/// the same token, the one that ends first in the text wins (ties: the longest); so of "ab" and
+/// "abc", "ab" always stops first. At the end of generation, flush() releases what is held.
+/// Bytes that are not valid UTF-8 are released as they are (never held forever).
+///
+/// Matching is one Knuth-Morris-Pratt automaton per stop string: O(bytes x stop strings) per
+/// token, O(stop strings) state. Limits (checked by the params' check()): at most
+/// max_stop_strings strings of 1 to max_stop_string_bytes bytes each.
+///
+/// The detokenizer must be a pure function of the token id (beam search calls it for candidate
+/// tokens too) returning the token's bytes; the view must stay valid until the next call. Engines
+/// whose tokenizer has context-dependent pieces (a leading space after BOS) pass the bytes they
+/// would print.
+
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+DECODEKIT_BEGIN_NAMESPACE
+
+/// The engine's detokenizer: token id -> its bytes (valid until the next call).
+using detokenize_fn = std::function<std::string_view(token_id)>;
+
+/// Most stop strings a request may have.
+inline constexpr std::size_t max_stop_strings = 64;
+/// Longest stop string, in bytes.
+inline constexpr std::size_t max_stop_string_bytes = 256;
+
+namespace detail {
+/// First problem with stop strings (too many, empty, too long, no detokenizer), fields named
+/// "<owner>.stop_strings" / "<owner>.detokenize"; nullopt when valid.
+inline std::optional<std::string> check_stop_strings(std::string_view owner,
+                                                     std::span<const std::string> strings,
+                                                     bool has_detokenizer) {
+    const std::string o(owner);
+    if (strings.size() > max_stop_strings)
+        return range_message(o + ".stop_strings", "at most 64 strings", double(strings.size()));
+    for (const auto& s : strings)
+        if (s.empty() || s.size() > max_stop_string_bytes)
+            return range_message(o + ".stop_strings", "strings of 1 to 256 bytes",
+                                 double(s.size()));
+    if (!strings.empty() && !has_detokenizer)
+        return o + ".detokenize must be set when stop_strings is not empty";
+    return std::nullopt;
+}
+
+/// Length of an incomplete UTF-8 sequence at the end of `s` (0 to 3 bytes): a lead byte
+/// followed by fewer continuation bytes than it announces. Invalid bytes count as complete.
+inline std::size_t incomplete_utf8_tail(std::string_view s) noexcept {
+    const std::size_t n = s.size();
+    for (std::size_t back = 1; back <= 4 && back <= n; ++back) {
+        const auto c = static_cast<unsigned char>(s[n - back]);
+        if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
+        const std::size_t need = (c & 0xE0) == 0xC0   ? 2
+                                 : (c & 0xF0) == 0xE0 ? 3
+                                 : (c & 0xF8) == 0xF0 ? 4
+                                                      : 1;  // ASCII or an invalid lead
+        return back < need ? back : 0;
+    }
+    return 0;  // only continuation bytes (invalid): release them
+}
+}  // namespace detail
+
+/// A compiled, immutable set of stop strings (the KMP failure tables), shared by matchers.
+class stop_string_set {
+public:
+    explicit stop_string_set(std::span<const std::string> strings)
+        : strings_(strings.begin(), strings.end()) {
+        fail_.resize(strings_.size());
+        for (std::size_t i = 0; i < strings_.size(); ++i) {
+            const std::string& s = strings_[i];
+            std::vector<std::uint16_t>& f = fail_[i];
+            f.assign(s.size() + 1, 0);  // f[q]: longest proper border of s[0, q)
+            std::size_t k = 0;
+            for (std::size_t q = 1; q < s.size(); ++q) {
+                while (k > 0 && s[q] != s[k]) k = f[k];
+                if (s[q] == s[k]) ++k;
+                f[q + 1] = std::uint16_t(k);
+            }
+        }
+    }
+    std::size_t size() const noexcept { return strings_.size(); }
+    const std::string& operator[](std::size_t i) const noexcept { return strings_[i]; }
+    /// The automaton of string i: from state q (matched prefix length), read byte c.
+    std::size_t next(std::size_t i, std::size_t q, char c) const noexcept {
+        const std::string& s = strings_[i];
+        if (q == s.size()) q = fail_[i][q];  // a full match continues from its border
+        while (q > 0 && s[q] != c) q = fail_[i][q];
+        return s[q] == c ? q + 1 : 0;
+    }
+    /// The longest proper prefix of string i that state q leaves as a suffix of the text (q
+    /// itself, or the border of a full match).
+    std::size_t held_prefix(std::size_t i, std::size_t q) const noexcept {
+        return q == strings_[i].size() ? fail_[i][q] : q;
+    }
+
+private:
+    std::vector<std::string> strings_;
+    std::vector<std::vector<std::uint16_t>> fail_;
+};
+
+/// Stop-string matching and safe text release for one sequence. Copyable (beam search forks it
+/// with its beam): the compiled set is shared, the state is O(stop strings + held bytes).
+class stop_string_matcher {
+public:
+    /// No stop strings: text passes through, only incomplete UTF-8 is held.
+    stop_string_matcher() = default;
+    explicit stop_string_matcher(std::span<const std::string> stop_strings)
+        : set_(stop_strings.empty() ? nullptr
+                                    : std::make_shared<const stop_string_set>(stop_strings)),
+          state_(stop_strings.size(), 0) {}
+
+    /// What push() released.
+    struct released {
+        std::string_view text;  ///< bytes now safe to stream (valid until the next call)
+        bool matched = false;   ///< a stop string completed: text ends right before it
+    };
+
+    /// Appends one token's bytes. `stops_active` false (before min_new_tokens): a completed stop
+    /// string is ignored and its bytes are released as ordinary text. After a match, further
+    /// pushes release nothing.
+    released push(std::string_view bytes, bool stops_active = true) {
+        buf_.erase(0, released_);
+        released_ = 0;
+        if (matched_) return {{}, true};
+        const std::size_t old = buf_.size();
+        buf_.append(bytes.data(), bytes.size());
+        std::size_t hold = 0;  // longest suffix that is a proper prefix of a stop string
+        if (set_) {
+            for (std::size_t pos = old; pos < buf_.size(); ++pos) {
+                std::size_t best_len = 0;  // a stop string ending at pos (the longest)
+                for (std::size_t i = 0; i < set_->size(); ++i) {
+                    state_[i] = std::uint16_t(set_->next(i, state_[i], buf_[pos]));
+                    if (state_[i] == (*set_)[i].size())
+                        best_len = std::max<std::size_t>(best_len, state_[i]);
+                }
+                if (best_len > 0 && stops_active) {
+                    matched_ = true;
+                    released_ = buf_.size();  // everything is consumed by the next call
+                    return {std::string_view(buf_).substr(0, pos + 1 - best_len), true};
+                }
+            }
+            for (std::size_t i = 0; i < set_->size(); ++i)
+                hold = std::max(hold, set_->held_prefix(i, state_[i]));
+        }
+        std::size_t end = buf_.size() - std::min(hold, buf_.size());
+        end -= detail::incomplete_utf8_tail(std::string_view(buf_).substr(0, end));
+        released_ = end;
+        return {std::string_view(buf_).substr(0, end), false};
+    }
+
+    /// Releases every held byte (the end of generation without a match). The view directly
+    /// follows the last push()'s text in the same buffer. Nothing after a match.
+    std::string_view flush() noexcept {
+        if (matched_) return {};
+        const std::size_t from = released_;
+        released_ = buf_.size();
+        for (auto& q : state_) q = 0;
+        return std::string_view(buf_).substr(from);
+    }
+
+    /// True once a stop string matched.
+    bool matched() const noexcept { return matched_; }
+    /// Bytes currently held back (not yet released).
+    std::size_t held() const noexcept { return matched_ ? 0 : buf_.size() - released_; }
+
+private:
+    std::shared_ptr<const stop_string_set> set_;
+    std::vector<std::uint16_t> state_;  // per stop string: matched prefix length
+    std::string buf_;                   // [released by the last call | held]
+    std::size_t released_ = 0;
+    bool matched_ = false;
+};
+
+DECODEKIT_END_NAMESPACE
+// ---- end decodekit/decoding/stop_strings.hpp
 
 #include <algorithm>
 #include <chrono>
@@ -8631,1212 +10120,6 @@ DECODEKIT_END_NAMESPACE
 /// Randomness: one uniform() (2 words) of the call's rng_purpose::sample stream, or
 /// draw_temperature's proposals (5 words each).
 
-// ---- begin decodekit/sampling/working_set.hpp
-/// \file sampling/working_set.hpp
-/// The named working set that a sampler's steps read and narrow, one call at a time.
-///
-/// It starts as every valid entry of the row (full(): nothing materialised, no pass made). A step
-/// that narrows it materialises the kept entries as candidates (ids + logits in
-/// sampling_workspace::cand), in id order (id_ordered()), ordered (logit descending, ties by
-/// ascending id: ordered()) or neither. Temperature is a scale carried along (temperature()),
-/// applied where weights are computed. Entries with a NaN or -inf logit are never in the set.
-///
-/// Weights: weights()[i] = exp((x_i - m) / temperature()) for the kept entries (m the kept
-/// maximum), float, aligned with kept(). A kernel that computed them while selecting hands them
-/// over (set_weights()); otherwise ensure_weights() computes them in one SIMD pass. They follow
-/// keep_if() / keep_first(); reordering or a new temperature recomputes them when next needed.
-/// The draw (draw.hpp) uses them in id order: no sort of the kept set.
-///
-/// Cut: a step that selected a prefix of the full row's order (top-p) may leave the set as a
-/// kernels::row_cut over row() with the row's weights in the workspace (set_cut()), nothing
-/// compacted: the draw then reads the row with the cut (kernels::draw_cut, one read pass). Any
-/// other use of the set (kept(), weights(), the next narrowing step, logprob extras,
-/// distribution()) first compacts it (settle(): one pass, the kept entries in id order with
-/// their weights), so steps see the same set either way.
-///
-/// Overlay: when the sampler's processors are sparse it does not copy the row; row() is then the
-/// caller's row and the processed entries are patches (the entries the processors changed).
-/// Steps that run first on a full set must honour them: the built-in first steps that can
-/// (top-k, min-p, greedy) use overlay_top_k() / merge_patches(); any other step starting on an
-/// overlaid full set calls materialise() first, which merges them. After the first narrowing the
-/// overlay is gone.
-///
-/// Mask: a set may carry a token bitmask (set_mask(); kernels/mask.hpp). The full set is then
-/// the valid entries the mask allows: the row_* helpers (the kernels the fused first steps use:
-/// greedy's argmax, top-k, min-p, materialise(), the overlay helpers, the draw) read the mask
-/// inside their passes. Steps that read row() themselves do not honour it: the sampler gives
-/// them a masked copy of the row instead (and no mask here). Once narrowed, kept() holds only
-/// allowed entries.
-
-// ---- begin decodekit/kernels/cut.hpp
-/// \file kernels/cut.hpp
-/// Using a kept set given as a row_cut over the row's weights: compact_cut writes it as
-/// candidates (ids, logits, id order) with their weights (one pass), draw_cut draws from it by
-/// inverse CDF without compacting it (the kept sum, then the blocks up to the drawn one; with the
-/// sum known, from the nearer end: a quarter of a pass on average).
-/// No random numbers are consumed (draw_cut takes the uniform).
-///
-/// A row_cut splits the ids into at most three segments (before, between and after its two id
-/// cuts), each with one closed logit interval ("x == lo with id > lo_last" is "x >= the float
-/// after lo"), so both passes are SIMD compares on whole vectors plus a few scalar entries
-/// where a segment starts or ends inside a vector.
-
-// ---- begin decodekit/kernels/truncation.hpp
-/// \file kernels/truncation.hpp
-/// The vocabulary of the truncation kernels (nucleus.hpp, typical.hpp, thresholds.hpp, xtc.hpp):
-/// a kept set described over the row (row_cut), and what every kernel reports
-/// (truncation_result): the cut, the sums a draw needs, which exactness tier decided.
-
-
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-
-/// A kept set of a row as a logit interval whose boundary tie groups may be cut by id: entry i
-/// is kept iff lo < x_i < hi, or x_i == lo and i <= lo_last, or x_i == hi and i <= hi_last
-/// (npos: the whole group), both bounds holding when lo == hi. Every set a truncation step keeps
-/// has this shape: a prefix of the order logit descending / id ascending (top-k, top-p, the
-/// thresholds: hi = +inf) or typical's interval around its centre. The default cut is empty.
-struct row_cut {
-    float lo = std::numeric_limits<float>::infinity();
-    float hi = -std::numeric_limits<float>::infinity();
-    std::size_t lo_last = npos;
-    std::size_t hi_last = npos;
-
-    /// Whether entry i of value v is kept. NaN never is.
-    constexpr bool contains(float v, std::size_t i) const noexcept {
-        return (v > lo || (v == lo && i <= lo_last)) && (v < hi || (v == hi && i <= hi_last));
-    }
-};
-
-/// Which tier of a truncation kernel decided its kept set (the tiers are exact; later ones are
-/// rarer and slower).
-enum class exactness_tier : std::uint8_t {
-    float_bound,  ///< the float weights, whose error bound could not change the set
-    double_pass,  ///< a double-precision exponential pass over the row (a margin was within the
-                  ///< float bound)
-    reference,    ///< the scalar reference's own arithmetic (a margin was within ~1e-10), or a
-                  ///< row with +inf entries or a subnormal temperature
-};
-
-/// Outcome of a truncation kernel's call.
-enum class truncation_status : std::uint8_t {
-    ok,
-    bad_size,  ///< out.capacity() or the weights span is smaller than the row: nothing done
-};
-
-/// What a truncation kernel reports besides its kept set (the candidates, in id order, and their
-/// weights).
-struct truncation_result {
-    std::size_t kept = 0;  ///< size of the kept set (== out.size() for the compacting kernels)
-    row_cut cut = {};      ///< the kept set over the row
-    /// largest valid entry of the row (-inf when none, +inf when an entry is +inf)
-    float max = -std::numeric_limits<float>::infinity();
-    /// normaliser: sum over the row of the float weights exp((x_i - max) / T), accumulated in
-    /// double (a row with +inf entries: their count); NaN when the kernel does not compute it
-    double sum = 0;
-    double kept_sum = 0;  ///< sum of the kept entries' weights, accumulated in double
-    exactness_tier tier = exactness_tier::float_bound;
-    truncation_status status = truncation_status::ok;
-
-    bool ok() const noexcept { return status == truncation_status::ok; }
-};
-
-namespace detail {
-/// The truncation kernels' preamble: `out` cleared, and an empty result, with status bad_size
-/// when out.capacity() or weights.size() < x.size() (nothing else done then).
-inline truncation_result sized(std::span<const float> x, candidates& out,
-                               std::span<float> weights) noexcept {
-    truncation_result r;
-    out.clear();
-    if (out.capacity() < x.size() || weights.size() < x.size())
-        r.status = truncation_status::bad_size;
-    return r;
-}
-}  // namespace detail
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/truncation.hpp
-// ---- begin decodekit/kernels/weights.hpp
-/// \file kernels/weights.hpp
-/// What the truncation kernels (nucleus.hpp, typical.hpp, thresholds.hpp, xtc.hpp) share: the
-/// exponential pass that computes every weight of a row once, the error bounds that make their
-/// float decisions exact, the double-precision pass of their rare second tier, and the
-/// reference tier.
-///
-/// Weights: w_i = exp_nonpositive((x_i - m) * (1/T)) in float, m the row max (simd::
-/// exp_nonpositive: 0 for NaN, -inf and d < -87). Against the real W_i = e^{(x_i - m)/T}:
-///   |w_i - W_i| <= W_i (exp_error + arg_error |d_i|) + flush_error,
-/// exp_error covering the polynomial (its largest relative error over every float d in [-87, 0],
-/// measured exhaustively: 8.53e-8 with FMA, 8.31e-8 without, on every x86 architecture xsimd
-/// offers; a test re-checks it on a sample), arg_error the rounding of d = fl(fl(x - m) * fl(1/T))
-/// (three roundings: |d - D| <= 3 2^-24 |D|, which moves e^d by that much relative), flush_error
-/// the weights below e^-87 that the polynomial flushes to 0.
-/// Sums of float weights are accumulated in double lanes (every float widened), so they are
-/// exact up to n 2^-53 relative; sums that only feed a bound are accumulated in float blocks and
-/// inflated by their worst-case rounding.
-
-
-#include <algorithm>
-#include <bit>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-
-namespace detail {
-
-/// Relative error bound of simd::exp_nonpositive (measured 8.53e-8, see the file comment).
-inline constexpr double exp_error = 1.2e-7;
-/// Relative error of e^d per unit of |d| from the rounding of d (3 2^-24 with slack).
-inline constexpr double arg_error = 1.8e-7;
-/// Absolute error per entry from the flush of weights below e^-87 (and subnormal rounding).
-inline constexpr double flush_error = 2e-38;
-/// Relative error bound of one double weight of double_pass (exp_nonpositive_double, measured
-/// below 2.5e-16 by the tests) plus the rounding of its argument, per unit of |D| (3 2^-53).
-inline constexpr double exp_error_double = 4e-16;
-inline constexpr double arg_error_double = 3.4e-16;
-
-/// Relative error of a sum of n non-negative double terms added in double (n 2^-53, with slack).
-inline double sum_error(std::size_t n) noexcept { return double(n + 8) * 0x1p-52; }
-
-/// How far the reference's double arithmetic may stray from real arithmetic on a row of n
-/// entries, as an absolute error on a probability or on a mass in [0, 1]: its weights (a libm
-/// exp of a rounded argument: (|D| + 2) 2^-52 each, |D| < 746 where the weight is not 0), its
-/// sums in id order, the quotients W / Z and their running sum.
-inline double reference_error(std::size_t n) noexcept { return double(2 * n + 800) * 0x1p-52; }
-
-/// The float weights of a vector of logits (the one expression every pass uses, so that a weight
-/// recomputed later is the stored one bit for bit).
-template <class A>
-inline simd::batch<A> weight_lanes(const simd::batch<A>& v, const simd::batch<A>& mb,
-                                   const simd::batch<A>& tb) noexcept {
-    return simd::exp_nonpositive<A>((v - mb) * tb);
-}
-
-/// weight_lanes for one logit.
-template <class A>
-inline float weight_one(float v, float m, float inv_t) noexcept {
-    using B = simd::batch<A>;
-    alignas(64) float buf[simd::lanes<A>];
-    weight_lanes<A>(B(v), B(m), B(inv_t)).store_aligned(buf);
-    return buf[0];
-}
-
-/// The sums of one exponential pass over a row.
-struct row_sums {
-    double sum = 0;  ///< sum of w_i, exact up to n 2^-53
-    /// sum of w_i (m - x_i) / T in double (d clamped at -200 where w_i = 0; the float products
-    /// w_i d_i added in double lanes); 0 from weigh_row (entropy.hpp's pass sets it)
-    double wd = 0;
-    /// upper bound of sum w_i |d_i| (float blocks, inflated by their rounding)
-    double wd_bound = 0;
-    /// upper bound of sum w_i d_i^2 (float blocks, inflated by their rounding); 0 from
-    /// weigh_row (entropy.hpp's pass sets it)
-    double wd2_bound = 0;
-    /// relative rounding of float additions made before the double sums (entropy.hpp's paired
-    /// pass: 2^-24, one per pair of vectors; 0: every float widened)
-    double pair_error = 0;
-
-    /// Bound on |sum - sum of the real weights| (before the double additions' n 2^-53).
-    double error(std::size_t n) const noexcept {
-        return (exp_error * sum + arg_error * wd_bound) * (1 + 1e-6) + pair_error * sum +
-               double(n) * flush_error;
-    }
-};
-
-/// The block driver of the exponential passes (weigh_row, entropy.hpp's entropy_pass): over the
-/// whole vectors of p[0, n), in blocks of 32 vectors, two(i) for each pair of vectors from i,
-/// one(v, w + i) for a last single one, flush() after each block (the float accumulators go to
-/// double); the tail padded with -inf into one vector (same lanes, same weights) through one(v,
-/// buffer), its weights copied to w (Store), and a flush.
-template <class A, bool Store, class Two, class One, class Flush>
-inline void exp_blocks(const float* p, float* w, std::size_t n, Two&& two, One&& one,
-                       Flush&& flush) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const std::size_t nfull = n / L * L;
-    std::size_t i = 0;
-    while (i < nfull) {
-        const std::size_t end = std::min(nfull, i + 32 * L);
-        for (; i + 2 * L <= end; i += 2 * L) two(i);
-        for (; i < end; i += L) one(B::load_unaligned(p + i), w + i);
-        flush();
-    }
-    if (i < n) {
-        alignas(64) float buf[L], wb[L];
-        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : detail::neg_inf_f;
-        one(B::load_aligned(buf), wb);
-        if constexpr (Store)
-            for (std::size_t j = 0; i + j < n; ++j) w[i + j] = wb[j];
-        flush();
-    }
-}
-
-/// One pass: w_i for every entry (stored to w when Store), their sum and wd_bound in row_sums
-/// (entropy.hpp's entropy_pass also gives wd and wd2_bound).
-/// \pre m finite (the row max), inv_t finite and > 0
-template <class A, bool Store>
-row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noexcept {
-    using B = simd::batch<A>;
-    using D = simd::dbatch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const float* p = x.data();
-    const std::size_t n = x.size();
-    const B mb(m), tb(inv_t), lo(-200.f);
-    // two independent sets of accumulators (even and odd vectors): no add waits on the last one
-    struct acc {
-        D z0 = D(0.0), z1 = D(0.0);
-        B fs = B(0.f);
-    } a, b;
-    double wd_f = 0;
-    auto one = [&](const B& v, acc& s, float* out) {
-        const B d = (v - mb) * tb;
-        const B e = simd::exp_nonpositive<A>(d);
-        if constexpr (Store) e.store_unaligned(out);
-        simd::widen_add<A>(s.z0, s.z1, e);
-        const B c = simd::max_ignore_nan<A>(lo, d);  // NaN, -inf: -200 (e is 0 there)
-        const B f = e * c;
-        s.fs += f;
-    };
-    auto flush = [&] {
-        // float blocks: <= 32 additions per lane before they go to double
-        wd_f -= double(simd::reduce_add<A>(a.fs + b.fs));
-        a.fs = b.fs = B(0.f);
-    };
-    exp_blocks<A, Store>(
-        p, w, n,
-        [&](std::size_t i) {
-            one(B::load_unaligned(p + i), a, w + i);
-            one(B::load_unaligned(p + i + L), b, w + i + L);
-        },
-        [&](const B& v, float* out) { one(v, a, out); }, flush);
-    row_sums r;
-    r.sum = simd::reduce_add<A>((a.z0 + a.z1) + (b.z0 + b.z1));
-    // float blocks: <= 32 additions per lane, a 16-lane reduction and the products: 64 u
-    constexpr double inflate = 1 + 64 * 0x1p-24;
-    r.wd_bound = wd_f * inflate + 1e-300;
-    return r;
-}
-
-/// The double-precision sums of double_pass.
-struct double_sums {
-    double sum = 0;       ///< sum of W_i
-    double wd = 0;        ///< sum of W_i |D_i|
-    double in_set = 0;    ///< sum of W_i over the entries the predicate selects
-    double wd_bound = 0;  ///< sum W_i |D_i| inflated by its rounding
-
-    /// Bound on |sum - sum of the real weights| (relative to nothing: absolute).
-    double error(std::size_t n) const noexcept {
-        return (exp_error_double + sum_error(n)) * sum + arg_error_double * wd_bound +
-               double(n) * 1e-307;
-    }
-};
-
-/// One double-precision pass over the row: W_i = e^{D_i}, D_i = (x_i - m) / T computed as
-/// (double(x_i) - m) * (1 / T) in double, by simd::exp_nonpositive_double; their sum, the sum of
-/// W_i |D_i|, and the sum over the entries for which in_set(v, i) (a float mask for the vector v
-/// of entries i .. i + L - 1; entries past the row are -inf and never counted) holds.
-/// \pre m finite, temperature > 0 with 1 / T finite
-template <class A, class InSet>
-double_sums double_pass(std::span<const float> x, float m, float temperature,
-                        InSet&& in_set) noexcept {
-    using B = simd::batch<A>;
-    using D = simd::dbatch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const float* p = x.data();
-    const std::size_t n = x.size();
-    const D md = D(double(m)), td = D(1.0 / double(temperature)), zero = D(0.0);
-    D z(0.0), s(0.0), k(0.0);
-    auto half = [&](const D& v, const D& sel) {
-        const D d = (v - md) * td;
-        const D e = simd::exp_nonpositive_double<A>(d);  // NaN, -inf: 0
-        z += e;
-        s += simd::select<A>(e > zero, e * d, zero);
-        k += e * sel;
-    };
-    auto one = [&](const B& v, std::size_t i) {
-        D lo, hi, slo, shi;
-        simd::widen<A>(v, lo, hi);
-        simd::widen<A>(simd::select<A>(in_set(v, i), B(1.f), B(0.f)), slo, shi);
-        half(lo, slo);
-        half(hi, shi);
-    };
-    std::size_t i = 0;
-    for (; i + L <= n; i += L) one(B::load_unaligned(p + i), i);
-    if (i < n) {
-        alignas(64) float buf[L];
-        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? p[i + j] : detail::neg_inf_f;
-        one(B::load_aligned(buf), i);
-    }
-    double_sums r;
-    r.sum = simd::reduce_add<A>(z);
-    r.wd = -simd::reduce_add<A>(s);
-    r.in_set = simd::reduce_add<A>(k);
-    r.wd_bound = r.wd * (1 + sum_error(n)) + 1e-300;
-    return r;
-}
-
-/// Sorts out's entries by id (the reference's sets come in rank order). Key storage as scratch.
-inline void sort_by_id(candidates& out) noexcept {
-    const std::size_t c = out.size();
-    std::uint64_t* keys = out.key_storage();
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    for (std::size_t j = 0; j < c; ++j)
-        keys[j] =
-            (std::uint64_t(std::uint32_t(ids[j])) << 32) | std::bit_cast<std::uint32_t>(lg[j]);
-    std::sort(keys, keys + c);
-    for (std::size_t j = 0; j < c; ++j) {
-        ids[j] = token_id(keys[j] >> 32);
-        lg[j] = std::bit_cast<float>(std::uint32_t(keys[j]));
-    }
-}
-
-/// The weights of the logits lg[0, c) (w_j = exp((lg_j - m) / T) by weight_lanes, so equal to a
-/// row pass's) written to w[0, c); returns their double sum. \pre m finite, inv_t finite > 0
-template <class A>
-double weigh_logits(const float* lg, std::size_t c, float m, float inv_t, float* w) noexcept {
-    using B = simd::batch<A>;
-    using D = simd::dbatch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const B mb(m), tb(inv_t);
-    D s0(0.0), s1(0.0);
-    std::size_t j = 0;
-    for (; j + L <= c; j += L) {
-        const B e = weight_lanes<A>(B::load_unaligned(lg + j), mb, tb);
-        e.store_unaligned(w + j);
-        simd::widen_add<A>(s0, s1, e);
-    }
-    double s = simd::reduce_add<A>(s0 + s1);
-    for (; j < c; ++j) {
-        w[j] = weight_one<A>(lg[j], m, inv_t);
-        s += double(w[j]);
-    }
-    return s;
-}
-
-}  // namespace detail
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/weights.hpp
-
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <span>
-
-DECODEKIT_BEGIN_NAMESPACE
-namespace kernels {
-namespace detail {
-
-/// Calls f(s, e, a, b) for the segments [s, e) of [begin, end) in which the cut keeps exactly
-/// the entries with a <= x_i <= b (NaN never).
-template <class F>
-void for_each_segment(const row_cut& k, std::size_t begin, std::size_t end, F&& f) noexcept {
-    constexpr float pinf = std::numeric_limits<float>::infinity();
-    const std::size_t e_lo = k.lo_last == npos ? end : std::min(end, k.lo_last + 1);
-    const std::size_t e_hi = k.hi_last == npos ? end : std::min(end, k.hi_last + 1);
-    const float up = std::nextafter(k.lo, pinf), down = std::nextafter(k.hi, -pinf);
-    const std::size_t e1 = std::clamp(std::min(e_lo, e_hi), begin, end);
-    const std::size_t e2 = std::clamp(std::max(e_lo, e_hi), begin, end);
-    auto run = [&](std::size_t s, std::size_t e) {
-        if (s >= e) return;
-        // past a cut of an infinite bound nothing of that value remains: the segment is empty
-        if ((s >= e_lo && k.lo == pinf) || (s >= e_hi && k.hi == -pinf)) return;
-        f(s, e, s >= e_lo ? up : k.lo, s >= e_hi ? down : k.hi);
-    };
-    run(begin, e1);
-    run(e1, e2);
-    run(e2, end);
-}
-
-/// Keeps the entries of x[begin, end) (whole vectors) with a <= x_i <= b: appends their ids,
-/// logits and weights (read from w[i], recomputed for i < recompute_below; written to w[c]: in
-/// place, as each vector is read before a store reaches it) at index c and returns the new
-/// count; adds their weights to ksum (float lanes per block of 32 vectors, then double).
-template <class A>
-std::size_t compact_interval(const float* p, float* w, std::size_t begin, std::size_t end, float a,
-                             float b, std::size_t recompute_below, std::size_t c, token_id* ids,
-                             float* lg, float m, float inv_t, double& ksum) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    const B ab(a), bb(b), mb(m), tb(inv_t), zero(0.f);
-    B acc(0.f);
-    std::size_t since = 0;
-    for (std::size_t i = begin; i < end; i += L) {
-        const B v = B::load_unaligned(p + i);
-        const auto keep = (v >= ab) & (v <= bb);
-        if (const std::uint64_t mk = simd::to_mask<A>(keep)) {
-            const B wv =
-                i < recompute_below ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i);
-            c += simd::compress_store<A>(v, wv, simd::iota<A>(token_id(i)), mk, lg + c, w + c,
-                                         ids + c);
-            acc += simd::select<A>(keep, wv, zero);
-        }
-        if (++since == 32) {
-            ksum += double(simd::reduce_add<A>(acc));
-            acc = zero;
-            since = 0;
-        }
-    }
-    ksum += double(simd::reduce_add<A>(acc));
-    return c;
-}
-
-/// Sum of w[i] over the kept entries of [begin, end) (double lanes).
-template <class A>
-double cut_sum(const float* p, const float* w, const row_cut& k, std::size_t begin,
-               std::size_t end) noexcept {
-    using B = simd::batch<A>;
-    using D = simd::dbatch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    double s = 0;
-    for_each_segment(k, begin, end, [&](std::size_t sb, std::size_t se, float a, float b) {
-        const std::size_t vb = std::min(se, (sb + L - 1) / L * L), ve = std::max(vb, se / L * L);
-        for (std::size_t i = sb; i < vb; ++i)
-            if (p[i] >= a && p[i] <= b) s += double(w[i]);
-        const B ab(a), bb(b), zero(0.f);
-        D s0(0.0), s1(0.0);
-        for (std::size_t i = vb; i < ve; i += L) {
-            const B v = B::load_unaligned(p + i);
-            simd::widen_add<A>(
-                s0, s1, simd::select<A>((v >= ab) & (v <= bb), B::load_unaligned(w + i), zero));
-        }
-        s += simd::reduce_add<A>(s0 + s1);
-        for (std::size_t i = ve; i < se; ++i)
-            if (p[i] >= a && p[i] <= b) s += double(w[i]);
-    });
-    return s;
-}
-
-/// compact_cut with the weights recomputed below recompute_below (the kernels' own use).
-template <class A>
-std::size_t compact_cut_from(std::span<const float> x, float* w, const row_cut& k, float m,
-                             float inv_t, candidates& out, std::size_t recompute_below,
-                             double& sum) noexcept {
-    constexpr std::size_t L = simd::lanes<A>;
-    const float* p = x.data();
-    token_id* ids = out.id_storage();
-    float* lg = out.logit_storage();
-    std::size_t c = 0;
-    sum = 0;
-    for_each_segment(k, 0, x.size(), [&](std::size_t s, std::size_t e, float a, float b) {
-        auto scalar = [&](std::size_t i0, std::size_t i1) {
-            for (std::size_t i = i0; i < i1; ++i) {
-                const float v = p[i];
-                if (!(v >= a && v <= b)) continue;
-                const float wi = i < recompute_below ? weight_one<A>(v, m, inv_t) : w[i];
-                ids[c] = token_id(i);
-                lg[c] = v;
-                w[c] = wi;
-                ++c;
-                sum += double(wi);
-            }
-        };
-        const std::size_t vb = std::min(e, (s + L - 1) / L * L), ve = std::max(vb, e / L * L);
-        scalar(s, vb);
-        if (ve > vb)
-            c = compact_interval<A>(p, w, vb, ve, a, b, recompute_below, c, ids, lg, m, inv_t, sum);
-        scalar(ve, e);
-    });
-    out.resize(c);
-    return c;
-}
-
-/// The smallest of v[0, c) (+inf when c == 0; no NaN). SIMD.
-template <class A>
-float min_value(const float* v, std::size_t c) noexcept {
-    using B = simd::batch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
-    B b0(std::numeric_limits<float>::infinity()), b1 = b0;
-    std::size_t j = 0;
-    for (; j + 2 * L <= c; j += 2 * L) {
-        b0 = simd::min<A>(b0, B::load_unaligned(v + j));
-        b1 = simd::min<A>(b1, B::load_unaligned(v + j + L));
-    }
-    float r = simd::reduce_min<A>(simd::min<A>(b0, b1));
-    for (; j < c; ++j) r = v[j] < r ? v[j] : r;
-    return r;
-}
-
-/// The row_cut of a set given in reference order (logit descending, ties by id) that is a prefix
-/// of that order: everything down to its last entry.
-inline row_cut prefix_cut(const candidates& sorted) noexcept {
-    row_cut k;
-    if (sorted.empty()) return k;
-    k.lo = sorted.logits()[sorted.size() - 1];
-    k.lo_last = std::size_t(sorted.ids()[sorted.size() - 1]);
-    k.hi = std::numeric_limits<float>::infinity();
-    return k;
-}
-
-/// The row_cut of a top_k_unordered(x, k, ties) set (id order): its smallest value, cut at its
-/// largest id of that value (exactly_k) or the whole group (keep_ties).
-inline row_cut top_k_cut(const candidates& set, tie_policy ties) noexcept {
-    row_cut k;
-    if (set.empty()) return k;
-    k.lo = std::numeric_limits<float>::infinity();
-    for (float v : set.logits()) k.lo = v < k.lo ? v : k.lo;  // (k entries: min_keep, few)
-    k.hi = std::numeric_limits<float>::infinity();
-    if (ties == tie_policy::exactly_k)
-        for (std::size_t j = 0; j < set.size(); ++j)
-            if (set.logits()[j] == k.lo) k.lo_last = std::size_t(set.ids()[j]);
-    return k;
-}
-
-/// Writes every weight of the row as the reference tier gives it (float of reference::weight)
-/// to w and returns their double sum.
-inline double reference_weights(std::span<const float> x, float temperature, float* w) noexcept {
-    const reference::softmax_stats st = reference::exp_sum(x, temperature);
-    for (std::size_t i = 0; i < x.size(); ++i)
-        w[i] = float(reference::weight(x[i], st.max, temperature));
-    return st.sum;
-}
-
-/// A truncation kernel's answer from the reference: `ref(out)` writes the reference's kept set
-/// (rank order, a prefix of it); returned in id order with its cut, weights float(reference::
-/// weight) in w[0, kept) and the reference's normaliser. Rows with +inf entries, subnormal
-/// temperatures.
-template <class Ref>
-truncation_result via_reference(std::span<const float> x, float temperature, candidates& out,
-                                float* w, Ref&& ref) noexcept {
-    ref(out);
-    const row_cut cut = prefix_cut(out);
-    sort_by_id(out);
-    const reference::softmax_stats st = reference::exp_sum(x, temperature);
-    truncation_result r;
-    r.kept = out.size();
-    r.max = st.max;
-    r.sum = st.sum;
-    r.tier = exactness_tier::reference;
-    r.cut = cut;
-    for (std::size_t j = 0; j < r.kept; ++j) {
-        w[j] = float(reference::weight(out.logits()[j], st.max, temperature));
-        r.kept_sum += double(w[j]);
-    }
-    return r;
-}
-
-}  // namespace detail
-
-/// Writes the kept set `cut` of the row x to out (ids, logits, in id order) and moves its weights
-/// to w[0, kept) (read from w[i], the row's weights, in place: w no longer holds the row's
-/// weights afterwards). Returns the kept count; `sum` receives the kept weights' sum (float
-/// blocks added in double). One pass. Status: out.capacity() or w.size() < x.size() keeps nothing
-/// and returns npos.
-template <class A = simd::default_arch>
-std::size_t compact_cut(std::span<const float> x, std::span<float> w, const row_cut& cut,
-                        candidates& out, double& sum) noexcept {
-    out.clear();
-    sum = 0;
-    if (out.capacity() < x.size() || w.size() < x.size()) return npos;
-    return detail::compact_cut_from<A>(x, w.data(), cut, 0.f, 1.f, out, 0, sum);
-}
-
-namespace detail {
-
-/// draw_cut's scan with the kept sum S known, for the target t = u S: from the front when
-/// t <= S / 2, blocks of the row whose kept weights are summed (cut_sum) until the running sum
-/// passes t, then that block entry by entry (the first kept entry whose running sum exceeds t;
-/// the last kept positive entry when t is never passed); otherwise from the back, the same
-/// with the suffix sums and S - t (the last kept entry whose suffix sum reaches S - t; the
-/// first kept positive entry when S - t is never reached). Both give the entry i with
-/// prefix(i - 1) <= t < prefix(i) up to the rounding of the double sums, and read at most half
-/// of the row (a quarter on average). npos when no kept entry has a positive weight.
-template <class A>
-std::size_t draw_cut_scan(const float* p, const float* wp, std::size_t n, const row_cut& cut,
-                          double sum, double target) noexcept {
-    const std::size_t blk = 256;
-    auto kept = [&](std::size_t i) { return wp[i] > 0 && cut.contains(p[i], i); };
-    if (target <= 0.5 * sum) {
-        double run = 0;
-        for (std::size_t b0 = 0; b0 < n; b0 += blk) {
-            const std::size_t e = std::min(n, b0 + blk);
-            const double bs = cut_sum<A>(p, wp, cut, b0, e);
-            if (!(run + bs > target)) {
-                run += bs;
-                continue;
-            }
-            for (std::size_t i = b0; i < e; ++i) {
-                if (!kept(i)) continue;
-                run += double(wp[i]);
-                if (run > target) return i;
-            }
-        }
-        for (std::size_t i = n; i-- > 0;)  // target unreached: the last kept positive entry
-            if (kept(i)) return i;
-        return npos;
-    }
-    const double back = sum - target;  // > 0: the suffix from the chosen entry on reaches it
-    double run = 0;
-    for (std::size_t e = n; e > 0;) {
-        const std::size_t b0 = (e - 1) / blk * blk;
-        const double bs = cut_sum<A>(p, wp, cut, b0, e);
-        if (!(run + bs >= back)) {
-            run += bs;
-            e = b0;
-            continue;
-        }
-        for (std::size_t i = e; i-- > b0;) {
-            if (!kept(i)) continue;
-            run += double(wp[i]);
-            if (run >= back) return i;
-        }
-        e = b0;
-    }
-    for (std::size_t i = 0; i < n; ++i)  // suffix short of S - t: the first kept positive entry
-        if (kept(i)) return i;
-    return npos;
-}
-
-}  // namespace detail
-
-/// Inverse-CDF draw over the kept set `cut` of the row x with the weights w (the row's, as a
-/// truncation kernel leaves them), with one uniform u in [0, 1): the same entry as
-/// draw_inverse_cdf over the kept entries' weights in id order (the first whose running sum
-/// exceeds u S, S their double sum; the last kept entry with a positive weight if rounding leaves
-/// u S unreached; entries with w <= 0 never), up to the rounding of the double sums (their order
-/// differs: an entry within ~1e-12 S of a boundary), returned as a row index; npos when no kept
-/// entry has a positive weight or w.size() < x.size(). One pass storing the sums of at most 1024
-/// blocks (double lanes), then one block scanned.
-template <class A = simd::default_arch>
-std::size_t draw_cut(std::span<const float> x, std::span<const float> w, const row_cut& cut,
-                     double u) noexcept {
-    constexpr std::size_t max_blocks = 1024;
-    const std::size_t n = x.size();
-    if (w.size() < n || n == 0) return npos;
-    const float* p = x.data();
-    const float* wp = w.data();
-    const std::size_t blk = std::max<std::size_t>(256, (n / max_blocks + 64) / 64 * 64);
-    double bsum[max_blocks];
-    std::size_t nb = 0;
-    double s = 0;
-    for (std::size_t b0 = 0; b0 < n; b0 += blk, ++nb) {
-        bsum[nb] = detail::cut_sum<A>(p, wp, cut, b0, std::min(n, b0 + blk));
-        s += bsum[nb];
-    }
-    if (!(s > 0)) return npos;
-    const double target = u * s;
-    double run = 0;
-    std::size_t last = npos;
-    for (std::size_t b = 0; b < nb; ++b) {
-        if (!(run + bsum[b] > target)) {
-            run += bsum[b];
-            continue;
-        }
-        const std::size_t e = std::min(n, (b + 1) * blk);
-        for (std::size_t i = b * blk; i < e; ++i) {
-            if (!(wp[i] > 0) || !cut.contains(p[i], i)) continue;
-            run += double(wp[i]);
-            last = i;
-            if (run > target) return i;
-        }
-    }
-    if (last != npos) return last;
-    for (std::size_t i = n; i-- > 0;)  // target unreached: the last kept positive entry
-        if (wp[i] > 0 && cut.contains(p[i], i)) return i;
-    return npos;
-}
-
-/// draw_cut with the kept weights' sum S already known (a truncation kernel's
-/// truncation_result::kept_sum for this cut and these weights: the sum the compacted draw would
-/// use): one partial pass from the nearer end of the row, the blocks up to the one where u S
-/// falls (from the front when u <= 1/2, else from the back against S - u S): at most half a
-/// pass, a quarter on average. npos when S is not positive or w.size() < x.size().
-template <class A = simd::default_arch>
-std::size_t draw_cut(std::span<const float> x, std::span<const float> w, const row_cut& cut,
-                     double u, double sum) noexcept {
-    const std::size_t n = x.size();
-    if (w.size() < n || n == 0 || !(sum > 0)) return npos;
-    return detail::draw_cut_scan<A>(x.data(), w.data(), n, cut, sum, u * sum);
-}
-
-}  // namespace kernels
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/kernels/cut.hpp
-
-#include <algorithm>
-#include <bit>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <span>
-#include <vector>
-
-DECODEKIT_BEGIN_NAMESPACE
-
-namespace detail {
-inline constexpr float f_inf = std::numeric_limits<float>::infinity();
-
-/// exp((x - m)/t) with the special-value rules (m = +inf: 1 for +inf entries, else 0).
-inline double cand_weight(float x, float m, float t) noexcept {
-    if (!(x > -f_inf)) return 0.0;  // NaN, -inf
-    if (m == f_inf) return x == f_inf ? 1.0 : 0.0;
-    return std::exp((double(x) - double(m)) / double(t));
-}
-}  // namespace detail
-
-/// The working set of one sampling call (see the file comment).
-class working_set {
-public:
-    /// A full set over `row` (with `n_patches` patches in ws.patches when overlaid).
-    working_set(std::span<const float> row, sampling_workspace& ws, std::size_t n_patches = 0,
-                bool overlay = false) noexcept
-        : row_(row), ws_(ws), n_patches_(n_patches), overlay_(overlay) {}
-    working_set(const working_set&) = delete;
-    working_set& operator=(const working_set&) = delete;
-    /// Leaves the workspace's unpatched bits all ones (its invariant between calls).
-    ~working_set() { clear_patch_marks(); }
-
-    // ---- what it is ----
-    /// The row the set refers to.
-    std::span<const float> row() const noexcept { return row_; }
-    /// Replaces the row the (full) set refers to (XTC: the row minus its head).
-    void set_row(std::span<const float> r) noexcept { row_ = r; }
-    std::size_t vocab_size() const noexcept { return row_.size(); }
-    /// True while the set is every valid entry of row() (nothing materialised).
-    bool full() const noexcept { return full_; }
-    /// The kept entries (a pending cut is compacted first). \pre !full()
-    candidates& kept() noexcept {
-        settle();
-        return ws_.cand;
-    }
-    const candidates& kept() const noexcept {
-        settle();
-        return ws_.cand;
-    }
-    /// The number of kept entries, without compacting a pending cut. \pre !full()
-    std::size_t size() const noexcept { return cut_pending_ ? cut_kept_ : ws_.cand.size(); }
-    /// True while the set is a cut over row() not yet compacted (see the file comment).
-    bool cut_pending() const noexcept { return cut_pending_; }
-    /// The pending cut (meaningful when cut_pending()).
-    const kernels::row_cut& cut() const noexcept { return cut_; }
-    /// The row's weights at the pending cut's temperature (cut_temperature()), and the sum of
-    /// the kept ones (meaningful when cut_pending()).
-    std::span<const float> cut_weights() const noexcept {
-        return {ws_.weights.data(), row_.size()};
-    }
-    double cut_sum() const noexcept { return cut_sum_; }
-    float cut_temperature() const noexcept { return cut_t_; }
-    /// Makes the set the entries of the full row that `c` keeps (`kept` of them), the row's
-    /// weights exp((x_i - m) / temperature()) (m the row max, finite) already in the
-    /// workspace's weights[0, V) and `sum` the kept ones' sum (> 0). \pre full(), not overlaid
-    void set_cut(const kernels::row_cut& c, std::size_t kept, float m, double sum) noexcept {
-        full_ = false;
-        cut_pending_ = true;
-        cut_ = c;
-        cut_kept_ = kept;
-        cut_max_ = m;
-        cut_sum_ = sum;
-        cut_t_ = t_;
-        order_ = by_id;
-        weights_ok_ = false;
-    }
-    /// Compacts a pending cut into kept() (id order, with its weights); nothing otherwise.
-    void settle() const noexcept {
-        if (!cut_pending_) return;
-        cut_pending_ = false;
-        double sum = 0;
-        kernels::detail::compact_cut_from<simd::default_arch>(
-            row_, ws_.weights.data(), cut_, cut_max_, 1.f / cut_t_, ws_.cand, 0, sum);
-        weights_ok_ = sum > 0 && std::isfinite(sum);
-        sum_ok_ = weights_ok_;
-        weights_t_ = cut_t_;
-        sum_ = sum;
-    }
-    /// True when kept() is sorted by logit descending, ties by ascending id.
-    bool ordered() const noexcept { return order_ == by_logit; }
-    /// True when kept() is in ascending id order.
-    bool id_ordered() const noexcept { return order_ == by_id; }
-    /// The temperature scale the set is at (1 until a temperature step).
-    float temperature() const noexcept { return t_; }
-    void set_temperature(float t) noexcept { t_ = t; }
-    /// True while the full set is the caller's row plus patches (see the file comment).
-    bool overlaid() const noexcept { return overlay_; }
-    /// The workspace the set lives in.
-    sampling_workspace& workspace() noexcept { return ws_; }
-    /// True when the full set is restricted by a token bitmask (see the file comment).
-    bool masked() const noexcept { return masked_; }
-    /// The mask (meaningful when masked()).
-    const kernels::token_bitmask& mask() const noexcept { return mask_; }
-    /// Restricts the full set to the entries `m` allows. \pre full(), m covers the row
-    void set_mask(const kernels::token_bitmask& m) noexcept {
-        mask_ = m;
-        masked_ = true;
-    }
-    /// True when token i is in the mask (always without one).
-    bool allowed(std::size_t i) const noexcept { return !masked_ || mask_.allowed(i); }
-
-    // ---- the row's kernels, under the mask when there is one ----
-    /// kernels::argmax of the row (npos when nothing is allowed).
-    std::size_t row_argmax() const noexcept {
-        return masked_ ? kernels::argmax(row_, mask_) : kernels::argmax(row_);
-    }
-    /// kernels::top_k of the row into `out`.
-    std::size_t row_top_k(std::size_t k, tie_policy ties, candidates& out) const noexcept {
-        return masked_ ? kernels::top_k(row_, k, ties, out, mask_)
-                       : kernels::top_k(row_, k, ties, out);
-    }
-    /// kernels::filter_at_least of the row into `out`.
-    std::size_t row_filter_at_least(float thr, candidates& out) const noexcept {
-        return masked_ ? kernels::filter_at_least(row_, thr, out, mask_)
-                       : kernels::filter_at_least(row_, thr, out);
-    }
-    /// kernels::filter_min_p of the row into `out`.
-    std::size_t row_filter_min_p(float p_base, float t, candidates& out) const noexcept {
-        return masked_ ? kernels::filter_min_p(row_, p_base, t, out, mask_)
-                       : kernels::filter_min_p(row_, p_base, t, out);
-    }
-
-    // ---- narrowing ----
-    /// Materialises every valid entry (id order) when full (merging the overlay). O(V).
-    void materialise() noexcept {
-        settle();
-        if (!full_) return;
-        row_filter_at_least(-detail::f_inf, ws_.cand);
-        if (overlay_) {
-            merge_patches(-detail::f_inf);
-            clear_patch_marks();
-        }
-        full_ = false;
-        order_ = by_id;
-        weights_ok_ = false;
-    }
-    /// Materialises when the set is full and overlaid: for steps that read row() directly.
-    void materialise_if_overlaid() noexcept {
-        settle();
-        if (full_ && overlay_) materialise();
-    }
-    /// Makes the set every valid entry of row() again (a step that looked at candidates but
-    /// narrowed nothing, e.g. XTC's head).
-    void set_full() noexcept {
-        full_ = true;
-        cut_pending_ = false;
-        order_ = by_id;
-        weights_ok_ = false;
-    }
-    /// The set is what kept() holds now (built by the overlay helpers), in whatever order they
-    /// left it.
-    void set_narrowed() noexcept {
-        full_ = false;
-        cut_pending_ = false;
-    }
-    /// Sets the kept entries a kernel wrote into kept(): ordered (logit descending) or in id order.
-    void set_kept(bool is_ordered) noexcept {
-        full_ = false;
-        cut_pending_ = false;
-        order_ = is_ordered ? by_logit : by_id;
-        weights_ok_ = false;
-    }
-    /// Sorts the kept entries by logit descending, ties by ascending id. \pre !full()
-    void order() noexcept {
-        settle();
-        if (order_ == by_logit) return;
-        sort_kept([](const detail::scored& a, const detail::scored& b) noexcept {
-            return detail::scored_before(a, b);  // a lambda: std::sort inlines it
-        });
-        order_ = by_logit;
-    }
-    /// Sorts the kept entries by ascending id (the draw's order). \pre !full()
-    void order_by_id() noexcept {
-        settle();
-        if (order_ == by_id) return;
-        sort_kept([](const detail::scored& a, const detail::scored& b) { return a.id < b.id; });
-        order_ = by_id;
-    }
-    /// Writes ws.sorted[0, n) back into the kept arrays, in `is_ordered` order (logit descending)
-    /// or neither; the weights are recomputed when next needed.
-    void write_back(std::size_t n, bool is_ordered = true) noexcept {
-        cut_pending_ = false;
-        token_id* ids = ws_.cand.id_storage();
-        float* lg = ws_.cand.logit_storage();
-        for (std::size_t i = 0; i < n; ++i) {
-            ids[i] = ws_.sorted[i].id;
-            lg[i] = ws_.sorted[i].logit;
-        }
-        ws_.cand.resize(n);
-        order_ = is_ordered ? by_logit : unordered;
-        weights_ok_ = false;
-    }
-    /// Keeps the entries i with keep(i), preserving their order (and their weights). \pre !full()
-    template <class Keep>
-    void keep_if(Keep&& keep) noexcept {
-        settle();
-        token_id* ids = ws_.cand.id_storage();
-        float* lg = ws_.cand.logit_storage();
-        float* w = ws_.weights.data();
-        std::size_t j = 0;
-        for (std::size_t i = 0; i < ws_.cand.size(); ++i)
-            if (keep(i)) {
-                ids[j] = ids[i];
-                lg[j] = lg[i];
-                w[j] = w[i];
-                ++j;
-            }
-        ws_.cand.resize(j);
-        sum_ok_ = false;
-    }
-    /// Keeps the first n entries (the n best when ordered()). \pre !full()
-    void keep_first(std::size_t n) noexcept {
-        settle();
-        ws_.cand.resize(std::min(n, ws_.cand.size()));
-        sum_ok_ = false;
-    }
-
-    // ---- weights ----
-    /// Largest kept logit (-inf when empty). \pre !full()
-    float kept_max() const noexcept {
-        settle();
-        if (ws_.cand.empty()) return -detail::f_inf;
-        if (order_ == by_logit) return ws_.cand.logits()[0];
-        float m = -detail::f_inf;
-        for (float v : ws_.cand.logits()) m = v > m ? v : m;
-        return m;
-    }
-    /// weights()[i] = exp((x_i - max)/temperature()) over the kept entries; returns their sum
-    /// (in double). \pre !full()
-    double fill_weights() noexcept {
-        settle();
-        const float m = kept_max();
-        double s = 0;
-        const float* lg = ws_.cand.logit_storage();
-        for (std::size_t i = 0; i < ws_.cand.size(); ++i) {
-            ws_.weights[i] = float(detail::cand_weight(lg[i], m, t_));
-            s += double(ws_.weights[i]);
-        }
-        note_weights(s);
-        return s;
-    }
-    /// The weights (see the file comment) computed if needed: one SIMD exp pass over the kept
-    /// logits; returns their sum (in double; 0 when no entry has weight). \pre !full()
-    double ensure_weights() noexcept {
-        settle();
-        if (weights_ok_ && weights_t_ == t_) {
-            if (!sum_ok_) {
-                double s = 0;
-                for (float v : weights()) s += double(v);
-                note_weights(s);
-            }
-            return sum_;
-        }
-        const auto st = kernels::exp_weights(ws_.cand.logits(), t_,
-                                             std::span<float>(ws_.weights.data(), ws_.cand.size()));
-        note_weights(st.sum);
-        return sum_;
-    }
-    /// A kernel wrote the kept entries' weights at temperature() (any common reference for the
-    /// exponent) into weights(); `sum` is their sum.
-    void set_weights(double sum) noexcept { note_weights(sum); }
-    /// The kept entries' weights (valid after ensure_weights(), fill_weights() or set_weights()).
-    std::span<float> weights() noexcept {
-        settle();
-        return {ws_.weights.data(), ws_.cand.size()};
-    }
-    /// Keeps the entries with weight >= w_thr, at least min(min_keep, size) (the most probable).
-    /// \pre ordered(), weights filled
-    void keep_weight_at_least(double w_thr, std::size_t min_keep) noexcept {
-        settle();
-        std::size_t n = 0;
-        while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
-        keep_first(std::max(n, std::min(min_keep, ws_.cand.size())));
-    }
-    /// Keeps the leading entries with weight >= w_thr, at least one. \pre ordered(), weights
-    void keep_weight_from_top(double w_thr) noexcept {
-        settle();
-        std::size_t n = 0;
-        while (n < ws_.cand.size() && ws_.weights[n] >= w_thr) ++n;
-        keep_first(std::max<std::size_t>(n, 1));
-    }
-    /// Number of valid (not NaN, not -inf) entries of the row. O(V).
-    std::size_t valid_count() const noexcept {
-        std::size_t n = 0;
-        for (float v : row_) n += v > -detail::f_inf;
-        return n;
-    }
-
-    // ---- the overlay (built-in first steps) ----
-    /// True when id t is patched. \pre overlaid()
-    bool patched(token_id t) const noexcept {
-        const auto u = std::uint32_t(t);
-        return ((ws_.unpatched[u / 32] >> (u % 32)) & 1u) == 0;
-    }
-    /// Writes the patches with value >= thr (valid and allowed only) into the candidate storage
-    /// from position j on; returns the end position.
-    /// On x86, patches are first tested a vector of them at a time (logit lanes >= thr), so
-    /// the many patches a long history's penalties push below thr cost a fraction of a cycle.
-    template <class A = simd::default_arch>
-    std::size_t append_patches(float thr, std::size_t j) noexcept {
-        token_id* ids = ws_.cand.id_storage();
-        float* lg = ws_.cand.logit_storage();
-        const detail::scored* p = ws_.patches.data();
-        const auto take = [&](std::size_t i) noexcept {
-            const float v = p[i].logit;
-            if (v > -detail::f_inf && v >= thr && allowed(std::size_t(p[i].id))) {
-                ids[j] = p[i].id;
-                lg[j] = v;
-                ++j;
-            }
-        };
-        std::size_t i = 0;
-        if constexpr (simd::x86_family<A> != 0) {
-            // a batch spans lanes / 2 patches, {logit, id} interleaved: only the even lanes
-            // (the logits) are tested; the intrinsic loads may alias the id lanes
-            using B = simd::batch<A>;
-            constexpr std::size_t per = simd::lanes<A> / 2;
-            static_assert(sizeof(detail::scored) == 2 * sizeof(float));
-            const std::uint64_t even = 0x5555555555555555ull;
-            const B tb(thr);
-            const float* raw = reinterpret_cast<const float*>(p);
-            for (; i + per <= n_patches_; i += per) {
-                if ((simd::to_mask<A>(B::load_unaligned(raw + 2 * i) >= tb) & even) == 0) continue;
-                for (std::size_t e = i; e < i + per; ++e) take(e);
-            }
-        }
-        for (; i < n_patches_; ++i) take(i);
-        return j;
-    }
-    /// Drops the patched ids from kept() and appends the patches with value >= thr (valid and
-    /// allowed only).
-    void merge_patches(float thr) noexcept {
-        cut_pending_ = false;
-        token_id* ids = ws_.cand.id_storage();
-        float* lg = ws_.cand.logit_storage();
-        std::size_t j = 0;
-        for (std::size_t i = 0; i < ws_.cand.size(); ++i)
-            if (!patched(ids[i])) {
-                ids[j] = ids[i];
-                lg[j] = lg[i];
-                ++j;
-            }
-        ws_.cand.resize(append_patches(thr, j));
-        order_ = unordered;
-        weights_ok_ = false;
-    }
-    /// The k best of the patched row (tie policy `ties`) into kept(), ordered. \pre overlaid()
-    /// One selection pass over the row under a mask without the patched ids (the k best unpatched
-    /// entries), then the patches reaching the k-th of those join and the merged set is cut to
-    /// k: O(V + patches + k log k), never a selection or sort of k + patches entries.
-    void overlay_top_k(std::size_t k, tie_policy ties) noexcept {
-        unpatched_top_k(k, ties);
-        candidates& c = ws_.cand;
-        // a patch below the k-th unpatched entry cannot enter the k best (fewer than k: any)
-        const float thr = c.size() >= k && k > 0 ? c.logits()[c.size() - 1] : -detail::f_inf;
-        const std::size_t before = c.size();
-        const std::size_t j = append_patches(thr, before);
-        c.resize(j);
-        order_ = by_logit;  // kernels::top_k's order; patches appended below break it
-        weights_ok_ = false;
-        if (j == before) return;  // no patch reaches the k best: already ordered and cut
-        order_ = unordered;
-        order();
-        if (k < c.size()) {
-            std::size_t n = k;
-            if (ties == tie_policy::keep_ties)
-                while (n < c.size() && c.logits()[n] == c.logits()[k - 1]) ++n;
-            c.resize(n);
-        }
-    }
-    /// Clears the patch marks and ends the overlay (the set no longer reads the caller's row
-    /// through patches).
-    void clear_patch_marks() noexcept {
-        if (!overlay_) return;
-        restore_unpatched_bits();
-        overlay_ = false;
-    }
-
-private:
-    enum order_kind : std::uint8_t { by_id, by_logit, unordered };
-
-    /// kernels::top_k of the row without the patched ids (and under the set's mask) into kept(),
-    /// ordered: one masked pass with ws.unpatched as the mask (the processor stage cleared the
-    /// patched ids' bits). With a mask of its own the set's words are and-ed in for the pass,
-    /// and the buffer is made all ones but the patched bits again after it (O(V / 32)).
-    void unpatched_top_k(std::size_t k, tie_policy ties) noexcept {
-        std::uint32_t* bits = ws_.unpatched.data();
-        std::size_t size = row_.size();
-        if (masked_) {
-            size = std::min(size, mask_.covered());
-            for (std::size_t i = 0; i < kernels::bitmask_words(size); ++i)
-                bits[i] &= mask_.words[i];
-        }
-        const kernels::token_bitmask m{
-            .words = std::span<const std::uint32_t>(bits, kernels::bitmask_words(size)),
-            .size = size};
-        kernels::top_k(row_, k, ties, ws_.cand, m);
-        if (!masked_) return;
-        std::fill_n(bits, kernels::bitmask_words(size), ~0u);
-        for (std::size_t i = 0; i < n_patches_; ++i) {
-            const auto t = std::uint32_t(ws_.patches[i].id);
-            bits[t / 32] &= ~(1u << (t % 32));
-        }
-    }
-    /// Sets the patched ids' bits in ws.unpatched again (all ones: its invariant between calls):
-    /// one bit per patch, or one fill of the buffer (16 KiB at V = 128256, a few hundred vector
-    /// stores) when the patches are many (>= 1 per 16 words): that is cheaper than as many
-    /// scattered read-modify-writes.
-    void restore_unpatched_bits() noexcept {
-        std::vector<std::uint32_t>& bits = ws_.unpatched;
-        if (n_patches_ * 16 >= bits.size()) {
-            std::fill(bits.begin(), bits.end(), ~0u);
-            return;
-        }
-        for (std::size_t i = 0; i < n_patches_; ++i) {
-            const auto t = std::uint32_t(ws_.patches[i].id);
-            ws_.unpatched[t / 32] |= 1u << (t % 32);
-        }
-    }
-
-    template <class Before>
-    void sort_kept(Before&& before) noexcept {
-        const std::size_t n = ws_.cand.size();
-        const token_id* ids = ws_.cand.id_storage();
-        const float* lg = ws_.cand.logit_storage();
-        for (std::size_t i = 0; i < n; ++i) ws_.sorted[i] = {lg[i], ids[i]};
-        std::sort(ws_.sorted.begin(), ws_.sorted.begin() + std::ptrdiff_t(n), before);
-        write_back(n);
-    }
-    void note_weights(double sum) noexcept {
-        weights_ok_ = true;
-        sum_ok_ = true;
-        weights_t_ = t_;
-        sum_ = sum;
-    }
-
-    std::span<const float> row_;
-    sampling_workspace& ws_;
-    std::size_t n_patches_ = 0;
-    bool overlay_ = false;
-    bool masked_ = false;
-    kernels::token_bitmask mask_{};
-    bool full_ = true;
-    order_kind order_ = by_id;
-    float t_ = 1.f;
-    // (mutable: settle() compacts a pending cut from const accessors)
-    mutable bool weights_ok_ = false, sum_ok_ = false;
-    mutable float weights_t_ = 1.f;
-    mutable double sum_ = 0;
-    mutable bool cut_pending_ = false;
-    kernels::row_cut cut_{};
-    std::size_t cut_kept_ = 0;
-    float cut_max_ = 0.f, cut_t_ = 1.f;
-    double cut_sum_ = 0;
-};
-
-DECODEKIT_END_NAMESPACE
-// ---- end decodekit/sampling/working_set.hpp
 
 #include <algorithm>
 #include <cmath>
@@ -10608,7 +10891,22 @@ struct corrections {
     bool valid = false;
     double z = 0;
     double wd = 0;
+    double sum = 0;     ///< sum of w_i, every weight widened to double (no float pairs)
+    double wd_sum = 0;  ///< -sum of f_i = fl(w_i max(d_i, -200)), likewise (>= 0)
 };
+
+/// The row_sums of an unpaired entropy_pass from compensate()'s own sums (its sum and wd, and
+/// wd_bound from them; wd2_bound: the paired pass's, which has no pairs). For a paired pass
+/// (pair_error > 0), whose mean mean_of_d cannot compensate. \pre k.valid
+inline row_sums unpaired_sums(const row_sums& paired, const corrections& k,
+                              std::size_t n) noexcept {
+    row_sums r = paired;
+    r.sum = k.sum;
+    r.wd = k.wd_sum;
+    r.pair_error = 0;
+    r.wd_bound = r.wd * (1 + 0x1p-23) * (1 + sum_error(n)) + 1e-300;
+    return r;
+}
 
 /// One pass recovering every argument's and product's rounding of entropy_pass (see the file
 /// comment): w holds the row's weights from `from` on (below, they are recomputed).
@@ -10627,6 +10925,8 @@ corrections compensate(std::span<const float> x, float m, float temperature, con
         const float gamma = float(1.0 / (double(temperature) * double(inv_t)) - 1.0);
         const B mb(m), nmb(-m), tb(inv_t), gb(gamma), lo(-200.f), zero(0.f), one(1.f);
         B cz(0.f), cw(0.f);
+        using D = simd::dbatch<A>;
+        D s0(0.0), s1(0.0), f0(0.0), f1(0.0);  // the unpaired sums of w and f
         auto step = [&](const B& v, const B& e) {
             const B sv = v - mb;
             const B d = sv * tb;
@@ -10640,6 +10940,8 @@ corrections compensate(std::span<const float> x, float m, float temperature, con
             const B e3 = simd::fma<A>(e, c, zero - f);  // e c = f + e3 exactly
             cz += we;
             cw += simd::fma<A>(we, c + one, e3);
+            simd::widen_add<A>(s0, s1, e);
+            simd::widen_add<A>(f0, f1, f);
         };
         std::size_t i = 0;
         while (i < nfull) {
@@ -10660,6 +10962,8 @@ corrections compensate(std::span<const float> x, float m, float temperature, con
             r.z += double(simd::reduce_add<A>(cz));
             r.wd += double(simd::reduce_add<A>(cw));
         }
+        r.sum = simd::reduce_add<A>(s0 + s1);
+        r.wd_sum = -simd::reduce_add<A>(f0 + f1);
         r.valid = true;
     }
     return r;
@@ -12210,8 +12514,9 @@ struct weighted_bracket {
 /// compacted (ids, logits, weights) to ids/lg/w from index 0 (in place: each vector is read
 /// before a store reaches it) and become the bracket [lo, hi). Row: the source is the row (ids
 /// are positions; weights read from w, recomputed below b.dirty); otherwise the current bracket
-/// (ids/lg/w[0, count)). Track: also the smallest and largest logit joining b.above.
-template <class A, bool Row, bool Track, class Key>
+/// (ids/lg/w[0, count)). Track: also the smallest and largest logit joining b.above. Wd: their
+/// w |d| summed into b.above_wd (false: not summed, b.above_wd left as it was).
+template <class A, bool Row, bool Track, class Key, bool Wd = true>
 void split(const float* src, float* w, std::size_t count, float lo, float hi, float m, float inv_t,
            const Key& key, token_id* ids, float* lg, weighted_bracket& b) noexcept {
     using B = simd::batch<A>;
@@ -12238,8 +12543,9 @@ void split(const float* src, float* w, std::size_t count, float lo, float hi, fl
         if (const std::uint64_t mu = simd::to_mask<A>(up)) {
             const B wu = simd::select<A>(up, wv, zero);
             simd::widen_add<A>(s.a0, s.a1, wu);
-            s.wd =
-                simd::fma<A>(wu, simd::min<A>(simd::select<A>(up, (mb - v) * tb, zero), cap), s.wd);
+            if constexpr (Wd)
+                s.wd = simd::fma<A>(wu, simd::min<A>(simd::select<A>(up, (mb - v) * tb, zero), cap),
+                                    s.wd);
             cnt += std::size_t(std::popcount(mu));
             if constexpr (Track) {
                 tlo = simd::min<A>(tlo, simd::select<A>(up, v, B(pinf)));
@@ -12278,7 +12584,7 @@ void split(const float* src, float* w, std::size_t count, float lo, float hi, fl
         const float wi = q < fresh ? weight_one<A>(v, m, inv_t) : w[q];
         if (y >= hi) {
             tail += double(wi);
-            wd_sum += double(wi) * std::min(200.0, double((m - v) * inv_t));
+            if constexpr (Wd) wd_sum += double(wi) * std::min(200.0, double((m - v) * inv_t));
             ++cnt;
             flo = v < flo ? v : flo;
             fhi = v > fhi ? v : fhi;
@@ -12343,14 +12649,15 @@ inline double cut_provisional_error(double mass, double d_bound, double z, doubl
 }
 
 /// One narrowing round over the bracket (ids/lg/w[0, b.size), its keys within [mn, mx]): 7
-/// thresholds around the crossing's estimate from a strided sample of <= 256 bracket entries
-/// (sorted by key; their weights, scaled to the bracket's mass, added from the top until b.above
-/// reaches rmass: sample rank j; thresholds at ranks j -+ 3, 10, 24 and at j), or split evenly in
-/// the ordered image of [mn, mx] when that estimate does not narrow anything; one pass sums the
-/// bracket's weights at or above each threshold (float blocks); the part between the highest
-/// threshold that the mass above certainly reaches and the lowest one it certainly does not
-/// stays the bracket (split in place). False when no threshold was certain (the bracket stays).
-template <class A, bool Track, class Key>
+/// thresholds around the crossing's estimate from a strided sample of min(256, max(64, size / 4))
+/// bracket entries (sorted by key; their weights, scaled to the bracket's mass, added from the top
+/// until b.above reaches rmass: sample rank j; thresholds at ranks j -+ 3, 10, 24 and at j), or
+/// split evenly in the ordered image of [mn, mx] when that estimate does not narrow anything; one
+/// pass sums the bracket's weights at or above each threshold (float blocks); the part between
+/// the highest threshold that the mass above certainly reaches and the lowest one it certainly
+/// does not stays the bracket (split in place; Wd: as split). False when no threshold was certain
+/// (the bracket stays).
+template <class A, bool Track, class Key, bool Wd = true>
 bool narrow(token_id* ids, float* lg, float* w, float mn, float mx, float m, float inv_t,
             const Key& key, double rmass, double z, double z_error, std::size_t n, bool even,
             weighted_bracket& b) noexcept {
@@ -12362,7 +12669,7 @@ bool narrow(token_id* ids, float* lg, float* w, float mn, float mx, float m, flo
     t[K + 1] = b.hi;
     if (!even) {
         constexpr std::size_t S = 256;
-        const std::size_t ns = std::min(S, c);
+        const std::size_t ns = std::min(S, std::max<std::size_t>(64, c / 4));
         std::uint64_t sk[S];
         for (std::size_t q = 0; q < ns; ++q) {
             const std::size_t j = q * c / ns;
@@ -12434,7 +12741,7 @@ bool narrow(token_id* ids, float* lg, float* w, float mn, float mx, float m, flo
     // bounds kept key.margin() away from the keys they enclose (an inexact key's error)
     const float lo2 = std::max(mn, t[a] - key.margin()), hi2 = std::min(b.hi, t[e] + key.margin());
     if (!(lo2 < hi2) || (lo2 <= mn && hi2 >= b.hi)) return false;
-    split<A, false, Track>(lg, w, c, lo2, hi2, m, inv_t, key, ids, lg, b);
+    split<A, false, Track, Key, Wd>(lg, w, c, lo2, hi2, m, inv_t, key, ids, lg, b);
     return true;
 }
 
@@ -12442,7 +12749,7 @@ bool narrow(token_id* ids, float* lg, float* w, float mn, float mx, float m, flo
 /// narrow() with sampled thresholds; a round that does not shrink the bracket to half is followed
 /// by one with even thresholds (which always shrink the key range), and a round that cannot
 /// decide anything ends the narrowing.
-template <class A, bool Track, class Key>
+template <class A, bool Track, class Key, bool Wd = true>
 void narrow_bracket(token_id* ids, float* lg, float* w, float m, float inv_t, const Key& key,
                     double rmass, double z, double z_error, std::size_t n,
                     weighted_bracket& b) noexcept {
@@ -12451,7 +12758,8 @@ void narrow_bracket(token_id* ids, float* lg, float* w, float m, float inv_t, co
         const auto [mn, mx] = key_min_max<A>(lg, b.size, key);
         if (!(mn < mx)) break;
         const std::size_t before = b.size;
-        if (!narrow<A, Track>(ids, lg, w, mn, mx, m, inv_t, key, rmass, z, z_error, n, even, b)) {
+        if (!narrow<A, Track, Key, Wd>(ids, lg, w, mn, mx, m, inv_t, key, rmass, z, z_error, n,
+                                       even, b)) {
             if (even) break;
             even = true;
             continue;
@@ -12556,19 +12864,83 @@ weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float
                                      lg);
 }
 
-/// Bounds [lo, hi) of top-p's crossing estimated before the exponential pass, from 512 entries at
-/// hashed positions (their weights computed here; the row's normaliser estimated from them):
-/// the sample sorted by logit, its weights summed from the bottom (scaled by n / 512) up to the
-/// estimated mass the cut drops, and the bounds 4 standard deviations of that tail estimate + 3
-/// samples either side (as find_bracket). False (no estimate) when the row is short (<= 4096) or
-/// the sample cannot be trusted (see below).
+/// Where top_p_bounds' estimate came from.
+enum class top_p_estimate : std::uint8_t {
+    none,     ///< no estimate (a short row, no valid sampled entry, too many heavy entries)
+    sampled,  ///< from 512 entries at hashed positions (no entry heavy)
+    heavy,    ///< from the heavy entries taken exactly, the rest sampled
+};
+
+/// The estimate's walk over c entries by rank (0: the largest logit): mass_at(r) the mass of the
+/// entry of rank r (its weight, times the entries it stands for when it is a sample), sampled_at(r)
+/// its weight when it is a sample standing for light_scale entries (else 0: those add to the
+/// estimate's variance). The masses summed from the bottom first pass `drop` (the mass the cut
+/// drops) at the crossing; sd = light_scale sqrt(sum of the sampled weights squared up to it) is
+/// that sum's standard deviation. Returns the bracket's ranks {a, b}: a the rank 3 above the one
+/// where the sum first passes drop + 3 sd (0 when none: the bracket open above), b the rank 3
+/// below the one where it first passes drop - 3 sd (c when none: open below). Where every entry
+/// is a sample of like weight this is find_bracket's sampled_crossing with 3 standard deviations
+/// instead of 4; where exact entries sit beside the samples, the bracket spans the mass the error
+/// allows, not a count of entries. (3 sd, measured over 200 rows per shape and setting of the
+/// benchmark family at V = 128256, top-p 0.95 T 1 and 1.5, 0.99 T 1.5: the fused bracket held on
+/// 197-200 of 200 rows per shape (4 sd: 200), and the narrower bracket made every shape 2-6 %
+/// faster on average, misses included: a miss costs one sampled search.)
+template <class Mass, class Sampled>
+std::pair<std::size_t, std::size_t> estimate_crossing(std::size_t c, double drop,
+                                                      double light_scale, Mass&& mass_at,
+                                                      Sampled&& sampled_at) noexcept {
+    double below = 0, below2 = 0;
+    std::size_t j = c;  // the crossing: rank j - 1
+    while (j > 0) {
+        below += mass_at(j - 1);
+        const double ws = sampled_at(j - 1);
+        below2 += ws * ws;
+        if (below > drop) break;
+        --j;
+    }
+    const double sd = light_scale * std::sqrt(below2);
+    const double low = drop - 3 * sd, high = drop + 3 * sd;
+    std::size_t a = 0, b = c;
+    below = 0;
+    bool found_low = !(low >= 0);  // (a negative low: open below)
+    for (std::size_t r = c; r > 0; --r) {
+        below += mass_at(r - 1);
+        if (!found_low && below > low) {
+            found_low = true;
+            b = std::min(c, r - 1 + 3);
+        }
+        if (below > high) {
+            a = r - 1 >= 3 ? r - 1 - 3 : 0;
+            return {a, b};
+        }
+    }
+    return {0, b};
+}
+
+/// Bounds [lo, hi) of top-p's crossing estimated before the exponential pass. 512 entries at
+/// hashed positions are weighed here and give an estimate of the row's normaliser Z; the heavy
+/// entries, those with a weight above t = (1 + that estimate without its 4 largest sampled weights)
+/// / H (H = 1536: t stands for Z / H; a sampled heavy entry would inflate the estimate), are found
+/// in one compare pass over the row (no exponential; skipped when t >= 1, as no weight exceeds 1)
+/// and weighed exactly; the sample's entries below t stand for the rest of the row. Over both in
+/// logit order (the heavy entries first; sorted only when the walk or a bound reaches them), the
+/// masses are summed from the bottom (a heavy entry's weight, a sample's weight times the entries
+/// it stands for) and the bounds sit 3 entries beyond where that sum passes the estimated mass
+/// the cut drops -+ 3 standard deviations of its sampled part (estimate_crossing). Rows
+/// whose mass sits on a few heavy logits or a heavy tail (peaked, Zipf) are estimated as well as
+/// the others: their normaliser and the mass near the crossing no longer hinge on whether the
+/// sample hit a heavy entry. Returns where the estimate came from: none when the row is short
+/// (<= 4096), has no valid sampled entry, or has more than H heavy entries; sampled when no entry
+/// is heavy. ids, lg, w, keys: scratch of x.size() entries each (contents unspecified
+/// afterwards). \pre m finite (the row max), inv_t finite and > 0
 template <class A>
-bool top_p_bounds(std::span<const float> x, float m, float inv_t, double target, float& lo,
-                  float& hi) noexcept {
-    constexpr std::size_t S = 512;
+top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, double target,
+                            token_id* ids, float* lg, float* w, std::uint64_t* keys, float& lo,
+                            float& hi) noexcept {
+    constexpr std::size_t S = 512, H = 1536, L = simd::lanes<A>;
     const std::size_t n = x.size();
-    if (n <= 4096) return false;
-    std::uint64_t keys[S], tmp[S];
+    if (n <= 4096) return top_p_estimate::none;  // (n > 2 H: room for the heavy entries' sort)
+    std::uint64_t sk[S], tmp[S];
     alignas(64) float sl[S], sw[S];
     const std::uint64_t stride = n / S;
     std::size_t valid = 0;
@@ -12577,107 +12949,148 @@ bool top_p_bounds(std::span<const float> x, float m, float inv_t, double target,
         const std::size_t i = std::size_t(j * stride + ((h * stride) >> 32));
         const float y = x[i];
         if (!(y >= lowest_f)) continue;  // NaN, -inf
-        sl[valid] = y;
-        keys[valid] = ~rank_key(y, token_id(valid));  // ascending = larger logit first
-        ++valid;
+        sl[valid++] = y;
     }
-    if (valid == 0) return false;
+    if (valid == 0) return top_p_estimate::none;
     const double zs = weigh_logits<A>(sl, valid, m, inv_t, sw);
-    // The estimate is trusted only where no few entries can dominate it: the estimated
-    // normaliser at least 16 (the row max's weight 1 below 1/16 of it) and no sampled entry above
-    // 1/20 of it. Rows whose mass sits in a few heavy logits or a heavy tail (peaked, Zipf) miss
-    // them in a sample, their bounds would fail the check and cost the sampled search on top.
-    const double scale = double(n) / double(S);
-    float wmax = 0.f;
-    for (std::size_t q = 0; q < valid; ++q) wmax = sw[q] > wmax ? sw[q] : wmax;
-    if (!(zs * scale >= 16) || double(wmax) * scale * 20 > zs * scale) return false;
-    sort_smallest(keys, valid, valid, tmp);
-    const double drop = (1 - target) * zs * scale;
-    const auto [j, delta] = sampled_crossing(valid, scale, drop, [&](std::size_t q) {
-        return double(sw[std::size_t(key_id(~tmp[q]))]);
-    });
-    auto key_at = [&](std::size_t q) { return sl[std::size_t(key_id(~tmp[q]))]; };
+    float top[4] = {};  // the 4 largest sampled weights
+    for (std::size_t q = 0; q < valid; ++q) {
+        float v = sw[q];
+        for (float& e : top)
+            if (v > e) std::swap(v, e);
+    }
+    const double rest = std::max(0.0, zs - (double(top[0]) + top[1] + top[2] + top[3]));
+    const double t = (1 + rest * double(n) / double(S)) / double(H);
+    // the heavy entries (x >= xh) to ids/lg[0, c), their weights to w[0, c)
+    std::size_t c = 0;
+    float xh = std::numeric_limits<float>::infinity();
+    if (t < 1) {
+        const double xd = double(m) + std::log(t) / double(inv_t);
+        if (!(xd > double(lowest_f))) return top_p_estimate::none;
+        xh = float(xd);
+        const float* p = x.data();
+        const std::size_t nfull = n / L * L;
+        for (std::size_t i = 0; i < nfull && c <= H; i += 4096)
+            c = compact_batches<A>(p, i, std::min(nfull, i + 4096), xh, false, c, ids, lg);
+        for (std::size_t i = nfull; i < n && c <= H; ++i)
+            if (p[i] >= xh) {
+                ids[c] = token_id(i);
+                lg[c] = p[i];
+                ++c;
+            }
+        if (c > H) return top_p_estimate::none;
+    }
+    double z = weigh_logits<A>(lg, c, m, inv_t, w);
+    // the sampled positions below xh stand for the n - c entries below it (an invalid one for
+    // itself: weight 0), sorted by logit (larger first)
+    std::size_t nl = 0;
+    double zl = 0;
+    for (std::size_t q = 0; q < valid; ++q)
+        if (sl[q] < xh) {
+            sk[nl++] = ~rank_key(sl[q], token_id(q));
+            zl += double(sw[q]);
+        }
+    const std::size_t light = S - (valid - nl);
+    const double ls = light > 0 ? double(n - c) / double(light) : 0.0;
+    z += ls * zl;
+    sort_smallest(sk, nl, nl, tmp);
+    bool heavy_sorted = false;
+    auto at = [&](std::size_t r) {  // the entry of rank r: index into lg/w (heavy) or sl/sw
+        if (r >= c) return std::size_t(key_id(~tmp[r - c]));
+        if (!heavy_sorted) {
+            for (std::size_t e = 0; e < c; ++e) keys[e] = ~rank_key(lg[e], token_id(e));
+            sort_smallest(keys, c, c, keys + c);
+            heavy_sorted = true;
+        }
+        return std::size_t(key_id(~keys[c + r]));
+    };
+    const auto [a, b] = estimate_crossing(
+        c + nl, (1 - target) * z, ls,
+        [&](std::size_t r) { return r < c ? double(w[at(r)]) : ls * double(sw[at(r)]); },
+        [&](std::size_t r) { return r < c ? 0.0 : double(sw[at(r)]); });
+    auto key_at = [&](std::size_t r) { return r < c ? lg[at(r)] : sl[at(r)]; };
     lo = lowest_f;
     hi = std::numeric_limits<float>::infinity();
-    if (j > delta) hi = key_at(j - delta);
-    if (j + delta < valid) lo = key_at(j + delta);
+    if (a > 0) hi = key_at(a);
+    if (b < c + nl) lo = key_at(b);
     if (!(lo < hi)) lo = lowest_f;
-    return true;
+    return c > 0 ? top_p_estimate::heavy : top_p_estimate::sampled;
 }
 
 /// The exponential pass fused with the first split of top-p's bracket: every weight
-/// w_i = weight_lanes(x_i) stored to w (as weigh_row<A, true>, the same sums in the
-/// returned row_sums, the row's sum as the sum above hi plus the sum below it: each weight
-/// converted to double once, simd::widen_add_split), and the split of split<A, true, false> on
-/// the fly: the entries with x >= hi summed into b.above (double lanes; their w |d| in float
-/// blocks into b.above_wd; their count), those in [lo, hi) compacted (ids, logits, weights) to
-/// ids/lg/w from index 0 (in place: w[0, b.dirty) then holds bracket weights, the row's weights
-/// from b.dirty on). \pre m finite (the row max), inv_t finite and > 0
+/// w_i = weight_lanes(x_i) stored to w (as weigh_row<A, true>), the row's sum as the sum above hi
+/// plus the sum below it, and the split of split<A, true, false> on the fly: the entries with
+/// x >= hi summed into b.above, those in [lo, hi) compacted (ids, logits, weights) to ids/lg/w
+/// from index 0 (in place: w[0, b.dirty) then holds bracket weights, the row's weights from
+/// b.dirty on); their count in b.above_count, their float-block sum in b.mass (provisional).
+/// The two sums (above hi, below it) add each group of 8 vectors as a float tree of depth 3 before
+/// widening it to double lanes: each within 3 2^-24 (1 + 1e-6) of the exact sum of its float
+/// weights, returned as row_sums::pair_error (the remainder vectors are widened one by one).
+/// No w |d| is summed: b.above_wd = 0 and row_sums::wd_bound = wd_jensen_bound(sum, n), the
+/// caller bounds the prefix's w |d| by wd_jensen_bound too. \pre m finite (the row max), inv_t
+/// finite and > 0
 template <class A>
 row_sums weigh_split_row(std::span<const float> x, float m, float inv_t, float* w, float lo,
                          float hi, token_id* ids, float* lg, weighted_bracket& b) noexcept {
     using B = simd::batch<A>;
     using D = simd::dbatch<A>;
-    constexpr std::size_t L = simd::lanes<A>;
+    constexpr std::size_t L = simd::lanes<A>, G = 8;
     const float* p = x.data();
     const std::size_t n = x.size(), nfull = n / L * L;
-    const B mb(m), tb(inv_t), lob(lo), hib(hi), zero(0.f), dlo(-200.f);
-    // z: the weights of the entries below hi (NaN, -inf: weight 0); a: those at or above it
-    struct acc {
-        D z0 = D(0.0), z1 = D(0.0), a0 = D(0.0), a1 = D(0.0);
-        B fs = B(0.f), wd = B(0.f), bm = B(0.f);
-    } ea, oa;
-    double wd_f = 0, above_wd = 0, bmass = 0, tail_above = 0;
+    const B mb(m), tb(inv_t), lob(lo), hib(hi), zero(0.f);
+    // double lanes: a (at or above hi), z (below it: NaN, -inf have weight 0); two sets of each
+    D a0(0.0), a1(0.0), a2(0.0), a3(0.0), z0(0.0), z1(0.0), z2(0.0), z3(0.0);
+    B bm(0.f);
+    double bmass = 0;
     std::size_t cnt = 0, c = 0;
-    auto one = [&](std::size_t i, acc& s) {
+    // one vector: its weights stored, the bracket's part compacted; returns the weights and the
+    // mask of the lanes at or above hi
+    auto one = [&](std::size_t i, simd::batch_bool<A>& up) {
         const B v = B::load_unaligned(p + i);
-        const B d = (v - mb) * tb;
-        const B e = simd::exp_nonpositive<A>(d);  // = weight_lanes(v)
+        const B e = simd::exp_nonpositive<A>((v - mb) * tb);  // = weight_lanes(v)
         e.store_unaligned(w + i);
-        const B ed = e * simd::max_ignore_nan<A>(dlo, d);  // -w |d|, |d| capped at 200
-        s.fs += ed;
-        const auto up = v >= hib;
-        const auto in = (v >= lob) & (v < hib);
-        // one conversion to double for the row's sum and the part above the bracket (most rows
-        // that take this path have entries above hi in nearly every vector: no branch)
-        simd::widen_add_split<A>(s.a0, s.a1, s.z0, s.z1, e, up);
-        s.wd += simd::select<A>(up, ed, zero);
+        up = v >= hib;
         cnt += std::size_t(std::popcount(simd::to_mask<A>(up)));
+        const auto in = (v >= lob) & ~up;  // (NaN: in neither)
         if (const std::uint64_t mi = simd::to_mask<A>(in)) {
-            s.bm += simd::select<A>(in, e, zero);
+            bm += simd::select<A>(in, e, zero);
             c += simd::compress_store<A>(v, e, simd::iota<A>(token_id(i)), mi, lg + c, w + c,
                                          ids + c);
         }
+        return e;
     };
-    auto flush = [&] {
-        // float blocks: <= 32 additions per lane before they go to double
-        wd_f -= double(simd::reduce_add<A>(ea.fs + oa.fs));
-        above_wd -= double(simd::reduce_add<A>(ea.wd + oa.wd));
-        bmass += double(simd::reduce_add<A>(ea.bm + oa.bm));
-        ea.fs = oa.fs = ea.wd = oa.wd = ea.bm = oa.bm = zero;
+    // two vectors: their weights above hi and below it, summed in float (one rounding each)
+    auto pair = [&](std::size_t i, B& above, B& below) {
+        simd::batch_bool<A> u0, u1;
+        const B e0 = one(i, u0), e1 = one(i + L, u1);
+        above = simd::select<A>(u0, e0, zero) + simd::select<A>(u1, e1, zero);
+        below = simd::select<A>(u0, zero, e0) + simd::select<A>(u1, zero, e1);
     };
     std::size_t i = 0;
     while (i < nfull) {
         const std::size_t end = std::min(nfull, i + 32 * L);
-        for (; i + 2 * L <= end; i += 2 * L) {
-            one(i, ea);
-            one(i + L, oa);
+        for (; i + G * L <= end; i += G * L) {
+            B pa[4], pb[4];
+            for (std::size_t k = 0; k < 4; ++k) pair(i + 2 * k * L, pa[k], pb[k]);
+            simd::widen_add<A>(a0, a1, (pa[0] + pa[1]) + (pa[2] + pa[3]));
+            simd::widen_add<A>(z0, z1, (pb[0] + pb[1]) + (pb[2] + pb[3]));
         }
-        for (; i < end; i += L) one(i, ea);
-        flush();
+        for (; i < end; i += L) {  // the block's last < 8 vectors, widened one by one
+            simd::batch_bool<A> up;
+            const B e = one(i, up);
+            simd::widen_add_split<A>(a2, a3, z2, z3, e, up);
+        }
+        bmass += double(simd::reduce_add<A>(bm));  // float blocks of <= 32 additions per lane
+        bm = zero;
     }
-    double z_tail = 0;
+    double z_tail = 0, tail_above = 0;
     for (; i < n; ++i) {  // the tail, one entry at a time (the same weights)
         const float v = p[i];
         const float e = weight_one<A>(v, m, inv_t);
         w[i] = e;
-        // (NaN, -inf: weight 0, in no range; 0 * the capped |d| is 0)
-        const double wdi = double(e) * std::min(200.0, double((m - v) * inv_t));
-        z_tail += double(e);
-        wd_f += wdi;
+        z_tail += double(e);  // (NaN, -inf: weight 0, in no range)
         if (v >= hi) {
             tail_above += double(e);
-            above_wd += wdi;
             ++cnt;
         } else if (v >= lo) {
             ids[c] = token_id(i);
@@ -12688,13 +13101,13 @@ row_sums weigh_split_row(std::span<const float> x, float m, float inv_t, float* 
         }
     }
     row_sums r;
-    const double above_v = simd::reduce_add<A>((ea.a0 + ea.a1) + (oa.a0 + oa.a1));
-    r.sum = (above_v + simd::reduce_add<A>((ea.z0 + ea.z1) + (oa.z0 + oa.z1))) + z_tail;
-    constexpr double inflate = 1 + 64 * 0x1p-24;  // as weigh_row
-    r.wd_bound = wd_f * inflate + 1e-300;
+    const double above_v = simd::reduce_add<A>((a0 + a1) + (a2 + a3));
+    r.sum = (above_v + simd::reduce_add<A>((z0 + z1) + (z2 + z3))) + z_tail;
+    r.pair_error = 3 * 0x1p-24 * (1 + 1e-6);  // the float trees (depth 3)
+    r.wd_bound = wd_jensen_bound(r.sum, n, r.pair_error * r.sum);
     b.mass = bmass;
     b.above = above_v + tail_above;
-    b.above_wd = above_wd;
+    b.above_wd = 0;
     b.above_count = cnt;
     b.size = c;
     b.lo = lo;
@@ -12746,12 +13159,32 @@ inline double prefix_ratio_error(double b, double wd_lo, double wd_hi, std::size
     return (t * eb + b * et) / (z * z) * (1 + 1e-6) + 4 * sum_error(n) + reference_error(n);
 }
 
+/// prefix_ratio_error with the w |d| of the prefix and of the rest bounded directly (wd_pre_hi,
+/// wd_rest_hi) and absolute errors of the sums beyond the double additions: err_pre on the part
+/// of the prefix that z shares (moves b and z alike), err_rest on the rest of z (moves z only).
+inline double prefix_ratio_error_split(double b, double wd_pre_hi, std::size_t count, double z,
+                                       double wd_rest_hi, std::size_t n, double err_pre,
+                                       double err_rest) noexcept {
+    const double t = std::max(0.0, z - b);
+    const double eb = exp_error * b + arg_error * wd_pre_hi + double(count) * flush_error;
+    const double et = exp_error * t + arg_error * wd_rest_hi + double(n) * flush_error;
+    return (t * (eb + err_pre) + b * (et + err_rest)) / (z * z) * (1 + 1e-6) + 4 * sum_error(n) +
+           reference_error(n);
+}
+
+/// Which route a top_p_search took (for tests and measurements).
+struct top_p_trace {
+    top_p_estimate estimate = top_p_estimate::none;  ///< the bounds the fused pass split at
+    bool fused_held = false;  ///< the fused split's bracket enclosed the crossing (no search)
+};
+
 /// The search of top_p_cut / top_p_unordered: the result with its cut, kept, sums and tier;
-/// w holds the row's weights from `dirty` on (below: scratch), `out` is scratch.
+/// w holds the row's weights from `dirty` on (below: scratch), `out` is scratch. trace: when
+/// given, receives the route taken.
 template <class A>
 truncation_result top_p_search(std::span<const float> x, float p, float temperature,
-                               std::size_t min_keep, candidates& out, float* w,
-                               std::size_t& dirty) noexcept {
+                               std::size_t min_keep, candidates& out, float* w, std::size_t& dirty,
+                               top_p_trace* trace = nullptr) noexcept {
     constexpr float pinf = std::numeric_limits<float>::infinity();
     truncation_result r;
     dirty = 0;
@@ -12774,11 +13207,16 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     }
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
-    // 0 < p < 1 on a long row: the bracket's bounds estimated first, its split fused with the
+    // 0 < p < 1 on a long row: the bracket's bounds estimated first (on every row shape: the
+    // heavy entries exactly where a sample would miss them), its split fused with the
     // exponential pass (no pass over the row's weights afterwards when the bounds hold)
     float elo = lowest_f, ehi = pinf;
-    const bool fused =
-        p > 0 && p < 1 && top_p_bounds<A>(x, m, inv_t, reference::decimal_floor(p), elo, ehi);
+    const top_p_estimate est = p > 0 && p < 1
+                                   ? top_p_bounds<A>(x, m, inv_t, reference::decimal_floor(p), ids,
+                                                     lg, w, out.key_storage(), elo, ehi)
+                                   : top_p_estimate::none;
+    const bool fused = est != top_p_estimate::none;
+    if (trace) *trace = {.estimate = est};
     weighted_bracket fb;
     const row_sums rs = fused ? weigh_split_row<A>(x, m, inv_t, w, elo, ehi, ids, lg, fb)
                               : weigh_row<A, true>(x, m, inv_t, w);
@@ -12826,8 +13264,11 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
             fb.lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
         if (hi_ok && lo_ok) {
             b = fb;
-            narrow_bracket<A, false>(ids, lg, w, m, inv_t, key, rmass, z, z_error, n, b);
+            // (no w |d| summed: the walk bounds the fused bracket's by Jensen's bound alone)
+            narrow_bracket<A, false, logit_key<A>, false>(ids, lg, w, m, inv_t, key, rmass, z,
+                                                          z_error, n, b);
             bracketed = true;
+            if (trace) trace->fused_held = true;
         } else {  // the row's weights back where the bracket lived; the sampled search
             weigh_logits<A>(x.data(), fb.dirty, m, inv_t, w);
             dirty = 0;
@@ -12849,9 +13290,25 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     crossing cr;
     double kept_sum = 0;
     {
-        // sum of w |d| above the bracket (float blocks: within 1 +- 128 u)
+        // The fused pass's sums (float trees, row_sums::pair_error): the part above its bracket
+        // moves the prefix and z alike, the rest z only; after the sampled search instead, the
+        // whole of z's tree error moves z only (the sums above came from split's double lanes).
+        const bool fused_b = fused && bracketed;
+        const double err_pre = fused_b ? rs.pair_error * fb.above : 0.0;
+        const double err_rest = rs.pair_error * (fused_b ? std::max(0.0, z - fb.above) : z);
+        // sum of w |d| above the bracket (float blocks: within 1 +- 128 u; none summed by the
+        // fused pass: Jensen's bound alone), at most Jensen's bound on the prefix and the rest
         const double wd_above_lo = b.above_wd * (1 - 128 * 0x1p-24);
         const double wd_above_hi = b.above_wd * (1 + 128 * 0x1p-24) + 1e-300;
+        const double pinf_d = std::numeric_limits<double>::infinity();
+        auto ratio_error = [&](double pb, double wd_lo, double wd_hi, std::size_t k) {
+            const double pre =
+                std::min(fused_b ? pinf_d : wd_hi, wd_jensen_bound(pb, k, err_pre + 1e-300));
+            const double rest = std::min(fused_b ? pinf_d : std::max(0.0, rs.wd_bound - wd_lo),
+                                         wd_jensen_bound(std::max(0.0, z - pb), n - std::min(n, k),
+                                                         err_pre + err_rest + 1e-300));
+            return prefix_ratio_error_split(pb, pre, k, z, rest, n, err_pre, err_rest);
+        };
         double before = b.above, wd_before = 0;
         for (std::size_t j = 0; j < c; ++j) {
             const std::size_t q = std::size_t(key_id(keys[j]));
@@ -12860,11 +13317,9 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
             if (before + wj >= rmass || j + 1 == c) {
                 cr = {lg[q], ids[q], b.above_count + j, before + wj >= rmass};
                 const double e1 =
-                    prefix_ratio_error(before, wd_above_lo + wd_before, wd_above_hi + wd_before,
-                                       cr.rank, z, rs.wd_bound, n);
-                const double e2 = prefix_ratio_error(before + wj, wd_above_lo + wd_before + wdj,
-                                                     wd_above_hi + wd_before + wdj, cr.rank + 1, z,
-                                                     rs.wd_bound, n);
+                    ratio_error(before, wd_above_lo + wd_before, wd_above_hi + wd_before, cr.rank);
+                const double e2 = ratio_error(before + wj, wd_above_lo + wd_before + wdj,
+                                              wd_above_hi + wd_before + wdj, cr.rank + 1);
                 if (!(before / z + e1 < target && (before + wj) / z - e2 >= target))
                     cr.found = false;
                 kept_sum = before + wj;
@@ -12928,18 +13383,25 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
 /// working storage (capacity >= x.size(); contents unspecified afterwards). kept and kept_sum:
 /// the kept set's size and the sum of its weights (float weights added in double).
 ///
-/// Passes (V entries): max; one exponential pass storing every weight (their sum Z exactly in
-/// double lanes); one split pass: the entries above a sampled upper bound of the crossing are
-/// summed (exactly, in double lanes), those between it and a sampled lower bound (the bracket; the
-/// lower bound never below the logit under which the whole tail holds less than half of what
-/// top-p drops) compacted with their weights; narrowing rounds on the bracket (7 thresholds
-/// placed from a sample of it, one pass over the bracket each) until <= 64 entries or one value;
-/// the bracket sorted and walked; the bracket's part of the weights recomputed.
+/// Passes (V entries), on a row of more than 4096 entries: max; the bracket's bounds estimated
+/// (detail::top_p_bounds: 512 sampled entries, plus, on rows whose mass sits on a few heavy logits
+/// or a heavy tail, one compare pass collecting the heavy entries, weighed exactly); one
+/// exponential pass storing every weight fused with the split (detail::weigh_split_row: Z and the
+/// mass above the upper bound in float trees of 8 vectors, no w |d| summed; the entries between
+/// the bounds, the bracket, compacted with their weights); when the bounds do not certainly
+/// enclose the crossing (rare: see the unit tests), the split again from a sampled search over
+/// the weights (the lower bound never below the logit under which the whole tail holds less than
+/// half of what top-p drops; the sums above it exact in double lanes). Then narrowing rounds on
+/// the bracket (7 thresholds placed from a sample of it, one pass over the bracket each) until
+/// <= 64 entries or one value; the bracket sorted and walked; the bracket's part of the weights
+/// recomputed. Shorter rows: no estimate (the exponential pass, then the sampled search's split).
 /// Exactness, in tiers (truncation_result::tier): the walk's two decisions (the mass before the
 /// crossing entry is below decimal_floor(p), the mass through it is not) are taken from the float
 /// weights when their distance to p exceeds a rigorous bound on the float computation (the
-/// exponential's measured error, the rounding of its argument, the double sums; errors common to
-/// a prefix and to Z cancel: detail::prefix_ratio_error); otherwise a double-precision
+/// exponential's measured error, the rounding of its argument bounded through sum w |d| (summed,
+/// or Jensen's bound from a mass and a count: detail::wd_jensen_bound), the sums (double lanes,
+/// or the fused pass's float trees of 8 vectors); errors common to a prefix and to Z cancel:
+/// detail::prefix_ratio_error_split); otherwise a double-precision
 /// exponential pass over the row recomputes Z and the mass above the bracket, the bracket's
 /// weights the reference's own (double_pass); when even that margin is within ~1e-10, the
 /// reference's own walk (reference; O(V log V), allocation-free). Rows with +inf entries or a
@@ -12955,7 +13417,7 @@ truncation_result top_p_cut(std::span<const float> x, float p, float temperature
     truncation_result r =
         detail::top_p_search<A>(x, p, temperature, min_keep, scratch, weights.data(), dirty);
     if (dirty > 0)  // restore the row's weights where the bracket lived
-        detail::weigh_logits<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
+        detail::store_weights<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
     scratch.clear();
     return r;
 }
@@ -13031,17 +13493,23 @@ DECODEKIT_END_NAMESPACE
 /// With d_i = (x_i - m) / T, -log p_i - H = c - d_i... precisely |-log p_i - H| = |d_i - c| with
 /// c = log Z - H = sum p_i d_i, the p-weighted mean of d: the score of every entry is its
 /// distance to c, so the kept set (the scores up to the crossing's) is an interval of logits
-/// around m + T c. The exponential pass gives Z and sum w |d| exactly in double lanes (so c), and
-/// the weighted cut runs on the float key -|d - c| (larger first); its first bracket is
-/// find_bracket's sampled estimate, or, where that misses the few heavy entries holding the
-/// dropped mass (Zipf rows at T > 1: typical drops the head), one from the heavy entries taken
-/// exactly (typical_bounds: one more pass over the weights, only then). The walk over the bracket
+/// around m + T c. The exponential pass (entropy.hpp's paired pass: two vectors' weights and
+/// products added in float before they are widened, that rounding carried in row_sums::pair_error
+/// into every bound) gives Z and sum w |d| in double lanes (so c), and the weighted cut runs on
+/// the float key -|d - c| (larger first); its first bracket is a sampled estimate in mass (see
+/// typical_bounds), where the sample misses the few heavy entries holding the dropped mass (Zipf
+/// rows at T > 1: typical drops the head) with the heavy entries taken exactly (one more pass over
+/// the weights, only then). When the narrowed bracket leaves the crossing's key too close to one
+/// of its bounds for them to order the entries outside it (the crossing its last entry), the
+/// bracket is split once more from the row around that key and walked again (one pass; it was
+/// the reference's O(V log V) walk). The walk over the bracket
 /// (sorted by key, then logit descending, then id) decides the crossing and checks, against a
 /// rigorous bound on the float keys (the rounding of d, of c and of d - c; c's error from the
 /// exponential pass), that no entry of another logit has a key so close to the crossing's that
 /// the reference could order them differently or find them tied (c's error: entropy.hpp's
 /// centred bound). When only that order check fails, the compensated float tier (reported as
-/// float_bound): entropy.hpp's compensate() pass gives c to ~exp_error sigma, the bracket's scores
+/// float_bound): entropy.hpp's compensate() pass (which also sums the weights and products
+/// unpaired, unpaired_sums) gives c to ~exp_error sigma, the bracket's scores
 /// are taken in double from it and walked again (on the Gaussian row of the benchmark family the
 /// float keys leave the order open on ~90 % of rows, the compensated tier on ~6 %). Then, as in
 /// nucleus.hpp: a double-precision pass (Z, c and the mass inside the bracket in double, the
@@ -13117,17 +13585,18 @@ inline row_cut interval_cut(std::span<const float> x, const candidates& set) noe
 }
 
 /// Bounds [lo, hi) of typical's crossing on the key, from the row's weights w (every entry's; z
-/// their sum), in two stages. First find_bracket's estimate: 512 entries at hashed positions,
+/// their sum), in two stages. First 512 entries at hashed positions (as find_bracket's),
 /// sorted by key, their weights (scaled by n / 512) summed from the smallest key (the most
-/// atypical) up to the mass the cut drops, z - rmass; the bounds 4 standard deviations of that
-/// sum (in samples of the crossing's weight) and 3 samples either side, key.margin() beyond the
-/// keys they come from. When that leaves the low side open (the crossing among the first
-/// samples: the dropped mass sits on a few heavy entries the sample mostly misses, as on Zipf
-/// rows at a temperature > 1, where typical drops the head) and z < 2048 (else no entry is heavy:
-/// the weights are at most 1): the heavy entries (w > z / 2048, at most 2048) taken exactly, in
-/// one more pass over the weights, and the same estimate with the samples' light entries scaled
-/// to the rest of the row. Rows of <= 4096 entries: no estimate (the whole row).
-/// buf: >= x.size() keys of scratch.
+/// atypical) up to the mass the cut drops, z - rmass; the bounds where that sum, in mass, is 2.5
+/// of its standard deviations below and above the drop (scale sqrt(sum w^2) over the samples
+/// summed), 3 samples further out and key.margin() beyond the keys they come from. When z < 2048
+/// (else no entry is heavy: the weights are at most 1) and that leaves the low side open (the
+/// crossing among the first samples) or a heavy entry's key may lie below the low bound (either
+/// way the dropped mass sits on a few heavy entries the sample mostly misses, as on Zipf rows at a
+/// temperature > 1, where typical drops the head): the heavy entries (w > z / 2048, at most 2048)
+/// taken exactly, in one more pass over the weights, and the same estimate with the samples' light
+/// entries scaled to the rest of the row. Rows of <= 4096 entries: no
+/// estimate (the whole row). buf: >= x.size() keys of scratch.
 template <class A, class Key>
 void typical_bounds(std::span<const float> x, const float* w, const Key& key, double z,
                     double rmass, std::uint64_t* buf, float& lo, float& hi) noexcept {
@@ -13164,33 +13633,46 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         sort_smallest(buf, c, c, tmp);  // ascending: the most atypical first
         auto row_of = [&](std::size_t j) { return std::size_t(key_id(tmp[j])); };
         const double drop = z - rmass;
-        double below = 0, below2 = 0, wj = 0;
-        std::size_t jc = c - 1;  // the first whose inclusive sum passes drop (none: the last)
+        // The estimate of the mass below sample j (inclusive: light samples scaled, heavy ones
+        // exact) errs by about scale sqrt(sum of the light samples' w^2 through j): the low bound
+        // is the last sample whose estimate stays 2.5 of those below drop, the high bound the
+        // first 2.5 of them above it, each 3 samples further out. (In mass, not in samples of the
+        // crossing's weight: a crossing among heavy entries, or a light one among heavy samples,
+        // says nothing of the density of mass around it. 2.5, not 4: a bound that fails the check
+        // costs one more split pass, and the narrower bracket saves more than that on average:
+        // 33 rows of each shape of the benchmark family, T 1 and 1.5, 2-11 us less per row.)
+        const double sds = 2.5;
+        double below = 0, below2 = 0;
+        std::size_t jl = npos, jh = npos;  // npos: none (that side open)
         for (std::size_t j = 0; j < c; ++j) {
             const double wq = double(w[row_of(j)]);
             const bool light = !(wq > double(thr));
-            if (light) {
-                below2 += wq * wq;
-                wj = wq;
-            }
+            if (light) below2 += wq * wq;
             below += light ? scale * wq : wq;
-            if (below > drop) {
-                jc = j;
+            const double sd4 = sds * scale * std::sqrt(below2);
+            if (below + sd4 < drop) jl = j;
+            if (below - sd4 > drop) {
+                jh = j;
                 break;
             }
         }
-        const double sd = wj > 0 ? std::sqrt(below2) / wj : double(S);  // (as sampled_crossing)
-        const std::size_t delta = std::size_t(std::min(double(S), 4 * sd)) + 3;
         auto key_at = [&](std::size_t j) { return key(x[row_of(j)]); };
-        hi = jc + delta < c ? key_at(jc + delta) + key.margin() : pinf;
-        lo = jc >= delta ? std::max(lowest_f, key_at(jc - delta) - key.margin()) : lowest_f;
+        hi = jh != npos && jh + 3 < c ? key_at(jh + 3) + key.margin() : pinf;
+        lo = jl != npos && jl >= 3 ? std::max(lowest_f, key_at(jl - 3) - key.margin()) : lowest_f;
         if (!(lo < hi)) lo = lowest_f;
         return lo > lowest_f;
     };
     sample(pinf);
-    if (estimate(pinf, double(n) / double(S)) || !(z > 0) || !(z < double(H)) ||
-        n <= 2 * (S + H) + L)
-        return;
+    const bool closed = estimate(pinf, double(n) / double(S));
+    if (!(z > 0) || !(z < double(H)) || n <= 2 * (S + H) + L) return;
+    // The heavy entries (w > z / H: d in [log(z / H), 0]) have keys of at least heavy_key. When
+    // one may sit below the low bound, the sample (which mostly misses them) underestimated the
+    // mass below it and the bound is likely too high: on Zipf rows at T 1.5 (typical drops the
+    // head) it was on half of the benchmark family's rows (one more split pass over the row and a
+    // bracket of 13000-65000 entries, ~2.3x the time). The heavy entries are then taken exactly.
+    const float heavy_key = std::min(
+        key(key.m), key(float(double(key.m) + std::log(z / double(H)) / double(key.inv_t))));
+    if (closed && heavy_key >= lo) return;
     // the second stage: the heavy entries exactly
     const float low_lo = lo, low_hi = hi;
     const float thr = float(z / double(H));
@@ -13268,7 +13750,7 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     };
     if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0))
         return by_reference(false);
-    const row_sums rs = entropy_pass<A, true>(x, m, temperature, w);
+    const row_sums rs = entropy_pass<A, true, true>(x, m, temperature, w);
     const double z = rs.sum;
     r.sum = z;
     if (p >= 1) {
@@ -13296,210 +13778,257 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     const typical_key<A> key{m, inv_t, cf, float(key_error(std::min(200.0, 20 - cd), cf_error))};
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
-    const weighted_bracket b =
+    weighted_bracket b =
         typical_bracket<A>(x, w, m, inv_t, key, rmass, z, z_error, out.key_storage(), ids, lg);
-    dirty = b.dirty;
-    const std::size_t c = b.size;
-    // ---- the walk: the bracket by key descending, then logit descending, then id ----
-    std::uint64_t* keys = out.key_storage();  // bracket positions in walk order
-    for (std::size_t j = 0; j < c; ++j) keys[j] = j;
-    // sorts the bracket by a score (smaller first: the key's negation), then as the reference
-    auto sort_by = [&](auto&& score) {
-        std::sort(keys, keys + c, [&](std::uint64_t a, std::uint64_t bb) {
-            const auto sa = score(a), sb = score(bb);
-            if (sa != sb) return sa < sb;
-            if (lg[a] != lg[bb]) return lg[a] > lg[bb];
-            return a < bb;
-        });
-    };
-    sort_by([&](std::size_t q) { return -key(lg[q]); });
-    // The crossing: the first walk position whose inclusive mass reaches (strict: exceeds) the
-    // target; `certain` when both of its decisions hold beyond e_mass. kept: the inclusive mass.
-    auto walk = [&](auto&& weight_of, auto&& d_of, double above, double total, auto&& e_mass,
-                    std::size_t& q_end, bool& certain_out) {
-        const double goal = target * total;
-        double before = above, wd_before = 0;
-        for (std::size_t j = 0; j < c; ++j) {
-            const std::size_t q = std::size_t(keys[j]);
-            const double wj = weight_of(q);
-            const bool reached = strict ? before + wj > goal : before + wj >= goal;
-            if (reached) {
-                const double wdj = wj * d_of(q);
-                const double r1 = before / total, r2 = (before + wj) / total;
-                const double e1 = e_mass(before, wd_before),
-                             e2 = e_mass(before + wj, wd_before + wdj);
-                certain_out = strict ? (r1 + e1 <= target && r2 - e2 > target)
-                                     : (r1 + e1 < target && r2 - e2 >= target);
-                q_end = j;
-                return before + wj;
-            }
-            before += wj;
-            wd_before += wj * d_of(q);
-        }
-        certain_out = false;
-        q_end = c;
-        return before;
-    };
-    std::size_t qc = c;
-    bool certain = false;
-    // the walk in float weights (mass decisions against the float pass's bounds)
-    auto float_walk = [&] {
-        const double wd_lo = b.above_wd * (1 - 128 * 0x1p-24);
-        const double wd_hi = b.above_wd * (1 + 128 * 0x1p-24) + 1e-300;
-        return walk(
-            [&](std::size_t q) { return double(w[q]); },
-            [&](std::size_t q) { return std::min(200.0, double(m - lg[q]) * double(inv_t)); },
-            b.above, z,
-            [&](double bm, double wdb) {
-                return prefix_ratio_error(bm, wd_lo + wdb, wd_hi + wdb * (1 + 1e-6), n, z,
-                                          rs.wd_bound, n);
-            },
-            qc, certain);
-    };
-    double kept_sum = float_walk();
-    // Order and boundary checks on the float keys (see the file comment).
-    auto order_certain = [&](std::size_t q_last, double e) {
-        const std::size_t qpos = std::size_t(keys[q_last]);
-        const float yc = key(lg[qpos]), xc = lg[qpos];
-        // the bracket's bounds: inner entries certainly before, outer ones certainly after
-        if (!(double(b.hi) - double(yc) > 2 * e)) return false;
-        if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * e)) return false;
-        for (std::size_t j = 0; j < c; ++j) {
-            const std::size_t q = std::size_t(keys[j]);
-            if (q == qpos || lg[q] == xc) continue;
-            if (std::fabs(double(key(lg[q])) - double(yc)) <= 2 * e) return false;
-        }
-        return true;
-    };
-    std::size_t q_last = qc;  // walk position of the last kept entry
-    // the tie rule: every entry of the crossing's logit (equal scores) is kept
-    auto extend_ties = [&] {
-        q_last = qc;
-        if (!strict)
-            while (q_last + 1 < c && lg[keys[q_last + 1]] == lg[keys[qc]]) {
-                ++q_last;
-                kept_sum += double(w[std::size_t(keys[q_last])]);
-            }
-    };
-    bool order_failed = false;
-    if (qc < c) {
-        extend_ties();
-        const double dmax = -cd - double(key(lg[keys[qc]])) + 1e-6;
-        if (certain && !order_certain(q_last, key_error(dmax, cf_error))) {
-            certain = false;
-            order_failed = true;
-        }
-    }
-    if (order_failed) {
-        // Compensated float tier (entropy.hpp): c from the weights with every argument's
-        // rounding recovered (one pass, no exponential where the row's weights are kept), the
-        // bracket's scores in double from it; the float weights' walk again in that order.
-        const corrections k = compensate<A>(x, m, temperature, w, dirty);
-        const weighted_mean mc = mean_of_d(rs, n, k);
-        if (k.valid && mc.dc < dc) {
-            const double cd2 = -mc.c;
-            auto dkey = [&](std::size_t q) {
-                return std::fabs((double(lg[q]) - double(m)) / double(temperature) - cd2);
-            };
-            sort_by(dkey);
-            kept_sum = float_walk();
-            if (certain && qc < c) {
-                extend_ties();
-                const std::size_t qpos = std::size_t(keys[q_last]);
-                const double kc = dkey(qpos);
-                // the double scores' error: c's, and the arithmetic's (as the double tier's)
-                const double ed =
-                    mc.dc + 1e-12 * (kc + std::fabs(cd2) + std::fabs(std::log(z)) + 1);
-                for (std::size_t j = 0; certain && j < c; ++j) {
-                    const std::size_t q = std::size_t(keys[j]);
-                    if (q != qpos && lg[q] != lg[qpos] && std::fabs(dkey(q) - kc) <= 2 * ed)
-                        certain = false;
-                }
-                // the bracket's bounds (float keys, their c error now through cd2's bound)
-                const float yc = key(lg[qpos]);
-                const double ef =
-                    key_error(-cd - double(yc) + 1e-6,
-                              std::min(cf_error, std::fabs(cd2 - double(cf)) + mc.dc));
-                if (!(double(b.hi) - double(yc) > 2 * ef)) certain = false;
-                if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * ef)) certain = false;
-            }
-        }
-    }
-    if (!certain && qc < c) {
-        // the double pass: Z, c and the inner mass in double; the bracket's keys and weights too
-        r.tier = exactness_tier::double_pass;
-        const float hi = b.hi;
-        const double_sums ds = double_pass<A>(
-            x, m, temperature,
-            [&](const simd::batch<A>& v, std::size_t) { return key(v) >= simd::batch<A>(hi); });
-        const double zd = ds.sum, c2 = -ds.wd / zd;
-        // re-sort the bracket by the double keys
-        auto dkey = [&](std::size_t q) {
-            return std::fabs((double(lg[q]) - double(m)) / double(temperature) - c2);
+    // Round 1 (rare): the crossing's key was too close to a bound of the narrowed bracket for
+    // the bounds to certainly order the entries outside it; the bracket is then split again
+    // from the row around that key, wide enough for the check, and walked again.
+    for (int round = 0;; ++round) {
+        dirty = b.dirty;
+        const std::size_t c = b.size;
+        // ---- the walk: the bracket by key descending, then logit descending, then id ----
+        std::uint64_t* keys = out.key_storage();  // bracket positions in walk order
+        for (std::size_t j = 0; j < c; ++j) keys[j] = j;
+        // sorts the bracket by a score (smaller first: the key's negation), then as the reference
+        auto sort_by = [&](auto&& score) {
+            std::sort(keys, keys + c, [&](std::uint64_t a, std::uint64_t bb) {
+                const auto sa = score(a), sb = score(bb);
+                if (sa != sb) return sa < sb;
+                if (lg[a] != lg[bb]) return lg[a] > lg[bb];
+                return a < bb;
+            });
         };
-        std::sort(keys, keys + c, [&](std::uint64_t a, std::uint64_t bb) {
-            const double ka = dkey(a), kb = dkey(bb);
-            if (ka != kb) return ka < kb;
-            if (lg[a] != lg[bb]) return lg[a] > lg[bb];
-            return a < bb;
-        });
-        const double e = 2 * ds.error(n) / zd + reference_error(n);
-        double fbefore = 0;
-        walk([&](std::size_t q) { return reference::weight(lg[q], m, temperature); },
-             [](std::size_t) { return 0.0; }, ds.in_set, zd, [&](double, double) { return e; }, qc,
-             certain);
-        if (qc < c) {
+        sort_by([&](std::size_t q) { return -key(lg[q]); });
+        // The crossing: the first walk position whose inclusive mass reaches (strict: exceeds) the
+        // target; `certain` when both of its decisions hold beyond e_mass. kept: the inclusive
+        // mass.
+        auto walk = [&](auto&& weight_of, auto&& d_of, double above, double total, auto&& e_mass,
+                        std::size_t& q_end, bool& certain_out) {
+            const double goal = target * total;
+            double before = above, wd_before = 0;
+            for (std::size_t j = 0; j < c; ++j) {
+                const std::size_t q = std::size_t(keys[j]);
+                const double wj = weight_of(q);
+                const bool reached = strict ? before + wj > goal : before + wj >= goal;
+                if (reached) {
+                    const double wdj = wj * d_of(q);
+                    const double r1 = before / total, r2 = (before + wj) / total;
+                    const double e1 = e_mass(before, wd_before),
+                                 e2 = e_mass(before + wj, wd_before + wdj);
+                    certain_out = strict ? (r1 + e1 <= target && r2 - e2 > target)
+                                         : (r1 + e1 < target && r2 - e2 >= target);
+                    q_end = j;
+                    return before + wj;
+                }
+                before += wj;
+                wd_before += wj * d_of(q);
+            }
+            certain_out = false;
+            q_end = c;
+            return before;
+        };
+        std::size_t qc = c;
+        bool certain = false;
+        // the walk in float weights (mass decisions against the float pass's bounds)
+        auto float_walk = [&] {
+            const double wd_lo = b.above_wd * (1 - 128 * 0x1p-24);
+            const double wd_hi = b.above_wd * (1 + 128 * 0x1p-24) + 1e-300;
+            return walk(
+                [&](std::size_t q) { return double(w[q]); },
+                [&](std::size_t q) { return std::min(200.0, double(m - lg[q]) * double(inv_t)); },
+                b.above, z,
+                [&](double bm, double wdb) {
+                    return prefix_ratio_error(bm, wd_lo + wdb, wd_hi + wdb * (1 + 1e-6), n, z,
+                                              rs.wd_bound, n);
+                },
+                qc, certain);
+        };
+        double kept_sum = float_walk();
+        // Order and boundary checks on the float keys (see the file comment).
+        auto order_certain = [&](std::size_t q_last, double e) {
+            const std::size_t qpos = std::size_t(keys[q_last]);
+            const float yc = key(lg[qpos]), xc = lg[qpos];
+            // the bracket's bounds: inner entries certainly before, outer ones certainly after
+            if (!(double(b.hi) - double(yc) > 2 * e)) return false;
+            if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * e)) return false;
+            // An entry on the crossing's side of c (d - c of one sign: certain where |key| > e)
+            // is ordered against it by its logit whatever c's error (the key is monotone in the
+            // logit on each side, so distinct float keys are in the real order), unless the
+            // reference's own rounding (ref_e) could tie the two scores; only an entry across c
+            // needs its key 2 e away from the crossing's.
+            const bool sided = double(yc) < -4 * e;
+            const double side_q = double(lg[qpos] - m) * double(inv_t) - double(cf);
+            const double ref_e =
+                1e-12 * (std::fabs(double(yc)) + std::fabs(cd) + std::fabs(std::log(z)) + 1);
+            for (std::size_t j = 0; j < c; ++j) {
+                const std::size_t q = std::size_t(keys[j]);
+                if (q == qpos || lg[q] == xc) continue;
+                const float yq = key(lg[q]);
+                if (!(std::fabs(double(yq) - double(yc)) <= 2 * e)) continue;
+                const double side = double(lg[q] - m) * double(inv_t) - double(cf);
+                const bool same_side = sided && (side < 0) == (side_q < 0);
+                if (!same_side || yq == yc ||
+                    !(std::fabs(double(lg[q]) - double(xc)) / double(temperature) > 2 * ref_e))
+                    return false;
+            }
+            return true;
+        };
+        std::size_t q_last = qc;  // walk position of the last kept entry
+        // the tie rule: every entry of the crossing's logit (equal scores) is kept
+        auto extend_ties = [&] {
             q_last = qc;
             if (!strict)
-                while (q_last + 1 < c && lg[keys[q_last + 1]] == lg[keys[qc]]) ++q_last;
-            // order: the double keys' error (~1e-12 of their magnitude), the bounds: the float's
-            const std::size_t qpos = std::size_t(keys[q_last]);
-            const double kcd = dkey(qpos),
-                         ed = 1e-12 * (kcd + std::fabs(c2) + std::fabs(std::log(zd)) + 1);
-            for (std::size_t j = 0; certain && j < c; ++j) {
-                const std::size_t q = std::size_t(keys[j]);
-                if (q != qpos && lg[q] != lg[qpos] && std::fabs(dkey(q) - kcd) <= 2 * ed)
-                    certain = false;
+                while (q_last + 1 < c && lg[keys[q_last + 1]] == lg[keys[qc]]) {
+                    ++q_last;
+                    kept_sum += double(w[std::size_t(keys[q_last])]);
+                }
+        };
+        // Whether the crossing's key lies too close to a bound of the bracket for the bounds to
+        // order the entries outside it; if so, the bracket split again from the row around it
+        // (2 pad + the keys' margin either side: the bound checks then hold for this crossing).
+        auto resplit_near_bound = [&] {
+            const float yc = key(lg[std::size_t(keys[q_last])]);
+            const double pad = 2 * key_error(-cd - double(yc) + 1e-6, cf_error);
+            const bool near_hi = !(double(b.hi) - double(yc) > pad);
+            const bool near_lo = b.lo > lowest_f && !(double(yc) - double(b.lo) > pad);
+            if (!near_hi && !near_lo) return false;
+            const double wide = 2 * pad + double(key.margin());
+            const float lo2 =
+                b.lo > lowest_f ? std::max(lowest_f, float(double(yc) - wide)) : lowest_f;
+            const float hi2 = std::max(float(double(yc) + wide), std::nextafter(yc, pinf));
+            const std::size_t was_dirty = b.dirty;
+            b = {};
+            b.dirty = was_dirty;
+            split<A, true, true>(x.data(), w, n, lo2, hi2, m, inv_t, key, ids, lg, b);
+            r.tier = exactness_tier::float_bound;
+            return true;
+        };
+        bool order_failed = false;
+        if (qc < c) {
+            extend_ties();
+            if (round == 0 && certain && resplit_near_bound()) continue;
+            const double dmax = -cd - double(key(lg[keys[qc]])) + 1e-6;
+            if (certain && !order_certain(q_last, key_error(dmax, cf_error))) {
+                certain = false;
+                order_failed = true;
             }
-            const double dmax = -cd - double(key(lg[qpos])) + 1e-6;
-            const double ef = key_error(dmax, cf_error);
-            const float yc = key(lg[qpos]);
-            if (!(double(b.hi) - double(yc) > 2 * ef)) certain = false;
-            if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * ef)) certain = false;
-            // the kept weights' sum in float weights
-            fbefore = b.above;
-            for (std::size_t j = 0; j <= q_last; ++j) fbefore += double(w[std::size_t(keys[j])]);
-            kept_sum = fbefore;
-        } else {
-            certain = false;
         }
-    }
-    if (!certain) return by_reference(true);
-    // the kept set: the inner entries and the walked bracket entries through q_last
-    float lo = b.inner_lo, hi = b.inner_hi;
-    for (std::size_t j = 0; j <= q_last; ++j) {
-        const float v = lg[keys[j]];
-        lo = v < lo ? v : lo;
-        hi = v > hi ? v : hi;
-    }
-    r.cut = {lo, hi, npos, npos};
-    if (strict) {
-        // the crossing's group is kept up to the crossing's id (id ascending within a logit)
-        const std::size_t qpos = std::size_t(keys[qc]);
-        const float xc = lg[qpos];
-        bool whole = true;
-        for (std::size_t j = qc + 1; j < c; ++j)
-            if (lg[keys[j]] == xc) whole = false;
-        if (!whole) {
-            if (xc == lo) r.cut.lo_last = std::size_t(ids[qpos]);
-            if (xc == hi) r.cut.hi_last = std::size_t(ids[qpos]);
+        if (order_failed) {
+            // Compensated float tier (entropy.hpp): c from the weights with every argument's
+            // rounding recovered (one pass, no exponential where the row's weights are kept), the
+            // bracket's scores in double from it; the float weights' walk again in that order.
+            const corrections k = compensate<A>(x, m, temperature, w, dirty);
+            const weighted_mean mc =
+                k.valid ? mean_of_d(unpaired_sums(rs, k, n), n, k) : weighted_mean{};
+            if (k.valid && mc.dc < dc) {
+                const double cd2 = -mc.c;
+                auto dkey = [&](std::size_t q) {
+                    return std::fabs((double(lg[q]) - double(m)) / double(temperature) - cd2);
+                };
+                sort_by(dkey);
+                kept_sum = float_walk();
+                if (certain && qc < c) {
+                    extend_ties();
+                    const std::size_t qpos = std::size_t(keys[q_last]);
+                    const double kc = dkey(qpos);
+                    // the double scores' error: c's, and the arithmetic's (as the double tier's)
+                    const double ed =
+                        mc.dc + 1e-12 * (kc + std::fabs(cd2) + std::fabs(std::log(z)) + 1);
+                    for (std::size_t j = 0; certain && j < c; ++j) {
+                        const std::size_t q = std::size_t(keys[j]);
+                        if (q != qpos && lg[q] != lg[qpos] && std::fabs(dkey(q) - kc) <= 2 * ed)
+                            certain = false;
+                    }
+                    // the bracket's bounds (float keys, their c error now through cd2's bound)
+                    const float yc = key(lg[qpos]);
+                    const double ef =
+                        key_error(-cd - double(yc) + 1e-6,
+                                  std::min(cf_error, std::fabs(cd2 - double(cf)) + mc.dc));
+                    if (!(double(b.hi) - double(yc) > 2 * ef)) certain = false;
+                    if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * ef)) certain = false;
+                }
+            }
         }
+        if (!certain && qc < c) {
+            // the double pass: Z, c and the inner mass in double; the bracket's keys and weights
+            // too
+            r.tier = exactness_tier::double_pass;
+            const float hi = b.hi;
+            const double_sums ds = double_pass<A>(
+                x, m, temperature,
+                [&](const simd::batch<A>& v, std::size_t) { return key(v) >= simd::batch<A>(hi); });
+            const double zd = ds.sum, c2 = -ds.wd / zd;
+            // re-sort the bracket by the double keys
+            auto dkey = [&](std::size_t q) {
+                return std::fabs((double(lg[q]) - double(m)) / double(temperature) - c2);
+            };
+            std::sort(keys, keys + c, [&](std::uint64_t a, std::uint64_t bb) {
+                const double ka = dkey(a), kb = dkey(bb);
+                if (ka != kb) return ka < kb;
+                if (lg[a] != lg[bb]) return lg[a] > lg[bb];
+                return a < bb;
+            });
+            const double e = 2 * ds.error(n) / zd + reference_error(n);
+            double fbefore = 0;
+            walk([&](std::size_t q) { return reference::weight(lg[q], m, temperature); },
+                 [](std::size_t) { return 0.0; }, ds.in_set, zd, [&](double, double) { return e; },
+                 qc, certain);
+            if (qc < c) {
+                q_last = qc;
+                if (!strict)
+                    while (q_last + 1 < c && lg[keys[q_last + 1]] == lg[keys[qc]]) ++q_last;
+                // order: the double keys' error (~1e-12 of their magnitude), the bounds: the
+                // float's
+                const std::size_t qpos = std::size_t(keys[q_last]);
+                const double kcd = dkey(qpos),
+                             ed = 1e-12 * (kcd + std::fabs(c2) + std::fabs(std::log(zd)) + 1);
+                for (std::size_t j = 0; certain && j < c; ++j) {
+                    const std::size_t q = std::size_t(keys[j]);
+                    if (q != qpos && lg[q] != lg[qpos] && std::fabs(dkey(q) - kcd) <= 2 * ed)
+                        certain = false;
+                }
+                const double dmax = -cd - double(key(lg[qpos])) + 1e-6;
+                const double ef = key_error(dmax, cf_error);
+                const float yc = key(lg[qpos]);
+                if (!(double(b.hi) - double(yc) > 2 * ef)) certain = false;
+                if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * ef)) certain = false;
+                // the kept weights' sum in float weights
+                fbefore = b.above;
+                for (std::size_t j = 0; j <= q_last; ++j)
+                    fbefore += double(w[std::size_t(keys[j])]);
+                kept_sum = fbefore;
+            } else {
+                certain = false;
+            }
+        }
+        if (!certain && round == 0 && qc < c && resplit_near_bound()) continue;
+        if (!certain) return by_reference(true);
+        // the kept set: the inner entries and the walked bracket entries through q_last
+        float lo = b.inner_lo, hi = b.inner_hi;
+        for (std::size_t j = 0; j <= q_last; ++j) {
+            const float v = lg[keys[j]];
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+        }
+        r.cut = {lo, hi, npos, npos};
+        if (strict) {
+            // the crossing's group is kept up to the crossing's id (id ascending within a logit)
+            const std::size_t qpos = std::size_t(keys[qc]);
+            const float xc = lg[qpos];
+            bool whole = true;
+            for (std::size_t j = qc + 1; j < c; ++j)
+                if (lg[keys[j]] == xc) whole = false;
+            if (!whole) {
+                if (xc == lo) r.cut.lo_last = std::size_t(ids[qpos]);
+                if (xc == hi) r.cut.hi_last = std::size_t(ids[qpos]);
+            }
+        }
+        r.kept = b.above_count + q_last + 1;
+        r.kept_sum = kept_sum;
+        if (r.kept < min_keep && r.kept < count_reaching<A>(x.data(), n, lowest_f))
+            return by_reference(true);  // min_keep binds: the reference (rare configuration)
+        return r;
     }
-    r.kept = b.above_count + q_last + 1;
-    r.kept_sum = kept_sum;
-    if (r.kept < min_keep && r.kept < count_reaching<A>(x.data(), n, lowest_f))
-        return by_reference(true);  // min_keep binds: the reference (rare configuration)
-    return r;
 }
 
 /// typical_cut (Compact false: the cut, every entry's weight restored) and typical_unordered
@@ -14169,9 +14698,10 @@ private:
         if (logits.size() != vocab_ || !detail::mask_covers(ctx.mask, vocab_))
             return status_result(sample_status::bad_input);
         ws.reserve(vocab_);
-        processed_row pr = procs_.run(logits, ctx, ws);
+        // (the mask's copy path reads the patches: none deferred for it)
+        processed_row pr = procs_.run(logits, ctx, ws, !masked || mask_fused_);
         if (masked && !mask_fused_) detail::mask_into_copy(logits, ctx.mask, pr, ws);
-        working_set w(pr.row, ws, pr.patches, pr.overlay);
+        working_set w(pr.row, ws, pr.patches, pr.overlay, pr.deferred);
         if (masked && mask_fused_) w.set_mask(ctx.mask);
         sample_result r = run_unmasked(logits, ctx, w, pr);
         if (masked && r.status == sample_status::no_valid_token)
@@ -14310,9 +14840,10 @@ private:
             !detail::mask_covers(ctx.mask, vocab_))
             return {};
         ws.reserve(vocab_);
-        processed_row pr = procs_.run(logits, ctx, ws);
+        // (the mask's copy path reads the patches: none deferred for it)
+        processed_row pr = procs_.run(logits, ctx, ws, !masked || mask_fused_);
         if (masked && !mask_fused_) detail::mask_into_copy(logits, ctx.mask, pr, ws);
-        working_set w(pr.row, ws, pr.patches, pr.overlay);
+        working_set w(pr.row, ws, pr.patches, pr.overlay, pr.deferred);
         if (masked && mask_fused_) w.set_mask(ctx.mask);
         candidates& kept = w.kept();
         if (params_.greedy()) {
@@ -15068,6 +15599,35 @@ void cut_block(const float* x, const float* w, const kernels::row_cut& cut, std:
             }
         });
 }
+/// The sum of max(0, w[i] * scale - q[i - b]) over the entries i in [b, e) the cut keeps (q <= 0
+/// or NaN reads 0): cut_block<true>'s outputs summed without storing them (float lanes; the
+/// vector part's lanes, then the tail, added in that order). SIMD.
+template <class A = simd::default_arch>
+float cut_residual_sum(const float* x, const float* w, const kernels::row_cut& cut, std::size_t b,
+                       std::size_t e, float scale, const float* q) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    B acc(0.f);
+    float tail = 0.f;
+    kernels::detail::for_each_segment(
+        cut, b, e, [&](std::size_t s, std::size_t se, float lo, float hi) noexcept {
+            const B lb(lo), hb(hi), sb(scale), zero(0.f);
+            std::size_t i = s;
+            for (; i + L <= se; i += L) {
+                const B v = B::load_unaligned(x + i);
+                const B qv = B::load_unaligned(q + (i - b));
+                const B r = simd::max<A>(
+                    B::load_unaligned(w + i) * sb - simd::select<A>(qv > zero, qv, zero), zero);
+                acc += simd::select<A>((v >= lb) & (v <= hb), r, zero);
+            }
+            for (; i < se; ++i) {
+                const float qi = q[i - b] > 0.f ? q[i - b] : 0.f;
+                const float r = w[i] * scale - qi;
+                if (x[i] >= lo && x[i] <= hi && r > 0.f) tail += r;
+            }
+        });
+    return simd::reduce_add<A>(acc) + tail;
+}
 }  // namespace detail
 
 /// A processed distribution as weights over a cut of a row or over sparse ids (see the file
@@ -15116,6 +15676,13 @@ struct weighted_set {
     void residual_into(std::size_t b, std::size_t c, const float* q, float* out) const noexcept {
         detail::cut_block<true>(row.data(), weights.data(), cut, b, b + c, float(1.0 / sum), q,
                                 out);
+    }
+    /// The sum of residual_into's c outputs, computed without storing them (the block sums of a
+    /// residual draw; within float rounding of summing residual_into's outputs).
+    /// \pre is_cut, !empty(), b + c <= extent()
+    float residual_sum(std::size_t b, std::size_t c, const float* q) const noexcept {
+        return detail::cut_residual_sum(row.data(), weights.data(), cut, b, b + c, float(1.0 / sum),
+                                        q);
     }
     /// Inverse-CDF draw with u in [0, 1): the token (-1 when empty). kernels::draw_cut with the
     /// known sum (cut) or kernels::draw_inverse_cdf over the weights (sparse).
@@ -15287,10 +15854,17 @@ inline sparse_dist_view trimmed(sparse_dist_view d) noexcept {
     const std::size_t n = d.size();
     return {d.tokens.first(n), d.probs.first(n), d.ascending};
 }
-/// Probability of `x` in `d` (0 if absent or not positive).
+/// Probability of `x` in `d` (0 if absent or not positive). O(log n) when d.ascending (a binary
+/// search, no linear fallback: a broken promise may read an x that is there as absent).
 inline double prob_of(sparse_dist_view d, token_id x) noexcept {
     d = trimmed(d);
-    const std::size_t i = find_token(d.tokens, x);
+    std::size_t i = npos;
+    if (!d.ascending)
+        i = find_token(d.tokens, x);
+    else if (x >= 0) {
+        const auto it = std::lower_bound(d.tokens.begin(), d.tokens.end(), x);
+        if (it != d.tokens.end() && *it == x) i = std::size_t(it - d.tokens.begin());
+    }
     return i != npos && d.probs[i] > 0.f ? double(d.probs[i]) : 0.0;
 }
 /// Most probable token (ties to the lowest id); -1 when no entry has positive probability.
@@ -15318,33 +15892,33 @@ inline bool same_ids(std::span<const token_id> a, std::span<const token_id> b) n
     return std::equal(a.begin(), a.end(), b.begin());
 }
 
-/// Inverse-CDF draw over n nonnegative weights produced by fill(begin, count, out), never stored:
-/// the residual max(0, p - q) of a rejection is computed blockwise into a stack buffer (no
-/// V-sized write and re-read per rejection), which is why this is not kernels::draw_inverse_cdf
-/// (that one takes materialised weights; draw_sparse below uses it). Same rule as
-/// reference::draw_inverse_cdf: the first positive weight whose running sum exceeds u * total,
-/// the last positive one when rounding leaves u * total unreached; plus a floor: npos when the
-/// total is not above `floor` (then *total_out is that total; the callers fall back to p).
-/// One pass of block sums (kernels::sum: float lanes, blocks in double), a walk over them, a
-/// double scan from the block where u * total falls (into the next ones if the float block sums
-/// overshot). The block sums' rounding (~1e-7 of the total) can move the chosen entry across a
-/// block boundary, relative to the reference's all-double running sum.
-template <class Fill>
-std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor,
-                         double* total_out = nullptr) noexcept {
+/// Inverse-CDF draw over n nonnegative weights produced by fill(begin, count, out), never stored,
+/// whose block sums block_sum(begin, count) gives (equal to summing fill's output up to float
+/// rounding; a caller can compute them without storing the weights): the residual max(0, p - q)
+/// of a rejection is computed blockwise into a stack buffer (no V-sized write and re-read per
+/// rejection), which is why this is not kernels::draw_inverse_cdf (that one takes materialised
+/// weights; draw_sparse below uses it). Same rule as reference::draw_inverse_cdf: the first
+/// positive weight whose running sum exceeds u * total, the last positive one when rounding
+/// leaves u * total unreached; plus a floor: npos when the total is not above `floor` (then
+/// *total_out is that total; the callers fall back to p).
+/// One pass of block sums (blocks in double), a walk over them, a double scan of fill's output
+/// from the block where u * total falls (into the next ones if the block sums overshot). The
+/// block sums' rounding (~1e-7 of the total) can move the chosen entry across a block boundary,
+/// relative to the reference's all-double running sum. Calls block_sum in ascending blocks
+/// during the first pass (again during the walk beyond spec_max_blocks blocks), fill only on
+/// the blocks it scans.
+template <class Sum, class Fill>
+std::size_t draw_blocked_sums(std::size_t n, Sum&& block_sum, Fill&& fill, double u, double floor,
+                              double* total_out = nullptr) noexcept {
     alignas(64) float buf[spec_block];
     double sums[spec_max_blocks];
     const std::size_t nb = (n + spec_block - 1) / spec_block;
     const bool keep = nb <= spec_max_blocks;
-    auto block_sum = [&](std::size_t b) {
-        const std::size_t c = std::min(spec_block, n - b * spec_block);
-        fill(b * spec_block, c, buf);
-        return kernels::sum(std::span<const float>(buf, c));
-    };
+    auto count = [&](std::size_t b) { return std::min(spec_block, n - b * spec_block); };
     double total = 0;
     std::size_t last_block = npos;  // the last block holding a positive weight
     for (std::size_t b = 0; b < nb; ++b) {
-        const double s = block_sum(b);
+        const double s = block_sum(b * spec_block, count(b));
         if (keep) sums[b] = s;
         if (s > 0) last_block = b;
         total += s;
@@ -15355,13 +15929,13 @@ std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor,
     double run = 0;
     std::size_t last = npos;  // the last positive weight scanned
     for (std::size_t b = 0; b <= last_block; ++b) {
-        const double s = keep ? sums[b] : block_sum(b);
+        const double s = keep ? sums[b] : block_sum(b * spec_block, count(b));
         if (!(s > 0)) continue;
         if (run + s <= target && b != last_block) {  // the target lies beyond this block
             run += s;
             continue;
         }
-        const std::size_t c = std::min(spec_block, n - b * spec_block);
+        const std::size_t c = count(b);
         fill(b * spec_block, c, buf);
         for (std::size_t j = 0; j < c; ++j) {
             if (!(buf[j] > 0.f)) continue;
@@ -15371,6 +15945,20 @@ std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor,
         }
     }
     return last;  // the last block is always scanned: its last positive weight
+}
+/// draw_blocked_sums with the block sums taken over fill's output (kernels::sum: float lanes,
+/// blocks in double).
+template <class Fill>
+std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor,
+                         double* total_out = nullptr) noexcept {
+    return draw_blocked_sums(
+        n,
+        [&](std::size_t b, std::size_t c) noexcept {
+            alignas(64) float buf[spec_block];
+            fill(b, c, buf);
+            return kernels::sum(std::span<const float>(buf, c));
+        },
+        fill, u, floor, total_out);
 }
 /// Inverse-CDF draw from a sparse distribution (kernels::draw_inverse_cdf over its
 /// probabilities: sums in double); -1 if no positive probability.
@@ -15408,6 +15996,25 @@ public:
         weights_.reserve(vocab_size);
     }
     std::size_t vocab_size() const noexcept { return dense_.size(); }
+    /// Writes q's positive probabilities at their ids into dense_ (an id past it is skipped: a
+    /// Debug assertion) and returns dense_'s data.
+    float* scatter(sparse_dist_view q) noexcept {
+        float* dense = dense_.data();
+        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
+            const auto t = std::size_t(q.tokens[i]);
+            DECODEKIT_ASSERT(t < dense_.size(),
+                             "verify_rejection: q token id >= workspace vocab_size");
+            if (t < dense_.size() && q.probs[i] > 0.f) dense[t] = q.probs[i];
+        }
+        return dense;
+    }
+    /// Zeroes what scatter(q) wrote: dense_ all zero again.
+    void unscatter(sparse_dist_view q) noexcept {
+        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
+            const auto t = std::size_t(q.tokens[i]);
+            if (t < dense_.size()) dense_[t] = 0.f;
+        }
+    }
 
     std::vector<float> dense_;     ///< scattered q; all zero outside a call
     std::vector<double> weights_;  ///< residual weights over p's entries
@@ -15464,13 +16071,8 @@ inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, to
             },
             v, detail::residual_floor);
     } else {  // scatter q into the dense scratch row, gather it along p
-        float* dense = ws.dense_.data();
+        const float* dense = ws.scatter(q);
         const std::size_t dv = ws.dense_.size();
-        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
-            const auto t = std::size_t(q.tokens[i]);
-            DECODEKIT_ASSERT(t < dv, "verify_rejection: q token id >= workspace vocab_size");
-            if (t < dv && q.probs[i] > 0.f) dense[t] = q.probs[i];
-        }
         j = detail::draw_blocked(
             p.size(),
             [&](std::size_t b, std::size_t c, float* out) noexcept {
@@ -15482,10 +16084,7 @@ inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, to
                 }
             },
             v, detail::residual_floor);
-        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
-            const auto t = std::size_t(q.tokens[i]);
-            if (t < dv) dense[t] = 0.f;
-        }
+        ws.unscatter(q);
     }
     if (j == npos) return {detail::draw_sparse(p, v), false};  // residual ~0: fall back to p
     return {p.tokens[j], false};
@@ -15617,46 +16216,71 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
         DECODEKIT_ASSERT(std::adjacent_find(q.tokens.begin(), q.tokens.end(),
                                             std::greater_equal<>{}) == q.tokens.end(),
                          "verify_rejection: q.ascending but its tokens are not strictly ascending");
-        j = detail::draw_blocked(
+        const token_id* ids = q.tokens.data();
+        const float* qp = q.probs.data();
+        const std::size_t qn = q.size();
+        // q over the ids [b, b + c): q's own probabilities when q holds every id of the block,
+        // else its entries of the block scattered into qb (an id outside the block, only on a
+        // broken promise, lands in the spare slot qb[c]: a wrong law, never a write outside qb).
+        // Blocks come in ascending order during the sums: the range [k0, k1) of the block
+        // starts where the previous one ended and holds at most c entries, so k1 is searched
+        // among c entries (log2 512 steps), not the whole of q.
+        alignas(64) float qb[detail::spec_block + 1];
+        std::size_t next_b = 0, next_k = 0;
+        auto q_block = [&](std::size_t b, std::size_t c) noexcept -> const float* {
+            const std::size_t k0 =
+                b == next_b ? next_k
+                            : std::size_t(std::lower_bound(ids, ids + qn, token_id(b)) - ids);
+            const std::size_t k1 = std::size_t(
+                std::lower_bound(ids + k0, ids + std::min(qn, k0 + c), token_id(b + c)) - ids);
+            next_b = b + c;
+            next_k = k1;
+            if (k1 - k0 == c) return qp + k0;  // (contiguous: q's probabilities themselves)
+            std::fill_n(qb, c, 0.f);
+            const auto slot = [&](std::size_t k) noexcept {
+                return std::min(std::size_t(std::uint32_t(ids[k]) - std::uint32_t(b)), c);
+            };
+            std::size_t k = k0;
+            for (; k + 4 <= k1; k += 4) {  // (unrolled: the scatter is a store per entry)
+                const std::size_t s0 = slot(k), s1 = slot(k + 1), s2 = slot(k + 2),
+                                  s3 = slot(k + 3);
+                qb[s0] = qp[k];
+                qb[s1] = qp[k + 1];
+                qb[s2] = qp[k + 2];
+                qb[s3] = qp[k + 3];
+            }
+            for (; k < k1; ++k) qb[slot(k)] = qp[k];
+            return qb;
+        };
+        j = detail::draw_blocked_sums(
             p.extent(),
+            [&](std::size_t b, std::size_t c) noexcept {
+                return double(p.residual_sum(b, c, q_block(b, c)));
+            },
             [&](std::size_t b, std::size_t c, float* out) noexcept {
-                const token_id* ids = q.tokens.data();
-                const std::size_t k0 =
-                    std::size_t(std::lower_bound(ids, ids + q.size(), token_id(b)) - ids);
-                const std::size_t k1 =
-                    std::size_t(std::lower_bound(ids + k0, ids + q.size(), token_id(b + c)) - ids);
-                if (k1 - k0 == c) {  // q holds every id of the block: its probs are contiguous
-                    p.residual_into(b, c, q.probs.data() + k0, out);
-                    return;
-                }
-                alignas(64) float qb[detail::spec_block];
-                std::fill_n(qb, c, 0.f);
-                const float* qp = q.probs.data();
-                for (std::size_t k = k0; k < k1; ++k) {  // (a scatter into the block)
-                    // (in range whenever the promise holds; a broken promise gives a wrong law,
-                    // never a write outside the block)
-                    const std::size_t at = std::size_t(ids[k]) - b;
-                    if (at < c) qb[at] = std::max(qp[k], 0.f);
-                }
-                p.residual_into(b, c, qb, out);
+                p.residual_into(b, c, q_block(b, c), out);
             },
             v, detail::residual_floor);
+    } else if (p.is_cut && p.extent() <= ws.dense_.size()) {  // scatter q into the dense row
+        const float* dense = ws.scatter(q);
+        // (index = id: q over a block is dense[b, b + c); the same block sums and residuals as
+        // the merge above, so both give the same token)
+        j = detail::draw_blocked_sums(
+            p.extent(),
+            [&](std::size_t b, std::size_t c) noexcept {
+                return double(p.residual_sum(b, c, dense + b));
+            },
+            [&](std::size_t b, std::size_t c, float* out) noexcept {
+                p.residual_into(b, c, dense + b, out);
+            },
+            v, detail::residual_floor);
+        ws.unscatter(q);
     } else {  // scatter q into the dense scratch row, read it along p
-        float* dense = ws.dense_.data();
+        const float* dense = ws.scatter(q);
         const std::size_t dv = ws.dense_.size();
-        const bool cut_in_dense = p.is_cut && p.extent() <= dv;
-        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
-            const auto t = std::size_t(q.tokens[i]);
-            DECODEKIT_ASSERT(t < dv, "verify_rejection: q token id >= workspace vocab_size");
-            if (t < dv && q.probs[i] > 0.f) dense[t] = q.probs[i];
-        }
         j = detail::draw_blocked(
             p.extent(),
             [&](std::size_t b, std::size_t c, float* out) noexcept {
-                if (cut_in_dense) {  // index = id: q is dense[b, b + c), contiguous
-                    p.residual_into(b, c, dense + b, out);
-                    return;
-                }
                 p.weights_into(b, c, out);
                 for (std::size_t i = 0; i < c; ++i) {
                     const auto t = std::size_t(p.token_at(b + i));
@@ -15665,10 +16289,7 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
                 }
             },
             v, detail::residual_floor);
-        for (std::size_t i = 0; i < q.tokens.size(); ++i) {
-            const auto t = std::size_t(q.tokens[i]);
-            if (t < dv) dense[t] = 0.f;
-        }
+        ws.unscatter(q);
     }
     if (j == npos) return {p.draw(v), false};  // residual ~0: fall back to p
     return {p.token_at(j), false};
