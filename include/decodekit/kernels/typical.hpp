@@ -363,8 +363,11 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
                 [&](std::size_t q) { return std::min(200.0, double(m - lg[q]) * double(inv_t)); },
                 b.above, z,
                 [&](double bm, double wdb) {
+                    // + the paired pass's rounding of z (pair_error relative), which moves z
+                    // alone: the prefix bm is the split's exact double sum of the float weights
                     return prefix_ratio_error(bm, wd_lo + wdb, wd_hi + wdb * (1 + 1e-6), n, z,
-                                              rs.wd_bound, n);
+                                              rs.wd_bound, n) +
+                           bm / z * rs.pair_error * (1 + 1e-6);
                 },
                 qc, certain);
         };
