@@ -641,7 +641,7 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
     const std::size_t light = S - (valid - nl);
     const double ls = light > 0 ? double(n - c) / double(light) : 0.0;
     z += ls * zl;
-    sort_smallest(sk, nl, nl, tmp);
+    if (nl > 0) sort_smallest(sk, nl, nl, tmp);  // (none when every sampled entry is heavy)
     bool heavy_sorted = false;
     auto at = [&](std::size_t r) {  // the entry of rank r: index into lg/w (heavy) or sl/sw
         if (r >= c) return std::size_t(key_id(~tmp[r - c]));
