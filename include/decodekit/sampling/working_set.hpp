@@ -35,8 +35,9 @@
 /// patched ids), asks for the processed values of those entries only (O(k) lookups, not
 /// O(patched ids)), and keeps the k best of them when at least k stay above the selection's
 /// lowest logit (every entry outside it is at most that logit, processed or not). Otherwise, and
-/// for every other use of the overlay (merge_patches(), materialise(), a later overlay_top_k()),
-/// the patches are written first (resolve()) and the overlay works as above.
+/// for the other uses of the overlay (merge_patches(), materialise()), the patches are written
+/// first (resolve()) and the overlay works as above. (A second overlay_top_k() after one the
+/// selection decided selects again, deferred; the built-in steps call it once.)
 ///
 /// Mask: a set may carry a token bitmask (set_mask(); kernels/mask.hpp). The full set is then
 /// the valid entries the mask allows: the row_* helpers (the kernels the fused first steps use:
