@@ -5659,8 +5659,9 @@ DECODEKIT_END_NAMESPACE
 /// patched ids), asks for the processed values of those entries only (O(k) lookups, not
 /// O(patched ids)), and keeps the k best of them when at least k stay above the selection's
 /// lowest logit (every entry outside it is at most that logit, processed or not). Otherwise, and
-/// for every other use of the overlay (merge_patches(), materialise(), a later overlay_top_k()),
-/// the patches are written first (resolve()) and the overlay works as above.
+/// for the other uses of the overlay (merge_patches(), materialise()), the patches are written
+/// first (resolve()) and the overlay works as above. (A second overlay_top_k() after one the
+/// selection decided selects again, deferred; the built-in steps call it once.)
 ///
 /// Mask: a set may carry a token bitmask (set_mask(); kernels/mask.hpp). The full set is then
 /// the valid entries the mask allows: the row_* helpers (the kernels the fused first steps use:
@@ -12993,7 +12994,7 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
     const std::size_t light = S - (valid - nl);
     const double ls = light > 0 ? double(n - c) / double(light) : 0.0;
     z += ls * zl;
-    sort_smallest(sk, nl, nl, tmp);
+    if (nl > 0) sort_smallest(sk, nl, nl, tmp);  // (none when every sampled entry is heavy)
     bool heavy_sorted = false;
     auto at = [&](std::size_t r) {  // the entry of rank r: index into lg/w (heavy) or sl/sw
         if (r >= c) return std::size_t(key_id(~tmp[r - c]));
@@ -13838,8 +13839,11 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
                 [&](std::size_t q) { return std::min(200.0, double(m - lg[q]) * double(inv_t)); },
                 b.above, z,
                 [&](double bm, double wdb) {
+                    // + the paired pass's rounding of z (pair_error relative), which moves z
+                    // alone: the prefix bm is the split's exact double sum of the float weights
                     return prefix_ratio_error(bm, wd_lo + wdb, wd_hi + wdb * (1 + 1e-6), n, z,
-                                              rs.wd_bound, n);
+                                              rs.wd_bound, n) +
+                           bm / z * rs.pair_error * (1 + 1e-6);
                 },
                 qc, certain);
         };
