@@ -14487,6 +14487,8 @@ public:
             (!pipeline_.empty() && pipeline_[0].user == no_user &&
              (pipeline_[0].id == sampling_step::top_k || pipeline_[0].id == sampling_step::min_p));
         procs_ = processor_pipeline(params_, sparse_first);
+        defer_patches_ =
+            params_.greedy() || pipeline_.empty() || pipeline_[0].id != sampling_step::min_p;
         mask_fused_ =
             detail::mask_fusable(steps(), params_.greedy(), user_steps_) && !procs_.constraint();
         envelope_ = detail::plan_min_p_envelope(steps(), params_, user_steps_);
@@ -14606,6 +14608,7 @@ private:
     std::size_t n_steps_ = 0;
     bool user_steps_ = false;
     bool mask_fused_ = false;            // the call's mask is read inside the first row pass
+    bool defer_patches_ = true;          // not before min-p, which merges every patch anyway
     detail::min_p_envelope envelope_;    // min-p + temperature: one draw (steps/min_p.hpp)
     detail::xtc_only_plan xtc_only_;     // XTC + temperature: one draw (steps/xtc.hpp)
     detail::min_p_proposals proposals_;  // constraint, min-p first: draw, then check
@@ -14703,7 +14706,7 @@ private:
             return status_result(sample_status::bad_input);
         ws.reserve(vocab_);
         // (the mask's copy path reads the patches: none deferred for it)
-        processed_row pr = procs_.run(logits, ctx, ws, !masked || mask_fused_);
+        processed_row pr = procs_.run(logits, ctx, ws, defer_patches_ && (!masked || mask_fused_));
         if (masked && !mask_fused_) detail::mask_into_copy(logits, ctx.mask, pr, ws);
         working_set w(pr.row, ws, pr.patches, pr.overlay, pr.deferred);
         if (masked && mask_fused_) w.set_mask(ctx.mask);
@@ -14845,7 +14848,7 @@ private:
             return {};
         ws.reserve(vocab_);
         // (the mask's copy path reads the patches: none deferred for it)
-        processed_row pr = procs_.run(logits, ctx, ws, !masked || mask_fused_);
+        processed_row pr = procs_.run(logits, ctx, ws, defer_patches_ && (!masked || mask_fused_));
         if (masked && !mask_fused_) detail::mask_into_copy(logits, ctx.mask, pr, ws);
         working_set w(pr.row, ws, pr.patches, pr.overlay, pr.deferred);
         if (masked && mask_fused_) w.set_mask(ctx.mask);
