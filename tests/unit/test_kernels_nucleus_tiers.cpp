@@ -187,8 +187,6 @@ TEST_CASE("top_p: rows whose crossing sits within ~3e-8 of p take the corrected 
                     corrected_decided +=
                         o.trace.corrected && o.r.tier == kn::exactness_tier::float_bound;
                     later += o.r.tier != kn::exactness_tier::float_bound;
-                    // the tiers run in order: a later one only after the corrected one
-                    if (o.r.tier == kn::exactness_tier::double_pass) CHECK(o.trace.corrected);
                 }
     INFO("rows " << rows << " corrected ran " << corrected_ran << " decided " << corrected_decided
                  << " later tiers " << later);

@@ -825,7 +825,7 @@ struct top_p_trace {
     top_p_estimate estimate = top_p_estimate::none;  ///< the bounds the fused pass split at
     bool fused_held = false;  ///< the fused split's bracket enclosed the crossing (no search)
     /// the float bound could not decide and the corrected tier ran (it decided when the result's
-    /// tier is float_bound)
+    /// tier is float_bound); not run when the float walk's margin was below half its bound
     bool corrected = false;
 };
 
@@ -940,6 +940,10 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     }
     crossing cr;
     double kept_sum = 0;
+    // whether the corrected tier may decide what the float bound could not: not when the float
+    // walk's margin is below half the corrected bound (its masses move by the argument's
+    // rounding only, typically far less than that; then straight to the double pass)
+    bool try_corrected = true;
     {
         // The fused pass's sums (float trees, row_sums::pair_error): the part above its bracket
         // moves the prefix and z alike, the rest z only; after the sampled search instead, the
@@ -971,8 +975,14 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
                     ratio_error(before, wd_above_lo + wd_before, wd_above_hi + wd_before, cr.rank);
                 const double e2 = ratio_error(before + wj, wd_above_lo + wd_before + wdj,
                                               wd_above_hi + wd_before + wdj, cr.rank + 1);
-                if (!(before / z + e1 < target && (before + wj) / z - e2 >= target))
+                if (!(before / z + e1 < target && (before + wj) / z - e2 >= target)) {
                     cr.found = false;
+                    const double g = std::min(target - before / z, (before + wj) / z - target);
+                    const double ec = std::max(
+                        corrected_ratio_error(before, before, cr.rank, z, z, n),
+                        corrected_ratio_error(before + wj, before + wj, cr.rank + 1, z, z, n));
+                    try_corrected = g >= 0.5 * ec;
+                }
                 kept_sum = before + wj;
                 break;
             }
@@ -980,7 +990,7 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
             wd_before += wdj;
         }
     }
-    if (!cr.found && c > 0) {
+    if (!cr.found && c > 0 && try_corrected) {
         // The corrected tier (reported as float_bound): the float weights with their arguments'
         // rounding recovered (corrected_pass: Z and the mass above the bracket, in double lanes;
         // the bracket's entries one by one), so that only the exponential's own error is left.
@@ -1086,7 +1096,8 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
 /// to first order, w_i (1 - delta_i), in Z and in the mass above the bracket (their sums in
 /// double lanes), so that the bound keeps the exponential's own error only
 /// (detail::corrected_ratio_error; on rows at temperature 1.5 the argument's rounding was ~15x
-/// that); otherwise a double-precision
+/// that; skipped when the float margin is below half that bound, as the correction moves the
+/// masses by far less); otherwise a double-precision
 /// exponential pass over the row recomputes Z and the mass above the bracket, the bracket's
 /// weights the reference's own (double_pass); when even that margin is within ~1e-10, the
 /// reference's own walk (reference; O(V log V), allocation-free). Rows with +inf entries or a
