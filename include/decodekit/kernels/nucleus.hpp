@@ -825,7 +825,7 @@ struct top_p_trace {
     top_p_estimate estimate = top_p_estimate::none;  ///< the bounds the fused pass split at
     bool fused_held = false;  ///< the fused split's bracket enclosed the crossing (no search)
     /// the float bound could not decide and the corrected tier ran (it decided when the result's
-    /// tier is float_bound); not run when the float walk's margin was below half its bound
+    /// tier is corrected); not run when the float walk's margin was below half its bound
     bool corrected = false;
 };
 
@@ -991,10 +991,11 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
         }
     }
     if (!cr.found && c > 0 && try_corrected) {
-        // The corrected tier (reported as float_bound): the float weights with their arguments'
-        // rounding recovered (corrected_pass: Z and the mass above the bracket, in double lanes;
-        // the bracket's entries one by one), so that only the exponential's own error is left.
+        // The corrected tier: the float weights with their arguments' rounding recovered
+        // (corrected_pass: Z and the mass above the bracket, in double lanes; the bracket's
+        // entries one by one), so that only the exponential's own error is left.
         if (trace) trace->corrected = true;
+        r.tier = exactness_tier::corrected;  // (a later tier overwrites it when this one fails)
         const corrected_sums cs = corrected_pass<A>(x, w, dirty, m, temperature, b.hi);
         const double zc = cs.sum - cs.fix;
         double before = cs.in_sum - cs.in_fix, spre = cs.in_sum, fbefore = b.above;
@@ -1090,7 +1091,7 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
 /// exponential's measured error, the rounding of its argument bounded through sum w |d| (summed,
 /// or Jensen's bound from a mass and a count: detail::wd_jensen_bound), the sums (double lanes,
 /// or the fused pass's float trees of 8 vectors); errors common to a prefix and to Z cancel:
-/// detail::prefix_ratio_error_split); otherwise the corrected tier (reported as float_bound): one
+/// detail::prefix_ratio_error_split); otherwise the corrected tier (corrected): one
 /// read pass over the row and its stored weights, no exponential (detail::corrected_pass),
 /// recovers the rounding delta_i of every weight's argument in double and corrects the weights
 /// to first order, w_i (1 - delta_i), in Z and in the mass above the bracket (their sums in
