@@ -519,3 +519,26 @@ TEST_CASE("top_p: every route of the estimate equals the reference") {
     const auto shortrow = dk_family::make_row(dk_family::shape::zipf, 4096);
     CHECK(top_p_route(shortrow, 0.95f, 1.f, 1).estimate == top_p_estimate::none);
 }
+
+TEST_CASE("top_p: the value-space estimate on long rows with masked, tied and invalid entries") {
+    // Rows of >= 32768 entries take 2048 samples and search the crossing in value space; masked
+    // logits (-1e30, weight 0), -inf, NaN, ties at the crossing's level and a narrow or wide
+    // spread must leave every kept set equal to the reference, whichever route the bounds take.
+    for (const std::size_t v : {std::size_t(32768), std::size_t(100003)})
+        for (std::uint64_t salt = 0; salt < 6; ++salt) {
+            auto x = dk_family::make_row(
+                salt % 2 ? dk_family::shape::zipf : dk_family::shape::gauss, v, 900 + salt);
+            std::uint64_t s = 31 + salt;
+            for (std::size_t k = 0; k < v / 8; ++k)
+                x[std::size_t(dk_family::splitmix64(s) % v)] = -1e30f;
+            for (std::size_t k = 0; k < v / 50; ++k)  // ties: one value repeated
+                x[std::size_t(dk_family::splitmix64(s) % v)] = salt % 2 ? -9.f : 0.5f;
+            x[std::size_t(dk_family::splitmix64(s) % v)] = std::nanf("");
+            x[std::size_t(dk_family::splitmix64(s) % v)] = -std::numeric_limits<float>::infinity();
+            for (const float p : {0.3f, 0.9f, 0.95f, 0.99f})
+                for (const float t : {0.7f, 1.f, 1.5f}) {
+                    INFO("V " << v << " salt " << salt << " p " << p << " T " << t);
+                    check_top_p(x, p, t, 1 + salt % 3);
+                }
+        }
+}
