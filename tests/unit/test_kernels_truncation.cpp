@@ -542,3 +542,30 @@ TEST_CASE("top_p: the value-space estimate on long rows with masked, tied and in
                 }
         }
 }
+
+TEST_CASE("top_p: heavy entries at block edges, in the row's tail and among NaN are all found") {
+    // The max pass keeps per-block maxima and the heavy entries' compare reads only the blocks
+    // reaching the threshold, plus the entries after the last full block: heavy logits placed at
+    // a block's first and last entry, in a block otherwise NaN and after the last full block
+    // (the largest one there) must all be taken exactly (the estimate is then exact and the
+    // fused bracket holds) and every kept set equals the reference.
+    using kn::detail::top_p_estimate;
+    const std::size_t n = 40077;  // 13 entries after the last full block for 4, 8 and 16 lanes
+    std::vector<float> x(n);
+    std::uint64_t s = 4242;
+    for (auto& e : x) e = float(-30 + dk_family::normal01(s));
+    for (std::size_t i = 256; i < 384; ++i) x[i] = std::nanf("");
+    x[n - 5] = 0.f;
+    x[0] = -1.f;
+    x[127] = -1.5f;
+    x[128] = -2.f;
+    x[n - 14] = -2.5f;
+    x[300] = -3.f;
+    for (const float p : {0.3f, 0.6f, 0.8f, 0.9f, 0.95f}) {
+        INFO("p " << p);
+        const auto tr = top_p_route(x, p, 1.f, 1);
+        CHECK(tr.estimate == top_p_estimate::heavy);
+        CHECK(tr.fused_held);
+        check_top_p(x, p, 1.f, 1);
+    }
+}

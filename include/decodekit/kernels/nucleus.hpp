@@ -512,6 +512,12 @@ weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float
                                      lg);
 }
 
+/// Rows longer than this get top_p_bounds' estimate.
+inline constexpr std::size_t top_p_estimate_min = 4096;
+/// Where in the weights' scratch w the max pass leaves its block maxima for top_p_bounds (after
+/// the heavy entries' room, before the sample's: w[2048, 2048 + n / 8) with n > 4096).
+inline constexpr std::size_t top_p_block_maxima_at = 2048;
+
 /// Where top_p_bounds' estimate came from.
 enum class top_p_estimate : std::uint8_t {
     none,     ///< no estimate (a short row, no valid sampled entry, too many heavy entries)
@@ -606,8 +612,9 @@ sample_mass sample_mass_below(const float* sl, const float* sw, std::size_t c, f
 /// last entries, not on the stack) are weighed here and give an estimate of the row's normaliser
 /// Z; the heavy entries, those with a weight above t = (1 + that estimate without its 4 largest
 /// sampled weights) / H (H = 1536: t stands for Z / H; a sampled heavy entry would inflate the
-/// estimate), are found in one compare pass over the row (no exponential; skipped when t >= 1,
-/// as no weight exceeds 1) and weighed exactly; the sample's entries below t stand for the rest
+/// estimate), are found by a compare over the blocks whose maxima (bm) reach t (no exponential;
+/// a tenth of a Zipf row's blocks or fewer; skipped when t >= 1, as no weight exceeds 1) and
+/// weighed exactly; the sample's entries below t stand for the rest
 /// of the row. With S = 2048, when the bracket lies among the light entries: the logit y where
 /// the scaled sampled mass below y passes the estimated mass the cut drops (D) is searched in
 /// value space (3 rounds of 7 thresholds, one SIMD pass over the sample each: no sort), and the
@@ -622,17 +629,21 @@ sample_mass sample_mass_below(const float* sl, const float* sw, std::size_t c, f
 /// the others: their normaliser and the mass near the crossing no longer hinge on whether the
 /// sample hit a heavy entry. Returns where the estimate came from: none when the row is short
 /// (<= 4096), has no valid sampled entry, or has more than H heavy entries; sampled when no entry
-/// is heavy. ids, lg, w, keys: scratch of x.size() entries each (contents unspecified
-/// afterwards). \pre m finite (the row max), inv_t finite and > 0
+/// is heavy. bm: the row's block maxima (max_with_block_maxima; the compare pass reads only the
+/// blocks reaching t), in w[top_p_block_maxima_at, ...). ids, lg, w, keys: scratch of x.size()
+/// entries each (contents unspecified afterwards). \pre m finite (the row max), inv_t finite and
+/// > 0
 template <class A>
 top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, double target,
-                            token_id* ids, float* lg, float* w, std::uint64_t* keys, float& lo,
-                            float& hi) noexcept {
-    constexpr std::size_t H = 1536, B = 1024, L = simd::lanes<A>;
+                            const float* bm, token_id* ids, float* lg, float* w,
+                            std::uint64_t* keys, float& lo, float& hi) noexcept {
+    constexpr std::size_t H = 1536, K = max_block<A>, L = simd::lanes<A>;
+    static_assert(H + K + L <= top_p_block_maxima_at);
     const std::size_t n = x.size();
-    if (n <= 4096) return top_p_estimate::none;  // (n > 2 H: room for the heavy entries' sort)
+    if (n <= top_p_estimate_min) return top_p_estimate::none;  // (n > 2 H: room for the sort)
     // the sample in the scratch's last entries: logits sl, weights sw (lg, w), keys sk, tmp; the
-    // heavy entries use ids/lg/w[0, H + B + L) and keys[0, 2 H) at most (n > 4096: disjoint)
+    // heavy entries use ids/lg/w[0, H + K + L) and keys[0, 2 H) at most, bm is w[2048, 2048 +
+    // n / 8) at most (n > 4096: disjoint)
     const std::size_t S = n >= 32768 ? 2048 : 512;
     float* const sl = lg + (n - S);
     float* const sw = w + (n - S);
@@ -666,10 +677,14 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
         const double xd = double(m) + std::log(t) / double(inv_t);
         if (!(xd > double(lowest_f))) return top_p_estimate::none;
         xh = float(xd);
+        // (only the blocks whose maxima reach xh are read: a tenth of a Zipf row's or fewer)
         const float* p = x.data();
-        const std::size_t nfull = n / L * L;
-        for (std::size_t i = 0; i < nfull && c <= H; i += B)
-            c = compact_batches<A>(p, i, std::min(nfull, i + B), xh, false, c, ids, lg);
+        const std::size_t nb = n / K, nfull = n / L * L;
+        const simd::batch<A> xb(xh);
+        for (std::size_t b = 0; b < nb && c <= H; ++b)
+            if (simd::any<A>(simd::batch<A>::load_unaligned(bm + b * L) >= xb))
+                c = compact_batches<A>(p, b * K, b * K + K, xh, false, c, ids, lg);
+        if (c <= H) c = compact_batches<A>(p, nb * K, nfull, xh, false, c, ids, lg);
         for (std::size_t i = nfull; i < n && c <= H; ++i)
             if (p[i] >= xh) {
                 ids[c] = token_id(i);
@@ -948,7 +963,11 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     dirty = 0;
     const std::size_t n = x.size();
     const std::size_t keep = std::max<std::size_t>(1, min_keep);
-    const float m = kernels::max<A>(x);
+    // 0 < p < 1 on a long row (top_p_bounds estimates the bracket): the max pass also keeps the
+    // maxima of blocks, so the heavy entries' compare reads only the blocks that hold one
+    const bool estimate = p > 0 && p < 1 && n > top_p_estimate_min;
+    float* const bm = estimate ? w + top_p_block_maxima_at : nullptr;
+    const float m = estimate ? max_with_block_maxima<A>(x, bm) : kernels::max<A>(x);
     r.max = m;
     if (m == neg_inf_f) {  // no valid entry: nothing kept
         std::fill(w, w + n, 0.f);
@@ -969,9 +988,9 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     // heavy entries exactly where a sample would miss them), its split fused with the
     // exponential pass (no pass over the row's weights afterwards when the bounds hold)
     float elo = lowest_f, ehi = pinf;
-    const top_p_estimate est = p > 0 && p < 1
-                                   ? top_p_bounds<A>(x, m, inv_t, reference::decimal_floor(p), ids,
-                                                     lg, w, out.key_storage(), elo, ehi)
+    const top_p_estimate est = estimate
+                                   ? top_p_bounds<A>(x, m, inv_t, reference::decimal_floor(p), bm,
+                                                     ids, lg, w, out.key_storage(), elo, ehi)
                                    : top_p_estimate::none;
     const bool fused = est != top_p_estimate::none;
     if (trace) *trace = {.estimate = est};
@@ -1141,9 +1160,10 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
 /// working storage (capacity >= x.size(); contents unspecified afterwards). kept and kept_sum:
 /// the kept set's size and the sum of its weights (float weights added in double).
 ///
-/// Passes (V entries), on a row of more than 4096 entries: max; the bracket's bounds estimated
-/// (detail::top_p_bounds: 2048 sampled entries, plus, on rows whose mass sits on a few heavy logits
-/// or a heavy tail, one compare pass collecting the heavy entries, weighed exactly); one
+/// Passes (V entries), on a row of more than 4096 entries: max (keeping the maxima of blocks of 8
+/// vectors); the bracket's bounds estimated (detail::top_p_bounds: 2048 sampled entries, plus, on
+/// rows whose mass sits on a few heavy logits or a heavy tail, the heavy entries collected by a
+/// compare over the blocks whose maxima reach them, weighed exactly); one
 /// exponential pass storing every weight fused with the split (detail::weigh_split_row: Z and the
 /// mass above the upper bound in float trees of 8 vectors, no w |d| summed; the entries between
 /// the bounds, the bracket, compacted with their weights); when the bounds do not certainly
