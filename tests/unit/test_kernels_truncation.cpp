@@ -547,8 +547,9 @@ TEST_CASE("top_p: heavy entries at block edges, in the row's tail and among NaN 
     // The max pass keeps per-block maxima and the heavy entries' compare reads only the blocks
     // reaching the threshold, plus the entries after the last full block: heavy logits placed at
     // a block's first and last entry, in a block otherwise NaN and after the last full block
-    // (the largest one there) must all be taken exactly (the estimate is then exact and the
-    // fused bracket holds) and every kept set equals the reference.
+    // (the largest one there) must all be taken exactly (6 heavy entries: the threshold is
+    // about -7.3 here, the bulk near -30; then the fused bracket holds) and every kept set
+    // equals the reference.
     using kn::detail::top_p_estimate;
     const std::size_t n = 40077;  // 13 entries after the last full block for 4, 8 and 16 lanes
     std::vector<float> x(n);
@@ -565,6 +566,7 @@ TEST_CASE("top_p: heavy entries at block edges, in the row's tail and among NaN 
         INFO("p " << p);
         const auto tr = top_p_route(x, p, 1.f, 1);
         CHECK(tr.estimate == top_p_estimate::heavy);
+        CHECK(tr.heavy == 6);
         CHECK(tr.fused_held);
         check_top_p(x, p, 1.f, 1);
     }

@@ -631,12 +631,14 @@ sample_mass sample_mass_below(const float* sl, const float* sw, std::size_t c, f
 /// (<= 4096), has no valid sampled entry, or has more than H heavy entries; sampled when no entry
 /// is heavy. bm: the row's block maxima (max_with_block_maxima; the compare pass reads only the
 /// blocks reaching t), in w[top_p_block_maxima_at, ...). ids, lg, w, keys: scratch of x.size()
-/// entries each (contents unspecified afterwards). \pre m finite (the row max), inv_t finite and
+/// entries each (contents unspecified afterwards). heavy: how many heavy entries were taken (set
+/// when the estimate is not none). \pre m finite (the row max), inv_t finite and
 /// > 0
 template <class A>
 top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, double target,
                             const float* bm, token_id* ids, float* lg, float* w,
-                            std::uint64_t* keys, float& lo, float& hi) noexcept {
+                            std::uint64_t* keys, float& lo, float& hi,
+                            std::size_t& heavy) noexcept {
     constexpr std::size_t H = 1536, K = max_block<A>, L = simd::lanes<A>;
     static_assert(H + K + L <= top_p_block_maxima_at);
     const std::size_t n = x.size();
@@ -693,6 +695,7 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
             }
         if (c > H) return top_p_estimate::none;
     }
+    heavy = c;
     const double zh = weigh_logits<A>(lg, c, m, inv_t, w);
     lo = lowest_f;
     hi = std::numeric_limits<float>::infinity();
@@ -949,6 +952,7 @@ inline double prefix_ratio_error_split(double b, double wd_pre_hi, std::size_t c
 struct top_p_trace {
     top_p_estimate estimate = top_p_estimate::none;  ///< the bounds the fused pass split at
     bool fused_held = false;  ///< the fused split's bracket enclosed the crossing (no search)
+    std::size_t heavy = 0;    ///< the heavy entries the estimate took exactly
 };
 
 /// The search of top_p_cut / top_p_unordered: the result with its cut, kept, sums and tier;
@@ -988,12 +992,13 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     // heavy entries exactly where a sample would miss them), its split fused with the
     // exponential pass (no pass over the row's weights afterwards when the bounds hold)
     float elo = lowest_f, ehi = pinf;
+    std::size_t heavy = 0;
     const top_p_estimate est = estimate
                                    ? top_p_bounds<A>(x, m, inv_t, reference::decimal_floor(p), bm,
-                                                     ids, lg, w, out.key_storage(), elo, ehi)
+                                                     ids, lg, w, out.key_storage(), elo, ehi, heavy)
                                    : top_p_estimate::none;
     const bool fused = est != top_p_estimate::none;
-    if (trace) *trace = {.estimate = est};
+    if (trace) *trace = {.estimate = est, .heavy = heavy};
     weighted_bracket fb;
     const row_sums rs = fused ? weigh_split_row<A>(x, m, inv_t, w, elo, ehi, ids, lg, fb)
                               : weigh_row<A, true>(x, m, inv_t, w);
