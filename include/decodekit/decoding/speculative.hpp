@@ -305,6 +305,99 @@ inline double entropy(sparse_dist_view d) noexcept {
     return h;
 }
 inline constexpr double residual_floor = 1e-9;
+
+/// Proposals y ~ p tried for a rejection's residual before the exact pass (propose_residual).
+inline constexpr int spec_residual_proposals = 32;
+
+/// The residual draw of a rejection by rejection from p: proposals y ~ p (inverse CDF over p's
+/// entries in ascending index order, with one uniform() of `res` each) are accepted with
+/// probability max(0, p(y) - q(y)) / p(y) (a second uniform() each, accept(i, a)); the first
+/// accepted proposal has the law max(0, p - q) / TV (TV = that residual's mass), and the
+/// expected number of proposals is 1 / TV. Returns its index, or npos after
+/// spec_residual_proposals refusals (or when a proposal finds no entry): then the caller draws
+/// from the residual with the exact pass and the next uniform() of `res`. That is still exact:
+/// the proposals are independent of that pass, so conditionally on the refusals its law is
+/// unchanged. The fallback fires with probability (1 - TV)^32 (TV = 0.3: 1e-5; TV = 0.1: 3 %).
+/// The first `row_draws` proposals are drawn by row_draw(u) (a caller with a cheaper draw than
+/// one pass: draw_cut with the kept sum known reads a quarter of the row on average); the later
+/// ones from the block sums of p's weights (block_sum(b, c), spec_block entries, computed once,
+/// one pass) and fill(b, c, out) of the block where u falls: a walk over <= 1024 sums and one
+/// block scanned. Beyond spec_max_blocks blocks (more than 524 288 entries) no sums are kept:
+/// only the row_draws proposals are tried.
+template <class RowDraw, class BlockSum, class Fill, class Accept>
+std::size_t propose_residual(std::size_t n, rng_stream& res, int row_draws, RowDraw&& row_draw,
+                             BlockSum&& block_sum, Fill&& fill, Accept&& accept) noexcept {
+    double sums[spec_max_blocks];
+    const std::size_t nb = (n + spec_block - 1) / spec_block;
+    const int tries = nb <= spec_max_blocks ? spec_residual_proposals
+                                            : std::min(row_draws, spec_residual_proposals);
+    bool built = false;
+    for (int k = 0; k < tries; ++k) {
+        const double u = res.uniform(), a = res.uniform();
+        std::size_t i;
+        if (k < row_draws) {
+            i = row_draw(u);
+        } else {
+            if (!built) {
+                for (std::size_t b = 0; b < nb; ++b)
+                    sums[b] = block_sum(b * spec_block, std::min(spec_block, n - b * spec_block));
+                built = true;
+            }
+            i = draw_blocked_sums(
+                n, [&](std::size_t b, std::size_t) noexcept { return sums[b / spec_block]; }, fill,
+                u, 0.0);
+        }
+        if (i == npos) return npos;
+        if (accept(i, a)) return i;
+    }
+    return npos;
+}
+/// propose_residual's test: accept y with probability max(0, py - qy) / py (a uniform in
+/// [0, 1)); py > 0 for every proposal (draws never return a weight that is not positive), q's
+/// non-positive and NaN probabilities read 0.
+inline bool residual_accepts(double py, float qy, double a) noexcept {
+    const double r = py - (qy > 0.f ? double(qy) : 0.0);
+    return r > 0 && a * py < r;
+}
+/// propose_residual over a sparse p (its positive probabilities as weights; index j of p), q
+/// read by q_at(j): the index of the accepted proposal or npos.
+template <class QAt>
+std::size_t propose_sparse(sparse_dist_view p, rng_stream& res, QAt&& q_at) noexcept {
+    auto fill = [&](std::size_t b, std::size_t c, float* out) noexcept {
+        for (std::size_t i = 0; i < c; ++i) out[i] = p.probs[b + i] > 0.f ? p.probs[b + i] : 0.f;
+    };
+    return propose_residual(
+        p.size(), res, 0, [](double) noexcept { return npos; },
+        [&](std::size_t b, std::size_t c) noexcept {
+            alignas(64) float buf[spec_block];
+            fill(b, c, buf);
+            return double(kernels::sum(std::span<const float>(buf, c)));
+        },
+        fill,
+        [&](std::size_t i, double a) noexcept {
+            return residual_accepts(double(p.probs[i]), q_at(i), a);
+        });
+}
+/// propose_residual over a weighted_set (index space: the row for a cut, else the kept ids), q
+/// read by q_at(index): the index of the accepted proposal or npos. A cut's first two proposals
+/// are draw_cut's with the kept sum known (a quarter of the row on average); then block sums.
+/// \pre !p.empty()
+template <class QAt>
+std::size_t propose_set(const weighted_set& p, rng_stream& res, QAt&& q_at) noexcept {
+    return propose_residual(
+        p.extent(), res, p.is_cut ? 2 : 0,
+        [&](double du) noexcept { return kernels::draw_cut(p.row, p.weights, p.cut, du, p.sum); },
+        [&](std::size_t b, std::size_t c) noexcept {
+            if (p.is_cut)
+                return kernels::detail::cut_sum<simd::default_arch>(p.row.data(), p.weights.data(),
+                                                                    p.cut, b, b + c);
+            return double(kernels::sum(p.weights.subspan(b, c)));
+        },
+        [&](std::size_t b, std::size_t c, float* out) noexcept { p.weights_into(b, c, out); },
+        [&](std::size_t i, double a) noexcept {
+            return residual_accepts(double(p.weights[i]) / p.sum, q_at(i), a);
+        });
+}
 }  // namespace detail
 
 // ------------------------------------------------------------------------------------------------
@@ -374,6 +467,8 @@ inline token_id draw_from(sparse_dist_view p, rng_key key) noexcept {
 
 /// Exact rejection step for draft token `x` drawn from q: accept iff u * q(x) < p(x), else
 /// y ~ norm(max(0, p - q)) (p when that mass is below 1e-9). q(x) = 0 or p(x) = 0 rejects.
+/// The residual is drawn by rejection from p (detail::propose_residual: block sums of p once,
+/// then ~1 / TV cheap proposals), the exact pass over p only after 32 refusals.
 /// \pre q's ids < ws.vocab_size(). Cost O(|p| + |q|), no allocation.
 inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, token_id x,
                                       rng_key key, verify_workspace& ws) noexcept {
@@ -384,44 +479,41 @@ inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, to
     const double px = detail::prob_of(p, x), qx = detail::prob_of(q, x);
     if (qx > 0 && u * qx < px) return {x, true};
     rng_stream res = make_stream(key, rng_purpose::residual);
-    const double v = res.uniform();
-    // Residual max(0, p - q) over p's support (zero elsewhere).
-    std::size_t j;
-    if (detail::same_ids(p.tokens, q.tokens)) {  // aligned rows: elementwise
-        j = detail::draw_blocked(
-            p.size(),
-            [&](std::size_t b, std::size_t c, float* out) noexcept {
-                const float* pp = p.probs.data() + b;
-                const float* qq = q.probs.data() + b;
-                for (std::size_t i = 0; i < c; ++i) {
-                    const float r = pp[i] - (qq[i] > 0.f ? qq[i] : 0.f);
-                    out[i] = r > 0.f ? r : 0.f;
-                }
-            },
-            v, detail::residual_floor);
-    } else {  // scatter q into the dense scratch row, gather it along p
-        const float* dense = ws.scatter(q);
-        const std::size_t dv = ws.dense_.size();
-        j = detail::draw_blocked(
-            p.size(),
-            [&](std::size_t b, std::size_t c, float* out) noexcept {
-                for (std::size_t i = 0; i < c; ++i) {
-                    const auto t = std::size_t(p.tokens[b + i]);
-                    const float qt = t < dv ? dense[t] : 0.f;
-                    const float r = p.probs[b + i] - qt;
-                    out[i] = r > 0.f ? r : 0.f;
-                }
-            },
-            v, detail::residual_floor);
-        ws.unscatter(q);
+    // Residual max(0, p - q) over p's support (zero elsewhere): q read elementwise (aligned
+    // rows) or scattered into the dense scratch row and read along p.
+    const bool aligned = detail::same_ids(p.tokens, q.tokens);
+    const float* dense = aligned ? nullptr : ws.scatter(q);
+    const std::size_t dv = ws.dense_.size();
+    auto q_at = [&](std::size_t i) noexcept -> float {
+        if (aligned) return q.probs[i];
+        const auto t = std::size_t(p.tokens[i]);
+        return t < dv ? dense[t] : 0.f;
+    };
+    std::size_t j = detail::propose_sparse(p, res, q_at);
+    if (j != npos) {
+        if (dense) ws.unscatter(q);
+        return {p.tokens[j], false};
     }
+    const double v = res.uniform();  // the exact pass (see detail::propose_residual)
+    j = detail::draw_blocked(
+        p.size(),
+        [&](std::size_t b, std::size_t c, float* out) noexcept {
+            for (std::size_t i = 0; i < c; ++i) {
+                const float qt = q_at(b + i);
+                const float r = p.probs[b + i] - (qt > 0.f ? qt : 0.f);
+                out[i] = r > 0.f ? r : 0.f;
+            }
+        },
+        v, detail::residual_floor);
+    if (dense) ws.unscatter(q);
     if (j == npos) return {detail::draw_sparse(p, v), false};  // residual ~0: fall back to p
     return {p.tokens[j], false};
 }
 
 /// Exact verification of a deterministic proposal x (q = delta_x): accept iff u < p(x), else
 /// y ~ p without x (p when that mass is below 1e-9). Same law and RNG use as
-/// verify_rejection with q = delta_x. Cost O(|p|), no allocation.
+/// verify_rejection with q = delta_x (the residual by rejection from p: a proposal other than x
+/// is kept). Cost O(|p|), no allocation.
 inline verify_result verify_one_hot(sparse_dist_view p, token_id x, rng_key key) noexcept {
     p = detail::trimmed(p);
     rng_stream acc = make_stream(key, rng_purpose::accept);
@@ -430,8 +522,12 @@ inline verify_result verify_one_hot(sparse_dist_view p, token_id x, rng_key key)
     const double px = ix != npos && p.probs[ix] > 0.f ? double(p.probs[ix]) : 0.0;
     if (u < px) return {x, true};
     rng_stream res = make_stream(key, rng_purpose::residual);
-    const double v = res.uniform();
-    const std::size_t j = detail::draw_blocked(
+    constexpr float never = std::numeric_limits<float>::infinity();  // q(x) = 1: x never kept
+    std::size_t j = detail::propose_sparse(
+        p, res, [&](std::size_t i) noexcept { return i == ix ? never : 0.f; });
+    if (j != npos) return {p.tokens[j], false};
+    const double v = res.uniform();  // the exact pass (see detail::propose_residual)
+    j = detail::draw_blocked(
         p.size(),
         [&](std::size_t b, std::size_t c, float* out) noexcept {
             for (std::size_t i = 0; i < c; ++i) {
@@ -515,8 +611,12 @@ inline token_id draw_from(const weighted_set& p, rng_key key) noexcept {
 /// verify_rejection with p a weighted_set: accept iff u * q(x) < p(x), else y ~ norm(max(0, p -
 /// q)) over p's support (p when that mass is below 1e-9). \pre q's ids < ws.vocab_size() (larger
 /// ids count as q = 0, and assert in debug builds); the index space of a cut p (its row) no larger
-/// than ws.vocab_size() (beyond it q reads 0). Cost: O(1) + O(log |q|) on acceptance; one pass over
-/// p's index space plus two over q on rejection; no allocation.
+/// than ws.vocab_size() (beyond it q reads 0). Cost: O(1) + O(log |q|) on acceptance. On
+/// rejection the residual is drawn by rejection from p (detail::propose_residual, ~1 / TV
+/// proposals, each an O(log |q|) lookup of q, or O(1) when q is scattered: a q that is not
+/// ascending costs two passes over q): on a cut, two draw_cut proposals (a quarter of the row
+/// each on average), then one pass of block sums and proposals of one block each; the exact
+/// pass over p's index space (q merged along it) only after 32 refusals. No allocation.
 inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q, token_id x,
                                       rng_key key, verify_workspace& ws) noexcept {
     q = detail::trimmed(q);
@@ -525,11 +625,27 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
     const double px = p.prob(x), qx = detail::prob_of(q, x);
     if (qx > 0 && u * qx < px) return {x, true};
     rng_stream res = make_stream(key, rng_purpose::residual);
-    const double v = res.uniform();
     if (p.empty()) return {-1, false};
     const float inv = float(1.0 / p.sum);
-    std::size_t j;
-    if (!p.is_cut && detail::same_ids(p.ids, q.tokens)) {  // aligned sets: elementwise
+    const bool aligned = !p.is_cut && detail::same_ids(p.ids, q.tokens);
+    // q at the proposals: elementwise (aligned), a binary search (ascending), else scattered
+    // into the dense scratch row (once; the exact pass below reads it too)
+    const float* dense = nullptr;
+    const std::size_t dv = ws.dense_.size();
+    if (!aligned && !q.ascending) dense = ws.scatter(q);
+    auto q_at = [&](std::size_t i) noexcept -> float {
+        if (aligned) return q.probs[i];
+        const token_id t = p.token_at(i);
+        if (dense) return std::size_t(t) < dv ? dense[std::size_t(t)] : 0.f;
+        return float(detail::prob_of(q, t));
+    };
+    std::size_t j = detail::propose_set(p, res, q_at);
+    if (j != npos) {
+        if (dense) ws.unscatter(q);
+        return {p.token_at(j), false};
+    }
+    const double v = res.uniform();  // the exact pass (see detail::propose_residual)
+    if (aligned) {                   // aligned sets: elementwise
         j = detail::draw_blocked(
             p.extent(),
             [&](std::size_t b, std::size_t c, float* out) noexcept {
@@ -591,7 +707,7 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
             },
             v, detail::residual_floor);
     } else if (p.is_cut && p.extent() <= ws.dense_.size()) {  // scatter q into the dense row
-        const float* dense = ws.scatter(q);
+        if (!dense) dense = ws.scatter(q);
         // (index = id: q over a block is dense[b, b + c); the same block sums and residuals as
         // the merge above, so both give the same token)
         j = detail::draw_blocked_sums(
@@ -603,10 +719,8 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
                 p.residual_into(b, c, dense + b, out);
             },
             v, detail::residual_floor);
-        ws.unscatter(q);
     } else {  // scatter q into the dense scratch row, read it along p
-        const float* dense = ws.scatter(q);
-        const std::size_t dv = ws.dense_.size();
+        if (!dense) dense = ws.scatter(q);
         j = detail::draw_blocked(
             p.extent(),
             [&](std::size_t b, std::size_t c, float* out) noexcept {
@@ -618,24 +732,30 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
                 }
             },
             v, detail::residual_floor);
-        ws.unscatter(q);
     }
+    if (dense) ws.unscatter(q);
     if (j == npos) return {p.draw(v), false};  // residual ~0: fall back to p
     return {p.token_at(j), false};
 }
 
 /// verify_one_hot with p a weighted_set: accept iff u < p(x), else y ~ p without x (p when that
-/// mass is below 1e-9). Cost: O(1) on acceptance (O(log kept) sparse); one pass over p's index
-/// space on rejection; no allocation.
+/// mass is below 1e-9). Cost: O(1) on acceptance (O(log kept) sparse); on rejection the
+/// residual by rejection from p (verify_rejection's proposals, a proposal other than x is kept:
+/// on a cut ~1 / (1 - p(x)) draw_cut proposals, then block sums), the exact pass over p's index
+/// space only after 32 refusals; no allocation.
 inline verify_result verify_one_hot(const weighted_set& p, token_id x, rng_key key) noexcept {
     rng_stream acc = make_stream(key, rng_purpose::accept);
     const double u = acc.uniform();
     const std::size_t ix = p.index_of(x);
     if (u < p.prob(x)) return {x, true};
     rng_stream res = make_stream(key, rng_purpose::residual);
-    const double v = res.uniform();
     if (p.empty()) return {-1, false};
-    const std::size_t j = detail::draw_blocked(
+    constexpr float never = std::numeric_limits<float>::infinity();  // q(x) = 1: x never kept
+    std::size_t j =
+        detail::propose_set(p, res, [&](std::size_t i) noexcept { return i == ix ? never : 0.f; });
+    if (j != npos) return {p.token_at(j), false};
+    const double v = res.uniform();  // the exact pass (see detail::propose_residual)
+    j = detail::draw_blocked(
         p.extent(),
         [&](std::size_t b, std::size_t c, float* out) noexcept {
             p.weights_into(b, c, out);
