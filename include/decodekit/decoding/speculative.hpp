@@ -7,8 +7,11 @@
 /// no duplicate ids): exactly what a draw uses, after temperature and truncation.
 ///   - verify_rejection (exact, Leviathan et al. / Chen et al.): accept the draft x iff
 ///     u * q(x) < p(x); otherwise emit y ~ norm(max(0, p - q)). q(x) = 0 always rejects (as vLLM;
-///     an honest proposer never proposes outside q's support); p(x) = 0 always rejects. A
-///     residual whose mass is below 1e-9 (rounding only) falls back to p.
+///     an honest proposer never proposes outside q's support); p(x) = 0 always rejects. The
+///     residual is drawn by rejection from p: proposals y ~ p, each kept with probability
+///     max(0, p(y) - q(y)) / p(y) (~1 / TV proposals, TV = the residual's mass), and after 32
+///     refusals one exact pass over p (detail::propose_residual); a residual whose mass is below
+///     1e-9 (rounding only) falls back to p in that pass.
 ///   - verify_one_hot (exact, deterministic proposals: greedy drafts, n-gram lookup): q = delta_x,
 ///     accept iff u < p(x); residual = p with x removed. Same as verify_rejection with q = delta_x.
 ///   - verify_greedy (exact for greedy decoding): accept iff x is the target argmax (highest
@@ -23,7 +26,8 @@
 /// The decision for the token at generation step n (n = number of tokens generated before it,
 /// prompt excluded) uses only two streams keyed by rng_key{seed, sequence, n}:
 /// rng_purpose::accept (exactly one uniform() per verified draft token, consumed even when the
-/// outcome is certain) and rng_purpose::residual (one uniform() per residual or bonus draw).
+/// outcome is certain) and rng_purpose::residual (one uniform() per bonus draw; a residual draw
+/// takes two per proposal, then one for the exact pass if the proposals were all refused).
 /// Sampled drafting uses rng_purpose::draft at the step of the drafted token. Hence:
 ///   - a rerun with the same seed, sequence, parameters and proposer gives the same tokens;
 ///   - the randomness used for step n never depends on how many drafts the round proposed or on
@@ -63,8 +67,9 @@
 /// up front): EOS is suppressed in p, stop sequences and stop strings are held until then.
 /// How p is read: a processing with processed() (set_processing: sampler_processing,
 /// basic_processing) gives the target's distribution as a weighted_set (sampling/verify.hpp), a
-/// top-p cut over the row never compacted: p(x) is one lookup, a rejection's residual one pass
-/// over the cut (q merged along it when q.ascending, else scattered into verify_workspace's dense
+/// top-p cut over the row never compacted: p(x) is one lookup, a rejection's residual ~1 / TV
+/// proposals drawn on the cut (two draw_cut's, then block sums of the cut: one pass) with q read
+/// at each (a binary search when q.ascending, else q scattered into verify_workspace's dense
 /// row), the bonus a draw_cut. Other processings are verified on their sparse output.
 /// A proposer that drafts from the target's hidden state (an MTP module: needs_target_hidden())
 /// makes the verify call logits_and_hidden and receives the hidden row of the last verified
