@@ -315,3 +315,32 @@ TEST_CASE("the one-hot residual is p without x (cut and sparse p)",
         dk_test::require_law(sparse_counts, want);
     }
 }
+
+TEST_CASE("a cut's block sums (one pass) equal the sums of its blocks' weights",
+          "[speculative][residual]") {
+    // tied cuts (a segment boundary inside a vector and inside a block) at two levels, and the
+    // row's tail block (3000 = 5 * 512 + 440)
+    auto row = make_row(17);
+    for (float& v : row)
+        if (std::isfinite(v)) v = std::floor(v * 4.f) / 4.f;
+    for (const float top_p : {0.7f, 0.95f}) {
+        sampler ts({.top_p = top_p}, V);
+        sampling_workspace sws(V);
+        const weighted_set p = processed_set(ts, row, {}, sws);
+        REQUIRE(p.is_cut);
+        INFO("top_p " << top_p << " lo_last " << p.cut.lo_last);
+        double sums[detail::spec_max_blocks];
+        detail::cut_block_sums(p, sums);
+        std::vector<float> out(detail::spec_block);
+        double total = 0;
+        for (std::size_t b = 0; b < V; b += detail::spec_block) {
+            const std::size_t c = std::min(detail::spec_block, V - b);
+            p.weights_into(b, c, out.data());
+            double want = 0;
+            for (std::size_t i = 0; i < c; ++i) want += out[i];
+            CHECK(std::fabs(sums[b / detail::spec_block] - want) <= 1e-6 * want + 1e-30);
+            total += sums[b / detail::spec_block];
+        }
+        CHECK(std::fabs(total - p.sum) <= 1e-6 * p.sum);
+    }
+}

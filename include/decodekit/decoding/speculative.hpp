@@ -325,13 +325,14 @@ inline constexpr int spec_residual_proposals = 32;
 /// unchanged. The fallback fires with probability (1 - TV)^32 (TV = 0.3: 1e-5; TV = 0.1: 3 %).
 /// The first `row_draws` proposals are drawn by row_draw(u) (a caller with a cheaper draw than
 /// one pass: draw_cut with the kept sum known reads a quarter of the row on average); the later
-/// ones from the block sums of p's weights (block_sum(b, c), spec_block entries, computed once,
-/// one pass) and fill(b, c, out) of the block where u falls: a walk over <= 1024 sums and one
-/// block scanned. Beyond spec_max_blocks blocks (more than 524 288 entries) no sums are kept:
-/// only the row_draws proposals are tried.
-template <class RowDraw, class BlockSum, class Fill, class Accept>
+/// ones from the block sums of p's weights (block_sums(sums) writes the sums of the
+/// ceil(n / spec_block) blocks of spec_block entries: computed once, one pass) and fill(b, c,
+/// out) of the block where u falls: a walk over <= 1024 sums and one block scanned. Beyond
+/// spec_max_blocks blocks (more than 524 288 entries) no sums are kept: only the row_draws
+/// proposals are tried.
+template <class RowDraw, class BlockSums, class Fill, class Accept>
 std::size_t propose_residual(std::size_t n, rng_stream& res, int row_draws, RowDraw&& row_draw,
-                             BlockSum&& block_sum, Fill&& fill, Accept&& accept) noexcept {
+                             BlockSums&& block_sums, Fill&& fill, Accept&& accept) noexcept {
     double sums[spec_max_blocks];
     const std::size_t nb = (n + spec_block - 1) / spec_block;
     const int tries = nb <= spec_max_blocks ? spec_residual_proposals
@@ -344,8 +345,7 @@ std::size_t propose_residual(std::size_t n, rng_stream& res, int row_draws, RowD
             i = row_draw(u);
         } else {
             if (!built) {
-                for (std::size_t b = 0; b < nb; ++b)
-                    sums[b] = block_sum(b * spec_block, std::min(spec_block, n - b * spec_block));
+                block_sums(sums);
                 built = true;
             }
             i = draw_blocked_sums(
@@ -373,14 +373,47 @@ std::size_t propose_sparse(sparse_dist_view p, rng_stream& res, QAt&& q_at) noex
     };
     return propose_residual(
         p.size(), res, 0, [](double) noexcept { return npos; },
-        [&](std::size_t b, std::size_t c) noexcept {
+        [&](double* sums) noexcept {
             alignas(64) float buf[spec_block];
-            fill(b, c, buf);
-            return double(kernels::sum(std::span<const float>(buf, c)));
+            for (std::size_t b = 0; b < p.size(); b += spec_block) {
+                const std::size_t c = std::min(spec_block, p.size() - b);
+                fill(b, c, buf);
+                sums[b / spec_block] = kernels::sum(std::span<const float>(buf, c));
+            }
         },
         fill,
         [&](std::size_t i, double a) noexcept {
             return residual_accepts(double(p.probs[i]), q_at(i), a);
+        });
+}
+/// The sums of a cut's kept weights over the blocks of spec_block entries of its row, into
+/// sums[0, ceil(extent / spec_block)): one pass over the row (float lanes per block, added in
+/// double). \pre p.is_cut
+template <class A = simd::default_arch>
+void cut_block_sums(const weighted_set& p, double* sums) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const std::size_t n = p.extent();
+    const float* x = p.row.data();
+    const float* w = p.weights.data();
+    std::fill_n(sums, (n + spec_block - 1) / spec_block, 0.0);
+    kernels::detail::for_each_segment(
+        p.cut, 0, n, [&](std::size_t s, std::size_t e, float lo, float hi) noexcept {
+            std::size_t i = s;
+            for (; i < e && i % L != 0; ++i)  // (to a vector boundary: no vector crosses a block)
+                if (x[i] >= lo && x[i] <= hi) sums[i / spec_block] += double(w[i]);
+            const B lb(lo), hb(hi), zero(0.f);
+            while (i + L <= e) {
+                const std::size_t blk = i / spec_block, be = std::min((blk + 1) * spec_block, e);
+                B acc(0.f);
+                for (; i + L <= be; i += L) {
+                    const B v = B::load_unaligned(x + i);
+                    acc += simd::select<A>((v >= lb) & (v <= hb), B::load_unaligned(w + i), zero);
+                }
+                sums[blk] += double(simd::reduce_add<A>(acc));
+            }
+            for (; i < e; ++i)
+                if (x[i] >= lo && x[i] <= hi) sums[i / spec_block] += double(w[i]);
         });
 }
 /// propose_residual over a weighted_set (index space: the row for a cut, else the kept ids), q
@@ -392,11 +425,11 @@ std::size_t propose_set(const weighted_set& p, rng_stream& res, QAt&& q_at) noex
     return propose_residual(
         p.extent(), res, p.is_cut ? 2 : 0,
         [&](double du) noexcept { return kernels::draw_cut(p.row, p.weights, p.cut, du, p.sum); },
-        [&](std::size_t b, std::size_t c) noexcept {
-            if (p.is_cut)
-                return kernels::detail::cut_sum<simd::default_arch>(p.row.data(), p.weights.data(),
-                                                                    p.cut, b, b + c);
-            return double(kernels::sum(p.weights.subspan(b, c)));
+        [&](double* sums) noexcept {
+            if (p.is_cut) return cut_block_sums(p, sums);
+            for (std::size_t b = 0; b < p.extent(); b += spec_block)
+                sums[b / spec_block] =
+                    kernels::sum(p.weights.subspan(b, std::min(spec_block, p.extent() - b)));
         },
         [&](std::size_t b, std::size_t c, float* out) noexcept { p.weights_into(b, c, out); },
         [&](std::size_t i, double a) noexcept {
