@@ -824,6 +824,9 @@ inline double prefix_ratio_error_split(double b, double wd_pre_hi, std::size_t c
 struct top_p_trace {
     top_p_estimate estimate = top_p_estimate::none;  ///< the bounds the fused pass split at
     bool fused_held = false;  ///< the fused split's bracket enclosed the crossing (no search)
+    /// the float bound could not decide and the corrected tier ran (it decided when the result's
+    /// tier is float_bound); not run when the float walk's margin was below half its bound
+    bool corrected = false;
 };
 
 /// The search of top_p_cut / top_p_unordered: the result with its cut, kept, sums and tier;
@@ -937,6 +940,10 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     }
     crossing cr;
     double kept_sum = 0;
+    // whether the corrected tier may decide what the float bound could not: not when the float
+    // walk's margin is below half the corrected bound (its masses move by the argument's
+    // rounding only, typically far less than that; then straight to the double pass)
+    bool try_corrected = true;
     {
         // The fused pass's sums (float trees, row_sums::pair_error): the part above its bracket
         // moves the prefix and z alike, the rest z only; after the sampled search instead, the
@@ -968,13 +975,47 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
                     ratio_error(before, wd_above_lo + wd_before, wd_above_hi + wd_before, cr.rank);
                 const double e2 = ratio_error(before + wj, wd_above_lo + wd_before + wdj,
                                               wd_above_hi + wd_before + wdj, cr.rank + 1);
-                if (!(before / z + e1 < target && (before + wj) / z - e2 >= target))
+                if (!(before / z + e1 < target && (before + wj) / z - e2 >= target)) {
                     cr.found = false;
+                    const double g = std::min(target - before / z, (before + wj) / z - target);
+                    const double ec = std::max(
+                        corrected_ratio_error(before, before, cr.rank, z, z, n),
+                        corrected_ratio_error(before + wj, before + wj, cr.rank + 1, z, z, n));
+                    try_corrected = g >= 0.5 * ec;
+                }
                 kept_sum = before + wj;
                 break;
             }
             before += wj;
             wd_before += wdj;
+        }
+    }
+    if (!cr.found && c > 0 && try_corrected) {
+        // The corrected tier (reported as float_bound): the float weights with their arguments'
+        // rounding recovered (corrected_pass: Z and the mass above the bracket, in double lanes;
+        // the bracket's entries one by one), so that only the exponential's own error is left.
+        if (trace) trace->corrected = true;
+        const corrected_sums cs = corrected_pass<A>(x, w, dirty, m, temperature, b.hi);
+        const double zc = cs.sum - cs.fix;
+        double before = cs.in_sum - cs.in_fix, spre = cs.in_sum, fbefore = b.above;
+        for (std::size_t j = 0; j < c; ++j) {
+            const std::size_t q = std::size_t(key_id(keys[j]));
+            const double wf = double(w[q]);
+            const double wj = wf * (1 - argument_delta(lg[q], w[q], m, temperature));
+            if (before + wj >= target * zc || j + 1 == c) {
+                cr = {lg[q], ids[q], b.above_count + j, true};
+                const std::size_t k = b.above_count + j;
+                const double e1 = corrected_ratio_error(before, spre, k, zc, cs.sum, n);
+                const double e2 =
+                    corrected_ratio_error(before + wj, spre + wf, k + 1, zc, cs.sum, n);
+                if (!(before / zc + e1 < target && (before + wj) / zc - e2 >= target))
+                    cr.found = false;
+                kept_sum = fbefore + wf;
+                break;
+            }
+            before += wj;
+            spre += wf;
+            fbefore += wf;
         }
     }
     if (!cr.found && c > 0) {
@@ -1049,7 +1090,14 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
 /// exponential's measured error, the rounding of its argument bounded through sum w |d| (summed,
 /// or Jensen's bound from a mass and a count: detail::wd_jensen_bound), the sums (double lanes,
 /// or the fused pass's float trees of 8 vectors); errors common to a prefix and to Z cancel:
-/// detail::prefix_ratio_error_split); otherwise a double-precision
+/// detail::prefix_ratio_error_split); otherwise the corrected tier (reported as float_bound): one
+/// read pass over the row and its stored weights, no exponential (detail::corrected_pass),
+/// recovers the rounding delta_i of every weight's argument in double and corrects the weights
+/// to first order, w_i (1 - delta_i), in Z and in the mass above the bracket (their sums in
+/// double lanes), so that the bound keeps the exponential's own error only
+/// (detail::corrected_ratio_error; on rows at temperature 1.5 the argument's rounding was ~15x
+/// that; skipped when the float margin is below half that bound, as the correction moves the
+/// masses by far less); otherwise a double-precision
 /// exponential pass over the row recomputes Z and the mass above the bracket, the bracket's
 /// weights the reference's own (double_pass); when even that margin is within ~1e-10, the
 /// reference's own walk (reference; O(V log V), allocation-free). Rows with +inf entries or a
