@@ -11,11 +11,12 @@
 //     verifier's). Judged against the exp floor of the shape, as top-p is (issue 12:
 //     verification gets the same treatment). Counters: accept (acceptance rate), kept (target
 //     set), cut (1 when the target set stayed a cut), rejected (rejections per token: each one
-//     draws from the residual, a pass over the cut with q merged along it). Also at V = 256000
+//     draws from the residual by rejection from p, ~1 / TV proposals drawn on the cut, the
+//     exact pass over the cut with q merged along it after 32 refusals). Also at V = 256000
 //     (no O(V) clear or copy beyond the pass: the time scales with V, not with V^2 or a memset).
 //   BM_spec_processed/<shape>/V:<V>: the target's processing alone (the same call as in
 //     BM_spec_family, no verification): BM_spec_family minus this is what the verification
-//     adds per token (p(x), q(x) on acceptance; the residual draw on rejection).
+//     adds per token (p(x), q(x) on acceptance; the residual's proposals on rejection).
 //   BM_spec_toy_*: speculative_decode on the deterministic toy models of the tests, one run of 64
 //     new tokens per iteration; counters: mean accepted draft tokens per round, tokens per target
 //     call, acceptance rate. (Toy model calls are nearly free, so time here is the loop's own

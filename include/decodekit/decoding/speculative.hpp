@@ -7,8 +7,11 @@
 /// no duplicate ids): exactly what a draw uses, after temperature and truncation.
 ///   - verify_rejection (exact, Leviathan et al. / Chen et al.): accept the draft x iff
 ///     u * q(x) < p(x); otherwise emit y ~ norm(max(0, p - q)). q(x) = 0 always rejects (as vLLM;
-///     an honest proposer never proposes outside q's support); p(x) = 0 always rejects. A
-///     residual whose mass is below 1e-9 (rounding only) falls back to p.
+///     an honest proposer never proposes outside q's support); p(x) = 0 always rejects. The
+///     residual is drawn by rejection from p: proposals y ~ p, each kept with probability
+///     max(0, p(y) - q(y)) / p(y) (~1 / TV proposals, TV = the residual's mass), and after 32
+///     refusals one exact pass over p (detail::propose_residual); a residual whose mass is below
+///     1e-9 (rounding only) falls back to p in that pass.
 ///   - verify_one_hot (exact, deterministic proposals: greedy drafts, n-gram lookup): q = delta_x,
 ///     accept iff u < p(x); residual = p with x removed. Same as verify_rejection with q = delta_x.
 ///   - verify_greedy (exact for greedy decoding): accept iff x is the target argmax (highest
@@ -23,7 +26,8 @@
 /// The decision for the token at generation step n (n = number of tokens generated before it,
 /// prompt excluded) uses only two streams keyed by rng_key{seed, sequence, n}:
 /// rng_purpose::accept (exactly one uniform() per verified draft token, consumed even when the
-/// outcome is certain) and rng_purpose::residual (one uniform() per residual or bonus draw).
+/// outcome is certain) and rng_purpose::residual (one uniform() per bonus draw; a residual draw
+/// takes two per proposal, then one for the exact pass if the proposals were all refused).
 /// Sampled drafting uses rng_purpose::draft at the step of the drafted token. Hence:
 ///   - a rerun with the same seed, sequence, parameters and proposer gives the same tokens;
 ///   - the randomness used for step n never depends on how many drafts the round proposed or on
@@ -63,8 +67,9 @@
 /// up front): EOS is suppressed in p, stop sequences and stop strings are held until then.
 /// How p is read: a processing with processed() (set_processing: sampler_processing,
 /// basic_processing) gives the target's distribution as a weighted_set (sampling/verify.hpp), a
-/// top-p cut over the row never compacted: p(x) is one lookup, a rejection's residual one pass
-/// over the cut (q merged along it when q.ascending, else scattered into verify_workspace's dense
+/// top-p cut over the row never compacted: p(x) is one lookup, a rejection's residual ~1 / TV
+/// proposals drawn on the cut (two draw_cut's, then block sums of the cut: one pass) with q read
+/// at each (a binary search when q.ascending, else q scattered into verify_workspace's dense
 /// row), the bonus a draw_cut. Other processings are verified on their sparse output.
 /// A proposer that drafts from the target's hidden state (an MTP module: needs_target_hidden())
 /// makes the verify call logits_and_hidden and receives the hidden row of the last verified
@@ -305,6 +310,132 @@ inline double entropy(sparse_dist_view d) noexcept {
     return h;
 }
 inline constexpr double residual_floor = 1e-9;
+
+/// Proposals y ~ p tried for a rejection's residual before the exact pass (propose_residual).
+inline constexpr int spec_residual_proposals = 32;
+
+/// The residual draw of a rejection by rejection from p: proposals y ~ p (inverse CDF over p's
+/// entries in ascending index order, with one uniform() of `res` each) are accepted with
+/// probability max(0, p(y) - q(y)) / p(y) (a second uniform() each, accept(i, a)); the first
+/// accepted proposal has the law max(0, p - q) / TV (TV = that residual's mass), and the
+/// expected number of proposals is 1 / TV. Returns its index, or npos after
+/// spec_residual_proposals refusals (or when a proposal finds no entry): then the caller draws
+/// from the residual with the exact pass and the next uniform() of `res`. That is still exact:
+/// the proposals are independent of that pass, so conditionally on the refusals its law is
+/// unchanged. The fallback fires with probability (1 - TV)^32 (TV = 0.3: 1e-5; TV = 0.1: 3 %).
+/// The first `row_draws` proposals are drawn by row_draw(u) (a caller with a cheaper draw than
+/// one pass: draw_cut with the kept sum known reads a quarter of the row on average); the later
+/// ones from the block sums of p's weights (block_sums(sums) writes the sums of the
+/// ceil(n / spec_block) blocks of spec_block entries: computed once, one pass) and fill(b, c,
+/// out) of the block where u falls: a walk over <= 1024 sums and one block scanned. Beyond
+/// spec_max_blocks blocks (more than 524 288 entries) no sums are kept: only the row_draws
+/// proposals are tried.
+template <class RowDraw, class BlockSums, class Fill, class Accept>
+std::size_t propose_residual(std::size_t n, rng_stream& res, int row_draws, RowDraw&& row_draw,
+                             BlockSums&& block_sums, Fill&& fill, Accept&& accept) noexcept {
+    double sums[spec_max_blocks];
+    const std::size_t nb = (n + spec_block - 1) / spec_block;
+    const int tries = nb <= spec_max_blocks ? spec_residual_proposals
+                                            : std::min(row_draws, spec_residual_proposals);
+    bool built = false;
+    for (int k = 0; k < tries; ++k) {
+        const double u = res.uniform(), a = res.uniform();
+        std::size_t i;
+        if (k < row_draws) {
+            i = row_draw(u);
+        } else {
+            if (!built) {
+                block_sums(sums);
+                built = true;
+            }
+            i = draw_blocked_sums(
+                n, [&](std::size_t b, std::size_t) noexcept { return sums[b / spec_block]; }, fill,
+                u, 0.0);
+        }
+        if (i == npos) return npos;
+        if (accept(i, a)) return i;
+    }
+    return npos;
+}
+/// propose_residual's test: accept y with probability max(0, py - qy) / py (a uniform in
+/// [0, 1)); py > 0 for every proposal (draws never return a weight that is not positive), q's
+/// non-positive and NaN probabilities read 0.
+inline bool residual_accepts(double py, float qy, double a) noexcept {
+    const double r = py - (qy > 0.f ? double(qy) : 0.0);
+    return r > 0 && a * py < r;
+}
+/// propose_residual over a sparse p (its positive probabilities as weights; index j of p), q
+/// read by q_at(j): the index of the accepted proposal or npos.
+template <class QAt>
+std::size_t propose_sparse(sparse_dist_view p, rng_stream& res, QAt&& q_at) noexcept {
+    auto fill = [&](std::size_t b, std::size_t c, float* out) noexcept {
+        for (std::size_t i = 0; i < c; ++i) out[i] = p.probs[b + i] > 0.f ? p.probs[b + i] : 0.f;
+    };
+    return propose_residual(
+        p.size(), res, 0, [](double) noexcept { return npos; },
+        [&](double* sums) noexcept {
+            alignas(64) float buf[spec_block];
+            for (std::size_t b = 0; b < p.size(); b += spec_block) {
+                const std::size_t c = std::min(spec_block, p.size() - b);
+                fill(b, c, buf);
+                sums[b / spec_block] = kernels::sum(std::span<const float>(buf, c));
+            }
+        },
+        fill,
+        [&](std::size_t i, double a) noexcept {
+            return residual_accepts(double(p.probs[i]), q_at(i), a);
+        });
+}
+/// The sums of a cut's kept weights over the blocks of spec_block entries of its row, into
+/// sums[0, ceil(extent / spec_block)): one pass over the row (float lanes per block, added in
+/// double). \pre p.is_cut
+template <class A = simd::default_arch>
+void cut_block_sums(const weighted_set& p, double* sums) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const std::size_t n = p.extent();
+    const float* x = p.row.data();
+    const float* w = p.weights.data();
+    std::fill_n(sums, (n + spec_block - 1) / spec_block, 0.0);
+    kernels::detail::for_each_segment(
+        p.cut, 0, n, [&](std::size_t s, std::size_t e, float lo, float hi) noexcept {
+            std::size_t i = s;
+            for (; i < e && i % L != 0; ++i)  // (to a vector boundary: no vector crosses a block)
+                if (x[i] >= lo && x[i] <= hi) sums[i / spec_block] += double(w[i]);
+            const B lb(lo), hb(hi), zero(0.f);
+            while (i + L <= e) {
+                const std::size_t blk = i / spec_block, be = std::min((blk + 1) * spec_block, e);
+                B acc(0.f);
+                for (; i + L <= be; i += L) {
+                    const B v = B::load_unaligned(x + i);
+                    acc += simd::select<A>((v >= lb) & (v <= hb), B::load_unaligned(w + i), zero);
+                }
+                sums[blk] += double(simd::reduce_add<A>(acc));
+            }
+            for (; i < e; ++i)
+                if (x[i] >= lo && x[i] <= hi) sums[i / spec_block] += double(w[i]);
+        });
+}
+/// propose_residual over a weighted_set (index space: the row for a cut, else the kept ids), q
+/// read by q_at(index): the index of the accepted proposal or npos. A cut's first two proposals
+/// are draw_cut's with the kept sum known (a quarter of the row on average); then block sums.
+/// \pre !p.empty()
+template <class QAt>
+std::size_t propose_set(const weighted_set& p, rng_stream& res, QAt&& q_at) noexcept {
+    return propose_residual(
+        p.extent(), res, p.is_cut ? 2 : 0,
+        [&](double du) noexcept { return kernels::draw_cut(p.row, p.weights, p.cut, du, p.sum); },
+        [&](double* sums) noexcept {
+            if (p.is_cut) return cut_block_sums(p, sums);
+            for (std::size_t b = 0; b < p.extent(); b += spec_block)
+                sums[b / spec_block] =
+                    kernels::sum(p.weights.subspan(b, std::min(spec_block, p.extent() - b)));
+        },
+        [&](std::size_t b, std::size_t c, float* out) noexcept { p.weights_into(b, c, out); },
+        [&](std::size_t i, double a) noexcept {
+            return residual_accepts(double(p.weights[i]) / p.sum, q_at(i), a);
+        });
+}
 }  // namespace detail
 
 // ------------------------------------------------------------------------------------------------
@@ -374,6 +505,8 @@ inline token_id draw_from(sparse_dist_view p, rng_key key) noexcept {
 
 /// Exact rejection step for draft token `x` drawn from q: accept iff u * q(x) < p(x), else
 /// y ~ norm(max(0, p - q)) (p when that mass is below 1e-9). q(x) = 0 or p(x) = 0 rejects.
+/// The residual is drawn by rejection from p (detail::propose_residual: block sums of p once,
+/// then ~1 / TV cheap proposals), the exact pass over p only after 32 refusals.
 /// \pre q's ids < ws.vocab_size(). Cost O(|p| + |q|), no allocation.
 inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, token_id x,
                                       rng_key key, verify_workspace& ws) noexcept {
@@ -384,44 +517,41 @@ inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, to
     const double px = detail::prob_of(p, x), qx = detail::prob_of(q, x);
     if (qx > 0 && u * qx < px) return {x, true};
     rng_stream res = make_stream(key, rng_purpose::residual);
-    const double v = res.uniform();
-    // Residual max(0, p - q) over p's support (zero elsewhere).
-    std::size_t j;
-    if (detail::same_ids(p.tokens, q.tokens)) {  // aligned rows: elementwise
-        j = detail::draw_blocked(
-            p.size(),
-            [&](std::size_t b, std::size_t c, float* out) noexcept {
-                const float* pp = p.probs.data() + b;
-                const float* qq = q.probs.data() + b;
-                for (std::size_t i = 0; i < c; ++i) {
-                    const float r = pp[i] - (qq[i] > 0.f ? qq[i] : 0.f);
-                    out[i] = r > 0.f ? r : 0.f;
-                }
-            },
-            v, detail::residual_floor);
-    } else {  // scatter q into the dense scratch row, gather it along p
-        const float* dense = ws.scatter(q);
-        const std::size_t dv = ws.dense_.size();
-        j = detail::draw_blocked(
-            p.size(),
-            [&](std::size_t b, std::size_t c, float* out) noexcept {
-                for (std::size_t i = 0; i < c; ++i) {
-                    const auto t = std::size_t(p.tokens[b + i]);
-                    const float qt = t < dv ? dense[t] : 0.f;
-                    const float r = p.probs[b + i] - qt;
-                    out[i] = r > 0.f ? r : 0.f;
-                }
-            },
-            v, detail::residual_floor);
-        ws.unscatter(q);
+    // Residual max(0, p - q) over p's support (zero elsewhere): q read elementwise (aligned
+    // rows) or scattered into the dense scratch row and read along p.
+    const bool aligned = detail::same_ids(p.tokens, q.tokens);
+    const float* dense = aligned ? nullptr : ws.scatter(q);
+    const std::size_t dv = ws.dense_.size();
+    auto q_at = [&](std::size_t i) noexcept -> float {
+        if (aligned) return q.probs[i];
+        const auto t = std::size_t(p.tokens[i]);
+        return t < dv ? dense[t] : 0.f;
+    };
+    std::size_t j = detail::propose_sparse(p, res, q_at);
+    if (j != npos) {
+        if (dense) ws.unscatter(q);
+        return {p.tokens[j], false};
     }
+    const double v = res.uniform();  // the exact pass (see detail::propose_residual)
+    j = detail::draw_blocked(
+        p.size(),
+        [&](std::size_t b, std::size_t c, float* out) noexcept {
+            for (std::size_t i = 0; i < c; ++i) {
+                const float qt = q_at(b + i);
+                const float r = p.probs[b + i] - (qt > 0.f ? qt : 0.f);
+                out[i] = r > 0.f ? r : 0.f;
+            }
+        },
+        v, detail::residual_floor);
+    if (dense) ws.unscatter(q);
     if (j == npos) return {detail::draw_sparse(p, v), false};  // residual ~0: fall back to p
     return {p.tokens[j], false};
 }
 
 /// Exact verification of a deterministic proposal x (q = delta_x): accept iff u < p(x), else
 /// y ~ p without x (p when that mass is below 1e-9). Same law and RNG use as
-/// verify_rejection with q = delta_x. Cost O(|p|), no allocation.
+/// verify_rejection with q = delta_x (the residual by rejection from p: a proposal other than x
+/// is kept). Cost O(|p|), no allocation.
 inline verify_result verify_one_hot(sparse_dist_view p, token_id x, rng_key key) noexcept {
     p = detail::trimmed(p);
     rng_stream acc = make_stream(key, rng_purpose::accept);
@@ -430,8 +560,12 @@ inline verify_result verify_one_hot(sparse_dist_view p, token_id x, rng_key key)
     const double px = ix != npos && p.probs[ix] > 0.f ? double(p.probs[ix]) : 0.0;
     if (u < px) return {x, true};
     rng_stream res = make_stream(key, rng_purpose::residual);
-    const double v = res.uniform();
-    const std::size_t j = detail::draw_blocked(
+    constexpr float never = std::numeric_limits<float>::infinity();  // q(x) = 1: x never kept
+    std::size_t j = detail::propose_sparse(
+        p, res, [&](std::size_t i) noexcept { return i == ix ? never : 0.f; });
+    if (j != npos) return {p.tokens[j], false};
+    const double v = res.uniform();  // the exact pass (see detail::propose_residual)
+    j = detail::draw_blocked(
         p.size(),
         [&](std::size_t b, std::size_t c, float* out) noexcept {
             for (std::size_t i = 0; i < c; ++i) {
@@ -515,8 +649,12 @@ inline token_id draw_from(const weighted_set& p, rng_key key) noexcept {
 /// verify_rejection with p a weighted_set: accept iff u * q(x) < p(x), else y ~ norm(max(0, p -
 /// q)) over p's support (p when that mass is below 1e-9). \pre q's ids < ws.vocab_size() (larger
 /// ids count as q = 0, and assert in debug builds); the index space of a cut p (its row) no larger
-/// than ws.vocab_size() (beyond it q reads 0). Cost: O(1) + O(log |q|) on acceptance; one pass over
-/// p's index space plus two over q on rejection; no allocation.
+/// than ws.vocab_size() (beyond it q reads 0). Cost: O(1) + O(log |q|) on acceptance. On
+/// rejection the residual is drawn by rejection from p (detail::propose_residual, ~1 / TV
+/// proposals, each an O(log |q|) lookup of q, or O(1) when q is scattered: a q that is not
+/// ascending costs two passes over q): on a cut, two draw_cut proposals (a quarter of the row
+/// each on average), then one pass of block sums and proposals of one block each; the exact
+/// pass over p's index space (q merged along it) only after 32 refusals. No allocation.
 inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q, token_id x,
                                       rng_key key, verify_workspace& ws) noexcept {
     q = detail::trimmed(q);
@@ -525,11 +663,27 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
     const double px = p.prob(x), qx = detail::prob_of(q, x);
     if (qx > 0 && u * qx < px) return {x, true};
     rng_stream res = make_stream(key, rng_purpose::residual);
-    const double v = res.uniform();
     if (p.empty()) return {-1, false};
     const float inv = float(1.0 / p.sum);
-    std::size_t j;
-    if (!p.is_cut && detail::same_ids(p.ids, q.tokens)) {  // aligned sets: elementwise
+    const bool aligned = !p.is_cut && detail::same_ids(p.ids, q.tokens);
+    // q at the proposals: elementwise (aligned), a binary search (ascending), else scattered
+    // into the dense scratch row (once; the exact pass below reads it too)
+    const float* dense = nullptr;
+    const std::size_t dv = ws.dense_.size();
+    if (!aligned && !q.ascending) dense = ws.scatter(q);
+    auto q_at = [&](std::size_t i) noexcept -> float {
+        if (aligned) return q.probs[i];
+        const token_id t = p.token_at(i);
+        if (dense) return std::size_t(t) < dv ? dense[std::size_t(t)] : 0.f;
+        return float(detail::prob_of(q, t));
+    };
+    std::size_t j = detail::propose_set(p, res, q_at);
+    if (j != npos) {
+        if (dense) ws.unscatter(q);
+        return {p.token_at(j), false};
+    }
+    const double v = res.uniform();  // the exact pass (see detail::propose_residual)
+    if (aligned) {                   // aligned sets: elementwise
         j = detail::draw_blocked(
             p.extent(),
             [&](std::size_t b, std::size_t c, float* out) noexcept {
@@ -591,7 +745,7 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
             },
             v, detail::residual_floor);
     } else if (p.is_cut && p.extent() <= ws.dense_.size()) {  // scatter q into the dense row
-        const float* dense = ws.scatter(q);
+        if (!dense) dense = ws.scatter(q);
         // (index = id: q over a block is dense[b, b + c); the same block sums and residuals as
         // the merge above, so both give the same token)
         j = detail::draw_blocked_sums(
@@ -603,10 +757,8 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
                 p.residual_into(b, c, dense + b, out);
             },
             v, detail::residual_floor);
-        ws.unscatter(q);
     } else {  // scatter q into the dense scratch row, read it along p
-        const float* dense = ws.scatter(q);
-        const std::size_t dv = ws.dense_.size();
+        if (!dense) dense = ws.scatter(q);
         j = detail::draw_blocked(
             p.extent(),
             [&](std::size_t b, std::size_t c, float* out) noexcept {
@@ -618,24 +770,30 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
                 }
             },
             v, detail::residual_floor);
-        ws.unscatter(q);
     }
+    if (dense) ws.unscatter(q);
     if (j == npos) return {p.draw(v), false};  // residual ~0: fall back to p
     return {p.token_at(j), false};
 }
 
 /// verify_one_hot with p a weighted_set: accept iff u < p(x), else y ~ p without x (p when that
-/// mass is below 1e-9). Cost: O(1) on acceptance (O(log kept) sparse); one pass over p's index
-/// space on rejection; no allocation.
+/// mass is below 1e-9). Cost: O(1) on acceptance (O(log kept) sparse); on rejection the
+/// residual by rejection from p (verify_rejection's proposals, a proposal other than x is kept:
+/// on a cut ~1 / (1 - p(x)) draw_cut proposals, then block sums), the exact pass over p's index
+/// space only after 32 refusals; no allocation.
 inline verify_result verify_one_hot(const weighted_set& p, token_id x, rng_key key) noexcept {
     rng_stream acc = make_stream(key, rng_purpose::accept);
     const double u = acc.uniform();
     const std::size_t ix = p.index_of(x);
     if (u < p.prob(x)) return {x, true};
     rng_stream res = make_stream(key, rng_purpose::residual);
-    const double v = res.uniform();
     if (p.empty()) return {-1, false};
-    const std::size_t j = detail::draw_blocked(
+    constexpr float never = std::numeric_limits<float>::infinity();  // q(x) = 1: x never kept
+    std::size_t j =
+        detail::propose_set(p, res, [&](std::size_t i) noexcept { return i == ix ? never : 0.f; });
+    if (j != npos) return {p.token_at(j), false};
+    const double v = res.uniform();  // the exact pass (see detail::propose_residual)
+    j = detail::draw_blocked(
         p.extent(),
         [&](std::size_t b, std::size_t c, float* out) noexcept {
             p.weights_into(b, c, out);

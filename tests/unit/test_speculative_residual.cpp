@@ -1,0 +1,346 @@
+// A rejection's residual draw (verify_rejection / verify_one_hot, on a weighted_set and on a
+// sparse p): proposals y ~ p kept with probability max(0, p(y) - q(y)) / p(y), the exact pass
+// after 32 refusals (detail::propose_residual). The token emitted on rejection follows
+// norm(max(0, p - q)) exactly on every shape of the inputs: a cut with q merged (ascending) or
+// scattered, a cut inside a tied level, q with mass outside the cut, TV ~ 1 (residual = p) and
+// TV tiny (the exact pass runs on most rejections), a sparse p; the one-hot residual is p
+// without x; and the verified token's law is p (the speculative identity) when the exact pass
+// runs. Chi-square, each with false-failure rate dk_test::false_failure_rate = 1e-7. Rows of
+// 3000 entries: several blocks of every blocked walk (512 in the residual, 256 in draw_cut).
+#include "dk_test.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+using namespace decodekit;
+
+namespace {
+
+constexpr std::size_t V = 3000;
+
+/// A deterministic row of n entries (a spread of ~4 nats, a NaN, a -inf, a head at the last id).
+std::vector<float> make_row(std::uint64_t seed, std::size_t n = V) {
+    std::vector<float> x(n);
+    std::uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (std::size_t i = 0; i < n; ++i) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = float(double(s >> 11) / double(1ull << 53)) * 4.f;
+    }
+    x[7] = -INFINITY;
+    x[n / 2] = NAN;
+    x[n - 1] = 6.f;
+    return x;
+}
+
+/// The draft's row: related to the target's (0.8 target + 0.6 noise).
+std::vector<float> draft_row(const std::vector<float>& t) {
+    const auto n = make_row(99, t.size());
+    std::vector<float> d(t.size());
+    for (std::size_t i = 0; i < t.size(); ++i)
+        d[i] = std::isfinite(t[i]) ? 0.8f * t[i] + 0.6f * n[i] : 0.f;
+    return d;
+}
+
+sparse_distribution sparse_of(sampler& s, const std::vector<float>& row) {
+    sparse_distribution out;
+    sampler_processing{s}(row, {}, out);
+    return out;
+}
+
+/// p(t) over the ids, as the verification reads it (weight / sum).
+std::vector<double> law_of(const weighted_set& p) {
+    std::vector<double> out(V, 0.0);
+    for (std::size_t t = 0; t < V; ++t) out[t] = p.prob(token_id(t));
+    return out;
+}
+
+/// norm(max(0, p - q)) over the ids; *tv receives its mass.
+std::vector<double> residual_law(const std::vector<double>& p, sparse_dist_view q,
+                                 double* tv = nullptr) {
+    std::vector<double> r = p;
+    for (std::size_t i = 0; i < q.size(); ++i)
+        if (q.probs[i] > 0.f) r[std::size_t(q.tokens[i])] -= double(q.probs[i]);
+    double s = 0;
+    for (double& v : r) s += v = v > 0 ? v : 0.0;
+    for (double& v : r) v /= s;
+    if (tv) *tv = s;
+    return r;
+}
+
+/// The tokens verify(key) emits on rejection, over keys {seed, r, 0}, until n rejections.
+template <class Verify>
+std::vector<std::uint64_t> rejected_tokens(std::size_t n, std::uint64_t seed, Verify&& verify) {
+    std::vector<std::uint64_t> counts(V + 1, 0);
+    std::size_t got = 0;
+    for (std::uint64_t r = 0; got < n; ++r) {
+        REQUIRE(r < 100 * n);  // (rejections are not rare in these tests: never a hang)
+        const verify_result v = verify(rng_key{seed, r, 0});
+        if (v.accepted) continue;
+        const auto t = std::size_t(v.token);
+        ++counts[t < V ? t : V];
+        ++got;
+    }
+    return counts;
+}
+
+/// q = p's kept ids with probabilities p(t) (1 +- 1 %), alternating, normalised (ascending): a
+/// draft almost equal to the target, TV ~ 0.005.
+sparse_distribution near_copy(const weighted_set& p) {
+    sparse_distribution q;
+    double s = 0;
+    int k = 0;
+    for (std::size_t t = 0; t < V; ++t) {
+        const double pt = p.prob(token_id(t));
+        if (!(pt > 0)) continue;
+        const double v = pt * (k++ % 2 ? 1.01 : 0.99);
+        q.push(token_id(t), float(v));
+        s += v;
+    }
+    for (float& v : q.probs) v = float(double(v) / s);
+    q.ascending = true;
+    return q;
+}
+
+}  // namespace
+
+TEST_CASE("the residual on a cut follows norm(max(0, p - q)), q merged or scattered",
+          "[speculative][residual][statistical]") {
+    const auto row = make_row(3);
+    sampler ts({.top_p = 0.9f}, V), ds({.top_p = 0.9f}, V);
+    const sparse_distribution q = sparse_of(ds, draft_row(row));
+    REQUIRE(q.ascending);
+    const sparse_dist_view scattered{q.tokens, q.probs, false};
+    sampling_workspace sws(V);
+    const weighted_set p = processed_set(ts, row, {}, sws);
+    REQUIRE(p.is_cut);
+    double tv = 0;
+    const auto want = residual_law(law_of(p), q, &tv);
+    INFO("tv " << tv);
+    CHECK(tv > 0.05);
+    verify_workspace ws(V);
+    const auto counts = rejected_tokens(100000, 1, [&](rng_key key) {
+        const token_id x = detail::draw_sparse(q, make_stream(key, rng_purpose::draft).uniform());
+        const verify_result a = verify_rejection(p, q, x, key, ws);
+        // q by a binary search or scattered into the dense row: the same values, so the same
+        // proposals and decisions; and the same key gives the same token again
+        const verify_result b = verify_rejection(p, scattered, x, key, ws);
+        REQUIRE(a.token == b.token);
+        REQUIRE(a.accepted == b.accepted);
+        REQUIRE(verify_rejection(p, q, x, key, ws).token == a.token);
+        return a;
+    });
+    dk_test::require_law(counts, want);
+}
+
+TEST_CASE("the residual on a cut inside a tied level follows norm(max(0, p - q))",
+          "[speculative][residual][statistical]") {
+    auto row = make_row(17);
+    for (float& v : row)
+        if (std::isfinite(v)) v = std::floor(v * 4.f) / 4.f;
+    sampler ts({.top_p = 0.7f}, V), ds({.top_p = 0.9f}, V);
+    const sparse_distribution q = sparse_of(ds, draft_row(row));
+    sampling_workspace sws(V);
+    const weighted_set p = processed_set(ts, row, {}, sws);
+    REQUIRE(p.is_cut);
+    REQUIRE(p.cut.lo_last != npos);  // a tied level is cut inside the row
+    const auto want = residual_law(law_of(p), q);
+    verify_workspace ws(V);
+    const auto counts = rejected_tokens(100000, 2, [&](rng_key key) {
+        const token_id x = detail::draw_sparse(q, make_stream(key, rng_purpose::draft).uniform());
+        return verify_rejection(p, q, x, key, ws);
+    });
+    dk_test::require_law(counts, want);
+}
+
+TEST_CASE("the residual with q's mass outside the cut, and with TV ~ 1 (residual = p)",
+          "[speculative][residual][statistical]") {
+    const auto row = make_row(5);
+    sampler ts({.top_p = 0.8f}, V), ds({.temperature = 1.f}, V);
+    sampling_workspace sws(V);
+    const weighted_set p = processed_set(ts, row, {}, sws);
+    REQUIRE(p.is_cut);
+    const auto pl = law_of(p);
+    verify_workspace ws(V);
+    SECTION("q over the whole row (ascending)") {
+        const sparse_distribution q = sparse_of(ds, draft_row(row));
+        double outside = 0;
+        for (std::size_t i = 0; i < q.size(); ++i)
+            if (!(pl[std::size_t(q.tokens[i])] > 0)) outside += q.probs[i];
+        INFO("q outside the cut " << outside);
+        CHECK(outside > 0.1);
+        const auto counts = rejected_tokens(100000, 3, [&](rng_key key) {
+            const token_id x =
+                detail::draw_sparse(q, make_stream(key, rng_purpose::draft).uniform());
+            return verify_rejection(p, q, x, key, ws);
+        });
+        dk_test::require_law(counts, residual_law(pl, q));
+    }
+    SECTION("q only outside the cut (TV = 1), in descending id order (scattered)") {
+        sparse_distribution q;
+        for (std::size_t t = V; t-- > 0;)
+            if (!(pl[t] > 0) && t % 3 == 0) q.push(token_id(t), 1.f);
+        for (float& v : q.probs) v /= float(q.size());
+        const auto counts = rejected_tokens(100000, 4, [&](rng_key key) {
+            return verify_rejection(p, q, q.tokens[key.sequence % q.size()], key, ws);
+        });
+        dk_test::require_law(counts, pl);  // p(x) = 0: every draft rejected, residual = p
+    }
+}
+
+TEST_CASE("a tiny TV: the exact pass after 32 refused proposals keeps the residual's law",
+          "[speculative][residual][statistical]") {
+    const auto row = make_row(6);
+    sampler ts({.top_p = 0.95f}, V);
+    sampling_workspace sws(V);
+    const weighted_set p = processed_set(ts, row, {}, sws);
+    REQUIRE(p.is_cut);
+    const sparse_distribution q = near_copy(p);
+    double tv = 0;
+    const auto want = residual_law(law_of(p), q, &tv);
+    INFO("tv " << tv);
+    REQUIRE(tv < 0.01);  // (1 - tv)^32 > 0.72: most rejections end in the exact pass
+    // the proposals alone refuse on most keys (the exact pass is the path under test)
+    std::size_t refused = 0;
+    for (std::uint64_t r = 0; r < 1000; ++r) {
+        rng_stream s = make_stream({8, r, 0}, rng_purpose::residual);
+        refused += detail::propose_set(p, s, [&](std::size_t i) noexcept {
+                       return float(detail::prob_of(q, token_id(i)));
+                   }) == npos;
+    }
+    CHECK(refused > 600);
+    CHECK(refused < 1000);  // and some proposals are kept
+    verify_workspace ws(V);
+    // draft 7 (-inf in the row, not in q): q(x) = 0 rejects every time, the residual unchanged
+    REQUIRE(detail::prob_of(q, 7) == 0.0);
+    const auto counts =
+        rejected_tokens(30000, 5, [&](rng_key key) { return verify_rejection(p, q, 7, key, ws); });
+    dk_test::require_law(counts, want);
+}
+
+TEST_CASE("the verified token follows p when the exact pass runs (tiny TV)",
+          "[speculative][residual][statistical]") {
+    const auto row = make_row(7);
+    sampler ts({.top_p = 0.95f}, V);
+    sampling_workspace sws(V);
+    const weighted_set p = processed_set(ts, row, {}, sws);
+    REQUIRE(p.is_cut);
+    const sparse_distribution q = near_copy(p);
+    // the speculative identity through the exact pass; rejections are ~0.5 % of the drafts, so
+    // this catches a fallback that emits a wrong token family (x itself, tokens outside p), not
+    // a residual law off by a little (the test above checks that law on rejections alone)
+    verify_workspace ws(V);
+    std::size_t rejected = 0;
+    const auto counts = dk_test::histogram(V, 300000, [&](std::size_t r) {
+        const rng_key key{9, r, 0};
+        const token_id x = detail::draw_sparse(q, make_stream(key, rng_purpose::draft).uniform());
+        const verify_result v = verify_rejection(p, q, x, key, ws);
+        rejected += !v.accepted;
+        return v.token;
+    });
+    dk_test::require_law(counts, law_of(p));
+    CHECK(rejected > 500);
+}
+
+TEST_CASE("the residual over a sparse p (sparse view and compacted set) follows its law",
+          "[speculative][residual][statistical]") {
+    const auto row = make_row(8);
+    sampler ts({.top_p = 0.9f}, V), ds({.top_p = 0.9f}, V);
+    const sparse_distribution ps = sparse_of(ts, row);
+    const sparse_distribution q = sparse_of(ds, draft_row(row));
+    std::vector<double> pl(V, 0.0);
+    for (std::size_t i = 0; i < ps.size(); ++i) pl[std::size_t(ps.tokens[i])] = ps.probs[i];
+    const auto want = residual_law(pl, q);
+    verify_workspace ws(V);
+    SECTION("sparse_dist_view p, q scattered") {
+        const auto counts = rejected_tokens(100000, 10, [&](rng_key key) {
+            const token_id x =
+                detail::draw_sparse(q, make_stream(key, rng_purpose::draft).uniform());
+            return verify_rejection(ps, q, x, key, ws);
+        });
+        dk_test::require_law(counts, want);
+    }
+    SECTION("sparse_dist_view p, q on the same ids (elementwise)") {
+        sparse_distribution qa;  // q read along p's ids
+        for (std::size_t i = 0; i < ps.size(); ++i)
+            qa.push(ps.tokens[i], float(detail::prob_of(q, ps.tokens[i])));
+        const auto counts = rejected_tokens(100000, 11, [&](rng_key key) {
+            return verify_rejection(ps, qa, ps.tokens[key.sequence % ps.size()], key, ws);
+        });
+        dk_test::require_law(counts, residual_law(pl, qa));
+    }
+    SECTION("a compacted weighted_set (top-k: not a cut)") {
+        sampler tk({.top_k = 400}, V);
+        sampling_workspace sws(V);
+        const weighted_set p = processed_set(tk, row, {}, sws);
+        REQUIRE_FALSE(p.is_cut);
+        REQUIRE(p.kept == 400);
+        const auto counts = rejected_tokens(100000, 12, [&](rng_key key) {
+            const token_id x =
+                detail::draw_sparse(q, make_stream(key, rng_purpose::draft).uniform());
+            return verify_rejection(p, q, x, key, ws);
+        });
+        dk_test::require_law(counts, residual_law(law_of(p), q));
+    }
+}
+
+TEST_CASE("the one-hot residual is p without x (cut and sparse p)",
+          "[speculative][residual][statistical]") {
+    // x = the row's head: p(x) ~ 0.01 (the proposals decide), or ~0.98 (head logit 14, top-p
+    // 0.99: the proposals refuse 32 times on about half the rejections, the exact pass decides)
+    for (const float head : {6.f, 14.f}) {
+        auto row = make_row(9);
+        row[V - 1] = head;
+        sampler ts({.top_p = 0.99f}, V);
+        sampling_workspace sws(V);
+        const weighted_set p = processed_set(ts, row, {}, sws);
+        REQUIRE(p.is_cut);
+        const sparse_distribution ps = sparse_of(ts, row);
+        auto want = law_of(p);
+        const token_id x = token_id(V - 1);
+        INFO("head " << head << " p(x) " << want[V - 1]);
+        REQUIRE(want[V - 1] > 0.005);
+        REQUIRE(want[V - 1] < 0.99);
+        want[V - 1] = 0;
+        double s = 0;
+        for (double v : want) s += v;
+        for (double& v : want) v /= s;
+        const std::size_t n = head > 10.f ? 20000 : 100000;
+        const auto cut_counts =
+            rejected_tokens(n, 13, [&](rng_key key) { return verify_one_hot(p, x, key); });
+        dk_test::require_law(cut_counts, want);
+        const auto sparse_counts =
+            rejected_tokens(n, 14, [&](rng_key key) { return verify_one_hot(ps, x, key); });
+        dk_test::require_law(sparse_counts, want);
+    }
+}
+
+TEST_CASE("a cut's block sums (one pass) equal the sums of its blocks' weights",
+          "[speculative][residual]") {
+    // tied cuts (a segment boundary inside a vector and inside a block) at two levels, and the
+    // row's tail block (3000 = 5 * 512 + 440)
+    auto row = make_row(17);
+    for (float& v : row)
+        if (std::isfinite(v)) v = std::floor(v * 4.f) / 4.f;
+    for (const float top_p : {0.7f, 0.95f}) {
+        sampler ts({.top_p = top_p}, V);
+        sampling_workspace sws(V);
+        const weighted_set p = processed_set(ts, row, {}, sws);
+        REQUIRE(p.is_cut);
+        INFO("top_p " << top_p << " lo_last " << p.cut.lo_last);
+        double sums[detail::spec_max_blocks];
+        detail::cut_block_sums(p, sums);
+        std::vector<float> out(detail::spec_block);
+        double total = 0;
+        for (std::size_t b = 0; b < V; b += detail::spec_block) {
+            const std::size_t c = std::min(detail::spec_block, V - b);
+            p.weights_into(b, c, out.data());
+            double want = 0;
+            for (std::size_t i = 0; i < c; ++i) want += out[i];
+            CHECK(std::fabs(sums[b / detail::spec_block] - want) <= 1e-6 * want + 1e-30);
+            total += sums[b / detail::spec_block];
+        }
+        CHECK(std::fabs(total - p.sum) <= 1e-6 * p.sum);
+    }
+}
