@@ -13,10 +13,10 @@
 // row it grows until the whole row is kept), and the time per call with it. The counter `kept` is
 // the size of the final candidate set (distribution_unordered(), outside the timing). A setting
 // whose call does not return status ok is reported as an error, not timed.
-// At V = 128256, the counters `tier_double` and `tier_reference` are the share of the selection
-// steps' runs (sampling_workspace::tiers) decided by a double-precision pass and by the
-// reference's own arithmetic (the exactness fallbacks), over one call on each of 32 more rows of
-// the shape (salts 1..32), outside the timing.
+// At V = 128256, the counters `tier_corrected`, `tier_double` and `tier_reference` are the share
+// of the selection steps' runs (sampling_workspace::tiers) decided by top-p's corrected read pass,
+// by a double-precision pass and by the reference's own arithmetic (the exactness fallbacks),
+// over one call on each of 32 more rows of the shape (salts 1..32), outside the timing.
 //
 // Settings with a mask percentage run under a token bitmask (sample_context::mask) allowing that
 // percentage of the tokens at random (fixed seed): "<setting>_mask<percent>" (issue 14's bar:
@@ -139,6 +139,7 @@ void run_sample(benchmark::State& state, const sampling_params& p, dk_bench::sha
         }
         s.restore(initial);
         const double runs = ws.tiers.runs > 0 ? double(ws.tiers.runs) : 1.0;
+        state.counters["tier_corrected"] = double(ws.tiers.corrected) / runs;
         state.counters["tier_double"] = double(ws.tiers.double_pass) / runs;
         state.counters["tier_reference"] = double(ws.tiers.reference) / runs;
     }

@@ -5,7 +5,8 @@
 // run on the row family (BM_trunc_<kernel>/<setting>/<shape>/V:<vocab>) beside the read and exp
 // floors measured on the same rows (BM_trunc_floor_<read|exp>/<shape>/V:<vocab>), with counters:
 // kept (the kept set's size on the benchmark row) and, at V = 128256 over 32 more rows of the
-// shape, the share decided by each exactness tier (tier_double, tier_reference).
+// shape, the share decided by each exactness tier after the float bound (tier_corrected: top-p
+// only; tier_double, tier_reference).
 
 #include "bench_common.hpp"
 
@@ -477,12 +478,14 @@ void trunc_loop(benchmark::State& state, trunc_fn f, dk_bench::shape sh, std::si
         if (rows.empty())
             for (std::uint64_t salt = 1; salt <= 32; ++salt)
                 rows.push_back(dk_bench::make_row(sh, v, salt));
-        double t1 = 0, t2 = 0;
+        double t0 = 0, t1 = 0, t2 = 0;
         for (const auto& y : rows) {
             const auto ry = f(y, c, w);
+            t0 += ry.tier == dk::kernels::exactness_tier::corrected;
             t1 += ry.tier == dk::kernels::exactness_tier::double_pass;
             t2 += ry.tier == dk::kernels::exactness_tier::reference;
         }
+        state.counters["tier_corrected"] = t0 / double(rows.size());
         state.counters["tier_double"] = t1 / double(rows.size());
         state.counters["tier_reference"] = t2 / double(rows.size());
     }

@@ -3,7 +3,8 @@
 /// architecture the build supports, checked against kernels/reference.hpp (the oracle):
 /// exact for max/argmax/selections/draws, tight tolerances for reductions. A mismatch aborts.
 /// Kernel 14: the truncation kernels (top-p, typical, epsilon, eta, mirostat's cut, top-n-sigma,
-/// XTC's removal; their cuts; draw_cut), chosen by one more byte.
+/// XTC's removal; their cuts; draw_cut), chosen by one more byte; top-p sometimes at a p whose
+/// mass lands within half an ulp of a prefix mass (near_boundary_p: its exactness tiers).
 /// Token bitmasks: about half the inputs run the masked kernels (random words, all-zero,
 /// all-one, garbage bits past V, masks longer or shorter than the row) against the reference on
 /// the masked copy of the row (reference::masked_copy), and the in-place apply against it.
@@ -17,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <span>
 #include <utility>
 #include <vector>
@@ -98,6 +100,29 @@ void check_cut(std::span<const float> x, const dk::kernels::row_cut& cut, const 
                   got.size());
 }
 
+/// A top-p whose decimal_floor lies within half an ulp of the reference's mass through the entry
+/// where that mass first reaches p (the walk's decision within ~3e-8 of p: inside the float bound,
+/// so the corrected, double and reference tiers of kernels/nucleus.hpp run); p itself when the
+/// row has no finite max or the mass is not in (0, 1).
+float near_boundary_p(std::span<const float> x, float t, float p) {
+    const auto st = ref::exp_sum(x, t);
+    if (!std::isfinite(st.max) || !(st.sum > 0)) return p;
+    std::vector<std::size_t> idx;
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (x[i] >= std::numeric_limits<float>::lowest()) idx.push_back(i);
+    std::sort(idx.begin(), idx.end(),
+              [&](std::size_t a, std::size_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); });
+    double cum = 0;
+    for (std::size_t i : idx) {
+        cum += ref::weight(x[i], st.max, t) / st.sum;
+        if (cum >= double(p)) break;
+    }
+    if (!(cum > 0 && cum < 1)) return p;
+    const float c = float(cum);
+    const float q = float(cum + (double(std::nextafter(c, inf)) - double(c)) / 2);
+    return q > 0 && q < 1 ? q : p;
+}
+
 /// The truncation kernels against their references (kernel 13).
 template <class A>
 void truncation(FuzzedDataProvider& in, std::span<const float> x, float t) {
@@ -116,9 +141,10 @@ void truncation(FuzzedDataProvider& in, std::span<const float> x, float t) {
     };
     switch (which) {
         case 0: {
-            ref::top_p(x, p, t, min_keep, want);
-            both(kn::top_p_unordered<A>(x, p, t, min_keep, got, w), "top_p_unordered");
-            const auto rc = kn::top_p_cut<A>(x, p, t, min_keep, scratch, wr);
+            const float q = in.ConsumeBool() ? near_boundary_p(x, t, p) : p;
+            ref::top_p(x, q, t, min_keep, want);
+            both(kn::top_p_unordered<A>(x, q, t, min_keep, got, w), "top_p_unordered");
+            const auto rc = kn::top_p_cut<A>(x, q, t, min_keep, scratch, wr);
             check_cut(x, rc.cut, got, "top_p_cut");
             break;
         }

@@ -54,6 +54,39 @@ TEST_CASE("max, argmax, sum equal the reference on every architecture") {
         }
 }
 
+TEST_CASE("max_with_block_maxima: the max, and each full block's per-lane maxima") {
+    // The fused pass top-p's bounds use: the same max as kernels::max, and per block of 8 vectors
+    // the maximum of each lane (NaN skipped, -inf when a lane holds no valid entry), so a compare
+    // on the block maxima finds every block holding an entry >= t. Entries after the last full
+    // block are in the max only (a row whose max sits there is among the lengths and kinds).
+    for (int kind = 0; kind <= 6; ++kind)
+        for (std::size_t n : lengths) {
+            auto x = make_row(n, kind, 3);
+            if (n > 0 && kind == 0) x[n - 1] = 1e6f;  // the max in the tail or the last block
+            const float rmax = dk::reference::max(x);
+            each_arch([&](auto arch, const std::string& name) {
+                using A = decltype(arch);
+                constexpr std::size_t L = dk::simd::lanes<A>, K = dk::kernels::detail::max_block<A>;
+                INFO("arch " << name << " n " << n << " kind " << kind);
+                std::vector<float> bm(n / K * L + 1, 7.f);
+                CHECK(
+                    same_float(dk::kernels::detail::max_with_block_maxima<A>(x, bm.data()), rmax));
+                CHECK(bm.back() == 7.f);  // nothing written past n / K blocks
+                bool ok = true;
+                for (std::size_t b = 0; b < n / K; ++b)
+                    for (std::size_t l = 0; l < L; ++l) {
+                        float want = -inf;
+                        for (std::size_t v = 0; v < 8; ++v) {
+                            const float e = x[b * K + v * L + l];
+                            if (e > want) want = e;
+                        }
+                        ok = ok && bm[b * L + l] == want;
+                    }
+                CHECK(ok);
+            });
+        }
+}
+
 TEST_CASE("argmax: ties resolve to the lowest index, NaN never wins, npos for no entry") {
     each_arch([&](auto arch, const std::string& name) {
         using A = decltype(arch);

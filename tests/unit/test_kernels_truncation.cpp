@@ -456,8 +456,10 @@ TEST_CASE("top_p: heavy-headed rows take the fused pass, their heavy entries tak
     // Peaked and Zipf rows hold their mass on a few heavy logits or a heavy tail that a sample
     // of 512 mostly misses: top_p_bounds takes the heavy entries exactly, and the fused split's
     // bracket then holds (no sampled search after it) on nearly every row of these settings
-    // (measured with the bounds at 3 standard deviations: 197-200 of 200 rows per shape and setting
-    // at V = 128256; on the 96 rows here, all). Each kept set equals the reference.
+    // (measured with the bounds at 3 standard deviations, 2048 samples searched in value space:
+    // 189-200 of 200 rows per shape and setting at V = 128256, Zipf at p 0.95 T 1 the lowest; on
+    // the 96 rows here, all). Peaked rows take the walk over the heavy entries (the bracket reaches
+    // them), Zipf rows the value-space search. Each kept set equals the reference.
     using kn::detail::top_p_estimate;
     struct setting {
         float p, t;
@@ -516,4 +518,56 @@ TEST_CASE("top_p: every route of the estimate equals the reference") {
     // short rows: no estimate
     const auto shortrow = dk_family::make_row(dk_family::shape::zipf, 4096);
     CHECK(top_p_route(shortrow, 0.95f, 1.f, 1).estimate == top_p_estimate::none);
+}
+
+TEST_CASE("top_p: the value-space estimate on long rows with masked, tied and invalid entries") {
+    // Rows of >= 32768 entries take 2048 samples and search the crossing in value space; masked
+    // logits (-1e30, weight 0), -inf, NaN, ties at the crossing's level and a narrow or wide
+    // spread must leave every kept set equal to the reference, whichever route the bounds take.
+    for (const std::size_t v : {std::size_t(32768), std::size_t(100003)})
+        for (std::uint64_t salt = 0; salt < 6; ++salt) {
+            auto x = dk_family::make_row(
+                salt % 2 ? dk_family::shape::zipf : dk_family::shape::gauss, v, 900 + salt);
+            std::uint64_t s = 31 + salt;
+            for (std::size_t k = 0; k < v / 8; ++k)
+                x[std::size_t(dk_family::splitmix64(s) % v)] = -1e30f;
+            for (std::size_t k = 0; k < v / 50; ++k)  // ties: one value repeated
+                x[std::size_t(dk_family::splitmix64(s) % v)] = salt % 2 ? -9.f : 0.5f;
+            x[std::size_t(dk_family::splitmix64(s) % v)] = std::nanf("");
+            x[std::size_t(dk_family::splitmix64(s) % v)] = -std::numeric_limits<float>::infinity();
+            for (const float p : {0.3f, 0.9f, 0.95f, 0.99f})
+                for (const float t : {0.7f, 1.f, 1.5f}) {
+                    INFO("V " << v << " salt " << salt << " p " << p << " T " << t);
+                    check_top_p(x, p, t, 1 + salt % 3);
+                }
+        }
+}
+
+TEST_CASE("top_p: heavy entries at block edges, in the row's tail and among NaN are all found") {
+    // The max pass keeps per-block maxima and the heavy entries' compare reads only the blocks
+    // reaching the threshold, plus the entries after the last full block: heavy logits placed at
+    // a block's first and last entry, in a block otherwise NaN and after the last full block
+    // (the largest one there) must all be taken exactly (6 heavy entries: the threshold is
+    // about -7.3 here, the bulk near -30; then the fused bracket holds) and every kept set
+    // equals the reference.
+    using kn::detail::top_p_estimate;
+    const std::size_t n = 40077;  // 13 entries after the last full block for 4, 8 and 16 lanes
+    std::vector<float> x(n);
+    std::uint64_t s = 4242;
+    for (auto& e : x) e = float(-30 + dk_family::normal01(s));
+    for (std::size_t i = 256; i < 384; ++i) x[i] = std::nanf("");
+    x[n - 5] = 0.f;
+    x[0] = -1.f;
+    x[127] = -1.5f;
+    x[128] = -2.f;
+    x[n - 14] = -2.5f;
+    x[300] = -3.f;
+    for (const float p : {0.3f, 0.6f, 0.8f, 0.9f, 0.95f}) {
+        INFO("p " << p);
+        const auto tr = top_p_route(x, p, 1.f, 1);
+        CHECK(tr.estimate == top_p_estimate::heavy);
+        CHECK(tr.heavy == 6);
+        CHECK(tr.fused_held);
+        check_top_p(x, p, 1.f, 1);
+    }
 }

@@ -374,3 +374,36 @@ TEST_CASE(
         }
     }
 }
+
+TEST_CASE("selection_counters count each tier that decided a selection step, corrected included",
+          "[sampling][selection]") {
+    // The peaked rows at V = 128256 in HF order at T 1.5, top-p 0.99 (the benchmark's hardest
+    // shape for top-p's float bound): the workspace's counters after one sample() per row equal
+    // the tiers top_p_cut reports on the same rows, and the corrected tier decides some of them
+    // (its own counter, not the float bound's).
+    const std::size_t v = 128256;
+    const sampling_params p{.temperature = 1.5f, .top_p = 0.99f, .order = sampling_order::hf};
+    REQUIRE_FALSE(p.check().has_value());
+    sampler s(p, v);
+    sampling_workspace ws(v);
+    candidates scratch(v);
+    std::vector<float> w(v);
+    selection_counters want;
+    for (std::uint64_t salt = 1; salt <= 6; ++salt) {
+        const std::vector<float> x = dk_family::make_row(dk_family::shape::peaked, v, salt);
+        const kernels::truncation_result r = kernels::top_p_cut(x, 0.99f, 1.5f, 1, scratch, w);
+        REQUIRE(r.ok());
+        ++want.runs;
+        want.corrected += r.tier == kernels::exactness_tier::corrected;
+        want.double_pass += r.tier == kernels::exactness_tier::double_pass;
+        want.reference += r.tier == kernels::exactness_tier::reference;
+        REQUIRE(s.sample(x, sample_context{.sequence = 0, .step = salt}, ws).ok());
+    }
+    INFO("corrected " << want.corrected << " double " << want.double_pass << " reference "
+                      << want.reference);
+    CHECK(want.corrected > 0);
+    CHECK(ws.tiers.runs == want.runs);
+    CHECK(ws.tiers.corrected == want.corrected);
+    CHECK(ws.tiers.double_pass == want.double_pass);
+    CHECK(ws.tiers.reference == want.reference);
+}

@@ -512,10 +512,16 @@ weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float
                                      lg);
 }
 
+/// Rows longer than this get top_p_bounds' estimate.
+inline constexpr std::size_t top_p_estimate_min = 4096;
+/// Where in the weights' scratch w the max pass leaves its block maxima for top_p_bounds (after
+/// the heavy entries' room, before the sample's: w[2048, 2048 + n / 8) with n > 4096).
+inline constexpr std::size_t top_p_block_maxima_at = 2048;
+
 /// Where top_p_bounds' estimate came from.
 enum class top_p_estimate : std::uint8_t {
     none,     ///< no estimate (a short row, no valid sampled entry, too many heavy entries)
-    sampled,  ///< from 512 entries at hashed positions (no entry heavy)
+    sampled,  ///< from sampled entries at hashed positions (no entry heavy)
     heavy,    ///< from the heavy entries taken exactly, the rest sampled
 };
 
@@ -565,31 +571,86 @@ std::pair<std::size_t, std::size_t> estimate_crossing(std::size_t c, double drop
     return {0, b};
 }
 
-/// Bounds [lo, hi) of top-p's crossing estimated before the exponential pass. 512 entries at
-/// hashed positions are weighed here and give an estimate of the row's normaliser Z; the heavy
-/// entries, those with a weight above t = (1 + that estimate without its 4 largest sampled weights)
-/// / H (H = 1536: t stands for Z / H; a sampled heavy entry would inflate the estimate), are found
-/// in one compare pass over the row (no exponential; skipped when t >= 1, as no weight exceeds 1)
-/// and weighed exactly; the sample's entries below t stand for the rest of the row. Over both in
-/// logit order (the heavy entries first; sorted only when the walk or a bound reaches them), the
-/// masses are summed from the bottom (a heavy entry's weight, a sample's weight times the entries
-/// it stands for) and the bounds sit 3 entries beyond where that sum passes the estimated mass
-/// the cut drops -+ 3 standard deviations of its sampled part (estimate_crossing). Rows
+/// The sampled weights below a logit: their sum f, the sum of their squares g (when Sq), and how
+/// many sampled logits lie below it.
+struct sample_mass {
+    double f = 0, g = 0;
+    std::size_t count = 0;
+};
+
+/// sample_mass of the sampled logits sl[0, c) (weights sw) below y (float sums per lane).
+template <class A>
+sample_mass sample_mass_below(const float* sl, const float* sw, std::size_t c, float y,
+                              bool sq) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B yb(y), zero(0.f);
+    B f(0.f), g(0.f);
+    std::size_t cnt = 0, j = 0;
+    for (; j + L <= c; j += L) {
+        const auto below = B::load_unaligned(sl + j) < yb;
+        const B wv = simd::select<A>(below, B::load_unaligned(sw + j), zero);
+        f += wv;
+        if (sq) g = simd::fma<A>(wv, wv, g);
+        cnt += std::size_t(std::popcount(simd::to_mask<A>(below)));
+    }
+    sample_mass r;
+    for (; j < c; ++j)
+        if (sl[j] < y) {
+            r.f += double(sw[j]);
+            r.g += double(sw[j]) * double(sw[j]);
+            ++cnt;
+        }
+    r.f += double(simd::reduce_add<A>(f));
+    if (sq) r.g += double(simd::reduce_add<A>(g));
+    r.count = cnt;
+    return r;
+}
+
+/// Bounds [lo, hi) of top-p's crossing estimated before the exponential pass. S entries at
+/// hashed positions (S = 2048 on rows of at least 32768 entries, else 512; kept in the scratch's
+/// last entries, not on the stack) are weighed here and give an estimate of the row's normaliser
+/// Z; the heavy entries, those with a weight above t = (1 + that estimate without its 4 largest
+/// sampled weights) / H (H = 1536: t stands for Z / H; a sampled heavy entry would inflate the
+/// estimate), are found by a compare over the blocks whose maxima (bm) reach t (no exponential;
+/// a tenth of a Zipf row's blocks or fewer; skipped when t >= 1, as no weight exceeds 1) and
+/// weighed exactly; the sample's entries below t stand for the rest
+/// of the row. With S = 2048, when the bracket lies among the light entries: the logit y where
+/// the scaled sampled mass below y passes the estimated mass the cut drops (D) is searched in
+/// value space (3 rounds of 7 thresholds, one SIMD pass over the sample each: no sort), and the
+/// bounds sit where that mass passes D -+ (3 standard deviations of it + 3 samples' mass at the
+/// crossing): four times the sample of the walk below, so half the bracket's width on Zipf, Gauss
+/// and flat rows. Otherwise (S = 512, or the bracket reaching the heavy entries: a quarter of the
+/// sample), over the heavy entries and the sample in logit order (the heavy entries sorted only
+/// when the walk or a bound reaches them), the masses are summed from the bottom (a heavy entry's
+/// weight, a sample's weight times the entries it stands for) and the bounds sit 3 entries beyond
+/// where that sum passes D -+ 3 standard deviations of its sampled part (estimate_crossing). Rows
 /// whose mass sits on a few heavy logits or a heavy tail (peaked, Zipf) are estimated as well as
 /// the others: their normaliser and the mass near the crossing no longer hinge on whether the
 /// sample hit a heavy entry. Returns where the estimate came from: none when the row is short
 /// (<= 4096), has no valid sampled entry, or has more than H heavy entries; sampled when no entry
-/// is heavy. ids, lg, w, keys: scratch of x.size() entries each (contents unspecified
-/// afterwards). \pre m finite (the row max), inv_t finite and > 0
+/// is heavy. bm: the row's block maxima (max_with_block_maxima; the compare pass reads only the
+/// blocks reaching t), in w[top_p_block_maxima_at, ...). ids, lg, w, keys: scratch of x.size()
+/// entries each (contents unspecified afterwards). heavy: how many heavy entries were taken (set
+/// when the estimate is not none). \pre m finite (the row max), inv_t finite and
+/// > 0
 template <class A>
 top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, double target,
-                            token_id* ids, float* lg, float* w, std::uint64_t* keys, float& lo,
-                            float& hi) noexcept {
-    constexpr std::size_t S = 512, H = 1536, L = simd::lanes<A>;
+                            const float* bm, token_id* ids, float* lg, float* w,
+                            std::uint64_t* keys, float& lo, float& hi,
+                            std::size_t& heavy) noexcept {
+    constexpr std::size_t H = 1536, K = max_block<A>, L = simd::lanes<A>;
+    static_assert(H + K + L <= top_p_block_maxima_at);
     const std::size_t n = x.size();
-    if (n <= 4096) return top_p_estimate::none;  // (n > 2 H: room for the heavy entries' sort)
-    std::uint64_t sk[S], tmp[S];
-    alignas(64) float sl[S], sw[S];
+    if (n <= top_p_estimate_min) return top_p_estimate::none;  // (n > 2 H: room for the sort)
+    // the sample in the scratch's last entries: logits sl, weights sw (lg, w), keys sk, tmp; the
+    // heavy entries use ids/lg/w[0, H + K + L) and keys[0, 2 H) at most, bm is w[2048, 2048 +
+    // n / 8) at most (n > 4096: disjoint)
+    const std::size_t S = n >= 32768 ? 2048 : 512;
+    float* const sl = lg + (n - S);
+    float* const sw = w + (n - S);
+    std::uint64_t* const sk = keys + (n - 2 * S);
+    std::uint64_t* const tmp = keys + (n - S);
     const std::uint64_t stride = n / S;
     std::size_t valid = 0;
     for (std::size_t j = 0; j < S; ++j) {
@@ -601,9 +662,11 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
     }
     if (valid == 0) return top_p_estimate::none;
     const double zs = weigh_logits<A>(sl, valid, m, inv_t, sw);
-    float top[4] = {};  // the 4 largest sampled weights
+    constexpr float pinf_f = std::numeric_limits<float>::infinity();
+    float top[4] = {};  // the 4 largest sampled weights (descending)
     for (std::size_t q = 0; q < valid; ++q) {
         float v = sw[q];
+        if (!(v > top[3])) continue;
         for (float& e : top)
             if (v > e) std::swap(v, e);
     }
@@ -616,10 +679,14 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
         const double xd = double(m) + std::log(t) / double(inv_t);
         if (!(xd > double(lowest_f))) return top_p_estimate::none;
         xh = float(xd);
+        // (only the blocks whose maxima reach xh are read: a tenth of a Zipf row's or fewer)
         const float* p = x.data();
-        const std::size_t nfull = n / L * L;
-        for (std::size_t i = 0; i < nfull && c <= H; i += 4096)
-            c = compact_batches<A>(p, i, std::min(nfull, i + 4096), xh, false, c, ids, lg);
+        const std::size_t nb = n / K, nfull = n / L * L;
+        const simd::batch<A> xb(xh);
+        for (std::size_t b = 0; b < nb && c <= H; ++b)
+            if (simd::any<A>(simd::batch<A>::load_unaligned(bm + b * L) >= xb))
+                c = compact_batches<A>(p, b * K, b * K + K, xh, false, c, ids, lg);
+        if (c <= H) c = compact_batches<A>(p, nb * K, nfull, xh, false, c, ids, lg);
         for (std::size_t i = nfull; i < n && c <= H; ++i)
             if (p[i] >= xh) {
                 ids[c] = token_id(i);
@@ -628,23 +695,86 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
             }
         if (c > H) return top_p_estimate::none;
     }
-    double z = weigh_logits<A>(lg, c, m, inv_t, w);
-    // the sampled positions below xh stand for the n - c entries below it (an invalid one for
-    // itself: weight 0), sorted by logit (larger first)
-    std::size_t nl = 0;
+    heavy = c;
+    const double zh = weigh_logits<A>(lg, c, m, inv_t, w);
+    lo = lowest_f;
+    hi = std::numeric_limits<float>::infinity();
+    // The light samples (below xh), on a large sample: the tail's mass below a logit y, scaled
+    // (each light sample stands for ls entries), found by searching y in value space (no sort);
+    // when the bracket would reach the heavy entries, the walk below on a quarter of the sample.
+    std::size_t step = 1;
+    if (S > 512) {
+        const auto [ymin, ymax] = key_min_max<A>(sl, valid, logit_key<A>{m, inv_t});
+        const float top_y = xh < pinf_f ? xh : std::nextafter(ymax, pinf_f);
+        const sample_mass all = sample_mass_below<A>(sl, sw, valid, top_y, false);
+        const std::size_t light = S - (valid - all.count);
+        const double ls = light > 0 ? double(n - c) / double(light) : 0.0;
+        const double zl = ls * all.f;
+        const double drop = (1 - target) * (zh + zl);
+        // (below m - 104 T every weight is 0: the search starts there)
+        const float y0 = std::max(ymin, float(double(m) - 104.0 / double(inv_t)));
+        if (drop > 0 && drop < zl && y0 < top_y) {
+            // [a, b): ls F(a) < mass <= ls F(b), F the sampled weight below y; 3 rounds of 7
+            // thresholds evenly spaced in value
+            auto search = [&](double mass, bool sq, double& g_at_b) {
+                float a = y0, b = top_y;
+                for (int round = 0; round < 3; ++round) {
+                    float na = a, nb = b;
+                    for (int k = 1; k <= 7; ++k) {
+                        const float y = float(double(a) + (double(b) - double(a)) * k / 8.0);
+                        if (!(y > na && y < nb)) continue;
+                        const sample_mass sm = sample_mass_below<A>(sl, sw, valid, y, sq);
+                        if (ls * sm.f < mass) {
+                            na = y;
+                        } else {
+                            nb = y;
+                            g_at_b = sm.g;
+                            break;
+                        }
+                    }
+                    a = na;
+                    b = nb;
+                }
+                return std::pair<float, float>{a, b};
+            };
+            double g = all.g;
+            const auto [ca, cb] = search(drop, true, g);
+            (void)ca;
+            const double sd = ls * std::sqrt(g);
+            const double pad = 3 * ls * double(weight_one<A>(cb, m, inv_t));
+            const double m_hi = drop + 3 * sd + pad, m_lo = drop - 3 * sd - pad;
+            if (m_hi < zl) {
+                double unused = 0;
+                hi = search(m_hi, false, unused).second;
+                if (m_lo > 0) lo = search(m_lo, false, unused).first;
+                if (!(lo < hi)) lo = lowest_f;
+                return c > 0 ? top_p_estimate::heavy : top_p_estimate::sampled;
+            }
+        }
+        step = S / 512;
+    }
+    double z = zh;
+    // the sampled positions below xh (every step-th) stand for the n - c entries below it (an
+    // invalid one for itself: weight 0), sorted by logit (larger first)
+    std::size_t nl = 0, nsub = 0;
     double zl = 0;
-    for (std::size_t q = 0; q < valid; ++q)
+    // (keys: (m - x) / T in fixed point, capped at 104 where every weight is 0, then the sample's
+    // index: ascending = larger logit first, in buckets linear in the logit for sort_smallest)
+    for (std::size_t q = 0; q < valid; q += step) {
+        ++nsub;
         if (sl[q] < xh) {
-            sk[nl++] = ~rank_key(sl[q], token_id(q));
+            const float d = std::min(104.f, std::max(0.f, (m - sl[q]) * inv_t));
+            sk[nl++] = (std::uint64_t(std::uint32_t(d * 4.0e7f)) << 32) | q;
             zl += double(sw[q]);
         }
-    const std::size_t light = S - (valid - nl);
+    }
+    const std::size_t light = S / step - std::min(S / step, nsub - nl);
     const double ls = light > 0 ? double(n - c) / double(light) : 0.0;
     z += ls * zl;
     if (nl > 0) sort_smallest(sk, nl, nl, tmp);  // (none when every sampled entry is heavy)
     bool heavy_sorted = false;
     auto at = [&](std::size_t r) {  // the entry of rank r: index into lg/w (heavy) or sl/sw
-        if (r >= c) return std::size_t(key_id(~tmp[r - c]));
+        if (r >= c) return std::size_t(std::uint32_t(tmp[r - c]));
         if (!heavy_sorted) {
             for (std::size_t e = 0; e < c; ++e) keys[e] = ~rank_key(lg[e], token_id(e));
             sort_smallest(keys, c, c, keys + c);
@@ -657,8 +787,6 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
         [&](std::size_t r) { return r < c ? double(w[at(r)]) : ls * double(sw[at(r)]); },
         [&](std::size_t r) { return r < c ? 0.0 : double(sw[at(r)]); });
     auto key_at = [&](std::size_t r) { return r < c ? lg[at(r)] : sl[at(r)]; };
-    lo = lowest_f;
-    hi = std::numeric_limits<float>::infinity();
     if (a > 0) hi = key_at(a);
     if (b < c + nl) lo = key_at(b);
     if (!(lo < hi)) lo = lowest_f;
@@ -824,6 +952,10 @@ inline double prefix_ratio_error_split(double b, double wd_pre_hi, std::size_t c
 struct top_p_trace {
     top_p_estimate estimate = top_p_estimate::none;  ///< the bounds the fused pass split at
     bool fused_held = false;  ///< the fused split's bracket enclosed the crossing (no search)
+    /// the float bound could not decide and the corrected tier ran (it decided when the result's
+    /// tier is corrected); not run when the float walk's margin was below half its bound
+    bool corrected = false;
+    std::size_t heavy = 0;  ///< the heavy entries the estimate took exactly
 };
 
 /// The search of top_p_cut / top_p_unordered: the result with its cut, kept, sums and tier;
@@ -838,7 +970,11 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     dirty = 0;
     const std::size_t n = x.size();
     const std::size_t keep = std::max<std::size_t>(1, min_keep);
-    const float m = kernels::max<A>(x);
+    // 0 < p < 1 on a long row (top_p_bounds estimates the bracket): the max pass also keeps the
+    // maxima of blocks, so the heavy entries' compare reads only the blocks that hold one
+    const bool estimate = p > 0 && p < 1 && n > top_p_estimate_min;
+    float* const bm = estimate ? w + top_p_block_maxima_at : nullptr;
+    const float m = estimate ? max_with_block_maxima<A>(x, bm) : kernels::max<A>(x);
     r.max = m;
     if (m == neg_inf_f) {  // no valid entry: nothing kept
         std::fill(w, w + n, 0.f);
@@ -859,12 +995,13 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     // heavy entries exactly where a sample would miss them), its split fused with the
     // exponential pass (no pass over the row's weights afterwards when the bounds hold)
     float elo = lowest_f, ehi = pinf;
-    const top_p_estimate est = p > 0 && p < 1
-                                   ? top_p_bounds<A>(x, m, inv_t, reference::decimal_floor(p), ids,
-                                                     lg, w, out.key_storage(), elo, ehi)
+    std::size_t heavy = 0;
+    const top_p_estimate est = estimate
+                                   ? top_p_bounds<A>(x, m, inv_t, reference::decimal_floor(p), bm,
+                                                     ids, lg, w, out.key_storage(), elo, ehi, heavy)
                                    : top_p_estimate::none;
     const bool fused = est != top_p_estimate::none;
-    if (trace) *trace = {.estimate = est};
+    if (trace) *trace = {.estimate = est, .heavy = heavy};
     weighted_bracket fb;
     const row_sums rs = fused ? weigh_split_row<A>(x, m, inv_t, w, elo, ehi, ids, lg, fb)
                               : weigh_row<A, true>(x, m, inv_t, w);
@@ -937,6 +1074,10 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     }
     crossing cr;
     double kept_sum = 0;
+    // whether the corrected tier may decide what the float bound could not: not when the float
+    // walk's margin is below half the corrected bound (its masses move by the argument's
+    // rounding only, typically far less than that; then straight to the double pass)
+    bool try_corrected = true;
     {
         // The fused pass's sums (float trees, row_sums::pair_error): the part above its bracket
         // moves the prefix and z alike, the rest z only; after the sampled search instead, the
@@ -968,13 +1109,48 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
                     ratio_error(before, wd_above_lo + wd_before, wd_above_hi + wd_before, cr.rank);
                 const double e2 = ratio_error(before + wj, wd_above_lo + wd_before + wdj,
                                               wd_above_hi + wd_before + wdj, cr.rank + 1);
-                if (!(before / z + e1 < target && (before + wj) / z - e2 >= target))
+                if (!(before / z + e1 < target && (before + wj) / z - e2 >= target)) {
                     cr.found = false;
+                    const double g = std::min(target - before / z, (before + wj) / z - target);
+                    const double ec = std::max(
+                        corrected_ratio_error(before, before, cr.rank, z, z, n),
+                        corrected_ratio_error(before + wj, before + wj, cr.rank + 1, z, z, n));
+                    try_corrected = g >= 0.5 * ec;
+                }
                 kept_sum = before + wj;
                 break;
             }
             before += wj;
             wd_before += wdj;
+        }
+    }
+    if (!cr.found && c > 0 && try_corrected) {
+        // The corrected tier: the float weights with their arguments' rounding recovered
+        // (corrected_pass: Z and the mass above the bracket, in double lanes; the bracket's
+        // entries one by one), so that only the exponential's own error is left.
+        if (trace) trace->corrected = true;
+        r.tier = exactness_tier::corrected;  // (a later tier overwrites it when this one fails)
+        const corrected_sums cs = corrected_pass<A>(x, w, dirty, m, temperature, b.hi);
+        const double zc = cs.sum - cs.fix;
+        double before = cs.in_sum - cs.in_fix, spre = cs.in_sum, fbefore = b.above;
+        for (std::size_t j = 0; j < c; ++j) {
+            const std::size_t q = std::size_t(key_id(keys[j]));
+            const double wf = double(w[q]);
+            const double wj = wf * (1 - argument_delta(lg[q], w[q], m, temperature));
+            if (before + wj >= target * zc || j + 1 == c) {
+                cr = {lg[q], ids[q], b.above_count + j, true};
+                const std::size_t k = b.above_count + j;
+                const double e1 = corrected_ratio_error(before, spre, k, zc, cs.sum, n);
+                const double e2 =
+                    corrected_ratio_error(before + wj, spre + wf, k + 1, zc, cs.sum, n);
+                if (!(before / zc + e1 < target && (before + wj) / zc - e2 >= target))
+                    cr.found = false;
+                kept_sum = fbefore + wf;
+                break;
+            }
+            before += wj;
+            spre += wf;
+            fbefore += wf;
         }
     }
     if (!cr.found && c > 0) {
@@ -1031,9 +1207,10 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
 /// working storage (capacity >= x.size(); contents unspecified afterwards). kept and kept_sum:
 /// the kept set's size and the sum of its weights (float weights added in double).
 ///
-/// Passes (V entries), on a row of more than 4096 entries: max; the bracket's bounds estimated
-/// (detail::top_p_bounds: 512 sampled entries, plus, on rows whose mass sits on a few heavy logits
-/// or a heavy tail, one compare pass collecting the heavy entries, weighed exactly); one
+/// Passes (V entries), on a row of more than 4096 entries: max (keeping the maxima of blocks of 8
+/// vectors); the bracket's bounds estimated (detail::top_p_bounds: 2048 sampled entries, plus, on
+/// rows whose mass sits on a few heavy logits or a heavy tail, the heavy entries collected by a
+/// compare over the blocks whose maxima reach them, weighed exactly); one
 /// exponential pass storing every weight fused with the split (detail::weigh_split_row: Z and the
 /// mass above the upper bound in float trees of 8 vectors, no w |d| summed; the entries between
 /// the bounds, the bracket, compacted with their weights); when the bounds do not certainly
@@ -1049,7 +1226,14 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
 /// exponential's measured error, the rounding of its argument bounded through sum w |d| (summed,
 /// or Jensen's bound from a mass and a count: detail::wd_jensen_bound), the sums (double lanes,
 /// or the fused pass's float trees of 8 vectors); errors common to a prefix and to Z cancel:
-/// detail::prefix_ratio_error_split); otherwise a double-precision
+/// detail::prefix_ratio_error_split); otherwise the corrected tier (corrected): one
+/// read pass over the row and its stored weights, no exponential (detail::corrected_pass),
+/// recovers the rounding delta_i of every weight's argument in double and corrects the weights
+/// to first order, w_i (1 - delta_i), in Z and in the mass above the bracket (their sums in
+/// double lanes), so that the bound keeps the exponential's own error only
+/// (detail::corrected_ratio_error; on rows at temperature 1.5 the argument's rounding was ~15x
+/// that; skipped when the float margin is below half that bound, as the correction moves the
+/// masses by far less); otherwise a double-precision
 /// exponential pass over the row recomputes Z and the mass above the bracket, the bracket's
 /// weights the reference's own (double_pass); when even that margin is within ~1e-10, the
 /// reference's own walk (reference; O(V log V), allocation-free). Rows with +inf entries or a

@@ -104,6 +104,41 @@ float max_of(const Row r, std::size_t n) noexcept {
     return m;
 }
 
+/// Entries per block of max_with_block_maxima: 8 vectors.
+template <class A>
+inline constexpr std::size_t max_block = 8 * simd::lanes<A>;
+
+/// kernels::max(x) (the same value; a -0 max may come out as +0 or the reverse) in the same one
+/// pass, which also stores, for each full block of max_block<A> entries (x.size() /
+/// max_block<A> blocks), the per-lane maximum of its 8 vectors (NaN ignored; -inf when every
+/// entry of the lane is NaN or -inf) to bm[L b, L b + L) (L = simd::lanes<A>): an entry of block
+/// b reaches t iff some lane of its vector does. The entries after the last full block are in
+/// the max only. \pre bm holds x.size() / max_block<A> * L floats (an eighth of the row)
+template <class A>
+float max_with_block_maxima(std::span<const float> x, float* bm) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>, K = max_block<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size(), nb = n / K;
+    B g(neg_inf_f);
+    for (std::size_t b = 0; b < nb; ++b) {
+        const float* q = p + b * K;
+        const B a0 = simd::max_ignore_nan<A>(B(neg_inf_f), B::load_unaligned(q));
+        const B a1 = simd::max_ignore_nan<A>(B(neg_inf_f), B::load_unaligned(q + L));
+        const B a2 = simd::max_ignore_nan<A>(B(neg_inf_f), B::load_unaligned(q + 2 * L));
+        const B a3 = simd::max_ignore_nan<A>(B(neg_inf_f), B::load_unaligned(q + 3 * L));
+        const B c0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(q + 4 * L));
+        const B c1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(q + 5 * L));
+        const B c2 = simd::max_ignore_nan<A>(a2, B::load_unaligned(q + 6 * L));
+        const B c3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(q + 7 * L));
+        const B v = simd::max<A>(simd::max<A>(c0, c1), simd::max<A>(c2, c3));
+        v.store_unaligned(bm + b * L);
+        g = simd::max<A>(g, v);
+    }
+    const float m = simd::reduce_max<A>(g), t = max_of<A>(plain_row<A>{p + nb * K}, n - nb * K);
+    return t > m ? t : m;
+}
+
 /// argmax over r[0, n): see kernels::argmax. A masked row's disallowed entries are never
 /// returned, even when every allowed entry is -inf.
 template <class A, class Row>

@@ -34,9 +34,12 @@ struct row_cut {
 };
 
 /// Which tier of a truncation kernel decided its kept set (the tiers are exact; later ones are
-/// rarer and slower).
+/// rarer and slower, in the enumerators' order: compare with < / >=).
 enum class exactness_tier : std::uint8_t {
     float_bound,  ///< the float weights, whose error bound could not change the set
+    corrected,    ///< one read pass over the row and its float weights, no exponential: every
+                  ///< weight's argument rounding recovered in double (top-p only; a margin was
+                  ///< within the float bound, not within the exponential's own error)
     double_pass,  ///< a double-precision exponential pass over the row (a margin was within the
                   ///< float bound)
     reference,    ///< the scalar reference's own arithmetic (a margin was within ~1e-10), or a

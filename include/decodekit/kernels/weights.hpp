@@ -17,6 +17,9 @@
 /// exact up to n 2^-53 relative, or (top-p's fused pass) in float trees of 8 vectors widened once,
 /// whose rounding (3 2^-24 relative) row_sums::pair_error carries into the bounds; sums that only
 /// feed a bound are accumulated in float blocks and inflated by their worst-case rounding.
+/// The argument's rounding is not an error of unknown sign: corrected_pass recovers it for every
+/// entry (delta_i = d_i - D_i in double) without an exponential, and w_i (1 - delta_i) is within
+/// corrected_error (the exponential's error plus second-order terms) of W_i.
 
 #include <decodekit/candidates.hpp>
 #include <decodekit/kernels/reduce.hpp>
@@ -244,6 +247,126 @@ double_sums double_pass(std::span<const float> x, float m, float temperature,
     r.in_set = simd::reduce_add<A>(k);
     r.wd_bound = r.wd * (1 + sum_error(n)) + 1e-300;
     return r;
+}
+
+/// Relative error, against the real weight W_i = e^{D_i}, of a float weight corrected to first
+/// order for its argument's rounding, w_i (1 - delta_i) with delta_i = d_i - D_i (corrected_pass):
+/// W_i = w_i e^{-delta_i} / (1 + eps_i), |eps_i| <= exp_error the exponential's own error at the
+/// float d_i; e^{-delta} = 1 - delta + g with 0 <= g <= delta^2 e^{|delta|} / 2, so
+/// |W_i - w_i (1 - delta_i)| <= w_i ((1 + |delta_i|) exp_error + g) / (1 - exp_error). Where
+/// w_i > 0, d_i >= -87 and |delta_i| <= 3 2^-24 |D_i| (the file comment) < 2e-5: (1 + 2e-5)
+/// exp_error (1 + 1.3e-7) and g < 2.1e-10; delta_i is computed in double from the float d_i
+/// (exact) and (double(x_i) - m) * (1 / T) (three roundings of 2^-53: 3.4e-16 |D_i| < 4e-14).
+inline constexpr double corrected_error = exp_error * (1 + 3e-5) + 3e-10 + 4e-14;
+
+/// The sums of corrected_pass.
+struct corrected_sums {
+    double sum = 0;     ///< sum of w_i over the row (every float weight widened to double)
+    double fix = 0;     ///< sum of w_i delta_i over the row (delta_i = d_i - D_i)
+    double in_sum = 0;  ///< sum of w_i over the entries with x_i >= hi
+    double in_fix = 0;  ///< sum of w_i delta_i over them
+};
+
+/// One read pass (no exponential where the row's weights are stored) recovering the rounding of
+/// every weight's argument: delta_i = d_i - D_i, d_i = fl(fl(x_i - m) * fl(1 / T)) the float
+/// argument of weight_lanes and D_i = (x_i - m) / T computed in double; returns the sums of w_i
+/// and of w_i delta_i over the row and over the entries with x_i >= hi (hi = +inf: none), in
+/// double lanes. sum - fix is then the row's normaliser to corrected_error relative (plus the
+/// sums' rounding, 2 sum_error(n) relative, and flush_error per entry whose weight is 0); likewise
+/// in_sum - in_fix for the part at or above hi. w: the row's weights from `fresh` on (below,
+/// recomputed). Entries of weight 0 (NaN, -inf, d < -87) add nothing.
+/// \pre m finite (the row max), temperature > 0 with 1 / temperature finite
+template <class A>
+corrected_sums corrected_pass(std::span<const float> x, const float* w, std::size_t fresh, float m,
+                              float temperature, float hi) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size();
+    const float inv_t = 1.f / temperature;
+    const B mb(m), tb(inv_t), zero(0.f);
+    const D md = D(double(m)), td = D(1.0 / double(temperature)), hd = D(double(hi)), dz = D(0.0);
+    // per half: the sums of w, w delta, and of both over x >= hi
+    struct acc {
+        D s = D(0.0), f = D(0.0), si = D(0.0), fi = D(0.0);
+    } lo_acc, hi_acc;
+    auto half = [&](const D& v, const D& d, const D& e, acc& a) {
+        const D delta = d - (v - md) * td;
+        const auto in = v >= hd;
+        a.s += e;
+        a.f = simd::fma<A>(e, delta, a.f);
+        const D ei = simd::select<A>(in, e, dz);
+        a.si += ei;
+        a.fi = simd::fma<A>(ei, delta, a.fi);
+    };
+    auto one = [&](B v, const B& e) {
+        v = simd::select<A>(e > zero, v, mb);  // weight 0: argument 0 (no NaN, no infinity)
+        const B d = (v - mb) * tb;             // the weight's argument, bit for bit
+        D vl, vh, dl, dh, el, eh;
+        simd::widen<A>(v, vl, vh);
+        simd::widen<A>(d, dl, dh);
+        simd::widen<A>(e, el, eh);
+        half(vl, dl, el, lo_acc);
+        half(vh, dh, eh, hi_acc);
+    };
+    std::size_t i = 0;
+    for (; i + L <= n; i += L) {
+        const B v = B::load_unaligned(p + i);
+        one(v, i < fresh ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i));
+    }
+    if (i < n) {
+        alignas(64) float buf[L], wb[L];
+        for (std::size_t j = 0; j < L; ++j) {
+            buf[j] = i + j < n ? p[i + j] : neg_inf_f;
+            wb[j] = i + j < n && i + j >= fresh ? w[i + j] : 0.f;
+        }
+        const B v = B::load_aligned(buf);
+        B e = B::load_aligned(wb);
+        if (i < fresh) {  // (recomputed lanes below fresh; -inf padding weighs 0)
+            const B r = weight_lanes<A>(v, mb, tb);
+            alignas(64) float rb[L];
+            r.store_aligned(rb);
+            for (std::size_t j = 0; j < L; ++j)
+                if (i + j < fresh) wb[j] = rb[j];
+            e = B::load_aligned(wb);
+        }
+        one(v, e);
+    }
+    corrected_sums r;
+    r.sum = simd::reduce_add<A>(lo_acc.s + hi_acc.s);
+    r.fix = simd::reduce_add<A>(lo_acc.f + hi_acc.f);
+    r.in_sum = simd::reduce_add<A>(lo_acc.si + hi_acc.si);
+    r.in_fix = simd::reduce_add<A>(lo_acc.fi + hi_acc.fi);
+    return r;
+}
+
+/// The rounding-corrected argument error of one entry, as corrected_pass computes it:
+/// delta = d - D for d = fl(fl(v - m) * fl(1 / T)) and D = (v - m) / T in double; 0 for an entry
+/// whose weight is 0 (w_v == 0).
+inline double argument_delta(float v, float w_v, float m, float temperature) noexcept {
+    if (!(w_v > 0)) return 0;
+    const float d = (v - m) * (1.f / temperature);
+    return double(d) - (double(v) - double(m)) * (1.0 / double(temperature));
+}
+
+/// Bound on |b / z - the reference's mass| for corrected masses (corrected_pass): b the prefix's
+/// corrected mass (float weights summing to s_pre over `count` entries), z the row's (float
+/// weights summing to s_tot over n entries). The prefix errs by e_b <= corrected_error s_pre +
+/// count flush_error + its rounding (the pass's sums and the walk's additions, 3 sum_error(n)
+/// s_pre); the rest of z by e_t <= corrected_error (s_tot - s_pre) + n flush_error + both sums'
+/// rounding; b / z - B / Z = (T e_b' - B e_t') / (Z z) for the signed errors, so at most
+/// ((t + e_t) e_b + (b + e_b) e_t) / ((z - e_b - e_t) z); plus the reference's own error and
+/// the quotient's rounding.
+inline double corrected_ratio_error(double b, double s_pre, std::size_t count, double z,
+                                    double s_tot, std::size_t n) noexcept {
+    const double t = std::max(0.0, z - b), se = sum_error(n);
+    const double eb = (corrected_error + 3 * se) * s_pre + double(count) * flush_error;
+    const double et = corrected_error * std::max(0.0, s_tot - s_pre) + double(n) * flush_error +
+                      2 * se * s_tot + 3 * se * s_pre;
+    const double den = (z - eb - et) * z;
+    if (!(den > 0)) return std::numeric_limits<double>::infinity();
+    return ((t + et) * eb + (b + eb) * et) / den * (1 + 1e-12) + 4 * se + reference_error(n);
 }
 
 /// Sorts out's entries by id (the reference's sets come in rank order). Key storage as scratch.

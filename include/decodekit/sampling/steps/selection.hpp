@@ -36,6 +36,7 @@ namespace detail {
 /// Counts a selection kernel's run in ws.tiers.
 inline void count_tier(sampling_workspace& ws, const kernels::truncation_result& r) noexcept {
     ++ws.tiers.runs;
+    ws.tiers.corrected += r.tier == kernels::exactness_tier::corrected;
     ws.tiers.double_pass += r.tier == kernels::exactness_tier::double_pass;
     ws.tiers.reference += r.tier == kernels::exactness_tier::reference;
 }
