@@ -13,8 +13,9 @@
 /// into every bound) gives Z and sum w |d| in double lanes (so c), and the weighted cut runs on
 /// the float key -|d - c| (larger first); its first bracket is a sampled estimate in mass (see
 /// typical_bounds), where the sample misses the few heavy entries holding the dropped mass (Zipf
-/// rows at T > 1: typical drops the head) with the heavy entries taken exactly (one more pass over
-/// the weights, only then). When the narrowed bracket leaves the crossing's key too close to one
+/// rows at T > 1: typical drops the head; the highest ~1 % of a Gaussian row at T 1, whose
+/// variance they dominate) with the heavy entries taken exactly (one more pass over the weights,
+/// only then). When the narrowed bracket leaves the crossing's key too close to one
 /// of its bounds for them to order the entries outside it (the crossing its last entry), the
 /// bracket is split once more from the row around that key and walked again (one pass; it was
 /// the reference's O(V log V) walk). The walk over the bracket
@@ -48,6 +49,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <span>
 
@@ -120,11 +122,15 @@ inline row_cut interval_cut(std::span<const float> x, const candidates& set) noe
 /// way the dropped mass sits on a few heavy entries the sample mostly misses, as on Zipf rows at a
 /// temperature > 1, where typical drops the head): the heavy entries (w > z / 2048, at most 2048)
 /// taken exactly, in one more pass over the weights, and the same estimate with the samples' light
-/// entries scaled to the rest of the row. Rows of <= 4096 entries: no
-/// estimate (the whole row). buf: >= x.size() keys of scratch.
+/// entries scaled to the rest of the row. When z >= 2048 (Gaussian-like rows) and the 4 largest
+/// sampled weights (at n = 128256; 512 * 1024 / n) hold > 15 % of the samples' sum of w^2, the
+/// entries above the smallest of them (~1024 expected, at most 2048) likewise. Rows of <= 4096
+/// entries: no estimate (the whole row). buf: >= x.size() keys of scratch; lg, ids: >= x.size()
+/// entries of scratch (the heavy entries' keys and ids).
 template <class A, class Key>
 void typical_bounds(std::span<const float> x, const float* w, const Key& key, double z,
-                    double rmass, std::uint64_t* buf, float& lo, float& hi) noexcept {
+                    double rmass, std::uint64_t* buf, float* lg, token_id* ids, float& lo,
+                    float& hi) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>, S = 512, H = 2048;
     constexpr float pinf = std::numeric_limits<float>::infinity();
@@ -174,9 +180,10 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
             const bool light = !(wq > double(thr));
             if (light) below2 += wq * wq;
             below += light ? scale * wq : wq;
-            const double sd4 = sds * scale * std::sqrt(below2);
-            if (below + sd4 < drop) jl = j;
-            if (below - sd4 > drop) {
+            // below -+ sds scale sqrt(below2) against drop, squared
+            const double var = sds * sds * scale * scale * below2, gap = drop - below;
+            if (gap > 0 && gap * gap > var) jl = j;
+            if (gap < 0 && gap * gap > var) {
                 jh = j;
                 break;
             }
@@ -189,40 +196,75 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
     };
     sample(pinf);
     const bool closed = estimate(pinf, double(n) / double(S));
-    if (!(z > 0) || !(z < double(H)) || n <= 2 * (S + H) + L) return;
-    // The heavy entries (w > z / H: d in [log(z / H), 0]) have keys of at least heavy_key. When
-    // one may sit below the low bound, the sample (which mostly misses them) underestimated the
-    // mass below it and the bound is likely too high: on Zipf rows at T 1.5 (typical drops the
-    // head) it was on half of the benchmark family's rows (one more split pass over the row and a
-    // bracket of 13000-65000 entries, ~2.3x the time). The heavy entries are then taken exactly.
-    const float heavy_key = std::min(
-        key(key.m), key(float(double(key.m) + std::log(z / double(H)) / double(key.inv_t))));
-    if (closed && heavy_key >= lo) return;
+    if (!(z > 0) || n <= 2 * (S + H) + L) return;
+    float thr = 0;
+    if (z < double(H)) {
+        // The heavy entries (w > z / H: d in [log(z / H), 0]) have keys of at least heavy_key.
+        // When one may sit below the low bound, the sample (which mostly misses them)
+        // underestimated the mass below it and the bound is likely too high: on Zipf rows at
+        // T 1.5 (typical drops the head) it was on half of the benchmark family's rows (one more
+        // split pass over the row and a bracket of 13000-65000 entries, ~2.3x the time). The
+        // heavy entries are then taken exactly.
+        const float heavy_key = std::min(
+            key(key.m), key(float(double(key.m) + std::log(z / double(H)) / double(key.inv_t))));
+        if (closed && heavy_key >= lo) return;
+        thr = float(z / double(H));
+    } else {
+        // No entry holds z / H (weights <= 1), but on a Gaussian-like row a few of the highest
+        // entries carry most of the estimate's variance (Gaussian sd 1: the dropped mass above
+        // the typical point sits on ~0.4 % of the entries at ~13x the mean weight; the first
+        // stage's bracket held ~30000 entries on the benchmark's row). When the r largest
+        // sampled weights hold more than 15 % of the samples' sum of w^2, the entries above the
+        // r-th largest (~H / 2 expected, r = 4 at n = 128256) are taken exactly. (Flat rows: ~1 %;
+        // Gaussian rows at T 1.5, whose bracket is narrower already: mostly below, where the
+        // second stage, ~10 us, saves less than it costs.)
+        const std::size_t r = std::max<std::size_t>(1, S * (H / 2) / n);
+        if (c <= 4 * r) return;
+        float top[S];
+        double all2 = 0;
+        for (std::size_t j = 0; j < c; ++j) {
+            top[j] = w[std::size_t(key_id(buf[j]))];
+            all2 += double(top[j]) * double(top[j]);
+        }
+        std::nth_element(top, top + (r - 1), top + c, std::greater<float>());
+        thr = top[r - 1];
+        double heavy2 = 0;
+        for (std::size_t j = 0; j < r; ++j) heavy2 += double(top[j]) * double(top[j]);
+        if (!(heavy2 > 0.15 * all2)) return;
+    }
     // the second stage: the heavy entries exactly
     const float low_lo = lo, low_hi = hi;
-    const float thr = float(z / double(H));
-    c = 0;
+    // the heavy entries' keys and ids compacted to lg / ids (scratch), then their rank keys
     const B tb(thr);
-    std::size_t i = 0;
+    std::size_t h = 0, i = 0;
     bool overflow = false;
-    for (; i + L <= n && !overflow; i += L) {
-        std::uint64_t mk = simd::to_mask<A>(B::load_unaligned(w + i) > tb);
+    for (; i + L <= n; i += L) {
+        const std::uint64_t mk = simd::to_mask<A>(B::load_unaligned(w + i) > tb);
         if (mk == 0) continue;
-        if (c + std::size_t(std::popcount(mk)) > H) overflow = true;
-        for (; mk != 0 && !overflow; mk &= mk - 1) add(i + std::size_t(std::countr_zero(mk)));
+        if (h + std::size_t(std::popcount(mk)) > H) {
+            overflow = true;
+            break;
+        }
+        h += simd::compress_store<A>(key(B::load_unaligned(x.data() + i)),
+                                     simd::iota<A>(token_id(i)), mk, lg + h, ids + h);
     }
     for (; i < n && !overflow; ++i)
         if (w[i] > thr) {
-            if (c == H)
+            if (h == H) {
                 overflow = true;
-            else
-                add(i);
+            } else {
+                lg[h] = key(x[i]);
+                ids[h++] = token_id(i);
+            }
         }
-    if (overflow) {  // (rounding: more than H entries above z / H) the first stage's bounds
+    if (overflow) {  // (more than H entries above thr) the first stage's bounds
         lo = low_lo;
         hi = low_hi;
         return;
     }
+    c = 0;
+    for (std::size_t j = 0; j < h; ++j)
+        if (lg[j] >= lowest_f) buf[c++] = rank_key(lg[j], ids[j]);  // (NaN, -inf: no key)
     const std::size_t heavy = c;
     const std::size_t light = sample(thr);
     // each light sample stands for (n - heavy) / light entries
@@ -236,7 +278,7 @@ weighted_bracket typical_bracket(std::span<const float> x, float* w, float m, fl
                                  const Key& key, double rmass, double z, double z_error,
                                  std::uint64_t* buf, token_id* ids, float* lg) noexcept {
     float lo = lowest_f, hi = std::numeric_limits<float>::infinity();
-    typical_bounds<A>(x, w, key, z, rmass, buf, lo, hi);
+    typical_bounds<A>(x, w, key, z, rmass, buf, lg, ids, lo, hi);
     return checked_bracket<A, true>(x, w, m, inv_t, key, rmass, z, z_error, lowest_f, lo, hi, ids,
                                     lg);
 }
