@@ -4943,6 +4943,41 @@ float max_of(const Row r, std::size_t n) noexcept {
     return m;
 }
 
+/// Entries per block of max_with_block_maxima: 8 vectors.
+template <class A>
+inline constexpr std::size_t max_block = 8 * simd::lanes<A>;
+
+/// kernels::max(x) (the same value; a -0 max may come out as +0 or the reverse) in the same one
+/// pass, which also stores, for each full block of max_block<A> entries (x.size() /
+/// max_block<A> blocks), the per-lane maximum of its 8 vectors (NaN ignored; -inf when every
+/// entry of the lane is NaN or -inf) to bm[L b, L b + L) (L = simd::lanes<A>): an entry of block
+/// b reaches t iff some lane of its vector does. The entries after the last full block are in
+/// the max only. \pre bm holds x.size() / max_block<A> * L floats (an eighth of the row)
+template <class A>
+float max_with_block_maxima(std::span<const float> x, float* bm) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>, K = max_block<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size(), nb = n / K;
+    B g(neg_inf_f);
+    for (std::size_t b = 0; b < nb; ++b) {
+        const float* q = p + b * K;
+        const B a0 = simd::max_ignore_nan<A>(B(neg_inf_f), B::load_unaligned(q));
+        const B a1 = simd::max_ignore_nan<A>(B(neg_inf_f), B::load_unaligned(q + L));
+        const B a2 = simd::max_ignore_nan<A>(B(neg_inf_f), B::load_unaligned(q + 2 * L));
+        const B a3 = simd::max_ignore_nan<A>(B(neg_inf_f), B::load_unaligned(q + 3 * L));
+        const B c0 = simd::max_ignore_nan<A>(a0, B::load_unaligned(q + 4 * L));
+        const B c1 = simd::max_ignore_nan<A>(a1, B::load_unaligned(q + 5 * L));
+        const B c2 = simd::max_ignore_nan<A>(a2, B::load_unaligned(q + 6 * L));
+        const B c3 = simd::max_ignore_nan<A>(a3, B::load_unaligned(q + 7 * L));
+        const B v = simd::max<A>(simd::max<A>(c0, c1), simd::max<A>(c2, c3));
+        v.store_unaligned(bm + b * L);
+        g = simd::max<A>(g, v);
+    }
+    const float m = simd::reduce_max<A>(g), t = max_of<A>(plain_row<A>{p + nb * K}, n - nb * K);
+    return t > m ? t : m;
+}
+
 /// argmax over r[0, n): see kernels::argmax. A masked row's disallowed entries are never
 /// returned, even when every allowed entry is -inf.
 template <class A, class Row>
@@ -6481,9 +6516,12 @@ struct row_cut {
 };
 
 /// Which tier of a truncation kernel decided its kept set (the tiers are exact; later ones are
-/// rarer and slower).
+/// rarer and slower, in the enumerators' order: compare with < / >=).
 enum class exactness_tier : std::uint8_t {
     float_bound,  ///< the float weights, whose error bound could not change the set
+    corrected,    ///< one read pass over the row and its float weights, no exponential: every
+                  ///< weight's argument rounding recovered in double (top-p only; a margin was
+                  ///< within the float bound, not within the exponential's own error)
     double_pass,  ///< a double-precision exponential pass over the row (a margin was within the
                   ///< float bound)
     reference,    ///< the scalar reference's own arithmetic (a margin was within ~1e-10), or a
@@ -6548,6 +6586,9 @@ DECODEKIT_END_NAMESPACE
 /// exact up to n 2^-53 relative, or (top-p's fused pass) in float trees of 8 vectors widened once,
 /// whose rounding (3 2^-24 relative) row_sums::pair_error carries into the bounds; sums that only
 /// feed a bound are accumulated in float blocks and inflated by their worst-case rounding.
+/// The argument's rounding is not an error of unknown sign: corrected_pass recovers it for every
+/// entry (delta_i = d_i - D_i in double) without an exponential, and w_i (1 - delta_i) is within
+/// corrected_error (the exponential's error plus second-order terms) of W_i.
 
 
 #include <algorithm>
@@ -6770,6 +6811,126 @@ double_sums double_pass(std::span<const float> x, float m, float temperature,
     r.in_set = simd::reduce_add<A>(k);
     r.wd_bound = r.wd * (1 + sum_error(n)) + 1e-300;
     return r;
+}
+
+/// Relative error, against the real weight W_i = e^{D_i}, of a float weight corrected to first
+/// order for its argument's rounding, w_i (1 - delta_i) with delta_i = d_i - D_i (corrected_pass):
+/// W_i = w_i e^{-delta_i} / (1 + eps_i), |eps_i| <= exp_error the exponential's own error at the
+/// float d_i; e^{-delta} = 1 - delta + g with 0 <= g <= delta^2 e^{|delta|} / 2, so
+/// |W_i - w_i (1 - delta_i)| <= w_i ((1 + |delta_i|) exp_error + g) / (1 - exp_error). Where
+/// w_i > 0, d_i >= -87 and |delta_i| <= 3 2^-24 |D_i| (the file comment) < 2e-5: (1 + 2e-5)
+/// exp_error (1 + 1.3e-7) and g < 2.1e-10; delta_i is computed in double from the float d_i
+/// (exact) and (double(x_i) - m) * (1 / T) (three roundings of 2^-53: 3.4e-16 |D_i| < 4e-14).
+inline constexpr double corrected_error = exp_error * (1 + 3e-5) + 3e-10 + 4e-14;
+
+/// The sums of corrected_pass.
+struct corrected_sums {
+    double sum = 0;     ///< sum of w_i over the row (every float weight widened to double)
+    double fix = 0;     ///< sum of w_i delta_i over the row (delta_i = d_i - D_i)
+    double in_sum = 0;  ///< sum of w_i over the entries with x_i >= hi
+    double in_fix = 0;  ///< sum of w_i delta_i over them
+};
+
+/// One read pass (no exponential where the row's weights are stored) recovering the rounding of
+/// every weight's argument: delta_i = d_i - D_i, d_i = fl(fl(x_i - m) * fl(1 / T)) the float
+/// argument of weight_lanes and D_i = (x_i - m) / T computed in double; returns the sums of w_i
+/// and of w_i delta_i over the row and over the entries with x_i >= hi (hi = +inf: none), in
+/// double lanes. sum - fix is then the row's normaliser to corrected_error relative (plus the
+/// sums' rounding, 2 sum_error(n) relative, and flush_error per entry whose weight is 0); likewise
+/// in_sum - in_fix for the part at or above hi. w: the row's weights from `fresh` on (below,
+/// recomputed). Entries of weight 0 (NaN, -inf, d < -87) add nothing.
+/// \pre m finite (the row max), temperature > 0 with 1 / temperature finite
+template <class A>
+corrected_sums corrected_pass(std::span<const float> x, const float* w, std::size_t fresh, float m,
+                              float temperature, float hi) noexcept {
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size();
+    const float inv_t = 1.f / temperature;
+    const B mb(m), tb(inv_t), zero(0.f);
+    const D md = D(double(m)), td = D(1.0 / double(temperature)), hd = D(double(hi)), dz = D(0.0);
+    // per half: the sums of w, w delta, and of both over x >= hi
+    struct acc {
+        D s = D(0.0), f = D(0.0), si = D(0.0), fi = D(0.0);
+    } lo_acc, hi_acc;
+    auto half = [&](const D& v, const D& d, const D& e, acc& a) {
+        const D delta = d - (v - md) * td;
+        const auto in = v >= hd;
+        a.s += e;
+        a.f = simd::fma<A>(e, delta, a.f);
+        const D ei = simd::select<A>(in, e, dz);
+        a.si += ei;
+        a.fi = simd::fma<A>(ei, delta, a.fi);
+    };
+    auto one = [&](B v, const B& e) {
+        v = simd::select<A>(e > zero, v, mb);  // weight 0: argument 0 (no NaN, no infinity)
+        const B d = (v - mb) * tb;             // the weight's argument, bit for bit
+        D vl, vh, dl, dh, el, eh;
+        simd::widen<A>(v, vl, vh);
+        simd::widen<A>(d, dl, dh);
+        simd::widen<A>(e, el, eh);
+        half(vl, dl, el, lo_acc);
+        half(vh, dh, eh, hi_acc);
+    };
+    std::size_t i = 0;
+    for (; i + L <= n; i += L) {
+        const B v = B::load_unaligned(p + i);
+        one(v, i < fresh ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i));
+    }
+    if (i < n) {
+        alignas(64) float buf[L], wb[L];
+        for (std::size_t j = 0; j < L; ++j) {
+            buf[j] = i + j < n ? p[i + j] : neg_inf_f;
+            wb[j] = i + j < n && i + j >= fresh ? w[i + j] : 0.f;
+        }
+        const B v = B::load_aligned(buf);
+        B e = B::load_aligned(wb);
+        if (i < fresh) {  // (recomputed lanes below fresh; -inf padding weighs 0)
+            const B r = weight_lanes<A>(v, mb, tb);
+            alignas(64) float rb[L];
+            r.store_aligned(rb);
+            for (std::size_t j = 0; j < L; ++j)
+                if (i + j < fresh) wb[j] = rb[j];
+            e = B::load_aligned(wb);
+        }
+        one(v, e);
+    }
+    corrected_sums r;
+    r.sum = simd::reduce_add<A>(lo_acc.s + hi_acc.s);
+    r.fix = simd::reduce_add<A>(lo_acc.f + hi_acc.f);
+    r.in_sum = simd::reduce_add<A>(lo_acc.si + hi_acc.si);
+    r.in_fix = simd::reduce_add<A>(lo_acc.fi + hi_acc.fi);
+    return r;
+}
+
+/// The rounding-corrected argument error of one entry, as corrected_pass computes it:
+/// delta = d - D for d = fl(fl(v - m) * fl(1 / T)) and D = (v - m) / T in double; 0 for an entry
+/// whose weight is 0 (w_v == 0).
+inline double argument_delta(float v, float w_v, float m, float temperature) noexcept {
+    if (!(w_v > 0)) return 0;
+    const float d = (v - m) * (1.f / temperature);
+    return double(d) - (double(v) - double(m)) * (1.0 / double(temperature));
+}
+
+/// Bound on |b / z - the reference's mass| for corrected masses (corrected_pass): b the prefix's
+/// corrected mass (float weights summing to s_pre over `count` entries), z the row's (float
+/// weights summing to s_tot over n entries). The prefix errs by e_b <= corrected_error s_pre +
+/// count flush_error + its rounding (the pass's sums and the walk's additions, 3 sum_error(n)
+/// s_pre); the rest of z by e_t <= corrected_error (s_tot - s_pre) + n flush_error + both sums'
+/// rounding; b / z - B / Z = (T e_b' - B e_t') / (Z z) for the signed errors, so at most
+/// ((t + e_t) e_b + (b + e_b) e_t) / ((z - e_b - e_t) z); plus the reference's own error and
+/// the quotient's rounding.
+inline double corrected_ratio_error(double b, double s_pre, std::size_t count, double z,
+                                    double s_tot, std::size_t n) noexcept {
+    const double t = std::max(0.0, z - b), se = sum_error(n);
+    const double eb = (corrected_error + 3 * se) * s_pre + double(count) * flush_error;
+    const double et = corrected_error * std::max(0.0, s_tot - s_pre) + double(n) * flush_error +
+                      2 * se * s_tot + 3 * se * s_pre;
+    const double den = (z - eb - et) * z;
+    if (!(den > 0)) return std::numeric_limits<double>::infinity();
+    return ((t + et) * eb + (b + eb) * et) / den * (1 + 1e-12) + 4 * se + reference_error(n);
 }
 
 /// Sorts out's entries by id (the reference's sets come in rank order). Key storage as scratch.
@@ -7414,6 +7575,7 @@ void grow(std::vector<T>& v, std::size_t n) {
 /// (the fallback rate per row shape); they accumulate until reset by the caller.
 struct selection_counters {
     std::uint64_t runs = 0;
+    std::uint64_t corrected = 0;    ///< top-p's corrected read pass (no exponential) decided
     std::uint64_t double_pass = 0;  ///< a double-precision pass over the set decided
     std::uint64_t reference = 0;    ///< the reference's own arithmetic decided
 };
@@ -11652,6 +11814,7 @@ namespace detail {
 /// Counts a selection kernel's run in ws.tiers.
 inline void count_tier(sampling_workspace& ws, const kernels::truncation_result& r) noexcept {
     ++ws.tiers.runs;
+    ws.tiers.corrected += r.tier == kernels::exactness_tier::corrected;
     ws.tiers.double_pass += r.tier == kernels::exactness_tier::double_pass;
     ws.tiers.reference += r.tier == kernels::exactness_tier::reference;
 }
@@ -12865,10 +13028,16 @@ weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float
                                      lg);
 }
 
+/// Rows longer than this get top_p_bounds' estimate.
+inline constexpr std::size_t top_p_estimate_min = 4096;
+/// Where in the weights' scratch w the max pass leaves its block maxima for top_p_bounds (after
+/// the heavy entries' room, before the sample's: w[2048, 2048 + n / 8) with n > 4096).
+inline constexpr std::size_t top_p_block_maxima_at = 2048;
+
 /// Where top_p_bounds' estimate came from.
 enum class top_p_estimate : std::uint8_t {
     none,     ///< no estimate (a short row, no valid sampled entry, too many heavy entries)
-    sampled,  ///< from 512 entries at hashed positions (no entry heavy)
+    sampled,  ///< from sampled entries at hashed positions (no entry heavy)
     heavy,    ///< from the heavy entries taken exactly, the rest sampled
 };
 
@@ -12918,31 +13087,86 @@ std::pair<std::size_t, std::size_t> estimate_crossing(std::size_t c, double drop
     return {0, b};
 }
 
-/// Bounds [lo, hi) of top-p's crossing estimated before the exponential pass. 512 entries at
-/// hashed positions are weighed here and give an estimate of the row's normaliser Z; the heavy
-/// entries, those with a weight above t = (1 + that estimate without its 4 largest sampled weights)
-/// / H (H = 1536: t stands for Z / H; a sampled heavy entry would inflate the estimate), are found
-/// in one compare pass over the row (no exponential; skipped when t >= 1, as no weight exceeds 1)
-/// and weighed exactly; the sample's entries below t stand for the rest of the row. Over both in
-/// logit order (the heavy entries first; sorted only when the walk or a bound reaches them), the
-/// masses are summed from the bottom (a heavy entry's weight, a sample's weight times the entries
-/// it stands for) and the bounds sit 3 entries beyond where that sum passes the estimated mass
-/// the cut drops -+ 3 standard deviations of its sampled part (estimate_crossing). Rows
+/// The sampled weights below a logit: their sum f, the sum of their squares g (when Sq), and how
+/// many sampled logits lie below it.
+struct sample_mass {
+    double f = 0, g = 0;
+    std::size_t count = 0;
+};
+
+/// sample_mass of the sampled logits sl[0, c) (weights sw) below y (float sums per lane).
+template <class A>
+sample_mass sample_mass_below(const float* sl, const float* sw, std::size_t c, float y,
+                              bool sq) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B yb(y), zero(0.f);
+    B f(0.f), g(0.f);
+    std::size_t cnt = 0, j = 0;
+    for (; j + L <= c; j += L) {
+        const auto below = B::load_unaligned(sl + j) < yb;
+        const B wv = simd::select<A>(below, B::load_unaligned(sw + j), zero);
+        f += wv;
+        if (sq) g = simd::fma<A>(wv, wv, g);
+        cnt += std::size_t(std::popcount(simd::to_mask<A>(below)));
+    }
+    sample_mass r;
+    for (; j < c; ++j)
+        if (sl[j] < y) {
+            r.f += double(sw[j]);
+            r.g += double(sw[j]) * double(sw[j]);
+            ++cnt;
+        }
+    r.f += double(simd::reduce_add<A>(f));
+    if (sq) r.g += double(simd::reduce_add<A>(g));
+    r.count = cnt;
+    return r;
+}
+
+/// Bounds [lo, hi) of top-p's crossing estimated before the exponential pass. S entries at
+/// hashed positions (S = 2048 on rows of at least 32768 entries, else 512; kept in the scratch's
+/// last entries, not on the stack) are weighed here and give an estimate of the row's normaliser
+/// Z; the heavy entries, those with a weight above t = (1 + that estimate without its 4 largest
+/// sampled weights) / H (H = 1536: t stands for Z / H; a sampled heavy entry would inflate the
+/// estimate), are found by a compare over the blocks whose maxima (bm) reach t (no exponential;
+/// a tenth of a Zipf row's blocks or fewer; skipped when t >= 1, as no weight exceeds 1) and
+/// weighed exactly; the sample's entries below t stand for the rest
+/// of the row. With S = 2048, when the bracket lies among the light entries: the logit y where
+/// the scaled sampled mass below y passes the estimated mass the cut drops (D) is searched in
+/// value space (3 rounds of 7 thresholds, one SIMD pass over the sample each: no sort), and the
+/// bounds sit where that mass passes D -+ (3 standard deviations of it + 3 samples' mass at the
+/// crossing): four times the sample of the walk below, so half the bracket's width on Zipf, Gauss
+/// and flat rows. Otherwise (S = 512, or the bracket reaching the heavy entries: a quarter of the
+/// sample), over the heavy entries and the sample in logit order (the heavy entries sorted only
+/// when the walk or a bound reaches them), the masses are summed from the bottom (a heavy entry's
+/// weight, a sample's weight times the entries it stands for) and the bounds sit 3 entries beyond
+/// where that sum passes D -+ 3 standard deviations of its sampled part (estimate_crossing). Rows
 /// whose mass sits on a few heavy logits or a heavy tail (peaked, Zipf) are estimated as well as
 /// the others: their normaliser and the mass near the crossing no longer hinge on whether the
 /// sample hit a heavy entry. Returns where the estimate came from: none when the row is short
 /// (<= 4096), has no valid sampled entry, or has more than H heavy entries; sampled when no entry
-/// is heavy. ids, lg, w, keys: scratch of x.size() entries each (contents unspecified
-/// afterwards). \pre m finite (the row max), inv_t finite and > 0
+/// is heavy. bm: the row's block maxima (max_with_block_maxima; the compare pass reads only the
+/// blocks reaching t), in w[top_p_block_maxima_at, ...). ids, lg, w, keys: scratch of x.size()
+/// entries each (contents unspecified afterwards). heavy: how many heavy entries were taken (set
+/// when the estimate is not none). \pre m finite (the row max), inv_t finite and
+/// > 0
 template <class A>
 top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, double target,
-                            token_id* ids, float* lg, float* w, std::uint64_t* keys, float& lo,
-                            float& hi) noexcept {
-    constexpr std::size_t S = 512, H = 1536, L = simd::lanes<A>;
+                            const float* bm, token_id* ids, float* lg, float* w,
+                            std::uint64_t* keys, float& lo, float& hi,
+                            std::size_t& heavy) noexcept {
+    constexpr std::size_t H = 1536, K = max_block<A>, L = simd::lanes<A>;
+    static_assert(H + K + L <= top_p_block_maxima_at);
     const std::size_t n = x.size();
-    if (n <= 4096) return top_p_estimate::none;  // (n > 2 H: room for the heavy entries' sort)
-    std::uint64_t sk[S], tmp[S];
-    alignas(64) float sl[S], sw[S];
+    if (n <= top_p_estimate_min) return top_p_estimate::none;  // (n > 2 H: room for the sort)
+    // the sample in the scratch's last entries: logits sl, weights sw (lg, w), keys sk, tmp; the
+    // heavy entries use ids/lg/w[0, H + K + L) and keys[0, 2 H) at most, bm is w[2048, 2048 +
+    // n / 8) at most (n > 4096: disjoint)
+    const std::size_t S = n >= 32768 ? 2048 : 512;
+    float* const sl = lg + (n - S);
+    float* const sw = w + (n - S);
+    std::uint64_t* const sk = keys + (n - 2 * S);
+    std::uint64_t* const tmp = keys + (n - S);
     const std::uint64_t stride = n / S;
     std::size_t valid = 0;
     for (std::size_t j = 0; j < S; ++j) {
@@ -12954,9 +13178,11 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
     }
     if (valid == 0) return top_p_estimate::none;
     const double zs = weigh_logits<A>(sl, valid, m, inv_t, sw);
-    float top[4] = {};  // the 4 largest sampled weights
+    constexpr float pinf_f = std::numeric_limits<float>::infinity();
+    float top[4] = {};  // the 4 largest sampled weights (descending)
     for (std::size_t q = 0; q < valid; ++q) {
         float v = sw[q];
+        if (!(v > top[3])) continue;
         for (float& e : top)
             if (v > e) std::swap(v, e);
     }
@@ -12969,10 +13195,14 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
         const double xd = double(m) + std::log(t) / double(inv_t);
         if (!(xd > double(lowest_f))) return top_p_estimate::none;
         xh = float(xd);
+        // (only the blocks whose maxima reach xh are read: a tenth of a Zipf row's or fewer)
         const float* p = x.data();
-        const std::size_t nfull = n / L * L;
-        for (std::size_t i = 0; i < nfull && c <= H; i += 4096)
-            c = compact_batches<A>(p, i, std::min(nfull, i + 4096), xh, false, c, ids, lg);
+        const std::size_t nb = n / K, nfull = n / L * L;
+        const simd::batch<A> xb(xh);
+        for (std::size_t b = 0; b < nb && c <= H; ++b)
+            if (simd::any<A>(simd::batch<A>::load_unaligned(bm + b * L) >= xb))
+                c = compact_batches<A>(p, b * K, b * K + K, xh, false, c, ids, lg);
+        if (c <= H) c = compact_batches<A>(p, nb * K, nfull, xh, false, c, ids, lg);
         for (std::size_t i = nfull; i < n && c <= H; ++i)
             if (p[i] >= xh) {
                 ids[c] = token_id(i);
@@ -12981,23 +13211,86 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
             }
         if (c > H) return top_p_estimate::none;
     }
-    double z = weigh_logits<A>(lg, c, m, inv_t, w);
-    // the sampled positions below xh stand for the n - c entries below it (an invalid one for
-    // itself: weight 0), sorted by logit (larger first)
-    std::size_t nl = 0;
+    heavy = c;
+    const double zh = weigh_logits<A>(lg, c, m, inv_t, w);
+    lo = lowest_f;
+    hi = std::numeric_limits<float>::infinity();
+    // The light samples (below xh), on a large sample: the tail's mass below a logit y, scaled
+    // (each light sample stands for ls entries), found by searching y in value space (no sort);
+    // when the bracket would reach the heavy entries, the walk below on a quarter of the sample.
+    std::size_t step = 1;
+    if (S > 512) {
+        const auto [ymin, ymax] = key_min_max<A>(sl, valid, logit_key<A>{m, inv_t});
+        const float top_y = xh < pinf_f ? xh : std::nextafter(ymax, pinf_f);
+        const sample_mass all = sample_mass_below<A>(sl, sw, valid, top_y, false);
+        const std::size_t light = S - (valid - all.count);
+        const double ls = light > 0 ? double(n - c) / double(light) : 0.0;
+        const double zl = ls * all.f;
+        const double drop = (1 - target) * (zh + zl);
+        // (below m - 104 T every weight is 0: the search starts there)
+        const float y0 = std::max(ymin, float(double(m) - 104.0 / double(inv_t)));
+        if (drop > 0 && drop < zl && y0 < top_y) {
+            // [a, b): ls F(a) < mass <= ls F(b), F the sampled weight below y; 3 rounds of 7
+            // thresholds evenly spaced in value
+            auto search = [&](double mass, bool sq, double& g_at_b) {
+                float a = y0, b = top_y;
+                for (int round = 0; round < 3; ++round) {
+                    float na = a, nb = b;
+                    for (int k = 1; k <= 7; ++k) {
+                        const float y = float(double(a) + (double(b) - double(a)) * k / 8.0);
+                        if (!(y > na && y < nb)) continue;
+                        const sample_mass sm = sample_mass_below<A>(sl, sw, valid, y, sq);
+                        if (ls * sm.f < mass) {
+                            na = y;
+                        } else {
+                            nb = y;
+                            g_at_b = sm.g;
+                            break;
+                        }
+                    }
+                    a = na;
+                    b = nb;
+                }
+                return std::pair<float, float>{a, b};
+            };
+            double g = all.g;
+            const auto [ca, cb] = search(drop, true, g);
+            (void)ca;
+            const double sd = ls * std::sqrt(g);
+            const double pad = 3 * ls * double(weight_one<A>(cb, m, inv_t));
+            const double m_hi = drop + 3 * sd + pad, m_lo = drop - 3 * sd - pad;
+            if (m_hi < zl) {
+                double unused = 0;
+                hi = search(m_hi, false, unused).second;
+                if (m_lo > 0) lo = search(m_lo, false, unused).first;
+                if (!(lo < hi)) lo = lowest_f;
+                return c > 0 ? top_p_estimate::heavy : top_p_estimate::sampled;
+            }
+        }
+        step = S / 512;
+    }
+    double z = zh;
+    // the sampled positions below xh (every step-th) stand for the n - c entries below it (an
+    // invalid one for itself: weight 0), sorted by logit (larger first)
+    std::size_t nl = 0, nsub = 0;
     double zl = 0;
-    for (std::size_t q = 0; q < valid; ++q)
+    // (keys: (m - x) / T in fixed point, capped at 104 where every weight is 0, then the sample's
+    // index: ascending = larger logit first, in buckets linear in the logit for sort_smallest)
+    for (std::size_t q = 0; q < valid; q += step) {
+        ++nsub;
         if (sl[q] < xh) {
-            sk[nl++] = ~rank_key(sl[q], token_id(q));
+            const float d = std::min(104.f, std::max(0.f, (m - sl[q]) * inv_t));
+            sk[nl++] = (std::uint64_t(std::uint32_t(d * 4.0e7f)) << 32) | q;
             zl += double(sw[q]);
         }
-    const std::size_t light = S - (valid - nl);
+    }
+    const std::size_t light = S / step - std::min(S / step, nsub - nl);
     const double ls = light > 0 ? double(n - c) / double(light) : 0.0;
     z += ls * zl;
     if (nl > 0) sort_smallest(sk, nl, nl, tmp);  // (none when every sampled entry is heavy)
     bool heavy_sorted = false;
     auto at = [&](std::size_t r) {  // the entry of rank r: index into lg/w (heavy) or sl/sw
-        if (r >= c) return std::size_t(key_id(~tmp[r - c]));
+        if (r >= c) return std::size_t(std::uint32_t(tmp[r - c]));
         if (!heavy_sorted) {
             for (std::size_t e = 0; e < c; ++e) keys[e] = ~rank_key(lg[e], token_id(e));
             sort_smallest(keys, c, c, keys + c);
@@ -13010,8 +13303,6 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
         [&](std::size_t r) { return r < c ? double(w[at(r)]) : ls * double(sw[at(r)]); },
         [&](std::size_t r) { return r < c ? 0.0 : double(sw[at(r)]); });
     auto key_at = [&](std::size_t r) { return r < c ? lg[at(r)] : sl[at(r)]; };
-    lo = lowest_f;
-    hi = std::numeric_limits<float>::infinity();
     if (a > 0) hi = key_at(a);
     if (b < c + nl) lo = key_at(b);
     if (!(lo < hi)) lo = lowest_f;
@@ -13177,6 +13468,10 @@ inline double prefix_ratio_error_split(double b, double wd_pre_hi, std::size_t c
 struct top_p_trace {
     top_p_estimate estimate = top_p_estimate::none;  ///< the bounds the fused pass split at
     bool fused_held = false;  ///< the fused split's bracket enclosed the crossing (no search)
+    /// the float bound could not decide and the corrected tier ran (it decided when the result's
+    /// tier is corrected); not run when the float walk's margin was below half its bound
+    bool corrected = false;
+    std::size_t heavy = 0;  ///< the heavy entries the estimate took exactly
 };
 
 /// The search of top_p_cut / top_p_unordered: the result with its cut, kept, sums and tier;
@@ -13191,7 +13486,11 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     dirty = 0;
     const std::size_t n = x.size();
     const std::size_t keep = std::max<std::size_t>(1, min_keep);
-    const float m = kernels::max<A>(x);
+    // 0 < p < 1 on a long row (top_p_bounds estimates the bracket): the max pass also keeps the
+    // maxima of blocks, so the heavy entries' compare reads only the blocks that hold one
+    const bool estimate = p > 0 && p < 1 && n > top_p_estimate_min;
+    float* const bm = estimate ? w + top_p_block_maxima_at : nullptr;
+    const float m = estimate ? max_with_block_maxima<A>(x, bm) : kernels::max<A>(x);
     r.max = m;
     if (m == neg_inf_f) {  // no valid entry: nothing kept
         std::fill(w, w + n, 0.f);
@@ -13212,12 +13511,13 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     // heavy entries exactly where a sample would miss them), its split fused with the
     // exponential pass (no pass over the row's weights afterwards when the bounds hold)
     float elo = lowest_f, ehi = pinf;
-    const top_p_estimate est = p > 0 && p < 1
-                                   ? top_p_bounds<A>(x, m, inv_t, reference::decimal_floor(p), ids,
-                                                     lg, w, out.key_storage(), elo, ehi)
+    std::size_t heavy = 0;
+    const top_p_estimate est = estimate
+                                   ? top_p_bounds<A>(x, m, inv_t, reference::decimal_floor(p), bm,
+                                                     ids, lg, w, out.key_storage(), elo, ehi, heavy)
                                    : top_p_estimate::none;
     const bool fused = est != top_p_estimate::none;
-    if (trace) *trace = {.estimate = est};
+    if (trace) *trace = {.estimate = est, .heavy = heavy};
     weighted_bracket fb;
     const row_sums rs = fused ? weigh_split_row<A>(x, m, inv_t, w, elo, ehi, ids, lg, fb)
                               : weigh_row<A, true>(x, m, inv_t, w);
@@ -13290,6 +13590,10 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     }
     crossing cr;
     double kept_sum = 0;
+    // whether the corrected tier may decide what the float bound could not: not when the float
+    // walk's margin is below half the corrected bound (its masses move by the argument's
+    // rounding only, typically far less than that; then straight to the double pass)
+    bool try_corrected = true;
     {
         // The fused pass's sums (float trees, row_sums::pair_error): the part above its bracket
         // moves the prefix and z alike, the rest z only; after the sampled search instead, the
@@ -13321,13 +13625,48 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
                     ratio_error(before, wd_above_lo + wd_before, wd_above_hi + wd_before, cr.rank);
                 const double e2 = ratio_error(before + wj, wd_above_lo + wd_before + wdj,
                                               wd_above_hi + wd_before + wdj, cr.rank + 1);
-                if (!(before / z + e1 < target && (before + wj) / z - e2 >= target))
+                if (!(before / z + e1 < target && (before + wj) / z - e2 >= target)) {
                     cr.found = false;
+                    const double g = std::min(target - before / z, (before + wj) / z - target);
+                    const double ec = std::max(
+                        corrected_ratio_error(before, before, cr.rank, z, z, n),
+                        corrected_ratio_error(before + wj, before + wj, cr.rank + 1, z, z, n));
+                    try_corrected = g >= 0.5 * ec;
+                }
                 kept_sum = before + wj;
                 break;
             }
             before += wj;
             wd_before += wdj;
+        }
+    }
+    if (!cr.found && c > 0 && try_corrected) {
+        // The corrected tier: the float weights with their arguments' rounding recovered
+        // (corrected_pass: Z and the mass above the bracket, in double lanes; the bracket's
+        // entries one by one), so that only the exponential's own error is left.
+        if (trace) trace->corrected = true;
+        r.tier = exactness_tier::corrected;  // (a later tier overwrites it when this one fails)
+        const corrected_sums cs = corrected_pass<A>(x, w, dirty, m, temperature, b.hi);
+        const double zc = cs.sum - cs.fix;
+        double before = cs.in_sum - cs.in_fix, spre = cs.in_sum, fbefore = b.above;
+        for (std::size_t j = 0; j < c; ++j) {
+            const std::size_t q = std::size_t(key_id(keys[j]));
+            const double wf = double(w[q]);
+            const double wj = wf * (1 - argument_delta(lg[q], w[q], m, temperature));
+            if (before + wj >= target * zc || j + 1 == c) {
+                cr = {lg[q], ids[q], b.above_count + j, true};
+                const std::size_t k = b.above_count + j;
+                const double e1 = corrected_ratio_error(before, spre, k, zc, cs.sum, n);
+                const double e2 =
+                    corrected_ratio_error(before + wj, spre + wf, k + 1, zc, cs.sum, n);
+                if (!(before / zc + e1 < target && (before + wj) / zc - e2 >= target))
+                    cr.found = false;
+                kept_sum = fbefore + wf;
+                break;
+            }
+            before += wj;
+            spre += wf;
+            fbefore += wf;
         }
     }
     if (!cr.found && c > 0) {
@@ -13384,9 +13723,10 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
 /// working storage (capacity >= x.size(); contents unspecified afterwards). kept and kept_sum:
 /// the kept set's size and the sum of its weights (float weights added in double).
 ///
-/// Passes (V entries), on a row of more than 4096 entries: max; the bracket's bounds estimated
-/// (detail::top_p_bounds: 512 sampled entries, plus, on rows whose mass sits on a few heavy logits
-/// or a heavy tail, one compare pass collecting the heavy entries, weighed exactly); one
+/// Passes (V entries), on a row of more than 4096 entries: max (keeping the maxima of blocks of 8
+/// vectors); the bracket's bounds estimated (detail::top_p_bounds: 2048 sampled entries, plus, on
+/// rows whose mass sits on a few heavy logits or a heavy tail, the heavy entries collected by a
+/// compare over the blocks whose maxima reach them, weighed exactly); one
 /// exponential pass storing every weight fused with the split (detail::weigh_split_row: Z and the
 /// mass above the upper bound in float trees of 8 vectors, no w |d| summed; the entries between
 /// the bounds, the bracket, compacted with their weights); when the bounds do not certainly
@@ -13402,7 +13742,14 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
 /// exponential's measured error, the rounding of its argument bounded through sum w |d| (summed,
 /// or Jensen's bound from a mass and a count: detail::wd_jensen_bound), the sums (double lanes,
 /// or the fused pass's float trees of 8 vectors); errors common to a prefix and to Z cancel:
-/// detail::prefix_ratio_error_split); otherwise a double-precision
+/// detail::prefix_ratio_error_split); otherwise the corrected tier (corrected): one
+/// read pass over the row and its stored weights, no exponential (detail::corrected_pass),
+/// recovers the rounding delta_i of every weight's argument in double and corrects the weights
+/// to first order, w_i (1 - delta_i), in Z and in the mass above the bracket (their sums in
+/// double lanes), so that the bound keeps the exponential's own error only
+/// (detail::corrected_ratio_error; on rows at temperature 1.5 the argument's rounding was ~15x
+/// that; skipped when the float margin is below half that bound, as the correction moves the
+/// masses by far less); otherwise a double-precision
 /// exponential pass over the row recomputes Z and the mass above the bracket, the bracket's
 /// weights the reference's own (double_pass); when even that margin is within ~1e-10, the
 /// reference's own walk (reference; O(V log V), allocation-free). Rows with +inf entries or a
@@ -13499,8 +13846,9 @@ DECODEKIT_END_NAMESPACE
 /// into every bound) gives Z and sum w |d| in double lanes (so c), and the weighted cut runs on
 /// the float key -|d - c| (larger first); its first bracket is a sampled estimate in mass (see
 /// typical_bounds), where the sample misses the few heavy entries holding the dropped mass (Zipf
-/// rows at T > 1: typical drops the head) with the heavy entries taken exactly (one more pass over
-/// the weights, only then). When the narrowed bracket leaves the crossing's key too close to one
+/// rows at T > 1: typical drops the head; the highest ~1 % of a Gaussian row at T 1, whose
+/// variance they dominate) with the heavy entries taken exactly (one more pass over the weights,
+/// only then). When the narrowed bracket leaves the crossing's key too close to one
 /// of its bounds for them to order the entries outside it (the crossing its last entry), the
 /// bracket is split once more from the row around that key and walked again (one pass; it was
 /// the reference's O(V log V) walk). The walk over the bracket
@@ -13524,6 +13872,7 @@ DECODEKIT_END_NAMESPACE
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <span>
 
@@ -13596,11 +13945,15 @@ inline row_cut interval_cut(std::span<const float> x, const candidates& set) noe
 /// way the dropped mass sits on a few heavy entries the sample mostly misses, as on Zipf rows at a
 /// temperature > 1, where typical drops the head): the heavy entries (w > z / 2048, at most 2048)
 /// taken exactly, in one more pass over the weights, and the same estimate with the samples' light
-/// entries scaled to the rest of the row. Rows of <= 4096 entries: no
-/// estimate (the whole row). buf: >= x.size() keys of scratch.
+/// entries scaled to the rest of the row. When z >= 2048 (Gaussian-like rows) and the 4 largest
+/// sampled weights (at n = 128256; 512 * 1024 / n) hold > 15 % of the samples' sum of w^2, the
+/// entries above the smallest of them (~1024 expected, at most 2048) likewise. Rows of <= 4096
+/// entries: no estimate (the whole row). buf: >= x.size() keys of scratch; lg, ids: >= x.size()
+/// entries of scratch (the heavy entries' keys and ids).
 template <class A, class Key>
 void typical_bounds(std::span<const float> x, const float* w, const Key& key, double z,
-                    double rmass, std::uint64_t* buf, float& lo, float& hi) noexcept {
+                    double rmass, std::uint64_t* buf, float* lg, token_id* ids, float& lo,
+                    float& hi) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>, S = 512, H = 2048;
     constexpr float pinf = std::numeric_limits<float>::infinity();
@@ -13650,9 +14003,10 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
             const bool light = !(wq > double(thr));
             if (light) below2 += wq * wq;
             below += light ? scale * wq : wq;
-            const double sd4 = sds * scale * std::sqrt(below2);
-            if (below + sd4 < drop) jl = j;
-            if (below - sd4 > drop) {
+            // below -+ sds scale sqrt(below2) against drop, squared
+            const double var = sds * sds * scale * scale * below2, gap = drop - below;
+            if (gap > 0 && gap * gap > var) jl = j;
+            if (gap < 0 && gap * gap > var) {
                 jh = j;
                 break;
             }
@@ -13665,40 +14019,75 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
     };
     sample(pinf);
     const bool closed = estimate(pinf, double(n) / double(S));
-    if (!(z > 0) || !(z < double(H)) || n <= 2 * (S + H) + L) return;
-    // The heavy entries (w > z / H: d in [log(z / H), 0]) have keys of at least heavy_key. When
-    // one may sit below the low bound, the sample (which mostly misses them) underestimated the
-    // mass below it and the bound is likely too high: on Zipf rows at T 1.5 (typical drops the
-    // head) it was on half of the benchmark family's rows (one more split pass over the row and a
-    // bracket of 13000-65000 entries, ~2.3x the time). The heavy entries are then taken exactly.
-    const float heavy_key = std::min(
-        key(key.m), key(float(double(key.m) + std::log(z / double(H)) / double(key.inv_t))));
-    if (closed && heavy_key >= lo) return;
+    if (!(z > 0) || n <= 2 * (S + H) + L) return;
+    float thr = 0;
+    if (z < double(H)) {
+        // The heavy entries (w > z / H: d in [log(z / H), 0]) have keys of at least heavy_key.
+        // When one may sit below the low bound, the sample (which mostly misses them)
+        // underestimated the mass below it and the bound is likely too high: on Zipf rows at
+        // T 1.5 (typical drops the head) it was on half of the benchmark family's rows (one more
+        // split pass over the row and a bracket of 13000-65000 entries, ~2.3x the time). The
+        // heavy entries are then taken exactly.
+        const float heavy_key = std::min(
+            key(key.m), key(float(double(key.m) + std::log(z / double(H)) / double(key.inv_t))));
+        if (closed && heavy_key >= lo) return;
+        thr = float(z / double(H));
+    } else {
+        // No entry holds z / H (weights <= 1), but on a Gaussian-like row a few of the highest
+        // entries carry most of the estimate's variance (Gaussian sd 1: the dropped mass above
+        // the typical point sits on ~0.4 % of the entries at ~13x the mean weight; the first
+        // stage's bracket held ~30000 entries on the benchmark's row). When the r largest
+        // sampled weights hold more than 15 % of the samples' sum of w^2, the entries above the
+        // r-th largest (~H / 2 expected, r = 4 at n = 128256) are taken exactly. (Flat rows: ~1 %;
+        // Gaussian rows at T 1.5, whose bracket is narrower already: mostly below, where the
+        // second stage, ~10 us, saves less than it costs.)
+        const std::size_t r = std::max<std::size_t>(1, S * (H / 2) / n);
+        if (c <= 4 * r) return;
+        float top[S];
+        double all2 = 0;
+        for (std::size_t j = 0; j < c; ++j) {
+            top[j] = w[std::size_t(key_id(buf[j]))];
+            all2 += double(top[j]) * double(top[j]);
+        }
+        std::nth_element(top, top + (r - 1), top + c, std::greater<float>());
+        thr = top[r - 1];
+        double heavy2 = 0;
+        for (std::size_t j = 0; j < r; ++j) heavy2 += double(top[j]) * double(top[j]);
+        if (!(heavy2 > 0.15 * all2)) return;
+    }
     // the second stage: the heavy entries exactly
     const float low_lo = lo, low_hi = hi;
-    const float thr = float(z / double(H));
-    c = 0;
+    // the heavy entries' keys and ids compacted to lg / ids (scratch), then their rank keys
     const B tb(thr);
-    std::size_t i = 0;
+    std::size_t h = 0, i = 0;
     bool overflow = false;
-    for (; i + L <= n && !overflow; i += L) {
-        std::uint64_t mk = simd::to_mask<A>(B::load_unaligned(w + i) > tb);
+    for (; i + L <= n; i += L) {
+        const std::uint64_t mk = simd::to_mask<A>(B::load_unaligned(w + i) > tb);
         if (mk == 0) continue;
-        if (c + std::size_t(std::popcount(mk)) > H) overflow = true;
-        for (; mk != 0 && !overflow; mk &= mk - 1) add(i + std::size_t(std::countr_zero(mk)));
+        if (h + std::size_t(std::popcount(mk)) > H) {
+            overflow = true;
+            break;
+        }
+        h += simd::compress_store<A>(key(B::load_unaligned(x.data() + i)),
+                                     simd::iota<A>(token_id(i)), mk, lg + h, ids + h);
     }
     for (; i < n && !overflow; ++i)
         if (w[i] > thr) {
-            if (c == H)
+            if (h == H) {
                 overflow = true;
-            else
-                add(i);
+            } else {
+                lg[h] = key(x[i]);
+                ids[h++] = token_id(i);
+            }
         }
-    if (overflow) {  // (rounding: more than H entries above z / H) the first stage's bounds
+    if (overflow) {  // (more than H entries above thr) the first stage's bounds
         lo = low_lo;
         hi = low_hi;
         return;
     }
+    c = 0;
+    for (std::size_t j = 0; j < h; ++j)
+        if (lg[j] >= lowest_f) buf[c++] = rank_key(lg[j], ids[j]);  // (NaN, -inf: no key)
     const std::size_t heavy = c;
     const std::size_t light = sample(thr);
     // each light sample stands for (n - heavy) / light entries
@@ -13712,7 +14101,7 @@ weighted_bracket typical_bracket(std::span<const float> x, float* w, float m, fl
                                  const Key& key, double rmass, double z, double z_error,
                                  std::uint64_t* buf, token_id* ids, float* lg) noexcept {
     float lo = lowest_f, hi = std::numeric_limits<float>::infinity();
-    typical_bounds<A>(x, w, key, z, rmass, buf, lo, hi);
+    typical_bounds<A>(x, w, key, z, rmass, buf, lg, ids, lo, hi);
     return checked_bracket<A, true>(x, w, m, inv_t, key, rmass, z, z_error, lowest_f, lo, hi, ids,
                                     lg);
 }
@@ -15485,8 +15874,11 @@ DECODEKIT_END_NAMESPACE
 /// no duplicate ids): exactly what a draw uses, after temperature and truncation.
 ///   - verify_rejection (exact, Leviathan et al. / Chen et al.): accept the draft x iff
 ///     u * q(x) < p(x); otherwise emit y ~ norm(max(0, p - q)). q(x) = 0 always rejects (as vLLM;
-///     an honest proposer never proposes outside q's support); p(x) = 0 always rejects. A
-///     residual whose mass is below 1e-9 (rounding only) falls back to p.
+///     an honest proposer never proposes outside q's support); p(x) = 0 always rejects. The
+///     residual is drawn by rejection from p: proposals y ~ p, each kept with probability
+///     max(0, p(y) - q(y)) / p(y) (~1 / TV proposals, TV = the residual's mass), and after 32
+///     refusals one exact pass over p (detail::propose_residual); a residual whose mass is below
+///     1e-9 (rounding only) falls back to p in that pass.
 ///   - verify_one_hot (exact, deterministic proposals: greedy drafts, n-gram lookup): q = delta_x,
 ///     accept iff u < p(x); residual = p with x removed. Same as verify_rejection with q = delta_x.
 ///   - verify_greedy (exact for greedy decoding): accept iff x is the target argmax (highest
@@ -15501,7 +15893,8 @@ DECODEKIT_END_NAMESPACE
 /// The decision for the token at generation step n (n = number of tokens generated before it,
 /// prompt excluded) uses only two streams keyed by rng_key{seed, sequence, n}:
 /// rng_purpose::accept (exactly one uniform() per verified draft token, consumed even when the
-/// outcome is certain) and rng_purpose::residual (one uniform() per residual or bonus draw).
+/// outcome is certain) and rng_purpose::residual (one uniform() per bonus draw; a residual draw
+/// takes two per proposal, then one for the exact pass if the proposals were all refused).
 /// Sampled drafting uses rng_purpose::draft at the step of the drafted token. Hence:
 ///   - a rerun with the same seed, sequence, parameters and proposer gives the same tokens;
 ///   - the randomness used for step n never depends on how many drafts the round proposed or on
@@ -15541,8 +15934,9 @@ DECODEKIT_END_NAMESPACE
 /// up front): EOS is suppressed in p, stop sequences and stop strings are held until then.
 /// How p is read: a processing with processed() (set_processing: sampler_processing,
 /// basic_processing) gives the target's distribution as a weighted_set (sampling/verify.hpp), a
-/// top-p cut over the row never compacted: p(x) is one lookup, a rejection's residual one pass
-/// over the cut (q merged along it when q.ascending, else scattered into verify_workspace's dense
+/// top-p cut over the row never compacted: p(x) is one lookup, a rejection's residual ~1 / TV
+/// proposals drawn on the cut (two draw_cut's, then block sums of the cut: one pass) with q read
+/// at each (a binary search when q.ascending, else q scattered into verify_workspace's dense
 /// row), the bonus a draw_cut. Other processings are verified on their sparse output.
 /// A proposer that drafts from the target's hidden state (an MTP module: needs_target_hidden())
 /// makes the verify call logits_and_hidden and receives the hidden row of the last verified
@@ -15983,6 +16377,132 @@ inline double entropy(sparse_dist_view d) noexcept {
     return h;
 }
 inline constexpr double residual_floor = 1e-9;
+
+/// Proposals y ~ p tried for a rejection's residual before the exact pass (propose_residual).
+inline constexpr int spec_residual_proposals = 32;
+
+/// The residual draw of a rejection by rejection from p: proposals y ~ p (inverse CDF over p's
+/// entries in ascending index order, with one uniform() of `res` each) are accepted with
+/// probability max(0, p(y) - q(y)) / p(y) (a second uniform() each, accept(i, a)); the first
+/// accepted proposal has the law max(0, p - q) / TV (TV = that residual's mass), and the
+/// expected number of proposals is 1 / TV. Returns its index, or npos after
+/// spec_residual_proposals refusals (or when a proposal finds no entry): then the caller draws
+/// from the residual with the exact pass and the next uniform() of `res`. That is still exact:
+/// the proposals are independent of that pass, so conditionally on the refusals its law is
+/// unchanged. The fallback fires with probability (1 - TV)^32 (TV = 0.3: 1e-5; TV = 0.1: 3 %).
+/// The first `row_draws` proposals are drawn by row_draw(u) (a caller with a cheaper draw than
+/// one pass: draw_cut with the kept sum known reads a quarter of the row on average); the later
+/// ones from the block sums of p's weights (block_sums(sums) writes the sums of the
+/// ceil(n / spec_block) blocks of spec_block entries: computed once, one pass) and fill(b, c,
+/// out) of the block where u falls: a walk over <= 1024 sums and one block scanned. Beyond
+/// spec_max_blocks blocks (more than 524 288 entries) no sums are kept: only the row_draws
+/// proposals are tried.
+template <class RowDraw, class BlockSums, class Fill, class Accept>
+std::size_t propose_residual(std::size_t n, rng_stream& res, int row_draws, RowDraw&& row_draw,
+                             BlockSums&& block_sums, Fill&& fill, Accept&& accept) noexcept {
+    double sums[spec_max_blocks];
+    const std::size_t nb = (n + spec_block - 1) / spec_block;
+    const int tries = nb <= spec_max_blocks ? spec_residual_proposals
+                                            : std::min(row_draws, spec_residual_proposals);
+    bool built = false;
+    for (int k = 0; k < tries; ++k) {
+        const double u = res.uniform(), a = res.uniform();
+        std::size_t i;
+        if (k < row_draws) {
+            i = row_draw(u);
+        } else {
+            if (!built) {
+                block_sums(sums);
+                built = true;
+            }
+            i = draw_blocked_sums(
+                n, [&](std::size_t b, std::size_t) noexcept { return sums[b / spec_block]; }, fill,
+                u, 0.0);
+        }
+        if (i == npos) return npos;
+        if (accept(i, a)) return i;
+    }
+    return npos;
+}
+/// propose_residual's test: accept y with probability max(0, py - qy) / py (a uniform in
+/// [0, 1)); py > 0 for every proposal (draws never return a weight that is not positive), q's
+/// non-positive and NaN probabilities read 0.
+inline bool residual_accepts(double py, float qy, double a) noexcept {
+    const double r = py - (qy > 0.f ? double(qy) : 0.0);
+    return r > 0 && a * py < r;
+}
+/// propose_residual over a sparse p (its positive probabilities as weights; index j of p), q
+/// read by q_at(j): the index of the accepted proposal or npos.
+template <class QAt>
+std::size_t propose_sparse(sparse_dist_view p, rng_stream& res, QAt&& q_at) noexcept {
+    auto fill = [&](std::size_t b, std::size_t c, float* out) noexcept {
+        for (std::size_t i = 0; i < c; ++i) out[i] = p.probs[b + i] > 0.f ? p.probs[b + i] : 0.f;
+    };
+    return propose_residual(
+        p.size(), res, 0, [](double) noexcept { return npos; },
+        [&](double* sums) noexcept {
+            alignas(64) float buf[spec_block];
+            for (std::size_t b = 0; b < p.size(); b += spec_block) {
+                const std::size_t c = std::min(spec_block, p.size() - b);
+                fill(b, c, buf);
+                sums[b / spec_block] = kernels::sum(std::span<const float>(buf, c));
+            }
+        },
+        fill,
+        [&](std::size_t i, double a) noexcept {
+            return residual_accepts(double(p.probs[i]), q_at(i), a);
+        });
+}
+/// The sums of a cut's kept weights over the blocks of spec_block entries of its row, into
+/// sums[0, ceil(extent / spec_block)): one pass over the row (float lanes per block, added in
+/// double). \pre p.is_cut
+template <class A = simd::default_arch>
+void cut_block_sums(const weighted_set& p, double* sums) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const std::size_t n = p.extent();
+    const float* x = p.row.data();
+    const float* w = p.weights.data();
+    std::fill_n(sums, (n + spec_block - 1) / spec_block, 0.0);
+    kernels::detail::for_each_segment(
+        p.cut, 0, n, [&](std::size_t s, std::size_t e, float lo, float hi) noexcept {
+            std::size_t i = s;
+            for (; i < e && i % L != 0; ++i)  // (to a vector boundary: no vector crosses a block)
+                if (x[i] >= lo && x[i] <= hi) sums[i / spec_block] += double(w[i]);
+            const B lb(lo), hb(hi), zero(0.f);
+            while (i + L <= e) {
+                const std::size_t blk = i / spec_block, be = std::min((blk + 1) * spec_block, e);
+                B acc(0.f);
+                for (; i + L <= be; i += L) {
+                    const B v = B::load_unaligned(x + i);
+                    acc += simd::select<A>((v >= lb) & (v <= hb), B::load_unaligned(w + i), zero);
+                }
+                sums[blk] += double(simd::reduce_add<A>(acc));
+            }
+            for (; i < e; ++i)
+                if (x[i] >= lo && x[i] <= hi) sums[i / spec_block] += double(w[i]);
+        });
+}
+/// propose_residual over a weighted_set (index space: the row for a cut, else the kept ids), q
+/// read by q_at(index): the index of the accepted proposal or npos. A cut's first two proposals
+/// are draw_cut's with the kept sum known (a quarter of the row on average); then block sums.
+/// \pre !p.empty()
+template <class QAt>
+std::size_t propose_set(const weighted_set& p, rng_stream& res, QAt&& q_at) noexcept {
+    return propose_residual(
+        p.extent(), res, p.is_cut ? 2 : 0,
+        [&](double du) noexcept { return kernels::draw_cut(p.row, p.weights, p.cut, du, p.sum); },
+        [&](double* sums) noexcept {
+            if (p.is_cut) return cut_block_sums(p, sums);
+            for (std::size_t b = 0; b < p.extent(); b += spec_block)
+                sums[b / spec_block] =
+                    kernels::sum(p.weights.subspan(b, std::min(spec_block, p.extent() - b)));
+        },
+        [&](std::size_t b, std::size_t c, float* out) noexcept { p.weights_into(b, c, out); },
+        [&](std::size_t i, double a) noexcept {
+            return residual_accepts(double(p.weights[i]) / p.sum, q_at(i), a);
+        });
+}
 }  // namespace detail
 
 // ------------------------------------------------------------------------------------------------
@@ -16052,6 +16572,8 @@ inline token_id draw_from(sparse_dist_view p, rng_key key) noexcept {
 
 /// Exact rejection step for draft token `x` drawn from q: accept iff u * q(x) < p(x), else
 /// y ~ norm(max(0, p - q)) (p when that mass is below 1e-9). q(x) = 0 or p(x) = 0 rejects.
+/// The residual is drawn by rejection from p (detail::propose_residual: block sums of p once,
+/// then ~1 / TV cheap proposals), the exact pass over p only after 32 refusals.
 /// \pre q's ids < ws.vocab_size(). Cost O(|p| + |q|), no allocation.
 inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, token_id x,
                                       rng_key key, verify_workspace& ws) noexcept {
@@ -16062,44 +16584,41 @@ inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, to
     const double px = detail::prob_of(p, x), qx = detail::prob_of(q, x);
     if (qx > 0 && u * qx < px) return {x, true};
     rng_stream res = make_stream(key, rng_purpose::residual);
-    const double v = res.uniform();
-    // Residual max(0, p - q) over p's support (zero elsewhere).
-    std::size_t j;
-    if (detail::same_ids(p.tokens, q.tokens)) {  // aligned rows: elementwise
-        j = detail::draw_blocked(
-            p.size(),
-            [&](std::size_t b, std::size_t c, float* out) noexcept {
-                const float* pp = p.probs.data() + b;
-                const float* qq = q.probs.data() + b;
-                for (std::size_t i = 0; i < c; ++i) {
-                    const float r = pp[i] - (qq[i] > 0.f ? qq[i] : 0.f);
-                    out[i] = r > 0.f ? r : 0.f;
-                }
-            },
-            v, detail::residual_floor);
-    } else {  // scatter q into the dense scratch row, gather it along p
-        const float* dense = ws.scatter(q);
-        const std::size_t dv = ws.dense_.size();
-        j = detail::draw_blocked(
-            p.size(),
-            [&](std::size_t b, std::size_t c, float* out) noexcept {
-                for (std::size_t i = 0; i < c; ++i) {
-                    const auto t = std::size_t(p.tokens[b + i]);
-                    const float qt = t < dv ? dense[t] : 0.f;
-                    const float r = p.probs[b + i] - qt;
-                    out[i] = r > 0.f ? r : 0.f;
-                }
-            },
-            v, detail::residual_floor);
-        ws.unscatter(q);
+    // Residual max(0, p - q) over p's support (zero elsewhere): q read elementwise (aligned
+    // rows) or scattered into the dense scratch row and read along p.
+    const bool aligned = detail::same_ids(p.tokens, q.tokens);
+    const float* dense = aligned ? nullptr : ws.scatter(q);
+    const std::size_t dv = ws.dense_.size();
+    auto q_at = [&](std::size_t i) noexcept -> float {
+        if (aligned) return q.probs[i];
+        const auto t = std::size_t(p.tokens[i]);
+        return t < dv ? dense[t] : 0.f;
+    };
+    std::size_t j = detail::propose_sparse(p, res, q_at);
+    if (j != npos) {
+        if (dense) ws.unscatter(q);
+        return {p.tokens[j], false};
     }
+    const double v = res.uniform();  // the exact pass (see detail::propose_residual)
+    j = detail::draw_blocked(
+        p.size(),
+        [&](std::size_t b, std::size_t c, float* out) noexcept {
+            for (std::size_t i = 0; i < c; ++i) {
+                const float qt = q_at(b + i);
+                const float r = p.probs[b + i] - (qt > 0.f ? qt : 0.f);
+                out[i] = r > 0.f ? r : 0.f;
+            }
+        },
+        v, detail::residual_floor);
+    if (dense) ws.unscatter(q);
     if (j == npos) return {detail::draw_sparse(p, v), false};  // residual ~0: fall back to p
     return {p.tokens[j], false};
 }
 
 /// Exact verification of a deterministic proposal x (q = delta_x): accept iff u < p(x), else
 /// y ~ p without x (p when that mass is below 1e-9). Same law and RNG use as
-/// verify_rejection with q = delta_x. Cost O(|p|), no allocation.
+/// verify_rejection with q = delta_x (the residual by rejection from p: a proposal other than x
+/// is kept). Cost O(|p|), no allocation.
 inline verify_result verify_one_hot(sparse_dist_view p, token_id x, rng_key key) noexcept {
     p = detail::trimmed(p);
     rng_stream acc = make_stream(key, rng_purpose::accept);
@@ -16108,8 +16627,12 @@ inline verify_result verify_one_hot(sparse_dist_view p, token_id x, rng_key key)
     const double px = ix != npos && p.probs[ix] > 0.f ? double(p.probs[ix]) : 0.0;
     if (u < px) return {x, true};
     rng_stream res = make_stream(key, rng_purpose::residual);
-    const double v = res.uniform();
-    const std::size_t j = detail::draw_blocked(
+    constexpr float never = std::numeric_limits<float>::infinity();  // q(x) = 1: x never kept
+    std::size_t j = detail::propose_sparse(
+        p, res, [&](std::size_t i) noexcept { return i == ix ? never : 0.f; });
+    if (j != npos) return {p.tokens[j], false};
+    const double v = res.uniform();  // the exact pass (see detail::propose_residual)
+    j = detail::draw_blocked(
         p.size(),
         [&](std::size_t b, std::size_t c, float* out) noexcept {
             for (std::size_t i = 0; i < c; ++i) {
@@ -16193,8 +16716,12 @@ inline token_id draw_from(const weighted_set& p, rng_key key) noexcept {
 /// verify_rejection with p a weighted_set: accept iff u * q(x) < p(x), else y ~ norm(max(0, p -
 /// q)) over p's support (p when that mass is below 1e-9). \pre q's ids < ws.vocab_size() (larger
 /// ids count as q = 0, and assert in debug builds); the index space of a cut p (its row) no larger
-/// than ws.vocab_size() (beyond it q reads 0). Cost: O(1) + O(log |q|) on acceptance; one pass over
-/// p's index space plus two over q on rejection; no allocation.
+/// than ws.vocab_size() (beyond it q reads 0). Cost: O(1) + O(log |q|) on acceptance. On
+/// rejection the residual is drawn by rejection from p (detail::propose_residual, ~1 / TV
+/// proposals, each an O(log |q|) lookup of q, or O(1) when q is scattered: a q that is not
+/// ascending costs two passes over q): on a cut, two draw_cut proposals (a quarter of the row
+/// each on average), then one pass of block sums and proposals of one block each; the exact
+/// pass over p's index space (q merged along it) only after 32 refusals. No allocation.
 inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q, token_id x,
                                       rng_key key, verify_workspace& ws) noexcept {
     q = detail::trimmed(q);
@@ -16203,11 +16730,27 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
     const double px = p.prob(x), qx = detail::prob_of(q, x);
     if (qx > 0 && u * qx < px) return {x, true};
     rng_stream res = make_stream(key, rng_purpose::residual);
-    const double v = res.uniform();
     if (p.empty()) return {-1, false};
     const float inv = float(1.0 / p.sum);
-    std::size_t j;
-    if (!p.is_cut && detail::same_ids(p.ids, q.tokens)) {  // aligned sets: elementwise
+    const bool aligned = !p.is_cut && detail::same_ids(p.ids, q.tokens);
+    // q at the proposals: elementwise (aligned), a binary search (ascending), else scattered
+    // into the dense scratch row (once; the exact pass below reads it too)
+    const float* dense = nullptr;
+    const std::size_t dv = ws.dense_.size();
+    if (!aligned && !q.ascending) dense = ws.scatter(q);
+    auto q_at = [&](std::size_t i) noexcept -> float {
+        if (aligned) return q.probs[i];
+        const token_id t = p.token_at(i);
+        if (dense) return std::size_t(t) < dv ? dense[std::size_t(t)] : 0.f;
+        return float(detail::prob_of(q, t));
+    };
+    std::size_t j = detail::propose_set(p, res, q_at);
+    if (j != npos) {
+        if (dense) ws.unscatter(q);
+        return {p.token_at(j), false};
+    }
+    const double v = res.uniform();  // the exact pass (see detail::propose_residual)
+    if (aligned) {                   // aligned sets: elementwise
         j = detail::draw_blocked(
             p.extent(),
             [&](std::size_t b, std::size_t c, float* out) noexcept {
@@ -16269,7 +16812,7 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
             },
             v, detail::residual_floor);
     } else if (p.is_cut && p.extent() <= ws.dense_.size()) {  // scatter q into the dense row
-        const float* dense = ws.scatter(q);
+        if (!dense) dense = ws.scatter(q);
         // (index = id: q over a block is dense[b, b + c); the same block sums and residuals as
         // the merge above, so both give the same token)
         j = detail::draw_blocked_sums(
@@ -16281,10 +16824,8 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
                 p.residual_into(b, c, dense + b, out);
             },
             v, detail::residual_floor);
-        ws.unscatter(q);
     } else {  // scatter q into the dense scratch row, read it along p
-        const float* dense = ws.scatter(q);
-        const std::size_t dv = ws.dense_.size();
+        if (!dense) dense = ws.scatter(q);
         j = detail::draw_blocked(
             p.extent(),
             [&](std::size_t b, std::size_t c, float* out) noexcept {
@@ -16296,24 +16837,30 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
                 }
             },
             v, detail::residual_floor);
-        ws.unscatter(q);
     }
+    if (dense) ws.unscatter(q);
     if (j == npos) return {p.draw(v), false};  // residual ~0: fall back to p
     return {p.token_at(j), false};
 }
 
 /// verify_one_hot with p a weighted_set: accept iff u < p(x), else y ~ p without x (p when that
-/// mass is below 1e-9). Cost: O(1) on acceptance (O(log kept) sparse); one pass over p's index
-/// space on rejection; no allocation.
+/// mass is below 1e-9). Cost: O(1) on acceptance (O(log kept) sparse); on rejection the
+/// residual by rejection from p (verify_rejection's proposals, a proposal other than x is kept:
+/// on a cut ~1 / (1 - p(x)) draw_cut proposals, then block sums), the exact pass over p's index
+/// space only after 32 refusals; no allocation.
 inline verify_result verify_one_hot(const weighted_set& p, token_id x, rng_key key) noexcept {
     rng_stream acc = make_stream(key, rng_purpose::accept);
     const double u = acc.uniform();
     const std::size_t ix = p.index_of(x);
     if (u < p.prob(x)) return {x, true};
     rng_stream res = make_stream(key, rng_purpose::residual);
-    const double v = res.uniform();
     if (p.empty()) return {-1, false};
-    const std::size_t j = detail::draw_blocked(
+    constexpr float never = std::numeric_limits<float>::infinity();  // q(x) = 1: x never kept
+    std::size_t j =
+        detail::propose_set(p, res, [&](std::size_t i) noexcept { return i == ix ? never : 0.f; });
+    if (j != npos) return {p.token_at(j), false};
+    const double v = res.uniform();  // the exact pass (see detail::propose_residual)
+    j = detail::draw_blocked(
         p.extent(),
         [&](std::size_t b, std::size_t c, float* out) noexcept {
             p.weights_into(b, c, out);
