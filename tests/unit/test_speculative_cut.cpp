@@ -5,6 +5,7 @@
 // exactly p (chi-square, false-failure rate dk_test::false_failure_rate = 1e-7), and the stepper
 // gives the same tokens through either path. Rows of 3000 entries: several blocks of every
 // blocked walk (512 in the residual draw, 256 in draw_cut).
+#include "dk_spec_rows.hpp"
 #include "dk_test.hpp"
 #include "toy_model.hpp"
 
@@ -18,27 +19,10 @@ namespace {
 
 constexpr std::size_t V = 3000;
 
-/// A deterministic row of n entries (a spread of ~4 nats, a NaN, a -inf, a head at the last id).
+using dk_spec_rows::draft_row;
+using dk_spec_rows::sparse_of;
 std::vector<float> make_row(std::uint64_t seed, std::size_t n = V) {
-    std::vector<float> x(n);
-    std::uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
-    for (std::size_t i = 0; i < n; ++i) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        x[i] = float(double(s >> 11) / double(1ull << 53)) * 4.f;
-    }
-    x[7] = -INFINITY;
-    x[n / 2] = NAN;
-    x[n - 1] = 6.f;
-    return x;
-}
-
-/// The draft's row: related to the target's (0.8 target + 0.6 noise).
-std::vector<float> draft_row(const std::vector<float>& t) {
-    const auto n = make_row(99, t.size());
-    std::vector<float> d(t.size());
-    for (std::size_t i = 0; i < t.size(); ++i)
-        d[i] = std::isfinite(t[i]) ? 0.8f * t[i] + 0.6f * n[i] : 0.f;
-    return d;
+    return dk_spec_rows::make_row(seed, n);
 }
 
 /// Dense probabilities of a sampler's distribution_unordered() (in its own workspace).
@@ -48,12 +32,6 @@ std::vector<double> dense_law(sampler& s, const std::vector<float>& row, const s
     std::vector<double> p(row.size(), 0.0);
     for (std::size_t i = 0; i < d.size(); ++i) p[std::size_t(d.tokens[i])] = d.probs[i];
     return p;
-}
-
-sparse_distribution sparse_of(sampler& s, const std::vector<float>& row) {
-    sparse_distribution out;
-    sampler_processing{s}(row, {}, out);
-    return out;
 }
 
 }  // namespace
