@@ -355,3 +355,30 @@ TEST_CASE(
     // about half of the Gaussian rows need the double pass
     if (kn::detail::exact_fma<A>) CHECK(double_rows * 6 <= rows);
 }
+
+TEST_CASE(
+    "typical_unordered: double scores with the exponential pass's c, on rows whose float keys "
+    "leave the crossing's order open") {
+    // Rows (32000 entries) where the float keys' order check fails and the bracket re-sorted by
+    // double scores |d - c| (c the paired pass's, within its bound) decides without the
+    // compensated pass (found with an instrumented build when the step was added; the order
+    // check is then against c's bound alone, so a wrong bound or order there changes the set).
+    struct row {
+        dk_family::shape sh;
+        float t, p;
+        dk::typical_stop stop;
+        std::uint64_t salt;
+    };
+    constexpr auto g = dk_family::shape::gauss, f = dk_family::shape::flat;
+    constexpr auto hf = dk::typical_stop::reach_with_ties, ex = dk::typical_stop::exceed;
+    const row rows[] = {{g, 1.f, 0.9f, hf, 12},  {g, 1.f, 0.6f, ex, 20},  {g, 1.5f, 0.6f, ex, 4},
+                        {g, 1.5f, 0.6f, ex, 15}, {f, 1.f, 0.9f, hf, 9},   {f, 1.f, 0.9f, hf, 14},
+                        {f, 1.f, 0.6f, ex, 28},  {f, 1.5f, 0.6f, ex, 14}, {f, 1.5f, 0.9f, hf, 36}};
+    for (const row& r : rows) {
+        const auto x = dk_family::make_row(r.sh, 32000, 40 + r.salt);
+        INFO("shape " << dk_family::name(r.sh) << " T " << r.t << " salt " << r.salt);
+        // the same set as the reference; decided by a float tier (no double pass, no reference)
+        CHECK(check_typical(x, r.p, r.t, 1, r.stop) ==
+              1u << unsigned(kn::exactness_tier::float_bound));
+    }
+}
