@@ -13856,9 +13856,10 @@ DECODEKIT_END_NAMESPACE
 /// rigorous bound on the float keys (the rounding of d, of c and of d - c; c's error from the
 /// exponential pass), that no entry of another logit has a key so close to the crossing's that
 /// the reference could order them differently or find them tied (c's error: entropy.hpp's
-/// centred bound). When only that order check fails, the compensated float tier (reported as
-/// float_bound): entropy.hpp's compensate() pass (which also sums the weights and products
-/// unpaired, unpaired_sums) gives c to ~exp_error sigma, the bracket's scores
+/// centred bound). When only that order check fails, the bracket's scores in double with the same
+/// c (no pass: the float keys' own rounding is about half of their bound), then the compensated
+/// float tier (both reported as float_bound): entropy.hpp's compensate() pass (which also sums the
+/// weights and products unpaired, unpaired_sums) gives c to ~exp_error sigma, the bracket's scores
 /// are taken in double from it and walked again (on the Gaussian row of the benchmark family the
 /// float keys leave the order open on ~90 % of rows, the compensated tier on ~6 %). Then, as in
 /// nucleus.hpp: a double-precision pass (Z, c and the mass inside the bracket in double, the
@@ -14306,41 +14307,50 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
                 order_failed = true;
             }
         }
+        // The bracket re-sorted by double scores |d - c2| (d from the logit in double; c2 within
+        // dc2 of the real c), the float weights' walk again in that order and its order and bound
+        // checks: true when they hold (`certain`).
+        auto double_key_walk = [&](double cd2, double dc2) {
+            auto dkey = [&](std::size_t q) {
+                return std::fabs((double(lg[q]) - double(m)) / double(temperature) - cd2);
+            };
+            sort_by(dkey);
+            kept_sum = float_walk();
+            if (!certain || qc >= c) return false;
+            extend_ties();
+            const std::size_t qpos = std::size_t(keys[q_last]);
+            const double kc = dkey(qpos);
+            // the double scores' error: c's, and the arithmetic's (as the double tier's)
+            const double ed = dc2 + 1e-12 * (kc + std::fabs(cd2) + std::fabs(std::log(z)) + 1);
+            for (std::size_t j = 0; j < c; ++j) {
+                const std::size_t q = std::size_t(keys[j]);
+                if (q != qpos && lg[q] != lg[qpos] && std::fabs(dkey(q) - kc) <= 2 * ed)
+                    return false;
+            }
+            // the bracket's bounds (float keys, their c error now through cd2's bound)
+            const float yc = key(lg[qpos]);
+            const double ef = key_error(-cd - double(yc) + 1e-6,
+                                        std::min(cf_error, std::fabs(cd2 - double(cf)) + dc2));
+            if (!(double(b.hi) - double(yc) > 2 * ef)) return false;
+            if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * ef)) return false;
+            return true;
+        };
         if (order_failed) {
+            // The float keys' own rounding (of d, of cf and of d - c) is about half of their
+            // bound (c's error dc the rest): first the same c (cd, within dc) with the bracket's
+            // scores in double, no pass. (Gaussian rows at T 1.5, V 128256, 25 rows: the float
+            // keys left the order open on 6, these double scores decided 2 of them, the
+            // benchmark's row among them: ~30 us, the compensated pass, less.)
+            certain = double_key_walk(cd, dc);
+        }
+        if (order_failed && !certain) {
             // Compensated float tier (entropy.hpp): c from the weights with every argument's
             // rounding recovered (one pass, no exponential where the row's weights are kept), the
             // bracket's scores in double from it; the float weights' walk again in that order.
             const corrections k = compensate<A>(x, m, temperature, w, dirty);
             const weighted_mean mc =
                 k.valid ? mean_of_d(unpaired_sums(rs, k, n), n, k) : weighted_mean{};
-            if (k.valid && mc.dc < dc) {
-                const double cd2 = -mc.c;
-                auto dkey = [&](std::size_t q) {
-                    return std::fabs((double(lg[q]) - double(m)) / double(temperature) - cd2);
-                };
-                sort_by(dkey);
-                kept_sum = float_walk();
-                if (certain && qc < c) {
-                    extend_ties();
-                    const std::size_t qpos = std::size_t(keys[q_last]);
-                    const double kc = dkey(qpos);
-                    // the double scores' error: c's, and the arithmetic's (as the double tier's)
-                    const double ed =
-                        mc.dc + 1e-12 * (kc + std::fabs(cd2) + std::fabs(std::log(z)) + 1);
-                    for (std::size_t j = 0; certain && j < c; ++j) {
-                        const std::size_t q = std::size_t(keys[j]);
-                        if (q != qpos && lg[q] != lg[qpos] && std::fabs(dkey(q) - kc) <= 2 * ed)
-                            certain = false;
-                    }
-                    // the bracket's bounds (float keys, their c error now through cd2's bound)
-                    const float yc = key(lg[qpos]);
-                    const double ef =
-                        key_error(-cd - double(yc) + 1e-6,
-                                  std::min(cf_error, std::fabs(cd2 - double(cf)) + mc.dc));
-                    if (!(double(b.hi) - double(yc) > 2 * ef)) certain = false;
-                    if (b.lo > lowest_f && !(double(yc) - double(b.lo) > 2 * ef)) certain = false;
-                }
-            }
+            certain = k.valid && mc.dc < dc && double_key_walk(-mc.c, mc.dc);
         }
         if (!certain && qc < c) {
             // the double pass: Z, c and the inner mass in double; the bracket's keys and weights
