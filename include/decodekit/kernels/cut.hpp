@@ -196,7 +196,7 @@ inline double reference_weights(std::span<const float> x, float temperature, flo
 /// A truncation kernel's answer from the reference: `ref(out)` writes the reference's kept set
 /// (rank order, a prefix of it); returned in id order with its cut, weights float(reference::
 /// weight) in w[0, kept) and the reference's normaliser. Rows with +inf entries, subnormal
-/// temperatures.
+/// temperatures or temperatures above 2^120 (detail::float_inv_temperature).
 template <class Ref>
 truncation_result via_reference(std::span<const float> x, float temperature, candidates& out,
                                 float* w, Ref&& ref) noexcept {

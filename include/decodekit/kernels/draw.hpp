@@ -164,7 +164,7 @@ std::size_t draw_envelope(const Row r, std::size_t n, float temperature,
     }
     const float inv_t = 1.f / temperature;
     // (M_b - m) * inf would be 0 * inf = NaN for the max's block: no usable envelope.
-    if (!std::isfinite(inv_t)) return draw_exact(r, n, m, temperature, t, rng);
+    if (!detail::float_inv_temperature(inv_t)) return draw_exact(r, n, m, temperature, t, rng);
     // Heights: exp((M_b - m)/T) for blocks whose max reaches t, 0 (no mass) for the others;
     // a chunk's blocks are one vector of heights, summed into the chunk's total.
     const B mb(m), tb(inv_t), thb(t);

@@ -323,7 +323,7 @@ min_p_draw draw_min_p_of(const Row r, std::size_t n, float temperature, const lo
     if (!(t <= m)) return d;  // a NaN threshold, or one above every entry
     t = std::max(t, std::numeric_limits<float>::lowest());  // never a -inf entry
     const float inv_t = 1.f / temperature;
-    if (std::isinf(m) || !std::isfinite(inv_t))
+    if (std::isinf(m) || !detail::float_inv_temperature(inv_t))
         return min_p_draw_reference(r, n, m, t, temperature, want_logprob, rng);
     using B = simd::batch<A>;
     const B mb(m), ib(inv_t);

@@ -53,7 +53,7 @@ std::size_t top_p(std::span<const float> x, float p, float temperature, std::siz
     const double target = reference::decimal_floor(p);
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t))
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t))
         return reference::top_p(x, p, temperature, min_keep, out);
     const double z_fast = detail::exp_pass<A, false>(x, m, inv_t, nullptr);
 
@@ -981,7 +981,7 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
         return r;
     }
     const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0)) {
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t) || !(temperature > 0)) {
         r.tier = exactness_tier::reference;
         r.sum = reference_weights(x, temperature, w);
         r.kept = reference::top_p(x, p, temperature, min_keep, out);
@@ -1208,16 +1208,17 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
 /// the kept set's size and the sum of its weights (float weights added in double).
 ///
 /// Passes (V entries), on a row of more than 4096 entries: max (keeping the maxima of blocks of 8
-/// vectors); the bracket's bounds estimated (detail::top_p_bounds: 2048 sampled entries, plus, on
-/// rows whose mass sits on a few heavy logits or a heavy tail, the heavy entries collected by a
-/// compare over the blocks whose maxima reach them, weighed exactly); one
-/// exponential pass storing every weight fused with the split (detail::weigh_split_row: Z and the
-/// mass above the upper bound in float trees of 8 vectors, no w |d| summed; the entries between
-/// the bounds, the bracket, compacted with their weights); when the bounds do not certainly
-/// enclose the crossing (rare: see the unit tests), the split again from a sampled search over
-/// the weights (the lower bound never below the logit under which the whole tail holds less than
-/// half of what top-p drops; the sums above it exact in double lanes). Then narrowing rounds on
-/// the bracket (7 thresholds placed from a sample of it, one pass over the bracket each) until
+/// vectors); the bracket's bounds estimated (detail::top_p_bounds: 2048 sampled entries (512 on
+/// rows shorter than 32768), plus, on rows whose mass sits on a few heavy logits or a heavy tail,
+/// the heavy entries collected by a compare over the blocks whose maxima reach them, weighed
+/// exactly); one exponential pass storing every weight fused with the split
+/// (detail::weigh_split_row: Z and the mass above the upper bound in float trees of 8 vectors, no w
+/// |d| summed; the entries between the bounds, the bracket, compacted with their weights); when the
+/// bounds do not certainly enclose the crossing (rare: see the unit tests), the split again from a
+/// sampled search over the weights (the lower bound never below the logit under which the whole
+/// tail holds less than half of what top-p drops; the sums above it exact in double lanes). Then
+/// narrowing rounds on the bracket (7 thresholds placed from a sample of it, one pass over the
+/// bracket each) until
 /// <= 64 entries or one value; the bracket sorted and walked; the bracket's part of the weights
 /// recomputed. Shorter rows: no estimate (the exponential pass, then the sampled search's split).
 /// Exactness, in tiers (truncation_result::tier): the walk's two decisions (the mass before the

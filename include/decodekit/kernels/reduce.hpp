@@ -28,6 +28,16 @@ inline constexpr float neg_inf_f = -std::numeric_limits<float>::infinity();
 /// Entries per block of the blocked passes (argmax block, double-accumulation block).
 inline constexpr std::size_t block_size = 512;
 
+/// Whether the float weight passes may run at inverse temperature inv_t = 1 / T: finite (T not
+/// subnormal) and at least 2^-120 (T at most 2^120 ~ 1.3e36). Beyond that, x - m can overflow to
+/// -inf in float (a weight of 0) while (x - m) / T is still above -87 (a real weight the error
+/// bounds assume is not flushed: logits of opposite signs near FLT_MAX at T 1e38); below it,
+/// an overflowed x - m means (x - m) / T < -255. The kernels take the reference's route
+/// otherwise (kernels/reference.hpp: double arithmetic).
+inline bool float_inv_temperature(float inv_t) noexcept {
+    return inv_t >= 0x1p-120f && inv_t <= std::numeric_limits<float>::max();
+}
+
 /// exp((x_i - m) * inv_t) summed over the row r[0, n) (4 float accumulators per 1024-entry
 /// block, blocks added in double), with simd::exp_nonpositive: NaN and -inf entries give 0,
 /// entries more than 87 below the max give 0. Stores the exponentials to out when Store. The
@@ -268,7 +278,8 @@ template <class A = simd::default_arch>
 reference::softmax_stats exp_sum(std::span<const float> x, float temperature = 1.f) noexcept {
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::exp_sum(x, temperature);
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t))
+        return reference::exp_sum(x, temperature);
     return {
         m, detail::exp_pass<A, false>(detail::plain_row<A>{x.data()}, x.size(), m, inv_t, nullptr)};
 }
@@ -283,7 +294,8 @@ reference::softmax_stats exp_sum(std::span<const float> x, float temperature,
     const auto r = detail::masked<A>(x, mask, n);
     const float m = detail::max_of<A>(r, n);
     const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::exp_sum(x, temperature, mask);
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t))
+        return reference::exp_sum(x, temperature, mask);
     return {m, detail::exp_pass<A, false>(r, n, m, inv_t, nullptr)};
 }
 

@@ -8,8 +8,8 @@
 /// 1/Z), log_softmax 3 (max; exp-sum; write (x - m)/T - log Z), entropy 2 (max; one pass summing
 /// w and w * (x - m)/T). Sums use 4 float accumulators per 1024-entry block, blocks added in
 /// double; exponentials by simd::exp_nonpositive (about 2 ulp; 0 below max - 87 T, 0 for NaN).
-/// Rows with +inf, no valid entry, or a subnormal temperature use the reference path.
-/// softmax also takes a token_bitmask (kernels/mask.hpp), read inside its passes.
+/// Rows with +inf, no valid entry, or a subnormal temperature or one above 2^120 use the reference
+/// path. softmax also takes a token_bitmask (kernels/mask.hpp), read inside its passes.
 
 #include <decodekit/kernels/reduce.hpp>
 #include <decodekit/kernels/reference.hpp>
@@ -53,7 +53,8 @@ softmax_stats softmax(std::span<const float> x, std::span<float> out,
     DECODEKIT_ASSERT(out.size() == x.size(), "softmax: out.size() must equal x.size()");
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::softmax(x, out, temperature);
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t))
+        return reference::softmax(x, out, temperature);
     return {m,
             detail::softmax_of<A>(detail::plain_row<A>{x.data()}, x.size(), m, inv_t, out.data())};
 }
@@ -69,7 +70,7 @@ softmax_stats softmax(std::span<const float> x, std::span<float> out, float temp
     const auto r = detail::masked<A>(x, mask, n);
     const float m = detail::max_of<A>(r, n);
     const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t))
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t))
         return reference::softmax(x, out, temperature, mask);
     std::fill(out.begin() + std::ptrdiff_t(n), out.end(), 0.f);
     return {m, detail::softmax_of<A>(r, n, m, inv_t, out.data())};
@@ -85,7 +86,7 @@ softmax_stats exp_weights(std::span<const float> x, float temperature,
     DECODEKIT_ASSERT(out.size() == x.size(), "exp_weights: out.size() must equal x.size()");
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) {
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t)) {
         double s = 0;
         for (std::size_t i = 0; i < x.size(); ++i) {
             out[i] = m > -std::numeric_limits<float>::infinity()
@@ -108,7 +109,7 @@ softmax_stats log_softmax(std::span<const float> x, std::span<float> out,
     constexpr std::size_t L = simd::lanes<A>;
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t))
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t))
         return reference::log_softmax(x, out, temperature);
     const double s = detail::exp_pass<A, false>(x, m, inv_t, nullptr);
     const float lz = float(std::log(s));
@@ -139,7 +140,8 @@ double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
     constexpr std::size_t L = simd::lanes<A>;
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::entropy(x, temperature);
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t))
+        return reference::entropy(x, temperature);
     const float* p = x.data();
     const std::size_t n = x.size(), nfull = n / L * L;
     const B mb(m), tb(inv_t), lo(-200.f);

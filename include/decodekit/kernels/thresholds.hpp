@@ -149,7 +149,7 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
         else
             reference::mirostat_cut(x, param, temperature, o);
     };
-    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0)) {
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t) || !(temperature > 0)) {
         if (form == kept_form::compact) return via_reference(x, temperature, out, w, reference_set);
         // the cut over the reference's weights of the row
         r.tier = exactness_tier::reference;
@@ -538,7 +538,7 @@ truncation_result top_n_sigma_unordered(std::span<const float> x, float n_sigma,
     const float m = mo.max;
     r.max = m;
     if (m == detail::neg_inf_f) return r;
-    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0)) {
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t) || !(temperature > 0)) {
         auto rr = detail::via_reference(x, temperature, out, w, [&](candidates& o) {
             reference::top_n_sigma(x, n_sigma, min_keep, o);
         });

@@ -41,9 +41,10 @@ enum class exactness_tier : std::uint8_t {
                   ///< weight's argument rounding recovered in double (top-p only; a margin was
                   ///< within the float bound, not within the exponential's own error)
     double_pass,  ///< a double-precision exponential pass over the row (a margin was within the
-                  ///< float bound)
+                  ///< float bound, and for top-p within the corrected tier's bound too)
     reference,    ///< the scalar reference's own arithmetic (a margin was within ~1e-10), or a
-                  ///< row with +inf entries or a subnormal temperature
+                  ///< row with +inf entries, or a temperature that is subnormal or above 2^120
+                  ///< (detail::float_inv_temperature)
 };
 
 /// Outcome of a truncation kernel's call.

@@ -32,7 +32,7 @@
 /// nucleus.hpp: a double-precision pass (Z, c and the mass inside the bracket in double, the
 /// bracket's keys and weights in double); the reference itself (O(V log V), allocating) when even
 /// that is within its bound, when min_keep binds, and for rows with +inf entries or a subnormal
-/// temperature.
+/// temperature or one above 2^120.
 
 #include <decodekit/candidates.hpp>
 #include <decodekit/kernels/cut.hpp>
@@ -316,7 +316,7 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
         }
         return r;
     };
-    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0))
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t) || !(temperature > 0))
         return by_reference(false);
     const row_sums rs = entropy_pass<A, true, true>(x, m, temperature, w);
     const double z = rs.sum;

@@ -63,7 +63,7 @@ truncation_result xtc_remove(std::span<const float> x, float threshold, float te
         r.kept_sum = z - removed;
         return r;
     };
-    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0)) {
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t) || !(temperature > 0)) {
         reference::xtc_removed(x, threshold, temperature, min_keep, out);
         const reference::softmax_stats st = reference::exp_sum(x, temperature);
         for (std::size_t i = 0; i < n; ++i)
