@@ -4867,6 +4867,16 @@ inline constexpr float neg_inf_f = -std::numeric_limits<float>::infinity();
 /// Entries per block of the blocked passes (argmax block, double-accumulation block).
 inline constexpr std::size_t block_size = 512;
 
+/// Whether the float weight passes may run at inverse temperature inv_t = 1 / T: finite (T not
+/// subnormal) and at least 2^-120 (T at most 2^120 ~ 1.3e36). Beyond that, x - m can overflow to
+/// -inf in float (a weight of 0) while (x - m) / T is still above -87 (a real weight the error
+/// bounds assume is not flushed: logits of opposite signs near FLT_MAX at T 1e38); below it,
+/// an overflowed x - m means (x - m) / T < -255. The kernels take the reference's route
+/// otherwise (kernels/reference.hpp: double arithmetic).
+inline bool float_inv_temperature(float inv_t) noexcept {
+    return inv_t >= 0x1p-120f && inv_t <= std::numeric_limits<float>::max();
+}
+
 /// exp((x_i - m) * inv_t) summed over the row r[0, n) (4 float accumulators per 1024-entry
 /// block, blocks added in double), with simd::exp_nonpositive: NaN and -inf entries give 0,
 /// entries more than 87 below the max give 0. Stores the exponentials to out when Store. The
@@ -5107,7 +5117,8 @@ template <class A = simd::default_arch>
 reference::softmax_stats exp_sum(std::span<const float> x, float temperature = 1.f) noexcept {
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::exp_sum(x, temperature);
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t))
+        return reference::exp_sum(x, temperature);
     return {
         m, detail::exp_pass<A, false>(detail::plain_row<A>{x.data()}, x.size(), m, inv_t, nullptr)};
 }
@@ -5122,7 +5133,8 @@ reference::softmax_stats exp_sum(std::span<const float> x, float temperature,
     const auto r = detail::masked<A>(x, mask, n);
     const float m = detail::max_of<A>(r, n);
     const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::exp_sum(x, temperature, mask);
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t))
+        return reference::exp_sum(x, temperature, mask);
     return {m, detail::exp_pass<A, false>(r, n, m, inv_t, nullptr)};
 }
 
@@ -5294,7 +5306,7 @@ std::size_t draw_envelope(const Row r, std::size_t n, float temperature,
     }
     const float inv_t = 1.f / temperature;
     // (M_b - m) * inf would be 0 * inf = NaN for the max's block: no usable envelope.
-    if (!std::isfinite(inv_t)) return draw_exact(r, n, m, temperature, t, rng);
+    if (!detail::float_inv_temperature(inv_t)) return draw_exact(r, n, m, temperature, t, rng);
     // Heights: exp((M_b - m)/T) for blocks whose max reaches t, 0 (no mass) for the others;
     // a chunk's blocks are one vector of heights, summed into the chunk's total.
     const B mb(m), tb(inv_t), thb(t);
@@ -6523,9 +6535,10 @@ enum class exactness_tier : std::uint8_t {
                   ///< weight's argument rounding recovered in double (top-p only; a margin was
                   ///< within the float bound, not within the exponential's own error)
     double_pass,  ///< a double-precision exponential pass over the row (a margin was within the
-                  ///< float bound)
+                  ///< float bound, and for top-p within the corrected tier's bound too)
     reference,    ///< the scalar reference's own arithmetic (a margin was within ~1e-10), or a
-                  ///< row with +inf entries or a subnormal temperature
+                  ///< row with +inf entries, or a temperature that is subnormal or above 2^120
+                  ///< (detail::float_inv_temperature)
 };
 
 /// Outcome of a truncation kernel's call.
@@ -7173,7 +7186,7 @@ inline double reference_weights(std::span<const float> x, float temperature, flo
 /// A truncation kernel's answer from the reference: `ref(out)` writes the reference's kept set
 /// (rank order, a prefix of it); returned in id order with its cut, weights float(reference::
 /// weight) in w[0, kept) and the reference's normaliser. Rows with +inf entries, subnormal
-/// temperatures.
+/// temperatures or temperatures above 2^120 (detail::float_inv_temperature).
 template <class Ref>
 truncation_result via_reference(std::span<const float> x, float temperature, candidates& out,
                                 float* w, Ref&& ref) noexcept {
@@ -7341,8 +7354,8 @@ DECODEKIT_END_NAMESPACE
 /// 1/Z), log_softmax 3 (max; exp-sum; write (x - m)/T - log Z), entropy 2 (max; one pass summing
 /// w and w * (x - m)/T). Sums use 4 float accumulators per 1024-entry block, blocks added in
 /// double; exponentials by simd::exp_nonpositive (about 2 ulp; 0 below max - 87 T, 0 for NaN).
-/// Rows with +inf, no valid entry, or a subnormal temperature use the reference path.
-/// softmax also takes a token_bitmask (kernels/mask.hpp), read inside its passes.
+/// Rows with +inf, no valid entry, or a subnormal temperature or one above 2^120 use the reference
+/// path. softmax also takes a token_bitmask (kernels/mask.hpp), read inside its passes.
 
 
 #include <algorithm>
@@ -7383,7 +7396,8 @@ softmax_stats softmax(std::span<const float> x, std::span<float> out,
     DECODEKIT_ASSERT(out.size() == x.size(), "softmax: out.size() must equal x.size()");
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::softmax(x, out, temperature);
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t))
+        return reference::softmax(x, out, temperature);
     return {m,
             detail::softmax_of<A>(detail::plain_row<A>{x.data()}, x.size(), m, inv_t, out.data())};
 }
@@ -7399,7 +7413,7 @@ softmax_stats softmax(std::span<const float> x, std::span<float> out, float temp
     const auto r = detail::masked<A>(x, mask, n);
     const float m = detail::max_of<A>(r, n);
     const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t))
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t))
         return reference::softmax(x, out, temperature, mask);
     std::fill(out.begin() + std::ptrdiff_t(n), out.end(), 0.f);
     return {m, detail::softmax_of<A>(r, n, m, inv_t, out.data())};
@@ -7415,7 +7429,7 @@ softmax_stats exp_weights(std::span<const float> x, float temperature,
     DECODEKIT_ASSERT(out.size() == x.size(), "exp_weights: out.size() must equal x.size()");
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) {
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t)) {
         double s = 0;
         for (std::size_t i = 0; i < x.size(); ++i) {
             out[i] = m > -std::numeric_limits<float>::infinity()
@@ -7438,7 +7452,7 @@ softmax_stats log_softmax(std::span<const float> x, std::span<float> out,
     constexpr std::size_t L = simd::lanes<A>;
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t))
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t))
         return reference::log_softmax(x, out, temperature);
     const double s = detail::exp_pass<A, false>(x, m, inv_t, nullptr);
     const float lz = float(std::log(s));
@@ -7469,7 +7483,8 @@ double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
     constexpr std::size_t L = simd::lanes<A>;
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t)) return reference::entropy(x, temperature);
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t))
+        return reference::entropy(x, temperature);
     const float* p = x.data();
     const std::size_t n = x.size(), nfull = n / L * L;
     const B mb(m), tb(inv_t), lo(-200.f);
@@ -11310,7 +11325,7 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
         else
             reference::mirostat_cut(x, param, temperature, o);
     };
-    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0)) {
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t) || !(temperature > 0)) {
         if (form == kept_form::compact) return via_reference(x, temperature, out, w, reference_set);
         // the cut over the reference's weights of the row
         r.tier = exactness_tier::reference;
@@ -11699,7 +11714,7 @@ truncation_result top_n_sigma_unordered(std::span<const float> x, float n_sigma,
     const float m = mo.max;
     r.max = m;
     if (m == detail::neg_inf_f) return r;
-    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0)) {
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t) || !(temperature > 0)) {
         auto rr = detail::via_reference(x, temperature, out, w, [&](candidates& o) {
             reference::top_n_sigma(x, n_sigma, min_keep, o);
         });
@@ -12278,7 +12293,7 @@ min_p_draw draw_min_p_of(const Row r, std::size_t n, float temperature, const lo
     if (!(t <= m)) return d;  // a NaN threshold, or one above every entry
     t = std::max(t, std::numeric_limits<float>::lowest());  // never a -inf entry
     const float inv_t = 1.f / temperature;
-    if (std::isinf(m) || !std::isfinite(inv_t))
+    if (std::isinf(m) || !detail::float_inv_temperature(inv_t))
         return min_p_draw_reference(r, n, m, t, temperature, want_logprob, rng);
     using B = simd::batch<A>;
     const B mb(m), ib(inv_t);
@@ -12569,7 +12584,7 @@ std::size_t top_p(std::span<const float> x, float p, float temperature, std::siz
     const double target = reference::decimal_floor(p);
     const float m = kernels::max<A>(x);
     const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t))
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t))
         return reference::top_p(x, p, temperature, min_keep, out);
     const double z_fast = detail::exp_pass<A, false>(x, m, inv_t, nullptr);
 
@@ -13497,7 +13512,7 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
         return r;
     }
     const float inv_t = 1.f / temperature;
-    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0)) {
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t) || !(temperature > 0)) {
         r.tier = exactness_tier::reference;
         r.sum = reference_weights(x, temperature, w);
         r.kept = reference::top_p(x, p, temperature, min_keep, out);
@@ -13724,16 +13739,17 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
 /// the kept set's size and the sum of its weights (float weights added in double).
 ///
 /// Passes (V entries), on a row of more than 4096 entries: max (keeping the maxima of blocks of 8
-/// vectors); the bracket's bounds estimated (detail::top_p_bounds: 2048 sampled entries, plus, on
-/// rows whose mass sits on a few heavy logits or a heavy tail, the heavy entries collected by a
-/// compare over the blocks whose maxima reach them, weighed exactly); one
-/// exponential pass storing every weight fused with the split (detail::weigh_split_row: Z and the
-/// mass above the upper bound in float trees of 8 vectors, no w |d| summed; the entries between
-/// the bounds, the bracket, compacted with their weights); when the bounds do not certainly
-/// enclose the crossing (rare: see the unit tests), the split again from a sampled search over
-/// the weights (the lower bound never below the logit under which the whole tail holds less than
-/// half of what top-p drops; the sums above it exact in double lanes). Then narrowing rounds on
-/// the bracket (7 thresholds placed from a sample of it, one pass over the bracket each) until
+/// vectors); the bracket's bounds estimated (detail::top_p_bounds: 2048 sampled entries (512 on
+/// rows shorter than 32768), plus, on rows whose mass sits on a few heavy logits or a heavy tail,
+/// the heavy entries collected by a compare over the blocks whose maxima reach them, weighed
+/// exactly); one exponential pass storing every weight fused with the split
+/// (detail::weigh_split_row: Z and the mass above the upper bound in float trees of 8 vectors, no w
+/// |d| summed; the entries between the bounds, the bracket, compacted with their weights); when the
+/// bounds do not certainly enclose the crossing (rare: see the unit tests), the split again from a
+/// sampled search over the weights (the lower bound never below the logit under which the whole
+/// tail holds less than half of what top-p drops; the sums above it exact in double lanes). Then
+/// narrowing rounds on the bracket (7 thresholds placed from a sample of it, one pass over the
+/// bracket each) until
 /// <= 64 entries or one value; the bracket sorted and walked; the bracket's part of the weights
 /// recomputed. Shorter rows: no estimate (the exponential pass, then the sampled search's split).
 /// Exactness, in tiers (truncation_result::tier): the walk's two decisions (the mass before the
@@ -13865,7 +13881,7 @@ DECODEKIT_END_NAMESPACE
 /// nucleus.hpp: a double-precision pass (Z, c and the mass inside the bracket in double, the
 /// bracket's keys and weights in double); the reference itself (O(V log V), allocating) when even
 /// that is within its bound, when min_keep binds, and for rows with +inf entries or a subnormal
-/// temperature.
+/// temperature or one above 2^120.
 
 
 #include <algorithm>
@@ -14139,7 +14155,7 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
         }
         return r;
     };
-    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0))
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t) || !(temperature > 0))
         return by_reference(false);
     const row_sums rs = entropy_pass<A, true, true>(x, m, temperature, w);
     const double z = rs.sum;
@@ -14588,7 +14604,7 @@ truncation_result xtc_remove(std::span<const float> x, float threshold, float te
         r.kept_sum = z - removed;
         return r;
     };
-    if (!std::isfinite(m) || !std::isfinite(inv_t) || !(temperature > 0)) {
+    if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t) || !(temperature > 0)) {
         reference::xtc_removed(x, threshold, temperature, min_keep, out);
         const reference::softmax_stats st = reference::exp_sum(x, temperature);
         for (std::size_t i = 0; i < n; ++i)
