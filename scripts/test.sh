@@ -4,7 +4,7 @@
 # single-header-noexcept (the suite against single_include/ built with -fno-exceptions: the
 # `noexcept` and `single-header` presets in one build, to keep CI under 25 minutes), tsan (the
 # threaded tests under ThreadSanitizer), and `fuzz`: a short run of every libFuzzer target
-# (scripts/fuzz.sh, DECODEKIT_FUZZ_SECONDS each, default 10: CI time is kept under 25 minutes) with the fixed libFuzzer seed
+# (scripts/fuzz.sh, DECODEKIT_FUZZ_SECONDS each, default 7: CI time is kept under 25 minutes) with the fixed libFuzzer seed
 # DECODEKIT_FUZZ_SEED (default 1) so that the suite is reproducible; see scripts/fuzz.sh; and
 # `soak`: a short soak of the engine example's loop (scripts/soak.sh DECODEKIT_SOAK_SECONDS,
 # default 20, per run: one under ASan + UBSan, one unsanitized checking RSS), seed
@@ -23,7 +23,7 @@ for p in "${presets[@]}"; do
   echo "==== decodekit: workflow preset '$p'"
   start=$SECONDS
   if [ "$p" = fuzz ]; then
-    DECODEKIT_FUZZ_SEED="${DECODEKIT_FUZZ_SEED:-1}" bash scripts/fuzz.sh "${DECODEKIT_FUZZ_SECONDS:-10}"
+    DECODEKIT_FUZZ_SEED="${DECODEKIT_FUZZ_SEED:-1}" bash scripts/fuzz.sh "${DECODEKIT_FUZZ_SECONDS:-7}"
   elif [ "$p" = soak ]; then
     # reuse the engine the asan and test presets built in this run (same flags), if they ran
     soak_env=()
