@@ -412,13 +412,12 @@ struct verify_result {
 };
 
 /// Workspace of the verification functions for a vocabulary of `vocab_size` tokens: a dense
-/// scratch row (kept all-zero between calls) and residual weights. Allocated once.
+/// scratch row (kept all-zero between calls) where q is scattered. Allocated once (4 bytes per
+/// token); a residual's weights are never stored (block sums on the stack, kernels::block_sums).
 class verify_workspace {
 public:
     verify_workspace() = default;
-    explicit verify_workspace(std::size_t vocab_size) : dense_(vocab_size, 0.f) {
-        weights_.reserve(vocab_size);
-    }
+    explicit verify_workspace(std::size_t vocab_size) : dense_(vocab_size, 0.f) {}
     std::size_t vocab_size() const noexcept { return dense_.size(); }
     /// Writes q's positive probabilities at their ids into dense_ (an id past it is skipped: a
     /// Debug assertion) and returns dense_'s data.
@@ -440,8 +439,7 @@ public:
         }
     }
 
-    std::vector<float> dense_;     ///< scattered q; all zero outside a call
-    std::vector<double> weights_;  ///< residual weights over p's entries
+    std::vector<float> dense_;  ///< scattered q; all zero outside a call
 };
 
 /// Medusa's typical acceptance thresholds (LOSSY rule): accept iff
