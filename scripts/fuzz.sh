@@ -8,7 +8,8 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     e.g. scripts/fuzz.sh 30, scripts/fuzz.sh 600 fuzz_sampler
 # (with TARGETs only those are built). fuzz_regex_* is skipped, and said so, when the build has no
 # PCRE2 (or -DDECODEKIT_WITH_PCRE2=OFF).
-# Environment: DECODEKIT_FUZZ_JOBS (build jobs, default 2), DECODEKIT_FUZZ_ARGS (extra libFuzzer
+# Environment: DECODEKIT_FUZZ_JOBS (build jobs, default 2), DECODEKIT_FUZZ_PARALLEL (fuzzers run at
+# once, default the number of CPUs: each gets one core), DECODEKIT_FUZZ_ARGS (extra libFuzzer
 # flags), DECODEKIT_FUZZ_KEEP=1 (keep the temporary directory even on success),
 # DECODEKIT_FUZZ_SEED (libFuzzer -seed; default 0 = a fresh random seed per run, for exploration).
 # scripts/test.sh (CI) passes a fixed seed: for a given binary, corpus and seed libFuzzer's
@@ -42,20 +43,12 @@ else
 fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/decodekit-fuzz.XXXXXX")"
-status=0
-summary=()
-for t in "${targets[@]}"; do
-  bin="build/fuzz/fuzz/$t"
-  if [[ "$configured" != *" $t "* ]]; then  # fuzz_regex_*: needs PCRE2 (libpcre2-dev)
-    echo "==== fuzz: $t skipped: built without PCRE2"
-    summary+=("$t: skipped (no PCRE2)")
-    continue
-  fi
-  [ -x "$bin" ] || { echo "fuzz.sh: no fuzzer $bin" >&2; exit 2; }
+# run_one TARGET: one fuzzer for SECONDS; writes its summary line to $work/TARGET/line and
+# leaves $work/TARGET/finding when it found something.
+run_one() {
+  local t="$1" bin="build/fuzz/fuzz/$1" start=$SECONDS rc execs line
   mkdir -p "$work/$t/corpus" "$work/$t/artifacts"
   if [ -d "fuzz/corpus/$t" ]; then cp -r "fuzz/corpus/$t/." "$work/$t/corpus/"; fi
-  echo "==== fuzz: $t for ${seconds}s"
-  start=$SECONDS
   set +e
   # -timeout: one input taking > 10 s is a hang; -rss_limit_mb: absurd allocations are findings.
   # shellcheck disable=SC2086
@@ -64,16 +57,40 @@ for t in "${targets[@]}"; do
     > "$work/$t/log" 2>&1
   rc=$?
   set -e
-  execs="$(grep -o 'stat::number_of_executed_units: [0-9]*' "$work/$t/log" | awk '{print $2}' | tail -1)"
+  execs="$( (grep -o 'stat::number_of_executed_units: [0-9]*' "$work/$t/log" || true) | awk '{print $2}' | tail -1)"
   line="$t: ${execs:-?} executions in $((SECONDS - start)) s"
   if [ $rc -ne 0 ] || ls "$work/$t/artifacts/"* > /dev/null 2>&1; then
-    status=1
     line="$line  FINDING (exit $rc): $(ls "$work/$t/artifacts/" 2>/dev/null | tr '\n' ' ')"
-    grep -E 'fuzz check failed|ERROR: |runtime error|SUMMARY' "$work/$t/log" | head -5 || true
-    echo "     log: $work/$t/log"
+    { grep -E 'fuzz check failed|ERROR: |runtime error|SUMMARY' "$work/$t/log" | head -5 || true
+      echo "     log: $work/$t/log"; } > "$work/$t/finding"
   fi
-  echo "$line"
-  summary+=("$line")
+  echo "$line" > "$work/$t/line"
+}
+# Up to DECODEKIT_FUZZ_PARALLEL fuzzers at once (default: the number of CPUs): each libFuzzer run
+# is single-threaded, so every target still gets SECONDS of one core.
+parallel="${DECODEKIT_FUZZ_PARALLEL:-$(nproc 2>/dev/null || echo 1)}"
+[ "$parallel" -ge 1 ] 2>/dev/null || parallel=1
+running=0
+for t in "${targets[@]}"; do
+  if [[ "$configured" != *" $t "* ]]; then  # fuzz_regex_*: needs PCRE2 (libpcre2-dev)
+    echo "==== fuzz: $t skipped: built without PCRE2"
+    mkdir -p "$work/$t"
+    echo "$t: skipped (no PCRE2)" > "$work/$t/line"
+    continue
+  fi
+  [ -x "build/fuzz/fuzz/$t" ] || { echo "fuzz.sh: no fuzzer build/fuzz/fuzz/$t" >&2; exit 2; }
+  if [ "$running" -ge "$parallel" ]; then wait -n || true; running=$((running - 1)); fi
+  echo "==== fuzz: $t for ${seconds}s"
+  run_one "$t" &
+  running=$((running + 1))
+done
+wait
+status=0
+summary=()
+for t in "${targets[@]}"; do
+  if [ -f "$work/$t/finding" ]; then status=1; cat "$work/$t/finding"; fi
+  summary+=("$(cat "$work/$t/line" 2>/dev/null || echo "$t: no result")")
+  [ -f "$work/$t/line" ] || status=1
 done
 echo "==== fuzz summary (${seconds}s per target)"
 printf '  %s\n' "${summary[@]}"

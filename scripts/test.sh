@@ -4,7 +4,8 @@
 # single-header-noexcept (the suite against single_include/ built with -fno-exceptions: the
 # `noexcept` and `single-header` presets in one build, to keep CI under 25 minutes), tsan (the
 # threaded tests under ThreadSanitizer), and `fuzz`: a short run of every libFuzzer target
-# (scripts/fuzz.sh, DECODEKIT_FUZZ_SECONDS each, default 7: CI time is kept under 25 minutes) with the fixed libFuzzer seed
+# (scripts/fuzz.sh, DECODEKIT_FUZZ_SECONDS each, default 7: CI time is kept under 25 minutes; one
+# fuzzer per CPU at once) with the fixed libFuzzer seed
 # DECODEKIT_FUZZ_SEED (default 1) so that the suite is reproducible; see scripts/fuzz.sh; and
 # `soak`: a short soak of the engine example's loop (scripts/soak.sh DECODEKIT_SOAK_SECONDS,
 # default 20, per run: one under ASan + UBSan, one unsanitized checking RSS), seed

@@ -7,6 +7,7 @@
 // without x; and the verified token's law is p (the speculative identity) when the exact pass
 // runs. Chi-square, each with false-failure rate dk_test::false_failure_rate = 1e-7. Rows of
 // 3000 entries: several blocks of every blocked walk (512 in the residual, 256 in draw_cut).
+#include "dk_rows.hpp"
 #include "dk_spec_rows.hpp"
 #include "dk_test.hpp"
 
@@ -181,11 +182,14 @@ TEST_CASE("a tiny TV: the exact pass after 32 refused proposals keeps the residu
     REQUIRE(tv < 0.01);  // (1 - tv)^32 > 0.72: most rejections end in the exact pass
     // the proposals alone refuse on most keys (the exact pass is the path under test)
     std::size_t refused = 0;
+    kernels::block_sums sums;
     for (std::uint64_t r = 0; r < 1000; ++r) {
         rng_stream s = make_stream({8, r, 0}, rng_purpose::residual);
-        refused += detail::propose_set(p, s, [&](std::size_t i) noexcept {
-                       return float(detail::prob_of(q, token_id(i)));
-                   }) == npos;
+        refused +=
+            detail::propose_set(
+                p, s,
+                [&](std::size_t i) noexcept { return float(detail::prob_of(q, token_id(i))); },
+                sums) == npos;
     }
     CHECK(refused > 600);
     CHECK(refused < 1000);  // and some proposals are kept
@@ -307,18 +311,225 @@ TEST_CASE("a cut's block sums (one pass) equal the sums of its blocks' weights",
         const weighted_set p = processed_set(ts, row, {}, sws);
         REQUIRE(p.is_cut);
         INFO("top_p " << top_p << " lo_last " << p.cut.lo_last);
-        double sums[detail::spec_max_blocks];
-        detail::cut_block_sums(p, sums);
-        std::vector<float> out(detail::spec_block);
-        double total = 0;
-        for (std::size_t b = 0; b < V; b += detail::spec_block) {
-            const std::size_t c = std::min(detail::spec_block, V - b);
-            p.weights_into(b, c, out.data());
-            double want = 0;
-            for (std::size_t i = 0; i < c; ++i) want += out[i];
-            CHECK(std::fabs(sums[b / detail::spec_block] - want) <= 1e-6 * want + 1e-30);
-            total += sums[b / detail::spec_block];
-        }
-        CHECK(std::fabs(total - p.sum) <= 1e-6 * p.sum);
+        dk_rows::each_arch([&](auto arch, const std::string& name) {
+            using A = decltype(arch);
+            INFO("arch " << name);
+            kernels::block_sums bs;
+            detail::cut_block_sums<A>(p, bs);
+            const double* sums = bs.sums;
+            CHECK(bs.n == V);
+            CHECK(bs.count == (V + detail::spec_block - 1) / detail::spec_block);
+            std::vector<float> out(detail::spec_block);
+            double total = 0;
+            for (std::size_t b = 0; b < V; b += detail::spec_block) {
+                const std::size_t c = std::min(detail::spec_block, V - b);
+                p.weights_into(b, c, out.data());
+                double want = 0;
+                for (std::size_t i = 0; i < c; ++i) want += out[i];
+                CHECK(std::fabs(sums[b / detail::spec_block] - want) <= 1e-6 * want + 1e-30);
+                total += sums[b / detail::spec_block];
+            }
+            CHECK(std::fabs(total - p.sum) <= 1e-6 * p.sum);
+            CHECK(bs.total == total);  // finish(): the same additions in the same order
+        });
     }
+}
+
+namespace {
+/// The blocked draw as it was before its block sums were split from the draw (one function
+/// building the sums into its own array, then the walk, per call): the split functions must give
+/// its token for every uniform.
+template <class Sum, class Fill>
+std::size_t fused_blocked_draw(std::size_t n, Sum&& block_sum, Fill&& fill, double u,
+                               double floor) {
+    constexpr std::size_t blk = kernels::block_sums::block;
+    std::vector<float> buf(blk);
+    std::vector<double> sums;
+    const std::size_t nb = (n + blk - 1) / blk;
+    auto count = [&](std::size_t b) { return std::min(blk, n - b * blk); };
+    double total = 0;
+    std::size_t last_block = npos;
+    for (std::size_t b = 0; b < nb; ++b) {
+        const double s = block_sum(b * blk, count(b));
+        sums.push_back(s);
+        if (s > 0) last_block = b;
+        total += s;
+    }
+    if (!(total > floor) || last_block == npos) return npos;
+    const double target = u * total;
+    double run = 0;
+    std::size_t last = npos;
+    for (std::size_t b = 0; b <= last_block; ++b) {
+        const double s = sums[b];
+        if (!(s > 0)) continue;
+        if (run + s <= target && b != last_block) {
+            run += s;
+            continue;
+        }
+        fill(b * blk, count(b), buf.data());
+        for (std::size_t j = 0; j < count(b); ++j) {
+            if (!(buf[j] > 0.f)) continue;
+            run += buf[j];
+            last = b * blk + j;
+            if (run > target) return last;
+        }
+    }
+    return last;
+}
+
+/// Small integer weights (every partial sum exact in float and double): n entries, pattern 0
+/// random in [0, 4], 1 the first 60 % zero (whole groups of blocks skipped), 2 one entry in 997,
+/// 3 all zero.
+std::vector<float> integer_weights(std::size_t n, int pattern, std::uint64_t seed) {
+    std::vector<float> w(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        w[i] = float(dk_rows::mix(seed) % 5);
+        if (pattern == 1 && i < n * 3 / 5) w[i] = 0.f;
+        if (pattern == 2) w[i] = i % 997 == 3 ? 1.f : 0.f;
+        if (pattern == 3) w[i] = 0.f;
+    }
+    return w;
+}
+}  // namespace
+
+TEST_CASE("block sums built once and drawn from give the fused blocked draw's token",
+          "[speculative][residual]") {
+    // kernels::sum_blocks + kernels::draw_block_sums (the proposals: one build, many draws) and
+    // kernels::draw_blocked (the exact pass) against the fused draw above and, the sums being
+    // exact, reference::draw_inverse_cdf; on every architecture (the block sums are kernels::sum
+    // over the arch's lanes). Lengths around a block (512) and a group of 32 blocks (16384), and
+    // several groups (79 and 137 blocks).
+    std::size_t checked = 0;
+    dk_rows::each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        for (const std::size_t n : {1u, 511u, 512u, 513u, 16383u, 16384u, 16385u, 40000u, 70000u}) {
+            for (int pattern = 0; pattern < 4; ++pattern) {
+                INFO("arch " << name << " n " << n << " pattern " << pattern);
+                const auto w = integer_weights(n, pattern, n + std::uint64_t(pattern));
+                auto block_sum = [&](std::size_t b, std::size_t c) noexcept {
+                    return kernels::sum<A>(std::span<const float>(w.data() + b, c));
+                };
+                auto fill = [&](std::size_t b, std::size_t c, float* out) noexcept {
+                    std::copy_n(w.data() + b, c, out);
+                };
+                kernels::block_sums s;
+                kernels::sum_blocks(n, block_sum, s);
+                REQUIRE(s.count == (n + 511) / 512);
+                const double total = s.total;
+                kernels::block_sums scratch;
+                for (int j = 0; j <= 400; ++j) {
+                    // a grid, and u on the cumulative sums' integers (targets on a boundary)
+                    const double u = j < 200     ? (j + 0.5) / 200
+                                     : total > 0 ? std::floor((j - 200) * total / 201) / total
+                                                 : 0.0;
+                    const std::size_t want = fused_blocked_draw(n, block_sum, fill, u, 0.0);
+                    CHECK(kernels::draw_block_sums(s, fill, u) == want);
+                    CHECK(kernels::draw_blocked(n, block_sum, fill, u, 0.0, scratch) == want);
+                    CHECK(want == reference::draw_inverse_cdf(w, u));
+                    ++checked;
+                }
+                CHECK(s.total == total);  // draws leave the sums as built
+                CHECK((total > 0) == (kernels::draw_block_sums(s, fill, 0.5) != npos));
+                CHECK((pattern == 3) <= (total == 0));  // (all zero: nothing to draw)
+                // the floor: npos when the total is not above it
+                CHECK(kernels::draw_blocked(n, block_sum, fill, 0.5, total, scratch) == npos);
+            }
+        }
+    });
+    CHECK(checked > 0);
+}
+
+TEST_CASE("the block-sum walk continues past a block whose sum overshot its weights",
+          "[speculative][residual]") {
+    // Weights all 1; the sum of one block is reported 0.75 too high (what float rounding does on
+    // a smaller scale). A target inside that excess is not reached in the block: the scan goes
+    // on into the next block, whose first entry is drawn. Hand-checked, also across a group
+    // boundary (block 31 is the last of the first group of 32), and equal to the fused draw.
+    for (const std::size_t over : {1u, 31u}) {
+        const std::size_t n = 40 * 512;
+        const std::vector<float> w(n, 1.f);
+        auto block_sum = [&](std::size_t b, std::size_t c) noexcept {
+            return double(c) + (b / 512 == over ? 0.75 : 0.0);
+        };
+        auto fill = [&](std::size_t b, std::size_t c, float* out) noexcept {
+            std::copy_n(w.data() + b, c, out);
+        };
+        kernels::block_sums s;
+        kernels::sum_blocks(n, block_sum, s);
+        REQUIRE(s.total == double(n) + 0.75);
+        const double edge = double((over + 1) * 512);  // the overshooting block's true end
+        struct probe {
+            double target;
+            std::size_t want;
+        };
+        const probe probes[] = {
+            {edge - 0.5, (over + 1) * 512 - 1},  // in the block: its last entry
+            {edge + 0.5, (over + 1) * 512},      // in the excess: the next block's first entry
+            {edge + 2.0, (over + 1) * 512 + 1},  // past the excess: the block is passed with
+                                                 // its reported sum (run edge + 0.75), then
+                                                 // the next block's second entry
+            {20000.25, 19999},                   // a later group, past the excess
+        };
+        for (const probe& pr : probes) {
+            const double u = pr.target / s.total;
+            INFO("block " << over << " target " << pr.target << " u " << u);
+            REQUIRE(std::fabs(u * s.total - pr.target) < 0.01);  // (0.25 from every boundary)
+            CHECK(kernels::draw_block_sums(s, fill, u) == pr.want);
+            CHECK(fused_blocked_draw(n, block_sum, fill, u, 0.0) == pr.want);
+        }
+    }
+}
+
+TEST_CASE("the blocked draw beyond the kept block sums (n > 524288) walks recomputed sums",
+          "[speculative][residual]") {
+    CHECK(kernels::block_sums::fits(512 * 1024));
+    CHECK(!kernels::block_sums::fits(512 * 1024 + 1));
+    const std::size_t n = 600000;
+    const auto w = integer_weights(n, 0, 5);
+    std::size_t calls = 0;
+    auto block_sum = [&](std::size_t b, std::size_t c) noexcept {
+        ++calls;
+        return kernels::sum(std::span<const float>(w.data() + b, c));
+    };
+    auto fill = [&](std::size_t b, std::size_t c, float* out) noexcept {
+        std::copy_n(w.data() + b, c, out);
+    };
+    kernels::block_sums scratch;
+    for (const double u : {0.0, 0.1, 0.5, 0.9999}) {
+        INFO("u " << u);
+        CHECK(kernels::draw_blocked(n, block_sum, fill, u, 0.0, scratch) ==
+              reference::draw_inverse_cdf(w, u));
+        CHECK(fused_blocked_draw(n, block_sum, fill, u, 0.0) == reference::draw_inverse_cdf(w, u));
+    }
+    CHECK(calls > 4 * kernels::block_sums::blocks(n));  // (the total's pass, then the walk's)
+}
+
+TEST_CASE("a cut's proposals from its block sums give the fused draw's token",
+          "[speculative][residual]") {
+    // propose_residual's draws on a cut: cut_block_sums then draw_block_sums with the cut's
+    // weights, against the fused draw over the same block sums, on every architecture.
+    const auto row = make_row(23);
+    sampler ts({.top_p = 0.9f}, V);
+    sampling_workspace sws(V);
+    const weighted_set p = processed_set(ts, row, {}, sws);
+    REQUIRE(p.is_cut);
+    auto fill = [&](std::size_t b, std::size_t c, float* out) noexcept {
+        p.weights_into(b, c, out);
+    };
+    dk_rows::each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        INFO("arch " << name);
+        kernels::block_sums s;
+        detail::cut_block_sums<A>(p, s);
+        auto block_sum = [&](std::size_t b, std::size_t) noexcept { return s.sums[b / 512]; };
+        std::size_t mismatches = 0, kept = 0;
+        for (int j = 0; j < 1000; ++j) {
+            const double u = (j + 0.5) / 1000;
+            const std::size_t i = kernels::draw_block_sums(s, fill, u);
+            mismatches += i != fused_blocked_draw(V, block_sum, fill, u, 0.0);
+            kept += i < V && p.prob(token_id(i)) > 0;
+        }
+        CHECK(mismatches == 0);
+        CHECK(kept == 1000);
+    });
 }

@@ -161,8 +161,7 @@ sparse_dist_view as_dist_view(const D& d) noexcept {
 }
 
 namespace detail {
-inline constexpr std::size_t spec_block = 512;        // block of the blocked sums and draws
-inline constexpr std::size_t spec_max_blocks = 1024;  // block sums kept on the stack
+inline constexpr std::size_t spec_block = kernels::block_sums::block;  // blocks of the walks
 
 /// Index of token `x` in `ids` (npos if absent). O(1) when ids[x] == x (full id-ordered rows),
 /// O(log n) when x is found by a binary search (ids in ascending order: distribution_unordered()),
@@ -226,73 +225,29 @@ inline bool same_ids(std::span<const token_id> a, std::span<const token_id> b) n
     return std::equal(a.begin(), a.end(), b.begin());
 }
 
-/// Inverse-CDF draw over n nonnegative weights produced by fill(begin, count, out), never stored,
-/// whose block sums block_sum(begin, count) gives (equal to summing fill's output up to float
-/// rounding; a caller can compute them without storing the weights): the residual max(0, p - q)
-/// of a rejection is computed blockwise into a stack buffer (no V-sized write and re-read per
+/// kernels::draw_blocked with the block sums taken over fill's output (kernels::sum: float lanes,
+/// blocks in double), kept in `scratch`: the exact pass of a rejection's residual, whose weights
+/// max(0, p - q) are computed blockwise and never stored (no V-sized write and re-read per
 /// rejection), which is why this is not kernels::draw_inverse_cdf (that one takes materialised
-/// weights; draw_sparse below uses it). Same rule as reference::draw_inverse_cdf: the first
-/// positive weight whose running sum exceeds u * total, the last positive one when rounding
-/// leaves u * total unreached; plus a floor: npos when the total is not above `floor` (then
-/// *total_out is that total; the callers fall back to p).
-/// One pass of block sums (blocks in double), a walk over them, a double scan of fill's output
-/// from the block where u * total falls (into the next ones if the block sums overshot). The
-/// block sums' rounding (~1e-7 of the total) can move the chosen entry across a block boundary,
-/// relative to the reference's all-double running sum. Calls block_sum in ascending blocks
-/// during the first pass (again during the walk beyond spec_max_blocks blocks), fill only on
-/// the blocks it scans.
-template <class Sum, class Fill>
-std::size_t draw_blocked_sums(std::size_t n, Sum&& block_sum, Fill&& fill, double u, double floor,
-                              double* total_out = nullptr) noexcept {
-    alignas(64) float buf[spec_block];
-    double sums[spec_max_blocks];
-    const std::size_t nb = (n + spec_block - 1) / spec_block;
-    const bool keep = nb <= spec_max_blocks;
-    auto count = [&](std::size_t b) { return std::min(spec_block, n - b * spec_block); };
-    double total = 0;
-    std::size_t last_block = npos;  // the last block holding a positive weight
-    for (std::size_t b = 0; b < nb; ++b) {
-        const double s = block_sum(b * spec_block, count(b));
-        if (keep) sums[b] = s;
-        if (s > 0) last_block = b;
-        total += s;
-    }
-    if (total_out) *total_out = total;
-    if (!(total > floor) || last_block == npos) return npos;
-    const double target = u * total;
-    double run = 0;
-    std::size_t last = npos;  // the last positive weight scanned
-    for (std::size_t b = 0; b <= last_block; ++b) {
-        const double s = keep ? sums[b] : block_sum(b * spec_block, count(b));
-        if (!(s > 0)) continue;
-        if (run + s <= target && b != last_block) {  // the target lies beyond this block
-            run += s;
-            continue;
-        }
-        const std::size_t c = count(b);
-        fill(b * spec_block, c, buf);
-        for (std::size_t j = 0; j < c; ++j) {
-            if (!(buf[j] > 0.f)) continue;
-            run += buf[j];
-            last = b * spec_block + j;
-            if (run > target) return last;
-        }
-    }
-    return last;  // the last block is always scanned: its last positive weight
-}
-/// draw_blocked_sums with the block sums taken over fill's output (kernels::sum: float lanes,
-/// blocks in double).
+/// weights; draw_sparse below uses it). npos when the total is not above `floor` (the callers
+/// then fall back to p).
 template <class Fill>
 std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor,
-                         double* total_out = nullptr) noexcept {
-    return draw_blocked_sums(
+                         kernels::block_sums& scratch) noexcept {
+    return kernels::draw_blocked(
         n,
         [&](std::size_t b, std::size_t c) noexcept {
-            alignas(64) float buf[spec_block];
+            alignas(64) float buf[kernels::block_sums::block];
             fill(b, c, buf);
             return kernels::sum(std::span<const float>(buf, c));
         },
-        fill, u, floor, total_out);
+        fill, u, floor, scratch);
+}
+/// draw_blocked with block sums of its own (~8.5 KB of stack).
+template <class Fill>
+std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor) noexcept {
+    kernels::block_sums scratch;
+    return draw_blocked(n, fill, u, floor, scratch);
 }
 /// Inverse-CDF draw from a sparse distribution (kernels::draw_inverse_cdf over its
 /// probabilities: sums in double); -1 if no positive probability.
@@ -325,18 +280,18 @@ inline constexpr int spec_residual_proposals = 32;
 /// unchanged. The fallback fires with probability (1 - TV)^32 (TV = 0.3: 1e-5; TV = 0.1: 3 %).
 /// The first `row_draws` proposals are drawn by row_draw(u) (a caller with a cheaper draw than
 /// one pass: draw_cut with the kept sum known reads a quarter of the row on average); the later
-/// ones from the block sums of p's weights (block_sums(sums) writes the sums of the
-/// ceil(n / spec_block) blocks of spec_block entries: computed once, one pass) and fill(b, c,
-/// out) of the block where u falls: a walk over <= 1024 sums and one block scanned. Beyond
-/// spec_max_blocks blocks (more than 524 288 entries) no sums are kept: only the row_draws
-/// proposals are tried.
-template <class RowDraw, class BlockSums, class Fill, class Accept>
+/// ones by kernels::draw_block_sums over the block sums of p's weights, built once into `sums`
+/// by build(sums) (one pass; kernels::sum_blocks or cut_block_sums), and fill(b, c, out) of the
+/// block where u falls: a walk of <= 64 sums and one block scanned per proposal. When n does not
+/// fit kernels::block_sums (more than 524 288 entries) no sums are built: only the row_draws
+/// proposals are tried. `sums` is left holding p's block sums if they were built (the caller's
+/// scratch, reused by its exact pass).
+template <class RowDraw, class Build, class Fill, class Accept>
 std::size_t propose_residual(std::size_t n, rng_stream& res, int row_draws, RowDraw&& row_draw,
-                             BlockSums&& block_sums, Fill&& fill, Accept&& accept) noexcept {
-    double sums[spec_max_blocks];
-    const std::size_t nb = (n + spec_block - 1) / spec_block;
-    const int tries = nb <= spec_max_blocks ? spec_residual_proposals
-                                            : std::min(row_draws, spec_residual_proposals);
+                             Build&& build, Fill&& fill, Accept&& accept,
+                             kernels::block_sums& sums) noexcept {
+    const int tries = kernels::block_sums::fits(n) ? spec_residual_proposals
+                                                   : std::min(row_draws, spec_residual_proposals);
     bool built = false;
     for (int k = 0; k < tries; ++k) {
         const double u = res.uniform(), a = res.uniform();
@@ -345,12 +300,10 @@ std::size_t propose_residual(std::size_t n, rng_stream& res, int row_draws, RowD
             i = row_draw(u);
         } else {
             if (!built) {
-                block_sums(sums);
+                build(sums);
                 built = true;
             }
-            i = draw_blocked_sums(
-                n, [&](std::size_t b, std::size_t) noexcept { return sums[b / spec_block]; }, fill,
-                u, 0.0);
+            i = kernels::draw_block_sums(sums, fill, u);
         }
         if (i == npos) return npos;
         if (accept(i, a)) return i;
@@ -365,41 +318,46 @@ inline bool residual_accepts(double py, float qy, double a) noexcept {
     return r > 0 && a * py < r;
 }
 /// propose_residual over a sparse p (its positive probabilities as weights; index j of p), q
-/// read by q_at(j): the index of the accepted proposal or npos.
+/// read by q_at(j), block sums in `sums`: the index of the accepted proposal or npos.
 template <class QAt>
-std::size_t propose_sparse(sparse_dist_view p, rng_stream& res, QAt&& q_at) noexcept {
+std::size_t propose_sparse(sparse_dist_view p, rng_stream& res, QAt&& q_at,
+                           kernels::block_sums& sums) noexcept {
     auto fill = [&](std::size_t b, std::size_t c, float* out) noexcept {
         for (std::size_t i = 0; i < c; ++i) out[i] = p.probs[b + i] > 0.f ? p.probs[b + i] : 0.f;
     };
     return propose_residual(
         p.size(), res, 0, [](double) noexcept { return npos; },
-        [&](double* sums) noexcept {
-            alignas(64) float buf[spec_block];
-            for (std::size_t b = 0; b < p.size(); b += spec_block) {
-                const std::size_t c = std::min(spec_block, p.size() - b);
-                fill(b, c, buf);
-                sums[b / spec_block] = kernels::sum(std::span<const float>(buf, c));
-            }
+        [&](kernels::block_sums& s) noexcept {
+            kernels::sum_blocks(
+                p.size(),
+                [&](std::size_t b, std::size_t c) noexcept {
+                    alignas(64) float buf[spec_block];
+                    fill(b, c, buf);
+                    return kernels::sum(std::span<const float>(buf, c));
+                },
+                s);
         },
         fill,
         [&](std::size_t i, double a) noexcept {
             return residual_accepts(double(p.probs[i]), q_at(i), a);
-        });
+        },
+        sums);
 }
-/// The sums of a cut's kept weights over the blocks of spec_block entries of its row, into
-/// sums[0, ceil(extent / spec_block)): one pass over the row (float lanes per block, added in
-/// double). \pre p.is_cut
+/// The block sums of a cut's kept weights over its row (blocks of kernels::block_sums::block
+/// entries) into s, finished: one pass over the row (float lanes per block, added in double).
+/// \pre p.is_cut, kernels::block_sums::fits(p.extent())
 template <class A = simd::default_arch>
-void cut_block_sums(const weighted_set& p, double* sums) noexcept {
+void cut_block_sums(const weighted_set& p, kernels::block_sums& s) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>;
     const std::size_t n = p.extent();
     const float* x = p.row.data();
     const float* w = p.weights.data();
-    std::fill_n(sums, (n + spec_block - 1) / spec_block, 0.0);
+    double* sums = s.sums;
+    std::fill_n(sums, kernels::block_sums::blocks(n), 0.0);
     kernels::detail::for_each_segment(
-        p.cut, 0, n, [&](std::size_t s, std::size_t e, float lo, float hi) noexcept {
-            std::size_t i = s;
+        p.cut, 0, n, [&](std::size_t sb, std::size_t e, float lo, float hi) noexcept {
+            std::size_t i = sb;
             for (; i < e && i % L != 0; ++i)  // (to a vector boundary: no vector crosses a block)
                 if (x[i] >= lo && x[i] <= hi) sums[i / spec_block] += double(w[i]);
             const B lb(lo), hb(hi), zero(0.f);
@@ -415,26 +373,32 @@ void cut_block_sums(const weighted_set& p, double* sums) noexcept {
             for (; i < e; ++i)
                 if (x[i] >= lo && x[i] <= hi) sums[i / spec_block] += double(w[i]);
         });
+    s.finish(n);
 }
 /// propose_residual over a weighted_set (index space: the row for a cut, else the kept ids), q
-/// read by q_at(index): the index of the accepted proposal or npos. A cut's first two proposals
-/// are draw_cut's with the kept sum known (a quarter of the row on average); then block sums.
-/// \pre !p.empty()
+/// read by q_at(index), block sums in `sums`: the index of the accepted proposal or npos. A
+/// cut's first two proposals are draw_cut's with the kept sum known (a quarter of the row on
+/// average); then block sums. \pre !p.empty()
 template <class QAt>
-std::size_t propose_set(const weighted_set& p, rng_stream& res, QAt&& q_at) noexcept {
+std::size_t propose_set(const weighted_set& p, rng_stream& res, QAt&& q_at,
+                        kernels::block_sums& sums) noexcept {
     return propose_residual(
         p.extent(), res, p.is_cut ? 2 : 0,
         [&](double du) noexcept { return kernels::draw_cut(p.row, p.weights, p.cut, du, p.sum); },
-        [&](double* sums) noexcept {
-            if (p.is_cut) return cut_block_sums(p, sums);
-            for (std::size_t b = 0; b < p.extent(); b += spec_block)
-                sums[b / spec_block] =
-                    kernels::sum(p.weights.subspan(b, std::min(spec_block, p.extent() - b)));
+        [&](kernels::block_sums& s) noexcept {
+            if (p.is_cut) return cut_block_sums(p, s);
+            kernels::sum_blocks(
+                p.extent(),
+                [&](std::size_t b, std::size_t c) noexcept {
+                    return kernels::sum(p.weights.subspan(b, c));
+                },
+                s);
         },
         [&](std::size_t b, std::size_t c, float* out) noexcept { p.weights_into(b, c, out); },
         [&](std::size_t i, double a) noexcept {
             return residual_accepts(double(p.weights[i]) / p.sum, q_at(i), a);
-        });
+        },
+        sums);
 }
 }  // namespace detail
 
@@ -448,13 +412,12 @@ struct verify_result {
 };
 
 /// Workspace of the verification functions for a vocabulary of `vocab_size` tokens: a dense
-/// scratch row (kept all-zero between calls) and residual weights. Allocated once.
+/// scratch row (kept all-zero between calls) where q is scattered. Allocated once (4 bytes per
+/// token); a residual's weights are never stored (block sums on the stack, kernels::block_sums).
 class verify_workspace {
 public:
     verify_workspace() = default;
-    explicit verify_workspace(std::size_t vocab_size) : dense_(vocab_size, 0.f) {
-        weights_.reserve(vocab_size);
-    }
+    explicit verify_workspace(std::size_t vocab_size) : dense_(vocab_size, 0.f) {}
     std::size_t vocab_size() const noexcept { return dense_.size(); }
     /// Writes q's positive probabilities at their ids into dense_ (an id past it is skipped: a
     /// Debug assertion) and returns dense_'s data.
@@ -476,8 +439,7 @@ public:
         }
     }
 
-    std::vector<float> dense_;     ///< scattered q; all zero outside a call
-    std::vector<double> weights_;  ///< residual weights over p's entries
+    std::vector<float> dense_;  ///< scattered q; all zero outside a call
 };
 
 /// Medusa's typical acceptance thresholds (LOSSY rule): accept iff
@@ -527,7 +489,8 @@ inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, to
         const auto t = std::size_t(p.tokens[i]);
         return t < dv ? dense[t] : 0.f;
     };
-    std::size_t j = detail::propose_sparse(p, res, q_at);
+    kernels::block_sums sums;  // p's block sums for the proposals, then the exact pass's
+    std::size_t j = detail::propose_sparse(p, res, q_at, sums);
     if (j != npos) {
         if (dense) ws.unscatter(q);
         return {p.tokens[j], false};
@@ -542,7 +505,7 @@ inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, to
                 out[i] = r > 0.f ? r : 0.f;
             }
         },
-        v, detail::residual_floor);
+        v, detail::residual_floor, sums);
     if (dense) ws.unscatter(q);
     if (j == npos) return {detail::draw_sparse(p, v), false};  // residual ~0: fall back to p
     return {p.tokens[j], false};
@@ -561,8 +524,9 @@ inline verify_result verify_one_hot(sparse_dist_view p, token_id x, rng_key key)
     if (u < px) return {x, true};
     rng_stream res = make_stream(key, rng_purpose::residual);
     constexpr float never = std::numeric_limits<float>::infinity();  // q(x) = 1: x never kept
+    kernels::block_sums sums;  // p's block sums for the proposals, then the exact pass's
     std::size_t j = detail::propose_sparse(
-        p, res, [&](std::size_t i) noexcept { return i == ix ? never : 0.f; });
+        p, res, [&](std::size_t i) noexcept { return i == ix ? never : 0.f; }, sums);
     if (j != npos) return {p.tokens[j], false};
     const double v = res.uniform();  // the exact pass (see detail::propose_residual)
     j = detail::draw_blocked(
@@ -574,7 +538,7 @@ inline verify_result verify_one_hot(sparse_dist_view p, token_id x, rng_key key)
             }
             if (ix != npos && ix >= b && ix < b + c) out[ix - b] = 0.f;
         },
-        v, detail::residual_floor);
+        v, detail::residual_floor, sums);
     if (j == npos) return {detail::draw_sparse(p, v), false};
     return {p.tokens[j], false};
 }
@@ -677,7 +641,8 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
         if (dense) return std::size_t(t) < dv ? dense[std::size_t(t)] : 0.f;
         return float(detail::prob_of(q, t));
     };
-    std::size_t j = detail::propose_set(p, res, q_at);
+    kernels::block_sums sums;  // p's block sums for the proposals, then the exact pass's
+    std::size_t j = detail::propose_set(p, res, q_at, sums);
     if (j != npos) {
         if (dense) ws.unscatter(q);
         return {p.token_at(j), false};
@@ -694,7 +659,7 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
                     out[i] = r > 0.f ? r : 0.f;
                 }
             },
-            v, detail::residual_floor);
+            v, detail::residual_floor, sums);
     } else if (p.is_cut && q.ascending) {  // q's entries of each block are a range of q
         DECODEKIT_ASSERT(std::adjacent_find(q.tokens.begin(), q.tokens.end(),
                                             std::greater_equal<>{}) == q.tokens.end(),
@@ -735,7 +700,7 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
             for (; k < k1; ++k) qb[slot(k)] = qp[k];
             return qb;
         };
-        j = detail::draw_blocked_sums(
+        j = kernels::draw_blocked(
             p.extent(),
             [&](std::size_t b, std::size_t c) noexcept {
                 return double(p.residual_sum(b, c, q_block(b, c)));
@@ -743,12 +708,12 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
             [&](std::size_t b, std::size_t c, float* out) noexcept {
                 p.residual_into(b, c, q_block(b, c), out);
             },
-            v, detail::residual_floor);
+            v, detail::residual_floor, sums);
     } else if (p.is_cut && p.extent() <= ws.dense_.size()) {  // scatter q into the dense row
         if (!dense) dense = ws.scatter(q);
         // (index = id: q over a block is dense[b, b + c); the same block sums and residuals as
         // the merge above, so both give the same token)
-        j = detail::draw_blocked_sums(
+        j = kernels::draw_blocked(
             p.extent(),
             [&](std::size_t b, std::size_t c) noexcept {
                 return double(p.residual_sum(b, c, dense + b));
@@ -756,7 +721,7 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
             [&](std::size_t b, std::size_t c, float* out) noexcept {
                 p.residual_into(b, c, dense + b, out);
             },
-            v, detail::residual_floor);
+            v, detail::residual_floor, sums);
     } else {  // scatter q into the dense scratch row, read it along p
         if (!dense) dense = ws.scatter(q);
         j = detail::draw_blocked(
@@ -769,7 +734,7 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
                     out[i] = r > 0.f ? r : 0.f;
                 }
             },
-            v, detail::residual_floor);
+            v, detail::residual_floor, sums);
     }
     if (dense) ws.unscatter(q);
     if (j == npos) return {p.draw(v), false};  // residual ~0: fall back to p
@@ -789,8 +754,9 @@ inline verify_result verify_one_hot(const weighted_set& p, token_id x, rng_key k
     rng_stream res = make_stream(key, rng_purpose::residual);
     if (p.empty()) return {-1, false};
     constexpr float never = std::numeric_limits<float>::infinity();  // q(x) = 1: x never kept
-    std::size_t j =
-        detail::propose_set(p, res, [&](std::size_t i) noexcept { return i == ix ? never : 0.f; });
+    kernels::block_sums sums;  // p's block sums for the proposals, then the exact pass's
+    std::size_t j = detail::propose_set(
+        p, res, [&](std::size_t i) noexcept { return i == ix ? never : 0.f; }, sums);
     if (j != npos) return {p.token_at(j), false};
     const double v = res.uniform();  // the exact pass (see detail::propose_residual)
     j = detail::draw_blocked(
@@ -799,7 +765,7 @@ inline verify_result verify_one_hot(const weighted_set& p, token_id x, rng_key k
             p.weights_into(b, c, out);
             if (ix != npos && ix >= b && ix < b + c) out[ix - b] = 0.f;
         },
-        v, detail::residual_floor * p.sum);
+        v, detail::residual_floor * p.sum, sums);
     if (j == npos) return {p.draw(v), false};
     return {p.token_at(j), false};
 }

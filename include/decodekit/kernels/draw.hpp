@@ -12,6 +12,11 @@
 /// Agreement with the reference: both sum the same floats in double, in a different order; the
 /// partial sums differ by at most a few ulp of S (~1e-15 S), so the chosen index is the reference's
 /// unless u * S lies within ~1e-12 S of a boundary of the cumulative sum (tested).
+/// block_sums / sum_blocks / draw_block_sums / draw_blocked: inverse-CDF draws over weights that
+/// are never stored (a caller writes a block of them on demand: a speculative rejection's
+/// residual max(0, p - q), a cut of a row): the sums of blocks of 512 weights built once, then
+/// any number of draws from them, each a walk of at most 64 sums and one block scanned. Same
+/// rule as draw_inverse_cdf; the chosen entry follows the block sums the caller gives.
 /// draw_exponential_race: exactly 2 random words per entry (2 * x.size() per draw, NaN / -inf
 /// entries included, so the stream position after a draw never depends on the logits); equal to
 /// reference::draw_exponential_race(x, T, rng) by construction (same weights and exponentials in
@@ -24,6 +29,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <span>
@@ -329,6 +335,155 @@ std::size_t draw_inverse_cdf(std::span<const float> w, double u) noexcept {
     for (std::size_t j = n; j-- > 0;)  // target unreached: the last positive entry
         if (p[j] > 0) return j;
     return npos;
+}
+
+/// The block sums of n non-negative weights that are never stored (a caller computes them
+/// blockwise: the residual max(0, p - q) of a speculative rejection, a cut of a row), for
+/// inverse-CDF draws over them with draw_block_sums: built once (sum_blocks, or the caller writes
+/// sums[] and calls finish()), then drawn from any number of times, each draw a walk of at most
+/// max_blocks / group + group sums and one block of weights scanned. sums[b] is the sum of the
+/// weights of block b, [b block, min(n, (b + 1) block)); total is the sum of every block's sum
+/// in block order (a NaN one makes it NaN: nothing is drawn); the walk skips blocks whose sum is
+/// not positive. ~8.5 KB: a caller keeps one on its stack (uninitialised storage: no cost until
+/// it is built). \pre fits(n) to be built
+struct block_sums {
+    static constexpr std::size_t block = 512;        ///< entries per block
+    static constexpr std::size_t max_blocks = 1024;  ///< blocks kept: n <= 524 288
+    static constexpr std::size_t group = 32;         ///< blocks per group of the walk's first level
+
+    std::size_t n = 0;        ///< weights covered
+    std::size_t count = 0;    ///< blocks: blocks(n)
+    std::size_t last = npos;  ///< the last block whose sum is positive (npos: none)
+    double total = 0;         ///< the block sums' total, in block order
+    double sums[max_blocks];  ///< sums[0, count): the block sums
+    /// ends[g]: the walk's running sum (positive block sums in block order) after group g, the
+    /// blocks [g group, (g + 1) group)
+    double ends[max_blocks / group];
+
+    /// Blocks of n weights.
+    static constexpr std::size_t blocks(std::size_t n) noexcept { return (n + block - 1) / block; }
+    /// Whether the sums of n weights can be kept.
+    static constexpr bool fits(std::size_t n) noexcept { return n <= block * max_blocks; }
+    /// Entries of block b.
+    std::size_t size_of(std::size_t b) const noexcept { return std::min(block, n - b * block); }
+    /// Sets n and the totals (total, last, ends) from sums[0, blocks(n)), which the caller wrote.
+    /// \pre fits(n)
+    void finish(std::size_t weights) noexcept {
+        n = weights;
+        count = blocks(n);
+        total = 0;
+        last = npos;
+        double run = 0;
+        for (std::size_t b = 0; b < count; ++b) {
+            const double s = sums[b];
+            total += s;
+            if (s > 0) {
+                run += s;
+                last = b;
+            }
+            if (b % group == group - 1 || b + 1 == count) ends[b / group] = run;
+        }
+    }
+};
+
+/// Builds s over n weights: sums[b] = block_sum(b * block_sums::block, count of block b), called
+/// once per block in ascending order, then s.finish(n). \pre block_sums::fits(n)
+template <class Sum>
+void sum_blocks(std::size_t n, Sum&& block_sum, block_sums& s) noexcept {
+    const std::size_t nb = block_sums::blocks(n);
+    for (std::size_t b = 0; b < nb; ++b)
+        s.sums[b] = block_sum(b * block_sums::block,
+                              std::min(block_sums::block, n - b * block_sums::block));
+    s.finish(n);
+}
+
+namespace detail {
+/// The walk of an inverse-CDF draw over block sums sum_at(b) from block `first` with the running
+/// sum `run` (the positive block sums before it), to the target: blocks whose sum keeps the
+/// running sum <= target are passed, the first one that does not (or the last positive block)
+/// is scanned entry by entry from fill(begin, count, out) in double, into the next blocks if the
+/// block sum overshot its entries' sum. The first positive weight whose running sum exceeds the
+/// target, else the last positive weight scanned (npos: none).
+template <class SumAt, class Fill>
+std::size_t walk_block_sums(std::size_t n, std::size_t first, std::size_t last_block, double run,
+                            double target, SumAt&& sum_at, Fill&& fill) noexcept {
+    constexpr std::size_t blk = block_sums::block;
+    alignas(64) float buf[blk];
+    std::size_t last = npos;  // the last positive weight scanned
+    for (std::size_t b = first; b <= last_block; ++b) {
+        const double s = sum_at(b);
+        if (!(s > 0)) continue;
+        if (run + s <= target && b != last_block) {  // the target lies beyond this block
+            run += s;
+            continue;
+        }
+        const std::size_t c = std::min(blk, n - b * blk);
+        fill(b * blk, c, buf);
+        for (std::size_t j = 0; j < c; ++j) {
+            if (!(buf[j] > 0.f)) continue;
+            run += buf[j];
+            last = b * blk + j;
+            if (run > target) return last;
+        }
+    }
+    return last;  // the last positive block is always scanned: its last positive weight
+}
+}  // namespace detail
+
+/// Inverse-CDF draw with one uniform u in [0, 1) over the weights s was built from, written by
+/// fill(begin, count, out) for the block it scans (count <= block_sums::block floats): the first
+/// positive weight whose running sum exceeds u * s.total (the reference's rule: blocks passed by
+/// their sums, then the block where u * s.total falls scanned in double, into the next ones if
+/// its sum overshot its weights), the last positive weight scanned when rounding leaves the
+/// target unreached; npos when s.total is not positive (or NaN) or no block sum is. The block
+/// sums' rounding (~1e-7 of the total with float-lane sums) can move the chosen entry across a
+/// block boundary relative to an all-double running sum. Cost: the first positive group end
+/// above the target found among <= 32 (ends[]), then <= 32 block sums walked, one block filled
+/// and scanned. No state changes: s serves any number of draws.
+template <class Fill>
+std::size_t draw_block_sums(const block_sums& s, Fill&& fill, double u) noexcept {
+    if (!(s.total > 0) || s.last == npos) return npos;
+    const double target = u * s.total;
+    // Every block of a group whose end does not pass the target is passed by the walk (the
+    // running sums only grow): start at the first group whose end does, or at the last positive
+    // block's group, with the running sum the walk would have there (the same additions).
+    const std::size_t glast = s.last / block_sums::group;
+    std::size_t g = 0;
+    while (g < glast && !(s.ends[g] > target)) ++g;
+    return detail::walk_block_sums(
+        s.n, g * block_sums::group, s.last, g ? s.ends[g - 1] : 0.0, target,
+        [&](std::size_t b) noexcept { return s.sums[b]; }, fill);
+}
+
+/// Inverse-CDF draw over n weights that are never stored, with the block sums given by
+/// block_sum(begin, count) (computed once per block, kept in `scratch`) and the weights of the
+/// blocks it scans by fill(begin, count, out): sum_blocks then draw_block_sums (same rule), plus
+/// a floor: npos when the total is not above `floor`. When n does not fit (block_sums::fits:
+/// more than 524 288 weights) the sums are not kept: one pass for the total, then the same walk
+/// calling block_sum again (from the first block). Calls block_sum in ascending blocks, fill
+/// only on the blocks it scans. scratch is left holding the sums when n fits.
+template <class Sum, class Fill>
+std::size_t draw_blocked(std::size_t n, Sum&& block_sum, Fill&& fill, double u, double floor,
+                         block_sums& scratch) noexcept {
+    if (block_sums::fits(n)) {
+        sum_blocks(n, block_sum, scratch);
+        return scratch.total > floor ? draw_block_sums(scratch, fill, u) : npos;
+    }
+    const std::size_t nb = block_sums::blocks(n);
+    auto count = [&](std::size_t b) {
+        return std::min(block_sums::block, n - b * block_sums::block);
+    };
+    double total = 0;
+    std::size_t last_block = npos;
+    for (std::size_t b = 0; b < nb; ++b) {
+        const double s = block_sum(b * block_sums::block, count(b));
+        if (s > 0) last_block = b;
+        total += s;
+    }
+    if (!(total > floor) || last_block == npos) return npos;
+    return detail::walk_block_sums(
+        n, 0, last_block, 0.0, u * total,
+        [&](std::size_t b) noexcept { return block_sum(b * block_sums::block, count(b)); }, fill);
 }
 
 /// Exponential-race (Gumbel-max) draw from softmax(x / T): argmax_i w_i / E_i with
