@@ -520,6 +520,42 @@ TEST_CASE("top_p: every route of the estimate equals the reference") {
     CHECK(top_p_route(shortrow, 0.95f, 1.f, 1).estimate == top_p_estimate::none);
 }
 
+TEST_CASE("top_p: the value-space estimate's spread counts the estimated drop's own error") {
+    // The crossing is where target times the mass below it equals (1 - target) times the mass
+    // above it, both estimated from the same light samples: the spread must count the samples
+    // above the crossing too. With the samples below it alone, the bounds missed the crossing on
+    // the Zipf rows 0 and 1 at V = 256000, p 0.95, T 1 (6 of their first 60 rows); with both,
+    // the fused bracket holds there. Row 20 still misses at 2.5 standard deviations (the miss
+    // route of the value-space estimate: the row's weights restored, the sampled search), and
+    // NaN / -inf entries among the samples leave the route and the set unchanged. Each kept set
+    // equals the reference.
+    using kn::detail::top_p_estimate;
+    for (const std::uint64_t salt : {0u, 1u, 20u}) {
+        auto x = dk_family::make_row(dk_family::shape::zipf, 256000, salt);
+        INFO("salt " << salt);
+        const auto tr = top_p_route(x, 0.95f, 1.f, 1);
+        CHECK(tr.estimate == top_p_estimate::heavy);
+        CHECK(tr.fused_held == (salt != 20));
+        check_top_p(x, 0.95f, 1.f, 1);
+        // invalid entries where the estimate's samples sit (the hashed positions of its first
+        // 64 strata of n / 2048 entries), at random light positions and at the row's ends
+        const std::uint64_t stride = x.size() / 2048;
+        std::uint64_t s = 99 + salt;
+        for (std::uint64_t j = 0; j < 64; ++j) {
+            const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
+            const std::size_t i = std::size_t(j * stride + ((h * stride) >> 32));
+            const std::size_t r = std::size_t(dk_family::splitmix64(s) % x.size());
+            for (const std::size_t q : {i, r})
+                if (x[q] < -3.f) x[q] = j % 2 ? std::nanf("") : -inf;
+        }
+        x.front() = std::nanf("");
+        x.back() = -inf;
+        const auto tr2 = top_p_route(x, 0.95f, 1.f, 1);
+        CHECK(tr2.estimate == top_p_estimate::heavy);
+        check_top_p(x, 0.95f, 1.f, 1);
+    }
+}
+
 TEST_CASE("top_p: the value-space estimate on long rows with masked, tied and invalid entries") {
     // Rows of >= 32768 entries take 2048 samples and search the crossing in value space; masked
     // logits (-1e30, weight 0), -inf, NaN, ties at the crossing's level and a narrow or wide

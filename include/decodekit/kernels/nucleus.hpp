@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <type_traits>
 #include <utility>
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -529,21 +530,27 @@ enum class top_p_estimate : std::uint8_t {
 /// entry of rank r (its weight, times the entries it stands for when it is a sample), sampled_at(r)
 /// its weight when it is a sample standing for light_scale entries (else 0: those add to the
 /// estimate's variance). The masses summed from the bottom first pass `drop` (the mass the cut
-/// drops) at the crossing; sd = light_scale sqrt(sum of the sampled weights squared up to it) is
-/// that sum's standard deviation. Returns the bracket's ranks {a, b}: a the rank 3 above the one
-/// where the sum first passes drop + 3 sd (0 when none: the bracket open above), b the rank 3
-/// below the one where it first passes drop - 3 sd (c when none: open below). Where every entry
-/// is a sample of like weight this is find_bracket's sampled_crossing with 3 standard deviations
-/// instead of 4; where exact entries sit beside the samples, the bracket spans the mass the error
-/// allows, not a count of entries. (3 sd, measured over 200 rows per shape and setting of the
-/// benchmark family at V = 128256, top-p 0.95 T 1 and 1.5, 0.99 T 1.5: the fused bracket held on
-/// 197-200 of 200 rows per shape (4 sd: 200), and the narrower bracket made every shape 2-6 %
-/// faster on average, misses included: a miss costs one sampled search.)
+/// drops, (1 - target) Z with Z estimated from the same samples) at the crossing; sd =
+/// light_scale sqrt(target^2 (the sampled weights squared up to it) + (1 - target)^2 (those
+/// above it)) is the standard deviation of where the crossing falls. Returns the bracket's ranks
+/// {a, b}: a the rank 3 above the one where the sum first passes drop + 3 sd (0 when none: the
+/// bracket open above), b the rank 3 below the one where it first passes drop - 3 sd (c when none:
+/// open below). Where every entry is a sample of like weight this is find_bracket's
+/// sampled_crossing with 3 standard deviations instead of 4; where exact entries sit beside the
+/// samples, the bracket spans the mass the error allows, not a count of entries. (3 sd, measured
+/// over 200 rows per shape and setting of the benchmark family at V = 128256, top-p 0.95 T 1
+/// and 1.5, 0.99 T 1.5: the fused bracket held on 197-200 of 200 rows per shape (4 sd: 200), and
+/// the narrower bracket made every shape 2-6 % faster on average, misses included: a miss costs one
+/// sampled search.)
 template <class Mass, class Sampled>
-std::pair<std::size_t, std::size_t> estimate_crossing(std::size_t c, double drop,
+std::pair<std::size_t, std::size_t> estimate_crossing(std::size_t c, double drop, double target,
                                                       double light_scale, Mass&& mass_at,
                                                       Sampled&& sampled_at) noexcept {
-    double below = 0, below2 = 0;
+    double below = 0, below2 = 0, all2 = 0;
+    for (std::size_t r = 0; r < c; ++r) {
+        const double ws = sampled_at(r);
+        all2 += ws * ws;
+    }
     std::size_t j = c;  // the crossing: rank j - 1
     while (j > 0) {
         below += mass_at(j - 1);
@@ -552,7 +559,9 @@ std::pair<std::size_t, std::size_t> estimate_crossing(std::size_t c, double drop
         if (below > drop) break;
         --j;
     }
-    const double sd = light_scale * std::sqrt(below2);
+    // (drop = (1 - target) Z is estimated from the same samples: see top_p_bounds)
+    const double sd = light_scale * std::sqrt(target * target * below2 +
+                                              (1 - target) * (1 - target) * (all2 - below2));
     const double low = drop - 3 * sd, high = drop + 3 * sd;
     std::size_t a = 0, b = c;
     below = 0;
@@ -607,6 +616,43 @@ sample_mass sample_mass_below(const float* sl, const float* sw, std::size_t c, f
     return r;
 }
 
+/// The sampled weights below each of K logits y[0, K) in one pass over sl[0, c) (weights sw):
+/// f[k] their sum, g[k] the sum of their squares (when Sq; else g untouched), as
+/// sample_mass_below's f and g (float sums per lane).
+template <class A, std::size_t K, bool Sq>
+void sample_masses_below(const float* sl, const float* sw, std::size_t c, const float (&y)[K],
+                         double (&f)[K], double (&g)[K]) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B zero(0.f);
+    B yb[K], fb[K], gb[K];
+    for (std::size_t k = 0; k < K; ++k) {
+        yb[k] = B(y[k]);
+        fb[k] = gb[k] = zero;
+        f[k] = 0;
+        if constexpr (Sq) g[k] = 0;
+    }
+    std::size_t j = 0;
+    for (; j + L <= c; j += L) {
+        const B v = B::load_unaligned(sl + j), wv = B::load_unaligned(sw + j);
+        for (std::size_t k = 0; k < K; ++k) {
+            const B wb = simd::select<A>(v < yb[k], wv, zero);
+            fb[k] += wb;
+            if constexpr (Sq) gb[k] = simd::fma<A>(wb, wb, gb[k]);
+        }
+    }
+    for (; j < c; ++j)
+        for (std::size_t k = 0; k < K; ++k)
+            if (sl[j] < y[k]) {
+                f[k] += double(sw[j]);
+                if constexpr (Sq) g[k] += double(sw[j]) * double(sw[j]);
+            }
+    for (std::size_t k = 0; k < K; ++k) {
+        f[k] += double(simd::reduce_add<A>(fb[k]));
+        if constexpr (Sq) g[k] += double(simd::reduce_add<A>(gb[k]));
+    }
+}
+
 /// Bounds [lo, hi) of top-p's crossing estimated before the exponential pass. S entries at
 /// hashed positions (S = 2048 on rows of at least 32768 entries, else 512; kept in the scratch's
 /// last entries, not on the stack) are weighed here and give an estimate of the row's normaliser
@@ -617,17 +663,19 @@ sample_mass sample_mass_below(const float* sl, const float* sw, std::size_t c, f
 /// weighed exactly; the sample's entries below t stand for the rest
 /// of the row. With S = 2048, when the bracket lies among the light entries: the logit y where
 /// the scaled sampled mass below y passes the estimated mass the cut drops (D) is searched in
-/// value space (3 rounds of 7 thresholds, one SIMD pass over the sample each: no sort), and the
-/// bounds sit where that mass passes D -+ (3 standard deviations of it + 3 samples' mass at the
-/// crossing): four times the sample of the walk below, so half the bracket's width on Zipf, Gauss
-/// and flat rows. Otherwise (S = 512, or the bracket reaching the heavy entries: a quarter of the
-/// sample), over the heavy entries and the sample in logit order (the heavy entries sorted only
-/// when the walk or a bound reaches them), the masses are summed from the bottom (a heavy entry's
-/// weight, a sample's weight times the entries it stands for) and the bounds sit 3 entries beyond
-/// where that sum passes D -+ 3 standard deviations of its sampled part (estimate_crossing). Rows
-/// whose mass sits on a few heavy logits or a heavy tail (peaked, Zipf) are estimated as well as
-/// the others: their normaliser and the mass near the crossing no longer hinge on whether the
-/// sample hit a heavy entry. Returns where the estimate came from: none when the row is short
+/// value space (3 rounds of 7 thresholds, one SIMD pass over the sample per round: no sort), and
+/// the bounds sit where that mass passes D -+ (2.5 standard deviations of the crossing's estimate
+/// + 3 samples' mass at the crossing; D is estimated from the same samples, so a light sample
+/// below the crossing moves it by target times its weight, one above by (1 - target) times): four
+/// times the sample of the walk below, so half the bracket's width on Zipf, Gauss and flat rows.
+/// Otherwise (S = 512, or the bracket reaching the heavy entries: a quarter of the sample), over
+/// the heavy entries and the sample in logit order (the heavy entries sorted only when the walk or
+/// a bound reaches them), the masses are summed from the bottom (a heavy entry's weight, a sample's
+/// weight times the entries it stands for) and the bounds sit 3 entries beyond where that sum
+/// passes D -+ 3 standard deviations of the crossing's estimate (estimate_crossing). Rows whose
+/// mass sits on a few heavy logits or a heavy tail (peaked, Zipf) are estimated as well as the
+/// others: their normaliser and the mass near the crossing no longer hinge on whether the sample
+/// hit a heavy entry. Returns where the estimate came from: none when the row is short
 /// (<= 4096), has no valid sampled entry, or has more than H heavy entries; sampled when no entry
 /// is heavy. bm: the row's block maxima (max_with_block_maxima; the compare pass reads only the
 /// blocks reaching t), in w[top_p_block_maxima_at, ...). ids, lg, w, keys: scratch of x.size()
@@ -706,7 +754,7 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
     if (S > 512) {
         const auto [ymin, ymax] = key_min_max<A>(sl, valid, logit_key<A>{m, inv_t});
         const float top_y = xh < pinf_f ? xh : std::nextafter(ymax, pinf_f);
-        const sample_mass all = sample_mass_below<A>(sl, sw, valid, top_y, false);
+        const sample_mass all = sample_mass_below<A>(sl, sw, valid, top_y, true);
         const std::size_t light = S - (valid - all.count);
         const double ls = light > 0 ? double(n - c) / double(light) : 0.0;
         const double zl = ls * all.f;
@@ -715,20 +763,27 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
         const float y0 = std::max(ymin, float(double(m) - 104.0 / double(inv_t)));
         if (drop > 0 && drop < zl && y0 < top_y) {
             // [a, b): ls F(a) < mass <= ls F(b), F the sampled weight below y; 3 rounds of 7
-            // thresholds evenly spaced in value
-            auto search = [&](double mass, bool sq, double& g_at_b) {
+            // thresholds evenly spaced in value (one pass over the sample each); g_at_b: the
+            // sampled weights squared below b (Sq; else left as it was)
+            auto search = [&](auto sq, double mass, double& g_at_b) {
+                constexpr bool Sq = decltype(sq)::value;
                 float a = y0, b = top_y;
                 for (int round = 0; round < 3; ++round) {
+                    float y[7];
+                    for (int k = 1; k <= 7; ++k)
+                        y[k - 1] = float(double(a) + (double(b) - double(a)) * k / 8.0);
+                    double f[7], g[7];
+                    sample_masses_below<A, 7, Sq>(sl, sw, valid, y, f, g);
+                    // (thresholds not strictly inside (a, b) or not increasing, from rounding:
+                    // skipped; F is monotone, so the first one reaching mass is the bound)
                     float na = a, nb = b;
-                    for (int k = 1; k <= 7; ++k) {
-                        const float y = float(double(a) + (double(b) - double(a)) * k / 8.0);
-                        if (!(y > na && y < nb)) continue;
-                        const sample_mass sm = sample_mass_below<A>(sl, sw, valid, y, sq);
-                        if (ls * sm.f < mass) {
-                            na = y;
+                    for (int k = 0; k < 7; ++k) {
+                        if (!(y[k] > na && y[k] < nb)) continue;
+                        if (ls * f[k] < mass) {
+                            na = y[k];
                         } else {
-                            nb = y;
-                            g_at_b = sm.g;
+                            nb = y[k];
+                            if constexpr (Sq) g_at_b = g[k];
                             break;
                         }
                     }
@@ -738,15 +793,24 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
                 return std::pair<float, float>{a, b};
             };
             double g = all.g;
-            const auto [ca, cb] = search(drop, true, g);
+            const auto [ca, cb] = search(std::true_type{}, drop, g);
             (void)ca;
-            const double sd = ls * std::sqrt(g);
+            // the estimate's error: the crossing is where target (mass below y) equals
+            // (1 - target) (mass above y), both scaled sampled sums: a light sample below the
+            // crossing moves it by target times its weight (g: their weights squared), one above
+            // it by (1 - target) times its weight (all.g - g). Without the second term (the
+            // estimated drop's own error) the bounds missed 6 of 60 Zipf rows at V = 256000.
+            // 2.5 standard deviations: at most 1 miss in 60 rows per shape and setting (p 0.95
+            // T 1 / 1.5, p 0.99 T 1.5; V = 128256 and 256000); 3 would miss none but widen the
+            // Zipf bracket at V = 128256 by a fifth (a miss costs a sampled search).
+            const double sd =
+                ls * std::sqrt(target * target * g + (1 - target) * (1 - target) * (all.g - g));
             const double pad = 3 * ls * double(weight_one<A>(cb, m, inv_t));
-            const double m_hi = drop + 3 * sd + pad, m_lo = drop - 3 * sd - pad;
+            const double m_hi = drop + 2.5 * sd + pad, m_lo = drop - 2.5 * sd - pad;
             if (m_hi < zl) {
                 double unused = 0;
-                hi = search(m_hi, false, unused).second;
-                if (m_lo > 0) lo = search(m_lo, false, unused).first;
+                hi = search(std::false_type{}, m_hi, unused).second;
+                if (m_lo > 0) lo = search(std::false_type{}, m_lo, unused).first;
                 if (!(lo < hi)) lo = lowest_f;
                 return c > 0 ? top_p_estimate::heavy : top_p_estimate::sampled;
             }
@@ -783,7 +847,7 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
         return std::size_t(key_id(~keys[c + r]));
     };
     const auto [a, b] = estimate_crossing(
-        c + nl, (1 - target) * z, ls,
+        c + nl, (1 - target) * z, target, ls,
         [&](std::size_t r) { return r < c ? double(w[at(r)]) : ls * double(sw[at(r)]); },
         [&](std::size_t r) { return r < c ? 0.0 : double(sw[at(r)]); });
     auto key_at = [&](std::size_t r) { return r < c ? lg[at(r)] : sl[at(r)]; };
@@ -955,7 +1019,8 @@ struct top_p_trace {
     /// the float bound could not decide and the corrected tier ran (it decided when the result's
     /// tier is corrected); not run when the float walk's margin was below half its bound
     bool corrected = false;
-    std::size_t heavy = 0;  ///< the heavy entries the estimate took exactly
+    std::size_t heavy = 0;    ///< the heavy entries the estimate took exactly
+    std::size_t bracket = 0;  ///< the fused split's bracket size (entries between the bounds)
 };
 
 /// The search of top_p_cut / top_p_unordered: the result with its cut, kept, sums and tier;
@@ -1006,6 +1071,7 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     const row_sums rs = fused ? weigh_split_row<A>(x, m, inv_t, w, elo, ehi, ids, lg, fb)
                               : weigh_row<A, true>(x, m, inv_t, w);
     dirty = fb.dirty;
+    if (trace) trace->bracket = fb.size;
     const double z = rs.sum;
     r.sum = z;
     auto top_keep = [&] {
