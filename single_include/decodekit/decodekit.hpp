@@ -3326,6 +3326,11 @@ DECODEKIT_END_NAMESPACE
 /// Agreement with the reference: both sum the same floats in double, in a different order; the
 /// partial sums differ by at most a few ulp of S (~1e-15 S), so the chosen index is the reference's
 /// unless u * S lies within ~1e-12 S of a boundary of the cumulative sum (tested).
+/// block_sums / sum_blocks / draw_block_sums / draw_blocked: inverse-CDF draws over weights that
+/// are never stored (a caller writes a block of them on demand: a speculative rejection's
+/// residual max(0, p - q), a cut of a row): the sums of blocks of 512 weights built once, then
+/// any number of draws from them, each a walk of at most 64 sums and one block scanned. Same
+/// rule as draw_inverse_cdf; the chosen entry follows the block sums the caller gives.
 /// draw_exponential_race: exactly 2 random words per entry (2 * x.size() per draw, NaN / -inf
 /// entries included, so the stream position after a draw never depends on the logits); equal to
 /// reference::draw_exponential_race(x, T, rng) by construction (same weights and exponentials in
@@ -5166,6 +5171,7 @@ DECODEKIT_END_NAMESPACE
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <span>
@@ -5471,6 +5477,155 @@ std::size_t draw_inverse_cdf(std::span<const float> w, double u) noexcept {
     for (std::size_t j = n; j-- > 0;)  // target unreached: the last positive entry
         if (p[j] > 0) return j;
     return npos;
+}
+
+/// The block sums of n non-negative weights that are never stored (a caller computes them
+/// blockwise: the residual max(0, p - q) of a speculative rejection, a cut of a row), for
+/// inverse-CDF draws over them with draw_block_sums: built once (sum_blocks, or the caller writes
+/// sums[] and calls finish()), then drawn from any number of times, each draw a walk of at most
+/// max_blocks / group + group sums and one block of weights scanned. sums[b] is the sum of the
+/// weights of block b, [b block, min(n, (b + 1) block)); total is the sum of every block's sum
+/// in block order (a NaN one makes it NaN: nothing is drawn); the walk skips blocks whose sum is
+/// not positive. ~8.5 KB: a caller keeps one on its stack (uninitialised storage: no cost until
+/// it is built). \pre fits(n) to be built
+struct block_sums {
+    static constexpr std::size_t block = 512;        ///< entries per block
+    static constexpr std::size_t max_blocks = 1024;  ///< blocks kept: n <= 524 288
+    static constexpr std::size_t group = 32;         ///< blocks per group of the walk's first level
+
+    std::size_t n = 0;        ///< weights covered
+    std::size_t count = 0;    ///< blocks: blocks(n)
+    std::size_t last = npos;  ///< the last block whose sum is positive (npos: none)
+    double total = 0;         ///< the block sums' total, in block order
+    double sums[max_blocks];  ///< sums[0, count): the block sums
+    /// ends[g]: the walk's running sum (positive block sums in block order) after group g, the
+    /// blocks [g group, (g + 1) group)
+    double ends[max_blocks / group];
+
+    /// Blocks of n weights.
+    static constexpr std::size_t blocks(std::size_t n) noexcept { return (n + block - 1) / block; }
+    /// Whether the sums of n weights can be kept.
+    static constexpr bool fits(std::size_t n) noexcept { return n <= block * max_blocks; }
+    /// Entries of block b.
+    std::size_t size_of(std::size_t b) const noexcept { return std::min(block, n - b * block); }
+    /// Sets n and the totals (total, last, ends) from sums[0, blocks(n)), which the caller wrote.
+    /// \pre fits(n)
+    void finish(std::size_t weights) noexcept {
+        n = weights;
+        count = blocks(n);
+        total = 0;
+        last = npos;
+        double run = 0;
+        for (std::size_t b = 0; b < count; ++b) {
+            const double s = sums[b];
+            total += s;
+            if (s > 0) {
+                run += s;
+                last = b;
+            }
+            if (b % group == group - 1 || b + 1 == count) ends[b / group] = run;
+        }
+    }
+};
+
+/// Builds s over n weights: sums[b] = block_sum(b * block_sums::block, count of block b), called
+/// once per block in ascending order, then s.finish(n). \pre block_sums::fits(n)
+template <class Sum>
+void sum_blocks(std::size_t n, Sum&& block_sum, block_sums& s) noexcept {
+    const std::size_t nb = block_sums::blocks(n);
+    for (std::size_t b = 0; b < nb; ++b)
+        s.sums[b] = block_sum(b * block_sums::block,
+                              std::min(block_sums::block, n - b * block_sums::block));
+    s.finish(n);
+}
+
+namespace detail {
+/// The walk of an inverse-CDF draw over block sums sum_at(b) from block `first` with the running
+/// sum `run` (the positive block sums before it), to the target: blocks whose sum keeps the
+/// running sum <= target are passed, the first one that does not (or the last positive block)
+/// is scanned entry by entry from fill(begin, count, out) in double, into the next blocks if the
+/// block sum overshot its entries' sum. The first positive weight whose running sum exceeds the
+/// target, else the last positive weight scanned (npos: none).
+template <class SumAt, class Fill>
+std::size_t walk_block_sums(std::size_t n, std::size_t first, std::size_t last_block, double run,
+                            double target, SumAt&& sum_at, Fill&& fill) noexcept {
+    constexpr std::size_t blk = block_sums::block;
+    alignas(64) float buf[blk];
+    std::size_t last = npos;  // the last positive weight scanned
+    for (std::size_t b = first; b <= last_block; ++b) {
+        const double s = sum_at(b);
+        if (!(s > 0)) continue;
+        if (run + s <= target && b != last_block) {  // the target lies beyond this block
+            run += s;
+            continue;
+        }
+        const std::size_t c = std::min(blk, n - b * blk);
+        fill(b * blk, c, buf);
+        for (std::size_t j = 0; j < c; ++j) {
+            if (!(buf[j] > 0.f)) continue;
+            run += buf[j];
+            last = b * blk + j;
+            if (run > target) return last;
+        }
+    }
+    return last;  // the last positive block is always scanned: its last positive weight
+}
+}  // namespace detail
+
+/// Inverse-CDF draw with one uniform u in [0, 1) over the weights s was built from, written by
+/// fill(begin, count, out) for the block it scans (count <= block_sums::block floats): the first
+/// positive weight whose running sum exceeds u * s.total (the reference's rule: blocks passed by
+/// their sums, then the block where u * s.total falls scanned in double, into the next ones if
+/// its sum overshot its weights), the last positive weight scanned when rounding leaves the
+/// target unreached; npos when s.total is not positive (or NaN) or no block sum is. The block
+/// sums' rounding (~1e-7 of the total with float-lane sums) can move the chosen entry across a
+/// block boundary relative to an all-double running sum. Cost: the first positive group end
+/// above the target found among <= 32 (ends[]), then <= 32 block sums walked, one block filled
+/// and scanned. No state changes: s serves any number of draws.
+template <class Fill>
+std::size_t draw_block_sums(const block_sums& s, Fill&& fill, double u) noexcept {
+    if (!(s.total > 0) || s.last == npos) return npos;
+    const double target = u * s.total;
+    // Every block of a group whose end does not pass the target is passed by the walk (the
+    // running sums only grow): start at the first group whose end does, or at the last positive
+    // block's group, with the running sum the walk would have there (the same additions).
+    const std::size_t glast = s.last / block_sums::group;
+    std::size_t g = 0;
+    while (g < glast && !(s.ends[g] > target)) ++g;
+    return detail::walk_block_sums(
+        s.n, g * block_sums::group, s.last, g ? s.ends[g - 1] : 0.0, target,
+        [&](std::size_t b) noexcept { return s.sums[b]; }, fill);
+}
+
+/// Inverse-CDF draw over n weights that are never stored, with the block sums given by
+/// block_sum(begin, count) (computed once per block, kept in `scratch`) and the weights of the
+/// blocks it scans by fill(begin, count, out): sum_blocks then draw_block_sums (same rule), plus
+/// a floor: npos when the total is not above `floor`. When n does not fit (block_sums::fits:
+/// more than 524 288 weights) the sums are not kept: one pass for the total, then the same walk
+/// calling block_sum again (from the first block). Calls block_sum in ascending blocks, fill
+/// only on the blocks it scans. scratch is left holding the sums when n fits.
+template <class Sum, class Fill>
+std::size_t draw_blocked(std::size_t n, Sum&& block_sum, Fill&& fill, double u, double floor,
+                         block_sums& scratch) noexcept {
+    if (block_sums::fits(n)) {
+        sum_blocks(n, block_sum, scratch);
+        return scratch.total > floor ? draw_block_sums(scratch, fill, u) : npos;
+    }
+    const std::size_t nb = block_sums::blocks(n);
+    auto count = [&](std::size_t b) {
+        return std::min(block_sums::block, n - b * block_sums::block);
+    };
+    double total = 0;
+    std::size_t last_block = npos;
+    for (std::size_t b = 0; b < nb; ++b) {
+        const double s = block_sum(b * block_sums::block, count(b));
+        if (s > 0) last_block = b;
+        total += s;
+    }
+    if (!(total > floor) || last_block == npos) return npos;
+    return detail::walk_block_sums(
+        n, 0, last_block, 0.0, u * total,
+        [&](std::size_t b) noexcept { return block_sum(b * block_sums::block, count(b)); }, fill);
 }
 
 /// Exponential-race (Gumbel-max) draw from softmax(x / T): argmax_i w_i / E_i with
@@ -12561,6 +12716,7 @@ DECODEKIT_END_NAMESPACE
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <type_traits>
 #include <utility>
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -13060,21 +13216,27 @@ enum class top_p_estimate : std::uint8_t {
 /// entry of rank r (its weight, times the entries it stands for when it is a sample), sampled_at(r)
 /// its weight when it is a sample standing for light_scale entries (else 0: those add to the
 /// estimate's variance). The masses summed from the bottom first pass `drop` (the mass the cut
-/// drops) at the crossing; sd = light_scale sqrt(sum of the sampled weights squared up to it) is
-/// that sum's standard deviation. Returns the bracket's ranks {a, b}: a the rank 3 above the one
-/// where the sum first passes drop + 3 sd (0 when none: the bracket open above), b the rank 3
-/// below the one where it first passes drop - 3 sd (c when none: open below). Where every entry
-/// is a sample of like weight this is find_bracket's sampled_crossing with 3 standard deviations
-/// instead of 4; where exact entries sit beside the samples, the bracket spans the mass the error
-/// allows, not a count of entries. (3 sd, measured over 200 rows per shape and setting of the
-/// benchmark family at V = 128256, top-p 0.95 T 1 and 1.5, 0.99 T 1.5: the fused bracket held on
-/// 197-200 of 200 rows per shape (4 sd: 200), and the narrower bracket made every shape 2-6 %
-/// faster on average, misses included: a miss costs one sampled search.)
+/// drops, (1 - target) Z with Z estimated from the same samples) at the crossing; sd =
+/// light_scale sqrt(target^2 (the sampled weights squared up to it) + (1 - target)^2 (those
+/// above it)) is the standard deviation of where the crossing falls. Returns the bracket's ranks
+/// {a, b}: a the rank 3 above the one where the sum first passes drop + 3 sd (0 when none: the
+/// bracket open above), b the rank 3 below the one where it first passes drop - 3 sd (c when none:
+/// open below). Where every entry is a sample of like weight this is find_bracket's
+/// sampled_crossing with 3 standard deviations instead of 4; where exact entries sit beside the
+/// samples, the bracket spans the mass the error allows, not a count of entries. (3 sd, measured
+/// over 200 rows per shape and setting of the benchmark family at V = 128256, top-p 0.95 T 1
+/// and 1.5, 0.99 T 1.5: the fused bracket held on 197-200 of 200 rows per shape (4 sd: 200), and
+/// the narrower bracket made every shape 2-6 % faster on average, misses included: a miss costs one
+/// sampled search.)
 template <class Mass, class Sampled>
-std::pair<std::size_t, std::size_t> estimate_crossing(std::size_t c, double drop,
+std::pair<std::size_t, std::size_t> estimate_crossing(std::size_t c, double drop, double target,
                                                       double light_scale, Mass&& mass_at,
                                                       Sampled&& sampled_at) noexcept {
-    double below = 0, below2 = 0;
+    double below = 0, below2 = 0, all2 = 0;
+    for (std::size_t r = 0; r < c; ++r) {
+        const double ws = sampled_at(r);
+        all2 += ws * ws;
+    }
     std::size_t j = c;  // the crossing: rank j - 1
     while (j > 0) {
         below += mass_at(j - 1);
@@ -13083,7 +13245,9 @@ std::pair<std::size_t, std::size_t> estimate_crossing(std::size_t c, double drop
         if (below > drop) break;
         --j;
     }
-    const double sd = light_scale * std::sqrt(below2);
+    // (drop = (1 - target) Z is estimated from the same samples: see top_p_bounds)
+    const double sd = light_scale * std::sqrt(target * target * below2 +
+                                              (1 - target) * (1 - target) * (all2 - below2));
     const double low = drop - 3 * sd, high = drop + 3 * sd;
     std::size_t a = 0, b = c;
     below = 0;
@@ -13138,6 +13302,43 @@ sample_mass sample_mass_below(const float* sl, const float* sw, std::size_t c, f
     return r;
 }
 
+/// The sampled weights below each of K logits y[0, K) in one pass over sl[0, c) (weights sw):
+/// f[k] their sum, g[k] the sum of their squares (when Sq; else g untouched), as
+/// sample_mass_below's f and g (float sums per lane).
+template <class A, std::size_t K, bool Sq>
+void sample_masses_below(const float* sl, const float* sw, std::size_t c, const float (&y)[K],
+                         double (&f)[K], double (&g)[K]) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const B zero(0.f);
+    B yb[K], fb[K], gb[K];
+    for (std::size_t k = 0; k < K; ++k) {
+        yb[k] = B(y[k]);
+        fb[k] = gb[k] = zero;
+        f[k] = 0;
+        if constexpr (Sq) g[k] = 0;
+    }
+    std::size_t j = 0;
+    for (; j + L <= c; j += L) {
+        const B v = B::load_unaligned(sl + j), wv = B::load_unaligned(sw + j);
+        for (std::size_t k = 0; k < K; ++k) {
+            const B wb = simd::select<A>(v < yb[k], wv, zero);
+            fb[k] += wb;
+            if constexpr (Sq) gb[k] = simd::fma<A>(wb, wb, gb[k]);
+        }
+    }
+    for (; j < c; ++j)
+        for (std::size_t k = 0; k < K; ++k)
+            if (sl[j] < y[k]) {
+                f[k] += double(sw[j]);
+                if constexpr (Sq) g[k] += double(sw[j]) * double(sw[j]);
+            }
+    for (std::size_t k = 0; k < K; ++k) {
+        f[k] += double(simd::reduce_add<A>(fb[k]));
+        if constexpr (Sq) g[k] += double(simd::reduce_add<A>(gb[k]));
+    }
+}
+
 /// Bounds [lo, hi) of top-p's crossing estimated before the exponential pass. S entries at
 /// hashed positions (S = 2048 on rows of at least 32768 entries, else 512; kept in the scratch's
 /// last entries, not on the stack) are weighed here and give an estimate of the row's normaliser
@@ -13148,17 +13349,19 @@ sample_mass sample_mass_below(const float* sl, const float* sw, std::size_t c, f
 /// weighed exactly; the sample's entries below t stand for the rest
 /// of the row. With S = 2048, when the bracket lies among the light entries: the logit y where
 /// the scaled sampled mass below y passes the estimated mass the cut drops (D) is searched in
-/// value space (3 rounds of 7 thresholds, one SIMD pass over the sample each: no sort), and the
-/// bounds sit where that mass passes D -+ (3 standard deviations of it + 3 samples' mass at the
-/// crossing): four times the sample of the walk below, so half the bracket's width on Zipf, Gauss
-/// and flat rows. Otherwise (S = 512, or the bracket reaching the heavy entries: a quarter of the
-/// sample), over the heavy entries and the sample in logit order (the heavy entries sorted only
-/// when the walk or a bound reaches them), the masses are summed from the bottom (a heavy entry's
-/// weight, a sample's weight times the entries it stands for) and the bounds sit 3 entries beyond
-/// where that sum passes D -+ 3 standard deviations of its sampled part (estimate_crossing). Rows
-/// whose mass sits on a few heavy logits or a heavy tail (peaked, Zipf) are estimated as well as
-/// the others: their normaliser and the mass near the crossing no longer hinge on whether the
-/// sample hit a heavy entry. Returns where the estimate came from: none when the row is short
+/// value space (3 rounds of 7 thresholds, one SIMD pass over the sample per round: no sort), and
+/// the bounds sit where that mass passes D -+ (2.5 standard deviations of the crossing's estimate
+/// + 3 samples' mass at the crossing; D is estimated from the same samples, so a light sample
+/// below the crossing moves it by target times its weight, one above by (1 - target) times): four
+/// times the sample of the walk below, so half the bracket's width on Zipf, Gauss and flat rows.
+/// Otherwise (S = 512, or the bracket reaching the heavy entries: a quarter of the sample), over
+/// the heavy entries and the sample in logit order (the heavy entries sorted only when the walk or
+/// a bound reaches them), the masses are summed from the bottom (a heavy entry's weight, a sample's
+/// weight times the entries it stands for) and the bounds sit 3 entries beyond where that sum
+/// passes D -+ 3 standard deviations of the crossing's estimate (estimate_crossing). Rows whose
+/// mass sits on a few heavy logits or a heavy tail (peaked, Zipf) are estimated as well as the
+/// others: their normaliser and the mass near the crossing no longer hinge on whether the sample
+/// hit a heavy entry. Returns where the estimate came from: none when the row is short
 /// (<= 4096), has no valid sampled entry, or has more than H heavy entries; sampled when no entry
 /// is heavy. bm: the row's block maxima (max_with_block_maxima; the compare pass reads only the
 /// blocks reaching t), in w[top_p_block_maxima_at, ...). ids, lg, w, keys: scratch of x.size()
@@ -13237,7 +13440,7 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
     if (S > 512) {
         const auto [ymin, ymax] = key_min_max<A>(sl, valid, logit_key<A>{m, inv_t});
         const float top_y = xh < pinf_f ? xh : std::nextafter(ymax, pinf_f);
-        const sample_mass all = sample_mass_below<A>(sl, sw, valid, top_y, false);
+        const sample_mass all = sample_mass_below<A>(sl, sw, valid, top_y, true);
         const std::size_t light = S - (valid - all.count);
         const double ls = light > 0 ? double(n - c) / double(light) : 0.0;
         const double zl = ls * all.f;
@@ -13246,20 +13449,27 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
         const float y0 = std::max(ymin, float(double(m) - 104.0 / double(inv_t)));
         if (drop > 0 && drop < zl && y0 < top_y) {
             // [a, b): ls F(a) < mass <= ls F(b), F the sampled weight below y; 3 rounds of 7
-            // thresholds evenly spaced in value
-            auto search = [&](double mass, bool sq, double& g_at_b) {
+            // thresholds evenly spaced in value (one pass over the sample each); g_at_b: the
+            // sampled weights squared below b (Sq; else left as it was)
+            auto search = [&](auto sq, double mass, double& g_at_b) {
+                constexpr bool Sq = decltype(sq)::value;
                 float a = y0, b = top_y;
                 for (int round = 0; round < 3; ++round) {
+                    float y[7];
+                    for (int k = 1; k <= 7; ++k)
+                        y[k - 1] = float(double(a) + (double(b) - double(a)) * k / 8.0);
+                    double f[7], g[7];
+                    sample_masses_below<A, 7, Sq>(sl, sw, valid, y, f, g);
+                    // (thresholds not strictly inside (a, b) or not increasing, from rounding:
+                    // skipped; F is monotone, so the first one reaching mass is the bound)
                     float na = a, nb = b;
-                    for (int k = 1; k <= 7; ++k) {
-                        const float y = float(double(a) + (double(b) - double(a)) * k / 8.0);
-                        if (!(y > na && y < nb)) continue;
-                        const sample_mass sm = sample_mass_below<A>(sl, sw, valid, y, sq);
-                        if (ls * sm.f < mass) {
-                            na = y;
+                    for (int k = 0; k < 7; ++k) {
+                        if (!(y[k] > na && y[k] < nb)) continue;
+                        if (ls * f[k] < mass) {
+                            na = y[k];
                         } else {
-                            nb = y;
-                            g_at_b = sm.g;
+                            nb = y[k];
+                            if constexpr (Sq) g_at_b = g[k];
                             break;
                         }
                     }
@@ -13269,15 +13479,24 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
                 return std::pair<float, float>{a, b};
             };
             double g = all.g;
-            const auto [ca, cb] = search(drop, true, g);
+            const auto [ca, cb] = search(std::true_type{}, drop, g);
             (void)ca;
-            const double sd = ls * std::sqrt(g);
+            // the estimate's error: the crossing is where target (mass below y) equals
+            // (1 - target) (mass above y), both scaled sampled sums: a light sample below the
+            // crossing moves it by target times its weight (g: their weights squared), one above
+            // it by (1 - target) times its weight (all.g - g). Without the second term (the
+            // estimated drop's own error) the bounds missed 6 of 60 Zipf rows at V = 256000.
+            // 2.5 standard deviations: at most 1 miss in 60 rows per shape and setting (p 0.95
+            // T 1 / 1.5, p 0.99 T 1.5; V = 128256 and 256000); 3 would miss none but widen the
+            // Zipf bracket at V = 128256 by a fifth (a miss costs a sampled search).
+            const double sd =
+                ls * std::sqrt(target * target * g + (1 - target) * (1 - target) * (all.g - g));
             const double pad = 3 * ls * double(weight_one<A>(cb, m, inv_t));
-            const double m_hi = drop + 3 * sd + pad, m_lo = drop - 3 * sd - pad;
+            const double m_hi = drop + 2.5 * sd + pad, m_lo = drop - 2.5 * sd - pad;
             if (m_hi < zl) {
                 double unused = 0;
-                hi = search(m_hi, false, unused).second;
-                if (m_lo > 0) lo = search(m_lo, false, unused).first;
+                hi = search(std::false_type{}, m_hi, unused).second;
+                if (m_lo > 0) lo = search(std::false_type{}, m_lo, unused).first;
                 if (!(lo < hi)) lo = lowest_f;
                 return c > 0 ? top_p_estimate::heavy : top_p_estimate::sampled;
             }
@@ -13314,7 +13533,7 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
         return std::size_t(key_id(~keys[c + r]));
     };
     const auto [a, b] = estimate_crossing(
-        c + nl, (1 - target) * z, ls,
+        c + nl, (1 - target) * z, target, ls,
         [&](std::size_t r) { return r < c ? double(w[at(r)]) : ls * double(sw[at(r)]); },
         [&](std::size_t r) { return r < c ? 0.0 : double(sw[at(r)]); });
     auto key_at = [&](std::size_t r) { return r < c ? lg[at(r)] : sl[at(r)]; };
@@ -13486,7 +13705,8 @@ struct top_p_trace {
     /// the float bound could not decide and the corrected tier ran (it decided when the result's
     /// tier is corrected); not run when the float walk's margin was below half its bound
     bool corrected = false;
-    std::size_t heavy = 0;  ///< the heavy entries the estimate took exactly
+    std::size_t heavy = 0;    ///< the heavy entries the estimate took exactly
+    std::size_t bracket = 0;  ///< the fused split's bracket size (entries between the bounds)
 };
 
 /// The search of top_p_cut / top_p_unordered: the result with its cut, kept, sums and tier;
@@ -13537,6 +13757,7 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     const row_sums rs = fused ? weigh_split_row<A>(x, m, inv_t, w, elo, ehi, ids, lg, fb)
                               : weigh_row<A, true>(x, m, inv_t, w);
     dirty = fb.dirty;
+    if (trace) trace->bracket = fb.size;
     const double z = rs.sum;
     r.sum = z;
     auto top_keep = [&] {
@@ -16254,8 +16475,7 @@ sparse_dist_view as_dist_view(const D& d) noexcept {
 }
 
 namespace detail {
-inline constexpr std::size_t spec_block = 512;        // block of the blocked sums and draws
-inline constexpr std::size_t spec_max_blocks = 1024;  // block sums kept on the stack
+inline constexpr std::size_t spec_block = kernels::block_sums::block;  // blocks of the walks
 
 /// Index of token `x` in `ids` (npos if absent). O(1) when ids[x] == x (full id-ordered rows),
 /// O(log n) when x is found by a binary search (ids in ascending order: distribution_unordered()),
@@ -16319,73 +16539,29 @@ inline bool same_ids(std::span<const token_id> a, std::span<const token_id> b) n
     return std::equal(a.begin(), a.end(), b.begin());
 }
 
-/// Inverse-CDF draw over n nonnegative weights produced by fill(begin, count, out), never stored,
-/// whose block sums block_sum(begin, count) gives (equal to summing fill's output up to float
-/// rounding; a caller can compute them without storing the weights): the residual max(0, p - q)
-/// of a rejection is computed blockwise into a stack buffer (no V-sized write and re-read per
+/// kernels::draw_blocked with the block sums taken over fill's output (kernels::sum: float lanes,
+/// blocks in double), kept in `scratch`: the exact pass of a rejection's residual, whose weights
+/// max(0, p - q) are computed blockwise and never stored (no V-sized write and re-read per
 /// rejection), which is why this is not kernels::draw_inverse_cdf (that one takes materialised
-/// weights; draw_sparse below uses it). Same rule as reference::draw_inverse_cdf: the first
-/// positive weight whose running sum exceeds u * total, the last positive one when rounding
-/// leaves u * total unreached; plus a floor: npos when the total is not above `floor` (then
-/// *total_out is that total; the callers fall back to p).
-/// One pass of block sums (blocks in double), a walk over them, a double scan of fill's output
-/// from the block where u * total falls (into the next ones if the block sums overshot). The
-/// block sums' rounding (~1e-7 of the total) can move the chosen entry across a block boundary,
-/// relative to the reference's all-double running sum. Calls block_sum in ascending blocks
-/// during the first pass (again during the walk beyond spec_max_blocks blocks), fill only on
-/// the blocks it scans.
-template <class Sum, class Fill>
-std::size_t draw_blocked_sums(std::size_t n, Sum&& block_sum, Fill&& fill, double u, double floor,
-                              double* total_out = nullptr) noexcept {
-    alignas(64) float buf[spec_block];
-    double sums[spec_max_blocks];
-    const std::size_t nb = (n + spec_block - 1) / spec_block;
-    const bool keep = nb <= spec_max_blocks;
-    auto count = [&](std::size_t b) { return std::min(spec_block, n - b * spec_block); };
-    double total = 0;
-    std::size_t last_block = npos;  // the last block holding a positive weight
-    for (std::size_t b = 0; b < nb; ++b) {
-        const double s = block_sum(b * spec_block, count(b));
-        if (keep) sums[b] = s;
-        if (s > 0) last_block = b;
-        total += s;
-    }
-    if (total_out) *total_out = total;
-    if (!(total > floor) || last_block == npos) return npos;
-    const double target = u * total;
-    double run = 0;
-    std::size_t last = npos;  // the last positive weight scanned
-    for (std::size_t b = 0; b <= last_block; ++b) {
-        const double s = keep ? sums[b] : block_sum(b * spec_block, count(b));
-        if (!(s > 0)) continue;
-        if (run + s <= target && b != last_block) {  // the target lies beyond this block
-            run += s;
-            continue;
-        }
-        const std::size_t c = count(b);
-        fill(b * spec_block, c, buf);
-        for (std::size_t j = 0; j < c; ++j) {
-            if (!(buf[j] > 0.f)) continue;
-            run += buf[j];
-            last = b * spec_block + j;
-            if (run > target) return last;
-        }
-    }
-    return last;  // the last block is always scanned: its last positive weight
-}
-/// draw_blocked_sums with the block sums taken over fill's output (kernels::sum: float lanes,
-/// blocks in double).
+/// weights; draw_sparse below uses it). npos when the total is not above `floor` (the callers
+/// then fall back to p).
 template <class Fill>
 std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor,
-                         double* total_out = nullptr) noexcept {
-    return draw_blocked_sums(
+                         kernels::block_sums& scratch) noexcept {
+    return kernels::draw_blocked(
         n,
         [&](std::size_t b, std::size_t c) noexcept {
-            alignas(64) float buf[spec_block];
+            alignas(64) float buf[kernels::block_sums::block];
             fill(b, c, buf);
             return kernels::sum(std::span<const float>(buf, c));
         },
-        fill, u, floor, total_out);
+        fill, u, floor, scratch);
+}
+/// draw_blocked with block sums of its own (~8.5 KB of stack).
+template <class Fill>
+std::size_t draw_blocked(std::size_t n, Fill&& fill, double u, double floor) noexcept {
+    kernels::block_sums scratch;
+    return draw_blocked(n, fill, u, floor, scratch);
 }
 /// Inverse-CDF draw from a sparse distribution (kernels::draw_inverse_cdf over its
 /// probabilities: sums in double); -1 if no positive probability.
@@ -16418,18 +16594,18 @@ inline constexpr int spec_residual_proposals = 32;
 /// unchanged. The fallback fires with probability (1 - TV)^32 (TV = 0.3: 1e-5; TV = 0.1: 3 %).
 /// The first `row_draws` proposals are drawn by row_draw(u) (a caller with a cheaper draw than
 /// one pass: draw_cut with the kept sum known reads a quarter of the row on average); the later
-/// ones from the block sums of p's weights (block_sums(sums) writes the sums of the
-/// ceil(n / spec_block) blocks of spec_block entries: computed once, one pass) and fill(b, c,
-/// out) of the block where u falls: a walk over <= 1024 sums and one block scanned. Beyond
-/// spec_max_blocks blocks (more than 524 288 entries) no sums are kept: only the row_draws
-/// proposals are tried.
-template <class RowDraw, class BlockSums, class Fill, class Accept>
+/// ones by kernels::draw_block_sums over the block sums of p's weights, built once into `sums`
+/// by build(sums) (one pass; kernels::sum_blocks or cut_block_sums), and fill(b, c, out) of the
+/// block where u falls: a walk of <= 64 sums and one block scanned per proposal. When n does not
+/// fit kernels::block_sums (more than 524 288 entries) no sums are built: only the row_draws
+/// proposals are tried. `sums` is left holding p's block sums if they were built (the caller's
+/// scratch, reused by its exact pass).
+template <class RowDraw, class Build, class Fill, class Accept>
 std::size_t propose_residual(std::size_t n, rng_stream& res, int row_draws, RowDraw&& row_draw,
-                             BlockSums&& block_sums, Fill&& fill, Accept&& accept) noexcept {
-    double sums[spec_max_blocks];
-    const std::size_t nb = (n + spec_block - 1) / spec_block;
-    const int tries = nb <= spec_max_blocks ? spec_residual_proposals
-                                            : std::min(row_draws, spec_residual_proposals);
+                             Build&& build, Fill&& fill, Accept&& accept,
+                             kernels::block_sums& sums) noexcept {
+    const int tries = kernels::block_sums::fits(n) ? spec_residual_proposals
+                                                   : std::min(row_draws, spec_residual_proposals);
     bool built = false;
     for (int k = 0; k < tries; ++k) {
         const double u = res.uniform(), a = res.uniform();
@@ -16438,12 +16614,10 @@ std::size_t propose_residual(std::size_t n, rng_stream& res, int row_draws, RowD
             i = row_draw(u);
         } else {
             if (!built) {
-                block_sums(sums);
+                build(sums);
                 built = true;
             }
-            i = draw_blocked_sums(
-                n, [&](std::size_t b, std::size_t) noexcept { return sums[b / spec_block]; }, fill,
-                u, 0.0);
+            i = kernels::draw_block_sums(sums, fill, u);
         }
         if (i == npos) return npos;
         if (accept(i, a)) return i;
@@ -16458,41 +16632,46 @@ inline bool residual_accepts(double py, float qy, double a) noexcept {
     return r > 0 && a * py < r;
 }
 /// propose_residual over a sparse p (its positive probabilities as weights; index j of p), q
-/// read by q_at(j): the index of the accepted proposal or npos.
+/// read by q_at(j), block sums in `sums`: the index of the accepted proposal or npos.
 template <class QAt>
-std::size_t propose_sparse(sparse_dist_view p, rng_stream& res, QAt&& q_at) noexcept {
+std::size_t propose_sparse(sparse_dist_view p, rng_stream& res, QAt&& q_at,
+                           kernels::block_sums& sums) noexcept {
     auto fill = [&](std::size_t b, std::size_t c, float* out) noexcept {
         for (std::size_t i = 0; i < c; ++i) out[i] = p.probs[b + i] > 0.f ? p.probs[b + i] : 0.f;
     };
     return propose_residual(
         p.size(), res, 0, [](double) noexcept { return npos; },
-        [&](double* sums) noexcept {
-            alignas(64) float buf[spec_block];
-            for (std::size_t b = 0; b < p.size(); b += spec_block) {
-                const std::size_t c = std::min(spec_block, p.size() - b);
-                fill(b, c, buf);
-                sums[b / spec_block] = kernels::sum(std::span<const float>(buf, c));
-            }
+        [&](kernels::block_sums& s) noexcept {
+            kernels::sum_blocks(
+                p.size(),
+                [&](std::size_t b, std::size_t c) noexcept {
+                    alignas(64) float buf[spec_block];
+                    fill(b, c, buf);
+                    return kernels::sum(std::span<const float>(buf, c));
+                },
+                s);
         },
         fill,
         [&](std::size_t i, double a) noexcept {
             return residual_accepts(double(p.probs[i]), q_at(i), a);
-        });
+        },
+        sums);
 }
-/// The sums of a cut's kept weights over the blocks of spec_block entries of its row, into
-/// sums[0, ceil(extent / spec_block)): one pass over the row (float lanes per block, added in
-/// double). \pre p.is_cut
+/// The block sums of a cut's kept weights over its row (blocks of kernels::block_sums::block
+/// entries) into s, finished: one pass over the row (float lanes per block, added in double).
+/// \pre p.is_cut, kernels::block_sums::fits(p.extent())
 template <class A = simd::default_arch>
-void cut_block_sums(const weighted_set& p, double* sums) noexcept {
+void cut_block_sums(const weighted_set& p, kernels::block_sums& s) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>;
     const std::size_t n = p.extent();
     const float* x = p.row.data();
     const float* w = p.weights.data();
-    std::fill_n(sums, (n + spec_block - 1) / spec_block, 0.0);
+    double* sums = s.sums;
+    std::fill_n(sums, kernels::block_sums::blocks(n), 0.0);
     kernels::detail::for_each_segment(
-        p.cut, 0, n, [&](std::size_t s, std::size_t e, float lo, float hi) noexcept {
-            std::size_t i = s;
+        p.cut, 0, n, [&](std::size_t sb, std::size_t e, float lo, float hi) noexcept {
+            std::size_t i = sb;
             for (; i < e && i % L != 0; ++i)  // (to a vector boundary: no vector crosses a block)
                 if (x[i] >= lo && x[i] <= hi) sums[i / spec_block] += double(w[i]);
             const B lb(lo), hb(hi), zero(0.f);
@@ -16508,26 +16687,32 @@ void cut_block_sums(const weighted_set& p, double* sums) noexcept {
             for (; i < e; ++i)
                 if (x[i] >= lo && x[i] <= hi) sums[i / spec_block] += double(w[i]);
         });
+    s.finish(n);
 }
 /// propose_residual over a weighted_set (index space: the row for a cut, else the kept ids), q
-/// read by q_at(index): the index of the accepted proposal or npos. A cut's first two proposals
-/// are draw_cut's with the kept sum known (a quarter of the row on average); then block sums.
-/// \pre !p.empty()
+/// read by q_at(index), block sums in `sums`: the index of the accepted proposal or npos. A
+/// cut's first two proposals are draw_cut's with the kept sum known (a quarter of the row on
+/// average); then block sums. \pre !p.empty()
 template <class QAt>
-std::size_t propose_set(const weighted_set& p, rng_stream& res, QAt&& q_at) noexcept {
+std::size_t propose_set(const weighted_set& p, rng_stream& res, QAt&& q_at,
+                        kernels::block_sums& sums) noexcept {
     return propose_residual(
         p.extent(), res, p.is_cut ? 2 : 0,
         [&](double du) noexcept { return kernels::draw_cut(p.row, p.weights, p.cut, du, p.sum); },
-        [&](double* sums) noexcept {
-            if (p.is_cut) return cut_block_sums(p, sums);
-            for (std::size_t b = 0; b < p.extent(); b += spec_block)
-                sums[b / spec_block] =
-                    kernels::sum(p.weights.subspan(b, std::min(spec_block, p.extent() - b)));
+        [&](kernels::block_sums& s) noexcept {
+            if (p.is_cut) return cut_block_sums(p, s);
+            kernels::sum_blocks(
+                p.extent(),
+                [&](std::size_t b, std::size_t c) noexcept {
+                    return kernels::sum(p.weights.subspan(b, c));
+                },
+                s);
         },
         [&](std::size_t b, std::size_t c, float* out) noexcept { p.weights_into(b, c, out); },
         [&](std::size_t i, double a) noexcept {
             return residual_accepts(double(p.weights[i]) / p.sum, q_at(i), a);
-        });
+        },
+        sums);
 }
 }  // namespace detail
 
@@ -16541,13 +16726,12 @@ struct verify_result {
 };
 
 /// Workspace of the verification functions for a vocabulary of `vocab_size` tokens: a dense
-/// scratch row (kept all-zero between calls) and residual weights. Allocated once.
+/// scratch row (kept all-zero between calls) where q is scattered. Allocated once (4 bytes per
+/// token); a residual's weights are never stored (block sums on the stack, kernels::block_sums).
 class verify_workspace {
 public:
     verify_workspace() = default;
-    explicit verify_workspace(std::size_t vocab_size) : dense_(vocab_size, 0.f) {
-        weights_.reserve(vocab_size);
-    }
+    explicit verify_workspace(std::size_t vocab_size) : dense_(vocab_size, 0.f) {}
     std::size_t vocab_size() const noexcept { return dense_.size(); }
     /// Writes q's positive probabilities at their ids into dense_ (an id past it is skipped: a
     /// Debug assertion) and returns dense_'s data.
@@ -16569,8 +16753,7 @@ public:
         }
     }
 
-    std::vector<float> dense_;     ///< scattered q; all zero outside a call
-    std::vector<double> weights_;  ///< residual weights over p's entries
+    std::vector<float> dense_;  ///< scattered q; all zero outside a call
 };
 
 /// Medusa's typical acceptance thresholds (LOSSY rule): accept iff
@@ -16620,7 +16803,8 @@ inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, to
         const auto t = std::size_t(p.tokens[i]);
         return t < dv ? dense[t] : 0.f;
     };
-    std::size_t j = detail::propose_sparse(p, res, q_at);
+    kernels::block_sums sums;  // p's block sums for the proposals, then the exact pass's
+    std::size_t j = detail::propose_sparse(p, res, q_at, sums);
     if (j != npos) {
         if (dense) ws.unscatter(q);
         return {p.tokens[j], false};
@@ -16635,7 +16819,7 @@ inline verify_result verify_rejection(sparse_dist_view p, sparse_dist_view q, to
                 out[i] = r > 0.f ? r : 0.f;
             }
         },
-        v, detail::residual_floor);
+        v, detail::residual_floor, sums);
     if (dense) ws.unscatter(q);
     if (j == npos) return {detail::draw_sparse(p, v), false};  // residual ~0: fall back to p
     return {p.tokens[j], false};
@@ -16654,8 +16838,9 @@ inline verify_result verify_one_hot(sparse_dist_view p, token_id x, rng_key key)
     if (u < px) return {x, true};
     rng_stream res = make_stream(key, rng_purpose::residual);
     constexpr float never = std::numeric_limits<float>::infinity();  // q(x) = 1: x never kept
+    kernels::block_sums sums;  // p's block sums for the proposals, then the exact pass's
     std::size_t j = detail::propose_sparse(
-        p, res, [&](std::size_t i) noexcept { return i == ix ? never : 0.f; });
+        p, res, [&](std::size_t i) noexcept { return i == ix ? never : 0.f; }, sums);
     if (j != npos) return {p.tokens[j], false};
     const double v = res.uniform();  // the exact pass (see detail::propose_residual)
     j = detail::draw_blocked(
@@ -16667,7 +16852,7 @@ inline verify_result verify_one_hot(sparse_dist_view p, token_id x, rng_key key)
             }
             if (ix != npos && ix >= b && ix < b + c) out[ix - b] = 0.f;
         },
-        v, detail::residual_floor);
+        v, detail::residual_floor, sums);
     if (j == npos) return {detail::draw_sparse(p, v), false};
     return {p.tokens[j], false};
 }
@@ -16770,7 +16955,8 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
         if (dense) return std::size_t(t) < dv ? dense[std::size_t(t)] : 0.f;
         return float(detail::prob_of(q, t));
     };
-    std::size_t j = detail::propose_set(p, res, q_at);
+    kernels::block_sums sums;  // p's block sums for the proposals, then the exact pass's
+    std::size_t j = detail::propose_set(p, res, q_at, sums);
     if (j != npos) {
         if (dense) ws.unscatter(q);
         return {p.token_at(j), false};
@@ -16787,7 +16973,7 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
                     out[i] = r > 0.f ? r : 0.f;
                 }
             },
-            v, detail::residual_floor);
+            v, detail::residual_floor, sums);
     } else if (p.is_cut && q.ascending) {  // q's entries of each block are a range of q
         DECODEKIT_ASSERT(std::adjacent_find(q.tokens.begin(), q.tokens.end(),
                                             std::greater_equal<>{}) == q.tokens.end(),
@@ -16828,7 +17014,7 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
             for (; k < k1; ++k) qb[slot(k)] = qp[k];
             return qb;
         };
-        j = detail::draw_blocked_sums(
+        j = kernels::draw_blocked(
             p.extent(),
             [&](std::size_t b, std::size_t c) noexcept {
                 return double(p.residual_sum(b, c, q_block(b, c)));
@@ -16836,12 +17022,12 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
             [&](std::size_t b, std::size_t c, float* out) noexcept {
                 p.residual_into(b, c, q_block(b, c), out);
             },
-            v, detail::residual_floor);
+            v, detail::residual_floor, sums);
     } else if (p.is_cut && p.extent() <= ws.dense_.size()) {  // scatter q into the dense row
         if (!dense) dense = ws.scatter(q);
         // (index = id: q over a block is dense[b, b + c); the same block sums and residuals as
         // the merge above, so both give the same token)
-        j = detail::draw_blocked_sums(
+        j = kernels::draw_blocked(
             p.extent(),
             [&](std::size_t b, std::size_t c) noexcept {
                 return double(p.residual_sum(b, c, dense + b));
@@ -16849,7 +17035,7 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
             [&](std::size_t b, std::size_t c, float* out) noexcept {
                 p.residual_into(b, c, dense + b, out);
             },
-            v, detail::residual_floor);
+            v, detail::residual_floor, sums);
     } else {  // scatter q into the dense scratch row, read it along p
         if (!dense) dense = ws.scatter(q);
         j = detail::draw_blocked(
@@ -16862,7 +17048,7 @@ inline verify_result verify_rejection(const weighted_set& p, sparse_dist_view q,
                     out[i] = r > 0.f ? r : 0.f;
                 }
             },
-            v, detail::residual_floor);
+            v, detail::residual_floor, sums);
     }
     if (dense) ws.unscatter(q);
     if (j == npos) return {p.draw(v), false};  // residual ~0: fall back to p
@@ -16882,8 +17068,9 @@ inline verify_result verify_one_hot(const weighted_set& p, token_id x, rng_key k
     rng_stream res = make_stream(key, rng_purpose::residual);
     if (p.empty()) return {-1, false};
     constexpr float never = std::numeric_limits<float>::infinity();  // q(x) = 1: x never kept
-    std::size_t j =
-        detail::propose_set(p, res, [&](std::size_t i) noexcept { return i == ix ? never : 0.f; });
+    kernels::block_sums sums;  // p's block sums for the proposals, then the exact pass's
+    std::size_t j = detail::propose_set(
+        p, res, [&](std::size_t i) noexcept { return i == ix ? never : 0.f; }, sums);
     if (j != npos) return {p.token_at(j), false};
     const double v = res.uniform();  // the exact pass (see detail::propose_residual)
     j = detail::draw_blocked(
@@ -16892,7 +17079,7 @@ inline verify_result verify_one_hot(const weighted_set& p, token_id x, rng_key k
             p.weights_into(b, c, out);
             if (ix != npos && ix >= b && ix < b + c) out[ix - b] = 0.f;
         },
-        v, detail::residual_floor * p.sum);
+        v, detail::residual_floor * p.sum, sums);
     if (j == npos) return {p.draw(v), false};
     return {p.token_at(j), false};
 }
