@@ -14,6 +14,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <iterator>
+#include <memory>
 #include <vector>
 
 using namespace decodekit;
@@ -502,6 +504,44 @@ TEST_CASE("the blocked draw beyond the kept block sums (n > 524288) walks recomp
         CHECK(fused_blocked_draw(n, block_sum, fill, u, 0.0) == reference::draw_inverse_cdf(w, u));
     }
     CHECK(calls > 4 * kernels::block_sums::blocks(n));  // (the total's pass, then the walk's)
+}
+
+TEST_CASE("block sums over more weights than fit are left empty and never written past",
+          "[speculative][residual]") {
+    // kernels::sum_blocks and block_sums::finish with n > 524288 (a public kernel called with a
+    // wrong size): no block sum is asked for and nothing is written past sums[] (the struct sits
+    // in a padded heap object, so a write past it would show in the padding, not the stack);
+    // s is left empty and every draw from it gives npos. Then a fitting n builds as usual.
+    struct padded {
+        kernels::block_sums s;
+        double pad[2048];
+    };
+    auto g = std::make_unique<padded>();
+    std::fill(std::begin(g->pad), std::end(g->pad), -1.0);
+    const std::size_t n = 512 * 1024 + 1;
+    std::size_t calls = 0;
+    auto block_sum = [&](std::size_t, std::size_t c) noexcept {
+        ++calls;
+        return double(c);
+    };
+    auto fill = [&](std::size_t, std::size_t c, float* out) noexcept { std::fill_n(out, c, 1.f); };
+    CHECK(!kernels::sum_blocks(n, block_sum, g->s));
+    CHECK(calls == 0);
+    CHECK(g->s.n == 0);
+    CHECK(g->s.count == 0);
+    CHECK(g->s.total == 0);
+    CHECK(kernels::draw_block_sums(g->s, fill, 0.5) == npos);
+    CHECK(std::all_of(std::begin(g->pad), std::end(g->pad), [](double v) { return v == -1.0; }));
+    // finish() with a size that does not fit: empty as well (it reads no sums past the array)
+    g->s.finish(n);
+    CHECK(g->s.count == 0);
+    CHECK(kernels::draw_block_sums(g->s, fill, 0.5) == npos);
+    // at the limit: built
+    CHECK(kernels::sum_blocks(n - 1, block_sum, g->s));
+    CHECK(calls == 1024);
+    CHECK(g->s.total == double(n - 1));
+    CHECK(kernels::draw_block_sums(g->s, fill, 0.5) == (n - 1) / 2);
+    CHECK(std::all_of(std::begin(g->pad), std::end(g->pad), [](double v) { return v == -1.0; }));
 }
 
 TEST_CASE("a cut's proposals from its block sums give the fused draw's token",

@@ -344,8 +344,8 @@ std::size_t propose_sparse(sparse_dist_view p, rng_stream& res, QAt&& q_at,
         sums);
 }
 /// The block sums of a cut's kept weights over its row (blocks of kernels::block_sums::block
-/// entries) into s, finished: one pass over the row (float lanes per block, added in double).
-/// \pre p.is_cut, kernels::block_sums::fits(p.extent())
+/// entries) into s, finished: one pass over the row (float lanes per block, added in double); a
+/// row that does not fit kernels::block_sums leaves s empty (draws give npos). \pre p.is_cut
 template <class A = simd::default_arch>
 void cut_block_sums(const weighted_set& p, kernels::block_sums& s) noexcept {
     using B = simd::batch<A>;
@@ -353,6 +353,7 @@ void cut_block_sums(const weighted_set& p, kernels::block_sums& s) noexcept {
     const std::size_t n = p.extent();
     const float* x = p.row.data();
     const float* w = p.weights.data();
+    if (!kernels::block_sums::fits(n)) return s.finish(n);  // (empty)
     double* sums = s.sums;
     std::fill_n(sums, kernels::block_sums::blocks(n), 0.0);
     kernels::detail::for_each_segment(
