@@ -5487,7 +5487,8 @@ std::size_t draw_inverse_cdf(std::span<const float> w, double u) noexcept {
 /// weights of block b, [b block, min(n, (b + 1) block)); total is the sum of every block's sum
 /// in block order (a NaN one makes it NaN: nothing is drawn); the walk skips blocks whose sum is
 /// not positive. ~8.5 KB: a caller keeps one on its stack (uninitialised storage: no cost until
-/// it is built). \pre fits(n) to be built
+/// it is built). Only n <= 524 288 weights fit (fits(n)): for more, sum_blocks returns false and
+/// finish() leaves s empty, without writing past sums[] (draw_blocked walks recomputed sums).
 struct block_sums {
     static constexpr std::size_t block = 512;        ///< entries per block
     static constexpr std::size_t max_blocks = 1024;  ///< blocks kept: n <= 524 288
@@ -5509,9 +5510,9 @@ struct block_sums {
     /// Entries of block b.
     std::size_t size_of(std::size_t b) const noexcept { return std::min(block, n - b * block); }
     /// Sets n and the totals (total, last, ends) from sums[0, blocks(n)), which the caller wrote.
-    /// \pre fits(n)
+    /// n that does not fit leaves s empty (n 0, total 0, no block: every draw gives npos).
     void finish(std::size_t weights) noexcept {
-        n = weights;
+        n = fits(weights) ? weights : 0;
         count = blocks(n);
         total = 0;
         last = npos;
@@ -5529,14 +5530,20 @@ struct block_sums {
 };
 
 /// Builds s over n weights: sums[b] = block_sum(b * block_sums::block, count of block b), called
-/// once per block in ascending order, then s.finish(n). \pre block_sums::fits(n)
+/// once per block in ascending order, then s.finish(n); true. n that does not fit
+/// (block_sums::fits): false, block_sum is not called and s is left empty (draws give npos).
 template <class Sum>
-void sum_blocks(std::size_t n, Sum&& block_sum, block_sums& s) noexcept {
+bool sum_blocks(std::size_t n, Sum&& block_sum, block_sums& s) noexcept {
+    if (!block_sums::fits(n)) {
+        s.finish(n);
+        return false;
+    }
     const std::size_t nb = block_sums::blocks(n);
     for (std::size_t b = 0; b < nb; ++b)
         s.sums[b] = block_sum(b * block_sums::block,
                               std::min(block_sums::block, n - b * block_sums::block));
     s.finish(n);
+    return true;
 }
 
 namespace detail {
@@ -16658,8 +16665,8 @@ std::size_t propose_sparse(sparse_dist_view p, rng_stream& res, QAt&& q_at,
         sums);
 }
 /// The block sums of a cut's kept weights over its row (blocks of kernels::block_sums::block
-/// entries) into s, finished: one pass over the row (float lanes per block, added in double).
-/// \pre p.is_cut, kernels::block_sums::fits(p.extent())
+/// entries) into s, finished: one pass over the row (float lanes per block, added in double); a
+/// row that does not fit kernels::block_sums leaves s empty (draws give npos). \pre p.is_cut
 template <class A = simd::default_arch>
 void cut_block_sums(const weighted_set& p, kernels::block_sums& s) noexcept {
     using B = simd::batch<A>;
@@ -16667,6 +16674,7 @@ void cut_block_sums(const weighted_set& p, kernels::block_sums& s) noexcept {
     const std::size_t n = p.extent();
     const float* x = p.row.data();
     const float* w = p.weights.data();
+    if (!kernels::block_sums::fits(n)) return s.finish(n);  // (empty)
     double* sums = s.sums;
     std::fill_n(sums, kernels::block_sums::blocks(n), 0.0);
     kernels::detail::for_each_segment(
