@@ -287,8 +287,10 @@ public:
         token_id* ids = ws_.cand.id_storage();
         float* lg = ws_.cand.logit_storage();
         float* w = ws_.weights.data();
+        const std::size_t n = ws_.cand.size();
         std::size_t j = 0;
-        for (std::size_t i = 0; i < ws_.cand.size(); ++i)
+        while (j < n && keep(j)) ++j;  // the kept prefix stays where it is: nothing to move
+        for (std::size_t i = j + 1; i < n; ++i)
             if (keep(i)) {
                 ids[j] = ids[i];
                 lg[j] = lg[i];
