@@ -456,10 +456,11 @@ TEST_CASE("top_p: heavy-headed rows take the fused pass, their heavy entries tak
     // Peaked and Zipf rows hold their mass on a few heavy logits or a heavy tail that a sample
     // of 512 mostly misses: top_p_bounds takes the heavy entries exactly, and the fused split's
     // bracket then holds (no sampled search after it) on nearly every row of these settings
-    // (measured with the bounds at 3 standard deviations, 2048 samples searched in value space:
-    // 189-200 of 200 rows per shape and setting at V = 128256, Zipf at p 0.95 T 1 the lowest; on
-    // the 96 rows here, all). Peaked rows take the walk over the heavy entries (the bracket reaches
-    // them), Zipf rows the value-space search. Each kept set equals the reference.
+    // (measured with the bounds at 3 standard deviations of the spread without the drop's own
+    // error, 2048 samples searched in value space: 189-200 of 200 rows per shape and setting at
+    // V = 128256, Zipf at p 0.95 T 1 the lowest; on the 96 rows here, all, and still all with
+    // the spread that counts it, at 2.5). Peaked rows take the walk over the heavy entries (the
+    // bracket reaches them), Zipf rows the value-space search. Each kept set equals the reference.
     using kn::detail::top_p_estimate;
     struct setting {
         float p, t;
@@ -525,17 +526,17 @@ TEST_CASE("top_p: the value-space estimate's spread counts the estimated drop's 
     // above it, both estimated from the same light samples: the spread must count the samples
     // above the crossing too. With the samples below it alone, the bounds missed the crossing on
     // the Zipf rows 0 and 1 at V = 256000, p 0.95, T 1 (6 of their first 60 rows); with both,
-    // the fused bracket holds there. Row 20 still misses at 2.5 standard deviations (the miss
-    // route of the value-space estimate: the row's weights restored, the sampled search), and
-    // NaN / -inf entries among the samples leave the route and the set unchanged. Each kept set
-    // equals the reference.
+    // the fused bracket holds there. Row 20 missed at 2.5 standard deviations when this was
+    // written (the miss route: the row's weights restored, the sampled search); whether it
+    // still does is not asserted (a better estimate may hold there). NaN / -inf entries among
+    // the samples leave the set unchanged. Each kept set equals the reference.
     using kn::detail::top_p_estimate;
     for (const std::uint64_t salt : {0u, 1u, 20u}) {
         auto x = dk_family::make_row(dk_family::shape::zipf, 256000, salt);
         INFO("salt " << salt);
         const auto tr = top_p_route(x, 0.95f, 1.f, 1);
         CHECK(tr.estimate == top_p_estimate::heavy);
-        CHECK(tr.fused_held == (salt != 20));
+        if (salt != 20) CHECK(tr.fused_held);
         check_top_p(x, 0.95f, 1.f, 1);
         // invalid entries where the estimate's samples sit (the hashed positions of its first
         // 64 strata of n / 2048 entries), at random light positions and at the row's ends
