@@ -13714,8 +13714,7 @@ struct top_p_trace {
     /// the float bound could not decide and the corrected tier ran (it decided when the result's
     /// tier is corrected); not run when the float walk's margin was below half its bound
     bool corrected = false;
-    std::size_t heavy = 0;    ///< the heavy entries the estimate took exactly
-    std::size_t bracket = 0;  ///< the fused split's bracket size (entries between the bounds)
+    std::size_t heavy = 0;  ///< the heavy entries the estimate took exactly
 };
 
 /// The search of top_p_cut / top_p_unordered: the result with its cut, kept, sums and tier;
@@ -13766,7 +13765,6 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     const row_sums rs = fused ? weigh_split_row<A>(x, m, inv_t, w, elo, ehi, ids, lg, fb)
                               : weigh_row<A, true>(x, m, inv_t, w);
     dirty = fb.dirty;
-    if (trace) trace->bracket = fb.size;
     const double z = rs.sum;
     r.sum = z;
     auto top_keep = [&] {
