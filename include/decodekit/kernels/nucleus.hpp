@@ -513,6 +513,36 @@ weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float
                                      lg);
 }
 
+/// The share of the value-space estimate's bracket (top_p_bounds, 2.5 standard deviations of
+/// the crossing's estimate a side) that the fused pass compacts: its inner band, ~1.5 standard
+/// deviations a side (taken in value: inner_band). Every vector of the row holding a bracket
+/// entry costs the fused pass a compaction (and mostly a mispredicted branch), so the outer bands
+/// are only looked at when the inner band misses (top_p_search: compact_band, one read of the
+/// row). Measured over 60 rows per shape and setting (p 0.95 T 1 / 1.5, p 0.99 T 1.5), every
+/// set exact: at V = 128256 the inner band held on 57-60 of 60 rows (Zipf p 0.95 T 1: 57, its
+/// bracket 10.8k -> 6.5k entries on average), at V = 256000 on 53-60; the outer band then held on
+/// all but 3 of the 1440 (those took the sampled search, as before). top_p_search on the
+/// benchmark rows (A/B interleaved in one process, minimum of 12-20 rounds: the machine was
+/// shared): 0-15 % faster at V = 128256 (Zipf p 0.95 T 1 -15 %, T 1.5 -7..-15 %, Gauss -3..-8 %),
+/// 4-22 % at 256000 (its Zipf p 0.95 T 1 row misses and recovers: -4 %). 0.4 missed 7 of 30 Zipf
+/// rows (the benchmark's among them: +15 % there); 0.7 gave Zipf p 0.95 T 1 -11 %.
+inline constexpr float top_p_inner_band = 0.6f;
+
+/// The inner band [ilo, ihi) of a bracket [lo, hi) around the crossing's estimate y, in value:
+/// the share f of each side (the mass below a logit is near linear in it across the bracket); a
+/// side open (lowest / +inf) stays open; f = 0: a band one float wide below y (tests: nearly
+/// always a miss). \pre lo < hi
+inline void inner_band(float y, float f, float lo, float hi, float& ilo, float& ihi) noexcept {
+    constexpr float pinf = std::numeric_limits<float>::infinity();
+    y = std::clamp(y, lo, hi);
+    ihi = hi == pinf ? pinf : std::clamp(float(double(y) + f * (double(hi) - double(y))), y, hi);
+    ilo = lo == lowest_f ? lo : std::clamp(float(double(y) - f * (double(y) - double(lo))), lo, y);
+    if (!(ilo < ihi)) {  // (an empty band: f = 0, or rounding) one value wide below y
+        ihi = y;
+        ilo = std::max(lo, std::nextafter(y, neg_inf_f));
+        if (!(ilo < ihi)) ilo = lo, ihi = hi;
+    }
+}
 /// Rows longer than this get top_p_bounds' estimate.
 inline constexpr std::size_t top_p_estimate_min = 4096;
 /// Where in the weights' scratch w the max pass leaves its block maxima for top_p_bounds (after
@@ -667,15 +697,17 @@ void sample_masses_below(const float* sl, const float* sw, std::size_t c, const 
 /// the bounds sit where that mass passes D -+ (2.5 standard deviations of the crossing's estimate
 /// + 3 samples' mass at the crossing; D is estimated from the same samples, so a light sample
 /// below the crossing moves it by target times its weight, one above by (1 - target) times): four
-/// times the sample of the walk below, so half the bracket's width on Zipf, Gauss and flat rows.
-/// Otherwise (S = 512, or the bracket reaching the heavy entries: a quarter of the sample), over
-/// the heavy entries and the sample in logit order (the heavy entries sorted only when the walk or
-/// a bound reaches them), the masses are summed from the bottom (a heavy entry's weight, a sample's
-/// weight times the entries it stands for) and the bounds sit 3 entries beyond where that sum
-/// passes D -+ 3 standard deviations of the crossing's estimate (estimate_crossing). Rows whose
-/// mass sits on a few heavy logits or a heavy tail (peaked, Zipf) are estimated as well as the
-/// others: their normaliser and the mass near the crossing no longer hinge on whether the sample
-/// hit a heavy entry. Returns where the estimate came from: none when the row is short
+/// times the sample of the walk below, so half the bracket's width on Zipf, Gauss and flat rows;
+/// [ilo, ihi), the inner band the fused pass compacts, is top_p_inner_band of each side of it
+/// (inner: the share; inner_band). Otherwise (S = 512, or the bracket reaching the heavy entries: a
+/// quarter of the sample), over the heavy entries and the sample in logit order (the heavy entries
+/// sorted only when the walk or a bound reaches them), the masses are summed from the bottom (a
+/// heavy entry's weight, a sample's weight times the entries it stands for) and the bounds sit 3
+/// entries beyond where that sum passes D -+ 3 standard deviations of the crossing's estimate
+/// (estimate_crossing; the inner band is the whole bracket). Rows whose mass sits on a few heavy
+/// logits or a heavy tail (peaked, Zipf) are estimated as well as the others: their normaliser and
+/// the mass near the crossing no longer hinge on whether the sample hit a heavy entry. Returns
+/// where the estimate came from: none when the row is short
 /// (<= 4096), has no valid sampled entry, or has more than H heavy entries; sampled when no entry
 /// is heavy. bm: the row's block maxima (max_with_block_maxima; the compare pass reads only the
 /// blocks reaching t), in w[top_p_block_maxima_at, ...). ids, lg, w, keys: scratch of x.size()
@@ -685,8 +717,8 @@ void sample_masses_below(const float* sl, const float* sw, std::size_t c, const 
 template <class A>
 top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, double target,
                             const float* bm, token_id* ids, float* lg, float* w,
-                            std::uint64_t* keys, float& lo, float& hi,
-                            std::size_t& heavy) noexcept {
+                            std::uint64_t* keys, float& lo, float& hi, float& ilo, float& ihi,
+                            std::size_t& heavy, float inner = top_p_inner_band) noexcept {
     constexpr std::size_t H = 1536, K = max_block<A>, L = simd::lanes<A>;
     static_assert(H + K + L <= top_p_block_maxima_at);
     const std::size_t n = x.size();
@@ -745,8 +777,8 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
     }
     heavy = c;
     const double zh = weigh_logits<A>(lg, c, m, inv_t, w);
-    lo = lowest_f;
-    hi = std::numeric_limits<float>::infinity();
+    lo = ilo = lowest_f;
+    hi = ihi = std::numeric_limits<float>::infinity();
     // The light samples (below xh), on a large sample: the tail's mass below a logit y, scaled
     // (each light sample stands for ls entries), found by searching y in value space (no sort);
     // when the bracket would reach the heavy entries, the walk below on a quarter of the sample.
@@ -812,6 +844,7 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
                 hi = search(std::false_type{}, m_hi, unused).second;
                 if (m_lo > 0) lo = search(std::false_type{}, m_lo, unused).first;
                 if (!(lo < hi)) lo = lowest_f;
+                inner_band(cb, inner, lo, hi, ilo, ihi);
                 return c > 0 ? top_p_estimate::heavy : top_p_estimate::sampled;
             }
         }
@@ -854,6 +887,8 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
     if (a > 0) hi = key_at(a);
     if (b < c + nl) lo = key_at(b);
     if (!(lo < hi)) lo = lowest_f;
+    ilo = lo;
+    ihi = hi;
     return c > 0 ? top_p_estimate::heavy : top_p_estimate::sampled;
 }
 
@@ -956,6 +991,38 @@ row_sums weigh_split_row(std::span<const float> x, float m, float inv_t, float* 
     return r;
 }
 
+/// Top-p's recovery when the fused pass's inner bracket missed the crossing: the row's entries
+/// in [lo, hi) (an outer band, or it and the inner band) compacted with their weights (read from w,
+/// recomputed below `fresh`, where w holds the inner bracket) to ids/lg/w from index 0
+/// (in place: each vector is read before a store reaches it). No sums, no exponential beyond
+/// the band's entries below `fresh`: a read of the row and a compare. Returns the count.
+template <class A>
+std::size_t compact_band(const float* x, std::size_t n, float* w, std::size_t fresh, float lo,
+                         float hi, float m, float inv_t, token_id* ids, float* lg) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const std::size_t nfull = n / L * L;
+    const B lob(lo), hib(hi), mb(m), tb(inv_t);
+    std::size_t c = 0, i = 0;
+    for (; i < nfull; i += L) {
+        const B v = B::load_unaligned(x + i);
+        if (const std::uint64_t mi = simd::to_mask<A>((v >= lob) & (v < hib))) {
+            const B wv = i < fresh ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i);
+            c += simd::compress_store<A>(v, wv, simd::iota<A>(token_id(i)), mi, lg + c, w + c,
+                                         ids + c);
+        }
+    }
+    for (; i < n; ++i)
+        if (x[i] >= lo && x[i] < hi) {
+            const float wi = i < fresh ? weight_one<A>(x[i], m, inv_t) : w[i];
+            ids[c] = token_id(i);
+            lg[c] = x[i];
+            w[c] = wi;
+            ++c;
+        }
+    return c;
+}
+
 /// The crossing of a weighted cut: the last entry of the prefix (logit, id), its rank (0-based)
 /// and whether it was decided.
 struct crossing {
@@ -1020,6 +1087,9 @@ struct top_p_trace {
     /// tier is corrected); not run when the float walk's margin was below half its bound
     bool corrected = false;
     std::size_t heavy = 0;  ///< the heavy entries the estimate took exactly
+    /// the fused split's bracket (the estimate's inner band) missed and the outer band's held
+    /// (compact_band)
+    bool recovered = false;
 };
 
 /// The search of top_p_cut / top_p_unordered: the result with its cut, kept, sums and tier;
@@ -1028,7 +1098,8 @@ struct top_p_trace {
 template <class A>
 truncation_result top_p_search(std::span<const float> x, float p, float temperature,
                                std::size_t min_keep, candidates& out, float* w, std::size_t& dirty,
-                               top_p_trace* trace = nullptr) noexcept {
+                               top_p_trace* trace = nullptr,
+                               float inner = top_p_inner_band) noexcept {
     constexpr float pinf = std::numeric_limits<float>::infinity();
     truncation_result r;
     dirty = 0;
@@ -1058,16 +1129,16 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     // 0 < p < 1 on a long row: the bracket's bounds estimated first (on every row shape: the
     // heavy entries exactly where a sample would miss them), its split fused with the
     // exponential pass (no pass over the row's weights afterwards when the bounds hold)
-    float elo = lowest_f, ehi = pinf;
+    float elo = lowest_f, ehi = pinf, ilo = lowest_f, ihi = pinf;
     std::size_t heavy = 0;
-    const top_p_estimate est = estimate
-                                   ? top_p_bounds<A>(x, m, inv_t, reference::decimal_floor(p), bm,
-                                                     ids, lg, w, out.key_storage(), elo, ehi, heavy)
-                                   : top_p_estimate::none;
+    const top_p_estimate est =
+        estimate ? top_p_bounds<A>(x, m, inv_t, reference::decimal_floor(p), bm, ids, lg, w,
+                                   out.key_storage(), elo, ehi, ilo, ihi, heavy, inner)
+                 : top_p_estimate::none;
     const bool fused = est != top_p_estimate::none;
     if (trace) *trace = {.estimate = est, .heavy = heavy};
     weighted_bracket fb;
-    const row_sums rs = fused ? weigh_split_row<A>(x, m, inv_t, w, elo, ehi, ids, lg, fb)
+    const row_sums rs = fused ? weigh_split_row<A>(x, m, inv_t, w, ilo, ihi, ids, lg, fb)
                               : weigh_row<A, true>(x, m, inv_t, w);
     dirty = fb.dirty;
     const double z = rs.sum;
@@ -1103,24 +1174,77 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     }
     const logit_key<A> key{m, inv_t};
     weighted_bracket b;
-    bool bracketed = false;
-    if (fused) {  // the fused split's bracket, when its bounds certainly enclose the crossing
-        const double db = key.d_bound(fb.lo);
+    bool bracketed = false, fused_b = false;  // fused_b: the bracket's sums are the fused pass's
+    // whether a split's bracket [b.lo, b.hi) certainly encloses the crossing
+    auto encloses = [&](const weighted_bracket& s) {
+        const double db = key.d_bound(s.lo);
         const bool hi_ok =
-            fb.hi == pinf || rmass - fb.above > cut_provisional_error(fb.above, db, z, z_error, n);
-        const double ge_lo = fb.above + fb.mass;
+            s.hi == pinf || rmass - s.above > cut_provisional_error(s.above, db, z, z_error, n);
+        const double ge_lo = s.above + s.mass;
         const bool lo_ok =
-            fb.lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
+            s.lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
+        return std::pair<bool, bool>{hi_ok, lo_ok};
+    };
+    if (fused) {  // the fused split's bracket, when its bounds certainly enclose the crossing
+        const auto [hi_ok, lo_ok] = encloses(fb);
         if (hi_ok && lo_ok) {
             b = fb;
             // (no w |d| summed: the walk bounds the fused bracket's by Jensen's bound alone)
             narrow_bracket<A, false, logit_key<A>, false>(ids, lg, w, m, inv_t, key, rmass, z,
                                                           z_error, n, b);
-            bracketed = true;
+            bracketed = fused_b = true;
             if (trace) trace->fused_held = true;
-        } else {  // the row's weights back where the bracket lived; the sampled search
-            weigh_logits<A>(x.data(), fb.dirty, m, inv_t, w);
-            dirty = 0;
+        } else {
+            // The inner bracket missed on one side: the estimate's outer band on that side
+            // becomes the bracket (compact_band: one read of the row, no sums; each vector
+            // holding a bracket entry costs a compaction, so the band alone), or, when the
+            // crossing lies within the check's error of the inner band's bound, the outer band
+            // and the inner band (a second read; 1 row in 96 of the heavy-headed test's). The
+            // sums stay the fused pass's: the mass above the bracket is fb.above, plus the inner
+            // bracket's mass (summed in double before the band overwrites it) when the bracket
+            // lies below it, less the compacted entries' at or above fb.hi; so the fused tree's
+            // error on fb.above still moves the prefix and z alike.
+            std::size_t band_dirty = 0;
+            if (hi_ok != lo_ok && (hi_ok ? elo < fb.lo : ehi > fb.hi)) {
+                double inner_mass = 0;
+                for (std::size_t j = 0; j < fb.size; ++j) inner_mass += double(w[j]);
+                for (int attempt = 0; attempt < 2 && !bracketed; ++attempt) {
+                    weighted_bracket rb = fb;
+                    rb.lo = hi_ok ? elo : attempt == 0 ? fb.hi : fb.lo;
+                    rb.hi = hi_ok ? (attempt == 0 ? fb.lo : fb.hi) : ehi;
+                    const std::size_t fresh = std::max(fb.dirty, band_dirty);
+                    rb.size =
+                        compact_band<A>(x.data(), n, w, fresh, rb.lo, rb.hi, m, inv_t, ids, lg);
+                    double mass = 0, up = 0;
+                    std::size_t up_count = 0;
+                    for (std::size_t j = 0; j < rb.size; ++j) {
+                        mass += double(w[j]);
+                        if (lg[j] >= fb.hi) {
+                            up += double(w[j]);
+                            ++up_count;
+                        }
+                    }
+                    const bool below = rb.hi == fb.lo;  // (the inner band above the bracket)
+                    rb.mass = mass;
+                    rb.above = fb.above + (below ? inner_mass : 0.0) - up;
+                    rb.above_count = fb.above_count + (below ? fb.size : 0) - up_count;
+                    rb.dirty = band_dirty = std::max(fresh, std::min(n, rb.size + simd::lanes<A>));
+                    const auto [hi2, lo2] = encloses(rb);
+                    if (hi2 && lo2) {
+                        b = rb;
+                        narrow_bracket<A, false, logit_key<A>, false>(ids, lg, w, m, inv_t, key,
+                                                                      rmass, z, z_error, n, b);
+                        bracketed = fused_b = true;
+                        if (trace) trace->recovered = true;
+                    } else if (hi_ok ? !lo2 : !hi2) {
+                        break;  // (the far side failed: the outer band missed too)
+                    }
+                }
+            }
+            if (!bracketed) {  // the row's weights back where the brackets lived; the search
+                weigh_logits<A>(x.data(), std::max(fb.dirty, band_dirty), m, inv_t, w);
+                dirty = 0;
+            }
         }
     }
     if (!bracketed)
@@ -1146,7 +1270,6 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
         // The fused pass's sums (float trees, row_sums::pair_error): the part above its bracket
         // moves the prefix and z alike, the rest z only; after the sampled search instead, the
         // whole of z's tree error moves z only (the sums above came from split's double lanes).
-        const bool fused_b = fused && bracketed;
         const double err_pre = fused_b ? rs.pair_error * fb.above : 0.0;
         const double err_rest = rs.pair_error * (fused_b ? std::max(0.0, z - fb.above) : z);
         // sum of w |d| above the bracket (float blocks: within 1 +- 128 u; none summed by the
@@ -1277,12 +1400,14 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
 /// the heavy entries collected by a compare over the blocks whose maxima reach them, weighed
 /// exactly); one exponential pass storing every weight fused with the split
 /// (detail::weigh_split_row: Z and the mass above the upper bound in float trees of 8 vectors, no w
-/// |d| summed; the entries between the bounds, the bracket, compacted with their weights); when the
-/// bounds do not certainly enclose the crossing (rare: see the unit tests), the split again from a
-/// sampled search over the weights (the lower bound never below the logit under which the whole
-/// tail holds less than half of what top-p drops; the sums above it exact in double lanes). Then
-/// narrowing rounds on the bracket (7 thresholds placed from a sample of it, one pass over the
-/// bracket each) until
+/// |d| summed; the entries of the estimate's inner band, the bracket, compacted with their
+/// weights: detail::top_p_inner_band); when that band misses the crossing (a few rows in 60), the
+/// estimate's outer band on the side it lies becomes the bracket (detail::compact_band: one read
+/// of the row and its weights, no exponential); when the outer bounds do not certainly enclose it
+/// either (rare: see the unit tests), the split again from a sampled search over the weights (the
+/// lower bound never below the logit under which the whole tail holds less than half of what top-p
+/// drops; the sums above it exact in double lanes). Then narrowing rounds on the bracket (7
+/// thresholds placed from a sample of it, one pass over the bracket each) until
 /// <= 64 entries or one value; the bracket sorted and walked; the bracket's part of the weights
 /// recomputed. Shorter rows: no estimate (the exponential pass, then the sampled search's split).
 /// Exactness, in tiers (truncation_result::tier): the walk's two decisions (the mass before the
