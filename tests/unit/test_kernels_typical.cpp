@@ -210,8 +210,8 @@ TEST_CASE("typical_bounds: Gaussian rows at T 1 take their highest entries exact
 }
 
 TEST_CASE("typical_split_row: split<Row, Track>'s partition, its sums within their bounds") {
-    // The cheaper split from the row (float trees of 8 vectors for the mass above, w |d| from the
-    // key's own d, the inner logit range as the interval of keys reaching hi, compress by lane
+    // The cheaper split from the row (float pairs of vectors for the mass above, w |d| with no
+    // clamp, the inner logit range as the interval of keys reaching hi, compress by lane
     // orders on AVX2) against nucleus.hpp's split<A, true, true> on the same row, bounds and
     // weights: the same bracket (ids, logits, weights, in order), count and mass above; the
     // above sum within the returned tree bound; w |d| within 128 u (the walk's allowance); the

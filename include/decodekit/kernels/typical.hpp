@@ -274,22 +274,23 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
     estimate(thr, light > 0 ? double(n - heavy) / double(light) : 0.0);
 }
 
-/// The split of typical's bracket from the row: split<A, true, true>'s partition (the entries
-/// whose key reaches hi join b.above, those in [lo, hi) are compacted with their weights to
-/// ids/lg/w from index 0; w holds the row's weights from b.dirty on) with cheaper sums: the
-/// weights above hi added as float trees of 8 vectors before they are widened to double (as
-/// nucleus.hpp's weigh_split_row), their w |d| with no clamp (two products, float blocks of
+/// The split of typical's bracket from the row: split<A, true, true>'s partition (the entries whose
+/// key reaches hi join b.above, those in [lo, hi) are compacted with their weights to ids/lg/w from
+/// index 0; w holds the row's weights from b.dirty on) with cheaper sums: the weights above hi of
+/// two vectors added in float before they are widened to double (as entropy_pass's pairs: one
+/// rounding, 2^-24; trees of 8 vectors, 3 2^-24 as nucleus.hpp's weigh_split_row, were as fast on
+/// AVX2 but their bound, added to the walk's, sent 3 more of 32 Gaussian rows at T 1.5 to the
+/// double pass (7 against 4; pairs: 5)), their w |d| with no clamp (two products, float blocks of
 /// <= 32 additions per lane, the lanes' reduction: within 1 +- 40 u of the exact sum, inside the
-/// 128 u the walk allows), the inner logit range (b.inner_lo / inner_hi) not tracked per vector
-/// but found afterwards as the logit interval whose keys reach hi (key.centred is nondecreasing
-/// in v; that interval holds no entry of the row that is not above: the same cut), and the
-/// bracket compacted by simd::compress_store_permuted (no branch per lane on AVX2). Returns the
-/// bound of the trees' rounding on b.above (absolute: 3 2^-24 of the mass they summed; the walk
-/// adds it to its bound). Measured on AVX2 (no AVX-512 on the machine), V 128256, the split
-/// alone, before the permuted compress: Gaussian T 1 73 -> 51 us, Zipf T 1 176 -> 63 us,
-/// Gaussian T 1.5 90 -> 76 us. hi = +inf (nothing above: the peaked row, whose bracket holds
-/// the whole head) skips the sums above (Above false): without that the peaked row's sample()
-/// was ~+10 us, with it 170 -> 158 us.
+/// 128 u the walk allows), the inner logit range (b.inner_lo / inner_hi) not tracked per vector but
+/// found afterwards as the logit interval whose keys reach hi (key.centred is nondecreasing in v;
+/// that interval holds no entry of the row that is not above: the same cut), and the bracket
+/// compacted by simd::compress_store_permuted (no branch per lane on AVX2). Returns the bound of
+/// the pairs' rounding on b.above (absolute: 2^-24 of the mass they summed; the walk adds it to its
+/// bound). Measured on AVX2 (no AVX-512 on the machine), V 128256, the split alone, before the
+/// permuted compress: Gaussian T 1 73 -> 51 us, Zipf T 1 176 -> 63 us, Gaussian T 1.5 90 -> 76 us.
+/// hi = +inf (nothing above: the peaked row, whose bracket holds the whole head) skips the sums
+/// above (Above false): without that the peaked row's sample() was ~+10 us, with it 170 -> 158 us.
 template <class A, bool Above = true>
 double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
                          const typical_key<A>& key, token_id* ids, float* lg,
@@ -303,7 +304,7 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
     const float* p = x.data();
     const std::size_t n = x.size(), nfull = n / L * L, fresh = b.dirty;
     const B mb(key.m), tb(key.inv_t), lob(lo), hib(hi), zero(0.f);
-    D a0(0.0), a1(0.0), a2(0.0), a3(0.0);  // the weights above hi (trees; single vectors)
+    D a0(0.0), a1(0.0), a2(0.0), a3(0.0);  // the weights above hi (pairs; single vectors)
     B bm(0.f), wd(0.f);                    // float blocks: the bracket's weights, above's w d
     double bmass = 0, wd_sum = 0, tail = 0;
     std::size_t cnt = 0, c = 0;
@@ -336,8 +337,7 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
             B u[G];
             for (std::size_t k = 0; k < G; ++k) one(i + k * L, u[k]);
             if constexpr (Above)
-                simd::widen_add<A>(
-                    a0, a1, ((u[0] + u[1]) + (u[2] + u[3])) + ((u[4] + u[5]) + (u[6] + u[7])));
+                for (std::size_t k = 0; k < G; k += 2) simd::widen_add<A>(a0, a1, u[k] + u[k + 1]);
         }
         for (; i < end; i += L) {  // the block's last < 8 vectors, widened one by one
             B u;
@@ -364,9 +364,9 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
             ++c;
         }
     }
-    const double trees = simd::reduce_add<A>(a0 + a1);
+    const double pairs = simd::reduce_add<A>(a0 + a1);
     b.mass = bmass;
-    b.above += (trees + simd::reduce_add<A>(a2 + a3)) + tail;
+    b.above += (pairs + simd::reduce_add<A>(a2 + a3)) + tail;
     b.above_wd += wd_sum;
     b.above_count += cnt;
     if (cnt > 0) {
@@ -395,7 +395,7 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
     b.hi = hi;
     // (the compress-stores write up to a vector past the count: that much is no longer the row's)
     b.dirty = std::max(b.dirty, std::min(n, c + L));
-    return 3 * 0x1p-24 * (1 + 1e-6) * trees;
+    return 0x1p-24 * (1 + 1e-6) * pairs;
 }
 
 /// checked_bracket (nucleus.hpp) for typical's key, its row splits by typical_split_row: the
@@ -500,7 +500,7 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     const typical_key<A> key{m, inv_t, cf, float(key_error(std::min(200.0, 20 - cd), cf_error))};
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
-    double above_error = 0;  // the bound of b.above's float trees (typical_split_row)
+    double above_error = 0;  // the bound of b.above's float pairs (typical_split_row)
     weighted_bracket b =
         typical_bracket<A>(x, w, key, rmass, z, z_error, out.key_storage(), ids, lg, above_error);
     // Round 1 (rare): the crossing's key was too close to a bound of the narrowed bracket for
@@ -562,7 +562,7 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
                 b.above, z,
                 [&](double bm, double wdb) {
                     // + the paired pass's rounding of z (pair_error relative), which moves z
-                    // alone, and the split's float trees in b.above (above_error), which move
+                    // alone, and the split's float pairs in b.above (above_error), which move
                     // the prefix alone (the rest of bm is an exact double sum of float weights)
                     return prefix_ratio_error(bm, wd_lo + wdb, wd_hi + wdb * (1 + 1e-6), n, z,
                                               rs.wd_bound, n) +
