@@ -9,6 +9,7 @@
 #include "dk_truncation.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -206,6 +207,102 @@ TEST_CASE("typical_bounds: Gaussian rows at T 1 take their highest entries exact
             check_typical(x, p, t, 1, dk::typical_stop::reach_with_ties);
         }
     CHECK(missed <= 1);
+}
+
+TEST_CASE("typical_split_row: split<Row, Track>'s partition, its sums within their bounds") {
+    // The cheaper split from the row (float pairs of vectors for the mass above, w |d| with no
+    // clamp, the inner logit range as the interval of keys reaching hi, compress by lane
+    // orders on AVX2) against nucleus.hpp's split<A, true, true> on the same row, bounds and
+    // weights: the same bracket (ids, logits, weights, in order), count and mass above; the
+    // above sum within the returned tree bound; w |d| within 128 u (the walk's allowance); the
+    // inner range holding every entry above and no other entry of the row. Every architecture, the
+    // four shapes, T 1 / 1.5, with a tail (n not a multiple of 64) and with the first entries'
+    // weights to recompute.
+    for (auto sh : dk_family::shapes)
+        for (float t : {1.f, 1.5f})
+            for (std::size_t v : {std::size_t(40000), std::size_t(40037)})
+                each_arch(
+                    [&](auto arch, const std::string& name) {
+                        using A = decltype(arch);
+                        const auto x = dk_family::make_row(sh, v, 7);
+                        INFO(name << " shape " << int(sh) << " T " << t << " n " << v);
+                        std::vector<float> w0(v);
+                        const float m = kn::max<A>(x);
+                        const auto rs = kn::detail::entropy_pass<A, true, true>(x, m, t, w0.data());
+                        const auto mean = kn::detail::mean_of_d(rs, v);
+                        const kn::detail::typical_key<A> key{m, 1.f / t, float(-mean.c), 0.f};
+                        // bounds around a key 2 standard deviations of the keys out
+                        std::vector<float> keys(v);
+                        for (std::size_t i = 0; i < v; ++i) keys[i] = key(x[i]);
+                        std::vector<float> sorted = keys;
+                        std::sort(sorted.begin(), sorted.end());
+                        const float lo = sorted[v / 20], hi = sorted[v / 4];
+                        for (std::size_t fresh : {std::size_t(0), std::size_t(300)}) {
+                            std::vector<float> wa = w0, wb = w0;
+                            dk::candidates ca(v), cb(v);
+                            kn::detail::weighted_bracket ba, bb;
+                            ba.dirty = bb.dirty = fresh;
+                            for (std::size_t i = 0; i < fresh; ++i) wa[i] = wb[i] = -1.f;
+                            kn::detail::split<A, true, true>(x.data(), wa.data(), v, lo, hi, m,
+                                                             1.f / t, key, ca.id_storage(),
+                                                             ca.logit_storage(), ba);
+                            const double err = kn::detail::typical_split_row<A>(
+                                x, wb.data(), lo, hi, key, cb.id_storage(), cb.logit_storage(), bb);
+                            REQUIRE(ba.size == bb.size);
+                            CHECK(ba.above_count == bb.above_count);
+                            CHECK(bb.dirty == ba.dirty);
+                            bool same = true;
+                            for (std::size_t j = 0; j < ba.size; ++j)
+                                same = same && ca.id_storage()[j] == cb.id_storage()[j] &&
+                                       ca.logit_storage()[j] == cb.logit_storage()[j] &&
+                                       wa[j] == wb[j];
+                            CHECK(same);
+                            CHECK(std::fabs(ba.mass - bb.mass) <= 1e-5 * ba.mass + 1e-300);
+                            // ba.above: the exact double sum up to n 2^-53
+                            CHECK(std::fabs(ba.above - bb.above) <= err + 1e-12 * ba.above);
+                            CHECK(std::fabs(ba.above_wd - bb.above_wd) <=
+                                  128 * 0x1p-24 * ba.above_wd + 1e-300);
+                            if (bb.above_count > 0) {
+                                CHECK(bb.inner_lo <= ba.inner_lo);
+                                CHECK(bb.inner_hi >= ba.inner_hi);
+                                std::size_t within = 0;
+                                for (std::size_t i = 0; i < v; ++i)
+                                    within += x[i] >= bb.inner_lo && x[i] <= bb.inner_hi;
+                                CHECK(within == bb.above_count);
+                            }
+                        }
+                    },
+                    v);
+}
+
+TEST_CASE("compress_store_permuted: compress_store's result for every 8-lane mask") {
+    dk_rows::each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        constexpr std::size_t L = dk::simd::lanes<A>;
+        INFO(name);
+        alignas(64) float v[L], w[L];
+        alignas(64) std::int32_t id[L];
+        for (std::size_t j = 0; j < L; ++j) {
+            v[j] = float(j) + 0.5f;
+            w[j] = -float(j);
+            id[j] = std::int32_t(100 + j);
+        }
+        const auto vb = dk::simd::batch<A>::load_aligned(v),
+                   wb = dk::simd::batch<A>::load_aligned(w);
+        const auto ib = dk::simd::ibatch<A>::load_aligned(id);
+        bool same = true;
+        for (std::uint64_t m = 0; m < 256; ++m) {
+            const std::uint64_t mk = L >= 64 ? m : m & ((std::uint64_t(1) << L) - 1);
+            float va[2 * L], wa[2 * L], vp[2 * L], wp[2 * L];
+            std::int32_t ia[2 * L], ip[2 * L];
+            const std::size_t na = dk::simd::compress_store<A>(vb, wb, ib, mk, va, wa, ia);
+            const std::size_t np = dk::simd::compress_store_permuted<A>(vb, wb, ib, mk, vp, wp, ip);
+            same = same && na == np && na == std::size_t(std::popcount(mk));
+            for (std::size_t j = 0; j < na && j < np; ++j)
+                same = same && va[j] == vp[j] && wa[j] == wp[j] && ia[j] == ip[j];
+        }
+        CHECK(same);
+    });
 }
 
 TEST_CASE("typical_unordered: small rows, special values, ties, p = 0 / 1, min_keep") {

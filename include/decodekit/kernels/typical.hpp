@@ -69,9 +69,11 @@ struct typical_key {
         return simd::min<A>(t, B(0.f) - t);  // -|t|; NaN stays NaN
     }
     float operator()(float v) const noexcept {
-        const float t = (v - m) * inv_t - c;
+        const float t = centred(v);
         return std::min(t, 0.f - t);
     }
+    /// (v - m) / T - c as the key computes it (nondecreasing in v; the key is -|centred(v)|)
+    float centred(float v) const noexcept { return (v - m) * inv_t - c; }
     /// Upper bound of |d| over the entries whose key is >= y (|d - c| <= -y).
     double d_bound(float y) const noexcept {
         return std::min(200.0, std::fabs(double(c)) - double(y));
@@ -272,16 +274,168 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
     estimate(thr, light > 0 ? double(n - heavy) / double(light) : 0.0);
 }
 
-/// The bracket of typical's cut: find_bracket's check-widen-narrow (checked_bracket) from
-/// typical_bounds' estimate.
-template <class A, class Key>
-weighted_bracket typical_bracket(std::span<const float> x, float* w, float m, float inv_t,
-                                 const Key& key, double rmass, double z, double z_error,
-                                 std::uint64_t* buf, token_id* ids, float* lg) noexcept {
+/// The split of typical's bracket from the row: split<A, true, true>'s partition (the entries whose
+/// key reaches hi join b.above, those in [lo, hi) are compacted with their weights to ids/lg/w from
+/// index 0; w holds the row's weights from b.dirty on) with cheaper sums: the weights above hi of
+/// two vectors added in float before they are widened to double (as entropy_pass's pairs: one
+/// rounding, 2^-24; trees of 8 vectors, 3 2^-24 as nucleus.hpp's weigh_split_row, were as fast on
+/// AVX2 but their bound, added to the walk's, sent 3 more of 32 Gaussian rows at T 1.5 to the
+/// double pass (7 against 4; pairs: 5)), their w |d| with no clamp (two products, float blocks of
+/// <= 32 additions per lane, the lanes' reduction: within 1 +- 40 u of the exact sum, inside the
+/// 128 u the walk allows), the inner logit range (b.inner_lo / inner_hi) not tracked per vector but
+/// found afterwards as the logit interval whose keys reach hi (key.centred is nondecreasing in v;
+/// that interval holds no entry of the row that is not above: the same cut), and the bracket
+/// compacted by simd::compress_store_permuted (no branch per lane on AVX2). Returns the bound of
+/// the pairs' rounding on b.above (absolute: 2^-24 of the mass they summed; the walk adds it to its
+/// bound). Measured on AVX2 (no AVX-512 on the machine), V 128256, the split alone, before the
+/// permuted compress: Gaussian T 1 73 -> 51 us, Zipf T 1 176 -> 63 us, Gaussian T 1.5 90 -> 76 us.
+/// hi = +inf (nothing above: the peaked row, whose bracket holds the whole head) skips the sums
+/// above (Above false): without that the peaked row's sample() was ~+10 us, with it 170 -> 158 us.
+template <class A, bool Above = true>
+double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
+                         const typical_key<A>& key, token_id* ids, float* lg,
+                         weighted_bracket& b) noexcept {
+    if constexpr (Above)
+        if (hi == std::numeric_limits<float>::infinity())  // nothing above: no sums above
+            return typical_split_row<A, false>(x, w, lo, hi, key, ids, lg, b);
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>, G = 8;
+    const float* p = x.data();
+    const std::size_t n = x.size(), nfull = n / L * L, fresh = b.dirty;
+    const B mb(key.m), tb(key.inv_t), lob(lo), hib(hi), zero(0.f);
+    D a0(0.0), a1(0.0), a2(0.0), a3(0.0);  // the weights above hi (pairs; single vectors)
+    B bm(0.f), wd(0.f);                    // float blocks: the bracket's weights, above's w d
+    double bmass = 0, wd_sum = 0, tail = 0;
+    std::size_t cnt = 0, c = 0;
+    // one vector: its weights above hi (0 elsewhere) to `above`, the bracket's part compacted
+    auto one = [&](std::size_t i, B& above) {
+        const B v = B::load_unaligned(p + i);
+        // (key(v) and the weight as split computes them: the same expressions, so the same
+        // contraction, so the keys of the batch and scalar forms agree bit for bit)
+        const B y = key(v);
+        const B e = i < fresh ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i);
+        const auto up = y >= hib;
+        const auto in = (y >= lob) & (y < hib);
+        if constexpr (Above) {
+            cnt += std::size_t(std::popcount(simd::to_mask<A>(up)));
+            above = simd::select<A>(up, e, zero);
+            wd += simd::select<A>(up, e * ((mb - v) * tb), zero);  // (NaN, -inf lanes never up)
+        } else {
+            above = zero;
+        }
+        if (const std::uint64_t mi = simd::to_mask<A>(in)) {
+            bm += simd::select<A>(in, e, zero);
+            c += simd::compress_store_permuted<A>(v, e, simd::iota<A>(token_id(i)), mi, lg + c,
+                                                  w + c, ids + c);
+        }
+    };
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 32 * L);
+        for (; i + G * L <= end; i += G * L) {
+            B u[G];
+            for (std::size_t k = 0; k < G; ++k) one(i + k * L, u[k]);
+            if constexpr (Above)
+                for (std::size_t k = 0; k < G; k += 2) simd::widen_add<A>(a0, a1, u[k] + u[k + 1]);
+        }
+        for (; i < end; i += L) {  // the block's last < 8 vectors, widened one by one
+            B u;
+            one(i, u);
+            if constexpr (Above) simd::widen_add<A>(a2, a3, u);
+        }
+        bmass += double(simd::reduce_add<A>(bm));
+        wd_sum += double(simd::reduce_add<A>(wd));
+        bm = wd = zero;
+    }
+    for (; i < n; ++i) {  // the tail, one entry at a time (the same keys and weights)
+        const float v = p[i];
+        const float y = key(v);
+        const float wi = i < fresh ? weight_one<A>(v, key.m, key.inv_t) : w[i];
+        if (y >= hi) {
+            tail += double(wi);
+            wd_sum += double(wi) * std::min(200.0, double((key.m - v) * key.inv_t));
+            ++cnt;
+        } else if (y >= lo) {
+            ids[c] = token_id(i);
+            lg[c] = v;
+            w[c] = wi;
+            bmass += double(wi);
+            ++c;
+        }
+    }
+    const double pairs = simd::reduce_add<A>(a0 + a1);
+    b.mass = bmass;
+    b.above += (pairs + simd::reduce_add<A>(a2 + a3)) + tail;
+    b.above_wd += wd_sum;
+    b.above_count += cnt;
+    if (cnt > 0) {
+        // [vlo, vhi]: the logits whose key reaches hi, hi <= t(v) <= -hi (t nondecreasing in v;
+        // searched over the ordered images of [lowest, m], where every entry above lies)
+        auto t_of = [&](float v) { return key.centred(v); };
+        auto first_true = [&](auto&& pred) {  // pred false then true over the images
+            std::int64_t a = ordered_image(lowest_f), z = ordered_image(key.m);
+            while (a < z) {
+                const std::int64_t mid = a + (z - a) / 2;
+                if (pred(from_ordered_image(std::int32_t(mid))))
+                    z = mid;
+                else
+                    a = mid + 1;
+            }
+            return from_ordered_image(std::int32_t(a));
+        };
+        const float vlo = first_true([&](float v) { return t_of(v) >= hi; });
+        const float past = first_true([&](float v) { return t_of(v) > -hi; });
+        const float vhi = t_of(past) > -hi ? std::nextafter(past, lowest_f) : past;
+        b.inner_lo = std::min(b.inner_lo, vlo);
+        b.inner_hi = std::max(b.inner_hi, vhi);
+    }
+    b.size = c;
+    b.lo = lo;
+    b.hi = hi;
+    // (the compress-stores write up to a vector past the count: that much is no longer the row's)
+    b.dirty = std::max(b.dirty, std::min(n, c + L));
+    return 0x1p-24 * (1 + 1e-6) * pairs;
+}
+
+/// checked_bracket (nucleus.hpp) for typical's key, its row splits by typical_split_row: the
+/// bracket [lo, hi) split from the row, checked (else widened: hi to +inf, lo to -inf), then
+/// narrowed. above_error: the bound of b.above's tree rounding (typical_split_row's).
+template <class A>
+weighted_bracket typical_checked_bracket(std::span<const float> x, float* w,
+                                         const typical_key<A>& key, double rmass, double z,
+                                         double z_error, float lo, float hi, token_id* ids,
+                                         float* lg, double& above_error) noexcept {
+    const std::size_t n = x.size();
+    weighted_bracket b;
+    for (;;) {
+        const std::size_t dirty = b.dirty;
+        b = {};
+        b.dirty = dirty;
+        above_error = typical_split_row<A>(x, w, lo, hi, key, ids, lg, b);
+        const double db = key.d_bound(lo);
+        const bool hi_ok = hi == std::numeric_limits<float>::infinity() ||
+                           rmass - b.above > cut_provisional_error(b.above, db, z, z_error, n);
+        const double ge_lo = b.above + b.mass;
+        const bool lo_ok =
+            lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
+        if (hi_ok && lo_ok) break;
+        if (!hi_ok) hi = std::numeric_limits<float>::infinity();
+        if (!lo_ok) lo = lowest_f;
+    }
+    narrow_bracket<A, true>(ids, lg, w, key.m, key.inv_t, key, rmass, z, z_error, n, b);
+    return b;
+}
+
+/// The bracket of typical's cut: the check-widen-narrow (typical_checked_bracket) from
+/// typical_bounds' estimate; above_error as typical_checked_bracket's.
+template <class A>
+weighted_bracket typical_bracket(std::span<const float> x, float* w, const typical_key<A>& key,
+                                 double rmass, double z, double z_error, std::uint64_t* buf,
+                                 token_id* ids, float* lg, double& above_error) noexcept {
     float lo = lowest_f, hi = std::numeric_limits<float>::infinity();
     typical_bounds<A>(x, w, key, z, rmass, buf, lg, ids, lo, hi);
-    return checked_bracket<A, true>(x, w, m, inv_t, key, rmass, z, z_error, lowest_f, lo, hi, ids,
-                                    lg);
+    return typical_checked_bracket<A>(x, w, key, rmass, z, z_error, lo, hi, ids, lg, above_error);
 }
 
 /// The search of typical_cut / typical_unordered (see the file comment); w holds the row's
@@ -346,8 +500,9 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     const typical_key<A> key{m, inv_t, cf, float(key_error(std::min(200.0, 20 - cd), cf_error))};
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
+    double above_error = 0;  // the bound of b.above's float pairs (typical_split_row)
     weighted_bracket b =
-        typical_bracket<A>(x, w, m, inv_t, key, rmass, z, z_error, out.key_storage(), ids, lg);
+        typical_bracket<A>(x, w, key, rmass, z, z_error, out.key_storage(), ids, lg, above_error);
     // Round 1 (rare): the crossing's key was too close to a bound of the narrowed bracket for
     // the bounds to certainly order the entries outside it; the bracket is then split again
     // from the row around that key, wide enough for the check, and walked again.
@@ -407,10 +562,11 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
                 b.above, z,
                 [&](double bm, double wdb) {
                     // + the paired pass's rounding of z (pair_error relative), which moves z
-                    // alone: the prefix bm is the split's exact double sum of the float weights
+                    // alone, and the split's float pairs in b.above (above_error), which move
+                    // the prefix alone (the rest of bm is an exact double sum of float weights)
                     return prefix_ratio_error(bm, wd_lo + wdb, wd_hi + wdb * (1 + 1e-6), n, z,
                                               rs.wd_bound, n) +
-                           bm / z * rs.pair_error * (1 + 1e-6);
+                           bm / z * rs.pair_error * (1 + 1e-6) + above_error / z * (1 + 1e-6);
                 },
                 qc, certain);
         };
@@ -470,7 +626,7 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
             const std::size_t was_dirty = b.dirty;
             b = {};
             b.dirty = was_dirty;
-            split<A, true, true>(x.data(), w, n, lo2, hi2, m, inv_t, key, ids, lg, b);
+            above_error = typical_split_row<A>(x, w, lo2, hi2, key, ids, lg, b);
             r.tier = exactness_tier::float_bound;
             return true;
         };
