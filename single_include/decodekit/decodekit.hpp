@@ -3876,6 +3876,49 @@ inline std::size_t compress_store(const batch<A>& v, const batch<A>& w, const ib
     }
 }
 
+/// The lane orders of compress_store_permuted's AVX2 path: for each 8-lane mask, the indices of
+/// its set lanes in order, then 0s.
+struct compress_orders {
+    alignas(32) std::int32_t idx[256][8];
+};
+inline constexpr compress_orders make_compress_orders() noexcept {
+    compress_orders t{};
+    for (int m = 0; m < 256; ++m) {
+        int k = 0;
+        for (int j = 0; j < 8; ++j)
+            if ((m >> j) & 1) t.idx[m][k++] = j;
+        for (; k < 8; ++k) t.idx[m][k] = 0;
+    }
+    return t;
+}
+inline constexpr compress_orders compress_order_table = make_compress_orders();
+
+/// compress_store of three arrays (same result and contract: may write up to lanes<A> entries
+/// past the count of each output) with no branch on the mask's lanes where the ISA has no
+/// compress instruction: on AVX2 one permutation of each vector by the mask's lane order (an
+/// 8 KB table), where compress_store's loop over the set lanes mispredicts on masks whose lanes
+/// fall at random (typical's split from the row on a Gaussian row at T 1.5: ~15 % of the entries
+/// compacted, ~3/4 of the vectors). Elsewhere compress_store.
+template <class A>
+inline std::size_t compress_store_permuted(const batch<A>& v, const batch<A>& w,
+                                           const ibatch<A>& ids, std::uint64_t m, float* v_out,
+                                           float* w_out, std::int32_t* ids_out) noexcept {
+#if defined(__AVX2__)
+    if constexpr (x86_family<A> == 256 && std::is_base_of_v<xsimd::avx2, A>) {
+        const __m256i o = _mm256_load_si256(
+            reinterpret_cast<const __m256i*>(compress_order_table.idx[std::size_t(m & 0xFF)]));
+        _mm256_storeu_ps(v_out, _mm256_permutevar8x32_ps(static_cast<__m256>(v), o));
+        _mm256_storeu_ps(w_out, _mm256_permutevar8x32_ps(static_cast<__m256>(w), o));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(ids_out),
+                            _mm256_permutevar8x32_epi32(static_cast<__m256i>(ids), o));
+        return std::size_t(std::popcount(unsigned(m & 0xFF)));
+    } else
+#endif
+    {
+        return compress_store<A>(v, w, ids, m, v_out, w_out, ids_out);
+    }
+}
+
 /// first_id, first_id + 1, ... in the lanes.
 template <class A>
 inline ibatch<A> iota(std::int32_t first_id) noexcept {
@@ -13208,6 +13251,36 @@ weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float
                                      lg);
 }
 
+/// The share of the value-space estimate's bracket (top_p_bounds, 2.5 standard deviations of
+/// the crossing's estimate a side) that the fused pass compacts: its inner band, ~1.5 standard
+/// deviations a side (taken in value: inner_band). Every vector of the row holding a bracket
+/// entry costs the fused pass a compaction (and mostly a mispredicted branch), so the outer bands
+/// are only looked at when the inner band misses (top_p_search: compact_band, one read of the
+/// row). Measured over 60 rows per shape and setting (p 0.95 T 1 / 1.5, p 0.99 T 1.5), every
+/// set exact: at V = 128256 the inner band held on 57-60 of 60 rows (Zipf p 0.95 T 1: 57, its
+/// bracket 10.8k -> 6.5k entries on average), at V = 256000 on 53-60; the outer band then held on
+/// all but 3 of the 1440 (those took the sampled search, as before). top_p_search on the
+/// benchmark rows (A/B interleaved in one process, minimum of 12-20 rounds: the machine was
+/// shared): 0-15 % faster at V = 128256 (Zipf p 0.95 T 1 -15 %, T 1.5 -7..-15 %, Gauss -3..-8 %),
+/// 4-22 % at 256000 (its Zipf p 0.95 T 1 row misses and recovers: -4 %). 0.4 missed 7 of 30 Zipf
+/// rows (the benchmark's among them: +15 % there); 0.7 gave Zipf p 0.95 T 1 -11 %.
+inline constexpr float top_p_inner_band = 0.6f;
+
+/// The inner band [ilo, ihi) of a bracket [lo, hi) around the crossing's estimate y, in value:
+/// the share f of each side (the mass below a logit is near linear in it across the bracket); a
+/// side open (lowest / +inf) stays open; f = 0: a band one float wide below y (tests: nearly
+/// always a miss). \pre lo < hi
+inline void inner_band(float y, float f, float lo, float hi, float& ilo, float& ihi) noexcept {
+    constexpr float pinf = std::numeric_limits<float>::infinity();
+    y = std::clamp(y, lo, hi);
+    ihi = hi == pinf ? pinf : std::clamp(float(double(y) + f * (double(hi) - double(y))), y, hi);
+    ilo = lo == lowest_f ? lo : std::clamp(float(double(y) - f * (double(y) - double(lo))), lo, y);
+    if (!(ilo < ihi)) {  // (an empty band: f = 0, or rounding) one value wide below y
+        ihi = y;
+        ilo = std::max(lo, std::nextafter(y, neg_inf_f));
+        if (!(ilo < ihi)) ilo = lo, ihi = hi;
+    }
+}
 /// Rows longer than this get top_p_bounds' estimate.
 inline constexpr std::size_t top_p_estimate_min = 4096;
 /// Where in the weights' scratch w the max pass leaves its block maxima for top_p_bounds (after
@@ -13362,15 +13435,17 @@ void sample_masses_below(const float* sl, const float* sw, std::size_t c, const 
 /// the bounds sit where that mass passes D -+ (2.5 standard deviations of the crossing's estimate
 /// + 3 samples' mass at the crossing; D is estimated from the same samples, so a light sample
 /// below the crossing moves it by target times its weight, one above by (1 - target) times): four
-/// times the sample of the walk below, so half the bracket's width on Zipf, Gauss and flat rows.
-/// Otherwise (S = 512, or the bracket reaching the heavy entries: a quarter of the sample), over
-/// the heavy entries and the sample in logit order (the heavy entries sorted only when the walk or
-/// a bound reaches them), the masses are summed from the bottom (a heavy entry's weight, a sample's
-/// weight times the entries it stands for) and the bounds sit 3 entries beyond where that sum
-/// passes D -+ 3 standard deviations of the crossing's estimate (estimate_crossing). Rows whose
-/// mass sits on a few heavy logits or a heavy tail (peaked, Zipf) are estimated as well as the
-/// others: their normaliser and the mass near the crossing no longer hinge on whether the sample
-/// hit a heavy entry. Returns where the estimate came from: none when the row is short
+/// times the sample of the walk below, so half the bracket's width on Zipf, Gauss and flat rows;
+/// [ilo, ihi), the inner band the fused pass compacts, is top_p_inner_band of each side of it
+/// (inner: the share; inner_band). Otherwise (S = 512, or the bracket reaching the heavy entries: a
+/// quarter of the sample), over the heavy entries and the sample in logit order (the heavy entries
+/// sorted only when the walk or a bound reaches them), the masses are summed from the bottom (a
+/// heavy entry's weight, a sample's weight times the entries it stands for) and the bounds sit 3
+/// entries beyond where that sum passes D -+ 3 standard deviations of the crossing's estimate
+/// (estimate_crossing; the inner band is the whole bracket). Rows whose mass sits on a few heavy
+/// logits or a heavy tail (peaked, Zipf) are estimated as well as the others: their normaliser and
+/// the mass near the crossing no longer hinge on whether the sample hit a heavy entry. Returns
+/// where the estimate came from: none when the row is short
 /// (<= 4096), has no valid sampled entry, or has more than H heavy entries; sampled when no entry
 /// is heavy. bm: the row's block maxima (max_with_block_maxima; the compare pass reads only the
 /// blocks reaching t), in w[top_p_block_maxima_at, ...). ids, lg, w, keys: scratch of x.size()
@@ -13380,8 +13455,8 @@ void sample_masses_below(const float* sl, const float* sw, std::size_t c, const 
 template <class A>
 top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, double target,
                             const float* bm, token_id* ids, float* lg, float* w,
-                            std::uint64_t* keys, float& lo, float& hi,
-                            std::size_t& heavy) noexcept {
+                            std::uint64_t* keys, float& lo, float& hi, float& ilo, float& ihi,
+                            std::size_t& heavy, float inner = top_p_inner_band) noexcept {
     constexpr std::size_t H = 1536, K = max_block<A>, L = simd::lanes<A>;
     static_assert(H + K + L <= top_p_block_maxima_at);
     const std::size_t n = x.size();
@@ -13440,8 +13515,8 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
     }
     heavy = c;
     const double zh = weigh_logits<A>(lg, c, m, inv_t, w);
-    lo = lowest_f;
-    hi = std::numeric_limits<float>::infinity();
+    lo = ilo = lowest_f;
+    hi = ihi = std::numeric_limits<float>::infinity();
     // The light samples (below xh), on a large sample: the tail's mass below a logit y, scaled
     // (each light sample stands for ls entries), found by searching y in value space (no sort);
     // when the bracket would reach the heavy entries, the walk below on a quarter of the sample.
@@ -13507,6 +13582,7 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
                 hi = search(std::false_type{}, m_hi, unused).second;
                 if (m_lo > 0) lo = search(std::false_type{}, m_lo, unused).first;
                 if (!(lo < hi)) lo = lowest_f;
+                inner_band(cb, inner, lo, hi, ilo, ihi);
                 return c > 0 ? top_p_estimate::heavy : top_p_estimate::sampled;
             }
         }
@@ -13549,6 +13625,8 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
     if (a > 0) hi = key_at(a);
     if (b < c + nl) lo = key_at(b);
     if (!(lo < hi)) lo = lowest_f;
+    ilo = lo;
+    ihi = hi;
     return c > 0 ? top_p_estimate::heavy : top_p_estimate::sampled;
 }
 
@@ -13651,6 +13729,38 @@ row_sums weigh_split_row(std::span<const float> x, float m, float inv_t, float* 
     return r;
 }
 
+/// Top-p's recovery when the fused pass's inner bracket missed the crossing: the row's entries
+/// in [lo, hi) (an outer band, or it and the inner band) compacted with their weights (read from w,
+/// recomputed below `fresh`, where w holds the inner bracket) to ids/lg/w from index 0
+/// (in place: each vector is read before a store reaches it). No sums, no exponential beyond
+/// the band's entries below `fresh`: a read of the row and a compare. Returns the count.
+template <class A>
+std::size_t compact_band(const float* x, std::size_t n, float* w, std::size_t fresh, float lo,
+                         float hi, float m, float inv_t, token_id* ids, float* lg) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const std::size_t nfull = n / L * L;
+    const B lob(lo), hib(hi), mb(m), tb(inv_t);
+    std::size_t c = 0, i = 0;
+    for (; i < nfull; i += L) {
+        const B v = B::load_unaligned(x + i);
+        if (const std::uint64_t mi = simd::to_mask<A>((v >= lob) & (v < hib))) {
+            const B wv = i < fresh ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i);
+            c += simd::compress_store<A>(v, wv, simd::iota<A>(token_id(i)), mi, lg + c, w + c,
+                                         ids + c);
+        }
+    }
+    for (; i < n; ++i)
+        if (x[i] >= lo && x[i] < hi) {
+            const float wi = i < fresh ? weight_one<A>(x[i], m, inv_t) : w[i];
+            ids[c] = token_id(i);
+            lg[c] = x[i];
+            w[c] = wi;
+            ++c;
+        }
+    return c;
+}
+
 /// The crossing of a weighted cut: the last entry of the prefix (logit, id), its rank (0-based)
 /// and whether it was decided.
 struct crossing {
@@ -13715,6 +13825,9 @@ struct top_p_trace {
     /// tier is corrected); not run when the float walk's margin was below half its bound
     bool corrected = false;
     std::size_t heavy = 0;  ///< the heavy entries the estimate took exactly
+    /// the fused split's bracket (the estimate's inner band) missed and the outer band's held
+    /// (compact_band)
+    bool recovered = false;
 };
 
 /// The search of top_p_cut / top_p_unordered: the result with its cut, kept, sums and tier;
@@ -13723,7 +13836,8 @@ struct top_p_trace {
 template <class A>
 truncation_result top_p_search(std::span<const float> x, float p, float temperature,
                                std::size_t min_keep, candidates& out, float* w, std::size_t& dirty,
-                               top_p_trace* trace = nullptr) noexcept {
+                               top_p_trace* trace = nullptr,
+                               float inner = top_p_inner_band) noexcept {
     constexpr float pinf = std::numeric_limits<float>::infinity();
     truncation_result r;
     dirty = 0;
@@ -13753,16 +13867,16 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     // 0 < p < 1 on a long row: the bracket's bounds estimated first (on every row shape: the
     // heavy entries exactly where a sample would miss them), its split fused with the
     // exponential pass (no pass over the row's weights afterwards when the bounds hold)
-    float elo = lowest_f, ehi = pinf;
+    float elo = lowest_f, ehi = pinf, ilo = lowest_f, ihi = pinf;
     std::size_t heavy = 0;
-    const top_p_estimate est = estimate
-                                   ? top_p_bounds<A>(x, m, inv_t, reference::decimal_floor(p), bm,
-                                                     ids, lg, w, out.key_storage(), elo, ehi, heavy)
-                                   : top_p_estimate::none;
+    const top_p_estimate est =
+        estimate ? top_p_bounds<A>(x, m, inv_t, reference::decimal_floor(p), bm, ids, lg, w,
+                                   out.key_storage(), elo, ehi, ilo, ihi, heavy, inner)
+                 : top_p_estimate::none;
     const bool fused = est != top_p_estimate::none;
     if (trace) *trace = {.estimate = est, .heavy = heavy};
     weighted_bracket fb;
-    const row_sums rs = fused ? weigh_split_row<A>(x, m, inv_t, w, elo, ehi, ids, lg, fb)
+    const row_sums rs = fused ? weigh_split_row<A>(x, m, inv_t, w, ilo, ihi, ids, lg, fb)
                               : weigh_row<A, true>(x, m, inv_t, w);
     dirty = fb.dirty;
     const double z = rs.sum;
@@ -13798,24 +13912,77 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
     }
     const logit_key<A> key{m, inv_t};
     weighted_bracket b;
-    bool bracketed = false;
-    if (fused) {  // the fused split's bracket, when its bounds certainly enclose the crossing
-        const double db = key.d_bound(fb.lo);
+    bool bracketed = false, fused_b = false;  // fused_b: the bracket's sums are the fused pass's
+    // whether a split's bracket [b.lo, b.hi) certainly encloses the crossing
+    auto encloses = [&](const weighted_bracket& s) {
+        const double db = key.d_bound(s.lo);
         const bool hi_ok =
-            fb.hi == pinf || rmass - fb.above > cut_provisional_error(fb.above, db, z, z_error, n);
-        const double ge_lo = fb.above + fb.mass;
+            s.hi == pinf || rmass - s.above > cut_provisional_error(s.above, db, z, z_error, n);
+        const double ge_lo = s.above + s.mass;
         const bool lo_ok =
-            fb.lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
+            s.lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
+        return std::pair<bool, bool>{hi_ok, lo_ok};
+    };
+    if (fused) {  // the fused split's bracket, when its bounds certainly enclose the crossing
+        const auto [hi_ok, lo_ok] = encloses(fb);
         if (hi_ok && lo_ok) {
             b = fb;
             // (no w |d| summed: the walk bounds the fused bracket's by Jensen's bound alone)
             narrow_bracket<A, false, logit_key<A>, false>(ids, lg, w, m, inv_t, key, rmass, z,
                                                           z_error, n, b);
-            bracketed = true;
+            bracketed = fused_b = true;
             if (trace) trace->fused_held = true;
-        } else {  // the row's weights back where the bracket lived; the sampled search
-            weigh_logits<A>(x.data(), fb.dirty, m, inv_t, w);
-            dirty = 0;
+        } else {
+            // The inner bracket missed on one side: the estimate's outer band on that side
+            // becomes the bracket (compact_band: one read of the row, no sums; each vector
+            // holding a bracket entry costs a compaction, so the band alone), or, when the
+            // crossing lies within the check's error of the inner band's bound, the outer band
+            // and the inner band (a second read; 1 row in 96 of the heavy-headed test's). The
+            // sums stay the fused pass's: the mass above the bracket is fb.above, plus the inner
+            // bracket's mass (summed in double before the band overwrites it) when the bracket
+            // lies below it, less the compacted entries' at or above fb.hi; so the fused tree's
+            // error on fb.above still moves the prefix and z alike.
+            std::size_t band_dirty = 0;
+            if (hi_ok != lo_ok && (hi_ok ? elo < fb.lo : ehi > fb.hi)) {
+                double inner_mass = 0;
+                for (std::size_t j = 0; j < fb.size; ++j) inner_mass += double(w[j]);
+                for (int attempt = 0; attempt < 2 && !bracketed; ++attempt) {
+                    weighted_bracket rb = fb;
+                    rb.lo = hi_ok ? elo : attempt == 0 ? fb.hi : fb.lo;
+                    rb.hi = hi_ok ? (attempt == 0 ? fb.lo : fb.hi) : ehi;
+                    const std::size_t fresh = std::max(fb.dirty, band_dirty);
+                    rb.size =
+                        compact_band<A>(x.data(), n, w, fresh, rb.lo, rb.hi, m, inv_t, ids, lg);
+                    double mass = 0, up = 0;
+                    std::size_t up_count = 0;
+                    for (std::size_t j = 0; j < rb.size; ++j) {
+                        mass += double(w[j]);
+                        if (lg[j] >= fb.hi) {
+                            up += double(w[j]);
+                            ++up_count;
+                        }
+                    }
+                    const bool below = rb.hi == fb.lo;  // (the inner band above the bracket)
+                    rb.mass = mass;
+                    rb.above = fb.above + (below ? inner_mass : 0.0) - up;
+                    rb.above_count = fb.above_count + (below ? fb.size : 0) - up_count;
+                    rb.dirty = band_dirty = std::max(fresh, std::min(n, rb.size + simd::lanes<A>));
+                    const auto [hi2, lo2] = encloses(rb);
+                    if (hi2 && lo2) {
+                        b = rb;
+                        narrow_bracket<A, false, logit_key<A>, false>(ids, lg, w, m, inv_t, key,
+                                                                      rmass, z, z_error, n, b);
+                        bracketed = fused_b = true;
+                        if (trace) trace->recovered = true;
+                    } else if (hi_ok ? !lo2 : !hi2) {
+                        break;  // (the far side failed: the outer band missed too)
+                    }
+                }
+            }
+            if (!bracketed) {  // the row's weights back where the brackets lived; the search
+                weigh_logits<A>(x.data(), std::max(fb.dirty, band_dirty), m, inv_t, w);
+                dirty = 0;
+            }
         }
     }
     if (!bracketed)
@@ -13841,7 +14008,6 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
         // The fused pass's sums (float trees, row_sums::pair_error): the part above its bracket
         // moves the prefix and z alike, the rest z only; after the sampled search instead, the
         // whole of z's tree error moves z only (the sums above came from split's double lanes).
-        const bool fused_b = fused && bracketed;
         const double err_pre = fused_b ? rs.pair_error * fb.above : 0.0;
         const double err_rest = rs.pair_error * (fused_b ? std::max(0.0, z - fb.above) : z);
         // sum of w |d| above the bracket (float blocks: within 1 +- 128 u; none summed by the
@@ -13972,12 +14138,14 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
 /// the heavy entries collected by a compare over the blocks whose maxima reach them, weighed
 /// exactly); one exponential pass storing every weight fused with the split
 /// (detail::weigh_split_row: Z and the mass above the upper bound in float trees of 8 vectors, no w
-/// |d| summed; the entries between the bounds, the bracket, compacted with their weights); when the
-/// bounds do not certainly enclose the crossing (rare: see the unit tests), the split again from a
-/// sampled search over the weights (the lower bound never below the logit under which the whole
-/// tail holds less than half of what top-p drops; the sums above it exact in double lanes). Then
-/// narrowing rounds on the bracket (7 thresholds placed from a sample of it, one pass over the
-/// bracket each) until
+/// |d| summed; the entries of the estimate's inner band, the bracket, compacted with their
+/// weights: detail::top_p_inner_band); when that band misses the crossing (a few rows in 60), the
+/// estimate's outer band on the side it lies becomes the bracket (detail::compact_band: one read
+/// of the row and its weights, no exponential); when the outer bounds do not certainly enclose it
+/// either (rare: see the unit tests), the split again from a sampled search over the weights (the
+/// lower bound never below the logit under which the whole tail holds less than half of what top-p
+/// drops; the sums above it exact in double lanes). Then narrowing rounds on the bracket (7
+/// thresholds placed from a sample of it, one pass over the bracket each) until
 /// <= 64 entries or one value; the bracket sorted and walked; the bracket's part of the weights
 /// recomputed. Shorter rows: no estimate (the exponential pass, then the sampled search's split).
 /// Exactness, in tiers (truncation_result::tier): the walk's two decisions (the mass before the
@@ -14136,9 +14304,11 @@ struct typical_key {
         return simd::min<A>(t, B(0.f) - t);  // -|t|; NaN stays NaN
     }
     float operator()(float v) const noexcept {
-        const float t = (v - m) * inv_t - c;
+        const float t = centred(v);
         return std::min(t, 0.f - t);
     }
+    /// (v - m) / T - c as the key computes it (nondecreasing in v; the key is -|centred(v)|)
+    float centred(float v) const noexcept { return (v - m) * inv_t - c; }
     /// Upper bound of |d| over the entries whose key is >= y (|d - c| <= -y).
     double d_bound(float y) const noexcept {
         return std::min(200.0, std::fabs(double(c)) - double(y));
@@ -14339,16 +14509,168 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
     estimate(thr, light > 0 ? double(n - heavy) / double(light) : 0.0);
 }
 
-/// The bracket of typical's cut: find_bracket's check-widen-narrow (checked_bracket) from
-/// typical_bounds' estimate.
-template <class A, class Key>
-weighted_bracket typical_bracket(std::span<const float> x, float* w, float m, float inv_t,
-                                 const Key& key, double rmass, double z, double z_error,
-                                 std::uint64_t* buf, token_id* ids, float* lg) noexcept {
+/// The split of typical's bracket from the row: split<A, true, true>'s partition (the entries whose
+/// key reaches hi join b.above, those in [lo, hi) are compacted with their weights to ids/lg/w from
+/// index 0; w holds the row's weights from b.dirty on) with cheaper sums: the weights above hi of
+/// two vectors added in float before they are widened to double (as entropy_pass's pairs: one
+/// rounding, 2^-24; trees of 8 vectors, 3 2^-24 as nucleus.hpp's weigh_split_row, were as fast on
+/// AVX2 but their bound, added to the walk's, sent 3 more of 32 Gaussian rows at T 1.5 to the
+/// double pass (7 against 4; pairs: 5)), their w |d| with no clamp (two products, float blocks of
+/// <= 32 additions per lane, the lanes' reduction: within 1 +- 40 u of the exact sum, inside the
+/// 128 u the walk allows), the inner logit range (b.inner_lo / inner_hi) not tracked per vector but
+/// found afterwards as the logit interval whose keys reach hi (key.centred is nondecreasing in v;
+/// that interval holds no entry of the row that is not above: the same cut), and the bracket
+/// compacted by simd::compress_store_permuted (no branch per lane on AVX2). Returns the bound of
+/// the pairs' rounding on b.above (absolute: 2^-24 of the mass they summed; the walk adds it to its
+/// bound). Measured on AVX2 (no AVX-512 on the machine), V 128256, the split alone, before the
+/// permuted compress: Gaussian T 1 73 -> 51 us, Zipf T 1 176 -> 63 us, Gaussian T 1.5 90 -> 76 us.
+/// hi = +inf (nothing above: the peaked row, whose bracket holds the whole head) skips the sums
+/// above (Above false): without that the peaked row's sample() was ~+10 us, with it 170 -> 158 us.
+template <class A, bool Above = true>
+double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
+                         const typical_key<A>& key, token_id* ids, float* lg,
+                         weighted_bracket& b) noexcept {
+    if constexpr (Above)
+        if (hi == std::numeric_limits<float>::infinity())  // nothing above: no sums above
+            return typical_split_row<A, false>(x, w, lo, hi, key, ids, lg, b);
+    using B = simd::batch<A>;
+    using D = simd::dbatch<A>;
+    constexpr std::size_t L = simd::lanes<A>, G = 8;
+    const float* p = x.data();
+    const std::size_t n = x.size(), nfull = n / L * L, fresh = b.dirty;
+    const B mb(key.m), tb(key.inv_t), lob(lo), hib(hi), zero(0.f);
+    D a0(0.0), a1(0.0), a2(0.0), a3(0.0);  // the weights above hi (pairs; single vectors)
+    B bm(0.f), wd(0.f);                    // float blocks: the bracket's weights, above's w d
+    double bmass = 0, wd_sum = 0, tail = 0;
+    std::size_t cnt = 0, c = 0;
+    // one vector: its weights above hi (0 elsewhere) to `above`, the bracket's part compacted
+    auto one = [&](std::size_t i, B& above) {
+        const B v = B::load_unaligned(p + i);
+        // (key(v) and the weight as split computes them: the same expressions, so the same
+        // contraction, so the keys of the batch and scalar forms agree bit for bit)
+        const B y = key(v);
+        const B e = i < fresh ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i);
+        const auto up = y >= hib;
+        const auto in = (y >= lob) & (y < hib);
+        if constexpr (Above) {
+            cnt += std::size_t(std::popcount(simd::to_mask<A>(up)));
+            above = simd::select<A>(up, e, zero);
+            wd += simd::select<A>(up, e * ((mb - v) * tb), zero);  // (NaN, -inf lanes never up)
+        } else {
+            above = zero;
+        }
+        if (const std::uint64_t mi = simd::to_mask<A>(in)) {
+            bm += simd::select<A>(in, e, zero);
+            c += simd::compress_store_permuted<A>(v, e, simd::iota<A>(token_id(i)), mi, lg + c,
+                                                  w + c, ids + c);
+        }
+    };
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 32 * L);
+        for (; i + G * L <= end; i += G * L) {
+            B u[G];
+            for (std::size_t k = 0; k < G; ++k) one(i + k * L, u[k]);
+            if constexpr (Above)
+                for (std::size_t k = 0; k < G; k += 2) simd::widen_add<A>(a0, a1, u[k] + u[k + 1]);
+        }
+        for (; i < end; i += L) {  // the block's last < 8 vectors, widened one by one
+            B u;
+            one(i, u);
+            if constexpr (Above) simd::widen_add<A>(a2, a3, u);
+        }
+        bmass += double(simd::reduce_add<A>(bm));
+        wd_sum += double(simd::reduce_add<A>(wd));
+        bm = wd = zero;
+    }
+    for (; i < n; ++i) {  // the tail, one entry at a time (the same keys and weights)
+        const float v = p[i];
+        const float y = key(v);
+        const float wi = i < fresh ? weight_one<A>(v, key.m, key.inv_t) : w[i];
+        if (y >= hi) {
+            tail += double(wi);
+            wd_sum += double(wi) * std::min(200.0, double((key.m - v) * key.inv_t));
+            ++cnt;
+        } else if (y >= lo) {
+            ids[c] = token_id(i);
+            lg[c] = v;
+            w[c] = wi;
+            bmass += double(wi);
+            ++c;
+        }
+    }
+    const double pairs = simd::reduce_add<A>(a0 + a1);
+    b.mass = bmass;
+    b.above += (pairs + simd::reduce_add<A>(a2 + a3)) + tail;
+    b.above_wd += wd_sum;
+    b.above_count += cnt;
+    if (cnt > 0) {
+        // [vlo, vhi]: the logits whose key reaches hi, hi <= t(v) <= -hi (t nondecreasing in v;
+        // searched over the ordered images of [lowest, m], where every entry above lies)
+        auto t_of = [&](float v) { return key.centred(v); };
+        auto first_true = [&](auto&& pred) {  // pred false then true over the images
+            std::int64_t a = ordered_image(lowest_f), z = ordered_image(key.m);
+            while (a < z) {
+                const std::int64_t mid = a + (z - a) / 2;
+                if (pred(from_ordered_image(std::int32_t(mid))))
+                    z = mid;
+                else
+                    a = mid + 1;
+            }
+            return from_ordered_image(std::int32_t(a));
+        };
+        const float vlo = first_true([&](float v) { return t_of(v) >= hi; });
+        const float past = first_true([&](float v) { return t_of(v) > -hi; });
+        const float vhi = t_of(past) > -hi ? std::nextafter(past, lowest_f) : past;
+        b.inner_lo = std::min(b.inner_lo, vlo);
+        b.inner_hi = std::max(b.inner_hi, vhi);
+    }
+    b.size = c;
+    b.lo = lo;
+    b.hi = hi;
+    // (the compress-stores write up to a vector past the count: that much is no longer the row's)
+    b.dirty = std::max(b.dirty, std::min(n, c + L));
+    return 0x1p-24 * (1 + 1e-6) * pairs;
+}
+
+/// checked_bracket (nucleus.hpp) for typical's key, its row splits by typical_split_row: the
+/// bracket [lo, hi) split from the row, checked (else widened: hi to +inf, lo to -inf), then
+/// narrowed. above_error: the bound of b.above's tree rounding (typical_split_row's).
+template <class A>
+weighted_bracket typical_checked_bracket(std::span<const float> x, float* w,
+                                         const typical_key<A>& key, double rmass, double z,
+                                         double z_error, float lo, float hi, token_id* ids,
+                                         float* lg, double& above_error) noexcept {
+    const std::size_t n = x.size();
+    weighted_bracket b;
+    for (;;) {
+        const std::size_t dirty = b.dirty;
+        b = {};
+        b.dirty = dirty;
+        above_error = typical_split_row<A>(x, w, lo, hi, key, ids, lg, b);
+        const double db = key.d_bound(lo);
+        const bool hi_ok = hi == std::numeric_limits<float>::infinity() ||
+                           rmass - b.above > cut_provisional_error(b.above, db, z, z_error, n);
+        const double ge_lo = b.above + b.mass;
+        const bool lo_ok =
+            lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
+        if (hi_ok && lo_ok) break;
+        if (!hi_ok) hi = std::numeric_limits<float>::infinity();
+        if (!lo_ok) lo = lowest_f;
+    }
+    narrow_bracket<A, true>(ids, lg, w, key.m, key.inv_t, key, rmass, z, z_error, n, b);
+    return b;
+}
+
+/// The bracket of typical's cut: the check-widen-narrow (typical_checked_bracket) from
+/// typical_bounds' estimate; above_error as typical_checked_bracket's.
+template <class A>
+weighted_bracket typical_bracket(std::span<const float> x, float* w, const typical_key<A>& key,
+                                 double rmass, double z, double z_error, std::uint64_t* buf,
+                                 token_id* ids, float* lg, double& above_error) noexcept {
     float lo = lowest_f, hi = std::numeric_limits<float>::infinity();
     typical_bounds<A>(x, w, key, z, rmass, buf, lg, ids, lo, hi);
-    return checked_bracket<A, true>(x, w, m, inv_t, key, rmass, z, z_error, lowest_f, lo, hi, ids,
-                                    lg);
+    return typical_checked_bracket<A>(x, w, key, rmass, z, z_error, lo, hi, ids, lg, above_error);
 }
 
 /// The search of typical_cut / typical_unordered (see the file comment); w holds the row's
@@ -14413,8 +14735,9 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     const typical_key<A> key{m, inv_t, cf, float(key_error(std::min(200.0, 20 - cd), cf_error))};
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
+    double above_error = 0;  // the bound of b.above's float pairs (typical_split_row)
     weighted_bracket b =
-        typical_bracket<A>(x, w, m, inv_t, key, rmass, z, z_error, out.key_storage(), ids, lg);
+        typical_bracket<A>(x, w, key, rmass, z, z_error, out.key_storage(), ids, lg, above_error);
     // Round 1 (rare): the crossing's key was too close to a bound of the narrowed bracket for
     // the bounds to certainly order the entries outside it; the bracket is then split again
     // from the row around that key, wide enough for the check, and walked again.
@@ -14474,10 +14797,11 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
                 b.above, z,
                 [&](double bm, double wdb) {
                     // + the paired pass's rounding of z (pair_error relative), which moves z
-                    // alone: the prefix bm is the split's exact double sum of the float weights
+                    // alone, and the split's float pairs in b.above (above_error), which move
+                    // the prefix alone (the rest of bm is an exact double sum of float weights)
                     return prefix_ratio_error(bm, wd_lo + wdb, wd_hi + wdb * (1 + 1e-6), n, z,
                                               rs.wd_bound, n) +
-                           bm / z * rs.pair_error * (1 + 1e-6);
+                           bm / z * rs.pair_error * (1 + 1e-6) + above_error / z * (1 + 1e-6);
                 },
                 qc, certain);
         };
@@ -14537,7 +14861,7 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
             const std::size_t was_dirty = b.dirty;
             b = {};
             b.dirty = was_dirty;
-            split<A, true, true>(x.data(), w, n, lo2, hi2, m, inv_t, key, ids, lg, b);
+            above_error = typical_split_row<A>(x, w, lo2, hi2, key, ids, lg, b);
             r.tier = exactness_tier::float_bound;
             return true;
         };
