@@ -6762,7 +6762,11 @@ struct truncation_result {
     /// normaliser: sum over the row of the float weights exp((x_i - max) / T), accumulated in
     /// double (a row with +inf entries: their count); NaN when the kernel does not compute it
     double sum = 0;
-    double kept_sum = 0;  ///< sum of the kept entries' weights, accumulated in double
+    /// sum of the kept entries' weights, accumulated in double; top-p's and typical's cuts add
+    /// the mass above their bracket from float sums of 2 (typical) or 8 (top-p) vectors first,
+    /// within 2^-24 (3 2^-24) of that part (a draw against it may differ from one against the
+    /// exact double sum at a rate of ~1e-9, in which token a boundary u picks)
+    double kept_sum = 0;
     exactness_tier tier = exactness_tier::float_bound;
     truncation_status status = truncation_status::ok;
 
@@ -14298,17 +14302,30 @@ template <class A>
 struct typical_key {
     float m, inv_t, c;
     float err;  ///< bound of a key's error (bracket bounds stay 4 of them away from its keys)
+    /// (v - m) / T - c as the key computes it (nondecreasing in v; the key is -|centred(v)|)
+    simd::batch<A> centred(const simd::batch<A>& v) const noexcept {
+        using B = simd::batch<A>;
+        return (v - B(m)) * B(inv_t) - B(c);
+    }
     simd::batch<A> operator()(const simd::batch<A>& v) const noexcept {
         using B = simd::batch<A>;
-        const B t = (v - B(m)) * B(inv_t) - B(c);
+        const B t = centred(v);
         return simd::min<A>(t, B(0.f) - t);  // -|t|; NaN stays NaN
+    }
+    /// The scalar forms are lane 0 of the vector ones: the same instructions, so the same
+    /// rounding. Written as scalar arithmetic, clang with FMA contracts (v - m) * inv_t - c into
+    /// one fused operation where it leaves xsimd's vector operators apart: the keys then differ by
+    /// an ulp on ~40 % of entries, and an entry the vector pass counted above a bound could fall
+    /// outside the inner range found from the scalar key (review of typical_split_row).
+    float centred(float v) const noexcept {
+        alignas(64) float o[simd::lanes<A>];
+        centred(simd::batch<A>(v)).store_aligned(o);
+        return o[0];
     }
     float operator()(float v) const noexcept {
         const float t = centred(v);
         return std::min(t, 0.f - t);
     }
-    /// (v - m) / T - c as the key computes it (nondecreasing in v; the key is -|centred(v)|)
-    float centred(float v) const noexcept { return (v - m) * inv_t - c; }
     /// Upper bound of |d| over the entries whose key is >= y (|d - c| <= -y).
     double d_bound(float y) const noexcept {
         return std::min(200.0, std::fabs(double(c)) - double(y));
@@ -14621,7 +14638,7 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
         };
         const float vlo = first_true([&](float v) { return t_of(v) >= hi; });
         const float past = first_true([&](float v) { return t_of(v) > -hi; });
-        const float vhi = t_of(past) > -hi ? std::nextafter(past, lowest_f) : past;
+        const float vhi = t_of(past) > -hi ? std::nextafter(past, neg_inf_f) : past;
         b.inner_lo = std::min(b.inner_lo, vlo);
         b.inner_hi = std::max(b.inner_hi, vhi);
     }
@@ -14635,7 +14652,7 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
 
 /// checked_bracket (nucleus.hpp) for typical's key, its row splits by typical_split_row: the
 /// bracket [lo, hi) split from the row, checked (else widened: hi to +inf, lo to -inf), then
-/// narrowed. above_error: the bound of b.above's tree rounding (typical_split_row's).
+/// narrowed. above_error: the bound of b.above's pair rounding (typical_split_row's).
 template <class A>
 weighted_bracket typical_checked_bracket(std::span<const float> x, float* w,
                                          const typical_key<A>& key, double rmass, double z,
