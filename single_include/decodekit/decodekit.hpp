@@ -3709,9 +3709,10 @@ template <class A>
 inline void widen_add_split(xsimd::batch<double, A>& in_lo, xsimd::batch<double, A>& in_hi,
                             xsimd::batch<double, A>& out_lo, xsimd::batch<double, A>& out_hi,
                             const batch<A>& x, const batch_bool<A>& sel) noexcept {
-    using D = xsimd::batch<double, A>;
 #if defined(__AVX512F__)
     if constexpr (x86_family<A> == 512) {
+        using D =
+            xsimd::batch<double, A>;  // (here: unused without AVX-512, -Wunused-local-typedefs)
         const __m512 v = static_cast<__m512>(x);
         const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
         const __m512d hi =
