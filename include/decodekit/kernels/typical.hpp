@@ -419,25 +419,11 @@ weighted_bracket typical_checked_bracket(std::span<const float> x, float* w,
                                          const typical_key<A>& key, double rmass, double z,
                                          double z_error, float lo, float hi, token_id* ids,
                                          float* lg, double& above_error) noexcept {
-    const std::size_t n = x.size();
-    weighted_bracket b;
-    for (;;) {
-        const std::size_t dirty = b.dirty;
-        b = {};
-        b.dirty = dirty;
-        above_error = typical_split_row<A>(x, w, lo, hi, key, ids, lg, b);
-        const double db = key.d_bound(lo);
-        const bool hi_ok = hi == std::numeric_limits<float>::infinity() ||
-                           rmass - b.above > cut_provisional_error(b.above, db, z, z_error, n);
-        const double ge_lo = b.above + b.mass;
-        const bool lo_ok =
-            lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
-        if (hi_ok && lo_ok) break;
-        if (!hi_ok) hi = std::numeric_limits<float>::infinity();
-        if (!lo_ok) lo = lowest_f;
-    }
-    narrow_bracket<A, true>(ids, lg, w, key.m, key.inv_t, key, rmass, z, z_error, n, b);
-    return b;
+    return checked_bracket_by<A, true>(
+        x.size(), w, key.m, key.inv_t, key, rmass, z, z_error, lowest_f, lo, hi, ids, lg,
+        [&](float l, float h, weighted_bracket& b) {
+            above_error = typical_split_row<A>(x, w, l, h, key, ids, lg, b);
+        });
 }
 
 /// The bracket of typical's cut: the check-widen-narrow (typical_checked_bracket) from
