@@ -13183,22 +13183,21 @@ std::pair<std::size_t, std::size_t> sampled_crossing(std::size_t valid, double s
     return {j, std::size_t(std::min(cap, 4 * sd)) + 3};
 }
 
-/// The bracket [lo, hi) of a weighted cut from an estimate: split the row at it, check it (the
-/// mass above certainly below rmass, the mass of the bracket and above certainly reaching it;
-/// else widened: hi to +inf, lo to `floor` then to -inf; at most three passes), then narrow it
-/// (7 thresholds a round) to at most 64 entries or one key (find_bracket, typical's bracket).
-template <class A, bool Track, class Key>
-weighted_bracket checked_bracket(std::span<const float> x, float* w, float m, float inv_t,
-                                 const Key& key, double rmass, double z, double z_error,
-                                 float floor, float lo, float hi, token_id* ids,
-                                 float* lg) noexcept {
-    const std::size_t n = x.size();
+/// The bracket [lo, hi) of a weighted cut from an estimate: split the row at it (split_row(lo,
+/// hi, b) fills b from the row), check it (the mass above certainly below rmass, the mass of the
+/// bracket and above certainly reaching it; else widened: hi to +inf, lo to `floor` then to -inf;
+/// at most three passes), then narrow it (7 thresholds a round) to at most 64 entries or one key.
+template <class A, bool Track, class Key, class SplitRow>
+weighted_bracket checked_bracket_by(std::size_t n, float* w, float m, float inv_t, const Key& key,
+                                    double rmass, double z, double z_error, float floor, float lo,
+                                    float hi, token_id* ids, float* lg,
+                                    SplitRow&& split_row) noexcept {
     weighted_bracket b;
     for (;;) {
         const std::size_t dirty = b.dirty;
         b = {};
         b.dirty = dirty;
-        split<A, true, Track>(x.data(), w, n, lo, hi, m, inv_t, key, ids, lg, b);
+        split_row(lo, hi, b);
         const double db = key.d_bound(lo);
         const bool hi_ok = hi == std::numeric_limits<float>::infinity() ||
                            rmass - b.above > cut_provisional_error(b.above, db, z, z_error, n);
@@ -13211,6 +13210,20 @@ weighted_bracket checked_bracket(std::span<const float> x, float* w, float m, fl
     }
     narrow_bracket<A, Track>(ids, lg, w, m, inv_t, key, rmass, z, z_error, n, b);
     return b;
+}
+
+/// checked_bracket_by with the row split by split (find_bracket, top-p's sampled search).
+template <class A, bool Track, class Key>
+weighted_bracket checked_bracket(std::span<const float> x, float* w, float m, float inv_t,
+                                 const Key& key, double rmass, double z, double z_error,
+                                 float floor, float lo, float hi, token_id* ids,
+                                 float* lg) noexcept {
+    const std::size_t n = x.size();
+    return checked_bracket_by<A, Track>(n, w, m, inv_t, key, rmass, z, z_error, floor, lo, hi, ids,
+                                        lg, [&](float l, float h, weighted_bracket& b) {
+                                            split<A, true, Track>(x.data(), w, n, l, h, m, inv_t,
+                                                                  key, ids, lg, b);
+                                        });
 }
 
 /// The bracket of a weighted cut over the keys of the row (see weighted_bracket): the entries
@@ -14659,25 +14672,11 @@ weighted_bracket typical_checked_bracket(std::span<const float> x, float* w,
                                          const typical_key<A>& key, double rmass, double z,
                                          double z_error, float lo, float hi, token_id* ids,
                                          float* lg, double& above_error) noexcept {
-    const std::size_t n = x.size();
-    weighted_bracket b;
-    for (;;) {
-        const std::size_t dirty = b.dirty;
-        b = {};
-        b.dirty = dirty;
-        above_error = typical_split_row<A>(x, w, lo, hi, key, ids, lg, b);
-        const double db = key.d_bound(lo);
-        const bool hi_ok = hi == std::numeric_limits<float>::infinity() ||
-                           rmass - b.above > cut_provisional_error(b.above, db, z, z_error, n);
-        const double ge_lo = b.above + b.mass;
-        const bool lo_ok =
-            lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
-        if (hi_ok && lo_ok) break;
-        if (!hi_ok) hi = std::numeric_limits<float>::infinity();
-        if (!lo_ok) lo = lowest_f;
-    }
-    narrow_bracket<A, true>(ids, lg, w, key.m, key.inv_t, key, rmass, z, z_error, n, b);
-    return b;
+    return checked_bracket_by<A, true>(
+        x.size(), w, key.m, key.inv_t, key, rmass, z, z_error, lowest_f, lo, hi, ids, lg,
+        [&](float l, float h, weighted_bracket& b) {
+            above_error = typical_split_row<A>(x, w, l, h, key, ids, lg, b);
+        });
 }
 
 /// The bracket of typical's cut: the check-widen-narrow (typical_checked_bracket) from
