@@ -210,6 +210,58 @@ TEST_CASE("typical_bounds: Gaussian rows at T 1 take their highest entries exact
     CHECK(missed <= 1);
 }
 
+TEST_CASE("entropy_pass (Heavy): the entries above the planned threshold, as a pass would find") {
+    // typical_heavy_plan predicts typical_bounds' second stage on Gaussian-like rows (its
+    // threshold from the same sampled weights, recomputed before the pass); the pass collects
+    // the entries whose stored weight exceeds it, ids ascending (or overflows past cap), and
+    // typical_bounds uses them only under its own threshold. Same sums as the plain pass.
+    using A = dk::simd::default_arch;
+    const std::size_t v = 128256;
+    for (float t : {1.f, 1.5f})
+        for (auto sh : dk_family::shapes) {
+            const auto x = dk_family::make_row(sh, v);
+            INFO("shape " << dk_family::name(sh) << " T " << t);
+            const float m = kn::max<A>(x);
+            std::vector<dk::token_id> ids(4096);
+            kn::detail::heavy_entries h;
+            const bool plan = kn::detail::typical_heavy_plan<A>(x, m, 1.f / t, ids.data(), h);
+            // the premise: the Gaussian row at T 1 (z ~ 2100, the second stage's row) is planned
+            if (sh == dk_family::shape::gauss && t == 1.f) CHECK(plan);
+            if (!plan) continue;
+            std::vector<float> w(v), w2(v);
+            const auto rs = kn::detail::entropy_pass<A, true, true, true>(x, m, t, w.data(), &h);
+            const auto r2 = kn::detail::entropy_pass<A, true, true>(x, m, t, w2.data());
+            CHECK(rs.sum == r2.sum);
+            CHECK(rs.wd == r2.wd);
+            CHECK(w == w2);
+            std::vector<dk::token_id> want;
+            for (std::size_t i = 0; i < v; ++i)
+                if (w[i] > h.thr) want.push_back(dk::token_id(i));
+            REQUIRE(!h.overflow);
+            CHECK(std::vector<dk::token_id>(ids.begin(), ids.begin() + long(h.count)) == want);
+            // overflow: a cap below the count
+            kn::detail::heavy_entries small{
+                .thr = h.thr, .ids = ids.data(), .cap = want.size() - 1};
+            kn::detail::entropy_pass<A, true, true, true>(x, m, t, w.data(), &small);
+            CHECK(small.overflow);
+            check_typical(x, 0.9f, t, 1, dk::typical_stop::reach_with_ties);
+        }
+    // a row whose length is not a whole number of pairs of vectors (the entries after the last
+    // pair are compared after the pass)
+    const auto x = dk_family::make_row(dk_family::shape::gauss, 40000 + 13);
+    const float m = kn::max<A>(x);
+    std::vector<dk::token_id> ids(4096);
+    kn::detail::heavy_entries h{.thr = 0.2f, .ids = ids.data(), .cap = 4096};
+    std::vector<float> w(x.size());
+    kn::detail::entropy_pass<A, true, true, true>(x, m, 1.f, w.data(), &h);
+    std::vector<dk::token_id> want;
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (w[i] > h.thr) want.push_back(dk::token_id(i));
+    REQUIRE(!h.overflow);
+    REQUIRE(want.size() > 100);
+    CHECK(std::vector<dk::token_id>(ids.begin(), ids.begin() + long(h.count)) == want);
+}
+
 TEST_CASE("typical_split_row: split<Row, Track>'s partition, its sums within their bounds") {
     // The cheaper split from the row (float pairs of vectors for the mass above, w |d| with no
     // clamp, the inner logit range as the interval of keys reaching hi, compress by lane
