@@ -24,9 +24,10 @@
 /// exponential pass), that no entry of another logit has a key so close to the crossing's that
 /// the reference could order them differently or find them tied (c's error: entropy.hpp's
 /// centred bound). When only that order check fails, the bracket's scores in double with the same
-/// c (no pass: the float keys' own rounding is about half of their bound), then the compensated
-/// float tier (both reported as float_bound): entropy.hpp's compensate() pass (which also sums the
-/// weights and products unpaired, unpaired_sums) gives c to ~exp_error sigma, the bracket's scores
+/// c (no pass: the float keys' own rounding is about half of their bound; reported as
+/// float_bound), then the compensated float tier (reported as exactness_tier::corrected, as
+/// top-p's read pass): entropy.hpp's compensate() pass (which also sums the weights and
+/// products unpaired, unpaired_sums) gives c to ~exp_error sigma, the bracket's scores
 /// are taken in double from it and walked again (on the Gaussian row of the benchmark family the
 /// float keys leave the order open on ~90 % of rows, the compensated tier on ~6 %). Then, as in
 /// nucleus.hpp: a double-precision pass (Z, c and the mass inside the bracket in double, the
@@ -748,6 +749,9 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
             const weighted_mean mc =
                 k.valid ? mean_of_d(unpaired_sums(rs, k, n), n, k) : weighted_mean{};
             certain = k.valid && mc.dc < dc && double_key_walk(-mc.c, mc.dc);
+            // (a read pass over the row and its weights recovering the arguments' rounding, as
+            // top-p's corrected tier: reported as that tier)
+            if (certain) r.tier = exactness_tier::corrected;
         }
         if (!certain && qc < c) {
             // the double pass: Z, c and the inner mass in double; the bracket's keys and weights
