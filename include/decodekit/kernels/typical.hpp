@@ -306,7 +306,11 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
 /// only when its own threshold is this one (else its own pass). ids: >= 2048 entries of scratch
 /// (typical_bounds' ids). Returns false when nothing is to be collected.
 /// Measured (AVX2, V 128256, Gaussian row T 1): that pass over the weights was ~14 % of
-/// sample() (a branch per vector, mispredicted, and the weights' 512 KB read back from L3).
+/// sample()'s perf samples (a branch per vector, mispredicted, and the weights' 512 KB read back
+/// from L3); sample() 214 -> 204 us (min of 5 alternated runs; the other rows, not planned,
+/// within the machine's +-5 % noise). Planning more rows does not pay: with the second stage's
+/// trigger at 4 % instead of 15 % (so that Gaussian rows at T 1.5 take it too), the flat row at
+/// T 1 was 24 % slower and the Gaussian one at T 1.5 6 %.
 template <class A>
 bool typical_heavy_plan(std::span<const float> x, float m, float inv_t, token_id* ids,
                         heavy_entries& h) noexcept {
