@@ -223,7 +223,7 @@ TEST_CASE("entropy_pass (Heavy): the entries above the planned threshold, as a p
             const auto x = dk_family::make_row(sh, v);
             INFO("shape " << dk_family::name(sh) << " T " << t);
             const float m = kn::max<A>(x);
-            std::vector<dk::token_id> ids(4096);
+            std::vector<dk::token_id> ids(v);
             kn::detail::heavy_entries h;
             const bool plan = kn::detail::typical_heavy_plan<A>(x, m, 1.f / t, ids.data(), h);
             // the premise: the Gaussian row at T 1 (z ~ 2100, the second stage's row) is planned
@@ -240,6 +240,20 @@ TEST_CASE("entropy_pass (Heavy): the entries above the planned threshold, as a p
                 if (w[i] > h.thr) want.push_back(dk::token_id(i));
             REQUIRE(!h.overflow);
             CHECK(std::vector<dk::token_id>(ids.begin(), ids.begin() + long(h.count)) == want);
+            // typical_bounds from the collected entries: the bounds of its own pass
+            const auto mean = kn::detail::mean_of_d(rs, v);
+            const kn::detail::typical_key<A> key{m, 1.f / t, float(-mean.c), 0.f};
+            dk::candidates scratch(v);
+            std::vector<float> lg(v);
+            float lo1 = 0, hi1 = 0, lo2 = 0, hi2 = 0;
+            const double rmass = ref::decimal_floor(0.9f) * rs.sum;
+            kn::detail::typical_bounds<A>(x, w.data(), key, rs.sum, rmass, scratch.key_storage(),
+                                          lg.data(), ids.data(), lo1, hi1, &h);
+            kn::detail::typical_bounds<A>(x, w.data(), key, rs.sum, rmass, scratch.key_storage(),
+                                          scratch.logit_storage(), scratch.id_storage(), lo2, hi2);
+            CHECK(lo1 == lo2);
+            CHECK(hi1 == hi2);
+            if (sh == dk_family::shape::gauss && t == 1.f) CHECK(hi1 < inf);  // (a closed bracket)
             // overflow: a cap below the count
             kn::detail::heavy_entries small{
                 .thr = h.thr, .ids = ids.data(), .cap = want.size() - 1};
