@@ -14,9 +14,10 @@
 // the size of the final candidate set (distribution_unordered(), outside the timing). A setting
 // whose call does not return status ok is reported as an error, not timed.
 // At V = 128256, the counters `tier_corrected`, `tier_double` and `tier_reference` are the share
-// of the selection steps' runs (sampling_workspace::tiers) decided by top-p's corrected read pass,
-// by a double-precision pass and by the reference's own arithmetic (the exactness fallbacks),
-// over one call on each of 32 more rows of the shape (salts 1..32), outside the timing.
+// of the selection steps' runs (sampling_workspace::tiers) decided by top-p's corrected read pass
+// or typical's compensated pass, by a double-precision pass and by the reference's own arithmetic
+// (the exactness fallbacks), over one call on each of 32 more rows of the shape (salts 1..32),
+// outside the timing.
 //
 // Settings with a mask percentage run under a token bitmask (sample_context::mask) allowing that
 // percentage of the tokens at random (fixed seed): "<setting>_mask<percent>" (issue 14's bar:

@@ -16,6 +16,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -208,6 +209,72 @@ TEST_CASE("typical_bounds: Gaussian rows at T 1 take their highest entries exact
             check_typical(x, p, t, 1, dk::typical_stop::reach_with_ties);
         }
     CHECK(missed <= 1);
+}
+
+TEST_CASE("entropy_pass (Heavy): the entries above the planned threshold, as a pass would find") {
+    // typical_heavy_plan predicts typical_bounds' second stage on Gaussian-like rows (its
+    // threshold from the same sampled weights, recomputed before the pass); the pass collects
+    // the entries whose stored weight exceeds it, ids ascending (or overflows past cap), and
+    // typical_bounds uses them only under its own threshold. Same sums as the plain pass.
+    using A = dk::simd::default_arch;
+    const std::size_t v = 128256;
+    for (float t : {1.f, 1.5f})
+        for (auto sh : dk_family::shapes) {
+            const auto x = dk_family::make_row(sh, v);
+            INFO("shape " << dk_family::name(sh) << " T " << t);
+            const float m = kn::max<A>(x);
+            std::vector<dk::token_id> ids(v);
+            kn::detail::heavy_entries h;
+            const bool plan = kn::detail::typical_heavy_plan<A>(x, m, 1.f / t, ids.data(), h);
+            // the premise: the Gaussian row at T 1 (z ~ 2100, the second stage's row) is planned
+            if (sh == dk_family::shape::gauss && t == 1.f) CHECK(plan);
+            if (!plan) continue;
+            std::vector<float> w(v), w2(v);
+            const auto rs = kn::detail::entropy_pass<A, true, true, true>(x, m, t, w.data(), &h);
+            const auto r2 = kn::detail::entropy_pass<A, true, true>(x, m, t, w2.data());
+            CHECK(rs.sum == r2.sum);
+            CHECK(rs.wd == r2.wd);
+            CHECK(w == w2);
+            std::vector<dk::token_id> want;
+            for (std::size_t i = 0; i < v; ++i)
+                if (w[i] > h.thr) want.push_back(dk::token_id(i));
+            REQUIRE(!h.overflow);
+            CHECK(std::vector<dk::token_id>(ids.begin(), ids.begin() + long(h.count)) == want);
+            // typical_bounds from the collected entries: the bounds of its own pass
+            const auto mean = kn::detail::mean_of_d(rs, v);
+            const kn::detail::typical_key<A> key{m, 1.f / t, float(-mean.c), 0.f};
+            dk::candidates scratch(v);
+            std::vector<float> lg(v);
+            float lo1 = 0, hi1 = 0, lo2 = 0, hi2 = 0;
+            const double rmass = ref::decimal_floor(0.9f) * rs.sum;
+            kn::detail::typical_bounds<A>(x, w.data(), key, rs.sum, rmass, scratch.key_storage(),
+                                          lg.data(), ids.data(), lo1, hi1, &h);
+            kn::detail::typical_bounds<A>(x, w.data(), key, rs.sum, rmass, scratch.key_storage(),
+                                          scratch.logit_storage(), scratch.id_storage(), lo2, hi2);
+            CHECK(lo1 == lo2);
+            CHECK(hi1 == hi2);
+            if (sh == dk_family::shape::gauss && t == 1.f) CHECK(hi1 < inf);  // (a closed bracket)
+            // overflow: a cap below the count
+            kn::detail::heavy_entries small{
+                .thr = h.thr, .ids = ids.data(), .cap = want.size() - 1};
+            kn::detail::entropy_pass<A, true, true, true>(x, m, t, w.data(), &small);
+            CHECK(small.overflow);
+            check_typical(x, 0.9f, t, 1, dk::typical_stop::reach_with_ties);
+        }
+    // a row whose length is not a whole number of pairs of vectors (the entries after the last
+    // pair are compared after the pass)
+    const auto x = dk_family::make_row(dk_family::shape::gauss, 40000 + 13);
+    const float m = kn::max<A>(x);
+    std::vector<dk::token_id> ids(4096);
+    kn::detail::heavy_entries h{.thr = 0.2f, .ids = ids.data(), .cap = 4096};
+    std::vector<float> w(x.size());
+    kn::detail::entropy_pass<A, true, true, true>(x, m, 1.f, w.data(), &h);
+    std::vector<dk::token_id> want;
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (w[i] > h.thr) want.push_back(dk::token_id(i));
+    REQUIRE(!h.overflow);
+    REQUIRE(want.size() > 100);
+    CHECK(std::vector<dk::token_id>(ids.begin(), ids.begin() + long(h.count)) == want);
 }
 
 TEST_CASE("typical_split_row: split<Row, Track>'s partition, its sums within their bounds") {
@@ -463,6 +530,21 @@ TEST_CASE("typical_unordered: each exactness tier, forced, with its premise") {
         CHECK(check_typical(x, 0.01f, 1.f, 5, dk::typical_stop::exceed) ==
               1u << unsigned(kn::exactness_tier::reference));
     }
+    // corrected: the compensated pass (entropy.hpp compensate(), no exponential where the
+    // weights are kept) decides (the float keys and the double scores with the first pass's c
+    // left the crossing's order open), reported as top-p's read pass is; on architectures
+    // without an exact fma it computes nothing and a later tier decides
+    for (const auto& [sh, t, p, stop] :
+         {std::tuple{dk_family::shape::gauss, 1.f, 0.9f, dk::typical_stop::reach_with_ties},
+          std::tuple{dk_family::shape::flat, 1.5f, 0.6f, dk::typical_stop::exceed}}) {
+        const auto x = dk_family::make_row(sh, 32000, 42);
+        INFO("shape " << dk_family::name(sh));
+        check_typical(x, p, t, 1, stop);
+        dk::candidates c(x.size());
+        std::vector<float> w(x.size());
+        const auto r = kn::typical_unordered<A>(x, p, t, 1, stop, c, w);
+        if (kn::detail::exact_fma<A>) CHECK(r.tier == kn::exactness_tier::corrected);
+    }
     // float_bound on a family row
     {
         const auto x = dk_family::make_row(dk_family::shape::zipf, 32000);
@@ -491,7 +573,8 @@ TEST_CASE(
                 std::vector<float> w(x.size());
                 const auto r = kn::typical_unordered<A>(x, 0.9f, t, 1,
                                                         dk::typical_stop::reach_with_ties, c, w);
-                double_rows += r.tier != kn::exactness_tier::float_bound;
+                double_rows += r.tier != kn::exactness_tier::float_bound &&
+                               r.tier != kn::exactness_tier::corrected;
                 ++rows;
                 (void)tiers;
             }

@@ -34,8 +34,10 @@
 #include <decodekit/kernels/weights.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <type_traits>
 
@@ -55,15 +57,32 @@ inline constexpr bool exact_fma =
     false;
 #endif
 
+/// The entries whose weight exceeds thr, collected by entropy_pass (Heavy) as it stores the
+/// weights: their ids ascending in ids[0, count) (the set a later pass comparing the stored
+/// weights with thr would find, in the same order), overflow when more than cap exceed thr
+/// (ids[0, count) is then some of them only). typical.hpp's heavy entries (typical_bounds):
+/// one compare per pair of vectors in the pass instead of one more pass over the weights.
+struct heavy_entries {
+    float thr = 0;
+    token_id* ids = nullptr;
+    std::size_t cap = 0;
+    std::size_t count = 0;
+    bool overflow = false;
+};
+
 /// One precise pass over the row: w_i to w (Store), their sum and the moments of d (row_sums:
 /// sum, wd in double lanes, wd_bound from wd, wd2_bound from float blocks). Paired: the weights
 /// and the products of two vectors are added in float before they are widened (half the
 /// conversions, the pass's bottleneck: ~25 % faster on AVX-512), which costs one rounding of
 /// 2^-24 relative per pair (row_sums::pair_error, carried by row_sums::error and mean_of_d; no
 /// compensation then: compensate() does not recover it).
+/// Heavy (with Store and Paired): the entries whose stored weight exceeds heavy->thr collected
+/// to *heavy (see heavy_entries).
 /// \pre m finite (the row max), temperature > 0 with fl(1 / temperature) finite
-template <class A, bool Store, bool Paired = false>
-row_sums entropy_pass(std::span<const float> x, float m, float temperature, float* w) noexcept {
+template <class A, bool Store, bool Paired = false, bool Heavy = false>
+row_sums entropy_pass(std::span<const float> x, float m, float temperature, float* w,
+                      heavy_entries* heavy = nullptr) noexcept {
+    static_assert(!Heavy || (Store && Paired));
     using B = simd::batch<A>;
     using D = simd::dbatch<A>;
     constexpr std::size_t L = simd::lanes<A>;
@@ -75,6 +94,18 @@ row_sums entropy_pass(std::span<const float> x, float m, float temperature, floa
         B f2 = B(0.f);
     } a, b;
     double wd2_f = 0;
+    std::size_t covered = 0;  // (Heavy) the pairs' entries [0, covered) are collected
+    [[maybe_unused]] const B hb(Heavy ? heavy->thr : 0.f);
+    // (Heavy) the entries of [i, i + bits) whose bit is set in mk, ids ascending
+    auto collect = [&](std::size_t i, std::uint64_t mk) {
+        const auto k = std::size_t(std::popcount(mk));
+        if (heavy->count + k > heavy->cap) {
+            heavy->overflow = true;
+            return;
+        }
+        for (; mk != 0; mk &= mk - 1)
+            heavy->ids[heavy->count++] = token_id(i + std::size_t(std::countr_zero(mk)));
+    };
     auto step = [&](const B& v, acc& s, float* out) {
         const B d = (v - mb) * tb;
         const B e = simd::exp_nonpositive<A>(d);
@@ -98,6 +129,13 @@ row_sums entropy_pass(std::span<const float> x, float m, float temperature, floa
             ea.store_unaligned(w + i);
             eb.store_unaligned(w + i + L);
         }
+        if constexpr (Heavy) {
+            // one branch per pair: ~1000 entries above thr on a Gaussian row of 128256 (a pair
+            // holds one in ~8 pairs)
+            const std::uint64_t mk = simd::to_mask<A>(ea > hb) | (simd::to_mask<A>(eb > hb) << L);
+            if (mk != 0 && !heavy->overflow) collect(i, mk);
+            covered = i + 2 * L;
+        }
         const B ca = simd::max_ignore_nan<A>(lo, da), cb = simd::max_ignore_nan<A>(lo, db);
         const B fa = ea * ca, fb = eb * cb;
         a.f2 = simd::fma<A>(fa, ca, a.f2);
@@ -116,6 +154,9 @@ row_sums entropy_pass(std::span<const float> x, float m, float temperature, floa
             }
         },
         [&](const B& v, float* out) { step(v, a, out); }, flush);
+    if constexpr (Heavy)  // the entries after the last pair (< 2 vectors and the tail)
+        for (std::size_t i = covered; i < n && !heavy->overflow; ++i)
+            if (w[i] > heavy->thr) collect(i, 1);
     row_sums r;
     r.sum = simd::reduce_add<A>((a.z0 + a.z1) + (b.z0 + b.z1));
     r.wd = -simd::reduce_add<A>((a.s0 + a.s1) + (b.s0 + b.s1));

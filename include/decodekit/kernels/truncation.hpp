@@ -38,8 +38,9 @@ struct row_cut {
 enum class exactness_tier : std::uint8_t {
     float_bound,  ///< the float weights, whose error bound could not change the set
     corrected,    ///< one read pass over the row and its float weights, no exponential: every
-                  ///< weight's argument rounding recovered in double (top-p only; a margin was
-                  ///< within the float bound, not within the exponential's own error)
+                  ///< weight's argument rounding recovered (top-p: in double; typical: its
+                  ///< compensated pass, entropy.hpp; a margin was within the float bound, not
+                  ///< within the exponential's own error)
     double_pass,  ///< a double-precision exponential pass over the row (a margin was within the
                   ///< float bound, and for top-p within the corrected tier's bound too)
     reference,    ///< the scalar reference's own arithmetic (a margin was within ~1e-10), or a

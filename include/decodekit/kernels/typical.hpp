@@ -24,9 +24,10 @@
 /// exponential pass), that no entry of another logit has a key so close to the crossing's that
 /// the reference could order them differently or find them tied (c's error: entropy.hpp's
 /// centred bound). When only that order check fails, the bracket's scores in double with the same
-/// c (no pass: the float keys' own rounding is about half of their bound), then the compensated
-/// float tier (both reported as float_bound): entropy.hpp's compensate() pass (which also sums the
-/// weights and products unpaired, unpaired_sums) gives c to ~exp_error sigma, the bracket's scores
+/// c (no pass: the float keys' own rounding is about half of their bound; reported as
+/// float_bound), then the compensated float tier (reported as exactness_tier::corrected, as
+/// top-p's read pass): entropy.hpp's compensate() pass (which also sums the weights and
+/// products unpaired, unpaired_sums) gives c to ~exp_error sigma, the bracket's scores
 /// are taken in double from it and walked again (on the Gaussian row of the benchmark family the
 /// float keys leave the order open on ~90 % of rows, the compensated tier on ~6 %). Then, as in
 /// nucleus.hpp: a double-precision pass (Z, c and the mass inside the bracket in double, the
@@ -143,10 +144,13 @@ inline row_cut interval_cut(std::span<const float> x, const candidates& set) noe
 /// entries above the smallest of them (~1024 expected, at most 2048) likewise. Rows of <= 4096
 /// entries: no estimate (the whole row). buf: >= x.size() keys of scratch; lg, ids: >= x.size()
 /// entries of scratch (the heavy entries' keys and ids).
+/// pre (optional): the entries above some threshold collected by the exponential pass
+/// (typical_heavy_plan): when that threshold is the second stage's and pre->ids is ids, they
+/// replace its pass over the weights (the same entries in the same order).
 template <class A, class Key>
 void typical_bounds(std::span<const float> x, const float* w, const Key& key, double z,
                     double rmass, std::uint64_t* buf, float* lg, token_id* ids, float& lo,
-                    float& hi) noexcept {
+                    float& hi, const heavy_entries* pre = nullptr) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>, S = 512, H = 2048;
     constexpr float pinf = std::numeric_limits<float>::infinity();
@@ -254,6 +258,12 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
     const B tb(thr);
     std::size_t h = 0, i = 0;
     bool overflow = false;
+    if (pre != nullptr && pre->ids == ids && pre->thr == thr) {  // collected by the pass
+        overflow = pre->overflow;
+        h = pre->count;
+        for (std::size_t j = 0; j < h && !overflow; ++j) lg[j] = key(x[std::size_t(ids[j])]);
+        i = n;
+    }
     for (; i + L <= n; i += L) {
         const std::uint64_t mk = simd::to_mask<A>(B::load_unaligned(w + i) > tb);
         if (mk == 0) continue;
@@ -285,6 +295,62 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
     const std::size_t light = sample(thr);
     // each light sample stands for (n - heavy) / light entries
     estimate(thr, light > 0 ? double(n - heavy) / double(light) : 0.0);
+}
+
+/// The threshold of typical_bounds' second stage on a Gaussian-like row (z >= 2048: the r-th
+/// largest sampled weight) from the same 512 sampled positions before the exponential pass
+/// (their weights recomputed: weight_lanes, the stored weights bit for bit), and whether that
+/// stage will likely run (the r largest hold > 15 % of the samples' sum of w^2), so that
+/// entropy_pass collects the entries above it (Heavy) and typical_bounds skips its pass over
+/// the weights. The decision is only a prediction: typical_bounds uses the collected entries
+/// only when its own threshold is this one (else its own pass). ids: >= 2048 entries of scratch
+/// (typical_bounds' ids). Returns false when nothing is to be collected.
+/// Measured (AVX2, V 128256, Gaussian row T 1): that pass over the weights was ~14 % of
+/// sample()'s perf samples (a branch per vector, mispredicted, and the weights' 512 KB read back
+/// from L3); sample() 214 -> 204 us (min of 5 alternated runs; the other rows, not planned,
+/// within the machine's +-5 % noise). Planning more rows does not pay: with the second stage's
+/// trigger at 4 % instead of 15 % (so that Gaussian rows at T 1.5 take it too), the flat row at
+/// T 1 was 24 % slower and the Gaussian one at T 1.5 6 %.
+template <class A>
+bool typical_heavy_plan(std::span<const float> x, float m, float inv_t, token_id* ids,
+                        heavy_entries& h) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>, S = 512, H = 2048;
+    const std::size_t n = x.size();
+    if (n <= 2 * (S + H) + L) return false;
+    alignas(64) float v[S];
+    const std::uint64_t stride = n / S;
+    for (std::size_t j = 0; j < S; ++j) {
+        const std::uint64_t hh = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
+        v[j] = x[std::size_t(j * stride + ((hh * stride) >> 32))];
+    }
+    const B mb(m), tb(inv_t);
+    for (std::size_t j = 0; j < S; j += L)
+        weight_lanes<A>(B::load_aligned(v + j), mb, tb).store_aligned(v + j);
+    const std::size_t r = std::max<std::size_t>(1, S * (H / 2) / n);
+    if (S <= 4 * r || r > 8) return false;
+    float top[8];  // the r largest, descending
+    std::size_t k = 0;
+    double all = 0, all2 = 0;
+    for (std::size_t j = 0; j < S; ++j) {
+        const float e = v[j];
+        if (!(e > 0)) continue;
+        all += double(e);
+        all2 += double(e) * double(e);
+        if (k < r || e > top[k - 1]) {
+            std::size_t q = k < r ? k++ : k - 1;
+            for (; q > 0 && top[q - 1] < e; --q) top[q] = top[q - 1];
+            top[q] = e;
+        }
+    }
+    // z >= 2048 is that stage's condition; z estimated from the samples (peaked and Zipf rows:
+    // z ~ 1-30, their estimate lower still; the Gaussian row at T 1: z ~ 2300)
+    if (k < r || !(all * double(n) / double(S) >= double(H) / 2)) return false;
+    double heavy2 = 0;
+    for (std::size_t j = 0; j < r; ++j) heavy2 += double(top[j]) * double(top[j]);
+    if (!(heavy2 > 0.15 * all2)) return false;
+    h = {.thr = top[r - 1], .ids = ids, .cap = H};
+    return true;
 }
 
 /// The split of typical's bracket from the row: split<A, true, true>'s partition (the entries whose
@@ -431,9 +497,10 @@ weighted_bracket typical_checked_bracket(std::span<const float> x, float* w,
 template <class A>
 weighted_bracket typical_bracket(std::span<const float> x, float* w, const typical_key<A>& key,
                                  double rmass, double z, double z_error, std::uint64_t* buf,
-                                 token_id* ids, float* lg, double& above_error) noexcept {
+                                 token_id* ids, float* lg, double& above_error,
+                                 const heavy_entries* pre = nullptr) noexcept {
     float lo = lowest_f, hi = std::numeric_limits<float>::infinity();
-    typical_bounds<A>(x, w, key, z, rmass, buf, lg, ids, lo, hi);
+    typical_bounds<A>(x, w, key, z, rmass, buf, lg, ids, lo, hi, pre);
     return typical_checked_bracket<A>(x, w, key, rmass, z, z_error, lo, hi, ids, lg, above_error);
 }
 
@@ -471,7 +538,10 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     };
     if (!std::isfinite(m) || !detail::float_inv_temperature(inv_t) || !(temperature > 0))
         return by_reference(false);
-    const row_sums rs = entropy_pass<A, true, true>(x, m, temperature, w);
+    heavy_entries heavy;
+    const bool collect = p < 1 && typical_heavy_plan<A>(x, m, inv_t, out.id_storage(), heavy);
+    const row_sums rs = collect ? entropy_pass<A, true, true, true>(x, m, temperature, w, &heavy)
+                                : entropy_pass<A, true, true>(x, m, temperature, w);
     const double z = rs.sum;
     r.sum = z;
     if (p >= 1) {
@@ -500,8 +570,8 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
     token_id* ids = out.id_storage();
     float* lg = out.logit_storage();
     double above_error = 0;  // the bound of b.above's float pairs (typical_split_row)
-    weighted_bracket b =
-        typical_bracket<A>(x, w, key, rmass, z, z_error, out.key_storage(), ids, lg, above_error);
+    weighted_bracket b = typical_bracket<A>(x, w, key, rmass, z, z_error, out.key_storage(), ids,
+                                            lg, above_error, collect ? &heavy : nullptr);
     // Round 1 (rare): the crossing's key was too close to a bound of the narrowed bracket for
     // the bounds to certainly order the entries outside it; the bracket is then split again
     // from the row around that key, wide enough for the check, and walked again.
@@ -683,6 +753,9 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
             const weighted_mean mc =
                 k.valid ? mean_of_d(unpaired_sums(rs, k, n), n, k) : weighted_mean{};
             certain = k.valid && mc.dc < dc && double_key_walk(-mc.c, mc.dc);
+            // (a read pass over the row and its weights recovering the arguments' rounding, as
+            // top-p's corrected tier: reported as that tier)
+            if (certain) r.tier = exactness_tier::corrected;
         }
         if (!certain && qc < c) {
             // the double pass: Z, c and the inner mass in double; the bracket's keys and weights

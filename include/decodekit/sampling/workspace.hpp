@@ -70,7 +70,8 @@ void grow(std::vector<T>& v, std::size_t n) {
 /// (the fallback rate per row shape); they accumulate until reset by the caller.
 struct selection_counters {
     std::uint64_t runs = 0;
-    std::uint64_t corrected = 0;    ///< top-p's corrected read pass (no exponential) decided
+    std::uint64_t corrected = 0;    ///< a read pass with no exponential decided (top-p's
+                                    ///< corrected pass, typical's compensated pass)
     std::uint64_t double_pass = 0;  ///< a double-precision pass over the set decided
     std::uint64_t reference = 0;    ///< the reference's own arithmetic decided
 };
