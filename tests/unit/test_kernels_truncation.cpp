@@ -524,7 +524,8 @@ TEST_CASE("top_p: an inner band that misses recovers from the outer band, exactl
     // the bracket (compact_band: one read of the row) with the fused pass's sums. inner = 0 makes
     // the inner band one float wide, so nearly every row recovers (from above the estimate or
     // from below it); the default band recovers on a few rows (measured: 0-3 of 60 per shape and
-    // setting at V = 128256). Every kept set equals the reference, the row's weights come back.
+    // setting at V = 128256 with AVX-512's 0.6; 0-2 of 24 with 0.55). Every kept set equals the
+    // reference, the row's weights come back.
     struct setting {
         float p, t;
     };
@@ -548,7 +549,8 @@ TEST_CASE("top_p: an inner band that misses recovers from the outer band, exactl
     // (peaked rows at T 1 take the walk over the heavy entries: no inner band, no recovery)
     CHECK(forced >= rows / 2);
     CHECK(fused + recovered >= rows - rows / 20);
-    CHECK(fused >= rows - rows / 10);
+    // (the narrower band without AVX-512, 0.55; 0.45 held on 122 of the 144 rows here)
+    CHECK(fused >= rows - (kn::detail::top_p_inner_band >= 0.6f ? rows / 10 : rows / 5));
 }
 
 TEST_CASE("top_p: every route of the estimate equals the reference") {

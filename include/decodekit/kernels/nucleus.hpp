@@ -538,8 +538,17 @@ weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float
 /// benchmark rows (A/B interleaved in one process, minimum of 12-20 rounds: the machine was
 /// shared): 0-15 % faster at V = 128256 (Zipf p 0.95 T 1 -15 %, T 1.5 -7..-15 %, Gauss -3..-8 %),
 /// 4-22 % at 256000 (its Zipf p 0.95 T 1 row misses and recovers: -4 %). 0.4 missed 7 of 30 Zipf
-/// rows (the benchmark's among them: +15 % there); 0.7 gave Zipf p 0.95 T 1 -11 %.
-inline constexpr float top_p_inner_band = 0.6f;
+/// rows (the benchmark's among them: +15 % there); 0.7 gave Zipf p 0.95 T 1 -11 %. Those figures
+/// are AVX-512's (a compaction is one vcompressps a vector). Without it (AVX2: a branch per set
+/// lane) a compaction costs more and a narrower band pays: on a Zen 3 guest, top_p_search over
+/// 24 rows per shape and setting (salts 0-23, mean time, minimum of 7 interleaved rounds, misses
+/// and fallbacks included), 0.55 against 0.6 at V = 128256: Zipf -3.8 % (p 0.95 T 1), -1.8 %
+/// (T 1.5), -2 % (p 0.99 T 1.5), peaked T 1.5 -3.6 %, the others -1..+1 %; at 256000 -1..-4 %;
+/// the inner band held on the same rows as with 0.6 but one. 0.45 was 1-4 % faster again on
+/// that mean but missed 4 of the 24 Zipf rows at p 0.95 T 1, the benchmark's among them (a miss
+/// there: +32 % for that row's sample(), the outer band's compaction); 0.5 missed it too.
+inline constexpr float top_p_inner_band =
+    simd::x86_family<simd::default_arch> == 512 ? 0.6f : 0.55f;
 
 /// The inner band [ilo, ihi) of a bracket [lo, hi) around the crossing's estimate y, in value:
 /// the share f of each side (the mass below a logit is near linear in it across the bracket); a

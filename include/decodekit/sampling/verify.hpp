@@ -191,6 +191,9 @@ struct sampler_access<verify_access_tag> {
             return {.ids = kept.ids(), .weights = {ws.weights.data(), 1}, .sum = 1.0, .kept = 1};
         }
         s.truncate(w, ctx);
+        // a small set (top-p leaves one as a cut for sample()'s draw) is compacted: the sparse
+        // target makes the residual of a rejection cheap
+        if (w.cut_pending() && w.size() * 16 < w.row().size()) w.settle();
         if (w.cut_pending() && w.cut_temperature() == w.temperature()) {
             w.clear_patch_marks();  // (a cut is never overlaid: select_cut refuses such a set)
             return {.row = w.row(),

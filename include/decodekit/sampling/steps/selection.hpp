@@ -86,9 +86,10 @@ kernels::truncation_result select_kept(working_set& w, Kernel&& kernel) noexcept
 /// [0, kept) theirs) has its set taken as select_kept takes it. Returns false, doing nothing,
 /// when the set is not full and plain (overlaid or masked), so the caller runs the compacting
 /// form; a kernel's answer that the cut form cannot carry (a row max of +inf, no positive kept
-/// weight) or a set of fewer than V / 16 entries is compacted on the spot (the same set).
+/// weight) or, when compact_small, a set of fewer than V / 16 entries is compacted on the spot
+/// (the same set).
 template <class Kernel>
-bool select_cut(working_set& w, Kernel&& kernel) noexcept {
+bool select_cut(working_set& w, Kernel&& kernel, bool compact_small = true) noexcept {
     if (!w.full() || w.overlaid() || w.masked()) return false;  // (the cut kernels read no mask)
     sampling_workspace& ws = w.workspace();
     const std::span<const float> x = w.row();
@@ -105,7 +106,7 @@ bool select_cut(working_set& w, Kernel&& kernel) noexcept {
     // A small set is compacted at once: that pass reads the row and only the few weights it
     // keeps, cheaper than the draw's walk over the row's weights.
     if (!std::isfinite(r.max) || !(r.kept_sum > 0) || !std::isfinite(r.kept_sum) ||
-        r.kept * 16 < x.size())
+        (compact_small && r.kept * 16 < x.size()))
         w.settle();
     return true;
 }
