@@ -268,3 +268,53 @@ TEST_CASE("draw_min_p: empty and invalid rows, +inf rows, an all-zero mask") {
         CHECK(hits10 < 280);
     }
 }
+
+TEST_CASE("min_p_scan: whole vectors added at once; the crossing entry and the last positive one") {
+    // A vector's weights are added as one double sum unless it crosses the target; then its
+    // lanes one by one. Against a sequential scan of weight_one: the same crossing entry for
+    // targets away from the boundaries, and with no target (the rounding fallback) the last
+    // entry of positive weight: entries 293.. weigh 0 (d < -87) or are NaN / below t.
+    each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        using B = dk::simd::batch<A>;
+        INFO("arch " << name);
+        std::uint64_t s = 5;
+        std::vector<float> x(300);
+        for (auto& v : x) v = float(-5 * dk_rows::unit(s));
+        x[0] = 0.f;
+        x[17] = -2000.f;  // below t: not kept
+        x[40] = qnan;
+        for (std::size_t i = 293; i < 300; ++i) x[i] = -200.f;  // kept, weight 0
+        const float m = 0.f, t = -1000.f, inv_t = 1.f / 1.3f;
+        const kn::detail::min_p_weigher<A, false, false> weigh{B(m), B(inv_t)};
+        const kn::detail::plain_row<A> r{x.data()};
+        std::vector<double> cum(x.size());
+        double acc = 0;
+        for (std::size_t i = 0; i < x.size(); ++i) {
+            if (x[i] >= t) acc += double(kn::detail::weight_one<A>(x[i], m, inv_t));
+            cum[i] = acc;
+        }
+        for (double f : {0.0, 0.1, 0.37, 0.5, 0.9, 0.999}) {
+            const double target = f * acc;
+            std::size_t want = 0;
+            while (!(cum[want] > target)) ++want;
+            double run = 0, before = 0;
+            std::size_t last = dk::npos;
+            float w = 0.f;
+            const std::size_t got = kn::detail::min_p_scan<A>(r, 0, x.size(), t, m, inv_t, weigh,
+                                                              target, run, before, last, w);
+            INFO("f " << f);
+            CHECK(got == want);
+            CHECK(w == kn::detail::weight_one<A>(x[want], m, inv_t));
+        }
+        double run = 0, before = 0;
+        std::size_t last = dk::npos;
+        float w = 0.f;
+        CHECK(kn::detail::min_p_scan<A>(r, 0, x.size(), t, m, inv_t, weigh,
+                                        std::numeric_limits<double>::infinity(), run, before, last,
+                                        w) == dk::npos);
+        CHECK(last == 292);
+        CHECK(w == kn::detail::weight_one<A>(x[292], m, inv_t));
+        CHECK(std::abs(run - acc) <= 1e-12 * acc);
+    });
+}
