@@ -318,3 +318,38 @@ TEST_CASE("min_p_scan: whole vectors added at once; the crossing entry and the l
         CHECK(std::abs(run - acc) <= 1e-12 * acc);
     });
 }
+
+TEST_CASE("draw_min_p: a near-uniform row's blocks weighed without compares, NaN entries in them") {
+    // Every block of a near-uniform row has its minimum above the threshold: weighed without
+    // compares; a block holding a NaN entry (and no -inf, which would lower its minimum) gives a
+    // NaN chunk sum and is weighed again with the compares. The logprob within its bound and
+    // the token the inverse CDF over the kept entries' float weights, as on the other rows.
+    for (const float temp : {1.f, 1.5f}) {
+        auto x = dk_family::make_row(dk_family::shape::flat, 20000, 4);
+        for (std::size_t i = 300; i < x.size(); i += 2900) x[i] = qnan;
+        const kn::logit_threshold thr{.from_max = kn::min_p_offset(0.05f, temp)};
+        const kept_ref ref = reference_kept(x, temp, thr, nullptr);
+        std::vector<float> kept_logits;
+        std::vector<std::size_t> ids;
+        for (std::size_t i = 0; i < x.size(); ++i)
+            if (x[i] >= ref.t && x[i] > -inf) {
+                kept_logits.push_back(x[i]);
+                ids.push_back(i);
+            }
+        REQUIRE(ids.size() == x.size() - 7);  // every entry but the NaN ones
+        std::vector<float> w(kept_logits.size());
+        kn::exp_weights(kept_logits, temp, w);
+        for (std::uint64_t key = 0; key < 100; ++key) {
+            dk::rng_stream r = dk::make_stream({8, key, 7}), copy = r;
+            const auto d = kn::draw_min_p(x, temp, thr, true, r);
+            const std::size_t j = dk::reference::draw_inverse_cdf(w, copy.uniform());
+            INFO("T " << temp << " key " << key);
+            REQUIRE(j < ids.size());
+            CHECK(ids[j] == d.index);
+            const double exact = std::log(ref.w[d.index] / ref.sum);
+            const double d_tok = (double(ref.m) - double(x[d.index])) / double(temp);
+            CHECK(std::fabs(d.logprob - exact) <=
+                  kn::min_p_logprob_error(d_tok, ref.d_max, x.size()));
+        }
+    }
+}
