@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <tuple>
 #include <vector>
 
 using namespace decodekit;
@@ -609,7 +610,8 @@ TEST_CASE("stochastic beams: different (step, group, beam) get different noise",
 TEST_CASE("beam_top_candidates equals a full sort of beam_score + logprob", "[beam]") {
     const auto [B, k] = GENERATE(std::pair<std::size_t, std::size_t>{3, 6},
                                  std::pair<std::size_t, std::size_t>{50, 4});
-    const std::size_t V = 1000;
+    // (V = 20000: 39 groups of 512 entries, kernels::logsumexp_top_k's group path with a tail)
+    const std::size_t V = GENERATE(std::size_t(1000), std::size_t(20000));
     std::vector<float> rows(B * V);
     std::uint64_t s = 1;
     for (auto& v : rows) {
@@ -628,8 +630,11 @@ TEST_CASE("beam_top_candidates equals a full sort of beam_score + logprob", "[be
         const auto lp = log_probs(row);
         for (std::size_t v = 0; v < V; ++v) all.emplace_back(scores[b] + lp[v], b, token_id(v));
     }
-    std::sort(all.begin(), all.end(),
-              [](const auto& a, const auto& b) { return std::get<0>(a) > std::get<0>(b); });
+    // equal logits of one row (10 000 levels: V = 20000 has ties) rank by beam, then token
+    std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
+        if (std::get<0>(a) != std::get<0>(b)) return std::get<0>(a) > std::get<0>(b);
+        return std::tie(std::get<1>(a), std::get<2>(a)) < std::tie(std::get<1>(b), std::get<2>(b));
+    });
     for (std::size_t i = 0; i < k; ++i) {
         CHECK(out[i].beam == std::get<1>(all[i]));
         CHECK(out[i].token == std::get<2>(all[i]));

@@ -268,3 +268,88 @@ TEST_CASE("draw_min_p: empty and invalid rows, +inf rows, an all-zero mask") {
         CHECK(hits10 < 280);
     }
 }
+
+TEST_CASE("min_p_scan: whole vectors added at once; the crossing entry and the last positive one") {
+    // A vector's weights are added as one double sum unless it crosses the target; then its
+    // lanes one by one. Against a sequential scan of weight_one: the same crossing entry for
+    // targets away from the boundaries, and with no target (the rounding fallback) the last
+    // entry of positive weight: entries 293.. weigh 0 (d < -87) or are NaN / below t.
+    each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        using B = dk::simd::batch<A>;
+        INFO("arch " << name);
+        std::uint64_t s = 5;
+        std::vector<float> x(300);
+        for (auto& v : x) v = float(-5 * dk_rows::unit(s));
+        x[0] = 0.f;
+        x[17] = -2000.f;  // below t: not kept
+        x[40] = qnan;
+        for (std::size_t i = 293; i < 300; ++i) x[i] = -200.f;  // kept, weight 0
+        const float m = 0.f, t = -1000.f, inv_t = 1.f / 1.3f;
+        const kn::detail::min_p_weigher<A, false, false> weigh{B(m), B(inv_t)};
+        const kn::detail::plain_row<A> r{x.data()};
+        std::vector<double> cum(x.size());
+        double acc = 0;
+        for (std::size_t i = 0; i < x.size(); ++i) {
+            if (x[i] >= t) acc += double(kn::detail::weight_one<A>(x[i], m, inv_t));
+            cum[i] = acc;
+        }
+        for (double f : {0.0, 0.1, 0.37, 0.5, 0.9, 0.999}) {
+            const double target = f * acc;
+            std::size_t want = 0;
+            while (!(cum[want] > target)) ++want;
+            double run = 0, before = 0;
+            std::size_t last = dk::npos;
+            float w = 0.f;
+            const std::size_t got = kn::detail::min_p_scan<A>(r, 0, x.size(), t, m, inv_t, weigh,
+                                                              target, run, before, last, w);
+            INFO("f " << f);
+            CHECK(got == want);
+            CHECK(w == kn::detail::weight_one<A>(x[want], m, inv_t));
+        }
+        double run = 0, before = 0;
+        std::size_t last = dk::npos;
+        float w = 0.f;
+        CHECK(kn::detail::min_p_scan<A>(r, 0, x.size(), t, m, inv_t, weigh,
+                                        std::numeric_limits<double>::infinity(), run, before, last,
+                                        w) == dk::npos);
+        CHECK(last == 292);
+        CHECK(w == kn::detail::weight_one<A>(x[292], m, inv_t));
+        CHECK(std::abs(run - acc) <= 1e-12 * acc);
+    });
+}
+
+TEST_CASE("draw_min_p: a near-uniform row's blocks weighed without compares, NaN entries in them") {
+    // Every block of a near-uniform row has its minimum above the threshold: weighed without
+    // compares; a block holding a NaN entry (and no -inf, which would lower its minimum) gives a
+    // NaN chunk sum and is weighed again with the compares. The logprob within its bound and
+    // the token the inverse CDF over the kept entries' float weights, as on the other rows.
+    for (const float temp : {1.f, 1.5f}) {
+        auto x = dk_family::make_row(dk_family::shape::flat, 20000, 4);
+        for (std::size_t i = 300; i < x.size(); i += 2900) x[i] = qnan;
+        const kn::logit_threshold thr{.from_max = kn::min_p_offset(0.05f, temp)};
+        const kept_ref ref = reference_kept(x, temp, thr, nullptr);
+        std::vector<float> kept_logits;
+        std::vector<std::size_t> ids;
+        for (std::size_t i = 0; i < x.size(); ++i)
+            if (x[i] >= ref.t && x[i] > -inf) {
+                kept_logits.push_back(x[i]);
+                ids.push_back(i);
+            }
+        REQUIRE(ids.size() == x.size() - 7);  // every entry but the NaN ones
+        std::vector<float> w(kept_logits.size());
+        kn::exp_weights(kept_logits, temp, w);
+        for (std::uint64_t key = 0; key < 100; ++key) {
+            dk::rng_stream r = dk::make_stream({8, key, 7}), copy = r;
+            const auto d = kn::draw_min_p(x, temp, thr, true, r);
+            const std::size_t j = dk::reference::draw_inverse_cdf(w, copy.uniform());
+            INFO("T " << temp << " key " << key);
+            REQUIRE(j < ids.size());
+            CHECK(ids[j] == d.index);
+            const double exact = std::log(ref.w[d.index] / ref.sum);
+            const double d_tok = (double(ref.m) - double(x[d.index])) / double(temp);
+            CHECK(std::fabs(d.logprob - exact) <=
+                  kn::min_p_logprob_error(d_tok, ref.d_max, x.size()));
+        }
+    }
+}

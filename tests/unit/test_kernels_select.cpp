@@ -380,3 +380,52 @@ TEST_CASE("kth_largest equals nth_element; ge and gt count the entries reaching 
             }
         }
 }
+
+TEST_CASE("logsumexp_top_k equals logsumexp and top_k (same value, same candidates in order)") {
+    // Rows whose top entries sit in the tail after the last 512-entry group (n = 1025: the top
+    // entry at 1024), rows with fewer groups than k (the fallback), NaN / -inf / +inf rows, ties.
+    for (int kind = 0; kind <= 8; ++kind)
+        for (std::size_t n : lengths) {
+            if (big(n) && kind != 0 && kind != 1 && kind != 3 && n != 128256) continue;
+            auto x = make_row(n, kind, 3);
+            if (n == 1025 && kind == 0) x[1024] = 40.f;
+            dk::candidates ref(n), got(n);
+            for (std::size_t k : {std::size_t(0), std::size_t(1), std::size_t(2), std::size_t(8),
+                                  std::size_t(16), std::size_t(40), n - 1, n, n + 3})
+                for (auto ties : {dk::tie_policy::exactly_k, dk::tie_policy::keep_ties}) {
+                    if (big(n) && k + 1 >= n) continue;
+                    const std::size_t rn = dk::reference::top_k(x, k, ties, ref);
+                    each_arch([&](auto arch, const std::string& name) {
+                        using A = decltype(arch);
+                        INFO("arch " << name << " n " << n << " kind " << kind << " k " << k
+                                     << " ties " << int(ties));
+                        std::vector<float> scratch(dk::kernels::logsumexp_top_k_scratch<A>(n));
+                        const double lse =
+                            dk::kernels::logsumexp_top_k<A>(x, k, ties, got, scratch);
+                        const double want = dk::kernels::logsumexp<A>(x);
+                        CHECK((lse == want || (std::isnan(lse) && std::isnan(want))));
+                        CHECK(got.size() == rn);
+                        CHECK(same(got, ref));
+                    });
+                }
+        }
+}
+
+TEST_CASE("logsumexp_top_k: the k-th group maximum is -inf (fewer valid entries than k)") {
+    each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        INFO("arch " << name);
+        std::vector<float> x(4096, -inf);
+        x[5] = 1.f;
+        x[3000] = qnan;
+        x[4095] = 2.f;
+        dk::candidates got(x.size()), ref(x.size());
+        std::vector<float> scratch(dk::kernels::logsumexp_top_k_scratch<A>(x.size()));
+        const double lse =
+            dk::kernels::logsumexp_top_k<A>(x, 3, dk::tie_policy::exactly_k, got, scratch);
+        CHECK(lse == dk::kernels::logsumexp<A>(x));
+        CHECK(dk::reference::top_k(x, 3, dk::tie_policy::exactly_k, ref) == 2);
+        CHECK(same(got, ref));
+        CHECK(got.ids()[0] == 4095);
+    });
+}

@@ -8,11 +8,12 @@
 ///
 /// Per step (per group of g = num_beams / num_groups beams): the top 2g candidates of
 /// `beam_score + logprob` over (running beams of the group) x V (max(2, 1 + #eos_ids) * g with
-/// several EOS ids, as Hugging Face), found without sorting V (kernels::top_k of each beam row,
-/// then a merge of the g * 2g survivors). In rank order, a finishing candidate (an EOS id, or a
-/// token that completes a stop sequence or a stop string of its beam) becomes a finished
-/// hypothesis only if its rank is < g; other candidates fill the g running beams. A hypothesis'
-/// score is `sum_logprobs / length^length_penalty` where length = generated tokens, EOS included
+/// several EOS ids, as Hugging Face), found without sorting V (kernels::logsumexp_top_k of each
+/// beam row: its normaliser and top k in two passes; then a merge of the g * 2g survivors). In rank
+/// order, a finishing candidate (an EOS id, or a token that completes a stop sequence or a stop
+/// string of its beam) becomes a finished hypothesis only if its rank is < g; other candidates fill
+/// the g running beams. A hypothesis' score is `sum_logprobs / length^length_penalty` where length
+/// = generated tokens, EOS included
 /// (+ the prompt length when length_includes_prompt). Returned tokens exclude the EOS
 /// (decoding/contract.hpp's EOS rule; beam_hypothesis::eos says it was there) and include the
 /// tokens of a stop sequence / stop string.
@@ -216,15 +217,17 @@ inline std::uint64_t stochastic_beam_step(std::size_t cur, std::size_t g, std::s
 struct beam_step_workspace {
     candidates row_top;                ///< capacity vocab_size
     std::vector<beam_candidate> pool;  ///< rows * k merge pool
+    std::vector<float> group_max;      ///< kernels::logsumexp_top_k's scratch
     explicit beam_step_workspace(std::size_t vocab_size = 0, std::size_t rows = 0,
                                  std::size_t k = 0)
-        : row_top(vocab_size) {
+        : row_top(vocab_size), group_max(kernels::logsumexp_top_k_scratch(vocab_size)) {
         pool.reserve(std::min(rows, std::size_t(3)) * k);  // at most 2k + one row's k
     }
 };
 
 /// The top `out.size()` candidates (rank order) of `beam_scores[b] + log_softmax(row b)[v]` over
-/// rows x V (row-major `rows`), without sorting V: kernels::top_k per row, then a merge.
+/// rows x V (row-major `rows`), without sorting V: kernels::logsumexp_top_k per row (the max
+/// pass, the exp pass and a selection in the groups the max pass marked), then a merge.
 /// `penalty` (optional, size V): subtracted from the logprob of each token (diversity penalty).
 /// `logprob_rows`: the rows already are the logprobs (used as they are, not renormalised:
 /// Hugging Face's processed log-softmax). Returns the number written (fewer when rows have fewer
@@ -240,12 +243,17 @@ inline std::size_t beam_top_candidates(std::span<const float> rows, std::size_t 
     if (k == 0) return 0;
     for (std::size_t b = 0; b < beam_scores.size(); ++b) {
         const std::span<const float> row = rows.subspan(b * vocab_size, vocab_size);
-        const double lse = !logprob_rows ? kernels::logsumexp(row)
+        // log-softmax rows: logsumexp and top_k in two passes (max with group maxima, exp)
+        const double lse = !logprob_rows
+                               ? kernels::logsumexp_top_k(row, k + extra_k, tie_policy::exactly_k,
+                                                          ws.row_top, ws.group_max)
                            : kernels::max(row) > -std::numeric_limits<float>::infinity()
                                ? 0.0
                                : -std::numeric_limits<double>::infinity();
         if (!(lse > -std::numeric_limits<double>::infinity())) continue;  // no valid entry
-        const std::size_t n = kernels::top_k(row, k + extra_k, tie_policy::exactly_k, ws.row_top);
+        const std::size_t n =
+            logprob_rows ? kernels::top_k(row, k + extra_k, tie_policy::exactly_k, ws.row_top)
+                         : ws.row_top.size();
         double inf_logp = 0;
         if (std::isinf(lse)) {  // +inf entries: uniform over them
             std::size_t n_inf = 0;

@@ -298,6 +298,30 @@ inline batch<A> max_ignore_nan(const batch<A>& acc, const batch<A>& x) noexcept 
     }
 }
 
+/// Lane-wise min(acc, x) where a NaN lane of `x` leaves `acc` unchanged (as max_ignore_nan).
+/// \pre acc has no NaN lane.
+template <class A>
+inline batch<A> min_ignore_nan(const batch<A>& acc, const batch<A>& x) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (x86_family<A> == 512) {
+        return batch<A>(_mm512_min_ps(static_cast<__m512>(x), static_cast<__m512>(acc)));
+    } else
+#endif
+#if defined(__AVX__)
+        if constexpr (x86_family<A> == 256) {
+        return batch<A>(_mm256_min_ps(static_cast<__m256>(x), static_cast<__m256>(acc)));
+    } else
+#endif
+#if defined(__SSE2__)
+        if constexpr (x86_family<A> == 128) {
+        return batch<A>(_mm_min_ps(static_cast<__m128>(x), static_cast<__m128>(acc)));
+    } else
+#endif
+    {
+        return xsimd::select(x < acc, x, acc);
+    }
+}
+
 /// Adds the lanes of `x` into two double accumulators (low half into lo, high half into hi),
 /// so that sums of floats are exact to double precision per element.
 template <class A>
