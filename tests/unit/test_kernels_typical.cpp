@@ -277,6 +277,39 @@ TEST_CASE("entropy_pass (Heavy): the entries above the planned threshold, as a p
     CHECK(std::vector<dk::token_id>(ids.begin(), ids.begin() + long(h.count)) == want);
 }
 
+TEST_CASE("typical: more heavy entries than the pass collects (overflow), the set still exact") {
+    // The plan's threshold is the 4th largest sampled weight; a row whose sampled positions hold
+    // 4 high entries and otherwise low ones, while 1 in 20 of the others sits above them, has
+    // ~6400 entries above it: entropy_pass overflows its 2048 ids, and typical_bounds, whose
+    // own threshold is the same, keeps the first stage's bounds (as its own pass would).
+    using A = dk::simd::default_arch;
+    const std::size_t v = 128256, stride = v / 512;
+    std::vector<char> sampled(v);
+    for (std::size_t j = 0; j < 512; ++j) {
+        const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
+        sampled[j * stride + ((h * stride) >> 32)] = 1;
+    }
+    std::vector<float> x = dk_family::make_row(dk_family::shape::gauss, v, 3);
+    std::uint64_t s = 5;
+    int high = 0;
+    for (std::size_t i = 0; i < v; ++i) {
+        if (sampled[i] != 0)
+            x[i] = high++ < 4 ? 2.9f : x[i] * 0.5f - 1.f;
+        else if (dk_rows::unit(s) < 0.05)
+            x[i] = 3.f;
+    }
+    const float m = kn::max<A>(x);
+    std::vector<dk::token_id> ids(v);
+    kn::detail::heavy_entries h;
+    REQUIRE(kn::detail::typical_heavy_plan<A>(x, m, 1.f, ids.data(), h));
+    std::vector<float> w(v);
+    kn::detail::entropy_pass<A, true, true, true>(x, m, 1.f, w.data(), &h);
+    CHECK(h.overflow);
+    for (float p : {0.5f, 0.9f, 0.95f})
+        for (auto stop : {dk::typical_stop::reach_with_ties, dk::typical_stop::exceed})
+            check_typical(x, p, 1.f, 1, stop);
+}
+
 TEST_CASE("typical_split_row: split<Row, Track>'s partition, its sums within their bounds") {
     // The cheaper split from the row (float pairs of vectors for the mass above, w |d| with no
     // clamp, the inner logit range as the interval of keys reaching hi, compress by lane
