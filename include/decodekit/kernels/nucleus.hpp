@@ -504,8 +504,7 @@ weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float
         const std::uint64_t stride = n / S;
         std::size_t valid = 0;
         for (std::size_t j = 0; j < S; ++j) {
-            const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
-            const std::size_t i = std::size_t(j * stride + ((h * stride) >> 32));
+            const std::size_t i = sample_position(j, stride);
             const float y = key(x[i]);
             if (!(y >= lowest_f)) continue;             // NaN, -inf
             keys[valid++] = ~rank_key(y, token_id(i));  // ascending = larger key first
@@ -756,8 +755,7 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
     const std::uint64_t stride = n / S;
     std::size_t valid = 0;
     for (std::size_t j = 0; j < S; ++j) {
-        const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
-        const std::size_t i = std::size_t(j * stride + ((h * stride) >> 32));
+        const std::size_t i = sample_position(j, stride);
         const float y = x[i];
         if (!(y >= lowest_f)) continue;  // NaN, -inf
         sl[valid++] = y;

@@ -53,6 +53,15 @@ DECODEKIT_BEGIN_NAMESPACE
 namespace kernels {
 namespace detail {
 
+/// The j-th of the S spread positions the sampled estimates read in a row of n entries (stride =
+/// n / S): one per stride, at a hashed offset within it (Knuth's multiplicative hash of j + 1).
+/// Every sampled estimate (top-k's threshold, top-p's and typical's brackets, typical's heavy
+/// plan) reads these same positions.
+inline constexpr std::size_t sample_position(std::size_t j, std::uint64_t stride) noexcept {
+    const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
+    return std::size_t(j * stride + ((h * stride) >> 32));
+}
+
 inline constexpr float lowest_f = std::numeric_limits<float>::lowest();
 
 /// Sort key: larger key = larger logit, then smaller id (reference::before order). -0 == +0.
@@ -260,8 +269,7 @@ float sampled_threshold_of(const Row x, std::size_t n, std::size_t k, float* scr
     // under a 50 % mask, each step of the search then a bisection).
     std::size_t c = 0;
     for (std::size_t j = 0; j < S; ++j) {
-        const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
-        const float v = x.at(j * stride + ((h * stride) >> 32));
+        const float v = x.at(sample_position(j, stride));
         s[c] = v;
         c += v >= lowest_f;  // NaN and -inf dropped
     }

@@ -168,8 +168,7 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
     auto sample = [&](float thr) {  // the samples below thr; returns how many positions
         std::size_t k = 0;
         for (std::size_t j = 0; j < S; ++j) {
-            const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
-            const std::size_t q = std::size_t(j * stride + ((h * stride) >> 32));
+            const std::size_t q = sample_position(j, stride);
             if (!(w[q] > thr)) {
                 add(q);
                 ++k;
@@ -320,10 +319,7 @@ bool typical_heavy_plan(std::span<const float> x, float m, float inv_t, token_id
     if (n <= 2 * (S + H) + L) return false;
     alignas(64) float v[S];
     const std::uint64_t stride = n / S;
-    for (std::size_t j = 0; j < S; ++j) {
-        const std::uint64_t hh = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
-        v[j] = x[std::size_t(j * stride + ((hh * stride) >> 32))];
-    }
+    for (std::size_t j = 0; j < S; ++j) v[j] = x[sample_position(j, stride)];  // (its positions)
     const B mb(m), tb(inv_t);
     for (std::size_t j = 0; j < S; j += L)
         weight_lanes<A>(B::load_aligned(v + j), mb, tb).store_aligned(v + j);
