@@ -6012,6 +6012,15 @@ DECODEKIT_BEGIN_NAMESPACE
 namespace kernels {
 namespace detail {
 
+/// The j-th of the S spread positions the sampled estimates read in a row of n entries (stride =
+/// n / S): one per stride, at a hashed offset within it (Knuth's multiplicative hash of j + 1).
+/// Every sampled estimate (top-k's threshold, top-p's and typical's brackets, typical's heavy
+/// plan) reads these same positions.
+inline constexpr std::size_t sample_position(std::size_t j, std::uint64_t stride) noexcept {
+    const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
+    return std::size_t(j * stride + ((h * stride) >> 32));
+}
+
 inline constexpr float lowest_f = std::numeric_limits<float>::lowest();
 
 /// Sort key: larger key = larger logit, then smaller id (reference::before order). -0 == +0.
@@ -6219,8 +6228,7 @@ float sampled_threshold_of(const Row x, std::size_t n, std::size_t k, float* scr
     // under a 50 % mask, each step of the search then a bisection).
     std::size_t c = 0;
     for (std::size_t j = 0; j < S; ++j) {
-        const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
-        const float v = x.at(j * stride + ((h * stride) >> 32));
+        const float v = x.at(sample_position(j, stride));
         s[c] = v;
         c += v >= lowest_f;  // NaN and -inf dropped
     }
@@ -13545,8 +13553,7 @@ weighted_bracket find_bracket(std::span<const float> x, float* w, float m, float
         const std::uint64_t stride = n / S;
         std::size_t valid = 0;
         for (std::size_t j = 0; j < S; ++j) {
-            const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
-            const std::size_t i = std::size_t(j * stride + ((h * stride) >> 32));
+            const std::size_t i = sample_position(j, stride);
             const float y = key(x[i]);
             if (!(y >= lowest_f)) continue;             // NaN, -inf
             keys[valid++] = ~rank_key(y, token_id(i));  // ascending = larger key first
@@ -13797,8 +13804,7 @@ top_p_estimate top_p_bounds(std::span<const float> x, float m, float inv_t, doub
     const std::uint64_t stride = n / S;
     std::size_t valid = 0;
     for (std::size_t j = 0; j < S; ++j) {
-        const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
-        const std::size_t i = std::size_t(j * stride + ((h * stride) >> 32));
+        const std::size_t i = sample_position(j, stride);
         const float y = x[i];
         if (!(y >= lowest_f)) continue;  // NaN, -inf
         sl[valid++] = y;
@@ -14730,8 +14736,7 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
     auto sample = [&](float thr) {  // the samples below thr; returns how many positions
         std::size_t k = 0;
         for (std::size_t j = 0; j < S; ++j) {
-            const std::uint64_t h = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
-            const std::size_t q = std::size_t(j * stride + ((h * stride) >> 32));
+            const std::size_t q = sample_position(j, stride);
             if (!(w[q] > thr)) {
                 add(q);
                 ++k;
@@ -14882,10 +14887,7 @@ bool typical_heavy_plan(std::span<const float> x, float m, float inv_t, token_id
     if (n <= 2 * (S + H) + L) return false;
     alignas(64) float v[S];
     const std::uint64_t stride = n / S;
-    for (std::size_t j = 0; j < S; ++j) {
-        const std::uint64_t hh = std::uint32_t(std::uint32_t(j + 1) * 2654435761u);
-        v[j] = x[std::size_t(j * stride + ((hh * stride) >> 32))];
-    }
+    for (std::size_t j = 0; j < S; ++j) v[j] = x[sample_position(j, stride)];  // (its positions)
     const B mb(m), tb(inv_t);
     for (std::size_t j = 0; j < S; j += L)
         weight_lanes<A>(B::load_aligned(v + j), mb, tb).store_aligned(v + j);
