@@ -250,10 +250,7 @@ truncation_result keep_probable(std::span<const float> x, prob_rule rule, float 
     // some entry is): decide them (double, then the reference).
     if (r.kept > 0 && r.cut.lo < hi) {
         r.tier = exactness_tier::double_pass;
-        const double_sums ds =
-            double_pass<A>(x, m, temperature, [](const simd::batch<A>& v, std::size_t) {
-                return v != v;  // (no partial sum needed)
-            });
+        const double_sums ds = double_pass<A>(x, m, temperature, no_partial_sum);
         const double zd = ds.sum;
         const double hd = std::log(zd) + ds.wd / zd;
         const double thd = rule_threshold(rule, param, hd);

@@ -205,6 +205,11 @@ struct double_sums {
     }
 };
 
+/// double_pass's in_set for a caller that needs no partial sum: no entry is counted.
+inline constexpr auto no_partial_sum = []<class A>(const simd::batch<A>&, std::size_t) noexcept {
+    return simd::batch_bool<A>(false);
+};
+
 /// One double-precision pass over the row: W_i = e^{D_i}, D_i = (x_i - m) / T computed as
 /// (double(x_i) - m) * (1 / T) in double, by simd::exp_nonpositive_double; their sum, the sum of
 /// W_i |D_i|, and the sum over the entries for which in_set(v, i) (a float mask for the vector v

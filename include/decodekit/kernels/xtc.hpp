@@ -110,8 +110,8 @@ truncation_result xtc_remove(std::span<const float> x, float threshold, float te
             if (!doubled) {
                 doubled = true;
                 r.tier = exactness_tier::double_pass;
-                const detail::double_sums ds = detail::double_pass<A>(
-                    x, m, temperature, [](const simd::batch<A>& v, std::size_t) { return v != v; });
+                const detail::double_sums ds =
+                    detail::double_pass<A>(x, m, temperature, detail::no_partial_sum);
                 zd = ds.sum;
                 ed = (2 * ds.error(n) / zd + detail::reference_error(n)) * 1.01;
             }
