@@ -234,3 +234,46 @@ TEST_CASE("contrastive search with processors picks what its formula gives on pr
     CHECK(differs > runs / 3);  // negative control: the processors matter
     CHECK(eos_seen > 0);
 }
+
+TEST_CASE(
+    "contrastive candidates at a large vocabulary: the ranked top k and softmax probabilities",
+    "[contrastive]") {
+    // V = 20000 takes kernels::logsumexp_top_k's grouped path (the toy models above are below
+    // one 512-entry group per candidate and take its fallback); checked against an independent
+    // double softmax and a sort by (logit desc, id asc).
+    const std::size_t V = 20000;
+    for (const std::size_t k : {std::size_t(1), std::size_t(4), std::size_t(16)}) {
+        contrastive_scorer sc(V, 8, k);
+        for (std::uint32_t seed = 1; seed <= 6; ++seed) {
+            std::vector<float> x(V);
+            std::uint32_t h = seed * 2654435761u;
+            for (auto& v : x) {
+                h = h * 1664525u + 1013904223u;
+                v = float(h >> 8) * 0x1p-24f * 8.f - 4.f;  // U[-4, 4)
+            }
+            if (seed % 2 == 0) x[V - 3] = x[7] = 9.f;  // a tie at the top, one in the tail
+            if (seed == 5)
+                for (std::size_t i = 0; i < V; i += 3) x[i] = -INFINITY;
+            const std::size_t n = sc.candidates_of(x);
+            REQUIRE(n == k);
+            std::vector<token_id> ord(V);
+            std::iota(ord.begin(), ord.end(), token_id(0));
+            std::sort(ord.begin(), ord.end(), [&](token_id a, token_id b) {
+                return x[a] > x[b] || (x[a] == x[b] && a < b);
+            });
+            double mx = -INFINITY, z = 0;
+            for (float v : x) mx = std::max(mx, double(v));
+            for (float v : x) z += std::exp(double(v) - mx);
+            const double lse = kernels::logsumexp(x);  // the scorer's normaliser, bit for bit
+            for (std::size_t i = 0; i < k; ++i) {
+                CHECK(sc.ids()[i] == ord[i]);
+                CHECK(sc.probs()[i] == std::exp(double(x[ord[i]]) - lse));
+                CHECK(sc.probs()[i] == dk_test::Approx(std::exp(double(x[ord[i]]) - mx) / z)
+                                           .epsilon(1e-6));  // float exp pass
+            }
+        }
+    }
+    contrastive_scorer sc(V, 8, 4);
+    std::vector<float> none(V, -INFINITY);
+    CHECK(sc.candidates_of(none) == 0);
+}

@@ -2,7 +2,8 @@
 /// \file decoding/contrastive.hpp
 /// Contrastive search (Su et al. 2022) over a hidden_state_model: contrastive_stepper, which an
 /// engine drives, and contrastive_search(), which drives it on one model. Per step: candidates =
-/// top-k of p = softmax(logits) (kernels::top_k, ties by lower id); one batched look-ahead call
+/// top-k of p = softmax(logits) (kernels::logsumexp_top_k: the normaliser and the top k in two
+/// passes over the row, ties by lower id); one batched look-ahead call
 /// (candidate i appended to the context, slot = i) returns each candidate's last-layer hidden state
 /// h_i and its next logits; degeneration penalty d_i = max_j cos(h_i, h_j) over every earlier
 /// position j, prompt included (kernels::cosine_similarity); the chosen candidate maximises (1 -
@@ -89,17 +90,23 @@ struct contrastive_result : decoding_result {
 class contrastive_scorer {
 public:
     contrastive_scorer(std::size_t vocab_size, std::size_t hidden_size, std::size_t k)
-        : cand_(vocab_size), hidden_(hidden_size), k_(k), probs_(k), sims_() {}
+        : cand_(vocab_size),
+          group_max_(kernels::logsumexp_top_k_scratch(vocab_size)),
+          hidden_(hidden_size),
+          k_(k),
+          probs_(k),
+          sims_() {}
 
     /// The top-k candidates of `logits` (ids() ranked, ties by lower id) and their probabilities;
     /// returns how many (0 when no entry is valid).
     std::size_t candidates_of(std::span<const float> logits) noexcept {
-        const double lse = kernels::logsumexp(logits);
+        const double lse =
+            kernels::logsumexp_top_k(logits, k_, tie_policy::exactly_k, cand_, group_max_);
         if (!(lse > -std::numeric_limits<double>::infinity())) {
             cand_.clear();
             return 0;
         }
-        const std::size_t n = kernels::top_k(logits, k_, tie_policy::exactly_k, cand_);
+        const std::size_t n = cand_.size();
         std::size_t n_inf = 0;
         if (std::isinf(lse))
             for (float v : logits) n_inf += (v == std::numeric_limits<float>::infinity());
@@ -143,6 +150,7 @@ public:
 
 private:
     candidates cand_;
+    std::vector<float> group_max_;  ///< kernels::logsumexp_top_k's scratch
     std::size_t hidden_, k_;
     std::vector<double> probs_;
     std::vector<float> sims_;
