@@ -423,6 +423,106 @@ TEST_CASE(
         std::size_t(64));
 }
 
+TEST_CASE("typical_split_row: the logit intervals give the keys' partition, bit for bit") {
+    // typical_split_row finds the entries above hi and in [lo, hi) as logit intervals before its
+    // pass (typical_reach_interval) instead of computing each entry's key: against the key form
+    // (Keys = true) on the four shapes, rows with NaN, -inf, +-0 and tied entries, bounds at
+    // quantiles of the keys, on entries' own keys, next to them, and +-inf, lowest, NaN, > 0,
+    // lo == hi, lo > hi: the same bracket (ids, logits, weights), count, sums (same lanes, same
+    // order: equal), inner range (by value) and dirty, with and without the sums above.
+    std::vector<std::vector<float>> rows;
+    for (auto sh : dk_family::shapes)
+        rows.push_back(dk_family::make_row(sh, 4037, 11));  // (a tail: 4037 % 64 = 5)
+    {
+        auto x = dk_family::make_row(dk_family::shapes[2], 3001, 5);
+        for (std::size_t i = 0; i < x.size(); i += 7)
+            x[i] = std::numeric_limits<float>::quiet_NaN();
+        for (std::size_t i = 3; i < x.size(); i += 11) x[i] = -inf;
+        for (std::size_t i = 5; i < x.size(); i += 13) x[i] = x[i / 2];  // ties
+        x[1] = 0.f;
+        x[2] = -0.f;
+        rows.push_back(x);
+    }
+    std::size_t calls = 0;
+    each_arch(
+        [&](auto arch, const std::string& name) {
+            using A = decltype(arch);
+            for (std::size_t r = 0; r < rows.size(); ++r) {
+                const auto& x = rows[r];
+                const std::size_t v = x.size();
+                std::vector<float> wa(v), wb(v);
+                dk::candidates ca(v), cb(v);
+                const float m = kn::max<A>(x);
+                for (float t : {1.f, 1.5f}) {
+                    std::vector<float> w0(v);
+                    for (std::size_t i = 0; i < v; ++i)
+                        w0[i] = x[i] == x[i] ? kn::detail::weight_one<A>(x[i], m, 1.f / t) : 0.f;
+                    for (float c : {-2.5f, 0.f}) {
+                        const kn::detail::typical_key<A> key{m, 1.f / t, c, 0.f};
+                        std::vector<float> keys;
+                        for (float e : x)
+                            if (e == e) keys.push_back(key(e));
+                        std::sort(keys.begin(), keys.end());
+                        const float k = keys.size();
+                        std::vector<float> bs = {
+                            -inf, inf, kn::detail::lowest_f,
+                            1.f,  0.f, std::numeric_limits<float>::quiet_NaN()};
+                        for (float q : {0.01f, 0.2f, 0.5f, 0.99f}) {
+                            const float y = keys[std::size_t(q * (k - 1))];
+                            bs.push_back(y);
+                            bs.push_back(std::nextafter(y, inf));
+                            bs.push_back(std::nextafter(y, -inf));
+                        }
+                        for (float lo : bs)
+                            for (float hi : bs)
+                                for (std::size_t fresh : {std::size_t(0), std::size_t(300)}) {
+                                    std::copy(w0.begin(), w0.end(), wa.begin());
+                                    std::copy(w0.begin(), w0.end(), wb.begin());
+                                    kn::detail::weighted_bracket ba, bb;
+                                    ba.dirty = bb.dirty = fresh;
+                                    for (std::size_t i = 0; i < fresh; ++i) wa[i] = wb[i] = -1.f;
+                                    const double ea = kn::detail::typical_split_row<A, true, true>(
+                                        x, wa.data(), lo, hi, key, ca.id_storage(),
+                                        ca.logit_storage(), ba);
+                                    const double eb = kn::detail::typical_split_row<A>(
+                                        x, wb.data(), lo, hi, key, cb.id_storage(),
+                                        cb.logit_storage(), bb);
+                                    // (one check per call, named only when it fails: the time)
+                                    bool same = ba.size == bb.size;
+                                    for (std::size_t j = 0; same && j < ba.size; ++j)
+                                        same =
+                                            same && ca.id_storage()[j] == cb.id_storage()[j] &&
+                                            std::bit_cast<std::uint32_t>(ca.logit_storage()[j]) ==
+                                                std::bit_cast<std::uint32_t>(
+                                                    cb.logit_storage()[j]) &&
+                                            wa[j] == wb[j];
+                                    auto bits = [](double d) {
+                                        return std::bit_cast<std::uint64_t>(d);
+                                    };
+                                    same = same && ba.above_count == bb.above_count &&
+                                           bits(ba.mass) == bits(bb.mass) &&
+                                           bits(ba.above) == bits(bb.above) &&
+                                           bits(ba.above_wd) == bits(bb.above_wd) &&
+                                           bits(ea) == bits(eb) && ba.dirty == bb.dirty &&
+                                           // (by value: the key form's search gives +0 where m
+                                           // is -0)
+                                           ba.inner_lo == bb.inner_lo && ba.inner_hi == bb.inner_hi;
+                                    if (!same) {
+                                        INFO(name << " row " << r << " T " << t << " c " << c
+                                                  << " lo " << lo << " hi " << hi << " fresh "
+                                                  << fresh);
+                                        CHECK(same);
+                                    }
+                                    ++calls;
+                                }
+                    }
+                }
+            }
+        },
+        std::size_t(4037));
+    CHECK(calls > 0);
+}
+
 TEST_CASE("compress_store_permuted: compress_store's result for every 8-lane mask") {
     dk_rows::each_arch([&](auto arch, const std::string& name) {
         using A = decltype(arch);

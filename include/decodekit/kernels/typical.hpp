@@ -54,6 +54,7 @@
 #include <functional>
 #include <limits>
 #include <span>
+#include <utility>
 
 DECODEKIT_BEGIN_NAMESPACE
 namespace kernels {
@@ -349,6 +350,37 @@ bool typical_heavy_plan(std::span<const float> x, float m, float inv_t, token_id
     return true;
 }
 
+/// The logits whose key reaches y (key(v) >= y) as an interval [first, last] of floats (first
+/// NaN: none; a NaN logit is in no interval). Why it is exact: key(v) = min(t, 0 - t) with
+/// t = key.centred(v), so for t not NaN key(v) >= y <=> t >= y and t <= -y (0 - t is -t exactly);
+/// t is nondecreasing in v when m, c are finite and 0 < inv_t < inf (v - m, the product by
+/// inv_t > 0 and - c each round monotonically, as does a fused (v - m) * inv_t - c; +-inf give
+/// +-inf, never NaN), so {t >= y} is a suffix of the ordered floats and {t <= -y} a prefix, and
+/// binary searches over the ordered images of [-inf, +inf] find their ends. The scalar key is the
+/// vector key's lane 0, bit for bit (typical_key; tested), so an entry is in [first, last] exactly
+/// when the vector key typical_split_row computed before reached y.
+template <class A>
+void typical_reach_interval(const typical_key<A>& key, float y, float& first,
+                            float& last) noexcept {
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    const float none = std::numeric_limits<float>::quiet_NaN();
+    const std::int64_t top = ordered_image(inf);
+    auto first_true = [&](auto&& pred) {  // pred false then true over the images; none: NaN
+        std::int64_t a = ordered_image(neg_inf_f), z = top + 1;
+        while (a < z) {
+            const std::int64_t mid = a + (z - a) / 2;
+            if (pred(from_ordered_image(std::int32_t(mid))))
+                z = mid;
+            else
+                a = mid + 1;
+        }
+        return a > top ? none : from_ordered_image(std::int32_t(a));
+    };
+    first = first_true([&](float v) { return key.centred(v) >= y; });
+    const float past = first_true([&](float v) { return key.centred(v) > -y; });
+    last = past != past ? inf : past == neg_inf_f ? none : std::nextafter(past, neg_inf_f);
+}
+
 /// The split of typical's bracket from the row: split<A, true, true>'s partition (the entries whose
 /// key reaches hi join b.above, those in [lo, hi) are compacted with their weights to ids/lg/w from
 /// index 0; w holds the row's weights from b.dirty on) with cheaper sums: the weights above hi of
@@ -366,19 +398,50 @@ bool typical_heavy_plan(std::span<const float> x, float m, float inv_t, token_id
 /// permuted compress: Gaussian T 1 73 -> 51 us, Zipf T 1 176 -> 63 us, Gaussian T 1.5 90 -> 76 us.
 /// hi = +inf (nothing above: the peaked row, whose bracket holds the whole head) skips the sums
 /// above (Above false): without that the peaked row's sample() was ~+10 us, with it 170 -> 158 us.
-template <class A, bool Above = true>
+/// The partition is read from logit intervals found before the pass (typical_reach_interval: the
+/// same sets as the keys, bit for bit, tested against Keys = true, the per-vector key form kept
+/// for NaN bounds and non-finite key parameters): typical 0.9 sample() at V 128256, minima of
+/// 10 and 12 alternating runs (two runs), peaked 162/159 -> 155/157, Zipf 211/210 -> 202/204,
+/// Gaussian 204/201 -> 193/195, flat 207/204 -> 202/199 us; HF T 1.5 Gaussian 238/229 ->
+/// 221/225, flat 210/209 -> 203/203 us (2-7 %). The w d sum as fma(w, m - v) with 1 / T once
+/// per block (3 operations, not 5) was within noise (+-2 us): not kept.
+template <class A, bool Above = true, bool Keys = false>
 double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
                          const typical_key<A>& key, token_id* ids, float* lg,
                          weighted_bracket& b) noexcept {
     if constexpr (Above)
         if (hi == std::numeric_limits<float>::infinity())  // nothing above: no sums above
-            return typical_split_row<A, false>(x, w, lo, hi, key, ids, lg, b);
+            return typical_split_row<A, false, Keys>(x, w, lo, hi, key, ids, lg, b);
+    // the intervals need t(v) nondecreasing (finite m, c and 0 < inv_t < inf) and bounds that
+    // are not NaN (key < NaN is false where the interval form reads it as "not above")
+    if constexpr (!Keys)
+        if (!(std::isfinite(key.m) && std::isfinite(key.c) && key.inv_t > 0 &&
+              key.inv_t < std::numeric_limits<float>::infinity() && lo == lo && hi == hi))
+            return typical_split_row<A, Above, true>(x, w, lo, hi, key, ids, lg, b);
     using B = simd::batch<A>;
     using D = simd::dbatch<A>;
     constexpr std::size_t L = simd::lanes<A>, G = 8;
     const float* p = x.data();
     const std::size_t n = x.size(), nfull = n / L * L, fresh = b.dirty;
     const B mb(key.m), tb(key.inv_t), lob(lo), hib(hi), zero(0.f);
+    // Keys false: the entries above are the logits [ulo, uhi], those in the bracket [blo, bhi]
+    // less [ulo, uhi] (typical_reach_interval), two compares per interval instead of the key
+    // (5 operations) and 3 compares per vector
+    float ulo = 0, uhi = 0, blo = 0, bhi = 0;
+    if constexpr (!Keys) {
+        typical_reach_interval(key, hi, ulo, uhi);
+        typical_reach_interval(key, lo, blo, bhi);
+    }
+    const B ulob(ulo), uhib(uhi), blob(blo), bhib(bhi);
+    auto split_masks = [&](const B& v) {
+        if constexpr (Keys) {
+            const B y = key(v);
+            return std::pair{y >= hib, (y >= lob) & (y < hib)};
+        } else {
+            const auto up = (v >= ulob) & (v <= uhib);
+            return std::pair{up, simd::batch_bool<A>((v >= blob) & (v <= bhib)) & ~up};
+        }
+    };
     D a0(0.0), a1(0.0), a2(0.0), a3(0.0);  // the weights above hi (pairs; single vectors)
     B bm(0.f), wd(0.f);                    // float blocks: the bracket's weights, above's w d
     double bmass = 0, wd_sum = 0, tail = 0;
@@ -386,12 +449,9 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
     // one vector: its weights above hi (0 elsewhere) to `above`, the bracket's part compacted
     auto one = [&](std::size_t i, B& above) {
         const B v = B::load_unaligned(p + i);
-        // (key(v) and the weight as split computes them: the same expressions, so the same
-        // contraction, so the keys of the batch and scalar forms agree bit for bit)
-        const B y = key(v);
+        // (the weight as split computes it: the same expression, so the same contraction)
         const B e = i < fresh ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i);
-        const auto up = y >= hib;
-        const auto in = (y >= lob) & (y < hib);
+        const auto [up, in] = split_masks(v);
         if constexpr (Above) {
             cnt += std::size_t(std::popcount(simd::to_mask<A>(up)));
             above = simd::select<A>(up, e, zero);
@@ -427,11 +487,11 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
         const float v = p[i];
         const float y = key(v);
         const float wi = i < fresh ? weight_one<A>(v, key.m, key.inv_t) : w[i];
-        if (y >= hi) {
+        if (Keys ? y >= hi : v >= ulo && v <= uhi) {
             tail += double(wi);
             wd_sum += double(wi) * std::min(200.0, double((key.m - v) * key.inv_t));
             ++cnt;
-        } else if (y >= lo) {
+        } else if (Keys ? y >= lo : v >= blo && v <= bhi) {
             ids[c] = token_id(i);
             lg[c] = v;
             w[c] = wi;
@@ -444,7 +504,12 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
     b.above += (pairs + simd::reduce_add<A>(a2 + a3)) + tail;
     b.above_wd += wd_sum;
     b.above_count += cnt;
-    if (cnt > 0) {
+    if (!Keys && cnt > 0) {
+        // [ulo, uhi] clamped to [lowest, m] (every entry above lies there): the interval the
+        // search below finds
+        b.inner_lo = std::min(b.inner_lo, std::max(ulo, lowest_f));
+        b.inner_hi = std::max(b.inner_hi, std::min(uhi, key.m));
+    } else if (cnt > 0) {
         // [vlo, vhi]: the logits whose key reaches hi, hi <= t(v) <= -hi (t nondecreasing in v;
         // searched over the ordered images of [lowest, m], where every entry above lies)
         auto t_of = [&](float v) { return key.centred(v); };
