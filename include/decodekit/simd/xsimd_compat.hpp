@@ -660,6 +660,45 @@ inline batch<A> exp_nonpositive_in_range(const batch<A>& d) noexcept {
     return e * scale;
 }
 
+/// exp_nonpositive_in_range of K vectors in place: the same operations lane for lane (so the same
+/// bits), written stage by stage across the K vectors so that K independent dependency chains are
+/// in flight (GCC does not interleave the one-vector calls of an unrolled loop; the chain of one
+/// vector is ~60 cycles long). Summing the exponentials of the Gaussian row at V = 128256 on Zen 3
+/// AVX2: one vector at a time 59.2 us, K = 2 54.7, K = 4 46.5 (min of 6 runs).
+template <class A, std::size_t K>
+inline void exp_nonpositive_in_range_n(batch<A> (&d)[K]) noexcept {
+    using B = batch<A>;
+    const B shifter(12582912.f + 127.f);  // as exp_nonpositive_in_range
+    B t[K], r[K], q[K];
+    for (std::size_t j = 0; j < K; ++j) t[j] = xsimd::fma(d[j], B(1.44269504088896341f), shifter);
+    for (std::size_t j = 0; j < K; ++j) r[j] = xsimd::fnma(t[j] - shifter, B(0.693359375f), d[j]);
+    for (std::size_t j = 0; j < K; ++j)
+        r[j] = xsimd::fnma(t[j] - shifter, B(-2.12194440e-4f), r[j]);
+    for (std::size_t j = 0; j < K; ++j)
+        q[j] = xsimd::fma(B(1.9875691500e-4f), r[j], B(1.3981999507e-3f));
+    for (std::size_t j = 0; j < K; ++j) q[j] = xsimd::fma(q[j], r[j], B(8.3334519073e-3f));
+    for (std::size_t j = 0; j < K; ++j) q[j] = xsimd::fma(q[j], r[j], B(4.1665795894e-2f));
+    for (std::size_t j = 0; j < K; ++j) q[j] = xsimd::fma(q[j], r[j], B(1.6666665459e-1f));
+    for (std::size_t j = 0; j < K; ++j) q[j] = xsimd::fma(q[j], r[j], B(5.0000001201e-1f));
+    for (std::size_t j = 0; j < K; ++j) q[j] = xsimd::fma(q[j] * r[j], r[j], r[j]) + B(1.f);
+    for (std::size_t j = 0; j < K; ++j) d[j] = q[j] * as_float<A>(as_int<A>(t[j]) << 23);
+}
+
+/// exp_nonpositive of K vectors in place (exp_nonpositive_in_range_n with the range handling of
+/// exp_nonpositive: the same bits as K calls of it).
+template <class A, std::size_t K>
+inline void exp_nonpositive_n(batch<A> (&d)[K]) noexcept {
+    using B = batch<A>;
+    const B lo(-87.f);
+    B c[K];
+    for (std::size_t j = 0; j < K; ++j) {
+        c[j] = d[j];
+        d[j] = xsimd::max(d[j], lo);
+    }
+    exp_nonpositive_in_range_n<A, K>(d);
+    for (std::size_t j = 0; j < K; ++j) d[j] = xsimd::select(c[j] >= lo, d[j], B(0.f));
+}
+
 /// exp(d) for d <= 0 (the max-subtracted logits of a softmax): k = round(d / ln 2) by the
 /// shifter trick, Cody-Waite reduction, the Cephes degree-5 polynomial (relative error below
 /// 1e-7), 2^k from the exponent bits. Returns 0 for d < -87 (below float's normal range; such
