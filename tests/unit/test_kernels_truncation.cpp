@@ -183,7 +183,9 @@ TEST_CASE("truncation kernels: wrong sizes give bad_size in every build type") {
     }
 }
 
-TEST_CASE("exp_nonpositive_n and exp_nonpositive_in_range_n: the one-vector bits, K at once") {
+TEST_CASE(
+    "exp_nonpositive_n, exp_nonpositive_in_range_n, exp_nonpositive_double_n: the one-vector "
+    "bits") {
     // The K-vector forms (kernels/min_p.hpp's weigher) must give exp_nonpositive's and
     // exp_nonpositive_in_range's bits lane for lane: the draw's scan recomputes one vector at a
     // time what the group sums added K at a time. Values over [-100, 0] (past the -87 cut), and
@@ -237,7 +239,24 @@ TEST_CASE("exp_nonpositive_n and exp_nonpositive_in_range_n: the one-vector bits
         check(std::integral_constant<std::size_t, 1>{});
         check(std::integral_constant<std::size_t, 2>{});
         check(std::integral_constant<std::size_t, 4>{});
+        // exp_nonpositive_double_n (double_pass): the same over d * 8.1 (past -708 too), 4 at once
+        using D = dk::simd::dbatch<A>;
+        constexpr std::size_t H = D::size;
+        std::size_t differ_double = 0;
+        alignas(64) double dd[4 * H], x1[H], x4[H];
+        for (std::size_t i = 0; i + 4 * H <= d.size(); i += 4 * H) {
+            for (std::size_t j = 0; j < 4 * H; ++j) dd[j] = double(d[i + j]) * 8.1;
+            D e[4];
+            for (std::size_t j = 0; j < 4; ++j) e[j] = D::load_aligned(dd + j * H);
+            dk::simd::exp_nonpositive_double_n<A, 4>(e);
+            for (std::size_t j = 0; j < 4; ++j) {
+                dk::simd::exp_nonpositive_double<A>(D::load_aligned(dd + j * H)).store_aligned(x1);
+                e[j].store_aligned(x4);
+                differ_double += std::memcmp(x1, x4, sizeof x1) != 0;
+            }
+        }
         INFO("arch " << name);
+        CHECK(differ_double == 0);
         CHECK(compared > 3 * d.size() / L - 8);
         CHECK(differ == 0);
         CHECK(differ_in_range == 0);
