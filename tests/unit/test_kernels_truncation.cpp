@@ -11,9 +11,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <iterator>
 #include <limits>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -178,6 +181,86 @@ TEST_CASE("truncation kernels: wrong sizes give bad_size in every build type") {
         }
         CHECK(out.empty());
     }
+}
+
+TEST_CASE(
+    "exp_nonpositive_n, exp_nonpositive_in_range_n, exp_nonpositive_double_n: the one-vector "
+    "bits") {
+    // The K-vector forms (kernels/min_p.hpp's weigher) must give exp_nonpositive's and
+    // exp_nonpositive_in_range's bits lane for lane: the draw's scan recomputes one vector at a
+    // time what the group sums added K at a time. Values over [-100, 0] (past the -87 cut), and
+    // 0, -0, -87, -inf and NaN lanes.
+    std::uint64_t s = 29;
+    std::vector<float> d(1 << 16);
+    for (auto& e : d) e = -float(100.0 * dk_rows::unit(s));
+    const float specials[] = {0.f,
+                              -0.f,
+                              -87.f,
+                              -86.99999f,
+                              -87.00001f,
+                              -std::numeric_limits<float>::infinity(),
+                              std::numeric_limits<float>::quiet_NaN(),
+                              -1e-30f};
+    for (std::size_t i = 0; i < std::size(specials); ++i) d[37 * i + 5] = specials[i];
+    each_arch([&](auto arch, const std::string& name) {
+        using A = decltype(arch);
+        using B = dk::simd::batch<A>;
+        constexpr std::size_t L = dk::simd::lanes<A>;
+        std::size_t differ = 0, differ_in_range = 0, compared = 0;
+        auto same = [](const B& a, const B& b) {
+            alignas(64) float x[L], y[L];
+            a.store_aligned(x);
+            b.store_aligned(y);
+            return std::memcmp(x, y, sizeof x) == 0;
+        };
+        auto in_range = [](const B& v) {
+            alignas(64) float x[L];
+            v.store_aligned(x);
+            for (const float e : x)
+                if (!(e >= -87.f && e <= 0.f)) return false;
+            return true;
+        };
+        auto check = [&]<std::size_t K>(std::integral_constant<std::size_t, K>) {
+            for (std::size_t i = 0; i + K * L <= d.size(); i += K * L) {
+                B v[K], w[K];
+                for (std::size_t j = 0; j < K; ++j)
+                    v[j] = w[j] = B::load_unaligned(d.data() + i + j * L);
+                dk::simd::exp_nonpositive_n<A, K>(w);
+                for (std::size_t j = 0; j < K; ++j)
+                    differ += !same(w[j], dk::simd::exp_nonpositive<A>(v[j]));
+                for (std::size_t j = 0; j < K; ++j) w[j] = v[j];
+                dk::simd::exp_nonpositive_in_range_n<A, K>(w);
+                for (std::size_t j = 0; j < K; ++j)
+                    if (in_range(v[j]))
+                        differ_in_range += !same(w[j], dk::simd::exp_nonpositive_in_range<A>(v[j]));
+                compared += K;
+            }
+        };
+        check(std::integral_constant<std::size_t, 1>{});
+        check(std::integral_constant<std::size_t, 2>{});
+        check(std::integral_constant<std::size_t, 4>{});
+        // exp_nonpositive_double_n (double_pass): the same over d * 8.1 (past -708 too), 4 at once
+        using D = dk::simd::dbatch<A>;
+        constexpr std::size_t H = D::size;
+        std::size_t differ_double = 0;
+        alignas(64) double dd[4 * H], x1[H], x4[H];
+        for (std::size_t i = 0; i + 4 * H <= d.size(); i += 4 * H) {
+            for (std::size_t j = 0; j < 4 * H; ++j) dd[j] = double(d[i + j]) * 8.1;
+            D e[4];
+            for (std::size_t j = 0; j < 4; ++j) e[j] = D::load_aligned(dd + j * H);
+            dk::simd::exp_nonpositive_double_n<A, 4>(e);
+            for (std::size_t j = 0; j < 4; ++j) {
+                dk::simd::exp_nonpositive_double<A>(D::load_aligned(dd + j * H)).store_aligned(x1);
+                e[j].store_aligned(x4);
+                differ_double += std::memcmp(x1, x4, sizeof x1) != 0;
+            }
+        }
+        INFO("arch " << name);
+        CHECK(differ_double == 0);
+        CHECK(compared > 3 * d.size() / L - 8);
+        CHECK(differ == 0);
+        CHECK(differ_in_range == 0);
+    });
 }
 
 TEST_CASE("exp_nonpositive and exp_nonpositive_double stay within their error bounds") {

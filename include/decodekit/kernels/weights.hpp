@@ -240,6 +240,27 @@ double_sums double_pass(std::span<const float> x, float m, float temperature,
         half(hi, shi);
     };
     std::size_t i = 0;
+    // Two vectors (four double halves) at a time: their exponentials interleaved
+    // (simd::exp_nonpositive_double_n, the same bits), then added in the order of one(), so the
+    // sums are the same bit for bit. One half at a time left the degree-13 Horner chains
+    // latency-bound.
+    for (; i + 2 * L <= n; i += 2 * L) {
+        const B v[2] = {B::load_unaligned(p + i), B::load_unaligned(p + i + L)};
+        D dv[4], sel[4];
+        for (std::size_t j = 0; j < 2; ++j) {
+            simd::widen<A>(v[j], dv[2 * j], dv[2 * j + 1]);
+            simd::widen<A>(simd::select<A>(in_set(v[j], i + j * L), B(1.f), B(0.f)), sel[2 * j],
+                           sel[2 * j + 1]);
+        }
+        D d[4], e[4];
+        for (std::size_t j = 0; j < 4; ++j) e[j] = d[j] = (dv[j] - md) * td;
+        simd::exp_nonpositive_double_n<A, 4>(e);
+        for (std::size_t j = 0; j < 4; ++j) {
+            z += e[j];
+            s += simd::select<A>(e[j] > zero, e[j] * d[j], zero);
+            k += e[j] * sel[j];
+        }
+    }
     for (; i + L <= n; i += L) one(B::load_unaligned(p + i), i);
     if (i < n) {
         alignas(64) float buf[L];

@@ -467,6 +467,38 @@ inline xsimd::batch<double, A> exp_nonpositive_double(const xsimd::batch<double,
     return xsimd::select(d >= lo, e * scale, D(0.0));
 }
 
+/// exp_nonpositive_double of K vectors in place: the same operations lane for lane (so the same
+/// bits), stage by stage across the K vectors so that K dependency chains (~70 cycles each: the
+/// degree-13 Horner) are in flight (see exp_nonpositive_in_range_n).
+template <class A, std::size_t K>
+inline void exp_nonpositive_double_n(xsimd::batch<double, A> (&d)[K]) noexcept {
+    using D = xsimd::batch<double, A>;
+    using I = xsimd::batch<std::int64_t, A>;
+    const D lo(-708.0), shifter(6755399441055744.0 + 1023.0);  // as exp_nonpositive_double
+    D t[K], r[K], q[K];
+    for (std::size_t j = 0; j < K; ++j)
+        t[j] = xsimd::fma(xsimd::max(d[j], lo), D(1.4426950408889634), shifter);
+    for (std::size_t j = 0; j < K; ++j)
+        r[j] = xsimd::fnma(t[j] - shifter, D(6.93147180369123816490e-01), xsimd::max(d[j], lo));
+    for (std::size_t j = 0; j < K; ++j)
+        r[j] = xsimd::fnma(t[j] - shifter, D(1.90821492927058770002e-10), r[j]);
+    for (std::size_t j = 0; j < K; ++j)
+        q[j] = xsimd::fma(D(1.0 / 6227020800.0), r[j], D(1.0 / 479001600.0));
+    for (const double c : {1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0,
+                           1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5})
+        for (std::size_t j = 0; j < K; ++j) q[j] = xsimd::fma(q[j], r[j], D(c));
+    for (std::size_t j = 0; j < K; ++j) {
+        const D e = xsimd::fma(q[j] * r[j], r[j], r[j]) + D(1.0);
+#if XSIMD_VERSION_MAJOR >= 11
+        const D scale = xsimd::bitwise_cast<double>(xsimd::bitwise_cast<std::int64_t>(t[j]) << 52);
+#else
+        const D scale = xsimd::bitwise_cast<D>(xsimd::bitwise_cast<I>(t[j]) << 52);
+#endif
+        d[j] = xsimd::select(d[j] >= lo, e * scale, D(0.0));
+    }
+    static_cast<void>(sizeof(I));
+}
+
 /// Compress-store of a (logit, id) pair of batches: writes the lanes of `v` selected by the bit
 /// mask `m` (bit i = lane i), in lane order, to logits_out[0..) and the same lanes of `ids` to
 /// ids_out[0..); returns how many. May write up to lanes<A> entries past the count (callers leave
@@ -658,6 +690,45 @@ inline batch<A> exp_nonpositive_in_range(const batch<A>& d) noexcept {
     const B e = xsimd::fma(q * r, r, r) + B(1.f);
     const B scale = as_float<A>(as_int<A>(t) << 23);  // (k + 127) << 23 = 2^k
     return e * scale;
+}
+
+/// exp_nonpositive_in_range of K vectors in place: the same operations lane for lane (so the same
+/// bits), written stage by stage across the K vectors so that K independent dependency chains are
+/// in flight (GCC does not interleave the one-vector calls of an unrolled loop; the chain of one
+/// vector is ~60 cycles long). Summing the exponentials of the Gaussian row at V = 128256 on Zen 3
+/// AVX2: one vector at a time 59.2 us, K = 2 54.7, K = 4 46.5 (min of 6 runs).
+template <class A, std::size_t K>
+inline void exp_nonpositive_in_range_n(batch<A> (&d)[K]) noexcept {
+    using B = batch<A>;
+    const B shifter(12582912.f + 127.f);  // as exp_nonpositive_in_range
+    B t[K], r[K], q[K];
+    for (std::size_t j = 0; j < K; ++j) t[j] = xsimd::fma(d[j], B(1.44269504088896341f), shifter);
+    for (std::size_t j = 0; j < K; ++j) r[j] = xsimd::fnma(t[j] - shifter, B(0.693359375f), d[j]);
+    for (std::size_t j = 0; j < K; ++j)
+        r[j] = xsimd::fnma(t[j] - shifter, B(-2.12194440e-4f), r[j]);
+    for (std::size_t j = 0; j < K; ++j)
+        q[j] = xsimd::fma(B(1.9875691500e-4f), r[j], B(1.3981999507e-3f));
+    for (std::size_t j = 0; j < K; ++j) q[j] = xsimd::fma(q[j], r[j], B(8.3334519073e-3f));
+    for (std::size_t j = 0; j < K; ++j) q[j] = xsimd::fma(q[j], r[j], B(4.1665795894e-2f));
+    for (std::size_t j = 0; j < K; ++j) q[j] = xsimd::fma(q[j], r[j], B(1.6666665459e-1f));
+    for (std::size_t j = 0; j < K; ++j) q[j] = xsimd::fma(q[j], r[j], B(5.0000001201e-1f));
+    for (std::size_t j = 0; j < K; ++j) q[j] = xsimd::fma(q[j] * r[j], r[j], r[j]) + B(1.f);
+    for (std::size_t j = 0; j < K; ++j) d[j] = q[j] * as_float<A>(as_int<A>(t[j]) << 23);
+}
+
+/// exp_nonpositive of K vectors in place (exp_nonpositive_in_range_n with the range handling of
+/// exp_nonpositive: the same bits as K calls of it).
+template <class A, std::size_t K>
+inline void exp_nonpositive_n(batch<A> (&d)[K]) noexcept {
+    using B = batch<A>;
+    const B lo(-87.f);
+    B c[K];
+    for (std::size_t j = 0; j < K; ++j) {
+        c[j] = d[j];
+        d[j] = xsimd::max(d[j], lo);
+    }
+    exp_nonpositive_in_range_n<A, K>(d);
+    for (std::size_t j = 0; j < K; ++j) d[j] = xsimd::select(c[j] >= lo, d[j], B(0.f));
 }
 
 /// exp(d) for d <= 0 (the max-subtracted logits of a softmax): k = round(d / ln 2) by the
