@@ -287,7 +287,7 @@ double min_p_group_sum(const Row r, std::size_t n, std::size_t blk, std::size_t 
                 bool empty = false;
                 for (; i + 2 * L <= end; i += 2 * L) {
                     const B p[2] = {r.load(i), r.load(i + L)};
-                    if (!simd::any<A>(p[0] >= tb | p[1] >= tb)) {
+                    if (!simd::any<A>((p[0] >= tb) | (p[1] >= tb))) {
                         empty = true;
                         continue;
                     }
