@@ -160,6 +160,19 @@ inline std::int32_t ordered_image(float v) noexcept {
 inline float from_ordered_image(std::int32_t i) noexcept {
     return std::bit_cast<float>(i < 0 ? i ^ 0x7FFFFFFF : i);
 }
+/// The first ordered image in [a, z) whose float satisfies pred, for a pred false then true over
+/// the images (a binary search); z when none does.
+template <class Pred>
+std::int64_t first_image_where(std::int64_t a, std::int64_t z, Pred&& pred) noexcept {
+    while (a < z) {
+        const std::int64_t mid = a + (z - a) / 2;
+        if (pred(from_ordered_image(std::int32_t(mid))))
+            z = mid;
+        else
+            a = mid + 1;
+    }
+    return a;
+}
 
 /// How many of v[0, c) are >= t. SIMD compare and popcount.
 template <class A>

@@ -366,14 +366,7 @@ void typical_reach_interval(const typical_key<A>& key, float y, float& first,
     const float none = std::numeric_limits<float>::quiet_NaN();
     const std::int64_t top = ordered_image(inf);
     auto first_true = [&](auto&& pred) {  // pred false then true over the images; none: NaN
-        std::int64_t a = ordered_image(neg_inf_f), z = top + 1;
-        while (a < z) {
-            const std::int64_t mid = a + (z - a) / 2;
-            if (pred(from_ordered_image(std::int32_t(mid))))
-                z = mid;
-            else
-                a = mid + 1;
-        }
+        const std::int64_t a = first_image_where(ordered_image(neg_inf_f), top + 1, pred);
         return a > top ? none : from_ordered_image(std::int32_t(a));
     };
     first = first_true([&](float v) { return key.centred(v) >= y; });
@@ -514,15 +507,8 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
         // searched over the ordered images of [lowest, m], where every entry above lies)
         auto t_of = [&](float v) { return key.centred(v); };
         auto first_true = [&](auto&& pred) {  // pred false then true over the images
-            std::int64_t a = ordered_image(lowest_f), z = ordered_image(key.m);
-            while (a < z) {
-                const std::int64_t mid = a + (z - a) / 2;
-                if (pred(from_ordered_image(std::int32_t(mid))))
-                    z = mid;
-                else
-                    a = mid + 1;
-            }
-            return from_ordered_image(std::int32_t(a));
+            return from_ordered_image(std::int32_t(
+                first_image_where(ordered_image(lowest_f), ordered_image(key.m), pred)));
         };
         const float vlo = first_true([&](float v) { return t_of(v) >= hi; });
         const float past = first_true([&](float v) { return t_of(v) > -hi; });
