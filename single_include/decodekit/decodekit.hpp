@@ -6190,6 +6190,19 @@ inline std::int32_t ordered_image(float v) noexcept {
 inline float from_ordered_image(std::int32_t i) noexcept {
     return std::bit_cast<float>(i < 0 ? i ^ 0x7FFFFFFF : i);
 }
+/// The first ordered image in [a, z) whose float satisfies pred, for a pred false then true over
+/// the images (a binary search); z when none does.
+template <class Pred>
+std::int64_t first_image_where(std::int64_t a, std::int64_t z, Pred&& pred) noexcept {
+    while (a < z) {
+        const std::int64_t mid = a + (z - a) / 2;
+        if (pred(from_ordered_image(std::int32_t(mid))))
+            z = mid;
+        else
+            a = mid + 1;
+    }
+    return a;
+}
 
 /// How many of v[0, c) are >= t. SIMD compare and popcount.
 template <class A>
@@ -12759,7 +12772,7 @@ double min_p_group_sum(const Row r, std::size_t n, std::size_t blk, std::size_t 
                 bool empty = false;
                 for (; i + 2 * L <= end; i += 2 * L) {
                     const B p[2] = {r.load(i), r.load(i + L)};
-                    if (!simd::any<A>(p[0] >= tb | p[1] >= tb)) {
+                    if (!simd::any<A>((p[0] >= tb) | (p[1] >= tb))) {
                         empty = true;
                         continue;
                     }
@@ -15070,14 +15083,7 @@ void typical_reach_interval(const typical_key<A>& key, float y, float& first,
     const float none = std::numeric_limits<float>::quiet_NaN();
     const std::int64_t top = ordered_image(inf);
     auto first_true = [&](auto&& pred) {  // pred false then true over the images; none: NaN
-        std::int64_t a = ordered_image(neg_inf_f), z = top + 1;
-        while (a < z) {
-            const std::int64_t mid = a + (z - a) / 2;
-            if (pred(from_ordered_image(std::int32_t(mid))))
-                z = mid;
-            else
-                a = mid + 1;
-        }
+        const std::int64_t a = first_image_where(ordered_image(neg_inf_f), top + 1, pred);
         return a > top ? none : from_ordered_image(std::int32_t(a));
     };
     first = first_true([&](float v) { return key.centred(v) >= y; });
@@ -15218,15 +15224,8 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
         // searched over the ordered images of [lowest, m], where every entry above lies)
         auto t_of = [&](float v) { return key.centred(v); };
         auto first_true = [&](auto&& pred) {  // pred false then true over the images
-            std::int64_t a = ordered_image(lowest_f), z = ordered_image(key.m);
-            while (a < z) {
-                const std::int64_t mid = a + (z - a) / 2;
-                if (pred(from_ordered_image(std::int32_t(mid))))
-                    z = mid;
-                else
-                    a = mid + 1;
-            }
-            return from_ordered_image(std::int32_t(a));
+            return from_ordered_image(std::int32_t(
+                first_image_where(ordered_image(lowest_f), ordered_image(key.m), pred)));
         };
         const float vlo = first_true([&](float v) { return t_of(v) >= hi; });
         const float past = first_true([&](float v) { return t_of(v) > -hi; });
