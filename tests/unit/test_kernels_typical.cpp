@@ -277,6 +277,104 @@ TEST_CASE("entropy_pass (Heavy): the entries above the planned threshold, as a p
     CHECK(std::vector<dk::token_id>(ids.begin(), ids.begin() + long(h.count)) == want);
 }
 
+/// entropy_pass<A, true, true>'s sums computed one exponential at a time (simd::exp_nonpositive
+/// per vector), in the pass's order: pairs of vectors added in float then widened, the float
+/// blocks of 32 vectors, the last single vectors and the -inf padded tail one by one.
+template <class A>
+kn::detail::row_sums paired_sums_one_at_a_time(std::span<const float> x, float m, float t) {
+    using B = dk::simd::batch<A>;
+    using D = dk::simd::dbatch<A>;
+    constexpr std::size_t L = dk::simd::lanes<A>;
+    const B mb(m), tb(1.f / t), lo(-200.f);
+    D z0(0.0), z1(0.0), s0(0.0), s1(0.0);
+    B fa2(0.f), fb2(0.f);
+    double wd2 = 0;
+    auto single = [&](const B& v) {
+        const B d = (v - mb) * tb;
+        const B e = dk::simd::exp_nonpositive<A>(d);
+        dk::simd::widen_add<A>(z0, z1, e);
+        const B c = dk::simd::max_ignore_nan<A>(lo, d);
+        const B f = e * c;
+        fa2 = dk::simd::fma<A>(f, c, fa2);
+        dk::simd::widen_add<A>(s0, s1, f);
+    };
+    auto flush = [&] {
+        wd2 += double(dk::simd::reduce_add<A>(fa2 + fb2));
+        fa2 = fb2 = B(0.f);
+    };
+    const std::size_t n = x.size(), nfull = n / L * L;
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 32 * L);
+        for (; i + 2 * L <= end; i += 2 * L) {
+            const B da = (B::load_unaligned(x.data() + i) - mb) * tb;
+            const B db = (B::load_unaligned(x.data() + i + L) - mb) * tb;
+            const B ea = dk::simd::exp_nonpositive<A>(da), eb = dk::simd::exp_nonpositive<A>(db);
+            const B ca = dk::simd::max_ignore_nan<A>(lo, da),
+                    cb = dk::simd::max_ignore_nan<A>(lo, db);
+            const B fa = ea * ca, fb = eb * cb;
+            fa2 = dk::simd::fma<A>(fa, ca, fa2);
+            fb2 = dk::simd::fma<A>(fb, cb, fb2);
+            dk::simd::widen_add<A>(z0, z1, ea + eb);
+            dk::simd::widen_add<A>(s0, s1, fa + fb);
+        }
+        for (; i < end; i += L) single(B::load_unaligned(x.data() + i));
+        flush();
+    }
+    if (i < n) {
+        alignas(64) float buf[L];
+        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? x[i + j] : -inf;
+        single(B::load_aligned(buf));
+        flush();
+    }
+    kn::detail::row_sums r;
+    r.sum = dk::simd::reduce_add<A>((z0 + z1) + (D(0.0) + D(0.0)));
+    r.wd = -dk::simd::reduce_add<A>((s0 + s1) + (D(0.0) + D(0.0)));
+    r.wd2_bound = wd2;
+    return r;
+}
+
+TEST_CASE("entropy_pass (Paired): the sums of one exponential at a time, bit for bit") {
+    // The pass computes two pairs' exponentials at once (simd::exp_nonpositive_n: four chains in
+    // flight) and adds them as one vector's at a time would: the same weights (the thresholds
+    // test compares them with weight_one) and the same sums, so typical's and eta's sets and
+    // logprobs do not depend on the scheduling. Every architecture, the four shapes, T 0.7 / 1 /
+    // 1.5, lengths with partial blocks, remainder vectors and a tail; NaN and -inf entries.
+    for (auto sh : dk_family::shapes)
+        for (float t : {0.7f, 1.f, 1.5f})
+            for (std::size_t v :
+                 {std::size_t(37), std::size_t(1003), std::size_t(4097), std::size_t(40037)}) {
+                auto x = dk_family::make_row(sh, v, 11);
+                if (v == 4097) {
+                    for (std::size_t i = 3; i < v; i += 61) x[i] = std::nanf("");
+                    for (std::size_t i = 7; i < v; i += 53) x[i] = -inf;
+                }
+                each_arch(
+                    [&](auto arch, const std::string& name) {
+                        using A = decltype(arch);
+                        INFO(name << " shape " << int(sh) << " T " << t << " n " << v);
+                        float m = -inf;
+                        for (float y : x) m = y > m ? y : m;
+                        std::vector<float> w(v);
+                        const auto rs = kn::detail::entropy_pass<A, true, true>(x, m, t, w.data());
+                        const auto want = paired_sums_one_at_a_time<A>(x, m, t);
+                        CHECK(std::bit_cast<std::uint64_t>(rs.sum) ==
+                              std::bit_cast<std::uint64_t>(want.sum));
+                        CHECK(std::bit_cast<std::uint64_t>(rs.wd) ==
+                              std::bit_cast<std::uint64_t>(want.wd));
+                        constexpr double inflate = 1 + 64 * 0x1p-24;
+                        CHECK(rs.wd2_bound == want.wd2_bound * inflate * inflate + 1e-300);
+                        bool same_w = true;
+                        for (std::size_t i = 0; i < v; ++i)
+                            same_w = same_w && std::bit_cast<std::uint32_t>(w[i]) ==
+                                                   std::bit_cast<std::uint32_t>(
+                                                       kn::detail::weight_one<A>(x[i], m, 1.f / t));
+                        CHECK(same_w);
+                    },
+                    v);
+            }
+}
+
 TEST_CASE("typical: more heavy entries than the pass collects (overflow), the set still exact") {
     // The plan's threshold is the 4th largest sampled weight; a row whose sampled positions hold
     // 4 high entries and otherwise low ones, while 1 in 20 of the others sits above them, has

@@ -121,16 +121,20 @@ struct row_sums {
 /// whole vectors of p[0, n), in blocks of 32 vectors, two(i) for each pair of vectors from i,
 /// one(v, w + i) for a last single one, flush() after each block (the float accumulators go to
 /// double); the tail padded with -inf into one vector (same lanes, same weights) through one(v,
-/// buffer), its weights copied to w (Store), and a flush.
-template <class A, bool Store, class Two, class One, class Flush>
-inline void exp_blocks(const float* p, float* w, std::size_t n, Two&& two, One&& one,
-                       Flush&& flush) noexcept {
+/// buffer), its weights copied to w (Store), and a flush. With four (Quads): four(i) for two
+/// pairs from i where a block has them (it must do what two(i), two(i + 2 L) would), two(i) for
+/// a last pair.
+template <class A, bool Store, bool Quads, class Four, class Two, class One, class Flush>
+inline void exp_blocks_impl(const float* p, float* w, std::size_t n, Four&& four, Two&& two,
+                            One&& one, Flush&& flush) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>;
     const std::size_t nfull = n / L * L;
     std::size_t i = 0;
     while (i < nfull) {
         const std::size_t end = std::min(nfull, i + 32 * L);
+        if constexpr (Quads)
+            for (; i + 4 * L <= end; i += 4 * L) four(i);
         for (; i + 2 * L <= end; i += 2 * L) two(i);
         for (; i < end; i += L) one(B::load_unaligned(p + i), w + i);
         flush();
@@ -143,6 +147,20 @@ inline void exp_blocks(const float* p, float* w, std::size_t n, Two&& two, One&&
             for (std::size_t j = 0; i + j < n; ++j) w[i + j] = wb[j];
         flush();
     }
+}
+
+/// exp_blocks_impl by pairs (weigh_row, the unpaired entropy_pass).
+template <class A, bool Store, class Two, class One, class Flush>
+inline void exp_blocks(const float* p, float* w, std::size_t n, Two&& two, One&& one,
+                       Flush&& flush) noexcept {
+    exp_blocks_impl<A, Store, false>(p, w, n, two, two, one, flush);
+}
+
+/// exp_blocks_impl by two pairs at a time (entropy_pass's paired pass).
+template <class A, bool Store, class Four, class Two, class One, class Flush>
+inline void exp_blocks(const float* p, float* w, std::size_t n, Four&& four, Two&& two, One&& one,
+                       Flush&& flush) noexcept {
+    exp_blocks_impl<A, Store, true>(p, w, n, four, two, one, flush);
 }
 
 /// One pass: w_i for every entry (stored to w when Store), their sum and wd_bound in row_sums
