@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <new>
@@ -39,7 +40,9 @@ void* counted_alloc(std::size_t n) noexcept {
 }
 void counted_free(void* q) noexcept {
     if (!q) return;
-    auto* p = static_cast<unsigned char*>(q) - header;
+    // through an integer: g++ 12 -O2 otherwise reads `q - header` as out of the bounds of the
+    // object being deleted (-Warray-bounds) once operator delete is inlined at a call site
+    auto* p = reinterpret_cast<unsigned char*>(reinterpret_cast<std::uintptr_t>(q) - header);
     g_live -= std::ptrdiff_t(*reinterpret_cast<std::size_t*>(p));
     std::free(p);
 }

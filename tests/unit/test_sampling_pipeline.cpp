@@ -91,7 +91,7 @@ TEST_CASE("a user step runs at its position of the order", "[pipeline][step]") {
         CHECK(a.user_step<drop_top>(1) == nullptr);
     }
     SECTION("an empty step is a configuration error naming the field") {
-        sampling_params p{.steps = {{.position = 0}}};
+        sampling_params p{.steps = {{.position = 0, .step = {}}}};
         CHECK(p.check().value_or("").find("sampling_params.steps") == 0);
     }
 }
