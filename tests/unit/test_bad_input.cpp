@@ -13,6 +13,10 @@
 #include <string>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_bad_input {
+
 using namespace decodekit;
 using dk_test::toy_model;
 using dk_test::toy_model_config;
@@ -344,3 +348,4 @@ TEST_CASE("bad input: batched calls check their sizes, the matrix and distinct s
         CHECK(out[1].ok());
     }
 }
+}  // namespace dk_t_bad_input

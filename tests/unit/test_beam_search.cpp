@@ -9,6 +9,10 @@
 #include <tuple>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_beam_search {
+
 using namespace decodekit;
 using dk_test::toy_model;
 using dk_test::toy_model_config;
@@ -886,3 +890,4 @@ TEST_CASE("beam search with processor_input = logprobs equals HF's beam search w
               .value_or("")
               .find("beam_search_params.processor_input") != std::string::npos);
 }
+}  // namespace dk_t_beam_search

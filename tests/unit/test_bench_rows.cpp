@@ -13,6 +13,10 @@
 #include <string>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_bench_rows {
+
 namespace {
 
 using dk_bench::make_row;
@@ -89,3 +93,4 @@ TEST_CASE("bench rows: gauss is N(0, 1) and flat is N(0, 0.01^2)") {
     const auto [lo, hi] = std::minmax_element(f.begin(), f.end());
     CHECK(*hi - *lo < 0.12f);  // near-uniform: every probability within e^0.12 of another
 }
+}  // namespace dk_t_bench_rows

@@ -9,6 +9,10 @@
 #include <numeric>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_contrastive {
+
 using namespace decodekit;
 using dk_test::toy_model;
 
@@ -277,3 +281,4 @@ TEST_CASE(
     std::vector<float> none(V, -INFINITY);
     CHECK(sc.candidates_of(none) == 0);
 }
+}  // namespace dk_t_contrastive

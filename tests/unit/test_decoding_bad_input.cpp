@@ -7,6 +7,10 @@
 #include <limits>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_decoding_bad_input {
+
 using namespace decodekit;
 using dk_test::toy_model;
 using dk_test::toy_model_config;
@@ -92,3 +96,4 @@ TEST_CASE("decoding bad input: a proposer claiming q's it did not give is cut, n
     CHECK(r.stats.drafted == 0);  // the drafts without a q were dropped
     CHECK(r.stats.proposed == 0);
 }
+}  // namespace dk_t_decoding_bad_input

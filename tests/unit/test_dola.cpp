@@ -8,6 +8,10 @@
 #include <set>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_dola {
+
 using namespace decodekit;
 using dk_test::toy_model;
 
@@ -232,3 +236,4 @@ TEST_CASE("DoLa's processors run on the final distribution (no_repeat_ngram, min
     INFO(differs << " of " << runs << " runs changed");
     CHECK(differs > runs / 3);  // negative control: the processors matter
 }
+}  // namespace dk_t_dola

@@ -9,6 +9,10 @@
 #include <cstdio>
 #include <string>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_error_handler {
+
 using namespace decodekit;
 
 #if DECODEKIT_EXCEPTIONS
@@ -67,3 +71,4 @@ TEST_CASE("without exceptions: the handler runs once, then the program aborts", 
     }
 }
 #endif
+}  // namespace dk_t_error_handler

@@ -6,6 +6,10 @@
 #include <cmath>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_generate {
+
 using namespace decodekit;
 using dk_test::toy_model;
 
@@ -236,3 +240,4 @@ TEST_CASE("stop_checker: EOS ids and stop sequences over spans", "[generate]") {
     CHECK(detail::check_stop_conditions("x", eos, bad)->find("x.stop_sequences") !=
           std::string::npos);
 }
+}  // namespace dk_t_generate

@@ -11,6 +11,10 @@
 #include <utility>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_kernels_draw {
+
 namespace {
 
 namespace dk = decodekit;
@@ -578,3 +582,4 @@ TEST_CASE("draw_temperature thresholds and masks: npos, +inf rows, NaN threshold
                 CHECK(std::vector<dk::token_id>(c.ids().begin(), c.ids().end()) == support);
             }
 }
+}  // namespace dk_t_kernels_draw

@@ -12,6 +12,10 @@
 #include <cstdint>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_kernels_huge_temperature {
+
 namespace {
 
 namespace dk = decodekit;
@@ -92,3 +96,4 @@ TEST_CASE(
     ref::top_p(x, 0.999f, 1e38f, 1, want);
     CHECK(d.size() == want.size());
 }
+}  // namespace dk_t_kernels_huge_temperature

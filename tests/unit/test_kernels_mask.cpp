@@ -16,6 +16,10 @@
 #include <string>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_kernels_mask {
+
 namespace {
 
 namespace dk = decodekit;
@@ -490,3 +494,4 @@ TEST_CASE(
                     }
     });
 }
+}  // namespace dk_t_kernels_mask

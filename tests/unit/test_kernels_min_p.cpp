@@ -13,6 +13,10 @@
 #include <string>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_kernels_min_p {
+
 namespace {
 
 namespace dk = decodekit;
@@ -353,3 +357,4 @@ TEST_CASE("draw_min_p: a near-uniform row's blocks weighed without compares, NaN
         }
     }
 }
+}  // namespace dk_t_kernels_min_p

@@ -18,6 +18,10 @@
 #include <string>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_kernels_nucleus_tiers {
+
 namespace {
 
 namespace dk = decodekit;
@@ -214,3 +218,4 @@ TEST_CASE("top_p: the peaked rows at T 1.5, p 0.99 are decided without the doubl
     CHECK(corrected_decided > 0);
     CHECK(double_rows <= corrected_decided);
 }
+}  // namespace dk_t_kernels_nucleus_tiers

@@ -11,6 +11,10 @@
 #include <utility>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_kernels_reduce {
+
 namespace {
 
 namespace dk = decodekit;
@@ -234,3 +238,4 @@ TEST_CASE("widen_add_split adds each lane to exactly one pair of double accumula
         }
     });
 }
+}  // namespace dk_t_kernels_reduce

@@ -8,6 +8,10 @@
 #include <limits>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_kernels_reference {
+
 namespace {
 
 namespace dk = decodekit;
@@ -177,3 +181,4 @@ TEST_CASE("xtc_removed: all of the head but its least probable, unless min_keep 
     CHECK(ref::xtc_removed(x, 0.15f, 1.f, 3, c) == 2);
     CHECK(ref::xtc_removed(x, 0.6f, 1.f, 1, c) == 0);
 }
+}  // namespace dk_t_kernels_reference

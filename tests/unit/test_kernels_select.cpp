@@ -13,6 +13,10 @@
 #include <utility>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_kernels_select {
+
 namespace {
 
 namespace dk = decodekit;
@@ -429,3 +433,4 @@ TEST_CASE("logsumexp_top_k: the k-th group maximum is -inf (fewer valid entries 
         CHECK(got.ids()[0] == 4095);
     });
 }
+}  // namespace dk_t_kernels_select

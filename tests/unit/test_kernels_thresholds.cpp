@@ -18,6 +18,10 @@
 #include <string>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_kernels_thresholds {
+
 namespace {
 
 namespace dk = decodekit;
@@ -468,3 +472,4 @@ TEST_CASE("entropy.hpp: E_p[d] within its bounds, compensated and not, on the ro
         },
         32000);
 }
+}  // namespace dk_t_kernels_thresholds

@@ -19,6 +19,10 @@
 #include <type_traits>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_kernels_truncation {
+
 namespace {
 
 namespace dk = decodekit;
@@ -760,3 +764,4 @@ TEST_CASE("top_p: heavy entries at block edges, in the row's tail and among NaN 
         check_top_p(x, p, 1.f, 1);
     }
 }
+}  // namespace dk_t_kernels_truncation

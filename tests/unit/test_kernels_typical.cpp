@@ -19,6 +19,10 @@
 #include <tuple>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_kernels_typical {
+
 namespace {
 
 namespace dk = decodekit;
@@ -841,3 +845,4 @@ TEST_CASE(
               1u << unsigned(kn::exactness_tier::float_bound));
     }
 }
+}  // namespace dk_t_kernels_typical

@@ -10,6 +10,10 @@
 #include <cstdint>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_mtp_module {
+
 using namespace decodekit;
 using dk_test::toy_model;
 using dk_test::toy_model_config;
@@ -246,3 +250,4 @@ TEST_CASE("sampled MTP speculative decoding follows the target's law exactly",
         CHECK(g.p_value < dk_test::false_failure_rate);
     }
 }
+}  // namespace dk_t_mtp_module

@@ -11,6 +11,10 @@
 #include <random>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_processors_dry {
+
 using namespace decodekit;
 
 namespace {
@@ -283,3 +287,4 @@ TEST_CASE("dry_params: check() names the field and range", "[processors][dry]") 
     CHECK(dry_params{.allowed_length = 0}.check()->find("allowed_length") != std::string::npos);
     DK_IF_EXCEPTIONS(REQUIRE_THROWS_AS(dry_params{.base = 0.f}.validate(), config_error);)
 }
+}  // namespace dk_t_processors_dry

@@ -20,6 +20,10 @@
 #include <string>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_processors_hf {
+
 using namespace decodekit;
 
 namespace {
@@ -903,3 +907,4 @@ TEST_CASE("HF processors together: inserted at several slots, copied with a samp
     sampler c2 = copy;
     CHECK(c2.sample(x, sctx({2}, 1)).token == 3);
 }
+}  // namespace dk_t_processors_hf

@@ -5,6 +5,10 @@
 #include <random>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_processors_history {
+
 using namespace decodekit;
 
 namespace {
@@ -143,3 +147,4 @@ TEST_CASE("any_processor holds any processor; copies clone its state", "[process
     b.apply(x, c);
     CHECK(x == std::vector<float>{3.f, -1.f});
 }
+}  // namespace dk_t_processors_history

@@ -9,6 +9,10 @@
 #include <set>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_processors_masks {
+
 using namespace decodekit;
 
 namespace {
@@ -204,3 +208,4 @@ TEST_CASE("allowed tokens: small and large lists", "[processors][bias]") {
         }
     }
 }
+}  // namespace dk_t_processors_masks

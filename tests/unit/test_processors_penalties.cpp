@@ -15,6 +15,10 @@
 #include <string>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_processors_penalties {
+
 using namespace decodekit;
 
 namespace {
@@ -589,3 +593,4 @@ TEST_CASE("deferred penalty patches back off while the selection cannot decide w
     CHECK(pattern == "mwmw");
     for (std::uint32_t w : ws.unpatched) CHECK(w == ~0u);
 }
+}  // namespace dk_t_processors_penalties

@@ -19,6 +19,10 @@
 #include <string_view>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_processors_state {
+
 using namespace decodekit;
 
 namespace {
@@ -676,3 +680,4 @@ TEST_CASE("any_processor carries the built-in processors and their state", "[pro
     CHECK(x[4] == -inf);
     CHECK(ps[0].get<penalties_processor>()->repetition_counts()->size() == 2);
 }
+}  // namespace dk_t_processors_state

@@ -4,6 +4,10 @@
 #include <random>
 #include <set>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_random {
+
 using namespace decodekit;
 
 TEST_CASE("philox4x32_10 matches the Random123 known-answer vectors", "[random]") {
@@ -73,3 +77,4 @@ TEST_CASE("uniform variates lie in the open interval and are uniform", "[random]
     degenerate[3] = n;
     CHECK(dk_test::chi_square(degenerate, expected).p_value < dk_test::false_failure_rate);
 }
+}  // namespace dk_t_random

@@ -15,6 +15,10 @@
 
 // clang-format off
 #include <decodekit/decodekit.hpp>
+
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_readme_examples {
 // clang-format on
 
 namespace {
@@ -188,3 +192,4 @@ decodekit::beam_search_params bp{.num_beams = 4, .eos_ids = {eos},
                                        seq.begin() + std::ptrdiff_t(j)));
     }
 }
+}  // namespace dk_t_readme_examples

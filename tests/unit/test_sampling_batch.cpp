@@ -11,6 +11,10 @@
 #include <random>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_sampling_batch {
+
 using namespace decodekit;
 
 namespace {
@@ -217,3 +221,4 @@ TEST_CASE("stress: back-to-back batched sampling of small batches", "[sampling][
     }
     CHECK(bad == 0);
 }
+}  // namespace dk_t_sampling_batch

@@ -11,6 +11,10 @@
 #include <set>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_sampling_constraint {
+
 using namespace decodekit;
 
 namespace {
@@ -266,3 +270,4 @@ TEST_CASE("a constraint's state follows the history (append, cut back, fork)", "
     CHECK(c->seen == std::multiset<token_id>(last.begin(), last.end()));
     CHECK(fork.constraint<no_repeat>()->seen == std::multiset<token_id>(h2.begin(), h2.end()));
 }
+}  // namespace dk_t_sampling_constraint

@@ -10,6 +10,10 @@
 #include <utility>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_sampling_distribution {
+
 using namespace decodekit;
 
 namespace {
@@ -444,3 +448,4 @@ TEST_CASE("distribution_unordered equals distribution as a set, in id order",
     for (std::size_t i = 0; i < a.size(); ++i) differs |= !near(a[i], b.probs[i], 1e-3);
     CHECK(differs);
 }
+}  // namespace dk_t_sampling_distribution

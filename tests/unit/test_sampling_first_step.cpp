@@ -18,6 +18,10 @@
 #include <limits>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_sampling_first_step {
+
 using namespace decodekit;
 
 namespace {
@@ -243,3 +247,4 @@ TEST_CASE(
         }
     }
 }
+}  // namespace dk_t_sampling_first_step

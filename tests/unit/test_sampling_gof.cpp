@@ -8,6 +8,10 @@
 #include <numeric>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_sampling_gof {
+
 using namespace decodekit;
 
 namespace {
@@ -312,3 +316,4 @@ TEST_CASE("vLLM order and penalties (sparse processor path) fit their analytic s
     CHECK_FALSE(g.impossible_draw);
     CHECK(g.p_value > dk_test::false_failure_rate);
 }
+}  // namespace dk_t_sampling_gof

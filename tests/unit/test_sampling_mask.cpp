@@ -13,6 +13,10 @@
 #include <string>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_sampling_mask {
+
 using namespace decodekit;
 
 namespace {
@@ -320,3 +324,4 @@ TEST_CASE("a mask and a constraint: the mask first, the constraint on what it al
             CHECK(s.sample(x, ctx_of(0, &zero)).status == sample_status::no_allowed_token);
         }
 }
+}  // namespace dk_t_sampling_mask

@@ -11,6 +11,10 @@
 #include <limits>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_sampling_min_p_xtc {
+
 namespace {
 
 namespace dk = decodekit;
@@ -131,3 +135,4 @@ TEST_CASE("XTC alone: a head holding nearly all the mass leaves the rest exact")
               dk_test::Approx(std::log(prob[std::size_t(r.token)])).margin(1e-5));
     }
 }
+}  // namespace dk_t_sampling_min_p_xtc

@@ -5,6 +5,10 @@
 #include <limits>
 #include <string>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_sampling_params {
+
 using namespace decodekit;
 
 namespace {
@@ -114,3 +118,4 @@ TEST_CASE("order presets and custom order", "[sampling][params]") {
         10);
     CHECK(only_k.steps().empty());
 }
+}  // namespace dk_t_sampling_params

@@ -5,6 +5,10 @@
 #include <cmath>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_sampling_pipeline {
+
 using namespace decodekit;
 
 namespace {
@@ -189,3 +193,4 @@ TEST_CASE("a sampler or a workspace inside another call reports concurrent_use",
         CHECK(seen == sample_status::ok);  // given its own workspace, the inner call works
     }
 }
+}  // namespace dk_t_sampling_pipeline

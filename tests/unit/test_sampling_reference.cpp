@@ -13,6 +13,10 @@
 #include <random>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_sampling_reference {
+
 using namespace decodekit;
 
 namespace {
@@ -505,3 +509,4 @@ TEST_CASE(
     }
     CHECK(ws_a.unpatched.size() == kernels::bitmask_words(v));  // the sparse path ran
 }
+}  // namespace dk_t_sampling_reference

@@ -14,6 +14,10 @@
 #include <string>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_sampling_selection {
+
 using namespace decodekit;
 namespace ref = decodekit::reference;
 
@@ -438,3 +442,4 @@ TEST_CASE("selection_counters count each tier that decided a selection step, cor
     CHECK(ws.tiers.double_pass == want.double_pass);
     CHECK(ws.tiers.reference == want.reference);
 }
+}  // namespace dk_t_sampling_selection

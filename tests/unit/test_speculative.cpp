@@ -11,6 +11,10 @@
 #include <memory>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_speculative {
+
 using namespace decodekit;
 
 namespace {
@@ -451,3 +455,4 @@ TEST_CASE("draw_sparse and the blocked residual walk follow reference::draw_inve
     CHECK(detail::draw_sparse(sparse_dist_view{ids, w}, 0.3) == 12);
     CHECK(detail::draw_sparse(sparse_dist_view{ids, w}, 0.8) == 13);
 }
+}  // namespace dk_t_speculative

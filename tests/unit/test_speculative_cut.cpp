@@ -13,6 +13,10 @@
 #include <cstdint>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_speculative_cut {
+
 using namespace decodekit;
 
 namespace {
@@ -363,3 +367,4 @@ TEST_CASE("the stepper gives the same tokens on the set as on the sparse output"
     CHECK(cut_rows > 0);  // the set path verified on cuts
     CHECK(differ <= 1);   // (rounding of the normaliser only)
 }
+}  // namespace dk_t_speculative_cut

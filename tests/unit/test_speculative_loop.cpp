@@ -10,6 +10,10 @@
 #include <string>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_speculative_loop {
+
 using namespace decodekit;
 using dk_test::toy_model;
 using dk_test::toy_model_config;
@@ -668,3 +672,4 @@ TEST_CASE("speculative min_new_tokens comes from the processing sampler (EOS ids
         CHECK(msg.find("eos_ids") != std::string::npos);
     })
 }
+}  // namespace dk_t_speculative_loop

@@ -9,6 +9,10 @@
 #include <cstdint>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_speculative_mask {
+
 using namespace decodekit;
 using dk_test::toy_model;
 using dk_test::toy_model_config;
@@ -134,3 +138,4 @@ TEST_CASE("speculative_stepper: a position whose mask allows nothing ends with c
     CHECK(r.tokens.empty());
     CHECK(r.reason == stop_reason::constraint_done);
 }
+}  // namespace dk_t_speculative_mask

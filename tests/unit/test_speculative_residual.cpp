@@ -18,6 +18,10 @@
 #include <memory>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_speculative_residual {
+
 using namespace decodekit;
 
 namespace {
@@ -573,3 +577,4 @@ TEST_CASE("a cut's proposals from its block sums give the fused draw's token",
         CHECK(kept == 1000);
     });
 }
+}  // namespace dk_t_speculative_residual

@@ -14,6 +14,10 @@
 #include <random>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_steppers {
+
 using namespace decodekit;
 using dk_test::engine_loop;
 using dk_test::job_of;
@@ -1028,3 +1032,4 @@ TEST_CASE("generation_stepper::last_sample gives each drawn token's logprob extr
     }
     CHECK(st.done());
 }
+}  // namespace dk_t_steppers

@@ -10,6 +10,10 @@
 #include <string_view>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_stop_strings {
+
 using namespace decodekit;
 using dk_test::toy_model;
 using dk_test::toy_model_config;
@@ -430,3 +434,4 @@ TEST_CASE("stop strings: the tail after EOS comes in a final event; min_new_toke
     CHECK(held.tokens.size() == 4);  // the next "xS" completes at token 4
     CHECK(text == "xST");  // the held "x" of token 3 begins the stop string: never released
 }
+}  // namespace dk_t_stop_strings

@@ -10,6 +10,10 @@
 #include <thread>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_thread_safety {
+
 using namespace decodekit;
 
 namespace {
@@ -145,3 +149,4 @@ TEST_CASE("thread safety: kernels are pure (caller-owned scratch), RNG streams a
     CHECK(ok1);
     CHECK(ok2);
 }
+}  // namespace dk_t_thread_safety
