@@ -4,8 +4,11 @@
 #include "dk_rows.hpp"
 #include "dk_test.hpp"
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <utility>
@@ -153,6 +156,130 @@ TEST_CASE("exp_sum, logsumexp, softmax, log_softmax, entropy equal the reference
                     CHECK(std::fabs(total - 1.0) <= 1e-5);
                 });
             }
+        }
+}
+
+namespace {
+
+/// detail::exp_pass's sum computed one exponential at a time (simd::exp_nonpositive per vector),
+/// in the pass's order: blocks of 1024 entries, groups of four vectors to four float
+/// accumulators, a block's last vectors to the first, the -inf padded tail entry by entry; the
+/// exponentials stored to out.
+template <class A>
+double exp_pass_one_at_a_time(const std::vector<float>& x, float m, float inv_t, float* out) {
+    using B = dk::simd::batch<A>;
+    constexpr std::size_t L = dk::simd::lanes<A>;
+    const std::size_t n = x.size(), nfull = n / L * L;
+    const B mb(m), tb(inv_t);
+    auto one = [&](std::size_t i) {
+        const B e = dk::simd::exp_nonpositive<A>((B::load_unaligned(x.data() + i) - mb) * tb);
+        e.store_unaligned(out + i);
+        return e;
+    };
+    double total = 0;
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 1024);
+        B s[4] = {B(0.f), B(0.f), B(0.f), B(0.f)};
+        for (; i + 4 * L <= end; i += 4 * L)
+            for (std::size_t j = 0; j < 4; ++j) s[j] += one(i + j * L);
+        for (; i < end; i += L) s[0] += one(i);
+        total += double(dk::simd::reduce_add<A>((s[0] + s[1]) + (s[2] + s[3])));
+    }
+    if (i < n) {
+        alignas(64) float buf[L];
+        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? x[i + j] : -inf;
+        dk::simd::exp_nonpositive<A>((B::load_aligned(buf) - mb) * tb).store_aligned(buf);
+        for (std::size_t j = 0; i + j < n; ++j) {
+            out[i + j] = buf[j];
+            total += double(buf[j]);
+        }
+    }
+    return total;
+}
+
+/// kernels::entropy computed one exponential at a time, in its order (blocks of 1024 entries,
+/// pairs of vectors to two pairs of float accumulators, the tail in scalar).
+template <class A>
+double entropy_one_at_a_time(const std::vector<float>& x, float m, float inv_t) {
+    using B = dk::simd::batch<A>;
+    constexpr std::size_t L = dk::simd::lanes<A>;
+    const std::size_t n = x.size(), nfull = n / L * L;
+    const B mb(m), tb(inv_t), lo(-200.f);
+    double sw = 0, swd = 0;
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 1024);
+        B s[2] = {B(0.f), B(0.f)}, t[2] = {B(0.f), B(0.f)};
+        auto one = [&](std::size_t j, std::size_t k) {
+            const B d0 = (B::load_unaligned(x.data() + j) - mb) * tb;
+            const B w = dk::simd::exp_nonpositive<A>(d0);
+            s[k] += w;
+            t[k] = dk::simd::fma<A>(w, dk::simd::max_ignore_nan<A>(lo, d0), t[k]);
+        };
+        for (; i + 2 * L <= end; i += 2 * L) {
+            one(i, 0);
+            one(i + L, 1);
+        }
+        for (; i < end; i += L) one(i, 0);
+        sw += double(dk::simd::reduce_add<A>(s[0] + s[1]));
+        swd += double(dk::simd::reduce_add<A>(t[0] + t[1]));
+    }
+    for (; i < n; ++i) {
+        if (std::isnan(x[i])) continue;
+        const float d = std::max((x[i] - m) * inv_t, -200.f);
+        const float w = d >= -87.f ? std::exp(d) : 0.f;
+        sw += double(w);
+        swd += double(w) * double(d);
+    }
+    if (!(sw > 0)) return 0;
+    return std::log(sw) - swd / sw;
+}
+
+bool same_bits(double a, double b) {
+    return std::bit_cast<std::uint64_t>(a) == std::bit_cast<std::uint64_t>(b);
+}
+
+}  // namespace
+
+TEST_CASE(
+    "exp_pass (exp_sum, softmax, log_softmax, exp_weights) and entropy: one exponential at "
+    "a time, bit for bit") {
+    // The passes compute four vectors' exponentials at once (simd::exp_nonpositive_n: four
+    // chains in flight) and add them as one vector at a time would: the same stored weights and
+    // the same sums, so normalisers and logprobs do not depend on the scheduling. Every
+    // architecture, rows with NaN and -inf, T 0.7 / 1 / 1.5, lengths with partial blocks,
+    // remainder groups and vectors and a tail; a token_bitmask (disallowed entries read as -inf).
+    for (int kind : {0, 2, 3})
+        for (std::size_t n : {std::size_t(37), std::size_t(1003), std::size_t(1024 + 40),
+                              std::size_t(2048 + 24), std::size_t(4097), std::size_t(40037)}) {
+            const auto x = make_row(n, kind, 9);
+            std::vector<std::uint32_t> words((n + 31) / 32);
+            std::uint64_t s = 3;
+            for (auto& wd : words) wd = std::uint32_t(mix(s));
+            const dk::kernels::token_bitmask mask{.words = words, .size = n};
+            std::vector<float> xm(x);
+            for (std::size_t i = 0; i < n; ++i)
+                if (!mask.allowed(i)) xm[i] = -inf;
+            for (float t : {0.7f, 1.f, 1.5f})
+                each_arch([&](auto arch, const std::string& name) {
+                    using A = decltype(arch);
+                    INFO("arch " << name << " n " << n << " kind " << kind << " T " << t);
+                    const float m = dk::kernels::max<A>(x), mm = dk::kernels::max<A>(xm);
+                    std::vector<float> want(n), wm(n), got(n, -1.f), p(n);
+                    const double z = exp_pass_one_at_a_time<A>(x, m, 1.f / t, want.data());
+                    const double zm = exp_pass_one_at_a_time<A>(xm, mm, 1.f / t, wm.data());
+                    const auto ew = dk::kernels::exp_weights<A>(x, t, got);
+                    CHECK(same_bits(ew.sum, z));
+                    CHECK(std::memcmp(got.data(), want.data(), n * sizeof(float)) == 0);
+                    CHECK(same_bits(dk::kernels::exp_sum<A>(x, t).sum, z));
+                    CHECK(same_bits(dk::kernels::exp_sum<A>(x, t, mask).sum, zm));
+                    CHECK(same_bits(dk::kernels::softmax<A>(x, p, t).sum, z));
+                    CHECK(same_bits(dk::kernels::softmax<A>(x, p, t, mask).sum, zm));
+                    CHECK(same_bits(dk::kernels::log_softmax<A>(x, p, t).sum, z));
+                    CHECK(same_bits(dk::kernels::entropy<A>(x, t),
+                                    entropy_one_at_a_time<A>(x, m, 1.f / t)));
+                });
         }
 }
 

@@ -9,6 +9,7 @@
 #include "dk_truncation.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -265,6 +266,93 @@ TEST_CASE(
         CHECK(differ == 0);
         CHECK(differ_in_range == 0);
     });
+}
+
+/// weigh_row<A, Store>'s results computed one exponential at a time (simd::exp_nonpositive per
+/// vector), in the pass's order: blocks of 32 vectors, each pair's even vector to accumulators
+/// a and odd one to b, a block's last single vector and the -inf padded tail to a.
+template <class A>
+kn::detail::row_sums weigh_row_one_at_a_time(std::span<const float> x, float m, float inv_t,
+                                             float* w) {
+    using B = dk::simd::batch<A>;
+    using D = dk::simd::dbatch<A>;
+    constexpr std::size_t L = dk::simd::lanes<A>;
+    const B mb(m), tb(inv_t), lo(-200.f);
+    D az0(0.0), az1(0.0), bz0(0.0), bz1(0.0);
+    B af(0.f), bf(0.f);
+    double wd_f = 0;
+    auto one = [&](const B& v, D& z0, D& z1, B& fs, float* out) {
+        const B d = (v - mb) * tb;
+        const B e = dk::simd::exp_nonpositive<A>(d);
+        e.store_unaligned(out);
+        dk::simd::widen_add<A>(z0, z1, e);
+        fs += e * dk::simd::max_ignore_nan<A>(lo, d);
+    };
+    auto flush = [&] {
+        wd_f -= double(dk::simd::reduce_add<A>(af + bf));
+        af = bf = B(0.f);
+    };
+    const std::size_t n = x.size(), nfull = n / L * L;
+    std::size_t i = 0;
+    while (i < nfull) {
+        const std::size_t end = std::min(nfull, i + 32 * L);
+        for (; i + 2 * L <= end; i += 2 * L) {
+            one(B::load_unaligned(x.data() + i), az0, az1, af, w + i);
+            one(B::load_unaligned(x.data() + i + L), bz0, bz1, bf, w + i + L);
+        }
+        for (; i < end; i += L) one(B::load_unaligned(x.data() + i), az0, az1, af, w + i);
+        flush();
+    }
+    if (i < n) {
+        alignas(64) float buf[L], wb[L];
+        for (std::size_t j = 0; j < L; ++j) buf[j] = i + j < n ? x[i + j] : -inf;
+        one(B::load_aligned(buf), az0, az1, af, wb);
+        for (std::size_t j = 0; i + j < n; ++j) w[i + j] = wb[j];
+        flush();
+    }
+    kn::detail::row_sums r;
+    r.sum = dk::simd::reduce_add<A>((az0 + az1) + (bz0 + bz1));
+    r.wd_bound = wd_f * (1 + 64 * 0x1p-24) + 1e-300;
+    return r;
+}
+
+TEST_CASE("weigh_row: the weights and sums of one exponential at a time, bit for bit") {
+    // The pass computes two pairs' exponentials at once (simd::exp_nonpositive_n: four chains in
+    // flight) and adds them as one vector at a time would: the same stored weights and the same
+    // sums, so epsilon's, mirostat's and XTC's sets and logprobs do not depend on the scheduling.
+    // Every architecture, the four shapes, T 0.7 / 1 / 1.5, lengths with partial blocks,
+    // remainder pairs and vectors and a tail; NaN and -inf entries; Store true and false.
+    for (auto sh : dk_family::shapes)
+        for (float t : {0.7f, 1.f, 1.5f})
+            for (std::size_t v : {std::size_t(37), std::size_t(1003), std::size_t(4097),
+                                  std::size_t(4096 + 72), std::size_t(40037)}) {
+                auto x = dk_family::make_row(sh, v, 13);
+                if (v == 4097) {
+                    for (std::size_t i = 3; i < v; i += 61) x[i] = std::nanf("");
+                    for (std::size_t i = 7; i < v; i += 53) x[i] = -inf;
+                }
+                each_arch(
+                    [&](auto arch, const std::string& name) {
+                        using A = decltype(arch);
+                        INFO(name << " shape " << int(sh) << " T " << t << " n " << v);
+                        float m = -inf;
+                        for (float y : x) m = y > m ? y : m;
+                        std::vector<float> w(v, -1.f), want_w(v, -2.f);
+                        const auto rs = kn::detail::weigh_row<A, true>(x, m, 1.f / t, w.data());
+                        const auto rn = kn::detail::weigh_row<A, false>(x, m, 1.f / t, nullptr);
+                        const auto want = weigh_row_one_at_a_time<A>(x, m, 1.f / t, want_w.data());
+                        CHECK(std::bit_cast<std::uint64_t>(rs.sum) ==
+                              std::bit_cast<std::uint64_t>(want.sum));
+                        CHECK(std::bit_cast<std::uint64_t>(rs.wd_bound) ==
+                              std::bit_cast<std::uint64_t>(want.wd_bound));
+                        CHECK(std::bit_cast<std::uint64_t>(rn.sum) ==
+                              std::bit_cast<std::uint64_t>(want.sum));
+                        CHECK(std::bit_cast<std::uint64_t>(rn.wd_bound) ==
+                              std::bit_cast<std::uint64_t>(want.wd_bound));
+                        CHECK(std::memcmp(w.data(), want_w.data(), v * sizeof(float)) == 0);
+                    },
+                    v);
+            }
 }
 
 TEST_CASE("exp_nonpositive and exp_nonpositive_double stay within their error bounds") {

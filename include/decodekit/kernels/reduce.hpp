@@ -59,11 +59,21 @@ double exp_pass(const Row r, std::size_t n, float m, float inv_t, float* out) no
     while (i < nfull) {
         const std::size_t end = std::min(nfull, i + 2 * block_size);
         B s0(0.f), s1(0.f), s2(0.f), s3(0.f);
+        // Four vectors' exponentials in flight at once (simd::exp_nonpositive_n: the same bits
+        // as one() four times), stored and added in one()'s order: the same sums bit for bit.
+        // One at a time left each ~60-cycle chain latency-bound (GCC does not interleave them):
+        // at V = 128256 on Zen 3 AVX2 logsumexp 66 -> 54 us, softmax 81 -> 67 us, a temperature
+        // sample() with its logprob 69 -> 56 us (min of 8 alternating runs).
         for (; i + 4 * L <= end; i += 4 * L) {
-            s0 += one(i);
-            s1 += one(i + L);
-            s2 += one(i + 2 * L);
-            s3 += one(i + 3 * L);
+            B e[4];
+            for (std::size_t j = 0; j < 4; ++j) e[j] = (r.load(i + j * L) - mb) * tb;
+            simd::exp_nonpositive_n<A, 4>(e);
+            if constexpr (Store)
+                for (std::size_t j = 0; j < 4; ++j) e[j].store_unaligned(out + i + j * L);
+            s0 += e[0];
+            s1 += e[1];
+            s2 += e[2];
+            s3 += e[3];
         }
         for (; i < end; i += L) s0 += one(i);
         total += double(simd::reduce_add<A>((s0 + s1) + (s2 + s3)));

@@ -150,14 +150,28 @@ double entropy(std::span<const float> x, float temperature = 1.f) noexcept {
     while (i < nfull) {
         const std::size_t end = std::min(nfull, i + 2 * detail::block_size);
         B s0(0.f), s1(0.f), t0(0.f), t1(0.f);
-        auto one = [&](std::size_t j, B& s, B& t) {
-            const B v = B::load_unaligned(p + j);
-            const B d0 = (v - mb) * tb;
-            const B w = simd::exp_nonpositive<A>(d0);     // NaN, -inf: 0
+        auto add = [&](const B& d0, const B& w, B& s, B& t) {
             const B d = simd::max_ignore_nan<A>(lo, d0);  // -inf, NaN -> -200: w * d = 0
             s += w;
             t = simd::fma<A>(w, d, t);
         };
+        auto one = [&](std::size_t j, B& s, B& t) {
+            const B d0 = (B::load_unaligned(p + j) - mb) * tb;
+            add(d0, simd::exp_nonpositive<A>(d0), s, t);  // NaN, -inf: 0
+        };
+        // four vectors' exponentials in flight (simd::exp_nonpositive_n, the same bits), added
+        // as two rounds of the pair loop below add them: the same sums bit for bit (one at a time
+        // left each exponential's chain latency-bound: 69 -> 63 us at V = 128256, Zen 3 AVX2)
+        for (; i + 4 * L <= end; i += 4 * L) {
+            B d[4], w[4];
+            for (std::size_t j = 0; j < 4; ++j)
+                w[j] = d[j] = (B::load_unaligned(p + i + j * L) - mb) * tb;
+            simd::exp_nonpositive_n<A, 4>(w);
+            add(d[0], w[0], s0, t0);
+            add(d[1], w[1], s1, t1);
+            add(d[2], w[2], s0, t0);
+            add(d[3], w[3], s1, t1);
+        }
         for (; i + 2 * L <= end; i += 2 * L) {
             one(i, s0, t0);
             one(i + L, s1, t1);
