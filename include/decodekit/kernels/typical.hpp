@@ -138,7 +138,10 @@ inline row_cut interval_cut(std::span<const float> x, const candidates& set) noe
 /// Gaussian HF T 1.5 17152 -> 11306), misses (one more split) 0-6 of 40 rows where 2.5 had 0-4;
 /// sample() on the benchmark rows (salt 0; minima of 6 alternating runs): typical 0.9 Zipf
 /// 193 -> 182 us, flat 190 -> 178, Gaussian 187 -> 186; HF T 1.5 Gaussian 212 -> 199, flat
-/// 193 -> 181; 2.0 gave about half of that.
+/// 193 -> 181; 2.0 gave about half of that, 1.0 was slower. The mean of sample() over salts 0-39
+/// (minimum of 4 alternating runs) moves less and not everywhere the same way: Zipf T 1 -9 %,
+/// flat T 1 -8 %, HF flat -5 %, HF Zipf -2 %, but Gaussian T 1 +8.5 % and HF Gaussian +3.7 %
+/// (their misses; those means hold rows of the slower tiers, ~300 us, and are noisy).
 inline constexpr double typical_inner_sds = 1.5;
 
 /// Bounds [lo, hi) of typical's crossing on the key, from the row's weights w (every entry's; z
