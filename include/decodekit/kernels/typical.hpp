@@ -141,8 +141,21 @@ inline row_cut interval_cut(std::span<const float> x, const candidates& set) noe
 /// 193 -> 181; 2.0 gave about half of that, 1.0 was slower. The mean of sample() over salts 0-39
 /// (minimum of 4 alternating runs) moves less and not everywhere the same way: Zipf T 1 -9 %,
 /// flat T 1 -8 %, HF flat -5 %, HF Zipf -2 %, but Gaussian T 1 +8.5 % and HF Gaussian +3.7 %
-/// (their misses; those means hold rows of the slower tiers, ~300 us, and are noisy).
+/// (their misses; those means hold rows of the slower tiers, ~300 us, and are noisy): Gaussian
+/// rows keep 2.5 (typical_inner_max_heavy_share).
 inline constexpr double typical_inner_sds = 1.5;
+
+/// The inner bounds only where the first stage's estimate is not held by a few samples: on rows
+/// with no weight above z / 2048 (Gaussian-like, flat) whose 4 largest sampled weights hold more
+/// than this share of the samples' sum of w^2, the first bracket is the wide one (2.5 sd). The
+/// share, at V 128256 over salts 0-39: flat rows 0.008 (T 1 and 1.5), Gaussian T 1.5 0.066-0.202,
+/// Gaussian T 1 0.124-0.517; on those Gaussian rows the 1.5 sd bracket missed more often (40
+/// salts: T 1 4 -> 5 rows, T 1.5 2 -> 6) and their means rose (+8.5 %, +3.7 %), on flat rows it
+/// did not. With this share the Gaussian rows split as before typical_inner_sds. Means over salts
+/// 0-39 against 2.5 everywhere (minima of 5 alternating runs): Zipf T 1 192 -> 176 us, flat
+/// 216 -> 207, HF flat 231 -> 220, Gaussian T 1 307 -> 291, HF Gaussian 308 -> 306, HF Zipf
+/// 160 -> 160 (the Gaussian ones the same work: noise).
+inline constexpr double typical_inner_max_heavy_share = 0.04;
 
 /// Bounds [lo, hi) of typical's crossing on the key, from the row's weights w (every entry's; z
 /// their sum), in two stages. First 512 entries at hashed positions (as find_bracket's),
@@ -175,13 +188,15 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
     lo = lowest_f;
     hi = pinf;
     float ilo = lowest_f, ihi = pinf;  // the inner bounds (typical_inner_sds)
+    bool inner = true;                 // false: the inner bounds are the outer ones
     struct publish {                   // (on every return)
-        float &ilo, &ihi, *lo_out, *hi_out;
+        float &ilo, &ihi, &lo, &hi, *lo_out, *hi_out;
+        const bool& inner;
         ~publish() {
-            if (lo_out != nullptr) *lo_out = ilo;
-            if (hi_out != nullptr) *hi_out = ihi;
+            if (lo_out != nullptr) *lo_out = inner ? ilo : lo;
+            if (hi_out != nullptr) *hi_out = inner ? ihi : hi;
         }
-    } pub{ilo, ihi, inner_lo, inner_hi};
+    } pub{ilo, ihi, lo, hi, inner_lo, inner_hi, inner};
     if (n <= 4096) return;
     std::uint64_t* tmp = buf + (H + S);  // (n > 4096 >= H + S; the second stage needs 2 (H + S))
     std::size_t c = 0;                   // buf[0, c): rank keys (key, row index)
@@ -282,6 +297,7 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         thr = top[r - 1];
         double heavy2 = 0;
         for (std::size_t j = 0; j < r; ++j) heavy2 += double(top[j]) * double(top[j]);
+        inner = !(heavy2 > typical_inner_max_heavy_share * all2);
         if (!(heavy2 > 0.15 * all2)) return;
     }
     // the second stage: the heavy entries exactly
