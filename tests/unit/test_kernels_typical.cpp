@@ -176,6 +176,97 @@ TEST_CASE("typical_bounds: the low bound stays below the crossing when heavy ent
     }
 }
 
+TEST_CASE(
+    "typical_checked_bracket: a first bracket that misses widens to the wide bounds, then on") {
+    // typical_bounds' inner bounds (typical_inner_sds) lie within its wide ones; a first bracket
+    // that misses the crossing widens the failed side to the wide bound, and when that misses
+    // too, to the end of the row: the narrowed bracket holds the crossing either way.
+    using A = dk::simd::default_arch;
+    const std::size_t v = 128256;
+    const float t = 1.5f, p = 0.9f;
+    for (std::uint64_t salt = 0; salt < 4; ++salt) {
+        const auto x = dk_family::make_row(dk_family::shape::gauss, v, salt);
+        INFO("salt " << salt);
+        std::vector<float> w0(v);
+        const float m = kn::max<A>(x);
+        const auto rs = kn::detail::entropy_pass<A, true, true>(x, m, t, w0.data());
+        const auto mean = kn::detail::mean_of_d(rs, v);
+        const kn::detail::typical_key<A> key{m, 1.f / t, float(-mean.c), 0.f};
+        dk::candidates want(v), scratch(v);
+        ref::typical(x, p, t, 1, dk::typical_stop::reach_with_ties, want);
+        REQUIRE(want.size() > 0);
+        float crossing = inf;  // the smallest key of the kept set
+        for (float e : want.logits()) crossing = std::min(crossing, key(e));
+        const double z = rs.sum, rmass = ref::decimal_floor(p) * z;
+        const double z_error = rs.error(v) + kn::detail::sum_error(v) * z;
+        float lo = 0, hi = 0, ilo = 0, ihi = 0;
+        std::vector<float> w = w0;
+        kn::detail::typical_bounds<A>(x, w.data(), key, z, rmass, scratch.key_storage(),
+                                      scratch.logit_storage(), scratch.id_storage(), lo, hi,
+                                      nullptr, &ilo, &ihi);
+        CHECK(lo <= ilo);
+        CHECK(ilo < ihi);
+        CHECK(ihi <= hi);
+        REQUIRE(lo <= crossing);
+        REQUIRE(hi > crossing);
+        // a first bracket wholly above the crossing (its low side fails)
+        const float band = std::isfinite(hi) ? crossing + (hi - crossing) / 2 : crossing / 2;
+        const float band_hi = std::nextafter(band, inf);
+        REQUIRE(band > crossing);
+        for (const float wide : {lo, band}) {  // the wide bound holds; it misses too
+            INFO("wide " << wide);
+            w = w0;
+            double above_error = 0;
+            const auto b = kn::detail::typical_checked_bracket<A>(
+                x, w.data(), key, rmass, z, z_error, band, band_hi, wide, hi, scratch.id_storage(),
+                scratch.logit_storage(), above_error);
+            CHECK(b.lo <= crossing);
+            CHECK(crossing < b.hi);
+            CHECK(b.above < rmass);
+            CHECK(b.above + b.mass >= rmass * (1 - 1e-6));
+        }
+    }
+}
+
+TEST_CASE(
+    "typical_bounds: inner bounds on flat rows, none on Gaussian rows (a few heavy samples)") {
+    // typical_inner_max_heavy_share: the flat rows' sampled w^2 is spread (share ~0.008), the
+    // Gaussian rows' held by a few samples (>= 0.066 at T 1 and 1.5): their inner bounds are the
+    // wide ones, the flat rows' lie strictly within them.
+    using A = dk::simd::default_arch;
+    const std::size_t v = 128256;
+    const float p = 0.9f;
+    int checked = 0;  // the rows of that branch (2 Gaussian T 1 rows are not: z 2043.8 ...)
+    for (const float t : {1.f, 1.5f})
+        for (const auto sh : {dk_family::shape::gauss, dk_family::shape::flat})
+            for (std::uint64_t salt = 0; salt < 4; ++salt) {
+                const auto x = dk_family::make_row(sh, v, salt);
+                INFO("t " << t << " flat " << (sh == dk_family::shape::flat) << " salt " << salt);
+                std::vector<float> w(v);
+                const float m = kn::max<A>(x);
+                const auto rs = kn::detail::entropy_pass<A, true, true>(x, m, t, w.data());
+                const auto mean = kn::detail::mean_of_d(rs, v);
+                const kn::detail::typical_key<A> key{m, 1.f / t, float(-mean.c), 0.f};
+                dk::candidates scratch(v);
+                const double z = rs.sum, rmass = ref::decimal_floor(p) * z;
+                if (!(z >= 2048)) continue;  // (a weight above z / 2048: the other branch)
+                ++checked;
+                float lo = 0, hi = 0, ilo = 0, ihi = 0;
+                kn::detail::typical_bounds<A>(x, w.data(), key, z, rmass, scratch.key_storage(),
+                                              scratch.logit_storage(), scratch.id_storage(), lo, hi,
+                                              nullptr, &ilo, &ihi);
+                if (sh == dk_family::shape::gauss) {
+                    CHECK(ilo == lo);
+                    CHECK(ihi == hi);
+                } else {
+                    CHECK(lo <= ilo);
+                    CHECK(ihi <= hi);
+                    CHECK((lo < ilo || ihi < hi));
+                }
+            }
+    CHECK(checked == 14);
+}
+
 TEST_CASE("typical_bounds: Gaussian rows at T 1 take their highest entries exactly") {
     // On a Gaussian sd 1 row at T 1 the dropped mass above the typical point sits on ~0.4 % of
     // the entries at ~13x the mean weight, which the 512 samples mostly miss: the first stage's
