@@ -14939,6 +14939,34 @@ inline row_cut interval_cut(std::span<const float> x, const candidates& set) noe
     return k;
 }
 
+/// The standard deviations of typical_bounds' inner bounds, the first bracket split from the row
+/// (its 2.5 the bounds a failed side widens to, then -inf / +inf: typical_checked_bracket). Every
+/// bracket entry costs the split its compaction (three streams, ~16-21 of its 46-60 us on the
+/// benchmark rows) and the narrowing after it, so a narrower first bracket pays while a miss
+/// costs one more split, not a bracket widened to the end of the row. Measured (AVX2, V 128256,
+/// 40 salts per row): first brackets ~35 % smaller (Zipf T 1 10369 -> 6846 entries on average,
+/// Gaussian HF T 1.5 17152 -> 11306), misses (one more split) 0-6 of 40 rows where 2.5 had 0-4;
+/// sample() on the benchmark rows (salt 0; minima of 6 alternating runs): typical 0.9 Zipf
+/// 193 -> 182 us, flat 190 -> 178, Gaussian 187 -> 186; HF T 1.5 Gaussian 212 -> 199, flat
+/// 193 -> 181; 2.0 gave about half of that, 1.0 was slower. The mean of sample() over salts 0-39
+/// (minimum of 4 alternating runs) moves less and not everywhere the same way: Zipf T 1 -9 %,
+/// flat T 1 -8 %, HF flat -5 %, HF Zipf -2 %, but Gaussian T 1 +8.5 % and HF Gaussian +3.7 %
+/// (their misses; those means hold rows of the slower tiers, ~300 us, and are noisy): Gaussian
+/// rows keep 2.5 (typical_inner_max_heavy_share).
+inline constexpr double typical_inner_sds = 1.5;
+
+/// The inner bounds only where the first stage's estimate is not held by a few samples: on rows
+/// with no weight above z / 2048 (Gaussian-like, flat) whose 4 largest sampled weights hold more
+/// than this share of the samples' sum of w^2, the first bracket is the wide one (2.5 sd). The
+/// share, at V 128256 over salts 0-39: flat rows 0.008 (T 1 and 1.5), Gaussian T 1.5 0.066-0.202,
+/// Gaussian T 1 0.124-0.517; on those Gaussian rows the 1.5 sd bracket missed more often (40
+/// salts: T 1 4 -> 5 rows, T 1.5 2 -> 6) and their means rose (+8.5 %, +3.7 %), on flat rows it
+/// did not. With this share the Gaussian rows split as before typical_inner_sds. Means over salts
+/// 0-39 against 2.5 everywhere (minima of 5 alternating runs): Zipf T 1 192 -> 176 us, flat
+/// 216 -> 207, HF flat 231 -> 220, Gaussian T 1 307 -> 291, HF Gaussian 308 -> 306, HF Zipf
+/// 160 -> 160 (the Gaussian ones the same work: noise).
+inline constexpr double typical_inner_max_heavy_share = 0.04;
+
 /// Bounds [lo, hi) of typical's crossing on the key, from the row's weights w (every entry's; z
 /// their sum), in two stages. First 512 entries at hashed positions (as find_bracket's),
 /// sorted by key, their weights (scaled by n / 512) summed from the smallest key (the most
@@ -14961,13 +14989,24 @@ inline row_cut interval_cut(std::span<const float> x, const candidates& set) noe
 template <class A, class Key>
 void typical_bounds(std::span<const float> x, const float* w, const Key& key, double z,
                     double rmass, std::uint64_t* buf, float* lg, token_id* ids, float& lo,
-                    float& hi, const heavy_entries* pre = nullptr) noexcept {
+                    float& hi, const heavy_entries* pre = nullptr, float* inner_lo = nullptr,
+                    float* inner_hi = nullptr) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>, S = 512, H = 2048;
     constexpr float pinf = std::numeric_limits<float>::infinity();
     const std::size_t n = x.size();
     lo = lowest_f;
     hi = pinf;
+    float ilo = lowest_f, ihi = pinf;  // the inner bounds (typical_inner_sds)
+    bool inner = true;                 // false: the inner bounds are the outer ones
+    struct publish {                   // (on every return)
+        float &ilo, &ihi, &lo, &hi, *lo_out, *hi_out;
+        const bool& inner;
+        ~publish() {
+            if (lo_out != nullptr) *lo_out = inner ? ilo : lo;
+            if (hi_out != nullptr) *hi_out = inner ? ihi : hi;
+        }
+    } pub{ilo, ihi, lo, hi, inner_lo, inner_hi, inner};
     if (n <= 4096) return;
     std::uint64_t* tmp = buf + (H + S);  // (n > 4096 >= H + S; the second stage needs 2 (H + S))
     std::size_t c = 0;                   // buf[0, c): rank keys (key, row index)
@@ -15002,9 +15041,10 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         // says nothing of the density of mass around it. 2.5, not 4: a bound that fails the check
         // costs one more split pass, and the narrower bracket saves more than that on average:
         // 33 rows of each shape of the benchmark family, T 1 and 1.5, 2-11 us less per row.)
-        const double sds = 2.5;
+        const double sds = 2.5, sdi = typical_inner_sds;
         double below = 0, below2 = 0;
         std::size_t jl = npos, jh = npos;  // npos: none (that side open)
+        std::size_t il = npos, ih = npos;  // the same at sdi standard deviations
         for (std::size_t j = 0; j < c; ++j) {
             const double wq = double(w[row_of(j)]);
             const bool light = !(wq > double(thr));
@@ -15012,6 +15052,9 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
             below += light ? scale * wq : wq;
             // below -+ sds scale sqrt(below2) against drop, squared
             const double var = sds * sds * scale * scale * below2, gap = drop - below;
+            const double vari = sdi * sdi * scale * scale * below2;
+            if (gap > 0 && gap * gap > vari) il = j;
+            if (gap < 0 && gap * gap > vari && ih == npos) ih = j;
             if (gap > 0 && gap * gap > var) jl = j;
             if (gap < 0 && gap * gap > var) {
                 jh = j;
@@ -15022,6 +15065,10 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         hi = jh != npos && jh + 3 < c ? key_at(jh + 3) + key.margin() : pinf;
         lo = jl != npos && jl >= 3 ? std::max(lowest_f, key_at(jl - 3) - key.margin()) : lowest_f;
         if (!(lo < hi)) lo = lowest_f;
+        // the inner bounds, within [lo, hi] (sdi < sds: il >= jl, ih <= jh)
+        ihi = ih != npos && ih + 3 < c ? std::min(hi, key_at(ih + 3) + key.margin()) : hi;
+        ilo = il != npos && il >= 3 ? std::max(lo, key_at(il - 3) - key.margin()) : lo;
+        if (!(ilo < ihi)) ilo = lo, ihi = hi;
         return lo > lowest_f;
     };
     sample(pinf);
@@ -15060,10 +15107,11 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         thr = top[r - 1];
         double heavy2 = 0;
         for (std::size_t j = 0; j < r; ++j) heavy2 += double(top[j]) * double(top[j]);
+        inner = !(heavy2 > typical_inner_max_heavy_share * all2);
         if (!(heavy2 > 0.15 * all2)) return;
     }
     // the second stage: the heavy entries exactly
-    const float low_lo = lo, low_hi = hi;
+    const float low_lo = lo, low_hi = hi, low_ilo = ilo, low_ihi = ihi;
     // the heavy entries' keys and ids compacted to lg / ids (scratch), then their rank keys
     const B tb(thr);
     std::size_t h = 0, i = 0;
@@ -15096,6 +15144,8 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
     if (overflow) {  // (more than H entries above thr) the first stage's bounds
         lo = low_lo;
         hi = low_hi;
+        ilo = low_ilo;
+        ihi = low_ihi;
         return;
     }
     c = 0;
@@ -15334,19 +15384,38 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
     return 0x1p-24 * (1 + 1e-6) * pairs;
 }
 
-/// checked_bracket (nucleus.hpp) for typical's key, its row splits by typical_split_row: the
-/// bracket [lo, hi) split from the row, checked (else widened: hi to +inf, lo to -inf), then
-/// narrowed. above_error: the bound of b.above's pair rounding (typical_split_row's).
+/// checked_bracket_by (nucleus.hpp) for typical's key, its row splits by typical_split_row,
+/// widened in two steps: the bracket [lo, hi) split from the row and checked; a side that fails
+/// widens to the wide bound (lo_wide <= lo, hi_wide >= hi: typical_bounds' 2.5 standard
+/// deviations), then to -inf / +inf; then narrowed. above_error: the bound of b.above's pair
+/// rounding (typical_split_row's).
 template <class A>
 weighted_bracket typical_checked_bracket(std::span<const float> x, float* w,
                                          const typical_key<A>& key, double rmass, double z,
-                                         double z_error, float lo, float hi, token_id* ids,
-                                         float* lg, double& above_error) noexcept {
-    return checked_bracket_by<A, true>(
-        x.size(), w, key.m, key.inv_t, key, rmass, z, z_error, lowest_f, lo, hi, ids, lg,
-        [&](float l, float h, weighted_bracket& b) {
-            above_error = typical_split_row<A>(x, w, l, h, key, ids, lg, b);
-        });
+                                         double z_error, float lo, float hi, float lo_wide,
+                                         float hi_wide, token_id* ids, float* lg,
+                                         double& above_error) noexcept {
+    constexpr float pinf = std::numeric_limits<float>::infinity();
+    const std::size_t n = x.size();
+    weighted_bracket b;
+    for (;;) {
+        const std::size_t dirty = b.dirty;
+        b = {};
+        b.dirty = dirty;
+        above_error = typical_split_row<A>(x, w, lo, hi, key, ids, lg, b);
+        // (checked_bracket_by's checks)
+        const double db = key.d_bound(lo);
+        const bool hi_ok =
+            hi == pinf || rmass - b.above > cut_provisional_error(b.above, db, z, z_error, n);
+        const double ge_lo = b.above + b.mass;
+        const bool lo_ok =
+            lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
+        if (hi_ok && lo_ok) break;
+        if (!hi_ok) hi = hi < hi_wide ? hi_wide : pinf;
+        if (!lo_ok) lo = lo > lo_wide ? lo_wide : lowest_f;
+    }
+    narrow_bracket<A, true>(ids, lg, w, key.m, key.inv_t, key, rmass, z, z_error, n, b);
+    return b;
 }
 
 /// The bracket of typical's cut: the check-widen-narrow (typical_checked_bracket) from
@@ -15356,9 +15425,10 @@ weighted_bracket typical_bracket(std::span<const float> x, float* w, const typic
                                  double rmass, double z, double z_error, std::uint64_t* buf,
                                  token_id* ids, float* lg, double& above_error,
                                  const heavy_entries* pre = nullptr) noexcept {
-    float lo = lowest_f, hi = std::numeric_limits<float>::infinity();
-    typical_bounds<A>(x, w, key, z, rmass, buf, lg, ids, lo, hi, pre);
-    return typical_checked_bracket<A>(x, w, key, rmass, z, z_error, lo, hi, ids, lg, above_error);
+    float lo = lowest_f, hi = std::numeric_limits<float>::infinity(), ilo = lo, ihi = hi;
+    typical_bounds<A>(x, w, key, z, rmass, buf, lg, ids, lo, hi, pre, &ilo, &ihi);
+    return typical_checked_bracket<A>(x, w, key, rmass, z, z_error, ilo, ihi, lo, hi, ids, lg,
+                                      above_error);
 }
 
 /// The search of typical_cut / typical_unordered (see the file comment); w holds the row's
