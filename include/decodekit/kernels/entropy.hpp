@@ -162,8 +162,8 @@ row_sums entropy_pass(std::span<const float> x, float m, float temperature, floa
         if constexpr (Paired) {
             pair(i);
         } else {
-            step(B::load_unaligned(p + i), a, w + i);
-            step(B::load_unaligned(p + i + L), b, w + i + L);
+            step(B::load_unaligned(p + i), a, out_at<Store>(w, i));
+            step(B::load_unaligned(p + i + L), b, out_at<Store>(w, i + L));
         }
     };
     auto one = [&](const B& v, float* out) { step(v, a, out); };

@@ -117,6 +117,16 @@ struct row_sums {
     }
 };
 
+/// w + i where a pass stores its weights; nullptr where it does not (w may then be null, and an
+/// offset from a null pointer is undefined even when nothing is written through it).
+template <bool Store>
+constexpr float* out_at(float* w, std::size_t i) noexcept {
+    if constexpr (Store)
+        return w + i;
+    else
+        return nullptr;
+}
+
 /// The block driver of the exponential passes (weigh_row, entropy.hpp's entropy_pass): over the
 /// whole vectors of p[0, n), in blocks of 32 vectors, two(i) for each pair of vectors from i,
 /// one(v, w + i) for a last single one, flush() after each block (the float accumulators go to
@@ -136,7 +146,7 @@ inline void exp_blocks_impl(const float* p, float* w, std::size_t n, Four&& four
         if constexpr (Quads)
             for (; i + 4 * L <= end; i += 4 * L) four(i);
         for (; i + 2 * L <= end; i += 2 * L) two(i);
-        for (; i < end; i += L) one(B::load_unaligned(p + i), w + i);
+        for (; i < end; i += L) one(B::load_unaligned(p + i), out_at<Store>(w, i));
         flush();
     }
     if (i < n) {
@@ -149,14 +159,14 @@ inline void exp_blocks_impl(const float* p, float* w, std::size_t n, Four&& four
     }
 }
 
-/// exp_blocks_impl by pairs (weigh_row, the unpaired entropy_pass).
+/// exp_blocks_impl by pairs (the unpaired entropy_pass).
 template <class A, bool Store, class Two, class One, class Flush>
 inline void exp_blocks(const float* p, float* w, std::size_t n, Two&& two, One&& one,
                        Flush&& flush) noexcept {
     exp_blocks_impl<A, Store, false>(p, w, n, two, two, one, flush);
 }
 
-/// exp_blocks_impl by two pairs at a time (entropy_pass's paired pass).
+/// exp_blocks_impl by two pairs at a time (entropy_pass's paired pass, weigh_row).
 template <class A, bool Store, class Four, class Two, class One, class Flush>
 inline void exp_blocks(const float* p, float* w, std::size_t n, Four&& four, Two&& two, One&& one,
                        Flush&& flush) noexcept {
@@ -209,13 +219,14 @@ row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noe
         for (std::size_t j = 0; j < 4; ++j)
             e[j] = d[j] = (B::load_unaligned(p + i + j * L) - mb) * tb;
         simd::exp_nonpositive_n<A, 4>(e);
-        for (std::size_t j = 0; j < 4; ++j) add(d[j], e[j], j % 2 == 0 ? a : b, w + i + j * L);
+        for (std::size_t j = 0; j < 4; ++j)
+            add(d[j], e[j], j % 2 == 0 ? a : b, out_at<Store>(w, i + j * L));
     };
     exp_blocks<A, Store>(
         p, w, n, four,
         [&](std::size_t i) {
-            one(B::load_unaligned(p + i), a, w + i);
-            one(B::load_unaligned(p + i + L), b, w + i + L);
+            one(B::load_unaligned(p + i), a, out_at<Store>(w, i));
+            one(B::load_unaligned(p + i + L), b, out_at<Store>(w, i + L));
         },
         [&](const B& v, float* out) { one(v, a, out); }, flush);
     row_sums r;
