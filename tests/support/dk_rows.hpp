@@ -11,9 +11,9 @@
 #include <type_traits>
 #include <vector>
 
-// DK_TEST_ARCHS_EDGES (CMake DECODEKIT_TEST_ARCHS=edges, set by the asan and -fno-exceptions
-// presets): each_arch runs the narrowest and the best architecture only, not every one the
-// build enables (see each_arch).
+// DK_TEST_ARCHS_EDGES (CMake DECODEKIT_TEST_ARCHS=edges, set by the asan, single-header
+// and -fno-exceptions presets): each_arch runs the narrowest and the best architecture only, not
+// every one the build enables (see each_arch).
 #ifndef DK_TEST_ARCHS_EDGES
 #define DK_TEST_ARCHS_EDGES 0
 #endif

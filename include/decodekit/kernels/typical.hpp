@@ -142,18 +142,20 @@ inline row_cut interval_cut(std::span<const float> x, const candidates& set) noe
 /// (minimum of 4 alternating runs) moves less and not everywhere the same way: Zipf T 1 -9 %,
 /// flat T 1 -8 %, HF flat -5 %, HF Zipf -2 %, but Gaussian T 1 +8.5 % and HF Gaussian +3.7 %
 /// (their misses; those means hold rows of the slower tiers, ~300 us, and are noisy): Gaussian
-/// rows keep 2.5 (typical_inner_max_heavy_share).
+/// rows with z >= 2048 keep 2.5 (typical_inner_max_heavy_share); the few with z < 2048 (two of
+/// four Gaussian T 1 rows in the test) take the heavy-entries branch, which keeps these bounds.
 inline constexpr double typical_inner_sds = 1.5;
 
 /// The inner bounds only where the first stage's estimate is not held by a few samples: on rows
-/// with no weight above z / 2048 (Gaussian-like, flat) whose 4 largest sampled weights hold more
+/// with no weight above z / 2048 (z >= 2048: Gaussian-like, flat) whose r largest sampled weights
+/// (r = 512 * 1024 / n: 4 at n = 128256, 16 at n = 32000) hold more
 /// than this share of the samples' sum of w^2, the first bracket is the wide one (2.5 sd). The
 /// share, at V 128256 over salts 0-39: flat rows 0.008 (T 1 and 1.5), Gaussian T 1.5 0.066-0.202,
 /// Gaussian T 1 0.124-0.517; on those Gaussian rows the 1.5 sd bracket missed more often (40
 /// salts: T 1 4 -> 5 rows, T 1.5 2 -> 6) and their means rose (+8.5 %, +3.7 %), on flat rows it
-/// did not. With this share the Gaussian rows split as before typical_inner_sds. Means over salts
-/// 0-39 against 2.5 everywhere (minima of 5 alternating runs): Zipf T 1 192 -> 176 us, flat
-/// 216 -> 207, HF flat 231 -> 220, Gaussian T 1 307 -> 291, HF Gaussian 308 -> 306, HF Zipf
+/// did not. With this share the Gaussian rows of z >= 2048 split as before typical_inner_sds. Means
+/// over salts 0-39 against 2.5 everywhere (minima of 5 alternating runs): Zipf T 1 192 -> 176 us,
+/// flat 216 -> 207, HF flat 231 -> 220, Gaussian T 1 307 -> 291, HF Gaussian 308 -> 306, HF Zipf
 /// 160 -> 160 (the Gaussian ones the same work: noise).
 inline constexpr double typical_inner_max_heavy_share = 0.04;
 
