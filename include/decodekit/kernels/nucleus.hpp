@@ -442,12 +442,13 @@ std::pair<std::size_t, std::size_t> sampled_crossing(std::size_t valid, double s
 
 /// The bracket [lo, hi) of a weighted cut from an estimate: split the row at it (split_row(lo,
 /// hi, b) fills b from the row), check it (the mass above certainly below rmass, the mass of the
-/// bracket and above certainly reaching it; else widened: hi to +inf, lo to `floor` then to -inf;
-/// at most three passes), then narrow it (7 thresholds a round) to at most 64 entries or one key.
+/// bracket and above certainly reaching it; else widened: hi to `ceiling` then to +inf, lo to
+/// `floor` then to -inf; at most five passes, three with ceiling +inf), then narrow it (7
+/// thresholds a round) to at most 64 entries or one key.
 template <class A, bool Track, class Key, class SplitRow>
 weighted_bracket checked_bracket_by(std::size_t n, float* w, float m, float inv_t, const Key& key,
-                                    double rmass, double z, double z_error, float floor, float lo,
-                                    float hi, token_id* ids, float* lg,
+                                    double rmass, double z, double z_error, float floor,
+                                    float ceiling, float lo, float hi, token_id* ids, float* lg,
                                     SplitRow&& split_row) noexcept {
     weighted_bracket b;
     for (;;) {
@@ -462,7 +463,7 @@ weighted_bracket checked_bracket_by(std::size_t n, float* w, float m, float inv_
         const bool lo_ok =
             lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
         if (hi_ok && lo_ok) break;
-        if (!hi_ok) hi = std::numeric_limits<float>::infinity();
+        if (!hi_ok) hi = hi < ceiling ? ceiling : std::numeric_limits<float>::infinity();
         if (!lo_ok) lo = lo > floor ? std::max(floor, lowest_f) : lowest_f;
     }
     narrow_bracket<A, Track>(ids, lg, w, m, inv_t, key, rmass, z, z_error, n, b);
@@ -476,11 +477,11 @@ weighted_bracket checked_bracket(std::span<const float> x, float* w, float m, fl
                                  float floor, float lo, float hi, token_id* ids,
                                  float* lg) noexcept {
     const std::size_t n = x.size();
-    return checked_bracket_by<A, Track>(n, w, m, inv_t, key, rmass, z, z_error, floor, lo, hi, ids,
-                                        lg, [&](float l, float h, weighted_bracket& b) {
-                                            split<A, true, Track>(x.data(), w, n, l, h, m, inv_t,
-                                                                  key, ids, lg, b);
-                                        });
+    return checked_bracket_by<A, Track>(
+        n, w, m, inv_t, key, rmass, z, z_error, floor, std::numeric_limits<float>::infinity(), lo,
+        hi, ids, lg, [&](float l, float h, weighted_bracket& b) {
+            split<A, true, Track>(x.data(), w, n, l, h, m, inv_t, key, ids, lg, b);
+        });
 }
 
 /// The bracket of a weighted cut over the keys of the row (see weighted_bracket): the entries

@@ -579,35 +579,19 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
 /// checked_bracket_by (nucleus.hpp) for typical's key, its row splits by typical_split_row,
 /// widened in two steps: the bracket [lo, hi) split from the row and checked; a side that fails
 /// widens to the wide bound (lo_wide <= lo, hi_wide >= hi: typical_bounds' 2.5 standard
-/// deviations), then to -inf / +inf; then narrowed. above_error: the bound of b.above's pair
-/// rounding (typical_split_row's).
+/// deviations; lo_wide >= lowest_f), then to -inf / +inf; then narrowed. above_error: the bound
+/// of b.above's pair rounding (typical_split_row's).
 template <class A>
 weighted_bracket typical_checked_bracket(std::span<const float> x, float* w,
                                          const typical_key<A>& key, double rmass, double z,
                                          double z_error, float lo, float hi, float lo_wide,
                                          float hi_wide, token_id* ids, float* lg,
                                          double& above_error) noexcept {
-    constexpr float pinf = std::numeric_limits<float>::infinity();
-    const std::size_t n = x.size();
-    weighted_bracket b;
-    for (;;) {
-        const std::size_t dirty = b.dirty;
-        b = {};
-        b.dirty = dirty;
-        above_error = typical_split_row<A>(x, w, lo, hi, key, ids, lg, b);
-        // (checked_bracket_by's checks)
-        const double db = key.d_bound(lo);
-        const bool hi_ok =
-            hi == pinf || rmass - b.above > cut_provisional_error(b.above, db, z, z_error, n);
-        const double ge_lo = b.above + b.mass;
-        const bool lo_ok =
-            lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
-        if (hi_ok && lo_ok) break;
-        if (!hi_ok) hi = hi < hi_wide ? hi_wide : pinf;
-        if (!lo_ok) lo = lo > lo_wide ? lo_wide : lowest_f;
-    }
-    narrow_bracket<A, true>(ids, lg, w, key.m, key.inv_t, key, rmass, z, z_error, n, b);
-    return b;
+    return checked_bracket_by<A, true>(
+        x.size(), w, key.m, key.inv_t, key, rmass, z, z_error, lo_wide, hi_wide, lo, hi, ids, lg,
+        [&](float l, float h, weighted_bracket& b) {
+            above_error = typical_split_row<A>(x, w, l, h, key, ids, lg, b);
+        });
 }
 
 /// The bracket of typical's cut: the check-widen-narrow (typical_checked_bracket) from
