@@ -13727,12 +13727,13 @@ std::pair<std::size_t, std::size_t> sampled_crossing(std::size_t valid, double s
 
 /// The bracket [lo, hi) of a weighted cut from an estimate: split the row at it (split_row(lo,
 /// hi, b) fills b from the row), check it (the mass above certainly below rmass, the mass of the
-/// bracket and above certainly reaching it; else widened: hi to +inf, lo to `floor` then to -inf;
-/// at most three passes), then narrow it (7 thresholds a round) to at most 64 entries or one key.
+/// bracket and above certainly reaching it; else widened: hi to `ceiling` then to +inf, lo to
+/// `floor` then to -inf; at most five passes, three with ceiling +inf), then narrow it (7
+/// thresholds a round) to at most 64 entries or one key.
 template <class A, bool Track, class Key, class SplitRow>
 weighted_bracket checked_bracket_by(std::size_t n, float* w, float m, float inv_t, const Key& key,
-                                    double rmass, double z, double z_error, float floor, float lo,
-                                    float hi, token_id* ids, float* lg,
+                                    double rmass, double z, double z_error, float floor,
+                                    float ceiling, float lo, float hi, token_id* ids, float* lg,
                                     SplitRow&& split_row) noexcept {
     weighted_bracket b;
     for (;;) {
@@ -13747,7 +13748,7 @@ weighted_bracket checked_bracket_by(std::size_t n, float* w, float m, float inv_
         const bool lo_ok =
             lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
         if (hi_ok && lo_ok) break;
-        if (!hi_ok) hi = std::numeric_limits<float>::infinity();
+        if (!hi_ok) hi = hi < ceiling ? ceiling : std::numeric_limits<float>::infinity();
         if (!lo_ok) lo = lo > floor ? std::max(floor, lowest_f) : lowest_f;
     }
     narrow_bracket<A, Track>(ids, lg, w, m, inv_t, key, rmass, z, z_error, n, b);
@@ -13761,11 +13762,11 @@ weighted_bracket checked_bracket(std::span<const float> x, float* w, float m, fl
                                  float floor, float lo, float hi, token_id* ids,
                                  float* lg) noexcept {
     const std::size_t n = x.size();
-    return checked_bracket_by<A, Track>(n, w, m, inv_t, key, rmass, z, z_error, floor, lo, hi, ids,
-                                        lg, [&](float l, float h, weighted_bracket& b) {
-                                            split<A, true, Track>(x.data(), w, n, l, h, m, inv_t,
-                                                                  key, ids, lg, b);
-                                        });
+    return checked_bracket_by<A, Track>(
+        n, w, m, inv_t, key, rmass, z, z_error, floor, std::numeric_limits<float>::infinity(), lo,
+        hi, ids, lg, [&](float l, float h, weighted_bracket& b) {
+            split<A, true, Track>(x.data(), w, n, l, h, m, inv_t, key, ids, lg, b);
+        });
 }
 
 /// The bracket of a weighted cut over the keys of the row (see weighted_bracket): the entries
@@ -15400,35 +15401,19 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
 /// checked_bracket_by (nucleus.hpp) for typical's key, its row splits by typical_split_row,
 /// widened in two steps: the bracket [lo, hi) split from the row and checked; a side that fails
 /// widens to the wide bound (lo_wide <= lo, hi_wide >= hi: typical_bounds' 2.5 standard
-/// deviations), then to -inf / +inf; then narrowed. above_error: the bound of b.above's pair
-/// rounding (typical_split_row's).
+/// deviations; lo_wide >= lowest_f), then to -inf / +inf; then narrowed. above_error: the bound
+/// of b.above's pair rounding (typical_split_row's).
 template <class A>
 weighted_bracket typical_checked_bracket(std::span<const float> x, float* w,
                                          const typical_key<A>& key, double rmass, double z,
                                          double z_error, float lo, float hi, float lo_wide,
                                          float hi_wide, token_id* ids, float* lg,
                                          double& above_error) noexcept {
-    constexpr float pinf = std::numeric_limits<float>::infinity();
-    const std::size_t n = x.size();
-    weighted_bracket b;
-    for (;;) {
-        const std::size_t dirty = b.dirty;
-        b = {};
-        b.dirty = dirty;
-        above_error = typical_split_row<A>(x, w, lo, hi, key, ids, lg, b);
-        // (checked_bracket_by's checks)
-        const double db = key.d_bound(lo);
-        const bool hi_ok =
-            hi == pinf || rmass - b.above > cut_provisional_error(b.above, db, z, z_error, n);
-        const double ge_lo = b.above + b.mass;
-        const bool lo_ok =
-            lo == lowest_f || ge_lo - rmass > cut_provisional_error(ge_lo, db, z, z_error, n);
-        if (hi_ok && lo_ok) break;
-        if (!hi_ok) hi = hi < hi_wide ? hi_wide : pinf;
-        if (!lo_ok) lo = lo > lo_wide ? lo_wide : lowest_f;
-    }
-    narrow_bracket<A, true>(ids, lg, w, key.m, key.inv_t, key, rmass, z, z_error, n, b);
-    return b;
+    return checked_bracket_by<A, true>(
+        x.size(), w, key.m, key.inv_t, key, rmass, z, z_error, lo_wide, hi_wide, lo, hi, ids, lg,
+        [&](float l, float h, weighted_bracket& b) {
+            above_error = typical_split_row<A>(x, w, l, h, key, ids, lg, b);
+        });
 }
 
 /// The bracket of typical's cut: the check-widen-narrow (typical_checked_bracket) from
