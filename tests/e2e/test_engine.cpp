@@ -11,6 +11,10 @@
 #include <string>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_engine {
+
 namespace {
 
 namespace dk = decodekit;
@@ -136,3 +140,4 @@ TEST_CASE("engine: an invalid request is rejected with the field named, the othe
     CHECK_FALSE(dk_engine::engine_options{.max_batch = 1}.check().has_value());
     DK_IF_EXCEPTIONS(CHECK_THROWS_AS(dk_engine::engine(m, {.max_batch = 0}), dk::config_error);)
 }
+}  // namespace dk_t_engine

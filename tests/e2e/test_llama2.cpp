@@ -13,6 +13,10 @@
 #include <string>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_llama2 {
+
 namespace {
 
 using decodekit::sequence_request;
@@ -514,3 +518,4 @@ TEST_CASE("llama2 KV caches follow beam-style forks in one call", "[llama2][cach
         CHECK(m.caches_allocated() <= 8);
     }
 }
+}  // namespace dk_t_llama2

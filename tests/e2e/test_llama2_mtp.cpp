@@ -14,6 +14,10 @@
 #include <string>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_llama2_mtp {
+
 namespace {
 
 namespace dk = decodekit;
@@ -371,3 +375,4 @@ TEST_CASE("MTP speculative decoding on stories260K", "[llama2][mtp][speculative]
         CHECK(m.last_error().empty());
     }
 }
+}  // namespace dk_t_llama2_mtp

@@ -14,6 +14,10 @@
 #include <string>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_regex_constraint {
+
 namespace {
 
 namespace dk = decodekit;
@@ -411,3 +415,4 @@ TEST_CASE("regex constraint: history hooks against a recomputation (tok512)",
         }
     }
 }
+}  // namespace dk_t_regex_constraint

@@ -17,6 +17,10 @@
 #include <string>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_regex_generation {
+
 namespace {
 
 namespace dk = decodekit;
@@ -239,3 +243,4 @@ TEST_CASE("regex generation: constraint queries per token under 5 % of the vocab
         CHECK(per_token < 0.05 * 512);
     }
 }
+}  // namespace dk_t_regex_generation

@@ -15,6 +15,10 @@
 #include <string>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_steppers_llama2 {
+
 namespace {
 
 namespace dk = decodekit;
@@ -213,3 +217,4 @@ TEST_CASE("e2e: a stop string over the tokenizer's pieces ends the story at the 
     CHECK(std::equal(r.tokens.begin(), r.tokens.end(), full.tokens.begin()));
     CHECK(r.tokens.size() < full.tokens.size());
 }
+}  // namespace dk_t_steppers_llama2

@@ -9,6 +9,10 @@
 #include <string>
 #include <vector>
 
+// One namespace per test file: the unity groups (tests/CMakeLists.txt) compile several
+// files as one translation unit.
+namespace dk_t_strategies {
+
 namespace {
 
 namespace dk = decodekit;
@@ -234,3 +238,4 @@ TEST_CASE("e2e: sampled speculative decoding runs and is reproducible", "[e2e][s
         CHECK(a.stats.drafted > 0);
     }
 }
+}  // namespace dk_t_strategies
