@@ -11,7 +11,10 @@
 # Environment: DECODEKIT_FUZZ_JOBS (build jobs, default 2), DECODEKIT_FUZZ_PARALLEL (fuzzers run at
 # once, default the number of CPUs: each gets one core), DECODEKIT_FUZZ_ARGS (extra libFuzzer
 # flags), DECODEKIT_FUZZ_KEEP=1 (keep the temporary directory even on success),
-# DECODEKIT_FUZZ_SEED (libFuzzer -seed; default 0 = a fresh random seed per run, for exploration).
+# DECODEKIT_FUZZ_SEED (libFuzzer -seed; default 0 = a fresh random seed per run, for exploration),
+# DECODEKIT_FUZZ_ARCHS (all, the default: fuzz_kernels runs every xsimd architecture the build
+# enables; edges: the best and the narrowest only, a quarter of its compile; fuzz/CMakeLists.txt;
+# scripts/test.sh sets edges: replay its run with DECODEKIT_FUZZ_ARCHS=edges).
 # scripts/test.sh (CI) passes a fixed seed: for a given binary, corpus and seed libFuzzer's
 # mutations are reproducible (up to the order of equal-size corpus files, which follows the
 # directory listing), so a short CI run mostly replays what a longer local run with that seed
@@ -23,7 +26,7 @@ seconds="${1:-60}"
 shift || true
 command -v clang++ > /dev/null || { echo "fuzz.sh: clang++ is required (apt-get install clang)" >&2; exit 2; }
 
-cmake --preset fuzz > /dev/null
+cmake --preset fuzz -DDECODEKIT_TEST_ARCHS="${DECODEKIT_FUZZ_ARCHS:-all}" > /dev/null
 # build/fuzz/fuzz/fuzzers.txt: the fuzzers this configuration defines (fuzz_regex_* only with
 # PCRE2), so a binary left over from an earlier configuration is never run.
 configured=" $(tr '\n' ' ' < build/fuzz/fuzz/fuzzers.txt) "

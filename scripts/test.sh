@@ -6,7 +6,9 @@
 # threaded tests under ThreadSanitizer), and `fuzz`: a short run of every libFuzzer target
 # (scripts/fuzz.sh, DECODEKIT_FUZZ_SECONDS each, default 7: CI time is kept under 25 minutes; one
 # fuzzer per CPU at once) with the fixed libFuzzer seed
-# DECODEKIT_FUZZ_SEED (default 1) so that the suite is reproducible; see scripts/fuzz.sh; and
+# DECODEKIT_FUZZ_SEED (default 1) so that the suite is reproducible, fuzz_kernels on the best and
+# the narrowest xsimd architecture (DECODEKIT_FUZZ_ARCHS, default edges here: the test preset
+# checks every architecture against the reference); see scripts/fuzz.sh; and
 # `soak`: a short soak of the engine example's loop (scripts/soak.sh DECODEKIT_SOAK_SECONDS,
 # default 20, per run: one under ASan + UBSan, one unsanitized checking RSS), seed
 # DECODEKIT_SOAK_SEED (default 1).
@@ -24,7 +26,8 @@ for p in "${presets[@]}"; do
   echo "==== decodekit: workflow preset '$p'"
   start=$SECONDS
   if [ "$p" = fuzz ]; then
-    DECODEKIT_FUZZ_SEED="${DECODEKIT_FUZZ_SEED:-1}" bash scripts/fuzz.sh "${DECODEKIT_FUZZ_SECONDS:-7}"
+    DECODEKIT_FUZZ_SEED="${DECODEKIT_FUZZ_SEED:-1}" DECODEKIT_FUZZ_ARCHS="${DECODEKIT_FUZZ_ARCHS:-edges}" \
+      bash scripts/fuzz.sh "${DECODEKIT_FUZZ_SECONDS:-7}"
   elif [ "$p" = soak ]; then
     # reuse the engine the asan and test presets built in this run (same flags), if they ran
     soak_env=()
