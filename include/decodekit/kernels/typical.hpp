@@ -289,11 +289,12 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         ihi = ih != npos && ih + 3 < c ? std::min(hi, key_at(ih + 3) + key.margin()) : hi;
         ilo = il != npos && il >= 3 ? std::max(lo, key_at(il - 3) - key.margin()) : lo;
         if (!(ilo < ihi)) ilo = lo, ihi = hi;
-        // the entries the samples between the wide bounds stand for
+        // the entries the samples between the wide bounds stand for (only when both are
+        // closed, the refinement's condition: not a loop over every sample of an open side)
         span = 0;
-        for (std::size_t j = jl != npos && jl >= 3 ? jl - 3 : 0;
-             j < c && (jh == npos || j <= jh + 3); ++j)
-            span += double(w[row_of(j)]) > double(thr) ? 1.0 : scale;
+        if (lo > olo && hi < ohi)
+            for (std::size_t j = jl - 3; j <= jh + 3; ++j)
+                span += double(w[row_of(j)]) > double(thr) ? 1.0 : scale;
         return lo > lowest_f;
     };
     float thr2 = pinf;           // the refinement's light threshold (the second stage's, if it ran)
