@@ -14981,6 +14981,25 @@ inline constexpr double typical_inner_sds = 1.5;
 /// 160 -> 160 (the Gaussian ones the same work: noise).
 inline constexpr double typical_inner_max_heavy_share = 0.04;
 
+/// typical_bounds refines a bracket of at least this many entries (estimated from the samples
+/// between its bounds; the Zipf rows at T 1.5 whose bracket is a few heavy entries are not: on
+/// those refining cost 162 -> 168 us). The refinement: 4096 samples (AVX2) instead of 512, so
+/// the estimate's sd ~1 / sqrt(8) and the first bracket ~2.8x fewer entries: measured (AVX2,
+/// V 128256, 40 salts) mean first bracket Zipf T 1 6846 -> 1985 entries, flat 7385 -> 2256,
+/// Gaussian 11429 -> 3842, HF T 1.5 Gaussian 17153 -> 6165, flat 7468 -> 2310; rows that missed
+/// (one more split) 0 -> 1, 1 -> 2, 4 -> 5, 2 -> 2, 1 -> 2 of 40. Each bracket entry costs the
+/// split's compaction, the narrowing and the restore. Drawn first as 4096 spread positions (one
+/// sample per cache line): the bracket as narrow, but the 8192 lines read back cost ~17 us (the
+/// HF Zipf row, not narrowed, 161 -> 178); hence one vector at each of the 512 positions.
+/// sample() at V 128256 (minima of 8 alternating runs, salt 0): typical 0.9 Zipf 182 -> 174 us,
+/// flat 177 -> 168, Gaussian 194 -> 191; HF T 1.5 Gaussian 212 -> 183, flat 181 -> 172, Zipf
+/// and peaked (not refined) within noise; means over salts 0-39 (minima of 4 alternating runs):
+/// Zipf T 1 -5 %, Gaussian -8 %, flat -8 %, HF Gaussian -16 %, HF flat -8 %, HF Zipf +0.1 %.
+/// At V 32000 within noise (+-3 %). The inner bounds stay off on Gaussian rows
+/// (typical_inner_max_heavy_share): with them after the refinement HF Gaussian rows missed 2 -> 6
+/// of 40 and the mean moved < 1 %.
+inline constexpr double typical_refine_min_entries = 2048;
+
 /// Bounds [lo, hi) of typical's crossing on the key, from the row's weights w (every entry's; z
 /// their sum), in two stages. First 512 entries at hashed positions (as find_bracket's),
 /// sorted by key, their weights (scaled by n / 512) summed from the smallest key (the most
@@ -14994,7 +15013,13 @@ inline constexpr double typical_inner_max_heavy_share = 0.04;
 /// taken exactly, in one more pass over the weights, and the same estimate with the samples' light
 /// entries scaled to the rest of the row. When z >= 2048 (Gaussian-like rows) and the 4 largest
 /// sampled weights (at n = 128256; 512 * 1024 / n) hold > 15 % of the samples' sum of w^2, the
-/// entries above the smallest of them (~1024 expected, at most 2048) likewise. Rows of <= 4096
+/// entries above the smallest of them (~1024 expected, at most 2048) likewise. Then, when that
+/// bracket is closed on both sides and holds >= typical_refine_min_entries entries (estimated),
+/// the refinement: the same estimate from 8x the samples (the L entries of each sampled
+/// position's aligned vector: the cache lines the first stage read, so ~no new memory traffic),
+/// sorting only those in the bracket; the mass below it a lump of scaled samples (their w^2 in
+/// the variance), those above it ignored; the heavy entries exact as before; a side it leaves
+/// open keeps the first bound (refine false: none; for tests). Rows of <= 4096
 /// entries: no estimate (the whole row). buf: >= x.size() keys of scratch; lg, ids: >= x.size()
 /// entries of scratch (the heavy entries' keys and ids).
 /// pre (optional): the entries above some threshold collected by the exponential pass
@@ -15004,7 +15029,7 @@ template <class A, class Key>
 void typical_bounds(std::span<const float> x, const float* w, const Key& key, double z,
                     double rmass, std::uint64_t* buf, float* lg, token_id* ids, float& lo,
                     float& hi, const heavy_entries* pre = nullptr, float* inner_lo = nullptr,
-                    float* inner_hi = nullptr) noexcept {
+                    float* inner_hi = nullptr, bool refine = true) noexcept {
     using B = simd::batch<A>;
     constexpr std::size_t L = simd::lanes<A>, S = 512, H = 2048;
     constexpr float pinf = std::numeric_limits<float>::infinity();
@@ -15024,6 +15049,9 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
     if (n <= 4096) return;
     std::uint64_t* tmp = buf + (H + S);  // (n > 4096 >= H + S; the second stage needs 2 (H + S))
     std::size_t c = 0;                   // buf[0, c): rank keys (key, row index)
+    double base = 0, base2 = 0;          // the estimate's start: mass (and light w^2) below buf
+    float olo = lowest_f, ohi = pinf;    // the estimate's bounds stay within [olo, ohi]
+    double span = 0;                     // the entries between its wide bounds (estimated)
     auto add = [&](std::size_t i) {
         const float y = key(x[i]);
         if (y >= lowest_f) buf[c++] = rank_key(y, token_id(i));  // (NaN, -inf: no key)
@@ -15056,7 +15084,7 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         // costs one more split pass, and the narrower bracket saves more than that on average:
         // 33 rows of each shape of the benchmark family, T 1 and 1.5, 2-11 us less per row.)
         const double sds = 2.5, sdi = typical_inner_sds;
-        double below = 0, below2 = 0;
+        double below = base, below2 = base2;
         std::size_t jl = npos, jh = npos;  // npos: none (that side open)
         std::size_t il = npos, ih = npos;  // the same at sdi standard deviations
         for (std::size_t j = 0; j < c; ++j) {
@@ -15076,99 +15104,162 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
             }
         }
         auto key_at = [&](std::size_t j) { return key(x[row_of(j)]); };
-        hi = jh != npos && jh + 3 < c ? key_at(jh + 3) + key.margin() : pinf;
-        lo = jl != npos && jl >= 3 ? std::max(lowest_f, key_at(jl - 3) - key.margin()) : lowest_f;
-        if (!(lo < hi)) lo = lowest_f;
+        hi = jh != npos && jh + 3 < c ? std::min(ohi, key_at(jh + 3) + key.margin()) : ohi;
+        lo = jl != npos && jl >= 3 ? std::max(olo, key_at(jl - 3) - key.margin()) : olo;
+        if (!(lo < hi)) lo = olo;
         // the inner bounds, within [lo, hi] (sdi < sds: il >= jl, ih <= jh)
         ihi = ih != npos && ih + 3 < c ? std::min(hi, key_at(ih + 3) + key.margin()) : hi;
         ilo = il != npos && il >= 3 ? std::max(lo, key_at(il - 3) - key.margin()) : lo;
         if (!(ilo < ihi)) ilo = lo, ihi = hi;
+        // the entries the samples between the wide bounds stand for (only when both are
+        // closed, the refinement's condition: not a loop over every sample of an open side)
+        span = 0;
+        if (lo > olo && hi < ohi)
+            for (std::size_t j = jl - 3; j <= jh + 3; ++j)
+                span += double(w[row_of(j)]) > double(thr) ? 1.0 : scale;
         return lo > lowest_f;
     };
-    sample(pinf);
-    const bool closed = estimate(pinf, double(n) / double(S));
-    if (!(z > 0) || n <= 2 * (S + H) + L) return;
-    float thr = 0;
-    if (z < double(H)) {
-        // The heavy entries (w > z / H: d in [log(z / H), 0]) have keys of at least heavy_key.
-        // When one may sit below the low bound, the sample (which mostly misses them)
-        // underestimated the mass below it and the bound is likely too high: on Zipf rows at
-        // T 1.5 (typical drops the head) it was on half of the benchmark family's rows (one more
-        // split pass over the row and a bracket of 13000-65000 entries, ~2.3x the time). The
-        // heavy entries are then taken exactly.
-        const float heavy_key = std::min(
-            key(key.m), key(float(double(key.m) + std::log(z / double(H)) / double(key.inv_t))));
-        if (closed && heavy_key >= lo) return;
-        thr = float(z / double(H));
-    } else {
-        // No entry holds z / H (weights <= 1), but on a Gaussian-like row a few of the highest
-        // entries carry most of the estimate's variance (Gaussian sd 1: the dropped mass above
-        // the typical point sits on ~0.4 % of the entries at ~13x the mean weight; the first
-        // stage's bracket held ~30000 entries on the benchmark's row). When the r largest
-        // sampled weights hold more than 15 % of the samples' sum of w^2, the entries above the
-        // r-th largest (~H / 2 expected, r = 4 at n = 128256) are taken exactly. (Flat rows: ~1 %;
-        // Gaussian rows at T 1.5, whose bracket is narrower already: mostly below, where the
-        // second stage, ~10 us, saves less than it costs.)
-        const std::size_t r = std::max<std::size_t>(1, S * (H / 2) / n);
-        if (c <= 4 * r) return;
-        float top[S];
-        double all2 = 0;
-        for (std::size_t j = 0; j < c; ++j) {
-            top[j] = w[std::size_t(key_id(buf[j]))];
-            all2 += double(top[j]) * double(top[j]);
-        }
-        std::nth_element(top, top + (r - 1), top + c, std::greater<float>());
-        thr = top[r - 1];
-        double heavy2 = 0;
-        for (std::size_t j = 0; j < r; ++j) heavy2 += double(top[j]) * double(top[j]);
-        inner = !(heavy2 > typical_inner_max_heavy_share * all2);
-        if (!(heavy2 > 0.15 * all2)) return;
-    }
-    // the second stage: the heavy entries exactly
-    const float low_lo = lo, low_hi = hi, low_ilo = ilo, low_ihi = ihi;
-    // the heavy entries' keys and ids compacted to lg / ids (scratch), then their rank keys
-    const B tb(thr);
-    std::size_t h = 0, i = 0;
-    bool overflow = false;
-    if (pre != nullptr && pre->ids == ids && pre->thr == thr) {  // collected by the pass
-        overflow = pre->overflow;
-        h = pre->count;
-        for (std::size_t j = 0; j < h && !overflow; ++j) lg[j] = key(x[std::size_t(ids[j])]);
-        i = n;
-    }
-    for (; i + L <= n; i += L) {
-        const std::uint64_t mk = simd::to_mask<A>(B::load_unaligned(w + i) > tb);
-        if (mk == 0) continue;
-        if (h + std::size_t(std::popcount(mk)) > H) {
-            overflow = true;
-            break;
-        }
-        h += simd::compress_store<A>(key(B::load_unaligned(x.data() + i)),
-                                     simd::iota<A>(token_id(i)), mk, lg + h, ids + h);
-    }
-    for (; i < n && !overflow; ++i)
-        if (w[i] > thr) {
-            if (h == H) {
-                overflow = true;
-            } else {
-                lg[h] = key(x[i]);
-                ids[h++] = token_id(i);
+    float thr2 = pinf;           // the refinement's light threshold (the second stage's, if it ran)
+    std::size_t heavy_n = 0;     // lg / ids[0, heavy_n): the second stage's heavy entries
+    std::size_t heavy_keys = 0;  // (those with a key)
+    [&] {                        // the first two stages
+        sample(pinf);
+        const bool closed = estimate(pinf, double(n) / double(S));
+        if (!(z > 0) || n <= 2 * (S + H) + L) return;
+        float thr = 0;
+        if (z < double(H)) {
+            // The heavy entries (w > z / H: d in [log(z / H), 0]) have keys of at least heavy_key.
+            // When one may sit below the low bound, the sample (which mostly misses them)
+            // underestimated the mass below it and the bound is likely too high: on Zipf rows at
+            // T 1.5 (typical drops the head) it was on half of the benchmark family's rows (one
+            // more split pass over the row and a bracket of 13000-65000 entries, ~2.3x the time).
+            // The heavy entries are then taken exactly.
+            const float heavy_key =
+                std::min(key(key.m),
+                         key(float(double(key.m) + std::log(z / double(H)) / double(key.inv_t))));
+            if (closed && heavy_key >= lo) return;
+            thr = float(z / double(H));
+        } else {
+            // No entry holds z / H (weights <= 1), but on a Gaussian-like row a few of the highest
+            // entries carry most of the estimate's variance (Gaussian sd 1: the dropped mass above
+            // the typical point sits on ~0.4 % of the entries at ~13x the mean weight; the first
+            // stage's bracket held ~30000 entries on the benchmark's row). When the r largest
+            // sampled weights hold more than 15 % of the samples' sum of w^2, the entries above the
+            // r-th largest (~H / 2 expected, r = 4 at n = 128256) are taken exactly. (Flat
+            // rows: ~1 %; Gaussian rows at T 1.5, whose bracket is narrower already: mostly
+            // below, where the second stage, ~10 us, saves less than it costs.)
+            const std::size_t r = std::max<std::size_t>(1, S * (H / 2) / n);
+            if (c <= 4 * r) return;
+            float top[S];
+            double all2 = 0;
+            for (std::size_t j = 0; j < c; ++j) {
+                top[j] = w[std::size_t(key_id(buf[j]))];
+                all2 += double(top[j]) * double(top[j]);
             }
+            std::nth_element(top, top + (r - 1), top + c, std::greater<float>());
+            thr = top[r - 1];
+            double heavy2 = 0;
+            for (std::size_t j = 0; j < r; ++j) heavy2 += double(top[j]) * double(top[j]);
+            inner = !(heavy2 > typical_inner_max_heavy_share * all2);
+            if (!(heavy2 > 0.15 * all2)) return;
         }
-    if (overflow) {  // (more than H entries above thr) the first stage's bounds
-        lo = low_lo;
-        hi = low_hi;
-        ilo = low_ilo;
-        ihi = low_ihi;
+        // the second stage: the heavy entries exactly
+        const float low_lo = lo, low_hi = hi, low_ilo = ilo, low_ihi = ihi;
+        // the heavy entries' keys and ids compacted to lg / ids (scratch), then their rank keys
+        const B tb(thr);
+        std::size_t h = 0, i = 0;
+        bool overflow = false;
+        if (pre != nullptr && pre->ids == ids && pre->thr == thr) {  // collected by the pass
+            overflow = pre->overflow;
+            h = pre->count;
+            for (std::size_t j = 0; j < h && !overflow; ++j) lg[j] = key(x[std::size_t(ids[j])]);
+            i = n;
+        }
+        for (; i + L <= n; i += L) {
+            const std::uint64_t mk = simd::to_mask<A>(B::load_unaligned(w + i) > tb);
+            if (mk == 0) continue;
+            if (h + std::size_t(std::popcount(mk)) > H) {
+                overflow = true;
+                break;
+            }
+            h += simd::compress_store<A>(key(B::load_unaligned(x.data() + i)),
+                                         simd::iota<A>(token_id(i)), mk, lg + h, ids + h);
+        }
+        for (; i < n && !overflow; ++i)
+            if (w[i] > thr) {
+                if (h == H) {
+                    overflow = true;
+                } else {
+                    lg[h] = key(x[i]);
+                    ids[h++] = token_id(i);
+                }
+            }
+        if (overflow) {  // (more than H entries above thr) the first stage's bounds
+            lo = low_lo;
+            hi = low_hi;
+            ilo = low_ilo;
+            ihi = low_ihi;
+            return;
+        }
+        c = 0;
+        for (std::size_t j = 0; j < h; ++j)
+            if (lg[j] >= lowest_f) buf[c++] = rank_key(lg[j], ids[j]);  // (NaN, -inf: no key)
+        const std::size_t heavy = c;
+        const std::size_t light = sample(thr);
+        // each light sample stands for (n - heavy) / light entries
+        estimate(thr, light > 0 ? double(n - heavy) / double(light) : 0.0);
+        thr2 = thr;
+        heavy_n = h;
+        heavy_keys = heavy;
+    }();
+    // the refinement: at each of the S sampled positions the L entries of its vector (aligned:
+    // the cache line the first stage read), those in [lo, hi) sorted (the heavy entries there
+    // exact), the mass below lo a lump (its light samples' w^2 to the variance), those above hi
+    // ignored
+    if (!refine || 2 * (H + S * L) > n || !(lo > lowest_f) || hi == pinf || !(z > 0) ||
+        span < typical_refine_min_entries)
         return;
-    }
+    const float lo1 = lo, hi1 = hi;
+    double lump_heavy = 0;
     c = 0;
-    for (std::size_t j = 0; j < h; ++j)
-        if (lg[j] >= lowest_f) buf[c++] = rank_key(lg[j], ids[j]);  // (NaN, -inf: no key)
-    const std::size_t heavy = c;
-    const std::size_t light = sample(thr);
-    // each light sample stands for (n - heavy) / light entries
-    estimate(thr, light > 0 ? double(n - heavy) / double(light) : 0.0);
+    for (std::size_t j = 0; j < heavy_n; ++j) {
+        const float y = lg[j];
+        if (!(y >= lowest_f)) continue;
+        if (y < lo1)
+            lump_heavy += double(w[std::size_t(ids[j])]);
+        else if (y < hi1)
+            buf[c++] = rank_key(y, ids[j]);
+    }
+    const B lob(lo1), hib(hi1), thb(thr2), lowb(lowest_f), zero(0.f);
+    B lw(0.f), lw2(0.f);
+    std::size_t light = 0;
+    for (std::size_t j = 0; j < S; ++j) {
+        const std::size_t q = std::min(sample_position(j, stride) / L * L, n - L);
+        const B wq = B::load_unaligned(w + q);
+        const auto lt = !(wq > thb);
+        const B y = key(B::load_unaligned(x.data() + q));
+        const auto below = lt & (y >= lowb) & (y < lob);
+        lw += simd::select<A>(below, wq, zero);
+        lw2 += simd::select<A>(below, wq * wq, zero);
+        light += std::size_t(std::popcount(simd::to_mask<A>(lt)));
+        std::uint64_t in = simd::to_mask<A>(lt & (y >= lob) & (y < hib));
+        if (in == 0) continue;
+        alignas(64) float ys[L];
+        y.store_aligned(ys);
+        for (; in != 0; in &= in - 1) {
+            const std::size_t k = std::size_t(std::countr_zero(in));
+            buf[c++] = rank_key(ys[k], token_id(q + k));
+        }
+    }
+    const double lump = double(simd::reduce_add<A>(lw)), lump2 = double(simd::reduce_add<A>(lw2));
+    if (light == 0) return;
+    const double scale = double(n - heavy_keys) / double(light);
+    tmp = buf + (H + S * L);
+    base = lump_heavy + scale * lump;
+    base2 = lump2;
+    olo = lo1;
+    ohi = hi1;
+    estimate(thr2, scale);
 }
 
 /// The threshold of typical_bounds' second stage on a Gaussian-like row (z >= 2048: the r-th
