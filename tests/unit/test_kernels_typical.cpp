@@ -145,34 +145,55 @@ TEST_CASE(
     }
 }
 
+/// A family row at V = 128256 with what typical_bounds takes (default architecture): the
+/// paired entropy pass's weights and sums, the key, z and the mass to reach for typical p, and
+/// the crossing (the smallest key of reference::typical's kept set; +inf without it).
+struct bounds_row {
+    using A = dk::simd::default_arch;
+    std::vector<float> x, w;
+    kn::detail::row_sums rs;
+    kn::detail::typical_key<A> key;
+    double z, rmass;
+    float crossing;
+};
+
+bounds_row make_bounds_row(dk_family::shape sh, std::uint64_t salt, float t, float p,
+                           bool with_crossing = true) {
+    using A = bounds_row::A;
+    const std::size_t v = 128256;
+    auto x = dk_family::make_row(sh, v, salt);
+    std::vector<float> w(v);
+    const float m = kn::max<A>(x);
+    const auto rs = kn::detail::entropy_pass<A, true, true>(x, m, t, w.data());
+    const auto mean = kn::detail::mean_of_d(rs, v);
+    const kn::detail::typical_key<A> key{m, 1.f / t, float(-mean.c), 0.f};
+    float crossing = inf;
+    if (with_crossing) {
+        dk::candidates want(v);
+        ref::typical(x, p, t, 1, dk::typical_stop::reach_with_ties, want);
+        REQUIRE(want.size() > 0);
+        for (float e : want.logits()) crossing = std::min(crossing, key(e));
+    }
+    const double z = rs.sum;
+    return {std::move(x), std::move(w), rs, key, z, ref::decimal_floor(p) * z, crossing};
+}
+
 TEST_CASE("typical_bounds: the low bound stays below the crossing when heavy entries are dropped") {
     // Zipf rows at T 1.5 (typical drops the head): a first-stage sample that misses the heavy
     // head underestimates the mass below its bounds and closes the low side above the crossing;
     // the heavy entries' keys below the low bound send the row to the second stage (heavy entries
     // exactly). Before, the low bound was above the crossing's key on 4 of these 12 rows (salts
     // 2, 4, 7, 10: one more split pass over the row, a bracket of 13000-65000 entries).
-    using A = dk::simd::default_arch;
-    const std::size_t v = 128256;
-    const float t = 1.5f, p = 0.9f;
+    using A = bounds_row::A;
     for (std::uint64_t salt = 0; salt < 12; ++salt) {
-        const auto x = dk_family::make_row(dk_family::shape::zipf, v, salt);
         INFO("salt " << salt);
-        std::vector<float> w(v);
-        const float m = kn::max<A>(x);
-        const auto rs = kn::detail::entropy_pass<A, true, true>(x, m, t, w.data());
-        const auto mean = kn::detail::mean_of_d(rs, v);
-        const kn::detail::typical_key<A> key{m, 1.f / t, float(-mean.c), 0.f};
-        dk::candidates want(v), scratch(v);
-        ref::typical(x, p, t, 1, dk::typical_stop::reach_with_ties, want);
-        REQUIRE(want.size() > 0);
-        float crossing = inf;  // the smallest key of the kept set
-        for (float e : want.logits()) crossing = std::min(crossing, key(e));
+        const auto r = make_bounds_row(dk_family::shape::zipf, salt, 1.5f, 0.9f);
+        dk::candidates scratch(r.x.size());
         float lo = 0, hi = 0;
-        kn::detail::typical_bounds<A>(x, w.data(), key, rs.sum, ref::decimal_floor(p) * rs.sum,
-                                      scratch.key_storage(), scratch.logit_storage(),
-                                      scratch.id_storage(), lo, hi);
-        CHECK(lo <= crossing);
-        CHECK(hi > crossing);
+        kn::detail::typical_bounds<A>(r.x, r.w.data(), r.key, r.z, r.rmass, scratch.key_storage(),
+                                      scratch.logit_storage(), scratch.id_storage(), lo, hi);
+        CHECK(lo <= r.crossing);
+        CHECK(hi > r.crossing);
     }
 }
 
@@ -181,23 +202,13 @@ TEST_CASE(
     // typical_bounds' inner bounds (typical_inner_sds) lie within its wide ones; a first bracket
     // that misses the crossing widens the failed side to the wide bound, and when that misses
     // too, to the end of the row: the narrowed bracket holds the crossing either way.
-    using A = dk::simd::default_arch;
-    const std::size_t v = 128256;
-    const float t = 1.5f, p = 0.9f;
+    using A = bounds_row::A;
     for (std::uint64_t salt = 0; salt < 4; ++salt) {
-        const auto x = dk_family::make_row(dk_family::shape::gauss, v, salt);
         INFO("salt " << salt);
-        std::vector<float> w0(v);
-        const float m = kn::max<A>(x);
-        const auto rs = kn::detail::entropy_pass<A, true, true>(x, m, t, w0.data());
-        const auto mean = kn::detail::mean_of_d(rs, v);
-        const kn::detail::typical_key<A> key{m, 1.f / t, float(-mean.c), 0.f};
-        dk::candidates want(v), scratch(v);
-        ref::typical(x, p, t, 1, dk::typical_stop::reach_with_ties, want);
-        REQUIRE(want.size() > 0);
-        float crossing = inf;  // the smallest key of the kept set
-        for (float e : want.logits()) crossing = std::min(crossing, key(e));
-        const double z = rs.sum, rmass = ref::decimal_floor(p) * z;
+        const auto r = make_bounds_row(dk_family::shape::gauss, salt, 1.5f, 0.9f);
+        const auto& [x, w0, rs, key, z, rmass, crossing] = r;
+        const std::size_t v = x.size();
+        dk::candidates scratch(v);
         const double z_error = rs.error(v) + kn::detail::sum_error(v) * z;
         float lo = 0, hi = 0, ilo = 0, ihi = 0;
         std::vector<float> w = w0;
@@ -233,28 +244,20 @@ TEST_CASE(
     // typical_inner_max_heavy_share: the flat rows' sampled w^2 is spread (share ~0.008), the
     // Gaussian rows' held by a few samples (>= 0.066 at T 1 and 1.5): their inner bounds are the
     // wide ones, the flat rows' lie strictly within them.
-    using A = dk::simd::default_arch;
-    const std::size_t v = 128256;
-    const float p = 0.9f;
+    using A = bounds_row::A;
     int checked = 0;  // the rows of that branch (2 Gaussian T 1 rows are not: z 2043.8 ...)
     for (const float t : {1.f, 1.5f})
         for (const auto sh : {dk_family::shape::gauss, dk_family::shape::flat})
             for (std::uint64_t salt = 0; salt < 4; ++salt) {
-                const auto x = dk_family::make_row(sh, v, salt);
                 INFO("t " << t << " flat " << (sh == dk_family::shape::flat) << " salt " << salt);
-                std::vector<float> w(v);
-                const float m = kn::max<A>(x);
-                const auto rs = kn::detail::entropy_pass<A, true, true>(x, m, t, w.data());
-                const auto mean = kn::detail::mean_of_d(rs, v);
-                const kn::detail::typical_key<A> key{m, 1.f / t, float(-mean.c), 0.f};
-                dk::candidates scratch(v);
-                const double z = rs.sum, rmass = ref::decimal_floor(p) * z;
-                if (!(z >= 2048)) continue;  // (a weight above z / 2048: the other branch)
+                const auto r = make_bounds_row(sh, salt, t, 0.9f, false);
+                if (!(r.z >= 2048)) continue;  // (a weight above z / 2048: the other branch)
                 ++checked;
+                dk::candidates scratch(r.x.size());
                 float lo = 0, hi = 0, ilo = 0, ihi = 0;
-                kn::detail::typical_bounds<A>(x, w.data(), key, z, rmass, scratch.key_storage(),
-                                              scratch.logit_storage(), scratch.id_storage(), lo, hi,
-                                              nullptr, &ilo, &ihi);
+                kn::detail::typical_bounds<A>(r.x, r.w.data(), r.key, r.z, r.rmass,
+                                              scratch.key_storage(), scratch.logit_storage(),
+                                              scratch.id_storage(), lo, hi, nullptr, &ilo, &ihi);
                 if (sh == dk_family::shape::gauss) {
                     CHECK(ilo == lo);
                     CHECK(ihi == hi);
@@ -274,9 +277,7 @@ TEST_CASE("typical_bounds: the refinement narrows the bracket and keeps the cros
     // counted, moves them off it). Rows: Zipf and flat at T 1 (first stage only), Gaussian at
     // T 1 (the heavy entries exact) and 1.5; Zipf at T 1.5 (a bracket of a few heavy entries) and
     // peaked rows (no high bound) are not refined.
-    using A = dk::simd::default_arch;
-    const std::size_t v = 128256;
-    const float p = 0.9f;
+    using A = bounds_row::A;
     struct row_case {
         dk_family::shape sh;
         float t;
@@ -290,19 +291,10 @@ TEST_CASE("typical_bounds: the refinement narrows the bracket and keeps the cros
     int held[2] = {0, 0};               // the refined rows whose bracket holds the crossing
     for (const row_case& rc : cases)
         for (std::uint64_t salt = 0; salt < 4; ++salt) {
-            const auto x = dk_family::make_row(rc.sh, v, salt);
             INFO("shape " << int(rc.sh) << " t " << rc.t << " salt " << salt);
-            std::vector<float> w(v);
-            const float m = kn::max<A>(x);
-            const auto rs = kn::detail::entropy_pass<A, true, true>(x, m, rc.t, w.data());
-            const auto mean = kn::detail::mean_of_d(rs, v);
-            const kn::detail::typical_key<A> key{m, 1.f / rc.t, float(-mean.c), 0.f};
-            dk::candidates want(v), scratch(v);
-            ref::typical(x, p, rc.t, 1, dk::typical_stop::reach_with_ties, want);
-            REQUIRE(want.size() > 0);
-            float crossing = inf;  // the smallest key of the kept set
-            for (float e : want.logits()) crossing = std::min(crossing, key(e));
-            const double z = rs.sum, rmass = ref::decimal_floor(p) * z;
+            const auto row = make_bounds_row(rc.sh, salt, rc.t, 0.9f);
+            const auto& [x, w, rs, key, z, rmass, crossing] = row;
+            dk::candidates scratch(x.size());
             float lo[2], hi[2], ilo[2], ihi[2];
             std::size_t in[2] = {0, 0};
             for (int r = 0; r < 2; ++r) {
@@ -340,28 +332,18 @@ TEST_CASE("typical_bounds: Gaussian rows at T 1 take their highest entries exact
     // bounds are a 2.5-standard-deviation estimate: they miss the crossing on ~1 in 40 rows (one
     // more split pass, never a different set), 1 of these 12 (fixed rows, hashed sample
     // positions: deterministic); the sets stay the reference's.
-    using A = dk::simd::default_arch;
-    const std::size_t v = 128256;
+    using A = bounds_row::A;
     const float p = 0.9f;
     int missed = 0;
     for (float t : {1.f, 1.5f})
         for (std::uint64_t salt = 0; salt < 6; ++salt) {
-            const auto x = dk_family::make_row(dk_family::shape::gauss, v, salt);
             INFO("T " << t << " salt " << salt);
-            std::vector<float> w(v);
-            const float m = kn::max<A>(x);
-            const auto rs = kn::detail::entropy_pass<A, true, true>(x, m, t, w.data());
-            const auto mean = kn::detail::mean_of_d(rs, v);
-            const kn::detail::typical_key<A> key{m, 1.f / t, float(-mean.c), 0.f};
-            dk::candidates want(v), scratch(v);
-            ref::typical(x, p, t, 1, dk::typical_stop::reach_with_ties, want);
-            REQUIRE(want.size() > 0);
-            float crossing = inf;
-            for (float e : want.logits()) crossing = std::min(crossing, key(e));
+            const auto r = make_bounds_row(dk_family::shape::gauss, salt, t, p);
+            const auto& [x, w, rs, key, z, rmass, crossing] = r;
+            dk::candidates scratch(x.size());
             float lo = 0, hi = 0;
-            kn::detail::typical_bounds<A>(x, w.data(), key, rs.sum, ref::decimal_floor(p) * rs.sum,
-                                          scratch.key_storage(), scratch.logit_storage(),
-                                          scratch.id_storage(), lo, hi);
+            kn::detail::typical_bounds<A>(x, w.data(), key, z, rmass, scratch.key_storage(),
+                                          scratch.logit_storage(), scratch.id_storage(), lo, hi);
             std::size_t inside = 0;
             for (float e : x) inside += key(e) >= lo && key(e) < hi;
             missed += !(lo <= crossing && hi > crossing);
