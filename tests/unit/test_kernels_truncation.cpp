@@ -322,37 +322,31 @@ TEST_CASE("weigh_row: the weights and sums of one exponential at a time, bit for
     // sums, so epsilon's, mirostat's and XTC's sets and logprobs do not depend on the scheduling.
     // Every architecture, the four shapes, T 0.7 / 1 / 1.5, lengths with partial blocks,
     // remainder pairs and vectors and a tail; NaN and -inf entries; Store true and false.
-    for (auto sh : dk_family::shapes)
-        for (float t : {0.7f, 1.f, 1.5f})
-            for (std::size_t v : {std::size_t(37), std::size_t(1003), std::size_t(4097),
-                                  std::size_t(4096 + 72), std::size_t(40037)}) {
-                auto x = dk_family::make_row(sh, v, 13);
-                if (v == 4097) {
-                    for (std::size_t i = 3; i < v; i += 61) x[i] = std::nanf("");
-                    for (std::size_t i = 7; i < v; i += 53) x[i] = -inf;
-                }
-                each_arch(
-                    [&](auto arch, const std::string& name) {
-                        using A = decltype(arch);
-                        INFO(name << " shape " << int(sh) << " T " << t << " n " << v);
-                        float m = -inf;
-                        for (float y : x) m = y > m ? y : m;
-                        std::vector<float> w(v, -1.f), want_w(v, -2.f);
-                        const auto rs = kn::detail::weigh_row<A, true>(x, m, 1.f / t, w.data());
-                        const auto rn = kn::detail::weigh_row<A, false>(x, m, 1.f / t, nullptr);
-                        const auto want = weigh_row_one_at_a_time<A>(x, m, 1.f / t, want_w.data());
-                        CHECK(std::bit_cast<std::uint64_t>(rs.sum) ==
-                              std::bit_cast<std::uint64_t>(want.sum));
-                        CHECK(std::bit_cast<std::uint64_t>(rs.wd_bound) ==
-                              std::bit_cast<std::uint64_t>(want.wd_bound));
-                        CHECK(std::bit_cast<std::uint64_t>(rn.sum) ==
-                              std::bit_cast<std::uint64_t>(want.sum));
-                        CHECK(std::bit_cast<std::uint64_t>(rn.wd_bound) ==
-                              std::bit_cast<std::uint64_t>(want.wd_bound));
-                        CHECK(std::memcmp(w.data(), want_w.data(), v * sizeof(float)) == 0);
-                    },
-                    v);
-            }
+    dk_family::for_each_pass_row(
+        13, {37, 1003, 4097, 4096 + 72, 40037},
+        [&](const auto& x, auto sh, float t, std::size_t v) {
+            each_arch(
+                [&](auto arch, const std::string& name) {
+                    using A = decltype(arch);
+                    INFO(name << " shape " << int(sh) << " T " << t << " n " << v);
+                    float m = -inf;
+                    for (float y : x) m = y > m ? y : m;
+                    std::vector<float> w(v, -1.f), want_w(v, -2.f);
+                    const auto rs = kn::detail::weigh_row<A, true>(x, m, 1.f / t, w.data());
+                    const auto rn = kn::detail::weigh_row<A, false>(x, m, 1.f / t, nullptr);
+                    const auto want = weigh_row_one_at_a_time<A>(x, m, 1.f / t, want_w.data());
+                    CHECK(std::bit_cast<std::uint64_t>(rs.sum) ==
+                          std::bit_cast<std::uint64_t>(want.sum));
+                    CHECK(std::bit_cast<std::uint64_t>(rs.wd_bound) ==
+                          std::bit_cast<std::uint64_t>(want.wd_bound));
+                    CHECK(std::bit_cast<std::uint64_t>(rn.sum) ==
+                          std::bit_cast<std::uint64_t>(want.sum));
+                    CHECK(std::bit_cast<std::uint64_t>(rn.wd_bound) ==
+                          std::bit_cast<std::uint64_t>(want.wd_bound));
+                    CHECK(std::memcmp(w.data(), want_w.data(), v * sizeof(float)) == 0);
+                },
+                v);
+        });
 }
 
 TEST_CASE("exp_nonpositive and exp_nonpositive_double stay within their error bounds") {
@@ -490,10 +484,8 @@ TEST_CASE("top_p's fused pass: its float-tree sums within row_sums::pair_error, 
         for (auto sh : dk_family::shapes)
             for (int salt = 0; salt < 3; ++salt) {
                 auto x = dk_family::make_row(sh, v, std::uint64_t(200 + salt));
-                if (salt == 1)
-                    for (std::size_t i = 3; i < v; i += 61) x[i] = std::nanf("");
-                if (salt == 2)
-                    for (std::size_t i = 7; i < v; i += 53) x[i] = -inf;
+                if (salt == 1) dk_family::sprinkle_nan(x);
+                if (salt == 2) dk_family::sprinkle_neg_inf(x);
                 const float t = float(0.5 + 1.5 * dk_rows::unit(s));
                 float m = -inf;
                 for (float y : x) m = y > m ? y : m;

@@ -482,39 +482,32 @@ TEST_CASE("entropy_pass (Paired): the sums of one exponential at a time, bit for
     // test compares them with weight_one) and the same sums, so typical's and eta's sets and
     // logprobs do not depend on the scheduling. Every architecture, the four shapes, T 0.7 / 1 /
     // 1.5, lengths with partial blocks, remainder vectors and a tail; NaN and -inf entries.
-    for (auto sh : dk_family::shapes)
-        for (float t : {0.7f, 1.f, 1.5f})
-            for (std::size_t v :
-                 {std::size_t(37), std::size_t(1003), std::size_t(4097), std::size_t(40037)}) {
-                auto x = dk_family::make_row(sh, v, 11);
-                if (v == 4097) {
-                    for (std::size_t i = 3; i < v; i += 61) x[i] = std::nanf("");
-                    for (std::size_t i = 7; i < v; i += 53) x[i] = -inf;
-                }
-                each_arch(
-                    [&](auto arch, const std::string& name) {
-                        using A = decltype(arch);
-                        INFO(name << " shape " << int(sh) << " T " << t << " n " << v);
-                        float m = -inf;
-                        for (float y : x) m = y > m ? y : m;
-                        std::vector<float> w(v);
-                        const auto rs = kn::detail::entropy_pass<A, true, true>(x, m, t, w.data());
-                        const auto want = paired_sums_one_at_a_time<A>(x, m, t);
-                        CHECK(std::bit_cast<std::uint64_t>(rs.sum) ==
-                              std::bit_cast<std::uint64_t>(want.sum));
-                        CHECK(std::bit_cast<std::uint64_t>(rs.wd) ==
-                              std::bit_cast<std::uint64_t>(want.wd));
-                        constexpr double inflate = 1 + 64 * 0x1p-24;
-                        CHECK(rs.wd2_bound == want.wd2_bound * inflate * inflate + 1e-300);
-                        bool same_w = true;
-                        for (std::size_t i = 0; i < v; ++i)
-                            same_w = same_w && std::bit_cast<std::uint32_t>(w[i]) ==
-                                                   std::bit_cast<std::uint32_t>(
-                                                       kn::detail::weight_one<A>(x[i], m, 1.f / t));
-                        CHECK(same_w);
-                    },
-                    v);
-            }
+    dk_family::for_each_pass_row(
+        11, {37, 1003, 4097, 40037}, [&](const auto& x, auto sh, float t, std::size_t v) {
+            each_arch(
+                [&](auto arch, const std::string& name) {
+                    using A = decltype(arch);
+                    INFO(name << " shape " << int(sh) << " T " << t << " n " << v);
+                    float m = -inf;
+                    for (float y : x) m = y > m ? y : m;
+                    std::vector<float> w(v);
+                    const auto rs = kn::detail::entropy_pass<A, true, true>(x, m, t, w.data());
+                    const auto want = paired_sums_one_at_a_time<A>(x, m, t);
+                    CHECK(std::bit_cast<std::uint64_t>(rs.sum) ==
+                          std::bit_cast<std::uint64_t>(want.sum));
+                    CHECK(std::bit_cast<std::uint64_t>(rs.wd) ==
+                          std::bit_cast<std::uint64_t>(want.wd));
+                    constexpr double inflate = 1 + 64 * 0x1p-24;
+                    CHECK(rs.wd2_bound == want.wd2_bound * inflate * inflate + 1e-300);
+                    bool same_w = true;
+                    for (std::size_t i = 0; i < v; ++i)
+                        same_w = same_w && std::bit_cast<std::uint32_t>(w[i]) ==
+                                               std::bit_cast<std::uint32_t>(
+                                                   kn::detail::weight_one<A>(x[i], m, 1.f / t));
+                    CHECK(same_w);
+                },
+                v);
+        });
 }
 
 TEST_CASE("typical: more heavy entries than the pass collects (overflow), the set still exact") {
