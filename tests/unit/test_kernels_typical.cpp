@@ -422,6 +422,59 @@ TEST_CASE("entropy_pass (Heavy): the entries above the planned threshold, as a p
     CHECK(std::vector<dk::token_id>(ids.begin(), ids.begin() + long(h.count)) == want);
 }
 
+TEST_CASE("typical_bounds: a planned row whose z < 2048 filters the collected entries") {
+    // typical_heavy_plan estimates z from the samples (>= 1024): a Gaussian row at T 1 whose z
+    // turns out < 2048 takes the second stage at z / 2048, above the planned threshold, and
+    // typical_bounds keeps the collected entries above it (a subset, ids ascending) instead of
+    // its own pass over the weights: the same bounds as that pass, with and without refinement.
+    using A = dk::simd::default_arch;
+    const std::size_t v = 128256;
+    int filtered = 0;
+    for (std::uint64_t salt = 0; salt < 12; ++salt) {
+        const auto x = dk_family::make_row(dk_family::shape::gauss, v, salt);
+        INFO("salt " << salt);
+        const float m = kn::max<A>(x);
+        std::vector<dk::token_id> ids(v);
+        kn::detail::heavy_entries h;
+        if (!kn::detail::typical_heavy_plan<A>(x, m, 1.f, ids.data(), h)) continue;
+        std::vector<float> w(v);
+        const auto rs = kn::detail::entropy_pass<A, true, true, true>(x, m, 1.f, w.data(), &h);
+        if (!(rs.sum < 2048) || h.overflow || !(double(h.thr) < rs.sum / 2048)) continue;
+        ++filtered;
+        const auto mean = kn::detail::mean_of_d(rs, v);
+        const kn::detail::typical_key<A> key{m, 1.f, float(-mean.c), 0.f};
+        const double rmass = ref::decimal_floor(0.9f) * rs.sum;
+        for (bool refine : {false, true}) {
+            INFO("refine " << refine);
+            std::vector<dk::token_id> ids1 = ids;
+            dk::candidates scratch(v);
+            std::vector<float> lg(v);
+            float lo1 = 0, hi1 = 0, lo2 = 0, hi2 = 0;
+            kn::detail::heavy_entries pre = h;
+            pre.ids = ids1.data();
+            kn::detail::typical_bounds<A>(x, w.data(), key, rs.sum, rmass, scratch.key_storage(),
+                                          lg.data(), ids1.data(), lo1, hi1, &pre, nullptr, nullptr,
+                                          refine);
+            kn::detail::typical_bounds<A>(x, w.data(), key, rs.sum, rmass, scratch.key_storage(),
+                                          scratch.logit_storage(), scratch.id_storage(), lo2, hi2,
+                                          nullptr, nullptr, nullptr, refine);
+            CHECK(lo1 == lo2);
+            CHECK(hi1 == hi2);
+            // the second stage's heavy entries, left in ids / lg: those above z / 2048
+            std::vector<dk::token_id> want;
+            for (std::size_t i = 0; i < v; ++i)
+                if (double(w[i]) > double(float(rs.sum / 2048))) want.push_back(dk::token_id(i));
+            REQUIRE(!want.empty());
+            CHECK(std::vector<dk::token_id>(ids1.begin(), ids1.begin() + long(want.size())) ==
+                  want);
+            for (std::size_t j = 0; j < want.size(); ++j)
+                CHECK(lg[j] == key(x[std::size_t(want[j])]));
+        }
+        check_typical(x, 0.9f, 1.f, 1, dk::typical_stop::reach_with_ties);
+    }
+    CHECK(filtered >= 2);  // (the premise: such rows among the family's)
+}
+
 /// entropy_pass<A, true, true>'s sums computed one exponential at a time (simd::exp_nonpositive
 /// per vector), in the pass's order: pairs of vectors added in float then widened, the float
 /// blocks of 32 vectors, the last single vectors and the -inf padded tail one by one.
