@@ -179,7 +179,7 @@ inline constexpr double typical_inner_max_heavy_share = 0.04;
 inline constexpr double typical_refine_min_entries = 2048;
 
 /// Bounds [lo, hi) of typical's crossing on the key, from the row's weights w (every entry's; z
-/// their sum), in two stages. First 512 entries at hashed positions (as find_bracket's),
+/// their sum), in up to three stages. First 512 entries at hashed positions (as find_bracket's),
 /// sorted by key, their weights (scaled by n / 512) summed from the smallest key (the most
 /// atypical) up to the mass the cut drops, z - rmass; the bounds where that sum, in mass, is 2.5
 /// of its standard deviations below and above the drop (scale sqrt(sum w^2) over the samples
@@ -193,8 +193,9 @@ inline constexpr double typical_refine_min_entries = 2048;
 /// sampled weights (at n = 128256; 512 * 1024 / n) hold > 15 % of the samples' sum of w^2, the
 /// entries above the smallest of them (~1024 expected, at most 2048) likewise. Then, when that
 /// bracket is closed on both sides and holds >= typical_refine_min_entries entries (estimated),
-/// the refinement: the same estimate from 8x the samples (the L entries of each sampled
-/// position's aligned vector: the cache lines the first stage read, so ~no new memory traffic),
+/// the refinement (rows of n >= 2 (2048 + 512 L)): the same estimate from L x the samples (8 x on
+/// AVX2: the L entries of the vector at each sampled position, aligned by row index: ~the same
+/// cache lines the first stage read, so ~no new memory traffic),
 /// sorting only those in the bracket; the mass below it a lump of scaled samples (their w^2 in
 /// the variance), those above it ignored; the heavy entries exact as before; a side it leaves
 /// open keeps the first bound (refine false: none; for tests). Rows of <= 4096
@@ -286,6 +287,7 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         hi = jh != npos && jh + 3 < c ? std::min(ohi, key_at(jh + 3) + key.margin()) : ohi;
         lo = jl != npos && jl >= 3 ? std::max(olo, key_at(jl - 3) - key.margin()) : olo;
         if (!(lo < hi)) lo = olo;
+        if (!(lo < hi)) hi = ohi;  // (the refinement: keys tied at lo1, a margin of 0)
         // the inner bounds, within [lo, hi] (sdi < sds: il >= jl, ih <= jh)
         ihi = ih != npos && ih + 3 < c ? std::min(hi, key_at(ih + 3) + key.margin()) : hi;
         ilo = il != npos && il >= 3 ? std::max(lo, key_at(il - 3) - key.margin()) : lo;
@@ -405,10 +407,10 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         heavy_n = h;
         heavy_keys = heavy;
     }();
-    // the refinement: at each of the S sampled positions the L entries of its vector (aligned:
-    // the cache line the first stage read), those in [lo, hi) sorted (the heavy entries there
-    // exact), the mass below lo a lump (its light samples' w^2 to the variance), those above hi
-    // ignored
+    // the refinement: at each of the S sampled positions the L entries of its vector (aligned by
+    // row index, the last one clamped to the row's end: ~the cache lines the first stage read),
+    // those in [lo, hi) sorted (the heavy entries there exact), the mass below lo a lump (its light
+    // samples' w^2 to the variance), those above hi ignored
     if (!refine || 2 * (H + S * L) > n || !(lo > lowest_f) || hi == pinf || !(z > 0) ||
         span < typical_refine_min_entries)
         return;
