@@ -15001,7 +15001,7 @@ inline constexpr double typical_inner_max_heavy_share = 0.04;
 inline constexpr double typical_refine_min_entries = 2048;
 
 /// Bounds [lo, hi) of typical's crossing on the key, from the row's weights w (every entry's; z
-/// their sum), in two stages. First 512 entries at hashed positions (as find_bracket's),
+/// their sum), in up to three stages. First 512 entries at hashed positions (as find_bracket's),
 /// sorted by key, their weights (scaled by n / 512) summed from the smallest key (the most
 /// atypical) up to the mass the cut drops, z - rmass; the bounds where that sum, in mass, is 2.5
 /// of its standard deviations below and above the drop (scale sqrt(sum w^2) over the samples
@@ -15015,8 +15015,9 @@ inline constexpr double typical_refine_min_entries = 2048;
 /// sampled weights (at n = 128256; 512 * 1024 / n) hold > 15 % of the samples' sum of w^2, the
 /// entries above the smallest of them (~1024 expected, at most 2048) likewise. Then, when that
 /// bracket is closed on both sides and holds >= typical_refine_min_entries entries (estimated),
-/// the refinement: the same estimate from 8x the samples (the L entries of each sampled
-/// position's aligned vector: the cache lines the first stage read, so ~no new memory traffic),
+/// the refinement (rows of n >= 2 (2048 + 512 L)): the same estimate from L x the samples (8 x on
+/// AVX2: the L entries of the vector at each sampled position, aligned by row index: ~the same
+/// cache lines the first stage read, so ~no new memory traffic),
 /// sorting only those in the bracket; the mass below it a lump of scaled samples (their w^2 in
 /// the variance), those above it ignored; the heavy entries exact as before; a side it leaves
 /// open keeps the first bound (refine false: none; for tests). Rows of <= 4096
@@ -15024,7 +15025,8 @@ inline constexpr double typical_refine_min_entries = 2048;
 /// entries of scratch (the heavy entries' keys and ids).
 /// pre (optional): the entries above some threshold collected by the exponential pass
 /// (typical_heavy_plan): when that threshold is the second stage's and pre->ids is ids, they
-/// replace its pass over the weights (the same entries in the same order).
+/// replace its pass over the weights (the same entries in the same order); when it is below the
+/// second stage's (and pre did not overflow), those of them above it do.
 template <class A, class Key>
 void typical_bounds(std::span<const float> x, const float* w, const Key& key, double z,
                     double rmass, std::uint64_t* buf, float* lg, token_id* ids, float& lo,
@@ -15107,6 +15109,7 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         hi = jh != npos && jh + 3 < c ? std::min(ohi, key_at(jh + 3) + key.margin()) : ohi;
         lo = jl != npos && jl >= 3 ? std::max(olo, key_at(jl - 3) - key.margin()) : olo;
         if (!(lo < hi)) lo = olo;
+        if (!(lo < hi)) hi = ohi;  // (the refinement: keys tied at lo1, a margin of 0)
         // the inner bounds, within [lo, hi] (sdi < sds: il >= jl, ih <= jh)
         ihi = ih != npos && ih + 3 < c ? std::min(hi, key_at(ih + 3) + key.margin()) : hi;
         ilo = il != npos && il >= 3 ? std::max(lo, key_at(il - 3) - key.margin()) : lo;
@@ -15174,6 +15177,20 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
             h = pre->count;
             for (std::size_t j = 0; j < h && !overflow; ++j) lg[j] = key(x[std::size_t(ids[j])]);
             i = n;
+        } else if (pre != nullptr && pre->ids == ids && !pre->overflow && pre->thr < thr) {
+            // The pass collected every entry above a lower threshold, ids ascending: those above
+            // thr are among them, in the pass's order. (Gaussian rows at T 1 whose z < H: the
+            // plan's z estimate only needs H / 2, and their second stage is the z / H one; 11 of
+            // 40 benchmark rows at V 128256. Measured, AVX2, minima of 8 alternating runs: those
+            // rows' sample() 286.5 -> 278.2 us on average, the other 29 247.5 -> 247.3.)
+            for (std::size_t j = 0; j < pre->count; ++j) {
+                const token_id id = ids[j];
+                if (w[std::size_t(id)] > thr) {
+                    lg[h] = key(x[std::size_t(id)]);
+                    ids[h++] = id;
+                }
+            }
+            i = n;
         }
         for (; i + L <= n; i += L) {
             const std::uint64_t mk = simd::to_mask<A>(B::load_unaligned(w + i) > tb);
@@ -15212,10 +15229,10 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         heavy_n = h;
         heavy_keys = heavy;
     }();
-    // the refinement: at each of the S sampled positions the L entries of its vector (aligned:
-    // the cache line the first stage read), those in [lo, hi) sorted (the heavy entries there
-    // exact), the mass below lo a lump (its light samples' w^2 to the variance), those above hi
-    // ignored
+    // the refinement: at each of the S sampled positions the L entries of its vector (aligned by
+    // row index, the last one clamped to the row's end: ~the cache lines the first stage read),
+    // those in [lo, hi) sorted (the heavy entries there exact), the mass below lo a lump (its light
+    // samples' w^2 to the variance), those above hi ignored
     if (!refine || 2 * (H + S * L) > n || !(lo > lowest_f) || hi == pinf || !(z > 0) ||
         span < typical_refine_min_entries)
         return;
@@ -15268,7 +15285,7 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
 /// stage will likely run (the r largest hold > 15 % of the samples' sum of w^2), so that
 /// entropy_pass collects the entries above it (Heavy) and typical_bounds skips its pass over
 /// the weights. The decision is only a prediction: typical_bounds uses the collected entries
-/// only when its own threshold is this one (else its own pass). ids: >= 2048 entries of scratch
+/// only when its own threshold is >= this one (else its own pass). ids: >= 2048 entries of scratch
 /// (typical_bounds' ids). Returns false when nothing is to be collected.
 /// Measured (AVX2, V 128256, Gaussian row T 1): that pass over the weights was ~14 % of
 /// sample()'s perf samples (a branch per vector, mispredicted, and the weights' 512 KB read back
