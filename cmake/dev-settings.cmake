@@ -29,3 +29,19 @@ endif()
 if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
   target_compile_options(decodekit_under_test INTERFACE -Wno-maybe-uninitialized -Wno-uninitialized)
 endif()
+
+# DECODEKIT_TEST_ARCHS: the xsimd architectures the kernel tests and fuzz_kernels run a kernel on
+# (tests/support/dk_rows.hpp each_arch): `all` that the compiler flags enable, or `edges`, the
+# best and the narrowest (tests/CMakeLists.txt and fuzz/CMakeLists.txt say which presets set it).
+# decodekit_test_archs(<target> <scope>) gives <target> the definition that selects it.
+set(DECODEKIT_TEST_ARCHS "all" CACHE STRING
+    "xsimd architectures the kernel tests and fuzz_kernels sweep: all (every enabled one) or edges (best + narrowest)")
+set_property(CACHE DECODEKIT_TEST_ARCHS PROPERTY STRINGS all edges)
+if(NOT DECODEKIT_TEST_ARCHS MATCHES "^(all|edges)$")
+  message(FATAL_ERROR "DECODEKIT_TEST_ARCHS must be all or edges, not '${DECODEKIT_TEST_ARCHS}'")
+endif()
+function(decodekit_test_archs target scope)
+  if(DECODEKIT_TEST_ARCHS STREQUAL "edges")
+    target_compile_definitions(${target} ${scope} DK_TEST_ARCHS_EDGES=1)
+  endif()
+endfunction()
