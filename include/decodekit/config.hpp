@@ -40,6 +40,18 @@
                std::abort()))
 #endif
 
+/// DECODEKIT_ALWAYS_INLINE: on the per-vector lambdas of the row passes whose inlining decides
+/// the loop's code. Written after a lambda's parameter list, before its body (such a lambda is not
+/// marked noexcept: GCC and Clang disagree on the order). Empty on compilers without the GNU
+/// attribute; define it yourself to override.
+#ifdef DECODEKIT_ALWAYS_INLINE
+// user decides
+#elif defined(__GNUC__) || defined(__clang__)
+#define DECODEKIT_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define DECODEKIT_ALWAYS_INLINE
+#endif
+
 #if defined(__GNUC__) || defined(__clang__)
 #define DECODEKIT_LIKELY(x) __builtin_expect(!!(x), 1)
 #define DECODEKIT_UNLIKELY(x) __builtin_expect(!!(x), 0)

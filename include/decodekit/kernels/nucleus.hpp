@@ -183,12 +183,18 @@ void split(const float* src, float* w, std::size_t count, float lo, float hi, fl
     B tlo(pinf), thi(-pinf);
     std::size_t cnt = 0, c = 0, since = 0;
     double tail = 0, bmass = 0, wd_sum = 0;
-    auto one = [&](std::size_t i, acc& s) {
+    // one vector, its weights computed (fresh: true_type) or read
+    auto one = [&](auto fresh, std::size_t i, acc& s) DECODEKIT_ALWAYS_INLINE {
         const B v = B::load_unaligned(src + i);
         const B y = key(v);
         const auto up = y >= hib;
         const auto in = (y >= lob) & (y < hib);
-        const B wv = i < fresh ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i);
+        const B wv = [&] {
+            if constexpr (decltype(fresh)::value)
+                return weight_lanes<A>(v, mb, tb);
+            else
+                return B::load_unaligned(w + i);
+        }();
         if (const std::uint64_t mu = simd::to_mask<A>(up)) {
             const B wu = simd::select<A>(up, wv, zero);
             simd::widen_add<A>(s.a0, s.a1, wu);
@@ -212,17 +218,31 @@ void split(const float* src, float* w, std::size_t count, float lo, float hi, fl
         }
     };
     std::size_t i = 0;
-    for (; i + 2 * L <= nfull; i += 2 * L) {
-        one(i, ea);
-        one(i + L, oa);
-        if (++since == 16) {  // <= 32 float additions per lane before they go to double
-            bmass += double(simd::reduce_add<A>(ea.bm + oa.bm));
-            wd_sum += double(simd::reduce_add<A>(ea.wd + oa.wd));
-            ea.bm = oa.bm = ea.wd = oa.wd = zero;
-            since = 0;
+    // pairs of vectors up to stop (a multiple of 2 L)
+    auto pairs = [&](auto fresh, std::size_t stop) DECODEKIT_ALWAYS_INLINE {
+        for (; i < stop; i += 2 * L) {
+            one(fresh, i, ea);
+            one(fresh, i + L, oa);
+            if (++since == 16) {  // <= 32 float additions per lane before they go to double
+                bmass += double(simd::reduce_add<A>(ea.bm + oa.bm));
+                wd_sum += double(simd::reduce_add<A>(ea.wd + oa.wd));
+                ea.bm = oa.bm = ea.wd = oa.wd = zero;
+                since = 0;
+            }
         }
+    };
+    // the pairs below fresh with their weights computed (recomputed weights are the stored ones
+    // bit for bit), then the rest with theirs read: two loops, so that the loop over the row
+    // holds no exponential (typical_split_row's note)
+    const std::size_t npairs = nfull / (2 * L) * (2 * L);
+    pairs(std::true_type{}, std::min(npairs, (fresh + 2 * L - 1) / (2 * L) * (2 * L)));
+    pairs(std::false_type{}, npairs);
+    if (i < nfull) {
+        if (i < fresh)
+            one(std::true_type{}, i, ea);
+        else
+            one(std::false_type{}, i, ea);
     }
-    if (i < nfull) one(i, ea);
     D a0 = ea.a0 + oa.a0, a1 = ea.a1 + oa.a1;
     B bm = ea.bm + oa.bm, wd = ea.wd + oa.wd;
     float flo = simd::reduce_min<A>(tlo), fhi = simd::reduce_max<A>(thi);

@@ -54,6 +54,7 @@
 #include <functional>
 #include <limits>
 #include <span>
+#include <type_traits>
 #include <utility>
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -599,11 +600,17 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
     B bm(0.f), wd(0.f);                    // float blocks: the bracket's weights, above's w d
     double bmass = 0, wd_sum = 0, tail = 0;
     std::size_t cnt = 0, c = 0;
-    // one vector: its weights above hi (0 elsewhere) to `above`, the bracket's part compacted
-    auto one = [&](std::size_t i, B& above) {
+    // one vector: its weights above hi (0 elsewhere) to `above`, the bracket's part compacted;
+    // its weights computed (fresh: true_type) or read from w
+    auto one = [&](auto fresh, std::size_t i, B& above) DECODEKIT_ALWAYS_INLINE {
         const B v = B::load_unaligned(p + i);
-        // (the weight as split computes it: the same expression, so the same contraction)
-        const B e = i < fresh ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i);
+        const B e = [&] {
+            // (the weight as split computes it: the same expression, so the same contraction)
+            if constexpr (decltype(fresh)::value)
+                return weight_lanes<A>(v, mb, tb);
+            else
+                return B::load_unaligned(w + i);
+        }();
         const auto [up, in] = split_masks(v);
         if constexpr (Above) {
             cnt += std::size_t(std::popcount(simd::to_mask<A>(up)));
@@ -618,24 +625,42 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
                                                   w + c, ids + c);
         }
     };
-    std::size_t i = 0;
-    while (i < nfull) {
-        const std::size_t end = std::min(nfull, i + 32 * L);
-        for (; i + G * L <= end; i += G * L) {
-            B u[G];
-            for (std::size_t k = 0; k < G; ++k) one(i + k * L, u[k]);
-            if constexpr (Above)
-                for (std::size_t k = 0; k < G; k += 2) simd::widen_add<A>(a0, a1, u[k] + u[k + 1]);
+    // the whole vectors [i, stop), in blocks of 32 (float sums of <= 32 additions per lane)
+    auto blocks = [&](auto fresh, std::size_t i, std::size_t stop) DECODEKIT_ALWAYS_INLINE {
+        while (i < stop) {
+            const std::size_t end = std::min(stop, i + 32 * L);
+            for (; i + G * L <= end; i += G * L) {
+                B u[G];
+                for (std::size_t k = 0; k < G; ++k) one(fresh, i + k * L, u[k]);
+                if constexpr (Above)
+                    for (std::size_t k = 0; k < G; k += 2)
+                        simd::widen_add<A>(a0, a1, u[k] + u[k + 1]);
+            }
+            for (; i < end; i += L) {  // the block's last < 8 vectors, widened one by one
+                B u;
+                one(fresh, i, u);
+                if constexpr (Above) simd::widen_add<A>(a2, a3, u);
+            }
+            bmass += double(simd::reduce_add<A>(bm));
+            wd_sum += double(simd::reduce_add<A>(wd));
+            bm = wd = zero;
         }
-        for (; i < end; i += L) {  // the block's last < 8 vectors, widened one by one
-            B u;
-            one(i, u);
-            if constexpr (Above) simd::widen_add<A>(a2, a3, u);
-        }
-        bmass += double(simd::reduce_add<A>(bm));
-        wd_sum += double(simd::reduce_add<A>(wd));
-        bm = wd = zero;
-    }
+    };
+    // Two loops: the vectors below b.dirty (where w no longer holds the row's weights: a
+    // re-split's first ones, none on a first split) with their weights computed, then the rest
+    // with their weights read (recomputed weights are the stored ones bit for bit). Chosen per
+    // vector in one loop, the exponential sat in the loop over the whole row, as a call where
+    // GCC did not inline it (every vector register is caller-saved), and the code GCC made of
+    // that loop depended on the translation unit: in decodekit_bench's (ten large ones; GCC also
+    // left `one` a call per vector there) typical 0.9's sample() took 10-20 % longer than in a
+    // one-file program on the same rows. With the two loops and `one` always inlined, A/B in
+    // decodekit_bench (V 128256, AVX2, minima of 6 alternating runs): Zipf 202 -> 181 us,
+    // Gaussian 225 -> 196, flat 204 -> 175; HF T 1.5 Zipf 202 -> 163, Gaussian 216 -> 186,
+    // flat 206 -> 185; peaked -1.5 %. The one-file driver: within 2 %.
+    const std::size_t recompute = std::min(nfull, (fresh + L - 1) / L * L);
+    blocks(std::true_type{}, 0, recompute);
+    blocks(std::false_type{}, recompute, nfull);
+    std::size_t i = nfull;
     for (; i < n; ++i) {  // the tail, one entry at a time (the same keys and weights)
         const float v = p[i];
         const float y = key(v);

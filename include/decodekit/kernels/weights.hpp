@@ -363,7 +363,7 @@ corrected_sums corrected_pass(std::span<const float> x, const float* w, std::siz
     struct acc {
         D s = D(0.0), f = D(0.0), si = D(0.0), fi = D(0.0);
     } lo_acc, hi_acc;
-    auto half = [&](const D& v, const D& d, const D& e, acc& a) {
+    auto half = [&](const D& v, const D& d, const D& e, acc& a) DECODEKIT_ALWAYS_INLINE {
         const D delta = d - (v - md) * td;
         const auto in = v >= hd;
         a.s += e;
@@ -372,7 +372,7 @@ corrected_sums corrected_pass(std::span<const float> x, const float* w, std::siz
         a.si += ei;
         a.fi = simd::fma<A>(ei, delta, a.fi);
     };
-    auto one = [&](B v, const B& e) {
+    auto one = [&](B v, const B& e) DECODEKIT_ALWAYS_INLINE {
         v = simd::select<A>(e > zero, v, mb);  // weight 0: argument 0 (no NaN, no infinity)
         const B d = (v - mb) * tb;             // the weight's argument, bit for bit
         D vl, vh, dl, dh, el, eh;
@@ -382,11 +382,15 @@ corrected_sums corrected_pass(std::span<const float> x, const float* w, std::siz
         half(vl, dl, el, lo_acc);
         half(vh, dh, eh, hi_acc);
     };
+    // the vectors below fresh with their weights computed, then the rest with theirs read: two
+    // loops, so that the loop over the row holds no exponential (typical_split_row's note)
+    const std::size_t nfull = n / L * L, recompute = std::min(nfull, (fresh + L - 1) / L * L);
     std::size_t i = 0;
-    for (; i + L <= n; i += L) {
+    for (; i < recompute; i += L) {
         const B v = B::load_unaligned(p + i);
-        one(v, i < fresh ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i));
+        one(v, weight_lanes<A>(v, mb, tb));
     }
+    for (; i < nfull; i += L) one(B::load_unaligned(p + i), B::load_unaligned(w + i));
     if (i < n) {
         alignas(64) float buf[L], wb[L];
         for (std::size_t j = 0; j < L; ++j) {
