@@ -1093,7 +1093,7 @@ truncation_result typical_run(std::span<const float> x, float p, float temperatu
                                      finite ? 1.f / temperature : 1.f, out, dirty, sum);
         r.kept_sum = sum;
     } else {
-        if (dirty > 0) weigh_logits<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
+        if (dirty > 0) store_weights<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
         out.clear();
     }
     return r;

@@ -211,9 +211,9 @@ row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noe
     // bits), then added as two() adds the pairs (even vectors to a, odd to b): the same weights
     // and sums bit for bit. One at a time left each ~60-cycle chain latency-bound: max and this
     // pass 95 -> 69 us at V = 128256 on Zen 3 AVX2; sample() of XTC 92 -> 78 us, epsilon and
-    // mirostat (HF, T 1.5) 112-121 -> 95-104 us (min of 8 alternating runs). (weigh_logits and
-    // store_weights the same way made typical 8-16 % slower: GCC then stopped inlining
-    // typical_split_row's per-vector step, so they stay one vector at a time.)
+    // mirostat (HF, T 1.5) 112-121 -> 95-104 us (min of 8 alternating runs). (weigh_logits the
+    // same way made typical 8-16 % slower when GCC then stopped inlining typical_split_row's
+    // per-vector step, now DECODEKIT_ALWAYS_INLINE; store_weights has four in flight.)
     auto four = [&](std::size_t i) {
         B d[4], e[4];
         for (std::size_t j = 0; j < 4; ++j)
@@ -492,6 +492,13 @@ void store_weights(const float* lg, std::size_t c, float m, float inv_t, float* 
     constexpr std::size_t L = simd::lanes<A>;
     const B mb(m), tb(inv_t);
     std::size_t j = 0;
+    // four vectors' exponentials in flight (simd::exp_nonpositive_n: weight_lanes' bits)
+    for (; j + 4 * L <= c; j += 4 * L) {
+        B e[4];
+        for (std::size_t k = 0; k < 4; ++k) e[k] = (B::load_unaligned(lg + j + k * L) - mb) * tb;
+        simd::exp_nonpositive_n<A, 4>(e);
+        for (std::size_t k = 0; k < 4; ++k) e[k].store_unaligned(w + j + k * L);
+    }
     for (; j + L <= c; j += L)
         weight_lanes<A>(B::load_unaligned(lg + j), mb, tb).store_unaligned(w + j);
     if (j < c) {
