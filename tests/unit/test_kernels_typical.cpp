@@ -383,6 +383,33 @@ TEST_CASE("typical_bounds: Gaussian rows at T 1 refine from the first stage's br
     CHECK(rows >= 2);
 }
 
+TEST_CASE("typical_bounds: the refinement sorts ~3/4 of its keys, all when its walk needs more") {
+    // The refinement's estimate first sorts ~3/4 of the keys in its bracket (the smallest, whole
+    // buckets: the full sort's prefix); when the walk's high bound is not 3 keys within them it
+    // sorts them all and walks again. These rows (V 128256, T 1) take that second walk (2 Zipf
+    // and 6 flat rows of salts 0-39): its bounds close both sides within the first stage's
+    // (without the second walk the high side stays the first stage's) and hold the crossing.
+    using A = bounds_row::A;
+    for (const auto& [sh, salt] : {std::pair{dk_family::shape::zipf, std::uint64_t(29)},
+                                   std::pair{dk_family::shape::zipf, std::uint64_t(33)},
+                                   std::pair{dk_family::shape::flat, std::uint64_t(6)},
+                                   std::pair{dk_family::shape::flat, std::uint64_t(18)}}) {
+        INFO("shape " << int(sh) << " salt " << salt);
+        const auto r = make_bounds_row(sh, salt, 1.f, 0.9f);
+        dk::candidates scratch(r.x.size());
+        float lo[2], hi[2];
+        for (int k = 0; k < 2; ++k)
+            kn::detail::typical_bounds<A>(r.x, r.w.data(), r.key, r.z, r.rmass,
+                                          scratch.key_storage(), scratch.logit_storage(),
+                                          scratch.id_storage(), lo[k], hi[k], nullptr, nullptr,
+                                          nullptr, k == 1);
+        CHECK(lo[0] < lo[1]);
+        CHECK(hi[1] < hi[0]);
+        CHECK(lo[1] <= r.crossing);
+        CHECK(hi[1] > r.crossing);
+    }
+}
+
 TEST_CASE("typical_bounds: Gaussian rows at T 1 take their highest entries exactly") {
     // On a Gaussian sd 1 row at T 1 the dropped mass above the typical point sits on ~0.4 % of
     // the entries at ~13x the mean weight, which the 512 samples mostly miss: the first stage's

@@ -267,10 +267,17 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         return k;
     };
     // The estimate over buf[0, c): entries with w > thr count their weight, the others theirs
-    // times scale. Returns false when the low side stays open.
-    auto estimate = [&](float thr, double scale) {
+    // times scale. Returns false when the low side stays open. part (> 0): first only the
+    // smallest ~part keys sorted (whole buckets of sort_smallest), all of them when the walk
+    // needs more (the high bound 3 past the last sorted one, or none).
+    auto estimate = [&](float thr, double scale, std::size_t part = 0) {
         if (c == 0) return true;
-        sort_smallest(buf, c, c, tmp);  // ascending: the most atypical first
+        // ascending: the most atypical first
+        std::size_t sorted = c;
+        if (part > 0 && part < c)
+            sorted = sort_smallest(buf, c, part, tmp);
+        else
+            sort_smallest(buf, c, c, tmp);
         auto w_at = [&](std::size_t j) { return std::bit_cast<float>(std::uint32_t(tmp[j])); };
         const double drop = z - rmass;
         // The estimate of the mass below sample j (inclusive: light samples scaled, heavy ones
@@ -282,32 +289,41 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         // costs one more split pass, and the narrower bracket saves more than that on average:
         // 33 rows of each shape of the benchmark family, T 1 and 1.5, 2-11 us less per row.)
         const double sds = 2.5, sdi = typical_inner_sds;
-        double below = base, below2 = base2;
         std::size_t jl = npos, jh = npos;  // npos: none (that side open)
         std::size_t il = npos, ih = npos;  // the same at sdi standard deviations
-        for (std::size_t j = 0; j < c; ++j) {
-            const double wq = double(w_at(j));
-            const bool light = !(wq > double(thr));
-            if (light) below2 += wq * wq;
-            below += light ? scale * wq : wq;
-            // below -+ sds scale sqrt(below2) against drop, squared
-            const double var = sds * sds * scale * scale * below2, gap = drop - below;
-            const double vari = sdi * sdi * scale * scale * below2;
-            if (gap > 0 && gap * gap > vari) il = j;
-            if (gap < 0 && gap * gap > vari && ih == npos) ih = j;
-            if (gap > 0 && gap * gap > var) jl = j;
-            if (gap < 0 && gap * gap > var) {
-                jh = j;
-                break;
+        auto walk = [&] {
+            double below = base, below2 = base2;
+            jl = jh = il = ih = npos;
+            for (std::size_t j = 0; j < sorted; ++j) {
+                const double wq = double(w_at(j));
+                const bool light = !(wq > double(thr));
+                if (light) below2 += wq * wq;
+                below += light ? scale * wq : wq;
+                // below -+ sds scale sqrt(below2) against drop, squared
+                const double var = sds * sds * scale * scale * below2, gap = drop - below;
+                const double vari = sdi * sdi * scale * scale * below2;
+                if (gap > 0 && gap * gap > vari) il = j;
+                if (gap < 0 && gap * gap > vari && ih == npos) ih = j;
+                if (gap > 0 && gap * gap > var) jl = j;
+                if (gap < 0 && gap * gap > var) {
+                    jh = j;
+                    break;
+                }
             }
+        };
+        walk();
+        if (sorted < c && (jh == npos || jh + 3 >= sorted)) {  // (the same walk over every key)
+            sort_smallest(buf, c, c, tmp);
+            sorted = c;
+            walk();
         }
         auto key_at = [&](std::size_t j) { return weight_key_key(tmp[j]); };
-        hi = jh != npos && jh + 3 < c ? std::min(ohi, key_at(jh + 3) + key.margin()) : ohi;
+        hi = jh != npos && jh + 3 < sorted ? std::min(ohi, key_at(jh + 3) + key.margin()) : ohi;
         lo = jl != npos && jl >= 3 ? std::max(olo, key_at(jl - 3) - key.margin()) : olo;
         if (!(lo < hi)) lo = olo;
         if (!(lo < hi)) hi = ohi;  // (the refinement: keys tied at lo1, a margin of 0)
         // the inner bounds, within [lo, hi] (sdi < sds: il >= jl, ih <= jh)
-        ihi = ih != npos && ih + 3 < c ? std::min(hi, key_at(ih + 3) + key.margin()) : hi;
+        ihi = ih != npos && ih + 3 < sorted ? std::min(hi, key_at(ih + 3) + key.margin()) : hi;
         ilo = il != npos && il >= 3 ? std::max(lo, key_at(il - 3) - key.margin()) : lo;
         if (!(ilo < ihi)) ilo = lo, ihi = hi;
         // the entries the samples between the wide bounds stand for (only when both are
@@ -377,7 +393,10 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         base2 = lump2;
         olo = lo1;
         ohi = hi1;
-        estimate(thr2, scale);
+        // the walk ends 2.5 sd past the crossing, which lies within the bracket: ~3/4 of its
+        // keys sorted (measured: typical_bounds on the Gaussian T 1 row 23.2 -> 21.8 us, the same
+        // bounds on every row of salts 0-39, all shapes, T 1 and HF T 1.5)
+        estimate(thr2, scale, c * 3 / 4);
         tmp = tmp0;
         return lo > lo1 && hi < hi1;
     };
