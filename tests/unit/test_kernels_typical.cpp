@@ -327,6 +327,89 @@ TEST_CASE("typical_bounds: the refinement narrows the bracket and keeps the cros
     CHECK(held[1] >= held[0]);
 }
 
+TEST_CASE("weight_key: ordered by key, the key and the weight come back") {
+    // typical_bounds sorts weight_key(key, weight) and reads both back from the sorted keys:
+    // a smaller key sorts first whatever the weights, ties by ascending weight, and the key
+    // comes back bit for bit (-0 as +0, equal to it), the weight exactly.
+    const float keys[] = {
+        kn::detail::lowest_f, -1e30f, -20.5f, -1.f, -1e-30f, -0.f, 0.f, 1e-30f, 0.5f, 3.f};
+    const float weights[] = {0.f, 1e-40f, 1e-12f, 0.25f, 1.f, 2048.f};
+    for (const float y : keys)
+        for (const float wy : weights) {
+            INFO("key " << y << " weight " << wy);
+            const std::uint64_t k = kn::detail::weight_key(y, wy);
+            const float back = kn::detail::weight_key_key(k);
+            CHECK(back == y);
+            if (y != 0)
+                CHECK(std::bit_cast<std::uint32_t>(back) == std::bit_cast<std::uint32_t>(y));
+            CHECK(std::bit_cast<float>(std::uint32_t(k)) == wy);
+            for (const float y2 : keys)
+                for (const float w2 : weights) {
+                    const std::uint64_t k2 = kn::detail::weight_key(y2, w2);
+                    if (y < y2) CHECK(k < k2);
+                    if (y == y2) CHECK((k < k2) == (wy < w2));
+                }
+        }
+}
+
+TEST_CASE("typical_bounds: Gaussian rows at T 1 refine from the first stage's bracket") {
+    // On Gaussian rows whose z >= 2048 the refinement starts from the first stage's bracket
+    // (with the second stage's heavy entries exact) and skips the second stage's sample and
+    // estimate; when its bounds do not close within that bracket (salt 29 of the family's rows
+    // at V 128256, 1 of the 25 such rows of salts 0-39) the second stage runs and the refinement
+    // starts from its bracket, as before. Both ways the bracket holds the crossing here (a
+    // shortcut kept when it fails moves salt 29's low bound above it) and the sets stay the
+    // reference's.
+    using A = bounds_row::A;
+    const float p = 0.9f;
+    int rows = 0;
+    for (const std::uint64_t salt : {0, 1, 3, 29}) {
+        INFO("salt " << salt);
+        const auto r = make_bounds_row(dk_family::shape::gauss, salt, 1.f, p);
+        const auto& [x, w, rs, key, z, rmass, crossing] = r;
+        if (!(z >= 2048)) continue;
+        ++rows;
+        dk::candidates scratch(x.size());
+        float lo = 0, hi = 0;
+        kn::detail::typical_bounds<A>(x, w.data(), key, z, rmass, scratch.key_storage(),
+                                      scratch.logit_storage(), scratch.id_storage(), lo, hi);
+        std::size_t inside = 0;
+        for (float e : x) inside += key(e) >= lo && key(e) < hi;
+        CHECK(lo <= crossing);
+        CHECK(hi > crossing);
+        CHECK(inside < 12000);
+        check_typical(x, p, 1.f, 1, dk::typical_stop::reach_with_ties);
+    }
+    CHECK(rows >= 2);
+}
+
+TEST_CASE("typical_bounds: the refinement sorts ~3/4 of its keys, all when its walk needs more") {
+    // The refinement's estimate first sorts ~3/4 of the keys in its bracket (the smallest, whole
+    // buckets: the full sort's prefix); when the walk's high bound is not 3 keys within them it
+    // sorts them all and walks again. These rows (V 128256, T 1) take that second walk (2 Zipf
+    // and 6 flat rows of salts 0-39): its bounds close both sides within the first stage's
+    // (without the second walk the high side stays the first stage's) and hold the crossing.
+    using A = bounds_row::A;
+    for (const auto& [sh, salt] : {std::pair{dk_family::shape::zipf, std::uint64_t(29)},
+                                   std::pair{dk_family::shape::zipf, std::uint64_t(33)},
+                                   std::pair{dk_family::shape::flat, std::uint64_t(6)},
+                                   std::pair{dk_family::shape::flat, std::uint64_t(18)}}) {
+        INFO("shape " << int(sh) << " salt " << salt);
+        const auto r = make_bounds_row(sh, salt, 1.f, 0.9f);
+        dk::candidates scratch(r.x.size());
+        float lo[2], hi[2];
+        for (int k = 0; k < 2; ++k)
+            kn::detail::typical_bounds<A>(r.x, r.w.data(), r.key, r.z, r.rmass,
+                                          scratch.key_storage(), scratch.logit_storage(),
+                                          scratch.id_storage(), lo[k], hi[k], nullptr, nullptr,
+                                          nullptr, k == 1);
+        CHECK(lo[0] < lo[1]);
+        CHECK(hi[1] < hi[0]);
+        CHECK(lo[1] <= r.crossing);
+        CHECK(hi[1] > r.crossing);
+    }
+}
+
 TEST_CASE("typical_bounds: Gaussian rows at T 1 take their highest entries exactly") {
     // On a Gaussian sd 1 row at T 1 the dropped mass above the typical point sits on ~0.4 % of
     // the entries at ~13x the mean weight, which the 512 samples mostly miss: the first stage's
