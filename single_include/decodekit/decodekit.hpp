@@ -66,6 +66,18 @@
                std::abort()))
 #endif
 
+/// DECODEKIT_ALWAYS_INLINE: on the per-vector lambdas of the row passes whose inlining decides
+/// the loop's code. Written after a lambda's parameter list, before its body (such a lambda is not
+/// marked noexcept: GCC and Clang disagree on the order). Empty on compilers without the GNU
+/// attribute; define it yourself to override.
+#ifdef DECODEKIT_ALWAYS_INLINE
+// user decides
+#elif defined(__GNUC__) || defined(__clang__)
+#define DECODEKIT_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define DECODEKIT_ALWAYS_INLINE
+#endif
+
 #if defined(__GNUC__) || defined(__clang__)
 #define DECODEKIT_LIKELY(x) __builtin_expect(!!(x), 1)
 #define DECODEKIT_UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -7230,9 +7242,9 @@ row_sums weigh_row(std::span<const float> x, float m, float inv_t, float* w) noe
     // bits), then added as two() adds the pairs (even vectors to a, odd to b): the same weights
     // and sums bit for bit. One at a time left each ~60-cycle chain latency-bound: max and this
     // pass 95 -> 69 us at V = 128256 on Zen 3 AVX2; sample() of XTC 92 -> 78 us, epsilon and
-    // mirostat (HF, T 1.5) 112-121 -> 95-104 us (min of 8 alternating runs). (weigh_logits and
-    // store_weights the same way made typical 8-16 % slower: GCC then stopped inlining
-    // typical_split_row's per-vector step, so they stay one vector at a time.)
+    // mirostat (HF, T 1.5) 112-121 -> 95-104 us (min of 8 alternating runs). (weigh_logits the
+    // same way made typical 8-16 % slower when GCC then stopped inlining typical_split_row's
+    // per-vector step, now DECODEKIT_ALWAYS_INLINE; store_weights has four in flight.)
     auto four = [&](std::size_t i) {
         B d[4], e[4];
         for (std::size_t j = 0; j < 4; ++j)
@@ -7382,7 +7394,7 @@ corrected_sums corrected_pass(std::span<const float> x, const float* w, std::siz
     struct acc {
         D s = D(0.0), f = D(0.0), si = D(0.0), fi = D(0.0);
     } lo_acc, hi_acc;
-    auto half = [&](const D& v, const D& d, const D& e, acc& a) {
+    auto half = [&](const D& v, const D& d, const D& e, acc& a) DECODEKIT_ALWAYS_INLINE {
         const D delta = d - (v - md) * td;
         const auto in = v >= hd;
         a.s += e;
@@ -7391,7 +7403,7 @@ corrected_sums corrected_pass(std::span<const float> x, const float* w, std::siz
         a.si += ei;
         a.fi = simd::fma<A>(ei, delta, a.fi);
     };
-    auto one = [&](B v, const B& e) {
+    auto one = [&](B v, const B& e) DECODEKIT_ALWAYS_INLINE {
         v = simd::select<A>(e > zero, v, mb);  // weight 0: argument 0 (no NaN, no infinity)
         const B d = (v - mb) * tb;             // the weight's argument, bit for bit
         D vl, vh, dl, dh, el, eh;
@@ -7401,11 +7413,15 @@ corrected_sums corrected_pass(std::span<const float> x, const float* w, std::siz
         half(vl, dl, el, lo_acc);
         half(vh, dh, eh, hi_acc);
     };
+    // the vectors below fresh with their weights computed, then the rest with theirs read: two
+    // loops, so that the loop over the row holds no exponential (typical_split_row's note)
+    const std::size_t nfull = n / L * L, recompute = std::min(nfull, (fresh + L - 1) / L * L);
     std::size_t i = 0;
-    for (; i + L <= n; i += L) {
+    for (; i < recompute; i += L) {
         const B v = B::load_unaligned(p + i);
-        one(v, i < fresh ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i));
+        one(v, weight_lanes<A>(v, mb, tb));
     }
+    for (; i < nfull; i += L) one(B::load_unaligned(p + i), B::load_unaligned(w + i));
     if (i < n) {
         alignas(64) float buf[L], wb[L];
         for (std::size_t j = 0; j < L; ++j) {
@@ -7507,6 +7523,13 @@ void store_weights(const float* lg, std::size_t c, float m, float inv_t, float* 
     constexpr std::size_t L = simd::lanes<A>;
     const B mb(m), tb(inv_t);
     std::size_t j = 0;
+    // four vectors' exponentials in flight (simd::exp_nonpositive_n: weight_lanes' bits)
+    for (; j + 4 * L <= c; j += 4 * L) {
+        B e[4];
+        for (std::size_t k = 0; k < 4; ++k) e[k] = (B::load_unaligned(lg + j + k * L) - mb) * tb;
+        simd::exp_nonpositive_n<A, 4>(e);
+        for (std::size_t k = 0; k < 4; ++k) e[k].store_unaligned(w + j + k * L);
+    }
     for (; j + L <= c; j += L)
         weight_lanes<A>(B::load_unaligned(lg + j), mb, tb).store_unaligned(w + j);
     if (j < c) {
@@ -13468,12 +13491,18 @@ void split(const float* src, float* w, std::size_t count, float lo, float hi, fl
     B tlo(pinf), thi(-pinf);
     std::size_t cnt = 0, c = 0, since = 0;
     double tail = 0, bmass = 0, wd_sum = 0;
-    auto one = [&](std::size_t i, acc& s) {
+    // one vector, its weights computed (fresh: true_type) or read
+    auto one = [&](auto fresh, std::size_t i, acc& s) DECODEKIT_ALWAYS_INLINE {
         const B v = B::load_unaligned(src + i);
         const B y = key(v);
         const auto up = y >= hib;
         const auto in = (y >= lob) & (y < hib);
-        const B wv = i < fresh ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i);
+        const B wv = [&] {
+            if constexpr (decltype(fresh)::value)
+                return weight_lanes<A>(v, mb, tb);
+            else
+                return B::load_unaligned(w + i);
+        }();
         if (const std::uint64_t mu = simd::to_mask<A>(up)) {
             const B wu = simd::select<A>(up, wv, zero);
             simd::widen_add<A>(s.a0, s.a1, wu);
@@ -13497,17 +13526,31 @@ void split(const float* src, float* w, std::size_t count, float lo, float hi, fl
         }
     };
     std::size_t i = 0;
-    for (; i + 2 * L <= nfull; i += 2 * L) {
-        one(i, ea);
-        one(i + L, oa);
-        if (++since == 16) {  // <= 32 float additions per lane before they go to double
-            bmass += double(simd::reduce_add<A>(ea.bm + oa.bm));
-            wd_sum += double(simd::reduce_add<A>(ea.wd + oa.wd));
-            ea.bm = oa.bm = ea.wd = oa.wd = zero;
-            since = 0;
+    // pairs of vectors up to stop (a multiple of 2 L)
+    auto pairs = [&](auto fresh, std::size_t stop) DECODEKIT_ALWAYS_INLINE {
+        for (; i < stop; i += 2 * L) {
+            one(fresh, i, ea);
+            one(fresh, i + L, oa);
+            if (++since == 16) {  // <= 32 float additions per lane before they go to double
+                bmass += double(simd::reduce_add<A>(ea.bm + oa.bm));
+                wd_sum += double(simd::reduce_add<A>(ea.wd + oa.wd));
+                ea.bm = oa.bm = ea.wd = oa.wd = zero;
+                since = 0;
+            }
         }
+    };
+    // the pairs below fresh with their weights computed (recomputed weights are the stored ones
+    // bit for bit), then the rest with theirs read: two loops, so that the loop over the row
+    // holds no exponential (typical_split_row's note)
+    const std::size_t npairs = nfull / (2 * L) * (2 * L);
+    pairs(std::true_type{}, std::min(npairs, (fresh + 2 * L - 1) / (2 * L) * (2 * L)));
+    pairs(std::false_type{}, npairs);
+    if (i < nfull) {
+        if (i < fresh)
+            one(std::true_type{}, i, ea);
+        else
+            one(std::false_type{}, i, ea);
     }
-    if (i < nfull) one(i, ea);
     D a0 = ea.a0 + oa.a0, a1 = ea.a1 + oa.a1;
     B bm = ea.bm + oa.bm, wd = ea.wd + oa.wd;
     float flo = simd::reduce_min<A>(tlo), fhi = simd::reduce_max<A>(thi);
@@ -14876,6 +14919,7 @@ DECODEKIT_END_NAMESPACE
 #include <functional>
 #include <limits>
 #include <span>
+#include <type_traits>
 #include <utility>
 
 DECODEKIT_BEGIN_NAMESPACE
@@ -14951,6 +14995,19 @@ inline row_cut interval_cut(std::span<const float> x, const candidates& set) noe
     return k;
 }
 
+/// typical_bounds' sort key of an entry: its key's order (rank_key's image) in the high half, its
+/// weight's bits in the low half (weights are >= 0: ties in the key by ascending weight), so that
+/// the estimate reads the weights in the sorted order instead of w at each entry's row (random
+/// reads of a 512 KB array at V 128256: ~1000-2500 per row, most of them L2 misses).
+inline std::uint64_t weight_key(float y, float wy) noexcept {
+    return (rank_key(y, 0) >> 32 << 32) | std::uint64_t(std::bit_cast<std::uint32_t>(wy));
+}
+/// The key of a weight_key (rank_key's image inverted; -0 comes back +0).
+inline float weight_key_key(std::uint64_t k) noexcept {
+    const auto u = std::uint32_t(k >> 32);
+    return std::bit_cast<float>((u & 0x80000000u) != 0 ? u & 0x7FFFFFFFu : ~u);
+}
+
 /// The standard deviations of typical_bounds' inner bounds, the first bracket split from the row
 /// (its 2.5 the bounds a failed side widens to, then -inf / +inf: typical_checked_bracket). Every
 /// bracket entry costs the split its compaction (three streams, ~16-21 of its 46-60 us on the
@@ -15020,7 +15077,10 @@ inline constexpr double typical_refine_min_entries = 2048;
 /// cache lines the first stage read, so ~no new memory traffic),
 /// sorting only those in the bracket; the mass below it a lump of scaled samples (their w^2 in
 /// the variance), those above it ignored; the heavy entries exact as before; a side it leaves
-/// open keeps the first bound (refine false: none; for tests). Rows of <= 4096
+/// open keeps the first bound (refine false: none; for tests). On rows of z >= 2048 whose
+/// second stage runs, the refinement first starts from the first stage's bracket (the second
+/// stage's heavy entries exact) and the second stage's estimate runs only when that leaves a
+/// side open. Rows of <= 4096
 /// entries: no estimate (the whole row). buf: >= x.size() keys of scratch; lg, ids: >= x.size()
 /// entries of scratch (the heavy entries' keys and ids).
 /// pre (optional): the entries above some threshold collected by the exponential pass
@@ -15054,28 +15114,36 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
     double base = 0, base2 = 0;          // the estimate's start: mass (and light w^2) below buf
     float olo = lowest_f, ohi = pinf;    // the estimate's bounds stay within [olo, ohi]
     double span = 0;                     // the entries between its wide bounds (estimated)
-    auto add = [&](std::size_t i) {
+    auto add = [&](std::size_t i, float wi) {
         const float y = key(x[i]);
-        if (y >= lowest_f) buf[c++] = rank_key(y, token_id(i));  // (NaN, -inf: no key)
+        if (y >= lowest_f) buf[c++] = weight_key(y, wi);  // (NaN, -inf: no key)
     };
     const std::uint64_t stride = n / S;
     auto sample = [&](float thr) {  // the samples below thr; returns how many positions
         std::size_t k = 0;
         for (std::size_t j = 0; j < S; ++j) {
             const std::size_t q = sample_position(j, stride);
-            if (!(w[q] > thr)) {
-                add(q);
+            const float wq = w[q];
+            if (!(wq > thr)) {
+                add(q, wq);
                 ++k;
             }
         }
         return k;
     };
     // The estimate over buf[0, c): entries with w > thr count their weight, the others theirs
-    // times scale. Returns false when the low side stays open.
-    auto estimate = [&](float thr, double scale) {
+    // times scale. Returns false when the low side stays open. part (> 0): first only the
+    // smallest ~part keys sorted (whole buckets of sort_smallest), all of them when the walk
+    // needs more (the high bound 3 past the last sorted one, or none).
+    auto estimate = [&](float thr, double scale, std::size_t part = 0) {
         if (c == 0) return true;
-        sort_smallest(buf, c, c, tmp);  // ascending: the most atypical first
-        auto row_of = [&](std::size_t j) { return std::size_t(key_id(tmp[j])); };
+        // ascending: the most atypical first
+        std::size_t sorted = c;
+        if (part > 0 && part < c)
+            sorted = sort_smallest(buf, c, part, tmp);
+        else
+            sort_smallest(buf, c, c, tmp);
+        auto w_at = [&](std::size_t j) { return std::bit_cast<float>(std::uint32_t(tmp[j])); };
         const double drop = z - rmass;
         // The estimate of the mass below sample j (inclusive: light samples scaled, heavy ones
         // exact) errs by about scale sqrt(sum of the light samples' w^2 through j): the low bound
@@ -15086,32 +15154,41 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         // costs one more split pass, and the narrower bracket saves more than that on average:
         // 33 rows of each shape of the benchmark family, T 1 and 1.5, 2-11 us less per row.)
         const double sds = 2.5, sdi = typical_inner_sds;
-        double below = base, below2 = base2;
         std::size_t jl = npos, jh = npos;  // npos: none (that side open)
         std::size_t il = npos, ih = npos;  // the same at sdi standard deviations
-        for (std::size_t j = 0; j < c; ++j) {
-            const double wq = double(w[row_of(j)]);
-            const bool light = !(wq > double(thr));
-            if (light) below2 += wq * wq;
-            below += light ? scale * wq : wq;
-            // below -+ sds scale sqrt(below2) against drop, squared
-            const double var = sds * sds * scale * scale * below2, gap = drop - below;
-            const double vari = sdi * sdi * scale * scale * below2;
-            if (gap > 0 && gap * gap > vari) il = j;
-            if (gap < 0 && gap * gap > vari && ih == npos) ih = j;
-            if (gap > 0 && gap * gap > var) jl = j;
-            if (gap < 0 && gap * gap > var) {
-                jh = j;
-                break;
+        auto walk = [&] {
+            double below = base, below2 = base2;
+            jl = jh = il = ih = npos;
+            for (std::size_t j = 0; j < sorted; ++j) {
+                const double wq = double(w_at(j));
+                const bool light = !(wq > double(thr));
+                if (light) below2 += wq * wq;
+                below += light ? scale * wq : wq;
+                // below -+ sds scale sqrt(below2) against drop, squared
+                const double var = sds * sds * scale * scale * below2, gap = drop - below;
+                const double vari = sdi * sdi * scale * scale * below2;
+                if (gap > 0 && gap * gap > vari) il = j;
+                if (gap < 0 && gap * gap > vari && ih == npos) ih = j;
+                if (gap > 0 && gap * gap > var) jl = j;
+                if (gap < 0 && gap * gap > var) {
+                    jh = j;
+                    break;
+                }
             }
+        };
+        walk();
+        if (sorted < c && (jh == npos || jh + 3 >= sorted)) {  // (the same walk over every key)
+            sort_smallest(buf, c, c, tmp);
+            sorted = c;
+            walk();
         }
-        auto key_at = [&](std::size_t j) { return key(x[row_of(j)]); };
-        hi = jh != npos && jh + 3 < c ? std::min(ohi, key_at(jh + 3) + key.margin()) : ohi;
+        auto key_at = [&](std::size_t j) { return weight_key_key(tmp[j]); };
+        hi = jh != npos && jh + 3 < sorted ? std::min(ohi, key_at(jh + 3) + key.margin()) : ohi;
         lo = jl != npos && jl >= 3 ? std::max(olo, key_at(jl - 3) - key.margin()) : olo;
         if (!(lo < hi)) lo = olo;
         if (!(lo < hi)) hi = ohi;  // (the refinement: keys tied at lo1, a margin of 0)
         // the inner bounds, within [lo, hi] (sdi < sds: il >= jl, ih <= jh)
-        ihi = ih != npos && ih + 3 < c ? std::min(hi, key_at(ih + 3) + key.margin()) : hi;
+        ihi = ih != npos && ih + 3 < sorted ? std::min(hi, key_at(ih + 3) + key.margin()) : hi;
         ilo = il != npos && il >= 3 ? std::max(lo, key_at(il - 3) - key.margin()) : lo;
         if (!(ilo < ihi)) ilo = lo, ihi = hi;
         // the entries the samples between the wide bounds stand for (only when both are
@@ -15119,13 +15196,76 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         span = 0;
         if (lo > olo && hi < ohi)
             for (std::size_t j = jl - 3; j <= jh + 3; ++j)
-                span += double(w[row_of(j)]) > double(thr) ? 1.0 : scale;
+                span += double(w_at(j)) > double(thr) ? 1.0 : scale;
         return lo > lowest_f;
     };
     float thr2 = pinf;           // the refinement's light threshold (the second stage's, if it ran)
     std::size_t heavy_n = 0;     // lg / ids[0, heavy_n): the second stage's heavy entries
     std::size_t heavy_keys = 0;  // (those with a key)
-    [&] {                        // the first two stages
+    bool refined = false;        // refined from the first stage's bracket (see below)
+    // the refinement's condition on the bracket [lo, hi) the last estimate left
+    auto refines = [&] {
+        return refine && 2 * (H + S * L) <= n && lo > lowest_f && hi != pinf && z > 0 &&
+               span >= typical_refine_min_entries;
+    };
+    // the refinement: at each of the S sampled positions the L entries of its vector (aligned by
+    // row index, the last one clamped to the row's end: ~the cache lines the first stage read),
+    // those in [lo, hi) sorted (the heavy entries there exact), the mass below lo a lump (its light
+    // samples' w^2 to the variance), those above hi ignored. Returns whether its estimate closed
+    // both sides within [lo, hi).
+    auto refine_in = [&]() -> bool {
+        const float lo1 = lo, hi1 = hi;
+        std::uint64_t* const tmp0 = tmp;
+        double lump_heavy = 0;
+        c = 0;
+        for (std::size_t j = 0; j < heavy_n; ++j) {
+            const float y = lg[j];
+            if (!(y >= lowest_f)) continue;
+            const float wj = w[std::size_t(ids[j])];
+            if (y < lo1)
+                lump_heavy += double(wj);
+            else if (y < hi1)
+                buf[c++] = weight_key(y, wj);
+        }
+        const B lob(lo1), hib(hi1), thb(thr2), lowb(lowest_f), zero(0.f);
+        B lw(0.f), lw2(0.f);
+        std::size_t light = 0;
+        for (std::size_t j = 0; j < S; ++j) {
+            const std::size_t q = std::min(sample_position(j, stride) / L * L, n - L);
+            const B wq = B::load_unaligned(w + q);
+            const auto lt = !(wq > thb);
+            const B y = key(B::load_unaligned(x.data() + q));
+            const auto below = lt & (y >= lowb) & (y < lob);
+            lw += simd::select<A>(below, wq, zero);
+            lw2 += simd::select<A>(below, wq * wq, zero);
+            light += std::size_t(std::popcount(simd::to_mask<A>(lt)));
+            std::uint64_t in = simd::to_mask<A>(lt & (y >= lob) & (y < hib));
+            if (in == 0) continue;
+            alignas(64) float ys[L], ws[L];
+            y.store_aligned(ys);
+            wq.store_aligned(ws);
+            for (; in != 0; in &= in - 1) {
+                const std::size_t k = std::size_t(std::countr_zero(in));
+                buf[c++] = weight_key(ys[k], ws[k]);
+            }
+        }
+        const double lump = double(simd::reduce_add<A>(lw)),
+                     lump2 = double(simd::reduce_add<A>(lw2));
+        if (light == 0) return false;
+        const double scale = double(n - heavy_keys) / double(light);
+        tmp = buf + (H + S * L);
+        base = lump_heavy + scale * lump;
+        base2 = lump2;
+        olo = lo1;
+        ohi = hi1;
+        // the walk ends 2.5 sd past the crossing, which lies within the bracket: ~3/4 of its
+        // keys sorted (measured: typical_bounds on the Gaussian T 1 row 23.2 -> 21.8 us, the same
+        // bounds on every row of salts 0-39, all shapes, T 1 and HF T 1.5)
+        estimate(thr2, scale, c * 3 / 4);
+        tmp = tmp0;
+        return lo > lo1 && hi < hi1;
+    };
+    [&] {  // the first two stages
         sample(pinf);
         const bool closed = estimate(pinf, double(n) / double(S));
         if (!(z > 0) || n <= 2 * (S + H) + L) return;
@@ -15156,7 +15296,7 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
             float top[S];
             double all2 = 0;
             for (std::size_t j = 0; j < c; ++j) {
-                top[j] = w[std::size_t(key_id(buf[j]))];
+                top[j] = std::bit_cast<float>(std::uint32_t(buf[j]));
                 all2 += double(top[j]) * double(top[j]);
             }
             std::nth_element(top, top + (r - 1), top + c, std::greater<float>());
@@ -15218,65 +15358,44 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
             ihi = low_ihi;
             return;
         }
+        thr2 = thr;
+        heavy_n = h;
+        heavy_keys = 0;
+        for (std::size_t j = 0; j < h; ++j) heavy_keys += lg[j] >= lowest_f;
+        // On Gaussian-like rows (z >= H) the first stage's bracket holds the crossing as a rule
+        // (its variance counts the heavy samples' w^2), only wide: refined from it with these
+        // heavy entries exact, the second stage's sample and estimate are not needed. When the
+        // refined bounds do not close within it (1 of the 25 such Gaussian T 1 rows of salts
+        // 0-39 at V 128256), the second stage runs and the refinement starts from its bracket.
+        // Measured (AVX2, V 128256, rdtsc around typical_bounds, minima of 90 calls per row):
+        // Gaussian T 1 salt 0 24.6 -> 23.5 us, mean over salts 0-39 26.9 -> 26.2, HF T 1.5
+        // Gaussian 16.5 -> 14.9; rows that missed (one more split) 5 -> 4 of 40, mean first
+        // bracket 3842 -> 3853 entries. (Rows of z < H: their first bracket is biased by the
+        // heavy entries it misses: from it all 18 HF T 1.5 Zipf rows that take the second stage
+        // failed.)
+        if (z >= double(H) && closed && refines()) {
+            if (refine_in()) {
+                refined = true;
+                return;
+            }
+            lo = low_lo;
+            hi = low_hi;
+            ilo = low_ilo;
+            ihi = low_ihi;
+            base = base2 = 0;
+            olo = lowest_f;
+            ohi = pinf;
+        }
         c = 0;
         for (std::size_t j = 0; j < h; ++j)
-            if (lg[j] >= lowest_f) buf[c++] = rank_key(lg[j], ids[j]);  // (NaN, -inf: no key)
+            if (lg[j] >= lowest_f)  // (NaN, -inf: no key)
+                buf[c++] = weight_key(lg[j], w[std::size_t(ids[j])]);
         const std::size_t heavy = c;
         const std::size_t light = sample(thr);
         // each light sample stands for (n - heavy) / light entries
         estimate(thr, light > 0 ? double(n - heavy) / double(light) : 0.0);
-        thr2 = thr;
-        heavy_n = h;
-        heavy_keys = heavy;
     }();
-    // the refinement: at each of the S sampled positions the L entries of its vector (aligned by
-    // row index, the last one clamped to the row's end: ~the cache lines the first stage read),
-    // those in [lo, hi) sorted (the heavy entries there exact), the mass below lo a lump (its light
-    // samples' w^2 to the variance), those above hi ignored
-    if (!refine || 2 * (H + S * L) > n || !(lo > lowest_f) || hi == pinf || !(z > 0) ||
-        span < typical_refine_min_entries)
-        return;
-    const float lo1 = lo, hi1 = hi;
-    double lump_heavy = 0;
-    c = 0;
-    for (std::size_t j = 0; j < heavy_n; ++j) {
-        const float y = lg[j];
-        if (!(y >= lowest_f)) continue;
-        if (y < lo1)
-            lump_heavy += double(w[std::size_t(ids[j])]);
-        else if (y < hi1)
-            buf[c++] = rank_key(y, ids[j]);
-    }
-    const B lob(lo1), hib(hi1), thb(thr2), lowb(lowest_f), zero(0.f);
-    B lw(0.f), lw2(0.f);
-    std::size_t light = 0;
-    for (std::size_t j = 0; j < S; ++j) {
-        const std::size_t q = std::min(sample_position(j, stride) / L * L, n - L);
-        const B wq = B::load_unaligned(w + q);
-        const auto lt = !(wq > thb);
-        const B y = key(B::load_unaligned(x.data() + q));
-        const auto below = lt & (y >= lowb) & (y < lob);
-        lw += simd::select<A>(below, wq, zero);
-        lw2 += simd::select<A>(below, wq * wq, zero);
-        light += std::size_t(std::popcount(simd::to_mask<A>(lt)));
-        std::uint64_t in = simd::to_mask<A>(lt & (y >= lob) & (y < hib));
-        if (in == 0) continue;
-        alignas(64) float ys[L];
-        y.store_aligned(ys);
-        for (; in != 0; in &= in - 1) {
-            const std::size_t k = std::size_t(std::countr_zero(in));
-            buf[c++] = rank_key(ys[k], token_id(q + k));
-        }
-    }
-    const double lump = double(simd::reduce_add<A>(lw)), lump2 = double(simd::reduce_add<A>(lw2));
-    if (light == 0) return;
-    const double scale = double(n - heavy_keys) / double(light);
-    tmp = buf + (H + S * L);
-    base = lump_heavy + scale * lump;
-    base2 = lump2;
-    olo = lo1;
-    ohi = hi1;
-    estimate(thr2, scale);
+    if (!refined && refines()) refine_in();
 }
 
 /// The threshold of typical_bounds' second stage on a Gaussian-like row (z >= 2048: the r-th
@@ -15421,11 +15540,17 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
     B bm(0.f), wd(0.f);                    // float blocks: the bracket's weights, above's w d
     double bmass = 0, wd_sum = 0, tail = 0;
     std::size_t cnt = 0, c = 0;
-    // one vector: its weights above hi (0 elsewhere) to `above`, the bracket's part compacted
-    auto one = [&](std::size_t i, B& above) {
+    // one vector: its weights above hi (0 elsewhere) to `above`, the bracket's part compacted;
+    // its weights computed (fresh: true_type) or read from w
+    auto one = [&](auto fresh, std::size_t i, B& above) DECODEKIT_ALWAYS_INLINE {
         const B v = B::load_unaligned(p + i);
-        // (the weight as split computes it: the same expression, so the same contraction)
-        const B e = i < fresh ? weight_lanes<A>(v, mb, tb) : B::load_unaligned(w + i);
+        const B e = [&] {
+            // (the weight as split computes it: the same expression, so the same contraction)
+            if constexpr (decltype(fresh)::value)
+                return weight_lanes<A>(v, mb, tb);
+            else
+                return B::load_unaligned(w + i);
+        }();
         const auto [up, in] = split_masks(v);
         if constexpr (Above) {
             cnt += std::size_t(std::popcount(simd::to_mask<A>(up)));
@@ -15440,24 +15565,42 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
                                                   w + c, ids + c);
         }
     };
-    std::size_t i = 0;
-    while (i < nfull) {
-        const std::size_t end = std::min(nfull, i + 32 * L);
-        for (; i + G * L <= end; i += G * L) {
-            B u[G];
-            for (std::size_t k = 0; k < G; ++k) one(i + k * L, u[k]);
-            if constexpr (Above)
-                for (std::size_t k = 0; k < G; k += 2) simd::widen_add<A>(a0, a1, u[k] + u[k + 1]);
+    // the whole vectors [i, stop), in blocks of 32 (float sums of <= 32 additions per lane)
+    auto blocks = [&](auto fresh, std::size_t i, std::size_t stop) DECODEKIT_ALWAYS_INLINE {
+        while (i < stop) {
+            const std::size_t end = std::min(stop, i + 32 * L);
+            for (; i + G * L <= end; i += G * L) {
+                B u[G];
+                for (std::size_t k = 0; k < G; ++k) one(fresh, i + k * L, u[k]);
+                if constexpr (Above)
+                    for (std::size_t k = 0; k < G; k += 2)
+                        simd::widen_add<A>(a0, a1, u[k] + u[k + 1]);
+            }
+            for (; i < end; i += L) {  // the block's last < 8 vectors, widened one by one
+                B u;
+                one(fresh, i, u);
+                if constexpr (Above) simd::widen_add<A>(a2, a3, u);
+            }
+            bmass += double(simd::reduce_add<A>(bm));
+            wd_sum += double(simd::reduce_add<A>(wd));
+            bm = wd = zero;
         }
-        for (; i < end; i += L) {  // the block's last < 8 vectors, widened one by one
-            B u;
-            one(i, u);
-            if constexpr (Above) simd::widen_add<A>(a2, a3, u);
-        }
-        bmass += double(simd::reduce_add<A>(bm));
-        wd_sum += double(simd::reduce_add<A>(wd));
-        bm = wd = zero;
-    }
+    };
+    // Two loops: the vectors below b.dirty (where w no longer holds the row's weights: a
+    // re-split's first ones, none on a first split) with their weights computed, then the rest
+    // with their weights read (recomputed weights are the stored ones bit for bit). Chosen per
+    // vector in one loop, the exponential sat in the loop over the whole row, as a call where
+    // GCC did not inline it (every vector register is caller-saved), and the code GCC made of
+    // that loop depended on the translation unit: in decodekit_bench's (ten large ones; GCC also
+    // left `one` a call per vector there) typical 0.9's sample() took 10-20 % longer than in a
+    // one-file program on the same rows. With the two loops and `one` always inlined, A/B in
+    // decodekit_bench (V 128256, AVX2, minima of 6 alternating runs): Zipf 202 -> 181 us,
+    // Gaussian 225 -> 196, flat 204 -> 175; HF T 1.5 Zipf 202 -> 163, Gaussian 216 -> 186,
+    // flat 206 -> 185; peaked -1.5 %. The one-file driver: within 2 %.
+    const std::size_t recompute = std::min(nfull, (fresh + L - 1) / L * L);
+    blocks(std::true_type{}, 0, recompute);
+    blocks(std::false_type{}, recompute, nfull);
+    std::size_t i = nfull;
     for (; i < n; ++i) {  // the tail, one entry at a time (the same keys and weights)
         const float v = p[i];
         const float y = key(v);
@@ -15890,7 +16033,7 @@ truncation_result typical_run(std::span<const float> x, float p, float temperatu
                                      finite ? 1.f / temperature : 1.f, out, dirty, sum);
         r.kept_sum = sum;
     } else {
-        if (dirty > 0) weigh_logits<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
+        if (dirty > 0) store_weights<A>(x.data(), dirty, r.max, 1.f / temperature, weights.data());
         out.clear();
     }
     return r;
