@@ -43,7 +43,8 @@
 /// DECODEKIT_ALWAYS_INLINE: on the per-vector lambdas of the row passes whose inlining decides
 /// the loop's code. Written after a lambda's parameter list, before its body (such a lambda is not
 /// marked noexcept: GCC and Clang disagree on the order). Empty on compilers without the GNU
-/// attribute; define it yourself to override.
+/// attribute (MSVC: its own heuristics decide); define it yourself to override, with something
+/// valid both before a function and after a lambda's parameter list (`__forceinline` is not).
 #ifdef DECODEKIT_ALWAYS_INLINE
 // user decides
 #elif defined(__GNUC__) || defined(__clang__)

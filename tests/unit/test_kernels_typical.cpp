@@ -181,6 +181,23 @@ bounds_row make_bounds_row(dk_family::shape sh, std::uint64_t salt, float t, flo
     return make_bounds_row(dk_family::make_row(sh, 128256, salt), t, p, with_crossing);
 }
 
+/// typical_bounds on a bounds_row (refine: its refinement on): the bracket [lo, hi), the inner
+/// bounds, and how many of the row's entries the bracket holds.
+struct bounds_out {
+    float lo = 0, hi = 0, ilo = 0, ihi = 0;
+    std::size_t inside = 0;
+};
+
+bounds_out run_bounds(const bounds_row& r, bool refine = true) {
+    dk::candidates scratch(r.x.size());
+    bounds_out o;
+    kn::detail::typical_bounds<bounds_row::A>(
+        r.x, r.w.data(), r.key, r.z, r.rmass, scratch.key_storage(), scratch.logit_storage(),
+        scratch.id_storage(), o.lo, o.hi, nullptr, &o.ilo, &o.ihi, refine);
+    for (float e : r.x) o.inside += r.key(e) >= o.lo && r.key(e) < o.hi;
+    return o;
+}
+
 TEST_CASE("typical_bounds: the low bound stays below the crossing when heavy entries are dropped") {
     // Zipf rows at T 1.5 (typical drops the head): a first-stage sample that misses the heavy
     // head underestimates the mass below its bounds and closes the low side above the crossing;
@@ -280,7 +297,6 @@ TEST_CASE("typical_bounds: the refinement narrows the bracket and keeps the cros
     // counted, moves them off it). Rows: Zipf and flat at T 1 (first stage only), Gaussian at
     // T 1 (the heavy entries exact) and 1.5; Zipf at T 1.5 (a bracket of a few heavy entries) and
     // peaked rows (no high bound) are not refined.
-    using A = bounds_row::A;
     struct row_case {
         dk_family::shape sh;
         float t;
@@ -297,14 +313,11 @@ TEST_CASE("typical_bounds: the refinement narrows the bracket and keeps the cros
             INFO("shape " << int(rc.sh) << " t " << rc.t << " salt " << salt);
             const auto row = make_bounds_row(rc.sh, salt, rc.t, 0.9f);
             const auto& [x, w, rs, key, z, rmass, crossing] = row;
-            dk::candidates scratch(x.size());
             float lo[2], hi[2], ilo[2], ihi[2];
             std::size_t in[2] = {0, 0};
             for (int r = 0; r < 2; ++r) {
-                kn::detail::typical_bounds<A>(x, w.data(), key, z, rmass, scratch.key_storage(),
-                                              scratch.logit_storage(), scratch.id_storage(), lo[r],
-                                              hi[r], nullptr, &ilo[r], &ihi[r], r == 1);
-                for (float e : x) in[r] += key(e) >= lo[r] && key(e) < hi[r];
+                const bounds_out o = run_bounds(row, r == 1);
+                lo[r] = o.lo, hi[r] = o.hi, ilo[r] = o.ilo, ihi[r] = o.ihi, in[r] = o.inside;
                 CHECK(lo[r] <= ilo[r]);
                 CHECK(ilo[r] < ihi[r]);
                 CHECK(ihi[r] <= hi[r]);
@@ -360,7 +373,6 @@ TEST_CASE("typical_bounds: Gaussian rows at T 1 refine from the first stage's br
     // starts from its bracket, as before. Both ways the bracket holds the crossing here (a
     // shortcut kept when it fails moves salt 29's low bound above it) and the sets stay the
     // reference's.
-    using A = bounds_row::A;
     const float p = 0.9f;
     int rows = 0;
     for (const std::uint64_t salt : {0, 1, 3, 29}) {
@@ -369,15 +381,10 @@ TEST_CASE("typical_bounds: Gaussian rows at T 1 refine from the first stage's br
         const auto& [x, w, rs, key, z, rmass, crossing] = r;
         if (!(z >= 2048)) continue;
         ++rows;
-        dk::candidates scratch(x.size());
-        float lo = 0, hi = 0;
-        kn::detail::typical_bounds<A>(x, w.data(), key, z, rmass, scratch.key_storage(),
-                                      scratch.logit_storage(), scratch.id_storage(), lo, hi);
-        std::size_t inside = 0;
-        for (float e : x) inside += key(e) >= lo && key(e) < hi;
-        CHECK(lo <= crossing);
-        CHECK(hi > crossing);
-        CHECK(inside < 12000);
+        const bounds_out o = run_bounds(r);
+        CHECK(o.lo <= crossing);
+        CHECK(o.hi > crossing);
+        CHECK(o.inside < 12000);
         check_typical(x, p, 1.f, 1, dk::typical_stop::reach_with_ties);
     }
     CHECK(rows >= 2);
@@ -418,7 +425,6 @@ TEST_CASE("typical_bounds: Gaussian rows at T 1 take their highest entries exact
     // bounds are a 2.5-standard-deviation estimate: they miss the crossing on ~1 in 40 rows (one
     // more split pass, never a different set), 1 of these 12 (fixed rows, hashed sample
     // positions: deterministic); the sets stay the reference's.
-    using A = bounds_row::A;
     const float p = 0.9f;
     int missed = 0;
     for (float t : {1.f, 1.5f})
@@ -426,14 +432,9 @@ TEST_CASE("typical_bounds: Gaussian rows at T 1 take their highest entries exact
             INFO("T " << t << " salt " << salt);
             const auto r = make_bounds_row(dk_family::shape::gauss, salt, t, p);
             const auto& [x, w, rs, key, z, rmass, crossing] = r;
-            dk::candidates scratch(x.size());
-            float lo = 0, hi = 0;
-            kn::detail::typical_bounds<A>(x, w.data(), key, z, rmass, scratch.key_storage(),
-                                          scratch.logit_storage(), scratch.id_storage(), lo, hi);
-            std::size_t inside = 0;
-            for (float e : x) inside += key(e) >= lo && key(e) < hi;
-            missed += !(lo <= crossing && hi > crossing);
-            if (t == 1.f && salt == 0) CHECK(inside < 8000);  // (33420 before)
+            const bounds_out o = run_bounds(r);
+            missed += !(o.lo <= crossing && o.hi > crossing);
+            if (t == 1.f && salt == 0) CHECK(o.inside < 8000);  // (33420 before)
             check_typical(x, p, t, 1, dk::typical_stop::reach_with_ties);
         }
     CHECK(missed <= 1);
@@ -690,10 +691,11 @@ TEST_CASE("typical_split_row: split<Row, Track>'s partition, its sums within the
     // above sum within the returned pair bound; w |d| within 128 u (the walk's allowance); the
     // inner range holding every entry above and no other entry of the row. Every architecture, the
     // four shapes, T 1 / 1.5, with a tail (n not a multiple of 64) and with the first entries'
-    // weights to recompute.
+    // weights to recompute: none, 300, and on a row of an odd number of whole vectors (split's
+    // last single vector) up to inside that vector, past the whole vectors, and the whole row.
     for (auto sh : dk_family::shapes)
         for (float t : {1.f, 1.5f})
-            for (std::size_t v : {std::size_t(40000), std::size_t(40037)})
+            for (std::size_t v : {std::size_t(40000), std::size_t(40029)})
                 each_arch(
                     [&](auto arch, const std::string& name) {
                         using A = decltype(arch);
@@ -710,7 +712,12 @@ TEST_CASE("typical_split_row: split<Row, Track>'s partition, its sums within the
                         std::vector<float> sorted = keys;
                         std::sort(sorted.begin(), sorted.end());
                         const float lo = sorted[v / 20], hi = sorted[v / 4];
-                        for (std::size_t fresh : {std::size_t(0), std::size_t(300)}) {
+                        constexpr std::size_t L = dk::simd::lanes<A>;
+                        const std::size_t nfull = v / L * L;
+                        std::vector<std::size_t> freshes = {0, 300};
+                        if (v % 2 == 1)
+                            freshes.insert(freshes.end(), {nfull - L + 1, nfull + 1, v});
+                        for (const std::size_t fresh : freshes) {
                             std::vector<float> wa = w0, wb = w0;
                             dk::candidates ca(v), cb(v);
                             kn::detail::weighted_bracket ba, bb;

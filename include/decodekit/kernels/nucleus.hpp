@@ -183,14 +183,14 @@ void split(const float* src, float* w, std::size_t count, float lo, float hi, fl
     B tlo(pinf), thi(-pinf);
     std::size_t cnt = 0, c = 0, since = 0;
     double tail = 0, bmass = 0, wd_sum = 0;
-    // one vector, its weights computed (fresh: true_type) or read
-    auto one = [&](auto fresh, std::size_t i, acc& s) DECODEKIT_ALWAYS_INLINE {
+    // one vector, its weights computed (computed: std::true_type) or read
+    auto one = [&](auto computed, std::size_t i, acc& s) DECODEKIT_ALWAYS_INLINE {
         const B v = B::load_unaligned(src + i);
         const B y = key(v);
         const auto up = y >= hib;
         const auto in = (y >= lob) & (y < hib);
         const B wv = [&] {
-            if constexpr (decltype(fresh)::value)
+            if constexpr (decltype(computed)::value)
                 return weight_lanes<A>(v, mb, tb);
             else
                 return B::load_unaligned(w + i);
@@ -219,10 +219,10 @@ void split(const float* src, float* w, std::size_t count, float lo, float hi, fl
     };
     std::size_t i = 0;
     // pairs of vectors up to stop (a multiple of 2 L)
-    auto pairs = [&](auto fresh, std::size_t stop) DECODEKIT_ALWAYS_INLINE {
+    auto pairs = [&](auto computed, std::size_t stop) DECODEKIT_ALWAYS_INLINE {
         for (; i < stop; i += 2 * L) {
-            one(fresh, i, ea);
-            one(fresh, i + L, oa);
+            one(computed, i, ea);
+            one(computed, i + L, oa);
             if (++since == 16) {  // <= 32 float additions per lane before they go to double
                 bmass += double(simd::reduce_add<A>(ea.bm + oa.bm));
                 wd_sum += double(simd::reduce_add<A>(ea.wd + oa.wd));
@@ -231,9 +231,9 @@ void split(const float* src, float* w, std::size_t count, float lo, float hi, fl
             }
         }
     };
-    // the pairs below fresh with their weights computed (recomputed weights are the stored ones
-    // bit for bit), then the rest with theirs read: two loops, so that the loop over the row
-    // holds no exponential (typical_split_row's note)
+    // the pairs that reach below fresh with their weights computed (recomputed weights are the
+    // stored ones bit for bit), then the rest with theirs read: two loops, so that the loop over
+    // the row holds no exponential (typical_split_row's note)
     const std::size_t npairs = nfull / (2 * L) * (2 * L);
     pairs(std::true_type{}, std::min(npairs, (fresh + 2 * L - 1) / (2 * L) * (2 * L)));
     pairs(std::false_type{}, npairs);
@@ -1300,7 +1300,7 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
                 }
             }
             if (!bracketed) {  // the row's weights back where the brackets lived; the search
-                weigh_logits<A>(x.data(), std::max(fb.dirty, band_dirty), m, inv_t, w);
+                store_weights<A>(x.data(), std::max(fb.dirty, band_dirty), m, inv_t, w);
                 dirty = 0;
             }
         }

@@ -245,7 +245,7 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
     } pub{ilo, ihi, lo, hi, inner_lo, inner_hi, inner};
     if (n <= 4096) return;
     std::uint64_t* tmp = buf + (H + S);  // (n > 4096 >= H + S; the second stage needs 2 (H + S))
-    std::size_t c = 0;                   // buf[0, c): rank keys (key, row index)
+    std::size_t c = 0;                   // buf[0, c): weight keys (key, weight)
     double base = 0, base2 = 0;          // the estimate's start: mass (and light w^2) below buf
     float olo = lowest_f, ohi = pinf;    // the estimate's bounds stay within [olo, ohi]
     double span = 0;                     // the entries between its wide bounds (estimated)
@@ -443,7 +443,7 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         }
         // the second stage: the heavy entries exactly
         const float low_lo = lo, low_hi = hi, low_ilo = ilo, low_ihi = ihi;
-        // the heavy entries' keys and ids compacted to lg / ids (scratch), then their rank keys
+        // the heavy entries' keys and ids compacted to lg / ids (scratch), then their weight keys
         const B tb(thr);
         std::size_t h = 0, i = 0;
         bool overflow = false;
@@ -486,11 +486,14 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
                     ids[h++] = token_id(i);
                 }
             }
-        if (overflow) {  // (more than H entries above thr) the first stage's bounds
+        auto first_bounds = [&] {  // back to the first stage's bracket
             lo = low_lo;
             hi = low_hi;
             ilo = low_ilo;
             ihi = low_ihi;
+        };
+        if (overflow) {  // (more than H entries above thr) the first stage's bounds
+            first_bounds();
             return;
         }
         thr2 = thr;
@@ -513,11 +516,8 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
                 refined = true;
                 return;
             }
-            lo = low_lo;
-            hi = low_hi;
-            ilo = low_ilo;
-            ihi = low_ihi;
-            base = base2 = 0;
+            first_bounds();
+            base = base2 = span = 0;
             olo = lowest_f;
             ohi = pinf;
         }
@@ -525,7 +525,7 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         for (std::size_t j = 0; j < h; ++j)
             if (lg[j] >= lowest_f)  // (NaN, -inf: no key)
                 buf[c++] = weight_key(lg[j], w[std::size_t(ids[j])]);
-        const std::size_t heavy = c;
+        const std::size_t heavy = c;  // (== heavy_keys)
         const std::size_t light = sample(thr);
         // each light sample stands for (n - heavy) / light entries
         estimate(thr, light > 0 ? double(n - heavy) / double(light) : 0.0);
@@ -676,12 +676,12 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
     double bmass = 0, wd_sum = 0, tail = 0;
     std::size_t cnt = 0, c = 0;
     // one vector: its weights above hi (0 elsewhere) to `above`, the bracket's part compacted;
-    // its weights computed (fresh: true_type) or read from w
-    auto one = [&](auto fresh, std::size_t i, B& above) DECODEKIT_ALWAYS_INLINE {
+    // its weights computed (computed: std::true_type) or read from w
+    auto one = [&](auto computed, std::size_t i, B& above) DECODEKIT_ALWAYS_INLINE {
         const B v = B::load_unaligned(p + i);
         const B e = [&] {
             // (the weight as split computes it: the same expression, so the same contraction)
-            if constexpr (decltype(fresh)::value)
+            if constexpr (decltype(computed)::value)
                 return weight_lanes<A>(v, mb, tb);
             else
                 return B::load_unaligned(w + i);
@@ -701,19 +701,19 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
         }
     };
     // the whole vectors [i, stop), in blocks of 32 (float sums of <= 32 additions per lane)
-    auto blocks = [&](auto fresh, std::size_t i, std::size_t stop) DECODEKIT_ALWAYS_INLINE {
+    auto blocks = [&](auto computed, std::size_t i, std::size_t stop) DECODEKIT_ALWAYS_INLINE {
         while (i < stop) {
             const std::size_t end = std::min(stop, i + 32 * L);
             for (; i + G * L <= end; i += G * L) {
                 B u[G];
-                for (std::size_t k = 0; k < G; ++k) one(fresh, i + k * L, u[k]);
+                for (std::size_t k = 0; k < G; ++k) one(computed, i + k * L, u[k]);
                 if constexpr (Above)
                     for (std::size_t k = 0; k < G; k += 2)
                         simd::widen_add<A>(a0, a1, u[k] + u[k + 1]);
             }
             for (; i < end; i += L) {  // the block's last < 8 vectors, widened one by one
                 B u;
-                one(fresh, i, u);
+                one(computed, i, u);
                 if constexpr (Above) simd::widen_add<A>(a2, a3, u);
             }
             bmass += double(simd::reduce_add<A>(bm));
