@@ -69,7 +69,8 @@
 /// DECODEKIT_ALWAYS_INLINE: on the per-vector lambdas of the row passes whose inlining decides
 /// the loop's code. Written after a lambda's parameter list, before its body (such a lambda is not
 /// marked noexcept: GCC and Clang disagree on the order). Empty on compilers without the GNU
-/// attribute; define it yourself to override.
+/// attribute (MSVC: its own heuristics decide); define it yourself to override, with something
+/// valid both before a function and after a lambda's parameter list (`__forceinline` is not).
 #ifdef DECODEKIT_ALWAYS_INLINE
 // user decides
 #elif defined(__GNUC__) || defined(__clang__)
@@ -13491,14 +13492,14 @@ void split(const float* src, float* w, std::size_t count, float lo, float hi, fl
     B tlo(pinf), thi(-pinf);
     std::size_t cnt = 0, c = 0, since = 0;
     double tail = 0, bmass = 0, wd_sum = 0;
-    // one vector, its weights computed (fresh: true_type) or read
-    auto one = [&](auto fresh, std::size_t i, acc& s) DECODEKIT_ALWAYS_INLINE {
+    // one vector, its weights computed (computed: std::true_type) or read
+    auto one = [&](auto computed, std::size_t i, acc& s) DECODEKIT_ALWAYS_INLINE {
         const B v = B::load_unaligned(src + i);
         const B y = key(v);
         const auto up = y >= hib;
         const auto in = (y >= lob) & (y < hib);
         const B wv = [&] {
-            if constexpr (decltype(fresh)::value)
+            if constexpr (decltype(computed)::value)
                 return weight_lanes<A>(v, mb, tb);
             else
                 return B::load_unaligned(w + i);
@@ -13527,10 +13528,10 @@ void split(const float* src, float* w, std::size_t count, float lo, float hi, fl
     };
     std::size_t i = 0;
     // pairs of vectors up to stop (a multiple of 2 L)
-    auto pairs = [&](auto fresh, std::size_t stop) DECODEKIT_ALWAYS_INLINE {
+    auto pairs = [&](auto computed, std::size_t stop) DECODEKIT_ALWAYS_INLINE {
         for (; i < stop; i += 2 * L) {
-            one(fresh, i, ea);
-            one(fresh, i + L, oa);
+            one(computed, i, ea);
+            one(computed, i + L, oa);
             if (++since == 16) {  // <= 32 float additions per lane before they go to double
                 bmass += double(simd::reduce_add<A>(ea.bm + oa.bm));
                 wd_sum += double(simd::reduce_add<A>(ea.wd + oa.wd));
@@ -13539,9 +13540,9 @@ void split(const float* src, float* w, std::size_t count, float lo, float hi, fl
             }
         }
     };
-    // the pairs below fresh with their weights computed (recomputed weights are the stored ones
-    // bit for bit), then the rest with theirs read: two loops, so that the loop over the row
-    // holds no exponential (typical_split_row's note)
+    // the pairs that reach below fresh with their weights computed (recomputed weights are the
+    // stored ones bit for bit), then the rest with theirs read: two loops, so that the loop over
+    // the row holds no exponential (typical_split_row's note)
     const std::size_t npairs = nfull / (2 * L) * (2 * L);
     pairs(std::true_type{}, std::min(npairs, (fresh + 2 * L - 1) / (2 * L) * (2 * L)));
     pairs(std::false_type{}, npairs);
@@ -14608,7 +14609,7 @@ truncation_result top_p_search(std::span<const float> x, float p, float temperat
                 }
             }
             if (!bracketed) {  // the row's weights back where the brackets lived; the search
-                weigh_logits<A>(x.data(), std::max(fb.dirty, band_dirty), m, inv_t, w);
+                store_weights<A>(x.data(), std::max(fb.dirty, band_dirty), m, inv_t, w);
                 dirty = 0;
             }
         }
@@ -15110,7 +15111,7 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
     } pub{ilo, ihi, lo, hi, inner_lo, inner_hi, inner};
     if (n <= 4096) return;
     std::uint64_t* tmp = buf + (H + S);  // (n > 4096 >= H + S; the second stage needs 2 (H + S))
-    std::size_t c = 0;                   // buf[0, c): rank keys (key, row index)
+    std::size_t c = 0;                   // buf[0, c): weight keys (key, weight)
     double base = 0, base2 = 0;          // the estimate's start: mass (and light w^2) below buf
     float olo = lowest_f, ohi = pinf;    // the estimate's bounds stay within [olo, ohi]
     double span = 0;                     // the entries between its wide bounds (estimated)
@@ -15308,7 +15309,7 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         }
         // the second stage: the heavy entries exactly
         const float low_lo = lo, low_hi = hi, low_ilo = ilo, low_ihi = ihi;
-        // the heavy entries' keys and ids compacted to lg / ids (scratch), then their rank keys
+        // the heavy entries' keys and ids compacted to lg / ids (scratch), then their weight keys
         const B tb(thr);
         std::size_t h = 0, i = 0;
         bool overflow = false;
@@ -15351,11 +15352,14 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
                     ids[h++] = token_id(i);
                 }
             }
-        if (overflow) {  // (more than H entries above thr) the first stage's bounds
+        auto first_bounds = [&] {  // back to the first stage's bracket
             lo = low_lo;
             hi = low_hi;
             ilo = low_ilo;
             ihi = low_ihi;
+        };
+        if (overflow) {  // (more than H entries above thr) the first stage's bounds
+            first_bounds();
             return;
         }
         thr2 = thr;
@@ -15378,11 +15382,8 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
                 refined = true;
                 return;
             }
-            lo = low_lo;
-            hi = low_hi;
-            ilo = low_ilo;
-            ihi = low_ihi;
-            base = base2 = 0;
+            first_bounds();
+            base = base2 = span = 0;
             olo = lowest_f;
             ohi = pinf;
         }
@@ -15390,7 +15391,7 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         for (std::size_t j = 0; j < h; ++j)
             if (lg[j] >= lowest_f)  // (NaN, -inf: no key)
                 buf[c++] = weight_key(lg[j], w[std::size_t(ids[j])]);
-        const std::size_t heavy = c;
+        const std::size_t heavy = c;  // (== heavy_keys)
         const std::size_t light = sample(thr);
         // each light sample stands for (n - heavy) / light entries
         estimate(thr, light > 0 ? double(n - heavy) / double(light) : 0.0);
@@ -15541,12 +15542,12 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
     double bmass = 0, wd_sum = 0, tail = 0;
     std::size_t cnt = 0, c = 0;
     // one vector: its weights above hi (0 elsewhere) to `above`, the bracket's part compacted;
-    // its weights computed (fresh: true_type) or read from w
-    auto one = [&](auto fresh, std::size_t i, B& above) DECODEKIT_ALWAYS_INLINE {
+    // its weights computed (computed: std::true_type) or read from w
+    auto one = [&](auto computed, std::size_t i, B& above) DECODEKIT_ALWAYS_INLINE {
         const B v = B::load_unaligned(p + i);
         const B e = [&] {
             // (the weight as split computes it: the same expression, so the same contraction)
-            if constexpr (decltype(fresh)::value)
+            if constexpr (decltype(computed)::value)
                 return weight_lanes<A>(v, mb, tb);
             else
                 return B::load_unaligned(w + i);
@@ -15566,19 +15567,19 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
         }
     };
     // the whole vectors [i, stop), in blocks of 32 (float sums of <= 32 additions per lane)
-    auto blocks = [&](auto fresh, std::size_t i, std::size_t stop) DECODEKIT_ALWAYS_INLINE {
+    auto blocks = [&](auto computed, std::size_t i, std::size_t stop) DECODEKIT_ALWAYS_INLINE {
         while (i < stop) {
             const std::size_t end = std::min(stop, i + 32 * L);
             for (; i + G * L <= end; i += G * L) {
                 B u[G];
-                for (std::size_t k = 0; k < G; ++k) one(fresh, i + k * L, u[k]);
+                for (std::size_t k = 0; k < G; ++k) one(computed, i + k * L, u[k]);
                 if constexpr (Above)
                     for (std::size_t k = 0; k < G; k += 2)
                         simd::widen_add<A>(a0, a1, u[k] + u[k + 1]);
             }
             for (; i < end; i += L) {  // the block's last < 8 vectors, widened one by one
                 B u;
-                one(fresh, i, u);
+                one(computed, i, u);
                 if constexpr (Above) simd::widen_add<A>(a2, a3, u);
             }
             bmass += double(simd::reduce_add<A>(bm));
