@@ -684,11 +684,12 @@ TEST_CASE("typical: more heavy entries than the pass collects (overflow), the se
 }
 
 TEST_CASE("typical_split_row: split<Row, Track>'s partition, its sums within their bounds") {
-    // The cheaper split from the row (float pairs of vectors for the mass above, w |d| with no
-    // clamp, the inner logit range as the interval of keys reaching hi, compress by lane
-    // orders on AVX2) against nucleus.hpp's split<A, true, true> on the same row, bounds and
-    // weights: the same bracket (ids, logits, weights, in order), count and mass above; the
-    // above sum within the returned pair bound; w |d| within 128 u (the walk's allowance); the
+    // The cheaper split from the row (float pairs of vectors for the mass above, no w |d|, the
+    // inner logit range as the interval of keys reaching hi, compress by lane orders on AVX2)
+    // against nucleus.hpp's split<A, true, true> on the same row, bounds and weights: the same
+    // bracket (ids, logits, weights, in order), count and mass above; the above sum within the
+    // returned pair bound; split's w |d| within the bound from the inner range's ends and within
+    // 128 u (the walk's allowance) of inner_wd's over that range after the split; the
     // inner range holding every entry above and no other entry of the row. Every architecture, the
     // four shapes, T 1 / 1.5, with a tail (n not a multiple of 64) and with the first entries'
     // weights to recompute: none, 300, and on a row of an odd number of whole vectors (split's
@@ -740,8 +741,23 @@ TEST_CASE("typical_split_row: split<Row, Track>'s partition, its sums within the
                             CHECK(std::fabs(ba.mass - bb.mass) <= 1e-5 * ba.mass + 1e-300);
                             // ba.above: the exact double sum up to n 2^-53
                             CHECK(std::fabs(ba.above - bb.above) <= err + 1e-12 * ba.above);
-                            CHECK(std::fabs(ba.above_wd - bb.above_wd) <=
+                            // no w |d| summed; inner_wd's sum over the inner range (the row's
+                            // weights from bb.dirty on) within 128 u of split's, the same count,
+                            // and the bound from the range's ends holding it
+                            CHECK(bb.above_wd == 0);
+                            std::size_t wd_count = 0;
+                            const double wd =
+                                kn::detail::inner_wd<A>(x, wb.data(), bb.dirty, m, 1.f / t,
+                                                        bb.inner_lo, bb.inner_hi, wd_count);
+                            CHECK(wd_count == bb.above_count);
+                            CHECK(std::fabs(ba.above_wd - wd) <=
                                   128 * 0x1p-24 * ba.above_wd + 1e-300);
+                            if (bb.above_count > 0) {
+                                const double dlo = (double(m) - double(bb.inner_hi)) / double(t);
+                                const double dhi = (double(m) - double(bb.inner_lo)) / double(t);
+                                CHECK(ba.above_wd >= bb.above * std::max(0.0, dlo) * (1 - 1e-6));
+                                CHECK(ba.above_wd <= bb.above * dhi * (1 + 1e-6));
+                            }
                             if (bb.above_count > 0) {
                                 CHECK(bb.inner_lo <= ba.inner_lo);
                                 CHECK(bb.inner_hi >= ba.inner_hi);

@@ -144,7 +144,8 @@ struct logit_key {
 /// The state of a weighted cut: the crossing lies in the bracket [lo, hi) of keys (its ids,
 /// logits and weights at [0, size) of the output's id and logit storage and of the weights
 /// scratch); the entries with key >= hi come before it (their weights' sum, exact up to the
-/// double additions; their sum of w |d| in float blocks; their count); inner_lo / inner_hi: the
+/// double additions; their sum of w |d| in float blocks, where summed (typical's cut does not:
+/// typical_search bounds it from inner_lo / inner_hi); their count); inner_lo / inner_hi: the
 /// smallest and largest logit among them (when tracked). The weights scratch holds the row's
 /// weights from `dirty` on (below it, bracket weights: recompute there).
 struct weighted_bracket {
@@ -464,8 +465,9 @@ std::pair<std::size_t, std::size_t> sampled_crossing(std::size_t valid, double s
 /// hi, b) fills b from the row), check it (the mass above certainly below rmass, the mass of the
 /// bracket and above certainly reaching it; else widened: hi to `ceiling` then to +inf, lo to
 /// `floor` then to -inf; at most five passes, three with ceiling +inf), then narrow it (7
-/// thresholds a round) to at most 64 entries or one key.
-template <class A, bool Track, class Key, class SplitRow>
+/// thresholds a round) to at most 64 entries or one key. Wd: the narrowing sums the w |d| of the
+/// entries it moves above into b.above_wd (false: it does not; split_row decides for its own).
+template <class A, bool Track, bool Wd = true, class Key, class SplitRow>
 weighted_bracket checked_bracket_by(std::size_t n, float* w, float m, float inv_t, const Key& key,
                                     double rmass, double z, double z_error, float floor,
                                     float ceiling, float lo, float hi, token_id* ids, float* lg,
@@ -486,7 +488,7 @@ weighted_bracket checked_bracket_by(std::size_t n, float* w, float m, float inv_
         if (!hi_ok) hi = hi < ceiling ? ceiling : std::numeric_limits<float>::infinity();
         if (!lo_ok) lo = lo > floor ? std::max(floor, lowest_f) : lowest_f;
     }
-    narrow_bracket<A, Track>(ids, lg, w, m, inv_t, key, rmass, z, z_error, n, b);
+    narrow_bracket<A, Track, Key, Wd>(ids, lg, w, m, inv_t, key, rmass, z, z_error, n, b);
     return b;
 }
 

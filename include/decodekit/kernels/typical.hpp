@@ -616,9 +616,9 @@ void typical_reach_interval(const typical_key<A>& key, float y, float& first,
 /// two vectors added in float before they are widened to double (as entropy_pass's pairs: one
 /// rounding, 2^-24; trees of 8 vectors, 3 2^-24 as nucleus.hpp's weigh_split_row, were as fast on
 /// AVX2 but their bound, added to the walk's, sent 3 more of 32 Gaussian rows at T 1.5 to the
-/// double pass (7 against 4; pairs: 5)), their w |d| with no clamp (two products, float blocks of
-/// <= 32 additions per lane, the lanes' reduction: within 1 +- 40 u of the exact sum, inside the
-/// 128 u the walk allows), the inner logit range (b.inner_lo / inner_hi) not tracked per vector but
+/// double pass (7 against 4; pairs: 5)), no w |d| (typical_search bounds theirs from the inner
+/// logit range, and sums it, inner_wd, only when that bound leaves the crossing open), the inner
+/// logit range (b.inner_lo / inner_hi) not tracked per vector but
 /// found afterwards as the logit interval whose keys reach hi (key.centred is nondecreasing in v;
 /// that interval holds no entry of the row that is not above: the same cut), and the bracket
 /// compacted by simd::compress_store_permuted (no branch per lane on AVX2). Returns the bound of
@@ -672,8 +672,8 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
         }
     };
     D a0(0.0), a1(0.0), a2(0.0), a3(0.0);  // the weights above hi (pairs; single vectors)
-    B bm(0.f), wd(0.f);                    // float blocks: the bracket's weights, above's w d
-    double bmass = 0, wd_sum = 0, tail = 0;
+    B bm(0.f);                             // float blocks: the bracket's weights
+    double bmass = 0, tail = 0;
     std::size_t cnt = 0, c = 0;
     // one vector: its weights above hi (0 elsewhere) to `above`, the bracket's part compacted;
     // its weights computed (computed: std::true_type) or read from w
@@ -690,7 +690,6 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
         if constexpr (Above) {
             cnt += std::size_t(std::popcount(simd::to_mask<A>(up)));
             above = simd::select<A>(up, e, zero);
-            wd += simd::select<A>(up, e * ((mb - v) * tb), zero);  // (NaN, -inf lanes never up)
         } else {
             above = zero;
         }
@@ -717,8 +716,7 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
                 if constexpr (Above) simd::widen_add<A>(a2, a3, u);
             }
             bmass += double(simd::reduce_add<A>(bm));
-            wd_sum += double(simd::reduce_add<A>(wd));
-            bm = wd = zero;
+            bm = zero;
         }
     };
     // Two loops: the vectors below b.dirty (where w no longer holds the row's weights: a
@@ -742,7 +740,6 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
         const float wi = i < fresh ? weight_one<A>(v, key.m, key.inv_t) : w[i];
         if (Keys ? y >= hi : v >= ulo && v <= uhi) {
             tail += double(wi);
-            wd_sum += double(wi) * std::min(200.0, double((key.m - v) * key.inv_t));
             ++cnt;
         } else if (Keys ? y >= lo : v >= blo && v <= bhi) {
             ids[c] = token_id(i);
@@ -755,7 +752,6 @@ double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
     const double pairs = simd::reduce_add<A>(a0 + a1);
     b.mass = bmass;
     b.above += (pairs + simd::reduce_add<A>(a2 + a3)) + tail;
-    b.above_wd += wd_sum;
     b.above_count += cnt;
     if (!Keys && cnt > 0) {
         // [ulo, uhi] clamped to [lowest, m] (every entry above lies there): the interval the
@@ -795,7 +791,7 @@ weighted_bracket typical_checked_bracket(std::span<const float> x, float* w,
                                          double z_error, float lo, float hi, float lo_wide,
                                          float hi_wide, token_id* ids, float* lg,
                                          double& above_error) noexcept {
-    return checked_bracket_by<A, true>(
+    return checked_bracket_by<A, true, false>(
         x.size(), w, key.m, key.inv_t, key, rmass, z, z_error, lo_wide, hi_wide, lo, hi, ids, lg,
         [&](float l, float h, weighted_bracket& b) {
             above_error = typical_split_row<A>(x, w, l, h, key, ids, lg, b);
@@ -813,6 +809,59 @@ weighted_bracket typical_bracket(std::span<const float> x, float* w, const typic
     typical_bounds<A>(x, w, key, z, rmass, buf, lg, ids, lo, hi, pre, &ilo, &ihi);
     return typical_checked_bracket<A>(x, w, key, rmass, z, z_error, ilo, ihi, lo, hi, ids, lg,
                                       above_error);
+}
+
+/// The sum of w |d| over the row's entries with logit in [lo, hi] (d = (m - v) * inv_t and w as
+/// typical_split_row computes them; the products in float, summed in float blocks of <= 32
+/// additions per lane, the lanes' reduction, then in double: within 1 +- 40 u of the exact sum of
+/// those products), and their number in `count`. w: the row's weights from `fresh` on (below,
+/// recomputed bit for bit). NaN logits are in no interval; a product that overflows makes the sum
+/// +inf or NaN (no decision rests on it then). The entries above typical's bracket are such an
+/// interval (typical_split_row): typical_search sums them here only when the bound from the
+/// interval's ends leaves the crossing open.
+template <class A>
+double inner_wd(std::span<const float> x, const float* w, std::size_t fresh, float m, float inv_t,
+                float lo, float hi, std::size_t& count) noexcept {
+    using B = simd::batch<A>;
+    constexpr std::size_t L = simd::lanes<A>;
+    const float* p = x.data();
+    const std::size_t n = x.size(), nfull = n / L * L;
+    const B mb(m), tb(inv_t), lob(lo), hib(hi), zero(0.f);
+    B acc(0.f);
+    double sum = 0;
+    std::size_t cnt = 0;
+    auto blocks = [&](auto computed, std::size_t i, std::size_t stop) DECODEKIT_ALWAYS_INLINE {
+        while (i < stop) {
+            const std::size_t end = std::min(stop, i + 32 * L);
+            for (; i < end; i += L) {
+                const B v = B::load_unaligned(p + i);
+                const B e = [&] {
+                    if constexpr (decltype(computed)::value)
+                        return weight_lanes<A>(v, mb, tb);
+                    else
+                        return B::load_unaligned(w + i);
+                }();
+                const auto in = (v >= lob) & (v <= hib);
+                cnt += std::size_t(std::popcount(simd::to_mask<A>(in)));
+                acc += simd::select<A>(in, e * ((mb - v) * tb), zero);
+            }
+            sum += double(simd::reduce_add<A>(acc));
+            acc = zero;
+        }
+    };
+    // (two loops, as typical_split_row's)
+    const std::size_t recompute = std::min(nfull, (fresh + L - 1) / L * L);
+    blocks(std::true_type{}, 0, recompute);
+    blocks(std::false_type{}, recompute, nfull);
+    for (std::size_t i = nfull; i < n; ++i) {
+        const float v = p[i];
+        if (!(v >= lo && v <= hi)) continue;
+        const float wi = i < fresh ? weight_one<A>(v, m, inv_t) : w[i];
+        sum += double(wi * ((m - v) * inv_t));
+        ++cnt;
+    }
+    count = cnt;
+    return sum;
 }
 
 /// The search of typical_cut / typical_unordered (see the file comment); w holds the row's
@@ -932,10 +981,15 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
         };
         std::size_t qc = c;
         bool certain = false;
-        // the walk in float weights (mass decisions against the float pass's bounds)
-        auto float_walk = [&] {
-            const double wd_lo = b.above_wd * (1 - 128 * 0x1p-24);
-            const double wd_hi = b.above_wd * (1 + 128 * 0x1p-24) + 1e-300;
+        // The walk in float weights (mass decisions against the float pass's bounds). The w |d|
+        // of the entries above (their weights' error, arg_error |d| relative) is first bounded
+        // from their logit interval [inner_lo, inner_hi]: |d| within its ends' (the products'
+        // and the sum's rounding inside 1e-6). Only when that leaves the crossing open is it
+        // summed (inner_wd, one read pass) and the walk run again: the bound is up to ~1.5x the
+        // sum on Gaussian rows at T 1 (d from ~1.6 to ~5 around c ~ 3.3), which left the float
+        // walk open on 11 % more of them (V 128256, 200 rows: 37 against 15 to the double
+        // pass), where summing in the split cost every row ~5-9 us (below).
+        auto float_walk_with = [&](double wd_lo, double wd_hi) {
             return walk(
                 [&](std::size_t q) { return double(w[q]); },
                 [&](std::size_t q) { return std::min(200.0, double(m - lg[q]) * double(inv_t)); },
@@ -949,6 +1003,34 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
                            bm / z * rs.pair_error * (1 + 1e-6) + above_error / z * (1 + 1e-6);
                 },
                 qc, certain);
+        };
+        bool wd_summed = false;
+        double wd_above = 0;
+        auto float_walk = [&] {
+            if (!wd_summed) {
+                double wd_lo = 0, wd_hi = 0;
+                if (b.above_count > 0) {
+                    const double dlo =
+                        std::max(0.0, (double(m) - double(b.inner_hi)) * double(inv_t));
+                    const double dhi = (double(m) - double(b.inner_lo)) * double(inv_t);
+                    wd_lo = b.above * dlo * (1 - 1e-6);
+                    wd_hi = b.above * dhi * (1 + 1e-6) + 1e-300;
+                }
+                const double kept = float_walk_with(wd_lo, wd_hi);
+                if (certain || qc >= c || b.above_count == 0) return kept;
+                // the bound is linear in the sum: at its best at an end of [wd_lo, wd_hi]; when
+                // neither end decides, the sum would not either (the walk stays open, no pass)
+                float_walk_with(wd_lo, wd_lo);
+                if (!certain) float_walk_with(wd_hi, wd_hi);
+                if (!certain) return kept;
+                std::size_t cnt = 0;
+                wd_above = inner_wd<A>(x, w, b.dirty, m, inv_t, b.inner_lo, b.inner_hi, cnt);
+                wd_summed = true;
+                // (a count that is not the split's: no w |d| to rely on, the walk stays open)
+                if (cnt != b.above_count) wd_above = std::numeric_limits<double>::quiet_NaN();
+            }
+            return float_walk_with(wd_above * (1 - 128 * 0x1p-24),
+                                   wd_above * (1 + 128 * 0x1p-24) + 1e-300);
         };
         double kept_sum = float_walk();
         // Order and boundary checks on the float keys (see the file comment).
