@@ -294,7 +294,8 @@ TEST_CASE("typical_bounds: the refinement narrows the bracket and keeps the cros
     // The refinement (the L entries of each sampled position's vector, the mass below the first
     // bracket a lump) gives bounds within the first stages' that hold far fewer entries of the
     // row and still the crossing on these rows (a lump left out, or samples above the bracket
-    // counted, moves them off it). Rows: Zipf and flat at T 1 (first stage only), Gaussian at
+    // counted, moves them off it); where the first stages' bracket missed the crossing, the
+    // refined one holds it. Rows: Zipf and flat at T 1 (first stage only), Gaussian at
     // T 1 (the heavy entries exact) and 1.5; Zipf at T 1.5 (a bracket of a few heavy entries) and
     // peaked rows (no high bound) are not refined.
     struct row_case {
@@ -322,8 +323,14 @@ TEST_CASE("typical_bounds: the refinement narrows the bracket and keeps the cros
                 CHECK(ilo[r] < ihi[r]);
                 CHECK(ihi[r] <= hi[r]);
             }
-            CHECK(lo[0] <= lo[1]);
-            CHECK(hi[1] <= hi[0]);
+            const bool first_held = lo[0] <= crossing && hi[0] > crossing;
+            if (first_held || !rc.refined) {
+                CHECK(lo[0] <= lo[1]);
+                CHECK(hi[1] <= hi[0]);
+            } else {  // the first stages missed: refined again with the missed side open
+                CHECK(lo[1] <= crossing);
+                CHECK(hi[1] > crossing);
+            }
             if (!rc.refined) {
                 CHECK(lo[1] == lo[0]);
                 CHECK(hi[1] == hi[0]);
@@ -331,13 +338,16 @@ TEST_CASE("typical_bounds: the refinement narrows the bracket and keeps the cros
             }
             before += in[0];
             after += in[1];
-            CHECK(in[1] < in[0]);
+            if (first_held) CHECK(in[1] < in[0]);
             for (int r = 0; r < 2; ++r) held[r] += lo[r] <= crossing && hi[r] > crossing;
         }
     // measured: 216 987 -> 72 003 entries (3.0x fewer); the crossing held on 15 of 16 rows by
-    // both (the Gaussian T 1 row of salt 2 by neither: its bracket widens)
+    // the first stages, on all 16 refined (the Gaussian T 1 row of salt 2: its first bracket
+    // lies above the crossing, and the refinement, finding it below, sorts that side too;
+    // kept at the first bound, its bracket missed and widened to the end of the row)
     CHECK(5 * after < 2 * before);
-    CHECK(held[1] >= held[0]);
+    CHECK(held[0] == 15);
+    CHECK(held[1] == 16);
 }
 
 TEST_CASE("weight_key: ordered by key, the key and the weight come back") {

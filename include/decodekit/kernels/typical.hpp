@@ -530,7 +530,19 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         // each light sample stands for (n - heavy) / light entries
         estimate(thr, light > 0 ? double(n - heavy) / double(light) : 0.0);
     }();
-    if (!refined && refines()) refine_in();
+    if (!refined && refines()) {
+        // A side the refinement leaves open keeps its first bound, although the refinement
+        // found the crossing beyond it: the bracket split from these bounds would miss on that
+        // side and widen it to the end of the row (on Gaussian T 1 rows, ~45000 entries
+        // narrowed in four rounds, ~2.5x the row's time). Refined again instead with that side
+        // open to the row's end (its samples there sorted too, the other side its bound now).
+        const float lo1 = lo, hi1 = hi;
+        if (!refine_in()) {
+            if (!(lo > lo1)) lo = lowest_f;
+            if (!(hi < hi1)) hi = pinf;
+            refine_in();
+        }
+    }
 }
 
 /// The threshold of typical_bounds' second stage on a Gaussian-like row (z >= 2048: the r-th
