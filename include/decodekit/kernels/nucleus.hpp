@@ -153,7 +153,9 @@ struct weighted_bracket {
     std::size_t size = 0;
     double mass = 0;  ///< the bracket's weights summed in float blocks (provisional)
     double above = 0;
-    double above_wd = 0;  ///< sum of w |d| over the entries before the bracket, within 1 +- 128 u
+    /// sum of w |d| over the entries before the bracket, within 1 +- 128 u (typical's brackets:
+    /// 0, not summed)
+    double above_wd = 0;
     std::size_t above_count = 0;
     float inner_lo = std::numeric_limits<float>::infinity();
     float inner_hi = -std::numeric_limits<float>::infinity();

@@ -19,7 +19,9 @@
 /// of its bounds for them to order the entries outside it (the crossing its last entry), the
 /// bracket is split once more from the row around that key and walked again (one pass; it was
 /// the reference's O(V log V) walk). The walk over the bracket
-/// (sorted by key, then logit descending, then id) decides the crossing and checks, against a
+/// (sorted by key, then logit descending, then id) decides the crossing (its mass bound takes the
+/// w |d| of the entries above the bracket from their logit interval, and sums it in one read
+/// pass, inner_wd, only when that bound alone leaves the crossing open) and checks, against a
 /// rigorous bound on the float keys (the rounding of d, of c and of d - c; c's error from the
 /// exponential pass), that no entry of another logit has a key so close to the crossing's that
 /// the reference could order them differently or find them tied (c's error: entropy.hpp's
@@ -212,13 +214,13 @@ inline constexpr double typical_refine_min_entries = 2048;
 /// cache lines the first stage read, so ~no new memory traffic),
 /// sorting only those in the bracket; the mass below it a lump of scaled samples (their w^2 in
 /// the variance), those above it ignored; the heavy entries exact as before; a side it leaves
-/// open keeps the first bound (refine false: none; for tests). On rows of z >= 2048 whose
-/// second stage runs, the refinement first starts from the first stage's bracket (the second
-/// stage's heavy entries exact) and the second stage's estimate runs only when that leaves a
-/// side open. Rows of <= 4096
-/// entries: no estimate (the whole row). buf: >= x.size() keys of scratch; lg, ids: >= x.size()
-/// entries of scratch (the heavy entries' keys and ids).
-/// pre (optional): the entries above some threshold collected by the exponential pass
+/// open keeps the first bound, unless its estimate puts the crossing itself beyond that bound:
+/// then refined again with that side open to the row's end (refine false: none; for tests). On rows
+/// of z >= 2048 whose second stage runs, the refinement first starts from the first stage's bracket
+/// (the second stage's heavy entries exact) and the second stage's estimate runs only when that
+/// leaves a side open. Rows of <= 4096 entries: no estimate (the whole row). buf: >= x.size() keys
+/// of scratch; lg, ids: >= x.size() entries of scratch (the heavy entries' keys and ids). pre
+/// (optional): the entries above some threshold collected by the exponential pass
 /// (typical_heavy_plan): when that threshold is the second stage's and pre->ids is ids, they
 /// replace its pass over the weights (the same entries in the same order); when it is below the
 /// second stage's (and pre did not overflow), those of them above it do.
@@ -249,6 +251,7 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
     double base = 0, base2 = 0;          // the estimate's start: mass (and light w^2) below buf
     float olo = lowest_f, ohi = pinf;    // the estimate's bounds stay within [olo, ohi]
     double span = 0;                     // the entries between its wide bounds (estimated)
+    double walked = 0;                   // the last estimate's mass through its walk's end
     auto add = [&](std::size_t i, float wi) {
         const float y = key(x[i]);
         if (y >= lowest_f) buf[c++] = weight_key(y, wi);  // (NaN, -inf: no key)
@@ -310,6 +313,7 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
                     break;
                 }
             }
+            walked = below;
         };
         walk();
         if (sorted < c && (jh == npos || jh + 3 >= sorted)) {  // (the same walk over every key)
@@ -351,6 +355,8 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
     auto refine_in = [&]() -> bool {
         const float lo1 = lo, hi1 = hi;
         std::uint64_t* const tmp0 = tmp;
+        base = 0;  // (no estimate, as when there is no light sample: no side retried)
+        walked = std::numeric_limits<double>::infinity();
         double lump_heavy = 0;
         c = 0;
         for (std::size_t j = 0; j < heavy_n; ++j) {
@@ -531,16 +537,21 @@ void typical_bounds(std::span<const float> x, const float* w, const Key& key, do
         estimate(thr, light > 0 ? double(n - heavy) / double(light) : 0.0);
     }();
     if (!refined && refines()) {
-        // A side the refinement leaves open keeps its first bound, although the refinement
-        // found the crossing beyond it: the bracket split from these bounds would miss on that
-        // side and widen it to the end of the row (on Gaussian T 1 rows, ~45000 entries
-        // narrowed in four rounds, ~2.5x the row's time). Refined again instead with that side
-        // open to the row's end (its samples there sorted too, the other side its bound now).
+        // A side the refinement leaves open keeps its first bound. Where its estimate puts the
+        // crossing itself beyond that bound (the mass below the bracket already above the
+        // dropped mass, or the whole bracket's below it), the bracket split from these bounds
+        // would miss on that side and widen it to the end of the row (Gaussian T 1 rows: ~45000
+        // entries narrowed in four rounds, ~2.5x the row's time): refined again instead with
+        // that side open to the row's end (its samples there sorted too). Where only the 2.5 sd
+        // band reaches past the bound, the bound stays (opened, the bracket grew: on one row
+        // 11963 -> 16809 entries, +80 us).
         const float lo1 = lo, hi1 = hi;
         if (!refine_in()) {
-            if (!(lo > lo1)) lo = lowest_f;
-            if (!(hi < hi1)) hi = pinf;
-            refine_in();
+            const double drop = z - rmass;
+            const bool low = !(lo > lo1) && base > drop, high = !(hi < hi1) && walked < drop;
+            if (low) lo = lowest_f;
+            if (high) hi = pinf;
+            if (low || high) refine_in();
         }
     }
 }
@@ -644,8 +655,8 @@ void typical_reach_interval(const typical_key<A>& key, float y, float& first,
 /// for NaN bounds and non-finite key parameters): typical 0.9 sample() at V 128256, minima of
 /// 10 and 12 alternating runs (two runs), peaked 162/159 -> 155/157, Zipf 211/210 -> 202/204,
 /// Gaussian 204/201 -> 193/195, flat 207/204 -> 202/199 us; HF T 1.5 Gaussian 238/229 ->
-/// 221/225, flat 210/209 -> 203/203 us (2-7 %). The w d sum as fma(w, m - v) with 1 / T once
-/// per block (3 operations, not 5) was within noise (+-2 us): not kept.
+/// 221/225, flat 210/209 -> 203/203 us (2-7 %). (The w |d| sum it had, 5 operations per
+/// vector, cost typical 0.9 5-9 us per row: see typical_search.)
 template <class A, bool Above = true, bool Keys = false>
 double typical_split_row(std::span<const float> x, float* w, float lo, float hi,
                          const typical_key<A>& key, token_id* ids, float* lg,
@@ -823,14 +834,27 @@ weighted_bracket typical_bracket(std::span<const float> x, float* w, const typic
                                       above_error);
 }
 
-/// The sum of w |d| over the row's entries with logit in [lo, hi] (d = (m - v) * inv_t and w as
-/// typical_split_row computes them; the products in float, summed in float blocks of <= 32
+/// Bounds [lo, hi] of the sum of w |d| over the entries above typical's bracket b
+/// (typical_split_row sums none), from their logit interval [b.inner_lo, b.inner_hi]: each |d| = (m
+/// - v) / T lies within that of the interval's ends, the weights sum to b.above (1e-6 covers the
+/// float d, the pairs' rounding of b.above and fl(1 / T)). Both 0 when nothing is above.
+inline std::pair<double, double> typical_above_wd_bounds(const weighted_bracket& b, float m,
+                                                         float inv_t) noexcept {
+    if (b.above_count == 0) return {0.0, 0.0};
+    const double dlo = std::max(0.0, (double(m) - double(b.inner_hi)) * double(inv_t));
+    const double dhi = (double(m) - double(b.inner_lo)) * double(inv_t);
+    return {b.above * dlo * (1 - 1e-6), b.above * dhi * (1 + 1e-6) + 1e-300};
+}
+
+/// The sum of w |d| over the row's entries with logit in [lo, hi] (d = (m - v) * inv_t in float
+/// and w its weight_lanes weight; the products in float, summed in float blocks of <= 32
 /// additions per lane, the lanes' reduction, then in double: within 1 +- 40 u of the exact sum of
 /// those products), and their number in `count`. w: the row's weights from `fresh` on (below,
-/// recomputed bit for bit). NaN logits are in no interval; a product that overflows makes the sum
-/// +inf or NaN (no decision rests on it then). The entries above typical's bracket are such an
-/// interval (typical_split_row): typical_search sums them here only when the bound from the
-/// interval's ends leaves the crossing open.
+/// recomputed bit for bit). NaN logits are in no interval. For the entries above typical's
+/// bracket (an interval of logits whose keys are finite and >= lowest_f: d finite, w d <= 1 / e)
+/// nothing overflows; a sum that did (+inf, NaN) would leave the walk open. typical_search sums
+/// them here only when the bound from the interval's ends leaves the crossing open
+/// (typical_above_wd_bounds).
 template <class A>
 double inner_wd(std::span<const float> x, const float* w, std::size_t fresh, float m, float inv_t,
                 float lo, float hi, std::size_t& count) noexcept {
@@ -995,12 +1019,15 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
         bool certain = false;
         // The walk in float weights (mass decisions against the float pass's bounds). The w |d|
         // of the entries above (their weights' error, arg_error |d| relative) is first bounded
-        // from their logit interval [inner_lo, inner_hi]: |d| within its ends' (the products'
-        // and the sum's rounding inside 1e-6). Only when that leaves the crossing open is it
-        // summed (inner_wd, one read pass) and the walk run again: the bound is up to ~1.5x the
-        // sum on Gaussian rows at T 1 (d from ~1.6 to ~5 around c ~ 3.3), which left the float
-        // walk open on 11 % more of them (V 128256, 200 rows: 37 against 15 to the double
-        // pass), where summing in the split cost every row ~5-9 us (below).
+        // from their logit interval (typical_above_wd_bounds). Only when that leaves the crossing
+        // open, and the walk with the interval's ends swapped (the bound's smallest for any sum
+        // within it: the prefix's error grows with its w |d| and the rest's shrinks) would close
+        // it, is the sum taken (inner_wd, one read pass) and the walk run again. The interval's
+        // bound is up to ~1.5x the sum on Gaussian rows at T 1 (d from ~1.6 to ~5 around c ~ 3.3)
+        // and alone left the float walk open on 11 % more of them (V 128256, 200 rows: 37
+        // against 15 to the double pass); the pass runs on 4 of salts 0-39 at T 1, 5 at T 1.5,
+        // none elsewhere. Summed in the split instead (5 operations per vector), it cost every
+        // row: typical 0.9 sample() Gaussian T 1 183 -> 176 us without it, Zipf 169 -> 159.
         auto float_walk_with = [&](double wd_lo, double wd_hi) {
             return walk(
                 [&](std::size_t q) { return double(w[q]); },
@@ -1020,20 +1047,10 @@ truncation_result typical_search(std::span<const float> x, float p, float temper
         double wd_above = 0;
         auto float_walk = [&] {
             if (!wd_summed) {
-                double wd_lo = 0, wd_hi = 0;
-                if (b.above_count > 0) {
-                    const double dlo =
-                        std::max(0.0, (double(m) - double(b.inner_hi)) * double(inv_t));
-                    const double dhi = (double(m) - double(b.inner_lo)) * double(inv_t);
-                    wd_lo = b.above * dlo * (1 - 1e-6);
-                    wd_hi = b.above * dhi * (1 + 1e-6) + 1e-300;
-                }
+                const auto [wd_lo, wd_hi] = typical_above_wd_bounds(b, m, inv_t);
                 const double kept = float_walk_with(wd_lo, wd_hi);
                 if (certain || qc >= c || b.above_count == 0) return kept;
-                // the bound is linear in the sum: at its best at an end of [wd_lo, wd_hi]; when
-                // neither end decides, the sum would not either (the walk stays open, no pass)
-                float_walk_with(wd_lo, wd_lo);
-                if (!certain) float_walk_with(wd_hi, wd_hi);
+                float_walk_with(wd_hi, wd_lo);  // (the ends swapped: no sum would close it)
                 if (!certain) return kept;
                 std::size_t cnt = 0;
                 wd_above = inner_wd<A>(x, w, b.dirty, m, inv_t, b.inner_lo, b.inner_hi, cnt);
